@@ -1,0 +1,1 @@
+"""The ``civicedge`` command line."""

@@ -1,0 +1,75 @@
+"""Entry point of the ``civicedge`` console script.
+
+Each command group lives next to the code it drives and exposes
+``register(subparsers) -> None``; this module only collects them, so that
+layers stay independent (the gateway does not import the harness to get a CLI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Callable, Sequence
+
+# (module, description) — each module defines register(subparsers).
+COMMAND_MODULES: tuple[str, ...] = (
+    "hil.cli.demo_cmd",          # civicedge demo
+    "hil.sim.cli",               # civicedge sim ...
+    "hil.cli.hil_cmd",           # civicedge hil run ...
+    "hil.field.cli",             # civicedge flash / provision / check
+    "gateway.cli",               # civicedge gateway ...
+    "gateway.routes.cli",        # civicedge routes ...
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available command group."""
+    parser = argparse.ArgumentParser(
+        prog="civicedge",
+        description=(
+            "civicedge: privacy-preserving city sensors. Flash and provision boards, run virtual "
+            "boards, run the city gateway, run hardware-in-the-loop tests."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # Only skip a command group that does not exist yet; a broken import inside
+            # an existing module must surface.
+            if exc.name is not None and name.startswith(exc.name):
+                continue
+            raise
+        register: Callable[[argparse._SubParsersAction], None] = getattr(module, "register")
+        register(sub)
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    """Quiet by default (warnings), ``-v`` info, ``-vv`` debug."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``civicedge`` command line and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        result: int | None = func(args)
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
