@@ -1,0 +1,41 @@
+"""Errors of the field tools; each names what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+from hil.errors import HilError
+
+
+class FieldError(HilError):
+    """Root of flashing / provisioning / checking errors."""
+
+
+class PortNotFoundError(FieldError):
+    """The serial port does not exist (board unplugged, wrong name)."""
+
+
+class PortBusyError(FieldError):
+    """Another program holds the serial port (a serial monitor, another flash run, the gateway)."""
+
+
+class WrongChipError(FieldError):
+    """The chip on the port is not the chip the board definition names."""
+
+
+class BoardNotAnsweringError(FieldError):
+    """The board does not answer (no bootloader sync, or no MicroPython REPL)."""
+
+
+class MpyVersionMismatchError(FieldError):
+    """The device's MicroPython loads a different .mpy version than our mpy-cross produces."""
+
+
+class IdentityExistsError(FieldError):
+    """The device already has an identity; ``--force`` is needed to replace it."""
+
+
+class ImageError(FieldError):
+    """The MicroPython image file is missing or not a valid firmware image for the chip."""
+
+
+class GatewayRegistrationError(FieldError):
+    """The device could not be registered with the gateway."""

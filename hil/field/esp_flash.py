@@ -1,0 +1,157 @@
+"""Write a MicroPython release image to an ESP32-family board through esptool's Python API.
+
+The plan (what will be written where) is computed and validated first, without touching the
+port, so it can be shown to the technician and tested without hardware.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+import serial
+from esptool import cmds as esptool_cmds
+from esptool.util import FatalError
+
+from hil.field.chips import ChipProfile, chip_from_esptool_name
+from hil.field.errors import BoardNotAnsweringError, ImageError, WrongChipError
+from hil.field.ports import check_port_available
+
+log = logging.getLogger(__name__)
+
+ESP_IMAGE_MAGIC = 0xE9
+MAX_FLASH_BYTES = 16 * 1024 * 1024
+
+
+class EspLoaderLike(Protocol):
+    """The part of esptool's ``ESPLoader`` the flasher uses (the chip at the end of the cable)."""
+
+    CHIP_NAME: str
+
+
+Connect = Callable[..., Any]
+"""Signature of :func:`esptool.cmds.detect_chip` (port, baud, connect_mode, ..., connect_attempts)."""
+
+
+@dataclass(frozen=True)
+class FlashStep:
+    """One esptool operation: ``erase`` the whole flash, or ``write`` the image at ``offset``."""
+
+    action: Literal["erase", "write"]
+    offset: int = 0
+    size: int = 0
+
+    def describe(self) -> str:
+        """Human-readable one-liner for progress displays."""
+        if self.action == "erase":
+            return "erase flash"
+        return f"write {self.size} bytes at 0x{self.offset:x}"
+
+
+@dataclass(frozen=True)
+class FlashPlan:
+    """Everything that will happen to the board, decided before the port is opened."""
+
+    port: str
+    chip: ChipProfile
+    image: Path
+    steps: tuple[FlashStep, ...]
+    baud: int
+
+
+def plan_flash(*, port: str, chip: ChipProfile, image: Path, erase: bool = True, baud: int = 460800) -> FlashPlan:
+    """Validate the image and return the plan for flashing it onto ``chip``.
+
+    Raises:
+        ImageError: the file is missing, empty, not an ESP firmware image, or too large.
+    """
+    if not image.is_file():
+        raise ImageError(f"MicroPython image {image} does not exist", image=str(image))
+    size = image.stat().st_size
+    if size == 0:
+        raise ImageError(f"MicroPython image {image} is empty", image=str(image))
+    with image.open("rb") as fh:
+        magic = fh.read(1)
+    if magic[0] != ESP_IMAGE_MAGIC:
+        raise ImageError(
+            f"{image} is not an ESP firmware image (first byte 0x{magic[0]:02x}, expected 0x{ESP_IMAGE_MAGIC:02x}); "
+            "download the .bin for your board from micropython.org/download",
+            image=str(image),
+        )
+    if chip.image_offset + size > MAX_FLASH_BYTES:
+        raise ImageError(f"{image} ({size} bytes) does not fit in flash at 0x{chip.image_offset:x}", image=str(image))
+    steps: list[FlashStep] = []
+    if erase:
+        steps.append(FlashStep("erase"))
+    steps.append(FlashStep("write", offset=chip.image_offset, size=size))
+    return FlashPlan(port=port, chip=chip, image=image, steps=tuple(steps), baud=baud)
+
+
+def connect_chip(plan: FlashPlan, *, connect: Connect = esptool_cmds.detect_chip, attempts: int = 3) -> Any:
+    """Open the port, sync with the ROM bootloader and check the chip matches the board definition.
+
+    Raises:
+        PortNotFoundError, PortBusyError: from :func:`check_port_available`.
+        BoardNotAnsweringError: the bootloader did not answer (not in download mode, wrong port).
+        WrongChipError: a different chip answered.
+    """
+    check_port_available(plan.port)
+    try:
+        esp = connect(plan.port, baud=115200, connect_attempts=attempts)
+    except (FatalError, serial.SerialException, OSError) as exc:
+        raise BoardNotAnsweringError(
+            f"no ESP bootloader answered on {plan.port}: {exc}. Hold BOOT while pressing EN/RESET, then retry.",
+            port=plan.port,
+        ) from exc
+    found = chip_from_esptool_name(esp.CHIP_NAME)
+    if found is None or found.name != plan.chip.name:
+        _close(esp)
+        raise WrongChipError(
+            f"the board on {plan.port} is an {esp.CHIP_NAME}, but the board definition needs {plan.chip.esptool_name}",
+            port=plan.port,
+            expected=plan.chip.esptool_name,
+            found=esp.CHIP_NAME,
+        )
+    return esp
+
+
+def execute_flash(
+    plan: FlashPlan,
+    *,
+    connect: Connect = esptool_cmds.detect_chip,
+    on_step: Callable[[FlashStep], None] | None = None,
+    attempts: int = 3,
+) -> None:
+    """Carry out ``plan``: connect, check the chip, erase and write, then hard-reset into MicroPython.
+
+    esptool prints its own byte progress for erase/write; ``on_step`` is told when each step starts.
+    """
+    esp = connect_chip(plan, connect=connect, attempts=attempts)
+    try:
+        esp = esp.run_stub()
+        if plan.baud != 115200:
+            esp.change_baud(plan.baud)
+        for step in plan.steps:
+            if on_step is not None:
+                on_step(step)
+            log.info("%s on %s", step.describe(), plan.port)
+            if step.action == "erase":
+                esptool_cmds.erase_flash(esp)
+            else:
+                esptool_cmds.write_flash(esp, [(step.offset, str(plan.image))], flash_size="detect")
+        esptool_cmds.reset_chip(esp, "hard-reset")
+    except FatalError as exc:
+        raise BoardNotAnsweringError(f"flashing failed on {plan.port}: {exc}", port=plan.port) from exc
+    finally:
+        _close(esp)
+
+
+def _close(esp: Any) -> None:
+    port = getattr(esp, "_port", None)
+    if port is not None:
+        try:
+            port.close()
+        except (OSError, serial.SerialException):  # already gone with the USB cable
+            pass
