@@ -1,0 +1,73 @@
+"""Pin tables of the supported chips: which GPIOs exist and what each can do.
+
+Sources: Espressif ESP32 and ESP32-C3 datasheets (GPIO & RTC GPIO, ADC channel tables) and the
+MicroPython ESP32 port quick reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """What a chip's GPIO matrix offers.
+
+    Attributes:
+        name: chip name as written in board files (``esp32``, ``esp32c3``).
+        gpios: GPIO numbers that exist on the chip.
+        adc1: GPIOs with an ADC1 channel (usable with the radio on).
+        adc2: GPIOs with an ADC2 channel (ESP32: unusable while Wi-Fi is on).
+        input_only: GPIOs that cannot drive an output.
+        reserved: GPIOs wired to the SPI flash (or its supply), never usable, with the reason.
+        strapping: GPIOs sampled at reset; usable with care, never for an input pulled the wrong way.
+        wake_capable: GPIOs that can wake the chip from deep sleep (RTC GPIOs).
+        console_pins: (tx, rx) of UART0, the MicroPython REPL.
+        uart_ids: UART peripherals a board file may use for a data link (UART0 is the console).
+    """
+
+    name: str
+    gpios: frozenset[int]
+    adc1: frozenset[int]
+    adc2: frozenset[int]
+    input_only: frozenset[int]
+    reserved: dict[int, str]
+    strapping: frozenset[int]
+    wake_capable: frozenset[int]
+    console_pins: tuple[int, int]
+    uart_ids: frozenset[int]
+
+    @property
+    def adc_pins(self) -> frozenset[int]:
+        """All GPIOs with an ADC channel."""
+        return self.adc1 | self.adc2
+
+
+ESP32 = ChipSpec(
+    name="esp32",
+    gpios=frozenset([*range(0, 20), 21, 22, 23, 25, 26, 27, *range(32, 40)]),
+    adc1=frozenset(range(32, 40)),
+    adc2=frozenset([0, 2, 4, 12, 13, 14, 15, 25, 26, 27]),
+    input_only=frozenset(range(34, 40)),
+    reserved={n: "connected to the SPI flash" for n in range(6, 12)},
+    strapping=frozenset([0, 2, 5, 12, 15]),
+    wake_capable=frozenset([0, 2, 4, 12, 13, 14, 15, 25, 26, 27, *range(32, 40)]),
+    console_pins=(1, 3),
+    uart_ids=frozenset([1, 2]),
+)
+
+ESP32C3 = ChipSpec(
+    name="esp32c3",
+    gpios=frozenset(range(0, 22)),
+    adc1=frozenset(range(0, 5)),
+    adc2=frozenset([5]),
+    input_only=frozenset(),
+    reserved={11: "VDD_SPI (flash supply)", **{n: "connected to the SPI flash" for n in range(12, 18)}},
+    strapping=frozenset([2, 8, 9]),
+    wake_capable=frozenset(range(0, 6)),
+    console_pins=(21, 20),
+    uart_ids=frozenset([1]),
+)
+
+CHIPS: dict[str, ChipSpec] = {spec.name: spec for spec in (ESP32, ESP32C3)}
+"""Every supported chip by name."""

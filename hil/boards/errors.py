@@ -1,0 +1,213 @@
+"""Errors raised while loading and validating a board definition.
+
+All derive from :class:`BoardError` (itself a :class:`hil.errors.HilError`) and carry the board
+source plus structured fields, so callers can react to the kind of mistake without parsing text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hil.errors import HilError
+
+
+class BoardError(HilError):
+    """A board definition cannot be found, parsed or validated.
+
+    Attributes:
+        source: board name or file path the error is about.
+    """
+
+    def __init__(self, message: str, *, source: str, **details: Any) -> None:
+        super().__init__(f"{source}: {message}", source=source, **details)
+        self.source = source
+
+
+class BoardNotFoundError(BoardError):
+    """No board file of that name or path exists.
+
+    Attributes:
+        available: names of the boards that do exist in the boards directory.
+    """
+
+    def __init__(self, *, source: str, available: list[str]) -> None:
+        super().__init__(
+            f"no such board (available: {', '.join(available) or 'none'})", source=source, available=available
+        )
+        self.available = available
+
+
+class BoardSyntaxError(BoardError):
+    """The file is not valid TOML.
+
+    Attributes:
+        reason: the TOML parser's message (includes line and column).
+    """
+
+    def __init__(self, *, source: str, reason: str) -> None:
+        super().__init__(f"not valid TOML: {reason}", source=source, reason=reason)
+        self.reason = reason
+
+
+class MissingFieldError(BoardError):
+    """A required field is absent.
+
+    Attributes:
+        field: dotted path of the missing field, e.g. ``io.pir.pin``.
+    """
+
+    def __init__(self, *, source: str, field: str) -> None:
+        super().__init__(f"missing required field {field!r}", source=source, field=field)
+        self.field = field
+
+
+class UnknownFieldError(BoardError):
+    """A field the schema does not know (usually a typo).
+
+    Attributes:
+        field: dotted path of the unknown field.
+        allowed: the field names accepted at that place.
+    """
+
+    def __init__(self, *, source: str, field: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"unknown field {field!r} (allowed here: {', '.join(allowed)})", source=source, field=field, allowed=allowed
+        )
+        self.field = field
+        self.allowed = allowed
+
+
+class FieldTypeError(BoardError):
+    """A field has the wrong TOML type.
+
+    Attributes:
+        field: dotted path of the field.
+        expected: expected type name.
+        actual: type name found.
+    """
+
+    def __init__(self, *, source: str, field: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"field {field!r} must be {expected}, not {actual}", source=source, field=field, expected=expected, actual=actual
+        )
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidValueError(BoardError):
+    """A field has the right type but a value outside what is allowed.
+
+    Attributes:
+        field: dotted path of the field.
+        value: the offending value.
+        reason: what is allowed.
+    """
+
+    def __init__(self, *, source: str, field: str, value: Any, reason: str) -> None:
+        super().__init__(f"field {field!r} = {value!r}: {reason}", source=source, field=field, value=value, reason=reason)
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
+class UnknownChipError(BoardError):
+    """The ``chip`` is not one the loader has a pin table for.
+
+    Attributes:
+        chip: the chip name given.
+        known: chip names that are supported.
+    """
+
+    def __init__(self, *, source: str, chip: str, known: list[str]) -> None:
+        super().__init__(f"unknown chip {chip!r} (known: {', '.join(known)})", source=source, chip=chip, known=known)
+        self.chip = chip
+        self.known = known
+
+
+class PinError(BoardError):
+    """Base of the errors about one pin's use.
+
+    Attributes:
+        pin: the GPIO number.
+        use: dotted path of the field that uses it, e.g. ``io.light.pin``.
+        chip: the board's chip.
+    """
+
+    def __init__(self, message: str, *, source: str, pin: int, use: str, chip: str, **details: Any) -> None:
+        super().__init__(message, source=source, pin=pin, use=use, chip=chip, **details)
+        self.pin = pin
+        self.use = use
+        self.chip = chip
+
+
+class PinConflictError(PinError):
+    """The same GPIO is used twice.
+
+    Attributes:
+        first_use: the field that claimed the pin first.
+    """
+
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, first_use: str) -> None:
+        super().__init__(
+            f"GPIO{pin} used by {use!r} is already used by {first_use!r}",
+            source=source, pin=pin, use=use, chip=chip, first_use=first_use,
+        )
+        self.first_use = first_use
+
+
+class PinNotOnChipError(PinError):
+    """The chip has no such GPIO."""
+
+    def __init__(self, *, source: str, pin: int, use: str, chip: str) -> None:
+        super().__init__(f"{use!r}: {chip} has no GPIO{pin}", source=source, pin=pin, use=use, chip=chip)
+
+
+class ReservedPinError(PinError):
+    """The GPIO exists but is wired to the flash (or otherwise unusable).
+
+    Attributes:
+        reason: why the pin is reserved.
+    """
+
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, reason: str) -> None:
+        super().__init__(
+            f"{use!r}: GPIO{pin} on {chip} is not usable ({reason})", source=source, pin=pin, use=use, chip=chip, reason=reason
+        )
+        self.reason = reason
+
+
+class NotAdcPinError(PinError):
+    """An ADC input is put on a GPIO without an ADC channel.
+
+    Attributes:
+        adc_pins: the chip's ADC-capable GPIOs.
+    """
+
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, adc_pins: list[int]) -> None:
+        super().__init__(
+            f"{use!r}: GPIO{pin} on {chip} has no ADC channel (ADC pins: {adc_pins})",
+            source=source, pin=pin, use=use, chip=chip, adc_pins=adc_pins,
+        )
+        self.adc_pins = adc_pins
+
+
+class InputOnlyPinError(PinError):
+    """An output (digital out, PWM, UART TX) is put on an input-only GPIO."""
+
+    def __init__(self, *, source: str, pin: int, use: str, chip: str) -> None:
+        super().__init__(
+            f"{use!r}: GPIO{pin} on {chip} is input-only and cannot drive an output",
+            source=source, pin=pin, use=use, chip=chip,
+        )
+
+
+class NotWakePinError(PinError):
+    """A deep-sleep wake source is on a GPIO that cannot wake the chip (not an RTC GPIO)."""
+
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, wake_pins: list[int]) -> None:
+        super().__init__(
+            f"{use!r}: GPIO{pin} on {chip} cannot wake from deep sleep (wake-capable: {wake_pins})",
+            source=source, pin=pin, use=use, chip=chip, wake_pins=wake_pins,
+        )
+        self.wake_pins = wake_pins

@@ -1,0 +1,337 @@
+"""Load board definitions (``boards/*.toml``) into validated :class:`BoardDefinition` objects."""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from gateway.resources import boards_dir, load_policy
+from hil.boards.chips import CHIPS, ChipSpec
+from hil.boards.errors import (
+    BoardNotFoundError,
+    BoardSyntaxError,
+    FieldTypeError,
+    InputOnlyPinError,
+    InvalidValueError,
+    NotAdcPinError,
+    NotWakePinError,
+    PinConflictError,
+    PinNotOnChipError,
+    ReservedPinError,
+    UnknownChipError,
+    UnknownFieldError,
+)
+from hil.boards.fields import Table, type_name
+from hil.boards.kinds import KINDS, KindSpec
+from hil.boards.model import BleLink, BoardDefinition, IoPin, SleepSettings, UartLink
+
+logger = logging.getLogger(__name__)
+
+ATTENUATIONS = ("0db", "2.5db", "6db", "11db")
+PULLS = ("none", "up", "down")
+IO_MODES = ("in", "out", "adc", "pwm")
+SLEEP_MODES = ("none", "light", "deep")
+
+
+def list_boards(directory: Path | None = None) -> list[str]:
+    """Return the names of the board definitions in ``directory`` (default: the project's ``boards/``)."""
+    folder = directory if directory is not None else boards_dir()
+    return sorted(p.stem for p in folder.glob("*.toml"))
+
+
+def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) -> Path:
+    """Find a board file from a board name (``streetlight-esp32``) or a path to a ``.toml`` file.
+
+    Raises:
+        BoardNotFoundError: neither a file of that path nor a board of that name exists.
+    """
+    folder = directory if directory is not None else boards_dir()
+    text = str(name_or_path)
+    candidate = Path(text)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        if candidate.is_file():
+            return candidate
+    elif "/" not in text and (folder / f"{text}.toml").is_file():
+        return folder / f"{text}.toml"
+    raise BoardNotFoundError(source=text, available=list_boards(folder))
+
+
+def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> BoardDefinition:
+    """Load and validate a board definition.
+
+    Args:
+        name_or_path: board name (file stem in ``boards/``) or path of a TOML file.
+        directory: where to look board names up (default: the project's ``boards/``).
+
+    Returns:
+        The validated board.
+
+    Raises:
+        BoardError: (a subclass) naming the field and what is wrong with it.
+    """
+    path = resolve_board_path(name_or_path, directory)
+    source = str(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise BoardSyntaxError(source=source, reason=str(exc)) from exc
+    board = parse_board(data, source=source, path=path)
+    logger.debug("loaded board %s (%s, %s) from %s", board.name, board.chip, board.kind, path)
+    return board
+
+
+def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefinition:
+    """Validate a parsed TOML document (see :func:`load_board`)."""
+    root = Table(data, "", source)
+    root.integer("schema", 1, low=1, high=1)
+    name = root.string("name")
+    title = root.string("title", name)
+    chip_name = root.string("chip")
+    chip = CHIPS.get(chip_name)
+    if chip is None:
+        raise UnknownChipError(source=source, chip=chip_name, known=sorted(CHIPS))
+    policy_kinds = sorted(load_policy()["kinds"])
+    kind = root.string("kind", choices=tuple(policy_kinds))
+    spec = KINDS[kind]
+    module = root.string("module", "")
+
+    pins = _PinLedger(chip, source)
+    recovery_pin: int | None = None
+    recovery_level = 0
+    recovery = root.table("recovery", required=False)
+    if recovery is not None:
+        recovery_pin = pins.claim(recovery.integer("pin"), recovery.where("pin"), need="in")
+        recovery_level = recovery.integer("level", 0, low=0, high=1)
+        recovery.finish()
+
+    io = _parse_io(_required_table(root, "io"), spec, pins)
+    uart, ble = _parse_links(_required_table(root, "links"), chip, pins, kind)
+    calibration = _parse_calibration(_required_table(root, "calibration"), spec)
+    sleep = _parse_sleep(_required_table(root, "sleep"), io, chip, source)
+    watchdog = _required_table(root, "watchdog")
+    watchdog_ms = watchdog.integer("timeout_ms", low=1000, high=3_600_000)
+    watchdog.finish()
+    app = _parse_app(_required_table(root, "app"), spec)
+    root.finish()
+    return BoardDefinition(
+        name=name, title=title, chip=chip_name, kind=kind, module=module, source=path, io=io, uart=uart, ble=ble,
+        recovery_pin=recovery_pin, recovery_level=recovery_level, calibration=calibration, sleep=sleep,
+        watchdog_ms=watchdog_ms, app=app,
+    )
+
+
+def _required_table(parent: Table, key: str) -> Table:
+    table = parent.table(key)
+    assert table is not None  # required=True raises instead of returning None
+    return table
+
+
+class _PinLedger:
+    """Checks each pin against the chip and records who uses it (to catch double use)."""
+
+    def __init__(self, chip: ChipSpec, source: str) -> None:
+        self.chip = chip
+        self.source = source
+        self.used: dict[int, str] = {}
+
+    def claim(self, pin: int, use: str, *, need: str) -> int:
+        chip, src = self.chip, self.source
+        if pin not in chip.gpios:
+            raise PinNotOnChipError(source=src, pin=pin, use=use, chip=chip.name)
+        if pin in chip.reserved:
+            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason=chip.reserved[pin])
+        if need == "adc" and pin not in chip.adc_pins:
+            raise NotAdcPinError(source=src, pin=pin, use=use, chip=chip.name, adc_pins=sorted(chip.adc_pins))
+        if need == "out" and pin in chip.input_only:
+            raise InputOnlyPinError(source=src, pin=pin, use=use, chip=chip.name)
+        if pin in chip.console_pins:
+            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason="UART0, the MicroPython console")
+        if pin in self.used:
+            raise PinConflictError(source=src, pin=pin, use=use, chip=chip.name, first_use=self.used[pin])
+        self.used[pin] = use
+        return pin
+
+
+def _parse_io(table: Table, spec: KindSpec, pins: _PinLedger) -> dict[str, IoPin]:
+    io: dict[str, IoPin] = {}
+    for role in table.keys():
+        if role not in spec.io:
+            raise UnknownFieldError(source=table.source, field=table.where(role), allowed=sorted(spec.io))
+    for role, modes in spec.io.items():
+        entry = _required_table(table, role)
+        mode = entry.string("mode", choices=modes)
+        need = {"in": "in", "adc": "adc", "out": "out", "pwm": "out"}[mode]
+        pin = pins.claim(entry.integer("pin"), entry.where("pin"), need=need)
+        if mode == "in":
+            item = IoPin(role, "in", pin, pull=entry.string("pull", "none", choices=PULLS),
+                         active=entry.integer("active", 1, low=0, high=1))
+        elif mode == "out":
+            item = IoPin(role, "out", pin, active=entry.integer("active", 1, low=0, high=1))
+        elif mode == "adc":
+            item = IoPin(role, "adc", pin, atten=entry.string("atten", "11db", choices=ATTENUATIONS))
+        else:
+            item = IoPin(role, "pwm", pin, freq=entry.integer("freq", 1000, low=1, high=40_000_000))
+        entry.finish()
+        io[role] = item
+    table.finish(sorted(spec.io))
+    return io
+
+
+def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str) -> tuple[UartLink | None, BleLink | None]:
+    uart: UartLink | None = None
+    ble: BleLink | None = None
+    u = table.table("uart", required=False)
+    if u is not None:
+        uart_id = u.integer("id")
+        if uart_id not in chip.uart_ids:
+            raise InvalidValueError(source=u.source, field=u.where("id"), value=uart_id,
+                                    reason=f"{chip.name} data UARTs are {sorted(chip.uart_ids)} (UART0 is the console)")
+        tx = pins.claim(u.integer("tx"), u.where("tx"), need="out")
+        rx = pins.claim(u.integer("rx"), u.where("rx"), need="in")
+        uart = UartLink(id=uart_id, tx=tx, rx=rx, baud=u.integer("baud", 115200, low=1200, high=5_000_000))
+        u.finish()
+    b = table.table("ble", required=False)
+    if b is not None:
+        ble = BleLink(mtu=b.integer("mtu", 185, low=23, high=517),
+                      adv_interval_ms=b.integer("adv_interval_ms", 500, low=20, high=10_240))
+        b.finish()
+    table.finish(["ble", "uart"])
+    if uart is None and ble is None:
+        raise InvalidValueError(source=table.source, field="links", value={}, reason="a board needs a uart or ble link")
+    return uart, ble
+
+
+def _parse_calibration(table: Table, spec: KindSpec) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, consts in spec.calibration.items():
+        entry = _required_table(table, name)
+        values: dict[str, Any] = {}
+        for const in consts:
+            if const == "table":
+                values[const] = _int_table(entry, const)
+            else:
+                values[const] = entry.integer(const)
+        entry.finish()
+        out[name] = values
+    table.finish(sorted(spec.calibration))
+    _check_calibration(table, out)
+    return out
+
+
+def _int_table(entry: Table, key: str) -> list[list[int]]:
+    """An array of [x, y] integer pairs with strictly increasing x (piecewise-linear curve)."""
+    rows = entry.array(key)
+    where = entry.where(key)
+    out: list[list[int]] = []
+    for i, row in enumerate(rows):
+        ok = isinstance(row, list) and len(row) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in row)
+        if not ok:
+            raise FieldTypeError(source=entry.source, field=f"{where}[{i}]", expected="an [integer, integer] pair",
+                                 actual=type_name(row))
+        if out and row[0] <= out[-1][0]:
+            raise InvalidValueError(source=entry.source, field=f"{where}[{i}]", value=row,
+                                    reason="x values must increase strictly")
+        out.append([row[0], row[1]])
+    if len(out) < 2:
+        raise InvalidValueError(source=entry.source, field=where, value=rows, reason="needs at least two points")
+    return out
+
+
+def _check_calibration(table: Table, cal: dict[str, dict[str, Any]]) -> None:
+    """Cross-field sanity checks that would otherwise divide by zero or invert a scale on the device."""
+    src = table.source
+
+    def bad(field: str, value: Any, reason: str) -> InvalidValueError:
+        return InvalidValueError(source=src, field=f"calibration.{field}", value=value, reason=reason)
+
+    if "fill" in cal:
+        f = cal["fill"]
+        if not 0 < f["full_mm"] < f["empty_mm"]:
+            raise bad("fill.full_mm", f["full_mm"], "must be > 0 and below empty_mm")
+        if not 1 <= f["pings"] <= 15:
+            raise bad("fill.pings", f["pings"], "must be between 1 and 15")
+    if "battery" in cal:
+        b = cal["battery"]
+        if b["divider_den"] <= 0 or b["divider_num"] <= 0:
+            raise bad("battery.divider_den", b["divider_den"], "divider terms must be positive")
+        if b["full_mv"] <= b["empty_mv"]:
+            raise bad("battery.full_mv", b["full_mv"], "must be above empty_mv")
+    if "lamp" in cal:
+        lamp = cal["lamp"]
+        for key in ("watts", "mains_v", "ma_full", "ma_per_volt"):
+            if lamp[key] <= 0:
+                raise bad(f"lamp.{key}", lamp[key], "must be positive")
+        if not 0 <= lamp["tolerance_pct"] <= 100:
+            raise bad("lamp.tolerance_pct", lamp["tolerance_pct"], "must be between 0 and 100")
+        if not 0 <= lamp["min_level"] <= 100:
+            raise bad("lamp.min_level", lamp["min_level"], "must be between 0 and 100")
+
+
+def _parse_sleep(table: Table, io: dict[str, IoPin], chip: ChipSpec, source: str) -> SleepSettings:
+    mode = table.string("mode", choices=SLEEP_MODES)
+    interval = table.integer("interval_s", low=1, high=86_400)
+    wake_names = table.array("wake_pins", [])
+    wake: list[str] = []
+    for i, name in enumerate(wake_names):
+        where = f"{table.where('wake_pins')}[{i}]"
+        if not isinstance(name, str):
+            raise FieldTypeError(source=source, field=where, expected="an io name", actual=type_name(name))
+        if name not in io or io[name].mode != "in":
+            raise InvalidValueError(source=source, field=where, value=name, reason="must name a digital input in [io]")
+        pin = io[name].pin
+        if mode == "deep" and pin not in chip.wake_capable:
+            raise NotWakePinError(source=source, pin=pin, use=where, chip=chip.name, wake_pins=sorted(chip.wake_capable))
+        wake.append(name)
+    table.finish()
+    return SleepSettings(mode=mode, interval_s=interval, wake_pins=tuple(wake))  # type: ignore[arg-type]
+
+
+def _parse_app(table: Table, spec: KindSpec) -> dict[str, Any]:
+    app: dict[str, Any] = {}
+    for key, (low, high) in spec.app_ints.items():
+        app[key] = table.integer(key, low=low, high=high)
+    if spec.needs_schedule:
+        app["schedule"] = _schedule(table)
+    table.finish()
+    if "on_lux" in app and app["off_lux"] < app["on_lux"]:
+        raise InvalidValueError(source=table.source, field="app.off_lux", value=app["off_lux"],
+                                reason="must be >= on_lux (hysteresis)")
+    return app
+
+
+def _schedule(table: Table) -> list[list[int]]:
+    """``[["HH:MM", level], ...]`` -> ``[[minute_of_day, level], ...]`` sorted by minute."""
+    rows = table.array("schedule")
+    where = table.where("schedule")
+    out: list[list[int]] = []
+    for i, row in enumerate(rows):
+        ok = (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)
+              and isinstance(row[1], int) and not isinstance(row[1], bool))
+        if not ok:
+            raise FieldTypeError(source=table.source, field=f"{where}[{i}]", expected='a ["HH:MM", level] pair',
+                                 actual=type_name(row))
+        minute = _minute_of_day(row[0])
+        if minute is None:
+            raise InvalidValueError(source=table.source, field=f"{where}[{i}]", value=row[0], reason="time must be HH:MM")
+        if not 0 <= row[1] <= 100:
+            raise InvalidValueError(source=table.source, field=f"{where}[{i}]", value=row[1], reason="level must be 0..100")
+        out.append([minute, row[1]])
+    if not out:
+        raise InvalidValueError(source=table.source, field=where, value=rows, reason="needs at least one entry")
+    minutes = [m for m, _ in out]
+    if len(set(minutes)) != len(minutes):
+        raise InvalidValueError(source=table.source, field=where, value=rows, reason="times must be distinct")
+    return sorted(out)
+
+
+def _minute_of_day(text: str) -> int | None:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        return None
+    hour, minute = int(parts[0]), int(parts[1])
+    if hour > 23 or minute > 59:
+        return None
+    return hour * 60 + minute
