@@ -1,0 +1,109 @@
+"""Exception root of the gateway package.
+
+Every error the gateway raises derives from :class:`GatewayError` and carries structured fields
+(``reason`` plus the context a caller needs), so no caller ever matches on message text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GatewayError(Exception):
+    """Root of all gateway errors.
+
+    Attributes:
+        reason: a short machine-readable reason (e.g. ``"hmac"``, ``"unknown_key"``).
+    """
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class ProtocolError(GatewayError):
+    """A frame, COBS chunk or BLE fragment that does not follow docs/protocol.md.
+
+    Attributes:
+        reason: one of ``oversize``, ``cobs``, ``fragment``, ``version``, ``malformed``, ``body``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message, reason=reason)
+
+
+class RejectedReport(GatewayError):
+    """A report the verification pipeline refused.
+
+    Attributes:
+        reason: counted rejection reason (``unknown_device``, ``revoked``, ``hmac``, ``replay``,
+            ``policy``, ``kind``, ...).
+        device_id: the claimed device id, when the header could be parsed.
+        seq: the claimed seq, when the header could be parsed.
+    """
+
+    def __init__(self, message: str, *, reason: str, device_id: str | None = None, seq: int | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.device_id = device_id
+        self.seq = seq
+
+
+class ConfigError(GatewayError):
+    """Invalid gateway configuration.
+
+    Attributes:
+        path: the config file (None for built-in defaults).
+        key: dotted key that is wrong (``"mqtt.port"``), or ``""`` for the file itself.
+        reason: ``unknown_key``, ``wrong_type``, ``missing``, ``bad_value``, ``bad_path``, ``syntax``.
+    """
+
+    def __init__(self, message: str, *, reason: str, key: str, path: Path | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.key = key
+        self.path = path
+
+
+class RegistryError(GatewayError):
+    """A device registry operation failed.
+
+    Attributes:
+        device_id: the device concerned.
+        reason: ``unknown_device``, ``exists``, ``bad_value``, ``bad_key``, ``permissions``.
+    """
+
+    def __init__(self, message: str, *, reason: str, device_id: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.device_id = device_id
+
+
+class StorageError(GatewayError):
+    """The report store could not be opened or written."""
+
+
+class ProvenanceError(GatewayError):
+    """A provenance log export is malformed or its hash chain is broken.
+
+    Attributes:
+        line: 1-based line of the export where the first problem is.
+        reason: ``syntax``, ``prev_mismatch``, ``hash_mismatch``, ``missing_field``.
+    """
+
+    def __init__(self, message: str, *, reason: str, line: int) -> None:
+        super().__init__(message, reason=reason)
+        self.line = line
+
+
+class TransportError(GatewayError):
+    """A link (serial port, BLE connection, MQTT broker) failed.
+
+    Attributes:
+        link: the link name (``serial:/dev/ttyUSB0``, ``ble:AA:BB:..``, ``mqtt``).
+        reason: ``timeout``, ``disconnected``, ``open_failed``.
+    """
+
+    def __init__(self, message: str, *, reason: str, link: str) -> None:
+        super().__init__(message, reason=reason)
+        self.link = link

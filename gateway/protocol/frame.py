@@ -1,0 +1,151 @@
+"""Frame build/parse for wire protocol v1 (docs/protocol.md §1).
+
+Layout: version(1) type(1) id_len(1) device_id(N) seq(u32 BE) body(msgpack) tag(16) where
+``tag = HMAC-SHA256(key, everything before it)[:16]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from gateway.errors import ProtocolError
+
+VERSION = 0x01
+FRAME_REPORT = 0x01
+FRAME_ACK = 0x02
+FRAME_CONFIG = 0x03
+FRAME_TYPES = frozenset({FRAME_REPORT, FRAME_ACK, FRAME_CONFIG})
+TAG_LEN = 16
+MIN_FRAME = 25
+MAX_FRAME = 1024
+MAX_ID_LEN = 32
+_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,32}\Z")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A parsed (not yet authenticated) frame.
+
+    Attributes:
+        version: protocol version byte.
+        type: FRAME_REPORT, FRAME_ACK or FRAME_CONFIG.
+        device_id: ASCII device id from the header.
+        seq: u32 from the header.
+        body: raw msgpack bytes of the body.
+        tag: the 16-byte truncated HMAC.
+        signed: the bytes the tag covers (header + body).
+    """
+
+    version: int
+    type: int
+    device_id: str
+    seq: int
+    body: bytes
+    tag: bytes
+    signed: bytes
+
+
+def valid_device_id(device_id: str) -> bool:
+    """Return True if ``device_id`` is 1..32 chars of ``[A-Za-z0-9._-]``."""
+    try:
+        raw = device_id.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return _ID_RE.match(raw) is not None
+
+
+def compute_tag(key: bytes, signed: bytes) -> bytes:
+    """Return the 16-byte truncated HMAC-SHA256 of ``signed`` under ``key``."""
+    return hmac.new(key, signed, hashlib.sha256).digest()[:TAG_LEN]
+
+
+def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes) -> bytes:
+    """Build an authenticated frame.
+
+    Args:
+        frame_type: FRAME_REPORT, FRAME_ACK or FRAME_CONFIG.
+        device_id: ASCII id, 1..32 chars of ``[A-Za-z0-9._-]``.
+        seq: u32.
+        body: a msgpack-serialisable map, or already-encoded msgpack ``bytes``.
+        key: the 32-byte device key.
+
+    Raises:
+        ProtocolError: reason ``malformed`` for a bad id/seq/type, ``oversize`` if over 1024 bytes.
+    """
+    if frame_type not in FRAME_TYPES:
+        raise ProtocolError("unknown frame type %r" % frame_type, reason="malformed")
+    if not valid_device_id(device_id):
+        raise ProtocolError("invalid device id %r" % device_id, reason="malformed")
+    if not 0 <= seq <= 0xFFFFFFFF:
+        raise ProtocolError("seq %r out of u32 range" % seq, reason="malformed")
+    raw_body = body if isinstance(body, (bytes, bytearray)) else msgpack.packb(body, use_bin_type=True)
+    if not raw_body:
+        raise ProtocolError("empty body", reason="malformed")
+    ident = device_id.encode("ascii")
+    signed = bytes([VERSION, frame_type, len(ident)]) + ident + struct.pack(">I", seq) + bytes(raw_body)
+    frame = signed + compute_tag(key, signed)
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError("frame of %d bytes exceeds %d" % (len(frame), MAX_FRAME), reason="oversize")
+    return frame
+
+
+def parse_frame(data: bytes) -> Frame:
+    """Split a frame into its fields without checking the tag.
+
+    Raises:
+        ProtocolError: ``oversize`` (> 1024 bytes, checked first, nothing decoded), ``version``
+            (unknown version byte), ``malformed`` (too short, bad type, bad id, no body).
+    """
+    if len(data) > MAX_FRAME:
+        raise ProtocolError("frame of %d bytes exceeds %d" % (len(data), MAX_FRAME), reason="oversize")
+    if len(data) < 1:
+        raise ProtocolError("empty frame", reason="malformed")
+    if data[0] != VERSION:
+        raise ProtocolError("unknown protocol version %d" % data[0], reason="version")
+    if len(data) < MIN_FRAME:
+        raise ProtocolError("frame of %d bytes is shorter than %d" % (len(data), MIN_FRAME), reason="malformed")
+    ftype = data[1]
+    if ftype not in FRAME_TYPES:
+        raise ProtocolError("unknown frame type %d" % ftype, reason="malformed")
+    id_len = data[2]
+    if not 1 <= id_len <= MAX_ID_LEN:
+        raise ProtocolError("device id length %d out of 1..32" % id_len, reason="malformed")
+    body_start = 3 + id_len + 4
+    body_end = len(data) - TAG_LEN
+    if body_end - body_start < 1:
+        raise ProtocolError("frame has no body", reason="malformed")
+    ident = data[3 : 3 + id_len]
+    if _ID_RE.match(ident) is None:
+        raise ProtocolError("device id contains characters outside [A-Za-z0-9._-]", reason="malformed")
+    (seq,) = struct.unpack_from(">I", data, 3 + id_len)
+    return Frame(
+        version=data[0], type=ftype, device_id=ident.decode("ascii"), seq=seq,
+        body=bytes(data[body_start:body_end]), tag=bytes(data[body_end:]), signed=bytes(data[:body_end]),
+    )
+
+
+def verify_tag(frame: Frame, key: bytes) -> bool:
+    """Return True if the frame's tag verifies under ``key`` (constant-time compare)."""
+    return hmac.compare_digest(compute_tag(key, frame.signed), frame.tag)
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Decode a msgpack body that must be exactly one map.
+
+    Raises:
+        ProtocolError: reason ``body`` if it is not valid msgpack, has trailing bytes, or is not a map.
+    """
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+    except (msgpack.ExtraData, ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ProtocolError("body is not one msgpack object: %s" % type(exc).__name__, reason="body") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("body is a %s, not a map" % type(obj).__name__, reason="body")
+    return obj

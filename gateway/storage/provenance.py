@@ -1,0 +1,117 @@
+"""Provenance hash chain over stored reports (issue 7 item 6).
+
+Each stored report appends an entry ``(device, seq, gateway, digest, prev)`` whose ``hash`` is
+SHA-256 over a canonical JSON encoding of those fields; ``prev`` is the previous entry's hash
+(``GENESIS`` for the first). ``digest`` is the SHA-256 of the report's authenticated frame.
+An export is JSON Lines, one entry per line, in chain order; :func:`verify_export` recomputes
+every link and names the first broken one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from gateway.errors import ProvenanceError
+
+GENESIS = "0" * 64
+_FIELDS = ("pos", "device", "seq", "gateway", "digest", "prev", "hash")
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """One link of the provenance chain."""
+
+    pos: int
+    device: str
+    seq: int
+    gateway: str
+    digest: str
+    prev: str
+    hash: str
+
+
+def entry_hash(*, device: str, seq: int, gateway: str, digest: str, prev: str) -> str:
+    """Return the hex SHA-256 hash of one chain entry (canonical JSON, sorted keys)."""
+    canon = json.dumps(
+        {"device": device, "seq": seq, "gateway": gateway, "digest": digest, "prev": prev},
+        sort_keys=True, separators=(",", ":"),
+    )
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def frame_digest(frame: bytes) -> str:
+    """Return the hex SHA-256 of an authenticated frame, as recorded in the chain."""
+    return hashlib.sha256(frame).hexdigest()
+
+
+def last_hash(conn: sqlite3.Connection) -> tuple[int, str]:
+    """Return ``(pos, hash)`` of the newest entry, or ``(0, GENESIS)`` for an empty chain."""
+    row = conn.execute("SELECT pos, hash FROM chain ORDER BY pos DESC LIMIT 1").fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+def iter_chain(conn: sqlite3.Connection) -> Iterator[ChainEntry]:
+    """Yield every chain entry in order."""
+    for row in conn.execute("SELECT pos, device, seq, gateway, digest, prev, hash FROM chain ORDER BY pos"):
+        yield ChainEntry(int(row[0]), row[1], int(row[2]), row[3], row[4], row[5], row[6])
+
+
+def export_chain(db_path: Path, out: IO[str]) -> int:
+    """Write the chain of the store at ``db_path`` to ``out`` as JSON Lines; return the entry count."""
+    conn = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
+    try:
+        count = 0
+        for entry in iter_chain(conn):
+            out.write(json.dumps({f: getattr(entry, f) for f in _FIELDS}, separators=(",", ":")) + "\n")
+            count += 1
+        return count
+    finally:
+        conn.close()
+
+
+def verify_export(lines: Iterable[str]) -> int:
+    """Verify an export line by line and return the number of entries.
+
+    Raises:
+        ProvenanceError: at the first broken link, with its 1-based ``line`` and a ``reason``:
+            ``syntax`` (not a JSON object), ``missing_field``, ``prev_mismatch`` (does not link to
+            the previous entry, i.e. an entry was removed, inserted or reordered), ``hash_mismatch``
+            (the entry's content was altered).
+    """
+    prev = GENESIS
+    count = 0
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise ProvenanceError("line %d is not JSON: %s" % (lineno, exc), reason="syntax", line=lineno) from exc
+        if not isinstance(obj, dict):
+            raise ProvenanceError("line %d is not a JSON object" % lineno, reason="syntax", line=lineno)
+        missing = [f for f in _FIELDS if f not in obj]
+        if missing:
+            raise ProvenanceError("line %d lacks %s" % (lineno, ", ".join(missing)), reason="missing_field", line=lineno)
+        if obj["prev"] != prev:
+            raise ProvenanceError(
+                "line %d (device %s seq %s) does not link to the previous entry" % (lineno, obj["device"], obj["seq"]),
+                reason="prev_mismatch", line=lineno,
+            )
+        try:
+            expected = entry_hash(device=obj["device"], seq=obj["seq"], gateway=obj["gateway"],
+                                  digest=obj["digest"], prev=obj["prev"])
+        except TypeError as exc:
+            raise ProvenanceError("line %d has fields of the wrong type" % lineno, reason="syntax", line=lineno) from exc
+        if obj["hash"] != expected:
+            raise ProvenanceError(
+                "line %d (device %s seq %s) was altered: hash does not match its content" % (lineno, obj["device"], obj["seq"]),
+                reason="hash_mismatch", line=lineno,
+            )
+        prev = obj["hash"]
+        count += 1
+    return count

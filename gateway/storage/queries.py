@@ -1,0 +1,214 @@
+"""Read API over the report store, for the web surface, routes planner and tools.
+
+Opens the database read-only (WAL lets readers run while the gateway writes). All times are
+unix seconds; ranges are half-open ``[start, end)`` on the period start ``w``.
+
+Example:
+    q = ReportQueries(Path("data/reports.sqlite"))
+    q.latest_per_device(kind="bin")
+    q.readings(field="fill", start=t0, end=t1, zone="north")
+    q.hourly_aggregates(field="mot", start=t0, end=t1)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import StorageError
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    """One stored report as read back (``m``/``e`` may lack fields removed by retention)."""
+
+    device: str
+    seq: int
+    kind: str
+    zone: str
+    type: str
+    w: int
+    l: int  # noqa: E741 - protocol field name
+    m: dict[str, int]
+    e: dict[str, int]
+    a: list[str]
+    fw: str | None
+    received_at: float
+    gateway_id: str
+    link: str
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One released measurement of one device for one period."""
+
+    device: str
+    zone: str
+    kind: str
+    field: str
+    w: int
+    l: int  # noqa: E741 - protocol field name
+    value: int
+
+
+@dataclass(frozen=True)
+class HourlyAggregate:
+    """Readings of one field in one zone, grouped by the hour their period starts in."""
+
+    zone: str
+    hour: int
+    field: str
+    count: int
+    total: int
+    minimum: int
+    maximum: int
+    devices: int
+
+    @property
+    def mean(self) -> float:
+        """Mean value (``total / count``)."""
+        return self.total / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True)
+class DeviceActivity:
+    """What the store knows about a device's reporting."""
+
+    device: str
+    kind: str
+    zone: str
+    last_seq: int
+    last_w: int
+    last_received_at: float
+    last_link: str
+    reports: int
+
+
+@dataclass(frozen=True)
+class AlarmRecord:
+    """One alarm code raised by a device."""
+
+    device: str
+    zone: str
+    kind: str
+    code: str
+    w: int
+    seq: int
+
+
+_REPORT_COLS = "device, seq, kind, zone, type, w, l, m, e, a, fw, received_at, gateway_id, link"
+
+
+def _report(row: tuple[Any, ...]) -> StoredReport:
+    return StoredReport(
+        device=row[0], seq=int(row[1]), kind=row[2], zone=row[3], type=row[4], w=int(row[5]), l=int(row[6]),
+        m=json.loads(row[7]), e=json.loads(row[8]), a=json.loads(row[9]), fw=row[10],
+        received_at=float(row[11]), gateway_id=row[12], link=row[13],
+    )
+
+
+class ReportQueries:
+    """Read-only queries on a report store.
+
+    Args:
+        db_path: the gateway's SQLite file (``[storage] path``).
+
+    Raises:
+        StorageError: reason ``open_failed`` if the file does not exist or is not a report store.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        if not self.db_path.is_file():
+            raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
+        try:
+            self._conn = sqlite3.connect("file:%s?mode=ro" % self.db_path, uri=True, check_same_thread=False)
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.execute("SELECT 1 FROM reports LIMIT 1")
+        except sqlite3.Error as exc:
+            raise StorageError("cannot read report store %s: %s" % (self.db_path, exc), reason="open_failed") from exc
+
+    def close(self) -> None:
+        """Close the read connection."""
+        self._conn.close()
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+
+    def devices(self) -> list[DeviceActivity]:
+        """Return reporting activity per device (devices that never reported are absent)."""
+        rows = self._rows(
+            "SELECT r.device, r.kind, r.zone, r.seq, r.w, r.received_at, r.link, c.n FROM reports r"
+            " JOIN (SELECT device, MAX(received_at) AS last, COUNT(*) AS n FROM reports GROUP BY device) c"
+            " ON r.device = c.device AND r.received_at = c.last GROUP BY r.device ORDER BY r.device", (),
+        )
+        return [DeviceActivity(r[0], r[1], r[2], int(r[3]), int(r[4]), float(r[5]), r[6], int(r[7])) for r in rows]
+
+    def latest_per_device(self, *, kind: str | None = None, type: str = "win") -> list[StoredReport]:  # noqa: A002
+        """Return the most recent report of ``type`` (by period start, then seq) of every device."""
+        sql = (
+            "SELECT %s FROM reports r WHERE r.type = ? AND r.id = (SELECT r2.id FROM reports r2"
+            " WHERE r2.device = r.device AND r2.type = ? ORDER BY r2.w DESC, r2.seq DESC LIMIT 1)" % _REPORT_COLS
+        )
+        params: tuple[Any, ...] = (type, type)
+        if kind is not None:
+            sql += " AND r.kind = ?"
+            params += (kind,)
+        return [_report(r) for r in self._rows(sql + " ORDER BY r.device", params)]
+
+    def reports(self, *, device: str | None = None, start: int | None = None, end: int | None = None,
+                limit: int = 10000) -> list[StoredReport]:
+        """Return reports ordered by device and seq, optionally filtered by device and period start."""
+        where, params = _filters(device=device, start=start, end=end)
+        sql = "SELECT %s FROM reports%s ORDER BY device, seq LIMIT ?" % (_REPORT_COLS, where)
+        return [_report(r) for r in self._rows(sql, params + (limit,))]
+
+    def readings(self, *, field: str, start: int, end: int, device: str | None = None, zone: str | None = None,
+                 limit: int = 100000) -> list[Reading]:
+        """Return readings of ``field`` with period start in ``[start, end)``, ordered by time and device."""
+        where, params = _filters(device=device, zone=zone, start=start, end=end)
+        sql = ("SELECT device, zone, kind, field, w, l, value FROM readings%s AND field = ? ORDER BY w, device LIMIT ?"
+               % where)
+        return [Reading(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]))
+                for r in self._rows(sql, params + (field, limit))]
+
+    def hourly_aggregates(self, *, field: str, start: int, end: int, zone: str | None = None) -> list[HourlyAggregate]:
+        """Return per-zone, per-hour count/sum/min/max of ``field`` for periods starting in ``[start, end)``."""
+        where, params = _filters(zone=zone, start=start, end=end)
+        sql = ("SELECT zone, (w / 3600) * 3600 AS hour, COUNT(*), SUM(value), MIN(value), MAX(value),"
+               " COUNT(DISTINCT device) FROM readings%s AND field = ? GROUP BY zone, hour ORDER BY hour, zone" % where)
+        return [HourlyAggregate(r[0], int(r[1]), field, int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]))
+                for r in self._rows(sql, params + (field,))]
+
+    def alarms(self, *, start: int, end: int, zone: str | None = None) -> list[AlarmRecord]:
+        """Return alarm codes raised with time in ``[start, end)``, oldest first."""
+        where, params = _filters(zone=zone, start=start, end=end)
+        sql = "SELECT device, zone, kind, code, w, seq FROM alarms%s ORDER BY w, device, code" % where
+        return [AlarmRecord(r[0], r[1], r[2], r[3], int(r[4]), int(r[5])) for r in self._rows(sql, params)]
+
+    def count_reports(self) -> int:
+        """Return the number of stored reports."""
+        return int(self._rows("SELECT COUNT(*) FROM reports", ())[0][0])
+
+
+def _filters(*, device: str | None = None, zone: str | None = None, start: int | None = None,
+             end: int | None = None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = ["1=1"]
+    params: list[Any] = []
+    for col, val in (("device", device), ("zone", zone)):
+        if val is not None:
+            clauses.append("%s = ?" % col)
+            params.append(val)
+    if start is not None:
+        clauses.append("w >= ?")
+        params.append(int(start))
+    if end is not None:
+        clauses.append("w < ?")
+        params.append(int(end))
+    return " WHERE " + " AND ".join(clauses), tuple(params)

@@ -1,0 +1,290 @@
+"""Report store: SQLite in WAL mode, one writer connection, batched transactions.
+
+A batch of reports is inserted in ONE transaction together with their readings, alarms,
+provenance chain entries and (when upstream is configured) MQTT outbox messages, so after a
+crash either all of it exists or none of it does. ``INSERT OR IGNORE`` on ``UNIQUE(device, seq)``
+makes a retransmission a no-op. Methods are synchronous; the async service calls them from one
+dedicated thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway.errors import StorageError
+from gateway.storage import provenance
+from gateway.storage.schema import apply_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    """A verified report ready to store.
+
+    Attributes:
+        device: device id. seq: report seq. kind: device kind. zone: registry zone at ingest.
+        type: report type (``win``/``hour``/``day``/``alarm``). w, l: period start and length.
+        m: measurements. e: milli-epsilon spent. a: alarm codes. fw: firmware version or None.
+        received_at: unix time of reception. link: ``serial:<port>`` or ``ble:<address>``.
+        digest: hex SHA-256 of the authenticated frame (provenance).
+    """
+
+    device: str
+    seq: int
+    kind: str
+    zone: str
+    type: str
+    w: int
+    l: int  # noqa: E741 - protocol field name
+    m: dict[str, int]
+    e: dict[str, int]
+    a: list[str]
+    fw: str | None
+    received_at: float
+    link: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One upstream message waiting for delivery."""
+
+    id: int
+    topic: str
+    payload: bytes
+
+
+@dataclass
+class BatchResult:
+    """Outcome of :meth:`ReportStore.insert_batch`.
+
+    Attributes:
+        inserted: (device, seq) pairs newly stored.
+        duplicates: (device, seq) pairs that were already stored.
+        outbox_dropped: messages dropped from the outbox because of its size cap.
+    """
+
+    inserted: list[tuple[str, int]] = field(default_factory=list)
+    duplicates: list[tuple[str, int]] = field(default_factory=list)
+    outbox_dropped: int = 0
+
+
+OutboxEncoder = Callable[[ReportRecord], tuple[str, bytes]]
+
+
+class ReportStore:
+    """Writer side of the report database.
+
+    Args:
+        path: SQLite file (its directory is created).
+        gateway_id: recorded on every row and chain entry.
+        outbox_encoder: when set, each stored report is also queued for MQTT as ``(topic, payload)``.
+        outbox_max_bytes: cap on the total payload bytes waiting in the outbox.
+        outbox_policy: what to do at the cap: ``drop_oldest`` (default) or ``drop_newest``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        gateway_id: str,
+        outbox_encoder: OutboxEncoder | None = None,
+        outbox_max_bytes: int = 64 * 1024 * 1024,
+        outbox_policy: str = "drop_oldest",
+    ) -> None:
+        self.path = Path(path)
+        self.gateway_id = gateway_id
+        self._encoder = outbox_encoder
+        self._outbox_max = outbox_max_bytes
+        self._outbox_policy = outbox_policy
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed (and therefore acknowledged) report survives power loss too.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            apply_schema(self._conn)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason="open_failed") from exc
+        self._chain_pos, self._chain_head = provenance.last_hash(self._conn)
+        row = self._conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
+        self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        self._conn.close()
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def max_seqs(self) -> dict[str, int]:
+        """Return the highest stored seq per device (the persisted replay window)."""
+        return {str(d): int(s) for d, s in self._conn.execute("SELECT device, MAX(seq) FROM reports GROUP BY device")}
+
+    def has(self, device: str, seq: int) -> bool:
+        """Return True if ``(device, seq)`` is stored."""
+        return self._conn.execute("SELECT 1 FROM reports WHERE device=? AND seq=?", (device, seq)).fetchone() is not None
+
+    def insert_batch(self, records: list[ReportRecord]) -> BatchResult:
+        """Store ``records`` in one transaction; duplicates are skipped, not errors."""
+        result = BatchResult()
+        conn = self._conn
+        pos, head = self._chain_pos, self._chain_head
+        queued: list[tuple[str, bytes]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for rec in records:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO reports (device, seq, kind, zone, type, w, l, m, e, a, fw,"
+                    " received_at, gateway_id, link, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m), _dump(rec.e),
+                     _dump(rec.a), rec.fw, rec.received_at, self.gateway_id, rec.link, rec.digest),
+                )
+                if cur.rowcount == 0:
+                    result.duplicates.append((rec.device, rec.seq))
+                    continue
+                rid = cur.lastrowid
+                conn.executemany(
+                    "INSERT INTO readings (report_id, device, kind, zone, field, w, l, value) VALUES (?,?,?,?,?,?,?,?)",
+                    [(rid, rec.device, rec.kind, rec.zone, f, rec.w, rec.l, v) for f, v in sorted(rec.m.items())],
+                )
+                conn.executemany(
+                    "INSERT INTO alarms (report_id, device, kind, zone, code, w, seq) VALUES (?,?,?,?,?,?,?)",
+                    [(rid, rec.device, rec.kind, rec.zone, code, rec.w, rec.seq) for code in rec.a],
+                )
+                new_hash = provenance.entry_hash(device=rec.device, seq=rec.seq, gateway=self.gateway_id,
+                                                 digest=rec.digest, prev=head)
+                pos += 1
+                conn.execute(
+                    "INSERT INTO chain (pos, device, seq, gateway, digest, prev, hash) VALUES (?,?,?,?,?,?,?)",
+                    (pos, rec.device, rec.seq, self.gateway_id, rec.digest, head, new_hash),
+                )
+                head = new_hash
+                if self._encoder is not None:
+                    queued.append(self._encoder(rec))
+                result.inserted.append((rec.device, rec.seq))
+            outbox_bytes, outbox_count = self._outbox_bytes, self._outbox_count
+            if queued:
+                result.outbox_dropped, outbox_bytes, outbox_count = self._enqueue(queued)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError("storing %d reports failed: %s" % (len(records), exc), reason="write_failed") from exc
+        self._chain_pos, self._chain_head = pos, head
+        self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
+        return result
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    def _enqueue(self, queued: list[tuple[str, bytes]]) -> tuple[int, int, int]:
+        """Append messages inside the open transaction, enforcing the cap. Returns (dropped, bytes, count)."""
+        conn = self._conn
+        total, count, dropped = self._outbox_bytes, self._outbox_count, 0
+        for topic, payload in queued:
+            if self._outbox_policy == "drop_newest" and total + len(payload) > self._outbox_max:
+                dropped += 1
+                continue
+            conn.execute("INSERT INTO outbox (topic, payload, size) VALUES (?,?,?)", (topic, payload, len(payload)))
+            total += len(payload)
+            count += 1
+        while total > self._outbox_max and count > 0:
+            row = conn.execute("SELECT id, size FROM outbox ORDER BY id LIMIT 1").fetchone()
+            conn.execute("DELETE FROM outbox WHERE id=?", (row[0],))
+            total -= int(row[1])
+            count -= 1
+            dropped += 1
+        if dropped:
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('outbox_dropped', ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (dropped,),
+            )
+            log.warning("outbox at its cap of %d bytes: dropped %d message(s) (%s)", self._outbox_max, dropped,
+                        self._outbox_policy)
+        return dropped, total, count
+
+    def outbox_peek(self, limit: int) -> list[OutboxMessage]:
+        """Return up to ``limit`` oldest outbox messages, in order."""
+        rows = self._conn.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [OutboxMessage(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    def outbox_delete(self, ids: list[int]) -> None:
+        """Remove delivered messages."""
+        if not ids:
+            return
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ",".join("?" * len(ids))
+            row = conn.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE id IN (%s)" % marks, ids).fetchone()
+            conn.execute("DELETE FROM outbox WHERE id IN (%s)" % marks, ids)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StorageError("outbox delete failed: %s" % exc, reason="write_failed") from exc
+        self._outbox_bytes -= int(row[0])
+        self._outbox_count -= int(row[1])
+
+    @property
+    def outbox_depth(self) -> int:
+        """Number of messages waiting in the outbox."""
+        return self._outbox_count
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Payload bytes waiting in the outbox."""
+        return self._outbox_bytes
+
+    def counter(self, name: str) -> int:
+        """Return a persisted counter (0 if never incremented)."""
+        row = self._conn.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- retention ------------------------------------------------------------------------
+
+    def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float) -> int:
+        """Remove every field value older than its retention; return the readings removed.
+
+        Args:
+            retention_days: ``(kind, field) -> days`` (policy.json values, possibly shortened by config).
+            now: current unix time.
+        """
+        removed = 0
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for (kind, fld), days in sorted(retention_days.items()):
+                cutoff = int(now) - days * 86400
+                cur = conn.execute("DELETE FROM readings WHERE kind=? AND field=? AND w + l <= ?", (kind, fld, cutoff))
+                removed += cur.rowcount
+                path = "$." + fld
+                conn.execute(
+                    "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)"
+                    " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
+                    (path, path, kind, cutoff, path, path),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StorageError("retention failed: %s" % exc, reason="write_failed") from exc
+        if removed:
+            log.info("retention removed %d reading(s)", removed)
+        return removed
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def secure_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and restrict it to its owner (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)

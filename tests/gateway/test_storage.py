@@ -1,0 +1,118 @@
+"""Report store (real SQLite): batching, de-duplication, read API, retention, outbox cap, provenance."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ProvenanceError, StorageError
+from gateway.storage import ReportQueries, ReportRecord, ReportStore
+from gateway.storage.provenance import export_chain, verify_export
+
+T0 = 1_700_000_100 - (1_700_000_100 % 3600)
+
+
+def rec(device: str, seq: int, *, w: int = T0, kind: str = "bin", m: dict[str, int] | None = None,
+        a: list[str] | None = None, zone: str = "north") -> ReportRecord:
+    return ReportRecord(
+        device=device, seq=seq, kind=kind, zone=zone, type="alarm" if a else "win", w=w, l=60 if a else 900,
+        m={"fill": 40, "temp": 12} if m is None else m, e={}, a=a or [], fw="1.0", received_at=w + 5.0,
+        link="serial:/dev/x", digest="%064x" % seq,
+    )
+
+
+def test_batch_dedup_and_persisted_window(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    res = store.insert_batch([rec("b1", 1), rec("b1", 2), rec("b2", 5), rec("b1", 1)])
+    assert res.inserted == [("b1", 1), ("b1", 2), ("b2", 5)] and res.duplicates == [("b1", 1)]
+    store.close()
+    store = ReportStore(db, gateway_id="gw1")
+    assert store.max_seqs() == {"b1": 2, "b2": 5}
+    assert store.insert_batch([rec("b1", 2)]).duplicates == [("b1", 2)]
+    assert store.has("b2", 5) and not store.has("b2", 4)
+    mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_read_api(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1")
+    store.insert_batch([
+        rec("b1", 1, w=T0, m={"fill": 30}), rec("b1", 2, w=T0 + 900, m={"fill": 50}),
+        rec("b2", 1, w=T0 + 900, m={"fill": 90}, zone="south"), rec("b1", 3, w=T0 + 3600, m={"fill": 70}),
+        rec("b2", 2, w=T0 + 960, m={}, a=["fire"], zone="south"),
+    ])
+    q = ReportQueries(tmp_path / "r.sqlite")
+    latest = {r.device: r for r in q.latest_per_device(kind="bin")}
+    assert latest["b1"].m == {"fill": 70} and latest["b2"].seq == 1
+    rs = q.readings(field="fill", start=T0, end=T0 + 3600)
+    assert [(r.device, r.value) for r in rs] == [("b1", 30), ("b1", 50), ("b2", 90)]
+    assert [r.value for r in q.readings(field="fill", start=T0, end=T0 + 7200, zone="south")] == [90]
+    agg = q.hourly_aggregates(field="fill", start=T0, end=T0 + 7200)
+    assert [(a.zone, a.hour, a.count, a.total, a.minimum, a.maximum) for a in agg] == [
+        ("north", T0, 2, 80, 30, 50), ("south", T0, 1, 90, 90, 90), ("north", T0 + 3600, 1, 70, 70, 70)]
+    assert agg[0].mean == 40.0
+    alarms = q.alarms(start=T0, end=T0 + 7200)
+    assert [(a.device, a.code, a.seq) for a in alarms] == [("b2", "fire", 2)]
+    acts = {d.device: d for d in q.devices()}
+    assert acts["b1"].last_seq == 3 and acts["b1"].reports == 3 and acts["b2"].reports == 2
+    assert q.count_reports() == 5
+    with pytest.raises(StorageError):
+        ReportQueries(tmp_path / "missing.sqlite")
+
+
+def test_retention_removes_old_fields_only(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1")
+    old, new = T0 - 100 * 86400, T0
+    store.insert_batch([rec("b1", 1, w=old), rec("b1", 2, w=new)])
+    removed = store.apply_retention({("bin", "temp"): 90, ("bin", "fill"): 730}, now=T0 + 1000)
+    assert removed == 1
+    q = ReportQueries(tmp_path / "r.sqlite")
+    reports = {r.seq: r for r in q.reports(device="b1")}
+    assert reports[1].m == {"fill": 40} and reports[2].m == {"fill": 40, "temp": 12}
+    assert [r.w for r in q.readings(field="temp", start=0, end=2**40)] == [new]
+
+
+def test_outbox_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
+    def enc(r: ReportRecord) -> tuple[str, bytes]:
+        return "t/%s" % r.device, json.dumps({"seq": r.seq}).encode().ljust(100)
+
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1", outbox_encoder=enc, outbox_max_bytes=350)
+    res = store.insert_batch([rec("b1", s) for s in range(1, 6)])
+    assert res.outbox_dropped == 2 and store.outbox_depth == 3 and store.counter("outbox_dropped") == 2
+    msgs = store.outbox_peek(10)
+    assert [json.loads(m.payload)["seq"] for m in msgs] == [3, 4, 5]
+    store.outbox_delete([msgs[0].id])
+    assert store.outbox_depth == 2 and store.outbox_bytes == 200
+    store.close()
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1", outbox_encoder=enc, outbox_max_bytes=350)
+    assert store.outbox_depth == 2 and store.counter("outbox_dropped") == 2
+
+
+def test_provenance_export_verify_and_tamper(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    store.insert_batch([rec("b1", 1), rec("b1", 2)])
+    store.insert_batch([rec("b1", 2), rec("b2", 1)])  # duplicate adds no link
+    store.close()
+    store = ReportStore(db, gateway_id="gw1")  # chain continues after reopen
+    store.insert_batch([rec("b2", 2)])
+    buf = io.StringIO()
+    assert export_chain(db, buf) == 4
+    lines = buf.getvalue().splitlines()
+    assert verify_export(lines) == 4
+    altered = json.loads(lines[2])
+    altered["seq"] = 99
+    with pytest.raises(ProvenanceError) as info:
+        verify_export(lines[:2] + [json.dumps(altered)] + lines[3:])
+    assert info.value.line == 3 and info.value.reason == "hash_mismatch"
+    with pytest.raises(ProvenanceError) as info:
+        verify_export(lines[:1] + lines[2:])
+    assert info.value.line == 2 and info.value.reason == "prev_mismatch"
+    with pytest.raises(ProvenanceError) as info:
+        verify_export(lines[:3] + ["{not json"])
+    assert info.value.line == 4 and info.value.reason == "syntax"
