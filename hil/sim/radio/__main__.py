@@ -1,0 +1,50 @@
+"""``python -m hil.sim.radio``: run a standalone virtual radio relay and print its URL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from hil.sim.radio.relay import RadioServer
+
+
+async def _serve(host: str, port: int, as_json: bool) -> None:
+    server = RadioServer(host=host, port=port)
+    await server.start()
+    if as_json:
+        print(json.dumps({"url": server.url, "host": host, "port": server.port}), flush=True)
+    else:
+        print(server.url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, run the relay until SIGINT/SIGTERM, return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m hil.sim.radio",
+                                     description="Run a virtual BLE radio relay (Bumble link over WebSocket).")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of the bare URL")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        asyncio.run(_serve(args.host, args.port, args.json))
+    except OSError as exc:
+        print(f"radio: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""bleak backends on the virtual radio: code written against bleak's public API runs unchanged.
+
+Usage::
+
+    Scanner, Client = make_backends("ws://127.0.0.1:PORT/civicedge")
+    device = await BleakScanner.find_device_by_filter(..., backend=Scanner)
+    async with BleakClient(device, backend=Client) as client:
+        await client.start_notify(TX_UUID, on_data)
+
+Both classes run on a :class:`~hil.sim.radio.central.SharedCentral` (one Bumble central per
+event loop and radio, like one adapter per host). ``BleakClient(..., mtu=23)`` (a backend
+keyword, passed through by bleak) chooses the ATT MTU to request; the default is the
+``mtu`` given to :func:`make_backends` (247). MTU 23 means "no exchange", as with a central
+that never sends Exchange MTU.
+
+Errors follow bleak's conventions: a connect that does not complete raises ``TimeoutError``;
+operations on a dropped link raise :class:`bleak.exc.BleakError`; ATT errors raise
+:class:`bleak.exc.BleakGATTProtocolError`; every remote operation has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from bleak.args import SizedBuffer
+from bleak.assigned_numbers import CHARACTERISTIC_PROPERTIES, CharacteristicPropertyName
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient, NotifyCallback
+from bleak.backends.descriptor import BleakGATTDescriptor
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
+from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
+from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.uuids import normalize_uuid_str
+from bumble import core, hci
+from bumble.att import ATT_Error
+from bumble.core import UUID as BumbleUUID
+from bumble.device import Advertisement, Connection, Peer
+
+from hil.sim.radio.advdata import parse_ad_structures
+from hil.sim.radio.central import SharedCentral, shared_central
+from hil.sim.radio.url import parse_radio_url
+
+logger = logging.getLogger(__name__)
+
+ATT_DEFAULT_MTU = 23
+DEFAULT_OP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class VirtualDeviceDetails:
+    """``BLEDevice.details`` for devices found on the virtual radio."""
+
+    address: hci.Address
+    radio_url: str
+
+
+def _bleak_uuid(uuid: BumbleUUID) -> str:
+    text = uuid.to_hex_str("-")
+    return normalize_uuid_str(text.lower())
+
+
+def _address_text(address: hci.Address) -> str:
+    return address.to_string(with_type_qualifier=False)
+
+
+class VirtualBleakScanner(BaseBleakScanner):
+    """bleak scanner backend on the virtual radio (see :func:`make_backends`)."""
+
+    radio_url: str = ""
+
+    def __init__(self, detection_callback: Optional[AdvertisementDataCallback],
+                 service_uuids: Optional[list[str]],
+                 scanning_mode: Literal["active", "passive"] = "active", **kwargs: Any) -> None:
+        super().__init__(detection_callback, service_uuids)
+        if scanning_mode not in ("active", "passive"):
+            raise BleakError(f"scanning_mode must be 'active' or 'passive', got {scanning_mode!r}")
+        self._active = scanning_mode == "active"
+        self._central: SharedCentral | None = None
+
+    async def start(self) -> None:
+        """Start scanning (clears :attr:`seen_devices`)."""
+        if self._central is not None:
+            return
+        self.seen_devices = {}
+        central = shared_central(self.radio_url)
+        await central.acquire()
+        self._central = central
+        await central.add_scanner(self, self._on_advertisement, self._active)
+
+    async def stop(self) -> None:
+        """Stop scanning."""
+        central, self._central = self._central, None
+        if central is not None:
+            await central.remove_scanner(self)
+            await central.release()
+
+    def _on_advertisement(self, advertisement: Advertisement) -> None:
+        parsed = parse_ad_structures(bytes(advertisement.data))
+        if not self.is_allowed_uuid(parsed.service_uuids):
+            return
+        tx_power = parsed.tx_power
+        data = AdvertisementData(
+            local_name=parsed.local_name, manufacturer_data=parsed.manufacturer_data,
+            service_data=parsed.service_data, service_uuids=parsed.service_uuids,
+            tx_power=tx_power, rssi=int(advertisement.rssi), platform_data=(advertisement,))
+        address = _address_text(advertisement.address)
+        device = self.create_or_update_device(
+            address, address, parsed.local_name,
+            VirtualDeviceDetails(advertisement.address, self.radio_url), data)
+        self.call_detection_callbacks(device, data)
+
+
+class VirtualBleakClient(BaseBleakClient):
+    """bleak client backend on the virtual radio (see :func:`make_backends`).
+
+    Keyword Args:
+        mtu: ATT MTU to request after connecting (23..517; 23 = no exchange).
+        op_timeout: seconds allowed for each GATT operation.
+    """
+
+    radio_url: str = ""
+    default_mtu: int = 247
+
+    def __init__(self, address_or_ble_device: BLEDevice | str, *,
+                 disconnected_callback: Callable[[], None] | None, timeout: float = 10.0,
+                 services: set[str] | None = None, mtu: int | None = None,
+                 op_timeout: float = DEFAULT_OP_TIMEOUT_S, **kwargs: Any) -> None:
+        super().__init__(address_or_ble_device, disconnected_callback=disconnected_callback,
+                         timeout=timeout)
+        self._requested_mtu = self.default_mtu if mtu is None else int(mtu)
+        if not ATT_DEFAULT_MTU <= self._requested_mtu <= 517:
+            raise BleakError(f"mtu must be 23..517, got {self._requested_mtu}")
+        self._op_timeout = op_timeout
+        self._service_filter = services
+        self._name = self.address
+        self._peer_address = self._resolve_address(address_or_ble_device)
+        self._central: SharedCentral | None = None
+        self._connection: Connection | None = None
+        self._peer: Peer | None = None
+        self._disconnecting = False
+        self._disconnected = asyncio.Event()
+        self._subscribers: dict[int, Callable[[bytes], None]] = {}
+
+    @staticmethod
+    def _resolve_address(target: BLEDevice | str) -> hci.Address:
+        if isinstance(target, BLEDevice) and isinstance(target.details, VirtualDeviceDetails):
+            return target.details.address
+        text = target.address if isinstance(target, BLEDevice) else target
+        if not isinstance(text, str):
+            raise BleakError(f"need a BLEDevice or an address string, got {target!r}")
+        try:
+            # Boards on the virtual radio use random static addresses.
+            return hci.Address(text, hci.Address.RANDOM_DEVICE_ADDRESS)
+        except (ValueError, core.InvalidArgumentError) as exc:
+            raise BleakError(f"not a Bluetooth address: {text!r}") from exc
+
+    @property
+    def name(self) -> str:
+        """The device name seen when scanning, else its address."""
+        return self._name
+
+    @property
+    def mtu_size(self) -> int:
+        """The negotiated ATT MTU (23 before/without an exchange)."""
+        return self._connection.att_mtu if self._connection is not None else ATT_DEFAULT_MTU
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the link is up."""
+        return self._connection is not None
+
+    async def connect(self, pair: bool, **kwargs: Any) -> None:
+        """Connect, exchange the MTU, discover GATT services.
+
+        Raises:
+            TimeoutError: the peripheral did not answer within ``timeout`` (not advertising,
+                not on this radio).
+            BleakError: the link dropped during setup.
+        """
+        if self._connection is not None:
+            return
+        central = shared_central(self.radio_url)
+        await central.acquire()
+        self._central = central
+        try:
+            async with central.connect_lock:
+                try:
+                    connection = await central.device.connect(self._peer_address, timeout=self._timeout)
+                except core.TimeoutError as exc:
+                    raise TimeoutError(f"no connection to {self.address} within {self._timeout} s") from exc
+                except core.ConnectionError as exc:
+                    raise BleakError(f"connection to {self.address} failed: {exc}") from exc
+            self._connection = connection
+            self._disconnected.clear()
+            self._disconnecting = False
+            connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
+            self._peer = Peer(connection)
+            if self._requested_mtu > ATT_DEFAULT_MTU:
+                await self._remote(self._peer.request_mtu(self._requested_mtu), "MTU exchange")
+            self.services = await self._discover(self._peer)
+            if pair:
+                await self.pair()
+        except BaseException:
+            await self._teardown()
+            raise
+
+    async def _discover(self, peer: Peer) -> BleakGATTServiceCollection:
+        collection = BleakGATTServiceCollection()
+        await self._remote(peer.discover_services(), "service discovery")
+        for service in peer.services:
+            uuid = _bleak_uuid(service.uuid)
+            if self._service_filter is not None and uuid not in self._service_filter:
+                continue
+            await self._remote(service.discover_characteristics(), "characteristic discovery")
+            bleak_service = BleakGATTService(service, service.handle, uuid)
+            collection.add_service(bleak_service)
+            for characteristic in service.characteristics:
+                await self._remote(characteristic.discover_descriptors(), "descriptor discovery")
+                props: list[CharacteristicPropertyName] = [
+                    name for bit, name in CHARACTERISTIC_PROPERTIES.items() if characteristic.properties & bit]
+                bleak_char = BleakGATTCharacteristic(
+                    characteristic, characteristic.handle, _bleak_uuid(characteristic.uuid), props,
+                    lambda: self.mtu_size - 3, bleak_service)
+                collection.add_characteristic(bleak_char)
+                for descriptor in characteristic.descriptors:
+                    collection.add_descriptor(BleakGATTDescriptor(
+                        descriptor, descriptor.handle, _bleak_uuid(descriptor.type), bleak_char))
+        return collection
+
+    def _on_disconnection(self, reason: int) -> None:
+        logger.debug("link to %s dropped (reason 0x%02X)", self.address, reason)
+        solicited = self._disconnecting
+        self._connection, self._peer = None, None
+        self._subscribers.clear()
+        self._disconnected.set()
+        central, self._central = self._central, None
+        if central is not None:
+            asyncio.get_running_loop().create_task(central.release())
+        if not solicited and self._disconnected_callback is not None:
+            self._disconnected_callback()
+
+    async def _teardown(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            self._disconnecting = True
+            try:
+                await asyncio.wait_for(connection.disconnect(), self._op_timeout)
+                await asyncio.wait_for(self._disconnected.wait(), self._op_timeout)
+            except (asyncio.TimeoutError, core.BaseBumbleError) as exc:
+                logger.debug("disconnect from %s: %s", self.address, exc)
+        self._connection, self._peer = None, None
+        central, self._central = self._central, None
+        if central is not None:
+            await central.release()
+
+    async def disconnect(self) -> None:
+        """Disconnect (no-op when not connected); the disconnected callback is not called."""
+        await self._teardown()
+
+    async def pair(self, *args: Any, **kwargs: Any) -> None:
+        """Pair (LE Secure Connections, just works) with the peripheral's Bumble host."""
+        connection = self._require_connection()
+        await self._remote(connection.pair(), "pairing")
+
+    async def unpair(self) -> None:
+        """Unpairing is not offered by the virtual radio (no bond store)."""
+        raise BleakError("unpair is not supported on the virtual radio (bonds are not stored)")
+
+    # -- GATT I/O ------------------------------------------------------------------------
+
+    def _require_connection(self) -> Connection:
+        if self._connection is None:
+            raise BleakError(f"not connected to {self.address}")
+        return self._connection
+
+    async def _remote(self, awaitable: Any, what: str) -> Any:
+        connection = self._require_connection()
+        try:
+            return await asyncio.wait_for(connection.cancel_on_disconnection(awaitable), self._op_timeout)
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError(f"{what} on {self.address} took longer than {self._op_timeout} s") from exc
+        except ATT_Error as exc:
+            raise BleakGATTProtocolError(exc.error_code) from exc
+        except (core.ConnectionError, core.BaseBumbleError) as exc:
+            raise BleakError(f"{what} on {self.address} failed: {exc}") from exc
+        except asyncio.CancelledError:
+            if self._connection is None:
+                raise BleakError(f"{what} on {self.address}: disconnected") from None
+            raise
+
+    async def read_gatt_char(self, characteristic: BleakGATTCharacteristic, *,
+                             use_cached: bool = False, **kwargs: Any) -> bytearray:
+        """Read a characteristic value (long reads included)."""
+        return bytearray(await self._remote(characteristic.obj.read_value(), "read"))
+
+    async def read_gatt_descriptor(self, descriptor: BleakGATTDescriptor, *,
+                                   use_cached: bool = False, **kwargs: Any) -> bytearray:
+        """Read a descriptor value."""
+        return bytearray(await self._remote(descriptor.obj.read_value(), "descriptor read"))
+
+    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer,
+                              response: bool) -> None:
+        """Write with or without response."""
+        await self._remote(characteristic.obj.write_value(bytes(data), with_response=response), "write")
+
+    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+        """Write a descriptor (with response)."""
+        await self._remote(descriptor.obj.write_value(bytes(data), with_response=True), "descriptor write")
+
+    async def start_notify(self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback,
+                           **kwargs: Any) -> None:
+        """Subscribe (notifications preferred over indications)."""
+        def subscriber(value: bytes) -> None:
+            callback(bytearray(value))
+
+        await self._remote(characteristic.obj.subscribe(subscriber, prefer_notify=True), "subscribe")
+        self._subscribers[characteristic.handle] = subscriber
+
+    async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
+        """Unsubscribe."""
+        subscriber = self._subscribers.pop(characteristic.handle, None)
+        await self._remote(characteristic.obj.unsubscribe(subscriber), "unsubscribe")
+
+
+def make_backends(radio_url: str, *, mtu: int = 247) -> tuple[type[BaseBleakScanner], type[BaseBleakClient]]:
+    """bleak backend classes bound to one virtual radio.
+
+    Args:
+        radio_url: ``ws://HOST:PORT/ROOM`` of a running relay (:mod:`hil.sim.radio.relay`).
+        mtu: default ATT MTU the client requests (``BleakClient(..., mtu=N)`` overrides).
+
+    Returns:
+        ``(ScannerClass, ClientClass)`` for ``BleakScanner(backend=...)`` / ``BleakClient(backend=...)``.
+
+    Raises:
+        RadioUrlError: ``radio_url`` is malformed.
+    """
+    url = parse_radio_url(radio_url).url
+    if not ATT_DEFAULT_MTU <= mtu <= 517:
+        raise BleakError(f"mtu must be 23..517, got {mtu}")
+    scanner = type("VirtualRadioScanner", (VirtualBleakScanner,), {"radio_url": url})
+    client = type("VirtualRadioClient", (VirtualBleakClient,), {"radio_url": url, "default_mtu": mtu})
+    return scanner, client

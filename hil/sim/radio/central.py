@@ -1,0 +1,116 @@
+"""A shared central on the virtual radio: one Bumble device per (event loop, radio URL).
+
+Like one Bluetooth adapter on a host, every bleak scanner and client of a process on the same
+radio uses the same central (reference-counted; closed when the last user releases it).
+Scanning is shared between scanners; LE connection attempts are serialised (one controller
+has one pending connection at a time, as on real hardware).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+
+from bumble import hci
+from bumble.device import Advertisement, Device
+from bumble.transport import open_transport
+from bumble.transport.common import Transport
+
+from hil.sim.radio.address import random_static_address
+from hil.sim.radio.errors import RadioConnectError
+from hil.sim.radio.url import parse_radio_url
+
+logger = logging.getLogger(__name__)
+
+AdvertisementListener = Callable[[Advertisement], None]
+
+
+class SharedCentral:
+    """A powered-on Bumble central device, shared by the bleak objects of one event loop."""
+
+    def __init__(self, radio_url: str) -> None:
+        self.radio_url = parse_radio_url(radio_url).url
+        self.address = random_static_address()
+        self.connect_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
+        self._users = 0
+        self._transport: Transport | None = None
+        self._device: Device | None = None
+        self._scanners: dict[object, AdvertisementListener] = {}
+        self._active_scan = False
+
+    @property
+    def device(self) -> Device:
+        """The Bumble device (valid while acquired)."""
+        if self._device is None:
+            raise RadioConnectError("the virtual central is not open", url=self.radio_url)
+        return self._device
+
+    async def acquire(self, timeout_s: float = 10.0) -> None:
+        """Take a reference, joining the radio on first use.
+
+        Raises:
+            RadioConnectError: the relay cannot be reached.
+        """
+        async with self._open_lock:
+            if self._device is None:
+                spec = parse_radio_url(self.radio_url).transport_spec
+                try:
+                    self._transport = await asyncio.wait_for(open_transport(spec), timeout_s)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    raise RadioConnectError(f"cannot reach the virtual radio at {self.radio_url}: {exc}",
+                                            url=self.radio_url) from exc
+                device = Device.with_hci("civicedge-central", hci.Address(self.address),
+                                         self._transport.source, self._transport.sink)
+                device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
+                await asyncio.wait_for(device.power_on(), timeout_s)
+                self._device = device
+                logger.debug("central %s joined %s", self.address, self.radio_url)
+            self._users += 1
+
+    async def release(self) -> None:
+        """Drop a reference; the last one leaves the radio."""
+        async with self._open_lock:
+            self._users = max(0, self._users - 1)
+            if self._users or self._device is None:
+                return
+            transport, self._transport, self._device = self._transport, None, None
+            self._scanners.clear()
+            if transport is not None:
+                await transport.close()
+            logger.debug("central %s left %s", self.address, self.radio_url)
+
+    async def add_scanner(self, token: object, listener: AdvertisementListener, active: bool) -> None:
+        """Start delivering advertisements to ``listener`` (starts scanning if needed)."""
+        self._scanners[token] = listener
+        device = self.device
+        if not device.is_scanning:
+            await device.start_scanning(active=active, filter_duplicates=False)
+            self._active_scan = active
+
+    async def remove_scanner(self, token: object) -> None:
+        """Stop delivering to ``token``'s listener (stops scanning when none is left)."""
+        self._scanners.pop(token, None)
+        if not self._scanners and self._device is not None and self._device.is_scanning:
+            await self._device.stop_scanning()
+
+    def _on_advertisement(self, advertisement: Advertisement) -> None:
+        for listener in list(self._scanners.values()):
+            listener(advertisement)
+
+
+_centrals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedCentral]] = (
+    weakref.WeakKeyDictionary())
+
+
+def shared_central(radio_url: str) -> SharedCentral:
+    """The :class:`SharedCentral` for ``radio_url`` in the running event loop."""
+    loop = asyncio.get_running_loop()
+    per_loop = _centrals.setdefault(loop, {})
+    key = parse_radio_url(radio_url).url
+    central = per_loop.get(key)
+    if central is None:
+        central = per_loop[key] = SharedCentral(key)
+    return central
