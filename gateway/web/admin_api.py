@@ -1,0 +1,117 @@
+"""Admin endpoints behind the bearer token: devices, revocation, key rotation, retention."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from aiohttp import web
+
+from gateway.web import params
+from gateway.web.context import ctx_of, json_response, read_json_body
+from gateway.web.errors import BadParameter, NotFound
+from gateway.web.read_api import device_json
+
+logger = logging.getLogger(__name__)
+ROUTES = web.RouteTableDef()
+MAX_RETENTION_DAYS = 36500
+
+
+def _authorize(request: web.Request) -> None:
+    ctx_of(request).token.check(request)
+
+
+def _known_device(request: web.Request, device_id: str) -> None:
+    if not any(d.id == device_id for d in ctx_of(request).fleet.devices()):
+        raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id")
+
+
+@ROUTES.get("/api/admin/devices")
+async def admin_devices(request: web.Request) -> web.Response:
+    """All devices including revoked ones (never keys)."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    params.reject_unknown(request.query, ())
+    now = ctx.now()
+    devices = [device_json(d, now=now, policy=ctx.policy) for d in ctx.fleet.devices()]
+    return json_response({"devices": devices, "count": len(devices)})
+
+
+@ROUTES.post("/api/admin/devices/{device_id}/revoke")
+async def revoke_device(request: web.Request) -> web.Response:
+    """Revoke a device's key: its reports are rejected from now on."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    admin = ctx.require_admin()
+    _known_device(request, device_id)
+    admin.revoke(device_id)
+    logger.info("admin revoked device %s", device_id)
+    return json_response({"device": device_id, "revoked": True})
+
+
+@ROUTES.post("/api/admin/devices/{device_id}/rotate-key")
+async def rotate_key(request: web.Request) -> web.Response:
+    """Generate a new key for a device; the answer says where it was written, never the key."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    admin = ctx.require_admin()
+    _known_device(request, device_id)
+    result = dict(admin.rotate_key(device_id))
+    logger.info("admin rotated the key of device %s", device_id)
+    return json_response({"device": device_id, "rotated": True, **result})
+
+
+def _policy_retention(policy: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    return {
+        kind: {f: int(spec["retention_days"]) for f, spec in kspec.get("fields", {}).items() if "retention_days" in spec}
+        for kind, kspec in policy.get("kinds", {}).items()
+    }
+
+
+@ROUTES.get("/api/admin/retention")
+async def get_retention(request: web.Request) -> web.Response:
+    """Effective retention per kind and field, next to the policy's maximum."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    params.reject_unknown(request.query, ())
+    admin = ctx.require_admin()
+    return json_response({"retention_days": admin.retention(), "policy_max_days": _policy_retention(ctx.policy)})
+
+
+def _validate_retention(body: Any, policy: Mapping[str, Any]) -> tuple[str, str, int]:
+    if not isinstance(body, dict):
+        raise BadParameter("body must be a JSON object {\"kind\", \"field\", \"days\"}", param="body")
+    unknown = sorted(set(body) - {"kind", "field", "days"})
+    if unknown:
+        raise BadParameter(f"unknown key(s) in body: {', '.join(unknown)}", param=unknown[0])
+    for key in ("kind", "field", "days"):
+        if key not in body:
+            raise BadParameter(f"body lacks '{key}'", param=key)
+    kind, fname, days = body["kind"], body["field"], body["days"]
+    maxima = _policy_retention(policy)
+    if not isinstance(kind, str) or kind not in maxima:
+        raise BadParameter(f"'kind' must be one of {', '.join(sorted(maxima))}", param="kind")
+    if not isinstance(fname, str) or fname not in maxima[kind]:
+        raise BadParameter(f"'field' must be one of {', '.join(sorted(maxima[kind]))} for {kind}", param="field")
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise BadParameter("'days' must be an integer", param="days")
+    if not 1 <= days <= maxima[kind][fname]:
+        raise BadParameter(
+            f"'days' must be between 1 and {maxima[kind][fname]} (the policy's maximum for {kind}.{fname})",
+            param="days",
+        )
+    return kind, fname, days
+
+
+@ROUTES.put("/api/admin/retention")
+async def set_retention(request: web.Request) -> web.Response:
+    """Shorten the retention of one field of a kind (never beyond the privacy policy)."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    admin = ctx.require_admin()
+    kind, fname, days = _validate_retention(await read_json_body(request), ctx.policy)
+    admin.set_retention(kind, fname, days)
+    logger.info("admin set retention of %s.%s to %s days", kind, fname, days)
+    return json_response({"kind": kind, "field": fname, "days": days, "retention_days": admin.retention()})

@@ -1,0 +1,220 @@
+"""aiohttp application of the gateway's web surface.
+
+Mounting (done by the gateway service; see docs/api.md)::
+
+    app = create_app(store=queries, registry=registry, policy=load_policy(),
+                     metrics_registry=metrics.registry, admin_token=token)
+    server = await start_http(app, host=cfg.http.listen, port=cfg.http.port)
+    ...
+    await server.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+
+from aiohttp import web
+
+from gateway.web import admin_api, opendata, pages, read_api
+from gateway.web.auth import AdminToken
+from gateway.web.context import CONTEXT_KEY, WebContext
+from gateway.web.errors import WebError
+from gateway.web.retention import RetentionSettings
+from gateway.web.views import FleetAdmin, FleetSource
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_BODY_TIMEOUT_S = 10.0
+HealthCheck = Callable[[], Sequence[str]]
+
+
+def _json_error(err: WebError) -> web.Response:
+    return web.json_response(err.to_json(), status=err.status)
+
+
+@web.middleware
+async def _errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn WebErrors and aiohttp's own HTTP errors on /api and /opendata into JSON bodies."""
+    ctx: WebContext = request.app[CONTEXT_KEY]
+    length = request.content_length
+    if length is not None and length > ctx.max_body_bytes:
+        # Refuse before reading a byte of an oversized body.
+        return web.json_response(
+            {"error": {"code": "body_too_large",
+                       "message": f"request body of {length} bytes exceeds the limit of {ctx.max_body_bytes}"}},
+            status=413,
+        )
+    try:
+        return await handler(request)
+    except WebError as err:
+        if err.status >= 500:
+            logger.error("%s %s failed: %s", request.method, request.path, err.code)
+        return _json_error(err)
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response(
+            {"error": {"code": "body_too_large", "message": f"request body exceeds {ctx.max_body_bytes} bytes"}},
+            status=413,
+        )
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith(("/api", "/opendata")):
+            return web.json_response(
+                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason}},
+                status=exc.status, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+            )
+        raise
+
+
+@web.middleware
+async def _security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    # Everything is served from this gateway: no CDN, no tiles, no third-party scripts.
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'",
+    )
+    return response
+
+
+def build_app(
+    *,
+    fleet: FleetSource,
+    admin: FleetAdmin | None,
+    policy: Mapping[str, Any],
+    metrics_registry: Any | None,
+    admin_token: str | None,
+    health_checks: Iterable[HealthCheck] = (),
+    extra_routes: Iterable[web.AbstractRouteDef] = (),
+    clock: Callable[[], float] = time.time,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+) -> web.Application:
+    """Build the application over already-adapted data sources (see :func:`create_app`).
+
+    Args:
+        fleet: read access to devices, readings and aggregates.
+        admin: registry changes for the admin API, or None to answer admin calls with 503.
+        policy: the privacy policy dict (``firmware/policy.json``).
+        metrics_registry: the gateway's ``prometheus_client.CollectorRegistry`` (None: /metrics 503).
+        admin_token: the admin bearer token, or None to refuse every admin call.
+        health_checks: callables returning degradation reasons (empty list = healthy).
+        extra_routes: more route definitions to mount (e.g. the collection-plan endpoint).
+        clock: unix-seconds clock (tests pass a fixed one).
+        max_body_bytes: request body limit; larger bodies get 413.
+        body_timeout_s: time a client has to send its request body.
+    """
+    ctx = WebContext(
+        fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
+        token=AdminToken(admin_token), health_checks=tuple(health_checks), clock=clock,
+        max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+    )
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[_security_headers, _errors_middleware]
+    )
+    app[CONTEXT_KEY] = ctx
+    app.add_routes(pages.ROUTES)
+    app.add_routes(read_api.ROUTES)
+    app.add_routes(admin_api.ROUTES)
+    app.add_routes(opendata.ROUTES)
+    app.add_routes(list(extra_routes))
+    app.router.add_static("/static", pages.STATIC_DIR, name="static", append_version=False)
+    logger.info("web app built (admin API %s)", "enabled" if ctx.token.configured else "disabled")
+    return app
+
+
+def create_app(
+    *,
+    store: Any,
+    registry: Any | None,
+    policy: Mapping[str, Any],
+    metrics_registry: Any | None,
+    admin_token: str | None,
+    retention: RetentionSettings | None = None,
+    health_checks: Iterable[HealthCheck] = (),
+    extra_routes: Iterable[web.AbstractRouteDef] = (),
+    clock: Callable[[], float] = time.time,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+) -> web.Application:
+    """Build the web application over the gateway's storage read API and device registry.
+
+    Args:
+        store: the gateway's storage read API (``gateway.storage.ReportQueries``).
+        registry: the gateway's device registry (``gateway.registry.Registry``), or None.
+        policy: the privacy policy dict.
+        metrics_registry: the gateway's prometheus ``CollectorRegistry``.
+        admin_token: admin bearer token (from the ``[http]`` admin token file), or None.
+        retention: retention settings the admin API changes; pass the same object to the
+            gateway's retention task (``retention.effective()``). In-memory when None.
+        health_checks: callables returning degradation reasons for ``/healthz``.
+        extra_routes: extra route definitions (``gateway.routes.web.routes_handlers(...)``).
+        clock: unix-seconds clock.
+        max_body_bytes: request body limit (413 above).
+        body_timeout_s: time a client has to send its request body (408 after).
+
+    Returns:
+        The aiohttp application; serve it with :func:`start_http`.
+    """
+    from gateway.web.source import RegistryAdmin, StoreFleetSource
+
+    fleet = StoreFleetSource(store=store, registry=registry, policy=policy, clock=clock)
+    admin = (RegistryAdmin(registry=registry, policy=policy, retention=retention)
+             if registry is not None else None)
+    return build_app(
+        fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
+        admin_token=admin_token, health_checks=health_checks, extra_routes=extra_routes, clock=clock,
+        max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+    )
+
+
+@dataclass
+class HttpServer:
+    """A running HTTP server; :meth:`stop` closes the listener and open connections."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8080``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop serving and release the port."""
+        await self.runner.cleanup()
+
+
+async def start_http(
+    app: web.Application, *, host: str, port: int, keepalive_timeout_s: float = 15.0,
+    shutdown_timeout_s: float = 5.0,
+) -> HttpServer:
+    """Serve ``app`` on ``host:port`` (port 0 picks a free port) and return the running server.
+
+    Idle keep-alive connections are closed after ``keepalive_timeout_s``; request bodies must
+    arrive within the app's ``body_timeout_s``; header lines are capped by aiohttp's limits.
+    Access logs are off: a request line could carry a token in a mis-typed query string.
+    """
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=keepalive_timeout_s, shutdown_timeout=shutdown_timeout_s,
+        max_line_size=4096, max_field_size=4096, max_headers=64,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        bound = int(server.sockets[0].getsockname()[1])
+    logger.info("http listening on %s:%s", host, bound)
+    return HttpServer(runner=runner, host=host, port=bound)

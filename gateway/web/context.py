@@ -1,0 +1,74 @@
+"""Per-application state shared by the handlers, and small request helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from aiohttp import web
+
+from gateway.web.auth import AdminToken
+from gateway.web.errors import BadParameter, RequestTimeout, Unavailable
+from gateway.web.views import FleetAdmin, FleetSource
+
+
+@dataclass(frozen=True)
+class WebContext:
+    """Everything the handlers read; built once by :func:`gateway.web.app.build_app`."""
+
+    fleet: FleetSource
+    admin: FleetAdmin | None
+    policy: Mapping[str, Any]
+    metrics_registry: Any | None
+    token: AdminToken
+    health_checks: tuple[Callable[[], Sequence[str]], ...]
+    clock: Callable[[], float]
+    max_body_bytes: int
+    body_timeout_s: float
+
+    def now(self) -> int:
+        """Current unix seconds from the app's clock."""
+        return int(self.clock())
+
+    def known_fields(self) -> set[str]:
+        """All measurement fields of all kinds in the policy."""
+        return {f for spec in self.policy.get("kinds", {}).values() for f in spec.get("fields", {})}
+
+    def require_admin(self) -> FleetAdmin:
+        """The admin backend, or 503 when the gateway mounted the app without a registry."""
+        if self.admin is None:
+            raise Unavailable("admin API has no device registry attached", code="no_registry")
+        return self.admin
+
+
+CONTEXT_KEY = web.AppKey("civicedge_web_context", WebContext)
+
+
+def ctx_of(request: web.Request) -> WebContext:
+    """The :class:`WebContext` of the app serving ``request``."""
+    return request.app[CONTEXT_KEY]
+
+
+async def read_json_body(request: web.Request) -> Any:
+    """Read and parse a JSON request body within the app's size and time limits."""
+    ctx = ctx_of(request)
+    try:
+        async with asyncio.timeout(ctx.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {ctx.body_timeout_s} s") from None
+    if not raw:
+        raise BadParameter("request body is empty; JSON expected", param="body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadParameter(f"request body is not valid JSON: {exc}", param="body") from None
+
+
+def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:
+    """A JSON response with compact separators and an explicit content type."""
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False), status=status, content_type=content_type
+    )

@@ -1,0 +1,164 @@
+"""Open data as NGSI-LD entities following the FIWARE Smart Data Models.
+
+``Streetlight`` (dataModel.Streetlighting) and ``WasteContainer`` (dataModel.WasteManagement),
+in both NGSI-LD representations: *normalized* (every attribute a ``Property``/``GeoProperty``
+object with ``value`` and ``observedAt``) and *keyValues* (attribute -> plain value). Only
+released values appear (device integers scaled to the model's units); never keys, never
+anything a device did not release. See docs/open-data.md for the mapping and its sources.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from gateway.web.views import DeviceView
+
+NGSI_LD_CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+STREETLIGHT_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.Streetlighting/master/context.jsonld"
+WASTE_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.WasteManagement/master/context.jsonld"
+
+ENTITY_TYPE_BY_KIND = {"streetlight": "Streetlight", "bin": "WasteContainer"}
+CONTEXT_BY_TYPE = {"Streetlight": STREETLIGHT_CONTEXT, "WasteContainer": WASTE_CONTEXT}
+
+
+def iso_utc(unix_s: int) -> str:
+    """Format unix seconds as an ISO 8601 UTC date-time (``2026-01-02T03:04:05Z``)."""
+    return datetime.fromtimestamp(unix_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def entity_id(entity_type: str, device_id: str) -> str:
+    """Return the NGSI-LD URN of a device's entity (``urn:ngsi-ld:Streetlight:sl-01``)."""
+    return f"urn:ngsi-ld:{entity_type}:{device_id}"
+
+
+def _observed(dev: DeviceView, *fields: str) -> int | None:
+    times = [dev.latest_at[f] for f in fields if f in dev.latest_at]
+    return max(times) if times else None
+
+
+def _streetlight_attrs(dev: DeviceView) -> dict[str, tuple[Any, int | None, bool]]:
+    """attribute -> (value, observed-at unix s or None, value-is-a-DateTime)."""
+    codes = {a.code for a in dev.alarms}
+    latest = dev.latest
+    lamp_failed = latest.get("lamp") == 1 or "lamp_fail" in codes
+    attrs: dict[str, tuple[Any, int | None, bool]] = {
+        # The published enum has no "unknown": a lamp we have no failure evidence for is "ok".
+        "status": ("defectiveLamp" if lamp_failed else "ok", _observed(dev, "lamp"), False),
+    }
+    if "lvl" in latest:
+        lvl = max(0, min(100, latest["lvl"]))
+        state = "off" if lvl == 0 else "on" if lvl >= 100 else "low"
+        attrs["powerState"] = (state, _observed(dev, "lvl"), False)
+        attrs["illuminanceLevel"] = (round(lvl / 100, 2), _observed(dev, "lvl"), False)
+    if "wh" in latest:
+        # Energy over one hour in Wh is the mean power over that hour in W.
+        attrs["powerConsumption"] = (float(max(0, latest["wh"])), _observed(dev, "wh"), False)
+    if dev.lamp_changed_at is not None:
+        attrs["dateLastLampChange"] = (iso_utc(dev.lamp_changed_at), None, True)
+    seen = _observed(dev, *latest.keys())
+    if seen is not None:
+        attrs["observationDateTime"] = (iso_utc(seen), None, True)
+    return attrs
+
+
+def _container_attrs(dev: DeviceView) -> dict[str, tuple[Any, int | None, bool]]:
+    codes = {a.code for a in dev.alarms}
+    latest = dev.latest
+    if "fire" in codes:
+        status = "burning"
+    elif "tip" in codes or latest.get("tilt") == 1:
+        status = "dropped"
+    elif "tilt" in latest or "fill" in latest:
+        status = "ok"
+    else:
+        status = "unknown"
+    attrs: dict[str, tuple[Any, int | None, bool]] = {"status": (status, _observed(dev, "tilt"), False)}
+    if "fill" in latest:
+        fill = max(0, min(100, latest["fill"]))
+        attrs["fillingLevel"] = (round(fill / 100, 2), _observed(dev, "fill"), False)
+        at = _observed(dev, "fill")
+        if at is not None:
+            attrs["binLoggedTime"] = (iso_utc(at), None, True)
+    if "temp" in latest:
+        attrs["temperature"] = (float(latest["temp"]), _observed(dev, "temp"), False)
+    return attrs
+
+
+def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = True) -> dict[str, Any]:
+    """Build the NGSI-LD entity of one device.
+
+    Args:
+        dev: the device and its latest released values.
+        key_values: True for the keyValues (simplified) form, False for normalized.
+        with_context: include ``@context`` (omit when the caller wraps entities itself).
+
+    Returns:
+        The entity as a JSON-serialisable dict.
+
+    Raises:
+        KeyError: the device kind has no Smart Data Model here.
+    """
+    etype = ENTITY_TYPE_BY_KIND[dev.kind]
+    attrs = _streetlight_attrs(dev) if etype == "Streetlight" else _container_attrs(dev)
+    point = {"type": "Point", "coordinates": [dev.lon, dev.lat]}
+    entity: dict[str, Any] = {"id": entity_id(etype, dev.id), "type": etype}
+    if key_values:
+        entity["location"] = point
+        entity["areaServed"] = dev.zone
+        entity.update({name: value for name, (value, _, _) in attrs.items()})
+    else:
+        entity["location"] = {"type": "GeoProperty", "value": point}
+        entity["areaServed"] = {"type": "Property", "value": dev.zone}
+        for name, (value, at, is_datetime) in attrs.items():
+            prop: dict[str, Any] = {"type": "Property"}
+            prop["value"] = {"@type": "DateTime", "@value": value} if is_datetime else value
+            if at is not None:
+                prop["observedAt"] = iso_utc(at)
+            entity[name] = prop
+    if with_context:
+        entity["@context"] = [CONTEXT_BY_TYPE[etype], NGSI_LD_CORE_CONTEXT]
+    return entity
+
+
+def publishable(devices: Iterable[DeviceView]) -> list[DeviceView]:
+    """Devices that belong in open data: known kind, not revoked, and have released something."""
+    return [d for d in devices if d.kind in ENTITY_TYPE_BY_KIND and not d.revoked and d.latest]
+
+
+def entities(
+    devices: Iterable[DeviceView], *, key_values: bool, entity_type: str | None = None
+) -> list[dict[str, Any]]:
+    """Build the entities of all publishable devices, optionally of one NGSI-LD type only."""
+    out = []
+    for dev in publishable(devices):
+        if entity_type is not None and ENTITY_TYPE_BY_KIND[dev.kind] != entity_type:
+            continue
+        out.append(device_entity(dev, key_values=key_values))
+    return out
+
+
+def context_for(types: Iterable[str]) -> list[str]:
+    """The ``@context`` list for a response holding entities of ``types``."""
+    ctx = [CONTEXT_BY_TYPE[t] for t in sorted(set(types)) if t in CONTEXT_BY_TYPE]
+    return ctx + [NGSI_LD_CORE_CONTEXT]
+
+
+def describe_mapping() -> Mapping[str, Mapping[str, str]]:
+    """Which device field feeds which model attribute (served with the open-data index)."""
+    return {
+        "Streetlight": {
+            "status": "lamp (0 ok / 1 failed) and open lamp_fail alarms -> ok | defectiveLamp",
+            "powerState": "lvl (mean lamp level %) -> off (0) | low (1..99) | on (100)",
+            "illuminanceLevel": "lvl / 100",
+            "powerConsumption": "wh (energy over the past hour, Wh = mean W)",
+            "dateLastLampChange": "first report with lamp = 0 after lamp = 1",
+            "observationDateTime": "end of the latest released period",
+        },
+        "WasteContainer": {
+            "status": "fire alarm -> burning; tip alarm or tilt = 1 -> dropped; else ok",
+            "fillingLevel": "fill (%, quantised to 10 %) / 100",
+            "temperature": "temp (°C, 1 °C steps)",
+            "binLoggedTime": "end of the period of the latest fill value",
+        },
+    }

@@ -1,0 +1,160 @@
+"""OpenAPI 3.1 description of the web surface, written by hand and kept in sync by a test
+(tests/web/test_openapi.py checks every mounted route is described and vice versa)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _p(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+def _ok(description: str, media: str = "application/json", schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema or {"type": "object"}}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+_TIME = {"oneOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}]}
+_FROM = _q("from", "start, unix seconds or ISO 8601 (default: `to` minus 24 h)", _TIME)
+_TO = _q("to", "end (exclusive), unix seconds or ISO 8601 (default: now)", _TIME)
+_FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. `mot,wh`)")
+_ZONE = _q("zone", "zone name")
+_BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
+_AUTH = _err("missing or wrong bearer token")
+_ADMIN = [{"bearerAuth": []}]
+_DEVICE = _p("device_id", "device id (1..32 of `[A-Za-z0-9._-]`)")
+
+
+def openapi_document() -> dict[str, Any]:
+    """Return the OpenAPI document served at ``/openapi.json``."""
+    paths: dict[str, Any] = {
+        "/": {"get": {"summary": "Dashboard page (HTML)", "tags": ["pages"],
+                      "responses": {"200": _ok("HTML page", "text/html", {"type": "string"})}}},
+        "/transparency": {"get": {"summary": "What is collected and why, generated from the privacy policy",
+                                  "tags": ["pages"],
+                                  "responses": {"200": _ok("HTML page", "text/html", {"type": "string"})}}},
+        "/transparency.json": {"get": {"summary": "Transparency page content as JSON", "tags": ["pages"],
+                                       "responses": {"200": _ok("per kind: fields, ε, k, retention, recipients")}}},
+        "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
+                                  "responses": {"200": _ok("OpenAPI 3.1 document")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["operations"],
+                             "responses": {"200": _ok("Prometheus text format 0.0.4", "text/plain", {"type": "string"}),
+                                           "503": _err("no metrics registry attached")}}},
+        "/healthz": {"get": {"summary": "Health: ok or degraded with reasons", "tags": ["operations"],
+                             "responses": {"200": _ok("ok", schema={"$ref": "#/components/schemas/Health"}),
+                                           "503": _ok("degraded", schema={"$ref": "#/components/schemas/Health"})}}},
+        "/api/devices": {"get": {
+            "summary": "Devices with status, last seen, link and latest released values", "tags": ["read"],
+            "parameters": [_q("kind", "device kind", {"type": "string", "enum": ["streetlight", "bin"]}), _ZONE],
+            "responses": {"200": _ok("device list"), "400": _BAD}}},
+        "/api/devices/{device_id}": {"get": {
+            "summary": "One device", "tags": ["read"], "parameters": [_DEVICE],
+            "responses": {"200": _ok("device", schema={"$ref": "#/components/schemas/Device"}),
+                          "400": _BAD, "404": _err("unknown device")}}},
+        "/api/readings": {"get": {
+            "summary": "Released values in a time range", "tags": ["read"],
+            "parameters": [_FROM, _TO, _q("device", "device id"), _FIELD,
+                           _q("limit", "maximum rows (1..10000, default 1000)", {"type": "integer"})],
+            "responses": {"200": _ok("readings, oldest first; `truncated` when more exist"), "400": _BAD}}},
+        "/api/aggregates/hourly": {"get": {
+            "summary": "Per zone, UTC hour and field: count, sum, mean, min, max", "tags": ["read"],
+            "parameters": [_FROM, _TO, _ZONE, _FIELD],
+            "responses": {"200": _ok("aggregates"), "400": _BAD}}},
+        "/api/alarms": {"get": {"summary": "Open safety alarms, newest first", "tags": ["read"],
+                                "responses": {"200": _ok("alarms")}}},
+        "/api/dashboard": {"get": {
+            "summary": "Fleet, alarms and hourly series for the dashboard", "tags": ["read"],
+            "parameters": [_q("hours", "hours of series (1..336, default 24)", {"type": "integer"})],
+            "responses": {"200": _ok("dashboard data"), "400": _BAD}}},
+        "/api/admin/devices": {"get": {
+            "summary": "All devices, including revoked ones (never keys)", "tags": ["admin"], "security": _ADMIN,
+            "responses": {"200": _ok("device list"), "401": _AUTH}}},
+        "/api/admin/devices/{device_id}/revoke": {"post": {
+            "summary": "Revoke a device's key", "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+            "responses": {"200": _ok("revoked"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+                          "409": _err("already revoked"), "503": _err("no registry attached")}}},
+        "/api/admin/devices/{device_id}/rotate-key": {"post": {
+            "summary": "Generate a new device key; the answer says where it was written, never the key",
+            "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+            "responses": {"200": _ok("rotated"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+                          "503": _err("no registry attached")}}},
+        "/api/admin/retention": {
+            "get": {"summary": "Effective retention per kind and field, and the policy maximum",
+                    "tags": ["admin"], "security": _ADMIN,
+                    "responses": {"200": _ok("retention"), "401": _AUTH, "503": _err("no registry attached")}},
+            "put": {"summary": "Set the retention of one field (1..policy maximum days)",
+                    "tags": ["admin"], "security": _ADMIN,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["kind", "field", "days"], "additionalProperties": False,
+                        "properties": {"kind": {"type": "string"}, "field": {"type": "string"},
+                                       "days": {"type": "integer", "minimum": 1}}}}}},
+                    "responses": {"200": _ok("updated retention"), "400": _BAD, "401": _AUTH,
+                                  "408": _err("body not received in time"), "413": _err("body too large"),
+                                  "503": _err("no registry attached")}}},
+        "/opendata": {"get": {"summary": "Open-data index and field-to-model mapping", "tags": ["open data"],
+                              "responses": {"200": _ok("index")}}},
+        "/opendata/ngsi-ld/v1/entities": {"get": {
+            "summary": "NGSI-LD Streetlight and WasteContainer entities (FIWARE Smart Data Models)",
+            "tags": ["open data"],
+            "parameters": [_q("type", "entity type", {"type": "string", "enum": ["Streetlight", "WasteContainer"]}),
+                           _q("options", "representation", {"type": "string",
+                                                            "enum": ["normalized", "keyValues", "simplified"]})],
+            "responses": {"200": _ok("entities", "application/ld+json", {"type": "array", "items": {"type": "object"}}),
+                          "400": _BAD}}},
+        "/opendata/ngsi-ld/v1/entities/{entity_id}": {"get": {
+            "summary": "One NGSI-LD entity", "tags": ["open data"],
+            "parameters": [_p("entity_id", "URN, e.g. urn:ngsi-ld:Streetlight:sl-01"),
+                           _q("options", "representation", {"type": "string",
+                                                            "enum": ["normalized", "keyValues", "simplified"]})],
+            "responses": {"200": _ok("entity", "application/ld+json"), "404": _err("no such published entity")}}},
+        "/opendata/readings.csv": {"get": {
+            "summary": "Released values per device, UTC hour and field (CSV)", "tags": ["open data"],
+            "parameters": [_FROM, _TO, _FIELD, _ZONE],
+            "responses": {"200": _ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values",
+                                     "text/csv", {"type": "string"}), "400": _BAD}}},
+        "/opendata/devices.geojson": {"get": {
+            "summary": "Published devices as GeoJSON Points with latest public values", "tags": ["open data"],
+            "responses": {"200": _ok("FeatureCollection", "application/geo+json")}}},
+        "/api/routes/plan": {"get": {
+            "summary": "Collection plan for a day (mounted when gateway.routes is available)", "tags": ["read"],
+            "parameters": [_q("date", "YYYY-MM-DD", {"type": "string", "format": "date"})],
+            "responses": {"200": _ok("plan"), "400": _BAD}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "civicedge gateway", "version": "1",
+                 "description": "Devices, released readings, aggregates, open data and administration of a "
+                                "civicedge gateway. Errors are JSON: {\"error\": {\"code\", \"message\", \"param\"}}."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                   "param": {"type": "string"}}}}},
+                "Health": {"type": "object", "required": ["status", "reasons"], "properties": {
+                    "status": {"type": "string", "enum": ["ok", "degraded"]},
+                    "reasons": {"type": "array", "items": {"type": "string"}}, "checks": {"type": "object"}}},
+                "Device": {"type": "object", "required": ["id", "kind", "zone", "lat", "lon", "status"], "properties": {
+                    "id": {"type": "string"}, "kind": {"type": "string", "enum": ["streetlight", "bin"]},
+                    "zone": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
+                    "revoked": {"type": "boolean"},
+                    "status": {"type": "string", "enum": ["ok", "alarm", "stale", "never", "revoked"]},
+                    "last_seen": {"type": ["integer", "null"]}, "link": {"type": ["string", "null"]},
+                    "latest": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "alarms": {"type": "array", "items": {"type": "object"}}}},
+            },
+        },
+    }

@@ -1,0 +1,90 @@
+"""Open-data endpoints: NGSI-LD entities (normalized / keyValues), CSV and GeoJSON."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.web import export, ngsi, params
+from gateway.web.context import ctx_of, json_response
+from gateway.web.errors import NotFound
+
+ROUTES = web.RouteTableDef()
+LD_JSON = "application/ld+json"
+GEO_JSON = "application/geo+json"
+ENTITY_TYPES = ("Streetlight", "WasteContainer")
+
+
+def _options(request: web.Request) -> bool:
+    """True for keyValues (NGSI-LD ``options=keyValues``; ``simplified`` is its alias)."""
+    opt = params.parse_choice(request.query, "options", ("normalized", "keyValues", "simplified"), default="normalized")
+    return opt in ("keyValues", "simplified")
+
+
+@ROUTES.get("/opendata")
+async def index(request: web.Request) -> web.Response:
+    """What is published, where, and how device fields map onto the Smart Data Models."""
+    params.reject_unknown(request.query, ())
+    return json_response({
+        "formats": {
+            "ngsi-ld": "/opendata/ngsi-ld/v1/entities?type=Streetlight|WasteContainer&options=keyValues|normalized",
+            "csv": "/opendata/readings.csv?from=&to=&field=&zone=",
+            "geojson": "/opendata/devices.geojson",
+        },
+        "models": {
+            "Streetlight": "https://github.com/smart-data-models/dataModel.Streetlighting/tree/master/Streetlight",
+            "WasteContainer": "https://github.com/smart-data-models/dataModel.WasteManagement/tree/master/WasteContainer",
+        },
+        "mapping": ngsi.describe_mapping(),
+        "transparency": "/transparency",
+    })
+
+
+@ROUTES.get("/opendata/ngsi-ld/v1/entities")
+async def entities(request: web.Request) -> web.Response:
+    """NGSI-LD entities of all publishable devices; filter ``type``; ``options=keyValues``."""
+    ctx = ctx_of(request)
+    q = request.query
+    params.reject_unknown(q, ("type", "options"))
+    etype = params.parse_choice(q, "type", ENTITY_TYPES, default=None)
+    items = ngsi.entities(ctx.fleet.devices(), key_values=_options(request), entity_type=etype)
+    return json_response(items, content_type=LD_JSON)
+
+
+@ROUTES.get("/opendata/ngsi-ld/v1/entities/{entity_id}")
+async def entity(request: web.Request) -> web.Response:
+    """One NGSI-LD entity by its URN (``urn:ngsi-ld:Streetlight:<device>``)."""
+    ctx = ctx_of(request)
+    params.reject_unknown(request.query, ("options",))
+    wanted = request.match_info["entity_id"]
+    for dev in ngsi.publishable(ctx.fleet.devices()):
+        if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
+            return json_response(ngsi.device_entity(dev, key_values=_options(request)), content_type=LD_JSON)
+    raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
+
+
+@ROUTES.get("/opendata/readings.csv")
+async def readings_csv(request: web.Request) -> web.Response:
+    """Released values per device, UTC hour and field as CSV (default: the last 24 h)."""
+    ctx = ctx_of(request)
+    q = request.query
+    params.reject_unknown(q, ("from", "to", "field", "zone"))
+    since, until = params.parse_range(q, now=ctx.now(), default_s=86400)
+    fields = params.parse_fields(q, ctx.known_fields())
+    zone = params.parse_zone(q)
+    published = {d.id for d in ngsi.publishable(ctx.fleet.devices())}
+    readings = [
+        r for r in ctx.fleet.readings(since=since, until=until, device=None, fields=fields, limit=1_000_000)
+        if r.device in published and (zone is None or r.zone == zone)
+    ]
+    text = export.rows_to_csv(export.hourly_rows(readings, ctx.policy))
+    return web.Response(
+        text=text, content_type="text/csv", charset="utf-8",
+        headers={"Content-Disposition": 'inline; filename="civicedge-readings.csv"'},
+    )
+
+
+@ROUTES.get("/opendata/devices.geojson")
+async def devices_geojson(request: web.Request) -> web.Response:
+    """Publishable devices as a GeoJSON FeatureCollection with their latest public values."""
+    params.reject_unknown(request.query, ())
+    return json_response(export.devices_geojson(ctx_of(request).fleet.devices()), content_type=GEO_JSON)

@@ -1,0 +1,106 @@
+"""Pages and operations endpoints: dashboard, transparency, OpenAPI, /metrics, /healthz."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.web import params
+from gateway.web.context import WebContext, ctx_of, json_response
+from gateway.web.errors import Unavailable
+from gateway.web.openapi import openapi_document
+from gateway.web.transparency import build_transparency, render_transparency_html
+
+logger = logging.getLogger(__name__)
+ROUTES = web.RouteTableDef()
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@ROUTES.get("/")
+async def dashboard(request: web.Request) -> web.FileResponse:
+    """The dashboard page (static HTML; data comes from /api/dashboard)."""
+    return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
+
+
+@ROUTES.get("/transparency")
+async def transparency_html(request: web.Request) -> web.Response:
+    """What is collected and why, generated from the privacy policy."""
+    doc = build_transparency(ctx_of(request).policy)
+    return web.Response(text=render_transparency_html(doc), content_type="text/html", charset="utf-8")
+
+
+@ROUTES.get("/transparency.json")
+async def transparency_json(request: web.Request) -> web.Response:
+    """The transparency page's content as JSON."""
+    return json_response(build_transparency(ctx_of(request).policy))
+
+
+@ROUTES.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """OpenAPI 3 description of this API."""
+    return json_response(openapi_document())
+
+
+@ROUTES.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the gateway's CollectorRegistry."""
+    ctx = ctx_of(request)
+    if ctx.metrics_registry is None:
+        raise Unavailable("no metrics registry attached", code="no_metrics")
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    body = generate_latest(ctx.metrics_registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _metric_checks(ctx: WebContext) -> tuple[list[str], dict[str, Any]]:
+    """Degradation reasons and figures read from the gateway's metrics (links down, outbox)."""
+    reasons: list[str] = []
+    figures: dict[str, Any] = {}
+    if ctx.metrics_registry is None:
+        return reasons, figures
+    links: dict[str, float] = {}
+    for metric in ctx.metrics_registry.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("link_state"):
+                name = sample.labels.get("link", "?")
+                links[name] = sample.value
+                if sample.value == 0:
+                    reasons.append(f"link {name} is down")
+            elif sample.name.endswith("outbox_depth"):
+                figures["outbox_depth"] = sample.value
+            elif sample.name.endswith("ble_connected"):
+                figures["ble_connected"] = sample.value
+    if links:
+        figures["links"] = links
+    return reasons, figures
+
+
+@ROUTES.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """``{"status": "ok"|"degraded", "reasons": [...]}``; 200 when ok, 503 when degraded."""
+    ctx = ctx_of(request)
+    params.reject_unknown(request.query, ())
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    try:
+        checks["devices"] = len(ctx.fleet.devices())
+    except Exception as exc:  # any storage failure is a health finding, not a crash
+        logger.warning("healthz: store unreadable: %s", type(exc).__name__)
+        reasons.append(f"store unreadable ({type(exc).__name__})")
+    metric_reasons, figures = _metric_checks(ctx)
+    reasons.extend(metric_reasons)
+    checks.update(figures)
+    for check in ctx.health_checks:
+        try:
+            reasons.extend(check())
+        except Exception as exc:  # a failing probe degrades health, it must not hide the others
+            reasons.append(f"health check failed ({type(exc).__name__})")
+    status = "degraded" if reasons else "ok"
+    return json_response(
+        {"status": status, "reasons": reasons, "checks": checks, "time": ctx.now()},
+        status=503 if reasons else 200,
+    )

@@ -1,0 +1,108 @@
+"""Query-parameter parsing: every bad value becomes a :class:`BadParameter` naming the parameter."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+from gateway.web.errors import BadParameter
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+ZONE_RE = re.compile(r"^[\w .-]{1,64}$")
+MAX_RANGE_S = 366 * 86400
+# Refuse timestamps outside 2000..2100: almost certainly ms instead of s, or garbage.
+_MIN_TS, _MAX_TS = 946684800, 4102444800
+
+
+def parse_time(value: str, name: str) -> int:
+    """Parse unix seconds (``1700000000``) or ISO 8601 (``2026-01-02T03:00:00Z``) to unix seconds."""
+    text = value.strip()
+    if re.fullmatch(r"-?\d{1,12}", text):
+        ts = int(text)
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            raise BadParameter(
+                f"'{name}' must be unix seconds or an ISO 8601 date-time, got {value!r}", param=name
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        ts = int(parsed.timestamp())
+    if not _MIN_TS <= ts < _MAX_TS:
+        raise BadParameter(f"'{name}' = {ts} is outside 2000..2100 (unix seconds expected)", param=name)
+    return ts
+
+
+def parse_range(query: Mapping[str, str], *, now: int, default_s: int) -> tuple[int, int]:
+    """Read ``from``/``to`` (defaults: the last ``default_s`` seconds up to ``now``)."""
+    until = parse_time(query["to"], "to") if "to" in query else now + 1
+    since = parse_time(query["from"], "from") if "from" in query else until - default_s
+    if since >= until:
+        raise BadParameter(f"'from' ({since}) must be before 'to' ({until})", param="from")
+    if until - since > MAX_RANGE_S:
+        raise BadParameter(f"time range longer than {MAX_RANGE_S // 86400} days", param="to")
+    return since, until
+
+
+def parse_int(query: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:
+    """Read an integer parameter within ``[low, high]``."""
+    if name not in query:
+        return default
+    text = query[name].strip()
+    if not re.fullmatch(r"-?\d{1,18}", text):
+        raise BadParameter(f"'{name}' must be an integer, got {query[name]!r}", param=name)
+    value = int(text)
+    if not low <= value <= high:
+        raise BadParameter(f"'{name}' must be between {low} and {high}, got {value}", param=name)
+    return value
+
+
+def parse_fields(query: Mapping[str, str], known: Iterable[str], name: str = "field") -> list[str] | None:
+    """Read a comma-separated field list; every field must be one the policy knows."""
+    if name not in query:
+        return None
+    allowed = set(known)
+    fields = [f.strip() for f in query[name].split(",") if f.strip()]
+    if not fields:
+        raise BadParameter(f"'{name}' is empty", param=name)
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise BadParameter(
+            f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}", param=name
+        )
+    return fields
+
+
+def parse_device_id(value: str, name: str = "device") -> str:
+    """Validate a device id (protocol §1: 1..32 of ``[A-Za-z0-9._-]``)."""
+    if not DEVICE_ID_RE.fullmatch(value):
+        raise BadParameter(f"'{name}' must be 1..32 characters of [A-Za-z0-9._-], got {value!r}", param=name)
+    return value
+
+
+def parse_zone(query: Mapping[str, str], name: str = "zone") -> str | None:
+    """Read an optional zone name."""
+    if name not in query:
+        return None
+    if not ZONE_RE.fullmatch(query[name]):
+        raise BadParameter(f"'{name}' must be 1..64 word characters, spaces, '.' or '-'", param=name)
+    return query[name]
+
+
+def parse_choice(query: Mapping[str, str], name: str, choices: Iterable[str], *, default: str | None) -> str | None:
+    """Read a parameter that must be one of ``choices``."""
+    if name not in query:
+        return default
+    options = list(choices)
+    if query[name] not in options:
+        raise BadParameter(f"'{name}' must be one of {', '.join(options)}, got {query[name]!r}", param=name)
+    return query[name]
+
+
+def reject_unknown(query: Mapping[str, str], allowed: Iterable[str]) -> None:
+    """Refuse parameters the endpoint does not know (a typo must not silently widen a query)."""
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise BadParameter(f"unknown parameter(s): {', '.join(unknown)}", param=unknown[0])

@@ -1,0 +1,208 @@
+// civicedge dashboard: vanilla JS, self-drawn SVG; everything from this gateway (no CDN, no tiles).
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const STATUS_COLOR = { ok: "#1a7f37", alarm: "#cf222e", stale: "#bc4c00", never: "#8c959f", revoked: "#8c959f" };
+
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function svgEl(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+
+function isoShort(iso) { return iso ? iso.replace("T", " ").replace("Z", "") : "never"; }
+
+function renderSummary(data) {
+  const box = document.getElementById("summary");
+  clear(box);
+  const items = [["devices", data.devices.length]];
+  for (const s of ["ok", "alarm", "stale", "never", "revoked"]) items.push([s, data.status_counts[s] || 0]);
+  items.push(["open alarms", data.alarms.length]);
+  for (const [label, n] of items) {
+    const div = el("div", { "data-summary": label });
+    div.appendChild(el("span", { class: "count" }, String(n)));
+    div.appendChild(el("span", { class: "muted" }, label));
+    box.appendChild(div);
+  }
+}
+
+function renderMap(devices) {
+  const svg = document.getElementById("map");
+  clear(svg);
+  const W = 600, H = 400, pad = 30;
+  const placed = devices.filter((d) => Number.isFinite(d.lat) && Number.isFinite(d.lon) && !(d.lat === 0 && d.lon === 0));
+  if (placed.length === 0) {
+    svg.appendChild(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#6a737d" }, "no device positions"));
+    return;
+  }
+  let minLat = Math.min(...placed.map((d) => d.lat)), maxLat = Math.max(...placed.map((d) => d.lat));
+  let minLon = Math.min(...placed.map((d) => d.lon)), maxLon = Math.max(...placed.map((d) => d.lon));
+  const midLat = (minLat + maxLat) / 2;
+  // Equirectangular projection with cos(latitude) scaling keeps streets' proportions.
+  const kx = Math.cos((midLat * Math.PI) / 180);
+  let spanX = (maxLon - minLon) * kx, spanY = maxLat - minLat;
+  if (spanX < 1e-6) spanX = 1e-3;
+  if (spanY < 1e-6) spanY = 1e-3;
+  const scale = Math.min((W - 2 * pad) / spanX, (H - 2 * pad) / spanY);
+  const offX = (W - spanX * scale) / 2, offY = (H - spanY * scale) / 2;
+  for (let i = 0; i <= 4; i++) {
+    const y = pad + ((H - 2 * pad) * i) / 4, x = pad + ((W - 2 * pad) * i) / 4;
+    svg.appendChild(svgEl("line", { x1: pad, y1: y, x2: W - pad, y2: y, stroke: "#eef1f4" }));
+    svg.appendChild(svgEl("line", { x1: x, y1: pad, x2: x, y2: H - pad, stroke: "#eef1f4" }));
+  }
+  for (const d of placed) {
+    const x = offX + (d.lon - minLon) * kx * scale;
+    const y = H - (offY + (d.lat - minLat) * scale);
+    const color = STATUS_COLOR[d.status] || "#8c959f";
+    const g = svgEl("g", { class: "device-marker", "data-device": d.id, "data-status": d.status });
+    const title = svgEl("title", {}, `${d.id} (${d.kind}, ${d.zone}): ${d.status}`);
+    g.appendChild(title);
+    if (d.kind === "bin") g.appendChild(svgEl("rect", { x: x - 6, y: y - 6, width: 12, height: 12, fill: color }));
+    else g.appendChild(svgEl("circle", { cx: x, cy: y, r: 7, fill: color }));
+    g.appendChild(svgEl("text", { x: x + 9, y: y + 4, "font-size": 11, fill: "#1b1f24" }, d.id));
+    svg.appendChild(g);
+  }
+}
+
+function renderFleet(devices) {
+  const body = document.querySelector("#fleet tbody");
+  clear(body);
+  for (const d of devices) {
+    const tr = el("tr", { "data-device": d.id });
+    const idCell = el("td");
+    idCell.appendChild(el("a", { href: `/api/devices/${encodeURIComponent(d.id)}` }, d.id));
+    tr.appendChild(idCell);
+    tr.appendChild(el("td", {}, d.kind));
+    tr.appendChild(el("td", {}, d.zone));
+    tr.appendChild(el("td", { class: `status status-${d.status}` }, d.status));
+    tr.appendChild(el("td", {}, isoShort(d.last_seen_iso)));
+    tr.appendChild(el("td", {}, d.link || "—"));
+    const vals = Object.entries(d.latest).map(([k, v]) => `${k}=${v}`).join(" ");
+    tr.appendChild(el("td", {}, vals || "—"));
+    body.appendChild(tr);
+  }
+}
+
+function renderAlarms(alarms) {
+  const list = document.getElementById("alarms");
+  clear(list);
+  if (alarms.length === 0) {
+    list.appendChild(el("li", { class: "muted" }, "No open alarms"));
+    return;
+  }
+  for (const a of alarms) {
+    const li = el("li", { "data-alarm": a.code, "data-device": a.device });
+    li.appendChild(el("span", { class: "alarm-code" }, a.code));
+    li.appendChild(document.createTextNode(` ${a.device} (${a.zone}) since ${isoShort(a.at_iso)}`));
+    list.appendChild(li);
+  }
+}
+
+function axes(svg, W, H, pad, maxV) {
+  svg.appendChild(svgEl("line", { x1: pad, y1: H - pad, x2: W - 5, y2: H - pad, stroke: "#8c959f" }));
+  svg.appendChild(svgEl("line", { x1: pad, y1: 5, x2: pad, y2: H - pad, stroke: "#8c959f" }));
+  svg.appendChild(svgEl("text", { x: pad - 4, y: 14, "font-size": 10, "text-anchor": "end" }, String(maxV)));
+  svg.appendChild(svgEl("text", { x: pad - 4, y: H - pad, "font-size": 10, "text-anchor": "end" }, "0"));
+}
+
+function lineChart(id, points, color) {
+  const svg = document.getElementById(id);
+  clear(svg);
+  const W = 400, H = 200, pad = 34;
+  if (!points || points.length === 0) {
+    svg.appendChild(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#6a737d" }, "no data yet"));
+    return;
+  }
+  const maxV = Math.max(1, ...points.map((p) => p.value));
+  const t0 = points[0].hour, t1 = Math.max(points[points.length - 1].hour, t0 + 3600);
+  axes(svg, W, H, pad, maxV);
+  const xy = points.map((p) => [pad + ((p.hour - t0) / (t1 - t0)) * (W - pad - 10), H - pad - (p.value / maxV) * (H - pad - 10)]);
+  svg.appendChild(svgEl("polyline", { points: xy.map((q) => q.join(",")).join(" "), fill: "none", stroke: color, "stroke-width": 2, class: "series" }));
+  xy.forEach(([x, y], i) => {
+    const c = svgEl("circle", { cx: x, cy: y, r: 3, fill: color, class: "point" });
+    c.appendChild(svgEl("title", {}, `${new Date(points[i].hour * 1000).toISOString().slice(11, 16)} UTC: ${points[i].value}`));
+    svg.appendChild(c);
+  });
+  svg.appendChild(svgEl("text", { x: pad, y: H - 8, "font-size": 10 }, new Date(t0 * 1000).toISOString().slice(11, 16)));
+  svg.appendChild(svgEl("text", { x: W - 10, y: H - 8, "font-size": 10, "text-anchor": "end" }, new Date(t1 * 1000).toISOString().slice(11, 16) + " UTC"));
+}
+
+function fillChart(devices) {
+  const svg = document.getElementById("chart-fill");
+  clear(svg);
+  const W = 400, H = 200, pad = 34;
+  const bins = devices.filter((d) => d.kind === "bin" && d.latest.fill !== undefined);
+  if (bins.length === 0) {
+    svg.appendChild(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#6a737d" }, "no data yet"));
+    return;
+  }
+  axes(svg, W, H, pad, 100);
+  const bw = Math.min(40, (W - pad - 10) / bins.length - 4);
+  bins.forEach((d, i) => {
+    const v = Math.max(0, Math.min(100, d.latest.fill));
+    const h = (v / 100) * (H - pad - 10);
+    const x = pad + 4 + i * (bw + 4);
+    const color = v >= 80 ? "#cf222e" : v >= 50 ? "#bc4c00" : "#1a7f37";
+    const r = svgEl("rect", { x, y: H - pad - h, width: bw, height: h, fill: color, class: "bar", "data-device": d.id });
+    r.appendChild(svgEl("title", {}, `${d.id}: ${v} %`));
+    svg.appendChild(r);
+    svg.appendChild(svgEl("text", { x: x + bw / 2, y: H - pad + 12, "font-size": 9, "text-anchor": "middle" }, d.id));
+  });
+}
+
+async function renderPlan() {
+  const box = document.getElementById("plan");
+  clear(box);
+  const today = new Date().toISOString().slice(0, 10);
+  let plan = null;
+  try {
+    const res = await fetch(`/api/routes/plan?date=${today}`);
+    if (res.ok) plan = await res.json();
+  } catch (e) { plan = null; }
+  const routes = plan && Array.isArray(plan.routes) ? plan.routes : [];
+  if (routes.length === 0) {
+    box.appendChild(el("p", { class: "muted", id: "no-plan" }, "No plan for today (no bins due, or route planning not available on this gateway)."));
+    return;
+  }
+  routes.forEach((route, i) => {
+    const stops = Array.isArray(route.stops) ? route.stops : [];
+    box.appendChild(el("h3", {}, `Vehicle ${route.vehicle !== undefined ? route.vehicle : i + 1}: ${stops.length} stops`));
+    const ol = el("ol", { class: "plan-route" });
+    for (const s of stops) ol.appendChild(el("li", {}, `${s.bin || s.id || s.device || "?"} ${s.reason ? "(" + s.reason + ")" : ""}`));
+    box.appendChild(ol);
+  });
+}
+
+async function refresh() {
+  try {
+    const res = await fetch("/api/dashboard");
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const data = await res.json();
+    renderSummary(data);
+    renderMap(data.devices);
+    renderFleet(data.devices);
+    renderAlarms(data.alarms);
+    lineChart("chart-mot", data.series.mot, "#0969da");
+    lineChart("chart-wh", data.series.wh, "#8250df");
+    fillChart(data.devices);
+    document.getElementById("updated").textContent = `updated ${isoShort(data.generated_at_iso)} UTC`;
+    document.body.setAttribute("data-ready", "1");
+  } catch (e) {
+    document.getElementById("updated").textContent = `could not load data: ${e.message}`;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  refresh().then(renderPlan);
+  setInterval(refresh, 30000);
+});

@@ -1,0 +1,201 @@
+"""Transparency page generated from the firmware's privacy policy (``firmware/policy.json``).
+
+Nothing here is hand-written copy about the data: every sentence about a field, its privacy
+parameters, retention and recipients is derived from the policy dict, so changing the policy
+changes the page. ε values are kept as integer milli-ε and formatted without floats.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Mapping
+
+from gateway.web.errors import WebError
+
+_RELEASE_TEXT = {
+    "noisy_count": "count with random (discrete Laplace) noise added on the device; small counts are withheld",
+    "aggregate": "aggregate over the period (no individual events)",
+}
+_REPORT_TEXT = {"win": "per window", "hour": "per hour", "day": "per day", "alarm": "at once (alarm)"}
+
+
+class PolicyFormatError(WebError):
+    """The privacy policy lacks something the transparency page must show."""
+
+    status = 500
+    default_code = "policy_format"
+
+
+def format_milli(milli: int) -> str:
+    """Format an integer milli-unit (e.g. milli-ε) as a decimal string, exactly (no floats).
+
+    >>> format_milli(500), format_milli(2000), format_milli(1250)
+    ('0.5', '2', '1.25')
+    """
+    sign = "-" if milli < 0 else ""
+    whole, frac = divmod(abs(milli), 1000)
+    text = f"{whole}.{frac:03d}".rstrip("0").rstrip(".")
+    return sign + text
+
+
+def format_duration(seconds: int) -> str:
+    """Format a period in seconds as the largest whole unit (``15 min``, ``6 h``, ``1 day``)."""
+    for unit_s, name in ((86400, "day"), (3600, "h"), (60, "min")):
+        if seconds >= unit_s and seconds % unit_s == 0:
+            n = seconds // unit_s
+            if name == "day":
+                return f"{n} day" + ("s" if n != 1 else "")
+            return f"{n} {name}"
+    return f"{seconds} s"
+
+
+def _need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in mapping:
+        raise PolicyFormatError(f"privacy policy: {where} has no '{key}'", param=f"{where}.{key}")
+    return mapping[key]
+
+
+def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int) -> dict[str, Any]:
+    where = f"kinds.{kind}.fields.{name}"
+    release = str(_need(spec, "release", where))
+    report = str(_need(spec, "report", where))
+    period_s = {"win": window_s, "hour": 3600, "day": 86400}.get(report, window_s)
+    field: dict[str, Any] = {
+        "field": name,
+        "label": str(_need(spec, "label", where)),
+        "unit": str(spec.get("unit", "")),
+        "source": str(spec.get("source", "")),
+        "personal": bool(_need(spec, "personal", where)),
+        "purpose": str(_need(spec, "purpose", where)),
+        "release": release,
+        "release_text": _RELEASE_TEXT.get(release, release),
+        "report": report,
+        "period_s": period_s,
+        "leaves_device": (
+            f"{_RELEASE_TEXT.get(release, release)}, {_REPORT_TEXT.get(report, report)}"
+            f" ({format_duration(period_s)})"
+        ),
+        "retention_days": int(_need(spec, "retention_days", where)),
+    }
+    if "quantum" in spec:
+        field["quantum"] = int(spec["quantum"])
+    if release == "noisy_count":
+        for key in ("eps_per_release_milli", "eps_per_day_milli", "k"):
+            field[key] = int(_need(spec, key, where))
+        field["eps_per_release"] = format_milli(field["eps_per_release_milli"])
+        field["eps_per_day"] = format_milli(field["eps_per_day_milli"])
+        if "release_every_s" in spec:
+            field["release_every_s"] = int(spec["release_every_s"])
+        if "refractory_s" in spec:
+            field["refractory_s"] = int(spec["refractory_s"])
+    return field
+
+
+def build_transparency(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """Derive the transparency document (the JSON form of the page) from a privacy policy.
+
+    Args:
+        policy: the parsed ``firmware/policy.json`` (or a modified copy of it).
+
+    Returns:
+        A JSON-serialisable dict: statement, not-collected list, recipients, and per device kind
+        its fields (what is measured, what leaves the device, ε per release and per day, k,
+        retention, purpose) and alarms.
+
+    Raises:
+        PolicyFormatError: the policy lacks a key the page must show.
+    """
+    kinds_in = _need(policy, "kinds", "policy")
+    defaults = policy.get("defaults", {})
+    kinds: list[dict[str, Any]] = []
+    for kind, spec in kinds_in.items():
+        window_s = int(spec.get("window_s", defaults.get("window_s", 900)))
+        fields = [_field_model(n, f, kind, window_s) for n, f in _need(spec, "fields", f"kinds.{kind}").items()]
+        alarms = [{"code": c, "label": str(a.get("label", c))} for c, a in spec.get("alarms", {}).items()]
+        kinds.append({
+            "kind": kind,
+            "title": str(spec.get("title", kind)),
+            "window_s": window_s,
+            "fields": fields,
+            "personal_fields": [f["field"] for f in fields if f["personal"]],
+            "alarms": alarms,
+            "config": [str(c) for c in spec.get("config", [])],
+        })
+    return {
+        "policy_version": policy.get("version"),
+        "statement": str(policy.get("statement", "")),
+        "defaults": {
+            k: v for k, v in defaults.items() if isinstance(v, int)
+        },
+        "not_collected": [str(x) for x in policy.get("not_collected", [])],
+        "recipients": [{"who": str(r["who"]), "gets": str(r["gets"])} for r in policy.get("recipients", [])],
+        "kinds": kinds,
+    }
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _field_row(f: Mapping[str, Any]) -> str:
+    if f["release"] == "noisy_count":
+        privacy = (
+            f"ε {_e(f['eps_per_release'])} per release, at most ε {_e(f['eps_per_day'])} per day; "
+            f"noisy counts below k = {_e(f['k'])} are withheld"
+        )
+        if "release_every_s" in f:
+            privacy += f"; released at most every {_e(format_duration(f['release_every_s']))}"
+        if "refractory_s" in f:
+            privacy += f"; one event per {_e(f['refractory_s'])} s at most"
+    else:
+        privacy = "not about people" if not f["personal"] else "people-related"
+        if "quantum" in f:
+            privacy += f"; rounded to {_e(f['quantum'])} {_e(f['unit'])}"
+    personal = "yes" if f["personal"] else "no"
+    return (
+        f'<tr data-field="{_e(f["field"])}"><td><code>{_e(f["field"])}</code></td><td>{_e(f["label"])}</td>'
+        f"<td>{_e(f['source'])}</td><td>{personal}</td><td>{_e(f['leaves_device'])}</td>"
+        f'<td class="privacy">{privacy}</td><td>{_e(f["retention_days"])} days</td><td>{_e(f["purpose"])}</td></tr>'
+    )
+
+
+def render_transparency_html(doc: Mapping[str, Any]) -> str:
+    """Render the transparency document from :func:`build_transparency` as a standalone HTML page."""
+    parts = [
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<title>What our city sensors collect</title>",
+        "<link rel=\"stylesheet\" href=\"/static/style.css\"></head><body>",
+        "<header><h1>What our city sensors collect, and why</h1>",
+        "<nav><a href=\"/\">Dashboard</a> · <a href=\"/transparency.json\">this page as JSON</a> · "
+        "<a href=\"/openapi.json\">API</a></nav></header><main>",
+        f"<p class=\"statement\">{_e(doc['statement'])}</p>",
+    ]
+    if doc.get("policy_version") is not None:
+        parts.append(f"<p>Privacy policy version {_e(doc['policy_version'])}.</p>")
+    for kind in doc["kinds"]:
+        parts.append(f"<section class=\"kind\" id=\"kind-{_e(kind['kind'])}\"><h2>{_e(kind['title'])}</h2>")
+        parts.append(f"<p>Measurements are summarised per window of {_e(format_duration(kind['window_s']))}.</p>")
+        parts.append(
+            "<table><thead><tr><th>field</th><th>what is measured</th><th>sensor</th><th>about people</th>"
+            "<th>what leaves the device</th><th>privacy guarantee</th><th>kept for</th><th>why</th></tr>"
+            "</thead><tbody>"
+        )
+        parts.extend(_field_row(f) for f in kind["fields"])
+        parts.append("</tbody></table>")
+        if kind["alarms"]:
+            parts.append("<h3>Safety alarms (sent at once, time rounded to the minute)</h3><ul>")
+            parts.extend(f"<li><code>{_e(a['code'])}</code>: {_e(a['label'])}</li>" for a in kind["alarms"])
+            parts.append("</ul>")
+        parts.append("</section>")
+    if doc["not_collected"]:
+        parts.append("<section id=\"not-collected\"><h2>Never collected</h2><ul>")
+        parts.extend(f"<li>{_e(x)}</li>" for x in doc["not_collected"])
+        parts.append("</ul></section>")
+    if doc["recipients"]:
+        parts.append("<section id=\"recipients\"><h2>Who receives what</h2><table><thead><tr><th>who</th>"
+                     "<th>gets</th></tr></thead><tbody>")
+        parts.extend(f"<tr><td>{_e(r['who'])}</td><td>{_e(r['gets'])}</td></tr>" for r in doc["recipients"])
+        parts.append("</tbody></table></section>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,147 @@
+"""What the web layer reads: small immutable views, and the protocols of its data sources.
+
+The web layer never touches SQL: it reads through :class:`FleetSource` (implemented over the
+gateway's storage read API by :mod:`gateway.web.source`) and changes the registry through
+:class:`FleetAdmin`. Values are the integers the devices released (protocol §2); scaling to
+open-data units happens in :mod:`gateway.web.ngsi` and :mod:`gateway.web.export`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class AlarmView:
+    """A safety alarm a device raised.
+
+    Attributes:
+        device: device id.
+        code: alarm code from the policy (``lamp_fail``, ``fire``, ``tip``).
+        at: unix seconds (rounded down to the minute by the device).
+        kind: device kind.
+        zone: device zone.
+    """
+
+    device: str
+    code: str
+    at: int
+    kind: str = ""
+    zone: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """One registered device and what it released last.
+
+    Attributes:
+        id: device id.
+        kind: ``streetlight`` or ``bin``.
+        zone: zone name from the registry.
+        lat: latitude in degrees (WGS84).
+        lon: longitude in degrees (WGS84).
+        revoked: the registry revoked its key.
+        last_seen: unix seconds of the last stored report, or None.
+        link: link of the last stored report (``serial``, ``ble``...), or None.
+        latest: field -> latest released integer value.
+        latest_at: field -> unix seconds at the END of the period of that value.
+        alarms: open alarms of this device.
+        lamp_changed_at: unix seconds when a failed lamp was last seen working again, or None.
+    """
+
+    id: str
+    kind: str
+    zone: str
+    lat: float
+    lon: float
+    revoked: bool = False
+    last_seen: int | None = None
+    link: str | None = None
+    latest: Mapping[str, int] = field(default_factory=dict)
+    latest_at: Mapping[str, int] = field(default_factory=dict)
+    alarms: tuple[AlarmView, ...] = ()
+    lamp_changed_at: int | None = None
+
+
+@dataclass(frozen=True)
+class ReadingView:
+    """One released value: field ``field`` of device ``device`` over ``[start, start + length)``."""
+
+    device: str
+    kind: str
+    zone: str
+    field: str
+    start: int
+    length: int
+    value: int
+
+
+@dataclass(frozen=True)
+class HourlyAggregate:
+    """Values of one field in one zone and one UTC hour, over all devices of that zone.
+
+    Attributes:
+        zone: zone name.
+        hour: unix seconds of the start of the hour.
+        field: field name.
+        count: number of released values that fell in the hour.
+        total: sum of the values.
+        minimum: smallest value.
+        maximum: largest value.
+        devices: number of distinct devices contributing.
+    """
+
+    zone: str
+    hour: int
+    field: str
+    count: int
+    total: int
+    minimum: int
+    maximum: int
+    devices: int
+
+    @property
+    def mean(self) -> float:
+        """Mean value in the hour (presentation only; stored values stay integers)."""
+        return self.total / self.count if self.count else 0.0
+
+
+class FleetSource(Protocol):
+    """Read access the web layer needs (see :mod:`gateway.web.source` for the storage adapter)."""
+
+    def devices(self) -> Sequence[DeviceView]:
+        """All registered devices, sorted by id."""
+        ...
+
+    def readings(
+        self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None, limit: int
+    ) -> Sequence[ReadingView]:
+        """Released values whose period starts in ``[since, until)``, oldest first."""
+        ...
+
+    def hourly(
+        self, *, since: int, until: int, zone: str | None, fields: Sequence[str] | None
+    ) -> Sequence[HourlyAggregate]:
+        """Per zone, hour and field aggregates of values starting in ``[since, until)``."""
+        ...
+
+
+class FleetAdmin(Protocol):
+    """Administrative changes behind the admin token."""
+
+    def revoke(self, device_id: str) -> None:
+        """Revoke a device's key; its reports are rejected from now on."""
+        ...
+
+    def rotate_key(self, device_id: str) -> Mapping[str, Any]:
+        """Generate a new key; return where it was written (never the key itself)."""
+        ...
+
+    def retention(self) -> Mapping[str, Mapping[str, int]]:
+        """Effective retention in days: kind -> field -> days."""
+        ...
+
+    def set_retention(self, kind: str, field: str, days: int) -> None:
+        """Override the retention of one field of a kind (never longer than the policy allows)."""
+        ...
