@@ -1,0 +1,97 @@
+"""Safety detectors: fire in a bin, a failed lamp. Each reports the moment it trips (an edge),
+so the app sends one alarm per incident rather than one per reading.
+"""
+
+FIRE_CLEAR_MARGIN_DECI = 50  # must cool 5 degrees below the threshold (and stop rising) to clear
+
+
+class FireDetector:
+    """Fire alarm when the temperature reaches ``threshold_c`` or rises at ``rise_c_per_min`` or faster.
+
+    Temperatures are tenths of a degree; the rate is judged between consecutive readings
+    (``(t1 - t0) * 60 >= rise * 10 * dt_s``, integers only). State survives deep sleep via
+    :meth:`state` / :meth:`restore`.
+    """
+
+    def __init__(self, threshold_c, rise_c_per_min):
+        self.threshold_deci = threshold_c * 10
+        self.rise_c_per_min = rise_c_per_min
+        self.prev = None  # (deci_c, time_s) of the previous reading
+        self.active = False
+
+    def rising_fast(self, deci_c, now_s):
+        """Whether the change since the previous reading is at least the alarm rate."""
+        if self.prev is None:
+            return False
+        dt = now_s - self.prev[1]
+        if dt <= 0:
+            return False
+        return (deci_c - self.prev[0]) * 60 >= self.rise_c_per_min * 10 * dt
+
+    def update(self, deci_c, now_s):
+        """Feed one reading; return True only when the alarm trips (not while it stays on)."""
+        fast = self.rising_fast(deci_c, now_s)
+        self.prev = (deci_c, now_s)
+        if self.active:
+            if deci_c < self.threshold_deci - FIRE_CLEAR_MARGIN_DECI and not fast:
+                self.active = False
+            return False
+        if deci_c >= self.threshold_deci or fast:
+            self.active = True
+            return True
+        return False
+
+    def state(self):
+        """JSON-storable state."""
+        return [self.prev[0] if self.prev else None, self.prev[1] if self.prev else None, self.active]
+
+    def restore(self, s):
+        """Restore from :meth:`state`."""
+        if s and s[0] is not None:
+            self.prev = (s[0], s[1])
+        self.active = bool(s and s[2])
+
+
+class LampMonitor:
+    """Lamp failure: measured current does not match the commanded level.
+
+    Expected current is linear in the level (``ma_full * level / 100``). A reading is bad
+    when it deviates by more than ``tolerance_pct`` of the expected current; below
+    ``min_level`` the expected current is too small to judge, so only a lamp stuck on is
+    caught (current above the tolerance band of full power). ``confirm`` consecutive bad
+    readings are needed, riding over the driver's soft start after a level change.
+    """
+
+    def __init__(self, ma_full, tolerance_pct, min_level, confirm=3):
+        self.ma_full = ma_full
+        self.tolerance_pct = tolerance_pct
+        self.min_level = min_level
+        self.confirm = confirm
+        self.bad_streak = 0
+        self.failed = False
+
+    def expected_ma(self, level):
+        """Expected lamp current (mA) at ``level`` percent."""
+        return self.ma_full * level // 100
+
+    def reading_ok(self, level, measured_ma):
+        """Whether one (level, current) reading is consistent."""
+        if level < self.min_level:
+            return measured_ma * 100 <= self.ma_full * self.tolerance_pct
+        expected = self.expected_ma(level)
+        dev = measured_ma - expected
+        if dev < 0:
+            dev = -dev
+        return dev * 100 <= expected * self.tolerance_pct
+
+    def update(self, level, measured_ma):
+        """Feed one reading; return True only when the lamp is newly judged failed."""
+        if self.reading_ok(level, measured_ma):
+            self.bad_streak = 0
+            self.failed = False
+            return False
+        self.bad_streak += 1
+        if not self.failed and self.bad_streak >= self.confirm:
+            self.failed = True
+            return True
+        return False
