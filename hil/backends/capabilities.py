@@ -1,0 +1,93 @@
+"""Capability manifests: what each backend can do, matched against ``@pytest.mark.requires(...)``.
+
+* ``sim`` (virtual boards) has everything, including harness-only features (fault injection,
+  virtual time).
+* ``qemu`` (Espressif QEMU) has a console, the UART and GPIO; no ADC, no BLE, no PWM peripheral
+  model we can drive, so tests needing them skip.
+* ``serial`` (real boards) has what the board definition declares (``[capabilities]`` of the
+  board TOML, see :attr:`hil.boards.BoardDefinition.capabilities`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from hil.backends.errors import UnknownBackendError, UnknownCapabilityError
+from hil.boards import CAPABILITY_NAMES, BoardDefinition
+
+BACKENDS: tuple[str, ...] = ("sim", "qemu", "serial")
+
+HARNESS_CAPABILITIES: frozenset[str] = frozenset({"faults", "virtual_time"})
+"""Capabilities of the harness rather than the board: only the simulator can inject faults in
+the middle of a flash write or run a day in seconds."""
+
+KNOWN_CAPABILITIES: frozenset[str] = CAPABILITY_NAMES | HARNESS_CAPABILITIES
+
+QEMU_CAPABILITIES: frozenset[str] = frozenset({"console", "uart", "gpio"})
+
+
+@dataclass(frozen=True)
+class CapabilityManifest:
+    """What one backend (with one board) offers.
+
+    Attributes:
+        backend: ``sim``, ``qemu`` or ``serial``.
+        capabilities: capability names offered.
+        source: where the list comes from, for skip messages (e.g. ``"board streetlight-esp32"``).
+    """
+
+    backend: str
+    capabilities: frozenset[str]
+    source: str
+
+    def missing(self, required: Iterable[str]) -> tuple[str, ...]:
+        """Return the required capabilities this manifest lacks, in the order given.
+
+        Raises:
+            UnknownCapabilityError: a required name is not a known capability (a typo must not
+                turn into a silent skip).
+        """
+        out: list[str] = []
+        for name in required:
+            if name not in KNOWN_CAPABILITIES:
+                raise UnknownCapabilityError(name, sorted(KNOWN_CAPABILITIES))
+            if name not in self.capabilities and name not in out:
+                out.append(name)
+        return tuple(out)
+
+    def skip_reason(self, required: Iterable[str]) -> str | None:
+        """Return why a test needing ``required`` cannot run here, or None when it can."""
+        lacking = self.missing(required)
+        if not lacking:
+            return None
+        return (f"backend {self.backend!r} lacks {', '.join(lacking)} "
+                f"(has {', '.join(sorted(self.capabilities)) or 'nothing'}; from {self.source})")
+
+
+def manifest_for(backend: str, board: BoardDefinition | None = None) -> CapabilityManifest:
+    """Return the capability manifest of ``backend`` running ``board``.
+
+    Args:
+        backend: ``sim``, ``qemu`` or ``serial``.
+        board: the board definition (required for ``serial``: a real board has what its
+            definition says; without one only the console is assumed).
+
+    Raises:
+        UnknownBackendError: unknown backend name.
+        UnknownCapabilityError: the board declares a capability nobody defines.
+    """
+    if backend == "sim":
+        return CapabilityManifest("sim", KNOWN_CAPABILITIES, "virtual boards simulate every peripheral")
+    if backend == "qemu":
+        caps = QEMU_CAPABILITIES if board is None else QEMU_CAPABILITIES & (board.capabilities | {"console"})
+        return CapabilityManifest("qemu", frozenset(caps), "Espressif QEMU models console, UART and GPIO only")
+    if backend == "serial":
+        if board is None:
+            return CapabilityManifest("serial", frozenset({"console"}),
+                                      "no board definition given (--hil-board): console only")
+        for name in board.capabilities:
+            if name not in KNOWN_CAPABILITIES:
+                raise UnknownCapabilityError(name, sorted(KNOWN_CAPABILITIES))
+        return CapabilityManifest("serial", frozenset(board.capabilities) | {"console"}, f"board {board.name}")
+    raise UnknownBackendError(backend, BACKENDS)

@@ -1,0 +1,214 @@
+"""Run Espressif's QEMU on a flash image: serial console on TCP, QMP on TCP for reset.
+
+The DUT transport connects to ``socket://127.0.0.1:<serial port>``; :meth:`QemuMachine.reset`
+sends QMP ``system_reset`` (a board's EN/reset line).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from hil.backends.errors import QemuNotFoundError, QemuStartError, UnsupportedChipError
+from hil.backends.qemu.qmp import QmpClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QemuTarget:
+    """How to run one chip.
+
+    Attributes:
+        binary: QEMU executable name.
+        machine: ``-machine`` value.
+        extra_args: chip-specific arguments.
+    """
+
+    binary: str
+    machine: str
+    extra_args: tuple[str, ...] = ()
+
+
+# Espressif's fork (github.com/espressif/qemu) provides these machines; upstream QEMU does not.
+QEMU_TARGETS: dict[str, QemuTarget] = {
+    "esp32": QemuTarget("qemu-system-xtensa", "esp32"),
+    # The C3 model runs with instruction counting; its watchdog would reset a paused guest.
+    "esp32c3": QemuTarget("qemu-system-riscv32", "esp32c3",
+                          ("-icount", "3", "-global", "driver=timer.esp32c3.timg,property=wdt_disable,value=true")),
+}
+
+
+def free_tcp_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_qemu(chip: str, *, binary: str | None = None) -> tuple[str, QemuTarget]:
+    """Locate a QEMU binary that emulates ``chip``.
+
+    Args:
+        chip: ``esp32`` or ``esp32c3``.
+        binary: explicit path of the QEMU executable (else searched on PATH).
+
+    Returns:
+        (path of the binary, target description).
+
+    Raises:
+        UnsupportedChipError: unknown chip.
+        QemuNotFoundError: no binary, or one without the chip's machine (upstream QEMU).
+    """
+    try:
+        target = QEMU_TARGETS[chip]
+    except KeyError:
+        raise UnsupportedChipError(chip, sorted(QEMU_TARGETS)) from None
+    path = binary or shutil.which(target.binary)
+    if path is None:
+        raise QemuNotFoundError(target.binary, "not found on PATH; install Espressif's QEMU "
+                                "(https://github.com/espressif/qemu releases) and put it on PATH")
+    try:
+        probe = subprocess.run([path, "-machine", "help"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QemuNotFoundError(path, f"cannot run it: {exc}") from exc
+    machines = {line.split()[0] for line in probe.stdout.splitlines() if line.strip() and not line.startswith(" ")}
+    if target.machine not in machines:
+        raise QemuNotFoundError(path, f"has no '{target.machine}' machine (this is upstream QEMU; "
+                                "the ESP32 machines are in Espressif's fork)")
+    return path, target
+
+
+def qemu_command(*, binary: str, machine: str, image: Path, serial_port: int, qmp_port: int,
+                 extra_args: Sequence[str] = ()) -> list[str]:
+    """Build the QEMU command line (no display; flash as an MTD drive; serial and QMP on loopback TCP)."""
+    return [
+        binary, "-nographic", "-machine", machine,
+        "-drive", f"file={image},if=mtd,format=raw",
+        "-serial", f"tcp:127.0.0.1:{serial_port},server,nowait",
+        "-qmp", f"tcp:127.0.0.1:{qmp_port},server,nowait",
+        "-monitor", "none",
+        *extra_args,
+    ]
+
+
+class QemuMachine:
+    """One QEMU process running a flash image (a context manager).
+
+    Args:
+        image: raw flash image (see :func:`hil.backends.qemu.image.build_flash_image`).
+        chip: ``esp32`` or ``esp32c3``.
+        binary: QEMU executable; found on PATH when None.
+        machine: override the ``-machine`` value (testing the launcher on other QEMU machines).
+        extra_args: more QEMU arguments.
+        start_timeout_s: limit for QEMU to open its serial port.
+    """
+
+    def __init__(self, *, image: Path, chip: str, binary: str | None = None, machine: str | None = None,
+                 extra_args: Sequence[str] = (), start_timeout_s: float = 20.0) -> None:
+        if machine is None:
+            self._binary, target = find_qemu(chip, binary=binary)
+            self._machine = target.machine
+            self._extra = (*target.extra_args, *extra_args)
+        else:
+            if binary is None:
+                raise QemuNotFoundError("qemu", "a binary is required with an explicit machine")
+            self._binary, self._machine, self._extra = binary, machine, tuple(extra_args)
+        self.image = image
+        self.chip = chip
+        self._start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.serial_port = 0
+        self.qmp_port = 0
+
+    @property
+    def serial_url(self) -> str:
+        """pyserial URL of the console (for :class:`hil.dut.Dut`)."""
+        return f"socket://127.0.0.1:{self.serial_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of QEMU while running."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start QEMU and wait until its serial port accepts connections.
+
+        Raises:
+            QemuStartError: QEMU exited or did not open its serial port in time.
+        """
+        self.serial_port, self.qmp_port = free_tcp_port(), free_tcp_port()
+        cmd = qemu_command(binary=self._binary, machine=self._machine, image=self.image,
+                           serial_port=self.serial_port, qmp_port=self.qmp_port, extra_args=self._extra)
+        log.info("starting %s", " ".join(cmd))
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self._start_timeout_s
+        while time.monotonic() < deadline:
+            returncode = self._proc.poll()
+            if returncode is not None:
+                stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                self._proc = None
+                raise QemuStartError("QEMU exited at start", command=cmd, returncode=returncode, stderr=stderr)
+            if _port_open(self.qmp_port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise QemuStartError(f"QEMU did not open its ports within {self._start_timeout_s:g} s", command=cmd,
+                             returncode=None, stderr="")
+
+    def qmp(self, *, timeout_s: float = 5.0) -> QmpClient:
+        """Open a QMP session (QEMU accepts one client at a time; close it after use)."""
+        return QmpClient("127.0.0.1", self.qmp_port, timeout_s=timeout_s)
+
+    def reset(self, *, timeout_s: float = 5.0) -> None:
+        """Reset the emulated chip (QMP ``system_reset``), like pulling EN low."""
+        with self.qmp(timeout_s=timeout_s) as qmp:
+            qmp.execute("system_reset")
+        log.info("QEMU %s reset", self.pid)
+
+    def stop(self, *, timeout_s: float = 5.0) -> None:
+        """Stop QEMU (QMP ``quit``, then terminate/kill if needed); safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                with QmpClient("127.0.0.1", self.qmp_port, timeout_s=1.0) as qmp:
+                    qmp.execute("quit")
+            except Exception as exc:  # noqa: BLE001 - fall through to signals whatever QMP says
+                log.debug("QMP quit failed (%s); terminating", exc)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def __enter__(self) -> "QemuMachine":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _port_open(port: int) -> bool:
+    """True when something listens on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

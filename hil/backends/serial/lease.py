@@ -1,0 +1,238 @@
+"""Expiring leases on real boards, so parallel runs never share a board and a crashed run never
+leaves a stale lock.
+
+A lease is a small JSON file ``<dir>/<resource>.lease`` = ``{resource, owner, pid, host,
+acquired_at, expires_at}``. Acquire, refresh and release happen under ``fcntl.flock`` on a
+sibling ``.lock`` file (the atomic critical section); the lease file itself is replaced with
+``os.replace``, so a reader never sees half a lease. The holder refreshes ``expires_at`` from a
+background thread; when the holder dies the refreshes stop and the lease expires. A holder on
+this host whose pid no longer exists is treated as expired at once.
+
+The lease directory can be shared by the hosts of a rig (e.g. over NFS with lockd); expiry uses
+wall-clock time, so keep the hosts' clocks in sync (NTP).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from hil.backends.errors import LeaseError, LeaseHeldError, LeaseLostError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 60.0
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The content of a lease file."""
+
+    resource: str
+    owner: str
+    pid: int
+    host: str
+    acquired_at: float
+    expires_at: float
+
+
+def lease_file_name(resource: str) -> str:
+    """File-name-safe form of a resource id (``/dev/ttyUSB0`` -> ``dev_ttyUSB0``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", resource).strip("_")
+    return safe or "resource"
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if a process with ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lease:
+    """An expiring, refreshed lock on one resource (a port or a board identity).
+
+    Args:
+        resource: what is leased, e.g. ``"/dev/ttyUSB0"`` or ``"usb:A5069RR4"``.
+        lease_dir: directory of lease files (created if missing).
+        duration_s: how long a lease lives without refresh; a crashed holder blocks at most this long.
+        refresh: refresh from a background thread every ``duration_s / 3`` while held.
+        clock: wall-clock source (injectable for tests).
+    """
+
+    def __init__(self, resource: str, *, lease_dir: Path, duration_s: float = DEFAULT_LEASE_S,
+                 refresh: bool = True, clock: Callable[[], float] = time.time) -> None:
+        if duration_s <= 0:
+            raise LeaseError(f"lease duration must be positive, got {duration_s}", resource=resource)
+        self.resource = resource
+        self.lease_dir = lease_dir
+        self.duration_s = duration_s
+        self.path = lease_dir / (lease_file_name(resource) + ".lease")
+        self._lock_path = lease_dir / (lease_file_name(resource) + ".lock")
+        self._owner = uuid.uuid4().hex
+        self._refresh = refresh
+        self._clock = clock
+        self._held = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    @property
+    def held(self) -> bool:
+        """True between a successful :meth:`acquire` and :meth:`release` (unless lost)."""
+        return self._held and not self.lost
+
+    def acquire(self, *, wait_s: float = 0.0, poll_s: float = 0.5) -> LeaseRecord:
+        """Take the lease, waiting up to ``wait_s`` for a current holder to release or expire.
+
+        Returns:
+            The lease record written.
+
+        Raises:
+            LeaseHeldError: someone else holds an unexpired lease (after waiting ``wait_s``).
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                record = self._try_acquire()
+                break
+            except LeaseHeldError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(poll_s)
+        self._held = True
+        self.lost = False
+        if self._refresh:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._refresh_loop, name=f"lease:{self.resource}", daemon=True)
+            self._thread.start()
+        log.info("leased %s until %.0f", self.resource, record.expires_at)
+        return record
+
+    def refresh(self) -> LeaseRecord:
+        """Extend our lease by ``duration_s`` from now.
+
+        Raises:
+            LeaseLostError: the lease is no longer ours (it expired and was taken).
+        """
+        with self._locked():
+            current = self._read()
+            if current is None or current.owner != self._owner:
+                self.lost = True
+                raise LeaseLostError(f"lease on {self.resource} was lost (expired and taken over)",
+                                     resource=self.resource)
+            record = LeaseRecord(**{**asdict(current), "expires_at": self._clock() + self.duration_s})
+            self._write(record)
+            return record
+
+    def release(self) -> None:
+        """Give the lease back (removes the file if still ours); safe to call twice."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._thread = None
+        if not self._held:
+            return
+        self._held = False
+        with self._locked():
+            current = self._read()
+            if current is not None and current.owner == self._owner:
+                self.path.unlink(missing_ok=True)
+                log.info("released lease on %s", self.resource)
+
+    def holder(self) -> LeaseRecord | None:
+        """Return the current lease record (anyone's), or None when free or expired."""
+        with self._locked():
+            current = self._read()
+        if current is None or self._is_stale(current):
+            return None
+        return current
+
+    def _try_acquire(self) -> LeaseRecord:
+        with self._locked():
+            current = self._read()
+            if current is not None and current.owner != self._owner and not self._is_stale(current):
+                raise LeaseHeldError(resource=self.resource, holder_pid=current.pid, holder_host=current.host,
+                                     expires_at=current.expires_at)
+            if current is not None and current.owner != self._owner:
+                log.warning("taking over stale lease on %s from pid %d on %s", self.resource, current.pid,
+                            current.host)
+            now = self._clock()
+            record = LeaseRecord(resource=self.resource, owner=self._owner, pid=os.getpid(),
+                                 host=socket.gethostname(), acquired_at=now, expires_at=now + self.duration_s)
+            self._write(record)
+            return record
+
+    def _is_stale(self, record: LeaseRecord) -> bool:
+        """Expired, or held by a process of this host that no longer exists."""
+        if record.expires_at <= self._clock():
+            return True
+        return record.host == socket.gethostname() and not _pid_alive(record.pid)
+
+    def _refresh_loop(self) -> None:
+        interval = self.duration_s / 3
+        while not self._stop.wait(interval):
+            try:
+                self.refresh()
+            except LeaseLostError:
+                log.error("lease on %s lost; stop using the board", self.resource)
+                return
+            except LeaseError as exc:
+                log.warning("refreshing lease on %s failed: %s", self.resource, exc)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.lease_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _read(self) -> LeaseRecord | None:
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+            return LeaseRecord(resource=str(data["resource"]), owner=str(data["owner"]), pid=int(data["pid"]),
+                               host=str(data["host"]), acquired_at=float(data["acquired_at"]),
+                               expires_at=float(data["expires_at"]))
+        except (ValueError, KeyError, TypeError):
+            # Writes are atomic (os.replace), so this is a foreign or hand-edited file; it must not
+            # lock the board forever.
+            log.warning("ignoring unreadable lease file %s", self.path)
+            return None
+
+    def _write(self, record: LeaseRecord) -> None:
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(asdict(record)))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise LeaseError(f"cannot write lease file {self.path}: {exc}", resource=self.resource) from exc
+
+    def __enter__(self) -> "Lease":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

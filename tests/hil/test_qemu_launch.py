@@ -1,0 +1,120 @@
+"""QEMU launcher: process lifecycle and QMP reset on a real QEMU; ESP32 boot where Espressif QEMU exists."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from hil.backends.errors import QemuNotFoundError, QemuStartError, QmpError, UnsupportedChipError
+from hil.backends.qemu.launcher import QemuMachine, find_qemu, qemu_command
+from hil.backends.qemu.qmp import QmpClient
+
+UPSTREAM_RISCV = shutil.which("qemu-system-riscv32")
+needs_upstream = pytest.mark.skipif(
+    UPSTREAM_RISCV is None,
+    reason="qemu-system-riscv32 not installed (Debian: apt-get install qemu-system-misc); "
+           "the launcher lifecycle test runs the upstream sifive_u machine")
+
+
+def espressif_qemu_reason(chip: str) -> str | None:
+    """Why the ESP32 boot test cannot run here, or None."""
+    try:
+        find_qemu(chip)
+    except QemuNotFoundError as exc:
+        return f"no Espressif QEMU for {chip}: {exc}"
+    return None
+
+
+def test_command_line_shape(tmp_path: Path) -> None:
+    cmd = qemu_command(binary="qemu-system-xtensa", machine="esp32", image=tmp_path / "f.bin",
+                       serial_port=5555, qmp_port=5556)
+    assert cmd[:4] == ["qemu-system-xtensa", "-nographic", "-machine", "esp32"]
+    assert f"file={tmp_path / 'f.bin'},if=mtd,format=raw" in cmd
+    assert "tcp:127.0.0.1:5555,server,nowait" in cmd and "tcp:127.0.0.1:5556,server,nowait" in cmd
+
+
+def test_find_qemu_errors() -> None:
+    with pytest.raises(UnsupportedChipError):
+        find_qemu("esp8266")
+    with pytest.raises(QemuNotFoundError) as err:
+        find_qemu("esp32", binary="/nonexistent/qemu-system-xtensa")
+    assert err.value.binary == "/nonexistent/qemu-system-xtensa"
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-xtensa") is None, reason="qemu-system-xtensa not installed")
+def test_upstream_qemu_is_told_apart_from_espressif() -> None:
+    if espressif_qemu_reason("esp32") is None:
+        pytest.skip("the installed qemu-system-xtensa is Espressif's (has the esp32 machine)")
+    with pytest.raises(QemuNotFoundError) as err:
+        find_qemu("esp32")
+    assert "esp32" in err.value.reason and "Espressif" in err.value.reason
+
+
+@needs_upstream
+@pytest.mark.timeout(60)
+def test_lifecycle_serial_socket_and_qmp_reset(tmp_path: Path) -> None:
+    assert UPSTREAM_RISCV is not None
+    image = tmp_path / "flash.bin"
+    with image.open("wb") as fh:  # sifive_u's SPI flash model wants a 32 MiB image
+        fh.truncate(32 * 1024 * 1024)
+    machine = QemuMachine(image=image, chip="esp32c3", binary=UPSTREAM_RISCV, machine="sifive_u",
+                          extra_args=("-bios", "none"))
+    with machine:
+        pid = machine.pid
+        assert pid is not None and machine.serial_url.startswith("socket://127.0.0.1:")
+        port = serial.serial_for_url(machine.serial_url, timeout=0.2)  # the DUT transport's way in
+        port.write(b"\r\n")
+        port.close()
+        with machine.qmp() as qmp:
+            assert qmp.execute("query-status")["status"] == "running"
+        machine.reset()
+        with machine.qmp() as qmp:
+            with pytest.raises(QmpError) as err:
+                qmp.execute("no-such-command")
+            assert err.value.error_class == "CommandNotFound"
+    assert machine.pid is None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid), "QEMU still running after stop()"
+    with pytest.raises(QmpError) as conn:
+        machine.qmp(timeout_s=0.5)
+    assert conn.value.error_class == "connection"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes; Popen.wait reaped it in stop().
+    return True
+
+
+@needs_upstream
+@pytest.mark.timeout(60)
+def test_start_error_shows_qemu_message(tmp_path: Path) -> None:
+    assert UPSTREAM_RISCV is not None
+    image = tmp_path / "flash.bin"
+    image.write_bytes(b"\xff" * 4096)
+    machine = QemuMachine(image=image, chip="esp32c3", binary=UPSTREAM_RISCV, machine="virt",
+                          extra_args=("-bios", "none"))
+    with pytest.raises(QemuStartError) as err:
+        machine.start()
+    assert err.value.returncode not in (None, 0) and "if=mtd" in err.value.stderr
+    assert machine.pid is None
+
+
+def test_port_probe_does_not_confuse_closed_ports() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    with pytest.raises(QmpError) as err:
+        QmpClient("127.0.0.1", free, timeout_s=0.5)
+    assert err.value.error_class == "connection"
