@@ -1,0 +1,124 @@
+"""``civicedge gateway devices add|list|show|revoke|rotate-key``. Keys are never printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
+from gateway.errors import GatewayError, RegistryError
+from gateway.registry import DeviceRecord, Registry, read_key_file
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``devices`` group."""
+    devices = sub.add_parser("devices", help="manage the device registry")
+    add_config_arg(devices)
+    devices.add_argument("--registry", type=Path, metavar="DIR", help="registry directory (overrides the config)")
+    common = argparse.ArgumentParser(add_help=False)
+    # Accept --config/--registry after the action too; SUPPRESS keeps the group-level value.
+    common.add_argument("--config", "-c", type=Path, metavar="PATH", default=argparse.SUPPRESS)
+    common.add_argument("--registry", type=Path, metavar="DIR", default=argparse.SUPPRESS)
+    dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+    add = dsub.add_parser("add", parents=[common], help="register a device; the key is generated unless --key-file is given")
+    add.add_argument("--id", required=True, dest="device_id")
+    add.add_argument("--kind", required=True, help="streetlight or bin")
+    add.add_argument("--zone", required=True)
+    add.add_argument("--location", required=True, metavar="LAT,LON")
+    add.add_argument("--key-file", type=Path, help="file with the 32-byte key (64 hex chars or raw)")
+    add.set_defaults(func=cmd_add)
+    ls = dsub.add_parser("list", parents=[common], help="list devices")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    for name, func, helptext in (("show", cmd_show, "show one device"), ("revoke", cmd_revoke, "revoke a device"),
+                                 ("rotate-key", cmd_rotate, "give a device a new key (prints where it is)")):
+        p = dsub.add_parser(name, parents=[common], help=helptext)
+        p.add_argument("device_id", metavar="ID")
+        if name == "show":
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    if args.registry is not None:
+        return Registry(args.registry)
+    return Registry(config_from(args).registry_dir)
+
+
+def _as_dict(rec: DeviceRecord) -> dict[str, object]:
+    return {"id": rec.id, "kind": rec.kind, "zone": rec.zone, "lat": rec.lat, "lon": rec.lon,
+            "revoked": rec.revoked, "key_version": rec.key_version, "key_file": str(rec.key_path)}
+
+
+def parse_location(text: str) -> tuple[str, str]:
+    """Split ``LAT,LON``.
+
+    Raises:
+        RegistryError: reason ``bad_value`` if it is not two comma-separated values.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise RegistryError("--location must be LAT,LON (e.g. 52.3702,4.8952), got %r" % text, reason="bad_value")
+    return parts[0], parts[1]
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    """Register a device."""
+    try:
+        lat, lon = parse_location(args.location)
+        key = read_key_file(args.key_file) if args.key_file is not None else None
+        rec = _registry(args).add(args.device_id, kind=args.kind, zone=args.zone, lat=lat, lon=lon, key=key)
+    except GatewayError as exc:
+        return fail(exc)
+    print("added %s (%s, zone %s); key stored in %s" % (rec.id, rec.kind, rec.zone, rec.key_path))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List devices."""
+    try:
+        records = _registry(args).list()
+    except GatewayError as exc:
+        return fail(exc)
+    if args.json:
+        print(json.dumps([_as_dict(r) for r in records], indent=2))
+        return EXIT_OK
+    for r in records:
+        print("%-20s %-12s %-16s %s,%s%s" % (r.id, r.kind, r.zone, r.lat, r.lon, "  REVOKED" if r.revoked else ""))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Show one device (never its key)."""
+    try:
+        rec = _registry(args).get(args.device_id)
+    except GatewayError as exc:
+        return fail(exc)
+    data = _as_dict(rec)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        for k, v in data.items():
+            print("%-12s %s" % (k, v))
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke a device."""
+    try:
+        rec = _registry(args).revoke(args.device_id)
+    except GatewayError as exc:
+        return fail(exc)
+    print("revoked %s" % rec.id)
+    return EXIT_OK
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """Rotate a device key; print only where the new key was written."""
+    try:
+        path = _registry(args).rotate_key(args.device_id)
+    except GatewayError as exc:
+        return fail(exc)
+    print("new key for %s written to %s (re-provision the device with it)" % (args.device_id, path))
+    return EXIT_OK

@@ -1,0 +1,73 @@
+"""``civicedge gateway run`` and ``civicedge gateway init``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
+from gateway.config import write_example
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``run`` and ``init``."""
+    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
+    add_config_arg(run)
+    run.add_argument("--check", action="store_true", help="validate the config and exit")
+    run.set_defaults(func=cmd_run)
+    init = sub.add_parser("init", help="write a commented example config")
+    init.add_argument("path", nargs="?", type=Path, default=Path("gateway.toml"), help="default: ./gateway.toml")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(func=cmd_init)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the example config."""
+    try:
+        write_example(args.path, force=args.force)
+    except GatewayError as exc:
+        return fail(exc)
+    print("wrote %s" % args.path)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate the config, then run the gateway until SIGTERM or SIGINT (clean drain)."""
+    try:
+        config = config_from(args)
+    except GatewayError as exc:
+        return fail(exc)
+    if args.check:
+        print("config OK: gateway %s, store %s" % (config.id, config.storage.path))
+        return EXIT_OK
+    try:
+        return asyncio.run(_run(config))
+    except GatewayError as exc:
+        return fail(exc)
+
+
+async def _run(config: "object") -> int:
+    from gateway.config import GatewayConfig
+    from gateway.service import Gateway
+
+    assert isinstance(config, GatewayConfig)
+    gateway = Gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    # A line on stdout tells supervisors (and tests) that the gateway is accepting frames.
+    print("gateway %s ready%s" % (config.id, "" if gateway.http_port is None else " http=%d" % gateway.http_port),
+          flush=True)
+    await stop.wait()
+    await gateway.stop()
+    sys.stdout.flush()
+    return EXIT_OK

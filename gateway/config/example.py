@@ -1,0 +1,75 @@
+"""The commented example written by ``civicedge gateway init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.errors import ConfigError
+
+EXAMPLE_CONFIG = '''\
+# civicedge gateway configuration. Every key is optional unless marked "required".
+# Relative paths are relative to this file. Validate with: civicedge gateway run --config THIS --check
+
+[gateway]
+# id = "gw-centre-1"            # recorded on every stored report and MQTT message (default: host name)
+data_dir = "data"               # store and registry live here by default
+
+# [registry]
+# path = "data/registry"        # device registry (created 0700; keys in keys/<id>.key, 0600)
+
+[storage]
+# path = "data/reports.sqlite"  # SQLite, WAL mode
+batch_ms = 50                   # commit (and then ACK) at least every 50 ms ...
+batch_max = 200                 # ... or every 200 reports
+
+# One [[serial]] table per port; a port may come and go (it is reopened when it returns).
+# [[serial]]
+# port = "/dev/ttyUSB0"         # required in each [[serial]]
+# baud = 115200
+
+[ble]
+enabled = false
+backend = "bluez"               # "bluez" (the OS default) or "virtual" (simulator radio)
+# radio = "ws://127.0.0.1:9000/civic"   # required with backend = "virtual"
+# service_uuid = "6c3e0001-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
+max_connections = 4             # concurrent BLE connections
+scan_interval_s = 5.0
+# connect_timeout_s = 10.0
+
+# Upstream MQTT broker (QoS 1, persisted outbox). Leave out for no upstream.
+# [mqtt]
+# host = "broker.city.example"  # required in [mqtt]
+# port = 1883
+# topic_prefix = "civicedge"
+# client_id = "gw-centre-1"
+# outbox_max_bytes = 67108864   # cap on queued payload bytes on disk
+# outbox_policy = "drop_oldest" # at the cap: "drop_oldest" or "drop_newest"; drops are counted
+# keepalive_s = 30
+
+[http]
+enabled = true
+listen = "127.0.0.1"
+port = 8080
+# admin_token_file = "admin.token"   # must exist; bearer token for admin endpoints
+
+[retention]
+interval_s = 3600               # how often old field values are removed
+# Retention comes from firmware/policy.json (retention_days per field); it may only be shortened:
+# [retention.streetlight]
+# lux = 30
+'''
+
+
+def write_example(path: Path, *, force: bool = False) -> None:
+    """Write the commented example config to ``path``.
+
+    Raises:
+        ConfigError: reason ``bad_path`` if the file exists (and not ``force``) or cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise ConfigError("%s already exists (use --force to overwrite)" % path, reason="bad_path", key="", path=path)
+    try:
+        path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("cannot write %s: %s" % (path, exc.strerror), reason="bad_path", key="", path=path) from exc

@@ -1,0 +1,248 @@
+"""Load and validate gateway.toml.
+
+Every problem raises :class:`gateway.errors.ConfigError` with ``reason`` one of ``syntax``,
+``unknown_key``, ``wrong_type``, ``missing``, ``bad_value``, ``bad_path`` and the dotted ``key``.
+Relative paths are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+from gateway.config.model import (
+    BleConfig,
+    GatewayConfig,
+    HttpConfig,
+    MqttConfig,
+    SerialPortConfig,
+    StorageConfig,
+)
+from gateway.errors import ConfigError
+from gateway.resources import load_policy
+
+_SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention")
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
+               list: "an array"}
+
+
+def default_data_dir() -> Path:
+    """Return the data directory used when no config (or no ``data_dir``) is given."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "civicedge" / "gateway"
+
+
+def default_config() -> GatewayConfig:
+    """Return the embedded defaults: SQLite under the data dir, no links, no upstream."""
+    return parse_config({}, source=None)
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a TOML config file.
+
+    Raises:
+        ConfigError: with a specific reason and key (see module docstring).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("cannot read config %s: %s" % (path, exc.strerror), reason="bad_path", key="",
+                          path=path) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("%s is not valid TOML: %s" % (path, exc), reason="syntax", key="", path=path) from exc
+    return parse_config(data, source=path)
+
+
+class _Section:
+    """Typed access to one TOML table that reports unknown keys and type errors precisely."""
+
+    def __init__(self, data: Any, name: str, source: Path | None, allowed: tuple[str, ...]) -> None:
+        self.name, self.source = name, source
+        if not isinstance(data, dict):
+            raise self.error(name, "[%s] must be a table" % name, "wrong_type")
+        for key in data:
+            if key not in allowed:
+                raise self.error("%s.%s" % (name, key), "unknown key %r in [%s] (allowed: %s)"
+                                 % (key, name, ", ".join(allowed)), "unknown_key")
+        self.data: dict[str, Any] = data
+
+    def error(self, key: str, message: str, reason: str) -> ConfigError:
+        where = "%s: " % self.source if self.source else ""
+        return ConfigError(where + message, reason=reason, key=key, path=self.source)
+
+    def get(self, key: str, typ: type, default: Any = None, *, required: bool = False) -> Any:
+        dotted = "%s.%s" % (self.name, key)
+        if key not in self.data:
+            if required:
+                raise self.error(dotted, "missing required key %r in [%s]" % (key, self.name), "missing")
+            return default
+        value = self.data[key]
+        ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            raise self.error(dotted, "%s must be %s, not %r" % (dotted, _TYPE_NAMES.get(typ, typ.__name__), value),
+                             "wrong_type")
+        return value
+
+    def number(self, key: str, typ: type, default: Any, lo: float, hi: float) -> Any:
+        value = self.get(key, typ, default)
+        if not lo <= value <= hi:
+            raise self.error("%s.%s" % (self.name, key), "%s.%s = %r is outside %s..%s" % (self.name, key, value, lo, hi),
+                             "bad_value")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value: str = self.get(key, str, default)
+        if value not in choices:
+            raise self.error("%s.%s" % (self.name, key), "%s.%s = %r must be one of %s"
+                             % (self.name, key, value, ", ".join(choices)), "bad_value")
+        return value
+
+    def path(self, key: str, default: Path, base: Path) -> Path:
+        value = self.get(key, str, None)
+        return default if value is None else (base / Path(value).expanduser())
+
+
+def _check_writable_dir(sec: _Section, key: str, path: Path) -> None:
+    """A directory we will create: it, or its nearest existing ancestor, must be a writable directory."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise sec.error(key, "%s: %s cannot be created or written (%s is not a writable directory)"
+                        % (key, path, probe), "bad_path")
+
+
+def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
+    """Validate parsed TOML ``data`` into a :class:`GatewayConfig`."""
+    base = source.resolve().parent if source is not None else Path.cwd()
+    top = _Section(data, "config", source, _SECTIONS)
+
+    gw = _Section(top.data.get("gateway", {}), "gateway", source, ("id", "data_dir"))
+    gw_id = gw.get("id", str, re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64] or "gateway")
+    if not _ID.match(gw_id):
+        raise gw.error("gateway.id", "gateway.id %r must be 1..64 chars of [A-Za-z0-9._-]" % gw_id, "bad_value")
+    data_dir = gw.path("data_dir", default_data_dir() if source is None else base / "data", base)
+    _check_writable_dir(gw, "gateway.data_dir", data_dir)
+
+    reg = _Section(top.data.get("registry", {}), "registry", source, ("path",))
+    registry_dir = reg.path("path", data_dir / "registry", base)
+    _check_writable_dir(reg, "registry.path", registry_dir)
+
+    st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max"))
+    db_path = st.path("path", data_dir / "reports.sqlite", base)
+    if db_path.is_dir():
+        raise st.error("storage.path", "storage.path %s is a directory, not a file" % db_path, "bad_path")
+    _check_writable_dir(st, "storage.path", db_path.parent)
+    storage = StorageConfig(path=db_path, batch_ms=st.number("batch_ms", int, 50, 1, 10_000),
+                            batch_max=st.number("batch_max", int, 200, 1, 10_000))
+
+    serial_raw = top.data.get("serial", [])
+    if not isinstance(serial_raw, list):
+        raise top.error("serial", "serial must be an array of tables: write [[serial]]", "wrong_type")
+    ports: list[SerialPortConfig] = []
+    for i, entry in enumerate(serial_raw):
+        sp = _Section(entry, "serial[%d]" % i, source, ("port", "baud"))
+        port = sp.get("port", str, required=True)
+        if not port or any(p.port == port for p in ports):
+            raise sp.error("serial[%d].port" % i, "serial port %r is empty or listed twice" % port, "bad_value")
+        ports.append(SerialPortConfig(port=port, baud=sp.number("baud", int, 115200, 300, 4_000_000)))
+
+    ble = _parse_ble(_Section(top.data.get("ble", {}), "ble", source, (
+        "enabled", "backend", "radio", "service_uuid", "max_connections", "scan_interval_s", "connect_timeout_s")))
+    mqtt = None
+    if "mqtt" in top.data:
+        mqtt = _parse_mqtt(_Section(top.data["mqtt"], "mqtt", source, (
+            "host", "port", "topic_prefix", "client_id", "outbox_max_bytes", "outbox_policy", "keepalive_s")))
+    http = _parse_http(_Section(top.data.get("http", {}), "http", source,
+                                ("enabled", "listen", "port", "admin_token_file")), base)
+    overrides, interval = _parse_retention(top.data.get("retention", {}), source)
+    return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
+                         ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
+                         source=source)
+
+
+def _parse_ble(sec: _Section) -> BleConfig:
+    backend = sec.choice("backend", "bluez", ("bluez", "virtual"))
+    radio = sec.get("radio", str)
+    enabled = sec.get("enabled", bool, False)
+    if enabled and backend == "virtual" and not radio:
+        raise sec.error("ble.radio", "ble.radio (the virtual radio URL) is required with backend = \"virtual\"",
+                        "missing")
+    service = sec.get("service_uuid", str, BleConfig.service_uuid)
+    try:
+        service = str(uuid.UUID(service))
+    except ValueError as exc:
+        raise sec.error("ble.service_uuid", "ble.service_uuid %r is not a UUID" % service, "bad_value") from exc
+    return BleConfig(enabled=enabled, backend=backend, radio=radio, service_uuid=service,
+                     max_connections=sec.number("max_connections", int, 4, 1, 64),
+                     scan_interval_s=sec.number("scan_interval_s", float, 5.0, 0.1, 3600.0),
+                     connect_timeout_s=sec.number("connect_timeout_s", float, 10.0, 0.5, 120.0))
+
+
+def _parse_mqtt(sec: _Section) -> MqttConfig:
+    host = sec.get("host", str, required=True)
+    prefix = sec.get("topic_prefix", str, "civicedge")
+    if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/") or prefix.endswith("/"):
+        raise sec.error("mqtt.topic_prefix", "mqtt.topic_prefix %r must be non-empty, without + # and without a"
+                        " leading or trailing /" % prefix, "bad_value")
+    return MqttConfig(host=host, port=sec.number("port", int, 1883, 1, 65535), topic_prefix=prefix,
+                      client_id=sec.get("client_id", str),
+                      outbox_max_bytes=sec.number("outbox_max_bytes", int, 64 * 1024 * 1024, 1024, 2**40),
+                      outbox_policy=sec.choice("outbox_policy", "drop_oldest", ("drop_oldest", "drop_newest")),
+                      keepalive_s=sec.number("keepalive_s", int, 30, 5, 3600))
+
+
+def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
+    enabled = sec.get("enabled", bool, True)
+    token_file = sec.get("admin_token_file", str)
+    token_path = None
+    if token_file is not None:
+        token_path = base / Path(token_file).expanduser()
+        if not token_path.is_file():
+            raise sec.error("http.admin_token_file", "http.admin_token_file %s does not exist" % token_path, "bad_path")
+    cfg = HttpConfig(enabled=enabled, listen=sec.get("listen", str, "127.0.0.1"),
+                     port=sec.number("port", int, 8080, 0, 65535), admin_token_file=token_path)
+    return cfg if enabled else None
+
+
+def _parse_retention(data: Any, source: Path | None) -> tuple[dict[tuple[str, str], int], float]:
+    kinds: dict[str, Any] = load_policy()["kinds"]
+    sec = _Section(data, "retention", source, ("interval_s", *sorted(kinds)))
+    interval = sec.number("interval_s", float, 3600.0, 1.0, 7 * 86400.0)
+    overrides: dict[tuple[str, str], int] = {}
+    for kind in sorted(kinds):
+        if kind not in sec.data:
+            continue
+        fields = kinds[kind]["fields"]
+        ksec = _Section(sec.data[kind], "retention.%s" % kind, source, tuple(sorted(fields)))
+        for fld in sorted(ksec.data):
+            limit = int(fields[fld]["retention_days"])
+            days: int = ksec.number(fld, int, limit, 1, 100_000)
+            if days > limit:
+                raise ksec.error("retention.%s.%s" % (kind, fld), "retention.%s.%s = %d exceeds the policy's %d days"
+                                 " (the published policy may only be shortened)" % (kind, fld, days, limit), "bad_value")
+            overrides[(kind, fld)] = days
+    return overrides, interval
+
+
+def retention_days(config: GatewayConfig) -> dict[tuple[str, str], int]:
+    """Return the effective ``(kind, field) -> days``: policy.json with config overrides applied."""
+    out: dict[tuple[str, str], int] = {}
+    for kind, spec in load_policy()["kinds"].items():
+        for fld, fspec in spec["fields"].items():
+            out[(kind, fld)] = int(fspec["retention_days"])
+    out.update(config.retention_overrides)
+    return out

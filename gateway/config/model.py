@@ -1,0 +1,92 @@
+"""Typed gateway configuration (the result of validating gateway.toml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICE_UUID = "6c3e0001-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
+
+
+@dataclass(frozen=True)
+class SerialPortConfig:
+    """One serial port a board (or a USB-serial adapter) is attached to."""
+
+    port: str
+    baud: int = 115200
+
+
+@dataclass(frozen=True)
+class BleConfig:
+    """BLE central settings. ``backend``: ``bluez`` (OS default) or ``virtual`` (simulator radio)."""
+
+    enabled: bool = False
+    backend: str = "bluez"
+    radio: str | None = None
+    service_uuid: str = SERVICE_UUID
+    max_connections: int = 4
+    scan_interval_s: float = 5.0
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Upstream broker. ``outbox_policy`` at the cap: ``drop_oldest`` or ``drop_newest``."""
+
+    host: str
+    port: int = 1883
+    topic_prefix: str = "civicedge"
+    client_id: str | None = None
+    outbox_max_bytes: int = 64 * 1024 * 1024
+    outbox_policy: str = "drop_oldest"
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Web surface (served by gateway.web); validated here and passed through."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = 8080
+    admin_token_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Report store: SQLite file and batching (commit every ``batch_max`` reports or ``batch_ms``)."""
+
+    path: Path
+    batch_ms: int = 50
+    batch_max: int = 200
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole gateway configuration.
+
+    Attributes:
+        id: gateway id (recorded on every stored report and upstream message).
+        data_dir: where the store and registry live by default.
+        registry_dir: device registry directory (0700).
+        storage: report store settings.
+        serial: serial ports to read.
+        ble: BLE central settings.
+        mqtt: upstream broker, or None (no upstream).
+        http: web surface settings, or None when disabled.
+        retention_overrides: ``(kind, field) -> days``; may only shorten policy.json retention.
+        retention_interval_s: how often the retention task runs.
+        source: the file this came from (None for built-in defaults).
+    """
+
+    id: str
+    data_dir: Path
+    registry_dir: Path
+    storage: StorageConfig
+    serial: tuple[SerialPortConfig, ...] = ()
+    ble: BleConfig = field(default_factory=BleConfig)
+    mqtt: MqttConfig | None = None
+    http: HttpConfig | None = None
+    retention_overrides: dict[tuple[str, str], int] = field(default_factory=dict)
+    retention_interval_s: float = 3600.0
+    source: Path | None = None

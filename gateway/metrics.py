@@ -1,0 +1,54 @@
+"""Prometheus metrics of one gateway, on its own CollectorRegistry (served at /metrics by gateway.web)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REJECTION_REASONS = (
+    "oversize", "cobs", "fragment", "version", "malformed", "body", "unknown_device", "revoked", "hmac",
+    "replay", "policy", "kind", "type",
+)
+
+
+class GatewayMetrics:
+    """Counters and gauges of one gateway instance.
+
+    Attributes:
+        registry: the CollectorRegistry to expose (``prometheus_client.generate_latest(registry)``).
+        reports_in: frames received, by link type (``serial``/``ble``).
+        reports_stored: reports newly committed. duplicates: retransmissions re-acknowledged.
+        rejections: rejected frames by reason.
+        outbox_depth / outbox_dropped / mqtt_published: upstream outbox.
+        link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0.
+        ble_connected: currently connected BLE devices.
+    """
+
+    def __init__(self, gateway_id: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"gateway": gateway_id}
+        r = self.registry
+        self.reports_in = Counter("civicedge_reports_in", "Frames received from devices", ["link_type"],
+                                  registry=r).labels
+        self.reports_stored = Counter("civicedge_reports_stored", "Reports committed to storage", registry=r)
+        self.duplicates = Counter("civicedge_reports_duplicate", "Retransmitted reports re-acknowledged", registry=r)
+        self.rejections = Counter("civicedge_rejections", "Rejected frames by reason", ["reason"], registry=r)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+        self.outbox_depth = Gauge("civicedge_outbox_depth", "MQTT messages waiting in the outbox", registry=r)
+        self.outbox_dropped = Counter("civicedge_outbox_dropped", "MQTT messages dropped at the outbox cap",
+                                      registry=r)
+        self.mqtt_published = Counter("civicedge_mqtt_published", "MQTT messages acknowledged by the broker",
+                                      registry=r)
+        self.link_state = Gauge("civicedge_link_state", "1 if the link is up", ["link"], registry=r)
+        self.ble_connected = Gauge("civicedge_ble_connected", "Connected BLE devices", registry=r)
+        self.info = Gauge("civicedge_gateway_info", "Gateway identity", ["gateway"], registry=r)
+        self.info.labels(**labels).set(1)
+
+    def reject(self, reason: str) -> None:
+        """Count one rejection."""
+        self.rejections.labels(reason).inc()
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Return a sample's current value (0.0 if absent); for tests and health checks."""
+        v = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if v is None else float(v)

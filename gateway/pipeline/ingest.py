@@ -1,0 +1,247 @@
+"""Ingest: verified reports -> replay window -> batched commit -> ACK on the link they came from.
+
+Guarantees (docs/protocol.md §6):
+* an ACK is sent only after the report (and every earlier report of that device we have seen)
+  is committed;
+* a retransmission of a stored or in-flight report is re-acknowledged, never stored twice;
+* a report older than the replay window that is not stored is rejected (``replay``);
+* the window is rebuilt from the store at start, so it survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from gateway.errors import GatewayError, ProtocolError, RejectedReport
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline.verify import Verified, Verifier
+from gateway.protocol.frame import FRAME_ACK, build_frame
+from gateway.storage.store import BatchResult, ReportRecord, ReportStore
+
+log = logging.getLogger(__name__)
+
+REPLAY_WINDOW = 256
+ACK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where a frame came from and how to answer on the same link.
+
+    Attributes:
+        name: ``serial:<port>`` or ``ble:<address>``.
+        kind: ``serial`` or ``ble``.
+        send: coroutine function sending one raw frame to the device (the transport encodes it).
+    """
+
+    name: str
+    kind: str
+    send: Callable[[bytes], Awaitable[None]]
+
+
+@dataclass
+class _DeviceWindow:
+    committed_hi: int = 0
+    accepted_hi: int = 0
+    recent: set[int] | None = None
+    pending: dict[int, "asyncio.Future[None]"] | None = None
+
+
+class IngestService:
+    """Turns frames from any transport into committed, acknowledged reports.
+
+    Args:
+        store: the report store (used only from this service's writer thread).
+        verifier: stateless checks.
+        metrics: counters to update.
+        batch_ms / batch_max: commit at least every ``batch_ms`` or every ``batch_max`` reports.
+        clock: unix-time source (ACK time sync and ``received_at``).
+    """
+
+    def __init__(self, *, store: ReportStore, verifier: Verifier, metrics: GatewayMetrics, batch_ms: int = 50,
+                 batch_max: int = 200, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._verifier = verifier
+        self._metrics = metrics
+        self._batch_s = batch_ms / 1000.0
+        self._batch_max = batch_max
+        self._clock = clock
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._queue: asyncio.Queue[tuple[ReportRecord, asyncio.Future[None]]] = asyncio.Queue()
+        self._windows: dict[str, _DeviceWindow] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._accepting = False
+        self.stored = asyncio.Event()
+
+    async def run_in_store(self, fn: Callable[..., object], *args: object) -> object:
+        """Run a store method on the store's single thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def start(self) -> None:
+        """Load the persisted replay window and start the batch writer."""
+        maxima = await self.run_in_store(self.store.max_seqs)
+        assert isinstance(maxima, dict)
+        for dev, hi in maxima.items():
+            self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, recent=set(), pending={})
+        self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
+        self._accepting = True
+        log.info("ingest started; replay window restored for %d device(s)", len(maxima))
+
+    def feed(self, raw: bytes | ProtocolError, link: Link) -> None:
+        """Hand over one frame (or a link-level decode error, to count) without blocking the transport."""
+        if isinstance(raw, ProtocolError):
+            self._reject(raw.reason, str(raw), link)
+            return
+        self._metrics.reports_in(link.kind).inc()
+        if not self._accepting:
+            log.info("not accepting (shutting down): frame from %s ignored, the device will resend", link.name)
+            return
+        task = asyncio.create_task(self._handle(raw, link))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, commit and acknowledge everything in flight, then stop the writer."""
+        self._accepting = False
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+
+    def close(self) -> None:
+        """Release the store thread (after :meth:`stop` and after the last ``run_in_store``)."""
+        self.executor.shutdown(wait=True)
+
+    def _reject(self, reason: str, message: str, link: Link) -> None:
+        self._metrics.reject(reason)
+        log.info("rejected frame on %s (%s): %s", link.name, reason, message)
+
+    def _window(self, dev: str) -> _DeviceWindow:
+        win = self._windows.get(dev)
+        if win is None:
+            win = self._windows[dev] = _DeviceWindow(recent=set(), pending={})
+        return win
+
+    async def _handle(self, raw: bytes, link: Link) -> None:
+        now = self._clock()
+        try:
+            verified = self._verifier.verify(raw, link=link.name, now=now)
+        except (ProtocolError, RejectedReport) as exc:
+            self._reject(exc.reason, str(exc), link)
+            return
+        dev, seq = verified.frame.device_id, verified.frame.seq
+        win = self._window(dev)
+        assert win.recent is not None and win.pending is not None
+        in_flight = win.pending.get(seq)
+        if in_flight is not None or seq in win.recent:
+            self._metrics.duplicates.inc()
+            log.debug("duplicate %s seq %d on %s: re-acknowledging", dev, seq, link.name)
+            if in_flight is not None and not await self._committed(in_flight):
+                return
+            await self._ack(verified, link)
+            return
+        if seq <= win.accepted_hi - REPLAY_WINDOW:
+            stored = await self.run_in_store(self.store.has, dev, seq)
+            if not stored:
+                self._reject("replay", "%s seq %d is older than the replay window (newest %d)"
+                             % (dev, seq, win.accepted_hi), link)
+                return
+            self._metrics.duplicates.inc()
+            await self._ack(verified, link)
+            return
+        if seq <= win.committed_hi and await self.run_in_store(self.store.has, dev, seq):
+            self._metrics.duplicates.inc()
+            win.recent.add(seq)
+            await self._ack(verified, link)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        win.pending[seq] = fut
+        win.accepted_hi = max(win.accepted_hi, seq)
+        await self._queue.put((verified.record, fut))
+        if await self._committed(fut):
+            await self._ack(verified, link)
+
+    @staticmethod
+    async def _committed(fut: "asyncio.Future[None]") -> bool:
+        try:
+            await asyncio.shield(fut)
+            return True
+        except GatewayError:
+            return False
+
+    async def _ack(self, verified: Verified, link: Link) -> None:
+        dev = verified.frame.device_id
+        win = self._window(dev)
+        assert win.pending is not None
+        ack = win.committed_hi
+        below = [s for s in win.pending if s <= ack]
+        if below:
+            ack = min(below) - 1  # an earlier report is still uncommitted: do not acknowledge past it
+        if ack < 1:
+            return
+        frame = build_frame(FRAME_ACK, dev, ack, {"t": int(self._clock())}, verified.key)
+        try:
+            await asyncio.wait_for(link.send(frame), ACK_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.info("ACK %s seq %d on %s timed out; the device will resend", dev, ack, link.name)
+        except (GatewayError, OSError) as exc:
+            log.info("ACK %s seq %d on %s failed (%s); the device will resend", dev, ack, link.name, exc)
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self._batch_s
+            while len(batch) < self._batch_max:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[ReportRecord, "asyncio.Future[None]"]]) -> None:
+        records = [r for r, _ in batch]
+        try:
+            result = await self.run_in_store(self.store.insert_batch, records)
+        except GatewayError as exc:
+            log.error("commit of %d report(s) failed, not acknowledging them: %s", len(batch), exc)
+            for rec, fut in batch:
+                win = self._window(rec.device)
+                assert win.pending is not None
+                win.pending.pop(rec.seq, None)
+                if not fut.done():
+                    fut.set_exception(exc)
+                fut.exception()  # retrieved: waiting handlers saw it via shield
+            return
+        assert isinstance(result, BatchResult)
+        for rec, fut in batch:
+            win = self._window(rec.device)
+            assert win.pending is not None and win.recent is not None
+            win.pending.pop(rec.seq, None)
+            win.recent.add(rec.seq)
+            win.committed_hi = max(win.committed_hi, rec.seq)
+            # keep the in-memory set bounded to the window
+            if len(win.recent) > 2 * REPLAY_WINDOW:
+                floor = win.committed_hi - REPLAY_WINDOW
+                win.recent = {s for s in win.recent if s > floor}
+            if not fut.done():
+                fut.set_result(None)
+        self._metrics.reports_stored.inc(len(result.inserted))
+        self._metrics.duplicates.inc(len(result.duplicates))
+        if result.outbox_dropped:
+            self._metrics.outbox_dropped.inc(result.outbox_dropped)
+        self._metrics.outbox_depth.set(self.store.outbox_depth)
+        self.stored.set()

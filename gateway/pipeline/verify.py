@@ -1,0 +1,147 @@
+"""Verification of one REPORT frame: parse, registry, HMAC, body, policy gate, kind.
+
+Order matters: nothing from the body is decoded before the tag verifies, and the tag is checked
+with the registered key only. Replay/duplicate handling needs storage state and lives in
+:mod:`gateway.pipeline.ingest`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ProtocolError, RejectedReport
+from gateway.protocol.frame import FRAME_REPORT, Frame, decode_body, parse_frame, verify_tag
+from gateway.registry import DeviceRecord, Registry
+from gateway.storage.provenance import frame_digest
+from gateway.storage.store import ReportRecord
+
+log = logging.getLogger(__name__)
+
+TOP_LEVEL_KEYS = frozenset({"t", "k", "w", "l", "m", "e", "a", "fw"})
+REQUIRED_KEYS = ("t", "k", "w", "l", "m")
+REPORT_TYPES = frozenset({"win", "hour", "day", "alarm"})
+_U32 = 0xFFFFFFFF
+
+
+class PolicyGate:
+    """Allowlist from firmware/policy.json: which fields and alarms each kind may send."""
+
+    def __init__(self, policy: dict[str, Any]) -> None:
+        kinds: dict[str, Any] = policy["kinds"]
+        self.fields = {k: frozenset(spec["fields"]) for k, spec in kinds.items()}
+        self.alarms = {k: frozenset(spec.get("alarms", {})) for k, spec in kinds.items()}
+
+    def check(self, body: dict[str, Any], kind: str) -> str | None:
+        """Return None if ``body`` is allowed for ``kind``, else a description of the first violation."""
+        extra = sorted(str(k) for k in body if k not in TOP_LEVEL_KEYS)
+        if extra:
+            return "top-level key(s) not in protocol §2: %s" % ", ".join(extra)
+        allowed = self.fields.get(kind, frozenset())
+        for section in ("m", "e"):
+            values = body.get(section, {})
+            if not isinstance(values, dict):
+                return "%s must be a map" % section
+            bad = sorted(str(f) for f in values if f not in allowed)
+            if bad:
+                return "%s field(s) not on the %s allowlist: %s" % (section, kind, ", ".join(bad))
+        codes = body.get("a", [])
+        if not isinstance(codes, list):
+            return "a must be an array"
+        bad = sorted(str(c) for c in codes if c not in self.alarms.get(kind, frozenset()))
+        if bad:
+            return "alarm code(s) not in the %s policy: %s" % (kind, ", ".join(bad))
+        return None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A report that passed every stateless check."""
+
+    frame: Frame
+    device: DeviceRecord
+    key: bytes
+    record: ReportRecord
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Verifier:
+    """Stateless checks of REPORT frames against the registry and the policy.
+
+    Args:
+        registry: the device registry (keys and revocation).
+        policy: parsed firmware/policy.json.
+    """
+
+    def __init__(self, registry: Registry, policy: dict[str, Any]) -> None:
+        self._registry = registry
+        self._gate = PolicyGate(policy)
+
+    def verify(self, raw: bytes, *, link: str, now: float) -> Verified:
+        """Verify one frame received on ``link``.
+
+        Raises:
+            ProtocolError: ``oversize``, ``version``, ``malformed``, ``body``.
+            RejectedReport: ``type`` (not a REPORT), ``unknown_device``, ``revoked``, ``hmac``,
+                ``policy``, ``kind``.
+        """
+        frame = parse_frame(raw)
+        dev_id, seq = frame.device_id, frame.seq
+        if frame.type != FRAME_REPORT:
+            raise RejectedReport("frame type %d is not REPORT" % frame.type, reason="type", device_id=dev_id, seq=seq)
+        device = self._registry.lookup(dev_id)
+        if device is None:
+            raise RejectedReport("unknown device %s" % dev_id, reason="unknown_device", device_id=dev_id, seq=seq)
+        if device.revoked:
+            raise RejectedReport("device %s is revoked" % dev_id, reason="revoked", device_id=dev_id, seq=seq)
+        key = self._registry.key(dev_id)
+        if not verify_tag(frame, key):
+            raise RejectedReport("tag of %s seq %d does not verify" % (dev_id, seq), reason="hmac",
+                                 device_id=dev_id, seq=seq)
+        if seq == 0:
+            raise RejectedReport("seq 0 is never used by a device", reason="malformed", device_id=dev_id, seq=seq)
+        try:
+            body = decode_body(frame.body)
+        except ProtocolError as exc:
+            raise RejectedReport(str(exc), reason="body", device_id=dev_id, seq=seq) from exc
+        problem = self._gate.check(body, device.kind)
+        if problem is not None:
+            raise RejectedReport("%s seq %d: %s" % (dev_id, seq, problem), reason="policy", device_id=dev_id, seq=seq)
+        record = self._record(body, frame, device, raw, link=link, now=now)
+        return Verified(frame=frame, device=device, key=key, record=record)
+
+    def _record(self, body: dict[str, Any], frame: Frame, device: DeviceRecord, raw: bytes, *, link: str,
+                now: float) -> ReportRecord:
+        dev_id, seq = frame.device_id, frame.seq
+
+        def bad(msg: str) -> RejectedReport:
+            return RejectedReport("%s seq %d: %s" % (dev_id, seq, msg), reason="body", device_id=dev_id, seq=seq)
+
+        missing = [k for k in REQUIRED_KEYS if k not in body]
+        if missing:
+            raise bad("missing key(s) %s" % ", ".join(missing))
+        if body["k"] != device.kind:
+            raise RejectedReport("%s is registered as %s but reports kind %r" % (dev_id, device.kind, body["k"]),
+                                 reason="kind", device_id=dev_id, seq=seq)
+        rtype, w, length = body["t"], body["w"], body["l"]
+        if rtype not in REPORT_TYPES:
+            raise bad("unknown report type %r" % rtype)
+        if not (_is_int(w) and _is_int(length) and 0 <= w <= 2**40 and 0 < length <= 7 * 86400):
+            raise bad("w and l must be integers (0 <= w, 0 < l <= 1 week)")
+        m, e, a = body["m"], body.get("e", {}), body.get("a", [])
+        if not all(_is_int(v) and -(2**53) < v < 2**53 for v in m.values()):
+            raise bad("measurements must be integers")
+        if not all(_is_int(v) and 0 <= v <= 10**9 for v in e.values()):
+            raise bad("epsilon accounting must be non-negative integers (milli-epsilon)")
+        if (rtype == "alarm") != bool(a):
+            raise bad("alarm codes belong in, and only in, alarm reports")
+        fw = body.get("fw")
+        if fw is not None and not (isinstance(fw, str) and len(fw) <= 64):
+            raise bad("fw must be a short string")
+        return ReportRecord(device=dev_id, seq=seq, kind=device.kind, zone=device.zone, type=rtype, w=w, l=length,
+                            m={str(k): int(v) for k, v in m.items()}, e={str(k): int(v) for k, v in e.items()},
+                            a=[str(c) for c in a], fw=fw, received_at=now, link=link, digest=frame_digest(raw))

@@ -1,0 +1,267 @@
+"""Device registry stored in a private directory.
+
+Layout of the registry directory (mode 0700)::
+
+    devices.sqlite      metadata: id, kind, zone, lat, lon, revoked, key_version, timestamps (0600)
+    keys/<id>.key       the device's 32-byte key as 64 hex chars + newline (0600)
+
+Keys are never logged, printed or placed in exceptions; only their file path is shown.
+Other tools (provisioning, the web admin API) use this class directly::
+
+    reg = Registry(Path("data/registry"))
+    rec = reg.add("sl-001", kind="streetlight", zone="centre", lat="52.37", lon="4.89")
+    key = reg.key("sl-001")          # bytes, for writing /identity.json on the device
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import RegistryError
+from gateway.protocol.frame import valid_device_id
+from gateway.resources import load_policy
+
+log = logging.getLogger(__name__)
+
+KEY_LEN = 32
+_DECIMAL = re.compile(r"-?\d{1,3}(\.\d{1,9})?\Z")
+_ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    zone        TEXT NOT NULL,
+    lat         TEXT NOT NULL,
+    lon         TEXT NOT NULL,
+    revoked     INTEGER NOT NULL DEFAULT 0,
+    key_version INTEGER NOT NULL DEFAULT 1,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A registered device (never carries its key).
+
+    Attributes:
+        id: device id. kind: ``streetlight`` or ``bin``. zone: city zone. lat, lon: decimal strings.
+        revoked: frames from a revoked device are rejected. key_version: bumps on each rotation.
+        key_path: file holding the key (0600).
+    """
+
+    id: str
+    kind: str
+    zone: str
+    lat: str
+    lon: str
+    revoked: bool
+    key_version: int
+    created_at: float
+    updated_at: float
+    key_path: Path
+
+
+def generate_key() -> bytes:
+    """Return 32 fresh random bytes from the OS CSPRNG."""
+    return secrets.token_bytes(KEY_LEN)
+
+
+def read_key_file(path: Path) -> bytes:
+    """Read a key file holding 64 hex characters (whitespace ignored) or 32 raw bytes.
+
+    Raises:
+        RegistryError: reason ``bad_key`` if unreadable or not a 32-byte key (content never shown).
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise RegistryError("cannot read key file %s: %s" % (path, exc.strerror), reason="bad_key") from exc
+    text = raw.strip()
+    if len(text) == 2 * KEY_LEN:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    if len(raw) == KEY_LEN:
+        return raw
+    raise RegistryError("key file %s does not hold a 32-byte key (64 hex chars or 32 raw bytes)" % path,
+                        reason="bad_key")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically to ``path`` with mode 0600 from the first byte."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class Registry:
+    """The device registry.
+
+    Args:
+        path: registry directory; created with mode 0700 if absent.
+
+    Raises:
+        RegistryError: reason ``permissions`` if the directory cannot be created or secured.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.keys_dir = self.path / "keys"
+        try:
+            for d in (self.path, self.keys_dir):
+                d.mkdir(parents=True, exist_ok=True)
+                os.chmod(d, 0o700)
+            db = self.path / "devices.sqlite"
+            if not db.exists():
+                os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(db, 0o600)
+            self._conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryError("cannot open registry %s: %s" % (self.path, exc), reason="permissions") from exc
+        self._key_cache: dict[str, tuple[int, bytes]] = {}
+
+    def close(self) -> None:
+        """Close the registry database."""
+        self._conn.close()
+
+    def key_path(self, device_id: str) -> Path:
+        """Return where the key of ``device_id`` is stored."""
+        return self.keys_dir / ("%s.key" % device_id)
+
+    def add(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes | None = None) -> DeviceRecord:
+        """Register a device and store its key (generated when ``key`` is None).
+
+        Raises:
+            RegistryError: ``bad_value`` (id, kind, zone, lat/lon), ``bad_key`` (not 32 bytes), ``exists``.
+        """
+        self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
+        if key is None:
+            key = generate_key()
+        if len(key) != KEY_LEN:
+            raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+        now = time.time()
+        try:
+            self._conn.execute(
+                "INSERT INTO devices (id, kind, zone, lat, lon, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+                (device_id, kind, zone, lat, lon, now, now),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise RegistryError("device %s is already registered" % device_id, reason="exists",
+                                device_id=device_id) from exc
+        _write_private(self.key_path(device_id), key.hex().encode("ascii") + b"\n")
+        log.info("registered device %s (kind %s, zone %s)", device_id, kind, zone)
+        return self.get(device_id)
+
+    def get(self, device_id: str) -> DeviceRecord:
+        """Return the record of ``device_id``.
+
+        Raises:
+            RegistryError: reason ``unknown_device``.
+        """
+        rec = self.lookup(device_id)
+        if rec is None:
+            raise RegistryError("no device %s in the registry" % device_id, reason="unknown_device", device_id=device_id)
+        return rec
+
+    def lookup(self, device_id: str) -> DeviceRecord | None:
+        """Return the record of ``device_id`` or None."""
+        row = self._conn.execute(
+            "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices WHERE id=?",
+            (device_id,),
+        ).fetchone()
+        return None if row is None else self._record(row)
+
+    def list(self) -> list[DeviceRecord]:
+        """Return all devices, sorted by id."""
+        rows = self._conn.execute(
+            "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices ORDER BY id"
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def revoke(self, device_id: str) -> DeviceRecord:
+        """Mark a device revoked: its frames are rejected from now on."""
+        self._update(device_id, "UPDATE devices SET revoked=1, updated_at=? WHERE id=?")
+        log.warning("revoked device %s", device_id)
+        return self.get(device_id)
+
+    def rotate_key(self, device_id: str, *, key: bytes | None = None) -> Path:
+        """Replace the device's key (generated when ``key`` is None); return the key file path.
+
+        The device keeps its old key until it is re-provisioned, so its frames fail HMAC until then.
+        """
+        self.get(device_id)
+        new_key = generate_key() if key is None else key
+        if len(new_key) != KEY_LEN:
+            raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+        _write_private(self.key_path(device_id), new_key.hex().encode("ascii") + b"\n")
+        self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?")
+        self._key_cache.pop(device_id, None)
+        log.warning("rotated the key of device %s", device_id)
+        return self.key_path(device_id)
+
+    def key(self, device_id: str) -> bytes:
+        """Return the device key (re-read when its file changes).
+
+        Raises:
+            RegistryError: ``unknown_device`` or ``bad_key``.
+        """
+        path = self.key_path(device_id)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError as exc:
+            raise RegistryError("no key stored for device %s" % device_id, reason="unknown_device",
+                                device_id=device_id) from exc
+        cached = self._key_cache.get(device_id)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        key = read_key_file(path)
+        self._key_cache[device_id] = (mtime, key)
+        return key
+
+    def _update(self, device_id: str, sql: str) -> None:
+        cur = self._conn.execute(sql, (time.time(), device_id))
+        if cur.rowcount == 0:
+            raise RegistryError("no device %s in the registry" % device_id, reason="unknown_device", device_id=device_id)
+
+    def _record(self, row: tuple[object, ...]) -> DeviceRecord:
+        dev = str(row[0])
+        return DeviceRecord(
+            id=dev, kind=str(row[1]), zone=str(row[2]), lat=str(row[3]), lon=str(row[4]), revoked=bool(row[5]),
+            key_version=int(row[6]), created_at=float(row[7]), updated_at=float(row[8]),  # type: ignore[arg-type]
+            key_path=self.key_path(dev),
+        )
+
+    @staticmethod
+    def _validate(device_id: str, *, kind: str, zone: str, lat: str, lon: str) -> None:
+        if not valid_device_id(device_id):
+            raise RegistryError("device id %r must be 1..32 chars of [A-Za-z0-9._-]" % device_id,
+                                reason="bad_value", device_id=device_id)
+        kinds = sorted(load_policy()["kinds"])
+        if kind not in kinds:
+            raise RegistryError("kind %r is not one of %s" % (kind, ", ".join(kinds)), reason="bad_value",
+                                device_id=device_id)
+        if not _ZONE.match(zone):
+            raise RegistryError("zone %r must be 1..64 chars of letters, digits, space . _ -" % zone,
+                                reason="bad_value", device_id=device_id)
+        for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
+            if not _DECIMAL.match(value) or abs(float(value)) > limit:
+                raise RegistryError("%s %r must be a decimal number within ±%d" % (name, value, limit),
+                                    reason="bad_value", device_id=device_id)

@@ -1,0 +1,167 @@
+"""The gateway service: wires config, registry, store, ingest, transports, upstream, web, retention.
+
+Lifecycle: :meth:`Gateway.start` then :meth:`Gateway.stop`; ``stop`` (SIGTERM) stops the links,
+commits and acknowledges everything in flight, gives the outbox a moment to drain, and closes the
+store. After a SIGKILL nothing acknowledged is lost: ACKs follow commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from gateway.config.loader import retention_days
+from gateway.config.model import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline.ingest import IngestService
+from gateway.pipeline.verify import Verifier
+from gateway.registry import Registry
+from gateway.resources import load_policy
+from gateway.storage.store import ReportStore
+from gateway.transports.base import Transport
+from gateway.transports.serial_link import SerialTransport
+from gateway.upstream.mqtt import MqttUpstream, encode_report
+
+log = logging.getLogger(__name__)
+
+DRAIN_ON_STOP_S = 3.0
+
+
+class Gateway:
+    """One gateway instance.
+
+    Args:
+        config: validated configuration.
+        policy: privacy policy (default: firmware/policy.json).
+
+    Attributes:
+        metrics: the gateway's metrics (``metrics.registry`` is the CollectorRegistry for /metrics).
+        registry: the device registry. store: the report store. ingest: the ingest service.
+        transports: the links. upstream: the MQTT forwarder or None.
+    """
+
+    def __init__(self, config: GatewayConfig, *, policy: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.policy = policy if policy is not None else load_policy()
+        self.metrics = GatewayMetrics(config.id)
+        self.registry = Registry(config.registry_dir)
+        encoder = encode_report(config.mqtt.topic_prefix, config.id) if config.mqtt else None
+        self.store = ReportStore(
+            config.storage.path, gateway_id=config.id, outbox_encoder=encoder,
+            outbox_max_bytes=config.mqtt.outbox_max_bytes if config.mqtt else 0,
+            outbox_policy=config.mqtt.outbox_policy if config.mqtt else "drop_oldest",
+        )
+        self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
+                                    metrics=self.metrics, batch_ms=config.storage.batch_ms,
+                                    batch_max=config.storage.batch_max)
+        self.transports: list[Transport] = [
+            SerialTransport(p.port, baud=p.baud, metrics=self.metrics) for p in config.serial
+        ]
+        if config.ble.enabled:
+            from gateway.transports.ble_link import BleTransport
+
+            self.transports.append(BleTransport(config.ble, metrics=self.metrics))
+        self.upstream: MqttUpstream | None = None
+        if config.mqtt is not None:
+            self.upstream = MqttUpstream(config.mqtt, store=self.store, run_in_store=self.ingest.run_in_store,
+                                         stored=self.ingest.stored, metrics=self.metrics, gateway_id=config.id)
+        self._retention_source: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._web: Any = None
+        self.http_port: int | None = None
+
+    def retention(self) -> dict[tuple[str, str], int]:
+        """Effective retention in days per (kind, field) (admin API changes apply when the web is up)."""
+        if self._retention_source is not None:
+            eff: dict[tuple[str, str], int] = self._retention_source.effective()
+            return eff
+        return retention_days(self.config)
+
+    async def start(self) -> None:
+        """Start ingest, every transport, upstream, the retention task and (if available) the web surface."""
+        await self.ingest.start()
+        self.metrics.outbox_depth.set(self.store.outbox_depth)
+        for transport in self.transports:
+            self._tasks.append(asyncio.create_task(transport.run(self.ingest.feed), name=transport.name))
+        if self.upstream is not None:
+            self._tasks.append(asyncio.create_task(self.upstream.run(), name="mqtt"))
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if self.config.http is not None:
+            await self._start_web()
+        log.warning("gateway %s running: %d serial port(s), BLE %s, upstream %s, store %s", self.config.id,
+                    len(self.config.serial), "on" if self.config.ble.enabled else "off",
+                    "%s:%d" % (self.config.mqtt.host, self.config.mqtt.port) if self.config.mqtt else "none",
+                    self.config.storage.path)
+
+    async def _start_web(self) -> None:
+        http = self.config.http
+        assert http is not None
+        try:
+            from aiohttp import web
+
+            from gateway.storage.queries import ReportQueries
+            from gateway.web.app import create_app
+            from gateway.web.retention import RetentionSettings
+        except ImportError as exc:
+            log.info("web surface not available (%s); HTTP disabled", exc)
+            return
+        token = None
+        if http.admin_token_file is not None:
+            token = http.admin_token_file.read_text(encoding="utf-8").strip() or None
+        self._retention_source = RetentionSettings(self.policy, path=self.config.data_dir / "retention.json",
+                                                   overrides=self.config.retention_overrides)
+        app = create_app(store=ReportQueries(self.config.storage.path), registry=self.registry, policy=self.policy,
+                         metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
+                         health_checks=[self._health])
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, http.listen, http.port)
+        await site.start()
+        self._web = runner
+        sockets = getattr(site._server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else http.port
+        log.info("HTTP on %s:%s", http.listen, self.http_port)
+
+    def _health(self) -> list[str]:
+        reasons = []
+        if self.upstream is not None and not self.upstream.connected:
+            reasons.append("mqtt broker unreachable (outbox depth %d)" % self.store.outbox_depth)
+        for t in self.transports:
+            if isinstance(t, SerialTransport) and self.metrics.value("civicedge_link_state", {"link": t.name}) == 0:
+                reasons.append("%s is down" % t.name)
+        return reasons
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.ingest.run_in_store(self.store.apply_retention, self.retention(), time.time())
+            except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
+                log.error("retention pass failed: %s", exc)
+            await asyncio.sleep(self.config.retention_interval_s)
+
+    async def stop(self) -> None:
+        """Drain and stop: links first, then in-flight commits/ACKs, then upstream, web and store."""
+        log.warning("gateway %s stopping", self.config.id)
+        link_tasks = [t for t in self._tasks if t.get_name() not in ("mqtt", "retention")]
+        for task in link_tasks:
+            task.cancel()
+        await asyncio.gather(*link_tasks, return_exceptions=True)
+        await self.ingest.stop()
+        if self.upstream is not None and self.store.outbox_depth and self.upstream.connected:
+            deadline = time.monotonic() + DRAIN_ON_STOP_S
+            while self.store.outbox_depth and self.upstream.connected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        rest = [t for t in self._tasks if t not in link_tasks]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        for transport in self.transports:
+            await transport.close()
+        if self._web is not None:
+            await self._web.cleanup()
+        self.ingest.close()
+        self.store.close()
+        self.registry.close()
+        log.warning("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)

@@ -1,0 +1,117 @@
+"""MQTT upstream: drains the SQLite outbox to the broker with QoS 1, in order.
+
+Messages are queued in the outbox in the same transaction as the report, so a stored report
+is always eventually forwarded (unless dropped at the outbox cap, which is counted). A message
+leaves the outbox only after the broker's PUBACK. While the broker is down the gateway keeps
+ingesting; on reconnect the backlog drains oldest first. Topics and payloads: docs/mqtt.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Callable
+
+import aiomqtt
+
+from gateway.config.model import MqttConfig
+from gateway.metrics import GatewayMetrics
+from gateway.storage.store import OutboxMessage, ReportRecord, ReportStore
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_VERSION = 1
+DRAIN_CHUNK = 50
+PUBLISH_TIMEOUT_S = 10.0
+BACKOFF_MAX_S = 15.0
+
+
+def topic_for(prefix: str, gateway_id: str, rec: ReportRecord) -> str:
+    """Return ``<prefix>/<gateway>/<kind>/<device>/<type>``."""
+    return "%s/%s/%s/%s/%s" % (prefix, gateway_id, rec.kind, rec.device, rec.type)
+
+
+def encode_report(prefix: str, gateway_id: str) -> Callable[[ReportRecord], tuple[str, bytes]]:
+    """Return the outbox encoder: report -> (topic, JSON payload). See docs/mqtt.md."""
+
+    def encode(rec: ReportRecord) -> tuple[str, bytes]:
+        payload = {
+            "v": PAYLOAD_VERSION, "gateway": gateway_id, "device": rec.device, "seq": rec.seq, "kind": rec.kind,
+            "zone": rec.zone, "type": rec.type, "w": rec.w, "l": rec.l, "m": rec.m, "e": rec.e, "a": rec.a,
+            "fw": rec.fw, "received_at": round(rec.received_at, 3), "link": rec.link.split(":", 1)[0],
+        }
+        return topic_for(prefix, gateway_id, rec), json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+    return encode
+
+
+class MqttUpstream:
+    """Publishes outbox messages to one broker.
+
+    Args:
+        config: the ``[mqtt]`` section.
+        store: the report store holding the outbox.
+        run_in_store: runs a store method on the store's thread (``IngestService.run_in_store``).
+        stored: event set whenever new reports (and outbox messages) were committed.
+        metrics: ``outbox_depth``, ``mqtt_published``, ``link_state{link="mqtt"}``.
+        gateway_id: default MQTT client id.
+    """
+
+    def __init__(self, config: MqttConfig, *, store: ReportStore,
+                 run_in_store: Callable[..., "asyncio.Future[object] | object"], stored: asyncio.Event,
+                 metrics: GatewayMetrics, gateway_id: str) -> None:
+        self._config = config
+        self._store = store
+        self._run = run_in_store
+        self._stored = stored
+        self._metrics = metrics
+        self._client_id = config.client_id or "civicedge-%s" % gateway_id
+        self.connected = False
+
+    async def _peek(self) -> list[OutboxMessage]:
+        msgs = await self._run(self._store.outbox_peek, DRAIN_CHUNK)  # type: ignore[misc]
+        assert isinstance(msgs, list)
+        return msgs
+
+    async def run(self) -> None:
+        """Connect, drain, wait for more; reconnect with backoff while the broker is down."""
+        backoff = 0.5
+        self._metrics.link_state.labels("mqtt").set(0)
+        while True:
+            try:
+                async with aiomqtt.Client(self._config.host, self._config.port, identifier=self._client_id,
+                                          keepalive=self._config.keepalive_s, timeout=PUBLISH_TIMEOUT_S) as client:
+                    self.connected = True
+                    self._metrics.link_state.labels("mqtt").set(1)
+                    log.info("connected to MQTT broker %s:%d", self._config.host, self._config.port)
+                    backoff = 0.5
+                    await self._drain_forever(client)
+            except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
+                if self.connected:
+                    log.warning("MQTT broker %s:%d lost (%s); outbox keeps %d message(s)", self._config.host,
+                                self._config.port, exc, self._store.outbox_depth)
+                else:
+                    log.info("MQTT broker %s:%d unreachable (%s); retrying in %.1f s", self._config.host,
+                             self._config.port, exc, backoff)
+                self.connected = False
+                self._metrics.link_state.labels("mqtt").set(0)
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    async def _drain_forever(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._stored.clear()
+            msgs = await self._peek()
+            if not msgs:
+                try:
+                    await asyncio.wait_for(self._stored.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            # paho sends in call order; all of a chunk must be PUBACKed before it leaves the outbox.
+            await asyncio.wait_for(
+                asyncio.gather(*(client.publish(m.topic, m.payload, qos=1) for m in msgs)), PUBLISH_TIMEOUT_S)
+            await self._run(self._store.outbox_delete, [m.id for m in msgs])  # type: ignore[misc]
+            self._metrics.mqtt_published.inc(len(msgs))
+            self._metrics.outbox_depth.set(self._store.outbox_depth)
