@@ -7,6 +7,7 @@ Behaviour (so tests can observe both directions):
   writes of up to 512 bytes;
 * a write ``b"burst:N:S"`` sends N notifications of S bytes (byte i = notification index);
   any other write is echoed back as one notification;
+* a write ``b"drop"`` drops every link (the BLE-disconnect fault);
 * after a central disconnects it advertises again, like the firmware.
 """
 
@@ -69,6 +70,8 @@ class App:
             try:
                 if kind == "advertise":
                     await self.advertise()
+                elif value == b"drop":
+                    await self.p.drop_all()
                 elif value.startswith(b"burst:"):
                     _, count, size = value.decode().split(":")
                     for i in range(int(count)):

@@ -279,6 +279,8 @@ class VirtualBleakClient(BaseBleakClient):
         return self._connection
 
     async def _remote(self, awaitable: Any, what: str) -> Any:
+        if self._connection is None and asyncio.iscoroutine(awaitable):
+            awaitable.close()  # never started: avoid a "never awaited" warning
         connection = self._require_connection()
         try:
             return await asyncio.wait_for(connection.cancel_on_disconnection(awaitable), self._op_timeout)
