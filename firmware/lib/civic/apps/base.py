@@ -1,0 +1,66 @@
+"""What both apps share: guarded reporting and error counting."""
+
+from civic.hal.clock import VALID_AFTER
+
+
+class AppBase:
+    """Reporting helpers common to the apps.
+
+    Args:
+        reporter: ``civic.report.Reporter`` (``report(t, w, l, m, e)`` / ``alarm(codes, now_s, m)``).
+        releaser: ``civic.privacy.release.Releaser`` (``release(field, count, now_s)``).
+        clock: ``civic.hal.clock.Clock`` (``time()``, ``valid()``, ``ticks_ms()``).
+        log: callable(str) for console messages.
+    """
+
+    def __init__(self, reporter, releaser, clock, log=print):
+        self.reporter = reporter
+        self.releaser = releaser
+        self.clock = clock
+        self.log = log
+        self.errors = 0
+        self.reports = 0
+        self.alarms = 0
+
+    def _trusted(self, period_start):
+        """Whether a period can be reported: the clock is synced and the period began after
+        it was (a period that started on an unsynced clock has a meaningless start)."""
+        return period_start >= VALID_AFTER and self.clock.valid()
+
+    def _report(self, t, w, l, m, e=None):
+        # A report that cannot be built or stored is counted and logged; the sensing goes on.
+        try:
+            self.reporter.report(t, w, l, m, e=e)
+            self.reports += 1
+            return True
+        except (ValueError, OSError) as exc:
+            self.errors += 1
+            self.log("report %s failed: %r" % (t, exc))
+            return False
+
+    def _alarm(self, codes, now_s, m=None):
+        try:
+            self.reporter.alarm(codes, now_s, m)
+            self.alarms += 1
+            self.log("alarm " + ",".join(codes))
+            return True
+        except (ValueError, OSError) as exc:
+            self.errors += 1
+            self.log("alarm %s failed: %r" % (codes, exc))
+            return False
+
+    def _release(self, field, count, period_start, length, t, now_s):
+        """Release a people-related count for a finished period, if the clock can be trusted.
+
+        Before the clock is synced the count is dropped: a day of the budget ledger could not
+        be told, and losing a count is always safe for privacy.
+        """
+        if not self._trusted(period_start):
+            return False
+        value, eps = self.releaser.release(field, count, now_s)
+        if not eps:
+            return False  # budget for today spent: nothing leaves
+        m = {}
+        if value is not None:
+            m[field] = value
+        return self._report(t, period_start, length, m, {field: eps})

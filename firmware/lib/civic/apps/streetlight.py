@@ -1,0 +1,128 @@
+"""Streetlight app: dimming by time of night, motion boost with courtesy time, lamp-failure
+alarm, ambient light and lamp level per window, energy per hour, PIR passes as a noisy count.
+
+``tick(now_ms)`` is the whole behaviour (called every ``tick_ms`` by :meth:`run`); tests drive
+it directly with fake hardware and a fake clock.
+"""
+
+import asyncio
+
+from civic.hal.hardware import Lamp
+from civic.sense.convert import lux_from_uv, ma_from_uv, quantise, round_div
+from civic.sense.detect import LampMonitor
+from civic.sense.energy import EnergyIntegrator
+from civic.sense.events import EventCounter
+from civic.sense.schedule import Dimmer
+from civic.sense.window import Mean, period_start
+from civic.apps.base import AppBase
+
+import time
+
+
+class StreetlightApp(AppBase):
+    """One streetlight.
+
+    Args:
+        hw: hardware with ``pir`` (Pin), ``light`` (ADC), ``lamp`` (PWM), ``lamp_current`` (ADC),
+            and ``feed()`` for the watchdog.
+        cfg: ``/board.json`` dict.
+        kind_policy: ``civic.policy.KindPolicy`` of ``streetlight``.
+        reporter, releaser, clock, log: see :class:`AppBase`.
+    """
+
+    def __init__(self, hw, cfg, kind_policy, reporter, releaser, clock, log=print):
+        AppBase.__init__(self, reporter, releaser, clock, log)
+        self.hw = hw
+        cal = cfg["cal"]
+        app = cfg["app"]
+        self.cal_light = cal["light"]
+        self.cal_lamp = cal["lamp"]
+        mot = kind_policy.field("mot")
+        self.pir = EventCounter(mot["refractory_s"] * 1000)
+        self.mot_every_s = mot.get("release_every_s", kind_policy.window_s)
+        self.lux_quantum = kind_policy.field("lux").get("quantum", 1)
+        self.window_s = kind_policy.window_s
+        self.lamp = Lamp(hw.lamp)
+        self.dimmer = Dimmer(app["schedule"], app["tz_offset_min"], app["on_lux"], app["off_lux"],
+                             app["boost_level"], app["courtesy_s"])
+        self.monitor = LampMonitor(self.cal_lamp["ma_full"], self.cal_lamp["tolerance_pct"],
+                                   self.cal_lamp["min_level"])
+        self.energy = EnergyIntegrator()
+        self.sample_ms = cfg["sleep"]["interval_s"] * 1000
+        self._last_sample = None
+        self.window = None
+        self.mot_period = None
+        self.lux = Mean()
+        self.lvl = Mean()
+        self.lamp_bad = 0
+        self.last_lux = None
+        self.last_ma = None
+
+    def attach(self):
+        """Hook the PIR interrupt (the handler only counts edges)."""
+        pin = self.hw.pir
+        pin.irq(handler=self.pir.irq, trigger=pin.IRQ_RISING)
+
+    def configure(self, values):
+        """Apply CONFIG values from the gateway (dim_schedule, courtesy_s, boost_level)."""
+        self.dimmer.configure(values)
+
+    def _since_motion(self, now_ms):
+        return self.pir.since_event_ms(now_ms)
+
+    def tick(self, now_ms):
+        """React to motion at once; sample sensors every ``sleep.interval_s``."""
+        now_s = self.clock.time()
+        if self.pir.poll(now_ms) and self.dimmer.dark:
+            self.lamp.set_level(self.dimmer.level(now_s, 0))  # brighten now, not at the next sample
+        if self._last_sample is None or time.ticks_diff(now_ms, self._last_sample) >= self.sample_ms:
+            self._last_sample = now_ms
+            self.sample(now_s, now_ms)
+
+    def sample(self, now_s, now_ms):
+        """Read light and current, check the lamp, set the level, integrate energy, close periods."""
+        lux = lux_from_uv(self.hw.light.read_uv(), self.cal_light["lux_per_volt"])
+        ma = ma_from_uv(self.hw.lamp_current.read_uv(), self.cal_lamp["ma_per_volt"], self.cal_lamp["offset_uv"])
+        self.last_lux = lux
+        self.last_ma = ma
+        # judge the current against the level the lamp has been running at since the last sample
+        commanded = self.lamp.level or 0
+        if self.monitor.update(commanded, ma):
+            self._alarm(["lamp_fail"], now_s)
+        self.dimmer.update_light(lux)
+        self.lamp.set_level(self.dimmer.level(now_s, self._since_motion(now_ms)))
+        for hour, mwh in self.energy.sample(now_s, self.cal_lamp["mains_v"] * ma):
+            if self._trusted(hour):
+                self._report("hour", hour, 3600, {"wh": round_div(mwh, 1000)})
+        self._close_periods(now_s)
+        self.lux.add(lux)
+        self.lvl.add(self.lamp.level)
+        if self.monitor.failed:
+            self.lamp_bad = 1
+
+    def _close_periods(self, now_s):
+        w = period_start(now_s, self.window_s)
+        if self.window is not None and w != self.window:
+            self._close_window(self.window)
+        self.window = w
+        p = period_start(now_s, self.mot_every_s)
+        if self.mot_period is not None and p != self.mot_period:
+            self._release("mot", self.pir.take(), self.mot_period, self.mot_every_s, "win", now_s)
+        self.mot_period = p
+
+    def _close_window(self, w):
+        lux = self.lux.take()
+        lvl = self.lvl.take()
+        bad = self.lamp_bad
+        self.lamp_bad = 0
+        if lux is None or not self._trusted(w):
+            return
+        self._report("win", w, self.window_s, {"lux": quantise(lux, self.lux_quantum), "lvl": lvl, "lamp": bad})
+
+    async def run(self, tick_ms=100):
+        """Forever: tick, feed the watchdog, sleep ``tick_ms``."""
+        self.attach()
+        while True:
+            self.tick(self.clock.ticks_ms())
+            self.hw.feed()
+            await asyncio.sleep_ms(tick_ms)

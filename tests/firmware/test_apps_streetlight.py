@@ -1,0 +1,154 @@
+"""Streetlight app behaviour under real MicroPython, with fake hardware and a fake clock.
+
+Time 1767225600 is 2026-01-01 00:00 UTC; the board's local time is UTC+1 (tz_offset_min 60).
+Lux = microvolts * 300 / 1e6 and lamp mA = microvolts / 1000 (board calibration).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from hil.sim.mprun import MpResult
+from test_apps_support import prelude
+
+Mpy = Callable[..., MpResult]
+
+SETUP = """
+from civic.apps.streetlight import StreetlightApp
+pol, rep, rel = pipeline("streetlight")
+pir, light, lamp, cur = FakePin(), FakeADC(10000), FakePWM(), FakeADC(0)
+hw = FakeHW(pir=pir, light=light, lamp=lamp, lamp_current=cur)
+clock = FakeClock(START)
+app = StreetlightApp(hw, CFG, pol, rep, rel, clock, log=lambda s: None)
+app.attach()
+def run_for(seconds, step_ms=1000, each=None):
+    end = clock.ms + seconds * 1000
+    while clock.ms < end:
+        if each is not None:
+            each()
+        app.tick(clock.ms)
+        clock.ms += step_ms
+def follow_lamp():
+    # lamp driver draws 260 mA at 100 %, proportionally less when dimmed
+    cur.uv = 260 * (lamp.duty or 0) * 1000 // 65535
+"""
+
+
+def run_app(mpy: Mpy, start: int, scenario: str, seed: int = 7) -> Any:
+    code = prelude("streetlight-esp32") + f"START = {start}\n" + SETUP + scenario
+    out = mpy(code, seed=seed).stdout.strip().splitlines()
+    return json.loads(out[-1])
+
+
+def level_of(duty: int | None) -> int | None:
+    return None if duty is None else round(duty * 100 / 65535)
+
+
+def test_dimming_schedule_at_0200_with_motion_boost_and_courtesy_time(mpy: Mpy) -> None:
+    # 01:00 UTC = 02:00 local: the schedule says 40 %
+    res = run_app(mpy, 1767225600 + 3600, """
+run_for(10, each=follow_lamp)
+before = lamp.duty
+pir.pulse()                       # someone walks by
+app.tick(clock.ms)                # reacts at the next tick, not the next sample
+boosted = lamp.duty
+run_for(100, each=follow_lamp)    # within the 120 s courtesy time
+held = lamp.duty
+run_for(30, each=follow_lamp)     # courtesy time over
+after = lamp.duty
+print(json.dumps([before, boosted, held, after, pir.trigger, rep.of("alarm")]))
+""")
+    before, boosted, held, after, trigger, alarms = res
+    assert level_of(before) == 40
+    assert level_of(boosted) == 100 and level_of(held) == 100
+    assert level_of(after) == 40
+    assert trigger == 1               # IRQ on the rising edge
+    assert alarms == []               # a lamp that follows its level is healthy
+
+
+def test_lamp_off_in_daylight_and_hysteresis(mpy: Mpy) -> None:
+    res = run_app(mpy, 1767225600 + 16 * 3600 + 600, """   # 17:10 local: schedule 100 % when dark
+light.uv = 1000000                 # 300 lx
+run_for(10)
+day = lamp.duty
+pir.pulse(); run_for(2)
+day_motion = lamp.duty            # no boost in daylight
+light.uv = 150000                 # 45 lx: between on_lux 30 and off_lux 60 -> stays off
+run_for(10)
+dusk = lamp.duty
+light.uv = 50000                  # 15 lx: dark
+run_for(10)
+print(json.dumps([day, day_motion, dusk, lamp.duty]))
+""")
+    day, day_motion, dusk, dark = res
+    assert [level_of(day), level_of(day_motion), level_of(dusk)] == [0, 0, 0]
+    assert level_of(dark) == 100
+
+
+def test_lamp_failure_alarm_when_current_is_zero_at_level_80(mpy: Mpy) -> None:
+    res = run_app(mpy, 1767225600 + 3600, """
+app.configure({"dim_schedule": [[0, 80]]})     # as a gateway CONFIG would
+run_for(20, each=follow_lamp)
+healthy = list(rep.of("alarm"))
+cur.uv = 0                                     # lamp dead: no current at level 80
+run_for(30)
+print(json.dumps([lamp.duty * 100 // 65535, healthy, rep.of("alarm"), app.monitor.failed]))
+""")
+    level, healthy, alarms, failed = res
+    assert level == 80 and healthy == []
+    assert len(alarms) == 1 and alarms[0]["a"] == ["lamp_fail"] and alarms[0]["l"] == 60
+    assert alarms[0]["w"] % 60 == 0
+    assert failed is True
+
+
+def test_window_and_hour_reports_energy_per_hour(mpy: Mpy) -> None:
+    # from 00:00 UTC (01:00 local, 40 %) for two hours, lamp healthy, 9 lx
+    res = run_app(mpy, 1767225600, """
+light.uv = 30000
+run_for(2 * 3600 + 10, step_ms=5000, each=follow_lamp)
+print(json.dumps([rep.of("win"), rep.of("hour"), rep.of("alarm")]))
+""")
+    wins, hours, alarms = res
+    win15 = [b for b in wins if b["l"] == 900]
+    assert len(win15) == 8
+    assert all(b["m"] == {"lux": 10, "lvl": 40, "lamp": 0} for b in win15)   # 9 lx quantised to 10
+    assert [b["w"] for b in win15] == [1767225600 + 900 * i for i in range(8)]
+    # 40 % of 260 mA = 104 mA at 230 V = 23.9 W for an hour
+    assert [b["w"] for b in hours] == [1767225600, 1767229200]
+    assert all(b["m"]["wh"] in (23, 24) for b in hours) and all(b["l"] == 3600 for b in hours)
+    assert alarms == []
+    assert all(set(b) <= {"t", "k", "w", "l", "m", "e"} for b in wins + hours)
+
+
+def test_pir_passes_released_as_noisy_count_every_6_hours(mpy: Mpy) -> None:
+    # from 18:00 UTC (a 6-hour period boundary); a pedestrian every 60 s for 6 h 10 min, the PIR
+    # pulsing 3 times per pass (refractory 10 s: one count per pass)
+    res = run_app(mpy, 1767225600 - 6 * 3600, """
+passes = [0]
+def walker():
+    if clock.ms % 60000 == 0:
+        pir.pulse(); pir.pulse(); pir.pulse()
+        passes[0] += 1
+run_for(6 * 3600 + 600, step_ms=1000, each=walker)
+mots = [b for b in rep.of("win") if b["l"] == 21600]
+print(json.dumps([passes[0], mots]))
+""")
+    passes, mots = res
+    assert passes > 360
+    assert len(mots) == 1
+    body = mots[0]
+    assert body["w"] == 1767225600 - 6 * 3600 and body["l"] == 21600
+    assert body["e"] == {"mot": 500}
+    # the true count of the released period is 360 passes (one per minute); DLap noise at eps 0.5
+    # has scale 2, so |noise| > 40 has probability below 1e-8
+    assert "mot" in body["m"] and abs(body["m"]["mot"] - 360) <= 40
+
+
+def test_unsynced_clock_sends_no_periodic_reports_but_alarms(mpy: Mpy) -> None:
+    res = run_app(mpy, 1000, """
+light.uv = 30000
+run_for(3600 + 60, step_ms=5000)               # lamp dark at every level: fails
+print(json.dumps([len(rep.of("win")), len(rep.of("hour")), [b["a"] for b in rep.of("alarm")]]))
+""")
+    assert res == [0, 0, [["lamp_fail"]]]

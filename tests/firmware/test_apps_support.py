@@ -1,0 +1,101 @@
+"""Shared helpers of the app tests (no tests here): MicroPython-side test doubles for the hardware,
+the only thing faked; a fake clock; and a reporter that keeps bodies after the core's real validation.
+
+``prelude(board)`` returns MicroPython source that defines them and ``CFG``/``POLICY_TEXT``
+for a shipped board; tests append their scenario and print JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+from gateway.resources import policy_path
+from hil.boards import load_board
+
+_FAKES = r'''
+import json
+from civic.policy import parse as parse_policy
+from civic.report import Reporter, build_body
+from civic.privacy.ledger import Ledger
+from civic.privacy.release import Releaser
+
+class FakePin:
+    IN = 1; OUT = 3; PULL_UP = 2; PULL_DOWN = 1; IRQ_RISING = 1; IRQ_FALLING = 2
+    def __init__(self, v=0):
+        self.v = v; self.handler = None; self.trigger = None; self.writes = []
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v; self.writes.append(v)
+    def irq(self, handler=None, trigger=None):
+        self.handler = handler; self.trigger = trigger
+    def pulse(self):
+        # a rising edge as the hardware would signal it
+        if self.handler is not None:
+            self.handler(self)
+
+class FakeADC:
+    def __init__(self, uv=0):
+        self.uv = uv
+    def read_uv(self):
+        return self.uv
+
+class FakePWM:
+    def __init__(self):
+        self.duty = None
+    def duty_u16(self, d=None):
+        if d is None:
+            return self.duty
+        self.duty = d
+
+class FakeHW:
+    def __init__(self, **io):
+        self.fed = 0
+        for k in io:
+            setattr(self, k, io[k])
+    def feed(self):
+        self.fed += 1
+
+class FakeClock:
+    """Unix time t0 + ms // 1000; ticks are the ms counter (never wraps in these tests)."""
+    def __init__(self, t0):
+        self.t0 = t0; self.ms = 0
+    def time(self):
+        return self.t0 + self.ms // 1000
+    def valid(self):
+        return self.time() >= 1704067200
+    def ticks_ms(self):
+        return self.ms
+    def set_time(self, t):
+        self.t0 = t - self.ms // 1000
+
+class RecReporter(Reporter):
+    """The core's Reporter validation (build_body: allowlist, eps accounting), bodies kept in RAM."""
+    def __init__(self, pol):
+        self.policy = pol; self.sent = []; self.fw = None
+    def report(self, t, w, l, m, e=None, a=None):
+        self.sent.append(build_body(self.policy, t, w, l, m, e, a))
+        return len(self.sent)
+    def of(self, t):
+        return [b for b in self.sent if b["t"] == t]
+
+def pipeline(kind):
+    pol = parse_policy(POLICY_TEXT, kind)
+    try:
+        import os
+        os.remove("/ledger.json")
+    except OSError:
+        pass
+    return pol, RecReporter(pol), Releaser(pol.fields, Ledger("/ledger.json", pol.day_budgets()))
+'''
+
+
+def prelude(board: str) -> str:
+    """MicroPython source defining the fakes, ``CFG`` (the board's /board.json) and ``POLICY_TEXT``."""
+    cfg = load_board(board).to_device_config()
+    return (
+        "import json\n"
+        f"CFG = json.loads({json.dumps(cfg)!r})\n"
+        f"POLICY_TEXT = {policy_path().read_text()!r}\n"
+        + _FAKES
+    )
