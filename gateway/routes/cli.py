@@ -1,0 +1,142 @@
+"""``civicedge routes plan``: the day's collection plan from the gateway's bin data.
+
+Exit codes (also in docs/routes.md):
+    0 plan written; 2 invalid input (date, depot, number, format, matrix file);
+    3 no bins due; 4 vehicle capacity smaller than one bin's load; 5 bin data unreadable
+    (store or registry); 6 solver found no solution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gateway.errors import ConfigError
+from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable
+from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError
+from gateway.routes.outputs import FORMATS, render
+from gateway.routes.parsing import (
+    parse_clock,
+    parse_date,
+    parse_depot,
+    parse_positive,
+    parse_threshold,
+    parse_timezone,
+)
+from gateway.routes.planner import PlanSettings, plan_collection
+from gateway.routes.source import GatewayBinSource
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_NO_BINS_DUE = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``routes`` command group (``routes plan``)."""
+    routes = subparsers.add_parser("routes", help="waste collection routes from smart-bin reports")
+    sub = routes.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
+    routes.set_defaults(func=lambda args: (routes.print_help(), 2)[1])
+    p = sub.add_parser(
+        "plan",
+        help="plan a collection round: due bins, vehicles, order",
+        description="Select the bins to empty (full, predicted full before the next round, fire or "
+                    "tip-over alarm first) and solve the capacitated vehicle routing problem. "
+                    "Exit codes: 0 ok, 2 invalid input, 3 no bins due, 4 capacity smaller than one bin, "
+                    "5 bin data unreadable, 6 no solution.",
+    )
+    p.add_argument("--date", default="today", help="collection date YYYY-MM-DD, 'today' or 'tomorrow' (default today)")
+    p.add_argument("--depot", required=True, help="depot as LAT,LON in decimal degrees")
+    p.add_argument("--vehicles", default="2", help="number of vehicles (default 2)")
+    p.add_argument("--capacity", default="10000", help="capacity of each vehicle in litres (default 10000)")
+    p.add_argument("--threshold", default="0.8", help="fill at or above which a bin is due: 0.8 or 80%% (default 0.8)")
+    p.add_argument("--bin-volume", default="240", help="volume of a bin in litres (default 240)")
+    p.add_argument("--start", default="06:00", help="local time the round starts, HH:MM (default 06:00)")
+    p.add_argument("--tz", default="UTC", help="IANA time zone of --date and --start (default UTC)")
+    p.add_argument("--days-to-next", default="1", help="days until the next round, the prediction horizon (default 1)")
+    p.add_argument("--time-limit", default="5", help="solver time limit in seconds (default 5)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--db", type=Path, help="the gateway's report store (SQLite)")
+    data.add_argument("--config", type=Path, help="gateway.toml; its [storage] path and [registry] path are used")
+    p.add_argument("--registry", type=Path, help="device registry directory (default: 'registry' next to --db)")
+    dist = p.add_mutually_exclusive_group()
+    dist.add_argument("--matrix", type=Path, help="road distance matrix CSV (metres; see docs/routes.md)")
+    dist.add_argument("--osrm", help="OSRM-compatible base URL, e.g. http://osrm.city.local:5000")
+    p.add_argument("--osrm-timeout", default="10", help="seconds to wait for the OSRM endpoint (default 10)")
+    p.add_argument("--format", default="json", choices=sorted(FORMATS), help="output format (default json)")
+    p.add_argument("--out", type=Path, help="write the plan to this file (default stdout)")
+    p.set_defaults(func=run_plan)
+
+
+def _data_source(args: argparse.Namespace) -> GatewayBinSource:
+    if args.config is not None:
+        from gateway.config import load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            raise BinDataError(str(args.config), str(exc)) from exc
+        return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)
+    if args.db is not None:
+        return GatewayBinSource(args.db, args.registry or args.db.parent / "registry")
+    from gateway.config import default_config
+
+    cfg = default_config()
+    return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)
+
+
+def _distances(args: argparse.Namespace) -> DistanceProvider:
+    if args.matrix is not None:
+        return CsvMatrix(args.matrix)
+    if args.osrm is not None:
+        return OsrmTable(args.osrm, timeout_s=parse_positive("osrm timeout", args.osrm_timeout))
+    return GreatCircle()
+
+
+def settings_from_args(args: argparse.Namespace) -> PlanSettings:
+    """Validate the command line into :class:`PlanSettings` (raises :class:`InvalidInputError`)."""
+    tz = parse_timezone(args.tz)
+    return PlanSettings(
+        day=parse_date(args.date, tz),
+        depot=parse_depot(args.depot),
+        vehicles=int(parse_positive("vehicles", args.vehicles, integer=True)),
+        capacity_l=parse_positive("capacity", args.capacity),
+        threshold=parse_threshold(args.threshold),
+        bin_volume_l=parse_positive("bin volume", args.bin_volume),
+        start=parse_clock(args.start),
+        tz=tz,
+        days_to_next_round=int(parse_positive("days to next round", args.days_to_next, integer=True)),
+        time_limit_s=parse_positive("time limit", args.time_limit, allow_zero=True),
+        distances=_distances(args),
+    )
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """Run ``civicedge routes plan``; returns the exit code documented in this module."""
+    try:
+        settings = settings_from_args(args)
+        bins = _data_source(args).load(settings.round_start)
+        plan = plan_collection(bins, settings)
+        text = render(plan, args.format)
+        if args.out is not None:
+            try:
+                args.out.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise InvalidInputError("out", str(args.out), exc.strerror or str(exc)) from exc
+        else:
+            sys.stdout.write(text)
+    except RoutesError as exc:
+        print(f"civicedge routes plan: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"{plan.date}: {plan.stop_count} stops on {len(plan.routes)} routes, "
+        f"{plan.total_distance_m / 1000:.1f} km ({plan.distance_source}), "
+        f"{len(plan.unserved)} unserved, {plan.considered} bins considered, solver {plan.solver_s:.1f}s"
+        + (f", written to {args.out}" if args.out is not None else ""),
+        file=sys.stderr,
+    )
+    return EXIT_OK

@@ -1,0 +1,238 @@
+"""Distances between the depot and the stops: great-circle, a CSV matrix, or an OSRM table.
+
+Great-circle works offline and is the default. A city that runs OSRM (or anything speaking its
+``/table/v1/{profile}/`` API) or keeps a road matrix in a CSV file gets road distances. All
+matrices are whole metres, ``matrix[i][j]`` = from point i to point j (may be asymmetric).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from gateway.routes.errors import MatrixError, MatrixUnreachableError
+
+logger = logging.getLogger(__name__)
+
+EARTH_RADIUS_M = 6_371_008.8
+#: Id of the depot in a CSV matrix.
+DEPOT_ID = "depot"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A point of the matrix: the depot (id ``depot``) or a bin (its device id)."""
+
+    id: str
+    lat: float
+    lon: float
+
+
+class DistanceProvider(Protocol):
+    """Anything that turns places into a distance matrix in metres."""
+
+    @property
+    def description(self) -> str:
+        """Human-readable source, shown in plans."""
+        ...
+
+    def matrix(self, places: Sequence[Place]) -> list[list[int]]:
+        """Return the square matrix of distances in metres between ``places``."""
+        ...
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Return the great-circle distance in metres between two WGS84 points."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp = p2 - p1
+    dl = math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+class GreatCircle:
+    """Great-circle distances (offline, the default)."""
+
+    description = "great-circle"
+
+    def matrix(self, places: Sequence[Place]) -> list[list[int]]:
+        """Return rounded haversine distances in metres."""
+        return [[round(haversine_m(a.lat, a.lon, b.lat, b.lon)) for b in places] for a in places]
+
+
+class CsvMatrix:
+    """A road distance matrix from a CSV file.
+
+    Format: the first row is ``id`` followed by place ids; each further row is a place id
+    followed by the distances in metres from it to the header's places. The depot's id is
+    ``depot``. Extra places are allowed; every planned place must be present.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.description = f"CSV matrix {self.path}"
+        self._rows = self._load()
+
+    def _load(self) -> dict[str, dict[str, float]]:
+        src = str(self.path)
+        try:
+            with self.path.open(newline="", encoding="utf-8") as fh:
+                table = [row for row in csv.reader(fh) if row and any(c.strip() for c in row)]
+        except OSError as exc:
+            raise MatrixError(src, f"cannot read file ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise MatrixError(src, "not UTF-8 text") from exc
+        if len(table) < 2:
+            raise MatrixError(src, "needs a header row and at least one data row")
+        header = [c.strip() for c in table[0][1:]]
+        if len(set(header)) != len(header) or any(not h for h in header):
+            raise MatrixError(src, "header has empty or duplicate place ids")
+        rows: dict[str, dict[str, float]] = {}
+        for lineno, row in enumerate(table[1:], start=2):
+            rid = row[0].strip()
+            if len(row) - 1 != len(header):
+                raise MatrixError(src, f"line {lineno}: {len(row) - 1} distances for {len(header)} columns")
+            if rid in rows:
+                raise MatrixError(src, f"line {lineno}: duplicate row id {rid!r}")
+            values: dict[str, float] = {}
+            for col, cell in zip(header, row[1:]):
+                try:
+                    value = float(cell)
+                except ValueError:
+                    raise MatrixError(src, f"line {lineno}, column {col!r}: {cell!r} is not a number") from None
+                if not math.isfinite(value) or value < 0:
+                    raise MatrixError(src, f"line {lineno}, column {col!r}: {cell!r} is not a distance >= 0")
+                values[col] = value
+            rows[rid] = values
+        return rows
+
+    def matrix(self, places: Sequence[Place]) -> list[list[int]]:
+        """Return the sub-matrix for ``places``.
+
+        Raises:
+            MatrixError: A place is not in the file.
+        """
+        cols = set(next(iter(self._rows.values())).keys())
+        missing = tuple(p.id for p in places if p.id not in self._rows or p.id not in cols)
+        if missing:
+            raise MatrixError(str(self.path), "places not in the matrix", missing)
+        return [[round(self._rows[a.id][b.id]) for b in places] for a in places]
+
+
+class OsrmTable:
+    """Road distances from an OSRM-compatible ``/table/v1/{profile}/`` endpoint.
+
+    Large tables are fetched in blocks of ``block`` sources × ``block`` destinations, each
+    request carrying only the coordinates it needs (OSRM limits table size, 100 by default).
+    """
+
+    def __init__(self, base_url: str, *, profile: str = "driving", timeout_s: float = 10.0, block: int = 100) -> None:
+        parsed = urllib.parse.urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise MatrixError(base_url, "OSRM URL must be http(s)://host[:port][/prefix]")
+        if block < 1:
+            raise MatrixError(base_url, f"block size must be >= 1, got {block}")
+        self.base_url = base_url.rstrip("/")
+        self.profile = profile
+        self.timeout_s = timeout_s
+        self.block = block
+        self.description = f"OSRM {self.base_url}"
+        self.null_pairs = 0
+
+    def _fetch(self, coords: list[Place], sources: list[int], destinations: list[int]) -> list[list[float | None]]:
+        path = ";".join(f"{p.lon:.6f},{p.lat:.6f}" for p in coords)
+        query = urllib.parse.urlencode({
+            "sources": ";".join(map(str, sources)),
+            "destinations": ";".join(map(str, destinations)),
+            "annotations": "distance",
+        })
+        url = f"{self.base_url}/table/v1/{self.profile}/{path}?{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:200].decode("utf-8", "replace")
+            raise MatrixError(self.base_url, f"HTTP {exc.code}: {detail}") from exc
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MatrixUnreachableError(self.base_url, f"unreachable ({reason})") from exc
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise MatrixError(self.base_url, "answer is not JSON") from exc
+        if not isinstance(data, dict) or data.get("code") != "Ok":
+            code = data.get("code") if isinstance(data, dict) else None
+            raise MatrixError(self.base_url, f"answer code {code!r}, expected 'Ok'")
+        table = data.get("distances")
+        if (not isinstance(table, list) or len(table) != len(sources)
+                or any(not isinstance(r, list) or len(r) != len(destinations) for r in table)):
+            raise MatrixError(self.base_url, f"'distances' is not a {len(sources)}x{len(destinations)} table")
+        for row in table:
+            for v in row:
+                if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+                    raise MatrixError(self.base_url, f"'distances' holds {v!r}, not a distance")
+        return table
+
+    def matrix(self, places: Sequence[Place]) -> list[list[int]]:
+        """Return road distances; pairs OSRM cannot route (null) get the great-circle distance.
+
+        Raises:
+            MatrixUnreachableError: The endpoint did not answer.
+            MatrixError: The endpoint answered something unusable.
+        """
+        n = len(places)
+        out = [[0] * n for _ in range(n)]
+        self.null_pairs = 0
+        blocks = [list(range(s, min(n, s + self.block))) for s in range(0, n, self.block)]
+        for src in blocks:
+            for dst in blocks:
+                idx = sorted(set(src) | set(dst))
+                local = {g: i for i, g in enumerate(idx)}
+                table = self._fetch([places[g] for g in idx], [local[g] for g in src], [local[g] for g in dst])
+                for si, g_src in enumerate(src):
+                    for di, g_dst in enumerate(dst):
+                        value = table[si][di]
+                        if value is None:
+                            self.null_pairs += 1
+                            a, b = places[g_src], places[g_dst]
+                            value = haversine_m(a.lat, a.lon, b.lat, b.lon)
+                        out[g_src][g_dst] = round(value)
+        if self.null_pairs:
+            logger.warning("OSRM could not route %s pairs; used great-circle for them", self.null_pairs)
+        return out
+
+
+def build_matrix(provider: DistanceProvider, places: Sequence[Place]) -> tuple[list[list[int]], str, list[str]]:
+    """Compute the matrix, falling back to great-circle when an OSRM endpoint fails.
+
+    CSV problems are the operator's own file and stay errors; an OSRM endpoint is a remote
+    service, so when it is down or answers garbage the plan is still made, with a warning.
+
+    Returns:
+        (matrix, description of the source actually used, warnings).
+
+    Raises:
+        MatrixError: A CSV matrix is unusable.
+    """
+    warnings: list[str] = []
+    try:
+        matrix = provider.matrix(places)
+    except MatrixError as exc:
+        if not isinstance(provider, OsrmTable):
+            raise
+        text = f"{exc.message}; falling back to great-circle distances"
+        logger.warning("%s", text)
+        warnings.append(text)
+        return GreatCircle().matrix(places), f"great-circle (fallback: {provider.description} failed)", warnings
+    if isinstance(provider, OsrmTable) and provider.null_pairs:
+        warnings.append(f"OSRM could not route {provider.null_pairs} pairs; great-circle used for them")
+    return matrix, provider.description, warnings

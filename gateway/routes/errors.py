@@ -1,0 +1,167 @@
+"""Errors of collection planning, each with structured fields (never match on message text)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.errors import GatewayError
+
+
+class RoutesError(GatewayError):
+    """Root of every collection-planning error (a :class:`gateway.errors.GatewayError`).
+
+    Attributes:
+        reason: Machine-readable reason (``bad_input``, ``no_bins_due``, ``capacity``, ...).
+        details: The error's structured fields.
+        exit_code: Exit status the ``civicedge routes`` command returns for this error.
+        http_status: Status the ``/api/routes/plan`` endpoint answers with.
+    """
+
+    reason = "routes"
+    exit_code: int = 1
+    http_status: int = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready description: code (the reason), message and fields."""
+        out: dict[str, Any] = {"code": self.reason, "message": self.message}
+        out.update({k: v for k, v in self.details.items() if v is not None})
+        return out
+
+
+class InvalidInputError(RoutesError, ValueError):
+    """An argument or setting is malformed (date, depot, number, format).
+
+    Attributes:
+        field: Name of the offending input (e.g. ``depot``, ``date``).
+        value: The value as given.
+    """
+
+    reason = "bad_input"
+    http_status = 400
+    exit_code = 2
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        super().__init__(f"invalid {field} {value!r}: {problem}", field=field, value=str(value), problem=problem)
+        self.field = field
+        self.value = value
+        self.problem = problem
+
+
+class NoBinsDueError(RoutesError):
+    """No bin is full, predicted full or in alarm: there is nothing to collect.
+
+    Attributes:
+        date: Collection date asked for.
+        considered: Number of bins looked at.
+        threshold: Fill threshold used.
+    """
+
+    reason = "no_bins_due"
+    http_status = 200
+    exit_code = 3
+
+    def __init__(self, date: str, considered: int, threshold: float) -> None:
+        super().__init__(
+            f"no bins due on {date}: none of {considered} bins is at or above {threshold:.0%}, "
+            f"predicted to reach it before the next round, or in alarm",
+            date=date,
+            considered=considered,
+            threshold=threshold,
+        )
+        self.date = date
+        self.considered = considered
+        self.threshold = threshold
+
+
+class CapacityError(RoutesError):
+    """A vehicle cannot hold even one bin's expected load.
+
+    Attributes:
+        capacity_l: Vehicle capacity in litres.
+        bin_id: The bin whose load does not fit.
+        load_l: That bin's expected load in litres.
+    """
+
+    reason = "capacity"
+    http_status = 422
+    exit_code = 4
+
+    def __init__(self, capacity_l: float, bin_id: str, load_l: float) -> None:
+        super().__init__(
+            f"vehicle capacity {capacity_l:g} L is smaller than bin {bin_id}'s expected load {load_l:.0f} L",
+            capacity_l=capacity_l,
+            bin_id=bin_id,
+            load_l=load_l,
+        )
+        self.capacity_l = capacity_l
+        self.bin_id = bin_id
+        self.load_l = load_l
+
+
+class BinDataError(RoutesError):
+    """The bin data source cannot be read (missing database, unknown schema).
+
+    Attributes:
+        source: Path or description of the data source.
+        problem: What is wrong with it.
+    """
+
+    reason = "bin_data"
+    http_status = 503
+    exit_code = 5
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"cannot read bin data from {source}: {problem}", source=source, problem=problem)
+        self.source = source
+        self.problem = problem
+
+
+class MatrixError(RoutesError):
+    """A configured distance matrix is unusable (malformed CSV, missing ids, bad OSRM answer).
+
+    Attributes:
+        source: Path or URL of the matrix.
+        problem: What is wrong with it.
+        missing: Ids the matrix lacks, if that is the problem.
+    """
+
+    reason = "matrix"
+    http_status = 400
+    exit_code = 2
+
+    def __init__(self, source: str, problem: str, missing: tuple[str, ...] = ()) -> None:
+        text = f"distance matrix {source}: {problem}"
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            text += f" (missing: {shown})"
+        super().__init__(text, source=source, problem=problem, missing=list(missing) or None)
+        self.source = source
+        self.problem = problem
+        self.missing = missing
+
+
+class MatrixUnreachableError(MatrixError):
+    """The OSRM endpoint did not answer (refused, timeout); callers fall back to great-circle."""
+
+    reason = "matrix_unreachable"
+
+
+class SolverError(RoutesError):
+    """The routing solver returned no solution.
+
+    Attributes:
+        status: OR-Tools routing status name.
+    """
+
+    reason = "solver"
+    http_status = 500
+    exit_code = 6
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"routing solver found no solution (status {status})", status=status)
+        self.status = status

@@ -1,0 +1,158 @@
+"""Plan renderings: JSON (API, archive), CSV (crews), GeoJSON (dashboard map, GIS tools)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from gateway.routes.errors import InvalidInputError
+from gateway.routes.model import Candidate, Plan, Stop
+
+#: Output formats and their media types.
+FORMATS: dict[str, str] = {
+    "json": "application/json",
+    "csv": "text/csv",
+    "geojson": "application/geo+json",
+}
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "vehicle", "stop", "bin_id", "zone", "lat", "lon", "reason", "expected_fill_pct",
+    "fill_now_pct", "load_l", "leg_m", "cumulative_m", "route_distance_m",
+)
+
+
+def _pct(x: float) -> int:
+    return round(x * 100)
+
+
+def _candidate_dict(c: Candidate) -> dict[str, Any]:
+    return {
+        "bin_id": c.bin.id,
+        "zone": c.bin.zone,
+        "lat": round(c.bin.lat, 6),
+        "lon": round(c.bin.lon, 6),
+        "reason": c.reason.value,
+        "reasons": [r.value for r in c.reasons],
+        "expected_fill": round(c.expected_fill, 3),
+        "fill_now": round(c.fill_now, 3),
+        "fill_rate_per_day": round(c.rate_per_day, 4),
+        "load_l": round(c.load_l, 1),
+    }
+
+
+def _stop_dict(seq: int, s: Stop) -> dict[str, Any]:
+    d = {"seq": seq}
+    d.update(_candidate_dict(s.candidate))
+    d["leg_m"] = s.leg_m
+    d["cumulative_m"] = s.cumulative_m
+    return d
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """Return the plan as JSON-ready data (the ``json`` format and the API's answer)."""
+    return {
+        "date": plan.date,
+        "round_start": plan.start.isoformat(),
+        "depot": {"lat": plan.depot.lat, "lon": plan.depot.lon},
+        "vehicles": plan.vehicles,
+        "capacity_l": plan.capacity_l,
+        "threshold": plan.threshold,
+        "distance_source": plan.distance_source,
+        "total_distance_m": plan.total_distance_m,
+        "stops": plan.stop_count,
+        "bins_considered": plan.considered,
+        "solver_s": round(plan.solver_s, 3),
+        "routes": [
+            {
+                "vehicle": r.vehicle,
+                "distance_m": r.distance_m,
+                "load_l": round(r.load_l, 1),
+                "stops": [_stop_dict(i, s) for i, s in enumerate(r.stops, start=1)],
+            }
+            for r in plan.routes
+        ],
+        "unserved": [_candidate_dict(c) for c in plan.unserved],
+        "skipped": [{"bin_id": b, "reason": why} for b, why in plan.skipped],
+        "warnings": list(plan.warnings),
+    }
+
+
+def plan_to_json(plan: Plan) -> str:
+    """Return the plan as indented JSON text."""
+    return json.dumps(plan_to_dict(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def plan_to_csv(plan: Plan) -> str:
+    """Return one CSV row per stop, in route order, for crews (header in :data:`CSV_COLUMNS`)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in plan.routes:
+        for seq, s in enumerate(r.stops, start=1):
+            c = s.candidate
+            writer.writerow([
+                r.vehicle, seq, c.bin.id, c.bin.zone, f"{c.bin.lat:.6f}", f"{c.bin.lon:.6f}",
+                "+".join(x.value for x in c.reasons), _pct(c.expected_fill), _pct(c.fill_now),
+                round(c.load_l), s.leg_m, s.cumulative_m, r.distance_m,
+            ])
+    return buf.getvalue()
+
+
+def plan_to_geojson(plan: Plan) -> dict[str, Any]:
+    """Return an RFC 7946 FeatureCollection: a LineString per route, a Point per stop and the depot.
+
+    Coordinates are ``[lon, lat]``; every feature has a ``kind`` property (route, stop, depot).
+    """
+    depot = [round(plan.depot.lon, 6), round(plan.depot.lat, 6)]
+    features: list[dict[str, Any]] = [{
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": depot},
+        "properties": {"kind": "depot", "date": plan.date},
+    }]
+    for r in plan.routes:
+        line = [depot] + [[round(s.candidate.bin.lon, 6), round(s.candidate.bin.lat, 6)] for s in r.stops] + [depot]
+        features.append({
+            "type": "Feature",
+            "geometry": {"type": "LineString", "coordinates": line},
+            "properties": {"kind": "route", "vehicle": r.vehicle, "distance_m": r.distance_m,
+                           "stops": len(r.stops), "load_l": round(r.load_l, 1)},
+        })
+        for seq, s in enumerate(r.stops, start=1):
+            props = _stop_dict(seq, s)
+            del props["lat"], props["lon"]
+            props.update({"kind": "stop", "vehicle": r.vehicle})
+            features.append({
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [round(s.candidate.bin.lon, 6),
+                                                              round(s.candidate.bin.lat, 6)]},
+                "properties": props,
+            })
+    for c in plan.unserved:
+        props = _candidate_dict(c)
+        del props["lat"], props["lon"]
+        props["kind"] = "unserved"
+        features.append({
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [round(c.bin.lon, 6), round(c.bin.lat, 6)]},
+            "properties": props,
+        })
+    return {"type": "FeatureCollection", "features": features,
+            "properties": {"date": plan.date, "total_distance_m": plan.total_distance_m,
+                           "distance_source": plan.distance_source}}
+
+
+def render(plan: Plan, fmt: str) -> str:
+    """Render the plan as ``json``, ``csv`` or ``geojson`` text.
+
+    Raises:
+        InvalidInputError: Unknown format.
+    """
+    if fmt == "json":
+        return plan_to_json(plan)
+    if fmt == "csv":
+        return plan_to_csv(plan)
+    if fmt == "geojson":
+        return json.dumps(plan_to_geojson(plan), ensure_ascii=False) + "\n"
+    raise InvalidInputError("format", fmt, "expected one of " + ", ".join(FORMATS))

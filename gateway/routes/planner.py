@@ -1,0 +1,150 @@
+"""Make a collection plan: select due bins, get distances, solve, assemble routes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Iterable
+
+from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix
+from gateway.routes.errors import InvalidInputError, NoBinsDueError
+from gateway.routes.model import BinStatus, Candidate, Depot, Plan, Route, Stop
+from gateway.routes.selection import SelectionSettings, select_bins
+from gateway.routes.solver import SolverSettings, check_capacity, solve
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """Everything that shapes a plan besides the bins.
+
+    Attributes:
+        day: Collection date.
+        depot: Where vehicles start and end.
+        vehicles: Number of vehicles.
+        capacity_l: Capacity of each vehicle in litres.
+        threshold: Fill fraction at or above which a bin is due.
+        bin_volume_l: Volume of bins whose status carries none.
+        start: Local time the round starts; fills are projected to it, later readings ignored.
+        tz: Time zone of ``day`` and ``start``.
+        days_to_next_round: Days until the next round (the prediction horizon).
+        time_limit_s: Solver time limit.
+        distances: Source of distances (great-circle by default).
+    """
+
+    day: date
+    depot: Depot
+    vehicles: int = 2
+    capacity_l: float = 10_000.0
+    threshold: float = 0.8
+    bin_volume_l: float = 240.0
+    start: time = time(6, 0)
+    tz: tzinfo = timezone.utc
+    days_to_next_round: int = 1
+    time_limit_s: float = 5.0
+    distances: DistanceProvider = field(default_factory=GreatCircle)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.days_to_next_round, bool) or not isinstance(self.days_to_next_round, int) \
+                or self.days_to_next_round < 1:
+            raise InvalidInputError("days to next round", self.days_to_next_round, "must be a whole number >= 1")
+
+    @property
+    def round_start(self) -> datetime:
+        """Start of this round, timezone-aware."""
+        return datetime.combine(self.day, self.start, tzinfo=self.tz)
+
+    def selection(self) -> SelectionSettings:
+        """Selection settings derived from these settings."""
+        start = self.round_start
+        return SelectionSettings(
+            round_start=start,
+            next_round=start + timedelta(days=self.days_to_next_round),
+            threshold=self.threshold,
+            default_volume_l=self.bin_volume_l,
+        )
+
+    def solver(self) -> SolverSettings:
+        """Solver settings derived from these settings."""
+        return SolverSettings(vehicles=self.vehicles, capacity_l=self.capacity_l, time_limit_s=self.time_limit_s)
+
+
+def _known_at(bins: Iterable[BinStatus], cutoff: int) -> list[BinStatus]:
+    """Drop readings after ``cutoff``: a plan uses what was known when its round starts."""
+    out = []
+    for b in bins:
+        if any(r.t > cutoff for r in b.readings):
+            b = replace(b, readings=tuple(r for r in b.readings if r.t <= cutoff))
+        out.append(b)
+    return out
+
+
+def _assemble(candidates: list[Candidate], matrix: list[list[int]], order: tuple[int, ...], vehicle: int) -> Route:
+    stops: list[Stop] = []
+    prev = 0
+    total = 0
+    for i in order:
+        leg = matrix[prev][i + 1]
+        total += leg
+        stops.append(Stop(candidates[i], leg, total))
+        prev = i + 1
+    total += matrix[prev][0]
+    return Route(vehicle, tuple(stops), total, sum(candidates[i].load_l for i in order))
+
+
+def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
+    """Plan the collection round of ``settings.day``.
+
+    Args:
+        bins: Status of every bin (fill history and active alarms).
+        settings: Date, depot, fleet, threshold, distances, solver limits.
+
+    Returns:
+        The plan; bins the fleet cannot carry are in ``unserved``.
+
+    Raises:
+        NoBinsDueError: Nothing is full, predicted full or in alarm.
+        CapacityError: One bin's expected load exceeds a vehicle's capacity.
+        MatrixError: A CSV matrix is unusable (an OSRM failure falls back with a warning).
+        InvalidInputError: A setting is out of range.
+    """
+    selection = settings.selection()
+    solver_settings = settings.solver()
+    start = settings.round_start
+    known = _known_at(bins, int(start.timestamp()))
+    candidates, skipped = select_bins(known, selection)
+    if not candidates:
+        raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold)
+    check_capacity(candidates, settings.capacity_l)
+    places = [Place(DEPOT_ID, settings.depot.lat, settings.depot.lon)]
+    places += [Place(c.bin.id, c.bin.lat, c.bin.lon) for c in candidates]
+    matrix, source, warnings = build_matrix(settings.distances, places)
+    solution = solve(candidates, matrix, solver_settings)
+    routes = tuple(
+        _assemble(candidates, matrix, order, vehicle)
+        for vehicle, order in enumerate(solution.routes, start=1)
+        if order
+    )
+    unserved = tuple(candidates[i] for i in solution.dropped)
+    if unserved:
+        text = (f"{len(unserved)} due bins do not fit {settings.vehicles} vehicles of "
+                f"{settings.capacity_l:g} L; plan them on another vehicle or round")
+        logger.warning("%s", text)
+        warnings.append(text)
+    return Plan(
+        date=settings.day.isoformat(),
+        start=start,
+        depot=settings.depot,
+        vehicles=settings.vehicles,
+        capacity_l=settings.capacity_l,
+        threshold=settings.threshold,
+        distance_source=source,
+        routes=routes,
+        unserved=unserved,
+        considered=len(known),
+        skipped=tuple(skipped),
+        warnings=tuple(warnings),
+        solver_s=solution.solver_s,
+    )

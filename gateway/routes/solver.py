@@ -1,0 +1,225 @@
+"""Capacitated vehicle routing with OR-Tools: which vehicle empties which bins, in which order.
+
+Node 0 is the depot, node i (1..n) the i-th candidate. The model:
+
+* capacity dimension: each bin's expected load in whole litres, each vehicle ``capacity_l``;
+* every bin is a disjunction with a drop penalty far above any route length, so bins are only
+  dropped when the fleet cannot carry them all (they are reported as unserved); alarms carry a
+  penalty 100x higher, full bins 2x the predicted ones;
+* alarm bins come first on their route: arcs from a non-alarm bin to an alarm bin are removed
+  from the model, and a soft bound on the distance already driven when an alarm bin is reached
+  spreads alarms across vehicles and reaches fires before tip-overs;
+* first solution by the savings heuristic (deterministic; it keeps the alarm chains feasible,
+  where path-cheapest-arc strands them), improved by guided local search until the time limit.
+  Should a first solution still leave out an alarm bin, the search is redone once from a
+  parallel cheapest insertion.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from ortools.constraint_solver import pywrapcp, routing_enums_pb2
+
+from gateway.routes.errors import CapacityError, InvalidInputError, SolverError
+from gateway.routes.model import Candidate, Reason
+
+logger = logging.getLogger(__name__)
+
+_FIRE_COEF = 2
+_TIP_COEF = 1
+_STRATEGIES = (
+    routing_enums_pb2.FirstSolutionStrategy.SAVINGS,
+    routing_enums_pb2.FirstSolutionStrategy.PARALLEL_CHEAPEST_INSERTION,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SolverSettings:
+    """Fleet and search settings.
+
+    Attributes:
+        vehicles: Number of vehicles (>= 1).
+        capacity_l: Capacity of each vehicle in litres (> 0).
+        time_limit_s: Search time; 0 keeps the deterministic first solution without local search.
+        max_route_m: Optional longest route in metres.
+    """
+
+    vehicles: int = 2
+    capacity_l: float = 10_000.0
+    time_limit_s: float = 5.0
+    max_route_m: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vehicles, bool) or not isinstance(self.vehicles, int) or self.vehicles < 1:
+            raise InvalidInputError("vehicles", self.vehicles, "must be a whole number >= 1")
+        if not (self.capacity_l > 0) or math.isinf(self.capacity_l):
+            raise InvalidInputError("capacity", self.capacity_l, "must be a positive number of litres")
+        if not (self.time_limit_s >= 0) or math.isinf(self.time_limit_s):
+            raise InvalidInputError("time limit", self.time_limit_s, "must be >= 0 seconds")
+        if self.max_route_m is not None and self.max_route_m <= 0:
+            raise InvalidInputError("max route", self.max_route_m, "must be a positive number of metres")
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """Solver output: per vehicle the candidate indices in visiting order (0-based), and the dropped ones."""
+
+    routes: tuple[tuple[int, ...], ...]
+    dropped: tuple[int, ...]
+    solver_s: float
+    status: str
+
+
+def demands_l(candidates: Sequence[Candidate]) -> list[int]:
+    """Return each candidate's load as whole litres (rounded up, so capacity is never exceeded)."""
+    return [math.ceil(c.load_l - 1e-9) for c in candidates]
+
+
+def check_capacity(candidates: Sequence[Candidate], capacity_l: float) -> None:
+    """Raise :class:`CapacityError` for the largest bin load that does not fit one vehicle."""
+    cap = math.floor(capacity_l + 1e-9)
+    too_big = [(d, c) for d, c in zip(demands_l(candidates), candidates) if d > cap]
+    if too_big:
+        load, cand = max(too_big, key=lambda x: x[0])
+        raise CapacityError(capacity_l, cand.bin.id, cand.load_l)
+
+
+def triage(candidates: Sequence[Candidate], settings: SolverSettings) -> tuple[list[int], list[int]]:
+    """Split candidate indices into (kept, left over) so the kept loads fit the fleet's total capacity.
+
+    Candidates are taken in urgency order (alarms, full, predicted; then fuller first), so when the
+    fleet is too small the least urgent bins are left, not whatever the search happens to drop.
+    """
+    fleet = settings.vehicles * math.floor(settings.capacity_l + 1e-9)
+    demands = demands_l(candidates)
+    order = sorted(range(len(candidates)), key=lambda i: (
+        not candidates[i].is_alarm, Reason.FULL not in candidates[i].reasons, -candidates[i].expected_fill, i))
+    kept: list[int] = []
+    left: list[int] = []
+    total = 0
+    for i in order:
+        if total + demands[i] <= fleet or candidates[i].is_alarm:
+            kept.append(i)
+            total += demands[i]
+        else:
+            left.append(i)
+    return sorted(kept), sorted(left)
+
+
+def _search(
+    candidates: Sequence[Candidate],
+    kept: list[int],
+    matrix: Sequence[Sequence[int]],
+    settings: SolverSettings,
+    strategy: int,
+) -> tuple[list[tuple[int, ...]], str]:
+    """Build the routing model over the ``kept`` candidates and search; return routes of original indices."""
+    # Local node k (1..m) is candidate kept[k - 1]; node 0 is the depot.
+    nodes = [0] + [i + 1 for i in kept]
+    sub = [[int(matrix[a][b]) for b in nodes] for a in nodes]
+    all_demands = demands_l(candidates)
+    demands = [0] + [all_demands[i] for i in kept]
+    m = len(kept)
+    manager = pywrapcp.RoutingIndexManager(m + 1, settings.vehicles, 0)
+    routing = pywrapcp.RoutingModel(manager)
+
+    def distance_cb(from_index: int, to_index: int) -> int:
+        return int(sub[manager.IndexToNode(from_index)][manager.IndexToNode(to_index)])
+
+    def demand_cb(from_index: int) -> int:
+        return int(demands[manager.IndexToNode(from_index)])
+
+    transit = routing.RegisterTransitCallback(distance_cb)
+    routing.SetArcCostEvaluatorOfAllVehicles(transit)
+    max_d = max(max(row) for row in sub)
+    horizon = settings.max_route_m or (m + 1) * (max_d + 1)
+    routing.AddDimension(transit, 0, horizon, True, "distance")
+    distance_dim = routing.GetDimensionOrDie("distance")
+    demand_idx = routing.RegisterUnaryTransitCallback(demand_cb)
+    cap = math.floor(settings.capacity_l + 1e-9)
+    routing.AddDimensionWithVehicleCapacity(demand_idx, 0, [cap] * settings.vehicles, True, "load")
+
+    # Dropping any bin must cost more than any detour it could save (incl. alarm soft costs).
+    base_penalty = (m + 1) * (max_d + 1) * (_FIRE_COEF + 1) + 1
+    alarm_indices: list[int] = []
+    other_indices: list[int] = []
+    for k in range(1, m + 1):
+        cand = candidates[kept[k - 1]]
+        index = manager.NodeToIndex(k)
+        if cand.is_alarm:
+            alarm_indices.append(index)
+            penalty = 100 * base_penalty
+            distance_dim.SetCumulVarSoftUpperBound(index, 0, _FIRE_COEF if cand.reason is Reason.FIRE else _TIP_COEF)
+        else:
+            other_indices.append(index)
+            penalty = base_penalty * (2 if Reason.FULL in cand.reasons else 1)
+        routing.AddDisjunction([index], penalty)
+    if alarm_indices:
+        for index in other_indices:
+            routing.NextVar(index).RemoveValues(alarm_indices)
+
+    params = pywrapcp.DefaultRoutingSearchParameters()
+    params.first_solution_strategy = strategy
+    if settings.time_limit_s > 0:
+        params.local_search_metaheuristic = routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
+        params.time_limit.FromMilliseconds(max(1, round(settings.time_limit_s * 1000)))
+    assignment = routing.SolveWithParameters(params)
+    status = str(routing.status())
+    if assignment is None:
+        raise SolverError(status)
+    routes: list[tuple[int, ...]] = []
+    for vehicle in range(settings.vehicles):
+        order: list[int] = []
+        index = assignment.Value(routing.NextVar(routing.Start(vehicle)))
+        while not routing.IsEnd(index):
+            order.append(kept[manager.IndexToNode(index) - 1])
+            index = assignment.Value(routing.NextVar(index))
+        routes.append(tuple(order))
+    return routes, status
+
+
+def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[int]], settings: SolverSettings) -> Solution:
+    """Assign candidates to vehicles and order them.
+
+    Args:
+        candidates: Bins to visit; candidate i is matrix node i + 1.
+        matrix: (n + 1) x (n + 1) distances in metres, node 0 the depot.
+        settings: Fleet and search settings.
+
+    Returns:
+        Routes per vehicle (candidate indices in visiting order) and the dropped candidates.
+
+    Raises:
+        CapacityError: One bin's load exceeds a vehicle's capacity.
+        SolverError: OR-Tools found no solution in the time limit.
+    """
+    n = len(candidates)
+    if len(matrix) != n + 1 or any(len(row) != n + 1 for row in matrix):
+        raise InvalidInputError("matrix", f"{len(matrix)} rows", f"must be {n + 1}x{n + 1} (depot + bins)")
+    check_capacity(candidates, settings.capacity_l)
+    kept, _ = triage(candidates, settings)
+    if not kept:
+        return Solution(tuple(() for _ in range(settings.vehicles)), tuple(range(n)), 0.0, "EMPTY")
+    started = time.perf_counter()
+    alarms_kept = sum(1 for i in kept if candidates[i].is_alarm)
+    fleet_fits_alarms = sum(demands_l([candidates[i] for i in kept if candidates[i].is_alarm])) <= \
+        settings.vehicles * math.floor(settings.capacity_l + 1e-9)
+    routes, status = _search(candidates, kept, matrix, settings, _STRATEGIES[0])
+    for strategy in _STRATEGIES[1:]:
+        served_alarms = sum(1 for r in routes for i in r if candidates[i].is_alarm)
+        if served_alarms == alarms_kept or not fleet_fits_alarms:
+            break
+        logger.info("first solution left out %s alarm bins; retrying from another first solution",
+                    alarms_kept - served_alarms)
+        routes, status = _search(candidates, kept, matrix, settings, strategy)
+    elapsed = time.perf_counter() - started
+    visited = {i for r in routes for i in r}
+    dropped = tuple(i for i in range(n) if i not in visited)
+    logger.info("solved %s stops on %s vehicles in %.2fs (%s dropped, status %s)",
+                n, settings.vehicles, elapsed, len(dropped), status)
+    return Solution(tuple(routes), dropped, elapsed, status)

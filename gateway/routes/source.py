@@ -1,0 +1,163 @@
+"""Bin status from the gateway's own data: the report store's read API and the device registry.
+
+Only non-personal bin fields are read: ``fill`` (level, 10 % steps) and ``tilt`` (to clear a
+tip-over alarm), plus the ``fire``/``tip`` alarm codes. The people-related ``lid`` count is never
+queried (see :data:`FIELDS_USED`; a test checks these against firmware/policy.json).
+
+Alarm rule: a ``fire`` or ``tip`` alarm raised within ``alarm_window_s`` before the round is
+active unless a later report shows it handled: the bin was emptied afterwards (fill fell by at
+least ``empty_drop``), or, for ``tip``, a later window reported the bin upright (``tilt`` 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from gateway.errors import GatewayError
+from gateway.registry import Registry
+from gateway.routes.errors import BinDataError
+from gateway.routes.model import ALARM_CODES, BinStatus, FillReading
+from gateway.storage import ReportQueries
+
+logger = logging.getLogger(__name__)
+
+#: Measurement fields of the ``bin`` kind this module reads. Never add a ``personal`` field.
+FIELDS_USED: tuple[str, ...] = ("fill", "tilt")
+BIN_KIND = "bin"
+_NO_LIMIT = 1 << 40
+
+
+class BinSource(Protocol):
+    """Anything that can list the bins' status as known at a given time."""
+
+    def load(self, as_of: datetime) -> list[BinStatus]:
+        """Return the status of every bin from the data known at ``as_of``."""
+        ...
+
+
+@dataclass(frozen=True)
+class StaticBinSource:
+    """A fixed list of bins (tests, benchmarks, imports from another system)."""
+
+    bins: tuple[BinStatus, ...]
+
+    def load(self, as_of: datetime) -> list[BinStatus]:
+        """Return the fixed bins (the planner ignores readings after ``as_of``)."""
+        return list(self.bins)
+
+
+@dataclass
+class GatewayBinSource:
+    """Reads bins from the gateway's report store and registry.
+
+    Attributes:
+        db_path: The report store (``[storage] path`` of gateway.toml).
+        registry: The device registry (its directory, or an open :class:`Registry`) for zone and location.
+        history_s: How far back fill readings are read.
+        alarm_window_s: How long an unhandled alarm stays active.
+        empty_drop: A fall in fill of at least this fraction counts as emptied.
+        volumes_l: Optional bin volume per device id (litres); others use the planner's default.
+    """
+
+    db_path: Path
+    registry: Registry | Path
+    history_s: int = 4 * 86400
+    alarm_window_s: int = 86400
+    empty_drop: float = 0.25
+    volumes_l: Mapping[str, float] = field(default_factory=dict)
+
+    def _registry(self) -> tuple[Registry, bool]:
+        if isinstance(self.registry, Registry):
+            return self.registry, False
+        reg_dir = Path(self.registry)
+        if not (reg_dir / "devices.sqlite").is_file():
+            raise BinDataError(str(reg_dir), "no device registry there (devices.sqlite missing); bin locations come from it")
+        try:
+            return Registry(reg_dir), True
+        except GatewayError as exc:
+            raise BinDataError(str(reg_dir), str(exc)) from exc
+
+    def load(self, as_of: datetime) -> list[BinStatus]:
+        """Return every registered, non-revoked bin with its fill history and active alarms.
+
+        Raises:
+            BinDataError: The store or the registry cannot be read.
+        """
+        end = int(as_of.timestamp()) + 1
+        try:
+            queries = ReportQueries(Path(self.db_path))
+        except GatewayError as exc:
+            raise BinDataError(str(self.db_path), str(exc)) from exc
+        try:
+            fills = queries.readings(field="fill", start=end - self.history_s, end=end, limit=_NO_LIMIT)
+            tilts = queries.readings(field="tilt", start=end - self.alarm_window_s, end=end, limit=_NO_LIMIT)
+            alarms = queries.alarms(start=end - self.alarm_window_s, end=end)
+        except GatewayError as exc:
+            raise BinDataError(str(self.db_path), str(exc)) from exc
+        finally:
+            queries.close()
+        registry, owned = self._registry()
+        try:
+            devices = [d for d in registry.list() if d.kind == BIN_KIND]
+        finally:
+            if owned:
+                registry.close()
+
+        fill_by_dev: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # (w, l, percent)
+        for r in fills:
+            if r.kind == BIN_KIND:
+                fill_by_dev[r.device].append((r.w, r.l, r.value))
+        upright_after: dict[str, list[int]] = defaultdict(list)
+        for r in tilts:
+            if r.kind == BIN_KIND and r.value == 0:
+                upright_after[r.device].append(r.w)
+        last_alarm: dict[tuple[str, str], int] = {}
+        for a in alarms:
+            if a.kind == BIN_KIND and a.code in ALARM_CODES:
+                last_alarm[(a.device, a.code)] = max(a.w, last_alarm.get((a.device, a.code), a.w))
+
+        out: list[BinStatus] = []
+        for dev in devices:
+            if dev.revoked:
+                logger.info("bin %s is revoked; left out of planning", dev.id)
+                continue
+            series = sorted(fill_by_dev.get(dev.id, []))
+            active = frozenset(
+                code for code in ALARM_CODES
+                if (dev.id, code) in last_alarm
+                and not self._handled(code, last_alarm[(dev.id, code)], series, upright_after.get(dev.id, []))
+            )
+            out.append(BinStatus(
+                id=dev.id,
+                zone=dev.zone,
+                lat=_coord(dev.lat),
+                lon=_coord(dev.lon),
+                readings=tuple(FillReading(w + l, min(100, max(0, v)) / 100.0) for w, l, v in series),
+                alarms=active,
+                volume_l=self.volumes_l.get(dev.id),
+            ))
+        logger.info("loaded %s bins (%s fill readings, %s alarms) from %s",
+                    len(out), len(fills), len(alarms), self.db_path)
+        return out
+
+    def _handled(self, code: str, alarm_w: int, series: list[tuple[int, int, int]], upright: list[int]) -> bool:
+        if code == "tip" and any(w >= alarm_w for w in upright):
+            return True
+        before = [v for w, _, v in series if w <= alarm_w]
+        if not before:
+            return False
+        drop = round(self.empty_drop * 100)
+        return any(v <= before[-1] - drop for w, _, v in series if w > alarm_w)
+
+
+def _coord(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

@@ -1,0 +1,168 @@
+"""HTTP surface of collection planning: ``GET /api/routes/plan`` for the gateway's web app.
+
+Mount it next to the other API routes::
+
+    from gateway.routes.web import PlanDefaults, routes_handlers
+    source = GatewayBinSource(cfg.storage.path, registry)
+    app.add_routes(routes_handlers(source, PlanDefaults(depot=Depot(52.37, 4.89))))
+
+Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default today),
+``format`` (json, geojson, csv; default json), ``depot`` (LAT,LON), ``vehicles``, ``capacity``
+(litres), ``threshold`` (0.8 or 80%). Errors answer ``{"error": {"code", "message", ...}}``
+with 400 (bad input, bad matrix file), 422 (capacity smaller than one bin), 503 (bin data
+unreadable) or 500 (no solution). No bins due is not an error: 200 with an empty plan and a
+``notice``. Plans are cached per query for ``cache_s`` and solved one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time as _time
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone, tzinfo
+from typing import Any, Callable
+
+from aiohttp import web
+
+from gateway.routes.distances import DistanceProvider, GreatCircle
+from gateway.routes.errors import InvalidInputError, NoBinsDueError, RoutesError
+from gateway.routes.model import Depot, Plan
+from gateway.routes.outputs import FORMATS, plan_to_dict, plan_to_geojson, render
+from gateway.routes.parsing import parse_date, parse_depot, parse_positive, parse_threshold
+from gateway.routes.planner import PlanSettings, plan_collection
+from gateway.routes.source import BinSource
+
+logger = logging.getLogger(__name__)
+
+PLAN_PATH = "/api/routes/plan"
+_PARAMS = frozenset({"date", "format", "depot", "vehicles", "capacity", "threshold"})
+_MAX_VEHICLES = 200
+
+
+@dataclass(frozen=True)
+class PlanDefaults:
+    """Settings of plans served over HTTP; query parameters may override some of them.
+
+    Attributes:
+        depot: Default depot (None: every request must pass ``depot``).
+        vehicles: Default number of vehicles.
+        capacity_l: Default vehicle capacity in litres.
+        threshold: Default fill threshold.
+        bin_volume_l: Volume of bins without their own.
+        start: Local time rounds start.
+        tz: Time zone of dates and ``start``.
+        days_to_next_round: Prediction horizon in days.
+        time_limit_s: Solver time limit (not overridable from a request).
+        distances: Distance source.
+        cache_s: How long a plan is served from cache for the same query.
+    """
+
+    depot: Depot | None = None
+    vehicles: int = 2
+    capacity_l: float = 10_000.0
+    threshold: float = 0.8
+    bin_volume_l: float = 240.0
+    start: time = time(6, 0)
+    tz: tzinfo = timezone.utc
+    days_to_next_round: int = 1
+    time_limit_s: float = 5.0
+    distances: DistanceProvider = field(default_factory=GreatCircle)
+    cache_s: float = 300.0
+
+
+def _error(exc: RoutesError) -> web.Response:
+    return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+
+
+def _empty_plan(settings: PlanSettings, considered: int) -> Plan:
+    return Plan(date=settings.day.isoformat(), start=settings.round_start, depot=settings.depot,
+                vehicles=settings.vehicles, capacity_l=settings.capacity_l, threshold=settings.threshold,
+                distance_source=settings.distances.description, routes=(), considered=considered)
+
+
+class _PlanEndpoint:
+    """State of one mounted endpoint: defaults, source, a one-at-a-time lock and a small cache."""
+
+    def __init__(self, source: BinSource, defaults: PlanDefaults, clock: Callable[[], float]) -> None:
+        self.source = source
+        self.defaults = defaults
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.cache: dict[tuple[str, ...], tuple[float, Plan, str | None]] = {}
+
+    def settings(self, query: dict[str, str]) -> PlanSettings:
+        unknown = sorted(set(query) - _PARAMS)
+        if unknown:
+            raise InvalidInputError("query parameter", unknown[0], "unknown; allowed: " + ", ".join(sorted(_PARAMS)))
+        d = self.defaults
+        if "depot" in query:
+            depot = parse_depot(query["depot"])
+        elif d.depot is not None:
+            depot = d.depot
+        else:
+            raise InvalidInputError("depot", "", "no default depot configured; pass depot=LAT,LON")
+        vehicles = int(parse_positive("vehicles", query["vehicles"], integer=True)) if "vehicles" in query \
+            else d.vehicles
+        if vehicles > _MAX_VEHICLES:
+            raise InvalidInputError("vehicles", vehicles, f"at most {_MAX_VEHICLES}")
+        now = datetime.fromtimestamp(self.clock(), tz=d.tz)
+        day: date = parse_date(query.get("date", "today"), d.tz, now=now)
+        return PlanSettings(
+            day=day, depot=depot, vehicles=vehicles,
+            capacity_l=parse_positive("capacity", query["capacity"]) if "capacity" in query else d.capacity_l,
+            threshold=parse_threshold(query["threshold"]) if "threshold" in query else d.threshold,
+            bin_volume_l=d.bin_volume_l, start=d.start, tz=d.tz, days_to_next_round=d.days_to_next_round,
+            time_limit_s=d.time_limit_s, distances=d.distances,
+        )
+
+    def _solve(self, settings: PlanSettings) -> tuple[Plan, str | None]:
+        bins = self.source.load(settings.round_start)
+        try:
+            return plan_collection(bins, settings), None
+        except NoBinsDueError as exc:
+            return _empty_plan(settings, exc.considered), exc.message
+
+    async def handle(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        try:
+            fmt = query.pop("format", "json")
+            if fmt not in FORMATS:
+                raise InvalidInputError("format", fmt, "expected one of " + ", ".join(FORMATS))
+            settings = self.settings(query)
+            key = (fmt,) + tuple(f"{k}={v}" for k, v in sorted(query.items())) + (settings.day.isoformat(),)
+            async with self.lock:
+                cached = self.cache.get(key)
+                if cached is not None and cached[0] > self.clock():
+                    plan, notice = cached[1], cached[2]
+                else:
+                    plan, notice = await asyncio.to_thread(self._solve, settings)
+                    self.cache = {k: v for k, v in self.cache.items() if v[0] > self.clock()}
+                    self.cache[key] = (self.clock() + self.defaults.cache_s, plan, notice)
+        except RoutesError as exc:
+            logger.info("routes plan request refused: %s", exc.message)
+            return _error(exc)
+        if fmt == "csv":
+            return web.Response(text=render(plan, "csv"), content_type="text/csv", charset="utf-8")
+        body: dict[str, Any] = plan_to_geojson(plan) if fmt == "geojson" else plan_to_dict(plan)
+        if notice is not None:
+            (body["properties"] if fmt == "geojson" else body)["notice"] = notice
+        return web.Response(text=json.dumps(body, ensure_ascii=False), content_type=FORMATS[fmt], charset="utf-8")
+
+
+def routes_handlers(
+    source: BinSource,
+    defaults: PlanDefaults | None = None,
+    *,
+    clock: Callable[[], float] = _time.time,
+) -> list[web.RouteDef]:
+    """Return the route definitions of the collection-plan API, to pass to ``app.add_routes``.
+
+    Args:
+        source: Where bins come from (e.g. :class:`gateway.routes.source.GatewayBinSource`).
+        defaults: Plan settings; query parameters override depot, vehicles, capacity, threshold.
+        clock: Unix-time clock (for ``date=today`` and the cache).
+    """
+    endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock)
+    return [web.get(PLAN_PATH, endpoint.handle)]

@@ -1,0 +1,122 @@
+"""The OR-Tools model: capacities, all due bins served, alarms first, triage, bad capacity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gateway.routes.distances import GreatCircle, Place
+from gateway.routes.errors import CapacityError, InvalidInputError, NoBinsDueError
+from gateway.routes.model import Reason
+from gateway.routes.planner import PlanSettings, plan_collection
+from gateway.routes.solver import SolverSettings, solve
+
+from routes_helpers import DAY, DEPOT, make_bin, scattered_bins
+
+
+def settings(**kw: object) -> PlanSettings:
+    base: dict[str, object] = {"day": DAY, "depot": DEPOT, "vehicles": 3, "capacity_l": 5000.0, "time_limit_s": 0.5}
+    base.update(kw)
+    return PlanSettings(**base)  # type: ignore[arg-type]
+
+
+def test_every_due_bin_served_once_within_capacity() -> None:
+    bins = scattered_bins(60, seed=3)
+    plan = plan_collection(bins, settings())
+    due = {b.id for b in bins if b.readings[-1].fill >= 0.8}
+    served = [s.candidate.bin.id for r in plan.routes for s in r.stops]
+    assert sorted(served) == sorted(due)  # each due bin exactly once, no other
+    assert plan.unserved == ()
+    for r in plan.routes:
+        assert r.load_l <= 5000.0
+        assert sum(math.ceil(s.candidate.load_l) for s in r.stops) <= 5000
+        # distances add up: legs + return to depot
+        last = r.stops[-1].candidate.bin
+        back = GreatCircle().matrix([Place("x", last.lat, last.lon), Place("d", DEPOT.lat, DEPOT.lon)])[0][1]
+        assert r.distance_m == r.stops[-1].cumulative_m + back
+    assert plan.total_distance_m == sum(r.distance_m for r in plan.routes)
+    assert plan.considered == 60
+
+
+def test_capacity_splits_work_across_vehicles() -> None:
+    bins = [make_bin(f"b{i}", [100, 100], lat=DEPOT.lat + 0.001 * i) for i in range(10)]  # 240 L each
+    plan = plan_collection(bins, settings(vehicles=3, capacity_l=1000.0))
+    assert [len(r.stops) for r in plan.routes] and all(len(r.stops) <= 4 for r in plan.routes)
+    assert plan.stop_count == 10
+
+
+def test_alarm_bins_come_first_on_their_route() -> None:
+    bins = scattered_bins(80, seed=5, alarm_every=9)
+    plan = plan_collection(bins, settings(vehicles=3, capacity_l=8000.0, time_limit_s=1.0))
+    alarm_ids = {b.id for b in bins if b.alarms}
+    served_alarms = set()
+    for r in plan.routes:
+        flags = [s.candidate.is_alarm for s in r.stops]
+        assert flags == sorted(flags, reverse=True), f"route {r.vehicle}: an alarm after a normal stop"
+        served_alarms |= {s.candidate.bin.id for s in r.stops if s.candidate.is_alarm}
+    assert served_alarms == alarm_ids
+    assert all(s.candidate.reason is Reason.FIRE for r in plan.routes for s in r.stops if s.candidate.is_alarm)
+
+
+def test_fleet_too_small_leaves_least_urgent_bins_unserved() -> None:
+    bins = [make_bin(f"full{i}", [100, 100], lat=DEPOT.lat + 0.002 * i) for i in range(6)]
+    bins += [make_bin(f"pred{i}", [50, 60, 70, 80 if i == 0 else 70], lon=DEPOT.lon + 0.002 * i, step_s=3600 * 3)
+             for i in range(4)]
+    bins += [make_bin("fire", [5, 5], lat=DEPOT.lat - 0.01, alarms=["fire"])]
+    plan = plan_collection(bins, settings(vehicles=1, capacity_l=1000.0))
+    served = {s.candidate.bin.id for r in plan.routes for s in r.stops}
+    assert "fire" in served
+    assert plan.unserved and all(Reason.FULL in c.reasons or c.reason is Reason.PREDICTED for c in plan.unserved)
+    assert sum(s.candidate.load_l for r in plan.routes for s in r.stops) <= 1000.0
+    # the most urgent are served first: no full bin left while a merely predicted one is served
+    served_pred = [i for i in served if i.startswith("pred") and i != "pred0"]
+    unserved_full = [c.bin.id for c in plan.unserved if Reason.FULL in c.reasons]
+    assert not (served_pred and unserved_full)
+    assert any("do not fit" in w for w in plan.warnings)
+
+
+def test_capacity_smaller_than_one_bin() -> None:
+    bins = [make_bin("small", [90, 90], volume_l=100.0), make_bin("big", [90, 90], volume_l=3000.0)]
+    with pytest.raises(CapacityError) as info:
+        plan_collection(bins, settings(capacity_l=1000.0))
+    assert info.value.bin_id == "big"
+    assert info.value.capacity_l == 1000.0
+    assert info.value.load_l == pytest.approx(2700.0)
+    assert info.value.exit_code == 4
+
+
+def test_no_bins_due() -> None:
+    with pytest.raises(NoBinsDueError) as info:
+        plan_collection([make_bin("a", [10, 10]), make_bin("b", [20, 20])], settings())
+    assert info.value.considered == 2 and info.value.exit_code == 3
+    assert "no bins due" in str(info.value)
+
+
+def test_first_solution_is_deterministic_without_local_search() -> None:
+    bins = scattered_bins(40, seed=11)
+    a = plan_collection(bins, settings(time_limit_s=0))
+    b = plan_collection(list(reversed(bins)), settings(time_limit_s=0))
+    a_routes = sorted(tuple(s.candidate.bin.id for s in r.stops) for r in a.routes)
+    b_routes = sorted(tuple(s.candidate.bin.id for s in r.stops) for r in b.routes)
+    assert a.total_distance_m == b.total_distance_m
+    assert a_routes == b_routes
+
+
+def test_local_search_does_not_make_it_worse() -> None:
+    bins = scattered_bins(80, seed=2)
+    first = plan_collection(bins, settings(time_limit_s=0))
+    improved = plan_collection(bins, settings(time_limit_s=1.0))
+    assert improved.total_distance_m <= first.total_distance_m
+
+
+@pytest.mark.parametrize("kw", [{"vehicles": 0}, {"vehicles": 1.5}, {"capacity_l": 0.0},
+                                {"capacity_l": float("inf")}, {"time_limit_s": -1.0}])
+def test_bad_solver_settings(kw: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        SolverSettings(**kw)  # type: ignore[arg-type]
+
+
+def test_matrix_shape_checked() -> None:
+    with pytest.raises(InvalidInputError):
+        solve([], [[0, 1], [1, 0]], SolverSettings())
