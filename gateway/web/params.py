@@ -18,7 +18,7 @@ _MIN_TS, _MAX_TS = 946684800, 4102444800
 def parse_time(value: str, name: str) -> int:
     """Parse unix seconds (``1700000000``) or ISO 8601 (``2026-01-02T03:00:00Z``) to unix seconds."""
     text = value.strip()
-    if re.fullmatch(r"-?\d{1,12}", text):
+    if re.fullmatch(r"-?\d{1,18}", text):
         ts = int(text)
     else:
         try:

@@ -16,7 +16,7 @@ from gateway.protocol.frame import FRAME_REPORT, build_frame
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.pipeline.verify import Verifier
-from gateway.storage import ReportQueries, ReportStore
+from gateway.storage import ReportQueries, ReportRecord, ReportStore
 from gateway.web.app import create_app
 from gateway.web.retention import RetentionSettings
 
@@ -47,19 +47,31 @@ class Fleet:
     verifier: Verifier
     seqs: dict[str, int]
 
-    def report(self, device: str, body: dict[str, Any], *, at: float, link: str = "serial:/dev/pts/9") -> None:
-        """Send one report through frame building, verification and storage, like ingest does."""
+    def verify(self, device: str, body: dict[str, Any], *, at: float, link: str = "serial:/dev/pts/9") -> ReportRecord:
+        """Build the device's next authenticated frame and pass it through the gateway's verifier."""
         self.seqs[device] = self.seqs.get(device, 0) + 1
         raw = build_frame(FRAME_REPORT, device, self.seqs[device], body, self.registry.key(device))
-        verified = self.verifier.verify(raw, link=link, now=at)
-        result = self.store.insert_batch([verified.record])
-        assert result.inserted == [(device, self.seqs[device])]
         self.metrics.reports_in(link.split(":")[0]).inc()
-        self.metrics.reports_stored.inc()
+        return self.verifier.verify(raw, link=link, now=at).record
+
+    def store_batch(self, records: list[ReportRecord]) -> None:
+        """Commit verified records in one transaction, as the gateway's batched writer does."""
+        result = self.store.insert_batch(records)
+        assert len(result.inserted) == len(records)
+        self.metrics.reports_stored.inc(len(records))
+
+    def report(self, device: str, body: dict[str, Any], *, at: float, link: str = "serial:/dev/pts/9") -> None:
+        """Send one report through frame building, verification and storage, like ingest does."""
+        self.store_batch([self.verify(device, body, at=at, link=link)])
 
 
 def feed_day(fleet: Fleet) -> None:
     """Six hours of windows for the fleet, hourly energy, a daily lid count and two alarms."""
+    batch: list[ReportRecord] = []
+
+    def report(device: str, body: dict[str, Any], *, at: float, link: str = "serial:/dev/pts/9") -> None:
+        batch.append(fleet.verify(device, body, at=at, link=link))
+
     win = 900
     start = NOW - 6 * 3600
     for i in range(24):
@@ -67,23 +79,24 @@ def feed_day(fleet: Fleet) -> None:
         hour_of = (w // 3600) % 24
         for n, dev in enumerate(("sl-01", "sl-02")):
             lamp = 1 if (dev == "sl-02" and i >= 20) else 0
-            fleet.report(dev, {"t": "win", "k": "streetlight", "w": w, "l": win,
+            report(dev, {"t": "win", "k": "streetlight", "w": w, "l": win,
                                "m": {"mot": 5 + (i % 7) + n, "lux": 10 * (i % 5), "lvl": 50 + 10 * n, "lamp": lamp},
                                "e": {"mot": 500}}, at=w + win + 2)
         for n, dev in enumerate(("bin-01", "bin-02")):
-            fleet.report(dev, {"t": "win", "k": "bin", "w": w, "l": win,
+            report(dev, {"t": "win", "k": "bin", "w": w, "l": win,
                                "m": {"fill": min(100, 10 * (i // 4) + 20 * n), "temp": 12 + n, "tilt": 0, "bat": 80}},
                          at=w + win + 5, link="ble:AA:BB:CC:00:00:0%d" % n)
         if (w + win) % 3600 == 0:
             for dev in ("sl-01", "sl-02"):
-                fleet.report(dev, {"t": "hour", "k": "streetlight", "w": w + win - 3600, "l": 3600,
+                report(dev, {"t": "hour", "k": "streetlight", "w": w + win - 3600, "l": 3600,
                                    "m": {"wh": 40 + hour_of}}, at=w + win + 3)
-    fleet.report("sl-02", {"t": "alarm", "k": "streetlight", "w": NOW - 3600, "l": 60, "m": {}, "a": ["lamp_fail"]},
+    report("sl-02", {"t": "alarm", "k": "streetlight", "w": NOW - 3600, "l": 60, "m": {}, "a": ["lamp_fail"]},
                  at=NOW - 3590)
-    fleet.report("bin-02", {"t": "alarm", "k": "bin", "w": NOW - 1200, "l": 60, "m": {"temp": 71}, "a": ["fire"]},
+    report("bin-02", {"t": "alarm", "k": "bin", "w": NOW - 1200, "l": 60, "m": {"temp": 71}, "a": ["fire"]},
                  at=NOW - 1190, link="ble:AA:BB:CC:00:00:01")
-    fleet.report("bin-01", {"t": "day", "k": "bin", "w": NOW - NOW % 86400 - 86400, "l": 86400,
+    report("bin-01", {"t": "day", "k": "bin", "w": NOW - NOW % 86400 - 86400, "l": 86400,
                             "m": {"lid": 23}, "e": {"lid": 500}}, at=NOW - 40000, link="ble:AA:BB:CC:00:00:00")
+    fleet.store_batch(batch)
 
 
 @pytest.fixture

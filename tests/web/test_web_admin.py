@@ -1,0 +1,192 @@
+"""Admin API: bearer token, revocation, key rotation, retention, body limits and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from conftest import ADMIN_TOKEN, NOW, Fleet, admin_headers
+from gateway.resources import load_policy
+from gateway.web.app import create_app, start_http
+
+ADMIN_CALLS = [
+    ("GET", "/api/admin/devices"),
+    ("POST", "/api/admin/devices/sl-01/revoke"),
+    ("POST", "/api/admin/devices/sl-01/rotate-key"),
+    ("GET", "/api/admin/retention"),
+    ("PUT", "/api/admin/retention"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_token"),
+        ({"Authorization": "Bearer wrong-token-wrong-token-0000"}, "wrong_token"),
+        ({"Authorization": f"Bearer {ADMIN_TOKEN}x"}, "wrong_token"),
+        ({"Authorization": f"Basic {ADMIN_TOKEN}"}, "missing_token"),
+        ({"Authorization": "Bearer"}, "missing_token"),
+    ],
+)
+async def test_admin_without_the_right_token_is_401(
+    client: TestClient, fleet: Fleet, headers: dict[str, str], code: str
+) -> None:
+    for method, path in ADMIN_CALLS:
+        resp = await client.request(method, path, headers=headers, json={"kind": "bin", "field": "bat", "days": 5})
+        assert resp.status == 401, (method, path)
+        assert (await resp.json())["error"]["code"] == code
+    # Nothing changed behind a refused call.
+    assert not fleet.registry.get("sl-01").revoked
+    assert fleet.registry.get("sl-01").key_version == 1
+    assert fleet.retention.effective()[("bin", "bat")] == 90
+
+
+async def test_admin_disabled_without_configured_token(fleet: Fleet) -> None:
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=None, admin_token=None, clock=lambda: float(NOW))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.get("/api/admin/devices", headers=admin_headers())
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "admin_disabled"
+
+
+def test_short_admin_token_is_refused_at_startup(fleet: Fleet) -> None:
+    with pytest.raises(ValueError, match="at least 16"):
+        create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                   metrics_registry=None, admin_token="short")
+
+
+async def test_admin_device_list_has_no_key_material(client: TestClient, fleet: Fleet) -> None:
+    resp = await client.get("/api/admin/devices", headers=admin_headers())
+    assert resp.status == 200
+    text = await resp.text()
+    assert json.loads(text)["count"] == 6
+    for dev in ("sl-01", "bin-01", "bin-03"):
+        assert fleet.registry.key(dev).hex() not in text
+
+
+async def test_revoke_then_reports_are_rejected_and_second_revoke_conflicts(client: TestClient, fleet: Fleet) -> None:
+    resp = await client.post("/api/admin/devices/sl-01/revoke", headers=admin_headers())
+    assert resp.status == 200 and (await resp.json()) == {"device": "sl-01", "revoked": True}
+    assert fleet.registry.get("sl-01").revoked
+    from gateway.errors import RejectedReport
+
+    with pytest.raises(RejectedReport) as exc:
+        fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": NOW, "l": 900, "m": {"lux": 10}}, at=NOW + 900)
+    assert exc.value.reason == "revoked"
+    resp = await client.post("/api/admin/devices/sl-01/revoke", headers=admin_headers())
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "already_revoked"
+    devices = await (await client.get("/api/devices")).json()
+    assert {d["id"]: d["status"] for d in devices["devices"]}["sl-01"] == "revoked"
+
+
+async def test_unknown_and_malformed_device_ids(client: TestClient) -> None:
+    resp = await client.post("/api/admin/devices/ghost/revoke", headers=admin_headers())
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "unknown_device"
+    resp = await client.post("/api/admin/devices/bad%20id!/rotate-key", headers=admin_headers())
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "device_id"
+
+
+async def test_rotate_key_writes_a_new_key_and_never_returns_or_logs_it(
+    client: TestClient, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = fleet.registry.key("bin-01")
+    caplog.set_level(logging.DEBUG)
+    resp = await client.post("/api/admin/devices/bin-01/rotate-key", headers=admin_headers())
+    assert resp.status == 200
+    text = await resp.text()
+    body = json.loads(text)
+    new = fleet.registry.key("bin-01")
+    assert new != old and len(new) == 32
+    assert body["rotated"] is True and body["key_version"] == 2
+    assert Path(body["key_file"]) == fleet.registry.key_path("bin-01")
+    for secret in (new.hex(), old.hex(), ADMIN_TOKEN):
+        assert secret not in text
+        assert secret not in caplog.text
+    assert "bin-01" in caplog.text  # the action itself is logged
+
+
+async def test_retention_get_set_and_persist(client: TestClient, fleet: Fleet, tmp_path: Path) -> None:
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), json={"kind": "bin", "field": "temp", "days": 30})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["retention_days"]["bin"]["temp"] == 30
+    assert fleet.retention.effective()[("bin", "temp")] == 30
+    saved = json.loads((tmp_path / "retention.json").read_text())
+    assert saved["overrides"] == [{"kind": "bin", "field": "temp", "days": 30}]
+    got = await (await client.get("/api/admin/retention", headers=admin_headers())).json()
+    assert got["retention_days"]["bin"]["temp"] == 30 and got["policy_max_days"]["bin"]["temp"] == 90
+    # The gateway's store applies exactly what the settings say.
+    removed = fleet.store.apply_retention(fleet.retention.effective(), now=NOW + 31 * 86400)
+    assert removed > 0
+    rows = fleet.queries.readings(field="temp", start=0, end=NOW + 86400)
+    assert rows == []
+    assert fleet.queries.readings(field="fill", start=0, end=NOW + 86400) != []
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ({"kind": "bin", "field": "temp", "days": 91}, "days", "between 1 and 90"),
+        ({"kind": "bin", "field": "temp", "days": 0}, "days", "between 1 and 90"),
+        ({"kind": "bin", "field": "temp", "days": "30"}, "days", "integer"),
+        ({"kind": "bin", "field": "temp", "days": True}, "days", "integer"),
+        ({"kind": "bin", "field": "mot", "days": 3}, "field", "for bin"),
+        ({"kind": "car", "field": "temp", "days": 3}, "kind", "one of"),
+        ({"kind": "bin", "field": "temp"}, "days", "lacks"),
+        ({"kind": "bin", "field": "temp", "days": 3, "forever": True}, "forever", "unknown key"),
+        ([1, 2], "body", "JSON object"),
+    ],
+)
+async def test_retention_bad_bodies_are_400(client: TestClient, body: object, param: str, fragment: str) -> None:
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), json=body)
+    assert resp.status == 400
+    err = (await resp.json())["error"]
+    assert err["param"] == param and fragment in err["message"]
+
+
+async def test_retention_non_json_body_is_400(client: TestClient) -> None:
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), data=b"days=3")
+    assert resp.status == 400 and "not valid JSON" in (await resp.json())["error"]["message"]
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), data=b"")
+    assert resp.status == 400 and "empty" in (await resp.json())["error"]["message"]
+
+
+async def test_oversized_body_is_413(client: TestClient, fleet: Fleet) -> None:
+    big = {"kind": "bin", "field": "temp", "days": 3, "pad": "x" * 10000}
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), json=big)
+    assert resp.status == 413 and (await resp.json())["error"]["code"] == "body_too_large"
+    assert fleet.retention.effective()[("bin", "temp")] == 90
+
+
+async def test_oversized_chunked_body_is_413(client: TestClient) -> None:
+    async def chunks():  # no Content-Length: the limit must hold while reading
+        for _ in range(10):
+            yield b"x" * 1000
+
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), data=chunks())
+    assert resp.status == 413
+
+
+@pytest.mark.timeout(30)
+async def test_slow_client_body_times_out_with_408(fleet: Fleet) -> None:
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW), body_timeout_s=0.5)
+    server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=0.5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"PUT /api/admin/retention HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\":".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        assert head.startswith(b"HTTP/1.1 408")
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await server.stop()

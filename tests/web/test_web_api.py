@@ -1,0 +1,135 @@
+"""Read API against a real registry and SQLite store fed through the verification pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from conftest import NOW
+
+
+async def get_json(client: TestClient, path: str, status: int = 200) -> Any:
+    resp = await client.get(path)
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    return await resp.json()
+
+
+async def test_devices_lists_registry_with_status_last_seen_and_link(client: TestClient) -> None:
+    data = await get_json(client, "/api/devices")
+    by_id = {d["id"]: d for d in data["devices"]}
+    assert sorted(by_id) == ["bin-01", "bin-02", "bin-03", "sl-01", "sl-02", "sl-03"]
+    assert by_id["sl-01"]["status"] == "ok"
+    assert by_id["sl-02"]["status"] == "alarm"  # lamp_fail alarm, lamp = 1 in its latest window
+    assert by_id["bin-02"]["status"] == "alarm"  # fire
+    assert by_id["sl-03"]["status"] == "never" and by_id["sl-03"]["last_seen"] is None
+    assert by_id["bin-03"]["status"] == "revoked"
+    assert by_id["bin-01"]["link"].startswith("ble:")
+    assert by_id["sl-01"]["link"].startswith("serial:")
+    assert by_id["sl-01"]["last_seen_iso"].startswith("2026-11-21T12:00")
+    # Latest released values: window fields, the hourly energy and the daily lid count.
+    assert set(by_id["sl-01"]["latest"]) == {"mot", "lux", "lvl", "lamp", "wh"}
+    assert by_id["bin-01"]["latest"]["lid"] == 23
+    assert (by_id["sl-01"]["lat"], by_id["sl-01"]["lon"]) == (52.3702, 4.8952)
+
+
+async def test_devices_filters(client: TestClient) -> None:
+    bins = await get_json(client, "/api/devices?kind=bin")
+    assert {d["kind"] for d in bins["devices"]} == {"bin"} and bins["count"] == 3
+    north = await get_json(client, "/api/devices?zone=north")
+    assert {d["id"] for d in north["devices"]} == {"sl-03", "bin-02", "bin-03"}
+
+
+async def test_one_device_and_unknown_device(client: TestClient) -> None:
+    dev = await get_json(client, "/api/devices/bin-02")
+    assert dev["alarms"][0]["code"] == "fire"
+    err = await get_json(client, "/api/devices/nope", 404)
+    assert err["error"]["code"] == "unknown_device"
+
+
+async def test_readings_time_range_and_field_filter(client: TestClient) -> None:
+    t0, t1 = NOW - 3600, NOW - 1800
+    data = await get_json(client, f"/api/readings?from={t0}&to={t1}&field=mot,lux")
+    rows = data["readings"]
+    # Two windows (t0, t0+900) x two streetlights x two fields.
+    assert len(rows) == 8
+    assert all(t0 <= r["start"] < t1 for r in rows)
+    assert {r["field"] for r in rows} == {"mot", "lux"}
+    assert [r["start"] for r in rows] == sorted(r["start"] for r in rows)
+
+
+async def test_readings_iso_times_device_filter_and_limit(client: TestClient) -> None:
+    data = await get_json(client, "/api/readings?from=2026-11-21T06:00:00Z&to=2026-11-21T12:00:00Z"
+                                  "&device=bin-01&field=fill&limit=5")
+    assert data["count"] == 5 and data["truncated"] is True
+    assert {r["device"] for r in data["readings"]} == {"bin-01"}
+    assert data["readings"][0]["start"] == NOW - 6 * 3600
+
+
+async def test_hourly_aggregates_per_zone(client: TestClient) -> None:
+    data = await get_json(client, f"/api/aggregates/hourly?from={NOW - 3600}&to={NOW}&field=mot&zone=centre")
+    [agg] = data["aggregates"]
+    assert agg["zone"] == "centre" and agg["field"] == "mot" and agg["hour"] == NOW - 3600
+    assert agg["count"] == 8 and agg["devices"] == 2  # 4 windows x 2 lamps
+    readings = await get_json(client, f"/api/readings?from={NOW - 3600}&to={NOW}&field=mot")
+    values = [r["value"] for r in readings["readings"]]
+    assert agg["sum"] == sum(values) and agg["min"] == min(values) and agg["max"] == max(values)
+
+
+async def test_alarms_newest_first(client: TestClient) -> None:
+    data = await get_json(client, "/api/alarms")
+    assert [(a["device"], a["code"]) for a in data["alarms"]] == [("bin-02", "fire"), ("sl-02", "lamp_fail")]
+
+
+async def test_dashboard_summary(client: TestClient) -> None:
+    data = await get_json(client, "/api/dashboard")
+    assert data["status_counts"] == {"ok": 2, "alarm": 2, "never": 1, "revoked": 1}
+    assert len(data["series"]["mot"]) == 6 and len(data["series"]["wh"]) == 6
+    assert all(p["value"] > 0 for p in data["series"]["mot"])
+
+
+@pytest.mark.parametrize(
+    ("query", "param", "fragment"),
+    [
+        ("/api/readings?from=yesterday", "from", "ISO 8601"),
+        ("/api/readings?from=1795262400000", "from", "outside 2000..2100"),
+        (f"/api/readings?from={NOW}&to={NOW - 10}", "from", "must be before"),
+        (f"/api/readings?from={NOW - 400 * 86400}&to={NOW}", "to", "longer than"),
+        ("/api/readings?field=mot,heartbeat", "field", "heartbeat"),
+        ("/api/readings?field=", "field", "empty"),
+        ("/api/readings?limit=0", "limit", "between 1 and"),
+        ("/api/readings?limit=ten", "limit", "integer"),
+        ("/api/readings?device=../etc", "device", "[A-Za-z0-9._-]"),
+        ("/api/readings?feild=mot", "feild", "unknown parameter"),
+        ("/api/devices?kind=lamp", "kind", "one of"),
+        ("/api/devices?zone=%3Cscript%3E", "zone", "zone"),
+        ("/api/aggregates/hourly?to=2026-13-45", "to", "ISO 8601"),
+        ("/api/dashboard?hours=0", "hours", "between"),
+        ("/opendata/ngsi-ld/v1/entities?type=Lamp", "type", "Streetlight"),
+        ("/opendata/ngsi-ld/v1/entities?options=compact", "options", "keyValues"),
+        ("/opendata/readings.csv?field=mac", "field", "unknown field"),
+    ],
+)
+async def test_bad_parameters_get_400_naming_the_parameter(
+    client: TestClient, query: str, param: str, fragment: str
+) -> None:
+    err = await get_json(client, query, 400)
+    assert err["error"]["code"] == "bad_parameter"
+    assert err["error"]["param"] == param
+    assert fragment in err["error"]["message"]
+
+
+async def test_unknown_path_and_method_are_json_errors(client: TestClient) -> None:
+    resp = await client.get("/api/nothing")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    resp = await client.delete("/api/devices")
+    assert resp.status == 405 and "GET" in resp.headers["Allow"]
+
+
+async def test_security_headers_on_pages(client: TestClient) -> None:
+    resp = await client.get("/")
+    assert resp.status == 200
+    assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"

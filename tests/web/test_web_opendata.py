@@ -1,0 +1,248 @@
+"""Open data checked against the published FIWARE Smart Data Models.
+
+The expectations below are written from the models' published JSON Schemas (see
+docs/open-data.md for the exact sources):
+  * dataModel.Streetlighting/Streetlight/schema.json: required id, type, location, status;
+    status enum brokenLantern|columnIssue|defectiveLamp|ok; powerState enum bootingUp|low|off|on;
+    illuminanceLevel number 0..1; powerConsumption number; dateLastLampChange,
+    observationDateTime date-time.
+  * dataModel.WasteManagement/WasteContainer/schema.json: required id, type, location;
+    fillingLevel number 0..1; temperature number; status enum
+    ok|lidOpen|dropped|moved|vandalized|burning|unknown; binLoggedTime date-time.
+  * location: GeoJSON Point (RFC 7946), coordinates [longitude, latitude].
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from conftest import NOW, Fleet
+from gateway.web import ngsi
+from gateway.web.views import AlarmView, DeviceView
+
+STREETLIGHT_REQUIRED = {"id", "type", "location", "status"}
+STREETLIGHT_STATUS = {"brokenLantern", "columnIssue", "defectiveLamp", "ok"}
+STREETLIGHT_POWER_STATE = {"bootingUp", "low", "off", "on"}
+CONTAINER_REQUIRED = {"id", "type", "location"}
+CONTAINER_STATUS = {"ok", "lidOpen", "dropped", "moved", "vandalized", "burning", "unknown"}
+DATETIME_ATTRS = {"dateLastLampChange", "observationDateTime", "binLoggedTime", "dateLastSwitchingOn"}
+NUMBER_ATTRS = {"illuminanceLevel", "powerConsumption", "fillingLevel", "temperature"}
+STREETLIGHT_ATTRS = STREETLIGHT_REQUIRED | {"powerState", "illuminanceLevel", "powerConsumption",
+                                            "dateLastLampChange", "observationDateTime", "areaServed", "@context"}
+CONTAINER_ATTRS = CONTAINER_REQUIRED | {"status", "fillingLevel", "temperature", "binLoggedTime", "areaServed",
+                                        "@context"}
+URN = re.compile(r"^urn:ngsi-ld:(Streetlight|WasteContainer):[A-Za-z0-9._-]+$")
+
+
+def is_datetime(value: Any) -> bool:
+    return isinstance(value, str) and datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+
+
+def check_point(geom: Any) -> None:
+    assert geom["type"] == "Point"
+    lon, lat = geom["coordinates"]
+    assert isinstance(lon, float) and isinstance(lat, float)
+    assert -180 <= lon <= 180 and -90 <= lat <= 90
+
+
+def check_key_values(entity: dict[str, Any]) -> None:
+    """Validate one keyValues entity against the model's required attributes, types and enums."""
+    assert URN.match(entity["id"])
+    check_point(entity["location"])
+    assert isinstance(entity["@context"], list) and entity["@context"][-1] == ngsi.NGSI_LD_CORE_CONTEXT
+    if entity["type"] == "Streetlight":
+        assert STREETLIGHT_REQUIRED <= set(entity) <= STREETLIGHT_ATTRS
+        assert entity["status"] in STREETLIGHT_STATUS
+        if "powerState" in entity:
+            assert entity["powerState"] in STREETLIGHT_POWER_STATE
+        assert ngsi.STREETLIGHT_CONTEXT in entity["@context"]
+    else:
+        assert entity["type"] == "WasteContainer"
+        assert CONTAINER_REQUIRED <= set(entity) <= CONTAINER_ATTRS
+        assert entity["status"] in CONTAINER_STATUS
+        assert ngsi.WASTE_CONTEXT in entity["@context"]
+    for name in NUMBER_ATTRS & set(entity):
+        assert isinstance(entity[name], (int, float)) and not isinstance(entity[name], bool)
+    for name in ("illuminanceLevel", "fillingLevel"):
+        if name in entity:
+            assert 0 <= entity[name] <= 1
+    for name in DATETIME_ATTRS & set(entity):
+        assert is_datetime(entity[name])
+
+
+def normalized_to_key_values(entity: dict[str, Any]) -> dict[str, Any]:
+    """Reduce a normalized entity to keyValues, checking the NGSI-LD attribute shapes on the way."""
+    out: dict[str, Any] = {}
+    for name, attr in entity.items():
+        if name in ("id", "type", "@context"):
+            out[name] = attr
+            continue
+        assert isinstance(attr, dict) and "value" in attr, name
+        if name == "location":
+            assert attr["type"] == "GeoProperty"
+            out[name] = attr["value"]
+            continue
+        assert attr["type"] == "Property", name
+        if "observedAt" in attr:
+            assert is_datetime(attr["observedAt"])
+        value = attr["value"]
+        if name in DATETIME_ATTRS:
+            assert value["@type"] == "DateTime"
+            value = value["@value"]
+        out[name] = value
+    return out
+
+
+async def entities(client: TestClient, query: str = "") -> list[dict[str, Any]]:
+    resp = await client.get("/opendata/ngsi-ld/v1/entities" + query)
+    assert resp.status == 200
+    assert resp.content_type == "application/ld+json"
+    data = await resp.json(content_type=None)
+    assert isinstance(data, list)
+    return data
+
+
+async def test_key_values_entities_follow_the_models(client: TestClient) -> None:
+    items = await entities(client, "?options=keyValues")
+    for e in items:
+        check_key_values(e)
+    by_id = {e["id"]: e for e in items}
+    # Never-seen (sl-03) and revoked (bin-03) devices are not published.
+    assert sorted(by_id) == ["urn:ngsi-ld:Streetlight:sl-01", "urn:ngsi-ld:Streetlight:sl-02",
+                             "urn:ngsi-ld:WasteContainer:bin-01", "urn:ngsi-ld:WasteContainer:bin-02"]
+    sl1, sl2 = by_id["urn:ngsi-ld:Streetlight:sl-01"], by_id["urn:ngsi-ld:Streetlight:sl-02"]
+    assert sl1["status"] == "ok" and sl2["status"] == "defectiveLamp"
+    assert sl1["powerState"] == "low" and sl1["illuminanceLevel"] == 0.5
+    assert sl1["location"]["coordinates"] == [4.8952, 52.3702]
+    assert sl1["powerConsumption"] == 51.0  # wh of the 11:00 hour = 40 + 11
+    b1, b2 = by_id["urn:ngsi-ld:WasteContainer:bin-01"], by_id["urn:ngsi-ld:WasteContainer:bin-02"]
+    assert b1["status"] == "ok" and b2["status"] == "burning"
+    assert b1["fillingLevel"] == 0.5 and b2["fillingLevel"] == 0.7
+    assert b1["temperature"] == 12.0
+
+
+async def test_normalized_entities_carry_the_same_values(client: TestClient) -> None:
+    normalized = await entities(client)
+    key_values = {e["id"]: e for e in await entities(client, "?options=keyValues")}
+    assert len(normalized) == len(key_values)
+    for e in normalized:
+        reduced = normalized_to_key_values(e)
+        check_key_values(reduced)
+        assert reduced == key_values[e["id"]]
+
+
+async def test_type_filter_and_single_entity(client: TestClient) -> None:
+    lights = await entities(client, "?type=Streetlight&options=keyValues")
+    assert {e["type"] for e in lights} == {"Streetlight"} and len(lights) == 2
+    resp = await client.get("/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-02?options=keyValues")
+    assert resp.status == 200
+    one = await resp.json(content_type=None)
+    check_key_values(one)
+    assert one["status"] == "burning"
+    resp = await client.get("/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-03")
+    assert resp.status == 404  # revoked: not published
+
+
+async def test_open_data_never_contains_keys_or_people_raw_data(client: TestClient, fleet: Fleet) -> None:
+    keys = [fleet.registry.key(d).hex() for d in ("sl-01", "sl-02", "bin-01", "bin-02", "bin-03")]
+    for path in ("/opendata/ngsi-ld/v1/entities", "/opendata/ngsi-ld/v1/entities?options=keyValues",
+                 "/opendata/readings.csv", "/opendata/devices.geojson", "/opendata"):
+        resp = await client.get(path)
+        assert resp.status == 200
+        text = await resp.text()
+        for key in keys:
+            assert key not in text and key.upper() not in text
+        for secret_word in ("key_file", "seq", "digest", "AA:BB:CC"):  # no key paths, seqs or link addresses
+            assert secret_word not in text, (path, secret_word)
+
+
+async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) -> None:
+    resp = await client.get(f"/opendata/readings.csv?from={NOW - 3600}&to={NOW}&field=mot,fill")
+    assert resp.status == 200 and resp.content_type == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert rows and set(rows[0]) == {"hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values"}
+    assert {r["hour"] for r in rows} == {"2026-11-21T11:00:00Z"}
+    mot = {r["device"]: r for r in rows if r["field"] == "mot"}
+    assert set(mot) == {"sl-01", "sl-02"}
+    # Noisy counts are summed over the hour's four windows, fill levels averaged.
+    assert mot["sl-01"]["aggregate"] == "sum" and mot["sl-01"]["values"] == "4" and mot["sl-01"]["unit"] == "count"
+    fill = {r["device"]: r for r in rows if r["field"] == "fill"}
+    assert fill["bin-01"]["aggregate"] == "mean" and fill["bin-01"]["unit"] == "%"
+    assert float(fill["bin-01"]["value"]) == 50.0
+
+
+async def test_csv_zone_filter_and_bad_zone(client: TestClient) -> None:
+    resp = await client.get("/opendata/readings.csv?zone=north")
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert rows and {r["zone"] for r in rows} == {"north"} and {r["device"] for r in rows} == {"bin-02"}
+
+
+async def test_geojson_feature_collection(client: TestClient) -> None:
+    resp = await client.get("/opendata/devices.geojson")
+    assert resp.status == 200 and resp.content_type == "application/geo+json"
+    doc = await resp.json(content_type=None)
+    assert doc["type"] == "FeatureCollection"
+    assert len(doc["features"]) == 4
+    for f in doc["features"]:
+        assert f["type"] == "Feature"
+        check_point(f["geometry"])
+        props = f["properties"]
+        assert props["kind"] in ("streetlight", "bin")
+        status_enum = STREETLIGHT_STATUS if props["type"] == "Streetlight" else CONTAINER_STATUS
+        assert props["status"] in status_enum
+
+
+def _dev(**kw: Any) -> DeviceView:
+    base: dict[str, Any] = {"id": "x-1", "kind": "streetlight", "zone": "z", "lat": 1.5, "lon": 2.5,
+                            "last_seen": NOW, "latest": {"lvl": 0}, "latest_at": {"lvl": NOW}}
+    base.update(kw)
+    return DeviceView(**base)
+
+
+@pytest.mark.parametrize(
+    ("latest", "alarms", "expected"),
+    [
+        ({"lvl": 0, "lamp": 0}, (), ("ok", "off")),
+        ({"lvl": 100, "lamp": 0}, (), ("ok", "on")),
+        ({"lvl": 30, "lamp": 1}, (), ("defectiveLamp", "low")),
+        ({"lvl": 30}, (AlarmView("x-1", "lamp_fail", NOW),), ("defectiveLamp", "low")),
+    ],
+)
+def test_streetlight_status_and_power_state_mapping(latest: dict[str, int], alarms: tuple[AlarmView, ...],
+                                                    expected: tuple[str, str]) -> None:
+    e = ngsi.device_entity(_dev(latest=latest, alarms=alarms), key_values=True)
+    check_key_values(e)
+    assert (e["status"], e["powerState"]) == expected
+
+
+def test_lamp_change_date_is_published_when_known() -> None:
+    e = ngsi.device_entity(_dev(lamp_changed_at=NOW - 7200), key_values=True)
+    check_key_values(e)
+    assert e["dateLastLampChange"] == "2026-11-21T10:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("latest", "codes", "status"),
+    [
+        ({"fill": 100, "tilt": 0}, (), "ok"),
+        ({"fill": 30, "tilt": 1}, (), "dropped"),
+        ({"fill": 30, "tilt": 0}, ("tip",), "dropped"),
+        ({"fill": 30, "tilt": 0}, ("fire", "tip"), "burning"),
+        ({"bat": 50}, (), "unknown"),
+    ],
+)
+def test_container_status_mapping(latest: dict[str, int], codes: tuple[str, ...], status: str) -> None:
+    dev = _dev(kind="bin", latest=latest, latest_at={k: NOW for k in latest},
+               alarms=tuple(AlarmView("x-1", c, NOW) for c in codes))
+    e = ngsi.device_entity(dev, key_values=True)
+    check_key_values(e)
+    assert e["status"] == status
+    if "fill" in latest:
+        assert e["fillingLevel"] == latest["fill"] / 100

@@ -1,0 +1,75 @@
+"""/metrics from the gateway's CollectorRegistry and /healthz."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import NOW, Fleet
+from gateway.errors import RejectedReport
+from gateway.resources import load_policy
+from gateway.web.app import create_app
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text) for s in fam.samples
+    }
+
+
+async def test_metrics_exposes_the_gateway_registry(client: TestClient, fleet: Fleet) -> None:
+    fleet.metrics.outbox_depth.set(7)
+    fleet.metrics.link_state.labels("serial:/dev/pts/9").set(1)
+    fleet.metrics.ble_connected.set(2)
+    # A forged report is rejected by the real verifier and counted by reason.
+    try:
+        fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": NOW, "l": 900, "m": {"mac": 1}}, at=NOW)
+    except RejectedReport as exc:
+        fleet.metrics.reject(exc.reason)
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    got = samples(await resp.text())
+    assert got[("civicedge_reports_in_total", (("link_type", "serial"),))] >= 60
+    assert got[("civicedge_reports_in_total", (("link_type", "ble"),))] >= 50
+    assert got[("civicedge_rejections_total", (("reason", "policy"),))] == 1
+    assert got[("civicedge_rejections_total", (("reason", "hmac"),))] == 0
+    assert got[("civicedge_outbox_depth", ())] == 7
+    assert got[("civicedge_link_state", (("link", "serial:/dev/pts/9"),))] == 1
+    assert got[("civicedge_ble_connected", ())] == 2
+
+
+async def test_healthz_ok(client: TestClient, fleet: Fleet) -> None:
+    fleet.metrics.link_state.labels("serial:/dev/pts/9").set(1)
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "ok" and body["reasons"] == []
+    assert body["checks"]["devices"] == 6 and body["checks"]["links"] == {"serial:/dev/pts/9": 1.0}
+
+
+async def test_healthz_degraded_with_reasons(fleet: Fleet) -> None:
+    fleet.metrics.link_state.labels("ble").set(0)
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=None, clock=lambda: float(NOW),
+                     health_checks=[lambda: ["storage batch writer is 12 s behind"], lambda: []])
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.get("/healthz")
+        assert resp.status == 503
+        body = await resp.json()
+        assert body["status"] == "degraded"
+        assert body["reasons"] == ["link ble is down", "storage batch writer is 12 s behind"]
+
+
+async def test_healthz_degraded_when_store_unreadable(fleet: Fleet) -> None:
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=None, admin_token=None, clock=lambda: float(NOW))
+    fleet.queries.close()  # the read connection is gone: every query fails
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.get("/healthz")
+        body = await resp.json()
+        assert resp.status == 503 and body["status"] == "degraded"
+        assert body["reasons"][0].startswith("store unreadable")
+        resp = await c.get("/metrics")
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "no_metrics"

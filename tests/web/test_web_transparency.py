@@ -1,0 +1,110 @@
+"""The transparency page is generated from the privacy policy: changing the policy changes it."""
+
+from __future__ import annotations
+
+import copy
+import html
+import re
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import NOW, Fleet
+from gateway.resources import load_policy
+from gateway.web.app import create_app
+from gateway.web.transparency import PolicyFormatError, build_transparency, format_milli, render_transparency_html
+
+from web_settings import EXAMPLES
+
+
+def test_every_policy_field_is_on_the_page_with_its_parameters() -> None:
+    policy = load_policy()
+    page = render_transparency_html(build_transparency(policy))
+    for kind, kspec in policy["kinds"].items():
+        assert html.escape(kspec["title"]) in page
+        for name, spec in kspec["fields"].items():
+            row = re.search(r'<tr data-field="%s">(.*?)</tr>' % re.escape(name), page, re.S)
+            assert row, name
+            text = row.group(1)
+            assert html.escape(spec["label"]) in text
+            assert html.escape(spec["purpose"]) in text
+            assert f"{spec['retention_days']} days" in text
+            if spec["release"] == "noisy_count":
+                assert f"ε {format_milli(spec['eps_per_release_milli'])} per release" in text
+                assert f"ε {format_milli(spec['eps_per_day_milli'])} per day" in text
+                assert f"k = {spec['k']}" in text
+        for code, alarm in kspec.get("alarms", {}).items():
+            assert html.escape(alarm["label"]) in page and code in page
+    for item in policy["not_collected"]:
+        assert html.escape(item) in page
+    for r in policy["recipients"]:
+        assert html.escape(r["who"]) in page and html.escape(r["gets"]) in page
+    assert html.escape(policy["statement"]) in page
+
+
+def test_json_form_has_per_kind_privacy_parameters() -> None:
+    doc = build_transparency(load_policy())
+    kinds = {k["kind"]: k for k in doc["kinds"]}
+    mot = next(f for f in kinds["streetlight"]["fields"] if f["field"] == "mot")
+    assert (mot["eps_per_release"], mot["eps_per_day"], mot["k"]) == ("0.5", "2", 5)
+    assert mot["personal"] is True and mot["retention_days"] == 365
+    assert kinds["bin"]["personal_fields"] == ["lid"]
+    lid = next(f for f in kinds["bin"]["fields"] if f["field"] == "lid")
+    assert "per day" in lid["leaves_device"]
+
+
+def _modified_policy() -> dict[str, Any]:
+    policy = copy.deepcopy(load_policy())
+    mot = policy["kinds"]["streetlight"]["fields"]["mot"]
+    mot["eps_per_release_milli"] = 250
+    mot["eps_per_day_milli"] = 1000
+    mot["k"] = 8
+    mot["retention_days"] = 30
+    policy["kinds"]["bin"]["fields"]["fill"]["purpose"] = "plan rounds on <weekdays> & holidays"
+    policy["recipients"].append({"who": "university research lab", "gets": "daily zone totals"})
+    del policy["kinds"]["bin"]["fields"]["bat"]
+    return policy
+
+
+def test_changing_the_policy_changes_the_page() -> None:
+    before = render_transparency_html(build_transparency(load_policy()))
+    after = render_transparency_html(build_transparency(_modified_policy()))
+    assert before != after
+    mot = re.search(r'<tr data-field="mot">(.*?)</tr>', after, re.S).group(1)
+    assert "ε 0.25 per release" in mot and "ε 1 per day" in mot and "k = 8" in mot and "30 days" in mot
+    assert "university research lab" in after and "university research lab" not in before
+    assert 'data-field="bat"' in before and 'data-field="bat"' not in after
+    # Policy text is escaped, never injected as markup.
+    assert "plan rounds on &lt;weekdays&gt; &amp; holidays" in after
+
+
+async def test_served_page_follows_the_policy_the_app_was_given(fleet: Fleet) -> None:
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=_modified_policy(),
+                     metrics_registry=None, admin_token=None, clock=lambda: float(NOW))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        page = await (await c.get("/transparency")).text()
+        assert "ε 0.25 per release" in page
+        doc = await (await c.get("/transparency.json")).json()
+        bin_fields = [f["field"] for k in doc["kinds"] if k["kind"] == "bin" for f in k["fields"]]
+        assert "bat" not in bin_fields
+
+
+def test_policy_missing_what_the_page_must_show_is_a_specific_error() -> None:
+    policy = copy.deepcopy(load_policy())
+    del policy["kinds"]["streetlight"]["fields"]["mot"]["k"]
+    with pytest.raises(PolicyFormatError) as exc:
+        build_transparency(policy)
+    assert exc.value.param == "kinds.streetlight.fields.mot.k"
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.integers(min_value=-10**9, max_value=10**9))
+def test_format_milli_is_exact(milli: int) -> None:
+    text = format_milli(milli)
+    whole, _, frac = text.lstrip("-").partition(".")
+    value = int(whole) * 1000 + (int(frac.ljust(3, "0")) if frac else 0)
+    assert (-value if text.startswith("-") else value) == milli
+    assert not text.endswith("0") or "." not in text
