@@ -1,0 +1,81 @@
+"""Atomic, checksummed small files on flash.
+
+``write`` stores ``crc32(payload) (4 bytes BE) + payload`` in ``path + ".tmp"`` and then
+``os.rename``s it over ``path``. On LittleFS (ESP32) and POSIX a rename replaces the target
+atomically, so after a power loss the file holds either the old or the new content, never a
+mix; the CRC also catches a file damaged any other way.
+"""
+
+import binascii
+import os
+import struct
+
+TMP_SUFFIX = ".tmp"
+
+
+def exists(path):
+    """Return True if ``path`` exists."""
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def remove(path):
+    """Remove ``path``; a missing file is not an error."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def makedirs(path):
+    """Create directory ``path`` and its parents if missing (``/a/b`` style paths)."""
+    cur = ""
+    for part in path.split("/"):
+        if not part:
+            continue
+        cur += "/" + part
+        if not exists(cur):
+            os.mkdir(cur)
+
+
+def write(path, payload):
+    """Atomically replace ``path`` with ``payload`` (bytes) plus a CRC32 header."""
+    tmp = path + TMP_SUFFIX
+    with open(tmp, "wb") as f:
+        f.write(struct.pack(">I", binascii.crc32(payload) & 0xFFFFFFFF))
+        f.write(payload)
+    os.rename(tmp, path)
+
+
+class CorruptFile(ValueError):
+    """A file written by :func:`write` failed its CRC check.
+
+    Attributes:
+        path: the damaged file.
+    """
+
+    def __init__(self, path):
+        super().__init__("corrupt file: " + path)
+        self.path = path
+
+
+def read(path):
+    """Return the payload stored by :func:`write`, or None if ``path`` does not exist.
+
+    Raises:
+        CorruptFile: the file is shorter than its header or its CRC does not match.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if len(data) < 4:
+        raise CorruptFile(path)
+    payload = data[4:]
+    if struct.unpack(">I", data[:4])[0] != binascii.crc32(payload) & 0xFFFFFFFF:
+        raise CorruptFile(path)
+    return payload

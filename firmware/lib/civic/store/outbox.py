@@ -1,0 +1,110 @@
+"""Bounded outbox of REPORT frames in flash, one file per frame (docs/protocol.md §6).
+
+Each frame lives in ``<dir>/<seq as 8 hex digits>.<r|a>`` (``a`` = alarm), written with
+:mod:`civic.store.atomic` (temp file + rename + CRC), so a power loss mid-write leaves either
+no entry or a complete one. Leftover temp files and entries failing their CRC are removed
+at start-up (counted in ``corrupt``). The index of entries is kept in RAM, sorted by seq.
+"""
+
+import os
+
+from civic.store import atomic
+
+
+class Outbox:
+    """Persisted queue of frames waiting for a cumulative ACK.
+
+    Args:
+        directory: flash directory for the entries (created if missing).
+        max_entries: capacity; when full, the oldest non-alarm entry is dropped.
+    """
+
+    def __init__(self, directory, max_entries=64):
+        if max_entries < 1:
+            raise ValueError("outbox: max_entries must be >= 1")
+        self.dir = directory.rstrip("/")
+        self.max_entries = max_entries
+        self.dropped = 0
+        self.corrupt = 0
+        atomic.makedirs(self.dir)
+        self._index = []  # sorted list of (seq, is_alarm)
+        for name in os.listdir(self.dir):
+            path = self.dir + "/" + name
+            if name.endswith(atomic.TMP_SUFFIX):
+                atomic.remove(path)
+                continue
+            entry = self._parse_name(name)
+            if entry is None:
+                continue
+            try:
+                atomic.read(path)
+            except atomic.CorruptFile:
+                atomic.remove(path)
+                self.corrupt += 1
+                continue
+            self._index.append(entry)
+        self._index.sort()
+
+    @staticmethod
+    def _parse_name(name):
+        if len(name) != 10 or name[8] != "." or name[9] not in "ra":
+            return None
+        try:
+            return int(name[:8], 16), name[9] == "a"
+        except ValueError:
+            return None
+
+    def _path(self, seq, alarm):
+        return "%s/%08x.%s" % (self.dir, seq, "a" if alarm else "r")
+
+    def __len__(self):
+        return len(self._index)
+
+    def append(self, seq, frame, alarm=False):
+        """Persist ``frame`` under ``seq`` (must be above every stored seq).
+
+        When full, drops the oldest non-alarm entry first (or the oldest alarm if all
+        are alarms) and counts it in ``dropped``.
+        """
+        if self._index and seq <= self._index[-1][0]:
+            raise ValueError("outbox: seq %d not above %d" % (seq, self._index[-1][0]))
+        while len(self._index) >= self.max_entries:
+            victim = 0
+            for i in range(len(self._index)):
+                if not self._index[i][1]:
+                    victim = i
+                    break
+            s, a = self._index.pop(victim)
+            atomic.remove(self._path(s, a))
+            self.dropped += 1
+        atomic.write(self._path(seq, alarm), bytes(frame))
+        self._index.append((seq, bool(alarm)))
+
+    def pending(self):
+        """Return the stored seqs in ascending order (a copy)."""
+        return [s for s, _ in self._index]
+
+    def read(self, seq):
+        """Return the frame stored under ``seq``, or None if it is not (or no longer) stored."""
+        for s, a in self._index:
+            if s == seq:
+                try:
+                    return atomic.read(self._path(s, a))
+                except atomic.CorruptFile:
+                    self._forget(s, a)
+                    self.corrupt += 1
+                    return None
+        return None
+
+    def _forget(self, seq, alarm):
+        atomic.remove(self._path(seq, alarm))
+        self._index.remove((seq, alarm))
+
+    def ack(self, upto):
+        """Drop every entry with seq <= ``upto``; return how many were dropped."""
+        n = 0
+        while self._index and self._index[0][0] <= upto:
+            s, a = self._index.pop(0)
+            atomic.remove(self._path(s, a))
+            n += 1
+        return n

@@ -1,0 +1,110 @@
+"""The per-day epsilon ledger and noisy release across reboots, power loss and clock rollback.
+
+Each ``flash_run`` is one boot of the device on the same (host-persisted) flash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+
+
+DAY = 86400
+D = 20400 * DAY  # some UTC midnight in 2025
+
+SETUP = (
+    "from civic.privacy.ledger import Ledger, BudgetError\n"
+    "L = Ledger('/flash/ledger.json', {'mot': 2000, 'lid': 1000})\n"
+)
+
+
+def _spend(flash_run: Callable[..., Any], flash: Path, calls: list[tuple[str, int, int]]) -> list[str]:
+    code = SETUP + "".join(f"print(L.spend({f!r}, {m}, {t}))\n" for f, m, t in calls)
+    return flash_run(code, flash).stdout.split()
+
+
+def test_daily_budget_refused_across_reboots(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    noon = D + 12 * 3600
+    assert _spend(flash_run, flash, [("mot", 500, noon)] * 3) == ["True"] * 3
+    # reboot: the fourth release still fits, the fifth does not; the other field is separate
+    assert _spend(flash_run, flash, [("mot", 500, noon + 60), ("mot", 500, noon + 120), ("lid", 1000, noon)]) == [
+        "True", "False", "True"]
+    # many reboots later on the same day: still refused
+    for _ in range(2):
+        assert _spend(flash_run, flash, [("mot", 1, D + DAY - 1), ("lid", 1, noon)]) == ["False", "False"]
+    # next UTC day: fresh budget
+    assert _spend(flash_run, flash, [("mot", 2000, D + DAY), ("mot", 1, D + DAY + 5)]) == ["True", "False"]
+
+
+def test_clock_rollback_never_grants_a_fresh_budget(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    assert _spend(flash_run, flash, [("mot", 2000, D + 5 * DAY)]) == ["True"]
+    # RTC goes back one day, then to the epoch (unset RTC after power loss): refused
+    assert _spend(flash_run, flash, [("mot", 500, D + 4 * DAY), ("mot", 500, D), ("mot", 500, 0)]) == ["False"] * 3
+    # reboot while the clock is still wrong: still refused, also for the latest seen day itself
+    assert _spend(flash_run, flash, [("mot", 500, D + 3 * DAY), ("mot", 500, D + 5 * DAY + 100)]) == ["False", "False"]
+    # time passes the latest seen day: budget again
+    assert _spend(flash_run, flash, [("mot", 500, D + 6 * DAY)]) == ["True"]
+    code = SETUP + f"print(L.latest_day, L.remaining('mot', {D + 6 * DAY}), L.remaining('mot', {D}), L.refused)\n"
+    assert flash_run(code, flash).stdout.split() == [str(D // DAY + 6), "1500", "0", "0"]
+
+
+def test_power_loss_mid_write_keeps_the_old_ledger(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    assert _spend(flash_run, flash, [("mot", 1500, D)]) == ["True"]
+    # power lost while the next grant's temp file was half written: the rename never happened
+    code = SETUP + (
+        "import os\nf = open('/flash/ledger.json.tmp', 'wb'); f.write(b'\\x00\\x01{\"day\": 0, \"sp'); f.close()\n"
+        "raise OSError(5)  # power loss\n"
+    )
+    assert flash_run(code, flash, expect_error=True).error is not None
+    assert (flash / "ledger.json.tmp").exists()
+    assert _spend(flash_run, flash, [("mot", 1000, D), ("mot", 500, D)]) == ["False", "True"]
+
+
+def test_damaged_ledger_fails_closed(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    assert _spend(flash_run, flash, [("mot", 500, D)]) == ["True"]
+    data = bytearray((flash / "ledger.json").read_bytes())
+    data[-3] ^= 0x55
+    (flash / "ledger.json").write_bytes(bytes(data))
+    # the current day counts as spent; the next day is fresh
+    assert _spend(flash_run, flash, [("mot", 1, D), ("lid", 1, D), ("mot", 1, D + DAY)]) == ["False", "False", "True"]
+
+
+def test_ledger_rejects_bad_requests(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    code = SETUP + (
+        "for args in (('wifi', 1, 0), ('mot', 0, 0), ('mot', -5, 0)):\n"
+        "    try:\n        L.spend(*args)\n        print('GRANTED')\n"
+        "    except BudgetError as e:\n        print(e.field)\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.split() == ["wifi", "mot", "mot"]
+
+
+RELEASER = (
+    "import json\nfrom civic import policy\nfrom civic.privacy.ledger import Ledger\n"
+    "from civic.privacy.release import Releaser, ReleaseError\n"
+    "P = policy.parse(open('/flash/policy.json').read(), 'streetlight')\n"
+    "R = Releaser(P.fields, Ledger('/flash/ledger.json', P.day_budgets()))\n"
+)
+
+
+def test_releaser_charges_ledger_and_stops_at_budget(flash_run: Callable[..., Any], tmp_path: Path,
+                                                     repo_root: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "policy.json").write_bytes((repo_root / "firmware" / "policy.json").read_bytes())
+    code = RELEASER + f"for i in range(3):\n    print(R.release('mot', 40, {D} + i * 21600))\n"
+    out = flash_run(code, flash, seed=5).stdout.splitlines()
+    assert len(out) == 3 and all(line.endswith(", 500)") for line in out)
+    # reboot: one more release fits in the day's 2000 milli-eps, then nothing
+    code = RELEASER + f"for i in range(3):\n    print(R.release('mot', 40, {D} + 70000 + i))\n"
+    out = flash_run(code, flash, seed=6).stdout.splitlines()
+    assert out[0].endswith(", 500)") and out[1:] == ["(None, 0)", "(None, 0)"]
+    code = RELEASER + (
+        "for f in ('lux', 'wifi'):\n    try:\n        R.release(f, 1, 0)\n"
+        "    except ReleaseError as e:\n        print('refused', e.field)\n"
+    )
+    assert flash_run(code, flash).stdout.splitlines() == ["refused lux", "refused wifi"]
