@@ -1,0 +1,244 @@
+"""Waste-bin app: fill level (median of ultrasonic pings), temperature with fire alarm, tilt /
+tip-over alarm, battery, and lid openings released once a day as a noisy count.
+
+The board sleeps between readings. In deep sleep the chip resets on wake, so everything that
+must outlive a reading (window sums, the day's lid count, detector state, when the next reading
+is due) is kept in a flash file written atomically after each change (``civic.store.atomic``).
+"""
+
+import asyncio
+import json
+
+from civic.apps.base import AppBase
+from civic.hal.hardware import Switch, Ultrasonic
+from civic.sense.convert import battery_pct, c_from_deci, deci_c_from_uv, fill_pct, quantise, round_div
+from civic.sense.detect import FireDetector
+from civic.sense.events import EventCounter
+from civic.sense.ultrasonic import robust_mm
+from civic.sense.window import period_start
+from civic.store import atomic
+
+PING_GAP_MS = 60  # let the previous ping's echoes die out
+
+
+def fresh_state():
+    """State of a bin that has never read anything."""
+    return {"next": 0, "win": None, "fill": None, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
+            "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False}
+
+
+class BinApp(AppBase):
+    """One waste bin.
+
+    Args:
+        hw: hardware with ``trig``/``echo`` (Pins), ``pulse_us`` (``machine.time_pulse_us``),
+            ``temp``/``battery`` (ADCs), ``tilt``/``lid`` (Pins), and ``feed()``.
+        cfg: ``/board.json`` dict.
+        kind_policy: ``civic.policy.KindPolicy`` of ``bin``.
+        reporter, releaser, clock, log: see :class:`AppBase`.
+        state_path: flash file for the state that survives deep sleep.
+        pause: ``async pause(ms)`` between pings (``asyncio.sleep_ms``).
+    """
+
+    def __init__(self, hw, cfg, kind_policy, reporter, releaser, clock, state_path="/state/bin.json",
+                 pause=None, log=print):
+        AppBase.__init__(self, reporter, releaser, clock, log)
+        self.hw = hw
+        cal = cfg["cal"]
+        io = cfg["io"]
+        app = cfg["app"]
+        self.cal_fill = cal["fill"]
+        self.cal_temp = cal["temp"]["table"]
+        self.cal_bat = cal["battery"]
+        self.sonar = Ultrasonic(hw.trig, hw.echo, hw.pulse_us, self.cal_fill["timeout_us"])
+        self.tilt = Switch(hw.tilt, io["tilt"].get("active", 1))
+        self.lid = Switch(hw.lid, io["lid"].get("active", 1))
+        lid = kind_policy.field("lid")
+        self.lid_refractory_s = lid.get("refractory_s", 5)
+        self.lid_every_s = lid.get("release_every_s", 86400)
+        self.lid_irq = EventCounter(self.lid_refractory_s * 1000)
+        self.q_fill = kind_policy.field("fill").get("quantum", 10)
+        self.q_bat = kind_policy.field("bat").get("quantum", 10)
+        self.window_s = kind_policy.window_s
+        self.interval_s = cfg["sleep"]["interval_s"]
+        self.mode = cfg["sleep"]["mode"]
+        self.wake_names = cfg["sleep"].get("wake", [])
+        self.fire = FireDetector(app["fire_c"], app["fire_rise_c_per_min"])
+        self.state_path = state_path
+        self.pause = pause if pause is not None else asyncio.sleep_ms
+        self.state = self._load()
+        self.fire.restore(self.state["fire"])
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def _load(self):
+        try:
+            raw = atomic.read(self.state_path)
+        except ValueError:  # CorruptFile: start afresh (counts lost, never invented)
+            raw = None
+        st = fresh_state()
+        if raw is not None:
+            try:
+                st.update(json.loads(raw))
+            except ValueError:
+                pass
+        return st
+
+    def save(self):
+        """Write the state to flash (atomic replace)."""
+        self.state["fire"] = self.fire.state()
+        d = self.state_path.rsplit("/", 1)[0]
+        if d:
+            atomic.makedirs(d)
+        atomic.write(self.state_path, json.dumps(self.state).encode())
+
+    # -- sensing -----------------------------------------------------------------------------
+
+    async def measure(self):
+        """Take one reading: ``(fill % or None, temperature in tenths of a degree, tilted, battery %)``."""
+        pings = []
+        n = self.cal_fill["pings"]
+        for i in range(n):
+            pings.append(self.sonar.ping())
+            if i + 1 < n:
+                await self.pause(PING_GAP_MS)
+        dist = robust_mm(pings, self.cal_fill["outlier_mm"])
+        fill = None if dist is None else fill_pct(dist, self.cal_fill["empty_mm"], self.cal_fill["full_mm"])
+        deci = deci_c_from_uv(self.hw.temp.read_uv(), self.cal_temp)
+        b = self.cal_bat
+        bat = battery_pct(self.hw.battery.read_uv(), b["divider_num"], b["divider_den"], b["empty_mv"], b["full_mv"])
+        return fill, deci, self.tilt.active(), bat
+
+    def record(self, now_s, fill, deci, tilted, bat):
+        """Account one reading: alarms at once, then window sums; close finished periods first."""
+        st = self.state
+        self._close_periods(now_s)
+        if self.fire.update(deci, now_s):
+            self._alarm(["fire"], now_s, {"temp": c_from_deci(deci)})
+        self.tip_check(now_s, tilted)
+        if fill is not None:
+            st["fill"] = fill
+        st["tsum"] += deci
+        st["tn"] += 1
+        if tilted:
+            st["tilt"] = 1
+        st["bat"] = bat
+        st["next"] = now_s + self.interval_s
+
+    def tip_check(self, now_s, tilted):
+        """Tip-over alarm once per incident (latched until the bin is upright again)."""
+        if tilted and not self.state["tip"]:
+            self.state["tip"] = True
+            self._alarm(["tip"], now_s)
+        elif not tilted:
+            self.state["tip"] = False
+
+    def lid_opened(self, now_s):
+        """Count a lid opening seen at a deep-sleep wake (refractory on the RTC, which keeps running)."""
+        last = self.state["lid_t"]
+        if last is None or now_s - last >= self.lid_refractory_s or now_s < last:
+            self.state["lid"] += 1
+            self.state["lid_t"] = now_s
+
+    def _close_periods(self, now_s):
+        st = self.state
+        w = period_start(now_s, self.window_s)
+        if st["win"] is not None and w != st["win"]:
+            self._close_window(st["win"])
+        st["win"] = w
+        d = period_start(now_s, self.lid_every_s)
+        if st["day"] is not None and d != st["day"]:
+            self._release("lid", st["lid"], st["day"], self.lid_every_s, "day", now_s)
+            st["lid"] = 0
+        st["day"] = d
+
+    def _close_window(self, w):
+        st = self.state
+        m = {}
+        if st["fill"] is not None:
+            m["fill"] = quantise(st["fill"], self.q_fill)
+        if st["tn"]:
+            m["temp"] = c_from_deci(round_div(st["tsum"], st["tn"]))
+            m["tilt"] = st["tilt"]
+        if st["bat"] is not None:
+            m["bat"] = quantise(st["bat"], self.q_bat)
+        st["fill"] = None
+        st["tsum"] = 0
+        st["tn"] = 0
+        st["tilt"] = 0
+        st["bat"] = None
+        if m and self._trusted(w):
+            self._report("win", w, self.window_s, m)
+
+    async def cycle(self):
+        """One full reading: measure, account, persist."""
+        fill, deci, tilted, bat = await self.measure()
+        self.record(self.clock.time(), fill, deci, tilted, bat)
+        self.save()
+
+    def due(self):
+        """Whether the next reading is due."""
+        return self.clock.time() >= self.state["next"]
+
+    # -- sleep orchestration -----------------------------------------------------------------
+
+    def on_pin_wake(self):
+        """Called after a deep-sleep wake by a GPIO: count the lid, check tilt, persist."""
+        now = self.clock.time()
+        if self.lid.active():
+            self.lid_opened(now)
+        self.tip_check(now, self.tilt.active())
+        self.save()
+
+    def sleep_plan(self):
+        """``(ms until the next reading, io names to arm as wake sources)``.
+
+        A switch that is active now (lid left open, bin lying on its side) is not armed:
+        a level wake would fire again at once and drain the battery.
+        """
+        ms = max(0, self.state["next"] - self.clock.time()) * 1000
+        pins = []
+        for name in self.wake_names:
+            sw = self.lid if name == "lid" else self.tilt if name == "tilt" else None
+            if sw is not None and not sw.active():
+                pins.append(name)
+        return ms, pins
+
+    async def linger(self, pending, max_s, poll_ms=200):
+        """Stay awake (advertising) until the outbox is empty or ``max_s`` passed."""
+        waited = 0
+        while pending() and waited < max_s * 1000:
+            self.hw.feed()
+            await asyncio.sleep_ms(poll_ms)
+            waited += poll_ms
+
+    async def run_deep(self, woke_by_pin, pending, sleeper, linger_s=30):
+        """One wake of a deep-sleeping bin: handle the wake, read if due, upload, sleep.
+
+        Args:
+            woke_by_pin: this boot is a deep-sleep wake by the lid or tilt switch.
+            pending: callable returning the number of un-acknowledged frames.
+            sleeper: callable(ms, io_names) that arms the wake pins and deep-sleeps (does not
+                return on a board; the simulator resets the board after the time).
+            linger_s: longest time to stay awake for the gateway to collect the reports.
+        """
+        if woke_by_pin:
+            self.on_pin_wake()
+        if self.due():
+            await self.cycle()
+        await self.linger(pending, linger_s)
+        ms, pins = self.sleep_plan()
+        sleeper(ms, pins)
+
+    async def run_awake(self, poll_ms=200):
+        """Boards that stay powered: lid by IRQ, a reading every ``interval_s``."""
+        pin = self.hw.lid
+        trig = pin.IRQ_RISING if self.lid.active_level else pin.IRQ_FALLING
+        pin.irq(handler=self.lid_irq.irq, trigger=trig)
+        while True:
+            if self.lid_irq.poll(self.clock.ticks_ms()):
+                self.state["lid"] += self.lid_irq.take()
+            if self.due():
+                await self.cycle()
+            self.hw.feed()
+            await asyncio.sleep_ms(poll_ms)

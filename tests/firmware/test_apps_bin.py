@@ -1,0 +1,191 @@
+"""Bin app behaviour under real MicroPython, with fake hardware and a fake clock.
+
+Readings every 300 s, windows of 900 s, lid released per UTC day. The thermistor table maps
+1835632 uV to 20 C and 871419 uV to 50 C; the battery divider halves the cell voltage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from hil.sim.mprun import MpResult
+from test_apps_support import prelude
+
+Mpy = Callable[..., MpResult]
+T0 = 1767225600  # 2026-01-01 00:00 UTC
+
+SETUP = """
+from civic.apps.bin import BinApp
+pol, rep, rel = pipeline("bin")
+def us(mm):
+    return mm * 2000 // 343 + 1
+class Echo:
+    def __init__(self):
+        self.queue = []; self.default = us(575)      # 575 mm: 50 % full
+        self.calls = []
+    def __call__(self, pin, level, timeout):
+        self.calls.append((level, timeout))
+        return self.queue.pop(0) if self.queue else self.default
+echo_fn = Echo()
+trig, echo, temp, bat, tilt, lid = FakePin(), FakePin(), FakeADC(1835632), FakeADC(1900000), FakePin(0), FakePin(0)
+hw = FakeHW(trig=trig, echo=echo, pulse_us=echo_fn, temp=temp, battery=bat, tilt=tilt, lid=lid)
+clock = FakeClock(START)
+async def no_pause(ms):
+    pass
+def make_app():
+    return BinApp(hw, CFG, pol, rep, rel, clock, state_path=STATE, pause=no_pause, log=lambda s: None)
+app = make_app()
+def drive(coro):
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+def reading_at(t):
+    clock.set_time(t)
+    drive(app.cycle())
+"""
+
+
+def script(start: int, body: str, state: str = "/state/bin.json") -> str:
+    return prelude("bin-esp32c3") + f"START = {start}\nSTATE = {state!r}\n" + SETUP + body
+
+
+def run_app(mpy: Mpy, start: int, body: str, seed: int = 11) -> Any:
+    out = mpy(script(start, body), seed=seed).stdout.strip().splitlines()
+    return json.loads(out[-1])
+
+
+def test_fill_median_of_pings_rejects_outliers_and_window_report(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+echo_fn.queue = [us(575), us(120), us(580), -1, us(570)]   # a bag flap and a lost echo
+first = drive(app.measure())
+calls = len(echo_fn.calls)
+for k in range(1, 4):
+    reading_at(START + 300 * k)          # readings at 5, 10, 15 min: the third closes the window
+print(json.dumps([first, calls, echo_fn.calls[0], trig.writes[:2], rep.sent]))
+""")
+    first, calls, call0, trig_writes, sent = res
+    fill, deci, tilted, battery = first
+    assert fill == (1000 - 575) * 100 // 850 and deci == 200 and tilted is False
+    assert battery == 58
+    assert calls == 5 and call0 == [1, 30000] and trig_writes == [1, 0]
+    assert sent == [{"t": "win", "k": "bin", "w": T0, "l": 900, "m": {"fill": 50, "temp": 20, "tilt": 0, "bat": 60}}]
+
+
+def test_fire_alarm_on_fast_rise_once(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+reading_at(START + 10)                   # 20 C
+temp.uv = 871419                         # 50 C five minutes later: +6 C/min > 5 C/min
+reading_at(START + 310)
+reading_at(START + 610)                  # still hot: no second alarm
+print(json.dumps(rep.of("alarm")))
+""")
+    assert res == [{"t": "alarm", "k": "bin", "w": T0 + 300, "l": 60, "m": {"temp": 50}, "a": ["fire"]}]
+
+
+def test_fire_alarm_on_threshold_without_rise(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+temp.uv = 493838                         # 70 C from the first reading on
+reading_at(START + 10)
+print(json.dumps([b["a"] for b in rep.of("alarm")]))
+""")
+    assert res == [["fire"]]
+
+
+def test_tip_over_alarm_once_and_tilt_not_armed_while_tilted(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+tilt.v = 1                               # lying on its side
+reading_at(START + 10)
+reading_at(START + 310)
+plan_tilted = app.sleep_plan()
+tilt.v = 0
+reading_at(START + 610)
+reading_at(START + 910)                  # closes the first window
+plan_upright = app.sleep_plan()
+win = rep.of("win")[0]["m"]
+print(json.dumps([[b["a"] for b in rep.of("alarm")], plan_tilted, plan_upright, win["tilt"]]))
+""")
+    alarms, plan_tilted, plan_upright, tilt_field = res
+    assert alarms == [["tip"]]
+    assert plan_tilted == [300000, ["lid"]]
+    assert plan_upright == [300000, ["lid", "tilt"]]
+    assert tilt_field == 1
+
+
+def test_lid_openings_released_as_noisy_daily_count(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+t = START + 60
+for i in range(40):                      # 40 openings in the day, each flapping 3 times in 2 s
+    for k in range(3):
+        app.lid_opened(t + k)
+    t += 1800
+reading_at(START + 100)
+counted = app.state["lid"]
+reading_at(START + 86400 + 100)          # first reading of the next day releases yesterday's count
+days = rep.of("day")
+print(json.dumps([counted, days, app.state["lid"]]))
+""")
+    counted, days, after = res
+    assert counted == 40 and after == 0
+    assert len(days) == 1
+    day = days[0]
+    assert (day["w"], day["l"], day["e"]) == (T0, 86400, {"lid": 500})
+    # DLap noise at eps 0.5 has scale 2: |noise| > 40 has probability below 1e-8
+    assert "lid" in day["m"] and abs(day["m"]["lid"] - 40) <= 40
+    assert set(day["m"]) == {"lid"}
+
+
+def test_few_lid_openings_are_suppressed_below_k(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+app.lid_opened(START + 100)              # one opening: the noisy value is almost surely < k = 5
+reading_at(START + 200)
+reading_at(START + 86400 + 200)
+print(json.dumps(rep.of("day")))
+""", seed=3)
+    assert len(res) == 1 and res[0]["e"] == {"lid": 500}
+    # the epsilon was spent (it is accounted) but the value is absent unless the noise pushed it to k
+    assert "lid" not in res[0]["m"] or res[0]["m"]["lid"] >= 5
+
+
+def test_run_deep_wakes_reads_and_sleeps_with_the_time_left(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+slept = []
+def sleeper(ms, pins):
+    slept.append([ms, pins])
+drive(app.run_deep(False, lambda: 0, sleeper))    # first boot: reading due at once
+clock.set_time(START + 100)
+lid.v = 1                                          # lid opened: woke by the lid pin
+drive(app.run_deep(True, lambda: 0, sleeper))
+lid.v = 0
+print(json.dumps([slept, app.state["lid"], app.state["next"], hw.fed]))
+""")
+    slept, lid_count, next_due, fed = res
+    assert slept[0] == [300000, ["lid", "tilt"]]
+    assert slept[1] == [200000, ["tilt"]]             # lid still open: not armed; reading not yet due
+    assert lid_count == 1 and next_due == T0 + 300
+
+
+def test_state_survives_deep_sleep_resets(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """Each reading runs in a fresh interpreter (a deep-sleep wake is a reset); /flash persists."""
+    flash = tmp_path / "flash"
+    outputs = []
+    for k in range(1, 5):
+        body = f"""
+clock.set_time({T0} + 300 * {k})
+if {k} == 2:
+    app.lid_opened(clock.time() - 30)
+drive(app.cycle())
+print(json.dumps([rep.sent, app.state["tn"], app.state["lid"]]))
+"""
+        res = flash_run(script(T0, body, state="/flash/state/bin.json"), flash)
+        outputs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    sent = [o[0] for o in outputs]
+    assert sent[0] == [] and sent[1] == []
+    # the third wake (00:15) closes the window holding the readings of wakes 1 and 2
+    assert sent[2] == [{"t": "win", "k": "bin", "w": T0, "l": 900, "m": {"fill": 50, "temp": 20, "tilt": 0, "bat": 60}}]
+    assert [o[1] for o in outputs] == [1, 2, 1, 2]
+    assert [o[2] for o in outputs] == [0, 1, 1, 1]
+    assert (flash / "state" / "bin.json").is_file()
