@@ -32,7 +32,7 @@ _FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. 
 _ZONE = _q("zone", "zone name")
 _BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
 _AUTH = _err("missing or wrong bearer token")
-_ADMIN = [{"bearerAuth": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _DEVICE = _p("device_id", "device id (1..32 of `[A-Za-z0-9._-]`)")
 
 

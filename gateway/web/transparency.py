@@ -165,7 +165,7 @@ def render_transparency_html(doc: Mapping[str, Any]) -> str:
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<title>What our city sensors collect</title>",
-        "<link rel=\"stylesheet\" href=\"/static/style.css\"></head><body>",
+        "<link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/static/style.css\"></head><body>",
         "<header><h1>What our city sensors collect, and why</h1>",
         "<nav><a href=\"/\">Dashboard</a> · <a href=\"/transparency.json\">this page as JSON</a> · "
         "<a href=\"/openapi.json\">API</a></nav></header><main>",

@@ -163,24 +163,40 @@ function fillChart(devices) {
 async function renderPlan() {
   const box = document.getElementById("plan");
   clear(box);
-  const today = new Date().toISOString().slice(0, 10);
   let plan = null;
   try {
-    const res = await fetch(`/api/routes/plan?date=${today}`);
+    // No date: the gateway plans for its own "today" (its clock and time zone).
+    const res = await fetch("/api/routes/plan");
     if (res.ok) plan = await res.json();
   } catch (e) { plan = null; }
   const routes = plan && Array.isArray(plan.routes) ? plan.routes : [];
   if (routes.length === 0) {
-    box.appendChild(el("p", { class: "muted", id: "no-plan" }, "No plan for today (no bins due, or route planning not available on this gateway)."));
+    const why = plan && plan.notice ? plan.notice : "no bins due, or route planning not available on this gateway";
+    box.appendChild(el("p", { class: "muted", id: "no-plan" }, `No plan for today (${why}).`));
     return;
   }
-  routes.forEach((route, i) => {
+  const km = (m) => (m / 1000).toFixed(1);
+  box.appendChild(el("p", { id: "plan-summary" },
+    `${plan.date}: ${plan.stops} stops, ${km(plan.total_distance_m)} km, rounds start ${plan.round_start}`));
+  for (const route of routes) {
     const stops = Array.isArray(route.stops) ? route.stops : [];
-    box.appendChild(el("h3", {}, `Vehicle ${route.vehicle !== undefined ? route.vehicle : i + 1}: ${stops.length} stops`));
-    const ol = el("ol", { class: "plan-route" });
-    for (const s of stops) ol.appendChild(el("li", {}, `${s.bin || s.id || s.device || "?"} ${s.reason ? "(" + s.reason + ")" : ""}`));
-    box.appendChild(ol);
-  });
+    if (stops.length === 0) continue;
+    box.appendChild(el("h3", {}, `Vehicle ${route.vehicle}: ${stops.length} stops, ${km(route.distance_m)} km`));
+    const table = el("table", { class: "plan-route", "data-vehicle": String(route.vehicle) });
+    const head = el("tr");
+    for (const h of ["#", "bin", "zone", "reason", "expected fill"]) head.appendChild(el("th", {}, h));
+    table.appendChild(head);
+    for (const s of stops) {
+      const tr = el("tr", { "data-bin": s.bin_id });
+      tr.appendChild(el("td", {}, String(s.seq)));
+      tr.appendChild(el("td", {}, s.bin_id));
+      tr.appendChild(el("td", {}, s.zone));
+      tr.appendChild(el("td", {}, s.reason));
+      tr.appendChild(el("td", {}, `${Math.round(s.expected_fill * 100)} %`));
+      table.appendChild(tr);
+    }
+    box.appendChild(table);
+  }
 }
 
 async function refresh() {
