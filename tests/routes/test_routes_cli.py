@@ -1,0 +1,167 @@
+"""``civicedge routes plan`` against a real gateway data directory: outputs and every bad input."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.routes import cli
+
+from osrm_fake import closed_port
+from routes_helpers import T0
+from routes_store import WINDOW_S, CityData
+
+pytestmark = pytest.mark.timeout(120)
+DEPOT = "52.37,4.89"
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Iterator[CityData]:
+    """Twelve bins: six full, two filling fast, three low, one tipped over."""
+    data = CityData(tmp_path / "data")
+    for i in range(12):
+        data.add_device(f"bin-{i:02d}", zone=f"z{i % 3}", lat=f"52.{370 + 3 * i}", lon=f"4.{890 + 2 * (i % 5)}")
+    for i in range(6):
+        data.windows(f"bin-{i:02d}", T0 - 8 * WINDOW_S, [90] * 8)
+    for i in (6, 7):
+        data.windows(f"bin-{i:02d}", T0 - 24 * WINDOW_S, [10 + 10 * (k // 4) for k in range(24)])
+    for i in (8, 9, 10):
+        data.windows(f"bin-{i:02d}", T0 - 8 * WINDOW_S, [20] * 8)
+    data.windows("bin-11", T0 - 8 * WINDOW_S, [30] * 8, tilt=1)
+    data.alarm("bin-11", T0 - 2 * 3600, "tip")
+    yield data
+    data.close()
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="civicedge")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def plan_args(city: CityData, *extra: str) -> list[str]:
+    return ["routes", "plan", "--date", "2026-11-23", "--depot", DEPOT, "--db", str(city.db_path),
+            "--time-limit", "0.3", *extra]
+
+
+def test_json_plan(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(plan_args(city), capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    stops = [s for r in doc["routes"] for s in r["stops"]]
+    ids = {s["bin_id"] for s in stops}
+    assert ids == {f"bin-{i:02d}" for i in range(8)} | {"bin-11"}
+    by_id = {s["bin_id"]: s for s in stops}
+    assert by_id["bin-11"]["reason"] == "tip" and by_id["bin-11"]["seq"] == 1
+    assert by_id["bin-06"]["reason"] == "predicted" and by_id["bin-00"]["reason"] == "full"
+    assert by_id["bin-03"]["zone"] == "z0"
+    assert "9 stops" in err
+
+
+def test_csv_to_file_and_geojson(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "crew.csv"
+    code, out, err = run(plan_args(city, "--format", "csv", "--out", str(out_file), "--vehicles", "2",
+                                   "--capacity", "1000"), capsys)
+    assert code == 0 and out == "" and str(out_file) in err
+    rows = list(csv.DictReader(io.StringIO(out_file.read_text())))
+    assert len(rows) == 9 and {r["vehicle"] for r in rows} == {"1", "2"}
+    code, out, _ = run(plan_args(city, "--format", "geojson", "--threshold", "95%"), capsys)
+    assert code == 0
+    fc = json.loads(out)
+    # at 95 % only the two fast fillers (predicted to reach it) and the tipped bin are due
+    assert sorted(f["properties"]["bin_id"] for f in fc["features"] if f["properties"]["kind"] == "stop") == \
+        ["bin-06", "bin-07", "bin-11"]
+
+
+@pytest.mark.parametrize(("flag", "value", "needle"), [
+    ("--depot", "52.37;4.89", "expected LAT,LON"),
+    ("--depot", "north gate", "expected LAT,LON"),
+    ("--depot", "4.89,185", "outside -180..180"),
+    ("--depot", "95,4", "outside -90..90"),
+    ("--date", "23/11/2026", "expected YYYY-MM-DD"),
+    ("--date", "2026-02-30", "not a calendar date"),
+    ("--vehicles", "0", "positive"),
+    ("--vehicles", "2.5", "whole number"),
+    ("--capacity", "lots", "not a number"),
+    ("--threshold", "1.2", "(0, 1]"),
+    ("--start", "25:00", "HH:MM"),
+    ("--tz", "Mars/Olympus", "IANA"),
+])
+def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], flag: str, value: str,
+                          needle: str) -> None:
+    argv = plan_args(city)
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+    else:
+        argv += [flag, value]
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert needle in err
+
+
+def test_no_bins_due_exit_3(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(plan_args(city, "--date", "2026-11-10"), capsys)  # before any report
+    assert code == 3 and out == ""
+    assert "no bins due on 2026-11-10" in err
+
+
+def test_capacity_smaller_than_one_bin_exit_4(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(plan_args(city, "--capacity", "100"), capsys)
+    assert code == 4 and out == ""
+    assert "capacity 100 L is smaller than bin" in err
+
+
+def test_missing_db_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["routes", "plan", "--depot", DEPOT, "--db", str(tmp_path / "none.sqlite")], capsys)
+    assert code == 5 and "none.sqlite" in err
+
+
+def test_bad_matrix_file_exit_2(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    matrix = tmp_path / "m.csv"
+    matrix.write_text("id,depot\ndepot,0\n")
+    code, _, err = run(plan_args(city, "--matrix", str(matrix)), capsys)
+    assert code == 2 and "missing: bin-" in err
+
+
+def test_unreachable_osrm_falls_back_with_warning(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(plan_args(city, "--osrm", f"http://127.0.0.1:{closed_port()}", "--osrm-timeout", "2"),
+                         capsys)
+    assert code == 0
+    assert "warning:" in err and "unreachable" in err and "great-circle" in err
+    assert json.loads(out)["distance_source"].startswith("great-circle (fallback")
+
+
+def test_config_file_points_at_the_store(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n')
+    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--depot", DEPOT, "--config", str(cfg),
+                          "--time-limit", "0"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["stops"] == 9
+    cfg.write_text("[gateway]\nbogus = 1\n")
+    code, _, err = run(["routes", "plan", "--depot", DEPOT, "--config", str(cfg)], capsys)
+    assert code == 5 and "bogus" in err
+
+
+def test_console_script_end_to_end(city: CityData, tmp_path: Path) -> None:
+    out = tmp_path / "plan.geojson"
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", *plan_args(city, "--format", "geojson",
+                                                                           "--out", str(out))],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["type"] == "FeatureCollection"
+    bad = subprocess.run([sys.executable, "-m", "hil.cli.main", "routes", "plan", "--depot", "x"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid depot" in bad.stderr

@@ -1,0 +1,121 @@
+"""``GET /api/routes/plan`` served by aiohttp from a real report store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.routes.model import Depot
+from gateway.routes.source import GatewayBinSource
+from gateway.routes.web import PlanDefaults, routes_handlers
+
+from routes_helpers import T0
+from routes_store import WINDOW_S, CityData
+
+pytestmark = pytest.mark.timeout(60)
+NOW = T0 - 3 * 3600  # 03:00 UTC on the plan day: "today" is 2026-11-23
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Iterator[CityData]:
+    data = CityData(tmp_path)
+    for i in range(6):
+        data.add_device(f"bin-{i}", lat=f"52.{370 + i}", lon="4.89")
+        data.windows(f"bin-{i}", T0 - 6 * WINDOW_S, [90 if i < 4 else 20] * 6)
+    yield data
+    data.close()
+
+
+async def client_for(city: CityData, defaults: PlanDefaults) -> TestClient:
+    app = web.Application()
+    source = GatewayBinSource(city.db_path, city.registry_dir)
+    app.add_routes(routes_handlers(source, defaults, clock=lambda: float(NOW)))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def client(city: CityData) -> AsyncIterator[TestClient]:
+    c = await client_for(city, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0))
+    yield c
+    await c.close()
+
+
+async def test_today_json(client: TestClient) -> None:
+    resp = await client.get("/api/routes/plan")
+    assert resp.status == 200 and resp.content_type == "application/json"
+    doc = await resp.json()
+    assert doc["date"] == "2026-11-23"
+    assert sorted(s["bin_id"] for r in doc["routes"] for s in r["stops"]) == ["bin-0", "bin-1", "bin-2", "bin-3"]
+
+
+async def test_geojson_and_csv(client: TestClient) -> None:
+    resp = await client.get("/api/routes/plan", params={"date": "2026-11-23", "format": "geojson"})
+    assert resp.status == 200 and resp.content_type == "application/geo+json"
+    fc = json.loads(await resp.text())
+    assert fc["type"] == "FeatureCollection" and any(f["geometry"]["type"] == "LineString" for f in fc["features"])
+    resp = await client.get("/api/routes/plan", params={"format": "csv", "vehicles": "2", "capacity": "500"})
+    assert resp.status == 200 and resp.content_type == "text/csv"
+    lines = (await resp.text()).strip().splitlines()
+    assert lines[0].startswith("vehicle,stop,bin_id") and len(lines) == 5
+
+
+async def test_overrides_and_no_bins_due(client: TestClient) -> None:
+    resp = await client.get("/api/routes/plan", params={"threshold": "0.95"})
+    doc = await resp.json()
+    assert resp.status == 200
+    assert doc["routes"] == [] and doc["stops"] == 0
+    assert "no bins due" in doc["notice"]
+    resp = await client.get("/api/routes/plan", params={"threshold": "0.1", "depot": "52.40,4.90"})
+    doc = await resp.json()
+    assert doc["stops"] == 6 and doc["depot"] == {"lat": 52.40, "lon": 4.90}
+
+
+@pytest.mark.parametrize(("params", "status", "code", "field"), [
+    ({"date": "tomorrowish"}, 400, "bad_input", "date"),
+    ({"depot": "here"}, 400, "bad_input", "depot"),
+    ({"vehicles": "-1"}, 400, "bad_input", "vehicles"),
+    ({"vehicles": "5000"}, 400, "bad_input", "vehicles"),
+    ({"format": "kml"}, 400, "bad_input", "format"),
+    ({"lid": "1"}, 400, "bad_input", "query parameter"),
+    ({"capacity": "10"}, 422, "capacity", None),
+])
+async def test_errors(client: TestClient, params: dict[str, str], status: int, code: str, field: str | None) -> None:
+    resp = await client.get("/api/routes/plan", params=params)
+    assert resp.status == status
+    err = (await resp.json())["error"]
+    assert err["code"] == code and err["message"]
+    if field is not None:
+        assert err["field"] == field
+
+
+async def test_no_depot_configured_and_unreadable_store(city: CityData, tmp_path: Path) -> None:
+    c = await client_for(city, PlanDefaults(time_limit_s=0))
+    try:
+        resp = await c.get("/api/routes/plan")
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == "depot"
+    finally:
+        await c.close()
+    app = web.Application()
+    app.add_routes(routes_handlers(GatewayBinSource(tmp_path / "gone.sqlite", city.registry_dir),
+                                   PlanDefaults(depot=Depot(52.0, 4.0))))
+    async with TestClient(TestServer(app)) as c2:
+        resp = await c2.get("/api/routes/plan")
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "bin_data"
+
+
+async def test_cached_until_expiry(city: CityData) -> None:
+    c = await client_for(city, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, cache_s=600))
+    try:
+        first = await (await c.get("/api/routes/plan")).json()
+        city.windows("bin-5", T0 - WINDOW_S, [100])  # new data, but the cached plan is served
+        second = await (await c.get("/api/routes/plan")).json()
+        assert first == second
+    finally:
+        await c.close()
