@@ -57,7 +57,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _metric_checks(ctx: WebContext) -> tuple[list[str], dict[str, Any]]:
-    """Degradation reasons and figures read from the gateway's metrics (links down, outbox)."""
+    """Links that are down, and figures (links, outbox depth, BLE connections) from the metrics."""
     reasons: list[str] = []
     figures: dict[str, Any] = {}
     if ctx.metrics_registry is None:
@@ -69,7 +69,7 @@ def _metric_checks(ctx: WebContext) -> tuple[list[str], dict[str, Any]]:
                 name = sample.labels.get("link", "?")
                 links[name] = sample.value
                 if sample.value == 0:
-                    reasons.append(f"link {name} is down")
+                    reasons.append(name)
             elif sample.name.endswith("outbox_depth"):
                 figures["outbox_depth"] = sample.value
             elif sample.name.endswith("ble_connected"):
@@ -92,13 +92,18 @@ async def healthz(request: web.Request) -> web.Response:
         logger.warning("healthz: store unreadable: %s", type(exc).__name__)
         reasons.append(f"store unreadable ({type(exc).__name__})")
     metric_reasons, figures = _metric_checks(ctx)
-    reasons.extend(metric_reasons)
     checks.update(figures)
+    probe_reasons: list[str] = []
     for check in ctx.health_checks:
         try:
-            reasons.extend(check())
+            probe_reasons.extend(check())
         except Exception as exc:  # a failing probe degrades health, it must not hide the others
-            reasons.append(f"health check failed ({type(exc).__name__})")
+            probe_reasons.append(f"health check failed ({type(exc).__name__})")
+    # A link the gateway's own probes already report is not reported twice.
+    for link in metric_reasons:
+        if not any(link in p for p in probe_reasons):
+            reasons.append(f"link {link} is down")
+    reasons.extend(probe_reasons)
     status = "degraded" if reasons else "ok"
     return json_response(
         {"status": status, "reasons": reasons, "checks": checks, "time": ctx.now()},

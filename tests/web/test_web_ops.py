@@ -73,3 +73,17 @@ async def test_healthz_degraded_when_store_unreadable(fleet: Fleet) -> None:
         assert body["reasons"][0].startswith("store unreadable")
         resp = await c.get("/metrics")
         assert resp.status == 503 and (await resp.json())["error"]["code"] == "no_metrics"
+
+
+async def test_healthz_does_not_repeat_a_link_the_gateway_probe_reports(fleet: Fleet) -> None:
+    fleet.metrics.link_state.labels("serial:/dev/ttyUSB0").set(0)
+    fleet.metrics.link_state.labels("mqtt").set(0)
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=None, clock=lambda: float(NOW),
+                     health_checks=[lambda: ["serial:/dev/ttyUSB0 is down"], lambda: 1 / 0])
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.get("/healthz")
+        body = await resp.json()
+        assert resp.status == 503
+        assert body["reasons"] == ["link mqtt is down", "serial:/dev/ttyUSB0 is down",
+                                   "health check failed (ZeroDivisionError)"]
