@@ -53,7 +53,7 @@ def decode(data):
         end = i + code
         if end > n:
             raise ValueError("cobs: code at %d runs past end" % i)
-        seg = data[i + 1:end]
+        seg = bytes(data[i + 1:end])  # bytes: MicroPython has no `int in bytearray`
         if 0 in seg:
             raise ValueError("cobs: zero byte in block at %d" % i)
         out.extend(seg)

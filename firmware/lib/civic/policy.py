@@ -1,0 +1,86 @@
+"""The privacy policy (``/policy.json``) as the device uses it: one kind's allowlist and budgets.
+
+policy.json is the single source of truth shared with the gateway's policy gate and the
+transparency page; the device only ever reads it.
+"""
+
+import json
+
+
+class PolicyError(ValueError):
+    """The policy is missing, malformed, or forbids what was asked.
+
+    Attributes:
+        field: the field or key concerned (may be None).
+    """
+
+    def __init__(self, detail, field=None):
+        super().__init__("policy: " + detail)
+        self.field = field
+
+
+class KindPolicy:
+    """Policy of one device kind.
+
+    Attributes:
+        kind: ``streetlight`` or ``bin``.
+        fields: dict field -> spec (label, release, eps..., k, quantum, ...).
+        allowlist: frozenset of field names that may appear in a report's ``m``.
+        personal: frozenset of ``noisy_count`` fields (need epsilon accounting).
+        alarms: frozenset of alarm codes.
+        config_keys: frozenset of CONFIG keys the kind accepts.
+        window_s: aggregation window in seconds.
+    """
+
+    def __init__(self, kind, spec, defaults):
+        self.kind = kind
+        fields = spec.get("fields")
+        if not isinstance(fields, dict) or not fields:
+            raise PolicyError("kind %s has no fields" % kind)
+        self.fields = fields
+        self.allowlist = frozenset(fields)
+        self.personal = frozenset(f for f in fields if fields[f].get("release") == "noisy_count")
+        for f in self.personal:
+            for key in ("eps_per_release_milli", "eps_per_day_milli", "k"):
+                if not isinstance(fields[f].get(key), int):
+                    raise PolicyError("field %s needs integer %s" % (f, key), f)
+        self.alarms = frozenset(spec.get("alarms", {}))
+        self.config_keys = frozenset(spec.get("config", ()))
+        self.window_s = spec.get("window_s", defaults.get("window_s", 900))
+
+    def day_budgets(self):
+        """Return dict field -> daily budget (milli-epsilon) for the noisy_count fields."""
+        return {f: self.fields[f]["eps_per_day_milli"] for f in self.personal}
+
+    def field(self, name):
+        """Return the spec of ``name``; raise PolicyError if it is not on the allowlist."""
+        spec = self.fields.get(name)
+        if spec is None:
+            raise PolicyError("field %s is not on the %s allowlist" % (name, self.kind), name)
+        return spec
+
+
+def parse(text, kind):
+    """Return the :class:`KindPolicy` of ``kind`` from policy JSON ``text``."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise PolicyError("policy.json is not valid JSON")
+    if not isinstance(doc, dict) or not isinstance(doc.get("kinds"), dict):
+        raise PolicyError("policy.json has no kinds")
+    if doc.get("version") != 1:
+        raise PolicyError("unsupported policy version %r" % (doc.get("version"),))
+    spec = doc["kinds"].get(kind)
+    if spec is None:
+        raise PolicyError("no policy for kind %r" % (kind,), kind)
+    return KindPolicy(kind, spec, doc.get("defaults", {}))
+
+
+def load(kind, path="/policy.json"):
+    """Load the :class:`KindPolicy` of ``kind`` from the flash file ``path``."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise PolicyError("cannot read " + path)
+    return parse(text, kind)

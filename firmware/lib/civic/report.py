@@ -1,0 +1,154 @@
+"""Build, frame and queue REPORTs (docs/protocol.md §2) with a device-side allowlist.
+
+Typical use from an app::
+
+    rep = Reporter(identity, kind_policy, SeqCounter("/seq.bin"), Outbox("/outbox"))
+    val, eps = releaser.release("mot", count, now)
+    m = {"lux": 120, "lvl": 40, "lamp": 0}
+    e = {}
+    if val is not None:
+        m["mot"] = val
+    if eps:
+        e["mot"] = eps
+    seq = rep.report("win", w, 900, m, e=e)
+"""
+
+from civic import VERSION
+from civic.policy import PolicyError
+from civic.wire import frame, msgpack
+
+REPORT_TYPES = ("win", "hour", "day", "alarm")
+ALARM_PERIOD_S = 60
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def build_body(kind_policy, t, w, l, m, e=None, a=None, fw=None):
+    """Return the validated report body as a dict (keys only from protocol §2).
+
+    Raises:
+        PolicyError: a field in ``m`` or ``e`` not on the kind's allowlist, a people-related
+            (noisy_count) field in ``m`` without its epsilon in ``e``, an alarm code not in
+            the policy, or ``a`` in a non-alarm report.
+        ValueError: bad report type, period, window start or a non-integer value.
+    """
+    if t not in REPORT_TYPES:
+        raise ValueError("report: unknown type %r" % (t,))
+    if not _is_int(w) or not _is_int(l) or l < 1 or w < 0:
+        raise ValueError("report: w and l must be ints, l >= 1")
+    if t == "alarm" and l != ALARM_PERIOD_S:
+        raise ValueError("report: alarm period must be 60 s")
+    if w % l:
+        raise ValueError("report: w=%d is not a multiple of l=%d" % (w, l))
+    if not isinstance(m, dict):
+        raise ValueError("report: m must be a dict")
+    e = e or {}
+    for name in m:
+        kind_policy.field(name)  # raises PolicyError if not allowlisted
+        if not _is_int(m[name]):
+            raise ValueError("report: value of %s must be an int" % name)
+        if name in kind_policy.personal and not e.get(name):
+            raise PolicyError("people-related field %s released without epsilon accounting" % name, name)
+    for name in e:
+        if name not in kind_policy.personal:
+            raise PolicyError("epsilon given for %s, which is not a noisy_count field" % name, name)
+        if not _is_int(e[name]) or e[name] < 1:
+            raise ValueError("report: epsilon of %s must be an int >= 1 (milli)" % name)
+    body = {"t": t, "k": kind_policy.kind, "w": w, "l": l, "m": m}
+    if e:
+        body["e"] = e
+    if a:
+        if t != "alarm":
+            raise PolicyError("alarm codes outside an alarm report")
+        for code in a:
+            if code not in kind_policy.alarms:
+                raise PolicyError("alarm %r not in the %s policy" % (code, kind_policy.kind), code)
+        body["a"] = list(a)
+    elif t == "alarm":
+        raise ValueError("report: alarm report without alarm codes")
+    if fw:
+        body["fw"] = fw
+    return body
+
+
+class IdentityError(ValueError):
+    """``/identity.json`` is missing or malformed.
+
+    Attributes:
+        key: the identity key concerned (may be None).
+    """
+
+    def __init__(self, detail, key=None):
+        super().__init__("identity: " + detail)
+        self.key = key
+
+
+def parse_identity(doc):
+    """Validate an identity dict (``id``, ``kind``, ``key`` hex of 32 bytes, ...).
+
+    Returns:
+        tuple (device_id, kind, key_bytes).
+    """
+    import binascii
+
+    if not isinstance(doc, dict):
+        raise IdentityError("not a JSON object")
+    for k in ("id", "kind", "key"):
+        if not isinstance(doc.get(k), str):
+            raise IdentityError("missing or non-string %s" % k, k)
+    try:
+        frame.check_device_id(doc["id"])
+    except frame.FrameError as exc:
+        raise IdentityError(exc.detail, "id")
+    try:
+        key = binascii.unhexlify(doc["key"])
+    except ValueError:
+        raise IdentityError("key is not hex", "key")
+    if len(key) != 32:
+        raise IdentityError("key must be 32 bytes", "key")
+    return doc["id"], doc["kind"], key
+
+
+class Reporter:
+    """Frames allowlisted report bodies and appends them to the outbox (before any send).
+
+    Args:
+        device_id: the device id from /identity.json.
+        key: 32-byte device key.
+        kind_policy: :class:`civic.policy.KindPolicy` of this device's kind.
+        seq: :class:`civic.store.seq.SeqCounter`.
+        outbox: :class:`civic.store.outbox.Outbox`.
+        fw: firmware version string put in every report (None to omit).
+    """
+
+    def __init__(self, device_id, key, kind_policy, seq, outbox, fw=VERSION):
+        frame.check_device_id(device_id)
+        if len(key) != 32:
+            raise IdentityError("key must be 32 bytes", "key")
+        self.device_id = device_id
+        self.key = key
+        self.policy = kind_policy
+        self.seq = seq
+        self.outbox = outbox
+        self.fw = fw
+        self.last_frame_len = 0
+
+    def report(self, t, w, l, m, e=None, a=None):
+        """Validate, encode, frame and persist one report; return its seq.
+
+        Raises:
+            PolicyError, ValueError: see :func:`build_body`; frame.FrameError if oversize.
+        """
+        body = msgpack.encode(build_body(self.policy, t, w, l, m, e, a, self.fw))
+        n = self.seq.next()
+        data = frame.build(frame.REPORT, self.device_id, n, body, self.key)
+        self.outbox.append(n, data, alarm=(t == "alarm"))
+        self.last_frame_len = len(data)
+        return n
+
+    def alarm(self, codes, now_s, m=None):
+        """Queue an alarm report at once (time rounded down to the minute); return its seq."""
+        w = now_s - now_s % ALARM_PERIOD_S
+        return self.report("alarm", w, ALARM_PERIOD_S, m or {}, a=codes)

@@ -1,0 +1,164 @@
+"""BLE GATT link (docs/protocol.md §5) on MicroPython's low-level ``bluetooth`` API.
+
+The ``bluetooth.BLE()`` object and the ``bluetooth.UUID`` constructor are injected, so the
+same code runs on an ESP32 and on the simulator's virtual radio. The device registers the
+civicedge service (TX: notify + read, RX: write / write-without-response), advertises the
+service UUID (and its device id as the complete local name in the scan response), sends
+frames as fragments sized to the negotiated MTU, and reassembles gateway writes on RX.
+"""
+
+import asyncio
+import struct
+
+from micropython import const
+
+from civic.wire import ble_frag
+
+try:
+    from typing import TYPE_CHECKING
+except ImportError:  # MicroPython has no typing module; the annotations are for pyright only
+    TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import bluetooth
+
+SERVICE_UUID = "6c3e0001-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
+TX_UUID = "6c3e0002-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
+RX_UUID = "6c3e0003-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
+
+_IRQ_CENTRAL_CONNECT = const(1)
+_IRQ_CENTRAL_DISCONNECT = const(2)
+_IRQ_GATTS_WRITE = const(3)
+_IRQ_MTU_EXCHANGED = const(21)
+_FLAG_READ = const(0x0002)
+_FLAG_WRITE_NO_RESPONSE = const(0x0004)
+_FLAG_WRITE = const(0x0008)
+_FLAG_NOTIFY = const(0x0010)
+_RX_QUEUE_MAX = const(64)
+_ADV_INTERVAL_US = const(250000)
+
+
+def uuid128_le(text):
+    """Return the 16 little-endian bytes of a 128-bit UUID string (advertising order)."""
+    hexdigits = text.replace("-", "")
+    if len(hexdigits) != 32:
+        raise ValueError("ble: not a 128-bit UUID: " + text)
+    raw = bytes(int(hexdigits[i:i + 2], 16) for i in range(0, 32, 2))
+    return bytes(reversed(raw))
+
+
+def advertising_payloads(device_id):
+    """Return ``(adv_data, resp_data)``: flags + 128-bit service UUID; complete local name."""
+    adv = struct.pack("BBB", 2, 0x01, 0x06) + bytes((17, 0x07)) + uuid128_le(SERVICE_UUID)
+    name = device_id.encode()
+    resp = bytes((len(name) + 1, 0x09)) + name
+    return adv, resp
+
+
+class BleLink:
+    """GATT peripheral carrying frames for a :class:`Session`.
+
+    Args:
+        ble: a ``bluetooth.BLE()`` object.
+        uuid: the ``bluetooth.UUID`` constructor.
+        session: :class:`civic.uplink.session.Session`.
+        poll_ms: task period.
+        preferred_mtu: MTU offered in the exchange (``ble.config(mtu=...)``).
+
+    Attributes:
+        conn: connection handle of the gateway, or None.
+        mtu: negotiated ATT MTU (23 until an exchange happens).
+        reassembler: :class:`civic.wire.ble_frag.Reassembler` for RX writes.
+        notify_errors: notifications the stack refused (frame retried later).
+    """
+
+    def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247):
+        self.ble = ble
+        self.session = session
+        self.poll_ms = poll_ms
+        self.running = False
+        self.conn = None
+        self.mtu = ble_frag.MIN_MTU
+        self.reassembler = ble_frag.Reassembler()
+        self.notify_errors = 0
+        self._msg = 0
+        self._rx_queue = []
+        ble.active(True)
+        try:
+            ble.config(mtu=preferred_mtu)
+        except (ValueError, OSError):
+            pass  # stack without a settable MTU: stay at what the central negotiates
+        ble.irq(self._irq)
+        svc = (uuid(SERVICE_UUID), (
+            (uuid(TX_UUID), _FLAG_READ | _FLAG_NOTIFY),
+            (uuid(RX_UUID), _FLAG_WRITE | _FLAG_WRITE_NO_RESPONSE),
+        ))
+        ((self.tx_handle, self.rx_handle),) = ble.gatts_register_services((svc,))
+        ble.gatts_set_buffer(self.rx_handle, 512)
+        self._adv, self._resp = advertising_payloads(session.device_id)
+        self.advertise()
+
+    def advertise(self):
+        """Start connectable advertising (service UUID, name in the scan response)."""
+        self.ble.gap_advertise(_ADV_INTERVAL_US, self._adv, resp_data=self._resp, connectable=True)
+
+    def _irq(self, event, data):
+        # runs in the BLE stack's (scheduled) callback: record only, work happens in step()
+        if event == _IRQ_CENTRAL_CONNECT:
+            if self.conn is None:
+                self.conn = data[0]
+                self.mtu = ble_frag.MIN_MTU
+                self.reassembler.reset()
+                self.session.restart()
+        elif event == _IRQ_CENTRAL_DISCONNECT:
+            if data[0] == self.conn:
+                self.conn = None
+                self.reassembler.reset()
+                self._rx_queue = []
+                self.advertise()
+        elif event == _IRQ_GATTS_WRITE:
+            conn, handle = data[0], data[1]
+            if conn == self.conn and handle == self.rx_handle and len(self._rx_queue) < _RX_QUEUE_MAX:
+                self._rx_queue.append(self.ble.gatts_read(handle))
+        elif event == _IRQ_MTU_EXCHANGED:
+            if data[0] == self.conn:
+                self.mtu = max(ble_frag.MIN_MTU, min(data[1], 512))
+
+    def poll(self):
+        """Reassemble queued RX writes and hand complete frames to the session."""
+        while self._rx_queue:
+            frame = self.reassembler.feed(self._rx_queue.pop(0))
+            if frame is not None:
+                self.session.handle(frame)
+
+    def pump(self, limit=4):
+        """Notify up to ``limit`` due frames to the connected gateway; return how many."""
+        sent = 0
+        while sent < limit and self.conn is not None:
+            item = self.session.next_frame()
+            if item is None:
+                break
+            s, data = item
+            frags = ble_frag.fragment(data, self.mtu, self._msg)
+            self._msg = (self._msg + 1) & 0xFF  # a retry uses a new counter
+            try:
+                for f in frags:
+                    # the 1.27 stub omits conn_handle; the device API is (conn, handle, data)
+                    self.ble.gatts_notify(self.conn, self.tx_handle, f)  # pyright: ignore[reportCallIssue]
+            except OSError:
+                self.notify_errors += 1
+                break
+            self.session.mark_sent(s)
+            sent += 1
+        return sent
+
+    async def run(self):
+        """Until :meth:`stop`: process writes, notify due frames, sleep ``poll_ms``."""
+        self.running = True
+        while self.running:
+            self.poll()
+            self.pump()
+            await asyncio.sleep_ms(self.poll_ms)
+
+    def stop(self):
+        """Make :meth:`run` return after its current iteration."""
+        self.running = False

@@ -1,0 +1,150 @@
+"""Link-independent uplink logic: what to send next, and handling ACK / CONFIG frames.
+
+A :class:`Session` is shared by the links of a device. It sends the outbox in seq order,
+re-sends everything still pending when no ACK arrives within ``resend_ms`` or when a link
+(re)connects, applies cumulative ACKs (with RTC sync) and CONFIG updates (persisted,
+only if newer than the last applied one).
+"""
+
+import json
+import time
+
+from civic.store import atomic
+from civic.wire import frame, msgpack
+
+TIME_SYNC_TOLERANCE_S = 2
+
+
+def _storable(v, depth):
+    """True if ``v`` is JSON-storable config data (no bytes, bounded nesting)."""
+    if depth > 4:
+        return False
+    if v is None or v is True or v is False or isinstance(v, (int, str)):
+        return True
+    if isinstance(v, list):
+        return all(_storable(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _storable(v[k], depth + 1) for k in v)
+    return False
+
+
+class Session:
+    """Uplink state for one device.
+
+    Args:
+        device_id: this device's id.
+        key: 32-byte device key (ACK/CONFIG must verify under it).
+        outbox: :class:`civic.store.outbox.Outbox`.
+        seq: :class:`civic.store.seq.SeqCounter` (ACKs above its ``last`` are ignored).
+        set_time: callable(unix_s) setting the RTC, or None.
+        now: callable returning unix seconds (int).
+        config_path: flash file with the last applied CONFIG ``{"seq": n, "values": {...}}``.
+        config_keys: keys the device kind accepts (others are ignored).
+        on_config: callable(dict) called with the accepted keys of a newer CONFIG.
+        resend_ms: re-send pending frames if no ACK came this long after sending.
+        ticks_ms: callable returning a millisecond tick (``time.ticks_ms``).
+    """
+
+    def __init__(self, device_id, key, outbox, seq, set_time=None, now=time.time,
+                 config_path="/config.json", config_keys=(), on_config=None,
+                 resend_ms=5000, ticks_ms=time.ticks_ms):
+        self.device_id = device_id
+        self.key = key
+        self.outbox = outbox
+        self.seq = seq
+        self.set_time = set_time
+        self.now = now
+        self.config_path = config_path
+        self.config_keys = frozenset(config_keys)
+        self.on_config = on_config
+        self.resend_ms = resend_ms
+        self.ticks_ms = ticks_ms
+        self.sent_upto = 0
+        self._last_send = None
+        self.stats = {"sent": 0, "acks": 0, "configs": 0, "bad": 0, "time_sync": 0}
+        self.config = {"seq": 0, "values": {}}
+        try:
+            raw = atomic.read(config_path)
+            if raw is not None:
+                self.config = json.loads(raw)
+        except ValueError:
+            pass  # damaged config file: keep defaults, the gateway will resend
+
+    def restart(self):
+        """Re-send every pending frame from the start (link came back, or boot)."""
+        self.sent_upto = 0
+        self._last_send = None
+
+    def next_frame(self):
+        """Return ``(seq, frame)`` of the next frame to send, or None if nothing is due.
+
+        Call :meth:`mark_sent` after the frame went out.
+        """
+        if self._last_send is not None and self.outbox.pending():
+            if time.ticks_diff(self.ticks_ms(), self._last_send) >= self.resend_ms:
+                self.sent_upto = 0  # no ACK in time: go round again
+        for s in self.outbox.pending():
+            if s > self.sent_upto:
+                data = self.outbox.read(s)
+                if data is not None:
+                    return s, data
+        return None
+
+    def mark_sent(self, s):
+        """Record that the frame with seq ``s`` was handed to the link."""
+        self.sent_upto = s
+        self._last_send = self.ticks_ms()
+        self.stats["sent"] += 1
+
+    def handle(self, data):
+        """Handle one received frame; return ``"ack"``, ``"config"``, ``"stale"`` or ``"bad"``.
+
+        Frames that fail to parse, do not verify, are addressed to another id, or are
+        not ACK/CONFIG are counted in ``stats["bad"]`` and otherwise ignored.
+        """
+        try:
+            ftype, dev, s, body = frame.parse(data, self.key)
+            if dev != self.device_id:
+                raise frame.FrameError("id", "frame for another device")
+            obj = msgpack.decode(body)
+            if not isinstance(obj, dict):
+                raise ValueError("body is not a map")
+        except ValueError:  # FrameError is a ValueError too
+            self.stats["bad"] += 1
+            return "bad"
+        if ftype == frame.ACK:
+            return self._ack(s, obj)
+        if ftype == frame.CONFIG:
+            return self._config(s, obj)
+        self.stats["bad"] += 1
+        return "bad"
+
+    def _ack(self, s, obj):
+        if s > self.seq.last:
+            self.stats["bad"] += 1
+            return "bad"  # acknowledges something never sent
+        self.outbox.ack(s)
+        self.stats["acks"] += 1
+        if self.sent_upto <= s:
+            self._last_send = None
+        t = obj.get("t")
+        if self.set_time is not None and isinstance(t, int) and not isinstance(t, bool):
+            if abs(t - self.now()) > TIME_SYNC_TOLERANCE_S:
+                self.set_time(t)
+                self.stats["time_sync"] += 1
+        return "ack"
+
+    def _config(self, s, obj):
+        if s <= self.config.get("seq", 0):
+            return "stale"
+        values = dict(self.config.get("values", {}))  # a CONFIG updates the keys it names
+        for k in obj:
+            if k in self.config_keys:
+                if _storable(obj[k], 0):
+                    values[k] = obj[k]
+        self.config = {"seq": s, "values": values}
+        atomic.write(self.config_path, json.dumps(self.config).encode())
+        self.stats["configs"] += 1
+        if self.on_config is not None:
+            self.on_config(values)
+        return "config"

@@ -1,0 +1,93 @@
+"""Serial link: frames COBS-encoded and delimited by 0x00 (docs/protocol.md §5).
+
+The UART object is injected (``machine.UART`` on the board, the simulator's UART in sim):
+it needs ``write(bytes)``, ``read(n)`` and ``any()``. The wasm port has no StreamReader, so
+the task polls ``any()`` and sleeps with ``asyncio.sleep_ms``.
+"""
+
+import asyncio
+
+from civic.wire import cobs
+from civic.wire.frame import MAX_LEN
+
+try:
+    from typing import TYPE_CHECKING
+except ImportError:  # MicroPython has no typing module; the annotations are for pyright only
+    TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import machine
+
+# a COBS-encoded max frame is MAX_LEN + MAX_LEN//254 + 1 bytes; anything longer is garbage
+MAX_CHUNK = MAX_LEN + MAX_LEN // 254 + 2
+
+
+class UartLink:
+    """COBS/0x00 framing over an injected UART, driving a :class:`Session`.
+
+    Attributes:
+        cobs_errors: chunks dropped because they failed to COBS-decode or were too long.
+    """
+
+    def __init__(self, uart: "machine.UART", session, poll_ms=20):
+        self.uart = uart
+        self.session = session
+        self.poll_ms = poll_ms
+        self.running = False
+        self.cobs_errors = 0
+        self._rx = bytearray()
+        self._skipping = False  # inside an over-long chunk: drop until the next 0x00
+
+    def feed(self, data):
+        """Split received bytes on 0x00 and hand each decoded frame to the session."""
+        for b in data:
+            if b == 0:
+                if self._skipping:
+                    self._skipping = False
+                elif self._rx:
+                    try:
+                        frame = cobs.decode(self._rx)
+                    except ValueError:
+                        self.cobs_errors += 1
+                    else:
+                        self.session.handle(frame)
+                self._rx = bytearray()
+            elif not self._skipping:
+                self._rx.append(b)
+                if len(self._rx) > MAX_CHUNK:
+                    self.cobs_errors += 1
+                    self._rx = bytearray()
+                    self._skipping = True
+
+    def poll(self):
+        """Read whatever the UART has buffered and process it (non-blocking)."""
+        n = self.uart.any()
+        if n:
+            data = self.uart.read(n)
+            if data:
+                self.feed(data)
+
+    def pump(self, limit=8):
+        """Send up to ``limit`` due frames; return how many were sent."""
+        sent = 0
+        while sent < limit:
+            item = self.session.next_frame()
+            if item is None:
+                break
+            s, data = item
+            self.uart.write(cobs.encode(data) + b"\x00")
+            self.session.mark_sent(s)
+            sent += 1
+        return sent
+
+    async def run(self):
+        """Until :meth:`stop`: receive, send due frames, sleep ``poll_ms``."""
+        self.session.restart()
+        self.running = True
+        while self.running:
+            self.poll()
+            self.pump()
+            await asyncio.sleep_ms(self.poll_ms)
+
+    def stop(self):
+        """Make :meth:`run` return after its current iteration."""
+        self.running = False

@@ -1,0 +1,285 @@
+"""UART and BLE links with the session logic, in MicroPython, against small fake uart/ble objects.
+
+The fakes are test doubles for the hardware edge only (``machine.UART``, ``bluetooth.BLE``);
+frames from the gateway side are built here in CPython with ``hmac`` and ``msgpack``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+
+KEY = bytes.fromhex("22" * 32)
+DEV = "sl-7"
+NOW = 1795000000
+
+
+def gw_frame(ftype: int, seq: int, body: dict[str, Any], dev: str = DEV, key: bytes = KEY) -> bytes:
+    head = bytes([1, ftype, len(dev)]) + dev.encode() + seq.to_bytes(4, "big") + msgpack.packb(body, use_bin_type=True)
+    return head + hmac.new(key, head, hashlib.sha256).digest()[:16]
+
+
+def cobs_ref(data: bytes) -> bytes:
+    out, block = bytearray(), bytearray()
+    for b in data:
+        if b == 0:
+            out += bytes([len(block) + 1]) + block
+            block = bytearray()
+        else:
+            block.append(b)
+            if len(block) == 254:
+                out += b"\xff" + block
+                block = bytearray()
+    out += bytes([len(block) + 1]) + block
+    return bytes(out)
+
+
+def cobs_dec(data: bytes) -> bytes:
+    out, i = bytearray(), 0
+    while i < len(data):
+        code = data[i]
+        out += data[i + 1:i + code]
+        i += code
+        if code != 0xFF and i < len(data):
+            out.append(0)
+    return bytes(out)
+
+
+COMMON = f"""
+import binascii, json
+from civic.store.seq import SeqCounter
+from civic.store.outbox import Outbox
+from civic.uplink.session import Session
+from civic.wire import frame, msgpack
+KEY = binascii.unhexlify({KEY.hex()!r})
+clock = [{NOW}]
+ticks = [0]
+synced = []
+configs = []
+def set_time(t):
+    synced.append(t)
+    clock[0] = t
+S = SeqCounter('/flash/seq.bin')
+O = Outbox('/flash/outbox', 16)
+sess = Session({DEV!r}, KEY, O, S, set_time=set_time, now=lambda: clock[0], config_path='/flash/config.json',
+               config_keys=('courtesy_s', 'dim_schedule'), on_config=configs.append, resend_ms=1000,
+               ticks_ms=lambda: ticks[0])
+def queue(n):
+    for _ in range(n):
+        s = S.next()
+        O.append(s, frame.build(frame.REPORT, {DEV!r}, s, msgpack.encode({{'t': 'win', 'n': s}}), KEY))
+class FakeUart:
+    def __init__(self):
+        self.rx = bytearray()
+        self.tx = bytearray()
+    def any(self):
+        return len(self.rx)
+    def read(self, n):
+        d = bytes(self.rx[:n])
+        self.rx = self.rx[n:]
+        return d
+    def write(self, b):
+        self.tx.extend(b)
+        return len(b)
+"""
+
+UART = COMMON + "from civic.uplink.uart import UartLink\nU = FakeUart()\nL = UartLink(U, sess)\n"
+
+
+def _sent_frames(hexdump: str) -> list[bytes]:
+    raw = bytes.fromhex(hexdump)
+    assert raw.endswith(b"\x00")
+    return [cobs_dec(chunk) for chunk in raw.split(b"\x00")[:-1]]
+
+
+def _check_report(data: bytes, seq: int) -> None:
+    assert hmac.compare_digest(hmac.new(KEY, data[:-16], hashlib.sha256).digest()[:16], data[-16:])
+    assert data[1] == 1 and data[3:3 + len(DEV)].decode() == DEV
+    assert int.from_bytes(data[3 + len(DEV):7 + len(DEV)], "big") == seq
+
+
+def test_uart_sends_outbox_and_applies_cumulative_ack(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    ack = gw_frame(2, 2, {"t": NOW + 100})
+    code = UART + (
+        "queue(3)\nprint(L.pump())\nprint(binascii.hexlify(U.tx).decode())\nU.tx = bytearray()\n"
+        "print(L.pump())\n"  # nothing due until ACK or timeout
+        # garbage, a cut frame and a zero-run before the ACK: resync at the next 0x00
+        f"U.rx.extend(b'\\x07garbage\\x00\\x05\\x01\\x00\\x00' + binascii.unhexlify({cobs_ref(ack).hex()!r}) + b'\\x00')\n"
+        "L.poll()\nprint(O.pending(), synced, L.cobs_errors, sess.stats['acks'])\n"
+    )
+    lines = flash_run(code, flash).stdout.splitlines()
+    assert lines[0] == "3"
+    frames = _sent_frames(lines[1])
+    assert len(frames) == 3
+    for i, f in enumerate(frames, 1):
+        _check_report(f, i)
+    assert lines[2] == "0"
+    assert lines[3] == f"[3] [{NOW + 100}] 2 1"
+    # reboot: the un-acked frame 3 is still there and is sent again
+    code = UART + "L.session.restart()\nprint(O.pending(), L.pump())\nprint(binascii.hexlify(U.tx).decode())\n"
+    lines = flash_run(code, flash).stdout.splitlines()
+    assert lines[0] == "[3] 1"
+    [again] = _sent_frames(lines[1])
+    _check_report(again, 3)
+
+
+def test_uart_resends_after_timeout_and_ignores_bad_acks(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    bad = [
+        gw_frame(2, 1, {"t": NOW}, key=bytes(32)),       # wrong key
+        gw_frame(2, 1, {"t": NOW}, dev="sl-8"),          # another device
+        gw_frame(2, 99, {"t": NOW}),                     # above the highest sent seq
+        gw_frame(1, 1, {"t": NOW}),                      # a REPORT from the gateway?
+        gw_frame(2, 1, {"t": NOW})[:-20] + gw_frame(2, 1, {"t": NOW})[-16:],  # truncated body
+    ]
+    stream = b"".join(cobs_ref(f) + b"\x00" for f in bad)
+    small_drift = cobs_ref(gw_frame(2, 1, {"t": NOW + 2})) + b"\x00"
+    code = UART + (
+        "queue(2)\nL.pump()\nticks[0] = 999\nprint(L.pump())\nticks[0] = 1000\nprint(L.pump())\n"
+        f"U.rx.extend(binascii.unhexlify({stream.hex()!r}))\nL.poll()\n"
+        "print(O.pending(), sess.stats['bad'], synced)\n"
+        f"U.rx.extend(binascii.unhexlify({small_drift.hex()!r}))\nL.poll()\n"
+        "print(O.pending(), synced)\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["0", "2", "[1, 2] 5 []", "[2] []"]
+
+
+def test_config_applied_once_persisted_and_filtered(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    c5 = gw_frame(3, 5, {"courtesy_s": 30, "dim_schedule": [[22, 50]], "k": 1, "x": b"raw"})
+    c4 = gw_frame(3, 4, {"courtesy_s": 99})
+    c6 = gw_frame(3, 6, {"courtesy_s": 45, "key": "ignored", "dim_schedule": b"\x00"})
+    code = COMMON + "".join(f"print(sess.handle(binascii.unhexlify({c.hex()!r})))\n" for c in (c5, c5, c4)) + (
+        "print(len(configs), sorted(configs[0].items()))\n"
+    )
+    assert flash_run(code, flash).stdout.splitlines() == [
+        "config", "stale", "stale", "1 [('courtesy_s', 30), ('dim_schedule', [[22, 50]])]"]
+    # after a reboot the applied seq is remembered; a newer CONFIG updates the keys it names
+    code = COMMON + f"print(sess.handle(binascii.unhexlify({c5.hex()!r})))\n" + (
+        f"print(sess.handle(binascii.unhexlify({c6.hex()!r})))\nprint(sess.config['seq'], configs[-1]['courtesy_s'], configs[-1]['dim_schedule'])\n"
+    )
+    assert flash_run(code, flash).stdout.splitlines() == ["stale", "config", "6 45 [[22, 50]]"]
+
+
+def test_uart_run_task_with_asyncio(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """The real asyncio loop drives the link: frames go out, the ACK arrives later, the task stops."""
+    ack = cobs_ref(gw_frame(2, 2, {"t": NOW})) + b"\x00"
+    code = UART + (
+        "import asyncio\nqueue(2)\nL.poll_ms = 5\n"
+        "async def gateway():\n"
+        "    while len(U.tx) == 0:\n        await asyncio.sleep_ms(5)\n"
+        f"    U.rx.extend(binascii.unhexlify({ack.hex()!r}))\n"
+        "    while O.pending():\n        await asyncio.sleep_ms(5)\n"
+        "    L.stop()\n    print('DONE', sess.stats['sent'], sess.stats['acks'])\n"
+        "asyncio.create_task(L.run())\nasyncio.create_task(gateway())\n"
+    )
+    # the loop runs after the script returns; the flash dump happens first, so only check stdout
+    out = flash_run(code, tmp_path / "flash").stdout
+    assert "DONE 2 1" in out
+
+
+BLE = COMMON + """
+from civic.uplink import ble as blemod
+class FakeUUID:
+    def __init__(self, s):
+        self.s = s
+    def __repr__(self):
+        return 'UUID(%s)' % self.s
+class FakeBle:
+    def __init__(self):
+        self.notified = []
+        self.values = {}
+        self.adv = []
+        self.handler = None
+        self.fail_next = 0
+    def active(self, on=None):
+        return True
+    def config(self, **kw):
+        self.cfg = kw
+    def irq(self, fn):
+        self.handler = fn
+    def gatts_register_services(self, services):
+        self.services = services
+        return ((10, 12),)
+    def gatts_set_buffer(self, h, n, append=False):
+        self.buf = (h, n)
+    def gap_advertise(self, interval, adv_data=None, resp_data=None, connectable=True):
+        self.adv.append((interval, adv_data, resp_data, connectable))
+    def gatts_notify(self, conn, h, data):
+        if self.fail_next:
+            self.fail_next -= 1
+            raise OSError(12)
+        self.notified.append((conn, h, bytes(data)))
+    def gatts_read(self, h):
+        return self.values[h]
+    def write(self, conn, h, data):
+        self.values[h] = data
+        self.handler(3, (conn, h))
+B = FakeBle()
+L = blemod.BleLink(B, FakeUUID, sess)
+"""
+
+
+def _reassemble(notes: list[tuple[int, int, bytes]]) -> list[bytes]:
+    frames, cur = [], bytearray()
+    for _conn, handle, data in notes:
+        assert handle == 10
+        cur += data[2:]
+        if data[1] & 0x80:
+            frames.append(bytes(cur))
+            cur = bytearray()
+    return frames
+
+
+def test_ble_service_advertising_and_fragments(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    ack_frags = []
+    ack = gw_frame(2, 3, {"t": NOW + 10})
+    for i in range(0, len(ack), 18):
+        last = i + 18 >= len(ack)
+        ack_frags.append(bytes([9, (i // 18) | (0x80 if last else 0)]) + ack[i:i + 18])
+    code = BLE + (
+        "print(B.services)\nprint(B.buf, B.cfg)\nprint(binascii.hexlify(B.adv[0][1]).decode(), B.adv[0][2], B.adv[0][3])\n"
+        "queue(3)\nprint(L.pump())\n"                      # not connected: nothing sent
+        "B.handler(1, (7, 0, b'addr'))\nprint(L.pump(limit=2))\n"
+        "B.handler(21, (7, 100))\nprint(L.pump())\n"
+        "print(repr(B.notified))\n"
+        f"for f in {[f.hex() for f in ack_frags]!r}:\n    B.write(7, 12, binascii.unhexlify(f))\n"
+        "B.write(5, 12, b'\\x00\\x80junk')\n"          # another connection: ignored
+        "L.poll()\nprint(O.pending(), synced, L.reassembler.dropped)\n"
+    )
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    assert lines[0] == ("((UUID(6c3e0001-4a5e-4c1b-9b9e-0c1c1ce0ed9e), ((UUID(6c3e0002-4a5e-4c1b-9b9e-0c1c1ce0ed9e), 18), "
+                        "(UUID(6c3e0003-4a5e-4c1b-9b9e-0c1c1ce0ed9e), 12))),)")
+    assert lines[1] == "(12, 512) {'mtu': 247}"
+    adv_hex, name, connectable = lines[2].split()
+    assert adv_hex == "020106" + "1107" + bytes.fromhex("6c3e00014a5e4c1b9b9e0c1c1ce0ed9e")[::-1].hex()
+    assert name == "b'\\x05\\tsl-7'" and connectable == "True"
+    assert lines[3:6] == ["0", "2", "1"]
+    notes = eval(lines[6])
+    mtu23 = [n for n in notes if len(n[2]) <= 20]
+    assert all(n[0] == 7 for n in notes)
+    assert max(len(n[2]) for n in notes[:len(mtu23)]) == 20  # MTU 23 -> 20-byte notifications
+    assert len(notes[-1][2]) <= 95 and len(notes[-1][2]) > 20  # MTU 100 after the exchange
+    frames = _reassemble(notes)
+    assert len(frames) == 3
+    for i, f in enumerate(frames, 1):
+        _check_report(f, i)
+    assert lines[7] == f"[] [{NOW + 10}] 0"
+
+
+def test_ble_disconnect_drops_partial_and_resends(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    ack = gw_frame(2, 1, {"t": NOW})
+    code = BLE + (
+        "queue(2)\nB.handler(1, (3, 0, b'a'))\nB.fail_next = 1\nprint(L.pump(), L.notify_errors)\n"
+        "print(L.pump())\n"
+        f"B.write(3, 12, bytes((1, 0)) + binascii.unhexlify({ack.hex()!r})[:18])\n"
+        "L.poll()\nB.handler(2, (3, 0, b'a'))\nL.poll()\n"
+        "print(L.conn, len(B.adv), L.reassembler.dropped, O.pending())\n"
+        "n = len(B.notified)\nB.handler(1, (4, 0, b'b'))\nprint(L.pump(), len(B.notified) > n)\n"
+    )
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    assert lines == ["0 1", "2", "None 2 1 [1, 2]", "2 True"]

@@ -1,0 +1,119 @@
+"""Policy loading, the device-side allowlist and report framing (MicroPython), decoded in CPython."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+
+from hil.sim.mprun import MpResult
+
+KEY_HEX = "11" * 32
+SETUP = (
+    "import binascii\nfrom civic import policy, report\n"
+    "from civic.store.seq import SeqCounter\nfrom civic.store.outbox import Outbox\n"
+    "P = policy.parse(open('/flash/policy.json').read(), 'streetlight')\n"
+    f"KEY = binascii.unhexlify({KEY_HEX!r})\n"
+    "R = report.Reporter('sl-0042', KEY, P, SeqCounter('/flash/seq.bin'), Outbox('/flash/outbox', 8))\n"
+)
+
+
+def _flash(tmp_path: Path, repo_root: Path) -> Path:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "policy.json").write_bytes((repo_root / "firmware" / "policy.json").read_bytes())
+    return flash
+
+
+def _parse(frame: bytes) -> tuple[int, str, int, Any]:
+    key = bytes.fromhex(KEY_HEX)
+    assert hmac.compare_digest(hmac.new(key, frame[:-16], hashlib.sha256).digest()[:16], frame[-16:])
+    n = frame[2]
+    return frame[1], frame[3:3 + n].decode(), int.from_bytes(frame[3 + n:7 + n], "big"), msgpack.unpackb(frame[7 + n:-16])
+
+
+def test_reports_are_framed_into_the_outbox(flash_run: Callable[..., Any], tmp_path: Path, repo_root: Path) -> None:
+    flash = _flash(tmp_path, repo_root)
+    code = SETUP + (
+        "print(R.report('win', 1795000500 - 1795000500 % 900, 900, {'lux': 120, 'lvl': 40, 'lamp': 0, 'mot': 17}, e={'mot': 500}))\n"
+        "print(R.report('hour', 1794999600, 3600, {'wh': 33}))\n"
+        "print(R.alarm(['lamp_fail'], 1795000517, {'lamp': 1}))\n"
+    )
+    assert flash_run(code, flash).stdout.split() == ["1", "2", "3"]
+    names = sorted(p.name for p in (flash / "outbox").iterdir())
+    assert names == ["00000001.r", "00000002.r", "00000003.a"]
+    frames = [(flash / "outbox" / n).read_bytes()[4:] for n in names]
+    t, dev, seq, body = _parse(frames[0])
+    assert (t, dev, seq) == (1, "sl-0042", 1)
+    assert body == {"t": "win", "k": "streetlight", "w": 1795000500 - 1795000500 % 900, "l": 900,
+                    "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}, "fw": "0.1.0"}
+    assert _parse(frames[1])[3]["m"] == {"wh": 33}
+    alarm = _parse(frames[2])[3]
+    assert alarm["t"] == "alarm" and alarm["w"] == 1795000500 and alarm["l"] == 60 and alarm["a"] == ["lamp_fail"]
+
+
+def test_allowlist_and_accounting_are_enforced(flash_run: Callable[..., Any], tmp_path: Path, repo_root: Path) -> None:
+    flash = _flash(tmp_path, repo_root)
+    bad = [
+        "('win', 0, 900, {'mac': 1})",             # not on the allowlist
+        "('win', 0, 900, {'fill': 10})",           # a bin field on a streetlight
+        "('win', 0, 900, {'mot': 9})",             # people-related without epsilon
+        "('win', 0, 900, {'lux': 1}, {'lux': 5})", # epsilon for a non-personal field
+        "('win', 0, 900, {}, None, ['fire'])",     # alarm code of the other kind / not an alarm report
+        "('alarm', 0, 60, {}, None, ['fire'])",    # alarm code of the other kind
+    ]
+    invalid = [
+        "('win', 10, 900, {'lux': 1})",            # w not a multiple of l
+        "('win', 0, 900, {'lux': 1.5})",           # float value
+        "('win', 0, 900, {'lux': True})",          # bool is not a measurement
+        "('weekly', 0, 900, {})",                  # unknown type
+        "('alarm', 0, 900, {}, None, ['lamp_fail'])",  # alarm period must be 60
+        "('alarm', 0, 60, {})",                    # alarm without codes
+    ]
+    code = SETUP + (
+        f"for args in [{', '.join(bad)}]:\n"
+        "    try:\n        R.report(*args)\n        print('BUILT')\n"
+        "    except policy.PolicyError as e:\n        print('policy', e.field)\n"
+        f"for args in [{', '.join(invalid)}]:\n"
+        "    try:\n        R.report(*args)\n        print('BUILT')\n"
+        "    except policy.PolicyError as e:\n        print('POLICY', e)\n"
+        "    except ValueError as e:\n        print('value')\n"
+        "print(R.outbox.pending(), R.seq.last)\n"
+    )
+    lines = flash_run(code, flash).stdout.splitlines()
+    assert lines[:6] == ["policy mac", "policy fill", "policy mot", "policy lux", "policy None", "policy fire"]
+    assert lines[6:12] == ["value"] * 6
+    assert lines[12] == "[] 0"  # nothing was queued and no seq was used
+
+
+def test_policy_and_identity_errors(mpy: Callable[..., MpResult]) -> None:
+    code = (
+        "from civic import policy, report\n"
+        "for text, kind in (('{', 'bin'), ('{\"version\": 1}', 'bin'), ('{\"version\": 2, \"kinds\": {}}', 'bin'),\n"
+        "                   ('{\"version\": 1, \"kinds\": {\"bin\": {\"fields\": {}}}}', 'bin'),\n"
+        "                   ('{\"version\": 1, \"kinds\": {}}', 'toaster')):\n"
+        "    try:\n        policy.parse(text, kind)\n    except policy.PolicyError as e:\n        print('policy error')\n"
+        "for doc in ({'id': 'a b', 'kind': 'bin', 'key': '00' * 32}, {'id': 'a', 'kind': 'bin', 'key': 'zz'},\n"
+        "            {'id': 'a', 'kind': 'bin', 'key': '00' * 31}, {'id': 'a', 'kind': 'bin'}, []):\n"
+        "    try:\n        report.parse_identity(doc)\n    except report.IdentityError as e:\n        print('identity', e.key)\n"
+        "print(report.parse_identity({'id': 'bin-7', 'kind': 'bin', 'key': 'ab' * 32, 'zone': 'z'})[:2])\n"
+        "try:\n    policy.load('bin', '/nonexistent.json')\nexcept policy.PolicyError:\n    print('missing file')\n"
+    )
+    assert mpy(code).stdout.splitlines() == ["policy error"] * 5 + [
+        "identity id", "identity key", "identity key", "identity key", "identity None", "('bin-7', 'bin')", "missing file"]
+
+
+def test_kind_policy_from_repo_policy(flash_run: Callable[..., Any], tmp_path: Path, repo_root: Path) -> None:
+    flash = _flash(tmp_path, repo_root)
+    code = (
+        "from civic import policy\n"
+        "for k in ('streetlight', 'bin'):\n"
+        "    p = policy.load(k, '/flash/policy.json')\n"
+        "    print(k, sorted(p.allowlist), sorted(p.personal), p.day_budgets(), p.window_s, sorted(p.alarms))\n"
+    )
+    lines = flash_run(code, flash).stdout.splitlines()
+    assert lines[0] == "streetlight ['lamp', 'lux', 'lvl', 'mot', 'wh'] ['mot'] {'mot': 2000} 900 ['lamp_fail']"
+    assert lines[1] == "bin ['bat', 'fill', 'lid', 'temp', 'tilt'] ['lid'] {'lid': 2000} 900 ['fire', 'tip']"
