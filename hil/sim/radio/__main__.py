@@ -16,14 +16,15 @@ from hil.sim.radio.relay import RadioServer
 async def _serve(host: str, port: int, as_json: bool) -> None:
     server = RadioServer(host=host, port=port)
     await server.start()
-    if as_json:
-        print(json.dumps({"url": server.url, "host": host, "port": server.port}), flush=True)
-    else:
-        print(server.url, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Print only once signals are handled: a caller may stop us as soon as it has the URL.
+    if as_json:
+        print(json.dumps({"url": server.url, "host": host, "port": server.port}), flush=True)
+    else:
+        print(server.url, flush=True)
     await stop.wait()
     await server.stop()
 

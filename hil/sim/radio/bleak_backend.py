@@ -199,10 +199,10 @@ class VirtualBleakClient(BaseBleakClient):
             self._disconnected.clear()
             self._disconnecting = False
             connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
-            self._peer = Peer(connection)
+            peer = self._peer = Peer(connection)
             if self._requested_mtu > ATT_DEFAULT_MTU:
-                await self._remote(self._peer.request_mtu(self._requested_mtu), "MTU exchange")
-            self.services = await self._discover(self._peer)
+                await self._remote(peer.request_mtu(self._requested_mtu), "MTU exchange")
+            self.services = await self._discover(peer)
             if pair:
                 await self.pair()
         except BaseException:

@@ -32,6 +32,7 @@ class BoardChannel(Protocol):
     @property
     def device_id(self) -> str:
         """The board id (its BLE address is derived from it)."""
+        ...
 
     def send(self, channel: str, payload: str) -> Any:
         """Deliver ``payload`` to the board's ``_simhw.on(channel, fn)`` handler."""

@@ -58,12 +58,13 @@ class SharedCentral:
             if self._device is None:
                 spec = parse_radio_url(self.radio_url).transport_spec
                 try:
-                    self._transport = await asyncio.wait_for(open_transport(spec), timeout_s)
+                    transport = await asyncio.wait_for(open_transport(spec), timeout_s)
                 except (OSError, asyncio.TimeoutError) as exc:
                     raise RadioConnectError(f"cannot reach the virtual radio at {self.radio_url}: {exc}",
                                             url=self.radio_url) from exc
+                self._transport = transport
                 device = Device.with_hci("civicedge-central", hci.Address(self.address),
-                                         self._transport.source, self._transport.sink)
+                                         transport.source, transport.sink)
                 device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
                 await asyncio.wait_for(device.power_on(), timeout_s)
                 self._device = device

@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from bumble import gatt, hci
+from bumble import att, gatt, hci
 from bumble.core import UUID as BumbleUUID
 from bumble.device import AdvertisingType, Connection, Device
 from bumble.transport import open_transport
@@ -176,12 +176,12 @@ class VirtualPeripheral:
         """
         spec = parse_radio_url(self.radio_url).transport_spec
         try:
-            self._transport = await asyncio.wait_for(open_transport(spec), timeout_s)
+            transport = await asyncio.wait_for(open_transport(spec), timeout_s)
         except (OSError, asyncio.TimeoutError) as exc:
             raise RadioConnectError(f"cannot reach the virtual radio at {self.radio_url}: {exc}",
                                     url=self.radio_url) from exc
-        device = Device.with_hci(self.name, hci.Address(self.address), self._transport.source,
-                                 self._transport.sink)
+        self._transport = transport
+        device = Device.with_hci(self.name, hci.Address(self.address), transport.source, transport.sink)
         device.gatt_server.max_mtu = self.preferred_mtu
         device.on(device.EVENT_CONNECTION, self._on_connection)
         self._device = device
@@ -229,7 +229,7 @@ class VirtualPeripheral:
                 for dspec in spec.descriptors:
                     descriptor = gatt.Descriptor(
                         _bumble_uuid(dspec.uuid), self._permissions(dspec.flags),
-                        gatt.AttributeValue(read=self._reader(dspec.handle),
+                        att.AttributeValue(read=self._reader(dspec.handle),
                                             write=self._writer(dspec.handle)))
                     self._add_attr(attrs, _Attr(dspec.handle, dspec.flags, descriptor))
                     descriptors.append(descriptor)
@@ -247,8 +247,8 @@ class VirtualPeripheral:
         keep = [s for s in server.services if s.uuid in (gatt.GATT_GENERIC_ACCESS_SERVICE,
                                                           gatt.GATT_GENERIC_ATTRIBUTE_SERVICE)]
         server.services, server.attributes, server.attributes_by_handle = [], [], {}
-        for service in keep + built:
-            device.add_service(service)
+        for bumble_service in keep + built:
+            device.add_service(bumble_service)
         self._attrs = attrs
 
     @staticmethod
@@ -258,12 +258,12 @@ class VirtualPeripheral:
         attrs[attr.handle] = attr
 
     @staticmethod
-    def _permissions(flags: int) -> gatt.Attribute.Permissions:
-        perms = gatt.Attribute.Permissions(0)
+    def _permissions(flags: int) -> att.Attribute.Permissions:
+        perms = att.Attribute.Permissions(0)
         if flags & FLAG_READ:
-            perms |= gatt.Attribute.Permissions.READABLE
+            perms |= att.Attribute.Permissions.READABLE
         if flags & (FLAG_WRITE | FLAG_WRITE_NO_RESPONSE):
-            perms |= gatt.Attribute.Permissions.WRITEABLE
+            perms |= att.Attribute.Permissions.WRITEABLE
         return perms
 
     def _attr(self, handle: int) -> _Attr:

@@ -70,9 +70,10 @@ class RadioServer:
 
     async def start(self) -> None:
         """Bind and start accepting radio clients."""
-        self._server = await serve(self._handle, self.host, self.port, max_size=_MAX_HCI_PACKET,
-                                   compression=None, ping_interval=None)
-        sock = next(iter(self._server.sockets))
+        server = await serve(self._handle, self.host, self.port, max_size=_MAX_HCI_PACKET,
+                             compression=None, ping_interval=None)
+        self._server = server
+        sock = next(iter(server.sockets))
         self.port = int(sock.getsockname()[1])
         logger.info("virtual radio listening on ws://%s:%s/", self.host, self.port)
 
@@ -91,7 +92,9 @@ class RadioServer:
             logger.warning("radio client asked for a malformed room %r; closing", path)
             await ws.close(code=1008, reason="bad room")
             return
-        link = self.rooms.setdefault(room, LocalLink())
+        link = self.rooms.get(room)
+        if link is None:
+            link = self.rooms[room] = LocalLink()  # type: ignore[no-untyped-call]
         self._counter += 1
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         controller = RadioController(f"{room}#{self._counter}", link=link)
