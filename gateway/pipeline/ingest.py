@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from gateway.errors import GatewayError, ProtocolError, RejectedReport
@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 REPLAY_WINDOW = 256
 ACK_TIMEOUT_S = 5.0
+# A device re-sends its un-acknowledged outbox when no ACK came 5 s after its last send; hold
+# cumulative ACKs at a seq gap this long so a frame lost on the link is re-sent before the ACK
+# would make the device drop it. Gaps that persist are legitimate (seq reservation skipped on reboot).
+GAP_HOLD_S = 15.0
+# Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
+AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,16 @@ class Link:
 
 @dataclass
 class _DeviceWindow:
+    """Per-device state. ``floor``: every seq <= floor is committed or its gap was given up on;
+    ``above``: committed seqs above ``floor``; ``gap_since``: when a gap above ``floor`` was seen."""
+
     committed_hi: int = 0
     accepted_hi: int = 0
-    recent: set[int] | None = None
-    pending: dict[int, "asyncio.Future[None]"] | None = None
+    floor: int = 0
+    recent: set[int] = field(default_factory=set)
+    above: set[int] = field(default_factory=set)
+    pending: dict[int, "asyncio.Future[None]"] = field(default_factory=dict)
+    gap_since: float | None = None
 
 
 class IngestService:
@@ -61,16 +73,21 @@ class IngestService:
         metrics: counters to update.
         batch_ms / batch_max: commit at least every ``batch_ms`` or every ``batch_max`` reports.
         clock: unix-time source (ACK time sync and ``received_at``).
+        gap_hold_s: how long ACKs stay below a gap in a device's seqs before it is accepted.
+        monotonic: monotonic clock for the gap hold.
     """
 
     def __init__(self, *, store: ReportStore, verifier: Verifier, metrics: GatewayMetrics, batch_ms: int = 50,
-                 batch_max: int = 200, clock: Callable[[], float] = time.time) -> None:
+                 batch_max: int = 200, clock: Callable[[], float] = time.time, gap_hold_s: float = GAP_HOLD_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self._verifier = verifier
         self._metrics = metrics
         self._batch_s = batch_ms / 1000.0
         self._batch_max = batch_max
         self._clock = clock
+        self._gap_hold_s = gap_hold_s
+        self._monotonic = monotonic
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._queue: asyncio.Queue[tuple[ReportRecord, asyncio.Future[None]]] = asyncio.Queue()
         self._windows: dict[str, _DeviceWindow] = {}
@@ -88,7 +105,7 @@ class IngestService:
         maxima = await self.run_in_store(self.store.max_seqs)
         assert isinstance(maxima, dict)
         for dev, hi in maxima.items():
-            self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, recent=set(), pending={})
+            self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=hi)
         self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
         self._accepting = True
         log.info("ingest started; replay window restored for %d device(s)", len(maxima))
@@ -129,7 +146,7 @@ class IngestService:
     def _window(self, dev: str) -> _DeviceWindow:
         win = self._windows.get(dev)
         if win is None:
-            win = self._windows[dev] = _DeviceWindow(recent=set(), pending={})
+            win = self._windows[dev] = _DeviceWindow()
         return win
 
     async def _handle(self, raw: bytes, link: Link) -> None:
@@ -138,10 +155,14 @@ class IngestService:
             verified = self._verifier.verify(raw, link=link.name, now=now)
         except (ProtocolError, RejectedReport) as exc:
             self._reject(exc.reason, str(exc), link)
+            if isinstance(exc, RejectedReport) and exc.reason in AUTHENTIC_REJECTIONS and exc.device_id:
+                # The device really sent this seq and it will never be stored: no gap to wait for.
+                win = self._window(exc.device_id)
+                if exc.seq is not None and exc.seq > win.floor:
+                    win.above.add(exc.seq)
             return
         dev, seq = verified.frame.device_id, verified.frame.seq
         win = self._window(dev)
-        assert win.recent is not None and win.pending is not None
         in_flight = win.pending.get(seq)
         if in_flight is not None or seq in win.recent:
             self._metrics.duplicates.inc()
@@ -182,8 +203,7 @@ class IngestService:
     async def _ack(self, verified: Verified, link: Link) -> None:
         dev = verified.frame.device_id
         win = self._window(dev)
-        assert win.pending is not None
-        ack = win.committed_hi
+        ack = self._advance_floor(win)
         below = [s for s in win.pending if s <= ack]
         if below:
             ack = min(below) - 1  # an earlier report is still uncommitted: do not acknowledge past it
@@ -196,6 +216,25 @@ class IngestService:
             log.info("ACK %s seq %d on %s timed out; the device will resend", dev, ack, link.name)
         except (GatewayError, OSError) as exc:
             log.info("ACK %s seq %d on %s failed (%s); the device will resend", dev, ack, link.name, exc)
+
+    def _advance_floor(self, win: _DeviceWindow) -> int:
+        """Move ``floor`` over committed seqs; jump a gap only after it was held ``gap_hold_s``."""
+        while True:
+            while win.floor + 1 in win.above:
+                win.floor += 1
+                win.above.discard(win.floor)
+            if not win.above:
+                win.gap_since = None
+                return win.floor
+            now = self._monotonic()
+            if win.gap_since is None:
+                win.gap_since = now
+                return win.floor
+            if now - win.gap_since < self._gap_hold_s:
+                return win.floor
+            log.info("seqs %d..%d never arrived; acknowledging past them", win.floor + 1, min(win.above) - 1)
+            win.floor = min(win.above) - 1
+            win.gap_since = None
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -220,7 +259,6 @@ class IngestService:
             log.error("commit of %d report(s) failed, not acknowledging them: %s", len(batch), exc)
             for rec, fut in batch:
                 win = self._window(rec.device)
-                assert win.pending is not None
                 win.pending.pop(rec.seq, None)
                 if not fut.done():
                     fut.set_exception(exc)
@@ -229,9 +267,10 @@ class IngestService:
         assert isinstance(result, BatchResult)
         for rec, fut in batch:
             win = self._window(rec.device)
-            assert win.pending is not None and win.recent is not None
             win.pending.pop(rec.seq, None)
             win.recent.add(rec.seq)
+            if rec.seq > win.floor:
+                win.above.add(rec.seq)
             win.committed_hi = max(win.committed_hi, rec.seq)
             # keep the in-memory set bounded to the window
             if len(win.recent) > 2 * REPLAY_WINDOW:

@@ -22,3 +22,26 @@ def registry(tmp_path: Path) -> Registry:
         kind = "streetlight" if dev.startswith("sl") else "bin"
         reg.add(dev, kind=kind, zone="north" if dev != "bin-2" else "south", lat="52.37", lon="4.89", key=key)
     return reg
+
+
+def make_env(tmp_path: Path, *, serial: tuple[str, ...] = (), mqtt_port: int | None = None, batch_ms: int = 20,
+             extra: str = "", outbox_max_bytes: int | None = None) -> Path:
+    """Write a gateway config (data under tmp_path/data, HTTP off) with the KEYS devices registered."""
+    reg = Registry(tmp_path / "data" / "registry")
+    for dev, key in KEYS.items():
+        if reg.lookup(dev) is None:
+            kind = "streetlight" if dev.startswith("sl") else "bin"
+            reg.add(dev, kind=kind, zone="north", lat="52.37", lon="4.89", key=key)
+    reg.close()
+    lines = ['[gateway]', 'id = "gw-test"', 'data_dir = "data"', '[storage]', 'batch_ms = %d' % batch_ms,
+             '[http]', 'enabled = false']
+    for port in serial:
+        lines += ['[[serial]]', 'port = "%s"' % port]
+    if mqtt_port is not None:
+        lines += ['[mqtt]', 'host = "127.0.0.1"', 'port = %d' % mqtt_port, 'topic_prefix = "city"',
+                  'keepalive_s = 5']
+        if outbox_max_bytes is not None:
+            lines.append('outbox_max_bytes = %d' % outbox_max_bytes)
+    path = tmp_path / "gateway.toml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path

@@ -114,7 +114,7 @@ async def test_ingest_commit_ack_dedup_and_window(registry: Registry, tmp_path: 
 
     # restart: the window is restored from the store
     ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
-                           metrics=metrics, batch_ms=20)
+                           metrics=metrics, batch_ms=20, gap_hold_s=0.0)
     await ingest.start()
     c2 = Collector()
     ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"]), c2.link)  # stored -> re-ACK, not stored again
@@ -150,3 +150,28 @@ async def test_ack_waits_for_commit(registry: Registry, tmp_path: Path) -> None:
 def test_msgpack_body_is_what_firmware_sends() -> None:
     raw = msgpack.packb(body_for("bin", 1))
     assert decode_body(raw)["m"]["fill"] == 10
+
+
+async def test_ack_held_at_gap_until_filled_or_expired(registry: Registry, tmp_path: Path) -> None:
+    """A frame lost on the link must not be dropped by a cumulative ACK of later frames."""
+    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                           verifier=Verifier(registry, load_policy()), metrics=GatewayMetrics("gw"), batch_ms=10,
+                           gap_hold_s=0.5)
+    await ingest.start()
+    c = Collector()
+    for seq in (1, 2, 4, 5):  # 3 was lost on the link
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), c.link)
+    await _settle(ingest)
+    assert max(s for _, s in c.acks) == 2
+    ingest.feed(report_frame("bin-1", 3, KEYS["bin-1"]), c.link)  # the device re-sends its outbox
+    await _settle(ingest)
+    assert max(s for _, s in c.acks) == 5
+    ingest.feed(report_frame("bin-1", 40, KEYS["bin-1"]), c.link)  # reboot skipped 6..39: never coming
+    await _settle(ingest)
+    assert max(s for _, s in c.acks) == 5
+    await asyncio.sleep(0.6)
+    ingest.feed(report_frame("bin-1", 40, KEYS["bin-1"]), c.link)  # re-sent after no ACK
+    await _settle(ingest)
+    assert max(s for _, s in c.acks) == 40
+    await ingest.stop()
+    ingest.close()

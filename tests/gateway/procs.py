@@ -1,0 +1,191 @@
+"""Real peers for gateway tests: pty "devices", a gateway subprocess, a mosquitto broker."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tty
+from pathlib import Path
+from typing import IO
+
+from gateway.protocol import FRAME_ACK, SerialDeframer, encode_serial, parse_frame, verify_tag
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PtyDevice:
+    """The board end of a real pty pair: writes COBS frames, reads and verifies ACKs.
+
+    The gateway opens ``path`` (the slave) with pyserial exactly as it opens a USB serial port.
+    """
+
+    def __init__(self, keys: dict[str, bytes], link: Path | None = None) -> None:
+        self.keys = keys
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)  # no echo/line discipline before the gateway configures the port
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+        self.link = link
+        if link is not None:
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(self.path)
+        self._deframer = SerialDeframer()
+        self.acks: dict[str, int] = {}
+
+    def send(self, frames: list[bytes]) -> None:
+        data = b"".join(encode_serial(f) for f in frames)
+        while data:
+            select.select([], [self.master], [], 5)
+            try:
+                n = os.write(self.master, data)
+            except BlockingIOError:
+                continue
+            data = data[n:]
+
+    def send_raw(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def pump(self, seconds: float) -> None:
+        """Read ACKs for ``seconds``."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            r, _, _ = select.select([self.master], [], [], min(left, 0.05))
+            if not r:
+                continue
+            try:
+                data = os.read(self.master, 4096)
+            except (BlockingIOError, OSError):
+                continue
+            for item in self._deframer.feed(data):
+                assert isinstance(item, bytes), "gateway sent a corrupt frame: %r" % item
+                frame = parse_frame(item)
+                assert frame.type == FRAME_ACK
+                assert verify_tag(frame, self.keys[frame.device_id]), "ACK tag does not verify"
+                self.acks[frame.device_id] = max(self.acks.get(frame.device_id, 0), frame.seq)
+
+    def wait_ack(self, device: str, seq: int, timeout: float = 15.0) -> None:
+        end = time.monotonic() + timeout
+        while self.acks.get(device, 0) < seq:
+            if time.monotonic() > end:
+                raise AssertionError("no ACK for %s seq %d (have %r)" % (device, seq, self.acks))
+            self.pump(0.05)
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class GatewayProcess:
+    """``civicedge gateway run`` as a subprocess (stdout: the ready line; stderr: logs in a file)."""
+
+    def __init__(self, config: Path, log_path: Path, *, verbose: int = 0) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.verbose = verbose
+        self.proc: subprocess.Popen[str] | None = None
+        self._log: IO[str] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._log = self.log_path.open("a")
+        args = [sys.executable, "-m", "hil.cli.main"] + ["-v"] * self.verbose + ["gateway", "run", "--config",
+                                                                                 str(self.config)]
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        assert self.proc.stdout is not None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if r:
+                line = self.proc.stdout.readline()
+                if "ready" in line:
+                    return
+                if not line and self.proc.poll() is not None:
+                    break
+        self.kill()
+        raise AssertionError("gateway did not start:\n" + self.log_path.read_text())
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        """Wait until ``text`` appears in the gateway's log (needs verbose >= 1 for INFO lines)."""
+        end = time.monotonic() + timeout
+        while text not in self.logs():
+            if time.monotonic() > end or (self.proc is not None and self.proc.poll() is not None):
+                raise AssertionError("%r not in gateway log:\n%s" % (text, self.logs()))
+            time.sleep(0.05)
+
+    def logs(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+class Mosquitto:
+    """A real mosquitto broker on a free loopback port, with persistence so sessions survive restarts."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"
+            "autosave_interval 1\nmax_queued_messages 100000\n" % (self.port, workdir)
+        )
+        self.log = workdir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log, stderr=log)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise AssertionError("mosquitto did not start: %s" % self.log.read_text())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None

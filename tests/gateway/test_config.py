@@ -1,0 +1,115 @@
+"""gateway.toml validation: each error is specific (reason + key), and `gateway init` output loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import default_config, load_config, write_example
+from gateway.config.loader import retention_days
+from gateway.errors import ConfigError
+from hil.cli.main import main
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "key"),
+    [
+        ("[gateway]\nid = \"g\"\ncolour = 1\n", "unknown_key", "gateway.colour"),
+        ("[nonsense]\n", "unknown_key", "config.nonsense"),
+        ("[mqtt]\nhost = \"h\"\nport = \"1883\"\n", "wrong_type", "mqtt.port"),
+        ("[ble]\nenabled = 1\n", "wrong_type", "ble.enabled"),
+        ("[storage]\nbatch_ms = true\n", "wrong_type", "storage.batch_ms"),
+        ("[[serial]]\nbaud = 9600\n", "missing", "serial[0].port"),
+        ("[mqtt]\nport = 1883\n", "missing", "mqtt.host"),
+        ("[ble]\nenabled = true\nbackend = \"virtual\"\n", "missing", "ble.radio"),
+        ("[ble]\nbackend = \"winrt\"\n", "bad_value", "ble.backend"),
+        ("[mqtt]\nhost = \"h\"\nport = 70000\n", "bad_value", "mqtt.port"),
+        ("[mqtt]\nhost = \"h\"\ntopic_prefix = \"a/#\"\n", "bad_value", "mqtt.topic_prefix"),
+        ("[mqtt]\nhost = \"h\"\noutbox_policy = \"keep\"\n", "bad_value", "mqtt.outbox_policy"),
+        ("[[serial]]\nport = \"/dev/a\"\n[[serial]]\nport = \"/dev/a\"\n", "bad_value", "serial[1].port"),
+        ("serial = \"/dev/a\"\n", "wrong_type", "serial"),
+        ("[http]\nadmin_token_file = \"nope.token\"\n", "bad_path", "http.admin_token_file"),
+        ("[gateway]\ndata_dir = \"afile/sub\"\n", "bad_path", "gateway.data_dir"),
+        ("[retention.bin]\nfill = 9999\n", "bad_value", "retention.bin.fill"),
+        ("[retention.bin]\nmot = 3\n", "unknown_key", "retention.bin.mot"),
+        ("[gateway\n", "syntax", ""),
+    ],
+)
+def test_config_errors(tmp_path: Path, text: str, reason: str, key: str) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert (info.value.reason, info.value.key) == (reason, key)
+    assert info.value.path == tmp_path / "gateway.toml"
+
+
+def test_full_config_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "admin.token").write_text("t0ken\n")
+    cfg = load_config(write(tmp_path, """
+[gateway]
+id = "gw-1"
+data_dir = "d"
+[storage]
+batch_ms = 10
+[[serial]]
+port = "/dev/ttyUSB0"
+[[serial]]
+port = "/dev/ttyUSB1"
+baud = 9600
+[ble]
+enabled = true
+backend = "virtual"
+radio = "ws://127.0.0.1:1/r"
+max_connections = 2
+[mqtt]
+host = "127.0.0.1"
+outbox_max_bytes = 4096
+[http]
+port = 0
+admin_token_file = "admin.token"
+[retention]
+interval_s = 60
+[retention.streetlight]
+lux = 30
+"""))
+    assert cfg.id == "gw-1" and cfg.data_dir == tmp_path / "d"
+    assert cfg.storage.path == tmp_path / "d" / "reports.sqlite" and cfg.storage.batch_ms == 10
+    assert [p.baud for p in cfg.serial] == [115200, 9600]
+    assert cfg.ble.backend == "virtual" and cfg.ble.max_connections == 2
+    assert cfg.mqtt is not None and cfg.mqtt.port == 1883 and cfg.mqtt.outbox_max_bytes == 4096
+    assert cfg.http is not None and cfg.http.admin_token_file == tmp_path / "admin.token"
+    eff = retention_days(cfg)
+    assert eff[("streetlight", "lux")] == 30 and eff[("bin", "fill")] == 730
+
+
+def test_defaults_need_no_other_service() -> None:
+    cfg = default_config()
+    assert cfg.mqtt is None and cfg.serial == () and not cfg.ble.enabled
+    assert cfg.storage.path.name == "reports.sqlite"
+
+
+def test_init_writes_loadable_commented_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "g.toml"
+    assert main(["gateway", "init", str(path)]) == 0
+    text = path.read_text()
+    assert text.count("#") > 20
+    cfg = load_config(path)
+    assert cfg.mqtt is None and cfg.data_dir == tmp_path / "data"
+    assert main(["gateway", "init", str(path)]) == 1  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        write_example(path)
+
+
+def test_run_check_reports_specific_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[[serial]]\nbaud = 9600\n")
+    assert main(["gateway", "run", "--config", str(path), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "missing" in err and "serial[0].port" in err

@@ -1,0 +1,99 @@
+"""Device registry and `civicedge gateway devices`: owner-only key files, keys never printed or logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import RegistryError
+from gateway.registry import Registry, read_key_file
+from hil.cli.main import main
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_lifecycle_never_shows_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    reg_dir = tmp_path / "reg"
+    base = ["gateway", "devices", "--registry", str(reg_dir)]
+    code, out, _ = run(base + ["add", "--id", "sl-7", "--kind", "streetlight", "--zone", "centre",
+                               "--location", "52.3702,4.8952"], capsys)
+    assert code == 0
+    key_path = reg_dir / "keys" / "sl-7.key"
+    assert str(key_path) in out
+    key1 = read_key_file(key_path).hex()
+    assert mode(reg_dir) == 0o700 and mode(reg_dir / "keys") == 0o700
+    assert mode(key_path) == 0o600 and mode(reg_dir / "devices.sqlite") == 0o600
+
+    keyfile = tmp_path / "given.key"
+    keyfile.write_text("ab" * 32 + "\n")
+    code, out, _ = run(base + ["add", "--id", "bin-9", "--kind", "bin", "--zone", "north", "--location",
+                               "52.1,4.2", "--key-file", str(keyfile)], capsys)
+    assert code == 0 and read_key_file(reg_dir / "keys" / "bin-9.key") == bytes([0xAB]) * 32
+
+    code, out, _ = run(base + ["list", "--json"], capsys)
+    listed = json.loads(out)
+    assert [d["id"] for d in listed] == ["bin-9", "sl-7"] and listed[1]["lat"] == "52.3702"
+
+    code, out, _ = run(base + ["rotate-key", "sl-7"], capsys)
+    assert code == 0 and str(key_path) in out
+    key2 = read_key_file(key_path).hex()
+    assert key2 != key1 and mode(key_path) == 0o600
+    code, out, _ = run(base + ["show", "sl-7", "--json"], capsys)
+    assert json.loads(out)["key_version"] == 2
+    code, out, _ = run(base + ["revoke", "sl-7"], capsys)
+    assert code == 0
+    code, out, _ = run(base + ["show", "sl-7"], capsys)
+    assert "True" in out
+
+    everything = out + caplog.text + json.dumps(listed)
+    for secret in (key1, key2, "ab" * 32):
+        assert secret not in everything
+        assert secret.upper() not in everything
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (["--id", "bad id", "--kind", "bin", "--zone", "z", "--location", "1,2"], "bad_value"),
+        (["--id", "x", "--kind", "lamp", "--zone", "z", "--location", "1,2"], "bad_value"),
+        (["--id", "x", "--kind", "bin", "--zone", "z", "--location", "91,2"], "bad_value"),
+        (["--id", "x", "--kind", "bin", "--zone", "z", "--location", "12"], "bad_value"),
+        (["--id", "x", "--kind", "bin", "--zone", "", "--location", "1,2"], "bad_value"),
+    ],
+)
+def test_cli_add_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], reason: str) -> None:
+    code, _, err = run(["gateway", "devices", "--registry", str(tmp_path / "r"), "add"] + extra, capsys)
+    assert code == 1 and "error (%s)" % reason in err
+
+
+def test_api_errors(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "r")
+    reg.add("a", kind="bin", zone="z", lat="1", lon="2")
+    with pytest.raises(RegistryError) as info:
+        reg.add("a", kind="bin", zone="z", lat="1", lon="2")
+    assert info.value.reason == "exists" and info.value.device_id == "a"
+    with pytest.raises(RegistryError) as info:
+        reg.revoke("nobody")
+    assert info.value.reason == "unknown_device"
+    with pytest.raises(RegistryError) as info:
+        reg.add("b", kind="bin", zone="z", lat="1", lon="2", key=b"short")
+    assert info.value.reason == "bad_key"
+    bad = tmp_path / "bad.key"
+    bad.write_text("zz" * 32)
+    with pytest.raises(RegistryError) as info:
+        read_key_file(bad)
+    assert info.value.reason == "bad_key" and "zz" not in str(info.value)
