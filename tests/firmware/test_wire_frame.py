@@ -194,3 +194,17 @@ def test_fragment_mtu_23_layout_and_drop_rules(mpy: Callable[..., MpResult]) -> 
     assert lines[3] == "6"
     assert lines[4] == "None None True"
     assert lines[5:] == ["mtu22 refused", "too many refused"]
+
+
+def test_cobs_edge_cases(mpy: Callable[..., MpResult]) -> None:
+    cases = [b"", b"\x00", b"\x00" * 3, b"\x01" * 253, b"\x01" * 254, b"\x01" * 255, b"\x01" * 254 + b"\x00",
+             b"\x00" + b"\x01" * 254, b"\x01" * 508, bytearray(b"\x05\x00\x06")]
+    code = (
+        "import binascii\nfrom civic.wire import cobs\n"
+        f"for h in {[bytes(c).hex() for c in cases]!r}:\n"
+        "    d = bytearray(binascii.unhexlify(h))\n"
+        "    e = cobs.encode(d)\n"
+        "    assert cobs.decode(bytearray(e)) == bytes(d)\n"
+        "    print(binascii.hexlify(e).decode())\n"
+    )
+    assert mpy(code).stdout.split() == [_cobs_ref(bytes(c)).hex() for c in cases]

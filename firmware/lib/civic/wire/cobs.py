@@ -28,9 +28,9 @@ def encode(data):
                 code = 1
                 after_full = True
     if after_full:
-        out.pop()  # minimal form: no empty block after a full one at the very end
-    else:
-        out[code_pos] = code
+        # minimal form: no empty block after a full one at the very end
+        return bytes(memoryview(out)[:code_pos])
+    out[code_pos] = code
     return bytes(out)
 
 
