@@ -31,6 +31,28 @@ _NO_EXTENDED = ~(hci.LeFeatureMask.LE_EXTENDED_ADVERTISING | hci.LeFeatureMask.L
 _ACTIVE_SCAN = 1
 
 
+class RadioLink(LocalLink):
+    """A room's link; advertising PDUs go only to controllers that can use them.
+
+    Bumble's ``LocalLink`` hands every advertisement to every controller. With a fleet of
+    advertising boards that is O(boards²) callbacks per interval; only scanners and initiators
+    need advertisements, and a CONNECT_IND concerns only its advertiser.
+    """
+
+    def send_advertising_pdu(self, sender_controller: Any, packet: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(packet, ll.ConnectInd):
+            target = self.find_le_controller(packet.advertiser_address)
+            if target is not None and target is not sender_controller:
+                loop.call_soon(target.on_ll_advertising_pdu, packet)
+            return
+        for controller in self.controllers:
+            if controller is sender_controller:
+                continue
+            if controller.le_scan_enable or controller.pending_le_connection is not None:
+                loop.call_soon(controller.on_ll_advertising_pdu, packet)
+
+
 def pair_rssi(advertiser: hci.Address, scanner: hci.Address) -> int:
     """Deterministic RSSI in dBm for one advertiser/scanner pair (-40..-79)."""
     digest = hashlib.sha256(bytes(advertiser) + bytes(scanner)).digest()

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from bumble.link import LocalLink
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from hil.sim.radio.controller import RadioController
+from hil.sim.radio.controller import RadioController, RadioLink
 from hil.sim.radio.errors import RadioError
 from hil.sim.radio.url import DEFAULT_ROOM, RadioUrl, parse_radio_url
 
@@ -45,7 +44,7 @@ class _HostSink:
 
 @dataclass
 class RadioServer:
-    """The relay's state: one :class:`LocalLink` per room, inside one event loop.
+    """The relay's state: one :class:`RadioLink` per room, inside one event loop.
 
     Attributes:
         host: interface to bind (loopback by default: the radio is for this machine).
@@ -54,7 +53,7 @@ class RadioServer:
 
     host: str = "127.0.0.1"
     port: int = 0
-    rooms: dict[str, LocalLink] = field(default_factory=dict)
+    rooms: dict[str, RadioLink] = field(default_factory=dict)
     _server: Server | None = None
     _counter: int = 0
 
@@ -94,7 +93,7 @@ class RadioServer:
             return
         link = self.rooms.get(room)
         if link is None:
-            link = self.rooms[room] = LocalLink()  # type: ignore[no-untyped-call]
+            link = self.rooms[room] = RadioLink()  # type: ignore[no-untyped-call]
         self._counter += 1
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         controller = RadioController(f"{room}#{self._counter}", link=link)
