@@ -3,7 +3,7 @@
 //   stdout: {"ch": CHANNEL, "p": PAYLOAD}   (from _simhw.send) and {"out": TEXT} (print)
 //   stdin:  {"ch": CHANNEL, "p": PAYLOAD}   (delivered to the _simhw.on handler)
 //           {"exec": CODE}                  (run more Python in the same interpreter)
-// usage: node mp_channel_host.mjs SIM_DIR LIB_DIR [SCRIPT]  (SCRIPT runs first; exits when stdin closes)
+// usage: node mp_channel_host.mjs SIM_DIR LIB_DIR[:LIB_DIR...] [SCRIPT]  (SCRIPT runs first; exits when stdin closes)
 import path from "node:path";
 import fs from "node:fs";
 import crypto from "node:crypto";
@@ -17,10 +17,16 @@ const mp = await loadMicroPython({
   heapsize: 512 * 1024, linebuffer: true,
   stdout: (line) => emit({ out: line }), stderr: (line) => emit({ err: line }),
 });
-mp.FS.mkdir("/lib");
-for (const name of fs.readdirSync(libDir)) {
-  if (name.endsWith(".py")) mp.FS.writeFile(`/lib/${name}`, fs.readFileSync(path.join(libDir, name)));
+function copyTree(src, dst) {
+  try { mp.FS.mkdir(dst); } catch { /* exists */ }
+  for (const name of fs.readdirSync(src)) {
+    if (name === "__pycache__") continue;
+    const s = path.join(src, name);
+    if (fs.statSync(s).isDirectory()) copyTree(s, `${dst}/${name}`);
+    else if (name.endsWith(".py")) mp.FS.writeFile(`${dst}/${name}`, fs.readFileSync(s));
+  }
 }
+for (const dir of libDir.split(path.delimiter)) copyTree(dir, "/lib");
 const handlers = new Map();
 mp.registerJsModule("_simhw", {
   send: (channel, payload) => emit({ ch: channel, p: payload }),

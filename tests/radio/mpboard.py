@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ MPY_DIR = SIM_DIR / "mpy"
 class ChannelBoard:
     """One MicroPython interpreter with ``hil/sim/mpy`` on its path (``script`` runs at start)."""
 
-    def __init__(self, device_id: str, script: Path | None = None) -> None:
+    def __init__(self, device_id: str, script: Path | None = None, libs: tuple[Path, ...] = ()) -> None:
         self.device_id = device_id
+        self._libs = (MPY_DIR, *libs)
         self._script = script
         self._proc: asyncio.subprocess.Process | None = None
         self._handlers: dict[str, Callable[[str], Any]] = {}
@@ -37,7 +39,7 @@ class ChannelBoard:
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
-            node_binary(), str(HOST), str(SIM_DIR), str(MPY_DIR), *([str(self._script)] if self._script else []),
+            node_binary(), str(HOST), str(SIM_DIR), os.pathsep.join(map(str, self._libs)), *([str(self._script)] if self._script else []),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         self._reader = asyncio.create_task(self._read())
         await asyncio.wait_for(self._ready.wait(), 20)
