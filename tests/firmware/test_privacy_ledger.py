@@ -108,3 +108,15 @@ def test_releaser_charges_ledger_and_stops_at_budget(flash_run: Callable[..., An
         "    except ReleaseError as e:\n        print('refused', e.field)\n"
     )
     assert flash_run(code, flash).stdout.splitlines() == ["refused lux", "refused wifi"]
+
+
+def test_releaser_waits_for_a_true_rng(flash_run: Callable[..., Any], tmp_path: Path, repo_root: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "policy.json").write_bytes((repo_root / "firmware" / "policy.json").read_bytes())
+    code = RELEASER + (
+        "from civic.privacy.release import RngNotReady\nradio = [False]\nR.rng_ready = lambda: radio[0]\n"
+        f"try:\n    R.release('mot', 10, {D})\nexcept RngNotReady as e:\n    print('deferred', e.field)\n"
+        f"print(R.ledger.remaining('mot', {D}))\nradio[0] = True\nprint(R.release('mot', 10, {D})[1], R.ledger.remaining('mot', {D}))\n"
+    )
+    assert flash_run(code, flash).stdout.splitlines() == ["deferred mot", "2000", "500 1500"]

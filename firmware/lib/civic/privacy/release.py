@@ -31,6 +31,13 @@ def noisy_count(count, eps_milli, k, rand=os.urandom):
     return noisy
 
 
+class RngNotReady(ReleaseError):
+    """The hardware RNG is not known to be truly random right now (ESP32: radio off).
+
+    Nothing was spent; retry the release once the radio is on.
+    """
+
+
 class Releaser:
     """Releases the ``noisy_count`` fields of one device kind, charging the ledger.
 
@@ -38,12 +45,15 @@ class Releaser:
         fields: the kind's ``fields`` dict from policy.json.
         ledger: a :class:`civic.privacy.ledger.Ledger`.
         rand: byte source (``os.urandom``; injectable for simulation only).
+        rng_ready: optional callable returning True when ``os.urandom`` is truly random
+            (on an ESP32: Wi-Fi or BLE active, or the bootloader RNG source enabled).
     """
 
-    def __init__(self, fields, ledger, rand=os.urandom):
+    def __init__(self, fields, ledger, rand=os.urandom, rng_ready=None):
         self.fields = fields
         self.ledger = ledger
         self.rand = rand
+        self.rng_ready = rng_ready
         self.suppressed = 0
 
     def release(self, field, count, now_s):
@@ -57,6 +67,7 @@ class Releaser:
 
         Raises:
             ReleaseError: ``field`` is not a noisy_count field of this kind, or bad count.
+            RngNotReady: ``rng_ready()`` said no; nothing was spent, retry later.
         """
         spec = self.fields.get(field)
         if spec is None or spec.get("release") != "noisy_count":
@@ -64,6 +75,8 @@ class Releaser:
         if not isinstance(count, int) or count < 0:
             raise ReleaseError(field, "count must be an int >= 0")
         eps = spec["eps_per_release_milli"]
+        if self.rng_ready is not None and not self.rng_ready():
+            raise RngNotReady(field, "hardware RNG not ready (radio off)")
         if not self.ledger.spend(field, eps, now_s):
             return None, 0
         value = noisy_count(count, eps, spec["k"], self.rand)
