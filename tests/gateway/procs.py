@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import select
 import signal
@@ -161,7 +162,9 @@ class Mosquitto:
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"
-            "autosave_interval 1\nmax_queued_messages 100000\n" % (self.port, workdir)
+            "autosave_interval 1\nmax_queued_messages 100000\n"
+            # as root mosquitto would switch to user "mosquitto", who cannot write our temp dir
+            "user %s\n" % (self.port, workdir, getpass.getuser())
         )
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
