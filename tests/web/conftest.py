@@ -1,27 +1,32 @@
-"""Fixtures of the web tests: a real registry and SQLite store fed through the gateway's
-verification pipeline (frames built and HMAC-tagged like a device does), and the web app
-served by aiohttp's test server on a free loopback port."""
+"""Fixtures of the web tests: a real registry and SQLite store fed through the gateway's ingest
+service (frames built and HMAC-tagged like a device does, verified, batched, committed and
+ACKed), and the web app served by aiohttp's test server on a free loopback port."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.metrics import GatewayMetrics
-from gateway.protocol.frame import FRAME_REPORT, build_frame
+from gateway.pipeline.ingest import IngestService, Link
+from gateway.pipeline.verify import Verifier
+from gateway.protocol.frame import FRAME_REPORT, build_frame, parse_frame
 from gateway.registry import Registry
 from gateway.resources import load_policy
-from gateway.pipeline.verify import Verifier
-from gateway.storage import ReportQueries, ReportRecord, ReportStore
+from gateway.storage import ReportQueries, ReportStore
 from gateway.web.app import create_app
 from gateway.web.retention import RetentionSettings
 
 # 2026-11-21 12:00:00 UTC: a fixed "now" so every assertion about time is deterministic.
 NOW = 1795262400
+# The ingest clock: every report of the fixture is received 5 s after NOW.
+RECEIVED_AT = NOW + 5
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 
 DEVICES = [
@@ -37,89 +42,143 @@ DEVICES = [
 
 @dataclass
 class Fleet:
-    """A fed gateway state: registry, writer store, read API, metrics, and a way to add reports."""
+    """A fed gateway: registry, store, ingest service, read API, metrics, retention settings."""
 
     registry: Registry
     store: ReportStore
+    ingest: IngestService
     queries: ReportQueries
     metrics: GatewayMetrics
     retention: RetentionSettings
-    verifier: Verifier
-    seqs: dict[str, int]
+    seqs: dict[str, int] = field(default_factory=dict)
+    acks: list[tuple[str, int]] = field(default_factory=list)
 
-    def verify(self, device: str, body: dict[str, Any], *, at: float, link: str = "serial:/dev/pts/9") -> ReportRecord:
-        """Build the device's next authenticated frame and pass it through the gateway's verifier."""
+    def link(self, name: str) -> Link:
+        """A link whose ACKs are recorded (what a device would receive)."""
+
+        async def send(frame: bytes) -> None:
+            ack = parse_frame(frame)
+            self.acks.append((ack.device_id, ack.seq))
+
+        return Link(name=name, kind=name.split(":")[0], send=send)
+
+    def feed(self, device: str, body: dict[str, Any], *, link: str = "serial:/dev/pts/9") -> int:
+        """Hand the device's next authenticated REPORT frame to the ingest service; return its seq."""
         self.seqs[device] = self.seqs.get(device, 0) + 1
         raw = build_frame(FRAME_REPORT, device, self.seqs[device], body, self.registry.key(device))
-        self.metrics.reports_in(link.split(":")[0]).inc()
-        return self.verifier.verify(raw, link=link, now=at).record
+        self.ingest.feed(raw, self.link(link))
+        return self.seqs[device]
 
-    def store_batch(self, records: list[ReportRecord]) -> None:
-        """Commit verified records in one transaction, as the gateway's batched writer does."""
-        result = self.store.insert_batch(records)
-        assert len(result.inserted) == len(records)
-        self.metrics.reports_stored.inc(len(records))
+    def rejected(self) -> float:
+        """Total rejections counted by the gateway."""
+        return sum(s.value for m in self.metrics.registry.collect() if m.name == "civicedge_rejections"
+                   for s in m.samples if s.name.endswith("_total"))
 
-    def report(self, device: str, body: dict[str, Any], *, at: float, link: str = "serial:/dev/pts/9") -> None:
-        """Send one report through frame building, verification and storage, like ingest does."""
-        self.store_batch([self.verify(device, body, at=at, link=link)])
+    async def settle(self, *, stored: int, rejected: float = 0, timeout: float = 10.0) -> None:
+        """Wait until the store holds ``stored`` reports and ``rejected`` frames were refused."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.queries.count_reports() < stored or self.rejected() < rejected:
+            if loop.time() > deadline:
+                raise TimeoutError(f"store has {self.queries.count_reports()} of {stored} reports, "
+                                   f"{self.rejected()} of {rejected} rejections")
+            await asyncio.sleep(0.01)
+
+    async def report(self, device: str, body: dict[str, Any], *, link: str = "serial:/dev/pts/9") -> None:
+        """Send one report and wait until it is committed."""
+        before = self.queries.count_reports()
+        self.feed(device, body, link=link)
+        await self.settle(stored=before + 1)
 
 
-def feed_day(fleet: Fleet) -> None:
-    """Six hours of windows for the fleet, hourly energy, a daily lid count and two alarms."""
-    batch: list[ReportRecord] = []
+def feed_morning(fleet: Fleet) -> int:
+    """Six hours of windows for the fleet, hourly energy, a daily lid count and two alarms.
 
-    def report(device: str, body: dict[str, Any], *, at: float, link: str = "serial:/dev/pts/9") -> None:
-        batch.append(fleet.verify(device, body, at=at, link=link))
-
+    Returns the number of reports fed.
+    """
     win = 900
     start = NOW - 6 * 3600
+    n_reports = 0
     for i in range(24):
         w = start + i * win
         hour_of = (w // 3600) % 24
         for n, dev in enumerate(("sl-01", "sl-02")):
             lamp = 1 if (dev == "sl-02" and i >= 20) else 0
-            report(dev, {"t": "win", "k": "streetlight", "w": w, "l": win,
-                               "m": {"mot": 5 + (i % 7) + n, "lux": 10 * (i % 5), "lvl": 50 + 10 * n, "lamp": lamp},
-                               "e": {"mot": 500}}, at=w + win + 2)
+            fleet.feed(dev, {"t": "win", "k": "streetlight", "w": w, "l": win,
+                             "m": {"mot": 5 + (i % 7) + n, "lux": 10 * (i % 5), "lvl": 50 + 10 * n, "lamp": lamp},
+                             "e": {"mot": 500}})
         for n, dev in enumerate(("bin-01", "bin-02")):
-            report(dev, {"t": "win", "k": "bin", "w": w, "l": win,
-                               "m": {"fill": min(100, 10 * (i // 4) + 20 * n), "temp": 12 + n, "tilt": 0, "bat": 80}},
-                         at=w + win + 5, link="ble:AA:BB:CC:00:00:0%d" % n)
+            fleet.feed(dev, {"t": "win", "k": "bin", "w": w, "l": win,
+                             "m": {"fill": min(100, 10 * (i // 4) + 20 * n), "temp": 12 + n, "tilt": 0, "bat": 80}},
+                       link="ble:AA:BB:CC:00:00:0%d" % n)
+        n_reports += 4
         if (w + win) % 3600 == 0:
             for dev in ("sl-01", "sl-02"):
-                report(dev, {"t": "hour", "k": "streetlight", "w": w + win - 3600, "l": 3600,
-                                   "m": {"wh": 40 + hour_of}}, at=w + win + 3)
-    report("sl-02", {"t": "alarm", "k": "streetlight", "w": NOW - 3600, "l": 60, "m": {}, "a": ["lamp_fail"]},
-                 at=NOW - 3590)
-    report("bin-02", {"t": "alarm", "k": "bin", "w": NOW - 1200, "l": 60, "m": {"temp": 71}, "a": ["fire"]},
-                 at=NOW - 1190, link="ble:AA:BB:CC:00:00:01")
-    report("bin-01", {"t": "day", "k": "bin", "w": NOW - NOW % 86400 - 86400, "l": 86400,
-                            "m": {"lid": 23}, "e": {"lid": 500}}, at=NOW - 40000, link="ble:AA:BB:CC:00:00:00")
-    fleet.store_batch(batch)
+                fleet.feed(dev, {"t": "hour", "k": "streetlight", "w": w + win - 3600, "l": 3600,
+                                 "m": {"wh": 40 + hour_of}})
+                n_reports += 1
+    fleet.feed("sl-02", {"t": "alarm", "k": "streetlight", "w": NOW - 3600, "l": 60, "m": {}, "a": ["lamp_fail"]})
+    fleet.feed("bin-02", {"t": "alarm", "k": "bin", "w": NOW - 1200, "l": 60, "m": {"temp": 71}, "a": ["fire"]},
+               link="ble:AA:BB:CC:00:00:01")
+    fleet.feed("bin-01", {"t": "day", "k": "bin", "w": NOW - NOW % 86400 - 86400, "l": 86400,
+                          "m": {"lid": 23}, "e": {"lid": 500}}, link="ble:AA:BB:CC:00:00:00")
+    return n_reports + 3
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    """Registry with 6 devices (sl-03 and bin-03 never report; bin-03 revoked), store fed with a morning."""
+async def _open_fleet(root: Path, seqs: dict[str, int]) -> Fleet:
     policy = load_policy()
-    registry = Registry(tmp_path / "registry")
+    registry = Registry(root / "registry")
+    store = ReportStore(root / "reports.sqlite", gateway_id="gw-test")
+    metrics = GatewayMetrics("gw-test")
+    ingest = IngestService(store=store, verifier=Verifier(registry, policy), metrics=metrics, batch_ms=5,
+                           clock=lambda: float(RECEIVED_AT))
+    await ingest.start()
+    return Fleet(registry=registry, store=store, ingest=ingest, queries=ReportQueries(root / "reports.sqlite"),
+                 metrics=metrics, retention=RetentionSettings(policy, path=root / "retention.json"), seqs=dict(seqs))
+
+
+async def _close_fleet(fl: Fleet) -> None:
+    await fl.ingest.stop()
+    fl.ingest.close()
+    fl.queries.close()
+    fl.store.close()
+    fl.registry.close()
+
+
+async def _build_template(root: Path) -> dict[str, int]:
+    registry = Registry(root / "registry")
     for dev, kind, zone, lat, lon in DEVICES:
         registry.add(dev, kind=kind, zone=zone, lat=lat, lon=lon)
     registry.revoke("bin-03")
-    store = ReportStore(tmp_path / "reports.sqlite", gateway_id="gw-test")
-    metrics = GatewayMetrics("gw-test")
-    fl = Fleet(registry=registry, store=store, queries=ReportQueries(tmp_path / "reports.sqlite"),
-               metrics=metrics, retention=RetentionSettings(policy, path=tmp_path / "retention.json"),
-               verifier=Verifier(registry, policy), seqs={})
-    feed_day(fl)
-    yield fl
-    fl.queries.close()
-    store.close()
     registry.close()
+    fl = await _open_fleet(root, {})
+    try:
+        await fl.settle(stored=feed_morning(fl))
+        return dict(fl.seqs)
+    finally:
+        await _close_fleet(fl)
 
 
-AppFactory = Callable[..., Any]
+@pytest.fixture(scope="session")
+def fleet_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    """The ingested morning, built once per session (registry + store files, device seqs)."""
+    root = tmp_path_factory.mktemp("fleet-template")
+    seqs = asyncio.run(_build_template(root))
+    return root, seqs
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, fleet_template: tuple[Path, dict[str, int]]) -> AsyncIterator[Fleet]:
+    """Registry with 6 devices (sl-03 and bin-03 never report; bin-03 revoked), a morning ingested
+    through the gateway's ingest service; each test gets its own copy of the files."""
+    template, seqs = fleet_template
+    root = tmp_path / "gateway"
+    shutil.copytree(template, root)
+    fl = await _open_fleet(root, seqs)
+    try:
+        yield fl
+    finally:
+        await _close_fleet(fl)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def mounted_routes(app: web.Application) -> set[tuple[str, str]]:
     return out
 
 
-def test_every_route_is_described_and_every_description_is_mounted(fleet: Fleet) -> None:
+async def test_every_route_is_described_and_every_description_is_mounted(fleet: Fleet) -> None:
     app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
                      metrics_registry=None, admin_token=None, clock=lambda: float(NOW))
     mounted = mounted_routes(app)
