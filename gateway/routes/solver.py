@@ -163,15 +163,22 @@ def _search(
         for index in other_indices:
             routing.NextVar(index).RemoveValues(alarm_indices)
 
-    params = pywrapcp.DefaultRoutingSearchParameters()
-    params.first_solution_strategy = strategy
+    # Phase 1: the first solution alone, never cut short by the time limit (it is polynomial).
+    first_params = pywrapcp.DefaultRoutingSearchParameters()
+    first_params.first_solution_strategy = strategy
+    first_params.solution_limit = 1
+    assignment = routing.SolveWithParameters(first_params)
+    if assignment is None:
+        raise SolverError(str(routing.status()))
+    # Phase 2: guided local search from it until the time limit.
     if settings.time_limit_s > 0:
+        params = pywrapcp.DefaultRoutingSearchParameters()
         params.local_search_metaheuristic = routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
         params.time_limit.FromMilliseconds(max(1, round(settings.time_limit_s * 1000)))
-    assignment = routing.SolveWithParameters(params)
+        improved = routing.SolveFromAssignmentWithParameters(assignment, params)
+        if improved is not None:
+            assignment = improved
     status = str(routing.status())
-    if assignment is None:
-        raise SolverError(status)
     routes: list[tuple[int, ...]] = []
     for vehicle in range(settings.vehicles):
         order: list[int] = []

@@ -23,10 +23,10 @@ pytestmark = pytest.mark.timeout(120)
 DEPOT = "52.37,4.89"
 
 
-@pytest.fixture
-def city(tmp_path: Path) -> Iterator[CityData]:
-    """Twelve bins: six full, two filling fast, three low, one tipped over."""
-    data = CityData(tmp_path / "data")
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CityData]:
+    """Twelve bins: six full, two filling fast, three low, one tipped over (read-only for the tests)."""
+    data = CityData(tmp_path_factory.mktemp("city"))
     for i in range(12):
         data.add_device(f"bin-{i:02d}", zone=f"z{i % 3}", lat=f"52.{370 + 3 * i}", lon=f"4.{890 + 2 * (i % 5)}")
     for i in range(6):
