@@ -6,21 +6,26 @@ from gateway.errors import ProtocolError
 
 
 def cobs_encode(data: bytes) -> bytes:
-    """Encode ``data`` so that the result contains no zero byte (delimiter not included)."""
+    """Encode ``data`` as canonical COBS (docs/protocol.md §5), without the 0x00 delimiter.
+
+    A run of 254 non-zero bytes is coded ``0xFF`` + the bytes; when the data ends right after such a
+    run no empty ``0x01`` block follows.
+    """
     out = bytearray()
     block = bytearray()
-    for byte in data:
+    last = len(data) - 1
+    for i, byte in enumerate(data):
         if byte == 0:
             out.append(len(block) + 1)
             out += block
             block.clear()
         else:
             block.append(byte)
-            if len(block) == 254:
+            if len(block) == 254 and i != last:
                 out.append(255)
                 out += block
                 block.clear()
-    out.append(len(block) + 1)
+    out.append(255 if len(block) == 254 else len(block) + 1)
     out += block
     return bytes(out)
 

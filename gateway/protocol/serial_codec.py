@@ -6,8 +6,8 @@ from gateway.errors import ProtocolError
 from gateway.protocol.cobs import cobs_decode, cobs_encode
 from gateway.protocol.frame import MAX_FRAME
 
-# Largest COBS encoding of a MAX_FRAME frame: one overhead byte per 254 plus one.
-MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 2
+# Largest canonical COBS encoding of a MAX_FRAME frame (docs/protocol.md §5).
+MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 1
 
 
 def encode_serial(frame: bytes) -> bytes:

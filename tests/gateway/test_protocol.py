@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -34,7 +35,11 @@ def test_cobs_known_vectors() -> None:
     assert cobs_encode(b"") == b"\x01"
     assert cobs_encode(b"\x00") == b"\x01\x01"
     assert cobs_encode(b"\x11\x22\x00\x33") == b"\x03\x11\x22\x02\x33"
-    assert cobs_encode(bytes(range(1, 255))) == b"\xff" + bytes(range(1, 255)) + b"\x01"
+    assert cobs_encode(bytes(range(1, 255))) == b"\xff" + bytes(range(1, 255))  # canonical: no trailing 0x01
+    assert cobs_decode(b"\xff" + bytes(range(1, 255)) + b"\x01") == bytes(range(1, 255))  # accepted too
+    assert cobs_encode(b"\x01" * 254 + b"\x00") == b"\xff" + b"\x01" * 254 + b"\x01\x01"
+    assert cobs_encode(b"\x01" * 255) == b"\xff" + b"\x01" * 254 + b"\x02\x01"
+    assert len(cobs_encode(b"\x01" * 1024)) == 1029
 
 
 @settings(max_examples=EXAMPLES * 3)
@@ -164,3 +169,23 @@ def test_reassembler_drop_rules() -> None:
     r.reset()
     assert r.feed(b[0]) + r.feed(b[1]) + r.feed(b[2]) == [bytes(range(100, 140))]
     assert isinstance(r.feed(b"\x01")[0], ProtocolError)
+
+
+def test_agrees_byte_for_byte_with_firmware_vectors(repo_root: Path) -> None:
+    """Frames, COBS, serial wire bytes and BLE fragments made by gateway.protocol equal the firmware's."""
+    import json
+
+    vectors = json.loads((repo_root / "docs" / "protocol-vectors.json").read_text())
+    frames = {}
+    for item in vectors["frames"]:
+        frame = parse_frame(bytes.fromhex(item["frame"]))
+        rebuilt = build_frame(frame.type, item["device_id"], item["seq"], bytes.fromhex(item["body"]),
+                              bytes.fromhex(item["key"]))
+        assert rebuilt.hex() == item["frame"]
+        frames[item["name"]] = rebuilt
+    for item in vectors["cobs"]:
+        assert cobs_encode(bytes.fromhex(item["data"])).hex() == item["encoded"]
+    for item in vectors["serial"]:
+        assert encode_serial(frames[item["name"]]).hex() == item["wire"]
+    for item in vectors["ble_fragments"]:
+        assert [f.hex() for f in fragment_frame(frames[item["name"]], item["mtu"], item["msg"])] == item["fragments"]
