@@ -26,7 +26,8 @@ from gateway.config.model import (
 from gateway.errors import ConfigError
 from gateway.resources import load_policy
 
-_SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention")
+_SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention",
+             "routes")  # [routes] is validated by gateway.routes.config
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
                list: "an array"}
