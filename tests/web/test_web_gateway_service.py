@@ -1,0 +1,87 @@
+"""The web surface as the gateway service mounts it: real Gateway, real HTTP on a free port,
+a real pty serial link carrying COBS frames from a simulated device end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from conftest import ADMIN_TOKEN
+from gateway.config.loader import parse_config
+from gateway.protocol.cobs import cobs_encode
+from gateway.protocol.frame import FRAME_REPORT, build_frame
+from gateway.service import Gateway
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_gateway_service_serves_api_metrics_health_and_admin(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    config = parse_config({
+        "gateway": {"id": "gw-web", "data_dir": str(tmp_path / "data")},
+        "serial": [{"port": os.ttyname(slave)}],
+        "http": {"listen": "127.0.0.1", "port": 0, "admin_token_file": str(token_file)},
+    }, source=None)
+    gw = Gateway(config)
+    gw.registry.add("sl-77", kind="streetlight", zone="harbour", lat="51.9", lon="4.48")
+    key = gw.registry.key("sl-77")
+    await gw.start()
+    try:
+        assert gw.http_port
+        base = f"http://127.0.0.1:{gw.http_port}"
+        now = int(time.time())
+        w = now - now % 900 - 900
+        frame = build_frame(FRAME_REPORT, "sl-77", 1, {"t": "win", "k": "streetlight", "w": w, "l": 900,
+                                                         "m": {"lux": 40, "lvl": 100, "lamp": 0}}, key)
+        os.write(master, cobs_encode(frame) + b"\x00")
+        async with aiohttp.ClientSession() as http:
+            async def stored() -> bool:
+                async with http.get(base + "/api/devices/sl-77") as r:
+                    return (await r.json())["last_seen"] is not None
+
+            await _wait_for(stored)
+            async with http.get(base + "/api/devices/sl-77") as r:
+                dev = await r.json()
+            assert dev["latest"] == {"lux": 40, "lvl": 100, "lamp": 0}
+            assert dev["link"].startswith("serial:") and dev["status"] == "ok"
+
+            async with http.get(base + "/opendata/ngsi-ld/v1/entities?options=keyValues") as r:
+                [entity] = await r.json(content_type=None)
+            assert entity["id"] == "urn:ngsi-ld:Streetlight:sl-77" and entity["powerState"] == "on"
+
+            async with http.get(base + "/metrics") as r:
+                text = await r.text()
+            assert 'civicedge_reports_in_total{link_type="serial"} 1.0' in text
+            assert "civicedge_reports_stored_total 1.0" in text
+
+            async with http.get(base + "/healthz") as r:
+                health = await r.json()
+            assert health["status"] in ("ok", "degraded") and isinstance(health["reasons"], list)
+
+            async with http.put(base + "/api/admin/retention", json={"kind": "streetlight", "field": "lux", "days": 7},
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                assert r.status == 200
+            # The gateway's retention task now applies the admin's setting.
+            assert gw.retention()[("streetlight", "lux")] == 7
+            async with http.put(base + "/api/admin/retention", json={"kind": "streetlight", "field": "lux", "days": 7},
+                                headers={"Authorization": "Bearer nope-nope-nope-nope"}) as r:
+                assert r.status == 401
+    finally:
+        await gw.stop()
+        os.close(master)
+        os.close(slave)
