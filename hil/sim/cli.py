@@ -1,0 +1,159 @@
+"""``civicedge sim ...``: run virtual boards from the command line.
+
+``civicedge sim up --board NAME [--id ID] [--flash DIR] [--speed X] [--seed N] [--stimuli FILE] --json``
+prints one JSON line describing the board (console/data pty paths, BLE address, flash dir) and
+runs until SIGINT/SIGTERM. ``civicedge sim fleet --count N --board NAME --json`` prints one line
+per board (boards spread over one Node process per CPU core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from hil.errors import HilError
+
+logger = logging.getLogger(__name__)
+
+
+def _speed(text: str) -> float | None:
+    if text in ("max", "fast"):
+        return 0.0
+    if text == "paused":
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"speed must be a number, 'max' or 'paused', got {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError("speed must be >= 0")
+    return value
+
+
+def _start_ms(text: str) -> int:
+    from hil.sim.stimuli import parse_at_ms
+    import time
+
+    try:
+        return parse_at_ms(text, int(time.time() * 1000))
+    except HilError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``sim up`` and ``sim fleet`` to the ``civicedge`` parser."""
+    sim = subparsers.add_parser("sim", help="virtual boards (real MicroPython, simulated hardware)")
+    sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--board", required=True, help="board name (boards/NAME.toml) or path")
+        p.add_argument("--speed", type=_speed, default=1.0,
+                       help="virtual seconds per wall second; 'max' = as fast as possible (default 1)")
+        p.add_argument("--seed", help="deterministic os.urandom/fault randomness (simulation only)")
+        p.add_argument("--start", type=_start_ms, help="virtual start time (ISO 8601, e.g. 2026-01-01T18:00:00Z)")
+        p.add_argument("--radio", help="virtual BLE radio URL (boards with BLE get a peripheral)")
+        p.add_argument("--no-install", action="store_true", help="do not copy firmware/ into the flash")
+        p.add_argument("--unthrottled", action="store_true", help="data UART not paced at the baud rate")
+        p.add_argument("--json", action="store_true", help="print JSON lines")
+
+    up = sub.add_parser("up", help="start one virtual board and run until stopped")
+    common(up)
+    up.add_argument("--id", help="device id (provisions /identity.json with a random key if missing)")
+    up.add_argument("--flash", type=Path, help="flash directory (default: a temporary directory)")
+    up.add_argument("--stimuli", type=Path, help="stimuli file (TOML) with values, timelines and faults")
+    up.set_defaults(func=_cmd_up)
+
+    fleet = sub.add_parser("fleet", help="start many virtual boards and run until stopped")
+    common(fleet)
+    fleet.add_argument("--count", type=int, required=True, help="number of boards")
+    fleet.add_argument("--id-prefix", default="vb", help="ids are PREFIX-0001 ... (provisioned)")
+    fleet.add_argument("--flash-root", type=Path, help="flash directories go under here (default: temp)")
+    fleet.add_argument("--processes", type=int, help="Node processes (default: one per CPU core)")
+    fleet.set_defaults(func=_cmd_fleet)
+    sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
+
+
+def _stop_event() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM (installed before anything is printed, so no signal is lost)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _print(args: argparse.Namespace, info: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(info), flush=True)
+    else:
+        print(f"{info['id']} ({info['board']}): console {info['console']}  data {info['data']}  "
+              f"ble {info['ble_address']}  flash {info['flash']}", flush=True)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from hil.sim.board import VirtualBoard
+    from hil.sim.host import SimHost
+    from hil.sim.stimuli import BoardIo, load_stimuli
+
+    stop = _stop_event()
+    start_ms = args.start
+    if args.stimuli is not None and start_ms is None:
+        # A stimuli file may fix the virtual start time (determinism: same start, same reports).
+        from hil.boards import load_board
+        import time
+        plan = load_stimuli(args.stimuli, BoardIo(load_board(args.board).to_device_config()), int(time.time() * 1000))
+        start_ms = plan.start_ms
+    host = SimHost(speed=args.speed, start_ms=start_ms)
+    await host.start()
+    board = VirtualBoard(args.board, device_id=args.id, flash_dir=args.flash, host=host, seed=args.seed,
+                         install=not args.no_install, paced=not args.unthrottled, radio_url=args.radio)
+    try:
+        await board.start()
+        if args.stimuli is not None:
+            await board.load_stimuli(args.stimuli)
+        _print(args, board.info())
+        await stop.wait()
+    finally:
+        await board.stop()
+        await host.close()
+    return 0
+
+
+async def _fleet(args: argparse.Namespace) -> int:
+    from hil.sim.fleet import Fleet
+
+    stop = _stop_event()
+    fleet = Fleet(args.board, count=args.count, id_prefix=args.id_prefix, flash_root=args.flash_root,
+                  processes=args.processes, speed=args.speed, seed=args.seed, start_ms=args.start,
+                  install=not args.no_install, paced=not args.unthrottled, radio_url=args.radio)
+    try:
+        await fleet.start(on_board=lambda b: _print(args, b.info()))
+        await stop.wait()
+    finally:
+        await fleet.stop()
+    return 0
+
+
+def _run(coro_fn: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(asyncio.run(coro_fn(args)))
+    except HilError as exc:
+        print(f"civicedge sim: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    return _run(_up, args)
+
+
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        print("civicedge sim fleet: --count must be >= 1", file=sys.stderr)
+        return 2
+    return _run(_fleet, args)

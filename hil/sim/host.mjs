@@ -1,0 +1,231 @@
+// civicedge simulator host: runs one or many virtual boards (real MicroPython, WebAssembly) in
+// one Node process on a shared virtual clock, driven by a Python supervisor over stdio.
+//
+// Protocol (one JSON object per line, both directions; bytes are base64 in "d"); see
+// docs/simulator.md for the full list. Supervisor -> host: {"op": ...}; host -> supervisor:
+// {"ev": ...}. Usage: node host.mjs [--start UNIX_MS] [--speed X]   (X = 0: as fast as possible)
+import FakeTimers from "@sinonjs/fake-timers";
+import fs from "node:fs";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import { Board, CAUSE } from "./js/board.mjs";
+
+const real = { setTimeout: globalThis.setTimeout, setImmediate: globalThis.setImmediate, now: Date.now };
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+function arg(name, dflt) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+}
+const startMs = Number(arg("--start", String(Date.now())));
+let speed = Number(arg("--speed", "1"));
+
+// Virtual time for every board in this process (captured real timers above drive it and our IPC).
+const clock = FakeTimers.install({
+  now: startMs,
+  toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"],
+});
+
+const MPY_DIR = path.join(HERE, "mpy");
+const mpyFiles = fs.readdirSync(MPY_DIR).filter((n) => n.endsWith(".py")).map((n) => [n, fs.readFileSync(path.join(MPY_DIR, n), "utf8")]);
+
+const boards = new Map();
+let outLines = [];
+let flushScheduled = false;
+
+const host = {
+  clock,
+  realImmediate: (fn) => real.setImmediate(fn),
+  emit(obj) {
+    outLines.push(JSON.stringify(obj));
+    host.scheduleFlush();
+  },
+  log(msg) { process.stderr.write(`simhost: ${msg}\n`); },
+  scheduleFlush() {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    real.setImmediate(flush);
+  },
+};
+
+function flush() {
+  flushScheduled = false;
+  const lines = [];
+  for (const b of boards.values()) for (const m of b.flush()) lines.push(JSON.stringify(m));
+  // console output first so a boot banner precedes its events; uart/chan events keep their order
+  const all = lines.concat(outLines);
+  outLines = [];
+  if (all.length) process.stdout.write(all.join("\n") + "\n");
+}
+
+function reply(req, obj) {
+  host.emit(Object.assign({ ev: "reply", rid: req.rid }, obj));
+}
+
+// ------------------------------------------------------------------ clock driver
+let lastReal = real.now();
+let carry = 0;
+let advancing = false;
+
+function runTimers(fn) {
+  try {
+    fn();
+  } catch (e) {
+    // A timer callback raised (a board halting/resetting from inside a task): other boards go on.
+    if (!(e && (e.name === "PowerLoss" || e.name === "PythonError"))) host.log(`timer error: ${e && e.stack ? e.stack : e}`);
+  }
+}
+
+function drive() {
+  const nowReal = real.now();
+  const elapsed = nowReal - lastReal;
+  lastReal = nowReal;
+  if (!advancing) {
+    if (speed > 0) {
+      carry += elapsed * speed;
+      const step = Math.floor(carry);
+      carry -= step;
+      if (step > 0) runTimers(() => clock.tick(step));
+    } else if (speed === 0) {
+      // As fast as possible: fire timers in order for ~20 ms of wall time, then let I/O in.
+      const until = real.now() + 20;
+      while (real.now() < until && clock.countTimers() > 0) runTimers(() => clock.next());
+    }
+  }
+  host.scheduleFlush();
+  if (speed === 0 && clock.countTimers() > 0) real.setImmediate(drive);
+  else real.setTimeout(drive, 5);
+}
+
+/** Advance virtual time by ms in chunks, letting I/O through between chunks. */
+async function advance(ms, chunk) {
+  advancing = true;
+  try {
+    let left = ms;
+    while (left > 0) {
+      const step = Math.min(left, chunk);
+      runTimers(() => clock.tick(step));
+      left -= step;
+      flush();
+      await new Promise((r) => real.setImmediate(r));
+    }
+  } finally {
+    advancing = false;
+  }
+}
+
+// ------------------------------------------------------------------ requests
+function need(req, key) {
+  if (req[key] === undefined) throw new Error(`op ${req.op} needs "${key}"`);
+  return req[key];
+}
+
+function board(req) {
+  const b = boards.get(need(req, "board"));
+  if (!b) throw new Error(`no board ${req.board}`);
+  return b;
+}
+
+function schedule(b, at, fn) {
+  const delay = Math.max(0, Number(at) - Date.now());
+  setTimeout(fn, delay);
+}
+
+function applyStimulus(b, s) {
+  switch (s.kind) {
+    case "pin": b.setPin(need(s, "pin"), need(s, "level")); break;
+    case "pulse": b.pulse(need(s, "pin"), s.level ?? 1, need(s, "ms")); break;
+    case "adc": b.adc.set(need(s, "pin"), need(s, "uv")); break;
+    case "adc_auto": b.adc.delete(need(s, "pin")); break;
+    case "echo": b.echo.set(need(s, "pin"), need(s, "us")); break;
+    case "lamp_failed": b.lampFailed = !!s.value; break;
+    default: throw new Error(`unknown stimulus kind ${s.kind}`);
+  }
+}
+
+function applyFault(b, f) {
+  const now = Date.now();
+  switch (f.kind) {
+    case "drop": b.faults.dropUntil[f.link || "all"] = now + need(f, "ms"); break;
+    case "corrupt": b.faults.corrupt[f.link || "all"] = { rate: need(f, "rate"), until: f.ms ? now + f.ms : undefined }; break;
+    case "reset": b.reset(CAUSE.HARD); break;
+    case "power_loss": b.powerLoss(f.off_ms ?? 100); break;
+    case "power_loss_write": b.faults.cutWrite = { match: f.match || null, fraction: f.fraction ?? 0.5, off_ms: f.off_ms ?? 100 }; break;
+    case "clock_skew": b.clockOffsetMs += need(f, "ms"); break;
+    case "ble_disconnect": host.emit({ ev: "fault", board: b.id, kind: "ble_disconnect" }); break;
+    default: throw new Error(`unknown fault kind ${f.kind}`);
+  }
+}
+
+function timeline(b, events, apply) {
+  // events: [{at: unix_ms, every?: ms, until?: unix_ms, ...payload}]
+  for (const ev of events) {
+    const fire = (at) => schedule(b, at, () => {
+      runTimers(() => apply(b, ev));
+      if (ev.every && (ev.until === undefined || at + ev.every <= ev.until)) fire(at + ev.every);
+    });
+    fire(ev.at ?? Date.now());
+  }
+}
+
+async function handle(req) {
+  switch (req.op) {
+    case "create": {
+      const id = need(req, "board");
+      if (boards.has(id)) throw new Error(`board ${id} exists`);
+      const b = new Board(host, id, Object.assign({}, req.opts, { mpyFiles }));
+      boards.set(id, b);
+      await b.boot(CAUSE.PWRON);
+      return reply(req, { ok: true, now: Date.now() });
+    }
+    case "destroy": { const b = board(req); b.halt(); boards.delete(b.id); return reply(req, { ok: true }); }
+    case "console": board(req).consoleIn(Buffer.from(need(req, "d"), "base64")); return undefined;
+    case "uart": board(req).uartIn(need(req, "uart"), Buffer.from(need(req, "d"), "base64")); return undefined;
+    case "chan": board(req).chanIn(need(req, "ch"), need(req, "p")); return undefined;
+    case "stimulus": applyStimulus(board(req), need(req, "s")); return reply(req, { ok: true });
+    case "fault": applyFault(board(req), need(req, "f")); return reply(req, { ok: true });
+    case "stimuli": timeline(board(req), need(req, "events"), applyStimulus); return reply(req, { ok: true });
+    case "faults": timeline(board(req), need(req, "events"), applyFault); return reply(req, { ok: true });
+    case "state": {
+      const b = board(req);
+      return reply(req, { state: b.state, cause: b.resetCause, mode: b.mode, stats: b.stats,
+        pwm: Object.fromEntries(b.pwm), out: Object.fromEntries(b.out), clock_offset_ms: b.clockOffsetMs, now: Date.now() });
+    }
+    case "clock":
+      if (req.speed !== undefined) speed = Number(req.speed);
+      return reply(req, { now: Date.now(), speed });
+    case "advance":
+      await advance(Number(need(req, "ms")), Number(req.chunk ?? 1000));
+      return reply(req, { now: Date.now() });
+    case "shutdown":
+      for (const b of boards.values()) b.halt();
+      flush();
+      process.exit(0);
+      return undefined;
+    case "ping": return reply(req, { now: Date.now(), rss: process.memoryUsage().rss, boards: boards.size });
+    default: throw new Error(`unknown op ${req.op}`);
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+let chain = Promise.resolve();
+rl.on("line", (line) => {
+  if (!line.trim()) return;
+  let req;
+  try {
+    req = JSON.parse(line);
+  } catch {
+    host.emit({ ev: "error", error: "bad JSON line" });
+    return;
+  }
+  // Requests run strictly in order (a create finishes booting before the next request).
+  chain = chain.then(() => handle(req)).catch((e) => {
+    host.emit({ ev: "reply", rid: req.rid, error: String(e && e.message ? e.message : e) });
+  });
+});
+rl.on("close", () => { for (const b of boards.values()) b.halt(); flush(); process.exit(0); });
+process.on("SIGTERM", () => process.exit(0));
+process.on("SIGINT", () => process.exit(0));
+host.emit({ ev: "hello", now: Date.now(), pid: process.pid });
+drive();

@@ -1,0 +1,269 @@
+"""Stimuli and faults: named sensor values turned into simulated-hardware operations, and the
+stimuli file format (TOML) with timelines.
+
+Names (value types): ``pir`` (0/1 or ``"pulse 2s"``), ``light`` (lux), ``distance`` (mm),
+``temperature`` (deg C), ``tilt`` (0/1), ``lid`` (0/1 or ``"pulse 5s"``), ``battery`` (%),
+``lamp_current`` (mA, or ``"auto"``: follows the lamp's PWM), ``lamp_failed`` (0/1),
+``pin:N`` (level), ``adc:N`` (microvolts). Faults: see :func:`parse_fault`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hil.sim.errors import StimulusError
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+
+
+def parse_duration_ms(text: str | int | float) -> int:
+    """``"90s"``, ``"500ms"``, ``"10m"``, ``"2h"``, ``"1d"`` or a number of seconds -> milliseconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return int(text * 1000)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise StimulusError(f"not a duration: {text!r} (use e.g. 90s, 500ms, 10m, 2h)", value=text)
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_at_ms(text: str | int, start_ms: int) -> int:
+    """A timeline time -> unix ms: ``"22:00"`` (next time of day, UTC, at/after start),
+    ``"+90s"`` (after start), or an ISO 8601 timestamp."""
+    s = str(text).strip()
+    if s.startswith("+"):
+        return start_ms + parse_duration_ms(s[1:])
+    m = re.match(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$", s)
+    if m:
+        start = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
+        t = start.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=int(m.group(3) or 0), microsecond=0)
+        if t.timestamp() * 1000 < start_ms:
+            t += dt.timedelta(days=1)
+        return int(t.timestamp() * 1000)
+    try:
+        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise StimulusError(f"not a time: {text!r} (use 22:00, +90s or an ISO timestamp)", value=text) from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+@dataclass
+class BoardIo:
+    """What the stimulus layer needs to know about a board (from its device config)."""
+
+    config: dict[str, Any]
+
+    def pin(self, role: str, name: str) -> int:
+        io = self.config.get("io", {}).get(role)
+        if io is None:
+            raise StimulusError(f"board {self.config.get('name')} has no {role!r} for stimulus {name!r}",
+                                name=name, board=self.config.get("name"))
+        return int(io["pin"])
+
+    def active(self, role: str) -> int:
+        return int(self.config.get("io", {}).get(role, {}).get("active", 1))
+
+    def cal(self, section: str, key: str, default: Any = None) -> Any:
+        value = self.config.get("cal", {}).get(section, {}).get(key, default)
+        if value is None:
+            raise StimulusError(f"board {self.config.get('name')} has no calibration {section}.{key}",
+                                name=section, board=self.config.get("name"))
+        return value
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StimulusError(f"stimulus {name!r} needs a number, got {value!r}", name=name, value=value)
+    return float(value)
+
+
+def _level_or_pulse(io: BoardIo, role: str, name: str, value: Any) -> dict[str, Any]:
+    pin = io.pin(role, name)
+    active = io.active(role)
+    if isinstance(value, str) and value.strip().startswith("pulse"):
+        rest = value.strip()[5:].strip() or "1s"
+        return {"kind": "pulse", "pin": pin, "level": active, "ms": parse_duration_ms(rest)}
+    if value not in (0, 1, True, False):
+        raise StimulusError(f"stimulus {name!r} takes 0/1 or 'pulse <duration>', got {value!r}", name=name, value=value)
+    return {"kind": "pin", "pin": pin, "level": active if value else 1 - active}
+
+
+def _ntc_uv(table: list[list[int]], celsius: float) -> int:
+    pts = sorted((int(c), int(uv)) for uv, c in table)
+    if celsius <= pts[0][0]:
+        return pts[0][1]
+    if celsius >= pts[-1][0]:
+        return pts[-1][1]
+    for (c0, u0), (c1, u1) in zip(pts, pts[1:]):
+        if c0 <= celsius <= c1:
+            return int(u0 + (u1 - u0) * (celsius - c0) / (c1 - c0))
+    raise StimulusError(f"temperature {celsius} outside the thermistor table", name="temperature", value=celsius)
+
+
+def stimulus_op(io: BoardIo, name: str, value: Any) -> dict[str, Any]:
+    """Turn a named stimulus into the host's hardware operation.
+
+    Raises:
+        StimulusError: unknown name, wrong value, or the board lacks that sensor.
+    """
+    if name.startswith("pin:"):
+        return {"kind": "pin", "pin": int(name[4:]), "level": 1 if value else 0}
+    if name.startswith("adc:"):
+        return {"kind": "adc", "pin": int(name[4:]), "uv": int(_number(name, value))}
+    if name in ("pir", "tilt", "lid"):
+        return _level_or_pulse(io, name, name, value)
+    if name == "light":
+        return {"kind": "adc", "pin": io.pin("light", name),
+                "uv": int(_number(name, value) * 1_000_000 / io.cal("light", "lux_per_volt"))}
+    if name == "lamp_current":
+        pin = io.pin("lamp_current", name)
+        if value == "auto":
+            return {"kind": "adc_auto", "pin": pin}
+        uv = io.cal("lamp", "offset_uv", 0) + _number(name, value) * 1_000_000 / io.cal("lamp", "ma_per_volt")
+        return {"kind": "adc", "pin": pin, "uv": int(uv)}
+    if name == "lamp_failed":
+        io.pin("lamp_current", name)
+        return {"kind": "lamp_failed", "value": 1 if value else 0}
+    if name == "distance":
+        # Round trip of sound at 343 m/s: 2 * mm / 0.343 microseconds.
+        return {"kind": "echo", "pin": io.pin("echo", name), "us": int(_number(name, value) * 2000 / 343)}
+    if name == "temperature":
+        return {"kind": "adc", "pin": io.pin("temp", name), "uv": _ntc_uv(io.cal("temp", "table"), _number(name, value))}
+    if name == "battery":
+        pct = max(0.0, min(100.0, _number(name, value)))
+        empty, full = io.cal("battery", "empty_mv"), io.cal("battery", "full_mv")
+        mv = empty + (full - empty) * pct / 100
+        uv = mv * 1000 * io.cal("battery", "divider_den") / io.cal("battery", "divider_num")
+        return {"kind": "adc", "pin": io.pin("battery", name), "uv": int(uv)}
+    raise StimulusError(f"unknown stimulus {name!r}", name=name, value=value)
+
+
+FAULT_KINDS = ("drop", "corrupt", "reset", "power_loss", "power_loss_write", "clock_skew", "ble_disconnect")
+
+
+def parse_fault(line: str) -> dict[str, Any]:
+    """One fault line -> host operation.
+
+    ``drop [uart|ble|all] 60s`` · ``corrupt [uart|all] 0.01 [for 60s]`` · ``reset`` ·
+    ``power_loss [off 2s]`` · ``power_loss_write [PATH-SUBSTRING]`` · ``clock_skew +30s|-2m`` ·
+    ``ble_disconnect``.
+
+    Raises:
+        StimulusError: unknown fault or bad argument.
+    """
+    parts = line.split()
+    if not parts or parts[0] not in FAULT_KINDS:
+        raise StimulusError(f"unknown fault {line!r} (one of {', '.join(FAULT_KINDS)})", value=line)
+    kind, args = parts[0], parts[1:]
+    if kind == "drop":
+        link = args.pop(0) if args and args[0] in ("uart", "ble", "all") else "all"
+        if len(args) != 1:
+            raise StimulusError(f"drop needs a duration: {line!r}", value=line)
+        return {"kind": "drop", "link": link, "ms": parse_duration_ms(args[0])}
+    if kind == "corrupt":
+        link = args.pop(0) if args and args[0] in ("uart", "all") else "all"
+        try:
+            rate = float(args[0])
+        except (IndexError, ValueError) as exc:
+            raise StimulusError(f"corrupt needs a rate 0..1: {line!r}", value=line) from exc
+        if not 0 <= rate <= 1:
+            raise StimulusError(f"corrupt rate must be within 0..1: {line!r}", value=line)
+        out: dict[str, Any] = {"kind": "corrupt", "link": link, "rate": rate}
+        if len(args) == 3 and args[1] == "for":
+            out["ms"] = parse_duration_ms(args[2])
+        elif len(args) != 1:
+            raise StimulusError(f"corrupt syntax: corrupt [uart] RATE [for DURATION]: {line!r}", value=line)
+        return out
+    if kind == "power_loss":
+        if args[:1] == ["off"] and len(args) == 2:
+            return {"kind": "power_loss", "off_ms": parse_duration_ms(args[1])}
+        if args:
+            raise StimulusError(f"power_loss syntax: power_loss [off DURATION]: {line!r}", value=line)
+        return {"kind": "power_loss"}
+    if kind == "power_loss_write":
+        return {"kind": "power_loss_write", "match": args[0] if args else None}
+    if kind == "clock_skew":
+        if len(args) != 1:
+            raise StimulusError(f"clock_skew needs +/-DURATION: {line!r}", value=line)
+        sign = -1 if args[0].startswith("-") else 1
+        return {"kind": "clock_skew", "ms": sign * parse_duration_ms(args[0].lstrip("+-"))}
+    if args:
+        raise StimulusError(f"{kind} takes no arguments: {line!r}", value=line)
+    return {"kind": kind}
+
+
+@dataclass
+class StimuliPlan:
+    """A parsed stimuli file: start time, initial values, timed stimuli and faults (host ops)."""
+
+    start_ms: int | None = None
+    initial: list[dict[str, Any]] = field(default_factory=list)
+    stimuli: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
+    """Parse a stimuli file (a path, or TOML text).
+
+    Format::
+
+        start = "2026-03-01T18:00:00Z"      # optional virtual start time
+        [set]                                # values at start
+        light = 5
+        [[at]]                               # timeline entries
+        time = "22:00"                       # 22:00 | +90s | ISO timestamp
+        every = "90s"                        # optional repeat ...
+        until = "23:30"                      # ... until (optional)
+        pir = "pulse 2s"                     # any stimuli
+        fault = "drop uart 60s"              # and/or a fault line
+
+    Raises:
+        StimulusError: bad syntax, unknown names or values (``details['line']`` names the entry).
+    """
+    text = Path(source).read_text() if isinstance(source, Path) or "\n" not in str(source) and Path(str(source)).is_file() else str(source)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StimulusError(f"stimuli file is not TOML: {exc}", value=str(source)) from exc
+    plan = StimuliPlan()
+    if "start" in doc:
+        plan.start_ms = parse_at_ms(str(doc["start"]), start_ms)
+        start_ms = plan.start_ms
+    for name, value in doc.get("set", {}).items():
+        plan.initial.append(stimulus_op(io, name, value))
+    unknown = set(doc) - {"start", "set", "at"}
+    if unknown:
+        raise StimulusError(f"unknown sections in stimuli file: {sorted(unknown)}", value=sorted(unknown))
+    for i, entry in enumerate(doc.get("at", [])):
+        if "time" not in entry:
+            raise StimulusError(f"timeline entry {i + 1} needs 'time'", line=i + 1)
+        at = parse_at_ms(entry["time"], start_ms)
+        timing: dict[str, Any] = {"at": at}
+        if "every" in entry:
+            timing["every"] = parse_duration_ms(entry["every"])
+            if timing["every"] <= 0:
+                raise StimulusError(f"timeline entry {i + 1}: every must be > 0", line=i + 1)
+        if "until" in entry:
+            timing["until"] = parse_at_ms(entry["until"], start_ms)
+            if timing["until"] < at:
+                timing["until"] += 86_400_000
+        for name, value in entry.items():
+            if name in ("time", "every", "until"):
+                continue
+            try:
+                if name == "fault":
+                    for line in [value] if isinstance(value, str) else list(value):
+                        plan.faults.append({**timing, **parse_fault(str(line))})
+                else:
+                    plan.stimuli.append({**timing, **stimulus_op(io, name, value)})
+            except StimulusError as exc:
+                exc.details["line"] = i + 1
+                raise
+    return plan
