@@ -1,0 +1,132 @@
+"""The gateway's BLE transport over the virtual radio (real Bumble stack), through bleak's public API."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from conftest import KEYS, make_env
+from procs import REPO, GatewayProcess
+
+pytestmark = pytest.mark.timeout(150)
+APP = Path(__file__).resolve().parent / "ble_device_app.py"
+
+
+@pytest.fixture
+def radio() -> Iterator[str]:
+    relay = pytest.importorskip("hil.sim.radio.relay")
+    handle = relay.start_relay()
+    yield handle.url
+    handle.stop()
+
+
+class BleDevice:
+    """ble_device_app.py as a subprocess; collects its JSON events."""
+
+    def __init__(self, radio: str, dev_id: str, *, kind: str = "bin", mtu: int = 247, send: tuple[int, int]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, str(APP), radio, "--id", dev_id, "--key", KEYS[dev_id].hex(), "--kind", kind,
+             "--mtu", str(mtu), "--send", str(send[0]), str(send[1])],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait(lambda e: e["event"] == "ready", 20)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while not any(pred(e) for e in list(self.events)):
+            if time.monotonic() > end:
+                raise AssertionError("device events: %r" % self.events)
+            time.sleep(0.05)
+
+    def acked(self) -> int:
+        return max([e["seq"] for e in list(self.events) if e["event"] == "ack"], default=0)
+
+    def command(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def ble_section(radio: str, max_connections: int = 4) -> str:
+    return ('[ble]\nenabled = true\nbackend = "virtual"\nradio = "%s"\nscan_interval_s = 0.5\n'
+            'max_connections = %d\nconnect_timeout_s = 5.0\n' % (radio, max_connections))
+
+
+def stored(db: Path, device: str) -> list[int]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT seq FROM reports WHERE device=? ORDER BY seq", (device,))]
+    finally:
+        conn.close()
+
+
+def test_ble_ingest_at_mtu_23_and_247_with_reconnect(tmp_path: Path, radio: str) -> None:
+    small = BleDevice(radio, "bin-1", mtu=23, send=(1, 8))
+    big = BleDevice(radio, "sl-1", kind="streetlight", mtu=247, send=(1, 8))
+    gw = GatewayProcess(make_env(tmp_path, extra=ble_section(radio)), tmp_path / "gw.log", verbose=1)
+    try:
+        gw.start()
+        small.wait(lambda e: e["event"] == "ack" and e["seq"] == 8)
+        big.wait(lambda e: e["event"] == "ack" and e["seq"] == 8)
+        small.command("drop")  # BLE disconnect fault: the gateway reconnects with backoff
+        small.wait(lambda e: e["event"] == "disconnect")
+        small.command("send 9 12")
+        small.wait(lambda e: e["event"] == "ack" and e["seq"] == 12, 40)
+        assert gw.terminate() == 0
+    finally:
+        gw.kill()
+        small.close()
+        big.close()
+    db = tmp_path / "data" / "reports.sqlite"
+    assert stored(db, "bin-1") == list(range(1, 13))
+    assert stored(db, "sl-1") == list(range(1, 9))
+    links = {r[0] for r in sqlite3.connect(db).execute("SELECT DISTINCT link FROM reports")}
+    assert all(link.startswith("ble:") for link in links) and len(links) == 2
+    assert sum(1 for e in small.events if e["event"] == "connect") >= 2
+
+
+def test_connection_cap(tmp_path: Path, radio: str) -> None:
+    first = BleDevice(radio, "bin-1", send=(1, 3))
+    second = BleDevice(radio, "bin-2", send=(1, 3))
+    gw = GatewayProcess(make_env(tmp_path, extra=ble_section(radio, max_connections=1)), tmp_path / "gw.log",
+                        verbose=1)
+    try:
+        gw.start()
+        end = time.monotonic() + 30
+        while not (first.acked() or second.acked()) and time.monotonic() < end:
+            time.sleep(0.1)
+        time.sleep(2.0)
+        served, waiting = (first, second) if first.acked() else (second, first)
+        assert served.acked() == 3 and waiting.acked() == 0  # one slot: the other is not connected
+        assert not any(e["event"] == "connect" for e in waiting.events)
+        served.close()  # the board goes away: its slot frees up
+        waiting.wait(lambda e: e["event"] == "ack" and e["seq"] == 3, 40)
+        assert gw.terminate() == 0
+    finally:
+        gw.kill()
+        first.close()
+        second.close()
