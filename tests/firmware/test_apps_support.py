@@ -99,3 +99,97 @@ def prelude(board: str) -> str:
         f"POLICY_TEXT = {policy_path().read_text()!r}\n"
         + _FAKES
     )
+
+
+FAKE_MACHINE = r'''
+class _FakeUART:
+    def __init__(self, id, baudrate=115200, tx=None, rx=None):
+        self.id = id; self.baudrate = baudrate; self.tx = tx; self.rx = rx
+        self.out = bytearray(); self.inbox = bytearray()
+    def write(self, b):
+        self.out += b
+        return len(b)
+    def any(self):
+        return len(self.inbox)
+    def read(self, n=-1):
+        if not self.inbox:
+            return None
+        n = len(self.inbox) if n is None or n < 0 else n
+        d = bytes(self.inbox[:n]); self.inbox = self.inbox[n:]
+        return d
+
+class _FakeRTC:
+    mem = b""
+    dt = None
+    def memory(self, data=None):
+        if data is None:
+            return _FakeRTC.mem
+        _FakeRTC.mem = bytes(data)
+    def datetime(self, t=None):
+        if t is None:
+            return _FakeRTC.dt
+        _FakeRTC.dt = t
+
+class _FakeWDT:
+    started = []
+    def __init__(self, timeout=5000):
+        _FakeWDT.started.append(timeout); self.feeds = 0
+    def feed(self):
+        self.feeds += 1
+
+class FakeMachine:
+    """Stand-in for the `machine` module (hardware test double), recording what firmware does."""
+    PWRON_RESET = 1; HARD_RESET = 2; WDT_RESET = 3; DEEPSLEEP_RESET = 4; SOFT_RESET = 5
+    PIN_WAKE = 2; EXT1_WAKE = 3; TIMER_WAKE = 4
+    cause = 1
+    wake = 4
+    slept = []
+    uarts = []
+    pins = {}
+    adcs = {}
+    Pin = FakePin
+    ADC = None
+    PWM = None
+    RTC = _FakeRTC
+    WDT = _FakeWDT
+    @staticmethod
+    def reset_cause():
+        return FakeMachine.cause
+    @staticmethod
+    def wake_reason():
+        return FakeMachine.wake
+    @staticmethod
+    def deepsleep(ms=0):
+        FakeMachine.slept.append(ms)
+    @staticmethod
+    def UART(id, baudrate=115200, tx=None, rx=None):
+        u = _FakeUART(id, baudrate, tx, rx); FakeMachine.uarts.append(u)
+        return u
+    @staticmethod
+    def time_pulse_us(pin, level, timeout):
+        return 575 * 2000 // 343 + 1
+
+class _PinFactory(FakePin):
+    """machine.Pin(id, mode, pull, value=...) that remembers every pin by number."""
+    def __init__(self, id, mode=None, pull=None, value=None):
+        # an unconnected input reads its pull level, like the real pin
+        idle = 1 if pull == FakePin.PULL_UP else 0
+        FakePin.__init__(self, idle if value is None else value)
+        self.id = id; self.mode = mode; self.pull = pull
+        FakeMachine.pins[id] = self
+
+class _ADC(FakeADC):
+    ATTN_0DB = 0; ATTN_2_5DB = 1; ATTN_6DB = 2; ATTN_11DB = 3
+    def __init__(self, pin, atten=None):
+        FakeADC.__init__(self, 0); self.pin = pin; self.atten = atten
+        FakeMachine.adcs[pin.id] = self
+
+class _PWM(FakePWM):
+    def __init__(self, pin, freq=None, duty_u16=None):
+        FakePWM.__init__(self); self.pin = pin; self.freq = freq; self.duty = duty_u16
+
+FakeMachine.Pin = _PinFactory
+FakeMachine.ADC = _ADC
+FakeMachine.PWM = _PWM
+'''
+"""MicroPython source of a stand-in ``machine`` module; append it after :func:`prelude`."""

@@ -69,6 +69,21 @@ class BinApp(AppBase):
         self.state = self._load()
         self.fire.restore(self.state["fire"])
 
+    def configure(self, values):
+        """Apply CONFIG values from the gateway (``interval_s``, ``fire_c``, ``fire_rise_c_per_min``).
+
+        Out-of-range values are ignored (config never widens what leaves the device).
+        """
+        v = values.get("interval_s")
+        if isinstance(v, int) and not isinstance(v, bool) and 60 <= v <= 86400:
+            self.interval_s = v
+        v = values.get("fire_c")
+        if isinstance(v, int) and not isinstance(v, bool) and 20 <= v <= 200:
+            self.fire.threshold_deci = v * 10
+        v = values.get("fire_rise_c_per_min")
+        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100:
+            self.fire.rise_c_per_min = v
+
     # -- persistence -------------------------------------------------------------------------
 
     def _load(self):

@@ -16,7 +16,7 @@ class BoardConfigError(ValueError):
     """
 
     def __init__(self, detail, key=None):
-        ValueError.__init__(self, "board.json: " + detail)
+        super().__init__("board.json: " + detail)
         self.key = key
 
 

@@ -13,7 +13,7 @@ class EnergyIntegrator:
     """Accumulates mW over time into mWh per hour (hour = UTC hour of the device clock)."""
 
     def __init__(self):
-        self.hour = None        # start (unix s) of the hour being accumulated
+        self.hour = 0           # start (unix s) of the hour being accumulated (set by the first sample)
         self._mj = 0            # millijoules in the current hour
         self._last = None       # (time_s, mW) of the previous sample
 

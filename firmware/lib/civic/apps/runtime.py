@@ -1,0 +1,130 @@
+"""Wire a device together from its files: board config, identity, policy -> HAL, core, app, links.
+
+``main.py`` calls :func:`build` then :meth:`Runtime.run`. Everything hardware-related comes in
+through the ``machine`` and ``bluetooth`` modules passed here, so the wiring itself is tested in
+MicroPython with stand-in modules.
+"""
+
+import asyncio
+
+from civic import policy as policy_mod
+from civic.hal import boot as bootstate
+from civic.hal import hardware, power
+from civic.hal.clock import Clock
+from civic.privacy.ledger import Ledger
+from civic.privacy.release import Releaser
+from civic.report import Reporter, parse_identity
+from civic.store.outbox import Outbox
+from civic.store.seq import SeqCounter
+from civic.uplink.session import Session
+
+STABLE_AFTER_MS = 60000  # a firmware that ran this long booted cleanly: clear the crash counter
+
+
+class DeviceFilesError(ValueError):
+    """The device files do not fit together (identity kind differs from the board's kind).
+
+    Attributes:
+        key: what is inconsistent.
+    """
+
+    def __init__(self, detail, key=None):
+        super().__init__("runtime: " + detail)
+        self.key = key
+
+
+class Runtime:
+    """A built device: hardware, core objects, app and links (see :func:`build`)."""
+
+    def __init__(self, cfg, machine, policy, seq, outbox, ledger, releaser, reporter, hw, clock, app,
+                 session, links, log=print):
+        self.cfg = cfg
+        self.machine = machine
+        self.policy = policy
+        self.seq = seq
+        self.outbox = outbox
+        self.ledger = ledger
+        self.releaser = releaser
+        self.reporter = reporter
+        self.hw = hw
+        self.clock = clock
+        self.app = app
+        self.session = session
+        self.links = links
+        self.log = log
+
+    async def _stable(self):
+        await asyncio.sleep_ms(STABLE_AFTER_MS)
+        bootstate.mark_stable(self.machine)
+
+    async def run(self):
+        """Run the device: links and app as asyncio tasks, with the watchdog started."""
+        self.hw.start_watchdog()
+        for link in self.links:
+            asyncio.create_task(link.run())
+        mode = self.cfg["sleep"]["mode"]
+        if self.cfg["kind"] == "bin" and mode == "deep":
+            await self.app.run_deep(power.woke_by_pin(self.machine) if power.woke_from_deepsleep(self.machine) else False,
+                                    lambda: len(self.outbox), self.deep_sleep)
+            return
+        asyncio.create_task(self._stable())
+        if self.cfg["kind"] == "bin":
+            await self.app.run_awake()
+        else:
+            await self.app.run()
+
+    def deep_sleep(self, ms, wake_names):
+        """Arm the wake pins and deep-sleep ``ms`` (a clean cycle: crash counter cleared)."""
+        bootstate.mark_stable(self.machine)
+        pins = [self.hw.io[n] for n in wake_names if n in self.hw.io]
+        if pins:
+            level = self.cfg["io"][wake_names[0]].get("active", 1)
+            power.arm_wake_pins(pins, level)
+        self.log("civicedge: deep sleep %d ms" % ms)
+        self.machine.deepsleep(max(ms, 1))
+
+
+def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
+    """Build a :class:`Runtime` from parsed device files.
+
+    Args:
+        cfg: parsed ``/board.json``.
+        identity_doc: parsed ``/identity.json``.
+        machine: the ``machine`` module.
+        bluetooth: the ``bluetooth`` module (None: no BLE link even if the board has one).
+        root: flash directory holding ``policy.json`` and the firmware's state files.
+        log: console output.
+
+    Raises:
+        civic.report.IdentityError, civic.policy.PolicyError, DeviceFilesError: bad device files.
+    """
+    device_id, kind, key = parse_identity(identity_doc)
+    if kind != cfg["kind"]:
+        raise DeviceFilesError("identity kind %r but board kind %r" % (kind, cfg["kind"]), "kind")
+    pol = policy_mod.load(kind, root + "policy.json")
+    seq = SeqCounter(root + "seq.bin")
+    outbox = Outbox(root + "outbox")
+    ledger = Ledger(root + "ledger.json", pol.day_budgets())
+    releaser = Releaser(pol.fields, ledger)
+    reporter = Reporter(device_id, key, pol, seq, outbox)
+    hw = hardware.build(cfg, machine)
+    clock = Clock(hw.rtc())
+    if kind == "streetlight":
+        from civic.apps.streetlight import StreetlightApp
+        app = StreetlightApp(hw, cfg, pol, reporter, releaser, clock, log=log)
+    else:
+        from civic.apps.bin import BinApp
+        app = BinApp(hw, cfg, pol, reporter, releaser, clock, state_path=root + "state/bin.json", log=log)
+    session = Session(device_id, key, outbox, seq, set_time=clock.set_time, now=clock.time,
+                      config_path=root + "config.json", config_keys=pol.config_keys, on_config=app.configure)
+    app.configure(session.config.get("values", {}))
+    links = []
+    uart = hw.uart()
+    if uart is not None:
+        from civic.uplink.uart import UartLink
+        links.append(UartLink(uart, session))
+    ble_cfg = cfg["links"].get("ble")
+    if ble_cfg is not None and bluetooth is not None:
+        from civic.uplink.ble import BleLink
+        links.append(BleLink(bluetooth.BLE(), bluetooth.UUID, session, preferred_mtu=ble_cfg.get("mtu", 247)))
+    return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session, links, log)

@@ -1,0 +1,59 @@
+# main.py: start the civicedge firmware. Reads /board.json, /identity.json and /policy.json,
+# builds the hardware objects, the app and its links, and runs them as asyncio tasks.
+# An unprovisioned board (no /identity.json) prints how to provision it and stays idle at the
+# REPL. `main()` is importable so a host that drives the event loop itself (the simulator)
+# can start it.
+import asyncio
+
+
+def _say(msg):
+    print("civicedge: " + msg)
+
+
+async def main():
+    """Boot the firmware; returns (leaving the REPL free) when it must not or cannot run."""
+    from civic.hal import boot as bootstate
+    from civic.hal import config
+
+    if bootstate.MODE == "recovery":
+        _say("recovery mode: firmware not started")
+        return
+    if bootstate.MODE == "safe":
+        _say("safe mode after %d unclean boots; fix, then: import civic.hal.boot as b, machine; "
+             "b.mark_stable(machine); machine.reset()" % bootstate.CRASHES)
+        return
+    try:
+        cfg = config.load_board()
+    except ValueError as exc:
+        _say("cannot start: %s" % exc)
+        return
+    try:
+        identity = config.load_identity_doc()
+    except ValueError as exc:
+        _say("cannot start: /identity.json: %s" % exc)
+        return
+    if identity is None:
+        _say("not provisioned: /identity.json is missing. Provision this %s board with "
+             "`civicedge provision`; idling." % cfg["kind"])
+        return
+    import machine
+
+    try:
+        import bluetooth
+    except ImportError:
+        bluetooth = None
+    from civic.apps import runtime
+
+    try:
+        rt = runtime.build(cfg, identity, machine, bluetooth)
+    except ValueError as exc:
+        _say("cannot start: %s" % exc)
+        return
+    _say("%s %s running (%s)" % (cfg["kind"], identity["id"], ", ".join(cfg.get("caps", []))))
+    await rt.run()
+
+
+if hasattr(asyncio, "run"):
+    asyncio.run(main())
+else:
+    asyncio.create_task(main())

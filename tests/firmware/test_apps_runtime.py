@@ -1,0 +1,128 @@
+"""The device wiring (civic.apps.runtime) in MicroPython: board config + identity + policy ->
+hardware objects, core, app and UART link; frames checked by the gateway's CPython codec."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from gateway.protocol.frame import FRAME_ACK, FRAME_REPORT, build_frame, decode_body, parse_frame, verify_tag
+from gateway.protocol.serial_codec import SerialDeframer, encode_serial
+from hil.sim.mprun import MpResult
+from test_apps_support import FAKE_MACHINE, prelude
+
+Mpy = Callable[..., MpResult]
+KEY = bytes(range(32))
+T0 = 1767225600  # 2026-01-01 00:00 UTC
+ACK_TIME = 1767229999
+
+SETUP = """
+import binascii
+from civic.apps import runtime
+with open("/policy.json", "w") as f:
+    f.write(POLICY_TEXT)
+IDENTITY = {"id": DEVICE, "kind": CFG["kind"], "zone": "z1", "lat": "52.37", "lon": "4.89",
+            "key": binascii.hexlify(bytes(range(32))).decode()}
+"""
+
+
+def run(mpy: Mpy, board: str, device: str, body: str) -> list[Any]:
+    code = prelude(board) + FAKE_MACHINE + f"DEVICE = {device!r}\n" + SETUP + body
+    out = mpy(code, seed=5).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_streetlight_runtime_reports_over_uart_and_applies_ack(mpy: Mpy) -> None:
+    ack = encode_serial(build_frame(FRAME_ACK, "sl-0001", 1, {"t": ACK_TIME}, KEY))
+    res = run(mpy, "streetlight-esp32", "sl-0001", f"""
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
+uart = FakeMachine.uarts[0]
+fake = FakeClock({T0} + 600)          # 00:10 UTC, RTC as a test double for time control
+rt.app.clock = fake
+rt.app.attach()
+FakeMachine.adcs[34].uv = 1000000      # daylight (300 lx): lamp off, so no current is expected
+while fake.ms <= 6 * 60 * 1000:        # to 00:16: the 00:00 window closes
+    rt.app.tick(fake.ms)
+    fake.ms += 1000
+sent = rt.links[0].pump()
+out = binascii.hexlify(bytes(uart.out)).decode()
+pending_before = len(rt.outbox)
+uart.inbox += ACK
+rt.links[0].poll()
+print(json.dumps({{"uart": [uart.id, uart.baudrate, uart.tx, uart.rx], "sent": sent, "out": out,
+                  "pending": [pending_before, len(rt.outbox)], "rtc": FakeMachine.RTC().datetime(),
+                  "pir": [FakeMachine.pins[27].mode, FakeMachine.pins[27].pull, FakeMachine.pins[27].trigger],
+                  "links": len(rt.links), "wdt": FakeMachine.WDT.started}}))
+""".replace("ACK", repr(ack), 1).replace("uart.inbox += ACK", f"uart.inbox += {ack!r}"))
+    r = res[-1]
+    assert r["uart"] == [2, 115200, 17, 16]
+    assert r["links"] == 1 and r["sent"] == 1
+    assert r["pir"] == [1, 1, 1]          # Pin.IN, PULL_DOWN, IRQ_RISING
+    assert r["wdt"] == []                 # the watchdog starts in run(), not while wiring
+    frames = SerialDeframer().feed(bytes.fromhex(r["out"]))
+    assert len(frames) == 1 and isinstance(frames[0], bytes)
+    frame = parse_frame(frames[0])
+    assert frame.type == FRAME_REPORT and frame.device_id == "sl-0001" and frame.seq == 1
+    assert verify_tag(frame, KEY)
+    body = decode_body(frame.body)
+    assert body["t"] == "win" and body["k"] == "streetlight" and body["w"] == T0 and body["l"] == 900
+    assert body["m"] == {"lux": 300, "lvl": 0, "lamp": 0}
+    assert r["pending"] == [1, 0]         # the ACK cleared the outbox ...
+    expected = time.gmtime(ACK_TIME)      # ... and set the RTC (device clock was far off)
+    assert r["rtc"][:3] == [expected.tm_year, expected.tm_mon, expected.tm_mday]
+    assert r["rtc"][4:7] == [expected.tm_hour, expected.tm_min, expected.tm_sec]
+
+
+def test_identity_of_another_kind_is_refused(mpy: Mpy) -> None:
+    res = run(mpy, "streetlight-esp32", "sl-0002", """
+IDENTITY["kind"] = "bin"
+try:
+    runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
+except runtime.DeviceFilesError as exc:
+    print(json.dumps({"key": exc.key, "msg": str(exc)}))
+""")
+    assert res == [{"key": "kind", "msg": "runtime: identity kind 'bin' but board kind 'streetlight'"}]
+
+
+def test_bin_runtime_deep_sleep_cycle(mpy: Mpy) -> None:
+    res = run(mpy, "bin-esp32c3", "bin-0001", f"""
+import esp32_fake
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
+rt.app.clock = FakeClock({T0} + 60)
+rt.log = lambda s: None
+FakeMachine.RTC().memory(b"CE" + bytes([2]))
+async def no_pause(ms):
+    pass
+rt.app.pause = no_pause
+FakeMachine.adcs[0].uv = 1835632       # 20 C
+FakeMachine.adcs[1].uv = 1900000       # battery 3.8 V
+FakeMachine.pins[3].v = 0              # lid shut (reed switch closed)
+FakeMachine.pins[4].v = 0              # upright (tilt switch closed)
+co = rt.app.run_deep(False, lambda: len(rt.outbox), rt.deep_sleep)
+try:
+    while True:
+        co.send(None)
+except StopIteration:
+    pass
+print(json.dumps({{"slept": FakeMachine.slept, "crash_mem": list(FakeMachine.RTC().memory()),
+                  "wake": esp32_fake.armed, "state_next": rt.app.state["next"],
+                  "trig": [FakeMachine.pins[6].mode, FakeMachine.pins[6].v],
+                  "lid_pull": FakeMachine.pins[3].pull, "links": len(rt.links)}}))
+""".replace("import esp32_fake", """
+import sys
+class esp32_fake:
+    armed = []
+    @staticmethod
+    def wake_on_gpio(pins, level):
+        esp32_fake.armed.append([[p.id for p in pins], level])
+sys.modules["esp32"] = esp32_fake
+"""))
+    r = res[-1]
+    assert r["slept"] == [300000]                     # next reading in 5 minutes
+    assert r["crash_mem"] == [ord("C"), ord("E"), 0]  # a clean cycle clears the crash counter
+    assert r["wake"] == [[[3, 4], 1]]                 # lid and tilt pins, wake when high
+    assert r["state_next"] == T0 + 60 + 300
+    assert r["trig"] == [3, 0]                        # trigger output, idle low after the pings
+    assert r["lid_pull"] == 2                         # PULL_UP
+    assert r["links"] == 0                            # BLE only, and no bluetooth module given
