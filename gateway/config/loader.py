@@ -28,6 +28,7 @@ from gateway.resources import load_policy
 
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention",
              "routes")  # [routes] is validated by gateway.routes.config
+MIN_TOKEN_LEN = 16
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
                list: "an array"}
@@ -214,6 +215,14 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
         token_path = base / Path(token_file).expanduser()
         if not token_path.is_file():
             raise sec.error("http.admin_token_file", "http.admin_token_file %s does not exist" % token_path, "bad_path")
+        try:
+            token = token_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s" % token_path,
+                            "bad_path") from exc
+        if len(token) < MIN_TOKEN_LEN:
+            raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
+                            % (token_path, MIN_TOKEN_LEN), "bad_value")
     cfg = HttpConfig(enabled=enabled, listen=sec.get("listen", str, "127.0.0.1"),
                      port=sec.number("port", int, 8080, 0, 65535), admin_token_file=token_path)
     return cfg if enabled else None

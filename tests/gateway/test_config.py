@@ -37,6 +37,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("serial = \"/dev/a\"\n", "wrong_type", "serial"),
         ("[http]\nadmin_token_file = \"nope.token\"\n", "bad_path", "http.admin_token_file"),
         ("[gateway]\ndata_dir = \"afile/sub\"\n", "bad_path", "gateway.data_dir"),
+        ("[http]\nadmin_token_file = \"short.token\"\n", "bad_value", "http.admin_token_file"),
         ("[retention.bin]\nfill = 9999\n", "bad_value", "retention.bin.fill"),
         ("[retention.bin]\nmot = 3\n", "unknown_key", "retention.bin.mot"),
         ("[gateway\n", "syntax", ""),
@@ -44,6 +45,7 @@ def write(tmp_path: Path, text: str) -> Path:
 )
 def test_config_errors(tmp_path: Path, text: str, reason: str, key: str) -> None:
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "short.token").write_text("abc\n")
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert (info.value.reason, info.value.key) == (reason, key)
@@ -51,7 +53,7 @@ def test_config_errors(tmp_path: Path, text: str, reason: str, key: str) -> None
 
 
 def test_full_config_and_relative_paths(tmp_path: Path) -> None:
-    (tmp_path / "admin.token").write_text("t0ken\n")
+    (tmp_path / "admin.token").write_text("t0ken-0123456789abcdef\n")
     cfg = load_config(write(tmp_path, """
 [gateway]
 id = "gw-1"

@@ -1,0 +1,107 @@
+"""The Gateway service in-process: web surface mounted (/metrics, /healthz), retention task, provenance CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import KEYS, make_env
+from helpers import report_frame
+from procs import PtyDevice
+
+from gateway.config import load_config
+from gateway.service import Gateway
+from gateway.storage import ReportQueries
+from hil.cli.main import main
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def pump_until(dev: PtyDevice, device: str, seq: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while dev.acks.get(device, 0) < seq:
+        assert time.monotonic() < end, "no ACK %s %d: %r" % (device, seq, dev.acks)
+        await asyncio.to_thread(dev.pump, 0.05)
+
+
+async def test_metrics_health_and_retention(tmp_path: Path) -> None:
+    dev = PtyDevice(KEYS)
+    (tmp_path / "admin.token").write_text("s3cret-token-0123456789\n")
+    cfg_path = make_env(tmp_path, serial=(dev.path,))
+    text = cfg_path.read_text().replace("[http]\nenabled = false", "[http]\nport = 0\nadmin_token_file = \"admin.token\"")
+    cfg_path.write_text(text + "[retention]\ninterval_s = 1\n")
+    gw = Gateway(load_config(cfg_path))
+    await gw.start()
+    try:
+        assert gw.http_port
+        while gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) != 1:
+            await asyncio.sleep(0.05)
+        old_w = (int(time.time()) - 100 * 86400) // 900 * 900
+        dev.send([report_frame("bin-1", 1, KEYS["bin-1"], w=old_w), report_frame("bin-1", 2, KEYS["bin-1"]),
+                  report_frame("bin-1", 3, KEYS["bin-2"]), report_frame("bin-1", 3, KEYS["bin-1"])])
+        await pump_until(dev, "bin-1", 3)
+        base = "http://127.0.0.1:%d" % gw.http_port
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + "/metrics") as resp:
+                assert resp.status == 200
+                metrics = await resp.text()
+            async with http.get(base + "/healthz") as resp:
+                health = await resp.json()
+        assert 'civicedge_reports_in_total{link_type="serial"} 4.0' in metrics
+        assert 'civicedge_rejections_total{reason="hmac"} 1.0' in metrics
+        assert 'civicedge_reports_stored_total 3.0' in metrics
+        assert 'civicedge_link_state{link="serial:%s"} 1.0' % dev.path in metrics
+        assert "civicedge_ble_connected 0.0" in metrics and "civicedge_outbox_depth 0.0" in metrics
+        assert health["status"] == "ok", health
+        # retention: temp (90 days) of the 100-day-old report goes, fill (730 days) stays
+        q = ReportQueries(gw.config.storage.path)
+        end = time.monotonic() + 10
+        while q.reports(device="bin-1")[0].m != {"fill": 10}:
+            assert time.monotonic() < end, q.reports(device="bin-1")[0]
+            await asyncio.sleep(0.1)
+        assert q.reports(device="bin-1")[1].m == {"fill": 20, "temp": 12}
+        assert "s3cret-token-0123456789" not in metrics
+    finally:
+        await gw.stop()
+        dev.close()
+
+
+def test_export_and_verify_log_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = PtyDevice(KEYS)
+    cfg_path = make_env(tmp_path, serial=(dev.path,))
+
+    async def ingest() -> None:
+        gw = Gateway(load_config(cfg_path))
+        await gw.start()
+        try:
+            while gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) != 1:
+                await asyncio.sleep(0.05)
+            dev.send([report_frame("bin-1", s, KEYS["bin-1"]) for s in range(1, 6)])
+            await pump_until(dev, "bin-1", 5)
+        finally:
+            await gw.stop()
+
+    try:
+        asyncio.run(ingest())
+    finally:
+        dev.close()
+    out = tmp_path / "chain.jsonl"
+    assert main(["gateway", "export-log", "--config", str(cfg_path), "-o", str(out)]) == 0
+    assert main(["gateway", "verify-log", str(out)]) == 0
+    assert "OK: 5 entries" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    entry = json.loads(lines[3])
+    entry["digest"] = "0" * 64  # someone rewrites what report 4 was
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines[:3] + [json.dumps(entry)] + lines[4:]) + "\n")
+    assert main(["gateway", "verify-log", str(tampered)]) == 1
+    assert "BROKEN at line 4 (hash_mismatch)" in capsys.readouterr().out
+    removed = tmp_path / "removed.jsonl"
+    removed.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
+    assert main(["gateway", "verify-log", str(removed)]) == 1
+    assert "BROKEN at line 2 (prev_mismatch)" in capsys.readouterr().out
+    assert main(["gateway", "verify-log", str(tmp_path / "missing.jsonl")]) == 1
