@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hil.boards import BoardDefinition, load_board
-from hil.sim.errors import SimError, StimulusError
+from hil.sim.errors import FlashError, SimError, StimulusError
 from hil.sim.flash import IDENTITY_FILE, install_firmware, provision_identity
 from hil.sim.host import SimHost
 from hil.sim.pty_bridge import PtyBridge
@@ -160,6 +160,10 @@ class VirtualBoard:
         Raises:
             SimHostError: the Node host failed; FlashError: the flash cannot be prepared.
         """
+        try:
+            self.flash_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FlashError(f"cannot create flash directory {self.flash_dir}: {exc}", path=str(self.flash_dir)) from exc
         if self.install:
             install_firmware(self.flash_dir, self.config)
         if self.provision_id is not None:

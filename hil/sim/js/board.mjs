@@ -62,6 +62,40 @@ time.localtime = _gmtime
 time.sleep = _sleep
 time.sleep_ms = _sleep_ms
 time.sleep_us = _sleep_us
+# Emscripten errno numbers -> MicroPython's (as on a board: errno.ENOENT == 2, mpremote relies on it).
+_EMAP = {44: 2, 20: 17, 54: 20, 31: 21, 55: 39, 28: 22, 2: 13, 63: 1, 29: 5, 51: 28, 8: 9, 10: 16, 37: 36}
+def _fix(fn, _m=_EMAP):
+    def call(*a, **k):
+        try:
+            return fn(*a, **k)
+        except OSError as e:
+            n = e.errno
+            if n in _m:
+                raise OSError(_m[n])
+            raise
+    return call
+import builtins
+builtins.open = _fix(open)
+for _n in ('stat', 'listdir', 'ilistdir', 'mkdir', 'rmdir', 'remove', 'unlink', 'rename', 'chdir', 'statvfs'):
+    if hasattr(os, _n):
+        setattr(os, _n, _fix(getattr(os, _n)))
+# VfsPosix lists (name, type, inode); littlefs/FAT on a board add the size (mpremote shows it).
+_il = os.ilistdir
+def _ilistdir(*a, _il=_il, _os=os):
+    d = a[0] if a else ''
+    if isinstance(d, bytes):
+        d = d.decode()
+    pre = d + '/' if d and d[-1] != '/' else d
+    for e in _il(*a):
+        if len(e) == 3:
+            try:
+                size = 0 if e[1] == 0x4000 else _os.stat(pre + (e[0].decode() if isinstance(e[0], bytes) else e[0]))[6]
+            except OSError:
+                size = 0
+            e = (e[0], e[1], e[2], size)
+        yield e
+os.ilistdir = _ilistdir
+del _fix, _n, _EMAP, _il, _ilistdir
 sys.path.append('/sim')
 import machine, esp32
 try:
