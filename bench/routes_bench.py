@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bins", type=int, help="number of bins (>= 500 for the issue's city; default 1000)")
     ap.add_argument("--days", type=int, help="days to simulate (default 7)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--vehicles", type=int, default=4)
+    ap.add_argument("--vehicles", type=int, help="fleet size (default: one vehicle per 125 bins)")
     ap.add_argument("--capacity", type=float, default=60000.0,
                     help="litres of bin contents per vehicle (before compaction; default 60000)")
     ap.add_argument("--time-limit", type=float, help="solver seconds per plan (default 10, short 1)")
@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if n_bins < 1 or days < 1:
         ap.error("--bins and --days must be >= 1")
     started = time.perf_counter()
-    code = run(n_bins, days, args.seed, args.vehicles, args.capacity, limit)
+    vehicles = args.vehicles or max(1, math.ceil(n_bins / 125))
+    code = run(n_bins, days, args.seed, vehicles, args.capacity, limit)
     print(f"wall time {time.perf_counter() - started:.1f} s")
     return code
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable
+from gateway.routes.config import PlanDefaults, load_plan_defaults
+from gateway.routes.distances import CsvMatrix, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError
 from gateway.routes.outputs import FORMATS, render
 from gateway.routes.parsing import (
@@ -48,18 +51,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "5 bin data unreadable, 6 no solution.",
     )
     p.add_argument("--date", default="today", help="collection date YYYY-MM-DD, 'today' or 'tomorrow' (default today)")
-    p.add_argument("--depot", required=True, help="depot as LAT,LON in decimal degrees")
-    p.add_argument("--vehicles", default="2", help="number of vehicles (default 2)")
-    p.add_argument("--capacity", default="10000", help="capacity of each vehicle in litres (default 10000)")
-    p.add_argument("--threshold", default="0.8", help="fill at or above which a bin is due: 0.8 or 80%% (default 0.8)")
-    p.add_argument("--bin-volume", default="240", help="volume of a bin in litres (default 240)")
-    p.add_argument("--start", default="06:00", help="local time the round starts, HH:MM (default 06:00)")
-    p.add_argument("--tz", default="UTC", help="IANA time zone of --date and --start (default UTC)")
-    p.add_argument("--days-to-next", default="1", help="days until the next round, the prediction horizon (default 1)")
-    p.add_argument("--time-limit", default="5", help="solver time limit in seconds (default 5)")
+    p.add_argument("--depot", help="depot as LAT,LON in decimal degrees (or [routes] depot in gateway.toml)")
+    p.add_argument("--vehicles", help="number of vehicles (default 2)")
+    p.add_argument("--capacity", help="capacity of each vehicle in litres (default 10000)")
+    p.add_argument("--threshold", help="fill at or above which a bin is due: 0.8 or 80%% (default 0.8)")
+    p.add_argument("--bin-volume", help="volume of a bin in litres (default 240)")
+    p.add_argument("--start", help="local time the round starts, HH:MM (default 06:00)")
+    p.add_argument("--tz", help="IANA time zone of --date and --start (default UTC)")
+    p.add_argument("--days-to-next", help="days until the next round, the prediction horizon (default 1)")
+    p.add_argument("--time-limit", help="solver time limit in seconds (default 5)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--db", type=Path, help="the gateway's report store (SQLite)")
-    data.add_argument("--config", type=Path, help="gateway.toml; its [storage] path and [registry] path are used")
+    data.add_argument("--config", type=Path,
+                      help="gateway.toml: its [storage] and [registry] paths, and [routes] defaults, are used")
     p.add_argument("--registry", type=Path, help="device registry directory (default: 'registry' next to --db)")
     dist = p.add_mutually_exclusive_group()
     dist.add_argument("--matrix", type=Path, help="road distance matrix CSV (metres; see docs/routes.md)")
@@ -87,29 +91,40 @@ def _data_source(args: argparse.Namespace) -> GatewayBinSource:
     return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)
 
 
-def _distances(args: argparse.Namespace) -> DistanceProvider:
+def _defaults(args: argparse.Namespace) -> PlanDefaults:
+    """Built-in defaults, or the config's [routes] table, with the command line's flags on top."""
+    base = load_plan_defaults(args.config) if args.config is not None else PlanDefaults()
+    changes: dict[str, Any] = {}
     if args.matrix is not None:
-        return CsvMatrix(args.matrix)
-    if args.osrm is not None:
-        return OsrmTable(args.osrm, timeout_s=parse_positive("osrm timeout", args.osrm_timeout))
-    return GreatCircle()
+        changes["distances"] = CsvMatrix(args.matrix)
+    elif args.osrm is not None:
+        changes["distances"] = OsrmTable(args.osrm, timeout_s=parse_positive("osrm timeout", args.osrm_timeout))
+    if args.bin_volume is not None:
+        changes["bin_volume_l"] = parse_positive("bin volume", args.bin_volume)
+    if args.start is not None:
+        changes["start"] = parse_clock(args.start)
+    if args.tz is not None:
+        changes["tz"] = parse_timezone(args.tz)
+    if args.days_to_next is not None:
+        changes["days_to_next_round"] = int(parse_positive("days to next round", args.days_to_next, integer=True))
+    if args.time_limit is not None:
+        changes["time_limit_s"] = parse_positive("time limit", args.time_limit, allow_zero=True)
+    return replace(base, **changes)
 
 
 def settings_from_args(args: argparse.Namespace) -> PlanSettings:
-    """Validate the command line into :class:`PlanSettings` (raises :class:`InvalidInputError`)."""
-    tz = parse_timezone(args.tz)
-    return PlanSettings(
-        day=parse_date(args.date, tz),
-        depot=parse_depot(args.depot),
-        vehicles=int(parse_positive("vehicles", args.vehicles, integer=True)),
-        capacity_l=parse_positive("capacity", args.capacity),
-        threshold=parse_threshold(args.threshold),
-        bin_volume_l=parse_positive("bin volume", args.bin_volume),
-        start=parse_clock(args.start),
-        tz=tz,
-        days_to_next_round=int(parse_positive("days to next round", args.days_to_next, integer=True)),
-        time_limit_s=parse_positive("time limit", args.time_limit, allow_zero=True),
-        distances=_distances(args),
+    """Validate the command line (and the config's [routes] table) into :class:`PlanSettings`.
+
+    Raises:
+        InvalidInputError: A value is malformed or no depot is known.
+    """
+    defaults = _defaults(args)
+    return defaults.settings_for(
+        parse_date(args.date, defaults.tz),
+        depot=parse_depot(args.depot) if args.depot is not None else None,
+        vehicles=int(parse_positive("vehicles", args.vehicles, integer=True)) if args.vehicles is not None else None,
+        capacity_l=parse_positive("capacity", args.capacity) if args.capacity is not None else None,
+        threshold=parse_threshold(args.threshold) if args.threshold is not None else None,
     )
 
 

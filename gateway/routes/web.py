@@ -2,9 +2,10 @@
 
 Mount it next to the other API routes::
 
-    from gateway.routes.web import PlanDefaults, routes_handlers
-    source = GatewayBinSource(cfg.storage.path, registry)
-    app.add_routes(routes_handlers(source, PlanDefaults(depot=Depot(52.37, 4.89))))
+    from gateway.routes.config import load_plan_defaults
+    from gateway.routes.source import GatewayBinSource
+    from gateway.routes.web import routes_handlers
+    extra_routes = routes_handlers(GatewayBinSource(cfg.storage.path, registry), load_plan_defaults(cfg.source))
 
 Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default today),
 ``format`` (json, geojson, csv; default json), ``depot`` (LAT,LON), ``vehicles``, ``capacity``
@@ -20,56 +21,26 @@ import asyncio
 import json
 import logging
 import time as _time
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone, tzinfo
+from datetime import date, datetime
 from typing import Any, Callable
 
 from aiohttp import web
 
-from gateway.routes.distances import DistanceProvider, GreatCircle
+from gateway.routes.config import PlanDefaults
 from gateway.routes.errors import InvalidInputError, NoBinsDueError, RoutesError
-from gateway.routes.model import Depot, Plan
+from gateway.routes.model import Plan
 from gateway.routes.outputs import FORMATS, plan_to_dict, plan_to_geojson, render
 from gateway.routes.parsing import parse_date, parse_depot, parse_positive, parse_threshold
 from gateway.routes.planner import PlanSettings, plan_collection
 from gateway.routes.source import BinSource
+
+__all__ = ["PLAN_PATH", "PlanDefaults", "routes_handlers"]
 
 logger = logging.getLogger(__name__)
 
 PLAN_PATH = "/api/routes/plan"
 _PARAMS = frozenset({"date", "format", "depot", "vehicles", "capacity", "threshold"})
 _MAX_VEHICLES = 200
-
-
-@dataclass(frozen=True)
-class PlanDefaults:
-    """Settings of plans served over HTTP; query parameters may override some of them.
-
-    Attributes:
-        depot: Default depot (None: every request must pass ``depot``).
-        vehicles: Default number of vehicles.
-        capacity_l: Default vehicle capacity in litres.
-        threshold: Default fill threshold.
-        bin_volume_l: Volume of bins without their own.
-        start: Local time rounds start.
-        tz: Time zone of dates and ``start``.
-        days_to_next_round: Prediction horizon in days.
-        time_limit_s: Solver time limit (not overridable from a request).
-        distances: Distance source.
-        cache_s: How long a plan is served from cache for the same query.
-    """
-
-    depot: Depot | None = None
-    vehicles: int = 2
-    capacity_l: float = 10_000.0
-    threshold: float = 0.8
-    bin_volume_l: float = 240.0
-    start: time = time(6, 0)
-    tz: tzinfo = timezone.utc
-    days_to_next_round: int = 1
-    time_limit_s: float = 5.0
-    distances: DistanceProvider = field(default_factory=GreatCircle)
-    cache_s: float = 300.0
 
 
 def _error(exc: RoutesError) -> web.Response:
@@ -97,24 +68,17 @@ class _PlanEndpoint:
         if unknown:
             raise InvalidInputError("query parameter", unknown[0], "unknown; allowed: " + ", ".join(sorted(_PARAMS)))
         d = self.defaults
-        if "depot" in query:
-            depot = parse_depot(query["depot"])
-        elif d.depot is not None:
-            depot = d.depot
-        else:
-            raise InvalidInputError("depot", "", "no default depot configured; pass depot=LAT,LON")
-        vehicles = int(parse_positive("vehicles", query["vehicles"], integer=True)) if "vehicles" in query \
-            else d.vehicles
-        if vehicles > _MAX_VEHICLES:
+        vehicles = int(parse_positive("vehicles", query["vehicles"], integer=True)) if "vehicles" in query else None
+        if vehicles is not None and vehicles > _MAX_VEHICLES:
             raise InvalidInputError("vehicles", vehicles, f"at most {_MAX_VEHICLES}")
         now = datetime.fromtimestamp(self.clock(), tz=d.tz)
         day: date = parse_date(query.get("date", "today"), d.tz, now=now)
-        return PlanSettings(
-            day=day, depot=depot, vehicles=vehicles,
-            capacity_l=parse_positive("capacity", query["capacity"]) if "capacity" in query else d.capacity_l,
-            threshold=parse_threshold(query["threshold"]) if "threshold" in query else d.threshold,
-            bin_volume_l=d.bin_volume_l, start=d.start, tz=d.tz, days_to_next_round=d.days_to_next_round,
-            time_limit_s=d.time_limit_s, distances=d.distances,
+        return d.settings_for(
+            day,
+            depot=parse_depot(query["depot"]) if "depot" in query else None,
+            vehicles=vehicles,
+            capacity_l=parse_positive("capacity", query["capacity"]) if "capacity" in query else None,
+            threshold=parse_threshold(query["threshold"]) if "threshold" in query else None,
         )
 
     def _solve(self, settings: PlanSettings) -> tuple[Plan, str | None]:

@@ -123,6 +123,11 @@ def test_capacity_smaller_than_one_bin_exit_4(city: CityData, capsys: pytest.Cap
     assert "capacity 100 L is smaller than bin" in err
 
 
+def test_no_depot_anywhere_exit_2(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["routes", "plan", "--db", str(city.db_path)], capsys)
+    assert code == 2 and "invalid depot" in err and "[routes] depot" in err
+
+
 def test_missing_db_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["routes", "plan", "--depot", DEPOT, "--db", str(tmp_path / "none.sqlite")], capsys)
     assert code == 5 and "none.sqlite" in err
@@ -145,11 +150,14 @@ def test_unreachable_osrm_falls_back_with_warning(city: CityData, capsys: pytest
 
 def test_config_file_points_at_the_store(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "gateway.toml"
-    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n')
-    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--depot", DEPOT, "--config", str(cfg),
-                          "--time-limit", "0"], capsys)
+    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n'
+                   f'[routes]\ndepot = "{DEPOT}"\nvehicles = 1\ntime_limit_s = 0\n')
+    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
     assert code == 0, err
-    assert json.loads(out)["stops"] == 9
+    doc = json.loads(out)
+    assert doc["stops"] == 9 and doc["vehicles"] == 1 and doc["depot"] == {"lat": 52.37, "lon": 4.89}
+    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg), "--vehicles", "3"], capsys)
+    assert code == 0 and json.loads(out)["vehicles"] == 3  # flags override [routes]
     cfg.write_text("[gateway]\nbogus = 1\n")
     code, _, err = run(["routes", "plan", "--depot", DEPOT, "--config", str(cfg)], capsys)
     assert code == 5 and "bogus" in err

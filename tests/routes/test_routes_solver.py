@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from gateway.routes.distances import GreatCircle, Place
 from gateway.routes.errors import CapacityError, InvalidInputError, NoBinsDueError
@@ -12,7 +13,7 @@ from gateway.routes.model import Reason
 from gateway.routes.planner import PlanSettings, plan_collection
 from gateway.routes.solver import SolverSettings, solve
 
-from routes_helpers import DAY, DEPOT, make_bin, scattered_bins
+from routes_helpers import DAY, DEPOT, MAX_EXAMPLES, make_bin, scattered_bins
 
 
 def settings(**kw: object) -> PlanSettings:
@@ -120,3 +121,37 @@ def test_bad_solver_settings(kw: dict[str, object]) -> None:
 def test_matrix_shape_checked() -> None:
     with pytest.raises(InvalidInputError):
         solve([], [[0, 1], [1, 0]], SolverSettings())
+
+
+@hsettings(max_examples=MAX_EXAMPLES, deadline=None)
+@given(
+    levels=st.lists(st.tuples(st.integers(0, 10), st.sampled_from(["", "", "", "fire", "tip"]),
+                              st.floats(-0.05, 0.05), st.floats(-0.05, 0.05), st.sampled_from([120.0, 240.0, 1100.0])),
+                    min_size=1, max_size=25),
+    vehicles=st.integers(1, 4),
+    capacity=st.sampled_from([1100.0, 1500.0, 3000.0, 20000.0]),
+)
+def test_plan_invariants(levels: list[tuple[int, str, float, float, float]], vehicles: int, capacity: float) -> None:
+    bins = [make_bin(f"b{i}", [10 * lvl] * 2, alarms=[alarm] if alarm else [], lat=DEPOT.lat + dlat,
+                     lon=DEPOT.lon + dlon, volume_l=vol)
+            for i, (lvl, alarm, dlat, dlon, vol) in enumerate(levels)]
+    try:
+        plan = plan_collection(bins, settings(vehicles=vehicles, capacity_l=capacity, time_limit_s=0))
+    except NoBinsDueError:
+        assert all(lvl < 8 and not alarm for lvl, alarm, *_ in levels)
+        return
+    due = {f"b{i}" for i, (lvl, alarm, *_) in enumerate(levels) if lvl >= 8 or alarm}
+    served = [s.candidate.bin.id for r in plan.routes for s in r.stops]
+    unserved = [c.bin.id for c in plan.unserved]
+    assert len(served) == len(set(served))
+    assert set(served) | set(unserved) == due and not set(served) & set(unserved)
+    for r in plan.routes:
+        assert sum(math.ceil(s.candidate.load_l - 1e-9) for s in r.stops) <= capacity
+        flags = [s.candidate.is_alarm for s in r.stops]
+        assert flags == sorted(flags, reverse=True)
+    # an alarm bin is only left unserved when no vehicle has room left for it
+    free = [capacity - sum(math.ceil(s.candidate.load_l - 1e-9) for s in r.stops) for r in plan.routes]
+    free += [capacity] * (vehicles - len(plan.routes))
+    for c in plan.unserved:
+        if c.is_alarm:
+            assert all(math.ceil(c.load_l - 1e-9) > room for room in free), c.bin.id

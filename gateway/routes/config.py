@@ -1,0 +1,154 @@
+"""Plan defaults: built-in, or from the ``[routes]`` table of gateway.toml.
+
+```toml
+[routes]
+depot = "52.3700,4.8900"     # LAT,LON
+vehicles = 3
+capacity_l = 60000           # litres of bin contents per vehicle
+threshold = 0.8              # or "80%"
+bin_volume_l = 240
+start = "06:00"              # local time rounds start
+tz = "Europe/Amsterdam"
+days_to_next_round = 1
+time_limit_s = 5
+matrix = "roads.csv"         # relative to the config file; or:
+# osrm = "http://osrm.city.local:5000"
+osrm_timeout_s = 10
+```
+
+Every key is optional; a wrong one raises :class:`InvalidInputError` with ``field`` ``routes.<key>``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, time, timezone, tzinfo
+from pathlib import Path
+from typing import Any
+
+from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable
+from gateway.routes.errors import BinDataError, InvalidInputError
+from gateway.routes.model import Depot
+from gateway.routes.parsing import parse_clock, parse_depot, parse_positive, parse_threshold, parse_timezone
+from gateway.routes.planner import PlanSettings
+
+_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "start", "tz", "days_to_next_round",
+         "time_limit_s", "matrix", "osrm", "osrm_timeout_s")
+
+
+@dataclass(frozen=True)
+class PlanDefaults:
+    """Plan settings that do not depend on the day; requests and flags may override some of them.
+
+    Attributes:
+        depot: Default depot (None: every plan must be given one).
+        vehicles: Number of vehicles.
+        capacity_l: Vehicle capacity in litres.
+        threshold: Fill fraction at or above which a bin is due.
+        bin_volume_l: Volume of bins without their own.
+        start: Local time rounds start.
+        tz: Time zone of dates and ``start``.
+        days_to_next_round: Prediction horizon in days.
+        time_limit_s: Solver time limit.
+        distances: Distance source.
+        cache_s: How long the HTTP endpoint serves a plan from cache for the same query.
+    """
+
+    depot: Depot | None = None
+    vehicles: int = 2
+    capacity_l: float = 10_000.0
+    threshold: float = 0.8
+    bin_volume_l: float = 240.0
+    start: time = time(6, 0)
+    tz: tzinfo = timezone.utc
+    days_to_next_round: int = 1
+    time_limit_s: float = 5.0
+    distances: DistanceProvider = field(default_factory=GreatCircle)
+    cache_s: float = 300.0
+
+    def settings_for(self, day: date, *, depot: Depot | None = None, vehicles: int | None = None,
+                     capacity_l: float | None = None, threshold: float | None = None) -> PlanSettings:
+        """Return the settings of the plan of ``day``, with optional overrides.
+
+        Raises:
+            InvalidInputError: No depot given and none configured.
+        """
+        chosen = depot or self.depot
+        if chosen is None:
+            raise InvalidInputError("depot", "", "none given and none configured; pass LAT,LON "
+                                    "(--depot, depot=, or [routes] depot in gateway.toml)")
+        return PlanSettings(
+            day=day, depot=chosen,
+            vehicles=self.vehicles if vehicles is None else vehicles,
+            capacity_l=self.capacity_l if capacity_l is None else capacity_l,
+            threshold=self.threshold if threshold is None else threshold,
+            bin_volume_l=self.bin_volume_l, start=self.start, tz=self.tz,
+            days_to_next_round=self.days_to_next_round, time_limit_s=self.time_limit_s, distances=self.distances,
+        )
+
+
+def _typed(key: str, value: Any, kinds: tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise InvalidInputError(f"routes.{key}", value, f"must be {what}")
+    return value
+
+
+def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
+    """Validate a ``[routes]`` table; relative ``matrix`` paths are resolved against ``base``."""
+    if not isinstance(table, dict):
+        raise InvalidInputError("routes", table, "must be a table")
+    unknown = sorted(set(table) - set(_KEYS))
+    if unknown:
+        raise InvalidInputError(f"routes.{unknown[0]}", table[unknown[0]], "unknown key; allowed: " + ", ".join(_KEYS))
+    if "matrix" in table and "osrm" in table:
+        raise InvalidInputError("routes.osrm", table["osrm"], "set either matrix or osrm, not both")
+    num = (int, float)
+    out: dict[str, Any] = {}
+    if "depot" in table:
+        out["depot"] = parse_depot(_typed("depot", table["depot"], (str,), 'a string "LAT,LON"'))
+    if "vehicles" in table:
+        out["vehicles"] = int(parse_positive("routes.vehicles", _typed("vehicles", table["vehicles"], (int,),
+                                                                         "a whole number"), integer=True))
+    if "capacity_l" in table:
+        out["capacity_l"] = parse_positive("routes.capacity_l", _typed("capacity_l", table["capacity_l"], num, "a number"))
+    if "threshold" in table:
+        out["threshold"] = parse_threshold(_typed("threshold", table["threshold"], (int, float, str), "0.8 or \"80%\""))
+    if "bin_volume_l" in table:
+        out["bin_volume_l"] = parse_positive("routes.bin_volume_l",
+                                             _typed("bin_volume_l", table["bin_volume_l"], num, "a number"))
+    if "start" in table:
+        out["start"] = parse_clock(_typed("start", table["start"], (str,), 'a string "HH:MM"'))
+    if "tz" in table:
+        out["tz"] = parse_timezone(_typed("tz", table["tz"], (str,), "an IANA zone name"))
+    if "days_to_next_round" in table:
+        out["days_to_next_round"] = int(parse_positive("routes.days_to_next_round", _typed(
+            "days_to_next_round", table["days_to_next_round"], (int,), "a whole number"), integer=True))
+    if "time_limit_s" in table:
+        out["time_limit_s"] = parse_positive("routes.time_limit_s", _typed(
+            "time_limit_s", table["time_limit_s"], num, "a number"), allow_zero=True)
+    if "matrix" in table:
+        path = Path(_typed("matrix", table["matrix"], (str,), "a file path"))
+        out["distances"] = CsvMatrix(path if path.is_absolute() else base / path)
+    if "osrm" in table:
+        timeout = parse_positive("routes.osrm_timeout_s", _typed(
+            "osrm_timeout_s", table.get("osrm_timeout_s", 10.0), num, "a number"))
+        out["distances"] = OsrmTable(_typed("osrm", table["osrm"], (str,), "a URL"), timeout_s=timeout)
+    return PlanDefaults(**out)
+
+
+def load_plan_defaults(config_path: Path) -> PlanDefaults:
+    """Read the ``[routes]`` table of a gateway.toml (absent table: built-in defaults).
+
+    Raises:
+        BinDataError: The file cannot be read or is not TOML.
+        InvalidInputError: A ``[routes]`` key is wrong.
+    """
+    path = Path(config_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BinDataError(str(path), f"cannot read config ({exc.strerror or exc})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BinDataError(str(path), f"not valid TOML ({exc})") from exc
+    return parse_plan_defaults(data.get("routes", {}), base=path.resolve().parent)

@@ -1,0 +1,95 @@
+"""``[routes]`` table of gateway.toml: defaults for the CLI and the API, each key validated."""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.routes.config import PlanDefaults, load_plan_defaults, parse_plan_defaults
+from gateway.routes.distances import CsvMatrix, GreatCircle, OsrmTable
+from gateway.routes.errors import BinDataError, InvalidInputError, MatrixError
+from gateway.routes.model import Depot
+
+from routes_helpers import DAY
+
+FULL = """
+[gateway]
+id = "gw-1"
+data_dir = "{data}"
+
+[routes]
+depot = "52.3700,4.8900"
+vehicles = 3
+capacity_l = 60000
+threshold = "85%"
+bin_volume_l = 1100
+start = "05:30"
+tz = "Europe/Amsterdam"
+days_to_next_round = 2
+time_limit_s = 0
+matrix = "roads.csv"
+"""
+
+
+def test_full_table_and_gateway_loader_accepts_it(tmp_path: Path) -> None:
+    (tmp_path / "roads.csv").write_text("id,depot\ndepot,0\n")
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(FULL.format(data=tmp_path / "data"))
+    assert load_config(cfg).id == "gw-1"  # the gateway's own loader does not refuse [routes]
+    d = load_plan_defaults(cfg)
+    assert d.depot == Depot(52.37, 4.89) and d.vehicles == 3 and d.capacity_l == 60000
+    assert d.threshold == pytest.approx(0.85) and d.bin_volume_l == 1100 and d.start == time(5, 30)
+    assert str(d.tz) == "Europe/Amsterdam" and d.days_to_next_round == 2 and d.time_limit_s == 0
+    assert isinstance(d.distances, CsvMatrix) and d.distances.path == tmp_path / "roads.csv"
+    s = d.settings_for(DAY)
+    assert s.round_start.isoformat() == "2026-11-23T05:30:00+01:00"
+    assert d.settings_for(DAY, vehicles=9, depot=Depot(1.0, 2.0)).vehicles == 9
+
+
+def test_absent_table_gives_builtin_defaults(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[gateway]\nid = "x"\n')
+    d = load_plan_defaults(cfg)
+    assert d == PlanDefaults(distances=d.distances) and isinstance(d.distances, GreatCircle)
+    with pytest.raises(InvalidInputError) as info:
+        d.settings_for(DAY)
+    assert info.value.field == "depot"
+
+
+def test_osrm_setting() -> None:
+    d = parse_plan_defaults({"osrm": "http://osrm.local:5000", "osrm_timeout_s": 3}, base=Path("/"))
+    assert isinstance(d.distances, OsrmTable) and d.distances.timeout_s == 3
+
+
+@pytest.mark.parametrize(("table", "field"), [
+    ({"depot": "north"}, "depot"),
+    ({"depot": [52.0, 4.0]}, "routes.depot"),
+    ({"vehicles": 2.5}, "routes.vehicles"),
+    ({"vehicles": True}, "routes.vehicles"),
+    ({"vehicles": 0}, "routes.vehicles"),
+    ({"capacity_l": "big"}, "routes.capacity_l"),
+    ({"threshold": 2}, "threshold"),
+    ({"start": "6am"}, "start"),
+    ({"tz": "Nowhere/Else"}, "timezone"),
+    ({"time_limit_s": -1}, "routes.time_limit_s"),
+    ({"colour": "green"}, "routes.colour"),
+    ({"matrix": "a.csv", "osrm": "http://x"}, "routes.osrm"),
+])
+def test_bad_keys(table: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        parse_plan_defaults(table, base=Path("/"))
+    assert info.value.field == field
+
+
+def test_missing_matrix_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(MatrixError):
+        parse_plan_defaults({"matrix": "absent.csv"}, base=tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[routes\n")
+    with pytest.raises(BinDataError):
+        load_plan_defaults(bad)
+    with pytest.raises(BinDataError):
+        load_plan_defaults(tmp_path / "absent.toml")
