@@ -152,3 +152,16 @@ async def test_two_peripherals_connected_at_once(
     values = await asyncio.gather(*(c.read_gatt_char(TX) for c in clients))
     assert values == [bytearray(b"hello sl-pair-a"), bytearray(b"hello sl-pair-b")]
     await asyncio.gather(*(c.disconnect() for c in clients))
+
+
+async def test_radio_loss_is_reported_as_disconnect(
+        radio: RadioHandle, spawn_peripheral: Callable[..., PeripheralProcess]) -> None:
+    board = spawn_peripheral("sl-radio-1")
+    _, client_cls = make_backends(radio.url)
+    lost = asyncio.Event()
+    client = BleakClient(board.address, backend=client_cls, timeout=5,
+                         disconnected_callback=lambda _c: lost.set())
+    await client.connect()
+    await radio.aclose()
+    await asyncio.wait_for(lost.wait(), 5)
+    assert not client.is_connected

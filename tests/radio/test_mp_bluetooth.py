@@ -132,3 +132,15 @@ async def test_power_loss_drops_link(echo_board: tuple[ChannelBoard, BleBridge],
     await bridge.close()
     await asyncio.wait_for(lost.wait(), 5)
     assert not client.is_connected
+
+
+async def test_radio_loss_reaches_firmware(echo_board: tuple[ChannelBoard, BleBridge], radio: RadioHandle) -> None:
+    board, _ = echo_board
+    device = await find_echo(radio)
+    _, client_cls = make_backends(radio.url)
+    client = BleakClient(device, backend=client_cls)
+    await client.connect()
+    assert (await board.expect("connect")).startswith("connect 1")
+    await radio.aclose()
+    assert await board.expect("disconnect") == "disconnect 1"
+    assert not client.is_connected

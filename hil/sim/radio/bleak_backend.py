@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 ATT_DEFAULT_MTU = 23
 DEFAULT_OP_TIMEOUT_S = 10.0
+_background: set[asyncio.Task[None]] = set()  # keep release tasks alive until done
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class VirtualBleakClient(BaseBleakClient):
         self._disconnecting = False
         self._disconnected = asyncio.Event()
         self._subscribers: dict[int, Callable[[bytes], None]] = {}
+        self._release_task: asyncio.Task[None] | None = None
 
     @staticmethod
     def _resolve_address(target: BLEDevice | str) -> hci.Address:
@@ -238,10 +240,15 @@ class VirtualBleakClient(BaseBleakClient):
         self._connection, self._peer = None, None
         self._subscribers.clear()
         self._disconnected.set()
+        if solicited:
+            return  # disconnect() releases the central itself, after this event
         central, self._central = self._central, None
         if central is not None:
-            asyncio.get_running_loop().create_task(central.release())
-        if not solicited and self._disconnected_callback is not None:
+            task = asyncio.get_running_loop().create_task(central.release())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+            self._release_task = task
+        if self._disconnected_callback is not None:
             self._disconnected_callback()
 
     async def _teardown(self) -> None:
@@ -257,6 +264,9 @@ class VirtualBleakClient(BaseBleakClient):
         central, self._central = self._central, None
         if central is not None:
             await central.release()
+        release, self._release_task = self._release_task, None
+        if release is not None:
+            await release  # after a drop: leave the radio before returning
 
     async def disconnect(self) -> None:
         """Disconnect (no-op when not connected); the disconnected callback is not called."""

@@ -131,7 +131,8 @@ class BleBridge:
         if self._worker is not None:
             self._queue.put_nowait(None)
             try:
-                await asyncio.wait_for(self._worker, 5)
+                # Without a radio, queued operations could only time out one by one.
+                await asyncio.wait_for(self._worker, 0.1 if self.peripheral.radio_lost else 5)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self._worker.cancel()
             self._worker = None
@@ -187,6 +188,8 @@ class BleBridge:
         if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
             raise BridgeProtocolError("BLE message needs an 'op' string", payload=payload)
         op, p = msg["op"], self.peripheral
+        if p.radio_lost:
+            raise RadioError(f"virtual radio lost; BLE op {op!r} dropped", op=op)
         if op == "hello":
             # A fresh interpreter imported `bluetooth`: tell it its address, reset the radio side.
             self.board.send(CHANNEL, json.dumps({"ev": "addr", "addr": self._addr_hex()}))

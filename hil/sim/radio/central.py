@@ -13,12 +13,11 @@ import logging
 import weakref
 from collections.abc import Callable
 
-from bumble import hci
 from bumble.device import Advertisement, Device
-from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
 from hil.sim.radio.address import random_static_address
+from hil.sim.radio.hostlink import open_radio_device
 from hil.sim.radio.errors import RadioConnectError
 from hil.sim.radio.url import parse_radio_url
 
@@ -56,15 +55,9 @@ class SharedCentral:
         """
         async with self._open_lock:
             if self._device is None:
-                spec = parse_radio_url(self.radio_url).transport_spec
-                try:
-                    transport = await asyncio.wait_for(open_transport(spec), timeout_s)
-                except (OSError, asyncio.TimeoutError) as exc:
-                    raise RadioConnectError(f"cannot reach the virtual radio at {self.radio_url}: {exc}",
-                                            url=self.radio_url) from exc
+                transport, device = await open_radio_device(
+                    self.radio_url, name="civicedge-central", address=self.address, timeout_s=timeout_s)
                 self._transport = transport
-                device = Device.with_hci("civicedge-central", hci.Address(self.address),
-                                         transport.source, transport.sink)
                 device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
                 await asyncio.wait_for(device.power_on(), timeout_s)
                 self._device = device

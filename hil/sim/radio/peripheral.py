@@ -31,11 +31,10 @@ from typing import Any, Protocol, Sequence
 from bumble import att, gatt, hci
 from bumble.core import UUID as BumbleUUID
 from bumble.device import AdvertisingType, Connection, Device
-from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
 from hil.sim.radio.errors import PeripheralError, RadioConnectError
-from hil.sim.radio.url import parse_radio_url
+from hil.sim.radio.hostlink import open_radio_device
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +163,12 @@ class VirtualPeripheral:
         return {h: (link.addr_type, link.addr, link.mtu) for h, link in self._links.items()}
 
     @property
+    def radio_lost(self) -> bool:
+        """True once the relay connection has gone (relay stopped or crashed)."""
+        transport = self._transport
+        return transport is not None and transport.source.terminated.done()
+
+    @property
     def is_advertising(self) -> bool:
         """True while the controller advertises (stops when a central connects)."""
         return self._device is not None and bool(self._device.is_advertising)
@@ -174,14 +179,9 @@ class VirtualPeripheral:
         Raises:
             RadioConnectError: the relay is not reachable.
         """
-        spec = parse_radio_url(self.radio_url).transport_spec
-        try:
-            transport = await asyncio.wait_for(open_transport(spec), timeout_s)
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise RadioConnectError(f"cannot reach the virtual radio at {self.radio_url}: {exc}",
-                                    url=self.radio_url) from exc
+        transport, device = await open_radio_device(self.radio_url, name=self.name, address=self.address,
+                                                    timeout_s=timeout_s)
         self._transport = transport
-        device = Device.with_hci(self.name, hci.Address(self.address), transport.source, transport.sink)
         device.gatt_server.max_mtu = self.preferred_mtu
         device.on(device.EVENT_CONNECTION, self._on_connection)
         self._device = device

@@ -70,7 +70,7 @@ class RadioServer:
     async def start(self) -> None:
         """Bind and start accepting radio clients."""
         server = await serve(self._handle, self.host, self.port, max_size=_MAX_HCI_PACKET,
-                             compression=None, ping_interval=None)
+                             compression=None, ping_interval=None, close_timeout=1.0)
         self._server = server
         sock = next(iter(server.sockets))
         self.port = int(sock.getsockname()[1])
@@ -152,8 +152,16 @@ class RadioHandle:
     async def _room_size(self, room: str) -> int:
         return self._server.room_size(room)
 
+    async def aclose(self) -> None:
+        """:meth:`stop` from async code: keeps the caller's loop running while clients in it
+        complete the WebSocket close handshake (a blocking ``stop()`` would stall them)."""
+        await asyncio.to_thread(self.stop)
+
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the relay and join its thread (idempotent)."""
+        """Stop the relay and join its thread (idempotent).
+
+        From a coroutine whose loop also hosts radio clients, use :meth:`aclose` instead.
+        """
         if not self._thread.is_alive():
             return
         self._loop.call_soon_threadsafe(self._stop_event.set)
