@@ -283,3 +283,15 @@ def test_ble_disconnect_drops_partial_and_resends(flash_run: Callable[..., Any],
     )
     lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
     assert lines == ["0 1", "2", "None 2 1 [1, 2]", "2 True"]
+
+
+def test_uart_byte_by_byte_and_overlong_garbage(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """Frames split across reads, an over-long chunk without delimiter, then a good ACK."""
+    ack = cobs_ref(gw_frame(2, 1, {"t": NOW})) + b"\x00"
+    code = UART + (
+        "queue(1)\nL.pump()\n"
+        "L.feed(b'\\x41' * 1100)\nL.feed(b'\\x42' * 100)\nprint(L.cobs_errors)\n"
+        f"L.feed(b'\\x00')\nfor b in binascii.unhexlify({ack.hex()!r}):\n    L.feed(bytes((b,)))\n"
+        "print(L.cobs_errors, O.pending(), sess.stats['acks'])\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["1", "1 [] 1"]

@@ -84,6 +84,13 @@ class Outbox:
         """Return the stored seqs in ascending order (a copy)."""
         return [s for s, _ in self._index]
 
+    def next_after(self, seq):
+        """Return the smallest stored seq greater than ``seq``, or None (no allocation)."""
+        for s, _ in self._index:
+            if s > seq:
+                return s
+        return None
+
     def read(self, seq):
         """Return the frame stored under ``seq``, or None if it is not (or no longer) stored."""
         for s, a in self._index:

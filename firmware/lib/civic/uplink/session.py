@@ -80,14 +80,16 @@ class Session:
 
         Call :meth:`mark_sent` after the frame went out.
         """
-        if self._last_send is not None and self.outbox.pending():
+        if self._last_send is not None and len(self.outbox):
             if time.ticks_diff(self.ticks_ms(), self._last_send) >= self.resend_ms:
                 self.sent_upto = 0  # no ACK in time: go round again
-        for s in self.outbox.pending():
-            if s > self.sent_upto:
-                data = self.outbox.read(s)
-                if data is not None:
-                    return s, data
+                self._last_send = None
+        s = self.outbox.next_after(self.sent_upto)
+        while s is not None:
+            data = self.outbox.read(s)
+            if data is not None:
+                return s, data
+            s = self.outbox.next_after(s)  # entry vanished (damaged): skip it
         return None
 
     def mark_sent(self, s):

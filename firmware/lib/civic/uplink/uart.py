@@ -39,24 +39,38 @@ class UartLink:
 
     def feed(self, data):
         """Split received bytes on 0x00 and hand each decoded frame to the session."""
-        for b in data:
-            if b == 0:
-                if self._skipping:
-                    self._skipping = False
-                elif self._rx:
-                    try:
-                        frame = cobs.decode(self._rx)
-                    except ValueError:
-                        self.cobs_errors += 1
-                    else:
-                        self.session.handle(frame)
-                self._rx = bytearray()
-            elif not self._skipping:
-                self._rx.append(b)
-                if len(self._rx) > MAX_CHUNK:
-                    self.cobs_errors += 1
-                    self._rx = bytearray()
-                    self._skipping = True
+        data = bytes(data)
+        start = 0
+        n = len(data)
+        while start < n:
+            end = data.find(b"\x00", start)
+            if end < 0:
+                self._append(data[start:])
+                return
+            self._append(data[start:end])
+            self._chunk_done()
+            start = end + 1
+
+    def _append(self, part):
+        if self._skipping or not part:
+            return
+        self._rx.extend(part)
+        if len(self._rx) > MAX_CHUNK:  # no delimiter in sight: garbage, resync at the next 0x00
+            self.cobs_errors += 1
+            self._rx = bytearray()
+            self._skipping = True
+
+    def _chunk_done(self):
+        if self._skipping:
+            self._skipping = False
+        elif self._rx:
+            try:
+                frame = cobs.decode(self._rx)
+            except ValueError:
+                self.cobs_errors += 1
+            else:
+                self.session.handle(frame)
+        self._rx = bytearray()
 
     def poll(self):
         """Read whatever the UART has buffered and process it (non-blocking)."""
