@@ -1,15 +1,118 @@
-"""pytest plugin of the civicedge HIL harness (registered through the ``pytest11`` entry point)."""
+"""pytest plugin of the civicedge HIL harness (registered through the ``pytest11`` entry point).
+
+Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port SELECTOR``
+(``/dev/ttyUSB0``, ``rfc2217://host:port``, ``usb:<serial>``, ``mac:<addr>``),
+``--hil-qemu-image RELEASE.bin``, ``--hil-lease-dir DIR``.
+
+Marker ``@pytest.mark.requires("ble", "adc")``: the test runs only where the backend's capability
+manifest (:func:`hil.backends.manifest_for`) has every capability, and is SKIPPED with the reason
+otherwise. Fixtures: ``hil_board``, ``hil_fleet``, ``hil_gateway``, ``hil_radio`` (see
+:mod:`hil.pytest_plugin.fixtures`). A :class:`hil.dut.DeviceError` raised in a test fails it with
+the device's traceback shown in its own report section.
+"""
 
 from __future__ import annotations
 
+from typing import Generator
+
 import pytest
+
+from hil.backends.capabilities import BACKENDS, KNOWN_CAPABILITIES
+from hil.dut.errors import DeviceError
+from hil.pytest_plugin.fixtures import (
+    hil_board,
+    hil_board_definition,
+    hil_fleet,
+    hil_gateway,
+    hil_manifest,
+    hil_radio,
+    hil_settings,
+)
+from hil.pytest_plugin.settings import HilSettings, settings_key
+
+__all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
+           "hil_settings"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the HIL command-line options."""
     group = parser.getgroup("civicedge-hil", "civicedge hardware-in-the-loop")
-    group.addoption("--hil-backend", choices=("sim", "qemu", "serial"), default="sim",
+    group.addoption("--hil-backend", choices=BACKENDS, default="sim",
                     help="where boards under test run: sim (virtual boards), qemu, serial (real boards)")
     group.addoption("--hil-board", default=None, help="board definition name, e.g. streetlight-esp32")
     group.addoption("--hil-port", default=None,
-                    help="serial port / URL of the board (serial backend), e.g. /dev/ttyUSB0 or rfc2217://host:4000")
+                    help="serial backend: port or URL (/dev/ttyUSB0, rfc2217://host:4000) or stable identity "
+                         "(usb:<serial number>, mac:<chip MAC>)")
+    group.addoption("--hil-qemu-image", default=None,
+                    help="qemu backend: MicroPython release image for the board's chip (ESP32_GENERIC-*.bin)")
+    group.addoption("--hil-lease-dir", default=None,
+                    help="serial backend: directory of board leases shared by the rig's runs "
+                         "(default: $XDG_RUNTIME_DIR or /tmp /civicedge-leases)")
+    group.addoption("--hil-lease-wait", type=float, default=30.0, metavar="SECONDS",
+                    help="serial backend: how long to wait for a board another run holds (default 30)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker and keep the parsed settings on the config."""
+    config.addinivalue_line(
+        "markers",
+        "requires(*capabilities): run only where the HIL backend has these capabilities "
+        f"({', '.join(sorted(KNOWN_CAPABILITIES))}); skipped with the reason otherwise")
+    config.addinivalue_line("markers", "board(name): board definition for the hil_board fixture")
+    config.addinivalue_line("markers", "fleet(**counts): board mix of the hil_fleet fixture, board_name=count")
+    config.stash[settings_key] = HilSettings.from_config(config)
+
+
+def required_capabilities(item: pytest.Item) -> list[str]:
+    """All capabilities named by the ``requires`` markers of ``item`` (class, module and function)."""
+    names: list[str] = []
+    for mark in item.iter_markers(name="requires"):
+        if not mark.args:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.requires() needs at least one capability")
+        for arg in mark.args:
+            if not isinstance(arg, str):
+                raise pytest.UsageError(f"{item.nodeid}: requires() takes capability names, got {arg!r}")
+            names.append(arg)
+    return names
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests whose required capabilities the backend lacks as skipped (never failed).
+
+    Done at collection so the skip is reported at the test's own location, with the reason.
+    Unknown capability names are left to :func:`pytest_runtest_setup`, which errors.
+    """
+    settings = config.stash[settings_key]
+    for item in items:
+        needed = required_capabilities(item)
+        if not needed or any(name not in KNOWN_CAPABILITIES for name in needed):
+            continue
+        reason = settings.manifest().skip_reason(needed)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Error (not skip) on a capability name nobody defines: a typo must not hide a test."""
+    needed = required_capabilities(item)
+    if needed:
+        item.config.stash[settings_key].manifest().missing(needed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    """Show the device's own traceback in its own section when device code raised."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    excinfo = call.excinfo
+    if excinfo is None:
+        return
+    err: BaseException | None = excinfo.value
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for exc in chain:
+        if isinstance(exc, DeviceError):
+            report.sections.append((f"device traceback ({exc.url})", exc.traceback.rstrip()))
+            break

@@ -103,3 +103,10 @@ def test_read_mac_on_missing_port_is_a_clear_error() -> None:
     with pytest.raises(BackendError) as err:
         read_chip_mac("/dev/does-not-exist", attempts=1)
     assert err.value.details["port"] == "/dev/does-not-exist"
+
+
+def test_explicit_device_node_not_enumerated_is_used(tmp_path: os.PathLike[str]) -> None:
+    node = os.path.join(str(tmp_path), "ttyBRIDGE")
+    open(node, "w").close()
+    chosen = select_board(BoardSelector(port=node), ports=PORTS)
+    assert chosen.url == node and chosen.port is None

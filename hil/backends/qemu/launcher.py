@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hil.backends.errors import QemuNotFoundError, QemuStartError, UnsupportedChipError
+from hil.backends.errors import QemuNotFoundError, QemuStartError, QmpError, UnsupportedChipError
 from hil.backends.qemu.qmp import QmpClient
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,22 @@ class QemuMachine:
                 stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 self._proc = None
                 raise QemuStartError("QEMU exited at start", command=cmd, returncode=returncode, stderr=stderr)
-            if _port_open(self.qmp_port):
+            # QMP greets only once the machine is built and the main loop runs; a listening
+            # socket alone is not enough (QEMU opens it before it rejects a bad -drive).
+            if _port_open(self.qmp_port) and self._qmp_answers():
                 return
             time.sleep(0.05)
         self.stop()
         raise QemuStartError(f"QEMU did not open its ports within {self._start_timeout_s:g} s", command=cmd,
                              returncode=None, stderr="")
+
+    def _qmp_answers(self) -> bool:
+        try:
+            with QmpClient("127.0.0.1", self.qmp_port, timeout_s=1.0) as qmp:
+                qmp.execute("query-status")
+            return True
+        except QmpError:
+            return False
 
     def qmp(self, *, timeout_s: float = 5.0) -> QmpClient:
         """Open a QMP session (QEMU accepts one client at a time; close it after use)."""

@@ -11,6 +11,7 @@ Selector strings (``--hil-port``): ``/dev/ttyUSB0``, ``rfc2217://host:4000``, ``
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -153,6 +154,10 @@ def select_board(selector: BoardSelector, *, ports: Sequence[PortInfo] | None = 
     names = [p.device for p in candidates]
     if selector.port is not None:
         found = [p for p in candidates if p.device == selector.port]
+        if not found and os.path.exists(selector.port):
+            # A device node the OS does not enumerate as a USB/serial port (a pty, a udev symlink
+            # like /dev/serial/by-id/...): the user named it explicitly, so use it.
+            return SelectedBoard(url=selector.port, resource_id=selector.resource_id)
         if not found:
             raise NoMatchingPortError(f"no serial port {selector.port} (ports: {', '.join(names) or 'none'})",
                                       criteria=selector.criteria(), candidates=names)

@@ -1,0 +1,191 @@
+"""A board under test, whatever runs it, and the strategy that brings it to a state.
+
+Labgrid vocabulary: the *resource* is data (board definition, identity, URLs); *drivers* are the
+small protocols (the :class:`~hil.dut.Dut` console, reset, the data link); a *strategy* walks
+the board through ``off -> flashed -> provisioned -> reporting`` with one backend-specific step
+per transition (:class:`BoardDriver`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hil.backends.errors import BackendError
+from hil.boards import BoardDefinition
+from hil.dut import Dut
+
+log = logging.getLogger(__name__)
+
+STATES: tuple[str, ...] = ("off", "flashed", "provisioned", "reporting")
+"""Board states in order; a strategy only moves forward."""
+
+# Seen on the console when the firmware dies while starting (any MicroPython traceback).
+CRASH_PATTERN = re.compile(rb"Traceback \(most recent call last\):.*?\n(\w+(?:Error|Exception)[^\r\n]*)", re.S)
+
+
+class BoardStateError(BackendError):
+    """A board could not be brought to a state.
+
+    Attributes:
+        board: board definition name.
+        state: the state reached.
+        target: the state asked for.
+        console: console output seen while trying (for diagnosis).
+    """
+
+    def __init__(self, message: str, *, board: str, state: str, target: str, console: str = "") -> None:
+        super().__init__(f"{board}: {message} (reached {state!r}, wanted {target!r})"
+                         + (f"\n--- console ---\n{console[-2000:]}" if console else ""),
+                         board=board, state=state, target=target)
+        self.board = board
+        self.state = state
+        self.target = target
+        self.console = console
+
+
+def make_identity(definition: BoardDefinition, *, device_id: str | None = None, zone: str = "hil",
+                  lat: str = "48.8566", lon: str = "2.3522") -> dict[str, str]:
+    """A fresh device identity (``/identity.json``) with a random 32-byte key.
+
+    The key is what the gateway registry must hold for this device; never log it.
+    """
+    return {
+        "id": device_id or f"{definition.kind}-hil-{os.urandom(3).hex()}",
+        "kind": definition.kind,
+        "zone": zone,
+        "lat": lat,
+        "lon": lon,
+        "key": os.urandom(32).hex(),
+    }
+
+
+@dataclass
+class BoardHandle:
+    """What a test gets: one board under test on some backend.
+
+    Attributes:
+        backend: ``sim``, ``qemu`` or ``serial``.
+        definition: the board definition.
+        identity: the device identity written to its flash (includes the key: keep it out of logs).
+        workdir: scratch directory for this board (flash dir, image, logs).
+        state: current state (see :data:`STATES`).
+        console_url: pyserial URL of the REPL console.
+        data_url: pyserial URL of the UART data link the gateway opens, if the board has one here.
+        ble_address: BLE address on the virtual radio, if any.
+        resource: the backend object (``VirtualBoard``, ``QemuMachine``, or a ``Lease``).
+    """
+
+    backend: str
+    definition: BoardDefinition
+    identity: dict[str, str]
+    workdir: Path
+    state: str = "off"
+    console_url: str = ""
+    data_url: str | None = None
+    ble_address: str | None = None
+    resource: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    _dut: Dut | None = field(default=None, repr=False)
+
+    @property
+    def device_id(self) -> str:
+        """The device id (``identity["id"]``)."""
+        return self.identity["id"]
+
+    @property
+    def key(self) -> bytes:
+        """The device key (32 bytes) the gateway registry needs."""
+        return bytes.fromhex(self.identity["key"])
+
+    @property
+    def dut(self) -> Dut:
+        """The console as a :class:`~hil.dut.Dut` (opened on first use).
+
+        Note: exec/eval enter the raw REPL, which stops the running firmware (Ctrl-C), as on a
+        real board; call :meth:`restart_firmware` to run it again.
+        """
+        if self._dut is None:
+            self._dut = Dut(self.console_url)
+        return self._dut
+
+    def restart_firmware(self, *, timeout_s: float = 20.0) -> str:
+        """Soft-reset so ``boot.py``/``main.py`` run again; returns the console output of the reset."""
+        return self.dut.soft_reset(timeout_s=timeout_s)
+
+    def close_dut(self) -> None:
+        """Close the console connection (the firmware keeps running)."""
+        if self._dut is not None:
+            self._dut.close()
+            self._dut = None
+
+
+class BoardDriver(Protocol):
+    """Backend-specific steps of the strategy; each moves the handle one state forward."""
+
+    backend: str
+
+    def flash(self, handle: BoardHandle) -> None:
+        """Put MicroPython + our firmware files on the board (``off -> flashed``)."""
+
+    def provision(self, handle: BoardHandle) -> None:
+        """Give the board its identity and key (``flashed -> provisioned``)."""
+
+    def start(self, handle: BoardHandle) -> None:
+        """Boot the firmware and check it runs (``provisioned -> reporting``)."""
+
+    def stop(self, handle: BoardHandle) -> None:
+        """Power the board off / release it (any state -> ``off``)."""
+
+
+class Strategy:
+    """Brings boards to a state with a :class:`BoardDriver`.
+
+    Args:
+        driver: the backend's driver.
+    """
+
+    def __init__(self, driver: BoardDriver) -> None:
+        self.driver = driver
+
+    def transition(self, handle: BoardHandle, target: str = "reporting") -> BoardHandle:
+        """Walk ``handle`` forward to ``target``.
+
+        Raises:
+            BackendError: unknown state.
+            BoardStateError: a step failed (the board is left where it got to).
+        """
+        if target not in STATES:
+            raise BackendError(f"unknown board state {target!r}; states: {', '.join(STATES)}", state=target)
+        steps = {"flashed": self.driver.flash, "provisioned": self.driver.provision, "reporting": self.driver.start}
+        for state in STATES[STATES.index(handle.state) + 1:STATES.index(target) + 1]:
+            log.info("%s %s: %s -> %s", handle.backend, handle.device_id, handle.state, state)
+            try:
+                steps[state](handle)
+            except BoardStateError:
+                raise
+            except Exception as exc:
+                raise BoardStateError(f"step to {state!r} failed: {exc}", board=handle.definition.name,
+                                      state=handle.state, target=target) from exc
+            handle.state = state
+        return handle
+
+    def power_off(self, handle: BoardHandle) -> None:
+        """Stop the board and release its resources (idempotent)."""
+        handle.close_dut()
+        if handle.state != "off" or handle.resource is not None:
+            self.driver.stop(handle)
+        handle.state = "off"
+
+
+def check_console_for_crash(handle: BoardHandle, console: bytes, *, target: str) -> None:
+    """Raise :class:`BoardStateError` when ``console`` shows the firmware died with a traceback."""
+    match = CRASH_PATTERN.search(console)
+    if match is not None:
+        raise BoardStateError(f"firmware crashed at start: {match.group(1).decode(errors='replace')}",
+                              board=handle.definition.name, state=handle.state, target=target,
+                              console=console.decode(errors="replace"))

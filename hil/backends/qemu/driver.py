@@ -1,0 +1,87 @@
+"""Strategy steps for a board on Espressif's QEMU.
+
+flash: collect our firmware files; provision: add /identity.json and build the flash image
+(release image + littlefs); start: boot QEMU, attach to its serial port and watch for a crash.
+QEMU has no ADC or BLE model: tests drive inputs over the REPL instead (see docs/hil.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from gateway.resources import firmware_dir
+from hil.backends.board import BoardHandle, check_console_for_crash
+from hil.backends.errors import BackendError
+from hil.backends.qemu.image import build_flash_image
+from hil.backends.qemu.launcher import QemuMachine, find_qemu
+from hil.dut.files import firmware_files
+
+log = logging.getLogger(__name__)
+
+
+class QemuDriver:
+    """Runs a board definition's firmware in QEMU.
+
+    Args:
+        release_image: MicroPython release ``.bin`` for the board's chip (``--hil-qemu-image``).
+        qemu_binary: explicit QEMU executable (else found on PATH).
+        settle_s: how long to watch the console after boot for a crash.
+    """
+
+    backend = "qemu"
+
+    def __init__(self, *, release_image: Path | None, qemu_binary: str | None = None,
+                 settle_s: float = 3.0) -> None:
+        self.release_image = release_image
+        self.qemu_binary = qemu_binary
+        self.settle_s = settle_s
+
+    def check_available(self, chip: str) -> None:
+        """Raise unless QEMU for ``chip`` and a release image are available (callers skip on it).
+
+        Raises:
+            QemuNotFoundError: no Espressif QEMU.
+            BackendError: no release image given or the file is missing.
+        """
+        find_qemu(chip, binary=self.qemu_binary)
+        if self.release_image is None:
+            raise BackendError("the qemu backend needs --hil-qemu-image (a MicroPython release image, e.g. "
+                               "ESP32_GENERIC-v1.27.0.bin from micropython.org/download)", image=None)
+        if not self.release_image.is_file():
+            raise BackendError(f"MicroPython release image {self.release_image} does not exist",
+                               image=str(self.release_image))
+
+    def flash(self, handle: BoardHandle) -> None:
+        """Collect the firmware tree and /board.json (the image is built once the identity exists)."""
+        self.check_available(handle.definition.chip)
+        handle.extras["files"] = firmware_files(firmware_dir(), board_config=handle.definition.to_device_config())
+
+    def provision(self, handle: BoardHandle) -> None:
+        """Add /identity.json and build the flash image."""
+        files = dict(handle.extras["files"])
+        files["/identity.json"] = json.dumps(handle.identity, sort_keys=True).encode()
+        if self.release_image is None:
+            raise BackendError("no MicroPython release image (--hil-qemu-image)", image=None)
+        image = build_flash_image(release_image=self.release_image, chip=handle.definition.chip, files=files,
+                                  output=handle.workdir / "flash.bin")
+        handle.extras["image"] = image
+
+    def start(self, handle: BoardHandle) -> None:
+        """Boot QEMU on the image and watch the console for a crash."""
+        machine = QemuMachine(image=handle.extras["image"].path, chip=handle.definition.chip,
+                              binary=self.qemu_binary)
+        machine.start()
+        handle.resource = machine
+        handle.console_url = machine.serial_url
+        out = handle.dut.read_output(duration_s=self.settle_s)
+        handle.extras["boot_console"] = out.decode(errors="replace")
+        check_console_for_crash(handle, out, target="reporting")
+
+    def stop(self, handle: BoardHandle) -> None:
+        """Stop QEMU."""
+        handle.close_dut()
+        machine, handle.resource = handle.resource, None
+        if isinstance(machine, QemuMachine):
+            machine.stop()

@@ -1,0 +1,92 @@
+"""Strategy steps for a real board on a serial port (local USB or ``rfc2217://`` rig).
+
+MicroPython itself is flashed beforehand (``civicedge flash``); "flashed" here means our firmware
+files are on the board's filesystem, synced by hash over the REPL (only changed files move).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+from gateway.resources import firmware_dir
+from hil.backends.board import BoardHandle, check_console_for_crash
+from hil.backends.errors import BackendError
+from hil.backends.serial.lease import DEFAULT_LEASE_S, Lease
+from hil.backends.serial.select import BoardSelector, MacReader, PortInfo, select_board
+from hil.dut.files import firmware_files
+
+log = logging.getLogger(__name__)
+
+
+class SerialDriver:
+    """Selects, leases, syncs and boots a real board.
+
+    Args:
+        selector: ``--hil-port`` value (port, URL, ``usb:<serial>``, ``mac:<addr>``).
+        lease_dir: directory of leases shared by the rig's runs.
+        lease_s: lease lifetime (refreshed while held).
+        lease_wait_s: how long to wait for a board another run holds.
+        settle_s: how long to watch the console after boot for a crash.
+        ports: injectable port list (tests); listed from the OS when None.
+        read_mac: injectable MAC reader (tests); esptool when None.
+    """
+
+    backend = "serial"
+
+    def __init__(self, *, selector: str | None, lease_dir: Path, lease_s: float = DEFAULT_LEASE_S,
+                 lease_wait_s: float = 0.0, settle_s: float = 3.0, ports: Sequence[PortInfo] | None = None,
+                 read_mac: MacReader | None = None,
+                 files: Callable[[BoardHandle], dict[str, bytes]] | None = None) -> None:
+        if not selector:
+            raise BackendError("the serial backend needs --hil-port (a port, rfc2217:// URL, usb:<serial> "
+                               "or mac:<address>)", selector=selector)
+        self.selector = BoardSelector.parse(selector)
+        self.lease_dir = lease_dir
+        self.lease_s = lease_s
+        self.lease_wait_s = lease_wait_s
+        self.settle_s = settle_s
+        self._ports = ports
+        self._read_mac = read_mac
+        self._files = files or (lambda h: firmware_files(firmware_dir(),
+                                                         board_config=h.definition.to_device_config()))
+
+    def attach(self, handle: BoardHandle) -> None:
+        """Find the board and lease it (before any step touches it)."""
+        lease = Lease(self.selector.resource_id, lease_dir=self.lease_dir, duration_s=self.lease_s)
+        lease.acquire(wait_s=self.lease_wait_s)
+        try:
+            chosen = select_board(self.selector, ports=self._ports, read_mac=self._read_mac)
+        except BaseException:
+            lease.release()
+            raise
+        handle.resource = lease
+        handle.console_url = chosen.url
+        log.info("serial board %s at %s", self.selector.resource_id, chosen.url)
+
+    def flash(self, handle: BoardHandle) -> None:
+        """Sync our firmware files (and /board.json) by hash."""
+        if handle.resource is None:
+            self.attach(handle)
+        result = handle.dut.sync_files(self._files(handle))
+        handle.extras["sync"] = result
+
+    def provision(self, handle: BoardHandle) -> None:
+        """Write /identity.json (the key goes over the local console only, never to logs)."""
+        handle.dut.write_file("/identity.json", json.dumps(handle.identity, sort_keys=True).encode())
+
+    def start(self, handle: BoardHandle) -> None:
+        """Soft-reset so boot.py and main.py run; fail on a traceback during ``settle_s``."""
+        out = handle.dut.soft_reset().encode()
+        out += handle.dut.read_output(duration_s=self.settle_s)
+        handle.extras["boot_console"] = out.decode(errors="replace")
+        check_console_for_crash(handle, out, target="reporting")
+
+    def stop(self, handle: BoardHandle) -> None:
+        """Close the console and release the lease (the board keeps running its firmware)."""
+        handle.close_dut()
+        lease, handle.resource = handle.resource, None
+        if isinstance(lease, Lease):
+            lease.release()

@@ -1,0 +1,423 @@
+"""The device-under-test transport: MicroPython's raw REPL over any pyserial URL, for every backend.
+
+A :class:`Dut` holds mpremote's ``SerialTransport`` (which opens the URL with
+``serial.serial_for_url``: a pty path for a virtual board, ``socket://`` for QEMU, ``rfc2217://``
+for a remote rig, ``/dev/ttyUSB0`` for a local board) and adds what a test harness needs on top:
+explicit timeouts on every call, a timeout told apart from a disconnect, device exceptions
+raised as :class:`~hil.dut.errors.DeviceError` carrying the device's traceback, ``eval``
+returning Python values, and file sync that hashes on the device and copies only what changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import logging
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
+
+import serial
+from mpremote.transport import TransportError
+from mpremote.transport_serial import SerialTransport
+
+from hil.dut.errors import (
+    DeviceConnectError,
+    DeviceDisconnectedError,
+    DeviceError,
+    DeviceProtocolError,
+    DeviceResultError,
+    DeviceTimeoutError,
+)
+from hil.dut.files import device_path, parent_dirs
+
+log = logging.getLogger(__name__)
+
+# The ">" prompt after the banner is left unread: mpremote's exec waits for it.
+RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+# Serial read timeout while polling: the resolution of our overall timeouts.
+_POLL_S = 0.2
+# Bytes of file content per exec when writing (base64 inflates by 4/3; stays small for an ESP32 heap).
+WRITE_CHUNK = 2048
+READ_CHUNK = 2048
+
+_HASH_CODE = """\
+import hashlib, binascii
+def _civic_hash(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(512)
+    m = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(m[:n])
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+print(repr([_civic_hash(p) for p in {paths!r}]))
+del _civic_hash
+"""
+
+_MKDIRS_CODE = """\
+import os
+for d in {dirs!r}:
+    try:
+        os.mkdir(d)
+    except OSError:
+        pass
+"""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """Outcome of :meth:`Dut.sync_files`.
+
+    Attributes:
+        copied: device paths written because they were missing or different.
+        unchanged: device paths whose on-device SHA-256 already matched.
+    """
+
+    copied: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+class Dut:
+    """A MicroPython board reached through its REPL console.
+
+    Args:
+        url: pty path, device node, ``socket://host:port`` or ``rfc2217://host:port``.
+        baudrate: serial speed (ignored by ptys and sockets).
+        exclusive: take pyserial's exclusive lock on local ports.
+
+    Raises:
+        DeviceConnectError: the URL cannot be opened.
+    """
+
+    def __init__(self, url: str, *, baudrate: int = 115200, exclusive: bool = True) -> None:
+        self.url = url
+        try:
+            self._transport = SerialTransport(url, baudrate=baudrate, exclusive=exclusive, timeout=_POLL_S)
+        except (TransportError, OSError, ValueError) as exc:
+            raise DeviceConnectError(url=url, cause=_open_cause(url, exc)) from exc
+        self._in_raw_repl = False
+        self._pending = b""  # console output read by expect() past its match
+        log.debug("opened DUT %s", url)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Leave the raw REPL (so the board's firmware console is usable) and close the port."""
+        try:
+            if self._in_raw_repl:
+                self._transport.serial.write(b"\r\x02")
+        except (OSError, serial.SerialException):
+            pass
+        self._in_raw_repl = False
+        try:
+            self._transport.close()
+        except (OSError, serial.SerialException) as exc:
+            log.debug("closing %s: %s", self.url, exc)
+
+    def __enter__(self) -> "Dut":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- REPL control ------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Send Ctrl-C (stops running code, e.g. the firmware's asyncio loop)."""
+        with self._remote("interrupt", 1.0):
+            self._transport.serial.write(b"\r\x03")
+        self._in_raw_repl = False
+
+    def enter_raw_repl(self, *, timeout_s: float = 10.0) -> None:
+        """Stop whatever runs (Ctrl-C) and enter the raw REPL.
+
+        Raises:
+            DeviceTimeoutError: no raw REPL banner within ``timeout_s``.
+            DeviceDisconnectedError: the link went away.
+        """
+        t = self._transport
+        with self._remote("enter raw REPL", timeout_s):
+            deadline = time.monotonic() + timeout_s
+            # Ctrl-C twice: asyncio firmware may swallow the first interrupt while cancelling tasks.
+            for _ in range(2):
+                t.serial.write(b"\r\x03")
+                time.sleep(0.05)
+            self._drain()
+            self._pending = b""
+            # One Ctrl-A only: a second would print a second banner that the next exec would
+            # mistake for its answer.
+            t.serial.write(b"\r\x01")
+            received = t.read_until(1, RAW_REPL_BANNER, timeout=None,
+                                    timeout_overall=max(0.1, deadline - time.monotonic()))
+            if received.endswith(RAW_REPL_BANNER):
+                self._in_raw_repl = True
+                t.in_raw_repl = True
+                return
+            raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
+                                     received=received)
+
+    def soft_reset(self, *, timeout_s: float = 10.0) -> str:
+        """Soft-reset from the friendly REPL, so ``boot.py`` and ``main.py`` run (the firmware starts).
+
+        Returns:
+            Console output up to and including the soft-reboot line.
+
+        Raises:
+            DeviceTimeoutError: no ``soft reboot`` line within ``timeout_s``.
+        """
+        t = self._transport
+        with self._remote("soft reset", timeout_s):
+            if not self._in_raw_repl:
+                self.enter_raw_repl(timeout_s=timeout_s)
+            t.serial.write(b"\r\x02")  # friendly REPL: there Ctrl-D runs boot.py + main.py
+            self._in_raw_repl = False
+            t.in_raw_repl = False
+            t.read_until(1, b">>> ", timeout=None, timeout_overall=timeout_s)
+            t.serial.write(b"\x04")
+            out: bytes = t.read_until(1, b"soft reboot\r\n", timeout=None, timeout_overall=timeout_s)
+            if not out.endswith(b"soft reboot\r\n"):
+                raise DeviceTimeoutError(url=self.url, operation="soft reset", timeout_s=timeout_s, received=out)
+        return out.decode(errors="replace")
+
+    # --- watching the running firmware --------------------------------------------------------
+
+    def read_output(self, *, duration_s: float) -> bytes:
+        """Collect what the board prints for ``duration_s`` (the firmware keeps running)."""
+        t = self._transport
+        out = bytearray(self._pending)
+        self._pending = b""
+        with self._remote("read output", duration_s):
+            end = time.monotonic() + duration_s
+            while time.monotonic() < end:
+                t.serial.timeout = min(_POLL_S, max(0.0, end - time.monotonic()))
+                out += t.serial.read(max(1, t.serial.in_waiting))
+            t.serial.timeout = _POLL_S
+        return bytes(out)
+
+    def expect(self, pattern: str | bytes, *, timeout_s: float = 10.0) -> re.Match[bytes]:
+        """Wait until the console output matches the regular expression ``pattern``.
+
+        Output after the match is kept for the next ``expect``/``read_output``.
+
+        Raises:
+            DeviceTimeoutError: no match within ``timeout_s`` (``received`` holds what came).
+        """
+        regex = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        t = self._transport
+        buf = bytearray(self._pending)
+        end = time.monotonic() + timeout_s
+        with self._remote("expect", timeout_s):
+            while True:
+                match = regex.search(bytes(buf))
+                if match is not None:
+                    self._pending = bytes(buf[match.end():])
+                    return match
+                if time.monotonic() >= end:
+                    self._pending = bytes(buf)
+                    raise DeviceTimeoutError(url=self.url, operation=f"expect {regex.pattern!r}",
+                                             timeout_s=timeout_s, received=bytes(buf))
+                t.serial.timeout = min(_POLL_S, max(0.0, end - time.monotonic()))
+                buf += t.serial.read(max(1, t.serial.in_waiting))
+                t.serial.timeout = _POLL_S
+
+    # --- code execution ----------------------------------------------------------------------
+
+    def exec(self, code: str, *, timeout_s: float = 10.0) -> str:
+        """Run ``code`` on the device and return what it printed.
+
+        Raises:
+            DeviceError: the code raised; carries the device traceback.
+            DeviceTimeoutError: it did not finish within ``timeout_s`` (it is then interrupted).
+            DeviceDisconnectedError: the link went away.
+        """
+        out, err = self._exec_raw(code, timeout_s=timeout_s)
+        if err:
+            raise DeviceError(url=self.url, traceback=err, stdout=out, code=code)
+        return out
+
+    def eval(self, expression: str, *, timeout_s: float = 10.0) -> Any:
+        """Evaluate ``expression`` on the device and return its value as a Python object.
+
+        The device prints ``repr(value)``; the host parses it with ``ast.literal_eval``, so the
+        value must be made of literals (numbers, str, bytes, tuples, lists, dicts, sets, None, bool).
+
+        Raises:
+            DeviceError: evaluating raised on the device.
+            DeviceResultError: the repr is not a Python literal (e.g. an object).
+        """
+        out = self.exec(f"print(repr({expression}))", timeout_s=timeout_s)
+        try:
+            return ast.literal_eval(out.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise DeviceResultError(url=self.url, expression=expression, output=out) from None
+
+    def _exec_raw(self, code: str, *, timeout_s: float) -> tuple[str, str]:
+        t = self._transport
+        deadline = time.monotonic() + timeout_s
+        if not self._in_raw_repl:
+            self.enter_raw_repl(timeout_s=timeout_s)
+        with self._remote("exec", timeout_s):
+            try:
+                # Larger read timeout for the short handshakes inside (raw-paste negotiation).
+                t.serial.timeout = max(1.0, min(5.0, timeout_s))
+                t.exec_raw_no_follow(code.encode())
+            finally:
+                t.serial.timeout = _POLL_S
+            parts: list[bytes] = []
+            for _ in range(2):  # stdout, then the exception text; each ends with Ctrl-D
+                data = t.read_until(1, b"\x04", timeout=None, timeout_overall=max(0.0, deadline - time.monotonic()))
+                if not data.endswith(b"\x04"):
+                    self._abort()
+                    raise DeviceTimeoutError(url=self.url, operation="exec", timeout_s=timeout_s,
+                                             received=b"".join(parts) + data)
+                parts.append(data[:-1])
+        out, err = (p.decode(errors="replace") for p in parts)
+        return out.replace("\r\n", "\n"), err.replace("\r\n", "\n")
+
+    def _abort(self) -> None:
+        """Interrupt code that overran its timeout; the next call re-enters the raw REPL."""
+        try:
+            self._transport.serial.write(b"\x03")
+        except (OSError, serial.SerialException):
+            pass
+        self._in_raw_repl = False
+
+    def _drain(self) -> None:
+        t = self._transport
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            n = t.serial.in_waiting
+            if not n:
+                time.sleep(0.02)
+                if not t.serial.in_waiting:
+                    break
+                continue
+            t.serial.read(n)
+
+    @contextmanager
+    def _remote(self, operation: str, timeout_s: float) -> Iterator[None]:
+        """Translate transport failures into our errors: disconnect vs protocol."""
+        try:
+            yield
+        except (DeviceTimeoutError, DeviceDisconnectedError, DeviceProtocolError):
+            raise
+        except TransportError as exc:
+            self._in_raw_repl = False
+            raise DeviceProtocolError(url=self.url, operation=operation, received=str(exc).encode()) from exc
+        except (serial.SerialException, OSError) as exc:
+            self._in_raw_repl = False
+            raise DeviceDisconnectedError(url=self.url, operation=operation, cause=str(exc)) from exc
+
+    # --- files -------------------------------------------------------------------------------
+
+    def hash_files(self, paths: Iterable[str], *, timeout_s: float = 30.0) -> dict[str, str | None]:
+        """SHA-256 (hex) of each device file, computed on the device; None for a missing file."""
+        clean = [device_path(p) for p in paths]
+        if not clean:
+            return {}
+        digests = self.eval_code(_HASH_CODE.format(paths=clean), timeout_s=timeout_s)
+        if not isinstance(digests, list) or len(digests) != len(clean):
+            raise DeviceResultError(url=self.url, expression="hash_files", output=repr(digests))
+        return dict(zip(clean, digests))
+
+    def eval_code(self, code: str, *, timeout_s: float = 10.0) -> Any:
+        """Run ``code`` whose last action prints one ``repr(...)``, and return that value."""
+        out = self.exec(code, timeout_s=timeout_s)
+        try:
+            return ast.literal_eval(out.strip().splitlines()[-1] if out.strip() else "")
+        except (ValueError, SyntaxError, IndexError):
+            raise DeviceResultError(url=self.url, expression=code[:80], output=out) from None
+
+    def write_file(self, path: str, data: bytes, *, timeout_s: float = 30.0) -> None:
+        """Write ``data`` to ``path`` on the device: to a temporary file, then renamed over the
+        target, so a reset in the middle never leaves a half-written module behind."""
+        target = device_path(path)
+        tmp = target + ".part"
+        self.make_dirs(parent_dirs([target]), timeout_s=timeout_s)
+        self.exec(f"_civic_f = open({tmp!r}, 'wb')\nfrom binascii import a2b_base64 as _civic_d", timeout_s=timeout_s)
+        try:
+            for start in range(0, len(data), WRITE_CHUNK):
+                # bytes literal: the wasm port's pure-Python binascii rejects str.
+                chunk = base64.b64encode(data[start:start + WRITE_CHUNK])
+                self.exec(f"_civic_f.write(_civic_d({chunk!r}))", timeout_s=timeout_s)
+        finally:
+            self.exec("_civic_f.close()\ndel _civic_f, _civic_d", timeout_s=timeout_s)
+        self.exec(
+            "import os\n"
+            f"try:\n    os.rename({tmp!r}, {target!r})\n"
+            f"except OSError:\n    os.remove({target!r})\n    os.rename({tmp!r}, {target!r})\n",
+            timeout_s=timeout_s)
+
+    def read_file(self, path: str, *, timeout_s: float = 30.0) -> bytes:
+        """Return the content of ``path`` on the device.
+
+        Raises:
+            DeviceError: e.g. ``OSError: [Errno 2] ENOENT`` for a missing file.
+        """
+        target = device_path(path)
+        self.exec(f"_civic_f = open({target!r}, 'rb')\nfrom binascii import b2a_base64 as _civic_e", timeout_s=timeout_s)
+        out = bytearray()
+        try:
+            while True:
+                text = self.exec(f"print(_civic_e(_civic_f.read({READ_CHUNK})).decode(), end='')",
+                                 timeout_s=timeout_s).strip()
+                chunk = base64.b64decode(text) if text else b""
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            self.exec("_civic_f.close()\ndel _civic_f, _civic_e", timeout_s=timeout_s)
+        return bytes(out)
+
+    def remove_file(self, path: str, *, timeout_s: float = 10.0) -> None:
+        """Delete ``path`` on the device (missing is fine)."""
+        self.exec(f"import os\ntry:\n    os.remove({device_path(path)!r})\nexcept OSError:\n    pass",
+                  timeout_s=timeout_s)
+
+    def make_dirs(self, dirs: Iterable[str], *, timeout_s: float = 10.0) -> None:
+        """Create directories (parents first); existing ones are fine."""
+        wanted = [device_path(d) for d in dirs]
+        if wanted:
+            self.exec(_MKDIRS_CODE.format(dirs=wanted), timeout_s=timeout_s)
+
+    def sync_files(self, files: Mapping[str, bytes], *, timeout_s: float = 60.0) -> SyncResult:
+        """Make the device hold ``files`` (device path -> content), copying only what differs.
+
+        Hashes are computed on the device (SHA-256 in 512-byte chunks), compared with the
+        host's, and only missing or different files are written.
+        """
+        wanted = {device_path(p): bytes(d) for p, d in files.items()}
+        remote = self.hash_files(list(wanted), timeout_s=timeout_s)
+        copied: list[str] = []
+        unchanged: list[str] = []
+        changed = {p: d for p, d in wanted.items() if remote.get(p) != hashlib.sha256(d).hexdigest()}
+        self.make_dirs(parent_dirs(list(changed)), timeout_s=timeout_s)
+        for path, data in wanted.items():
+            if path in changed:
+                self.write_file(path, data, timeout_s=timeout_s)
+                copied.append(path)
+            else:
+                unchanged.append(path)
+        log.info("synced %s: %d copied, %d unchanged", self.url, len(copied), len(unchanged))
+        return SyncResult(tuple(copied), tuple(unchanged))
+
+
+def _open_cause(url: str, exc: BaseException) -> str:
+    """mpremote hides the OS error behind "failed to access"; open once more to get it."""
+    try:
+        probe = serial.serial_for_url(url, timeout=0)
+    except (OSError, ValueError) as inner:
+        return str(inner)
+    probe.close()
+    return str(exc)

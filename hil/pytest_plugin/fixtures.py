@@ -1,0 +1,193 @@
+"""Fixtures of the HIL plugin: boards brought to "reporting", a fleet, a gateway, the radio.
+
+Which backend runs the boards is a command-line choice (``--hil-backend``); tests are written
+once. When the backend's machinery is missing here (no Espressif QEMU, no release image, no
+board on the port), the fixtures SKIP the test with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pytest
+
+from hil.backends.board import BoardDriver, BoardHandle, Strategy, make_identity
+from hil.backends.capabilities import CapabilityManifest
+from hil.backends.errors import BackendError, QemuNotFoundError
+from hil.boards import BoardDefinition
+from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
+from hil.pytest_plugin.settings import HilSettings, settings_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fleet:
+    """Several boards of one test, all brought to the same state.
+
+    Attributes:
+        boards: the board handles, in creation order.
+    """
+
+    strategy: Strategy
+    boards: list[BoardHandle] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[BoardHandle]:
+        return iter(self.boards)
+
+    def __len__(self) -> int:
+        return len(self.boards)
+
+    def __getitem__(self, index: int) -> BoardHandle:
+        return self.boards[index]
+
+    def power_off(self) -> None:
+        """Stop every board (errors are logged so that all boards get stopped)."""
+        for board in reversed(self.boards):
+            try:
+                self.strategy.power_off(board)
+            except Exception as exc:  # noqa: BLE001 - teardown must reach every board
+                log.warning("stopping %s failed: %s", board.device_id, exc)
+
+
+def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
+                request: pytest.FixtureRequest) -> BoardDriver:
+    """The driver of the session's backend; SKIPS the test when the backend cannot run here."""
+    if settings.backend == "sim":
+        from hil.backends.sim_driver import SimDriver, simulator_unavailable_reason
+
+        reason = simulator_unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"sim backend unavailable: {reason}")
+        # Boards whose only link is BLE report over the virtual radio.
+        ble_only = any(d.ble is not None and d.uart is None for d in definitions)
+        return SimDriver(radio_url=request.getfixturevalue("hil_radio") if ble_only else None)
+    definition = definitions[0]
+    if settings.backend == "qemu":
+        from hil.backends.qemu.driver import QemuDriver
+
+        qemu = QemuDriver(release_image=settings.qemu_image)
+        try:
+            qemu.check_available(definition.chip)
+        except (QemuNotFoundError, BackendError) as exc:
+            pytest.skip(f"qemu backend unavailable: {exc}")
+        return qemu
+    from hil.backends.serial.driver import SerialDriver
+
+    if not settings.port:
+        pytest.skip("serial backend: no board given (--hil-port /dev/ttyUSB0 | rfc2217://host:port | usb:SERIAL | "
+                    "mac:ADDR)")
+    return SerialDriver(selector=settings.port, lease_dir=settings.lease_dir, lease_wait_s=settings.lease_wait_s)
+
+
+def _board_name(request: pytest.FixtureRequest) -> str | None:
+    mark = request.node.get_closest_marker("board")
+    if mark is None:
+        return None
+    if len(mark.args) != 1 or not isinstance(mark.args[0], str):
+        raise pytest.UsageError(f"{request.node.nodeid}: use @pytest.mark.board('<board name>')")
+    return mark.args[0]
+
+
+@pytest.fixture(scope="session")
+def hil_settings(pytestconfig: pytest.Config) -> HilSettings:
+    """The parsed ``--hil-*`` options."""
+    return pytestconfig.stash[settings_key]
+
+
+@pytest.fixture(scope="session")
+def hil_manifest(hil_settings: HilSettings) -> CapabilityManifest:
+    """Capability manifest of the session's backend and board."""
+    return hil_settings.manifest()
+
+
+@pytest.fixture
+def hil_board_definition(request: pytest.FixtureRequest, hil_settings: HilSettings) -> BoardDefinition:
+    """The board definition under test: ``@pytest.mark.board(NAME)``, else ``--hil-board``, else the default."""
+    return hil_settings.board(_board_name(request))
+
+
+@pytest.fixture
+def hil_board(request: pytest.FixtureRequest, hil_settings: HilSettings, hil_board_definition: BoardDefinition,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardHandle]:
+    """One board brought to "reporting" (flashed -> provisioned -> firmware running) by the strategy."""
+    driver = make_driver(hil_settings, [hil_board_definition], request)
+    strategy = Strategy(driver)
+    handle = BoardHandle(backend=driver.backend, definition=hil_board_definition,
+                         identity=make_identity(hil_board_definition),
+                         workdir=tmp_path_factory.mktemp("hil-board"))
+    try:
+        strategy.transition(handle, "reporting")
+        yield handle
+    finally:
+        strategy.power_off(handle)
+
+
+@pytest.fixture
+def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Several boards brought to "reporting".
+
+    Size and mix from ``@pytest.mark.fleet(**{board_name: count})``, e.g.
+    ``@pytest.mark.fleet(**{"streetlight-esp32": 2, "bin-esp32c3": 1})``; default: 3 of the session board.
+    """
+    mark = request.node.get_closest_marker("fleet")
+    mix: dict[str, int] = dict(mark.kwargs) if mark is not None else {hil_settings.board().name: 3}
+    if not mix or any(not isinstance(n, int) or n < 1 for n in mix.values()):
+        raise pytest.UsageError(f"{request.node.nodeid}: fleet(...) needs board_name=count with count >= 1")
+    definitions = {name: hil_settings.board(name) for name in mix}
+    driver = make_driver(hil_settings, list(definitions.values()), request)
+    fleet = Fleet(Strategy(driver))
+    try:
+        for name, count in mix.items():
+            for _ in range(count):
+                handle = BoardHandle(backend=driver.backend, definition=definitions[name],
+                                     identity=make_identity(definitions[name]),
+                                     workdir=tmp_path_factory.mktemp("hil-fleet"))
+                fleet.boards.append(handle)
+                fleet.strategy.transition(handle, "reporting")
+        yield fleet
+    finally:
+        fleet.power_off()
+
+
+@pytest.fixture(scope="session")
+def hil_radio() -> Iterator[str]:
+    """URL of a running virtual BLE radio (Bumble link relay) shared by the session."""
+    try:
+        from hil.sim.radio.relay import start_relay
+    except ImportError as exc:
+        pytest.skip(f"virtual radio unavailable: {exc}")
+    handle = start_relay()
+    try:
+        yield handle.url
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A running ``civicedge gateway run`` on a temporary config, wired to the test's boards.
+
+    Boards of ``hil_board``/``hil_fleet`` (when the test uses them) are registered with their
+    keys; UART boards are read over their data ptys, BLE-only boards over ``hil_radio``.
+    """
+    boards: list[BoardHandle] = []
+    if "hil_board" in request.fixturenames:
+        boards.append(request.getfixturevalue("hil_board"))
+    if "hil_fleet" in request.fixturenames:
+        boards.extend(request.getfixturevalue("hil_fleet").boards)
+    needs_radio = any(b.data_url is None and b.ble_address for b in boards)
+    radio_url: str | None = request.getfixturevalue("hil_radio") if needs_radio else None
+    gateway = gateway_for(boards, workdir=tmp_path_factory.mktemp("hil-gateway"), radio_url=radio_url)
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+__all__ = ["Fleet", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
+           "hil_settings", "make_driver"]

@@ -1,0 +1,220 @@
+"""A real ``civicedge gateway run`` process on a temporary config, for HIL tests.
+
+The boards under test are registered in the gateway's registry (their generated keys) before
+it starts; their UART data links become ``[[serial]]`` ports and BLE goes through the virtual
+radio when one is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from hil.backends.board import BoardHandle
+from hil.backends.errors import BackendError
+from hil.backends.qemu.launcher import free_tcp_port
+
+log = logging.getLogger(__name__)
+
+READY = re.compile(r"gateway (\S+) ready(?: http=(\d+))?")
+
+
+class GatewayStartError(BackendError):
+    """The gateway process exited or did not report ready in time.
+
+    Attributes:
+        returncode: exit status, or None if it was still running.
+        output: what it printed.
+    """
+
+    def __init__(self, message: str, *, returncode: int | None, output: str) -> None:
+        super().__init__(f"{message}\n--- gateway output ---\n{output[-3000:]}", returncode=returncode)
+        self.returncode = returncode
+        self.output = output
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class GatewayProcess:
+    """One gateway process.
+
+    Attributes:
+        workdir: directory holding config, registry and store.
+        serial_ports: data-link URLs it reads (the boards' UART ptys).
+        radio_url: virtual BLE radio URL, or None for no BLE.
+        http: serve the HTTP API/dashboard on a free port.
+    """
+
+    workdir: Path
+    serial_ports: list[str] = field(default_factory=list)
+    radio_url: str | None = None
+    http: bool = True
+    gateway_id: str = "gw-hil"
+    proc: subprocess.Popen[str] | None = field(default=None, repr=False)
+    http_port: int | None = None
+    _output: list[str] = field(default_factory=list, repr=False)
+    _reader: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def config_path(self) -> Path:
+        """The TOML config file."""
+        return self.workdir / "gateway.toml"
+
+    @property
+    def registry_dir(self) -> Path:
+        """The device registry directory."""
+        return self.workdir / "registry"
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite report store."""
+        return self.workdir / "reports.sqlite"
+
+    @property
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return "".join(self._output)
+
+    def register(self, board: BoardHandle) -> None:
+        """Add a board's identity and key to the registry (before or while running)."""
+        from gateway.registry import Registry
+
+        ident = board.identity
+        registry = Registry(self.registry_dir)
+        try:
+            if registry.lookup(ident["id"]) is None:
+                registry.add(ident["id"], kind=ident["kind"], zone=ident["zone"], lat=ident["lat"],
+                             lon=ident["lon"], key=board.key)
+        finally:
+            registry.close()
+
+    def write_config(self) -> None:
+        """Write the gateway TOML for the current ports/radio."""
+        lines = ["[gateway]", f"id = {_toml_str(self.gateway_id)}", f"data_dir = {_toml_str(str(self.workdir))}",
+                 "", "[registry]", f"path = {_toml_str(str(self.registry_dir))}",
+                 "", "[storage]", f"path = {_toml_str(str(self.db_path))}", "batch_ms = 20", ""]
+        for port in self.serial_ports:
+            lines += ["[[serial]]", f"port = {_toml_str(port)}", ""]
+        if self.radio_url is not None:
+            lines += ["[ble]", "enabled = true", 'backend = "virtual"', f"radio = {_toml_str(self.radio_url)}", ""]
+        if self.http:
+            self.http_port = free_tcp_port()
+            lines += ["[http]", "enabled = true", 'listen = "127.0.0.1"', f"port = {self.http_port}", ""]
+        else:
+            lines += ["[http]", "enabled = false", ""]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text("\n".join(lines))
+
+    def start(self, *, timeout_s: float = 30.0) -> None:
+        """Start ``civicedge gateway run`` and wait for its ready line.
+
+        Raises:
+            GatewayStartError: it exited or was not ready within ``timeout_s``.
+        """
+        self.write_config()
+        cmd = [sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(self.config_path)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._output = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                     start_new_session=True)
+        ready = threading.Event()
+
+        def pump(stream: Any) -> None:
+            for line in stream:
+                self._output.append(line)
+                if READY.search(line):
+                    ready.set()
+
+        self._reader = threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout_s
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                code = self.proc.returncode
+                self.proc = None
+                raise GatewayStartError("gateway exited at start", returncode=code, output=self.output)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise GatewayStartError(f"gateway not ready within {timeout_s:g} s", returncode=None,
+                                        output=self.output)
+        log.info("gateway up (config %s)", self.config_path)
+
+    def stop(self, *, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM (clean drain), then SIGKILL if needed; returns the exit status."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._reader is not None:
+            self._reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return proc.returncode
+
+    def restart(self, *, timeout_s: float = 30.0) -> None:
+        """Stop and start again on the same store and registry."""
+        self.stop()
+        self.start(timeout_s=timeout_s)
+
+    def stored_reports(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows of the gateway's ``reports`` table (read-only SQLite connection)."""
+        if not self.db_path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            sql = "SELECT * FROM reports" + (" WHERE device = ?" if device_id else "") + " ORDER BY device, seq"
+            rows = conn.execute(sql, (device_id,) if device_id else ()).fetchall()
+        except sqlite3.OperationalError:
+            return []  # schema not created yet
+        finally:
+            conn.close()
+        return [dict(r) for r in rows]
+
+    def wait_for_reports(self, *, count: int = 1, device_id: str | None = None,
+                         timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` reports are stored.
+
+        Raises:
+            BackendError: fewer arrived within ``timeout_s`` (shows the gateway output).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = self.stored_reports(device_id)
+            if len(rows) >= count:
+                return rows
+            if time.monotonic() > deadline:
+                raise BackendError(f"{len(rows)} of {count} reports stored after {timeout_s:g} s\n"
+                                   f"--- gateway output ---\n{self.output[-2000:]}", count=len(rows))
+            time.sleep(0.2)
+
+
+def gateway_for(boards: Sequence[BoardHandle], *, workdir: Path, radio_url: str | None) -> GatewayProcess:
+    """A gateway wired to ``boards``: UART boards as serial ports, BLE-only boards over the radio."""
+    ports = [b.data_url for b in boards if b.data_url]
+    needs_ble = any(b.data_url is None and b.ble_address for b in boards)
+    gw = GatewayProcess(workdir=workdir, serial_ports=[p for p in ports if p],
+                        radio_url=radio_url if needs_ble else None)
+    for board in boards:
+        gw.register(board)
+    return gw

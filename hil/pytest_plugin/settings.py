@@ -1,0 +1,81 @@
+"""The HIL options of one pytest session, parsed once (``config.stash[settings_key]``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hil.backends.capabilities import CapabilityManifest, manifest_for
+from hil.boards import BoardDefinition, load_board
+
+DEFAULT_BOARD = "streetlight-esp32"
+
+
+@dataclass
+class HilSettings:
+    """Parsed ``--hil-*`` options.
+
+    Attributes:
+        backend: ``sim``, ``qemu`` or ``serial``.
+        board_name: ``--hil-board`` (None: the default board, or none at all for ``serial``).
+        port: ``--hil-port`` selector (serial backend).
+        qemu_image: ``--hil-qemu-image`` (qemu backend).
+        lease_dir: directory of board leases (serial backend).
+        lease_wait_s: how long to wait for a board held by another run.
+    """
+
+    backend: str
+    board_name: str | None
+    port: str | None
+    qemu_image: Path | None
+    lease_dir: Path
+    lease_wait_s: float = 30.0
+    _manifest: CapabilityManifest | None = field(default=None, repr=False)
+    _boards: dict[str, BoardDefinition] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> "HilSettings":
+        """Read the options from a pytest config."""
+        image = config.getoption("--hil-qemu-image", default=None)
+        lease_dir = config.getoption("--hil-lease-dir", default=None)
+        return cls(
+            backend=str(config.getoption("--hil-backend", default="sim")),
+            board_name=config.getoption("--hil-board", default=None),
+            port=config.getoption("--hil-port", default=None),
+            qemu_image=Path(image) if image else None,
+            lease_dir=Path(lease_dir) if lease_dir else default_lease_dir(),
+            lease_wait_s=float(config.getoption("--hil-lease-wait", default=30.0)),
+        )
+
+    def board(self, name: str | None = None) -> BoardDefinition:
+        """Load (once) the board definition ``name``, ``--hil-board``, or the default board.
+
+        Raises:
+            hil.boards.BoardError: unknown or invalid board.
+        """
+        key = name or self.board_name or DEFAULT_BOARD
+        if key not in self._boards:
+            self._boards[key] = load_board(key)
+        return self._boards[key]
+
+    def manifest(self) -> CapabilityManifest:
+        """The backend's capability manifest for the session's board (computed once)."""
+        if self._manifest is None:
+            if self.backend == "serial" and self.board_name is None:
+                self._manifest = manifest_for("serial", None)
+            else:
+                self._manifest = manifest_for(self.backend, self.board())
+        return self._manifest
+
+
+def default_lease_dir() -> Path:
+    """Where leases live unless ``--hil-lease-dir`` says otherwise (shared by the host's runs)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / "civicedge-leases"
+
+
+settings_key = pytest.StashKey[HilSettings]()

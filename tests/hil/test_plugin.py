@@ -1,0 +1,190 @@
+"""The pytest plugin, exercised the way integrators use it (pytester runs of small test files)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hil_peer import ReplPeer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+
+CAPS_TESTS = """
+import pytest
+
+@pytest.mark.requires("adc")
+def test_needs_adc():
+    pass
+
+@pytest.mark.requires("console", "uart", "gpio")
+def test_needs_console_uart_gpio():
+    pass
+
+@pytest.mark.requires("ble")
+class TestBle:
+    def test_scan(self):
+        pass
+
+def test_plain(hil_manifest):
+    assert hil_manifest.backend in ("sim", "qemu", "serial")
+"""
+
+
+def test_plugin_is_registered_through_entry_point(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--hil-backend=*", "*--hil-board=*", "*--hil-port=*"])
+    markers = pytester.runpytest("--markers")
+    markers.stdout.fnmatch_lines(["@pytest.mark.requires(*capabilities)*"])
+
+
+def test_requires_adc_skips_on_qemu_with_reason(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(CAPS_TESTS)
+    result = pytester.runpytest("--hil-backend", "qemu", "-v", "-rs")
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines([
+        "*::test_needs_adc SKIPPED*",
+        "*::TestBle::test_scan SKIPPED*",
+        "*SKIPPED [[]1[]] *.py:3: backend 'qemu' lacks adc (has console, gpio, uart; from Espressif QEMU*",
+        "*SKIPPED [[]1[]] *.py*: backend 'qemu' lacks ble*",
+    ])
+
+
+def test_sim_has_everything(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(CAPS_TESTS)
+    pytester.runpytest("--hil-backend", "sim").assert_outcomes(passed=4)
+
+
+def test_serial_manifest_comes_from_the_board_definition(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(CAPS_TESTS)
+    # The bin board has no UART link: console/uart/gpio test skips; adc and ble run.
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", "bin-esp32c3", "-rs")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*.py:7: backend 'serial' lacks uart*from board bin-esp32c3*"])
+    # Without a board definition a real board is assumed to have only its console.
+    bare = pytester.runpytest("--hil-backend", "serial", "-rs")
+    bare.assert_outcomes(passed=1, skipped=3)
+    bare.stdout.fnmatch_lines(["*no board definition given (--hil-board)*"])
+
+
+def test_unknown_capability_is_an_error_not_a_skip(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.requires("bluetooth")
+        def test_typo():
+            pass
+    """)
+    result = pytester.runpytest("--hil-backend", "qemu")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*UnknownCapabilityError*unknown capability 'bluetooth'*"])
+
+
+def test_requires_without_arguments_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.requires()
+        def test_empty():
+            pass
+    """)
+    result = pytester.runpytest()
+    assert result.ret != 0
+    assert "needs at least one capability" in result.stdout.str() + result.stderr.str()
+
+
+def test_bad_backend_is_rejected(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--hil-backend", "jtag")
+    assert result.ret != 0
+    assert "invalid choice: 'jtag'" in result.stderr.str()
+
+
+def test_device_traceback_shown_in_failure(pytester: pytest.Pytester, repl_peer: ReplPeer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIVICEDGE_TEST_PTY", repl_peer.path)
+    pytester.makepyfile("""
+        import os
+        from hil.dut import Dut
+
+        def test_device_raises():
+            with Dut(os.environ["CIVICEDGE_TEST_PTY"]) as dut:
+                dut.exec("def read_sensor():\\n    return 1 // 0\\nread_sensor()")
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*DeviceError: device raised ZeroDivisionError*",
+        "*device traceback (/dev/pts/*)*",
+        '*File "<stdin>", line 2, in read_sensor*',
+        "*ZeroDivisionError*",
+    ])
+
+
+def test_hil_board_skips_when_qemu_is_missing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_boots(hil_board):
+            assert hil_board.state == "reporting"
+    """)
+    result = pytester.runpytest("--hil-backend", "qemu", "--hil-qemu-image", "/nonexistent.bin", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*qemu backend unavailable*"])
+
+
+def test_hil_board_skips_without_a_serial_port(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_boots(hil_board):
+            pass
+    """)
+    result = pytester.runpytest("--hil-backend", "serial", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*serial backend: no board given (--hil-port*"])
+
+
+def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, repl_peer: ReplPeer,
+                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Serial backend end to end against a MicroPython REPL on a pty standing in for a USB board:
+    lease, sync firmware by hash, write identity, soft reset, then the test uses the console."""
+    lease_dir = tmp_path_factory.mktemp("leases")
+    pytester.makepyfile("""
+        import json, os
+        import pytest
+
+        @pytest.mark.board("bin-esp32c3")
+        def test_board(hil_board):
+            assert hil_board.state == "reporting" and hil_board.backend == "serial"
+            assert hil_board.resource.held  # the lease
+            dut = hil_board.dut
+            ident = json.loads(dut.read_file("/identity.json"))
+            assert ident == hil_board.identity and ident["kind"] == "bin"
+            assert dut.eval("json.loads(open('/board.json').read())['name']".replace("json.", "__import__('json').")) == "bin-esp32c3"
+            assert len(hil_board.extras["sync"].copied) > 10
+    """)
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", repl_peer.path,
+                                "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not any(p.suffix == ".lease" for p in lease_dir.iterdir()), "lease not released"
+
+
+def test_serial_board_held_by_another_run_is_reported(pytester: pytest.Pytester, repl_peer: ReplPeer,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    from hil.backends.serial.lease import Lease
+
+    lease_dir = tmp_path_factory.mktemp("leases")
+    holder = Lease(repl_peer.path, lease_dir=lease_dir, duration_s=120)
+    holder.acquire()
+    try:
+        pytester.makepyfile("""
+            def test_board(hil_board):
+                pass
+        """)
+        result = pytester.runpytest("--hil-backend", "serial", "--hil-port", repl_peer.path,
+                                    "--hil-lease-dir", str(lease_dir), "--hil-lease-wait", "0.5")
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines([f"*LeaseHeldError*leased by pid {os.getpid()}*"])
+    finally:
+        holder.release()
