@@ -30,7 +30,7 @@ class AppBase:
     def _report(self, t, w, l, m, e=None):
         # A report that cannot be built or stored is counted and logged; the sensing goes on.
         try:
-            self.reporter.report(t, w, l, m, e=e)
+            self.reporter.report(t, w, l, m, e)
             self.reports += 1
             return True
         except (ValueError, OSError) as exc:
