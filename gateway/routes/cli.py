@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.routes.config import PlanDefaults, load_plan_defaults
+from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
 from gateway.routes.distances import CsvMatrix, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError
 from gateway.routes.outputs import FORMATS, render
@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--capacity", help="capacity of each vehicle in litres (default 10000)")
     p.add_argument("--threshold", help="fill at or above which a bin is due: 0.8 or 80%% (default 0.8)")
     p.add_argument("--bin-volume", help="volume of a bin in litres (default 240)")
+    p.add_argument("--bin-volumes", type=Path, help="CSV id,volume_l giving some bins their own volume")
     p.add_argument("--start", help="local time the round starts, HH:MM (default 06:00)")
     p.add_argument("--tz", help="IANA time zone of --date and --start (default UTC)")
     p.add_argument("--days-to-next", help="days until the next round, the prediction horizon (default 1)")
@@ -101,6 +102,8 @@ def _defaults(args: argparse.Namespace) -> PlanDefaults:
         changes["distances"] = OsrmTable(args.osrm, timeout_s=parse_positive("osrm timeout", args.osrm_timeout))
     if args.bin_volume is not None:
         changes["bin_volume_l"] = parse_positive("bin volume", args.bin_volume)
+    if args.bin_volumes is not None:
+        changes["bin_volumes_l"] = load_bin_volumes(args.bin_volumes)
     if args.start is not None:
         changes["start"] = parse_clock(args.start)
     if args.tz is not None:

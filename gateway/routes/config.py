@@ -6,7 +6,8 @@ depot = "52.3700,4.8900"     # LAT,LON
 vehicles = 3
 capacity_l = 60000           # litres of bin contents per vehicle
 threshold = 0.8              # or "80%"
-bin_volume_l = 240
+bin_volume_l = 240           # bins not in bin_volumes
+bin_volumes = "bin-volumes.csv"  # optional: id,volume_l per bin (relative to the config file)
 start = "06:00"              # local time rounds start
 tz = "Europe/Amsterdam"
 days_to_next_round = 1
@@ -21,11 +22,12 @@ Every key is optional; a wrong one raises :class:`InvalidInputError` with ``fiel
 
 from __future__ import annotations
 
+import csv
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, time, timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError
@@ -33,7 +35,8 @@ from gateway.routes.model import Depot
 from gateway.routes.parsing import parse_clock, parse_depot, parse_positive, parse_threshold, parse_timezone
 from gateway.routes.planner import PlanSettings
 
-_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "start", "tz", "days_to_next_round",
+_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "bin_volumes", "start", "tz",
+         "days_to_next_round",
          "time_limit_s", "matrix", "osrm", "osrm_timeout_s")
 
 
@@ -47,6 +50,7 @@ class PlanDefaults:
         capacity_l: Vehicle capacity in litres.
         threshold: Fill fraction at or above which a bin is due.
         bin_volume_l: Volume of bins without their own.
+        bin_volumes_l: Volume per bin id in litres.
         start: Local time rounds start.
         tz: Time zone of dates and ``start``.
         days_to_next_round: Prediction horizon in days.
@@ -60,6 +64,7 @@ class PlanDefaults:
     capacity_l: float = 10_000.0
     threshold: float = 0.8
     bin_volume_l: float = 240.0
+    bin_volumes_l: Mapping[str, float] = field(default_factory=dict)
     start: time = time(6, 0)
     tz: tzinfo = timezone.utc
     days_to_next_round: int = 1
@@ -83,7 +88,7 @@ class PlanDefaults:
             vehicles=self.vehicles if vehicles is None else vehicles,
             capacity_l=self.capacity_l if capacity_l is None else capacity_l,
             threshold=self.threshold if threshold is None else threshold,
-            bin_volume_l=self.bin_volume_l, start=self.start, tz=self.tz,
+            bin_volume_l=self.bin_volume_l, bin_volumes_l=self.bin_volumes_l, start=self.start, tz=self.tz,
             days_to_next_round=self.days_to_next_round, time_limit_s=self.time_limit_s, distances=self.distances,
         )
 
@@ -117,6 +122,9 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
     if "bin_volume_l" in table:
         out["bin_volume_l"] = parse_positive("routes.bin_volume_l",
                                              _typed("bin_volume_l", table["bin_volume_l"], num, "a number"))
+    if "bin_volumes" in table:
+        path = Path(_typed("bin_volumes", table["bin_volumes"], (str,), "a file path"))
+        out["bin_volumes_l"] = load_bin_volumes(path if path.is_absolute() else base / path)
     if "start" in table:
         out["start"] = parse_clock(_typed("start", table["start"], (str,), 'a string "HH:MM"'))
     if "tz" in table:
@@ -135,6 +143,30 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
             "osrm_timeout_s", table.get("osrm_timeout_s", 10.0), num, "a number"))
         out["distances"] = OsrmTable(_typed("osrm", table["osrm"], (str,), "a URL"), timeout_s=timeout)
     return PlanDefaults(**out)
+
+
+def load_bin_volumes(path: Path) -> dict[str, float]:
+    """Read a bin-volumes CSV: header ``id,volume_l``, then one bin per row (litres > 0).
+
+    Raises:
+        InvalidInputError: Unreadable file, wrong header, bad or duplicate row (``field`` ``bin volumes``).
+    """
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError("bin volumes", str(path), f"cannot read ({exc})") from exc
+    if not rows or [c.strip() for c in rows[0]] != ["id", "volume_l"]:
+        raise InvalidInputError("bin volumes", str(path), "first row must be the header id,volume_l")
+    volumes: dict[str, float] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) != 2 or not row[0].strip():
+            raise InvalidInputError("bin volumes", str(path), f"line {lineno}: expected id,volume_l")
+        bin_id = row[0].strip()
+        if bin_id in volumes:
+            raise InvalidInputError("bin volumes", str(path), f"line {lineno}: duplicate id {bin_id!r}")
+        volumes[bin_id] = parse_positive(f"bin volume of {bin_id} (line {lineno})", row[1].strip())
+    return volumes
 
 
 def load_plan_defaults(config_path: Path) -> PlanDefaults:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix
 from gateway.routes.errors import InvalidInputError, NoBinsDueError
@@ -26,7 +26,8 @@ class PlanSettings:
         vehicles: Number of vehicles.
         capacity_l: Capacity of each vehicle in litres.
         threshold: Fill fraction at or above which a bin is due.
-        bin_volume_l: Volume of bins whose status carries none.
+        bin_volume_l: Volume of bins whose status carries none and that are not in ``bin_volumes_l``.
+        bin_volumes_l: Volume per bin id in litres.
         start: Local time the round starts; fills are projected to it, later readings ignored.
         tz: Time zone of ``day`` and ``start``.
         days_to_next_round: Days until the next round (the prediction horizon).
@@ -40,6 +41,7 @@ class PlanSettings:
     capacity_l: float = 10_000.0
     threshold: float = 0.8
     bin_volume_l: float = 240.0
+    bin_volumes_l: Mapping[str, float] = field(default_factory=dict)
     start: time = time(6, 0)
     tz: tzinfo = timezone.utc
     days_to_next_round: int = 1
@@ -64,6 +66,7 @@ class PlanSettings:
             next_round=start + timedelta(days=self.days_to_next_round),
             threshold=self.threshold,
             default_volume_l=self.bin_volume_l,
+            volumes_l=self.bin_volumes_l,
         )
 
     def solver(self) -> SolverSettings:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from gateway.routes.errors import InvalidInputError
 from gateway.routes.model import ALARM_CODES, BinStatus, Candidate, FillReading, Reason
@@ -30,7 +30,8 @@ class SelectionSettings:
         round_start: When today's round starts (fills are projected to this time).
         next_round: When the next round after this one starts (the prediction horizon).
         threshold: Fill fraction at or above which a bin is due (0 < threshold <= 1).
-        default_volume_l: Volume of bins whose status carries none.
+        default_volume_l: Volume of bins whose status carries none and that are not in ``volumes_l``.
+        volumes_l: Volume per bin id (litres), e.g. from a bin-volumes CSV.
         lookback_s: Only readings this recent (before the last one) feed the fill rate.
         min_span_s: Fewer seconds of history than this give no rate (rate 0).
         stale_after_s: A bin silent for longer is not extrapolated (rate 0), only its last fill counts.
@@ -47,6 +48,7 @@ class SelectionSettings:
     stale_after_s: int = 3 * _DAY_S
     empty_drop: float = 0.25
     max_points: int = 48
+    volumes_l: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (0.0 < self.threshold <= 1.0) or math.isnan(self.threshold):
@@ -129,7 +131,8 @@ def evaluate_bin(status: BinStatus, settings: SelectionSettings) -> Candidate | 
     A bin in alarm with no fill reading is assumed full for its load (conservative for capacity).
     """
     alarms = [Reason(code) for code in ALARM_CODES if code in status.alarms]
-    volume = status.volume_l if status.volume_l is not None else settings.default_volume_l
+    volume = status.volume_l if status.volume_l is not None else \
+        settings.volumes_l.get(status.id, settings.default_volume_l)
     if not status.readings:
         if not alarms:
             return None

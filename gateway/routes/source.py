@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from gateway.errors import GatewayError
 from gateway.registry import Registry
@@ -62,7 +62,6 @@ class GatewayBinSource:
         history_s: How far back fill readings are read.
         alarm_window_s: How long an unhandled alarm stays active.
         empty_drop: A fall in fill of at least this fraction counts as emptied.
-        volumes_l: Optional bin volume per device id (litres); others use the planner's default.
     """
 
     db_path: Path
@@ -70,7 +69,6 @@ class GatewayBinSource:
     history_s: int = 4 * 86400
     alarm_window_s: int = 86400
     empty_drop: float = 0.25
-    volumes_l: Mapping[str, float] = field(default_factory=dict)
 
     def _registry(self) -> tuple[Registry, bool]:
         if isinstance(self.registry, Registry):
@@ -140,7 +138,6 @@ class GatewayBinSource:
                 lon=_coord(dev.lon),
                 readings=tuple(FillReading(w + l, min(100, max(0, v)) / 100.0) for w, l, v in series),
                 alarms=active,
-                volume_l=self.volumes_l.get(dev.id),
             ))
         logger.info("loaded %s bins (%s fill readings, %s alarms) from %s",
                     len(out), len(fills), len(alarms), self.db_path)

@@ -111,6 +111,18 @@ def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], fl
     assert needle in err
 
 
+def test_bin_volumes_flag(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vols = tmp_path / "vols.csv"
+    vols.write_text("id,volume_l\nbin-00,1100\n")
+    code, out, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    assert code == 0, err
+    loads = {s["bin_id"]: s["load_l"] for r in json.loads(out)["routes"] for s in r["stops"]}
+    assert loads["bin-00"] == 990.0 and loads["bin-01"] == 216.0  # 90 % of 1100 L, of the default 240 L
+    vols.write_text("id,litres\n")
+    code, _, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    assert code == 2 and "id,volume_l" in err
+
+
 def test_no_bins_due_exit_3(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(plan_args(city, "--date", "2026-11-10"), capsys)  # before any report
     assert code == 3 and out == ""

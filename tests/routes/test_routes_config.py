@@ -93,3 +93,31 @@ def test_missing_matrix_file_and_bad_toml(tmp_path: Path) -> None:
         load_plan_defaults(bad)
     with pytest.raises(BinDataError):
         load_plan_defaults(tmp_path / "absent.toml")
+
+
+def test_bin_volumes_csv(tmp_path: Path) -> None:
+    vols = tmp_path / "bin-volumes.csv"
+    vols.write_text("id,volume_l\nbin-a,1100\nbin-b, 660\n")
+    d = parse_plan_defaults({"bin_volumes": "bin-volumes.csv", "bin_volume_l": 120}, base=tmp_path)
+    assert d.bin_volumes_l == {"bin-a": 1100.0, "bin-b": 660.0}
+    from gateway.routes.planner import plan_collection
+    from routes_helpers import make_bin
+    plan = plan_collection([make_bin("bin-a", [100, 100]), make_bin("bin-c", [100, 100], lat=52.38)],
+                           d.settings_for(DAY, depot=Depot(52.37, 4.89)))
+    loads = {s.candidate.bin.id: s.candidate.load_l for r in plan.routes for s in r.stops}
+    assert loads == {"bin-a": 1100.0, "bin-c": 120.0}
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("bin,litres\nbin-a,100\n", "header"),
+    ("id,volume_l\nbin-a\n", "expected id,volume_l"),
+    ("id,volume_l\nbin-a,-3\n", "positive"),
+    ("id,volume_l\nbin-a,big\n", "not a number"),
+    ("id,volume_l\nbin-a,100\nbin-a,200\n", "duplicate"),
+])
+def test_bad_bin_volumes(tmp_path: Path, content: str, needle: str) -> None:
+    vols = tmp_path / "v.csv"
+    vols.write_text(content)
+    with pytest.raises(InvalidInputError) as info:
+        parse_plan_defaults({"bin_volumes": str(vols)}, base=tmp_path)
+    assert needle in str(info.value)
