@@ -97,15 +97,16 @@ def _restore(flash: Path, stdout: str) -> str:
 def flash_run() -> Callable[..., FlashResult]:
     """Run MicroPython ``code`` with ``flash`` (host dir) mounted as persistent ``/flash``.
 
-    ``flash_run(code, flash, seed=None, expect_error=False)``: raises the MicroPythonError
+    ``flash_run(code, flash, seed=None, expect_error=False, heap_bytes=1 MiB)``: raises the MicroPythonError
     unless ``expect_error``; with ``expect_error`` it fails if the code did *not* raise.
     """
 
-    def run(code: str, flash: Path, *, seed: int | str | None = None, expect_error: bool = False) -> FlashResult:
+    def run(code: str, flash: Path, *, seed: int | str | None = None, expect_error: bool = False,
+            heap_bytes: int = 1024 * 1024) -> FlashResult:
         flash.mkdir(parents=True, exist_ok=True)
         script = f"_FL_FILES = {_snapshot(flash)!r}\n_FL_CODE = {code!r}\n" + _PRELUDE
         try:
-            res = run_micropython(script, libs=[firmware_dir() / "lib"], seed=seed)
+            res = run_micropython(script, libs=[firmware_dir() / "lib"], seed=seed, heap_bytes=heap_bytes)
         except MicroPythonError as exc:
             if not expect_error:
                 _restore(flash, exc.stdout)

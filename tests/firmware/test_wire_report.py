@@ -94,7 +94,11 @@ def test_policy_and_identity_errors(mpy: Callable[..., MpResult]) -> None:
         "from civic import policy, report\n"
         "for text, kind in (('{', 'bin'), ('{\"version\": 1}', 'bin'), ('{\"version\": 2, \"kinds\": {}}', 'bin'),\n"
         "                   ('{\"version\": 1, \"kinds\": {\"bin\": {\"fields\": {}}}}', 'bin'),\n"
-        "                   ('{\"version\": 1, \"kinds\": {}}', 'toaster')):\n"
+        "                   ('{\"version\": 1, \"kinds\": {}}', 'toaster'),\n"
+        "                   ('{\"version\": 1, \"kinds\": {\"bin\": {\"fields\": {\"lid\": {\"release\": \"noisy_count\", \"k\": 5,"
+        " \"eps_per_release_milli\": 900, \"eps_per_day_milli\": 500}}}}}', 'bin'),\n"
+        "                   ('{\"version\": 1, \"kinds\": {\"bin\": {\"fields\": {\"lid\": {\"release\": \"noisy_count\", \"k\": 5,"
+        " \"eps_per_release_milli\": 0.5, \"eps_per_day_milli\": 500}}}}}', 'bin')):\n"
         "    try:\n        policy.parse(text, kind)\n    except policy.PolicyError as e:\n        print('policy error')\n"
         "for doc in ({'id': 'a b', 'kind': 'bin', 'key': '00' * 32}, {'id': 'a', 'kind': 'bin', 'key': 'zz'},\n"
         "            {'id': 'a', 'kind': 'bin', 'key': '00' * 31}, {'id': 'a', 'kind': 'bin'}, []):\n"
@@ -102,7 +106,7 @@ def test_policy_and_identity_errors(mpy: Callable[..., MpResult]) -> None:
         "print(report.parse_identity({'id': 'bin-7', 'kind': 'bin', 'key': 'ab' * 32, 'zone': 'z'})[:2])\n"
         "try:\n    policy.load('bin', '/nonexistent.json')\nexcept policy.PolicyError:\n    print('missing file')\n"
     )
-    assert mpy(code).stdout.splitlines() == ["policy error"] * 5 + [
+    assert mpy(code).stdout.splitlines() == ["policy error"] * 7 + [
         "identity id", "identity key", "identity key", "identity key", "identity None", "('bin-7', 'bin')", "missing file"]
 
 
@@ -117,3 +121,4 @@ def test_kind_policy_from_repo_policy(flash_run: Callable[..., Any], tmp_path: P
     lines = flash_run(code, flash).stdout.splitlines()
     assert lines[0] == "streetlight ['lamp', 'lux', 'lvl', 'mot', 'wh'] ['mot'] {'mot': 2000} 900 ['lamp_fail']"
     assert lines[1] == "bin ['bat', 'fill', 'lid', 'temp', 'tilt'] ['lid'] {'lid': 2000} 900 ['fire', 'tip']"
+

@@ -6,6 +6,9 @@ transparency page; the device only ever reads it.
 
 import json
 
+# policy keys that only document a field (transparency page); dropped on load to save heap
+_DOC_ONLY = ("label", "unit", "source", "purpose", "retention_days")
+
 
 class PolicyError(ValueError):
     """The policy is missing, malformed, or forbids what was asked.
@@ -24,7 +27,8 @@ class KindPolicy:
 
     Attributes:
         kind: ``streetlight`` or ``bin``.
-        fields: dict field -> spec (label, release, eps..., k, quantum, ...).
+        fields: dict field -> spec (release, report, eps..., k, quantum, refractory_s,
+            release_every_s, personal); the documentation-only keys are dropped.
         allowlist: frozenset of field names that may appear in a report's ``m``.
         personal: frozenset of ``noisy_count`` fields (need epsilon accounting).
         alarms: frozenset of alarm codes.
@@ -37,13 +41,23 @@ class KindPolicy:
         fields = spec.get("fields")
         if not isinstance(fields, dict) or not fields:
             raise PolicyError("kind %s has no fields" % kind)
+        for f in fields:
+            if not isinstance(fields[f], dict):
+                raise PolicyError("field %s is not an object" % f, f)
+            for key in _DOC_ONLY:  # text for the transparency page; no use on the device
+                if key in fields[f]:
+                    del fields[f][key]
         self.fields = fields
         self.allowlist = frozenset(fields)
         self.personal = frozenset(f for f in fields if fields[f].get("release") == "noisy_count")
         for f in self.personal:
+            fspec = fields[f]
             for key in ("eps_per_release_milli", "eps_per_day_milli", "k"):
-                if not isinstance(fields[f].get(key), int):
-                    raise PolicyError("field %s needs integer %s" % (f, key), f)
+                v = fspec.get(key)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise PolicyError("field %s needs an integer %s >= 1" % (f, key), f)
+            if fspec["eps_per_release_milli"] > fspec["eps_per_day_milli"]:
+                raise PolicyError("field %s: epsilon per release exceeds the daily budget" % f, f)
         self.alarms = frozenset(spec.get("alarms", {}))
         self.config_keys = frozenset(spec.get("config", ()))
         self.window_s = spec.get("window_s", defaults.get("window_s", 900))
