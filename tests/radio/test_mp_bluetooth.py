@@ -144,3 +144,18 @@ async def test_radio_loss_reaches_firmware(echo_board: tuple[ChannelBoard, BleBr
     await radio.aclose()
     assert await board.expect("disconnect") == "disconnect 1"
     assert not client.is_connected
+
+
+async def test_fresh_interpreter_resets_the_radio_side(echo_board: tuple[ChannelBoard, BleBridge],
+                                                       radio: RadioHandle) -> None:
+    board, bridge = echo_board
+    device = await find_echo(radio)
+    _, client_cls = make_backends(radio.url)
+    lost = asyncio.Event()
+    client = BleakClient(device, backend=client_cls, disconnected_callback=lambda _c: lost.set())
+    await client.connect()
+    # A soft reset imports `bluetooth` again in a new interpreter: it says hello.
+    await board.exec("import sys\nsys.modules.pop('bluetooth')\nimport bluetooth")
+    await asyncio.wait_for(lost.wait(), 5)
+    assert not bridge.peripheral.is_advertising
+    assert bridge.peripheral.connections == {}
