@@ -159,3 +159,41 @@ async def test_fresh_interpreter_resets_the_radio_side(echo_board: tuple[Channel
     await asyncio.wait_for(lost.wait(), 5)
     assert not bridge.peripheral.is_advertising
     assert bridge.peripheral.connections == {}
+
+
+async def test_indication_descriptor_and_send_update(radio: RadioHandle) -> None:
+    board = ChannelBoard("mp-extra-1")
+    bridge: BleBridge | None = None
+    try:
+        await board.start()
+        bridge = await attach_ble_ready(board, radio.url)
+        await board.exec(Path(__file__).with_name("extras_peripheral.py").read_text())
+        await board.expect("advertising")
+        scanner_cls, client_cls = make_backends(radio.url)
+        device = await BleakScanner.find_device_by_name("mp-extra-1", timeout=5, backend=scanner_cls)
+        assert device is not None
+        async with BleakClient(device, backend=client_cls) as client:
+            await board.expect("connect")
+            ind = client.services.get_characteristic("6c3e00f1-4a5e-4c1b-9b9e-0c1c1ce0ed9e")
+            upd = client.services.get_characteristic("6c3e00f2-4a5e-4c1b-9b9e-0c1c1ce0ed9e")
+            assert ind is not None and upd is not None and ind.properties == ["indicate"]
+            user_desc = upd.get_descriptor("00002901-0000-1000-8000-00805f9b34fb")
+            assert user_desc is not None
+            assert await client.read_gatt_descriptor(user_desc) == bytearray(b"update counter")
+            got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+            await client.start_notify(ind, lambda _c, d: got.put_nowait(("ind", bytes(d))))
+            await board.exec("ble.gatts_indicate(conn, IND, b'confirm me')")
+            assert await asyncio.wait_for(got.get(), 5) == ("ind", b"confirm me")
+            assert await board.expect("indicate_done") == "indicate_done 1 True 0"
+            # send_update notifies subscribed centrals only: first unsubscribed (nothing), then subscribed.
+            await board.exec("ble.gatts_write(UPD, b'v1', True)")
+            await asyncio.sleep(0.3)
+            assert got.empty()
+            await client.start_notify(upd, lambda _c, d: got.put_nowait(("upd", bytes(d))))
+            await board.exec("ble.gatts_write(UPD, b'v2', True)")
+            assert await asyncio.wait_for(got.get(), 5) == ("upd", b"v2")
+            assert await client.read_gatt_char(upd) == bytearray(b"v2")
+    finally:
+        if bridge is not None:
+            await bridge.close()
+        await board.stop()
