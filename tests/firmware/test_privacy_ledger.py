@@ -5,10 +5,10 @@ Each ``flash_run`` is one boot of the device on the same (host-persisted) flash.
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 from typing import Any, Callable
-
-
 
 DAY = 86400
 D = 20400 * DAY  # some UTC midnight in 2025
@@ -120,3 +120,47 @@ def test_releaser_waits_for_a_true_rng(flash_run: Callable[..., Any], tmp_path: 
         f"print(R.ledger.remaining('mot', {D}))\nradio[0] = True\nprint(R.release('mot', 10, {D})[1], R.ledger.remaining('mot', {D}))\n"
     )
     assert flash_run(code, flash).stdout.splitlines() == ["deferred mot", "2000", "500 1500"]
+
+
+def _model(ops: list[tuple[str, int, int]], budget: int) -> list[str]:
+    """Reference model of the ledger rules (CPython)."""
+    latest, spent, out = -1, 0, []
+    for op, day, amount in ops:
+        if op == "reboot":
+            continue
+        if day < latest:
+            out.append("False")
+            continue
+        if day > latest:
+            latest, spent = day, 0
+        if spent + amount > budget:
+            out.append("False")
+        else:
+            spent += amount
+            out.append("True")
+    return out
+
+
+def test_ledger_matches_reference_model(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """Random clocks (forward, back, same day), spends and reboots against a CPython model."""
+    rng = random.Random(7)  # host-side test data only; the device never uses `random`
+    ops: list[tuple[str, int, int]] = []
+    day = 20000
+    for _ in range(3000 if os.environ.get("CIVICEDGE_FULL") == "1" else 300):
+        r = rng.random()
+        if r < 0.1:
+            ops.append(("reboot", 0, 0))
+            continue
+        if r < 0.3:
+            day += rng.choice([1, 1, 2, -1, -3, 0])
+        ops.append(("spend", day, rng.choice([100, 300, 500, 700])))
+    code = (
+        "from civic.privacy.ledger import Ledger\nL = Ledger('/flash/l.json', {'mot': 1000})\nout = []\n"
+        f"for op, day, amount in {ops!r}:\n"
+        "    if op == 'reboot':\n        L = Ledger('/flash/l.json', {'mot': 1000})\n"
+        "    else:\n        out.append(str(L.spend('mot', amount, day * 86400 + 4000)))\n"
+        "print(' '.join(out))\n"
+    )
+    got = flash_run(code, tmp_path / "flash").stdout.split()
+    assert got == _model(ops, 1000)
+    assert "True" in got and "False" in got

@@ -92,3 +92,14 @@ def test_atomic_write_replaces_and_detects_damage(flash_run: Callable[..., Any],
         "try:\n    atomic.read('/flash/y')\nexcept atomic.CorruptFile as e:\n    print('corrupt', e.path)\n"
     )
     assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["None", "b'two' False", "corrupt /flash/y"]
+
+
+def test_seq_refuses_to_wrap(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    code = (
+        "from civic.store import atomic\nimport struct\natomic.write('/flash/seq.bin', struct.pack('>I', 0xFFFFFFFE))\n"
+        + SEQ + "print(S.next())\n"
+        "from civic.store.seq import SeqExhausted\n"
+        "try:\n    S.next()\nexcept SeqExhausted:\n    print('exhausted')\n"
+    )
+    assert flash_run(code, flash).stdout.split() == [str(0xFFFFFFFF), "exhausted"]
