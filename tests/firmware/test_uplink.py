@@ -295,3 +295,14 @@ def test_uart_byte_by_byte_and_overlong_garbage(flash_run: Callable[..., Any], t
         "print(L.cobs_errors, O.pending(), sess.stats['acks'])\n"
     )
     assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["1", "1 [] 1"]
+
+
+def test_ble_advertising_payloads_fit_31_bytes(mpy: Callable[..., Any]) -> None:
+    code = (
+        "from civic.uplink.ble import advertising_payloads\n"
+        "for dev in ('a', 'x' * 29, 'y' * 30, 'z' * 32):\n"
+        "    adv, resp = advertising_payloads(dev)\n"
+        "    print(len(adv), len(resp), resp[1], resp[2:].decode())\n"
+    )
+    assert mpy(code).stdout.splitlines() == [
+        "21 3 9 a", f"21 31 9 {'x' * 29}", f"21 31 8 {'y' * 29}", f"21 31 8 {'z' * 29}"]

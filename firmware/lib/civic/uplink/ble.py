@@ -35,6 +35,7 @@ _FLAG_WRITE = const(0x0008)
 _FLAG_NOTIFY = const(0x0010)
 _RX_QUEUE_MAX = const(64)
 _ADV_INTERVAL_US = const(250000)
+_MAX_NAME = const(29)
 
 
 def uuid128_le(text):
@@ -47,10 +48,18 @@ def uuid128_le(text):
 
 
 def advertising_payloads(device_id):
-    """Return ``(adv_data, resp_data)``: flags + 128-bit service UUID; complete local name."""
+    """Return ``(adv_data, resp_data)``: flags + 128-bit service UUID; the device id as name.
+
+    Ids longer than 29 bytes do not fit a scan response: they are sent as a shortened local
+    name (AD type 0x08) of the first 29 bytes; the frames carry the full id anyway.
+    """
     adv = struct.pack("BBB", 2, 0x01, 0x06) + bytes((17, 0x07)) + uuid128_le(SERVICE_UUID)
     name = device_id.encode()
-    resp = bytes((len(name) + 1, 0x09)) + name
+    ad_type = 0x09  # complete local name
+    if len(name) > _MAX_NAME:  # a 31-byte scan response holds 29 name bytes
+        name = name[:_MAX_NAME]
+        ad_type = 0x08  # shortened local name
+    resp = bytes((len(name) + 1, ad_type)) + name
     return adv, resp
 
 
