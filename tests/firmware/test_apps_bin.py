@@ -160,12 +160,20 @@ clock.set_time(START + 100)
 lid.v = 1                                          # lid opened: woke by the lid pin
 drive(app.run_deep(True, lambda: 0, sleeper))
 lid.v = 0
-print(json.dumps([slept, app.state["lid"], app.state["next"], hw.fed]))
+clock.set_time(START + 110)                        # lid shut again before the boot finished
+drive(app.run_deep(True, lambda: 0, sleeper))
+clock.set_time(START + 120)
+tilt.v = 1                                         # the tilt pin woke it: an alarm, not a lid
+drive(app.run_deep(True, lambda: 0, sleeper))
+print(json.dumps([slept, app.state["lid"], app.state["next"], [b["a"] for b in rep.of("alarm")]]))
 """)
-    slept, lid_count, next_due, fed = res
+    slept, lid_count, next_due, alarms = res
     assert slept[0] == [300000, ["lid", "tilt"]]
     assert slept[1] == [200000, ["tilt"]]             # lid still open: not armed; reading not yet due
-    assert lid_count == 1 and next_due == T0 + 300
+    assert slept[2] == [190000, ["lid", "tilt"]]
+    assert slept[3] == [180000, ["lid"]]              # tipped over: tilt not armed
+    assert lid_count == 2 and next_due == T0 + 300   # 100 s and 110 s: 10 s apart, beyond the 5 s refractory
+    assert alarms == [["tip"]]
 
 
 def test_state_survives_deep_sleep_resets(flash_run: Callable[..., Any], tmp_path: Path) -> None:

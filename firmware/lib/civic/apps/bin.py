@@ -198,11 +198,17 @@ class BinApp(AppBase):
     # -- sleep orchestration -----------------------------------------------------------------
 
     def on_pin_wake(self):
-        """Called after a deep-sleep wake by a GPIO: count the lid, check tilt, persist."""
+        """Called after a deep-sleep wake by a GPIO: count the lid, check tilt, persist.
+
+        The port does not tell which pin woke the chip, and a quick lid may already be shut
+        again after the boot: only the lid and tilt pins are armed, so a wake that is not a
+        tilt counts as a lid opening.
+        """
         now = self.clock.time()
-        if self.lid.active():
+        tilted = self.tilt.active()
+        if self.lid.active() or not tilted:
             self.lid_opened(now)
-        self.tip_check(now, self.tilt.active())
+        self.tip_check(now, tilted)
         self.save()
 
     def sleep_plan(self):
