@@ -6,9 +6,10 @@ Node 0 is the depot, node i (1..n) the i-th candidate. The model:
 * every bin is a disjunction with a drop penalty far above any route length, so bins are only
   dropped when the fleet cannot carry them all (they are reported as unserved); alarms carry a
   penalty 100x higher, full bins 2x the predicted ones;
-* alarm bins come first on their route: arcs from a non-alarm bin to an alarm bin are removed
-  from the model, and a soft bound on the distance already driven when an alarm bin is reached
-  spreads alarms across vehicles and reaches fires before tip-overs;
+* alarm bins come first on their route, fires before tip-overs: arcs from a non-alarm bin to an
+  alarm bin, and from a tip-over bin to a fire bin, are removed from the model. (A soft cost on
+  the distance driven before each alarm was tried: it made the first solution ~10x slower on
+  700 bins, for no change in the order the hard rule already gives.);
 * first solution by the savings heuristic (deterministic; it keeps the alarm chains feasible,
   where path-cheapest-arc strands them), improved by guided local search until the time limit.
   Should a first solution still leave out an alarm bin, the search is redone once from a
@@ -30,8 +31,6 @@ from gateway.routes.model import Candidate, Reason
 
 logger = logging.getLogger(__name__)
 
-_FIRE_COEF = 2
-_TIP_COEF = 1
 _STRATEGIES = (
     routing_enums_pb2.FirstSolutionStrategy.SAVINGS,
     routing_enums_pb2.FirstSolutionStrategy.PARALLEL_CHEAPEST_INSERTION,
@@ -132,31 +131,33 @@ def _search(
     transit = routing.RegisterTransitMatrix(sub)
     routing.SetArcCostEvaluatorOfAllVehicles(transit)
     max_d = max(max(row) for row in sub)
-    horizon = settings.max_route_m or (m + 1) * (max_d + 1)
-    routing.AddDimension(transit, 0, horizon, True, "distance")
-    distance_dim = routing.GetDimensionOrDie("distance")
+    if settings.max_route_m is not None:
+        routing.AddDimension(transit, 0, settings.max_route_m, True, "distance")
     demand_idx = routing.RegisterUnaryTransitVector(demands)
     cap = math.floor(settings.capacity_l + 1e-9)
     routing.AddDimensionWithVehicleCapacity(demand_idx, 0, [cap] * settings.vehicles, True, "load")
 
-    # Dropping any bin must cost more than any detour it could save (incl. alarm soft costs).
-    base_penalty = (m + 1) * (max_d + 1) * (_FIRE_COEF + 1) + 1
-    alarm_indices: list[int] = []
+    # Dropping any bin must cost more than any detour it could save.
+    base_penalty = (m + 1) * (max_d + 1) + 1
+    fire_indices: list[int] = []
+    tip_indices: list[int] = []
     other_indices: list[int] = []
     for k in range(1, m + 1):
         cand = candidates[kept[k - 1]]
         index = manager.NodeToIndex(k)
         if cand.is_alarm:
-            alarm_indices.append(index)
+            (fire_indices if cand.reason is Reason.FIRE else tip_indices).append(index)
             penalty = 100 * base_penalty
-            distance_dim.SetCumulVarSoftUpperBound(index, 0, _FIRE_COEF if cand.reason is Reason.FIRE else _TIP_COEF)
         else:
             other_indices.append(index)
             penalty = base_penalty * (2 if Reason.FULL in cand.reasons else 1)
         routing.AddDisjunction([index], penalty)
-    if alarm_indices:
-        for index in other_indices:
-            routing.NextVar(index).RemoveValues(alarm_indices)
+    for index in other_indices:
+        if fire_indices or tip_indices:
+            routing.NextVar(index).RemoveValues(fire_indices + tip_indices)
+    for index in tip_indices:
+        if fire_indices:
+            routing.NextVar(index).RemoveValues(fire_indices)
 
     # Phase 1: the first solution alone, never cut short by the time limit (it is polynomial).
     first_params = pywrapcp.DefaultRoutingSearchParameters()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -47,17 +48,21 @@ def test_capacity_splits_work_across_vehicles() -> None:
     assert plan.stop_count == 10
 
 
-def test_alarm_bins_come_first_on_their_route() -> None:
+RANK = {Reason.FIRE: 0, Reason.TIP: 1, Reason.FULL: 2, Reason.PREDICTED: 2}
+
+
+def test_alarm_bins_come_first_on_their_route_fires_before_tips() -> None:
     bins = scattered_bins(80, seed=5, alarm_every=9)
+    bins = [dataclasses.replace(b, alarms=frozenset({"tip"})) if b.alarms and i % 2 else b for i, b in enumerate(bins)]
     plan = plan_collection(bins, settings(vehicles=3, capacity_l=8000.0, time_limit_s=1.0))
     alarm_ids = {b.id for b in bins if b.alarms}
     served_alarms = set()
     for r in plan.routes:
-        flags = [s.candidate.is_alarm for s in r.stops]
-        assert flags == sorted(flags, reverse=True), f"route {r.vehicle}: an alarm after a normal stop"
+        ranks = [RANK[s.candidate.reason] for s in r.stops]
+        assert ranks == sorted(ranks), f"route {r.vehicle}: {ranks}"
         served_alarms |= {s.candidate.bin.id for s in r.stops if s.candidate.is_alarm}
     assert served_alarms == alarm_ids
-    assert all(s.candidate.reason is Reason.FIRE for r in plan.routes for s in r.stops if s.candidate.is_alarm)
+    assert {s.candidate.reason for r in plan.routes for s in r.stops if s.candidate.is_alarm} == {Reason.FIRE, Reason.TIP}
 
 
 def test_fleet_too_small_leaves_least_urgent_bins_unserved() -> None:
@@ -147,8 +152,8 @@ def test_plan_invariants(levels: list[tuple[int, str, float, float, float]], veh
     assert set(served) | set(unserved) == due and not set(served) & set(unserved)
     for r in plan.routes:
         assert sum(math.ceil(s.candidate.load_l - 1e-9) for s in r.stops) <= capacity
-        flags = [s.candidate.is_alarm for s in r.stops]
-        assert flags == sorted(flags, reverse=True)
+        ranks = [RANK[s.candidate.reason] for s in r.stops]
+        assert ranks == sorted(ranks)
     # an alarm bin is only left unserved when no vehicle has room left for it
     free = [capacity - sum(math.ceil(s.candidate.load_l - 1e-9) for s in r.stops) for r in plan.routes]
     free += [capacity] * (vehicles - len(plan.routes))
