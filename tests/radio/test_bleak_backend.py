@@ -165,3 +165,14 @@ async def test_radio_loss_is_reported_as_disconnect(
     await radio.aclose()
     await asyncio.wait_for(lost.wait(), 5)
     assert not client.is_connected
+
+
+async def test_pair_before_connect_encrypts_the_link(
+        radio: RadioHandle, spawn_peripheral: Callable[..., PeripheralProcess]) -> None:
+    board = spawn_peripheral("sl-pair-1")
+    _, client_cls = make_backends(radio.url)
+    async with BleakClient(board.address, backend=client_cls, timeout=5, pair=True) as client:
+        assert client._backend._connection.is_encrypted  # type: ignore[attr-defined]
+        assert await client.read_gatt_char(TX) == bytearray(b"hello sl-pair-1")
+        with pytest.raises(BleakError):
+            await client.unpair()
