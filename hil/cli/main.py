@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.field.cli",             # civicedge flash / provision / check
     "gateway.cli",               # civicedge gateway ...
     "gateway.routes.cli",        # civicedge routes ...
+    "hil.boards.cli",            # civicedge boards list / show / check
 )
 
 

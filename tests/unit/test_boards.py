@@ -260,3 +260,24 @@ def test_every_board_error_is_a_board_error_with_source(tmp_path: Path) -> None:
         load_board(path)
     assert info.value.source == str(path) and str(path) in str(info.value)
     assert info.value.details["pin"] == 24
+
+
+def test_cli_lists_boards_with_capabilities(capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli.main import main
+
+    assert main(["boards", "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["bin-esp32c3"]["capabilities"] == ["adc", "ble", "console", "deepsleep", "gpio"]
+    assert by_name["streetlight-esp32"]["kind"] == "streetlight"
+
+
+def test_cli_check_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli.main import main
+
+    bad = variant(tmp_path, STREETLIGHT, "pin = 34\n", "pin = 23\n")
+    assert main(["boards", "check", "streetlight-esp32", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "ok: streetlight-esp32" in out and "GPIO23 on esp32 has no ADC channel" in out
+    assert main(["boards", "show", "bin-esp32c3"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "bin"
