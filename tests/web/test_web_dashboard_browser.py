@@ -115,6 +115,9 @@ async def test_dashboard_shows_the_collection_plan_when_routes_are_mounted(fleet
                 assert "bin-02" in bins
                 assert "bin-03" not in bins  # revoked and silent
                 assert "2026-11-22" in await page.locator("#plan-summary").inner_text()
+                # The route is drawn over the map, from the depot through the stops.
+                assert await page.locator("#map polyline.plan-path").count() >= 1
+                assert await page.locator("#map .plan-depot").count() == 1
                 await page.screenshot(path=str(repo_root / "artifacts" / "dashboard-plan.png"), full_page=True)
             finally:
                 await browser.close()

@@ -20,6 +20,32 @@ function svgEl(tag, attrs, text) {
 
 function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
+let project = null;   // (lat, lon) -> [x, y] of the current map, set by renderMap
+let lastPlan = null;  // the collection plan, drawn over the map
+let lastDevices = null;
+const ROUTE_COLORS = ["#0969da", "#8250df", "#bf3989", "#1a7f37", "#bc4c00"];
+
+function drawPlanOnMap() {
+  const svg = document.getElementById("map");
+  for (const old of svg.querySelectorAll(".plan-path, .plan-depot")) old.remove();
+  if (!project || !lastPlan || !Array.isArray(lastPlan.routes) || !lastPlan.depot) return;
+  const depot = project(lastPlan.depot.lat, lastPlan.depot.lon);
+  lastPlan.routes.forEach((route, i) => {
+    const stops = Array.isArray(route.stops) ? route.stops : [];
+    if (stops.length === 0) return;
+    const pts = [depot, ...stops.map((s) => project(s.lat, s.lon)), depot];
+    const line = svgEl("polyline", { points: pts.map((q) => q.join(",")).join(" "), fill: "none",
+      stroke: ROUTE_COLORS[i % ROUTE_COLORS.length], "stroke-width": 2, "stroke-dasharray": "6 4",
+      class: "plan-path", "data-vehicle": route.vehicle });
+    line.appendChild(svgEl("title", {}, `vehicle ${route.vehicle}: ${stops.map((s) => s.bin_id).join(" → ")}`));
+    svg.insertBefore(line, svg.firstChild);
+  });
+  const d = svgEl("rect", { x: depot[0] - 5, y: depot[1] - 5, width: 10, height: 10, fill: "none",
+    stroke: "#1b1f24", "stroke-width": 2, class: "plan-depot" });
+  d.appendChild(svgEl("title", {}, "depot"));
+  svg.appendChild(d);
+}
+
 function isoShort(iso) { return iso ? iso.replace("T", " ").replace("Z", "") : "never"; }
 
 function renderSummary(data) {
@@ -37,6 +63,7 @@ function renderSummary(data) {
 }
 
 function renderMap(devices) {
+  lastDevices = devices;
   const svg = document.getElementById("map");
   clear(svg);
   const W = 600, H = 400, pad = 30;
@@ -45,24 +72,29 @@ function renderMap(devices) {
     svg.appendChild(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#6a737d" }, "no device positions"));
     return;
   }
-  let minLat = Math.min(...placed.map((d) => d.lat)), maxLat = Math.max(...placed.map((d) => d.lat));
-  let minLon = Math.min(...placed.map((d) => d.lon)), maxLon = Math.max(...placed.map((d) => d.lon));
+  // The extent covers the devices and, once a plan is known, its depot.
+  const pts = placed.map((d) => [d.lat, d.lon]);
+  if (lastPlan && lastPlan.depot && Array.isArray(lastPlan.routes) && lastPlan.routes.length) pts.push([lastPlan.depot.lat, lastPlan.depot.lon]);
+  let minLat = Math.min(...pts.map((p) => p[0])), maxLat = Math.max(...pts.map((p) => p[0]));
+  let minLon = Math.min(...pts.map((p) => p[1])), maxLon = Math.max(...pts.map((p) => p[1]));
   const midLat = (minLat + maxLat) / 2;
   // Equirectangular projection with cos(latitude) scaling keeps streets' proportions.
   const kx = Math.cos((midLat * Math.PI) / 180);
-  let spanX = (maxLon - minLon) * kx, spanY = maxLat - minLat;
-  if (spanX < 1e-6) spanX = 1e-3;
-  if (spanY < 1e-6) spanY = 1e-3;
+  // At least ~100 m around the devices, so one device (or a row) sits in the middle.
+  const minSpan = 0.001;
+  if (maxLat - minLat < minSpan) { const c = (minLat + maxLat) / 2; minLat = c - minSpan / 2; maxLat = c + minSpan / 2; }
+  if ((maxLon - minLon) * kx < minSpan) { const c = (minLon + maxLon) / 2; minLon = c - minSpan / 2 / kx; maxLon = c + minSpan / 2 / kx; }
+  const spanX = (maxLon - minLon) * kx, spanY = maxLat - minLat;
   const scale = Math.min((W - 2 * pad) / spanX, (H - 2 * pad) / spanY);
   const offX = (W - spanX * scale) / 2, offY = (H - spanY * scale) / 2;
+  project = (lat, lon) => [offX + (lon - minLon) * kx * scale, H - (offY + (lat - minLat) * scale)];
   for (let i = 0; i <= 4; i++) {
     const y = pad + ((H - 2 * pad) * i) / 4, x = pad + ((W - 2 * pad) * i) / 4;
     svg.appendChild(svgEl("line", { x1: pad, y1: y, x2: W - pad, y2: y, stroke: "#eef1f4" }));
     svg.appendChild(svgEl("line", { x1: x, y1: pad, x2: x, y2: H - pad, stroke: "#eef1f4" }));
   }
   for (const d of placed) {
-    const x = offX + (d.lon - minLon) * kx * scale;
-    const y = H - (offY + (d.lat - minLat) * scale);
+    const [x, y] = project(d.lat, d.lon);
     const color = STATUS_COLOR[d.status] || "#8c959f";
     const g = svgEl("g", { class: "device-marker", "data-device": d.id, "data-status": d.status });
     const title = svgEl("title", {}, `${d.id} (${d.kind}, ${d.zone}): ${d.status}`);
@@ -72,6 +104,7 @@ function renderMap(devices) {
     g.appendChild(svgEl("text", { x: x + 9, y: y + 4, "font-size": 11, fill: "#1b1f24" }, d.id));
     svg.appendChild(g);
   }
+  drawPlanOnMap();
 }
 
 function renderFleet(devices) {
@@ -170,6 +203,8 @@ async function renderPlan() {
     if (res.ok) plan = await res.json();
   } catch (e) { plan = null; }
   const routes = plan && Array.isArray(plan.routes) ? plan.routes : [];
+  lastPlan = plan;
+  if (lastDevices) renderMap(lastDevices);
   if (routes.length === 0) {
     const why = plan && plan.notice ? plan.notice : "no bins due, or route planning not available on this gateway";
     box.appendChild(el("p", { class: "muted", id: "no-plan" }, `No plan for today (${why}).`));
