@@ -126,3 +126,17 @@ sys.modules["esp32"] = esp32_fake
     assert r["trig"] == [3, 0]                        # trigger output, idle low after the pings
     assert r["lid_pull"] == 2                         # PULL_UP
     assert r["links"] == 0                            # BLE only, and no bluetooth module given
+
+
+def test_failing_radio_leaves_the_uart_link_running(mpy: Mpy) -> None:
+    res = run(mpy, "streetlight-esp32", "sl-0003", """
+class BrokenBluetooth:
+    UUID = str
+    @staticmethod
+    def BLE():
+        raise OSError(19)        # ENODEV: controller did not come up
+logged = []
+rt = runtime.build(CFG, IDENTITY, FakeMachine, BrokenBluetooth, root="/", log=logged.append)
+print(json.dumps({"links": [type(l).__name__ for l in rt.links], "log": logged}))
+""")
+    assert res == [{"links": ["UartLink"], "log": ["civicedge: BLE unavailable: OSError(19,)"]}]

@@ -126,5 +126,9 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
     ble_cfg = cfg["links"].get("ble")
     if ble_cfg is not None and bluetooth is not None:
         from civic.uplink.ble import BleLink
-        links.append(BleLink(bluetooth.BLE(), bluetooth.UUID, session, preferred_mtu=ble_cfg.get("mtu", 247)))
+        try:
+            links.append(BleLink(bluetooth.BLE(), bluetooth.UUID, session, preferred_mtu=ble_cfg.get("mtu", 247)))
+        except (OSError, ValueError) as exc:
+            # a radio that fails to come up must not stop the sensing or the other link
+            log("civicedge: BLE unavailable: %r" % (exc,))
     return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session, links, log)
