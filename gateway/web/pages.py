@@ -25,17 +25,22 @@ async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
 
 
+def _transparency(ctx: WebContext) -> dict[str, Any]:
+    retention = ctx.admin.retention() if ctx.admin is not None else None
+    return build_transparency(ctx.policy, retention=retention)
+
+
 @ROUTES.get("/transparency")
 async def transparency_html(request: web.Request) -> web.Response:
-    """What is collected and why, generated from the privacy policy."""
-    doc = build_transparency(ctx_of(request).policy)
+    """What is collected and why, generated from the privacy policy (and shortened retention)."""
+    doc = _transparency(ctx_of(request))
     return web.Response(text=render_transparency_html(doc), content_type="text/html", charset="utf-8")
 
 
 @ROUTES.get("/transparency.json")
 async def transparency_json(request: web.Request) -> web.Response:
     """The transparency page's content as JSON."""
-    return json_response(build_transparency(ctx_of(request).policy))
+    return json_response(_transparency(ctx_of(request)))
 
 
 @ROUTES.get("/openapi.json")

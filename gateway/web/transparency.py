@@ -55,7 +55,8 @@ def _need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
-def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int) -> dict[str, Any]:
+def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
+                 retention: Mapping[str, Mapping[str, int]] | None) -> dict[str, Any]:
     where = f"kinds.{kind}.fields.{name}"
     release = str(_need(spec, "release", where))
     report = str(_need(spec, "report", where))
@@ -77,6 +78,11 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int) -
         ),
         "retention_days": int(_need(spec, "retention_days", where)),
     }
+    effective = (retention or {}).get(kind, {}).get(name)
+    if effective is not None and effective < field["retention_days"]:
+        # The city shortened it (admin API / config); the policy's value stays the promise.
+        field["policy_retention_days"] = field["retention_days"]
+        field["retention_days"] = int(effective)
     if "quantum" in spec:
         field["quantum"] = int(spec["quantum"])
     if release == "noisy_count":
@@ -91,11 +97,15 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int) -
     return field
 
 
-def build_transparency(policy: Mapping[str, Any]) -> dict[str, Any]:
+def build_transparency(
+    policy: Mapping[str, Any], *, retention: Mapping[str, Mapping[str, int]] | None = None
+) -> dict[str, Any]:
     """Derive the transparency document (the JSON form of the page) from a privacy policy.
 
     Args:
         policy: the parsed ``firmware/policy.json`` (or a modified copy of it).
+        retention: effective retention in days (``kind -> field -> days``) where the city keeps
+            data for less than the policy allows; longer values are ignored (the policy is the cap).
 
     Returns:
         A JSON-serialisable dict: statement, not-collected list, recipients, and per device kind
@@ -110,7 +120,8 @@ def build_transparency(policy: Mapping[str, Any]) -> dict[str, Any]:
     kinds: list[dict[str, Any]] = []
     for kind, spec in kinds_in.items():
         window_s = int(spec.get("window_s", defaults.get("window_s", 900)))
-        fields = [_field_model(n, f, kind, window_s) for n, f in _need(spec, "fields", f"kinds.{kind}").items()]
+        fields = [_field_model(n, f, kind, window_s, retention)
+                  for n, f in _need(spec, "fields", f"kinds.{kind}").items()]
         alarms = [{"code": c, "label": str(a.get("label", c))} for c, a in spec.get("alarms", {}).items()]
         kinds.append({
             "kind": kind,
@@ -152,10 +163,13 @@ def _field_row(f: Mapping[str, Any]) -> str:
         if "quantum" in f:
             privacy += f"; rounded to {_e(f['quantum'])} {_e(f['unit'])}"
     personal = "yes" if f["personal"] else "no"
+    kept = f"{_e(f['retention_days'])} days"
+    if "policy_retention_days" in f:
+        kept += f" (policy allows {_e(f['policy_retention_days'])})"
     return (
         f'<tr data-field="{_e(f["field"])}"><td><code>{_e(f["field"])}</code></td><td>{_e(f["label"])}</td>'
         f"<td>{_e(f['source'])}</td><td>{personal}</td><td>{_e(f['leaves_device'])}</td>"
-        f'<td class="privacy">{privacy}</td><td>{_e(f["retention_days"])} days</td><td>{_e(f["purpose"])}</td></tr>'
+        f'<td class="privacy">{privacy}</td><td class="kept">{kept}</td><td>{_e(f["purpose"])}</td></tr>'
     )
 
 

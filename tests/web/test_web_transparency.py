@@ -108,3 +108,22 @@ def test_format_milli_is_exact(milli: int) -> None:
     value = int(whole) * 1000 + (int(frac.ljust(3, "0")) if frac else 0)
     assert (-value if text.startswith("-") else value) == milli
     assert not text.endswith("0") or "." not in text
+
+
+async def test_retention_shortened_by_the_city_shows_on_the_page(client: TestClient) -> None:
+    from conftest import admin_headers
+
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), json={"kind": "bin", "field": "temp", "days": 14})
+    assert resp.status == 200
+    page = await (await client.get("/transparency")).text()
+    row = re.search(r'<tr data-field="temp">(.*?)</tr>', page, re.S).group(1)
+    assert "14 days (policy allows 90)" in row
+    doc = await (await client.get("/transparency.json")).json()
+    temp = next(f for k in doc["kinds"] if k["kind"] == "bin" for f in k["fields"] if f["field"] == "temp")
+    assert (temp["retention_days"], temp["policy_retention_days"]) == (14, 90)
+
+
+def test_retention_longer_than_the_policy_is_never_shown() -> None:
+    doc = build_transparency(load_policy(), retention={"bin": {"temp": 9999}})
+    temp = next(f for k in doc["kinds"] if k["kind"] == "bin" for f in k["fields"] if f["field"] == "temp")
+    assert temp["retention_days"] == 90 and "policy_retention_days" not in temp
