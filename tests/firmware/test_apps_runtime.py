@@ -140,3 +140,28 @@ rt = runtime.build(CFG, IDENTITY, FakeMachine, BrokenBluetooth, root="/", log=lo
 print(json.dumps({"links": [type(l).__name__ for l in rt.links], "log": logged}))
 """)
     assert res == [{"links": ["UartLink"], "log": ["civicedge: BLE unavailable: OSError(19,)"]}]
+
+
+def test_hal_builds_esp32_objects_from_board_json(mpy: Mpy) -> None:
+    res = run(mpy, "streetlight-esp32", "sl-0004", """
+from civic.hal import hardware
+from civic.hal.clock import Clock
+hw = hardware.build(CFG, FakeMachine)
+light, lamp, cur = hw.light, hw.lamp, hw.lamp_current
+u = hw.uart()
+wdt = hw.start_watchdog(); hw.feed(); hw.feed()
+clock = Clock(FakeMachine.RTC())
+clock.set_time(1767225600 + 3723)          # 2026-01-01 01:02:03 UTC, a Thursday (weekday 3)
+print(json.dumps({"light": [light.pin.id, light.atten], "lamp": [lamp.pin.id, lamp.freq, lamp.duty],
+                  "cur": [cur.pin.id, cur.atten], "pir": [hw.pir.id, hw.pir.pull],
+                  "uart": [u.id, u.baudrate, u.tx, u.rx], "wdt": [FakeMachine.WDT.started, wdt.feeds],
+                  "rtc": FakeMachine.RTC().datetime(), "valid": Clock().valid(), "now": Clock().time() > 1700000000}))
+""")
+    r = res[-1]
+    assert r["light"] == [34, 3] and r["cur"] == [35, 3]          # ADC.ATTN_11DB
+    assert r["lamp"] == [25, 1000, 0]                              # PWM(freq=1000, duty_u16=0): dark at boot
+    assert r["pir"] == [27, 1]                                     # Pin.PULL_DOWN
+    assert r["uart"] == [2, 115200, 17, 16]
+    assert r["wdt"] == [[30000], 2]
+    assert r["rtc"] == [2026, 1, 1, 3, 1, 2, 3, 0]
+    assert r["valid"] is True and r["now"] is True                 # the wasm clock is the host's (synced)
