@@ -121,6 +121,9 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     if not candidates:
         raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold)
     check_capacity(candidates, settings.capacity_l)
+    if any(c.bin.id == DEPOT_ID for c in candidates):
+        # the CSV matrix and the outputs name the depot "depot"; a bin of that name would be ambiguous
+        raise InvalidInputError("bin id", DEPOT_ID, "is reserved for the depot; rename the device")
     places = [Place(DEPOT_ID, settings.depot.lat, settings.depot.lon)]
     places += [Place(c.bin.id, c.bin.lat, c.bin.lon) for c in candidates]
     matrix, source, warnings = build_matrix(settings.distances, places)

@@ -175,10 +175,17 @@ def select_bins(
     Returns:
         (candidates, skipped): candidates with alarms first (fire, then tip), then by expected
         fill descending, then id; skipped bins as (id, reason) for bins that cannot be planned.
+
+    Raises:
+        InvalidInputError: Two statuses have the same bin id.
     """
     candidates: list[Candidate] = []
     skipped: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for status in bins:
+        if status.id in seen:
+            raise InvalidInputError("bin id", status.id, "appears more than once in the bin list")
+        seen.add(status.id)
         if not _has_location(status):
             skipped.append((status.id, "no valid location (lat/lon) in the registry"))
             continue

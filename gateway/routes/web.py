@@ -2,10 +2,8 @@
 
 Mount it next to the other API routes::
 
-    from gateway.routes.config import load_plan_defaults
-    from gateway.routes.source import GatewayBinSource
-    from gateway.routes.web import routes_handlers
-    extra_routes = routes_handlers(GatewayBinSource(cfg.storage.path, registry), load_plan_defaults(cfg.source))
+    from gateway.routes.web import routes_for_gateway
+    app = create_app(..., extra_routes=routes_for_gateway(cfg, registry))   # [routes] of gateway.toml
 
 Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default today),
 ``format`` (json, geojson, csv; default json), ``depot`` (LAT,LON), ``vehicles``, ``capacity``
@@ -26,15 +24,17 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from gateway.routes.config import PlanDefaults
+from gateway.config import GatewayConfig
+from gateway.registry import Registry
+from gateway.routes.config import PlanDefaults, load_plan_defaults
 from gateway.routes.errors import InvalidInputError, NoBinsDueError, RoutesError
 from gateway.routes.model import Plan
 from gateway.routes.outputs import FORMATS, plan_to_dict, plan_to_geojson, render
 from gateway.routes.parsing import parse_date, parse_depot, parse_positive, parse_threshold
 from gateway.routes.planner import PlanSettings, plan_collection
-from gateway.routes.source import BinSource
+from gateway.routes.source import BinSource, GatewayBinSource
 
-__all__ = ["PLAN_PATH", "PlanDefaults", "routes_handlers"]
+__all__ = ["PLAN_PATH", "PlanDefaults", "routes_for_gateway", "routes_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,10 @@ _MAX_VEHICLES = 200
 
 
 def _error(exc: RoutesError) -> web.Response:
-    return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+    body = exc.to_dict()
+    if isinstance(exc, InvalidInputError):
+        body["param"] = exc.field  # the web API's name for the offending parameter
+    return web.json_response({"error": body}, status=exc.http_status)
 
 
 def _empty_plan(settings: PlanSettings, considered: int) -> Plan:
@@ -130,3 +133,19 @@ def routes_handlers(
     """
     endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock)
     return [web.get(PLAN_PATH, endpoint.handle)]
+
+
+def routes_for_gateway(config: GatewayConfig, registry: Registry | None = None) -> list[web.RouteDef]:
+    """Route definitions for a running gateway: its store, its registry, the ``[routes]`` of its config.
+
+    Args:
+        config: The gateway's validated configuration (``config.source`` is read for ``[routes]``).
+        registry: The gateway's open registry (default: opened from ``config.registry_dir`` per plan).
+
+    Raises:
+        InvalidInputError: A ``[routes]`` key is wrong (so the gateway refuses to start with it).
+        MatrixError: The configured matrix CSV is unusable.
+    """
+    defaults = load_plan_defaults(config.source) if config.source is not None else PlanDefaults()
+    source = GatewayBinSource(config.storage.path, registry if registry is not None else config.registry_dir)
+    return routes_handlers(source, defaults)

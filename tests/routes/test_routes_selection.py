@@ -136,3 +136,9 @@ def test_bad_settings(kw: dict[str, float]) -> None:
         SelectionSettings(round_start=ROUND_START, next_round=ROUND_START + timedelta(days=1), **kw)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         SelectionSettings(round_start=ROUND_START, next_round=ROUND_START)
+
+
+def test_duplicate_bin_ids_refused() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        select_bins([make_bin("b", [90]), make_bin("b", [10])], sel())
+    assert info.value.field == "bin id" and info.value.value == "b"

@@ -160,3 +160,9 @@ def test_plan_invariants(levels: list[tuple[int, str, float, float, float]], veh
     for c in plan.unserved:
         if c.is_alarm:
             assert all(math.ceil(c.load_l - 1e-9) > room for room in free), c.bin.id
+
+
+def test_bin_named_depot_refused() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        plan_collection([make_bin("depot", [90, 90])], settings())
+    assert "reserved for the depot" in str(info.value)

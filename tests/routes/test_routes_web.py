@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.routes.model import Depot
 from gateway.routes.source import GatewayBinSource
-from gateway.routes.web import PlanDefaults, routes_handlers
+from gateway.routes.errors import InvalidInputError
+from gateway.routes.web import PlanDefaults, routes_for_gateway, routes_handlers
 
 from routes_helpers import T0
 from routes_store import WINDOW_S, CityData
@@ -92,7 +93,7 @@ async def test_errors(client: TestClient, params: dict[str, str], status: int, c
     err = (await resp.json())["error"]
     assert err["code"] == code and err["message"]
     if field is not None:
-        assert err["field"] == field
+        assert err["field"] == field and err["param"] == field
 
 
 async def test_no_depot_configured_and_unreadable_store(city: CityData, tmp_path: Path) -> None:
@@ -119,3 +120,39 @@ async def test_cached_until_expiry(city: CityData) -> None:
         assert first == second
     finally:
         await c.close()
+
+
+async def test_mounted_in_the_gateway_web_app(city: CityData, tmp_path: Path) -> None:
+    """The endpoint inside the web engineer's app (its middlewares), configured from gateway.toml."""
+    from gateway.config import load_config
+    from gateway.resources import load_policy
+    from gateway.storage import ReportQueries
+    from gateway.web.app import create_app
+
+    cfg_path = tmp_path / "gateway.toml"
+    cfg_path.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n'
+                        '[routes]\ndepot = "52.37,4.89"\nvehicles = 1\ntime_limit_s = 0\n')
+    cfg = load_config(cfg_path)
+    queries = ReportQueries(cfg.storage.path)
+    app = create_app(store=queries, registry=city.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=None, extra_routes=routes_for_gateway(cfg, city.registry))
+    try:
+        async with TestClient(TestServer(app)) as c:
+            resp = await c.get("/api/routes/plan", params={"date": "2026-11-23"})
+            assert resp.status == 200, await resp.text()
+            doc = await resp.json()
+            assert doc["vehicles"] == 1 and doc["stops"] == 4
+            resp = await c.get("/api/routes/plan", params={"date": "someday"})
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "date"
+    finally:
+        queries.close()
+
+
+def test_bad_routes_table_stops_the_gateway_mount(city: CityData, tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    cfg_path = tmp_path / "gateway.toml"
+    cfg_path.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\nvehicles = "many"\n')
+    with pytest.raises(InvalidInputError) as info:
+        routes_for_gateway(load_config(cfg_path))
+    assert info.value.field == "routes.vehicles"
