@@ -50,11 +50,12 @@ def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) 
     folder = directory if directory is not None else boards_dir()
     text = str(name_or_path)
     candidate = Path(text)
-    if candidate.suffix == ".toml" or candidate.is_file():
-        if candidate.is_file():
-            return candidate
-    elif "/" not in text and (folder / f"{text}.toml").is_file():
-        return folder / f"{text}.toml"
+    if candidate.is_file():
+        return candidate
+    if "/" not in text:
+        named = folder / (text if text.endswith(".toml") else f"{text}.toml")
+        if named.is_file():
+            return named
     raise BoardNotFoundError(source=text, available=list_boards(folder))
 
 

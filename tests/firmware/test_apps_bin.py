@@ -197,3 +197,29 @@ print(json.dumps([rep.sent, app.state["tn"], app.state["lid"]]))
     assert [o[1] for o in outputs] == [1, 2, 1, 2]
     assert [o[2] for o in outputs] == [0, 1, 1, 1]
     assert (flash / "state" / "bin.json").is_file()
+
+
+def test_awake_bin_counts_lid_by_irq_and_reads_on_schedule(mpy: Mpy) -> None:
+    """A bin board that stays powered (sleep mode none): the asyncio loop on the real event loop."""
+    res = run_app(mpy, T0, """
+import asyncio
+app.mode = "none"
+async def world():
+    for i in range(40):
+        clock.ms += 1000                         # 1 virtual s per poll
+        if i in (3, 4, 20):                      # openings at 3 s and 4 s (one, refractory 5 s) and 20 s
+            lid.v = 1
+            lid.pulse()
+        else:
+            lid.v = 0
+        await asyncio.sleep_ms(5)
+    task.cancel()
+    await asyncio.sleep_ms(5)
+    print(json.dumps([app.state["lid"], app.state["tn"], lid.trigger, hw.fed > 0]))
+task = asyncio.create_task(app.run_awake(poll_ms=5))
+asyncio.create_task(world())
+""")
+    lid_count, readings, trigger, fed = res
+    assert lid_count == 2
+    assert readings == 1               # the first reading at start; the next is due after 300 s
+    assert trigger == 1 and fed        # IRQ on the rising edge (lid active high)

@@ -72,6 +72,15 @@ def test_load_by_path(tmp_path: Path) -> None:
     assert load_board(str(path)).source == path
 
 
+def test_name_with_suffix_and_other_directory(tmp_path: Path) -> None:
+    assert load_board("bin-esp32c3.toml").name == "bin-esp32c3"
+    (tmp_path / "mine.toml").write_text(BIN)
+    assert load_board("mine", directory=tmp_path).kind == "bin"
+    with pytest.raises(BoardNotFoundError) as info:
+        load_board("streetlight-esp32", directory=tmp_path)
+    assert info.value.available == ["mine"]
+
+
 def test_unknown_board_name_lists_available() -> None:
     with pytest.raises(BoardNotFoundError) as info:
         load_board("toaster-esp8266")
