@@ -43,6 +43,11 @@ class Session:
         on_config: callable(dict) called with the accepted keys of a newer CONFIG.
         resend_ms: re-send pending frames if no ACK came this long after sending.
         ticks_ms: callable returning a millisecond tick (``time.ticks_ms``).
+
+    Attributes:
+        config: ``{"seq": n, "values": {...}}`` last applied CONFIG (from flash at boot; apps
+            apply ``config["values"]`` at start-up, and later get changes via ``on_config``).
+        stats: counters ``sent``, ``acks``, ``configs``, ``bad``, ``time_sync``.
     """
 
     def __init__(self, device_id, key, outbox, seq, set_time=None, now=time.time,
@@ -65,10 +70,11 @@ class Session:
         self.config = {"seq": 0, "values": {}}
         try:
             raw = atomic.read(config_path)
-            if raw is not None:
-                self.config = json.loads(raw)
+            stored = json.loads(raw) if raw is not None else None
         except ValueError:
-            pass  # damaged config file: keep defaults, the gateway will resend
+            stored = None  # damaged config file: keep defaults, the gateway will resend
+        if isinstance(stored, dict) and isinstance(stored.get("seq"), int) and isinstance(stored.get("values"), dict):
+            self.config = stored
 
     def restart(self):
         """Re-send every pending frame from the start (link came back, or boot)."""
