@@ -100,3 +100,31 @@ async def test_bin_deep_sleeps_between_readings_and_keeps_state_in_flash(tmp_pat
         assert "alarm" not in board.console_text()    # 20 C, upright: no fire, no tip
     finally:
         await board.stop()
+
+
+async def test_streetlight_lamp_failure_and_motion_boost_on_a_virtual_board(tmp_path) -> None:
+    start = T0 + 3600                                 # 02:00 local: schedule 40 %
+    board = VirtualBoard("streetlight-esp32", device_id="sl-sim-2", flash_dir=tmp_path / "flash", speed=None,
+                         seed=2, start_ms=start * 1000, paced=False)
+    await board.start()
+    try:
+        await advance_until(board, "running")
+        port = serial.Serial(board.data_path, timeout=0.3)
+        await board.stimulus("light", 5)
+        await board.advance(10, chunk_s=1)
+        dimmed = (await board.state())["pwm"]["25"]["duty"]
+        await board.stimulus("pir", 1)                # someone walks under the lamp
+        await board.advance(1, chunk_s=1)
+        await board.stimulus("pir", 0)
+        await board.advance(2, chunk_s=1)
+        boosted = (await board.state())["pwm"]["25"]["duty"]
+        await board.stimulus("lamp_failed", 1)        # the lamp dies: no current at any level
+        await board.advance(30, chunk_s=1)
+        await asyncio.sleep(0.3)
+        bodies = [decode_body(parse_frame(f).body) for f in read_frames(port)]
+        alarms = [b for b in bodies if b["t"] == "alarm"]
+        assert dimmed == 40 * 65535 // 100 and boosted == 65535
+        assert alarms and alarms[0]["a"] == ["lamp_fail"] and alarms[0]["w"] % 60 == 0
+        assert "alarm lamp_fail" in board.console_text()
+    finally:
+        await board.stop()
