@@ -39,6 +39,23 @@ class RadioLink(LocalLink):
     need advertisements, and a CONNECT_IND concerns only its advertiser.
     """
 
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        # Controllers that scan or initiate a connection, kept up to date by RadioController,
+        # so an advertisement costs O(listeners), not O(controllers).
+        self.listening: set[Controller] = set()
+
+    def set_listening(self, controller: Controller, listening: bool) -> None:
+        """Record whether ``controller`` wants advertisements (scanning or connecting)."""
+        if listening:
+            self.listening.add(controller)
+        else:
+            self.listening.discard(controller)
+
+    def remove_controller(self, controller: Controller) -> None:
+        self.listening.discard(controller)
+        super().remove_controller(controller)
+
     def send_advertising_pdu(self, sender_controller: Any, packet: Any) -> None:
         loop = asyncio.get_running_loop()
         if isinstance(packet, ll.ConnectInd):
@@ -46,10 +63,8 @@ class RadioLink(LocalLink):
             if target is not None and target is not sender_controller:
                 loop.call_soon(target.on_ll_advertising_pdu, packet)
             return
-        for controller in self.controllers:
-            if controller is sender_controller:
-                continue
-            if controller.le_scan_enable or controller.pending_le_connection is not None:
+        for controller in list(self.listening):
+            if controller is not sender_controller:
                 loop.call_soon(controller.on_ll_advertising_pdu, packet)
 
 
@@ -63,10 +78,36 @@ class RadioController(Controller):
     """One emulated BLE controller on a room's :class:`~bumble.link.LocalLink`."""
 
     le_features = hci.LeFeatureMask(Controller.le_features & _NO_EXTENDED)
+    _scan_on: bool = False
+    _pending: Any = None
     # LE Data Length Extension (as on the ESP32): 251-byte link-layer payloads.
     le_acl_data_packet_length = 251
     supported_max_tx_octets = 251
     supported_max_rx_octets = 251
+
+    # Scanning and initiating state are properties so the link learns who listens.
+    @property
+    def le_scan_enable(self) -> bool:
+        return self._scan_on
+
+    @le_scan_enable.setter
+    def le_scan_enable(self, value: bool) -> None:
+        self._scan_on = bool(value)
+        self._update_listening()
+
+    @property
+    def pending_le_connection(self) -> Any:
+        return self._pending
+
+    @pending_le_connection.setter
+    def pending_le_connection(self, value: Any) -> None:
+        self._pending = value
+        self._update_listening()
+
+    def _update_listening(self) -> None:
+        link = self.__dict__.get("link")
+        if isinstance(link, RadioLink):
+            link.set_listening(self, self._scan_on or self._pending is not None)
 
     def _peer_controller(self, address: hci.Address) -> Controller | None:
         link: LocalLink = self.link

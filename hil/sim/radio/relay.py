@@ -93,7 +93,7 @@ class RadioServer:
             return
         link = self.rooms.get(room)
         if link is None:
-            link = self.rooms[room] = RadioLink()  # type: ignore[no-untyped-call]
+            link = self.rooms[room] = RadioLink()
         self._counter += 1
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         controller = RadioController(f"{room}#{self._counter}", link=link)
