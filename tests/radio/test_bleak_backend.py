@@ -176,3 +176,14 @@ async def test_pair_before_connect_encrypts_the_link(
         assert await client.read_gatt_char(TX) == bytearray(b"hello sl-pair-1")
         with pytest.raises(BleakError):
             await client.unpair()
+
+
+async def test_passive_scan_gets_no_scan_response(
+        radio: RadioHandle, spawn_peripheral: Callable[..., PeripheralProcess]) -> None:
+    board = spawn_peripheral("sl-passive-1")
+    scanner_cls, _ = make_backends(radio.url)
+    found = await BleakScanner.discover(timeout=1.0, scanning_mode="passive", backend=scanner_cls,
+                                        return_adv=True)
+    _device, adv = found[board.address]
+    assert SERVICE in adv.service_uuids
+    assert adv.local_name is None  # the name is only in the scan response (as the firmware sends it)
