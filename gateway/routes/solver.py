@@ -8,8 +8,10 @@ Node 0 is the depot, node i (1..n) the i-th candidate. The model:
   penalty 100x higher, full bins 2x the predicted ones;
 * alarm bins come first on their route, fires before tip-overs: arcs from a non-alarm bin to an
   alarm bin, and from a tip-over bin to a fire bin, are removed from the model. (A soft cost on
-  the distance driven before each alarm was tried: it made the first solution ~10x slower on
-  700 bins, for no change in the order the hard rule already gives.);
+  the distance driven before each alarm, to also spread alarms over vehicles, was tried and
+  dropped: it made the first solution ~10x slower on 700 bins.);
+* when the total load exceeds the fleet, the least urgent bins are set aside before solving
+  (:func:`triage`), so what is left unserved is chosen by urgency, not by the search;
 * first solution by the savings heuristic (deterministic; it keeps the alarm chains feasible,
   where path-cheapest-arc strands them), improved by guided local search until the time limit.
   Should a first solution still leave out an alarm bin, the search is redone once from a
