@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from hil.backends.errors import BackendError
 from hil.boards import BoardDefinition
@@ -26,6 +27,14 @@ STATES: tuple[str, ...] = ("off", "flashed", "provisioned", "reporting")
 
 # Seen on the console when the firmware dies while starting (any MicroPython traceback).
 CRASH_PATTERN = re.compile(rb"Traceback \(most recent call last\):.*?\n(\w+(?:Error|Exception)[^\r\n]*)", re.S)
+# firmware/main.py prints one of these lines when it starts or refuses to.
+REFUSAL_PATTERN = re.compile(rb"civicedge: ((?:cannot start|not provisioned|safe mode|recovery mode)[^\r\n]*)")
+REPORTING_POLL_S = 0.1
+
+
+def running_pattern(device_id: str) -> re.Pattern[bytes]:
+    """The console line firmware/main.py prints once the app runs: ``civicedge: <kind> <id> running``."""
+    return re.compile(rb"civicedge: \S+ " + re.escape(device_id.encode()) + rb" running")
 
 
 class BoardStateError(BackendError):
@@ -78,6 +87,9 @@ class BoardHandle:
         data_url: pyserial URL of the UART data link the gateway opens, if the board has one here.
         ble_address: BLE address on the virtual radio, if any.
         resource: the backend object (``VirtualBoard``, ``QemuMachine``, or a ``Lease``).
+        control: backend-specific powers, e.g. :class:`hil.backends.sim_driver.SimControl`
+            (stimuli, faults, virtual clock) on the sim backend; None elsewhere.
+        extras: what the steps recorded (sync result, boot console, image).
     """
 
     backend: str
@@ -89,6 +101,7 @@ class BoardHandle:
     data_url: str | None = None
     ble_address: str | None = None
     resource: Any = None
+    control: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
     _dut: Dut | None = field(default=None, repr=False)
 
@@ -141,6 +154,9 @@ class BoardDriver(Protocol):
     def stop(self, handle: BoardHandle) -> None:
         """Power the board off / release it (any state -> ``off``)."""
 
+    def close(self) -> None:
+        """Release what the driver shares between boards (after every board is stopped)."""
+
 
 class Strategy:
     """Brings boards to a state with a :class:`BoardDriver`.
@@ -174,12 +190,64 @@ class Strategy:
             handle.state = state
         return handle
 
+    def close(self) -> None:
+        """Release the driver's shared resources (e.g. the simulator host)."""
+        self.driver.close()
+
     def power_off(self, handle: BoardHandle) -> None:
         """Stop the board and release its resources (idempotent)."""
         handle.close_dut()
         if handle.state != "off" or handle.resource is not None:
             self.driver.stop(handle)
         handle.state = "off"
+
+
+def wait_reporting_text(handle: BoardHandle, read_console: Callable[[], bytes], *, deadline: float) -> None:
+    """Poll the console text until the firmware says it runs; raise on refusal, crash or timeout.
+
+    Raises:
+        BoardStateError: the firmware refused to start, crashed, or said nothing in time.
+    """
+    running = running_pattern(handle.device_id)
+    while True:
+        console = read_console()
+        _raise_on_failure(handle, console)
+        if running.search(console):
+            handle.extras["boot_console"] = console.decode(errors="replace")
+            return
+        if time.monotonic() > deadline:
+            raise BoardStateError("firmware did not report that it runs", board=handle.definition.name,
+                                  state=handle.state, target="reporting", console=console.decode(errors="replace"))
+        time.sleep(REPORTING_POLL_S)
+
+
+def wait_reporting_dut(handle: BoardHandle, *, timeout_s: float) -> None:
+    """Watch the console through the DUT (firmware keeps running) until it says it runs.
+
+    Raises:
+        BoardStateError: the firmware refused to start, crashed, or said nothing in time.
+    """
+    running = running_pattern(handle.device_id)
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen += handle.dut.read_output(duration_s=min(0.5, max(0.0, deadline - time.monotonic())))
+        _raise_on_failure(handle, seen)
+        if running.search(seen):
+            handle.extras["boot_console"] = seen.decode(errors="replace")
+            return
+        if time.monotonic() > deadline:
+            raise BoardStateError("firmware did not report that it runs", board=handle.definition.name,
+                                  state=handle.state, target="reporting", console=seen.decode(errors="replace"))
+
+
+def _raise_on_failure(handle: BoardHandle, console: bytes) -> None:
+    refusal = REFUSAL_PATTERN.search(console)
+    if refusal is not None:
+        raise BoardStateError(f"firmware refused to start: {refusal.group(1).decode(errors='replace')}",
+                              board=handle.definition.name, state=handle.state, target="reporting",
+                              console=console.decode(errors="replace"))
+    check_console_for_crash(handle, console, target="reporting")
 
 
 def check_console_for_crash(handle: BoardHandle, console: bytes, *, target: str) -> None:

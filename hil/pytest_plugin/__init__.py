@@ -48,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hil-lease-dir", default=None,
                     help="serial backend: directory of board leases shared by the rig's runs "
                          "(default: $XDG_RUNTIME_DIR or /tmp /civicedge-leases)")
+    group.addoption("--hil-sim-speed", type=float, default=1.0, metavar="X",
+                    help="sim backend: virtual seconds per wall second (0 = as fast as possible; default 1)")
     group.addoption("--hil-lease-wait", type=float, default=30.0, metavar="SECONDS",
                     help="serial backend: how long to wait for a board another run holds (default 30)")
 
@@ -59,6 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "requires(*capabilities): run only where the HIL backend has these capabilities "
         f"({', '.join(sorted(KNOWN_CAPABILITIES))}); skipped with the reason otherwise")
     config.addinivalue_line("markers", "board(name): board definition for the hil_board fixture")
+    config.addinivalue_line("markers", "sim(speed=X, seed=N): virtual clock speed and noise seed of the test's "
+                            "virtual boards (sim backend only; other backends ignore it)")
     config.addinivalue_line("markers", "fleet(**counts): board mix of the hil_fleet fixture, board_name=count")
     config.stash[settings_key] = HilSettings.from_config(config)
 

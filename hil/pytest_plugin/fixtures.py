@@ -44,12 +44,13 @@ class Fleet:
         return self.boards[index]
 
     def power_off(self) -> None:
-        """Stop every board (errors are logged so that all boards get stopped)."""
+        """Stop every board (errors are logged so that all boards get stopped), then the driver."""
         for board in reversed(self.boards):
             try:
                 self.strategy.power_off(board)
             except Exception as exc:  # noqa: BLE001 - teardown must reach every board
                 log.warning("stopping %s failed: %s", board.device_id, exc)
+        self.strategy.close()
 
 
 def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
@@ -63,7 +64,13 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
             pytest.skip(f"sim backend unavailable: {reason}")
         # Boards whose only link is BLE report over the virtual radio.
         ble_only = any(d.ble is not None and d.uart is None for d in definitions)
-        return SimDriver(radio_url=request.getfixturevalue("hil_radio") if ble_only else None)
+        mark = request.node.get_closest_marker("sim")
+        opts = dict(mark.kwargs) if mark is not None else {}
+        unknown = set(opts) - {"speed", "seed"}
+        if unknown or mark is not None and mark.args:
+            raise pytest.UsageError(f"{request.node.nodeid}: sim(...) takes speed= and seed= only")
+        return SimDriver(radio_url=request.getfixturevalue("hil_radio") if ble_only else None,
+                         speed=opts.get("speed", settings.sim_speed), seed=opts.get("seed"))
     definition = definitions[0]
     if settings.backend == "qemu":
         from hil.backends.qemu.driver import QemuDriver
@@ -122,7 +129,10 @@ def hil_board(request: pytest.FixtureRequest, hil_settings: HilSettings, hil_boa
         strategy.transition(handle, "reporting")
         yield handle
     finally:
-        strategy.power_off(handle)
+        try:
+            strategy.power_off(handle)
+        finally:
+            strategy.close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ class HilSettings:
         qemu_image: ``--hil-qemu-image`` (qemu backend).
         lease_dir: directory of board leases (serial backend).
         lease_wait_s: how long to wait for a board held by another run.
+        sim_speed: virtual seconds per wall second for virtual boards (0 = as fast as possible).
     """
 
     backend: str
@@ -34,6 +35,7 @@ class HilSettings:
     qemu_image: Path | None
     lease_dir: Path
     lease_wait_s: float = 30.0
+    sim_speed: float | None = 1.0
     _manifest: CapabilityManifest | None = field(default=None, repr=False)
     _boards: dict[str, BoardDefinition] = field(default_factory=dict, repr=False)
 
@@ -49,6 +51,7 @@ class HilSettings:
             qemu_image=Path(image) if image else None,
             lease_dir=Path(lease_dir) if lease_dir else default_lease_dir(),
             lease_wait_s=float(config.getoption("--hil-lease-wait", default=30.0)),
+            sim_speed=float(config.getoption("--hil-sim-speed", default=1.0)),
         )
 
     def board(self, name: str | None = None) -> BoardDefinition:

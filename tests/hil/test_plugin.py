@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Iterator
 
 import pytest
 
@@ -145,26 +146,49 @@ def test_hil_board_skips_without_a_serial_port(pytester: pytest.Pytester) -> Non
     result.stdout.fnmatch_lines(["*serial backend: no board given (--hil-port*"])
 
 
-def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, repl_peer: ReplPeer,
+@pytest.fixture
+def blank_virtual_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A virtual board with MicroPython only (empty flash, no identity): a freshly flashed real board."""
+    from hil.backends.sim_driver import _LoopThread, simulator_unavailable_reason
+    from hil.sim.board import VirtualBoard
+
+    reason = simulator_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    loop = _LoopThread()
+    board = VirtualBoard("bin-esp32c3", flash_dir=tmp_path_factory.mktemp("blank-flash"), install=False)
+    try:
+        loop.run(board.start(), timeout_s=120)
+        yield board
+    finally:
+        loop.run(board.stop(), timeout_s=60)
+        loop.close()
+
+
+def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, blank_virtual_board: Any,
                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Serial backend end to end against a MicroPython REPL on a pty standing in for a USB board:
-    lease, sync firmware by hash, write identity, soft reset, then the test uses the console."""
+    """Serial backend end to end on a console pty, as on a USB board with only MicroPython on it:
+    lease, sync our firmware by hash, write the identity, soft reset, firmware reports it runs."""
     lease_dir = tmp_path_factory.mktemp("leases")
     pytester.makepyfile("""
-        import json, os
+        import json
         import pytest
 
         @pytest.mark.board("bin-esp32c3")
         def test_board(hil_board):
             assert hil_board.state == "reporting" and hil_board.backend == "serial"
             assert hil_board.resource.held  # the lease
+            assert "bin " + hil_board.device_id + " running" in hil_board.extras["boot_console"]
+            assert len(hil_board.extras["sync"].copied) > 10 and hil_board.extras["sync"].unchanged == ()
             dut = hil_board.dut
-            ident = json.loads(dut.read_file("/identity.json"))
-            assert ident == hil_board.identity and ident["kind"] == "bin"
-            assert dut.eval("json.loads(open('/board.json').read())['name']".replace("json.", "__import__('json').")) == "bin-esp32c3"
-            assert len(hil_board.extras["sync"].copied) > 10
+            assert json.loads(dut.read_file("/identity.json")) == hil_board.identity
+            assert dut.eval("__import__('json').loads(open('/board.json').read())['name']") == "bin-esp32c3"
+            # A second sync of the same files finds nothing to copy: hashes match on the device.
+            files = hil_board.extras["files"]
+            again = dut.sync_files(files)
+            assert again.copied == () and len(again.unchanged) == len(files)
     """)
-    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", repl_peer.path,
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", blank_virtual_board.console_path,
                                 "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert not any(p.suffix == ".lease" for p in lease_dir.iterdir()), "lease not released"

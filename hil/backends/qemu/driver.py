@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from gateway.resources import firmware_dir
-from hil.backends.board import BoardHandle, check_console_for_crash
+from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError
 from hil.backends.qemu.image import build_flash_image
 from hil.backends.qemu.launcher import QemuMachine, find_qemu
@@ -27,16 +27,16 @@ class QemuDriver:
     Args:
         release_image: MicroPython release ``.bin`` for the board's chip (``--hil-qemu-image``).
         qemu_binary: explicit QEMU executable (else found on PATH).
-        settle_s: how long to watch the console after boot for a crash.
+        start_timeout_s: limit for the emulated firmware to say it runs (QEMU is slow).
     """
 
     backend = "qemu"
 
     def __init__(self, *, release_image: Path | None, qemu_binary: str | None = None,
-                 settle_s: float = 3.0) -> None:
+                 start_timeout_s: float = 120.0) -> None:
         self.release_image = release_image
         self.qemu_binary = qemu_binary
-        self.settle_s = settle_s
+        self.start_timeout_s = start_timeout_s
 
     def check_available(self, chip: str) -> None:
         """Raise unless QEMU for ``chip`` and a release image are available (callers skip on it).
@@ -75,9 +75,10 @@ class QemuDriver:
         machine.start()
         handle.resource = machine
         handle.console_url = machine.serial_url
-        out = handle.dut.read_output(duration_s=self.settle_s)
-        handle.extras["boot_console"] = out.decode(errors="replace")
-        check_console_for_crash(handle, out, target="reporting")
+        wait_reporting_dut(handle, timeout_s=self.start_timeout_s)
+
+    def close(self) -> None:
+        """Nothing is shared between QEMU boards."""
 
     def stop(self, handle: BoardHandle) -> None:
         """Stop QEMU."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from gateway.resources import firmware_dir
-from hil.backends.board import BoardHandle, check_console_for_crash
+from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError
 from hil.backends.serial.lease import DEFAULT_LEASE_S, Lease
 from hil.backends.serial.select import BoardSelector, MacReader, PortInfo, select_board
@@ -29,7 +29,7 @@ class SerialDriver:
         lease_dir: directory of leases shared by the rig's runs.
         lease_s: lease lifetime (refreshed while held).
         lease_wait_s: how long to wait for a board another run holds.
-        settle_s: how long to watch the console after boot for a crash.
+        start_timeout_s: limit for the firmware to say it runs after the soft reset.
         ports: injectable port list (tests); listed from the OS when None.
         read_mac: injectable MAC reader (tests); esptool when None.
     """
@@ -37,7 +37,7 @@ class SerialDriver:
     backend = "serial"
 
     def __init__(self, *, selector: str | None, lease_dir: Path, lease_s: float = DEFAULT_LEASE_S,
-                 lease_wait_s: float = 0.0, settle_s: float = 3.0, ports: Sequence[PortInfo] | None = None,
+                 lease_wait_s: float = 0.0, start_timeout_s: float = 60.0, ports: Sequence[PortInfo] | None = None,
                  read_mac: MacReader | None = None,
                  files: Callable[[BoardHandle], dict[str, bytes]] | None = None) -> None:
         if not selector:
@@ -47,7 +47,7 @@ class SerialDriver:
         self.lease_dir = lease_dir
         self.lease_s = lease_s
         self.lease_wait_s = lease_wait_s
-        self.settle_s = settle_s
+        self.start_timeout_s = start_timeout_s
         self._ports = ports
         self._read_mac = read_mac
         self._files = files or (lambda h: firmware_files(firmware_dir(),
@@ -70,19 +70,21 @@ class SerialDriver:
         """Sync our firmware files (and /board.json) by hash."""
         if handle.resource is None:
             self.attach(handle)
-        result = handle.dut.sync_files(self._files(handle))
-        handle.extras["sync"] = result
+        files = self._files(handle)
+        handle.extras["files"] = files
+        handle.extras["sync"] = handle.dut.sync_files(files)
 
     def provision(self, handle: BoardHandle) -> None:
         """Write /identity.json (the key goes over the local console only, never to logs)."""
         handle.dut.write_file("/identity.json", json.dumps(handle.identity, sort_keys=True).encode())
 
     def start(self, handle: BoardHandle) -> None:
-        """Soft-reset so boot.py and main.py run; fail on a traceback during ``settle_s``."""
-        out = handle.dut.soft_reset().encode()
-        out += handle.dut.read_output(duration_s=self.settle_s)
-        handle.extras["boot_console"] = out.decode(errors="replace")
-        check_console_for_crash(handle, out, target="reporting")
+        """Soft-reset so boot.py and main.py run, and wait for the firmware's "running" line."""
+        handle.dut.soft_reset()
+        wait_reporting_dut(handle, timeout_s=self.start_timeout_s)
+
+    def close(self) -> None:
+        """Nothing is shared between serial boards."""
 
     def stop(self, handle: BoardHandle) -> None:
         """Close the console and release the lease (the board keeps running its firmware)."""

@@ -1,0 +1,65 @@
+"""The plugin's fixtures on the sim backend: real virtual boards, a real gateway process, SQLite.
+
+These tests use the fixtures directly (the session runs with the default ``--hil-backend sim``);
+on another backend they skip or run against that backend, as an integrator's tests would.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hil.backends.board import BoardHandle
+from hil.dut.errors import DeviceError
+from hil.pytest_plugin.fixtures import Fleet
+from hil.pytest_plugin.gateway_process import GatewayProcess
+from hil.sim.errors import StimulusError
+
+pytestmark = [pytest.mark.timeout(180)]
+
+
+@pytest.mark.sim(speed=60)
+@pytest.mark.requires("uart")
+def test_board_reports_through_a_real_gateway_into_sqlite(hil_board: BoardHandle,
+                                                          hil_gateway: GatewayProcess) -> None:
+    assert hil_board.state == "reporting"
+    assert re.search(rf"civicedge: streetlight {hil_board.device_id} running", hil_board.extras["boot_console"])
+    rows = hil_gateway.wait_for_reports(count=2, device_id=hil_board.device_id, timeout_s=120)
+    assert {r["kind"] for r in rows} == {"streetlight"}
+    assert [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
+    assert all(r["link"].startswith("serial:") for r in rows)
+    # Nothing personal is stored raw: any motion count present is the noisy release.
+    assert all("pir_raw" not in r["m"] for r in rows)
+
+
+def test_console_dut_stops_and_restarts_the_firmware(hil_board: BoardHandle) -> None:
+    dut = hil_board.dut
+    assert dut.eval("len(open('/identity.json').read()) > 0") is True
+    with pytest.raises(DeviceError) as err:
+        dut.exec("import civic.nonexistent_module")
+    assert err.value.exception_type == "ImportError"
+    out = hil_board.restart_firmware()
+    assert "soft reboot" in out
+    dut.expect(rf"civicedge: \S+ {hil_board.device_id} running", timeout_s=60)
+
+
+@pytest.mark.fleet(**{"streetlight-esp32": 2})
+def test_fleet_boards_share_one_simulator_process(hil_fleet: Fleet) -> None:
+    assert len(hil_fleet) == 2 and all(b.state == "reporting" for b in hil_fleet)
+    assert hil_fleet[0].device_id != hil_fleet[1].device_id
+    assert hil_fleet[0].identity["key"] != hil_fleet[1].identity["key"]
+    pids = {b.resource.host.pid for b in hil_fleet}
+    assert len(pids) == 1 and None not in pids
+    assert len({b.console_url for b in hil_fleet} | {b.data_url for b in hil_fleet}) == 4
+
+
+@pytest.mark.sim(speed=30)
+def test_sim_control_drives_stimuli(hil_board: BoardHandle) -> None:
+    control = hil_board.control
+    control.stimulus("light", 5)
+    state = control.state()
+    assert state["state"] == "running"
+    with pytest.raises(StimulusError) as err:
+        control.stimulus("no-such-sensor", 1)
+    assert "no-such-sensor" in str(err.value)
