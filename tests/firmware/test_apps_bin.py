@@ -223,3 +223,18 @@ asyncio.create_task(world())
     assert lid_count == 2
     assert readings == 1               # the first reading at start; the next is due after 300 s
     assert trigger == 1 and fed        # IRQ on the rising edge (lid active high)
+
+
+def test_reads_every_minute_while_a_fire_may_be_starting(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+nexts = []
+for uv, t in [(1835632, 10), (1835632, 310), (1143344, 610), (1143344, 670), (871419, 730), (1835632, 790),
+              (1835632, 1090)]:
+    temp.uv = uv            # 20, 20, 40 (+4 C/min: watch, no alarm), 40, 50 (+10 C/min: fire), 20, 20 C
+    reading_at(START + t)
+    nexts.append(app.state["next"] - clock.time())
+print(json.dumps([nexts, [b["a"] for b in rep.of("alarm")]]))
+""")
+    nexts, alarms = res
+    assert nexts == [300, 300, 60, 300, 60, 300, 300]   # back to 5 min once it cooled and the alarm cleared
+    assert alarms == [["fire"]]

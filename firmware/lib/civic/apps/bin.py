@@ -19,6 +19,8 @@ from civic.sense.window import period_start
 from civic.store import atomic
 
 PING_GAP_MS = 60  # let the previous ping's echoes die out
+WATCH_S = 60  # reading interval while a fire may be starting
+WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 
 
 def fresh_state():
@@ -128,6 +130,7 @@ class BinApp(AppBase):
         """Account one reading: alarms at once, then window sums; close finished periods first."""
         st = self.state
         self._close_periods(now_s)
+        prev = self.fire.prev
         if self.fire.update(deci, now_s):
             self._alarm(["fire"], now_s, {"temp": c_from_deci(deci)})
         self.tip_check(now_s, tilted)
@@ -138,7 +141,21 @@ class BinApp(AppBase):
         if tilted:
             st["tilt"] = 1
         st["bat"] = bat
-        st["next"] = now_s + self.interval_s
+        st["next"] = now_s + self.next_interval(deci, now_s, prev)
+
+    def next_interval(self, deci, now_s, prev):
+        """Seconds to the next reading: ``interval_s``, or ``WATCH_S`` while the temperature is
+        near the fire threshold, or rising at half the alarm rate or more since ``prev``
+        (``(deci, time_s)`` of the previous reading), or the fire alarm is on."""
+        f = self.fire
+        near = deci >= f.threshold_deci - WATCH_MARGIN_DECI
+        rising = False
+        if prev is not None:
+            dt = now_s - prev[1]
+            rising = dt > 0 and (deci - prev[0]) * 60 * 2 >= f.rise_c_per_min * 10 * dt
+        if near or rising or f.active:
+            return min(self.interval_s, WATCH_S)
+        return self.interval_s
 
     def tip_check(self, now_s, tilted):
         """Tip-over alarm once per incident (latched until the bin is upright again)."""
