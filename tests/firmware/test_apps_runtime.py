@@ -165,3 +165,34 @@ print(json.dumps({"light": [light.pin.id, light.atten], "lamp": [lamp.pin.id, la
     assert r["wdt"] == [[30000], 2]
     assert r["rtc"] == [2026, 1, 1, 3, 1, 2, 3, 0]
     assert r["valid"] is True and r["now"] is True                 # the wasm clock is the host's (synced)
+
+
+def test_config_frame_changes_dimming_and_survives_reboot(mpy: Mpy) -> None:
+    from gateway.protocol.frame import FRAME_CONFIG
+
+    config = encode_serial(build_frame(FRAME_CONFIG, "sl-0005", 1,
+                                       {"dim_schedule": [[0, 25]], "boost_level": 90, "colour": "red"}, KEY))
+    res = run(mpy, "streetlight-esp32", "sl-0005", f"""
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
+uart = FakeMachine.uarts[0]
+uart.inbox += {config!r}
+rt.links[0].poll()
+first = [rt.app.dimmer.schedule, rt.app.dimmer.boost_level]
+rt2 = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")      # reboot: same flash
+print(json.dumps({{"first": first, "after_reboot": [rt2.app.dimmer.schedule, rt2.app.dimmer.boost_level]}}))
+""")
+    r = res[-1]
+    assert r["first"] == [[[0, 25]], 90]
+    assert r["after_reboot"] == [[[0, 25]], 90]
+
+
+def test_bin_config_interval_and_fire_threshold(mpy: Mpy) -> None:
+    res = run(mpy, "bin-esp32c3", "bin-0002", """
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
+app = rt.app
+app.configure({"interval_s": 600, "fire_c": 60, "fire_rise_c_per_min": 8})
+good = [app.interval_s, app.fire.threshold_deci, app.fire.rise_c_per_min]
+app.configure({"interval_s": 5, "fire_c": 1000, "fire_rise_c_per_min": True})
+print(json.dumps({"good": good, "after_bad": [app.interval_s, app.fire.threshold_deci, app.fire.rise_c_per_min]}))
+""")
+    assert res[-1] == {"good": [600, 600, 8], "after_bad": [600, 600, 8]}
