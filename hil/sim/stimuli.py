@@ -41,7 +41,10 @@ def parse_at_ms(text: str | int, start_ms: int) -> int:
     m = re.match(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$", s)
     if m:
         start = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
-        t = start.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=int(m.group(3) or 0), microsecond=0)
+        try:
+            t = start.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=int(m.group(3) or 0), microsecond=0)
+        except ValueError as exc:
+            raise StimulusError(f"not a time of day: {text!r}", value=text) from exc
         if t.timestamp() * 1000 < start_ms:
             t += dt.timedelta(days=1)
         return int(t.timestamp() * 1000)
