@@ -187,3 +187,16 @@ async def test_passive_scan_gets_no_scan_response(
     _device, adv = found[board.address]
     assert SERVICE in adv.service_uuids
     assert adv.local_name is None  # the name is only in the scan response (as the firmware sends it)
+
+
+async def test_connect_works_after_a_timed_out_attempt_on_the_same_adapter(
+        radio: RadioHandle, spawn_peripheral: Callable[..., PeripheralProcess]) -> None:
+    board = spawn_peripheral("sl-retry-1")
+    scanner_cls, client_cls = make_backends(radio.url)
+    # A running scanner keeps the shared central (one controller) alive across both attempts:
+    # the timed-out attempt must really be cancelled in the controller.
+    async with BleakScanner(backend=scanner_cls):
+        with pytest.raises(TimeoutError):
+            await BleakClient("C0:11:22:33:44:66", backend=client_cls, timeout=0.5).connect()
+        async with BleakClient(board.address, backend=client_cls, timeout=5) as client:
+            assert await client.read_gatt_char(TX) == bytearray(b"hello sl-retry-1")

