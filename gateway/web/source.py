@@ -43,13 +43,30 @@ class StoreFleetSource:
         self._registry = registry
         self._policy = policy
         self._clock = clock
+        self._cache_key: tuple[Any, ...] | None = None
+        self._cache: list[DeviceView] = []
 
     def _fields(self) -> list[str]:
         return sorted({f for k in self._policy.get("kinds", {}).values() for f in k.get("fields", {})})
 
     def devices(self) -> Sequence[DeviceView]:
-        """All devices, registry first; reporting state from the store."""
+        """All devices, registry first; reporting state from the store.
+
+        The snapshot is reused while nothing changed: same number of stored reports, same
+        registry rows, same minute (alarms expire and retention runs on the minute scale).
+        """
         now = int(self._clock())
+        if self._registry is not None:
+            base = [(r.id, r.kind, r.zone, float(r.lat), float(r.lon), bool(r.revoked)) for r in self._registry.list()]
+        else:
+            base = [(a.device, a.kind, a.zone, 0.0, 0.0, False) for a in self._store.devices()]
+        key = (self._store.count_reports(), tuple(base), now // 60)
+        if key != self._cache_key:
+            self._cache = self._snapshot(now, base)
+            self._cache_key = key
+        return list(self._cache)
+
+    def _snapshot(self, now: int, base: list[tuple[str, str, str, float, float, bool]]) -> list[DeviceView]:
         activity = {a.device: a for a in self._store.devices()}
         latest: dict[str, dict[str, int]] = {}
         latest_at: dict[str, dict[str, int]] = {}
@@ -63,10 +80,6 @@ class StoreFleetSource:
                     latest_at.setdefault(rep.device, {})[fname] = rep.w + rep.l
         alarms = self._open_alarms(now, last_win)
         lamp_changes = self._lamp_changes(now)
-        if self._registry is not None:
-            base = [(r.id, r.kind, r.zone, float(r.lat), float(r.lon), bool(r.revoked)) for r in self._registry.list()]
-        else:
-            base = [(a.device, a.kind, a.zone, 0.0, 0.0, False) for a in activity.values()]
         out = []
         for dev_id, kind, zone, lat, lon, revoked in base:
             act = activity.get(dev_id)
@@ -92,13 +105,24 @@ class StoreFleetSource:
         return by_device
 
     def _lamp_changes(self, now: int) -> dict[str, int]:
-        """When a lamp last went from failed (1) to working (0): a lamp change or repair."""
+        """When a lamp that raised ``lamp_fail`` was first seen working again (lamp changed or repaired).
+
+        Only devices with a ``lamp_fail`` alarm in the last 7 days are read back, so the cost
+        follows the number of failures, not the size of the store.
+        """
+        last_fail: dict[str, int] = {}
+        for rec in self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1):
+            if rec.code == "lamp_fail":
+                last_fail[rec.device] = max(rec.w, last_fail.get(rec.device, rec.w))
         changed: dict[str, int] = {}
-        previous: dict[str, int] = {}
-        for r in self._store.readings(field="lamp", start=now - LAMP_HISTORY_S, end=now + 1):
-            if previous.get(r.device) == 1 and r.value == 0:
-                changed[r.device] = r.w
-            previous[r.device] = r.value
+        for device, since in last_fail.items():
+            failed = True
+            for r in self._store.readings(field="lamp", start=since, end=now + 1, device=device):
+                if r.value == 1:
+                    failed = True
+                elif failed:
+                    changed[device] = r.w
+                    failed = False
         return changed
 
     def readings(self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None,

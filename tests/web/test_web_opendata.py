@@ -246,3 +246,19 @@ def test_container_status_mapping(latest: dict[str, int], codes: tuple[str, ...]
     assert e["status"] == status
     if "fill" in latest:
         assert e["fillingLevel"] == latest["fill"] / 100
+
+
+async def test_repaired_lamp_closes_its_alarm_and_dates_the_lamp_change(client: TestClient, fleet: Fleet) -> None:
+    # sl-02 raised lamp_fail at 11:00 and reported lamp = 1 since; the crew replaces the lamp.
+    before = await (await client.get("/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-02")).json(
+        content_type=None)
+    assert before["status"]["value"] == "defectiveLamp" and "dateLastLampChange" not in before
+    await fleet.report("sl-02", {"t": "win", "k": "streetlight", "w": NOW, "l": 900,
+                                 "m": {"lux": 0, "lvl": 100, "lamp": 0}})
+    resp = await client.get("/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-02?options=keyValues")
+    entity = await resp.json(content_type=None)
+    check_key_values(entity)
+    assert entity["status"] == "ok" and entity["powerState"] == "on"
+    assert entity["dateLastLampChange"] == "2026-11-21T12:00:00Z"
+    alarms = await (await client.get("/api/alarms")).json()
+    assert [a["code"] for a in alarms["alarms"]] == ["fire"]
