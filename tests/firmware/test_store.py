@@ -103,3 +103,14 @@ def test_seq_refuses_to_wrap(flash_run: Callable[..., Any], tmp_path: Path) -> N
         "try:\n    S.next()\nexcept SeqExhausted:\n    print('exhausted')\n"
     )
     assert flash_run(code, flash).stdout.split() == [str(0xFFFFFFFF), "exhausted"]
+
+
+def test_atomic_read_recovers_a_complete_temp_file(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """FAT path: target removed, power lost before the rename -> the complete temp file is the state."""
+    code = (
+        "import os\nfrom civic.store import atomic\n"
+        "atomic.write('/flash/a', b'new state')\nos.rename('/flash/a', '/flash/a.tmp')\n"
+        "print(atomic.read('/flash/a'))\n"
+        "open('/flash/b.tmp', 'wb').write(b'\\x00\\x01\\x02\\x03half')\nprint(atomic.read('/flash/b'))\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["b'new state'", "None"]

@@ -1,9 +1,11 @@
 """Atomic, checksummed small files on flash.
 
 ``write`` stores ``crc32(payload) (4 bytes BE) + payload`` in ``path + ".tmp"`` and then
-``os.rename``s it over ``path``. On LittleFS (ESP32) and POSIX a rename replaces the target
-atomically, so after a power loss the file holds either the old or the new content, never a
-mix; the CRC also catches a file damaged any other way.
+``os.rename``s it over ``path``. On LittleFS (the ESP32 default) and POSIX a rename replaces the
+target atomically, so after a power loss the file holds either the old or the new content, never
+a mix; the CRC also catches a file damaged any other way. On FAT, where rename cannot replace,
+the target is removed first; if power fails between the two steps, ``read`` finds the complete
+(CRC-valid) temp file and returns it, which is the newer state.
 """
 
 import binascii
@@ -47,7 +49,11 @@ def write(path, payload):
     with open(tmp, "wb") as f:
         f.write(struct.pack(">I", binascii.crc32(payload) & 0xFFFFFFFF))
         f.write(payload)
-    os.rename(tmp, path)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # FAT: rename does not replace an existing file
+        remove(path)
+        os.rename(tmp, path)
 
 
 class CorruptFile(ValueError):
@@ -62,20 +68,31 @@ class CorruptFile(ValueError):
         self.path = path
 
 
+def _load(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _valid(data):
+    return len(data) >= 4 and struct.unpack(">I", data[:4])[0] == binascii.crc32(data[4:]) & 0xFFFFFFFF
+
+
 def read(path):
     """Return the payload stored by :func:`write`, or None if ``path`` does not exist.
+
+    If ``path`` is missing but a complete temp file is there (power lost between a FAT
+    remove and rename), the temp file's payload is returned.
 
     Raises:
         CorruptFile: the file is shorter than its header or its CRC does not match.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    if len(data) < 4:
+    data = _load(path)
+    if data is None:
+        tmp = _load(path + TMP_SUFFIX)
+        return tmp[4:] if tmp is not None and _valid(tmp) else None
+    if not _valid(data):
         raise CorruptFile(path)
-    payload = data[4:]
-    if struct.unpack(">I", data[:4])[0] != binascii.crc32(payload) & 0xFFFFFFFF:
-        raise CorruptFile(path)
-    return payload
+    return data[4:]
