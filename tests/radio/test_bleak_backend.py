@@ -65,6 +65,7 @@ async def test_connect_read_write_notify_at_mtu(
     device, _ = await find(scanner_cls, "sl-io-1")
     async with BleakClient(device, backend=client_cls, mtu=mtu) as client:
         assert client.is_connected
+        assert client.name == "sl-io-1"
         assert client.mtu_size == mtu
         tx = client.services.get_characteristic(TX)
         assert tx is not None and {"read", "notify"} <= set(tx.properties)

@@ -138,7 +138,8 @@ class VirtualBleakClient(BaseBleakClient):
             raise BleakError(f"mtu must be 23..517, got {self._requested_mtu}")
         self._op_timeout = op_timeout
         self._service_filter = services
-        self._name = self.address
+        self._name = (address_or_ble_device.name if isinstance(address_or_ble_device, BLEDevice)
+                      and address_or_ble_device.name else self.address)
         self._peer_address = self._resolve_address(address_or_ble_device)
         self._central: SharedCentral | None = None
         self._connection: Connection | None = None
