@@ -164,7 +164,9 @@ class OsrmTable:
             raise MatrixError(self.base_url, f"HTTP {exc.code}: {detail}") from exc
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise MatrixUnreachableError(self.base_url, f"unreachable ({reason})") from exc
+            timed_out = isinstance(reason, (socket.timeout, TimeoutError))
+            what = f"no answer within {self.timeout_s:g} s" if timed_out else "unreachable"
+            raise MatrixUnreachableError(self.base_url, f"{what} ({reason})", timed_out=timed_out) from exc
         try:
             data = json.loads(body)
         except ValueError as exc:

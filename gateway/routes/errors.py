@@ -146,9 +146,19 @@ class MatrixError(RoutesError):
 
 
 class MatrixUnreachableError(MatrixError):
-    """The OSRM endpoint did not answer (refused, timeout); callers fall back to great-circle."""
+    """The OSRM endpoint did not answer; callers fall back to great-circle.
+
+    Attributes:
+        timed_out: True when it accepted the connection but did not answer in time, False when it
+            could not be reached at all (refused, unknown host, network down).
+    """
 
     reason = "matrix_unreachable"
+
+    def __init__(self, source: str, problem: str, *, timed_out: bool) -> None:
+        super().__init__(source, problem)
+        self.timed_out = timed_out
+        self.details["timed_out"] = timed_out
 
 
 class SolverError(RoutesError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -138,8 +140,9 @@ async def test_osrm_non_json_answer_falls_back() -> None:
 
 def test_osrm_unreachable_port_raises_then_plan_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     provider = OsrmTable(f"http://127.0.0.1:{closed_port()}", timeout_s=2)
-    with pytest.raises(MatrixUnreachableError):
+    with pytest.raises(MatrixUnreachableError) as info:
         provider.matrix(PLACES)
+    assert info.value.timed_out is False
     bins = scattered_bins(12, seed=1, full_share=1.0)
     with caplog.at_level(logging.WARNING):
         plan = plan_collection(bins, PlanSettings(day=DAY, depot=DEPOT, time_limit_s=0, distances=provider))
@@ -166,3 +169,18 @@ async def test_plan_with_osrm_uses_road_distances() -> None:
 def test_osrm_bad_url(url: str) -> None:
     with pytest.raises(MatrixError):
         OsrmTable(url)
+
+
+def test_osrm_silent_server_times_out_and_plan_falls_back() -> None:
+    # A listening socket that never answers: the TCP connection is accepted by the kernel, no reply comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        provider = OsrmTable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(MatrixUnreachableError) as info:
+            provider.matrix(PLACES)
+        assert time.monotonic() - started < 5
+        assert info.value.timed_out is True and "no answer within 0.5 s" in info.value.problem
+        _, source, warnings = build_matrix(provider, PLACES)
+    assert source.startswith("great-circle (fallback") and warnings
