@@ -56,13 +56,23 @@ def hourly_rows(readings: Iterable[ReadingView], policy: Mapping[str, Any]) -> l
     return rows
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """Neutralise text a spreadsheet would run as a formula (OWASP CSV injection guidance)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """Render rows from :func:`hourly_rows` as CSV text with a header line (RFC 4180 quoting)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row[k] for k in CSV_COLUMNS})
+        writer.writerow({k: _cell(row[k]) for k in CSV_COLUMNS})
     return buf.getvalue()
 
 

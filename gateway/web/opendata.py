@@ -12,6 +12,7 @@ ROUTES = web.RouteTableDef()
 LD_JSON = "application/ld+json"
 GEO_JSON = "application/geo+json"
 ENTITY_TYPES = ("Streetlight", "WasteContainer")
+CSV_MAX_RANGE_S = 31 * 86400
 
 
 def _options(request: web.Request) -> bool:
@@ -68,7 +69,7 @@ async def readings_csv(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     q = request.query
     params.reject_unknown(q, ("from", "to", "field", "zone"))
-    since, until = params.parse_range(q, now=ctx.now(), default_s=86400)
+    since, until = params.parse_range(q, now=ctx.now(), default_s=86400, max_s=CSV_MAX_RANGE_S)
     fields = params.parse_fields(q, ctx.known_fields())
     zone = params.parse_zone(q)
     published = {d.id for d in ngsi.publishable(ctx.fleet.devices())}

@@ -35,14 +35,16 @@ def parse_time(value: str, name: str) -> int:
     return ts
 
 
-def parse_range(query: Mapping[str, str], *, now: int, default_s: int) -> tuple[int, int]:
-    """Read ``from``/``to`` (defaults: the last ``default_s`` seconds up to ``now``)."""
+def parse_range(
+    query: Mapping[str, str], *, now: int, default_s: int, max_s: int = MAX_RANGE_S
+) -> tuple[int, int]:
+    """Read ``from``/``to`` (defaults: the last ``default_s`` seconds up to ``now``; at most ``max_s``)."""
     until = parse_time(query["to"], "to") if "to" in query else now + 1
     since = parse_time(query["from"], "from") if "from" in query else until - default_s
     if since >= until:
         raise BadParameter(f"'from' ({since}) must be before 'to' ({until})", param="from")
-    if until - since > MAX_RANGE_S:
-        raise BadParameter(f"time range longer than {MAX_RANGE_S // 86400} days", param="to")
+    if until - since > max_s:
+        raise BadParameter(f"time range longer than {max_s // 86400} days", param="to")
     return since, until
 
 

@@ -262,3 +262,18 @@ async def test_repaired_lamp_closes_its_alarm_and_dates_the_lamp_change(client: 
     assert entity["dateLastLampChange"] == "2026-11-21T12:00:00Z"
     alarms = await (await client.get("/api/alarms")).json()
     assert [a["code"] for a in alarms["alarms"]] == ["fire"]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised() -> None:
+    from gateway.web.export import rows_to_csv
+
+    row = {"hour": "2026-11-21T11:00:00Z", "device": "-2+3", "kind": "bin", "zone": "=HYPERLINK(\"x\")",
+           "field": "fill", "unit": "%", "aggregate": "mean", "value": -5, "values": 1}
+    parsed = next(csv.DictReader(io.StringIO(rows_to_csv([row]))))
+    assert parsed["device"] == "'-2+3" and parsed["zone"].startswith("'=")
+    assert parsed["value"] == "-5"  # numbers stay numbers
+
+
+async def test_csv_range_is_bounded(client: TestClient) -> None:
+    resp = await client.get(f"/opendata/readings.csv?from={NOW - 40 * 86400}&to={NOW}")
+    assert resp.status == 400 and "31 days" in (await resp.json())["error"]["message"]
