@@ -123,6 +123,13 @@ def test_bin_volumes_flag(city: CityData, tmp_path: Path, capsys: pytest.Capture
     assert code == 2 and "id,volume_l" in err
 
 
+def test_unwritable_out_and_bare_group(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(plan_args(city, "--out", str(tmp_path / "no" / "such" / "dir.json")), capsys)
+    assert code == 2 and "invalid out" in err
+    code, out, _ = run(["routes"], capsys)
+    assert code == 2 and "plan" in out
+
+
 def test_no_bins_due_exit_3(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(plan_args(city, "--date", "2026-11-10"), capsys)  # before any report
     assert code == 3 and out == ""
