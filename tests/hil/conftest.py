@@ -7,7 +7,7 @@ import subprocess
 import threading
 import tty
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -40,3 +40,22 @@ def repl_peer() -> Iterator[ReplPeer]:
         yield peer
     finally:
         peer.close()
+
+
+@pytest.fixture
+def blank_virtual_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A virtual board with MicroPython only (empty flash, no identity): a freshly flashed real board."""
+    from hil.backends.sim_driver import _LoopThread, simulator_unavailable_reason
+    from hil.sim.board import VirtualBoard
+
+    reason = simulator_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    loop = _LoopThread()
+    board = VirtualBoard("bin-esp32c3", flash_dir=tmp_path_factory.mktemp("blank-flash"), install=False)
+    try:
+        loop.run(board.start(), timeout_s=120)
+        yield board
+    finally:
+        loop.run(board.stop(), timeout_s=60)
+        loop.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -144,25 +144,6 @@ def test_hil_board_skips_without_a_serial_port(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest("--hil-backend", "serial", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*serial backend: no board given (--hil-port*"])
-
-
-@pytest.fixture
-def blank_virtual_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A virtual board with MicroPython only (empty flash, no identity): a freshly flashed real board."""
-    from hil.backends.sim_driver import _LoopThread, simulator_unavailable_reason
-    from hil.sim.board import VirtualBoard
-
-    reason = simulator_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    loop = _LoopThread()
-    board = VirtualBoard("bin-esp32c3", flash_dir=tmp_path_factory.mktemp("blank-flash"), install=False)
-    try:
-        loop.run(board.start(), timeout_s=120)
-        yield board
-    finally:
-        loop.run(board.stop(), timeout_s=60)
-        loop.close()
 
 
 def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, blank_virtual_board: Any,

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import serial
 
+from hil.dut import Dut
 from hil.backends.errors import QemuNotFoundError, QemuStartError, QmpError, UnsupportedChipError
+from hil.backends.qemu.image import build_flash_image
 from hil.backends.qemu.launcher import QemuMachine, find_qemu, qemu_command
 from hil.backends.qemu.qmp import QmpClient
 
@@ -118,3 +120,32 @@ def test_port_probe_does_not_confuse_closed_ports() -> None:
     with pytest.raises(QmpError) as err:
         QmpClient("127.0.0.1", free, timeout_s=0.5)
     assert err.value.error_class == "connection"
+
+
+def test_data_uart_gets_its_own_serial_in_uart_order(tmp_path: Path) -> None:
+    cmd = qemu_command(binary="q", machine="esp32", image=tmp_path / "f.bin", serial_port=1, qmp_port=2,
+                       data_uart=(2, 3))
+    serials = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-serial"]
+    assert serials == ["tcp:127.0.0.1:1,server,nowait", "null", "tcp:127.0.0.1:3,server,nowait"]
+
+
+RELEASE_ESP32 = os.environ.get("CIVICEDGE_MPY_RELEASE_ESP32")
+
+
+@pytest.mark.timeout(300)
+def test_esp32_image_boots_in_espressif_qemu(tmp_path: Path) -> None:
+    """Full QEMU path: release image + our littlefs, boot, REPL over socket://, QMP reset."""
+    reason = espressif_qemu_reason("esp32")
+    if reason is not None:
+        pytest.skip(reason)
+    if not RELEASE_ESP32:
+        pytest.skip("no MicroPython release image: set CIVICEDGE_MPY_RELEASE_ESP32=ESP32_GENERIC-v1.27.0.bin")
+    built = build_flash_image(release_image=Path(RELEASE_ESP32), chip="esp32", output=tmp_path / "flash.bin",
+                              files={"/hello.txt": b"hi from littlefs", "/main.py": b"print('civic-qemu-main')\n"})
+    with QemuMachine(image=built.path, chip="esp32") as machine, Dut(machine.serial_url) as dut:
+        machine.reset()  # boot again with the console attached
+        dut.expect("civic-qemu-main", timeout_s=180)
+        assert dut.read_file("/hello.txt") == b"hi from littlefs"
+        assert dut.eval("__import__('sys').platform") == "esp32"
+        machine.reset()
+        dut.expect("civic-qemu-main", timeout_s=180)

@@ -19,7 +19,7 @@ from hil.sim.errors import StimulusError
 pytestmark = [pytest.mark.timeout(180)]
 
 
-@pytest.mark.sim(speed=60)
+@pytest.mark.sim(speed=200)
 @pytest.mark.requires("uart")
 def test_board_reports_through_a_real_gateway_into_sqlite(hil_board: BoardHandle,
                                                           hil_gateway: GatewayProcess) -> None:

@@ -69,12 +69,18 @@ class QemuDriver:
         handle.extras["image"] = image
 
     def start(self, handle: BoardHandle) -> None:
-        """Boot QEMU on the image and watch the console for a crash."""
+        """Boot QEMU on the image and wait for the firmware's "running" line."""
+        uart = handle.definition.uart
         machine = QemuMachine(image=handle.extras["image"].path, chip=handle.definition.chip,
-                              binary=self.qemu_binary)
+                              binary=self.qemu_binary, data_uart_id=uart.id if uart is not None else None)
         machine.start()
         handle.resource = machine
         handle.console_url = machine.serial_url
+        handle.data_url = machine.data_url
+        # Output sent before a client connects to QEMU's TCP serial is dropped: attach first,
+        # then reset so the whole boot is seen.
+        handle.dut.read_output(duration_s=0.1)
+        machine.reset()
         wait_reporting_dut(handle, timeout_s=self.start_timeout_s)
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hil.backends.errors import QemuNotFoundError, QemuStartError, QmpError, UnsupportedChipError
+from hil.backends.errors import BackendError, QemuNotFoundError, QemuStartError, QmpError, UnsupportedChipError
 from hil.backends.qemu.qmp import QmpClient
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,23 @@ def find_qemu(chip: str, *, binary: str | None = None) -> tuple[str, QemuTarget]
 
 
 def qemu_command(*, binary: str, machine: str, image: Path, serial_port: int, qmp_port: int,
-                 extra_args: Sequence[str] = ()) -> list[str]:
-    """Build the QEMU command line (no display; flash as an MTD drive; serial and QMP on loopback TCP)."""
+                 data_uart: tuple[int, int] | None = None, extra_args: Sequence[str] = ()) -> list[str]:
+    """Build the QEMU command line (no display; flash as an MTD drive; serial and QMP on loopback TCP).
+
+    Args:
+        data_uart: ``(uart id, tcp port)`` of the board's data UART; QEMU maps the n-th
+            ``-serial`` to UART n, so unused UARTs in between get ``null``.
+    """
+    serials = ["-serial", f"tcp:127.0.0.1:{serial_port},server,nowait"]
+    if data_uart is not None:
+        uart_id, port = data_uart
+        for _ in range(1, uart_id):
+            serials += ["-serial", "null"]
+        serials += ["-serial", f"tcp:127.0.0.1:{port},server,nowait"]
     return [
         binary, "-nographic", "-machine", machine,
         "-drive", f"file={image},if=mtd,format=raw",
-        "-serial", f"tcp:127.0.0.1:{serial_port},server,nowait",
+        *serials,
         "-qmp", f"tcp:127.0.0.1:{qmp_port},server,nowait",
         "-monitor", "none",
         *extra_args,
@@ -109,10 +120,15 @@ class QemuMachine:
         machine: override the ``-machine`` value (testing the launcher on other QEMU machines).
         extra_args: more QEMU arguments.
         start_timeout_s: limit for QEMU to open its serial port.
+        data_uart_id: UART number of the board's data link (e.g. 2) to expose on its own TCP port.
     """
 
     def __init__(self, *, image: Path, chip: str, binary: str | None = None, machine: str | None = None,
-                 extra_args: Sequence[str] = (), start_timeout_s: float = 20.0) -> None:
+                 extra_args: Sequence[str] = (), start_timeout_s: float = 20.0,
+                 data_uart_id: int | None = None) -> None:
+        if data_uart_id is not None and data_uart_id < 1:
+            raise BackendError(f"data UART id must be >= 1 (UART0 is the console), got {data_uart_id}",
+                               data_uart_id=data_uart_id)
         if machine is None:
             self._binary, target = find_qemu(chip, binary=binary)
             self._machine = target.machine
@@ -127,11 +143,18 @@ class QemuMachine:
         self._proc: subprocess.Popen[bytes] | None = None
         self.serial_port = 0
         self.qmp_port = 0
+        self.data_uart_id = data_uart_id
+        self.data_port = 0
 
     @property
     def serial_url(self) -> str:
         """pyserial URL of the console (for :class:`hil.dut.Dut`)."""
         return f"socket://127.0.0.1:{self.serial_port}"
+
+    @property
+    def data_url(self) -> str | None:
+        """pyserial URL of the data UART, when one was asked for."""
+        return None if self.data_uart_id is None else f"socket://127.0.0.1:{self.data_port}"
 
     @property
     def pid(self) -> int | None:
@@ -145,8 +168,13 @@ class QemuMachine:
             QemuStartError: QEMU exited or did not open its serial port in time.
         """
         self.serial_port, self.qmp_port = free_tcp_port(), free_tcp_port()
+        data = None
+        if self.data_uart_id is not None:
+            self.data_port = free_tcp_port()
+            data = (self.data_uart_id, self.data_port)
         cmd = qemu_command(binary=self._binary, machine=self._machine, image=self.image,
-                           serial_port=self.serial_port, qmp_port=self.qmp_port, extra_args=self._extra)
+                           serial_port=self.serial_port, qmp_port=self.qmp_port, data_uart=data,
+                           extra_args=self._extra)
         log.info("starting %s", " ".join(cmd))
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE)
