@@ -53,9 +53,11 @@ class Gateway:
             outbox_max_bytes=config.mqtt.outbox_max_bytes if config.mqtt else 0,
             outbox_policy=config.mqtt.outbox_policy if config.mqtt else "drop_oldest",
         )
+        sim_clock = config.sim_clock
+        clock = time.time if sim_clock is None else (lambda: sim_clock.now(time.time()))
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
-                                    batch_max=config.storage.batch_max)
+                                    batch_max=config.storage.batch_max, clock=clock)
         self.transports: list[Transport] = [
             SerialTransport(p.port, baud=p.baud, metrics=self.metrics) for p in config.serial
         ]

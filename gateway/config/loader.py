@@ -21,12 +21,13 @@ from gateway.config.model import (
     HttpConfig,
     MqttConfig,
     SerialPortConfig,
+    SimClockConfig,
     StorageConfig,
 )
 from gateway.errors import ConfigError
 from gateway.resources import load_policy
 
-_SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention",
+_SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
              "routes")  # [routes] is validated by gateway.routes.config
 MIN_TOKEN_LEN = 16
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
@@ -171,9 +172,16 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
     http = _parse_http(_Section(top.data.get("http", {}), "http", source,
                                 ("enabled", "listen", "port", "admin_token_file")), base)
     overrides, interval = _parse_retention(top.data.get("retention", {}), source)
+    sim_clock = None
+    if "sim_clock" in top.data:
+        sc = _Section(top.data["sim_clock"], "sim_clock", source, ("speed", "virtual_at", "wall_at"))
+        sc.get("speed", float, required=True)
+        sim_clock = SimClockConfig(speed=sc.number("speed", float, None, 0.001, 1e6),
+                                   virtual_at=sc.get("virtual_at", float, required=True),
+                                   wall_at=sc.get("wall_at", float, required=True))
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
-                         source=source)
+                         sim_clock=sim_clock, source=source)
 
 
 def _parse_ble(sec: _Section) -> BleConfig:

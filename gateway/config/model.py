@@ -62,6 +62,24 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class SimClockConfig:
+    """Clock of a simulated fleet running faster than real time (never used in production).
+
+    The gateway's time (ACK time sync, ``received_at``) becomes
+    ``virtual_at + (wall time - wall_at) * speed``, so boards in virtual time are not pulled back
+    to the wall clock by every ACK.
+    """
+
+    speed: float
+    virtual_at: float
+    wall_at: float
+
+    def now(self, wall: float) -> float:
+        """Return the virtual unix time at wall time ``wall``."""
+        return self.virtual_at + (wall - self.wall_at) * self.speed
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole gateway configuration.
 
@@ -76,6 +94,7 @@ class GatewayConfig:
         http: web surface settings, or None when disabled.
         retention_overrides: ``(kind, field) -> days``; may only shorten policy.json retention.
         retention_interval_s: how often the retention task runs.
+        sim_clock: virtual clock of a simulated fleet, or None (system clock).
         source: the file this came from (None for built-in defaults).
     """
 
@@ -89,4 +108,5 @@ class GatewayConfig:
     http: HttpConfig | None = None
     retention_overrides: dict[tuple[str, str], int] = field(default_factory=dict)
     retention_interval_s: float = 3600.0
+    sim_clock: SimClockConfig | None = None
     source: Path | None = None

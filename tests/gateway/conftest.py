@@ -45,3 +45,18 @@ def make_env(tmp_path: Path, *, serial: tuple[str, ...] = (), mqtt_port: int | N
     path = tmp_path / "gateway.toml"
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real mosquitto on a free loopback port (skips where mosquitto is not installed)."""
+    from procs import Mosquitto
+
+    import shutil
+
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed (scripts/setup installs it)")
+    b = Mosquitto(tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop()

@@ -41,6 +41,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[retention.bin]\nfill = 9999\n", "bad_value", "retention.bin.fill"),
         ("[retention.bin]\nmot = 3\n", "unknown_key", "retention.bin.mot"),
         ("[gateway\n", "syntax", ""),
+        ("[sim_clock]\nspeed = 60\nwall_at = 1.0\n", "missing", "sim_clock.virtual_at"),
+        ("[sim_clock]\nspeed = 0\nwall_at = 1.0\nvirtual_at = 2.0\n", "bad_value", "sim_clock.speed"),
     ],
 )
 def test_config_errors(tmp_path: Path, text: str, reason: str, key: str) -> None:
@@ -80,7 +82,12 @@ admin_token_file = "admin.token"
 interval_s = 60
 [retention.streetlight]
 lux = 30
+[sim_clock]
+speed = 60
+virtual_at = 1000.0
+wall_at = 10.0
 """))
+    assert cfg.sim_clock is not None and cfg.sim_clock.now(11.0) == 1060.0
     assert cfg.id == "gw-1" and cfg.data_dir == tmp_path / "d"
     assert cfg.storage.path == tmp_path / "d" / "reports.sqlite" and cfg.storage.batch_ms == 10
     assert [p.baud for p in cfg.serial] == [115200, 9600]

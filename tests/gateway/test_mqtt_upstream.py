@@ -2,72 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from conftest import KEYS, make_env
 from helpers import report_frame
-from procs import GatewayProcess, Mosquitto, PtyDevice
+from procs import GatewayProcess, Mosquitto, PtyDevice, Subscriber
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    import shutil
-
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (scripts/setup installs it)")
-    b = Mosquitto(tmp_path / "mosquitto")
-    b.start()
-    yield b
-    b.stop()
-
-
-class Subscriber:
-    """A persistent-session QoS 1 subscriber (survives broker restarts with queued messages)."""
-
-    def __init__(self, port: int, topic: str = "city/#") -> None:
-        self.messages: list[tuple[str, dict[str, object]]] = []
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub", clean_session=False)
-        self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect("127.0.0.1", port, keepalive=5)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, json.loads(msg.payload)))
-
-    def wait_subscribed(self, timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while not self.subscribed.is_set():
-            assert time.monotonic() < end, "subscription not acknowledged"
-            time.sleep(0.02)
-
-    def seqs(self, device: str) -> list[int]:
-        with self._lock:
-            return [int(p["seq"]) for _, p in self.messages if p["device"] == device]  # type: ignore[call-overload]
-
-    def wait(self, device: str, count: int, timeout: float = 20.0) -> None:
-        end = time.monotonic() + timeout
-        while len(set(self.seqs(device))) < count:
-            if time.monotonic() > end:
-                raise AssertionError("got %d/%d messages: %r" % (len(set(self.seqs(device))), count, self.seqs(device)))
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_delivery_outage_and_ordered_drain(tmp_path: Path, broker: Mosquitto) -> None:

@@ -93,11 +93,10 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> Non
     try:
         gw.start()
         gw.wait_log("opened %s" % dev.path)
-        for start in range(1, total + 1, 20):
-            dev.send([frames[s] for s in range(start, start + 20)])
-            dev.pump(0.01)
-            if dev.acks.get("bin-1", 0) >= 60:
-                break
+        dev.send([frames[s] for s in range(1, 101)])
+        dev.wait_ack("bin-1", 60)
+        dev.send([frames[s] for s in range(101, 201)])  # more in flight while the gateway dies
+        time.sleep(0.03)
         gw.proc.kill()  # type: ignore[union-attr]  # SIGKILL mid-ingest
         gw.proc.wait(10)  # type: ignore[union-attr]
         dev.pump(0.2)
