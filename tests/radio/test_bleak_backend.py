@@ -201,3 +201,22 @@ async def test_connect_works_after_a_timed_out_attempt_on_the_same_adapter(
             await BleakClient("C0:11:22:33:44:66", backend=client_cls, timeout=0.5).connect()
         async with BleakClient(board.address, backend=client_cls, timeout=5) as client:
             assert await client.read_gatt_char(TX) == bytearray(b"hello sl-retry-1")
+
+
+async def test_relay_survives_garbage_and_rejects_bad_rooms(
+        radio: RadioHandle, spawn_peripheral: Callable[..., PeripheralProcess]) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    board = spawn_peripheral("sl-garbage-1")
+    async with connect(radio.url) as ws:
+        await ws.send(b"\x01\xff")           # truncated HCI command
+        await ws.send(b"\x77garbage-bytes")  # unknown packet type
+        await ws.send(b"")
+    base = radio.url.rsplit("/", 1)[0]
+    with pytest.raises(ConnectionClosed):
+        async with connect(base + "/bad%20room") as ws:
+            await ws.recv()
+    _, client_cls = make_backends(radio.url)
+    async with BleakClient(board.address, backend=client_cls, timeout=5) as client:
+        assert await client.read_gatt_char(TX) == bytearray(b"hello sl-garbage-1")
