@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_BODY_TIMEOUT_S = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT_S = 15.0
 HealthCheck = Callable[[], Sequence[str]]
 
 
@@ -97,6 +98,7 @@ def build_app(
     clock: Callable[[], float] = time.time,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
 
@@ -111,14 +113,21 @@ def build_app(
         clock: unix-seconds clock (tests pass a fixed one).
         max_body_bytes: request body limit; larger bodies get 413.
         body_timeout_s: time a client has to send its request body.
+        keepalive_timeout_s: idle keep-alive connections are closed after this.
     """
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         token=AdminToken(admin_token), health_checks=tuple(health_checks), clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
     )
+    # Connection limits travel with the app (handler_args override the runner's arguments), so
+    # they hold under any AppRunner: idle keep-alive closed, small header limits, no access log
+    # (a request line could carry a mistyped token).
+    handler_args = {"keepalive_timeout": keepalive_timeout_s, "max_line_size": 4096, "max_field_size": 4096,
+                    "max_headers": 64, "access_log": None}
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=[_security_headers, _errors_middleware]
+        client_max_size=max_body_bytes, middlewares=[_security_headers, _errors_middleware],
+        handler_args=handler_args,
     )
     app[CONTEXT_KEY] = ctx
     app.add_routes(pages.ROUTES)
@@ -144,6 +153,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -160,6 +170,7 @@ def create_app(
         clock: unix-seconds clock.
         max_body_bytes: request body limit (413 above).
         body_timeout_s: time a client has to send its request body (408 after).
+        keepalive_timeout_s: idle keep-alive connections are closed after this.
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -172,7 +183,7 @@ def create_app(
     return build_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         admin_token=admin_token, health_checks=health_checks, extra_routes=extra_routes, clock=clock,
-        max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+        max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
     )
 
 
@@ -196,19 +207,14 @@ class HttpServer:
 
 
 async def start_http(
-    app: web.Application, *, host: str, port: int, keepalive_timeout_s: float = 15.0,
-    shutdown_timeout_s: float = 5.0,
+    app: web.Application, *, host: str, port: int, shutdown_timeout_s: float = 5.0,
 ) -> HttpServer:
     """Serve ``app`` on ``host:port`` (port 0 picks a free port) and return the running server.
 
-    Idle keep-alive connections are closed after ``keepalive_timeout_s``; request bodies must
-    arrive within the app's ``body_timeout_s``; header lines are capped by aiohttp's limits.
-    Access logs are off: a request line could carry a token in a mis-typed query string.
+    The app's connection limits apply (see :func:`build_app`); request bodies must arrive within
+    the app's ``body_timeout_s``.
     """
-    runner = web.AppRunner(
-        app, access_log=None, keepalive_timeout=keepalive_timeout_s, shutdown_timeout=shutdown_timeout_s,
-        max_line_size=4096, max_field_size=4096, max_headers=64,
-    )
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

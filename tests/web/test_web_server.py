@@ -40,3 +40,37 @@ async def test_oversized_header_is_refused_and_requests_are_not_access_logged(
     # No access log line: a mistyped token in a URL or header must not reach the logs.
     assert "zone=centre" not in caplog.text
     assert ADMIN_TOKEN not in caplog.text
+
+
+async def test_limits_hold_under_a_plain_app_runner(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """The gateway service may serve the app with its own ``web.AppRunner(app)``: the idle
+    timeout, header limits and silent access log must still apply."""
+    from aiohttp import web
+
+    caplog.set_level(logging.DEBUG)
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW), keepalive_timeout_s=0.5)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)  # aiohttp defaults otherwise (keep-alive 3630 s)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /openapi.json?secret=x HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        # The idle keep-alive connection is closed by the server well before aiohttp's default.
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(reader.read(), timeout=10)  # returns at EOF
+        assert asyncio.get_running_loop().time() - t0 < 5
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout=5)
+        assert status.split()[1] in (b"400", b"431")
+        writer.close()
+    finally:
+        await runner.cleanup()
+    assert "secret=x" not in caplog.text
