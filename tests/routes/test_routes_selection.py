@@ -142,3 +142,25 @@ def test_duplicate_bin_ids_refused() -> None:
     with pytest.raises(InvalidInputError) as info:
         select_bins([make_bin("b", [90]), make_bin("b", [10])], sel())
     assert info.value.field == "bin id" and info.value.value == "b"
+
+
+@settings(max_examples=MAX_EXAMPLES, deadline=None)
+@given(
+    series=st.lists(st.lists(st.integers(0, 10), min_size=1, max_size=12), min_size=1, max_size=12),
+    t1=st.integers(1, 10), t2=st.integers(1, 10), d1=st.integers(1, 3), d2=st.integers(1, 3),
+)
+def test_selection_is_monotone(series: list[list[int]], t1: int, t2: int, d1: int, d2: int) -> None:
+    """A higher threshold never adds a bin; a longer horizon never removes one; fills stay in 0..1."""
+    bins = [make_bin(f"b{i}", [10 * v for v in s]) for i, s in enumerate(series)]
+    lo, hi = sorted((t1 / 10, t2 / 10))
+    short, long_ = sorted((d1, d2))
+
+    def chosen(threshold: float, days: int) -> set[str]:
+        cands, _ = select_bins(bins, sel(threshold=threshold, days=days))
+        for c in cands:
+            assert 0.0 <= c.fill_now <= c.expected_fill <= c.predicted_next <= 1.0
+            assert c.rate_per_day >= 0.0
+        return {c.bin.id for c in cands}
+
+    assert chosen(hi, short) <= chosen(lo, short)
+    assert chosen(lo, short) <= chosen(lo, long_)
