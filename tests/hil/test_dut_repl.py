@@ -19,7 +19,7 @@ from hil.dut.errors import (
     DeviceTimeoutError,
 )
 
-from hil_peer import ReplPeer
+from hil_peer import NetworkPortServer, ReplPeer
 
 pytestmark = pytest.mark.timeout(90)
 MAX_EXAMPLES = 60 if os.environ.get("CIVICEDGE_FULL") == "1" else 8
@@ -131,3 +131,22 @@ literals = st.recursive(
 def test_eval_round_trips_literals(repl_peer: ReplPeer, values: list[object]) -> None:
     with Dut(repl_peer.path) as dut:
         assert dut.eval(repr(values)) == values
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:serial.rfc2217")
+@pytest.mark.parametrize("rfc", [True, False], ids=["rfc2217", "socket"])
+def test_remote_rig_urls(repl_peer: ReplPeer, rfc: bool) -> None:
+    """The same transport over the network, as a remote rig (RFC 2217) or QEMU (raw TCP) serves it."""
+    server = NetworkPortServer(repl_peer.path, rfc2217=rfc)
+    try:
+        with Dut(server.url) as dut:
+            assert dut.url.startswith("rfc2217://" if rfc else "socket://")
+            assert dut.eval("[i * i for i in range(4)]") == [0, 1, 4, 9]
+            data = os.urandom(3000)
+            dut.write_file("/remote.bin", data)
+            assert dut.read_file("/remote.bin") == data
+            with pytest.raises(DeviceError) as err:
+                dut.exec("raise OSError(5)")
+            assert err.value.exception_type == "OSError"
+    finally:
+        server.close()
