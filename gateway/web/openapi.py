@@ -119,7 +119,8 @@ def openapi_document() -> dict[str, Any]:
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
             "responses": {"200": _ok("entity", "application/ld+json"), "404": _err("no such published entity")}}},
         "/opendata/readings.csv": {"get": {
-            "summary": "Released values per device, UTC hour and field (CSV)", "tags": ["open data"],
+            "summary": "Released values per device, UTC hour and field (CSV; at most 31 days per request)",
+            "tags": ["open data"],
             "parameters": [_FROM, _TO, _FIELD, _ZONE],
             "responses": {"200": _ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values",
                                      "text/csv", {"type": "string"}), "400": _BAD}}},

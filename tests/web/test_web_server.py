@@ -71,6 +71,14 @@ async def test_limits_hold_under_a_plain_app_runner(fleet: Fleet, caplog: pytest
         status = await asyncio.wait_for(reader.readline(), timeout=5)
         assert status.split()[1] in (b"400", b"431")
         writer.close()
+        # A client that never finishes its headers (slowloris) is cut off too.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/devices HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        t0 = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        assert asyncio.get_running_loop().time() - t0 < 5
+        writer.close()
     finally:
         await runner.cleanup()
     assert "secret=x" not in caplog.text
