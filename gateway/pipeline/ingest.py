@@ -141,7 +141,7 @@ class IngestService:
 
     def _reject(self, reason: str, message: str, link: Link) -> None:
         self._metrics.reject(reason)
-        log.info("rejected frame on %s (%s): %s", link.name, reason, message)
+        log.info("rejected reason=%s link=%s: %s", reason, link.name, message)
 
     def _window(self, dev: str) -> _DeviceWindow:
         win = self._windows.get(dev)
@@ -213,9 +213,9 @@ class IngestService:
         try:
             await asyncio.wait_for(link.send(frame), ACK_TIMEOUT_S)
         except asyncio.TimeoutError:
-            log.info("ACK %s seq %d on %s timed out; the device will resend", dev, ack, link.name)
+            log.debug("ack timeout device=%s seq=%d link=%s (the device will resend)", dev, ack, link.name)
         except (GatewayError, OSError) as exc:
-            log.info("ACK %s seq %d on %s failed (%s); the device will resend", dev, ack, link.name, exc)
+            log.debug("ack failed device=%s seq=%d link=%s: %s (the device will resend)", dev, ack, link.name, exc)
 
     def _advance_floor(self, win: _DeviceWindow) -> int:
         """Move ``floor`` over committed seqs; jump a gap only after it was held ``gap_hold_s``."""
@@ -232,7 +232,8 @@ class IngestService:
                 return win.floor
             if now - win.gap_since < self._gap_hold_s:
                 return win.floor
-            log.info("seqs %d..%d never arrived; acknowledging past them", win.floor + 1, min(win.above) - 1)
+            log.info("gap accepted seqs=%d..%d: never arrived, acknowledging past them", win.floor + 1,
+                     min(win.above) - 1)
             win.floor = min(win.above) - 1
             win.gap_since = None
 

@@ -23,6 +23,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import RegistryError
 from gateway.protocol.frame import valid_device_id
@@ -241,12 +242,11 @@ class Registry:
         if cur.rowcount == 0:
             raise RegistryError("no device %s in the registry" % device_id, reason="unknown_device", device_id=device_id)
 
-    def _record(self, row: tuple[object, ...]) -> DeviceRecord:
+    def _record(self, row: tuple[Any, ...]) -> DeviceRecord:
         dev = str(row[0])
         return DeviceRecord(
             id=dev, kind=str(row[1]), zone=str(row[2]), lat=str(row[3]), lon=str(row[4]), revoked=bool(row[5]),
-            key_version=int(row[6]), created_at=float(row[7]), updated_at=float(row[8]),  # type: ignore[arg-type]
-            key_path=self.key_path(dev),
+            key_version=int(row[6]), created_at=float(row[7]), updated_at=float(row[8]), key_path=self.key_path(dev),
         )
 
     @staticmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
@@ -111,11 +111,17 @@ class BleTransport:
                         continue
                     task = asyncio.create_task(self._serve(device, sink), name="ble-%s" % address)
                     self._connections[address] = task
-                    task.add_done_callback(lambda _t, a=address: self._connections.pop(a, None))
+                    task.add_done_callback(self._forget(address))
                 if len(self._connections) >= self._config.max_connections:
                     await asyncio.sleep(self._config.scan_interval_s)
         finally:
             await self.close()
+
+    def _forget(self, address: str) -> Callable[["asyncio.Task[None]"], None]:
+        def done(_task: "asyncio.Task[None]") -> None:
+            self._connections.pop(address, None)
+
+        return done
 
     async def _serve(self, device: BLEDevice, sink: FrameSink) -> None:
         address = device.address

@@ -52,7 +52,7 @@ def test_two_ports_ingest_ack_and_sigterm(tmp_path: Path) -> None:
     assert stored(db, "bin-1") == list(range(1, 22)) + [23]
     assert stored(db, "sl-1") == list(range(1, 11))
     logs = gw.logs()
-    assert "(hmac)" in logs and "(policy)" in logs and "(cobs)" in logs and "stopped" in logs
+    assert "reason=hmac" in logs and "reason=policy" in logs and "reason=cobs" in logs and "stopped" in logs
     for key in KEYS.values():
         assert key.hex() not in logs.lower()
     lat = {r.device: r.link for r in ReportQueries(db).latest_per_device()}
@@ -136,4 +136,4 @@ def test_unknown_version_and_oversize_over_serial(tmp_path: Path) -> None:
         gw.kill()
         dev.close()
     logs = gw.logs()
-    assert "(version)" in logs and "(oversize)" in logs
+    assert "reason=version" in logs and "reason=oversize" in logs
