@@ -1,0 +1,34 @@
+"""The memory/wire benchmark (bench/firmware_memory.py) still runs a full cycle of each app."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from gateway.resources import firmware_dir
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "firmware_memory.py"
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("firmware_memory", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("board", "types"), [
+    ("streetlight-esp32", {"win", "hour"}),
+    ("bin-esp32c3", {"win", "day"}),
+])
+def test_cycle_produces_reports_smaller_than_json(board: str, types: set[str]) -> None:
+    r = load_bench().run_cycle(board, firmware_dir() / "lib")
+    assert types <= set(r["types"])
+    assert len(r["frames"]) == len(r["types"]) == len(r["wire"]) == len(r["json"])
+    assert all(w < j for w, j in zip(r["wire"], r["json"]))          # msgpack frame beats JSON
+    assert all(25 <= f <= 1024 for f in r["frames"])                 # protocol frame bounds
+    assert 0 < r["per_report"] < 16 * 1024 and r["floor"] > 0 and r["code"] > 0
