@@ -32,7 +32,7 @@ def city(tmp_path: Path) -> Iterator[CityData]:
     data.close()
 
 
-async def client_for(city: CityData, defaults: PlanDefaults) -> TestClient:
+async def client_for(city: CityData, defaults: PlanDefaults) -> TestClient[web.Request, web.Application]:
     app = web.Application()
     source = GatewayBinSource(city.db_path, city.registry_dir)
     app.add_routes(routes_handlers(source, defaults, clock=lambda: float(NOW)))
@@ -42,13 +42,13 @@ async def client_for(city: CityData, defaults: PlanDefaults) -> TestClient:
 
 
 @pytest.fixture
-async def client(city: CityData) -> AsyncIterator[TestClient]:
+async def client(city: CityData) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     c = await client_for(city, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0))
     yield c
     await c.close()
 
 
-async def test_today_json(client: TestClient) -> None:
+async def test_today_json(client: "TestClient[web.Request, web.Application]") -> None:
     resp = await client.get("/api/routes/plan")
     assert resp.status == 200 and resp.content_type == "application/json"
     doc = await resp.json()
@@ -56,7 +56,7 @@ async def test_today_json(client: TestClient) -> None:
     assert sorted(s["bin_id"] for r in doc["routes"] for s in r["stops"]) == ["bin-0", "bin-1", "bin-2", "bin-3"]
 
 
-async def test_geojson_and_csv(client: TestClient) -> None:
+async def test_geojson_and_csv(client: "TestClient[web.Request, web.Application]") -> None:
     resp = await client.get("/api/routes/plan", params={"date": "2026-11-23", "format": "geojson"})
     assert resp.status == 200 and resp.content_type == "application/geo+json"
     fc = json.loads(await resp.text())
@@ -67,7 +67,7 @@ async def test_geojson_and_csv(client: TestClient) -> None:
     assert lines[0].startswith("vehicle,stop,bin_id") and len(lines) == 5
 
 
-async def test_overrides_and_no_bins_due(client: TestClient) -> None:
+async def test_overrides_and_no_bins_due(client: "TestClient[web.Request, web.Application]") -> None:
     resp = await client.get("/api/routes/plan", params={"threshold": "0.95"})
     doc = await resp.json()
     assert resp.status == 200
@@ -87,7 +87,7 @@ async def test_overrides_and_no_bins_due(client: TestClient) -> None:
     ({"lid": "1"}, 400, "bad_input", "query parameter"),
     ({"capacity": "10"}, 422, "capacity", None),
 ])
-async def test_errors(client: TestClient, params: dict[str, str], status: int, code: str, field: str | None) -> None:
+async def test_errors(client: "TestClient[web.Request, web.Application]", params: dict[str, str], status: int, code: str, field: str | None) -> None:
     resp = await client.get("/api/routes/plan", params=params)
     assert resp.status == status
     err = (await resp.json())["error"]
