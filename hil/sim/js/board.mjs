@@ -7,6 +7,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { makeHostFS } from "./hostfs.mjs";
+import { beginLoad, capture, enter } from "./mpcontext.mjs";
 
 export const CAUSE = { PWRON: 1, HARD: 2, WDT: 3, DEEPSLEEP: 4, SOFT: 5 };
 const WAKE = { NONE: 0, PIN: 3, TIMER: 4 };
@@ -47,8 +48,8 @@ def _time(_h=_simhw):
     return int(_h.time_ms()) // 1000
 def _time_ns(_h=_simhw):
     return int(_h.time_ms()) * 1000000
-def _gmtime(s=None, _g=_gm):
-    return _g(_time() if s is None else s)
+def _gmtime(s=None, _g=_gm, _t=_time):
+    return _g(_t() if s is None else s)
 def _sleep(s, _h=_simhw):
     _h.sleep_ms(int(s * 1000))
 def _sleep_ms(ms, _h=_simhw):
@@ -181,8 +182,11 @@ export class Board {
     this.resetCause = cause;
     this.stats.boots++;
     const write = (b) => { if (gen === this.gen) this.console(b); };
+    beginLoad(); // several interpreters share the glue's globals: see mpcontext.mjs
     const mp = await loadMicroPython({ heapsize: this.heap, linebuffer: false, stdout: write, stderr: write });
+    const ctx = capture(mp);
     if (gen !== this.gen) return; // reset again while loading
+    this.ctx = ctx;
     mp.registerJsModule("_simhw", this.hwApi(gen));
     mp.FS.mkdir("/sim");
     for (const [name, text] of this.mpyFiles) mp.FS.writeFile(`/sim/${name}`, text);
@@ -206,6 +210,7 @@ export class Board {
     if (gen !== this.gen) return;
     if (runMain && !raw) this.runFile(gen, "main.py");
     if (gen !== this.gen) return;
+    enter(this.ctx);
     mp.replInit();
     if (raw) mp.replProcessChar(1);
     this.pump();
@@ -220,6 +225,7 @@ export class Board {
   /** Run interpreter code; Python errors print like a board; a power loss/halts end the boot. */
   guard(gen, fn) {
     try {
+      enter(this.ctx);
       return fn();
     } catch (e) {
       if (e instanceof PowerLoss) return undefined;
@@ -237,6 +243,7 @@ export class Board {
   /** Stop the interpreter now (power off / reset / deep sleep). */
   halt() {
     const old = this.mp;
+    const oldCtx = this.ctx;
     this.gen++;
     this.mp = null;
     this.state = "off";
@@ -246,7 +253,7 @@ export class Board {
     if (this.sleepTimer) { clearTimeout(this.sleepTimer); this.sleepTimer = null; }
     if (old) {
       // Empty its asyncio queue once control is back at the top level (never re-enter).
-      this.host.realImmediate(() => { try { old.runPython(STOP_TASKS); } catch { /* dead */ } });
+      this.host.realImmediate(() => { try { enter(oldCtx); old.runPython(STOP_TASKS); } catch { /* dead */ } });
     }
   }
 
