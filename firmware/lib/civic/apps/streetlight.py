@@ -6,7 +6,9 @@ it directly with fake hardware and a fake clock.
 """
 
 import asyncio
+import time
 
+from civic.apps.base import AppBase
 from civic.hal.hardware import Lamp
 from civic.sense.convert import lux_from_uv, ma_from_uv, quantise, round_div
 from civic.sense.detect import LampMonitor
@@ -14,9 +16,6 @@ from civic.sense.energy import EnergyIntegrator
 from civic.sense.events import EventCounter
 from civic.sense.schedule import Dimmer
 from civic.sense.window import Mean, period_start
-from civic.apps.base import AppBase
-
-import time
 
 
 class StreetlightApp(AppBase):
@@ -67,9 +66,6 @@ class StreetlightApp(AppBase):
         """Apply CONFIG values from the gateway (dim_schedule, courtesy_s, boost_level)."""
         self.dimmer.configure(values)
 
-    def _since_motion(self, now_ms):
-        return self.pir.since_event_ms(now_ms)
-
     def tick(self, now_ms):
         """React to motion at once; sample sensors every ``sleep.interval_s``."""
         now_s = self.clock.time()
@@ -90,7 +86,7 @@ class StreetlightApp(AppBase):
         if self.monitor.update(commanded, ma):
             self._alarm(["lamp_fail"], now_s)
         self.dimmer.update_light(lux)
-        self.lamp.set_level(self.dimmer.level(now_s, self._since_motion(now_ms)))
+        self.lamp.set_level(self.dimmer.level(now_s, self.pir.since_event_ms(now_ms)))
         for hour, mwh in self.energy.sample(now_s, self.cal_lamp["mains_v"] * ma):
             if self._trusted(hour):
                 self._report("hour", hour, 3600, {"wh": round_div(mwh, 1000)})
