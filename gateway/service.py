@@ -144,13 +144,14 @@ class Gateway:
             await asyncio.sleep(self.config.retention_interval_s)
 
     async def stop(self) -> None:
-        """Drain and stop: links first, then in-flight commits/ACKs, then upstream, web and store."""
+        """Drain and stop: stop accepting, commit and ACK what is in flight, close links, upstream, web, store."""
         log.warning("gateway %s stopping", self.config.id)
+        # Links stay open while in-flight reports are committed, so their ACKs still go out.
+        await self.ingest.stop()
         link_tasks = [t for t in self._tasks if t.get_name() not in ("mqtt", "retention")]
         for task in link_tasks:
             task.cancel()
         await asyncio.gather(*link_tasks, return_exceptions=True)
-        await self.ingest.stop()
         if self.upstream is not None and self.store.outbox_depth and self.upstream.connected:
             deadline = time.monotonic() + DRAIN_ON_STOP_S
             while self.store.outbox_depth and self.upstream.connected and time.monotonic() < deadline:

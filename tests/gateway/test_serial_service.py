@@ -137,3 +137,26 @@ def test_unknown_version_and_oversize_over_serial(tmp_path: Path) -> None:
         dev.close()
     logs = gw.logs()
     assert "reason=version" in logs and "reason=oversize" in logs
+
+
+def test_sigterm_commits_and_acknowledges_everything_in_flight(tmp_path: Path) -> None:
+    dev = PtyDevice(KEYS)
+    gw = GatewayProcess(make_env(tmp_path, serial=(dev.path,), batch_ms=200), tmp_path / "gw.log", verbose=1)
+    try:
+        gw.start()
+        gw.wait_log("opened %s" % dev.path)
+        dev.send([report_frame("bin-1", s, KEYS["bin-1"]) for s in range(1, 151)])
+        time.sleep(0.1)  # frames are being verified / waiting for the 200 ms batch commit
+        assert gw.proc is not None
+        gw.proc.send_signal(15)
+        end = time.monotonic() + 20
+        while gw.proc.poll() is None and time.monotonic() < end:
+            dev.pump(0.05)
+        dev.pump(0.2)
+        assert gw.proc.returncode == 0
+    finally:
+        gw.kill()
+        dev.close()
+    got = stored(tmp_path / "data" / "reports.sqlite", "bin-1")
+    assert got and got == list(range(1, len(got) + 1))
+    assert dev.acks.get("bin-1") == len(got), "a committed report was left unacknowledged at shutdown"
