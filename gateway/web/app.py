@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
 
+from gateway.errors import GatewayError
 from gateway.web import admin_api, opendata, pages, read_api
 from gateway.web.auth import AdminToken
 from gateway.web.context import CONTEXT_KEY, WebContext
@@ -57,6 +58,13 @@ async def _errors_middleware(
         if err.status >= 500:
             logger.error("%s %s failed: %s", request.method, request.path, err.code)
         return _json_error(err)
+    except GatewayError as err:
+        # Storage or registry trouble: tell the client it is temporary, keep details in the log.
+        logger.error("%s %s failed: %s (%s)", request.method, request.path, type(err).__name__, err.reason)
+        return web.json_response(
+            {"error": {"code": "backend_unavailable", "message": f"gateway backend unavailable ({err.reason})"}},
+            status=503,
+        )
     except web.HTTPRequestEntityTooLarge:
         return web.json_response(
             {"error": {"code": "body_too_large", "message": f"request body exceeds {ctx.max_body_bytes} bytes"}},

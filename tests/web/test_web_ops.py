@@ -75,6 +75,11 @@ async def test_healthz_degraded_when_store_unreadable(fleet: Fleet) -> None:
         assert body["reasons"][0].startswith("store unreadable")
         resp = await c.get("/metrics")
         assert resp.status == 503 and (await resp.json())["error"]["code"] == "no_metrics"
+        # API calls answer a JSON 503, not a stack trace.
+        resp = await c.get("/api/devices")
+        assert resp.status == 503
+        assert (await resp.json())["error"] == {"code": "backend_unavailable",
+                                                "message": "gateway backend unavailable (read_failed)"}
 
 
 async def test_healthz_does_not_repeat_a_link_the_gateway_probe_reports(fleet: Fleet) -> None:
