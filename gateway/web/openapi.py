@@ -136,7 +136,8 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "civicedge gateway", "version": "1",
                  "description": "Devices, released readings, aggregates, open data and administration of a "
-                                "civicedge gateway. Errors are JSON: {\"error\": {\"code\", \"message\", \"param\"}}."},
+                                "civicedge gateway. Errors are JSON: {\"error\": {\"code\", \"message\", \"param\"}}; "
+                                "any endpoint may answer 503 backend_unavailable while the store cannot be read."},
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
