@@ -34,8 +34,9 @@ ADMIN_CALLS = [
     ],
 )
 async def test_admin_without_the_right_token_is_401(
-    client: TestClient, fleet: Fleet, headers: dict[str, str], code: str
+    client: TestClient, fleet: Fleet, headers: dict[str, str], code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     for method, path in ADMIN_CALLS:
         resp = await client.request(method, path, headers=headers, json={"kind": "bin", "field": "bat", "days": 5})
         assert resp.status == 401, (method, path)
@@ -44,6 +45,8 @@ async def test_admin_without_the_right_token_is_401(
     assert not fleet.registry.get("sl-01").revoked
     assert fleet.registry.get("sl-01").key_version == 1
     assert fleet.retention.effective()[("bin", "bat")] == 90
+    # Neither the real token nor what was presented reaches a log line.
+    assert ADMIN_TOKEN not in caplog.text and "wrong-token" not in caplog.text
 
 
 async def test_admin_disabled_without_configured_token(fleet: Fleet) -> None:
