@@ -92,7 +92,7 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if self.config.http is not None:
             await self._start_web()
-        log.warning("gateway %s running: %d serial port(s), BLE %s, upstream %s, store %s", self.config.id,
+        log.info("gateway %s running: %d serial port(s), BLE %s, upstream %s, store %s", self.config.id,
                     len(self.config.serial), "on" if self.config.ble.enabled else "off",
                     "%s:%d" % (self.config.mqtt.host, self.config.mqtt.port) if self.config.mqtt else "none",
                     self.config.storage.path)
@@ -145,7 +145,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Drain and stop: stop accepting, commit and ACK what is in flight, close links, upstream, web, store."""
-        log.warning("gateway %s stopping", self.config.id)
+        log.info("gateway %s stopping", self.config.id)
         # Links stay open while in-flight reports are committed, so their ACKs still go out.
         await self.ingest.stop()
         link_tasks = [t for t in self._tasks if t.get_name() not in ("mqtt", "retention")]
@@ -167,4 +167,4 @@ class Gateway:
         self.ingest.close()
         self.store.close()
         self.registry.close()
-        log.warning("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)
+        log.info("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)

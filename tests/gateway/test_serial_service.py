@@ -160,3 +160,20 @@ def test_sigterm_commits_and_acknowledges_everything_in_flight(tmp_path: Path) -
     got = stored(tmp_path / "data" / "reports.sqlite", "bin-1")
     assert got and got == list(range(1, len(got) + 1))
     assert dev.acks.get("bin-1") == len(got), "a committed report was left unacknowledged at shutdown"
+
+
+def test_logs_are_quiet_by_default(tmp_path: Path) -> None:
+    dev = PtyDevice(KEYS)
+    gw = GatewayProcess(make_env(tmp_path, serial=(dev.path,)), tmp_path / "gw.log", verbose=0)
+    try:
+        gw.start()
+        deadline = time.monotonic() + 15
+        while not dev.acks and time.monotonic() < deadline:  # the port may open a moment after "ready"
+            dev.send([report_frame("bin-1", 1, KEYS["bin-1"]), report_frame("bin-1", 2, KEYS["bin-2"])])
+            dev.pump(0.3)
+        assert dev.acks.get("bin-1") == 1
+        assert gw.terminate() == 0
+    finally:
+        gw.kill()
+        dev.close()
+    assert gw.logs() == ""  # a normal run with a rejected frame prints nothing but the ready line
