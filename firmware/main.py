@@ -5,6 +5,9 @@
 # can start it.
 import asyncio
 
+SAFE_REPL_S = 120
+SAFE_SLEEP_S = 3600
+
 
 def _say(msg):
     print("civicedge: " + msg)
@@ -18,14 +21,26 @@ async def main():
     if bootstate.MODE == "recovery":
         _say("recovery mode: firmware not started")
         return
-    if bootstate.MODE == "safe":
-        _say("safe mode after %d unclean boots; fix, then: import civic.hal.boot as b, machine; "
-             "b.mark_stable(machine); machine.reset()" % bootstate.CRASHES)
-        return
+    problem = ""
     try:
         cfg = config.load_board()
     except ValueError as exc:
-        _say("cannot start: %s" % exc)
+        cfg = None
+        problem = str(exc)
+    if bootstate.MODE == "safe":
+        _say("safe mode after %d unclean boots; fix, then: import civic.hal.boot as b, machine; "
+             "b.mark_stable(machine); machine.reset()" % bootstate.CRASHES)
+        if cfg is not None and cfg["sleep"]["mode"] == "deep":
+            # a battery board must not sit awake at the REPL until its cell is flat: leave a
+            # window for a technician (or hold the recovery pin at boot), then sleep long
+            _say("battery board: REPL for %d s, then deep sleep for %d s" % (SAFE_REPL_S, SAFE_SLEEP_S))
+            await asyncio.sleep(SAFE_REPL_S)
+            import machine
+
+            machine.deepsleep(SAFE_SLEEP_S * 1000)
+        return
+    if cfg is None:
+        _say("cannot start: %s" % problem)
         return
     try:
         identity = config.load_identity_doc()

@@ -116,3 +116,20 @@ boot()
 exec(MAIN_SRC, {"__name__": "__main__"})
 """)
     assert "cannot start: identity: key is not hex" in res.stdout
+
+
+def test_battery_board_in_safe_mode_sleeps_instead_of_idling(mpy: Mpy) -> None:
+    res = run(mpy, """
+write_board(CFG)
+FakeMachine.RTC().memory(b"CE" + bytes([7]))
+FakeMachine.cause = FakeMachine.WDT_RESET
+boot()
+exec(MAIN_SRC.replace("SAFE_REPL_S = 120", "SAFE_REPL_S = 0"), {"__name__": "__main__"})
+import asyncio
+async def report():
+    await asyncio.sleep_ms(50)
+    print(json.dumps(FakeMachine.slept))
+asyncio.create_task(report())
+""", board="bin-esp32c3")
+    assert "battery board: REPL for 0 s, then deep sleep for 3600 s" in res.stdout
+    assert last_json(res) == [3600000]
