@@ -19,6 +19,7 @@ class ChipSpec:
         adc1: GPIOs with an ADC1 channel (usable with the radio on).
         adc2: GPIOs with an ADC2 channel (ESP32: unusable while Wi-Fi is on).
         input_only: GPIOs that cannot drive an output.
+        no_pull: GPIOs without internal pull-up/pull-down resistors.
         reserved: GPIOs wired to the SPI flash (or its supply), never usable, with the reason.
         strapping: GPIOs sampled at reset; usable with care, never for an input pulled the wrong way.
         wake_capable: GPIOs that can wake the chip from deep sleep (RTC GPIOs).
@@ -31,6 +32,7 @@ class ChipSpec:
     adc1: frozenset[int]
     adc2: frozenset[int]
     input_only: frozenset[int]
+    no_pull: frozenset[int]
     reserved: dict[int, str]
     strapping: frozenset[int]
     wake_capable: frozenset[int]
@@ -49,6 +51,7 @@ ESP32 = ChipSpec(
     adc1=frozenset(range(32, 40)),
     adc2=frozenset([0, 2, 4, 12, 13, 14, 15, 25, 26, 27]),
     input_only=frozenset(range(34, 40)),
+    no_pull=frozenset(range(34, 40)),
     reserved={n: "connected to the SPI flash" for n in range(6, 12)},
     strapping=frozenset([0, 2, 5, 12, 15]),
     wake_capable=frozenset([0, 2, 4, 12, 13, 14, 15, 25, 26, 27, *range(32, 40)]),
@@ -62,6 +65,7 @@ ESP32C3 = ChipSpec(
     adc1=frozenset(range(0, 5)),
     adc2=frozenset([5]),
     input_only=frozenset(),
+    no_pull=frozenset(),
     reserved={11: "VDD_SPI (flash supply)", **{n: "connected to the SPI flash" for n in range(12, 18)}},
     strapping=frozenset([2, 8, 9]),
     wake_capable=frozenset(range(0, 6)),

@@ -105,6 +105,9 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     recovery = root.table("recovery", required=False)
     if recovery is not None:
         recovery_pin = pins.claim(recovery.integer("pin"), recovery.where("pin"), need="in")
+        if recovery_pin in chip.no_pull:  # boot.py reads it with the internal pull enabled
+            raise InvalidValueError(source=source, field=recovery.where("pin"), value=recovery_pin,
+                                    reason=f"GPIO{recovery_pin} on {chip.name} has no internal pull resistor")
         recovery_level = recovery.integer("level", 0, low=0, high=1)
         recovery.finish()
 
@@ -167,8 +170,12 @@ def _parse_io(table: Table, spec: KindSpec, pins: _PinLedger) -> dict[str, IoPin
         need = {"in": "in", "adc": "adc", "out": "out", "pwm": "out"}[mode]
         pin = pins.claim(entry.integer("pin"), entry.where("pin"), need=need)
         if mode == "in":
-            item = IoPin(role, "in", pin, pull=entry.string("pull", "none", choices=PULLS),
-                         active=entry.integer("active", 1, low=0, high=1))
+            pull = entry.string("pull", "none", choices=PULLS)
+            if pull != "none" and pin in pins.chip.no_pull:
+                raise InvalidValueError(source=entry.source, field=entry.where("pull"), value=pull,
+                                        reason=f"GPIO{pin} on {pins.chip.name} has no internal pull resistors; "
+                                               "use an external one and pull = \"none\"")
+            item = IoPin(role, "in", pin, pull=pull, active=entry.integer("active", 1, low=0, high=1))
         elif mode == "out":
             item = IoPin(role, "out", pin, active=entry.integer("active", 1, low=0, high=1))
         elif mode == "adc":

@@ -248,6 +248,8 @@ def test_wrong_type(tmp_path: Path, old: str, new: str, field: str, expected: st
         (BIN, "[2543476, 0], [2816453, -10]", "[2816453, 0], [2543476, -10]", "calibration.temp.table[13]"),
         (BIN, "full_mv = 4150", "full_mv = 3000", "calibration.battery.full_mv"),
         (BIN, 'wake_pins = ["lid", "tilt"]', 'wake_pins = ["lid", "temp"]', "sleep.wake_pins[1]"),
+        (STREETLIGHT, "pin = 27\n", "pin = 39\n", "io.pir.pull"),          # GPIO34-39: no internal pulls
+        (STREETLIGHT, "pin = 0        #", "pin = 36        #", "recovery.pin"),
     ],
 )
 def test_invalid_value(tmp_path: Path, base: str, old: str, new: str, field: str) -> None:
