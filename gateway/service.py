@@ -114,9 +114,11 @@ class Gateway:
             token = http.admin_token_file.read_text(encoding="utf-8").strip() or None
         self._retention_source = RetentionSettings(self.policy, path=self.config.data_dir / "retention.json",
                                                    overrides=self.config.retention_overrides)
+        from gateway.routes.web import routes_for_gateway  # GET /api/routes/plan, [routes] of the config
+
         app = create_app(store=ReportQueries(self.config.storage.path), registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
-                         health_checks=[self._health])
+                         health_checks=[self._health], extra_routes=routes_for_gateway(self.config, self.registry))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, http.listen, http.port)
