@@ -156,3 +156,31 @@ def test_bad_routes_table_stops_the_gateway_mount(city: CityData, tmp_path: Path
     with pytest.raises(InvalidInputError) as info:
         routes_for_gateway(load_config(cfg_path))
     assert info.value.field == "routes.vehicles"
+
+
+async def test_served_by_the_running_gateway(tmp_path: Path) -> None:
+    """``Gateway.start()`` mounts the endpoint with the [routes] defaults of its gateway.toml."""
+    import aiohttp
+
+    from gateway.config import load_config
+    from gateway.service import Gateway
+
+    data = CityData(tmp_path / "data")
+    for i in range(3):
+        data.add_device(f"bin-{i}", lat=f"52.{370 + i}", lon="4.89")
+        data.windows(f"bin-{i}", T0 - 4 * WINDOW_S, [90 if i else 30] * 4)
+    data.close()
+    cfg_path = tmp_path / "gateway.toml"
+    cfg_path.write_text('[gateway]\nid = "gw-routes"\ndata_dir = "data"\n[http]\nport = 0\n\n'
+                        '[routes]\ndepot = "52.37,4.89"\ntime_limit_s = 0\n')
+    gw = Gateway(load_config(cfg_path))
+    await gw.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{gw.http_port}/api/routes/plan",
+                                params={"date": "2026-11-23"}) as resp:
+                assert resp.status == 200, await resp.text()
+                doc = await resp.json()
+    finally:
+        await gw.stop()
+    assert sorted(s["bin_id"] for r in doc["routes"] for s in r["stops"]) == ["bin-1", "bin-2"]
