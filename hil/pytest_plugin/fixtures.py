@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -69,7 +69,7 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
         unknown = set(opts) - {"speed", "seed"}
         if unknown or mark is not None and mark.args:
             raise pytest.UsageError(f"{request.node.nodeid}: sim(...) takes speed= and seed= only")
-        return SimDriver(radio_url=request.getfixturevalue("hil_radio") if ble_only else None,
+        return SimDriver(radio_url=request.getfixturevalue("hil_radio").url if ble_only else None,
                          speed=opts.get("speed", settings.sim_speed), seed=opts.get("seed"))
     definition = definitions[0]
     if settings.backend == "qemu":
@@ -164,15 +164,16 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
 
 
 @pytest.fixture(scope="session")
-def hil_radio() -> Iterator[str]:
-    """URL of a running virtual BLE radio (Bumble link relay) shared by the session."""
+def hil_radio() -> Iterator[Any]:
+    """The virtual BLE radio (a running Bumble link relay, :class:`hil.sim.radio.relay.RadioHandle`),
+    shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join."""
     try:
         from hil.sim.radio.relay import start_relay
     except ImportError as exc:
         pytest.skip(f"virtual radio unavailable: {exc}")
     handle = start_relay()
     try:
-        yield handle.url
+        yield handle
     finally:
         handle.stop()
 
@@ -190,7 +191,7 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     if "hil_fleet" in request.fixturenames:
         boards.extend(request.getfixturevalue("hil_fleet").boards)
     needs_radio = any(b.data_url is None and b.ble_address for b in boards)
-    radio_url: str | None = request.getfixturevalue("hil_radio") if needs_radio else None
+    radio_url: str | None = request.getfixturevalue("hil_radio").url if needs_radio else None
     gateway = gateway_for(boards, workdir=tmp_path_factory.mktemp("hil-gateway"), radio_url=radio_url)
     gateway.start()
     try:

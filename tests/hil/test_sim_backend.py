@@ -7,6 +7,7 @@ on another backend they skip or run against that backend, as an integrator's tes
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,11 @@ def test_sim_control_drives_stimuli(hil_board: BoardHandle) -> None:
     with pytest.raises(StimulusError) as err:
         control.stimulus("no-such-sensor", 1)
     assert "no-such-sensor" in str(err.value)
+
+
+@pytest.mark.board("bin-esp32c3")
+def test_ble_only_board_joins_the_virtual_radio(hil_board: BoardHandle, hil_radio: Any) -> None:
+    assert hil_board.data_url is None  # the bin board has no UART link: BLE is its way out
+    assert hil_board.ble_address is not None
+    assert hil_radio.url.startswith("ws://127.0.0.1:")
+    assert hil_radio.room_size() >= 1
