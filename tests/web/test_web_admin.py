@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import ADMIN_TOKEN, NOW, Fleet, admin_headers
+from .support import ADMIN_TOKEN, NOW, Fleet, admin_headers
 from gateway.resources import load_policy
 from gateway.web.app import create_app, start_http
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from conftest import NOW
+from .support import NOW
 
 
 async def get_json(client: TestClient, path: str, status: int = 200) -> Any:

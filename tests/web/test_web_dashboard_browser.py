@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN_TOKEN, NOW, Fleet
+from .support import ADMIN_TOKEN, NOW, Fleet
 from gateway.resources import load_policy
 from gateway.web.app import create_app, start_http
 

@@ -10,10 +10,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import NOW
+from .support import NOW
 from gateway.web import params
 from gateway.web.errors import BadParameter
-from web_settings import EXAMPLES
+from .support import EXAMPLES
 
 ENDPOINTS = {
     "/api/devices": ("kind", "zone"),

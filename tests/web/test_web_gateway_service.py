@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import ADMIN_TOKEN
+from .support import ADMIN_TOKEN
 from gateway.config.loader import parse_config
 from gateway.protocol.cobs import cobs_encode
 from gateway.protocol.frame import FRAME_REPORT, build_frame

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from conftest import NOW, Fleet
+from .support import NOW, Fleet
 from gateway.resources import load_policy
 from gateway.web.app import create_app
 from gateway.web.openapi import openapi_document

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from conftest import NOW, Fleet
+from .support import NOW, Fleet
 from gateway.web import ngsi
 from gateway.web.views import AlarmView, DeviceView
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NOW, Fleet
+from .support import NOW, Fleet
 from gateway.resources import load_policy
 from gateway.web.app import create_app
 

@@ -8,7 +8,7 @@ import logging
 import aiohttp
 import pytest
 
-from conftest import ADMIN_TOKEN, NOW, Fleet
+from .support import ADMIN_TOKEN, NOW, Fleet
 from gateway.resources import load_policy
 from gateway.web.app import create_app, start_http
 

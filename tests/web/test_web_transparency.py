@@ -12,12 +12,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import NOW, Fleet
+from .support import NOW, Fleet
 from gateway.resources import load_policy
 from gateway.web.app import create_app
 from gateway.web.transparency import PolicyFormatError, build_transparency, format_milli, render_transparency_html
 
-from web_settings import EXAMPLES
+from .support import EXAMPLES
 
 
 def test_every_policy_field_is_on_the_page_with_its_parameters() -> None:
@@ -111,7 +111,7 @@ def test_format_milli_is_exact(milli: int) -> None:
 
 
 async def test_retention_shortened_by_the_city_shows_on_the_page(client: TestClient) -> None:
-    from conftest import admin_headers
+    from .support import admin_headers
 
     resp = await client.put("/api/admin/retention", headers=admin_headers(), json={"kind": "bin", "field": "temp", "days": 14})
     assert resp.status == 200

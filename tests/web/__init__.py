@@ -1,0 +1,1 @@
+"""Web surface tests (a package, so its conftest stays ``web.conftest``)."""
