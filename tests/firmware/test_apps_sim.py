@@ -128,3 +128,30 @@ async def test_streetlight_lamp_failure_and_motion_boost_on_a_virtual_board(tmp_
         assert "alarm lamp_fail" in board.console_text()
     finally:
         await board.stop()
+
+
+async def test_bin_lid_opening_wakes_the_board_and_is_counted(tmp_path) -> None:
+    board = VirtualBoard("bin-esp32c3", device_id="bin-sim-2", flash_dir=tmp_path / "flash", speed=None,
+                         seed=3, start_ms=T0 * 1000 + 30000)
+    await board.start()
+    try:
+        for name, value in (("temperature", 20), ("tilt", 0), ("lid", 0), ("distance", 575), ("battery", 60)):
+            await board.stimulus(name, value)
+        await advance_until(board, "deep sleep")
+        boots = (await board.state())["stats"]["boots"]
+        await board.advance(20, chunk_s=1)            # asleep, the next reading is minutes away
+        await board.stimulus("lid", 1)                # someone opens the lid
+        await board.advance(3, chunk_s=1)
+        await board.stimulus("lid", 0)
+        for _ in range(30):
+            await board.advance(1, chunk_s=1)
+            st = await board.state()
+            if st["stats"]["boots"] > boots and st["state"] == "sleep":
+                break
+        assert st["stats"]["boots"] == boots + 1      # woken by the lid pin, not by the timer
+        state = json.loads((tmp_path / "flash" / "state" / "bin.json").read_bytes()[4:])
+        assert state["lid"] == 1 and state["tn"] == 1  # counted; no extra reading taken
+        sleeps = [e["ms"] for e in board.events if e.get("ev") == "sleep"]
+        assert sleeps[-1] < sleeps[0]                 # back to sleep for the rest of the interval
+    finally:
+        await board.stop()
