@@ -104,6 +104,7 @@ class BoardHandle:
     control: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
     _dut: Dut | None = field(default=None, repr=False)
+    _strategy: "Strategy | None" = field(default=None, repr=False)
 
     @property
     def device_id(self) -> str:
@@ -130,6 +131,14 @@ class BoardHandle:
         """Soft-reset so ``boot.py``/``main.py`` run again; returns the console output of the reset."""
         return self.dut.soft_reset(timeout_s=timeout_s)
 
+    def hard_reset(self, *, wait: bool = True, timeout_s: float = 60.0) -> None:
+        """Hard-reset the board (simulated reset / QMP ``system_reset`` / EN pulse) and, by
+        default, wait until the firmware runs again. See :meth:`Strategy.hard_reset`."""
+        if self._strategy is None:
+            raise BoardStateError("board was not brought up by a strategy", board=self.definition.name,
+                                  state=self.state, target="reporting")
+        self._strategy.hard_reset(self, wait=wait, timeout_s=timeout_s)
+
     def close_dut(self) -> None:
         """Close the console connection (the firmware keeps running)."""
         if self._dut is not None:
@@ -154,6 +163,12 @@ class BoardDriver(Protocol):
     def stop(self, handle: BoardHandle) -> None:
         """Power the board off / release it (any state -> ``off``)."""
 
+    def reset(self, handle: BoardHandle) -> None:
+        """Hard-reset the running board (EN pin / QMP ``system_reset`` / simulated reset)."""
+
+    def wait_running(self, handle: BoardHandle, *, timeout_s: float) -> None:
+        """Wait for the firmware's "running" line printed after the last reset."""
+
     def close(self) -> None:
         """Release what the driver shares between boards (after every board is stopped)."""
 
@@ -177,6 +192,7 @@ class Strategy:
         """
         if target not in STATES:
             raise BackendError(f"unknown board state {target!r}; states: {', '.join(STATES)}", state=target)
+        handle._strategy = self
         steps = {"flashed": self.driver.flash, "provisioned": self.driver.provision, "reporting": self.driver.start}
         for state in STATES[STATES.index(handle.state) + 1:STATES.index(target) + 1]:
             log.info("%s %s: %s -> %s", handle.backend, handle.device_id, handle.state, state)
@@ -194,6 +210,21 @@ class Strategy:
         """Release the driver's shared resources (e.g. the simulator host)."""
         self.driver.close()
 
+    def hard_reset(self, handle: BoardHandle, *, wait: bool = True, timeout_s: float = 60.0) -> None:
+        """Hard-reset a reporting board and (by default) wait until its firmware runs again.
+
+        Raises:
+            BoardStateError: the board is not running, or after the reset the firmware refused
+                to start, crashed, or said nothing within ``timeout_s``.
+        """
+        if handle.state != "reporting":
+            raise BoardStateError("only a running board can be reset", board=handle.definition.name,
+                                  state=handle.state, target="reporting")
+        log.info("%s %s: hard reset", handle.backend, handle.device_id)
+        self.driver.reset(handle)
+        if wait:
+            self.driver.wait_running(handle, timeout_s=timeout_s)
+
     def power_off(self, handle: BoardHandle) -> None:
         """Stop the board and release its resources (idempotent)."""
         handle.close_dut()
@@ -202,15 +233,19 @@ class Strategy:
         handle.state = "off"
 
 
-def wait_reporting_text(handle: BoardHandle, read_console: Callable[[], bytes], *, deadline: float) -> None:
+def wait_reporting_text(handle: BoardHandle, read_console: Callable[[], bytes], *, deadline: float,
+                        since: int = 0) -> None:
     """Poll the console text until the firmware says it runs; raise on refusal, crash or timeout.
+
+    Args:
+        since: ignore console text before this offset (output of an earlier boot).
 
     Raises:
         BoardStateError: the firmware refused to start, crashed, or said nothing in time.
     """
     running = running_pattern(handle.device_id)
     while True:
-        console = read_console()
+        console = read_console()[since:]
         _raise_on_failure(handle, console)
         if running.search(console):
             handle.extras["boot_console"] = console.decode(errors="replace")

@@ -179,6 +179,18 @@ class SimDriver:
         deadline = time.monotonic() + self.start_timeout_s
         wait_reporting_text(handle, lambda: board.console_text().encode(), deadline=deadline)
 
+    def reset(self, handle: BoardHandle) -> None:
+        """Simulated hard reset (the firmware boots again from boot.py)."""
+        board = handle.resource
+        handle.extras["reset_console_offset"] = len(board.console_log)
+        handle.control.fault("reset")
+
+    def wait_running(self, handle: BoardHandle, *, timeout_s: float) -> None:
+        """Wait for the "running" line printed after the last reset."""
+        board = handle.resource
+        wait_reporting_text(handle, lambda: bytes(board.console_log), deadline=time.monotonic() + timeout_s,
+                            since=int(handle.extras.get("reset_console_offset", 0)))
+
     def stop(self, handle: BoardHandle) -> None:
         """Power the virtual board off."""
         handle.close_dut()

@@ -167,6 +167,25 @@ class Dut:
             raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
                                      received=received)
 
+    def pulse_reset(self, *, pulse_s: float = 0.1) -> None:
+        """Hard-reset a board wired like Espressif dev kits (RTS -> EN, DTR -> GPIO0).
+
+        Raises:
+            DeviceProtocolError: the port has no modem lines (pty, plain socket).
+        """
+        t = self._transport
+        with self._remote("hard reset", pulse_s + 1.0):
+            try:
+                t.serial.dtr = False
+                t.serial.rts = True
+                time.sleep(pulse_s)
+                t.serial.rts = False
+            except (OSError, serial.SerialException) as exc:
+                raise DeviceProtocolError(url=self.url, operation="hard reset (no RTS/DTR lines)",
+                                          received=str(exc).encode()) from exc
+        self._in_raw_repl = False
+        self._pending = b""
+
     def soft_reset(self, *, timeout_s: float = 10.0) -> str:
         """Soft-reset from the friendly REPL, so ``boot.py`` and ``main.py`` run (the firmware starts).
 

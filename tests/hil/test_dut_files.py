@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hil.dut import Dut
-from hil.dut.errors import DevicePathError, DeviceTimeoutError, parse_exception_line
+from hil.dut.errors import DevicePathError, DeviceProtocolError, DeviceTimeoutError, parse_exception_line
 from hil.dut.files import device_path, firmware_files, parent_dirs
 
 
@@ -58,6 +58,18 @@ def test_silent_port_times_out_entering_raw_repl() -> None:
             assert err.value.operation == "enter raw REPL"
             # What the harness typed reached the port: Ctrl-C then Ctrl-A.
             assert b"\x03" in os.read(master, 100)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_hard_reset_needs_modem_lines() -> None:
+    master, slave = os.openpty()
+    try:
+        with Dut(os.ttyname(slave)) as dut:
+            with pytest.raises(DeviceProtocolError) as err:
+                dut.pulse_reset()
+            assert "RTS/DTR" in err.value.operation
     finally:
         os.close(master)
         os.close(slave)

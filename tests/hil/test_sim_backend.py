@@ -72,3 +72,12 @@ def test_ble_only_board_joins_the_virtual_radio(hil_board: BoardHandle, hil_radi
     assert hil_board.ble_address is not None
     assert hil_radio.url.startswith("ws://127.0.0.1:")
     assert hil_radio.room_size() >= 1
+
+
+def test_hard_reset_boots_the_firmware_again(hil_board: BoardHandle) -> None:
+    board = hil_board.resource
+    boots = board.boots
+    hil_board.hard_reset(timeout_s=60)
+    assert board.boots == boots + 1
+    assert hil_board.state == "reporting"
+    assert board.console_text().count(f"{hil_board.device_id} running") == 2

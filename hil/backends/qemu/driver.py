@@ -83,6 +83,15 @@ class QemuDriver:
         machine.reset()
         wait_reporting_dut(handle, timeout_s=self.start_timeout_s)
 
+    def reset(self, handle: BoardHandle) -> None:
+        """QMP ``system_reset`` (the EN line of a board)."""
+        handle.dut.read_output(duration_s=0.05)  # drop output of the previous boot
+        handle.resource.reset()
+
+    def wait_running(self, handle: BoardHandle, *, timeout_s: float) -> None:
+        """Wait for the "running" line on the console."""
+        wait_reporting_dut(handle, timeout_s=timeout_s)
+
     def close(self) -> None:
         """Nothing is shared between QEMU boards."""
 

@@ -83,6 +83,15 @@ class SerialDriver:
         handle.dut.soft_reset()
         wait_reporting_dut(handle, timeout_s=self.start_timeout_s)
 
+    def reset(self, handle: BoardHandle) -> None:
+        """Pulse EN through RTS, as esptool does on dev kits' auto-reset circuit (DTR held
+        inactive so GPIO0 stays high and the chip boots the firmware, not the ROM loader)."""
+        handle.dut.pulse_reset()
+
+    def wait_running(self, handle: BoardHandle, *, timeout_s: float) -> None:
+        """Wait for the "running" line on the console."""
+        wait_reporting_dut(handle, timeout_s=timeout_s)
+
     def close(self) -> None:
         """Nothing is shared between serial boards."""
 
