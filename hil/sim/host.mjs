@@ -10,6 +10,14 @@ import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Board, CAUSE } from "./js/board.mjs";
+import { wrapTimers } from "./js/mpcontext.mjs";
+import { format } from "node:util";
+
+// stdout carries the JSON-lines protocol only. The Emscripten glue prints through console.log
+// (its default TTY, warnings); route every console method to stderr so nothing splices into it.
+for (const name of ["log", "info", "warn", "debug"]) {
+  console[name] = (...args) => process.stderr.write(`console.${name}: ${format(...args)}\n`);
+}
 
 const real = { setTimeout: globalThis.setTimeout, setImmediate: globalThis.setImmediate, now: Date.now };
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -26,6 +34,7 @@ const clock = FakeTimers.install({
   now: startMs,
   toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"],
 });
+wrapTimers(); // timer callbacks re-enter the interpreter that scheduled them
 
 const MPY_DIR = path.join(HERE, "mpy");
 const mpyFiles = fs.readdirSync(MPY_DIR).filter((n) => n.endsWith(".py")).map((n) => [n, fs.readFileSync(path.join(MPY_DIR, n), "utf8")]);
