@@ -91,6 +91,8 @@ class IngestService:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._queue: asyncio.Queue[tuple[ReportRecord, asyncio.Future[None]]] = asyncio.Queue()
         self._windows: dict[str, _DeviceWindow] = {}
+        self._dirty_floors: dict[str, int] = {}
+        self._saved_floor: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
         self._accepting = False
@@ -101,11 +103,19 @@ class IngestService:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def start(self) -> None:
-        """Load the persisted replay window and start the batch writer."""
+        """Load the persisted replay window and ACK floors, and start the batch writer."""
         maxima = await self.run_in_store(self.store.max_seqs)
-        assert isinstance(maxima, dict)
+        floors = await self.run_in_store(self.store.ack_floors)
+        assert isinstance(maxima, dict) and isinstance(floors, dict)
         for dev, hi in maxima.items():
-            self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=hi)
+            floor = int(floors.get(dev, 0))
+            # Committed seqs above the last ACK: a gap below them is held again after a restart.
+            above = await self.run_in_store(self.store.seqs_above, dev, floor, 2 * REPLAY_WINDOW)
+            assert isinstance(above, list)
+            if len(above) >= 2 * REPLAY_WINDOW:
+                floor, above = hi, []  # far behind: do not hold a whole backlog
+            self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=floor, above=set(above),
+                                               recent=set(above))
         self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
         self._accepting = True
         log.info("ingest started; replay window restored for %d device(s)", len(maxima))
@@ -134,6 +144,9 @@ class IngestService:
                 await self._writer
             except asyncio.CancelledError:
                 pass
+        floors, self._dirty_floors = self._dirty_floors, {}
+        if floors:
+            await self.run_in_store(self.store.save_floors, floors)
 
     def close(self) -> None:
         """Release the store thread (after :meth:`stop` and after the last ``run_in_store``)."""
@@ -204,6 +217,8 @@ class IngestService:
         dev = verified.frame.device_id
         win = self._window(dev)
         ack = self._advance_floor(win)
+        if ack > self._saved_floor.get(dev, 0):
+            self._dirty_floors[dev] = ack
         below = [s for s in win.pending if s <= ack]
         if below:
             ack = min(below) - 1  # an earlier report is still uncommitted: do not acknowledge past it
@@ -254,10 +269,13 @@ class IngestService:
 
     async def _commit(self, batch: list[tuple[ReportRecord, "asyncio.Future[None]"]]) -> None:
         records = [r for r, _ in batch]
+        floors, self._dirty_floors = self._dirty_floors, {}
         try:
-            result = await self.run_in_store(self.store.insert_batch, records)
+            result = await self.run_in_store(self.store.insert_batch, records, floors)
         except GatewayError as exc:
             log.error("commit of %d report(s) failed, not acknowledging them: %s", len(batch), exc)
+            for dev, floor in floors.items():
+                self._dirty_floors.setdefault(dev, floor)
             for rec, fut in batch:
                 win = self._window(rec.device)
                 win.pending.pop(rec.seq, None)
@@ -266,6 +284,7 @@ class IngestService:
                 fut.exception()  # retrieved: waiting handlers saw it via shield
             return
         assert isinstance(result, BatchResult)
+        self._saved_floor.update(floors)
         for rec, fut in batch:
             win = self._window(rec.device)
             win.pending.pop(rec.seq, None)

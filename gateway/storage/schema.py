@@ -6,6 +6,8 @@ Tables:
     alarms    one row per alarm code of an ``alarm`` report.
     chain     provenance hash chain, one entry per stored report, written in the same transaction.
     outbox    MQTT messages waiting for the broker's PUBACK (only used when [mqtt] is configured).
+    ack_floor per device, the highest seq acknowledged so far (every seq up to it is committed or
+              was given up on); restores held ACKs at seq gaps after a restart.
     counters  persisted counters (e.g. ``outbox_dropped``).
 """
 
@@ -77,6 +79,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic   TEXT    NOT NULL,
     payload BLOB    NOT NULL,
     size    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ack_floor (
+    device TEXT PRIMARY KEY,
+    floor  INTEGER NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS counters (

@@ -133,8 +133,13 @@ class ReportStore:
         """Return True if ``(device, seq)`` is stored."""
         return self._conn.execute("SELECT 1 FROM reports WHERE device=? AND seq=?", (device, seq)).fetchone() is not None
 
-    def insert_batch(self, records: list[ReportRecord]) -> BatchResult:
-        """Store ``records`` in one transaction; duplicates are skipped, not errors."""
+    def insert_batch(self, records: list[ReportRecord], floors: dict[str, int] | None = None) -> BatchResult:
+        """Store ``records`` in one transaction; duplicates are skipped, not errors.
+
+        Args:
+            records: verified reports.
+            floors: ACK floors to persist in the same transaction (see :meth:`ack_floors`).
+        """
         result = BatchResult()
         conn = self._conn
         pos, head = self._chain_pos, self._chain_head
@@ -171,6 +176,8 @@ class ReportStore:
                 if self._encoder is not None:
                     queued.append(self._encoder(rec))
                 result.inserted.append((rec.device, rec.seq))
+            if floors:
+                self._save_floors(floors)
             outbox_bytes, outbox_count = self._outbox_bytes, self._outbox_count
             if queued:
                 result.outbox_dropped, outbox_bytes, outbox_count = self._enqueue(queued)
@@ -182,6 +189,34 @@ class ReportStore:
         self._chain_pos, self._chain_head = pos, head
         self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
         return result
+
+    def _save_floors(self, floors: dict[str, int]) -> None:
+        self._conn.executemany(
+            "INSERT INTO ack_floor (device, floor) VALUES (?, ?)"
+            " ON CONFLICT(device) DO UPDATE SET floor = MAX(floor, excluded.floor)", sorted(floors.items()),
+        )
+
+    def save_floors(self, floors: dict[str, int]) -> None:
+        """Persist ACK floors on their own (at shutdown)."""
+        if not floors:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._save_floors(floors)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._conn.execute("ROLLBACK")
+            raise StorageError("saving ACK floors failed: %s" % exc, reason="write_failed") from exc
+
+    def ack_floors(self) -> dict[str, int]:
+        """Return the persisted ACK floor per device."""
+        return {str(d): int(f) for d, f in self._conn.execute("SELECT device, floor FROM ack_floor")}
+
+    def seqs_above(self, device: str, floor: int, limit: int) -> list[int]:
+        """Return up to ``limit`` stored seqs of ``device`` above ``floor``, ascending."""
+        rows = self._conn.execute("SELECT seq FROM reports WHERE device=? AND seq>? ORDER BY seq LIMIT ?",
+                                  (device, floor, limit)).fetchall()
+        return [int(r[0]) for r in rows]
 
     # -- outbox ---------------------------------------------------------------------------
 
