@@ -21,7 +21,9 @@ class Fleet:
 
     Args:
         board: board name or path.
-        count: number of boards; ids are ``{id_prefix}-0001`` ... and each is provisioned.
+        count: number of boards; ids are ``{id_prefix}-0001`` ...
+        provision: give each board an ``/identity.json`` (random key) so the firmware runs;
+            False leaves them unprovisioned (the firmware idles at the REPL).
         flash_root: parent of the per-board flash directories (None: a temp dir).
         processes: Node processes (None: ``os.cpu_count()``).
         speed, seed, start_ms, install, paced, radio_url, heap_bytes: as for :class:`VirtualBoard`.
@@ -31,7 +33,9 @@ class Fleet:
     def __init__(self, board: str | Path, *, count: int, id_prefix: str = "vb", flash_root: Path | None = None,
                  processes: int | None = None, speed: float | None = 1.0, seed: int | str | None = None,
                  start_ms: int | None = None, install: bool = True, paced: bool = True,
-                 radio_url: str | None = None, heap_bytes: int = 256 * 1024, concurrency: int = 4) -> None:
+                 radio_url: str | None = None, heap_bytes: int = 256 * 1024, concurrency: int = 4,
+                 provision: bool = True) -> None:
+        self.provision = provision
         self.board = board
         self.count = count
         self.id_prefix = id_prefix
@@ -53,7 +57,8 @@ class Fleet:
         await asyncio.gather(*(h.start() for h in self.hosts))
         for i in range(self.count):
             dev = f"{self.id_prefix}-{i + 1:04d}"
-            self.boards.append(VirtualBoard(self.board, device_id=dev, flash_dir=self.flash_root / dev,
+            self.boards.append(VirtualBoard(self.board, device_id=dev if self.provision else None,
+                                            flash_dir=self.flash_root / dev,
                                             host=self.hosts[i % len(self.hosts)], seed=self.seed,
                                             install=self.install, paced=self.paced, radio_url=self.radio_url,
                                             heap_bytes=self.heap_bytes))

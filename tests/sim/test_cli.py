@@ -1,0 +1,88 @@
+"""``civicedge sim up`` / ``sim fleet``: one JSON line per board, clean exit on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from tests.sim.conftest import node_alive
+
+pytestmark = pytest.mark.timeout(90)
+
+CIVICEDGE = [sys.executable, "-m", "hil.cli.main"]
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*CIVICEDGE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+
+
+def stop(proc: subprocess.Popen[str], sig: int) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sim_up_prints_one_json_line_and_exits_cleanly(tmp_path, sig):
+    flash = tmp_path / "flash"
+    proc = start("sim", "up", "--board", "streetlight-esp32", "--id", "sl-cli", "--flash", str(flash), "--json")
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        info = json.loads(line)
+        assert info["id"] == "sl-cli" and info["board"] == "streetlight-esp32"
+        assert info["console"].startswith("/dev/pts/") and info["data"].startswith("/dev/pts/")
+        assert info["flash"] == str(flash.resolve())
+        identity = json.loads(Path(info["identity"]).read_text())
+        assert identity["id"] == "sl-cli" and len(bytes.fromhex(identity["key"])) == 32
+        assert identity["key"] not in line  # the key is never printed
+        assert (flash / "main.py").exists() and (flash / "board.json").exists() and (flash / "policy.json").exists()
+        with serial.Serial(info["console"], 115200, timeout=5) as con:
+            con.write(b"\r\x03")
+            con.write(b"print('UP', 1+1)\r")
+            deadline = time.monotonic() + 10
+            seen = b""
+            while b"UP 2" not in seen and time.monotonic() < deadline:
+                seen += con.read(256)
+            assert b"UP 2" in seen
+        node_pid = info["pid"]
+        assert node_alive(node_pid)
+    except BaseException:
+        proc.kill()
+        raise
+    assert stop(proc, sig) == 0
+    time.sleep(0.2)
+    assert not node_alive(node_pid), "the Node host outlived `sim up`"
+
+
+def test_sim_up_bad_board_is_a_clear_error():
+    proc = start("sim", "up", "--board", "no-such-board", "--json")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "no-such-board" in err and out == ""
+
+
+def test_sim_fleet_one_line_per_board_in_few_processes(tmp_path):
+    proc = start("sim", "fleet", "--count", "4", "--board", "bin-esp32c3", "--flash-root", str(tmp_path), "--json")
+    try:
+        infos = [json.loads(proc.stdout.readline()) for _ in range(4)]  # type: ignore[union-attr]
+    except BaseException:
+        proc.kill()
+        raise
+    assert sorted(i["id"] for i in infos) == ["vb-0001", "vb-0002", "vb-0003", "vb-0004"]
+    pids = {i["pid"] for i in infos}
+    assert len(pids) <= (os.cpu_count() or 1)
+    assert all(i["data"] is None for i in infos)  # the bin board has no UART link
+    assert stop(proc, signal.SIGTERM) == 0
+    time.sleep(0.2)
+    assert not any(node_alive(p) for p in pids)
