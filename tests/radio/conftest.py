@@ -75,3 +75,31 @@ def spawn_peripheral(radio: RadioHandle) -> Iterator[Callable[..., PeripheralPro
     yield spawn
     for peripheral in started:
         peripheral.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_radio() -> Iterator[RadioHandle]:
+    """One relay for a whole module (tests that leave the radio as they found it)."""
+    handle = start_relay()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_board(shared_radio: RadioHandle) -> Iterator[PeripheralProcess]:
+    """One peripheral process ``sl-shared-1`` on :func:`shared_radio` for a whole module."""
+    proc = subprocess.Popen([sys.executable, str(APP), shared_radio.url, "--id", "sl-shared-1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        proc.wait(5)
+        raise RuntimeError(f"shared peripheral did not start (exit {proc.poll()})")
+    board = PeripheralProcess(proc, json.loads(line))
+    try:
+        yield board
+    finally:
+        board.stop()

@@ -37,7 +37,12 @@ async def open_radio_device(radio_url: str, *, name: str, address: str,
                                 url=radio_url) from exc
     device = Device.with_hci(name, hci.Address(address), transport.source, transport.sink)
 
-    def on_radio_lost(_future: asyncio.Future[None]) -> None:
+    def on_radio_lost(future: asyncio.Future[None]) -> None:
+        # Retrieve the transport's exception (a closed WebSocket): an unretrieved one is
+        # reported from a finalizer at a random later point.
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            logger.debug("radio transport of %s ended: %r", address, error)
         handles = list(device.connections)
         if handles:
             logger.warning("virtual radio %s lost: dropping %d link(s) of %s", radio_url, len(handles), address)
