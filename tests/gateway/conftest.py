@@ -50,11 +50,9 @@ def make_env(tmp_path: Path, *, serial: tuple[str, ...] = (), mqtt_port: int | N
 @pytest.fixture
 def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A real mosquitto on a free loopback port (skips where mosquitto is not installed)."""
-    from procs import Mosquitto
+    from procs import Mosquitto, mosquitto_binary
 
-    import shutil
-
-    if shutil.which("mosquitto") is None:
+    if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (scripts/setup installs it)")
     b = Mosquitto(tmp_path / "mosquitto")
     b.start()

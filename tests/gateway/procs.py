@@ -157,6 +157,16 @@ class GatewayProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
+def mosquitto_binary() -> str | None:
+    """The mosquitto executable (Debian installs it in /usr/sbin, often not on a user's PATH)."""
+    import shutil
+
+    found = shutil.which("mosquitto")
+    if found is None and os.access("/usr/sbin/mosquitto", os.X_OK):
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
 class Mosquitto:
     """A real mosquitto broker on a free loopback port, with persistence so sessions survive restarts."""
 
@@ -175,7 +185,9 @@ class Mosquitto:
 
     def start(self, timeout: float = 10.0) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log, stderr=log)
+            binary = mosquitto_binary()
+            assert binary is not None, "mosquitto is not installed"
+            self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=log, stderr=log)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
