@@ -1,0 +1,144 @@
+"""Paced load over a real pty into a gateway process, with RSS and /metrics sampling (loopback only).
+
+Used by test_load.py. The sender behaves like a fleet of devices behind one serial link: it offers frames
+at a fixed rate, never blocks (a write that would block is link backpressure and is counted), reads ACKs,
+and after the overload phase re-sends every un-acknowledged frame as a device outbox would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from gateway.protocol import SerialDeframer, encode_serial, parse_frame
+
+_SAMPLE = re.compile(r"^(civicedge_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", re.M)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (from /proc)."""
+    with open("/proc/%d/status" % pid) as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Civicedge samples of a /metrics page, keyed ``name{labels}``."""
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {m.group(1) + (m.group(2) or ""): float(m.group(3)) for m in _SAMPLE.finditer(text)}
+
+
+def in_flight(sample: dict[str, float]) -> float:
+    """Frames received but not yet resolved (stored, duplicate or rejected): the ingest backlog."""
+    received = sum(v for k, v in sample.items() if k.startswith("civicedge_reports_in_total"))
+    done = sample.get("civicedge_reports_stored_total", 0.0) + sample.get("civicedge_reports_duplicate_total", 0.0)
+    done += sum(v for k, v in sample.items() if k.startswith("civicedge_rejections_total"))
+    return received - done
+
+
+@dataclass
+class Sampler:
+    """Samples the gateway's RSS and /metrics every ``interval`` seconds in a thread."""
+
+    pid: int
+    metrics_url: str
+    interval: float = 0.5
+    rss: list[int] = field(default_factory=list)
+    backlog: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.rss.append(rss_kib(self.pid))
+                self.backlog.append(in_flight(scrape(self.metrics_url)))
+            except (OSError, RuntimeError):
+                return  # the process is gone
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+class PacedSerialFleet:
+    """Frames for one pty master: offered at a rate, ACKs tracked per device."""
+
+    def __init__(self, master_fd: int, frames: dict[tuple[str, int], bytes]) -> None:
+        self.fd = master_fd
+        os.set_blocking(self.fd, False)
+        self.frames = frames
+        self.acks: dict[str, int] = {}
+        self.blocked_s = 0.0
+        self.offered = 0
+        self._deframer = SerialDeframer()
+        self._out = bytearray()
+
+    def _pump(self, timeout: float) -> None:
+        want_w = [self.fd] if self._out else []
+        t0 = time.monotonic()
+        r, w, _ = select.select([self.fd], want_w, [], timeout)
+        if self._out and not w:
+            self.blocked_s += time.monotonic() - t0
+        if w:
+            try:
+                n = os.write(self.fd, self._out)
+                del self._out[:n]
+            except BlockingIOError:
+                pass
+        if r:
+            try:
+                data = os.read(self.fd, 65536)
+            except (BlockingIOError, OSError):
+                data = b""
+            for item in self._deframer.feed(data):
+                if isinstance(item, bytes):
+                    ack = parse_frame(item)
+                    self.acks[ack.device_id] = max(self.acks.get(ack.device_id, 0), ack.seq)
+
+    def offer(self, order: list[tuple[str, int]], rate: float, duration: float) -> int:
+        """Offer frames of ``order`` at ``rate``/s for ``duration`` s; return how many were handed to the link.
+
+        Frames due while the link is backed up wait in this sender (a device's outbox), bounded by ``order``.
+        """
+        start = time.monotonic()
+        sent = 0
+        while sent < len(order):
+            now = time.monotonic()
+            if now - start >= duration:
+                break
+            due = min(len(order), int((now - start) * rate) + 1)
+            while sent < due and len(self._out) < 256 * 1024:
+                self._out += encode_serial(self.frames[order[sent]])
+                sent += 1
+            self._pump(0.002)
+        self.offered += sent
+        return sent
+
+    def drain(self, limit_s: float) -> bool:
+        """Re-send every un-acknowledged frame (outbox behaviour) until all are ACKed or ``limit_s`` passes."""
+        end = time.monotonic() + limit_s
+        last_resend = 0.0
+        while time.monotonic() < end:
+            missing = sorted(k for k in self.frames if k[1] > self.acks.get(k[0], 0))
+            if not missing:
+                return True
+            if not self._out and time.monotonic() - last_resend > 2.0:
+                for key in missing[:2000]:
+                    self._out += encode_serial(self.frames[key])
+                last_resend = time.monotonic()
+            self._pump(0.01)
+        return False
