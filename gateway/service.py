@@ -57,7 +57,8 @@ class Gateway:
         clock = time.time if sim_clock is None else (lambda: sim_clock.now(time.time()))
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
-                                    batch_max=config.storage.batch_max, clock=clock)
+                                    batch_max=config.storage.batch_max, clock=clock,
+                                    gap_hold_s=config.ack_gap_hold_s)
         self.transports: list[Transport] = [
             SerialTransport(p.port, baud=p.baud, metrics=self.metrics) for p in config.serial
         ]

@@ -133,7 +133,8 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
     base = source.resolve().parent if source is not None else Path.cwd()
     top = _Section(data, "config", source, _SECTIONS)
 
-    gw = _Section(top.data.get("gateway", {}), "gateway", source, ("id", "data_dir"))
+    gw = _Section(top.data.get("gateway", {}), "gateway", source, ("id", "data_dir", "ack_gap_hold_s"))
+    gap_hold_s = gw.number("ack_gap_hold_s", float, 15.0, 0.0, 600.0)
     gw_id = gw.get("id", str, re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64] or "gateway")
     if not _ID.match(gw_id):
         raise gw.error("gateway.id", "gateway.id %r must be 1..64 chars of [A-Za-z0-9._-]" % gw_id, "bad_value")
@@ -181,7 +182,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
                                    wall_at=sc.get("wall_at", float, required=True))
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
-                         sim_clock=sim_clock, source=source)
+                         sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source)
 
 
 def _parse_ble(sec: _Section) -> BleConfig:

@@ -95,6 +95,7 @@ class GatewayConfig:
         retention_overrides: ``(kind, field) -> days``; may only shorten policy.json retention.
         retention_interval_s: how often the retention task runs.
         sim_clock: virtual clock of a simulated fleet, or None (system clock).
+        ack_gap_hold_s: how long cumulative ACKs wait at a gap in a device's seqs.
         source: the file this came from (None for built-in defaults).
     """
 
@@ -109,4 +110,5 @@ class GatewayConfig:
     retention_overrides: dict[tuple[str, str], int] = field(default_factory=dict)
     retention_interval_s: float = 3600.0
     sim_clock: SimClockConfig | None = None
+    ack_gap_hold_s: float = 15.0
     source: Path | None = None

@@ -30,6 +30,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[mqtt]\nport = 1883\n", "missing", "mqtt.host"),
         ("[ble]\nenabled = true\nbackend = \"virtual\"\n", "missing", "ble.radio"),
         ("[ble]\nbackend = \"winrt\"\n", "bad_value", "ble.backend"),
+        ("[gateway]\nack_gap_hold_s = -1\n", "bad_value", "gateway.ack_gap_hold_s"),
         ("[mqtt]\nhost = \"h\"\nport = 70000\n", "bad_value", "mqtt.port"),
         ("[mqtt]\nhost = \"h\"\ntopic_prefix = \"a/#\"\n", "bad_value", "mqtt.topic_prefix"),
         ("[mqtt]\nhost = \"h\"\noutbox_policy = \"keep\"\n", "bad_value", "mqtt.outbox_policy"),
@@ -60,6 +61,7 @@ def test_full_config_and_relative_paths(tmp_path: Path) -> None:
 [gateway]
 id = "gw-1"
 data_dir = "d"
+ack_gap_hold_s = 5
 [storage]
 batch_ms = 10
 [[serial]]
@@ -88,7 +90,7 @@ virtual_at = 1000.0
 wall_at = 10.0
 """))
     assert cfg.sim_clock is not None and cfg.sim_clock.now(11.0) == 1060.0
-    assert cfg.id == "gw-1" and cfg.data_dir == tmp_path / "d"
+    assert cfg.id == "gw-1" and cfg.data_dir == tmp_path / "d" and cfg.ack_gap_hold_s == 5.0
     assert cfg.storage.path == tmp_path / "d" / "reports.sqlite" and cfg.storage.batch_ms == 10
     assert [p.baud for p in cfg.serial] == [115200, 9600]
     assert cfg.ble.backend == "virtual" and cfg.ble.max_connections == 2
