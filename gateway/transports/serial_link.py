@@ -72,7 +72,9 @@ class SerialTransport:
         warned = False
         while True:
             try:
-                ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=self._write_timeout_s)
+                # exclusive: a second gateway on the same port would steal half the frames
+                ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=self._write_timeout_s,
+                                    exclusive=True)
             except (serial.SerialException, OSError) as exc:
                 if not warned:
                     log.warning("cannot open %s (%s); retrying every %.1f s", self.port, exc, self._reopen_s)

@@ -105,3 +105,31 @@ def test_export_and_verify_log_cli(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["gateway", "verify-log", str(removed)]) == 1
     assert "BROKEN at line 2 (prev_mismatch)" in capsys.readouterr().out
     assert main(["gateway", "verify-log", str(tmp_path / "missing.jsonl")]) == 1
+
+
+async def test_serial_port_is_held_exclusively() -> None:
+    """A second gateway (here: a second transport) cannot open a port in use; it takes over when freed."""
+    from gateway.transports import SerialTransport
+
+    dev = PtyDevice(KEYS)
+    first, second = SerialTransport(dev.path, reopen_s=0.1), SerialTransport(dev.path, reopen_s=0.1)
+    t1 = asyncio.create_task(first.run(lambda item, link: None))
+    try:
+        while first.opens == 0:
+            await asyncio.sleep(0.02)
+        t2 = asyncio.create_task(second.run(lambda item, link: None))
+        await asyncio.sleep(0.5)
+        assert second.opens == 0
+        t1.cancel()
+        await asyncio.gather(t1, return_exceptions=True)
+        end = time.monotonic() + 5
+        while second.opens == 0:
+            assert time.monotonic() < end
+            await asyncio.sleep(0.05)
+        t2.cancel()
+        await asyncio.gather(t2, return_exceptions=True)
+    finally:
+        t1.cancel()
+        await first.close()
+        await second.close()
+        dev.close()
