@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.config.loader import retention_days
 from gateway.config.model import GatewayConfig
+from gateway.errors import TransportError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
@@ -123,7 +124,12 @@ class Gateway:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, http.listen, http.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise TransportError("cannot serve HTTP on %s:%d: %s" % (http.listen, http.port, exc.strerror),
+                                 reason="open_failed", link="http") from exc
         self._web = runner
         sockets = getattr(site._server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else http.port

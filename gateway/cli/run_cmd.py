@@ -63,7 +63,11 @@ async def _run(config: "object") -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.stop()
+        raise
     # A line on stdout tells supervisors (and tests) that the gateway is accepting frames.
     print("gateway %s ready%s" % (config.id, "" if gateway.http_port is None else " http=%d" % gateway.http_port),
           flush=True)

@@ -133,3 +133,17 @@ async def test_serial_port_is_held_exclusively() -> None:
         await first.close()
         await second.close()
         dev.close()
+
+
+def test_http_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = make_env(tmp_path)
+        cfg.write_text(cfg.read_text().replace("[http]\nenabled = false", "[http]\nport = %d" % port))
+        assert main(["gateway", "run", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "error (open_failed)" in err and "cannot serve HTTP" in err
