@@ -116,3 +116,14 @@ def test_provenance_export_verify_and_tamper(tmp_path: Path) -> None:
     with pytest.raises(ProvenanceError) as info:
         verify_export(lines[:3] + ["{not json"])
     assert info.value.line == 4 and info.value.reason == "syntax"
+
+
+def test_outbox_cap_drop_newest(tmp_path: Path) -> None:
+    def enc(r: ReportRecord) -> tuple[str, bytes]:
+        return "t", json.dumps({"seq": r.seq}).encode().ljust(100)
+
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1", outbox_encoder=enc, outbox_max_bytes=350,
+                        outbox_policy="drop_newest")
+    res = store.insert_batch([rec("b1", s) for s in range(1, 6)])
+    assert res.inserted == [("b1", s) for s in range(1, 6)]  # every report is stored regardless
+    assert res.outbox_dropped == 2 and [json.loads(m.payload)["seq"] for m in store.outbox_peek(9)] == [1, 2, 3]
