@@ -18,7 +18,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, cast
 
 import serial
 from mpremote.transport import TransportError
@@ -106,6 +106,8 @@ class Dut:
             self._transport = SerialTransport(url, baudrate=baudrate, exclusive=exclusive, timeout=_POLL_S)
         except (TransportError, OSError, ValueError) as exc:
             raise DeviceConnectError(url=url, cause=_open_cause(url, exc)) from exc
+        # mpremote swaps .serial for an intercepting wrapper only with mount_local(), never used here.
+        self._serial: serial.Serial = cast(serial.Serial, self._transport.serial)
         self._in_raw_repl = False
         self._pending = b""  # console output read by expect() past its match
         log.debug("opened DUT %s", url)
@@ -116,7 +118,7 @@ class Dut:
         """Leave the raw REPL (so the board's firmware console is usable) and close the port."""
         try:
             if self._in_raw_repl:
-                self._transport.serial.write(b"\r\x02")
+                self._serial.write(b"\r\x02")
         except (OSError, serial.SerialException):
             pass
         self._in_raw_repl = False
@@ -136,7 +138,7 @@ class Dut:
     def interrupt(self) -> None:
         """Send Ctrl-C (stops running code, e.g. the firmware's asyncio loop)."""
         with self._remote("interrupt", 1.0):
-            self._transport.serial.write(b"\r\x03")
+            self._serial.write(b"\r\x03")
         self._in_raw_repl = False
 
     def enter_raw_repl(self, *, timeout_s: float = 10.0) -> None:
@@ -146,23 +148,21 @@ class Dut:
             DeviceTimeoutError: no raw REPL banner within ``timeout_s``.
             DeviceDisconnectedError: the link went away.
         """
-        t = self._transport
         with self._remote("enter raw REPL", timeout_s):
             deadline = time.monotonic() + timeout_s
             # Ctrl-C twice: asyncio firmware may swallow the first interrupt while cancelling tasks.
             for _ in range(2):
-                t.serial.write(b"\r\x03")
+                self._serial.write(b"\r\x03")
                 time.sleep(0.05)
             self._drain()
             self._pending = b""
             # One Ctrl-A only: a second would print a second banner that the next exec would
             # mistake for its answer.
-            t.serial.write(b"\r\x01")
-            received = t.read_until(1, RAW_REPL_BANNER, timeout=None,
-                                    timeout_overall=max(0.1, deadline - time.monotonic()))
+            self._serial.write(b"\r\x01")
+            received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()))
             if received.endswith(RAW_REPL_BANNER):
                 self._in_raw_repl = True
-                t.in_raw_repl = True
+                self._transport.in_raw_repl = True
                 return
             raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
                                      received=received)
@@ -173,13 +173,12 @@ class Dut:
         Raises:
             DeviceProtocolError: the port has no modem lines (pty, plain socket).
         """
-        t = self._transport
         with self._remote("hard reset", pulse_s + 1.0):
             try:
-                t.serial.dtr = False
-                t.serial.rts = True
+                self._serial.dtr = False
+                self._serial.rts = True
                 time.sleep(pulse_s)
-                t.serial.rts = False
+                self._serial.rts = False
             except (OSError, serial.SerialException) as exc:
                 raise DeviceProtocolError(url=self.url, operation="hard reset (no RTS/DTR lines)",
                                           received=str(exc).encode()) from exc
@@ -195,16 +194,15 @@ class Dut:
         Raises:
             DeviceTimeoutError: no ``soft reboot`` line within ``timeout_s``.
         """
-        t = self._transport
         with self._remote("soft reset", timeout_s):
             if not self._in_raw_repl:
                 self.enter_raw_repl(timeout_s=timeout_s)
-            t.serial.write(b"\r\x02")  # friendly REPL: there Ctrl-D runs boot.py + main.py
+            self._serial.write(b"\r\x02")  # friendly REPL: there Ctrl-D runs boot.py + main.py
             self._in_raw_repl = False
-            t.in_raw_repl = False
-            t.read_until(1, b">>> ", timeout=None, timeout_overall=timeout_s)
-            t.serial.write(b"\x04")
-            out: bytes = t.read_until(1, b"soft reboot\r\n", timeout=None, timeout_overall=timeout_s)
+            self._transport.in_raw_repl = False
+            self._read_until(b">>> ", timeout_overall=timeout_s)
+            self._serial.write(b"\x04")
+            out: bytes = self._read_until(b"soft reboot\r\n", timeout_overall=timeout_s)
             if not out.endswith(b"soft reboot\r\n"):
                 raise DeviceTimeoutError(url=self.url, operation="soft reset", timeout_s=timeout_s, received=out)
         return out.decode(errors="replace")
@@ -213,15 +211,14 @@ class Dut:
 
     def read_output(self, *, duration_s: float) -> bytes:
         """Collect what the board prints for ``duration_s`` (the firmware keeps running)."""
-        t = self._transport
         out = bytearray(self._pending)
         self._pending = b""
         with self._remote("read output", duration_s):
             end = time.monotonic() + duration_s
             while time.monotonic() < end:
-                t.serial.timeout = min(_POLL_S, max(0.0, end - time.monotonic()))
-                out += t.serial.read(max(1, t.serial.in_waiting))
-            t.serial.timeout = _POLL_S
+                self._serial.timeout = min(_POLL_S, max(0.0, end - time.monotonic()))
+                out += self._serial.read(max(1, self._serial.in_waiting))
+            self._serial.timeout = _POLL_S
         return bytes(out)
 
     def expect(self, pattern: str | bytes, *, timeout_s: float = 10.0) -> re.Match[bytes]:
@@ -233,7 +230,6 @@ class Dut:
             DeviceTimeoutError: no match within ``timeout_s`` (``received`` holds what came).
         """
         regex = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
-        t = self._transport
         buf = bytearray(self._pending)
         end = time.monotonic() + timeout_s
         with self._remote("expect", timeout_s):
@@ -246,9 +242,9 @@ class Dut:
                     self._pending = bytes(buf)
                     raise DeviceTimeoutError(url=self.url, operation=f"expect {regex.pattern!r}",
                                              timeout_s=timeout_s, received=bytes(buf))
-                t.serial.timeout = min(_POLL_S, max(0.0, end - time.monotonic()))
-                buf += t.serial.read(max(1, t.serial.in_waiting))
-                t.serial.timeout = _POLL_S
+                self._serial.timeout = min(_POLL_S, max(0.0, end - time.monotonic()))
+                buf += self._serial.read(max(1, self._serial.in_waiting))
+                self._serial.timeout = _POLL_S
 
     # --- code execution ----------------------------------------------------------------------
 
@@ -282,20 +278,19 @@ class Dut:
             raise DeviceResultError(url=self.url, expression=expression, output=out) from None
 
     def _exec_raw(self, code: str, *, timeout_s: float) -> tuple[str, str]:
-        t = self._transport
         deadline = time.monotonic() + timeout_s
         if not self._in_raw_repl:
             self.enter_raw_repl(timeout_s=timeout_s)
         with self._remote("exec", timeout_s):
             try:
                 # Larger read timeout for the short handshakes inside (raw-paste negotiation).
-                t.serial.timeout = max(1.0, min(5.0, timeout_s))
-                t.exec_raw_no_follow(code.encode())
+                self._serial.timeout = max(1.0, min(5.0, timeout_s))
+                self._transport.exec_raw_no_follow(code.encode())
             finally:
-                t.serial.timeout = _POLL_S
+                self._serial.timeout = _POLL_S
             parts: list[bytes] = []
             for _ in range(2):  # stdout, then the exception text; each ends with Ctrl-D
-                data = t.read_until(1, b"\x04", timeout=None, timeout_overall=max(0.0, deadline - time.monotonic()))
+                data = self._read_until(b"\x04", timeout_overall=max(0.0, deadline - time.monotonic()))
                 if not data.endswith(b"\x04"):
                     self._abort()
                     raise DeviceTimeoutError(url=self.url, operation="exec", timeout_s=timeout_s,
@@ -307,22 +302,27 @@ class Dut:
     def _abort(self) -> None:
         """Interrupt code that overran its timeout; the next call re-enters the raw REPL."""
         try:
-            self._transport.serial.write(b"\x03")
+            self._serial.write(b"\x03")
         except (OSError, serial.SerialException):
             pass
         self._in_raw_repl = False
 
+    def _read_until(self, ending: bytes, *, timeout_overall: float) -> bytes:
+        """mpremote's read_until with no inter-character limit, only an overall one."""
+        transport: Any = self._transport  # mpremote is untyped: timeout=None is valid there
+        data: bytes = transport.read_until(1, ending, timeout=None, timeout_overall=timeout_overall)
+        return data
+
     def _drain(self) -> None:
-        t = self._transport
         end = time.monotonic() + 0.3
         while time.monotonic() < end:
-            n = t.serial.in_waiting
+            n = self._serial.in_waiting
             if not n:
                 time.sleep(0.02)
-                if not t.serial.in_waiting:
+                if not self._serial.in_waiting:
                     break
                 continue
-            t.serial.read(n)
+            self._serial.read(n)
 
     @contextmanager
     def _remote(self, operation: str, timeout_s: float) -> Iterator[None]:

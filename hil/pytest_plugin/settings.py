@@ -50,8 +50,8 @@ class HilSettings:
             port=config.getoption("--hil-port", default=None),
             qemu_image=Path(image) if image else None,
             lease_dir=Path(lease_dir) if lease_dir else default_lease_dir(),
-            lease_wait_s=float(config.getoption("--hil-lease-wait", default=30.0)),
-            sim_speed=float(config.getoption("--hil-sim-speed", default=1.0)),
+            lease_wait_s=float(config.getoption("--hil-lease-wait", default=30.0) or 0.0),
+            sim_speed=float(config.getoption("--hil-sim-speed", default=1.0) or 0.0),
         )
 
     def board(self, name: str | None = None) -> BoardDefinition:

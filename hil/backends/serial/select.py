@@ -129,7 +129,7 @@ def read_chip_mac(port: str, *, attempts: int = 3) -> str:
     except Exception as exc:  # noqa: BLE001 - esptool raises FatalError/SerialException/OSError
         raise BackendError(f"cannot read the chip MAC on {port}: {exc}", port=port) from exc
     with esp:
-        mac = esp.read_mac()
+        mac = esp.read_mac("BASE_MAC")
         esp.hard_reset()
     return normalize_mac(bytes(mac).hex())
 
