@@ -81,3 +81,33 @@ def test_hard_reset_boots_the_firmware_again(hil_board: BoardHandle) -> None:
     assert board.boots == boots + 1
     assert hil_board.state == "reporting"
     assert board.console_text().count(f"{hil_board.device_id} running") == 2
+
+
+def test_strategy_stops_at_states_and_reports_a_refusing_firmware(tmp_path: Any) -> None:
+    from hil.backends.board import BoardStateError, Strategy, make_identity
+    from hil.backends.errors import BackendError
+    from hil.backends.sim_driver import SimDriver, simulator_unavailable_reason
+    from hil.boards import load_board
+
+    if simulator_unavailable_reason() is not None:
+        pytest.skip(str(simulator_unavailable_reason()))
+    definition = load_board("streetlight-esp32")
+    identity = make_identity(definition)
+    identity["key"] = "not-hex"  # a bad provisioning: the firmware must refuse, the strategy must say so
+    strategy = Strategy(SimDriver(speed=10))
+    handle = BoardHandle(backend="sim", definition=definition, identity=identity, workdir=tmp_path)
+    try:
+        strategy.transition(handle, "provisioned")
+        assert handle.state == "provisioned" and handle.resource is None
+        assert (tmp_path / "flash" / "lib" / "civic").is_dir()
+        assert (tmp_path / "flash" / "identity.json").stat().st_mode & 0o777 == 0o600
+        with pytest.raises(BoardStateError) as err:
+            strategy.transition(handle, "reporting")
+        assert err.value.state == "provisioned" and err.value.target == "reporting"
+        assert "cannot start" in str(err.value) and "identity" in err.value.console
+        with pytest.raises(BackendError):
+            strategy.transition(handle, "dancing")
+    finally:
+        strategy.power_off(handle)
+        strategy.close()
+    assert handle.state == "off" and handle.resource is None
