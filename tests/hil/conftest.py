@@ -15,7 +15,6 @@ from hil.sim import SIM_DIR
 from hil.sim.mprun import RuntimeMissingError, node_binary
 from hil_peer import ReplPeer, _pump
 
-pytest_plugins = ["pytester"]
 
 PEER_SCRIPT = Path(__file__).with_name("mp_repl_peer.mjs")
 

@@ -9,6 +9,8 @@ import pytest
 
 from hil_peer import ReplPeer
 
+pytest_plugins = ["pytester"]
+
 pytestmark = pytest.mark.timeout(120)
 
 

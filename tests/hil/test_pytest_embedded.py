@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 pytestmark = pytest.mark.timeout(180)
 
 
