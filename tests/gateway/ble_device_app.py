@@ -6,7 +6,8 @@ test, in CPython; the firmware's own BleLink is tested with the simulator). Beha
 * once a central connects, notifies every pending REPORT frame, fragmented to the link's ATT MTU;
 * reassembles writes to RX, verifies ACKs with its key, drops pending frames <= the ACK and prints
   ``{"event": "ack", "seq": N}``; re-sends what is still pending every 2 s;
-* stdin commands: ``send A B`` queues reports A..B, ``drop`` drops the link (BLE fault).
+* stdin commands: ``send A B`` queues reports A..B, ``drop`` drops the link (BLE fault),
+  ``garble`` notifies an orphan fragment (index 1 without index 0).
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ async def main() -> None:
             dev.queue(int(a), int(b))
         elif line.strip() == "drop":
             loop.create_task(p.drop_all())
+        elif line.strip() == "garble" and dev.conn is not None:
+            # a fragment whose start was never sent: the gateway must drop and count it
+            loop.create_task(p.notify(dev.conn, TX_HANDLE, bytes([0xEE, 0x01]) + b"orphan"))
 
     loop.add_reader(sys.stdin.fileno(), on_stdin)
     worker = asyncio.create_task(dev.run())

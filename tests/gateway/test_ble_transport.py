@@ -92,6 +92,8 @@ def test_ble_ingest_at_mtu_23_and_247_with_reconnect(tmp_path: Path, radio: str)
         gw.start()
         small.wait(lambda e: e["event"] == "ack" and e["seq"] == 8)
         big.wait(lambda e: e["event"] == "ack" and e["seq"] == 8)
+        big.command("garble")
+        gw.wait_log("reason=fragment")
         small.command("drop")  # BLE disconnect fault: the gateway reconnects with backoff
         small.wait(lambda e: e["event"] == "disconnect")
         small.command("send 9 12")
