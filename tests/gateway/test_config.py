@@ -124,3 +124,10 @@ def test_run_check_reports_specific_error(tmp_path: Path, capsys: pytest.Capture
     assert main(["gateway", "run", "--config", str(path), "--check"]) == 1
     err = capsys.readouterr().err
     assert "missing" in err and "serial[0].port" in err
+
+
+def test_run_without_config_uses_embedded_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert main(["gateway", "run", "--check"]) == 0
+    assert str(tmp_path / "xdg" / "civicedge" / "gateway" / "reports.sqlite") in capsys.readouterr().out
