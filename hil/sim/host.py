@@ -64,7 +64,12 @@ class SimHost:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=str(SIM_DIR), limit=64 * 1024 * 1024, start_new_session=True)
         hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._handlers["hello"] = lambda ev: hello.done() or hello.set_result(ev)
+
+        def on_hello(ev: dict[str, Any]) -> None:
+            if not hello.done():
+                hello.set_result(ev)
+
+        self._handlers["hello"] = on_hello
         self._reader = asyncio.create_task(self._read_loop())
         self._stderr_task = asyncio.create_task(self._stderr_loop())
         try:
@@ -144,7 +149,7 @@ class SimHost:
             if fut is not None and not fut.done():
                 fut.set_result(ev)
             return
-        key = ev.get("board", kind)
+        key = str(ev.get("board", kind))
         handler = self._handlers.get(key)
         if handler is not None:
             try:
