@@ -1,0 +1,330 @@
+"""Read and validate scenario files (TOML). Every mistake raises a specific :class:`ScenarioError`.
+
+Format (see docs/scenarios.md)::
+
+    name = "link-outage"
+    description = "..."
+    start = "2026-11-21T18:00:00Z"   # virtual start (ISO, UTC); default: today 18:00 UTC
+    duration = "2h"                  # virtual time to run
+    speed = 240                      # virtual seconds per wall second
+    seed = 7                         # privacy noise of the virtual boards (simulation only)
+
+    [[boards]]
+    board = "streetlight-esp32"      # boards/<name>.toml or a path
+    count = 2                        # or ids = ["sl-1", "sl-2"]
+    link = "uart"                    # uart | ble
+    zone = "centre"
+    lat = "52.3702"
+    lon = "4.8952"
+    stimuli = "night.toml"           # a stimuli file (relative to the scenario), or an inline table
+    faults = [{ time = "+30m", fault = "drop uart 10m" }]
+
+    [expect]
+    reports_min = 8
+    no_loss = true
+    alarms = ["fire"]
+    alarms_within = "+4h"
+    eps_per_day_max = true           # or a list of fields
+    [[expect.fields]]
+    field = "fill"
+    op = ">="
+    value = 80
+    by = "+6h"
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from hil.boards import BoardError, load_board
+from hil.scenarios.errors import (BadDurationError, ScenarioError, UnknownBoardError, UnknownExpectationError,
+                                  UnknownKeyError)
+from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation, Scenario
+from hil.sim.errors import StimulusError
+from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+TOP_KEYS = {"name", "description", "start", "duration", "speed", "seed", "boards", "expect"}
+BOARD_KEYS = {"board", "count", "ids", "link", "zone", "lat", "lon", "stimuli", "faults", "sleep"}
+EXPECT_KEYS = {"reports_min", "no_loss", "alarms", "alarms_within", "fields", "eps_per_day_max"}
+FIELD_KEYS = {"field", "op", "value", "by", "device"}
+FAULT_KEYS = {"time", "every", "until", "fault"}
+MAX_BOARDS = 50
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
+def list_examples() -> list[Path]:
+    """The shipped example scenarios."""
+    return sorted(EXAMPLES_DIR.glob("*.toml"))
+
+
+def find_scenario(name_or_path: str | Path) -> Path:
+    """A path as given, or the shipped example with that name (``link-outage``).
+
+    Raises:
+        ScenarioError: neither a file nor a shipped example.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    example = EXAMPLES_DIR / f"{Path(str(name_or_path)).stem}.toml"
+    if example.is_file() and path.suffix in ("", ".toml") and len(path.parts) == 1:
+        return example
+    names = ", ".join(p.stem for p in list_examples())
+    raise ScenarioError(f"no scenario file {str(name_or_path)!r} (shipped examples: {names})", path=str(name_or_path))
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path | None,
+                error: type[ScenarioError] = UnknownKeyError) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise error(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
+                    path=str(path) if path else None, key=unknown[0], where=where)
+
+
+def _duration(value: Any, key: str, path: Path | None) -> int:
+    text = str(value)
+    try:
+        ms = parse_duration_ms(text[1:] if text.startswith("+") else value)
+    except StimulusError as exc:
+        raise BadDurationError(f"{key}: not a duration: {value!r} (use e.g. 90s, 10m, 6h, 1d)",
+                               path=str(path) if path else None, key=key, value=value) from exc
+    if ms <= 0:
+        raise BadDurationError(f"{key}: must be positive, got {value!r}", path=str(path) if path else None,
+                               key=key, value=value)
+    return ms
+
+
+def _start_ms(value: Any, path: Path | None) -> int:
+    if value is None:
+        today = dt.datetime.now(dt.timezone.utc).replace(hour=18, minute=0, second=0, microsecond=0)
+        return int(today.timestamp() * 1000)
+    if isinstance(value, dt.datetime):
+        value = value.isoformat()
+    try:
+        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadDurationError(f"start: not an ISO time: {value!r} (e.g. 2026-11-21T18:00:00Z)",
+                               path=str(path) if path else None, key="start", value=str(value)) from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+def toml_text(doc: dict[str, Any]) -> str:
+    """Write a stimuli document (``start``/``[set]``/``[[at]]`` of scalars and string lists) as TOML."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise ScenarioError(f"stimuli value {v!r} is not a number, string or list", value=repr(v))
+
+    lines: list[str] = [f"start = {value(doc['start'])}"] if "start" in doc else []
+    lines.append("[set]")
+    lines += [f"{json.dumps(k)} = {value(v)}" for k, v in doc.get("set", {}).items()]
+    for entry in doc.get("at", []):
+        lines.append("[[at]]")
+        lines += [f"{json.dumps(k)} = {value(v)}" for k, v in entry.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _stimuli_doc(raw: Any, where: str, base: Path) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return dict(raw)
+    if isinstance(raw, str):
+        file = (base / raw) if not Path(raw).is_absolute() else Path(raw)
+        if not file.is_file():
+            raise ScenarioError(f"{where}: stimuli file {raw!r} not found (looked at {file})", key="stimuli",
+                                value=raw, path=str(file))
+        try:
+            return tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(f"{where}: stimuli file {file} is not TOML: {exc}", key="stimuli", path=str(file)) from exc
+    raise ScenarioError(f"{where}: stimuli must be a file name or a table, got {raw!r}", key="stimuli", value=raw)
+
+
+def _board_group(i: int, raw: Any, scenario_start: int, base: Path, path: Path | None, taken: set[str]) -> BoardGroup:
+    where = f"boards[{i + 1}]"
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: must be a table", key="boards")
+    _check_keys(raw, BOARD_KEYS, where, path)
+    name = raw.get("board")
+    if not isinstance(name, str) or not name:
+        raise ScenarioError(f"{where}: 'board' (a board name such as streetlight-esp32) is required", key="board")
+    board_ref = str(base / name) if name.endswith(".toml") and not Path(name).is_absolute() else name
+    try:
+        definition = load_board(board_ref)
+    except BoardError as exc:
+        raise UnknownBoardError(f"{where}: unknown board {name!r}: {exc}", key="board", value=name,
+                                path=str(path) if path else None) from exc
+    config = definition.to_device_config()
+    kind = str(config.get("kind"))
+    links = sorted(config.get("links", {}))
+    link = raw.get("link", links[0] if len(links) == 1 else "uart")
+    if link not in ("uart", "ble") or link not in links:
+        raise ScenarioError(f"{where}: link {link!r} not available on {name} (it has: {', '.join(links)})",
+                            key="link", value=link)
+    if "ids" in raw and "count" in raw:
+        raise ScenarioError(f"{where}: give either 'ids' or 'count', not both", key="ids")
+    if "ids" in raw:
+        ids = raw["ids"]
+        if not isinstance(ids, list) or not ids or not all(isinstance(d, str) and _ID.match(d) for d in ids):
+            raise ScenarioError(f"{where}: ids must be a non-empty list of ids (letters, digits, . _ -; max 32)",
+                                key="ids", value=ids)
+    else:
+        count = raw.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BOARDS:
+            raise ScenarioError(f"{where}: count must be an integer 1..{MAX_BOARDS}, got {count!r}", key="count",
+                                value=count)
+        prefix = "sl" if kind == "streetlight" else kind
+        ids = [f"{prefix}-{len(taken) + n + 1:03d}" for n in range(count)]
+    dup = sorted(set(ids) & taken | {d for d in ids if ids.count(d) > 1})
+    if dup:
+        raise ScenarioError(f"{where}: device id(s) used twice: {', '.join(dup)}", key="ids", value=dup)
+    taken.update(ids)
+    sleep = raw.get("sleep", "awake")
+    if sleep not in ("awake", "deep"):
+        raise ScenarioError(f"{where}: sleep must be 'awake' or 'deep', got {sleep!r}", key="sleep", value=sleep)
+    doc = _stimuli_doc(raw.get("stimuli"), where, base)
+    if "start" in doc:
+        raise ScenarioError(f"{where}: stimuli may not set 'start' (the scenario's start is used)", key="stimuli")
+    faults = raw.get("faults", [])
+    if not isinstance(faults, list):
+        raise ScenarioError(f"{where}: faults must be a list of {{time, fault}} tables", key="faults")
+    at = list(doc.get("at", []))
+    for j, f in enumerate(faults):
+        if not isinstance(f, dict) or "time" not in f or "fault" not in f:
+            raise ScenarioError(f"{where}: faults[{j + 1}] needs 'time' and 'fault'", key="faults", value=f)
+        _check_keys(f, FAULT_KEYS, f"{where}.faults[{j + 1}]", path)
+        at.append(dict(f))
+    doc = {**doc, "at": at}
+    text = toml_text(doc)
+    try:
+        load_stimuli(text, BoardIo(config), scenario_start)
+    except StimulusError as exc:
+        raise ScenarioError(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
+    for key in ("zone", "lat", "lon"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ScenarioError(f"{where}: {key} must be a string", key=key, value=raw[key])
+    return BoardGroup(board=board_ref, ids=tuple(ids), link=link, kind=kind, zone=raw.get("zone", "sim"),
+                      lat=raw.get("lat", "52.3702"), lon=raw.get("lon", "4.8952"), stimuli_toml=text,
+                      stimuli_doc=doc, sleep=sleep)
+
+
+def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectations:
+    if not isinstance(raw, dict) or not raw:
+        raise ScenarioError("[expect] is required and must name at least one expectation "
+                            f"({', '.join(sorted(EXPECT_KEYS))})", key="expect", path=str(path) if path else None)
+    _check_keys(raw, EXPECT_KEYS, "[expect]", path, error=UnknownExpectationError)
+    reports_min = raw.get("reports_min")
+    if reports_min is not None and (isinstance(reports_min, bool) or not isinstance(reports_min, int) or reports_min < 0):
+        raise ScenarioError(f"expect.reports_min must be an integer >= 0, got {reports_min!r}", key="reports_min")
+    no_loss = raw.get("no_loss", False)
+    if not isinstance(no_loss, bool):
+        raise ScenarioError(f"expect.no_loss must be true or false, got {no_loss!r}", key="no_loss")
+    alarms = raw.get("alarms", [])
+    if not isinstance(alarms, list) or not all(isinstance(a, str) and a for a in alarms):
+        raise ScenarioError(f"expect.alarms must be a list of alarm codes, got {alarms!r}", key="alarms")
+    within = raw.get("alarms_within")
+    within_ms = None if within is None else _duration(within, "expect.alarms_within", path)
+    eps = raw.get("eps_per_day_max", [])
+    if not (isinstance(eps, bool) or isinstance(eps, list) and all(isinstance(f, str) for f in eps)):
+        raise ScenarioError(f"expect.eps_per_day_max must be true or a list of fields, got {eps!r}",
+                            key="eps_per_day_max")
+    fields = []
+    for i, f in enumerate(raw.get("fields", [])):
+        where = f"expect.fields[{i + 1}]"
+        if not isinstance(f, dict):
+            raise ScenarioError(f"{where}: must be a table", key="fields")
+        _check_keys(f, FIELD_KEYS, where, path)
+        missing = [k for k in ("field", "op", "value", "by") if k not in f]
+        if missing:
+            raise ScenarioError(f"{where}: missing {', '.join(missing)}", key=missing[0])
+        if f["op"] not in OPS:
+            raise ScenarioError(f"{where}: op must be one of {' '.join(OPS)}, got {f['op']!r}", key="op", value=f["op"])
+        if isinstance(f["value"], bool) or not isinstance(f["value"], int):
+            raise ScenarioError(f"{where}: value must be an integer (released values are integers)", key="value")
+        device = f.get("device")
+        if device is not None and device not in device_ids:
+            raise ScenarioError(f"{where}: device {device!r} is not one of the scenario's boards", key="device",
+                                value=device)
+        fields.append(FieldExpectation(field=str(f["field"]), op=f["op"], value=f["value"],
+                                       by_ms=_duration(f["by"], f"{where}.by", path), by_text=str(f["by"]),
+                                       device=device))
+    return Expectations(reports_min=reports_min, no_loss=no_loss, alarms=tuple(alarms), alarms_within_ms=within_ms,
+                        alarms_within_text=None if within is None else str(within), fields=tuple(fields),
+                        eps_per_day_max=(True if eps else ()) if isinstance(eps, bool) else tuple(eps))
+
+
+def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path | None = None) -> Scenario:
+    """Validate a parsed scenario document.
+
+    Raises:
+        ScenarioError: (or a subclass) naming the key at fault.
+    """
+    _check_keys(doc, TOP_KEYS, "scenario", path)
+    name = doc.get("name", path.stem if path else None)
+    if not isinstance(name, str) or not _ID.match(name):
+        raise ScenarioError(f"scenario: name must be a short id (letters, digits, . _ -), got {name!r}", key="name")
+    if "duration" not in doc:
+        raise BadDurationError("scenario: 'duration' (virtual time to run, e.g. 6h) is required", key="duration")
+    duration_ms = _duration(doc["duration"], "duration", path)
+    speed = doc.get("speed", 60)
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed <= 3600:
+        raise ScenarioError(f"scenario: speed must be a number in (0, 3600], got {speed!r}", key="speed", value=speed)
+    seed = doc.get("seed", 7)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ScenarioError(f"scenario: seed must be an integer, got {seed!r}", key="seed", value=seed)
+    start_ms = _start_ms(doc.get("start"), path)
+    boards_raw = doc.get("boards")
+    if not isinstance(boards_raw, list) or not boards_raw:
+        raise ScenarioError("scenario: at least one [[boards]] entry is required", key="boards")
+    taken: set[str] = set()
+    base = base or (path.parent if path else Path.cwd())
+    groups = tuple(_board_group(i, b, start_ms, base, path, taken) for i, b in enumerate(boards_raw))
+    if len(taken) > MAX_BOARDS:
+        raise ScenarioError(f"scenario: at most {MAX_BOARDS} boards, got {len(taken)}", key="boards")
+    expect = _expectations(doc.get("expect"), path, taken)
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise ScenarioError("scenario: description must be a string", key="description")
+    return Scenario(name=name, description=description, path=path, start_ms=start_ms, duration_ms=duration_ms,
+                    duration_text=str(doc["duration"]), speed=float(speed), seed=seed, boards=groups, expect=expect)
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Read and validate a scenario file (a path or a shipped example's name).
+
+    Raises:
+        ScenarioError: (or a subclass: UnknownKeyError, BadDurationError, UnknownBoardError,
+            UnknownExpectationError) with ``details`` naming the key and value at fault.
+    """
+    path = find_scenario(name_or_path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not TOML: {exc}", path=str(path)) from exc
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}", path=str(path)) from exc
+    try:
+        return parse_scenario(doc, path=path)
+    except ScenarioError as exc:
+        if "path" not in exc.details or exc.details["path"] is None:
+            exc.details["path"] = str(path)
+        raise
+
+
+__all__ = ["EXAMPLES_DIR", "find_scenario", "list_examples", "load_scenario", "parse_scenario", "parse_at_ms",
+           "toml_text"]
