@@ -160,3 +160,12 @@ def test_refresh_thread_stops_on_release(tmp_path: Path) -> None:
 def test_bad_duration(tmp_path: Path) -> None:
     with pytest.raises(LeaseError):
         Lease("x", lease_dir=tmp_path, duration_s=0)
+
+
+def test_unusable_lease_dir_is_a_lease_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    lease = Lease("usb:Z", lease_dir=blocker / "leases", duration_s=5, refresh=False)
+    with pytest.raises(LeaseError) as err:
+        lease.acquire()
+    assert err.value.resource == "usb:Z" and "not-a-dir" in str(err.value)

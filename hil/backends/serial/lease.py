@@ -197,8 +197,11 @@ class Lease:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.lease_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.lease_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LeaseError(f"cannot use lease directory {self.lease_dir}: {exc}", resource=self.resource) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
