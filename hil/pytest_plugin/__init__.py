@@ -2,7 +2,9 @@
 
 Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port SELECTOR``
 (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``usb:<serial>``, ``mac:<addr>``),
-``--hil-qemu-image RELEASE.bin``, ``--hil-lease-dir DIR``.
+``--hil-qemu-image RELEASE.bin``, ``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-sim-speed X``.
+Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=)`` choose what the
+fixtures bring up (docs/hil.md).
 
 Marker ``@pytest.mark.requires("ble", "adc")``: the test runs only where the backend's capability
 manifest (:func:`hil.backends.manifest_for`) has every capability, and is SKIPPED with the reason
