@@ -256,7 +256,7 @@ class VirtualBoard:
         """Apply a stimuli file (path or TOML text): initial values now, timelines on the virtual clock."""
         now = int((await self.host.ping())["now"])
         plan = load_stimuli(source, self.io, now)
-        if plan.start_ms is not None and plan.start_ms != now:
+        if plan.start_ms is not None and plan.start_ms != self.host.start_ms:
             raise StimulusError("the stimuli file sets 'start': pass it as start_ms when creating the host",
                                 value=plan.start_ms)
         for op in plan.initial:

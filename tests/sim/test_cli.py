@@ -86,3 +86,23 @@ def test_sim_fleet_one_line_per_board_in_few_processes(tmp_path):
     assert stop(proc, signal.SIGTERM) == 0
     time.sleep(0.2)
     assert not any(node_alive(p) for p in pids)
+
+
+def test_sim_up_with_a_stimuli_file_fixes_start_and_values(tmp_path):
+    stim = tmp_path / "s.toml"
+    stim.write_text('start = "2026-03-01T21:59:00Z"\n[set]\nlight = 3\n')
+    proc = start("sim", "up", "--board", "streetlight-esp32", "--flash", str(tmp_path / "f"), "--no-install",
+                 "--stimuli", str(stim), "--json")
+    try:
+        info = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        with serial.Serial(info["console"], 115200, timeout=5) as con:
+            con.write(b"import time, machine\rprint('AT', time.time(), machine.ADC(machine.Pin(34)).read_uv())\r")
+            deadline = time.monotonic() + 10
+            seen = b""
+            while (b"AT " not in seen or not seen.rstrip().endswith(b">>>")) and time.monotonic() < deadline:
+                seen += con.read(256)
+        fields = seen.split(b"AT ")[-1].split()
+        assert 1772402340 <= int(fields[0]) < 1772402340 + 60   # 2026-03-01T21:59:00Z + seconds of wall time
+        assert int(fields[1]) == 10000                          # 3 lx through lux_per_volt = 300
+    finally:
+        assert stop(proc, signal.SIGTERM) == 0
