@@ -126,11 +126,11 @@ time.sleep(60)
 
 @pytest.mark.timeout(60)
 def test_refreshed_by_live_process_and_freed_when_it_is_killed(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "0.6"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "1.2"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         mine = Lease("usb:CRASH", lease_dir=tmp_path, duration_s=5, refresh=False)
-        time.sleep(1.5)  # 2.5 lease periods: only the holder's refresh thread keeps it alive
+        time.sleep(2.6)  # over 2 lease periods: only the holder's refresh thread keeps it alive
         with pytest.raises(LeaseHeldError) as err:
             mine.acquire()
         assert err.value.holder_pid == proc.pid
@@ -148,9 +148,9 @@ def test_refreshed_by_live_process_and_freed_when_it_is_killed(tmp_path: Path) -
 
 
 def test_refresh_thread_stops_on_release(tmp_path: Path) -> None:
-    lease = Lease("r", lease_dir=tmp_path, duration_s=0.3)
+    lease = Lease("r", lease_dir=tmp_path, duration_s=0.9)
     lease.acquire()
-    time.sleep(0.5)
+    time.sleep(1.4)
     first = json.loads(lease.path.read_text())["expires_at"]
     assert first > time.time()  # refreshed past the original expiry
     lease.release()
