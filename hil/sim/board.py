@@ -56,7 +56,9 @@ def board_host_options(cfg: dict[str, Any], *, flash: Path, seed: int | str | No
         cal = cfg["cal"]["lamp"]
         lamp = {"pwm_pin": io["lamp"]["pin"], "adc_pin": io["lamp_current"]["pin"],
                 "uv_full": cal["ma_full"] * 1_000_000 // cal["ma_per_volt"], "uv_offset": cal.get("offset_uv", 0)}
-    return {"config": cfg, "flash": str(flash), "pins": sorted(pins), "adc_pins": sorted(adc),
+    # Digital sensors start at rest (PIR quiet, lid shut, bin upright): the inactive level.
+    rest = {str(io["pin"]): 1 - int(io.get("active", 1)) for io in cfg.get("io", {}).values() if io.get("mode") == "in"}
+    return {"config": cfg, "flash": str(flash), "pins": sorted(pins), "adc_pins": sorted(adc), "rest": rest,
             "uart_ids": _UART_IDS.get(cfg.get("chip", "esp32"), [0, 1]), "lamp": lamp,
             "seed": None if seed is None else str(seed), "heap": heap_bytes}
 

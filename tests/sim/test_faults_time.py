@@ -206,3 +206,17 @@ async def test_real_streetlight_firmware_reports_on_the_uart(make_board, open_se
     body = decode_body(frame.body)
     assert body["k"] == "streetlight" and body["w"] % 900 == 0
     assert (flash / "outbox").exists()   # the outbox persisted in the flash directory
+
+
+async def test_lid_opening_wakes_a_sleeping_bin_early(make_board):
+    prog = ("import machine, esp32\nprint('WOKE', machine.reset_cause(), machine.wake_reason(),"
+            " machine.Pin(3, machine.Pin.IN).value(), machine.Pin(4, machine.Pin.IN).value())\n"
+            "def nap():\n    esp32.wake_on_gpio([machine.Pin(3)], 1)\n    machine.deepsleep(600000)\n")
+    board = await make_board("bin-esp32c3", files={"main.py": prog})
+    await board.wait_console("WOKE 1 0 0 0")   # at rest: lid shut, bin upright (pull-ups, switches closed)
+    board.write_console(b"nap()\r")
+    await board.advance(5)
+    assert (await board.state())["state"] == "sleep"
+    await board.stimulus("lid", 1)
+    await board.advance(0.5)
+    await board.wait_console("WOKE 4 3 1 0")   # DEEPSLEEP_RESET by a pin (EXT1), long before 600 s

@@ -141,7 +141,8 @@ export class Board {
     this.random = byteSource(o.seed === null || o.seed === undefined ? null : `${o.seed}:${id}`);
     this.faultRandom = byteSource(o.seed === null || o.seed === undefined ? null : `${o.seed}:${id}:faults`);
     // peripheral state (survives resets)
-    this.ext = new Map();      // pin -> level driven from outside (stimulus)
+    // pin -> level driven from outside (stimulus); starts at the sensors' rest levels
+    this.ext = new Map(Object.entries(o.rest || {}).map(([pin, level]) => [Number(pin), level]));
     this.out = new Map();      // pin -> level driven by the firmware
     this.pull = new Map();
     this.adc = new Map();      // pin -> microvolts
