@@ -1,0 +1,146 @@
+"""``civicedge hil``: integrator scenarios on virtual boards.
+
+``civicedge hil run SCENARIO [--junit FILE] [--html FILE] [--speed X] [--workdir DIR]`` runs a scenario
+(a file, or the name of a shipped example) and exits 0 when every expectation holds, 1 when one does
+not (or the run failed or was interrupted), 2 on bad input. ``hil list`` shows the shipped examples,
+``hil validate`` checks scenario files without running them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hil.errors import HilError
+from hil.scenarios import ScenarioError, list_examples, load_scenario
+from hil.scenarios.model import Scenario
+from hil.scenarios.reports import write_html, write_junit
+from hil.scenarios.runner import Progress as RunProgress
+from hil.scenarios.runner import ScenarioResult, run_scenario
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``hil`` command group (``run``, ``list``, ``validate``)."""
+    p = sub.add_parser("hil", help="hardware-in-the-loop scenarios (run, list, validate)",
+                       description="Run integrator scenarios: virtual boards, stimuli and faults, a real gateway, "
+                                   "expectations on what it stores. See docs/scenarios.md.")
+    hs = p.add_subparsers(dest="hil_command", metavar="SUBCOMMAND")
+    run = hs.add_parser("run", help="run a scenario and check its expectations",
+                        description="Run a scenario file (or a shipped example by name). Exit 0: every expectation "
+                                    "held; 1: one did not, or the run failed/was interrupted; 2: bad input.")
+    run.add_argument("scenario", help="scenario TOML file or shipped example name (see `civicedge hil list`)")
+    run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    run.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report with plots")
+    run.add_argument("--speed", type=float, default=None, help="virtual seconds per wall second (overrides the file)")
+    run.add_argument("--workdir", type=Path, default=None,
+                     help="flash dirs, registry, SQLite, logs (recreated; default var/scenarios/<name>)")
+    run.add_argument("--drain", type=float, default=30.0, metavar="SECONDS",
+                     help="wall seconds to wait for unacknowledged reports after the duration (default 30)")
+    run.add_argument("--plain", action="store_true", help="no live progress bar (a line every few seconds)")
+    run.set_defaults(func=cmd_run)
+    ls = hs.add_parser("list", help="list the shipped example scenarios")
+    ls.set_defaults(func=cmd_list)
+    val = hs.add_parser("validate", help="check scenario files without running them")
+    val.add_argument("scenarios", nargs="+", help="scenario files or example names")
+    val.set_defaults(func=cmd_validate)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the shipped examples with their descriptions."""
+    for path in list_examples():
+        try:
+            sc = load_scenario(path)
+            print(f"{sc.name:28s} {sc.duration_text:>5s} at {sc.speed:g}x  {sc.description}")
+        except ScenarioError as exc:
+            print(f"{path.stem:28s} INVALID: {exc}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Load each scenario; exit 2 when one is invalid."""
+    status = 0
+    for name in args.scenarios:
+        try:
+            sc = load_scenario(name)
+            print(f"ok  {name}: {len(sc.device_ids)} board(s), {sc.expect.count()} expectation(s)")
+        except ScenarioError as exc:
+            print(f"bad {name}: {exc}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one scenario (see module docstring for exit codes)."""
+    console = Console(stderr=True)
+    try:
+        scenario = load_scenario(args.scenario)
+        if args.speed is not None and not 0 < args.speed <= 3600:
+            raise ScenarioError(f"--speed must be within (0, 3600], got {args.speed:g}", key="speed")
+        if args.drain < 0:
+            raise ScenarioError(f"--drain must be >= 0, got {args.drain:g}", key="drain")
+    except ScenarioError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    workdir = args.workdir or Path("var/scenarios") / scenario.name
+    console.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
+                  f"at {args.speed or scenario.speed:g}x, work directory {workdir}")
+    try:
+        result = asyncio.run(_run(scenario, workdir, args, console))
+    except HilError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    _print_result(result, console)
+    if args.junit:
+        console.print(f"JUnit report: {write_junit(result, args.junit)}")
+    if args.html:
+        console.print(f"HTML report: {write_html(result, args.html)}")
+    return 0 if result.passed else 1
+
+
+async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, console: Console) -> ScenarioResult:
+    total_min = scenario.duration_ms / 60_000
+    plain = args.plain or not console.is_terminal
+    last = [0.0]
+
+    if plain:
+        import time
+
+        def report_plain(p: RunProgress) -> None:
+            if time.monotonic() - last[0] >= 5 or p.phase == "done":
+                last[0] = time.monotonic()
+                console.print(f"{p.phase:8s} virtual +{p.virtual_elapsed_ms / 60_000:6.1f} / {total_min:.0f} min  "
+                              f"reports={p.reports} alarms={p.alarms}")
+
+        return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report_plain,
+                                  drain_s=args.drain)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(scenario.name, total=scenario.duration_ms, info="booting")
+
+        def report(p: RunProgress) -> None:
+            bar.update(task, completed=min(p.virtual_elapsed_ms, p.duration_ms),
+                       info=f"{p.phase} virtual +{p.virtual_elapsed_ms / 60_000:.1f}/{total_min:.0f} min, "
+                            f"{p.reports} reports, {p.alarms} alarms stored")
+
+        return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report,
+                                  drain_s=args.drain)
+
+
+def _print_result(result: ScenarioResult, console: Console) -> None:
+    end = dt.datetime.fromtimestamp(result.virtual_end_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    console.print(f"ran to virtual {end} UTC in {result.wall_s:.0f} s; {len(result.data.reports)} reports stored")
+    for c in result.checks:
+        mark = "[green]pass[/green]" if c.passed else "[red]FAIL[/red]"
+        console.print(f"  {mark} {c.name}: {c.message}", highlight=False)
+    for e in result.errors:
+        console.print(f"  [red]error[/red] {e}")
+    if result.interrupted:
+        console.print("  [yellow]interrupted[/yellow]: stopped before the scenario's duration")
+    console.print("[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]")

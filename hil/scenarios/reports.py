@@ -1,0 +1,233 @@
+"""Reports of a scenario run: JUnit XML (one testcase per expectation) and a self-contained HTML page
+with an inline SVG per board: its stimuli timeline against the values the gateway stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hil.scenarios.runner import ScenarioResult
+from hil.sim.stimuli import parse_at_ms, parse_duration_ms
+
+MAX_EVENTS = 5000
+WIDTH, LEFT, RIGHT = 900, 150, 20
+LANE_H, GAP = 46, 10
+
+
+def write_junit(result: ScenarioResult, path: Path) -> Path:
+    """Write JUnit XML: a testsuite named after the scenario, one testcase per expectation.
+
+    A failed expectation is a ``<failure>`` with what was expected and found; a run that was
+    interrupted or whose gateway failed adds an ``<error>`` testcase ``run``.
+    """
+    sc = result.scenario
+    cases = list(result.checks)
+    failures = sum(not c.passed for c in cases)
+    errors = list(result.errors) + (["interrupted before the scenario's duration"] if result.interrupted else [])
+    suite = ET.Element("testsuite", name=f"scenario.{sc.name}", tests=str(len(cases) + (1 if errors else 0)),
+                       failures=str(failures), errors=str(1 if errors else 0), time=f"{result.wall_s:.3f}",
+                       timestamp=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    props = ET.SubElement(suite, "properties")
+    for k, v in (("description", sc.description), ("duration", sc.duration_text), ("speed", f"{sc.speed:g}"),
+                 ("boards", " ".join(sc.device_ids)), ("workdir", str(result.workdir))):
+        ET.SubElement(props, "property", name=k, value=v)
+    for c in cases:
+        case = ET.SubElement(suite, "testcase", classname=f"scenario.{sc.name}", name=c.name, time="0")
+        if c.passed:
+            ET.SubElement(case, "system-out").text = c.message
+        else:
+            fail = ET.SubElement(case, "failure", message=c.message, type="ExpectationFailed")
+            fail.text = c.message
+    if errors:
+        case = ET.SubElement(suite, "testcase", classname=f"scenario.{sc.name}", name="run", time=f"{result.wall_s:.3f}")
+        ET.SubElement(case, "error", message="; ".join(errors), type="RunError").text = "\n".join(errors)
+    root = ET.Element("testsuites", name="civicedge hil run", tests=suite.get("tests", "0"),
+                      failures=str(failures), errors=suite.get("errors", "0"))
+    root.append(suite)
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+@dataclass
+class Series:
+    """One lane of a plot: (virtual ms, value) points; ``pulses`` draws ticks instead of steps."""
+
+    name: str
+    points: list[tuple[int, float]]
+    pulses: bool = False
+    step: bool = True
+
+
+def stimulus_series(doc: dict[str, Any], start_ms: int, end_ms: int) -> tuple[list[Series], list[tuple[int, str]]]:
+    """Expand a stimuli document into per-name series and fault markers between start and end."""
+    series: dict[str, Series] = {}
+    faults: list[tuple[int, str]] = []
+
+    def add(name: str, t: int, value: Any) -> None:
+        if isinstance(value, str) and value.strip().startswith("pulse"):
+            series.setdefault(name, Series(name, [], pulses=True)).points.append((t, 1.0))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) or isinstance(value, bool):
+            series.setdefault(name, Series(name, [])).points.append((t, float(value)))
+
+    for name, value in doc.get("set", {}).items():
+        add(name, start_ms, value)
+    for entry in doc.get("at", []):
+        at = parse_at_ms(entry["time"], start_ms)
+        every = parse_duration_ms(entry["every"]) if "every" in entry else None
+        until = parse_at_ms(entry["until"], start_ms) if "until" in entry else end_ms
+        times = [at]
+        if every:
+            times = []
+            t = at
+            while t <= min(until, end_ms) and len(times) < MAX_EVENTS:
+                times.append(t)
+                t += every
+        for t in times:
+            if t > end_ms:
+                continue
+            for name, value in entry.items():
+                if name in ("time", "every", "until"):
+                    continue
+                if name == "fault":
+                    for line in [value] if isinstance(value, str) else value:
+                        faults.append((t, str(line)))
+                else:
+                    add(name, t, value)
+    for s in series.values():
+        s.points.sort()
+    return list(series.values()), sorted(faults)
+
+
+def _x(t: int, t0: int, t1: int) -> float:
+    return LEFT + (WIDTH - LEFT - RIGHT) * (t - t0) / max(1, t1 - t0)
+
+
+def _lane(s: Series, y: float, t0: int, t1: int, color: str) -> list[str]:
+    out = [f'<text x="{LEFT - 8}" y="{y + LANE_H / 2 + 4:.1f}" text-anchor="end" class="lbl">{html.escape(s.name)}</text>',
+           f'<line x1="{LEFT}" y1="{y + LANE_H:.1f}" x2="{WIDTH - RIGHT}" y2="{y + LANE_H:.1f}" class="axis"/>']
+    if not s.points:
+        return out
+    if s.pulses:
+        for t, _ in s.points:
+            x = _x(t, t0, t1)
+            out.append(f'<line x1="{x:.1f}" y1="{y + 6:.1f}" x2="{x:.1f}" y2="{y + LANE_H:.1f}" stroke="{color}" '
+                       f'stroke-width="1"/>')
+        out.append(f'<text x="{WIDTH - RIGHT}" y="{y + 10:.1f}" text-anchor="end" class="rng">{len(s.points)} pulses</text>')
+        return out
+    lo = min(v for _, v in s.points)
+    hi = max(v for _, v in s.points)
+    span = (hi - lo) or 1.0
+
+    def yv(v: float) -> float:
+        return y + LANE_H - 4 - (LANE_H - 10) * (v - lo) / span
+
+    pts: list[str] = []
+    for i, (t, v) in enumerate(s.points):
+        x = _x(t, t0, t1)
+        if s.step and i:
+            pts.append(f"{x:.1f},{yv(s.points[i - 1][1]):.1f}")
+        pts.append(f"{x:.1f},{yv(v):.1f}")
+    if s.step:
+        pts.append(f"{_x(t1, t0, t1):.1f},{yv(s.points[-1][1]):.1f}")
+    out.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+    if not s.step:
+        for t, v in s.points:
+            out.append(f'<circle cx="{_x(t, t0, t1):.1f}" cy="{yv(v):.1f}" r="3" fill="{color}">'
+                       f'<title>{html.escape(s.name)} = {v:g} at {_clock(t)}</title></circle>')
+    out.append(f'<text x="{WIDTH - RIGHT}" y="{y + 10:.1f}" text-anchor="end" class="rng">{lo:g} … {hi:g}</text>')
+    return out
+
+
+def _clock(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%H:%M")
+
+
+def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: list[Series], t0: int, t1: int) -> str:
+    """An SVG of one board: stimuli lanes (blue), then released-value lanes (green), faults in red."""
+    lanes = len(stimuli) + len(released)
+    height = 30 + lanes * (LANE_H + GAP) + 20
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">']
+    y = 20.0
+    out.append(f'<text x="4" y="14" class="sec">stimuli (blue) vs values stored by the gateway (green), '
+               f'{_clock(t0)}–{_clock(t1)} UTC virtual</text>')
+    for s in stimuli:
+        out += _lane(s, y, t0, t1, "#1f6fb2")
+        y += LANE_H + GAP
+    for s in released:
+        out += _lane(s, y, t0, t1, "#2e8b57")
+        y += LANE_H + GAP
+    for i in range(0, 7):
+        t = t0 + (t1 - t0) * i // 6
+        x = _x(t, t0, t1)
+        out.append(f'<text x="{x:.1f}" y="{y + 12:.1f}" text-anchor="middle" class="rng">{_clock(t)}</text>')
+    for t, line in faults:
+        x = _x(t, t0, t1)
+        out.append(f'<line x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{y:.1f}" stroke="#c0392b" stroke-dasharray="4 3">'
+                   f'<title>fault at {_clock(t)}: {html.escape(line)}</title></line>')
+        out.append(f'<text x="{x + 3:.1f}" y="{y - 2:.1f}" class="flt">{html.escape(line)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#2e7d32;font-weight:bold}
+.bad{color:#c62828;font-weight:bold}.lbl{font-size:12px}.rng{font-size:10px;fill:#666}.sec{font-size:12px;fill:#444}
+.flt{font-size:10px;fill:#c0392b}.axis{stroke:#ddd}"""
+
+
+def render_html(result: ScenarioResult) -> str:
+    """The HTML report (self-contained: inline CSS and SVG, no external resources)."""
+    sc = result.scenario
+    t0 = sc.start_ms
+    t1 = max(result.virtual_end_ms, sc.start_ms + sc.duration_ms)
+    verdict = '<span class="ok">PASSED</span>' if result.passed else '<span class="bad">FAILED</span>'
+    rows = "".join(
+        f'<tr><td class="{"ok" if c.passed else "bad"}">{"pass" if c.passed else "FAIL"}</td>'
+        f"<td>{html.escape(c.name)}</td><td>{html.escape(c.message)}</td></tr>" for c in result.checks)
+    errs = "".join(f'<li class="bad">{html.escape(e)}</li>' for e in result.errors)
+    if result.interrupted:
+        errs += '<li class="bad">interrupted before the scenario\'s duration</li>'
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>scenario {html.escape(sc.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Scenario {html.escape(sc.name)} — {verdict}</h1>",
+        f"<p>{html.escape(sc.description)}</p>",
+        f"<p>Virtual {_clock(t0)} + {html.escape(sc.duration_text)} at {sc.speed:g}× real time; "
+        f"{len(sc.device_ids)} board(s); {len(result.data.reports)} reports and {len(result.data.alarms)} alarms "
+        f"stored; {result.wall_s:.0f} s wall time. Work directory: <code>{html.escape(str(result.workdir))}</code></p>",
+        f"<ul>{errs}</ul>" if errs else "",
+        f"<h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>detail</th></tr>{rows}</table>",
+    ]
+    for group in sc.boards:
+        stim, faults = stimulus_series(group.stimuli_doc, t0, t1)
+        for dev in group.ids:
+            fields: dict[str, Series] = {}
+            for d, f, w, v in result.data.readings:
+                if d == dev:
+                    fields.setdefault(f, Series(f"{f} (stored)", [], step=False)).points.append((w * 1000, float(v)))
+            alarm_pts = [(w * 1000, 1.0) for d, _c, w in result.data.alarms if d == dev]
+            released = list(fields.values())
+            if alarm_pts:
+                released.append(Series("alarms", alarm_pts, pulses=True))
+            gen = len(result.generated.get(dev, ()))
+            stored = sum(1 for r in result.data.reports if r[0] == dev)
+            parts.append(f"<h2>{html.escape(dev)} <small>({html.escape(Path(group.board).stem)}, "
+                         f"{group.link}, zone {html.escape(group.zone)}) — {gen} reports generated, "
+                         f"{stored} stored</small></h2>")
+            parts.append(board_svg(stim, faults, released, t0, t1))
+    parts.append("</body></html>")
+    return "\n".join(p for p in parts if p)
+
+
+def write_html(result: ScenarioResult, path: Path) -> Path:
+    """Write the HTML report to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(result), encoding="utf-8")
+    return path
