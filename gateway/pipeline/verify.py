@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 TOP_LEVEL_KEYS = frozenset({"t", "k", "w", "l", "m", "e", "a", "fw"})
 REQUIRED_KEYS = ("t", "k", "w", "l", "m")
 REPORT_TYPES = frozenset({"win", "hour", "day", "alarm"})
+FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60}  # protocol §2; "win" is the kind's window_s
 _U32 = 0xFFFFFFFF
 
 
@@ -32,6 +33,8 @@ class PolicyGate:
         kinds: dict[str, Any] = policy["kinds"]
         self.fields = {k: frozenset(spec["fields"]) for k, spec in kinds.items()}
         self.alarms = {k: frozenset(spec.get("alarms", {})) for k, spec in kinds.items()}
+        default_window = policy.get("defaults", {}).get("window_s")
+        self.window_s: dict[str, int | None] = {k: spec.get("window_s", default_window) for k, spec in kinds.items()}
 
     def check(self, body: dict[str, Any], kind: str) -> str | None:
         """Return None if ``body`` is allowed for ``kind``, else a description of the first violation."""
@@ -132,6 +135,11 @@ class Verifier:
             raise bad("unknown report type %r" % rtype)
         if not (_is_int(w) and _is_int(length) and 0 <= w <= 2**40 and 0 < length <= 7 * 86400):
             raise bad("w and l must be integers (0 <= w, 0 < l <= 1 week)")
+        expected_l = self._gate.window_s.get(device.kind) if rtype == "win" else FIXED_PERIODS[rtype]
+        if expected_l is not None and length != expected_l:
+            raise bad("a %s report covers %d s, not %d" % (rtype, expected_l, length))
+        if w % length:
+            raise bad("w = %d is not a multiple of l = %d" % (w, length))
         m, e, a = body["m"], body.get("e", {}), body.get("a", [])
         if not all(_is_int(v) and -(2**53) < v < 2**53 for v in m.values()):
             raise bad("measurements must be integers")

@@ -30,7 +30,7 @@ from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.storage import ReportQueries, ReportStore
 
-from .support import FULL, KEYS, AckLink, report, settle
+from .support import FULL, KEYS, WINDOW_T0, AckLink, report, settle
 
 MUTATION_CASES = 120_000 if FULL else 10_000
 INGEST_CASES = 20_000 if FULL else 2_000
@@ -41,7 +41,7 @@ def valid_frames() -> list[bytes]:
     """Frames a device really builds: several devices, seqs, kinds, an alarm, a day release."""
     out = [report(dev, seq) for dev in KEYS for seq in (1, 2, 3, 255, 256, 70_000)]
     out.append(report("bin-1", 9, t="alarm", l=60, m={}, a=["fire"]))
-    out.append(report("sl-1", 10, t="day", l=86400, m={"mot": 3}, e={"mot": 250}))
+    out.append(report("sl-1", 10, t="day", l=86400, w=WINDOW_T0 - WINDOW_T0 % 86400, m={"mot": 3}, e={"mot": 250}))
     return out
 
 
