@@ -109,7 +109,7 @@ class PtyBridge:
                 try:
                     written = os.write(self.master, chunk)
                 except BlockingIOError:
-                    await asyncio.sleep(0.002)
+                    await self._writable()  # nobody reads the port: wait without polling
                     continue
                 except OSError as exc:
                     logger.debug("%s: write failed: %s", self.name, exc)
@@ -119,6 +119,19 @@ class PtyBridge:
                     await asyncio.sleep(written * 10 / self.baud)
                 elif self._out:
                     await asyncio.sleep(0)
+
+    async def _writable(self) -> None:
+        fut: asyncio.Future[None] = self._loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self._loop.add_writer(self.master, ready)
+        try:
+            await fut
+        finally:
+            self._loop.remove_writer(self.master)
 
     async def close(self) -> None:
         """Remove the reader, stop the writer and close both ends."""
