@@ -22,10 +22,10 @@ from procs import GatewayProcess, Mosquitto, Subscriber
 from gateway.registry import Registry
 from gateway.storage.provenance import export_chain, verify_export
 
-pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.timeout(330)]
 SPEED = 30.0
 MIN_REPORTS = 3
-RUN_LIMIT_S = 90.0
+RUN_LIMIT_S = 150.0  # generous: the machine running CI may be busy
 
 
 async def test_every_generated_report_arrives_exactly_once(tmp_path: Path, broker: Mosquitto) -> None:
