@@ -1,0 +1,94 @@
+"""Guarantee 2 (BLE part): a disconnect storm on the BLE link of a virtual bin (unchanged firmware on
+real MicroPython, on the virtual radio) feeding a real gateway process: every report the firmware wrote
+to its outbox is stored exactly once. The board runs 40x faster than real time; the gateway's clock
+follows the simulation (``[sim_clock]``). The storm: a ``ble_disconnect`` fault every 2 wall seconds
+(80 virtual seconds) for the whole run, so frames are cut mid-fragment and re-sent after reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from inotify_watch import OutboxWatch
+from procs import GatewayProcess
+
+from gateway.registry import Registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+SPEED = 40.0
+MIN_REPORTS = 3
+RUN_LIMIT_S = 120.0
+
+
+async def test_ble_disconnect_storm_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    board_mod = pytest.importorskip("hil.sim.board")
+    host_mod = pytest.importorskip("hil.sim.host")
+    relay_mod = pytest.importorskip("hil.sim.radio.relay")
+    from gateway.resources import boards_dir
+
+    relay = relay_mod.start_relay()
+    bin_toml = tmp_path / "bin-awake.toml"
+    bin_toml.write_text((boards_dir() / "bin-esp32c3.toml").read_text().replace('mode = "deep"', 'mode = "none"'))
+    start_ms = (int(time.time()) // 900 + 1) * 900 * 1000 - 5000  # a window closes 5 virtual s in
+    host = host_mod.SimHost(speed=SPEED, start_ms=start_ms)
+    board = board_mod.VirtualBoard(bin_toml, device_id="bin-storm", flash_dir=tmp_path / "bin", host=host, seed=5,
+                                   radio_url=relay.url, zone="north", lat="52.3790", lon="4.9000")
+    watch = OutboxWatch(tmp_path / "bin" / "outbox")
+    gw: GatewayProcess | None = None
+    faults = 0
+    try:
+        await host.start()
+        await board.start()
+        ident = json.loads(board.identity_path.read_text())
+        reg = Registry(tmp_path / "data" / "registry")
+        reg.add(ident["id"], kind=ident["kind"], zone=ident["zone"], lat=ident["lat"], lon=ident["lon"],
+                key=bytes.fromhex(ident["key"]))
+        reg.close()
+        virtual0 = (await board.state())["now"] / 1000.0
+        cfg = tmp_path / "gateway.toml"
+        cfg.write_text(
+            '[gateway]\nid = "gw-storm"\ndata_dir = "data"\n[storage]\nbatch_ms = 20\n[http]\nenabled = false\n'
+            '[ble]\nenabled = true\nbackend = "virtual"\nradio = "%s"\nscan_interval_s = 0.5\n'
+            '[sim_clock]\nspeed = %s\nvirtual_at = %r\nwall_at = %r\n' % (relay.url, SPEED, virtual0, time.time()))
+        gw = GatewayProcess(cfg, tmp_path / "gw.log", verbose=1)
+        gw.start()
+        deadline = time.monotonic() + RUN_LIMIT_S
+        next_fault = time.monotonic() + 2.0
+        while len(watch.poll()) < MIN_REPORTS:  # the storm, while the board generates reports
+            assert time.monotonic() < deadline, "only %r generated\n%s" % (watch.seqs, gw.logs()[-2000:])
+            if time.monotonic() >= next_fault:
+                await board.fault("ble_disconnect")
+                faults += 1
+                next_fault += 2.0
+            await asyncio.sleep(0.1)
+        # Calm: freeze virtual time (no new reports) and let the outbox drain over BLE.
+        await host.set_speed(None)
+        await asyncio.sleep(0.3)
+        generated = set(watch.poll())
+        await host.set_speed(SPEED)
+        while watch.pending():
+            assert time.monotonic() < deadline + 60, "not drained: %r\n%s" % (watch.pending(), gw.logs()[-3000:])
+            await asyncio.sleep(0.2)
+        await host.set_speed(None)
+        generated = set(watch.poll())
+        assert gw.terminate() == 0
+    finally:
+        if gw is not None:
+            gw.kill()
+        await board.stop()
+        await host.close()
+        relay.stop()
+        watch.close()
+    conn = sqlite3.connect(tmp_path / "data" / "reports.sqlite")
+    rows = conn.execute("SELECT seq, link FROM reports WHERE device = 'bin-storm'").fetchall()
+    conn.close()
+    print("\nble storm: %d disconnect faults, %d reports generated, %d stored" % (faults, len(generated), len(rows)))
+    assert faults >= 3
+    assert sorted(s for s, _ in rows) == sorted(generated)
+    assert {link.split(":")[0] for _, link in rows} == {"ble"}
+    assert "disconnect" in gw.logs().lower()
