@@ -10,7 +10,7 @@ import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Board, CAUSE } from "./js/board.mjs";
-import { wrapTimers } from "./js/mpcontext.mjs";
+import { install as installContexts, wrapTimers } from "./js/mpcontext.mjs";
 import { format } from "node:util";
 
 // stdout carries the JSON-lines protocol only. The Emscripten glue prints through console.log
@@ -34,6 +34,7 @@ const clock = FakeTimers.install({
   now: startMs,
   toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"],
 });
+installContexts(); // per-interpreter glue globals (see js/mpcontext.mjs)
 wrapTimers(); // timer callbacks re-enter the interpreter that scheduled them
 
 const MPY_DIR = path.join(HERE, "mpy");
@@ -75,6 +76,8 @@ function reply(req, obj) {
 // ------------------------------------------------------------------ clock driver
 let lastReal = real.now();
 let carry = 0;
+const DRIVE_BUDGET_MS = 30; // wall time per drive() spent running board timers
+const MAX_BACKLOG_WALL_MS = 500; // virtual time owed beyond this is dropped (the host runs slower)
 let advancing = false;
 
 function runTimers(fn) {
@@ -92,10 +95,17 @@ function drive() {
   lastReal = nowReal;
   if (!advancing) {
     if (speed > 0) {
-      carry += elapsed * speed;
-      const step = Math.floor(carry);
-      carry -= step;
-      if (step > 0) runTimers(() => clock.tick(step));
+      // Run the timers due in the elapsed virtual time, but for at most DRIVE_BUDGET_MS of wall
+      // time: a host that cannot keep up falls behind the requested speed (the backlog is capped)
+      // instead of spending ever longer ticks and starving its own I/O.
+      carry = Math.min(carry + elapsed * speed, MAX_BACKLOG_WALL_MS * speed);
+      const target = clock.now + Math.floor(carry);
+      const until = real.now() + DRIVE_BUDGET_MS;
+      const chunk = Math.max(1, Math.ceil(speed * 5)); // 5 ms of wall time per tick at the asked speed
+      while (clock.now < target && real.now() < until) {
+        runTimers(() => clock.tick(Math.min(chunk, target - clock.now)));
+      }
+      carry = Math.max(0, carry - Math.floor(carry) + (target - clock.now));
     } else if (speed === 0) {
       // As fast as possible: fire timers in order for ~20 ms of wall time, then let I/O in.
       const until = real.now() + 20;

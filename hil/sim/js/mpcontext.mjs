@@ -2,15 +2,18 @@
 //
 // The pyscript build's JS glue keeps its proxy state in globals: `globalThis.Module` (the
 // Emscripten module used to call into wasm) and the tables of JS objects referenced from Python
-// (`proxy_js_ref` ...). `loadMicroPython()` overwrites them, so after a second board loads, a call
-// into the first board's Python (an IRQ handler, an asyncio timer callback, a channel handler)
-// would run against the second board's memory ("memory access out of bounds") and its JS
-// references would resolve to the second board's objects.
+// (`proxy_js_ref` ...). Each `loadMicroPython()` overwrites them, so after a second board loads,
+// a call into the first board's Python (an IRQ handler, an asyncio timer callback, a channel
+// handler) would run against the second board's memory ("memory access out of bounds") and its
+// JS references would resolve to the second board's objects.
 //
-// This module gives each interpreter its own copy of that state and switches it in before any
-// call into that interpreter: `enter(ctx)` before runPython/replProcessChar/proxy calls, and
-// timers scheduled while an interpreter runs re-enter it when they fire (asyncio sleeps go
-// through `js.setTimeout`).
+// `install()` turns those globals into accessors that read and write the state of the *current*
+// interpreter. A load's `globalThis.Module = Module` (done by the glue right before it builds its
+// proxy tables) creates that interpreter's context, so nothing is copied and it does not matter
+// what else runs while an interpreter loads. `enter(ctx)` makes an interpreter current; it must
+// precede every call into it (runPython, replProcessChar, Python callbacks). Timers and the
+// glue's finalisers re-enter the interpreter that was current when they were created (asyncio
+// sleeps go through `js.setTimeout`).
 
 const KEYS = [
   "Module",
@@ -22,59 +25,67 @@ const KEYS = [
   "pyProxyFinalizationRegistry",
 ];
 
-let current = null;
+// Emscripten module -> context; weak, so a halted board's interpreter can be collected.
+const contexts = new WeakMap();
+let current = { state: {} };
+let installed = false;
 
-/** Call right before `loadMicroPython()`: the outgoing interpreter keeps its state. */
-export function beginLoad() {
-  if (current !== null) for (const k of KEYS) current.state[k] = globalThis[k];
-  current = null;
+/** Make the glue's globals per-interpreter. Call once, after fake timers, before any load. */
+export function install() {
+  if (installed) return;
+  installed = true;
+  for (const key of KEYS) {
+    const initial = globalThis[key];
+    delete globalThis[key];
+    Object.defineProperty(globalThis, key, {
+      configurable: true,
+      get() { return current.state[key]; },
+      set(value) {
+        if (key === "Module" && value && typeof value === "object" && !contexts.has(value)) {
+          const ctx = { state: {} };
+          contexts.set(value, ctx);
+          current = ctx; // the glue builds this interpreter's proxy tables next, synchronously
+        }
+        current.state[key] = value;
+      },
+    });
+    if (initial !== undefined) current.state[key] = initial;
+  }
+  const Base = globalThis.FinalizationRegistry;
+  globalThis.FinalizationRegistry = class extends Base {
+    constructor(cleanup) {
+      const ctx = current;
+      super((held) => {
+        enter(ctx);
+        try { cleanup(held); } catch { /* that interpreter is gone */ }
+      });
+    }
+  };
+  wrapTimers();
 }
 
-/** Snapshot the glue state right after `loadMicroPython()` returned `mp`: that interpreter's context. */
+/** Kept for callers written against the first version: loads need no preparation now. */
+export function beginLoad() {}
+
+/** The context of the interpreter `mp` returned by `loadMicroPython()`; makes it current. */
 export function capture(mp) {
-  if (mp && globalThis.Module !== mp._module) {
-    throw new Error("another interpreter was entered while this one loaded; load boards one at a time");
-  }
-  const ctx = { state: {} };
-  for (const k of KEYS) ctx.state[k] = globalThis[k];
-  // The glue frees a Python object when its JS proxy is garbage collected, through whatever
-  // interpreter is current at that moment; give this interpreter a finaliser that frees in it.
-  if (mp) {
-    const module = mp._module;
-    ctx.state.pyProxyFinalizationRegistry = new FinalizationRegistry((cRef) => {
-      enter(ctx);
-      globalThis.proxy_js_map.delete(cRef);
-      try { module.ccall("proxy_c_free_obj", "null", ["number"], [cRef]); } catch { /* interpreter gone */ }
-    });
-    globalThis.pyProxyFinalizationRegistry = ctx.state.pyProxyFinalizationRegistry;
-  }
+  const ctx = contexts.get(mp._module);
+  if (ctx === undefined) throw new Error("mpcontext.install() must run before loadMicroPython()");
   current = ctx;
   return ctx;
 }
 
-/** Make `ctx` the interpreter the glue talks to (saves the outgoing one's mutable counters). */
+/** Make `ctx` the interpreter the glue talks to. */
 export function enter(ctx) {
-  if (ctx === current || ctx == null) return;
-  if (current !== null) for (const k of KEYS) current.state[k] = globalThis[k];
-  for (const k of KEYS) globalThis[k] = ctx.state[k];
-  current = ctx;
+  if (ctx != null) current = ctx;
 }
 
-/** The interpreter context active now (null before any board loaded). */
+/** The interpreter context active now. */
 export function active() {
   return current;
 }
 
-/** Run `fn` with `ctx` active (and leave it active: the next entry switches as needed). */
-export function within(ctx, fn) {
-  enter(ctx);
-  return fn();
-}
-
-/**
- * Wrap the global timer functions so a callback re-enters the interpreter that was active when
- * it was scheduled. Call once, after any fake timers are installed.
- */
+/** Timer callbacks re-enter the interpreter that was current when they were scheduled. */
 export function wrapTimers() {
   for (const name of ["setTimeout", "setInterval"]) {
     const original = globalThis[name];
