@@ -1,0 +1,1 @@
+"""``civicedge demo``: a virtual fleet, the gateway, SQLite and the dashboard on one laptop."""

@@ -1,0 +1,262 @@
+"""Run the demo: virtual streetlights (UART) and bins (BLE), a gateway process, SQLite, dashboard.
+
+Everything runs on this machine: one Node process per core hosts the boards (real MicroPython),
+a Bumble link relay is the radio, ``civicedge gateway run`` is a child process with a generated
+config. On exit (duration reached, Ctrl-C or SIGTERM) every child is stopped: the gateway with
+SIGTERM (it drains and acknowledges what it has), the Node hosts and the radio after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.registry import Registry
+from hil.demo.scenery import bin_stimuli, streetlight_stimuli
+from hil.demo.summary import FleetSummary, read_summary
+from hil.errors import HilError
+from hil.sim.board import VirtualBoard
+from hil.sim.host import SimHost
+
+log = logging.getLogger(__name__)
+
+MARKER = ".civicedge-demo"
+READY_PREFIX = "gateway "
+# A small city centre: boards are placed around this point.
+CENTRE = (52.3702, 4.8952)
+
+
+class DemoError(HilError):
+    """The demo could not start (bad arguments, work directory not ours, gateway failed)."""
+
+
+@dataclass
+class DemoOptions:
+    """What ``civicedge demo`` runs.
+
+    Attributes:
+        streetlights: virtual streetlights (report over their UART, a pty).
+        bins: virtual waste bins (report over BLE on the virtual radio).
+        speed: virtual seconds per wall second (60: a 15-minute window closes every 15 s).
+        duration_s: wall seconds to run; None runs until Ctrl-C.
+        workdir: holds flash directories, registry, SQLite and logs; recreated at each run.
+        http_port: dashboard/API port (0 picks a free one).
+        seed: seeds the scenery and the boards' privacy noise (simulation only).
+        start: virtual start time (default: today 18:00 UTC, dusk).
+    """
+
+    streetlights: int = 3
+    bins: int = 2
+    speed: float = 60.0
+    duration_s: float | None = None
+    workdir: Path = field(default_factory=lambda: Path("var/demo"))
+    http_port: int = 8080
+    seed: int = 7
+    start: dt.datetime | None = None
+    bin_sleep: str = "awake"
+
+    def validate(self) -> None:
+        """Raise :class:`DemoError` on values the demo cannot run with."""
+        if self.streetlights < 0 or self.bins < 0 or self.streetlights + self.bins == 0:
+            raise DemoError("the demo needs at least one board (--streetlights N and/or --bins N, N >= 0)")
+        if self.streetlights + self.bins > 200:
+            raise DemoError("the demo runs at most 200 boards; use `civicedge sim fleet` for larger fleets")
+        if not 0 < self.speed <= 3600:
+            raise DemoError(f"--speed must be within (0, 3600], got {self.speed:g}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise DemoError(f"--duration must be positive, got {self.duration_s:g}")
+        if self.bin_sleep not in ("awake", "deep"):
+            raise DemoError(f"--bin-sleep must be awake or deep, got {self.bin_sleep!r}")
+        if not 0 <= self.http_port <= 65535:
+            raise DemoError(f"--http-port must be a TCP port, got {self.http_port}")
+
+
+def _prepare_workdir(path: Path) -> Path:
+    path = path.resolve()
+    if path.exists():
+        if not (path / MARKER).exists() and any(path.iterdir()):
+            raise DemoError(f"{path} exists and is not a civicedge demo directory; choose another --workdir",
+                            path=str(path))
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / MARKER).write_text("created by civicedge demo; removed and recreated at each run\n")
+    return path
+
+
+def _place(rng: random.Random) -> tuple[str, str]:
+    lat = CENTRE[0] + rng.uniform(-0.006, 0.006)
+    lon = CENTRE[1] + rng.uniform(-0.01, 0.01)
+    return f"{lat:.5f}", f"{lon:.5f}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Demo:
+    """One demo run (see module docstring). Use :meth:`run`."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        options.validate()
+        self.opt = options
+        self.rng = random.Random(options.seed)
+        self.workdir = Path()
+        self.boards: list[VirtualBoard] = []
+        self.hosts: list[SimHost] = []
+        self.relay: Any = None
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.http_port: int | None = None
+        self.gateway_log = Path()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Create the work dir, boot the fleet, register it, start the gateway."""
+        self.workdir = _prepare_workdir(self.opt.workdir)
+        start = self.opt.start or dt.datetime.now(dt.timezone.utc).replace(hour=18, minute=0, second=0, microsecond=0)
+        start_ms = int(start.timestamp() * 1000)
+        if self.opt.bins:
+            from hil.sim.radio.relay import start_relay
+
+            self.relay = start_relay()
+        processes = max(1, min(os.cpu_count() or 1, 2, self.opt.streetlights + self.opt.bins))
+        self.hosts = [SimHost(speed=self.opt.speed, start_ms=start_ms) for _ in range(processes)]
+        await asyncio.gather(*(h.start() for h in self.hosts))
+        registry = Registry(self.workdir / "data" / "registry")
+        try:
+            for i in range(self.opt.streetlights):
+                await self._add_board("streetlight-esp32", f"sl-{i + 1:03d}", i, registry,
+                                      streetlight_stimuli(i, rng=self.rng))
+            fire_at = 0 if self.opt.bins else -1
+            bin_board = self._bin_board()
+            for i in range(self.opt.bins):
+                await self._add_board(bin_board, f"bin-{i + 1:03d}", self.opt.streetlights + i, registry,
+                                      bin_stimuli(i, rng=self.rng, fire=(i == fire_at)))
+        finally:
+            registry.close()
+        await self._start_gateway()
+
+    def _bin_board(self) -> str | Path:
+        """The bin board definition: as shipped (deep sleep), or kept awake.
+
+        A deep-sleeping bin stays awake for 30 virtual seconds after each reading for the gateway
+        to collect its reports; at demo speeds that is a fraction of a wall second, shorter than a
+        BLE scan and connect. Kept awake, it reports on the same schedule with the radio always on.
+        """
+        if self.opt.bin_sleep == "deep":
+            return "bin-esp32c3"
+        from gateway.resources import boards_dir
+
+        text = (boards_dir() / "bin-esp32c3.toml").read_text()
+        if 'mode = "deep"' not in text:
+            raise DemoError("boards/bin-esp32c3.toml has no [sleep] mode = \"deep\" line to switch off")
+        path = self.workdir / "boards" / "bin-esp32c3.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.replace('mode = "deep"', 'mode = "none"'))
+        return path
+
+    async def _add_board(self, board: str | Path, dev: str, index: int, registry: Registry, stimuli: str) -> None:
+        lat, lon = _place(self.rng)
+        zone = "centre" if index % 2 == 0 else "harbour"
+        vb = VirtualBoard(board, device_id=dev, flash_dir=self.workdir / "flash" / dev,
+                          host=self.hosts[index % len(self.hosts)], seed=f"{self.opt.seed}-{dev}",
+                          radio_url=self.relay.url if (self.relay is not None and "bin" in str(board)) else None,
+                          zone=zone, lat=lat, lon=lon)
+        await vb.start()
+        self.boards.append(vb)
+        ident = json.loads(vb.identity_path.read_text())
+        registry.add(ident["id"], kind=ident["kind"], zone=ident["zone"], lat=ident["lat"], lon=ident["lon"],
+                     key=bytes.fromhex(ident["key"]))
+        await vb.load_stimuli(stimuli)
+
+    async def _start_gateway(self) -> None:
+        self.http_port = self.opt.http_port or _free_port()
+        token_file = self.workdir / "admin.token"
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+        virtual_now = (await self.boards[0].state())["now"] / 1000.0
+        lines = [
+            "# generated by civicedge demo",
+            "[gateway]", 'id = "gw-demo"', 'data_dir = "data"',
+            "[storage]", "batch_ms = 20",
+            "[http]", "enabled = true", 'listen = "127.0.0.1"', f"port = {self.http_port}",
+            'admin_token_file = "admin.token"',
+            "[sim_clock]", f"speed = {self.opt.speed!r}", f"virtual_at = {virtual_now!r}", f"wall_at = {time.time()!r}",
+        ]
+        for vb in self.boards:
+            if vb.data_path is not None:
+                lines += ["[[serial]]", f'port = "{vb.data_path}"']
+        if self.relay is not None:
+            lines += ["[ble]", "enabled = true", 'backend = "virtual"', f'radio = "{self.relay.url}"',
+                      "scan_interval_s = 1.0", f"max_connections = {max(1, min(8, self.opt.bins))}"]
+        config = self.workdir / "gateway.toml"
+        config.write_text("\n".join(lines) + "\n")
+        self.gateway_log = self.workdir / "gateway.log"
+        with self.gateway_log.open("wb") as out:
+            self.gateway = subprocess.Popen(
+                [sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            text = self.gateway_log.read_text(errors="replace")
+            if any(line.startswith(READY_PREFIX) and " ready" in line for line in text.splitlines()):
+                return
+            if self.gateway.poll() is not None:
+                raise DemoError(f"the gateway exited at start (status {self.gateway.returncode}):\n{text[-2000:]}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"the gateway was not ready within 30 s; see {self.gateway_log}")
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> int | None:
+        """Stop the gateway (drain), then the boards, hosts and radio. Returns the gateway's status."""
+        status: int | None = None
+        if self.gateway is not None and self.gateway.poll() is None:
+            self.gateway.send_signal(signal.SIGTERM)
+            try:
+                status = await asyncio.to_thread(self.gateway.wait, 20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.gateway.pid, signal.SIGKILL)
+                status = await asyncio.to_thread(self.gateway.wait)
+        elif self.gateway is not None:
+            status = self.gateway.returncode
+        for h in self.hosts:
+            await h.close()
+        for vb in self.boards:
+            vb.started = False
+            await vb.stop()
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay = None
+        return status
+
+    # ------------------------------------------------------------------ run
+    def summary(self) -> FleetSummary:
+        """What the gateway has stored so far, per board."""
+        return read_summary(self.workdir / "data" / "reports.sqlite", boards=self.boards)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The gateway dashboard."""
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    def gateway_alive(self) -> bool:
+        """True while the gateway process runs."""
+        return self.gateway is not None and self.gateway.poll() is None
