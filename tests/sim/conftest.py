@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
@@ -114,5 +113,4 @@ def node_alive(pid: int) -> bool:
         return False
 
 
-__all__ = ["START_MS", "SerialReader", "node_alive", "write_files", "write_identity"]
-_ = os
+__all__ = ["START_MS", "TEST_KEY", "SerialReader", "node_alive", "write_files", "write_identity"]
