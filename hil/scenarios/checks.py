@@ -139,13 +139,14 @@ def _day(w: int) -> str:
 
 def check_eps(scenario: Scenario, data: StoredData, policy: dict[str, Any]) -> CheckResult:
     """Per device, field and UTC day, the sum of released ε never exceeds the policy's daily budget."""
-    wanted = scenario.expect.eps_per_day_max
+    wanted_raw = scenario.expect.eps_per_day_max
+    wanted: tuple[str, ...] | bool = True if wanted_raw is True else tuple(wanted_raw or ())
     kinds = {d: g.kind for g in scenario.boards for d in g.ids}
     defaults = policy.get("defaults", {})
     sums: dict[tuple[str, str, str], int] = defaultdict(int)
     for d, _s, _t, w, e in data.reports:
         for f, milli in e.items():
-            if wanted is True or f in wanted:
+            if isinstance(wanted, bool) or f in wanted:
                 sums[(d, f, _day(w))] += milli
     over = []
     for (d, f, day), total in sorted(sums.items()):
@@ -154,7 +155,7 @@ def check_eps(scenario: Scenario, data: StoredData, policy: dict[str, Any]) -> C
         if total > budget:
             over.append(f"{d} {f} {day}: {total} milli-eps > budget {budget}")
     peak = max(sums.values(), default=0)
-    fields = "all fields" if wanted is True else ", ".join(wanted)
+    fields = "all fields" if isinstance(wanted, bool) else ", ".join(wanted)
     if not sums:
         return CheckResult(f"eps_per_day_max ({fields})", False,
                            "no report carried a privacy spend (e): nothing released, nothing to check", {})

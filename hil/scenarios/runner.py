@@ -25,17 +25,20 @@ from typing import Any, Callable
 
 from gateway.registry import Registry
 from gateway.resources import load_policy
+from hil.errors import HilError
 from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
 from hil.scenarios.errors import ScenarioRunError
 from hil.scenarios.model import BoardGroup, Scenario
 from hil.scenarios.outbox import OutboxWatch
 from hil.sim.board import VirtualBoard
+from hil.sim.errors import SimTimeoutError
 from hil.sim.host import SimHost
 
 log = logging.getLogger(__name__)
 
 MARKER = ".civicedge-scenario"
 GATEWAY_READY_S = 30.0
+PING_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -213,8 +216,17 @@ class ScenarioRun:
 
     # ------------------------------------------------------------------ run
     async def virtual_now_ms(self) -> int:
-        """Virtual unix time (ms) of the first host."""
-        return int((await self.hosts[0].ping())["now"])
+        """Virtual unix time (ms) of the first host.
+
+        Raises:
+            ScenarioRunError: the host did not answer in time (it cannot keep up with the speed).
+        """
+        try:
+            return int((await self.hosts[0].request({"op": "ping"}, timeout_s=PING_TIMEOUT_S))["now"])
+        except SimTimeoutError as exc:
+            raise ScenarioRunError(f"the simulator host did not answer within {PING_TIMEOUT_S:.0f} s: this machine "
+                                   f"cannot run the boards at {self.speed:g}x; try a lower --speed",
+                                   speed=self.speed) from exc
 
     def generated(self) -> dict[str, set[int]]:
         """Per device, every seq its firmware put into its outbox so far."""
@@ -343,10 +355,16 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
     completed = False
     errors: list[str] = []
     virtual_end = scenario.start_ms
+    status: int | None = None
     try:
         await run.start()
-        completed = await run.run_until_done(stop, on_progress or (lambda p: None))
-        virtual_end = await run.virtual_now_ms()
+        try:
+            completed = await run.run_until_done(stop, on_progress or (lambda p: None))
+            virtual_end = await run.virtual_now_ms()
+        except HilError as exc:  # e.g. an overloaded simulator host: still stop, evaluate and report
+            log.error("scenario %s failed while running: %s", scenario.name, exc)
+            errors.append(f"run failed: {exc}")
+            completed = True
     finally:
         try:
             status = await asyncio.shield(run.stop())

@@ -1,0 +1,74 @@
+"""Expectation checks against stored data: each one can fail, and says why."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from gateway.resources import load_policy
+from hil.scenarios import load_scenario
+from hil.scenarios.checks import StoredData, check_alarm, check_eps, check_field, check_no_loss, evaluate
+from hil.scenarios.reports import render_html, stimulus_series, write_junit
+from hil.scenarios.runner import ScenarioResult
+
+NIGHT = load_scenario("night-with-pedestrians")   # starts 2026-11-21T23:20Z
+W0 = NIGHT.start_ms // 1000
+DAY2 = W0 + 3600  # 00:20 next UTC day
+
+
+def test_eps_within_budget_passes_and_over_budget_fails() -> None:
+    policy = load_policy()
+    ok = StoredData([("sl-night-1", 1, "win", W0, {"mot": 500}), ("sl-night-1", 2, "win", DAY2, {"mot": 500})], [], [])
+    assert check_eps(NIGHT, ok, policy).passed
+    # Five releases of 500 milli-eps on one UTC day: a budget reset by a reboot would look like this.
+    over = StoredData([("sl-night-1", s, "win", DAY2 + s * 60, {"mot": 500}) for s in range(5)], [], [])
+    result = check_eps(NIGHT, over, policy)
+    assert not result.passed
+    assert "sl-night-1 mot 2026-11-22: 2500 milli-eps > budget 2000" in result.message
+    assert not check_eps(NIGHT, StoredData([], [], []), policy).passed  # nothing released: cannot hold
+
+
+def test_no_loss_reports_missing_extra_and_duplicates() -> None:
+    data = StoredData([("sl-night-1", 1, "win", W0, {}), ("sl-night-1", 1, "win", W0, {}),
+                       ("sl-night-1", 9, "win", W0, {})], [], [])
+    result = check_no_loss(NIGHT, data, {"sl-night-1": {1, 2}})
+    assert not result.passed
+    assert "missing 1: sl-night-1#2" in result.message
+    assert "never seen in an outbox 1: sl-night-1#9" in result.message
+    assert "1 duplicate" in result.message
+    good = StoredData([("sl-night-1", 1, "win", W0, {}), ("sl-night-1", 2, "win", W0, {})], [], [])
+    assert check_no_loss(NIGHT, good, {"sl-night-1": {1, 2}}).passed
+    assert not check_no_loss(NIGHT, StoredData([], [], []), {"sl-night-1": set()}).passed
+
+
+def test_field_and_alarm_timing() -> None:
+    sc = load_scenario("bin-fills-and-fire")  # fill >= 80 by +40m; fire within +30m
+    t0 = sc.start_ms // 1000
+    late = StoredData([], [("bin-fill-1", "fill", t0 + 3600, 90), ("bin-fill-1", "fill", t0, 40)],
+                      [("bin-fire-2", "fire", t0 + 3600)])
+    fill = check_field(sc, late, 0)
+    assert not fill.passed and "fill never >= 80 by +40m" in fill.message and "held later" in fill.message
+    fire = check_alarm(sc, late, "fire")
+    assert not fire.passed and "came too late" in fire.message
+    in_time = StoredData([], [("bin-fill-1", "fill", t0 + 900, 80)], [("bin-fire-2", "fire", t0 + 1200)])
+    assert check_field(sc, in_time, 0).passed and check_alarm(sc, in_time, "fire").passed
+    none = check_alarm(sc, StoredData([], [], [("bin-fill-1", "tip", t0)]), "fire")
+    assert not none.passed and "alarms stored: tip" in none.message
+
+
+def test_reports_from_a_failed_result(tmp_path: Path) -> None:
+    data = StoredData([("sl-night-1", 1, "win", W0, {"mot": 500})], [("sl-night-1", "lux", W0, 30)], [])
+    checks = evaluate(NIGHT, data, {"sl-night-1": {1, 2}, "sl-night-2": set()}, load_policy())
+    result = ScenarioResult(NIGHT, checks, data, {"sl-night-1": {1, 2}}, tmp_path, 1.0, NIGHT.start_ms + 60_000, 0)
+    assert not result.passed
+    root = ET.parse(write_junit(result, tmp_path / "r.xml")).getroot()
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == NIGHT.expect.count() == len(checks)
+    failures = [c.find("failure") for c in cases if c.find("failure") is not None]
+    assert failures and any("missing 1: sl-night-1#2" in (f.get("message") or "") for f in failures)
+    page = render_html(result)
+    assert page.count("<svg") == 2 and "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    stim, faults = stimulus_series(load_scenario("reboot-storm").boards[0].stimuli_doc, NIGHT.start_ms,
+                                   NIGHT.start_ms + 40 * 60_000)
+    assert any(s.name == "pir" and s.pulses and len(s.points) >= 30 for s in stim)
+    assert len(faults) >= 6 and any(line == "power_loss_write outbox" for _, line in faults)
