@@ -19,7 +19,7 @@ for (const name of ["log", "info", "warn", "debug"]) {
   console[name] = (...args) => process.stderr.write(`console.${name}: ${format(...args)}\n`);
 }
 
-const real = { setTimeout: globalThis.setTimeout, setImmediate: globalThis.setImmediate, now: Date.now };
+const real = { setTimeout: globalThis.setTimeout, setInterval: globalThis.setInterval, setImmediate: globalThis.setImmediate, now: Date.now };
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 function arg(name, dflt) {
@@ -245,6 +245,11 @@ rl.on("line", (line) => {
 });
 rl.on("close", () => { for (const b of boards.values()) b.halt(); flush(); process.exit(0); });
 process.on("SIGTERM", () => process.exit(0));
+// Never outlive the supervisor: if it died without closing our stdin (SIGKILL, a pipe still
+// held elsewhere), we are re-parented; exit instead of running boards nobody can reach.
+const parentPid = process.ppid;
+const orphanCheck = real.setInterval(() => { if (process.ppid !== parentPid) process.exit(0); }, 1000);
+orphanCheck.unref();
 process.on("SIGINT", () => process.exit(0));
 host.emit({ ev: "hello", now: Date.now(), pid: process.pid });
 drive();
