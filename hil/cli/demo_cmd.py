@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--streetlights", type=int, default=3, metavar="N", help="virtual streetlights (default 3)")
     p.add_argument("--bins", type=int, default=2, metavar="N", help="virtual waste bins (default 2)")
-    p.add_argument("--speed", type=float, default=60.0,
-                   help="virtual seconds per wall second (default 60: a 15-min window every 15 s)")
+    p.add_argument("--speed", type=float, default=30.0,
+                   help="virtual seconds per wall second (default 30: a 15-min window every 30 s); a busy "
+                        "machine runs the boards slower than asked")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many wall seconds (default: run until Ctrl-C)")
     p.add_argument("--http-port", type=int, default=8080, help="dashboard port (default 8080; 0 = any free port)")

@@ -60,7 +60,7 @@ class DemoOptions:
 
     streetlights: int = 3
     bins: int = 2
-    speed: float = 60.0
+    speed: float = 30.0
     duration_s: float | None = None
     workdir: Path = field(default_factory=lambda: Path("var/demo"))
     http_port: int = 8080
@@ -136,7 +136,8 @@ class Demo:
 
             self.relay = start_relay()
         processes = max(1, min(os.cpu_count() or 1, 2, self.opt.streetlights + self.opt.bins))
-        self.hosts = [SimHost(speed=self.opt.speed, start_ms=start_ms) for _ in range(processes)]
+        # Paused until every board has its stimuli: a first reading must not see default sensor values.
+        self.hosts = [SimHost(speed=None, start_ms=start_ms) for _ in range(processes)]
         await asyncio.gather(*(h.start() for h in self.hosts))
         registry = Registry(self.workdir / "data" / "registry")
         try:
@@ -150,6 +151,7 @@ class Demo:
                                       bin_stimuli(i, rng=self.rng, fire=(i == fire_at)))
         finally:
             registry.close()
+        await asyncio.gather(*(h.set_speed(self.opt.speed) for h in self.hosts))
         await self._start_gateway()
 
     def _bin_board(self) -> str | Path:

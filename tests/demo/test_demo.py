@@ -1,0 +1,103 @@
+"""`civicedge demo` (issue 5 item 7): the README's first command, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{pid}: {cmdline[:200]}")
+    return found
+
+
+def _stored(db: Path) -> dict[str, set[str]]:
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute("SELECT device, link FROM reports").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        conn.close()
+    out: dict[str, set[str]] = {}
+    for device, link in rows:
+        out.setdefault(device, set()).add(link.split(":")[0])
+    return out
+
+
+def test_demo_runs_both_links_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "1", "--bins", "1", "--speed", "30",
+         "--http-port", "0", "--workdir", str(workdir), "--plain"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    db = workdir / "data" / "reports.sqlite"
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            stored = _stored(db)
+            if stored.get("sl-001") and stored.get("bin-001"):
+                break
+            time.sleep(1)
+        assert proc.poll() is None, "demo exited early"
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert "dashboard http://127.0.0.1:" in out
+    assert "stopped." in out
+    stored = _stored(db)
+    assert stored.get("sl-001") == {"serial"}, out   # streetlights report over their UART pty
+    assert stored.get("bin-001") == {"ble"}, out     # bins over the virtual BLE radio
+    assert _processes_mentioning(str(workdir)) == []  # no stray Node host or gateway
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--streetlights", "0", "--bins", "0"], "at least one board"),
+        (["--speed", "0"], "--speed must be"),
+        (["--duration", "-5"], "--duration must be positive"),
+        (["--start", "yesterday"], "bad --start"),
+    ],
+)
+def test_demo_rejects_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(tmp_path / "d"), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (1, 2)
+    assert message in proc.stdout + proc.stderr
+
+
+def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(precious), "--duration", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "not a civicedge demo directory" in proc.stdout
+    assert (precious / "notes.txt").read_text() == "keep me"
