@@ -166,7 +166,11 @@ function applyStimulus(b, s) {
 function applyFault(b, f) {
   const now = Date.now();
   switch (f.kind) {
-    case "drop": b.faults.dropUntil[f.link || "all"] = now + need(f, "ms"); break;
+    case "drop":
+      b.faults.dropUntil[f.link || "all"] = now + need(f, "ms");
+      // BLE: the link goes down now (the bridge drops connections); UART bytes are lost meanwhile.
+      if ((f.link || "all") !== "uart") host.emit({ ev: "fault", board: b.id, kind: "ble_disconnect" });
+      break;
     case "corrupt": b.faults.corrupt[f.link || "all"] = { rate: need(f, "rate"), until: f.ms ? now + f.ms : undefined }; break;
     case "reset": b.reset(CAUSE.HARD); break;
     case "power_loss": b.powerLoss(f.off_ms ?? 100); break;
