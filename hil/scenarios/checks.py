@@ -55,7 +55,9 @@ def read_store(db: Path) -> StoredData:
 
 
 def _fmt_time(start_ms: int, w: int) -> str:
-    return f"+{(w * 1000 - start_ms) / 3_600_000:.2f}h"
+    """Virtual UTC clock time of a window start, with its offset from the scenario start."""
+    clock = dt.datetime.fromtimestamp(w, dt.timezone.utc).strftime("%H:%M")
+    return f"{clock} ({(w * 1000 - start_ms) / 60_000:+.0f} min)"
 
 
 def check_reports_min(scenario: Scenario, data: StoredData) -> CheckResult:

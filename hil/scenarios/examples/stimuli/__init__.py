@@ -1,0 +1,1 @@
+"""Stimuli files used by the shipped example scenarios."""
