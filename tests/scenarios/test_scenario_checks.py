@@ -71,4 +71,4 @@ def test_reports_from_a_failed_result(tmp_path: Path) -> None:
     stim, faults = stimulus_series(load_scenario("reboot-storm").boards[0].stimuli_doc, NIGHT.start_ms,
                                    NIGHT.start_ms + 40 * 60_000)
     assert any(s.name == "pir" and s.pulses and len(s.points) >= 30 for s in stim)
-    assert len(faults) >= 6 and any(line == "power_loss_write outbox" for _, line in faults)
+    assert len(faults) == 7 and sum(line == "reset" for _, line in faults) == 5
