@@ -32,7 +32,7 @@ class StoredData:
     """What the gateway stored, read once after the run."""
 
     reports: list[tuple[str, int, str, int, dict[str, int]]]  # device, seq, type, w, e
-    readings: list[tuple[str, str, int, int]]                  # device, field, w, value
+    readings: list[tuple[str, str, int, int, int]]             # device, field, w, l, value
     alarms: list[tuple[str, str, int]]                         # device, code, w
 
 
@@ -44,8 +44,8 @@ def read_store(db: Path) -> StoredData:
     try:
         reports = [(d, int(s), t, int(w), {k: int(v) for k, v in json.loads(e or "{}").items()})
                    for d, s, t, w, e in conn.execute("SELECT device, seq, type, w, e FROM reports ORDER BY w, device")]
-        readings = [(d, f, int(w), int(v)) for d, f, w, v in
-                    conn.execute("SELECT device, field, w, value FROM readings ORDER BY w")]
+        readings = [(d, f, int(w), int(length), int(v)) for d, f, w, length, v in
+                    conn.execute("SELECT device, field, w, l, value FROM readings ORDER BY w")]
         alarms = [(d, c, int(w)) for d, c, w in conn.execute("SELECT device, code, w FROM alarms ORDER BY w")]
     except sqlite3.OperationalError:
         return StoredData([], [], [])
@@ -116,7 +116,7 @@ def check_field(scenario: Scenario, data: StoredData, index: int) -> CheckResult
     """A released field value satisfies ``op value`` in a window starting by ``start + by``."""
     fe = scenario.expect.fields[index]
     limit_s = (scenario.start_ms + fe.by_ms) // 1000
-    values = [(d, w, v) for d, f, w, v in data.readings
+    values = [(d, w, v) for d, f, w, _l, v in data.readings
               if f == fe.field and (fe.device is None or d == fe.device)]
     in_time = [(d, w, v) for d, w, v in values if w <= limit_s]
     hits = [(d, w, v) for d, w, v in in_time if fe.holds(v)]

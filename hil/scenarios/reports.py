@@ -72,7 +72,8 @@ def stimulus_series(doc: dict[str, Any], start_ms: int, end_ms: int) -> tuple[li
 
     def add(name: str, t: int, value: Any) -> None:
         if isinstance(value, str) and value.strip().startswith("pulse"):
-            series.setdefault(name, Series(name, [], pulses=True)).points.append((t, 1.0))
+            # a level set to 0 and pulses of the same input get separate lanes (a step line cannot show pulses)
+            series.setdefault(f"{name} pulses", Series(f"{name} pulses", [], pulses=True)).points.append((t, 1.0))
         elif isinstance(value, (int, float)) and not isinstance(value, bool) or isinstance(value, bool):
             series.setdefault(name, Series(name, [])).points.append((t, float(value)))
 
@@ -155,7 +156,7 @@ def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: li
     height = 30 + lanes * (LANE_H + GAP) + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">']
     y = 20.0
-    out.append(f'<text x="4" y="14" class="sec">stimuli (blue) vs values stored by the gateway (green), '
+    out.append(f'<text x="4" y="14" class="sec">stimuli (blue) vs values stored by the gateway (green, at the end of their period), '
                f'{_clock(t0)}–{_clock(t1)} UTC virtual</text>')
     for s in stimuli:
         out += _lane(s, y, t0, t1, "#1f6fb2")
@@ -209,10 +210,12 @@ def render_html(result: ScenarioResult) -> str:
         stim, faults = stimulus_series(group.stimuli_doc, t0, t1)
         for dev in group.ids:
             fields: dict[str, Series] = {}
-            for d, f, w, v in result.data.readings:
-                if d == dev:
-                    fields.setdefault(f, Series(f"{f} (stored)", [], step=False)).points.append((w * 1000, float(v)))
-            alarm_pts = [(w * 1000, 1.0) for d, _c, w in result.data.alarms if d == dev]
+            for d, f, w, length, v in result.data.readings:
+                # plotted when released: at the end of its period (window, hour, 6 h, day)
+                if d == dev and t0 <= (w + length) * 1000 <= t1:
+                    fields.setdefault(f, Series(f"{f} (stored)", [], step=False)).points.append(
+                        ((w + length) * 1000, float(v)))
+            alarm_pts = [(w * 1000, 1.0) for d, _c, w in result.data.alarms if d == dev and t0 <= w * 1000 <= t1]
             released = list(fields.values())
             if alarm_pts:
                 released.append(Series("alarms", alarm_pts, pulses=True))

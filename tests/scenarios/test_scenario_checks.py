@@ -44,20 +44,20 @@ def test_no_loss_reports_missing_extra_and_duplicates() -> None:
 def test_field_and_alarm_timing() -> None:
     sc = load_scenario("bin-fills-and-fire")  # fill >= 80 by +40m; fire within +30m
     t0 = sc.start_ms // 1000
-    late = StoredData([], [("bin-fill-1", "fill", t0 + 3600, 90), ("bin-fill-1", "fill", t0, 40)],
+    late = StoredData([], [("bin-fill-1", "fill", t0 + 3600, 900, 90), ("bin-fill-1", "fill", t0, 900, 40)],
                       [("bin-fire-2", "fire", t0 + 3600)])
     fill = check_field(sc, late, 0)
     assert not fill.passed and "fill never >= 80 by +40m" in fill.message and "held later" in fill.message
     fire = check_alarm(sc, late, "fire")
     assert not fire.passed and "came too late" in fire.message
-    in_time = StoredData([], [("bin-fill-1", "fill", t0 + 900, 80)], [("bin-fire-2", "fire", t0 + 1200)])
+    in_time = StoredData([], [("bin-fill-1", "fill", t0 + 900, 900, 80)], [("bin-fire-2", "fire", t0 + 1200)])
     assert check_field(sc, in_time, 0).passed and check_alarm(sc, in_time, "fire").passed
     none = check_alarm(sc, StoredData([], [], [("bin-fill-1", "tip", t0)]), "fire")
     assert not none.passed and "alarms stored: tip" in none.message
 
 
 def test_reports_from_a_failed_result(tmp_path: Path) -> None:
-    data = StoredData([("sl-night-1", 1, "win", W0, {"mot": 500})], [("sl-night-1", "lux", W0, 30)], [])
+    data = StoredData([("sl-night-1", 1, "win", W0, {"mot": 500})], [("sl-night-1", "lux", W0, 900, 30)], [])
     checks = evaluate(NIGHT, data, {"sl-night-1": {1, 2}, "sl-night-2": set()}, load_policy())
     result = ScenarioResult(NIGHT, checks, data, {"sl-night-1": {1, 2}}, tmp_path, 1.0, NIGHT.start_ms + 60_000, 0)
     assert not result.passed
@@ -70,5 +70,5 @@ def test_reports_from_a_failed_result(tmp_path: Path) -> None:
     assert page.count("<svg") == 2 and "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     stim, faults = stimulus_series(load_scenario("reboot-storm").boards[0].stimuli_doc, NIGHT.start_ms,
                                    NIGHT.start_ms + 40 * 60_000)
-    assert any(s.name == "pir" and s.pulses and len(s.points) >= 30 for s in stim)
+    assert any(s.name == "pir pulses" and s.pulses and len(s.points) >= 30 for s in stim)
     assert len(faults) == 7 and sum(line == "reset" for _, line in faults) == 5

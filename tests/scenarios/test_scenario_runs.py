@@ -115,7 +115,7 @@ def test_failing_expectations_fail_with_messages_in_junit_and_html(tmp_path: Pat
     assert lux is not None and "lux never >= 1000000" in (lux.get("message") or "")
     assert suite.get("failures") == "3"
     html = page.read_text()
-    assert "FAILED" in html and html.count("<svg") == 1 and "lux (stored)" in html and "pir" in html
+    assert "FAILED" in html and html.count("<svg") == 1 and "lux (stored)" in html and "pir pulses" in html
     assert "FAIL" in proc.stderr and "reports_min >= 1000" in proc.stderr
 
 
