@@ -1,0 +1,123 @@
+"""Talking to a board's MicroPython REPL for the field tools: connect, read facts, write identity.
+
+Every DUT failure is translated into a field error that tells the technician what to do. Errors
+raised while the identity (which holds the key) is read or written are re-raised without the
+DUT's message, since that can echo the code or bytes that carried the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hil.dut import Dut
+from hil.dut.errors import DeviceConnectError, DeviceError, DutError
+from hil.field.errors import BoardNotAnsweringError, FieldError
+from hil.field.identity import Identity, parse_identity
+from hil.field.ports import check_port_available, is_url
+
+log = logging.getLogger(__name__)
+
+IDENTITY_PATH = "/identity.json"
+BOARD_CONFIG_PATH = "/board.json"
+MANIFEST_PATH = "/firmware.json"
+
+
+class DeviceIOError(FieldError):
+    """Reading or writing a file on the board failed (flash full, link dropped mid-way)."""
+
+
+def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
+    """Open the board's REPL console and make sure MicroPython answers (raw REPL).
+
+    Stops the running firmware (Ctrl-C), like any REPL tool.
+
+    Raises:
+        PortNotFoundError, PortBusyError: the port is missing or held by another program.
+        BoardNotAnsweringError: no MicroPython REPL answers on the port.
+    """
+    if not is_url(port):
+        check_port_available(port)
+    try:
+        dut = Dut(port)
+    except DeviceConnectError as exc:
+        raise BoardNotAnsweringError(f"cannot open {port}: {exc.details.get('cause', exc)}", port=port) from exc
+    try:
+        dut.enter_raw_repl(timeout_s=timeout_s)
+    except DutError as exc:
+        dut.close()
+        raise BoardNotAnsweringError(
+            f"no MicroPython REPL answered on {port} within {timeout_s:g} s; check the cable and that "
+            "MicroPython is flashed (civicedge flash ... without --firmware-only), then press RESET and retry",
+            port=port, timeout_s=timeout_s,
+        ) from exc
+    log.info("MicroPython answers on %s", port)
+    return dut
+
+
+def device_mpy(dut: Dut) -> int:
+    """Return the device's ``sys.implementation._mpy``.
+
+    Raises:
+        BoardNotAnsweringError: the value cannot be read (not MicroPython, or too old to report it).
+    """
+    try:
+        value: Any = dut.eval("getattr(__import__('sys').implementation, '_mpy', None)")
+    except DutError as exc:
+        raise BoardNotAnsweringError(f"cannot read the MicroPython version on {dut.url}: {exc}", port=dut.url) from exc
+    if not isinstance(value, int):
+        raise BoardNotAnsweringError(
+            f"the board on {dut.url} does not report sys.implementation._mpy; flash a MicroPython >= 1.19",
+            port=dut.url)
+    return value
+
+
+def read_identity(dut: Dut) -> Identity | None:
+    """Return the board's identity, or None when it has none (unprovisioned).
+
+    Raises:
+        DeviceIOError: the file exists but cannot be read.
+        IdentityFormatError: it is malformed.
+    """
+    try:
+        exists = dut.eval(_exists_expr(IDENTITY_PATH))
+    except DutError as exc:
+        raise DeviceIOError(f"cannot look for {IDENTITY_PATH} on {dut.url}: {exc}", port=dut.url) from exc
+    if not exists:
+        return None
+    try:
+        data = dut.read_file(IDENTITY_PATH)
+    except DutError:
+        raise DeviceIOError(f"cannot read {IDENTITY_PATH} on {dut.url} (link or flash problem); retry",
+                            port=dut.url) from None
+    return parse_identity(data)
+
+
+def write_identity(dut: Dut, identity: Identity) -> None:
+    """Write ``/identity.json`` atomically (temp file + rename).
+
+    Raises:
+        DeviceIOError: the write failed (message carries no key material).
+    """
+    try:
+        dut.write_file(IDENTITY_PATH, identity.to_json_bytes())
+    except DutError as exc:
+        kind = exc.exception_type if isinstance(exc, DeviceError) else type(exc).__name__
+        raise DeviceIOError(f"writing {IDENTITY_PATH} on {dut.url} failed ({kind}); check free flash and retry",
+                            port=dut.url) from None
+    log.info("wrote identity of %s on %s", identity.id, dut.url)
+
+
+def read_text(dut: Dut, path: str) -> str | None:
+    """Return a small text file's content, or None when it is missing."""
+    try:
+        if not dut.eval(_exists_expr(path)):
+            return None
+        return dut.read_file(path).decode(errors="replace")
+    except DutError as exc:
+        raise DeviceIOError(f"cannot read {path} on {dut.url}: {exc}", port=dut.url) from exc
+
+
+def _exists_expr(path: str) -> str:
+    """A device expression: is the root-level file ``path`` present?"""
+    return f"{path.lstrip('/')!r} in __import__('os').listdir('/')"

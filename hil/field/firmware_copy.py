@@ -1,0 +1,170 @@
+"""Copy our firmware onto a board that runs MicroPython, and read back what it holds.
+
+The copy is hash-based (only changed files are written) and ends with a manifest,
+``/firmware.json`` = ``{"version", "mode", "files": {device path: sha256}}``, that
+``civicedge check`` verifies against the board's own hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from gateway.resources import firmware_dir
+from hil.dut import Dut
+from hil.dut.errors import DutError
+from hil.field.device import BOARD_CONFIG_PATH, MANIFEST_PATH, DeviceIOError, device_mpy, read_text
+from hil.field.errors import FieldError
+from hil.field.mpy_build import BuiltFile, MpyVersion, build_firmware, check_compatible, mpy_cross_version
+
+log = logging.getLogger(__name__)
+
+# What of firmware/ goes to the device (type-checker configs and such stay home).
+DEVICE_TOP_LEVEL = frozenset({"boot.py", "main.py", "policy.json", "lib"})
+_VERSION_RE = re.compile(r'^VERSION\s*=\s*"([^"]+)"', re.M)
+
+
+class FirmwareVerifyError(FieldError):
+    """Files on the board do not match what was copied (or what this firmware release holds)."""
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """Outcome of :func:`copy_firmware`.
+
+    Attributes:
+        mode: ``mpy`` (compiled) or ``source``.
+        device_mpy: the device's ``sys.implementation._mpy`` version.
+        copied, unchanged: device paths written / already identical.
+        manifest: device path -> sha256 of every file installed (board config included).
+    """
+
+    mode: str
+    device_mpy: MpyVersion
+    copied: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    manifest: dict[str, str]
+
+
+def firmware_version(src: Path | None = None) -> str:
+    """The firmware release (``civic.VERSION``) of the host's firmware tree."""
+    init = (src or firmware_dir()) / "lib" / "civic" / "__init__.py"
+    match = _VERSION_RE.search(init.read_text())
+    if match is None:
+        raise FieldError(f"no VERSION in {init}", path=str(init))
+    return match.group(1)
+
+
+def stage_firmware(out_dir: Path, *, compile_mpy: bool, src: Path | None = None) -> list[BuiltFile]:
+    """Build the device files of ``firmware/`` into ``out_dir`` (compiled or source)."""
+    source = src or firmware_dir()
+    staging_src = out_dir / "src"
+    for item in sorted(source.iterdir()):
+        if item.name in DEVICE_TOP_LEVEL:
+            _link_tree(item, staging_src / item.name)
+    return build_firmware(staging_src, out_dir / "device", compile_mpy=compile_mpy)
+
+
+def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: bool = False,
+                  compiler: MpyVersion | None = None,
+                  on_progress: Callable[[str], None] | None = None) -> CopyResult:
+    """Compile (unless ``source_only``), copy by hash, write the manifest and verify by hash.
+
+    Args:
+        dut: an open board.
+        board_config: written as ``/board.json``.
+        source_only: copy ``.py`` files instead of ``.mpy``.
+        compiler: the mpy-cross version (None: ask the installed mpy-cross).
+        on_progress: told the name of each step as it starts.
+
+    Raises:
+        MpyVersionMismatchError: the device cannot load our ``.mpy`` files.
+        FirmwareVerifyError: a file's hash on the device differs after the copy.
+        DeviceIOError: the link failed.
+    """
+    say = on_progress or (lambda _step: None)
+    say("read MicroPython version")
+    device = MpyVersion.from_sys_mpy(device_mpy(dut))
+    if not source_only:
+        check_compatible(device, compiler or mpy_cross_version())
+    say("compile firmware" if not source_only else "stage firmware sources")
+    with tempfile.TemporaryDirectory(prefix="civicedge-fw-") as tmp:
+        built = stage_firmware(Path(tmp), compile_mpy=not source_only)
+        files = {b.device_path: b.local_path.read_bytes() for b in built}
+    files[BOARD_CONFIG_PATH] = json.dumps(dict(board_config), separators=(",", ":")).encode()
+    say(f"copy {len(files)} files")
+    try:
+        # Stale modules of the other mode would shadow the new ones (.py wins over .mpy).
+        _remove_other_mode(dut, files, source_only=source_only)
+        result = dut.sync_files(files, timeout_s=120)
+    except DutError as exc:
+        raise DeviceIOError(f"copying the firmware to {dut.url} failed: {exc}", port=dut.url) from exc
+    import hashlib
+
+    manifest = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
+    doc = {"version": firmware_version(), "mode": "source" if source_only else "mpy", "files": manifest}
+    say("verify by hash")
+    try:
+        dut.write_file(MANIFEST_PATH, json.dumps(doc, sort_keys=True).encode())
+    except DutError as exc:
+        raise DeviceIOError(f"writing {MANIFEST_PATH} on {dut.url} failed: {exc}", port=dut.url) from exc
+    bad = verify_manifest(dut, manifest)
+    if bad:
+        raise FirmwareVerifyError(f"{len(bad)} files differ on the board after copying: {', '.join(bad)}; retry",
+                                  files=bad)
+    return CopyResult(doc["mode"], device, result.copied, result.unchanged, manifest)
+
+
+def read_manifest(dut: Dut) -> dict[str, Any] | None:
+    """The board's ``/firmware.json`` or None when the firmware was never copied by ``flash``."""
+    text = read_text(dut, MANIFEST_PATH)
+    if text is None:
+        return None
+    try:
+        doc: Any = json.loads(text)
+    except ValueError:
+        raise FirmwareVerifyError(f"{MANIFEST_PATH} on the board is not JSON; run civicedge flash again") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
+        raise FirmwareVerifyError(f"{MANIFEST_PATH} on the board is malformed; run civicedge flash again")
+    return doc
+
+
+def verify_manifest(dut: Dut, manifest: Mapping[str, str]) -> list[str]:
+    """Return the device paths whose on-device SHA-256 differs from ``manifest`` (missing included)."""
+    try:
+        remote = dut.hash_files(list(manifest), timeout_s=60)
+    except DutError as exc:
+        raise DeviceIOError(f"hashing files on {dut.url} failed: {exc}", port=dut.url) from exc
+    return sorted(p for p, h in manifest.items() if remote.get(p) != h)
+
+
+def expected_files(mode: str) -> dict[str, str]:
+    """Device path -> sha256 of this host's firmware release built in ``mode`` (board config excluded)."""
+    with tempfile.TemporaryDirectory(prefix="civicedge-fw-") as tmp:
+        return {b.device_path: b.sha256 for b in stage_firmware(Path(tmp), compile_mpy=mode == "mpy")}
+
+
+def _remove_other_mode(dut: Dut, files: Mapping[str, bytes], *, source_only: bool) -> None:
+    other = ".mpy" if source_only else ".py"
+    mine = ".py" if source_only else ".mpy"
+    stale = [p[: -len(mine)] + other for p in files if p.endswith(mine)]
+    if stale:
+        dut.exec("import os\nfor p in %r:\n    try:\n        os.remove(p)\n    except OSError:\n        pass\n" % stale,
+                 timeout_s=30)
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        for item in src.rglob("*"):
+            if item.is_file() and "__pycache__" not in item.parts and not item.name.endswith((".pyc", ".pyi")):
+                target = dest / item.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(item.read_bytes())
+    else:
+        dest.write_bytes(src.read_bytes())

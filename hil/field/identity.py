@@ -1,0 +1,130 @@
+"""The device identity written by ``civicedge provision``: build it, fingerprint it, compare it.
+
+``/identity.json`` on the device is ``{"id", "kind", "zone", "lat", "lon", "key"}`` with the key
+as 64 hex characters. The key is generated here from the OS RNG and only ever leaves this module
+inside that file and the gateway registry; labels and logs carry its fingerprint instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from hil.field.errors import FieldError
+
+KEY_BYTES = 32
+KINDS = ("streetlight", "bin")
+_DECIMAL = re.compile(r"-?\d{1,3}(\.\d{1,9})?\Z")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
+_ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
+
+
+class IdentityFormatError(FieldError):
+    """An identity value (id, zone, location, key) or an ``/identity.json`` is malformed."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A device's identity and key.
+
+    Attributes:
+        id: device id. kind: ``streetlight`` or ``bin``. zone: city zone.
+        lat, lon: decimal strings (no floats anywhere on the privacy path).
+        key: the 32-byte HMAC key (never print it: ``repr`` hides it).
+    """
+
+    id: str
+    kind: str
+    zone: str
+    lat: str
+    lon: str
+    key: bytes
+
+    def __repr__(self) -> str:
+        return (f"Identity(id={self.id!r}, kind={self.kind!r}, zone={self.zone!r}, lat={self.lat!r}, "
+                f"lon={self.lon!r}, key=<fingerprint {self.fingerprint}>)")
+
+    @property
+    def fingerprint(self) -> str:
+        """First 8 bytes of SHA-256(key), hex: safe to print on a label."""
+        return key_fingerprint(self.key)
+
+    def to_json_bytes(self) -> bytes:
+        """The ``/identity.json`` content."""
+        doc = {"id": self.id, "kind": self.kind, "zone": self.zone, "lat": self.lat, "lon": self.lon,
+               "key": self.key.hex()}
+        return json.dumps(doc, sort_keys=True).encode()
+
+    def same_device(self, other: Identity) -> bool:
+        """True when both describe the same provisioning (every field, key included)."""
+        return self == other
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Return the hex of the first 8 bytes of SHA-256(``key``)."""
+    return hashlib.sha256(key).digest()[:8].hex()
+
+
+def parse_location(text: str) -> tuple[str, str]:
+    """Parse ``LAT,LON`` into two decimal strings.
+
+    Raises:
+        IdentityFormatError: not two decimals, or out of range.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(_DECIMAL.match(p) for p in parts):
+        raise IdentityFormatError(f"location {text!r} must be LAT,LON in decimal degrees, e.g. 52.3702,4.8952",
+                                  location=text)
+    lat, lon = parts
+    if abs(float(lat)) > 90 or abs(float(lon)) > 180:
+        raise IdentityFormatError(f"location {text!r} is out of range (|lat| <= 90, |lon| <= 180)", location=text)
+    return lat, lon
+
+
+def new_identity(*, device_id: str, kind: str, zone: str, lat: str, lon: str) -> Identity:
+    """Validate the fields and create an identity with a fresh key from the OS RNG.
+
+    Raises:
+        IdentityFormatError: a field is malformed.
+    """
+    validate_fields(device_id=device_id, kind=kind, zone=zone)
+    return Identity(device_id, kind, zone, lat, lon, secrets.token_bytes(KEY_BYTES))
+
+
+def validate_fields(*, device_id: str, kind: str, zone: str) -> None:
+    """Raise :class:`IdentityFormatError` for a bad id, kind or zone."""
+    if not _DEVICE_ID.match(device_id):
+        raise IdentityFormatError(f"device id {device_id!r} must be 1-32 of A-Z a-z 0-9 . _ -", device_id=device_id)
+    if kind not in KINDS:
+        raise IdentityFormatError(f"kind {kind!r} must be one of {', '.join(KINDS)}", kind=kind)
+    if not _ZONE.match(zone):
+        raise IdentityFormatError(f"zone {zone!r} must be 1-64 of letters, digits, space . _ -", zone=zone)
+
+
+def parse_identity(data: bytes) -> Identity:
+    """Parse the content of a device's ``/identity.json``.
+
+    Raises:
+        IdentityFormatError: not JSON, fields missing, or the key is not 64 hex characters
+            (the message never contains the key).
+    """
+    try:
+        doc: Any = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise IdentityFormatError("the device's /identity.json is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise IdentityFormatError("the device's /identity.json is not a JSON object")
+    missing = [k for k in ("id", "kind", "zone", "lat", "lon", "key") if not isinstance(doc.get(k), str)]
+    if missing:
+        raise IdentityFormatError(f"the device's /identity.json lacks {', '.join(missing)}", missing=missing)
+    try:
+        key = bytes.fromhex(doc["key"])
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise IdentityFormatError("the device's /identity.json key is not 64 hex characters")
+    return Identity(doc["id"], doc["kind"], doc["zone"], doc["lat"], doc["lon"], key)

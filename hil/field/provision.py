@@ -1,0 +1,79 @@
+"""Provision a board: identity + key on the device, the device in the gateway registry.
+
+Idempotent: running it again with the same id on a board that already holds that id, and is
+registered with the same key, changes nothing. A board holding a different identity is only
+re-provisioned with ``force``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil.dut import Dut
+from hil.field.device import DeviceIOError, read_identity, write_identity
+from hil.field.errors import IdentityExistsError
+from hil.field.identity import Identity, new_identity
+from hil.field.registration import Registration, register_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """What provisioning did.
+
+    Attributes:
+        identity: the identity now on the board (``repr`` hides the key).
+        device_changed: /identity.json was written.
+        registration: what happened in the registry.
+    """
+
+    identity: Identity
+    device_changed: bool
+    registration: Registration
+
+    def label(self) -> str:
+        """The short label for the pole: id, zone, key fingerprint (never the key)."""
+        return f"{self.identity.id} | zone {self.identity.zone} | key {self.identity.fingerprint}"
+
+
+def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str, lon: str,
+                    registry_dir: Path, force: bool = False) -> ProvisionResult:
+    """Give the board an identity and register it.
+
+    Args:
+        dut: an open board.
+        device_id, kind, zone, lat, lon: the identity fields (kind from the board definition).
+        registry_dir: the gateway's registry directory.
+        force: replace an identity the board already has (and its registration's key).
+
+    Raises:
+        IdentityExistsError: the board has a different identity and ``force`` is not set.
+        IdentityFormatError: a field is malformed, or the board's identity file is.
+        GatewayRegistrationError: the registry refused the device.
+        DeviceIOError: the board could not be read or written.
+    """
+    wanted = new_identity(device_id=device_id, kind=kind, zone=zone, lat=lat, lon=lon)
+    current = read_identity(dut)
+    if current is not None and not force:
+        same_fields = (current.id, current.kind, current.zone, current.lat, current.lon) == (
+            wanted.id, wanted.kind, wanted.zone, wanted.lat, wanted.lon)
+        if not same_fields:
+            raise IdentityExistsError(
+                f"this board is already provisioned as {current.id} (zone {current.zone}, key "
+                f"{current.fingerprint}); pass --force to replace it (the old identity stops reporting)",
+                existing_id=current.id, requested_id=device_id)
+        # Same identity already there: keep its key, just make sure the registry has it.
+        registration = register_device(registry_dir, current, force=False)
+        log.info("board %s already provisioned; registry %s", current.id, registration.value)
+        return ProvisionResult(current, False, registration)
+    # Register first: a board holding a key the gateway does not know would report into the void.
+    registration = register_device(registry_dir, wanted, force=force)
+    write_identity(dut, wanted)
+    written = read_identity(dut)
+    if written != wanted:
+        raise DeviceIOError("the identity read back from the board differs from the one written; retry",
+                            port=dut.url)
+    return ProvisionResult(wanted, True, registration)

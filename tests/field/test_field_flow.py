@@ -1,0 +1,105 @@
+"""The whole field flow on a virtual board: flash firmware, provision, first report, check.
+
+The board runs real MicroPython (wasm) behind a real pty; the CLI runs as a real process;
+the gateway is a real ``civicedge gateway run`` process reading the board's data pty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.registry import Registry
+from hil.backends.sim_driver import simulator_unavailable_reason
+from hil.pytest_plugin.gateway_process import GatewayProcess
+from hil.sim.board import VirtualBoard
+
+pytestmark = [pytest.mark.timeout(170)]
+
+BOARD = "streetlight-esp32"
+
+
+async def civicedge(*args: str, timeout_s: float = 90.0) -> tuple[int, str]:
+    """Run the real CLI in a process while this event loop keeps serving the board's ptys."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hil.cli.main", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+@pytest.fixture
+def sim_available() -> None:
+    reason = simulator_unavailable_reason()
+    if reason is not None:
+        pytest.skip(str(reason))
+
+
+@pytest.mark.slow
+async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_available: None) -> None:
+    board = VirtualBoard(BOARD, flash_dir=tmp_path / "flash", install=False, speed=100)
+    await board.start()
+    gw = GatewayProcess(workdir=tmp_path / "gw", serial_ports=[], http=False)
+    try:
+        assert not (tmp_path / "flash" / "main.py").exists()
+        port = board.console_path
+        rc, out = await civicedge("flash", "--firmware-only", "--board", BOARD, "--port", port)
+        assert rc == 0, out
+        assert "firmware as mpy" in out and "verified by hash" in out
+        flash = tmp_path / "flash"
+        assert (flash / "lib" / "civic" / "__init__.mpy").is_file()
+        assert not (flash / "lib" / "civic" / "__init__.py").exists()
+        assert json.loads((flash / "board.json").read_text())["kind"] == "streetlight"
+        manifest = json.loads((flash / "firmware.json").read_text())
+        assert manifest["mode"] == "mpy" and "/lib/civic/report.mpy" in manifest["files"]
+
+        # Flashing again copies nothing (hash-based).
+        rc, out = await civicedge("flash", "--firmware-only", "--board", BOARD, "--port", port)
+        assert rc == 0 and " 0 files copied" in out, out
+
+        assert board.data_path is not None
+        gw.serial_ports.append(board.data_path)
+        gw.start()
+        rc, out = await civicedge("provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
+                                  "--location", "52.3702,4.8952", "--registry", str(gw.registry_dir))
+        assert rc == 0, out
+        identity = json.loads((flash / "identity.json").read_text())
+        assert identity["id"] == "sl-field-1" and identity["kind"] == "streetlight"
+        key = identity["key"]
+        assert len(bytes.fromhex(key)) == 32
+        reg = Registry(gw.registry_dir)
+        try:
+            assert reg.key("sl-field-1").hex() == key
+        finally:
+            reg.close()
+        assert "LABEL: sl-field-1 | zone centre | key " in out
+        assert key not in out and key[:16] not in out
+
+        # Provisioning again with the same id changes nothing.
+        rc, again = await civicedge("provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
+                                    "--location", "52.3702,4.8952", "--registry", str(gw.registry_dir))
+        assert rc == 0 and "unchanged" in again, again
+        assert json.loads((flash / "identity.json").read_text())["key"] == key
+
+        # check restarts the firmware (soft reset), then waits for the gateway to accept a report.
+        rc, out = await civicedge("check", "--port", port, "--db", str(gw.db_path), "--timeout", "60",
+                                  timeout_s=120)
+        assert rc == 0, out + gw.output
+        assert "hashes match" in out and "gateway accepted a report from sl-field-1" in out
+        assert key not in out
+        rows = gw.stored_reports("sl-field-1")
+        assert rows and rows[0]["kind"] == "streetlight"
+        assert "streetlight sl-field-1 running" in board.console_text()
+        assert key not in gw.output
+    finally:
+        gw.stop()
+        await board.stop()
