@@ -22,7 +22,8 @@ from hil.scenarios import ScenarioError, list_examples, load_scenario
 from hil.scenarios.model import Scenario
 from hil.scenarios.reports import write_html, write_junit
 from hil.scenarios.runner import Progress as RunProgress
-from hil.scenarios.runner import ScenarioResult, run_scenario
+from hil.scenarios.errors import ScenarioRunError
+from hil.scenarios.runner import ScenarioResult, check_workdir, run_scenario
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -85,10 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ScenarioError(f"--speed must be within (0, 3600], got {args.speed:g}", key="speed")
         if args.drain < 0:
             raise ScenarioError(f"--drain must be >= 0, got {args.drain:g}", key="drain")
-    except ScenarioError as exc:
+        workdir = check_workdir(args.workdir or Path("var/scenarios") / scenario.name)
+    except (ScenarioError, ScenarioRunError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    workdir = args.workdir or Path("var/scenarios") / scenario.name
     console.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
                   f"at {args.speed or scenario.speed:g}x, work directory {workdir}")
     try:

@@ -85,17 +85,30 @@ class ScenarioResult:
         return not self.interrupted and not self.errors and all(c.passed for c in self.checks)
 
 
+def check_workdir(path: Path) -> Path:
+    """The resolved work directory, if a run may (re)create it.
+
+    Raises:
+        ScenarioRunError: it exists and is not a directory, or is not empty and was not made by a
+            scenario run (it is never wiped then).
+    """
+    path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise ScenarioRunError(f"{path} is not a directory; choose another --workdir", path=str(path))
+    if path.exists() and not (path / MARKER).exists() and any(path.iterdir()):
+        raise ScenarioRunError(f"{path} exists and is not a scenario work directory; choose another --workdir",
+                               path=str(path))
+    return path
+
+
 def prepare_workdir(path: Path) -> Path:
     """Create (or recreate) a scenario work directory; refuse to wipe a directory that is not one.
 
     Raises:
-        ScenarioRunError: the directory exists, is not empty and was not made by a scenario run.
+        ScenarioRunError: see :func:`check_workdir`.
     """
-    path = path.resolve()
+    path = check_workdir(path)
     if path.exists():
-        if not (path / MARKER).exists() and any(path.iterdir()):
-            raise ScenarioRunError(f"{path} exists and is not a scenario work directory; choose another --workdir",
-                                   path=str(path))
         shutil.rmtree(path)
     path.mkdir(parents=True)
     (path / MARKER).write_text("created by civicedge hil run; removed and recreated at each run\n")

@@ -129,6 +129,13 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run(_cli("run", "link-outage", "--speed", "0"), cwd=REPO, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "--speed" in proc.stderr
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("not a scenario run's")
+    proc = subprocess.run(_cli("run", "link-outage", "--workdir", str(foreign)), cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "not a scenario work directory" in proc.stderr
+    assert (foreign / "precious.txt").exists()
     proc = subprocess.run(_cli("validate", "link-outage", str(bad)), cwd=REPO, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "ok  link-outage" in proc.stdout and "bad " in proc.stderr
