@@ -8,12 +8,12 @@ the key fingerprint.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -133,8 +133,6 @@ def _board_kind(dut: Dut, board: str | None) -> str:
     if board is not None:
         return str(load_board(board).kind)
     text = read_text(dut, BOARD_CONFIG_PATH)
-    import json
-
     try:
         kind = json.loads(text)["kind"] if text else None
     except (ValueError, KeyError, TypeError):

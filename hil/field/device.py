@@ -8,7 +8,8 @@ DUT's message, since that can echo the code or bytes that carried the key.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Callable, TypeVar
 
 from hil.dut import Dut
 from hil.dut.errors import DeviceConnectError, DeviceError, DutError
@@ -23,8 +24,36 @@ BOARD_CONFIG_PATH = "/board.json"
 MANIFEST_PATH = "/firmware.json"
 
 
+T = TypeVar("T")
+ATTEMPTS = 3
+
+
 class DeviceIOError(FieldError):
     """Reading or writing a file on the board failed (flash full, link dropped mid-way)."""
+
+
+def with_retries(dut: Dut, action: Callable[[], T], *, attempts: int = ATTEMPTS) -> T:
+    """Run an idempotent REPL ``action``, retrying after transient link trouble.
+
+    Firmware that is still winding down after Ctrl-C (or a noisy line) can print into the raw-REPL
+    exchange; every action used here (hashing, reading, writing via temp file + rename) is safe to
+    repeat, so a fresh raw REPL and another go is the robust answer. Device exceptions other than
+    the ``NameError`` such interleaving causes are real and raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (DutError, ValueError) as exc:  # ValueError: base64 of a read garbled by interleaved output
+            real = isinstance(exc, DeviceError) and exc.exception_type not in ("NameError", "KeyboardInterrupt")
+            if real or attempt == attempts:
+                raise
+            log.info("REPL exchange on %s disturbed (%s), retrying", dut.url, type(exc).__name__)
+            time.sleep(0.2 * attempt)
+            try:
+                dut.enter_raw_repl(timeout_s=5.0)
+            except DutError:
+                pass
+    raise AssertionError("unreachable")
 
 
 def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
@@ -62,7 +91,7 @@ def device_mpy(dut: Dut) -> int:
         BoardNotAnsweringError: the value cannot be read (not MicroPython, or too old to report it).
     """
     try:
-        value: Any = dut.eval("getattr(__import__('sys').implementation, '_mpy', None)")
+        value: Any = with_retries(dut, lambda: dut.eval("getattr(__import__('sys').implementation, '_mpy', None)"))
     except DutError as exc:
         raise BoardNotAnsweringError(f"cannot read the MicroPython version on {dut.url}: {exc}", port=dut.url) from exc
     if not isinstance(value, int):
@@ -80,13 +109,13 @@ def read_identity(dut: Dut) -> Identity | None:
         IdentityFormatError: it is malformed.
     """
     try:
-        exists = dut.eval(_exists_expr(IDENTITY_PATH))
+        exists = with_retries(dut, lambda: dut.eval(_exists_expr(IDENTITY_PATH)))
     except DutError as exc:
         raise DeviceIOError(f"cannot look for {IDENTITY_PATH} on {dut.url}: {exc}", port=dut.url) from exc
     if not exists:
         return None
     try:
-        data = dut.read_file(IDENTITY_PATH)
+        data = with_retries(dut, lambda: dut.read_file(IDENTITY_PATH))
     except DutError:
         raise DeviceIOError(f"cannot read {IDENTITY_PATH} on {dut.url} (link or flash problem); retry",
                             port=dut.url) from None
@@ -100,7 +129,7 @@ def write_identity(dut: Dut, identity: Identity) -> None:
         DeviceIOError: the write failed (message carries no key material).
     """
     try:
-        dut.write_file(IDENTITY_PATH, identity.to_json_bytes())
+        with_retries(dut, lambda: dut.write_file(IDENTITY_PATH, identity.to_json_bytes()))
     except DutError as exc:
         kind = exc.exception_type if isinstance(exc, DeviceError) else type(exc).__name__
         raise DeviceIOError(f"writing {IDENTITY_PATH} on {dut.url} failed ({kind}); check free flash and retry",
@@ -111,9 +140,9 @@ def write_identity(dut: Dut, identity: Identity) -> None:
 def read_text(dut: Dut, path: str) -> str | None:
     """Return a small text file's content, or None when it is missing."""
     try:
-        if not dut.eval(_exists_expr(path)):
+        if not with_retries(dut, lambda: dut.eval(_exists_expr(path))):
             return None
-        return dut.read_file(path).decode(errors="replace")
+        return with_retries(dut, lambda: dut.read_file(path)).decode(errors="replace")
     except DutError as exc:
         raise DeviceIOError(f"cannot read {path} on {dut.url}: {exc}", port=dut.url) from exc
 

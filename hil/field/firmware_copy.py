@@ -7,6 +7,7 @@ The copy is hash-based (only changed files are written) and ends with a manifest
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -18,7 +19,9 @@ from typing import Any, Callable, Mapping
 from gateway.resources import firmware_dir
 from hil.dut import Dut
 from hil.dut.errors import DutError
-from hil.field.device import BOARD_CONFIG_PATH, MANIFEST_PATH, DeviceIOError, device_mpy, read_text
+from hil.field.device import (
+    BOARD_CONFIG_PATH, MANIFEST_PATH, DeviceIOError, device_mpy, read_text, with_retries,
+)
 from hil.field.errors import FieldError
 from hil.field.mpy_build import BuiltFile, MpyVersion, build_firmware, check_compatible, mpy_cross_version
 
@@ -100,24 +103,23 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
     say(f"copy {len(files)} files")
     try:
         # Stale modules of the other mode would shadow the new ones (.py wins over .mpy).
-        _remove_other_mode(dut, files, source_only=source_only)
-        result = dut.sync_files(files, timeout_s=120)
+        with_retries(dut, lambda: _remove_other_mode(dut, files, source_only=source_only))
+        result = with_retries(dut, lambda: dut.sync_files(files, timeout_s=120))
     except DutError as exc:
         raise DeviceIOError(f"copying the firmware to {dut.url} failed: {exc}", port=dut.url) from exc
-    import hashlib
-
     manifest = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
-    doc = {"version": firmware_version(), "mode": "source" if source_only else "mpy", "files": manifest}
+    mode = "source" if source_only else "mpy"
+    doc = {"version": firmware_version(), "mode": mode, "files": manifest}
     say("verify by hash")
     try:
-        dut.write_file(MANIFEST_PATH, json.dumps(doc, sort_keys=True).encode())
+        with_retries(dut, lambda: dut.write_file(MANIFEST_PATH, json.dumps(doc, sort_keys=True).encode()))
     except DutError as exc:
         raise DeviceIOError(f"writing {MANIFEST_PATH} on {dut.url} failed: {exc}", port=dut.url) from exc
     bad = verify_manifest(dut, manifest)
     if bad:
         raise FirmwareVerifyError(f"{len(bad)} files differ on the board after copying: {', '.join(bad)}; retry",
                                   files=bad)
-    return CopyResult(doc["mode"], device, result.copied, result.unchanged, manifest)
+    return CopyResult(mode, device, result.copied, result.unchanged, manifest)
 
 
 def read_manifest(dut: Dut) -> dict[str, Any] | None:
@@ -137,7 +139,7 @@ def read_manifest(dut: Dut) -> dict[str, Any] | None:
 def verify_manifest(dut: Dut, manifest: Mapping[str, str]) -> list[str]:
     """Return the device paths whose on-device SHA-256 differs from ``manifest`` (missing included)."""
     try:
-        remote = dut.hash_files(list(manifest), timeout_s=60)
+        remote = with_retries(dut, lambda: dut.hash_files(list(manifest), timeout_s=60))
     except DutError as exc:
         raise DeviceIOError(f"hashing files on {dut.url} failed: {exc}", port=dut.url) from exc
     return sorted(p for p, h in manifest.items() if remote.get(p) != h)

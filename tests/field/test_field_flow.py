@@ -48,7 +48,7 @@ def sim_available() -> None:
 async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_available: None) -> None:
     board = VirtualBoard(BOARD, flash_dir=tmp_path / "flash", install=False, speed=100)
     await board.start()
-    gw = GatewayProcess(workdir=tmp_path / "gw", serial_ports=[], http=False)
+    gw = GatewayProcess(workdir=tmp_path / "gw", serial_ports=[], http=True)
     try:
         assert not (tmp_path / "flash" / "main.py").exists()
         port = board.console_path
@@ -100,6 +100,17 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
         assert rows and rows[0]["kind"] == "streetlight"
         assert "streetlight sl-field-1 running" in board.console_text()
         assert key not in gw.output
+
+        # The same check through the gateway's HTTP read API.
+        url = f"http://127.0.0.1:{gw.http_port}"
+        rc, out = await civicedge("check", "--port", port, "--gateway", url, "--timeout", "30")
+        assert rc == 0 and "gateway accepted a report from sl-field-1" in out, out
+
+        # A file changed behind our back: check says which one and exits 1.
+        with (flash / "policy.json").open("a") as fh:
+            fh.write("\n")
+        rc, out = await civicedge("check", "--port", port, "--db", str(gw.db_path), "--timeout", "30")
+        assert rc == 1 and "CHANGED: /policy.json" in out, out
     finally:
         gw.stop()
         await board.stop()

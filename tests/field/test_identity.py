@@ -1,0 +1,100 @@
+"""Identity values, the key fingerprint, the registry step and the report wait (no board needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.registry import Registry
+from hil.field.check import NoReportError, first_report_from_db, wait_first_report
+from hil.field.errors import GatewayRegistrationError
+from hil.field.identity import (
+    IdentityFormatError, key_fingerprint, new_identity, parse_identity, parse_location,
+)
+from hil.field.registration import Registration, register_device
+
+import os
+
+EXAMPLES = 200 if os.environ.get("CIVICEDGE_FULL") == "1" else 25
+
+
+def test_new_identity_round_trips_and_hides_its_key() -> None:
+    ident = new_identity(device_id="sl-1", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    assert len(ident.key) == 32
+    assert parse_identity(ident.to_json_bytes()) == ident
+    assert ident.key.hex() not in repr(ident)
+    assert ident.fingerprint == hashlib.sha256(ident.key).hexdigest()[:16]
+    other = new_identity(device_id="sl-1", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    assert other.key != ident.key  # fresh from the OS RNG every time
+
+
+@given(st.binary(min_size=32, max_size=32))
+@settings(max_examples=EXAMPLES)
+def test_fingerprint_is_8_bytes_and_not_the_key(key: bytes) -> None:
+    fp = key_fingerprint(key)
+    assert len(fp) == 16 and fp not in key.hex()
+
+
+@pytest.mark.parametrize(("field", "value"), [("device_id", "bad id!"), ("device_id", "x" * 33),
+                                               ("kind", "lamp"), ("zone", "")])
+def test_bad_fields_are_refused(field: str, value: str) -> None:
+    fields = {"device_id": "sl-1", "kind": "streetlight", "zone": "centre"}
+    fields[field] = value
+    with pytest.raises(IdentityFormatError):
+        new_identity(lat="1.0", lon="2.0", **fields)
+
+
+def test_location_parses_to_decimal_strings() -> None:
+    assert parse_location(" 52.3702 , -4.8952 ") == ("52.3702", "-4.8952")
+    with pytest.raises(IdentityFormatError, match="out of range"):
+        parse_location("10,200")
+
+
+@pytest.mark.parametrize(("doc", "match"), [
+    (b"{not json", "not valid JSON"),
+    (b"[]", "not a JSON object"),
+    (json.dumps({"id": "a"}).encode(), "lacks kind"),
+    (json.dumps({"id": "a", "kind": "bin", "zone": "z", "lat": "1", "lon": "2", "key": "abcd"}).encode(),
+     "not 64 hex"),
+])
+def test_malformed_identity_files(doc: bytes, match: str) -> None:
+    with pytest.raises(IdentityFormatError, match=match):
+        parse_identity(doc)
+
+
+def test_registration_is_idempotent(tmp_path: Path) -> None:
+    Registry(tmp_path).close()
+    ident = new_identity(device_id="sl-1", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    assert register_device(tmp_path, ident) is Registration.ADDED
+    assert register_device(tmp_path, ident) is Registration.UNCHANGED
+    rekeyed = new_identity(device_id="sl-1", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    with pytest.raises(GatewayRegistrationError, match="another key") as err:
+        register_device(tmp_path, rekeyed)
+    assert rekeyed.key.hex() not in str(err.value) and ident.key.hex() not in str(err.value)
+    assert register_device(tmp_path, rekeyed, force=True) is Registration.REPLACED
+    reg = Registry(tmp_path)
+    try:
+        assert reg.key("sl-1") == rekeyed.key
+    finally:
+        reg.close()
+
+
+def test_missing_registry_dir_is_a_clear_error(tmp_path: Path) -> None:
+    ident = new_identity(device_id="sl-1", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    with pytest.raises(GatewayRegistrationError, match="does not exist"):
+        register_device(tmp_path / "nope", ident)
+
+
+def test_waiting_for_a_report_times_out_clearly(tmp_path: Path) -> None:
+    db = tmp_path / "reports.sqlite"
+    assert first_report_from_db(db, "sl-1") is None
+    started = time.monotonic()
+    with pytest.raises(NoReportError, match="no report from sl-1 within 0.3 s") as err:
+        wait_first_report(lambda: first_report_from_db(db, "sl-1"), device_id="sl-1", timeout_s=0.3, poll_s=0.05)
+    assert time.monotonic() - started < 2 and err.value.details["device_id"] == "sl-1"
