@@ -28,7 +28,7 @@ from hil.field.chips import chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, open_board, read_text
 from hil.field.errors import FieldError, GatewayRegistrationError
 from hil.field.esp_flash import execute_flash, plan_flash
-from hil.field.firmware_copy import copy_firmware
+from hil.field.firmware_copy import copy_firmware, write_board_config
 from hil.field.identity import parse_location
 from hil.field.provision import provision_board
 
@@ -119,6 +119,9 @@ def _provision(args: argparse.Namespace) -> int:
                 step("write identity and register")
                 result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat, lon=lon,
                                          registry_dir=args.registry, force=args.force)
+                if args.board is not None:
+                    step("write board config")
+                    write_board_config(dut, load_board(args.board).to_device_config())
             finally:
                 dut.close()
         what = "written" if result.device_changed else "already on the board (unchanged)"

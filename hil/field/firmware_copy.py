@@ -170,3 +170,23 @@ def _link_tree(src: Path, dest: Path) -> None:
                 target.write_bytes(item.read_bytes())
     else:
         dest.write_bytes(src.read_bytes())
+
+
+def write_board_config(dut: Dut, board_config: Mapping[str, Any]) -> bool:
+    """Make ``/board.json`` hold ``board_config``; keep the manifest in step. True if it changed."""
+    data = json.dumps(dict(board_config), separators=(",", ":")).encode()
+    try:
+        result = with_retries(dut, lambda: dut.sync_files({BOARD_CONFIG_PATH: data}, timeout_s=30))
+    except DutError as exc:
+        raise DeviceIOError(f"writing {BOARD_CONFIG_PATH} on {dut.url} failed: {exc}", port=dut.url) from exc
+    if not result.copied:
+        return False
+    manifest = read_manifest(dut)
+    if manifest is not None:
+        manifest["files"][BOARD_CONFIG_PATH] = hashlib.sha256(data).hexdigest()
+        doc = json.dumps(manifest, sort_keys=True).encode()
+        try:
+            with_retries(dut, lambda: dut.write_file(MANIFEST_PATH, doc))
+        except DutError as exc:
+            raise DeviceIOError(f"updating {MANIFEST_PATH} on {dut.url} failed: {exc}", port=dut.url) from exc
+    return True

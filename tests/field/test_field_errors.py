@@ -20,7 +20,7 @@ from hil.field.device import open_board, read_identity
 from hil.field.errors import (
     BoardNotAnsweringError, GatewayRegistrationError, IdentityExistsError, MpyVersionMismatchError, PortBusyError,
 )
-from hil.field.firmware_copy import copy_firmware
+from hil.field.firmware_copy import copy_firmware, write_board_config
 from hil.field.mpy_build import MpyVersion, mpy_cross_version
 from hil.field.provision import provision_board
 from hil.field.registration import Registration
@@ -110,6 +110,9 @@ async def test_board_mpy_version_and_existing_identity(tmp_path: Path, caplog: p
                 assert device.major == mpy_cross_version().major  # the shipped pair does match
 
                 assert read_identity(dut) is None
+                config = {"kind": "streetlight", "name": "x"}
+                assert write_board_config(dut, config) is True
+                assert write_board_config(dut, config) is False  # same content: nothing written
                 first = provision_board(dut, device_id="sl-a", kind="streetlight", zone="centre", lat="52.1",
                                         lon="4.2", registry_dir=registry)
                 assert first.device_changed and first.registration is Registration.ADDED
@@ -135,6 +138,7 @@ async def test_board_mpy_version_and_existing_identity(tmp_path: Path, caplog: p
 
         _major, keys = await asyncio.to_thread(on_board)
         assert json.loads((tmp_path / "flash" / "identity.json").read_text())["key"] == keys[2]
+        assert json.loads((tmp_path / "flash" / "board.json").read_text()) == {"kind": "streetlight", "name": "x"}
         reg = Registry(registry)
         try:
             assert reg.key("sl-a").hex() == keys[2] and reg.key("sl-b").hex() == keys[1]

@@ -86,7 +86,8 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
 
         # Provisioning again with the same id changes nothing.
         rc, again = await civicedge("provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
-                                    "--location", "52.3702,4.8952", "--registry", str(gw.registry_dir))
+                                    "--location", "52.3702,4.8952", "--registry", str(gw.registry_dir),
+                                    "--board", BOARD)
         assert rc == 0 and "unchanged" in again, again
         assert json.loads((flash / "identity.json").read_text())["key"] == key
 
