@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -17,7 +18,7 @@ from .support import KEYS  # noqa: E402
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
+def registry(tmp_path: Path) -> Iterator[Registry]:
     """A real registry with the fixed-key devices of :data:`support.KEYS`."""
     reg = Registry(tmp_path / "registry")
     for dev, key in KEYS.items():
