@@ -35,6 +35,29 @@ class PolicyGate:
         self.alarms = {k: frozenset(spec.get("alarms", {})) for k, spec in kinds.items()}
         default_window = policy.get("defaults", {}).get("window_s")
         self.window_s: dict[str, int | None] = {k: spec.get("window_s", default_window) for k, spec in kinds.items()}
+        # A personal count may have its own release period (policy release_every_s, e.g. 6 h for PIR
+        # passes) and then travels in a "win" report covering that period, alone with its own kind.
+        self.release_periods: dict[str, dict[int, frozenset[str]]] = {}
+        for k, spec in kinds.items():
+            periods: dict[int, set[str]] = {}
+            for name, field in spec["fields"].items():
+                every = field.get("release_every_s")
+                if field.get("report") == "win" and isinstance(every, int) and every != self.window_s[k]:
+                    periods.setdefault(every, set()).add(name)
+            self.release_periods[k] = {p: frozenset(f) for p, f in periods.items()}
+
+    def win_period_problem(self, body: dict[str, Any], kind: str) -> str | None:
+        """None if a "win" report's period fits the kind's policy, else what is wrong with it."""
+        length = body["l"]
+        if length == self.window_s.get(kind):
+            return None
+        fields = self.release_periods.get(kind, {}).get(length)
+        if fields is None:
+            return "a win report covers %s s (or a field's release period), not %d" % (self.window_s.get(kind), length)
+        outside = sorted(str(f) for f in set(body.get("m", {})) | set(body.get("e", {})) if f not in fields)
+        if outside:
+            return "a %d s release may carry only %s, not %s" % (length, ", ".join(sorted(fields)), ", ".join(outside))
+        return None
 
     def check(self, body: dict[str, Any], kind: str) -> str | None:
         """Return None if ``body`` is allowed for ``kind``, else a description of the first violation."""
@@ -135,9 +158,12 @@ class Verifier:
             raise bad("unknown report type %r" % rtype)
         if not (_is_int(w) and _is_int(length) and 0 <= w <= 2**40 and 0 < length <= 7 * 86400):
             raise bad("w and l must be integers (0 <= w, 0 < l <= 1 week)")
-        expected_l = self._gate.window_s.get(device.kind) if rtype == "win" else FIXED_PERIODS[rtype]
-        if expected_l is not None and length != expected_l:
-            raise bad("a %s report covers %d s, not %d" % (rtype, expected_l, length))
+        if rtype == "win":
+            problem = self._gate.win_period_problem(body, device.kind) if isinstance(body["m"], dict) else None
+            if problem is not None:
+                raise bad(problem)
+        elif length != FIXED_PERIODS[rtype]:
+            raise bad("a %s report covers %d s, not %d" % (rtype, FIXED_PERIODS[rtype], length))
         if w % length:
             raise bad("w = %d is not a multiple of l = %d" % (w, length))
         m, e, a = body["m"], body.get("e", {}), body.get("a", [])

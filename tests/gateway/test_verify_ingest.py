@@ -178,3 +178,19 @@ async def test_ack_held_at_gap_until_filled_or_expired(registry: Registry, tmp_p
     assert max(s for _, s in c.acks) == 40
     await ingest.stop()
     ingest.close()
+
+
+def test_personal_count_release_period_from_policy(registry: Registry) -> None:
+    """The streetlight releases its noisy PIR count every 6 h (policy release_every_s) in a "win" report."""
+    verifier = Verifier(registry, load_policy())
+    six_h = 21600
+    v = verifier.verify(report_frame("sl-1", 1, KEYS["sl-1"], kind="streetlight", w=six_h * 80000, l=six_h,
+                                     m={"mot": 12}, e={"mot": 500}), link="l", now=5)
+    assert v.record.l == six_h and v.record.m == {"mot": 12}
+    with pytest.raises(RejectedReport, match="may carry only mot") as info:  # aggregates keep the 15-min window
+        verifier.verify(report_frame("sl-1", 2, KEYS["sl-1"], kind="streetlight", w=six_h * 80000, l=six_h,
+                                     m={"mot": 12, "lux": 30}, e={"mot": 500}), link="l", now=5)
+    assert info.value.reason == "body"
+    with pytest.raises(RejectedReport, match="not 7200"):
+        verifier.verify(report_frame("sl-1", 3, KEYS["sl-1"], kind="streetlight", w=7200 * 400000, l=7200,
+                                     m={"mot": 12}, e={"mot": 500}), link="l", now=5)
