@@ -16,6 +16,7 @@ import serial
 from gateway.registry import Registry
 from hil.backends.sim_driver import simulator_unavailable_reason
 from hil.field.cli import register as _register  # noqa: F401 - the CLI module must import cleanly
+from hil.field.check import NotProvisionedError, inspect_board
 from hil.field.device import open_board, read_identity
 from hil.field.errors import (
     BoardNotAnsweringError, GatewayRegistrationError, IdentityExistsError, MpyVersionMismatchError, PortBusyError,
@@ -110,6 +111,8 @@ async def test_board_mpy_version_and_existing_identity(tmp_path: Path, caplog: p
                 assert device.major == mpy_cross_version().major  # the shipped pair does match
 
                 assert read_identity(dut) is None
+                with pytest.raises(NotProvisionedError, match="run civicedge provision"):
+                    inspect_board(dut)
                 config = {"kind": "streetlight", "name": "x"}
                 assert write_board_config(dut, config) is True
                 assert write_board_config(dut, config) is False  # same content: nothing written
@@ -180,3 +183,13 @@ def test_flash_to_busy_port(tmp_path: Path, silent_pty: str, capsys: pytest.Capt
 def test_flash_unknown_board(capsys: pytest.CaptureFixture[str]) -> None:
     rc = civicedge_main(["flash", "--board", "no-such-board", "--port", "/dev/x", "--firmware-only"])
     assert rc == 2 and "no-such-board" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_flash_to_a_port_without_bootloader(tmp_path: Path, silent_pty: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rc = civicedge_main(["flash", "--board", "streetlight-esp32", "--port", silent_pty,
+                         "--micropython", str(_image(tmp_path))])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "error: no ESP bootloader answered" in err and "Hold BOOT" in err
