@@ -21,7 +21,7 @@ from hil.field.device import open_board, read_identity
 from hil.field.errors import (
     BoardNotAnsweringError, GatewayRegistrationError, IdentityExistsError, MpyVersionMismatchError, PortBusyError,
 )
-from hil.field.firmware_copy import copy_firmware, write_board_config
+from hil.field.firmware_copy import copy_firmware, firmware_version, write_board_config
 from hil.field.mpy_build import MpyVersion, mpy_cross_version
 from hil.field.provision import provision_board
 from hil.field.registration import Registration
@@ -193,3 +193,33 @@ def test_flash_to_a_port_without_bootloader(tmp_path: Path, silent_pty: str,
     assert rc == 2
     err = capsys.readouterr().err
     assert "error: no ESP bootloader answered" in err and "Hold BOOT" in err
+
+
+@pytest.mark.slow
+async def test_switching_between_source_and_mpy_leaves_no_shadowing_modules(tmp_path: Path) -> None:
+    reason = simulator_unavailable_reason()
+    if reason is not None:
+        pytest.skip(str(reason))
+    flash = tmp_path / "flash"
+    board = VirtualBoard("streetlight-esp32", flash_dir=flash, install=False, speed=10)
+    await board.start()
+    try:
+        def on_board() -> tuple[str, str, list[str]]:
+            dut = open_board(board.console_path, timeout_s=10)
+            try:
+                src = copy_firmware(dut, board_config={"kind": "streetlight"}, source_only=True)
+                assert (flash / "lib" / "civic" / "report.py").is_file()
+                compiled = copy_firmware(dut, board_config={"kind": "streetlight"})
+                assert not (flash / "lib" / "civic" / "report.py").exists()
+                # The compiled modules really load on the board's MicroPython.
+                version = dut.eval("__import__('civic').VERSION")
+                return src.mode, compiled.mode, [version, *compiled.copied]
+            finally:
+                dut.close()
+
+        src_mode, mpy_mode, rest = await asyncio.to_thread(on_board)
+        assert (src_mode, mpy_mode) == ("source", "mpy")
+        assert rest[0] == firmware_version() and "/lib/civic/report.mpy" in rest[1:]
+        assert "/board.json" not in rest[1:]  # unchanged config is not rewritten
+    finally:
+        await board.stop()
