@@ -18,19 +18,13 @@ from typing import Any, Callable
 
 from hil.dut import Dut
 from hil.field.device import read_identity
-from hil.field.errors import FieldError
+from hil.field.errors import FieldError, NoReportError, NotProvisionedError
 from hil.field.firmware_copy import expected_files, firmware_version, read_manifest, verify_manifest
 from hil.field.identity import Identity
 
 log = logging.getLogger(__name__)
 
 
-class NotProvisionedError(FieldError):
-    """The board has no identity yet: run ``civicedge provision``."""
-
-
-class NoReportError(FieldError):
-    """The gateway accepted no report from the board within the time limit."""
 
 
 @dataclass

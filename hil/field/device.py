@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from hil.dut import Dut
 from hil.dut.errors import DeviceConnectError, DeviceError, DutError
-from hil.field.errors import BoardNotAnsweringError, FieldError
+from hil.field.errors import BoardNotAnsweringError, DeviceIOError
 from hil.field.identity import Identity, parse_identity
 from hil.field.ports import check_port_available, is_url
 
@@ -27,9 +27,6 @@ MANIFEST_PATH = "/firmware.json"
 T = TypeVar("T")
 ATTEMPTS = 3
 
-
-class DeviceIOError(FieldError):
-    """Reading or writing a file on the board failed (flash full, link dropped mid-way)."""
 
 
 def with_retries(dut: Dut, action: Callable[[], T], *, attempts: int = ATTEMPTS) -> T:

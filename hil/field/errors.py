@@ -39,3 +39,23 @@ class ImageError(FieldError):
 
 class GatewayRegistrationError(FieldError):
     """The device could not be registered with the gateway."""
+
+
+class IdentityFormatError(FieldError):
+    """An identity value (id, zone, location, key) or an ``/identity.json`` is malformed."""
+
+
+class DeviceIOError(FieldError):
+    """Reading or writing a file on the board failed (flash full, link dropped mid-way)."""
+
+
+class FirmwareVerifyError(FieldError):
+    """Files on the board do not match what was copied (or what this firmware release holds)."""
+
+
+class NotProvisionedError(FieldError):
+    """The board has no identity yet: run ``civicedge provision``."""
+
+
+class NoReportError(FieldError):
+    """The gateway accepted no report from the board within the time limit."""

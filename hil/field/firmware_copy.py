@@ -19,10 +19,8 @@ from typing import Any, Callable, Mapping
 from gateway.resources import firmware_dir
 from hil.dut import Dut
 from hil.dut.errors import DutError
-from hil.field.device import (
-    BOARD_CONFIG_PATH, MANIFEST_PATH, DeviceIOError, device_mpy, read_text, with_retries,
-)
-from hil.field.errors import FieldError
+from hil.field.device import BOARD_CONFIG_PATH, MANIFEST_PATH, device_mpy, read_text, with_retries
+from hil.field.errors import DeviceIOError, FieldError, FirmwareVerifyError
 from hil.field.mpy_build import BuiltFile, MpyVersion, build_firmware, check_compatible, mpy_cross_version
 
 log = logging.getLogger(__name__)
@@ -31,9 +29,6 @@ log = logging.getLogger(__name__)
 DEVICE_TOP_LEVEL = frozenset({"boot.py", "main.py", "policy.json", "lib"})
 _VERSION_RE = re.compile(r'^VERSION\s*=\s*"([^"]+)"', re.M)
 
-
-class FirmwareVerifyError(FieldError):
-    """Files on the board do not match what was copied (or what this firmware release holds)."""
 
 
 @dataclass(frozen=True)

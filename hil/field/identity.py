@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from hil.field.errors import FieldError
+from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
 KINDS = ("streetlight", "bin")
@@ -22,9 +22,6 @@ _DECIMAL = re.compile(r"-?\d{1,3}(\.\d{1,9})?\Z")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
 
-
-class IdentityFormatError(FieldError):
-    """An identity value (id, zone, location, key) or an ``/identity.json`` is malformed."""
 
 
 @dataclass(frozen=True)

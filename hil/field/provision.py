@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hil.dut import Dut
-from hil.field.device import DeviceIOError, read_identity, write_identity
-from hil.field.errors import IdentityExistsError
+from hil.field.device import read_identity, write_identity
+from hil.field.errors import DeviceIOError, IdentityExistsError
 from hil.field.identity import Identity, new_identity
 from hil.field.registration import Registration, register_device
 

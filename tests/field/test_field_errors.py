@@ -16,10 +16,11 @@ import serial
 from gateway.registry import Registry
 from hil.backends.sim_driver import simulator_unavailable_reason
 from hil.field.cli import register as _register  # noqa: F401 - the CLI module must import cleanly
-from hil.field.check import NotProvisionedError, inspect_board
+from hil.field.check import inspect_board
 from hil.field.device import open_board, read_identity
 from hil.field.errors import (
-    BoardNotAnsweringError, GatewayRegistrationError, IdentityExistsError, MpyVersionMismatchError, PortBusyError,
+    BoardNotAnsweringError, GatewayRegistrationError, IdentityExistsError, MpyVersionMismatchError, NotProvisionedError,
+    PortBusyError,
 )
 from hil.field.firmware_copy import copy_firmware, firmware_version, write_board_config
 from hil.field.mpy_build import MpyVersion, mpy_cross_version

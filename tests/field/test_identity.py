@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,14 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.registry import Registry
-from hil.field.check import NoReportError, first_report_from_db, wait_first_report
-from hil.field.errors import GatewayRegistrationError
-from hil.field.identity import (
-    IdentityFormatError, key_fingerprint, new_identity, parse_identity, parse_location,
-)
+from hil.field.check import first_report_from_db, wait_first_report
+from hil.field.errors import GatewayRegistrationError, IdentityFormatError, NoReportError
+from hil.field.identity import key_fingerprint, new_identity, parse_identity, parse_location
 from hil.field.registration import Registration, register_device
-
-import os
 
 EXAMPLES = 200 if os.environ.get("CIVICEDGE_FULL") == "1" else 25
 
