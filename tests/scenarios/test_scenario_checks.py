@@ -68,7 +68,7 @@ def test_reports_from_a_failed_result(tmp_path: Path) -> None:
     assert failures and any("missing 1: sl-night-1#2" in (f.get("message") or "") for f in failures)
     page = render_html(result)
     assert page.count("<svg") == 2 and "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    stim, faults = stimulus_series(load_scenario("reboot-storm").boards[0].stimuli_doc, NIGHT.start_ms,
-                                   NIGHT.start_ms + 40 * 60_000)
+    storm = load_scenario("reboot-storm")
+    stim, faults = stimulus_series(storm.boards[0].stimuli_doc, storm.start_ms, storm.start_ms + 40 * 60_000)
     assert any(s.name == "pir pulses" and s.pulses and len(s.points) >= 30 for s in stim)
     assert len(faults) == 7 and sum(line == "reset" for _, line in faults) == 5
