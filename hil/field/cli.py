@@ -31,6 +31,7 @@ from hil.field.esp_flash import execute_flash, plan_flash
 from hil.field.firmware_copy import copy_firmware, write_board_config
 from hil.field.identity import parse_location
 from hil.field.provision import provision_board
+from hil.field.registration import registered_matches
 
 log = logging.getLogger(__name__)
 EXIT_PROBLEM = 1
@@ -65,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     check = subparsers.add_parser("check", help="read back a board and wait for its first accepted report")
     check.add_argument("--port", required=True, help="serial port of the board")
-    check.add_argument("--registry", type=Path, help="the gateway's registry directory (with --db)")
+    check.add_argument("--registry", type=Path, help="the gateway's registry directory: check the key registered there")
     check.add_argument("--db", type=Path, help="the gateway's SQLite report store (read-only)")
     check.add_argument("--gateway", help="gateway URL (HTTP read API)")
     check.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the first report")
@@ -166,6 +167,13 @@ def _check(args: argparse.Namespace) -> int:
             out.print(f"firmware: {state.version} ({state.mode}); "
                       f"{'hashes match' if not state.changed else 'CHANGED: ' + ', '.join(state.changed)}"
                       f"{'' if not state.outdated else '; differs from this release: ' + ', '.join(state.outdated)}")
+        registry_ok = True
+        if args.registry is not None:
+            match = registered_matches(args.registry, ident)
+            registry_ok = match is True
+            out.print({True: "registry: registered with this key", False: "registry: REGISTERED WITH ANOTHER KEY OR "
+                       "LOCATION (re-provision with --force)", None: "registry: NOT REGISTERED (run civicedge "
+                       "provision)"}[match])
         if args.db is not None:
             def probe() -> dict[str, Any] | None:
                 return first_report_from_db(args.db, ident.id)
@@ -177,7 +185,7 @@ def _check(args: argparse.Namespace) -> int:
             step(f"wait for the first report of {ident.id} at the gateway")
             wait_first_report(probe, device_id=ident.id, timeout_s=args.timeout)
         out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
-        return 0 if state.ok else EXIT_PROBLEM
+        return 0 if state.ok and registry_ok else EXIT_PROBLEM
     return EXIT_ERROR
 
 

@@ -93,8 +93,9 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
 
         # check restarts the firmware (soft reset), then waits for the gateway to accept a report.
         rc, out = await civicedge("-vv", "check", "--port", port, "--db", str(gw.db_path), "--timeout", "60",
-                                  timeout_s=120)
+                                  "--registry", str(gw.registry_dir), timeout_s=120)
         assert rc == 0, out + gw.output
+        assert "registry: registered with this key" in out
         assert "hashes match" in out and "gateway accepted a report from sl-field-1" in out
         assert key not in out
         rows = gw.stored_reports("sl-field-1")

@@ -16,7 +16,7 @@ from gateway.registry import Registry
 from hil.field.check import first_report_from_db, wait_first_report
 from hil.field.errors import GatewayRegistrationError, IdentityFormatError, NoReportError
 from hil.field.identity import key_fingerprint, new_identity, parse_identity, parse_location
-from hil.field.registration import Registration, register_device
+from hil.field.registration import Registration, register_device, registered_matches
 
 EXAMPLES = 200 if os.environ.get("CIVICEDGE_FULL") == "1" else 25
 
@@ -95,3 +95,13 @@ def test_waiting_for_a_report_times_out_clearly(tmp_path: Path) -> None:
     with pytest.raises(NoReportError, match="no report from sl-1 within 0.3 s") as err:
         wait_first_report(lambda: first_report_from_db(db, "sl-1"), device_id="sl-1", timeout_s=0.3, poll_s=0.05)
     assert time.monotonic() - started < 2 and err.value.details["device_id"] == "sl-1"
+
+
+def test_registered_matches_tells_missing_same_and_other(tmp_path: Path) -> None:
+    Registry(tmp_path).close()
+    ident = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    assert registered_matches(tmp_path, ident) is None
+    register_device(tmp_path, ident)
+    assert registered_matches(tmp_path, ident) is True
+    other_key = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    assert registered_matches(tmp_path, other_key) is False
