@@ -214,11 +214,10 @@ async def test_slow_clients_do_not_starve_the_web_surface(registry: Registry, tm
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="gateway Verifier rejects the firmware's 6-hourly motion release (t=win, "
-                   "l=21600 = policy release_every_s) as 'body' since ed48735; the device then drops it (ACKed past)")
 async def test_the_firmwares_motion_release_is_accepted(gw: Gateway) -> None:
     """Not an attack: the body the streetlight firmware builds for its 6-hourly noisy motion release
-    (civic.apps.streetlight: t="win", l=release_every_s, w the period start, e={"mot": 500})."""
+    (civic.apps.streetlight: t="win", l=release_every_s, w the period start, e={"mot": 500}) is stored
+    (ed48735 refused it, the device then dropped it after the ACK; fixed in 87b7e2e)."""
     every = int(load_policy()["kinds"]["streetlight"]["fields"]["mot"]["release_every_s"])
     w = (1767225600 // every) * every
     await gw.feed(report("sl-1", 1, t="win", w=w, l=every, m={"mot": 7}, e={"mot": 500}))
