@@ -45,11 +45,6 @@ by = "+16m"
 """
 
 
-# The firmware releases the streetlight's noisy motion count every 6 h in a `win` report with
-# l = 21600 (policy: mot release_every_s); the gateway (since ed48735) requires win reports to cover
-# the kind's window (900 s) and rejects it, and the device resends it forever. Crossing midnight
-# (night-with-pedestrians, reboot-storm) shows it.
-KNOWN_REJECTION = "a win report covers 900 s, not 21600"
 
 
 def log_all(workdir: Path) -> str:
@@ -83,9 +78,6 @@ async def test_shipped_example_runs_green(name: str, tmp_path: Path) -> None:
     result = await run_scenario(scenario, workdir=tmp_path / "work", handle_signals=False)
     log = (result.workdir / "gateway.log").read_text(errors="replace")[-3000:]
     detail = "\n".join(f"{'ok ' if c.passed else 'BAD'} {c.name}: {c.message}" for c in result.checks)
-    if not result.passed and KNOWN_REJECTION in log_all(result.workdir):
-        # A real finding of these scenarios, not a harness fault: see KNOWN_REJECTION.
-        pytest.xfail(f"gateway rejects the firmware's 6-hourly motion release ({KNOWN_REJECTION!r}):\n{detail}")
     assert result.passed, f"{detail}\nerrors: {result.errors}\ngateway log:\n{log}"
     assert len(result.checks) == scenario.expect.count()
     assert sum(len(s) for s in result.generated.values()) == len({(r[0], r[1]) for r in result.data.reports})
