@@ -31,10 +31,6 @@ pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (scripts/setup)"),
     pytest.mark.skipif(shutil.which("node") is None, reason="node is needed for the MicroPython simulator"),
-    # Booting a virtual board and waiting for its first window costs 20-80 s on a loaded 2-core
-    # machine; the default run covers the dashboard with ingested frames (test_web_dashboard_browser).
-    pytest.mark.skipif(os.environ.get("CIVICEDGE_FULL") != "1",
-                       reason="virtual-board dashboard run is slow; set CIVICEDGE_FULL=1 to run it"),
 ]
 
 LIGHTS = [("sl-v1", "52.3702", "4.8952", "centre")]
