@@ -9,7 +9,6 @@ import shutil
 import time
 from pathlib import Path
 
-import os
 
 import aiohttp
 import pytest
