@@ -1,0 +1,242 @@
+"""Benchmark: latency from a window closing on a virtual board to the report being in SQLite.
+
+Method. Virtual boards run the real firmware (MicroPython wasm) at ``--speed`` times real time,
+each in its own Node host, starting 30 virtual seconds before a window boundary. Serial boards
+are streetlights reporting over their UART (a pty the gateway opens); BLE boards are bins kept
+awake reporting over the virtual radio (relay). A gateway subprocess runs with ``[sim_clock]`` so
+its clock follows the simulation.
+
+* Start: the firmware writes each REPORT frame into ``/outbox`` on its flash (a host directory)
+  before sending it; an inotify watch on that directory records the **wall** time of the
+  ``IN_MOVED_TO``/``IN_CLOSE_WRITE`` event for each seq.
+* End: the gateway stamps ``received_at`` with its simulated clock
+  ``virtual_at + (wall - wall_at) * speed``; we invert that exactly with the same anchors to get the
+  gateway's wall time. ``received_at`` is taken at verification; the row is committed in the
+  next storage batch (``batch_ms`` = 20 ms), so a commit adds at most that.
+* Reports written before the gateway was ready are dropped (their latency is the start-up time).
+
+Floor, measured in the same run: one-way time of a frame of the same size (99 bytes, COBS +
+0x00) through a fresh pty pair in raw mode, with no firmware and no gateway work. There is no
+floor for BLE here (the relay has no echo path without a board); the BLE figure is absolute.
+
+    python bench/latency.py [--short] [--windows N] [--boards N] [--speed X] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import os
+import pty
+import re
+import select
+import sqlite3
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gateway.registry import Registry  # noqa: E402
+from gateway.resources import boards_dir  # noqa: E402
+from hil.sim.board import VirtualBoard  # noqa: E402
+from hil.sim.host import SimHost  # noqa: E402
+from hil.sim.radio.relay import start_relay  # noqa: E402
+
+WINDOW_S = 900
+LEAD_S = 30  # virtual seconds before the first window boundary
+_NAME = re.compile(r"([0-9a-f]{8})\.[ra]\Z")
+_HEADER = struct.Struct("iIII")
+
+
+class OutboxTimes:
+    """Wall time at which each seq first appeared in one board's outbox (Linux inotify)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._fd < 0 or self._libc.inotify_add_watch(self._fd, str(directory).encode(), 0x80 | 0x08) < 0:
+            raise OSError(ctypes.get_errno(), "inotify failed on %s" % directory)
+        self.directory = directory
+        self.times: dict[int, float] = {}
+
+    def poll(self) -> dict[int, float]:
+        """Read pending events; the event's read time bounds the write time from above."""
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return self.times
+            now = time.time()
+            off = 0
+            while off < len(data):
+                _wd, _mask, _cookie, length = _HEADER.unpack_from(data, off)
+                name = data[off + _HEADER.size: off + _HEADER.size + length].rstrip(b"\0").decode()
+                off += _HEADER.size + length
+                m = _NAME.match(name)
+                if m:
+                    self.times.setdefault(int(m.group(1), 16), now)
+
+    def pending(self) -> int:
+        return sum(1 for n in os.listdir(self.directory) if _NAME.match(n))
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def pty_floor(n: int = 300, size: int = 99) -> list[float]:
+    """One-way times (s) of a ``size``-byte frame through a fresh raw pty pair."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    frame = bytes(range(1, size)) + b"\0"
+    out: list[float] = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(master, frame)
+            got = 0
+            while got < size:
+                select.select([slave], [], [], 1.0)
+                got += len(os.read(slave, 4096))
+            out.append(time.perf_counter() - t0)
+    finally:
+        os.close(master)
+        os.close(slave)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0-100) of ``values``."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+
+
+async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str, object]:
+    floor = pty_floor()
+    relay = start_relay()
+    bin_toml = work / "bin-awake.toml"
+    bin_toml.write_text((boards_dir() / "bin-esp32c3.toml").read_text().replace('mode = "deep"', 'mode = "none"'))
+    start_ms = (int(time.time()) // WINDOW_S + 1) * WINDOW_S * 1000 - LEAD_S * 1000
+    specs = [("serial", "streetlight-esp32", None, i) for i in range(per_link)]
+    specs += [("ble", str(bin_toml), relay.url, i) for i in range(per_link)]
+    hosts: list[SimHost] = []
+    boards: list[tuple[str, VirtualBoard, OutboxTimes]] = []
+    gw: subprocess.Popen[str] | None = None
+    try:
+        for link, board, url, i in specs:
+            host = SimHost(speed=speed, start_ms=start_ms)
+            await host.start()
+            hosts.append(host)
+            dev = "%s-%d" % (link, i)
+            vb = VirtualBoard(board, device_id=dev, flash_dir=work / dev, host=host, seed=i + 1, radio_url=url,
+                              zone="lat")
+            boards.append((link, vb, OutboxTimes(work / dev / "outbox")))
+            await vb.start()
+        reg = Registry(work / "data" / "registry")
+        for _, vb, _ in boards:
+            ident = json.loads(vb.identity_path.read_text())
+            reg.add(ident["id"], kind=ident["kind"], zone=ident["zone"], lat=ident["lat"], lon=ident["lon"],
+                    key=bytes.fromhex(ident["key"]))
+        reg.close()
+        w0 = time.time()
+        virtual_at = (await boards[0][1].state())["now"] / 1000.0
+        wall_at = (w0 + time.time()) / 2
+        serial = "".join('[[serial]]\nport = "%s"\n' % vb.data_path for link, vb, _ in boards if link == "serial")
+        cfg = work / "gateway.toml"
+        cfg.write_text(
+            '[gateway]\nid = "gw-lat"\ndata_dir = "data"\n[storage]\nbatch_ms = 20\n[http]\nenabled = false\n%s'
+            '[ble]\nenabled = true\nbackend = "virtual"\nradio = "%s"\nscan_interval_s = 0.5\n'
+            '[sim_clock]\nspeed = %s\nvirtual_at = %r\nwall_at = %r\n' % (serial, relay.url, speed, virtual_at, wall_at))
+        log = (work / "gw.log").open("w")
+        gw = subprocess.Popen([sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(cfg)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+        assert gw.stdout is not None
+        end = time.monotonic() + 60
+        while "ready" not in gw.stdout.readline():
+            if gw.poll() is not None or time.monotonic() > end:
+                raise RuntimeError("gateway did not start:\n" + (work / "gw.log").read_text()[-3000:])
+        ready_wall = time.time()
+        # Run through ``windows`` boundaries, then until every generated report is stored.
+        run_until = ready_wall + (LEAD_S + (windows - 1) * WINDOW_S + 5) / speed
+        deadline = run_until + 120
+        db = work / "data" / "reports.sqlite"
+        rows: list[tuple[str, int, float]] = []
+        while True:
+            for _, _, ob in boards:
+                ob.poll()
+            if time.time() > run_until and db.exists():
+                conn = sqlite3.connect(db)
+                rows = conn.execute("SELECT device, seq, received_at FROM reports").fetchall()
+                conn.close()
+                stored = {(d, s) for d, s, _ in rows}
+                if all((vb.device_id, s) in stored for _, vb, ob in boards for s in ob.times):
+                    break
+            if time.time() > deadline:
+                raise RuntimeError("not drained; gateway log:\n" + (work / "gw.log").read_text()[-3000:])
+            await asyncio.sleep(0.02)
+    finally:
+        if gw is not None:
+            gw.terminate()
+            try:
+                gw.wait(20)
+            except subprocess.TimeoutExpired:
+                gw.kill()
+                gw.wait(10)
+        for _, vb, ob in boards:
+            await vb.stop()
+            ob.close()
+        for h in hosts:
+            await h.close()
+        relay.stop()
+    received = {(d, s): wall_at + (r - virtual_at) / speed for d, s, r in rows}
+    result: dict[str, object] = {"bench": "latency", "speed": speed, "windows": windows, "boards_per_link": per_link,
+                                 "floor_pty_p50_ms": round(1000 * pct(floor, 50), 3),
+                                 "floor_pty_p99_ms": round(1000 * pct(floor, 99), 3)}
+    for link in ("serial", "ble"):
+        lat = [received[(vb.device_id, s)] - t for lk, vb, ob in boards if lk == link
+               for s, t in ob.times.items() if t >= ready_wall]
+        if not lat:
+            raise RuntimeError("no %s report after the gateway was ready" % link)
+        result["%s_n" % link] = len(lat)
+        result["%s_p50_ms" % link] = round(1000 * statistics.median(lat), 1)
+        result["%s_p99_ms" % link] = round(1000 * pct(lat, 99), 1)
+    result["serial_p50_over_floor"] = round(float(result["serial_p50_ms"]) / max(1e-6, float(result["floor_pty_p50_ms"])), 1)  # type: ignore[arg-type]
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--short", action="store_true", help="one window boundary, one board per link (CI)")
+    ap.add_argument("--windows", type=int, default=4, help="window boundaries to run through")
+    ap.add_argument("--boards", type=int, default=2, help="boards per link (each in its own Node host)")
+    ap.add_argument("--speed", type=float, default=30.0, help="virtual seconds per wall second")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.windows < 1 or args.boards < 1 or args.speed <= 0:
+        ap.error("--windows and --boards must be >= 1 and --speed > 0")
+    windows, per_link = (1, 1) if args.short else (args.windows, args.boards)
+    with tempfile.TemporaryDirectory(prefix="civicedge-latency-") as tmp:
+        result = asyncio.run(run(windows, per_link, args.speed, Path(tmp)))
+    if args.json:
+        print(json.dumps(result))
+    print("window close -> SQLite at speed %s: serial p50 %s ms p99 %s ms (n=%s); BLE p50 %s ms p99 %s ms (n=%s)"
+          % (args.speed, result["serial_p50_ms"], result["serial_p99_ms"], result["serial_n"],
+             result["ble_p50_ms"], result["ble_p99_ms"], result["ble_n"]))
+    print("floor (99-byte frame through a raw pty): p50 %s ms p99 %s ms; ratio serial p50 / floor p50: %s"
+          % (result["floor_pty_p50_ms"], result["floor_pty_p99_ms"], result["serial_p50_over_floor"]))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
