@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200 if FULL else 180)]
 OVERLOAD_S = 120.0 if FULL else 8.0
 CALIBRATION_FRAMES = 3000 if FULL else 1500
 # RSS may grow by at most this much above the calibrated steady state while overloaded.
-RSS_GROWTH_LIMIT_KIB = 150 * 1024
+RSS_GROWTH_LIMIT_KIB = 256 * 1024  # ~80 MiB measured at 1.8k/s: headroom for faster machines (backlog is unbounded, see docs)
 
 
 def _config(tmp_path: Path, pty: str, http_port: int) -> Path:
