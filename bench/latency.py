@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import ctypes
 import json
+import math
 import os
 import pty
 import re
@@ -118,7 +119,7 @@ def pty_floor(n: int = 300, size: int = 99) -> list[float]:
 def pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile ``q`` (0-100) of ``values``."""
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
 async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str, object]:
@@ -127,7 +128,7 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
     bin_toml = work / "bin-awake.toml"
     bin_toml.write_text((boards_dir() / "bin-esp32c3.toml").read_text().replace('mode = "deep"', 'mode = "none"'))
     start_ms = (int(time.time()) // WINDOW_S + 1) * WINDOW_S * 1000 - LEAD_S * 1000
-    specs = [("serial", "streetlight-esp32", None, i) for i in range(per_link)]
+    specs: list[tuple[str, str, str | None, int]] = [("serial", "streetlight-esp32", None, i) for i in range(per_link)]
     specs += [("ble", str(bin_toml), relay.url, i) for i in range(per_link)]
     hosts: list[SimHost] = []
     boards: list[tuple[str, VirtualBoard, OutboxTimes]] = []
@@ -156,7 +157,8 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
         cfg.write_text(
             '[gateway]\nid = "gw-lat"\ndata_dir = "data"\n[storage]\nbatch_ms = 20\n[http]\nenabled = false\n%s'
             '[ble]\nenabled = true\nbackend = "virtual"\nradio = "%s"\nscan_interval_s = 0.5\n'
-            '[sim_clock]\nspeed = %s\nvirtual_at = %r\nwall_at = %r\n' % (serial, relay.url, speed, virtual_at, wall_at))
+            '[sim_clock]\nspeed = %s\nvirtual_at = %r\nwall_at = %r\n'
+            % (serial, relay.url, speed, virtual_at, wall_at))
         log = (work / "gw.log").open("w")
         gw = subprocess.Popen([sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(cfg)],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -210,7 +212,9 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
         result["%s_n" % link] = len(lat)
         result["%s_p50_ms" % link] = round(1000 * statistics.median(lat), 1)
         result["%s_p99_ms" % link] = round(1000 * pct(lat, 99), 1)
-    result["serial_p50_over_floor"] = round(float(result["serial_p50_ms"]) / max(1e-6, float(result["floor_pty_p50_ms"])), 1)  # type: ignore[arg-type]
+    serial_p50, floor_p50 = result["serial_p50_ms"], result["floor_pty_p50_ms"]
+    assert isinstance(serial_p50, float) and isinstance(floor_p50, float)
+    result["serial_p50_over_floor"] = round(serial_p50 / max(1e-6, floor_p50), 1)
     return result
 
 
