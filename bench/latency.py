@@ -16,8 +16,11 @@ its clock follows the simulation.
 * Reports written before the gateway was ready are dropped (their latency is the start-up time).
 
 Floor, measured in the same run: one-way time of a frame of the same size (99 bytes, COBS +
-0x00) through a fresh pty pair in raw mode, with no firmware and no gateway work. There is no
-floor for BLE here (the relay has no echo path without a board); the BLE figure is absolute.
+0x00) through a fresh pty pair in raw mode, with no firmware and no gateway work. BLE floor: the
+time the virtual radio needs for the notifications of one report at MTU 23, from
+``bench/ble_throughput.py --short`` run in the same run (raw notifications/s, no gateway, no
+board): ``fragments per report / raw notifications per s``. It is a throughput-derived floor,
+not a measured one-way time (the relay has no echo path without a peripheral).
 
     python bench/latency.py [--short] [--windows N] [--boards N] [--speed X] [--json]
 """
@@ -116,6 +119,15 @@ def pty_floor(n: int = 300, size: int = 99) -> list[float]:
     return out
 
 
+def ble_floor() -> float:
+    """Seconds the virtual radio needs for one report's notifications at MTU 23 (see module doc)."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "ble_throughput.py"), "--short"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("{"))
+    row = next(r for r in json.loads(line)["results"] if r["mtu"] == 23)
+    return float(row["fragments_per_report"]) / float(row["floor_notifications_per_s"])
+
+
 def pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile ``q`` (0-100) of ``values``."""
     s = sorted(values)
@@ -124,6 +136,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str, object]:
     floor = pty_floor()
+    floor_ble = ble_floor()
     relay = start_relay()
     bin_toml = work / "bin-awake.toml"
     bin_toml.write_text((boards_dir() / "bin-esp32c3.toml").read_text().replace('mode = "deep"', 'mode = "none"'))
@@ -203,7 +216,8 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
     received = {(d, s): wall_at + (r - virtual_at) / speed for d, s, r in rows}
     result: dict[str, object] = {"bench": "latency", "speed": speed, "windows": windows, "boards_per_link": per_link,
                                  "floor_pty_p50_ms": round(1000 * pct(floor, 50), 3),
-                                 "floor_pty_p99_ms": round(1000 * pct(floor, 99), 3)}
+                                 "floor_pty_p99_ms": round(1000 * pct(floor, 99), 3),
+                                 "floor_ble_ms": round(1000 * floor_ble, 3)}
     for link in ("serial", "ble"):
         lat = [received[(vb.device_id, s)] - t for lk, vb, ob in boards if lk == link
                for s, t in ob.times.items() if t >= ready_wall]
@@ -215,6 +229,9 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
     serial_p50, floor_p50 = result["serial_p50_ms"], result["floor_pty_p50_ms"]
     assert isinstance(serial_p50, float) and isinstance(floor_p50, float)
     result["serial_p50_over_floor"] = round(serial_p50 / max(1e-6, floor_p50), 1)
+    ble_p50 = result["ble_p50_ms"]
+    assert isinstance(ble_p50, float)
+    result["ble_p50_over_floor"] = round(ble_p50 / max(1e-6, 1000 * floor_ble), 1)
     return result
 
 
@@ -238,6 +255,8 @@ def main() -> int:
              result["ble_p50_ms"], result["ble_p99_ms"], result["ble_n"]))
     print("floor (99-byte frame through a raw pty): p50 %s ms p99 %s ms; ratio serial p50 / floor p50: %s"
           % (result["floor_pty_p50_ms"], result["floor_pty_p99_ms"], result["serial_p50_over_floor"]))
+    print("BLE floor (one report's notifications at MTU 23 on the virtual radio): %s ms; ratio BLE p50 / floor: %s"
+          % (result["floor_ble_ms"], result["ble_p50_over_floor"]))
     return 0
 
 
