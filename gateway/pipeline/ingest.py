@@ -15,7 +15,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 from gateway.errors import GatewayError, ProtocolError, RejectedReport
 from gateway.metrics import GatewayMetrics
@@ -64,6 +64,9 @@ class _DeviceWindow:
     gap_since: float | None = None
 
 
+_Queued = tuple[ReportRecord, "asyncio.Future[None]", "tuple[Verified, Link] | None"]
+
+
 class IngestService:
     """Turns frames from any transport into committed, acknowledged reports.
 
@@ -89,7 +92,8 @@ class IngestService:
         self._gap_hold_s = gap_hold_s
         self._monotonic = monotonic
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._queue: asyncio.Queue[tuple[ReportRecord, asyncio.Future[None]]] = asyncio.Queue()
+        # (record, commit future, (verified, link) to ACK after the commit, or None when a handler task acks)
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._windows: dict[str, _DeviceWindow] = {}
         self._dirty_floors: dict[str, int] = {}
         self._saved_floor: dict[str, int] = {}
@@ -97,6 +101,10 @@ class IngestService:
         self._writer: asyncio.Task[None] | None = None
         self._accepting = False
         self.stored = asyncio.Event()
+        # Reports queued by feed() without a handler task; one tracker task stays in ``_tasks`` while
+        # any is uncommitted, so "no tasks" still means "everything fed is committed and ACKed".
+        self._outstanding = 0
+        self._drained = asyncio.Event()
 
     async def run_in_store(self, fn: Callable[..., object], *args: object) -> object:
         """Run a store method on the store's single thread."""
@@ -129,21 +137,49 @@ class IngestService:
         if not self._accepting:
             log.info("not accepting (shutting down): frame from %s ignored, the device will resend", link.name)
             return
-        task = asyncio.create_task(self._handle(raw, link))
+        # Verified here, synchronously: a Task per frame was most of the ingest cost. Only frames that
+        # need the store (old seqs) or wait on an in-flight copy get a handler task.
+        verified = self._verify(raw, link)
+        if verified is None:
+            return
+        win = self._window(verified.frame.device_id)
+        seq = verified.frame.seq
+        if (seq in win.pending or seq in win.recent or seq <= win.committed_hi
+                or seq <= win.accepted_hi - REPLAY_WINDOW):
+            self._spawn(self._handle_verified(verified, link))
+            return
+        # New report above everything committed: queue it; the writer ACKs once per device and link.
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        win.pending[seq] = fut
+        win.accepted_hi = max(win.accepted_hi, seq)
+        self._queue.put_nowait((verified.record, fut, (verified, link)))
+        if self._outstanding == 0:
+            self._drained.clear()
+            self._spawn(self._drained.wait())
+        self._outstanding += 1
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, commit and acknowledge everything in flight, then stop the writer."""
         self._accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        queued = [f for w in self._windows.values() for f in w.pending.values()]
+        if queued:  # reports queued by feed(): their ACK tasks start when they are committed
+            await asyncio.wait(queued, timeout=timeout)
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
         if self._writer is not None:
             self._writer.cancel()
             try:
                 await self._writer
             except asyncio.CancelledError:
                 pass
+        self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
         floors, self._dirty_floors = self._dirty_floors, {}
         if floors:
             await self.run_in_store(self.store.save_floors, floors)
@@ -162,10 +198,10 @@ class IngestService:
             win = self._windows[dev] = _DeviceWindow()
         return win
 
-    async def _handle(self, raw: bytes, link: Link) -> None:
+    def _verify(self, raw: bytes, link: Link) -> Verified | None:
         now = self._clock()
         try:
-            verified = self._verifier.verify(raw, link=link.name, now=now)
+            return self._verifier.verify(raw, link=link.name, now=now)
         except (ProtocolError, RejectedReport) as exc:
             self._reject(exc.reason, str(exc), link)
             if isinstance(exc, RejectedReport) and exc.reason in AUTHENTIC_REJECTIONS and exc.device_id:
@@ -173,7 +209,11 @@ class IngestService:
                 win = self._window(exc.device_id)
                 if exc.seq is not None and exc.seq > win.floor:
                     win.above.add(exc.seq)
-            return
+        except GatewayError as exc:  # e.g. a registry key file gone: never break the transport's read loop
+            log.error("frame from %s not verified: %s", link.name, exc)
+        return None
+
+    async def _handle_verified(self, verified: Verified, link: Link) -> None:
         dev, seq = verified.frame.device_id, verified.frame.seq
         win = self._window(dev)
         in_flight = win.pending.get(seq)
@@ -201,7 +241,7 @@ class IngestService:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
         win.accepted_hi = max(win.accepted_hi, seq)
-        await self._queue.put((verified.record, fut))
+        await self._queue.put((verified.record, fut, None))
         if await self._committed(fut):
             await self._ack(verified, link)
 
@@ -252,12 +292,24 @@ class IngestService:
             win.floor = min(win.above) - 1
             win.gap_since = None
 
+    def _settled(self, count: int) -> None:
+        """``count`` reports queued by feed() are committed (their ACK tasks exist) or failed."""
+        self._outstanding -= count
+        if self._outstanding <= 0:
+            self._outstanding = 0
+            self._drained.set()
+
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             deadline = loop.time() + self._batch_s
             while len(batch) < self._batch_max:
+                try:  # take what is already queued without a wait_for per report
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -267,8 +319,8 @@ class IngestService:
                     break
             await self._commit(batch)
 
-    async def _commit(self, batch: list[tuple[ReportRecord, "asyncio.Future[None]"]]) -> None:
-        records = [r for r, _ in batch]
+    async def _commit(self, batch: list[_Queued]) -> None:
+        records = [r for r, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
         try:
             result = await self.run_in_store(self.store.insert_batch, records, floors)
@@ -276,16 +328,20 @@ class IngestService:
             log.error("commit of %d report(s) failed, not acknowledging them: %s", len(batch), exc)
             for dev, floor in floors.items():
                 self._dirty_floors.setdefault(dev, floor)
-            for rec, fut in batch:
+            for rec, fut, ack in batch:
                 win = self._window(rec.device)
                 win.pending.pop(rec.seq, None)
                 if not fut.done():
                     fut.set_exception(exc)
                 fut.exception()  # retrieved: waiting handlers saw it via shield
+            self._settled(sum(1 for _, _, ack in batch if ack is not None))
             return
         assert isinstance(result, BatchResult)
         self._saved_floor.update(floors)
-        for rec, fut in batch:
+        acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
+        for rec, fut, ack in batch:
+            if ack is not None:
+                acks[(rec.device, ack[1].name)] = ack
             win = self._window(rec.device)
             win.pending.pop(rec.seq, None)
             win.recent.add(rec.seq)
@@ -298,6 +354,10 @@ class IngestService:
                 win.recent = {s for s in win.recent if s > floor}
             if not fut.done():
                 fut.set_result(None)
+        # One cumulative ACK per device and link covers every report of it in this commit.
+        for verified, link in acks.values():
+            self._spawn(self._ack(verified, link))
+        self._settled(sum(1 for _, _, ack in batch if ack is not None))
         self._metrics.reports_stored.inc(len(result.inserted))
         self._metrics.duplicates.inc(len(result.duplicates))
         if result.outbox_dropped:

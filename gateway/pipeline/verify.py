@@ -8,6 +8,7 @@ with the registered key only. Replay/duplicate handling needs storage state and 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,10 @@ REQUIRED_KEYS = ("t", "k", "w", "l", "m")
 REPORT_TYPES = frozenset({"win", "hour", "day", "alarm"})
 FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60}  # protocol §2; "win" is the kind's window_s
 _U32 = 0xFFFFFFFF
+# How long a cached registry record + key is trusted before it is looked up again. Changes made
+# through the same Registry instance (revoke, rotate) invalidate the cache at once; this bounds how
+# long a change made by another process (the CLI) or a hand-edited key file takes to be seen.
+REGISTRY_CACHE_S = 1.0
 
 
 class PolicyGate:
@@ -61,7 +66,8 @@ class PolicyGate:
 
     def check(self, body: dict[str, Any], kind: str) -> str | None:
         """Return None if ``body`` is allowed for ``kind``, else a description of the first violation."""
-        extra = sorted(str(k) for k in body if k not in TOP_LEVEL_KEYS)
+        # Subset tests first (the common, valid case); the sorted lists only to describe a violation.
+        extra = [] if body.keys() <= TOP_LEVEL_KEYS else sorted(str(k) for k in body if k not in TOP_LEVEL_KEYS)
         if extra:
             return "top-level key(s) not in protocol §2: %s" % ", ".join(extra)
         allowed = self.fields.get(kind, frozenset())
@@ -69,12 +75,16 @@ class PolicyGate:
             values = body.get(section, {})
             if not isinstance(values, dict):
                 return "%s must be a map" % section
+            if values.keys() <= allowed:
+                continue
             bad = sorted(str(f) for f in values if f not in allowed)
             if bad:
                 return "%s field(s) not on the %s allowlist: %s" % (section, kind, ", ".join(bad))
         codes = body.get("a", [])
         if not isinstance(codes, list):
             return "a must be an array"
+        if not codes:
+            return None
         bad = sorted(str(c) for c in codes if c not in self.alarms.get(kind, frozenset()))
         if bad:
             return "alarm code(s) not in the %s policy: %s" % (kind, ", ".join(bad))
@@ -103,9 +113,30 @@ class Verifier:
         policy: parsed firmware/policy.json.
     """
 
-    def __init__(self, registry: Registry, policy: dict[str, Any]) -> None:
+    def __init__(self, registry: Registry, policy: dict[str, Any], *, cache_s: float = REGISTRY_CACHE_S) -> None:
         self._registry = registry
         self._gate = PolicyGate(policy)
+        self._cache_s = cache_s
+        # device id -> (expires at (monotonic), record, key or None when unknown/revoked)
+        self._cache: dict[str, tuple[float, DeviceRecord | None, bytes | None]] = {}
+        self._cache_changes = -1
+
+    def _device(self, dev_id: str) -> tuple[DeviceRecord | None, bytes | None]:
+        """Registry record and key of ``dev_id``, cached (a per-frame lookup dominated ingest time)."""
+        changes = self._registry.changes
+        if changes != self._cache_changes:
+            self._cache.clear()
+            self._cache_changes = changes
+        now = time.monotonic()
+        hit = self._cache.get(dev_id)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        device = self._registry.lookup(dev_id)
+        key = self._registry.key(dev_id) if device is not None and not device.revoked else None
+        if len(self._cache) > 100_000:
+            self._cache.clear()  # bound memory against floods of unknown ids
+        self._cache[dev_id] = (now + self._cache_s, device, key)
+        return device, key
 
     def verify(self, raw: bytes, *, link: str, now: float) -> Verified:
         """Verify one frame received on ``link``.
@@ -119,12 +150,11 @@ class Verifier:
         dev_id, seq = frame.device_id, frame.seq
         if frame.type != FRAME_REPORT:
             raise RejectedReport("frame type %d is not REPORT" % frame.type, reason="type", device_id=dev_id, seq=seq)
-        device = self._registry.lookup(dev_id)
+        device, key = self._device(dev_id)
         if device is None:
             raise RejectedReport("unknown device %s" % dev_id, reason="unknown_device", device_id=dev_id, seq=seq)
-        if device.revoked:
+        if device.revoked or key is None:
             raise RejectedReport("device %s is revoked" % dev_id, reason="revoked", device_id=dev_id, seq=seq)
-        key = self._registry.key(dev_id)
         if not verify_tag(frame, key):
             raise RejectedReport("tag of %s seq %d does not verify" % (dev_id, seq), reason="hmac",
                                  device_id=dev_id, seq=seq)

@@ -143,6 +143,11 @@ class Registry:
         """Close the registry database."""
         self._conn.close()
 
+    @property
+    def changes(self) -> int:
+        """Rows changed through this instance so far: a cache of records/keys is stale when it moves."""
+        return self._conn.total_changes
+
     def key_path(self, device_id: str) -> Path:
         """Return where the key of ``device_id`` is stored."""
         return self.keys_dir / ("%s.key" % device_id)

@@ -146,36 +146,51 @@ class ReportStore:
         queued: list[tuple[str, bytes]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # One executemany per table instead of statements per report (the per-row path was the
+            # store's cost). New rows are told apart from duplicates by their rowid: the reports table
+            # has no AUTOINCREMENT, so rows inserted now get ids above the current maximum.
+            top = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+            gw = self.gateway_id
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO reports (device, seq, kind, zone, type, w, l, m, e, a, fw,"
+                " received_at, gateway_id, link, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m), _dump(rec.e),
+                  _dump(rec.a), rec.fw, rec.received_at, gw, rec.link, rec.digest) for rec in records],
+            )
+            added = conn.total_changes - before
+            ids = {(str(d), int(q)): int(i) for i, d, q in
+                   conn.execute("SELECT id, device, seq FROM reports WHERE id > ?", (top,))}
+            if len(ids) != added:
+                raise sqlite3.DatabaseError("rowid allocation did not follow MAX(id); %d of %d new rows found"
+                                            % (len(ids), added))
+            readings: list[tuple[Any, ...]] = []
+            alarms: list[tuple[Any, ...]] = []
+            chain: list[tuple[Any, ...]] = []
             for rec in records:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO reports (device, seq, kind, zone, type, w, l, m, e, a, fw,"
-                    " received_at, gateway_id, link, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m), _dump(rec.e),
-                     _dump(rec.a), rec.fw, rec.received_at, self.gateway_id, rec.link, rec.digest),
-                )
-                if cur.rowcount == 0:
+                rid = ids.pop((rec.device, rec.seq), None)
+                if rid is None:  # stored before, or earlier in this batch
                     result.duplicates.append((rec.device, rec.seq))
                     continue
-                rid = cur.lastrowid
-                conn.executemany(
-                    "INSERT INTO readings (report_id, device, kind, zone, field, w, l, value) VALUES (?,?,?,?,?,?,?,?)",
-                    [(rid, rec.device, rec.kind, rec.zone, f, rec.w, rec.l, v) for f, v in sorted(rec.m.items())],
-                )
-                conn.executemany(
-                    "INSERT INTO alarms (report_id, device, kind, zone, code, w, seq) VALUES (?,?,?,?,?,?,?)",
-                    [(rid, rec.device, rec.kind, rec.zone, code, rec.w, rec.seq) for code in rec.a],
-                )
-                new_hash = provenance.entry_hash(device=rec.device, seq=rec.seq, gateway=self.gateway_id,
-                                                 digest=rec.digest, prev=head)
+                readings.extend((rid, rec.device, rec.kind, rec.zone, f, rec.w, rec.l, v)
+                                for f, v in sorted(rec.m.items()))
+                alarms.extend((rid, rec.device, rec.kind, rec.zone, code, rec.w, rec.seq) for code in rec.a)
+                new_hash = provenance.entry_hash(device=rec.device, seq=rec.seq, gateway=gw, digest=rec.digest,
+                                                 prev=head)
                 pos += 1
-                conn.execute(
-                    "INSERT INTO chain (pos, device, seq, gateway, digest, prev, hash) VALUES (?,?,?,?,?,?,?)",
-                    (pos, rec.device, rec.seq, self.gateway_id, rec.digest, head, new_hash),
-                )
+                chain.append((pos, rec.device, rec.seq, gw, rec.digest, head, new_hash))
                 head = new_hash
                 if self._encoder is not None:
                     queued.append(self._encoder(rec))
                 result.inserted.append((rec.device, rec.seq))
+            conn.executemany(
+                "INSERT INTO readings (report_id, device, kind, zone, field, w, l, value) VALUES (?,?,?,?,?,?,?,?)",
+                readings)
+            if alarms:
+                conn.executemany(
+                    "INSERT INTO alarms (report_id, device, kind, zone, code, w, seq) VALUES (?,?,?,?,?,?,?)", alarms)
+            conn.executemany(
+                "INSERT INTO chain (pos, device, seq, gateway, digest, prev, hash) VALUES (?,?,?,?,?,?,?)", chain)
             if floors:
                 self._save_floors(floors)
             outbox_bytes, outbox_count = self._outbox_bytes, self._outbox_count
@@ -315,8 +330,12 @@ class ReportStore:
         return removed
 
 
+# One encoder for every row: json.dumps with options builds a new JSONEncoder per call (same output).
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def _dump(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return _JSON.encode(obj)
 
 
 def secure_dir(path: Path) -> None:
