@@ -168,7 +168,9 @@ def main() -> int:
         result = asyncio.run(sweep(counts, 5.0 if args.short else args.settle, Path(tmp)))
     if args.json:
         print(json.dumps(result))
-    last = result["steps"][-1]  # type: ignore[index]
+    steps: list[dict[str, object]] = result["steps"]  # type: ignore[assignment]
+    # RSS of the largest step that kept up (else of the failed first step).
+    last = next((r for r in reversed(steps) if r["keeps_up"]), steps[-1])
     print("largest fleet with the gateway keeping up: %s boards; %s MB RSS per board (floor: empty host %s MB)"
           % (result["largest_keeping_up"], last["rss_per_board_mb"], result["floor_empty_host_rss_mb"]))
     return 0 if result["largest_keeping_up"] else 1
