@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import re
+import select
 import sqlite3
 import subprocess
 import sys
@@ -94,7 +95,8 @@ async def step(count: int, work: Path, settle_s: float) -> dict[str, object]:
                               cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
         assert gw.stdout is not None
         end = time.monotonic() + 60
-        while "ready" not in gw.stdout.readline():
+        # select() so a gateway that hangs without printing cannot hang the bench.
+        while not (select.select([gw.stdout], [], [], 0.2)[0] and "ready" in gw.stdout.readline()):
             if gw.poll() is not None or time.monotonic() > end:
                 raise RuntimeError("gateway did not start:\n" + (work / "gw.log").read_text()[-3000:])
         # Wall time of the boundary as seen by the first board's clock.

@@ -177,7 +177,8 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
                               cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
         assert gw.stdout is not None
         end = time.monotonic() + 60
-        while "ready" not in gw.stdout.readline():
+        # select() so a gateway that hangs without printing cannot hang the bench.
+        while not (select.select([gw.stdout], [], [], 0.2)[0] and "ready" in gw.stdout.readline()):
             if gw.poll() is not None or time.monotonic() > end:
                 raise RuntimeError("gateway did not start:\n" + (work / "gw.log").read_text()[-3000:])
         ready_wall = time.time()
