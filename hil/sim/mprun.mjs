@@ -9,9 +9,9 @@
 // Exit status: 0 on success, 1 on an uncaught Python exception (traceback on stderr),
 // 2 on bad usage.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
-import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { byteSource } from "./js/random.mjs";
 
 function usage(msg) {
   process.stderr.write(`mprun: ${msg}\nusage: node mprun.mjs [--lib DIR]... [--seed N] [--heap BYTES] SCRIPT|-\n`);
@@ -34,25 +34,8 @@ for (let i = 0; i < argv.length; i++) {
 if (script === null) usage("no script given");
 const code = fs.readFileSync(script === "-" ? 0 : script, "utf8");
 
-/** Deterministic byte stream: SHA-256(seed || counter), simulation only. */
-function seededStream(seedText) {
-  let counter = 0;
-  let pool = Buffer.alloc(0);
-  return (n) => {
-    while (pool.length < n) {
-      const h = crypto.createHash("sha256");
-      h.update(String(seedText));
-      const c = Buffer.alloc(8);
-      c.writeBigUInt64BE(BigInt(counter++));
-      h.update(c);
-      pool = Buffer.concat([pool, h.digest()]);
-    }
-    const out = pool.subarray(0, n);
-    pool = pool.subarray(n);
-    return new Uint8Array(out);
-  };
-}
-const randomBytes = seed === null ? (n) => new Uint8Array(crypto.randomBytes(n)) : seededStream(seed);
+const source = byteSource(seed);
+const randomBytes = (n) => new Uint8Array(source(n));
 
 function copyTree(FS, src, dst) {
   try { FS.mkdir(dst); } catch { /* exists */ }

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { makeHostFS } from "./hostfs.mjs";
 import { beginLoad, capture, enter } from "./mpcontext.mjs";
+import { byteSource } from "./random.mjs";
 
 export const CAUSE = { PWRON: 1, HARD: 2, WDT: 3, DEEPSLEEP: 4, SOFT: 5 };
 const WAKE = { NONE: 0, PIN: 3, TIMER: 4 };
@@ -16,26 +17,6 @@ const RX_LIMIT = 65536;
 /** Thrown through the interpreter when power is cut in the middle of a flash write. */
 export class PowerLoss extends Error {
   constructor() { super("simulated power loss"); this.name = "PowerLoss"; }
-}
-
-/** Deterministic byte stream SHA-256(seed || counter) (simulation only), else the host CSPRNG. */
-function byteSource(seed) {
-  if (seed === null || seed === undefined) return (n) => crypto.randomBytes(n);
-  let counter = 0;
-  let pool = Buffer.alloc(0);
-  return (n) => {
-    while (pool.length < n) {
-      const h = crypto.createHash("sha256");
-      h.update(String(seed));
-      const c = Buffer.alloc(8);
-      c.writeBigUInt64BE(BigInt(counter++));
-      h.update(c);
-      pool = Buffer.concat([pool, h.digest()]);
-    }
-    const out = pool.subarray(0, n);
-    pool = pool.subarray(n);
-    return Buffer.from(out);
-  };
 }
 
 const PRELUDE = `
