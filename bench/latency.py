@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import math
 import os
 import pty
-import re
 import select
 import sqlite3
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -51,50 +48,27 @@ sys.path.insert(0, str(REPO))
 
 from gateway.registry import Registry  # noqa: E402
 from gateway.resources import boards_dir  # noqa: E402
+from hil.scenarios.outbox import OutboxWatch  # noqa: E402
 from hil.sim.board import VirtualBoard  # noqa: E402
 from hil.sim.host import SimHost  # noqa: E402
 from hil.sim.radio.relay import start_relay  # noqa: E402
 
 WINDOW_S = 900
 LEAD_S = 30  # virtual seconds before the first window boundary
-_NAME = re.compile(r"([0-9a-f]{8})\.[ra]\Z")
-_HEADER = struct.Struct("iIII")
 
 
-class OutboxTimes:
-    """Wall time at which each seq first appeared in one board's outbox (Linux inotify)."""
+class OutboxTimes(OutboxWatch):
+    """Wall time at which each seq first appeared in one board's outbox (needs Linux inotify)."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self._fd < 0 or self._libc.inotify_add_watch(self._fd, str(directory).encode(), 0x80 | 0x08) < 0:
-            raise OSError(ctypes.get_errno(), "inotify failed on %s" % directory)
-        self.directory = directory
-        self.times: dict[int, float] = {}
+        super().__init__(directory)
+        if not self.inotify:
+            raise OSError("inotify unavailable on %s: latency needs the time each frame was written" % directory)
 
-    def poll(self) -> dict[int, float]:
+    def poll(self) -> dict[int, float]:  # type: ignore[override]
         """Read pending events; the event's read time bounds the write time from above."""
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return self.times
-            now = time.time()
-            off = 0
-            while off < len(data):
-                _wd, _mask, _cookie, length = _HEADER.unpack_from(data, off)
-                name = data[off + _HEADER.size: off + _HEADER.size + length].rstrip(b"\0").decode()
-                off += _HEADER.size + length
-                m = _NAME.match(name)
-                if m:
-                    self.times.setdefault(int(m.group(1), 16), now)
-
-    def pending(self) -> int:
-        return sum(1 for n in os.listdir(self.directory) if _NAME.match(n))
-
-    def close(self) -> None:
-        os.close(self._fd)
+        super().poll()
+        return self.first_seen
 
 
 def pty_floor(n: int = 300, size: int = 99) -> list[float]:
@@ -197,9 +171,9 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
                 stored = {(d, s) for d, s, _ in rows}
                 # On a slow machine the first boundary can pass before the gateway is ready:
                 # then run on to the next one so each link has a sample.
-                sampled = {lk for lk, _, ob in boards if any(t >= ready_wall for t in ob.times.values())}
+                sampled = {lk for lk, _, ob in boards if any(t >= ready_wall for t in ob.first_seen.values())}
                 if sampled == {"serial", "ble"} and all((vb.device_id, s) in stored
-                                                        for _, vb, ob in boards for s in ob.times):
+                                                        for _, vb, ob in boards for s in ob.first_seen):
                     break
             if time.time() > deadline:
                 raise RuntimeError("not drained; gateway log:\n" + (work / "gw.log").read_text()[-3000:])
@@ -225,7 +199,7 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
                                  "floor_ble_ms": round(1000 * floor_ble, 3)}
     for link in ("serial", "ble"):
         lat = [received[(vb.device_id, s)] - t for lk, vb, ob in boards if lk == link
-               for s, t in ob.times.items() if t >= ready_wall]
+               for s, t in ob.first_seen.items() if t >= ready_wall]
         if not lat:
             raise RuntimeError("no %s report after the gateway was ready" % link)
         result["%s_n" % link] = len(lat)

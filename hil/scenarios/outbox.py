@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import struct
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class OutboxWatch:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.seqs: set[int] = set()
+        # Wall time at which inotify showed each seq (read time bounds the write time from above).
+        self.first_seen: dict[int, float] = {}
         self._fd = -1
         self.inotify = False
         try:
@@ -55,6 +58,7 @@ class OutboxWatch:
                 data = os.read(self._fd, 65536)
             except BlockingIOError:
                 break
+            now = time.time()
             offset = 0
             while offset < len(data):
                 _wd, _mask, _cookie, length = _HEADER.unpack_from(data, offset)
@@ -62,7 +66,9 @@ class OutboxWatch:
                 offset += _HEADER.size + length
                 m = FRAME_NAME.match(name)
                 if m:
-                    self.seqs.add(int(m.group(1), 16))
+                    seq = int(m.group(1), 16)
+                    self.seqs.add(seq)
+                    self.first_seen.setdefault(seq, now)
         for name in self.pending():
             self.seqs.add(int(name[:8], 16))
         return self.seqs

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from inotify_watch import OutboxWatch
+from hil.scenarios.outbox import OutboxWatch
 from procs import GatewayProcess, Mosquitto, Subscriber
 
 from gateway.registry import Registry

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from inotify_watch import OutboxWatch
+from hil.scenarios.outbox import OutboxWatch
 from procs import GatewayProcess
 
 from gateway.registry import Registry

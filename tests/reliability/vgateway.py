@@ -4,7 +4,7 @@ The board's data UART is a real pty; the gateway reads it with its own SerialTra
 commits to real SQLite and ACKs. Its clock is the simulation's virtual time (the value each
 ``advance`` returns), so ACK time sync keeps the board on virtual time, not on the wall clock.
 What the firmware generated is recorded with inotify on the board's flash outbox
-(tests/gateway/inotify_watch.py).
+(hil.scenarios.outbox.OutboxWatch).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from inotify_watch import OutboxWatch
+from hil.scenarios.outbox import OutboxWatch
 
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import IngestService, Verifier
