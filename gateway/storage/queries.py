@@ -56,7 +56,18 @@ class Reading:
 
 @dataclass(frozen=True)
 class HourlyAggregate:
-    """Readings of one field in one zone, grouped by the hour their period starts in."""
+    """Readings of one field in one zone, grouped by the UTC hour their period starts in.
+
+    Attributes:
+        zone: zone name.
+        hour: unix seconds of the start of the hour.
+        field: field name.
+        count: number of released values that fell in the hour.
+        total: sum of the values.
+        minimum: smallest value.
+        maximum: largest value.
+        devices: number of distinct devices contributing.
+    """
 
     zone: str
     hour: int
@@ -69,7 +80,7 @@ class HourlyAggregate:
 
     @property
     def mean(self) -> float:
-        """Mean value (``total / count``)."""
+        """Mean value in the hour (presentation only; stored values stay integers)."""
         return self.total / self.count if self.count else 0.0
 
 

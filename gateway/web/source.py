@@ -142,10 +142,7 @@ class StoreFleetSource:
         """Per zone/hour/field aggregates of values starting in ``[since, until)``."""
         out: list[HourlyAggregate] = []
         for fname in fields or self._fields():
-            out.extend(
-                HourlyAggregate(a.zone, a.hour, a.field, a.count, a.total, a.minimum, a.maximum, a.devices)
-                for a in self._store.hourly_aggregates(field=fname, start=since, end=until, zone=zone)
-            )
+            out.extend(self._store.hourly_aggregates(field=fname, start=since, end=until, zone=zone))
         out.sort(key=lambda a: (a.hour, a.zone, a.field))
         return out
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
+from gateway.storage.queries import HourlyAggregate as HourlyAggregate  # re-exported: a frozen row, no SQL
+
 
 @dataclass(frozen=True)
 class AlarmView:
@@ -75,36 +77,6 @@ class ReadingView:
     start: int
     length: int
     value: int
-
-
-@dataclass(frozen=True)
-class HourlyAggregate:
-    """Values of one field in one zone and one UTC hour, over all devices of that zone.
-
-    Attributes:
-        zone: zone name.
-        hour: unix seconds of the start of the hour.
-        field: field name.
-        count: number of released values that fell in the hour.
-        total: sum of the values.
-        minimum: smallest value.
-        maximum: largest value.
-        devices: number of distinct devices contributing.
-    """
-
-    zone: str
-    hour: int
-    field: str
-    count: int
-    total: int
-    minimum: int
-    maximum: int
-    devices: int
-
-    @property
-    def mean(self) -> float:
-        """Mean value in the hour (presentation only; stored values stay integers)."""
-        return self.total / self.count if self.count else 0.0
 
 
 class FleetSource(Protocol):
