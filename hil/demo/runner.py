@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +26,11 @@ from typing import Any
 from gateway.registry import Registry
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
+from hil.backends.qemu.launcher import free_tcp_port
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.host import SimHost
+from hil.workdir import recreate_workdir, workdir_problem
 
 log = logging.getLogger(__name__)
 
@@ -86,28 +87,16 @@ class DemoOptions:
 
 def _prepare_workdir(path: Path) -> Path:
     path = path.resolve()
-    if path.exists():
-        if not (path / MARKER).exists() and any(path.iterdir()):
-            raise DemoError(f"{path} exists and is not a civicedge demo directory; choose another --workdir",
-                            path=str(path))
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / MARKER).write_text("created by civicedge demo; removed and recreated at each run\n")
-    return path
+    problem = workdir_problem(path, marker=MARKER, what="civicedge demo directory")
+    if problem is not None:
+        raise DemoError(problem, path=str(path))
+    return recreate_workdir(path, marker=MARKER, note="created by civicedge demo; removed and recreated at each run")
 
 
 def _place(rng: random.Random) -> tuple[str, str]:
     lat = CENTRE[0] + rng.uniform(-0.006, 0.006)
     lon = CENTRE[1] + rng.uniform(-0.01, 0.01)
     return f"{lat:.5f}", f"{lon:.5f}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Demo:
@@ -188,7 +177,7 @@ class Demo:
         await vb.load_stimuli(stimuli)
 
     async def _start_gateway(self) -> None:
-        self.http_port = self.opt.http_port or _free_port()
+        self.http_port = self.opt.http_port or free_tcp_port()
         token_file = self.workdir / "admin.token"
         token_file.write_text(secrets.token_urlsafe(24) + "\n")
         token_file.chmod(0o600)

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
 from hil.scenarios.errors import ScenarioRunError
 from hil.scenarios.model import BoardGroup, Scenario
 from hil.scenarios.outbox import OutboxWatch
+from hil.workdir import recreate_workdir, workdir_problem
 from hil.sim.board import VirtualBoard
 from hil.sim.errors import SimTimeoutError
 from hil.sim.host import SimHost
@@ -93,11 +93,9 @@ def check_workdir(path: Path) -> Path:
             scenario run (it is never wiped then).
     """
     path = path.resolve()
-    if path.exists() and not path.is_dir():
-        raise ScenarioRunError(f"{path} is not a directory; choose another --workdir", path=str(path))
-    if path.exists() and not (path / MARKER).exists() and any(path.iterdir()):
-        raise ScenarioRunError(f"{path} exists and is not a scenario work directory; choose another --workdir",
-                               path=str(path))
+    problem = workdir_problem(path, marker=MARKER, what="scenario work directory")
+    if problem is not None:
+        raise ScenarioRunError(problem, path=str(path))
     return path
 
 
@@ -107,12 +105,8 @@ def prepare_workdir(path: Path) -> Path:
     Raises:
         ScenarioRunError: see :func:`check_workdir`.
     """
-    path = check_workdir(path)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / MARKER).write_text("created by civicedge hil run; removed and recreated at each run\n")
-    return path
+    return recreate_workdir(check_workdir(path), marker=MARKER,
+                            note="created by civicedge hil run; removed and recreated at each run")
 
 
 class ScenarioRun:

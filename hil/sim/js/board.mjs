@@ -7,7 +7,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { makeHostFS } from "./hostfs.mjs";
-import { beginLoad, capture, enter } from "./mpcontext.mjs";
+import { capture, enter } from "./mpcontext.mjs";
 import { byteSource } from "./random.mjs";
 
 export const CAUSE = { PWRON: 1, HARD: 2, WDT: 3, DEEPSLEEP: 4, SOFT: 5 };
@@ -164,9 +164,8 @@ export class Board {
     this.resetCause = cause;
     this.stats.boots++;
     const write = (b) => { if (gen === this.gen) this.console(b); };
-    beginLoad(); // several interpreters share the glue's globals: see mpcontext.mjs
     const mp = await loadMicroPython({ heapsize: this.heap, linebuffer: false, stdout: write, stderr: write });
-    const ctx = capture(mp);
+    const ctx = capture(mp); // several interpreters share the glue's globals: see mpcontext.mjs
     if (gen !== this.gen) return; // reset again while loading
     this.ctx = ctx;
     mp.registerJsModule("_simhw", this.hwApi(gen));

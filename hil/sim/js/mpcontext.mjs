@@ -64,9 +64,6 @@ export function install() {
   wrapTimers();
 }
 
-/** Kept for callers written against the first version: loads need no preparation now. */
-export function beginLoad() {}
-
 /** The context of the interpreter `mp` returned by `loadMicroPython()`; makes it current. */
 export function capture(mp) {
   const ctx = contexts.get(mp._module);
@@ -78,11 +75,6 @@ export function capture(mp) {
 /** Make `ctx` the interpreter the glue talks to. */
 export function enter(ctx) {
   if (ctx != null) current = ctx;
-}
-
-/** The interpreter context active now. */
-export function active() {
-  return current;
 }
 
 /** Timer callbacks re-enter the interpreter that was current when they were scheduled. */
