@@ -71,7 +71,6 @@ async def full_rate(frames: list[bytes], registry: Registry, db: Path) -> tuple[
                             batch_ms=50, batch_max=1000)
     await service.start()
     acks = 0
-    done = asyncio.Event()
     expected = len(frames)
 
     async def send(frame: bytes) -> None:
@@ -93,7 +92,6 @@ async def full_rate(frames: list[bytes], registry: Registry, db: Path) -> tuple[
     await service.stop()
     service.close()
     store.close()
-    del done
     return expected / elapsed, acks
 
 
