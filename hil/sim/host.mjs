@@ -231,6 +231,7 @@ async function handle(req) {
   }
 }
 
+const INPUT_OPS = new Set(["console", "uart", "chan"]);
 const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
 let chain = Promise.resolve();
 rl.on("line", (line) => {
@@ -242,10 +243,20 @@ rl.on("line", (line) => {
     host.emit({ ev: "error", error: "bad JSON line" });
     return;
   }
-  // Requests run strictly in order (a create finishes booting before the next request).
-  chain = chain.then(() => handle(req)).catch((e) => {
-    host.emit({ ev: "reply", rid: req.rid, error: String(e && e.message ? e.message : e) });
-  });
+  const fail = (e) => host.emit({ ev: "reply", rid: req.rid, error: String(e && e.message ? e.message : e) });
+  // Bytes on a wire arrive when they arrive: console/UART/BLE-channel input for an existing board
+  // is delivered at once, also while an "advance" is running (a gateway's ACK lands mid-advance,
+  // as on a real link), and stays in order per board because it is never queued.
+  if (INPUT_OPS.has(req.op) && boards.has(req.board)) {
+    try {
+      handle(req).catch(fail);
+    } catch (e) {
+      fail(e);
+    }
+    return;
+  }
+  // Other requests run strictly in order (a create finishes booting before the next request).
+  chain = chain.then(() => handle(req)).catch(fail);
 });
 rl.on("close", () => { for (const b of boards.values()) b.halt(); flush(); process.exit(0); });
 process.on("SIGTERM", () => process.exit(0));

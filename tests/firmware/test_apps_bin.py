@@ -206,7 +206,7 @@ import asyncio
 app.mode = "none"
 async def world():
     for i in range(40):
-        clock.ms += 1000                         # 1 virtual s per poll
+        clock.ms += 1000                         # 1 virtual s per step
         if i in (3, 4, 20):                      # openings at 3 s and 4 s (one, refractory 5 s) and 20 s
             lid.v = 1
             lid.pulse()
@@ -216,7 +216,7 @@ async def world():
     task.cancel()
     await asyncio.sleep_ms(5)
     print(json.dumps([app.state["lid"], app.state["tn"], lid.trigger, hw.fed > 0]))
-task = asyncio.create_task(app.run_awake(poll_ms=5))
+task = asyncio.create_task(app.run_awake())
 asyncio.create_task(world())
 """)
     lid_count, readings, trigger, fed = res

@@ -148,6 +148,28 @@ def test_uart_resends_after_timeout_and_ignores_bad_acks(flash_run: Callable[...
     assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["0", "2", "[1, 2] 5 []", "[2] []"]
 
 
+def test_resend_interval_backs_off_on_a_dead_link_and_resets_on_ack(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """No ACK: re-send after 1 s, then 2 s, 4 s, 8 s, capped at resend_max_ms (8 s here); an ACK
+    (or a link that comes back) returns to 1 s. resend_in_ms tells the link how long to sleep."""
+    ack = cobs_ref(gw_frame(2, 1, {"t": NOW})) + b"\x00"
+    code = UART + (
+        "sess.resend_max_ms = 8000\nqueue(2)\nsends = []\n"
+        "for t in range(0, 40001, 250):\n"
+        "    ticks[0] = t\n"
+        "    if L.pump():\n        sends.append(t)\n"
+        "print(sends, sess.resend_in_ms(60000))\n"
+        f"U.rx.extend(binascii.unhexlify({ack.hex()!r}))\nL.poll()\n"
+        "print(sess.resend_wait_ms, O.pending())\n"
+        "ticks[0] = 41000\nprint(L.pump(), sess.resend_in_ms(60000))\n"
+        "sess.resend_wait_ms = 8000\nsess.restart()\nprint(sess.resend_wait_ms)\n"
+    )
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    # first send at 0; re-sends 1 s, 2 s, 4 s, 8 s, 8 s ... after the previous one
+    assert lines[0] == "[0, 1000, 3000, 7000, 15000, 23000, 31000, 39000] 7000"
+    # after the ACK of seq 1, seq 2 is re-sent 1 s (not 8 s) after the last send; then 2 s again
+    assert lines[1:] == ["1000 [2]", "1 2000", "1000"]
+
+
 def test_config_applied_once_persisted_and_filtered(flash_run: Callable[..., Any], tmp_path: Path) -> None:
     flash = tmp_path / "flash"
     c5 = gw_frame(3, 5, {"courtesy_s": 30, "dim_schedule": [[22, 50]], "k": 1, "x": b"raw"})

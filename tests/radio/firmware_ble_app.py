@@ -9,7 +9,8 @@ DEVICE = "sl-fw-1"
 
 
 class FrameSource:
-    # The Session interface BleLink uses: device_id, restart, next_frame, mark_sent, handle.
+    # The Session interface BleLink uses: device_id, watch, restart, next_frame, mark_sent,
+    # resend_in_ms, handle.
     device_id = DEVICE
 
     def __init__(self):
@@ -21,8 +22,14 @@ class FrameSource:
         self.i = 0
         self.handled = []
 
+    def watch(self, signal):
+        self.signal = signal
+
     def restart(self):
         self.i = 0
+
+    def resend_in_ms(self, idle_ms):
+        return idle_ms
 
     def next_frame(self):
         return self.frames[self.i] if self.i < len(self.frames) else None

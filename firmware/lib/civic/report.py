@@ -121,9 +121,11 @@ class Reporter:
         seq: :class:`civic.store.seq.SeqCounter`.
         outbox: :class:`civic.store.outbox.Outbox`.
         fw: firmware version string put in every report (None to omit).
+        on_queued: callable() run after a frame was stored (wakes the links), or None; the
+            runtime sets the attribute once the links exist.
     """
 
-    def __init__(self, device_id, key, kind_policy, seq, outbox, fw=VERSION):
+    def __init__(self, device_id, key, kind_policy, seq, outbox, fw=VERSION, on_queued=None):
         frame.check_device_id(device_id)
         if len(key) != 32:
             raise IdentityError("key must be 32 bytes", "key")
@@ -134,6 +136,7 @@ class Reporter:
         self.outbox = outbox
         self.fw = fw
         self.last_frame_len = 0
+        self.on_queued = on_queued
 
     def report(self, t, w, l, m, e=None, a=None):
         """Validate, encode, frame and persist one report; return its seq.
@@ -146,6 +149,8 @@ class Reporter:
         data = frame.build(frame.REPORT, self.device_id, n, body, self.key)
         self.outbox.append(n, data, alarm=(t == "alarm"))
         self.last_frame_len = len(data)
+        if self.on_queued is not None:
+            self.on_queued()
         return n
 
     def alarm(self, codes, now_s, m=None):

@@ -144,6 +144,7 @@ export class Board {
     this.state = "off";
     this.mode = "friendly";
     this.irqs = new Map();
+    this.uartIrqs = new Map(); // uart id -> fn (RX / RX-idle interrupt)
     this.channels = new Map();
     this.conOut = [];
     this.lastOut = 0;
@@ -229,6 +230,7 @@ export class Board {
     this.mp = null;
     this.state = "off";
     this.irqs.clear();
+    this.uartIrqs.clear();
     this.channels.clear();
     if (this.wdt) { clearTimeout(this.wdt.timer); this.wdt = null; }
     if (this.sleepTimer) { clearTimeout(this.sleepTimer); this.sleepTimer = null; }
@@ -374,6 +376,8 @@ export class Board {
     }
     this.rx.set(id, next);
     this.stats.uart_rx += buf.length;
+    const irq = this.uartIrqs.get(id);
+    if (irq && this.mp && this.state === "running") this.guard(this.gen, () => irq());
   }
 
   chanIn(ch, payload) {
@@ -462,6 +466,11 @@ export class Board {
       },
       uart_ok: (id) => b.uartIds.has(id),
       uart_init: () => {},
+      uart_irq: (id, trigger, fn) => {
+        if (!live()) return;
+        if (!fn || !trigger) b.uartIrqs.delete(id);
+        else b.uartIrqs.set(id, fn);
+      },
       uart_any: (id) => (b.rx.get(id) || Buffer.alloc(0)).length,
       uart_read: (id, n) => {
         const cur = b.rx.get(id) || Buffer.alloc(0);

@@ -153,6 +153,10 @@ class PWM:
 
 
 class UART:
+    IRQ_RX = 1
+    IRQ_BREAK = 2
+    IRQ_RXIDLE = 4096
+
     def __init__(self, id, baudrate=115200, bits=8, parity=None, stop=1, tx=None, rx=None, timeout=0,
                  timeout_char=0, rxbuf=256, txbuf=256):
         if not _simhw.uart_ok(id):
@@ -169,7 +173,17 @@ class UART:
         _simhw.uart_init(self._id, baudrate)
 
     def deinit(self):
-        pass
+        _simhw.uart_irq(self._id, 0, None)
+
+    def irq(self, handler=None, trigger=0, hard=False):
+        # The simulated line goes idle after each chunk the host delivers: RX and RXIDLE both
+        # fire once per chunk, after the bytes are readable.
+        if handler is None or not trigger & (UART.IRQ_RX | UART.IRQ_RXIDLE):
+            _simhw.uart_irq(self._id, 0, None)
+        else:
+            uart = self
+            _simhw.uart_irq(self._id, trigger, lambda: handler(uart))
+        return None
 
     def any(self):
         return _simhw.uart_any(self._id)

@@ -11,6 +11,7 @@ import json
 
 from civic.apps.base import AppBase
 from civic.hal.hardware import Switch, Ultrasonic
+from civic.hal.signal import Signal
 from civic.sense.convert import battery_pct, c_from_deci, deci_c_from_uv, fill_pct, quantise, round_div
 from civic.sense.detect import FireDetector
 from civic.sense.events import EventCounter
@@ -58,7 +59,9 @@ class BinApp(AppBase):
         lid = kind_policy.field("lid")
         self.lid_refractory_s = lid.get("refractory_s", 5)
         self.lid_every_s = lid.get("release_every_s", 86400)
-        self.lid_irq = EventCounter(self.lid_refractory_s * 1000)
+        self.wake = Signal()
+        self.lid_irq = EventCounter(self.lid_refractory_s * 1000, on_edge=self.wake)
+        self.feed_ms = max(cfg["wdt_ms"] // 3, 1)
         self.q_fill = kind_policy.field("fill").get("quantum", 10)
         self.q_bat = kind_policy.field("bat").get("quantum", 10)
         self.window_s = kind_policy.window_s
@@ -247,7 +250,8 @@ class BinApp(AppBase):
         waited = 0
         while pending() and waited < max_s * 1000:
             self.hw.feed()
-            await asyncio.sleep_ms(poll_ms)
+            left_ms = (self.state["next"] - self.clock.time()) * 1000
+            await self.wake.wait_ms(max(1, min(left_ms, self.feed_ms)))
             waited += poll_ms
 
     async def run_deep(self, woke_by_pin, pending, sleeper, linger_s=30):
@@ -268,8 +272,8 @@ class BinApp(AppBase):
         ms, pins = self.sleep_plan()
         sleeper(ms, pins)
 
-    async def run_awake(self, poll_ms=200):
-        """Boards that stay powered: lid by IRQ, a reading every ``interval_s``."""
+    async def run_awake(self):
+        """Boards that stay powered: lid by IRQ, a reading every ``interval_s``; sleeps between."""
         pin = self.hw.lid
         trig = pin.IRQ_RISING if self.lid.active_level else pin.IRQ_FALLING
         pin.irq(handler=self.lid_irq.irq, trigger=trig)
@@ -279,4 +283,5 @@ class BinApp(AppBase):
             if self.due():
                 await self.cycle()
             self.hw.feed()
-            await asyncio.sleep_ms(poll_ms)
+            left_ms = (self.state["next"] - self.clock.time()) * 1000
+            await self.wake.wait_ms(max(1, min(left_ms, self.feed_ms)))

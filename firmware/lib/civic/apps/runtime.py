@@ -117,6 +117,7 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
         app = BinApp(hw, cfg, pol, reporter, releaser, clock, state_path=root + "state/bin.json", log=log)
     session = Session(device_id, key, outbox, seq, set_time=clock.set_time, now=clock.time,
                       config_path=root + "config.json", config_keys=pol.config_keys, on_config=app.configure)
+    reporter.on_queued = session.notify
     app.configure(session.config.get("values", {}))
     links = []
     uart = hw.uart()

@@ -1,15 +1,16 @@
 """Streetlight app: dimming by time of night, motion boost with courtesy time, lamp-failure
 alarm, ambient light and lamp level per window, energy per hour, PIR passes as a noisy count.
 
-``tick(now_ms)`` is the whole behaviour (called every ``tick_ms`` by :meth:`run`); tests drive
-it directly with fake hardware and a fake clock.
+``tick(now_ms)`` is the whole behaviour; :meth:`run` calls it when a sample is due or the PIR
+interrupt fired, and sleeps in between. Tests drive ``tick`` directly with fake hardware and a
+fake clock.
 """
 
-import asyncio
 import time
 
 from civic.apps.base import AppBase
 from civic.hal.hardware import Lamp
+from civic.hal.signal import Signal
 from civic.sense.convert import lux_from_uv, ma_from_uv, quantise, round_div
 from civic.sense.detect import LampMonitor
 from civic.sense.energy import EnergyIntegrator
@@ -37,7 +38,8 @@ class StreetlightApp(AppBase):
         self.cal_light = cal["light"]
         self.cal_lamp = cal["lamp"]
         mot = kind_policy.field("mot")
-        self.pir = EventCounter(mot["refractory_s"] * 1000)
+        self.wake = Signal()
+        self.pir = EventCounter(mot["refractory_s"] * 1000, on_edge=self.wake)
         self.mot_every_s = mot.get("release_every_s", kind_policy.window_s)
         self.lux_quantum = kind_policy.field("lux").get("quantum", 1)
         self.window_s = kind_policy.window_s
@@ -48,6 +50,7 @@ class StreetlightApp(AppBase):
                                    self.cal_lamp["min_level"])
         self.energy = EnergyIntegrator()
         self.sample_ms = cfg["sleep"]["interval_s"] * 1000
+        self.feed_ms = max(cfg["wdt_ms"] // 3, 1)  # sleep at most this long: the watchdog is fed
         self._last_sample = None
         self.window = None
         self.mot_period = None
@@ -115,10 +118,18 @@ class StreetlightApp(AppBase):
             return
         self._report("win", w, self.window_s, {"lux": quantise(lux, self.lux_quantum), "lvl": lvl, "lamp": bad})
 
-    async def run(self, tick_ms=100):
-        """Forever: tick, feed the watchdog, sleep ``tick_ms``."""
+    def sleep_ms(self, now_ms):
+        """How long :meth:`run` may sleep after a tick at ``now_ms`` (next sample, watchdog)."""
+        if self._last_sample is None:
+            return 0
+        left = self.sample_ms - time.ticks_diff(now_ms, self._last_sample)
+        return max(1, min(left, self.feed_ms))
+
+    async def run(self):
+        """Forever: tick, feed the watchdog, sleep until the next sample or a PIR edge."""
         self.attach()
         while True:
-            self.tick(self.clock.ticks_ms())
+            now_ms = self.clock.ticks_ms()
+            self.tick(now_ms)
             self.hw.feed()
-            await asyncio.sleep_ms(tick_ms)
+            await self.wake.wait_ms(self.sleep_ms(now_ms))

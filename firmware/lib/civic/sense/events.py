@@ -1,7 +1,7 @@
 """Event counter with a refractory period, fed from a pin IRQ (PIR passes, lid openings).
 
-The IRQ handler only increments an integer (no allocation, safe as a hard IRQ); the sense task
-calls :meth:`EventCounter.poll`, which applies the refractory period: one lingering person (or
+The IRQ handler only increments an integer and wakes the sense task (``on_edge``, a
+:class:`civic.hal.signal.Signal`); the sense task calls :meth:`EventCounter.poll`, which applies the refractory period: one lingering person (or
 a lid flapping in the wind) counts once per ``refractory_ms``. No event time ever leaves.
 """
 
@@ -14,9 +14,10 @@ class EventCounter:
     Args:
         refractory_ms: events closer than this to the last *counted* one are not counted.
         ticks_diff: tick difference function (``time.ticks_diff``; wraps at 2**30).
+        on_edge: object whose ``set()`` the IRQ handler calls to wake the sense task, or None.
     """
 
-    def __init__(self, refractory_ms, ticks_diff=time.ticks_diff):
+    def __init__(self, refractory_ms, ticks_diff=time.ticks_diff, on_edge=None):
         self.refractory_ms = refractory_ms
         self._ticks_diff = ticks_diff
         self.edges = 0          # incremented by the IRQ handler only
@@ -24,10 +25,13 @@ class EventCounter:
         self._last_counted = None
         self.last_event_ms = None
         self.count = 0
+        self.on_edge = on_edge
 
     def irq(self, pin=None):
-        """Pin IRQ handler: record that an edge happened (nothing else)."""
+        """Pin IRQ handler: record that an edge happened and wake the sense task."""
         self.edges += 1
+        if self.on_edge is not None:
+            self.on_edge.set()
 
     def poll(self, now_ms):
         """Account edges seen since the last poll; return True if there was any activity."""

@@ -7,11 +7,11 @@ service UUID (and its device id as the complete local name in the scan response)
 frames as fragments sized to the negotiated MTU, and reassembles gateway writes on RX.
 """
 
-import asyncio
 import struct
 
 from micropython import const
 
+from civic.hal.signal import Signal
 from civic.wire import ble_frag
 
 try:
@@ -36,6 +36,8 @@ _FLAG_NOTIFY = const(0x0010)
 _RX_QUEUE_MAX = const(64)
 _ADV_INTERVAL_US = const(250000)
 _MAX_NAME = const(29)
+PUMP_LIMIT = 4  # frames notified per wake-up before yielding to the other tasks
+IDLE_MS = 10000  # longest sleep with nothing to do (a lost event costs at most this)
 
 
 def uuid128_le(text):
@@ -70,7 +72,8 @@ class BleLink:
         ble: a ``bluetooth.BLE()`` object.
         uuid: the ``bluetooth.UUID`` constructor.
         session: :class:`civic.uplink.session.Session`.
-        poll_ms: task period.
+        poll_ms: retry period after the stack refused a notification.
+        idle_ms: longest sleep with nothing to do; BLE events and new frames wake the task.
         preferred_mtu: MTU offered in the exchange (``ble.config(mtu=...)``).
 
     Attributes:
@@ -80,10 +83,13 @@ class BleLink:
         notify_errors: notifications the stack refused (frame retried later).
     """
 
-    def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247):
+    def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247, idle_ms=IDLE_MS):
         self.ble = ble
         self.session = session
         self.poll_ms = poll_ms
+        self.idle_ms = idle_ms
+        self.wake = Signal()
+        session.watch(self.wake)
         self.running = False
         self.conn = None
         self.mtu = ble_frag.MIN_MTU
@@ -131,6 +137,7 @@ class BleLink:
         elif event == _IRQ_MTU_EXCHANGED:
             if data[0] == self.conn:
                 self.mtu = max(ble_frag.MIN_MTU, min(data[1], 512))
+        self.wake.set()
 
     def poll(self):
         """Reassemble queued RX writes and hand complete frames to the session."""
@@ -139,7 +146,7 @@ class BleLink:
             if frame is not None:
                 self.session.handle(frame)
 
-    def pump(self, limit=4):
+    def pump(self, limit=PUMP_LIMIT):
         """Notify up to ``limit`` due frames to the connected gateway; return how many."""
         sent = 0
         while sent < limit and self.conn is not None:
@@ -160,14 +167,23 @@ class BleLink:
             sent += 1
         return sent
 
+    def _wait_ms(self, sent, refused):
+        if self.conn is None:
+            return self.idle_ms  # a connect wakes the task
+        if refused:
+            return self.poll_ms  # the stack's buffers are full: retry soon
+        return 0 if sent >= PUMP_LIMIT else self.session.resend_in_ms(self.idle_ms)
+
     async def run(self):
-        """Until :meth:`stop`: process writes, notify due frames, sleep ``poll_ms``."""
+        """Until :meth:`stop`: process writes, notify due frames, sleep until woken or due."""
         self.running = True
         while self.running:
             self.poll()
-            self.pump()
-            await asyncio.sleep_ms(self.poll_ms)
+            errors = self.notify_errors
+            sent = self.pump()
+            await self.wake.wait_ms(self._wait_ms(sent, self.notify_errors != errors))
 
     def stop(self):
-        """Make :meth:`run` return after its current iteration."""
+        """Make :meth:`run` return (at once if it is sleeping)."""
         self.running = False
+        self.wake.set()

@@ -1,8 +1,9 @@
 """Link-independent uplink logic: what to send next, and handling ACK / CONFIG frames.
 
 A :class:`Session` is shared by the links of a device. It sends the outbox in seq order,
-re-sends everything still pending when no ACK arrives within ``resend_ms`` or when a link
-(re)connects, applies cumulative ACKs (with RTC sync) and CONFIG updates (persisted,
+re-sends everything still pending when no ACK arrives within the resend interval (``resend_ms``,
+doubled after each unanswered round up to ``resend_max_ms``, back to ``resend_ms`` on an ACK:
+a dead link costs little power or airtime) or when a link (re)connects, applies cumulative ACKs (with RTC sync) and CONFIG updates (persisted,
 only if newer than the last applied one).
 """
 
@@ -42,6 +43,7 @@ class Session:
         config_keys: keys the device kind accepts (others are ignored).
         on_config: callable(dict) called with the accepted keys of a newer CONFIG.
         resend_ms: re-send pending frames if no ACK came this long after sending.
+        resend_max_ms: longest resend interval the backoff reaches.
         ticks_ms: callable returning a millisecond tick (``time.ticks_ms``).
 
     Attributes:
@@ -52,7 +54,7 @@ class Session:
 
     def __init__(self, device_id, key, outbox, seq, set_time=None, now=time.time,
                  config_path="/config.json", config_keys=(), on_config=None,
-                 resend_ms=5000, ticks_ms=time.ticks_ms):
+                 resend_ms=5000, ticks_ms=time.ticks_ms, resend_max_ms=60000):
         self.device_id = device_id
         self.key = key
         self.outbox = outbox
@@ -63,9 +65,12 @@ class Session:
         self.config_keys = frozenset(config_keys)
         self.on_config = on_config
         self.resend_ms = resend_ms
+        self.resend_max_ms = max(resend_ms, resend_max_ms)
+        self.resend_wait_ms = resend_ms  # current interval (backoff)
         self.ticks_ms = ticks_ms
         self.sent_upto = 0
         self._last_send = None
+        self._signals = []
         self.stats = {"sent": 0, "acks": 0, "configs": 0, "bad": 0, "time_sync": 0}
         self.config = {"seq": 0, "values": {}}
         try:
@@ -76,10 +81,30 @@ class Session:
         if isinstance(stored, dict) and isinstance(stored.get("seq"), int) and isinstance(stored.get("values"), dict):
             self.config = stored
 
+    def watch(self, signal):
+        """Have :meth:`notify` wake ``signal`` (a link's :class:`civic.hal.signal.Signal`)."""
+        self._signals.append(signal)
+
+    def notify(self):
+        """Something is due to send (a new frame was stored): wake every link."""
+        for sig in self._signals:
+            sig.set()
+
+    def resend_in_ms(self, idle_ms):
+        """Milliseconds until frames sent without an ACK are due again (``idle_ms`` if none wait).
+
+        Call after :meth:`next_frame` returned None: until then something is due now.
+        """
+        if self._last_send is None or not len(self.outbox):
+            return idle_ms
+        left = self.resend_wait_ms - time.ticks_diff(self.ticks_ms(), self._last_send)
+        return max(1, min(left, idle_ms))
+
     def restart(self):
         """Re-send every pending frame from the start (link came back, or boot)."""
         self.sent_upto = 0
         self._last_send = None
+        self.resend_wait_ms = self.resend_ms
 
     def next_frame(self):
         """Return ``(seq, frame)`` of the next frame to send, or None if nothing is due.
@@ -87,9 +112,10 @@ class Session:
         Call :meth:`mark_sent` after the frame went out.
         """
         if self._last_send is not None and len(self.outbox):
-            if time.ticks_diff(self.ticks_ms(), self._last_send) >= self.resend_ms:
-                self.sent_upto = 0  # no ACK in time: go round again
+            if time.ticks_diff(self.ticks_ms(), self._last_send) >= self.resend_wait_ms:
+                self.sent_upto = 0  # no ACK in time: go round again, and wait longer next time
                 self._last_send = None
+                self.resend_wait_ms = min(self.resend_wait_ms * 2, self.resend_max_ms)
         s = self.outbox.next_after(self.sent_upto)
         while s is not None:
             data = self.outbox.read(s)
@@ -132,6 +158,7 @@ class Session:
             self.stats["bad"] += 1
             return "bad"  # acknowledges something never sent
         self.outbox.ack(s)
+        self.resend_wait_ms = self.resend_ms  # the link works: no backoff
         self.stats["acks"] += 1
         if self.sent_upto <= s:
             self._last_send = None

@@ -1,12 +1,12 @@
 """Serial link: frames COBS-encoded and delimited by 0x00 (docs/protocol.md §5).
 
 The UART object is injected (``machine.UART`` on the board, the simulator's UART in sim):
-it needs ``write(bytes)``, ``read(n)`` and ``any()``. The wasm port has no StreamReader, so
-the task polls ``any()`` and sleeps with ``asyncio.sleep_ms``.
+it needs ``write(bytes)``, ``read(n)`` and ``any()``. The task sleeps until the UART's RX-idle
+interrupt or the session (a new frame, a re-send deadline) wakes it; a UART without ``irq``
+is polled every ``poll_ms`` instead.
 """
 
-import asyncio
-
+from civic.hal.signal import Signal
 from civic.wire import cobs
 from civic.wire.frame import MAX_LEN
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # a COBS-encoded max frame is MAX_LEN + MAX_LEN//254 + 1 bytes; anything longer is garbage
 MAX_CHUNK = MAX_LEN + MAX_LEN // 254 + 2
+PUMP_LIMIT = 8  # frames sent per wake-up before yielding to the other tasks
+IDLE_MS = 10000  # longest sleep with nothing to do (a lost interrupt costs at most this)
 
 
 class UartLink:
@@ -28,10 +30,13 @@ class UartLink:
         cobs_errors: chunks dropped because they failed to COBS-decode or were too long.
     """
 
-    def __init__(self, uart: "machine.UART", session, poll_ms=20):
+    def __init__(self, uart: "machine.UART", session, poll_ms=20, idle_ms=IDLE_MS):
         self.uart = uart
         self.session = session
         self.poll_ms = poll_ms
+        self.idle_ms = idle_ms
+        self.wake = Signal()
+        session.watch(self.wake)
         self.running = False
         self.cobs_errors = 0
         self._rx = bytearray()
@@ -80,7 +85,18 @@ class UartLink:
             if data:
                 self.feed(data)
 
-    def pump(self, limit=8):
+    def _on_rx(self, uart=None):
+        self.wake.set()
+
+    def hook_rx(self):
+        """Wake on the UART's RX-idle interrupt; return False if this UART has none."""
+        trigger = getattr(self.uart, "IRQ_RXIDLE", None)
+        if trigger is None or not hasattr(self.uart, "irq"):
+            return False
+        self.uart.irq(self._on_rx, trigger)
+        return True
+
+    def pump(self, limit=PUMP_LIMIT):
         """Send up to ``limit`` due frames; return how many were sent."""
         sent = 0
         while sent < limit:
@@ -94,14 +110,16 @@ class UartLink:
         return sent
 
     async def run(self):
-        """Until :meth:`stop`: receive, send due frames, sleep ``poll_ms``."""
+        """Until :meth:`stop`: receive, send due frames, sleep until woken or a re-send is due."""
         self.session.restart()
         self.running = True
+        idle = self.idle_ms if self.hook_rx() else self.poll_ms
         while self.running:
             self.poll()
-            self.pump()
-            await asyncio.sleep_ms(self.poll_ms)
+            wait = 0 if self.pump() >= PUMP_LIMIT else self.session.resend_in_ms(idle)
+            await self.wake.wait_ms(wait)
 
     def stop(self):
-        """Make :meth:`run` return after its current iteration."""
+        """Make :meth:`run` return (at once if it is sleeping)."""
         self.running = False
+        self.wake.set()
