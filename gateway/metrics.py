@@ -21,6 +21,9 @@ class GatewayMetrics:
         outbox_depth / outbox_dropped / mqtt_published: upstream outbox.
         link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0.
         ble_connected: currently connected BLE devices.
+        ingest_backlog: reports received and not yet committed and acknowledged.
+        ingest_paused: 1 while the backlog is at its cap and serial links are not read.
+        ingest_shed: frames not taken at twice the cap (not acknowledged: the device re-sends).
     """
 
     def __init__(self, gateway_id: str) -> None:
@@ -41,6 +44,12 @@ class GatewayMetrics:
                                       registry=r)
         self.link_state = Gauge("civicedge_link_state", "1 if the link is up", ["link"], registry=r)
         self.ble_connected = Gauge("civicedge_ble_connected", "Connected BLE devices", registry=r)
+        self.ingest_backlog = Gauge("civicedge_ingest_backlog", "Reports received, not yet committed and ACKed",
+                                    registry=r)
+        self.ingest_paused = Gauge("civicedge_ingest_paused", "1 while serial links are not read (backlog at cap)",
+                                   registry=r)
+        self.ingest_shed = Counter("civicedge_ingest_shed", "Frames not taken at twice the backlog cap (re-sent later)",
+                                   registry=r)
         self.info = Gauge("civicedge_gateway_info", "Gateway identity", ["gateway"], registry=r)
         self.info.labels(**labels).set(1)
 

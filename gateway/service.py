@@ -59,9 +59,9 @@ class Gateway:
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
-                                    gap_hold_s=config.ack_gap_hold_s)
+                                    gap_hold_s=config.ack_gap_hold_s, max_in_flight=config.storage.max_in_flight)
         self.transports: list[Transport] = [
-            SerialTransport(p.port, baud=p.baud, metrics=self.metrics) for p in config.serial
+            SerialTransport(p.port, baud=p.baud, metrics=self.metrics, flow=self.ingest.room) for p in config.serial
         ]
         if config.ble.enabled:
             from gateway.transports.ble_link import BleTransport

@@ -145,13 +145,14 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
     registry_dir = reg.path("path", data_dir / "registry", base)
     _check_writable_dir(reg, "registry.path", registry_dir)
 
-    st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max"))
+    st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max", "max_in_flight"))
     db_path = st.path("path", data_dir / "reports.sqlite", base)
     if db_path.is_dir():
         raise st.error("storage.path", "storage.path %s is a directory, not a file" % db_path, "bad_path")
     _check_writable_dir(st, "storage.path", db_path.parent)
     storage = StorageConfig(path=db_path, batch_ms=st.number("batch_ms", int, 50, 1, 10_000),
-                            batch_max=st.number("batch_max", int, 200, 1, 10_000))
+                            batch_max=st.number("batch_max", int, 200, 1, 10_000),
+                            max_in_flight=st.number("max_in_flight", int, 5000, 10, 1_000_000))
 
     serial_raw = top.data.get("serial", [])
     if not isinstance(serial_raw, list):

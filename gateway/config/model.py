@@ -59,6 +59,7 @@ class StorageConfig:
     path: Path
     batch_ms: int = 50
     batch_max: int = 200
+    max_in_flight: int = 5000
 
 
 @dataclass(frozen=True)

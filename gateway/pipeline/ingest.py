@@ -5,7 +5,10 @@ Guarantees (docs/protocol.md §6):
   is committed;
 * a retransmission of a stored or in-flight report is re-acknowledged, never stored twice;
 * a report older than the replay window that is not stored is rejected (``replay``);
-* the window is rebuilt from the store at start, so it survives restarts.
+* the window is rebuilt from the store at start, so it survives restarts;
+* memory stays bounded under overload: at ``max_in_flight`` reports in flight :attr:`IngestService.room`
+  is cleared (serial transports stop reading, so the OS buffers and then the devices hold the
+  data), and at twice that, frames are shed unacknowledged (devices re-send them later).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ ACK_TIMEOUT_S = 5.0
 # cumulative ACKs at a seq gap this long so a frame lost on the link is re-sent before the ACK
 # would make the device drop it. Gaps that persist are legitimate (seq reservation skipped on reboot).
 GAP_HOLD_S = 15.0
+MAX_IN_FLIGHT = 5000
+SHED_LOG_EVERY_S = 10.0
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
 
@@ -78,11 +83,17 @@ class IngestService:
         clock: unix-time source (ACK time sync and ``received_at``).
         gap_hold_s: how long ACKs stay below a gap in a device's seqs before it is accepted.
         monotonic: monotonic clock for the gap hold.
+        max_in_flight: reports in flight (received, not yet committed and ACKed) at which
+            :attr:`room` is cleared; at twice this many, frames are shed.
+
+    Attributes:
+        room: set while the backlog is below ``max_in_flight`` (set again at 3/4 of it);
+            transports that can stop reading wait for it.
     """
 
     def __init__(self, *, store: ReportStore, verifier: Verifier, metrics: GatewayMetrics, batch_ms: int = 50,
                  batch_max: int = 200, clock: Callable[[], float] = time.time, gap_hold_s: float = GAP_HOLD_S,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.store = store
         self._verifier = verifier
         self._metrics = metrics
@@ -105,6 +116,11 @@ class IngestService:
         # any is uncommitted, so "no tasks" still means "everything fed is committed and ACKed".
         self._outstanding = 0
         self._drained = asyncio.Event()
+        self.max_in_flight = max(1, max_in_flight)
+        self.room = asyncio.Event()
+        self.room.set()
+        self._shed_logged = 0.0
+        self._handling = 0  # _handle_verified tasks running
 
     async def run_in_store(self, fn: Callable[..., object], *args: object) -> object:
         """Run a store method on the store's single thread."""
@@ -137,6 +153,9 @@ class IngestService:
         if not self._accepting:
             log.info("not accepting (shutting down): frame from %s ignored, the device will resend", link.name)
             return
+        if self.backlog >= 2 * self.max_in_flight:
+            self._shed(link)
+            return
         # Verified here, synchronously: a Task per frame was most of the ingest cost. Only frames that
         # need the store (old seqs) or wait on an in-flight copy get a handler task.
         verified = self._verify(raw, link)
@@ -146,7 +165,9 @@ class IngestService:
         seq = verified.frame.seq
         if (seq in win.pending or seq in win.recent or seq <= win.committed_hi
                 or seq <= win.accepted_hi - REPLAY_WINDOW):
+            self._handling += 1
             self._spawn(self._handle_verified(verified, link))
+            self._pressure()
             return
         # New report above everything committed: queue it; the writer ACKs once per device and link.
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -157,6 +178,35 @@ class IngestService:
             self._drained.clear()
             self._spawn(self._drained.wait())
         self._outstanding += 1
+        self._pressure()
+
+    @property
+    def backlog(self) -> int:
+        """Reports received and not yet resolved: queued for the writer, or re-sent ones being checked."""
+        return self._outstanding + self._handling
+
+    def _pressure(self) -> None:
+        """Update the backlog gauge and :attr:`room` (with hysteresis) after the backlog changed."""
+        n = self.backlog
+        self._metrics.ingest_backlog.set(n)
+        if self.room.is_set():
+            if n >= self.max_in_flight:
+                self.room.clear()
+                self._metrics.ingest_paused.set(1)
+                log.warning("ingest backlog at %d reports: pausing serial reads until it falls to %d", n,
+                            self.max_in_flight * 3 // 4)
+        elif n <= self.max_in_flight * 3 // 4:
+            self.room.set()
+            self._metrics.ingest_paused.set(0)
+            log.info("ingest backlog down to %d reports: reading again", n)
+
+    def _shed(self, link: Link) -> None:
+        self._metrics.ingest_shed.inc()
+        now = self._monotonic()
+        if now - self._shed_logged >= SHED_LOG_EVERY_S:  # one line per burst, not one per frame
+            self._shed_logged = now
+            log.warning("ingest backlog at %d reports (cap %d): shedding frames from %s unacknowledged; "
+                        "devices re-send them", self.backlog, 2 * self.max_in_flight, link.name)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -214,6 +264,13 @@ class IngestService:
         return None
 
     async def _handle_verified(self, verified: Verified, link: Link) -> None:
+        try:
+            await self._handle_old(verified, link)
+        finally:
+            self._handling -= 1
+            self._pressure()
+
+    async def _handle_old(self, verified: Verified, link: Link) -> None:
         dev, seq = verified.frame.device_id, verified.frame.seq
         win = self._window(dev)
         in_flight = win.pending.get(seq)
@@ -298,6 +355,7 @@ class IngestService:
         if self._outstanding <= 0:
             self._outstanding = 0
             self._drained.set()
+        self._pressure()
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -30,10 +30,12 @@ class SerialTransport:
         metrics: link state gauge ``serial:<port>``.
         reopen_s: delay between reopen attempts.
         write_timeout_s: how long an ACK write may block on a stalled port.
+        flow: while this event is clear (the ingest backlog is full), the port is not read: the
+            OS buffer and then the device hold the data (backpressure instead of memory growth).
     """
 
     def __init__(self, port: str, *, baud: int = 115200, metrics: GatewayMetrics | None = None,
-                 reopen_s: float = 0.5, write_timeout_s: float = 1.0) -> None:
+                 reopen_s: float = 0.5, write_timeout_s: float = 1.0, flow: asyncio.Event | None = None) -> None:
         self.port = port
         self.baud = baud
         self.name = "serial:%s" % port
@@ -42,7 +44,9 @@ class SerialTransport:
         self._write_timeout_s = write_timeout_s
         self._ser: serial.Serial | None = None
         self._deframer = SerialDeframer()
+        self._flow = flow
         self.opens = 0
+        self.pauses = 0
 
     def _set_state(self, up: bool) -> None:
         if self._metrics is not None:
@@ -119,12 +123,27 @@ class SerialTransport:
                 return
             for item in self._deframer.feed(data):
                 sink(item, link)
+            if flow is not None and not flow.is_set() and not closed.done():
+                loop.remove_reader(fd)  # backlog full: leave the bytes in the OS buffer for now
+                self.pauses += 1
+                resumer.append(loop.create_task(resume()))
 
+        async def resume() -> None:
+            assert flow is not None
+            await flow.wait()
+            resumer.clear()
+            if not closed.done():
+                loop.add_reader(fd, on_readable)
+
+        flow = self._flow
+        resumer: list[asyncio.Task[None]] = []
         loop.add_reader(fd, on_readable)
         try:
             await closed
         finally:
             loop.remove_reader(fd)
+            for task in resumer:
+                task.cancel()
 
     async def close(self) -> None:
         """Close the port if open."""

@@ -26,6 +26,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[mqtt]\nhost = \"h\"\nport = \"1883\"\n", "wrong_type", "mqtt.port"),
         ("[ble]\nenabled = 1\n", "wrong_type", "ble.enabled"),
         ("[storage]\nbatch_ms = true\n", "wrong_type", "storage.batch_ms"),
+        ("[storage]\nmax_in_flight = 5\n", "bad_value", "storage.max_in_flight"),
         ("[[serial]]\nbaud = 9600\n", "missing", "serial[0].port"),
         ("[mqtt]\nport = 1883\n", "missing", "mqtt.host"),
         ("[ble]\nenabled = true\nbackend = \"virtual\"\n", "missing", "ble.radio"),

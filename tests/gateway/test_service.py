@@ -135,6 +135,46 @@ async def test_serial_port_is_held_exclusively() -> None:
         dev.close()
 
 
+async def test_serial_reads_pause_while_the_ingest_has_no_room() -> None:
+    """Backpressure: with the flow event clear the transport leaves bytes in the OS buffer (the
+    sender blocks once it is full); when the event is set again it reads them all, nothing lost."""
+    from gateway.protocol import encode_serial
+    from gateway.transports import SerialTransport
+
+    dev = PtyDevice(KEYS)
+    flow = asyncio.Event()
+    flow.set()
+    got: list[object] = []
+
+    def sink(item: object, link: object) -> None:
+        got.append(item)
+        flow.clear()  # the first frame fills the backlog
+
+    transport = SerialTransport(dev.path, reopen_s=0.1, flow=flow)
+    task = asyncio.create_task(transport.run(sink))
+    try:
+        while transport.opens == 0:
+            await asyncio.sleep(0.02)
+        dev.send_raw(encode_serial(report_frame("bin-1", 1, KEYS["bin-1"])))
+        end = time.monotonic() + 5
+        while not got:
+            assert time.monotonic() < end
+            await asyncio.sleep(0.02)
+        dev.send_raw(b"".join(encode_serial(report_frame("bin-1", s, KEYS["bin-1"])) for s in range(2, 6)))
+        await asyncio.sleep(0.3)
+        assert len(got) == 1 and transport.pauses == 1      # paused: frames 2..5 wait in the pty
+        while len(got) < 5:  # each frame clears the event again: set it until all are read
+            assert time.monotonic() < end
+            flow.set()
+            await asyncio.sleep(0.02)
+        assert all(isinstance(f, bytes) for f in got)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await transport.close()
+        dev.close()
+
+
 def test_http_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 

@@ -194,3 +194,45 @@ def test_personal_count_release_period_from_policy(registry: Registry) -> None:
     with pytest.raises(RejectedReport, match="not 7200"):
         verifier.verify(report_frame("sl-1", 3, KEYS["sl-1"], kind="streetlight", w=7200 * 400000, l=7200,
                                      m={"mot": 12}, e={"mot": 500}), link="l", now=5)
+
+
+async def test_backlog_cap_pauses_then_sheds_and_recovers(registry: Registry, tmp_path: Path) -> None:
+    """Overload: the store is stuck. At max_in_flight ``room`` clears (serial links stop reading),
+    at twice that frames are shed unacknowledged and counted; once the store moves again the
+    backlog drains, ``room`` is set, and the shed frames are stored when the device re-sends."""
+    import threading
+
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                           metrics=metrics, batch_ms=5, batch_max=50, max_in_flight=20)
+    await ingest.start()
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(ingest.run_in_store(gate.wait))  # the writer thread is busy
+    c = Collector()
+    try:
+        for seq in range(1, 61):
+            ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), c.link)
+            if seq == 19:
+                assert ingest.room.is_set()
+            if seq == 20:
+                assert not ingest.room.is_set()
+                assert metrics.value("civicedge_ingest_paused") == 1
+        backlog = metrics.value("civicedge_ingest_backlog")
+        assert backlog == 40                             # 40 reports taken
+        assert metrics.value("civicedge_ingest_shed_total") == 20   # seqs 41..60 were not taken
+        assert c.acks == []
+    finally:
+        gate.set()
+        await blocker
+    await _settle(ingest)
+    assert ingest.room.is_set() and metrics.value("civicedge_ingest_paused") == 0
+    assert metrics.value("civicedge_ingest_backlog") == 0
+    assert max(s for _, s in c.acks) == 40
+    for seq in range(41, 61):                            # the device re-sends what was not ACKed
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), c.link)
+    await _settle(ingest)
+    assert max(s for _, s in c.acks) == 60
+    assert ReportQueries(db).count_reports() == 60
+    await ingest.stop()
+    ingest.close()

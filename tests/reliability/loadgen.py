@@ -37,10 +37,12 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def in_flight(sample: dict[str, float]) -> float:
-    """Frames received but not yet resolved (stored, duplicate or rejected): the ingest backlog."""
+    """Frames received but not yet resolved (stored, duplicate, rejected or shed), from the counters
+    (a cross-check of the ``civicedge_ingest_backlog`` gauge)."""
     received = sum(v for k, v in sample.items() if k.startswith("civicedge_reports_in_total"))
     done = sample.get("civicedge_reports_stored_total", 0.0) + sample.get("civicedge_reports_duplicate_total", 0.0)
     done += sum(v for k, v in sample.items() if k.startswith("civicedge_rejections_total"))
+    done += sample.get("civicedge_ingest_shed_total", 0.0)
     return received - done
 
 
@@ -53,6 +55,7 @@ class Sampler:
     interval: float = 0.5
     rss: list[int] = field(default_factory=list)
     backlog: list[float] = field(default_factory=list)
+    paused: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -64,7 +67,9 @@ class Sampler:
         while not self._stop.wait(self.interval):
             try:
                 self.rss.append(rss_kib(self.pid))
-                self.backlog.append(in_flight(scrape(self.metrics_url)))
+                sample = scrape(self.metrics_url)
+                self.backlog.append(sample.get("civicedge_ingest_backlog", in_flight(sample)))
+                self.paused.append(sample.get("civicedge_ingest_paused", 0.0))
             except (OSError, RuntimeError):
                 return  # the process is gone
 
