@@ -7,6 +7,7 @@ import asyncio
 
 SAFE_REPL_S = 120
 SAFE_SLEEP_S = 3600
+SAFE_RETRY_S = 900
 
 
 def _say(msg):
@@ -38,6 +39,16 @@ async def main():
             import machine
 
             machine.deepsleep(SAFE_SLEEP_S * 1000)
+            return
+        # A mains board (a streetlight) must not stay dark for good after a brownout storm: try
+        # again with a fresh count after a while. A firmware that really crash-loops comes back
+        # here after CRASH_LIMIT boots, so that costs one retry per SAFE_RETRY_S.
+        _say("retrying in %d s with a fresh crash count (Ctrl-C stays in safe mode)" % SAFE_RETRY_S)
+        await asyncio.sleep(SAFE_RETRY_S)
+        import machine
+
+        bootstate.mark_stable(machine)
+        machine.reset()
         return
     if cfg is None:
         _say("cannot start: %s" % problem)

@@ -144,6 +144,7 @@ class FakeMachine:
     cause = 1
     wake = 4
     slept = []
+    resets = []
     uarts = []
     pins = {}
     adcs = {}
@@ -161,6 +162,9 @@ class FakeMachine:
     @staticmethod
     def deepsleep(ms=0):
         FakeMachine.slept.append(ms)
+    @staticmethod
+    def reset():
+        FakeMachine.resets.append(FakeMachine.RTC().memory())
     @staticmethod
     def UART(id, baudrate=115200, tx=None, rx=None):
         u = _FakeUART(id, baudrate, tx, rx); FakeMachine.uarts.append(u)

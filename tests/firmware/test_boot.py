@@ -82,7 +82,7 @@ write_board(CFG)
 FakeMachine.RTC().memory(b"CE" + bytes([3]))   # three unclean boots before this one
 FakeMachine.cause = FakeMachine.WDT_RESET
 boot()
-exec(MAIN_SRC, {"__name__": "__main__"})
+exec(MAIN_SRC.replace("SAFE_RETRY_S = 900", "SAFE_RETRY_S = 0"), {"__name__": "__main__"})
 """)
     assert "safe mode after 4 unclean boots: firmware not started" in res.stdout
     assert "civicedge: safe mode after 4 unclean boots; fix, then" in res.stdout  # printed by main() on the loop
@@ -133,3 +133,22 @@ asyncio.create_task(report())
 """, board="bin-esp32c3")
     assert "battery board: REPL for 0 s, then deep sleep for 3600 s" in res.stdout
     assert last_json(res) == [3600000]
+
+
+def test_mains_board_in_safe_mode_retries_with_a_fresh_count(mpy: Mpy) -> None:
+    """A streetlight after a reset storm: safe mode, then after SAFE_RETRY_S a reset with the crash
+    counter cleared, so it runs again once the storm is over (Ctrl-C at the REPL cancels the retry)."""
+    res = run(mpy, """
+write_board(CFG)
+FakeMachine.RTC().memory(b"CE" + bytes([3]))
+FakeMachine.cause = FakeMachine.WDT_RESET
+boot()
+exec(MAIN_SRC.replace("SAFE_RETRY_S = 900", "SAFE_RETRY_S = 0"), {"__name__": "__main__"})
+import asyncio
+async def report():
+    await asyncio.sleep_ms(50)
+    print(json.dumps([list(m) for m in FakeMachine.resets]))
+asyncio.create_task(report())
+""")
+    assert "retrying in 0 s with a fresh crash count" in res.stdout
+    assert last_json(res) == [[ord("C"), ord("E"), 0]]
