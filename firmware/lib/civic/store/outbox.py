@@ -3,7 +3,9 @@
 Each frame lives in ``<dir>/<seq as 8 hex digits>.<r|a>`` (``a`` = alarm), written with
 :mod:`civic.store.atomic` (temp file + rename + CRC), so a power loss mid-write leaves either
 no entry or a complete one. Leftover temp files and entries failing their CRC are removed
-at start-up (counted in ``corrupt``). The index of entries is kept in RAM, sorted by seq.
+at start-up (counted in ``corrupt``). The index of entries is kept in RAM, sorted by seq. The
+number of frames dropped at the cap is kept in ``<dir>/dropped`` so it survives reboots (written
+only when a frame is dropped, which is rare).
 """
 
 import os
@@ -24,9 +26,10 @@ class Outbox:
             raise ValueError("outbox: max_entries must be >= 1")
         self.dir = directory.rstrip("/")
         self.max_entries = max_entries
-        self.dropped = 0
         self.corrupt = 0
         atomic.makedirs(self.dir)
+        self._dropped_path = self.dir + "/dropped"
+        self.dropped = self._load_dropped()
         self._index = []  # sorted list of (seq, is_alarm)
         for name in os.listdir(self.dir):
             path = self.dir + "/" + name
@@ -44,6 +47,13 @@ class Outbox:
                 continue
             self._index.append(entry)
         self._index.sort()
+
+    def _load_dropped(self):
+        try:
+            raw = atomic.read(self._dropped_path)
+            return int(raw) if raw else 0
+        except (atomic.CorruptFile, ValueError):
+            return 0  # a damaged counter restarts; the gateway still sees the seq gaps
 
     @staticmethod
     def _parse_name(name):
@@ -77,6 +87,7 @@ class Outbox:
             s, a = self._index.pop(victim)
             atomic.remove(self._path(s, a))
             self.dropped += 1
+            atomic.write(self._dropped_path, b"%d" % self.dropped)
         atomic.write(self._path(seq, alarm), bytes(frame))
         self._index.append((seq, bool(alarm)))
 
