@@ -95,8 +95,11 @@ async def step(count: int, work: Path, settle_s: float) -> dict[str, object]:
                               cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
         assert gw.stdout is not None
         end = time.monotonic() + 60
-        # select() so a gateway that hangs without printing cannot hang the bench.
-        while not (select.select([gw.stdout], [], [], 0.2)[0] and "ready" in gw.stdout.readline()):
+        # poll() so a gateway that hangs without printing cannot hang the bench (select() cannot
+        # take descriptors above 1023, and a big fleet holds thousands of ptys).
+        poller = select.poll()
+        poller.register(gw.stdout, select.POLLIN)
+        while not (poller.poll(200) and "ready" in gw.stdout.readline()):
             if gw.poll() is not None or time.monotonic() > end:
                 raise RuntimeError("gateway did not start:\n" + (work / "gw.log").read_text()[-3000:])
         # Wall time of the boundary as seen by the first board's clock.
@@ -153,6 +156,16 @@ async def sweep(counts: list[int], settle_s: float, work: Path) -> dict[str, obj
             "largest_keeping_up": max(ok, default=0), "steps": steps}
 
 
+def raise_fd_limit() -> None:
+    """Two ptys per board here and one per board in the gateway: lift the soft open-files limit
+    to the hard one (children inherit it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--short", action="store_true", help="one step of 5 boards (CI)")
@@ -160,6 +173,7 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=20.0, help="seconds after the boundary to drain")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    raise_fd_limit()
     try:
         counts = [5] if args.short else [int(x) for x in args.steps.split(",")]
     except ValueError:

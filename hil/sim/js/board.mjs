@@ -381,10 +381,30 @@ export class Board {
   }
 
   chanIn(ch, payload) {
+    if (ch === "ble" && this.linkDropped("ble") && this.bleDropped(payload)) return;
     const fn = this.channels.get(ch);
     if (!fn || !this.mp) { this.stats.chan_dropped++; return; }
     const gen = this.gen;
     this.guard(gen, () => fn(payload));
+  }
+
+  /** While BLE is dropped, a central that reconnects is thrown off again and its writes are lost;
+   * returns true for a message that must not reach the board. */
+  bleDropped(payload) {
+    let ev;
+    try {
+      ev = JSON.parse(payload).ev;
+    } catch {
+      return false;
+    }
+    if (ev === "connect") {
+      // The board sees the connection (and re-advertises when it is dropped right after).
+      this.host.emit({ ev: "fault", board: this.id, kind: "ble_disconnect" });
+      return false;
+    }
+    if (ev !== "write" && ev !== "mtu") return false;
+    this.stats.dropped++;
+    return true;
   }
 
   // ---------------------------------------------------------------- stimuli
