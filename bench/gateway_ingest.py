@@ -33,6 +33,7 @@ from gateway.resources import load_policy
 from gateway.storage.store import ReportStore
 
 TAG_LEN = 16
+STALL_S = 30.0  # no report stored for this long: something is wrong, stop instead of hanging
 
 
 def make_frames(registry: Registry, *, devices: int, per_device: int) -> list[bytes]:
@@ -81,10 +82,18 @@ async def full_rate(frames: list[bytes], registry: Registry, db: Path) -> tuple[
     start = time.perf_counter()
     chunk = 500
     for i in range(0, len(frames), chunk):
+        await service.room.wait()  # a serial transport stops reading while the backlog is at its cap
         for raw in frames[i:i + chunk]:
             service.feed(raw, link)
         await asyncio.sleep(0)  # let the pipeline run, as a transport's read loop would
-    while metrics.reports_stored._value.get() < expected:  # noqa: SLF001 - counter read for the bench
+    stored, last, stalled_at = 0, -1, time.perf_counter()
+    while stored < expected:
+        stored = int(metrics.value("civicedge_reports_stored_total"))
+        if stored != last:
+            last, stalled_at = stored, time.perf_counter()
+        elif time.perf_counter() - stalled_at > STALL_S:
+            raise SystemExit("ingest stalled at %d of %d reports stored (%d shed)"
+                             % (stored, expected, metrics.value("civicedge_ingest_shed_total")))
         await asyncio.sleep(0.005)
     while acks < expected and service._tasks:  # noqa: SLF001 - wait for the ACKs in flight
         await asyncio.sleep(0.005)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 REJECTION_REASONS = (
@@ -30,8 +32,9 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = {"gateway": gateway_id}
         r = self.registry
-        self.reports_in = Counter("civicedge_reports_in", "Frames received from devices", ["link_type"],
-                                  registry=r).labels
+        # cached: labels() takes a lock and builds a key on every call, once per received frame
+        self.reports_in = functools.lru_cache(maxsize=16)(
+            Counter("civicedge_reports_in", "Frames received from devices", ["link_type"], registry=r).labels)
         self.reports_stored = Counter("civicedge_reports_stored", "Reports committed to storage", registry=r)
         self.duplicates = Counter("civicedge_reports_duplicate", "Retransmitted reports re-acknowledged", registry=r)
         self.rejections = Counter("civicedge_rejections", "Rejected frames by reason", ["reason"], registry=r)

@@ -121,6 +121,8 @@ class IngestService:
         self.room.set()
         self._shed_logged = 0.0
         self._handling = 0  # _handle_verified tasks running
+        # read when /metrics is scraped, not set on every frame (a locked update per frame)
+        metrics.ingest_backlog.set_function(lambda: self.backlog)
 
     async def run_in_store(self, fn: Callable[..., object], *args: object) -> object:
         """Run a store method on the store's single thread."""
@@ -187,8 +189,7 @@ class IngestService:
 
     def _pressure(self) -> None:
         """Update the backlog gauge and :attr:`room` (with hysteresis) after the backlog changed."""
-        n = self.backlog
-        self._metrics.ingest_backlog.set(n)
+        n = self._outstanding + self._handling
         if self.room.is_set():
             if n >= self.max_in_flight:
                 self.room.clear()

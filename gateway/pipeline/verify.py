@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.errors import ProtocolError, RejectedReport
 from gateway.protocol.frame import FRAME_REPORT, Frame, decode_body, parse_frame, verify_tag
@@ -22,6 +21,8 @@ log = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = frozenset({"t", "k", "w", "l", "m", "e", "a", "fw"})
 REQUIRED_KEYS = ("t", "k", "w", "l", "m")
+_REQUIRED = frozenset(REQUIRED_KEYS)
+_MIN_M, _MAX_M = -(2**53), 2**53
 REPORT_TYPES = frozenset({"win", "hour", "day", "alarm"})
 FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60}  # protocol §2; "win" is the kind's window_s
 _U32 = 0xFFFFFFFF
@@ -85,24 +86,21 @@ class PolicyGate:
             return "a must be an array"
         if not codes:
             return None
+        if not all(type(c) is str for c in codes):  # an array or map is unhashable: test before the lookup
+            return "alarm codes must be strings"
         bad = sorted(str(c) for c in codes if c not in self.alarms.get(kind, frozenset()))
         if bad:
             return "alarm code(s) not in the %s policy: %s" % (kind, ", ".join(bad))
         return None
 
 
-@dataclass(frozen=True)
-class Verified:
-    """A report that passed every stateless check."""
+class Verified(NamedTuple):
+    """A report that passed every stateless check (immutable; one is built per frame)."""
 
     frame: Frame
     device: DeviceRecord
     key: bytes
     record: ReportRecord
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 class Verifier:
@@ -177,16 +175,16 @@ class Verifier:
         def bad(msg: str) -> RejectedReport:
             return RejectedReport("%s seq %d: %s" % (dev_id, seq, msg), reason="body", device_id=dev_id, seq=seq)
 
-        missing = [k for k in REQUIRED_KEYS if k not in body]
-        if missing:
-            raise bad("missing key(s) %s" % ", ".join(missing))
+        if not _REQUIRED.issubset(body):
+            raise bad("missing key(s) %s" % ", ".join(k for k in REQUIRED_KEYS if k not in body))
         if body["k"] != device.kind:
             raise RejectedReport("%s is registered as %s but reports kind %r" % (dev_id, device.kind, body["k"]),
                                  reason="kind", device_id=dev_id, seq=seq)
         rtype, w, length = body["t"], body["w"], body["l"]
-        if rtype not in REPORT_TYPES:
-            raise bad("unknown report type %r" % rtype)
-        if not (_is_int(w) and _is_int(length) and 0 <= w <= 2**40 and 0 < length <= 7 * 86400):
+        if type(rtype) is not str or rtype not in REPORT_TYPES:  # an array would be unhashable here
+            raise bad("unknown report type %r" % (rtype,))
+        # type() is int: msgpack gives exact ints, and a bool is not a number here.
+        if not (type(w) is int and type(length) is int and 0 <= w <= 2**40 and 0 < length <= 7 * 86400):
             raise bad("w and l must be integers (0 <= w, 0 < l <= 1 week)")
         if rtype == "win":
             problem = self._gate.win_period_problem(body, device.kind) if isinstance(body["m"], dict) else None
@@ -196,16 +194,18 @@ class Verifier:
             raise bad("a %s report covers %d s, not %d" % (rtype, FIXED_PERIODS[rtype], length))
         if w % length:
             raise bad("w = %d is not a multiple of l = %d" % (w, length))
+        # The policy gate already held m/e keys and alarm codes to the allowlist (so they are str).
         m, e, a = body["m"], body.get("e", {}), body.get("a", [])
-        if not all(_is_int(v) and -(2**53) < v < 2**53 for v in m.values()):
-            raise bad("measurements must be integers")
-        if not all(_is_int(v) and 0 <= v <= 10**9 for v in e.values()):
-            raise bad("epsilon accounting must be non-negative integers (milli-epsilon)")
+        for v in m.values():
+            if type(v) is not int or not _MIN_M < v < _MAX_M:
+                raise bad("measurements must be integers")
+        for v in e.values():
+            if type(v) is not int or not 0 <= v <= 10**9:
+                raise bad("epsilon accounting must be non-negative integers (milli-epsilon)")
         if (rtype == "alarm") != bool(a):
             raise bad("alarm codes belong in, and only in, alarm reports")
         fw = body.get("fw")
         if fw is not None and not (isinstance(fw, str) and len(fw) <= 64):
             raise bad("fw must be a short string")
-        return ReportRecord(device=dev_id, seq=seq, kind=device.kind, zone=device.zone, type=rtype, w=w, l=length,
-                            m={str(k): int(v) for k, v in m.items()}, e={str(k): int(v) for k, v in e.items()},
-                            a=[str(c) for c in a], fw=fw, received_at=now, link=link, digest=frame_digest(raw))
+        return ReportRecord(dev_id, seq, device.kind, device.zone, rtype, w, length, m, e, a, fw, now, link,
+                            frame_digest(raw))

@@ -10,8 +10,7 @@ import hashlib
 import hmac
 import re
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -27,11 +26,12 @@ MIN_FRAME = 25
 MAX_FRAME = 1024
 MAX_ID_LEN = 32
 _ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,32}\Z")
+_U32 = struct.Struct(">I")
 
 
-@dataclass(frozen=True)
-class Frame:
-    """A parsed (not yet authenticated) frame.
+class Frame(NamedTuple):
+    """A parsed (not yet authenticated) frame (immutable; a NamedTuple because one is built per
+    received frame and a frozen dataclass costs several times more to construct).
 
     Attributes:
         version: protocol version byte.
@@ -121,14 +121,12 @@ def parse_frame(data: bytes) -> Frame:
     body_end = len(data) - TAG_LEN
     if body_end - body_start < 1:
         raise ProtocolError("frame has no body", reason="malformed")
+    data = bytes(data)  # slices of bytes are bytes (a bytearray from a decoder is copied once)
     ident = data[3 : 3 + id_len]
     if _ID_RE.match(ident) is None:
         raise ProtocolError("device id contains characters outside [A-Za-z0-9._-]", reason="malformed")
-    (seq,) = struct.unpack_from(">I", data, 3 + id_len)
-    return Frame(
-        version=data[0], type=ftype, device_id=ident.decode("ascii"), seq=seq,
-        body=bytes(data[body_start:body_end]), tag=bytes(data[body_end:]), signed=bytes(data[:body_end]),
-    )
+    return Frame(VERSION, ftype, ident.decode("ascii"), _U32.unpack_from(data, 3 + id_len)[0],
+                 data[body_start:body_end], data[body_end:], data[:body_end])
 
 
 def verify_tag(frame: Frame, key: bytes) -> bool:

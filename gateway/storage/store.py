@@ -1,7 +1,7 @@
 """Report store: SQLite in WAL mode, one writer connection, batched transactions.
 
-A batch of reports is inserted in ONE transaction together with their readings, alarms,
-provenance chain entries and (when upstream is configured) MQTT outbox messages, so after a
+A batch of reports is inserted in ONE transaction together with their alarms, provenance chain
+entries and (when upstream is configured) MQTT outbox messages, so after a
 crash either all of it exists or none of it does. ``INSERT OR IGNORE`` on ``UNIQUE(device, seq)``
 makes a retransmission a no-op. Methods are synchronous; the async service calls them from one
 dedicated thread.
@@ -16,7 +16,7 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from gateway.errors import StorageError
 from gateway.storage import provenance
@@ -25,9 +25,8 @@ from gateway.storage.schema import apply_schema
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ReportRecord:
-    """A verified report ready to store.
+class ReportRecord(NamedTuple):
+    """A verified report ready to store (immutable; a NamedTuple because one is built per report).
 
     Attributes:
         device: device id. seq: report seq. kind: device kind. zone: registry zone at ingest.
@@ -165,7 +164,6 @@ class ReportStore:
             if len(ids) != added:
                 raise sqlite3.DatabaseError("rowid allocation did not follow MAX(id); %d of %d new rows found"
                                             % (len(ids), added))
-            readings: list[tuple[Any, ...]] = []
             alarms: list[tuple[Any, ...]] = []
             chain: list[tuple[Any, ...]] = []
             for rec in records:
@@ -173,8 +171,6 @@ class ReportStore:
                 if rid is None:  # stored before, or earlier in this batch
                     result.duplicates.append((rec.device, rec.seq))
                     continue
-                readings.extend((rid, rec.device, rec.kind, rec.zone, f, rec.w, rec.l, v)
-                                for f, v in sorted(rec.m.items()))
                 alarms.extend((rid, rec.device, rec.kind, rec.zone, code, rec.w, rec.seq) for code in rec.a)
                 new_hash = provenance.entry_hash(device=rec.device, seq=rec.seq, gateway=gw, digest=rec.digest,
                                                  prev=head)
@@ -184,9 +180,6 @@ class ReportStore:
                 if self._encoder is not None:
                     queued.append(self._encoder(rec))
                 result.inserted.append((rec.device, rec.seq))
-            conn.executemany(
-                "INSERT INTO readings (report_id, device, kind, zone, field, w, l, value) VALUES (?,?,?,?,?,?,?,?)",
-                readings)
             if alarms:
                 conn.executemany(
                     "INSERT INTO alarms (report_id, device, kind, zone, code, w, seq) VALUES (?,?,?,?,?,?,?)", alarms)
@@ -302,7 +295,7 @@ class ReportStore:
     # -- retention ------------------------------------------------------------------------
 
     def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float) -> int:
-        """Remove every field value older than its retention; return the readings removed.
+        """Remove every field value older than its retention; return the readings (``m`` values) removed.
 
         Args:
             retention_days: ``(kind, field) -> days`` (policy.json values, possibly shortened by config).
@@ -314,9 +307,13 @@ class ReportStore:
         try:
             for (kind, fld), days in sorted(retention_days.items()):
                 cutoff = int(now) - days * 86400
-                cur = conn.execute("DELETE FROM readings WHERE kind=? AND field=? AND w + l <= ?", (kind, fld, cutoff))
-                removed += cur.rowcount
-                path = "$." + fld
+                if '"' in fld:  # no reported field is named so (the policy allowlist), and a path cannot quote it
+                    log.warning("retention: field name %r cannot occur in a report; skipped", fld)
+                    continue
+                path = '$."%s"' % fld  # quoted: a field name is one key, never a path
+                removed += int(conn.execute(
+                    "SELECT COUNT(*) FROM reports WHERE kind=? AND w + l <= ? AND json_type(m, ?) IS NOT NULL",
+                    (kind, cutoff, path)).fetchone()[0])
                 conn.execute(
                     "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)"
                     " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import ProvenanceError, StorageError
 from gateway.storage import ReportQueries, ReportRecord, ReportStore
-from gateway.storage.provenance import export_chain, verify_export
+from gateway.storage.provenance import entry_hash, export_chain, verify_export
 
 T0 = 1_700_000_100 - (1_700_000_100 % 3600)
 
@@ -77,6 +80,54 @@ def test_retention_removes_old_fields_only(tmp_path: Path) -> None:
     assert [r.w for r in q.readings(field="temp", start=0, end=2**40)] == [new]
 
 
+V1_READINGS = """
+CREATE TABLE readings (report_id INTEGER NOT NULL REFERENCES reports (id) ON DELETE CASCADE, device TEXT NOT NULL,
+    kind TEXT NOT NULL, zone TEXT NOT NULL, field TEXT NOT NULL, w INTEGER NOT NULL, l INTEGER NOT NULL,
+    value INTEGER NOT NULL);
+CREATE INDEX readings_field_w ON readings (field, w);
+"""
+
+
+def test_a_version_1_store_is_migrated_without_losing_a_reading(tmp_path: Path) -> None:
+    """Schema v1 kept readings in a table; v2 derives them from reports.m. Opening a v1 file with the
+    new gateway drops the table and every reading is still there, read from the reports."""
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    store.insert_batch([rec("b1", 1, w=T0, m={"fill": 30, "temp": 9}), rec("b2", 1, w=T0 + 900, m={"fill": 90})])
+    store.close()
+    conn = sqlite3.connect(db)  # turn it into a v1 file as an older gateway left it
+    conn.executescript("DROP VIEW readings;" + V1_READINGS)
+    conn.execute("INSERT INTO readings SELECT r.id, r.device, r.kind, r.zone, j.key, r.w, r.l, j.value"
+                 " FROM reports r, json_each(r.m) j")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    v1 = sorted(conn.execute("SELECT device, field, w, value FROM readings").fetchall())
+    conn.close()
+    assert len(v1) == 3
+
+    ReportStore(db, gateway_id="gw1").close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'readings'").fetchone() == ("view",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert sorted(conn.execute("SELECT device, field, w, value FROM readings").fetchall()) == v1
+    conn.close()
+    q = ReportQueries(db)
+    assert [(r.device, r.value) for r in q.readings(field="fill", start=T0, end=T0 + 3600)] == [("b1", 30), ("b2", 90)]
+
+
+def test_readings_view_matches_field_names_exactly(tmp_path: Path) -> None:
+    """A field name is a key, not a JSON path: "fill.x" or a quote finds nothing and changes nothing."""
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1")
+    store.insert_batch([rec("b1", 1, w=T0 - 100 * 86400, m={"fill": 30, "temp": 9})])
+    q = ReportQueries(tmp_path / "r.sqlite")
+    for name in ("fill.x", '"fill"', "$.fill", "fil"):
+        assert q.readings(field=name, start=0, end=2**40) == []
+    assert store.apply_retention({("bin", 'te"mp'): 1, ("bin", "temp.x"): 1}, now=T0) == 0
+    assert q.reports(device="b1")[0].m == {"fill": 30, "temp": 9}
+    assert store.apply_retention({("bin", "temp"): 1}, now=T0) == 1
+    assert q.reports(device="b1")[0].m == {"fill": 30}
+
+
 def test_outbox_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
     def enc(r: ReportRecord) -> tuple[str, bytes]:
         return "t/%s" % r.device, json.dumps({"seq": r.seq}).encode().ljust(100)
@@ -127,3 +178,19 @@ def test_outbox_cap_drop_newest(tmp_path: Path) -> None:
     res = store.insert_batch([rec("b1", s) for s in range(1, 6)])
     assert res.inserted == [("b1", s) for s in range(1, 6)]  # every report is stored regardless
     assert res.outbox_dropped == 2 and [json.loads(m.payload)["seq"] for m in store.outbox_peek(9)] == [1, 2, 3]
+
+
+_PLAIN = st.from_regex(r"[A-Za-z0-9 ._:-]{0,40}", fullmatch=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(device=st.one_of(_PLAIN, st.text(max_size=20)), gateway=st.one_of(_PLAIN, st.text(max_size=20)),
+       digest=st.one_of(_PLAIN, st.text(max_size=8)), prev=_PLAIN, seq=st.integers(-(2**40), 2**40))
+def test_chain_entry_hash_is_sha256_of_the_canonical_json(device: str, gateway: str, digest: str, prev: str,
+                                                         seq: int) -> None:
+    """The chain's definition (docs/gateway.md): SHA-256 of json.dumps(sort_keys, no spaces) of the
+    entry. The store's fast path for plain ids must give the same hash for every input."""
+    canon = json.dumps({"device": device, "seq": seq, "gateway": gateway, "digest": digest, "prev": prev},
+                       sort_keys=True, separators=(",", ":"))
+    assert entry_hash(device=device, seq=seq, gateway=gateway, digest=digest, prev=prev) == \
+        hashlib.sha256(canon.encode("utf-8")).hexdigest()

@@ -37,6 +37,11 @@ from gateway.storage import ReportQueries, ReportStore
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], l=600), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], w=1000), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=900), "body"),
+        # unhashable values where the verifier looks names up: refused, never a TypeError
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t=["win"]), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", l=60, a=[["fire"]]), "policy"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", l=60, a=[{"fire": 1}]), "policy"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": True}), "body"),
         (lambda: build_frame(FRAME_REPORT, "bin-1", 1, b"\x91\x01", KEYS["bin-1"]), "body"),
         (lambda: build_frame(FRAME_ACK, "bin-1", 1, {"t": 1}, KEYS["bin-1"]), "type"),
     ],
