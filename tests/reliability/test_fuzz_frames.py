@@ -172,6 +172,48 @@ def test_authentic_but_bad_bodies_are_refused_not_forged(registry: Registry) -> 
         assert info.value.reason == reason, raw_body
 
 
+# Any msgpack value a compromised device could put in a body: scalars of every type and nested
+# arrays and maps (unhashable where the verifier looks names up).
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=12)
+    | st.binary(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_BODY_KEYS = ("t", "k", "w", "l", "m", "e", "a", "fw")
+
+
+@settings(max_examples=EXAMPLES * 4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(device=st.sampled_from(sorted(KEYS)), changes=st.dictionaries(st.sampled_from(_BODY_KEYS + ("x",)),
+                                                                       _ANY | st.dictionaries(
+                                                                           st.sampled_from(("fill", "temp", "mot",
+                                                                                            "lux", "fire")),
+                                                                           _ANY, max_size=3),
+                                                                       min_size=1, max_size=3),
+       drop=st.sets(st.sampled_from(_BODY_KEYS), max_size=2))
+def test_authentic_bodies_of_any_shape_are_refused_by_reason(registry: Registry, device: str,
+                                                            changes: dict[str, object], drop: set[str]) -> None:
+    """A device with a valid key (compromised, or buggy firmware) sends a body with any value of any
+    type in any field: the verifier accepts it only as a well-formed report, and otherwise refuses it
+    with a counted reason; it never raises anything else (a TypeError here once escaped into the
+    transport's read loop)."""
+    from .support import body_for
+    kind = "streetlight" if device.startswith("sl") else "bin"
+    body = {k: v for k, v in body_for(kind, 7).items() if k not in drop}
+    body.update(changes)
+    frame = build_frame(1, device, 7, body, KEYS[device])
+    verifier = Verifier(registry, load_policy())
+    try:
+        verified = verifier.verify(frame, link="serial:fuzz", now=0.0)
+    except (ProtocolError, RejectedReport) as exc:
+        assert exc.reason in REJECTION_REASONS, exc.reason
+        return
+    rec = verified.record
+    assert rec.type in ("win", "hour", "day", "alarm") and rec.kind == kind
+    assert all(type(v) is int for v in rec.m.values()) and all(type(v) is int for v in rec.e.values())
+    assert all(type(c) is str for c in rec.a)
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=1200))
 def test_random_bytes_as_frames(registry: Registry, data: bytes) -> None:
