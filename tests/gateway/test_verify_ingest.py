@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import msgpack
@@ -75,6 +76,22 @@ def test_valid_alarm_and_streetlight(registry: Registry) -> None:
     assert v.record.m["mot"] == 1 and v.record.e == {"mot": 500}
 
 
+def test_a_revoke_by_another_process_is_seen_within_the_cache_time(registry: Registry) -> None:
+    """The verifier caches registry lookups; a revoke through the gateway's own Registry drops the
+    cache at once (above), one made by another process (the CLI, another Registry on the same
+    directory) is seen once the cache time has passed."""
+    verifier = Verifier(registry, load_policy(), cache_s=0.2)
+    verifier.verify(report_frame("bin-2", 1, KEYS["bin-2"]), link="l", now=0)
+    cli = Registry(registry.path)
+    cli.revoke("bin-2")
+    cli.close()
+    verifier.verify(report_frame("bin-2", 2, KEYS["bin-2"]), link="l", now=0)  # still cached
+    time.sleep(0.25)
+    with pytest.raises(RejectedReport) as info:
+        verifier.verify(report_frame("bin-2", 3, KEYS["bin-2"]), link="l", now=0)
+    assert info.value.reason == "revoked"
+
+
 class Collector:
     """Records ACKs sent on a link (the link callback is the gateway's own interface)."""
 
@@ -135,6 +152,27 @@ async def test_ingest_commit_ack_dedup_and_window(registry: Registry, tmp_path: 
     assert ("bin-1", 12) in c2.acks and ("bin-1", big) in c2.acks
     assert metrics.value("civicedge_rejections_total", {"reason": "replay"}) == 1
     assert q.count_reports() == 13
+    await ingest.stop()
+    ingest.close()
+
+
+async def test_one_cumulative_ack_per_device_and_link_per_commit(registry: Registry, tmp_path: Path) -> None:
+    """Ten reports of a device committed together are acknowledged by one ACK of the highest seq, on
+    each link they came from; another device gets its own."""
+    db = tmp_path / "r.sqlite"
+    ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                           metrics=GatewayMetrics("gw"), batch_ms=300, batch_max=1000)
+    await ingest.start()
+    a, b = Collector("serial:a"), Collector("ble:b")
+    for seq in range(1, 11):
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), a.link)
+    ingest.feed(report_frame("bin-2", 1, KEYS["bin-2"]), a.link)
+    ingest.feed(report_frame("sl-1", 1, KEYS["sl-1"], kind="streetlight"), b.link)
+    ingest.feed(report_frame("sl-1", 2, KEYS["sl-1"], kind="streetlight"), b.link)
+    await _settle(ingest)
+    assert ReportQueries(db).count_reports() == 13
+    assert sorted(a.acks) == [("bin-1", 10), ("bin-2", 1)]
+    assert b.acks == [("sl-1", 2)]
     await ingest.stop()
     ingest.close()
 
