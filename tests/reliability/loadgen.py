@@ -7,6 +7,7 @@ and after the overload phase re-sends every un-acknowledged frame as a device ou
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import select
@@ -133,17 +134,33 @@ class PacedSerialFleet:
         self.offered += sent
         return sent
 
-    def drain(self, limit_s: float) -> bool:
-        """Re-send every un-acknowledged frame (outbox behaviour) until all are ACKed or ``limit_s`` passes."""
+    def drain(self, limit_s: float, chunk: int = 2000) -> bool:
+        """Re-send every un-acknowledged frame (outbox behaviour) until all are ACKed or ``limit_s`` passes.
+
+        Like a device's outbox: the oldest un-acknowledged frames go out ``chunk`` at a time, the next
+        chunk as soon as the last one is acknowledged, or the same again after 2 s without that ACK.
+        """
+        by_dev: dict[str, list[int]] = {}
+        for dev, seq in self.frames:
+            by_dev.setdefault(dev, []).append(seq)
+        for seqs in by_dev.values():
+            seqs.sort()
         end = time.monotonic() + limit_s
         last_resend = 0.0
+        sent_up_to: dict[str, int] = {}  # highest seq of each device in the chunk last sent
         while time.monotonic() < end:
-            missing = sorted(k for k in self.frames if k[1] > self.acks.get(k[0], 0))
-            if not missing:
+            heads = {dev: seqs[bisect.bisect_right(seqs, self.acks.get(dev, 0)):] for dev, seqs in by_dev.items()}
+            if not any(heads.values()):
                 return True
-            if not self._out and time.monotonic() - last_resend > 2.0:
-                for key in missing[:2000]:
-                    self._out += encode_serial(self.frames[key])
+            chunk_acked = all(self.acks.get(dev, 0) >= seq for dev, seq in sent_up_to.items())
+            if not self._out and (chunk_acked or time.monotonic() - last_resend > 2.0):
+                per_dev = max(1, chunk // len(heads))
+                sent_up_to = {}
+                for dev, seqs in heads.items():
+                    for seq in seqs[:per_dev]:
+                        self._out += encode_serial(self.frames[(dev, seq)])
+                    if seqs:
+                        sent_up_to[dev] = seqs[:per_dev][-1]
                 last_resend = time.monotonic()
             self._pump(0.01)
         return False
