@@ -28,6 +28,9 @@ from gateway.upstream.mqtt import MqttUpstream, encode_report
 log = logging.getLogger(__name__)
 
 DRAIN_ON_STOP_S = 3.0
+# Each step of a stop after the ingest drain (links, upstream, transports) gets this long, so the
+# gateway exits in bounded time (a service manager's stop timeout) even if a radio stack hangs.
+STOP_STEP_S = 3.0
 
 
 class Gateway:
@@ -158,22 +161,35 @@ class Gateway:
         # Links stay open while in-flight reports are committed, so their ACKs still go out.
         await self.ingest.stop()
         link_tasks = [t for t in self._tasks if t.get_name() not in ("mqtt", "retention")]
-        for task in link_tasks:
-            task.cancel()
-        await asyncio.gather(*link_tasks, return_exceptions=True)
+        await _cancel(link_tasks, "links")
         if self.upstream is not None and self.store.outbox_depth and self.upstream.connected:
             deadline = time.monotonic() + DRAIN_ON_STOP_S
             while self.store.outbox_depth and self.upstream.connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-        rest = [t for t in self._tasks if t not in link_tasks]
-        for task in rest:
-            task.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
+        await _cancel([t for t in self._tasks if t not in link_tasks], "upstream and housekeeping")
         for transport in self.transports:
-            await transport.close()
+            try:
+                await asyncio.wait_for(transport.close(), STOP_STEP_S)
+            except asyncio.TimeoutError:
+                log.warning("closing %s took over %.0f s; left behind", type(transport).__name__, STOP_STEP_S)
         if self._web is not None:
             await self._web.cleanup()
         self.ingest.close()
         self.store.close()
         self.registry.close()
         log.info("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)
+
+
+async def _cancel(tasks: list["asyncio.Task[Any]"], what: str) -> None:
+    """Cancel ``tasks`` and wait up to :data:`STOP_STEP_S` for them; name the ones that hang."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=STOP_STEP_S)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("stopping %s: %s ended with %r", what, task.get_name(), task.exception())
+    if pending:
+        log.warning("stopping %s: %s did not finish within %.0f s; left behind", what,
+                    ", ".join(sorted(t.get_name() for t in pending)), STOP_STEP_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -74,4 +75,12 @@ async def _run(config: "object") -> int:
     await stop.wait()
     await gateway.stop()
     sys.stdout.flush()
+    leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    if leftover:
+        # Everything is committed and closed; a task that ignored cancellation (a hung radio stack)
+        # must not keep the process from exiting (asyncio.run would wait for it forever).
+        logging.getLogger(__name__).warning("exiting past %d task(s) that ignored cancellation: %s", len(leftover),
+                                            ", ".join(sorted(t.get_name() for t in leftover)))
+        logging.shutdown()
+        os._exit(EXIT_OK)
     return EXIT_OK

@@ -187,3 +187,78 @@ def test_http_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
         assert main(["gateway", "run", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "error (open_failed)" in err and "cannot serve HTTP" in err
+
+
+async def test_a_task_that_ignores_cancellation_does_not_hold_up_the_stop(monkeypatch: pytest.MonkeyPatch,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Each stop step is bounded: a link task stuck in a radio stack is named in the log and left behind."""
+    from gateway import service
+
+    monkeypatch.setattr(service, "STOP_STEP_S", 0.2)
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                continue  # swallows the cancel, as a hung stack can
+
+    async def polite() -> None:
+        await asyncio.sleep(10)
+
+    tasks = [asyncio.create_task(stubborn(), name="ble"), asyncio.create_task(polite(), name="serial:/dev/x")]
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="gateway.service"):
+        await service._cancel(tasks, "links")
+    assert time.monotonic() - started < 2.0
+    assert tasks[1].cancelled() and not tasks[0].done()
+    assert "stopping links: ble did not finish" in caplog.text
+    release.set()
+    tasks[0].cancel()
+    await asyncio.wait(tasks, timeout=1)
+
+
+STUCK_GATEWAY = """
+import asyncio, os, signal, sys
+from gateway import service
+from gateway.cli import run_cmd
+from gateway.config.loader import default_config
+
+
+class StuckGateway:
+    http_port = None
+
+    def __init__(self, config):
+        pass
+
+    async def start(self):
+        async def stuck():
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    pass
+        self.task = asyncio.create_task(stuck(), name="stuck-radio")
+        asyncio.get_running_loop().call_later(0.3, os.kill, os.getpid(), signal.SIGTERM)
+
+    async def stop(self):
+        print("stopped", flush=True)
+
+
+service.Gateway = StuckGateway
+sys.exit(asyncio.run(run_cmd._run(default_config())))
+"""
+
+
+def test_the_gateway_process_exits_past_a_task_that_ignores_cancellation(tmp_path: Path) -> None:
+    """`civicedge gateway run` exits after its stop even if a task would keep asyncio.run waiting."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", STUCK_GATEWAY], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env={**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped" in proc.stdout
+    assert "exiting past 1 task(s) that ignored cancellation: stuck-radio" in proc.stderr
