@@ -183,7 +183,7 @@ def test_outbox_cap_drop_newest(tmp_path: Path) -> None:
 _PLAIN = st.from_regex(r"[A-Za-z0-9 ._:-]{0,40}", fullmatch=True)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(device=st.one_of(_PLAIN, st.text(max_size=20)), gateway=st.one_of(_PLAIN, st.text(max_size=20)),
        digest=st.one_of(_PLAIN, st.text(max_size=8)), prev=_PLAIN, seq=st.integers(-(2**40), 2**40))
 def test_chain_entry_hash_is_sha256_of_the_canonical_json(device: str, gateway: str, digest: str, prev: str,

@@ -183,7 +183,7 @@ _ANY = st.recursive(
 _BODY_KEYS = ("t", "k", "w", "l", "m", "e", "a", "fw")
 
 
-@settings(max_examples=EXAMPLES * 4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES * 2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(device=st.sampled_from(sorted(KEYS)), changes=st.dictionaries(st.sampled_from(_BODY_KEYS + ("x",)),
                                                                        _ANY | st.dictionaries(
                                                                            st.sampled_from(("fill", "temp", "mot",
