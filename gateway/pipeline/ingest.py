@@ -188,8 +188,8 @@ class IngestService:
         return self._outstanding + self._handling
 
     def _pressure(self) -> None:
-        """Update the backlog gauge and :attr:`room` (with hysteresis) after the backlog changed."""
-        n = self._outstanding + self._handling
+        """Update :attr:`room` (with hysteresis) after the backlog changed."""
+        n = self.backlog
         if self.room.is_set():
             if n >= self.max_in_flight:
                 self.room.clear()

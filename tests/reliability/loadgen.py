@@ -149,18 +149,20 @@ class PacedSerialFleet:
         last_resend = 0.0
         sent_up_to: dict[str, int] = {}  # highest seq of each device in the chunk last sent
         while time.monotonic() < end:
-            heads = {dev: seqs[bisect.bisect_right(seqs, self.acks.get(dev, 0)):] for dev, seqs in by_dev.items()}
-            if not any(heads.values()):
+            # index of each device's oldest un-acknowledged seq (no copy of the long tails per pump)
+            starts = {dev: bisect.bisect_right(seqs, self.acks.get(dev, 0)) for dev, seqs in by_dev.items()}
+            if all(starts[dev] == len(seqs) for dev, seqs in by_dev.items()):
                 return True
             chunk_acked = all(self.acks.get(dev, 0) >= seq for dev, seq in sent_up_to.items())
             if not self._out and (chunk_acked or time.monotonic() - last_resend > 2.0):
-                per_dev = max(1, chunk // len(heads))
+                per_dev = max(1, chunk // len(by_dev))
                 sent_up_to = {}
-                for dev, seqs in heads.items():
-                    for seq in seqs[:per_dev]:
+                for dev, seqs in by_dev.items():
+                    head = seqs[starts[dev]:starts[dev] + per_dev]
+                    for seq in head:
                         self._out += encode_serial(self.frames[(dev, seq)])
-                    if seqs:
-                        sent_up_to[dev] = seqs[:per_dev][-1]
+                    if head:
+                        sent_up_to[dev] = head[-1]
                 last_resend = time.monotonic()
             self._pump(0.01)
         return False
