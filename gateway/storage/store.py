@@ -159,15 +159,24 @@ class ReportStore:
                   _dump(rec.a), rec.fw, rec.received_at, gw, rec.link, rec.digest) for rec in records],
             )
             added = conn.total_changes - before
-            ids = {(str(d), int(q)): int(i) for i, d, q in
-                   conn.execute("SELECT id, device, seq FROM reports WHERE id > ?", (top,))}
-            if len(ids) != added:
-                raise sqlite3.DatabaseError("rowid allocation did not follow MAX(id); %d of %d new rows found"
-                                            % (len(ids), added))
+            ids: dict[tuple[str, int], int] | None = None
+            if added == len(records):
+                # The usual case (ingest keeps known duplicates out): every row is new and, each taking
+                # MAX(id) + 1 in turn, they hold ids top+1..top+n in record order. MAX(id) confirms it.
+                last = int(conn.execute("SELECT MAX(id) FROM reports").fetchone()[0])
+                if last != top + added:
+                    raise sqlite3.DatabaseError("rowid allocation did not follow MAX(id): %d new rows end at %d,"
+                                                " not %d" % (added, last, top + added))
+            else:
+                ids = {(str(d), int(q)): int(i) for i, d, q in
+                       conn.execute("SELECT id, device, seq FROM reports WHERE id > ?", (top,))}
+                if len(ids) != added:
+                    raise sqlite3.DatabaseError("rowid allocation did not follow MAX(id); %d of %d new rows found"
+                                                % (len(ids), added))
             alarms: list[tuple[Any, ...]] = []
             chain: list[tuple[Any, ...]] = []
-            for rec in records:
-                rid = ids.pop((rec.device, rec.seq), None)
+            for i, rec in enumerate(records):
+                rid = top + 1 + i if ids is None else ids.pop((rec.device, rec.seq), None)
                 if rid is None:  # stored before, or earlier in this batch
                     result.duplicates.append((rec.device, rec.seq))
                     continue

@@ -21,7 +21,8 @@ BENCH = REPO / "bench"
 FIGURE: dict[str, str] = {
     "firmware_memory.py": r"JSON/link[\s\S]*\d+\.\d\d",
     "ble_throughput.py": r"\"ratio_vs_floor\": \d+\.\d+",
-    "gateway_ingest.py": r"ratio full/floor: \d+\.\d+",
+    "gateway_ingest.py": r"ceiling \(floor \+ storage floor, nothing else\): [\d,]+ reports/s = \d+\.\d\d of the"
+                         r" floor[\s\S]*ratio full/floor: \d+\.\d+",
     "routes_bench.py": r"planned/fixed stops ratio \d+\.\d+",
     "sim_fleet.py": r"\d+/\d+ boards running .* MB RSS per board \(floor: empty host [\d.]+ MB\)",
     "sim_time.py": r"simulated h per wall s \(idle floor [\d.]+, ratio [\d.]+\)",

@@ -42,6 +42,21 @@ def test_batch_dedup_and_persisted_window(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def test_alarms_and_chain_point_at_their_own_report_rows_with_and_without_duplicates(tmp_path: Path) -> None:
+    """All-new batches take ids from MAX(id) (no lookup); batches with duplicates look them up."""
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    store.insert_batch([rec("b1", 1), rec("b2", 1, m={}, a=["fire"]), rec("b1", 2, m={}, a=["tilt"])])  # all new
+    store.insert_batch([rec("b2", 1), rec("b3", 7, m={}, a=["fire"]), rec("b3", 7)])  # a stored one, a repeat
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT a.device, a.seq, a.code, r.device, r.seq FROM alarms a JOIN reports r"
+                        " ON r.id = a.report_id ORDER BY a.rowid").fetchall()
+    assert rows == [("b2", 1, "fire", "b2", 1), ("b1", 2, "tilt", "b1", 2), ("b3", 7, "fire", "b3", 7)]
+    chain = conn.execute("SELECT c.device, c.seq, r.digest = c.digest FROM chain c JOIN reports r"
+                         " ON r.device = c.device AND r.seq = c.seq ORDER BY c.pos").fetchall()
+    assert chain == [("b1", 1, 1), ("b2", 1, 1), ("b1", 2, 1), ("b3", 7, 1)]
+
+
 def test_read_api(tmp_path: Path) -> None:
     store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1")
     store.insert_batch([
