@@ -79,8 +79,8 @@ async def _run(config: "object") -> int:
     if leftover:
         # Everything is committed and closed; a task that ignored cancellation (a hung radio stack)
         # must not keep the process from exiting (asyncio.run would wait for it forever).
-        logging.getLogger(__name__).warning("exiting past %d task(s) that ignored cancellation: %s", len(leftover),
-                                            ", ".join(sorted(t.get_name() for t in leftover)))
+        log.warning("exiting past %d task(s) that ignored cancellation: %s", len(leftover),
+                    ", ".join(sorted(t.get_name() for t in leftover)))
         logging.shutdown()
         os._exit(EXIT_OK)
     return EXIT_OK

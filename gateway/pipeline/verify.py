@@ -25,7 +25,6 @@ _REQUIRED = frozenset(REQUIRED_KEYS)
 _MIN_M, _MAX_M = -(2**53), 2**53
 REPORT_TYPES = frozenset({"win", "hour", "day", "alarm"})
 FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60}  # protocol §2; "win" is the kind's window_s
-_U32 = 0xFFFFFFFF
 # How long a cached registry record + key is trusted before it is looked up again. Changes made
 # through the same Registry instance (revoke, rotate) invalidate the cache at once; this bounds how
 # long a change made by another process (the CLI) or a hand-edited key file takes to be seen.
