@@ -59,10 +59,14 @@ class Gateway:
         )
         sim_clock = config.sim_clock
         clock = time.time if sim_clock is None else (lambda: sim_clock.now(time.time()))
+        # The gap hold waits for a device's re-sends, which run on the device's clock: under
+        # [sim_clock] it is measured in simulated time too.
+        monotonic = time.monotonic if sim_clock is None else clock
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
-                                    gap_hold_s=config.ack_gap_hold_s, max_in_flight=config.storage.max_in_flight)
+                                    gap_hold_s=config.ack_gap_hold_s, monotonic=monotonic,
+                                    max_in_flight=config.storage.max_in_flight)
         self.transports: list[Transport] = [
             SerialTransport(p.port, baud=p.baud, metrics=self.metrics, flow=self.ingest.room) for p in config.serial
         ]

@@ -58,15 +58,15 @@ class Link:
 @dataclass
 class _DeviceWindow:
     """Per-device state. ``floor``: every seq <= floor is committed or its gap was given up on;
-    ``above``: committed seqs above ``floor``; ``gap_since``: when a gap above ``floor`` was seen."""
+    ``above``: committed seqs above ``floor``, each with the (monotonic) time it became known, which
+    is when the gap below it, if any, became visible."""
 
     committed_hi: int = 0
     accepted_hi: int = 0
     floor: int = 0
     recent: set[int] = field(default_factory=set)
-    above: set[int] = field(default_factory=set)
+    above: dict[int, float] = field(default_factory=dict)
     pending: dict[int, "asyncio.Future[None]"] = field(default_factory=dict)
-    gap_since: float | None = None
 
 
 _Queued = tuple[ReportRecord, "asyncio.Future[None]", "tuple[Verified, Link] | None"]
@@ -140,7 +140,9 @@ class IngestService:
             assert isinstance(above, list)
             if len(above) >= 2 * REPLAY_WINDOW:
                 floor, above = hi, []  # far behind: do not hold a whole backlog
-            self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=floor, above=set(above),
+            since = self._monotonic()
+            self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=floor,
+                                               above=dict.fromkeys(above, since),
                                                recent=set(above))
         self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
         self._accepting = True
@@ -259,7 +261,7 @@ class IngestService:
                 # The device really sent this seq and it will never be stored: no gap to wait for.
                 win = self._window(exc.device_id)
                 if exc.seq is not None and exc.seq > win.floor:
-                    win.above.add(exc.seq)
+                    win.above.setdefault(exc.seq, self._monotonic())
         except GatewayError as exc:  # e.g. a registry key file gone: never break the transport's read loop
             log.error("frame from %s not verified: %s", link.name, exc)
         return None
@@ -331,24 +333,25 @@ class IngestService:
             log.debug("ack failed device=%s seq=%d link=%s: %s (the device will resend)", dev, ack, link.name, exc)
 
     def _advance_floor(self, win: _DeviceWindow) -> int:
-        """Move ``floor`` over committed seqs; jump a gap only after it was held ``gap_hold_s``."""
+        """Move ``floor`` over committed seqs; jump a gap once it was visible for ``gap_hold_s``.
+
+        Each gap is held from when the first seq past it became known, so several gaps (a board
+        that rebooted twice skips two seq blocks) are held at the same time, not one after another.
+        """
+        above = win.above
+        now: float | None = None
         while True:
-            while win.floor + 1 in win.above:
+            while win.floor + 1 in above:
                 win.floor += 1
-                win.above.discard(win.floor)
-            if not win.above:
-                win.gap_since = None
+                del above[win.floor]
+            if not above:
                 return win.floor
-            now = self._monotonic()
-            if win.gap_since is None:
-                win.gap_since = now
+            past = min(above)
+            now = self._monotonic() if now is None else now
+            if now - above[past] < self._gap_hold_s:
                 return win.floor
-            if now - win.gap_since < self._gap_hold_s:
-                return win.floor
-            log.info("gap accepted seqs=%d..%d: never arrived, acknowledging past them", win.floor + 1,
-                     min(win.above) - 1)
-            win.floor = min(win.above) - 1
-            win.gap_since = None
+            log.info("gap accepted seqs=%d..%d: never arrived, acknowledging past them", win.floor + 1, past - 1)
+            win.floor = past - 1
 
     def _settled(self, count: int) -> None:
         """``count`` reports queued by feed() are committed (their ACK tasks exist) or failed."""
@@ -397,6 +400,7 @@ class IngestService:
             return
         assert isinstance(result, BatchResult)
         self._saved_floor.update(floors)
+        now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
         for rec, fut, ack in batch:
             if ack is not None:
@@ -405,7 +409,7 @@ class IngestService:
             win.pending.pop(rec.seq, None)
             win.recent.add(rec.seq)
             if rec.seq > win.floor:
-                win.above.add(rec.seq)
+                win.above.setdefault(rec.seq, now)
             win.committed_hi = max(win.committed_hi, rec.seq)
             # keep the in-memory set bounded to the window
             if len(win.recent) > 2 * REPLAY_WINDOW:

@@ -269,6 +269,9 @@ class ScenarioRun:
             if not self.pending():
                 for h in self.hosts:  # freeze virtual time: no new reports from here on
                     await h.set_speed(None)
+                # A board still loading its interpreter after a reboot boots in wall time and may
+                # write a report once it runs: wait for it before deciding the outboxes are empty.
+                await self._boots_settled(deadline)
                 await asyncio.sleep(0.3)
                 self.generated()
                 if not self.pending():
@@ -284,6 +287,14 @@ class ScenarioRun:
             await _sleep_or_stop(stop, 0.2)
         report(self._progress(await self.virtual_now_ms(), "done"))
         return not stop.is_set()
+
+    async def _boots_settled(self, deadline: float) -> None:
+        """Wait (until ``deadline``, monotonic) while any board is ``booting``."""
+        while time.monotonic() < deadline:
+            states = await asyncio.gather(*(vb.state() for vb in self.boards), return_exceptions=True)
+            if not any(isinstance(st, dict) and st.get("state") == "booting" for st in states):
+                return
+            await asyncio.sleep(0.1)
 
     def _progress(self, now_ms: int, phase: str) -> Progress:
         reports = alarms = 0

@@ -223,6 +223,37 @@ async def test_ack_held_at_gap_until_filled_or_expired(registry: Registry, tmp_p
     ingest.close()
 
 
+async def test_gaps_are_held_from_when_each_became_visible_not_one_after_another(registry: Registry,
+                                                                                  tmp_path: Path) -> None:
+    """A board that rebooted twice skips two seq blocks: both gaps are held at once, each for
+    ``gap_hold_s`` from when the first seq past it arrived (the clock here is the injected one)."""
+    now = [1000.0]
+    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                           verifier=Verifier(registry, load_policy()), metrics=GatewayMetrics("gw"), batch_ms=10,
+                           gap_hold_s=15.0, monotonic=lambda: now[0])
+    await ingest.start()
+    c = Collector()
+
+    async def send(*seqs: int) -> int:
+        for seq in seqs:
+            ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), c.link)
+        await _settle(ingest)
+        return max(s for _, s in c.acks)
+
+    assert await send(1, 10, 20) == 1  # 2..9 and 11..19 never come (seq blocks skipped at boot)
+    now[0] += 14.0
+    assert await send(20) == 1  # re-sent: both gaps still held
+    now[0] += 2.0
+    assert await send(20) == 20  # 16 s: both accepted together, not 15 s each in turn
+    assert await send(30) == 20  # a new gap, 21..29, visible from now
+    now[0] += 14.0
+    assert await send(30) == 20
+    now[0] += 1.5
+    assert await send(30) == 30
+    await ingest.stop()
+    ingest.close()
+
+
 def test_personal_count_release_period_from_policy(registry: Registry) -> None:
     """The streetlight releases its noisy PIR count every 6 h (policy release_every_s) in a "win" report."""
     verifier = Verifier(registry, load_policy())
