@@ -15,6 +15,7 @@ Other tools (provisioning, the web admin API) use this class directly::
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -175,6 +176,44 @@ class Registry:
         _write_private(self.key_path(device_id), key.hex().encode("ascii") + b"\n")
         log.info("registered device %s (kind %s, zone %s)", device_id, kind, zone)
         return self.get(device_id)
+
+    def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,
+               replace: bool = False) -> str:
+        """Register a device with the key its provisioning tool generated; idempotent.
+
+        Returns:
+            ``added`` (new device), ``unchanged`` (already registered exactly so, same key) or
+            ``replaced`` (registered with another key and ``replace`` set: the key is rotated to ``key``).
+
+        Raises:
+            RegistryError: ``bad_value`` / ``bad_key`` (as :meth:`add`); ``conflict`` (registered with
+                another key and ``replace`` not set); ``moved`` (registered with another kind, zone or
+                location: a device does not move, provision it under a new id); ``revoked`` (a
+                revoked id stays revoked: provision the board under a new id).
+        """
+        self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
+        if len(key) != KEY_LEN:
+            raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+        rec = self.lookup(device_id)
+        if rec is None:
+            self.add(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key)
+            return "added"
+        if rec.revoked:
+            raise RegistryError("device %s is revoked; provision the board under a new id" % device_id,
+                                reason="revoked", device_id=device_id)
+        if (rec.kind, rec.zone, rec.lat, rec.lon) != (kind, zone, lat, lon):
+            raise RegistryError(
+                "device %s is registered as %s in zone %r at %s,%s; a device cannot move: provision it under "
+                "a new id, or keep the registered zone and location" % (device_id, rec.kind, rec.zone, rec.lat,
+                                                                         rec.lon),
+                reason="moved", device_id=device_id)
+        if hmac.compare_digest(self.key(device_id), key):
+            return "unchanged"
+        if not replace:
+            raise RegistryError("device %s is already registered with another key" % device_id, reason="conflict",
+                                device_id=device_id)
+        self.rotate_key(device_id, key=key)
+        return "replaced"
 
     def get(self, device_id: str) -> DeviceRecord:
         """Return the record of ``device_id``.

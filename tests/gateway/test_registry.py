@@ -97,3 +97,32 @@ def test_api_errors(tmp_path: Path) -> None:
     with pytest.raises(RegistryError) as info:
         read_key_file(bad)
     assert info.value.reason == "bad_key" and "zz" not in str(info.value)
+
+
+def test_enroll_is_idempotent_and_refuses_conflicts_moves_and_revoked_ids(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "registry")
+    try:
+        key, other = bytes(range(32)), bytes(range(1, 33))
+        where = {"kind": "bin", "zone": "north", "lat": "52.1", "lon": "4.2"}
+        assert reg.enroll("bin-1", key=key, **where) == "added"
+        assert reg.enroll("bin-1", key=key, **where) == "unchanged"
+        assert reg.get("bin-1").key_version == 1
+        with pytest.raises(RegistryError) as err:
+            reg.enroll("bin-1", key=other, **where)
+        assert err.value.reason == "conflict" and other.hex() not in str(err.value) and key.hex() not in str(err.value)
+        assert reg.key("bin-1") == key
+        assert reg.enroll("bin-1", key=other, replace=True, **where) == "replaced"
+        assert reg.key("bin-1") == other and reg.get("bin-1").key_version == 2
+        for moved in ({"zone": "south"}, {"lat": "52.2"}, {"kind": "streetlight"}):
+            with pytest.raises(RegistryError) as err:
+                reg.enroll("bin-1", key=other, replace=True, **{**where, **moved})
+            assert err.value.reason == "moved"
+        reg.revoke("bin-1")
+        with pytest.raises(RegistryError) as err:
+            reg.enroll("bin-1", key=other, replace=True, **where)
+        assert err.value.reason == "revoked" and reg.get("bin-1").revoked
+        with pytest.raises(RegistryError) as err:
+            reg.enroll("bin-2", key=b"short", **where)
+        assert err.value.reason == "bad_key" and reg.lookup("bin-2") is None
+    finally:
+        reg.close()
