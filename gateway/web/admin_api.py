@@ -1,4 +1,4 @@
-"""Admin endpoints behind the bearer token: devices, revocation, key rotation, retention."""
+"""Admin endpoints behind the bearer token: devices (list, enroll, revoke, rotate key), retention."""
 
 from __future__ import annotations
 
@@ -35,6 +35,55 @@ async def admin_devices(request: web.Request) -> web.Response:
     now = ctx.now()
     devices = [device_json(d, now=now, policy=ctx.policy) for d in ctx.fleet.devices()]
     return json_response({"devices": devices, "count": len(devices)})
+
+
+ENROLL_KEYS = ("kind", "zone", "lat", "lon", "key", "replace")
+
+
+def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
+    """Types and shape only (the registry checks the values); never echoes the key."""
+    if not isinstance(body, dict):
+        raise BadParameter('body must be a JSON object {"kind", "zone", "lat", "lon", "key"[, "replace"]}',
+                           param="body")
+    unknown = sorted(set(body) - set(ENROLL_KEYS))
+    if unknown:
+        raise BadParameter(f"unknown key(s) in body: {', '.join(unknown)}", param=unknown[0])
+    for name in ENROLL_KEYS[:5]:
+        if name not in body:
+            raise BadParameter(f"body lacks '{name}'", param=name)
+        if not isinstance(body[name], str):
+            raise BadParameter(f"'{name}' must be a string", param=name)
+    replace = body.get("replace", False)
+    if not isinstance(replace, bool):
+        raise BadParameter("'replace' must be true or false", param="replace")
+    key_hex = body["key"]
+    try:
+        key = bytes.fromhex(key_hex) if len(key_hex) == 64 else b""
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise BadParameter("'key' must be 64 hex characters (the 32-byte device key)", param="key")
+    return body["kind"], body["zone"], body["lat"], body["lon"], key, replace
+
+
+@ROUTES.put("/api/admin/devices/{device_id}")
+async def enroll_device(request: web.Request) -> web.Response:
+    """Register a device with the key its provisioning tool generated (``civicedge provision --gateway``).
+
+    Idempotent: the same identity and key again answers 200 ``unchanged``; a new device 201 ``added``;
+    another key for a registered device 409 unless ``replace`` is true (then 200 ``replaced``, the old key
+    stops working). A device cannot move (other kind, zone or location: 409) and a revoked id stays revoked
+    (409). The key is never logged nor echoed.
+    """
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    admin = ctx.require_admin()
+    kind, zone, lat, lon, key, replace = _validate_enrollment(await read_json_body(request))
+    result = dict(admin.enroll(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key, replace=replace))
+    if result["result"] != "unchanged":
+        logger.info("admin enrolled device %s (%s, zone %s): %s", device_id, kind, zone, result["result"])
+    return json_response({"device": device_id, **result}, status=201 if result["result"] == "added" else 200)
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/revoke")

@@ -84,6 +84,23 @@ def openapi_document() -> dict[str, Any]:
             "summary": "Revoke a device's key", "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
             "responses": {"200": _ok("revoked"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
                           "409": _err("already revoked"), "503": _err("no registry attached")}}},
+        "/api/admin/devices/{device_id}": {"put": {
+            "summary": "Register a device with the key its provisioning tool generated (idempotent; never "
+                       "echoes the key)",
+            "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["kind", "zone", "lat", "lon", "key"], "additionalProperties": False,
+                "properties": {"kind": {"type": "string"}, "zone": {"type": "string"},
+                               "lat": {"type": "string", "description": "decimal degrees, e.g. 52.3702"},
+                               "lon": {"type": "string", "description": "decimal degrees, e.g. 4.8952"},
+                               "key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$",
+                                       "description": "the 32-byte device key, hex"},
+                               "replace": {"type": "boolean", "default": False,
+                                           "description": "replace a registration with another key"}}}}}},
+            "responses": {"201": _ok("added"), "200": _ok("unchanged or replaced"), "400": _BAD, "401": _AUTH,
+                          "408": _err("body not received in time"),
+                          "409": _err("registered with another key (without replace), elsewhere, or revoked"),
+                          "413": _err("body too large"), "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/rotate-key": {"post": {
             "summary": "Generate a new device key; the answer says where it was written, never the key",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],

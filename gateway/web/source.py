@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError
 from gateway.storage.queries import ReportQueries, StoredReport
-from gateway.web.errors import Conflict, NotFound, Unavailable
+from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
 from gateway.web.retention import RetentionSettings
 from gateway.web.views import AlarmView, DeviceView, HourlyAggregate, ReadingView
 
@@ -181,6 +181,21 @@ class RegistryAdmin:
         self._record(device_id)
         path = self._registry.rotate_key(device_id)
         return {"key_file": str(path), "key_version": int(self._registry.get(device_id).key_version)}
+
+    def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,
+               replace: bool) -> Mapping[str, Any]:
+        """Register (or confirm) a device; 400 for bad values, 409 when registered differently."""
+        try:
+            result = self._registry.enroll(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
+                                           replace=replace)
+        except RegistryError as exc:
+            reason = exc.reason or "registry"
+            if reason in ("bad_value", "bad_key"):
+                raise BadParameter(str(exc), code=reason) from None
+            if reason in ("conflict", "moved", "revoked"):
+                raise Conflict(str(exc), code=reason, param="device_id") from None
+            raise Unavailable(f"registry error ({reason})", code="registry") from None
+        return {"result": result, "key_version": int(self._registry.get(device_id).key_version)}
 
     def retention(self) -> Mapping[str, Mapping[str, int]]:
         """Effective retention ``kind -> field -> days``."""

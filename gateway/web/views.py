@@ -110,6 +110,12 @@ class FleetAdmin(Protocol):
         """Generate a new key; return where it was written (never the key itself)."""
         ...
 
+    def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,
+               replace: bool) -> Mapping[str, Any]:
+        """Register a device with the key its provisioning tool generated; idempotent. Returns
+        ``{"result": "added" | "unchanged" | "replaced", "key_version": n}`` (never the key)."""
+        ...
+
     def retention(self) -> Mapping[str, Mapping[str, int]]:
         """Effective retention in days: kind -> field -> days."""
         ...

@@ -16,6 +16,7 @@ from gateway.web.app import create_app, start_http
 
 ADMIN_CALLS = [
     ("GET", "/api/admin/devices"),
+    ("PUT", "/api/admin/devices/sl-09"),
     ("POST", "/api/admin/devices/sl-01/revoke"),
     ("POST", "/api/admin/devices/sl-01/rotate-key"),
     ("GET", "/api/admin/retention"),
@@ -42,6 +43,7 @@ async def test_admin_without_the_right_token_is_401(
         assert resp.status == 401, (method, path)
         assert (await resp.json())["error"]["code"] == code
     # Nothing changed behind a refused call.
+    assert fleet.registry.lookup("sl-09") is None
     assert not fleet.registry.get("sl-01").revoked
     assert fleet.registry.get("sl-01").key_version == 1
     assert fleet.retention.effective()[("bin", "bat")] == 90
@@ -112,6 +114,75 @@ async def test_rotate_key_writes_a_new_key_and_never_returns_or_logs_it(
         assert secret not in text
         assert secret not in caplog.text
     assert "bin-01" in caplog.text  # the action itself is logged
+
+
+def _enrollment(device_key: bytes, **overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {"kind": "streetlight", "zone": "harbour", "lat": "52.3790", "lon": "4.9000",
+                               "key": device_key.hex()}
+    body.update(overrides)
+    return body
+
+
+async def test_enroll_adds_a_device_whose_reports_are_then_accepted_and_never_shows_the_key(
+    client: TestClient, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key, other = bytes(range(32)), bytes(range(1, 33))
+    resp = await client.put("/api/admin/devices/sl-09", headers=admin_headers(), json=_enrollment(key))
+    text = await resp.text()
+    assert resp.status == 201, text
+    assert json.loads(text) == {"device": "sl-09", "result": "added", "key_version": 1}
+    assert fleet.registry.key("sl-09") == key
+    stored = fleet.queries.count_reports()
+    fleet.feed("sl-09", {"t": "win", "k": "streetlight", "w": NOW, "l": 900, "m": {"lux": 10}})
+    await fleet.settle(stored=stored + 1)
+    # Idempotent; another key conflicts unless replace is asked for; then the old key stops working.
+    resp = await client.put("/api/admin/devices/sl-09", headers=admin_headers(), json=_enrollment(key))
+    assert resp.status == 200 and (await resp.json())["result"] == "unchanged"
+    resp = await client.put("/api/admin/devices/sl-09", headers=admin_headers(), json=_enrollment(other))
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "conflict"
+    assert fleet.registry.key("sl-09") == key
+    resp = await client.put("/api/admin/devices/sl-09", headers=admin_headers(),
+                            json=_enrollment(other, replace=True))
+    assert resp.status == 200 and await resp.json() == {"device": "sl-09", "result": "replaced", "key_version": 2}
+    assert fleet.registry.key("sl-09") == other
+    for secret in (key.hex(), other.hex(), ADMIN_TOKEN):
+        assert secret not in caplog.text
+    assert "sl-09" in caplog.text  # the action itself is logged
+
+
+async def test_enroll_refuses_moves_revoked_ids_and_bad_bodies_without_changing_anything(
+    client: TestClient, fleet: Fleet
+) -> None:
+    key = bytes(range(32))
+    where = {"kind": "streetlight", "zone": "north", "lat": "52.3702", "lon": "4.8952"}
+    cases = [
+        ("sl-01", _enrollment(key, zone="centre", lat="52.3702", lon="4.8952", kind="bin"), 409, "moved"),
+        ("sl-01", _enrollment(key, zone="north", lat="52.3702", lon="4.8952"), 409, "moved"),
+        ("bin-03", _enrollment(key, kind="bin", zone="north", lat="52.3795", lon="4.9020", replace=True), 409,
+         "revoked"),
+        ("sl-10", _enrollment(key, kind="lamp"), 400, "bad_value"),
+        ("sl-10", _enrollment(key, lat="91.0"), 400, "bad_value"),
+        ("sl-10", _enrollment(key, zone="a/b"), 400, "bad_value"),
+        ("sl-10", _enrollment(key, key="00" * 31), 400, "bad_parameter"),
+        ("sl-10", _enrollment(key, key="zz" * 32), 400, "bad_parameter"),
+        ("sl-10", _enrollment(key, key=None), 400, "bad_parameter"),
+        ("sl-10", _enrollment(key, replace="yes"), 400, "bad_parameter"),
+        ("sl-10", _enrollment(key, extra=1), 400, "bad_parameter"),
+        ("sl-10", {k: v for k, v in _enrollment(key).items() if k != "zone"}, 400, "bad_parameter"),
+        ("sl-10", [where], 400, "bad_parameter"),
+        ("bad%20id!", _enrollment(key), 400, "bad_parameter"),
+    ]
+    before = [(d.id, d.kind, d.zone, d.revoked, d.key_version) for d in fleet.registry.list()]
+    keys = {d: fleet.registry.key(d) for d, *_ in before}
+    for device, body, status, code in cases:
+        resp = await client.put(f"/api/admin/devices/{device}", headers=admin_headers(), json=body)
+        text = await resp.text()
+        assert resp.status == status, (device, body, text)
+        assert json.loads(text)["error"]["code"] == code, (device, body, text)
+        assert key.hex() not in text
+    assert [(d.id, d.kind, d.zone, d.revoked, d.key_version) for d in fleet.registry.list()] == before
+    assert {d: fleet.registry.key(d) for d, *_ in before} == keys
 
 
 async def test_retention_get_set_and_persist(client: TestClient, fleet: Fleet, tmp_path: Path) -> None:
