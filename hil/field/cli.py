@@ -31,7 +31,7 @@ from hil.field.esp_flash import execute_flash, plan_flash
 from hil.field.firmware_copy import copy_firmware, write_board_config
 from hil.field.identity import parse_location
 from hil.field.provision import provision_board
-from hil.field.registration import registered_matches
+from hil.field.registration import AdminApiRegistrar, registered_matches
 
 log = logging.getLogger(__name__)
 EXIT_PROBLEM = 1
@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     prov.add_argument("--board", help="board definition (default: the kind in the board's /board.json)")
     where = prov.add_mutually_exclusive_group(required=True)
     where.add_argument("--registry", type=Path, help="the gateway's registry directory")
-    where.add_argument("--gateway", help="gateway URL (admin API)")
-    prov.add_argument("--token-file", type=Path, help="admin token file (with --gateway)")
+    where.add_argument("--gateway", help="gateway URL, e.g. http://gateway.local:8080: register through its admin API")
+    prov.add_argument("--token-file", type=Path, help="the gateway's admin token file (with --gateway)")
     prov.add_argument("--force", action="store_true", help="replace an identity the board already has")
     prov.add_argument("--repl-timeout", type=float, default=10.0, help="seconds to wait for the REPL")
     prov.set_defaults(func=_provision)
@@ -97,7 +97,8 @@ def _flash(args: argparse.Namespace) -> int:
         out.print(f"flashed {definition.name} on {args.port}: firmware as {result.mode} "
                   f"(device .mpy v{result.device_mpy}), {len(result.copied)} files copied, "
                   f"{len(result.unchanged)} unchanged, all verified by hash")
-        out.print("next: civicedge provision --port %s --id ID --zone ZONE --location LAT,LON --registry DIR" % args.port)
+        out.print("next: civicedge provision --port %s --id ID --zone ZONE --location LAT,LON "
+                  "(--registry DIR | --gateway URL --token-file FILE)" % args.port)
         return 0
     return EXIT_ERROR
 
@@ -107,11 +108,14 @@ def _provision(args: argparse.Namespace) -> int:
     out = Console(highlight=False, markup=False, soft_wrap=True)
     with _errors(out):
         lat, lon = parse_location(args.location)
+        registrar = None
         if args.gateway is not None:
-            raise GatewayRegistrationError(
-                "the gateway admin API cannot add devices (it revokes and rotates keys only); register through the "
-                "gateway's registry directory with --registry DIR (on the gateway host or a synced copy)",
-                gateway=args.gateway)
+            registrar = AdminApiRegistrar(args.gateway, _admin_token(args.token_file))
+            if registrar.plain_http_remote:
+                out.print(f"warning: the device key goes to {args.gateway} over plain HTTP; serve the gateway's "
+                          "API over TLS (https://) when provisioning from another host")
+        elif args.token_file is not None:
+            raise GatewayRegistrationError("--token-file goes with --gateway URL (the admin API), not --registry")
         with _steps(out) as step:
             step("connect to the board")
             dut = open_board(args.port, timeout_s=args.repl_timeout)
@@ -119,7 +123,7 @@ def _provision(args: argparse.Namespace) -> int:
                 kind = _board_kind(dut, args.board)
                 step("write identity and register")
                 result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat, lon=lon,
-                                         registry_dir=args.registry, force=args.force)
+                                         registry_dir=args.registry, registrar=registrar, force=args.force)
                 if args.board is not None:
                     step("write board config")
                     write_board_config(dut, load_board(args.board).to_device_config())
@@ -131,6 +135,20 @@ def _provision(args: argparse.Namespace) -> int:
         out.print("next: reset the board (or civicedge check --port %s ...) and watch it report" % args.port)
         return 0
     return EXIT_ERROR
+
+
+def _admin_token(path: Path | None) -> str:
+    """The admin token from ``--token-file`` (first line, stripped)."""
+    if path is None:
+        raise GatewayRegistrationError("--gateway needs the admin token: --token-file FILE (the gateway's "
+                                       "[http] admin_token_file)")
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GatewayRegistrationError(f"cannot read the admin token file {path}: {exc}", token_file=str(path)) from None
+    if not token:
+        raise GatewayRegistrationError(f"the admin token file {path} is empty", token_file=str(path))
+    return token
 
 
 def _board_kind(dut: Dut, board: str | None) -> str:

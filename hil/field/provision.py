@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from hil.dut import Dut
 from hil.field.device import read_identity, write_identity
@@ -18,6 +19,10 @@ from hil.field.identity import Identity, new_identity
 from hil.field.registration import Registration, register_device
 
 log = logging.getLogger(__name__)
+
+# Registers an identity with the gateway: (identity, force) -> what happened. Either a registry
+# directory (register_device) or the gateway's admin API (registration.AdminApiRegistrar).
+Registrar = Callable[[Identity, bool], Registration]
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,15 @@ class ProvisionResult:
 
 
 def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str, lon: str,
-                    registry_dir: Path, force: bool = False) -> ProvisionResult:
+                    registry_dir: Path | None = None, registrar: Registrar | None = None,
+                    force: bool = False) -> ProvisionResult:
     """Give the board an identity and register it.
 
     Args:
         dut: an open board.
         device_id, kind, zone, lat, lon: the identity fields (kind from the board definition).
-        registry_dir: the gateway's registry directory.
+        registry_dir: the gateway's registry directory, or
+        registrar: another way to register (e.g. :class:`hil.field.registration.AdminApiRegistrar`).
         force: replace an identity the board already has (and its registration's key).
 
     Raises:
@@ -55,6 +62,16 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
         GatewayRegistrationError: the registry refused the device.
         DeviceIOError: the board could not be read or written.
     """
+    if (registry_dir is None) == (registrar is None):
+        raise ValueError("pass exactly one of registry_dir and registrar")
+    if registrar is not None:
+        register = registrar
+    else:
+        directory = Path(str(registry_dir))
+
+        def register(ident: Identity, replace: bool) -> Registration:
+            return register_device(directory, ident, force=replace)
+
     wanted = new_identity(device_id=device_id, kind=kind, zone=zone, lat=lat, lon=lon)
     current = read_identity(dut)
     if current is not None and not force:
@@ -66,11 +83,11 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
                 f"{current.fingerprint}); pass --force to replace it (the old identity stops reporting)",
                 existing_id=current.id, requested_id=device_id)
         # Same identity already there: keep its key, just make sure the registry has it.
-        registration = register_device(registry_dir, current, force=False)
+        registration = register(current, False)
         log.info("board %s already provisioned; registry %s", current.id, registration.value)
         return ProvisionResult(current, False, registration)
     # Register first: a board holding a key the gateway does not know would report into the void.
-    registration = register_device(registry_dir, wanted, force=force)
+    registration = register(wanted, force)
     write_identity(dut, wanted)
     written = read_identity(dut)
     if written != wanted:

@@ -1,14 +1,18 @@
-"""Register a provisioned device with the gateway through its registry directory.
+"""Register a provisioned device with the gateway: through its registry directory (on the
+gateway host, or a copy synced to it) or through its admin HTTP API (``PUT /api/admin/devices/{id}``).
 
-The gateway's admin HTTP API has no endpoint to add a device (it can revoke and rotate keys),
-so registration goes through the registry directory the gateway reads (on the gateway host,
-or a copy synced to it).
+Both end in :meth:`gateway.registry.Registry.enroll`, so they accept and refuse the same things.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import json
 import logging
+import urllib.error
+import urllib.parse
+import urllib.request
 from enum import Enum
 from pathlib import Path
 
@@ -55,34 +59,105 @@ def register_device(registry_dir: Path, identity: Identity, *, force: bool = Fal
         GatewayRegistrationError: the id is registered differently and ``force`` is not set,
             or the registry refuses the values.
     """
-    state = registered_matches(registry_dir, identity)
-    if state is True:
-        return Registration.UNCHANGED
-    if state is False and not force:
-        raise GatewayRegistrationError(
-            f"device {identity.id} is already registered with another key or location; "
-            "pass --force to replace that registration (the old key stops working)",
-            device_id=identity.id)
     reg = _open(registry_dir)
     try:
-        rec = reg.lookup(identity.id)
-        if rec is None:
-            reg.add(identity.id, kind=identity.kind, zone=identity.zone, lat=identity.lat, lon=identity.lon,
-                    key=identity.key)
-        elif (rec.kind, rec.zone, rec.lat, rec.lon) != (identity.kind, identity.zone, identity.lat, identity.lon):
-            raise GatewayRegistrationError(
-                f"device {identity.id} is registered as {rec.kind} in zone {rec.zone!r} at {rec.lat},{rec.lon}; "
-                "the registry cannot move a device: provision it under a new id, or keep the registered "
-                "zone and location", device_id=identity.id)
-        else:
-            reg.rotate_key(identity.id, key=identity.key)
+        outcome = reg.enroll(identity.id, kind=identity.kind, zone=identity.zone, lat=identity.lat,
+                             lon=identity.lon, key=identity.key, replace=force)
     except RegistryError as exc:
-        raise GatewayRegistrationError(f"the registry refused {identity.id}: {exc}", device_id=identity.id,
-                                       reason=exc.reason) from exc
+        raise _refused(identity.id, exc.reason, str(exc)) from exc
     finally:
         reg.close()
-    log.info("registered %s in %s", identity.id, registry_dir)
-    return Registration.REPLACED if state is False else Registration.ADDED
+    if outcome != "unchanged":
+        log.info("registered %s in %s (%s)", identity.id, registry_dir, outcome)
+    return Registration(outcome)
+
+
+def _refused(device_id: str, reason: str | None, message: str) -> GatewayRegistrationError:
+    """The error a technician sees when the registry (local or behind the admin API) refuses a device."""
+    if reason == "conflict":
+        return GatewayRegistrationError(
+            f"device {device_id} is already registered with another key; "
+            "pass --force to replace that registration (the old key stops working)", device_id=device_id,
+            reason=reason)
+    return GatewayRegistrationError(f"the registry refused {device_id}: {message}", device_id=device_id,
+                                    reason=reason)
+
+
+class AdminApiRegistrar:
+    """Registers devices through a gateway's admin API (``PUT /api/admin/devices/{id}``).
+
+    Args:
+        base_url: the gateway's HTTP address, e.g. ``http://gateway.local:8080``.
+        token: the admin bearer token.
+        timeout_s: per-request timeout.
+
+    Raises:
+        GatewayRegistrationError: the URL is not http(s).
+    """
+
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0) -> None:
+        url = urllib.parse.urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise GatewayRegistrationError(f"gateway URL {base_url!r} must look like http(s)://HOST[:PORT]",
+                                           gateway=base_url)
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout_s = timeout_s
+        self.plain_http_remote = url.scheme == "http" and not _is_loopback(url.hostname)
+
+    def __call__(self, identity: Identity, force: bool) -> Registration:
+        """Register ``identity`` (see :func:`register_device` for the meaning of ``force``)."""
+        url = f"{self.base_url}/api/admin/devices/{urllib.parse.quote(identity.id, safe='')}"
+        body = json.dumps({"kind": identity.kind, "zone": identity.zone, "lat": identity.lat, "lon": identity.lon,
+                           "key": identity.key.hex(), "replace": force}).encode()
+        req = urllib.request.Request(url, data=body, method="PUT", headers={
+            "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout_s) as resp:  # noqa: S310 - the URL the user gave
+                answer = json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise self._refusal(identity.id, exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise GatewayRegistrationError(f"cannot reach the gateway at {self.base_url}: {exc}",
+                                           gateway=self.base_url) from None
+        except ValueError:
+            raise GatewayRegistrationError(f"the gateway at {self.base_url} answered something that is not JSON",
+                                           gateway=self.base_url) from None
+        try:
+            outcome = Registration(answer.get("result"))
+        except (AttributeError, ValueError):
+            raise GatewayRegistrationError(f"unexpected answer from {url}: {answer!r}", gateway=self.base_url) from None
+        if outcome is not Registration.UNCHANGED:
+            log.info("registered %s at %s (%s)", identity.id, self.base_url, outcome.value)
+        return outcome
+
+    def _refusal(self, device_id: str, exc: urllib.error.HTTPError) -> GatewayRegistrationError:
+        try:
+            err = json.loads(exc.read() or b"{}").get("error", {})
+            code, message = str(err.get("code", "")), str(err.get("message", ""))
+        except (ValueError, AttributeError, OSError):
+            code, message = "", ""
+        if exc.code == 401:
+            return GatewayRegistrationError(
+                f"the gateway refused the admin token ({code or 'unauthorized'}); pass the file of its "
+                "[http] admin_token_file with --token-file", gateway=self.base_url, reason=code or "unauthorized")
+        if exc.code == 404 or exc.code == 405:
+            return GatewayRegistrationError(
+                f"the gateway at {self.base_url} has no device enrollment endpoint (HTTP {exc.code}; an older "
+                "version?); register with --registry DIR instead", gateway=self.base_url)
+        if exc.code in (400, 409):
+            return _refused(device_id, code, message or f"HTTP {exc.code}")
+        return GatewayRegistrationError(f"the gateway answered HTTP {exc.code}: {message or exc.reason}",
+                                        gateway=self.base_url, reason=code or None)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _open(registry_dir: Path) -> Registry:

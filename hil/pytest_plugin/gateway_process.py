@@ -56,6 +56,8 @@ class GatewayProcess:
         serial_ports: data-link URLs it reads (the boards' UART ptys).
         radio_url: virtual BLE radio URL, or None for no BLE.
         http: serve the HTTP API/dashboard on a free port.
+        admin_token: when set (with ``http``), the admin API is enabled with this token, written to
+            :attr:`admin_token_path` (0600).
     """
 
     workdir: Path
@@ -65,6 +67,7 @@ class GatewayProcess:
     gateway_id: str = "gw-hil"
     proc: subprocess.Popen[str] | None = field(default=None, repr=False)
     http_port: int | None = None
+    admin_token: str | None = field(default=None, repr=False)
     _output: list[str] = field(default_factory=list, repr=False)
     _reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -77,6 +80,11 @@ class GatewayProcess:
     def registry_dir(self) -> Path:
         """The device registry directory."""
         return self.workdir / "registry"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """The admin token file (written when :attr:`admin_token` is set)."""
+        return self.workdir / "admin.token"
 
     @property
     def db_path(self) -> Path:
@@ -112,10 +120,17 @@ class GatewayProcess:
             lines += ["[ble]", "enabled = true", 'backend = "virtual"', f"radio = {_toml_str(self.radio_url)}", ""]
         if self.http:
             self.http_port = free_tcp_port()
-            lines += ["[http]", "enabled = true", 'listen = "127.0.0.1"', f"port = {self.http_port}", ""]
+            lines += ["[http]", "enabled = true", 'listen = "127.0.0.1"', f"port = {self.http_port}"]
+            if self.admin_token is not None:
+                lines.append(f"admin_token_file = {_toml_str(str(self.admin_token_path))}")
+            lines.append("")
         else:
             lines += ["[http]", "enabled = false", ""]
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.http and self.admin_token is not None:
+            fd = os.open(self.admin_token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.admin_token + "\n")
         self.config_path.write_text("\n".join(lines))
 
     def start(self, *, timeout_s: float = 30.0) -> None:

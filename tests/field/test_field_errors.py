@@ -77,11 +77,21 @@ def test_bad_location_is_refused(location: str, match: str, tmp_path: Path,
     assert match in capsys.readouterr().err
 
 
-def test_gateway_admin_registration_is_refused_with_the_way_out(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("extra", "match"), [
+    (["--gateway", "http://127.0.0.1:9"], "--token-file FILE"),
+    (["--gateway", "http://127.0.0.1:9", "--token-file", "/nonexistent/admin.token"], "cannot read the admin token"),
+    (["--gateway", "ftp://gw", "--token-file", "{token}"], "must look like http(s)://HOST"),
+    (["--registry", "/tmp", "--token-file", "{token}"], "--token-file goes with --gateway"),
+])
+def test_provision_through_the_gateway_needs_a_url_and_a_token_file(
+        extra: list[str], match: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before the board is touched (the port here does not exist)."""
+    token = tmp_path / "admin.token"
+    token.write_text("t" * 32 + "\n")
     rc = civicedge_main(["provision", "--port", "/dev/null-civicedge", "--id", "sl-1", "--zone", "centre",
-                         "--location", "52.1,4.2", "--gateway", "http://127.0.0.1:9", "--token-file", "/x"])
+                         "--location", "52.1,4.2", *[a.format(token=token) for a in extra]])
     assert rc == 2
-    assert "--registry" in capsys.readouterr().err
+    assert match in capsys.readouterr().err
 
 
 def test_check_needs_a_gateway_to_watch(capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,7 +48,7 @@ def sim_available() -> None:
 async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_available: None) -> None:
     board = VirtualBoard(BOARD, flash_dir=tmp_path / "flash", install=False, speed=100)
     await board.start()
-    gw = GatewayProcess(workdir=tmp_path / "gw", serial_ports=[], http=True)
+    gw = GatewayProcess(workdir=tmp_path / "gw", serial_ports=[], http=True, admin_token="field-admin-token-0123456789")
     try:
         assert not (tmp_path / "flash" / "main.py").exists()
         port = board.console_path
@@ -84,11 +84,18 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
         assert "LABEL: sl-field-1 | zone centre | key " in out
         assert key not in out and key[:16] not in out
 
-        # Provisioning again with the same id changes nothing.
+        # Provisioning again with the same id changes nothing, through the registry directory or
+        # through the running gateway's admin API alike.
         rc, again = await civicedge("provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
                                     "--location", "52.3702,4.8952", "--registry", str(gw.registry_dir),
                                     "--board", BOARD)
         assert rc == 0 and "unchanged" in again, again
+        url = f"http://127.0.0.1:{gw.http_port}"
+        rc, again = await civicedge("provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
+                                    "--location", "52.3702,4.8952", "--gateway", url,
+                                    "--token-file", str(gw.admin_token_path))
+        assert rc == 0 and "registry: unchanged" in again, again
+        assert "plain HTTP" not in again  # loopback: no warning
         assert json.loads((flash / "identity.json").read_text())["key"] == key
 
         # check restarts the firmware (soft reset), then waits for the gateway to accept a report.
@@ -104,15 +111,33 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
         assert key not in gw.output
 
         # The same check through the gateway's HTTP read API.
-        url = f"http://127.0.0.1:{gw.http_port}"
         rc, out = await civicedge("check", "--port", port, "--gateway", url, "--timeout", "30")
         assert rc == 0 and "gateway accepted a report from sl-field-1" in out, out
 
         # A file changed behind our back: check says which one and exits 1.
+        policy = (flash / "policy.json").read_bytes()
         with (flash / "policy.json").open("a") as fh:
             fh.write("\n")
         rc, out = await civicedge("check", "--port", port, "--db", str(gw.db_path), "--timeout", "30")
         assert rc == 1 and "CHANGED: /policy.json" in out, out
+        (flash / "policy.json").write_bytes(policy)
+
+        # Re-provisioned under a new id through the admin API only: the running gateway learns the
+        # device and its new key, and accepts its reports. A wrong token changes nothing.
+        new_id = ["--id", "sl-field-2", "--zone", "centre", "--location", "52.3702,4.8952", "--force"]
+        bad_token = tmp_path / "wrong.token"
+        bad_token.write_text("not-the-admin-token-000000\n")
+        rc, out = await civicedge("provision", "--port", port, *new_id, "--gateway", url, "--token-file",
+                                  str(bad_token))
+        assert rc == 2 and "refused the admin token" in out, out
+        assert json.loads((flash / "identity.json").read_text())["id"] == "sl-field-1"
+        rc, out = await civicedge("provision", "--port", port, *new_id, "--gateway", url, "--token-file",
+                                  str(gw.admin_token_path))
+        assert rc == 0 and "registry: added" in out, out
+        key2 = json.loads((flash / "identity.json").read_text())["key"]
+        assert key2 != key and key2 not in out and key2 not in gw.output
+        rc, out = await civicedge("check", "--port", port, "--gateway", url, "--timeout", "60", timeout_s=120)
+        assert rc == 0 and "gateway accepted a report from sl-field-2" in out, out + gw.output
     finally:
         gw.stop()
         await board.stop()
