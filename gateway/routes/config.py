@@ -24,52 +24,33 @@ from __future__ import annotations
 
 import csv
 import tomllib
-from dataclasses import dataclass, field
-from datetime import date, time, timezone, tzinfo
+from dataclasses import dataclass, fields
+from datetime import date
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError
 from gateway.routes.model import Depot
 from gateway.routes.parsing import parse_clock, parse_depot, parse_positive, parse_threshold, parse_timezone
-from gateway.routes.planner import PlanSettings
+from gateway.routes.planner import PlanParameters, PlanSettings
 
 _KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "bin_volumes", "start", "tz",
          "days_to_next_round",
          "time_limit_s", "matrix", "osrm", "osrm_timeout_s")
 
 
-@dataclass(frozen=True)
-class PlanDefaults:
-    """Plan settings that do not depend on the day; requests and flags may override some of them.
+@dataclass(frozen=True, kw_only=True)
+class PlanDefaults(PlanParameters):
+    """Plan parameters that do not depend on the day; requests and flags may override some of them.
 
     Attributes:
         depot: Default depot (None: every plan must be given one).
-        vehicles: Number of vehicles.
-        capacity_l: Vehicle capacity in litres.
-        threshold: Fill fraction at or above which a bin is due.
-        bin_volume_l: Volume of bins without their own.
-        bin_volumes_l: Volume per bin id in litres.
-        start: Local time rounds start.
-        tz: Time zone of dates and ``start``.
-        days_to_next_round: Prediction horizon in days.
-        time_limit_s: Solver time limit.
-        distances: Distance source.
         cache_s: How long the HTTP endpoint serves a plan from cache for the same query.
+        (the rest: :class:`gateway.routes.planner.PlanParameters`)
     """
 
     depot: Depot | None = None
-    vehicles: int = 2
-    capacity_l: float = 10_000.0
-    threshold: float = 0.8
-    bin_volume_l: float = 240.0
-    bin_volumes_l: Mapping[str, float] = field(default_factory=dict)
-    start: time = time(6, 0)
-    tz: tzinfo = timezone.utc
-    days_to_next_round: int = 1
-    time_limit_s: float = 5.0
-    distances: DistanceProvider = field(default_factory=GreatCircle)
     cache_s: float = 300.0
 
     def settings_for(self, day: date, *, depot: Depot | None = None, vehicles: int | None = None,
@@ -83,14 +64,10 @@ class PlanDefaults:
         if chosen is None:
             raise InvalidInputError("depot", "", "none given and none configured; pass LAT,LON "
                                     "(--depot, depot=, or [routes] depot in gateway.toml)")
-        return PlanSettings(
-            day=day, depot=chosen,
-            vehicles=self.vehicles if vehicles is None else vehicles,
-            capacity_l=self.capacity_l if capacity_l is None else capacity_l,
-            threshold=self.threshold if threshold is None else threshold,
-            bin_volume_l=self.bin_volume_l, bin_volumes_l=self.bin_volumes_l, start=self.start, tz=self.tz,
-            days_to_next_round=self.days_to_next_round, time_limit_s=self.time_limit_s, distances=self.distances,
-        )
+        shared = {f.name: getattr(self, f.name) for f in fields(PlanParameters)}
+        given = {"vehicles": vehicles, "capacity_l": capacity_l, "threshold": threshold}
+        shared.update({k: v for k, v in given.items() if v is not None})
+        return PlanSettings(day=day, depot=chosen, **shared)
 
 
 def _typed(key: str, value: Any, kinds: tuple[type, ...], what: str) -> Any:

@@ -16,27 +16,24 @@ from gateway.routes.solver import SolverSettings, check_capacity, solve
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PlanSettings:
-    """Everything that shapes a plan besides the bins.
+@dataclass(frozen=True, kw_only=True)
+class PlanParameters:
+    """What shapes every plan besides its day, its depot and the bins (shared by :class:`PlanSettings`
+    and the configured defaults, ``gateway.routes.config.PlanDefaults``).
 
     Attributes:
-        day: Collection date.
-        depot: Where vehicles start and end.
         vehicles: Number of vehicles.
         capacity_l: Capacity of each vehicle in litres.
         threshold: Fill fraction at or above which a bin is due.
         bin_volume_l: Volume of bins whose status carries none and that are not in ``bin_volumes_l``.
         bin_volumes_l: Volume per bin id in litres.
         start: Local time the round starts; fills are projected to it, later readings ignored.
-        tz: Time zone of ``day`` and ``start``.
+        tz: Time zone of the day and ``start``.
         days_to_next_round: Days until the next round (the prediction horizon).
         time_limit_s: Solver time limit.
         distances: Source of distances (great-circle by default).
     """
 
-    day: date
-    depot: Depot
     vehicles: int = 2
     capacity_l: float = 10_000.0
     threshold: float = 0.8
@@ -47,6 +44,19 @@ class PlanSettings:
     days_to_next_round: int = 1
     time_limit_s: float = 5.0
     distances: DistanceProvider = field(default_factory=GreatCircle)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanSettings(PlanParameters):
+    """Everything that shapes one plan besides the bins: the shared parameters, plus
+
+    Attributes:
+        day: Collection date.
+        depot: Where vehicles start and end.
+    """
+
+    day: date
+    depot: Depot
 
     def __post_init__(self) -> None:
         if isinstance(self.days_to_next_round, bool) or not isinstance(self.days_to_next_round, int) \
