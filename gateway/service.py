@@ -171,11 +171,9 @@ class Gateway:
             while self.store.outbox_depth and self.upstream.connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         await _cancel([t for t in self._tasks if t not in link_tasks], "upstream and housekeeping")
-        for transport in self.transports:
-            try:
-                await asyncio.wait_for(transport.close(), STOP_STEP_S)
-            except asyncio.TimeoutError:
-                log.warning("closing %s took over %.0f s; left behind", type(transport).__name__, STOP_STEP_S)
+        # All transports at once, one bound for all; one that fails or hangs does not keep the store open.
+        closing = [asyncio.create_task(t.close(), name=type(t).__name__) for t in self.transports]
+        await _bounded_wait(closing, "transports", failures=logging.WARNING)
         if self._web is not None:
             await self._web.cleanup()
         self.ingest.close()
@@ -188,12 +186,17 @@ async def _cancel(tasks: list["asyncio.Task[Any]"], what: str) -> None:
     """Cancel ``tasks`` and wait up to :data:`STOP_STEP_S` for them; name the ones that hang."""
     for task in tasks:
         task.cancel()
+    await _bounded_wait(tasks, what, failures=logging.DEBUG)
+
+
+async def _bounded_wait(tasks: list["asyncio.Task[Any]"], what: str, *, failures: int) -> None:
+    """Wait up to :data:`STOP_STEP_S` for ``tasks``; log those that failed (at ``failures``) or hang."""
     if not tasks:
         return
     done, pending = await asyncio.wait(tasks, timeout=STOP_STEP_S)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
-            log.debug("stopping %s: %s ended with %r", what, task.get_name(), task.exception())
+            log.log(failures, "stopping %s: %s ended with %r", what, task.get_name(), task.exception())
     if pending:
         log.warning("stopping %s: %s did not finish within %.0f s; left behind", what,
                     ", ".join(sorted(t.get_name() for t in pending)), STOP_STEP_S)

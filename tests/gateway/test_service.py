@@ -262,3 +262,50 @@ def test_the_gateway_process_exits_past_a_task_that_ignores_cancellation(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert "stopped" in proc.stdout
     assert "exiting past 1 task(s) that ignored cancellation: stuck-radio" in proc.stderr
+
+
+async def test_transports_that_fail_or_hang_on_close_do_not_keep_the_store_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Transports close together under one bound; a failing or hanging one is named and the stop goes on."""
+    import sqlite3
+
+    from gateway import service
+
+    monkeypatch.setattr(service, "STOP_STEP_S", 0.3)
+    closed: list[str] = []
+
+    class FailingClose:
+        name = "serial:/dev/fail"
+
+        async def run(self, feed: object) -> None:
+            await asyncio.Event().wait()
+
+        async def close(self) -> None:
+            raise OSError("port vanished")
+
+    class HangingClose(FailingClose):
+        name = "ble"
+
+        async def close(self) -> None:
+            await asyncio.sleep(30)
+
+    class PoliteClose(FailingClose):
+        name = "serial:/dev/ok"
+
+        async def close(self) -> None:
+            await asyncio.sleep(0.1)
+            closed.append(self.name)
+
+    gw = Gateway(load_config(make_env(tmp_path)))
+    gw.transports.extend([FailingClose(), HangingClose(), PoliteClose()])  # type: ignore[list-item]
+    await gw.start()
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="gateway.service"):
+        await gw.stop()
+    # one bound for all three (not one per transport), the polite one closed, the store closed
+    assert time.monotonic() - started < 3 * service.STOP_STEP_S + 1.0
+    assert closed == ["serial:/dev/ok"]
+    assert "stopping transports: FailingClose ended with OSError('port vanished')" in caplog.text
+    assert "stopping transports: HangingClose did not finish" in caplog.text
+    with pytest.raises(sqlite3.ProgrammingError):
+        gw.store._conn.execute("SELECT 1")  # noqa: SLF001 - closed
