@@ -26,6 +26,30 @@ MANIFEST_PATH = "/firmware.json"
 
 T = TypeVar("T")
 ATTEMPTS = 3
+# While a tool holds a board at the REPL, the firmware's watchdog (if it started one) is stretched to
+# this and fed; the board resets itself back into service this long after the tool lets go.
+SERVICE_WINDOW_S = 600
+
+# Runs on the board right after the firmware was stopped. An ESP32 watchdog cannot be stopped, only
+# given a new timeout (creating a WDT again reconfigures it; re-subscribing the task then fails with
+# OSError on the ESP32 port, after the new timeout took effect), and the firmware's object fed.
+_HOLD_WATCHDOG = """\
+def _civic_hold(ms):
+    import sys
+    hw = sys.modules.get("civic.hal.hardware")
+    wdt = getattr(hw, "WATCHDOG", None)
+    if wdt is None:
+        return False
+    import machine
+    try:
+        machine.WDT(timeout=ms)
+    except OSError:
+        pass
+    wdt.feed()
+    return True
+print(repr(_civic_hold(%d)))
+del _civic_hold
+"""
 
 
 
@@ -48,6 +72,7 @@ def with_retries(dut: Dut, action: Callable[[], T], *, attempts: int = ATTEMPTS)
             time.sleep(0.2 * attempt)
             try:
                 dut.enter_raw_repl(timeout_s=5.0)
+                hold_watchdog(dut)  # the firmware may have been restarted (by its watchdog, too)
             except DutError:
                 pass
     raise AssertionError("unreachable")
@@ -56,7 +81,8 @@ def with_retries(dut: Dut, action: Callable[[], T], *, attempts: int = ATTEMPTS)
 def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
     """Open the board's REPL console and make sure MicroPython answers (raw REPL).
 
-    Stops the running firmware (Ctrl-C), like any REPL tool.
+    Stops the running firmware (Ctrl-C), like any REPL tool, and holds its watchdog for the session
+    (:func:`hold_watchdog`).
 
     Raises:
         PortNotFoundError, PortBusyError: the port is missing or held by another program.
@@ -78,7 +104,28 @@ def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
             port=port, timeout_s=timeout_s,
         ) from exc
     log.info("MicroPython answers on %s", port)
+    try:
+        with_retries(dut, lambda: hold_watchdog(dut))
+    except DutError as exc:
+        dut.close()
+        raise BoardNotAnsweringError(f"the board on {port} stopped answering right after its firmware was "
+                                     f"stopped: {exc}; press RESET and retry", port=port) from exc
     return dut
+
+
+def hold_watchdog(dut: Dut) -> bool:
+    """Stretch the stopped firmware's watchdog to :data:`SERVICE_WINDOW_S` and feed it.
+
+    Without this, a board whose firmware started its watchdog (``wdt_ms`` in its board definition,
+    30 s for the shipped boards) resets in the middle of a session that takes longer. A board whose
+    firmware did not start one (unprovisioned, safe or recovery mode, or a bare MicroPython) is left
+    as it is. Returns True if a watchdog was held.
+    """
+    held = bool(dut.eval_code(_HOLD_WATCHDOG % (SERVICE_WINDOW_S * 1000)))
+    if held:
+        log.info("firmware watchdog on %s stretched to %d s for this session (the board resets into service "
+                 "that long after it is left at the REPL)", dut.url, SERVICE_WINDOW_S)
+    return held
 
 
 def device_mpy(dut: Dut) -> int:

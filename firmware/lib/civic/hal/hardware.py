@@ -2,6 +2,11 @@
 
 import sys
 
+# The running watchdog, if the firmware started one: a service tool that stops the firmware at the
+# REPL (civicedge flash/provision/check) stretches and feeds it, since an ESP32 watchdog cannot be
+# stopped and would otherwise reset the board in the middle of the session.
+WATCHDOG = None
+
 
 class Hardware:
     """The board's hardware objects, by io role name (``hw.pir``, ``hw.light``, ...).
@@ -22,7 +27,8 @@ class Hardware:
 
     def start_watchdog(self):
         """Start the hardware watchdog (cannot be stopped again on an ESP32)."""
-        self.wdt = self.machine.WDT(timeout=self.cfg["wdt_ms"])
+        global WATCHDOG
+        self.wdt = WATCHDOG = self.machine.WDT(timeout=self.cfg["wdt_ms"])
         return self.wdt
 
     def feed(self):
