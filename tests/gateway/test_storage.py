@@ -57,6 +57,36 @@ def test_alarms_and_chain_point_at_their_own_report_rows_with_and_without_duplic
     assert chain == [("b1", 1, 1), ("b2", 1, 1), ("b1", 2, 1), ("b3", 7, 1)]
 
 
+@pytest.mark.parametrize("bound", [None, 999, 40])
+def test_large_batches_keep_order_ids_and_chain_whatever_the_parameter_bound(tmp_path: Path,
+                                                                             bound: int | None) -> None:
+    """Rows go in through multi-row INSERTs of several sizes; 40 bound parameters allow one row at a time."""
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    if bound is not None:
+        store._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, bound)  # noqa: SLF001 - an older SQLite's bound
+    first = [rec("d%d" % (i % 7), i + 1, m={"fill": i % 100}) for i in range(347)]  # 256 + 64 + 16 + 4 + 4 + 3
+    assert len(store.insert_batch(first).inserted) == 347
+    again = first[100:110] + [rec("d9", i + 1, a=["fire"], m={}) for i in range(299)] + first[:3]
+    result = store.insert_batch(again)
+    assert len(result.inserted) == 299 and len(result.duplicates) == 13
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT id, device, seq, m FROM reports ORDER BY id").fetchall()
+    expected = [(r.device, r.seq) for r in first] + [("d9", i + 1) for i in range(299)]
+    assert [(d, s) for _, d, s, _ in stored] == expected
+    assert [i for i, _, _, _ in stored] == list(range(1, len(expected) + 1))
+    assert stored[5][3] == '{"fill":5}'
+    chain = conn.execute("SELECT pos, device, seq FROM chain ORDER BY pos").fetchall()
+    assert [(d, s) for _, d, s in chain] == expected and chain[-1][0] == len(expected)
+    alarms = conn.execute("SELECT a.seq, r.seq, r.device FROM alarms a JOIN reports r ON r.id = a.report_id").fetchall()
+    assert len(alarms) == 299 and all(a == s and d == "d9" for a, s, d in alarms)
+    conn.close()
+    store.close()
+    buf = io.StringIO()
+    assert export_chain(db, buf) == len(expected)
+    assert verify_export(buf.getvalue().splitlines()) == len(expected)
+
+
 def test_read_api(tmp_path: Path) -> None:
     store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1")
     store.insert_batch([
