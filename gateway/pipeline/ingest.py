@@ -326,8 +326,9 @@ class IngestService:
             return
         frame = build_frame(FRAME_ACK, dev, ack, {"t": int(self._clock())}, verified.key)
         try:
-            await asyncio.wait_for(link.send(frame), ACK_TIMEOUT_S)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(ACK_TIMEOUT_S):  # no extra Task per ACK, unlike wait_for
+                await link.send(frame)
+        except TimeoutError:
             log.debug("ack timeout device=%s seq=%d link=%s (the device will resend)", dev, ack, link.name)
         except (GatewayError, OSError) as exc:
             log.debug("ack failed device=%s seq=%d link=%s: %s (the device will resend)", dev, ack, link.name, exc)

@@ -193,6 +193,43 @@ async def test_ack_waits_for_commit(registry: Registry, tmp_path: Path) -> None:
     ingest.close()
 
 
+async def test_a_link_that_hangs_or_fails_on_an_ack_does_not_hold_up_others(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ACK send that hangs is given up after ACK_TIMEOUT_S and one that fails is dropped (the device
+    re-sends); reports stay stored and the other link's ACK goes out at once."""
+    from gateway.pipeline import ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "ACK_TIMEOUT_S", 0.2)
+    db = tmp_path / "r.sqlite"
+    ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                           metrics=GatewayMetrics("gw"), batch_ms=20, batch_max=1000)
+    await ingest.start()
+    sends: list[str] = []
+
+    async def hang(frame: bytes) -> None:
+        sends.append("hang")
+        await asyncio.sleep(30)
+
+    async def fail(frame: bytes) -> None:
+        sends.append("fail")
+        raise OSError("pty gone")
+
+    good = Collector("serial:good")
+    ingest.feed(report_frame("bin-1", 1, KEYS["bin-1"]), Link(name="ble:hang", kind="ble", send=hang))
+    ingest.feed(report_frame("bin-2", 1, KEYS["bin-2"]), Link(name="serial:fail", kind="serial", send=fail))
+    ingest.feed(report_frame("sl-1", 1, KEYS["sl-1"], kind="streetlight"), good.link)
+    started = time.monotonic()
+    while not good.acks:
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - started < 0.2 + 0.5  # not behind the hanging link
+    await _settle(ingest)
+    assert not ingest._tasks and time.monotonic() - started < 2.0  # the hanging send was given up
+    assert sorted(sends) == ["fail", "hang"] and good.acks == [("sl-1", 1)]
+    assert ReportQueries(db).count_reports() == 3
+    await ingest.stop()
+    ingest.close()
+
+
 def test_msgpack_body_is_what_firmware_sends() -> None:
     raw = msgpack.packb(body_for("bin", 1))
     assert decode_body(raw)["m"]["fill"] == 10
