@@ -57,21 +57,21 @@ async def test_a_held_board_is_not_reset_mid_session_and_returns_to_service_afte
 
         # Through the field tools' open_board the watchdog is stretched and fed: the same session
         # survives many watchdog periods with the board's state intact.
-        since = len(board.console_log)
-        before = wdt_resets(board)
-
-        def held() -> tuple[object, bool]:
+        def held() -> tuple[object, bool, int, int]:
             dut = open_board(board.console_path, timeout_s=10)
+            # Counted once the hold is in place: on a loaded machine the watchdog may fire between
+            # Ctrl-C and the hold, and open_board then holds the restarted firmware's (a retry).
+            before, since = wdt_resets(board), len(board.console_log)
             try:
                 dut.exec("_civic_probe = 2")
                 time.sleep(2.0)  # 100 s of board time
                 again = hold_watchdog(dut)  # holding again is harmless (a tool that retries does)
                 time.sleep(1.0)
-                return dut.eval("_civic_probe"), again
+                return dut.eval("_civic_probe"), again, before, since
             finally:
                 dut.close()
 
-        probe, again = await asyncio.to_thread(held)
+        probe, again, before, since = await asyncio.to_thread(held)
         assert probe == 2 and again is True
         assert wdt_resets(board) == before
         assert b"running" not in board.console_log[since:]
