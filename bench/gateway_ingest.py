@@ -41,8 +41,7 @@ from gateway.protocol.serial_codec import SerialDeframer, encode_serial
 from gateway.registry.devices import Registry
 from gateway.resources import load_policy
 from gateway.storage.provenance import GENESIS
-from gateway.storage.store import ReportStore
-from gateway.storage.store import _insert_rows as insert_rows  # the store's own statements
+from gateway.storage.store import INSERT_CHAIN, INSERT_REPORTS, ReportStore, insert_rows
 
 TAG_LEN = 16
 STALL_S = 30.0  # no report stored for this long: something is wrong, stop instead of hanging
@@ -88,10 +87,8 @@ def storage_rate(frames: list[bytes], registry: Registry, db: Path, batch: int =
     start = time.perf_counter()
     for i in range(0, len(rows), batch):
         conn.execute("BEGIN IMMEDIATE")
-        insert_rows(conn, "INSERT OR IGNORE INTO reports (device, seq, kind, zone, type, w, l, m, e, a, fw,"
-                    " received_at, gateway_id, link, digest) VALUES ", 15, rows[i:i + batch])
-        insert_rows(conn, "INSERT INTO chain (pos, device, seq, gateway, digest, prev, hash) VALUES ", 7,
-                    chain[i:i + batch])
+        insert_rows(conn, *INSERT_REPORTS, rows[i:i + batch])  # the store's own statements
+        insert_rows(conn, *INSERT_CHAIN, chain[i:i + batch])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     store.close()

@@ -145,17 +145,16 @@ class ReportStore:
         queued: list[tuple[str, bytes]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            # One executemany per table instead of statements per report (the per-row path was the
-            # store's cost). New rows are told apart from duplicates by their rowid: the reports table
+            # Multi-row INSERTs per table instead of a statement per report (the per-row path was the
+            # store's cost; see insert_rows). New rows are told apart from duplicates by their rowid: the reports table
             # has no AUTOINCREMENT, so rows inserted now get ids above the current maximum.
             top = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
             gw = self.gateway_id
             before = conn.total_changes
-            _insert_rows(conn, "INSERT OR IGNORE INTO reports (device, seq, kind, zone, type, w, l, m, e, a, fw,"
-                         " received_at, gateway_id, link, digest) VALUES ", 15,
-                         [(rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m),
-                           _dump(rec.e), _dump(rec.a), rec.fw, rec.received_at, gw, rec.link, rec.digest)
-                          for rec in records])
+            insert_rows(conn, *INSERT_REPORTS,
+                        [(rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m),
+                          _dump(rec.e), _dump(rec.a), rec.fw, rec.received_at, gw, rec.link, rec.digest)
+                         for rec in records])
             added = conn.total_changes - before
             ids: dict[tuple[str, int], int] | None = None
             if added == len(records):
@@ -190,7 +189,7 @@ class ReportStore:
             if alarms:
                 conn.executemany(
                     "INSERT INTO alarms (report_id, device, kind, zone, code, w, seq) VALUES (?,?,?,?,?,?,?)", alarms)
-            _insert_rows(conn, "INSERT INTO chain (pos, device, seq, gateway, digest, prev, hash) VALUES ", 7, chain)
+            insert_rows(conn, *INSERT_CHAIN, chain)
             if floors:
                 self._save_floors(floors)
             outbox_bytes, outbox_count = self._outbox_bytes, self._outbox_count
@@ -344,7 +343,13 @@ _dump = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _CHUNKS = (256, 64, 16, 4, 1)
 
 
-def _insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+# The store's row inserts: (statement head, values per row), for insert_rows.
+INSERT_REPORTS = ("INSERT OR IGNORE INTO reports (device, seq, kind, zone, type, w, l, m, e, a, fw, received_at,"
+                  " gateway_id, link, digest) VALUES ", 15)
+INSERT_CHAIN = ("INSERT INTO chain (pos, device, seq, gateway, digest, prev, hash) VALUES ", 7)
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]]) -> None:
     """Insert ``rows`` (each ``width`` values) through a few multi-row ``INSERT ... VALUES`` statements.
 
     One statement inserts many rows inside one call into SQLite, which runs without the GIL; with
