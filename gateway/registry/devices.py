@@ -73,6 +73,12 @@ class DeviceRecord:
     key_path: Path
 
 
+def _require_key_length(device_id: str, key: bytes) -> None:
+    """Raise ``bad_key`` unless ``key`` is a 32-byte device key."""
+    if len(key) != KEY_LEN:
+        raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+
+
 def generate_key() -> bytes:
     """Return 32 fresh random bytes from the OS CSPRNG."""
     return secrets.token_bytes(KEY_LEN)
@@ -162,8 +168,7 @@ class Registry:
         self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
         if key is None:
             key = generate_key()
-        if len(key) != KEY_LEN:
-            raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+        _require_key_length(device_id, key)
         now = time.time()
         try:
             self._conn.execute(
@@ -192,8 +197,7 @@ class Registry:
                 revoked id stays revoked: provision the board under a new id).
         """
         self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
-        if len(key) != KEY_LEN:
-            raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+        _require_key_length(device_id, key)
         rec = self.lookup(device_id)
         if rec is None:
             self.add(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key)
@@ -254,8 +258,7 @@ class Registry:
         """
         self.get(device_id)
         new_key = generate_key() if key is None else key
-        if len(new_key) != KEY_LEN:
-            raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+        _require_key_length(device_id, new_key)
         _write_private(self.key_path(device_id), new_key.hex().encode("ascii") + b"\n")
         self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?")
         self._key_cache.pop(device_id, None)
