@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import json
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from gateway.protocol.serial_codec import SerialDeframer, encode_serial
 from gateway.registry.devices import Registry
 from gateway.resources import load_policy
 from gateway.storage.provenance import GENESIS
-from gateway.storage.store import INSERT_CHAIN, INSERT_REPORTS, ReportStore, insert_rows
+from gateway.storage.store import INSERT_CHAIN, INSERT_REPORTS, ReportStore, insert_rows, report_row
 
 TAG_LEN = 16
 STALL_S = 30.0  # no report stored for this long: something is wrong, stop instead of hanging
@@ -81,8 +80,7 @@ def storage_rate(frames: list[bytes], registry: Registry, db: Path, batch: int =
     records = [verifier.verify(f, link="serial:bench", now=1.0).record for f in frames]
     store = ReportStore(db, gateway_id="bench")
     conn = store._conn  # noqa: SLF001 - the same connection settings the gateway writes with
-    rows = [(r.device, r.seq, r.kind, r.zone, r.type, r.w, r.l, json.dumps(r.m), json.dumps(r.e), json.dumps(r.a),
-             r.fw, r.received_at, "bench", r.link, r.digest) for r in records]
+    rows = [report_row(r, "bench") for r in records]
     chain = [(i + 1, r.device, r.seq, "bench", r.digest, GENESIS, r.digest) for i, r in enumerate(records)]
     start = time.perf_counter()
     for i in range(0, len(rows), batch):

@@ -151,10 +151,7 @@ class ReportStore:
             top = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
             gw = self.gateway_id
             before = conn.total_changes
-            insert_rows(conn, *INSERT_REPORTS,
-                        [(rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m),
-                          _dump(rec.e), _dump(rec.a), rec.fw, rec.received_at, gw, rec.link, rec.digest)
-                         for rec in records])
+            insert_rows(conn, *INSERT_REPORTS, [report_row(rec, gw) for rec in records])
             added = conn.total_changes - before
             ids: dict[tuple[str, int], int] | None = None
             if added == len(records):
@@ -341,6 +338,12 @@ _dump = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 # Rows per multi-row INSERT, largest first: a few fixed sizes keep the statements in sqlite3's
 # statement cache. Sizes whose parameters exceed the library's bound (999 before SQLite 3.32) are skipped.
 _CHUNKS = (256, 64, 16, 4, 1)
+
+
+def report_row(rec: ReportRecord, gateway_id: str) -> tuple[Any, ...]:
+    """The values of one ``reports`` row, in :data:`INSERT_REPORTS` order (m, e, a as compact JSON)."""
+    return (rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m), _dump(rec.e),
+            _dump(rec.a), rec.fw, rec.received_at, gateway_id, rec.link, rec.digest)
 
 
 # The store's row inserts: (statement head, values per row), for insert_rows.
