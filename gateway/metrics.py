@@ -25,6 +25,7 @@ class GatewayMetrics:
         ble_connected: currently connected BLE devices.
         ingest_backlog: reports received and not yet committed and acknowledged.
         ingest_paused: 1 while the backlog is at its cap and serial links are not read.
+        ingest_pauses: times the backlog reached its cap and serial reads paused.
         ingest_shed: frames not taken at twice the cap (not acknowledged: the device re-sends).
     """
 
@@ -51,6 +52,8 @@ class GatewayMetrics:
                                     registry=r)
         self.ingest_paused = Gauge("civicedge_ingest_paused", "1 while serial links are not read (backlog at cap)",
                                    registry=r)
+        self.ingest_pauses = Counter("civicedge_ingest_pauses", "Times serial reads paused at the backlog cap",
+                                     registry=r)
         self.ingest_shed = Counter("civicedge_ingest_shed", "Frames not taken at twice the backlog cap (re-sent later)",
                                    registry=r)
         self.info = Gauge("civicedge_gateway_info", "Gateway identity", ["gateway"], registry=r)

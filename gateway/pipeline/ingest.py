@@ -35,7 +35,7 @@ ACK_TIMEOUT_S = 5.0
 # would make the device drop it. Gaps that persist are legitimate (seq reservation skipped on reboot).
 GAP_HOLD_S = 15.0
 MAX_IN_FLIGHT = 5000
-SHED_LOG_EVERY_S = 10.0
+OVERLOAD_LOG_EVERY_S = 10.0
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
 
@@ -119,7 +119,10 @@ class IngestService:
         self.max_in_flight = max(1, max_in_flight)
         self.room = asyncio.Event()
         self.room.set()
-        self._shed_logged = 0.0
+        self._shed_logged: float | None = None  # monotonic time of the last "shedding" line
+        self._pause_logged: float | None = None  # monotonic time of the last "pausing" line
+        self._pauses_unlogged = 0
+        self._resume_unlogged = False  # a logged pause whose end is not logged yet
         self._handling = 0  # _handle_verified tasks running
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
@@ -196,17 +199,29 @@ class IngestService:
             if n >= self.max_in_flight:
                 self.room.clear()
                 self._metrics.ingest_paused.set(1)
-                log.warning("ingest backlog at %d reports: pausing serial reads until it falls to %d", n,
-                            self.max_in_flight * 3 // 4)
+                self._metrics.ingest_pauses.inc()
+                self._pauses_unlogged += 1
+                now = self._monotonic()
+                # Under sustained overload this cycles many times a second: one line per burst.
+                if self._pause_logged is None or now - self._pause_logged >= OVERLOAD_LOG_EVERY_S:
+                    more = self._pauses_unlogged - 1
+                    log.warning("ingest backlog at %d reports: pausing serial reads until it falls to %d%s", n,
+                                self.max_in_flight * 3 // 4,
+                                " (%d more pause(s) since the last such line)" % more if more else "")
+                    self._pause_logged = now
+                    self._pauses_unlogged = 0
+                    self._resume_unlogged = True
         elif n <= self.max_in_flight * 3 // 4:
             self.room.set()
             self._metrics.ingest_paused.set(0)
-            log.info("ingest backlog down to %d reports: reading again", n)
+            if self._resume_unlogged:
+                self._resume_unlogged = False
+                log.info("ingest backlog down to %d reports: reading again", n)
 
     def _shed(self, link: Link) -> None:
         self._metrics.ingest_shed.inc()
         now = self._monotonic()
-        if now - self._shed_logged >= SHED_LOG_EVERY_S:  # one line per burst, not one per frame
+        if self._shed_logged is None or now - self._shed_logged >= OVERLOAD_LOG_EVERY_S:  # one line per burst, not one per frame
             self._shed_logged = now
             log.warning("ingest backlog at %d reports (cap %d): shedding frames from %s unacknowledged; "
                         "devices re-send them", self.backlog, 2 * self.max_in_flight, link.name)

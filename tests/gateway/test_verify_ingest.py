@@ -347,3 +347,47 @@ async def test_backlog_cap_pauses_then_sheds_and_recovers(registry: Registry, tm
     assert ReportQueries(db).count_reports() == 60
     await ingest.stop()
     ingest.close()
+
+
+async def test_repeated_pauses_are_counted_each_time_and_logged_once_per_burst(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A gateway near its cap pauses and resumes many times a second; /metrics counts every pause
+    but the log has one "pausing" line (and its "reading again") per 10 s, saying how many it left out."""
+    import threading
+
+    now = [1000.0]
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                           verifier=Verifier(registry, load_policy()), metrics=metrics, batch_ms=1, batch_max=50,
+                           max_in_flight=8, monotonic=lambda: now[0])
+    await ingest.start()
+    c = Collector()
+    seq = 0
+
+    async def one_pause() -> None:
+        nonlocal seq
+        gate = threading.Event()
+        blocker = asyncio.ensure_future(ingest.run_in_store(gate.wait))
+        while ingest.room.is_set():
+            seq += 1
+            ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), c.link)
+        gate.set()
+        await blocker
+        await _settle(ingest)
+        assert ingest.room.is_set()
+
+    caplog.set_level("INFO", logger="gateway.pipeline.ingest")
+    try:
+        for _ in range(5):
+            await one_pause()
+        now[0] += 10.0
+        await one_pause()
+        pausing = [r.getMessage() for r in caplog.records if "pausing serial reads" in r.getMessage()]
+        resumed = [r for r in caplog.records if "reading again" in r.getMessage()]
+        assert metrics.value("civicedge_ingest_pauses_total") == 6
+        assert len(pausing) == 2 and len(resumed) == 2, pausing
+        assert "more pause" not in pausing[0] and "(4 more pause(s) since the last such line)" in pausing[1]
+        assert max(s for _, s in c.acks) == seq and len(c.acks) >= 1
+    finally:
+        await ingest.stop()
+        ingest.close()
