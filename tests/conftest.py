@@ -30,3 +30,13 @@ def mpy() -> Callable[..., MpResult]:
         return run_micropython(code, libs=[firmware_dir() / "lib"], seed=seed, heap_bytes=heap_bytes)
 
     return run
+
+
+@pytest.fixture
+def sim_available() -> None:
+    """Skip, saying why, where the simulator cannot run (no Node runtime or MicroPython build)."""
+    from hil.backends.sim_driver import simulator_unavailable_reason
+
+    reason = simulator_unavailable_reason()
+    if reason is not None:
+        pytest.skip(str(reason))

@@ -14,7 +14,6 @@ import pytest
 import serial
 
 from gateway.registry import Registry
-from hil.backends.sim_driver import simulator_unavailable_reason
 from hil.field.cli import register as _register  # noqa: F401 - the CLI module must import cleanly
 from hil.field.check import inspect_board
 from hil.field.device import open_board, read_identity
@@ -100,10 +99,8 @@ def test_check_needs_a_gateway_to_watch(capsys: pytest.CaptureFixture[str]) -> N
 
 
 @pytest.mark.slow
-async def test_board_mpy_version_and_existing_identity(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    reason = simulator_unavailable_reason()
-    if reason is not None:
-        pytest.skip(str(reason))
+async def test_board_mpy_version_and_existing_identity(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                       sim_available: None) -> None:
     caplog.set_level(logging.DEBUG)
     registry = tmp_path / "registry"
     Registry(registry).close()
@@ -207,10 +204,7 @@ def test_flash_to_a_port_without_bootloader(tmp_path: Path, silent_pty: str,
 
 
 @pytest.mark.slow
-async def test_switching_between_source_and_mpy_leaves_no_shadowing_modules(tmp_path: Path) -> None:
-    reason = simulator_unavailable_reason()
-    if reason is not None:
-        pytest.skip(str(reason))
+async def test_switching_between_source_and_mpy_leaves_no_shadowing_modules(tmp_path: Path, sim_available: None) -> None:
     flash = tmp_path / "flash"
     board = VirtualBoard("streetlight-esp32", flash_dir=flash, install=False, speed=10)
     await board.start()

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from gateway.registry import Registry
-from hil.backends.sim_driver import simulator_unavailable_reason
 from hil.pytest_plugin.gateway_process import GatewayProcess
 from hil.sim.board import VirtualBoard
 
@@ -35,13 +34,6 @@ async def civicedge(*args: str, timeout_s: float = 90.0) -> tuple[int, str]:
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
-
-
-@pytest.fixture
-def sim_available() -> None:
-    reason = simulator_unavailable_reason()
-    if reason is not None:
-        pytest.skip(str(reason))
 
 
 @pytest.mark.slow

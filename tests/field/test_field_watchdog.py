@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from hil.backends.sim_driver import simulator_unavailable_reason
 from hil.dut import Dut
 from hil.dut.errors import DutError
 from hil.field.device import SERVICE_WINDOW_S, hold_watchdog, open_board
 from hil.sim.board import VirtualBoard
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow, pytest.mark.usefixtures("sim_available")]
 
 SPEED = 50
 
@@ -28,9 +27,6 @@ def wdt_resets(board: VirtualBoard) -> int:
 
 
 async def running_board(tmp_path: Path) -> tuple[VirtualBoard, int]:
-    reason = simulator_unavailable_reason()
-    if reason is not None:
-        pytest.skip(str(reason))
     board = VirtualBoard("streetlight-esp32", device_id="sl-wdt-1", flash_dir=tmp_path / "flash", speed=SPEED)
     await board.start()
     return board, await board.wait_console("streetlight sl-wdt-1 running", timeout_s=60)
@@ -85,9 +81,6 @@ async def test_a_held_board_is_not_reset_mid_session_and_returns_to_service_afte
 
 
 async def test_a_board_without_a_running_watchdog_is_left_alone(tmp_path: Path) -> None:
-    reason = simulator_unavailable_reason()
-    if reason is not None:
-        pytest.skip(str(reason))
     board = VirtualBoard("streetlight-esp32", flash_dir=tmp_path / "flash", speed=SPEED)  # not provisioned
     await board.start()
     try:

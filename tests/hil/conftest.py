@@ -42,14 +42,11 @@ def repl_peer() -> Iterator[ReplPeer]:
 
 
 @pytest.fixture
-def blank_virtual_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def blank_virtual_board(tmp_path_factory: pytest.TempPathFactory, sim_available: None) -> Iterator[Any]:
     """A virtual board with MicroPython only (empty flash, no identity): a freshly flashed real board."""
-    from hil.backends.sim_driver import _LoopThread, simulator_unavailable_reason
+    from hil.backends.sim_driver import _LoopThread
     from hil.sim.board import VirtualBoard
 
-    reason = simulator_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
     loop = _LoopThread()
     board = VirtualBoard("bin-esp32c3", flash_dir=tmp_path_factory.mktemp("blank-flash"), install=False)
     try:

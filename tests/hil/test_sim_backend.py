@@ -83,14 +83,12 @@ def test_hard_reset_boots_the_firmware_again(hil_board: BoardHandle) -> None:
     assert board.console_text().count(f"{hil_board.device_id} running") == 2
 
 
-def test_strategy_stops_at_states_and_reports_a_refusing_firmware(tmp_path: Any) -> None:
+def test_strategy_stops_at_states_and_reports_a_refusing_firmware(tmp_path: Any, sim_available: None) -> None:
     from hil.backends.board import BoardStateError, Strategy, make_identity
     from hil.backends.errors import BackendError
-    from hil.backends.sim_driver import SimDriver, simulator_unavailable_reason
+    from hil.backends.sim_driver import SimDriver
     from hil.boards import load_board
 
-    if simulator_unavailable_reason() is not None:
-        pytest.skip(str(simulator_unavailable_reason()))
     definition = load_board("streetlight-esp32")
     identity = make_identity(definition)
     identity["key"] = "not-hex"  # a bad provisioning: the firmware must refuse, the strategy must say so
