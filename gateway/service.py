@@ -81,6 +81,7 @@ class Gateway:
         self._retention_source: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._web: Any = None
+        self._queries: Any = None  # the web's read connection, closed before the store checkpoints
         self.http_port: int | None = None
 
     def retention(self) -> dict[tuple[str, str], int]:
@@ -125,7 +126,8 @@ class Gateway:
                                                    overrides=self.config.retention_overrides)
         from gateway.routes.web import routes_for_gateway  # GET /api/routes/plan, [routes] of the config
 
-        app = create_app(store=ReportQueries(self.config.storage.path), registry=self.registry, policy=self.policy,
+        self._queries = ReportQueries(self.config.storage.path)
+        app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
                          health_checks=[self._health], extra_routes=routes_for_gateway(self.config, self.registry))
         runner = web.AppRunner(app, access_log=None)
@@ -176,6 +178,8 @@ class Gateway:
         await _bounded_wait(closing, "transports", failures=logging.WARNING)
         if self._web is not None:
             await self._web.cleanup()
+        if self._queries is not None:
+            self._queries.close()
         self.ingest.close()
         self.store.close()
         self.registry.close()

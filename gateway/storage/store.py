@@ -9,6 +9,7 @@ dedicated thread.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -103,8 +104,9 @@ class ReportStore:
         self._encoder = outbox_encoder
         self._outbox_max = outbox_max_bytes
         self._outbox_policy = outbox_policy
+        self._lock_fd = _lock_store(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed (and therefore acknowledged) report survives power loss too.
@@ -113,14 +115,25 @@ class ReportStore:
             self._conn.execute("PRAGMA busy_timeout=5000")
             apply_schema(self._conn)
         except (sqlite3.Error, OSError) as exc:
+            os.close(self._lock_fd)
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason="open_failed") from exc
         self._chain_pos, self._chain_head = provenance.last_hash(self._conn)
         row = self._conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
         self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
 
     def close(self) -> None:
-        """Close the connection (checkpointing the WAL)."""
-        self._conn.close()
+        """Checkpoint the WAL into the database file, close, and release the store for another writer.
+
+        After a clean stop ``reports.sqlite`` alone holds everything (a backup that copies only that
+        file is complete); SQLite's own checkpoint-on-close is skipped while a reader is still open.
+        """
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # a reader mid-query: the WAL stays and is replayed on next open
+            log.warning("report store %s: WAL not checkpointed at close: %s", self.path, exc)
+        finally:
+            self._conn.close()
+            os.close(self._lock_fd)
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -371,7 +384,41 @@ def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tupl
             i += size
 
 
-def secure_dir(path: Path) -> None:
-    """Create ``path`` (and parents) and restrict it to its owner (0700)."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+def _create_private(path: Path) -> None:
+    """Create the database's directory (0700) and file (0600) if missing, and make an existing file
+    owner-only: it holds per-device data (SQLite gives its -wal and -shm files the same mode)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _lock_store(path: Path) -> int:
+    """Take the store's single-writer lock (``<db>.lock``, held until :meth:`ReportStore.close`).
+
+    Two gateways writing one database would both extend the provenance chain from the same head;
+    the second's every commit would fail. The lock is advisory (``flock``): released by the kernel
+    when the process dies, so a crash never leaves a stale lock behind.
+
+    Raises:
+        StorageError: reason ``in_use`` when another process (or store in this one) holds it.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise StorageError("report store %s is in use by another gateway (pid %s); stop it first, or give this "
+                           "one its own [storage] path" % (path, holder or "unknown"), reason="in_use") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return fd

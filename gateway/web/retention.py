@@ -1,6 +1,8 @@
 """Retention settings changed through the admin API, persisted next to the gateway's data.
 
-The policy's ``retention_days`` per field is the maximum; the admin API may only shorten it.
+The policy's ``retention_days`` per field is the maximum. The gateway config's ``[retention.<kind>]``
+may lower it (the operator's deployed setting), and the admin API may only shorten it further: a
+value set through the API never outlives a restart with a stricter config.
 The gateway's retention task reads :meth:`RetentionSettings.effective`, which has the
 ``(kind, field) -> days`` shape ``gateway.storage.ReportStore.apply_retention`` takes.
 """
@@ -30,12 +32,16 @@ def policy_retention(policy: Mapping[str, Any]) -> dict[tuple[str, str], int]:
 
 
 class RetentionSettings:
-    """Per-field retention overrides (shorter than the policy), persisted as JSON.
+    """Per-field retention overrides (never longer than the config's or the policy's), persisted as JSON.
 
     Args:
         policy: the privacy policy (source of the maxima).
-        path: JSON file for the overrides (written atomically); None keeps them in memory only.
-        overrides: initial overrides, e.g. from the gateway config's ``[retention]`` section.
+        path: JSON file for the admin API's overrides (written atomically, owner-only); None keeps
+            them in memory only.
+        overrides: the gateway config's ``[retention]`` values: caps on what the API may set.
+
+    Raises:
+        BadParameter: a config value outside 1..policy maximum, or an unreadable ``path``.
     """
 
     def __init__(
@@ -45,12 +51,16 @@ class RetentionSettings:
         self._maxima = policy_retention(policy)
         self._path = path
         self._lock = threading.Lock()
-        self._overrides: dict[tuple[str, str], int] = {}
+        self._configured: dict[tuple[str, str], int] = {}
         for (kind, fname), days in (overrides or {}).items():
             self._check(kind, fname, days)
-            self._overrides[(kind, fname)] = days
+            self._configured[(kind, fname)] = days
+        self._overrides: dict[tuple[str, str], int] = {}
         if path is not None and path.is_file():
             self._load(path)
+
+    def _cap(self, key: tuple[str, str]) -> int:
+        return self._configured.get(key, self._maxima[key])
 
     def _load(self, path: Path) -> None:
         try:
@@ -60,6 +70,11 @@ class RetentionSettings:
             raise BadParameter(f"retention settings file {path} is unreadable: {exc}", param="retention") from exc
         for kind, fname, days in items:
             self._check(kind, fname, days)
+            cap = self._cap((kind, fname))
+            if days > cap:  # the config was made stricter since the API set this: the config wins
+                logger.warning("%s keeps %s.%s for %d days, longer than the gateway config's %d: using %d",
+                               path, kind, fname, days, cap, cap)
+                continue
             self._overrides[(kind, fname)] = days
 
     def _check(self, kind: str, fname: str, days: int) -> None:
@@ -71,9 +86,9 @@ class RetentionSettings:
             )
 
     def effective(self) -> dict[tuple[str, str], int]:
-        """Retention in days per (kind, field): the override where set, else the policy's value."""
+        """Retention in days per (kind, field): the API's value where set, else the config's, else the policy's."""
         with self._lock:
-            return {key: self._overrides.get(key, days) for key, days in self._maxima.items()}
+            return {key: self._overrides.get(key, self._cap(key)) for key in self._maxima}
 
     def as_json(self) -> dict[str, dict[str, int]]:
         """Effective retention as ``kind -> field -> days``."""
@@ -86,9 +101,14 @@ class RetentionSettings:
         """Set one override and persist it.
 
         Raises:
-            BadParameter: unknown field or days outside 1..policy maximum.
+            BadParameter: unknown field, or days outside 1..policy maximum or above the gateway
+                config's value for the field.
         """
         self._check(kind, fname, days)
+        configured = self._configured.get((kind, fname))
+        if configured is not None and days > configured:
+            raise BadParameter(f"retention of {kind}.{fname} may be at most {configured} days: the gateway "
+                               f"config sets [retention.{kind}] {fname} = {configured}", param="days")
         with self._lock:
             self._overrides[(kind, fname)] = days
             if self._path is not None:
@@ -98,5 +118,10 @@ class RetentionSettings:
     def _save(self, path: Path) -> None:
         doc = {"overrides": [{"kind": k, "field": f, "days": d} for (k, f), d in sorted(self._overrides.items())]}
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when a stale .tmp was left with wider permissions
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc, indent=1) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
