@@ -193,6 +193,8 @@ def _parse_ble(sec: _Section) -> BleConfig:
     if enabled and backend == "virtual" and not radio:
         raise sec.error("ble.radio", "ble.radio (the virtual radio URL) is required with backend = \"virtual\"",
                         "missing")
+    if backend == "virtual" and radio is not None:
+        _check_radio_url(sec, radio)
     service = sec.get("service_uuid", str, BleConfig.service_uuid)
     try:
         service = str(uuid.UUID(service))
@@ -202,6 +204,21 @@ def _parse_ble(sec: _Section) -> BleConfig:
                      max_connections=sec.number("max_connections", int, 4, 1, 64),
                      scan_interval_s=sec.number("scan_interval_s", float, 5.0, 0.1, 3600.0),
                      connect_timeout_s=sec.number("connect_timeout_s", float, 10.0, 0.5, 120.0))
+
+
+def _check_radio_url(sec: _Section, radio: str) -> None:
+    """Parse ``ble.radio`` as the virtual radio will, so a bad URL fails here and not in ``run``."""
+    try:
+        # Imported lazily: only simulator setups (backend = "virtual") need the harness.
+        from hil.sim.radio.errors import RadioUrlError
+        from hil.sim.radio.url import parse_radio_url
+    except ImportError as exc:
+        raise sec.error("ble.backend", "ble.backend = \"virtual\" needs the simulator (hil.sim.radio): %s" % exc,
+                        "bad_value") from exc
+    try:
+        parse_radio_url(radio)
+    except RadioUrlError as exc:
+        raise sec.error("ble.radio", "ble.radio: %s" % exc, "bad_value") from exc
 
 
 def _parse_mqtt(sec: _Section) -> MqttConfig:

@@ -1,0 +1,47 @@
+"""`gateway run --check` refuses what `gateway run` would refuse or crash on, naming the key.
+
+Each case was a QA finding: --check said "config OK" and run then failed (or raised a traceback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from hil.cli.main import main
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text("[http]\nenabled = false\n" + text if "[http]" not in text else text)
+    return path
+
+
+def check_fails(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``gateway run --check`` and then ``gateway run``: both exit 1 with the same one-line error."""
+    path = write(tmp_path, text)
+    assert main(["gateway", "run", "--config", str(path), "--check"]) == 1
+    captured = capsys.readouterr()
+    assert "config OK" not in captured.out
+    assert main(["gateway", "run", "--config", str(path)]) == 1
+    assert capsys.readouterr().err == captured.err
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+    return captured.err
+
+
+def test_ble_virtual_radio_url_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = check_fails(tmp_path, '[ble]\nenabled = true\nbackend = "virtual"\nradio = "http://x"\n', capsys)
+    assert "[ble.radio]" in err and "ws://" in err
+    ok = write(tmp_path, '[ble]\nenabled = true\nbackend = "virtual"\nradio = "ws://127.0.0.1:9000/civic"\n')
+    assert load_config(ok).ble.radio == "ws://127.0.0.1:9000/civic"
+
+
+@pytest.mark.parametrize("radio", ["ws://127.0.0.1/civic", "ws://:9000/civic", "ws://h:9000/bad room"])
+def test_ble_radio_url_errors_name_the_key(tmp_path: Path, radio: str) -> None:
+    path = write(tmp_path, '[ble]\nenabled = true\nbackend = "virtual"\nradio = "%s"\n' % radio)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.reason, info.value.key) == ("bad_value", "ble.radio")
