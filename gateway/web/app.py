@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.errors import GatewayError
 from gateway.web import admin_api, opendata, pages, read_api
@@ -32,6 +33,27 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_BODY_TIMEOUT_S = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT_S = 15.0
 HealthCheck = Callable[[], Sequence[str]]
+
+
+class _WithoutRequestBytes(logging.Filter):
+    """aiohttp logs a request it cannot parse (line or header too long, too many headers, bad
+    syntax) at ERROR with a traceback that quotes the offending bytes, which may be a token in a
+    header or URL. Keep one INFO line saying who and what kind of error, never the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "refused a malformed HTTP request from %s: %s (HTTP %s)", (
+                peer, type(exc).__name__, exc.code)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+# The server logger aiohttp is given (handler_args below): parse errors through the filter above.
+http_logger = logging.getLogger("gateway.web.http")
+http_logger.addFilter(_WithoutRequestBytes())
 
 
 def _json_error(err: WebError) -> web.Response:
@@ -132,7 +154,7 @@ def build_app(
     # they hold under any AppRunner: idle keep-alive closed, small header limits, no access log
     # (a request line could carry a mistyped token).
     handler_args = {"keepalive_timeout": keepalive_timeout_s, "max_line_size": 4096, "max_field_size": 4096,
-                    "max_headers": 64, "access_log": None}
+                    "max_headers": 64, "access_log": None, "logger": http_logger}
     app = web.Application(
         client_max_size=max_body_bytes, middlewares=[_security_headers, _errors_middleware],
         handler_args=handler_args,

@@ -82,3 +82,35 @@ async def test_limits_hold_under_a_plain_app_runner(fleet: Fleet, caplog: pytest
     finally:
         await runner.cleanup()
     assert "secret=x" not in caplog.text
+
+
+async def test_a_request_that_cannot_be_parsed_is_logged_in_one_line_without_its_bytes(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's own message for a header or URL over the limit quotes it, with a traceback: a
+    token sent that way must not reach the gateway's log."""
+    caplog.set_level(logging.DEBUG)
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=0.5)
+    secret = "SECRET-" + ADMIN_TOKEN
+    requests = [
+        b"GET /api/admin/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secret.encode() + b"a" * 5000
+        + b"\r\n\r\n",
+        b"GET /api/devices?token=" + secret.encode() + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (i, secret.encode()) for i in range(100))
+        + b"\r\n",
+    ]
+    try:
+        for request in requests:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), timeout=5)
+            assert status.split()[1] in (b"400", b"414", b"431")
+            writer.close()
+    finally:
+        await server.stop()
+    assert secret not in caplog.text and "Traceback" not in caplog.text
+    refused = [r for r in caplog.records if r.getMessage().startswith("refused a malformed HTTP request from")]
+    assert len(refused) == len(requests) and all(r.levelno == logging.INFO for r in refused)
