@@ -28,7 +28,10 @@ from gateway.errors import ConfigError
 from gateway.resources import load_policy
 
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
-             "routes")  # [routes] is validated by gateway.routes.config
+             "routes")  # [routes] is validated by gateway.routes.config (see _check_routes)
+# Names gateway.routes gives its InvalidInputError.field, as [routes] keys.
+_ROUTES_FIELD_KEYS = {"depot": "depot", "timezone": "tz", "start": "start", "threshold": "threshold",
+                      "bin volumes": "bin_volumes"}
 MIN_TOKEN_LEN = 16
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
@@ -181,6 +184,8 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
         sim_clock = SimClockConfig(speed=sc.number("speed", float, None, 0.001, 1e6),
                                    virtual_at=sc.get("virtual_at", float, required=True),
                                    wall_at=sc.get("wall_at", float, required=True))
+    if "routes" in top.data:
+        _check_routes(top.data["routes"], source, base)
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
                          sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source)
@@ -253,6 +258,33 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
     cfg = HttpConfig(enabled=enabled, listen=sec.get("listen", str, "127.0.0.1"),
                      port=sec.number("port", int, 8080, 0, 65535), admin_token_file=token_path)
     return cfg if enabled else None
+
+
+def _check_routes(data: Any, source: Path | None, base: Path) -> None:
+    """Validate ``[routes]`` with the planner's own parser, as ``run`` does when it mounts the plan endpoint.
+
+    Raises:
+        ConfigError: ``unknown_key`` or ``bad_value`` (a wrong value, an unreadable matrix or bin-volumes
+            file) with the ``routes.<key>`` concerned.
+    """
+    # Imported lazily: gateway.routes loads the OR-Tools solver, which only [routes] users need.
+    from gateway.routes.config import _KEYS as ROUTES_KEYS
+    from gateway.routes.config import parse_plan_defaults
+    from gateway.routes.errors import InvalidInputError, MatrixError, RoutesError
+
+    sec = _Section(data, "routes", source, ROUTES_KEYS)
+    try:
+        parse_plan_defaults(sec.data, base=base)
+    except RoutesError as exc:
+        name = ""
+        if isinstance(exc, InvalidInputError):
+            name = exc.field.removeprefix("routes.")
+            name = _ROUTES_FIELD_KEYS.get(name, name)
+        elif isinstance(exc, MatrixError):
+            name = "osrm" if "osrm" in sec.data else "matrix"
+        key = "routes.%s" % name if name in sec.data else "routes"
+        named = isinstance(exc, InvalidInputError) and exc.field == key
+        raise sec.error(key, str(exc) if named else "%s: %s" % (key, exc), "bad_value") from exc
 
 
 def _parse_retention(data: Any, source: Path | None) -> tuple[dict[tuple[str, str], int], float]:

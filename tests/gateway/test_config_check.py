@@ -45,3 +45,29 @@ def test_ble_radio_url_errors_name_the_key(tmp_path: Path, radio: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert (info.value.reason, info.value.key) == ("bad_value", "ble.radio")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "key"),
+    [
+        ("foo = 1\n", "unknown_key", "routes.foo"),
+        ('vehicles = "x"\n', "bad_value", "routes.vehicles"),
+        ('tz = "Mars/Olympus"\n', "bad_value", "routes.tz"),
+        ('depot = "abc"\n', "bad_value", "routes.depot"),
+        ('start = "25:00"\n', "bad_value", "routes.start"),
+        ('matrix = "absent.csv"\n', "bad_value", "routes.matrix"),
+        ('bin_volumes = "absent.csv"\n', "bad_value", "routes.bin_volumes"),
+        ('osrm = "ftp://osrm.local"\n', "bad_value", "routes.osrm"),
+    ],
+)
+def test_routes_table_is_validated_by_the_loader(tmp_path: Path, text: str, reason: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[routes]\n" + text))
+    assert (info.value.reason, info.value.key) == (reason, key)
+    assert key.split(".", 1)[1] in str(info.value)
+
+
+def test_routes_check_and_run_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "[routes.tz]" in check_fails(tmp_path, '[routes]\ntz = "Mars/Olympus"\n', capsys)
+    good = write(tmp_path, '[routes]\ndepot = "52.37,4.89"\ntz = "Europe/Amsterdam"\nvehicles = 2\n')
+    assert main(["gateway", "run", "--config", str(good), "--check"]) == 0
