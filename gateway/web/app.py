@@ -23,7 +23,7 @@ from gateway.errors import GatewayError
 from gateway.web import admin_api, opendata, pages, read_api
 from gateway.web.auth import AdminToken
 from gateway.web.context import CONTEXT_KEY, WebContext
-from gateway.web.errors import WebError
+from gateway.web.errors import BadParameter, WebError
 from gateway.web.retention import RetentionSettings
 from gateway.web.views import FleetAdmin, FleetSource
 
@@ -60,6 +60,14 @@ def _json_error(err: WebError) -> web.Response:
     return web.json_response(err.to_json(), status=err.status)
 
 
+def _reject_repeated(query: Any) -> None:
+    """No endpoint takes a parameter twice; which copy would apply is not obvious, so refuse it."""
+    if len(query) != len(set(query)):
+        name = next(k for k in query if len(query.getall(k)) > 1)
+        raise BadParameter(f"parameter '{name}' is given {len(query.getall(name))} times; give it once",
+                           param=name)
+
+
 @web.middleware
 async def _errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -75,6 +83,7 @@ async def _errors_middleware(
             status=413,
         )
     try:
+        _reject_repeated(request.query)
         return await handler(request)
     except WebError as err:
         if err.status >= 500:

@@ -110,6 +110,8 @@ async def test_dashboard_summary(client: TestClient) -> None:
         ("/opendata/ngsi-ld/v1/entities?type=Lamp", "type", "Streetlight"),
         ("/opendata/ngsi-ld/v1/entities?options=compact", "options", "keyValues"),
         ("/opendata/readings.csv?field=mac", "field", "unknown field"),
+        ("/api/devices?kind=bin&kind=streetlight", "kind", "given 2 times"),
+        ("/opendata/readings.csv?from=1&limit=5&from=2&from=3", "from", "given 3 times"),
     ],
 )
 async def test_bad_parameters_get_400_naming_the_parameter(
