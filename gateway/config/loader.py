@@ -7,6 +7,7 @@ Relative paths are resolved against the config file's directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -34,6 +35,7 @@ _ROUTES_FIELD_KEYS = {"depot": "depot", "timezone": "tz", "start": "start", "thr
                       "bin volumes": "bin_volumes"}
 MIN_TOKEN_LEN = 16
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
                list: "an array"}
 
@@ -226,14 +228,35 @@ def _check_radio_url(sec: _Section, radio: str) -> None:
         raise sec.error("ble.radio", "ble.radio: %s" % exc, "bad_value") from exc
 
 
+def _is_host(text: str) -> bool:
+    """True for an IP address or a well-formed DNS host name (not resolved: see ``_check_listen``)."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    labels = name.split(".")
+    # All-numeric labels would be an IPv4 address, and this one did not parse as one (999.1.1.1).
+    return (0 < len(name) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+            and not all(label.isdigit() for label in labels))
+
+
 def _parse_mqtt(sec: _Section) -> MqttConfig:
     host = sec.get("host", str, required=True)
+    if not _is_host(host):
+        # An empty host made the upstream task end at once, silently ("upstream :1883").
+        raise sec.error("mqtt.host", "mqtt.host %r must be the broker's host name or IP address" % host, "bad_value")
+    client_id = sec.get("client_id", str)
+    if client_id is not None and not client_id:
+        raise sec.error("mqtt.client_id", "mqtt.client_id must not be empty (leave it out for the default"
+                        " civicedge-<gateway id>)", "bad_value")
     prefix = sec.get("topic_prefix", str, "civicedge")
     if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/") or prefix.endswith("/"):
         raise sec.error("mqtt.topic_prefix", "mqtt.topic_prefix %r must be non-empty, without + # and without a"
                         " leading or trailing /" % prefix, "bad_value")
     return MqttConfig(host=host, port=sec.number("port", int, 1883, 1, 65535), topic_prefix=prefix,
-                      client_id=sec.get("client_id", str),
+                      client_id=client_id,
                       outbox_max_bytes=sec.number("outbox_max_bytes", int, 64 * 1024 * 1024, 1024, 2**40),
                       outbox_policy=sec.choice("outbox_policy", "drop_oldest", ("drop_oldest", "drop_newest")),
                       keepalive_s=sec.number("keepalive_s", int, 30, 5, 3600))

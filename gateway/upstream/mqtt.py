@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import time
 from typing import Callable
 
 import aiomqtt
@@ -24,7 +26,11 @@ log = logging.getLogger(__name__)
 PAYLOAD_VERSION = 1
 DRAIN_CHUNK = 50
 PUBLISH_TIMEOUT_S = 10.0
+BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 15.0
+# At most one outage warning per this interval (a flapping broker is not one warning per reconnect);
+# an outage that outlasts it is warned about even if its start was not.
+OUTAGE_WARN_INTERVAL_S = 60.0
 
 
 def topic_for(prefix: str, gateway_id: str, rec: ReportRecord) -> str:
@@ -68,6 +74,10 @@ class MqttUpstream:
         self._metrics = metrics
         self._client_id = config.client_id or "civicedge-%s" % gateway_id
         self.connected = False
+        self._down_since: float | None = None  # monotonic start of the current outage
+        self._down_warned = False  # the current outage was logged at WARNING
+        self._last_warning = -math.inf
+        self._unwarned = 0  # outages since the last warning that were logged at INFO only
 
     async def _peek(self) -> list[OutboxMessage]:
         msgs = await self._run(self._store.outbox_peek, DRAIN_CHUNK)  # type: ignore[misc]
@@ -76,7 +86,7 @@ class MqttUpstream:
 
     async def run(self) -> None:
         """Connect, drain, wait for more; reconnect with backoff while the broker is down."""
-        backoff = 0.5
+        backoff = BACKOFF_MIN_S
         self._metrics.link_state.labels("mqtt").set(0)
         while True:
             try:
@@ -84,20 +94,64 @@ class MqttUpstream:
                                           keepalive=self._config.keepalive_s, timeout=PUBLISH_TIMEOUT_S) as client:
                     self.connected = True
                     self._metrics.link_state.labels("mqtt").set(1)
-                    log.info("connected to MQTT broker %s:%d", self._config.host, self._config.port)
-                    backoff = 0.5
+                    self._log_connected()
+                    backoff = BACKOFF_MIN_S
                     await self._drain_forever(client)
             except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
-                if self.connected:
-                    log.warning("MQTT broker %s:%d lost (%s); outbox keeps %d message(s)", self._config.host,
-                                self._config.port, exc, self._store.outbox_depth)
-                else:
-                    log.info("MQTT broker %s:%d unreachable (%s); retrying in %.1f s", self._config.host,
-                             self._config.port, exc, backoff)
+                self._log_down(exc, lost=self.connected, retry_s=backoff)
                 self.connected = False
                 self._metrics.link_state.labels("mqtt").set(0)
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    def _where(self) -> str:
+        return "%s:%d" % (self._config.host, self._config.port)
+
+    def _log_down(self, exc: BaseException, *, lost: bool, retry_s: float) -> None:
+        """Log a failed connect or a lost connection.
+
+        The start of an outage (first failed connect, or each loss) is a WARNING, at most one per
+        :data:`OUTAGE_WARN_INTERVAL_S`; failed retries are INFO, except that an outage the limit kept
+        at INFO is warned about at its first retry the limit allows.
+        """
+        now = time.monotonic()
+        depth = self._store.outbox_depth
+        if self._down_since is not None and not lost:
+            if self._down_warned or now - self._last_warning < OUTAGE_WARN_INTERVAL_S:
+                log.info("MQTT broker %s still unreachable (%s); retrying in %.1f s", self._where(), exc, retry_s)
+                return
+            self._unwarned -= 1  # this outage, counted when it began, is warned about now
+            left_out = self._warned(now)
+            log.warning("MQTT broker %s unreachable for %.0f s (%s); retrying with backoff, outbox keeps %d"
+                        " message(s)%s", self._where(), now - self._down_since, exc, depth, left_out)
+            return
+        self._down_since = now
+        what = "lost" if lost else "unreachable"
+        if now - self._last_warning < OUTAGE_WARN_INTERVAL_S:
+            self._down_warned = False
+            self._unwarned += 1
+            log.info("MQTT broker %s %s (%s); retrying in %.1f s, outbox keeps %d message(s)", self._where(), what,
+                     exc, retry_s, depth)
+            return
+        left_out = self._warned(now)
+        log.warning("MQTT broker %s %s (%s); retrying with backoff, outbox keeps %d message(s)%s", self._where(),
+                    what, exc, depth, left_out)
+
+    def _warned(self, now: float) -> str:
+        """Record an outage warning; return the note on outages left out since the previous one."""
+        note = "" if not self._unwarned else " (%d more outage(s) since the last warning)" % self._unwarned
+        self._down_warned, self._last_warning, self._unwarned = True, now, 0
+        return note
+
+    def _log_connected(self) -> None:
+        """Log a connection: INFO, or WARNING when it ends an outage that was logged as a warning."""
+        if self._down_since is None:
+            log.info("connected to MQTT broker %s", self._where())
+            return
+        level = logging.WARNING if self._down_warned else logging.INFO
+        log.log(level, "connected to MQTT broker %s after %.1f s down; draining %d queued message(s)",
+                self._where(), time.monotonic() - self._down_since, self._store.outbox_depth)
+        self._down_since, self._down_warned = None, False
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         while True:

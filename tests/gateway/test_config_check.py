@@ -71,3 +71,23 @@ def test_routes_check_and_run_agree(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "[routes.tz]" in check_fails(tmp_path, '[routes]\ntz = "Mars/Olympus"\n', capsys)
     good = write(tmp_path, '[routes]\ndepot = "52.37,4.89"\ntz = "Europe/Amsterdam"\nvehicles = 2\n')
     assert main(["gateway", "run", "--config", str(good), "--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('host = ""\n', "mqtt.host"),
+        ('host = "not a host"\n', "mqtt.host"),
+        ('host = "999.1.1.1"\n', "mqtt.host"),
+        ('host = "broker.city.example"\nclient_id = ""\n', "mqtt.client_id"),
+    ],
+)
+def test_mqtt_host_and_client_id_must_not_be_empty(tmp_path: Path, text: str, key: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert "[%s]" % key in check_fails(tmp_path, "[mqtt]\n" + text, capsys)
+
+
+def test_mqtt_host_may_be_a_name_or_an_address(tmp_path: Path) -> None:
+    for host in ("broker.city.example", "mosquitto", "10.0.0.7", "::1"):
+        cfg = load_config(write(tmp_path, '[mqtt]\nhost = "%s"\nclient_id = "gw-1"\n' % host))
+        assert cfg.mqtt is not None and cfg.mqtt.host == host and cfg.mqtt.client_id == "gw-1"
