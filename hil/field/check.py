@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from hil.dut import Dut
-from hil.field.device import read_identity
-from hil.field.errors import FieldError, NoReportError, NotProvisionedError
+from hil.dut.errors import DutError
+from hil.field.device import read_identity, read_text, with_retries
+from hil.field.errors import FieldError, FirmwareStartError, NoReportError, NotProvisionedError
 from hil.field.firmware_copy import expected_files, firmware_version, read_manifest, verify_manifest
 from hil.field.identity import Identity
 
 log = logging.getLogger(__name__)
 
-
+EPOCH_2000 = 946684800  # MicroPython ports whose time.time() counts from 2000
+VALID_AFTER = 1704067200  # as firmware/lib/civic/hal/clock.py: an earlier clock was never set
+DEFAULT_WINDOW_S = 900
 
 
 @dataclass
@@ -73,50 +77,147 @@ def inspect_board(dut: Dut) -> BoardState:
     return state
 
 
-def first_report_from_db(db_path: Path, device_id: str) -> dict[str, Any] | None:
-    """The first stored report of ``device_id`` in the gateway's SQLite store (read-only), or None."""
-    if not db_path.exists():
+class GatewayWatch(Protocol):
+    """Where ``check`` looks for the board's reports: :meth:`mark` what is stored, then poll."""
+
+    def mark(self) -> None:
+        """Remember what the gateway holds from the device now (before the firmware restarts)."""
+
+    def new_report(self) -> dict[str, Any] | None:
+        """A report accepted since :meth:`mark`, or None."""
+
+
+class DbWatch:
+    """Watches the gateway's SQLite report store (read-only): rows added after :meth:`mark`.
+
+    Rows are compared by their ``id`` (the store's insert order), so neither clock matters and a
+    report the firmware stored before it was stopped and re-sends (same ``seq``) does not count.
+    """
+
+    def __init__(self, db_path: Path, device_id: str) -> None:
+        self.db_path = db_path
+        self.device_id = device_id
+        self.before = 0
+
+    def mark(self) -> None:
+        """See :meth:`GatewayWatch.mark`."""
+        row = self._query("SELECT COALESCE(MAX(id), 0) AS id FROM reports WHERE device = ?", (self.device_id,))
+        self.before = int(row["id"]) if row is not None else 0
+
+    def new_report(self) -> dict[str, Any] | None:
+        """See :meth:`GatewayWatch.new_report`."""
+        return self._query("SELECT * FROM reports WHERE device = ? AND id > ? ORDER BY id LIMIT 1",
+                           (self.device_id, self.before))
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+        if not self.db_path.exists():
+            return None
+        if not self.db_path.is_file():
+            raise FieldError(f"the gateway store {self.db_path} is not a file; pass its SQLite database "
+                             "(the [store] path of the gateway config)", db=str(self.db_path))
+        try:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error as exc:
+            raise FieldError(f"cannot open the gateway store {self.db_path}: {exc}", db=str(self.db_path)) from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            row = conn.execute(sql, params).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None  # the gateway has not created its schema yet
+            raise FieldError(f"cannot read the gateway store {self.db_path}: {exc}", db=str(self.db_path)) from exc
+        except sqlite3.DatabaseError as exc:
+            raise FieldError(f"cannot read the gateway store {self.db_path}: {exc}", db=str(self.db_path)) from exc
+        finally:
+            conn.close()
+        return None if row is None else dict(row)
+
+
+class HttpWatch:
+    """Watches the gateway's read API: the device's ``last_seen`` moving past its value at :meth:`mark`."""
+
+    def __init__(self, base_url: str, device_id: str) -> None:
+        self.base_url = base_url
+        self.device_id = device_id
+        self.before: int | None = None
+
+    def mark(self) -> None:
+        """See :meth:`GatewayWatch.mark`."""
+        self.before = self._last_seen(self._fetch())
+
+    def new_report(self) -> dict[str, Any] | None:
+        """See :meth:`GatewayWatch.new_report`."""
+        doc = self._fetch()
+        seen = self._last_seen(doc)
+        return doc if seen is not None and (self.before is None or seen > self.before) else None
+
+    @staticmethod
+    def _last_seen(doc: dict[str, Any]) -> int | None:
+        seen = doc.get("last_seen")
+        return seen if isinstance(seen, int) else None
+
+    def _fetch(self) -> dict[str, Any]:
+        url = f"{self.base_url.rstrip('/')}/api/devices/{self.device_id}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the gateway URL the user gave
+                doc: Any = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise FieldError(f"the gateway at {self.base_url} does not know device {self.device_id}; "
+                                 "provision it against this gateway's registry", device_id=self.device_id) from exc
+            raise FieldError(f"gateway {url} answered HTTP {exc.code}", url=url) from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise FieldError(f"cannot reach the gateway at {self.base_url}: {exc}", url=url) from exc
+        return doc if isinstance(doc, dict) else {}
+
+
+# Console lines of firmware/boot.py and main.py that mean the firmware is not running.
+_FATAL = ("civicedge: cannot start", "civicedge: boot.py error", "civicedge: safe mode",
+          "civicedge: recovery", "civicedge: not provisioned")
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b")
+
+
+class ConsoleWatch:
+    """Scans the console output of a restarted firmware for the line that says it cannot run."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._traceback = False
+
+    def feed(self, data: bytes) -> str | None:
+        """Add console output; return the first fatal line seen (complete lines only), else None."""
+        self._buffer += data.decode(errors="replace")
+        *lines, self._buffer = self._buffer.split("\n")
+        for raw in lines:
+            line = raw.strip()
+            if line.startswith(_FATAL):
+                return line
+            if line.startswith("Traceback (most recent call last)"):
+                self._traceback = True
+            elif self._traceback and _EXC_LINE.match(line):
+                return f"firmware crashed: {line}"
         return None
-    try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error as exc:
-        raise FieldError(f"cannot open the gateway store {db_path}: {exc}", db=str(db_path)) from exc
-    conn.row_factory = sqlite3.Row
-    try:
-        row = conn.execute("SELECT * FROM reports WHERE device = ? ORDER BY seq LIMIT 1", (device_id,)).fetchone()
-    except sqlite3.OperationalError:
-        return None  # the gateway has not created its schema yet
-    finally:
-        conn.close()
-    return None if row is None else dict(row)
 
 
-def first_report_from_http(base_url: str, device_id: str) -> dict[str, Any] | None:
-    """The device as the gateway's read API shows it, once it has a ``last_seen``; else None."""
-    url = f"{base_url.rstrip('/')}/api/devices/{device_id}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the gateway URL the user gave
-            doc: Any = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise FieldError(f"the gateway at {base_url} does not know device {device_id}; provision it against "
-                             "this gateway's registry", device_id=device_id) from exc
-        raise FieldError(f"gateway {url} answered HTTP {exc.code}", url=url) from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise FieldError(f"cannot reach the gateway at {base_url}: {exc}", url=url) from exc
-    return doc if isinstance(doc, dict) and doc.get("last_seen") is not None else None
+def wait_new_report(watch: GatewayWatch, *, device_id: str, timeout_s: float,
+                    console: Callable[[float], bytes] | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+    """Poll ``watch`` until a report accepted after its :meth:`~GatewayWatch.mark` shows up.
 
-
-def wait_first_report(probe: Callable[[], dict[str, Any] | None], *, device_id: str, timeout_s: float,
-                      poll_s: float = 0.5) -> dict[str, Any]:
-    """Poll ``probe`` until it returns the first accepted report.
+    Args:
+        watch: the gateway, marked before the firmware was restarted.
+        device_id: for messages.
+        timeout_s: how long to wait.
+        console: reads the board's console for up to the given seconds (None: sleep instead).
+        poll_s: time between polls.
 
     Raises:
+        FirmwareStartError: the console said the firmware cannot start (or it crashed).
         NoReportError: nothing within ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
+    scan = ConsoleWatch()
     while True:
-        found = probe()
+        found = watch.new_report()
         if found is not None:
             return found
         if time.monotonic() >= deadline:
@@ -124,4 +225,66 @@ def wait_first_report(probe: Callable[[], dict[str, Any] | None], *, device_id: 
                 f"the gateway accepted no report from {device_id} within {timeout_s:g} s; check the link "
                 "(UART cable / BLE range), that the gateway runs, and its log for rejected frames (hmac, unknown_device)",
                 device_id=device_id, timeout_s=timeout_s)
-        time.sleep(poll_s)
+        if console is None:
+            time.sleep(poll_s)
+            continue
+        fatal = scan.feed(console(poll_s))
+        if fatal is not None:
+            raise FirmwareStartError(f"the firmware of {device_id} does not run; its console says: {fatal!s}",
+                                     device_id=device_id, console=fatal)
+
+
+# Reports wait for the window to close (a bin also for its next wake), then for the link.
+REPORT_MARGIN_S = 60
+
+
+@dataclass(frozen=True)
+class ReportDue:
+    """When the board's next periodic report is due, as the board's own clock tells it.
+
+    Attributes:
+        wait_s: seconds to wait for it (window close + margin).
+        due_unix: board time of the window close, or None when its clock is not set yet.
+    """
+
+    wait_s: float
+    due_unix: int | None
+
+
+def next_report_due(*, board_unix: int | None, window_s: int, interval_s: int) -> ReportDue:
+    """How long a freshly restarted board may take to send its next periodic report.
+
+    Args:
+        board_unix: the board's clock in unix seconds, or None when it was never set.
+        window_s: the kind's report window (reports are sent when a window closes).
+        interval_s: the board's sensing / wake interval (a sleeping bin reports at its next wake).
+    """
+    margin = REPORT_MARGIN_S + interval_s
+    if board_unix is None or board_unix < VALID_AFTER:
+        # The gateway sets the clock at the first exchange; the window that began before that
+        # is not reported, the next whole one is.
+        return ReportDue(float(2 * window_s + margin), None)
+    due = (board_unix // window_s + 1) * window_s
+    return ReportDue(float(due - board_unix + margin), due)
+
+
+_CLOCK_CODE = "import time\nprint(repr((int(time.time()), time.gmtime(0)[0])))\n"
+
+
+def read_report_due(dut: Dut, kind: str, config: dict[str, Any] | None) -> ReportDue:
+    """:func:`next_report_due` for the open board (its clock, its policy's window, its interval)."""
+    try:
+        now, epoch_year = with_retries(dut, lambda: dut.eval_code(_CLOCK_CODE))
+        board_unix: int | None = int(now) + (0 if int(epoch_year) == 1970 else EPOCH_2000)
+    except (DutError, ValueError, TypeError):
+        board_unix = None
+    window_s = DEFAULT_WINDOW_S
+    try:
+        policy: Any = json.loads(read_text(dut, "/policy.json") or "{}")
+        spec = policy.get("kinds", {}).get(kind, {})
+        window_s = int(spec.get("window_s", policy.get("defaults", {}).get("window_s", DEFAULT_WINDOW_S)))
+    except (ValueError, TypeError, AttributeError):
+        pass
+    interval = (config or {}).get("sleep", {}).get("interval_s", 0)
+    return next_report_due(board_unix=board_unix, window_s=max(1, window_s),
+                           interval_s=interval if isinstance(interval, int) else 0)

@@ -11,8 +11,9 @@ import argparse
 import json
 import logging
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
@@ -21,12 +22,15 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from hil.boards import BoardError, load_board
 from hil.dut import Dut
 from hil.errors import HilError
-from hil.field.check import (
-    first_report_from_db, first_report_from_http, inspect_board, wait_first_report,
-)
+from hil.dut.errors import DutError
+from hil.field.board_facts import check_definition_fits, read_board_facts
+from hil.field.check import DbWatch, GatewayWatch, HttpWatch, inspect_board, read_report_due, wait_new_report
 from hil.field.chips import chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, open_board, read_text
-from hil.field.errors import FieldError, GatewayRegistrationError
+from hil.field.errors import (
+    BoardNotAnsweringError, FieldError, GatewayRegistrationError, PortBusyError, PortNotFoundError,
+)
+from hil.field.ports import check_port_available
 from hil.field.esp_flash import execute_flash, plan_flash
 from hil.field.firmware_copy import copy_firmware, write_board_config
 from hil.field.identity import parse_location
@@ -69,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     check.add_argument("--registry", type=Path, help="the gateway's registry directory: check the key registered there")
     check.add_argument("--db", type=Path, help="the gateway's SQLite report store (read-only)")
     check.add_argument("--gateway", help="gateway URL (HTTP read API)")
-    check.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the first report")
+    check.add_argument("--timeout", type=float, default=None,
+                       help="seconds to wait for a report after the restart (default: until the board's next "
+                            "report window closes, plus a margin)")
     check.add_argument("--repl-timeout", type=float, default=10.0, help="seconds to wait for the REPL")
     check.set_defaults(func=_check)
 
@@ -87,9 +93,13 @@ def _flash(args: argparse.Namespace) -> int:
                 plan = plan_flash(port=args.port, chip=chip, image=args.micropython, erase=not args.no_erase)
                 step(f"connect to the {chip.esptool_name} bootloader")
                 execute_flash(plan, on_step=lambda s: step(s.describe()))
+            else:
+                check_port_available(args.port)  # a port that cannot be opened fails now, not after the wait
             step("wait for the MicroPython REPL")
-            dut = _open_retrying(args.port, timeout_s=args.repl_timeout)
+            dut = _open_retrying(args.port, timeout_s=args.repl_timeout, port_may_vanish=not args.firmware_only)
             try:
+                step("check the board")
+                check_definition_fits(read_board_facts(dut), definition, port=args.port)
                 result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
                                        on_progress=step)
             finally:
@@ -120,6 +130,11 @@ def _provision(args: argparse.Namespace) -> int:
             step("connect to the board")
             dut = open_board(args.port, timeout_s=args.repl_timeout)
             try:
+                if args.board is not None:
+                    step("check the board")
+                    # Only the chip: provisioning gives the board a new identity of the definition's kind.
+                    check_definition_fits(read_board_facts(dut), load_board(args.board), port=args.port,
+                                          check_kind=False)
                 kind = _board_kind(dut, args.board)
                 step("write identity and register")
                 result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat, lon=lon,
@@ -172,48 +187,111 @@ def _check(args: argparse.Namespace) -> int:
             raise FieldError("tell check where the gateway is: --db PATH (its SQLite store) or --gateway URL")
         dut = open_board(args.port, timeout_s=args.repl_timeout)
         try:
-            state = inspect_board(dut)
-            # Reading the board stopped its firmware (Ctrl-C); start it again.
-            dut.soft_reset(timeout_s=args.repl_timeout)
+            return _check_board(out, dut, args)
         finally:
             dut.close()
-        ident = state.identity
-        out.print(f"board {ident.id} ({ident.kind}) zone {ident.zone} at {ident.lat},{ident.lon} key {ident.fingerprint}")
-        if state.version is None:
-            out.print("firmware: no /firmware.json (not flashed with civicedge flash)")
-        else:
-            out.print(f"firmware: {state.version} ({state.mode}); "
-                      f"{'hashes match' if not state.changed else 'CHANGED: ' + ', '.join(state.changed)}"
-                      f"{'' if not state.outdated else '; differs from this release: ' + ', '.join(state.outdated)}")
-        registry_ok = True
-        if args.registry is not None:
-            match = registered_matches(args.registry, ident)
-            registry_ok = match is True
-            out.print({True: "registry: registered with this key", False: "registry: REGISTERED WITH ANOTHER KEY OR "
-                       "LOCATION (re-provision with --force)", None: "registry: NOT REGISTERED (run civicedge "
-                       "provision)"}[match])
-        if args.db is not None:
-            def probe() -> dict[str, Any] | None:
-                return first_report_from_db(args.db, ident.id)
-        else:
-            def probe() -> dict[str, Any] | None:
-                return first_report_from_http(args.gateway, ident.id)
-        started = time.monotonic()
-        with _steps(out) as step:
-            step(f"wait for the first report of {ident.id} at the gateway")
-            wait_first_report(probe, device_id=ident.id, timeout_s=args.timeout)
-        out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
-        return 0 if state.ok and registry_ok else EXIT_PROBLEM
     return EXIT_ERROR
 
 
+def _check_board(out: Console, dut: Dut, args: argparse.Namespace) -> int:
+    """Read the board back, restart its firmware and wait for a report sent after the restart."""
+    state = inspect_board(dut)
+    facts = read_board_facts(dut)
+    ident = state.identity
+    out.print(f"board {ident.id} ({ident.kind}) zone {ident.zone} at {ident.lat},{ident.lon} key {ident.fingerprint}")
+    problems: list[str] = []
+    if state.version is None:
+        out.print("firmware: no /firmware.json (not flashed with civicedge flash, or the flash was interrupted)")
+    else:
+        out.print(f"firmware: {state.version} ({state.mode}); "
+                  f"{'hashes match' if not state.changed else 'CHANGED: ' + ', '.join(state.changed)}"
+                  f"{'' if not state.outdated else '; differs from this release: ' + ', '.join(state.outdated)}")
+    flash_cmd = f"civicedge flash --firmware-only --board {facts.config_name or 'BOARD'} --port {args.port}"
+    if state.version is None or state.changed:
+        # Missing or damaged files: the firmware cannot be trusted to start, waiting tells nothing.
+        problems.append(f"the firmware on the board is incomplete or damaged; run {flash_cmd}")
+    if facts.config_kind is not None and facts.config_kind != ident.kind:
+        problems.append(f"the board is provisioned as a {ident.kind} but its /board.json is for a "
+                        f"{facts.config_kind}: its firmware will not start; run civicedge flash --firmware-only "
+                        f"--board (a {ident.kind} board definition) --port {args.port}")
+    config_chip = (facts.config or {}).get("chip")
+    if facts.chip_source == "MicroPython" and isinstance(config_chip, str) and config_chip != facts.chip:
+        problems.append(f"the board is an {facts.chip} (MicroPython reports {facts.machine!r}) but its "
+                        f"/board.json is for an {config_chip}; run civicedge flash --firmware-only --board (a definition "
+                        f"for this chip) --port {args.port}")
+    registry_ok = True
+    if args.registry is not None:
+        match = registered_matches(args.registry, ident)
+        registry_ok = match is True
+        out.print({True: "registry: registered with this key", False: "registry: REGISTERED WITH ANOTHER KEY OR "
+                   "LOCATION (re-provision with --force)", None: "registry: NOT REGISTERED (run civicedge "
+                   "provision)"}[match])
+    if problems:
+        for problem in problems:
+            out.print(f"problem: {problem}")
+        _restart(dut, args.repl_timeout)  # back to what it did before check stopped it
+        return EXIT_PROBLEM
+    watch: GatewayWatch = DbWatch(args.db, ident.id) if args.db is not None else HttpWatch(args.gateway, ident.id)
+    if args.timeout is not None:
+        timeout_s = float(args.timeout)
+    else:
+        due = read_report_due(dut, ident.kind, facts.config)
+        timeout_s = due.wait_s
+        when = ("the board's clock is not set yet: the gateway sets it, then a whole window must pass"
+                if due.due_unix is None else "its window closes at "
+                + datetime.fromtimestamp(due.due_unix, timezone.utc).strftime("%H:%M:%S UTC") + " (board clock)")
+        out.print(f"next report due: {when}; waiting up to {timeout_s:.0f} s (--timeout to change)")
+    watch.mark()  # only a report accepted after this restart counts
+    _restart(dut, args.repl_timeout)
+    started = time.monotonic()
+    with _steps(out) as step:
+        step(f"wait for a new report of {ident.id} at the gateway")
+        wait_new_report(watch, device_id=ident.id, timeout_s=timeout_s, console=_console_reader(dut))
+    out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
+    return 0 if state.ok and registry_ok else EXIT_PROBLEM
+
+
+def _restart(dut: Dut, timeout_s: float) -> None:
+    """Reading the board stopped its firmware (Ctrl-C); start it again (soft reset)."""
+    try:
+        dut.soft_reset(timeout_s=timeout_s)
+    except DutError as exc:
+        raise BoardNotAnsweringError(f"the board on {dut.url} did not restart its firmware: {exc}; press RESET",
+                                     port=dut.url) from exc
+
+
+def _console_reader(dut: Dut) -> Callable[[float], bytes]:
+    """Reads what the running firmware prints; after a link error, waits quietly instead."""
+    broken = False
+
+    def read(duration_s: float) -> bytes:
+        nonlocal broken
+        if not broken:
+            try:
+                return dut.read_output(duration_s=duration_s)
+            except DutError as exc:
+                log.info("console of %s no longer readable (%s); watching the gateway only", dut.url, exc)
+                broken = True
+        time.sleep(duration_s)
+        return b""
+
+    return read
+
+
 # --------------------------------------------------------------------------------------------- helpers
-def _open_retrying(port: str, *, timeout_s: float) -> Dut:
-    """After esptool's reset MicroPython needs a moment to boot (and the USB port to come back)."""
+def _open_retrying(port: str, *, timeout_s: float, port_may_vanish: bool) -> Dut:
+    """After esptool's reset MicroPython needs a moment to boot (and the USB port to come back).
+
+    Without that reset (``port_may_vanish`` False) a port that is missing or busy fails at once.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return open_board(port, timeout_s=min(5.0, timeout_s))
+        except (PortNotFoundError, PortBusyError):
+            if not port_may_vanish or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
         except FieldError:
             if time.monotonic() >= deadline:
                 raise

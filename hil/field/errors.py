@@ -21,6 +21,14 @@ class WrongChipError(FieldError):
     """The chip on the port is not the chip the board definition names."""
 
 
+class WrongKindError(FieldError):
+    """The board is provisioned as another kind than the board definition is for."""
+
+
+class FirmwareStartError(FieldError):
+    """The board's firmware said on its console that it cannot start."""
+
+
 class BoardNotAnsweringError(FieldError):
     """The board does not answer (no bootloader sync, or no MicroPython REPL)."""
 

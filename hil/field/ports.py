@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import serial
 
@@ -32,6 +33,12 @@ def check_port_available(port: str) -> None:
     if not os.path.exists(port):
         raise PortNotFoundError(
             f"serial port {port} does not exist; is the board plugged in? (list ports: python -m serial.tools.list_ports)",
+            port=port,
+        )
+    if not stat.S_ISCHR(os.stat(port).st_mode):
+        what = "a directory" if os.path.isdir(port) else "a regular file" if os.path.isfile(port) else "not a device"
+        raise PortNotFoundError(
+            f"serial port {port} is {what}, not a serial device (list ports: python -m serial.tools.list_ports)",
             port=port,
         )
     try:
