@@ -121,16 +121,80 @@ class _Section:
         return default if value is None else (base / Path(value).expanduser())
 
 
-def _check_writable_dir(sec: _Section, key: str, path: Path) -> None:
-    """A directory we will create: it, or its nearest existing ancestor, must be a writable directory."""
+# Kernel file systems where no ordinary file can be created whatever the modes say (root passes every
+# access() check, so /proc/foo would otherwise look creatable).
+_PSEUDO_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "debugfs", "tracefs", "securityfs", "pstore",
+                        "bpf", "configfs", "efivarfs", "fusectl", "binfmt_misc", "mqueue", "nsfs"})
+
+
+def _fs_type(path: Path) -> str | None:
+    """Return the type of the file system holding ``path`` (from /proc/self/mountinfo), None if unknown."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None  # not Linux: rely on access() alone
+    target, best, fstype = os.path.realpath(path), "", None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])  # \040 is a space
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):  # >=: a later mount on the same point hides the earlier
+            best, fstype = mount, right.split()[0]
+    return fstype
+
+
+def _existing(sec: _Section, key: str, path: Path) -> Path:
+    """Return ``path`` if it exists, else its nearest existing ancestor (where run would create it)."""
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise sec.error(key, "%s: %s cannot be created or written (%s is not a writable directory)"
-                        % (key, path, probe), "bad_path")
+    while True:
+        try:
+            os.stat(probe)
+            return probe
+        except (FileNotFoundError, NotADirectoryError):
+            if probe.parent == probe:
+                return probe
+            probe = probe.parent
+        except OSError as exc:
+            raise sec.error(key, "%s: cannot look up %s: %s" % (key, probe, exc.strerror), "bad_path") from exc
+
+
+def _check_dir(sec: _Section, key: str, path: Path, *, owned: bool = False) -> None:
+    """Check a directory run creates if absent and writes in, creating nothing.
+
+    It must be a writable directory, or be creatable in its nearest existing ancestor; with
+    ``owned``, an existing one must belong to this user (run makes it 0700).
+    """
+    probe = _existing(sec, key, path)
+
+    def refuse(problem: str) -> ConfigError:
+        what = "%s %s" % (path, problem) if probe == path else "%s cannot be created (%s %s)" % (path, probe, problem)
+        return sec.error(key, "%s: %s" % (key, what), "bad_path")
+
+    if not probe.is_dir():
+        raise refuse("is not a directory")
+    if not os.access(probe, os.R_OK | os.W_OK | os.X_OK if probe == path else os.W_OK | os.X_OK):
+        raise refuse("is not writable by this user")
+    fs = _fs_type(probe)
+    if fs in _PSEUDO_FS:
+        raise refuse("is on the kernel's %s file system, which holds no files" % fs)
+    if owned and probe == path and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
+        raise refuse("belongs to another user (the gateway makes it 0700)")
+
+
+def _check_file(sec: _Section, key: str, path: Path, *, owned: bool = False) -> None:
+    """Check a file run opens for reading and writing, creating it (and its directory) if absent."""
+    _check_dir(sec, key, path.parent)
+    if _existing(sec, key, path) != path:
+        return
+    if not path.is_file():
+        raise sec.error(key, "%s: %s is not a regular file" % (key, path), "bad_path")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise sec.error(key, "%s: %s is not readable and writable by this user" % (key, path), "bad_path")
+    if owned and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
+        raise sec.error(key, "%s: %s belongs to another user (the gateway makes it 0600)" % (key, path), "bad_path")
 
 
 def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
@@ -144,17 +208,18 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
     if not _ID.match(gw_id):
         raise gw.error("gateway.id", "gateway.id %r must be 1..64 chars of [A-Za-z0-9._-]" % gw_id, "bad_value")
     data_dir = gw.path("data_dir", default_data_dir() if source is None else base / "data", base)
-    _check_writable_dir(gw, "gateway.data_dir", data_dir)
+    _check_dir(gw, "gateway.data_dir", data_dir)
 
     reg = _Section(top.data.get("registry", {}), "registry", source, ("path",))
     registry_dir = reg.path("path", data_dir / "registry", base)
-    _check_writable_dir(reg, "registry.path", registry_dir)
+    _check_dir(reg, "registry.path", registry_dir, owned=True)
+    if registry_dir.is_dir():  # what Registry() opens and chmods in it
+        _check_dir(reg, "registry.path", registry_dir / "keys", owned=True)
+        _check_file(reg, "registry.path", registry_dir / "devices.sqlite", owned=True)
 
     st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max", "max_in_flight"))
     db_path = st.path("path", data_dir / "reports.sqlite", base)
-    if db_path.is_dir():
-        raise st.error("storage.path", "storage.path %s is a directory, not a file" % db_path, "bad_path")
-    _check_writable_dir(st, "storage.path", db_path.parent)
+    _check_file(st, "storage.path", db_path)  # its directory also holds the -wal, -shm and .lock files
     storage = StorageConfig(path=db_path, batch_ms=st.number("batch_ms", int, 50, 1, 10_000),
                             batch_max=st.number("batch_max", int, 200, 1, 10_000),
                             max_in_flight=st.number("max_in_flight", int, 5000, 10, 1_000_000))
@@ -268,12 +333,14 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
     token_path = None
     if token_file is not None:
         token_path = base / Path(token_file).expanduser()
-        if not token_path.is_file():
-            raise sec.error("http.admin_token_file", "http.admin_token_file %s does not exist" % token_path, "bad_path")
         try:
             token = token_path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError as exc:
+            raise sec.error("http.admin_token_file", "http.admin_token_file %s does not exist" % token_path,
+                            "bad_path") from exc
         except (OSError, UnicodeDecodeError) as exc:
-            raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s" % token_path,
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s" % (token_path, why),
                             "bad_path") from exc
         if len(token) < MIN_TOKEN_LEN:
             raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"

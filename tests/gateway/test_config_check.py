@@ -5,6 +5,7 @@ Each case was a QA finding: --check said "config OK" and run then failed (or rai
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,56 @@ def test_mqtt_host_may_be_a_name_or_an_address(tmp_path: Path) -> None:
     for host in ("broker.city.example", "mosquitto", "10.0.0.7", "::1"):
         cfg = load_config(write(tmp_path, '[mqtt]\nhost = "%s"\nclient_id = "gw-1"\n' % host))
         assert cfg.mqtt is not None and cfg.mqtt.host == host and cfg.mqtt.client_id == "gw-1"
+
+
+@pytest.mark.skipif(not Path("/proc/self/mountinfo").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[gateway]\ndata_dir = "/proc/civicedge-data"\n', "gateway.data_dir"),
+        ('[registry]\npath = "/proc/civicedge-registry"\n', "registry.path"),
+        ('[storage]\npath = "/sys/civicedge/reports.sqlite"\n', "storage.path"),
+    ],
+)
+def test_paths_on_kernel_file_systems_are_refused(tmp_path: Path, text: str, key: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # As root access() allows anything, so this needs the file-system type; run failed here with
+    # "error (permissions): cannot open registry".
+    err = check_fails(tmp_path, text, capsys)
+    assert "bad_path" in err and "[%s]" % key in err
+
+
+def test_check_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, '[gateway]\ndata_dir = "new/data"\n[storage]\npath = "db/reports.sqlite"\n')
+    assert main(["gateway", "run", "--config", str(path), "--check"]) == 0
+    assert "config OK" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gateway.toml"]
+
+
+@pytest.mark.parametrize(
+    ("layout", "text", "key"),
+    [
+        ("store_is_dir", '[storage]\npath = "store"\n', "storage.path"),
+        ("registry_db_is_dir", '[registry]\npath = "reg"\n', "registry.path"),
+        ("registry_keys_is_file", '[registry]\npath = "reg"\n', "registry.path"),
+        ("read_only_data_dir", '[gateway]\ndata_dir = "ro"\n', "gateway.data_dir"),
+        ("read_only_parent", '[gateway]\ndata_dir = "ro/data"\n', "gateway.data_dir"),
+        ("token_is_dir", '[http]\nenabled = true\nadmin_token_file = "store"\n', "http.admin_token_file"),
+    ],
+)
+def test_paths_run_would_fail_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, text: str,
+                                 key: str) -> None:
+    (tmp_path / "store").mkdir()
+    if layout == "registry_db_is_dir":
+        (tmp_path / "reg" / "devices.sqlite").mkdir(parents=True)
+    if layout == "registry_keys_is_file":
+        (tmp_path / "reg").mkdir()
+        (tmp_path / "reg" / "keys").write_text("")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    real_access = os.access
+    # As root access() would pass a 0500 directory, so emulate an ordinary user's answer for it.
+    monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and not (Path(p) == ro and mode & os.W_OK))
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert (info.value.reason, info.value.key) == ("bad_path", key)
