@@ -64,7 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     where.add_argument("--registry", type=Path, help="the gateway's registry directory")
     where.add_argument("--gateway", help="gateway URL, e.g. http://gateway.local:8080: register through its admin API")
     prov.add_argument("--token-file", type=Path, help="the gateway's admin token file (with --gateway)")
-    prov.add_argument("--force", action="store_true", help="replace an identity the board already has")
+    prov.add_argument("--force", action="store_true",
+                      help="replace the identity this board already has (its own id gets a new key)")
+    prov.add_argument("--take-over", action="store_true",
+                      help="take over an id the registry holds with another board's key (that board is refused "
+                           "from then on)")
     prov.add_argument("--repl-timeout", type=float, default=10.0, help="seconds to wait for the REPL")
     prov.set_defaults(func=_provision)
 
@@ -138,7 +142,8 @@ def _provision(args: argparse.Namespace) -> int:
                 kind = _board_kind(dut, args.board)
                 step("write identity and register")
                 result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat, lon=lon,
-                                         registry_dir=args.registry, registrar=registrar, force=args.force)
+                                         registry_dir=args.registry, registrar=registrar, force=args.force,
+                                         take_over=args.take_over)
                 if args.board is not None:
                     step("write board config")
                     write_board_config(dut, load_board(args.board).to_device_config())

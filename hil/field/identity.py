@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from hil.field.errors import IdentityFormatError
@@ -59,6 +60,22 @@ class Identity:
     def same_device(self, other: Identity) -> bool:
         """True when both describe the same provisioning (every field, key included)."""
         return self == other
+
+
+def same_decimal(a: str, b: str) -> bool:
+    """True when two decimal strings are the same number (``52.37`` and ``52.370``)."""
+    try:
+        return Decimal(a) == Decimal(b)
+    except InvalidOperation:
+        return a == b
+
+
+def differing_fields(have: Identity, want: Identity) -> list[str]:
+    """Names of the identity fields (key aside) in which ``want`` differs; locations compared as numbers."""
+    names = [n for n in ("id", "kind", "zone") if getattr(have, n) != getattr(want, n)]
+    if not (same_decimal(have.lat, want.lat) and same_decimal(have.lon, want.lon)):
+        names.append("location")
+    return names
 
 
 def key_fingerprint(key: bytes) -> str:

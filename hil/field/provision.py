@@ -7,16 +7,17 @@ re-provisioned with ``force``.
 
 from __future__ import annotations
 
+import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from hil.dut import Dut
 from hil.field.device import read_identity, write_identity
 from hil.field.errors import DeviceIOError, IdentityExistsError
-from hil.field.identity import Identity, new_identity
-from hil.field.registration import Registration, register_device
+from hil.field.identity import Identity, differing_fields, new_identity, same_decimal
+from hil.field.registration import Registration, register_device, registered_device
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class ProvisionResult:
 
 def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str, lon: str,
                     registry_dir: Path | None = None, registrar: Registrar | None = None,
-                    force: bool = False) -> ProvisionResult:
+                    force: bool = False, take_over: bool = False) -> ProvisionResult:
     """Give the board an identity and register it.
 
     Args:
@@ -54,12 +55,15 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
         device_id, kind, zone, lat, lon: the identity fields (kind from the board definition).
         registry_dir: the gateway's registry directory, or
         registrar: another way to register (e.g. :class:`hil.field.registration.AdminApiRegistrar`).
-        force: replace an identity the board already has (and its registration's key).
+        force: replace an identity the board already has (and, for its own id, its registration's key).
+        take_over: also replace a registration of the id made with a key this board does not hold
+            (another board's: that board is refused from then on).
 
     Raises:
         IdentityExistsError: the board has a different identity and ``force`` is not set.
         IdentityFormatError: a field is malformed, or the board's identity file is.
-        GatewayRegistrationError: the registry refused the device.
+        GatewayRegistrationError: the registry refused the device (``conflict``: the id is registered
+            with another board's key and ``take_over`` is not set).
         DeviceIOError: the board could not be read or written.
     """
     if (registry_dir is None) == (registrar is None):
@@ -74,20 +78,30 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
 
     wanted = new_identity(device_id=device_id, kind=kind, zone=zone, lat=lat, lon=lon)
     current = read_identity(dut)
+    registered = registered_device(Path(str(registry_dir)), device_id) if registry_dir is not None else None
+    # The same place written differently (52.37 / 52.370) is the same place: keep the text already
+    # on the board or in the registry, which compares its location as text.
+    for have in (current if current is not None and current.id == device_id else None, registered):
+        if have is not None and same_decimal(have.lat, lat) and same_decimal(have.lon, lon):
+            wanted = replace(wanted, lat=have.lat, lon=have.lon)
     if current is not None and not force:
-        same_fields = (current.id, current.kind, current.zone, current.lat, current.lon) == (
-            wanted.id, wanted.kind, wanted.zone, wanted.lat, wanted.lon)
-        if not same_fields:
+        differ = differing_fields(current, wanted)
+        if differ:
             raise IdentityExistsError(
-                f"this board is already provisioned as {current.id} (zone {current.zone}, key "
-                f"{current.fingerprint}); pass --force to replace it (the old identity stops reporting)",
-                existing_id=current.id, requested_id=device_id)
+                f"this board is already provisioned as {current.id} (zone {current.zone}, location {current.lat},"
+                f"{current.lon}, key {current.fingerprint}); the requested identity differs in {', '.join(differ)}; "
+                "pass --force to replace it (the old identity stops reporting)",
+                existing_id=current.id, requested_id=device_id, differs=differ)
         # Same identity already there: keep its key, just make sure the registry has it.
         registration = register(current, False)
         log.info("board %s already provisioned; registry %s", current.id, registration.value)
         return ProvisionResult(current, False, registration)
+    # Replacing a registration rotates its key: fine for this board's own id (re-keying it), but an
+    # id registered with a key this board does not hold belongs to another board: take_over only.
+    own_id = current is not None and current.id == device_id and (
+        registered is None or hmac.compare_digest(registered.key, current.key))
     # Register first: a board holding a key the gateway does not know would report into the void.
-    registration = register(wanted, force)
+    registration = register(wanted, own_id or take_over)
     write_identity(dut, wanted)
     written = read_identity(dut)
     if written != wanted:

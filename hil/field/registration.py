@@ -13,13 +13,14 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from gateway.errors import RegistryError
 from gateway.registry import Registry
 from hil.field.errors import GatewayRegistrationError
-from hil.field.identity import Identity
+from hil.field.identity import Identity, same_decimal
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,45 @@ class Registration(Enum):
     REPLACED = "replaced"
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A device as the registry directory holds it (``repr`` hides the key)."""
+
+    kind: str
+    zone: str
+    lat: str
+    lon: str
+    revoked: bool
+    key: bytes = field(repr=False)
+
+
+def registered_device(registry_dir: Path, device_id: str) -> Registered | None:
+    """The registration of ``device_id`` in the registry directory, or None."""
+    reg = _open(registry_dir)
+    try:
+        rec = reg.lookup(device_id)
+        if rec is None:
+            return None
+        return Registered(rec.kind, rec.zone, rec.lat, rec.lon, bool(rec.revoked), reg.key(device_id))
+    except RegistryError as exc:
+        raise GatewayRegistrationError(f"cannot read registry {registry_dir}: {exc}",
+                                       registry=str(registry_dir)) from exc
+    finally:
+        reg.close()
+
+
 def registered_matches(registry_dir: Path, identity: Identity) -> bool | None:
-    """None: not registered; True: registered with this exact identity and key; False: differently."""
+    """None: not registered; True: registered with this exact identity and key; False: differently.
+
+    Locations are compared as numbers (``52.37`` is ``52.370``).
+    """
     reg = _open(registry_dir)
     try:
         rec = reg.lookup(identity.id)
         if rec is None:
             return None
-        same_meta = (rec.kind, rec.zone, rec.lat, rec.lon) == (identity.kind, identity.zone, identity.lat, identity.lon)
+        same_meta = (rec.kind, rec.zone) == (identity.kind, identity.zone) and same_decimal(
+            rec.lat, identity.lat) and same_decimal(rec.lon, identity.lon)
         return same_meta and not rec.revoked and hmac.compare_digest(reg.key(identity.id), identity.key)
     except RegistryError as exc:
         raise GatewayRegistrationError(f"cannot read registry {registry_dir}: {exc}", registry=str(registry_dir)) from exc
@@ -76,8 +108,9 @@ def _refused(device_id: str, reason: str | None, message: str) -> GatewayRegistr
     """The error a technician sees when the registry (local or behind the admin API) refuses a device."""
     if reason == "conflict":
         return GatewayRegistrationError(
-            f"device {device_id} is already registered with another key; "
-            "pass --force to replace that registration (the old key stops working)", device_id=device_id,
+            f"device {device_id} is already registered with another key (another board, or an earlier "
+            "provisioning of this one); pass --take-over to move the id to this board (the board holding the "
+            "old key is refused from then on), or pick another id", device_id=device_id,
             reason=reason)
     return GatewayRegistrationError(f"the registry refused {device_id}: {message}", device_id=device_id,
                                     reason=reason)
@@ -162,10 +195,14 @@ def _is_loopback(host: str) -> bool:
 
 def _open(registry_dir: Path) -> Registry:
     if not registry_dir.is_dir():
+        what = "is not a directory" if registry_dir.exists() else "does not exist"
         raise GatewayRegistrationError(
-            f"registry directory {registry_dir} does not exist; pass the gateway's [registry] path",
+            f"registry directory {registry_dir} {what}; pass the gateway's [registry] path (a directory)",
             registry=str(registry_dir))
     try:
         return Registry(registry_dir)
     except RegistryError as exc:
-        raise GatewayRegistrationError(f"cannot open registry {registry_dir}: {exc}", registry=str(registry_dir)) from exc
+        # The registry's message already names the registry ("cannot open registry X: ...").
+        text = str(exc)
+        raise GatewayRegistrationError(text if str(registry_dir) in text else f"cannot open registry {registry_dir}: "
+                                       f"{text}", registry=str(registry_dir)) from exc

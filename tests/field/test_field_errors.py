@@ -130,13 +130,14 @@ async def test_board_mpy_version_and_existing_identity(tmp_path: Path, caplog: p
                 with pytest.raises(IdentityExistsError, match="already provisioned as sl-a") as exists:
                     provision_board(dut, device_id="sl-b", kind="streetlight", zone="centre", lat="52.1",
                                     lon="4.2", registry_dir=registry)
-                assert exists.value.details == {"existing_id": "sl-a", "requested_id": "sl-b"}
+                assert exists.value.details == {"existing_id": "sl-a", "requested_id": "sl-b", "differs": ["id"]}
                 forced = provision_board(dut, device_id="sl-b", kind="streetlight", zone="centre", lat="52.1",
                                          lon="4.2", registry_dir=registry, force=True)
                 assert forced.device_changed and forced.identity.id == "sl-b"
-                # Re-provisioning sl-a on top with --force gives it a new key; the registry follows.
+                # Re-provisioning sl-a on top (its registration holds a key this board no longer has)
+                # is a take-over: it gives it a new key; the registry follows.
                 again = provision_board(dut, device_id="sl-a", kind="streetlight", zone="centre", lat="52.1",
-                                        lon="4.2", registry_dir=registry, force=True)
+                                        lon="4.2", registry_dir=registry, force=True, take_over=True)
                 assert again.registration is Registration.REPLACED
                 keys = [first.identity.key.hex(), forced.identity.key.hex(), again.identity.key.hex()]
                 # Moving a registered device elsewhere is refused even with force.
