@@ -52,7 +52,7 @@ scan_interval_s = 5.0
 
 [http]
 enabled = true
-listen = "127.0.0.1"
+listen = "127.0.0.1"            # IP address (0.0.0.0 or :: = every interface) or host name
 port = 8080
 # admin_token_file = "admin.token"   # must exist; bearer token for admin endpoints
 

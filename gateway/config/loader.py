@@ -345,8 +345,10 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
         if len(token) < MIN_TOKEN_LEN:
             raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
                             % (token_path, MIN_TOKEN_LEN), "bad_value")
-    cfg = HttpConfig(enabled=enabled, listen=sec.get("listen", str, "127.0.0.1"),
-                     port=sec.number("port", int, 8080, 0, 65535), admin_token_file=token_path)
+    listen = sec.get("listen", str, "127.0.0.1")
+    _check_listen(sec, listen, resolve=enabled)
+    cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),
+                     admin_token_file=token_path)
     return cfg if enabled else None
 
 
@@ -375,6 +377,25 @@ def _check_routes(data: Any, source: Path | None, base: Path) -> None:
         key = "routes.%s" % name if name in sec.data else "routes"
         named = isinstance(exc, InvalidInputError) and exc.field == key
         raise sec.error(key, str(exc) if named else "%s: %s" % (key, exc), "bad_value") from exc
+
+
+def _check_listen(sec: _Section, listen: str, *, resolve: bool) -> None:
+    """``http.listen`` must be an IP address or a host name that resolves (what the server binds to)."""
+    if not _is_host(listen):
+        raise sec.error("http.listen", "http.listen %r must be an IP address or a host name (0.0.0.0 or :: for"
+                        " every interface)" % listen, "bad_value")
+    if not resolve:
+        return
+    try:
+        ipaddress.ip_address(listen)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(listen, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise sec.error("http.listen", "http.listen %r does not resolve to an address (%s)"
+                        % (listen, exc.strerror if isinstance(exc, socket.gaierror) else exc), "bad_value") from exc
 
 
 def _parse_retention(data: Any, source: Path | None) -> tuple[dict[tuple[str, str], int], float]:

@@ -145,3 +145,16 @@ def test_paths_run_would_fail_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert (info.value.reason, info.value.key) == ("bad_path", key)
+
+
+@pytest.mark.parametrize("listen", ["not a host", "999.1.1.1", "", "no-such-host.invalid"])
+def test_http_listen_must_be_an_address_or_a_resolvable_name(tmp_path: Path, listen: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    err = check_fails(tmp_path, '[http]\nlisten = "%s"\nport = 0\n' % listen, capsys)
+    assert "bad_value" in err and "[http.listen]" in err
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "0.0.0.0", "::", "localhost"])
+def test_http_listen_accepts_addresses_and_names(tmp_path: Path, listen: str) -> None:
+    http = load_config(write(tmp_path, '[http]\nlisten = "%s"\n' % listen)).http
+    assert http is not None and http.listen == listen
