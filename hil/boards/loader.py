@@ -79,6 +79,9 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise BoardSyntaxError(source=source, reason=str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise BoardSyntaxError(source=source, reason=f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                                                     f"offset {exc.start}); save the file as UTF-8") from exc
     board = parse_board(data, source=source, path=path)
     logger.debug("loaded board %s (%s, %s) from %s", board.name, board.chip, board.kind, path)
     return board

@@ -47,12 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     flash = subparsers.add_parser("flash", help="flash MicroPython and the civicedge firmware onto a board")
     flash.add_argument("--board", required=True, help="board definition name (boards/<name>.toml) or path")
     flash.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
-    flash.add_argument("--micropython", type=Path, help="MicroPython release image (.bin) for the chip")
-    flash.add_argument("--no-erase", action="store_true", help="do not erase the flash before writing")
+    flash.add_argument("--micropython", type=Path,
+                       help="MicroPython release image (.bin) for the chip (required unless --firmware-only)")
+    flash.add_argument("--no-erase", action="store_true",
+                       help="do not erase the flash before writing MicroPython (not with --firmware-only)")
     flash.add_argument("--firmware-only", action="store_true", help="skip esptool: MicroPython is already there")
     flash.add_argument("--source", action="store_true", help="copy .py sources instead of compiled .mpy")
-    flash.add_argument("--repl-timeout", type=float, default=20.0, help="seconds to wait for the REPL (default 20)")
-    flash.set_defaults(func=_flash)
+    flash.add_argument("--repl-timeout", type=_seconds, default=20.0,
+                       help="seconds to wait for the REPL (default: %(default)g)")
+    flash.set_defaults(func=_flash, parser=flash)
 
     prov = subparsers.add_parser("provision", help="give a flashed board its identity and key, register it")
     prov.add_argument("--port", required=True, help="serial port of the board")
@@ -69,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     prov.add_argument("--take-over", action="store_true",
                       help="take over an id the registry holds with another board's key (that board is refused "
                            "from then on)")
-    prov.add_argument("--repl-timeout", type=float, default=10.0, help="seconds to wait for the REPL")
+    prov.add_argument("--repl-timeout", type=_seconds, default=10.0,
+                      help="seconds to wait for the REPL (default: %(default)g)")
     prov.set_defaults(func=_provision)
 
     check = subparsers.add_parser("check", help="read back a board and wait for its first accepted report")
@@ -77,16 +81,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     check.add_argument("--registry", type=Path, help="the gateway's registry directory: check the key registered there")
     check.add_argument("--db", type=Path, help="the gateway's SQLite report store (read-only)")
     check.add_argument("--gateway", help="gateway URL (HTTP read API)")
-    check.add_argument("--timeout", type=float, default=None,
+    check.add_argument("--timeout", type=_seconds, default=None,
                        help="seconds to wait for a report after the restart (default: until the board's next "
                             "report window closes, plus a margin)")
-    check.add_argument("--repl-timeout", type=float, default=10.0, help="seconds to wait for the REPL")
+    check.add_argument("--repl-timeout", type=_seconds, default=10.0,
+                       help="seconds to wait for the REPL (default: %(default)g)")
     check.set_defaults(func=_check)
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
+    return value
 
 
 # --------------------------------------------------------------------------------------------- flash
 def _flash(args: argparse.Namespace) -> int:
     out = Console(highlight=False, markup=False, soft_wrap=True)
+    if args.firmware_only:
+        # Options that only mean something to the esptool step would be silently ignored.
+        for given, name in ((args.micropython is not None, "--micropython"), (args.no_erase, "--no-erase")):
+            if given:
+                args.parser.error(f"{name} does nothing with --firmware-only (MicroPython is not rewritten); "
+                                  "drop one of them")
     with _errors(out):
         definition = load_board(args.board)
         chip = chip_profile(definition.chip)

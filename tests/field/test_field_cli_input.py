@@ -1,0 +1,88 @@
+"""Bad input to flash / provision / check / boards: refused at once, in one line, without a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import serial
+
+from hil.cli.main import main as civicedge_main
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def silent_pty() -> Iterator[str]:
+    master, slave = os.openpty()
+    try:
+        yield os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    (["--firmware-only", "--micropython", "fake.bin"], "--micropython does nothing with --firmware-only"),
+    (["--firmware-only", "--no-erase"], "--no-erase does nothing with --firmware-only"),
+    (["--firmware-only", "--repl-timeout", "-1"], "must be a positive number of seconds"),
+    (["--firmware-only", "--repl-timeout", "soon"], "is not a number of seconds"),
+])
+def test_flash_refuses_conflicting_options(extra: list[str], match: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        civicedge_main(["flash", "--board", "streetlight-esp32", "--port", "/dev/ttyUSB-missing", *extra])
+    assert exited.value.code == 2 and match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "directory", "busy"])
+def test_flash_firmware_only_fails_at_once_for_a_port_it_cannot_open(
+        kind: str, tmp_path: Path, silent_pty: str, capsys: pytest.CaptureFixture[str]) -> None:
+    port = {"missing": str(tmp_path / "ttyUSB9"), "file": str(tmp_path / "port.txt"), "directory": str(tmp_path),
+            "busy": silent_pty}[kind]
+    (tmp_path / "port.txt").write_text("x")
+    holder = serial.Serial(silent_pty, exclusive=True) if kind == "busy" else None
+    started = time.monotonic()
+    try:
+        rc = civicedge_main(["flash", "--firmware-only", "--board", "streetlight-esp32", "--port", port])
+    finally:
+        if holder is not None:
+            holder.close()
+    err = capsys.readouterr().err
+    assert rc == 2 and time.monotonic() - started < 5, err  # not after the 20 s REPL wait
+    assert {"missing": "does not exist", "file": "is a regular file, not a serial device",
+            "directory": "is a directory, not a serial device", "busy": "is busy"}[kind] in err
+
+
+def test_boards_check_on_a_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('title = "Straßenlampe"\n'.encode("latin-1"))
+    rc = civicedge_main(["boards", "check", str(bad)])
+    err = capsys.readouterr()
+    assert rc == 1 and "not UTF-8 text" in err.out + err.err
+
+
+@pytest.mark.parametrize("args", [["boards", "list", "--json"], ["boards", "show", "bin-esp32c3"]])
+def test_a_closed_pipe_ends_quietly(args: list[str]) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes (`| head -c 0`)
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode in (0, 141)
+
+
+def test_registry_that_is_a_file_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.field.errors import GatewayRegistrationError
+    from hil.field.registration import registered_device
+
+    registry = tmp_path / "registry.sqlite"
+    registry.write_text("not a directory")
+    with pytest.raises(GatewayRegistrationError, match="is not a directory"):
+        registered_device(registry, "sl-1")
