@@ -112,7 +112,7 @@ def _flash(args: argparse.Namespace) -> int:
     with _errors(out):
         definition = load_board(args.board)
         chip = chip_profile(definition.chip)
-        with _steps(out) as step:
+        with _steps(out) as step, _interrupted(out, definition.name, args):
             if not args.firmware_only:
                 if args.micropython is None:
                     raise FieldError("--micropython IMAGE.bin is required unless --firmware-only is given")
@@ -340,6 +340,21 @@ def _steps(out: Console) -> Iterator[Callable[[str], None]]:
         yield step
         if current:
             progress.update(current[-1], completed=1)
+
+
+@contextmanager
+def _interrupted(out: Console, board: str, args: argparse.Namespace) -> Iterator[None]:
+    """On Ctrl-C during flash, say what state the board is left in and how to repair it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        again = f"civicedge flash --board {board} --port {args.port}"
+        again += " --firmware-only" if args.firmware_only else f" --micropython {args.micropython}"
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            "interrupted: the board may hold a partly written "
+            f"{'firmware' if args.firmware_only else 'MicroPython or firmware'} and may not start until it is "
+            f"flashed again (its identity, if any, is kept); re-run to repair it: {again}", markup=False)
+        raise
 
 
 @contextmanager

@@ -95,8 +95,10 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         built = stage_firmware(Path(tmp), compile_mpy=not source_only)
         files = {b.device_path: b.local_path.read_bytes() for b in built}
     files[BOARD_CONFIG_PATH] = json.dumps(dict(board_config), separators=(",", ":")).encode()
-    say(f"copy {len(files)} files")
+    say(f"sync {len(files)} files (only those whose hash differs are copied)")
     try:
+        # Half-written temp files of an interrupted copy (written as X.part, then renamed) are junk.
+        with_retries(dut, lambda: _remove_partial_files(dut))
         # Stale modules of the other mode would shadow the new ones (.py wins over .mpy).
         with_retries(dut, lambda: _remove_other_mode(dut, files, source_only=source_only))
         result = with_retries(dut, lambda: dut.sync_files(files, timeout_s=120))
@@ -144,6 +146,29 @@ def expected_files(mode: str) -> dict[str, str]:
     """Device path -> sha256 of this host's firmware release built in ``mode`` (board config excluded)."""
     with tempfile.TemporaryDirectory(prefix="civicedge-fw-") as tmp:
         return {b.device_path: b.sha256 for b in stage_firmware(Path(tmp), compile_mpy=mode == "mpy")}
+
+
+_REMOVE_PARTIAL = """\
+import os
+def _civic_walk(d):
+    n = 0
+    for e in os.ilistdir(d):
+        p = d.rstrip('/') + '/' + e[0]
+        if e[1] == 0x4000:
+            n += _civic_walk(p)
+        elif e[0].endswith('.part'):
+            os.remove(p)
+            n += 1
+    return n
+print(repr(_civic_walk('/')))
+del _civic_walk
+"""
+
+
+def _remove_partial_files(dut: Dut) -> None:
+    removed = dut.eval_code(_REMOVE_PARTIAL, timeout_s=30)
+    if removed:
+        log.info("removed %s partial file(s) of an interrupted copy on %s", removed, dut.url)
 
 
 def _remove_other_mode(dut: Dut, files: Mapping[str, bytes], *, source_only: bool) -> None:

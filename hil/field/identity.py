@@ -116,7 +116,7 @@ def validate_fields(*, device_id: str, kind: str, zone: str) -> None:
     if kind not in KINDS:
         raise IdentityFormatError(f"kind {kind!r} must be one of {', '.join(KINDS)}", kind=kind)
     if not _ZONE.match(zone):
-        raise IdentityFormatError(f"zone {zone!r} must be 1-64 of letters, digits, space . _ -", zone=zone)
+        raise IdentityFormatError(f'zone "{zone}" must be 1-64 of letters, digits, space . _ -', zone=zone)
 
 
 def parse_identity(data: bytes) -> Identity:

@@ -1,0 +1,49 @@
+"""An interrupted flash says what state the board is in; the next flash repairs it, stale
+``.part`` files (half-written temp files of the interrupted copy) included."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from hil.sim.board import VirtualBoard
+
+pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
+
+
+async def test_interrupted_flash_says_how_to_repair_and_the_next_flash_cleans_up(
+        tmp_path: Path, sim_available: None) -> None:
+    flash = tmp_path / "flash"
+    board = VirtualBoard("streetlight-esp32", flash_dir=flash, install=False, speed=100)
+    await board.start()
+    try:
+        cmd = [sys.executable, "-m", "hil.cli.main", "flash", "--firmware-only", "--board", "streetlight-esp32",
+               "--port", board.console_path]
+        # A test run in the background inherits SIGINT ignored; the CLI must see Ctrl-C as a user would.
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT,
+                                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        await asyncio.sleep(3.0)  # connected and compiling or copying by now
+        proc.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode(errors="replace")
+        assert proc.returncode == 130, text
+        assert "interrupted: the board may hold a partly written firmware" in text
+        assert "re-run to repair it: civicedge flash --board streetlight-esp32" in text and "--firmware-only" in text
+        assert "Traceback" not in text
+
+        stale = flash / "lib" / "civic" / "hal" / "clock.py.part"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_bytes(b"half a module")
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 0, out.decode(errors="replace")
+        assert not stale.exists()
+        assert not list(flash.rglob("*.part"))
+    finally:
+        await board.stop()
