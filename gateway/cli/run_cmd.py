@@ -22,6 +22,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
     add_config_arg(run)
     run.add_argument("--check", action="store_true", help="validate the config and exit")
+    # Also accepted here (docs write `gateway run --config F -v`); adds to a `civicedge -v` before the command.
+    run.add_argument("-v", "--verbose", dest="run_verbose", action="count", default=0,
+                     help="more log detail (-vv for debug), as civicedge -v")
     run.set_defaults(func=cmd_run)
     init = sub.add_parser("init", help="write a commented example config")
     init.add_argument("path", nargs="?", type=Path, default=Path("gateway.toml"), help="default: ./gateway.toml")
@@ -41,6 +44,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate the config, then run the gateway until SIGTERM or SIGINT (clean drain)."""
+    _apply_verbosity(args)
     try:
         config = config_from(args)
     except GatewayError as exc:
@@ -52,6 +56,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(_run(config))
     except GatewayError as exc:
         return fail(exc)
+
+
+def _apply_verbosity(args: argparse.Namespace) -> None:
+    """Lower the root log level for ``gateway run -v``; the top-level command set up logging already."""
+    extra: int = getattr(args, "run_verbose", 0)
+    if extra:
+        total = int(getattr(args, "verbose", 0) or 0) + extra
+        logging.getLogger().setLevel(logging.INFO if total == 1 else logging.DEBUG)
 
 
 async def _run(config: "object") -> int:

@@ -1,0 +1,39 @@
+"""`civicedge gateway run -v` works as docs/gateway.md writes it (it was "unrecognized arguments: -v")."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.cli.main import main
+
+
+@pytest.fixture
+def root_level() -> Iterator[logging.Logger]:
+    root = logging.getLogger()
+    saved = root.level
+    root.setLevel(logging.WARNING)
+    yield root
+    root.setLevel(saved)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "level"),
+    [
+        ([], [], logging.WARNING),
+        ([], ["-v"], logging.INFO),
+        ([], ["--verbose"], logging.INFO),
+        ([], ["-vv"], logging.DEBUG),
+        (["-v"], ["-v"], logging.DEBUG),  # they add up
+    ],
+)
+def test_verbose_after_gateway_run(tmp_path: Path, root_level: logging.Logger, capsys: pytest.CaptureFixture[str],
+                                   before: list[str], after: list[str], level: int) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text("[http]\nenabled = false\n")
+    assert main([*before, "gateway", "run", "--config", str(cfg), *after, "--check"]) == 0
+    assert "config OK" in capsys.readouterr().out
+    assert root_level.level == level
