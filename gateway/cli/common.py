@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import stat
 import sys
+import tempfile
 from pathlib import Path
+from typing import IO, Iterator
 
 from gateway.config import GatewayConfig, default_config, load_config
 from gateway.errors import GatewayError
@@ -33,3 +38,38 @@ def fail(exc: GatewayError) -> int:
     where = " [%s]" % key if key else ""
     print("error (%s)%s: %s" % (reason, where, exc), file=sys.stderr)
     return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def atomic_text_file(path: Path) -> Iterator[IO[str]]:
+    """Yield a UTF-8 text stream whose content replaces ``path`` only when the block succeeds.
+
+    The text goes to a temporary file beside ``path``, is synced, and is renamed over ``path`` at
+    the end, so an interrupted or failed write never leaves half a file and never touches an
+    existing one. An existing file keeps its mode; a new one gets the usual ``0666 & ~umask``.
+
+    Raises:
+        OSError: the temporary file cannot be created or written, or the rename fails.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".%s." % path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _mode_for(path))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits ``path`` has, or a new file would get (mkstemp's 0600 is for secrets)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

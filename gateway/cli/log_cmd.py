@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
 import sys
 from pathlib import Path
+from typing import IO, Iterator
 
-from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, config_from, fail
+from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
 from gateway.errors import GatewayError, ProvenanceError
 from gateway.storage.provenance import export_chain, verify_export
 
@@ -16,39 +19,96 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     exp = sub.add_parser("export-log", help="export the provenance hash chain as JSON Lines")
     add_config_arg(exp)
     exp.add_argument("--db", type=Path, help="report store (overrides the config)")
-    exp.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
+    exp.add_argument("-o", "--output", type=Path,
+                     help="output file, replaced only once the export is complete (default: stdout)")
     exp.set_defaults(func=cmd_export)
     ver = sub.add_parser("verify-log", help="verify an exported provenance log; exit 1 at the first broken link")
-    ver.add_argument("file", type=Path)
+    ver.add_argument("file", type=Path, help="exported log, or - for standard input")
     ver.set_defaults(func=cmd_verify)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """Export the chain."""
+def _error(reason: str, message: str) -> int:
+    print("error (%s): %s" % (reason, message), file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _store_problem(db: Path) -> tuple[str, str] | None:
+    """Return ``(reason, message)`` when ``db`` cannot be exported from, before any output is made."""
     try:
-        db = args.db if args.db is not None else config_from(args).storage.path
-        if not Path(db).is_file():
-            print("error (open_failed): no report store at %s" % db, file=sys.stderr)
-            return EXIT_ERROR
-        if args.output is None:
-            count = export_chain(db, sys.stdout)
-        else:
-            with args.output.open("w", encoding="utf-8") as fh:
-                count = export_chain(db, fh)
+        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        return "read_failed", "cannot read the report store %s: %s" % (db, exc)
+    except sqlite3.Error:
+        return "not_a_store", "%s is not a civicedge report database" % db
+    if row is None:
+        return "not_a_store", "%s is not a civicedge report database (it has no provenance chain table)" % db
+    return None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export the chain to stdout or, atomically, to ``--output``."""
+    try:
+        db = Path(args.db) if args.db is not None else config_from(args).storage.path
     except GatewayError as exc:
         return fail(exc)
+    if not db.is_file():
+        return _error("open_failed", "no report store at %s" % db)
+    problem = _store_problem(db)
+    if problem is not None:
+        return _error(*problem)
+    if args.output is None:
+        try:
+            # A reader that goes away (`| head`) raises BrokenPipeError: the civicedge entry point
+            # ends quietly on it, like a unix tool.
+            count = export_chain(db, sys.stdout)
+        except sqlite3.Error as exc:
+            return _error("read_failed", "cannot read the report store %s: %s" % (db, exc))
+    else:
+        output = Path(args.output)
+        # Through a symlink, replace the file it points to, not the link.
+        target = Path(os.path.realpath(output))
+        if target.is_dir():
+            return _error("bad_path", "%s is a directory; give the export a file name" % output)
+        if target.exists() and os.path.samefile(target, db):
+            return _error("bad_path", "%s is the report store itself; export to another file" % output)
+        try:
+            with atomic_text_file(target) as fh:
+                count = export_chain(db, fh)
+        except sqlite3.Error as exc:
+            return _error("read_failed", "cannot read the report store %s (%s left unchanged): %s" % (db, output, exc))
+        except OSError as exc:
+            return _error("write_failed", "cannot write %s: %s" % (output, exc.strerror or exc))
     print("exported %d entries" % count, file=sys.stderr)
     return EXIT_OK
 
 
+def _utf8_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Decode ``stream`` line by line, naming the first line that is not UTF-8."""
+    for lineno, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProvenanceError("line %d is not valid UTF-8 text (byte 0x%02x at column %d)"
+                                  % (lineno, raw[exc.start], exc.start + 1), reason="syntax", line=lineno) from None
+
+
+def _verify(file: Path) -> int:
+    if str(file) == "-":
+        return verify_export(_utf8_lines(sys.stdin.buffer))
+    with file.open("rb") as fh:
+        return verify_export(_utf8_lines(fh))
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Verify an export."""
+    """Verify an export (a file or ``-`` for stdin)."""
     try:
-        with args.file.open("r", encoding="utf-8") as fh:
-            count = verify_export(fh)
+        count = _verify(args.file)
     except OSError as exc:
-        print("error (bad_path): cannot read %s: %s" % (args.file, exc.strerror), file=sys.stderr)
-        return EXIT_ERROR
+        return _error("bad_path", "cannot read %s: %s" % (args.file, exc.strerror or exc))
     except ProvenanceError as exc:
         print("BROKEN at line %d (%s): %s" % (exc.line, exc.reason, exc))
         return EXIT_ERROR

@@ -101,7 +101,7 @@ def verify_export(lines: Iterable[str]) -> int:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested arrays
             raise ProvenanceError("line %d is not JSON: %s" % (lineno, exc), reason="syntax", line=lineno) from exc
         if not isinstance(obj, dict):
             raise ProvenanceError("line %d is not a JSON object" % lineno, reason="syntax", line=lineno)

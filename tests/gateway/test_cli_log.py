@@ -1,0 +1,136 @@
+"""``civicedge gateway export-log`` / ``verify-log``: clear errors, atomic output, pipes, stdin."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from gateway.cli import log_cmd
+from gateway.storage import ReportRecord, ReportStore
+from gateway.storage.provenance import export_chain
+from hil.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_store(path: Path, reports: int) -> Path:
+    """A report store holding ``reports`` reports of one bin, so as many chain entries."""
+    store = ReportStore(path, gateway_id="gw1")
+    store.insert_batch([
+        ReportRecord(device="b1", seq=s, kind="bin", zone="north", type="win", w=1_700_000_000 + 900 * s, l=900,
+                     m={"fill": 40}, e={}, a=[], fw="1.0", received_at=1_700_000_000.0, link="serial:x",
+                     digest="%064x" % s)
+        for s in range(1, reports + 1)
+    ])
+    store.close()
+    return path
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return make_store(tmp_path / "reports.sqlite", 5)
+
+
+def export(db: Path, *argv: str) -> list[str]:
+    return ["gateway", "export-log", "--db", str(db), *argv]
+
+
+# --- export-log --------------------------------------------------------------------------------------
+
+def test_export_refuses_files_that_are_not_report_databases(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    text_file = tmp_path / "passwd"
+    text_file.write_text("root:x:0:0:root:/root:/bin/bash\n" * 40)
+    other_db = tmp_path / "other.sqlite"
+    sqlite3.connect(other_db).execute("CREATE TABLE t (x)").connection.commit()
+    for path in (text_file, other_db):
+        assert main(export(path)) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "error (not_a_store): %s is not a civicedge report database" % path in err
+
+
+def test_export_to_a_bad_output_path_fails_clearly(tmp_path: Path, db: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [(tmp_path / "nope" / "x.jsonl", "error (write_failed): cannot write %s: No such file or directory"),
+             (tmp_path, "error (bad_path): %s is a directory"),
+             (db, "error (bad_path): %s is the report store itself")]
+    store_bytes = db.read_bytes()
+    for output, message in cases:
+        assert main(export(db, "-o", str(output))) == 1
+        assert message % output in capsys.readouterr().err
+    assert db.read_bytes() == store_bytes
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("reports.sqlite")) == []
+
+
+def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path: Path, db: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "chain.jsonl"
+    out.write_text("yesterday's export\n")
+    out.chmod(0o640)
+
+    def fails_halfway(path: Path, fh: IO[str]) -> int:
+        fh.write('{"pos":1}\n')
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(log_cmd, "export_chain", fails_halfway)
+    assert main(export(db, "-o", str(out))) == 1
+    assert "error (read_failed)" in capsys.readouterr().err
+    assert out.read_text() == "yesterday's export\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    monkeypatch.setattr(log_cmd, "export_chain", export_chain)
+    assert main(export(db, "-o", str(out))) == 0
+    assert len(out.read_text().splitlines()) == 5 and out.stat().st_mode & 0o777 == 0o640
+
+
+def test_export_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    db = make_store(tmp_path / "reports.sqlite", 2000)  # ~550 kB: more than a pipe buffer holds
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli.main", *export(db)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141
+    assert json.loads(first)["pos"] == 1
+    assert err == ""
+
+
+# --- verify-log --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("content", "line"), [(b"\xff\xfe\n", 1), (None, 3)])
+def test_verify_names_the_line_that_is_not_utf8(tmp_path: Path, db: Path, content: bytes | None, line: int,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "chain.jsonl"
+    if content is None:
+        buf = io.StringIO()
+        export_chain(db, buf)
+        lines = buf.getvalue().encode().splitlines(keepends=True)
+        content = b"".join(lines[:2] + [b'{"device":"b\xe91"}\n'] + lines[3:])
+    log.write_bytes(content)
+    assert main(["gateway", "verify-log", str(log)]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN at line %d (syntax): line %d is not valid UTF-8" % (line, line) in out
+
+
+def test_verify_names_a_line_of_absurdly_nested_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "chain.jsonl"
+    log.write_text("[" * 100_000 + "\n")
+    assert main(["gateway", "verify-log", str(log)]) == 1
+    assert "BROKEN at line 1 (syntax): line 1 is not JSON" in capsys.readouterr().out
+
+
+def test_verify_reads_stdin_for_dash(db: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    buf = io.StringIO()
+    export_chain(db, buf)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buf.getvalue().encode())))
+    assert main(["gateway", "verify-log", "-"]) == 0
+    assert capsys.readouterr().out.startswith("OK: 5 entries, chain intact")
