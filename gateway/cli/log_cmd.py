@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -11,20 +12,47 @@ from typing import IO, Iterator
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
 from gateway.errors import GatewayError, ProvenanceError
-from gateway.storage.provenance import export_chain, verify_export
+from gateway.storage.provenance import ChainSummary, export_chain_summary, verify_export_summary
+
+_HASH = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``export-log`` and ``verify-log``."""
-    exp = sub.add_parser("export-log", help="export the provenance hash chain as JSON Lines")
+    exp = sub.add_parser("export-log", help="export the provenance hash chain as JSON Lines",
+                         description="Export the provenance chain as JSON Lines; the entry count and the final "
+                                     "hash (head) go to stderr.")
     add_config_arg(exp)
     exp.add_argument("--db", type=Path, help="report store (overrides the config)")
     exp.add_argument("-o", "--output", type=Path,
                      help="output file, replaced only once the export is complete (default: stdout)")
     exp.set_defaults(func=cmd_export)
-    ver = sub.add_parser("verify-log", help="verify an exported provenance log; exit 1 at the first broken link")
+    ver = sub.add_parser("verify-log", help="verify an exported provenance log; exit 1 at the first broken link",
+                         description="Verify every link of an exported provenance log and print its entry count "
+                                     "and final hash (head). A log cut off at its end still links: compare the "
+                                     "head with a saved one or the gateway's (--expect-head, --expect-count).")
     ver.add_argument("file", type=Path, help="exported log, or - for standard input")
+    ver.add_argument("--expect-head", type=_chain_hash, metavar="HEX",
+                     help="fail unless the log ends at this hash (as printed by export-log or verify-log)")
+    ver.add_argument("--expect-count", type=_count, metavar="N", help="fail unless the log holds exactly N entries")
     ver.set_defaults(func=cmd_verify)
+
+
+def _chain_hash(text: str) -> str:
+    value = text.strip().lower()
+    if not _HASH.match(value):
+        raise argparse.ArgumentTypeError("must be a chain hash (64 hex characters), got %r" % text)
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be a whole number of entries (0 or more), got %r" % text)
+    return value
 
 
 def _error(reason: str, message: str) -> int:
@@ -64,7 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             # A reader that goes away (`| head`) raises BrokenPipeError: the civicedge entry point
             # ends quietly on it, like a unix tool.
-            count = export_chain(db, sys.stdout)
+            summary = export_chain_summary(db, sys.stdout)
         except sqlite3.Error as exc:
             return _error("read_failed", "cannot read the report store %s: %s" % (db, exc))
     else:
@@ -77,12 +105,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             return _error("bad_path", "%s is the report store itself; export to another file" % output)
         try:
             with atomic_text_file(target) as fh:
-                count = export_chain(db, fh)
+                summary = export_chain_summary(db, fh)
         except sqlite3.Error as exc:
             return _error("read_failed", "cannot read the report store %s (%s left unchanged): %s" % (db, output, exc))
         except OSError as exc:
             return _error("write_failed", "cannot write %s: %s" % (output, exc.strerror or exc))
-    print("exported %d entries" % count, file=sys.stderr)
+    print("exported %d entries, head %s" % (summary.count, summary.head), file=sys.stderr)
     return EXIT_OK
 
 
@@ -96,21 +124,40 @@ def _utf8_lines(stream: IO[bytes]) -> Iterator[str]:
                                   % (lineno, raw[exc.start], exc.start + 1), reason="syntax", line=lineno) from None
 
 
-def _verify(file: Path) -> int:
+def _verify(file: Path) -> ChainSummary:
     if str(file) == "-":
-        return verify_export(_utf8_lines(sys.stdin.buffer))
+        return verify_export_summary(_utf8_lines(sys.stdin.buffer))
     with file.open("rb") as fh:
-        return verify_export(_utf8_lines(fh))
+        return verify_export_summary(_utf8_lines(fh))
+
+
+def _mismatch(summary: ChainSummary, args: argparse.Namespace) -> str | None:
+    """Say how ``summary`` differs from ``--expect-count``/``--expect-head``, or None."""
+    wanted = []
+    if args.expect_count is not None and summary.count != args.expect_count:
+        wanted.append("%d entries" % args.expect_count)
+    if args.expect_head is not None and summary.head != args.expect_head:
+        wanted.append("head %s" % args.expect_head)
+    if not wanted:
+        return None
+    short = args.expect_count is not None and summary.count < args.expect_count
+    hint = " (entries missing at the end?)" if short else ""
+    return "the chain links but has %d entries, head %s; expected %s%s" % (summary.count, summary.head,
+                                                                          " and ".join(wanted), hint)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Verify an export (a file or ``-`` for stdin)."""
+    """Verify an export (a file or ``-`` for stdin) and compare its end with what is expected."""
     try:
-        count = _verify(args.file)
+        summary = _verify(args.file)
     except OSError as exc:
         return _error("bad_path", "cannot read %s: %s" % (args.file, exc.strerror or exc))
     except ProvenanceError as exc:
         print("BROKEN at line %d (%s): %s" % (exc.line, exc.reason, exc))
         return EXIT_ERROR
-    print("OK: %d entries, chain intact" % count)
+    mismatch = _mismatch(summary, args)
+    if mismatch is not None:
+        print("MISMATCH: %s" % mismatch)
+        return EXIT_ERROR
+    print("OK: %d entries, chain intact, head %s" % (summary.count, summary.head))
     return EXIT_OK

@@ -4,7 +4,8 @@ Each stored report appends an entry ``(device, seq, gateway, digest, prev)`` who
 SHA-256 over a canonical JSON encoding of those fields; ``prev`` is the previous entry's hash
 (``GENESIS`` for the first). ``digest`` is the SHA-256 of the report's authenticated frame.
 An export is JSON Lines, one entry per line, in chain order; :func:`verify_export` recomputes
-every link and names the first broken one.
+every link and names the first broken one. A chain cut off at its end still links, so both sides
+also give its :class:`ChainSummary` (entry count and final hash) to compare with a saved one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ class ChainEntry:
     digest: str
     prev: str
     hash: str
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    """How far a chain (or an export of it) goes.
+
+    Attributes:
+        count: number of entries.
+        head: hash of the last entry (``GENESIS`` for an empty chain); it commits to every entry
+            before it, so equal heads mean equal chains.
+    """
+
+    count: int
+    head: str
 
 
 # Characters json.dumps writes unchanged inside a string: device ids, hex digests and usual gateway ids.
@@ -74,19 +89,34 @@ def iter_chain(conn: sqlite3.Connection) -> Iterator[ChainEntry]:
 
 def export_chain(db_path: Path, out: IO[str]) -> int:
     """Write the chain of the store at ``db_path`` to ``out`` as JSON Lines; return the entry count."""
-    conn = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
+    return export_chain_summary(db_path, out).count
+
+
+def export_chain_summary(db_path: Path, out: IO[str]) -> ChainSummary:
+    """Write the chain as :func:`export_chain` does; return its count and head as written.
+
+    Raises:
+        sqlite3.Error: the store cannot be read (it is opened read-only, never changed).
+    """
+    # as_uri() escapes "?" and "#" that would otherwise end the file name inside the URI.
+    conn = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        count = 0
+        count, head = 0, GENESIS
         for entry in iter_chain(conn):
             out.write(json.dumps({f: getattr(entry, f) for f in _FIELDS}, separators=(",", ":")) + "\n")
-            count += 1
-        return count
+            count, head = count + 1, entry.hash
+        return ChainSummary(count=count, head=head)
     finally:
         conn.close()
 
 
 def verify_export(lines: Iterable[str]) -> int:
-    """Verify an export line by line and return the number of entries.
+    """Verify an export line by line and return the number of entries (see :func:`verify_export_summary`)."""
+    return verify_export_summary(lines).count
+
+
+def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
+    """Verify an export line by line and return its entry count and final hash.
 
     Raises:
         ProvenanceError: at the first broken link, with its 1-based ``line`` and a ``reason``:
@@ -125,4 +155,4 @@ def verify_export(lines: Iterable[str]) -> int:
             )
         prev = obj["hash"]
         count += 1
-    return count
+    return ChainSummary(count=count, head=prev)

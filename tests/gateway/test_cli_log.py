@@ -1,4 +1,4 @@
-"""``civicedge gateway export-log`` / ``verify-log``: clear errors, atomic output, pipes, stdin."""
+"""``civicedge gateway export-log`` / ``verify-log``: clear errors, atomic output, pipes, stdin, cut-off ends."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from gateway.cli import log_cmd
 from gateway.storage import ReportRecord, ReportStore
-from gateway.storage.provenance import export_chain
+from gateway.storage.provenance import GENESIS, ChainSummary, export_chain_summary
 from hil.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,16 +76,16 @@ def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path: Path, db: 
     out.write_text("yesterday's export\n")
     out.chmod(0o640)
 
-    def fails_halfway(path: Path, fh: IO[str]) -> int:
+    def fails_halfway(path: Path, fh: IO[str]) -> ChainSummary:
         fh.write('{"pos":1}\n')
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(log_cmd, "export_chain", fails_halfway)
+    monkeypatch.setattr(log_cmd, "export_chain_summary", fails_halfway)
     assert main(export(db, "-o", str(out))) == 1
     assert "error (read_failed)" in capsys.readouterr().err
     assert out.read_text() == "yesterday's export\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
-    monkeypatch.setattr(log_cmd, "export_chain", export_chain)
+    monkeypatch.setattr(log_cmd, "export_chain_summary", export_chain_summary)
     assert main(export(db, "-o", str(out))) == 0
     assert len(out.read_text().splitlines()) == 5 and out.stat().st_mode & 0o777 == 0o640
 
@@ -111,7 +111,7 @@ def test_verify_names_the_line_that_is_not_utf8(tmp_path: Path, db: Path, conten
     log = tmp_path / "chain.jsonl"
     if content is None:
         buf = io.StringIO()
-        export_chain(db, buf)
+        export_chain_summary(db, buf)
         lines = buf.getvalue().encode().splitlines(keepends=True)
         content = b"".join(lines[:2] + [b'{"device":"b\xe91"}\n'] + lines[3:])
     log.write_bytes(content)
@@ -130,7 +130,39 @@ def test_verify_names_a_line_of_absurdly_nested_json(tmp_path: Path, capsys: pyt
 def test_verify_reads_stdin_for_dash(db: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     buf = io.StringIO()
-    export_chain(db, buf)
+    summary = export_chain_summary(db, buf)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buf.getvalue().encode())))
     assert main(["gateway", "verify-log", "-"]) == 0
-    assert capsys.readouterr().out.startswith("OK: 5 entries, chain intact")
+    assert capsys.readouterr().out == "OK: 5 entries, chain intact, head %s\n" % summary.head
+
+
+def test_verify_prints_the_head_and_catches_a_cut_off_end(tmp_path: Path, db: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    full = tmp_path / "full.jsonl"
+    assert main(export(db, "-o", str(full))) == 0
+    lines = full.read_text().splitlines()
+    head = json.loads(lines[-1])["hash"]
+    assert capsys.readouterr().err == "exported 5 entries, head %s\n" % head
+    assert main(["gateway", "verify-log", str(full), "--expect-head", head.upper(), "--expect-count", "5"]) == 0
+    assert capsys.readouterr().out == "OK: 5 entries, chain intact, head %s\n" % head
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(lines[:3]) + "\n")
+    cut_head = json.loads(lines[2])["hash"]
+    assert main(["gateway", "verify-log", str(cut)]) == 0  # still links: only the head shows the difference
+    assert capsys.readouterr().out == "OK: 3 entries, chain intact, head %s\n" % cut_head
+    assert main(["gateway", "verify-log", str(cut), "--expect-head", head]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("MISMATCH:") and "3 entries, head %s" % cut_head in out and "expected head %s" % head in out
+    assert main(["gateway", "verify-log", str(cut), "--expect-count", "5"]) == 1
+    assert "expected 5 entries (entries missing at the end?)" in capsys.readouterr().out
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["gateway", "verify-log", str(empty), "--expect-count", "0", "--expect-head", GENESIS]) == 0
+
+
+@pytest.mark.parametrize("argv", [["--expect-head", "abc"], ["--expect-count", "-1"], ["--expect-count", "x"]])
+def test_verify_refuses_malformed_expectations(tmp_path: Path, argv: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["gateway", "verify-log", str(tmp_path / "x.jsonl"), *argv])
+    assert info.value.code == 2 and "must be" in capsys.readouterr().err
