@@ -31,7 +31,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ls = dsub.add_parser("list", parents=[common], help="list devices")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
-    for name, func, helptext in (("show", cmd_show, "show one device"), ("revoke", cmd_revoke, "revoke a device"),
+    for name, func, helptext in (("show", cmd_show, "show one device"),
+                                 ("revoke", cmd_revoke, "revoke a device (fails if it already is, as the admin API)"),
                                  ("rotate-key", cmd_rotate, "give a device a new key (prints where it is)")):
         p = dsub.add_parser(name, parents=[common], help=helptext)
         p.add_argument("device_id", metavar="ID")
@@ -105,7 +106,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    """Revoke a device."""
+    """Revoke a device; an already revoked one is an error (``already_revoked``), as in the admin API."""
     try:
         rec = _registry(args).revoke(args.device_id)
     except GatewayError as exc:
@@ -115,7 +116,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    """Rotate a device key; print only where the new key was written."""
+    """Rotate a device key (refused for a revoked device); print only where the new key was written."""
     try:
         path = _registry(args).rotate_key(args.device_id)
     except GatewayError as exc:

@@ -246,8 +246,19 @@ class Registry:
         return [self._record(r) for r in rows]
 
     def revoke(self, device_id: str) -> DeviceRecord:
-        """Mark a device revoked: its frames are rejected from now on."""
-        self._update(device_id, "UPDATE devices SET revoked=1, updated_at=? WHERE id=?")
+        """Mark a device revoked: its frames are rejected from now on.
+
+        Raises:
+            RegistryError: ``unknown_device``; ``already_revoked`` (as the admin API's 409), so a
+                repeated revoke does not pass for a new one.
+        """
+        # One conditional UPDATE: two concurrent revokes cannot both report success.
+        cur = self._conn.execute("UPDATE devices SET revoked=1, updated_at=? WHERE id=? AND revoked=0",
+                                 (time.time(), device_id))
+        if cur.rowcount == 0:
+            self.get(device_id)  # unknown_device if there is none
+            raise RegistryError("device %s is already revoked" % device_id, reason="already_revoked",
+                                device_id=device_id)
         log.warning("revoked device %s", device_id)
         return self.get(device_id)
 
@@ -255,8 +266,15 @@ class Registry:
         """Replace the device's key (generated when ``key`` is None); return the key file path.
 
         The device keeps its old key until it is re-provisioned, so its frames fail HMAC until then.
+
+        Raises:
+            RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked: a new key would
+                serve nothing, provision the board under a new id); ``bad_key`` (as :meth:`add`).
         """
-        self.get(device_id)
+        if self.get(device_id).revoked:
+            raise RegistryError("device %s is revoked; its key is not rotated (a revoked id stays revoked: "
+                                "provision the board under a new id)" % device_id, reason="revoked",
+                                device_id=device_id)
         new_key = generate_key() if key is None else key
         _require_key_length(device_id, new_key)
         _write_private(self.key_path(device_id), new_key.hex().encode("ascii") + b"\n")
