@@ -43,7 +43,7 @@ async def test_registers_then_explains_each_refusal(gateway_url: tuple[str, Regi
     assert await asyncio.to_thread(registrar, ident, False) is Registration.UNCHANGED
 
     rekeyed = new_identity(device_id="sl-7", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
-    with pytest.raises(GatewayRegistrationError, match="pass --force") as err:
+    with pytest.raises(GatewayRegistrationError, match="pass --take-over") as err:
         await asyncio.to_thread(registrar, rekeyed, False)
     assert rekeyed.key.hex() not in str(err.value)
     assert await asyncio.to_thread(registrar, rekeyed, True) is Registration.REPLACED

@@ -86,3 +86,21 @@ def test_registry_that_is_a_file_is_named_as_such(tmp_path: Path, capsys: pytest
     registry.write_text("not a directory")
     with pytest.raises(GatewayRegistrationError, match="is not a directory"):
         registered_device(registry, "sl-1")
+
+
+def test_a_registry_that_is_not_a_database_is_named_once(tmp_path: Path) -> None:
+    from hil.field.errors import GatewayRegistrationError
+    from hil.field.registration import registered_device
+
+    (tmp_path / "devices.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GatewayRegistrationError) as err:
+        registered_device(tmp_path, "sl-1")
+    assert str(err.value).count("cannot open registry") <= 1 and str(tmp_path) in str(err.value)
+
+
+def test_zone_error_quotes_plainly() -> None:
+    from hil.field.errors import IdentityFormatError
+    from hil.field.identity import validate_fields
+
+    with pytest.raises(IdentityFormatError, match='zone "a/b" must be'):
+        validate_fields(device_id="sl-1", kind="streetlight", zone="a/b")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.registry import Registry
-from hil.field.check import first_report_from_db, wait_first_report
+from hil.field.check import DbWatch, wait_new_report
 from hil.field.errors import GatewayRegistrationError, IdentityFormatError, NoReportError
 from hil.field.identity import key_fingerprint, new_identity, parse_identity, parse_location
 from hil.field.registration import Registration, register_device, registered_matches
@@ -90,10 +90,12 @@ def test_missing_registry_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_waiting_for_a_report_times_out_clearly(tmp_path: Path) -> None:
     db = tmp_path / "reports.sqlite"
-    assert first_report_from_db(db, "sl-1") is None
+    watch = DbWatch(db, "sl-1")
+    watch.mark()
+    assert watch.new_report() is None
     started = time.monotonic()
     with pytest.raises(NoReportError, match="no report from sl-1 within 0.3 s") as err:
-        wait_first_report(lambda: first_report_from_db(db, "sl-1"), device_id="sl-1", timeout_s=0.3, poll_s=0.05)
+        wait_new_report(watch, device_id="sl-1", timeout_s=0.3, poll_s=0.05)
     assert time.monotonic() - started < 2 and err.value.details["device_id"] == "sl-1"
 
 
