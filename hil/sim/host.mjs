@@ -79,6 +79,15 @@ let carry = 0;
 const DRIVE_BUDGET_MS = 30; // wall time per drive() spent running board timers
 const MAX_BACKLOG_WALL_MS = 500; // virtual time owed beyond this is dropped (the host runs slower)
 let advancing = false;
+// Virtual time the free-running clock stops at (null: none). A scenario holds its boards at its end
+// so that no reading is taken past it, whatever the speed (the clock can still be advanced).
+let holdAt = null;
+
+/** Virtual ms until the earliest pending timer (Infinity when none). */
+function nextTimerIn() {
+  const first = clock.timerHeap && clock.timerHeap.peek ? clock.timerHeap.peek() : null;
+  return first ? Math.max(0, first.callAt - clock.now) : Infinity;
+}
 
 function runTimers(fn) {
   try {
@@ -99,7 +108,11 @@ function drive() {
       // time: a host that cannot keep up falls behind the requested speed (the backlog is capped)
       // instead of spending ever longer ticks and starving its own I/O.
       carry = Math.min(carry + elapsed * speed, MAX_BACKLOG_WALL_MS * speed);
-      const target = clock.now + Math.floor(carry);
+      let target = clock.now + Math.floor(carry);
+      if (holdAt !== null && target > holdAt) {
+        target = Math.max(clock.now, holdAt);
+        carry = 0;
+      }
       const until = real.now() + DRIVE_BUDGET_MS;
       const chunk = Math.max(1, Math.ceil(speed * 5)); // 5 ms of wall time per tick at the asked speed
       while (clock.now < target && real.now() < until) {
@@ -109,11 +122,17 @@ function drive() {
     } else if (speed === 0) {
       // As fast as possible: fire timers in order for ~20 ms of wall time, then let I/O in.
       const until = real.now() + 20;
-      while (real.now() < until && clock.countTimers() > 0) runTimers(() => clock.next());
+      while (real.now() < until && clock.countTimers() > 0) {
+        if (holdAt !== null && clock.now >= holdAt) break;
+        // next() jumps to the next timer; at a hold, tick up to it instead (timers there still fire)
+        if (holdAt !== null && clock.now + nextTimerIn() > holdAt) { runTimers(() => clock.tick(holdAt - clock.now)); break; }
+        runTimers(() => clock.next());
+      }
     }
   }
   host.scheduleFlush();
-  if (speed === 0 && clock.countTimers() > 0) real.setImmediate(drive);
+  const held = holdAt !== null && clock.now >= holdAt;
+  if (speed === 0 && clock.countTimers() > 0 && !held) real.setImmediate(drive);
   else real.setTimeout(drive, 5);
 }
 
@@ -217,7 +236,8 @@ async function handle(req) {
     }
     case "clock":
       if (req.speed !== undefined) speed = Number(req.speed);
-      return reply(req, { now: Date.now(), speed });
+      if (req.hold_at !== undefined) holdAt = req.hold_at === null ? null : Number(req.hold_at);
+      return reply(req, { now: Date.now(), speed, hold_at: holdAt });
     case "advance":
       await advance(Number(need(req, "ms")), Number(req.chunk ?? 1000));
       return reply(req, { now: Date.now() });

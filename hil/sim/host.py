@@ -122,6 +122,14 @@ class SimHost:
         await self.request({"op": "clock", "speed": -1 if speed is None else speed})
         self.speed = speed
 
+    async def hold_at(self, virtual_ms: int | None) -> None:
+        """Stop the free-running clock at ``virtual_ms`` (timers due then still fire); None: no limit.
+
+        The clock waits there (whatever the speed) until the hold is moved or lifted; ``advance``
+        is not limited. A scenario holds its boards at its end so none takes a reading past it.
+        """
+        await self.request({"op": "clock", "hold_at": None if virtual_ms is None else int(virtual_ms)})
+
     async def ping(self) -> dict[str, Any]:
         """Return ``{"now", "rss", "boards"}`` of the host process."""
         return await self.request({"op": "ping"})
