@@ -55,6 +55,12 @@ EXPECT_KEYS = {"reports_min", "no_loss", "alarms", "alarms_within", "fields", "e
 FIELD_KEYS = {"field", "op", "value", "by", "device"}
 FAULT_KEYS = {"time", "every", "until", "fault"}
 MAX_BOARDS = 50
+# A board boots in about a wall second, i.e. `speed` virtual seconds: resets closer than this keep
+# it booting (and a reset every few ms swamps the simulator host). Other faults: once a second.
+RESET_FAULTS = {"reset", "power_loss", "power_loss_write"}
+MIN_RESET_EVERY_MS = 10_000
+MIN_FAULT_EVERY_MS = 1_000
+_TIME_OF_DAY = re.compile(r"^\d{1,2}:\d{2}(:\d{2})?$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
@@ -155,7 +161,8 @@ def _stimuli_doc(raw: Any, where: str, base: Path) -> dict[str, Any]:
     raise ScenarioError(f"{where}: stimuli must be a file name or a table, got {raw!r}", key="stimuli", value=raw)
 
 
-def _board_group(i: int, raw: Any, scenario_start: int, base: Path, path: Path | None, taken: set[str]) -> BoardGroup:
+def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base: Path, path: Path | None,
+                 taken: set[str]) -> BoardGroup:
     where = f"boards[{i + 1}]"
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: must be a table", key="boards")
@@ -212,15 +219,95 @@ def _board_group(i: int, raw: Any, scenario_start: int, base: Path, path: Path |
     doc = {**doc, "at": at}
     text = toml_text(doc)
     try:
-        load_stimuli(text, BoardIo(config), scenario_start)
+        plan = load_stimuli(text, BoardIo(config), scenario_start)
     except StimulusError as exc:
         raise ScenarioError(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
+    _check_timeline(where, at, plan.faults, scenario_start, scenario_end)
     for key in ("zone", "lat", "lon"):
         if key in raw and not isinstance(raw[key], str):
             raise ScenarioError(f"{where}: {key} must be a string", key=key, value=raw[key])
-    return BoardGroup(board=board_ref, ids=tuple(ids), link=link, kind=kind, zone=raw.get("zone", "sim"),
-                      lat=raw.get("lat", "52.3702"), lon=raw.get("lon", "4.8952"), stimuli_toml=text,
-                      stimuli_doc=doc, sleep=sleep)
+    zone, lat, lon = raw.get("zone", "sim"), raw.get("lat", "52.3702"), raw.get("lon", "4.8952")
+    _check_registry_fields(where, ids, kind=kind, zone=zone, lat=lat, lon=lon)
+    return BoardGroup(board=board_ref, ids=tuple(ids), link=link, kind=kind, zone=zone, lat=lat, lon=lon,
+                      stimuli_toml=text, stimuli_doc=doc, sleep=sleep)
+
+
+def _check_registry_fields(where: str, ids: list[str], *, kind: str, zone: str, lat: str, lon: str) -> None:
+    """Refuse what the gateway registry would refuse when the run registers the boards.
+
+    The registry's own validation is called (not a copy of its rules), one value at a time so the
+    error names the key at fault.
+
+    Raises:
+        ScenarioError: with ``key`` = ``ids``, ``kind``, ``zone``, ``lat`` or ``lon``.
+    """
+    from gateway.errors import RegistryError
+    from gateway.registry import Registry
+
+    ok = {"kind": kind, "zone": "sim", "lat": "0", "lon": "0"}
+    for dev in ids:
+        for key, value in (("ids", dev), ("kind", kind), ("zone", zone), ("lat", lat), ("lon", lon)):
+            args = dict(ok, **({key: value} if key != "ids" else {}))
+            try:
+                Registry._validate(dev if key == "ids" else "sim-check", **args)  # noqa: SLF001 (the registry's rules)
+            except RegistryError as exc:
+                raise ScenarioError(f"{where}: {key}: {exc} (the gateway registry refuses it)", key=key,
+                                    value=value) from exc
+
+
+def _check_timeline(where: str, entries: list[Any], faults: list[dict[str, Any]], start_ms: int, end_ms: int) -> None:
+    """Refuse timeline entries that cannot do what they say: ``until`` before ``time``, faults that never
+    fire within the run, and fault periods too short for the simulator (a board needs time to boot).
+
+    Raises:
+        ScenarioError: naming the entry.
+    """
+    for j, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "until" not in entry or "time" not in entry:
+            continue
+        # "22:00" .. "01:00" wraps to the next day on purpose; a relative or absolute until may not.
+        if _TIME_OF_DAY.match(str(entry["until"])):
+            continue
+        try:
+            at, until = parse_at_ms(entry["time"], start_ms), parse_at_ms(entry["until"], start_ms)
+        except StimulusError:
+            continue  # load_stimuli reported it already
+        if until < at:
+            raise ScenarioError(f"{where}: timeline entry {entry!r}: until {entry['until']!r} is before time "
+                                f"{entry['time']!r}", key="until", value=str(entry["until"]))
+    for f in faults:
+        at, kind = int(f["at"]), str(f.get("kind"))
+        line = f"fault {kind} at {_offset(at - start_ms)}"
+        if at < start_ms:
+            raise ScenarioError(f"{where}: {line} is before the scenario's start", key="faults", value=kind)
+        if at > end_ms:
+            raise ScenarioError(f"{where}: {line} is after the scenario's end ({_offset(end_ms - start_ms)}): it never "
+                                "fires", key="faults", value=kind)
+        every = f.get("every")
+        if every is None:
+            continue
+        least = MIN_RESET_EVERY_MS if kind in RESET_FAULTS else MIN_FAULT_EVERY_MS
+        if every < least:
+            why = ("a board needs time to boot after a reset" if kind in RESET_FAULTS
+                   else "the simulator would do nothing else")
+            raise ScenarioError(f"{where}: {line} every {every} ms is too often: at least every "
+                                f"{least // 1000} s ({why})", key="every", value=every)
+
+
+def _offset(ms: int) -> str:
+    return f"{'+' if ms >= 0 else '-'}{abs(ms) / 60_000:g} min"
+
+
+def _policy_names() -> tuple[set[str], set[str]]:
+    """Alarm codes and released fields the policy (firmware/policy.json) defines, over all kinds.
+
+    All kinds, not only the scenario's: expecting a bin's alarm from a streetlight is a valid
+    expectation that fails; a code no board can send is a typo.
+    """
+    from gateway.resources import load_policy
+
+    kinds = load_policy().get("kinds", {}).values()
+    return {a for k in kinds for a in k.get("alarms", {})}, {f for k in kinds for f in k.get("fields", {})}
 
 
 def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectations:
@@ -237,12 +324,23 @@ def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectat
     alarms = raw.get("alarms", [])
     if not isinstance(alarms, list) or not all(isinstance(a, str) and a for a in alarms):
         raise ScenarioError(f"expect.alarms must be a list of alarm codes, got {alarms!r}", key="alarms")
+    known_alarms, known_fields = _policy_names()
+    bad = [a for a in alarms if a not in known_alarms]
+    if bad:
+        raise ScenarioError(f"expect.alarms: unknown alarm code(s) {', '.join(map(repr, bad))} (the policy defines: "
+                            f"{', '.join(sorted(known_alarms))})", key="alarms", value=bad[0])
     within = raw.get("alarms_within")
+    if within is not None and not alarms:
+        raise ScenarioError("expect.alarms_within needs expect.alarms (the codes to wait for)", key="alarms_within")
     within_ms = None if within is None else _duration(within, "expect.alarms_within", path)
     eps = raw.get("eps_per_day_max", [])
     if not (isinstance(eps, bool) or isinstance(eps, list) and all(isinstance(f, str) for f in eps)):
         raise ScenarioError(f"expect.eps_per_day_max must be true or a list of fields, got {eps!r}",
                             key="eps_per_day_max")
+    bad = [f for f in (eps if isinstance(eps, list) else []) if f not in known_fields]
+    if bad:
+        raise ScenarioError(f"expect.eps_per_day_max: unknown field(s) {', '.join(map(repr, bad))} (the policy "
+                            f"defines: {', '.join(sorted(known_fields))})", key="eps_per_day_max", value=bad[0])
     fields = []
     for i, f in enumerate(raw.get("fields", [])):
         where = f"expect.fields[{i + 1}]"
@@ -260,6 +358,9 @@ def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectat
         if device is not None and device not in device_ids:
             raise ScenarioError(f"{where}: device {device!r} is not one of the scenario's boards", key="device",
                                 value=device)
+        if f["field"] not in known_fields:
+            raise ScenarioError(f"{where}: unknown field {f['field']!r} (the policy defines: "
+                                f"{', '.join(sorted(known_fields))})", key="field", value=f["field"])
         fields.append(FieldExpectation(field=str(f["field"]), op=f["op"], value=f["value"],
                                        by_ms=_duration(f["by"], f"{where}.by", path), by_text=str(f["by"]),
                                        device=device))
@@ -289,11 +390,15 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
         raise ScenarioError(f"scenario: seed must be an integer, got {seed!r}", key="seed", value=seed)
     start_ms = _start_ms(doc.get("start"), path)
     boards_raw = doc.get("boards")
-    if not isinstance(boards_raw, list) or not boards_raw:
+    if boards_raw is not None and not isinstance(boards_raw, list):
+        raise ScenarioError(f"scenario: boards must be a list of [[boards]] tables, got {type(boards_raw).__name__} "
+                            f"{boards_raw!r}", key="boards", value=repr(boards_raw))
+    if not boards_raw:
         raise ScenarioError("scenario: at least one [[boards]] entry is required", key="boards")
     taken: set[str] = set()
     base = base or (path.parent if path else Path.cwd())
-    groups = tuple(_board_group(i, b, start_ms, base, path, taken) for i, b in enumerate(boards_raw))
+    groups = tuple(_board_group(i, b, start_ms, start_ms + duration_ms, base, path, taken)
+                   for i, b in enumerate(boards_raw))
     if len(taken) > MAX_BOARDS:
         raise ScenarioError(f"scenario: at most {MAX_BOARDS} boards, got {len(taken)}", key="boards")
     expect = _expectations(doc.get("expect"), path, taken)
