@@ -20,10 +20,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from hil.errors import HilError
 from hil.scenarios import ScenarioError, list_examples, load_scenario
 from hil.scenarios.model import Scenario
-from hil.scenarios.reports import write_html, write_junit
+from hil.scenarios.reports import output_problem, write_html, write_junit, write_junit_error
 from hil.scenarios.runner import Progress as RunProgress
 from hil.scenarios.errors import ScenarioRunError
-from hil.scenarios.runner import ScenarioResult, check_workdir, run_scenario
+from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_s, run_scenario
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      help="flash dirs, registry, SQLite, logs (recreated; default var/scenarios/<name>)")
     run.add_argument("--drain", type=float, default=30.0, metavar="SECONDS",
                      help="wall seconds to wait for unacknowledged reports after the duration (default 30)")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="wall seconds the whole run may take; past it the run stops and fails with an error "
+                          "(default: 4x duration/speed + 120 s + 10 s per board + the drain)")
     run.add_argument("--plain", action="store_true", help="no live progress bar (a line every few seconds)")
     run.set_defaults(func=cmd_run)
     ls = hs.add_parser("list", help="list the shipped example scenarios")
@@ -80,32 +83,51 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one scenario (see module docstring for exit codes)."""
     console = Console(stderr=True)
+    for option, out in (("--junit", args.junit), ("--html", args.html)):
+        problem = None if out is None else output_problem(out)
+        if problem is not None:
+            console.print(f"[red]error:[/red] {option}: {problem}", highlight=False, soft_wrap=True)
+            return 2
     try:
         scenario = load_scenario(args.scenario)
         if args.speed is not None and not 0 < args.speed <= 3600:
             raise ScenarioError(f"--speed must be within (0, 3600], got {args.speed:g}", key="speed")
         if args.drain < 0:
             raise ScenarioError(f"--drain must be >= 0, got {args.drain:g}", key="drain")
+        if args.timeout is not None and not args.timeout > 0:
+            raise ScenarioError(f"--timeout must be > 0 seconds, got {args.timeout:g}", key="timeout")
         workdir = check_workdir(args.workdir or Path("var/scenarios") / scenario.name)
     except (ScenarioError, ScenarioRunError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        if args.junit:
+            name = Path(str(args.scenario)).stem or "scenario"
+            console.print(f"JUnit report: {write_junit_error(args.junit, name=name, message=str(exc))}")
         return 2
+    speed = args.speed or scenario.speed
+    timeout_s = args.timeout or default_timeout_s(scenario, speed=speed, drain_s=args.drain)
     console.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
-                  f"at {args.speed or scenario.speed:g}x, work directory {workdir}")
+                  f"at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
     try:
-        result = asyncio.run(_run(scenario, workdir, args, console))
+        result = asyncio.run(_run(scenario, workdir, args, console, timeout_s))
     except HilError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        if args.junit:
+            console.print(f"JUnit report: {write_junit_error(args.junit, name=scenario.name, message=str(exc))}")
         return 1
     _print_result(result, console)
-    if args.junit:
-        console.print(f"JUnit report: {write_junit(result, args.junit)}")
-    if args.html:
-        console.print(f"HTML report: {write_html(result, args.html)}")
+    try:
+        if args.junit:
+            console.print(f"JUnit report: {write_junit(result, args.junit)}")
+        if args.html:
+            console.print(f"HTML report: {write_html(result, args.html)}")
+    except OSError as exc:  # checked up front; the file system can still change during a run
+        console.print(f"[red]error:[/red] cannot write a report: {exc}", highlight=False)
+        return 1
     return 0 if result.passed else 1
 
 
-async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, console: Console) -> ScenarioResult:
+async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, console: Console,
+               timeout_s: float) -> ScenarioResult:
     total_min = scenario.duration_ms / 60_000
     plain = args.plain or not console.is_terminal
     last = [0.0]
@@ -120,7 +142,7 @@ async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, cons
                               f"reports={p.reports} alarms={p.alarms}")
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report_plain,
-                                  drain_s=args.drain)
+                                  drain_s=args.drain, timeout_s=timeout_s)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(scenario.name, total=scenario.duration_ms, info="booting")
@@ -131,14 +153,15 @@ async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, cons
                             f"{p.reports} reports, {p.alarms} alarms stored")
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report,
-                                  drain_s=args.drain)
+                                  drain_s=args.drain, timeout_s=timeout_s)
 
 
 def _print_result(result: ScenarioResult, console: Console) -> None:
     end = dt.datetime.fromtimestamp(result.virtual_end_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     console.print(f"ran to virtual {end} UTC in {result.wall_s:.0f} s; {len(result.data.reports)} reports stored")
     for c in result.checks:
-        mark = "[green]pass[/green]" if c.passed else "[red]FAIL[/red]"
+        mark = ("[yellow]skip[/yellow]" if c.skipped else "[green]pass[/green]" if c.passed
+                else "[red]FAIL[/red]")
         console.print(f"  {mark} {c.name}: {c.message}", highlight=False)
     for e in result.errors:
         console.print(f"  [red]error[/red] {e}")

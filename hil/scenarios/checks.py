@@ -25,15 +25,43 @@ class CheckResult:
     passed: bool
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    def skip(self, why: str) -> CheckResult:
+        """This expectation marked as not evaluated (the run did not get to its end)."""
+        return CheckResult(self.name, False, why, {}, skipped=True)
 
 
 @dataclass
 class StoredData:
-    """What the gateway stored, read once after the run."""
+    """What the gateway stored, read once after the run.
+
+    ``reading_seqs`` and ``alarm_seqs`` (when filled, by :func:`read_store`) give the seq of the
+    report each reading / alarm came from, in the same order, so :meth:`up_to` can cut them too.
+    """
 
     reports: list[tuple[str, int, str, int, dict[str, int]]]  # device, seq, type, w, e
     readings: list[tuple[str, str, int, int, int]]             # device, field, w, l, value
     alarms: list[tuple[str, str, int]]                         # device, code, w
+    reading_seqs: list[int] = field(default_factory=list)
+    alarm_seqs: list[int] = field(default_factory=list)
+
+    def up_to(self, last_seq: dict[str, int]) -> StoredData:
+        """Only what came from reports with ``seq <= last_seq[device]`` (devices not named: nothing).
+
+        A run holds its boards at the scenario's end and notes the last seq each one generated;
+        reports written while the outboxes drain afterwards are past the end and not evaluated.
+        """
+        def keep(d: str, s: int) -> bool:
+            return s <= last_seq.get(d, -1)
+
+        readings = self.readings if len(self.reading_seqs) != len(self.readings) else [
+            r for r, s in zip(self.readings, self.reading_seqs) if keep(r[0], s)]
+        reading_seqs = [s for r, s in zip(self.readings, self.reading_seqs) if keep(r[0], s)]
+        alarms = self.alarms if len(self.alarm_seqs) != len(self.alarms) else [
+            a for a, s in zip(self.alarms, self.alarm_seqs) if keep(a[0], s)]
+        alarm_seqs = [s for a, s in zip(self.alarms, self.alarm_seqs) if keep(a[0], s)]
+        return StoredData([r for r in self.reports if keep(r[0], r[1])], readings, alarms, reading_seqs, alarm_seqs)
 
 
 def read_store(db: Path) -> StoredData:
@@ -44,14 +72,16 @@ def read_store(db: Path) -> StoredData:
     try:
         reports = [(d, int(s), t, int(w), {k: int(v) for k, v in json.loads(e or "{}").items()})
                    for d, s, t, w, e in conn.execute("SELECT device, seq, type, w, e FROM reports ORDER BY w, device")]
-        readings = [(d, f, int(w), int(length), int(v)) for d, f, w, length, v in
-                    conn.execute("SELECT device, field, w, l, value FROM readings ORDER BY w")]
-        alarms = [(d, c, int(w)) for d, c, w in conn.execute("SELECT device, code, w FROM alarms ORDER BY w")]
+        rows = conn.execute("SELECT g.device, g.field, g.w, g.l, g.value, r.seq FROM readings g "
+                            "JOIN reports r ON r.id = g.report_id ORDER BY g.w").fetchall()
+        readings = [(d, f, int(w), int(length), int(v)) for d, f, w, length, v, _s in rows]
+        alarm_rows = conn.execute("SELECT device, code, w, seq FROM alarms ORDER BY w").fetchall()
+        alarms = [(d, c, int(w)) for d, c, w, _s in alarm_rows]
     except sqlite3.OperationalError:
         return StoredData([], [], [])
     finally:
         conn.close()
-    return StoredData(reports, readings, alarms)
+    return StoredData(reports, readings, alarms, [int(r[5]) for r in rows], [int(a[3]) for a in alarm_rows])
 
 
 def _fmt_time(start_ms: int, w: int) -> str:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hil.scenarios.checks import CheckResult
 from hil.scenarios.runner import ScenarioResult
 from hil.sim.stimuli import parse_at_ms, parse_duration_ms
 
@@ -23,22 +25,27 @@ def write_junit(result: ScenarioResult, path: Path) -> Path:
     """Write JUnit XML: a testsuite named after the scenario, one testcase per expectation.
 
     A failed expectation is a ``<failure>`` with what was expected and found; a run that was
-    interrupted or whose gateway failed adds an ``<error>`` testcase ``run``.
+    interrupted or whose gateway failed adds an ``<error>`` testcase ``run``, and expectations it
+    could not evaluate are ``<skipped>``.
     """
     sc = result.scenario
     cases = list(result.checks)
-    failures = sum(not c.passed for c in cases)
+    failures = sum(not c.passed and not c.skipped for c in cases)
+    skipped = sum(c.skipped for c in cases)
     errors = list(result.errors) + (["interrupted before the scenario's duration"] if result.interrupted else [])
     suite = ET.Element("testsuite", name=f"scenario.{sc.name}", tests=str(len(cases) + (1 if errors else 0)),
-                       failures=str(failures), errors=str(1 if errors else 0), time=f"{result.wall_s:.3f}",
+                       failures=str(failures), errors=str(1 if errors else 0), skipped=str(skipped),
+                       time=f"{result.wall_s:.3f}",
                        timestamp=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
     props = ET.SubElement(suite, "properties")
-    for k, v in (("description", sc.description), ("duration", sc.duration_text), ("speed", f"{sc.speed:g}"),
+    for k, v in (("description", sc.description), ("duration", sc.duration_text), ("speed", f"{result.speed_run:g}"),
                  ("boards", " ".join(sc.device_ids)), ("workdir", str(result.workdir))):
         ET.SubElement(props, "property", name=k, value=v)
     for c in cases:
         case = ET.SubElement(suite, "testcase", classname=f"scenario.{sc.name}", name=c.name, time="0")
-        if c.passed:
+        if c.skipped:
+            ET.SubElement(case, "skipped", message=c.message)
+        elif c.passed:
             ET.SubElement(case, "system-out").text = c.message
         else:
             fail = ET.SubElement(case, "failure", message=c.message, type="ExpectationFailed")
@@ -53,6 +60,41 @@ def write_junit(result: ScenarioResult, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     return path
+
+
+def write_junit_error(path: Path, *, name: str, message: str) -> Path:
+    """Write JUnit XML for a run that could not start (bad scenario or option): one ``<error>`` testcase.
+
+    So a CI job that asked for a report gets one that says why, instead of no file at all.
+    """
+    suite = ET.Element("testsuite", name=f"scenario.{name}", tests="1", failures="0", errors="1", time="0",
+                       timestamp=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    case = ET.SubElement(suite, "testcase", classname=f"scenario.{name}", name="input", time="0")
+    ET.SubElement(case, "error", message=message, type="BadInput").text = message
+    root = ET.Element("testsuites", name="civicedge hil run", tests="1", failures="0", errors="1")
+    root.append(suite)
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def output_problem(path: Path) -> str | None:
+    """Why a report cannot be written at ``path`` (None: it can), checked before a run starts."""
+    if path.is_dir():
+        return f"{path} is a directory (give a file name)"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    parent = path.parent
+    while not parent.exists():  # the nearest existing ancestor must let us create the rest
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not path.parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {path.parent}: {parent} is not writable"
+    if path.parent.exists() and not path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {path.parent} is not writable"
+    return None
 
 
 @dataclass
@@ -183,6 +225,10 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.
 .flt{font-size:10px;fill:#c0392b}.axis{stroke:#ddd}"""
 
 
+def _verdict(check: CheckResult) -> str:
+    return "skipped" if check.skipped else "pass" if check.passed else "FAIL"
+
+
 def render_html(result: ScenarioResult) -> str:
     """The HTML report (self-contained: inline CSS and SVG, no external resources)."""
     sc = result.scenario
@@ -190,7 +236,7 @@ def render_html(result: ScenarioResult) -> str:
     t1 = max(result.virtual_end_ms, sc.start_ms + sc.duration_ms)
     verdict = '<span class="ok">PASSED</span>' if result.passed else '<span class="bad">FAILED</span>'
     rows = "".join(
-        f'<tr><td class="{"ok" if c.passed else "bad"}">{"pass" if c.passed else "FAIL"}</td>'
+        f'<tr><td class="{"ok" if c.passed else "bad"}">{_verdict(c)}</td>'
         f"<td>{html.escape(c.name)}</td><td>{html.escape(c.message)}</td></tr>" for c in result.checks)
     errs = "".join(f'<li class="bad">{html.escape(e)}</li>' for e in result.errors)
     if result.interrupted:
@@ -200,7 +246,7 @@ def render_html(result: ScenarioResult) -> str:
         f"<title>scenario {html.escape(sc.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Scenario {html.escape(sc.name)} — {verdict}</h1>",
         f"<p>{html.escape(sc.description)}</p>",
-        f"<p>Virtual {_clock(t0)} + {html.escape(sc.duration_text)} at {sc.speed:g}× real time; "
+        f"<p>Virtual {_clock(t0)} + {html.escape(sc.duration_text)} at {result.speed_run:g}× real time; "
         f"{len(sc.device_ids)} board(s); {len(result.data.reports)} reports and {len(result.data.alarms)} alarms "
         f"stored; {result.wall_s:.0f} s wall time. Work directory: <code>{html.escape(str(result.workdir))}</code></p>",
         f"<ul>{errs}</ul>" if errs else "",
