@@ -30,7 +30,8 @@ from hil.pytest_plugin.fixtures import (
     hil_radio,
     hil_settings,
 )
-from hil.pytest_plugin.settings import HilSettings, settings_key
+from hil.boards import BoardError
+from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options, sim_speed_option
 
 __all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
            "hil_settings"]
@@ -50,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hil-lease-dir", default=None,
                     help="serial backend: directory of board leases shared by the rig's runs "
                          "(default: $XDG_RUNTIME_DIR or /tmp /civicedge-leases)")
-    group.addoption("--hil-sim-speed", type=float, default=1.0, metavar="X",
+    group.addoption("--hil-sim-speed", type=sim_speed_option, default=1.0, metavar="X",
                     help="sim backend: virtual seconds per wall second (0 = as fast as possible; default 1)")
     group.addoption("--hil-lease-wait", type=float, default=30.0, metavar="SECONDS",
                     help="serial backend: how long to wait for a board another run holds (default 30)")
@@ -66,7 +67,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sim(speed=X, seed=N): virtual clock speed and noise seed of the test's "
                             "virtual boards (sim backend only; other backends ignore it)")
     config.addinivalue_line("markers", "fleet(**counts): board mix of the hil_fleet fixture, board_name=count")
-    config.stash[settings_key] = HilSettings.from_config(config)
+    settings = HilSettings.from_config(config)
+    if settings.board_name is not None:
+        try:  # a typo in --hil-board is a usage error up front, not an INTERNALERROR later
+            settings.board()
+        except BoardError as exc:
+            raise pytest.UsageError(f"--hil-board {settings.board_name}: {exc}") from exc
+    config.stash[settings_key] = settings
 
 
 def required_capabilities(item: pytest.Item) -> list[str]:
@@ -90,6 +97,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     settings = config.stash[settings_key]
     for item in items:
+        sim_marker_options(item)  # a bad sim(...) marker is a usage error before anything boots
         needed = required_capabilities(item)
         if not needed or any(name not in KNOWN_CAPABILITIES for name in needed):
             continue

@@ -18,7 +18,7 @@ from hil.backends.capabilities import CapabilityManifest
 from hil.backends.errors import BackendError, QemuNotFoundError
 from hil.boards import BoardDefinition
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
-from hil.pytest_plugin.settings import HilSettings, settings_key
+from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,9 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
             pytest.skip(f"sim backend unavailable: {reason}")
         # Boards whose only link is BLE report over the virtual radio.
         ble_only = any(d.ble is not None and d.uart is None for d in definitions)
-        mark = request.node.get_closest_marker("sim")
-        opts = dict(mark.kwargs) if mark is not None else {}
-        unknown = set(opts) - {"speed", "seed"}
-        if unknown or mark is not None and mark.args:
-            raise pytest.UsageError(f"{request.node.nodeid}: sim(...) takes speed= and seed= only")
+        speed, seed = sim_marker_options(request.node)
         return SimDriver(radio_url=request.getfixturevalue("hil_radio").url if ble_only else None,
-                         speed=opts.get("speed", settings.sim_speed), seed=opts.get("seed"))
+                         speed=settings.sim_speed if speed is None else speed, seed=seed)
     definition = definitions[0]
     if settings.backend == "qemu":
         from hil.backends.qemu.driver import QemuDriver

@@ -81,4 +81,43 @@ def default_lease_dir() -> Path:
     return Path(base) / "civicedge-leases"
 
 
+def sim_speed_option(text: str) -> float:
+    """``--hil-sim-speed`` as a number >= 0 (argparse type: a bad value is a usage error)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a number of virtual seconds per wall second, got {text!r}") from exc
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = as fast as possible), got {text!r}")
+    return value
+
+
+def sim_marker_options(item: pytest.Item) -> tuple[float | None, int | None]:
+    """``(speed, seed)`` of the item's closest ``sim`` marker (None where not given).
+
+    Raises:
+        pytest.UsageError: positional arguments, unknown keys, or a speed that is not a number >= 0.
+    """
+    import math
+
+    mark = item.get_closest_marker("sim")
+    if mark is None:
+        return None, None
+    opts = dict(mark.kwargs)
+    unknown = set(opts) - {"speed", "seed"}
+    if unknown or mark.args:
+        raise pytest.UsageError(f"{item.nodeid}: sim(...) takes speed= and seed= only")
+    speed = opts.get("speed")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed < 0):
+        raise pytest.UsageError(f"{item.nodeid}: sim(speed=...) must be a number >= 0 (0 = as fast as possible), "
+                                f"got {speed!r}")
+    seed = opts.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise pytest.UsageError(f"{item.nodeid}: sim(seed=...) must be an integer, got {seed!r}")
+    return (None if speed is None else float(speed)), seed
+
+
 settings_key = pytest.StashKey[HilSettings]()
