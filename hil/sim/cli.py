@@ -46,6 +46,45 @@ def _start_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _device_id(text: str) -> str:
+    """A device id the wire format and the registry accept (it also names the flash directory)."""
+    from gateway.protocol.frame import valid_device_id
+
+    if not valid_device_id(text) or not text.strip("."):
+        raise argparse.ArgumentTypeError(f"device id must be 1..32 chars of letters, digits, . _ - (not only dots), "
+                                         f"got {text!r}")
+    return text
+
+
+def _id_prefix(text: str) -> str:
+    _device_id(f"{text}-0001")  # ids are PREFIX-0001 ...
+    return text
+
+
+def _stimuli_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no stimuli file {text!r}" + (" (a directory)" if path.is_dir() else ""))
+    return path
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``sim up`` and ``sim fleet`` to the ``civicedge`` parser."""
     sim = subparsers.add_parser("sim", help="virtual boards (real MicroPython, simulated hardware)")
@@ -55,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p.add_argument("--board", required=True, help="board name (boards/NAME.toml) or path")
         p.add_argument("--speed", type=_speed, default=1.0,
                        help="virtual seconds per wall second; 'max' = as fast as possible (default 1)")
-        p.add_argument("--seed", help="deterministic os.urandom/fault randomness (simulation only)")
+        p.add_argument("--seed", type=_seed, help="deterministic os.urandom/fault randomness, an integer (simulation only)")
         p.add_argument("--start", type=_start_ms, help="virtual start time (ISO 8601, e.g. 2026-01-01T18:00:00Z)")
         p.add_argument("--radio", help="virtual BLE radio URL (boards with BLE get a peripheral)")
         p.add_argument("--no-install", action="store_true", help="do not copy firmware/ into the flash")
@@ -64,17 +103,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     up = sub.add_parser("up", help="start one virtual board and run until stopped")
     common(up)
-    up.add_argument("--id", help="device id (provisions /identity.json with a random key if missing)")
+    up.add_argument("--id", type=_device_id, help="device id (provisions /identity.json with a random key if missing)")
     up.add_argument("--flash", type=Path, help="flash directory (default: a temporary directory)")
-    up.add_argument("--stimuli", type=Path, help="stimuli file (TOML) with values, timelines and faults")
+    up.add_argument("--stimuli", type=_stimuli_file, help="stimuli file (TOML) with values, timelines and faults")
     up.set_defaults(func=_cmd_up)
 
     fleet = sub.add_parser("fleet", help="start many virtual boards and run until stopped")
     common(fleet)
-    fleet.add_argument("--count", type=int, required=True, help="number of boards")
-    fleet.add_argument("--id-prefix", default="vb", help="ids are PREFIX-0001 ... (provisioned)")
+    fleet.add_argument("--count", type=_positive_int, required=True, help="number of boards")
+    fleet.add_argument("--id-prefix", type=_id_prefix, default="vb", help="ids are PREFIX-0001 ... (provisioned)")
     fleet.add_argument("--flash-root", type=Path, help="flash directories go under here (default: temp)")
-    fleet.add_argument("--processes", type=int, help="Node processes (default: one per CPU core)")
+    fleet.add_argument("--processes", type=_positive_int, help="Node processes (default: one per CPU core)")
     fleet.set_defaults(func=_cmd_fleet)
     sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
 
@@ -148,12 +187,36 @@ def _run(coro_fn: Any, args: argparse.Namespace) -> int:
         return 1
 
 
+def _check_inputs(args: argparse.Namespace, command: str) -> int | None:
+    """Check the board (and stimuli file) before anything starts: 2 with a message when bad, else None."""
+    from hil.boards import BoardError, load_board
+    from hil.sim.stimuli import BoardIo, load_stimuli
+
+    try:
+        board = load_board(args.board)
+    except BoardError as exc:
+        print(f"civicedge sim {command}: --board: {exc}", file=sys.stderr)
+        return 2
+    stimuli = getattr(args, "stimuli", None)
+    if stimuli is not None:
+        import time
+
+        try:
+            load_stimuli(stimuli, BoardIo(board.to_device_config()), int(time.time() * 1000))
+        except HilError as exc:
+            print(f"civicedge sim {command}: --stimuli {stimuli}: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"civicedge sim {command}: --stimuli {stimuli}: cannot read: {exc.strerror}", file=sys.stderr)
+            return 2
+    return None
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
-    return _run(_up, args)
+    bad = _check_inputs(args, "up")
+    return bad if bad is not None else _run(_up, args)
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        print("civicedge sim fleet: --count must be >= 1", file=sys.stderr)
-        return 2
-    return _run(_fleet, args)
+    bad = _check_inputs(args, "fleet")
+    return bad if bad is not None else _run(_fleet, args)

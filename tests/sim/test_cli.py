@@ -69,7 +69,7 @@ def test_sim_up_prints_one_json_line_and_exits_cleanly(tmp_path, sig):
 def test_sim_up_bad_board_is_a_clear_error():
     proc = start("sim", "up", "--board", "no-such-board", "--json")
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1 and "no-such-board" in err and out == ""
+    assert proc.returncode == 2 and "no-such-board" in err and out == ""
 
 
 def test_sim_fleet_one_line_per_board_in_few_processes(tmp_path):

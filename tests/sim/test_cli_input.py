@@ -1,0 +1,36 @@
+"""`civicedge sim up|fleet` refuse ordinary bad input with exit 2 and one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["up", "--board", "streetlight-esp32", "--stimuli", "/nonexist.toml"], "no stimuli file"),
+    (["up", "--board", "streetlight-esp32", "--id", "../evil id"], "device id"),
+    (["up", "--board", "streetlight-esp32", "--id", ".."], "device id"),
+    (["up", "--board", "streetlight-esp32", "--seed", "x"], "seed must be an integer"),
+    (["fleet", "--board", "streetlight-esp32", "--count", "2", "--processes", "0"], "--processes"),
+    (["fleet", "--board", "streetlight-esp32", "--count", "0"], "--count"),
+    (["up", "--board", "nosuch"], "no such board"),
+    (["fleet", "--board", "nosuch", "--count", "1"], "no such board"),
+])
+def test_bad_input_exits_2_without_traceback(args: list[str], words: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "sim", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_stimuli_file_with_an_unknown_stimulus_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "s.toml"
+    bad.write_text("[set]\nnosuch = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "sim", "up", "--board", "streetlight-esp32",
+                           "--stimuli", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--stimuli" in proc.stderr and "Traceback" not in proc.stderr
