@@ -59,23 +59,29 @@ class NoBinsDueError(RoutesError):
         date: Collection date asked for.
         considered: Number of bins looked at.
         threshold: Fill threshold used.
+        skipped: Bins that could not be judged, as (id, reason); the message names them, since a
+            bin whose sensor went quiet may well be full.
     """
 
     reason = "no_bins_due"
     http_status = 200
     exit_code = 3
 
-    def __init__(self, date: str, considered: int, threshold: float) -> None:
-        super().__init__(
-            f"no bins due on {date}: none of {considered} bins is at or above {threshold:.0%}, "
-            f"predicted to reach it before the next round, or in alarm",
-            date=date,
-            considered=considered,
-            threshold=threshold,
-        )
+    def __init__(self, date: str, considered: int, threshold: float,
+                 skipped: tuple[tuple[str, str], ...] = ()) -> None:
+        judged = considered - len(skipped)
+        text = (f"no bins due on {date}: none of {judged} bins with data is at or above {threshold:.0%}, "
+                f"predicted to reach it before the next round, or in alarm")
+        if skipped:
+            shown = "; ".join(f"{b}: {why}" for b, why in skipped[:10])
+            more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+            text += f"; {len(skipped)} of {considered} bins skipped ({shown}{more})"
+        super().__init__(text, date=date, considered=considered, threshold=threshold,
+                         skipped=[list(s) for s in skipped])
         self.date = date
         self.considered = considered
         self.threshold = threshold
+        self.skipped = skipped
 
 
 class CapacityError(RoutesError):

@@ -49,6 +49,8 @@ class BinStatus:
         readings: Fill history, any order; fractions 0..1 (the device reports 10 % steps).
         alarms: Active alarm codes among :data:`ALARM_CODES`.
         volume_l: Bin volume in litres, or None to use the planner's default.
+        no_reading_reason: Why ``readings`` is empty, when the source knows better than "no fill
+            reading yet" (e.g. it reads a limited history: "no fill reading in the last 4 days").
     """
 
     id: str
@@ -58,6 +60,7 @@ class BinStatus:
     readings: tuple[FillReading, ...] = ()
     alarms: frozenset[str] = frozenset()
     volume_l: float | None = None
+    no_reading_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,7 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     known = _known_at(bins, int(start.timestamp()))
     candidates, skipped = select_bins(known, selection)
     if not candidates:
-        raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold)
+        raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold, tuple(skipped))
     check_capacity(candidates, settings.capacity_l)
     if any(c.bin.id == DEPOT_ID for c in candidates):
         # the CSV matrix and the outputs name the depot "depot"; a bin of that name would be ambiguous

@@ -190,7 +190,7 @@ def select_bins(
             skipped.append((status.id, "no valid location (lat/lon) in the registry"))
             continue
         if not status.readings and not status.alarms:
-            skipped.append((status.id, "no fill reading yet"))
+            skipped.append((status.id, status.no_reading_reason or "no fill reading yet"))
             continue
         cand = evaluate_bin(status, settings)
         if cand is not None:

@@ -138,6 +138,8 @@ class GatewayBinSource:
                 lon=_coord(dev.lon),
                 readings=tuple(FillReading(w + l, min(100, max(0, v)) / 100.0) for w, l, v in series),
                 alarms=active,
+                # only history_s is read: a sensor that went quiet longer ago may have been full
+                no_reading_reason=None if series else f"no fill reading in the last {_days(self.history_s)}",
             ))
         logger.info("loaded %s bins (%s fill readings, %s alarms) from %s",
                     len(out), len(fills), len(alarms), self.db_path)
@@ -151,6 +153,11 @@ class GatewayBinSource:
             return False
         drop = round(self.empty_drop * 100)
         return any(v <= before[-1] - drop for w, _, v in series if w > alarm_w)
+
+
+def _days(seconds: int) -> str:
+    days = seconds / 86400
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
 def _coord(text: str) -> float:

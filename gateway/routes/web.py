@@ -50,10 +50,11 @@ def _error(exc: RoutesError) -> web.Response:
     return web.json_response({"error": body}, status=exc.http_status)
 
 
-def _empty_plan(settings: PlanSettings, considered: int) -> Plan:
+def _empty_plan(settings: PlanSettings, considered: int, skipped: tuple[tuple[str, str], ...] = ()) -> Plan:
     return Plan(date=settings.day.isoformat(), start=settings.round_start, depot=settings.depot,
                 vehicles=settings.vehicles, capacity_l=settings.capacity_l, threshold=settings.threshold,
-                distance_source=settings.distances.description, routes=(), considered=considered)
+                distance_source=settings.distances.description, routes=(), considered=considered,
+                skipped=skipped)
 
 
 class _PlanEndpoint:
@@ -89,7 +90,7 @@ class _PlanEndpoint:
         try:
             return plan_collection(bins, settings), None
         except NoBinsDueError as exc:
-            return _empty_plan(settings, exc.considered), exc.message
+            return _empty_plan(settings, exc.considered, exc.skipped), exc.message
 
     async def handle(self, request: web.Request) -> web.Response:
         query = dict(request.query)

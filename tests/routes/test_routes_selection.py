@@ -126,7 +126,7 @@ def test_skips_bins_without_location_or_data() -> None:
 def test_selection_has_no_people_signal() -> None:
     # The planner's input has no field for lid openings (or any personal field).
     names = {f.name for f in dataclasses.fields(BinStatus)}
-    assert names == {"id", "zone", "lat", "lon", "readings", "alarms", "volume_l"}
+    assert names == {"id", "zone", "lat", "lon", "readings", "alarms", "volume_l", "no_reading_reason"}
 
 
 @pytest.mark.parametrize("kw", [{"threshold": 0.0}, {"threshold": 1.5}, {"threshold": float("nan")},
