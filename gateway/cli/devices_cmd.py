@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
@@ -28,10 +29,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add.add_argument("--location", required=True, metavar="LAT,LON")
     add.add_argument("--key-file", type=Path, help="file with the 32-byte key (64 hex chars or raw)")
     add.set_defaults(func=cmd_add)
-    ls = dsub.add_parser("list", parents=[common], help="list devices")
+    ls = dsub.add_parser("list", parents=[common], help="list devices (an empty registry says so on stderr)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
-    for name, func, helptext in (("show", cmd_show, "show one device"),
+    for name, func, helptext in (("show", cmd_show, "show one device and whether its key file is usable"),
                                  ("revoke", cmd_revoke, "revoke a device (fails if it already is, as the admin API)"),
                                  ("rotate-key", cmd_rotate, "give a device a new key (prints where it is)")):
         p = dsub.add_parser(name, parents=[common], help=helptext)
@@ -41,10 +42,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         p.set_defaults(func=func)
 
 
-def _registry(args: argparse.Namespace) -> Registry:
-    if args.registry is not None:
-        return Registry(args.registry)
-    return Registry(config_from(args).registry_dir)
+def _registry(args: argparse.Namespace, *, create: bool = False) -> Registry:
+    """Open the registry; only ``add`` creates one: elsewhere a mistyped path is an error."""
+    path = args.registry if args.registry is not None else config_from(args).registry_dir
+    return Registry(path, create=create)
 
 
 def _as_dict(rec: DeviceRecord) -> dict[str, object]:
@@ -69,7 +70,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     try:
         lat, lon = parse_location(args.location)
         key = read_key_file(args.key_file) if args.key_file is not None else None
-        rec = _registry(args).add(args.device_id, kind=args.kind, zone=args.zone, lat=lat, lon=lon, key=key)
+        reg = _registry(args, create=True)
+        rec = reg.add(args.device_id, kind=args.kind, zone=args.zone, lat=lat, lon=lon, key=key)
     except GatewayError as exc:
         return fail(exc)
     print("added %s (%s, zone %s); key stored in %s" % (rec.id, rec.kind, rec.zone, rec.key_path))
@@ -79,24 +81,33 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """List devices."""
     try:
-        records = _registry(args).list()
+        reg = _registry(args)
+        records = reg.list()
     except GatewayError as exc:
         return fail(exc)
     if args.json:
         print(json.dumps([_as_dict(r) for r in records], indent=2))
         return EXIT_OK
+    if not records:
+        # On stderr: a script reading stdout sees no devices either way.
+        print("no devices registered in %s" % reg.path, file=sys.stderr)
     for r in records:
         print("%-20s %-12s %-16s %s,%s%s" % (r.id, r.kind, r.zone, r.lat, r.lon, "  REVOKED" if r.revoked else ""))
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Show one device (never its key)."""
+    """Show one device (never its key) and whether its key file is usable."""
     try:
-        rec = _registry(args).get(args.device_id)
+        reg = _registry(args)
+        rec = reg.get(args.device_id)
+        problem = reg.key_problem(args.device_id)
     except GatewayError as exc:
         return fail(exc)
     data = _as_dict(rec)
+    data["key_status"] = "ok" if problem is None else "unusable: %s" % problem
+    if problem is not None:
+        print("warning: device %s cannot authenticate its frames: %s" % (rec.id, problem), file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2))
     else:

@@ -73,6 +73,9 @@ class DeviceRecord:
     key_path: Path
 
 
+_COLUMNS = frozenset({"id", "kind", "zone", "lat", "lon", "revoked", "key_version", "created_at", "updated_at"})
+
+
 def _require_key_length(device_id: str, key: bytes) -> None:
     """Raise ``bad_key`` unless ``key`` is a 32-byte device key."""
     if len(key) != KEY_LEN:
@@ -123,28 +126,72 @@ class Registry:
 
     Args:
         path: registry directory; created with mode 0700 if absent.
+        create: when False (read-only and per-device commands) an absent registry is an error
+            instead of being created, so a mistyped path does not leave an empty registry behind.
 
     Raises:
-        RegistryError: reason ``permissions`` if the directory cannot be created or secured.
+        RegistryError: reason ``no_registry`` (``create`` is False and there is no registry at
+            ``path``), ``not_a_directory`` (``path`` or a parent is a file), ``corrupt``
+            (``devices.sqlite`` is not a registry database), ``permissions`` (the directory or
+            database cannot be created, opened or secured).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = Path(path)
         self.keys_dir = self.path / "keys"
+        db = self.path / "devices.sqlite"
+        if self.path.exists() and not self.path.is_dir():
+            raise RegistryError("registry path %s is not a directory" % self.path, reason="not_a_directory")
+        if not create and not db.is_file():
+            raise RegistryError("no registry at %s (`civicedge gateway devices add` creates one)" % self.path,
+                                reason="no_registry")
         try:
-            for d in (self.path, self.keys_dir):
-                d.mkdir(parents=True, exist_ok=True)
-                os.chmod(d, 0o700)
-            db = self.path / "devices.sqlite"
-            if not db.exists():
-                os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
-            os.chmod(db, 0o600)
-            self._conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            self._conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            if create:
+                for d in (self.path, self.keys_dir):
+                    d.mkdir(parents=True, exist_ok=True)
+                    os.chmod(d, 0o700)
+                if not db.exists():
+                    os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+                os.chmod(db, 0o600)
+        except (FileExistsError, NotADirectoryError) as exc:
+            # mkdir(exist_ok=True) says "File exists" when a file sits where a directory belongs.
+            blocker = next((p for p in (self.keys_dir, self.path, *self.path.parents)
+                            if p.exists() and not p.is_dir()), exc.filename)
+            raise RegistryError("cannot create registry %s: %s is not a directory" % (self.path, blocker),
+                                reason="not_a_directory") from exc
+        except OSError as exc:
             raise RegistryError("cannot open registry %s: %s" % (self.path, exc), reason="permissions") from exc
+        self._conn = self._connect(db, create=create)
         self._key_cache: dict[str, tuple[int, bytes]] = {}
+
+    def _connect(self, db: Path, *, create: bool) -> sqlite3.Connection:
+        """Open ``db`` and check it holds the devices table (created when ``create`` is set)."""
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout=5000")
+            if create:
+                conn.executescript(_SCHEMA)
+            columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(devices)")}
+        except sqlite3.OperationalError as exc:
+            # Cannot open, read-only, locked: the file may be fine, the access is not.
+            self._close_quietly(conn)
+            raise RegistryError("cannot open registry %s: %s" % (self.path, exc), reason="permissions") from exc
+        except sqlite3.Error as exc:
+            self._close_quietly(conn)
+            raise RegistryError("%s is not a device registry database (corrupt or another kind of file): %s"
+                                % (db, exc), reason="corrupt") from exc
+        missing = sorted(_COLUMNS - columns)
+        if missing:
+            conn.close()
+            what = "it has no devices table" if not columns else "its devices table lacks %s" % ", ".join(missing)
+            raise RegistryError("%s is not a device registry database (%s)" % (db, what), reason="corrupt")
+        return conn
+
+    @staticmethod
+    def _close_quietly(conn: sqlite3.Connection | None) -> None:
+        if conn is not None:
+            conn.close()
 
     def close(self) -> None:
         """Close the registry database."""
@@ -301,6 +348,21 @@ class Registry:
         key = read_key_file(path)
         self._key_cache[device_id] = (mtime, key)
         return key
+
+    def key_problem(self, device_id: str) -> str | None:
+        """Return what is wrong with the stored key of ``device_id``, or None when it is usable.
+
+        The text names the key file, never its content. A device whose key is unusable cannot
+        authenticate a single frame.
+        """
+        path = self.key_path(device_id)
+        if not path.is_file():
+            return "no key file at %s" % path
+        try:
+            self.key(device_id)
+        except RegistryError as exc:
+            return str(exc)
+        return None
 
     def _update(self, device_id: str, sql: str) -> None:
         cur = self._conn.execute(sql, (time.time(), device_id))

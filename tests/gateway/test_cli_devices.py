@@ -1,7 +1,9 @@
-"""``civicedge gateway devices`` and the registry rules behind it: revocation."""
+"""``civicedge gateway devices`` and the registry rules behind it: revocation, registry paths."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,68 @@ def test_the_key_of_a_revoked_device_is_not_rotated(reg: Registry, capsys: pytes
             reg.rotate_key("b1", key=key)
         assert info.value.reason == "revoked"
     assert reg.get("b1").key_version == 1 and reg.key("b1") == KEY_A
+
+
+# --- registry paths ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("action", [["list"], ["show", "b1"], ["revoke", "b1"], ["rotate-key", "b1"]])
+def test_commands_other_than_add_do_not_create_a_registry(tmp_path: Path, action: list[str],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    typo = tmp_path / "typo"
+    assert main(devices(typo, *action)) == 1
+    assert "error (no_registry): no registry at %s" % typo in capsys.readouterr().err
+    assert not typo.exists()
+
+
+def test_list_of_an_empty_registry_says_so_on_stderr_only(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    Registry(tmp_path / "r").close()
+    assert main(devices(tmp_path / "r", "list")) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "no devices registered" in err
+    assert main(devices(tmp_path / "r", "list", "--json")) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_registry_path_that_is_a_file_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    for argv in (devices(a_file, "list"), add_argv(a_file, "b1"), add_argv(a_file / "sub", "b1")):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "error (not_a_directory)" in err and "%s is not a directory" % a_file in err and "Errno" not in err
+    assert a_file.read_text() == "root:x:0:0\n"
+
+
+@pytest.mark.parametrize("content", [b"this is not sqlite\n" * 10, None])
+def test_a_corrupt_registry_database_is_reported_as_corrupt(tmp_path: Path, content: bytes | None,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    db = root / "devices.sqlite"
+    if content is None:  # a SQLite database, but not a registry
+        sqlite3.connect(db).execute("CREATE TABLE devices (name TEXT)").connection.commit()
+    else:
+        db.write_bytes(content)
+    before = db.read_bytes()
+    for argv in (devices(root, "list"), add_argv(root, "b1")):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "error (corrupt)" in err and "is not a device registry database" in err
+    assert db.read_bytes() == before
+
+
+def test_show_says_when_the_key_file_is_missing_or_garbage(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(devices(reg.path, "show", "b1")) == 0
+    out, err = capsys.readouterr()
+    assert "key_status   ok" in out and err == "" and KEY_A.hex() not in out
+    reg.key_path("b1").write_text("garbage\n")
+    assert main(devices(reg.path, "show", "b1", "--json")) == 0
+    out, err = capsys.readouterr()
+    status = json.loads(out)["key_status"]
+    assert status.startswith("unusable:") and "does not hold a 32-byte key" in status and "garbage" not in out + err
+    assert "warning: device b1 cannot authenticate its frames" in err
+    reg.key_path("b1").unlink()
+    assert main(devices(reg.path, "show", "b1")) == 0
+    out, err = capsys.readouterr()
+    assert "unusable: no key file at" in out and "no key file at" in err
