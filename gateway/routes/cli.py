@@ -9,11 +9,12 @@ Exit codes (also in docs/routes.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from gateway.errors import ConfigError
 from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
@@ -131,12 +132,37 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
     )
 
 
+class _PlanWarningsFilter(logging.Filter):
+    """Drops the planner's WARNING records: every one of them is also in ``plan.warnings``, which
+    the command prints itself (the log handler printed each a second time)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno != logging.WARNING
+
+
+_PLAN_LOGGERS = ("gateway.routes.distances", "gateway.routes.planner")
+
+
+@contextlib.contextmanager
+def _warnings_shown_by_the_plan() -> Iterator[None]:
+    flt = _PlanWarningsFilter()
+    loggers = [logging.getLogger(name) for name in _PLAN_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(flt)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(flt)
+
+
 def run_plan(args: argparse.Namespace) -> int:
     """Run ``civicedge routes plan``; returns the exit code documented in this module."""
     try:
         settings = settings_from_args(args)
         bins = _data_source(args).load(settings.round_start)
-        plan = plan_collection(bins, settings)
+        with _warnings_shown_by_the_plan():
+            plan = plan_collection(bins, settings)
         text = render(plan, args.format)
         if args.out is not None:
             try:

@@ -1,0 +1,34 @@
+"""`routes plan` prints each planner warning once (it is in the plan's warnings and was also logged)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from osrm_fake import closed_port
+from routes_helpers import T0
+from routes_store import WINDOW_S, CityData
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Iterator[CityData]:
+    data = CityData(tmp_path)
+    for i in range(3):
+        data.add_device(f"bin-{i}", lat=f"52.{370 + i}", lon="4.89")
+        data.windows(f"bin-{i}", T0 - 4 * WINDOW_S, [90] * 4)
+    yield data
+    data.close()
+
+
+@pytest.mark.timeout(60)
+def test_osrm_fallback_warning_is_printed_once(city: CityData) -> None:
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "routes", "plan", "--date", "2026-11-23",
+                           "--depot", "52.37,4.89", "--db", str(city.db_path), "--time-limit", "0.3",
+                           "--osrm", f"http://127.0.0.1:{closed_port()}", "--osrm-timeout", "2"],
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("falling back to great-circle") == 1, proc.stderr
