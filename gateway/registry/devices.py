@@ -381,6 +381,11 @@ class Registry:
         if not valid_device_id(device_id):
             raise RegistryError("device id %r must be 1..32 chars of [A-Za-z0-9._-]" % device_id,
                                 reason="bad_value", device_id=device_id)
+        if not device_id.strip("."):
+            # "." and ".." name directories in paths and URLs: key files keys/...key, HTTP clients
+            # normalising /api/devices/.. away. The wire format allows them; the registry does not.
+            raise RegistryError("device id %r is only dots; use at least one letter, digit, _ or -" % device_id,
+                                reason="bad_value", device_id=device_id)
         kinds = sorted(load_policy()["kinds"])
         if kind not in kinds:
             raise RegistryError("kind %r is not one of %s" % (kind, ", ".join(kinds)), reason="bad_value",

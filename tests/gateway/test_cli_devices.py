@@ -1,4 +1,4 @@
-"""``civicedge gateway devices`` and the registry rules behind it: revocation, registry paths."""
+"""``civicedge gateway devices`` and the registry rules behind it: revocation, registry paths, ids."""
 
 from __future__ import annotations
 
@@ -123,3 +123,21 @@ def test_show_says_when_the_key_file_is_missing_or_garbage(reg: Registry, capsys
     assert main(devices(reg.path, "show", "b1")) == 0
     out, err = capsys.readouterr()
     assert "unusable: no key file at" in out and "no key file at" in err
+
+
+# --- ids made only of dots -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device_id", [".", "..", "..."])
+def test_ids_made_only_of_dots_are_refused_by_add_and_enroll(reg: Registry, device_id: str) -> None:
+    for register in (lambda: reg.add(device_id, **WHERE), lambda: reg.enroll(device_id, key=KEY_B, **WHERE)):
+        with pytest.raises(RegistryError) as err:
+            register()
+        assert err.value.reason == "bad_value" and "only dots" in str(err.value)
+    assert reg.lookup(device_id) is None and sorted(p.name for p in reg.keys_dir.iterdir()) == ["b1.key"]
+    reg.add("a.b", **WHERE)  # dots among other characters stay valid
+
+
+def test_cli_add_refuses_a_dot_only_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(add_argv(tmp_path / "r", "..")) == 1
+    assert "only dots" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "keys" / "...key").exists()
