@@ -60,3 +60,18 @@ def test_timeout_option_is_checked() -> None:
     proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "hil", "run", "link-outage", "--timeout", "0"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--timeout" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+async def test_an_interrupted_run_skips_its_expectations(tmp_path: Path, sim_available: None) -> None:
+    import asyncio
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.0, stop.set)  # Ctrl-C while booting or running
+    result = await run_scenario(load_scenario("link-outage"), workdir=tmp_path / "work", handle_signals=False,
+                                stop=stop)
+    assert result.interrupted and not result.passed
+    assert result.checks and all(c.skipped and c.message == "not evaluated: run interrupted" for c in result.checks)
+    suite = ET.parse(write_junit(result, tmp_path / "j.xml")).getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "0" and suite.get("errors") == "1"
+    assert all(c.find("failure") is None for c in suite.findall("testcase"))
