@@ -76,10 +76,15 @@ class DeviceRecord:
 _COLUMNS = frozenset({"id", "kind", "zone", "lat", "lon", "revoked", "key_version", "created_at", "updated_at"})
 
 
-def _require_key_length(device_id: str, key: bytes) -> None:
-    """Raise ``bad_key`` unless ``key`` is a 32-byte device key."""
+def _check_key(device_id: str, key: bytes) -> None:
+    """Raise ``bad_key`` unless ``key`` is a 32-byte key with some entropy (never shows the key)."""
     if len(key) != KEY_LEN:
         raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+    # One byte repeated (all zeros, all 0xff, ...) is a placeholder, not a secret; a real weakness
+    # test is impossible, but this catches the keys people type by hand.
+    if key == key[:1] * KEY_LEN:
+        raise RegistryError("the key for device %s is one byte repeated 32 times, which is no secret; use a random "
+                            "key" % device_id, reason="bad_key", device_id=device_id)
 
 
 def generate_key() -> bytes:
@@ -210,12 +215,15 @@ class Registry:
         """Register a device and store its key (generated when ``key`` is None).
 
         Raises:
-            RegistryError: ``bad_value`` (id, kind, zone, lat/lon), ``bad_key`` (not 32 bytes), ``exists``.
+            RegistryError: ``bad_value`` (id, kind, zone, lat/lon), ``bad_key`` (not 32 bytes, one byte
+                repeated, or the key of another registered device), ``exists``.
         """
         self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
         if key is None:
-            key = generate_key()
-        _require_key_length(device_id, key)
+            key = generate_key()  # 256 fresh random bits: no need to compare with the other keys
+        else:
+            _check_key(device_id, key)
+            self._refuse_shared_key(device_id, key)
         now = time.time()
         try:
             self._conn.execute(
@@ -238,13 +246,14 @@ class Registry:
             ``replaced`` (registered with another key and ``replace`` set: the key is rotated to ``key``).
 
         Raises:
-            RegistryError: ``bad_value`` / ``bad_key`` (as :meth:`add`); ``conflict`` (registered with
+            RegistryError: ``bad_value`` / ``bad_key`` (as :meth:`add`, also when ``replace`` would give the
+                device another device's key); ``conflict`` (registered with
                 another key and ``replace`` not set); ``moved`` (registered with another kind, zone or
                 location: a device does not move, provision it under a new id); ``revoked`` (a
                 revoked id stays revoked: provision the board under a new id).
         """
         self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
-        _require_key_length(device_id, key)
+        _check_key(device_id, key)
         rec = self.lookup(device_id)
         if rec is None:
             self.add(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key)
@@ -322,8 +331,12 @@ class Registry:
             raise RegistryError("device %s is revoked; its key is not rotated (a revoked id stays revoked: "
                                 "provision the board under a new id)" % device_id, reason="revoked",
                                 device_id=device_id)
-        new_key = generate_key() if key is None else key
-        _require_key_length(device_id, new_key)
+        if key is None:
+            new_key = generate_key()
+        else:
+            new_key = key
+            _check_key(device_id, new_key)
+            self._refuse_shared_key(device_id, new_key)
         _write_private(self.key_path(device_id), new_key.hex().encode("ascii") + b"\n")
         self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?")
         self._key_cache.pop(device_id, None)
@@ -363,6 +376,21 @@ class Registry:
         except RegistryError as exc:
             return str(exc)
         return None
+
+    def _refuse_shared_key(self, device_id: str, key: bytes) -> None:
+        """Raise ``bad_key`` when another registered device (revoked ones too) already has ``key``.
+
+        Per-device keys are what lets one device be revoked without the others; the key files
+        are the truth (they can be replaced by hand), so they are compared, through the cache.
+        """
+        for (other,) in self._conn.execute("SELECT id FROM devices WHERE id != ? ORDER BY id", (device_id,)).fetchall():
+            try:
+                theirs = self.key(str(other))
+            except RegistryError:
+                continue  # a missing or unreadable key file holds no key to share
+            if hmac.compare_digest(theirs, key):
+                raise RegistryError("device %s already has this key; every device needs its own key" % other,
+                                    reason="bad_key", device_id=device_id)
 
     def _update(self, device_id: str, sql: str) -> None:
         cur = self._conn.execute(sql, (time.time(), device_id))

@@ -1,4 +1,4 @@
-"""``civicedge gateway devices`` and the registry rules behind it: revocation, registry paths, ids."""
+"""``civicedge gateway devices`` and the registry rules behind it: ids, keys, revocation, registry paths."""
 
 from __future__ import annotations
 
@@ -141,3 +141,52 @@ def test_cli_add_refuses_a_dot_only_id(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(add_argv(tmp_path / "r", "..")) == 1
     assert "only dots" in capsys.readouterr().err
     assert not (tmp_path / "r" / "keys" / "...key").exists()
+
+
+# --- weak and shared keys ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("byte", [0x00, 0xFF, 0x41])
+def test_a_key_of_one_repeated_byte_is_refused_everywhere(reg: Registry, byte: int) -> None:
+    weak = bytes([byte]) * 32
+    attempts = [lambda: reg.add("b2", key=weak, **WHERE), lambda: reg.enroll("b2", key=weak, **WHERE),
+                lambda: reg.enroll("b1", key=weak, replace=True, **WHERE), lambda: reg.rotate_key("b1", key=weak)]
+    for attempt in attempts:
+        with pytest.raises(RegistryError) as err:
+            attempt()
+        assert err.value.reason == "bad_key" and weak.hex() not in str(err.value)
+    assert reg.lookup("b2") is None and reg.key("b1") == KEY_A and reg.get("b1").key_version == 1
+
+
+def test_cli_refuses_an_all_zero_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key_file = tmp_path / "zero.key"
+    key_file.write_text("0" * 64 + "\n")
+    assert main(add_argv(tmp_path / "r", "b1", "--key-file", str(key_file))) == 1
+    err = capsys.readouterr().err
+    assert "error (bad_key)" in err and "repeated" in err and "0" * 64 not in err
+
+
+def test_a_key_another_device_has_is_refused_naming_that_device(reg: Registry) -> None:
+    reg.add("b2", key=KEY_B, **WHERE)
+    reg.revoke("b2")  # a revoked device's key is not free for reuse either
+    attempts = [("b1", lambda: reg.add("b3", key=KEY_A, **WHERE)),
+                ("b1", lambda: reg.enroll("b3", key=KEY_A, **WHERE)),
+                ("b2", lambda: reg.add("b3", key=KEY_B, **WHERE)),
+                ("b2", lambda: reg.enroll("b1", key=KEY_B, replace=True, **WHERE)),
+                ("b2", lambda: reg.rotate_key("b1", key=KEY_B))]
+    for owner, attempt in attempts:
+        with pytest.raises(RegistryError) as err:
+            attempt()
+        text = str(err.value)
+        assert err.value.reason == "bad_key" and "device %s already has this key" % owner in text
+        assert KEY_A.hex() not in text and KEY_B.hex() not in text
+    assert reg.lookup("b3") is None and reg.key("b1") == KEY_A and reg.get("b1").key_version == 1
+    assert reg.enroll("b1", key=KEY_A, **WHERE) == "unchanged"  # its own key is no conflict
+
+
+def test_cli_add_refuses_the_key_file_of_another_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(add_argv(tmp_path / "r", "b1")) == 0
+    key_file = tmp_path / "r" / "keys" / "b1.key"
+    assert main(add_argv(tmp_path / "r", "b2", "--key-file", str(key_file))) == 1
+    out, err = capsys.readouterr()
+    assert "device b1 already has this key" in err
+    assert key_file.read_text().strip() not in out + err
