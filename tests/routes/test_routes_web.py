@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.routes.model import Depot
 from gateway.routes.source import GatewayBinSource
-from gateway.routes.errors import InvalidInputError
 from gateway.routes.web import PlanDefaults, routes_for_gateway, routes_handlers
 
 from routes_helpers import T0
@@ -148,14 +147,16 @@ async def test_mounted_in_the_gateway_web_app(city: CityData, tmp_path: Path) ->
         queries.close()
 
 
-def test_bad_routes_table_stops_the_gateway_mount(city: CityData, tmp_path: Path) -> None:
+def test_a_bad_routes_table_is_refused_when_the_config_is_loaded(city: CityData, tmp_path: Path) -> None:
+    """The loader validates [routes] with the planner's own parser, so `run --check` refuses it too."""
     from gateway.config import load_config
+    from gateway.errors import ConfigError
 
     cfg_path = tmp_path / "gateway.toml"
     cfg_path.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\nvehicles = "many"\n')
-    with pytest.raises(InvalidInputError) as info:
-        routes_for_gateway(load_config(cfg_path))
-    assert info.value.field == "routes.vehicles"
+    with pytest.raises(ConfigError, match="routes.vehicles 'many': must be a whole number") as info:
+        load_config(cfg_path)
+    assert info.value.key == "routes.vehicles" and info.value.reason == "bad_value"
 
 
 async def test_served_by_the_running_gateway(tmp_path: Path) -> None:
