@@ -71,12 +71,15 @@ class RegistryError(GatewayError):
 
     Attributes:
         device_id: the device concerned.
-        reason: ``unknown_device``, ``exists``, ``bad_value``, ``bad_key``, ``permissions``.
+        reason: ``unknown_device``, ``exists``, ``bad_value``, ``bad_key``, ``permissions``, ...
+        field: for ``bad_value`` / ``bad_key``, the value at fault: ``device_id``, ``kind``, ``zone``,
+            ``lat``, ``lon`` or ``key`` (callers name it to their user: a CLI option, an API field).
     """
 
-    def __init__(self, message: str, *, reason: str, device_id: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str, device_id: str | None = None, field: str | None = None) -> None:
         super().__init__(message, reason=reason)
         self.device_id = device_id
+        self.field = field
 
 
 class StorageError(GatewayError):

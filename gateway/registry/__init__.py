@@ -1,5 +1,5 @@
 """Device registry: ids, kinds, zones, locations and per-device keys (owner-only files)."""
 
-from gateway.registry.devices import DeviceRecord, Registry, generate_key, read_key_file
+from gateway.registry.devices import DeviceRecord, Registry, generate_key, read_key_file, same_place, validate_device
 
-__all__ = ["DeviceRecord", "Registry", "generate_key", "read_key_file"]
+__all__ = ["DeviceRecord", "Registry", "generate_key", "read_key_file", "same_place", "validate_device"]

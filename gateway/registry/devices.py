@@ -23,6 +23,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,12 @@ _COLUMNS = frozenset({"id", "kind", "zone", "lat", "lon", "revoked", "key_versio
 def _check_key(device_id: str, key: bytes) -> None:
     """Raise ``bad_key`` unless ``key`` is a 32-byte key with some entropy (never shows the key)."""
     if len(key) != KEY_LEN:
-        raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id)
+        raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id, field="key")
     # One byte repeated (all zeros, all 0xff, ...) is a placeholder, not a secret; a real weakness
     # test is impossible, but this catches the keys people type by hand.
     if key == key[:1] * KEY_LEN:
         raise RegistryError("the key for device %s is one byte repeated 32 times, which is no secret; use a random "
-                            "key" % device_id, reason="bad_key", device_id=device_id)
+                            "key" % device_id, reason="bad_key", device_id=device_id, field="key")
 
 
 def generate_key() -> bytes:
@@ -218,7 +219,7 @@ class Registry:
             RegistryError: ``bad_value`` (id, kind, zone, lat/lon), ``bad_key`` (not 32 bytes, one byte
                 repeated, or the key of another registered device), ``exists``.
         """
-        self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
+        validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
         if key is None:
             key = generate_key()  # 256 fresh random bits: no need to compare with the other keys
         else:
@@ -252,7 +253,7 @@ class Registry:
                 location: a device does not move, provision it under a new id); ``revoked`` (a
                 revoked id stays revoked: provision the board under a new id).
         """
-        self._validate(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
+        validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
         _check_key(device_id, key)
         rec = self.lookup(device_id)
         if rec is None:
@@ -261,7 +262,7 @@ class Registry:
         if rec.revoked:
             raise RegistryError("device %s is revoked; provision the board under a new id" % device_id,
                                 reason="revoked", device_id=device_id)
-        if (rec.kind, rec.zone, rec.lat, rec.lon) != (kind, zone, lat, lon):
+        if (rec.kind, rec.zone) != (kind, zone) or not same_place((rec.lat, rec.lon), (lat, lon)):
             raise RegistryError(
                 "device %s is registered as %s in zone %r at %s,%s; a device cannot move: provision it under "
                 "a new id, or keep the registered zone and location" % (device_id, rec.kind, rec.zone, rec.lat,
@@ -390,7 +391,7 @@ class Registry:
                 continue  # a missing or unreadable key file holds no key to share
             if hmac.compare_digest(theirs, key):
                 raise RegistryError("device %s already has this key; every device needs its own key" % other,
-                                    reason="bad_key", device_id=device_id)
+                                    reason="bad_key", device_id=device_id, field="key")
 
     def _update(self, device_id: str, sql: str) -> None:
         cur = self._conn.execute(sql, (time.time(), device_id))
@@ -404,24 +405,34 @@ class Registry:
             key_version=int(row[6]), created_at=float(row[7]), updated_at=float(row[8]), key_path=self.key_path(dev),
         )
 
-    @staticmethod
-    def _validate(device_id: str, *, kind: str, zone: str, lat: str, lon: str) -> None:
-        if not valid_device_id(device_id):
-            raise RegistryError("device id %r must be 1..32 chars of [A-Za-z0-9._-]" % device_id,
-                                reason="bad_value", device_id=device_id)
-        if not device_id.strip("."):
-            # "." and ".." name directories in paths and URLs: key files keys/...key, HTTP clients
-            # normalising /api/devices/.. away. The wire format allows them; the registry does not.
-            raise RegistryError("device id %r is only dots; use at least one letter, digit, _ or -" % device_id,
-                                reason="bad_value", device_id=device_id)
-        kinds = sorted(load_policy()["kinds"])
-        if kind not in kinds:
-            raise RegistryError("kind %r is not one of %s" % (kind, ", ".join(kinds)), reason="bad_value",
-                                device_id=device_id)
-        if not _ZONE.match(zone):
-            raise RegistryError("zone %r must be 1..64 chars of letters, digits, space . _ -" % zone,
-                                reason="bad_value", device_id=device_id)
-        for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
-            if not _DECIMAL.match(value) or abs(float(value)) > limit:
-                raise RegistryError("%s %r must be a decimal number within ±%d" % (name, value, limit),
-                                    reason="bad_value", device_id=device_id)
+
+def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str) -> None:
+    """Check a device's registry values (as :meth:`Registry.add` does) without a registry.
+
+    Raises:
+        RegistryError: reason ``bad_value``, with ``field`` naming the value at fault.
+    """
+    if not valid_device_id(device_id):
+        raise RegistryError("device id %r must be 1..32 chars of [A-Za-z0-9._-]" % device_id,
+                            reason="bad_value", device_id=device_id, field="device_id")
+    if not device_id.strip("."):
+        # "." and ".." name directories in paths and URLs: key files keys/...key, HTTP clients
+        # normalising /api/devices/.. away. The wire format allows them; the registry does not.
+        raise RegistryError("device id %r is only dots; use at least one letter, digit, _ or -" % device_id,
+                            reason="bad_value", device_id=device_id, field="device_id")
+    kinds = sorted(load_policy()["kinds"])
+    if kind not in kinds:
+        raise RegistryError("kind %r is not one of %s" % (kind, ", ".join(kinds)), reason="bad_value",
+                            device_id=device_id, field="kind")
+    if not _ZONE.match(zone):
+        raise RegistryError("zone %r must be 1..64 chars of letters, digits, space . _ -" % zone,
+                            reason="bad_value", device_id=device_id, field="zone")
+    for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
+        if not _DECIMAL.match(value) or abs(float(value)) > limit:
+            raise RegistryError("%s %r must be a decimal number within ±%d" % (name, value, limit),
+                                reason="bad_value", device_id=device_id, field=name)
+
+
+def same_place(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """True if two (lat, lon) decimal strings name the same point ("52.370" is "52.37")."""
+    return all(Decimal(x) == Decimal(y) for x, y in zip(a, b))

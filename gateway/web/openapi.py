@@ -105,7 +105,7 @@ def openapi_document() -> dict[str, Any]:
             "summary": "Generate a new device key; the answer says where it was written, never the key",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
             "responses": {"200": _ok("rotated"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
-                          "503": _err("no registry attached")}}},
+                          "409": _err("the device is revoked"), "503": _err("no registry attached")}}},
         "/api/admin/retention": {
             "get": {"summary": "Effective retention per kind and field, and the policy maximum",
                     "tags": ["admin"], "security": _ADMIN,

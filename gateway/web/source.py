@@ -177,8 +177,10 @@ class RegistryAdmin:
         self._registry.revoke(device_id)
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
-        """New key written to the registry's key file; returns its path and key version."""
-        self._record(device_id)
+        """New key written to the registry's key file; returns its path and key version (409 when revoked)."""
+        if self._record(device_id).revoked:
+            raise Conflict(f"device '{device_id}' is revoked; its key is not rotated (provision the board under "
+                           "a new id)", code="revoked", param="device_id")
         path = self._registry.rotate_key(device_id)
         return {"key_file": str(path), "key_version": int(self._registry.get(device_id).key_version)}
 
@@ -191,7 +193,7 @@ class RegistryAdmin:
         except RegistryError as exc:
             reason = exc.reason or "registry"
             if reason in ("bad_value", "bad_key"):
-                raise BadParameter(str(exc), code=reason) from None
+                raise BadParameter(str(exc), param=exc.field or "body") from None
             if reason in ("conflict", "moved", "revoked"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None

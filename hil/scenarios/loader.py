@@ -242,14 +242,14 @@ def _check_registry_fields(where: str, ids: list[str], *, kind: str, zone: str, 
         ScenarioError: with ``key`` = ``ids``, ``kind``, ``zone``, ``lat`` or ``lon``.
     """
     from gateway.errors import RegistryError
-    from gateway.registry import Registry
+    from gateway.registry import validate_device
 
     ok = {"kind": kind, "zone": "sim", "lat": "0", "lon": "0"}
     for dev in ids:
         for key, value in (("ids", dev), ("kind", kind), ("zone", zone), ("lat", lat), ("lon", lon)):
             args = dict(ok, **({key: value} if key != "ids" else {}))
             try:
-                Registry._validate(dev if key == "ids" else "sim-check", **args)  # noqa: SLF001 (the registry's rules)
+                validate_device(dev if key == "ids" else "sim-check", **args)
             except RegistryError as exc:
                 raise ScenarioError(f"{where}: {key}: {exc} (the gateway registry refuses it)", key=key,
                                     value=value) from exc

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from yarl import URL
 from aiohttp.test_utils import TestClient, TestServer
 
 from .support import ADMIN_TOKEN, NOW, Fleet, admin_headers
@@ -86,6 +87,12 @@ async def test_revoke_then_reports_are_rejected_and_second_revoke_conflicts(clie
     assert fleet.queries.count_reports() == stored
     resp = await client.post("/api/admin/devices/sl-01/revoke", headers=admin_headers())
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "already_revoked"
+    version = fleet.registry.get("sl-01").key_version
+    resp = await client.post("/api/admin/devices/sl-01/rotate-key", headers=admin_headers())
+    assert resp.status == 409 and (await resp.json())["error"] == {
+        "code": "revoked", "param": "device_id",
+        "message": "device 'sl-01' is revoked; its key is not rotated (provision the board under a new id)"}
+    assert fleet.registry.get("sl-01").key_version == version
     devices = await (await client.get("/api/devices")).json()
     assert {d["id"]: d["status"] for d in devices["devices"]}["sl-01"] == "revoked"
 
@@ -161,9 +168,9 @@ async def test_enroll_refuses_moves_revoked_ids_and_bad_bodies_without_changing_
         ("sl-01", _enrollment(key, zone="north", lat="52.3702", lon="4.8952"), 409, "moved"),
         ("bin-03", _enrollment(key, kind="bin", zone="north", lat="52.3795", lon="4.9020", replace=True), 409,
          "revoked"),
-        ("sl-10", _enrollment(key, kind="lamp"), 400, "bad_value"),
-        ("sl-10", _enrollment(key, lat="91.0"), 400, "bad_value"),
-        ("sl-10", _enrollment(key, zone="a/b"), 400, "bad_value"),
+        ("sl-10", _enrollment(key, kind="lamp"), 400, "bad_parameter"),
+        ("sl-10", _enrollment(key, lat="91.0"), 400, "bad_parameter"),
+        ("sl-10", _enrollment(key, zone="a/b"), 400, "bad_parameter"),
         ("sl-10", _enrollment(key, key="00" * 31), 400, "bad_parameter"),
         ("sl-10", _enrollment(key, key="zz" * 32), 400, "bad_parameter"),
         ("sl-10", _enrollment(key, key=None), 400, "bad_parameter"),
@@ -264,3 +271,24 @@ async def test_slow_client_body_times_out_with_408(fleet: Fleet) -> None:
         await writer.wait_closed()
     finally:
         await server.stop()
+
+
+async def test_enroll_names_the_value_at_fault_and_takes_the_same_place_written_differently(
+    client: TestClient, fleet: Fleet
+) -> None:
+    key = bytes(range(32))
+    for body, param in ((_enrollment(key, lat="952.1"), "lat"), (_enrollment(key, lon="abc"), "lon"),
+                        (_enrollment(key, kind="lamp"), "kind"), (_enrollment(key, zone="a/b"), "zone"),
+                        (_enrollment(bytes(32)), "key")):
+        resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(), json=body)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "bad_parameter" and error["param"] == param, error
+    resp = await client.put(URL("/api/admin/devices/%2E%2E", encoded=True), headers=admin_headers(),
+                            json=_enrollment(key))  # "..", escaped so the client does not resolve it
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "device_id"
+    resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(), json=_enrollment(key))
+    assert resp.status == 201
+    again = _enrollment(key, lat="52.379", lon="4.90000")  # the same point, typed another way
+    resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(), json=again)
+    assert resp.status == 200 and (await resp.json())["result"] == "unchanged"
+    assert fleet.registry.get("sl-20").lat == "52.3790"  # as first registered
