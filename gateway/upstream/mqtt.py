@@ -103,6 +103,15 @@ class MqttUpstream:
                 self._metrics.link_state.labels("mqtt").set(0)
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
+            except Exception as exc:  # noqa: BLE001 - e.g. the outbox unreadable for a moment
+                # Not the broker: without this the task would end, the outbox would grow unseen and
+                # /healthz would call the broker unreachable. Say what failed and start over.
+                log.error("MQTT upstream failed (%s: %s); starting over in %.1f s, the outbox keeps its messages",
+                          type(exc).__name__, exc, backoff, exc_info=log.isEnabledFor(logging.DEBUG))
+                self.connected = False
+                self._metrics.link_state.labels("mqtt").set(0)
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
 
     def _where(self) -> str:
         return "%s:%d" % (self._config.host, self._config.port)

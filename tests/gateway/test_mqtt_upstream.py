@@ -82,3 +82,54 @@ def test_outbox_cap_drops_oldest_and_counts(tmp_path: Path, broker: Mosquitto) -
     # drop_oldest: what reached the broker is the newest tail, complete and in order
     assert seqs == list(range(101 - len(seqs), 101)) and len(seqs) + dropped == 100
     assert "dropped" in gw.logs()
+
+
+async def test_an_outbox_read_failure_does_not_end_the_upstream(tmp_path: Path, broker: Mosquitto,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A failure that is not the broker's (here: the outbox cannot be read once) used to end the
+    upstream task silently; the outbox then grew with nothing forwarded until a restart."""
+    import asyncio
+    import logging
+
+    from gateway.config.model import MqttConfig
+    from gateway.errors import StorageError
+    from gateway.metrics import GatewayMetrics
+    from gateway.storage.store import ReportRecord, ReportStore
+    from gateway.upstream import mqtt
+    from gateway.upstream.mqtt import MqttUpstream, encode_report
+
+    monkeypatch.setattr(mqtt, "BACKOFF_MIN_S", 0.05)
+    sub = Subscriber(broker.port)
+    sub.wait_subscribed()
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw", outbox_encoder=encode_report("city", "gw"))
+    real_peek, failures = store.outbox_peek, []
+
+    def peek_failing_once(limit: int) -> list[object]:
+        if not failures:
+            failures.append(1)
+            raise StorageError("database is locked", reason="read_failed")
+        return real_peek(limit)  # type: ignore[return-value]
+
+    monkeypatch.setattr(store, "outbox_peek", peek_failing_once)
+    store.insert_batch([ReportRecord("bin-1", 1, "bin", "north", "win", 900, 900, {"fill": 10}, {}, [], None, 1.0,
+                                     "serial:x", "00" * 32)])
+    up = MqttUpstream(MqttConfig(host="127.0.0.1", port=broker.port), store=store,
+                      run_in_store=lambda fn, *a: asyncio.sleep(0, fn(*a)), stored=asyncio.Event(),
+                      metrics=GatewayMetrics("gw"), gateway_id="gw")
+    caplog.set_level(logging.WARNING, logger="gateway.upstream.mqtt")
+    task = asyncio.create_task(up.run())
+    try:
+        for _ in range(200):
+            if sub.seqs("bin-1"):
+                break
+            await asyncio.sleep(0.05)
+        assert sub.seqs("bin-1") == [1] and not task.done()
+        assert store.outbox_depth == 0
+        assert any("MQTT upstream failed (StorageError: database is locked)" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
+        sub.close()
