@@ -39,17 +39,24 @@ def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
     """Return ``(scanner_backend, client_backend)`` for bleak: None for the OS default (BlueZ).
 
     Raises:
-        TransportError: reason ``open_failed`` if the virtual radio backend is unavailable.
+        TransportError: reason ``open_failed`` if the virtual radio backend is unavailable or its
+            radio URL is missing or malformed.
     """
     if config.backend != "virtual":
         return None, None
     try:
         # Imported lazily: production gateways do not need the simulator.
         from hil.sim.radio.bleak_backend import make_backends
+        from hil.sim.radio.errors import RadioUrlError
     except ImportError as exc:
         raise TransportError("virtual BLE backend unavailable: %s" % exc, reason="open_failed", link="ble") from exc
-    assert config.radio is not None
-    return make_backends(config.radio)
+    if config.radio is None:
+        raise TransportError("[ble] backend = \"virtual\" needs radio = \"ws://HOST:PORT/ROOM\"", reason="open_failed",
+                             link="ble")
+    try:
+        return make_backends(config.radio)
+    except RadioUrlError as exc:  # the config loader refuses these; a BleConfig built in code may not
+        raise TransportError("[ble] radio: %s" % exc, reason="open_failed", link="ble") from exc
 
 
 class BleTransport:

@@ -132,3 +132,15 @@ def test_connection_cap(tmp_path: Path, radio: str) -> None:
         gw.kill()
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("radio", [None, "http://x", "ws://"])
+def test_a_virtual_backend_without_a_usable_radio_url_is_a_transport_error(radio: str | None) -> None:
+    """The config loader refuses these; a BleConfig built in code gets a clear error, not a traceback."""
+    from gateway.config.model import BleConfig
+    from gateway.errors import TransportError
+    from gateway.transports.ble_link import resolve_backends
+
+    with pytest.raises(TransportError, match=r"radio") as info:
+        resolve_backends(BleConfig(enabled=True, backend="virtual", radio=radio))
+    assert info.value.reason == "open_failed"
