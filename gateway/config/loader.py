@@ -360,7 +360,7 @@ def _check_routes(data: Any, source: Path | None, base: Path) -> None:
             file) with the ``routes.<key>`` concerned.
     """
     # Imported lazily: gateway.routes loads the OR-Tools solver, which only [routes] users need.
-    from gateway.routes.config import _KEYS as ROUTES_KEYS
+    from gateway.routes.config import ROUTES_KEYS
     from gateway.routes.config import parse_plan_defaults
     from gateway.routes.errors import InvalidInputError, MatrixError, RoutesError
 

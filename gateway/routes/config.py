@@ -35,9 +35,9 @@ from gateway.routes.model import Depot
 from gateway.routes.parsing import parse_clock, parse_depot, parse_positive, parse_threshold, parse_timezone
 from gateway.routes.planner import PlanParameters, PlanSettings
 
-_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "bin_volumes", "start", "tz",
-         "days_to_next_round",
-         "time_limit_s", "matrix", "osrm", "osrm_timeout_s")
+# The keys of a gateway config's [routes] table (the config loader names unknown ones with it).
+ROUTES_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "bin_volumes", "start", "tz",
+               "days_to_next_round", "time_limit_s", "matrix", "osrm", "osrm_timeout_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,9 +80,9 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
     """Validate a ``[routes]`` table; relative ``matrix`` paths are resolved against ``base``."""
     if not isinstance(table, dict):
         raise InvalidInputError("routes", table, "must be a table")
-    unknown = sorted(set(table) - set(_KEYS))
+    unknown = sorted(set(table) - set(ROUTES_KEYS))
     if unknown:
-        raise InvalidInputError(f"routes.{unknown[0]}", table[unknown[0]], "unknown key; allowed: " + ", ".join(_KEYS))
+        raise InvalidInputError(f"routes.{unknown[0]}", table[unknown[0]], "unknown key; allowed: " + ", ".join(ROUTES_KEYS))
     if "matrix" in table and "osrm" in table:
         raise InvalidInputError("routes.osrm", table["osrm"], "set either matrix or osrm, not both")
     num = (int, float)
