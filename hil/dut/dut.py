@@ -31,6 +31,7 @@ from hil.dut.errors import (
     DeviceProtocolError,
     DeviceResultError,
     DeviceTimeoutError,
+    DutError,
 )
 from hil.dut.files import device_path, parent_dirs
 
@@ -365,13 +366,16 @@ class Dut:
         tmp = target + ".part"
         self.make_dirs(parent_dirs([target]), timeout_s=timeout_s)
         self.exec(f"_civic_f = open({tmp!r}, 'wb')\nfrom binascii import a2b_base64 as _civic_d", timeout_s=timeout_s)
+        close = "_civic_f.close()\ndel _civic_f, _civic_d"
         try:
             for start in range(0, len(data), WRITE_CHUNK):
                 # bytes literal: the wasm port's pure-Python binascii rejects str.
                 chunk = base64.b64encode(data[start:start + WRITE_CHUNK])
                 self.exec(f"_civic_f.write(_civic_d({chunk!r}))", timeout_s=timeout_s)
-        finally:
-            self.exec("_civic_f.close()\ndel _civic_f, _civic_d", timeout_s=timeout_s)
+        except BaseException as exc:
+            self._close_after(exc, close, timeout_s)
+            raise
+        self.exec(close, timeout_s=timeout_s)
         self.exec(
             "import os\n"
             f"try:\n    os.rename({tmp!r}, {target!r})\n"
@@ -387,6 +391,7 @@ class Dut:
         target = device_path(path)
         self.exec(f"_civic_f = open({target!r}, 'rb')\nfrom binascii import b2a_base64 as _civic_e", timeout_s=timeout_s)
         out = bytearray()
+        close = "_civic_f.close()\ndel _civic_f, _civic_e"
         try:
             while True:
                 text = self.exec(f"print(_civic_e(_civic_f.read({READ_CHUNK})).decode(), end='')",
@@ -395,9 +400,26 @@ class Dut:
                 if not chunk:
                     break
                 out += chunk
-        finally:
-            self.exec("_civic_f.close()\ndel _civic_f, _civic_e", timeout_s=timeout_s)
+        except BaseException as exc:
+            self._close_after(exc, close, timeout_s)
+            raise
+        self.exec(close, timeout_s=timeout_s)
         return bytes(out)
+
+    def _close_after(self, exc: BaseException, close: str, timeout_s: float) -> None:
+        """Close the device file after ``exc`` interrupted a transfer, without hiding ``exc``.
+
+        After Ctrl-C (KeyboardInterrupt) nothing more is sent: the exchange may be cut mid-command,
+        and a failing clean-up raised in a ``finally`` would replace the interrupt by a link error
+        that callers retry (a Ctrl-C during ``flash`` was lost that way). After a link error the
+        clean-up is tried once and its own failure ignored.
+        """
+        if not isinstance(exc, Exception):
+            return
+        try:
+            self.exec(close, timeout_s=timeout_s)
+        except DutError as cleanup:
+            log.debug("closing the device file after %s failed too: %s", type(exc).__name__, cleanup)
 
     def remove_file(self, path: str, *, timeout_s: float = 10.0) -> None:
         """Delete ``path`` on the device (missing is fine)."""

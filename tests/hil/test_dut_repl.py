@@ -150,3 +150,25 @@ def test_remote_rig_urls(repl_peer: ReplPeer, rfc: bool) -> None:
             assert err.value.exception_type == "OSError"
     finally:
         server.close()
+
+
+def test_ctrl_c_in_the_middle_of_a_file_transfer_is_not_lost(repl_peer: ReplPeer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C arriving after a command was sent but before its answer was read: the clean-up
+    exchange in a ``finally`` then failed, and its link error replaced the KeyboardInterrupt (which
+    ``flash`` retried: the flash went on and exited 0)."""
+    data = bytes(range(256)) * 21  # several chunks
+    with Dut(repl_peer.path) as dut:
+        real = dut._transport.exec_raw_no_follow
+        sent: list[bytes] = []
+
+        def send_then_interrupt(command: bytes) -> None:
+            real(command)
+            sent.append(command)
+            if b"_civic_f.write" in command:
+                raise KeyboardInterrupt  # the answer of this chunk is left unread on the line
+
+        monkeypatch.setattr(dut._transport, "exec_raw_no_follow", send_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            dut.write_file("/data/blob.bin", data)
+        assert not any(b"_civic_f.close" in c for c in sent)  # nothing more was sent after Ctrl-C
