@@ -74,6 +74,8 @@ class DeviceRecord:
     key_path: Path
 
 
+_REGISTRY_FILES = frozenset({"keys", "devices.sqlite", "devices.sqlite-journal", "devices.sqlite-wal",
+                             "devices.sqlite-shm"})
 _COLUMNS = frozenset({"id", "kind", "zone", "lat", "lon", "revoked", "key_version", "created_at", "updated_at"})
 
 
@@ -137,7 +139,7 @@ class Registry:
 
     Raises:
         RegistryError: reason ``no_registry`` (``create`` is False and there is no registry at
-            ``path``), ``not_a_directory`` (``path`` or a parent is a file), ``corrupt``
+            ``path``, or ``path`` holds other files and no registry), ``not_a_directory`` (``path`` or a parent is a file), ``corrupt``
             (``devices.sqlite`` is not a registry database), ``permissions`` (the directory or
             database cannot be created, opened or secured).
     """
@@ -151,6 +153,13 @@ class Registry:
         if not create and not db.is_file():
             raise RegistryError("no registry at %s (`civicedge gateway devices add` creates one)" % self.path,
                                 reason="no_registry")
+        if create and not db.exists() and self.path.is_dir():
+            others = sorted(p.name for p in self.path.iterdir() if p.name not in _REGISTRY_FILES)
+            if others:  # e.g. the gateway's data_dir given for its data_dir/registry
+                raise RegistryError(
+                    "%s is not a registry (no devices.sqlite) and holds other files (%s); give the registry's own "
+                    "directory (a gateway's is <data_dir>/registry) or a new one" % (self.path, ", ".join(others[:3])),
+                    reason="no_registry")
         try:
             if create:
                 for d in (self.path, self.keys_dir):
@@ -217,7 +226,8 @@ class Registry:
 
         Raises:
             RegistryError: ``bad_value`` (id, kind, zone, lat/lon), ``bad_key`` (not 32 bytes, one byte
-                repeated, or the key of another registered device), ``exists``.
+                repeated, or the key of another registered device), ``exists`` (also for an id that
+                differs from a registered one only in case).
         """
         validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
         if key is None:
@@ -225,6 +235,12 @@ class Registry:
         else:
             _check_key(device_id, key)
             self._refuse_shared_key(device_id, key)
+        twin = self._conn.execute("SELECT id FROM devices WHERE id = ? COLLATE NOCASE AND id != ?",
+                                  (device_id, device_id)).fetchone()
+        if twin is not None:
+            # keys/SL-1.key and keys/sl-1.key are one file on a case-insensitive copy of the registry.
+            raise RegistryError("device %s is registered; ids that differ only in case are not allowed (%s)"
+                                % (twin[0], device_id), reason="exists", device_id=device_id, field="device_id")
         now = time.time()
         try:
             self._conn.execute(

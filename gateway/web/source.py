@@ -194,7 +194,7 @@ class RegistryAdmin:
             reason = exc.reason or "registry"
             if reason in ("bad_value", "bad_key"):
                 raise BadParameter(str(exc), param=exc.field or "body") from None
-            if reason in ("conflict", "moved", "revoked"):
+            if reason in ("conflict", "moved", "revoked", "exists"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None
         return {"result": result, "key_version": int(self._registry.get(device_id).key_version)}

@@ -126,3 +126,28 @@ def test_enroll_is_idempotent_and_refuses_conflicts_moves_and_revoked_ids(tmp_pa
         assert err.value.reason == "bad_key" and reg.lookup("bin-2") is None
     finally:
         reg.close()
+
+
+def test_ids_that_differ_only_in_case_are_refused(tmp_path: Path) -> None:
+    """keys/SL-1.key and keys/sl-1.key would be one file on a case-insensitive copy of the registry."""
+    reg = Registry(tmp_path / "reg")
+    reg.add("sl-0003", kind="streetlight", zone="north", lat="52.1", lon="4.2")
+    with pytest.raises(RegistryError, match="sl-0003 is registered; ids that differ only in case") as info:
+        reg.add("SL-0003", kind="streetlight", zone="north", lat="52.1", lon="4.2")
+    assert info.value.reason == "exists" and info.value.field == "device_id"
+    with pytest.raises(RegistryError):
+        reg.enroll("Sl-0003", kind="streetlight", zone="north", lat="52.1", lon="4.2", key=bytes(range(32)))
+    assert [d.id for d in reg.list()] == ["sl-0003"] and not (tmp_path / "reg" / "keys" / "SL-0003.key").exists()
+
+
+def test_a_directory_with_other_files_is_not_turned_into_a_registry(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "reports.sqlite").write_bytes(b"")
+    with pytest.raises(RegistryError, match=r"not a registry \(no devices.sqlite\) and holds other files "
+                                            r"\(reports.sqlite\)") as info:
+        Registry(data)
+    assert info.value.reason == "no_registry"
+    assert sorted(p.name for p in data.iterdir()) == ["reports.sqlite"]  # nothing created, nothing changed
+    Registry(data / "registry").close()  # the gateway's own place for it
+    Registry(data / "registry").close()  # and it opens again
