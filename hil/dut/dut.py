@@ -18,7 +18,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, cast
+from typing import Any, Callable, Iterable, Iterator, Mapping, cast
 
 import serial
 from mpremote.transport import TransportError
@@ -432,11 +432,13 @@ class Dut:
         if wanted:
             self.exec(_MKDIRS_CODE.format(dirs=wanted), timeout_s=timeout_s)
 
-    def sync_files(self, files: Mapping[str, bytes], *, timeout_s: float = 60.0) -> SyncResult:
+    def sync_files(self, files: Mapping[str, bytes], *, timeout_s: float = 60.0,
+                   on_copied: Callable[[int, int], None] | None = None) -> SyncResult:
         """Make the device hold ``files`` (device path -> content), copying only what differs.
 
         Hashes are computed on the device (SHA-256 in 512-byte chunks), compared with the
-        host's, and only missing or different files are written.
+        host's, and only missing or different files are written. ``on_copied(done, to_copy)`` is
+        called once the differing files are known and after each one is written (for progress).
         """
         wanted = {device_path(p): bytes(d) for p, d in files.items()}
         remote = self.hash_files(list(wanted), timeout_s=timeout_s)
@@ -444,10 +446,14 @@ class Dut:
         unchanged: list[str] = []
         changed = {p: d for p, d in wanted.items() if remote.get(p) != hashlib.sha256(d).hexdigest()}
         self.make_dirs(parent_dirs(list(changed)), timeout_s=timeout_s)
+        if on_copied is not None:
+            on_copied(0, len(changed))
         for path, data in wanted.items():
             if path in changed:
                 self.write_file(path, data, timeout_s=timeout_s)
                 copied.append(path)
+                if on_copied is not None:
+                    on_copied(len(copied), len(changed))
             else:
                 unchanged.append(path)
         log.info("synced %s: %d copied, %d unchanged", self.url, len(copied), len(unchanged))

@@ -127,7 +127,7 @@ def _flash(args: argparse.Namespace) -> int:
                 step("check the board")
                 check_definition_fits(read_board_facts(dut), definition, port=args.port)
                 result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
-                                       on_progress=step)
+                                       on_progress=step, on_copied=step.count)
             finally:
                 dut.close()
         out.print(f"flashed {definition.name} on {args.port}: firmware as {result.mode} "
@@ -325,21 +325,37 @@ def _open_retrying(port: str, *, timeout_s: float, port_may_vanish: bool) -> Dut
             time.sleep(0.5)
 
 
+class _Steps:
+    """Steps on a rich progress display: each call starts a step and completes the previous one."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._current: list[tuple[TaskID, str]] = []
+
+    def __call__(self, name: str) -> None:
+        self.finish()
+        self._current.append((self._progress.add_task(name, total=1), name))
+
+    def count(self, done: int, total: int) -> None:
+        """Show how far the current step is (files copied of those that differ)."""
+        if self._current:
+            task, name = self._current[-1]
+            self._progress.update(task, description=f"{name}: {done}/{total} copied")
+
+    def finish(self) -> None:
+        """Mark the current step complete."""
+        if self._current:
+            self._progress.update(self._current[-1][0], completed=1)
+
+
 @contextmanager
-def _steps(out: Console) -> Iterator[Callable[[str], None]]:
-    """A rich progress display: each call starts a step and completes the previous one."""
+def _steps(out: Console) -> Iterator[_Steps]:
+    """A rich progress display of :class:`_Steps`."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out,
                   transient=False) as progress:
-        current: list[TaskID] = []
-
-        def step(name: str) -> None:
-            if current:
-                progress.update(current[-1], completed=1)
-            current.append(progress.add_task(name, total=1))
-
-        yield step
-        if current:
-            progress.update(current[-1], completed=1)
+        steps = _Steps(progress)
+        yield steps
+        steps.finish()
 
 
 @contextmanager

