@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import serial
@@ -15,16 +13,6 @@ import serial
 from hil.cli.main import main as civicedge_main
 
 pytestmark = [pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def silent_pty() -> Iterator[str]:
-    master, slave = os.openpty()
-    try:
-        yield os.ttyname(slave)
-    finally:
-        os.close(master)
-        os.close(slave)
 
 
 @pytest.mark.parametrize(("extra", "match"), [

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import serial
@@ -29,17 +27,6 @@ from hil.sim.board import VirtualBoard
 from hil.cli.main import main as civicedge_main
 
 pytestmark = [pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def silent_pty() -> Iterator[str]:
-    """A pty with nothing behind it: opens fine, never answers."""
-    master, slave = os.openpty()
-    try:
-        yield os.ttyname(slave)
-    finally:
-        os.close(master)
-        os.close(slave)
 
 
 def test_silent_port_is_board_not_answering(silent_pty: str) -> None:

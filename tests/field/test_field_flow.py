@@ -6,12 +6,11 @@ the gateway is a real ``civicedge gateway run`` process reading the board's data
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from field_cli import civicedge
 
 from gateway.registry import Registry
 from hil.pytest_plugin.gateway_process import GatewayProcess
@@ -20,20 +19,6 @@ from hil.sim.board import VirtualBoard
 pytestmark = [pytest.mark.timeout(170)]
 
 BOARD = "streetlight-esp32"
-
-
-async def civicedge(*args: str, timeout_s: float = 90.0) -> tuple[int, str]:
-    """Run the real CLI in a process while this event loop keeps serving the board's ptys."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hil.cli.main", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
 
 
 @pytest.mark.slow
