@@ -213,15 +213,29 @@ def _check(args: argparse.Namespace) -> int:
         if args.gateway is None and args.db is None:
             raise FieldError("tell check where the gateway is: --db PATH (its SQLite store) or --gateway URL")
         dut = open_board(args.port, timeout_s=args.repl_timeout)
+        restarted = False
+
+        def restart() -> None:
+            nonlocal restarted
+            _restart(dut, args.repl_timeout)
+            restarted = True
+
         try:
-            return _check_board(out, dut, args)
+            return _check_board(out, dut, args, restart)
         finally:
+            if not restarted:
+                # Something failed before the restart (a mistyped --registry or --db, a link error):
+                # give the board its firmware back instead of leaving a street light stopped.
+                try:
+                    _restart(dut, args.repl_timeout)
+                except HilError as exc:
+                    log.warning("could not restart the firmware on %s: %s", args.port, exc)
             dut.close()
     return EXIT_ERROR
 
 
-def _check_board(out: Console, dut: Dut, args: argparse.Namespace) -> int:
-    """Read the board back, restart its firmware and wait for a report sent after the restart."""
+def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Callable[[], None]) -> int:
+    """Read the board back, restart its firmware (``restart``) and wait for a report sent after it."""
     state = inspect_board(dut)
     facts = read_board_facts(dut)
     ident = state.identity
@@ -256,7 +270,7 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace) -> int:
     if problems:
         for problem in problems:
             out.print(f"problem: {problem}")
-        _restart(dut, args.repl_timeout)  # back to what it did before check stopped it
+        restart()  # back to what it did before check stopped it
         return EXIT_PROBLEM
     watch: GatewayWatch = DbWatch(args.db, ident.id) if args.db is not None else HttpWatch(args.gateway, ident.id)
     if args.timeout is not None:
@@ -269,7 +283,7 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace) -> int:
                 + datetime.fromtimestamp(due.due_unix, timezone.utc).strftime("%H:%M:%S UTC") + " (board clock)")
         out.print(f"next report due: {when}; waiting up to {timeout_s:.0f} s (--timeout to change)")
     watch.mark()  # only a report accepted after this restart counts
-    _restart(dut, args.repl_timeout)
+    restart()
     started = time.monotonic()
     with _steps(out) as step:
         step(f"wait for a new report of {ident.id} at the gateway")

@@ -71,6 +71,14 @@ async def test_flash_provision_and_check_look_at_the_board(tmp_path: Path, sim_a
         # A report stored before the restart does not count: no gateway runs, so nothing new comes.
         store = tmp_path / "reports.sqlite"
         old_report_store(store, "sl-0031")
+
+        # check stops the firmware to read the board; an error before its restart (here a mistyped
+        # --registry) must not leave the board stopped (provision left it at the REPL: not running).
+        before = len(board.console_log)
+        rc, out = await civicedge("check", "--port", port, "--db", str(store), "--registry",
+                                  str(tmp_path / "registy"), "--timeout", "3")
+        assert rc != 0 and "registy" in out and "Traceback" not in out, out
+        await board.wait_console("streetlight sl-0031 running", since=before, timeout_s=30)
         rc, out = await civicedge("check", "--port", port, "--db", str(store), "--registry", str(registry),
                                   "--timeout", "3")
         assert rc == 2 and "accepted no report from sl-0031 within 3 s" in out, out
