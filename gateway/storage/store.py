@@ -105,20 +105,25 @@ class ReportStore:
         self._outbox_max = outbox_max_bytes
         self._outbox_policy = outbox_policy
         self._lock_fd = _lock_store(self.path)
+        conn: sqlite3.Connection | None = None
         try:
-            _create_private(self.path)
-            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA user_version")  # creates the file: made private before any WAL exists
+            _make_private(self.path)
+            conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed (and therefore acknowledged) report survives power loss too.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            apply_schema(self._conn)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            apply_schema(conn)
+            self._chain_pos, self._chain_head = provenance.last_hash(conn)
+            row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
         except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
             os.close(self._lock_fd)
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason="open_failed") from exc
-        self._chain_pos, self._chain_head = provenance.last_hash(self._conn)
-        row = self._conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
+        self._conn = conn
         self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
 
     def close(self) -> None:
@@ -128,8 +133,16 @@ class ReportStore:
         file is complete); SQLite's own checkpoint-on-close is skipped while a reader is still open.
         """
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:  # a reader mid-query: the WAL stays and is replayed on next open
+            # A reader mid-query (another process: export-log, an operator's sqlite3) blocks the
+            # checkpoint; wait briefly, not the whole busy timeout, and say so: nothing is lost (the
+            # WAL is replayed at the next open), but a copy of the database file alone is incomplete.
+            self._conn.execute("PRAGMA busy_timeout=500")
+            busy, wal_pages, _moved = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                log.warning("report store %s: another process was reading it at close, so %d WAL page(s) stay "
+                            "in %s-wal (replayed at the next start); back up both files, or use sqlite3 .backup",
+                            self.path, wal_pages, self.path.name)
+        except sqlite3.Error as exc:
             log.warning("report store %s: WAL not checkpointed at close: %s", self.path, exc)
         finally:
             self._conn.close()
@@ -384,16 +397,12 @@ def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tupl
             i += size
 
 
-def _create_private(path: Path) -> None:
-    """Create the database's directory (0700) and file (0600) if missing, and make an existing file
-    owner-only: it holds per-device data (SQLite gives its -wal and -shm files the same mode)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+def _make_private(path: Path) -> None:
+    """Make the database owner-only (it holds per-device data; SQLite gives its -wal and -shm files
+    the database's mode). chmod, not an open(): closing a descriptor of the database file would drop
+    the POSIX locks SQLite holds on it in this process."""
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _lock_store(path: Path) -> int:
@@ -401,14 +410,16 @@ def _lock_store(path: Path) -> int:
 
     Two gateways writing one database would both extend the provenance chain from the same head;
     the second's every commit would fail. The lock is advisory (``flock``): released by the kernel
-    when the process dies, so a crash never leaves a stale lock behind.
+    when the process dies, so a crash never leaves a stale lock behind, and deleting the file while
+    a gateway runs would defeat it (docs/gateway.md says to leave it). It is a file of its own, not
+    the database: closing a descriptor of the database would drop SQLite's POSIX locks on it.
 
     Raises:
         StorageError: reason ``in_use`` when another process (or store in this one) holds it.
     """
     lock_path = path.with_name(path.name + ".lock")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new data directory is private
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc
