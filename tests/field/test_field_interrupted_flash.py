@@ -27,7 +27,13 @@ async def test_interrupted_flash_says_how_to_repair_and_the_next_flash_cleans_up
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT,
                                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        await asyncio.sleep(3.0)  # connected and compiling or copying by now
+        # Ctrl-C while files are being written (a half-written X.part on the board's flash), not at a
+        # fixed time: a slow machine may still be starting, a fast one already done.
+        for _ in range(3000):
+            if any(flash.rglob("*.part")) or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert proc.returncode is None, "flash ended before it wrote a file"
         proc.send_signal(signal.SIGINT)
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
         text = out.decode(errors="replace")
