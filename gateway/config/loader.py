@@ -265,7 +265,7 @@ def _parse_ble(sec: _Section) -> BleConfig:
     if enabled and backend == "virtual" and not radio:
         raise sec.error("ble.radio", "ble.radio (the virtual radio URL) is required with backend = \"virtual\"",
                         "missing")
-    if backend == "virtual" and radio is not None:
+    if enabled and backend == "virtual" and radio is not None:  # a disabled section is kept, not used
         _check_radio_url(sec, radio)
     service = sec.get("service_uuid", str, BleConfig.service_uuid)
     try:

@@ -38,6 +38,9 @@ def test_ble_virtual_radio_url_is_checked(tmp_path: Path, capsys: pytest.Capture
     assert "[ble.radio]" in err and "ws://" in err
     ok = write(tmp_path, '[ble]\nenabled = true\nbackend = "virtual"\nradio = "ws://127.0.0.1:9000/civic"\n')
     assert load_config(ok).ble.radio == "ws://127.0.0.1:9000/civic"
+    # A disabled section is kept for later, not used: it does not need the simulator nor a valid URL.
+    off = write(tmp_path, '[ble]\nenabled = false\nbackend = "virtual"\nradio = "garbage"\n')
+    assert load_config(off).ble.enabled is False
 
 
 @pytest.mark.parametrize("radio", ["ws://127.0.0.1/civic", "ws://:9000/civic", "ws://h:9000/bad room"])
