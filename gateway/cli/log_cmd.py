@@ -13,6 +13,7 @@ from typing import IO, Iterator
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
 from gateway.errors import GatewayError, ProvenanceError
 from gateway.storage.provenance import ChainSummary, export_chain_summary, verify_export_summary
+from gateway.storage.sqlite_uri import read_only_uri
 
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -63,7 +64,7 @@ def _error(reason: str, message: str) -> int:
 def _store_problem(db: Path) -> tuple[str, str] | None:
     """Return ``(reason, message)`` when ``db`` cannot be exported from, before any output is made."""
     try:
-        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+        conn = sqlite3.connect(read_only_uri(db), uri=True)
         try:
             row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone()
         finally:

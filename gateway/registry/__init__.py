@@ -1,5 +1,13 @@
 """Device registry: ids, kinds, zones, locations and per-device keys (owner-only files)."""
 
-from gateway.registry.devices import DeviceRecord, Registry, generate_key, read_key_file, same_place, validate_device
+from gateway.registry.devices import (
+    DeviceRecord,
+    Registry,
+    generate_key,
+    read_key_file,
+    same_decimal,
+    same_place,
+    validate_device,
+)
 
-__all__ = ["DeviceRecord", "Registry", "generate_key", "read_key_file", "same_place", "validate_device"]
+__all__ = ["DeviceRecord", "Registry", "generate_key", "read_key_file", "same_decimal", "same_place", "validate_device"]

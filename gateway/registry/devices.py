@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -449,6 +449,14 @@ def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str)
                                 reason="bad_value", device_id=device_id, field=name)
 
 
+def same_decimal(a: str, b: str) -> bool:
+    """True when two decimal strings are the same number ("52.370" is "52.37"); other text compares as is."""
+    try:
+        return Decimal(a) == Decimal(b)
+    except InvalidOperation:
+        return a == b
+
+
 def same_place(a: tuple[str, str], b: tuple[str, str]) -> bool:
-    """True if two (lat, lon) decimal strings name the same point ("52.370" is "52.37")."""
-    return all(Decimal(x) == Decimal(y) for x, y in zip(a, b))
+    """True if two (lat, lon) decimal strings name the same point."""
+    return all(same_decimal(x, y) for x, y in zip(a, b))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 from gateway.errors import ProvenanceError
+from gateway.storage.sqlite_uri import read_only_uri
 
 GENESIS = "0" * 64
 _FIELDS = ("pos", "device", "seq", "gateway", "digest", "prev", "hash")
@@ -98,8 +99,7 @@ def export_chain_summary(db_path: Path, out: IO[str]) -> ChainSummary:
     Raises:
         sqlite3.Error: the store cannot be read (it is opened read-only, never changed).
     """
-    # as_uri() escapes "?" and "#" that would otherwise end the file name inside the URI.
-    conn = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True)
+    conn = sqlite3.connect(read_only_uri(db_path), uri=True)
     try:
         count, head = 0, GENESIS
         for entry in iter_chain(conn):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import StorageError
+from gateway.storage.sqlite_uri import read_only_uri
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class ReportQueries:
         if not self.db_path.is_file():
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
         try:
-            self._conn = sqlite3.connect("file:%s?mode=ro" % self.db_path, uri=True, check_same_thread=False)
+            self._conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, check_same_thread=False)
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.execute("SELECT 1 FROM reports LIMIT 1")
         except sqlite3.Error as exc:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from gateway.storage.sqlite_uri import read_only_uri
 from hil.dut import Dut
 from hil.dut.errors import DutError
 from hil.field.device import read_identity, read_text, with_retries
@@ -116,7 +117,7 @@ class DbWatch:
             raise FieldError(f"the gateway store {self.db_path} is not a file; pass its SQLite database "
                              "(the [store] path of the gateway config)", db=str(self.db_path))
         try:
-            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+            conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, timeout=5)
         except sqlite3.Error as exc:
             raise FieldError(f"cannot open the gateway store {self.db_path}: {exc}", db=str(self.db_path)) from exc
         conn.row_factory = sqlite3.Row

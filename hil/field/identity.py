@@ -12,9 +12,9 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from gateway.registry import same_place
 from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
@@ -62,18 +62,10 @@ class Identity:
         return self == other
 
 
-def same_decimal(a: str, b: str) -> bool:
-    """True when two decimal strings are the same number (``52.37`` and ``52.370``)."""
-    try:
-        return Decimal(a) == Decimal(b)
-    except InvalidOperation:
-        return a == b
-
-
 def differing_fields(have: Identity, want: Identity) -> list[str]:
     """Names of the identity fields (key aside) in which ``want`` differs; locations compared as numbers."""
     names = [n for n in ("id", "kind", "zone") if getattr(have, n) != getattr(want, n)]
-    if not (same_decimal(have.lat, want.lat) and same_decimal(have.lon, want.lon)):
+    if not same_place((have.lat, have.lon), (want.lat, want.lon)):
         names.append("location")
     return names
 

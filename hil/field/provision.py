@@ -13,10 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from gateway.registry import same_decimal
 from hil.dut import Dut
 from hil.field.device import read_identity, write_identity
 from hil.field.errors import DeviceIOError, IdentityExistsError
-from hil.field.identity import Identity, differing_fields, new_identity, same_decimal
+from hil.field.identity import Identity, differing_fields, new_identity
 from hil.field.registration import Registration, register_device, registered_device
 
 log = logging.getLogger(__name__)

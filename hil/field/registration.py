@@ -18,9 +18,9 @@ from enum import Enum
 from pathlib import Path
 
 from gateway.errors import RegistryError
-from gateway.registry import Registry
+from gateway.registry import Registry, same_decimal
 from hil.field.errors import GatewayRegistrationError
-from hil.field.identity import Identity, same_decimal
+from hil.field.identity import Identity
 
 log = logging.getLogger(__name__)
 

@@ -239,3 +239,17 @@ def test_chain_entry_hash_is_sha256_of_the_canonical_json(device: str, gateway: 
                        sort_keys=True, separators=(",", ":"))
     assert entry_hash(device=device, seq=seq, gateway=gateway, digest=digest, prev=prev) == \
         hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def test_a_store_under_a_path_with_uri_characters_is_read(tmp_path: Path) -> None:
+    """Read-only connections use a ``file:`` URI; a hand-built one ended the name at "#" or "?"."""
+    from gateway.storage import ReportQueries
+
+    db = tmp_path / "city #1?" / "reports.sqlite"
+    ReportStore(db, gateway_id="gw").close()
+    queries = ReportQueries(db)
+    try:
+        assert queries.count_reports() == 0
+    finally:
+        queries.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["city #1?"]  # nothing created beside it
