@@ -19,7 +19,8 @@ from typing import Any, Callable, Mapping
 from gateway.resources import firmware_dir
 from hil.dut import Dut
 from hil.dut.errors import DutError
-from hil.field.device import BOARD_CONFIG_PATH, MANIFEST_PATH, device_mpy, read_text, with_retries
+from hil.dut.files import parent_dirs
+from hil.field.device import BOARD_CONFIG_PATH, IDENTITY_PATH, MANIFEST_PATH, device_mpy, read_text, with_retries
 from hil.field.errors import DeviceIOError, FieldError, FirmwareVerifyError
 from hil.field.mpy_build import BuiltFile, MpyVersion, build_firmware, check_compatible, mpy_cross_version
 
@@ -100,7 +101,7 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
     say(f"sync {len(files)} files (only those whose hash differs are copied)")
     try:
         # Half-written temp files of an interrupted copy (written as X.part, then renamed) are junk.
-        with_retries(dut, lambda: _remove_partial_files(dut))
+        with_retries(dut, lambda: _remove_partial_files(dut, files))
         # Stale modules of the other mode would shadow the new ones (.py wins over .mpy).
         with_retries(dut, lambda: _remove_other_mode(dut, files, source_only=source_only))
         result = with_retries(dut, lambda: dut.sync_files(files, timeout_s=120, on_copied=on_copied))
@@ -152,23 +153,35 @@ def expected_files(mode: str) -> dict[str, str]:
 
 _REMOVE_PARTIAL = """\
 import os
-def _civic_walk(d):
+def _civic_clean(dirs, names):
     n = 0
-    for e in os.ilistdir(d):
-        p = d.rstrip('/') + '/' + e[0]
-        if e[1] == 0x4000:
-            n += _civic_walk(p)
-        elif e[0].endswith('.part'):
-            os.remove(p)
-            n += 1
+    for d in dirs:
+        try:
+            entries = list(os.ilistdir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e[1] != 0x4000 and e[0] in names:
+                os.remove(d.rstrip('/') + '/' + e[0])
+                n += 1
     return n
-print(repr(_civic_walk('/')))
-del _civic_walk
+print(repr(_civic_clean({dirs!r}, {names!r})))
+del _civic_clean
 """
 
 
-def _remove_partial_files(dut: Dut) -> None:
-    removed = dut.eval_code(_REMOVE_PARTIAL, timeout_s=30)
+def _remove_partial_files(dut: Dut, files: Mapping[str, bytes]) -> None:
+    """Remove the ``X.part`` temp files an interrupted copy of ``files`` may have left.
+
+    Only those names, in the firmware's own directories: a board's outbox (thousands of files
+    after an outage) or an SD card is not walked, and nobody else's ``.part`` file is touched.
+    """
+    dirs = sorted({"/"} | set(parent_dirs(list(files))))
+    base = {p.rsplit("/", 1)[1] for p in files} | {MANIFEST_PATH[1:], IDENTITY_PATH[1:]}
+    # A copy in the other mode (source vs .mpy) may have been the one interrupted.
+    twins = {n[:-4] + ".py" for n in base if n.endswith(".mpy")} | {n[:-3] + ".mpy" for n in base if n.endswith(".py")}
+    names = sorted(n + ".part" for n in base | twins)
+    removed = dut.eval_code(_REMOVE_PARTIAL.format(dirs=dirs, names=names), timeout_s=30)
     if removed:
         log.info("removed %s partial file(s) of an interrupted copy on %s", removed, dut.url)
 

@@ -45,11 +45,14 @@ async def test_interrupted_flash_says_how_to_repair_and_the_next_flash_cleans_up
         stale = flash / "lib" / "civic" / "hal" / "clock.py.part"
         stale.parent.mkdir(parents=True, exist_ok=True)
         stale.write_bytes(b"half a module")
+        theirs = flash / "data" / "upload.part"  # not the firmware's: left alone
+        theirs.parent.mkdir(parents=True, exist_ok=True)
+        theirs.write_bytes(b"someone else's")
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), 90)
         assert proc.returncode == 0, out.decode(errors="replace")
         assert not stale.exists()
-        assert not list(flash.rglob("*.part"))
+        assert list(flash.rglob("*.part")) == [theirs]
     finally:
         await board.stop()
