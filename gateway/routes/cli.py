@@ -133,11 +133,18 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
 
 
 class _PlanWarningsFilter(logging.Filter):
-    """Drops the planner's WARNING records: every one of them is also in ``plan.warnings``, which
-    the command prints itself (the log handler printed each a second time)."""
+    """Holds back the planner's WARNING records: every one of them is also in ``plan.warnings``,
+    which the command prints itself (the log handler printed each a second time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno != logging.WARNING
+        if record.levelno == logging.WARNING:
+            self.held.append(record)
+            return False
+        return True
 
 
 _PLAN_LOGGERS = ("gateway.routes.distances", "gateway.routes.planner")
@@ -145,12 +152,19 @@ _PLAN_LOGGERS = ("gateway.routes.distances", "gateway.routes.planner")
 
 @contextlib.contextmanager
 def _warnings_shown_by_the_plan() -> Iterator[None]:
+    """Inside, the planner's warnings wait for the plan; if no plan comes (an error), they are logged."""
     flt = _PlanWarningsFilter()
     loggers = [logging.getLogger(name) for name in _PLAN_LOGGERS]
     for lg in loggers:
         lg.addFilter(flt)
     try:
         yield
+    except BaseException:
+        for lg in loggers:
+            lg.removeFilter(flt)
+        for record in flt.held:  # e.g. "OSRM unreachable, great-circle distances" before the failure
+            logging.getLogger(record.name).handle(record)
+        raise
     finally:
         for lg in loggers:
             lg.removeFilter(flt)

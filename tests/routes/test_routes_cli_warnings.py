@@ -32,3 +32,19 @@ def test_osrm_fallback_warning_is_printed_once(city: CityData) -> None:
                           capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("falling back to great-circle") == 1, proc.stderr
+
+
+def test_a_planner_warning_held_for_the_plan_is_logged_when_no_plan_comes(caplog: pytest.LogCaptureFixture) -> None:
+    """Held back because the plan prints it; if planning then fails there is no plan to print it."""
+    import logging
+
+    from gateway.routes.cli import _warnings_shown_by_the_plan
+
+    caplog.set_level(logging.WARNING)
+    with _warnings_shown_by_the_plan():
+        logging.getLogger("gateway.routes.distances").warning("OSRM unreachable: falling back to great-circle")
+    assert "falling back" not in caplog.text  # printed with the plan instead
+    with pytest.raises(RuntimeError), _warnings_shown_by_the_plan():
+        logging.getLogger("gateway.routes.distances").warning("OSRM unreachable: falling back to great-circle")
+        raise RuntimeError("solver failed")
+    assert caplog.text.count("falling back to great-circle") == 1
