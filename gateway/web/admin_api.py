@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Mapping
 
@@ -80,7 +81,10 @@ async def enroll_device(request: web.Request) -> web.Response:
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
     kind, zone, lat, lon, key, replace = _validate_enrollment(await read_json_body(request))
-    result = dict(admin.enroll(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key, replace=replace))
+    # Off the event loop: enrolling compares the key with every other device's key file, which on a
+    # large registry would pause ingest and ACKs (the registry's SQLite connection is serialized).
+    result = dict(await asyncio.to_thread(admin.enroll, device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
+                                          replace=replace))
     if result["result"] != "unchanged":
         logger.info("admin enrolled device %s (%s, zone %s): %s", device_id, kind, zone, result["result"])
     return json_response({"device": device_id, **result}, status=201 if result["result"] == "added" else 200)

@@ -292,3 +292,27 @@ async def test_enroll_names_the_value_at_fault_and_takes_the_same_place_written_
     resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(), json=again)
     assert resp.status == 200 and (await resp.json())["result"] == "unchanged"
     assert fleet.registry.get("sl-20").lat == "52.3790"  # as first registered
+
+
+async def test_enroll_does_not_hold_up_the_event_loop(client: TestClient, fleet: Fleet,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enrolling reads every other device's key file; the gateway keeps serving (and ingesting)
+    meanwhile. Here the comparison waits until a request made after it started was answered."""
+    import asyncio
+    import threading
+
+    answered = threading.Event()
+    real = type(fleet.registry)._refuse_shared_key
+
+    def slow_compare(self: object, device_id: str, key: bytes) -> None:
+        assert answered.wait(10), "no request was served while the enroll was comparing keys"
+        real(self, device_id, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(fleet.registry), "_refuse_shared_key", slow_compare)
+    enroll = asyncio.ensure_future(client.put("/api/admin/devices/sl-30", headers=admin_headers(),
+                                              json=_enrollment(bytes(range(32)))))
+    await asyncio.sleep(0.05)
+    resp = await client.get("/api/devices")
+    assert resp.status == 200
+    answered.set()
+    assert (await enroll).status == 201
