@@ -44,6 +44,8 @@ class Gateway:
         metrics: the gateway's metrics (``metrics.registry`` is the CollectorRegistry for /metrics).
         registry: the device registry. store: the report store. ingest: the ingest service.
         transports: the links. upstream: the MQTT forwarder or None.
+        clock: the gateway's unix-time clock (simulated under ``[sim_clock]``), used by ingest,
+            the web surface, the collection plan and retention alike.
     """
 
     def __init__(self, config: GatewayConfig, *, policy: dict[str, Any] | None = None) -> None:
@@ -62,6 +64,9 @@ class Gateway:
         # The gap hold waits for a device's re-sends, which run on the device's clock: under
         # [sim_clock] it is measured in simulated time too.
         monotonic = time.monotonic if sim_clock is None else clock
+        # One time source for everything the gateway stamps or asks about "now": ingest, the web's
+        # "last 24 h" views and open alarms, today's collection plan, retention.
+        self.clock = clock
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
@@ -129,7 +134,8 @@ class Gateway:
         self._queries = ReportQueries(self.config.storage.path)
         app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
-                         health_checks=[self._health], extra_routes=routes_for_gateway(self.config, self.registry))
+                         health_checks=[self._health], clock=self.clock,
+                         extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, http.listen, http.port)
@@ -156,7 +162,7 @@ class Gateway:
     async def _retention_loop(self) -> None:
         while True:
             try:
-                await self.ingest.run_in_store(self.store.apply_retention, self.retention(), time.time())
+                await self.ingest.run_in_store(self.store.apply_retention, self.retention(), self.clock())
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
                 log.error("retention pass failed: %s", exc)
             await asyncio.sleep(self.config.retention_interval_s)

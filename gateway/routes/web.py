@@ -136,12 +136,14 @@ def routes_handlers(
     return [web.get(PLAN_PATH, endpoint.handle)]
 
 
-def routes_for_gateway(config: GatewayConfig, registry: Registry | None = None) -> list[web.RouteDef]:
+def routes_for_gateway(config: GatewayConfig, registry: Registry | None = None, *,
+                       clock: Callable[[], float] = _time.time) -> list[web.RouteDef]:
     """Route definitions for a running gateway: its store, its registry, the ``[routes]`` of its config.
 
     Args:
         config: The gateway's validated configuration (``config.source`` is read for ``[routes]``).
         registry: The gateway's open registry (default: opened from ``config.registry_dir`` per plan).
+        clock: The gateway's clock (simulated under ``[sim_clock]``), for ``date=today``.
 
     Raises:
         InvalidInputError: A ``[routes]`` key is wrong (so the gateway refuses to start with it).
@@ -149,4 +151,4 @@ def routes_for_gateway(config: GatewayConfig, registry: Registry | None = None) 
     """
     defaults = load_plan_defaults(config.source) if config.source is not None else PlanDefaults()
     source = GatewayBinSource(config.storage.path, registry if registry is not None else config.registry_dir)
-    return routes_handlers(source, defaults)
+    return routes_handlers(source, defaults, clock=clock)

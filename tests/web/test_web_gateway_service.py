@@ -85,3 +85,45 @@ async def test_gateway_service_serves_api_metrics_health_and_admin(tmp_path: Pat
         await gw.stop()
         os.close(master)
         os.close(slave)
+
+
+async def test_under_a_simulated_clock_the_web_asks_about_the_same_now_as_ingest(tmp_path: Path) -> None:
+    """The demo runs its fleet in virtual time (today 18:00 by default, often ahead of the wall
+    clock). The web used the wall clock: a fire reported "now" in virtual time was in the future
+    for /api/alarms and the open data, so it was not shown."""
+    master, slave = os.openpty()
+    virtual_at = (int(time.time()) // 86400 + 3) * 86400 + 18 * 3600  # three days ahead, 18:00
+    config = parse_config({
+        "gateway": {"id": "gw-sim", "data_dir": str(tmp_path / "data")},
+        "serial": [{"port": os.ttyname(slave)}],
+        "http": {"listen": "127.0.0.1", "port": 0},
+        "sim_clock": {"speed": 1.0, "virtual_at": float(virtual_at), "wall_at": time.time()},
+    }, source=None)
+    gw = Gateway(config)
+    gw.registry.add("bin-7", kind="bin", zone="harbour", lat="51.9", lon="4.48")
+    key = gw.registry.key("bin-7")
+    await gw.start()
+    try:
+        assert abs(gw.clock() - virtual_at) < 60
+        win = int(gw.clock()) // 900 * 900 - 900
+        w = int(gw.clock()) // 60 * 60 - 60
+        frames = [build_frame(FRAME_REPORT, "bin-7", 1, {"t": "win", "k": "bin", "w": win, "l": 900,
+                                                         "m": {"fill": 90, "temp": 30}}, key),
+                  build_frame(FRAME_REPORT, "bin-7", 2, {"t": "alarm", "k": "bin", "w": w, "l": 60, "m": {},
+                                                         "a": ["fire"]}, key)]
+        os.write(master, b"".join(cobs_encode(f) + b"\x00" for f in frames))
+        base = f"http://127.0.0.1:{gw.http_port}"
+        async with aiohttp.ClientSession() as http:
+            async def alarmed() -> bool:
+                async with http.get(base + "/api/alarms") as r:
+                    return bool((await r.json())["alarms"])
+
+            await _wait_for(alarmed)
+            async with http.get(base + "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-7"
+                                       "?options=keyValues") as r:
+                body = await r.json(content_type=None)
+                assert body.get("status") == "burning", body
+    finally:
+        await gw.stop()
+        os.close(master)
+        os.close(slave)
