@@ -61,6 +61,10 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
     release = str(_need(spec, "release", where))
     report = str(_need(spec, "report", where))
     period_s = {"win": window_s, "hour": 3600, "day": 86400}.get(report, window_s)
+    if report == "win" and isinstance(spec.get("release_every_s"), int):
+        # A personal count with its own release period travels in a "win" report covering that
+        # period (e.g. 6 h of passes), never per window: say what actually leaves the device.
+        period_s = int(spec["release_every_s"])
     field: dict[str, Any] = {
         "field": name,
         "label": str(_need(spec, "label", where)),
@@ -74,7 +78,8 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
         "period_s": period_s,
         "leaves_device": (
             f"{_RELEASE_TEXT.get(release, release)}, {_REPORT_TEXT.get(report, report)}"
-            f" ({format_duration(period_s)})"
+            f" ({format_duration(period_s)})" if report != "win" or period_s == window_s
+            else f"{_RELEASE_TEXT.get(release, release)}, once every {format_duration(period_s)}"
         ),
         "retention_days": int(_need(spec, "retention_days", where)),
     }

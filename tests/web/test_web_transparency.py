@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from .support import NOW, Fleet
 from gateway.resources import load_policy
 from gateway.web.app import create_app
-from gateway.web.transparency import PolicyFormatError, build_transparency, format_milli, render_transparency_html
+from gateway.web.transparency import (
+    PolicyFormatError,
+    build_transparency,
+    format_duration,
+    format_milli,
+    render_transparency_html,
+)
 
 from .support import EXAMPLES
 
@@ -36,6 +42,10 @@ def test_every_policy_field_is_on_the_page_with_its_parameters() -> None:
                 assert f"ε {format_milli(spec['eps_per_release_milli'])} per release" in text
                 assert f"ε {format_milli(spec['eps_per_day_milli'])} per day" in text
                 assert f"k = {spec['k']}" in text
+            if spec["report"] == "win" and "release_every_s" in spec:
+                # released once per its own period (6 h of passes), not per window: the page says so
+                every = format_duration(spec["release_every_s"])
+                assert f"once every {every}" in text and "per window" not in text, text
         for code, alarm in kspec.get("alarms", {}).items():
             assert html.escape(alarm["label"]) in page and code in page
     for item in policy["not_collected"]:
