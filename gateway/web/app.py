@@ -114,7 +114,17 @@ async def _errors_middleware(
 async def _security_headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    response = await handler(request)
+    open_data = request.path == "/opendata" or request.path.startswith("/opendata/")
+    if open_data and request.method == "OPTIONS":
+        # A browser's CORS preflight: open data may be read from any site (maps, notebooks).
+        response: web.StreamResponse = web.Response(status=204, headers={
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS", "Access-Control-Allow-Headers": "Accept",
+            "Access-Control-Max-Age": "86400"})
+    else:
+        response = await handler(request)
+    if open_data:
+        # Public data without credentials: any origin may read it (no cookies or tokens are involved).
+        response.headers.setdefault("Access-Control-Allow-Origin", "*")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     # Everything is served from this gateway: no CDN, no tiles, no third-party scripts.

@@ -277,3 +277,19 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised() -> None:
 async def test_csv_range_is_bounded(client: TestClient) -> None:
     resp = await client.get(f"/opendata/readings.csv?from={NOW - 40 * 86400}&to={NOW}")
     assert resp.status == 400 and "31 days" in (await resp.json())["error"]["message"]
+
+
+async def test_open_data_may_be_read_from_any_site_and_the_api_may_not(client: TestClient) -> None:
+    """CORS: a map or notebook on another site reads the open data; the API stays same-origin."""
+    origin = {"Origin": "https://maps.example"}
+    for path in ("/opendata/devices.geojson", "/opendata/ngsi-ld/v1/entities", "/opendata"):
+        resp = await client.get(path, headers=origin)
+        assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*", path
+    resp = await client.options("/opendata/devices.geojson",
+                                headers={**origin, "Access-Control-Request-Method": "GET"})
+    assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert "GET" in resp.headers["Access-Control-Allow-Methods"]
+    resp = await client.get("/api/devices", headers=origin)
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    resp = await client.options("/api/admin/devices", headers={**origin, "Access-Control-Request-Method": "GET"})
+    assert resp.status == 405 and "Access-Control-Allow-Origin" not in resp.headers
