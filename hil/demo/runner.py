@@ -190,6 +190,9 @@ class Demo:
             'admin_token_file = "admin.token"',
             "[sim_clock]", f"speed = {self.opt.speed!r}", f"virtual_at = {virtual_now!r}", f"wall_at = {time.time()!r}",
         ]
+        # The depot in the middle of the demo's streets, so the dashboard can draw today's collection
+        # routes (without one the plan endpoint answers "no depot configured").
+        lines += ["[routes]", f'depot = "{CENTRE[0]:.5f},{CENTRE[1]:.5f}"', "time_limit_s = 1"]
         for vb in self.boards:
             if vb.data_path is not None:
                 lines += ["[[serial]]", f'port = "{vb.data_path}"']

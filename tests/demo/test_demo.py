@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -61,6 +62,14 @@ def test_demo_runs_both_links_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
                 break
             time.sleep(1)
         assert proc.poll() is None, "demo exited early"
+        # The dashboard's collection-plan panel has a depot to plan from (it answered 400 before).
+        import tomllib
+        import urllib.request
+
+        port = tomllib.loads((workdir / "gateway.toml").read_text())["http"]["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/routes/plan", timeout=30) as resp:
+            plan = json.loads(resp.read())
+        assert resp.status == 200 and plan["depot"]["lat"] == pytest.approx(52.3702), plan
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         out, _ = proc.communicate(timeout=60)
     finally:
