@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from gateway.web.ngsi import ENTITY_TYPE_BY_KIND, device_entity, iso_utc, publishable
 from gateway.web.views import DeviceView, ReadingView
 
-CSV_COLUMNS = ("hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values")
+CSV_COLUMNS = ("hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values", "until")
 _SUMMED_UNITS = frozenset({"count", "Wh"})
 
 
@@ -31,8 +31,9 @@ def hourly_rows(readings: Iterable[ReadingView], policy: Mapping[str, Any]) -> l
     """Aggregate released values per device, UTC hour and field.
 
     Counts and energy are summed over the hour; levels (%, lx, °C, state) are averaged and
-    rounded to one decimal. Values whose period is longer than an hour (daily counts) stay in
-    the hour their period starts.
+    rounded to one decimal. Values whose period is longer than an hour (6-hour passes, daily
+    counts) stay in the hour their period starts; ``until`` says where the row's values end, so
+    such a row is not read as one hour's worth.
 
     Returns:
         Rows with the keys of :data:`CSV_COLUMNS`, sorted by hour, device, field.
@@ -51,7 +52,7 @@ def hourly_rows(readings: Iterable[ReadingView], policy: Mapping[str, Any]) -> l
         rows.append({
             "hour": iso_utc(hour), "device": device, "kind": first.kind, "zone": first.zone,
             "field": fname, "unit": unit, "aggregate": "sum" if summed else "mean",
-            "value": value, "values": len(values),
+            "value": value, "values": len(values), "until": iso_utc(max(r.start + r.length for r in items)),
         })
     return rows
 

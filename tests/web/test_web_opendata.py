@@ -167,7 +167,8 @@ async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) ->
     resp = await client.get(f"/opendata/readings.csv?from={NOW - 3600}&to={NOW}&field=mot,fill")
     assert resp.status == 200 and resp.content_type == "text/csv"
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
-    assert rows and set(rows[0]) == {"hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values"}
+    assert rows and set(rows[0]) == {"hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values",
+                                     "until"}
     assert {r["hour"] for r in rows} == {"2026-11-21T11:00:00Z"}
     mot = {r["device"]: r for r in rows if r["field"] == "mot"}
     assert set(mot) == {"sl-01", "sl-02"}
@@ -176,6 +177,19 @@ async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) ->
     fill = {r["device"]: r for r in rows if r["field"] == "fill"}
     assert fill["bin-01"]["aggregate"] == "mean" and fill["bin-01"]["unit"] == "%"
     assert float(fill["bin-01"]["value"]) == 50.0
+    assert fill["bin-01"]["until"] == "2026-11-21T12:00:00Z"  # four 15-min windows: the hour
+
+
+def test_a_csv_row_of_a_longer_release_says_where_it_ends() -> None:
+    """A 6-hour pass count sits in the hour it starts; ``until`` keeps it from reading as one hour."""
+    from gateway.resources import load_policy
+    from gateway.web.export import hourly_rows
+    from gateway.web.views import ReadingView
+
+    six_h = ReadingView(device="sl-01", kind="streetlight", zone="north", field="mot", start=1795377600,
+                        length=21600, value=207)
+    (row,) = hourly_rows([six_h], load_policy())
+    assert row["hour"] == "2026-11-22T20:00:00Z" and row["until"] == "2026-11-23T02:00:00Z" and row["value"] == 207
 
 
 async def test_csv_zone_filter_and_bad_zone(client: TestClient) -> None:
@@ -268,7 +282,8 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised() -> None:
     from gateway.web.export import rows_to_csv
 
     row = {"hour": "2026-11-21T11:00:00Z", "device": "-2+3", "kind": "bin", "zone": "=HYPERLINK(\"x\")",
-           "field": "fill", "unit": "%", "aggregate": "mean", "value": -5, "values": 1}
+           "field": "fill", "unit": "%", "aggregate": "mean", "value": -5, "values": 1,
+           "until": "2026-11-21T12:00:00Z"}
     parsed = next(csv.DictReader(io.StringIO(rows_to_csv([row]))))
     assert parsed["device"] == "'-2+3" and parsed["zone"].startswith("'=")
     assert parsed["value"] == "-5"  # numbers stay numbers
