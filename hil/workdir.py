@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+
+from hil.errors import HilError
 
 
 def workdir_problem(path: Path, *, marker: str, what: str) -> str | None:
@@ -14,8 +17,11 @@ def workdir_problem(path: Path, *, marker: str, what: str) -> str | None:
         marker: file name that marks a directory this command created.
         what: how the message names such a directory (e.g. ``"civicedge demo directory"``).
     """
-    if path.exists() and not path.is_dir():
-        return f"{path} is not a directory; choose another --workdir"
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return f"{blocker} is not a directory; choose another --workdir"
+    if blocker is not None and blocker != path and not os.access(blocker, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {blocker} is not writable; choose another --workdir"
     if path.exists() and not (path / marker).exists() and any(path.iterdir()):
         return f"{path} exists and is not a {what}; choose another --workdir"
     return None
@@ -23,8 +29,16 @@ def workdir_problem(path: Path, *, marker: str, what: str) -> str | None:
 
 def recreate_workdir(path: Path, *, marker: str, note: str) -> Path:
     """Remove and recreate ``path`` (already checked with :func:`workdir_problem`) and mark it."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / marker).write_text(note + "\n")
+    try:
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        (path / marker).write_text(note + "\n")
+    except OSError as exc:  # e.g. under /proc, or a read-only mount: root passes os.access() there
+        raise WorkdirError(f"cannot create the work directory {path}: {exc.strerror or exc}; "
+                           "choose another --workdir", path=str(path)) from exc
     return path
+
+
+class WorkdirError(HilError):
+    """A work directory could not be created."""

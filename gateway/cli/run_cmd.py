@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print("config OK: gateway %s, store %s" % (config.id, config.storage.path))
         return EXIT_OK
+    _stop_with_parent()
     try:
         return asyncio.run(_run(config))
     except GatewayError as exc:
@@ -64,6 +65,28 @@ def _apply_verbosity(args: argparse.Namespace) -> None:
     if extra:
         total = int(getattr(args, "verbose", 0) or 0) + extra
         logging.getLogger().setLevel(logging.INFO if total == 1 else logging.DEBUG)
+
+
+# Set by a tool that runs the gateway as its child (civicedge demo) to its own pid.
+STOP_WITH_PARENT_ENV = "CIVICEDGE_STOP_WITH_PARENT"
+
+
+def _stop_with_parent() -> None:
+    """When started by a tool as its child, get SIGTERM (a clean drain) if that tool dies, even by
+    kill -9 or a closed terminal, instead of running on as an orphan holding the port and the store."""
+    parent = os.environ.get(STOP_WITH_PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot arrange to stop with the parent process: %s", exc)
+        return
+    if str(os.getppid()) != parent:  # it died before the above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _run(config: "object") -> int:

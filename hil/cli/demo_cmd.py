@@ -12,10 +12,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 
 from hil.demo.runner import Demo, DemoError, DemoOptions
 from hil.demo.summary import render
 from hil.errors import HilError
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,15 +58,21 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=False)
     try:
         start = None if args.start is None else dt.datetime.fromisoformat(args.start.replace("Z", "+00:00"))
-        if start is not None and start.tzinfo is None:
-            start = start.replace(tzinfo=dt.timezone.utc)
-        options = DemoOptions(streetlights=args.streetlights, bins=args.bins, speed=args.speed,
-                              duration_s=args.duration, workdir=args.workdir, http_port=args.http_port,
-                              seed=args.seed, start=start, bin_sleep=args.bin_sleep)
-        return asyncio.run(_main(options, console, plain=args.plain or not console.is_terminal))
     except ValueError as exc:
         console.print(f"[red]error:[/red] bad --start: {exc}")
         return 2
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=dt.timezone.utc)
+    options = DemoOptions(streetlights=args.streetlights, bins=args.bins, speed=args.speed,
+                          duration_s=args.duration, workdir=args.workdir, http_port=args.http_port,
+                          seed=args.seed, start=start, bin_sleep=args.bin_sleep)
+    try:
+        options.validate()
+    except DemoError as exc:  # bad arguments: exit 2, like argparse's own
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    try:
+        return asyncio.run(_main(options, console, plain=args.plain or not console.is_terminal))
     except DemoError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1
@@ -72,7 +82,8 @@ async def _main(options: DemoOptions, console: Console, *, plain: bool) -> int:
     demo = Demo(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # A closed terminal (SIGHUP) stops the demo like Ctrl-C: nothing is left running behind it.
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()
     try:
@@ -85,8 +96,11 @@ async def _main(options: DemoOptions, console: Console, *, plain: bool) -> int:
         console.print(f"[red]error:[/red] {exc}")
         await demo.stop()
         return 1
+    except BaseException:
+        await asyncio.shield(demo.stop())  # any other failure: stop the gateway, boards and radio too
+        raise
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     console.print("stopping: gateway drains, boards and radio shut down ...")
     status = await demo.stop()
@@ -98,7 +112,7 @@ async def _main(options: DemoOptions, console: Console, *, plain: bool) -> int:
 
 async def _watch(demo: Demo, console: Console, stop: asyncio.Event, t0: float, *, plain: bool,
                  duration: float | None) -> None:
-    async def frame() -> tuple[object, str]:
+    async def frame() -> tuple[Table, str]:
         now = (await demo.boards[0].state())["now"] / 1000.0
         summary = demo.summary()
         line = (f"[{time.monotonic() - t0:5.0f}s] virtual {dt.datetime.fromtimestamp(now, dt.timezone.utc):%H:%M} "

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -42,6 +43,10 @@ CENTRE = (52.3702, 4.8952)
 
 class DemoError(HilError):
     """The demo could not start (bad arguments, work directory not ours, gateway failed)."""
+
+
+EARLIEST_START = dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)  # firmware clock.VALID_AFTER is 2024-01-01
+LATEST_START = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass
@@ -76,9 +81,13 @@ class DemoOptions:
         if self.streetlights + self.bins > 200:
             raise DemoError("the demo runs at most 200 boards; use `civicedge sim fleet` for larger fleets")
         if not 0 < self.speed <= 3600:
-            raise DemoError(f"--speed must be within (0, 3600], got {self.speed:g}")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise DemoError(f"--duration must be positive, got {self.duration_s:g}")
+            raise DemoError(f"--speed must be within (0, 3600], got {self.speed!r}")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise DemoError(f"--duration must be positive, got {self.duration_s!r}")
+        if self.start is not None and not EARLIEST_START <= self.start < LATEST_START:
+            # The firmware takes a clock before 2024 for one never set and reports nothing.
+            raise DemoError(f"--start must be from {EARLIEST_START:%Y-%m-%d} to {LATEST_START:%Y}, "
+                            f"got {self.start.isoformat()}")
         if self.bin_sleep not in ("awake", "deep"):
             raise DemoError(f"--bin-sleep must be awake or deep, got {self.bin_sleep!r}")
         if not 0 <= self.http_port <= 65535:
@@ -206,7 +215,8 @@ class Demo:
             self.gateway = subprocess.Popen(
                 [sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(config)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                # The gateway stops (drains) when the demo dies, even by kill -9 or a closed terminal.
+                env=dict(os.environ, PYTHONUNBUFFERED="1", CIVICEDGE_STOP_WITH_PARENT=str(os.getpid())),
             )
         deadline = time.monotonic() + 30
         while True:

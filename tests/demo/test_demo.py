@@ -92,12 +92,15 @@ def test_demo_runs_both_links_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
         (["--speed", "0"], "--speed must be"),
         (["--duration", "-5"], "--duration must be positive"),
         (["--start", "yesterday"], "bad --start"),
+        (["--start", "1970-01-01T00:00:00Z"], "--start must be from 2024-01-02"),
+        (["--duration", "nan"], "--duration must be positive"),
+        (["--speed", "3600.5"], "got 3600.5"),
     ],
 )
 def test_demo_rejects_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(tmp_path / "d"), *args],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode in (1, 2)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
 
 
@@ -110,3 +113,39 @@ def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path: Path) -> Non
     assert proc.returncode == 1
     assert "not a civicedge demo directory" in proc.stdout
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_a_workdir_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for workdir in (tmp_path / "afile" / "sub", Path("/proc/civicedge-demo")):
+        proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(workdir),
+                               "--duration", "1"], capture_output=True, text=True, timeout=60)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and "Traceback" not in out and "choose another --workdir" in out, out
+
+
+def test_the_gateway_does_not_outlive_a_killed_demo(tmp_path: Path) -> None:
+    """kill -9 (or a closed terminal) used to leave the gateway running, holding the port and store."""
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "1", "--bins", "0", "--http-port", "0",
+         "--workdir", str(workdir), "--plain"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("gateway up"):
+                break
+        gateway = [p for p in _processes_mentioning(str(workdir)) if "gateway run" in p]
+        assert gateway, _processes_mentioning(str(workdir))
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while [p for p in _processes_mentioning(str(workdir)) if "gateway run" in p]:
+            assert time.monotonic() < deadline, _processes_mentioning(str(workdir))
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
