@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import json
 import logging
 import math
@@ -96,10 +97,30 @@ class DemoOptions:
 
 def _prepare_workdir(path: Path) -> Path:
     path = path.resolve()
-    problem = workdir_problem(path, marker=MARKER, what="civicedge demo directory")
+    problem = workdir_problem(path, marker=MARKER, what="civicedge demo directory") or _in_use(path)
     if problem is not None:
         raise DemoError(problem, path=str(path))
     return recreate_workdir(path, marker=MARKER, note="created by civicedge demo; removed and recreated at each run")
+
+
+def _in_use(path: Path) -> str | None:
+    """Why ``path`` is in use by a running demo (its gateway holds the store's lock), or None.
+
+    Recreating it would delete the running demo's store under it.
+    """
+    lock = path / "data" / "reports.sqlite.lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        return f"{path} is in use by a running demo (its gateway is pid {holder}); stop it or choose another --workdir"
+    finally:
+        os.close(fd)
+    return None
 
 
 def _place(rng: random.Random) -> tuple[str, str]:

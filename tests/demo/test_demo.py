@@ -139,6 +139,11 @@ def test_the_gateway_does_not_outlive_a_killed_demo(tmp_path: Path) -> None:
                 break
         gateway = [p for p in _processes_mentioning(str(workdir)) if "gateway run" in p]
         assert gateway, _processes_mentioning(str(workdir))
+        # A second demo on the same workdir would have deleted this one's store under it.
+        second = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(workdir),
+                                 "--duration", "1", "--http-port", "0"], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and "in use by a running demo" in " ".join(second.stdout.split()), second.stdout
+        assert (workdir / "data" / "reports.sqlite").is_file()
         proc.kill()
         proc.wait(10)
         deadline = time.monotonic() + 30
