@@ -93,7 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--board", required=True, help="board name (boards/NAME.toml) or path")
         p.add_argument("--speed", type=_speed, default=1.0,
-                       help="virtual seconds per wall second; 'max' = as fast as possible (default 1)")
+                       help="virtual seconds per wall second; 'max' = as fast as possible; 'paused' = the clock moves "
+                            "only when advanced (Python API) (default 1)")
         p.add_argument("--seed", type=_seed, help="deterministic os.urandom/fault randomness, an integer (simulation only)")
         p.add_argument("--start", type=_start_ms, help="virtual start time (ISO 8601, e.g. 2026-01-01T18:00:00Z)")
         p.add_argument("--radio", help="virtual BLE radio URL (boards with BLE get a peripheral)")
