@@ -96,7 +96,7 @@ def read_board_facts(dut: Dut) -> BoardFacts:
     except DutError as exc:
         raise DeviceIOError(f"cannot read the machine type of the board on {dut.url}: {exc}", port=dut.url) from exc
     machine = machine if isinstance(machine, str) else None
-    config = _board_config(dut)
+    config = read_board_config(dut)
     chip = chip_from_machine(machine)
     source: str | None = "MicroPython"
     if chip is None:
@@ -139,7 +139,8 @@ def _chip_label(chip: str) -> str:
         return chip
 
 
-def _board_config(dut: Dut) -> dict[str, Any] | None:
+def read_board_config(dut: Dut) -> dict[str, Any] | None:
+    """The board's ``/board.json`` as a dict, or None when it is missing or not a JSON object."""
     text = read_text(dut, BOARD_CONFIG_PATH)
     if text is None:
         return None

@@ -8,7 +8,6 @@ the key fingerprint.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -23,10 +22,10 @@ from hil.boards import BoardError, load_board
 from hil.dut import Dut
 from hil.errors import HilError
 from hil.dut.errors import DutError
-from hil.field.board_facts import check_definition_fits, read_board_facts
+from hil.field.board_facts import check_definition_fits, read_board_config, read_board_facts
 from hil.field.check import DbWatch, GatewayWatch, HttpWatch, inspect_board, read_report_due, wait_new_report
 from hil.field.chips import chip_profile
-from hil.field.device import BOARD_CONFIG_PATH, open_board, read_text
+from hil.field.device import BOARD_CONFIG_PATH, open_board
 from hil.field.errors import (
     BoardNotAnsweringError, FieldError, GatewayRegistrationError, PortBusyError, PortNotFoundError,
 )
@@ -196,11 +195,7 @@ def _admin_token(path: Path | None) -> str:
 def _board_kind(dut: Dut, board: str | None) -> str:
     if board is not None:
         return str(load_board(board).kind)
-    text = read_text(dut, BOARD_CONFIG_PATH)
-    try:
-        kind = json.loads(text)["kind"] if text else None
-    except (ValueError, KeyError, TypeError):
-        kind = None
+    kind = (read_board_config(dut) or {}).get("kind")
     if not isinstance(kind, str):
         raise FieldError(f"the board has no valid {BOARD_CONFIG_PATH}; run civicedge flash first or pass --board")
     return kind
