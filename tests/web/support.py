@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from gateway.config.loader import parse_config
+from gateway.config.model import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService, Link
 from gateway.protocol.frame import FRAME_REPORT, build_frame, parse_frame
@@ -123,3 +126,16 @@ def feed_morning(fleet: Fleet) -> int:
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
     """Authorization header for the admin API."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def pty_gateway_config(tmp_path: Path, gateway_id: str, slave: int, *, admin: bool = False,
+                       **sections: Any) -> GatewayConfig:
+    """A gateway config: data under ``tmp_path``, one serial port on the pty ``slave``, HTTP on a free
+    loopback port (with :data:`ADMIN_TOKEN` when ``admin``), plus any further ``sections``."""
+    http: dict[str, Any] = {"listen": "127.0.0.1", "port": 0}
+    if admin:
+        token_file = tmp_path / "admin.token"
+        token_file.write_text(ADMIN_TOKEN + "\n")
+        http["admin_token_file"] = str(token_file)
+    return parse_config({"gateway": {"id": gateway_id, "data_dir": str(tmp_path / "data")},
+                         "serial": [{"port": os.ttyname(slave)}], "http": http, **sections}, source=None)

@@ -14,8 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .support import ADMIN_TOKEN
-from gateway.config.loader import parse_config
+from .support import pty_gateway_config
 from gateway.errors import StorageError
 from gateway.protocol.cobs import cobs_encode
 from gateway.protocol.frame import FRAME_REPORT, build_frame
@@ -52,13 +51,7 @@ async def test_after_a_clean_stop_the_database_file_alone_holds_every_report(tmp
     """The web's read connection used to keep SQLite from checkpointing at close: the reports were
     in ``reports.sqlite-wal`` only, and a backup of ``reports.sqlite`` missed them."""
     master, slave = os.openpty()
-    token_file = tmp_path / "admin.token"
-    token_file.write_text(ADMIN_TOKEN + "\n")
-    config = parse_config({
-        "gateway": {"id": "gw-files", "data_dir": str(tmp_path / "data")},
-        "serial": [{"port": os.ttyname(slave)}],
-        "http": {"listen": "127.0.0.1", "port": 0, "admin_token_file": str(token_file)},
-    }, source=None)
+    config = pty_gateway_config(tmp_path, "gw-files", slave, admin=True)
     gw = Gateway(config)
     gw.registry.add("sl-9", kind="streetlight", zone="harbour", lat="51.9", lon="4.48")
     key = gw.registry.key("sl-9")

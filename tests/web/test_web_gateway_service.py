@@ -11,8 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .support import ADMIN_TOKEN
-from gateway.config.loader import parse_config
+from .support import ADMIN_TOKEN, pty_gateway_config
 from gateway.protocol.cobs import cobs_encode
 from gateway.protocol.frame import FRAME_REPORT, build_frame
 from gateway.service import Gateway
@@ -30,14 +29,7 @@ async def _wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[n
 
 async def test_gateway_service_serves_api_metrics_health_and_admin(tmp_path: Path) -> None:
     master, slave = os.openpty()
-    token_file = tmp_path / "admin.token"
-    token_file.write_text(ADMIN_TOKEN + "\n")
-    config = parse_config({
-        "gateway": {"id": "gw-web", "data_dir": str(tmp_path / "data")},
-        "serial": [{"port": os.ttyname(slave)}],
-        "http": {"listen": "127.0.0.1", "port": 0, "admin_token_file": str(token_file)},
-    }, source=None)
-    gw = Gateway(config)
+    gw = Gateway(pty_gateway_config(tmp_path, "gw-web", slave, admin=True))
     gw.registry.add("sl-77", kind="streetlight", zone="harbour", lat="51.9", lon="4.48")
     key = gw.registry.key("sl-77")
     await gw.start()
@@ -93,13 +85,8 @@ async def test_under_a_simulated_clock_the_web_asks_about_the_same_now_as_ingest
     for /api/alarms and the open data, so it was not shown."""
     master, slave = os.openpty()
     virtual_at = (int(time.time()) // 86400 + 3) * 86400 + 18 * 3600  # three days ahead, 18:00
-    config = parse_config({
-        "gateway": {"id": "gw-sim", "data_dir": str(tmp_path / "data")},
-        "serial": [{"port": os.ttyname(slave)}],
-        "http": {"listen": "127.0.0.1", "port": 0},
-        "sim_clock": {"speed": 1.0, "virtual_at": float(virtual_at), "wall_at": time.time()},
-    }, source=None)
-    gw = Gateway(config)
+    gw = Gateway(pty_gateway_config(tmp_path, "gw-sim", slave, sim_clock={
+        "speed": 1.0, "virtual_at": float(virtual_at), "wall_at": time.time()}))
     gw.registry.add("bin-7", kind="bin", zone="harbour", lat="51.9", lon="4.48")
     key = gw.registry.key("bin-7")
     await gw.start()
