@@ -405,6 +405,26 @@ def _make_private(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def store_writer(path: Path) -> str | None:
+    """The pid (as written in the lock file) of the gateway writing the store at ``path``, or None
+    when no writer holds it (for tools that must not touch a store in use)."""
+    try:
+        fd = os.open(_lock_path(path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+    return None
+
+
 def _lock_store(path: Path) -> int:
     """Take the store's single-writer lock (``<db>.lock``, held until :meth:`ReportStore.close`).
 
@@ -417,7 +437,7 @@ def _lock_store(path: Path) -> int:
     Raises:
         StorageError: reason ``in_use`` when another process (or store in this one) holds it.
     """
-    lock_path = path.with_name(path.name + ".lock")
+    lock_path = _lock_path(path)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new data directory is private
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)

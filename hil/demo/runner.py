@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fcntl
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.registry import Registry
+from gateway.storage.store import store_writer
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
 from hil.backends.qemu.launcher import free_tcp_port
@@ -104,23 +104,14 @@ def _prepare_workdir(path: Path) -> Path:
 
 
 def _in_use(path: Path) -> str | None:
-    """Why ``path`` is in use by a running demo (its gateway holds the store's lock), or None.
+    """Why ``path`` is in use by a running demo (its gateway holds the store), or None.
 
     Recreating it would delete the running demo's store under it.
     """
-    lock = path / "data" / "reports.sqlite.lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
+    holder = store_writer(path / "data" / "reports.sqlite")
+    if holder is None:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        return f"{path} is in use by a running demo (its gateway is pid {holder}); stop it or choose another --workdir"
-    finally:
-        os.close(fd)
-    return None
+    return f"{path} is in use by a running demo (its gateway is pid {holder}); stop it or choose another --workdir"
 
 
 def _place(rng: random.Random) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from gateway.errors import StorageError
 from gateway.protocol.cobs import cobs_encode
 from gateway.protocol.frame import FRAME_REPORT, build_frame
 from gateway.service import Gateway
-from gateway.storage.store import ReportRecord, ReportStore
+from gateway.storage.store import ReportRecord, ReportStore, store_writer
 from gateway.web.errors import BadParameter
 from gateway.web.retention import RetentionSettings
 from gateway.resources import load_policy
@@ -27,11 +27,14 @@ from gateway.resources import load_policy
 
 def test_a_second_writer_on_the_same_store_is_refused_until_the_first_closes(tmp_path: Path) -> None:
     db = tmp_path / "data" / "reports.sqlite"
+    assert store_writer(db) is None
     first = ReportStore(db, gateway_id="gw-a")
+    assert store_writer(db) == str(os.getpid())
     with pytest.raises(StorageError, match=r"in use by another gateway \(pid %d\)" % os.getpid()) as info:
         ReportStore(db, gateway_id="gw-b")
     assert info.value.reason == "in_use"
     first.close()
+    assert store_writer(db) is None
     ReportStore(db, gateway_id="gw-b").close()  # released at close (and by the kernel on a crash)
 
 
