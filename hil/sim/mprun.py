@@ -58,6 +58,7 @@ def run_micropython(
     seed: int | str | None = None,
     heap_bytes: int = 1024 * 1024,
     timeout_s: float = 120.0,
+    steps: bool = False,
 ) -> MpResult:
     """Execute ``code`` in MicroPython and return its output.
 
@@ -67,6 +68,10 @@ def run_micropython(
         seed: make ``os.urandom`` deterministic (simulation only); None uses the host CSPRNG.
         heap_bytes: MicroPython GC heap size.
         timeout_s: wall-clock limit for the run.
+        steps: after ``code``, call its ``mprun_step()`` from the top level until it returns
+            something other than True. The WebAssembly port collects garbage only at the top
+            level (``gc.collect()`` inside a script only marks a collection as pending), so a step
+            that ends with ``gc.collect()`` leaves the next one a heap of live objects only.
 
     Raises:
         MicroPythonError: the script raised; carries the device traceback.
@@ -77,6 +82,8 @@ def run_micropython(
         cmd += ["--lib", str(lib)]
     if seed is not None:
         cmd += ["--seed", str(seed)]
+    if steps:
+        cmd.append("--steps")
     cmd.append("-")
     proc = subprocess.run(cmd, input=code, capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode == 1:
