@@ -32,3 +32,16 @@ def test_cycle_produces_reports_smaller_than_json(board: str, types: set[str]) -
     assert all(w < j for w, j in zip(r["wire"], r["json"]))          # msgpack frame beats JSON
     assert all(25 <= f <= 1024 for f in r["frames"])                 # protocol frame bounds
     assert 0 < r["per_report"] < 16 * 1024 and r["floor"] > 0 and r["code"] > 0
+    assert 0 < r["code"] < r["resident"] <= r["live_max"] < r["high_water"]
+
+
+def test_the_streetlight_does_not_grow_its_live_heap_tick_after_tick() -> None:
+    # 190 ticks of 5 s: once the first reports have set up their state, the live heap (measured
+    # on a collected heap at the start of each step) must stay flat; a leak of one small object
+    # per tick would show as >= 16 bytes per tick here.
+    r = load_bench().run_cycle("streetlight-esp32", firmware_dir() / "lib")
+    ticks = [live for name, live, _ in r["trace"] if name == "tick"]
+    assert len(ticks) > 150
+    settled = ticks[len(ticks) // 3:]
+    assert max(settled) - min(settled) < 256, "live heap grew from %d to %d over %d ticks" % (
+        settled[0], settled[-1], len(settled))
