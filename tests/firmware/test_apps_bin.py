@@ -238,3 +238,18 @@ print(json.dumps([nexts, [b["a"] for b in rep.of("alarm")]]))
     nexts, alarms = res
     assert nexts == [300, 300, 60, 300, 60, 300, 300]   # back to 5 min once it cooled and the alarm cleared
     assert alarms == [["fire"]]
+
+
+def test_a_clock_set_back_across_midnight_releases_the_day_once(mpy: Mpy) -> None:
+    # readings every 5 min; just after midnight a time sync sets the clock back 20 s (into the day
+    # already released): the day's lid count must not be released a second time.
+    res = run_app(mpy, T0, """
+for i in range(6):
+    app.lid_opened(START + 600 + 60 * i)
+for t in (START + 85800, START + 86100, START + 86400 + 10, START + 86400 - 10, START + 86400 + 290):
+    reading_at(t)
+print(json.dumps([[b["w"] for b in rep.of("day")], [b["w"] for b in rep.of("win")]]))
+""")
+    days, wins = res
+    assert days == [T0]
+    assert len(wins) == len(set(wins))          # no window reported twice

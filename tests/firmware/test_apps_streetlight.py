@@ -152,3 +152,20 @@ run_for(3600 + 60, step_ms=5000)               # lamp dark at every level: fails
 print(json.dumps([len(rep.of("win")), len(rep.of("hour")), [b["a"] for b in rep.of("alarm")]]))
 """)
     assert res == [0, 0, [["lamp_fail"]]]
+
+
+def test_a_clock_set_back_across_a_window_boundary_reports_no_period_twice(mpy: Mpy) -> None:
+    # Time sync on an ACK may set the clock back a few seconds (a gateway slightly behind; the
+    # simulator at high speed): right after 00:15 and right after 01:00 the clock goes back 12 s.
+    res = run_app(mpy, 1767225600, """
+light.uv = 30000
+def sync_back():
+    t = clock.time()
+    if t in (1767226500 + 5, 1767229200 + 5):
+        clock.set_time(t - 12)
+run_for(2 * 3600 + 40, step_ms=5000, each=lambda: (follow_lamp(), sync_back()))   # 24 s behind at the end
+print(json.dumps([[b["w"] for b in rep.of("win") if b["l"] == 900], [b["w"] for b in rep.of("hour")]]))
+""")
+    wins, hours = res
+    assert wins == [1767225600 + 900 * i for i in range(8)]     # each window once, in order
+    assert hours == [1767225600, 1767229200]

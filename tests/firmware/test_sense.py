@@ -198,3 +198,54 @@ for v in (1, 2, 2): m.add(v)
 print(json.dumps([empty, m.take(), m.take(), period_start(1767226499, 900), period_start(1767226500, 900)]))
 """)
     assert res == [None, 2, None, 1767225600, 1767226500]
+
+
+def test_period_for_keeps_the_current_period_when_the_clock_is_set_back_a_little(mpy: Mpy) -> None:
+    res = run_json(mpy, """
+from civic.sense.window import STEP_BACK_S, period_for
+w = 1767226500                                   # a 15-min window start
+print(json.dumps([STEP_BACK_S,
+                  period_for(None, w - 5, 900),      # first sample: its own period
+                  period_for(w, w + 899, 900),       # same window
+                  period_for(w, w + 900, 900),       # forward into the next one
+                  period_for(w, w - 5, 900),         # set back 5 s across the boundary: stays
+                  period_for(w, w - STEP_BACK_S, 900),
+                  period_for(w, w - STEP_BACK_S - 1, 900),   # set back further: the earlier period
+                  period_for(w, w - 86400, 900)]))
+""")
+    step, first, same, nxt, small, edge, large, far = res
+    w = 1767226500
+    assert step == 300
+    assert first == w - 900 and same == w and nxt == w + 900
+    assert small == w and edge == w
+    assert large == w - 900 and far == w - 86400
+
+
+def test_energy_a_small_step_back_keeps_the_hour_and_reports_it_once(mpy: Mpy) -> None:
+    res = run_json(mpy, """
+from civic.sense.energy import EnergyIntegrator
+h = 1767225600                       # an hour boundary
+e = EnergyIntegrator()
+done = []
+for t in range(h - 600, h + 30, 5):
+    done += e.sample(t, 36000)       # 36 W: 10 mWh per second
+after_boundary = list(done)
+# time sync sets the clock back 15 s (h+25 -> h+10), into the hour already reported, then it runs on
+for t in range(h + 10, h + 3600 + 5, 5):
+    done += e.sample(t, 36000)
+small = list(done)
+f = EnergyIntegrator()
+bigdone = []
+for t in (h + 1000, h + 1005, h + 1005 - 301):   # set back more than STEP_BACK_S: hour closed
+    bigdone += f.sample(t, 36000)
+print(json.dumps([after_boundary, small, bigdone]))
+""")
+    after_boundary, small, bigdone = res
+    h = 1767225600
+    assert after_boundary == [[h - 3600, 600 * 10]]         # the last 10 min of the previous hour
+    hours = [x[0] for x in small]
+    assert hours == [h - 3600, h]                          # no second report of either hour
+    # the hour holds the 25 s before the step and the 3590 s after it: every second the device
+    # ran once (the step itself adds nothing)
+    assert small[1][1] == (25 + 3590) * 10
+    assert bigdone == [[h, 5 * 10]]

@@ -60,3 +60,19 @@ async def test_very_high_speed_ends_at_the_scenario_end_and_passes(tmp_path: Pat
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["speed"] == "3600"
     assert "at 3600× real time" in render_html(result)
+
+
+@pytest.mark.timeout(240)
+async def test_each_period_is_reported_once_at_1200x(tmp_path: Path, sim_available: None) -> None:
+    # At 1200x an ACK's transit time is tens of virtual seconds: its time sync set the boards'
+    # clocks back again and again, and the firmware reported the 23:00 energy hour 8-9 times per
+    # board (31 reports instead of the 10 a run at 60x or 150x stores).
+    scenario = load_scenario("night-with-pedestrians")
+    result = await run_scenario(scenario, workdir=tmp_path / "work", speed=1200, handle_signals=False)
+    detail = "\n".join(f"{c.passed} {c.name}: {c.message}" for c in result.checks)
+    assert result.passed, f"{detail}\n{result.errors}"
+    periods = sorted((d, f, w, length) for d, f, w, length, _ in result.data.readings)
+    assert len(periods) == len(set(periods)), periods
+    types = sorted(t for _, _, t, _, _ in result.data.reports)
+    # per board: windows closing at 23:30, 23:45 and 00:00, the 23:00 hour, the 18:00-00:00 motion release
+    assert types == sorted(["win"] * 8 + ["hour"] * 2), types

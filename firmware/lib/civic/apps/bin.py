@@ -16,7 +16,7 @@ from civic.sense.convert import battery_pct, c_from_deci, deci_c_from_uv, fill_p
 from civic.sense.detect import FireDetector
 from civic.sense.events import EventCounter
 from civic.sense.ultrasonic import robust_mm
-from civic.sense.window import period_start
+from civic.sense.window import period_for
 from civic.store import atomic
 
 PING_GAP_MS = 60  # let the previous ping's echoes die out
@@ -177,11 +177,11 @@ class BinApp(AppBase):
 
     def _close_periods(self, now_s):
         st = self.state
-        w = period_start(now_s, self.window_s)
+        w = period_for(st["win"], now_s, self.window_s)
         if st["win"] is not None and w != st["win"]:
             self._close_window(st["win"])
         st["win"] = w
-        d = period_start(now_s, self.lid_every_s)
+        d = period_for(st["day"], now_s, self.lid_every_s)
         if st["day"] is not None and d != st["day"]:
             self._release("lid", st["lid"], st["day"], self.lid_every_s, "day", now_s)
             st["lid"] = 0

@@ -16,7 +16,7 @@ from civic.sense.detect import LampMonitor
 from civic.sense.energy import EnergyIntegrator
 from civic.sense.events import EventCounter
 from civic.sense.schedule import Dimmer
-from civic.sense.window import Mean, period_start
+from civic.sense.window import Mean, period_for
 
 
 class StreetlightApp(AppBase):
@@ -100,11 +100,11 @@ class StreetlightApp(AppBase):
             self.lamp_bad = 1
 
     def _close_periods(self, now_s):
-        w = period_start(now_s, self.window_s)
+        w = period_for(self.window, now_s, self.window_s)
         if self.window is not None and w != self.window:
             self._close_window(self.window)
         self.window = w
-        p = period_start(now_s, self.mot_every_s)
+        p = period_for(self.mot_period, now_s, self.mot_every_s)
         if self.mot_period is not None and p != self.mot_period:
             self._release("mot", self.pir.take(), self.mot_period, self.mot_every_s, "win", now_s)
         self.mot_period = p

@@ -5,6 +5,8 @@ Power is held constant between samples (left Riemann sum); a sample interval tha
 hour boundary is split at the boundary.
 """
 
+from civic.sense.window import STEP_BACK_S
+
 HOUR_S = 3600
 MAX_GAP_S = 15 * 60
 
@@ -26,8 +28,10 @@ class EnergyIntegrator:
 
         Returns:
             list of ``[hour_start_s, mwh]`` for hours that finished with this sample. When the
-            clock jumps (time sync) or samples stop for over ``MAX_GAP_S`` (device off), the
-            current hour is closed with what it has and a new one starts; the gap is not guessed.
+            clock jumps back by more than ``STEP_BACK_S`` (time sync) or samples stop for over
+            ``MAX_GAP_S`` (device off), the current hour is closed with what it has and a new one
+            starts; the gap is not guessed. A smaller step back adds nothing and keeps the hour
+            (even when the clock is back in the previous hour: that one was reported already).
         """
         done = []
         hour_now = now_s // HOUR_S * HOUR_S
@@ -35,10 +39,12 @@ class EnergyIntegrator:
             self.hour = hour_now
         else:
             t0, p0 = self._last
-            if now_s < t0 or now_s - t0 > MAX_GAP_S:
+            if now_s < t0 - STEP_BACK_S or now_s - t0 > MAX_GAP_S:
                 done.append([self.hour, self.mwh()])
                 self.hour = hour_now
                 self._mj = 0
+            elif now_s < t0:
+                pass  # set back a little: no energy for the step, the current hour goes on
             else:
                 while hour_now > self.hour:
                     boundary = self.hour + HOUR_S
