@@ -45,6 +45,7 @@ from hil.boards import BoardError, load_board
 from hil.scenarios.errors import (BadDurationError, ScenarioError, UnknownBoardError, UnknownExpectationError,
                                   UnknownKeyError)
 from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation, Scenario
+from hil.scenarios.stimuli_doc import check_fault_entry, check_stimuli_doc
 from hil.sim.errors import StimulusError
 from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms
 
@@ -53,7 +54,6 @@ TOP_KEYS = {"name", "description", "start", "duration", "speed", "seed", "boards
 BOARD_KEYS = {"board", "count", "ids", "link", "zone", "lat", "lon", "stimuli", "faults", "sleep"}
 EXPECT_KEYS = {"reports_min", "no_loss", "alarms", "alarms_within", "fields", "eps_per_day_max"}
 FIELD_KEYS = {"field", "op", "value", "by", "device"}
-FAULT_KEYS = {"time", "every", "until", "fault"}
 MAX_BOARDS = 50
 # A board boots in about a wall second, i.e. `speed` virtual seconds: resets closer than this keep
 # it booting (and a reset every few ms swamps the simulator host). Other faults: once a second.
@@ -123,7 +123,14 @@ def _start_ms(value: Any, path: Path | None) -> int:
 
 
 def toml_text(doc: dict[str, Any]) -> str:
-    """Write a stimuli document (``start``/``[set]``/``[[at]]`` of scalars and string lists) as TOML."""
+    """Write a stimuli document (``start``/``[set]``/``[[at]]`` of scalars and string lists) as TOML.
+
+    Raises:
+        ScenarioError: the document does not have that shape (see
+            :func:`hil.scenarios.stimuli_doc.check_stimuli_doc`).
+    """
+    check_stimuli_doc(doc, "stimuli", None)
+
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -131,6 +138,8 @@ def toml_text(doc: dict[str, Any]) -> str:
             return repr(v)
         if isinstance(v, str):
             return json.dumps(v)
+        if isinstance(v, (dt.datetime, dt.date, dt.time)):
+            return json.dumps(v.isoformat())  # what the simulator reads from an unquoted TOML time
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
         raise ScenarioError(f"stimuli value {v!r} is not a number, string or list", value=repr(v))
@@ -144,10 +153,17 @@ def toml_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _stimuli_doc(raw: Any, where: str, base: Path) -> dict[str, Any]:
+def _stimuli_doc(raw: Any, where: str, base: Path, path: Path | None) -> dict[str, Any]:
+    """The board's stimuli document (inline table or file), its shape checked.
+
+    Raises:
+        ScenarioError: missing file, not TOML, or a wrong shape / unknown key naming the file and
+            the dotted key (``boards[1].stimuli.at[2]``, ``night.toml: set``).
+    """
     if raw is None:
         return {}
     if isinstance(raw, dict):
+        check_stimuli_doc(raw, f"{where}.stimuli", str(path) if path else None)
         return dict(raw)
     if isinstance(raw, str):
         file = (base / raw) if not Path(raw).is_absolute() else Path(raw)
@@ -155,9 +171,14 @@ def _stimuli_doc(raw: Any, where: str, base: Path) -> dict[str, Any]:
             raise ScenarioError(f"{where}: stimuli file {raw!r} not found (looked at {file})", key="stimuli",
                                 value=raw, path=str(file))
         try:
-            return tomllib.loads(file.read_text())
+            doc = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(f"{where}: stimuli file {file} is not TOML: {exc}", key="stimuli", path=str(file)) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"{where}: cannot read stimuli file {file}: {exc}", key="stimuli",
+                                path=str(file)) from exc
+        check_stimuli_doc(doc, f"{where}.stimuli (file {file})", str(file))
+        return doc
     raise ScenarioError(f"{where}: stimuli must be a file name or a table, got {raw!r}", key="stimuli", value=raw)
 
 
@@ -204,17 +225,16 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     sleep = raw.get("sleep", "awake")
     if sleep not in ("awake", "deep"):
         raise ScenarioError(f"{where}: sleep must be 'awake' or 'deep', got {sleep!r}", key="sleep", value=sleep)
-    doc = _stimuli_doc(raw.get("stimuli"), where, base)
+    doc = _stimuli_doc(raw.get("stimuli"), where, base, path)
     if "start" in doc:
         raise ScenarioError(f"{where}: stimuli may not set 'start' (the scenario's start is used)", key="stimuli")
     faults = raw.get("faults", [])
     if not isinstance(faults, list):
-        raise ScenarioError(f"{where}: faults must be a list of {{time, fault}} tables", key="faults")
+        raise ScenarioError(f"{where}.faults: must be an array of tables such as [{{ time = \"+5m\", fault = "
+                            f"\"reset\" }}], got {type(faults).__name__} {faults!r}", key="faults", value=repr(faults))
     at = list(doc.get("at", []))
     for j, f in enumerate(faults):
-        if not isinstance(f, dict) or "time" not in f or "fault" not in f:
-            raise ScenarioError(f"{where}: faults[{j + 1}] needs 'time' and 'fault'", key="faults", value=f)
-        _check_keys(f, FAULT_KEYS, f"{where}.faults[{j + 1}]", path)
+        check_fault_entry(f, f"{where}.faults[{j + 1}]", str(path) if path else None)
         at.append(dict(f))
     doc = {**doc, "at": at}
     text = toml_text(doc)
@@ -341,11 +361,17 @@ def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectat
     if bad:
         raise ScenarioError(f"expect.eps_per_day_max: unknown field(s) {', '.join(map(repr, bad))} (the policy "
                             f"defines: {', '.join(sorted(known_fields))})", key="eps_per_day_max", value=bad[0])
+    fields_raw = raw.get("fields", [])
+    if not isinstance(fields_raw, list):
+        raise ScenarioError("expect.fields: must be an array of tables ([[expect.fields]] sections, or fields = "
+                            f"[{{ field = ..., op = ..., value = ..., by = ... }}]), got {type(fields_raw).__name__} "
+                            f"{fields_raw!r}", key="fields", value=repr(fields_raw))
     fields = []
-    for i, f in enumerate(raw.get("fields", [])):
+    for i, f in enumerate(fields_raw):
         where = f"expect.fields[{i + 1}]"
         if not isinstance(f, dict):
-            raise ScenarioError(f"{where}: must be a table", key="fields")
+            raise ScenarioError(f"{where}: must be a table {{ field = ..., op = ..., value = ..., by = ... }}, got "
+                                f"{f!r}", key="fields", value=repr(f))
         _check_keys(f, FIELD_KEYS, where, path)
         missing = [k for k in ("field", "op", "value", "by") if k not in f]
         if missing:
