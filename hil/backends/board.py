@@ -80,7 +80,8 @@ class BoardHandle:
     Attributes:
         backend: ``sim``, ``qemu`` or ``serial``.
         definition: the board definition.
-        identity: the device identity written to its flash (includes the key: keep it out of logs).
+        identity: the device identity written to its flash (includes the key: keep it out of logs;
+            ``repr(handle)`` masks it).
         workdir: scratch directory for this board (flash dir, image, logs).
         state: current state (see :data:`STATES`).
         console_url: pyserial URL of the REPL console.
@@ -105,6 +106,13 @@ class BoardHandle:
     extras: dict[str, Any] = field(default_factory=dict)
     _dut: Dut | None = field(default=None, repr=False)
     _strategy: "Strategy | None" = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        """The handle with the device key masked (pytest prints reprs in failures, -vvvv and JUnit)."""
+        identity = {k: ("<hidden>" if k == "key" else v) for k, v in self.identity.items()}
+        return (f"BoardHandle(backend={self.backend!r}, board={self.definition.name!r}, identity={identity!r}, "
+                f"state={self.state!r}, console_url={self.console_url!r}, data_url={self.data_url!r}, "
+                f"ble_address={self.ble_address!r}, workdir={str(self.workdir)!r})")
 
     @property
     def device_id(self) -> str:
