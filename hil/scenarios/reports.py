@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,21 +81,56 @@ def write_junit_error(path: Path, *, name: str, message: str) -> Path:
 
 
 def output_problem(path: Path) -> str | None:
-    """Why a report cannot be written at ``path`` (None: it can), checked before a run starts."""
+    """Why a report cannot be written at ``path`` (None: it can), checked before a run starts.
+
+    Writability is probed, not guessed from permission bits (root passes ``os.access`` on /proc):
+    a missing file is created and removed again, an existing one opened for appending, and a
+    missing directory's nearest existing ancestor must take a new directory (made and removed).
+    Nothing is left behind. An OS error (a name too long, ...) is a message, never a traceback.
+    """
+    try:
+        return _output_problem(path)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+
+
+def _output_problem(path: Path) -> str | None:
     if path.is_dir():
         return f"{path} is a directory (give a file name)"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable"
     parent = path.parent
     while not parent.exists():  # the nearest existing ancestor must let us create the rest
         parent = parent.parent
     if not parent.is_dir():
         return f"{parent} is not a directory"
-    if not path.parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot create {path.parent}: {parent} is not writable"
-    if path.parent.exists() and not path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
-        return f"cannot create {path}: {path.parent} is not writable"
+    name_max = _name_max(parent)
+    for part in path.relative_to(parent).parts:
+        if len(os.fsencode(part)) > name_max:
+            return f"cannot create {path}: File name too long (a name of more than {name_max} bytes)"
+    if path.exists():
+        # Opened for appending nothing (the report replaces it after the run); non-blocking so a
+        # FIFO without a reader is an error, not a hang.
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+    elif path.parent.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            return f"cannot create {path}: {exc.strerror or exc}"
+        os.close(fd)
+        os.unlink(path)
+    else:
+        try:
+            probe = tempfile.mkdtemp(prefix=".civicedge-probe-", dir=parent)
+        except OSError as exc:
+            return f"cannot create {path.parent}: {parent}: {exc.strerror or exc}"
+        os.rmdir(probe)
     return None
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
 
 
 @dataclass
