@@ -6,9 +6,11 @@ Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port S
 Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=)`` choose what the
 fixtures bring up (docs/hil.md).
 
-Marker ``@pytest.mark.requires("ble", "adc")``: the test runs only where the backend's capability
-manifest (:func:`hil.backends.manifest_for`) has every capability, and is SKIPPED with the reason
-otherwise. Fixtures: ``hil_board``, ``hil_fleet``, ``hil_gateway``, ``hil_radio`` (see
+Marker ``@pytest.mark.requires("ble", "adc")``: the test runs only where its board (``board(name)``
+marker, each board of a ``fleet(...)`` marker, else ``--hil-board``/the default board) declares
+every board capability in its definition AND the backend's capability manifest
+(:func:`hil.backends.manifest_for`) has every capability; it is SKIPPED with the reason otherwise,
+on every backend (a board without a UART has none on the simulator either). Fixtures: ``hil_board``, ``hil_fleet``, ``hil_gateway``, ``hil_radio`` (see
 :mod:`hil.pytest_plugin.fixtures`). A :class:`hil.dut.DeviceError` raised in a test fails it with
 the device's traceback shown in its own report section.
 """
@@ -19,7 +21,7 @@ from typing import Generator
 
 import pytest
 
-from hil.backends.capabilities import BACKENDS, KNOWN_CAPABILITIES
+from hil.backends.capabilities import BACKENDS, KNOWN_CAPABILITIES, manifest_for
 from hil.dut.errors import DeviceError
 from hil.pytest_plugin.fixtures import (
     hil_board,
@@ -30,7 +32,7 @@ from hil.pytest_plugin.fixtures import (
     hil_radio,
     hil_settings,
 )
-from hil.boards import BoardError
+from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
 from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options, sim_speed_option
 
 __all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
@@ -61,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker and keep the parsed settings on the config."""
     config.addinivalue_line(
         "markers",
-        "requires(*capabilities): run only where the HIL backend has these capabilities "
+        "requires(*capabilities): run only where the test's board definition and the HIL backend have these "
+        "capabilities "
         f"({', '.join(sorted(KNOWN_CAPABILITIES))}); skipped with the reason otherwise")
     config.addinivalue_line("markers", "board(name): board definition for the hil_board fixture")
     config.addinivalue_line("markers", "sim(speed=X, seed=N): virtual clock speed and noise seed of the test's "
@@ -89,11 +92,52 @@ def required_capabilities(item: pytest.Item) -> list[str]:
     return names
 
 
+def item_boards(item: pytest.Item, settings: HilSettings) -> list[BoardDefinition] | None:
+    """The board definitions ``item`` runs on: its ``board(name)`` marker, the boards of its
+    ``fleet(...)`` marker, else the session board; None for the serial backend without
+    ``--hil-board`` (a real board nobody described).
+
+    Raises:
+        hil.boards.BoardError: a marker names an unknown board.
+    """
+    mark = item.get_closest_marker("board")
+    if mark is not None and len(mark.args) == 1 and isinstance(mark.args[0], str):
+        return [settings.board(mark.args[0])]
+    fleet = item.get_closest_marker("fleet")
+    if fleet is not None and fleet.kwargs:
+        return [settings.board(name) for name in fleet.kwargs]
+    if settings.backend == "serial" and settings.board_name is None:
+        return None
+    return [settings.board()]
+
+
+def capability_skip_reason(settings: HilSettings, boards: list[BoardDefinition] | None,
+                           needed: list[str]) -> str | None:
+    """Why a test needing ``needed`` cannot run on ``boards`` with the session's backend (None: it can).
+
+    A board capability the board definition lacks comes first (on every backend, the simulator
+    included: a virtual board has what its definition says), then what the backend lacks.
+    """
+    if boards is None:
+        return settings.manifest().skip_reason(needed)
+    for board in boards:
+        lacking = [name for name in dict.fromkeys(needed) if name in CAPABILITY_NAMES and name not in board.capabilities]
+        if lacking:
+            return (f"board {board.name!r} lacks {', '.join(lacking)} (has {', '.join(sorted(board.capabilities))}; "
+                    f"from its definition {board.source.name})")
+    for board in boards:
+        reason = manifest_for(settings.backend, board).skip_reason(needed)
+        if reason is not None:
+            return reason
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests whose required capabilities the backend lacks as skipped (never failed).
+    """Mark tests whose board or backend lacks a required capability as skipped (never failed).
 
     Done at collection so the skip is reported at the test's own location, with the reason.
-    Unknown capability names are left to :func:`pytest_runtest_setup`, which errors.
+    Unknown capability names and unknown boards in markers are left to
+    :func:`pytest_runtest_setup`, which errors.
     """
     settings = config.stash[settings_key]
     for item in items:
@@ -101,16 +145,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         needed = required_capabilities(item)
         if not needed or any(name not in KNOWN_CAPABILITIES for name in needed):
             continue
-        reason = settings.manifest().skip_reason(needed)
+        try:
+            boards = item_boards(item, settings)
+        except BoardError:
+            continue
+        reason = capability_skip_reason(settings, boards, needed)
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Error (not skip) on a capability name nobody defines: a typo must not hide a test."""
+    """Error (not skip) on a capability name nobody defines or an unknown board in a marker of a
+    test that requires capabilities: a typo must not hide a test."""
     needed = required_capabilities(item)
     if needed:
-        item.config.stash[settings_key].manifest().missing(needed)
+        settings = item.config.stash[settings_key]
+        settings.manifest().missing(needed)
+        item_boards(item, settings)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -58,9 +58,13 @@ def test_requires_adc_skips_on_qemu_with_reason(pytester: pytest.Pytester) -> No
     ])
 
 
-def test_sim_has_everything(pytester: pytest.Pytester) -> None:
+def test_sim_has_what_the_board_has(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(CAPS_TESTS)
-    pytester.runpytest("--hil-backend", "sim").assert_outcomes(passed=4)
+    pytester.runpytest("--hil-backend", "sim").assert_outcomes(passed=4)  # the streetlight has all four
+    result = pytester.runpytest("--hil-backend", "sim", "--hil-board", "bin-esp32c3", "-rs")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*.py:7: board 'bin-esp32c3' lacks uart (has adc, ble, console, deepsleep, "
+                                 "gpio; from its definition bin-esp32c3.toml)"])
 
 
 def test_serial_manifest_comes_from_the_board_definition(pytester: pytest.Pytester) -> None:
@@ -68,11 +72,84 @@ def test_serial_manifest_comes_from_the_board_definition(pytester: pytest.Pytest
     # The bin board has no UART link: console/uart/gpio test skips; adc and ble run.
     result = pytester.runpytest("--hil-backend", "serial", "--hil-board", "bin-esp32c3", "-rs")
     result.assert_outcomes(passed=3, skipped=1)
-    result.stdout.fnmatch_lines(["*SKIPPED*.py:7: backend 'serial' lacks uart*from board bin-esp32c3*"])
+    result.stdout.fnmatch_lines(["*SKIPPED*.py:7: board 'bin-esp32c3' lacks uart*"])
     # Without a board definition a real board is assumed to have only its console.
     bare = pytester.runpytest("--hil-backend", "serial", "-rs")
     bare.assert_outcomes(passed=1, skipped=3)
     bare.stdout.fnmatch_lines(["*no board definition given (--hil-board)*"])
+
+
+MARKED_BOARD_TESTS = """
+import pytest
+
+@pytest.mark.board("bin-esp32c3")
+@pytest.mark.requires("uart")
+def test_bin_uart():
+    pass
+
+@pytest.mark.board("streetlight-esp32")
+@pytest.mark.requires("deepsleep")
+def test_light_deepsleep():
+    pass
+
+@pytest.mark.board("bin-esp32c3")
+@pytest.mark.requires("deepsleep", "ble")
+def test_bin_deepsleep():
+    pass
+
+@pytest.mark.fleet(**{"streetlight-esp32": 1, "bin-esp32c3": 1})
+@pytest.mark.requires("ble")
+def test_fleet_ble():
+    pass
+
+@pytest.mark.fleet(**{"streetlight-esp32": 1, "bin-esp32c3": 1})
+@pytest.mark.requires("pwm")
+def test_fleet_pwm():
+    pass
+
+@pytest.mark.board("bin-esp32c3")
+@pytest.mark.requires("faults")
+def test_bin_faults():
+    pass
+"""
+
+
+@pytest.mark.parametrize("backend", ["sim", "qemu", "serial"])
+def test_requires_checks_the_board_the_test_names(pytester: pytest.Pytester, backend: str) -> None:
+    # The session board (default streetlight) has a UART and no deep sleep; the tests' own boards decide.
+    pytester.makepyfile(MARKED_BOARD_TESTS)
+    result = pytester.runpytest("--hil-backend", backend, "-rs", "-v")
+    result.stdout.fnmatch_lines_random([
+        "*::test_bin_uart SKIPPED*",
+        "*::test_light_deepsleep SKIPPED*",
+        "*::test_fleet_pwm SKIPPED*",
+        "*SKIPPED*test_requires_checks_the_board_the_test_names.py:3: board 'bin-esp32c3' lacks uart (has adc, ble, "
+        "console, deepsleep, gpio; from its definition bin-esp32c3.toml)",
+        "*SKIPPED*:8: board 'streetlight-esp32' lacks deepsleep (has *)",
+        "*SKIPPED*:23: board 'bin-esp32c3' lacks pwm *",
+    ])
+    outcomes = result.parseoutcomes()
+    if backend == "sim":
+        # What the boards have runs; the simulator itself lacks nothing.
+        result.assert_outcomes(passed=3, skipped=3)
+    else:
+        # QEMU has no BLE/deep sleep/fault injection, serial no fault injection: those skip too, never fail.
+        assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0
+        result.stdout.fnmatch_lines_random([f"*SKIPPED*:28: backend '{backend}' lacks faults*"])
+
+
+def test_unknown_board_in_a_marker_of_a_requiring_test_is_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.board("lamppost-9000")
+        @pytest.mark.requires("uart")
+        def test_typo():
+            pass
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*lamppost-9000*"])
 
 
 def test_unknown_capability_is_an_error_not_a_skip(pytester: pytest.Pytester) -> None:
