@@ -328,3 +328,50 @@ def test_ble_advertising_payloads_fit_31_bytes(mpy: Callable[..., Any]) -> None:
     )
     assert mpy(code).stdout.splitlines() == [
         "21 3 9 a", f"21 31 9 {'x' * 29}", f"21 31 8 {'y' * 29}", f"21 31 8 {'z' * 29}"]
+
+
+def test_time_sync_only_from_a_fresh_plausible_ack(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    # An ACK's time is taken only when the ACK acknowledges a frame still in the outbox (the gateway
+    # cannot have made it before that frame was sent) and lies in 2024..2099. A recorded ACK replayed
+    # later acknowledges nothing new: it must not set the clock back (a bin would sleep for days).
+    day = 86400
+    recorded = gw_frame(2, 1, {"t": NOW - 3 * day})       # a genuine ACK of seq 1, recorded 3 days ago
+    acks = [
+        gw_frame(2, 1, {"t": NOW + 100}),                  # fresh: acknowledges 1 -> taken
+        recorded,                                          # replayed: nothing new -> not taken
+        gw_frame(2, 2, {"t": 0}),                          # fresh but implausible
+        gw_frame(2, 3, {"t": -5}),
+        gw_frame(2, 4, {"t": 2**40}),
+        gw_frame(2, 5, {"t": 1704067200 - 1}),             # 2023: a clock that was never set
+        gw_frame(2, 6, {"t": NOW + 200}),                  # fresh again -> taken
+    ]
+    code = COMMON + "queue(6)\n" + "".join(
+        f"print(sess.handle(binascii.unhexlify({a.hex()!r})), synced, sess.stats['stale_time'])\n" for a in acks)
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    assert lines == [
+        f"ack [{NOW + 100}] 0",
+        f"ack [{NOW + 100}] 1",
+        f"ack [{NOW + 100}] 2",
+        f"ack [{NOW + 100}] 3",
+        f"ack [{NOW + 100}] 4",
+        f"ack [{NOW + 100}] 5",
+        f"ack [{NOW + 100}, {NOW + 200}] 5",
+    ]
+
+
+def test_a_config_that_cannot_be_persisted_is_not_applied_and_the_link_goes_on(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    # Flash full while a CONFIG arrives: nothing is applied (not even in RAM, or the gateway's
+    # retry would be "stale" and never applied), the UART link keeps running, and the retry works.
+    c5 = cobs_ref(gw_frame(3, 5, {"courtesy_s": 30})) + b"\x00"
+    code = UART + (
+        "import civic.store.atomic as A\norig = A.write\n"
+        "def full(path, data):\n    raise OSError(28)\n"
+        f"A.write = full\nU.rx.extend(binascii.unhexlify({c5.hex()!r}))\nL.poll()\n"
+        "print(sess.config['seq'], len(configs), sess.stats['errors'])\n"
+        "A.write = orig\nqueue(1)\nprint(L.pump())\n"
+        f"U.rx.extend(binascii.unhexlify({c5.hex()!r}))\nL.poll()\n"
+        "print(sess.config['seq'], configs)\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.splitlines() == [
+        "0 0 1", "1", "5 [{'courtesy_s': 30}]"]

@@ -5,15 +5,22 @@ re-sends everything still pending when no ACK arrives within the resend interval
 doubled after each unanswered round up to ``resend_max_ms``, back to ``resend_ms`` on an ACK:
 a dead link costs little power or airtime) or when a link (re)connects, applies cumulative ACKs (with RTC sync) and CONFIG updates (persisted,
 only if newer than the last applied one).
+
+Time sync trusts an ACK's time only when the ACK is fresh: it acknowledges a frame still in the
+outbox, which the gateway can only have answered after receiving it. A recorded ACK replayed
+later acknowledges nothing new and cannot set the clock back. Times before 2024 or after 2099
+are never taken.
 """
 
 import json
 import time
 
+from civic.hal.clock import VALID_AFTER
 from civic.store import atomic
 from civic.wire import frame, msgpack
 
 TIME_SYNC_TOLERANCE_S = 2
+TIME_MAX = 4102444800  # 2100-01-01: an ACK time past this is not a clock reading
 
 
 def _storable(v, depth):
@@ -49,7 +56,9 @@ class Session:
     Attributes:
         config: ``{"seq": n, "values": {...}}`` last applied CONFIG (from flash at boot; apps
             apply ``config["values"]`` at start-up, and later get changes via ``on_config``).
-        stats: counters ``sent``, ``acks``, ``configs``, ``bad``, ``time_sync``.
+        stats: counters ``sent``, ``acks``, ``configs``, ``bad``, ``time_sync``, ``stale_time``
+            (ACK times not taken: not fresh or not plausible), ``errors`` (flash errors while
+            handling a frame).
     """
 
     def __init__(self, device_id, key, outbox, seq, set_time=None, now=time.time,
@@ -71,7 +80,7 @@ class Session:
         self.sent_upto = 0
         self._last_send = None
         self._signals = []
-        self.stats = {"sent": 0, "acks": 0, "configs": 0, "bad": 0, "time_sync": 0}
+        self.stats = {"sent": 0, "acks": 0, "configs": 0, "bad": 0, "time_sync": 0, "stale_time": 0, "errors": 0}
         self.config = {"seq": 0, "values": {}}
         try:
             raw = atomic.read(config_path)
@@ -131,10 +140,12 @@ class Session:
         self.stats["sent"] += 1
 
     def handle(self, data):
-        """Handle one received frame; return ``"ack"``, ``"config"``, ``"stale"`` or ``"bad"``.
+        """Handle one received frame; return ``"ack"``, ``"config"``, ``"stale"``, ``"bad"`` or ``"error"``.
 
         Frames that fail to parse, do not verify, are addressed to another id, or are
-        not ACK/CONFIG are counted in ``stats["bad"]`` and otherwise ignored.
+        not ACK/CONFIG are counted in ``stats["bad"]`` and otherwise ignored. A flash error
+        while applying one (full or failing flash) is counted in ``stats["errors"]`` and
+        returns ``"error"``: the link goes on, and the gateway sends the frame again.
         """
         try:
             ftype, dev, s, body = frame.parse(data, self.key)
@@ -146,10 +157,14 @@ class Session:
         except ValueError:  # FrameError is a ValueError too
             self.stats["bad"] += 1
             return "bad"
-        if ftype == frame.ACK:
-            return self._ack(s, obj)
-        if ftype == frame.CONFIG:
-            return self._config(s, obj)
+        try:
+            if ftype == frame.ACK:
+                return self._ack(s, obj)
+            if ftype == frame.CONFIG:
+                return self._config(s, obj)
+        except OSError:
+            self.stats["errors"] += 1
+            return "error"
         self.stats["bad"] += 1
         return "bad"
 
@@ -157,14 +172,16 @@ class Session:
         if s > self.seq.last:
             self.stats["bad"] += 1
             return "bad"  # acknowledges something never sent
-        self.outbox.ack(s)
+        fresh = self.outbox.ack(s) > 0  # answers a frame the gateway cannot have seen before it was sent
         self.resend_wait_ms = self.resend_ms  # the link works: no backoff
         self.stats["acks"] += 1
         if self.sent_upto <= s:
             self._last_send = None
         t = obj.get("t")
         if self.set_time is not None and isinstance(t, int) and not isinstance(t, bool):
-            if abs(t - self.now()) > TIME_SYNC_TOLERANCE_S:
+            if not fresh or not VALID_AFTER <= t < TIME_MAX:
+                self.stats["stale_time"] += 1
+            elif abs(t - self.now()) > TIME_SYNC_TOLERANCE_S:
                 self.set_time(t)
                 self.stats["time_sync"] += 1
         return "ack"
@@ -177,8 +194,9 @@ class Session:
             if k in self.config_keys:
                 if _storable(obj[k], 0):
                     values[k] = obj[k]
-        self.config = {"seq": s, "values": values}
-        atomic.write(self.config_path, json.dumps(self.config).encode())
+        config = {"seq": s, "values": values}
+        atomic.write(self.config_path, json.dumps(config).encode())  # persisted first: a failed write applies nothing
+        self.config = config
         self.stats["configs"] += 1
         if self.on_config is not None:
             self.on_config(values)
