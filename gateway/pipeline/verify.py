@@ -23,8 +23,8 @@ TOP_LEVEL_KEYS = frozenset({"t", "k", "w", "l", "m", "e", "a", "fw"})
 REQUIRED_KEYS = ("t", "k", "w", "l", "m")
 _REQUIRED = frozenset(REQUIRED_KEYS)
 _MIN_M, _MAX_M = -(2**53), 2**53
-REPORT_TYPES = frozenset({"win", "hour", "day", "alarm"})
-FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60}  # protocol §2; "win" is the kind's window_s
+REPORT_TYPES = frozenset({"win", "hour", "day", "alarm", "boot"})
+FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60, "boot": 60}  # protocol §2; "win" is the kind's window_s
 # How long a cached registry record + key is trusted before it is looked up again. Changes made
 # through the same Registry instance (revoke, rotate) invalidate the cache at once; this bounds how
 # long a change made by another process (the CLI) or a hand-edited key file takes to be seen.
@@ -203,6 +203,8 @@ class Verifier:
                 raise bad("epsilon accounting must be non-negative integers (milli-epsilon)")
         if (rtype == "alarm") != bool(a):
             raise bad("alarm codes belong in, and only in, alarm reports")
+        if rtype == "boot" and (m or e):
+            raise bad("a boot report carries no measurements")
         fw = body.get("fw")
         if fw is not None and not (isinstance(fw, str) and len(fw) <= 64):
             raise bad("fw must be a short string")

@@ -30,7 +30,7 @@ class ReportRecord(NamedTuple):
 
     Attributes:
         device: device id. seq: report seq. kind: device kind. zone: registry zone at ingest.
-        type: report type (``win``/``hour``/``day``/``alarm``). w, l: period start and length.
+        type: report type (``win``/``hour``/``day``/``alarm``/``boot``). w, l: period start and length.
         m: measurements. e: milli-epsilon spent. a: alarm codes. fw: firmware version or None.
         received_at: unix time of reception. link: ``serial:<port>`` or ``ble:<address>``.
         digest: hex SHA-256 of the authenticated frame (provenance).

@@ -196,3 +196,49 @@ app.configure({"interval_s": 5, "fire_c": 1000, "fire_rise_c_per_min": True})
 print(json.dumps({"good": good, "after_bad": [app.interval_s, app.fire.threshold_deci, app.fire.rise_c_per_min]}))
 """)
     assert res[-1] == {"good": [600, 600, 8], "after_bad": [600, 600, 8]}
+
+
+def test_a_board_with_an_unset_clock_and_nothing_to_send_sends_a_boot_report(mpy: Mpy) -> None:
+    # An ESP32 RTC without power starts in 2000: periodic reports need a set clock, and only an ACK
+    # sets it. Without a frame to answer, the board would never get the time (and never report).
+    res = run(mpy, "streetlight-esp32", "sl-0001", f"""
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
+rt.clock = FakeClock(946684800 + 30)   # 2000-01-01 00:00:30: never set
+first = rt.ask_time()
+again = rt.ask_time()                 # the boot report waits in the outbox: no second one
+frame = rt.outbox.read(rt.outbox.pending()[0])
+rt.outbox.ack(99)
+rt.clock = FakeClock({T0})            # a set clock: nothing to ask
+print(json.dumps({{"asked": [first, again, rt.ask_time()], "frame": binascii.hexlify(frame).decode()}}))
+""")
+    r = res[-1]
+    assert r["asked"] == [True, False, False]
+    frame = parse_frame(bytes.fromhex(r["frame"]))
+    assert frame.type == FRAME_REPORT and verify_tag(frame, KEY)
+    body = decode_body(frame.body)
+    assert {k: body[k] for k in ("t", "k", "w", "l", "m")} == {"t": "boot", "k": "streetlight", "w": 946684800,
+                                                             "l": 60, "m": {}}
+
+
+def test_a_link_whose_task_fails_is_started_again(mpy: Mpy) -> None:
+    # A link task that died would leave the device silent while the app still feeds the watchdog.
+    res = run(mpy, "streetlight-esp32", "sl-0001", """
+import asyncio
+runtime.LINK_RESTART_MS = 1
+logged = []
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/", log=logged.append)
+link = rt.links[0]
+runs = []
+async def flaky():
+    runs.append(1)
+    if len(runs) < 3:
+        raise OSError(5)
+link.run = flaky
+async def main():
+    await rt._supervise(link)
+    print(json.dumps({"runs": len(runs), "logged": logged}))
+asyncio.create_task(main())
+""")
+    r = res[-1]
+    assert r["runs"] == 3
+    assert len(r["logged"]) == 2 and all("UartLink failed: OSError(5" in x and "restarting" in x for x in r["logged"])

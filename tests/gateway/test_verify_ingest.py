@@ -45,6 +45,10 @@ from gateway.storage import ReportQueries, ReportStore
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": True}), "body"),
         (lambda: build_frame(FRAME_REPORT, "bin-1", 1, b"\x91\x01", KEYS["bin-1"]), "body"),
         (lambda: build_frame(FRAME_ACK, "bin-1", 1, {"t": 1}, KEYS["bin-1"]), "type"),
+        # a boot report carries nothing but its time (protocol §2)
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={"fill": 1}), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={}, e={"lid": 500}), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=900, m={}), "body"),
     ],
 )
 def test_rejections(registry: Registry, make: object, reason: str) -> None:
@@ -74,6 +78,12 @@ def test_valid_alarm_and_streetlight(registry: Registry) -> None:
     assert v.record.a == ["fire"] and v.record.zone == "north"
     v = verifier.verify(report_frame("sl-1", 1, KEYS["sl-1"], kind="streetlight"), link="l", now=5)
     assert v.record.m["mot"] == 1 and v.record.e == {"mot": 500}
+
+
+def test_a_boot_report_is_accepted_with_its_time_only(registry: Registry) -> None:
+    verifier = Verifier(registry, load_policy())
+    v = verifier.verify(report_frame("bin-1", 7, KEYS["bin-1"], t="boot", l=60, w=946684800, m={}), link="l", now=5)
+    assert (v.record.type, v.record.w, v.record.l, v.record.m, v.record.e) == ("boot", 946684800, 60, {}, {})
 
 
 def test_a_revoke_by_another_process_is_seen_within_the_cache_time(registry: Registry) -> None:

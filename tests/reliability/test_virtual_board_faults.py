@@ -107,3 +107,29 @@ async def test_clock_rollback_and_reboot_storms_never_exceed_the_daily_epsilon(t
     assert all(v <= per_day for v in spent.values()), "daily ε exceeded: %r > %d" % (dict(spent), per_day)
     # The storm really pushed to the cap (each rollback crossing is a release attempt); the ledger stopped it there.
     assert max(spent.values()) == per_day, "the attack never exhausted the budget: %r" % dict(spent)
+
+
+async def test_a_board_whose_clock_lost_its_time_gets_it_back_and_reports(tmp_path: Path) -> None:
+    # A real ESP32 RTC without power starts in 2000 (every first boot; a streetlight after a mains
+    # cut). Periodic reports need a set clock and only an ACK sets it: the firmware must ask (a boot
+    # report) or it stays silent for good. Modelled as a clock 20,000 days back, then a reset.
+    gw = VirtualClockGateway(_board(tmp_path, DAY0 + 20 * 3600, seed=1), tmp_path / "gw")
+    try:
+        await gw.start()
+        await gw.board.stimulus("light", 5)
+        await gw.run(60)
+        await gw.drain()
+        before = len(gw.rows())
+        await gw.board.fault("clock_skew -20000d")
+        await gw.board.fault("reset")
+        await gw.run(3600)
+        await gw.drain()
+        rows = gw.rows()
+        offset_days = (await gw.board.state())["clock_offset_ms"] / 86_400_000
+    finally:
+        await gw.stop()
+    types = [t for _seq, t, _w, _e in rows[before:]]
+    print("\nunset clock: %d rows after the reset, types %s, clock offset %.3f days" % (len(types), types, offset_days))
+    assert types[:1] == ["boot"], types              # asked for the time first
+    assert types.count("win") >= 3, types             # then reports its windows again
+    assert abs(offset_days) < 0.01

@@ -17,8 +17,8 @@ from civic import VERSION
 from civic.policy import PolicyError
 from civic.wire import frame, msgpack
 
-REPORT_TYPES = ("win", "hour", "day", "alarm")
-ALARM_PERIOD_S = 60
+REPORT_TYPES = ("win", "hour", "day", "alarm", "boot")
+ALARM_PERIOD_S = 60  # alarms and boot reports: w is the time rounded down to the minute
 
 
 def _is_int(v):
@@ -38,8 +38,10 @@ def build_body(kind_policy, t, w, l, m, e=None, a=None, fw=None):
         raise ValueError("report: unknown type %r" % (t,))
     if not _is_int(w) or not _is_int(l) or l < 1 or w < 0:
         raise ValueError("report: w and l must be ints, l >= 1")
-    if t == "alarm" and l != ALARM_PERIOD_S:
-        raise ValueError("report: alarm period must be 60 s")
+    if t in ("alarm", "boot") and l != ALARM_PERIOD_S:
+        raise ValueError("report: %s period must be 60 s" % t)
+    if t == "boot" and (m or e or a):
+        raise ValueError("report: a boot report carries no measurements")
     if w % l:
         raise ValueError("report: w=%d is not a multiple of l=%d" % (w, l))
     if not isinstance(m, dict):
@@ -157,3 +159,13 @@ class Reporter:
         """Queue an alarm report at once (time rounded down to the minute); return its seq."""
         w = now_s - now_s % ALARM_PERIOD_S
         return self.report("alarm", w, ALARM_PERIOD_S, m or {}, a=codes)
+
+    def boot(self, now_s):
+        """Queue a boot report (no measurements; time rounded down to the minute); return its seq.
+
+        Sent when the device starts with a clock that was never set and nothing to send: the
+        gateway's ACK to it carries the time (protocol §3), so a board whose RTC lost power
+        gets its clock, and then reports, without waiting for an alarm.
+        """
+        w = now_s - now_s % ALARM_PERIOD_S
+        return self.report("boot", w, ALARM_PERIOD_S, {})

@@ -19,6 +19,7 @@ from civic.store.seq import SeqCounter
 from civic.uplink.session import Session
 
 STABLE_AFTER_MS = 60000  # a firmware that ran this long booted cleanly: clear the crash counter
+LINK_RESTART_MS = 1000  # wait before starting a link again after its task failed
 
 
 class DeviceFilesError(ValueError):
@@ -57,11 +58,39 @@ class Runtime:
         await asyncio.sleep_ms(STABLE_AFTER_MS)
         bootstate.mark_stable(self.machine)
 
+    def ask_time(self):
+        """Queue a boot report if the clock was never set and nothing waits to be sent.
+
+        Periodic reports need a set clock and only an ACK sets it; without this, a board whose
+        RTC lost power (every first boot, a streetlight after a mains cut) would send nothing
+        and never get the time. Pending frames get an ACK with the time anyway.
+        """
+        if self.clock.valid() or len(self.outbox):
+            return False
+        try:
+            self.reporter.boot(self.clock.time())
+        except (ValueError, OSError) as exc:
+            self.log("civicedge: boot report failed: %r" % (exc,))
+            return False
+        return True
+
+    async def _supervise(self, link):
+        # A link whose task died would leave the device silent while the app still feeds the
+        # watchdog: log it and start the link again.
+        while True:
+            try:
+                await link.run()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure: restart the link
+                self.log("civicedge: link %s failed: %r; restarting it" % (type(link).__name__, exc))
+                await asyncio.sleep_ms(LINK_RESTART_MS)
+
     async def run(self):
         """Run the device: links and app as asyncio tasks, with the watchdog started."""
         self.hw.start_watchdog()
+        self.ask_time()
         for link in self.links:
-            asyncio.create_task(link.run())
+            asyncio.create_task(self._supervise(link))
         mode = self.cfg["sleep"]["mode"]
         if self.cfg["kind"] == "bin" and mode == "deep":
             await self.app.run_deep(power.woke_by_pin(self.machine) if power.woke_from_deepsleep(self.machine) else False,
