@@ -38,6 +38,9 @@ async def main():
             await asyncio.sleep(SAFE_REPL_S)
             import machine
 
+            # wake with a fresh crash count, as a mains board retries (below): a firmware that
+            # really crash-loops is back here after CRASH_LIMIT boots, one try per SAFE_SLEEP_S
+            bootstate.mark_stable(machine)
             machine.deepsleep(SAFE_SLEEP_S * 1000)
             return
         # A mains board (a streetlight) must not stay dark for good after a brownout storm: try

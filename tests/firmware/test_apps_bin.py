@@ -253,3 +253,61 @@ print(json.dumps([[b["w"] for b in rep.of("day")], [b["w"] for b in rep.of("win"
     days, wins = res
     assert days == [T0]
     assert len(wins) == len(set(wins))          # no window reported twice
+
+
+def test_linger_for_the_gateway_is_bounded_by_time_not_by_loop_count(mpy: Mpy) -> None:
+    # A gateway out of reach: the outbox never empties. The bin must give up after linger_s
+    # (30 s) of time awake, then sleep until the next reading; it stayed up ~300 s per wake.
+    res = run_app(mpy, T0, """
+class CountingWake:
+    def __init__(self):
+        self.waits = []
+    def set(self):
+        pass
+    async def wait_ms(self, ms):
+        self.waits.append(ms)
+        clock.ms += ms
+app.wake = CountingWake()
+slept = []
+drive(app.run_deep(False, lambda: 1, lambda ms, pins: slept.append(ms)))
+print(json.dumps([app.wake.waits, slept]))
+""")
+    waits, slept = res
+    assert 0 < sum(waits) <= 30000, waits
+    assert slept == [300000 - sum(waits) // 1000 * 1000]
+
+
+def test_a_clock_set_far_back_does_not_put_the_bin_to_sleep_for_days(mpy: Mpy) -> None:
+    res = run_app(mpy, T0, """
+reading_at(START)                              # next reading planned 300 s later
+clock.set_time(START - 3 * 86400)              # a time sync sets the clock 3 days back
+ms, pins = app.sleep_plan()
+print(json.dumps([ms, app.due()]))
+""")
+    ms, due = res
+    assert ms <= 300000 and due is False
+
+
+def test_a_full_flash_does_not_stop_the_bin(mpy: Mpy) -> None:
+    # state saves and the day's lid release fail (ENOSPC): logged and counted, the bin reads,
+    # reports what it can and goes to sleep; once the flash has room again all works
+    res = run_app(mpy, T0, """
+import civic.store.atomic as A
+orig = A.write
+def full(path, data):
+    raise OSError(28)
+app.lid_opened(START + 60)
+reading_at(START + 100)
+A.write = full
+slept = []
+clock.set_time(START + 86400 + 100)            # next day: window close and the daily lid release
+drive(app.run_deep(False, lambda: 0, lambda ms, pins: slept.append(ms)))
+errors = app.errors
+A.write = orig
+reading_at(START + 86400 + 500)
+print(json.dumps([errors, slept, app.save(), [b["t"] for b in rep.of("day")]]))
+""")
+    errors, slept, saved, days = res
+    assert errors >= 2                 # the ledger's grant and the state save
+    assert slept and saved is True
+    assert days == []                  # the release could not be granted: nothing noisy left

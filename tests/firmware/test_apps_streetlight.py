@@ -169,3 +169,22 @@ print(json.dumps([[b["w"] for b in rep.of("win") if b["l"] == 900], [b["w"] for 
     wins, hours = res
     assert wins == [1767225600 + 900 * i for i in range(8)]     # each window once, in order
     assert hours == [1767225600, 1767229200]
+
+
+def test_a_full_flash_at_a_release_does_not_stop_the_app(mpy: Mpy) -> None:
+    # The ledger cannot persist the grant at the 00:00 motion release (ENOSPC): nothing noisy is
+    # released, the error is counted, and the lamp control and the other reports go on.
+    res = run_app(mpy, 1767225600 - 120, """
+import civic.store.atomic as A
+def full(path, data):
+    raise OSError(28)
+A.write = full
+light.uv = 30000
+pir.pulse()
+run_for(20 * 60, step_ms=5000, each=follow_lamp)
+print(json.dumps([app.errors, [b["l"] for b in rep.of("win")], lamp.duty]))
+""")
+    errors, lengths, duty = res
+    assert errors >= 1
+    assert 21600 not in lengths and 900 in lengths     # no release; the 00:15 window was reported
+    assert duty

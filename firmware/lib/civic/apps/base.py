@@ -57,7 +57,13 @@ class AppBase:
         """
         if not self._trusted(period_start):
             return False
-        value, eps = self.releaser.release(field, count, now_s)
+        try:
+            value, eps = self.releaser.release(field, count, now_s)
+        except OSError as exc:
+            # the ledger could not persist the grant (flash full or failing): nothing is released
+            self.errors += 1
+            self.log("release %s failed: %r" % (field, exc))
+            return False
         if not eps:
             return False  # budget for today spent: nothing leaves
         m = {}

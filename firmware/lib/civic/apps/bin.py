@@ -8,6 +8,7 @@ is due) is kept in a flash file written atomically after each change (``civic.st
 
 import asyncio
 import json
+import time
 
 from civic.apps.base import AppBase
 from civic.hal.hardware import Switch, Ultrasonic
@@ -105,12 +106,22 @@ class BinApp(AppBase):
         return st
 
     def save(self):
-        """Write the state to flash (atomic replace)."""
+        """Write the state to flash (atomic replace); return False (counted, logged) if it failed.
+
+        A full or failing flash must not stop the bin: the state stays in RAM (lost at the next
+        deep sleep, which is no worse than a power loss) and the reading, upload and sleep go on.
+        """
         self.state["fire"] = self.fire.state()
-        d = self.state_path.rsplit("/", 1)[0]
-        if d:
-            atomic.makedirs(d)
-        atomic.write(self.state_path, json.dumps(self.state).encode())
+        try:
+            d = self.state_path.rsplit("/", 1)[0]
+            if d:
+                atomic.makedirs(d)
+            atomic.write(self.state_path, json.dumps(self.state).encode())
+        except OSError as exc:
+            self.errors += 1
+            self.log("state save failed: %r" % (exc,))
+            return False
+        return True
 
     # -- sensing -----------------------------------------------------------------------------
 
@@ -211,9 +222,17 @@ class BinApp(AppBase):
         self.record(self.clock.time(), fill, deci, tilted, bat)
         self.save()
 
+    def _next_s(self):
+        # The next reading is never more than one interval away: a clock set back (time sync)
+        # would otherwise leave a reading planned far in the future (a bin asleep for days).
+        now = self.clock.time()
+        if self.state["next"] > now + self.interval_s:
+            self.state["next"] = now + self.interval_s
+        return self.state["next"] - now
+
     def due(self):
         """Whether the next reading is due."""
-        return self.clock.time() >= self.state["next"]
+        return self._next_s() <= 0
 
     # -- sleep orchestration -----------------------------------------------------------------
 
@@ -237,7 +256,7 @@ class BinApp(AppBase):
         A switch that is active now (lid left open, bin lying on its side) is not armed:
         a level wake would fire again at once and drain the battery.
         """
-        ms = max(0, self.state["next"] - self.clock.time()) * 1000
+        ms = max(0, self._next_s()) * 1000
         pins = []
         for name in self.wake_names:
             sw = self.lid if name == "lid" else self.tilt if name == "tilt" else None
@@ -245,14 +264,16 @@ class BinApp(AppBase):
                 pins.append(name)
         return ms, pins
 
-    async def linger(self, pending, max_s, poll_ms=200):
-        """Stay awake (advertising) until the outbox is empty or ``max_s`` passed."""
-        waited = 0
-        while pending() and waited < max_s * 1000:
+    async def linger(self, pending, max_s):
+        """Stay awake (advertising) until the outbox is empty, ``max_s`` passed or a reading is due."""
+        start = self.clock.ticks_ms()
+        while pending():
+            left_ms = max_s * 1000 - time.ticks_diff(self.clock.ticks_ms(), start)
+            next_ms = self._next_s() * 1000
+            if left_ms <= 0 or next_ms <= 0:
+                return
             self.hw.feed()
-            left_ms = (self.state["next"] - self.clock.time()) * 1000
-            await self.wake.wait_ms(max(1, min(left_ms, self.feed_ms)))
-            waited += poll_ms
+            await self.wake.wait_ms(min(left_ms, next_ms, self.feed_ms))
 
     async def run_deep(self, woke_by_pin, pending, sleeper, linger_s=30):
         """One wake of a deep-sleeping bin: handle the wake, read if due, upload, sleep.
@@ -283,5 +304,5 @@ class BinApp(AppBase):
             if self.due():
                 await self.cycle()
             self.hw.feed()
-            left_ms = (self.state["next"] - self.clock.time()) * 1000
+            left_ms = self._next_s() * 1000
             await self.wake.wait_ms(max(1, min(left_ms, self.feed_ms)))
