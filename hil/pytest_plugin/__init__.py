@@ -39,6 +39,15 @@ __all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil
            "hil_settings"]
 
 
+EMBEDDED_WARNING_FILTERS: tuple[str, ...] = (
+    "ignore:record_xml_attribute is an experimental feature:pytest.PytestExperimentalApiWarning",
+    "ignore:record_xml_attribute is incompatible with junit_family:pytest.PytestWarning",
+)
+"""pytest-embedded (installed with civicedge, auto-loaded) calls ``record_xml_attribute`` for every
+test: two warnings per test in any project using this plugin, hiding real ones. Only these two
+messages are ignored, and only while pytest-embedded is loaded."""
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the HIL command-line options."""
     group = parser.getgroup("civicedge-hil", "civicedge hardware-in-the-loop")
@@ -60,7 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker and keep the parsed settings on the config."""
+    """Register the markers, quiet pytest-embedded's per-test warnings (:data:`EMBEDDED_WARNING_FILTERS`)
+    and keep the parsed settings on the config."""
     config.addinivalue_line(
         "markers",
         "requires(*capabilities): run only where the test's board definition and the HIL backend have these "
@@ -70,6 +80,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sim(speed=X, seed=N): virtual clock speed and noise seed of the test's "
                             "virtual boards (sim backend only; other backends ignore it)")
     config.addinivalue_line("markers", "fleet(**counts): board mix of the hil_fleet fixture, board_name=count")
+    if config.pluginmanager.has_plugin("pytest_embedded"):
+        for line in EMBEDDED_WARNING_FILTERS:
+            config.addinivalue_line("filterwarnings", line)
     settings = HilSettings.from_config(config)
     if settings.board_name is not None:
         try:  # a typo in --hil-board is a usage error up front, not an INTERNALERROR later

@@ -272,3 +272,27 @@ def test_serial_board_held_by_another_run_is_reported(pytester: pytest.Pytester,
         result.stdout.fnmatch_lines([f"*LeaseHeldError*leased by pid {os.getpid()}*"])
     finally:
         holder.release()
+
+
+def test_pytest_embedded_warnings_are_quieted_in_an_integrator_project(pytester: pytest.Pytester) -> None:
+    # A project of its own (pytester's ini, not this repo's pyproject with its filterwarnings).
+    pytester.makepyfile("""
+        import warnings
+        import pytest
+
+        def test_one():
+            pass
+
+        def test_two():
+            pass
+
+        def test_other_warnings_still_show():
+            warnings.warn(pytest.PytestExperimentalApiWarning("something else is an experimental feature"))
+    """)
+    # In a subprocess: an in-process run would inherit this repo's own warning filters.
+    result = pytester.runpytest_subprocess("--junitxml=j.xml", "-o", "junit_family=xunit2")
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    assert "record_xml_attribute" not in out
+    assert "something else is an experimental feature" in out  # only pytest-embedded's messages are ignored
+    result.stdout.fnmatch_lines(["*1 warning*"])
