@@ -1,6 +1,6 @@
 # MicroPython freeze manifest: an ESP32 / ESP32-C3 image with the civicedge package frozen into
 # flash. Frozen bytecode is executed from flash instead of being loaded into the heap, which saves
-# the ~61 KB that loading civic/*.mpy costs (bench/firmware_memory.py, bench/README.md): what a
+# the ~62 KB that loading civic/*.mpy costs (bench/firmware_memory.py, bench/README.md): what a
 # production board without PSRAM should run. boot.py, main.py, policy.json and the board's
 # /board.json and /identity.json stay on the filesystem (`civicedge flash` / `provision`).
 #
