@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from gateway.errors import StorageError
+
 SCHEMA_VERSION = 2
 
 SCHEMA = """
@@ -93,13 +95,40 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 def apply_schema(conn: sqlite3.Connection) -> None:
-    """Create all tables and indexes (idempotent), migrate an older store, record the schema version."""
+    """Create all tables and indexes (idempotent), migrate an older store, record the schema version.
+
+    Raises:
+        StorageError: reason ``schema_too_new`` when the store was written by a newer gateway (its
+            ``schema_version`` is above :data:`SCHEMA_VERSION`), ``schema_unknown`` when that is not a
+            number; nothing is changed then.
+    """
+    found = stored_version(conn)
+    if found is not None and found > SCHEMA_VERSION:
+        # Writing to it would record the older version over the newer one and hand the newer
+        # gateway a store it believes it migrated; leave it untouched.
+        raise StorageError("the report store has schema version %d, newer than this gateway's %d: it was written "
+                           "by a newer civicedge gateway; run that version (or a newer one), not this one"
+                           % (found, SCHEMA_VERSION), reason="schema_too_new")
     _migrate_v1(conn)
     conn.executescript(SCHEMA)
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
     conn.commit()
+
+
+def stored_version(conn: sqlite3.Connection) -> int | None:
+    """The ``schema_version`` recorded in ``meta``, or None for a new store (no ``meta`` table or no row)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return None
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise StorageError("the report store records schema version %r, which is not a number: not a store this "
+                           "gateway can open" % (row[0],), reason="schema_unknown") from None
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:

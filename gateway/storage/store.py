@@ -88,6 +88,10 @@ class ReportStore:
         outbox_encoder: when set, each stored report is also queued for MQTT as ``(topic, payload)``.
         outbox_max_bytes: cap on the total payload bytes waiting in the outbox.
         outbox_policy: what to do at the cap: ``drop_oldest`` (default) or ``drop_newest``.
+
+    Raises:
+        StorageError: at open, reason ``open_failed``, ``in_use`` (another gateway writes it),
+            ``schema_too_new`` (written by a newer gateway; left unchanged) or ``schema_unknown``.
     """
 
     def __init__(
@@ -118,11 +122,12 @@ class ReportStore:
             apply_schema(conn)
             self._chain_pos, self._chain_head = provenance.last_hash(conn)
             row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, StorageError) as exc:
             if conn is not None:
                 conn.close()
             os.close(self._lock_fd)
-            raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason="open_failed") from exc
+            reason = exc.reason if isinstance(exc, StorageError) else "open_failed"
+            raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason=reason) from exc
         self._conn = conn
         self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
 

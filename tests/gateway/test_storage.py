@@ -253,3 +253,31 @@ def test_a_store_under_a_path_with_uri_characters_is_read(tmp_path: Path) -> Non
     finally:
         queries.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["city #1?"]  # nothing created beside it
+
+
+def test_a_store_of_a_newer_schema_is_refused_and_left_unchanged(tmp_path: Path) -> None:
+    """A newer gateway's store must not be opened and have its schema_version written back down."""
+    from gateway.storage.schema import SCHEMA_VERSION
+
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    store.insert_batch([rec("b1", 1)])
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError) as info:
+        ReportStore(db, gateway_id="gw1")
+    assert info.value.reason == "schema_too_new"
+    message = str(info.value)
+    assert str(db) in message and "schema version %d" % (SCHEMA_VERSION + 1) in message
+    assert "gateway's %d" % SCHEMA_VERSION in message
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION + 1),)
+    conn.close()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    conn.commit()
+    conn.close()
+    ReportStore(db, gateway_id="gw1").close()  # the refused open released the writer lock
