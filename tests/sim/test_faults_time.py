@@ -58,18 +58,20 @@ async def test_corrupt_bytes_at_a_rate(make_board, open_serial):
 
 
 async def test_reset_power_loss_rtc_memory_and_reset_cause(make_board):
-    prog = ("import machine\nr = machine.RTC()\nprint('CAUSE', machine.reset_cause(), r.memory())\n"
-            "r.memory(b'kept')\n")
+    prog = ("import machine, time\nr = machine.RTC()\nprint('CAUSE', machine.reset_cause(), r.memory())\n"
+            "r.memory(b'kept')\nprint('YEAR', time.gmtime()[0])\n")
     board = await make_board(files={"main.py": prog})
     await board.wait_console("CAUSE 1 b''")
     await board.fault("reset")
     await board.advance(0.1)
     await board.wait_console("CAUSE 2 b'kept'")       # hard reset keeps RTC memory
+    assert board.console_text().count("YEAR 2026") == 2   # ... and the clock
     await board.fault("power_loss off 2s")
     await board.advance(1)
     assert (await board.state())["state"] == "off"
     await board.advance(1.5)
     await board.wait_console("CAUSE 1 b''")           # power loss clears it
+    await board.wait_console("YEAR 1970")             # and the clock restarts at the epoch, as on an ESP32
     assert (await board.state())["stats"]["boots"] == 3
 
 

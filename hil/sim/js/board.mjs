@@ -249,7 +249,9 @@ export class Board {
 
   powerLoss(offMs = 100) {
     this.rtcMem = Buffer.alloc(0);
-    this.clockOffsetMs = 0;
+    // An RTC without power restarts from the epoch, as on an ESP32: at power-up the board's clock
+    // reads 1970-01-01 00:00:00 and the firmware must get the time from the gateway again.
+    this.clockOffsetMs = -(Date.now() + offMs);
     this.mode = "friendly";
     this.host.emit({ ev: "power", board: this.id, on: false });
     this.reset(CAUSE.PWRON, offMs);
