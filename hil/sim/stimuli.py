@@ -117,6 +117,8 @@ def stimulus_op(io: BoardIo, name: str, value: Any) -> dict[str, Any]:
         StimulusError: unknown name, wrong value, or the board lacks that sensor.
     """
     if name.startswith("pin:"):
+        if not name[4:].isdigit():
+            raise StimulusError(f"stimulus {name!r}: a raw pin is pin:<GPIO number>, e.g. pin:27", name=name)
         return {"kind": "pin", "pin": int(name[4:]), "level": 1 if value else 0}
     if name.startswith("adc:"):
         return {"kind": "adc", "pin": int(name[4:]), "uv": int(_number(name, value))}
@@ -236,15 +238,21 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
     except tomllib.TOMLDecodeError as exc:
         raise StimulusError(f"stimuli file is not TOML: {exc}", value=str(source)) from exc
     plan = StimuliPlan()
+    unknown = set(doc) - {"start", "set", "at"}
+    if unknown:
+        raise StimulusError(f"unknown sections in stimuli file: {sorted(unknown)}", value=sorted(unknown))
+    # shapes first: a TOML typo must be a message, not an AttributeError
+    if not isinstance(doc.get("set", {}), dict):
+        raise StimulusError("[set] must be a table of stimulus = value, e.g. light = 5", value=doc["set"])
+    entries = doc.get("at", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise StimulusError("'at' must be an array of tables ([[at]] entries with time = ...)", value=entries)
     if "start" in doc:
         plan.start_ms = parse_at_ms(str(doc["start"]), start_ms)
         start_ms = plan.start_ms
     for name, value in doc.get("set", {}).items():
         plan.initial.append(stimulus_op(io, name, value))
-    unknown = set(doc) - {"start", "set", "at"}
-    if unknown:
-        raise StimulusError(f"unknown sections in stimuli file: {sorted(unknown)}", value=sorted(unknown))
-    for i, entry in enumerate(doc.get("at", [])):
+    for i, entry in enumerate(entries):
         if "time" not in entry:
             raise StimulusError(f"timeline entry {i + 1} needs 'time'", line=i + 1)
         at = parse_at_ms(entry["time"], start_ms)

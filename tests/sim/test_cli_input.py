@@ -34,3 +34,19 @@ def test_a_stimuli_file_with_an_unknown_stimulus_exits_2(tmp_path: Path) -> None
     proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "sim", "up", "--board", "streetlight-esp32",
                            "--stimuli", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--stimuli" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,words", [
+    ("set = 4\n", "[set] must be a table"),
+    ("at = [1, 2]\n", "array of tables"),
+    ('[at]\ntime = "+1m"\npir = "pulse 2s"\n', "array of tables"),
+    ("[set]\n\"pin:x\" = 1\n", "pin:<GPIO number>"),
+    ("[sett]\nlight = 3\n", "unknown sections"),
+])
+def test_a_stimuli_file_of_the_wrong_shape_exits_2_with_a_message(tmp_path: Path, text: str, words: str) -> None:
+    bad = tmp_path / "s.toml"
+    bad.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "sim", "up", "--board", "streetlight-esp32",
+                           "--stimuli", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr
