@@ -33,8 +33,25 @@ def test_seq_corrupt_file_refuses_to_guess(flash_run: Callable[..., Any], tmp_pa
     flash = tmp_path / "flash"
     flash_run(SEQ + "S.next()\n", flash)
     (flash / "seq.bin").write_bytes(b"\x00\x00\x00\x00\x00\x00\x00\x09")
+    (flash / "seq.bin.bak").write_bytes(b"\x01\x02")
     res = flash_run(SEQ, flash, expect_error=True)
     assert "CorruptFile" in res.error.traceback
+
+
+def test_seq_one_damaged_copy_is_recovered_from_the_other(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    # One damaged 8-byte file used to stop the whole firmware (lamp control included) until a
+    # technician came. The reservation is mirrored; either copy bounds every seq ever used.
+    flash = tmp_path / "flash"
+    used = eval(flash_run(SEQ + "print([S.next() for _ in range(11)])\n", flash).stdout)
+    for damaged in ("seq.bin", "seq.bin.bak"):
+        (flash / damaged).write_bytes(b"\x00\x00\x00\x00\x00\x00\x00\x09")
+        out = flash_run(SEQ + "print([S.repaired, S.next()])\n", flash).stdout
+        repaired, nxt = eval(out.replace("None", "'-'"))
+        assert repaired == "/flash/" + damaged
+        assert nxt > max(used)
+        used.append(nxt)
+    # the damaged copy was rewritten: the next boot reads both again
+    assert eval(flash_run(SEQ + "print([S.repaired is None, S.next()])\n", flash).stdout)[1] > max(used)
 
 
 def test_outbox_persists_in_seq_order_and_acks(flash_run: Callable[..., Any], tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ The flash file holds the highest *reserved* seq. Numbers are handed out from RAM
 they run past the reservation, a new block is reserved (written atomically) *before* the
 number is used. After a reboot counting resumes above the reservation, so a crash may
 skip up to ``block`` numbers but never reuses one (docs/protocol.md §1).
+
+The reservation is written twice, to ``path`` and then to ``path + ".bak"``, both before any
+number of the block is used: every seq ever used is at most either copy, so one damaged copy is
+recovered from the other (the larger of the readable ones). Only when no copy is readable does
+the counter refuse to start: a guessed seq could repeat one the gateway already stored.
 """
 
 import struct
@@ -11,6 +16,7 @@ import struct
 from civic.store import atomic
 
 MAX_SEQ = 0xFFFFFFFF
+BACKUP_SUFFIX = ".bak"
 
 
 class SeqExhausted(ValueError):
@@ -30,9 +36,32 @@ class SeqCounter:
             raise ValueError("seq: block must be >= 1")
         self.path = path
         self.block = block
-        raw = atomic.read(path)  # a corrupt file raises: never guess a seq
-        self._reserved = struct.unpack(">I", raw)[0] if raw is not None else 0
+        self.repaired = None  # the copy found damaged and rewritten at this boot, if any
+        found = []
+        damaged = None
+        for copy in (path, path + BACKUP_SUFFIX):
+            try:
+                raw = atomic.read(copy)
+            except ValueError:  # CorruptFile, or a payload of the wrong size
+                damaged = copy
+                continue
+            if raw is not None:
+                if len(raw) != 4:
+                    damaged = copy
+                    continue
+                found.append(struct.unpack(">I", raw)[0])
+        if damaged is not None and not found:
+            raise atomic.CorruptFile(damaged)  # no readable copy: never guess a seq
+        self._reserved = max(found) if found else 0
+        if damaged is not None:
+            self._write(self._reserved)
+            self.repaired = damaged
         self._last = self._reserved  # first next() returns reserved + 1
+
+    def _write(self, reserved):
+        payload = struct.pack(">I", reserved)
+        atomic.write(self.path, payload)
+        atomic.write(self.path + BACKUP_SUFFIX, payload)
 
     @property
     def last(self):
@@ -46,7 +75,7 @@ class SeqCounter:
             raise SeqExhausted("seq: u32 space exhausted")
         if n > self._reserved:
             reserved = min(MAX_SEQ, n + self.block - 1)
-            atomic.write(self.path, struct.pack(">I", reserved))
+            self._write(reserved)
             self._reserved = reserved
         self._last = n
         return n
