@@ -1,6 +1,7 @@
 """Read API over the report store, for the web surface, routes planner and tools.
 
-Opens the database read-only (WAL lets readers run while the gateway writes). All times are
+Opens the database read-only (WAL lets readers run while the gateway writes), one connection per
+thread that uses it (a :class:`ReportQueries` may be shared by worker threads). All times are
 unix seconds; ranges are half-open ``[start, end)`` on the period start ``w``.
 
 Example:
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from gateway.errors import StorageError
 from gateway.storage.sqlite_uri import read_only_uri
@@ -53,6 +55,53 @@ class Reading:
     w: int
     l: int  # noqa: E741 - protocol field name
     value: int
+    report_id: int = 0
+
+
+# Position of a reading in the order of :meth:`ReportQueries.readings_page`:
+# (period start w, device, report id, field).
+ReadingKey = tuple[int, str, int, str]
+
+
+@dataclass(frozen=True)
+class DeviceHourAggregate:
+    """Released values of one device and field whose period starts in one UTC hour.
+
+    Attributes:
+        hour: unix seconds of the start of the hour.
+        device: device id.
+        kind: device kind.
+        zone: zone name.
+        field: field name.
+        count: number of released values.
+        total: sum of the values.
+        until: where the last of the values' periods ends (unix seconds).
+    """
+
+    hour: int
+    device: str
+    kind: str
+    zone: str
+    field: str
+    count: int
+    total: int
+    until: int
+
+
+@dataclass(frozen=True)
+class ReportChanges:
+    """Reports stored after a report id (see :meth:`ReportQueries.changes_since`).
+
+    Attributes:
+        watermark: the highest report id in the store (pass it back as ``after_id`` next time).
+        latest: ``(device, type) -> (report id, report)``: the newest (by period start, then seq)
+            of the new reports of that device and type.
+        last: ``device -> (report id, report)``: the device's most recently stored new report.
+    """
+
+    watermark: int
+    latest: dict[tuple[str, str], tuple[int, StoredReport]]
+    last: dict[str, tuple[int, StoredReport]]
 
 
 @dataclass(frozen=True)
@@ -112,6 +161,8 @@ class AlarmRecord:
 
 
 _REPORT_COLS = "device, seq, kind, zone, type, w, l, m, e, a, fw, received_at, gateway_id, link"
+# SQLite binds at most 32766 parameters; lists of ids are read in slices well below that.
+_ID_SLICE = 500
 
 
 def _report(row: tuple[Any, ...]) -> StoredReport:
@@ -136,16 +187,49 @@ class ReportQueries:
         self.db_path = Path(db_path)
         if not self.db_path.is_file():
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._closed = False
         try:
-            self._conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, check_same_thread=False)
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            self._conn.execute("SELECT 1 FROM reports LIMIT 1")
+            self._open()
         except sqlite3.Error as exc:
             raise StorageError("cannot read report store %s: %s" % (self.db_path, exc), reason="open_failed") from exc
 
+    def _open(self) -> sqlite3.Connection:
+        """Open this thread's read-only connection (sqlite connections are not shared between threads)."""
+        conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("SELECT 1 FROM reports LIMIT 1")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        with self._lock:
+            if self._closed:
+                conn.close()
+                raise sqlite3.ProgrammingError("the report queries were closed")
+            self._conns.append(conn)
+        self._local.conn = conn
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            return self._open()
+        except sqlite3.Error as exc:
+            raise StorageError("cannot read report store %s: %s" % (self.db_path, exc), reason="read_failed") from exc
+
     def close(self) -> None:
-        """Close the read connection."""
-        self._conn.close()
+        """Close the read connections of every thread; later queries fail (``read_failed``)."""
+        with self._lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
@@ -207,6 +291,116 @@ class ReportQueries:
     def count_reports(self) -> int:
         """Return the number of stored reports."""
         return int(self._rows("SELECT COUNT(*) FROM reports", ())[0][0])
+
+    def last_report_id(self) -> int:
+        """Return the highest report id (0 for an empty store); one index lookup, whatever the store's size."""
+        return int(self._rows("SELECT COALESCE(MAX(id), 0) FROM reports", ())[0][0])
+
+    def device_ids(self) -> list[str]:
+        """Return the ids of devices that reported, sorted; one index seek per device (a skip-scan)."""
+        rows = self._rows(
+            "WITH RECURSIVE d(id) AS (SELECT MIN(device) FROM reports UNION ALL"
+            " SELECT (SELECT MIN(device) FROM reports WHERE device > d.id) FROM d WHERE d.id IS NOT NULL)"
+            " SELECT id FROM d WHERE id IS NOT NULL", (),
+        )
+        return [r[0] for r in rows]
+
+    def changes_since(self, after_id: int) -> ReportChanges:
+        """Return, per device, the newest report of each type and the last stored one among the
+        reports with an id above ``after_id``, read in one consistent snapshot.
+
+        The cost follows the number of new reports: keep the returned ``watermark`` and pass it
+        back as ``after_id`` to follow a store incrementally (``after_id=0`` reads it all once).
+        Report ids only grow (reports are never deleted; retention removes fields, see
+        :meth:`reports_by_id` to read rows again).
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                hi = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+                if hi <= after_id:
+                    return ReportChanges(watermark=max(hi, after_id), latest={}, last={})
+                groups = conn.execute(
+                    "SELECT device, type, MAX(w), MAX(id) FROM reports WHERE id > ? AND id <= ? GROUP BY device, type",
+                    (after_id, hi)).fetchall()
+                latest: dict[tuple[str, str], tuple[int, StoredReport]] = {}
+                last_ids: dict[str, int] = {}
+                for device, rtype, w, max_id in groups:
+                    row = conn.execute(
+                        "SELECT id, %s FROM reports WHERE device = ? AND w = ? AND type = ? AND id > ? AND id <= ?"
+                        " ORDER BY seq DESC LIMIT 1" % _REPORT_COLS, (device, w, rtype, after_id, hi)).fetchone()
+                    latest[(device, rtype)] = (int(row[0]), _report(row[1:]))
+                    last_ids[device] = max(last_ids.get(device, 0), int(max_id))
+                by_id = self._by_id(conn, sorted(last_ids.values()))
+                last = {device: (rid, by_id[rid]) for device, rid in last_ids.items()}
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+        return ReportChanges(watermark=hi, latest=latest, last=last)
+
+    def reports_by_id(self, ids: Iterable[int]) -> dict[int, StoredReport]:
+        """Return the reports with these ids (ids not stored are absent)."""
+        try:
+            return self._by_id(self._conn, sorted(set(ids)))
+        except sqlite3.Error as exc:
+            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+
+    @staticmethod
+    def _by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, StoredReport]:
+        out: dict[int, StoredReport] = {}
+        for i in range(0, len(ids), _ID_SLICE):
+            part = ids[i:i + _ID_SLICE]
+            sql = "SELECT id, %s FROM reports WHERE id IN (%s)" % (_REPORT_COLS, ",".join("?" * len(part)))
+            for row in conn.execute(sql, tuple(part)):
+                out[int(row[0])] = _report(row[1:])
+        return out
+
+    def readings_page(self, *, fields: Sequence[str], start: int, end: int, device: str | None = None,
+                      after: ReadingKey | None = None, limit: int = 1000) -> list[Reading]:
+        """Return readings of ``fields`` with period start in ``[start, end)``, in the order
+        (period start, device, report id, field), beginning after the position ``after``.
+
+        The position of the last reading returned, ``(r.w, r.device, r.report_id, r.field)``, is the
+        ``after`` of the next page: pages neither repeat nor skip a reading, however many share a
+        period start.
+        """
+        where, params = _filters(device=device, start=max(start, after[0]) if after else start, end=end)
+        where += " AND field IN (SELECT value FROM json_each(?))"
+        params += (json.dumps(list(fields)),)
+        if after is not None:
+            where += " AND (w, device, report_id, field) > (?, ?, ?, ?)"
+            params += tuple(after)
+        sql = ("SELECT device, zone, kind, field, w, l, value, report_id FROM readings%s"
+               " ORDER BY w, device, report_id, field LIMIT ?" % where)
+        return [Reading(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), int(r[7]))
+                for r in self._rows(sql, params + (limit,))]
+
+    def device_hourly(self, *, fields: Sequence[str], start: int, end: int, devices: Sequence[str],
+                      zone: str | None = None) -> list[DeviceHourAggregate]:
+        """Return count, sum and end of the released values of ``devices`` and ``fields`` per
+        device, UTC hour and field, for periods starting in ``[start, end)``, ordered by hour,
+        device and field. Reads only those devices' rows (index on device and period start)."""
+        where, params = _filters(zone=zone, start=start, end=end)
+        where += (" AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))")
+        params += (json.dumps(list(devices)), json.dumps(list(fields)))
+        sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), MIN(zone), field, COUNT(*), SUM(value),"
+               " MAX(w + l) FROM readings%s GROUP BY hour, device, field ORDER BY hour, device, field" % where)
+        return [DeviceHourAggregate(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]))
+                for r in self._rows(sql, params)]
+
+    def hourly_aggregates_of(self, *, fields: Sequence[str], start: int, end: int,
+                             zone: str | None = None) -> list[HourlyAggregate]:
+        """:meth:`hourly_aggregates` of several fields in one pass over the range, ordered by
+        hour, zone and field."""
+        where, params = _filters(zone=zone, start=start, end=end)
+        where += " AND field IN (SELECT value FROM json_each(?))"
+        params += (json.dumps(list(fields)),)
+        sql = ("SELECT zone, (w / 3600) * 3600 AS hour, field, COUNT(*), SUM(value), MIN(value), MAX(value),"
+               " COUNT(DISTINCT device) FROM readings%s GROUP BY zone, hour, field ORDER BY hour, zone, field" % where)
+        return [HourlyAggregate(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
+                for r in self._rows(sql, params)]
 
 
 def _filters(*, device: str | None = None, zone: str | None = None, start: int | None = None,
