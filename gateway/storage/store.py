@@ -9,6 +9,7 @@ dedicated thread.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from gateway.errors import StorageError
 from gateway.storage import provenance
@@ -91,7 +92,9 @@ class ReportStore:
 
     Raises:
         StorageError: at open, reason ``open_failed``, ``in_use`` (another gateway writes it),
-            ``schema_too_new`` (written by a newer gateway; left unchanged) or ``schema_unknown``.
+            ``schema_too_new`` (written by a newer gateway; left unchanged) or ``schema_unknown``;
+            from any method, reason ``corrupt`` when SQLite finds the file damaged (the message names
+            the file and says to restore a backup), else ``read_failed`` / ``write_failed``.
     """
 
     def __init__(
@@ -126,6 +129,8 @@ class ReportStore:
             if conn is not None:
                 conn.close()
             os.close(self._lock_fd)
+            if isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
+                raise self._corrupt(exc) from exc
             reason = exc.reason if isinstance(exc, StorageError) else "open_failed"
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason=reason) from exc
         self._conn = conn
@@ -153,15 +158,39 @@ class ReportStore:
             self._conn.close()
             os.close(self._lock_fd)
 
+    # -- errors ---------------------------------------------------------------------------
+
+    def _corrupt(self, exc: sqlite3.Error) -> StorageError:
+        return StorageError("report store %s is damaged (SQLite: %s); stop the gateway, move the file (and any "
+                            "%s-wal, %s-shm) aside and restore the last backup (docs/gateway.md, Backups)"
+                            % (self.path, exc, self.path.name, self.path.name), reason="corrupt")
+
+    def _error(self, what: str, exc: sqlite3.Error, reason: str) -> StorageError:
+        """The StorageError for ``exc`` raised while doing ``what``: ``corrupt`` when the file is damaged."""
+        if _is_corrupt(exc):
+            return self._corrupt(exc)
+        return StorageError("%s failed: %s" % (what, exc), reason=reason)
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(what, exc, "read_failed") from exc
+
     # -- ingest ---------------------------------------------------------------------------
 
     def max_seqs(self) -> dict[str, int]:
         """Return the highest stored seq per device (the persisted replay window)."""
-        return {str(d): int(s) for d, s in self._conn.execute("SELECT device, MAX(seq) FROM reports GROUP BY device")}
+        with self._reading("reading the replay window"):
+            return {str(d): int(s) for d, s in
+                    self._conn.execute("SELECT device, MAX(seq) FROM reports GROUP BY device")}
 
     def has(self, device: str, seq: int) -> bool:
         """Return True if ``(device, seq)`` is stored."""
-        return self._conn.execute("SELECT 1 FROM reports WHERE device=? AND seq=?", (device, seq)).fetchone() is not None
+        with self._reading("looking up %s seq %d" % (device, seq)):
+            return self._conn.execute("SELECT 1 FROM reports WHERE device=? AND seq=?",
+                                      (device, seq)).fetchone() is not None
 
     def insert_batch(self, records: list[ReportRecord], floors: dict[str, int] | None = None) -> BatchResult:
         """Store ``records`` in one transaction; duplicates are skipped, not errors.
@@ -227,7 +256,7 @@ class ReportStore:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise StorageError("storing %d reports failed: %s" % (len(records), exc), reason="write_failed") from exc
+            raise self._error("storing %d reports" % len(records), exc, "write_failed") from exc
         self._chain_pos, self._chain_head = pos, head
         self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
         return result
@@ -248,16 +277,18 @@ class ReportStore:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._conn.execute("ROLLBACK")
-            raise StorageError("saving ACK floors failed: %s" % exc, reason="write_failed") from exc
+            raise self._error("saving ACK floors", exc, "write_failed") from exc
 
     def ack_floors(self) -> dict[str, int]:
         """Return the persisted ACK floor per device."""
-        return {str(d): int(f) for d, f in self._conn.execute("SELECT device, floor FROM ack_floor")}
+        with self._reading("reading the ACK floors"):
+            return {str(d): int(f) for d, f in self._conn.execute("SELECT device, floor FROM ack_floor")}
 
     def seqs_above(self, device: str, floor: int, limit: int) -> list[int]:
         """Return up to ``limit`` stored seqs of ``device`` above ``floor``, ascending."""
-        rows = self._conn.execute("SELECT seq FROM reports WHERE device=? AND seq>? ORDER BY seq LIMIT ?",
-                                  (device, floor, limit)).fetchall()
+        with self._reading("reading the seqs of %s" % device):
+            rows = self._conn.execute("SELECT seq FROM reports WHERE device=? AND seq>? ORDER BY seq LIMIT ?",
+                                      (device, floor, limit)).fetchall()
         return [int(r[0]) for r in rows]
 
     # -- outbox ---------------------------------------------------------------------------
@@ -290,7 +321,8 @@ class ReportStore:
 
     def outbox_peek(self, limit: int) -> list[OutboxMessage]:
         """Return up to ``limit`` oldest outbox messages, in order."""
-        rows = self._conn.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+        with self._reading("reading the outbox"):
+            rows = self._conn.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [OutboxMessage(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def outbox_delete(self, ids: list[int]) -> None:
@@ -306,7 +338,7 @@ class ReportStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
-            raise StorageError("outbox delete failed: %s" % exc, reason="write_failed") from exc
+            raise self._error("outbox delete", exc, "write_failed") from exc
         self._outbox_bytes -= int(row[0])
         self._outbox_count -= int(row[1])
 
@@ -322,7 +354,8 @@ class ReportStore:
 
     def counter(self, name: str) -> int:
         """Return a persisted counter (0 if never incremented)."""
-        row = self._conn.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        with self._reading("reading counter %s" % name):
+            row = self._conn.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
 
     # -- retention ------------------------------------------------------------------------
@@ -355,7 +388,7 @@ class ReportStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
-            raise StorageError("retention failed: %s" % exc, reason="write_failed") from exc
+            raise self._error("retention", exc, "write_failed") from exc
         if removed:
             log.info("retention removed %d reading(s)", removed)
         return removed
@@ -400,6 +433,12 @@ def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tupl
         while n - i >= size:
             conn.execute(sql, [v for row in rows[i:i + size] for v in row])
             i += size
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    """SQLite found the file damaged (not: busy, full, read-only; those pass)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # extended code: SQLITE_CORRUPT_INDEX etc. share the low byte
+    return code is not None and code & 0xFF == sqlite3.SQLITE_CORRUPT
 
 
 def _make_private(path: Path) -> None:
