@@ -120,9 +120,11 @@ def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
 
     Raises:
         ProvenanceError: at the first broken link, with its 1-based ``line`` and a ``reason``:
-            ``syntax`` (not a JSON object), ``missing_field``, ``prev_mismatch`` (does not link to
-            the previous entry, i.e. an entry was removed, inserted or reordered), ``hash_mismatch``
-            (the entry's content was altered).
+            ``syntax`` (not a JSON object), ``missing_field``, ``unknown_field`` (a key that is not
+            an entry field: the export writes exactly those), ``pos_mismatch`` (``pos`` is not the
+            entry's place in the log: 1 on the first entry, then one more on each), ``prev_mismatch``
+            (does not link to the previous entry, i.e. an entry was removed, inserted or reordered),
+            ``hash_mismatch`` (the entry's content was altered).
     """
     prev = GENESIS
     count = 0
@@ -135,6 +137,10 @@ def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
             raise ProvenanceError("line %d is not JSON: %s" % (lineno, exc), reason="syntax", line=lineno) from exc
         if not isinstance(obj, dict):
             raise ProvenanceError("line %d is not a JSON object" % lineno, reason="syntax", line=lineno)
+        unknown = sorted(str(k) for k in obj if k not in _FIELDS)
+        if unknown:
+            raise ProvenanceError("line %d has %s, not a field of a chain entry" % (lineno, ", ".join(unknown)),
+                                  reason="unknown_field", line=lineno)
         missing = [f for f in _FIELDS if f not in obj]
         if missing:
             raise ProvenanceError("line %d lacks %s" % (lineno, ", ".join(missing)), reason="missing_field", line=lineno)
@@ -153,6 +159,14 @@ def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
                 "line %d (device %s seq %s) was altered: hash does not match its content" % (lineno, obj["device"], obj["seq"]),
                 reason="hash_mismatch", line=lineno,
             )
+        # ``pos`` is not hashed: without this check an export's positions could be rewritten unnoticed
+        # (checked after the links, so a removed or altered entry is named as such).
+        # The first entry links to GENESIS, so it is entry 1 of the chain, and positions run on from it.
+        if type(obj["pos"]) is not int or obj["pos"] != count + 1:
+            shown = json.dumps(obj["pos"])
+            raise ProvenanceError("line %d has pos %s where entry %d of the chain belongs"
+                                  % (lineno, shown if len(shown) <= 24 else shown[:21] + "...", count + 1),
+                                  reason="pos_mismatch", line=lineno)
         prev = obj["hash"]
         count += 1
     return ChainSummary(count=count, head=prev)

@@ -166,3 +166,40 @@ def test_verify_refuses_malformed_expectations(tmp_path: Path, argv: list[str],
     with pytest.raises(SystemExit) as info:
         main(["gateway", "verify-log", str(tmp_path / "x.jsonl"), *argv])
     assert info.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def _tampered(db: Path, tmp_path: Path, line: int, change: dict[str, object]) -> Path:
+    """An export of ``db`` with ``change`` applied to the JSON object of (1-based) ``line``."""
+    buf = io.StringIO()
+    export_chain_summary(db, buf)
+    lines = buf.getvalue().splitlines()
+    entry = json.loads(lines[line - 1])
+    entry.update(change)
+    lines[line - 1] = json.dumps(entry, separators=(",", ":"))
+    out = tmp_path / "tampered.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.mark.parametrize(("line", "change", "reason"), [
+    (3, {"pos": 30}, "pos_mismatch"),          # pos is not hashed: only its run tells
+    (1, {"pos": 0}, "pos_mismatch"),
+    (2, {"pos": "2"}, "pos_mismatch"),
+    (2, {"pos": True}, "pos_mismatch"),
+    (4, {"note": "approved by x"}, "unknown_field"),
+    (1, {"Device": "b9"}, "unknown_field"),
+])
+def test_verify_refuses_a_tampered_pos_and_extra_keys(tmp_path: Path, db: Path, line: int, change: dict[str, object],
+                                                      reason: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The chain hashes (device, seq, gateway, digest, prev): a rewritten pos or an added key passed as intact."""
+    assert main(["gateway", "verify-log", str(_tampered(db, tmp_path, line, change))]) == 1
+    assert capsys.readouterr().out.startswith("BROKEN at line %d (%s): line %d " % (line, reason, line))
+
+
+def test_verify_counts_positions_past_blank_lines(tmp_path: Path, db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    buf = io.StringIO()
+    export_chain_summary(db, buf)
+    log = tmp_path / "chain.jsonl"
+    log.write_text("\n" + buf.getvalue().replace("\n", "\n\n", 2))
+    assert main(["gateway", "verify-log", str(log)]) == 0
+    assert capsys.readouterr().out.startswith("OK: 5 entries, chain intact")
