@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -203,3 +205,63 @@ def test_verify_counts_positions_past_blank_lines(tmp_path: Path, db: Path, caps
     log.write_text("\n" + buf.getvalue().replace("\n", "\n\n", 2))
     assert main(["gateway", "verify-log", str(log)]) == 0
     assert capsys.readouterr().out.startswith("OK: 5 entries, chain intact")
+
+
+READ_ONLY_EXPORT = """mount --bind "$1" "$1" || exit 77
+mount -o remount,ro,bind "$1" || exit 77
+if touch "$1/probe" 2>/dev/null; then exit 77; fi
+shift
+exec "$@"
+"""
+
+
+def _on_read_only_mount(directory: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` with ``directory`` bind-mounted read-only (a private mount namespace; skip where
+    this system does not allow one)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs unshare(1) for a read-only mount")
+    ns = [unshare, "-m"] if os.geteuid() == 0 else [unshare, "-r", "-m"]
+    proc = subprocess.run([*ns, "sh", "-c", READ_ONLY_EXPORT, "sh", str(directory), *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode == 77 or (proc.returncode != 0 and proc.stderr.startswith("unshare:")):
+        pytest.skip("no read-only bind mount here: %s" % proc.stderr.strip())
+    return proc
+
+
+@pytest.mark.parametrize("with_reader_files", [False, True])
+def test_export_reads_a_cleanly_stopped_store_on_a_read_only_mount(tmp_path: Path, with_reader_files: bool) -> None:
+    """WAL mode needs -shm even to read; on a read-only mount it cannot be made ('unable to open
+    database file'). A store without -wal there is read as an immutable file."""
+    store_dir = tmp_path / "backup"
+    store_dir.mkdir()
+    db = make_store(store_dir / "reports.sqlite", 5)
+    files = sorted(p.name for p in store_dir.iterdir())
+    expected = io.StringIO()
+    summary = export_chain_summary(db, expected)  # (a reader leaves an empty -wal and -shm behind)
+    out = tmp_path / "chain.jsonl"
+    if with_reader_files:
+        files = sorted(p.name for p in store_dir.iterdir())
+    else:
+        for name in ("reports.sqlite-wal", "reports.sqlite-shm"):
+            (store_dir / name).unlink()
+    proc = _on_read_only_mount(store_dir, [sys.executable, "-m", "hil.cli.main", "gateway", "export-log",
+                                           "--db", str(db), "-o", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "exported 5 entries, head %s\n" % summary.head
+    assert out.read_text() == expected.getvalue()
+    assert sorted(p.name for p in store_dir.iterdir()) == files
+
+
+def test_a_store_is_read_as_immutable_only_without_a_wal_in_a_directory_not_writable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.storage import sqlite_uri
+
+    db = make_store(tmp_path / "reports.sqlite", 1)
+    assert not sqlite_uri.read_only_uri(db).endswith("immutable=1")  # writable: SQLite makes its -shm
+    monkeypatch.setattr(sqlite_uri.os, "access", lambda path, mode: False)
+    assert sqlite_uri.read_only_uri(db).endswith("?mode=ro&immutable=1")
+    (tmp_path / "reports.sqlite-wal").write_bytes(b"")  # what a read-only reader leaves behind
+    assert sqlite_uri.read_only_uri(db).endswith("?mode=ro&immutable=1")
+    (tmp_path / "reports.sqlite-wal").write_bytes(b"\0" * 32)  # a writer's (or a killed one's) commits
+    assert sqlite_uri.read_only_uri(db).endswith("?mode=ro")
