@@ -117,6 +117,25 @@ def read_key_file(path: Path) -> bytes:
                         reason="bad_key")
 
 
+def mkdir_private(path: Path) -> None:
+    """Create ``path`` and every missing parent 0700 (an existing directory is left as it is).
+
+    ``mkdir(parents=True)`` gives the parents the umask's mode: ``devices add`` before the first
+    ``gateway run`` (the quick start) made the gateway's data directory, the registry's parent, 0755.
+    """
+    missing: list[Path] = []
+    d = path
+    while not os.path.lexists(d) and d.parent != d:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            if not d.is_dir():  # made meanwhile by someone else: fine if it is a directory
+                raise
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` atomically to ``path`` with mode 0600 from the first byte."""
     tmp = path.with_name(path.name + ".tmp")
@@ -163,7 +182,7 @@ class Registry:
         try:
             if create:
                 for d in (self.path, self.keys_dir):
-                    d.mkdir(parents=True, exist_ok=True)
+                    mkdir_private(d)
                     os.chmod(d, 0o700)
                 if not db.exists():
                     os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))

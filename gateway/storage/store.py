@@ -449,6 +449,22 @@ def _make_private(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def _mkdir_private(path: Path) -> None:
+    """Create the data directory and every missing parent 0700 (``mkdir(parents=True)`` gives parents
+    the umask's mode); an existing directory is left as it is."""
+    missing: list[Path] = []
+    d = path
+    while not os.path.lexists(d) and d.parent != d:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+
+
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
@@ -483,7 +499,7 @@ def _lock_store(path: Path) -> int:
     """
     lock_path = _lock_path(path)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new data directory is private
+        _mkdir_private(path.parent)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc

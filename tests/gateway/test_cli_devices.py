@@ -190,3 +190,28 @@ def test_cli_add_refuses_the_key_file_of_another_device(tmp_path: Path, capsys: 
     out, err = capsys.readouterr()
     assert "device b1 already has this key" in err
     assert key_file.read_text().strip() not in out + err
+
+
+# --- directory modes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data_dir", ["data", "srv/civicedge/data"])
+def test_devices_add_before_the_first_run_makes_the_data_directory_private(
+        tmp_path: Path, data_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Quick-start order: `devices add` creates <data_dir>/registry, and so the data directory, which
+    was left 0755 (mkdir parents get the umask's mode) though docs/gateway.md promises 0700."""
+    import os
+
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[gateway]\ndata_dir = "%s"\n[http]\nenabled = false\n' % data_dir)
+    old = os.umask(0o022)
+    try:
+        assert main(["gateway", "devices", "--config", str(cfg), "add", "--id", "b1", "--kind", "bin",
+                     "--zone", "north", "--location", "52.1,4.2"]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    made = tmp_path / data_dir
+    while made != tmp_path:
+        assert made.stat().st_mode & 0o777 == 0o700, made
+        made = made.parent
+    assert (tmp_path / data_dir / "registry").stat().st_mode & 0o777 == 0o700

@@ -281,3 +281,19 @@ def test_a_store_of_a_newer_schema_is_refused_and_left_unchanged(tmp_path: Path)
     conn.commit()
     conn.close()
     ReportStore(db, gateway_id="gw1").close()  # the refused open released the writer lock
+
+
+def test_a_new_data_directory_and_its_new_parents_are_private(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        ReportStore(tmp_path / "srv" / "data" / "reports.sqlite", gateway_id="gw1").close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "srv").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "srv" / "data").stat().st_mode & 0o777 == 0o700
+    existing = tmp_path / "shared"
+    existing.mkdir(mode=0o755)
+    ReportStore(existing / "reports.sqlite", gateway_id="gw1").close()
+    assert existing.stat().st_mode & 0o777 == 0o755  # an existing directory is the operator's choice
