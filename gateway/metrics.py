@@ -27,6 +27,8 @@ class GatewayMetrics:
         ingest_paused: 1 while the backlog is at its cap and serial links are not read.
         ingest_pauses: times the backlog reached its cap and serial reads paused.
         ingest_shed: frames not taken at twice the cap (not acknowledged: the device re-sends).
+        store_commit_failures: batches whose commit failed (disk full, store damaged, deleted...);
+            their reports were not acknowledged.
     """
 
     def __init__(self, gateway_id: str) -> None:
@@ -56,6 +58,8 @@ class GatewayMetrics:
                                      registry=r)
         self.ingest_shed = Counter("civicedge_ingest_shed", "Frames not taken at twice the backlog cap (re-sent later)",
                                    registry=r)
+        self.store_commit_failures = Counter("civicedge_store_commit_failures",
+                                             "Report batches whose commit failed (not acknowledged)", registry=r)
         self.info = Gauge("civicedge_gateway_info", "Gateway identity", ["gateway"], registry=r)
         self.info.labels(**labels).set(1)
 

@@ -152,6 +152,9 @@ class Gateway:
 
     def _health(self) -> list[str]:
         reasons = []
+        failing = self.ingest.store_problem
+        if failing is not None:
+            reasons.append(failing)
         if self.upstream is not None and not self.upstream.connected:
             reasons.append("mqtt broker unreachable (outbox depth %d)" % self.store.outbox_depth)
         for t in self.transports:

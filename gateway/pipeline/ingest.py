@@ -124,6 +124,12 @@ class IngestService:
         self._pauses_unlogged = 0
         self._resume_unlogged = False  # a logged pause whose end is not logged yet
         self._handling = 0  # _handle_verified tasks running
+        # Failed commits since the last one that succeeded (a full disk fails every batch until space is
+        # freed): logged once per OVERLOAD_LOG_EVERY_S with a count, reported by :attr:`store_problem`.
+        self._failing: int = 0
+        self._failing_error: GatewayError | None = None
+        self._fail_logged: float | None = None
+        self._fails_unlogged = 0
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -186,6 +192,14 @@ class IngestService:
             self._spawn(self._drained.wait())
         self._outstanding += 1
         self._pressure()
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the last commit failed, while commits fail (None once one succeeds); for health checks."""
+        if not self._failing:
+            return None
+        return "report store commits failing (%d in a row, nothing acknowledged meanwhile): %s" % (
+            self._failing, self._failing_error)
 
     @property
     def backlog(self) -> int:
@@ -397,13 +411,29 @@ class IngestService:
                     break
             await self._commit(batch)
 
+    def _commit_failed(self, size: int, exc: GatewayError) -> None:
+        """Count a failed commit and log it, at most one line per :data:`OVERLOAD_LOG_EVERY_S` (a full
+        disk fails every batch: hundreds of lines a minute), saying how many it left out."""
+        self._metrics.store_commit_failures.inc()
+        self._failing += 1
+        self._failing_error = exc
+        now = self._monotonic()
+        if self._fail_logged is not None and now - self._fail_logged < OVERLOAD_LOG_EVERY_S:
+            self._fails_unlogged += 1
+            return
+        more = self._fails_unlogged
+        log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
+                  " (%d more failed commit(s) since the last such line)" % more if more else "")
+        self._fail_logged = now
+        self._fails_unlogged = 0
+
     async def _commit(self, batch: list[_Queued]) -> None:
         records = [r for r, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
         try:
             result = await self.run_in_store(self.store.insert_batch, records, floors)
         except GatewayError as exc:
-            log.error("commit of %d report(s) failed, not acknowledging them: %s", len(batch), exc)
+            self._commit_failed(len(batch), exc)
             for dev, floor in floors.items():
                 self._dirty_floors.setdefault(dev, floor)
             for rec, fut, ack in batch:
@@ -415,6 +445,9 @@ class IngestService:
             self._settled(sum(1 for _, _, ack in batch if ack is not None))
             return
         assert isinstance(result, BatchResult)
+        if self._failing:
+            log.warning("report store commits succeed again, after %d failed commit(s)", self._failing)
+            self._failing, self._failing_error, self._fail_logged, self._fails_unlogged = 0, None, None, 0
         self._saved_floor.update(floors)
         now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}

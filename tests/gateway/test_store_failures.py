@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any, Callable
 
+import aiohttp
 import pytest
-from conftest import make_env
+from conftest import KEYS, make_env
+from helpers import report_frame
+from procs import PtyDevice
 
+from gateway.config import load_config
 from gateway.errors import StorageError
+from gateway.pipeline import ingest as ingest_module
+from gateway.service import Gateway
 from gateway.storage import ReportRecord, ReportStore
+from gateway.storage.store import BatchResult
 from hil.cli.main import main
 
 T0 = 1_700_000_100 - (1_700_000_100 % 3600)
@@ -79,3 +90,78 @@ def test_gateway_run_on_a_store_damaged_mid_file_fails_cleanly(tmp_path: Path,
     err = capsys.readouterr().err
     assert "error (corrupt)" in err and str(db) in err and "backup" in err
     assert "Traceback" not in err
+
+
+async def _wait(predicate: Callable[[], bool], what: str, dev: PtyDevice | None = None, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, what
+        if dev is not None:
+            await asyncio.to_thread(dev.pump, 0.05)
+        else:
+            await asyncio.sleep(0.05)
+
+
+async def _health(gw: Gateway) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get("http://127.0.0.1:%d/healthz" % gw.http_port) as resp:
+            return resp.status, await resp.json()
+
+
+async def pump_until(dev: PtyDevice, device: str, seq: int) -> None:
+    await _wait(lambda: dev.acks.get(device, 0) >= seq, "no ACK %s %d: %r" % (device, seq, dev.acks), dev)
+
+
+def _http_env(tmp_path: Path, dev: PtyDevice) -> Path:
+    cfg = make_env(tmp_path, serial=(dev.path,))
+    cfg.write_text(cfg.read_text().replace("[http]\nenabled = false", "[http]\nport = 0"))
+    return cfg
+
+
+@pytest.mark.timeout(60)
+async def test_failing_commits_are_counted_degrade_health_and_are_logged_once_per_burst(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk: every batch fails (not acknowledged, correctly), but /healthz said ok, no metric
+    counted it and each batch logged an ERROR line (465 lines in 25 s)."""
+    caplog.set_level(logging.INFO)
+    dev = PtyDevice(KEYS)
+    gw = Gateway(load_config(_http_env(tmp_path, dev)))
+    await gw.start()
+    try:
+        await _wait(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1, "link")
+        real = gw.store.insert_batch
+        full = True
+
+        def insert(records: list[ReportRecord], floors: dict[str, int] | None = None) -> BatchResult:
+            if full:
+                raise StorageError("storing %d reports failed: database or disk is full" % len(records),
+                                   reason="write_failed")
+            return real(records, floors)
+
+        monkeypatch.setattr(gw.store, "insert_batch", insert)
+        failures = "civicedge_store_commit_failures_total"
+        for seq in range(1, 6):  # one batch each
+            dev.send([report_frame("bin-1", seq, KEYS["bin-1"])])
+            await _wait(lambda: gw.metrics.value(failures) == seq, "failure %d" % seq, dev)
+        status, health = await _health(gw)
+        assert status == 503 and health["status"] == "degraded"
+        assert any("report store commits failing (5 in a row" in r and "disk is full" in r for r in health["reasons"])
+        assert dev.acks.get("bin-1", 0) == 0
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and errors[0].startswith("commit of 1 report(s) failed"), errors
+        monkeypatch.setattr(ingest_module, "OVERLOAD_LOG_EVERY_S", 0.0)  # the next line is due
+        dev.send([report_frame("bin-1", 6, KEYS["bin-1"])])
+        await _wait(lambda: gw.metrics.value(failures) == 6, "failure 6", dev)
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 2 and "(4 more failed commit(s) since the last such line)" in errors[1], errors
+
+        full = False  # space freed: the device's re-sends are stored and acknowledged
+        dev.send([report_frame("bin-1", seq, KEYS["bin-1"]) for seq in range(1, 7)])
+        await pump_until(dev, "bin-1", 6)
+        assert "report store commits succeed again, after 6 failed commit(s)" in caplog.text
+        status, health = await _health(gw)
+        assert status == 200 and health["status"] == "ok", health
+        assert gw.metrics.value(failures) == 6
+    finally:
+        await gw.stop()
+        dev.close()
