@@ -31,6 +31,9 @@ DRAIN_ON_STOP_S = 3.0
 # Each step of a stop after the ingest drain (links, upstream, transports) gets this long, so the
 # gateway exits in bounded time (a service manager's stop timeout) even if a radio stack hangs.
 STOP_STEP_S = 3.0
+# How often the store's files are checked (deleted or replaced under the running gateway); commits
+# check too, this tells the operator also when no reports arrive.
+STORE_WATCH_S = 5.0
 
 
 class Gateway:
@@ -105,6 +108,7 @@ class Gateway:
         if self.upstream is not None:
             self._tasks.append(asyncio.create_task(self.upstream.run(), name="mqtt"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        self._tasks.append(asyncio.create_task(self._watch_store(), name="store-watch"))
         if self.config.http is not None:
             await self._start_web()
         log.info("gateway %s running: %d serial port(s), BLE %s, upstream %s, store %s", self.config.id,
@@ -152,8 +156,11 @@ class Gateway:
 
     def _health(self) -> list[str]:
         reasons = []
+        gone = self.store.file_problem()
+        if gone is not None:
+            reasons.append("%s: nothing is committed or acknowledged; restart the gateway" % gone)
         failing = self.ingest.store_problem
-        if failing is not None:
+        if failing is not None and gone is None:
             reasons.append(failing)
         if self.upstream is not None and not self.upstream.connected:
             reasons.append("mqtt broker unreachable (outbox depth %d)" % self.store.outbox_depth)
@@ -161,6 +168,18 @@ class Gateway:
             if isinstance(t, SerialTransport) and self.metrics.value("civicedge_link_state", {"link": t.name}) == 0:
                 reasons.append("%s is down" % t.name)
         return reasons
+
+    async def _watch_store(self) -> None:
+        """Log an ERROR once when the store's file is deleted or replaced (every commit fails from then on)."""
+        logged: str | None = None
+        while True:
+            gone = self.store.file_problem()
+            if gone is not None and gone != logged:
+                log.error("%s: nothing more is committed or acknowledged, and what it held is lost when the "
+                          "gateway stops unless a backup has it; stop the gateway, restore the store "
+                          "(docs/gateway.md, Backups) and start it again", gone)
+            logged = gone
+            await asyncio.sleep(STORE_WATCH_S)
 
     async def _retention_loop(self) -> None:
         while True:
@@ -175,7 +194,7 @@ class Gateway:
         log.info("gateway %s stopping", self.config.id)
         # Links stay open while in-flight reports are committed, so their ACKs still go out.
         await self.ingest.stop()
-        link_tasks = [t for t in self._tasks if t.get_name() not in ("mqtt", "retention")]
+        link_tasks = [t for t in self._tasks if t.get_name() not in ("mqtt", "retention", "store-watch")]
         await _cancel(link_tasks, "links")
         if self.upstream is not None and self.store.outbox_depth and self.upstream.connected:
             deadline = time.monotonic() + DRAIN_ON_STOP_S

@@ -93,6 +93,8 @@ class ReportStore:
     Raises:
         StorageError: at open, reason ``open_failed``, ``in_use`` (another gateway writes it),
             ``schema_too_new`` (written by a newer gateway; left unchanged) or ``schema_unknown``;
+            from :meth:`insert_batch`, reason ``file_gone`` when the file was deleted or replaced
+            (see :meth:`file_problem`);
             from any method, reason ``corrupt`` when SQLite finds the file damaged (the message names
             the file and says to restore a backup), else ``read_failed`` / ``write_failed``.
     """
@@ -135,6 +137,25 @@ class ReportStore:
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason=reason) from exc
         self._conn = conn
         self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
+        self._files = _identities(self.path)
+
+    def file_problem(self) -> str | None:
+        """Say so when the database file or its ``-wal`` was deleted or replaced since the store was opened.
+
+        SQLite keeps writing to the files it opened: after ``rm reports.sqlite*`` (or a ``mv`` over it)
+        commits still succeed, into files no longer at the path, and everything stored, old and new,
+        is gone when the gateway stops. Cheap (a ``stat`` per file); safe from any thread.
+        """
+        for path, ident in self._files:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return "report store file %s was deleted while the gateway ran" % path
+            except OSError:
+                continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
+            if (st.st_dev, st.st_ino) != ident:
+                return "report store file %s was replaced by another file while the gateway ran" % path
+        return None
 
     def close(self) -> None:
         """Checkpoint the WAL into the database file, close, and release the store for another writer.
@@ -252,6 +273,12 @@ class ReportStore:
             outbox_bytes, outbox_count = self._outbox_bytes, self._outbox_count
             if queued:
                 result.outbox_dropped, outbox_bytes, outbox_count = self._enqueue(queued)
+            gone = self.file_problem()
+            if gone is not None:  # committing would acknowledge reports into a file that is gone
+                conn.execute("ROLLBACK")
+                raise StorageError("%s: nothing more is committed or acknowledged (devices keep their reports); "
+                                   "stop the gateway, restore the store from a backup if its reports are lost "
+                                   "(docs/gateway.md, Backups), and start it again" % gone, reason="file_gone")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -447,6 +474,19 @@ def _make_private(path: Path) -> None:
     the POSIX locks SQLite holds on it in this process."""
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
+
+
+def _identities(path: Path) -> list[tuple[Path, tuple[int, int]]]:
+    """``(path, (st_dev, st_ino))`` of the database and its ``-wal`` (SQLite holds both open while the
+    store is; a WAL that is reset is rewritten in place, and removed only at the last close)."""
+    found = []
+    for p in (path, path.with_name(path.name + "-wal")):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        found.append((p, (st.st_dev, st.st_ino)))
+    return found
 
 
 def _mkdir_private(path: Path) -> None:

@@ -165,3 +165,70 @@ async def test_failing_commits_are_counted_degrade_health_and_are_logged_once_pe
     finally:
         await gw.stop()
         dev.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_whose_file_is_deleted_or_replaced_fails_its_commits(tmp_path: Path, how: str) -> None:
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec("b1", 1)])
+        assert store.file_problem() is None
+        if how == "deleted":
+            for name in ("r.sqlite", "r.sqlite-wal", "r.sqlite-shm"):
+                (tmp_path / name).unlink()
+        else:
+            other = tmp_path / "other.sqlite"
+            ReportStore(other, gateway_id="gw1").close()
+            os.replace(other, db)
+        assert how in (store.file_problem() or "") and str(db) in (store.file_problem() or "")
+        with pytest.raises(StorageError) as info:
+            store.insert_batch([rec("b1", 2)])
+        assert info.value.reason == "file_gone" and how in str(info.value)
+    finally:
+        store.close()
+
+
+def test_a_store_whose_wal_alone_is_deleted_fails_its_commits(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1")
+    try:
+        store.insert_batch([rec("b1", 1)])
+        (tmp_path / "r.sqlite-wal").unlink()  # it held that commit: not in r.sqlite until a checkpoint
+        with pytest.raises(StorageError) as info:
+            store.insert_batch([rec("b1", 2)])
+        assert info.value.reason == "file_gone" and "r.sqlite-wal was deleted" in str(info.value)
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(60)
+async def test_deleting_the_store_under_a_running_gateway_stops_acks_logs_and_degrades_health(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """rm data/reports.sqlite*: ACKs went on into the deleted file, /healthz said ok, nothing was logged."""
+    from gateway import service
+
+    monkeypatch.setattr(service, "STORE_WATCH_S", 0.05)
+    dev = PtyDevice(KEYS)
+    gw = Gateway(load_config(_http_env(tmp_path, dev)))
+    await gw.start()
+    try:
+        await _wait(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1, "link")
+        dev.send([report_frame("bin-1", seq, KEYS["bin-1"]) for seq in range(1, 4)])
+        await pump_until(dev, "bin-1", 3)
+        status, _ = await _health(gw)
+        assert status == 200
+        for path in (tmp_path / "data").glob("reports.sqlite*"):
+            path.unlink()
+        await _wait(lambda: any(r.levelno == logging.ERROR and "was deleted" in r.getMessage()
+                                for r in caplog.records), "no ERROR without traffic")
+        status, health = await _health(gw)
+        assert status == 503 and any("reports.sqlite was deleted" in r for r in health["reasons"]), health
+        dev.send([report_frame("bin-1", 4, KEYS["bin-1"])])
+        await _wait(lambda: gw.metrics.value("civicedge_store_commit_failures_total") == 1, "commit failure", dev)
+        await asyncio.to_thread(dev.pump, 0.3)
+        assert dev.acks["bin-1"] == 3  # report 4 is not acknowledged: the device keeps it
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 2 and "commit of 1 report(s) failed" in errors[1], errors
+    finally:
+        await gw.stop()
+        dev.close()
