@@ -91,7 +91,7 @@ class ProvenanceError(GatewayError):
 
     Attributes:
         line: 1-based line of the export where the first problem is.
-        reason: ``syntax``, ``prev_mismatch``, ``hash_mismatch``, ``missing_field``.
+        reason: ``syntax``, ``prev_mismatch``, ``hash_mismatch``, ``missing_field``, ``unknown_field``, ``pos_mismatch``.
     """
 
     def __init__(self, message: str, *, reason: str, line: int) -> None:
