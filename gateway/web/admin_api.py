@@ -22,8 +22,8 @@ def _authorize(request: web.Request) -> None:
     ctx_of(request).token.check(request)
 
 
-def _known_device(request: web.Request, device_id: str) -> None:
-    if not any(d.id == device_id for d in ctx_of(request).fleet.devices()):
+async def _known_device(request: web.Request, device_id: str) -> None:
+    if not any(d.id == device_id for d in await ctx_of(request).fleet.devices()):
         raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id")
 
 
@@ -34,7 +34,7 @@ async def admin_devices(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     params.reject_unknown(request.query, ())
     now = ctx.now()
-    devices = [device_json(d, now=now, policy=ctx.policy) for d in ctx.fleet.devices()]
+    devices = [device_json(d, now=now, policy=ctx.policy) for d in await ctx.fleet.devices()]
     return json_response({"devices": devices, "count": len(devices)})
 
 
@@ -97,7 +97,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
-    _known_device(request, device_id)
+    await _known_device(request, device_id)
     admin.revoke(device_id)
     logger.info("admin revoked device %s", device_id)
     return json_response({"device": device_id, "revoked": True})
@@ -110,7 +110,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
-    _known_device(request, device_id)
+    await _known_device(request, device_id)
     result = dict(admin.rotate_key(device_id))
     logger.info("admin rotated the key of device %s", device_id)
     return json_response({"device": device_id, "rotated": True, **result})

@@ -207,7 +207,8 @@ def create_app(
     """Build the web application over the gateway's storage read API and device registry.
 
     Args:
-        store: the gateway's storage read API (``gateway.storage.ReportQueries``).
+        store: the gateway's storage read API (``gateway.storage.ReportQueries``); the app reads it
+            on its own worker threads (one SQLite connection each), never on the event loop.
         registry: the gateway's device registry (``gateway.registry.Registry``), or None.
         policy: the privacy policy dict.
         metrics_registry: the gateway's prometheus ``CollectorRegistry``.
@@ -229,11 +230,17 @@ def create_app(
     fleet = StoreFleetSource(store=store, registry=registry, policy=policy, clock=clock)
     admin = (RegistryAdmin(registry=registry, policy=policy, retention=retention)
              if registry is not None else None)
-    return build_app(
+    app = build_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         admin_token=admin_token, health_checks=health_checks, extra_routes=extra_routes, clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
     )
+
+    async def stop_store_reads(_app: web.Application) -> None:
+        await fleet.aclose()
+
+    app.on_cleanup.append(stop_store_reads)
+    return app
 
 
 @dataclass

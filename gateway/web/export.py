@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 from gateway.web.ngsi import ENTITY_TYPE_BY_KIND, device_entity, iso_utc, publishable
-from gateway.web.views import DeviceView, ReadingView
+from gateway.web.views import DeviceHourAggregate, DeviceView, ReadingView
 
 CSV_COLUMNS = ("hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values", "until")
 _SUMMED_UNITS = frozenset({"count", "Wh"})
@@ -38,21 +38,31 @@ def hourly_rows(readings: Iterable[ReadingView], policy: Mapping[str, Any]) -> l
     Returns:
         Rows with the keys of :data:`CSV_COLUMNS`, sorted by hour, device, field.
     """
-    units = field_units(policy)
     groups: dict[tuple[int, str, str], list[ReadingView]] = defaultdict(list)
     for r in readings:
         groups[(r.start - r.start % 3600, r.device, r.field)].append(r)
+    return device_hour_rows(
+        [DeviceHourAggregate(hour=hour, device=device, kind=items[0].kind, zone=items[0].zone, field=fname,
+                             count=len(items), total=sum(r.value for r in items),
+                             until=max(r.start + r.length for r in items))
+         for (hour, device, fname), items in sorted(groups.items())],
+        policy,
+    )
+
+
+def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """CSV rows (keys of :data:`CSV_COLUMNS`) from per device, hour and field aggregates, in
+    their order: counts and energy summed, levels averaged and rounded to one decimal."""
+    units = field_units(policy)
     rows = []
-    for (hour, device, fname), items in sorted(groups.items()):
-        first = items[0]
-        unit = units.get((first.kind, fname), "")
-        values = [r.value for r in items]
+    for g in groups:
+        unit = units.get((g.kind, g.field), "")
         summed = unit in _SUMMED_UNITS
-        value: float | int = sum(values) if summed else round(sum(values) / len(values), 1)
+        value: float | int = g.total if summed else round(g.total / g.count, 1)
         rows.append({
-            "hour": iso_utc(hour), "device": device, "kind": first.kind, "zone": first.zone,
-            "field": fname, "unit": unit, "aggregate": "sum" if summed else "mean",
-            "value": value, "values": len(values), "until": iso_utc(max(r.start + r.length for r in items)),
+            "hour": iso_utc(g.hour), "device": g.device, "kind": g.kind, "zone": g.zone,
+            "field": g.field, "unit": unit, "aggregate": "sum" if summed else "mean",
+            "value": value, "values": g.count, "until": iso_utc(g.until),
         })
     return rows
 
@@ -67,11 +77,13 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Render rows from :func:`hourly_rows` as CSV text with a header line (RFC 4180 quoting)."""
+def rows_to_csv(rows: Sequence[Mapping[str, Any]], *, header: bool = True) -> str:
+    """Render rows from :func:`hourly_rows` as CSV text (RFC 4180 quoting), with a header line
+    unless ``header`` is False (the later parts of a streamed export)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\r\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(row[k]) for k in CSV_COLUMNS})
     return buf.getvalue()
@@ -100,4 +112,5 @@ def devices_geojson(devices: Iterable[DeviceView]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
-__all__ = ["CSV_COLUMNS", "ENTITY_TYPE_BY_KIND", "devices_geojson", "field_units", "hourly_rows", "rows_to_csv"]
+__all__ = ["CSV_COLUMNS", "ENTITY_TYPE_BY_KIND", "device_hour_rows", "devices_geojson", "field_units", "hourly_rows",
+           "rows_to_csv"]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
+from gateway.errors import GatewayError
 from gateway.web import export, ngsi, params
 from gateway.web.context import ctx_of, json_response
 from gateway.web.errors import NotFound
 
+logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
 LD_JSON = "application/ld+json"
 GEO_JSON = "application/geo+json"
 ENTITY_TYPES = ("Streetlight", "WasteContainer")
 CSV_MAX_RANGE_S = 31 * 86400
+CSV_SLICE_S = 86400
 
 
 def _options(request: web.Request) -> bool:
@@ -47,7 +52,7 @@ async def entities(request: web.Request) -> web.Response:
     q = request.query
     params.reject_unknown(q, ("type", "options"))
     etype = params.parse_choice(q, "type", ENTITY_TYPES, default=None)
-    items = ngsi.entities(ctx.fleet.devices(), key_values=_options(request), entity_type=etype)
+    items = ngsi.entities(await ctx.fleet.devices(), key_values=_options(request), entity_type=etype)
     return json_response(items, content_type=LD_JSON)
 
 
@@ -57,35 +62,58 @@ async def entity(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     params.reject_unknown(request.query, ("options",))
     wanted = request.match_info["entity_id"]
-    for dev in ngsi.publishable(ctx.fleet.devices()):
+    for dev in ngsi.publishable(await ctx.fleet.devices()):
         if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
             return json_response(ngsi.device_entity(dev, key_values=_options(request)), content_type=LD_JSON)
     raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
 
 
+def day_slices(since: int, until: int) -> list[tuple[int, int]]:
+    """``[since, until)`` cut at UTC midnights: the slices a CSV export reads one at a time."""
+    edges = [since] + list(range(since - since % CSV_SLICE_S + CSV_SLICE_S, until, CSV_SLICE_S)) + [until]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 @ROUTES.get("/opendata/readings.csv")
-async def readings_csv(request: web.Request) -> web.Response:
-    """Released values per device, UTC hour and field as CSV (default: the last 24 h)."""
+async def readings_csv(request: web.Request) -> web.StreamResponse:
+    """Released values per device, UTC hour and field as CSV (default: the last 24 h, at most 31 days).
+
+    The store is read one UTC day at a time on a worker thread, aggregated there, and each day's
+    rows are sent before the next day is read: a request's work and memory are bounded by one day,
+    and a client that reads slowly holds back only its own export.
+    """
     ctx = ctx_of(request)
     q = request.query
     params.reject_unknown(q, ("from", "to", "field", "zone"))
     since, until = params.parse_range(q, now=ctx.now(), default_s=86400, max_s=CSV_MAX_RANGE_S)
     fields = params.parse_fields(q, ctx.known_fields())
     zone = params.parse_zone(q)
-    published = {d.id for d in ngsi.publishable(ctx.fleet.devices())}
-    readings = [
-        r for r in ctx.fleet.readings(since=since, until=until, device=None, fields=fields, limit=1_000_000)
-        if r.device in published and (zone is None or r.zone == zone)
-    ]
-    text = export.rows_to_csv(export.hourly_rows(readings, ctx.policy))
-    return web.Response(
-        text=text, content_type="text/csv", charset="utf-8",
-        headers={"Content-Disposition": 'inline; filename="civicedge-readings.csv"'},
-    )
+    published = [d.id for d in ngsi.publishable(await ctx.fleet.devices())]
+    response = web.StreamResponse(headers={"Content-Disposition": 'inline; filename="civicedge-readings.csv"'})
+    response.content_type = "text/csv"
+    response.charset = "utf-8"
+    header = True
+    for lo, hi in day_slices(since, until):
+        try:
+            groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields, zone=zone)
+        except GatewayError as exc:
+            if not response.prepared:
+                raise  # nothing sent yet: the client gets the JSON error
+            # Rows were sent already: end the connection without the closing chunk, so the client
+            # sees a cut-off transfer rather than a complete-looking CSV with days missing.
+            logger.error("readings.csv cut off at %s: %s (%s)", lo, type(exc).__name__, exc.reason)
+            raise ConnectionAbortedError("store read failed during a CSV export") from None
+        text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy), header=header)
+        header = False
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write(text.encode("utf-8"))
+    await response.write_eof()
+    return response
 
 
 @ROUTES.get("/opendata/devices.geojson")
 async def devices_geojson(request: web.Request) -> web.Response:
     """Publishable devices as a GeoJSON FeatureCollection with their latest public values."""
     params.reject_unknown(request.query, ())
-    return json_response(export.devices_geojson(ctx_of(request).fleet.devices()), content_type=GEO_JSON)
+    return json_response(export.devices_geojson(await ctx_of(request).fleet.devices()), content_type=GEO_JSON)

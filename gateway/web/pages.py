@@ -92,7 +92,12 @@ async def healthz(request: web.Request) -> web.Response:
     reasons: list[str] = []
     checks: dict[str, Any] = {}
     try:
-        checks["devices"] = len(ctx.fleet.devices())
+        # A probe of one index lookup on a worker thread: never the fleet snapshot, whose first
+        # computation reads the whole store.
+        checks["devices"] = await ctx.fleet.device_count()
+    except Unavailable as exc:
+        logger.warning("healthz: store probe failed: %s", exc.code)
+        reasons.append("store not answering" if exc.code == "store_timeout" else f"store unavailable ({exc.code})")
     except Exception as exc:  # any storage failure is a health finding, not a crash
         logger.warning("healthz: store unreadable: %s", type(exc).__name__)
         reasons.append(f"store unreadable ({type(exc).__name__})")

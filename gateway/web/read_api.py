@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any, Mapping
 
@@ -68,8 +69,8 @@ def aggregate_json(a: HourlyAggregate) -> dict[str, Any]:
             "sum": a.total, "mean": round(a.mean, 2), "min": a.minimum, "max": a.maximum, "devices": a.devices}
 
 
-def _find_device(request: web.Request, device_id: str) -> DeviceView:
-    for dev in ctx_of(request).fleet.devices():
+async def _find_device(request: web.Request, device_id: str) -> DeviceView:
+    for dev in await ctx_of(request).fleet.devices():
         if dev.id == device_id:
             return dev
     raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id")
@@ -85,7 +86,7 @@ async def list_devices(request: web.Request) -> web.Response:
     zone = params.parse_zone(q)
     now = ctx.now()
     devices = [
-        device_json(d, now=now, policy=ctx.policy) for d in ctx.fleet.devices()
+        device_json(d, now=now, policy=ctx.policy) for d in await ctx.fleet.devices()
         if (kind is None or d.kind == kind) and (zone is None or d.zone == zone)
     ]
     return json_response({"devices": devices, "count": len(devices)})
@@ -97,7 +98,7 @@ async def get_device(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     params.reject_unknown(request.query, ())
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
-    return json_response(device_json(_find_device(request, device_id), now=ctx.now(), policy=ctx.policy))
+    return json_response(device_json(await _find_device(request, device_id), now=ctx.now(), policy=ctx.policy))
 
 
 @ROUTES.get("/api/readings")
@@ -110,7 +111,7 @@ async def list_readings(request: web.Request) -> web.Response:
     device = params.parse_device_id(q["device"]) if "device" in q else None
     fields = params.parse_fields(q, ctx.known_fields())
     limit = params.parse_int(q, "limit", default=1000, low=1, high=MAX_READINGS)
-    rows = ctx.fleet.readings(since=since, until=until, device=device, fields=fields, limit=limit + 1)
+    rows = await ctx.fleet.readings(since=since, until=until, device=device, fields=fields, limit=limit + 1)
     truncated = len(rows) > limit
     return json_response({
         "from": since, "to": until, "readings": [reading_json(r) for r in rows[:limit]],
@@ -127,7 +128,7 @@ async def hourly_aggregates(request: web.Request) -> web.Response:
     since, until = params.parse_range(q, now=ctx.now(), default_s=DAY_S)
     zone = params.parse_zone(q)
     fields = params.parse_fields(q, ctx.known_fields())
-    rows = ctx.fleet.hourly(since=since, until=until, zone=zone, fields=fields)
+    rows = await ctx.fleet.hourly(since=since, until=until, zone=zone, fields=fields)
     return json_response({"from": since, "to": until, "aggregates": [aggregate_json(a) for a in rows]})
 
 
@@ -136,7 +137,7 @@ async def open_alarms(request: web.Request) -> web.Response:
     """Open safety alarms of all devices, newest first."""
     ctx = ctx_of(request)
     params.reject_unknown(request.query, ())
-    alarms = sorted((a for d in ctx.fleet.devices() for a in d.alarms), key=lambda a: (-a.at, a.device))
+    alarms = sorted((a for d in await ctx.fleet.devices() for a in d.alarms), key=lambda a: (-a.at, a.device))
     return json_response({"alarms": [alarm_json(a) for a in alarms]})
 
 
@@ -165,9 +166,10 @@ async def dashboard_data(request: web.Request) -> web.Response:
     params.reject_unknown(q, ("hours",))
     hours = params.parse_int(q, "hours", default=24, low=1, high=24 * 14)
     now = ctx.now()
-    devices = ctx.fleet.devices()
     since = now - now % 3600 - (hours - 1) * 3600
-    rows = list(ctx.fleet.hourly(since=since, until=now + 1, zone=None, fields=["mot", "wh", "fill"]))
+    devices, hourly = await asyncio.gather(
+        ctx.fleet.devices(), ctx.fleet.hourly(since=since, until=now + 1, zone=None, fields=["mot", "wh", "fill"]))
+    rows = list(hourly)
     alarms = sorted((a for d in devices for a in d.alarms), key=lambda a: (-a.at, a.device))
     fleet = [device_json(d, now=now, policy=ctx.policy) for d in devices]
     counts: dict[str, int] = defaultdict(int)

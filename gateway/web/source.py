@@ -3,148 +3,145 @@
 :class:`StoreFleetSource` joins the registry (kind, zone, location, revoked) with the report
 store (last seen, link, latest released values, alarms); :class:`RegistryAdmin` performs admin
 changes on the registry and the retention settings.
+
+Store reads run on worker threads (:class:`gateway.web.reads.StoreReads`): the event loop that
+awaits them also reads the serial ports and sends the ACKs. The registry, a small table the
+ingest pipeline also reads on the loop, is read on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from gateway.errors import RegistryError
-from gateway.storage.queries import ReportQueries, StoredReport
+from gateway.errors import RegistryError, StorageError
+from gateway.storage.queries import ReportQueries
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
+from gateway.web.reads import StoreReads
 from gateway.web.retention import RetentionSettings
-from gateway.web.views import AlarmView, DeviceView, HourlyAggregate, ReadingView
+from gateway.web.snapshot import FleetData, FleetState
+from gateway.web.views import DeviceHourAggregate, DeviceView, HourlyAggregate, ReadingKey, ReadingView
 
 logger = logging.getLogger(__name__)
 
-ALARM_OPEN_S = 86400
-LAMP_HISTORY_S = 7 * 86400
-# An alarm closes when a later window report shows the condition gone (field value 0).
-_ALARM_CLEARED_BY = {"lamp_fail": "lamp", "tip": "tilt"}
-_REPORT_TYPES = ("win", "hour", "day")
+HEALTH_TIMEOUT_S = 5.0
 
 
 class StoreFleetSource:
     """Read views over ``gateway.storage.ReportQueries`` and ``gateway.registry.Registry``.
 
     Args:
-        store: the storage read API.
+        store: the storage read API, or None (then every store read fails ``read_failed``).
         registry: the device registry (source of location and revocation), or None: then only
             devices that reported are listed, without a location (lat = lon = 0).
         policy: the privacy policy (fields per kind).
         clock: unix-seconds clock.
+        reads: the worker threads store reads run on (a private set when None; closed by
+            :meth:`aclose` either way).
     """
 
-    def __init__(self, *, store: ReportQueries, registry: Any | None, policy: Mapping[str, Any],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, store: ReportQueries | None, registry: Any | None, policy: Mapping[str, Any],
+                 clock: Callable[[], float] = time.time, reads: StoreReads | None = None) -> None:
         self._store = store
         self._registry = registry
         self._policy = policy
         self._clock = clock
-        self._cache_key: tuple[Any, ...] | None = None
-        self._cache: list[DeviceView] = []
+        self._reads = reads if reads is not None else StoreReads()
+        self._state = FleetState(store) if store is not None else None
+        self._refreshing: asyncio.Future[FleetData] | None = None
+
+    async def aclose(self) -> None:
+        """Stop the worker threads (the application's cleanup calls this)."""
+        self._reads.close()
 
     def _fields(self) -> list[str]:
         return sorted({f for k in self._policy.get("kinds", {}).values() for f in k.get("fields", {})})
 
-    def devices(self) -> Sequence[DeviceView]:
-        """All devices, registry first; reporting state from the store.
+    def _queries(self) -> ReportQueries:
+        if self._store is None:
+            raise StorageError("no report store attached to the web app", reason="read_failed")
+        return self._store
 
-        The snapshot is reused while nothing changed: same number of stored reports, same
-        registry rows, same minute (alarms expire and retention runs on the minute scale).
+    async def _fleet(self) -> FleetData:
+        """The fleet as of now: one refresh at a time, shared by the requests that wait for it.
+
+        A refresh reads only the reports stored since the previous one; the first reads the whole
+        store once, on a bulk thread (seconds on a large store), so the quick thread stays free.
         """
-        now = int(self._clock())
+        if self._state is None:
+            self._queries()
+        assert self._state is not None
+        if self._refreshing is None:
+            state = self._state
+            run = self._reads.quick if state.loaded else self._reads.bulk
+            task = asyncio.ensure_future(run(functools.partial(state.refresh, int(self._clock()))))
+            self._refreshing = task
+
+            def done(fut: asyncio.Future[FleetData]) -> None:
+                if self._refreshing is fut:
+                    self._refreshing = None
+                if not fut.cancelled():
+                    fut.exception()  # retrieved here too: every waiter may have gone
+
+            task.add_done_callback(done)
+        return await asyncio.shield(self._refreshing)
+
+    async def devices(self) -> Sequence[DeviceView]:
+        """All devices, registry first; reporting state from the store (followed incrementally)."""
+        data = await self._fleet()
         if self._registry is not None:
             base = [(r.id, r.kind, r.zone, float(r.lat), float(r.lon), bool(r.revoked)) for r in self._registry.list()]
         else:
-            base = [(a.device, a.kind, a.zone, 0.0, 0.0, False) for a in self._store.devices()]
-        key = (self._store.count_reports(), tuple(base), now // 60)
-        if key != self._cache_key:
-            self._cache = self._snapshot(now, base)
-            self._cache_key = key
-        return list(self._cache)
-
-    def _snapshot(self, now: int, base: list[tuple[str, str, str, float, float, bool]]) -> list[DeviceView]:
-        activity = {a.device: a for a in self._store.devices()}
-        latest: dict[str, dict[str, int]] = {}
-        latest_at: dict[str, dict[str, int]] = {}
-        last_win: dict[str, StoredReport] = {}
-        for rtype in _REPORT_TYPES:
-            for rep in self._store.latest_per_device(type=rtype):
-                if rtype == "win":
-                    last_win[rep.device] = rep
-                for fname, value in rep.m.items():
-                    latest.setdefault(rep.device, {})[fname] = int(value)
-                    latest_at.setdefault(rep.device, {})[fname] = rep.w + rep.l
-        alarms = self._open_alarms(now, last_win)
-        lamp_changes = self._lamp_changes(now)
+            base = [(dev, st.kind, st.zone, 0.0, 0.0, False) for dev, st in data.devices.items()]
         out = []
         for dev_id, kind, zone, lat, lon, revoked in base:
-            act = activity.get(dev_id)
+            st = data.devices.get(dev_id)
+            if st is None:
+                out.append(DeviceView(id=dev_id, kind=kind, zone=zone, lat=lat, lon=lon, revoked=revoked))
+                continue
             out.append(DeviceView(
-                id=dev_id, kind=kind, zone=zone, lat=lat, lon=lon, revoked=revoked,
-                last_seen=int(act.last_received_at) if act else None, link=act.last_link if act else None,
-                latest=latest.get(dev_id, {}), latest_at=latest_at.get(dev_id, {}),
-                alarms=tuple(alarms.get(dev_id, ())), lamp_changed_at=lamp_changes.get(dev_id),
+                id=dev_id, kind=kind, zone=zone, lat=lat, lon=lon, revoked=revoked, last_seen=st.last_seen,
+                link=st.link, latest=st.latest, latest_at=st.latest_at, alarms=st.alarms,
+                lamp_changed_at=st.lamp_changed_at,
             ))
         return sorted(out, key=lambda d: d.id)
 
-    def _open_alarms(self, now: int, last_win: Mapping[str, StoredReport]) -> dict[str, list[AlarmView]]:
-        newest: dict[tuple[str, str], AlarmView] = {}
-        for rec in self._store.alarms(start=now - ALARM_OPEN_S, end=now + 1):
-            clear_field = _ALARM_CLEARED_BY.get(rec.code)
-            win = last_win.get(rec.device)
-            if clear_field and win is not None and win.w > rec.w and win.m.get(clear_field) == 0:
-                continue
-            newest[(rec.device, rec.code)] = AlarmView(rec.device, rec.code, rec.w, rec.kind, rec.zone)
-        by_device: dict[str, list[AlarmView]] = {}
-        for alarm in newest.values():
-            by_device.setdefault(alarm.device, []).append(alarm)
-        return by_device
+    async def device_count(self) -> int:
+        """Registered devices (else devices that reported), after a probe of the store that costs one
+        index lookup whatever its size; raises when the store cannot be read in time."""
+        store = self._queries()
+        await self._reads.quick(store.last_report_id, timeout_s=HEALTH_TIMEOUT_S)
+        if self._registry is not None:
+            return len(self._registry.list())
+        return len(await self._reads.quick(store.device_ids, timeout_s=HEALTH_TIMEOUT_S))
 
-    def _lamp_changes(self, now: int) -> dict[str, int]:
-        """When a lamp that raised ``lamp_fail`` was first seen working again (lamp changed or repaired).
+    async def readings(self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None,
+                       limit: int, after: ReadingKey | None = None) -> Sequence[ReadingView]:
+        """Released values starting in ``[since, until)`` after the position ``after``, in the order
+        (start, device, report id, field), at most ``limit``."""
+        read = functools.partial(self._queries().readings_page, fields=list(fields or self._fields()),
+                                 start=since, end=until, device=device, after=after, limit=limit)
+        rows = await self._reads.bulk(read)
+        return [ReadingView(r.device, r.kind, r.zone, r.field, r.w, r.l, r.value, r.report_id) for r in rows]
 
-        Only devices with a ``lamp_fail`` alarm in the last 7 days are read back, so the cost
-        follows the number of failures, not the size of the store.
-        """
-        last_fail: dict[str, int] = {}
-        for rec in self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1):
-            if rec.code == "lamp_fail":
-                last_fail[rec.device] = max(rec.w, last_fail.get(rec.device, rec.w))
-        changed: dict[str, int] = {}
-        for device, since in last_fail.items():
-            failed = True
-            for r in self._store.readings(field="lamp", start=since, end=now + 1, device=device):
-                if r.value == 1:
-                    failed = True
-                elif failed:
-                    changed[device] = r.w
-                    failed = False
-        return changed
+    async def hourly(self, *, since: int, until: int, zone: str | None,
+                     fields: Sequence[str] | None) -> Sequence[HourlyAggregate]:
+        """Per zone/hour/field aggregates of values starting in ``[since, until)``, by hour, zone, field."""
+        read = functools.partial(self._queries().hourly_aggregates_of, fields=list(fields or self._fields()),
+                                 start=since, end=until, zone=zone)
+        return await self._reads.bulk(read)
 
-    def readings(self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None,
-                 limit: int) -> Sequence[ReadingView]:
-        """Released values starting in ``[since, until)``, oldest first, at most ``limit``."""
-        rows: list[ReadingView] = []
-        for fname in fields or self._fields():
-            rows.extend(
-                ReadingView(r.device, r.kind, r.zone, r.field, r.w, r.l, r.value)
-                for r in self._store.readings(field=fname, start=since, end=until, device=device, limit=limit)
-            )
-        rows.sort(key=lambda r: (r.start, r.device, r.field))
-        return rows[:limit]
-
-    def hourly(self, *, since: int, until: int, zone: str | None,
-               fields: Sequence[str] | None) -> Sequence[HourlyAggregate]:
-        """Per zone/hour/field aggregates of values starting in ``[since, until)``."""
-        out: list[HourlyAggregate] = []
-        for fname in fields or self._fields():
-            out.extend(self._store.hourly_aggregates(field=fname, start=since, end=until, zone=zone))
-        out.sort(key=lambda a: (a.hour, a.zone, a.field))
-        return out
+    async def device_hours(self, *, since: int, until: int, devices: Sequence[str], fields: Sequence[str] | None,
+                           zone: str | None) -> Sequence[DeviceHourAggregate]:
+        """Per device/hour/field count, sum and end of the values of ``devices`` starting in ``[since, until)``."""
+        if not devices:
+            return []
+        read = functools.partial(self._queries().device_hourly, fields=list(fields or self._fields()),
+                                 start=since, end=until, devices=list(devices), zone=zone)
+        return await self._reads.bulk(read)
 
 
 class RegistryAdmin:

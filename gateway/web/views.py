@@ -1,8 +1,8 @@
 """What the web layer reads: small immutable views, and the protocols of its data sources.
 
 The web layer never touches SQL: it reads through :class:`FleetSource` (implemented over the
-gateway's storage read API by :mod:`gateway.web.source`) and changes the registry through
-:class:`FleetAdmin`. Values are the integers the devices released (protocol §2); scaling to
+gateway's storage read API by :mod:`gateway.web.source`, whose reads run on worker threads, so
+its methods are coroutines) and changes the registry through :class:`FleetAdmin`. Values are the integers the devices released (protocol §2); scaling to
 open-data units happens in :mod:`gateway.web.ngsi` and :mod:`gateway.web.export`.
 """
 
@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-from gateway.storage.queries import HourlyAggregate as HourlyAggregate  # re-exported: a frozen row, no SQL
+# Re-exported: frozen rows, no SQL.
+from gateway.storage.queries import DeviceHourAggregate as DeviceHourAggregate
+from gateway.storage.queries import HourlyAggregate as HourlyAggregate
+from gateway.storage.queries import ReadingKey as ReadingKey
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class DeviceView:
 
 @dataclass(frozen=True)
 class ReadingView:
-    """One released value: field ``field`` of device ``device`` over ``[start, start + length)``."""
+    """One released value: field ``field`` of device ``device`` over ``[start, start + length)``,
+    from the stored report ``report_id``."""
 
     device: str
     kind: str
@@ -77,25 +81,47 @@ class ReadingView:
     start: int
     length: int
     value: int
+    report_id: int = 0
+
+    @property
+    def key(self) -> ReadingKey:
+        """Its position in the readings order (start, device, report id, field): a page cursor."""
+        return (self.start, self.device, self.report_id, self.field)
 
 
 class FleetSource(Protocol):
-    """Read access the web layer needs (see :mod:`gateway.web.source` for the storage adapter)."""
+    """Read access the web layer needs (see :mod:`gateway.web.source` for the storage adapter).
 
-    def devices(self) -> Sequence[DeviceView]:
+    Coroutines: an implementation over a store reads on worker threads, never on the event loop.
+    """
+
+    async def devices(self) -> Sequence[DeviceView]:
         """All registered devices, sorted by id."""
         ...
 
-    def readings(
-        self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None, limit: int
-    ) -> Sequence[ReadingView]:
-        """Released values whose period starts in ``[since, until)``, oldest first."""
+    async def device_count(self) -> int:
+        """How many devices there are; a cheap probe that raises when the store cannot be read."""
         ...
 
-    def hourly(
+    async def readings(
+        self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None, limit: int,
+        after: ReadingKey | None = None,
+    ) -> Sequence[ReadingView]:
+        """Released values whose period starts in ``[since, until)``, ordered by (start, device,
+        report id, field), beginning after the position ``after``; at most ``limit``."""
+        ...
+
+    async def hourly(
         self, *, since: int, until: int, zone: str | None, fields: Sequence[str] | None
     ) -> Sequence[HourlyAggregate]:
         """Per zone, hour and field aggregates of values starting in ``[since, until)``."""
+        ...
+
+    async def device_hours(
+        self, *, since: int, until: int, devices: Sequence[str], fields: Sequence[str] | None, zone: str | None
+    ) -> Sequence[DeviceHourAggregate]:
+        """Per device, hour and field: count, sum and end of the values of ``devices`` starting in
+        ``[since, until)``, ordered by hour, device, field."""
         ...
 
 

@@ -1,0 +1,69 @@
+"""Worker threads for the web layer's store reads: a slow query never runs on the event loop.
+
+The gateway's event loop also reads the serial ports, commits batches and sends the ACKs, so a
+query on it stalls ingest for as long as the query takes. Every store read of the web layer goes
+through a :class:`StoreReads`:
+
+* ``quick`` — one thread for the cheap reads that answer operators and probes (the fleet
+  snapshot's incremental refresh, the ``/healthz`` store probe);
+* ``bulk`` — a few threads for reads whose cost follows a requested range (readings, aggregates,
+  the open-data CSV), so a long export never queues in front of ``/healthz``.
+
+Each thread reads through its own SQLite connection (:class:`gateway.storage.ReportQueries` opens
+one per thread). A read that does not finish within its timeout answers 503 ``store_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+from gateway.web.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_BULK_THREADS = 2
+DEFAULT_READ_TIMEOUT_S = 60.0
+
+
+class StoreReads:
+    """Runs blocking store reads on worker threads and awaits them from the event loop.
+
+    Args:
+        bulk_threads: threads for range reads (readings, aggregates, exports).
+        timeout_s: how long a read may take before the request answers 503 ``store_timeout``
+            (the worker finishes its query in the background).
+    """
+
+    def __init__(self, *, bulk_threads: int = DEFAULT_BULK_THREADS,
+                 timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> None:
+        self._quick = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-read")
+        self._bulk = ThreadPoolExecutor(max_workers=bulk_threads, thread_name_prefix="web-bulk")
+        self.timeout_s = timeout_s
+
+    async def quick(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
+        """Run ``fn()`` (a cheap read) on the quick thread."""
+        return await self._run(self._quick, fn, timeout_s)
+
+    async def bulk(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
+        """Run ``fn()`` (a read whose cost follows a requested range) on a bulk thread."""
+        return await self._run(self._bulk, fn, timeout_s)
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T], timeout_s: float | None) -> T:
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        future = asyncio.get_running_loop().run_in_executor(pool, fn)
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "read")
+            logger.warning("store read %s did not finish within %.1f s", name, limit)
+            raise Unavailable(f"the store did not answer within {limit:g} s", code="store_timeout") from None
+
+    def close(self) -> None:
+        """Stop the threads once their current read ends; queued reads are dropped."""
+        self._quick.shutdown(wait=False, cancel_futures=True)
+        self._bulk.shutdown(wait=False, cancel_futures=True)
+

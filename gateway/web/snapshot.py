@@ -1,0 +1,184 @@
+"""What the report store says about each device, followed incrementally.
+
+The dashboard, ``/api/devices``, the alarms and the open-data entities all need, per device, the
+last stored report, the newest report of each type and the open alarms. Computing that from
+scratch reads the whole store (seconds on a million reports), and a gateway commits every 50 ms,
+so :class:`FleetState` reads the store once and then only the reports stored since (report ids
+only grow): a refresh costs what was stored since the previous one. Rows already held are read
+again by id once a minute, so fields that retention removed from them disappear here too.
+
+:meth:`FleetState.refresh` blocks on SQLite: call it from a worker thread
+(:class:`gateway.web.reads.StoreReads`), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from gateway.storage.queries import ReportQueries, StoredReport
+from gateway.web.views import AlarmView
+
+ALARM_OPEN_S = 86400
+LAMP_HISTORY_S = 7 * 86400
+RECHECK_S = 60
+# An alarm closes when a later window report shows the condition gone (field value 0).
+_ALARM_CLEARED_BY = {"lamp_fail": "lamp", "tip": "tilt"}
+# Report types whose released values are a device's "latest"; a later type's value of the same
+# field wins (an hourly energy value over a window one, a daily count over both).
+REPORT_TYPES = ("win", "hour", "day")
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """A device as the store knows it (only devices that reported have one).
+
+    Attributes:
+        kind: kind recorded with its last stored report.
+        zone: zone recorded with its last stored report.
+        last_seen: unix seconds when its last stored report was received.
+        link: link its last stored report came on.
+        latest: field -> latest released value.
+        latest_at: field -> end of the period of that value.
+        alarms: open alarms.
+        lamp_changed_at: when a failed lamp was first seen working again, or None.
+    """
+
+    kind: str
+    zone: str
+    last_seen: int
+    link: str
+    latest: Mapping[str, int] = field(default_factory=dict)
+    latest_at: Mapping[str, int] = field(default_factory=dict)
+    alarms: tuple[AlarmView, ...] = ()
+    lamp_changed_at: int | None = None
+
+
+@dataclass(frozen=True)
+class FleetData:
+    """One consistent view of the fleet: ``devices`` maps a device id to its :class:`DeviceState`;
+    ``watermark`` is the highest report id it includes."""
+
+    watermark: int
+    devices: Mapping[str, DeviceState]
+
+
+class FleetState:
+    """Per-device state of a report store, kept up to date by :meth:`refresh`.
+
+    Args:
+        store: the storage read API (one connection per thread).
+        recheck_s: how often rows already held are read again (retention removes fields).
+    """
+
+    def __init__(self, store: ReportQueries, *, recheck_s: int = RECHECK_S) -> None:
+        self._store = store
+        self._recheck_s = max(1, recheck_s)
+        self._lock = threading.Lock()
+        self._watermark = 0
+        self._latest: dict[tuple[str, str], tuple[int, StoredReport]] = {}
+        self._last: dict[str, tuple[int, StoredReport]] = {}
+        self._checked_slot: int | None = None
+        self._data: FleetData | None = None
+        self._data_key: tuple[int, int] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """True once the store was read in full (later refreshes read only new reports)."""
+        return self._data is not None
+
+    def refresh(self, now: int) -> FleetData:
+        """Read what was stored since the last refresh and return the fleet as of ``now``.
+
+        Blocks on SQLite (the first call reads the whole store once). Raises
+        :class:`gateway.errors.StorageError` when the store cannot be read.
+        """
+        with self._lock:
+            changes = self._store.changes_since(self._watermark)
+            for key, (rid, rep) in changes.latest.items():
+                held = self._latest.get(key)
+                if held is None or (rep.w, rep.seq) > (held[1].w, held[1].seq):
+                    self._latest[key] = (rid, rep)
+            self._last.update(changes.last)  # ids only grow: a new report is the last one stored
+            self._watermark = changes.watermark
+            slot = now // self._recheck_s
+            if self._checked_slot is not None and slot != self._checked_slot:
+                self._recheck()
+            self._checked_slot = slot
+            # Open alarms depend on the time too: derive again on new reports or a new minute.
+            data_key = (self._watermark, now // 60)
+            if self._data is None or data_key != self._data_key:
+                self._data = FleetData(watermark=self._watermark, devices=self._derive(now))
+                self._data_key = data_key
+            return self._data
+
+    def _recheck(self) -> None:
+        """Read the held rows again: retention may have removed fields from them since."""
+        fresh = self._store.reports_by_id(
+            [rid for rid, _ in self._latest.values()] + [rid for rid, _ in self._last.values()])
+        for key, (rid, _) in list(self._latest.items()):
+            if rid in fresh:
+                self._latest[key] = (rid, fresh[rid])
+        for device, (rid, _) in list(self._last.items()):
+            if rid in fresh:
+                self._last[device] = (rid, fresh[rid])
+        self._data_key = None
+
+    def _derive(self, now: int) -> dict[str, DeviceState]:
+        latest: dict[str, dict[str, int]] = {}
+        latest_at: dict[str, dict[str, int]] = {}
+        last_win: dict[str, StoredReport] = {}
+        for rtype in REPORT_TYPES:
+            for (device, kind_of), (_, rep) in sorted(self._latest.items()):
+                if kind_of != rtype:
+                    continue
+                if rtype == "win":
+                    last_win[device] = rep
+                for fname, value in rep.m.items():
+                    latest.setdefault(device, {})[fname] = int(value)
+                    latest_at.setdefault(device, {})[fname] = rep.w + rep.l
+        alarms = self._open_alarms(now, last_win)
+        lamp_changes = self._lamp_changes(now)
+        return {
+            device: DeviceState(
+                kind=rep.kind, zone=rep.zone, last_seen=int(rep.received_at), link=rep.link,
+                latest=latest.get(device, {}), latest_at=latest_at.get(device, {}),
+                alarms=tuple(alarms.get(device, ())), lamp_changed_at=lamp_changes.get(device),
+            )
+            for device, (_, rep) in sorted(self._last.items())
+        }
+
+    def _open_alarms(self, now: int, last_win: Mapping[str, StoredReport]) -> dict[str, list[AlarmView]]:
+        newest: dict[tuple[str, str], AlarmView] = {}
+        for rec in self._store.alarms(start=now - ALARM_OPEN_S, end=now + 1):
+            clear_field = _ALARM_CLEARED_BY.get(rec.code)
+            win = last_win.get(rec.device)
+            if clear_field and win is not None and win.w > rec.w and win.m.get(clear_field) == 0:
+                continue
+            newest[(rec.device, rec.code)] = AlarmView(rec.device, rec.code, rec.w, rec.kind, rec.zone)
+        by_device: dict[str, list[AlarmView]] = {}
+        for alarm in newest.values():
+            by_device.setdefault(alarm.device, []).append(alarm)
+        return by_device
+
+    def _lamp_changes(self, now: int) -> dict[str, int]:
+        """When a lamp that raised ``lamp_fail`` was first seen working again (lamp changed or repaired).
+
+        Only devices with a ``lamp_fail`` alarm in the last 7 days are read back, so the cost
+        follows the number of failures, not the size of the store.
+        """
+        last_fail: dict[str, int] = {}
+        for rec in self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1):
+            if rec.code == "lamp_fail":
+                last_fail[rec.device] = max(rec.w, last_fail.get(rec.device, rec.w))
+        changed: dict[str, int] = {}
+        for device, since in last_fail.items():
+            failed = True
+            for r in self._store.readings(field="lamp", start=since, end=now + 1, device=device):
+                if r.value == 1:
+                    failed = True
+                elif failed:
+                    changed[device] = r.w
+                    failed = False
+        return changed

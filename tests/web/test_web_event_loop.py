@@ -1,0 +1,261 @@
+"""Store reads of the web layer never run on the event loop that ingests and ACKs.
+
+A store whose reads are made deliberately slow (a blocking sleep inside the read, as a long SQLite
+query on a large store would block) serves the app; a ticker task counts how often the loop gets
+to run during a request. The assertions are relative (the loop ran while the read was under way,
+an ACK went out before the request ended), not absolute times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import inspect
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.errors import StorageError
+from gateway.resources import load_policy
+from gateway.storage import ReportQueries
+from gateway.web import export, source
+from gateway.web.app import create_app
+from gateway.web.views import ReadingView
+
+from .support import ADMIN_TOKEN, NOW, Fleet
+
+T = TypeVar("T")
+DELAY_S = 0.5
+TICK_S = 0.01
+
+
+# Every read of the storage read API (the old ones and those the web layer uses now).
+READS = ("count_reports", "devices", "latest_per_device", "reports", "readings", "hourly_aggregates", "alarms",
+         "changes_since", "last_report_id", "device_ids", "reports_by_id", "readings_page", "device_hourly",
+         "hourly_aggregates_of")
+
+
+class SlowQueries(ReportQueries):
+    """The fleet's store, with the reads named in ``slow`` taking ``DELAY_S`` longer (a blocking
+    sleep, as a long SQLite query); ``fail`` names reads that raise a StorageError from their
+    ``fail_from``-th call on. Records every read as (name, arguments)."""
+
+    def __init__(self, path: Path, *, slow: Sequence[str] = (), fail: Sequence[str] = (), fail_from: int = 1) -> None:
+        super().__init__(path)
+        self.slow = set(slow)
+        self.fail = set(fail)
+        self.fail_from = fail_from
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def count(self, name: str) -> int:
+        return sum(1 for n, _ in self.calls if n == name)
+
+    def args_of(self, name: str, arg: str) -> list[Any]:
+        return [a[arg] for n, a in self.calls if n == name]
+
+
+def _instrumented(name: str) -> Callable[..., Any]:
+    def read(self: SlowQueries, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(ReportQueries, name)
+        self.calls.append((name, dict(inspect.signature(method).bind(self, *args, **kwargs).arguments)))
+        if name in self.slow:
+            time.sleep(DELAY_S)
+        if name in self.fail and self.count(name) >= self.fail_from:
+            raise StorageError("injected read failure", reason="read_failed")
+        return method(self, *args, **kwargs)
+    return read
+
+
+for _name in READS:
+    setattr(SlowQueries, _name, _instrumented(_name))
+
+
+def app_over(fleet: Fleet, store: ReportQueries, clock: Callable[[], float] = lambda: float(NOW)) -> TestClient:
+    app = create_app(store=store, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, retention=fleet.retention,
+                     clock=clock)
+    return TestClient(TestServer(app, host="127.0.0.1", port=0))
+
+
+async def loop_ticks_during(awaitable: Awaitable[T]) -> tuple[T, int, float]:
+    """Await ``awaitable`` while a ticker sleeps ``TICK_S`` in a loop; return its result, how many
+    times the ticker ran meanwhile, and the longest time the loop kept it waiting."""
+    loop = asyncio.get_running_loop()
+    ticks, longest = 0, 0.0
+
+    async def ticker() -> None:
+        nonlocal ticks, longest
+        last = loop.time()
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = loop.time()
+            longest = max(longest, now - last)
+            last = now
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(TICK_S * 3)
+    ticks, longest = 0, 0.0
+    try:
+        result = await awaitable
+    finally:
+        task.cancel()
+    return result, ticks, longest
+
+
+@pytest.mark.parametrize("path", [
+    "/api/devices", "/healthz", "/api/dashboard", f"/api/readings?from={NOW - 86400}&to={NOW}",
+    f"/opendata/readings.csv?from={NOW - 86400}&to={NOW}", "/opendata/ngsi-ld/v1/entities",
+])
+async def test_the_loop_keeps_running_while_slow_store_reads_serve_a_request(fleet: Fleet, path: str) -> None:
+    store = SlowQueries(fleet.store.path, slow=READS)
+    try:
+        async with app_over(fleet, store) as client:
+            async def get() -> int:
+                resp = await client.get(path)
+                await resp.read()
+                return resp.status
+
+            status, ticks, longest = await loop_ticks_during(get())
+        assert status == 200 and store.calls
+        # Each read blocked its thread for DELAY_S; the loop ran all along (a read on the loop let
+        # it run not once and kept it waiting DELAY_S or more).
+        assert ticks >= 10 and longest < DELAY_S / 2, (ticks, longest)
+    finally:
+        store.close()
+
+
+async def test_reports_are_acknowledged_while_a_slow_read_is_under_way(fleet: Fleet) -> None:
+    store = SlowQueries(fleet.store.path, slow=READS)
+    try:
+        async with app_over(fleet, store) as client:
+            request = asyncio.create_task(client.get("/api/devices"))
+            while not store.calls:  # a read is under way
+                await asyncio.sleep(0.005)
+            acks = len(fleet.acks)
+            fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW, "l": 900, "m": {"lux": 20}})
+            while len(fleet.acks) == acks:
+                assert not request.done(), "the request ended before the report was acknowledged"
+                await asyncio.sleep(0.005)
+            assert not request.done()  # ACKed (so committed) while the slow read still ran
+            resp = await request
+            assert resp.status == 200
+    finally:
+        store.close()
+
+
+async def test_healthz_probes_the_store_without_computing_the_fleet(fleet: Fleet) -> None:
+    store = SlowQueries(fleet.store.path, slow=["changes_since"])
+    try:
+        async with app_over(fleet, store) as client:
+            resp = await client.get("/healthz")
+            body = await resp.json()
+            assert body["checks"]["devices"] == 6
+            assert store.count("changes_since") == 0 and store.count("last_report_id") == 1
+            # While the first fleet snapshot is computed (slowly), /healthz still answers at once.
+            devices = asyncio.create_task(client.get("/api/devices"))
+            while store.count("changes_since") == 0:
+                await asyncio.sleep(0.005)
+            resp = await client.get("/healthz")
+            assert resp.status == 200 and not devices.done()
+            assert (await devices).status == 200
+    finally:
+        store.close()
+
+
+async def test_the_fleet_is_read_once_then_only_what_was_stored_since(fleet: Fleet) -> None:
+    store = SlowQueries(fleet.store.path, slow=["changes_since"])
+    try:
+        async with app_over(fleet, store) as client:
+            # Concurrent requests share one refresh.
+            answers = await asyncio.gather(*(client.get("/api/devices") for _ in range(4)))
+            assert [r.status for r in answers] == [200] * 4
+            assert store.args_of("changes_since", "after_id") == [0]
+            store.slow.clear()
+            watermark = store.last_report_id()
+            await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": NOW, "l": 900, "m": {"lux": 77}})
+            data = await (await client.get("/api/devices/sl-01")).json()
+            assert data["latest"]["lux"] == 77  # the new report is there at once
+            assert store.args_of("changes_since", "after_id")[1:] == [watermark]
+    finally:
+        store.close()
+
+
+async def test_fields_removed_by_retention_leave_the_snapshot_within_a_minute(fleet: Fleet) -> None:
+    clock = [float(NOW)]
+    async with app_over(fleet, fleet.queries, clock=lambda: clock[0]) as client:
+        data = await (await client.get("/api/devices/sl-01")).json()
+        assert "mot" in data["latest"]
+        await fleet.ingest.run_in_store(fleet.store.apply_retention, {("streetlight", "mot"): 1}, NOW + 10 * 86400)
+        clock[0] += 61
+        data = await (await client.get("/api/devices/sl-01")).json()
+        assert "mot" not in data["latest"] and "lux" in data["latest"]
+
+
+async def test_the_csv_is_read_one_utc_day_at_a_time_and_matches_every_reading(fleet: Fleet) -> None:
+    store = SlowQueries(fleet.store.path)
+    since, until = NOW - 2 * 86400 - 3600, NOW + 1  # three UTC days, the first one partly
+    try:
+        async with app_over(fleet, store) as client:
+            resp = await client.get(f"/opendata/readings.csv?from={since}&to={until}")
+            assert resp.status == 200 and resp.content_type == "text/csv"
+            text = await resp.text()
+    finally:
+        store.close()
+    slices = [(a["start"], a["end"]) for n, a in store.calls if n == "device_hourly"]
+    assert slices == [(since, NOW - NOW % 86400 - 86400), (NOW - NOW % 86400 - 86400, NOW - NOW % 86400),
+                      (NOW - NOW % 86400, until)]
+    # Same rows as aggregating every released value of the published devices in one go.
+    published = {"sl-01", "sl-02", "bin-01", "bin-02"}
+    fields = sorted({f for k in load_policy()["kinds"].values() for f in k["fields"]})
+    readings = sorted((ReadingView(r.device, r.kind, r.zone, r.field, r.w, r.l, r.value)
+                       for f in fields for r in fleet.queries.readings(field=f, start=since, end=until)
+                       if r.device in published), key=lambda r: (r.start, r.device, r.field))
+    assert text == export.rows_to_csv(export.hourly_rows(readings, load_policy()))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) > 50 and {r["device"] for r in rows} == published
+    assert text.count("hour,device,kind") == 1
+
+
+async def test_a_store_failure_before_the_csv_starts_is_a_json_503(fleet: Fleet) -> None:
+    store = SlowQueries(fleet.store.path, fail=["device_hourly"])
+    try:
+        async with app_over(fleet, store) as client:
+            resp = await client.get(f"/opendata/readings.csv?from={NOW - 2 * 86400}&to={NOW}")
+            assert resp.status == 503
+            assert (await resp.json())["error"]["code"] == "backend_unavailable"
+    finally:
+        store.close()
+
+
+async def test_a_store_failure_during_the_csv_cuts_the_transfer_off(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    store = SlowQueries(fleet.store.path, fail=["device_hourly"], fail_from=2)
+    try:
+        async with app_over(fleet, store) as client:
+            resp = await client.get(f"/opendata/readings.csv?from={NOW - 2 * 86400}&to={NOW}")
+            assert resp.status == 200  # the first day was sent
+            with caplog.at_level(logging.ERROR, logger="gateway.web.opendata"):
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()  # no complete-looking CSV with days missing
+            assert any("readings.csv cut off" in r.getMessage() for r in caplog.records)
+    finally:
+        store.close()
+
+
+async def test_healthz_says_when_the_store_does_not_answer_in_time(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source, "HEALTH_TIMEOUT_S", DELAY_S / 5)
+    store = SlowQueries(fleet.store.path, slow=["last_report_id"])
+    try:
+        async with app_over(fleet, store) as client:
+            resp = await client.get("/healthz")
+            body = await resp.json()
+            assert resp.status == 503 and body["reasons"] == ["store not answering"]
+    finally:
+        store.close()
