@@ -63,10 +63,15 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _ok("device", schema={"$ref": "#/components/schemas/Device"}),
                           "400": _BAD, "404": _err("unknown device")}}},
         "/api/readings": {"get": {
-            "summary": "Released values in a time range", "tags": ["read"],
+            "summary": "Released values in a time range, one page at a time", "tags": ["read"],
+            "description": "Ordered by (start, device, report, field). When `truncated`, pass `next` as `after`, "
+                           "with the same other parameters, for the following page: pages neither repeat nor "
+                           "skip a reading, however many share a start.",
             "parameters": [_FROM, _TO, _q("device", "device id"), _FIELD,
-                           _q("limit", "maximum rows (1..10000, default 1000)", {"type": "integer"})],
-            "responses": {"200": _ok("readings, oldest first; `truncated` when more exist"), "400": _BAD}}},
+                           _q("limit", "maximum rows (1..10000, default 1000)", {"type": "integer"}),
+                           _q("after", "page cursor: the `next` of the previous page, unchanged (opaque)")],
+            "responses": {"200": _ok("a page of readings", schema={"$ref": "#/components/schemas/ReadingsPage"}),
+                          "400": _BAD}}},
         "/api/aggregates/hourly": {"get": {
             "summary": "Per zone, UTC hour and field: count, sum, mean, min, max", "tags": ["read"],
             "parameters": [_FROM, _TO, _ZONE, _FIELD],
@@ -136,7 +141,8 @@ def openapi_document() -> dict[str, Any]:
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
             "responses": {"200": _ok("entity", "application/ld+json"), "404": _err("no such published entity")}}},
         "/opendata/readings.csv": {"get": {
-            "summary": "Released values per device, UTC hour and field (CSV; at most 31 days per request)",
+            "summary": "Released values per device, UTC hour and field (CSV; at most 31 days per request, "
+                       "longer ranges 400; streamed one UTC day at a time)",
             "tags": ["open data"],
             "parameters": [_FROM, _TO, _FIELD, _ZONE],
             "responses": {"200": _ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values",
@@ -166,6 +172,17 @@ def openapi_document() -> dict[str, Any]:
                 "Health": {"type": "object", "required": ["status", "reasons"], "properties": {
                     "status": {"type": "string", "enum": ["ok", "degraded"]},
                     "reasons": {"type": "array", "items": {"type": "string"}}, "checks": {"type": "object"}}},
+                "ReadingsPage": {"type": "object", "required": ["from", "to", "readings", "count", "truncated", "next"],
+                                 "properties": {
+                    "from": {"type": "integer"}, "to": {"type": "integer"},
+                    "readings": {"type": "array", "items": {"type": "object", "properties": {
+                        "device": {"type": "string"}, "kind": {"type": "string"}, "zone": {"type": "string"},
+                        "field": {"type": "string"}, "start": {"type": "integer"}, "length": {"type": "integer"},
+                        "value": {"type": "integer"}}}},
+                    "count": {"type": "integer"},
+                    "truncated": {"type": "boolean", "description": "more readings follow this page"},
+                    "next": {"type": ["string", "null"],
+                             "description": "cursor of the following page (pass as `after`); null on the last page"}}},
                 "Device": {"type": "object", "required": ["id", "kind", "zone", "lat", "lon", "status"], "properties": {
                     "id": {"type": "string"}, "kind": {"type": "string", "enum": ["streetlight", "bin"]},
                     "zone": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from gateway.web.errors import BadParameter
+from gateway.web.views import ReadingKey
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 ZONE_RE = re.compile(r"^[\w .-]{1,64}$")
+FIELD_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+MAX_CURSOR_CHARS = 256
 MAX_RANGE_S = 366 * 86400
 # Refuse timestamps outside 2000..2100: almost certainly ms instead of s, or garbage.
 _MIN_TS, _MAX_TS = 946684800, 4102444800
@@ -108,3 +114,28 @@ def reject_unknown(query: Mapping[str, str], allowed: Iterable[str]) -> None:
     unknown = sorted(set(query) - set(allowed))
     if unknown:
         raise BadParameter(f"unknown parameter(s): {', '.join(unknown)}", param=unknown[0])
+
+
+def encode_cursor(key: ReadingKey) -> str:
+    """The opaque page cursor of a readings position (``next`` in /api/readings)."""
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(query: Mapping[str, str], name: str = "after") -> ReadingKey | None:
+    """Read a page cursor made by :func:`encode_cursor` (the ``next`` of the previous page)."""
+    if name not in query:
+        return None
+    text = query[name].strip()
+    bad = BadParameter(f"'{name}' must be the 'next' value of a previous page, unchanged", param=name)
+    if not text or len(text) > MAX_CURSOR_CHARS:
+        raise bad
+    try:
+        key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if not (isinstance(key, list) and len(key) == 4 and type(key[0]) is int and isinstance(key[1], str)
+            and type(key[2]) is int and isinstance(key[3], str) and DEVICE_ID_RE.fullmatch(key[1])
+            and FIELD_RE.fullmatch(key[3]) and _MIN_TS <= key[0] < _MAX_TS and 0 <= key[2] < 2 ** 63):
+        raise bad
+    return (key[0], key[1], key[2], key[3])

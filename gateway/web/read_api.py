@@ -103,19 +103,27 @@ async def get_device(request: web.Request) -> web.Response:
 
 @ROUTES.get("/api/readings")
 async def list_readings(request: web.Request) -> web.Response:
-    """Released values in a time range (default: last 24 h), by device and fields."""
+    """Released values in a time range (default: last 24 h), by device and fields, one page at a time.
+
+    Ordered by (start, device, report, field); ``next`` is the cursor of the following page (pass it
+    as ``after`` with the same other parameters), null on the last page.
+    """
     ctx = ctx_of(request)
     q = request.query
-    params.reject_unknown(q, ("from", "to", "device", "field", "limit"))
+    params.reject_unknown(q, ("from", "to", "device", "field", "limit", "after"))
     since, until = params.parse_range(q, now=ctx.now(), default_s=DAY_S)
     device = params.parse_device_id(q["device"]) if "device" in q else None
     fields = params.parse_fields(q, ctx.known_fields())
     limit = params.parse_int(q, "limit", default=1000, low=1, high=MAX_READINGS)
-    rows = await ctx.fleet.readings(since=since, until=until, device=device, fields=fields, limit=limit + 1)
+    after = params.parse_cursor(q, "after")
+    rows = await ctx.fleet.readings(since=since, until=until, device=device, fields=fields, limit=limit + 1,
+                                    after=after)
+    page = rows[:limit]
     truncated = len(rows) > limit
     return json_response({
-        "from": since, "to": until, "readings": [reading_json(r) for r in rows[:limit]],
-        "count": min(len(rows), limit), "truncated": truncated,
+        "from": since, "to": until, "readings": [reading_json(r) for r in page],
+        "count": len(page), "truncated": truncated,
+        "next": params.encode_cursor(page[-1].key) if truncated else None,
     })
 
 

@@ -68,6 +68,39 @@ async def test_readings_iso_times_device_filter_and_limit(client: TestClient) ->
     assert data["readings"][0]["start"] == NOW - 6 * 3600
 
 
+async def test_readings_pages_follow_next_to_the_end_without_repeats_or_gaps(client: TestClient) -> None:
+    # At the morning's first start 18 readings share one start (4 devices x 4 fields, 2 hourly energies).
+    t0 = NOW - 6 * 3600
+    base = f"/api/readings?from={t0}&to={t0 + 1}"
+    whole = await get_json(client, base + "&limit=100")
+    assert whole["count"] == 18 and whole["truncated"] is False and whole["next"] is None
+    got: list[dict[str, Any]] = []
+    after, sizes = None, []
+    while True:
+        page = await get_json(client, base + "&limit=4" + (f"&after={after}" if after else ""))
+        got += page["readings"]
+        sizes.append(page["count"])
+        if not page["truncated"]:
+            assert page["next"] is None
+            break
+        assert isinstance(page["next"], str)
+        after = page["next"]
+    assert sizes == [4, 4, 4, 4, 2] and got == whole["readings"]
+    # The order is start, device, report, field.
+    assert [(r["device"], r["field"]) for r in got][:4] == [("bin-01", "bat"), ("bin-01", "fill"),
+                                                            ("bin-01", "temp"), ("bin-01", "tilt")]
+
+
+async def test_readings_next_page_keeps_the_filters(client: TestClient) -> None:
+    query = f"/api/readings?from={NOW - 6 * 3600}&to={NOW}&device=sl-01&field=lux,wh&limit=7"
+    first = await get_json(client, query)
+    second = await get_json(client, query + "&after=" + first["next"])
+    rows = first["readings"] + second["readings"]
+    assert {r["device"] for r in rows} == {"sl-01"} and {r["field"] for r in rows} == {"lux", "wh"}
+    assert [r["start"] for r in rows] == sorted(r["start"] for r in rows)
+    assert len({(r["start"], r["field"]) for r in rows}) == len(rows) == 14
+
+
 async def test_hourly_aggregates_per_zone(client: TestClient) -> None:
     data = await get_json(client, f"/api/aggregates/hourly?from={NOW - 3600}&to={NOW}&field=mot&zone=centre")
     [agg] = data["aggregates"]
@@ -103,6 +136,9 @@ async def test_dashboard_summary(client: TestClient) -> None:
         ("/api/readings?limit=ten", "limit", "integer"),
         ("/api/readings?device=../etc", "device", "[A-Za-z0-9._-]"),
         ("/api/readings?feild=mot", "feild", "unknown parameter"),
+        ("/api/readings?after=bm9wZQ", "after", "'next' value of a previous page"),
+        ("/api/readings?after=WzEsImEiLDEsIm0iXQ", "after", "'next' value"),  # [1,"a",1,"m"]: before 2000
+        ("/api/readings?after=", "after", "'next' value"),
         ("/api/devices?kind=lamp", "kind", "one of"),
         ("/api/devices?zone=%3Cscript%3E", "zone", "zone"),
         ("/api/aggregates/hourly?to=2026-13-45", "to", "ISO 8601"),

@@ -53,3 +53,11 @@ async def test_served_document_is_the_same(client: TestClient) -> None:
     resp = await client.get("/openapi.json")
     assert resp.status == 200
     assert await resp.json() == openapi_document()
+
+
+def test_readings_pagination_is_described() -> None:
+    op = openapi_document()["paths"]["/api/readings"]["get"]
+    assert "after" in {p["name"] for p in op["parameters"]}
+    page = openapi_document()["components"]["schemas"]["ReadingsPage"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ReadingsPage"}
+    assert {"next", "truncated"} <= set(page["required"]) and page["properties"]["next"]["type"] == ["string", "null"]
