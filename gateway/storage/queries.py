@@ -14,11 +14,13 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from gateway.errors import StorageError
 from gateway.storage.sqlite_uri import read_only_uri
@@ -163,6 +165,9 @@ class AlarmRecord:
 _REPORT_COLS = "device, seq, kind, zone, type, w, l, m, e, a, fw, received_at, gateway_id, link"
 # SQLite binds at most 32766 parameters; lists of ids are read in slices well below that.
 _ID_SLICE = 500
+# How long close() waits for an interrupted statement of another thread to stop.
+_CLOSE_WAIT_S = 2.0
+log = logging.getLogger(__name__)
 
 
 def _report(row: tuple[Any, ...]) -> StoredReport:
@@ -189,14 +194,15 @@ class ReportQueries:
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        # Every thread's connection, with the lock its thread holds while a statement runs.
+        self._conns: dict[sqlite3.Connection, threading.Lock] = {}
         self._closed = False
         try:
             self._open()
         except sqlite3.Error as exc:
             raise StorageError("cannot read report store %s: %s" % (self.db_path, exc), reason="open_failed") from exc
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> tuple[sqlite3.Connection, threading.Lock]:
         """Open this thread's read-only connection (sqlite connections are not shared between threads)."""
         conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, check_same_thread=False)
         try:
@@ -205,35 +211,57 @@ class ReportQueries:
         except sqlite3.Error:
             conn.close()
             raise
+        in_use = threading.Lock()
         with self._lock:
             if self._closed:
                 conn.close()
                 raise sqlite3.ProgrammingError("the report queries were closed")
-            self._conns.append(conn)
-        self._local.conn = conn
-        return conn
+            self._conns[conn] = in_use
+        self._local.conn = (conn, in_use)
+        return conn, in_use
 
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        try:
-            return self._open()
-        except sqlite3.Error as exc:
-            raise StorageError("cannot read report store %s: %s" % (self.db_path, exc), reason="read_failed") from exc
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, held for the statements run in the ``with`` block."""
+        if self._closed:
+            raise StorageError("the read connections of %s were closed" % self.db_path, reason="read_failed")
+        held: tuple[sqlite3.Connection, threading.Lock] | None = getattr(self._local, "conn", None)
+        if held is None:
+            try:
+                held = self._open()
+            except sqlite3.Error as exc:
+                raise StorageError("cannot read report store %s: %s" % (self.db_path, exc),
+                                   reason="read_failed") from exc
+        conn, in_use = held
+        with in_use:
+            yield conn
 
     def close(self) -> None:
-        """Close the read connections of every thread; later queries fail (``read_failed``)."""
+        """Close the read connections of every thread; later queries fail (``read_failed``).
+
+        A statement running in another thread is interrupted (it fails ``read_failed``) and its
+        connection closed once it stopped, so no reader is left on the store (the gateway
+        checkpoints the WAL after this).
+        """
         with self._lock:
             self._closed = True
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
+            conns, self._conns = list(self._conns.items()), {}
+        for conn, _ in conns:
+            conn.interrupt()
+        for conn, in_use in conns:
+            if in_use.acquire(timeout=_CLOSE_WAIT_S):
+                try:
+                    conn.close()
+                finally:
+                    in_use.release()
+            else:
+                log.warning("a read of %s did not stop within %.0f s; its connection is left open",
+                            self.db_path, _CLOSE_WAIT_S)
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
-            return self._conn.execute(sql, params).fetchall()
+            with self._using() as conn:
+                return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
 
@@ -314,36 +342,41 @@ class ReportQueries:
         Report ids only grow (reports are never deleted; retention removes fields, see
         :meth:`reports_by_id` to read rows again).
         """
-        conn = self._conn
         try:
-            conn.execute("BEGIN")
-            try:
-                hi = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
-                if hi <= after_id:
-                    return ReportChanges(watermark=max(hi, after_id), latest={}, last={})
-                groups = conn.execute(
-                    "SELECT device, type, MAX(w), MAX(id) FROM reports WHERE id > ? AND id <= ? GROUP BY device, type",
-                    (after_id, hi)).fetchall()
-                latest: dict[tuple[str, str], tuple[int, StoredReport]] = {}
-                last_ids: dict[str, int] = {}
-                for device, rtype, w, max_id in groups:
-                    row = conn.execute(
-                        "SELECT id, %s FROM reports WHERE device = ? AND w = ? AND type = ? AND id > ? AND id <= ?"
-                        " ORDER BY seq DESC LIMIT 1" % _REPORT_COLS, (device, w, rtype, after_id, hi)).fetchone()
-                    latest[(device, rtype)] = (int(row[0]), _report(row[1:]))
-                    last_ids[device] = max(last_ids.get(device, 0), int(max_id))
-                by_id = self._by_id(conn, sorted(last_ids.values()))
-                last = {device: (rid, by_id[rid]) for device, rid in last_ids.items()}
-            finally:
-                conn.execute("COMMIT")
+            with self._using() as conn:
+                hi, latest, last = self._changes(conn, after_id)
         except sqlite3.Error as exc:
             raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
         return ReportChanges(watermark=hi, latest=latest, last=last)
 
+    def _changes(self, conn: sqlite3.Connection, after_id: int) -> tuple[
+            int, dict[tuple[str, str], tuple[int, StoredReport]], dict[str, tuple[int, StoredReport]]]:
+        conn.execute("BEGIN")  # one snapshot for every statement below
+        try:
+            hi = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+            if hi <= after_id:
+                return max(hi, after_id), {}, {}
+            groups = conn.execute(
+                "SELECT device, type, MAX(w), MAX(id) FROM reports WHERE id > ? AND id <= ? GROUP BY device, type",
+                (after_id, hi)).fetchall()
+            latest: dict[tuple[str, str], tuple[int, StoredReport]] = {}
+            last_ids: dict[str, int] = {}
+            for device, rtype, w, max_id in groups:
+                row = conn.execute(
+                    "SELECT id, %s FROM reports WHERE device = ? AND w = ? AND type = ? AND id > ? AND id <= ?"
+                    " ORDER BY seq DESC LIMIT 1" % _REPORT_COLS, (device, w, rtype, after_id, hi)).fetchone()
+                latest[(device, rtype)] = (int(row[0]), _report(row[1:]))
+                last_ids[device] = max(last_ids.get(device, 0), int(max_id))
+            by_id = self._by_id(conn, sorted(last_ids.values()))
+            return hi, latest, {device: (rid, by_id[rid]) for device, rid in last_ids.items()}
+        finally:
+            conn.execute("COMMIT")
+
     def reports_by_id(self, ids: Iterable[int]) -> dict[int, StoredReport]:
         """Return the reports with these ids (ids not stored are absent)."""
         try:
-            return self._by_id(self._conn, sorted(set(ids)))
+            with self._using() as conn:
+                return self._by_id(conn, sorted(set(ids)))
         except sqlite3.Error as exc:
             raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
 

@@ -18,6 +18,8 @@ from gateway.storage.queries import DeviceHourAggregate
 
 T0 = 1_795_000_000 - 1_795_000_000 % 86400  # a UTC midnight
 WIN = 900
+# A statement that runs for a second or two whatever the store holds.
+SLOW_SQL = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) SELECT COUNT(*) FROM c"
 
 
 def rec(device: str, seq: int, w: int, m: dict[str, int], *, type_: str = "win", l: int = WIN,  # noqa: E741
@@ -43,12 +45,10 @@ def test_each_thread_reads_through_its_own_connection(db: tuple[ReportStore, Rep
     SQLite serialises the statements of a connection)."""
     store, q = db
     store.insert_batch([rec("sl-1", 1, T0, {"lux": 1})])
-    slow_sql = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000)"
-                " SELECT COUNT(*) FROM c")
     slow_done = threading.Event()
 
     def slow() -> None:
-        q._rows(slow_sql, ())  # noqa: SLF001 - a deliberately slow statement on the shared object
+        q._rows(SLOW_SQL, ())  # noqa: SLF001 - a deliberately slow statement on the shared object
         slow_done.set()
 
     worker = threading.Thread(target=slow)
@@ -84,6 +84,26 @@ def test_close_ends_the_reads_of_every_thread(db: tuple[ReportStore, ReportQueri
         q.last_report_id()
     assert info.value.reason == "read_failed"
     assert [e.reason for e in errors] == ["read_failed", "read_failed"]
+
+
+def test_close_interrupts_a_statement_running_in_another_thread(db: tuple[ReportStore, ReportQueries]) -> None:
+    """No reader is left on the store after close() (the gateway checkpoints the WAL next)."""
+    store, q = db
+    store.insert_batch([rec("sl-1", 1, T0, {"lux": 1})])
+    outcome: list[object] = []
+
+    def slow() -> None:
+        try:
+            outcome.append(q._rows(SLOW_SQL, ()))  # noqa: SLF001 - a deliberately slow statement
+        except StorageError as exc:
+            outcome.append(exc.reason)
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    time.sleep(0.2)  # the slow statement is running
+    q.close()
+    worker.join()
+    assert outcome == ["read_failed"]  # interrupted, not run to its end
 
 
 def test_changes_since_follows_the_store_by_report_id(db: tuple[ReportStore, ReportQueries]) -> None:
