@@ -188,3 +188,27 @@ print(json.dumps([app.errors, [b["l"] for b in rep.of("win")], lamp.duty]))
     assert errors >= 1
     assert 21600 not in lengths and 900 in lengths     # no release; the 00:15 window was reported
     assert duty
+
+
+def test_level_and_energy_do_not_reveal_the_passes_under_the_lamp(mpy: Mpy) -> None:
+    # The lamp boosts to 100 % for courtesy_s on motion. A window's mean level and an hour's energy
+    # measured with the boosts counted the passes exactly (70 % base, one pass per 600 s showed as
+    # lvl 78/74), beside the noisy, budgeted mot count. Both must leave at the scheduled level:
+    # the same with and without pedestrians.
+    def night(pedestrians: bool) -> Any:
+        return run_app(mpy, 1767225600 - 4 * 3600, f"""
+light.uv = 30000
+passes = [0]
+def world():
+    follow_lamp()
+    if {pedestrians!r} and clock.ms % 150000 == 0:
+        pir.pulse()
+        passes[0] += 1
+run_for(2 * 3600 + 10, step_ms=1000, each=world)
+print(json.dumps([passes[0], [b["m"] for b in rep.of("win") if b["l"] == 900], [b["m"] for b in rep.of("hour")]]))
+""")
+    busy, quiet = night(True), night(False)
+    assert busy[0] > 40 and quiet[0] == 0
+    assert busy[1] == quiet[1] and len(busy[1]) == 8          # lvl, lux, lamp per window: identical
+    assert busy[2] == quiet[2] and len(busy[2]) == 2          # wh per hour: identical
+    assert all(m["lvl"] > 0 for m in busy[1]) and all(m["wh"] > 0 for m in busy[2])

@@ -55,7 +55,9 @@ class StreetlightApp(AppBase):
         self.window = None
         self.mot_period = None
         self.lux = Mean()
-        self.lvl = Mean()
+        self.lvl = Mean()       # of the scheduled level: a motion boost must not show in it
+        self._base = None       # scheduled level set at the last sample
+        self._base_mw = None    # (level, mW) last measured without a boost
         self.lamp_bad = 0
         self.last_lux = None
         self.last_ma = None
@@ -89,13 +91,26 @@ class StreetlightApp(AppBase):
         if self.monitor.update(commanded, ma):
             self._alarm(["lamp_fail"], now_s)
         self.dimmer.update_light(lux)
+        base = self.dimmer.level(now_s, None)  # the schedule alone, without a motion boost
         self.lamp.set_level(self.dimmer.level(now_s, self.pir.since_event_ms(now_ms)))
-        for hour, mwh in self.energy.sample(now_s, self.cal_lamp["mains_v"] * ma):
+        mw = self.cal_lamp["mains_v"] * ma
+        if self._base is not None and commanded > self._base:
+            # A motion boost ran since the last sample. Level and energy leave the device at the
+            # scheduled level only: the boosts' share would count the passes under the lamp, which
+            # leave only as the noisy mot count (the boost energy follows from that count). Use the
+            # power last measured at that level (a driver's current is not quite linear in the
+            # level), else scale the measured power down to it.
+            last = self._base_mw
+            mw = last[1] if last is not None and last[0] == self._base else mw * self._base // commanded
+        else:
+            self._base_mw = (commanded, mw)
+        self._base = base
+        for hour, mwh in self.energy.sample(now_s, mw):
             if self._trusted(hour):
                 self._report("hour", hour, 3600, {"wh": round_div(mwh, 1000)})
         self._close_periods(now_s)
         self.lux.add(lux)
-        self.lvl.add(self.lamp.level)
+        self.lvl.add(base)
         if self.monitor.failed:
             self.lamp_bad = 1
 

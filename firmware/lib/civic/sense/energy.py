@@ -1,6 +1,7 @@
 """Lamp energy per clock hour, integer mWh.
 
-Reported per hour (not per window) so that the lamp's power cannot reveal motion boosts.
+Reported per hour. The streetlight feeds it the power at the scheduled level: a motion boost's
+share is left out (it would count the passes under the lamp, which leave only as a noisy count).
 Power is held constant between samples (left Riemann sum); a sample interval that crosses an
 hour boundary is split at the boundary.
 """
