@@ -139,6 +139,7 @@ class Gateway:
         app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
                          health_checks=[self._health], clock=self.clock,
+                         allowed_hosts=(*http.allowed_hosts, http.listen),
                          extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

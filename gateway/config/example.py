@@ -54,7 +54,10 @@ scan_interval_s = 5.0
 enabled = true
 listen = "127.0.0.1"            # IP address (0.0.0.0 or :: = every interface) or host name
 port = 8080
-# admin_token_file = "admin.token"   # must exist; bearer token for admin endpoints
+# admin_token_file = "admin.token"   # must exist and be private (chmod 600); bearer token for admin endpoints
+# Names this server answers to besides IP addresses, localhost and this machine's own name; a request
+# with any other Host header is refused (a hostile page rebinding its name to this gateway).
+# allowed_hosts = ["data.city.example"]   # e.g. the name a reverse proxy forwards
 
 [retention]
 interval_s = 3600               # how often old field values are removed

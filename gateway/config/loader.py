@@ -242,7 +242,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
         mqtt = _parse_mqtt(_Section(top.data["mqtt"], "mqtt", source, (
             "host", "port", "topic_prefix", "client_id", "outbox_max_bytes", "outbox_policy", "keepalive_s")))
     http = _parse_http(_Section(top.data.get("http", {}), "http", source,
-                                ("enabled", "listen", "port", "admin_token_file")), base)
+                                ("enabled", "listen", "port", "admin_token_file", "allowed_hosts")), base)
     overrides, interval = _parse_retention(top.data.get("retention", {}), source)
     sim_clock = None
     if "sim_clock" in top.data:
@@ -342,14 +342,46 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
             why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s" % (token_path, why),
                             "bad_path") from exc
+        _check_token_mode(sec, token_path)
         if len(token) < MIN_TOKEN_LEN:
             raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
                             % (token_path, MIN_TOKEN_LEN), "bad_value")
     listen = sec.get("listen", str, "127.0.0.1")
     _check_listen(sec, listen, resolve=enabled)
     cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),
-                     admin_token_file=token_path)
+                     admin_token_file=token_path, allowed_hosts=_parse_allowed_hosts(sec))
     return cfg if enabled else None
+
+
+def _check_token_mode(sec: _Section, token_path: Path) -> None:
+    """Refuse an admin token file other users may read, as ssh refuses a readable private key."""
+    if os.name != "posix":
+        return
+    try:
+        mode = token_path.stat().st_mode
+    except OSError as exc:
+        raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s"
+                        % (token_path, exc.strerror), "bad_path") from exc
+    if mode & 0o077:
+        raise sec.error("http.admin_token_file", "http.admin_token_file %s is readable by other users (mode %03o);"
+                        " run: chmod 600 %s" % (token_path, mode & 0o777, token_path), "bad_path")
+
+
+def _parse_allowed_hosts(sec: _Section) -> tuple[str, ...]:
+    """``http.allowed_hosts``: names (besides IPs, localhost and this machine's) the server answers to."""
+    raw = sec.get("allowed_hosts", list, [])
+    names: list[str] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise sec.error("http.allowed_hosts", "http.allowed_hosts[%d] must be a string, not %r" % (i, item),
+                            "wrong_type")
+        name = item.strip().lower().removesuffix(".")
+        if not _is_host(name):
+            raise sec.error("http.allowed_hosts", "http.allowed_hosts[%d] = %r must be a host name (no scheme,"
+                            " port or path), e.g. \"data.city.example\"" % (i, item), "bad_value")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 def _check_routes(data: Any, source: Path | None, base: Path) -> None:

@@ -44,12 +44,18 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    """Web surface (served by gateway.web); validated here and passed through."""
+    """Web surface (served by gateway.web); validated here and passed through.
+
+    ``allowed_hosts``: host names (lower case, no trailing dot) the server answers to besides IP
+    literals, ``localhost`` and the machine's own name; any other ``Host`` header is refused
+    (DNS rebinding).
+    """
 
     enabled: bool = True
     listen: str = "127.0.0.1"
     port: int = 8080
     admin_token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from gateway.web import admin_api, opendata, pages, read_api
 from gateway.web.auth import AdminToken
 from gateway.web.context import CONTEXT_KEY, WebContext
 from gateway.web.errors import BadParameter, WebError
+from gateway.web.hosts import HostAllowlist
 from gateway.web.retention import RetentionSettings
 from gateway.web.views import FleetAdmin, FleetSource
 
@@ -111,28 +112,55 @@ async def _errors_middleware(
 
 
 @web.middleware
-async def _security_headers(
+async def _allowed_hosts(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    open_data = request.path == "/opendata" or request.path.startswith("/opendata/")
-    if open_data and request.method == "OPTIONS":
+    """Refuse a Host header that does not name this gateway (DNS rebinding; see gateway.web.hosts)."""
+    host = request.headers.get("Host")
+    if request.app[CONTEXT_KEY].hosts.allows(host):
+        return await handler(request)
+    shown = (host or "")[:100]
+    logger.info("refused %s %s for Host %r (not in [http] allowed_hosts)", request.method, request.path, shown)
+    return web.json_response(
+        {"error": {"code": "host_not_allowed",
+                   "message": f"this gateway does not answer to Host {shown!r}; if it should, add the name to"
+                              " [http] allowed_hosts in the gateway config (key http.allowed_hosts)"}},
+        status=400,
+    )
+
+
+def _is_open_data(request: web.BaseRequest) -> bool:
+    return request.path == "/opendata" or request.path.startswith("/opendata/")
+
+
+@web.middleware
+async def _cors_preflight(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if _is_open_data(request) and request.method == "OPTIONS":
         # A browser's CORS preflight: open data may be read from any site (maps, notebooks).
-        response: web.StreamResponse = web.Response(status=204, headers={
+        return web.Response(status=204, headers={
             "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS", "Access-Control-Allow-Headers": "Accept",
             "Access-Control-Max-Age": "86400"})
-    else:
-        response = await handler(request)
-    if open_data:
+    return await handler(request)
+
+
+async def _security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Headers on every response, set as it is prepared (so streamed bodies and errors carry them too)."""
+    if _is_open_data(request):
         # Public data without credentials: any origin may read it (no cookies or tokens are involved).
         response.headers.setdefault("Access-Control-Allow-Origin", "*")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
+    # No page of the gateway may be framed (clickjacking the admin forms); X-Frame-Options for
+    # browsers without CSP frame-ancestors.
+    response.headers.setdefault("X-Frame-Options", "DENY")
     # Everything is served from this gateway: no CDN, no tiles, no third-party scripts.
     response.headers.setdefault(
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self';"
+        " frame-ancestors 'none'",
     )
-    return response
 
 
 def build_app(
@@ -148,6 +176,7 @@ def build_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
+    allowed_hosts: Iterable[str] = (),
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
 
@@ -163,11 +192,13 @@ def build_app(
         max_body_bytes: request body limit; larger bodies get 413.
         body_timeout_s: time a client has to send its request body.
         keepalive_timeout_s: idle keep-alive connections are closed after this.
+        allowed_hosts: host names served besides IP literals, ``localhost`` and this machine's
+            own names (``[http] allowed_hosts``); other ``Host`` headers get 400 ``host_not_allowed``.
     """
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         token=AdminToken(admin_token), health_checks=tuple(health_checks), clock=clock,
-        max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+        max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, hosts=HostAllowlist(allowed_hosts),
     )
     # Connection limits travel with the app (handler_args override the runner's arguments), so
     # they hold under any AppRunner: idle keep-alive closed, small header limits, no access log
@@ -175,10 +206,11 @@ def build_app(
     handler_args = {"keepalive_timeout": keepalive_timeout_s, "max_line_size": 4096, "max_field_size": 4096,
                     "max_headers": 64, "access_log": None, "logger": http_logger}
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=[_security_headers, _errors_middleware],
+        client_max_size=max_body_bytes, middlewares=[_allowed_hosts, _cors_preflight, _errors_middleware],
         handler_args=handler_args,
     )
     app[CONTEXT_KEY] = ctx
+    app.on_response_prepare.append(_security_headers)
     app.add_routes(pages.ROUTES)
     app.add_routes(read_api.ROUTES)
     app.add_routes(admin_api.ROUTES)
@@ -203,6 +235,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
+    allowed_hosts: Iterable[str] = (),
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -221,6 +254,8 @@ def create_app(
         max_body_bytes: request body limit (413 above).
         body_timeout_s: time a client has to send its request body (408 after).
         keepalive_timeout_s: idle keep-alive connections are closed after this.
+        allowed_hosts: host names served besides IP literals, ``localhost`` and this machine's
+            own names (``[http] allowed_hosts``).
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -234,6 +269,7 @@ def create_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         admin_token=admin_token, health_checks=health_checks, extra_routes=extra_routes, clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
+        allowed_hosts=allowed_hosts,
     )
 
     async def stop_store_reads(_app: web.Application) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.web.auth import AdminToken
 from gateway.web.errors import BadParameter, RequestTimeout, Unavailable
+from gateway.web.hosts import HostAllowlist
 from gateway.web.views import FleetAdmin, FleetSource
 
 
@@ -27,6 +28,7 @@ class WebContext:
     clock: Callable[[], float]
     max_body_bytes: int
     body_timeout_s: float
+    hosts: HostAllowlist
 
     def now(self) -> int:
         """Current unix seconds from the app's clock."""

@@ -43,6 +43,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[retention.bin]\nfill = 9999\n", "bad_value", "retention.bin.fill"),
         ("[retention.bin]\nmot = 3\n", "unknown_key", "retention.bin.mot"),
         ("[gateway\n", "syntax", ""),
+        ("[http]\nallowed_hosts = \"data.city.example\"\n", "wrong_type", "http.allowed_hosts"),
+        ("[http]\nallowed_hosts = [1]\n", "wrong_type", "http.allowed_hosts"),
+        ("[http]\nallowed_hosts = [\"https://data.city.example/\"]\n", "bad_value", "http.allowed_hosts"),
+        ("[http]\nallowed_hosts = [\"data.city.example:8080\"]\n", "bad_value", "http.allowed_hosts"),
+        ("[http]\nallowed_hosts = [\"*\"]\n", "bad_value", "http.allowed_hosts"),
         ("[sim_clock]\nspeed = 60\nwall_at = 1.0\n", "missing", "sim_clock.virtual_at"),
         ("[sim_clock]\nspeed = 0\nwall_at = 1.0\nvirtual_at = 2.0\n", "bad_value", "sim_clock.speed"),
     ],
@@ -50,6 +55,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_config_errors(tmp_path: Path, text: str, reason: str, key: str) -> None:
     (tmp_path / "afile").write_text("x")
     (tmp_path / "short.token").write_text("abc\n")
+    (tmp_path / "short.token").chmod(0o600)
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert (info.value.reason, info.value.key) == (reason, key)
@@ -58,6 +64,7 @@ def test_config_errors(tmp_path: Path, text: str, reason: str, key: str) -> None
 
 def test_full_config_and_relative_paths(tmp_path: Path) -> None:
     (tmp_path / "admin.token").write_text("t0ken-0123456789abcdef\n")
+    (tmp_path / "admin.token").chmod(0o600)
     cfg = load_config(write(tmp_path, """
 [gateway]
 id = "gw-1"
@@ -81,6 +88,7 @@ outbox_max_bytes = 4096
 [http]
 port = 0
 admin_token_file = "admin.token"
+allowed_hosts = ["Data.City.Example.", "gw-1.lan"]
 [retention]
 interval_s = 60
 [retention.streetlight]
@@ -97,8 +105,27 @@ wall_at = 10.0
     assert cfg.ble.backend == "virtual" and cfg.ble.max_connections == 2
     assert cfg.mqtt is not None and cfg.mqtt.port == 1883 and cfg.mqtt.outbox_max_bytes == 4096
     assert cfg.http is not None and cfg.http.admin_token_file == tmp_path / "admin.token"
+    assert cfg.http.allowed_hosts == ("data.city.example", "gw-1.lan")
     eff = retention_days(cfg)
     assert eff[("streetlight", "lux")] == 30 and eff[("bin", "fill")] == 730
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_admin_token_file_readable_by_others_is_refused(tmp_path: Path, mode: int,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("t0ken-0123456789abcdef\n")
+    token.chmod(mode)
+    path = write(tmp_path, "[http]\nadmin_token_file = \"admin.token\"\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.reason, info.value.key) == ("bad_path", "http.admin_token_file")
+    assert "chmod 600 %s" % token in str(info.value)
+    # `run --check` refuses it too, saying what to do.
+    assert main(["gateway", "run", "--config", str(path), "--check"]) == 1
+    assert "chmod 600" in capsys.readouterr().err
+    token.chmod(0o400)
+    assert load_config(path).http is not None
 
 
 def test_defaults_need_no_other_service() -> None:

@@ -31,8 +31,10 @@ async def pump_until(dev: PtyDevice, device: str, seq: int, timeout: float = 10.
 async def test_metrics_health_and_retention(tmp_path: Path) -> None:
     dev = PtyDevice(KEYS)
     (tmp_path / "admin.token").write_text("s3cret-token-0123456789\n")
+    (tmp_path / "admin.token").chmod(0o600)
     cfg_path = make_env(tmp_path, serial=(dev.path,))
-    text = cfg_path.read_text().replace("[http]\nenabled = false", "[http]\nport = 0\nadmin_token_file = \"admin.token\"")
+    text = cfg_path.read_text().replace("[http]\nenabled = false", "[http]\nport = 0\nadmin_token_file = \"admin.token\"\n"
+                                                      "allowed_hosts = [\"data.city.example\"]")
     cfg_path.write_text(text + "[retention]\ninterval_s = 1\n")
     gw = Gateway(load_config(cfg_path))
     await gw.start()
@@ -51,6 +53,11 @@ async def test_metrics_health_and_retention(tmp_path: Path) -> None:
                 metrics = await resp.text()
             async with http.get(base + "/healthz") as resp:
                 health = await resp.json()
+            # [http] allowed_hosts reaches the web app: the configured name is served, others refused.
+            async with http.get(base + "/api/devices", headers={"Host": "data.city.example"}) as resp:
+                assert resp.status == 200
+            async with http.get(base + "/api/devices", headers={"Host": "evil.example"}) as resp:
+                assert resp.status == 400 and (await resp.json())["error"]["code"] == "host_not_allowed"
         assert 'civicedge_reports_in_total{link_type="serial"} 4.0' in metrics
         assert 'civicedge_rejections_total{reason="hmac"} 1.0' in metrics
         assert 'civicedge_reports_stored_total 3.0' in metrics

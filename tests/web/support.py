@@ -136,6 +136,7 @@ def pty_gateway_config(tmp_path: Path, gateway_id: str, slave: int, *, admin: bo
     if admin:
         token_file = tmp_path / "admin.token"
         token_file.write_text(ADMIN_TOKEN + "\n")
+        token_file.chmod(0o600)
         http["admin_token_file"] = str(token_file)
     return parse_config({"gateway": {"id": gateway_id, "data_dir": str(tmp_path / "data")},
                          "serial": [{"port": os.ttyname(slave)}], "http": http, **sections}, source=None)

@@ -261,7 +261,7 @@ async def test_slow_client_body_times_out_with_408(fleet: Fleet) -> None:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(
-            f"PUT /api/admin/retention HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            f"PUT /api/admin/retention HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
             "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\":".encode()
         )
         await writer.drain()

@@ -171,3 +171,10 @@ async def test_security_headers_on_pages(client: TestClient) -> None:
     assert resp.status == 200
     assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    # No page may be framed (clickjacking): CSP frame-ancestors plus X-Frame-Options for old browsers.
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    for path in ("/api/devices", "/opendata/readings.csv", "/api/nothing"):
+        resp = await client.get(path)
+        assert resp.headers["X-Frame-Options"] == "DENY", path
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"], path

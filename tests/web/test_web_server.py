@@ -29,7 +29,7 @@ async def test_oversized_header_is_refused_and_requests_are_not_access_logged(
                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
                 assert r.status == 200
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /api/devices HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        writer.write(b"GET /api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
         await writer.drain()
         status = await asyncio.wait_for(reader.readline(), timeout=5)
         assert status.split()[1] in (b"400", b"431")
@@ -57,7 +57,7 @@ async def test_limits_hold_under_a_plain_app_runner(fleet: Fleet, caplog: pytest
     port = runner.addresses[0][1]
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /openapi.json?secret=x HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /openapi.json?secret=x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         # The idle keep-alive connection is closed by the server well before aiohttp's default.
@@ -66,14 +66,14 @@ async def test_limits_hold_under_a_plain_app_runner(fleet: Fleet, caplog: pytest
         assert asyncio.get_running_loop().time() - t0 < 5
         writer.close()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
         await writer.drain()
         status = await asyncio.wait_for(reader.readline(), timeout=5)
         assert status.split()[1] in (b"400", b"431")
         writer.close()
         # A client that never finishes its headers (slowloris) is cut off too.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /api/devices HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        writer.write(b"GET /api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         await writer.drain()
         t0 = asyncio.get_running_loop().time()
         assert await asyncio.wait_for(reader.read(), timeout=10) == b""
@@ -95,10 +95,10 @@ async def test_a_request_that_cannot_be_parsed_is_logged_in_one_line_without_its
     server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=0.5)
     secret = "SECRET-" + ADMIN_TOKEN
     requests = [
-        b"GET /api/admin/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secret.encode() + b"a" * 5000
+        b"GET /api/admin/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + secret.encode() + b"a" * 5000
         + b"\r\n\r\n",
-        b"GET /api/devices?token=" + secret.encode() + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (i, secret.encode()) for i in range(100))
+        b"GET /api/devices?token=" + secret.encode() + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, secret.encode()) for i in range(100))
         + b"\r\n",
     ]
     try:
