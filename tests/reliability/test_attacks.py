@@ -173,9 +173,9 @@ async def test_slow_clients_do_not_starve_the_web_surface(registry: Registry, tm
         for i in range(64):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             if i % 2:
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
             else:
-                writer.write(("PUT /api/admin/retention HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                writer.write(("PUT /api/admin/retention HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{" % ADMIN_TOKEN).encode())
             await writer.drain()
             slow.append((reader, writer))
@@ -190,7 +190,7 @@ async def test_slow_clients_do_not_starve_the_web_surface(registry: Registry, tm
                         pass  # the server already cut this one off
             t0 = time.monotonic()
             r2, w2 = await asyncio.open_connection("127.0.0.1", server.port)
-            w2.write(b"GET /api/devices HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            w2.write(b"GET /api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             head = await asyncio.wait_for(r2.readuntil(b"\r\n"), timeout=5)
             latencies.append(time.monotonic() - t0)
             assert head.startswith(b"HTTP/1.1 200"), head
