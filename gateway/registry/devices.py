@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import RegistryError
+from gateway.private_dirs import mkdir_private
 from gateway.protocol.frame import valid_device_id
 from gateway.resources import load_policy
 
@@ -115,25 +116,6 @@ def read_key_file(path: Path) -> bytes:
         return raw
     raise RegistryError("key file %s does not hold a 32-byte key (64 hex chars or 32 raw bytes)" % path,
                         reason="bad_key")
-
-
-def mkdir_private(path: Path) -> None:
-    """Create ``path`` and every missing parent 0700 (an existing directory is left as it is).
-
-    ``mkdir(parents=True)`` gives the parents the umask's mode: ``devices add`` before the first
-    ``gateway run`` (the quick start) made the gateway's data directory, the registry's parent, 0755.
-    """
-    missing: list[Path] = []
-    d = path
-    while not os.path.lexists(d) and d.parent != d:
-        missing.append(d)
-        d = d.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            if not d.is_dir():  # made meanwhile by someone else: fine if it is a directory
-                raise
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 from gateway.errors import StorageError
+from gateway.private_dirs import mkdir_private
 from gateway.storage import provenance
 from gateway.storage.schema import apply_schema
 
@@ -489,22 +490,6 @@ def _identities(path: Path) -> list[tuple[Path, tuple[int, int]]]:
     return found
 
 
-def _mkdir_private(path: Path) -> None:
-    """Create the data directory and every missing parent 0700 (``mkdir(parents=True)`` gives parents
-    the umask's mode); an existing directory is left as it is."""
-    missing: list[Path] = []
-    d = path
-    while not os.path.lexists(d) and d.parent != d:
-        missing.append(d)
-        d = d.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            if not d.is_dir():
-                raise
-
-
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
@@ -539,7 +524,7 @@ def _lock_store(path: Path) -> int:
     """
     lock_path = _lock_path(path)
     try:
-        _mkdir_private(path.parent)
+        mkdir_private(path.parent)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc
