@@ -5,34 +5,62 @@ runs on BlueZ and on the simulator's virtual radio. Per connection: subscribe to
 reassemble fragments into frames, write ACK frames fragmented to the ATT MTU to RX (write without
 response). A failed or dropped connection is retried with exponential backoff per address, and
 at most ``max_connections`` are open at once.
+
+Slots are not given to whatever advertises the service UUID (:mod:`gateway.transports.ble_slots`):
+with a registry, only advertisers named after a registered, non-revoked device are connected; a
+link on which the ingest accepted no frame within ``auth_timeout_s`` is dropped and its address
+backed off; candidates are taken known-first, then least recently served, never by address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
+import weakref
 from typing import Any, Callable
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
+from prometheus_client import CollectorRegistry, Counter
 
 from gateway.config.model import BleConfig
-from gateway.errors import ProtocolError, TransportError
+from gateway.errors import GatewayError, TransportError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import Link
 from gateway.protocol.ble_fragments import FragmentReassembler, fragment_frame
+from gateway.registry import Registry
 from gateway.transports.base import FrameSink
+from gateway.transports.ble_slots import NameFilter, SlotPolicy
 
 log = logging.getLogger(__name__)
 
 TX_UUID = "6c3e0002-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
 RX_UUID = "6c3e0003-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
-BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 30.0
-STABLE_S = 10.0
 WRITE_TIMEOUT_S = 5.0
+# A link on which the ingest accepted no frame (it sent no ACK) this long after connecting is
+# dropped; ``[ble] auth_timeout_s`` overrides it once the config has that key.
+AUTH_TIMEOUT_S = 10.0
+# The registry's ids are re-read when it changed through this process, and at least this often
+# (a `devices add` by another process).
+REGISTRY_REFRESH_S = 10.0
+# At most one WARNING per this long about links dropped without a verified frame.
+DROP_LOG_EVERY_S = 60.0
+
+_DROP_COUNTERS: "weakref.WeakKeyDictionary[CollectorRegistry, Counter]" = weakref.WeakKeyDictionary()
+
+
+def _drop_counter(metrics: GatewayMetrics) -> Counter:
+    """``civicedge_ble_unverified_dropped_total`` on the gateway's registry (registered once per registry)."""
+    counter = _DROP_COUNTERS.get(metrics.registry)
+    if counter is None:
+        counter = _DROP_COUNTERS[metrics.registry] = Counter(
+            "civicedge_ble_unverified_dropped",
+            "BLE links dropped because no frame from them verified within the auth timeout",
+            registry=metrics.registry)
+    return counter
 
 
 def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
@@ -64,20 +92,40 @@ class BleTransport:
 
     Args:
         config: the ``[ble]`` section.
-        metrics: ``ble_connected`` and ``link_state{link="ble"}``.
+        metrics: ``ble_connected``, ``link_state{link="ble"}`` and
+            ``civicedge_ble_unverified_dropped_total``.
         backends: ``(scanner_backend, client_backend)``; default from :func:`resolve_backends`.
+        registry: the device registry; when given, only advertisers whose local name is a
+            registered, non-revoked device id (or its shortened form) are connected. None: any
+            advertiser of the service UUID (links are still dropped when nothing verifies).
+        auth_timeout_s: drop a link on which the ingest accepted no frame this long after connecting;
+            default ``config.auth_timeout_s`` if the config has it, else :data:`AUTH_TIMEOUT_S`.
+        policy: the slot policy (default: one for ``config.max_connections``).
     """
 
     name = "ble"
 
     def __init__(self, config: BleConfig, *, metrics: GatewayMetrics | None = None,
-                 backends: tuple[Any, Any] | None = None) -> None:
+                 backends: tuple[Any, Any] | None = None, registry: Registry | None = None,
+                 auth_timeout_s: float | None = None, policy: SlotPolicy | None = None) -> None:
         self._config = config
         self._metrics = metrics
         self._scanner_cls, self._client_cls = backends if backends is not None else resolve_backends(config)
         self._connections: dict[str, asyncio.Task[None]] = {}
         self._clients: dict[str, BleakClient] = {}
-        self._backoff: dict[str, tuple[float, float]] = {}  # address -> (not before, current delay)
+        self._policy = policy if policy is not None else SlotPolicy(config.max_connections)
+        self._registry = registry
+        self._names: NameFilter | None = None
+        self._names_changes = -1
+        self._names_read = 0.0
+        if auth_timeout_s is None:
+            auth_timeout_s = float(getattr(config, "auth_timeout_s", AUTH_TIMEOUT_S))
+        self.auth_timeout_s = auth_timeout_s
+        self._dropped = _drop_counter(metrics) if metrics is not None else None
+        self.unverified_dropped = 0
+        self._drop_logged: float | None = None
+        self._drops_unlogged = 0
+        self._ignored_logged: set[str] = set()
         self._msg = 0
 
     @property
@@ -109,20 +157,67 @@ class BleTransport:
                     await asyncio.sleep(self._config.scan_interval_s)
                     continue
                 now = time.monotonic()
-                for address, (device, adv) in sorted(found.items()):
+                names = self._known_names(now)
+                candidates: dict[str, BLEDevice] = {}
+                for address, (device, adv) in found.items():
                     if self._config.service_uuid not in [u.lower() for u in adv.service_uuids]:
                         continue
-                    if address in self._connections or len(self._connections) >= self._config.max_connections:
+                    if names is not None and not names.admits(adv.local_name or device.name):
+                        self._ignore(address, adv.local_name or device.name)
                         continue
-                    if self._backoff.get(address, (0.0, 0.0))[0] > now:
-                        continue
-                    task = asyncio.create_task(self._serve(device, sink), name="ble-%s" % address)
+                    candidates[address] = device
+                for address in self._policy.choose(candidates, open_links=self._connections.keys(), now=now):
+                    self._policy.attempt(address, now)
+                    task = asyncio.create_task(self._serve(candidates[address], sink), name="ble-%s" % address)
                     self._connections[address] = task
                     task.add_done_callback(self._forget(address))
                 if len(self._connections) >= self._config.max_connections:
                     await asyncio.sleep(self._config.scan_interval_s)
         finally:
             await self.close()
+
+    def _known_names(self, now: float) -> NameFilter | None:
+        """The registry's non-revoked ids (None without a registry), re-read when it may have changed."""
+        registry = self._registry
+        if registry is None:
+            return None
+        changes = registry.changes
+        if self._names is None or changes != self._names_changes or now - self._names_read >= REGISTRY_REFRESH_S:
+            try:
+                self._names = NameFilter(r.id for r in registry.list() if not r.revoked)
+                self._names_changes, self._names_read = changes, now
+            except (sqlite3.Error, GatewayError) as exc:  # keep the last list; never stop scanning
+                log.warning("BLE: cannot read the device registry (%s); keeping the last list of %d device(s)",
+                            exc, len(self._names) if self._names is not None else 0)
+                self._names_read = now
+                if self._names is None:
+                    self._names = NameFilter(())
+        return self._names
+
+    def _ignore(self, address: str, name: str | None) -> None:
+        if address in self._ignored_logged:
+            return
+        if len(self._ignored_logged) >= 1024:
+            self._ignored_logged.clear()
+        self._ignored_logged.add(address)
+        log.debug("BLE %s advertises the service as %r, not a registered device: not connected", address, name)
+
+    def _count_drop(self, address: str, name: str | None, delay: float) -> None:
+        """Count a link dropped without a verified frame; WARNING at most once per DROP_LOG_EVERY_S."""
+        self.unverified_dropped += 1
+        if self._dropped is not None:
+            self._dropped.inc()
+        now = time.monotonic()
+        if self._drop_logged is not None and now - self._drop_logged < DROP_LOG_EVERY_S:
+            self._drops_unlogged += 1
+            log.debug("BLE dropped %s (%s): no verified frame within %.1f s; not reconnected for %.0f s",
+                      address, name, self.auth_timeout_s, delay)
+            return
+        more = self._drops_unlogged
+        log.warning("BLE dropped %s (%s): no frame from it verified within %.1f s of connecting; not reconnected "
+                    "for %.0f s%s", address, name, self.auth_timeout_s, delay,
+                    " (%d more such drop(s) since the last such line)" % more if more else "")
+        self._drop_logged, self._drops_unlogged = now, 0
 
     def _forget(self, address: str) -> Callable[["asyncio.Task[None]"], None]:
         def done(_task: "asyncio.Task[None]") -> None:
@@ -135,17 +230,25 @@ class BleTransport:
         link_name = "ble:%s" % address
         reassembler = FragmentReassembler()
         gone = asyncio.Event()
+        verified = asyncio.Event()
         client = BleakClient(device, disconnected_callback=lambda _c: gone.set(), backend=self._client_cls,
                              timeout=self._config.connect_timeout_s)
         started = time.monotonic()
+        unverified_drop = False
         try:
             await client.connect()
+            connected_at = time.monotonic()
             self._clients[address] = client
             self._gauge()
             mtu = max(23, int(client.mtu_size))
             lock = asyncio.Lock()
 
             async def send(frame: bytes) -> None:
+                # The ingest answers on a link only for a frame whose tag verified with the device's
+                # registered key (an ACK, after the commit): that is what authenticates the link.
+                if not verified.is_set():
+                    verified.set()
+                    self._policy.verified(address)
                 async with lock:  # fragments of two ACKs must not interleave
                     self._msg = (self._msg + 1) & 0xFF
                     try:
@@ -167,6 +270,9 @@ class BleTransport:
 
             await client.start_notify(TX_UUID, on_notify)
             log.info("BLE connected to %s (%s), ATT MTU %d", address, device.name, mtu)
+            if not await _first_of(verified, gone, deadline=connected_at + self.auth_timeout_s):
+                unverified_drop = True
+                return
             await gone.wait()
             log.info("BLE %s disconnected", address)
         except (BleakError, OSError, asyncio.TimeoutError, TransportError) as exc:
@@ -175,9 +281,10 @@ class BleTransport:
             reassembler.reset()
             self._clients.pop(address, None)
             self._gauge()
-            stable = time.monotonic() - started >= STABLE_S
-            delay = BACKOFF_MIN_S if stable else min(BACKOFF_MAX_S, 2 * self._backoff.get(address, (0.0, BACKOFF_MIN_S / 2))[1])
-            self._backoff[address] = (time.monotonic() + delay, delay)
+            delay = self._policy.ended(address, time.monotonic(), up_for=time.monotonic() - started,
+                                       unverified_drop=unverified_drop)
+            if unverified_drop:
+                self._count_drop(address, device.name, delay)
             if client.is_connected:
                 try:
                     await asyncio.wait_for(client.disconnect(), 5.0)
@@ -194,3 +301,17 @@ class BleTransport:
         self._connections.clear()
         self._clients.clear()
         self._gauge()
+
+
+async def _first_of(verified: asyncio.Event, gone: asyncio.Event, *, deadline: float) -> bool:
+    """Wait until ``verified`` or ``gone`` is set; False if neither is by ``deadline`` (monotonic)."""
+    if verified.is_set() or gone.is_set():
+        return True
+    waiters = [asyncio.ensure_future(verified.wait()), asyncio.ensure_future(gone.wait())]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=max(0.0, deadline - time.monotonic()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)

@@ -1,0 +1,175 @@
+"""BLE slots against attackers on the virtual radio (real Bumble stack, real gateway service).
+
+Fake peripherals (tests/radio/idle_peripheral.py) advertise the civicedge service at the lowest
+addresses, have no key and send nothing, as in the security review's dos.py. The gateway runs
+in-process with its BLE transport built as ``gateway.service`` should build it (with the registry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from conftest import make_env
+from procs import REPO
+from test_ble_transport import BleDevice, ble_section, stored
+
+from gateway.config import load_config
+from gateway.service import Gateway
+from gateway.transports.ble_link import BleTransport
+
+pytestmark = pytest.mark.timeout(180)
+IDLE = REPO / "tests" / "radio" / "idle_peripheral.py"
+AUTH_TIMEOUT_S = 2.0
+
+
+@pytest.fixture
+def radio() -> Iterator[str]:
+    relay = pytest.importorskip("hil.sim.radio.relay")
+    handle = relay.start_relay()
+    yield handle.url
+    handle.stop()
+
+
+class Fake:
+    """idle_peripheral.py as a subprocess; collects its JSON events."""
+
+    def __init__(self, radio: str, address: str, name: str) -> None:
+        self.address, self.name = address, name
+        self.events: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen([sys.executable, str(IDLE), radio, "--address", address, "--name", name],
+                                     cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        end = time.monotonic() + 20
+        while not any(e["event"] == "ready" for e in list(self.events)):
+            assert time.monotonic() < end and self.proc.poll() is None, "fake %s did not start" % address
+            time.sleep(0.05)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def times(self, event: str) -> list[float]:
+        return [e["t"] for e in list(self.events) if e["event"] == event]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def gateway(tmp_path: Path, radio: str, max_connections: int) -> tuple[Gateway, BleTransport]:
+    """The gateway service, its BLE transport given the registry (the wiring service.py needs)."""
+    gw = Gateway(load_config(make_env(tmp_path, extra=ble_section(radio, max_connections))))
+    ble = BleTransport(gw.config.ble, metrics=gw.metrics, registry=gw.registry, auth_timeout_s=AUTH_TIMEOUT_S)
+    gw.transports = [t for t in gw.transports if t.name != "ble"] + [ble]
+    return gw, ble
+
+
+async def wait_stored(db: Path, device: str, seqs: list[int], timeout: float) -> float:
+    """Seconds until ``seqs`` of ``device`` are stored; fails after ``timeout``."""
+    start = time.monotonic()
+    while stored(db, device) != seqs:
+        assert time.monotonic() - start < timeout, "stored %s: %r" % (device, stored(db, device))
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+async def test_only_registered_non_revoked_names_are_connected(tmp_path: Path, radio: str) -> None:
+    """dos.py: four fakes with made-up names at the lowest addresses; plus one named after a revoked device."""
+    fakes = [Fake(radio, "C0:00:00:00:00:0%d" % (i + 1), "x%d" % i) for i in range(4)]
+    real = BleDevice(radio, "bin-1", send=(1, 3))
+    gw, ble = gateway(tmp_path, radio, max_connections=4)
+    gw.registry.revoke("bin-2")
+    fakes.append(Fake(radio, "C0:00:00:00:00:05", "bin-2"))
+    await gw.start()
+    try:
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2, 3], 20)
+        await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 1)  # more scans: still nobody else
+        assert all(f.times("connect") == [] for f in fakes), [(f.name, f.events) for f in fakes]
+        assert ble.connected == 1
+    finally:
+        await gw.stop()
+        real.close()
+        for f in fakes:
+            f.close()
+
+
+@pytest.mark.parametrize("max_connections", [4, 1])
+async def test_impersonators_are_dropped_and_the_real_device_gets_a_slot(
+        tmp_path: Path, radio: str, max_connections: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Fakes named after registered devices (no key, nothing sent) at the lowest addresses hold the
+    slots when the real device starts advertising."""
+    fakes = [Fake(radio, "C0:00:00:00:00:0%d" % (i + 1), name) for i, name in enumerate(("bin-2", "bin-2", "sl-1",
+                                                                                          "sl-1"))]
+    gw, ble = gateway(tmp_path, radio, max_connections=max_connections)
+    caplog.set_level(logging.WARNING, logger="gateway.transports.ble_link")
+    real: BleDevice | None = None
+    await gw.start()
+    try:
+        # strangers get every slot but the one kept for known boards (all of it with one slot)
+        holding = min(max_connections, 3)
+        end = time.monotonic() + 10
+        while ble.connected < holding:
+            assert time.monotonic() < end, ble.connected
+            await asyncio.sleep(0.05)
+        real = await asyncio.to_thread(BleDevice, radio, "bin-1", send=(1, 3))
+        # Worst case: every fake is served once before it (AUTH_TIMEOUT_S each, one at a time with one slot).
+        bound = 4 * (AUTH_TIMEOUT_S + 2.5) + 5
+        took = await wait_stored(gw.config.storage.path, "bin-1", [1, 2, 3], bound)
+        print("bin-1 stored %.1f s after it started, with %d slot(s)" % (took, max_connections))
+        # every fake that got a slot lost it AUTH_TIMEOUT_S after connecting
+        connected = [f for f in fakes if f.times("connect")]
+        assert len(connected) >= holding
+        end = time.monotonic() + AUTH_TIMEOUT_S + 5
+        while any(len(f.times("disconnect")) < len(f.times("connect")) for f in connected):
+            assert time.monotonic() < end, [(f.address, f.events) for f in connected]
+            await asyncio.sleep(0.1)
+        for f in connected:
+            held = f.times("disconnect")[0] - f.times("connect")[0]
+            assert AUTH_TIMEOUT_S - 0.5 < held < AUTH_TIMEOUT_S + 2.0, (f.address, held)
+            assert len(f.times("connect")) == 1, f.events  # backed off, not given the slot again at once
+        drops = sum(len(f.times("disconnect")) for f in fakes)
+        assert ble.unverified_dropped == drops
+        assert gw.metrics.value("civicedge_ble_unverified_dropped_total") == drops
+        warnings = [r.getMessage() for r in caplog.records if "no frame from it verified" in r.getMessage()]
+        assert len(warnings) == 1, warnings  # rate-limited: one line for the burst
+        # the real device keeps its slot
+        assert not any(e["event"] == "disconnect" for e in real.events)
+    finally:
+        await gw.stop()
+        if real is not None:
+            real.close()
+        for f in fakes:
+            f.close()
+
+
+async def test_a_registered_device_that_is_revoked_later_is_not_reconnected(tmp_path: Path, radio: str) -> None:
+    """The transport re-reads the registry: a revoked id stops getting slots."""
+    real = BleDevice(radio, "bin-1", send=(1, 2))
+    gw, ble = gateway(tmp_path, radio, max_connections=4)
+    await gw.start()
+    try:
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], 20)
+        gw.registry.revoke("bin-1")
+        real.command("drop")
+        real.wait(lambda e: e["event"] == "disconnect", 10)
+        await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 2)
+        assert sum(1 for e in real.events if e["event"] == "connect") == 1
+        assert ble.connected == 0
+    finally:
+        await gw.stop()
+        real.close()
