@@ -81,7 +81,7 @@ class Gateway:
         if config.ble.enabled:
             from gateway.transports.ble_link import BleTransport
 
-            self.transports.append(BleTransport(config.ble, metrics=self.metrics))
+            self.transports.append(BleTransport(config.ble, metrics=self.metrics, registry=self.registry))
         self.upstream: MqttUpstream | None = None
         if config.mqtt is not None:
             self.upstream = MqttUpstream(config.mqtt, store=self.store, run_in_store=self.ingest.run_in_store,

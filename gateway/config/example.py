@@ -39,6 +39,7 @@ backend = "bluez"               # "bluez" (the OS default) or "virtual" (simulat
 max_connections = 4             # concurrent BLE connections
 scan_interval_s = 5.0
 # connect_timeout_s = 10.0
+# auth_timeout_s = 20.0         # drop a link on which no frame verified within this time
 
 # Upstream MQTT broker (QoS 1, persisted outbox). Leave out for no upstream.
 # [mqtt]

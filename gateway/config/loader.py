@@ -236,7 +236,8 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
         ports.append(SerialPortConfig(port=port, baud=sp.number("baud", int, 115200, 300, 4_000_000)))
 
     ble = _parse_ble(_Section(top.data.get("ble", {}), "ble", source, (
-        "enabled", "backend", "radio", "service_uuid", "max_connections", "scan_interval_s", "connect_timeout_s")))
+        "enabled", "backend", "radio", "service_uuid", "max_connections", "scan_interval_s", "connect_timeout_s",
+        "auth_timeout_s")))
     mqtt = None
     if "mqtt" in top.data:
         mqtt = _parse_mqtt(_Section(top.data["mqtt"], "mqtt", source, (
@@ -275,7 +276,8 @@ def _parse_ble(sec: _Section) -> BleConfig:
     return BleConfig(enabled=enabled, backend=backend, radio=radio, service_uuid=service,
                      max_connections=sec.number("max_connections", int, 4, 1, 64),
                      scan_interval_s=sec.number("scan_interval_s", float, 5.0, 0.1, 3600.0),
-                     connect_timeout_s=sec.number("connect_timeout_s", float, 10.0, 0.5, 120.0))
+                     connect_timeout_s=sec.number("connect_timeout_s", float, 10.0, 0.5, 120.0),
+                     auth_timeout_s=sec.number("auth_timeout_s", float, 20.0, 1.0, 600.0))
 
 
 def _check_radio_url(sec: _Section, radio: str) -> None:

@@ -27,6 +27,9 @@ class BleConfig:
     max_connections: int = 4
     scan_interval_s: float = 5.0
     connect_timeout_s: float = 10.0
+    # a link on which no frame verified within this time is dropped (a keyless peripheral must not
+    # hold a slot); above the default ack_gap_hold_s (15 s): a first ACK may wait at a seq gap
+    auth_timeout_s: float = 20.0
 
 
 @dataclass(frozen=True)

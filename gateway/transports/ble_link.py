@@ -41,8 +41,9 @@ TX_UUID = "6c3e0002-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
 RX_UUID = "6c3e0003-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
 WRITE_TIMEOUT_S = 5.0
 # A link on which the ingest accepted no frame (it sent no ACK) this long after connecting is
-# dropped; ``[ble] auth_timeout_s`` overrides it once the config has that key.
-AUTH_TIMEOUT_S = 10.0
+# dropped (``[ble] auth_timeout_s``); above the default ack_gap_hold_s (15 s), for which a
+# device's first ACK may wait at a seq gap.
+AUTH_TIMEOUT_S = 20.0
 # The registry's ids are re-read when it changed through this process, and at least this often
 # (a `devices add` by another process).
 REGISTRY_REFRESH_S = 10.0

@@ -159,3 +159,19 @@ def test_run_without_config_uses_embedded_defaults(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert main(["gateway", "run", "--check"]) == 0
     assert str(tmp_path / "xdg" / "civicedge" / "gateway" / "reports.sqlite") in capsys.readouterr().out
+
+
+def test_ble_auth_timeout_is_read_and_checked(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    base = '[gateway]\nid = "gw"\ndata_dir = "data"\n[ble]\nenabled = true\nbackend = "virtual"\nradio = "ws://127.0.0.1:1"\n'
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(base)
+    assert load_config(cfg).ble is not None and load_config(cfg).ble.auth_timeout_s == 20.0
+    cfg.write_text(base + "auth_timeout_s = 45\n")
+    assert load_config(cfg).ble.auth_timeout_s == 45.0
+    cfg.write_text(base + "auth_timeout_s = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert info.value.key == "ble.auth_timeout_s"

@@ -316,3 +316,19 @@ async def test_transports_that_fail_or_hang_on_close_do_not_keep_the_store_open(
     assert "stopping transports: HangingClose did not finish" in caplog.text
     with pytest.raises(sqlite3.ProgrammingError):
         gw.store._conn.execute("SELECT 1")  # noqa: SLF001 - closed
+
+
+def test_the_ble_transport_gets_the_registry_and_the_auth_timeout(tmp_path: Path) -> None:
+    # Without the registry the BLE transport connects any advertiser of the service UUID (a keyless
+    # peripheral named like nothing registered could take a slot); the timeout comes from [ble].
+    from gateway.transports.ble_link import BleTransport
+
+    extra = '[ble]\nenabled = true\nbackend = "virtual"\nradio = "ws://127.0.0.1:1"\nauth_timeout_s = 33\n'
+    gw = Gateway(load_config(make_env(tmp_path, extra=extra)))
+    try:
+        [ble] = [t for t in gw.transports if isinstance(t, BleTransport)]
+        assert ble._registry is gw.registry  # noqa: SLF001 - the wiring under test
+        assert ble.auth_timeout_s == 33.0
+    finally:
+        gw.store.close()
+        gw.registry.close()
