@@ -124,6 +124,9 @@ class ReportStore:
             # FULL: a committed (and therefore acknowledged) report survives power loss too.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # retention removes values (json_remove on m and e): overwrite what they occupied on disk
+            # too, whatever this SQLite build's default (many builds have secure_delete off)
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             apply_schema(conn)
             self._chain_pos, self._chain_head = provenance.last_hash(conn)

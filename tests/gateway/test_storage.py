@@ -125,6 +125,28 @@ def test_retention_removes_old_fields_only(tmp_path: Path) -> None:
     assert [r.w for r in q.readings(field="temp", start=0, end=2**40)] == [new]
 
 
+def test_the_store_overwrites_what_retention_removes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # secure_delete: a removed value is overwritten on disk, not only unlinked. Many SQLite builds
+    # default to off (this one may not): stand one in, the store must turn it on itself.
+    import sqlite3
+
+    from gateway.storage import store as store_mod
+
+    real_connect = sqlite3.connect
+
+    def connect_off(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        conn.execute("PRAGMA secure_delete=OFF")
+        return conn
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", connect_off)
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw1")
+    try:
+        assert store._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1  # noqa: SLF001
+    finally:
+        store.close()
+
+
 V1_READINGS = """
 CREATE TABLE readings (report_id INTEGER NOT NULL REFERENCES reports (id) ON DELETE CASCADE, device TEXT NOT NULL,
     kind TEXT NOT NULL, zone TEXT NOT NULL, field TEXT NOT NULL, w INTEGER NOT NULL, l INTEGER NOT NULL,
