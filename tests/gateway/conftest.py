@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -58,3 +59,12 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def radio() -> Iterator[str]:
+    """A virtual BLE radio (the simulator's link relay); its ws:// URL."""
+    relay = pytest.importorskip("hil.sim.radio.relay")
+    handle = relay.start_relay()
+    yield handle.url
+    handle.stop()

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from conftest import make_env
@@ -29,14 +29,6 @@ from gateway.transports.ble_link import BleTransport
 pytestmark = pytest.mark.timeout(180)
 IDLE = REPO / "tests" / "radio" / "idle_peripheral.py"
 AUTH_TIMEOUT_S = 2.0
-
-
-@pytest.fixture
-def radio() -> Iterator[str]:
-    relay = pytest.importorskip("hil.sim.radio.relay")
-    handle = relay.start_relay()
-    yield handle.url
-    handle.stop()
 
 
 class Fake:

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from conftest import KEYS, make_env
@@ -17,14 +17,6 @@ from procs import REPO, GatewayProcess
 
 pytestmark = pytest.mark.timeout(150)
 APP = Path(__file__).resolve().parent / "ble_device_app.py"
-
-
-@pytest.fixture
-def radio() -> Iterator[str]:
-    relay = pytest.importorskip("hil.sim.radio.relay")
-    handle = relay.start_relay()
-    yield handle.url
-    handle.stop()
 
 
 class BleDevice:
