@@ -14,13 +14,42 @@ import sys
 import time
 import tty
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 
 from gateway.protocol import FRAME_ACK, SerialDeframer, encode_serial, parse_frame, verify_tag
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def stop_process(proc: "subprocess.Popen[Any]") -> None:
+    """Terminate ``proc`` if it still runs; kill it if it has not exited 10 s later."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class EventProcess:
+    """A helper script as a subprocess that prints one JSON event per line; the events are collected."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def close(self) -> None:
+        stop_process(self.proc)
 
 
 def free_port() -> int:
@@ -200,13 +229,8 @@ class Mosquitto:
         raise AssertionError("mosquitto did not start: %s" % self.log.read_text())
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
 

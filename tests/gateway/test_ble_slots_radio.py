@@ -8,18 +8,14 @@ in-process with its BLE transport built as ``gateway.service`` should build it (
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_env
-from procs import REPO
+from procs import REPO, EventProcess
 from test_ble_transport import BleDevice, ble_section, stored
 
 from gateway.config import load_config
@@ -31,36 +27,19 @@ IDLE = REPO / "tests" / "radio" / "idle_peripheral.py"
 AUTH_TIMEOUT_S = 2.0
 
 
-class Fake:
+class Fake(EventProcess):
     """idle_peripheral.py as a subprocess; collects its JSON events."""
 
     def __init__(self, radio: str, address: str, name: str) -> None:
         self.address, self.name = address, name
-        self.events: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen([sys.executable, str(IDLE), radio, "--address", address, "--name", name],
-                                     cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__([str(IDLE), radio, "--address", address, "--name", name])
         end = time.monotonic() + 20
         while not any(e["event"] == "ready" for e in list(self.events)):
             assert time.monotonic() < end and self.proc.poll() is None, "fake %s did not start" % address
             time.sleep(0.05)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.append(json.loads(line))
-
     def times(self, event: str) -> list[float]:
         return [e["t"] for e in list(self.events) if e["event"] == event]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def gateway(tmp_path: Path, radio: str, max_connections: int) -> tuple[Gateway, BleTransport]:

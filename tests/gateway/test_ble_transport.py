@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 from conftest import KEYS, make_env
-from procs import REPO, GatewayProcess
+from procs import EventProcess, GatewayProcess
 
 pytestmark = pytest.mark.timeout(150)
 APP = Path(__file__).resolve().parent / "ble_device_app.py"
 
 
-class BleDevice:
+class BleDevice(EventProcess):
     """ble_device_app.py as a subprocess; collects its JSON events."""
 
     def __init__(self, radio: str, dev_id: str, *, kind: str = "bin", mtu: int = 247, send: tuple[int, int]) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, str(APP), radio, "--id", dev_id, "--key", KEYS[dev_id].hex(), "--kind", kind,
-             "--mtu", str(mtu), "--send", str(send[0]), str(send[1])],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__([str(APP), radio, "--id", dev_id, "--key", KEYS[dev_id].hex(), "--kind", kind,
+                          "--mtu", str(mtu), "--send", str(send[0]), str(send[1])])
         self.wait(lambda e: e["event"] == "ready", 20)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.append(json.loads(line))
 
     def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
@@ -52,15 +37,6 @@ class BleDevice:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def ble_section(radio: str, max_connections: int = 4) -> str:
