@@ -21,6 +21,10 @@ REPORT_TYPES = ("win", "hour", "day", "alarm", "boot")
 ALARM_PERIOD_S = 60  # alarms and boot reports: w is the time rounded down to the minute
 
 
+def _minute(now_s):
+    return now_s - now_s % ALARM_PERIOD_S
+
+
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -157,8 +161,7 @@ class Reporter:
 
     def alarm(self, codes, now_s, m=None):
         """Queue an alarm report at once (time rounded down to the minute); return its seq."""
-        w = now_s - now_s % ALARM_PERIOD_S
-        return self.report("alarm", w, ALARM_PERIOD_S, m or {}, a=codes)
+        return self.report("alarm", _minute(now_s), ALARM_PERIOD_S, m or {}, a=codes)
 
     def boot(self, now_s):
         """Queue a boot report (no measurements; time rounded down to the minute); return its seq.
@@ -167,5 +170,4 @@ class Reporter:
         gateway's ACK to it carries the time (protocol §3), so a board whose RTC lost power
         gets its clock, and then reports, without waiting for an alarm.
         """
-        w = now_s - now_s % ALARM_PERIOD_S
-        return self.report("boot", w, ALARM_PERIOD_S, {})
+        return self.report("boot", _minute(now_s), ALARM_PERIOD_S, {})

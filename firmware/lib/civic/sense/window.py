@@ -19,7 +19,7 @@ def period_for(current, now_s, length_s):
     :data:`STEP_BACK_S` into an earlier period, the current period goes on until the clock has
     caught up. A larger step back (a clock that was far ahead) moves to the earlier period.
     """
-    p = now_s - now_s % length_s
+    p = period_start(now_s, length_s)
     if current is not None and p < current and current - now_s <= STEP_BACK_S:
         return current
     return p
