@@ -315,14 +315,16 @@ def compile_firmware(dest: Path) -> Path:
     return dest
 
 
-def run_cycle(board: str, lib: Path) -> dict[str, Any]:
+def run_cycle(board: str, lib: Path, modules: list[str] | None = None) -> dict[str, Any]:
     """Run one full report cycle of ``board``'s app with the firmware from ``lib``; return the measurements.
 
-    Two runs: the first finds which firmware modules the app loads; the second imports them one
-    per step, leaves first, so each import's own cost is seen. ``trace`` holds every step as
+    Two runs: the first finds which firmware modules the app loads (skipped when ``modules``, the
+    ``modules`` of an earlier result for the same board, is given); the second imports them one per
+    step, leaves first, so each import's own cost is seen. ``trace`` holds every step as
     ``(name, live heap at its start, heap at its end)``.
     """
-    modules = _run(board, lib, [])["modules"]
+    if modules is None:
+        modules = _run(board, lib, [])["modules"]
     data = _run(board, lib, import_order(modules, firmware_dir() / "lib"))
     steps = data["trace"] = data.pop("steps")
     floor = steps[0][1]
@@ -377,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         mpy_lib = compile_firmware(Path(tmp) / "lib")
         for board in ("streetlight-esp32", "bin-esp32c3"):
             r = run_cycle(board, mpy_lib)
-            r["code_py"] = None if args.short else run_cycle(board, firmware_dir() / "lib")["code"]
+            r["code_py"] = None if args.short else run_cycle(board, firmware_dir() / "lib", r["modules"])["code"]
             results[board] = r
     if args.json:
         print(json.dumps({board: {k: v for k, v in r.items() if k != "trace"} for board, r in results.items()},
