@@ -40,10 +40,6 @@ log = logging.getLogger(__name__)
 TX_UUID = "6c3e0002-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
 RX_UUID = "6c3e0003-4a5e-4c1b-9b9e-0c1c1ce0ed9e"
 WRITE_TIMEOUT_S = 5.0
-# A link on which the ingest accepted no frame (it sent no ACK) this long after connecting is
-# dropped (``[ble] auth_timeout_s``); above the default ack_gap_hold_s (15 s), for which a
-# device's first ACK may wait at a seq gap.
-AUTH_TIMEOUT_S = 20.0
 # The registry's ids are re-read when it changed through this process, and at least this often
 # (a `devices add` by another process).
 REGISTRY_REFRESH_S = 10.0
@@ -100,7 +96,7 @@ class BleTransport:
             registered, non-revoked device id (or its shortened form) are connected. None: any
             advertiser of the service UUID (links are still dropped when nothing verifies).
         auth_timeout_s: drop a link on which the ingest accepted no frame this long after connecting;
-            default ``config.auth_timeout_s`` if the config has it, else :data:`AUTH_TIMEOUT_S`.
+            default ``config.auth_timeout_s``.
         policy: the slot policy (default: one for ``config.max_connections``).
     """
 
@@ -119,9 +115,7 @@ class BleTransport:
         self._names: NameFilter | None = None
         self._names_changes = -1
         self._names_read = 0.0
-        if auth_timeout_s is None:
-            auth_timeout_s = float(getattr(config, "auth_timeout_s", AUTH_TIMEOUT_S))
-        self.auth_timeout_s = auth_timeout_s
+        self.auth_timeout_s = config.auth_timeout_s if auth_timeout_s is None else auth_timeout_s
         self._dropped = _drop_counter(metrics) if metrics is not None else None
         self.unverified_dropped = 0
         self._drop_logged: float | None = None

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from gateway.storage.queries import ReportQueries, StoredReport
+from gateway.storage.queries import AlarmRecord, ReportQueries, StoredReport
 from gateway.web.views import AlarmView
 
 ALARM_OPEN_S = 86400
@@ -129,8 +129,9 @@ class FleetState:
         latest: dict[str, dict[str, int]] = {}
         latest_at: dict[str, dict[str, int]] = {}
         last_win: dict[str, StoredReport] = {}
+        latest_sorted = sorted(self._latest.items())
         for rtype in REPORT_TYPES:
-            for (device, kind_of), (_, rep) in sorted(self._latest.items()):
+            for (device, kind_of), (_, rep) in latest_sorted:
                 if kind_of != rtype:
                     continue
                 if rtype == "win":
@@ -138,8 +139,10 @@ class FleetState:
                 for fname, value in rep.m.items():
                     latest.setdefault(device, {})[fname] = int(value)
                     latest_at.setdefault(device, {})[fname] = rep.w + rep.l
-        alarms = self._open_alarms(now, last_win)
-        lamp_changes = self._lamp_changes(now)
+        # one read for both: the lamp history's 7 days hold the 24 h of open alarms
+        recent = self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1)
+        alarms = self._open_alarms(now, last_win, recent)
+        lamp_changes = self._lamp_changes(now, recent)
         return {
             device: DeviceState(
                 kind=rep.kind, zone=rep.zone, last_seen=int(rep.received_at), link=rep.link,
@@ -149,9 +152,12 @@ class FleetState:
             for device, (_, rep) in sorted(self._last.items())
         }
 
-    def _open_alarms(self, now: int, last_win: Mapping[str, StoredReport]) -> dict[str, list[AlarmView]]:
+    def _open_alarms(self, now: int, last_win: Mapping[str, StoredReport],
+                     recent: list[AlarmRecord]) -> dict[str, list[AlarmView]]:
         newest: dict[tuple[str, str], AlarmView] = {}
-        for rec in self._store.alarms(start=now - ALARM_OPEN_S, end=now + 1):
+        for rec in recent:
+            if rec.w < now - ALARM_OPEN_S:
+                continue
             clear_field = _ALARM_CLEARED_BY.get(rec.code)
             win = last_win.get(rec.device)
             if clear_field and win is not None and win.w > rec.w and win.m.get(clear_field) == 0:
@@ -162,14 +168,14 @@ class FleetState:
             by_device.setdefault(alarm.device, []).append(alarm)
         return by_device
 
-    def _lamp_changes(self, now: int) -> dict[str, int]:
+    def _lamp_changes(self, now: int, recent: list[AlarmRecord]) -> dict[str, int]:
         """When a lamp that raised ``lamp_fail`` was first seen working again (lamp changed or repaired).
 
         Only devices with a ``lamp_fail`` alarm in the last 7 days are read back, so the cost
         follows the number of failures, not the size of the store.
         """
         last_fail: dict[str, int] = {}
-        for rec in self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1):
+        for rec in recent:
             if rec.code == "lamp_fail":
                 last_fail[rec.device] = max(rec.w, last_fail.get(rec.device, rec.w))
         changed: dict[str, int] = {}
