@@ -45,7 +45,7 @@ from hil.boards import BoardError, load_board
 from hil.scenarios.errors import (BadDurationError, ScenarioError, UnknownBoardError, UnknownExpectationError,
                                   UnknownKeyError)
 from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation, Scenario
-from hil.scenarios.stimuli_doc import check_fault_entry, check_stimuli_doc
+from hil.scenarios.stimuli_doc import check_fault_entry, check_keys, check_stimuli_doc
 from hil.sim.errors import StimulusError
 from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms
 
@@ -83,14 +83,6 @@ def find_scenario(name_or_path: str | Path) -> Path:
         return example
     names = ", ".join(p.stem for p in list_examples())
     raise ScenarioError(f"no scenario file {str(name_or_path)!r} (shipped examples: {names})", path=str(name_or_path))
-
-
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path | None,
-                error: type[ScenarioError] = UnknownKeyError) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise error(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
-                    path=str(path) if path else None, key=unknown[0], where=where)
 
 
 def _duration(value: Any, key: str, path: Path | None) -> int:
@@ -187,7 +179,7 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     where = f"boards[{i + 1}]"
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: must be a table", key="boards")
-    _check_keys(raw, BOARD_KEYS, where, path)
+    check_keys(raw, BOARD_KEYS, where, path)
     name = raw.get("board")
     if not isinstance(name, str) or not name:
         raise ScenarioError(f"{where}: 'board' (a board name such as streetlight-esp32) is required", key="board")
@@ -334,7 +326,7 @@ def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectat
     if not isinstance(raw, dict) or not raw:
         raise ScenarioError("[expect] is required and must name at least one expectation "
                             f"({', '.join(sorted(EXPECT_KEYS))})", key="expect", path=str(path) if path else None)
-    _check_keys(raw, EXPECT_KEYS, "[expect]", path, error=UnknownExpectationError)
+    check_keys(raw, EXPECT_KEYS, "[expect]", path, error=UnknownExpectationError)
     reports_min = raw.get("reports_min")
     if reports_min is not None and (isinstance(reports_min, bool) or not isinstance(reports_min, int) or reports_min < 0):
         raise ScenarioError(f"expect.reports_min must be an integer >= 0, got {reports_min!r}", key="reports_min")
@@ -372,7 +364,7 @@ def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectat
         if not isinstance(f, dict):
             raise ScenarioError(f"{where}: must be a table {{ field = ..., op = ..., value = ..., by = ... }}, got "
                                 f"{f!r}", key="fields", value=repr(f))
-        _check_keys(f, FIELD_KEYS, where, path)
+        check_keys(f, FIELD_KEYS, where, path)
         missing = [k for k in ("field", "op", "value", "by") if k not in f]
         if missing:
             raise ScenarioError(f"{where}: missing {', '.join(missing)}", key=missing[0])
@@ -401,7 +393,7 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
     Raises:
         ScenarioError: (or a subclass) naming the key at fault.
     """
-    _check_keys(doc, TOP_KEYS, "scenario", path)
+    check_keys(doc, TOP_KEYS, "scenario", path)
     name = doc.get("name", path.stem if path else None)
     if not isinstance(name, str) or not _ID.match(name):
         raise ScenarioError(f"scenario: name must be a short id (letters, digits, . _ -), got {name!r}", key="name")

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 from typing import Any
 
 from hil.scenarios.errors import ScenarioError, UnknownKeyError
+from hil.sim.stimuli import STIMULI_KEYS  # the simulator owns the stimuli format
 
-STIMULI_KEYS: tuple[str, ...] = ("start", "set", "at")
-"""Top-level keys of a stimuli document (what :func:`hil.sim.stimuli.load_stimuli` reads)."""
 FAULT_KEYS: tuple[str, ...] = ("time", "every", "until", "fault")
 """Keys of a ``faults`` entry: a timeline entry with a fault line."""
 _SCALARS = (str, int, float, bool, dt.datetime, dt.date, dt.time)
@@ -35,6 +35,15 @@ def _kind(value: Any) -> str:
 
 def _fail(message: str, *, key: str, value: Any, path: str | None) -> ScenarioError:
     return ScenarioError(message, key=key, value=repr(value), path=path)
+
+
+def check_keys(table: dict[str, Any], allowed: set[str], where: str, path: str | Path | None,
+               error: type[ScenarioError] = UnknownKeyError) -> None:
+    """Raise ``error`` (UnknownKeyError by default) naming the first key of ``table`` not in ``allowed``."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise error(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
+                    path=str(path) if path else None, key=unknown[0], where=where)
 
 
 def _check_name(name: str, where: str, key: str, path: str | None) -> None:
@@ -114,10 +123,7 @@ def check_fault_entry(entry: Any, where: str, path: str | None) -> None:
     if not isinstance(entry, dict):
         raise _fail(f"{where}: must be a table {{ time = \"+5m\", fault = \"reset\" }}, got {_kind(entry)}",
                     key="faults", value=entry, path=path)
-    unknown = sorted(set(entry) - set(FAULT_KEYS))
-    if unknown:
-        raise UnknownKeyError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(FAULT_KEYS)})",
-                              key=unknown[0], where=where, path=path)
+    check_keys(entry, set(FAULT_KEYS), where, path)
     missing = [k for k in ("time", "fault") if k not in entry]
     if missing:
         raise _fail(f"{where}: needs 'time' and 'fault' (missing: {', '.join(missing)})", key=missing[0],
@@ -125,4 +131,4 @@ def check_fault_entry(entry: Any, where: str, path: str | None) -> None:
     check_timeline_entry(entry, where, "faults", path)
 
 
-__all__ = ["FAULT_KEYS", "STIMULI_KEYS", "check_fault_entry", "check_stimuli_doc", "check_timeline_entry"]
+__all__ = ["FAULT_KEYS", "STIMULI_KEYS", "check_fault_entry", "check_keys", "check_stimuli_doc", "check_timeline_entry"]

@@ -57,6 +57,9 @@ def parse_at_ms(text: str | int, start_ms: int) -> int:
     return int(t.timestamp() * 1000)
 
 
+STIMULI_KEYS: tuple[str, ...] = ("start", "set", "at")
+"""Top-level keys of a stimuli file."""
+
 @dataclass
 class BoardIo:
     """What the stimulus layer needs to know about a board (from its device config)."""
@@ -238,7 +241,7 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
     except tomllib.TOMLDecodeError as exc:
         raise StimulusError(f"stimuli file is not TOML: {exc}", value=str(source)) from exc
     plan = StimuliPlan()
-    unknown = set(doc) - {"start", "set", "at"}
+    unknown = set(doc) - set(STIMULI_KEYS)
     if unknown:
         raise StimulusError(f"unknown sections in stimuli file: {sorted(unknown)}", value=sorted(unknown))
     # shapes first: a TOML typo must be a message, not an AttributeError
