@@ -236,6 +236,15 @@ class ReportQueries:
         with in_use:
             yield conn
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_using`, with a failing statement raised as StorageError ``read_failed``."""
+        try:
+            with self._using() as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+
     def close(self) -> None:
         """Close the read connections of every thread; later queries fail (``read_failed``).
 
@@ -259,11 +268,8 @@ class ReportQueries:
                             self.db_path, _CLOSE_WAIT_S)
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            with self._using() as conn:
-                return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+        with self._reading() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def devices(self) -> list[DeviceActivity]:
         """Return reporting activity per device (devices that never reported are absent)."""
@@ -303,12 +309,9 @@ class ReportQueries:
                 for r in self._rows(sql, params + (field, limit))]
 
     def hourly_aggregates(self, *, field: str, start: int, end: int, zone: str | None = None) -> list[HourlyAggregate]:
-        """Return per-zone, per-hour count/sum/min/max of ``field`` for periods starting in ``[start, end)``."""
-        where, params = _filters(zone=zone, start=start, end=end)
-        sql = ("SELECT zone, (w / 3600) * 3600 AS hour, COUNT(*), SUM(value), MIN(value), MAX(value),"
-               " COUNT(DISTINCT device) FROM readings%s AND field = ? GROUP BY zone, hour ORDER BY hour, zone" % where)
-        return [HourlyAggregate(r[0], int(r[1]), field, int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]))
-                for r in self._rows(sql, params + (field,))]
+        """Return per-zone, per-hour count/sum/min/max of ``field`` for periods starting in ``[start, end)``,
+        ordered by hour and zone (:meth:`hourly_aggregates_of` of one field)."""
+        return self.hourly_aggregates_of(fields=[field], start=start, end=end, zone=zone)
 
     def alarms(self, *, start: int, end: int, zone: str | None = None) -> list[AlarmRecord]:
         """Return alarm codes raised with time in ``[start, end)``, oldest first."""
@@ -342,11 +345,8 @@ class ReportQueries:
         Report ids only grow (reports are never deleted; retention removes fields, see
         :meth:`reports_by_id` to read rows again).
         """
-        try:
-            with self._using() as conn:
-                hi, latest, last = self._changes(conn, after_id)
-        except sqlite3.Error as exc:
-            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+        with self._reading() as conn:
+            hi, latest, last = self._changes(conn, after_id)
         return ReportChanges(watermark=hi, latest=latest, last=last)
 
     def _changes(self, conn: sqlite3.Connection, after_id: int) -> tuple[
@@ -374,11 +374,8 @@ class ReportQueries:
 
     def reports_by_id(self, ids: Iterable[int]) -> dict[int, StoredReport]:
         """Return the reports with these ids (ids not stored are absent)."""
-        try:
-            with self._using() as conn:
-                return self._by_id(conn, sorted(set(ids)))
-        except sqlite3.Error as exc:
-            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+        with self._reading() as conn:
+            return self._by_id(conn, sorted(set(ids)))
 
     @staticmethod
     def _by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, StoredReport]:
@@ -425,8 +422,8 @@ class ReportQueries:
 
     def hourly_aggregates_of(self, *, fields: Sequence[str], start: int, end: int,
                              zone: str | None = None) -> list[HourlyAggregate]:
-        """:meth:`hourly_aggregates` of several fields in one pass over the range, ordered by
-        hour, zone and field."""
+        """Return per-zone, per-hour count/sum/min/max of each of ``fields`` for periods starting in
+        ``[start, end)``, in one pass over the range, ordered by hour, zone and field."""
         where, params = _filters(zone=zone, start=start, end=end)
         where += " AND field IN (SELECT value FROM json_each(?))"
         params += (json.dumps(list(fields)),)
