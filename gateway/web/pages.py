@@ -92,7 +92,7 @@ async def healthz(request: web.Request) -> web.Response:
     reasons: list[str] = []
     checks: dict[str, Any] = {}
     try:
-        # A probe of one index lookup on a worker thread: never the fleet snapshot, whose first
+        # One cheap store read on a worker thread (see device_count): never the fleet snapshot, whose first
         # computation reads the whole store.
         checks["devices"] = await ctx.fleet.device_count()
     except Unavailable as exc:

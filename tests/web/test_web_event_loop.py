@@ -259,3 +259,24 @@ async def test_healthz_says_when_the_store_does_not_answer_in_time(fleet: Fleet,
             assert resp.status == 503 and body["reasons"] == ["store not answering"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_healthz_without_a_registry_reads_the_store_once(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch, slow: bool) -> None:
+    """Without a registry the device ids, read from the store, are the probe: no second read."""
+    monkeypatch.setattr(source, "HEALTH_TIMEOUT_S", DELAY_S / 5)
+    store = SlowQueries(fleet.store.path, slow=["device_ids"] if slow else [])
+    app = create_app(store=store, registry=None, policy=load_policy(), metrics_registry=fleet.metrics.registry,
+                     admin_token=None, clock=lambda: float(NOW))
+    try:
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+            resp = await client.get("/healthz")
+            body = await resp.json()
+        if slow:
+            assert resp.status == 503 and body["reasons"] == ["store not answering"]
+        else:
+            assert resp.status == 200 and body["checks"]["devices"] == 4  # the devices that reported
+        assert [name for name, _ in store.calls] == ["device_ids"]
+    finally:
+        store.close()
