@@ -129,11 +129,13 @@ class FleetAdmin(Protocol):
     """Administrative changes behind the admin token."""
 
     def revoke(self, device_id: str) -> None:
-        """Revoke a device's key; its reports are rejected from now on."""
+        """Revoke a device's key; its reports are rejected from now on. Raises NotFound
+        ``unknown_device`` (param ``device_id``) for a device not registered."""
         ...
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
-        """Generate a new key; return where it was written (never the key itself)."""
+        """Generate a new key; return where it was written (never the key itself). Raises NotFound
+        ``unknown_device`` (param ``device_id``) for a device not registered."""
         ...
 
     def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,

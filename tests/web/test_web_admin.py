@@ -98,10 +98,26 @@ async def test_revoke_then_reports_are_rejected_and_second_revoke_conflicts(clie
 
 
 async def test_unknown_and_malformed_device_ids(client: TestClient) -> None:
-    resp = await client.post("/api/admin/devices/ghost/revoke", headers=admin_headers())
-    assert resp.status == 404 and (await resp.json())["error"]["code"] == "unknown_device"
+    for action in ("revoke", "rotate-key"):
+        resp = await client.post(f"/api/admin/devices/ghost/{action}", headers=admin_headers())
+        assert resp.status == 404 and (await resp.json()) == {"error": {
+            "code": "unknown_device", "message": "no device 'ghost'", "param": "device_id"}}
     resp = await client.post("/api/admin/devices/bad%20id!/rotate-key", headers=admin_headers())
     assert resp.status == 400 and (await resp.json())["error"]["param"] == "device_id"
+
+
+async def test_revoke_and_rotate_need_only_the_registry(fleet: Fleet) -> None:
+    """The registry says whether a device exists: an unreadable report store does not stop a revocation."""
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=None, admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    fleet.queries.close()  # every store read fails from now on
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.post("/api/admin/devices/bin-01/rotate-key", headers=admin_headers())
+        assert resp.status == 200 and (await resp.json())["key_version"] == 2
+        resp = await c.post("/api/admin/devices/sl-01/revoke", headers=admin_headers())
+        assert resp.status == 200 and fleet.registry.get("sl-01").revoked
+        resp = await c.post("/api/admin/devices/ghost/revoke", headers=admin_headers())
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "unknown_device"
 
 
 async def test_rotate_key_writes_a_new_key_and_never_returns_or_logs_it(
