@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 from gateway.web.ngsi import ENTITY_TYPE_BY_KIND, device_entity, iso_utc, publishable
-from gateway.web.views import DeviceHourAggregate, DeviceView, ReadingView
+from gateway.web.views import DeviceHourAggregate, DeviceView
 
 CSV_COLUMNS = ("hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values", "until")
 _SUMMED_UNITS = frozenset({"count", "Wh"})
@@ -27,32 +26,15 @@ def field_units(policy: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     }
 
 
-def hourly_rows(readings: Iterable[ReadingView], policy: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Aggregate released values per device, UTC hour and field.
+def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """CSV rows (keys of :data:`CSV_COLUMNS`) from per device, UTC hour and field aggregates, in
+    their order.
 
     Counts and energy are summed over the hour; levels (%, lx, °C, state) are averaged and
     rounded to one decimal. Values whose period is longer than an hour (6-hour passes, daily
     counts) stay in the hour their period starts; ``until`` says where the row's values end, so
     such a row is not read as one hour's worth.
-
-    Returns:
-        Rows with the keys of :data:`CSV_COLUMNS`, sorted by hour, device, field.
     """
-    groups: dict[tuple[int, str, str], list[ReadingView]] = defaultdict(list)
-    for r in readings:
-        groups[(r.start - r.start % 3600, r.device, r.field)].append(r)
-    return device_hour_rows(
-        [DeviceHourAggregate(hour=hour, device=device, kind=items[0].kind, zone=items[0].zone, field=fname,
-                             count=len(items), total=sum(r.value for r in items),
-                             until=max(r.start + r.length for r in items))
-         for (hour, device, fname), items in sorted(groups.items())],
-        policy,
-    )
-
-
-def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """CSV rows (keys of :data:`CSV_COLUMNS`) from per device, hour and field aggregates, in
-    their order: counts and energy summed, levels averaged and rounded to one decimal."""
     units = field_units(policy)
     rows = []
     for g in groups:
@@ -78,7 +60,7 @@ def _cell(value: Any) -> Any:
 
 
 def rows_to_csv(rows: Sequence[Mapping[str, Any]], *, header: bool = True) -> str:
-    """Render rows from :func:`hourly_rows` as CSV text (RFC 4180 quoting), with a header line
+    """Render rows from :func:`device_hour_rows` as CSV text (RFC 4180 quoting), with a header line
     unless ``header`` is False (the later parts of a streamed export)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\r\n")
@@ -112,5 +94,4 @@ def devices_geojson(devices: Iterable[DeviceView]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
-__all__ = ["CSV_COLUMNS", "ENTITY_TYPE_BY_KIND", "device_hour_rows", "devices_geojson", "field_units", "hourly_rows",
-           "rows_to_csv"]
+__all__ = ["CSV_COLUMNS", "ENTITY_TYPE_BY_KIND", "device_hour_rows", "devices_geojson", "field_units", "rows_to_csv"]

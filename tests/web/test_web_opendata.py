@@ -180,16 +180,15 @@ async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) ->
     assert fill["bin-01"]["until"] == "2026-11-21T12:00:00Z"  # four 15-min windows: the hour
 
 
-def test_a_csv_row_of_a_longer_release_says_where_it_ends() -> None:
+async def test_a_csv_row_of_a_longer_release_says_where_it_ends(client: TestClient, fleet: Fleet) -> None:
     """A 6-hour pass count sits in the hour it starts; ``until`` keeps it from reading as one hour."""
-    from gateway.resources import load_policy
-    from gateway.web.export import hourly_rows
-    from gateway.web.views import ReadingView
-
-    six_h = ReadingView(device="sl-01", kind="streetlight", zone="north", field="mot", start=1795377600,
-                        length=21600, value=207)
-    (row,) = hourly_rows([six_h], load_policy())
-    assert row["hour"] == "2026-11-22T20:00:00Z" and row["until"] == "2026-11-23T02:00:00Z" and row["value"] == 207
+    start = NOW - 12 * 3600  # 2026-11-21T00:00:00Z, before the fixture's morning
+    await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": start, "l": 21600, "m": {"mot": 207},
+                                 "e": {"mot": 500}})
+    resp = await client.get(f"/opendata/readings.csv?from={start}&to={start + 3600}&field=mot")
+    (row,) = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert row["device"] == "sl-01" and row["hour"] == "2026-11-21T00:00:00Z"
+    assert row["until"] == "2026-11-21T06:00:00Z" and row["value"] == "207" and row["values"] == "1"
 
 
 async def test_csv_zone_filter_and_bad_zone(client: TestClient) -> None:
