@@ -10,6 +10,9 @@ REJECTION_REASONS = (
     "oversize", "cobs", "fragment", "version", "malformed", "body", "unknown_device", "revoked", "hmac",
     "replay", "policy", "kind", "type",
 )
+# Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no
+# longer registered, or its key is no longer the one the link authenticated with.
+BLE_DEAUTHORIZED_REASONS = ("revoked", "unknown_device", "key_changed")
 
 
 class GatewayMetrics:
@@ -23,6 +26,8 @@ class GatewayMetrics:
         outbox_depth / outbox_dropped / mqtt_published: upstream outbox.
         link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0.
         ble_connected: currently connected BLE devices.
+        ble_deauthorized: open BLE links closed because the registry no longer vouches for their
+            device, by reason (:data:`BLE_DEAUTHORIZED_REASONS`).
         ingest_backlog: reports received and not yet committed and acknowledged.
         ingest_paused: 1 while the backlog is at its cap and serial links are not read.
         ingest_pauses: times the backlog reached its cap and serial reads paused.
@@ -50,6 +55,11 @@ class GatewayMetrics:
                                       registry=r)
         self.link_state = Gauge("civicedge_link_state", "1 if the link is up", ["link"], registry=r)
         self.ble_connected = Gauge("civicedge_ble_connected", "Connected BLE devices", registry=r)
+        self.ble_deauthorized = Counter(
+            "civicedge_ble_deauthorized", "Open BLE links closed: device revoked, unregistered or its key changed",
+            ["reason"], registry=r)
+        for reason in BLE_DEAUTHORIZED_REASONS:
+            self.ble_deauthorized.labels(reason)
         self.ingest_backlog = Gauge("civicedge_ingest_backlog", "Reports received, not yet committed and ACKed",
                                     registry=r)
         self.ingest_paused = Gauge("civicedge_ingest_paused", "1 while serial links are not read (backlog at cap)",

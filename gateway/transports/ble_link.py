@@ -10,6 +10,8 @@ Slots are not given to whatever advertises the service UUID (:mod:`gateway.trans
 with a registry, only advertisers named after a registered, non-revoked device are connected; a
 link on which the ingest accepted no frame within ``auth_timeout_s`` is dropped and its address
 backed off; candidates are taken known-first, then least recently served, never by address.
+An open link is checked against the registry every :data:`LINK_CHECK_S` and closed once its device
+is revoked, no longer registered, or its key is no longer the one the link authenticated with.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gateway.errors import GatewayError, TransportError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import Link
 from gateway.protocol.ble_fragments import FragmentReassembler, fragment_frame
+from gateway.protocol.frame import parse_frame, verify_tag
 from gateway.registry import Registry
 from gateway.transports.base import FrameSink
 from gateway.transports.ble_slots import NameFilter, SlotPolicy
@@ -45,6 +48,10 @@ WRITE_TIMEOUT_S = 5.0
 REGISTRY_REFRESH_S = 10.0
 # At most one WARNING per this long about links dropped without a verified frame.
 DROP_LOG_EVERY_S = 60.0
+# Every open link is checked against the registry this often, by a lookup of its device rather than
+# through `changes` (which moves only for changes made through this process): a device revoked or
+# re-keyed by the CLI in another process loses its link as quickly as one revoked by the admin API.
+LINK_CHECK_S = 1.0
 
 _DROP_COUNTERS: "weakref.WeakKeyDictionary[CollectorRegistry, Counter]" = weakref.WeakKeyDictionary()
 
@@ -89,11 +96,12 @@ class BleTransport:
 
     Args:
         config: the ``[ble]`` section.
-        metrics: ``ble_connected``, ``link_state{link="ble"}`` and
+        metrics: ``ble_connected``, ``link_state{link="ble"}``, ``ble_deauthorized`` and
             ``civicedge_ble_unverified_dropped_total``.
         backends: ``(scanner_backend, client_backend)``; default from :func:`resolve_backends`.
         registry: the device registry; when given, only advertisers whose local name is a
-            registered, non-revoked device id (or its shortened form) are connected. None: any
+            registered, non-revoked device id (or its shortened form) are connected, and an open
+            link is closed once its device is revoked, unregistered or re-keyed. None: any
             advertiser of the service UUID (links are still dropped when nothing verifies).
         auth_timeout_s: drop a link on which the ingest accepted no frame this long after connecting;
             default ``config.auth_timeout_s``.
@@ -118,6 +126,7 @@ class BleTransport:
         self.auth_timeout_s = config.auth_timeout_s if auth_timeout_s is None else auth_timeout_s
         self._dropped = _drop_counter(metrics) if metrics is not None else None
         self.unverified_dropped = 0
+        self.deauthorized = 0
         self._drop_logged: float | None = None
         self._drops_unlogged = 0
         self._ignored_logged: set[str] = set()
@@ -153,17 +162,18 @@ class BleTransport:
                     continue
                 now = time.monotonic()
                 names = self._known_names(now)
-                candidates: dict[str, BLEDevice] = {}
+                candidates: dict[str, tuple[BLEDevice, str | None]] = {}
                 for address, (device, adv) in found.items():
                     if self._config.service_uuid not in [u.lower() for u in adv.service_uuids]:
                         continue
-                    if names is not None and not names.admits(adv.local_name or device.name):
-                        self._ignore(address, adv.local_name or device.name)
+                    local_name = adv.local_name or device.name
+                    if names is not None and not names.admits(local_name):
+                        self._ignore(address, local_name)
                         continue
-                    candidates[address] = device
+                    candidates[address] = (device, local_name)
                 for address in self._policy.choose(candidates, open_links=self._connections.keys(), now=now):
                     self._policy.attempt(address, now)
-                    task = asyncio.create_task(self._serve(candidates[address], sink), name="ble-%s" % address)
+                    task = asyncio.create_task(self._serve(*candidates[address], sink), name="ble-%s" % address)
                     self._connections[address] = task
                     task.add_done_callback(self._forget(address))
                 if len(self._connections) >= self._config.max_connections:
@@ -214,13 +224,62 @@ class BleTransport:
                     " (%d more such drop(s) since the last such line)" % more if more else "")
         self._drop_logged, self._drops_unlogged = now, 0
 
+    def _deauthorized(self, name: str | None, ack: bytes | None) -> tuple[str, str] | None:
+        """Why the registry no longer vouches for a link: ``(reason, device id)``, or None to keep it.
+
+        ``ack`` is the latest ACK the ingest sent on the link (None: no frame verified yet). It names
+        the device and is signed with the key its frame verified with, so the link stays only while
+        that device is registered, not revoked, and that key is still its registered key. Before any
+        frame verified, the advertised ``name`` must still be admitted. A registry that cannot be read
+        closes nothing.
+        """
+        registry = self._registry
+        if registry is None:
+            return None
+        try:
+            if ack is None:
+                names = self._known_names(time.monotonic())
+                if not name or names is None or names.admits(name):
+                    return None
+                record = registry.lookup(name)
+                if record is not None and not record.revoked:
+                    return None  # a shortened name of a revoked id, admitted at connect; the auth timeout holds
+                return ("unknown_device" if record is None else "revoked"), name
+            frame = parse_frame(ack)
+            record = registry.lookup(frame.device_id)
+            if record is None:
+                return "unknown_device", frame.device_id
+            if record.revoked:
+                return "revoked", frame.device_id
+            try:
+                key = registry.key(frame.device_id)
+            except GatewayError:  # key file gone or unreadable: no frame of the device can verify
+                return "key_changed", frame.device_id
+            return None if verify_tag(frame, key) else ("key_changed", frame.device_id)
+        except (sqlite3.Error, GatewayError) as exc:
+            log.debug("BLE: cannot check a link against the device registry (%s); kept", exc)
+            return None
+
+    def _count_deauthorized(self, address: str, reason: str, device_id: str, delay: float) -> None:
+        """Count and log a link closed because the registry no longer vouches for its device."""
+        self.deauthorized += 1
+        if self._metrics is not None:
+            self._metrics.ble_deauthorized.labels(reason).inc()
+        if reason == "key_changed":
+            log.warning("BLE closed the link to %s: the key of device %s is not the one the link authenticated "
+                        "with; tried again in %.0f s, it must then authenticate with the new key",
+                        address, device_id, delay)
+        else:
+            log.warning("BLE closed the link to %s: device %s is %s; it is not connected again", address, device_id,
+                        "revoked" if reason == "revoked" else "not a registered device")
+
     def _forget(self, address: str) -> Callable[["asyncio.Task[None]"], None]:
         def done(_task: "asyncio.Task[None]") -> None:
             self._connections.pop(address, None)
 
         return done
 
-    async def _serve(self, device: BLEDevice, sink: FrameSink) -> None:
+    async def _serve(self, device: BLEDevice, name: str | None, sink: FrameSink) -> None:
         address = device.address
         link_name = "ble:%s" % address
         reassembler = FragmentReassembler()
@@ -230,6 +289,8 @@ class BleTransport:
                              timeout=self._config.connect_timeout_s)
         started = time.monotonic()
         unverified_drop = False
+        deauthorized: tuple[str, str] | None = None
+        last_ack: bytes | None = None  # the device and key this link authenticated with (see _deauthorized)
         try:
             await client.connect()
             connected_at = time.monotonic()
@@ -241,6 +302,8 @@ class BleTransport:
             async def send(frame: bytes) -> None:
                 # The ingest answers on a link only for a frame whose tag verified with the device's
                 # registered key (an ACK, after the commit): that is what authenticates the link.
+                nonlocal last_ack
+                last_ack = frame
                 if not verified.is_set():
                     verified.set()
                     self._policy.verified(address)
@@ -264,11 +327,25 @@ class BleTransport:
                     sink(item, link)
 
             await client.start_notify(TX_UUID, on_notify)
-            log.info("BLE connected to %s (%s), ATT MTU %d", address, device.name, mtu)
-            if not await _first_of(verified, gone, deadline=connected_at + self.auth_timeout_s):
-                unverified_drop = True
-                return
-            await gone.wait()
+            log.info("BLE connected to %s (%s), ATT MTU %d", address, name, mtu)
+            auth_deadline = connected_at + self.auth_timeout_s
+            while not gone.is_set():
+                now = time.monotonic()
+                if verified.is_set():
+                    await _first_of(gone, deadline=now + LINK_CHECK_S)
+                elif now >= auth_deadline:
+                    unverified_drop = True
+                    return
+                else:
+                    await _first_of(verified, gone, deadline=min(auth_deadline, now + LINK_CHECK_S))
+                if gone.is_set():
+                    break
+                deauthorized = self._deauthorized(name, last_ack)
+                if deauthorized is not None:
+                    # Its verified frames vouch for nothing now: a stranger's backoff and no kept slot.
+                    self._policy.distrust(address)
+                    self._names_changes = -1  # re-read the names before the next choice of candidates
+                    return
             log.info("BLE %s disconnected", address)
         except (BleakError, OSError, asyncio.TimeoutError, TransportError) as exc:
             log.info("BLE connection to %s failed: %s", address, exc)
@@ -277,9 +354,11 @@ class BleTransport:
             self._clients.pop(address, None)
             self._gauge()
             delay = self._policy.ended(address, time.monotonic(), up_for=time.monotonic() - started,
-                                       unverified_drop=unverified_drop)
+                                       unverified_drop=unverified_drop or deauthorized is not None)
             if unverified_drop:
-                self._count_drop(address, device.name, delay)
+                self._count_drop(address, name, delay)
+            elif deauthorized is not None:
+                self._count_deauthorized(address, *deauthorized, delay)
             if client.is_connected:
                 try:
                     await asyncio.wait_for(client.disconnect(), 5.0)
@@ -298,11 +377,11 @@ class BleTransport:
         self._gauge()
 
 
-async def _first_of(verified: asyncio.Event, gone: asyncio.Event, *, deadline: float) -> bool:
-    """Wait until ``verified`` or ``gone`` is set; False if neither is by ``deadline`` (monotonic)."""
-    if verified.is_set() or gone.is_set():
+async def _first_of(*events: asyncio.Event, deadline: float) -> bool:
+    """Wait until one of ``events`` is set; False if none is by ``deadline`` (monotonic)."""
+    if any(event.is_set() for event in events):
         return True
-    waiters = [asyncio.ensure_future(verified.wait()), asyncio.ensure_future(gone.wait())]
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         done, _ = await asyncio.wait(waiters, timeout=max(0.0, deadline - time.monotonic()),
                                      return_when=asyncio.FIRST_COMPLETED)

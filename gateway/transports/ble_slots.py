@@ -8,7 +8,8 @@ Anything can advertise the civicedge service UUID, so a slot is not given for th
 * :class:`SlotPolicy` orders candidates by whether the address ever delivered a verified frame,
   then least recently served first (ties in random order: never by address), keeps one slot
   for addresses that did when there are several, and sets each address's reconnect backoff,
-  much longer after a link that was dropped for delivering no verified frame.
+  much longer after a link that was dropped for delivering no verified frame, or whose device
+  the registry no longer vouches for (:meth:`SlotPolicy.distrust`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,17 @@ class SlotPolicy:
         peer.verified = True
         peer.strikes = 0
 
+    def distrust(self, address: str) -> None:
+        """The device the link to ``address`` authenticated as was revoked, unregistered or re-keyed.
+
+        The frames that verified on it vouch for nothing now, so the address is a stranger again:
+        no kept slot, and (ended as an ``unverified_drop``) a stranger's backoff from the first strike.
+        """
+        peer = self._peers.get(address)
+        if peer is not None:
+            peer.verified = False
+            peer.strikes = 0
+
     def ended(self, address: str, now: float, *, up_for: float, unverified_drop: bool) -> float:
         """A connection attempt or link to ``address`` ended; set and return its reconnect delay.
 
@@ -159,7 +171,8 @@ class SlotPolicy:
             address: the peer.
             now: monotonic time.
             up_for: seconds since the attempt started.
-            unverified_drop: the gateway dropped the link because no frame verified in time.
+            unverified_drop: the gateway dropped the link because no frame verified in time (or
+                closed it because the registry no longer vouches for its device).
         """
         peer = self._peer(address)
         delay: float

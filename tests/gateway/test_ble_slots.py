@@ -93,6 +93,25 @@ def test_backoff_after_a_link_dropped_without_a_verified_frame() -> None:
     assert policy.ended(board, now=0.0, up_for=10.0, unverified_drop=True) == 5.0
 
 
+def test_an_address_whose_device_was_revoked_or_re_keyed_is_a_stranger_again() -> None:
+    """distrust: the link's verified frames vouch for nothing once the registry withdrew its device."""
+    policy = SlotPolicy(4, rng=random.Random(3))
+    board = "EE:00:00:00:00:01"
+    policy.attempt(board, now=1.0)
+    policy.verified(board)
+    policy.ended(board, now=2.0, up_for=1.0, unverified_drop=True)  # a strike before: cleared by distrust
+    policy.verified(board)
+    policy.distrust(board)
+    assert not policy.known(board)
+    # a stranger's backoff from the first strike, not a known board's 5 s
+    assert policy.ended(board, now=10.0, up_for=9.0, unverified_drop=True) == ble_slots.UNVERIFIED_BACKOFF_S
+    # and no kept slot: three strangers hold links, the fourth is not given to it
+    strangers = ["C0:00:00:00:00:0%d" % i for i in range(1, 4)]
+    assert policy.choose([board], open_links=strangers, now=100.0) == []
+    policy.distrust("F0:00:00:00:00:09")  # an address never seen: nothing to forget
+    assert not policy.known("F0:00:00:00:00:09")
+
+
 def test_ordinary_backoff_doubles_and_resets_after_a_stable_link() -> None:
     policy = SlotPolicy(4)
     a = "C0:00:00:00:00:01"

@@ -19,8 +19,9 @@ from procs import REPO, EventProcess
 from test_ble_transport import BleDevice, ble_section, stored
 
 from gateway.config import load_config
+from gateway.registry import Registry
 from gateway.service import Gateway
-from gateway.transports.ble_link import BleTransport
+from gateway.transports.ble_link import LINK_CHECK_S, BleTransport
 
 pytestmark = pytest.mark.timeout(180)
 IDLE = REPO / "tests" / "radio" / "idle_peripheral.py"
@@ -42,10 +43,11 @@ class Fake(EventProcess):
         return [e["t"] for e in list(self.events) if e["event"] == event]
 
 
-def gateway(tmp_path: Path, radio: str, max_connections: int) -> tuple[Gateway, BleTransport]:
+def gateway(tmp_path: Path, radio: str, max_connections: int,
+            auth_timeout_s: float = AUTH_TIMEOUT_S) -> tuple[Gateway, BleTransport]:
     """The gateway service, its BLE transport given the registry (the wiring service.py needs)."""
     gw = Gateway(load_config(make_env(tmp_path, extra=ble_section(radio, max_connections))))
-    ble = BleTransport(gw.config.ble, metrics=gw.metrics, registry=gw.registry, auth_timeout_s=AUTH_TIMEOUT_S)
+    ble = BleTransport(gw.config.ble, metrics=gw.metrics, registry=gw.registry, auth_timeout_s=auth_timeout_s)
     gw.transports = [t for t in gw.transports if t.name != "ble"] + [ble]
     return gw, ble
 
@@ -144,3 +146,78 @@ async def test_a_registered_device_that_is_revoked_later_is_not_reconnected(tmp_
     finally:
         await gw.stop()
         real.close()
+
+
+def change_registry(gw: Gateway, change: str) -> None:
+    """Revoke or re-key bin-1 through the gateway's registry, or revoke it through another Registry on
+    the same files, as ``civicedge gateway devices revoke`` in another process does (the gateway's
+    ``registry.changes`` does not move then)."""
+    if change == "revoke":
+        gw.registry.revoke("bin-1")
+    elif change == "revoke_elsewhere":
+        other = Registry(gw.config.registry_dir, create=False)
+        try:
+            other.revoke("bin-1")
+        finally:
+            other.close()
+    else:
+        gw.registry.rotate_key("bin-1")
+
+
+@pytest.mark.parametrize("change", ["revoke", "revoke_elsewhere", "rotate_key"])
+async def test_an_open_link_is_closed_when_its_device_is_revoked_or_re_keyed(
+        tmp_path: Path, radio: str, change: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The defect: an authenticated link outlived its device's revocation (or key rotation), holding a
+    slot while every frame on it was rejected. It is closed within about LINK_CHECK_S, counted, and
+    the address is not connected again at once (revoked: never; re-keyed: a stranger's backoff)."""
+    real = BleDevice(radio, "bin-1", send=(1, 2))
+    gw, ble = gateway(tmp_path, radio, max_connections=4)
+    caplog.set_level(logging.WARNING, logger="gateway.transports.ble_link")
+    await gw.start()
+    try:
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], 20)
+        assert ble.connected == 1
+        change_registry(gw, change)
+        changed = time.monotonic()
+        await asyncio.to_thread(real.wait, lambda e: e["event"] == "disconnect", LINK_CHECK_S + 10)
+        took = time.monotonic() - changed
+        print("%s: link closed %.1f s after the registry change" % (change, took))
+        assert took < LINK_CHECK_S + 2.0
+        reason = "key_changed" if change == "rotate_key" else "revoked"
+        assert ble.deauthorized == 1 and ble.unverified_dropped == 0
+        assert gw.metrics.value("civicedge_ble_deauthorized_total", {"reason": reason}) == 1
+        assert [r.getMessage() for r in caplog.records if "BLE closed the link" in r.getMessage()], caplog.text
+        # the board re-advertises and has more to send: it gets no slot (and nothing is stored)
+        real.command("send 3 4")
+        await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 2)
+        assert sum(1 for e in real.events if e["event"] == "connect") == 1, real.events
+        assert ble.connected == 0
+        assert stored(gw.config.storage.path, "bin-1") == [1, 2]
+    finally:
+        await gw.stop()
+        real.close()
+
+
+async def test_a_link_not_yet_authenticated_is_closed_when_its_name_is_revoked(tmp_path: Path, radio: str) -> None:
+    """A link admitted under a name that is revoked before any frame verified on it does not wait out
+    the auth timeout."""
+    fake = Fake(radio, "C0:00:00:00:00:01", "sl-1")
+    gw, ble = gateway(tmp_path, radio, max_connections=4, auth_timeout_s=60.0)
+    await gw.start()
+    try:
+        end = time.monotonic() + 15
+        while not fake.times("connect"):
+            assert time.monotonic() < end, fake.events
+            await asyncio.sleep(0.05)
+        gw.registry.revoke("sl-1")
+        changed = time.monotonic()
+        while not fake.times("disconnect"):
+            assert time.monotonic() - changed < LINK_CHECK_S + 2.0, fake.events
+            await asyncio.sleep(0.05)
+        assert ble.deauthorized == 1 and ble.unverified_dropped == 0
+        assert gw.metrics.value("civicedge_ble_deauthorized_total", {"reason": "revoked"}) == 1
+        await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 1)
+        assert len(fake.times("connect")) == 1, fake.events  # it re-advertises at once: not reconnected
+    finally:
+        await gw.stop()
+        fake.close()
