@@ -43,12 +43,15 @@ class RejectedReport(GatewayError):
             ``policy``, ``kind``, ...).
         device_id: the claimed device id, when the header could be parsed.
         seq: the claimed seq, when the header could be parsed.
+        held: the ``h`` of an authentic body that carried it (protocol §2), else None.
     """
 
-    def __init__(self, message: str, *, reason: str, device_id: str | None = None, seq: int | None = None) -> None:
+    def __init__(self, message: str, *, reason: str, device_id: str | None = None, seq: int | None = None,
+                 held: tuple[int, ...] | None = None) -> None:
         super().__init__(message, reason=reason)
         self.device_id = device_id
         self.seq = seq
+        self.held = held
 
 
 class ConfigError(GatewayError):

@@ -70,6 +70,9 @@ class GatewayMetrics:
                                    registry=r)
         self.store_commit_failures = Counter("civicedge_store_commit_failures",
                                              "Report batches whose commit failed (not acknowledged)", registry=r)
+        self.ack_gap_waits = Counter(
+            "civicedge_ack_gap_waits", "Seq gaps the device still held after ack_gap_hold_s (ACKs wait for them)",
+            registry=r)
         self.info = Gauge("civicedge_gateway_info", "Gateway identity", ["gateway"], registry=r)
         self.info.labels(**labels).set(1)
 

@@ -13,9 +13,9 @@ EXAMPLE_CONFIG = '''\
 [gateway]
 # id = "gw-centre-1"            # recorded on every stored report and MQTT message (default: host name)
 data_dir = "data"               # store and registry live here by default
-# ack_gap_hold_s = 15.0         # ACKs wait this long at a gap in a device's seqs so a frame lost on
-                                # the link is re-sent first; lower it for battery boards whose seqs
-                                # skip at each wake (0 = never wait)
+# ack_gap_hold_s = 15.0         # a gap in a device's seqs that the device still holds is waited for
+                                # (protocol §6 "Gaps") and logged after this long; firmware without
+                                # h: ACKs wait this long at a gap, then pass it (0 = never wait)
 
 # [registry]
 # path = "data/registry"        # device registry (created 0700; keys in keys/<id>.key, 0600)

@@ -105,7 +105,8 @@ class GatewayConfig:
         retention_overrides: ``(kind, field) -> days``; may only shorten policy.json retention.
         retention_interval_s: how often the retention task runs.
         sim_clock: virtual clock of a simulated fleet, or None (system clock).
-        ack_gap_hold_s: how long cumulative ACKs wait at a gap in a device's seqs.
+        ack_gap_hold_s: after how long a wait at a gap the device still holds is logged; for firmware
+            without ``h``, how long cumulative ACKs wait at a gap before passing it.
         source: the file this came from (None for built-in defaults).
     """
 

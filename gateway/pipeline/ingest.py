@@ -59,7 +59,11 @@ class Link:
 class _DeviceWindow:
     """Per-device state. ``floor``: every seq <= floor is committed or its gap was given up on;
     ``above``: committed seqs above ``floor``, each with the (monotonic) time it became known, which
-    is when the gap below it, if any, became visible."""
+    is when the gap below it, if any, became visible. ``info_seq``/``info_runs``: the highest seq
+    received with an ``h`` (protocol §2) and that ``h``: the freshest statement of which lower seqs
+    the device still holds; ``speaks_held``: such a report came since start. ``wait_floor``/
+    ``wait_since``/``wait_warned``: since when ACKs wait at ``floor`` for a seq the device may hold,
+    and whether that was logged."""
 
     committed_hi: int = 0
     accepted_hi: int = 0
@@ -67,6 +71,41 @@ class _DeviceWindow:
     recent: set[int] = field(default_factory=set)
     above: dict[int, float] = field(default_factory=dict)
     pending: dict[int, "asyncio.Future[None]"] = field(default_factory=dict)
+    info_seq: int = 0
+    info_runs: tuple[int, ...] = ()
+    speaks_held: bool = False
+    wait_floor: int = -1
+    wait_since: float = 0.0
+    wait_warned: bool = False
+
+    def note_held(self, seq: int, held: tuple[int, ...] | None) -> None:
+        """Record an authentic report's ``h``; the one framed last (highest seq) is the freshest."""
+        if held is None:
+            return
+        self.speaks_held = True
+        if seq > self.info_seq:
+            self.info_seq, self.info_runs = seq, held
+
+    def not_held_upto(self, s: int) -> int | None:
+        """If the device's freshest ``h`` says it no longer holds ``s``, the last seq of that stretch
+        (up to the next held, committed or unstated seq minus one); else None."""
+        if s >= self.info_seq:
+            return None  # framed after the freshest statement (or none yet)
+        runs = self.info_runs
+        stop = min(self.info_seq, min(self.above, default=self.info_seq))
+        for i in range(0, len(runs), 2):
+            if runs[i] <= s <= runs[i + 1]:
+                return None  # held: it will be re-sent
+            if runs[i] > s:
+                stop = min(stop, runs[i])
+                break
+        return stop - 1
+
+    def jump(self, to: int) -> None:
+        """Give up on the seqs from ``floor + 1`` to ``to``: they are acknowledged past."""
+        self.floor = to
+        for s in [s for s in self.above if s <= to]:
+            del self.above[s]
 
 
 _Queued = tuple[ReportRecord, "asyncio.Future[None]", "tuple[Verified, Link] | None"]
@@ -176,6 +215,7 @@ class IngestService:
             return
         win = self._window(verified.frame.device_id)
         seq = verified.frame.seq
+        win.note_held(seq, verified.held)
         if (seq in win.pending or seq in win.recent or seq <= win.committed_hi
                 or seq <= win.accepted_hi - REPLAY_WINDOW):
             self._handling += 1
@@ -291,6 +331,7 @@ class IngestService:
                 win = self._window(exc.device_id)
                 if exc.seq is not None and exc.seq > win.floor:
                     win.above.setdefault(exc.seq, self._monotonic())
+                    win.note_held(exc.seq, exc.held)
         except GatewayError as exc:  # e.g. a registry key file gone: never break the transport's read loop
             log.error("frame from %s not verified: %s", link.name, exc)
         return None
@@ -345,7 +386,7 @@ class IngestService:
     async def _ack(self, verified: Verified, link: Link) -> None:
         dev = verified.frame.device_id
         win = self._window(dev)
-        ack = self._advance_floor(win)
+        ack = self._advance_floor(dev, win)
         if ack > self._saved_floor.get(dev, 0):
             self._dirty_floors[dev] = ack
         below = [s for s in win.pending if s <= ack]
@@ -362,11 +403,17 @@ class IngestService:
         except (GatewayError, OSError) as exc:
             log.debug("ack failed device=%s seq=%d link=%s: %s (the device will resend)", dev, ack, link.name, exc)
 
-    def _advance_floor(self, win: _DeviceWindow) -> int:
-        """Move ``floor`` over committed seqs; jump a gap once it was visible for ``gap_hold_s``.
+    def _advance_floor(self, dev: str, win: _DeviceWindow) -> int:
+        """Move ``floor`` over committed seqs and over gaps the device no longer holds; return it.
 
-        Each gap is held from when the first seq past it became known, so several gaps (a board
-        that rebooted twice skips two seq blocks) are held at the same time, not one after another.
+        A report's ``h`` (protocol §2) says which lower seqs the device still holds: missing seqs it
+        does not hold (skipped at a reboot, dropped at its outbox cap) are passed at once; one it
+        holds is waited for however long it takes, so a link that keeps a frame back (a BLE
+        man-in-the-middle suppressing an alarm) can never make an ACK delete it from the outbox.
+        The same wait covers a missing seq above the freshest ``h`` from a device that sends it
+        (e.g. after a restart, until its re-sends arrive). Devices without ``h`` (older firmware)
+        get the timed hold: a gap is passed once visible for ``gap_hold_s``, each gap held from when
+        the first seq past it became known, so several gaps are held at the same time.
         """
         above = win.above
         now: float | None = None
@@ -376,12 +423,39 @@ class IngestService:
                 del above[win.floor]
             if not above:
                 return win.floor
-            past = min(above)
+            gone = win.not_held_upto(win.floor + 1)
+            if gone is not None:
+                log.debug("%s: seqs %d..%d are not in the device's outbox (skipped at a reboot or dropped at its "
+                          "cap): acknowledging past them", dev, win.floor + 1, gone)
+                win.jump(gone)
+                continue
             now = self._monotonic() if now is None else now
+            if win.speaks_held:
+                return self._wait_held(dev, win, now)
+            past = min(above)
             if now - above[past] < self._gap_hold_s:
                 return win.floor
-            log.info("gap accepted seqs=%d..%d: never arrived, acknowledging past them", win.floor + 1, past - 1)
-            win.floor = past - 1
+            log.info("%s: gap accepted seqs=%d..%d: never arrived, acknowledging past them",
+                     dev, win.floor + 1, past - 1)
+            win.jump(past - 1)
+
+    def _wait_held(self, dev: str, win: _DeviceWindow, now: float) -> int:
+        """ACKs stay at ``floor`` while the device may hold a seq above it; warn once after the hold."""
+        if win.wait_floor != win.floor:
+            win.wait_floor, win.wait_since, win.wait_warned = win.floor, now, False
+        elif not win.wait_warned and now - win.wait_since >= self._gap_hold_s:
+            win.wait_warned = True
+            self._metrics.ack_gap_waits.inc()
+            log.warning("%s: seqs %d..%d have not arrived for %.0f s and the device's outbox may still hold them; "
+                        "ACKs stay at %d until they do (a link that drops frames selectively?)", dev,
+                        win.floor + 1, min(win.above) - 1, now - win.wait_since, win.floor)
+        if len(win.above) > 2 * REPLAY_WINDOW:
+            # Memory stays bounded (the same bound as a restart's reload): give the gap up, loudly.
+            log.error("%s: gave up waiting for seqs %d..%d after %d later reports; acknowledging past them",
+                      dev, win.floor + 1, min(win.above) - 1, len(win.above))
+            win.jump(min(win.above) - 1)
+            return self._advance_floor(dev, win)
+        return win.floor
 
     def _settled(self, count: int) -> None:
         """``count`` reports queued by feed() are committed (their ACK tasks exist) or failed."""

@@ -19,7 +19,8 @@ from gateway.storage.store import ReportRecord
 
 log = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = frozenset({"t", "k", "w", "l", "m", "e", "a", "fw"})
+TOP_LEVEL_KEYS = frozenset({"t", "k", "w", "l", "m", "e", "a", "fw", "h"})
+MAX_HELD_RUNS = 16  # runs in ``h`` (the firmware states at most 8)
 REQUIRED_KEYS = ("t", "k", "w", "l", "m")
 _REQUIRED = frozenset(REQUIRED_KEYS)
 _MIN_M, _MAX_M = -(2**53), 2**53
@@ -94,12 +95,39 @@ class PolicyGate:
 
 
 class Verified(NamedTuple):
-    """A report that passed every stateless check (immutable; one is built per frame)."""
+    """A report that passed every stateless check (immutable; one is built per frame).
+
+    ``held`` is the body's ``h`` (protocol §2: the seqs below this one the device still held when
+    it framed this report, as runs ``first, last, ...``), or None from firmware without it.
+    """
 
     frame: Frame
     device: DeviceRecord
     key: bytes
     record: ReportRecord
+    held: tuple[int, ...] | None = None
+
+
+def held_runs(body: dict[str, Any], seq: int) -> tuple[int, ...] | None:
+    """The ``h`` of a decoded body as a tuple (None when absent).
+
+    Raises:
+        ValueError: not an array of at most :data:`MAX_HELD_RUNS` runs ``first <= last`` of integers,
+            ascending with a hole between runs, from 1 and below ``seq``.
+    """
+    h = body.get("h")
+    if h is None:
+        return None
+    if (not isinstance(h, list) or len(h) % 2 or len(h) > 2 * MAX_HELD_RUNS
+            or not all(type(v) is int for v in h)):
+        raise ValueError("h must be an array of at most %d runs (first, last) of integers" % MAX_HELD_RUNS)
+    low = 0  # each run starts above the last one's end + 1 (a hole between runs)
+    for i in range(0, len(h), 2):
+        first, last = h[i], h[i + 1]
+        if not low < first <= last < seq:
+            raise ValueError("h = %r is not ascending runs of seqs below %d" % (h[:8], seq))
+        low = last + 1
+    return tuple(h)
 
 
 class Verifier:
@@ -161,11 +189,21 @@ class Verifier:
             body = decode_body(frame.body)
         except ProtocolError as exc:
             raise RejectedReport(str(exc), reason="body", device_id=dev_id, seq=seq) from exc
+        try:
+            held = held_runs(body, seq)
+        except ValueError as exc:
+            raise RejectedReport("%s seq %d: %s" % (dev_id, seq, exc), reason="body", device_id=dev_id,
+                                 seq=seq) from exc
         problem = self._gate.check(body, device.kind)
         if problem is not None:
-            raise RejectedReport("%s seq %d: %s" % (dev_id, seq, problem), reason="policy", device_id=dev_id, seq=seq)
-        record = self._record(body, frame, device, raw, link=link, now=now)
-        return Verified(frame=frame, device=device, key=key, record=record)
+            raise RejectedReport("%s seq %d: %s" % (dev_id, seq, problem), reason="policy", device_id=dev_id, seq=seq,
+                                 held=held)
+        try:
+            record = self._record(body, frame, device, raw, link=link, now=now)
+        except RejectedReport as exc:
+            exc.held = held  # authentic: what it says about the outbox still counts (ingest)
+            raise
+        return Verified(frame=frame, device=device, key=key, record=record, held=held)
 
     def _record(self, body: dict[str, Any], frame: Frame, device: DeviceRecord, raw: bytes, *, link: str,
                 now: float) -> ReportRecord:

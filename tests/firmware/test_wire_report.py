@@ -49,8 +49,11 @@ def test_reports_are_framed_into_the_outbox(flash_run: Callable[..., Any], tmp_p
     t, dev, seq, body = _parse(frames[0])
     assert (t, dev, seq) == (1, "sl-0042", 1)
     assert body == {"t": "win", "k": "streetlight", "w": 1795000500 - 1795000500 % 900, "l": 900,
-                    "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}, "fw": "0.1.0"}
+                    "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}, "fw": "0.1.0",
+                    "h": []}
     assert _parse(frames[1])[3]["m"] == {"wh": 33}
+    # h: the seqs below it still in the outbox, as runs (protocol §2)
+    assert [_parse(f)[3]["h"] for f in frames] == [[], [1, 1], [1, 2]]
     alarm = _parse(frames[2])[3]
     assert alarm["t"] == "alarm" and alarm["w"] == 1795000500 and alarm["l"] == 60 and alarm["a"] == ["lamp_fail"]
 
@@ -122,3 +125,36 @@ def test_kind_policy_from_repo_policy(flash_run: Callable[..., Any], tmp_path: P
     assert lines[0] == "streetlight ['lamp', 'lux', 'lvl', 'mot', 'wh'] ['mot'] {'mot': 2000} 900 ['lamp_fail']"
     assert lines[1] == "bin ['bat', 'fill', 'lid', 'temp', 'tilt'] ['lid'] {'lid': 2000} 900 ['fire', 'tip']"
 
+
+
+def test_reports_say_which_seqs_the_outbox_still_holds(flash_run: Callable[..., Any], tmp_path: Path,
+                                                       repo_root: Path) -> None:
+    """``h`` follows the outbox through ACKs, the cap (alarms kept: a hole), a reboot (seqs skipped)
+    and a new key; more runs than the limit merge around the smallest holes (never under-claim)."""
+    flash = _flash(tmp_path, repo_root)
+    code = SETUP + (
+        "from civic.apps.runtime import _framed_by\n"
+        "from civic.wire import frame, msgpack\n"
+        "def boot(key=KEY):\n"
+        "    O = Outbox('/flash/ob', 3, accept=lambda d: _framed_by(d, 'sl-0042', key))\n"
+        "    return O, report.Reporter('sl-0042', key, P, SeqCounter('/flash/s.bin', block=4), O)\n"
+        "def rep(R, alarm=False):\n"
+        "    n = R.alarm(['lamp_fail'], 0) if alarm else R.report('hour', 3600, 3600, {'wh': 1})\n"
+        "    print(n, msgpack.decode(frame.parse(R.outbox.read(n), R.key)[3])['h'])\n"
+        "O, R = boot()\n"
+        "rep(R); rep(R)\n"          # 1 [], 2 [1, 1]
+        "O.ack(1); rep(R)\n"        # 3 [2, 2]
+        "rep(R); rep(R)\n"          # 4 [2, 3]; 5: the cap drops 2 first -> [3, 4]
+        "O, R = boot(); rep(R)\n"   # reboot: 6..8 reserved, skipped; the cap drops 3 -> 9 [4, 5]
+        "O.ack(9); rep(R)\n"        # nothing held -> 10 []
+        "O, R = boot(b'\\x22' * 32)\n"  # re-provisioned with a new key: frame 10 can never verify
+        "print(O.foreign, O.pending(), O.dropped)\n"
+        "rep(R); rep(R, True); rep(R); rep(R)\n"  # 13 [], 14 (alarm) [13, 13], 15 [13, 14], 16: drops 13
+        "rep(R)\n"                  # 17: the cap drops 15, the alarm 14 stays: a hole -> [14, 14, 16, 16]
+        "O._index = [(1, False), (3, False), (4, False), (7, False), (9, False)]\n"
+        "print(O.held_runs(), O.held_runs(2))\n"
+    )
+    lines = flash_run(code, flash).stdout.splitlines()
+    assert lines == ["1 []", "2 [1, 1]", "3 [2, 2]", "4 [2, 3]", "5 [3, 4]", "9 [4, 5]", "10 []", "1 [] 3",
+                     "13 []", "14 [13, 13]", "15 [13, 14]", "16 [14, 15]", "17 [14, 14, 16, 16]",
+                     "[1, 1, 3, 4, 7, 7, 9, 9] [1, 4, 7, 9]"]

@@ -301,6 +301,54 @@ async def test_gaps_are_held_from_when_each_became_visible_not_one_after_another
     ingest.close()
 
 
+async def test_a_gap_the_device_still_holds_is_waited_for_however_long(registry: Registry, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Protocol §2 ``h``: a link that keeps one frame back (a BLE man-in-the-middle suppressing a fire
+    alarm) and relays the later ones can no longer make the cumulative ACK cover it, however long it
+    keeps it back; seqs the device says it no longer holds (skipped at a reboot, dropped at its
+    outbox cap, also around an alarm it kept) are passed at once, without the timed hold."""
+    now = [1000.0]
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                           verifier=Verifier(registry, load_policy()), metrics=metrics, batch_ms=10,
+                           gap_hold_s=15.0, monotonic=lambda: now[0])
+    await ingest.start()
+    c = Collector()
+    alarm = {"t": "alarm", "l": 60, "m": {}, "a": ["fire"], "w": 1_800_000_000}
+
+    async def send(seq: int, h: list[int], **over: object) -> int:
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"], h=h, **over), c.link)
+        await _settle(ingest)
+        return max((s for _, s in c.acks), default=0)
+
+    assert await send(1, []) == 1
+    # 2 is a fire alarm the link keeps back; 3 (framed while 2 was held) gets through
+    assert await send(3, [2, 2]) == 1
+    for _ in range(5):
+        now[0] += 3600.0
+        assert await send(3, [2, 2]) == 1  # re-sent every hour: the ACK never covers 2
+    assert metrics.ack_gap_waits._value.get() == 1  # counted (and logged) once per gap
+    assert "seqs 2..2 have not arrived" in caplog.text
+    assert await send(2, [], **alarm) == 3
+    # a reboot skipped 4..35 (its seq block): nothing was held below 36, ACKed at once
+    assert await send(36, []) == 36
+    # 37 (an alarm) and 38 were lost on the link, then the cap dropped 38 but kept the alarm: 39 says so
+    assert await send(39, [37, 37]) == 36
+    assert await send(40, [37, 37, 39, 39]) == 36
+    assert await send(37, [], **alarm) == 40
+    await ingest.stop()
+    ingest.close()
+
+
+@pytest.mark.parametrize("h", [[1], [0, 1], [2, 1], [1, 5], [1, 2, 3, 4], [3, 4, 1, 2], [True, 1], [1, "2"], 7,
+                               list(range(1, 5)) * 9])
+def test_held_runs_must_fit_the_seq(registry: Registry, h: object) -> None:
+    """``h`` is ascending runs ``first <= last`` of seqs from 1 below the frame's seq, a hole between runs."""
+    with pytest.raises(RejectedReport, match="h must be|h = ") as info:
+        Verifier(registry, load_policy()).verify(report_frame("bin-1", 5, KEYS["bin-1"], h=h), link="l", now=0)
+    assert info.value.reason == "body"
+
+
 def test_personal_count_release_period_from_policy(registry: Registry) -> None:
     """The streetlight releases its noisy PIR count every 6 h (policy release_every_s) in a "win" report."""
     verifier = Verifier(registry, load_policy())

@@ -133,3 +133,38 @@ async def test_a_board_whose_clock_lost_its_time_gets_it_back_and_reports(tmp_pa
     assert types[:1] == ["boot"], types              # asked for the time first
     assert types.count("win") >= 3, types             # then reports its windows again
     assert abs(offset_days) < 0.01
+
+
+async def test_a_link_that_keeps_back_one_frame_cannot_make_the_ack_drop_it(tmp_path: Path) -> None:
+    # A man in the middle (BLE has no link authentication) cannot forge or alter frames, but it can
+    # keep one back (a fire alarm) and relay the later ones. A cumulative ACK of those, after the
+    # gateway's timed gap hold, would make the board delete the held-back frame from its outbox. The
+    # firmware's h (protocol §2) says the board still holds it: the ACK waits as long as it takes.
+    from gateway.protocol import parse_frame
+
+    gw = VirtualClockGateway(_board(tmp_path, DAY0 + 20 * 3600 + 58 * 60, seed=5), tmp_path / "gw")
+    try:
+        await gw.start()
+        await gw.board.stimulus("light", 5)
+        await gw.run(180)  # the 21:00 window and hour go through
+        await gw.drain()
+        assert gw.generated(), "nothing reported before the attack"
+        target = max(gw.generated()) + 1  # the next report the board frames
+        gw.link_filter = lambda raw: parse_frame(raw).seq != target
+        await gw.run(40 * 60)  # 40 virtual minutes: ~3 later windows relayed, many ACK rounds
+        assert gw.watch is not None
+        held_back = sorted(int(name[:8], 16) for name in gw.watch.pending())
+        stored = {seq for seq, *_ in gw.rows()}
+        later = {s for s in gw.generated() if s > target}
+        gw.link_filter = None  # the attacker gives up (or the board is reached another way)
+        await gw.drain()
+        rows = gw.rows()
+    finally:
+        await gw.stop()
+    print("\nheld back seq %d; later seqs %s stored meanwhile; the board still held %s"
+          % (target, sorted(later & stored), held_back))
+    assert later & stored, "no later report was relayed: nothing tested"
+    assert target not in stored
+    assert target in held_back, "the board dropped the held-back frame: an ACK covered it"
+    assert gw.metrics.value("civicedge_ack_gap_waits_total") == 1
+    assert [seq for seq, *_ in rows].count(target) == 1

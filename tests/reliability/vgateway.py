@@ -13,12 +13,13 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hil.scenarios.outbox import OutboxWatch
 
+from gateway.errors import ProtocolError
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import IngestService, Verifier
+from gateway.pipeline import IngestService, Link, Verifier
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.storage import ReportStore
@@ -30,6 +31,8 @@ class VirtualClockGateway:
 
     def __init__(self, board: Any, root: Path) -> None:
         self.board = board
+        # Frames for which this returns False never reach the gateway (a man in the middle on the link).
+        self.link_filter: Callable[[bytes], bool] | None = None
         self.root = root
         self.now = 0.0
         self.metrics = GatewayMetrics("gw-vclock")
@@ -56,7 +59,13 @@ class VirtualClockGateway:
                                     batch_ms=2, clock=lambda: self.now, monotonic=lambda: self.now)
         await self.ingest.start()
         transport = SerialTransport(self.board.data_path, metrics=self.metrics)
-        self._task = asyncio.create_task(transport.run(self.ingest.feed))
+        ingest = self.ingest
+
+        def feed(raw: bytes | ProtocolError, link: Link) -> None:
+            if self.link_filter is None or isinstance(raw, ProtocolError) or self.link_filter(raw):
+                ingest.feed(raw, link)
+
+        self._task = asyncio.create_task(transport.run(feed))
 
     async def run(self, seconds: int) -> None:
         """Advance virtual time one second at a time, letting the gateway read, commit and ACK in between."""

@@ -147,12 +147,19 @@ class Reporter:
     def report(self, t, w, l, m, e=None, a=None):
         """Validate, encode, frame and persist one report; return its seq.
 
+        The body also carries ``h``: the seqs below this one still in the outbox, as runs
+        (protocol §2).
+
         Raises:
             PolicyError, ValueError: see :func:`build_body`; frame.FrameError if oversize.
         """
-        body = msgpack.encode(build_body(self.policy, t, w, l, m, e, a, self.fw))
+        body = build_body(self.policy, t, w, l, m, e, a, self.fw)
         n = self.seq.next()
-        data = frame.build(frame.REPORT, self.device_id, n, body, self.key)
+        # Say what the outbox holds (protocol §2 h, after the cap made room): the gateway then
+        # knows which missing seqs are still coming and never acknowledges past one of those.
+        self.outbox.make_room()
+        body["h"] = self.outbox.held_runs()
+        data = frame.build(frame.REPORT, self.device_id, n, msgpack.encode(body), self.key)
         self.outbox.append(n, data, alarm=(t == "alarm"))
         self.last_frame_len = len(data)
         if self.on_queued is not None:

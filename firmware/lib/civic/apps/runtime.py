@@ -16,6 +16,7 @@ from civic.privacy.release import Releaser
 from civic.report import Reporter, parse_identity
 from civic.store.outbox import Outbox
 from civic.store.seq import SeqCounter
+from civic.wire import frame
 from civic.uplink.session import Session
 
 STABLE_AFTER_MS = 60000  # a firmware that ran this long booted cleanly: clear the crash counter
@@ -113,6 +114,14 @@ class Runtime:
         self.machine.deepsleep(max(ms, 1))
 
 
+def _framed_by(data, device_id, key):
+    """True if ``data`` is a frame of ``device_id`` whose tag verifies under ``key``."""
+    try:
+        return frame.parse(data, key)[1] == device_id
+    except frame.FrameError:
+        return False
+
+
 def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
     """Build a :class:`Runtime` from parsed device files.
 
@@ -132,7 +141,9 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
         raise DeviceFilesError("identity kind %r but board kind %r" % (kind, cfg["kind"]), "kind")
     pol = policy_mod.load(kind, root + "policy.json")
     seq = SeqCounter(root + "seq.bin")
-    outbox = Outbox(root + "outbox")
+    outbox = Outbox(root + "outbox", accept=lambda data: _framed_by(data, device_id, key))
+    if outbox.foreign:
+        log("civicedge: %d outbox frame(s) framed under another identity or key dropped" % outbox.foreign)
     ledger = Ledger(root + "ledger.json", pol.day_budgets())
     releaser = Releaser(pol.fields, ledger)
     reporter = Reporter(device_id, key, pol, seq, outbox)

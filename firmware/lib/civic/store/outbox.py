@@ -12,6 +12,8 @@ import os
 
 from civic.store import atomic
 
+MAX_RUNS = 8  # runs of held seqs a report states (protocol §2 ``h``)
+
 
 class Outbox:
     """Persisted queue of frames waiting for a cumulative ACK.
@@ -19,14 +21,21 @@ class Outbox:
     Args:
         directory: flash directory for the entries (created if missing).
         max_entries: capacity; when full, the oldest non-alarm entry is dropped.
+        accept: callable(frame) -> bool run on every stored frame at start-up, or None. The
+            runtime checks the device id and the tag under the current key: frames framed before
+            a re-provisioning (new key or id) can never verify at the gateway, and kept they would
+            be re-sent for ever while later frames state that the device still holds them
+            (protocol §2 ``h``). Refused entries are removed and counted in ``foreign`` and
+            ``dropped``.
     """
 
-    def __init__(self, directory, max_entries=64):
+    def __init__(self, directory, max_entries=64, accept=None):
         if max_entries < 1:
             raise ValueError("outbox: max_entries must be >= 1")
         self.dir = directory.rstrip("/")
         self.max_entries = max_entries
         self.corrupt = 0
+        self.foreign = 0
         atomic.makedirs(self.dir)
         self._dropped_path = self.dir + "/dropped"
         self.dropped = self._load_dropped()
@@ -40,13 +49,22 @@ class Outbox:
             if entry is None:
                 continue
             try:
-                atomic.read(path)
+                data = atomic.read(path)
             except atomic.CorruptFile:
                 atomic.remove(path)
                 self.corrupt += 1
                 continue
+            if data is None:
+                continue  # gone since the listing
+            if accept is not None and not accept(data):
+                atomic.remove(path)
+                self.foreign += 1
+                continue
             self._index.append(entry)
         self._index.sort()
+        if self.foreign:
+            self.dropped += self.foreign
+            atomic.write(self._dropped_path, b"%d" % self.dropped)
 
     def _load_dropped(self):
         try:
@@ -78,6 +96,16 @@ class Outbox:
         """
         if self._index and seq <= self._index[-1][0]:
             raise ValueError("outbox: seq %d not above %d" % (seq, self._index[-1][0]))
+        self.make_room()
+        atomic.write(self._path(seq, alarm), bytes(frame))
+        self._index.append((seq, bool(alarm)))
+
+    def make_room(self):
+        """Drop entries (oldest non-alarm first) until one more fits; count them in ``dropped``.
+
+        :meth:`append` does this itself; a caller that states in the frame what the outbox holds
+        (protocol §2 ``h``) calls it before building the frame.
+        """
         while len(self._index) >= self.max_entries:
             victim = 0
             for i in range(len(self._index)):
@@ -88,8 +116,31 @@ class Outbox:
             atomic.remove(self._path(s, a))
             self.dropped += 1
             atomic.write(self._dropped_path, b"%d" % self.dropped)
-        atomic.write(self._path(seq, alarm), bytes(frame))
-        self._index.append((seq, bool(alarm)))
+
+    def held_runs(self, limit=MAX_RUNS):
+        """Return the stored seqs as a flat list of runs ``[first, last, first, last, ...]``.
+
+        At most ``limit`` runs: beyond that the runs around the smallest holes are merged, which
+        claims a few dropped seqs as held (the gateway then waits for them, never the reverse).
+        """
+        runs = []
+        for s, _ in self._index:
+            if runs and runs[-1][1] + 1 == s:
+                runs[-1][1] = s
+            else:
+                runs.append([s, s])
+        while len(runs) > limit:
+            k = 0
+            for i in range(1, len(runs) - 1):
+                if runs[i + 1][0] - runs[i][1] < runs[k + 1][0] - runs[k][1]:
+                    k = i
+            runs[k][1] = runs[k + 1][1]
+            del runs[k + 1]
+        flat = []
+        for first, last in runs:
+            flat.append(first)
+            flat.append(last)
+        return flat
 
     def pending(self):
         """Return the stored seqs in ascending order (a copy)."""
