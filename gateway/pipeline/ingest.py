@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Coroutine
 
 from gateway.errors import GatewayError, ProtocolError, RejectedReport
+from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.verify import Verified, Verifier
 from gateway.protocol.frame import FRAME_ACK, build_frame
@@ -158,17 +159,16 @@ class IngestService:
         self.max_in_flight = max(1, max_in_flight)
         self.room = asyncio.Event()
         self.room.set()
-        self._shed_logged: float | None = None  # monotonic time of the last "shedding" line
-        self._pause_logged: float | None = None  # monotonic time of the last "pausing" line
-        self._pauses_unlogged = 0
+        # Under sustained overload these happen many times a second: one line per burst.
+        self._shed_log = LogLimiter(OVERLOAD_LOG_EVERY_S, monotonic)
+        self._pause_log = LogLimiter(OVERLOAD_LOG_EVERY_S, monotonic)
         self._resume_unlogged = False  # a logged pause whose end is not logged yet
         self._handling = 0  # _handle_verified tasks running
         # Failed commits since the last one that succeeded (a full disk fails every batch until space is
         # freed): logged once per OVERLOAD_LOG_EVERY_S with a count, reported by :attr:`store_problem`.
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
-        self._fail_logged: float | None = None
-        self._fails_unlogged = 0
+        self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, monotonic)
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -254,16 +254,10 @@ class IngestService:
                 self.room.clear()
                 self._metrics.ingest_paused.set(1)
                 self._metrics.ingest_pauses.inc()
-                self._pauses_unlogged += 1
-                now = self._monotonic()
-                # Under sustained overload this cycles many times a second: one line per burst.
-                if self._pause_logged is None or now - self._pause_logged >= OVERLOAD_LOG_EVERY_S:
-                    more = self._pauses_unlogged - 1
+                more = self._pause_log.allow()
+                if more is not None:
                     log.warning("ingest backlog at %d reports: pausing serial reads until it falls to %d%s", n,
-                                self.max_in_flight * 3 // 4,
-                                " (%d more pause(s) since the last such line)" % more if more else "")
-                    self._pause_logged = now
-                    self._pauses_unlogged = 0
+                                self.max_in_flight * 3 // 4, more_since(more, "pause(s)"))
                     self._resume_unlogged = True
         elif n <= self.max_in_flight * 3 // 4:
             self.room.set()
@@ -274,11 +268,11 @@ class IngestService:
 
     def _shed(self, link: Link) -> None:
         self._metrics.ingest_shed.inc()
-        now = self._monotonic()
-        if self._shed_logged is None or now - self._shed_logged >= OVERLOAD_LOG_EVERY_S:  # one line per burst, not one per frame
-            self._shed_logged = now
+        more = self._shed_log.allow()
+        if more is not None:
             log.warning("ingest backlog at %d reports (cap %d): shedding frames from %s unacknowledged; "
-                        "devices re-send them", self.backlog, 2 * self.max_in_flight, link.name)
+                        "devices re-send them%s", self.backlog, 2 * self.max_in_flight, link.name,
+                        more_since(more, "frame(s) shed"))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -491,15 +485,10 @@ class IngestService:
         self._metrics.store_commit_failures.inc()
         self._failing += 1
         self._failing_error = exc
-        now = self._monotonic()
-        if self._fail_logged is not None and now - self._fail_logged < OVERLOAD_LOG_EVERY_S:
-            self._fails_unlogged += 1
-            return
-        more = self._fails_unlogged
-        log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
-                  " (%d more failed commit(s) since the last such line)" % more if more else "")
-        self._fail_logged = now
-        self._fails_unlogged = 0
+        more = self._fail_log.allow()
+        if more is not None:
+            log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
+                      more_since(more, "failed commit(s)"))
 
     async def _commit(self, batch: list[_Queued]) -> None:
         records = [r for r, _, _ in batch]
@@ -521,7 +510,8 @@ class IngestService:
         assert isinstance(result, BatchResult)
         if self._failing:
             log.warning("report store commits succeed again, after %d failed commit(s)", self._failing)
-            self._failing, self._failing_error, self._fail_logged, self._fails_unlogged = 0, None, None, 0
+            self._failing, self._failing_error = 0, None
+            self._fail_log.reset()
         self._saved_floor.update(floors)
         now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.config.model import BleConfig
 from gateway.errors import GatewayError, TransportError
+from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import Link
 from gateway.protocol.ble_fragments import FragmentReassembler, fragment_frame
@@ -127,8 +128,7 @@ class BleTransport:
         self._dropped = _drop_counter(metrics) if metrics is not None else None
         self.unverified_dropped = 0
         self.deauthorized = 0
-        self._drop_logged: float | None = None
-        self._drops_unlogged = 0
+        self._drop_log = LogLimiter(DROP_LOG_EVERY_S, time.monotonic)
         self._ignored_logged: set[str] = set()
         self._msg = 0
 
@@ -212,17 +212,13 @@ class BleTransport:
         self.unverified_dropped += 1
         if self._dropped is not None:
             self._dropped.inc()
-        now = time.monotonic()
-        if self._drop_logged is not None and now - self._drop_logged < DROP_LOG_EVERY_S:
-            self._drops_unlogged += 1
+        more = self._drop_log.allow()
+        if more is None:
             log.debug("BLE dropped %s (%s): no verified frame within %.1f s; not reconnected for %.0f s",
                       address, name, self.auth_timeout_s, delay)
             return
-        more = self._drops_unlogged
         log.warning("BLE dropped %s (%s): no frame from it verified within %.1f s of connecting; not reconnected "
-                    "for %.0f s%s", address, name, self.auth_timeout_s, delay,
-                    " (%d more such drop(s) since the last such line)" % more if more else "")
-        self._drop_logged, self._drops_unlogged = now, 0
+                    "for %.0f s%s", address, name, self.auth_timeout_s, delay, more_since(more, "such drop(s)"))
 
     def _deauthorized(self, name: str | None, ack: bytes | None) -> tuple[str, str] | None:
         """Why the registry no longer vouches for a link: ``(reason, device id)``, or None to keep it.

@@ -20,7 +20,6 @@ from procs import PtyDevice
 
 from gateway.config import load_config
 from gateway.errors import StorageError
-from gateway.pipeline import ingest as ingest_module
 from gateway.service import Gateway
 from gateway.storage import ReportRecord, ReportStore
 from gateway.storage.store import BatchResult
@@ -149,7 +148,8 @@ async def test_failing_commits_are_counted_degrade_health_and_are_logged_once_pe
         assert dev.acks.get("bin-1", 0) == 0
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1 and errors[0].startswith("commit of 1 report(s) failed"), errors
-        monkeypatch.setattr(ingest_module, "OVERLOAD_LOG_EVERY_S", 0.0)  # the next line is due
+        assert gw.ingest is not None
+        monkeypatch.setattr(gw.ingest._fail_log, "every_s", 0.0)  # the next line is due
         dev.send([report_frame("bin-1", 6, KEYS["bin-1"])])
         await _wait(lambda: gw.metrics.value(failures) == 6, "failure 6", dev)
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
