@@ -55,6 +55,9 @@ class GatewayMetrics:
                                       registry=r)
         self.link_state = Gauge("civicedge_link_state", "1 if the link is up", ["link"], registry=r)
         self.ble_connected = Gauge("civicedge_ble_connected", "Connected BLE devices", registry=r)
+        self.ble_unverified_dropped = Counter(
+            "civicedge_ble_unverified_dropped",
+            "BLE links dropped because no frame from them verified within the auth timeout", registry=r)
         self.ble_deauthorized = Counter(
             "civicedge_ble_deauthorized", "Open BLE links closed: device revoked, unregistered or its key changed",
             ["reason"], registry=r)

@@ -20,13 +20,11 @@ import asyncio
 import logging
 import sqlite3
 import time
-import weakref
 from typing import Any, Callable
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
-from prometheus_client import CollectorRegistry, Counter
 
 from gateway.config.model import BleConfig
 from gateway.errors import GatewayError, TransportError
@@ -53,20 +51,6 @@ DROP_LOG_EVERY_S = 60.0
 # through `changes` (which moves only for changes made through this process): a device revoked or
 # re-keyed by the CLI in another process loses its link as quickly as one revoked by the admin API.
 LINK_CHECK_S = 1.0
-
-_DROP_COUNTERS: "weakref.WeakKeyDictionary[CollectorRegistry, Counter]" = weakref.WeakKeyDictionary()
-
-
-def _drop_counter(metrics: GatewayMetrics) -> Counter:
-    """``civicedge_ble_unverified_dropped_total`` on the gateway's registry (registered once per registry)."""
-    counter = _DROP_COUNTERS.get(metrics.registry)
-    if counter is None:
-        counter = _DROP_COUNTERS[metrics.registry] = Counter(
-            "civicedge_ble_unverified_dropped",
-            "BLE links dropped because no frame from them verified within the auth timeout",
-            registry=metrics.registry)
-    return counter
-
 
 def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
     """Return ``(scanner_backend, client_backend)`` for bleak: None for the OS default (BlueZ).
@@ -125,7 +109,7 @@ class BleTransport:
         self._names_changes = -1
         self._names_read = 0.0
         self.auth_timeout_s = config.auth_timeout_s if auth_timeout_s is None else auth_timeout_s
-        self._dropped = _drop_counter(metrics) if metrics is not None else None
+        self._dropped = metrics.ble_unverified_dropped if metrics is not None else None
         self.unverified_dropped = 0
         self.deauthorized = 0
         self._drop_log = LogLimiter(DROP_LOG_EVERY_S, time.monotonic)
