@@ -73,7 +73,7 @@ def make_identity(definition: BoardDefinition, *, device_id: str | None = None, 
     }
 
 
-@dataclass
+@dataclass(eq=False)
 class BoardHandle:
     """What a test gets: one board under test on some backend.
 
@@ -106,6 +106,13 @@ class BoardHandle:
     extras: dict[str, Any] = field(default_factory=dict)
     _dut: Dut | None = field(default=None, repr=False)
     _strategy: "Strategy | None" = field(default=None, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        """A live board is equal only to itself. Written out (not the dataclass one) because pytest
+        diffs the fields of objects with a generated ``__eq__`` in failures: the identity's key too."""
+        return self is other
+
+    __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         """The handle with the device key masked (pytest prints reprs in failures, -vvvv and JUnit)."""

@@ -43,12 +43,19 @@ def test_failing_test_output_and_junit_do_not_carry_the_key(pytester: pytest.Pyt
             return h
     """)
     pytester.makepyfile("""
+        import copy
+
         def test_fails(hil_board):
             board = hil_board
             assert board.state == "off", board
+
+        def test_compared(hil_board):
+            other = copy.copy(hil_board)
+            other.identity = dict(hil_board.identity, key="00" * 32)
+            assert hil_board == other  # pytest would diff a dataclass's fields, the identity's key too
     """)
     result = pytester.runpytest("-vvvv", "-l", "--junitxml=j.xml")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
     key = (pytester.path / "key.txt").read_text()
     assert len(key) == 64
     output = "\n".join(result.outlines + result.errlines)
