@@ -91,14 +91,20 @@ def _fmt_time(start_ms: int, w: int) -> str:
 
 
 def check_reports_min(scenario: Scenario, data: StoredData) -> CheckResult:
-    """At least ``reports_min`` reports stored in total."""
+    """At least ``reports_min`` reports stored in total. ``boot`` reports (a board asking for the time,
+    protocol §2) carry no measurements and do not count."""
     want = scenario.expect.reports_min or 0
     per_device: dict[str, int] = defaultdict(int)
-    for d, *_ in data.reports:
-        per_device[d] += 1
-    got = len(data.reports)
+    boots = 0
+    for d, _seq, rtype, *_ in data.reports:
+        if rtype == "boot":
+            boots += 1
+        else:
+            per_device[d] += 1
+    got = sum(per_device.values())
     msg = f"{got} reports stored (expected at least {want}); per board: " + (
-        ", ".join(f"{d}={per_device.get(d, 0)}" for d in scenario.device_ids))
+        ", ".join(f"{d}={per_device.get(d, 0)}" for d in scenario.device_ids)) + (
+        f"; {boots} boot report(s) not counted" if boots else "")
     return CheckResult(f"reports_min >= {want}", got >= want, msg, {"stored": got, "per_device": dict(per_device)})
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from gateway.resources import load_policy
 from hil.scenarios import load_scenario
-from hil.scenarios.checks import StoredData, check_alarm, check_eps, check_field, check_no_loss, evaluate
+from hil.scenarios.checks import (StoredData, check_alarm, check_eps, check_field, check_no_loss, check_reports_min,
+                                  evaluate)
 from hil.scenarios.reports import render_html, stimulus_series, write_junit
 from hil.scenarios.runner import ScenarioResult
 
@@ -39,6 +40,16 @@ def test_no_loss_reports_missing_extra_and_duplicates() -> None:
     good = StoredData([("sl-night-1", 1, "win", W0, {}), ("sl-night-1", 2, "win", W0, {})], [], [])
     assert check_no_loss(NIGHT, good, {"sl-night-1": {1, 2}}).passed
     assert not check_no_loss(NIGHT, StoredData([], [], []), {"sl-night-1": set()}).passed
+
+
+def test_reports_min_does_not_count_boot_reports() -> None:
+    """A boot report (a board asking for the time) carries no measurements: it is no report a
+    scenario can expect (night-with-pedestrians wants at least 6)."""
+    wins = [("sl-night-1", s, "win", W0 + 900 * s, {}) for s in range(1, 6)]
+    boots = [("sl-night-1", 10 + s, "boot", W0, {}) for s in range(3)]
+    res = check_reports_min(NIGHT, StoredData(wins + boots, [], []))
+    assert not res.passed and "5 reports stored" in res.message and "3 boot report(s) not counted" in res.message
+    assert check_reports_min(NIGHT, StoredData(wins + wins[:1] + boots, [], [])).passed
 
 
 def test_field_and_alarm_timing() -> None:
