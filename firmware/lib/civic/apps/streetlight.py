@@ -91,8 +91,8 @@ class StreetlightApp(AppBase):
         if self.monitor.update(commanded, ma):
             self._alarm(["lamp_fail"], now_s)
         self.dimmer.update_light(lux)
-        base = self.dimmer.level(now_s, None)  # the schedule alone, without a motion boost
-        self.lamp.set_level(self.dimmer.level(now_s, self.pir.since_event_ms(now_ms)))
+        base = self.dimmer.scheduled(now_s)  # without a motion boost: what level and energy report
+        self.lamp.set_level(self.dimmer.boosted(base, self.pir.since_event_ms(now_ms)))
         mw = self.cal_lamp["mains_v"] * ma
         if self._base is not None and commanded > self._base:
             # A motion boost ran since the last sample. Level and energy leave the device at the

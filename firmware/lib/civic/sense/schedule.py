@@ -48,14 +48,23 @@ class Dimmer:
             self.dark = False
         return self.dark
 
-    def level(self, unix_s, since_motion_ms):
-        """Lamp level 0..100 now; ``since_motion_ms`` is None when no motion was seen."""
+    def scheduled(self, unix_s):
+        """Lamp level 0..100 from the schedule alone (0 in daylight)."""
         if not self.dark:
             return 0
-        base = scheduled_level(self.schedule, minute_of_day(unix_s, self.tz_offset_min))
-        if since_motion_ms is not None and since_motion_ms < self.courtesy_ms and self.boost_level > base:
+        return scheduled_level(self.schedule, minute_of_day(unix_s, self.tz_offset_min))
+
+    def boosted(self, base, since_motion_ms):
+        """``base`` (from :meth:`scheduled`) raised to the boost level within ``courtesy_s`` of the
+        last motion; ``since_motion_ms`` is None when no motion was seen. Never in daylight."""
+        if (self.dark and since_motion_ms is not None and since_motion_ms < self.courtesy_ms
+                and self.boost_level > base):
             return self.boost_level
         return base
+
+    def level(self, unix_s, since_motion_ms):
+        """Lamp level 0..100 now: :meth:`scheduled` then :meth:`boosted`."""
+        return self.boosted(self.scheduled(unix_s), since_motion_ms)
 
     def configure(self, values):
         """Apply accepted CONFIG keys (``dim_schedule``, ``courtesy_s``, ``boost_level``); bad values are ignored."""
