@@ -19,7 +19,10 @@ MAX_RETENTION_DAYS = 36500
 
 
 def _authorize(request: web.Request) -> None:
+    """Check the bearer token, then refuse any query parameter: no admin endpoint takes one, and a
+    write must never run when the caller meant something else (``?dry_run=1`` is not a dry run)."""
     ctx_of(request).token.check(request)
+    params.reject_unknown(request.query, ())
 
 
 @ROUTES.get("/api/admin/devices")
@@ -27,7 +30,6 @@ async def admin_devices(request: web.Request) -> web.Response:
     """All devices including revoked ones (never keys)."""
     _authorize(request)
     ctx = ctx_of(request)
-    params.reject_unknown(request.query, ())
     now = ctx.now()
     devices = [device_json(d, now=now, policy=ctx.policy) for d in await ctx.fleet.devices()]
     return json_response({"devices": devices, "count": len(devices)})
@@ -121,7 +123,6 @@ async def get_retention(request: web.Request) -> web.Response:
     """Effective retention per kind and field, next to the policy's maximum."""
     _authorize(request)
     ctx = ctx_of(request)
-    params.reject_unknown(request.query, ())
     admin = ctx.require_admin()
     return json_response({"retention_days": admin.retention(), "policy_max_days": _policy_retention(ctx.policy)})
 

@@ -332,3 +332,23 @@ async def test_enroll_does_not_hold_up_the_event_loop(client: TestClient, fleet:
     assert resp.status == 200
     answered.set()
     assert (await enroll).status == 201
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_CALLS)
+async def test_admin_calls_refuse_unknown_query_parameters_and_change_nothing(
+    client: TestClient, fleet: Fleet, method: str, path: str
+) -> None:
+    """``?dry_run=1`` is no dry run: an admin write refuses it (like every GET) before it does anything."""
+    body = (_enrollment(bytes(range(32))) if path == "/api/admin/devices/sl-09"
+            else {"kind": "bin", "field": "bat", "days": 5})
+    resp = await client.request(method, f"{path}?dry_run=1", headers=admin_headers(), json=body)
+    assert resp.status == 400, (method, path, await resp.text())
+    assert (await resp.json())["error"] == {"code": "bad_parameter", "message": "unknown parameter(s): dry_run",
+                                            "param": "dry_run"}
+    assert fleet.registry.lookup("sl-09") is None
+    assert not fleet.registry.get("sl-01").revoked
+    assert fleet.registry.get("sl-01").key_version == 1
+    assert fleet.retention.effective()[("bin", "bat")] == 90
+    # The token is still checked first: without it the answer is 401, whatever the query says.
+    resp = await client.request(method, f"{path}?dry_run=1", json=body)
+    assert resp.status == 401 and (await resp.json())["error"]["code"] == "missing_token"
