@@ -67,6 +67,9 @@ async def read_json_body(request: web.Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadParameter(f"request body is not valid JSON: {exc}", param="body") from None
+    except RecursionError:
+        # Deep nesting ("[" * 20000) fits under the size cap but exhausts the parser's recursion limit.
+        raise BadParameter("request body is nested too deeply to be a valid request", param="body") from None
 
 
 def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:

@@ -352,3 +352,20 @@ async def test_admin_calls_refuse_unknown_query_parameters_and_change_nothing(
     # The token is still checked first: without it the answer is 401, whatever the query says.
     resp = await client.request(method, f"{path}?dry_run=1", json=body)
     assert resp.status == 401 and (await resp.json())["error"]["code"] == "missing_token"
+
+
+@pytest.mark.parametrize("path", ["/api/admin/retention", "/api/admin/devices/sl-09"])
+async def test_a_deeply_nested_body_under_the_size_cap_is_400(
+    fleet: Fleet, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """40 KB of brackets is under the 64 KiB cap but deeper than the JSON parser recurses: 400, no traceback."""
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))  # the default body limit
+    body = "[" * 20000 + "]" * 20000
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.put(path, headers={**admin_headers(), "Content-Type": "application/json"}, data=body)
+        assert resp.status == 400, await resp.text()
+        error = (await resp.json())["error"]
+        assert error["code"] == "bad_parameter" and error["param"] == "body", error
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    assert fleet.registry.lookup("sl-09") is None
