@@ -74,13 +74,20 @@ def day_slices(since: int, until: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def _client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed or closing (nothing more can reach it)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @ROUTES.get("/opendata/readings.csv")
 async def readings_csv(request: web.Request) -> web.StreamResponse:
     """Released values per device, UTC hour and field as CSV (default: the last 24 h, at most 31 days).
 
     The store is read one UTC day at a time on a worker thread, aggregated there, and each day's
     rows are sent before the next day is read: a request's work and memory are bounded by one day,
-    and a client that reads slowly holds back only its own export.
+    and a client that reads slowly holds back only its own export. A client that goes away
+    (``curl ... | head``) ends the export quietly at the next day; HEAD gets the headers only.
     """
     ctx = ctx_of(request)
     q = request.query
@@ -88,27 +95,38 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     since, until = params.parse_range(q, now=ctx.now(), default_s=86400, max_s=CSV_MAX_RANGE_S)
     fields = params.parse_fields(q, ctx.known_fields())
     zone = params.parse_zone(q)
-    published = [d.id for d in ngsi.publishable(await ctx.fleet.devices())]
     response = web.StreamResponse(headers={"Content-Disposition": 'inline; filename="civicedge-readings.csv"'})
     response.content_type = "text/csv"
     response.charset = "utf-8"
+    if request.method == "HEAD":
+        return response  # aiohttp sends the headers; a HEAD answer has no body, so nothing is read
+    published = [d.id for d in ngsi.publishable(await ctx.fleet.devices())]
     header = True
-    for lo, hi in day_slices(since, until):
-        try:
-            groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields, zone=zone)
-        except GatewayError as exc:
+    try:
+        for lo, hi in day_slices(since, until):
+            if _client_gone(request):
+                logger.debug("readings.csv: client went away before %s; export ended", lo)
+                return response
+            try:
+                groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields,
+                                                      zone=zone)
+            except GatewayError as exc:
+                if not response.prepared:
+                    raise  # nothing sent yet: the client gets the JSON error
+                # Rows were sent already: end the connection without the closing chunk, so the client
+                # sees a cut-off transfer rather than a complete-looking CSV with days missing.
+                logger.error("readings.csv cut off at %s: %s (%s)", lo, type(exc).__name__, exc.reason)
+                raise ConnectionAbortedError("store read failed during a CSV export") from None
+            text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy), header=header)
+            header = False
             if not response.prepared:
-                raise  # nothing sent yet: the client gets the JSON error
-            # Rows were sent already: end the connection without the closing chunk, so the client
-            # sees a cut-off transfer rather than a complete-looking CSV with days missing.
-            logger.error("readings.csv cut off at %s: %s (%s)", lo, type(exc).__name__, exc.reason)
-            raise ConnectionAbortedError("store read failed during a CSV export") from None
-        text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy), header=header)
-        header = False
-        if not response.prepared:
-            await response.prepare(request)
-        await response.write(text.encode("utf-8"))
-    await response.write_eof()
+                await response.prepare(request)
+            await response.write(text.encode("utf-8"))
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client hung up mid-export (aiohttp's ClientConnectionResetError): an everyday event on a
+        # public endpoint, not a server error; aiohttp ends the response without logging it.
+        logger.debug("readings.csv: client went away during the export")
     return response
 
 

@@ -13,6 +13,7 @@ import csv
 import inspect
 import io
 import logging
+import threading
 import time
 from pathlib import Path
 from collections import defaultdict
@@ -26,7 +27,7 @@ from gateway.errors import StorageError
 from gateway.resources import load_policy
 from gateway.storage import ReportQueries
 from gateway.web import export, source
-from gateway.web.app import create_app
+from gateway.web.app import create_app, start_http
 from gateway.web.views import DeviceHourAggregate, ReadingView
 
 from .support import ADMIN_TOKEN, NOW, Fleet
@@ -293,3 +294,72 @@ async def test_healthz_without_a_registry_reads_the_store_once(
         assert [name for name, _ in store.calls] == ["device_ids"]
     finally:
         store.close()
+
+
+class _WaitingQueries(SlowQueries):
+    """A store whose second and later day reads wait until ``gone`` is set (the client has hung up)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gone = threading.Event()
+
+    def device_hourly(self, *args: Any, **kwargs: Any) -> Any:
+        if self.count("device_hourly") >= 1:
+            assert self.gone.wait(10), "the test never hung up"
+        return super().device_hourly(*args, **kwargs)
+
+
+def _server_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records
+            if r.levelno >= logging.WARNING or r.exc_info is not None]
+
+
+async def test_a_client_that_stops_reading_the_csv_ends_it_quietly(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """``curl ... | head -c 100``: the export stops at its next write, with no ERROR and no traceback."""
+    caplog.set_level(logging.DEBUG)
+    store = _WaitingQueries(fleet.store.path)
+    app = create_app(store=store, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /opendata/readings.csv?from={NOW - 5 * 86400}&to={NOW} HTTP/1.1\r\n"
+                     "Host: 127.0.0.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"hour,device" in await asyncio.wait_for(reader.read(100), timeout=5)
+        writer.transport.abort()  # hang up mid-export
+        await asyncio.sleep(0.2)  # the server sees the connection go
+        store.gone.set()
+    finally:
+        await server.stop()  # waits for the handler to finish
+        store.close()
+    assert store.count("device_hourly") == 2  # the day being read when it hung up, then no more
+    assert _server_errors(caplog) == []
+
+
+async def test_head_of_the_csv_sends_headers_only(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """``curl -I``: no body after the headers (HTTP forbids one) and no store read for it."""
+    caplog.set_level(logging.DEBUG)
+    store = SlowQueries(fleet.store.path)
+    app = create_app(store=store, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    server = await start_http(app, host="127.0.0.1", port=0)
+    try:
+        for query, status in ((f"from={NOW - 2 * 86400}&to={NOW}", 200), ("from=tomorrow", 400)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"HEAD /opendata/readings.csv?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            answer = await asyncio.wait_for(reader.read(), timeout=5)  # until the server closes
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(f"HTTP/1.1 {status}".encode()), head
+            assert body == b"", body[:100]
+            if status == 200:
+                assert b"Content-Type: text/csv" in head
+    finally:
+        await server.stop()
+        store.close()
+    assert store.count("device_hourly") == 0
+    assert _server_errors(caplog) == []
