@@ -58,7 +58,7 @@ http_logger.addFilter(_WithoutRequestBytes())
 
 
 def _json_error(err: WebError) -> web.Response:
-    return web.json_response(err.to_json(), status=err.status)
+    return web.json_response(err.to_json(), status=err.status, headers=err.headers())
 
 
 def _reject_repeated(query: Any) -> None:
@@ -73,7 +73,7 @@ def _reject_repeated(query: Any) -> None:
 async def _errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Turn WebErrors and aiohttp's own HTTP errors on /api and /opendata into JSON bodies."""
+    """Turn WebErrors and aiohttp's own HTTP errors (404 no route, 405 wrong method, ...) into JSON bodies."""
     ctx: WebContext = request.app[CONTEXT_KEY]
     length = request.content_length
     if length is not None and length > ctx.max_body_bytes:
@@ -103,7 +103,7 @@ async def _errors_middleware(
             status=413,
         )
     except web.HTTPException as exc:
-        if exc.status >= 400 and request.path.startswith(("/api", "/opendata")):
+        if exc.status >= 400:  # on every path: /healthz, /metrics and the pages answer like /api
             return web.json_response(
                 {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason}},
                 status=exc.status, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},

@@ -34,6 +34,10 @@ class WebError(GatewayError):
             body["param"] = self.param
         return {"error": body}
 
+    def headers(self) -> dict[str, str]:
+        """Extra response headers the status calls for (none by default)."""
+        return {}
+
 
 class BadParameter(WebError):
     """A query parameter or body field is missing, malformed or out of range (400)."""
@@ -47,6 +51,13 @@ class Unauthorized(WebError):
 
     status = 401
     default_code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        """``WWW-Authenticate`` naming the bearer scheme (RFC 6750 §3), with ``invalid_token`` for a wrong one."""
+        challenge = 'Bearer realm="civicedge-admin"'
+        if self.code == "wrong_token":
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
 
 
 class NotFound(WebError):

@@ -40,12 +40,14 @@ async def transparency_html(request: web.Request) -> web.Response:
 @ROUTES.get("/transparency.json")
 async def transparency_json(request: web.Request) -> web.Response:
     """The transparency page's content as JSON."""
+    params.reject_unknown(request.query, ())
     return json_response(_transparency(ctx_of(request)))
 
 
 @ROUTES.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     """OpenAPI 3 description of this API."""
+    params.reject_unknown(request.query, ())
     return json_response(openapi_document())
 
 
@@ -53,6 +55,9 @@ async def openapi(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the gateway's CollectorRegistry."""
     ctx = ctx_of(request)
+    # Scrapers send no parameters by default; one configured (``name[]``, a filter some exporters
+    # take) would be ignored here and serve everything, so it is refused like anywhere else.
+    params.reject_unknown(request.query, ())
     if ctx.metrics_registry is None:
         raise Unavailable("no metrics registry attached", code="no_metrics")
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -19,12 +19,19 @@ MAX_CURSOR_CHARS = 256
 MAX_RANGE_S = 366 * 86400
 # Refuse timestamps outside 2000..2100: almost certainly ms instead of s, or garbage.
 _MIN_TS, _MAX_TS = 946684800, 4102444800
+# Integers are ASCII digits only: ``\d`` and ``int()`` also take other scripts' digits ("１" is 1).
+INTEGER_RE = re.compile(r"-?[0-9]{1,18}")
+# What surrounds a value and is ignored: ASCII white space only (``str.strip()`` also drops U+3000).
+_SPACE = " \t\r\n\f\v"
 
 
 def parse_time(value: str, name: str) -> int:
     """Parse unix seconds (``1700000000``) or ISO 8601 (``2026-01-02T03:00:00Z``) to unix seconds."""
-    text = value.strip()
-    if re.fullmatch(r"-?\d{1,18}", text):
+    text = value.strip(_SPACE)
+    if not text.isascii():
+        raise BadParameter(f"'{name}' must be unix seconds or an ISO 8601 date-time in ASCII, got {value!r}",
+                           param=name)
+    if INTEGER_RE.fullmatch(text):
         ts = int(text)
     else:
         try:
@@ -50,7 +57,9 @@ def parse_range(
     if since >= until:
         raise BadParameter(f"'from' ({since}) must be before 'to' ({until})", param="from")
     if until - since > max_s:
-        raise BadParameter(f"time range longer than {max_s // 86400} days", param="to")
+        # Blame a parameter the client gave: with only 'from', 'to' is the default (now).
+        raise BadParameter(f"time range longer than {max_s // 86400} days",
+                           param="to" if "to" in query else "from")
     return since, until
 
 
@@ -58,8 +67,8 @@ def parse_int(query: Mapping[str, str], name: str, *, default: int, low: int, hi
     """Read an integer parameter within ``[low, high]``."""
     if name not in query:
         return default
-    text = query[name].strip()
-    if not re.fullmatch(r"-?\d{1,18}", text):
+    text = query[name].strip(_SPACE)
+    if not INTEGER_RE.fullmatch(text):
         raise BadParameter(f"'{name}' must be an integer, got {query[name]!r}", param=name)
     value = int(text)
     if not low <= value <= high:

@@ -43,6 +43,10 @@ async def test_admin_without_the_right_token_is_401(
         resp = await client.request(method, path, headers=headers, json={"kind": "bin", "field": "bat", "days": 5})
         assert resp.status == 401, (method, path)
         assert (await resp.json())["error"]["code"] == code
+        # RFC 6750 §3: a 401 names the scheme to use; a token that was presented and wrong is invalid_token.
+        challenge = resp.headers["WWW-Authenticate"]
+        assert challenge.startswith("Bearer realm=")
+        assert ('error="invalid_token"' in challenge) == (code == "wrong_token"), challenge
     # Nothing changed behind a refused call.
     assert fleet.registry.lookup("sl-09") is None
     assert not fleet.registry.get("sl-01").revoked
@@ -59,6 +63,7 @@ async def test_admin_disabled_without_configured_token(fleet: Fleet) -> None:
         resp = await c.get("/api/admin/devices", headers=admin_headers())
         assert resp.status == 401
         assert (await resp.json())["error"]["code"] == "admin_disabled"
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 async def test_short_admin_token_is_refused_at_startup(fleet: Fleet) -> None:

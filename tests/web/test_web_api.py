@@ -130,6 +130,13 @@ async def test_dashboard_summary(client: TestClient) -> None:
         ("/api/readings?from=1795262400000", "from", "outside 2000..2100"),
         (f"/api/readings?from={NOW}&to={NOW - 10}", "from", "must be before"),
         (f"/api/readings?from={NOW - 400 * 86400}&to={NOW}", "to", "longer than"),
+        (f"/api/readings?from={NOW - 400 * 86400}", "from", "longer than"),  # 'to' is the default: now
+        ("/api/readings?limit=%EF%BC%91", "limit", "integer"),  # a full-width 1
+        ("/api/dashboard?hours=%D9%A3", "hours", "integer"),  # an Arabic-Indic 3
+        ("/api/readings?limit=%E3%80%8010", "limit", "integer"),  # an ideographic space before 10
+        ("/api/readings?from=%EF%BC%91%EF%BC%97%EF%BC%99%EF%BC%95%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%90",
+         "from", "ASCII"),  # unix seconds in full-width digits
+        ("/api/aggregates/hourly?to=%EF%BC%92026-11-21", "to", "ISO 8601"),
         ("/api/readings?field=mot,heartbeat", "field", "heartbeat"),
         ("/api/readings?field=", "field", "empty"),
         ("/api/readings?limit=0", "limit", "between 1 and"),
@@ -164,6 +171,33 @@ async def test_unknown_path_and_method_are_json_errors(client: TestClient) -> No
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
     resp = await client.delete("/api/devices")
     assert resp.status == 405 and "GET" in resp.headers["Allow"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/transparency", "/transparency.json", "/openapi.json", "/",
+                                  "/api/devices", "/opendata/readings.csv"])
+async def test_a_wrong_method_is_a_json_405_on_every_path(client: TestClient, path: str) -> None:
+    resp = await client.post(path)
+    assert resp.status == 405 and resp.content_type == "application/json", (path, await resp.text())
+    assert (await resp.json())["error"]["code"] == "method_not_allowed"
+    assert "GET" in resp.headers["Allow"]
+
+
+async def test_an_unknown_path_outside_the_api_is_a_json_404(client: TestClient) -> None:
+    for path in ("/nothing", "/healthz/x"):
+        resp = await client.get(path)
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found", path
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/openapi.json", "/transparency.json", "/healthz"])
+async def test_operations_endpoints_refuse_unknown_parameters(client: TestClient, path: str) -> None:
+    err = await get_json(client, f"{path}?format=json", 400)
+    assert err["error"] == {"code": "bad_parameter", "message": "unknown parameter(s): format", "param": "format"}
+
+
+async def test_html_pages_ignore_their_query_string(client: TestClient) -> None:
+    for path in ("/?from=newsletter", "/transparency?lang=nl"):
+        resp = await client.get(path)
+        assert resp.status == 200 and resp.content_type == "text/html", path
 
 
 async def test_security_headers_on_pages(client: TestClient) -> None:
