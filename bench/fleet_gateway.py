@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import select
 import sqlite3
 import subprocess
@@ -35,17 +34,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gateway.registry import Registry  # noqa: E402
+from hil.scenarios.outbox import frame_files  # noqa: E402
 from hil.sim.fleet import Fleet  # noqa: E402
 from hil.sim.host import SimHost  # noqa: E402
 
 WINDOW_S = 900
-_NAME = re.compile(r"[0-9a-f]{8}\.[ra]\Z")
 
 
 def outbox_depth_of(flash: Path) -> int:
     """Frame files waiting in one board's outbox."""
-    ob = flash / "outbox"
-    return sum(1 for n in os.listdir(ob) if _NAME.match(n)) if ob.is_dir() else 0
+    return len(frame_files(flash / "outbox"))
 
 
 def outbox_depth(flash_root: Path) -> int:

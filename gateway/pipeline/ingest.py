@@ -36,6 +36,9 @@ ACK_TIMEOUT_S = 5.0
 # would make the device drop it. Gaps that persist are legitimate (seq reservation skipped on reboot).
 GAP_HOLD_S = 15.0
 MAX_IN_FLIGHT = 5000
+# Committed seqs above a device's ACK floor kept in memory (and reloaded at a restart); more are
+# forgotten, highest first, and known again when the device re-sends them.
+ABOVE_MAX = 2 * REPLAY_WINDOW
 OVERLOAD_LOG_EVERY_S = 10.0
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
@@ -80,12 +83,17 @@ class _DeviceWindow:
     wait_warned: bool = False
 
     def note_held(self, seq: int, held: tuple[int, ...] | None) -> None:
-        """Record an authentic report's ``h``; the one framed last (highest seq) is the freshest."""
-        if held is None:
-            return
-        self.speaks_held = True
+        """Record an authentic report's ``h``; the one framed last (highest seq) is the freshest.
+
+        A report without ``h`` framed after the freshest one (firmware rolled back to a version
+        without it) puts the device back on the timed hold."""
         if seq > self.info_seq:
+            if held is None:
+                self.speaks_held = False
+                return
             self.info_seq, self.info_runs = seq, held
+        if held is not None and seq == self.info_seq:
+            self.speaks_held = True
 
     def not_held_upto(self, s: int) -> int | None:
         """If the device's freshest ``h`` says it no longer holds ``s``, the last seq of that stretch
@@ -183,11 +191,10 @@ class IngestService:
         assert isinstance(maxima, dict) and isinstance(floors, dict)
         for dev, hi in maxima.items():
             floor = int(floors.get(dev, 0))
-            # Committed seqs above the last ACK: a gap below them is held again after a restart.
-            above = await self.run_in_store(self.store.seqs_above, dev, floor, 2 * REPLAY_WINDOW)
+            # Committed seqs above the last ACK: a gap below them is held again after a restart (the
+            # lowest ABOVE_MAX; the device re-sends the others, and then they are known again).
+            above = await self.run_in_store(self.store.seqs_above, dev, floor, ABOVE_MAX)
             assert isinstance(above, list)
-            if len(above) >= 2 * REPLAY_WINDOW:
-                floor, above = hi, []  # far behind: do not hold a whole backlog
             since = self._monotonic()
             self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=floor,
                                                above=dict.fromkeys(above, since),
@@ -325,7 +332,8 @@ class IngestService:
                 win = self._window(exc.device_id)
                 if exc.seq is not None and exc.seq > win.floor:
                     win.above.setdefault(exc.seq, self._monotonic())
-                    win.note_held(exc.seq, exc.held)
+                    if exc.held is not None:
+                        win.note_held(exc.seq, exc.held)
         except GatewayError as exc:  # e.g. a registry key file gone: never break the transport's read loop
             log.error("frame from %s not verified: %s", link.name, exc)
         return None
@@ -346,28 +354,36 @@ class IngestService:
             log.debug("duplicate %s seq %d on %s: re-acknowledging", dev, seq, link.name)
             if in_flight is not None and not await self._committed(in_flight):
                 return
+            self._known_above(win, seq)
             await self._ack(verified, link)
             return
-        if seq <= win.accepted_hi - REPLAY_WINDOW:
-            stored = await self.run_in_store(self.store.has, dev, seq)
-            if not stored:
-                self._reject("replay", "%s seq %d is older than the replay window (newest %d)"
-                             % (dev, seq, win.accepted_hi), link)
+        old = seq <= win.accepted_hi - REPLAY_WINDOW
+        if old or seq <= win.committed_hi:
+            if await self.run_in_store(self.store.has, dev, seq):
+                self._metrics.duplicates.inc()
+                if not old:
+                    win.recent.add(seq)
+                self._known_above(win, seq)
+                await self._ack(verified, link)
                 return
-            self._metrics.duplicates.inc()
-            await self._ack(verified, link)
-            return
-        if seq <= win.committed_hi and await self.run_in_store(self.store.has, dev, seq):
-            self._metrics.duplicates.inc()
-            win.recent.add(seq)
-            await self._ack(verified, link)
-            return
+            if old and seq <= win.floor:
+                # Not stored and already acknowledged past (its gap was given up on): a replay. Above
+                # the floor it is a seq the ACK still waits for (a frame a link kept back): stored.
+                self._reject("replay", "%s seq %d is older than the replay window (newest %d) and below the "
+                             "acknowledged seq %d" % (dev, seq, win.accepted_hi, win.floor), link)
+                return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
         win.accepted_hi = max(win.accepted_hi, seq)
         await self._queue.put((verified.record, fut, None))
         if await self._committed(fut):
             await self._ack(verified, link)
+
+    def _known_above(self, win: _DeviceWindow, seq: int) -> None:
+        """A re-sent committed seq above the floor is known again (``above`` may have been trimmed
+        or reloaded only in part): the floor can move over it."""
+        if seq > win.floor:
+            win.above.setdefault(seq, self._monotonic())
 
     @staticmethod
     async def _committed(fut: "asyncio.Future[None]") -> bool:
@@ -388,7 +404,7 @@ class IngestService:
             ack = min(below) - 1  # an earlier report is still uncommitted: do not acknowledge past it
         if ack < 1:
             return
-        frame = build_frame(FRAME_ACK, dev, ack, {"t": int(self._clock())}, verified.key)
+        frame = build_frame(FRAME_ACK, dev, ack, {"t": int(self._clock())}, verified.key, verified.frame.version)
         try:
             async with asyncio.timeout(ACK_TIMEOUT_S):  # no extra Task per ACK, unlike wait_for
                 await link.send(frame)
@@ -443,12 +459,11 @@ class IngestService:
             log.warning("%s: seqs %d..%d have not arrived for %.0f s and the device's outbox may still hold them; "
                         "ACKs stay at %d until they do (a link that drops frames selectively?)", dev,
                         win.floor + 1, min(win.above) - 1, now - win.wait_since, win.floor)
-        if len(win.above) > 2 * REPLAY_WINDOW:
-            # Memory stays bounded (the same bound as a restart's reload): give the gap up, loudly.
-            log.error("%s: gave up waiting for seqs %d..%d after %d later reports; acknowledging past them",
-                      dev, win.floor + 1, min(win.above) - 1, len(win.above))
-            win.jump(min(win.above) - 1)
-            return self._advance_floor(dev, win)
+        if len(win.above) > ABOVE_MAX:
+            # Memory stays bounded however long a frame is kept back: forget the highest committed
+            # seqs (no gap is given up). They are committed; re-sent, they are known again.
+            for s in sorted(win.above)[ABOVE_MAX // 2:]:
+                del win.above[s]
         return win.floor
 
     def _settled(self, count: int) -> None:

@@ -1,4 +1,4 @@
-"""Frame build/parse for wire protocol v1 (docs/protocol.md §1).
+"""Frame build/parse for wire protocol v2, and v1 from older firmware (docs/protocol.md §1).
 
 Layout: version(1) type(1) id_len(1) device_id(N) seq(u32 BE) body(msgpack) tag(16) where
 ``tag = HMAC-SHA256(key, everything before it)[:16]``.
@@ -16,7 +16,9 @@ import msgpack
 
 from gateway.errors import ProtocolError
 
-VERSION = 0x01
+VERSION = 0x02
+# v1: firmware before reports stated their held seqs (``h``); still parsed and answered in kind.
+VERSIONS = frozenset({0x01, VERSION})
 FRAME_REPORT = 0x01
 FRAME_ACK = 0x02
 FRAME_CONFIG = 0x03
@@ -66,7 +68,7 @@ def compute_tag(key: bytes, signed: bytes) -> bytes:
     return hmac.new(key, signed, hashlib.sha256).digest()[:TAG_LEN]
 
 
-def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes) -> bytes:
+def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes, version: int = VERSION) -> bytes:
     """Build an authenticated frame.
 
     Args:
@@ -75,9 +77,10 @@ def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes
         seq: u32.
         body: a msgpack-serialisable map, or already-encoded msgpack ``bytes``.
         key: the 32-byte device key.
+        version: protocol version byte (an answer goes in the version of the frame it answers).
 
     Raises:
-        ProtocolError: reason ``malformed`` for a bad id/seq/type, ``oversize`` if over 1024 bytes.
+        ProtocolError: reason ``malformed`` for a bad id/seq/type/version, ``oversize`` if over 1024 bytes.
     """
     if frame_type not in FRAME_TYPES:
         raise ProtocolError("unknown frame type %r" % frame_type, reason="malformed")
@@ -89,7 +92,9 @@ def build_frame(frame_type: int, device_id: str, seq: int, body: Any, key: bytes
     if not raw_body:
         raise ProtocolError("empty body", reason="malformed")
     ident = device_id.encode("ascii")
-    signed = bytes([VERSION, frame_type, len(ident)]) + ident + struct.pack(">I", seq) + bytes(raw_body)
+    if version not in VERSIONS:
+        raise ProtocolError("unknown protocol version %r" % version, reason="malformed")
+    signed = bytes([version, frame_type, len(ident)]) + ident + struct.pack(">I", seq) + bytes(raw_body)
     frame = signed + compute_tag(key, signed)
     if len(frame) > MAX_FRAME:
         raise ProtocolError("frame of %d bytes exceeds %d" % (len(frame), MAX_FRAME), reason="oversize")
@@ -107,7 +112,7 @@ def parse_frame(data: bytes) -> Frame:
         raise ProtocolError("frame of %d bytes exceeds %d" % (len(data), MAX_FRAME), reason="oversize")
     if len(data) < 1:
         raise ProtocolError("empty frame", reason="malformed")
-    if data[0] != VERSION:
+    if data[0] not in VERSIONS:
         raise ProtocolError("unknown protocol version %d" % data[0], reason="version")
     if len(data) < MIN_FRAME:
         raise ProtocolError("frame of %d bytes is shorter than %d" % (len(data), MIN_FRAME), reason="malformed")
@@ -125,7 +130,7 @@ def parse_frame(data: bytes) -> Frame:
     ident = data[3 : 3 + id_len]
     if _ID_RE.match(ident) is None:
         raise ProtocolError("device id contains characters outside [A-Za-z0-9._-]", reason="malformed")
-    return Frame(VERSION, ftype, ident.decode("ascii"), _U32.unpack_from(data, 3 + id_len)[0],
+    return Frame(data[0], ftype, ident.decode("ascii"), _U32.unpack_from(data, 3 + id_len)[0],
                  data[body_start:body_end], data[body_end:], data[:body_end])
 
 

@@ -25,6 +25,15 @@ FRAME_NAME = re.compile(r"([0-9a-f]{8})\.[ra]\Z")
 _HEADER = struct.Struct("iIII")
 
 
+def frame_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The frame files in a board's outbox directory, sorted (not its counters: ``dropped``,
+    ``owner``); an empty list when the directory does not exist."""
+    try:
+        return sorted(n for n in os.listdir(directory) if FRAME_NAME.match(n))
+    except FileNotFoundError:
+        return []
+
+
 class OutboxWatch:
     """Watches one outbox directory; :meth:`poll` returns every seq written so far.
 
@@ -75,10 +84,7 @@ class OutboxWatch:
 
     def pending(self) -> list[str]:
         """Frame files still in the outbox (not acknowledged yet)."""
-        try:
-            return sorted(n for n in os.listdir(self.directory) if FRAME_NAME.match(n))
-        except FileNotFoundError:
-            return []
+        return frame_files(self.directory)
 
     def close(self) -> None:
         """Release the inotify descriptor."""

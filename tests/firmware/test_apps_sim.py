@@ -12,6 +12,7 @@ import serial
 
 from gateway.protocol.frame import FRAME_ACK, FRAME_REPORT, build_frame, decode_body, parse_frame, verify_tag
 from gateway.protocol.serial_codec import SerialDeframer, encode_serial
+from hil.scenarios.outbox import frame_files
 from hil.sim.board import VirtualBoard
 
 T0 = 1767225600  # 2026-01-01 00:00 UTC
@@ -69,7 +70,7 @@ async def test_streetlight_reports_over_uart_pty_and_takes_ack_with_time_sync(tm
         assert {decode_body(f.body)["t"] for f in later} <= {"hour", "win"}
         offset = (await board.state())["clock_offset_ms"]
         assert abs(offset - 3600 * 1000) < 5000       # RTC set from the ACK
-        pending = sorted(p.name for p in (tmp_path / "flash" / "outbox").iterdir())
+        pending = frame_files(tmp_path / "flash" / "outbox")
         assert pending and "00000001.r" not in pending
     finally:
         await board.stop()

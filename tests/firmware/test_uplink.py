@@ -19,7 +19,7 @@ NOW = 1795000000
 
 
 def gw_frame(ftype: int, seq: int, body: dict[str, Any], dev: str = DEV, key: bytes = KEY) -> bytes:
-    head = bytes([1, ftype, len(dev)]) + dev.encode() + seq.to_bytes(4, "big") + msgpack.packb(body, use_bin_type=True)
+    head = bytes([2, ftype, len(dev)]) + dev.encode() + seq.to_bytes(4, "big") + msgpack.packb(body, use_bin_type=True)
     return head + hmac.new(key, head, hashlib.sha256).digest()[:16]
 
 

@@ -89,7 +89,8 @@ def test_constant_time_compare(mpy: Callable[..., MpResult]) -> None:
 
 
 def _cpython_frame(ftype: int, dev: str, seq: int, body: bytes, key: bytes) -> bytes:
-    head = struct.pack(">BBB", 1, ftype, len(dev)) + dev.encode() + struct.pack(">I", seq) + body
+    # protocol v2
+    head = struct.pack(">BBB", 2, ftype, len(dev)) + dev.encode() + struct.pack(">I", seq) + body
     return head + hmac.new(key, head, hashlib.sha256).digest()[:16]
 
 
@@ -114,7 +115,7 @@ def test_frame_parse_errors_have_codes(mpy: Callable[..., MpResult]) -> None:
     good = _cpython_frame(1, "sl-1", 7, b"\x80", KEY)
     cases = {
         "short": good[:24], "oversize": good[:-16] + b"\x00" * 1010 + good[-16:],
-        "version": b"\x02" + good[1:], "type": good[:1] + b"\x09" + good[2:],
+        "version": b"\x01" + good[1:], "type": good[:1] + b"\x09" + good[2:],  # v1: the firmware speaks v2 only
         "id": good[:2] + b"\x00" + good[3:], "tag": good[:-1] + bytes([good[-1] ^ 1]),
     }
     bad_id = _cpython_frame(1, "sl 1", 7, b"\x80", KEY)

@@ -130,13 +130,18 @@ def test_kind_policy_from_repo_policy(flash_run: Callable[..., Any], tmp_path: P
 def test_reports_say_which_seqs_the_outbox_still_holds(flash_run: Callable[..., Any], tmp_path: Path,
                                                        repo_root: Path) -> None:
     """``h`` follows the outbox through ACKs, the cap (alarms kept: a hole), a reboot (seqs skipped)
-    and a new key; more runs than the limit merge around the smallest holes (never under-claim)."""
+    and a new key; beyond the run limit the highest runs merge (never under-claim). The frames are
+    checked against the identity only when it changed (``owner``)."""
     flash = _flash(tmp_path, repo_root)
     code = SETUP + (
         "from civic.apps.runtime import _framed_by\n"
         "from civic.wire import frame, msgpack\n"
+        "checked = []\n"
         "def boot(key=KEY):\n"
-        "    O = Outbox('/flash/ob', 3, accept=lambda d: _framed_by(d, 'sl-0042', key))\n"
+        "    def accept(d):\n"
+        "        checked.append(1)\n"
+        "        return _framed_by(d, 'sl-0042', key)\n"
+        "    O = Outbox('/flash/ob', 3, accept=accept, owner=key[:8])\n"
         "    return O, report.Reporter('sl-0042', key, P, SeqCounter('/flash/s.bin', block=4), O)\n"
         "def rep(R, alarm=False):\n"
         "    n = R.alarm(['lamp_fail'], 0) if alarm else R.report('hour', 3600, 3600, {'wh': 1})\n"
@@ -146,15 +151,16 @@ def test_reports_say_which_seqs_the_outbox_still_holds(flash_run: Callable[..., 
         "O.ack(1); rep(R)\n"        # 3 [2, 2]
         "rep(R); rep(R)\n"          # 4 [2, 3]; 5: the cap drops 2 first -> [3, 4]
         "O, R = boot(); rep(R)\n"   # reboot: 6..8 reserved, skipped; the cap drops 3 -> 9 [4, 5]
+        "print(len(checked))\n"    # same identity as at the first boot: no frame checked
         "O.ack(9); rep(R)\n"        # nothing held -> 10 []
         "O, R = boot(b'\\x22' * 32)\n"  # re-provisioned with a new key: frame 10 can never verify
         "print(O.foreign, O.pending(), O.dropped)\n"
         "rep(R); rep(R, True); rep(R); rep(R)\n"  # 13 [], 14 (alarm) [13, 13], 15 [13, 14], 16: drops 13
         "rep(R)\n"                  # 17: the cap drops 15, the alarm 14 stays: a hole -> [14, 14, 16, 16]
         "O._index = [(1, False), (3, False), (4, False), (7, False), (9, False)]\n"
-        "print(O.held_runs(), O.held_runs(2))\n"
+        "print(O.held_runs(), O.held_runs(2), O.held_runs(3))\n"
     )
     lines = flash_run(code, flash).stdout.splitlines()
-    assert lines == ["1 []", "2 [1, 1]", "3 [2, 2]", "4 [2, 3]", "5 [3, 4]", "9 [4, 5]", "10 []", "1 [] 3",
+    assert lines == ["1 []", "2 [1, 1]", "3 [2, 2]", "4 [2, 3]", "5 [3, 4]", "9 [4, 5]", "0", "10 []", "1 [] 3",
                      "13 []", "14 [13, 13]", "15 [13, 14]", "16 [14, 15]", "17 [14, 14, 16, 16]",
-                     "[1, 1, 3, 4, 7, 7, 9, 9] [1, 4, 7, 9]"]
+                     "[1, 1, 3, 4, 7, 7, 9, 9] [1, 1, 3, 9] [1, 1, 3, 4, 7, 9]"]

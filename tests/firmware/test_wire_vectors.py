@@ -36,7 +36,7 @@ MSGPACK = [
     "list(range(16))", "{}", "{'t': 1795000000}", "{'m': {'mot': 17}}", "dict((str(i), i) for i in range(16))",
     "{'courtesy_s': 60, 'dim_schedule': [[22, 50], [1, 30]]}",
 ]
-out = {"version": 1, "msgpack": [], "hmac": [], "cobs": [], "frames": [], "serial": [], "ble_fragments": []}
+out = {"version": frame.VERSION, "msgpack": [], "hmac": [], "cobs": [], "frames": [], "serial": [], "ble_fragments": []}
 for expr in MSGPACK:
     v = eval(expr)
     out["msgpack"].append({"expr": expr, "hex": h(msgpack.encode(v))})
@@ -48,13 +48,14 @@ for data in (b"", b"\x00", b"\x00\x00", b"\x11\x22\x00\x33", b"\x11\x00", bytes(
 BODIES = [
     ("report_streetlight_win", frame.REPORT, "sl-0001", 1, KEY,
      {"t": "win", "k": "streetlight", "w": 1795000500, "l": 900,
-      "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}, "fw": "0.1.0"}),
+      "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}, "fw": "0.1.0", "h": []}),
     ("report_streetlight_hour", frame.REPORT, "sl-0001", 2, KEY,
-     {"t": "hour", "k": "streetlight", "w": 1794999600, "l": 3600, "m": {"wh": 33}}),
+     {"t": "hour", "k": "streetlight", "w": 1794999600, "l": 3600, "m": {"wh": 33}, "h": [1, 1]}),
     ("report_bin_alarm", frame.REPORT, "bin-07.north_2", 4294967295, KEY2,
-     {"t": "alarm", "k": "bin", "w": 1795000500, "l": 60, "m": {"temp": 71}, "a": ["fire"]}),
+     {"t": "alarm", "k": "bin", "w": 1795000500, "l": 60, "m": {"temp": 71}, "a": ["fire"],
+      "h": [70, 75, 77, 77, 4294967200, 4294967294]}),
     ("report_bin_day_suppressed", frame.REPORT, "bin-07.north_2", 77, KEY2,
-     {"t": "day", "k": "bin", "w": 1794960000, "l": 86400, "m": {}, "e": {"lid": 500}}),
+     {"t": "day", "k": "bin", "w": 1794960000, "l": 86400, "m": {}, "e": {"lid": 500}, "h": [70, 75]}),
     ("ack", frame.ACK, "sl-0001", 2, KEY, {"t": 1795000600}),
     ("config", frame.CONFIG, "sl-0001", 3, KEY, {"courtesy_s": 45}),
 ]

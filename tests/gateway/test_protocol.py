@@ -60,7 +60,7 @@ def test_cobs_decode_rejects(bad: bytes) -> None:
 def test_frame_roundtrip_and_tag() -> None:
     raw = build_frame(FRAME_REPORT, "sl-001", 7, BODY, KEY)
     frame = parse_frame(raw)
-    assert (frame.version, frame.type, frame.device_id, frame.seq) == (1, FRAME_REPORT, "sl-001", 7)
+    assert (frame.version, frame.type, frame.device_id, frame.seq) == (2, FRAME_REPORT, "sl-001", 7)
     assert decode_body(frame.body) == BODY
     assert verify_tag(frame, KEY)
     assert not verify_tag(frame, bytes(32))
@@ -71,7 +71,9 @@ def test_frame_roundtrip_and_tag() -> None:
 
 def test_frame_layout_is_byte_exact() -> None:
     raw = build_frame(FRAME_ACK, "a", 0x01020304, {"t": 5}, KEY)
-    assert raw[:8] == b"\x01\x02\x01a\x01\x02\x03\x04"
+    assert raw[:8] == b"\x02\x02\x01a\x01\x02\x03\x04"
+    v1 = build_frame(FRAME_ACK, "a", 0x01020304, {"t": 5}, KEY, version=1)  # the answer to older firmware
+    assert v1[:1] == b"\x01" and parse_frame(v1).version == 1 and verify_tag(parse_frame(v1), KEY)
     assert raw[8:-16] == msgpack.packb({"t": 5})
     assert len(raw) == 8 + 4 + 16
 
@@ -79,7 +81,8 @@ def test_frame_layout_is_byte_exact() -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"\x02" + bytes(40), "version"),
+        (b"\x03" + bytes(40), "version"),
+        (b"\x00" + bytes(40), "version"),
         (b"\x01\x01\x01a\x00\x00\x00\x01", "malformed"),
         (b"\x01\x09\x01a" + bytes(30), "malformed"),
         (b"\x01\x01\x00" + bytes(30), "malformed"),

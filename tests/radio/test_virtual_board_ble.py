@@ -14,6 +14,7 @@ from bleak import BleakClient, BleakScanner
 from gateway.protocol import FRAME_ACK, FRAME_REPORT
 from gateway.protocol.ble_fragments import FragmentReassembler, fragment_frame
 from gateway.protocol.frame import build_frame, decode_body, parse_frame, verify_tag
+from hil.scenarios.outbox import frame_files
 from hil.sim.board import VirtualBoard
 from hil.sim.radio.address import board_address
 from hil.sim.radio.bleak_backend import make_backends
@@ -73,16 +74,16 @@ async def test_board_reports_over_ble_and_takes_ack(bin_board: VirtualBoard, rad
             seqs.append(parsed.seq)
         assert seqs == sorted(set(seqs))
         outbox = board.flash_dir / "outbox"
-        assert len(os.listdir(outbox)) >= len(seqs)
+        assert len(frame_files(outbox)) >= len(seqs)
         ack = build_frame(FRAME_ACK, BOARD_ID, max(seqs), {"t": 1_795_320_700}, key)
         for fragment in fragment_frame(ack, client.mtu_size, 1):
             await client.write_gatt_char(RX, fragment, response=False)
         for _ in range(20):
             await asyncio.sleep(0.05)
             await board.advance(0.05, chunk_s=0.05)
-            if not os.listdir(outbox):
+            if not frame_files(outbox):
                 break
-        assert os.listdir(outbox) == [], "the ACK did not clear the outbox"
+        assert frame_files(outbox) == [], "the ACK did not clear the outbox"
     assert board.ble_bridge.stats.bad_messages == 0
 
 

@@ -129,12 +129,15 @@ async def test_revoked_and_rotated_keys_are_refused(gw: Gateway, registry: Regis
 async def test_downgraded_protocol_versions_are_refused(gw: Gateway) -> None:
     good = report("bin-1", 1)
     flipped = []
-    for version in (0x00, 0x02, 0xFF):
+    for version in (0x00, 0x03, 0xFF):
         signed = bytes([version]) + good[1:-16]
         flipped.append(signed + good[-16:])  # version byte changed in transit
         flipped.append(signed + compute_tag(KEYS["bin-1"], signed))  # re-signed (a compromised device)
     await gw.feed(*flipped)
     assert gw.rejected("version") == 6 and gw.rows("bin-1") == []
+    # down to v1 (whose reports get the timed gap hold) in transit: the tag covers the version byte
+    await gw.feed(b"\x01" + good[1:])
+    assert gw.rejected("hmac") == 1 and gw.rows("bin-1") == []
     await gw.feed(good)
     assert gw.rows("bin-1") == [1]
     await gw.stop()

@@ -79,8 +79,8 @@ def _mutators(frames: list[bytes]) -> list[Callable[[random.Random, bytes], byte
         return f + r.randbytes(max(0, MAX_FRAME - len(f)) + r.randint(1, 3000))
 
     def version(r: random.Random, f: bytes) -> bytes:
-        # A downgrade/upgrade of the version byte (only 0x01 exists; the tag covers it).
-        return bytes([r.choice([0, 2, 3, 0x10, 0xFF])]) + f[1:]
+        # A downgrade/upgrade of the version byte (0x01 and 0x02 exist; the tag covers it).
+        return bytes([r.choice([0, 1, 3, 0x10, 0xFF])]) + f[1:]
 
     def frame_type(r: random.Random, f: bytes) -> bytes:
         return f[:1] + bytes([r.choice([0, FRAME_ACK, FRAME_CONFIG, 4, 0x81])]) + f[2:]
@@ -180,7 +180,7 @@ _ANY = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
-_BODY_KEYS = ("t", "k", "w", "l", "m", "e", "a", "fw")
+_BODY_KEYS = ("t", "k", "w", "l", "m", "e", "a", "fw", "h")
 
 
 @settings(max_examples=EXAMPLES * 2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -212,6 +212,8 @@ def test_authentic_bodies_of_any_shape_are_refused_by_reason(registry: Registry,
     assert rec.type in ("win", "hour", "day", "alarm") and rec.kind == kind
     assert all(type(v) is int for v in rec.m.values()) and all(type(v) is int for v in rec.e.values())
     assert all(type(c) is str for c in rec.a)
+    held = verified.held or ()
+    assert all(type(v) is int and 0 < v < 7 for v in held) and list(held) == sorted(held)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -22,7 +22,7 @@ VECTORS = Path(__file__).resolve().parents[2] / "docs" / "protocol-vectors.json"
 @pytest.fixture(scope="module")
 def vectors() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
-    assert data["version"] == 1
+    assert data["version"] == 2  # protocol v2
     return data
 
 
@@ -85,7 +85,7 @@ def test_frame_vectors_follow_the_spec(vectors: dict[str, Any]) -> None:
         key = bytes.fromhex(item["key"])
         dev = item["device_id"].encode()
         assert 25 <= len(f) <= 1024
-        assert f[0] == 1 and f[1] == item["type"] and f[2] == len(dev) and f[3:3 + len(dev)] == dev
+        assert f[0] == 2 and f[1] == item["type"] and f[2] == len(dev) and f[3:3 + len(dev)] == dev
         assert struct.unpack(">I", f[3 + len(dev):7 + len(dev)])[0] == item["seq"]
         body = f[7 + len(dev):-16]
         assert body.hex() == item["body"]
@@ -94,7 +94,7 @@ def test_frame_vectors_follow_the_spec(vectors: dict[str, Any]) -> None:
         decoded = msgpack.unpackb(body, raw=False)
         assert isinstance(decoded, dict)
         if item["type"] == 1:
-            assert set(decoded) <= {"t", "k", "w", "l", "m", "e", "a", "fw"}
+            assert set(decoded) <= {"t", "k", "w", "l", "m", "e", "a", "fw", "h"} and "h" in decoded
             assert decoded["w"] % decoded["l"] == 0
             assert all(isinstance(v, int) for v in decoded["m"].values())
         elif item["type"] == 2:

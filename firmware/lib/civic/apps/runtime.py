@@ -6,6 +6,7 @@ MicroPython with stand-in modules.
 """
 
 import asyncio
+import hashlib
 
 from civic import policy as policy_mod
 from civic.hal import boot as bootstate
@@ -141,7 +142,8 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
         raise DeviceFilesError("identity kind %r but board kind %r" % (kind, cfg["kind"]), "kind")
     pol = policy_mod.load(kind, root + "policy.json")
     seq = SeqCounter(root + "seq.bin")
-    outbox = Outbox(root + "outbox", accept=lambda data: _framed_by(data, device_id, key))
+    outbox = Outbox(root + "outbox", accept=lambda data: _framed_by(data, device_id, key),
+                    owner=hashlib.sha256(device_id.encode() + key).digest()[:8])
     if outbox.foreign:
         log("civicedge: %d outbox frame(s) framed under another identity or key dropped" % outbox.foreign)
     ledger = Ledger(root + "ledger.json", pol.day_budgets())

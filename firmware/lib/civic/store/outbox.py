@@ -27,9 +27,12 @@ class Outbox:
             be re-sent for ever while later frames state that the device still holds them
             (protocol §2 ``h``). Refused entries are removed and counted in ``foreign`` and
             ``dropped``.
+        owner: bytes naming the identity the entries are framed under (a digest of id and key),
+            or None. Stored beside the entries; ``accept`` runs only when it differs from the
+            stored one (a bin boots at every wake: no HMAC over its outbox each time).
     """
 
-    def __init__(self, directory, max_entries=64, accept=None):
+    def __init__(self, directory, max_entries=64, accept=None, owner=None):
         if max_entries < 1:
             raise ValueError("outbox: max_entries must be >= 1")
         self.dir = directory.rstrip("/")
@@ -39,6 +42,13 @@ class Outbox:
         atomic.makedirs(self.dir)
         self._dropped_path = self.dir + "/dropped"
         self.dropped = self._load_dropped()
+        owner_path = self.dir + "/owner"
+        if owner is not None:
+            try:
+                if atomic.read(owner_path) == owner:
+                    accept = None  # framed under this identity: nothing to check
+            except atomic.CorruptFile:
+                pass
         self._index = []  # sorted list of (seq, is_alarm)
         for name in os.listdir(self.dir):
             path = self.dir + "/" + name
@@ -65,6 +75,8 @@ class Outbox:
         if self.foreign:
             self.dropped += self.foreign
             atomic.write(self._dropped_path, b"%d" % self.dropped)
+        if owner is not None and accept is not None:
+            atomic.write(owner_path, owner)  # every entry left is this identity's
 
     def _load_dropped(self):
         try:
@@ -120,8 +132,11 @@ class Outbox:
     def held_runs(self, limit=MAX_RUNS):
         """Return the stored seqs as a flat list of runs ``[first, last, first, last, ...]``.
 
-        At most ``limit`` runs: beyond that the runs around the smallest holes are merged, which
-        claims a few dropped seqs as held (the gateway then waits for them, never the reverse).
+        At most ``limit`` runs: the lowest ``limit - 1`` exactly, everything above as one run. The
+        gateway's ACK waits at the lowest missing seq, so that is where it needs exact runs (a bin
+        skips a seq block at every wake: each entry is a run of its own). The merged run claims
+        a few dropped seqs as held: the gateway waits for them until a later report, framed when
+        fewer runs are left, states them exactly; never the reverse.
         """
         runs = []
         for s, _ in self._index:
@@ -129,13 +144,9 @@ class Outbox:
                 runs[-1][1] = s
             else:
                 runs.append([s, s])
-        while len(runs) > limit:
-            k = 0
-            for i in range(1, len(runs) - 1):
-                if runs[i + 1][0] - runs[i][1] < runs[k + 1][0] - runs[k][1]:
-                    k = i
-            runs[k][1] = runs[k + 1][1]
-            del runs[k + 1]
+        if len(runs) > limit:
+            runs[limit - 1][1] = runs[-1][1]
+            del runs[limit:]
         flat = []
         for first, last in runs:
             flat.append(first)

@@ -1,1 +1,1 @@
-"""Wire protocol v1 (docs/protocol.md): msgpack subset, COBS, HMAC-SHA256, frames, BLE fragments."""
+"""Wire protocol v2 (docs/protocol.md): msgpack subset, COBS, HMAC-SHA256, frames, BLE fragments."""

@@ -1,4 +1,4 @@
-"""Frame build/parse, protocol v1 (docs/protocol.md §1).
+"""Frame build/parse, protocol v2 (docs/protocol.md §1).
 
 Layout: version(1) type(1) id_len(1) device_id(N) seq(u32 BE) body(msgpack, M>=1)
 tag(16) where tag = HMAC-SHA256(key, everything before the tag)[:16].
@@ -8,7 +8,7 @@ import struct
 
 from civic.wire import hmac256
 
-VERSION = 1
+VERSION = 2  # v2: reports carry h (protocol §2); a v1-only gateway refuses them unacknowledged
 REPORT = 1
 ACK = 2
 CONFIG = 3
