@@ -271,14 +271,20 @@ async def test_ack_held_at_gap_until_filled_or_expired(registry: Registry, tmp_p
     ingest.close()
 
 
+def _clocked_ingest(registry: Registry, tmp_path: Path, now: list[float],
+                    metrics: GatewayMetrics | None = None) -> IngestService:
+    """An ingest with a 15 s gap hold measured on ``now[0]`` (advanced by the test)."""
+    return IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                         verifier=Verifier(registry, load_policy()), metrics=metrics or GatewayMetrics("gw"),
+                         batch_ms=10, gap_hold_s=15.0, monotonic=lambda: now[0])
+
+
 async def test_gaps_are_held_from_when_each_became_visible_not_one_after_another(registry: Registry,
                                                                                   tmp_path: Path) -> None:
     """A board that rebooted twice skips two seq blocks: both gaps are held at once, each for
     ``gap_hold_s`` from when the first seq past it arrived (the clock here is the injected one)."""
     now = [1000.0]
-    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
-                           verifier=Verifier(registry, load_policy()), metrics=GatewayMetrics("gw"), batch_ms=10,
-                           gap_hold_s=15.0, monotonic=lambda: now[0])
+    ingest = _clocked_ingest(registry, tmp_path, now)
     await ingest.start()
     c = Collector()
 
@@ -310,9 +316,7 @@ async def test_a_gap_the_device_still_holds_is_waited_for_however_long(registry:
     outbox cap, also around an alarm it kept) are passed at once, without the timed hold."""
     now = [1000.0]
     metrics = GatewayMetrics("gw")
-    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
-                           verifier=Verifier(registry, load_policy()), metrics=metrics, batch_ms=10,
-                           gap_hold_s=15.0, monotonic=lambda: now[0])
+    ingest = _clocked_ingest(registry, tmp_path, now, metrics)
     await ingest.start()
     c = Collector()
     alarm = {"t": "alarm", "l": 60, "m": {}, "a": ["fire"], "w": 1_800_000_000}
@@ -376,9 +380,7 @@ async def test_a_held_back_frame_is_stored_however_many_later_reports_passed(reg
 
 async def test_firmware_rolled_back_to_no_h_gets_the_timed_hold_again(registry: Registry, tmp_path: Path) -> None:
     now = [1000.0]
-    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
-                           verifier=Verifier(registry, load_policy()), metrics=GatewayMetrics("gw"), batch_ms=10,
-                           gap_hold_s=15.0, monotonic=lambda: now[0])
+    ingest = _clocked_ingest(registry, tmp_path, now)
     await ingest.start()
     c = Collector()
     for seq, h in ((1, []), (3, [2, 2])):
