@@ -37,5 +37,6 @@ class AdminToken:
             raise Unauthorized("admin API disabled: no admin token configured", code="admin_disabled")
         if scheme.lower() != "bearer" or not presented:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)", code="missing_token")
-        if not hmac.compare_digest(presented.strip().encode(), self._token):
+        # Header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise (a 500).
+        if not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), self._token):
             raise Unauthorized("wrong admin token", code="wrong_token")

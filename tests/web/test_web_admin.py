@@ -56,6 +56,20 @@ async def test_admin_without_the_right_token_is_401(
     assert ADMIN_TOKEN not in caplog.text and "wrong-token" not in caplog.text
 
 
+async def test_a_token_that_is_not_utf8_is_401_not_500(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Header bytes that are not UTF-8 (a token file in Latin-1: "é" as 0xE9) reached the comparison
+    as surrogates and raised UnicodeEncodeError: a 500 with a traceback, for anyone, unauthenticated."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"GET /api/admin/devices HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \xe9\xe9\r\n"
+                 b"Connection: close\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b'"wrong_token"' in answer
+    assert "Traceback" not in caplog.text and "UnicodeEncodeError" not in caplog.text
+
+
 async def test_admin_disabled_without_configured_token(fleet: Fleet) -> None:
     app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
                      metrics_registry=None, admin_token=None, clock=lambda: float(NOW))
@@ -313,6 +327,22 @@ async def test_enroll_names_the_value_at_fault_and_takes_the_same_place_written_
     resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(), json=again)
     assert resp.status == 200 and (await resp.json())["result"] == "unchanged"
     assert fleet.registry.get("sl-20").lat == "52.3790"  # as first registered
+
+
+async def test_enroll_refuses_non_ascii_digits_and_letters_naming_the_value(client: TestClient, fleet: Fleet) -> None:
+    """``float()`` reads "５２.３７９０" (full-width digits) as 52.379; registry values are ASCII only."""
+    key = bytes(range(32))
+    before = [d.id for d in fleet.registry.list()]
+    for body, param in ((_enrollment(key, lat="５２.３７９０"), "lat"), (_enrollment(key, lat="52.379٠"), "lat"),
+                        (_enrollment(key, lon="٤.٩"), "lon"), (_enrollment(key, zone="hárbour"), "zone"),
+                        (_enrollment(key, zone="harbour１"), "zone")):
+        resp = await client.put("/api/admin/devices/sl-21", headers=admin_headers(), json=body)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "bad_parameter" and error["param"] == param, (body, error)
+    resp = await client.put("/api/admin/devices/sl-%EF%BC%92%EF%BC%91", headers=admin_headers(),  # "sl-２１"
+                            json=_enrollment(key))
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "device_id"
+    assert [d.id for d in fleet.registry.list()] == before
 
 
 async def test_enroll_does_not_hold_up_the_event_loop(client: TestClient, fleet: Fleet,
