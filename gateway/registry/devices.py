@@ -35,7 +35,8 @@ from gateway.resources import load_policy
 log = logging.getLogger(__name__)
 
 KEY_LEN = 32
-_DECIMAL = re.compile(r"-?\d{1,3}(\.\d{1,9})?\Z")
+# Registry values are ASCII: ``\d`` and ``float()`` also take other scripts' digits ("５２.３" is 52.3).
+_DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")
 _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
 
 _SCHEMA = """
@@ -426,6 +427,9 @@ class Registry:
 def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str) -> None:
     """Check a device's registry values (as :meth:`Registry.add` does) without a registry.
 
+    Every value is ASCII: id and zone from fixed character sets, lat/lon decimals of ``[0-9]``
+    (other scripts' digits, which ``float()`` would read, are refused).
+
     Raises:
         RegistryError: reason ``bad_value``, with ``field`` naming the value at fault.
     """
@@ -442,11 +446,11 @@ def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str)
         raise RegistryError("kind %r is not one of %s" % (kind, ", ".join(kinds)), reason="bad_value",
                             device_id=device_id, field="kind")
     if not _ZONE.match(zone):
-        raise RegistryError("zone %r must be 1..64 chars of letters, digits, space . _ -" % zone,
+        raise RegistryError("zone %r must be 1..64 chars of ASCII letters, digits, space . _ -" % zone,
                             reason="bad_value", device_id=device_id, field="zone")
     for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
         if not _DECIMAL.match(value) or abs(float(value)) > limit:
-            raise RegistryError("%s %r must be a decimal number within ±%d" % (name, value, limit),
+            raise RegistryError("%s %r must be a decimal number in ASCII digits within ±%d" % (name, value, limit),
                                 reason="bad_value", device_id=device_id, field=name)
 
 

@@ -215,3 +215,21 @@ def test_devices_add_before_the_first_run_makes_the_data_directory_private(
         assert made.stat().st_mode & 0o777 == 0o700, made
         made = made.parent
     assert (tmp_path / data_dir / "registry").stat().st_mode & 0o777 == 0o700
+
+
+# --- ASCII values only ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("option", "value", "field"), [
+    ("--location", "５２.１,4.2", "lat"),   # full-width digits: float() would read 52.1
+    ("--location", "52.1,٤.٢", "lon"),      # Arabic-Indic digits
+    ("--zone", "nörth", "zone"),
+    ("--id", "b１", "device id"),
+])
+def test_cli_add_refuses_non_ascii_digits_and_letters(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      option: str, value: str, field: str) -> None:
+    argv = add_argv(tmp_path / "r", "b1")
+    argv[argv.index(option) + 1] = value
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error (bad_value)" in err and field in err, err
+    assert list((tmp_path / "r" / "keys").iterdir()) == []

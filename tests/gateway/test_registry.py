@@ -151,3 +151,35 @@ def test_a_directory_with_other_files_is_not_turned_into_a_registry(tmp_path: Pa
     assert sorted(p.name for p in data.iterdir()) == ["reports.sqlite"]  # nothing created, nothing changed
     Registry(data / "registry").close()  # the gateway's own place for it
     Registry(data / "registry").close()  # and it opens again
+
+
+# Values other scripts write with digits/letters that ``float()`` or ``\d``/``\w`` would take.
+NON_ASCII = [
+    ("lat", {"lat": "５２.３"}),            # full-width digits (float() reads 52.3)
+    ("lat", {"lat": "5２.3"}),              # one full-width digit among ASCII ones
+    ("lon", {"lon": "٤.٢"}),                # Arabic-Indic digits
+    ("lon", {"lon": "4.२"}),                # a Devanagari digit in the fraction
+    ("lat", {"lat": "52.1\n"}),             # a trailing newline is not part of the number
+    ("zone", {"zone": "Zentrüm"}),          # a non-ASCII letter
+    ("zone", {"zone": "zone１"}),           # a non-ASCII digit
+    ("device_id", {"device_id": "sl-１"}),  # a non-ASCII digit in the id
+]
+
+
+@pytest.mark.parametrize(("field", "change"), NON_ASCII)
+def test_registry_values_are_ascii_only(tmp_path: Path, field: str, change: dict[str, str]) -> None:
+    from gateway.registry import validate_device
+
+    values = {"device_id": "b-1", "kind": "bin", "zone": "north", "lat": "52.1", "lon": "4.2", **change}
+    device_id = values.pop("device_id")
+    reg = Registry(tmp_path / "reg")
+    try:
+        for check in (lambda: validate_device(device_id, **values), lambda: reg.add(device_id, **values),
+                      lambda: reg.enroll(device_id, key=bytes(range(32)), **values)):
+            with pytest.raises(RegistryError) as info:
+                check()
+            assert info.value.reason == "bad_value" and info.value.field == field, info.value
+        assert reg.list() == [] and list(reg.keys_dir.iterdir()) == []
+    finally:
+        reg.close()
+    validate_device("b-1", kind="bin", zone="north", lat="-52.123456789", lon="179.9")  # ASCII still fine
