@@ -235,7 +235,13 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
     Raises:
         StimulusError: bad syntax, unknown names or values (``details['line']`` names the entry).
     """
-    text = Path(source).read_text() if isinstance(source, Path) or "\n" not in str(source) and Path(str(source)).is_file() else str(source)
+    is_file = isinstance(source, Path) or "\n" not in str(source) and Path(str(source)).is_file()
+    try:
+        text = Path(source).read_text(encoding="utf-8") if is_file else str(source)
+    except UnicodeDecodeError as exc:
+        raise StimulusError(f"stimuli file is not UTF-8 text (byte {exc.start}): {source}", value=str(source)) from exc
+    except OSError as exc:
+        raise StimulusError(f"cannot read the stimuli file: {exc}", value=str(source)) from exc
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

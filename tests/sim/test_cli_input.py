@@ -50,3 +50,12 @@ def test_a_stimuli_file_of_the_wrong_shape_exits_2_with_a_message(tmp_path: Path
                            "--stimuli", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_stimuli_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "s.toml"
+    bad.write_bytes(b"[set]\nlight = 5 # \xe9clairage\n")  # saved in Latin-1
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "sim", "up", "--board", "streetlight-esp32",
+                           "--stimuli", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
