@@ -15,21 +15,24 @@ class ChipProfile:
         name: our chip name as used in board definitions (``esp32``, ``esp32c3``...).
         esptool_name: the ``CHIP_NAME`` esptool reports for it (``ESP32``, ``ESP32-C3``).
         image_offset: where a MicroPython release image (bootloader included) is written.
+        image_chip_id: the chip id an ESP firmware image built for this chip carries in its
+            extended header (esptool's ``IMAGE_CHIP_ID``; u16 little-endian at byte 12).
     """
 
     name: str
     esptool_name: str
     image_offset: int
+    image_chip_id: int
 
 
 # MicroPython's combined release images start with the second-stage bootloader, which the ROM
 # loads from 0x1000 on the original ESP32/ESP32-S2 and from 0x0 on the newer chips.
 CHIPS: dict[str, ChipProfile] = {
-    "esp32": ChipProfile("esp32", "ESP32", 0x1000),
-    "esp32s2": ChipProfile("esp32s2", "ESP32-S2", 0x1000),
-    "esp32s3": ChipProfile("esp32s3", "ESP32-S3", 0x0),
-    "esp32c3": ChipProfile("esp32c3", "ESP32-C3", 0x0),
-    "esp32c6": ChipProfile("esp32c6", "ESP32-C6", 0x0),
+    "esp32": ChipProfile("esp32", "ESP32", 0x1000, 0),
+    "esp32s2": ChipProfile("esp32s2", "ESP32-S2", 0x1000, 2),
+    "esp32s3": ChipProfile("esp32s3", "ESP32-S3", 0x0, 9),
+    "esp32c3": ChipProfile("esp32c3", "ESP32-C3", 0x0, 5),
+    "esp32c6": ChipProfile("esp32c6", "ESP32-C6", 0x0, 13),
 }
 
 

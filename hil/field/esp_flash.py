@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import serial
 from esptool import cmds as esptool_cmds
+from esptool import targets as esptool_targets
 from esptool.util import FatalError
 
 from hil.field.chips import ChipProfile, chip_from_esptool_name
@@ -22,6 +23,11 @@ from hil.field.ports import check_port_available
 log = logging.getLogger(__name__)
 
 ESP_IMAGE_MAGIC = 0xE9
+ESP_IMAGE_HEADER_BYTES = 24
+"""The common image header (8 bytes) plus the extended header (16 bytes) esptool reads."""
+ESP_IMAGE_CHIP_ID_OFFSET = 12
+"""Where the extended header's chip id (u16, little-endian) sits: after magic, segment count, flash
+mode, size/frequency, entry point (8 bytes) and WP pin plus three drive-setting bytes (4 bytes)."""
 MAX_FLASH_BYTES = 16 * 1024 * 1024
 
 
@@ -64,8 +70,12 @@ class FlashPlan:
 def plan_flash(*, port: str, chip: ChipProfile, image: Path, erase: bool = True, baud: int = 460800) -> FlashPlan:
     """Validate the image and return the plan for flashing it onto ``chip``.
 
+    The image header is checked against ``chip`` here, before the port is touched, so an image
+    for another chip never gets as far as erasing the board.
+
     Raises:
-        ImageError: the file is missing, empty, not an ESP firmware image, or too large.
+        ImageError: the file is missing, empty, not an ESP firmware image, built for another
+            chip, or too large.
     """
     if not image.is_file():
         raise ImageError(f"MicroPython image {image} does not exist", image=str(image))
@@ -73,12 +83,28 @@ def plan_flash(*, port: str, chip: ChipProfile, image: Path, erase: bool = True,
     if size == 0:
         raise ImageError(f"MicroPython image {image} is empty", image=str(image))
     with image.open("rb") as fh:
-        magic = fh.read(1)
-    if magic[0] != ESP_IMAGE_MAGIC:
+        header = fh.read(ESP_IMAGE_HEADER_BYTES)
+    if header[0] != ESP_IMAGE_MAGIC:
         raise ImageError(
-            f"{image} is not an ESP firmware image (first byte 0x{magic[0]:02x}, expected 0x{ESP_IMAGE_MAGIC:02x}); "
+            f"{image} is not an ESP firmware image (first byte 0x{header[0]:02x}, expected 0x{ESP_IMAGE_MAGIC:02x}); "
             "download the .bin for your board from micropython.org/download",
             image=str(image),
+        )
+    if len(header) < ESP_IMAGE_HEADER_BYTES:
+        raise ImageError(
+            f"{image} is not an ESP firmware image (only {len(header)} bytes, shorter than an image header); "
+            "download the .bin for your board from micropython.org/download",
+            image=str(image),
+        )
+    image_chip_id = int.from_bytes(header[ESP_IMAGE_CHIP_ID_OFFSET:ESP_IMAGE_CHIP_ID_OFFSET + 2], "little")
+    if image_chip_id != chip.image_chip_id:
+        image_chip = image_chip_name(image_chip_id)
+        raise ImageError(
+            f"{image} is a MicroPython image for {image_chip}, but the board definition needs {chip.esptool_name}; "
+            f"nothing was written: download the {chip.esptool_name} .bin from micropython.org/download",
+            image=str(image),
+            expected=chip.esptool_name,
+            found=image_chip,
         )
     if chip.image_offset + size > MAX_FLASH_BYTES:
         raise ImageError(f"{image} ({size} bytes) does not fit in flash at 0x{chip.image_offset:x}", image=str(image))
@@ -87,6 +113,14 @@ def plan_flash(*, port: str, chip: ChipProfile, image: Path, erase: bool = True,
         steps.append(FlashStep("erase"))
     steps.append(FlashStep("write", offset=chip.image_offset, size=size))
     return FlashPlan(port=port, chip=chip, image=image, steps=tuple(steps), baud=baud)
+
+
+def image_chip_name(image_chip_id: int) -> str:
+    """Name the chip an ESP image header's chip id stands for (esptool's names), or say it is unknown."""
+    for rom in esptool_targets.CHIP_DEFS.values():
+        if getattr(rom, "IMAGE_CHIP_ID", None) == image_chip_id:
+            return str(rom.CHIP_NAME)
+    return f"an unknown chip (image chip id {image_chip_id})"
 
 
 def connect_chip(plan: FlashPlan, *, connect: Connect = esptool_cmds.detect_chip, attempts: int = 3) -> Any:

@@ -151,7 +151,8 @@ async def test_board_mpy_version_and_existing_identity(tmp_path: Path, caplog: p
 
 def _image(tmp_path: Path) -> Path:
     image = tmp_path / "micropython.bin"
-    image.write_bytes(b"\xe9" + b"\xff" * 4095)
+    header = bytearray(b"\xe9\x03\x02\x20" + b"\0" * 20)  # chip id 0 (ESP32) at byte 12
+    image.write_bytes(bytes(header) + b"\xff" * (4096 - len(header)))
     return image
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import serial
 
-from hil.field.chips import chip_from_esptool_name, chip_profile
+from hil.field.chips import CHIPS, chip_from_esptool_name, chip_profile
 from hil.field.errors import (
     BoardNotAnsweringError,
     FieldError,
@@ -23,15 +23,18 @@ from hil.field.esp_flash import connect_chip, plan_flash
 from hil.field.ports import check_port_available
 
 
-def _image(tmp_path: Path, size: int = 4096, magic: int = 0xE9) -> Path:
-    path = tmp_path / "micropython.bin"
-    path.write_bytes(bytes([magic]) + b"\xff" * (size - 1))
+def _image(tmp_path: Path, chip: str = "esp32", size: int = 4096, name: str = "micropython.bin") -> Path:
+    """An image whose header says it is for ``chip`` (magic 0xE9, chip id at byte 12, u16 LE)."""
+    path = tmp_path / name
+    header = bytearray(b"\xe9\x03\x02\x20" + b"\0" * 20)
+    header[12:14] = chip_profile(chip).image_chip_id.to_bytes(2, "little")
+    path.write_bytes(bytes(header) + b"\xff" * (size - len(header)))
     return path
 
 
 @pytest.mark.parametrize(("chip", "offset"), [("esp32", 0x1000), ("esp32c3", 0x0), ("esp32s3", 0x0)])
 def test_image_offset_per_chip(tmp_path: Path, chip: str, offset: int) -> None:
-    plan = plan_flash(port="/dev/ttyUSB0", chip=chip_profile(chip), image=_image(tmp_path))
+    plan = plan_flash(port="/dev/ttyUSB0", chip=chip_profile(chip), image=_image(tmp_path, chip))
     assert [s.action for s in plan.steps] == ["erase", "write"]
     assert plan.steps[1].offset == offset
     assert plan.steps[1].size == 4096
@@ -62,6 +65,37 @@ def test_bad_images_are_refused(tmp_path: Path, content: bytes | None, match: st
     if content is not None:
         image.write_bytes(content)
     with pytest.raises(ImageError, match=match):
+        plan_flash(port="/dev/ttyUSB0", chip=chip_profile("esp32"), image=image)
+
+
+def test_chip_ids_match_esptool() -> None:
+    from esptool import targets
+
+    for profile in CHIPS.values():
+        rom = next(r for r in targets.CHIP_DEFS.values() if r.CHIP_NAME == profile.esptool_name)
+        assert profile.image_chip_id == rom.IMAGE_CHIP_ID
+
+
+def test_image_for_another_chip_is_refused_before_the_port(tmp_path: Path) -> None:
+    # QA: an ESP32-C3 image planned for an ESP32 board was erased onto the board, then refused by esptool.
+    image = _image(tmp_path, "esp32c3", name="c3.bin")
+    with pytest.raises(ImageError, match=r"c3\.bin is a MicroPython image for ESP32-C3, but the board definition "
+                                         r"needs ESP32; nothing was written") as info:
+        plan_flash(port="/dev/ttyUSB-civicedge-missing", chip=chip_profile("esp32"), image=image)
+    assert info.value.details["expected"] == "ESP32" and info.value.details["found"] == "ESP32-C3"
+
+
+def test_image_with_unknown_chip_id_is_refused(tmp_path: Path) -> None:
+    image = tmp_path / "odd.bin"
+    image.write_bytes(b"\xe9\x03\x02\x20" + b"\0" * 8 + b"\xff\xff" + b"\0" * 4082)
+    with pytest.raises(ImageError, match=r"unknown chip \(image chip id 65535\).*needs ESP32-C3"):
+        plan_flash(port="/dev/ttyUSB0", chip=chip_profile("esp32c3"), image=image)
+
+
+def test_image_shorter_than_a_header_is_refused(tmp_path: Path) -> None:
+    image = tmp_path / "short.bin"
+    image.write_bytes(b"\xe9\x03\x02\x20")
+    with pytest.raises(ImageError, match="shorter than an image header"):
         plan_flash(port="/dev/ttyUSB0", chip=chip_profile("esp32"), image=image)
 
 
@@ -113,7 +147,7 @@ def test_wrong_chip_for_board_definition(tmp_path: Path, pty_port: str) -> None:
 
 
 def test_matching_chip_connects(tmp_path: Path, pty_port: str) -> None:
-    plan = plan_flash(port=pty_port, chip=chip_profile("esp32c3"), image=_image(tmp_path))
+    plan = plan_flash(port=pty_port, chip=chip_profile("esp32c3"), image=_image(tmp_path, "esp32c3"))
     esp = connect_chip(plan, connect=lambda port, **kw: _ChipAtTheEndOfTheCable("ESP32-C3"))
     assert esp.CHIP_NAME == "ESP32-C3"
 
