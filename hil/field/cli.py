@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,7 +32,7 @@ from hil.field.errors import (
     BoardNotAnsweringError, FieldError, GatewayRegistrationError, PortBusyError, PortNotFoundError,
 )
 from hil.field.ports import check_port_available
-from hil.field.esp_flash import execute_flash, plan_flash
+from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
 from hil.field.firmware_copy import copy_firmware, write_board_config
 from hil.field.identity import parse_location
 from hil.field.provision import provision_board
@@ -111,13 +113,22 @@ def _flash(args: argparse.Namespace) -> int:
     with _errors(out):
         definition = load_board(args.board)
         chip = chip_profile(definition.chip)
-        with _steps(out) as step, _interrupted(out, definition.name, args):
+        done = _FlashProgress()
+        with _steps(out) as step, _interrupted(args, done):
             if not args.firmware_only:
                 if args.micropython is None:
                     raise FieldError("--micropython IMAGE.bin is required unless --firmware-only is given")
                 plan = plan_flash(port=args.port, chip=chip, image=args.micropython, erase=not args.no_erase)
                 step(f"connect to the {chip.esptool_name} bootloader")
-                execute_flash(plan, on_step=lambda s: step(s.describe()))
+
+                def on_step(flash_step: FlashStep) -> None:
+                    if flash_step.action == "erase":
+                        done.erase_started = True
+                    else:
+                        done.image_write_started = True
+                    step(flash_step.describe())
+
+                execute_flash(plan, on_step=on_step)
             else:
                 check_port_available(args.port)  # a port that cannot be opened fails now, not after the wait
             step("wait for the MicroPython REPL")
@@ -367,18 +378,53 @@ def _steps(out: Console) -> Iterator[_Steps]:
         steps.finish()
 
 
+@dataclass
+class _FlashProgress:
+    """How far ``flash`` got, for the message of an interrupted run."""
+
+    erase_started: bool = False
+    image_write_started: bool = False
+
+
+def _flash_command(args: argparse.Namespace) -> str:
+    """The ``civicedge flash`` command the technician ran, with every option that changes what it does."""
+    parts = ["civicedge", "flash", "--board", args.board, "--port", args.port]
+    if args.firmware_only:
+        parts.append("--firmware-only")
+    else:
+        if args.micropython is not None:
+            parts += ["--micropython", str(args.micropython)]
+        if args.no_erase:
+            parts.append("--no-erase")
+    if args.source:
+        parts.append("--source")
+    if args.repl_timeout != 20.0:
+        parts += ["--repl-timeout", f"{args.repl_timeout:g}"]
+    return shlex.join(parts)
+
+
 @contextmanager
-def _interrupted(out: Console, board: str, args: argparse.Namespace) -> Iterator[None]:
-    """On Ctrl-C during flash, say what state the board is left in and how to repair it."""
+def _interrupted(args: argparse.Namespace, done: _FlashProgress) -> Iterator[None]:
+    """On Ctrl-C during flash, say what state the board is left in and how to repair it.
+
+    The re-run command is the one given (``--no-erase`` kept: advice that drops it would wipe the
+    flash); the identity is only said to be kept when the erase did not start.
+    """
     try:
         yield
     except KeyboardInterrupt:
-        again = f"civicedge flash --board {board} --port {args.port}"
-        again += " --firmware-only" if args.firmware_only else f" --micropython {args.micropython}"
+        written = "firmware" if args.firmware_only else "MicroPython or firmware"
+        if done.erase_started:
+            identity = ("the erase had started, so its identity and files may be gone: after the re-run, provision "
+                        f"it again (civicedge provision --port {shlex.quote(args.port)} --id ITS-ID ... --take-over: "
+                        "the registry still holds the key the erase removed)")
+        elif not args.firmware_only and not args.no_erase:
+            identity = "the flash was not erased yet, so its identity, if any, is still there (the re-run erases it)"
+        else:
+            identity = "its identity, if any, is kept"
         Console(stderr=True, highlight=False, soft_wrap=True).print(
-            "interrupted: the board may hold a partly written "
-            f"{'firmware' if args.firmware_only else 'MicroPython or firmware'} and may not start until it is "
-            f"flashed again (its identity, if any, is kept); re-run to repair it: {again}", markup=False)
+            f"interrupted: the board may hold a partly written {written} and may not start until it is flashed "
+            f"again; {identity}; re-run to repair it: {_flash_command(args)}", markup=False)
         raise
 
 

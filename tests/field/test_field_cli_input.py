@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import serial
@@ -92,3 +93,47 @@ def test_zone_error_quotes_plainly() -> None:
 
     with pytest.raises(IdentityFormatError, match='zone "a/b" must be'):
         validate_fields(device_id="sl-1", kind="streetlight", zone="a/b")
+
+
+def _esp32_image(tmp_path: Path) -> Path:
+    header = bytearray(b"\xe9\x03\x02\x20" + b"\0" * 20)  # chip id 0 (ESP32) at byte 12
+    image = tmp_path / "my image.bin"
+    image.write_bytes(bytes(header) + b"\xff" * 4072)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("extra", "interrupt_at", "rerun_tail", "identity"),
+    [
+        (["--no-erase", "--source"], "write", "--no-erase --source", "its identity, if any, is kept"),
+        ([], "connect", "", "not erased yet, so its identity, if any, is still there"),
+        ([], "erase", "", "the erase had started, so its identity and files may be gone"),
+    ],
+)
+def test_interrupted_flash_rerun_keeps_the_options_and_tells_the_truth_about_the_identity(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        extra: list[str], interrupt_at: str, rerun_tail: str, identity: str) -> None:
+    # QA: the re-run advice dropped --no-erase (following it wiped the flash) and always said the
+    # identity was kept, even after the erase had started.
+    from hil.field import cli as field_cli
+
+    def fake_execute(plan: Any, *, on_step: Any) -> None:
+        for flash_step in plan.steps:
+            if interrupt_at == "connect":
+                break
+            on_step(flash_step)
+            if flash_step.action == interrupt_at:
+                break
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(field_cli, "execute_flash", fake_execute)
+    image = _esp32_image(tmp_path)
+    rc = civicedge_main(["flash", "--board", "streetlight-esp32", "--port", "/dev/ttyUSB9",
+                         "--micropython", str(image), *extra])
+    err = capsys.readouterr().err
+    assert rc == 130
+    rerun = f"re-run to repair it: civicedge flash --board streetlight-esp32 --port /dev/ttyUSB9 --micropython '{image}'"
+    assert " ".join(err.split()).endswith(rerun + (" " + rerun_tail if rerun_tail else ""))
+    assert identity in " ".join(err.split())
+    if interrupt_at != "erase":
+        assert "take-over" not in err
