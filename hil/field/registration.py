@@ -10,6 +10,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import shlex
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -77,6 +78,42 @@ def registered_matches(registry_dir: Path, identity: Identity) -> bool | None:
         raise GatewayRegistrationError(f"cannot read registry {registry_dir}: {exc}", registry=str(registry_dir)) from exc
     finally:
         reg.close()
+
+
+def registry_problem(registry_dir: Path, identity: Identity, *, port: str) -> tuple[str, str | None]:
+    """How the registry holds the board's identity: a status line, and the problem with its next step.
+
+    The problem is None when the id is registered with exactly this identity and key. Otherwise it
+    says why the gateway refuses (or misfiles) the board's reports and which command repairs it:
+    ``provision --force`` alone is refused for a key the board does not hold, ``--take-over`` too.
+    """
+    rec = registered_device(registry_dir, identity.id)
+    where = f"--registry {shlex.quote(str(registry_dir))}"
+    port = shlex.quote(port)
+    same_place = f"--id {identity.id} --zone {identity.zone} --location {identity.lat},{identity.lon}"
+    if rec is None:
+        return ("registry: NOT REGISTERED",
+                f"{identity.id} is not in the registry {registry_dir}: the gateway refuses its reports; run civicedge "
+                f"provision --port {port} {same_place} {where} (registers the key the board holds)")
+    if rec.revoked:
+        return ("registry: REVOKED",
+                f"{identity.id} is revoked in the registry: the gateway refuses its reports and a revoked id stays "
+                f"revoked; provision the board under a new id: civicedge provision --port {port} --id NEW-ID "
+                f"--zone {identity.zone} --location {identity.lat},{identity.lon} {where} --force")
+    same_meta = (rec.kind, rec.zone) == (identity.kind, identity.zone) and same_decimal(
+        rec.lat, identity.lat) and same_decimal(rec.lon, identity.lon)
+    if not same_meta:
+        return ("registry: REGISTERED AS ANOTHER KIND, ZONE OR LOCATION",
+                f"the registry holds {identity.id} as a {rec.kind} in zone {rec.zone} at {rec.lat},{rec.lon}, the "
+                f"board says a {identity.kind} in zone {identity.zone} at {identity.lat},{identity.lon}; re-provision "
+                f"the board with the registered values (civicedge provision --port {port} --id {identity.id} "
+                f"--zone {rec.zone} --location {rec.lat},{rec.lon} {where} --force) or under a new id")
+    if not hmac.compare_digest(rec.key, identity.key):
+        return ("registry: REGISTERED WITH ANOTHER KEY",
+                f"the registry holds {identity.id} with another key than the board's: the gateway refuses its "
+                f"reports; give the board a new key and move the id to it: civicedge provision --port {port} "
+                f"{same_place} {where} --force --take-over (a board holding the old key is refused from then on)")
+    return ("registry: registered with this key", None)
 
 
 def register_device(registry_dir: Path, identity: Identity, *, force: bool = False) -> Registration:

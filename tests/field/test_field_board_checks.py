@@ -84,6 +84,28 @@ async def test_flash_provision_and_check_look_at_the_board(tmp_path: Path, sim_a
         assert rc == 2 and "accepted no report from sl-0031 within 3 s" in out, out
         assert "gateway accepted a report" not in out
 
+        # The registry holds another key (QA: check waited a whole window, then blamed the link):
+        # exit 1 at once, with the command that works in that state, which then repairs it.
+        reg = Registry(registry)
+        try:
+            reg.rotate_key("sl-0031")
+        finally:
+            reg.close()
+        rc, out = await civicedge("check", "--port", port, "--db", str(store), "--registry", str(registry),
+                                  "--timeout", "600", timeout_s=30)
+        assert rc == 1 and "registry: REGISTERED WITH ANOTHER KEY" in out, out
+        assert "accepted no report" not in out and "waiting up to" not in out
+        advice = " ".join(out.split()).split("give the board a new key and move the id to it: ")[1].split(" (a board")[0]
+        assert advice.endswith("--force --take-over"), out
+        rc, out = await civicedge(*advice.split()[1:])
+        assert rc == 0, out
+        key = json.loads((flash / "identity.json").read_text())["key"]
+        reg = Registry(registry)
+        try:
+            assert reg.key("sl-0031").hex() == key
+        finally:
+            reg.close()
+
         # Firmware with a config of another kind (firmware cannot start): exit 1 at once, saying why.
         config = (flash / "board.json").read_bytes()
         bin_config = json.loads(config)

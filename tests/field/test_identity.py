@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from gateway.registry import Registry
 from hil.field.check import DbWatch, wait_new_report
 from hil.field.errors import GatewayRegistrationError, IdentityFormatError, NoReportError
 from hil.field.identity import key_fingerprint, new_identity, parse_identity, parse_location
-from hil.field.registration import Registration, register_device, registered_matches
+from hil.field.registration import Registration, register_device, registered_matches, registry_problem
 
 EXAMPLES = 200 if os.environ.get("CIVICEDGE_FULL") == "1" else 25
 
@@ -107,3 +108,31 @@ def test_registered_matches_tells_missing_same_and_other(tmp_path: Path) -> None
     assert registered_matches(tmp_path, ident) is True
     other_key = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
     assert registered_matches(tmp_path, other_key) is False
+
+
+def test_registry_problem_names_the_command_that_repairs_each_case(tmp_path: Path) -> None:
+    # QA: check printed "REGISTERED WITH ANOTHER KEY OR LOCATION (re-provision with --force)" -- refused
+    # in that state -- then waited a whole report window for a report the gateway refuses.
+    Registry(tmp_path).close()
+    ident = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    status, problem = registry_problem(tmp_path, ident, port="/dev/ttyUSB0")
+    assert status == "registry: NOT REGISTERED" and problem is not None
+    assert f"civicedge provision --port /dev/ttyUSB0 --id sl-9 --zone centre --location 52.1,4.2 --registry {tmp_path}" \
+        in problem and "--force" not in problem
+    register_device(tmp_path, ident)
+    assert registry_problem(tmp_path, ident, port="/dev/ttyUSB0") == ("registry: registered with this key", None)
+    assert registry_problem(tmp_path, replace(ident, lat="52.100"), port="/dev/ttyUSB0")[1] is None
+    other_key = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
+    status, problem = registry_problem(tmp_path, other_key, port="/dev/ttyUSB0")
+    assert status == "registry: REGISTERED WITH ANOTHER KEY" and problem is not None
+    assert problem.endswith("--force --take-over (a board holding the old key is refused from then on)")
+    status, problem = registry_problem(tmp_path, replace(ident, zone="north"), port="/dev/ttyUSB0")
+    assert "ANOTHER KIND, ZONE OR LOCATION" in status and problem is not None
+    assert "--zone centre --location 52.1,4.2" in problem and "--force" in problem
+    reg = Registry(tmp_path)
+    reg.revoke("sl-9")
+    reg.close()
+    status, problem = registry_problem(tmp_path, ident, port="/dev/ttyUSB0")
+    assert status == "registry: REVOKED" and problem is not None and "--id NEW-ID" in problem
+    for text in (status, problem):
+        assert ident.key.hex() not in text and other_key.key.hex() not in text
