@@ -176,6 +176,9 @@ class HttpWatch:
 _FATAL = ("civicedge: cannot start", "civicedge: boot.py error", "civicedge: safe mode",
           "civicedge: recovery", "civicedge: not provisioned")
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b")
+# MicroPython's REPL prompts: on the simulator main() runs as a task after the prompt is printed,
+# so its lines follow ``>>> `` on the same console line.
+_PROMPT = re.compile(r"^(?:(?:>>>|\.\.\.)(?: |$))+")
 
 
 class ConsoleWatch:
@@ -190,7 +193,7 @@ class ConsoleWatch:
         self._buffer += data.decode(errors="replace")
         *lines, self._buffer = self._buffer.split("\n")
         for raw in lines:
-            line = raw.strip()
+            line = _PROMPT.sub("", raw.strip()).strip()
             if line.startswith(_FATAL):
                 return line
             if line.startswith("Traceback (most recent call last)"):

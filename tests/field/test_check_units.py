@@ -38,6 +38,17 @@ def test_console_watch_finds_cannot_start_across_chunks() -> None:
     assert ConsoleWatch().feed(b"civicedge: streetlight sl-1 running (uart)\r\nValueError here\r\n") is None
 
 
+@pytest.mark.parametrize("prompt", [b">>> ", b">>> >>> ", b"... "])
+def test_console_watch_sees_fatal_lines_after_the_repl_prompt(prompt: bytes) -> None:
+    # QA: on virtual boards main() runs after the REPL prompt: ">>> civicedge: cannot start: invalid pin".
+    assert ConsoleWatch().feed(prompt + b"civicedge: cannot start: invalid pin\r\n") == \
+        "civicedge: cannot start: invalid pin"
+    crash = ConsoleWatch()
+    assert crash.feed(prompt + b"Traceback (most recent call last):\r\n") is None
+    assert crash.feed(b"OSError: [Errno 5] EIO\r\n") == "firmware crashed: OSError: [Errno 5] EIO"
+    assert ConsoleWatch().feed(prompt + b"print('civicedge: cannot start')\r\n") is None
+
+
 class FakeWatch:
     def __init__(self, after: int) -> None:
         self.polls = 0
