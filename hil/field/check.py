@@ -111,11 +111,7 @@ class DbWatch:
                            (self.device_id, self.before))
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
-        if not self.db_path.exists():
-            return None
-        if not self.db_path.is_file():
-            raise FieldError(f"the gateway store {self.db_path} is not a file; pass its SQLite database "
-                             "(the [store] path of the gateway config)", db=str(self.db_path))
+        check_store_path(self.db_path)
         try:
             conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, timeout=5)
         except sqlite3.Error as exc:
@@ -132,6 +128,28 @@ class DbWatch:
         finally:
             conn.close()
         return None if row is None else dict(row)
+
+
+def check_store_path(db_path: Path) -> None:
+    """Refuse a ``--db`` that is not a readable file, in one line naming the fix.
+
+    A mistyped path must fail at once: waiting a whole report window for rows that can never
+    appear would end in blaming the link.
+
+    Raises:
+        FieldError: the path does not exist, is not a file, or cannot be reached or read.
+    """
+    hint = "pass the gateway's SQLite report store (the [storage] path of the gateway config)"
+    try:
+        if not db_path.exists():
+            raise FieldError(f"the gateway store {db_path} does not exist; {hint}", db=str(db_path))
+        if not db_path.is_file():
+            raise FieldError(f"the gateway store {db_path} is not a file; {hint}", db=str(db_path))
+        with db_path.open("rb"):
+            pass
+    except OSError as exc:
+        raise FieldError(f"cannot read the gateway store {db_path}: {exc.strerror or exc}; run check as a user "
+                         "who may read it (e.g. the gateway's user), or fix the permissions", db=str(db_path)) from None
 
 
 class HttpWatch:

@@ -25,7 +25,9 @@ from hil.dut import Dut
 from hil.errors import HilError
 from hil.dut.errors import DutError
 from hil.field.board_facts import check_definition_fits, read_board_config, read_board_facts
-from hil.field.check import DbWatch, GatewayWatch, HttpWatch, inspect_board, read_report_due, wait_new_report
+from hil.field.check import (
+    DbWatch, GatewayWatch, HttpWatch, check_store_path, inspect_board, read_report_due, wait_new_report,
+)
 from hil.field.chips import chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, open_board
 from hil.field.errors import (
@@ -218,6 +220,8 @@ def _check(args: argparse.Namespace) -> int:
     with _errors(out):
         if args.gateway is None and args.db is None:
             raise FieldError("tell check where the gateway is: --db PATH (its SQLite store) or --gateway URL")
+        if args.db is not None:
+            check_store_path(args.db)  # a mistyped --db fails now, not after a whole report window
         dut = open_board(args.port, timeout_s=args.repl_timeout)
         restarted = False
 

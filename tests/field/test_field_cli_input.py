@@ -137,3 +137,32 @@ def test_interrupted_flash_rerun_keeps_the_options_and_tells_the_truth_about_the
     assert identity in " ".join(err.split())
     if interrupt_at != "erase":
         assert "take-over" not in err
+
+
+def test_check_refuses_a_missing_db_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # QA: a mistyped --db waited the whole report window, then blamed the link.
+    started = time.monotonic()
+    rc = civicedge_main(["check", "--port", "/dev/ttyUSB-civicedge-missing", "--db", str(tmp_path / "reprots.sqlite")])
+    err = capsys.readouterr().err
+    assert rc == 2 and time.monotonic() - started < 5
+    assert err.strip().splitlines() == [
+        f"error: the gateway store {tmp_path / 'reprots.sqlite'} does not exist; pass the gateway's SQLite report "
+        "store (the [storage] path of the gateway config)"]
+
+
+def test_check_db_that_is_a_directory_or_unreadable_is_one_error_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = civicedge_main(["check", "--port", "/dev/ttyUSB-civicedge-missing", "--db", str(tmp_path)])
+    assert rc == 2 and "is not a file; pass the gateway's SQLite report store (the [storage] path" in \
+        capsys.readouterr().err
+
+    # A store directory this user may not search: Path.exists raises PermissionError (QA ran it as a
+    # user without dac_override; as root here it is simulated).
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "stat", denied)
+    rc = civicedge_main(["check", "--port", "/dev/ttyUSB-civicedge-missing", "--db", str(tmp_path / "r.sqlite")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: cannot read the gateway store {tmp_path / 'r.sqlite'}: Permission "
+                                      "denied;") and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -91,6 +92,7 @@ def test_missing_registry_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_waiting_for_a_report_times_out_clearly(tmp_path: Path) -> None:
     db = tmp_path / "reports.sqlite"
+    sqlite3.connect(db).close()  # a store whose schema the gateway has not created yet
     watch = DbWatch(db, "sl-1")
     watch.mark()
     assert watch.new_report() is None
