@@ -22,6 +22,12 @@ from gateway.routes.distances import CsvMatrix, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError
 from gateway.routes.outputs import FORMATS, render
 from gateway.routes.parsing import (
+    MAX_BIN_VOLUME_L,
+    MAX_CAPACITY_L,
+    MAX_DAYS_TO_NEXT_ROUND,
+    MAX_OSRM_TIMEOUT_S,
+    MAX_TIME_LIMIT_S,
+    MAX_VEHICLES,
     parse_clock,
     parse_date,
     parse_depot,
@@ -51,17 +57,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "Exit codes: 0 ok, 2 invalid input, 3 no bins due, 4 capacity smaller than one bin, "
                     "5 bin data unreadable, 6 no solution.",
     )
-    p.add_argument("--date", default="today", help="collection date YYYY-MM-DD, 'today' or 'tomorrow' (default today)")
+    p.add_argument("--date", default="today", help="collection date YYYY-MM-DD (2000-01-01 to 2099-12-31), "
+                                                   "'today' or 'tomorrow' (default today)")
     p.add_argument("--depot", help="depot as LAT,LON in decimal degrees (or [routes] depot in gateway.toml)")
-    p.add_argument("--vehicles", help="number of vehicles (default 2)")
-    p.add_argument("--capacity", help="capacity of each vehicle in litres (default 10000)")
+    p.add_argument("--vehicles", help=f"number of vehicles, at most {MAX_VEHICLES} (default 2)")
+    p.add_argument("--capacity",
+                   help=f"capacity of each vehicle in litres, at most {MAX_CAPACITY_L:.0f} (default 10000)")
     p.add_argument("--threshold", help="fill at or above which a bin is due: 0.8 or 80%% (default 0.8)")
-    p.add_argument("--bin-volume", help="volume of a bin in litres (default 240)")
+    p.add_argument("--bin-volume", help=f"volume of a bin in litres, at most {MAX_BIN_VOLUME_L:.0f} (default 240)")
     p.add_argument("--bin-volumes", type=Path, help="CSV id,volume_l giving some bins their own volume")
     p.add_argument("--start", help="local time the round starts, HH:MM (default 06:00)")
     p.add_argument("--tz", help="IANA time zone of --date and --start (default UTC)")
-    p.add_argument("--days-to-next", help="days until the next round, the prediction horizon (default 1)")
-    p.add_argument("--time-limit", help="solver time limit in seconds (default 5)")
+    p.add_argument("--days-to-next", help="days until the next round, the prediction horizon, "
+                                          f"at most {MAX_DAYS_TO_NEXT_ROUND} (default 1)")
+    p.add_argument("--time-limit", help=f"solver time limit in seconds, at most {MAX_TIME_LIMIT_S:g} (default 5)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--db", type=Path, help="the gateway's report store (SQLite)")
     data.add_argument("--config", type=Path,
@@ -70,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     dist = p.add_mutually_exclusive_group()
     dist.add_argument("--matrix", type=Path, help="road distance matrix CSV (metres; see docs/routes.md)")
     dist.add_argument("--osrm", help="OSRM-compatible base URL, e.g. http://osrm.city.local:5000")
-    p.add_argument("--osrm-timeout", default="10", help="seconds to wait for the OSRM endpoint (default 10)")
+    p.add_argument("--osrm-timeout", default="10",
+                   help=f"seconds to wait for the OSRM endpoint, at most {MAX_OSRM_TIMEOUT_S:g} (default 10)")
     p.add_argument("--format", default="json", choices=sorted(FORMATS), help="output format (default json)")
     p.add_argument("--out", type=Path, help="write the plan to this file (default stdout)")
     p.set_defaults(func=run_plan)
@@ -100,9 +110,10 @@ def _defaults(args: argparse.Namespace) -> PlanDefaults:
     if args.matrix is not None:
         changes["distances"] = CsvMatrix(args.matrix)
     elif args.osrm is not None:
-        changes["distances"] = OsrmTable(args.osrm, timeout_s=parse_positive("osrm timeout", args.osrm_timeout))
+        changes["distances"] = OsrmTable(args.osrm, timeout_s=parse_positive("osrm timeout", args.osrm_timeout,
+                                                                             maximum=MAX_OSRM_TIMEOUT_S))
     if args.bin_volume is not None:
-        changes["bin_volume_l"] = parse_positive("bin volume", args.bin_volume)
+        changes["bin_volume_l"] = parse_positive("bin volume", args.bin_volume, maximum=MAX_BIN_VOLUME_L)
     if args.bin_volumes is not None:
         changes["bin_volumes_l"] = load_bin_volumes(args.bin_volumes)
     if args.start is not None:
@@ -110,9 +121,11 @@ def _defaults(args: argparse.Namespace) -> PlanDefaults:
     if args.tz is not None:
         changes["tz"] = parse_timezone(args.tz)
     if args.days_to_next is not None:
-        changes["days_to_next_round"] = int(parse_positive("days to next round", args.days_to_next, integer=True))
+        changes["days_to_next_round"] = int(parse_positive("days to next round", args.days_to_next, integer=True,
+                                                             maximum=MAX_DAYS_TO_NEXT_ROUND))
     if args.time_limit is not None:
-        changes["time_limit_s"] = parse_positive("time limit", args.time_limit, allow_zero=True)
+        changes["time_limit_s"] = parse_positive("time limit", args.time_limit, allow_zero=True,
+                                                  maximum=MAX_TIME_LIMIT_S)
     return replace(base, **changes)
 
 
@@ -126,8 +139,10 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
     return defaults.settings_for(
         parse_date(args.date, defaults.tz),
         depot=parse_depot(args.depot) if args.depot is not None else None,
-        vehicles=int(parse_positive("vehicles", args.vehicles, integer=True)) if args.vehicles is not None else None,
-        capacity_l=parse_positive("capacity", args.capacity) if args.capacity is not None else None,
+        vehicles=int(parse_positive("vehicles", args.vehicles, integer=True, maximum=MAX_VEHICLES))
+        if args.vehicles is not None else None,
+        capacity_l=parse_positive("capacity", args.capacity, maximum=MAX_CAPACITY_L)
+        if args.capacity is not None else None,
         threshold=parse_threshold(args.threshold) if args.threshold is not None else None,
     )
 

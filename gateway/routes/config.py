@@ -18,6 +18,8 @@ osrm_timeout_s = 10
 ```
 
 Every key is optional; a wrong one raises :class:`InvalidInputError` with ``field`` ``routes.<key>``.
+Numbers are bounded (``gateway.routes.parsing``): vehicles <= 200, capacity_l <= 1 000 000,
+bin_volume_l <= 100 000, days_to_next_round <= 366, time_limit_s and osrm_timeout_s <= 300.
 """
 
 from __future__ import annotations
@@ -32,7 +34,19 @@ from typing import Any
 from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError
 from gateway.routes.model import Depot
-from gateway.routes.parsing import parse_clock, parse_depot, parse_positive, parse_threshold, parse_timezone
+from gateway.routes.parsing import (
+    MAX_BIN_VOLUME_L,
+    MAX_CAPACITY_L,
+    MAX_DAYS_TO_NEXT_ROUND,
+    MAX_OSRM_TIMEOUT_S,
+    MAX_TIME_LIMIT_S,
+    MAX_VEHICLES,
+    parse_clock,
+    parse_depot,
+    parse_positive,
+    parse_threshold,
+    parse_timezone,
+)
 from gateway.routes.planner import PlanParameters, PlanSettings
 
 # The keys of a gateway config's [routes] table (the config loader names unknown ones with it).
@@ -91,14 +105,18 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
         out["depot"] = parse_depot(_typed("depot", table["depot"], (str,), 'a string "LAT,LON"'))
     if "vehicles" in table:
         out["vehicles"] = int(parse_positive("routes.vehicles", _typed("vehicles", table["vehicles"], (int,),
-                                                                         "a whole number"), integer=True))
+                                                                         "a whole number"), integer=True,
+                                             maximum=MAX_VEHICLES))
     if "capacity_l" in table:
-        out["capacity_l"] = parse_positive("routes.capacity_l", _typed("capacity_l", table["capacity_l"], num, "a number"))
+        out["capacity_l"] = parse_positive("routes.capacity_l",
+                                           _typed("capacity_l", table["capacity_l"], num, "a number"),
+                                           maximum=MAX_CAPACITY_L)
     if "threshold" in table:
         out["threshold"] = parse_threshold(_typed("threshold", table["threshold"], (int, float, str), "0.8 or \"80%\""))
     if "bin_volume_l" in table:
         out["bin_volume_l"] = parse_positive("routes.bin_volume_l",
-                                             _typed("bin_volume_l", table["bin_volume_l"], num, "a number"))
+                                             _typed("bin_volume_l", table["bin_volume_l"], num, "a number"),
+                                             maximum=MAX_BIN_VOLUME_L)
     if "bin_volumes" in table:
         path = Path(_typed("bin_volumes", table["bin_volumes"], (str,), "a file path"))
         out["bin_volumes_l"] = load_bin_volumes(path if path.is_absolute() else base / path)
@@ -108,16 +126,17 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
         out["tz"] = parse_timezone(_typed("tz", table["tz"], (str,), "an IANA zone name"))
     if "days_to_next_round" in table:
         out["days_to_next_round"] = int(parse_positive("routes.days_to_next_round", _typed(
-            "days_to_next_round", table["days_to_next_round"], (int,), "a whole number"), integer=True))
+            "days_to_next_round", table["days_to_next_round"], (int,), "a whole number"), integer=True,
+            maximum=MAX_DAYS_TO_NEXT_ROUND))
     if "time_limit_s" in table:
         out["time_limit_s"] = parse_positive("routes.time_limit_s", _typed(
-            "time_limit_s", table["time_limit_s"], num, "a number"), allow_zero=True)
+            "time_limit_s", table["time_limit_s"], num, "a number"), allow_zero=True, maximum=MAX_TIME_LIMIT_S)
     if "matrix" in table:
         path = Path(_typed("matrix", table["matrix"], (str,), "a file path"))
         out["distances"] = CsvMatrix(path if path.is_absolute() else base / path)
     if "osrm" in table:
         timeout = parse_positive("routes.osrm_timeout_s", _typed(
-            "osrm_timeout_s", table.get("osrm_timeout_s", 10.0), num, "a number"))
+            "osrm_timeout_s", table.get("osrm_timeout_s", 10.0), num, "a number"), maximum=MAX_OSRM_TIMEOUT_S)
         out["distances"] = OsrmTable(_typed("osrm", table["osrm"], (str,), "a URL"), timeout_s=timeout)
     return PlanDefaults(**out)
 
@@ -142,7 +161,8 @@ def load_bin_volumes(path: Path) -> dict[str, float]:
         bin_id = row[0].strip()
         if bin_id in volumes:
             raise InvalidInputError("bin volumes", str(path), f"line {lineno}: duplicate id {bin_id!r}")
-        volumes[bin_id] = parse_positive(f"bin volume of {bin_id} (line {lineno})", row[1].strip())
+        volumes[bin_id] = parse_positive(f"bin volume of {bin_id} (line {lineno})", row[1].strip(),
+                                         maximum=MAX_BIN_VOLUME_L)
     return volumes
 
 

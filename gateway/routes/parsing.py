@@ -10,6 +10,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway.routes.errors import InvalidInputError
 from gateway.routes.model import Depot
 
+# Upper bounds of operator-given values (CLI flags, [routes] keys, query parameters). A wrong value
+# is refused as invalid input instead of exhausting memory (OR-Tools keeps state per vehicle:
+# 100 000 vehicles took 23 GB) or overflowing dates and the solver's 64-bit integers.
+#: Vehicles in one plan.
+MAX_VEHICLES = 200
+#: Solver time limit in seconds: a plan is made while an operator or the dashboard waits.
+MAX_TIME_LIMIT_S = 300.0
+#: Litres of bin contents per vehicle (a large compacting truck carries about 60 000).
+MAX_CAPACITY_L = 1_000_000.0
+#: Litres per bin (the largest underground containers hold about 5 000).
+MAX_BIN_VOLUME_L = 100_000.0
+#: Days until the next round (the prediction horizon).
+MAX_DAYS_TO_NEXT_ROUND = 366
+#: Seconds to wait for an OSRM endpoint.
+MAX_OSRM_TIMEOUT_S = 300.0
+#: Collection dates that can be planned (the web API's time range, 2000 up to 2100).
+FIRST_DATE = date(2000, 1, 1)
+LAST_DATE = date(2099, 12, 31)
+
 _DEPOT_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*$")
 
 
@@ -42,18 +61,37 @@ def parse_date(text: str, tz: tzinfo, *, now: datetime | None = None) -> date:
     """Parse a collection date: ``YYYY-MM-DD``, ``today`` or ``tomorrow`` (in ``tz``).
 
     Raises:
-        InvalidInputError: Anything else, or an impossible date such as 2026-02-30.
+        InvalidInputError: Anything else, an impossible date such as 2026-02-30, or a date outside
+            :data:`FIRST_DATE` .. :data:`LAST_DATE`.
     """
     word = (text or "").strip().lower()
     if word in ("today", "tomorrow"):
         today = (now or datetime.now(tz)).astimezone(tz).date()
-        return today if word == "today" else today + timedelta(days=1)
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", word):
+        check_date(today, text)  # a simulated clock may run past the range; checked first, "tomorrow" cannot overflow
+        day = today if word == "today" else today + timedelta(days=1)
+    elif not re.fullmatch(r"\d{4}-\d{2}-\d{2}", word):
         raise InvalidInputError("date", text, "expected YYYY-MM-DD, 'today' or 'tomorrow'")
-    try:
-        return date.fromisoformat(word)
-    except ValueError as exc:
-        raise InvalidInputError("date", text, f"not a calendar date ({exc})") from None
+    else:
+        try:
+            day = date.fromisoformat(word)
+        except ValueError as exc:
+            raise InvalidInputError("date", text, f"not a calendar date ({exc})") from None
+    check_date(day, text)
+    return day
+
+
+def check_date(day: date, given: object = None) -> None:
+    """Refuse a collection date outside :data:`FIRST_DATE` .. :data:`LAST_DATE` (``given``: as the user wrote it).
+
+    Raises:
+        InvalidInputError: The date is out of range.
+    """
+    if not FIRST_DATE <= day <= LAST_DATE:
+        shown = day.isoformat()
+        given = shown if given is None else given
+        which = "" if str(given).strip() == shown else f" ({shown})"
+        raise InvalidInputError("date", given, f"must be between {FIRST_DATE.isoformat()} and "
+                                f"{LAST_DATE.isoformat()}{which}")
 
 
 def parse_clock(text: str) -> time:
@@ -64,14 +102,25 @@ def parse_clock(text: str) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
-def parse_positive(name: str, text: str | float | int, *, integer: bool = False, allow_zero: bool = False) -> float:
-    """Parse a positive (or, with ``allow_zero``, non-negative) finite number; a whole one when ``integer``."""
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def parse_positive(name: str, text: str | float | int, *, integer: bool = False, allow_zero: bool = False,
+                   maximum: float | None = None) -> float:
+    """Parse a positive (or, with ``allow_zero``, non-negative) finite number; a whole one when ``integer``.
+
+    Raises:
+        InvalidInputError: Not a number, out of range (including above ``maximum``), or not whole.
+    """
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise InvalidInputError(name, text, "not a number") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise InvalidInputError(name, text, "must be a number >= 0" if allow_zero else "must be a positive number")
+    if maximum is not None and value > maximum:
+        raise InvalidInputError(name, text, f"must be at most {_number(maximum)}")
     if integer and value != int(value):
         raise InvalidInputError(name, text, "must be a whole number")
     return value

@@ -10,6 +10,7 @@ from typing import Iterable, Mapping
 from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix
 from gateway.routes.errors import InvalidInputError, NoBinsDueError
 from gateway.routes.model import BinStatus, Candidate, Depot, Plan, Route, Stop
+from gateway.routes.parsing import MAX_DAYS_TO_NEXT_ROUND, check_date
 from gateway.routes.selection import SelectionSettings, select_bins
 from gateway.routes.solver import SolverSettings, check_capacity, solve
 
@@ -29,8 +30,8 @@ class PlanParameters:
         bin_volumes_l: Volume per bin id in litres.
         start: Local time the round starts; fills are projected to it, later readings ignored.
         tz: Time zone of the day and ``start``.
-        days_to_next_round: Days until the next round (the prediction horizon).
-        time_limit_s: Solver time limit.
+        days_to_next_round: Days until the next round (the prediction horizon), 1 .. 366.
+        time_limit_s: Solver time limit in seconds, 0 .. 300.
         distances: Source of distances (great-circle by default).
     """
 
@@ -51,7 +52,7 @@ class PlanSettings(PlanParameters):
     """Everything that shapes one plan besides the bins: the shared parameters, plus
 
     Attributes:
-        day: Collection date.
+        day: Collection date (2000-01-01 .. 2099-12-31).
         depot: Where vehicles start and end.
     """
 
@@ -60,8 +61,12 @@ class PlanSettings(PlanParameters):
 
     def __post_init__(self) -> None:
         if isinstance(self.days_to_next_round, bool) or not isinstance(self.days_to_next_round, int) \
-                or self.days_to_next_round < 1:
-            raise InvalidInputError("days to next round", self.days_to_next_round, "must be a whole number >= 1")
+                or not 1 <= self.days_to_next_round <= MAX_DAYS_TO_NEXT_ROUND:
+            raise InvalidInputError("days to next round", self.days_to_next_round,
+                                    f"must be a whole number from 1 to {MAX_DAYS_TO_NEXT_ROUND}")
+        check_date(self.day)  # so the round start, the next round and the history read stay representable
+        self.selection()  # the derived settings validate the rest (fleet, volumes, threshold) up front
+        self.solver()
 
     @property
     def round_start(self) -> datetime:

@@ -15,6 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 from gateway.routes.errors import InvalidInputError
 from gateway.routes.model import ALARM_CODES, BinStatus, Candidate, FillReading, Reason
+from gateway.routes.parsing import MAX_BIN_VOLUME_L
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,13 @@ class SelectionSettings:
     def __post_init__(self) -> None:
         if not (0.0 < self.threshold <= 1.0) or math.isnan(self.threshold):
             raise InvalidInputError("threshold", self.threshold, "must be a fraction in (0, 1], e.g. 0.8")
-        if not (self.default_volume_l > 0) or math.isinf(self.default_volume_l):
-            raise InvalidInputError("bin volume", self.default_volume_l, "must be a positive number of litres")
+        if not (0 < self.default_volume_l <= MAX_BIN_VOLUME_L):
+            raise InvalidInputError("bin volume", self.default_volume_l,
+                                    f"must be a positive number of litres, at most {MAX_BIN_VOLUME_L:.0f}")
+        for bin_id, volume in self.volumes_l.items():
+            if not (0 < volume <= MAX_BIN_VOLUME_L):
+                raise InvalidInputError(f"bin volume of {bin_id}", volume,
+                                        f"must be a positive number of litres, at most {MAX_BIN_VOLUME_L:.0f}")
         if self.round_start.tzinfo is None or self.next_round.tzinfo is None:
             raise InvalidInputError("round start", self.round_start, "must be timezone-aware")
         if self.next_round <= self.round_start:

@@ -30,6 +30,7 @@ from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
 from gateway.routes.errors import CapacityError, InvalidInputError, SolverError
 from gateway.routes.model import Candidate, Reason
+from gateway.routes.parsing import MAX_CAPACITY_L, MAX_TIME_LIMIT_S, MAX_VEHICLES
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,10 @@ class SolverSettings:
     """Fleet and search settings.
 
     Attributes:
-        vehicles: Number of vehicles (>= 1).
-        capacity_l: Capacity of each vehicle in litres (> 0).
-        time_limit_s: Search time; 0 keeps the deterministic first solution without local search.
+        vehicles: Number of vehicles (1 .. ``MAX_VEHICLES``).
+        capacity_l: Capacity of each vehicle in litres (> 0, at most ``MAX_CAPACITY_L``).
+        time_limit_s: Search time (at most ``MAX_TIME_LIMIT_S``); 0 keeps the deterministic first
+            solution without local search.
         max_route_m: Optional longest route in metres.
     """
 
@@ -58,10 +60,13 @@ class SolverSettings:
     def __post_init__(self) -> None:
         if isinstance(self.vehicles, bool) or not isinstance(self.vehicles, int) or self.vehicles < 1:
             raise InvalidInputError("vehicles", self.vehicles, "must be a whole number >= 1")
-        if not (self.capacity_l > 0) or math.isinf(self.capacity_l):
-            raise InvalidInputError("capacity", self.capacity_l, "must be a positive number of litres")
-        if not (self.time_limit_s >= 0) or math.isinf(self.time_limit_s):
-            raise InvalidInputError("time limit", self.time_limit_s, "must be >= 0 seconds")
+        if self.vehicles > MAX_VEHICLES:
+            raise InvalidInputError("vehicles", self.vehicles, f"must be at most {MAX_VEHICLES}")
+        if not (0 < self.capacity_l <= MAX_CAPACITY_L):
+            raise InvalidInputError("capacity", self.capacity_l,
+                                    f"must be a positive number of litres, at most {MAX_CAPACITY_L:.0f}")
+        if not (0 <= self.time_limit_s <= MAX_TIME_LIMIT_S):
+            raise InvalidInputError("time limit", self.time_limit_s, f"must be 0 to {MAX_TIME_LIMIT_S:g} seconds")
         if self.max_route_m is not None and self.max_route_m <= 0:
             raise InvalidInputError("max route", self.max_route_m, "must be a positive number of metres")
 

@@ -6,11 +6,13 @@ Mount it next to the other API routes::
     app = create_app(..., extra_routes=routes_for_gateway(cfg, registry))   # [routes] of gateway.toml
 
 Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default today),
-``format`` (json, geojson, csv; default json), ``depot`` (LAT,LON), ``vehicles``, ``capacity``
-(litres), ``threshold`` (0.8 or 80%). Errors answer ``{"error": {"code", "message", ...}}``
-with 400 (bad input, bad matrix file), 422 (capacity smaller than one bin), 503 (bin data
-unreadable) or 500 (no solution). No bins due is not an error: 200 with an empty plan and a
-``notice``. Plans are cached per query for ``cache_s`` and solved one at a time.
+``format`` (json, geojson, csv; default json), ``depot`` (LAT,LON), ``vehicles`` (at most 200),
+``capacity`` (litres, at most 1 000 000), ``threshold`` (0.8 or 80%); dates from 2000-01-01 to
+2099-12-31. Errors answer ``{"error": {"code", "message", ...}}`` with 400 (bad input, bad matrix
+file), 422 (capacity smaller than one bin), 503 (bin data unreadable) or 500 (``solver``: no
+solution; ``internal``: a defect, logged with its traceback). No bins due is not an error: 200
+with an empty plan and a ``notice``. Plans are cached per query for ``cache_s`` and solved one
+at a time.
 """
 
 from __future__ import annotations
@@ -25,22 +27,30 @@ from typing import Any, Callable
 from aiohttp import web
 
 from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
 from gateway.registry import Registry
 from gateway.routes.config import PlanDefaults, load_plan_defaults
 from gateway.routes.errors import InvalidInputError, NoBinsDueError, RoutesError
 from gateway.routes.model import Plan
 from gateway.routes.outputs import FORMATS, plan_to_dict, plan_to_geojson, render
-from gateway.routes.parsing import parse_date, parse_depot, parse_positive, parse_threshold
+from gateway.routes.parsing import (
+    MAX_CAPACITY_L,
+    MAX_VEHICLES,
+    parse_date,
+    parse_depot,
+    parse_positive,
+    parse_threshold,
+)
 from gateway.routes.planner import PlanSettings, plan_collection
 from gateway.routes.source import BinSource, GatewayBinSource
 
-__all__ = ["PLAN_PATH", "PlanDefaults", "routes_for_gateway", "routes_handlers"]
+__all__ = ["PLAN_PARAMS", "PLAN_PATH", "PlanDefaults", "routes_for_gateway", "routes_handlers"]
 
 logger = logging.getLogger(__name__)
 
 PLAN_PATH = "/api/routes/plan"
-_PARAMS = frozenset({"date", "format", "depot", "vehicles", "capacity", "threshold"})
-_MAX_VEHICLES = 200
+#: Query parameters the endpoint accepts (any other is refused with 400).
+PLAN_PARAMS = frozenset({"date", "format", "depot", "vehicles", "capacity", "threshold"})
 
 
 def _error(exc: RoutesError) -> web.Response:
@@ -68,20 +78,21 @@ class _PlanEndpoint:
         self.cache: dict[tuple[str, ...], tuple[float, Plan, str | None]] = {}
 
     def settings(self, query: dict[str, str]) -> PlanSettings:
-        unknown = sorted(set(query) - _PARAMS)
+        unknown = sorted(set(query) - PLAN_PARAMS)
         if unknown:
-            raise InvalidInputError("query parameter", unknown[0], "unknown; allowed: " + ", ".join(sorted(_PARAMS)))
+            raise InvalidInputError("query parameter", unknown[0],
+                                    "unknown; allowed: " + ", ".join(sorted(PLAN_PARAMS)))
         d = self.defaults
-        vehicles = int(parse_positive("vehicles", query["vehicles"], integer=True)) if "vehicles" in query else None
-        if vehicles is not None and vehicles > _MAX_VEHICLES:
-            raise InvalidInputError("vehicles", vehicles, f"at most {_MAX_VEHICLES}")
+        vehicles = int(parse_positive("vehicles", query["vehicles"], integer=True, maximum=MAX_VEHICLES)) \
+            if "vehicles" in query else None
         now = datetime.fromtimestamp(self.clock(), tz=d.tz)
         day: date = parse_date(query.get("date", "today"), d.tz, now=now)
         return d.settings_for(
             day,
             depot=parse_depot(query["depot"]) if "depot" in query else None,
             vehicles=vehicles,
-            capacity_l=parse_positive("capacity", query["capacity"]) if "capacity" in query else None,
+            capacity_l=parse_positive("capacity", query["capacity"], maximum=MAX_CAPACITY_L)
+            if "capacity" in query else None,
             threshold=parse_threshold(query["threshold"]) if "threshold" in query else None,
         )
 
@@ -108,15 +119,25 @@ class _PlanEndpoint:
                     plan, notice = await asyncio.to_thread(self._solve, settings)
                     self.cache = {k: v for k, v in self.cache.items() if v[0] > self.clock()}
                     self.cache[key] = (self.clock() + self.defaults.cache_s, plan, notice)
+            return _answer(plan, notice, fmt)
         except RoutesError as exc:
             logger.info("routes plan request refused: %s", exc.message)
             return _error(exc)
-        if fmt == "csv":
-            return web.Response(text=render(plan, "csv"), content_type="text/csv", charset="utf-8")
-        body: dict[str, Any] = plan_to_geojson(plan) if fmt == "geojson" else plan_to_dict(plan)
-        if notice is not None:
-            (body["properties"] if fmt == "geojson" else body)["notice"] = notice
-        return web.Response(text=json.dumps(body, ensure_ascii=False), content_type=FORMATS[fmt], charset="utf-8")
+        except (GatewayError, web.HTTPException):
+            raise  # the app's middleware answers these (e.g. 503 backend_unavailable)
+        except Exception:  # a defect, not bad input (inputs are bounded where parsed): log it, answer JSON
+            logger.exception("routes plan request %r failed", request.query_string)
+            return web.json_response({"error": {"code": "internal", "message": "planning failed unexpectedly; "
+                                                "the gateway log has the details"}}, status=500)
+
+
+def _answer(plan: Plan, notice: str | None, fmt: str) -> web.Response:
+    if fmt == "csv":
+        return web.Response(text=render(plan, "csv"), content_type="text/csv", charset="utf-8")
+    body: dict[str, Any] = plan_to_geojson(plan) if fmt == "geojson" else plan_to_dict(plan)
+    if notice is not None:
+        (body["properties"] if fmt == "geojson" else body)["notice"] = notice
+    return web.Response(text=json.dumps(body, ensure_ascii=False), content_type=FORMATS[fmt], charset="utf-8")
 
 
 def routes_handlers(

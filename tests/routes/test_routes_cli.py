@@ -97,6 +97,13 @@ def test_csv_to_file_and_geojson(city: CityData, tmp_path: Path, capsys: pytest.
     ("--threshold", "1.2", "(0, 1]"),
     ("--start", "25:00", "HH:MM"),
     ("--tz", "Mars/Olympus", "IANA"),
+    ("--vehicles", "100000", "invalid vehicles '100000': must be at most 200"),
+    ("--time-limit", "1e10", "invalid time limit '1e10': must be at most 300"),
+    ("--date", "9999-12-31", "must be between 2000-01-01 and 2099-12-31"),
+    ("--date", "0001-01-01", "must be between 2000-01-01 and 2099-12-31"),
+    ("--days-to-next", "100000000", "must be at most 366"),
+    ("--capacity", "1e308", "invalid capacity '1e308': must be at most 1000000"),
+    ("--bin-volume", "1e308", "invalid bin volume '1e308': must be at most 100000"),
 ])
 def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], flag: str, value: str,
                           needle: str) -> None:
@@ -109,6 +116,21 @@ def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], fl
     assert code == 2
     assert out == ""
     assert needle in err
+    assert err.count("\n") == 1 and err.startswith("civicedge routes plan: invalid ")  # one line, no traceback
+
+
+def test_osrm_timeout_bounded(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(plan_args(city, "--osrm", "http://127.0.0.1:1", "--osrm-timeout", "1e308"), capsys)
+    assert code == 2 and "invalid osrm timeout '1e308': must be at most 300" in err
+
+
+def test_config_values_above_the_bounds_exit_2(city: CityData, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n'
+                   f'[routes]\ndepot = "{DEPOT}"\nvehicles = 100000\n')
+    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
+    assert code == 2 and out == "" and "invalid routes.vehicles 100000: must be at most 200" in err
 
 
 def test_bin_volumes_flag(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,6 +75,12 @@ def test_osrm_setting() -> None:
     ({"start": "6am"}, "start"),
     ({"tz": "Nowhere/Else"}, "timezone"),
     ({"time_limit_s": -1}, "routes.time_limit_s"),
+    ({"vehicles": 100_000}, "routes.vehicles"),
+    ({"time_limit_s": 1e10}, "routes.time_limit_s"),
+    ({"capacity_l": 1e308}, "routes.capacity_l"),
+    ({"bin_volume_l": 1e308}, "routes.bin_volume_l"),
+    ({"days_to_next_round": 100_000_000}, "routes.days_to_next_round"),
+    ({"osrm": "http://osrm.local:5000", "osrm_timeout_s": 1e308}, "routes.osrm_timeout_s"),
     ({"colour": "green"}, "routes.colour"),
     ({"matrix": "a.csv", "osrm": "http://x"}, "routes.osrm"),
 ])
@@ -82,6 +88,29 @@ def test_bad_keys(table: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         parse_plan_defaults(table, base=Path("/"))
     assert info.value.field == field
+
+
+def test_largest_values_accepted() -> None:
+    d = parse_plan_defaults({"vehicles": 200, "time_limit_s": 300, "capacity_l": 1_000_000, "bin_volume_l": 100_000,
+                             "days_to_next_round": 366}, base=Path("/"))
+    assert (d.vehicles, d.time_limit_s, d.capacity_l, d.bin_volume_l, d.days_to_next_round) == \
+        (200, 300, 1_000_000, 100_000, 366)
+
+
+@pytest.mark.parametrize(("line", "key", "bound"), [
+    ("vehicles = 100000", "routes.vehicles", "at most 200"),
+    ("time_limit_s = 1e10", "routes.time_limit_s", "at most 300"),
+])
+def test_gateway_config_loader_refuses_values_above_the_bounds(tmp_path: Path, line: str, key: str,
+                                                               bound: str) -> None:
+    """`gateway run --check` refuses them (the dashboard would otherwise plan with them on every load)."""
+    from gateway.errors import ConfigError
+
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{tmp_path}"\n\n[routes]\n{line}\n')
+    with pytest.raises(ConfigError, match=bound) as info:
+        load_config(cfg)
+    assert info.value.key == key and info.value.reason == "bad_value"
 
 
 def test_missing_matrix_file_and_bad_toml(tmp_path: Path) -> None:
@@ -113,6 +142,7 @@ def test_bin_volumes_csv(tmp_path: Path) -> None:
     ("id,volume_l\nbin-a\n", "expected id,volume_l"),
     ("id,volume_l\nbin-a,-3\n", "positive"),
     ("id,volume_l\nbin-a,big\n", "not a number"),
+    ("id,volume_l\nbin-a,1e308\n", "at most 100000"),
     ("id,volume_l\nbin-a,100\nbin-a,200\n", "duplicate"),
 ])
 def test_bad_bin_volumes(tmp_path: Path, content: str, needle: str) -> None:

@@ -130,8 +130,9 @@ def test_selection_has_no_people_signal() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"threshold": 0.0}, {"threshold": 1.5}, {"threshold": float("nan")},
-                                {"default_volume_l": 0.0}])
-def test_bad_settings(kw: dict[str, float]) -> None:
+                                {"default_volume_l": 0.0}, {"default_volume_l": 1e308},
+                                {"volumes_l": {"b1": 1e308}}, {"volumes_l": {"b1": -1.0}}])
+def test_bad_settings(kw: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):
         SelectionSettings(round_start=ROUND_START, next_round=ROUND_START + timedelta(days=1), **kw)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from datetime import date
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
@@ -117,10 +118,31 @@ def test_local_search_does_not_make_it_worse() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"vehicles": 0}, {"vehicles": 1.5}, {"capacity_l": 0.0},
-                                {"capacity_l": float("inf")}, {"time_limit_s": -1.0}])
+                                {"capacity_l": float("inf")}, {"time_limit_s": -1.0},
+                                {"vehicles": 201}, {"capacity_l": 1e308}, {"capacity_l": float("nan")},
+                                {"time_limit_s": 1e10}])
 def test_bad_solver_settings(kw: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):
         SolverSettings(**kw)  # type: ignore[arg-type]
+
+
+def test_largest_allowed_fleet_and_time_limit_accepted() -> None:
+    assert SolverSettings(vehicles=200, capacity_l=1_000_000.0, time_limit_s=300.0).vehicles == 200
+
+
+@pytest.mark.parametrize(("kw", "field"), [
+    ({"day": date(9999, 12, 31)}, "date"),
+    ({"day": date(1, 1, 1)}, "date"),
+    ({"days_to_next_round": 100_000_000}, "days to next round"),
+    ({"vehicles": 100_000}, "vehicles"),
+    ({"capacity_l": 1e308}, "capacity"),
+    ({"bin_volume_l": 1e308}, "bin volume"),
+])
+def test_out_of_range_plan_settings_refused_when_made(kw: dict[str, object], field: str) -> None:
+    """Refused as invalid input up front, not an OverflowError (or 23 GB) while planning."""
+    with pytest.raises(InvalidInputError) as info:
+        settings(**kw)
+    assert info.value.field == field
 
 
 def test_matrix_shape_checked() -> None:

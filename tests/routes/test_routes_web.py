@@ -82,6 +82,12 @@ async def test_overrides_and_no_bins_due(client: "TestClient[web.Request, web.Ap
     ({"depot": "here"}, 400, "bad_input", "depot"),
     ({"vehicles": "-1"}, 400, "bad_input", "vehicles"),
     ({"vehicles": "5000"}, 400, "bad_input", "vehicles"),
+    ({"vehicles": "100000"}, 400, "bad_input", "vehicles"),
+    ({"date": "9999-12-31"}, 400, "bad_input", "date"),
+    ({"date": "0001-01-01"}, 400, "bad_input", "date"),
+    ({"capacity": "1e308"}, 400, "bad_input", "capacity"),
+    ({"capacity": "inf"}, 400, "bad_input", "capacity"),
+    ({"threshold": "1e308%"}, 400, "bad_input", "threshold"),
     ({"format": "kml"}, 400, "bad_input", "format"),
     ({"lid": "1"}, 400, "bad_input", "query parameter"),
     ({"capacity": "10"}, 422, "capacity", None),
@@ -93,6 +99,39 @@ async def test_errors(client: "TestClient[web.Request, web.Application]", params
     assert err["code"] == code and err["message"]
     if field is not None:
         assert err["field"] == field and err["param"] == field
+
+
+async def test_today_beyond_the_date_range_is_bad_input(city: CityData) -> None:
+    """A (simulated) clock past 2099: 400 naming the date, not an overflow while planning "tomorrow"."""
+    app = web.Application()
+    app.add_routes(routes_handlers(GatewayBinSource(city.db_path, city.registry_dir),
+                                   PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0),
+                                   clock=lambda: 4102444800.0 - 3600))  # 2099-12-31 23:00 UTC
+    async with TestClient(TestServer(app)) as c:
+        assert (await c.get("/api/routes/plan")).status == 200
+        resp = await c.get("/api/routes/plan", params={"date": "tomorrow"})
+        assert resp.status == 400
+        err = (await resp.json())["error"]
+        assert err["param"] == "date" and "2100-01-01" in err["message"]
+
+
+class _BrokenSource:
+    """A bin source with a defect: raises something that is not a RoutesError."""
+
+    def load(self, as_of: object) -> list[object]:
+        raise OverflowError("int too big to convert")
+
+
+async def test_unexpected_failure_answers_json_not_a_bare_500(caplog: pytest.LogCaptureFixture) -> None:
+    app = web.Application()
+    app.add_routes(routes_handlers(_BrokenSource(), PlanDefaults(depot=Depot(52.37, 4.89))))  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as c:
+        with caplog.at_level("ERROR", logger="gateway.routes.web"):
+            resp = await c.get("/api/routes/plan", params={"date": "2026-11-23"})
+        assert resp.status == 500 and resp.content_type == "application/json"
+        err = (await resp.json())["error"]
+        assert err["code"] == "internal" and "int too big" not in err["message"]
+    assert any(r.exc_info and r.exc_info[0] is OverflowError for r in caplog.records)  # traceback kept in the log
 
 
 async def test_no_depot_configured_and_unreadable_store(city: CityData, tmp_path: Path) -> None:
