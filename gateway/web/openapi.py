@@ -151,9 +151,37 @@ def openapi_document() -> dict[str, Any]:
             "summary": "Published devices as GeoJSON Points with latest public values", "tags": ["open data"],
             "responses": {"200": _ok("FeatureCollection", "application/geo+json")}}},
         "/api/routes/plan": {"get": {
-            "summary": "Collection plan for a day (mounted when gateway.routes is available)", "tags": ["read"],
-            "parameters": [_q("date", "YYYY-MM-DD", {"type": "string", "format": "date"})],
-            "responses": {"200": _ok("plan"), "400": _BAD}}},
+            "summary": "Collection plan for a day: due bins, vehicles, order (mounted when gateway.routes is "
+                       "available; see docs/routes.md). Overrides default to the [routes] table of gateway.toml; "
+                       "other parameters are refused. Plans are cached per query for 5 minutes",
+            "tags": ["read"],
+            "parameters": [
+                _q("date", "collection date, 2000-01-01 to 2099-12-31 (default today in the configured zone)",
+                   {"oneOf": [{"type": "string", "format": "date"},
+                              {"type": "string", "enum": ["today", "tomorrow"]}]}),
+                _q("format", "answer format (default json)",
+                   {"type": "string", "enum": ["json", "geojson", "csv"], "default": "json"}),
+                _q("depot", "depot as LAT,LON in decimal degrees, e.g. 52.3700,4.8900 (required when gateway.toml "
+                            "configures none)",
+                   {"type": "string", "pattern": r"^\s*[-+]?\d+(\.\d+)?\s*,\s*[-+]?\d+(\.\d+)?\s*$"}),
+                _q("vehicles", "number of vehicles", {"type": "integer", "minimum": 1, "maximum": 200}),
+                _q("capacity", "capacity of each vehicle in litres of bin contents",
+                   {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000}),
+                _q("threshold", "fill at or above which a bin is due: a fraction in (0, 1] such as 0.8, or a "
+                                "percentage such as 80%", {"type": "string", "examples": ["0.8", "80%"]}),
+            ],
+            "responses": {
+                "200": {"description": "the plan (routes, unserved, skipped, warnings); no bins due is an empty "
+                                       "plan with a `notice`",
+                        "content": {"application/json": {"schema": {"type": "object"}},
+                                    "application/geo+json": {"schema": {"type": "object"}},
+                                    "text/csv": {"schema": {"type": "string"}}}},
+                "400": _err("bad input (code `bad_input`, `param` names it) or unusable distance matrix "
+                            "(code `matrix`)"),
+                "422": _err("a vehicle's capacity is smaller than one bin's expected load (code `capacity`)"),
+                "500": _err("the solver found no solution (code `solver`) or planning failed unexpectedly "
+                            "(code `internal`)"),
+                "503": _err("bin data unreadable: report store or registry (code `bin_data`)")}}},
     }
     return {
         "openapi": "3.1.0",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -61,3 +63,28 @@ def test_readings_pagination_is_described() -> None:
     page = openapi_document()["components"]["schemas"]["ReadingsPage"]
     assert op["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ReadingsPage"}
     assert {"next", "truncated"} <= set(page["required"]) and page["properties"]["next"]["type"] == ["string", "null"]
+
+
+async def test_routes_plan_is_mounted_and_described_with_every_parameter(fleet: Fleet, tmp_path: Path) -> None:
+    """Mounted with the routes engineer's handlers, /api/routes/plan is described with each parameter it
+    accepts, their bounds and every status it answers."""
+    from gateway.routes.errors import BinDataError, CapacityError, InvalidInputError, SolverError
+    from gateway.routes.outputs import FORMATS
+    from gateway.routes.parsing import MAX_CAPACITY_L, MAX_VEHICLES
+    from gateway.routes.source import GatewayBinSource
+    from gateway.routes.web import PLAN_PARAMS, PLAN_PATH, PlanDefaults, routes_handlers
+
+    extra = routes_handlers(GatewayBinSource(tmp_path / "reports.sqlite", tmp_path / "registry"), PlanDefaults())
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=None, admin_token=None, clock=lambda: float(NOW), extra_routes=extra)
+    doc = openapi_document()
+    assert (PLAN_PATH, "get") in mounted_routes(app) and PLAN_PATH in doc["paths"]
+    op = doc["paths"][PLAN_PATH]["get"]
+    params = {p["name"]: p for p in op["parameters"]}
+    assert set(params) == PLAN_PARAMS and all(p["in"] == "query" and not p["required"] for p in params.values())
+    assert params["vehicles"]["schema"]["maximum"] == MAX_VEHICLES
+    assert params["capacity"]["schema"]["maximum"] == MAX_CAPACITY_L
+    assert set(params["format"]["schema"]["enum"]) == set(FORMATS)
+    statuses = {str(e.http_status) for e in (InvalidInputError, CapacityError, BinDataError, SolverError)}
+    assert statuses | {"200"} == set(op["responses"])
+    assert set(op["responses"]["200"]["content"]) == set(FORMATS.values())
