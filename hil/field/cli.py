@@ -175,9 +175,20 @@ def _provision(args: argparse.Namespace) -> int:
                                           check_kind=False)
                 kind = _board_kind(dut, args.board)
                 step("write identity and register")
-                result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat, lon=lon,
-                                         registry_dir=args.registry, registrar=registrar, force=args.force,
-                                         take_over=args.take_over)
+                registering = False
+
+                def on_registering() -> None:
+                    nonlocal registering
+                    registering = True
+
+                try:
+                    result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat,
+                                             lon=lon, registry_dir=args.registry, registrar=registrar,
+                                             force=args.force, take_over=args.take_over,
+                                             on_registering=on_registering)
+                except (HilError, BoardError, KeyboardInterrupt) as exc:
+                    _provision_stopped(args, registering, exc)
+                    raise
                 if args.board is not None:
                     step("write board config")
                     write_board_config(dut, load_board(args.board).to_device_config())
@@ -189,6 +200,50 @@ def _provision(args: argparse.Namespace) -> int:
         out.print("next: reset the board (or civicedge check --port %s ...) and watch it report" % args.port)
         return 0
     return EXIT_ERROR
+
+
+def _provision_command(args: argparse.Namespace, *, repair: bool) -> str:
+    """The ``civicedge provision`` command given; with ``repair``, with ``--force --take-over`` added."""
+    parts = ["civicedge", "provision", "--port", args.port, "--id", args.device_id, "--zone", args.zone,
+             "--location", args.location]
+    if args.board is not None:
+        parts += ["--board", args.board]
+    if args.registry is not None:
+        parts += ["--registry", str(args.registry)]
+    else:
+        parts += ["--gateway", args.gateway]
+        if args.token_file is not None:
+            parts += ["--token-file", str(args.token_file)]
+    if args.force or repair:
+        parts.append("--force")
+    if args.take_over or repair:
+        parts.append("--take-over")
+    return shlex.join(parts)
+
+
+def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseException) -> None:
+    """Say what an interrupted or failed ``provision`` changed, and the command that finishes it.
+
+    Prints the message of an interruption (the caller re-raises it); raises the :class:`FieldError`
+    of a failure after the registration, its message extended with the recovery command.
+
+    The key is registered before the board is written: stopped in between, the registry holds a key
+    the board does not have, and a plain re-run is refused as another board's registration.
+    """
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if isinstance(exc, GatewayRegistrationError):
+        return  # the registry refused the key: nothing changed there
+    if not registering:
+        if isinstance(exc, KeyboardInterrupt):
+            err.print("interrupted: nothing was registered and the board's identity is unchanged; re-run: "
+                      f"{_provision_command(args, repair=False)}", markup=False)
+        return
+    repair = (f"the registry may already hold a new key for {args.device_id} that the board does not have (it "
+              f"reports into the void until this is finished); finish it with: {_provision_command(args, repair=True)}")
+    if isinstance(exc, KeyboardInterrupt):
+        err.print(f"interrupted: {repair}", markup=False)
+        return
+    raise FieldError(f"{exc}; {repair}") from exc
 
 
 def _admin_token(path: Path | None) -> str:

@@ -48,7 +48,8 @@ class ProvisionResult:
 
 def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str, lon: str,
                     registry_dir: Path | None = None, registrar: Registrar | None = None,
-                    force: bool = False, take_over: bool = False) -> ProvisionResult:
+                    force: bool = False, take_over: bool = False,
+                    on_registering: Callable[[], None] | None = None) -> ProvisionResult:
     """Give the board an identity and register it.
 
     Args:
@@ -59,6 +60,9 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
         force: replace an identity the board already has (and, for its own id, its registration's key).
         take_over: also replace a registration of the id made with a key this board does not hold
             (another board's: that board is refused from then on).
+        on_registering: called just before a new key is registered (the board is written after it):
+            from then on an interruption or failure leaves the registry holding a key the board does
+            not have, and only a re-run with ``force`` and ``take_over`` repairs it.
 
     Raises:
         IdentityExistsError: the board has a different identity and ``force`` is not set.
@@ -102,6 +106,8 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
     own_id = current is not None and current.id == device_id and (
         registered is None or hmac.compare_digest(registered.key, current.key))
     # Register first: a board holding a key the gateway does not know would report into the void.
+    if on_registering is not None:
+        on_registering()
     registration = register(wanted, own_id or take_over)
     write_identity(dut, wanted)
     written = read_identity(dut)

@@ -66,3 +66,85 @@ async def test_take_over_and_location_decimals(tmp_path: Path, sim_available: No
             reg.close()
     finally:
         await board.stop()
+
+
+@pytest.mark.parametrize("stop", ["failure", "ctrl-c"])
+async def test_provision_stopped_after_registering_says_so_and_its_advice_repairs_it(
+        tmp_path: Path, sim_available: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        stop: str) -> None:
+    # QA: provision registers first, then writes the board; stopped in between, the registry held a
+    # key the board did not have, a plain retry was refused, and Ctrl-C printed nothing at all.
+    import json
+
+    from hil.cli.main import main as civicedge_main
+    from hil.field import provision as provision_module
+    from hil.field.errors import DeviceIOError
+
+    registry = tmp_path / "registry"
+    Registry(registry).close()
+    flash = tmp_path / "flash"
+    board = VirtualBoard("streetlight-esp32", flash_dir=flash, install=False, speed=10)
+    await board.start()
+    try:
+        cmd = ["provision", "--port", board.console_path, "--id", "sl-0031", "--zone", "centre",
+               "--location", "52.37,4.89", "--registry", str(registry), "--board", "streetlight-esp32"]
+        assert await asyncio.to_thread(civicedge_main, cmd) == 0
+        old_key = json.loads((flash / "identity.json").read_text())["key"]
+        capsys.readouterr()
+
+        def broken(dut: object, ident: object) -> None:
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
+            raise DeviceIOError("writing /identity.json failed: the link dropped")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(provision_module, "write_identity", broken)
+            rc = await asyncio.to_thread(civicedge_main, [*cmd, "--force"])
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == (130 if stop == "ctrl-c" else 2), err
+        assert ("interrupted: " if stop == "ctrl-c" else "error: writing /identity.json failed") in err
+        assert "the registry may already hold a new key for sl-0031 that the board does not have" in err
+        advice = err.split("finish it with: ")[1]
+        assert advice.endswith("--force --take-over"), err
+        reg = Registry(registry)
+        try:
+            assert reg.key("sl-0031").hex() != old_key  # the orphan registration QA found
+            assert old_key not in err and reg.key("sl-0031").hex() not in err
+        finally:
+            reg.close()
+        assert json.loads((flash / "identity.json").read_text())["key"] == old_key
+
+        assert await asyncio.to_thread(civicedge_main, advice.split()[1:]) == 0
+        new_key = json.loads((flash / "identity.json").read_text())["key"]
+        reg = Registry(registry)
+        try:
+            assert reg.key("sl-0031").hex() == new_key != old_key
+        finally:
+            reg.close()
+    finally:
+        await board.stop()
+
+
+async def test_provision_interrupted_before_registering_says_nothing_changed(
+        tmp_path: Path, sim_available: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli.main import main as civicedge_main
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    registry = tmp_path / "registry"
+    Registry(registry).close()
+    board = VirtualBoard("streetlight-esp32", flash_dir=tmp_path / "flash", install=False, speed=10)
+    await board.start()
+    try:
+        monkeypatch.setattr("hil.field.provision.read_identity", interrupted)
+        rc = await asyncio.to_thread(civicedge_main, [
+            "provision", "--port", board.console_path, "--id", "sl-0031", "--zone", "centre",
+            "--location", "52.37,4.89", "--registry", str(registry), "--board", "streetlight-esp32"])
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 130
+        assert ("interrupted: nothing was registered and the board's identity is unchanged; re-run: civicedge "
+                f"provision --port {board.console_path} --id sl-0031") in err
+    finally:
+        await board.stop()
