@@ -77,13 +77,19 @@ def plan_flash(*, port: str, chip: ChipProfile, image: Path, erase: bool = True,
         ImageError: the file is missing, empty, not an ESP firmware image, built for another
             chip, or too large.
     """
-    if not image.is_file():
-        raise ImageError(f"MicroPython image {image} does not exist", image=str(image))
-    size = image.stat().st_size
-    if size == 0:
-        raise ImageError(f"MicroPython image {image} is empty", image=str(image))
-    with image.open("rb") as fh:
-        header = fh.read(ESP_IMAGE_HEADER_BYTES)
+    try:
+        if image.is_dir():
+            raise ImageError(f"MicroPython image {image} is a directory; pass the .bin file in it", image=str(image))
+        if not image.is_file():
+            raise ImageError(f"MicroPython image {image} does not exist", image=str(image))
+        size = image.stat().st_size
+        if size == 0:
+            raise ImageError(f"MicroPython image {image} is empty", image=str(image))
+        with image.open("rb") as fh:
+            header = fh.read(ESP_IMAGE_HEADER_BYTES)
+    except OSError as exc:
+        raise ImageError(f"cannot read the MicroPython image {image}: {exc.strerror or exc}; check its permissions",
+                         image=str(image)) from None
     if header[0] != ESP_IMAGE_MAGIC:
         raise ImageError(
             f"{image} is not an ESP firmware image (first byte 0x{header[0]:02x}, expected 0x{ESP_IMAGE_MAGIC:02x}); "

@@ -162,3 +162,17 @@ def test_real_board_flash(request: pytest.FixtureRequest) -> None:
     board_chip = os.environ.get("CIVICEDGE_CHIP", "esp32")
     plan = plan_flash(port=port, chip=chip_profile(board_chip), image=Path(image))
     execute_flash(plan)
+
+
+def test_directory_or_unreadable_image_is_an_image_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # QA: a directory was "does not exist"; an unreadable image was a PermissionError traceback.
+    with pytest.raises(ImageError, match="is a directory; pass the .bin file in it"):
+        plan_flash(port="/dev/ttyUSB0", chip=chip_profile("esp32"), image=tmp_path)
+    image = _image(tmp_path)
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(ImageError, match="cannot read the MicroPython image .*: Permission denied; check its"):
+        plan_flash(port="/dev/ttyUSB0", chip=chip_profile("esp32"), image=image)
