@@ -150,18 +150,11 @@ class Registry:
         self.path = Path(path)
         self.keys_dir = self.path / "keys"
         db = self.path / "devices.sqlite"
-        if self.path.exists() and not self.path.is_dir():
-            raise RegistryError("registry path %s is not a directory" % self.path, reason="not_a_directory")
-        if not create and not db.is_file():
-            raise RegistryError("no registry at %s (`civicedge gateway devices add` creates one)" % self.path,
-                                reason="no_registry")
-        if create and not db.exists() and self.path.is_dir():
-            others = sorted(p.name for p in self.path.iterdir() if p.name not in _REGISTRY_FILES)
-            if others:  # e.g. the gateway's data_dir given for its data_dir/registry
-                raise RegistryError(
-                    "%s is not a registry (no devices.sqlite) and holds other files (%s); give the registry's own "
-                    "directory (a gateway's is <data_dir>/registry) or a new one" % (self.path, ", ".join(others[:3])),
-                    reason="no_registry")
+        try:  # Path.exists/is_file raise PermissionError (not False) in a directory we may not search
+            self._check_place(db, create)
+        except PermissionError as exc:
+            raise RegistryError("cannot open registry %s: %s (the registry directory must be readable by the user "
+                                "running this command)" % (self.path, exc), reason="permissions") from exc
         try:
             if create:
                 for d in (self.path, self.keys_dir):
@@ -180,6 +173,22 @@ class Registry:
             raise RegistryError("cannot open registry %s: %s" % (self.path, exc), reason="permissions") from exc
         self._conn = self._connect(db, create=create)
         self._key_cache: dict[str, tuple[int, bytes]] = {}
+
+    def _check_place(self, db: Path, create: bool) -> None:
+        """Refuse a registry path that is a file, a missing registry (``create`` off), or a directory
+        holding other files (e.g. a gateway's data_dir given for its data_dir/registry)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RegistryError("registry path %s is not a directory" % self.path, reason="not_a_directory")
+        if not create and not db.is_file():
+            raise RegistryError("no registry at %s (`civicedge gateway devices add` creates one)" % self.path,
+                                reason="no_registry")
+        if create and not db.exists() and self.path.is_dir():
+            others = sorted(p.name for p in self.path.iterdir() if p.name not in _REGISTRY_FILES)
+            if others:
+                raise RegistryError(
+                    "%s is not a registry (no devices.sqlite) and holds other files (%s); give the registry's own "
+                    "directory (a gateway's is <data_dir>/registry) or a new one" % (self.path, ", ".join(others[:3])),
+                    reason="no_registry")
 
     def _connect(self, db: Path, *, create: bool) -> sqlite3.Connection:
         """Open ``db`` and check it holds the devices table (created when ``create`` is set)."""

@@ -233,3 +233,29 @@ def test_cli_add_refuses_non_ascii_digits_and_letters(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert "error (bad_value)" in err and field in err, err
     assert list((tmp_path / "r" / "keys").iterdir()) == []
+
+
+def test_a_registry_directory_the_user_may_not_read_is_one_error_line(tmp_path: Path) -> None:
+    """A registry directory of another user (0700, as the gateway creates it): Path.exists raised
+    PermissionError out of Registry() and the CLI printed a traceback."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root reads anything: drop the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: file modes cannot be made to apply")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    reg = tmp_path / "reg"
+    Registry(reg).close()
+    reg.chmod(0)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "hil.cli.main", "gateway", "devices", "--registry",
+                               str(reg), "list"], capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[2])
+    finally:
+        reg.chmod(0o700)
+    assert proc.returncode == 1, proc.stderr
+    assert "error (permissions): cannot open registry" in proc.stderr and "Traceback" not in proc.stderr
