@@ -1,5 +1,5 @@
 """OpenAPI 3.1 description of the web surface, written by hand and kept in sync by a test
-(tests/web/test_openapi.py checks every mounted route is described and vice versa)."""
+(tests/web/test_web_openapi.py checks every mounted route is described and vice versa)."""
 
 from __future__ import annotations
 
