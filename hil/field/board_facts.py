@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hil.boards import BoardDefinition
@@ -18,7 +18,7 @@ from hil.dut import Dut
 from hil.dut.errors import DutError
 from hil.field.chips import CHIPS, chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, read_identity, read_text, with_retries
-from hil.field.errors import DeviceIOError, FieldError, WrongChipError, WrongKindError
+from hil.field.errors import DamagedIdentityError, DeviceIOError, FieldError, WrongChipError, WrongKindError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class BoardFacts:
         chip: our chip name, from ``machine`` or else from ``/board.json``; None if unknown.
         chip_source: where ``chip`` came from (``MicroPython`` or ``/board.json``).
         config: the board's ``/board.json`` (None if missing or not JSON).
-        identity_kind, identity_id: of ``/identity.json`` (None when unprovisioned).
+        identity_kind, identity_id: of ``/identity.json`` (None when unprovisioned or damaged).
+        identity_damaged: the error of an ``/identity.json`` that cannot be used (None if it can, or is missing).
     """
 
     machine: str | None
@@ -67,6 +68,7 @@ class BoardFacts:
     config: dict[str, Any] | None
     identity_kind: str | None
     identity_id: str | None
+    identity_damaged: DamagedIdentityError | None = field(default=None, compare=False)
 
     @property
     def config_kind(self) -> str | None:
@@ -103,7 +105,10 @@ def read_board_facts(dut: Dut) -> BoardFacts:
         configured = (config or {}).get("chip")
         chip, source = (configured, BOARD_CONFIG_PATH) if isinstance(configured, str) else (None, None)
         log.info("machine %r names no known chip; chip from %s: %s", machine, BOARD_CONFIG_PATH, chip)
-    identity = read_identity(dut)
+    try:
+        identity = read_identity(dut)
+    except DamagedIdentityError as exc:  # provision --force replaces it; check_definition_fits refuses it
+        return BoardFacts(machine, chip, source if chip else None, config, None, None, identity_damaged=exc)
     return BoardFacts(machine, chip, source if chip else None, config,
                       identity.kind if identity else None, identity.id if identity else None)
 
@@ -115,6 +120,7 @@ def check_definition_fits(facts: BoardFacts, definition: BoardDefinition, *, por
     Raises:
         WrongChipError: the board's chip is not the definition's.
         WrongKindError: the board is provisioned as another kind.
+        DamagedIdentityError: (``check_kind``) its kind cannot be known: the board's identity is damaged.
     """
     if facts.chip is not None and facts.chip != definition.chip:
         found, needed = _chip_label(facts.chip), _chip_label(definition.chip)
@@ -123,6 +129,8 @@ def check_definition_fits(facts: BoardFacts, definition: BoardDefinition, *, por
         raise WrongChipError(
             f"the board on {port} is an {found} ({said}), but the board definition {definition.name} needs "
             f"{needed}; use the board definition for this board", port=port, expected=needed, found=found)
+    if check_kind and facts.identity_damaged is not None:
+        raise facts.identity_damaged
     if check_kind and facts.identity_kind is not None and facts.identity_kind != definition.kind:
         raise WrongKindError(
             f"the board on {port} is provisioned as {facts.identity_kind} {facts.identity_id}, but the board "

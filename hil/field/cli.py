@@ -31,7 +31,7 @@ from hil.field.check import (
 from hil.field.chips import chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, open_board
 from hil.field.errors import (
-    BoardNotAnsweringError, FieldError, GatewayRegistrationError, PortBusyError, PortNotFoundError,
+    BoardNotAnsweringError, DamagedIdentityError, FieldError, GatewayRegistrationError, PortBusyError, PortNotFoundError,
 )
 from hil.field.ports import check_port_available
 from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
@@ -186,6 +186,11 @@ def _provision(args: argparse.Namespace) -> int:
                                              lon=lon, registry_dir=args.registry, registrar=registrar,
                                              force=args.force, take_over=args.take_over,
                                              on_registering=on_registering)
+                except DamagedIdentityError as exc:  # only without --force
+                    raise DamagedIdentityError(
+                        f"the board on {args.port} has a damaged /identity.json ({exc.details.get('reason')}); "
+                        f"replace it with: {_provision_command(args, repair=False, force=True)}",
+                        **exc.details) from None
                 except (HilError, BoardError, KeyboardInterrupt) as exc:
                     _provision_stopped(args, registering, exc)
                     raise
@@ -202,8 +207,9 @@ def _provision(args: argparse.Namespace) -> int:
     return EXIT_ERROR
 
 
-def _provision_command(args: argparse.Namespace, *, repair: bool) -> str:
-    """The ``civicedge provision`` command given; with ``repair``, with ``--force --take-over`` added."""
+def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = False) -> str:
+    """The ``civicedge provision`` command given; with ``repair``, with ``--force --take-over`` added
+    (with ``force``, ``--force``)."""
     parts = ["civicedge", "provision", "--port", args.port, "--id", args.device_id, "--zone", args.zone,
              "--location", args.location]
     if args.board is not None:
@@ -214,7 +220,7 @@ def _provision_command(args: argparse.Namespace, *, repair: bool) -> str:
         parts += ["--gateway", args.gateway]
         if args.token_file is not None:
             parts += ["--token-file", str(args.token_file)]
-    if args.force or repair:
+    if args.force or repair or force:
         parts.append("--force")
     if args.take_over or repair:
         parts.append("--take-over")

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from hil.dut import Dut
 from hil.dut.errors import DeviceConnectError, DeviceError, DutError
-from hil.field.errors import BoardNotAnsweringError, DeviceIOError
+from hil.field.errors import BoardNotAnsweringError, DamagedIdentityError, DeviceIOError, IdentityFormatError
 from hil.field.identity import Identity, parse_identity
 from hil.field.ports import check_port_available, is_url
 
@@ -26,6 +26,9 @@ MANIFEST_PATH = "/firmware.json"
 
 T = TypeVar("T")
 ATTEMPTS = 3
+# What a damaged /identity.json needs; the provision CLI says its exact command instead.
+REPROVISION_HINT = ("give it a new identity: civicedge provision --port {port} --id ID --zone ZONE --location LAT,LON "
+                    "(--registry DIR | --gateway URL --token-file FILE) --force")
 # While a tool holds a board at the REPL, the firmware's watchdog (if it started one) is stretched to
 # this and fed; the board resets itself back into service this long after the tool lets go.
 SERVICE_WINDOW_S = 600
@@ -151,7 +154,7 @@ def read_identity(dut: Dut) -> Identity | None:
 
     Raises:
         DeviceIOError: the file exists but cannot be read.
-        IdentityFormatError: it is malformed.
+        DamagedIdentityError: it is malformed (the message says how to replace it, never the key).
     """
     try:
         exists = with_retries(dut, lambda: dut.eval(_exists_expr(IDENTITY_PATH)))
@@ -164,7 +167,17 @@ def read_identity(dut: Dut) -> Identity | None:
     except DutError:
         raise DeviceIOError(f"cannot read {IDENTITY_PATH} on {dut.url} (link or flash problem); retry",
                             port=dut.url) from None
-    return parse_identity(data)
+    try:
+        return parse_identity(data)
+    except IdentityFormatError as exc:
+        raise DamagedIdentityError(
+            f"the board on {dut.url} has a damaged {IDENTITY_PATH} ({_reason(exc)}); "
+            + REPROVISION_HINT.format(port=dut.url), port=dut.url, reason=_reason(exc)) from None
+
+
+def _reason(exc: IdentityFormatError) -> str:
+    """What :func:`parse_identity` found wrong, without the "the device's /identity.json" prefix."""
+    return str(exc).removeprefix(f"the device's {IDENTITY_PATH} ")
 
 
 def write_identity(dut: Dut, identity: Identity) -> None:

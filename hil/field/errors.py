@@ -53,6 +53,14 @@ class IdentityFormatError(FieldError):
     """An identity value (id, zone, location, key) or an ``/identity.json`` is malformed."""
 
 
+class DamagedIdentityError(IdentityFormatError):
+    """The board's ``/identity.json`` exists but cannot be used (not JSON, fields missing, bad key).
+
+    Only ``civicedge provision ... --force`` gets past it: it writes a new identity (the old id
+    cannot be read, so its registration is left as it is).
+    """
+
+
 class DeviceIOError(FieldError):
     """Reading or writing a file on the board failed (flash full, link dropped mid-way)."""
 

@@ -16,7 +16,7 @@ from typing import Callable
 from gateway.registry import same_decimal
 from hil.dut import Dut
 from hil.field.device import read_identity, write_identity
-from hil.field.errors import DeviceIOError, IdentityExistsError
+from hil.field.errors import DamagedIdentityError, DeviceIOError, IdentityExistsError
 from hil.field.identity import Identity, differing_fields, new_identity
 from hil.field.registration import Registration, register_device, registered_device
 
@@ -57,7 +57,9 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
         device_id, kind, zone, lat, lon: the identity fields (kind from the board definition).
         registry_dir: the gateway's registry directory, or
         registrar: another way to register (e.g. :class:`hil.field.registration.AdminApiRegistrar`).
-        force: replace an identity the board already has (and, for its own id, its registration's key).
+        force: replace an identity the board already has (and, for its own id, its registration's key),
+            or a damaged one (whose id cannot be read: no registration is replaced for it; the new id is
+            registered as for an unprovisioned board).
         take_over: also replace a registration of the id made with a key this board does not hold
             (another board's: that board is refused from then on).
         on_registering: called just before a new key is registered (the board is written after it):
@@ -66,7 +68,8 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
 
     Raises:
         IdentityExistsError: the board has a different identity and ``force`` is not set.
-        IdentityFormatError: a field is malformed, or the board's identity file is.
+        IdentityFormatError: a field is malformed.
+        DamagedIdentityError: the board's identity file is malformed and ``force`` is not set.
         GatewayRegistrationError: the registry refused the device (``conflict``: the id is registered
             with another board's key and ``take_over`` is not set).
         DeviceIOError: the board could not be read or written.
@@ -82,7 +85,13 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
             return register_device(directory, ident, force=replace)
 
     wanted = new_identity(device_id=device_id, kind=kind, zone=zone, lat=lat, lon=lon)
-    current = read_identity(dut)
+    try:
+        current = read_identity(dut)
+    except DamagedIdentityError:
+        if not force:
+            raise
+        log.warning("replacing the damaged identity on %s (its old id cannot be read)", dut.url)
+        current = None
     registered = registered_device(Path(str(registry_dir)), device_id) if registry_dir is not None else None
     # The same place written differently (52.37 / 52.370) is the same place: keep the text already
     # on the board or in the registry, which compares its location as text.
