@@ -52,11 +52,14 @@ class Link:
         name: ``serial:<port>`` or ``ble:<address>``.
         kind: ``serial`` or ``ble``.
         send: coroutine function sending one raw frame to the device (the transport encodes it).
+        fresh: called (or None) when a report that came on this link was newly stored: it came from
+            a device holding its key, where an ACK alone may answer a replayed, already stored frame.
     """
 
     name: str
     kind: str
     send: Callable[[bytes], Awaitable[None]]
+    fresh: Callable[[], None] | None = None
 
 
 @dataclass
@@ -65,7 +68,7 @@ class _DeviceWindow:
     ``above``: committed seqs above ``floor``, each with the (monotonic) time it became known, which
     is when the gap below it, if any, became visible. ``info_seq``/``info_runs``: the highest seq
     received with an ``h`` (protocol §2) and that ``h``: the freshest statement of which lower seqs
-    the device still holds; ``speaks_held``: such a report came since start. ``wait_floor``/
+    the device still holds; ``plain_seq``: the highest seq received without one. ``wait_floor``/
     ``wait_since``/``wait_warned``: since when ACKs wait at ``floor`` for a seq the device may hold,
     and whether that was logged."""
 
@@ -77,23 +80,24 @@ class _DeviceWindow:
     pending: dict[int, "asyncio.Future[None]"] = field(default_factory=dict)
     info_seq: int = 0
     info_runs: tuple[int, ...] = ()
-    speaks_held: bool = False
+    plain_seq: int = 0
     wait_floor: int = -1
     wait_since: float = 0.0
     wait_warned: bool = False
 
     def note_held(self, seq: int, held: tuple[int, ...] | None) -> None:
-        """Record an authentic report's ``h``; the one framed last (highest seq) is the freshest.
-
-        A report without ``h`` framed after the freshest one (firmware rolled back to a version
-        without it) puts the device back on the timed hold."""
-        if seq > self.info_seq:
-            if held is None:
-                self.speaks_held = False
-                return
+        """Record an authentic report's ``h`` (the one framed last, highest seq, is the freshest) or
+        that it had none."""
+        if held is None:
+            self.plain_seq = max(self.plain_seq, seq)
+        elif seq > self.info_seq:
             self.info_seq, self.info_runs = seq, held
-        if held is not None and seq == self.info_seq:
-            self.speaks_held = True
+
+    @property
+    def speaks_held(self) -> bool:
+        """The device's latest report states its held seqs (a report without ``h`` framed after it,
+        firmware rolled back, puts the device back on the timed hold)."""
+        return self.info_seq > self.plain_seq
 
     def not_held_upto(self, s: int) -> int | None:
         """If the device's freshest ``h`` says it no longer holds ``s``, the last seq of that stretch
@@ -115,6 +119,15 @@ class _DeviceWindow:
         self.floor = to
         for s in [s for s in self.above if s <= to]:
             del self.above[s]
+
+
+def _trim_above(win: _DeviceWindow) -> None:
+    """Memory stays bounded however long a frame is kept back: beyond :data:`ABOVE_MAX`, forget the
+    highest seqs above the floor (no gap is given up: they are committed or refused for good, and
+    re-sent they are known again)."""
+    if len(win.above) > ABOVE_MAX:
+        for s in sorted(win.above)[ABOVE_MAX // 2:]:
+            del win.above[s]
 
 
 _Queued = tuple[ReportRecord, "asyncio.Future[None]", "tuple[Verified, Link] | None"]
@@ -332,8 +345,8 @@ class IngestService:
                 win = self._window(exc.device_id)
                 if exc.seq is not None and exc.seq > win.floor:
                     win.above.setdefault(exc.seq, self._monotonic())
-                    if exc.held is not None:
-                        win.note_held(exc.seq, exc.held)
+                    win.note_held(exc.seq, exc.held)
+                    _trim_above(win)  # refused reports get no ACK, which trims it otherwise
         except GatewayError as exc:  # e.g. a registry key file gone: never break the transport's read loop
             log.error("frame from %s not verified: %s", link.name, exc)
         return None
@@ -377,6 +390,8 @@ class IngestService:
         win.accepted_hi = max(win.accepted_hi, seq)
         await self._queue.put((verified.record, fut, None))
         if await self._committed(fut):
+            if link.fresh is not None:
+                link.fresh()  # not stored before (checked above): a new report
             await self._ack(verified, link)
 
     def _known_above(self, win: _DeviceWindow, seq: int) -> None:
@@ -459,11 +474,7 @@ class IngestService:
             log.warning("%s: seqs %d..%d have not arrived for %.0f s and the device's outbox may still hold them; "
                         "ACKs stay at %d until they do (a link that drops frames selectively?)", dev,
                         win.floor + 1, min(win.above) - 1, now - win.wait_since, win.floor)
-        if len(win.above) > ABOVE_MAX:
-            # Memory stays bounded however long a frame is kept back: forget the highest committed
-            # seqs (no gap is given up). They are committed; re-sent, they are known again.
-            for s in sorted(win.above)[ABOVE_MAX // 2:]:
-                del win.above[s]
+        _trim_above(win)
         return win.floor
 
     def _settled(self, count: int) -> None:
@@ -530,9 +541,12 @@ class IngestService:
         self._saved_floor.update(floors)
         now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
+        fresh: list[tuple[ReportRecord, Link]] = []
         for rec, fut, ack in batch:
             if ack is not None:
                 acks[(rec.device, ack[1].name)] = ack
+                if ack[1].fresh is not None:
+                    fresh.append((rec, ack[1]))
             win = self._window(rec.device)
             win.pending.pop(rec.seq, None)
             win.recent.add(rec.seq)
@@ -545,6 +559,11 @@ class IngestService:
                 win.recent = {s for s in win.recent if s > floor}
             if not fut.done():
                 fut.set_result(None)
+        if fresh:
+            inserted = set(result.inserted)
+            for rec, link in fresh:
+                if (rec.device, rec.seq) in inserted and link.fresh is not None:
+                    link.fresh()
         # One cumulative ACK per device and link covers every report of it in this commit.
         for verified, link in acks.values():
             self._spawn(self._ack(verified, link))

@@ -115,7 +115,7 @@ def test_frame_parse_errors_have_codes(mpy: Callable[..., MpResult]) -> None:
     good = _cpython_frame(1, "sl-1", 7, b"\x80", KEY)
     cases = {
         "short": good[:24], "oversize": good[:-16] + b"\x00" * 1010 + good[-16:],
-        "version": b"\x01" + good[1:], "type": good[:1] + b"\x09" + good[2:],  # v1: the firmware speaks v2 only
+        "version": b"\x03" + good[1:], "type": good[:1] + b"\x09" + good[2:],
         "id": good[:2] + b"\x00" + good[3:], "tag": good[:-1] + bytes([good[-1] ^ 1]),
     }
     bad_id = _cpython_frame(1, "sl 1", 7, b"\x80", KEY)

@@ -164,3 +164,23 @@ def test_reports_say_which_seqs_the_outbox_still_holds(flash_run: Callable[..., 
     assert lines == ["1 []", "2 [1, 1]", "3 [2, 2]", "4 [2, 3]", "5 [3, 4]", "9 [4, 5]", "0", "10 []", "1 [] 3",
                      "13 []", "14 [13, 13]", "15 [13, 14]", "16 [14, 15]", "17 [14, 14, 16, 16]",
                      "[1, 1, 3, 4, 7, 7, 9, 9] [1, 1, 3, 9] [1, 1, 3, 4, 7, 9]"]
+
+
+def test_frames_of_the_previous_protocol_version_survive_the_upgrade(flash_run: Callable[..., Any], tmp_path: Path,
+                                                                     repo_root: Path) -> None:
+    """The first boot of v2 firmware checks the outbox against its identity (no ``owner`` yet): the
+    v1 frames the old firmware left there are its own and must stay (they were deleted as foreign)."""
+    flash = _flash(tmp_path, repo_root)
+    code = SETUP + (
+        "from civic.apps.runtime import _framed_by\n"
+        "from civic.wire import frame, hmac256\n"
+        "O = Outbox('/flash/ob', 8)\n"
+        "for n in (5, 6, 7):\n"
+        "    f = bytearray(frame.build(frame.REPORT, 'sl-0042', n, b'\\x80', KEY))\n"
+        "    f[0] = 1\n"  # framed by the previous firmware: v1, its tag over the v1 header
+        "    f[-16:] = hmac256.digest(KEY, bytes(f[:-16]))[:16]\n"
+        "    O.append(n, bytes(f), alarm=True)\n"
+        "O = Outbox('/flash/ob', 8, accept=lambda d: _framed_by(d, 'sl-0042', KEY), owner=KEY[:8])\n"
+        "print(O.pending(), O.foreign)\n"
+    )
+    assert flash_run(code, flash).stdout.split("\n")[0] == "[5, 6, 7] 0"

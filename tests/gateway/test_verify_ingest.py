@@ -378,6 +378,22 @@ async def test_a_held_back_frame_is_stored_however_many_later_reports_passed(reg
     ingest.close()
 
 
+async def test_reports_refused_for_good_keep_memory_bounded(registry: Registry, tmp_path: Path) -> None:
+    """Authentic reports refused (policy) count as done for the gaps below them, but get no ACK, the
+    path that bounds memory: thousands of them must not grow the per-device state without limit."""
+    from gateway.pipeline.ingest import ABOVE_MAX
+
+    ingest = _clocked_ingest(registry, tmp_path, [0.0])
+    await ingest.start()
+    c = Collector()
+    for seq in range(2, 3 * ABOVE_MAX):
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"], h=[], m={"fill": 10, "mac": 1}), c.link)
+    await _settle(ingest)
+    assert 0 < len(ingest._windows["bin-1"].above) <= ABOVE_MAX
+    await ingest.stop()
+    ingest.close()
+
+
 async def test_firmware_rolled_back_to_no_h_gets_the_timed_hold_again(registry: Registry, tmp_path: Path) -> None:
     now = [1000.0]
     ingest = _clocked_ingest(registry, tmp_path, now)
@@ -387,6 +403,8 @@ async def test_firmware_rolled_back_to_no_h_gets_the_timed_hold_again(registry: 
         ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"], h=h), c.link)
     await _settle(ingest)
     ingest.feed(report_frame("bin-1", 40, KEYS["bin-1"]), c.link)  # old firmware again, after a reboot
+    await _settle(ingest)
+    ingest.feed(report_frame("bin-1", 3, KEYS["bin-1"], h=[2, 2]), c.link)  # a re-sent older frame with h
     await _settle(ingest)
     now[0] += 16.0
     ingest.feed(report_frame("bin-1", 40, KEYS["bin-1"]), c.link)

@@ -9,6 +9,9 @@ import struct
 from civic.wire import hmac256
 
 VERSION = 2  # v2: reports carry h (protocol §2); a v1-only gateway refuses them unacknowledged
+# Parsed: v1 too. Frames framed before an upgrade stay in the outbox (checked at boot) and are
+# re-sent, and the gateway answers each frame in its own version.
+VERSIONS = (1, 2)
 REPORT = 1
 ACK = 2
 CONFIG = 3
@@ -92,7 +95,7 @@ def parse(data, key=None):
         raise FrameError("short", "frame is %d bytes (min %d)" % (n, MIN_LEN))
     if n > MAX_LEN:
         raise FrameError("oversize", "frame is %d bytes (max %d)" % (n, MAX_LEN))
-    if data[0] != VERSION:
+    if data[0] not in VERSIONS:
         raise FrameError("version", "unknown version %d" % data[0])
     ftype = data[1]
     if ftype not in _TYPES:
