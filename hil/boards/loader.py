@@ -10,6 +10,7 @@ from typing import Any
 from gateway.resources import boards_dir, load_policy
 from hil.boards.chips import CHIPS, ChipSpec
 from hil.boards.errors import (
+    BoardError,
     BoardNotFoundError,
     BoardSyntaxError,
     FieldTypeError,
@@ -46,17 +47,30 @@ def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) 
 
     Raises:
         BoardNotFoundError: neither a file of that path nor a board of that name exists.
+        BoardError: the path is a directory, or cannot be looked at (permissions).
     """
     folder = directory if directory is not None else boards_dir()
     text = str(name_or_path)
     candidate = Path(text)
-    if candidate.is_file():
-        return candidate
-    if "/" not in text:
-        named = folder / (text if text.endswith(".toml") else f"{text}.toml")
-        if named.is_file():
-            return named
+    try:
+        if candidate.is_file():
+            return candidate
+        if candidate.is_dir() and (text.endswith(".toml") or "/" in text):
+            raise BoardError("is a directory, not a board definition file; pass a .toml file or a board name",
+                             source=text)
+        if "/" not in text:
+            named = folder / (text if text.endswith(".toml") else f"{text}.toml")
+            if named.is_file():
+                return named
+    except OSError as exc:
+        raise _unreadable(text, exc) from None
     raise BoardNotFoundError(source=text, available=list_boards(folder))
+
+
+def _unreadable(source: str, exc: OSError) -> BoardError:
+    """The error for a board file that exists but may not be read (or looked at)."""
+    return BoardError(f"cannot read the board definition ({exc.strerror or type(exc).__name__}); make it readable "
+                      "by this user (or pass a board name)", source=source, cause=type(exc).__name__)
 
 
 def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> BoardDefinition:
@@ -82,6 +96,8 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
     except UnicodeDecodeError as exc:
         raise BoardSyntaxError(source=source, reason=f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
                                                      f"offset {exc.start}); save the file as UTF-8") from exc
+    except OSError as exc:  # PermissionError, or the file vanished / turned into a directory meanwhile
+        raise _unreadable(source, exc) from None
     board = parse_board(data, source=source, path=path)
     logger.debug("loaded board %s (%s, %s) from %s", board.name, board.chip, board.kind, path)
     return board

@@ -166,3 +166,29 @@ def test_check_db_that_is_a_directory_or_unreadable_is_one_error_line(
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"error: cannot read the gateway store {tmp_path / 'r.sqlite'}: Permission "
                                       "denied;") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["unreadable", "directory"])
+def test_board_file_that_cannot_be_read_is_one_error_line(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # QA: a --board x.toml without read permission was a PermissionError traceback (as root here the
+    # mode is simulated: QA dropped dac_override).
+    board = tmp_path / "x.toml"
+    if kind == "directory":
+        board.mkdir()
+    else:
+        board.write_text('schema = 1\nname = "x"\n')
+        real_open = Path.open
+
+        def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == board:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", denied)
+    rc = civicedge_main(["flash", "--firmware-only", "--board", str(board), "--port", "/dev/ttyUSB-civicedge-missing"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {board}: " + {
+        "unreadable": "cannot read the board definition (Permission denied); make it readable by this user",
+        "directory": "is a directory, not a board definition file"}[kind]), err
