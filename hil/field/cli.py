@@ -258,11 +258,15 @@ def _admin_token(path: Path | None) -> str:
         raise GatewayRegistrationError("--gateway needs the admin token: --token-file FILE (the gateway's "
                                        "[http] admin_token_file)")
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise GatewayRegistrationError(f"cannot read the admin token file {path}: {exc}", token_file=str(path)) from None
+    token = lines[0].strip() if lines else ""
     if not token:
-        raise GatewayRegistrationError(f"the admin token file {path} is empty", token_file=str(path))
+        what = "is empty" if not any(line.strip() for line in lines) else "has an empty first line"
+        raise GatewayRegistrationError(f"the admin token file {path} {what}; put the gateway's admin token on its "
+                                       "first line (the file of the gateway's [http] admin_token_file)",
+                                       token_file=str(path))
     return token
 
 

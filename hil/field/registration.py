@@ -180,16 +180,22 @@ class AdminApiRegistrar:
         url = f"{self.base_url}/api/admin/devices/{urllib.parse.quote(identity.id, safe='')}"
         body = json.dumps({"kind": identity.kind, "zone": identity.zone, "lat": identity.lat, "lon": identity.lon,
                            "key": identity.key.hex(), "replace": force}).encode()
-        req = urllib.request.Request(url, data=body, method="PUT", headers={
-            "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
         try:
+            req = urllib.request.Request(url, data=body, method="PUT", headers={
+                "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=self._timeout_s) as resp:  # noqa: S310 - the URL the user gave
-                answer = json.loads(resp.read() or b"{}")
+                raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise self._refusal(identity.id, exc) from None
         except (urllib.error.URLError, OSError) as exc:
             raise GatewayRegistrationError(f"cannot reach the gateway at {self.base_url}: {exc}",
                                            gateway=self.base_url) from None
+        except ValueError:  # http.client: "Invalid header value" (a token with a line break): nothing was sent
+            raise GatewayRegistrationError(
+                "the admin token cannot be sent (it holds a line break or control character); put only the token "
+                "on the first line of the --token-file", gateway=self.base_url) from None
+        try:
+            answer = json.loads(raw or b"{}")
         except ValueError:
             raise GatewayRegistrationError(f"the gateway at {self.base_url} answered something that is not JSON",
                                            gateway=self.base_url) from None
@@ -207,11 +213,21 @@ class AdminApiRegistrar:
             code, message = str(err.get("code", "")), str(err.get("message", ""))
         except (ValueError, AttributeError, OSError):
             code, message = "", ""
+        if exc.code == 401 and code == "admin_disabled":
+            return GatewayRegistrationError(
+                f"the gateway at {self.base_url} has its admin API switched off (no admin token configured); set "
+                "[http] admin_token_file in the gateway config, restart it and pass that file with --token-file "
+                "(or register with --registry DIR on the gateway host)", gateway=self.base_url, reason=code)
         if exc.code == 401:
             return GatewayRegistrationError(
                 f"the gateway refused the admin token ({code or 'unauthorized'}); pass the file of its "
                 "[http] admin_token_file with --token-file", gateway=self.base_url, reason=code or "unauthorized")
-        if exc.code == 404 or exc.code == 405:
+        if exc.code in (404, 405) and not code:
+            # Not the gateway's JSON error body: some other web server (wrong host, port or path prefix).
+            return GatewayRegistrationError(
+                f"{self.base_url} answered HTTP {exc.code} and does not look like a civicedge gateway; pass the "
+                "gateway's HTTP address with --gateway (e.g. http://gateway.local:8080)", gateway=self.base_url)
+        if exc.code in (404, 405):
             return GatewayRegistrationError(
                 f"the gateway at {self.base_url} has no device enrollment endpoint (HTTP {exc.code}; an older "
                 "version?); register with --registry DIR instead", gateway=self.base_url)
