@@ -279,14 +279,18 @@ class BleTransport:
             mtu = max(23, int(client.mtu_size))
             lock = asyncio.Lock()
 
-            async def send(frame: bytes) -> None:
-                # The ingest answers on a link only for a frame whose tag verified with the device's
-                # registered key (an ACK, after the commit): that is what authenticates the link.
-                nonlocal last_ack
-                last_ack = frame
+            def fresh() -> None:
+                # A report from this link was newly stored: its tag verified with the device's key and
+                # it was no replay of a stored frame (an ACK also answers those). That authenticates it.
                 if not verified.is_set():
                     verified.set()
                     self._policy.verified(address)
+
+            async def send(frame: bytes) -> None:
+                # The ingest answers on a link only for a frame whose tag verified (an ACK, after the
+                # commit): the latest one names the device and key the link speaks for.
+                nonlocal last_ack
+                last_ack = frame
                 async with lock:  # fragments of two ACKs must not interleave
                     self._msg = (self._msg + 1) & 0xFF
                     try:
@@ -300,7 +304,7 @@ class BleTransport:
                         raise TransportError("write to %s failed: %s" % (address, exc), reason="disconnected",
                                              link=link_name) from exc
 
-            link = Link(name=link_name, kind="ble", send=send)
+            link = Link(name=link_name, kind="ble", send=send, fresh=fresh)
 
             def on_notify(_char: Any, data: bytearray) -> None:
                 for item in reassembler.feed(bytes(data)):

@@ -54,6 +54,7 @@ class Device:
         self.msg = 0
         self.reasm = FragmentReassembler()
         self.wake = asyncio.Event()
+        self.replay = False  # re-send the same frames for ever, ACKs or not (a replayer of captured frames)
 
     # PeripheralListener
     def on_central_connect(self, conn: int, addr_type: int, addr: bytes) -> None:
@@ -74,7 +75,7 @@ class Device:
                 continue
             frame = parse_frame(item)
             if frame.type == FRAME_ACK and verify_tag(frame, self.key):
-                for s in [s for s in self.pending if s <= frame.seq]:
+                for s in [s for s in self.pending if s <= frame.seq and not self.replay]:
                     del self.pending[s]
                 emit(event="ack", seq=frame.seq)
 
@@ -123,10 +124,12 @@ async def main() -> None:
     parser.add_argument("--kind", default="bin")
     parser.add_argument("--mtu", type=int, default=247)
     parser.add_argument("--send", type=int, nargs=2, default=(1, 5))
+    parser.add_argument("--replay", action="store_true", help="keep re-sending the frames after their ACK")
     args = parser.parse_args()
     p = VirtualPeripheral(args.radio, board_address(args.id), name=args.id)
     p.set_preferred_mtu(args.mtu)
     dev = Device(p, args.id, bytes.fromhex(args.key), args.kind)
+    dev.replay = args.replay
     p.listener = dev
     await p.open()
     p.register_services([ServiceSpec(SERVICE, (

@@ -221,3 +221,27 @@ async def test_a_link_not_yet_authenticated_is_closed_when_its_name_is_revoked(t
     finally:
         await gw.stop()
         fake.close()
+
+
+async def test_a_replayed_stored_frame_does_not_authenticate_a_link(tmp_path: Path, radio: str) -> None:
+    """A peripheral re-sending a captured frame of a registered device gets the ACK the ingest sends
+    for any stored frame; only a newly stored report authenticates a link, so it is dropped."""
+    gw, ble = gateway(tmp_path, radio, max_connections=4)
+    await gw.start()
+    replayer: BleDevice | None = None
+    try:
+        real = await asyncio.to_thread(BleDevice, radio, "bin-1", send=(1, 2))
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], 20)
+        await asyncio.to_thread(real.close)
+        while ble.connected:
+            await asyncio.sleep(0.1)
+        dropped = ble.unverified_dropped
+        replayer = await asyncio.to_thread(BleDevice, radio, "bin-1", send=(1, 1), replay=True)
+        await asyncio.to_thread(replayer.wait, lambda e: e["event"] == "ack", 20)  # re-acknowledged, as it must
+        await asyncio.to_thread(replayer.wait, lambda e: e["event"] == "disconnect", AUTH_TIMEOUT_S + 8)
+        assert ble.unverified_dropped == dropped + 1
+        assert stored(gw.config.storage.path, "bin-1") == [1, 2]
+    finally:
+        await gw.stop()
+        if replayer is not None:
+            replayer.close()

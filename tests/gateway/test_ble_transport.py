@@ -18,9 +18,10 @@ APP = Path(__file__).resolve().parent / "ble_device_app.py"
 class BleDevice(EventProcess):
     """ble_device_app.py as a subprocess; collects its JSON events."""
 
-    def __init__(self, radio: str, dev_id: str, *, kind: str = "bin", mtu: int = 247, send: tuple[int, int]) -> None:
+    def __init__(self, radio: str, dev_id: str, *, kind: str = "bin", mtu: int = 247, send: tuple[int, int],
+                 replay: bool = False) -> None:
         super().__init__([str(APP), radio, "--id", dev_id, "--key", KEYS[dev_id].hex(), "--kind", kind,
-                          "--mtu", str(mtu), "--send", str(send[0]), str(send[1])])
+                          "--mtu", str(mtu), "--send", str(send[0]), str(send[1]), *(["--replay"] if replay else [])])
         self.wait(lambda e: e["event"] == "ready", 20)
 
     def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> None:
