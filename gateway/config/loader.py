@@ -348,6 +348,10 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
         if len(token) < MIN_TOKEN_LEN:
             raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
                             % (token_path, MIN_TOKEN_LEN), "bad_value")
+        if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+            # Clients send it in an HTTP header: a second line or a space in it could never match.
+            raise sec.error("http.admin_token_file", "the admin token in %s must be one line of printable ASCII "
+                            "without spaces (clients send it in an HTTP header)" % token_path, "bad_value")
     listen = sec.get("listen", str, "127.0.0.1")
     _check_listen(sec, listen, resolve=enabled)
     cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),

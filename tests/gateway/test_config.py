@@ -128,6 +128,19 @@ def test_admin_token_file_readable_by_others_is_refused(tmp_path: Path, mode: in
     assert load_config(path).http is not None
 
 
+@pytest.mark.parametrize("text", ["t0ken-0123456789abcdef\nsecond line\n", "t0ken 0123456789abcdef\n",
+                                  "t\u00f6ken-0123456789abcdef\n"])
+def test_an_admin_token_no_client_can_send_is_refused(tmp_path: Path, text: str) -> None:
+    """A two-line token file (or a space, a non-ASCII character) made a token no HTTP header can carry:
+    every admin call failed with wrong_token although the operator passed the same file."""
+    token = tmp_path / "admin.token"
+    token.write_text(text, encoding="utf-8")
+    token.chmod(0o600)
+    with pytest.raises(ConfigError, match="one line of printable ASCII") as info:
+        load_config(write(tmp_path, "[http]\nadmin_token_file = \"admin.token\"\n"))
+    assert (info.value.reason, info.value.key) == ("bad_value", "http.admin_token_file")
+
+
 def test_defaults_need_no_other_service() -> None:
     cfg = default_config()
     assert cfg.mqtt is None and cfg.serial == () and not cfg.ble.enabled
