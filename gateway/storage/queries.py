@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -91,6 +91,30 @@ class DeviceHourAggregate:
 
 
 @dataclass(frozen=True)
+class ReleasedValue:
+    """One released value of one field of a device, with the report it came in.
+
+    Attributes:
+        report_id: id of the report that released it.
+        w: start of the report's period (unix seconds).
+        l: length of the report's period (seconds).
+        seq: the report's seq (orders two reports of one period start).
+        value: the released integer.
+    """
+
+    report_id: int
+    w: int
+    l: int  # noqa: E741 - protocol field name
+    seq: int
+    value: int
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """What "newest" compares: period start, then seq."""
+        return (self.w, self.seq)
+
+
+@dataclass(frozen=True)
 class ReportChanges:
     """Reports stored after a report id (see :meth:`ReportQueries.changes_since`).
 
@@ -99,11 +123,16 @@ class ReportChanges:
         latest: ``(device, type) -> (report id, report)``: the newest (by period start, then seq)
             of the new reports of that device and type.
         last: ``device -> (report id, report)``: the device's most recently stored new report.
+        released: ``(device, field) -> value``: per field, the newest (by period start, then seq)
+            value the new ``win``/``hour``/``day`` reports of that device released (a field
+            released in its own report, such as a 6-hourly ``win`` count, or absent from the
+            newest report, keeps its own newest value).
     """
 
     watermark: int
     latest: dict[tuple[str, str], tuple[int, StoredReport]]
     last: dict[str, tuple[int, StoredReport]]
+    released: dict[tuple[str, str], ReleasedValue] = dataclass_field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,6 +192,53 @@ class AlarmRecord:
 
 
 _REPORT_COLS = "device, seq, kind, zone, type, w, l, m, e, a, fw, received_at, gateway_id, link"
+# Report types whose ``m`` holds the values released for a period (alarm and boot reports do not).
+VALUE_REPORT_TYPES = ("win", "hour", "day")
+_VALUE_TYPES_SQL = ", ".join("'%s'" % t for t in VALUE_REPORT_TYPES)
+# Two queries of the same thing: per device and field released in the reports with ids in
+# (?1, ?2], candidates for its newest value (id, w, l, seq, value; the caller keeps the newest by
+# period start, then seq). Both scan only that id range (NOT INDEXED: the planner would walk the
+# whole (device, w) index instead).
+#
+# Few new reports (a refresh): every value they released; picking in Python beats any grouping.
+_RELEASED_FLAT_SQL = """
+SELECT r.device, j.key, r.id, r.w, r.l, r.seq, j.value
+FROM reports r NOT INDEXED, json_each(r.m) j
+WHERE r.id > ?1 AND r.id <= ?2 AND r.type IN (%(types)s)
+""" % {"types": _VALUE_TYPES_SQL}
+# Many (the first read of a store): one row per pair. Grouping every value by (device, field)
+# sorts them all (2-3 times the cost of the rest of the read), so take the distinct pairs only,
+# then per pair walk down the device's (device, w) index to the first report holding the field, a
+# few rows however old the field's newest value is (a 6-hourly count, a field the newest windows
+# did not release), and take the highest seq at that period start. (One walk ordered by w and seq
+# would not stop early: a partial sort ends a group only at the next row passing the WHERE.) A key
+# that a JSON path cannot quote (none passes the policy gate) is left out.
+_RELEASED_WALK_SQL = """
+WITH pairs AS (
+    SELECT DISTINCT r.device AS device, j.key AS field
+    FROM reports r NOT INDEXED, json_each(r.m) j
+    WHERE r.id > ?1 AND r.id <= ?2 AND r.type IN (%(types)s)),
+newest AS (
+    SELECT p.device AS device, p.field AS field, '$."' || p.field || '"' AS path,
+        CASE WHEN instr(p.field, '"') = 0 THEN (
+            SELECT r.w FROM reports r
+            WHERE r.device = p.device AND r.id > ?1 AND r.id <= ?2 AND r.type IN (%(types)s)
+              AND json_type(r.m, '$."' || p.field || '"') IS NOT NULL
+            ORDER BY r.w DESC LIMIT 1) END AS w
+    FROM pairs p)
+SELECT x.device, x.field, r.id, r.w, r.l, r.seq, json_extract(r.m, x.path)
+FROM (
+    SELECT n.device AS device, n.field AS field, n.path AS path, (
+        SELECT r.id FROM reports r
+        WHERE r.device = n.device AND r.w = n.w AND r.id > ?1 AND r.id <= ?2 AND r.type IN (%(types)s)
+          AND json_type(r.m, n.path) IS NOT NULL
+        ORDER BY +r.seq DESC LIMIT 1) AS id
+    FROM newest n) x
+JOIN reports r ON r.id = x.id
+""" % {"types": _VALUE_TYPES_SQL}
+# From this many new reports on, the walk is the cheaper: the flat read costs per value, the walk
+# per (device, field) pair, plus how far back its newest value lies (a late re-send).
+_RELEASED_WALK_FROM = 2000
 # SQLite binds at most 32766 parameters; lists of ids are read in slices well below that.
 _ID_SLICE = 500
 # How long close() waits for an interrupted statement of another thread to stop.
@@ -337,8 +413,9 @@ class ReportQueries:
         return [r[0] for r in rows]
 
     def changes_since(self, after_id: int) -> ReportChanges:
-        """Return, per device, the newest report of each type and the last stored one among the
-        reports with an id above ``after_id``, read in one consistent snapshot.
+        """Return, per device, the newest report of each type, the newest released value of each
+        field and the last stored report among the reports with an id above ``after_id``, read in
+        one consistent snapshot.
 
         The cost follows the number of new reports: keep the returned ``watermark`` and pass it
         back as ``after_id`` to follow a store incrementally (``after_id=0`` reads it all once).
@@ -346,16 +423,17 @@ class ReportQueries:
         :meth:`reports_by_id` to read rows again).
         """
         with self._reading() as conn:
-            hi, latest, last = self._changes(conn, after_id)
-        return ReportChanges(watermark=hi, latest=latest, last=last)
+            hi, latest, last, released = self._changes(conn, after_id)
+        return ReportChanges(watermark=hi, latest=latest, last=last, released=released)
 
     def _changes(self, conn: sqlite3.Connection, after_id: int) -> tuple[
-            int, dict[tuple[str, str], tuple[int, StoredReport]], dict[str, tuple[int, StoredReport]]]:
+            int, dict[tuple[str, str], tuple[int, StoredReport]], dict[str, tuple[int, StoredReport]],
+            dict[tuple[str, str], ReleasedValue]]:
         conn.execute("BEGIN")  # one snapshot for every statement below
         try:
             hi = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
             if hi <= after_id:
-                return max(hi, after_id), {}, {}
+                return max(hi, after_id), {}, {}, {}
             groups = conn.execute(
                 "SELECT device, type, MAX(w), MAX(id) FROM reports WHERE id > ? AND id <= ? GROUP BY device, type",
                 (after_id, hi)).fetchall()
@@ -368,9 +446,22 @@ class ReportQueries:
                 latest[(device, rtype)] = (int(row[0]), _report(row[1:]))
                 last_ids[device] = max(last_ids.get(device, 0), int(max_id))
             by_id = self._by_id(conn, sorted(last_ids.values()))
-            return hi, latest, {device: (rid, by_id[rid]) for device, rid in last_ids.items()}
+            released = self._released(conn, after_id, hi)
+            return hi, latest, {device: (rid, by_id[rid]) for device, rid in last_ids.items()}, released
         finally:
             conn.execute("COMMIT")
+
+    @staticmethod
+    def _released(conn: sqlite3.Connection, after_id: int, hi: int) -> dict[tuple[str, str], ReleasedValue]:
+        """Per (device, field), the newest value (period start, then seq) released in ids (after_id, hi]."""
+        sql = _RELEASED_WALK_SQL if hi - after_id >= _RELEASED_WALK_FROM else _RELEASED_FLAT_SQL
+        out: dict[tuple[str, str], ReleasedValue] = {}
+        for device, fname, rid, w, length, seq, value in conn.execute(sql, (after_id, hi)):
+            new = ReleasedValue(report_id=int(rid), w=int(w), l=int(length), seq=int(seq), value=int(value))
+            held = out.get((device, fname))
+            if held is None or new.order > held.order:
+                out[(device, fname)] = new
+        return out
 
     def reports_by_id(self, ids: Iterable[int]) -> dict[int, StoredReport]:
         """Return the reports with these ids (ids not stored are absent)."""

@@ -1,11 +1,12 @@
 """What the report store says about each device, followed incrementally.
 
 The dashboard, ``/api/devices``, the alarms and the open-data entities all need, per device, the
-last stored report, the newest report of each type and the open alarms. Computing that from
-scratch reads the whole store (seconds on a million reports), and a gateway commits every 50 ms,
-so :class:`FleetState` reads the store once and then only the reports stored since (report ids
-only grow): a refresh costs what was stored since the previous one. Rows already held are read
-again by id once a minute, so fields that retention removed from them disappear here too.
+last stored report, the newest value of each released field, the newest window report and the
+open alarms. Computing that from scratch reads the whole store (seconds on a million reports),
+and a gateway commits every 50 ms, so :class:`FleetState` reads the store once and then only the
+reports stored since (report ids only grow): a refresh costs what was stored since the previous
+one. Rows already held are read again by id once a minute, so fields that retention removed from
+them disappear here too.
 
 :meth:`FleetState.refresh` blocks on SQLite: call it from a worker thread
 (:class:`gateway.web.reads.StoreReads`), never on the event loop.
@@ -17,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from gateway.storage.queries import AlarmRecord, ReportQueries, StoredReport
+from gateway.storage.queries import AlarmRecord, ReleasedValue, ReportQueries, StoredReport
 from gateway.web.views import AlarmView
 
 ALARM_OPEN_S = 86400
@@ -25,9 +26,6 @@ LAMP_HISTORY_S = 7 * 86400
 RECHECK_S = 60
 # An alarm closes when a later window report shows the condition gone (field value 0).
 _ALARM_CLEARED_BY = {"lamp_fail": "lamp", "tip": "tilt"}
-# Report types whose released values are a device's "latest"; a later type's value of the same
-# field wins (an hourly energy value over a window one, a daily count over both).
-REPORT_TYPES = ("win", "hour", "day")
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,9 @@ class DeviceState:
         zone: zone recorded with its last stored report.
         last_seen: unix seconds when its last stored report was received.
         link: link its last stored report came on.
-        latest: field -> latest released value.
+        latest: field -> latest released value: per field, the value of the newest period (by
+            start, then seq) of the ``win``/``hour``/``day`` reports that released it, so a field
+            released in its own report (a 6-hourly count) or missing from the newest one shows too.
         latest_at: field -> end of the period of that value.
         alarms: open alarms.
         lamp_changed_at: when a failed lamp was first seen working again, or None.
@@ -77,7 +77,8 @@ class FleetState:
         self._recheck_s = max(1, recheck_s)
         self._lock = threading.Lock()
         self._watermark = 0
-        self._latest: dict[tuple[str, str], tuple[int, StoredReport]] = {}
+        self._latest: dict[tuple[str, str], tuple[int, StoredReport]] = {}  # (device, "win")
+        self._released: dict[tuple[str, str], ReleasedValue] = {}
         self._last: dict[str, tuple[int, StoredReport]] = {}
         self._checked_slot: int | None = None
         self._data: FleetData | None = None
@@ -97,9 +98,15 @@ class FleetState:
         with self._lock:
             changes = self._store.changes_since(self._watermark)
             for key, (rid, rep) in changes.latest.items():
+                if key[1] != "win":
+                    continue  # only the newest window is needed (alarms it clears)
                 held = self._latest.get(key)
                 if held is None or (rep.w, rep.seq) > (held[1].w, held[1].seq):
                     self._latest[key] = (rid, rep)
+            for fkey, value in changes.released.items():
+                held_value = self._released.get(fkey)
+                if held_value is None or value.order > held_value.order:
+                    self._released[fkey] = value
             self._last.update(changes.last)  # ids only grow: a new report is the last one stored
             self._watermark = changes.watermark
             slot = now // self._recheck_s
@@ -114,12 +121,22 @@ class FleetState:
             return self._data
 
     def _recheck(self) -> None:
-        """Read the held rows again: retention may have removed fields from them since."""
+        """Read the held rows again: retention may have removed fields from them since.
+
+        A released value whose field its row no longer holds is dropped: retention removes a
+        field from every row whose period ended before its cutoff, so the older periods of that
+        field (one release period per field) lost it too.
+        """
         fresh = self._store.reports_by_id(
-            [rid for rid, _ in self._latest.values()] + [rid for rid, _ in self._last.values()])
+            [rid for rid, _ in self._latest.values()] + [rid for rid, _ in self._last.values()]
+            + [v.report_id for v in self._released.values()])
         for key, (rid, _) in list(self._latest.items()):
             if rid in fresh:
                 self._latest[key] = (rid, fresh[rid])
+        for (device, fname), value in list(self._released.items()):
+            row = fresh.get(value.report_id)
+            if row is not None and fname not in row.m:
+                del self._released[(device, fname)]
         for device, (rid, _) in list(self._last.items()):
             if rid in fresh:
                 self._last[device] = (rid, fresh[rid])
@@ -128,17 +145,10 @@ class FleetState:
     def _derive(self, now: int) -> dict[str, DeviceState]:
         latest: dict[str, dict[str, int]] = {}
         latest_at: dict[str, dict[str, int]] = {}
-        last_win: dict[str, StoredReport] = {}
-        latest_sorted = sorted(self._latest.items())
-        for rtype in REPORT_TYPES:
-            for (device, kind_of), (_, rep) in latest_sorted:
-                if kind_of != rtype:
-                    continue
-                if rtype == "win":
-                    last_win[device] = rep
-                for fname, value in rep.m.items():
-                    latest.setdefault(device, {})[fname] = int(value)
-                    latest_at.setdefault(device, {})[fname] = rep.w + rep.l
+        for (device, fname), value in sorted(self._released.items()):
+            latest.setdefault(device, {})[fname] = value.value
+            latest_at.setdefault(device, {})[fname] = value.w + value.l
+        last_win = {device: rep for (device, _type), (_rid, rep) in self._latest.items()}
         # one read for both: the lamp history's 7 days hold the 24 h of open alarms
         recent = self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1)
         alarms = self._open_alarms(now, last_win, recent)

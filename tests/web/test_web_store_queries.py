@@ -14,6 +14,7 @@ import pytest
 
 from gateway.errors import StorageError
 from gateway.storage import Reading, ReportQueries, ReportRecord, ReportStore
+from gateway.storage import queries
 from gateway.storage.queries import DeviceHourAggregate
 
 T0 = 1_795_000_000 - 1_795_000_000 % 86400  # a UTC midnight
@@ -127,6 +128,55 @@ def test_changes_since_follows_the_store_by_report_id(db: tuple[ReportStore, Rep
     assert {k: r.seq for k, (_, r) in step.latest.items()} == {("sl-1", "win"): 5}  # same w: the higher seq
     assert {d: r.seq for d, (_, r) in step.last.items()} == {"sl-1": 5}
     assert q.device_ids() == ["bin-1", "sl-1"]
+
+
+@pytest.mark.parametrize("walk_from", [0, 10 ** 9], ids=["walk", "flat"])
+def test_changes_since_gives_each_released_field_its_newest_value(
+        db: tuple[ReportStore, ReportQueries], monkeypatch: pytest.MonkeyPatch, walk_from: int) -> None:
+    """Per field, not per report type: the 6-hourly motion count travels in its own "win" report
+    (l = 21600), older by period start than the 15-minute windows; a field absent from the newest
+    window (not released) keeps its newest released value; alarm reports release no period value.
+    The same from both queries (the walk reads the whole store at first, the flat read a refresh)."""
+    monkeypatch.setattr(queries, "_RELEASED_WALK_FROM", walk_from)
+    store, q = db
+    store.insert_batch([
+        rec("sl-1", 1, T0, {"lux": 1, "lvl": 5}),
+        rec("sl-1", 2, T0 + WIN, {"lvl": 6}),                         # lux not released this window
+        rec("sl-1", 3, T0, {"mot": 7}, l=21600),                      # the 6-hourly count, its own report
+        rec("sl-1", 4, T0, {"wh": 40}, type_="hour", l=3600),
+        rec("sl-1", 5, T0 + WIN, {"lvl": 8}),                         # same period start: the higher seq
+        rec("bin-1", 1, T0, {"fill": 10, "temp": 12}, kind="bin"),
+        rec("bin-1", 2, T0 + 600, {"temp": 71}, type_="alarm", l=60, kind="bin"),
+        rec("bin-1", 3, T0 - 86400, {"lid": 23}, type_="day", l=86400, kind="bin"),
+    ])
+    full = q.changes_since(0)
+    assert {k: (v.value, v.w, v.l, v.seq) for k, v in full.released.items()} == {
+        ("sl-1", "lux"): (1, T0, WIN, 1), ("sl-1", "lvl"): (8, T0 + WIN, WIN, 5),
+        ("sl-1", "mot"): (7, T0, 21600, 3), ("sl-1", "wh"): (40, T0, 3600, 4),
+        ("bin-1", "fill"): (10, T0, WIN, 1), ("bin-1", "temp"): (12, T0, WIN, 1),
+        ("bin-1", "lid"): (23, T0 - 86400, 86400, 3)}
+    assert {k: v.report_id for k, v in full.released.items() if k[0] == "sl-1"} == {
+        ("sl-1", "lux"): 1, ("sl-1", "lvl"): 5, ("sl-1", "mot"): 3, ("sl-1", "wh"): 4}
+    assert q.changes_since(full.watermark).released == {}
+    # Only the new reports: a later window and a late older one, each newest of its fields among them.
+    store.insert_batch([rec("sl-1", 6, T0 + 2 * WIN, {"lux": 3}), rec("sl-1", 7, T0 - WIN, {"lux": 9, "lamp": 0}),
+                        rec("bin-1", 4, T0 + WIN, {"fill": 20}, kind="bin"),
+                        rec("bin-1", 5, T0 + WIN, {"fill": 30, "temp": 14}, kind="bin")])
+    step = q.changes_since(full.watermark)
+    assert {k: (v.value, v.seq) for k, v in step.released.items()} == {
+        ("sl-1", "lux"): (3, 6), ("sl-1", "lamp"): (0, 7), ("bin-1", "fill"): (30, 5), ("bin-1", "temp"): (14, 5)}
+
+
+@pytest.mark.parametrize("sql", ["_RELEASED_FLAT_SQL", "_RELEASED_WALK_SQL"])
+def test_the_released_values_queries_scan_only_the_new_reports(db: tuple[ReportStore, ReportQueries],
+                                                               sql: str) -> None:
+    """The id range bounds the scan (the planner preferred walking the whole (device, w) index),
+    and every other step is an index search."""
+    store, q = db
+    store.insert_batch([rec("sl-%d" % (i % 7), i, T0 + i * WIN, {"lux": i}) for i in range(1, 400)])
+    plan = [str(r[3]) for r in q._rows("EXPLAIN QUERY PLAN " + getattr(queries, sql), (390, 399))]  # noqa: SLF001
+    assert "SEARCH r USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in plan, plan
+    assert not [step for step in plan if step.startswith("SCAN r")], plan
 
 
 def test_reports_by_id_sees_what_retention_removed(db: tuple[ReportStore, ReportQueries]) -> None:
