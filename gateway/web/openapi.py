@@ -218,6 +218,8 @@ def openapi_document() -> dict[str, Any]:
                     "status": {"type": "string", "enum": ["ok", "alarm", "stale", "never", "revoked"]},
                     "last_seen": {"type": ["integer", "null"]}, "link": {"type": ["string", "null"]},
                     "latest": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "latest_at": {"type": "object", "additionalProperties": {"type": "integer"},
+                                  "description": "per field of latest: unix seconds at the end of its period"},
                     "alarms": {"type": "array", "items": {"type": "object"}}}},
             },
         },

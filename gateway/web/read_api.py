@@ -53,6 +53,8 @@ def device_json(dev: DeviceView, *, now: int, policy: Mapping[str, Any]) -> dict
         "last_seen_iso": iso_utc(dev.last_seen) if dev.last_seen is not None else None,
         "link": dev.link,
         "latest": dict(dev.latest),
+        # a field keeps its last released value: say how old each one is (end of its period)
+        "latest_at": dict(dev.latest_at),
         "alarms": [alarm_json(a) for a in dev.alarms],
     }
 

@@ -32,6 +32,10 @@ async def test_devices_lists_registry_with_status_last_seen_and_link(client: Tes
     # Latest released values: window fields, the hourly energy and the daily lid count.
     assert set(by_id["sl-01"]["latest"]) == {"mot", "lux", "lvl", "lamp", "wh"}
     assert by_id["bin-01"]["latest"]["lid"] == 23
+    # ... each with the end of its period: a value kept from an older report shows its age
+    assert set(by_id["sl-01"]["latest_at"]) == set(by_id["sl-01"]["latest"])
+    assert all(isinstance(t, int) and t % 900 == 0 for t in by_id["sl-01"]["latest_at"].values())
+    assert by_id["bin-01"]["latest_at"]["lid"] % 86400 == 0
     assert (by_id["sl-01"]["lat"], by_id["sl-01"]["lon"]) == (52.3702, 4.8952)
 
 
