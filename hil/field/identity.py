@@ -19,7 +19,7 @@ from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
 KINDS = ("streetlight", "bin")
-_DECIMAL = re.compile(r"-?\d{1,3}(\.\d{1,9})?\Z")
+_DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")  # ASCII digits: the registry takes no others
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
 

@@ -53,6 +53,9 @@ def test_location_parses_to_decimal_strings() -> None:
     assert parse_location(" 52.3702 , -4.8952 ") == ("52.3702", "-4.8952")
     with pytest.raises(IdentityFormatError, match="out of range"):
         parse_location("10,200")
+    for text in ("\uff15\uff12.3,4.9", "52.3,\u0664.9"):  # full-width, Arabic-Indic digits
+        with pytest.raises(IdentityFormatError, match="decimal degrees"):
+            parse_location(text)
 
 
 @pytest.mark.parametrize(("doc", "match"), [
