@@ -253,7 +253,9 @@ def _open(registry_dir: Path) -> Registry:
             f"registry directory {registry_dir} {what}; pass the gateway's [registry] path (a directory)",
             registry=str(registry_dir))
     try:
-        return Registry(registry_dir)
+        # Never a new one: an empty directory (an unmounted share, a typo) would take the registration
+        # and the gateway would refuse the board's reports. The gateway creates its registry itself.
+        return Registry(registry_dir, create=False)
     except RegistryError as exc:
         # The registry's message already names the registry ("cannot open registry X: ...").
         text = str(exc)

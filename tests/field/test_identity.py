@@ -91,6 +91,11 @@ def test_missing_registry_dir_is_a_clear_error(tmp_path: Path) -> None:
     ident = new_identity(device_id="sl-1", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
     with pytest.raises(GatewayRegistrationError, match="does not exist"):
         register_device(tmp_path / "nope", ident)
+    # an empty directory (an unmounted share) is no registry: nothing is created in it
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GatewayRegistrationError, match="no registry at"):
+        register_device(tmp_path / "empty", ident)
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_waiting_for_a_report_times_out_clearly(tmp_path: Path) -> None:
