@@ -145,9 +145,10 @@ def _refused(device_id: str, reason: str | None, message: str) -> GatewayRegistr
     """The error a technician sees when the registry (local or behind the admin API) refuses a device."""
     if reason == "conflict":
         return GatewayRegistrationError(
-            f"device {device_id} is already registered with another key (another board, or an earlier "
-            "provisioning of this one); pass --take-over to move the id to this board (the board holding the "
-            "old key is refused from then on), or pick another id", device_id=device_id,
+            f"device {device_id} is already registered with another key (another board, an earlier "
+            "provisioning of this one, or city IT added the id beforehand with `gateway devices add`); pass "
+            "--take-over to move the id to this board (a board holding the old key is refused from then on), "
+            "or pick another id", device_id=device_id,
             reason=reason)
     return GatewayRegistrationError(f"the registry refused {device_id}: {message}", device_id=device_id,
                                     reason=reason)
