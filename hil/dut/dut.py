@@ -432,25 +432,29 @@ class Dut:
         if wanted:
             self.exec(_MKDIRS_CODE.format(dirs=wanted), timeout_s=timeout_s)
 
-    def sync_files(self, files: Mapping[str, bytes], *, timeout_s: float = 60.0,
+    def sync_files(self, files: Mapping[str, bytes], *, timeout_s: float = 60.0, write_timeout_s: float | None = None,
+                   dirs_timeout_s: float | None = None,
                    on_copied: Callable[[int, int], None] | None = None) -> SyncResult:
         """Make the device hold ``files`` (device path -> content), copying only what differs.
 
         Hashes are computed on the device (SHA-256 in 512-byte chunks), compared with the
         host's, and only missing or different files are written. ``on_copied(done, to_copy)`` is
         called once the differing files are known and after each one is written (for progress).
+        ``timeout_s`` bounds the hashing exchange; ``write_timeout_s`` each write exchange (one chunk
+        of a file) and ``dirs_timeout_s`` the directory creation, both ``timeout_s`` when None: a short
+        write timeout notices a board that reset mid-copy within seconds.
         """
         wanted = {device_path(p): bytes(d) for p, d in files.items()}
         remote = self.hash_files(list(wanted), timeout_s=timeout_s)
         copied: list[str] = []
         unchanged: list[str] = []
         changed = {p: d for p, d in wanted.items() if remote.get(p) != hashlib.sha256(d).hexdigest()}
-        self.make_dirs(parent_dirs(list(changed)), timeout_s=timeout_s)
+        self.make_dirs(parent_dirs(list(changed)), timeout_s=timeout_s if dirs_timeout_s is None else dirs_timeout_s)
         if on_copied is not None:
             on_copied(0, len(changed))
         for path, data in wanted.items():
             if path in changed:
-                self.write_file(path, data, timeout_s=timeout_s)
+                self.write_file(path, data, timeout_s=timeout_s if write_timeout_s is None else write_timeout_s)
                 copied.append(path)
                 if on_copied is not None:
                     on_copied(len(copied), len(changed))

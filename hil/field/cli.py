@@ -126,8 +126,6 @@ def _flash(args: argparse.Namespace) -> int:
                 def on_step(flash_step: FlashStep) -> None:
                     if flash_step.action == "erase":
                         done.erase_started = True
-                    else:
-                        done.image_write_started = True
                     step(flash_step.describe())
 
                 execute_flash(plan, on_step=on_step)
@@ -452,7 +450,6 @@ class _FlashProgress:
     """How far ``flash`` got, for the message of an interrupted run."""
 
     erase_started: bool = False
-    image_write_started: bool = False
 
 
 def _flash_command(args: argparse.Namespace) -> str:

@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping
 from gateway.resources import firmware_dir
 from hil.dut import Dut
 from hil.dut.errors import DutError
-from hil.dut.dut import WRITE_CHUNK, SyncResult
-from hil.dut.files import device_path, parent_dirs
+from hil.dut.dut import WRITE_CHUNK
+from hil.dut.files import parent_dirs
 from hil.field.device import BOARD_CONFIG_PATH, IDENTITY_PATH, MANIFEST_PATH, device_mpy, read_text, with_retries
 from hil.field.errors import DeviceIOError, FieldError, FirmwareVerifyError
 from hil.field.mpy_build import BuiltFile, MpyVersion, build_firmware, check_compatible, mpy_cross_version
@@ -105,7 +105,10 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         with_retries(dut, lambda: _remove_partial_files(dut, files))
         # Stale modules of the other mode would shadow the new ones (.py wins over .mpy).
         with_retries(dut, lambda: _remove_other_mode(dut, files, source_only=source_only))
-        result = with_retries(dut, lambda: _sync_files(dut, files, on_copied=on_copied))
+        # each chunk gets chunk_timeout_s(), not the hashing exchange's HASH_TIMEOUT_S: a reset mid-copy
+        # stalled the copy for two minutes
+        result = with_retries(dut, lambda: dut.sync_files(
+            files, timeout_s=HASH_TIMEOUT_S, write_timeout_s=chunk_timeout_s(), dirs_timeout_s=30, on_copied=on_copied))
     except DutError as exc:
         raise DeviceIOError(f"copying the firmware to {dut.url} failed: {exc}", port=dut.url) from exc
     manifest = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
@@ -220,30 +223,6 @@ HASH_TIMEOUT_S = 120.0  # hashing every firmware file on the device in one excha
 def chunk_timeout_s(chunk_bytes: int = WRITE_CHUNK) -> float:
     """The per-chunk write timeout: proportional to the chunk (base64 grows it by 4/3), at least the floor."""
     return max(CHUNK_TIMEOUT_FLOOR_S, 4 * chunk_bytes / 3 / CHUNK_BYTES_PER_S)
-
-
-def _sync_files(dut: Dut, files: Mapping[str, bytes], *,
-                on_copied: Callable[[int, int], None] | None = None) -> SyncResult:
-    """Like :meth:`Dut.sync_files`, but each written chunk gets :func:`chunk_timeout_s`, not the
-    hashing exchange's :data:`HASH_TIMEOUT_S` (a reset mid-copy stalled the copy for two minutes)."""
-    wanted = {device_path(p): bytes(d) for p, d in files.items()}
-    remote = dut.hash_files(list(wanted), timeout_s=HASH_TIMEOUT_S)
-    changed = {p: d for p, d in wanted.items() if remote.get(p) != hashlib.sha256(d).hexdigest()}
-    dut.make_dirs(parent_dirs(list(changed)), timeout_s=30)
-    copied: list[str] = []
-    unchanged: list[str] = []
-    if on_copied is not None:
-        on_copied(0, len(changed))
-    for path, data in wanted.items():
-        if path not in changed:
-            unchanged.append(path)
-            continue
-        dut.write_file(path, data, timeout_s=chunk_timeout_s())
-        copied.append(path)
-        if on_copied is not None:
-            on_copied(len(copied), len(changed))
-    log.info("synced %s: %d copied, %d unchanged", dut.url, len(copied), len(unchanged))
-    return SyncResult(tuple(copied), tuple(unchanged))
 
 
 def write_board_config(dut: Dut, board_config: Mapping[str, Any]) -> bool:
