@@ -61,25 +61,6 @@ def registered_device(registry_dir: Path, device_id: str) -> Registered | None:
         reg.close()
 
 
-def registered_matches(registry_dir: Path, identity: Identity) -> bool | None:
-    """None: not registered; True: registered with this exact identity and key; False: differently.
-
-    Locations are compared as numbers (``52.37`` is ``52.370``).
-    """
-    reg = _open(registry_dir)
-    try:
-        rec = reg.lookup(identity.id)
-        if rec is None:
-            return None
-        same_meta = (rec.kind, rec.zone) == (identity.kind, identity.zone) and same_decimal(
-            rec.lat, identity.lat) and same_decimal(rec.lon, identity.lon)
-        return same_meta and not rec.revoked and hmac.compare_digest(reg.key(identity.id), identity.key)
-    except RegistryError as exc:
-        raise GatewayRegistrationError(f"cannot read registry {registry_dir}: {exc}", registry=str(registry_dir)) from exc
-    finally:
-        reg.close()
-
-
 def registry_problem(registry_dir: Path, identity: Identity, *, port: str) -> tuple[str, str | None]:
     """How the registry holds the board's identity: a status line, and the problem with its next step.
 

@@ -18,7 +18,7 @@ from gateway.registry import Registry
 from hil.field.check import DbWatch, wait_new_report
 from hil.field.errors import GatewayRegistrationError, IdentityFormatError, NoReportError
 from hil.field.identity import key_fingerprint, new_identity, parse_identity, parse_location
-from hil.field.registration import Registration, register_device, registered_matches, registry_problem
+from hil.field.registration import Registration, register_device, registry_problem
 
 EXAMPLES = 200 if os.environ.get("CIVICEDGE_FULL") == "1" else 25
 
@@ -110,14 +110,15 @@ def test_waiting_for_a_report_times_out_clearly(tmp_path: Path) -> None:
     assert time.monotonic() - started < 2 and err.value.details["device_id"] == "sl-1"
 
 
-def test_registered_matches_tells_missing_same_and_other(tmp_path: Path) -> None:
+def test_registry_problem_tells_missing_same_and_other(tmp_path: Path) -> None:
     Registry(tmp_path).close()
     ident = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
-    assert registered_matches(tmp_path, ident) is None
+    assert registry_problem(tmp_path, ident, port="/dev/x")[0] == "registry: NOT REGISTERED"
     register_device(tmp_path, ident)
-    assert registered_matches(tmp_path, ident) is True
+    assert registry_problem(tmp_path, ident, port="/dev/x") == ("registry: registered with this key", None)
     other_key = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
-    assert registered_matches(tmp_path, other_key) is False
+    status, problem = registry_problem(tmp_path, other_key, port="/dev/x")
+    assert status == "registry: REGISTERED WITH ANOTHER KEY" and problem is not None
 
 
 def test_registry_problem_names_the_command_that_repairs_each_case(tmp_path: Path) -> None:
