@@ -94,7 +94,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
-    admin.revoke(device_id)  # 404 unknown_device, 409 already_revoked
+    await asyncio.to_thread(admin.revoke, device_id)  # 404 unknown_device, 409 already_revoked
     logger.info("admin revoked device %s", device_id)
     return json_response({"device": device_id, "revoked": True})
 
@@ -106,7 +106,8 @@ async def rotate_key(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
-    result = dict(admin.rotate_key(device_id))  # 404 unknown_device, 409 revoked
+    # Off the event loop like enrolling: it writes and syncs a key file and the registry database.
+    result = dict(await asyncio.to_thread(admin.rotate_key, device_id))  # 404 unknown_device, 409 revoked
     logger.info("admin rotated the key of device %s", device_id)
     return json_response({"device": device_id, "rotated": True, **result})
 

@@ -73,7 +73,7 @@ def _reject_repeated(query: Any) -> None:
 async def _errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Turn WebErrors and aiohttp's own HTTP errors (404 no route, 405 wrong method, ...) into JSON bodies."""
+    """Turn WebErrors, aiohttp's own HTTP errors (404 no route, 405 wrong method, ...) and defects (500) into JSON bodies."""
     ctx: WebContext = request.app[CONTEXT_KEY]
     length = request.content_length
     if length is not None and length > ctx.max_body_bytes:
@@ -109,6 +109,14 @@ async def _errors_middleware(
                 status=exc.status, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
             )
         raise
+    except ConnectionError:
+        raise  # the client hung up: nobody to answer
+    except Exception:  # a defect: answer JSON like every other error, keep the traceback in the log
+        logger.exception("%s %s failed unexpectedly", request.method, request.path)
+        return web.json_response(
+            {"error": {"code": "internal", "message": "the request failed unexpectedly; the gateway log has the details"}},
+            status=500,
+        )
 
 
 @web.middleware

@@ -13,7 +13,7 @@ from gateway.web.errors import BadParameter
 from gateway.web.views import ReadingKey
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
-ZONE_RE = re.compile(r"^[\w .-]{1,64}$")
+ZONE_RE = re.compile(r"[A-Za-z0-9 ._-]{1,64}")  # as the registry accepts (fullmatch)
 FIELD_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 MAX_CURSOR_CHARS = 256
 MAX_RANGE_S = 366 * 86400
@@ -104,7 +104,7 @@ def parse_zone(query: Mapping[str, str], name: str = "zone") -> str | None:
     if name not in query:
         return None
     if not ZONE_RE.fullmatch(query[name]):
-        raise BadParameter(f"'{name}' must be 1..64 word characters, spaces, '.' or '-'", param=name)
+        raise BadParameter(f"'{name}' must be 1..64 of [A-Za-z0-9 ._-] (as the registry's zones)", param=name)
     return query[name]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -160,6 +161,9 @@ class RegistryAdmin:
                  retention: RetentionSettings | None = None) -> None:
         self._registry = registry
         self._retention = retention if retention is not None else RetentionSettings(policy)
+        # Writes run on worker threads (off the event loop); one at a time, so two requests for one
+        # device cannot interleave a check with the other's write.
+        self._writes = threading.Lock()
 
     def _record(self, device_id: str) -> Any:
         try:
@@ -171,12 +175,20 @@ class RegistryAdmin:
 
     def revoke(self, device_id: str) -> None:
         """Revoke; 409 when already revoked."""
+        with self._writes:
+            self._revoke(device_id)
+
+    def _revoke(self, device_id: str) -> None:
         if self._record(device_id).revoked:
             raise Conflict(f"device '{device_id}' is already revoked", code="already_revoked", param="device_id")
         self._registry.revoke(device_id)
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
         """New key written to the registry's key file; returns its path and key version (409 when revoked)."""
+        with self._writes:
+            return self._rotate_key(device_id)
+
+    def _rotate_key(self, device_id: str) -> Mapping[str, Any]:
         if self._record(device_id).revoked:
             raise Conflict(f"device '{device_id}' is revoked; its key is not rotated (provision the board under "
                            "a new id)", code="revoked", param="device_id")
@@ -187,8 +199,9 @@ class RegistryAdmin:
                replace: bool) -> Mapping[str, Any]:
         """Register (or confirm) a device; 400 for bad values, 409 when registered differently."""
         try:
-            result = self._registry.enroll(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
-                                           replace=replace)
+            with self._writes:
+                result = self._registry.enroll(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
+                                               replace=replace)
         except RegistryError as exc:
             reason = exc.reason or "registry"
             if reason in ("bad_value", "bad_key"):

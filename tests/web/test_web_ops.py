@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -94,3 +96,21 @@ async def test_healthz_does_not_repeat_a_link_the_gateway_probe_reports(fleet: F
         assert resp.status == 503
         assert body["reasons"] == ["link mqtt is down", "serial:/dev/ttyUSB0 is down",
                                    "health check failed (ZeroDivisionError)"]
+
+
+async def test_a_defect_in_a_handler_answers_a_json_500_and_logs_the_traceback(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=None, admin_token=None, clock=lambda: float(NOW))
+
+    async def broken(request: web.Request) -> web.Response:
+        raise KeyError("a defect")
+
+    app.router.add_get("/api/broken", broken)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.get("/api/broken")
+        assert resp.status == 500
+        assert resp.content_type == "application/json"
+        assert (await resp.json())["error"]["code"] == "internal"
+    failed = [r for r in caplog.records if "GET /api/broken failed unexpectedly" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None and failed[0].exc_info[0] is KeyError
