@@ -99,6 +99,9 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
         raise InvalidInputError(f"routes.{unknown[0]}", table[unknown[0]], "unknown key; allowed: " + ", ".join(ROUTES_KEYS))
     if "matrix" in table and "osrm" in table:
         raise InvalidInputError("routes.osrm", table["osrm"], "set either matrix or osrm, not both")
+    if "osrm_timeout_s" in table and "osrm" not in table:
+        raise InvalidInputError("routes.osrm_timeout_s", table["osrm_timeout_s"],
+                                "applies only with routes.osrm (set the OSRM URL, or drop the timeout)")
     num = (int, float)
     out: dict[str, Any] = {}
     if "depot" in table:

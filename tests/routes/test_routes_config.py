@@ -81,6 +81,7 @@ def test_osrm_setting() -> None:
     ({"bin_volume_l": 1e308}, "routes.bin_volume_l"),
     ({"days_to_next_round": 100_000_000}, "routes.days_to_next_round"),
     ({"osrm": "http://osrm.local:5000", "osrm_timeout_s": 1e308}, "routes.osrm_timeout_s"),
+    ({"osrm_timeout_s": 30}, "routes.osrm_timeout_s"),  # nothing to time out without osrm
     ({"colour": "green"}, "routes.colour"),
     ({"matrix": "a.csv", "osrm": "http://x"}, "routes.osrm"),
 ])
