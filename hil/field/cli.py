@@ -35,7 +35,7 @@ from hil.field.errors import (
 )
 from hil.field.ports import check_port_available
 from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
-from hil.field.firmware_copy import copy_firmware, write_board_config
+from hil.field.firmware_copy import copy_firmware, firmware_version, write_board_config
 from hil.field.identity import parse_location
 from hil.field.provision import provision_board
 from hil.field.registration import AdminApiRegistrar, registry_problem
@@ -362,7 +362,12 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
         step(f"wait for a new report of {ident.id} at the gateway")
         wait_new_report(watch, device_id=ident.id, timeout_s=timeout_s, console=_console_reader(dut))
     out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
-    return 0 if state.ok else EXIT_PROBLEM
+    if state.outdated:
+        # It runs and reports, but not this release: say why the exit code is not 0, and the way out.
+        out.print(f"problem: the board runs firmware {state.version}, not this host's release {firmware_version()}; "
+                  f"to update it run {flash_cmd}")
+        return EXIT_PROBLEM
+    return 0
 
 
 def _restart(dut: Dut, timeout_s: float) -> None:

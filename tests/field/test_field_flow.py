@@ -91,6 +91,17 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
         rc, out = await civicedge("check", "--port", port, "--gateway", url, "--timeout", "30")
         assert rc == 0 and "gateway accepted a report from sl-field-1" in out, out
 
+        # An older release that runs and reports: exit 1, saying why and how to update it.
+        manifest = (flash / "firmware.json").read_bytes()
+        older = json.loads(manifest)
+        older["version"] = "0.0.1"
+        (flash / "firmware.json").write_text(json.dumps(older))
+        rc, out = await civicedge("check", "--port", port, "--gateway", url, "--timeout", "60", timeout_s=120)
+        assert rc == 1 and "gateway accepted a report from sl-field-1" in out, out
+        assert "the board runs firmware 0.0.1, not this host's release" in out, out
+        assert "to update it run civicedge flash --firmware-only --board" in " ".join(out.split()), out
+        (flash / "firmware.json").write_bytes(manifest)
+
         # A file changed behind our back: check says which one and exits 1.
         policy = (flash / "policy.json").read_bytes()
         with (flash / "policy.json").open("a") as fh:
