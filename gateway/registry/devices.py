@@ -289,7 +289,11 @@ class Registry:
         if rec.revoked:
             raise RegistryError("device %s is revoked; provision the board under a new id" % device_id,
                                 reason="revoked", device_id=device_id)
-        if (rec.kind, rec.zone) != (kind, zone) or not same_place((rec.lat, rec.lon), (lat, lon)):
+        if rec.kind != kind:
+            raise RegistryError(
+                "device %s is registered as a %s, not a %s; one id is one board of one kind: provision this board "
+                "under a new id" % (device_id, rec.kind, kind), reason="moved", device_id=device_id)
+        if rec.zone != zone or not same_place((rec.lat, rec.lon), (lat, lon)):
             raise RegistryError(
                 "device %s is registered as %s in zone %r at %s,%s; a device cannot move: provision it under "
                 "a new id, or keep the registered zone and location" % (device_id, rec.kind, rec.zone, rec.lat,

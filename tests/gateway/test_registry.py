@@ -117,6 +117,8 @@ def test_enroll_is_idempotent_and_refuses_conflicts_moves_and_revoked_ids(tmp_pa
             with pytest.raises(RegistryError) as err:
                 reg.enroll("bin-1", key=other, replace=True, **{**where, **moved})
             assert err.value.reason == "moved"
+            # A kind change is no move: the message says what differs.
+            assert ("registered as a bin, not a streetlight" in str(err.value)) == ("kind" in moved), err.value
         reg.revoke("bin-1")
         with pytest.raises(RegistryError) as err:
             reg.enroll("bin-1", key=other, replace=True, **where)
