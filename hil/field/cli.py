@@ -75,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     prov.add_argument("--take-over", action="store_true",
                       help="take over an id the registry holds with another board's key (that board is refused "
                            "from then on)")
+    prov.add_argument("--stay-at-repl", action="store_true",
+                      help="leave the board at the MicroPython REPL (default: restart its firmware, which then "
+                           "runs with the new identity)")
     prov.add_argument("--repl-timeout", type=_seconds, default=10.0,
                       help="seconds to wait for the REPL (default: %(default)g)")
     prov.set_defaults(func=_provision)
@@ -195,12 +198,26 @@ def _provision(args: argparse.Namespace) -> int:
                 if args.board is not None:
                     step("write board config")
                     write_board_config(dut, load_board(args.board).to_device_config())
+                restarted = False
+                if not args.stay_at_repl:
+                    # A street light must not stay dark at the REPL until its watchdog resets it.
+                    step("restart the firmware")
+                    try:
+                        _restart(dut, args.repl_timeout)
+                        restarted = True
+                    except HilError as exc:
+                        log.warning("%s", exc)
             finally:
                 dut.close()
         what = "written" if result.device_changed else "already on the board (unchanged)"
         out.print(f"identity {what}; registry: {result.registration.value}")
         out.print(f"LABEL: {result.label()}")
-        out.print("next: reset the board (or civicedge check --port %s ...) and watch it report" % args.port)
+        if restarted:
+            out.print(f"firmware restarted; next: civicedge check --port {args.port} ... waits for its first "
+                      "accepted report")
+        else:
+            out.print(f"{'firmware not restarted (press RESET); ' if not args.stay_at_repl else ''}next: reset "
+                      f"the board (or civicedge check --port {args.port} ...) and watch it report")
         return 0
     return EXIT_ERROR
 

@@ -46,9 +46,14 @@ async def test_empty_board_to_first_accepted_report(tmp_path: Path, sim_availabl
         assert board.data_path is not None
         gw.serial_ports.append(board.data_path)
         gw.start()
+        before = len(board.console_log)
         rc, out = await civicedge("-vv", "provision", "--port", port, "--id", "sl-field-1", "--zone", "centre",
                                   "--location", "52.3702,4.8952", "--registry", str(gw.registry_dir))
         assert rc == 0, out
+        # It restarts the firmware, which runs with the new identity (a street light left dark at the
+        # REPL until its watchdog fires was the old behaviour).
+        assert "firmware restarted" in out, out
+        await board.wait_console("streetlight sl-field-1 running", since=before, timeout_s=30)
         identity = json.loads((flash / "identity.json").read_text())
         assert identity["id"] == "sl-field-1" and identity["kind"] == "streetlight"
         key = identity["key"]
