@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -92,7 +93,8 @@ class ReportStore:
         outbox_policy: what to do at the cap: ``drop_oldest`` (default) or ``drop_newest``.
 
     Raises:
-        StorageError: at open, reason ``open_failed``, ``in_use`` (another gateway writes it),
+        StorageError: at open, reason ``open_failed``, ``in_use`` (another gateway writes it, whether
+            through the same path or a symlink), ``hard_linked`` (the file has other names),
             ``schema_too_new`` (written by a newer gateway; left unchanged) or ``schema_unknown``;
             from :meth:`insert_batch`, reason ``file_gone`` when the file was deleted or replaced
             (see :meth:`file_problem`);
@@ -114,12 +116,16 @@ class ReportStore:
         self._encoder = outbox_encoder
         self._outbox_max = outbox_max_bytes
         self._outbox_policy = outbox_policy
+        # The file itself, through any symlink: its lock, -wal and -shm are next to it (SQLite names
+        # the -wal after the resolved path too), wherever the configured name points from.
+        real = real_store_path(self.path)
         self._lock_fd = _lock_store(self.path)
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA user_version")  # creates the file: made private before any WAL exists
-            _make_private(self.path)
+            # Before SQLite opens anything: opening a file already in WAL mode (a restored backup)
+            # creates its -wal and -shm at once, with the database file's mode.
+            _make_private(real)
+            conn = sqlite3.connect(str(real), check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed (and therefore acknowledged) report survives power loss too.
             conn.execute("PRAGMA synchronous=FULL")
@@ -141,7 +147,7 @@ class ReportStore:
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason=reason) from exc
         self._conn = conn
         self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
-        self._files = _identities(self.path)
+        self._files = _identities(real)
 
     def file_problem(self) -> str | None:
         """Say so when the database file or its ``-wal`` was deleted or replaced since the store was opened.
@@ -473,11 +479,31 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
 
 
 def _make_private(path: Path) -> None:
-    """Make the database owner-only (it holds per-device data; SQLite gives its -wal and -shm files
-    the database's mode). chmod, not an open(): closing a descriptor of the database file would drop
-    the POSIX locks SQLite holds on it in this process."""
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)
+    """Make the database and any ``-wal``/``-shm`` owner-only (they hold per-device data) before SQLite
+    opens them; a missing database is created empty, 0600.
+
+    SQLite gives the ``-wal`` and ``-shm`` it creates the database file's mode, but leaves the mode
+    of existing ones alone (left by a gateway that was killed, or by an older version), so all three
+    are tightened here. chmod, not an open() of an existing file: run before SQLite opens it, but
+    closing a descriptor of the database in this process would drop the POSIX locks SQLite holds
+    on it. Only regular files are touched (SQLite's own open says what is wrong with anything else).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+        finally:
+            os.close(fd)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+            os.chmod(p, 0o600)
 
 
 def _identities(path: Path) -> list[tuple[Path, tuple[int, int]]]:
@@ -493,13 +519,29 @@ def _identities(path: Path) -> list[tuple[Path, tuple[int, int]]]:
     return found
 
 
+def real_store_path(path: Path) -> Path:
+    """The store's file itself: ``path`` with every symlink resolved (in its directories too).
+
+    The single-writer lock, the ``-wal`` and the ``-shm`` belong next to that file: a second gateway
+    configured with a symlink to a running gateway's store took a lock of its own next to the link.
+    """
+    return Path(os.path.realpath(path))
+
+
 def _lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
+    real = real_store_path(path)
+    return real.with_name(real.name + ".lock")
+
+
+def _in_use(path: Path, holder: str) -> StorageError:
+    return StorageError("report store %s is in use by another gateway (pid %s); stop it first, or give this "
+                        "one its own [storage] path" % (path, holder or "unknown"), reason="in_use")
 
 
 def store_writer(path: Path) -> str | None:
     """The pid (as written in the lock file) of the gateway writing the store at ``path``, or None
-    when no writer holds it (for tools that must not touch a store in use)."""
+    when no writer holds it (for tools that must not touch a store in use). ``path`` may be a
+    symlink to the store; nothing is created."""
     try:
         fd = os.open(_lock_path(path), os.O_RDONLY)
     except OSError:
@@ -513,6 +555,45 @@ def store_writer(path: Path) -> str | None:
     return None
 
 
+def check_store_free(path: Path) -> None:
+    """Fail as opening a :class:`ReportStore` on ``path`` would when a gateway writes it or it is hard-linked
+    (``gateway run --check``); creates nothing.
+
+    Raises:
+        StorageError: reason ``in_use`` or ``hard_linked``.
+    """
+    _refuse_hard_links(path, real_store_path(path))
+    holder = store_writer(path)
+    if holder is not None:
+        raise _in_use(path, holder)
+
+
+def _refuse_hard_links(path: Path, real: Path) -> None:
+    """Refuse a database file that has more than one name (hard links).
+
+    Every name gets a lock, ``-wal`` and ``-shm`` of its own: a gateway started on another name
+    would not see the running one's lock, and any connection through it (a second gateway, an
+    operator's sqlite3) would miss the other name's WAL and write the database under it, damaging it.
+    A lock named after the file's (st_dev, st_ino) would keep a second gateway out but not the second
+    WAL, and would have to live in one place both names share. A hard-linked "backup" (cp -al, rsync
+    --link-dest) is no backup either: it changes with every commit. So a second name is refused.
+
+    Raises:
+        StorageError: reason ``hard_linked``.
+    """
+    try:
+        st = os.stat(real)
+    except OSError:
+        return  # absent (created by the open) or unreadable: the open says what is wrong
+    links = st.st_nlink
+    if links > 1 and stat.S_ISREG(st.st_mode):
+        shown = "%s (%s)" % (path, real) if real != Path(os.path.abspath(path)) else str(path)
+        raise StorageError("report store %s has %d names (hard links): a gateway or sqlite3 opening it under another "
+                           "name would use a lock and a -wal of its own and damage it, and a hard-linked copy is no "
+                           "backup; keep one name (find the others with: find / -xdev -samefile %s) and copy "
+                           "backups with sqlite3 .backup" % (shown, links, real), reason="hard_linked")
+
+
 def _lock_store(path: Path) -> int:
     """Take the store's single-writer lock (``<db>.lock``, held until :meth:`ReportStore.close`).
 
@@ -522,13 +603,18 @@ def _lock_store(path: Path) -> int:
     a gateway runs would defeat it (docs/gateway.md says to leave it). It is a file of its own, not
     the database: closing a descriptor of the database would drop SQLite's POSIX locks on it.
 
+    The lock is next to the file itself (symlinks resolved), and a file with several names (hard
+    links) is refused (see :func:`_refuse_hard_links`).
+
     Raises:
-        StorageError: reason ``in_use`` when another process (or store in this one) holds it.
+        StorageError: reason ``in_use`` when another process (or store in this one) holds it,
+            ``hard_linked`` when the file has other names.
     """
-    lock_path = _lock_path(path)
+    real = real_store_path(path)
+    _refuse_hard_links(path, real)
     try:
-        mkdir_private(path.parent)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        mkdir_private(real.parent)
+        fd = os.open(_lock_path(real), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc
     try:
@@ -536,8 +622,7 @@ def _lock_store(path: Path) -> int:
     except OSError:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
-        raise StorageError("report store %s is in use by another gateway (pid %s); stop it first, or give this "
-                           "one its own [storage] path" % (path, holder or "unknown"), reason="in_use") from None
+        raise _in_use(path, holder) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, b"%d\n" % os.getpid(), 0)
     return fd
