@@ -25,10 +25,17 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
                         help="gateway TOML config (default: built-in defaults)")
 
 
-def config_from(args: argparse.Namespace) -> GatewayConfig:
-    """Load ``--config`` or return the embedded defaults."""
+def config_from(args: argparse.Namespace, *, read_only: bool = False) -> GatewayConfig:
+    """Load ``--config`` or return the embedded defaults.
+
+    Args:
+        args: the parsed command line (``args.config``).
+        read_only: for a command that only reads the store or the registry (``export-log``,
+            ``devices list|show``): their paths must be readable, not writable (a backup on a
+            read-only mount). Commands that write keep the default.
+    """
     path: Path | None = getattr(args, "config", None)
-    return load_config(path) if path is not None else default_config()
+    return load_config(path, read_only=read_only) if path is not None else default_config(read_only=read_only)
 
 
 def fail(exc: GatewayError) -> int:

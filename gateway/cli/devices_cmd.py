@@ -42,9 +42,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         p.set_defaults(func=func)
 
 
-def _registry(args: argparse.Namespace, *, create: bool = False) -> Registry:
-    """Open the registry; only ``add`` creates one: elsewhere a mistyped path is an error."""
-    path = args.registry if args.registry is not None else config_from(args).registry_dir
+def _registry(args: argparse.Namespace, *, create: bool = False, read_only: bool = False) -> Registry:
+    """Open the registry; only ``add`` creates one: elsewhere a mistyped path is an error.
+
+    ``read_only`` (``list``, ``show``): the config's paths need only be readable.
+    """
+    path = args.registry if args.registry is not None else config_from(args, read_only=read_only).registry_dir
     return Registry(path, create=create)
 
 
@@ -81,7 +84,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """List devices."""
     try:
-        reg = _registry(args)
+        reg = _registry(args, read_only=True)
         records = reg.list()
     except GatewayError as exc:
         return fail(exc)
@@ -99,7 +102,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Show one device (never its key) and whether its key file is usable."""
     try:
-        reg = _registry(args)
+        reg = _registry(args, read_only=True)
         rec = reg.get(args.device_id)
         problem = reg.key_problem(args.device_id)
     except GatewayError as exc:

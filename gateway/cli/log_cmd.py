@@ -81,7 +81,7 @@ def _store_problem(db: Path) -> tuple[str, str] | None:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the chain to stdout or, atomically, to ``--output``."""
     try:
-        db = Path(args.db) if args.db is not None else config_from(args).storage.path
+        db = Path(args.db) if args.db is not None else config_from(args, read_only=True).storage.path
     except GatewayError as exc:
         return fail(exc)
     if not db.is_file():

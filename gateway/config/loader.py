@@ -3,6 +3,11 @@
 Every problem raises :class:`gateway.errors.ConfigError` with ``reason`` one of ``syntax``,
 ``unknown_key``, ``wrong_type``, ``missing``, ``bad_value``, ``bad_path`` and the dotted ``key``.
 Relative paths are resolved against the config file's directory.
+
+The paths are checked for the access the command needs: by default for ``gateway run`` and the
+commands that change the registry (writable, or creatable); with ``read_only=True`` for the
+commands that only read (``export-log``, ``devices list|show``): what exists must be readable, and
+a store or registry on a read-only mount is fine.
 """
 
 from __future__ import annotations
@@ -46,13 +51,22 @@ def default_data_dir() -> Path:
     return Path(base) / "civicedge" / "gateway"
 
 
-def default_config() -> GatewayConfig:
-    """Return the embedded defaults: SQLite under the data dir, no links, no upstream."""
-    return parse_config({}, source=None)
+def default_config(*, read_only: bool = False) -> GatewayConfig:
+    """Return the embedded defaults: SQLite under the data dir, no links, no upstream.
+
+    Args:
+        read_only: check the paths for a command that only reads them (see the module docstring).
+    """
+    return parse_config({}, source=None, read_only=read_only)
 
 
-def load_config(path: Path) -> GatewayConfig:
+def load_config(path: Path, *, read_only: bool = False) -> GatewayConfig:
     """Read and validate a TOML config file.
+
+    Args:
+        path: the TOML file.
+        read_only: check the paths for a command that only reads them (``export-log``, ``devices
+            list``): existing ones must be readable, not writable (see the module docstring).
 
     Raises:
         ConfigError: with a specific reason and key (see module docstring).
@@ -67,7 +81,7 @@ def load_config(path: Path) -> GatewayConfig:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("%s is not valid TOML: %s" % (path, exc), reason="syntax", key="", path=path) from exc
-    return parse_config(data, source=path)
+    return parse_config(data, source=path, read_only=read_only)
 
 
 class _Section:
@@ -161,13 +175,18 @@ def _existing(sec: _Section, key: str, path: Path) -> Path:
             raise sec.error(key, "%s: cannot look up %s: %s" % (key, probe, exc.strerror), "bad_path") from exc
 
 
-def _check_dir(sec: _Section, key: str, path: Path, *, owned: bool = False) -> None:
+def _check_dir(sec: _Section, key: str, path: Path, *, owned: bool = False, read_only: bool = False) -> None:
     """Check a directory run creates if absent and writes in, creating nothing.
 
     It must be a writable directory, or be creatable in its nearest existing ancestor; with
-    ``owned``, an existing one must belong to this user (run makes it 0700).
+    ``owned``, an existing one must belong to this user (run makes it 0700; a reader does not care,
+    so ``read_only`` skips it). With ``read_only``
+    (a command that only reads), an existing one must be a readable directory and a missing one
+    passes: the command says what it did not find.
     """
     probe = _existing(sec, key, path)
+    if read_only and probe != path:
+        return
 
     def refuse(problem: str) -> ConfigError:
         what = "%s %s" % (path, problem) if probe == path else "%s cannot be created (%s %s)" % (path, probe, problem)
@@ -175,30 +194,45 @@ def _check_dir(sec: _Section, key: str, path: Path, *, owned: bool = False) -> N
 
     if not probe.is_dir():
         raise refuse("is not a directory")
-    if not os.access(probe, os.R_OK | os.W_OK | os.X_OK if probe == path else os.W_OK | os.X_OK):
+    if read_only:
+        if not os.access(probe, os.R_OK | os.X_OK):
+            raise refuse("is not readable by this user")
+    elif not os.access(probe, os.R_OK | os.W_OK | os.X_OK if probe == path else os.W_OK | os.X_OK):
         raise refuse("is not writable by this user")
     fs = _fs_type(probe)
     if fs in _PSEUDO_FS:
         raise refuse("is on the kernel's %s file system, which holds no files" % fs)
-    if owned and probe == path and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
+    if owned and not read_only and probe == path and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
         raise refuse("belongs to another user (the gateway makes it 0700)")
 
 
-def _check_file(sec: _Section, key: str, path: Path, *, owned: bool = False) -> None:
-    """Check a file run opens for reading and writing, creating it (and its directory) if absent."""
-    _check_dir(sec, key, path.parent)
+def _check_file(sec: _Section, key: str, path: Path, *, owned: bool = False, read_only: bool = False) -> None:
+    """Check a file run opens for reading and writing, creating it (and its directory) if absent.
+
+    With ``read_only``, an existing one must be readable (see :func:`_check_dir`).
+    """
+    _check_dir(sec, key, path.parent, read_only=read_only)
     if _existing(sec, key, path) != path:
         return
     if not path.is_file():
         raise sec.error(key, "%s: %s is not a regular file" % (key, path), "bad_path")
-    if not os.access(path, os.R_OK | os.W_OK):
+    if read_only:
+        if not os.access(path, os.R_OK):
+            raise sec.error(key, "%s: %s is not readable by this user" % (key, path), "bad_path")
+    elif not os.access(path, os.R_OK | os.W_OK):
         raise sec.error(key, "%s: %s is not readable and writable by this user" % (key, path), "bad_path")
-    if owned and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
+    if owned and not read_only and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
         raise sec.error(key, "%s: %s belongs to another user (the gateway makes it 0600)" % (key, path), "bad_path")
 
 
-def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
-    """Validate parsed TOML ``data`` into a :class:`GatewayConfig`."""
+def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool = False) -> GatewayConfig:
+    """Validate parsed TOML ``data`` into a :class:`GatewayConfig`.
+
+    Args:
+        data: the parsed TOML.
+        source: the config file (relative paths are relative to its directory), None for defaults.
+        read_only: check the paths for a command that only reads them (see the module docstring).
+    """
     base = source.resolve().parent if source is not None else Path.cwd()
     top = _Section(data, "config", source, _SECTIONS)
 
@@ -208,18 +242,20 @@ def parse_config(data: dict[str, Any], *, source: Path | None) -> GatewayConfig:
     if not _ID.match(gw_id):
         raise gw.error("gateway.id", "gateway.id %r must be 1..64 chars of [A-Za-z0-9._-]" % gw_id, "bad_value")
     data_dir = gw.path("data_dir", default_data_dir() if source is None else base / "data", base)
-    _check_dir(gw, "gateway.data_dir", data_dir)
+    _check_dir(gw, "gateway.data_dir", data_dir, read_only=read_only)
 
     reg = _Section(top.data.get("registry", {}), "registry", source, ("path",))
     registry_dir = reg.path("path", data_dir / "registry", base)
-    _check_dir(reg, "registry.path", registry_dir, owned=True)
+    _check_dir(reg, "registry.path", registry_dir, owned=True, read_only=read_only)
     if registry_dir.is_dir():  # what Registry() opens and chmods in it
-        _check_dir(reg, "registry.path", registry_dir / "keys", owned=True)
-        _check_file(reg, "registry.path", registry_dir / "devices.sqlite", owned=True)
+        _check_dir(reg, "registry.path", registry_dir / "keys", owned=True, read_only=read_only)
+        _check_file(reg, "registry.path", registry_dir / "devices.sqlite", owned=True, read_only=read_only)
 
     st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max", "max_in_flight"))
     db_path = st.path("path", data_dir / "reports.sqlite", base)
-    _check_file(st, "storage.path", db_path)  # its directory also holds the -wal, -shm and .lock files
+    # its directory also holds the -wal, -shm and .lock files (a reader of a store on a read-only mount
+    # opens it immutable, gateway.storage.sqlite_uri)
+    _check_file(st, "storage.path", db_path, read_only=read_only)
     storage = StorageConfig(path=db_path, batch_ms=st.number("batch_ms", int, 50, 1, 10_000),
                             batch_max=st.number("batch_max", int, 200, 1, 10_000),
                             max_in_flight=st.number("max_in_flight", int, 5000, 10, 1_000_000))
