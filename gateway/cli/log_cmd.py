@@ -36,6 +36,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ver.add_argument("--expect-head", type=_chain_hash, metavar="HEX",
                      help="fail unless the log ends at this hash (as printed by export-log or verify-log)")
     ver.add_argument("--expect-count", type=_count, metavar="N", help="fail unless the log holds exactly N entries")
+    ver.add_argument("--allow-empty", action="store_true",
+                     help="accept an empty log (what export-log writes for a store with no reports); without it, "
+                          "or --expect-count 0, empty input is an error: a failed export upstream of a pipe")
     ver.set_defaults(func=cmd_verify)
 
 
@@ -156,6 +159,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except ProvenanceError as exc:
         print("BROKEN at line %d (%s): %s" % (exc.line, exc.reason, exc))
         return EXIT_ERROR
+    if summary.count == 0 and not args.allow_empty and args.expect_count != 0:
+        # `export-log ... | verify-log -` printed OK for the nothing a failed export wrote.
+        return _error("empty", "no log entries to verify: the input is empty (did the export fail?); the log of "
+                               "a store without reports is empty too: pass --allow-empty (or --expect-count 0)")
     mismatch = _mismatch(summary, args)
     if mismatch is not None:
         print("MISMATCH: %s" % mismatch)
