@@ -13,6 +13,7 @@ from typing import IO, Iterator
 
 from gateway.config import GatewayConfig, default_config, load_config
 from gateway.errors import GatewayError
+from gateway.storage.store import check_store_free
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -25,7 +26,7 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
                         help="gateway TOML config (default: built-in defaults)")
 
 
-def config_from(args: argparse.Namespace, *, read_only: bool = False) -> GatewayConfig:
+def config_from(args: argparse.Namespace, *, read_only: bool = False, store_free: bool = False) -> GatewayConfig:
     """Load ``--config`` or return the embedded defaults.
 
     Args:
@@ -33,9 +34,18 @@ def config_from(args: argparse.Namespace, *, read_only: bool = False) -> Gateway
         read_only: for a command that only reads the store or the registry (``export-log``,
             ``devices list|show``): their paths must be readable, not writable (a backup on a
             read-only mount). Commands that write keep the default.
+        store_free: also refuse, as opening the store would, a store another gateway is writing or
+            one with hard links (``gateway run`` and ``run --check``; nothing is created).
+
+    Raises:
+        ConfigError: the config is invalid.
+        StorageError: with ``store_free``, reason ``in_use`` or ``hard_linked``.
     """
     path: Path | None = getattr(args, "config", None)
-    return load_config(path, read_only=read_only) if path is not None else default_config(read_only=read_only)
+    config = load_config(path, read_only=read_only) if path is not None else default_config(read_only=read_only)
+    if store_free:
+        check_store_free(config.storage.path)
+    return config
 
 
 def fail(exc: GatewayError) -> int:

@@ -72,9 +72,13 @@ def write_example(path: Path, *, force: bool = False) -> None:
     """Write the commented example config to ``path``.
 
     Raises:
-        ConfigError: reason ``bad_path`` if the file exists (and not ``force``) or cannot be written.
+        ConfigError: reason ``bad_path`` if ``path`` is a directory, the file exists (and not ``force``)
+            or cannot be written.
     """
     path = Path(path)
+    if path.is_dir():  # with --force too: the write would only fail "Is a directory"
+        raise ConfigError("%s is a directory; give the config file's name, e.g. %s" % (path, path / "gateway.toml"),
+                          reason="bad_path", key="", path=path)
     if path.exists() and not force:
         raise ConfigError("%s already exists (use --force to overwrite)" % path, reason="bad_path", key="", path=path)
     try:

@@ -12,6 +12,7 @@ a store or registry on a read-only mount is fine.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -132,7 +133,12 @@ class _Section:
 
     def path(self, key: str, default: Path, base: Path) -> Path:
         value = self.get(key, str, None)
-        return default if value is None else (base / Path(value).expanduser())
+        if value is None:
+            return default
+        if not value.strip():  # Path("") is ".": an empty data_dir put the store next to the config
+            raise self.error("%s.%s" % (self.name, key), "%s.%s must not be empty (leave the key out for the default,"
+                             " or write \".\" for the config file's own directory)" % (self.name, key), "bad_value")
+        return base / Path(value).expanduser()
 
 
 # Kernel file systems where no ordinary file can be created whatever the modes say (root passes every
@@ -225,6 +231,29 @@ def _check_file(sec: _Section, key: str, path: Path, *, owned: bool = False, rea
         raise sec.error(key, "%s: %s belongs to another user (the gateway makes it 0600)" % (key, path), "bad_path")
 
 
+def _check_sections(data: dict[str, Any], source: Path | None) -> None:
+    """Refuse a top-level table or key that is no section of the config, suggesting a close section name."""
+    for name, value in data.items():
+        if name in _SECTIONS:
+            continue
+        where = "%s: " % source if source else ""
+        tables = isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+        if isinstance(value, dict) or tables:
+            near = difflib.get_close_matches(name, _SECTIONS, n=1, cutoff=0.6)
+            hint = ("did you mean %s?" % _section_header(near[0]) if near
+                    else "sections: %s" % ", ".join(_section_header(n) for n in _SECTIONS))
+            shown = "[[%s]]" % name if tables else "[%s]" % name
+            message = "unknown section %s (%s)" % (shown, hint)
+        else:
+            message = ("key %r is outside any section; keys belong in a section such as [gateway] (sections: %s)"
+                       % (name, ", ".join(_section_header(n) for n in _SECTIONS)))
+        raise ConfigError(where + message, reason="unknown_key", key=name, path=source)
+
+
+def _section_header(name: str) -> str:
+    return "[[%s]]" % name if name == "serial" else "[%s]" % name
+
+
 def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool = False) -> GatewayConfig:
     """Validate parsed TOML ``data`` into a :class:`GatewayConfig`.
 
@@ -234,6 +263,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
         read_only: check the paths for a command that only reads them (see the module docstring).
     """
     base = source.resolve().parent if source is not None else Path.cwd()
+    _check_sections(data, source)
     top = _Section(data, "config", source, _SECTIONS)
 
     gw = _Section(top.data.get("gateway", {}), "gateway", source, ("id", "data_dir", "ack_gap_hold_s"))
@@ -369,6 +399,9 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
     enabled = sec.get("enabled", bool, True)
     token_file = sec.get("admin_token_file", str)
     token_path = None
+    if token_file is not None and not token_file.strip():
+        raise sec.error("http.admin_token_file", "http.admin_token_file must not be empty (leave the key out for no"
+                        " admin endpoints)", "bad_value")
     if token_file is not None:
         token_path = base / Path(token_file).expanduser()
         try:

@@ -22,7 +22,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ("text", "reason", "key"),
     [
         ("[gateway]\nid = \"g\"\ncolour = 1\n", "unknown_key", "gateway.colour"),
-        ("[nonsense]\n", "unknown_key", "config.nonsense"),
+        ("[nonsense]\n", "unknown_key", "nonsense"),
         ("[mqtt]\nhost = \"h\"\nport = \"1883\"\n", "wrong_type", "mqtt.port"),
         ("[ble]\nenabled = 1\n", "wrong_type", "ble.enabled"),
         ("[storage]\nbatch_ms = true\n", "wrong_type", "storage.batch_ms"),
