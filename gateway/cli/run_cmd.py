@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Validate the config, then run the gateway until SIGTERM, SIGINT or SIGHUP (clean drain)."""
     _apply_verbosity(args)
     try:
-        config = config_from(args)
+        config = config_from(args, store_free=True)  # --check also says when another gateway holds the store
     except GatewayError as exc:
         return fail(exc)
     if args.check:
