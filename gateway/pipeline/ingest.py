@@ -40,6 +40,8 @@ MAX_IN_FLIGHT = 5000
 # forgotten, highest first, and known again when the device re-sends them.
 ABOVE_MAX = 2 * REPLAY_WINDOW
 OVERLOAD_LOG_EVERY_S = 10.0
+# While the broker is down and the outbox at its cap every commit drops: one warning per minute, with the count.
+OUTBOX_DROP_LOG_EVERY_S = 60.0
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
 
@@ -190,6 +192,8 @@ class IngestService:
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, monotonic)
+        self._drop_log = LogLimiter(OUTBOX_DROP_LOG_EVERY_S, monotonic)
+        self._dropped_unlogged = 0  # outbox messages dropped at the cap since the last warning about it
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -516,6 +520,17 @@ class IngestService:
             log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
                       more_since(more, "failed commit(s)"))
 
+    def _outbox_dropped(self, n: int) -> None:
+        """Warn about upstream messages dropped at the outbox cap, at most once per interval, with the count."""
+        self._dropped_unlogged += n
+        more = self._drop_log.allow()
+        if more is None:
+            return
+        log.warning("MQTT outbox at its cap ([mqtt] outbox_max_bytes): dropped %d message(s)%s; the reports stay "
+                    "stored, only their upstream copies are lost", self._dropped_unlogged,
+                    " in %d commit(s) since the last such line" % (more + 1) if more else "")
+        self._dropped_unlogged = 0
+
     async def _commit(self, batch: list[_Queued]) -> None:
         records = [r for r, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -572,5 +587,6 @@ class IngestService:
         self._metrics.duplicates.inc(len(result.duplicates))
         if result.outbox_dropped:
             self._metrics.outbox_dropped.inc(result.outbox_dropped)
+            self._outbox_dropped(result.outbox_dropped)
         self._metrics.outbox_depth.set(self.store.outbox_depth)
         self.stored.set()

@@ -352,8 +352,8 @@ class ReportStore:
                 "INSERT INTO counters (name, value) VALUES ('outbox_dropped', ?)"
                 " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (dropped,),
             )
-            log.warning("outbox at its cap of %d bytes: dropped %d message(s) (%s)", self._outbox_max, dropped,
-                        self._outbox_policy)
+            log.debug("outbox at its cap of %d bytes: dropped %d message(s) (%s)", self._outbox_max, dropped,
+                      self._outbox_policy)
         return dropped, total, count
 
     def outbox_peek(self, limit: int) -> list[OutboxMessage]:

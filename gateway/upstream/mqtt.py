@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 import aiomqtt
 
@@ -31,6 +31,10 @@ BACKOFF_MAX_S = 15.0
 # At most one outage warning per this interval (a flapping broker is not one warning per reconnect);
 # an outage that outlasts it is warned about even if its start was not.
 OUTAGE_WARN_INTERVAL_S = 60.0
+# aiomqtt warns ("There are N pending publish calls.") for each call above its threshold (10 by default):
+# a whole chunk in flight is the designed concurrency, not a sign of trouble, so the threshold is the chunk.
+PENDING_CALLS_WARN_ABOVE = DRAIN_CHUNK
+IDLE_POLL_S = 1.0
 
 
 def topic_for(prefix: str, gateway_id: str, rec: ReportRecord) -> str:
@@ -90,8 +94,12 @@ class MqttUpstream:
         self._metrics.link_state.labels("mqtt").set(0)
         while True:
             try:
-                async with aiomqtt.Client(self._config.host, self._config.port, identifier=self._client_id,
-                                          keepalive=self._config.keepalive_s, timeout=PUBLISH_TIMEOUT_S) as client:
+                # paho's keepalive (PINGREQ when idle, connection dropped when unanswered) finds a broker that
+                # went silent; a closed socket is seen at once. Either way aiomqtt ends its messages iterator.
+                client = aiomqtt.Client(self._config.host, self._config.port, identifier=self._client_id,
+                                        keepalive=self._config.keepalive_s, timeout=PUBLISH_TIMEOUT_S)
+                client.pending_calls_threshold = PENDING_CALLS_WARN_ABOVE
+                async with client:
                     self.connected = True
                     self._metrics.link_state.labels("mqtt").set(1)
                     self._log_connected()
@@ -163,18 +171,66 @@ class MqttUpstream:
         self._down_since, self._down_warned = None, False
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
-        while True:
-            self._stored.clear()
-            msgs = await self._peek()
-            if not msgs:
-                try:
-                    await asyncio.wait_for(self._stored.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            # paho sends in call order; all of a chunk must be PUBACKed before it leaves the outbox.
-            await asyncio.wait_for(
-                asyncio.gather(*(client.publish(m.topic, m.payload, qos=1) for m in msgs)), PUBLISH_TIMEOUT_S)
-            await self._run(self._store.outbox_delete, [m.id for m in msgs])  # type: ignore[misc]
-            self._metrics.mqtt_published.inc(len(msgs))
-            self._metrics.outbox_depth.set(self._store.outbox_depth)
+        """Publish the outbox in chunks, wait for more; raise :class:`aiomqtt.MqttError` once the connection
+        is lost, also while idle (it used to be noticed only at the next publish), and
+        :class:`asyncio.TimeoutError` when a chunk is not acknowledged within :data:`PUBLISH_TIMEOUT_S`."""
+        lost = asyncio.ensure_future(self._until_lost(client))
+        try:
+            while True:
+                self._stored.clear()
+                msgs = await self._peek()
+                if not msgs:
+                    await self._unless_lost(self._stored.wait(), lost, IDLE_POLL_S)
+                    continue
+                # paho sends in call order; all of a chunk must be PUBACKed before it leaves the outbox.
+                chunk = asyncio.gather(*(client.publish(m.topic, m.payload, qos=1) for m in msgs))
+                if not await self._unless_lost(chunk, lost, PUBLISH_TIMEOUT_S):
+                    raise asyncio.TimeoutError("no PUBACK for %d message(s) within %.0f s" % (len(msgs),
+                                                                                          PUBLISH_TIMEOUT_S))
+                await self._run(self._store.outbox_delete, [m.id for m in msgs])  # type: ignore[misc]
+                self._metrics.mqtt_published.inc(len(msgs))
+                self._metrics.outbox_depth.set(self._store.outbox_depth)
+        finally:
+            lost.cancel()
+            await asyncio.gather(lost, return_exceptions=True)
+
+    @staticmethod
+    async def _until_lost(client: aiomqtt.Client) -> None:
+        """Never return; raise :class:`aiomqtt.MqttError` when the connection is lost.
+
+        The gateway subscribes to nothing, so the messages iterator yields nothing: it only ends, with
+        the error, when aiomqtt learns of a disconnect (its public way to tell one).
+        """
+        try:
+            async for _ in client.messages:
+                pass
+        except aiomqtt.MqttError as exc:
+            # say why (connection closed by the broker, keepalive unanswered, ...), not just "disconnected"
+            raise aiomqtt.MqttError(str(exc.__cause__ or exc)) from exc
+        raise aiomqtt.MqttError("disconnected")
+
+    @staticmethod
+    async def _unless_lost(aw: Awaitable[object], lost: "asyncio.Future[None]", timeout_s: float) -> bool:
+        """Await ``aw`` for up to ``timeout_s`` unless the connection is lost first.
+
+        Returns:
+            True when ``aw`` completed, False on the timeout (``aw`` is then cancelled).
+
+        Raises:
+            aiomqtt.MqttError: the connection was lost (``aw`` is cancelled).
+            Exception: whatever ``aw`` raised.
+        """
+        task = asyncio.ensure_future(aw)
+        try:
+            done, _ = await asyncio.wait((task, lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task in done and task.exception() is None:
+            return True  # done (a chunk PUBACKed just before a loss still leaves the outbox)
+        if lost in done:
+            lost.result()
+        if task in done:
+            task.result()
+        return False
