@@ -533,9 +533,15 @@ def _lock_path(path: Path) -> Path:
     return real.with_name(real.name + ".lock")
 
 
+def _shown(path: Path, real: Path) -> str:
+    """``path`` for messages, with the file it names when that is elsewhere (a symlink)."""
+    return str(path) if real == Path(os.path.abspath(path)) else "%s (%s)" % (path, real)
+
+
 def _in_use(path: Path, holder: str) -> StorageError:
     return StorageError("report store %s is in use by another gateway (pid %s); stop it first, or give this "
-                        "one its own [storage] path" % (path, holder or "unknown"), reason="in_use")
+                        "one its own [storage] path" % (_shown(path, real_store_path(path)), holder or "unknown"),
+                        reason="in_use")
 
 
 def store_writer(path: Path) -> str | None:
@@ -587,11 +593,10 @@ def _refuse_hard_links(path: Path, real: Path) -> None:
         return  # absent (created by the open) or unreadable: the open says what is wrong
     links = st.st_nlink
     if links > 1 and stat.S_ISREG(st.st_mode):
-        shown = "%s (%s)" % (path, real) if real != Path(os.path.abspath(path)) else str(path)
         raise StorageError("report store %s has %d names (hard links): a gateway or sqlite3 opening it under another "
                            "name would use a lock and a -wal of its own and damage it, and a hard-linked copy is no "
                            "backup; keep one name (find the others with: find / -xdev -samefile %s) and copy "
-                           "backups with sqlite3 .backup" % (shown, links, real), reason="hard_linked")
+                           "backups with sqlite3 .backup" % (_shown(path, real), links, real), reason="hard_linked")
 
 
 def _lock_store(path: Path) -> int:
