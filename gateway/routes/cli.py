@@ -91,7 +91,7 @@ def _data_source(args: argparse.Namespace) -> GatewayBinSource:
         from gateway.config import load_config
 
         try:
-            cfg = load_config(args.config)
+            cfg = load_config(args.config, read_only=True)  # planning only reads the store and registry
         except ConfigError as exc:
             raise BinDataError(str(args.config), str(exc)) from exc
         return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)

@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -214,3 +215,20 @@ def test_console_script_end_to_end(city: CityData, tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "hil.cli.main", "routes", "plan", "--depot", "x"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid depot" in bad.stderr
+
+
+def test_planning_from_a_config_reads_a_data_directory_it_cannot_write(
+        city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on a read-only mount: root passes access(W_OK), so an ordinary user's answer is emulated.
+    real_access = os.access
+
+    def access(p: "str | os.PathLike[str]", mode: int, **kw: object) -> bool:
+        inside = Path(p) == city.root or city.root in Path(p).parents
+        return real_access(p, mode) and not (inside and mode & os.W_OK)
+
+    monkeypatch.setattr(os, "access", access)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\ndepot = "{DEPOT}"\n')
+    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
+    assert code == 0, err
+    assert json.loads(out)["routes"]
