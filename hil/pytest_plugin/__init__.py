@@ -2,7 +2,12 @@
 
 Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port SELECTOR``
 (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``usb:<serial>``, ``mac:<addr>``),
-``--hil-qemu-image RELEASE.bin``, ``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-sim-speed X``.
+``--hil-data-port PORT`` (serial backend: the board's data UART), ``--hil-qemu-image RELEASE.bin``,
+``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-sim-speed X``.
+A prerequisite the user asked for (``--hil-backend serial`` without ``--hil-port``, ``qemu`` without an
+existing ``--hil-qemu-image``) is a usage error at configure time; the sim backend's Node runtime
+missing errors the tests that need a board. Only hardware that cannot exist here (no Espressif QEMU
+on PATH) makes tests skip.
 Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=)`` choose what the
 fixtures bring up (docs/hil.md).
 
@@ -57,6 +62,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hil-port", default=None,
                     help="serial backend: port or URL (/dev/ttyUSB0, rfc2217://host:4000) or stable identity "
                          "(usb:<serial number>, mac:<chip MAC>)")
+    group.addoption("--hil-data-port", default=None, metavar="PORT",
+                    help="serial backend: the board's data UART the gateway reads (/dev/ttyUSB1, "
+                         "usb:<serial number> of a second USB-serial adapter; for a virtual board the data pty "
+                         "`civicedge sim up` prints)")
     group.addoption("--hil-qemu-image", default=None,
                     help="qemu backend: MicroPython release image for the board's chip (ESP32_GENERIC-*.bin)")
     group.addoption("--hil-lease-dir", default=None,
@@ -89,7 +98,40 @@ def pytest_configure(config: pytest.Config) -> None:
             settings.board()
         except BoardError as exc:
             raise pytest.UsageError(f"--hil-board {settings.board_name}: {exc}") from exc
+    check_prerequisites(settings)
     config.stash[settings_key] = settings
+
+
+def check_prerequisites(settings: HilSettings) -> None:
+    """Refuse, as a usage error, a backend chosen without what it needs or a mistyped path.
+
+    These are choices the user made; skipping every test instead would let CI go green having
+    tested nothing. (Hardware that cannot exist here, e.g. no Espressif QEMU on PATH, still skips.)
+
+    Raises:
+        pytest.UsageError: ``serial`` without ``--hil-port``, ``qemu`` without an existing
+            ``--hil-qemu-image``, ``--hil-data-port`` with another backend than ``serial``.
+    """
+    if settings.backend == "serial" and not settings.port:
+        raise pytest.UsageError("--hil-backend serial needs --hil-port (a port such as /dev/ttyUSB0, "
+                                "rfc2217://host:port, usb:<USB serial number> or mac:<chip MAC>)")
+    if settings.data_port is not None:
+        if settings.backend != "serial":
+            raise pytest.UsageError(f"--hil-data-port is for --hil-backend serial (the {settings.backend} backend "
+                                    "wires the data link itself)")
+        from hil.backends.errors import BackendError
+        from hil.backends.serial.driver import parse_data_port
+
+        try:
+            parse_data_port(settings.data_port)
+        except BackendError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+    if settings.backend == "qemu":
+        if settings.qemu_image is None:
+            raise pytest.UsageError("--hil-backend qemu needs --hil-qemu-image (a MicroPython release image, e.g. "
+                                    "ESP32_GENERIC-v1.27.0.bin from micropython.org/download)")
+        if not settings.qemu_image.is_file():
+            raise pytest.UsageError(f"--hil-qemu-image {settings.qemu_image}: no such file")
 
 
 def required_capabilities(item: pytest.Item) -> list[str]:

@@ -1,8 +1,10 @@
 """Fixtures of the HIL plugin: boards brought to "reporting", a fleet, a gateway, the radio.
 
 Which backend runs the boards is a command-line choice (``--hil-backend``); tests are written
-once. When the backend's machinery is missing here (no Espressif QEMU, no release image, no
-board on the port), the fixtures SKIP the test with the reason.
+once. Hardware that cannot exist here (no Espressif QEMU on PATH) makes the fixtures SKIP the test
+with the reason; a prerequisite the user chose and that is missing (the sim backend's Node runtime,
+installed by scripts/setup; a gateway with no data link to the board) makes them ERROR at once.
+Missing options (``--hil-port``, ``--hil-qemu-image``) are usage errors at configure time.
 """
 
 from __future__ import annotations
@@ -55,13 +57,19 @@ class Fleet:
 
 def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
                 request: pytest.FixtureRequest) -> BoardDriver:
-    """The driver of the session's backend; SKIPS the test when the backend cannot run here."""
+    """The driver of the session's backend.
+
+    SKIPS the test when Espressif QEMU is not on PATH (hardware that cannot exist here); FAILS it
+    (an error at setup) when the sim backend's runtime is missing: scripts/setup installs it, so
+    its absence is a broken install that must not turn CI green.
+    """
     if settings.backend == "sim":
         from hil.backends.sim_driver import SimDriver, simulator_unavailable_reason
 
         reason = simulator_unavailable_reason()
         if reason is not None:
-            pytest.skip(f"sim backend unavailable: {reason}")
+            pytest.fail(f"sim backend unavailable: {reason} (scripts/setup installs Node and the simulator; "
+                        "or choose --hil-backend qemu|serial)", pytrace=False)
         # Boards whose only link is BLE report over the virtual radio.
         ble_only = any(d.ble is not None and d.uart is None for d in definitions)
         speed, seed = sim_marker_options(request.node)
@@ -74,15 +82,16 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
         qemu = QemuDriver(release_image=settings.qemu_image)
         try:
             qemu.check_available(definition.chip)
-        except (QemuNotFoundError, BackendError) as exc:
+        except QemuNotFoundError as exc:
             pytest.skip(f"qemu backend unavailable: {exc}")
+        except BackendError as exc:
+            pytest.fail(f"qemu backend: {exc}", pytrace=False)
         return qemu
     from hil.backends.serial.driver import SerialDriver
 
-    if not settings.port:
-        pytest.skip("serial backend: no board given (--hil-port /dev/ttyUSB0 | rfc2217://host:port | usb:SERIAL | "
-                    "mac:ADDR)")
-    return SerialDriver(selector=settings.port, lease_dir=settings.lease_dir, lease_wait_s=settings.lease_wait_s)
+    # --hil-port is checked at configure time (pytest_configure): a usage error, never a skip.
+    return SerialDriver(selector=settings.port, lease_dir=settings.lease_dir, lease_wait_s=settings.lease_wait_s,
+                        data_port=settings.data_port)
 
 
 def _board_name(request: pytest.FixtureRequest) -> str | None:
@@ -186,6 +195,9 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         boards.append(request.getfixturevalue("hil_board"))
     if "hil_fleet" in request.fixturenames:
         boards.extend(request.getfixturevalue("hil_fleet").boards)
+    unreachable = [b for b in boards if b.data_url is None and not b.ble_address]
+    if unreachable:
+        pytest.fail(no_data_link_message(unreachable), pytrace=False)
     needs_radio = any(b.data_url is None and b.ble_address for b in boards)
     radio_url: str | None = request.getfixturevalue("hil_radio").url if needs_radio else None
     gateway = gateway_for(boards, workdir=tmp_path_factory.mktemp("hil-gateway"), radio_url=radio_url)
@@ -194,6 +206,21 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         yield gateway
     finally:
         gateway.stop()
+
+
+def no_data_link_message(boards: list[BoardHandle]) -> str:
+    """Why ``hil_gateway`` cannot receive reports from ``boards`` (no UART data link, no radio)."""
+    names = ", ".join(f"{b.device_id} ({b.definition.name}, {b.backend})" for b in boards)
+    board = boards[0]
+    if board.backend == "serial" and board.definition.uart is not None:
+        how = ("give the board's data UART with --hil-data-port PORT (e.g. /dev/ttyUSB1 or usb:<serial number> "
+               "of a second USB-serial adapter; for a virtual board, the data pty `civicedge sim up` prints)")
+    elif board.definition.uart is None:
+        how = (f"board {board.definition.name!r} has no UART data link and its BLE is reached only on the "
+               "sim backend's virtual radio")
+    else:
+        how = "the backend gave the board no data link"
+    return f"hil_gateway: no data link to {names}, so no report can arrive: {how}"
 
 
 __all__ = ["Fleet", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",

@@ -23,6 +23,7 @@ class HilSettings:
         backend: ``sim``, ``qemu`` or ``serial``.
         board_name: ``--hil-board`` (None: the default board, or none at all for ``serial``).
         port: ``--hil-port`` selector (serial backend).
+        data_port: ``--hil-data-port``: the board's data UART (serial backend), or None.
         qemu_image: ``--hil-qemu-image`` (qemu backend).
         lease_dir: directory of board leases (serial backend).
         lease_wait_s: how long to wait for a board held by another run.
@@ -36,6 +37,7 @@ class HilSettings:
     lease_dir: Path
     lease_wait_s: float = 30.0
     sim_speed: float | None = 1.0
+    data_port: str | None = None
     _manifest: CapabilityManifest | None = field(default=None, repr=False)
     _boards: dict[str, BoardDefinition] = field(default_factory=dict, repr=False)
 
@@ -52,6 +54,7 @@ class HilSettings:
             lease_dir=Path(lease_dir) if lease_dir else default_lease_dir(),
             lease_wait_s=float(config.getoption("--hil-lease-wait", default=30.0) or 0.0),
             sim_speed=float(config.getoption("--hil-sim-speed", default=1.0) or 0.0),
+            data_port=config.getoption("--hil-data-port", default=None) or None,
         )
 
     def board(self, name: str | None = None) -> BoardDefinition:

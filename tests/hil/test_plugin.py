@@ -18,6 +18,18 @@ pytestmark = pytest.mark.timeout(120)
 def _quiet_ini(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
 
+def backend_args(pytester: pytest.Pytester, backend: str) -> list[str]:
+    """``--hil-backend`` plus the options that backend requires (else a usage error): a release image
+    file for qemu (tests that boot nothing only need it to exist), a port selector for serial."""
+    if backend == "qemu":
+        image = pytester.path / "release.bin"
+        image.write_bytes(b"\xff" * 16)
+        return ["--hil-backend", "qemu", "--hil-qemu-image", str(image)]
+    if backend == "serial":
+        return ["--hil-backend", "serial", "--hil-port", "usb:NOT-PLUGGED"]
+    return ["--hil-backend", backend]
+
+
 CAPS_TESTS = """
 import pytest
 
@@ -48,7 +60,7 @@ def test_plugin_is_registered_through_entry_point(pytester: pytest.Pytester) -> 
 
 def test_requires_adc_skips_on_qemu_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(CAPS_TESTS)
-    result = pytester.runpytest("--hil-backend", "qemu", "-v", "-rs")
+    result = pytester.runpytest(*backend_args(pytester, "qemu"), "-v", "-rs")
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines([
         "*::test_needs_adc SKIPPED*",
@@ -70,11 +82,11 @@ def test_sim_has_what_the_board_has(pytester: pytest.Pytester) -> None:
 def test_serial_manifest_comes_from_the_board_definition(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(CAPS_TESTS)
     # The bin board has no UART link: console/uart/gpio test skips; adc and ble run.
-    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", "bin-esp32c3", "-rs")
+    result = pytester.runpytest(*backend_args(pytester, "serial"), "--hil-board", "bin-esp32c3", "-rs")
     result.assert_outcomes(passed=3, skipped=1)
     result.stdout.fnmatch_lines(["*SKIPPED*.py:7: board 'bin-esp32c3' lacks uart*"])
     # Without a board definition a real board is assumed to have only its console.
-    bare = pytester.runpytest("--hil-backend", "serial", "-rs")
+    bare = pytester.runpytest(*backend_args(pytester, "serial"), "-rs")
     bare.assert_outcomes(passed=1, skipped=3)
     bare.stdout.fnmatch_lines(["*no board definition given (--hil-board)*"])
 
@@ -118,7 +130,7 @@ def test_bin_faults():
 def test_requires_checks_the_board_the_test_names(pytester: pytest.Pytester, backend: str) -> None:
     # The session board (default streetlight) has a UART and no deep sleep; the tests' own boards decide.
     pytester.makepyfile(MARKED_BOARD_TESTS)
-    result = pytester.runpytest("--hil-backend", backend, "-rs", "-v")
+    result = pytester.runpytest(*backend_args(pytester, backend), "-rs", "-v")
     result.stdout.fnmatch_lines_random([
         "*::test_bin_uart SKIPPED*",
         "*::test_light_deepsleep SKIPPED*",
@@ -160,7 +172,7 @@ def test_unknown_capability_is_an_error_not_a_skip(pytester: pytest.Pytester) ->
         def test_typo():
             pass
     """)
-    result = pytester.runpytest("--hil-backend", "qemu")
+    result = pytester.runpytest(*backend_args(pytester, "qemu"))
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*UnknownCapabilityError*unknown capability 'bluetooth'*"])
 
@@ -205,24 +217,53 @@ def test_device_traceback_shown_in_failure(pytester: pytest.Pytester, repl_peer:
     ])
 
 
-def test_hil_board_skips_when_qemu_is_missing(pytester: pytest.Pytester) -> None:
+def test_hil_board_skips_when_qemu_is_missing(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No Espressif QEMU can exist on this PATH: hardware that is not here skips, with the reason.
+    monkeypatch.setenv("PATH", str(pytester.mkdir("empty-bin")))
     pytester.makepyfile("""
         def test_boots(hil_board):
             assert hil_board.state == "reporting"
     """)
-    result = pytester.runpytest("--hil-backend", "qemu", "--hil-qemu-image", "/nonexistent.bin", "-rs")
+    result = pytester.runpytest(*backend_args(pytester, "qemu"), "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*qemu backend unavailable*"])
 
 
-def test_hil_board_skips_without_a_serial_port(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("""
-        def test_boots(hil_board):
-            pass
-    """)
-    result = pytester.runpytest("--hil-backend", "serial", "-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*serial backend: no board given (--hil-port*"])
+ONE_BOARD_TEST = """
+def test_boots(hil_board):
+    pass
+"""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hil-backend", "serial"], "*--hil-backend serial needs --hil-port*"),
+    (["--hil-backend", "qemu"], "*--hil-backend qemu needs --hil-qemu-image*"),
+    (["--hil-backend", "qemu", "--hil-qemu-image", "/tmp/none.bin"], "*--hil-qemu-image /tmp/none.bin: no such file*"),
+    (["--hil-data-port", "/dev/ttyUSB1"], "*--hil-data-port is for --hil-backend serial*"),
+    (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "mac:aa:bb:cc:dd:ee:ff"],
+     "*--hil-data-port mac:*cannot name the data UART*"),
+    (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "rfc2217://rig:4001"],
+     "*--hil-data-port rfc2217://rig:4001: the gateway reads local serial ports only*"),
+])
+def test_missing_or_mistyped_prerequisite_is_a_usage_error(pytester: pytest.Pytester, args: list[str],
+                                                           message: str) -> None:
+    """What the user asked for must exist: never 'all skipped' and exit 0 (CI green having tested nothing)."""
+    pytester.makepyfile(ONE_BOARD_TEST)
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "skipped" not in result.stdout.str()
+
+
+def test_sim_backend_without_node_is_an_error_not_a_skip(pytester: pytest.Pytester,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # scripts/setup installs Node for the default backend: missing, tests that need a board error out.
+    monkeypatch.setenv("PATH", str(pytester.mkdir("empty-bin")))
+    pytester.makepyfile(ONE_BOARD_TEST + "\n\ndef test_no_board():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*sim backend unavailable: node is not on PATH*scripts/setup*"])
 
 
 def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, blank_virtual_board: Any,

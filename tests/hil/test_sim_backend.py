@@ -2,6 +2,8 @@
 
 These tests use the fixtures directly (the session runs with the default ``--hil-backend sim``);
 on another backend they skip or run against that backend, as an integrator's tests would.
+Without Node the plugin ERRORS sim tests (a broken install must not pass); this repo's suite
+skips them first through ``sim_available``, like its other simulator tests.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hil.pytest_plugin.fixtures import Fleet
 from hil.pytest_plugin.gateway_process import GatewayProcess
 from hil.sim.errors import StimulusError
 
-pytestmark = [pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("sim_available")]
 
 
 @pytest.mark.sim(speed=200)

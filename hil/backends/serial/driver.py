@@ -15,10 +15,27 @@ from gateway.resources import firmware_dir
 from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError
 from hil.backends.serial.lease import DEFAULT_LEASE_S, Lease
-from hil.backends.serial.select import BoardSelector, MacReader, PortInfo, select_board
+from hil.backends.serial.select import URL_SCHEMES, BoardSelector, MacReader, PortInfo, select_board
 from hil.dut.files import firmware_files
 
 log = logging.getLogger(__name__)
+
+
+def parse_data_port(spec: str) -> BoardSelector:
+    """``--hil-data-port`` as a selector: a local port (``/dev/ttyUSB1``, a pty) or ``usb:<serial>``.
+
+    Raises:
+        BackendError: ``mac:`` (a MAC names a chip, not one of its UARTs) or a URL (the gateway
+            opens local serial ports only).
+    """
+    selector = BoardSelector.parse(spec)
+    if selector.mac is not None:
+        raise BackendError(f"--hil-data-port {spec}: a chip MAC cannot name the data UART; give its port or "
+                           "usb:<serial number of its USB-serial adapter>", spec=spec)
+    if selector.port is not None and selector.port.startswith(URL_SCHEMES):
+        raise BackendError(f"--hil-data-port {spec}: the gateway reads local serial ports only (a device path "
+                           "or usb:<serial number>), not URLs", spec=spec)
+    return selector
 
 
 class SerialDriver:
@@ -26,6 +43,9 @@ class SerialDriver:
 
     Args:
         selector: ``--hil-port`` value (port, URL, ``usb:<serial>``, ``mac:<addr>``).
+        data_port: ``--hil-data-port``: the board's data UART (a local port or ``usb:<serial>`` of a
+            second USB-serial adapter), which becomes ``handle.data_url`` for the gateway; None when
+            the rig does not wire it (then ``hil_gateway`` cannot receive reports).
         lease_dir: directory of leases shared by the rig's runs.
         lease_s: lease lifetime (refreshed while held).
         lease_wait_s: how long to wait for a board another run holds.
@@ -36,7 +56,7 @@ class SerialDriver:
 
     backend = "serial"
 
-    def __init__(self, *, selector: str | None, lease_dir: Path, lease_s: float = DEFAULT_LEASE_S,
+    def __init__(self, *, selector: str | None, lease_dir: Path, data_port: str | None = None, lease_s: float = DEFAULT_LEASE_S,
                  lease_wait_s: float = 0.0, start_timeout_s: float = 60.0, ports: Sequence[PortInfo] | None = None,
                  read_mac: MacReader | None = None,
                  files: Callable[[BoardHandle], dict[str, bytes]] | None = None) -> None:
@@ -44,6 +64,7 @@ class SerialDriver:
             raise BackendError("the serial backend needs --hil-port (a port, rfc2217:// URL, usb:<serial> "
                                "or mac:<address>)", selector=selector)
         self.selector = BoardSelector.parse(selector)
+        self.data_selector = parse_data_port(data_port) if data_port else None
         self.lease_dir = lease_dir
         self.lease_s = lease_s
         self.lease_wait_s = lease_wait_s
@@ -64,7 +85,15 @@ class SerialDriver:
             raise
         handle.resource = lease
         handle.console_url = chosen.url
-        log.info("serial board %s at %s", self.selector.resource_id, chosen.url)
+        if self.data_selector is not None:
+            try:
+                handle.data_url = select_board(self.data_selector, ports=self._ports).url
+            except BaseException:
+                handle.resource = None
+                lease.release()
+                raise
+        log.info("serial board %s at %s (data link %s)", self.selector.resource_id, chosen.url,
+                 handle.data_url or "none")
 
     def flash(self, handle: BoardHandle) -> None:
         """Sync our firmware files (and /board.json) by hash."""
