@@ -29,6 +29,7 @@ from gateway.storage.store import store_writer
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
 from hil.backends.qemu.launcher import free_tcp_port
+from hil.children import spawn_child
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.host import SimHost
@@ -224,10 +225,11 @@ class Demo:
         config.write_text("\n".join(lines) + "\n")
         self.gateway_log = self.workdir / "gateway.log"
         with self.gateway_log.open("wb") as out:
-            self.gateway = subprocess.Popen(
+            self.gateway = spawn_child(
                 [sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                # The gateway stops (drains) when the demo dies, even by kill -9 or a closed terminal.
+                stdout=out, stderr=subprocess.STDOUT,
+                # The gateway stops (drains) when the demo dies, even by kill -9 or a closed terminal
+                # (hil.children asks the kernel; the variable makes the gateway ask too).
                 env=dict(os.environ, PYTHONUNBUFFERED="1", CIVICEDGE_STOP_WITH_PARENT=str(os.getpid())),
             )
         deadline = time.monotonic() + 30

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from hil.backends.board import BoardHandle
 from hil.backends.errors import BackendError
 from hil.backends.qemu.launcher import free_tcp_port
+from hil.children import spawn_child
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,8 @@ class GatewayProcess:
         cmd = [sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(self.config_path)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._output = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                     start_new_session=True)
+        # Ends with pytest, even on SIGKILL (hil.children): no orphan retrying the boards' ptys.
+        self.proc = spawn_child(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         ready = threading.Event()
 
         def pump(stream: Any) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from gateway.registry import Registry
 from gateway.resources import load_policy
+from hil.children import spawn_child
 from hil.errors import HilError
 from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
 from hil.scenarios.errors import ScenarioRunError
@@ -228,10 +229,10 @@ class ScenarioRun:
         config = self.workdir / "gateway.toml"
         config.write_text("\n".join(lines) + "\n")
         with self.gateway_log.open("wb") as out:
-            self.gateway = subprocess.Popen(
+            # Ends with this process, even on SIGKILL (hil.children): no orphan retrying its ptys.
+            self.gateway = spawn_child(
                 [sys.executable, "-m", "hil.cli.main", "-v", "gateway", "run", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         deadline = time.monotonic() + GATEWAY_READY_S
         while True:
             text = self.gateway_log.read_text(errors="replace")
@@ -443,7 +444,7 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
         speed: overrides the scenario's speed (virtual seconds per wall second).
         on_progress: called with a :class:`Progress` a few times per second.
         stop: set it to stop early (as Ctrl-C does).
-        handle_signals: stop cleanly on SIGINT/SIGTERM (main thread only).
+        handle_signals: stop cleanly on SIGINT/SIGTERM/SIGHUP (main thread only).
         drain_s: wall seconds to wait for unacknowledged reports after the duration.
         timeout_s: wall seconds the boot, run and drain may take (None:
             :func:`default_timeout_s`); past it the run stops and records an error.
@@ -460,7 +461,8 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
     if timeout_s is None:
         timeout_s = default_timeout_s(scenario, speed=run.speed, drain_s=drain_s)
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+    # SIGHUP too (a closed terminal or SSH session): a clean stop with reports, not a death leaving the gateway.
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if handle_signals else ()
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()
