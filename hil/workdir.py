@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -40,5 +41,74 @@ def recreate_workdir(path: Path, *, marker: str, note: str) -> Path:
     return path
 
 
+def lock_path(path: Path) -> Path:
+    """The lock file of work directory ``path``: next to it (``.<name>.lock``), so recreating the
+    directory never deletes a lock another run holds."""
+    return path.parent / f".{path.name or 'root'}.lock"
+
+
+class WorkdirLock:
+    """An exclusive ``flock`` on a work directory's lock file, held for a run (see :func:`lock_workdir`).
+
+    The kernel releases it when the process dies, so a crashed run never leaves a stale lock. The
+    lock file is left in place (deleting it would let two runs lock two different files).
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        """True until :meth:`release`."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Release the lock (safe to call more than once)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> "WorkdirLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_workdir(path: Path) -> WorkdirLock:
+    """Take the exclusive lock of work directory ``path`` (resolved) for a whole run.
+
+    Also proves up front that a file can be created where the directory goes (a directory that
+    takes no files, such as under ``/proc``, fails here rather than after a run started).
+
+    Raises:
+        WorkdirInUseError: another run holds it (``holder_pid``).
+        WorkdirError: the lock file cannot be created.
+    """
+    lock = lock_path(path)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise WorkdirError(f"cannot create the work directory {path}: {exc.strerror or exc}; "
+                           "choose another --workdir", path=str(path)) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        pid = int(holder) if holder.isdigit() else None
+        raise WorkdirInUseError(f"work directory {path} is in use by another run (pid {holder or '?'}); "
+                                "wait for it or choose another --workdir", path=str(path), holder_pid=pid) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return WorkdirLock(path, fd)
+
+
 class WorkdirError(HilError):
     """A work directory could not be created."""
+
+
+class WorkdirInUseError(WorkdirError):
+    """Another run holds the work directory's lock (``details["holder_pid"]``)."""

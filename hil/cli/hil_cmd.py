@@ -24,6 +24,7 @@ from hil.scenarios.reports import output_problem, write_html, write_junit, write
 from hil.scenarios.runner import Progress as RunProgress
 from hil.scenarios.errors import ScenarioRunError
 from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_s, run_scenario
+from hil.workdir import WorkdirError, WorkdirLock, lock_workdir
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -97,7 +98,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.timeout is not None and not args.timeout > 0:
             raise ScenarioError(f"--timeout must be > 0 seconds, got {args.timeout:g}", key="timeout")
         workdir = check_workdir(args.workdir or Path("var/scenarios") / scenario.name)
-    except (ScenarioError, ScenarioRunError) as exc:
+        # Held for the whole run: a second run on the same directory is refused here, before it
+        # wipes the first one's flash and store.
+        lock = lock_workdir(workdir)
+    except (ScenarioError, ScenarioRunError, WorkdirError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         if args.junit:
             name = Path(str(args.scenario)).stem or "scenario"
@@ -108,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
                   f"at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
     try:
-        result = asyncio.run(_run(scenario, workdir, args, console, timeout_s))
+        with lock:
+            result = asyncio.run(_run(scenario, workdir, lock, args, console, timeout_s))
     except HilError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         if args.junit:
@@ -126,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, console: Console,
+async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argparse.Namespace, console: Console,
                timeout_s: float) -> ScenarioResult:
     total_min = scenario.duration_ms / 60_000
     plain = args.plain or not console.is_terminal
@@ -142,7 +147,7 @@ async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, cons
                               f"reports={p.reports} alarms={p.alarms}")
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report_plain,
-                                  drain_s=args.drain, timeout_s=timeout_s)
+                                  drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(scenario.name, total=scenario.duration_ms, info="booting")
@@ -153,7 +158,7 @@ async def _run(scenario: Scenario, workdir: Path, args: argparse.Namespace, cons
                             f"{p.reports} reports, {p.alarms} alarms stored")
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report,
-                                  drain_s=args.drain, timeout_s=timeout_s)
+                                  drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
 
 
 def _print_result(result: ScenarioResult, console: Console) -> None:

@@ -32,7 +32,7 @@ from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
 from hil.scenarios.errors import ScenarioRunError
 from hil.scenarios.model import BoardGroup, Scenario
 from hil.scenarios.outbox import OutboxWatch
-from hil.workdir import recreate_workdir, workdir_problem
+from hil.workdir import WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
 from hil.sim.board import VirtualBoard
 from hil.sim.errors import SimTimeoutError
 from hil.sim.host import SimHost
@@ -435,7 +435,8 @@ def default_timeout_s(scenario: Scenario, *, speed: float | None = None, drain_s
 async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None = None,
                        on_progress: Callable[[Progress], None] | None = None,
                        stop: asyncio.Event | None = None, handle_signals: bool = True,
-                       drain_s: float = 30.0, timeout_s: float | None = None) -> ScenarioResult:
+                       drain_s: float = 30.0, timeout_s: float | None = None,
+                       workdir_lock: WorkdirLock | None = None) -> ScenarioResult:
     """Run a scenario and evaluate its expectations.
 
     Args:
@@ -448,6 +449,9 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
         drain_s: wall seconds to wait for unacknowledged reports after the duration.
         timeout_s: wall seconds the boot, run and drain may take (None:
             :func:`default_timeout_s`); past it the run stops and records an error.
+        workdir_lock: the work directory's lock when the caller took it already
+            (:func:`hil.workdir.lock_workdir`, e.g. to refuse a busy directory before printing
+            anything); otherwise the run takes it, and holds it until it returns.
 
     Only what the boards generated up to the scenario's end is evaluated (see
     :meth:`ScenarioRun.run_until_done`); a run that did not get there (interrupted, failed, timed
@@ -455,7 +459,21 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
 
     Raises:
         ScenarioRunError: the run could not start or the gateway died; everything started is stopped.
+        WorkdirInUseError: another run holds the work directory.
+        WorkdirError: the work directory cannot be created.
     """
+    lock = workdir_lock if workdir_lock is not None else lock_workdir(check_workdir(workdir))
+    try:
+        return await _run_scenario(scenario, workdir=workdir, speed=speed, on_progress=on_progress, stop=stop,
+                                   handle_signals=handle_signals, drain_s=drain_s, timeout_s=timeout_s)
+    finally:
+        if workdir_lock is None:
+            lock.release()
+
+
+async def _run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None,
+                        on_progress: Callable[[Progress], None] | None, stop: asyncio.Event | None,
+                        handle_signals: bool, drain_s: float, timeout_s: float | None) -> ScenarioResult:
     stop = stop or asyncio.Event()
     run = ScenarioRun(scenario, workdir, speed=speed, drain_s=drain_s)
     if timeout_s is None:
