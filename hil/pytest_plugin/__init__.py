@@ -22,6 +22,7 @@ the device's traceback shown in its own report section.
 
 from __future__ import annotations
 
+import os
 from typing import Generator
 
 import pytest
@@ -132,6 +133,32 @@ def check_prerequisites(settings: HilSettings) -> None:
                                     "ESP32_GENERIC-v1.27.0.bin from micropython.org/download)")
         if not settings.qemu_image.is_file():
             raise pytest.UsageError(f"--hil-qemu-image {settings.qemu_image}: no such file")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove pytest-embedded's session directory when this session left nothing in it."""
+    remove_empty_embedded_tempdir(config)
+
+
+def remove_empty_embedded_tempdir(config: pytest.Config) -> None:
+    """pytest-embedded (auto-loaded) creates ``<tmp>/pytest-embedded/<timestamp>/`` in every session
+    through an autouse fixture, used or not, and never removes it: one empty directory per pytest
+    run. Remove it (and its empty sub-directories) only if it holds no file at all: logs of tests
+    that used pytest-embedded's ``dut`` stay where its users expect them."""
+    try:
+        from pytest_embedded.plugin import _session_tempdir_key
+    except ImportError:
+        return
+    tempdir = config.stash.get(_session_tempdir_key, None)
+    if not tempdir or not os.path.isdir(tempdir):
+        return
+    for root, dirs, files in os.walk(tempdir, topdown=False):
+        if files:
+            return
+        try:
+            os.rmdir(root)  # only ever removes an empty directory, even if another run writes meanwhile
+        except OSError:
+            return
 
 
 def required_capabilities(item: pytest.Item) -> list[str]:

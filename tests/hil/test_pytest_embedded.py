@@ -24,6 +24,9 @@ def test_pytest_embedded_serial_dut_expect_on_virtual_board(pytester: pytest.Pyt
             dut.expect(r"ValueError: from the board", timeout=30)
     """)
     # In a separate process: pytest-embedded owns the `dut` fixture and its serial redirect thread.
+    # --root-logdir: its logs (kept, they hold files) go to pytester's directory, not the system temp.
+    logdir = pytester.mkdir("embedded-logs")
     result = pytester.runpytest_subprocess("--embedded-services", "serial", "--port", blank_virtual_board.console_path,
-                                           "-p", "no:cacheprovider")
+                                           "--root-logdir", str(logdir), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+    assert list(logdir.glob("pytest-embedded/*/test_console/*.log"))  # the dut's log is kept for its users
