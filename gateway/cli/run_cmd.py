@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
+from gateway.cli.verbosity import apply_verbosity
 from gateway.config import write_example
 from gateway.errors import GatewayError
 
@@ -24,7 +25,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     run.add_argument("--check", action="store_true", help="validate the config and exit")
     # Also accepted here (docs write `gateway run --config F -v`); adds to a `civicedge -v` before the command.
     run.add_argument("-v", "--verbose", dest="run_verbose", action="count", default=0,
-                     help="more log detail (-vv for debug), as civicedge -v")
+                     help="more log detail (-vv gateway debug, -vvv debug of the libraries too), as civicedge -v")
     run.set_defaults(func=cmd_run)
     init = sub.add_parser("init", help="write a commented example config")
     init.add_argument("path", nargs="?", type=Path, default=Path("gateway.toml"), help="default: ./gateway.toml")
@@ -60,11 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _apply_verbosity(args: argparse.Namespace) -> None:
-    """Lower the root log level for ``gateway run -v``; the top-level command set up logging already."""
+    """Raise the log detail for ``gateway run -v``; the top-level command set up logging already."""
     extra: int = getattr(args, "run_verbose", 0)
     if extra:
-        total = int(getattr(args, "verbose", 0) or 0) + extra
-        logging.getLogger().setLevel(logging.INFO if total == 1 else logging.DEBUG)
+        apply_verbosity(int(getattr(args, "verbose", 0) or 0) + extra)
 
 
 # Each of them stops the gateway cleanly (drain, ACKs, WAL checkpoint, exit 0).

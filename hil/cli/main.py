@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
             "boards, run the city gateway, run hardware-in-the-loop tests."
         ),
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log detail: -v info, -vv civicedge debug, -vvv debug of the libraries too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -52,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbosity: int) -> None:
-    """Quiet by default (warnings), ``-v`` info, ``-vv`` debug."""
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Quiet by default (warnings), ``-v`` info, ``-vv`` debug of civicedge's loggers, ``-vvv`` debug of all.
+
+    Libraries (websockets, Bumble, bleak, aiomqtt/paho, aiohttp) stay at WARNING below ``-vvv``
+    (:mod:`gateway.cli.verbosity`).
+    """
+    from gateway.cli.verbosity import apply_verbosity
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_verbosity(verbosity)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

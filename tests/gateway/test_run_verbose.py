@@ -13,11 +13,13 @@ from hil.cli.main import main
 
 @pytest.fixture
 def root_level() -> Iterator[logging.Logger]:
-    root = logging.getLogger()
-    saved = root.level
-    root.setLevel(logging.WARNING)
-    yield root
-    root.setLevel(saved)
+    """The root logger; the levels main() sets (root, civicedge's loggers) are restored afterwards."""
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in ("gateway", "hil", "bench", "__main__"))]
+    saved = [lg.level for lg in loggers]
+    loggers[0].setLevel(logging.WARNING)
+    yield loggers[0]
+    for lg, level in zip(loggers, saved):
+        lg.setLevel(level)
 
 
 @pytest.mark.parametrize(
@@ -36,4 +38,7 @@ def test_verbose_after_gateway_run(tmp_path: Path, root_level: logging.Logger, c
     cfg.write_text("[http]\nenabled = false\n")
     assert main([*before, "gateway", "run", "--config", str(cfg), *after, "--check"]) == 0
     assert "config OK" in capsys.readouterr().out
-    assert root_level.level == level
+    # civicedge's own loggers get the detail (-vv: debug); the libraries under them stay at WARNING
+    assert logging.getLogger("gateway.service").getEffectiveLevel() == level
+    assert logging.getLogger("hil.sim.radio.central").getEffectiveLevel() == level
+    assert logging.getLogger("bumble.host").getEffectiveLevel() == logging.WARNING

@@ -4,22 +4,70 @@ Shared by the peripheral and the central. If the relay goes away (stopped, crash
 link of the device is reported as dropped with "connection timeout", so bleak clients get
 their disconnected callback and firmware gets ``_IRQ_CENTRAL_DISCONNECT`` instead of waiting
 forever on a link that no longer exists.
+
+Two of Bumble's log lines are expected on the virtual radio and are logged at DEBUG instead of
+their own level (shown with ``civicedge -vvv``; docs/ble.md §2):
+
+* ``bumble.transport.common`` "exception while waiting for packet" / "... sending packet" with a
+  traceback (ERROR) when the relay closes the WebSocket: the radio loss is reported by its users
+  (the central at INFO, dropped links at WARNING, the gateway's BLE link at WARNING).
+* ``bumble.gatt_client`` "!!! received notification with no subscriber" (WARNING): a board
+  notifies as soon as a central connects (NimBLE does not check the CCCD, and the firmware does not
+  wait for it), while the central subscribes only after the MTU exchange and service discovery;
+  the stack drops those early notifications, as on a real host, and the board sends them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from bumble import hci
 from bumble.device import Device
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
+from websockets.exceptions import ConnectionClosed
 
 from hil.sim.radio.errors import RadioConnectError
 from hil.sim.radio.url import parse_radio_url
 
 logger = logging.getLogger(__name__)
+
+
+class _DemoteToDebug(logging.Filter):
+    """Turns a matching record into a DEBUG one, emitted only where its logger has DEBUG on."""
+
+    def __init__(self, match: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__()
+        self._match = match
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG or not self._match(record):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _relay_closed(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return (record.msg in ("exception while waiting for packet", "exception while sending packet")
+            and isinstance(error, (ConnectionClosed, OSError)))
+
+
+def _early_notification(record: logging.LogRecord) -> bool:
+    return isinstance(record.msg, str) and record.msg.startswith("!!! received notification with no subscriber")
+
+
+def _install_log_filters() -> None:
+    """Demote Bumble's expected virtual-radio noise to DEBUG (module docstring); idempotent."""
+    for name, match in (("bumble.transport.common", _relay_closed), ("bumble.gatt_client", _early_notification)):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DemoteToDebug) for f in target.filters):
+            target.addFilter(_DemoteToDebug(match))
+
+
+_install_log_filters()
 
 
 async def open_radio_device(radio_url: str, *, name: str, address: str,

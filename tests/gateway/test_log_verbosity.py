@@ -1,0 +1,93 @@
+"""-v/-vv are civicedge's detail, -vvv (or CIVICEDGE_LOG_DEBUG) the libraries' too; Bumble's expected noise.
+
+Was: -vv turned DEBUG on at the root, so websockets frames and Bumble HCI dumps (ANSI colours)
+flooded the log (385 KB in 90 s with one board); and at the default level every BLE connection
+logged ``WARNING bumble.gatt_client: !!! received notification with no subscriber``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.frames import Close
+
+from gateway.cli.verbosity import DEBUG_LOGGERS_ENV, OWN_LOGGERS
+from hil.cli.main import main
+
+LIBRARIES = ("websockets.client", "bumble.host", "bumble.transport.common", "bleak", "aiomqtt", "paho.mqtt.client",
+             "aiohttp.access")
+
+
+@pytest.fixture
+def levels() -> Iterator[None]:
+    names = ["", *OWN_LOGGERS, *LIBRARIES, "bumble", "websockets"]
+    saved = {n: logging.getLogger(n).level for n in names}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def run_check(tmp_path: Path, *flags: str) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text("[http]\nenabled = false\n")
+    assert main([*flags, "gateway", "run", "--config", str(cfg), "--check"]) == 0
+
+
+@pytest.mark.parametrize(("before", "after", "own", "libraries"), [
+    ([], [], logging.WARNING, logging.WARNING),
+    (["-v"], [], logging.INFO, logging.WARNING),
+    (["-vv"], [], logging.DEBUG, logging.WARNING),
+    ([], ["-vv"], logging.DEBUG, logging.WARNING),
+    (["-vvv"], [], logging.DEBUG, logging.DEBUG),
+    (["-v"], ["-vv"], logging.DEBUG, logging.DEBUG),  # before and after `gateway run` add up
+])
+def test_vv_is_civicedge_debug_and_vvv_everything(tmp_path: Path, levels: None, before: list[str], after: list[str],
+                                                  own: int, libraries: int) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text("[http]\nenabled = false\n")
+    assert main([*before, "gateway", "run", "--config", str(cfg), *after, "--check"]) == 0
+    for name in ("gateway.transports.ble_link", "hil.sim.radio.central"):
+        assert logging.getLogger(name).getEffectiveLevel() == own, name
+    for name in LIBRARIES:
+        assert logging.getLogger(name).getEffectiveLevel() == libraries, name
+
+
+def test_an_env_var_asks_for_one_librarys_debug(tmp_path: Path, levels: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DEBUG_LOGGERS_ENV, "bumble, websockets")
+    run_check(tmp_path, "-v")
+    assert logging.getLogger("bumble.host").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("websockets.client").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("bleak").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("gateway.service").getEffectiveLevel() == logging.INFO
+
+
+def test_bumbles_expected_virtual_radio_noise_is_debug(levels: None, caplog: pytest.LogCaptureFixture) -> None:
+    """Early notifications (the board notifies before the central subscribed) and the relay closing."""
+    import hil.sim.radio.hostlink  # noqa: F401 - installs the filters
+
+    gatt, transport = logging.getLogger("bumble.gatt_client"), logging.getLogger("bumble.transport.common")
+    closed = ConnectionClosedOK(Close(1001, "going away"), None)
+    with caplog.at_level(logging.WARNING):
+        gatt.warning("!!! received notification with no subscriber")
+        try:
+            raise closed
+        except ConnectionClosedOK:
+            transport.exception("exception while waiting for packet")
+        gatt.warning("!!! some other warning")  # the rest of Bumble's warnings stay warnings
+        try:
+            raise ValueError("a real defect")
+        except ValueError:
+            transport.exception("exception while waiting for packet")
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("bumble.gatt_client", "WARNING", "!!! some other warning"),
+        ("bumble.transport.common", "ERROR", "exception while waiting for packet"),
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):  # -vvv: shown, as DEBUG
+        gatt.warning("!!! received notification with no subscriber")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", "!!! received notification with no subscriber")]
