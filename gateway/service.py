@@ -3,6 +3,11 @@
 Lifecycle: :meth:`Gateway.start` then :meth:`Gateway.stop`; ``stop`` (SIGTERM) stops the links,
 commits and acknowledges everything in flight, gives the outbox a moment to drain, and closes the
 store. After a SIGKILL nothing acknowledged is lost: ACKs follow commits.
+
+Every transport runs under a supervisor: a transport task that ends before the stop (an exception
+its own retries did not catch, or a return) is logged at ERROR with the reason, its link is marked
+down (``civicedge_link_state`` 0, a ``/healthz`` reason) and it is started again after
+:data:`LINK_RESTART_MIN_S`, doubling up to :data:`LINK_RESTART_MAX_S` while it keeps failing.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ STOP_STEP_S = 3.0
 # How often the store's files are checked (deleted or replaced under the running gateway); commits
 # check too, this tells the operator also when no reports arrive.
 STORE_WATCH_S = 5.0
+# A transport task that ended unexpectedly is restarted after this long, doubling while it keeps ending
+# within LINK_STABLE_S of its start, up to the max.
+LINK_RESTART_MIN_S = 1.0
+LINK_RESTART_MAX_S = 60.0
+LINK_STABLE_S = 60.0
 
 
 class Gateway:
@@ -88,6 +98,7 @@ class Gateway:
                                          stored=self.ingest.stored, metrics=self.metrics, gateway_id=config.id)
         self._retention_source: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._link_failures: dict[str, str] = {}  # link name -> why its task ended (until it is restarted)
         self._web: Any = None
         self._queries: Any = None  # the web's read connection, closed before the store checkpoints
         self.http_port: int | None = None
@@ -104,7 +115,7 @@ class Gateway:
         await self.ingest.start()
         self.metrics.outbox_depth.set(self.store.outbox_depth)
         for transport in self.transports:
-            self._tasks.append(asyncio.create_task(transport.run(self.ingest.feed), name=transport.name))
+            self._tasks.append(asyncio.create_task(self._supervise(transport), name=transport.name))
         if self.upstream is not None:
             self._tasks.append(asyncio.create_task(self.upstream.run(), name="mqtt"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
@@ -115,6 +126,31 @@ class Gateway:
                     len(self.config.serial), "on" if self.config.ble.enabled else "off",
                     "%s:%d" % (self.config.mqtt.host, self.config.mqtt.port) if self.config.mqtt else "none",
                     self.config.storage.path)
+
+    async def _supervise(self, transport: Transport) -> None:
+        """Run ``transport`` until cancelled; log, mark down and restart it whenever it ends (module docstring)."""
+        delay = LINK_RESTART_MIN_S
+        while True:
+            started = time.monotonic()
+            error: BaseException | None = None
+            try:
+                await transport.run(self.ingest.feed)
+                why = "its task returned"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever ended it is logged and the link restarted
+                error = exc
+                why = "%s: %s" % (type(exc).__name__, exc)
+            if time.monotonic() - started >= LINK_STABLE_S:
+                delay = LINK_RESTART_MIN_S
+            self.metrics.link_state.labels(transport.name).set(0)
+            self._link_failures[transport.name] = "link %s failed (%s); restarting it" % (transport.name, why)
+            log.error("link %s ended unexpectedly (%s); it is down, restarting it in %.0f s", transport.name, why,
+                      delay, exc_info=error)
+            await asyncio.sleep(delay)
+            delay = min(LINK_RESTART_MAX_S, delay * 2)
+            self._link_failures.pop(transport.name, None)
+            log.warning("link %s restarted", transport.name)
 
     async def _start_web(self) -> None:
         http = self.config.http
@@ -166,8 +202,15 @@ class Gateway:
         if self.upstream is not None and not self.upstream.connected:
             reasons.append("mqtt broker unreachable (outbox depth %d)" % self.store.outbox_depth)
         for t in self.transports:
-            if isinstance(t, SerialTransport) and self.metrics.value("civicedge_link_state", {"link": t.name}) == 0:
-                reasons.append("%s is down" % t.name)
+            failed = self._link_failures.get(t.name)
+            if failed is not None:
+                reasons.append(failed)
+            elif self.metrics.value("civicedge_link_state", {"link": t.name}) == 0:
+                problem = getattr(t, "problem", None)  # BLE: why it is down (radio/adapter unreachable)
+                if problem:
+                    reasons.append("%s is down: %s" % (t.name, problem))
+                elif isinstance(t, SerialTransport):
+                    reasons.append("%s is down" % t.name)
         return reasons
 
     async def _watch_store(self) -> None:

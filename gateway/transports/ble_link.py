@@ -12,6 +12,11 @@ link on which the ingest accepted no frame within ``auth_timeout_s`` is dropped 
 backed off; candidates are taken known-first, then least recently served, never by address.
 An open link is checked against the registry every :data:`LINK_CHECK_S` and closed once its device
 is revoked, no longer registered, or its key is no longer the one the link authenticated with.
+
+A scan that fails (no adapter, the virtual radio's relay unreachable, stopped or restarted, HCI
+commands timing out) marks the link down, is logged as a WARNING at most once per
+:data:`RADIO_WARN_EVERY_S`, and is retried with backoff (:data:`RADIO_RETRY_MIN_S` doubling to
+:data:`RADIO_RETRY_MAX_S`); the backend re-opens the radio/adapter at the next scan.
 """
 
 from __future__ import annotations
@@ -51,6 +56,13 @@ DROP_LOG_EVERY_S = 60.0
 # through `changes` (which moves only for changes made through this process): a device revoked or
 # re-keyed by the CLI in another process loses its link as quickly as one revoked by the admin API.
 LINK_CHECK_S = 1.0
+# A failed scan (radio/adapter unreachable or lost) is retried after this long, doubling up to the max.
+RADIO_RETRY_MIN_S = 1.0
+RADIO_RETRY_MAX_S = 30.0
+# At most one WARNING per this long about an unreachable radio/adapter (the other failures at DEBUG).
+RADIO_WARN_EVERY_S = 60.0
+# A scan that has not returned this long after its scan interval is abandoned as a failure.
+SCAN_GRACE_S = 15.0
 
 def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
     """Return ``(scanner_backend, client_backend)`` for bleak: None for the OS default (BlueZ).
@@ -115,6 +127,11 @@ class BleTransport:
         self._drop_log = LogLimiter(DROP_LOG_EVERY_S, time.monotonic)
         self._ignored_logged: set[str] = set()
         self._msg = 0
+        self._radio_log = LogLimiter(RADIO_WARN_EVERY_S, time.monotonic)
+        self._radio_down_since: float | None = None
+        self._radio_warned = False
+        self.problem: str | None = None
+        """Why the link is down (the radio/adapter cannot be reached), for /healthz; None while it scans."""
 
     @property
     def connected(self) -> int:
@@ -125,25 +142,32 @@ class BleTransport:
         if self._metrics is not None:
             self._metrics.ble_connected.set(len(self._clients))
 
-    async def run(self, sink: FrameSink) -> None:
-        """Scan and connect until cancelled."""
+    def _set_state(self, up: bool) -> None:
         if self._metrics is not None:
-            self._metrics.link_state.labels("ble").set(0)
+            self._metrics.link_state.labels("ble").set(1 if up else 0)
+
+    async def run(self, sink: FrameSink) -> None:
+        """Scan and connect until cancelled; a failed scan is retried with backoff (module docstring)."""
+        self._set_state(False)
+        retry = RADIO_RETRY_MIN_S
         try:
             while True:
                 try:
-                    found = await BleakScanner.discover(
+                    found = await asyncio.wait_for(BleakScanner.discover(
                         timeout=self._config.scan_interval_s, service_uuids=[self._config.service_uuid],
                         backend=self._scanner_cls, return_adv=True,
-                    )
-                    if self._metrics is not None:
-                        self._metrics.link_state.labels("ble").set(1)
-                except (BleakError, OSError, asyncio.TimeoutError) as exc:
-                    if self._metrics is not None:
-                        self._metrics.link_state.labels("ble").set(0)
-                    log.warning("BLE scan failed: %s; retrying", exc)
-                    await asyncio.sleep(self._config.scan_interval_s)
+                    ), self._config.scan_interval_s + SCAN_GRACE_S)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any failure of the radio stack: down, told, retried
+                    self._set_state(False)
+                    self._radio_failed(exc, retry)
+                    await asyncio.sleep(retry)
+                    retry = min(RADIO_RETRY_MAX_S, retry * 2)
                     continue
+                retry = RADIO_RETRY_MIN_S
+                self._radio_works()
+                self._set_state(True)
                 now = time.monotonic()
                 names = self._known_names(now)
                 candidates: dict[str, tuple[BLEDevice, str | None]] = {}
@@ -163,7 +187,40 @@ class BleTransport:
                 if len(self._connections) >= self._config.max_connections:
                     await asyncio.sleep(self._config.scan_interval_s)
         finally:
+            self._set_state(False)
             await self.close()
+
+    def _radio_failed(self, exc: BaseException, retry_s: float) -> None:
+        """Record and log a failed scan: a WARNING at most once per RADIO_WARN_EVERY_S, else DEBUG."""
+        now = time.monotonic()
+        if self._radio_down_since is None:
+            self._radio_down_since = now
+        # bleak's errors may carry (message, reason): the message is what an operator reads
+        why = exc.args[0] if len(exc.args) > 1 and isinstance(exc.args[0], str) else str(exc)
+        why = why or type(exc).__name__
+        expected = isinstance(exc, (BleakError, OSError, asyncio.TimeoutError))
+        if not expected:
+            why = "%s: %s" % (type(exc).__name__, why)  # not a failure bleak documents: say what it was
+        self.problem = "cannot reach the BLE radio/adapter (%s)" % why
+        more = self._radio_log.allow()
+        down_for = now - self._radio_down_since
+        if more is None:
+            log.debug("BLE: cannot reach the BLE radio/adapter (%s) for %.0f s; retrying in %.0f s",
+                      why, down_for, retry_s, exc_info=not expected)
+            return
+        self._radio_warned = True
+        log.warning("BLE: cannot reach the BLE radio/adapter (%s)%s; retrying in %.0f s, no BLE device is served "
+                    "until then%s", why, " for %.0f s" % down_for if down_for >= 1 else "", retry_s,
+                    more_since(more, "failed attempt(s)"), exc_info=not expected and log.isEnabledFor(logging.DEBUG))
+
+    def _radio_works(self) -> None:
+        """A scan succeeded: say so once after an outage (WARNING if the outage was warned about)."""
+        if self._radio_down_since is None:
+            return
+        down_for = time.monotonic() - self._radio_down_since
+        log.log(logging.WARNING if self._radio_warned else logging.INFO,
+                "BLE: the radio/adapter works again after %.0f s; scanning", down_for)
+        self._radio_down_since, self._radio_warned, self.problem = None, False, None
 
     def _known_names(self, now: float) -> NameFilter | None:
         """The registry's non-revoked ids (None without a registry), re-read when it may have changed."""
@@ -333,6 +390,9 @@ class BleTransport:
             log.info("BLE %s disconnected", address)
         except (BleakError, OSError, asyncio.TimeoutError, TransportError) as exc:
             log.info("BLE connection to %s failed: %s", address, exc)
+        except Exception as exc:  # noqa: BLE001 - a radio stack's undocumented error must not end the task unseen
+            log.warning("BLE connection to %s failed (%s: %s)", address, type(exc).__name__, exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
         finally:
             reassembler.reset()
             self._clients.pop(address, None)

@@ -15,7 +15,11 @@ that never sends Exchange MTU.
 
 Errors follow bleak's conventions: a connect that does not complete raises ``TimeoutError``;
 operations on a dropped link raise :class:`bleak.exc.BleakError`; ATT errors raise
-:class:`bleak.exc.BleakGATTProtocolError`; every remote operation has a timeout.
+:class:`bleak.exc.BleakGATTProtocolError`; every remote operation has a timeout. A relay that
+cannot be reached is :class:`bleak.exc.BleakBluetoothNotAvailableError` (no adapter), at scanner
+start and at connect; a scan during which the radio was lost (relay stopped or restarted) or whose
+HCI commands timed out ends with :class:`bleak.exc.BleakError`, and the next scan or connect joins
+the radio again (:class:`~hil.sim.radio.central.SharedCentral`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakBluetoothNotAvailableReason,
+    BleakError,
+    BleakGATTProtocolError,
+)
 from bleak.uuids import normalize_uuid_str
 from bumble import core, hci
 from bumble.att import ATT_Error
@@ -43,6 +52,7 @@ from bumble.device import Advertisement, Connection, Peer
 
 from hil.sim.radio.advdata import parse_ad_structures
 from hil.sim.radio.central import SharedCentral, shared_central
+from hil.sim.radio.errors import RadioConnectError
 from hil.sim.radio.url import parse_radio_url
 
 logger = logging.getLogger(__name__)
@@ -69,6 +79,21 @@ def _address_text(address: hci.Address) -> str:
     return address.to_string(with_type_qualifier=False)
 
 
+async def _acquire(central: SharedCentral) -> None:
+    """Join the radio; an unreachable relay is bleak's "no Bluetooth adapter"."""
+    try:
+        await central.acquire()
+    except RadioConnectError as exc:
+        raise BleakBluetoothNotAvailableError(str(exc), BleakBluetoothNotAvailableReason.NO_BLUETOOTH) from exc
+
+
+def _radio_failure(central: SharedCentral, what: str, exc: BaseException) -> BleakError:
+    """A BleakError for an HCI command that failed; one that timed out gives the device up."""
+    if isinstance(exc, core.CommandTimeoutError):
+        central.invalidate(f"{what}: HCI command timed out")
+    return BleakError(f"{what} on the virtual radio {central.radio_url} failed: {exc!r}")
+
+
 class VirtualBleakScanner(BaseBleakScanner):
     """bleak scanner backend on the virtual radio (see :func:`make_backends`)."""
 
@@ -82,23 +107,52 @@ class VirtualBleakScanner(BaseBleakScanner):
             raise BleakError(f"scanning_mode must be 'active' or 'passive', got {scanning_mode!r}")
         self._active = scanning_mode == "active"
         self._central: SharedCentral | None = None
+        self._generation = 0
 
     async def start(self) -> None:
-        """Start scanning (clears :attr:`seen_devices`)."""
+        """Start scanning (clears :attr:`seen_devices`).
+
+        Raises:
+            BleakBluetoothNotAvailableError: the relay cannot be reached.
+            BleakError: the radio did not start scanning (lost, or its commands time out).
+        """
         if self._central is not None:
             return
         self.seen_devices = {}
         central = shared_central(self.radio_url)
-        await central.acquire()
+        await _acquire(central)
         self._central = central
-        await central.add_scanner(self, self._on_advertisement, self._active)
+        self._generation = central.generation
+        try:
+            await central.add_scanner(self, self._on_advertisement, self._active)
+        except (core.BaseBumbleError, RadioConnectError) as exc:
+            await self.stop_quietly()
+            raise _radio_failure(central, "starting a scan", exc) from exc
 
     async def stop(self) -> None:
-        """Stop scanning."""
+        """Stop scanning.
+
+        Raises:
+            BleakError: the radio was lost while scanning (what was found may be incomplete).
+        """
         central, self._central = self._central, None
-        if central is not None:
+        if central is None:
+            return
+        try:
             await central.remove_scanner(self)
+        except core.BaseBumbleError as exc:
+            raise _radio_failure(central, "stopping a scan", exc) from exc
+        finally:
             await central.release()
+        if central.generation != self._generation:
+            raise BleakError(f"the virtual radio {central.radio_url} was lost during the scan")
+
+    async def stop_quietly(self) -> None:
+        """Stop scanning; errors of a lost radio are not raised."""
+        try:
+            await self.stop()
+        except BleakError as exc:
+            logger.debug("stopping a scan: %s", exc)
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         parsed = parse_ad_structures(bytes(advertisement.data))
@@ -183,12 +237,13 @@ class VirtualBleakClient(BaseBleakClient):
         Raises:
             TimeoutError: the peripheral did not answer within ``timeout`` (not advertising,
                 not on this radio).
-            BleakError: the link dropped during setup.
+            BleakBluetoothNotAvailableError: the relay cannot be reached.
+            BleakError: the link dropped during setup, or the radio was lost.
         """
         if self._connection is not None:
             return
         central = shared_central(self.radio_url)
-        await central.acquire()
+        await _acquire(central)
         self._central = central
         try:
             async with central.connect_lock:
@@ -198,6 +253,8 @@ class VirtualBleakClient(BaseBleakClient):
                     raise TimeoutError(f"no connection to {self.address} within {self._timeout} s") from exc
                 except core.ConnectionError as exc:
                     raise BleakError(f"connection to {self.address} failed: {exc}") from exc
+                except (core.BaseBumbleError, RadioConnectError) as exc:  # radio lost, HCI command timed out
+                    raise _radio_failure(central, f"connecting to {self.address}", exc) from exc
             self._connection = connection
             self._disconnected.clear()
             self._disconnecting = False

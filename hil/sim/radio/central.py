@@ -4,6 +4,11 @@ Like one Bluetooth adapter on a host, every bleak scanner and client of a proces
 radio uses the same central (reference-counted; closed when the last user releases it).
 Scanning is shared between scanners; LE connection attempts are serialised (one controller
 has one pending connection at a time, as on real hardware).
+
+When the relay goes away (stopped, restarted, crashed: the HCI transport closes) or an HCI command
+to it times out, the central forgets its device (:attr:`SharedCentral.generation` moves on) and the
+next :meth:`SharedCentral.acquire` joins the radio again, as a host re-opens an adapter that was
+unplugged: scanners and clients of the lost device get errors, new ones work once the relay is back.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import logging
 import weakref
 from collections.abc import Callable
 
+from bumble import core
 from bumble.device import Advertisement, Device
 from bumble.transport.common import Transport
 
 from hil.sim.radio.address import random_static_address
-from hil.sim.radio.hostlink import open_radio_device
 from hil.sim.radio.errors import RadioConnectError
+from hil.sim.radio.hostlink import open_radio_device
 from hil.sim.radio.url import parse_radio_url
 
 logger = logging.getLogger(__name__)
@@ -39,6 +45,9 @@ class SharedCentral:
         self._device: Device | None = None
         self._scanners: dict[object, AdvertisementListener] = {}
         self._active_scan = False
+        self._closing: set[asyncio.Task[None]] = set()
+        self.generation = 0
+        """Moves on each time the device is given up (radio lost); a user compares it to tell."""
 
     @property
     def device(self) -> Device:
@@ -48,21 +57,51 @@ class SharedCentral:
         return self._device
 
     async def acquire(self, timeout_s: float = 10.0) -> None:
-        """Take a reference, joining the radio on first use.
+        """Take a reference, joining the radio on first use (or again after it was lost).
 
         Raises:
-            RadioConnectError: the relay cannot be reached.
+            RadioConnectError: the relay cannot be reached, or its controller did not answer.
         """
         async with self._open_lock:
             if self._device is None:
                 transport, device = await open_radio_device(
                     self.radio_url, name="civicedge-central", address=self.address, timeout_s=timeout_s)
-                self._transport = transport
-                device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
-                await asyncio.wait_for(device.power_on(), timeout_s)
-                self._device = device
+                try:
+                    device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
+                    await asyncio.wait_for(device.power_on(), timeout_s)
+                except BaseException as exc:
+                    await _close_quietly(transport)
+                    if isinstance(exc, (asyncio.TimeoutError, core.BaseBumbleError)):
+                        raise RadioConnectError(f"the virtual radio at {self.radio_url} did not answer: {exc!r}",
+                                                url=self.radio_url) from exc
+                    raise
+                self._transport, self._device = transport, device
+                transport.source.terminated.add_done_callback(self._on_terminated(transport))
                 logger.debug("central %s joined %s", self.address, self.radio_url)
             self._users += 1
+
+    def _on_terminated(self, transport: Transport) -> Callable[["asyncio.Future[None]"], None]:
+        def lost(_future: "asyncio.Future[None]") -> None:
+            self._lost(transport, "the relay closed the connection")
+
+        return lost
+
+    def invalidate(self, reason: str) -> None:
+        """Give up the device (an HCI command to it timed out): the next :meth:`acquire` joins again."""
+        if self._transport is not None:
+            self._lost(self._transport, reason)
+
+    def _lost(self, transport: Transport, reason: str) -> None:
+        if self._transport is not transport:
+            return  # released on purpose, or given up already
+        self._transport, self._device = None, None
+        self._scanners.clear()
+        self.generation += 1
+        logger.info("central %s lost the virtual radio %s (%s); it joins again at its next use",
+                    self.address, self.radio_url, reason)
+        task = asyncio.get_running_loop().create_task(_close_quietly(transport))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def release(self) -> None:
         """Drop a reference; the last one leaves the radio."""
@@ -73,7 +112,7 @@ class SharedCentral:
             transport, self._transport, self._device = self._transport, None, None
             self._scanners.clear()
             if transport is not None:
-                await transport.close()
+                await _close_quietly(transport)
             logger.debug("central %s left %s", self.address, self.radio_url)
 
     async def add_scanner(self, token: object, listener: AdvertisementListener, active: bool) -> None:
@@ -93,6 +132,14 @@ class SharedCentral:
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         for listener in list(self._scanners.values()):
             listener(advertisement)
+
+
+async def _close_quietly(transport: Transport) -> None:
+    """Close a transport whose relay may be gone already (bounded: closing a dead WebSocket waits)."""
+    try:
+        await asyncio.wait_for(transport.close(), 5.0)
+    except Exception as exc:  # noqa: BLE001 - a timeout, websockets' ConnectionClosed...: the relay is gone
+        logger.debug("closing the radio transport: %r", exc)
 
 
 _centrals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedCentral]] = (

@@ -1,0 +1,85 @@
+"""A transport task that ends unexpectedly is logged at ERROR, reported down in /healthz and restarted.
+
+Was: the service started the transport tasks without watching them; one that raised vanished
+silently (a DEBUG line at stop, ``stopping links: ble ended with ...``) and /healthz stayed ok.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import make_env
+
+from gateway.config import load_config
+from gateway.service import Gateway
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class CrashingTransport:
+    """Fails at its first run (a radio stack's error its own retries did not expect), then runs."""
+
+    name = "ble"
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.closed = 0
+
+    async def run(self, sink: Any) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise RuntimeError("radio stack fell over")
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+async def health(port: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get("http://127.0.0.1:%d/healthz" % port) as resp:
+            body: dict[str, Any] = await resp.json()
+            return body
+
+
+async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = make_env(tmp_path)
+    cfg.write_text(cfg.read_text().replace("[http]\nenabled = false", "[http]\nport = 0"))
+    gw = Gateway(load_config(cfg))
+    crashing = CrashingTransport()
+    gw.transports.append(crashing)  # type: ignore[arg-type]
+    gw.metrics.link_state.labels("ble").set(1)  # as a transport that was up says
+    with caplog.at_level(logging.WARNING, logger="gateway.service"):
+        await gw.start()
+        try:
+            assert gw.http_port
+            end = time.monotonic() + 5
+            while "ended unexpectedly" not in caplog.text:
+                assert time.monotonic() < end, caplog.text
+                await asyncio.sleep(0.02)
+            [record] = [r for r in caplog.records if "ended unexpectedly" in r.getMessage()]
+            assert record.levelno == logging.ERROR
+            assert "link ble ended unexpectedly (RuntimeError: radio stack fell over)" in record.getMessage()
+            assert record.exc_info is not None  # with its traceback
+            assert gw.metrics.value("civicedge_link_state", {"link": "ble"}) == 0
+            body = await health(gw.http_port)
+            assert body["status"] == "degraded"
+            assert body["reasons"] == ["link ble failed (RuntimeError: radio stack fell over); restarting it"], body
+            end = time.monotonic() + 5
+            while crashing.runs < 2:
+                assert time.monotonic() < end, "not restarted"
+                await asyncio.sleep(0.05)
+            assert "link ble restarted" in caplog.text
+            # restarted, but not up until the transport says so: still down in /healthz
+            body = await health(gw.http_port)
+            assert body["reasons"] == ["link ble is down"], body
+        finally:
+            await gw.stop()
+    assert crashing.runs == 2 and crashing.closed == 1
