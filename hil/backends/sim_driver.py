@@ -176,6 +176,7 @@ class SimDriver:
         handle.console_url = board.console_path
         handle.data_url = board.data_path
         handle.ble_address = board.ble_address
+        handle.extras["sim_speed"] = self.speed  # virtual s per wall s (0 = as fast as possible, None = paused)
         deadline = time.monotonic() + self.start_timeout_s
         wait_reporting_text(handle, lambda: board.console_text().encode(), deadline=deadline)
 
