@@ -99,7 +99,7 @@ def _data_source(args: argparse.Namespace) -> GatewayBinSource:
         return GatewayBinSource(args.db, args.registry or args.db.parent / "registry")
     from gateway.config import default_config
 
-    cfg = default_config()
+    cfg = default_config(read_only=True)
     return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)
 
 

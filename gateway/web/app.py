@@ -69,6 +69,12 @@ def _reject_repeated(query: Any) -> None:
                            param=name)
 
 
+def _answer_started(request: web.Request) -> bool:
+    """True once a streamed answer sent bytes (its status line at least)."""
+    writer = request.writer
+    return writer is not None and writer.output_size > 0
+
+
 @web.middleware
 async def _errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -109,10 +115,12 @@ async def _errors_middleware(
                 status=exc.status, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
             )
         raise
-    except ConnectionError:
-        raise  # the client hung up: nobody to answer
+    except (ConnectionResetError, ConnectionAbortedError):
+        raise  # the client hung up, or a streamed answer was cut off on purpose: nobody to answer
     except Exception:  # a defect: answer JSON like every other error, keep the traceback in the log
         logger.exception("%s %s failed unexpectedly", request.method, request.path)
+        if _answer_started(request):
+            raise  # a second answer would land inside the first one's body: aiohttp drops the connection
         return web.json_response(
             {"error": {"code": "internal", "message": "the request failed unexpectedly; the gateway log has the details"}},
             status=500,

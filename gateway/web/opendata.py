@@ -110,14 +110,17 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
             try:
                 groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields,
                                                       zone=zone)
-            except GatewayError as exc:
+                text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy), header=header)
+            except Exception as exc:
                 if not response.prepared:
                     raise  # nothing sent yet: the client gets the JSON error
                 # Rows were sent already: end the connection without the closing chunk, so the client
                 # sees a cut-off transfer rather than a complete-looking CSV with days missing.
-                logger.error("readings.csv cut off at %s: %s (%s)", lo, type(exc).__name__, exc.reason)
-                raise ConnectionAbortedError("store read failed during a CSV export") from None
-            text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy), header=header)
+                if isinstance(exc, GatewayError):
+                    logger.error("readings.csv cut off at %s: %s (%s)", lo, type(exc).__name__, exc.reason)
+                else:
+                    logger.exception("readings.csv cut off at %s by an unexpected error", lo)
+                raise ConnectionAbortedError("CSV export failed after rows were sent") from None
             header = False
             if not response.prepared:
                 await response.prepare(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -114,3 +116,32 @@ async def test_a_defect_in_a_handler_answers_a_json_500_and_logs_the_traceback(
         assert (await resp.json())["error"]["code"] == "internal"
     failed = [r for r in caplog.records if "GET /api/broken failed unexpectedly" in r.getMessage()]
     assert failed and failed[0].exc_info is not None and failed[0].exc_info[0] is KeyError
+
+
+async def test_a_defect_after_a_streamed_answer_started_cuts_the_connection(fleet: Fleet) -> None:
+    # QA review: the JSON 500 was written into the chunked CSV body (a complete-looking file with an
+    # HTTP response inside it); a started answer must end without its closing chunk instead.
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=None, admin_token=None, clock=lambda: float(NOW))
+
+    async def streaming(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_type = "text/csv"
+        await resp.prepare(request)
+        await resp.write(b"hour,device\r\n2026,b1\r\n")
+        raise KeyError("a defect mid-stream")
+
+    app.router.add_get("/api/streaming", streaming)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /api/streaming HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)  # EOF: the server closed the connection
+        writer.close()
+    finally:
+        await server.close()
+    assert data.startswith(b"HTTP/1.1 200") and b"2026,b1" in data
+    assert b"500" not in data and b"internal" not in data
+    assert not data.endswith(b"0\r\n\r\n")  # no closing chunk: the client sees a cut-off transfer
