@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 # Serial read timeout while polling: the resolution of our overall timeouts.
 _POLL_S = 0.2
+# How long, after an exec timeout and Ctrl-C, the board gets to show the raw REPL again.
+RECOVER_S = 3.0
 # Bytes of file content per exec when writing (base64 inflates by 4/3; stays small for an ESP32 heap).
 WRITE_CHUNK = 2048
 READ_CHUNK = 2048
@@ -284,21 +286,40 @@ class Dut:
             self.enter_raw_repl(timeout_s=timeout_s)
         with self._remote("exec", timeout_s):
             try:
-                # Larger read timeout for the short handshakes inside (raw-paste negotiation).
-                self._serial.timeout = max(1.0, min(5.0, timeout_s))
+                # The device acknowledges the code ("OK") before running it; a board that runs it
+                # first (the simulator executes synchronously) acknowledges only when it ends, so
+                # the wait for the acknowledgement gets the whole remaining time.
+                self._serial.timeout = max(1.0, deadline - time.monotonic())
                 self._transport.exec_raw_no_follow(code.encode())
+            except TransportError:
+                if time.monotonic() < deadline - 0.05:
+                    raise  # an unexpected answer: a protocol error (translated by _remote)
+                self._timed_out(timeout_s, b"")  # no answer at all within the time
             finally:
                 self._serial.timeout = _POLL_S
             parts: list[bytes] = []
             for _ in range(2):  # stdout, then the exception text; each ends with Ctrl-D
                 data = self._read_until(b"\x04", timeout_overall=max(0.0, deadline - time.monotonic()))
                 if not data.endswith(b"\x04"):
-                    self._abort()
-                    raise DeviceTimeoutError(url=self.url, operation="exec", timeout_s=timeout_s,
-                                             received=b"".join(parts) + data)
+                    self._timed_out(timeout_s, b"".join(parts) + data)
                 parts.append(data[:-1])
         out, err = (p.decode(errors="replace") for p in parts)
         return out.replace("\r\n", "\n"), err.replace("\r\n", "\n")
+
+    def _timed_out(self, timeout_s: float, received: bytes) -> None:
+        """Interrupt code that overran its ``exec`` timeout, try to get the raw REPL back, and raise.
+
+        Raises:
+            DeviceTimeoutError: always; ``recovered`` says whether the board answers again.
+        """
+        self._abort()
+        try:
+            self.enter_raw_repl(timeout_s=RECOVER_S)
+            recovered = True
+        except DeviceTimeoutError:
+            recovered = False
+        raise DeviceTimeoutError(url=self.url, operation="exec", timeout_s=timeout_s, received=received,
+                                 recovered=recovered)
 
     def _abort(self) -> None:
         """Interrupt code that overran its timeout; the next call re-enters the raw REPL."""

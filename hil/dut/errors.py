@@ -57,14 +57,23 @@ class DeviceTimeoutError(DutError):
         operation: what was being done (``"exec"``, ``"enter raw REPL"``, ...).
         timeout_s: the limit that expired.
         received: bytes received before giving up (for diagnosis).
+        recovered: after an ``exec`` timeout, whether the board answered the raw REPL again once
+            interrupted (Ctrl-C); None where no recovery was tried.
     """
 
-    def __init__(self, *, url: str, operation: str, timeout_s: float, received: bytes = b"") -> None:
-        super().__init__(f"{operation} on {url} timed out after {timeout_s:g} s (received {received[-200:]!r})",
-                         url=url, operation=operation, timeout_s=timeout_s)
+    def __init__(self, *, url: str, operation: str, timeout_s: float, received: bytes = b"",
+                 recovered: bool | None = None) -> None:
+        message = f"{operation} on {url} timed out after {timeout_s:g} s (received {received[-200:]!r})"
+        if recovered is True:
+            message += "; after Ctrl-C the board answers again"
+        elif recovered is False:
+            message += ("; the board did not answer Ctrl-C either (on the simulator, code that never returns "
+                        "blocks the virtual board until it is stopped; on a real board, hard-reset it)")
+        super().__init__(message, url=url, operation=operation, timeout_s=timeout_s, recovered=recovered)
         self.operation = operation
         self.timeout_s = timeout_s
         self.received = received
+        self.recovered = recovered
 
 
 class DeviceDisconnectedError(DutError):
