@@ -320,6 +320,7 @@ class IngestService:
             except asyncio.CancelledError:
                 pass
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
+        self._outbox_drops_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
         if floors:
             await self.run_in_store(self.store.save_floors, floors)
@@ -531,6 +532,15 @@ class IngestService:
                     " in %d commit(s) since the last such line" % (more + 1) if more else "")
         self._dropped_unlogged = 0
 
+    def _outbox_drops_ended(self) -> None:
+        """A commit dropped nothing (the broker drains again) or the gateway stops: log the drops held
+        back since the last warning now, not with the next outage's first drop."""
+        if self._dropped_unlogged:
+            log.warning("MQTT outbox at its cap: dropped %d more message(s) since the last such line; the reports "
+                        "stay stored, only their upstream copies are lost", self._dropped_unlogged)
+            self._dropped_unlogged = 0
+        self._drop_log.reset()
+
     async def _commit(self, batch: list[_Queued]) -> None:
         records = [r for r, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -588,5 +598,7 @@ class IngestService:
         if result.outbox_dropped:
             self._metrics.outbox_dropped.inc(result.outbox_dropped)
             self._outbox_dropped(result.outbox_dropped)
+        elif self._dropped_unlogged:
+            self._outbox_drops_ended()
         self._metrics.outbox_depth.set(self.store.outbox_depth)
         self.stored.set()

@@ -170,6 +170,16 @@ async def test_outbox_cap_drops_are_one_warning_per_interval(registry: Registry,
         await commit(6)
         assert len(dropped_warnings()) == 2
         assert "dropped 4 message(s)" in dropped_warnings()[1], dropped_warnings()  # 3 left out + this one
+        assert "in 4 commit(s)" in dropped_warnings()[1], dropped_warnings()
+        ingest._drop_log.every_s = 60.0
+        await commit(7)  # drops one, held back (a line was just logged)
+        assert len(dropped_warnings()) == 2
+        # The broker drains the outbox: the next commit drops nothing, and the held-back drop is told
+        # now, not with the first drop of some later outage.
+        store.outbox_delete([m.id for m in store.outbox_peek(10)])
+        await commit(8)
+        assert store.counter("outbox_dropped") == 6  # commits 2..7 dropped one each, 8 none
+        assert len(dropped_warnings()) == 3 and "dropped 1 more message(s)" in dropped_warnings()[2], dropped_warnings()
     finally:
         await ingest.stop()
         ingest.close()
