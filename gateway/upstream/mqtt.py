@@ -183,8 +183,7 @@ class MqttUpstream:
                     await self._unless_lost(self._stored.wait(), lost, IDLE_POLL_S)
                     continue
                 # paho sends in call order; all of a chunk must be PUBACKed before it leaves the outbox.
-                chunk = asyncio.gather(*(client.publish(m.topic, m.payload, qos=1) for m in msgs))
-                if not await self._unless_lost(chunk, lost, PUBLISH_TIMEOUT_S):
+                if not await self._unless_lost(self._publish_chunk(client, msgs), lost, PUBLISH_TIMEOUT_S):
                     raise asyncio.TimeoutError("no PUBACK for %d message(s) within %.0f s" % (len(msgs),
                                                                                           PUBLISH_TIMEOUT_S))
                 await self._run(self._store.outbox_delete, [m.id for m in msgs])  # type: ignore[misc]
@@ -193,6 +192,18 @@ class MqttUpstream:
         finally:
             lost.cancel()
             await asyncio.gather(lost, return_exceptions=True)
+
+    @staticmethod
+    async def _publish_chunk(client: aiomqtt.Client, msgs: list[OutboxMessage]) -> None:
+        """Publish ``msgs`` (QoS 1) and wait for every PUBACK; when one fails or this is cancelled, the
+        others are cancelled too (a bare gather left them waiting on a client that was gone)."""
+        tasks = [asyncio.ensure_future(client.publish(m.topic, m.payload, qos=1)) for m in msgs]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
     async def _until_lost(client: aiomqtt.Client) -> None:

@@ -184,3 +184,38 @@ async def test_outbox_cap_drops_are_one_warning_per_interval(registry: Registry,
         await ingest.stop()
         ingest.close()
         store.close()
+
+
+async def test_a_connection_lost_mid_backlog_is_seen_at_once_and_the_backlog_still_drains(
+        tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture, fast_backoff: None) -> None:
+    """Broker killed while chunks are in flight: the loss was seen only after the 10 s publish timeout.
+    No publish is left waiting on the dead client, and nothing leaves the outbox unacknowledged."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    store = store_at(tmp_path)
+    total = 40 * mqtt.DRAIN_CHUNK
+    store.insert_batch([record(s) for s in range(1, total + 1)])
+    up, metrics = make_upstream(store, broker.port)
+    task = asyncio.create_task(up.run())
+
+    def publishing() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("Client.publish")]
+
+    try:
+        await until(lambda: store.outbox_depth < total, 20, "draining started")
+        assert broker.proc is not None
+        broker.proc.kill()
+        broker.proc.wait(5)
+        killed = asyncio.get_running_loop().time()
+        await until(lambda: not up.connected, 5, "loss seen mid-backlog")
+        assert asyncio.get_running_loop().time() - killed < mqtt.PUBLISH_TIMEOUT_S / 2
+        left = store.outbox_depth
+        assert left > 0
+        await until(lambda: not publishing(), 2, "the chunk's publishes cancelled")
+        broker.start()
+        await until(lambda: store.outbox_depth == 0, 30, "backlog drained after the reconnection")
+        published = metrics.value("civicedge_mqtt_published_total")
+        assert published is not None and published >= total
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
