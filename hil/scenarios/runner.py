@@ -225,7 +225,7 @@ class ScenarioRun:
         n_ble = sum(len(g.ids) for g in self.scenario.boards if g.link == "ble")
         if self.relay is not None:
             lines += ["[ble]", "enabled = true", 'backend = "virtual"', f'radio = "{self.relay.url}"',
-                      "scan_interval_s = 0.5", f"max_connections = {max(1, min(8, n_ble))}"]
+                      "scan_interval_s = 0.5", *ble_slot_lines(n_ble, speed=self.speed)]
         config = self.workdir / "gateway.toml"
         config.write_text("\n".join(lines) + "\n")
         with self.gateway_log.open("wb") as out:
@@ -390,6 +390,33 @@ class ScenarioRun:
             w.poll()
             w.close()
         return status
+
+
+# The gateway's BLE limits (gateway/config/loader.py): max_connections 1..64, auth_timeout_s 1..600.
+BLE_MAX_CONNECTIONS = 64
+BLE_AUTH_TIMEOUT_S = (20.0, 600.0)
+
+
+def ble_slot_lines(n_ble: int, *, speed: float, window_s: float | None = None) -> list[str]:
+    """``[ble]`` lines so that every BLE board of a run holds a link from the start.
+
+    * ``max_connections``: one per board **plus one**: the gateway keeps one slot for addresses
+      that already delivered a verified frame (docs/ble.md §8 rule 3), so with ``n`` slots only
+      ``n - 1`` new boards connect, and the last waits for a drop.
+    * ``auth_timeout_s``: a link on which nothing verified within it is dropped and backed off
+      for 30 s or more (wall clock). A board may have nothing to send until its next report
+      window closes, ``window_s`` virtual seconds (the policy's longest window, 15 min) = 15 wall
+      seconds at 60x, more than the default 20 s at lower speeds; so a window at the run's speed
+      plus 10 s, at least the gateway's default 20 s and at most its limit of 600 s.
+    """
+    if window_s is None:
+        policy = load_policy()
+        windows = [float(k.get("window_s", 0)) for k in policy.get("kinds", {}).values()]
+        window_s = max([float(policy.get("defaults", {}).get("window_s", 900)), *windows])
+    lo, hi = BLE_AUTH_TIMEOUT_S
+    auth_timeout_s = min(hi, max(lo, window_s / speed + 10))
+    return [f"max_connections = {max(1, min(BLE_MAX_CONNECTIONS, n_ble + 1))}",
+            f"auth_timeout_s = {auth_timeout_s:.1f}"]
 
 
 class _PaceWatch:
