@@ -176,7 +176,12 @@ def _day(w: int) -> str:
 
 
 def check_eps(scenario: Scenario, data: StoredData, policy: dict[str, Any]) -> CheckResult:
-    """Per device, field and UTC day, the sum of released ε never exceeds the policy's daily budget."""
+    """Per device, field and UTC day, the sum of released ε never exceeds the policy's daily budget.
+
+    Fails when no stored report carried a privacy spend for the fields asked: the budget was never
+    exercised, so the run cannot show it holds (as ``no_loss`` fails when nothing was generated);
+    the message says so and how to place a run across a release (docs/scenarios.md).
+    """
     wanted_raw = scenario.expect.eps_per_day_max
     wanted: tuple[str, ...] | bool = True if wanted_raw is True else tuple(wanted_raw or ())
     kinds = {d: g.kind for g in scenario.boards for d in g.ids}
@@ -196,7 +201,10 @@ def check_eps(scenario: Scenario, data: StoredData, policy: dict[str, Any]) -> C
     fields = "all fields" if isinstance(wanted, bool) else ", ".join(wanted)
     if not sums:
         return CheckResult(f"eps_per_day_max ({fields})", False,
-                           "no report carried a privacy spend (e): nothing released, nothing to check", {})
+                           f"not shown: no stored report spent privacy budget (e) on {fields}, so the run never "
+                           "exercised the budget it should bound; run across a release of a noisy field "
+                           "(release_every_s in firmware/policy.json: mot every 6 h from 00:00 UTC, lid daily at "
+                           "00:00 UTC) or drop this expectation", {})
     msg = ("; ".join(over) if over else
            f"{len(sums)} device/field/day totals, highest {peak} milli-eps, all within the policy budget")
     return CheckResult(f"eps_per_day_max ({fields})", not over, msg, {"totals": {"|".join(k): v for k, v in sums.items()}})

@@ -41,11 +41,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from hil.boards import BoardError, load_board
+from hil.boards import BoardError, BoardNotFoundError, load_board
 from hil.scenarios.errors import (BadDurationError, ScenarioError, UnknownBoardError, UnknownExpectationError,
                                   UnknownKeyError)
 from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation, Scenario
 from hil.scenarios.stimuli_doc import check_fault_entry, check_keys, check_stimuli_doc
+from hil.scenarios.timeline import check_timeline
 from hil.sim.errors import StimulusError
 from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms
 
@@ -55,12 +56,16 @@ BOARD_KEYS = {"board", "count", "ids", "link", "zone", "lat", "lon", "stimuli", 
 EXPECT_KEYS = {"reports_min", "no_loss", "alarms", "alarms_within", "fields", "eps_per_day_max"}
 FIELD_KEYS = {"field", "op", "value", "by", "device"}
 MAX_BOARDS = 50
-# A board boots in about a wall second, i.e. `speed` virtual seconds: resets closer than this keep
-# it booting (and a reset every few ms swamps the simulator host). Other faults: once a second.
-RESET_FAULTS = {"reset", "power_loss", "power_loss_write"}
-MIN_RESET_EVERY_MS = 10_000
-MIN_FAULT_EVERY_MS = 1_000
-_TIME_OF_DAY = re.compile(r"^\d{1,2}:\d{2}(:\d{2})?$")
+# Durations in a scenario file carry their unit; a bare number (600: seconds? minutes?) is refused.
+_WITH_UNIT = re.compile(r"^\+?\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)$")
+_BARE_NUMBER = re.compile(r"^\+?\s*[0-9]+(\.[0-9]+)?$")
+# Virtual time a scenario may run: a week shows every release period of the policy (6-hourly counts,
+# daily budgets) several times; longer runs take hours of wall time even at high speeds.
+MAX_DURATION_MS = 7 * 86_400_000
+# The firmware's clock is "never set" before 2024-01-01 (VALID_AFTER in firmware/lib/civic/hal/clock.py)
+# and it takes no ACK time from 2100 on (TIME_MAX in civic/uplink/session.py).
+EARLIEST_START_MS = 1_704_067_200_000
+LATEST_END_MS = 4_102_444_800_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
@@ -78,6 +83,9 @@ def find_scenario(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ScenarioError(f"{str(name_or_path)!r} is a directory, not a scenario file (give the .toml file(s), "
+                            "e.g. DIR/*.toml)", path=str(name_or_path))
     example = EXAMPLES_DIR / f"{Path(str(name_or_path)).stem}.toml"
     if example.is_file() and path.suffix in ("", ".toml") and len(path.parts) == 1:
         return example
@@ -85,13 +93,47 @@ def find_scenario(name_or_path: str | Path) -> Path:
     raise ScenarioError(f"no scenario file {str(name_or_path)!r} (shipped examples: {names})", path=str(name_or_path))
 
 
-def _duration(value: Any, key: str, path: Path | None) -> int:
-    text = str(value)
+def read_toml_text(path: Path, *, what: str) -> str:
+    """The text of a TOML file: UTF-8, a leading UTF-8 byte-order mark (as some Windows editors write)
+    skipped.
+
+    Raises:
+        ScenarioError: cannot be read (a directory, no permission) or not UTF-8 text (a UTF-16 file
+            is named as such), naming the file and the first bad byte.
+    """
     try:
-        ms = parse_duration_ms(text[1:] if text.startswith("+") else value)
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a directory, not a {what}", path=str(path)) from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read the {what}: {exc.strerror or exc}", path=str(path)) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ScenarioError(f"{path}: not UTF-8 text (it starts with a UTF-16 byte-order mark); save the {what} as "
+                            "UTF-8", path=str(path))
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the "
+                            f"{what} as UTF-8", path=str(path)) from None
+
+
+def _duration(value: Any, key: str, path: Path | None) -> int:
+    """A duration string with its unit (``90s``, ``40m``, ``+30m``) -> ms; a bare number is refused
+    (seconds or minutes? the file must say)."""
+    where = str(path) if path else None
+    text = str(value).strip()
+    if isinstance(value, bool) or not isinstance(value, str) or not _WITH_UNIT.match(text):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) or _BARE_NUMBER.match(text):
+            raise BadDurationError(f"{key}: {value!r} has no unit: write it as a string with one, e.g. "
+                                   f"\"{text.lstrip('+')}s\" or \"{text.lstrip('+')}m\" (units ms, s, m, h, d)",
+                                   path=where, key=key, value=value)
+        raise BadDurationError(f"{key}: not a duration: {value!r} (use e.g. 90s, 10m, 6h, 1d)", path=where, key=key,
+                               value=value)
+    try:
+        ms = parse_duration_ms(text[1:] if text.startswith("+") else text)
     except StimulusError as exc:
         raise BadDurationError(f"{key}: not a duration: {value!r} (use e.g. 90s, 10m, 6h, 1d)",
-                               path=str(path) if path else None, key=key, value=value) from exc
+                               path=where, key=key, value=value) from exc
     if ms <= 0:
         raise BadDurationError(f"{key}: must be positive, got {value!r}", path=str(path) if path else None,
                                key=key, value=value)
@@ -111,7 +153,13 @@ def _start_ms(value: Any, path: Path | None) -> int:
                                path=str(path) if path else None, key="start", value=str(value)) from exc
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
-    return int(t.timestamp() * 1000)
+    ms = int(t.timestamp() * 1000)
+    if not EARLIEST_START_MS <= ms < LATEST_END_MS:
+        raise BadDurationError(f"start: {value!r} is outside 2024-01-01 .. 2100-01-01 UTC: the firmware treats a clock "
+                               "before 2024-01-01 as never set (it would not release or time-stamp readings) and "
+                               "takes no time from 2100 on", path=str(path) if path else None, key="start",
+                               value=str(value))
+    return ms
 
 
 def toml_text(doc: dict[str, Any]) -> str:
@@ -159,16 +207,18 @@ def _stimuli_doc(raw: Any, where: str, base: Path, path: Path | None) -> dict[st
         return dict(raw)
     if isinstance(raw, str):
         file = (base / raw) if not Path(raw).is_absolute() else Path(raw)
+        if file.is_dir():
+            raise ScenarioError(f"{where}: stimuli {raw!r} is a directory ({file}), not a stimuli file", key="stimuli",
+                                value=raw, path=str(file))
         if not file.is_file():
             raise ScenarioError(f"{where}: stimuli file {raw!r} not found (looked at {file})", key="stimuli",
                                 value=raw, path=str(file))
         try:
-            doc = tomllib.loads(file.read_text())
+            doc = tomllib.loads(read_toml_text(file, what="stimuli file"))
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(f"{where}: stimuli file {file} is not TOML: {exc}", key="stimuli", path=str(file)) from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScenarioError(f"{where}: cannot read stimuli file {file}: {exc}", key="stimuli",
-                                path=str(file)) from exc
+        except ScenarioError as exc:
+            raise ScenarioError(f"{where}: stimuli: {exc}", key="stimuli", value=raw, path=str(file)) from None
         check_stimuli_doc(doc, f"{where}.stimuli (file {file})", str(file))
         return doc
     raise ScenarioError(f"{where}: stimuli must be a file name or a table, got {raw!r}", key="stimuli", value=raw)
@@ -186,9 +236,12 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     board_ref = str(base / name) if name.endswith(".toml") and not Path(name).is_absolute() else name
     try:
         definition = load_board(board_ref)
-    except BoardError as exc:
+    except BoardNotFoundError as exc:
         raise UnknownBoardError(f"{where}: unknown board {name!r}: {exc}", key="board", value=name,
                                 path=str(path) if path else None) from exc
+    except BoardError as exc:  # the file exists: say what is wrong with it (not UTF-8, not TOML, a bad field)
+        raise ScenarioError(f"{where}: board {name!r}: {exc}", key="board", value=name,
+                            path=str(path) if path else None) from exc
     config = definition.to_device_config()
     kind = str(config.get("kind"))
     links = sorted(config.get("links", {}))
@@ -233,8 +286,10 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     try:
         plan = load_stimuli(text, BoardIo(config), scenario_start)
     except StimulusError as exc:
-        raise ScenarioError(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
-    _check_timeline(where, at, plan.faults, scenario_start, scenario_end)
+        # A typo in a timeline entry (tme = "+1m") is an unknown key, as in a faults entry.
+        error = UnknownKeyError if "unknown_key" in exc.details else ScenarioError
+        raise error(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
+    check_timeline(where, at, plan.faults, scenario_start, scenario_end)
     for key in ("zone", "lat", "lon"):
         if key in raw and not isinstance(raw[key], str):
             raise ScenarioError(f"{where}: {key} must be a string", key=key, value=raw[key])
@@ -265,49 +320,6 @@ def _check_registry_fields(where: str, ids: list[str], *, kind: str, zone: str, 
             except RegistryError as exc:
                 raise ScenarioError(f"{where}: {key}: {exc} (the gateway registry refuses it)", key=key,
                                     value=value) from exc
-
-
-def _check_timeline(where: str, entries: list[Any], faults: list[dict[str, Any]], start_ms: int, end_ms: int) -> None:
-    """Refuse timeline entries that cannot do what they say: ``until`` before ``time``, faults that never
-    fire within the run, and fault periods too short for the simulator (a board needs time to boot).
-
-    Raises:
-        ScenarioError: naming the entry.
-    """
-    for j, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "until" not in entry or "time" not in entry:
-            continue
-        # "22:00" .. "01:00" wraps to the next day on purpose; a relative or absolute until may not.
-        if _TIME_OF_DAY.match(str(entry["until"])):
-            continue
-        try:
-            at, until = parse_at_ms(entry["time"], start_ms), parse_at_ms(entry["until"], start_ms)
-        except StimulusError:
-            continue  # load_stimuli reported it already
-        if until < at:
-            raise ScenarioError(f"{where}: timeline entry {entry!r}: until {entry['until']!r} is before time "
-                                f"{entry['time']!r}", key="until", value=str(entry["until"]))
-    for f in faults:
-        at, kind = int(f["at"]), str(f.get("kind"))
-        line = f"fault {kind} at {_offset(at - start_ms)}"
-        if at < start_ms:
-            raise ScenarioError(f"{where}: {line} is before the scenario's start", key="faults", value=kind)
-        if at > end_ms:
-            raise ScenarioError(f"{where}: {line} is after the scenario's end ({_offset(end_ms - start_ms)}): it never "
-                                "fires", key="faults", value=kind)
-        every = f.get("every")
-        if every is None:
-            continue
-        least = MIN_RESET_EVERY_MS if kind in RESET_FAULTS else MIN_FAULT_EVERY_MS
-        if every < least:
-            why = ("a board needs time to boot after a reset" if kind in RESET_FAULTS
-                   else "the simulator would do nothing else")
-            raise ScenarioError(f"{where}: {line} every {every} ms is too often: at least every "
-                                f"{least // 1000} s ({why})", key="every", value=every)
-
-
-def _offset(ms: int) -> str:
-    return f"{'+' if ms >= 0 else '-'}{abs(ms) / 60_000:g} min"
 
 
 def _policy_names() -> tuple[set[str], set[str]]:
@@ -396,10 +408,18 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
     check_keys(doc, TOP_KEYS, "scenario", path)
     name = doc.get("name", path.stem if path else None)
     if not isinstance(name, str) or not _ID.match(name):
+        if "name" not in doc and path is not None:
+            raise ScenarioError(f"scenario: no 'name' key, and the file name {path.name!r} gives {name!r}, which is not "
+                                "a short id (letters, digits, . _ -; max 32): set name = \"...\" in the file",
+                                key="name", value=name)
         raise ScenarioError(f"scenario: name must be a short id (letters, digits, . _ -), got {name!r}", key="name")
     if "duration" not in doc:
         raise BadDurationError("scenario: 'duration' (virtual time to run, e.g. 6h) is required", key="duration")
     duration_ms = _duration(doc["duration"], "duration", path)
+    if duration_ms > MAX_DURATION_MS:
+        raise BadDurationError(f"duration: {doc['duration']!r} is longer than the {MAX_DURATION_MS // 86_400_000} d "
+                               "a scenario may run (virtual time)", key="duration", value=doc["duration"],
+                               path=str(path) if path else None)
     speed = doc.get("speed", 60)
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed <= 3600:
         raise ScenarioError(f"scenario: speed must be a number in (0, 3600], got {speed!r}", key="speed", value=speed)
@@ -407,6 +427,9 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ScenarioError(f"scenario: seed must be an integer, got {seed!r}", key="seed", value=seed)
     start_ms = _start_ms(doc.get("start"), path)
+    if start_ms + duration_ms > LATEST_END_MS:
+        raise BadDurationError("scenario: start + duration runs past 2100-01-01 UTC (the firmware takes no time from "
+                               "then on)", key="duration", value=str(doc["duration"]), path=str(path) if path else None)
     boards_raw = doc.get("boards")
     if boards_raw is not None and not isinstance(boards_raw, list):
         raise ScenarioError(f"scenario: boards must be a list of [[boards]] tables, got {type(boards_raw).__name__} "
@@ -435,12 +458,11 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             UnknownExpectationError) with ``details`` naming the key and value at fault.
     """
     path = find_scenario(name_or_path)
+    text = read_toml_text(path, what="scenario file")
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not TOML: {exc}", path=str(path)) from exc
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}", path=str(path)) from exc
     try:
         return parse_scenario(doc, path=path)
     except ScenarioError as exc:

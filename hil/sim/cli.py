@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -23,16 +24,18 @@ logger = logging.getLogger(__name__)
 
 
 def _speed(text: str) -> float | None:
-    if text in ("max", "fast"):
+    """``--speed``: a finite number >= 0 (0 is ``max``), ``max`` or ``paused`` (None)."""
+    if text == "max":
         return 0.0
     if text == "paused":
         return None
     try:
         value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"speed must be a number, 'max' or 'paused', got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError("speed must be >= 0")
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"speed must be a finite number >= 0 (virtual seconds per wall second), "
+                                         f"'max' or 'paused', got {text!r}")
     return value
 
 

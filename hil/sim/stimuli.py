@@ -10,6 +10,7 @@ Names (value types): ``pir`` (0/1 or ``"pulse 2s"``), ``light`` (lux), ``distanc
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -217,6 +218,26 @@ class StimuliPlan:
     faults: list[dict[str, Any]] = field(default_factory=list)
 
 
+STIMULUS_NAMES: tuple[str, ...] = ("pir", "light", "lamp_current", "lamp_failed", "distance", "temperature", "tilt",
+                                    "lid", "battery")
+"""Named stimuli (besides ``pin:N`` and ``adc:N``), see :func:`stimulus_op`."""
+TIMELINE_KEYS: tuple[str, ...] = ("time", "every", "until", "fault")
+"""Keys of a timeline entry other than stimulus names."""
+
+
+def _check_entry_keys(entry: dict[str, Any], line: int) -> None:
+    """Refuse a key of a timeline entry that is neither a timing key, ``fault`` nor a stimulus name
+    (a typo such as ``tme`` is named as such, not reported as a missing ``time``)."""
+    for key in entry:
+        if key in TIMELINE_KEYS or key in STIMULUS_NAMES or key.startswith(("pin:", "adc:")):
+            continue
+        close = difflib.get_close_matches(key, TIMELINE_KEYS + STIMULUS_NAMES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise StimulusError(f"timeline entry {line}: unknown key {key!r} ({hint}an entry needs time and may have "
+                            f"{', '.join(TIMELINE_KEYS[1:])} and stimuli: {', '.join(STIMULUS_NAMES)}, pin:N, adc:N)",
+                            name=key, line=line, unknown_key=key)
+
+
 def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
     """Parse a stimuli file (a path, or TOML text).
 
@@ -243,7 +264,7 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
     except OSError as exc:
         raise StimulusError(f"cannot read the stimuli file: {exc}", value=str(source)) from exc
     try:
-        doc = tomllib.loads(text)
+        doc = tomllib.loads(text.removeprefix("\ufeff"))  # a UTF-8 byte-order mark (Windows editors) is skipped
     except tomllib.TOMLDecodeError as exc:
         raise StimulusError(f"stimuli file is not TOML: {exc}", value=str(source)) from exc
     plan = StimuliPlan()
@@ -263,6 +284,7 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
         plan.initial.append(stimulus_op(io, name, value))
     for i, entry in enumerate(entries):
         if "time" not in entry:
+            _check_entry_keys(entry, i + 1)  # a typo (tme = ...) is named, not only the missing 'time'
             raise StimulusError(f"timeline entry {i + 1} needs 'time'", line=i + 1)
         at = parse_at_ms(entry["time"], start_ms)
         timing: dict[str, Any] = {"at": at}
