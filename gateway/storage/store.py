@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import sqlite3
 import stat
 from dataclasses import dataclass, field
@@ -95,9 +96,12 @@ class ReportStore:
     Raises:
         StorageError: at open, reason ``open_failed``, ``in_use`` (another gateway writes it, whether
             through the same path or a symlink), ``hard_linked`` (the file has other names),
+            ``path_changed`` (a symlinked path was re-pointed while it was being opened),
+            ``symlinked`` (its ``-wal`` or ``-shm`` is a symlink), ``not_owned`` (the database,
+            ``-wal`` or ``-shm`` belongs to another user, e.g. restored as root),
             ``schema_too_new`` (written by a newer gateway; left unchanged) or ``schema_unknown``;
-            from :meth:`insert_batch`, reason ``file_gone`` when the file was deleted or replaced
-            (see :meth:`file_problem`);
+            from :meth:`insert_batch`, reason ``file_gone`` when the file was deleted or replaced, or
+            the configured path (a symlink) now names another file (see :meth:`file_problem`);
             from any method, reason ``corrupt`` when SQLite finds the file damaged (the message names
             the file and says to restore a backup), else ``read_failed`` / ``write_failed``.
     """
@@ -117,9 +121,11 @@ class ReportStore:
         self._outbox_max = outbox_max_bytes
         self._outbox_policy = outbox_policy
         # The file itself, through any symlink: its lock, -wal and -shm are next to it (SQLite names
-        # the -wal after the resolved path too), wherever the configured name points from.
+        # the -wal after the resolved path too), wherever the configured name points from. Resolved
+        # once: the lock, the checks and the connection all use this file, so a link re-pointed
+        # meanwhile cannot make the gateway lock one store and write another.
         real = real_store_path(self.path)
-        self._lock_fd = _lock_store(self.path)
+        self._lock_fd = _lock_store(self.path, real)
         conn: sqlite3.Connection | None = None
         try:
             # Before SQLite opens anything: opening a file already in WAL mode (a restored backup)
@@ -147,14 +153,19 @@ class ReportStore:
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason=reason) from exc
         self._conn = conn
         self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
-        self._files = _identities(real)
+        # The database is watched through the configured name (symlinks followed): a [storage] path
+        # re-pointed at another file is a replaced store (the next start would open that one). The
+        # -wal is next to the file itself, where SQLite keeps it.
+        self._files = _identities(self.path, real)
 
     def file_problem(self) -> str | None:
         """Say so when the database file or its ``-wal`` was deleted or replaced since the store was opened.
 
         SQLite keeps writing to the files it opened: after ``rm reports.sqlite*`` (or a ``mv`` over it)
         commits still succeed, into files no longer at the path, and everything stored, old and new,
-        is gone when the gateway stops. Cheap (a ``stat`` per file); safe from any thread.
+        is gone when the gateway stops. The database is looked up by the configured path, following
+        symlinks, so a ``[storage] path`` symlink re-pointed at another file counts as replaced: the
+        next start would open that other file. Cheap (a ``stat`` per file); safe from any thread.
         """
         for path, ident in self._files:
             try:
@@ -164,6 +175,10 @@ class ReportStore:
             except OSError:
                 continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
             if (st.st_dev, st.st_ino) != ident:
+                now = real_store_path(path)
+                if now != Path(os.path.abspath(path)):  # a symlink (or symlinked directory) on the way
+                    return ("report store file %s was replaced by another file while the gateway ran (it now "
+                            "names %s)" % (path, now))
                 return "report store file %s was replaced by another file while the gateway ran" % path
         return None
 
@@ -487,6 +502,16 @@ def _make_private(path: Path) -> None:
     are tightened here. chmod, not an open() of an existing file: run before SQLite opens it, but
     closing a descriptor of the database in this process would drop the POSIX locks SQLite holds
     on it. Only regular files are touched (SQLite's own open says what is wrong with anything else).
+
+    ``path`` is the file itself (symlinks resolved). Nothing is followed from here (``lstat``): a
+    ``-wal`` or ``-shm`` that is a symlink is refused with what to do. A chmod through it would change
+    a file elsewhere (any file, for a gateway run as root), and SQLite either refuses the store with a
+    bare "unable to open database file" (3.40 does) or writes the log into the file the link names. A
+    file of another user (a backup restored as root) is refused with its owner and the ``chown``
+    that fixes it, where the chmod or SQLite's open would fail with a bare "Operation not permitted".
+
+    Raises:
+        StorageError: reason ``symlinked`` or ``not_owned``.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -497,25 +522,67 @@ def _make_private(path: Path) -> None:
             os.fchmod(fd, 0o600)  # whatever the umask
         finally:
             os.close(fd)
+    files: list[tuple[Path, os.stat_result]] = []
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
-            st = os.stat(p)
+            st = os.lstat(p)
         except FileNotFoundError:
             continue
-        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        if stat.S_ISLNK(st.st_mode) and p != path:
+            what = "write-ahead log" if p.name.endswith("-wal") else "shared memory index"
+            target = os.path.realpath(p)
+            raise StorageError("report store file %s is a symlink (to %s): the store's %s must be a file of its own "
+                               "next to the database (SQLite refuses such a link with a bare 'unable to open "
+                               "database file', or writes through it into the file it names); put the file itself "
+                               "in its place (mv %s %s) or, if the gateway was stopped cleanly, remove the link"
+                               % (p, os.readlink(p), what, target, p), reason="symlinked")
+        if stat.S_ISREG(st.st_mode):
+            files.append((p, st))
+    euid = os.geteuid()
+    foreign = [(p, st.st_uid) for p, st in files if st.st_uid != euid]
+    if foreign and euid != 0:  # root may chmod and open anyone's file; any other user can do neither
+        names = " ".join(str(p) for p, _ in foreign)
+        owners = ", ".join(sorted({_user_label(uid) for _, uid in foreign}))
+        one = len(foreign) == 1
+        raise StorageError("report store file%s %s %s owned by %s, not by the gateway's user %s (restored as root?): "
+                           "SQLite cannot use %s; give %s back with: chown %s %s"
+                           % ("" if one else "s", names, "is" if one else "are", owners, _user_label(euid),
+                              "it" if one else "them", "it" if one else "them", _user_name(euid), names),
+                           reason="not_owned")
+    for p, st in files:
+        if st.st_mode & 0o077:
             os.chmod(p, 0o600)
 
 
-def _identities(path: Path) -> list[tuple[Path, tuple[int, int]]]:
-    """``(path, (st_dev, st_ino))`` of the database and its ``-wal`` (SQLite holds both open while the
-    store is; a WAL that is reset is rewritten in place, and removed only at the last close)."""
+def _user_name(uid: int) -> str:
+    """The login name of ``uid``, or the number when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _user_label(uid: int) -> str:
+    """``uid N (name)`` for messages."""
+    name = _user_name(uid)
+    return "uid %d" % uid if name == str(uid) else "uid %d (%s)" % (uid, name)
+
+
+def _identities(path: Path, real: Path) -> list[tuple[Path, tuple[int, int]]]:
+    """``(name, (st_dev, st_ino))`` to watch: the database under its configured name ``path`` and its
+    ``-wal`` next to the file itself ``real`` (SQLite holds both open while the store is; a WAL that is
+    reset is rewritten in place, and removed only at the last close).
+
+    The database's identity is that of the file opened (``real``), looked up later through ``path``
+    (symlinks followed): should the link have been re-pointed since, the first check says so.
+    """
     found = []
-    for p in (path, path.with_name(path.name + "-wal")):
+    for name, p in ((path, real), (real.with_name(real.name + "-wal"),) * 2):
         try:
             st = os.stat(p)
         except OSError:
             continue
-        found.append((p, (st.st_dev, st.st_ino)))
+        found.append((name, (st.st_dev, st.st_ino)))
     return found
 
 
@@ -581,8 +648,10 @@ def _refuse_hard_links(path: Path, real: Path) -> None:
     would not see the running one's lock, and any connection through it (a second gateway, an
     operator's sqlite3) would miss the other name's WAL and write the database under it, damaging it.
     A lock named after the file's (st_dev, st_ino) would keep a second gateway out but not the second
-    WAL, and would have to live in one place both names share. A hard-linked "backup" (cp -al, rsync
-    --link-dest) is no backup either: it changes with every commit. So a second name is refused.
+    WAL, and would have to live in one place both names share. A hard-linked "backup" (``cp -al`` of
+    the live data directory, a restore by ``cp -al``/``rsync --link-dest`` from a backup, a dedup
+    tool's link) is no backup either: it changes with every commit. So a second name is refused, at
+    every start: the message says how to break the link.
 
     Raises:
         StorageError: reason ``hard_linked``.
@@ -595,11 +664,13 @@ def _refuse_hard_links(path: Path, real: Path) -> None:
     if links > 1 and stat.S_ISREG(st.st_mode):
         raise StorageError("report store %s has %d names (hard links): a gateway or sqlite3 opening it under another "
                            "name would use a lock and a -wal of its own and damage it, and a hard-linked copy is no "
-                           "backup; keep one name (find the others with: find / -xdev -samefile %s) and copy "
-                           "backups with sqlite3 .backup" % (_shown(path, real), links, real), reason="hard_linked")
+                           "backup; give the store a file of its own while no gateway runs (cp -p %s %s.new && "
+                           "mv %s.new %s), take the other names (find / -xdev -samefile %s) out of backup trees and "
+                           "dedup runs, and copy backups with sqlite3 .backup"
+                           % (_shown(path, real), links, real, real, real, real, real), reason="hard_linked")
 
 
-def _lock_store(path: Path) -> int:
+def _lock_store(path: Path, real: Path) -> int:
     """Take the store's single-writer lock (``<db>.lock``, held until :meth:`ReportStore.close`).
 
     Two gateways writing one database would both extend the provenance chain from the same head;
@@ -608,18 +679,21 @@ def _lock_store(path: Path) -> int:
     a gateway runs would defeat it (docs/gateway.md says to leave it). It is a file of its own, not
     the database: closing a descriptor of the database would drop SQLite's POSIX locks on it.
 
-    The lock is next to the file itself (symlinks resolved), and a file with several names (hard
-    links) is refused (see :func:`_refuse_hard_links`).
+    The lock is next to the file itself, ``real`` (``path`` with symlinks resolved, once, by the
+    caller, which opens that same file), and a file with several names (hard links) is refused (see
+    :func:`_refuse_hard_links`). Once the lock is held, ``path`` must still resolve to ``real``: a
+    link re-pointed in between would otherwise have the gateway hold one store's lock and write
+    another (or skip the lock of the store the name now opens).
 
     Raises:
         StorageError: reason ``in_use`` when another process (or store in this one) holds it,
-            ``hard_linked`` when the file has other names.
+            ``hard_linked`` when the file has other names, ``path_changed`` when ``path`` no
+            longer names ``real``.
     """
-    real = real_store_path(path)
     _refuse_hard_links(path, real)
     try:
         mkdir_private(real.parent)
-        fd = os.open(_lock_path(real), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(real.with_name(real.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc
     try:
@@ -628,6 +702,12 @@ def _lock_store(path: Path) -> int:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
         raise _in_use(path, holder) from None
+    now = real_store_path(path)
+    if now != real:
+        os.close(fd)
+        raise StorageError("report store %s changed while it was opened: it named %s, now %s (a symlink re-pointed); "
+                           "nothing was written; start the gateway again once the link is settled"
+                           % (path, real, now), reason="path_changed")
     os.ftruncate(fd, 0)
     os.pwrite(fd, b"%d\n" % os.getpid(), 0)
     return fd
