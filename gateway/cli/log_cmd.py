@@ -38,7 +38,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ver.add_argument("--expect-count", type=_count, metavar="N", help="fail unless the log holds exactly N entries")
     ver.add_argument("--allow-empty", action="store_true",
                      help="accept an empty log (what export-log writes for a store with no reports); without it, "
-                          "or --expect-count 0, empty input is an error: a failed export upstream of a pipe")
+                          "or an expectation (--expect-count, --expect-head) to compare it with, empty input is "
+                          "an error: a failed export upstream of a pipe")
     ver.set_defaults(func=cmd_verify)
 
 
@@ -145,7 +146,8 @@ def _mismatch(summary: ChainSummary, args: argparse.Namespace) -> str | None:
     if not wanted:
         return None
     short = args.expect_count is not None and summary.count < args.expect_count
-    hint = " (entries missing at the end?)" if short else ""
+    hint = " (the input is empty: did the export fail?)" if summary.count == 0 else (
+        " (entries missing at the end?)" if short else "")
     return "the chain links but has %d entries, head %s; expected %s%s" % (summary.count, summary.head,
                                                                           " and ".join(wanted), hint)
 
@@ -159,8 +161,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except ProvenanceError as exc:
         print("BROKEN at line %d (%s): %s" % (exc.line, exc.reason, exc))
         return EXIT_ERROR
-    if summary.count == 0 and not args.allow_empty and args.expect_count != 0:
-        # `export-log ... | verify-log -` printed OK for the nothing a failed export wrote.
+    expected = args.expect_count is not None or args.expect_head is not None
+    if summary.count == 0 and not args.allow_empty and not expected:
+        # `export-log ... | verify-log -` printed OK for the nothing a failed export wrote. With an
+        # expectation, the empty log is judged by it like any other: MISMATCH unless it expects 0
+        # entries or the GENESIS head (which only an empty log ends at).
         return _error("empty", "no log entries to verify: the input is empty (did the export fail?); the log of "
                                "a store without reports is empty too: pass --allow-empty (or --expect-count 0)")
     mismatch = _mismatch(summary, args)
