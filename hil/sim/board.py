@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from hil.boards import BoardDefinition, load_board
 from hil.sim.errors import FlashError, SimError, StimulusError
-from hil.sim.flash import IDENTITY_FILE, install_firmware, provision_identity
+from hil.sim.flash import IDENTITY_FILE, identity_id, install_firmware, provision_identity
 from hil.sim.host import SimHost
 from hil.sim.pty_bridge import PtyBridge
 from hil.sim.stimuli import BoardIo, StimuliPlan, load_stimuli, parse_fault, stimulus_op
@@ -171,6 +171,9 @@ class VirtualBoard:
         if self.provision_id is not None:
             provision_identity(self.flash_dir, device_id=self.device_id, kind=str(self.config["kind"]),
                                zone=self.zone, lat=self.lat, lon=self.lon)
+        else:
+            # A flash that holds an identity runs as that id: name the board after it (info(), logs).
+            self.device_id = identity_id(self.flash_dir) or self.device_id
         if self._own_host:
             await self.host.start()
         self.host.on_event(self.device_id, self._on_event)

@@ -201,6 +201,14 @@ def _check_inputs(args: argparse.Namespace, command: str) -> int | None:
     except BoardError as exc:
         print(f"civicedge sim {command}: --board: {exc}", file=sys.stderr)
         return 2
+    if command == "up" and args.id is not None and args.flash is not None:
+        from hil.sim.flash import identity_id
+
+        held = identity_id(Path(args.flash))
+        if held is not None and held != args.id:
+            print(f"civicedge sim up: --id {args.id}: the flash {args.flash} already holds the identity of {held}, "
+                  f"which the board runs as; drop --id, or give another --flash", file=sys.stderr)
+            return 2
     stimuli = getattr(args, "stimuli", None)
     if stimuli is not None:
         import time

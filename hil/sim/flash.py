@@ -43,6 +43,17 @@ def install_firmware(flash: Path, device_config: dict[str, Any], *, source: Path
         raise FlashError(f"cannot install firmware into {flash}: {exc}", path=str(flash)) from exc
 
 
+def identity_id(flash: Path) -> str | None:
+    """The device id in ``flash``'s ``/identity.json`` (what the firmware runs as), or None when there is
+    none or it is unreadable (the firmware then refuses to start and says why)."""
+    try:
+        doc = json.loads((flash / IDENTITY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    dev = doc.get("id") if isinstance(doc, dict) else None
+    return dev if isinstance(dev, str) and dev else None
+
+
 def provision_identity(flash: Path, *, device_id: str, kind: str, zone: str = "sim", lat: str = "0.0",
                        lon: str = "0.0") -> Path:
     """Write ``/identity.json`` with a fresh random 32-byte key unless one exists; return its path.

@@ -106,3 +106,16 @@ def test_sim_up_with_a_stimuli_file_fixes_start_and_values(tmp_path):
         assert int(fields[1]) == 10000                          # 3 lx through lux_per_volt = 300
     finally:
         assert stop(proc, signal.SIGTERM) == 0
+
+
+def test_sim_up_without_id_names_the_board_after_the_identity_its_flash_holds(tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "identity.json").write_text(json.dumps({"id": "sl-held", "kind": "streetlight", "zone": "sim",
+                                                     "lat": "0.0", "lon": "0.0", "key": "ab" * 32}))
+    proc = start("sim", "up", "--board", "streetlight-esp32", "--flash", str(flash), "--json")
+    try:
+        info = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        assert info["id"] == "sl-held"  # it printed a generated vb-... id while the firmware ran as sl-held
+    finally:
+        assert stop(proc, signal.SIGTERM) == 0

@@ -59,3 +59,16 @@ def test_a_stimuli_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
                            "--stimuli", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_up_refuses_an_id_other_than_the_one_its_flash_holds(tmp_path: Path) -> None:
+    # QA: it printed "id": "other-id" while the board ran as the flash's id, so a script registered the
+    # wrong id and the gateway rejected every report.
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "identity.json").write_text('{"id": "sl-held", "kind": "streetlight", "key": "%s"}' % ("ab" * 32))
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "sim", "up", "--board", "streetlight-esp32",
+                           "--id", "other-id", "--flash", str(flash)], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "already holds the identity of sl-held" in proc.stderr and "Traceback" not in proc.stderr
