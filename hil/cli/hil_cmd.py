@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from hil.scenarios.model import Scenario
 from hil.scenarios.reports import output_problem, write_html, write_junit, write_junit_error
 from hil.scenarios.runner import Progress as RunProgress
 from hil.scenarios.errors import ScenarioRunError
-from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_s, run_scenario
+from hil.scenarios.runner import MAX_SPEED, MIN_SPEED, ScenarioResult, check_workdir, default_timeout_s, run_scenario
 from hil.workdir import WorkdirError, WorkdirLock, lock_workdir
 
 
@@ -84,30 +86,49 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one scenario (see module docstring for exit codes)."""
     console = Console(stderr=True)
+    junit_usable = True  # a JUnit error report may be written there (even when other input is bad)
+    problems: list[str] = []
     for option, out in (("--junit", args.junit), ("--html", args.html)):
         problem = None if out is None else output_problem(out)
         if problem is not None:
-            console.print(f"[red]error:[/red] {option}: {problem}", highlight=False, soft_wrap=True)
-            return 2
+            problems.append(f"{option}: {problem}")
+            junit_usable = junit_usable and option != "--junit"
+    scenario_file = Path(str(args.scenario))
+    if args.junit is not None and scenario_file.is_file() and _same_file(args.junit, scenario_file):
+        problems.append(f"--junit: {args.junit} is the scenario file itself; give another file name")
+        junit_usable = False
+    if args.junit is not None and args.html is not None and _same_file(args.junit, args.html):
+        problems.append(f"--junit and --html name the same file {args.html}; give two file names")
     try:
+        if problems:
+            raise ScenarioError("; ".join(problems), key="output")
         scenario = load_scenario(args.scenario)
-        if args.speed is not None and not 0 < args.speed <= 3600:
-            raise ScenarioError(f"--speed must be within (0, 3600], got {args.speed:g}", key="speed")
-        if args.drain < 0:
-            raise ScenarioError(f"--drain must be >= 0, got {args.drain:g}", key="drain")
-        if args.timeout is not None and not args.timeout > 0:
-            raise ScenarioError(f"--timeout must be > 0 seconds, got {args.timeout:g}", key="timeout")
+        speed = args.speed if args.speed is not None else scenario.speed
+        if not MIN_SPEED <= speed <= MAX_SPEED:  # also NaN; the file's speed too (the gateway's clock bound)
+            what = "--speed" if args.speed is not None else f"the scenario's speed ({scenario.path})"
+            raise ScenarioError(f"{what} must be within [{MIN_SPEED:g}, {MAX_SPEED:g}], got {speed:g}", key="speed")
+        if not (math.isfinite(args.drain) and args.drain >= 0):
+            raise ScenarioError(f"--drain must be a finite number >= 0, got {args.drain:g}", key="drain")
+        if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+            raise ScenarioError(f"--timeout must be a finite number > 0 seconds, got {args.timeout:g}", key="timeout")
         workdir = check_workdir(args.workdir or Path("var/scenarios") / scenario.name)
+        if scenario.path is not None and _inside(scenario.path, workdir):
+            raise ScenarioError(f"the scenario file {scenario.path} is inside the work directory {workdir}, which "
+                                "each run deletes and recreates; move it or choose another --workdir", key="workdir")
         # Held for the whole run: a second run on the same directory is refused here, before it
-        # wipes the first one's flash and store.
+        # wipes the first one's flash and store. Creating the lock file next to the directory also
+        # proves up front that files can be made there (under /proc they cannot).
         lock = lock_workdir(workdir)
     except (ScenarioError, ScenarioRunError, WorkdirError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        if args.junit:
-            name = Path(str(args.scenario)).stem or "scenario"
-            console.print(f"JUnit report: {write_junit_error(args.junit, name=name, message=str(exc))}")
+        for line in (problems or [str(exc)]):
+            console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        if args.junit and junit_usable:
+            name = scenario_file.stem or "scenario"
+            try:
+                console.print(f"JUnit report: {write_junit_error(args.junit, name=name, message=str(exc))}")
+            except OSError as err:
+                console.print(f"[red]error:[/red] cannot write the JUnit report: {err}", highlight=False)
         return 2
-    speed = args.speed or scenario.speed
     timeout_s = args.timeout or default_timeout_s(scenario, speed=speed, drain_s=args.drain)
     console.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
                   f"at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
@@ -159,6 +180,24 @@ async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argpa
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report,
                                   drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file (same resolved path, or the same inode via links)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """True when ``path`` (resolved) is ``directory`` or below it."""
+    try:
+        return path.resolve().is_relative_to(directory.resolve())
+    except OSError:
+        return False
 
 
 def _print_result(result: ScenarioResult, console: Console) -> None:

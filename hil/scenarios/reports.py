@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -20,6 +21,29 @@ from hil.sim.stimuli import parse_at_ms, parse_duration_ms
 MAX_EVENTS = 5000
 WIDTH, LEFT, RIGHT = 900, 150, 20
 LANE_H, GAP = 46, 10
+
+
+# Characters XML 1.0 does not allow anywhere (not even as character references): C0 controls other
+# than tab, LF and CR, lone surrogates, U+FFFE and U+FFFF.
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with each character XML 1.0 forbids written as a visible ``\\uXXXX`` escape."""
+    return _XML_FORBIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _write_xml(root: ET.Element, path: Path) -> Path:
+    """Write ``root`` as a well-formed XML file (forbidden characters escaped; see :func:`xml_safe`)."""
+    for el in root.iter():
+        if el.text is not None:
+            el.text = xml_safe(el.text)
+        for key, value in el.attrib.items():
+            el.set(key, xml_safe(value))
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
 
 
 def write_junit(result: ScenarioResult, path: Path) -> Path:
@@ -57,10 +81,7 @@ def write_junit(result: ScenarioResult, path: Path) -> Path:
     root = ET.Element("testsuites", name="civicedge hil run", tests=suite.get("tests", "0"),
                       failures=str(failures), errors=suite.get("errors", "0"))
     root.append(suite)
-    ET.indent(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-    return path
+    return _write_xml(root, path)
 
 
 def write_junit_error(path: Path, *, name: str, message: str) -> Path:
@@ -74,10 +95,7 @@ def write_junit_error(path: Path, *, name: str, message: str) -> Path:
     ET.SubElement(case, "error", message=message, type="BadInput").text = message
     root = ET.Element("testsuites", name="civicedge hil run", tests="1", failures="0", errors="1")
     root.append(suite)
-    ET.indent(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-    return path
+    return _write_xml(root, path)
 
 
 def output_problem(path: Path) -> str | None:

@@ -40,6 +40,10 @@ from hil.sim.host import SimHost
 log = logging.getLogger(__name__)
 
 MARKER = ".civicedge-scenario"
+# Speeds a run accepts: the gateway's [sim_clock] takes >= 0.001 (gateway/config/loader.py), the
+# scenario format <= 3600.
+MIN_SPEED = 0.001
+MAX_SPEED = 3600.0
 GATEWAY_READY_S = 30.0
 PING_TIMEOUT_S = 30.0
 # The drain lets virtual time run at most this far past the end (so it is bounded in virtual time
@@ -136,8 +140,9 @@ class ScenarioRun:
                  drain_s: float = 30.0) -> None:
         self.scenario = scenario
         self.speed = float(speed if speed is not None else scenario.speed)
-        if not 0 < self.speed <= 3600:
-            raise ScenarioRunError(f"speed must be within (0, 3600], got {self.speed:g}", value=self.speed)
+        if not MIN_SPEED <= self.speed <= MAX_SPEED:
+            raise ScenarioRunError(f"speed must be within [{MIN_SPEED:g}, {MAX_SPEED:g}], got {self.speed:g}",
+                                   value=self.speed)
         self.workdir = prepare_workdir(workdir)
         self.drain_s = drain_s
         self.boards: list[VirtualBoard] = []
