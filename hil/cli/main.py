@@ -66,8 +66,11 @@ def configure_logging(verbosity: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``civicedge`` command line and return its exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # building the parser imports every command's module: Ctrl-C there is no traceback either
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     configure_logging(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
