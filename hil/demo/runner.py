@@ -219,8 +219,10 @@ class Demo:
             if vb.data_path is not None:
                 lines += ["[[serial]]", f'port = "{vb.data_path}"']
         if self.relay is not None:
+            from hil.scenarios.runner import ble_slot_lines  # a slot per bin from the start, as scenario runs
+
             lines += ["[ble]", "enabled = true", 'backend = "virtual"', f'radio = "{self.relay.url}"',
-                      "scan_interval_s = 1.0", f"max_connections = {max(1, min(8, self.opt.bins))}"]
+                      "scan_interval_s = 1.0", *ble_slot_lines(self.opt.bins, speed=self.opt.speed)]
         config = self.workdir / "gateway.toml"
         config.write_text("\n".join(lines) + "\n")
         self.gateway_log = self.workdir / "gateway.log"
