@@ -41,8 +41,12 @@ log = logging.getLogger(__name__)
 RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 # Serial read timeout while polling: the resolution of our overall timeouts.
 _POLL_S = 0.2
+# Shortest wait for the raw REPL's "OK" when the exec's time is (nearly) used up.
+_MIN_ACK_S = 0.05
 # How long, after an exec timeout and Ctrl-C, the board gets to show the raw REPL again.
 RECOVER_S = 3.0
+# After a failed recovery: how long the line must stay quiet before stale raw REPL banners are over.
+RESYNC_QUIET_S = 0.2
 # Bytes of file content per exec when writing (base64 inflates by 4/3; stays small for an ESP32 heap).
 WRITE_CHUNK = 2048
 READ_CHUNK = 2048
@@ -113,6 +117,9 @@ class Dut:
         self._serial: serial.Serial = cast(serial.Serial, self._transport.serial)
         self._in_raw_repl = False
         self._pending = b""  # console output read by expect() past its match
+        # Set when an exec timeout's recovery gave up: its Ctrl-A may still be queued on the board,
+        # which then prints a stale raw REPL banner once the code ends.
+        self._resync = False
         log.debug("opened DUT %s", url)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -152,6 +159,7 @@ class Dut:
             DeviceDisconnectedError: the link went away.
         """
         with self._remote("enter raw REPL", timeout_s):
+            self._serial.timeout = _POLL_S
             deadline = time.monotonic() + timeout_s
             # Ctrl-C twice: asyncio firmware may swallow the first interrupt while cancelling tasks.
             for _ in range(2):
@@ -163,12 +171,43 @@ class Dut:
             # mistake for its answer.
             self._serial.write(b"\r\x01")
             received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()))
+            if received.endswith(RAW_REPL_BANNER) and self._resync:
+                received = self._skip_stale_banners(deadline)
             if received.endswith(RAW_REPL_BANNER):
+                self._resync = False
                 self._in_raw_repl = True
                 self._transport.in_raw_repl = True
                 return
             raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
                                      received=received)
+
+    def _skip_stale_banners(self, deadline: float) -> bytes:
+        """After a failed recovery: read until the line is quiet, then ask for one fresh banner.
+
+        The recovery's queued Ctrl-A makes the board print a banner (and ``>``) besides the one just
+        read; mpremote would take that stale banner for the answer to its next command. Once
+        nothing arrived for :data:`RESYNC_QUIET_S`, the board has answered everything queued, and
+        one more Ctrl-A yields exactly one banner whose ``>`` is left for mpremote.
+        """
+        stale = self._read_quiet(RESYNC_QUIET_S, until=deadline)
+        log.debug("skipped stale raw REPL output on %s: %r", self.url, stale)
+        self._serial.write(b"\r\x01")
+        return self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.5, deadline - time.monotonic()))
+
+    def _read_quiet(self, quiet_s: float, *, until: float) -> bytes:
+        """Read until nothing arrives for ``quiet_s`` (or ``until``, a monotonic time, passes)."""
+        data = bytearray()
+        last = time.monotonic()
+        while time.monotonic() < until:
+            n = self._serial.in_waiting
+            if n:
+                data += self._serial.read(n)
+                last = time.monotonic()
+            elif time.monotonic() - last >= quiet_s:
+                break
+            else:
+                time.sleep(0.01)
+        return bytes(data)
 
     def pulse_reset(self, *, pulse_s: float = 0.1) -> None:
         """Hard-reset a board wired like Espressif dev kits (RTS -> EN, DTR -> GPIO0).
@@ -285,18 +324,23 @@ class Dut:
         if not self._in_raw_repl:
             self.enter_raw_repl(timeout_s=timeout_s)
         with self._remote("exec", timeout_s):
+            unanswered = False
             try:
                 # The device acknowledges the code ("OK") before running it; a board that runs it
                 # first (the simulator executes synchronously) acknowledges only when it ends, so
-                # the wait for the acknowledgement gets the whole remaining time.
-                self._serial.timeout = max(1.0, deadline - time.monotonic())
+                # the wait for the acknowledgement gets the remaining time, and an acknowledgement
+                # after the deadline means the code overran it.
+                self._serial.timeout = max(_MIN_ACK_S, deadline - time.monotonic())
                 self._transport.exec_raw_no_follow(code.encode())
             except TransportError:
                 if time.monotonic() < deadline - 0.05:
                     raise  # an unexpected answer: a protocol error (translated by _remote)
-                self._timed_out(timeout_s, b"")  # no answer at all within the time
+                unanswered = True  # no answer at all within the time
             finally:
+                # Before recovering: its reads must not wait as long as the acknowledgement did.
                 self._serial.timeout = _POLL_S
+            if unanswered or time.monotonic() > deadline:
+                self._timed_out(timeout_s, b"")
             parts: list[bytes] = []
             for _ in range(2):  # stdout, then the exception text; each ends with Ctrl-D
                 data = self._read_until(b"\x04", timeout_overall=max(0.0, deadline - time.monotonic()))
@@ -318,6 +362,7 @@ class Dut:
             recovered = True
         except DeviceTimeoutError:
             recovered = False
+            self._resync = True
         raise DeviceTimeoutError(url=self.url, operation="exec", timeout_s=timeout_s, received=received,
                                  recovered=recovered)
 
