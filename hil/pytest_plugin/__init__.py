@@ -111,7 +111,8 @@ def check_prerequisites(settings: HilSettings) -> None:
 
     Raises:
         pytest.UsageError: ``serial`` without ``--hil-port``, ``qemu`` without an existing
-            ``--hil-qemu-image``, ``--hil-data-port`` with another backend than ``serial``.
+            ``--hil-qemu-image``, ``--hil-data-port`` with another backend than ``serial`` or
+            naming the console port.
     """
     if settings.backend == "serial" and not settings.port:
         raise pytest.UsageError("--hil-backend serial needs --hil-port (a port such as /dev/ttyUSB0, "
@@ -121,12 +122,15 @@ def check_prerequisites(settings: HilSettings) -> None:
             raise pytest.UsageError(f"--hil-data-port is for --hil-backend serial (the {settings.backend} backend "
                                     "wires the data link itself)")
         from hil.backends.errors import BackendError
-        from hil.backends.serial.driver import parse_data_port
+        from hil.backends.serial.driver import parse_data_port, same_port
 
         try:
             parse_data_port(settings.data_port)
         except BackendError as exc:
             raise pytest.UsageError(str(exc)) from exc
+        if settings.port is not None and same_port(settings.port, settings.data_port):
+            raise pytest.UsageError(f"--hil-data-port {settings.data_port} is the console port (--hil-port "
+                                    f"{settings.port}); the data UART needs its own port")
     if settings.backend == "qemu":
         if settings.qemu_image is None:
             raise pytest.UsageError("--hil-backend qemu needs --hil-qemu-image (a MicroPython release image, e.g. "

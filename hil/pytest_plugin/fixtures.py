@@ -91,6 +91,11 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
     from hil.backends.serial.driver import SerialDriver
 
     # --hil-port is checked at configure time (pytest_configure): a usage error, never a skip.
+    if settings.data_port is None and "hil_gateway" in request.fixturenames:
+        # Fail before leasing, flashing and booting a board whose reports could never arrive.
+        names = ", ".join(sorted({d.name for d in definitions}))
+        pytest.fail(f"hil_gateway: no data link to the serial board ({names}), so no report can arrive: "
+                    f"{_no_link_how('serial', definition)}", pytrace=False)
     return SerialDriver(selector=settings.port, lease_dir=settings.lease_dir, lease_wait_s=settings.lease_wait_s,
                         data_port=settings.data_port)
 
@@ -213,16 +218,18 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def no_data_link_message(boards: list[BoardHandle]) -> str:
     """Why ``hil_gateway`` cannot receive reports from ``boards`` (no UART data link, no radio)."""
     names = ", ".join(f"{b.device_id} ({b.definition.name}, {b.backend})" for b in boards)
-    board = boards[0]
-    if board.backend == "serial" and board.definition.uart is not None:
-        how = ("give the board's data UART with --hil-data-port PORT (e.g. /dev/ttyUSB1 or usb:<serial number> "
-               "of a second USB-serial adapter; for a virtual board, the data pty `civicedge sim up` prints)")
-    elif board.definition.uart is None:
-        how = (f"board {board.definition.name!r} has no UART data link and its BLE is reached only on the "
-               "sim backend's virtual radio")
-    else:
-        how = "the backend gave the board no data link"
-    return f"hil_gateway: no data link to {names}, so no report can arrive: {how}"
+    return f"hil_gateway: no data link to {names}, so no report can arrive: " \
+           f"{_no_link_how(boards[0].backend, boards[0].definition)}"
+
+
+def _no_link_how(backend: str, definition: BoardDefinition) -> str:
+    if backend == "serial" and definition.uart is not None:
+        return ("give the board's data UART with --hil-data-port PORT (e.g. /dev/ttyUSB1 or usb:<serial number> "
+                "of a second USB-serial adapter; for a virtual board, the data pty `civicedge sim up` prints)")
+    if definition.uart is None:
+        return (f"board {definition.name!r} has no UART data link and its BLE is reached only on the "
+                "sim backend's virtual radio")
+    return "the backend gave the board no data link"
 
 
 __all__ = ["Fleet", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",

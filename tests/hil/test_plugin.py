@@ -244,6 +244,10 @@ def test_boots(hil_board):
      "*--hil-data-port mac:*cannot name the data UART*"),
     (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "rfc2217://rig:4001"],
      "*--hil-data-port rfc2217://rig:4001: the gateway reads local serial ports only*"),
+    (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "/dev/ttyUSB0"],
+     "*--hil-data-port /dev/ttyUSB0 is the console port (--hil-port /dev/ttyUSB0)*"),
+    (["--hil-backend", "serial", "--hil-port", "usb:A1", "--hil-data-port", "usb:A1"],
+     "*--hil-data-port usb:A1 is the console port*"),
 ])
 def test_missing_or_mistyped_prerequisite_is_a_usage_error(pytester: pytest.Pytester, args: list[str],
                                                            message: str) -> None:

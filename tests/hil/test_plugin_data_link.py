@@ -51,6 +51,66 @@ def test_data_port_not_found_releases_the_console_lease(tmp_path: Path) -> None:
     assert not list((tmp_path / "leases").glob("*.lease"))
 
 
+def test_the_data_port_is_leased_like_the_console(tmp_path: Path) -> None:
+    from hil.backends.serial.lease import Lease, LeaseHeldError
+
+    ports = [PortInfo("/dev/ttyUSB0", serial_number="CONSOLE1"), PortInfo("/dev/ttyUSB1", serial_number="DATA1")]
+    leases = tmp_path / "leases"
+    driver = SerialDriver(selector="usb:CONSOLE1", data_port="usb:DATA1", lease_dir=leases, ports=ports)
+    handle = _handle(tmp_path)
+    driver.attach(handle)
+    try:
+        assert handle.resource.held and handle.extras["data_lease"].held
+        assert handle.extras["data_lease"].resource == "usb:DATA1"
+    finally:
+        driver.stop(handle)
+    assert not list(leases.glob("*.lease")) and "data_lease" not in handle.extras
+    # Another run holding the data port: this run waits, then fails, and gives the console back.
+    holder = Lease("usb:DATA1", lease_dir=leases, duration_s=120)
+    holder.acquire(wait_s=0)
+    try:
+        with pytest.raises(LeaseHeldError):
+            driver.attach(handle)
+        assert handle.resource is None
+        assert [p.name for p in leases.glob("*.lease")] == [holder.path.name]
+    finally:
+        holder.release()
+
+
+def test_a_data_port_that_resolves_to_the_console_port_is_refused(tmp_path: Path) -> None:
+    console = tmp_path / "ttyUSB0"
+    console.touch()
+    link = tmp_path / "by-id-link"
+    link.symlink_to(console)  # e.g. /dev/serial/by-id/usb-...-port0 -> ../../ttyUSB0
+    driver = SerialDriver(selector=str(console), data_port=str(link), lease_dir=tmp_path / "leases", ports=[])
+    handle = _handle(tmp_path)
+    with pytest.raises(BackendError, match="is the console port"):
+        driver.attach(handle)
+    assert handle.resource is None and handle.data_url is None
+    assert not list((tmp_path / "leases").glob("*.lease"))
+
+
+def test_hil_gateway_on_serial_without_a_data_port_fails_before_touching_the_board(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    lease_dir = tmp_path / "leases"
+    pytester.makepyfile("""
+        def test_reports_arrive(hil_board, hil_gateway):
+            pass
+
+        def test_console_only(hil_board):
+            pass
+    """)
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
+                                "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=2)
+    # The gateway test errors before the board is looked for; the console-only test did look (none there).
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_reports_arrive*",
+                                 "hil_gateway: no data link to the serial board (streetlight-esp32)*"
+                                 "--hil-data-port PORT*",
+                                 "*ERROR at setup of test_console_only*",
+                                 "*NoMatchingPortError: no serial port /dev/ttyNOSUCH0*"])
+
+
 def test_without_a_data_port_the_driver_leaves_no_data_link(tmp_path: Path) -> None:
     driver = SerialDriver(selector="/dev/ttyUSB0", lease_dir=tmp_path / "leases",
                           ports=[PortInfo("/dev/ttyUSB0")])

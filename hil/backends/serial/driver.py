@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -44,8 +45,9 @@ class SerialDriver:
     Args:
         selector: ``--hil-port`` value (port, URL, ``usb:<serial>``, ``mac:<addr>``).
         data_port: ``--hil-data-port``: the board's data UART (a local port or ``usb:<serial>`` of a
-            second USB-serial adapter), which becomes ``handle.data_url`` for the gateway; None when
-            the rig does not wire it (then ``hil_gateway`` cannot receive reports).
+            second USB-serial adapter, leased like the console), which becomes ``handle.data_url``
+            for the gateway; None when the rig does not wire it (then ``hil_gateway`` cannot
+            receive reports).
         lease_dir: directory of leases shared by the rig's runs.
         lease_s: lease lifetime (refreshed while held).
         lease_wait_s: how long to wait for a board another run holds.
@@ -75,25 +77,42 @@ class SerialDriver:
                                                          board_config=h.definition.to_device_config()))
 
     def attach(self, handle: BoardHandle) -> None:
-        """Find the board and lease it (before any step touches it)."""
-        lease = Lease(self.selector.resource_id, lease_dir=self.lease_dir, duration_s=self.lease_s)
-        lease.acquire(wait_s=self.lease_wait_s)
+        """Find the board and lease it, and its data port (before any step touches them).
+
+        The console lease is ``handle.resource``, the data port's ``handle.extras["data_lease"]``.
+
+        Raises:
+            BackendError: a port is not found, or the data port is the console port.
+            LeaseHeldError: another run holds the board or its data port.
+        """
+        leases: list[Lease] = []
         try:
+            leases.append(self._lease(self.selector.resource_id))
             chosen = select_board(self.selector, ports=self._ports, read_mac=self._read_mac)
+            data_url: str | None = None
+            if self.data_selector is not None:
+                leases.append(self._lease(self.data_selector.resource_id))
+                data_url = select_board(self.data_selector, ports=self._ports).url
+                if same_port(chosen.url, data_url):
+                    raise BackendError(f"--hil-data-port {self.data_selector.resource_id} is the console port "
+                                       f"{chosen.url} (--hil-port {self.selector.resource_id}); the data UART "
+                                       "needs its own port", spec=self.data_selector.resource_id)
         except BaseException:
-            lease.release()
-            raise
-        handle.resource = lease
-        handle.console_url = chosen.url
-        if self.data_selector is not None:
-            try:
-                handle.data_url = select_board(self.data_selector, ports=self._ports).url
-            except BaseException:
-                handle.resource = None
+            for lease in reversed(leases):
                 lease.release()
-                raise
+            raise
+        handle.resource = leases[0]
+        if len(leases) > 1:
+            handle.extras["data_lease"] = leases[1]
+        handle.console_url = chosen.url
+        handle.data_url = data_url
         log.info("serial board %s at %s (data link %s)", self.selector.resource_id, chosen.url,
                  handle.data_url or "none")
+
+    def _lease(self, resource_id: str) -> Lease:
+        lease = Lease(resource_id, lease_dir=self.lease_dir, duration_s=self.lease_s)
+        lease.acquire(wait_s=self.lease_wait_s)
+        return lease
 
     def flash(self, handle: BoardHandle) -> None:
         """Sync our firmware files (and /board.json) by hash."""
@@ -128,5 +147,16 @@ class SerialDriver:
         """Close the console and release the lease (the board keeps running its firmware)."""
         handle.close_dut()
         lease, handle.resource = handle.resource, None
-        if isinstance(lease, Lease):
-            lease.release()
+        data_lease = handle.extras.pop("data_lease", None)
+        for held in (data_lease, lease):
+            if isinstance(held, Lease):
+                held.release()
+
+
+def same_port(console_url: str, data_url: str) -> bool:
+    """Whether two selected ports are one device (``/dev/serial/by-id/...`` links resolved)."""
+    if console_url == data_url:
+        return True
+    if "://" in console_url or "://" in data_url:
+        return False
+    return os.path.realpath(console_url) == os.path.realpath(data_url)
