@@ -7,7 +7,11 @@ store. After a SIGKILL nothing acknowledged is lost: ACKs follow commits.
 Every transport runs under a supervisor: a transport task that ends before the stop (an exception
 its own retries did not catch, or a return) is logged at ERROR with the reason, its link is marked
 down (``civicedge_link_state`` 0, a ``/healthz`` reason) and it is started again after
-:data:`LINK_RESTART_MIN_S`, doubling up to :data:`LINK_RESTART_MAX_S` while it keeps failing.
+:data:`LINK_RESTART_MIN_S`, doubling up to :data:`LINK_RESTART_MAX_S` while it keeps failing; the
+transport is closed first (bounded by :data:`LINK_CLOSE_S`) so it starts again from nothing. A task
+that ends because the gateway is stopping (``stop`` sets :attr:`Gateway._stopping` first, or the
+supervisor itself is being cancelled: a transport may swallow the cancel and return) is not an
+error and is not restarted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ STORE_WATCH_S = 5.0
 LINK_RESTART_MIN_S = 1.0
 LINK_RESTART_MAX_S = 60.0
 LINK_STABLE_S = 60.0
+# A transport that ended is closed before it is restarted; its close gets this long.
+LINK_CLOSE_S = 5.0
 
 
 class Gateway:
@@ -99,6 +105,7 @@ class Gateway:
         self._retention_source: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._link_failures: dict[str, str] = {}  # link name -> why its task ended (until it is restarted)
+        self._stopping = False  # set first thing in stop(): a transport task that ends now is not restarted
         self._web: Any = None
         self._queries: Any = None  # the web's read connection, closed before the store checkpoints
         self.http_port: int | None = None
@@ -141,16 +148,25 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - whatever ended it is logged and the link restarted
                 error = exc
                 why = "%s: %s" % (type(exc).__name__, exc)
+            if self._stopping or _cancelling():
+                # The gateway stops: the transport was cancelled and returned (or failed while stopping);
+                # not a failure, and nothing to restart. stop() closes it.
+                log.debug("link %s ended while the gateway stops (%s)", transport.name, why)
+                return
             if time.monotonic() - started >= LINK_STABLE_S:
                 delay = LINK_RESTART_MIN_S
             self.metrics.link_state.labels(transport.name).set(0)
             self._link_failures[transport.name] = "link %s failed (%s); restarting it" % (transport.name, why)
             log.error("link %s ended unexpectedly (%s); it is down, restarting it in %.0f s", transport.name, why,
                       delay, exc_info=error)
+            error = None  # the traceback holds the transport's frames: not kept over the wait
+            await _close_transport(transport)
             await asyncio.sleep(delay)
             delay = min(LINK_RESTART_MAX_S, delay * 2)
+            if self._stopping:
+                return
             self._link_failures.pop(transport.name, None)
-            log.warning("link %s restarted", transport.name)
+            log.info("link %s restarted", transport.name)
 
     async def _start_web(self) -> None:
         http = self.config.http
@@ -235,6 +251,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Drain and stop: stop accepting, commit and ACK what is in flight, close links, upstream, web, store."""
+        self._stopping = True  # before anything is cancelled: a link task that ends now is not restarted
         log.info("gateway %s stopping", self.config.id)
         # Links stay open while in-flight reports are committed, so their ACKs still go out.
         await self.ingest.stop()
@@ -256,6 +273,27 @@ class Gateway:
         self.store.close()
         self.registry.close()
         log.info("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)
+
+
+def _cancelling() -> bool:
+    """True while the current task is being cancelled (a cancel the code it awaited swallowed)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _close_transport(transport: Transport) -> None:
+    """Close a transport that ended, before it is restarted (bounded; a failure is logged, not raised)."""
+    close = getattr(transport, "close", None)
+    if close is None:
+        return
+    try:
+        async with asyncio.timeout(LINK_CLOSE_S):
+            await close()
+    except TimeoutError:
+        log.warning("link %s did not close within %.0f s; restarting it anyway", transport.name, LINK_CLOSE_S)
+    except Exception as exc:  # noqa: BLE001 - a transport that cannot close is still restarted
+        log.warning("link %s: closing it before the restart failed (%s: %s)", transport.name,
+                    type(exc).__name__, exc)
 
 
 async def _cancel(tasks: list["asyncio.Task[Any]"], what: str) -> None:

@@ -89,6 +89,11 @@ def _metric_checks(ctx: WebContext) -> tuple[list[str], dict[str, Any]]:
     return reasons, figures
 
 
+def _names_link(reason: str, link: str) -> bool:
+    """True if a health probe's ``reason`` is about ``link``: it starts ``"<link> "`` or ``"link <link> "``."""
+    return reason.startswith(link + " ") or reason.startswith("link %s " % link)
+
+
 @ROUTES.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     """``{"status": "ok"|"degraded", "reasons": [...]}``; 200 when ok, 503 when degraded."""
@@ -114,9 +119,11 @@ async def healthz(request: web.Request) -> web.Response:
             probe_reasons.extend(check())
         except Exception as exc:  # a failing probe degrades health, it must not hide the others
             probe_reasons.append(f"health check failed ({type(exc).__name__})")
-    # A link the gateway's own probes already report is not reported twice.
+    # A link the gateway's own probes already report is not reported twice. The probes name a link at
+    # the start ("ble is down: ...", "link ble failed ..."): matched there, never anywhere in the text
+    # ("ble" is in "mqtt broker unreachable").
     for link in metric_reasons:
-        if not any(link in p for p in probe_reasons):
+        if not any(_names_link(p, link) for p in probe_reasons):
             reasons.append(f"link {link} is down")
     reasons.extend(probe_reasons)
     status = "degraded" if reasons else "ok"

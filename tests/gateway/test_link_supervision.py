@@ -2,6 +2,8 @@
 
 Was: the service started the transport tasks without watching them; one that raised vanished
 silently (a DEBUG line at stop, ``stopping links: ble ended with ...``) and /healthz stayed ok.
+Then (review of d623792): a transport whose run() returns when cancelled was taken, at stop, for
+one that ended unexpectedly: an ERROR during every stop, a sleep, and a restart after the store closed.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
     crashing = CrashingTransport()
     gw.transports.append(crashing)  # type: ignore[arg-type]
     gw.metrics.link_state.labels("ble").set(1)  # as a transport that was up says
-    with caplog.at_level(logging.WARNING, logger="gateway.service"):
+    with caplog.at_level(logging.INFO, logger="gateway.service"):
         await gw.start()
         try:
             assert gw.http_port
@@ -76,10 +78,70 @@ async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
             while crashing.runs < 2:
                 assert time.monotonic() < end, "not restarted"
                 await asyncio.sleep(0.05)
-            assert "link ble restarted" in caplog.text
+            [restarted] = [r for r in caplog.records if r.getMessage() == "link ble restarted"]
+            assert restarted.levelno == logging.INFO
+            assert crashing.closed == 1  # closed before it was started again
             # restarted, but not up until the transport says so: still down in /healthz
             body = await health(gw.http_port)
             assert body["reasons"] == ["link ble is down"], body
         finally:
             await gw.stop()
-    assert crashing.runs == 2 and crashing.closed == 1
+    assert crashing.runs == 2 and crashing.closed == 2  # before the restart, and at stop
+
+
+class ReturnsWhenCancelled:
+    """A transport that swallows the cancel and returns (as bleak's own code may): not a failure at stop."""
+
+    name = "ble"
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.closed = 0
+
+    async def run(self, sink: Any) -> None:
+        self.runs += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+async def test_a_transport_that_returns_when_cancelled_is_not_restarted_at_stop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gw = Gateway(load_config(make_env(tmp_path)))
+    quiet = ReturnsWhenCancelled()
+    gw.transports.append(quiet)  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG, logger="gateway.service"):
+        await gw.start()
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await gw.stop()
+        took = time.monotonic() - started
+        await asyncio.sleep(1.5)  # past LINK_RESTART_MIN_S: a restart would have run it again
+    assert took < 1.0, took
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [], caplog.text
+    assert "ended unexpectedly" not in caplog.text and "restarted" not in caplog.text
+    assert quiet.runs == 1 and quiet.closed == 1
+
+
+async def test_a_supervisor_being_cancelled_does_not_restart_a_transport_that_returned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled other than through stop() (the event loop shutting down): the cancel is not lost."""
+    gw = Gateway(load_config(make_env(tmp_path)))
+    quiet = ReturnsWhenCancelled()
+    gw.transports.append(quiet)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="gateway.service"):
+        await gw.start()
+        try:
+            await asyncio.sleep(0.1)
+            [task] = [t for t in gw._tasks if t.get_name() == "ble"]
+            task.cancel()
+            await asyncio.wait_for(asyncio.wait([task]), 1.0)
+            assert task.done()
+        finally:
+            await gw.stop()
+    assert "ended unexpectedly" not in caplog.text, caplog.text
+    assert quiet.runs == 1
