@@ -5,7 +5,7 @@ Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port S
 ``--hil-data-port PORT`` (serial backend: the board's data UART), ``--hil-qemu-image RELEASE.bin``,
 ``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-sim-speed X``.
 A prerequisite the user asked for (``--hil-backend serial`` without ``--hil-port``, ``qemu`` without an
-existing ``--hil-qemu-image``) is a usage error at configure time; the sim backend's Node runtime
+existing ``--hil-qemu-image``) is a usage error at session start; the sim backend's Node runtime
 missing errors the tests that need a board. Only hardware that cannot exist here (no Espressif QEMU
 on PATH) makes tests skip.
 Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=)`` choose what the
@@ -93,14 +93,23 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.has_plugin("pytest_embedded"):
         for line in EMBEDDED_WARNING_FILTERS:
             config.addinivalue_line("filterwarnings", line)
-    settings = HilSettings.from_config(config)
+    config.stash[settings_key] = HilSettings.from_config(config)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse a mistyped ``--hil-board`` or a backend without what it needs (:func:`check_prerequisites`).
+
+    Here rather than in ``pytest_configure``, which ``--help`` and ``--markers`` run too: an
+    ``addopts = --hil-backend serial`` without a port must not hide the help. pytest turns the
+    ``UsageError`` into exit code 4 before any test is collected.
+    """
+    settings = session.config.stash[settings_key]
     if settings.board_name is not None:
         try:  # a typo in --hil-board is a usage error up front, not an INTERNALERROR later
             settings.board()
         except BoardError as exc:
             raise pytest.UsageError(f"--hil-board {settings.board_name}: {exc}") from exc
     check_prerequisites(settings)
-    config.stash[settings_key] = settings
 
 
 def check_prerequisites(settings: HilSettings) -> None:

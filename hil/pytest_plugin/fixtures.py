@@ -4,7 +4,7 @@ Which backend runs the boards is a command-line choice (``--hil-backend``); test
 once. Hardware that cannot exist here (no Espressif QEMU on PATH) makes the fixtures SKIP the test
 with the reason; a prerequisite the user chose and that is missing (the sim backend's Node runtime,
 installed by scripts/setup; a gateway with no data link to the board) makes them ERROR at once.
-Missing options (``--hil-port``, ``--hil-qemu-image``) are usage errors at configure time.
+Missing options (``--hil-port``, ``--hil-qemu-image``) are usage errors at session start.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
         return qemu
     from hil.backends.serial.driver import SerialDriver
 
-    # --hil-port is checked at configure time (pytest_configure): a usage error, never a skip.
+    # --hil-port is checked at session start (pytest_sessionstart): a usage error, never a skip.
     if settings.data_port is None and "hil_gateway" in request.fixturenames:
         # Fail before leasing, flashing and booting a board whose reports could never arrive.
         names = ", ".join(sorted({d.name for d in definitions}))

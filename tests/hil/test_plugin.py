@@ -259,6 +259,23 @@ def test_missing_or_mistyped_prerequisite_is_a_usage_error(pytester: pytest.Pyte
     assert "skipped" not in result.stdout.str()
 
 
+@pytest.mark.parametrize("flag, shown", [("--help", "*--hil-data-port=PORT*"),
+                                         ("--markers", "*@pytest.mark.requires(*capabilities)*")])
+def test_help_and_markers_work_when_addopts_lack_a_prerequisite(pytester: pytest.Pytester, flag: str,
+                                                                shown: str) -> None:
+    """A project's ``addopts = --hil-backend serial`` without a port still shows pytest's help."""
+    pytester.makeini("[pytest]\naddopts = --hil-backend serial\n")
+    pytester.makepyfile(ONE_BOARD_TEST)
+    result = pytester.runpytest_subprocess(flag)
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    result.stdout.fnmatch_lines([shown])
+    # A run is still refused up front.
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--hil-backend serial needs --hil-port*"])
+    assert "collected" not in result.stdout.str()
+
+
 def test_sim_backend_without_node_is_an_error_not_a_skip(pytester: pytest.Pytester,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # scripts/setup installs Node for the default backend: missing, tests that need a board error out.
