@@ -20,7 +20,7 @@ from hil.backends.capabilities import CapabilityManifest
 from hil.backends.errors import BackendError, QemuNotFoundError
 from hil.boards import BoardDefinition
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
-from hil.pytest_plugin.hints import HintingGateway
+from hil.pytest_plugin.hints import deep_sleep_hints
 from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options
 
 log = logging.getLogger(__name__)
@@ -206,8 +206,8 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         pytest.fail(no_data_link_message(unreachable), pytrace=False)
     needs_radio = any(b.data_url is None and b.ble_address for b in boards)
     radio_url: str | None = request.getfixturevalue("hil_radio").url if needs_radio else None
-    gateway = HintingGateway.wrapping(
-        gateway_for(boards, workdir=tmp_path_factory.mktemp("hil-gateway"), radio_url=radio_url), boards)
+    gateway = gateway_for(boards, workdir=tmp_path_factory.mktemp("hil-gateway"), radio_url=radio_url)
+    gateway.failure_hint = deep_sleep_hints(boards)
     gateway.start()
     try:
         yield gateway

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hil.backends.board import BoardHandle
 from hil.backends.errors import BackendError
@@ -59,6 +59,9 @@ class GatewayProcess:
         http: serve the HTTP API/dashboard on a free port.
         admin_token: when set (with ``http``), the admin API is enabled with this token, written to
             :attr:`admin_token_path` (0600).
+        failure_hint: called with ``device_id`` when :meth:`wait_for_reports` fails; the text it
+            returns (the likely cause, e.g. :func:`hil.pytest_plugin.hints.deep_sleep_hint`) ends the
+            error message and is its ``hint`` detail; None: no hint.
     """
 
     workdir: Path
@@ -69,6 +72,7 @@ class GatewayProcess:
     proc: subprocess.Popen[str] | None = field(default=None, repr=False)
     http_port: int | None = None
     admin_token: str | None = field(default=None, repr=False)
+    failure_hint: Callable[[str | None], str | None] | None = field(default=None, repr=False)
     _output: list[str] = field(default_factory=list, repr=False)
     _reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -220,8 +224,12 @@ class GatewayProcess:
             if len(rows) >= count:
                 return rows
             if time.monotonic() > deadline:
-                raise BackendError(f"{len(rows)} of {count} reports stored after {timeout_s:g} s\n"
-                                   f"--- gateway output ---\n{self.output[-2000:]}", count=len(rows))
+                message = (f"{len(rows)} of {count} reports stored after {timeout_s:g} s\n"
+                           f"--- gateway output ---\n{self.output[-2000:]}")
+                hint = self.failure_hint(device_id) if self.failure_hint is not None else None
+                if hint is None:
+                    raise BackendError(message, count=len(rows))
+                raise BackendError(f"{message}\n{hint}", count=len(rows), hint=hint)
             time.sleep(0.2)
 
 

@@ -1,19 +1,16 @@
-"""The gateway fixture's process, with failures that say the likely cause.
+"""Failures of the gateway fixture that say the likely cause.
 
 :class:`~hil.pytest_plugin.gateway_process.GatewayProcess` waits for reports; when none arrive from
 a deep-sleeping board on a fast virtual clock, the reason (its awake window shrank below a BLE scan
-and connect) is not visible in the gateway output. :class:`HintingGateway` adds it.
+and connect) is not visible in the gateway output. :func:`deep_sleep_hints` gives the gateway's
+``failure_hint`` that adds it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 from hil.backends.board import BoardHandle
-from hil.backends.errors import BackendError
-from hil.pytest_plugin.gateway_process import GatewayProcess
 
 DEEP_SLEEP_AWAKE_S = 30.0
 """Virtual seconds a deep-sleeping board (firmware/main.py) stays awake after a reading for the
@@ -43,35 +40,12 @@ def deep_sleep_hint(boards: Sequence[BoardHandle]) -> str | None:
     return None
 
 
-@dataclass
-class HintingGateway(GatewayProcess):
-    """A :class:`GatewayProcess` whose :meth:`wait_for_reports` failure names the likely cause.
+def deep_sleep_hints(boards: Sequence[BoardHandle]) -> Callable[[str | None], str | None]:
+    """A ``GatewayProcess.failure_hint`` for ``boards``: the deep-sleep hint about the awaited device
+    (all of ``boards`` when ``device_id`` is None)."""
+    held = list(boards)
 
-    Attributes:
-        boards: the test's boards (read for hints only).
-    """
+    def hint(device_id: str | None) -> str | None:
+        return deep_sleep_hint([b for b in held if device_id is None or b.device_id == device_id])
 
-    boards: list[BoardHandle] = field(default_factory=list, repr=False)
-
-    @classmethod
-    def wrapping(cls, gateway: GatewayProcess, boards: Sequence[BoardHandle]) -> "HintingGateway":
-        """The same (not started) gateway, with hints about ``boards``."""
-        values: dict[str, Any] = {f.name: getattr(gateway, f.name) for f in dataclasses.fields(gateway) if f.init}
-        return cls(**values, boards=list(boards))
-
-    def wait_for_reports(self, *, count: int = 1, device_id: str | None = None,
-                         timeout_s: float = 60.0) -> list[dict[str, Any]]:
-        """See :meth:`GatewayProcess.wait_for_reports`; a failure says the likely cause when known.
-
-        Raises:
-            BackendError: fewer arrived within ``timeout_s``.
-        """
-        try:
-            return super().wait_for_reports(count=count, device_id=device_id, timeout_s=timeout_s)
-        except BackendError as exc:
-            boards = [b for b in self.boards if device_id is None or b.device_id == device_id]
-            hint = deep_sleep_hint(boards)
-            if hint is None:
-                raise
-            raise BackendError(f"{exc}\n{hint}", count=len(self.stored_reports(device_id)),
-                               hint="deep-sleep-speed") from exc
+    return hint

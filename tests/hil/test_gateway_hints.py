@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hil.backends.board import BoardHandle, make_identity
 from hil.backends.errors import BackendError
 from hil.boards import load_board
 from hil.pytest_plugin.gateway_process import GatewayProcess
-from hil.pytest_plugin.hints import MAX_DEEP_SLEEP_SPEED, HintingGateway, deep_sleep_hint
+from hil.pytest_plugin.hints import MAX_DEEP_SLEEP_SPEED, deep_sleep_hint, deep_sleep_hints
 
 
 def _board(tmp_path: Path, name: str, speed: float | None, backend: str = "sim") -> BoardHandle:
@@ -20,9 +21,9 @@ def _board(tmp_path: Path, name: str, speed: float | None, backend: str = "sim")
     return handle
 
 
-def _gateway(tmp_path: Path, *boards: BoardHandle) -> HintingGateway:
+def _gateway(tmp_path: Path, *boards: BoardHandle) -> GatewayProcess:
     # Not started: no store, so no report ever arrives (what the user saw, without the wait).
-    return HintingGateway.wrapping(GatewayProcess(workdir=tmp_path / "gw", serial_ports=["/dev/null"]), boards)
+    return GatewayProcess(workdir=tmp_path / "gw", serial_ports=["/dev/null"], failure_hint=deep_sleep_hints(boards))
 
 
 def test_bin_at_high_speed_fails_with_the_likely_cause(tmp_path: Path) -> None:
@@ -36,7 +37,27 @@ def test_bin_at_high_speed_fails_with_the_likely_cause(tmp_path: Path) -> None:
     assert f"hint: {bin_board.device_id} (bin-esp32c3) deep-sleeps" in message
     assert "at speed 120 that is 0.25 s of wall time" in message
     assert f"@pytest.mark.sim(speed=...) <= {MAX_DEEP_SLEEP_SPEED:g}" in message
-    assert info.value.details["hint"] == "deep-sleep-speed"
+    assert info.value.details["hint"] == deep_sleep_hint([bin_board])
+    assert info.value.details["count"] == 0
+
+
+def test_the_error_counts_the_reports_its_wait_saw(tmp_path: Path) -> None:
+    # A report stored while the hint is worked out does not change the count the error states.
+    gateway = GatewayProcess(workdir=tmp_path / "gw")
+    gateway.workdir.mkdir()
+    with sqlite3.connect(gateway.db_path) as conn:
+        conn.execute("CREATE TABLE reports (device TEXT, seq INTEGER)")
+
+    def hint(device_id: str | None) -> str:
+        with sqlite3.connect(gateway.db_path) as late:
+            late.execute("INSERT INTO reports VALUES ('sl-1', 1)")
+        return f"hint: about {device_id}"
+
+    gateway.failure_hint = hint
+    with pytest.raises(BackendError) as info:
+        gateway.wait_for_reports(count=2, device_id="sl-1", timeout_s=0.1)
+    assert str(info.value).startswith("0 of 2 reports stored") and str(info.value).endswith("hint: about sl-1")
+    assert info.value.details["count"] == 0 and len(gateway.stored_reports("sl-1")) == 1
 
 
 @pytest.mark.parametrize("name, speed, backend", [
