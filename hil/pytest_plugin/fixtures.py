@@ -177,11 +177,16 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
 @pytest.fixture(scope="session")
 def hil_radio() -> Iterator[Any]:
     """The virtual BLE radio (a running Bumble link relay, :class:`hil.sim.radio.relay.RadioHandle`),
-    shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join."""
+    shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join.
+
+    Bumble is a dependency of civicedge: failing to import it is a broken install, so the test
+    errors (never skips).
+    """
     try:
         from hil.sim.radio.relay import start_relay
     except ImportError as exc:
-        pytest.skip(f"virtual radio unavailable: {exc}")
+        pytest.fail(f"virtual radio unavailable: {exc} (bumble is a civicedge dependency: reinstall, "
+                    "e.g. scripts/setup)", pytrace=False)
     handle = start_relay()
     try:
         yield handle

@@ -358,3 +358,18 @@ def test_pytest_embedded_warnings_are_quieted_in_an_integrator_project(pytester:
     assert "record_xml_attribute" not in out
     assert "something else is an experimental feature" in out  # only pytest-embedded's messages are ignored
     result.stdout.fnmatch_lines(["*1 warning*"])
+
+
+def test_hil_radio_without_bumble_is_an_error_not_a_skip(pytester: pytest.Pytester) -> None:
+    # bumble is a hard dependency: a failed import is a broken install, which must not go green.
+    pytester.makeconftest("""
+        import sys
+        sys.modules["hil.sim.radio.relay"] = None  # makes the import fail as without bumble
+    """)
+    pytester.makepyfile("""
+        def test_radio(hil_radio):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*virtual radio unavailable:*bumble is a civicedge dependency*"])

@@ -39,7 +39,10 @@ class QemuDriver:
         self.start_timeout_s = start_timeout_s
 
     def check_available(self, chip: str) -> None:
-        """Raise unless QEMU for ``chip`` and a release image are available (callers skip on it).
+        """Raise unless QEMU for ``chip`` and a release image are available.
+
+        The pytest plugin skips the test on :class:`QemuNotFoundError` (hardware that cannot exist
+        here) and errors it on any other :class:`BackendError` (an option the user gave is wrong).
 
         Raises:
             QemuNotFoundError: no Espressif QEMU.
