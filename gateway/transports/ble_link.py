@@ -13,10 +13,13 @@ backed off; candidates are taken known-first, then least recently served, never 
 An open link is checked against the registry every :data:`LINK_CHECK_S` and closed once its device
 is revoked, no longer registered, or its key is no longer the one the link authenticated with.
 
-A scan that fails (no adapter, the virtual radio's relay unreachable, stopped or restarted, HCI
-commands timing out) marks the link down, is logged as a WARNING at most once per
-:data:`RADIO_WARN_EVERY_S`, and is retried with backoff (:data:`RADIO_RETRY_MIN_S` doubling to
-:data:`RADIO_RETRY_MAX_S`); the backend re-opens the radio/adapter at the next scan.
+A scan that fails with an error of the radio stack (bleak's ``BleakError``, ``OSError``,
+``TimeoutError``: no adapter, the virtual radio's relay unreachable, stopped or restarted, HCI
+commands timing out, a scan that does not return) marks the link down, is logged as a WARNING at
+most once per :data:`RADIO_WARN_EVERY_S`, and is retried with backoff (:data:`RADIO_RETRY_MIN_S`
+doubling to :data:`RADIO_RETRY_MAX_S`); the backend re-opens the radio/adapter at the next scan.
+Any other exception is a defect: it ends :meth:`BleTransport.run`, and the gateway's supervisor
+logs it at ERROR with its traceback and restarts the transport.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Callable
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
-from bleak.exc import BleakError
+from bleak.exc import BleakBluetoothNotAvailableError, BleakError
 
 from gateway.config.model import BleConfig
 from gateway.errors import GatewayError, TransportError
@@ -131,7 +134,8 @@ class BleTransport:
         self._radio_down_since: float | None = None
         self._radio_warned = False
         self.problem: str | None = None
-        """Why the link is down (the radio/adapter cannot be reached), for /healthz; None while it scans."""
+        """Why the link is down (the radio/adapter cannot be reached, or a scan failed), for /healthz; None
+        while it scans."""
 
     @property
     def connected(self) -> int:
@@ -152,16 +156,20 @@ class BleTransport:
         retry = RADIO_RETRY_MIN_S
         try:
             while True:
+                # asyncio.timeout, not wait_for: wait_for of Python 3.11 can lose a cancel that arrives
+                # as the scan completes, and the transport would then never stop.
+                limit = self._config.scan_interval_s + SCAN_GRACE_S
+                deadline = asyncio.timeout(limit)
                 try:
-                    found = await asyncio.wait_for(BleakScanner.discover(
-                        timeout=self._config.scan_interval_s, service_uuids=[self._config.service_uuid],
-                        backend=self._scanner_cls, return_adv=True,
-                    ), self._config.scan_interval_s + SCAN_GRACE_S)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - any failure of the radio stack: down, told, retried
+                    async with deadline:
+                        found = await BleakScanner.discover(
+                            timeout=self._config.scan_interval_s, service_uuids=[self._config.service_uuid],
+                            backend=self._scanner_cls, return_adv=True,
+                        )
+                except (BleakError, OSError, TimeoutError) as exc:  # the radio stack's failures: down, told, retried
+                    # anything else is a defect: it ends run() and reaches the supervisor (ERROR, restart)
                     self._set_state(False)
-                    self._radio_failed(exc, retry)
+                    self._radio_failed(exc, retry, limit_s=limit if deadline.expired() else None)
                     await asyncio.sleep(retry)
                     retry = min(RADIO_RETRY_MAX_S, retry * 2)
                     continue
@@ -190,28 +198,34 @@ class BleTransport:
             self._set_state(False)
             await self.close()
 
-    def _radio_failed(self, exc: BaseException, retry_s: float) -> None:
-        """Record and log a failed scan: a WARNING at most once per RADIO_WARN_EVERY_S, else DEBUG."""
+    def _radio_failed(self, exc: BaseException, retry_s: float, *, limit_s: float | None = None) -> None:
+        """Record and log a failed scan: a WARNING at most once per RADIO_WARN_EVERY_S, else DEBUG.
+
+        ``limit_s``: the scan was given up after this long (it did not return).
+        """
         now = time.monotonic()
         if self._radio_down_since is None:
             self._radio_down_since = now
-        # bleak's errors may carry (message, reason): the message is what an operator reads
-        why = exc.args[0] if len(exc.args) > 1 and isinstance(exc.args[0], str) else str(exc)
-        why = why or type(exc).__name__
-        expected = isinstance(exc, (BleakError, OSError, asyncio.TimeoutError))
-        if not expected:
-            why = "%s: %s" % (type(exc).__name__, why)  # not a failure bleak documents: say what it was
-        self.problem = "cannot reach the BLE radio/adapter (%s)" % why
+        if limit_s is not None:
+            why = "the scan did not return within %g s" % round(limit_s, 2)
+        else:
+            # bleak's errors may carry (message, reason): the message is what an operator reads
+            why = exc.args[0] if len(exc.args) > 1 and isinstance(exc.args[0], str) else str(exc)
+            why = why or type(exc).__name__
+        # No adapter (or the virtual radio's relay gone) and timeouts: the radio cannot be reached.
+        # Anything else bleak or the OS reports is a scan that failed on a radio that answered.
+        if isinstance(exc, (BleakBluetoothNotAvailableError, TimeoutError)):
+            self.problem = "cannot reach the BLE radio/adapter (%s)" % why
+        else:
+            self.problem = "BLE scan failed (%s: %s)" % (type(exc).__name__, why)
         more = self._radio_log.allow()
         down_for = now - self._radio_down_since
         if more is None:
-            log.debug("BLE: cannot reach the BLE radio/adapter (%s) for %.0f s; retrying in %.0f s",
-                      why, down_for, retry_s, exc_info=not expected)
+            log.debug("BLE: %s for %.0f s; retrying in %.0f s", self.problem, down_for, retry_s)
             return
         self._radio_warned = True
-        log.warning("BLE: cannot reach the BLE radio/adapter (%s)%s; retrying in %.0f s, no BLE device is served "
-                    "until then%s", why, " for %.0f s" % down_for if down_for >= 1 else "", retry_s,
-                    more_since(more, "failed attempt(s)"), exc_info=not expected and log.isEnabledFor(logging.DEBUG))
+        log.warning("BLE: %s%s; retrying in %.0f s, no BLE device is served until then%s", self.problem,
+                    " for %.0f s" % down_for if down_for >= 1 else "", retry_s, more_since(more, "failed attempt(s)"))
 
     def _radio_works(self) -> None:
         """A scan succeeded: say so once after an outage (WARNING if the outage was warned about)."""

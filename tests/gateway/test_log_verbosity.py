@@ -91,3 +91,61 @@ def test_bumbles_expected_virtual_radio_noise_is_debug(levels: None, caplog: pyt
         gatt.warning("!!! received notification with no subscriber")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("DEBUG", "!!! received notification with no subscriber")]
+
+
+@pytest.mark.parametrize("value", ["*", "all", "ALL", "bumble,*"])
+def test_an_env_var_of_star_or_all_is_everything(tmp_path: Path, levels: None, monkeypatch: pytest.MonkeyPatch,
+                                                 value: str) -> None:
+    monkeypatch.setenv(DEBUG_LOGGERS_ENV, value)
+    run_check(tmp_path)
+    for name in (*LIBRARIES, "gateway.service"):
+        assert logging.getLogger(name).getEffectiveLevel() == logging.DEBUG, name
+
+
+@pytest.mark.parametrize("value", ["1", "true", "True", "yes", "on"])
+def test_an_env_var_that_looks_like_a_switch_is_warned_about(
+        tmp_path: Path, levels: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        value: str) -> None:
+    from gateway.cli import verbosity
+
+    monkeypatch.setattr(verbosity, "_warned", set())
+    monkeypatch.setenv(DEBUG_LOGGERS_ENV, value)
+    run_check(tmp_path, "-v")
+    run_check(tmp_path, "-v")  # once per process
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "%s=%s ignored" % (DEBUG_LOGGERS_ENV, value) in err, err
+    assert "or * for everything" in err
+    assert logging.getLogger(value).level == logging.NOTSET
+    assert logging.getLogger("bumble.host").getEffectiveLevel() == logging.WARNING
+
+
+def test_the_relay_verbosity_is_civicedges_not_the_libraries(levels: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: ``python -m hil.sim.radio -v`` set the root logger to DEBUG (websockets frames, HCI dumps)."""
+    from hil.sim.radio import __main__ as relay_main
+
+    seen: dict[str, int] = {}
+
+    async def serve(host: str, port: int, as_json: bool) -> None:  # instead of running a relay
+        seen.update({n: logging.getLogger(n).getEffectiveLevel() for n in ("hil.sim.radio.relay", *LIBRARIES)})
+
+    monkeypatch.setattr(relay_main, "_serve", serve)
+    assert relay_main.main(["-vv"]) == 0
+    assert seen.pop("hil.sim.radio.relay") == logging.DEBUG
+    assert set(seen.values()) == {logging.WARNING}, seen
+
+
+def test_a_command_lost_with_the_relay_is_debug(levels: None, caplog: pytest.LogCaptureFixture) -> None:
+    """Bumble's "!!! Exception while sending command" (ERROR, traceback) when the relay went away mid-command."""
+    import hil.sim.radio.hostlink  # noqa: F401 - installs the filters
+    from bumble.colors import color
+    from bumble.transport.common import TransportLostError
+
+    host = logging.getLogger("bumble.host")
+    with caplog.at_level(logging.WARNING):
+        for error in (TransportLostError("transport lost"), ValueError("a malformed packet")):
+            try:
+                raise error
+            except Exception:
+                host.exception(color("!!! Exception while sending command:", "red"))
+    assert [(r.name, r.levelname, type(r.exc_info[1]).__name__ if r.exc_info else None) for r in caplog.records] == [
+        ("bumble.host", "ERROR", "ValueError")]

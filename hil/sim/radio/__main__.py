@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Sequence
 
+from gateway.cli.verbosity import apply_verbosity
 from hil.sim.radio.relay import RadioServer
 
 
@@ -36,9 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of the bare URL")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v info, -vv debug of civicedge's loggers, -vvv debug of everything (websockets "
+                             "frames, Bumble HCI dumps); or CIVICEDGE_LOG_DEBUG=bumble,websockets")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_verbosity(args.verbose)
     try:
         asyncio.run(_serve(args.host, args.port, args.json))
     except OSError as exc:

@@ -17,9 +17,11 @@ Errors follow bleak's conventions: a connect that does not complete raises ``Tim
 operations on a dropped link raise :class:`bleak.exc.BleakError`; ATT errors raise
 :class:`bleak.exc.BleakGATTProtocolError`; every remote operation has a timeout. A relay that
 cannot be reached is :class:`bleak.exc.BleakBluetoothNotAvailableError` (no adapter), at scanner
-start and at connect; a scan during which the radio was lost (relay stopped or restarted) or whose
-HCI commands timed out ends with :class:`bleak.exc.BleakError`, and the next scan or connect joins
-the radio again (:class:`~hil.sim.radio.central.SharedCentral`).
+start and at connect; so is a radio lost under a scan or a connect (relay stopped or restarted: the
+adapter went away) or one whose HCI commands time out (given up as lost), and the next scan or
+connect joins the radio again (:class:`~hil.sim.radio.central.SharedCentral`). Any other failure of
+an HCI command is a plain :class:`bleak.exc.BleakError`. Nothing else of Bumble's or the relay's
+leaves the backend for these failures, so a caller can tell them from its own defects.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from bumble import core, hci
 from bumble.att import ATT_Error
 from bumble.core import UUID as BumbleUUID
 from bumble.device import Advertisement, Connection, Peer
+from bumble.transport.common import TransportLostError
 
 from hil.sim.radio.advdata import parse_ad_structures
 from hil.sim.radio.central import SharedCentral, shared_central
@@ -87,11 +90,20 @@ async def _acquire(central: SharedCentral) -> None:
         raise BleakBluetoothNotAvailableError(str(exc), BleakBluetoothNotAvailableReason.NO_BLUETOOTH) from exc
 
 
-def _radio_failure(central: SharedCentral, what: str, exc: BaseException) -> BleakError:
-    """A BleakError for an HCI command that failed; one that timed out gives the device up."""
+def _radio_failure(central: SharedCentral, what: str, exc: BaseException, *, generation: int) -> BleakError:
+    """The BleakError for an HCI command that failed.
+
+    A lost radio (the relay closed the connection, the device was given up) or a command that timed
+    out (the device is given up, if it is still the one of ``generation``: :attr:`SharedCentral.generation`
+    before the command) is :class:`BleakBluetoothNotAvailableError`, as an adapter that went away;
+    any other failure a plain :class:`BleakError`.
+    """
+    message = f"{what} on the virtual radio {central.radio_url} failed: {exc!r}"
     if isinstance(exc, core.CommandTimeoutError):
-        central.invalidate(f"{what}: HCI command timed out")
-    return BleakError(f"{what} on the virtual radio {central.radio_url} failed: {exc!r}")
+        central.invalidate(f"{what}: HCI command timed out", generation=generation)
+    if isinstance(exc, (core.CommandTimeoutError, TransportLostError, RadioConnectError)):
+        return BleakBluetoothNotAvailableError(message, BleakBluetoothNotAvailableReason.NO_BLUETOOTH)
+    return BleakError(message)
 
 
 class VirtualBleakScanner(BaseBleakScanner):
@@ -113,8 +125,9 @@ class VirtualBleakScanner(BaseBleakScanner):
         """Start scanning (clears :attr:`seen_devices`).
 
         Raises:
-            BleakBluetoothNotAvailableError: the relay cannot be reached.
-            BleakError: the radio did not start scanning (lost, or its commands time out).
+            BleakBluetoothNotAvailableError: the relay cannot be reached, or the radio was lost (or
+                its HCI commands time out).
+            BleakError: the radio refused to start scanning.
         """
         if self._central is not None:
             return
@@ -125,15 +138,19 @@ class VirtualBleakScanner(BaseBleakScanner):
         self._generation = central.generation
         try:
             await central.add_scanner(self, self._on_advertisement, self._active)
-        except (core.BaseBumbleError, RadioConnectError) as exc:
+        except BaseException as exc:  # a cancel too: the reference and the scanner entry are given back
             await self.stop_quietly()
-            raise _radio_failure(central, "starting a scan", exc) from exc
+            if isinstance(exc, (core.BaseBumbleError, RadioConnectError)):
+                raise _radio_failure(central, "starting a scan", exc, generation=self._generation) from exc
+            raise
 
     async def stop(self) -> None:
         """Stop scanning.
 
         Raises:
-            BleakError: the radio was lost while scanning (what was found may be incomplete).
+            BleakBluetoothNotAvailableError: the radio was lost while scanning (what was found may be
+                incomplete).
+            BleakError: the radio refused to stop scanning.
         """
         central, self._central = self._central, None
         if central is None:
@@ -141,11 +158,12 @@ class VirtualBleakScanner(BaseBleakScanner):
         try:
             await central.remove_scanner(self)
         except core.BaseBumbleError as exc:
-            raise _radio_failure(central, "stopping a scan", exc) from exc
+            raise _radio_failure(central, "stopping a scan", exc, generation=self._generation) from exc
         finally:
             await central.release()
         if central.generation != self._generation:
-            raise BleakError(f"the virtual radio {central.radio_url} was lost during the scan")
+            raise BleakBluetoothNotAvailableError(f"the virtual radio {central.radio_url} was lost during the scan",
+                                                  BleakBluetoothNotAvailableReason.NO_BLUETOOTH)
 
     async def stop_quietly(self) -> None:
         """Stop scanning; errors of a lost radio are not raised."""
@@ -237,8 +255,9 @@ class VirtualBleakClient(BaseBleakClient):
         Raises:
             TimeoutError: the peripheral did not answer within ``timeout`` (not advertising,
                 not on this radio).
-            BleakBluetoothNotAvailableError: the relay cannot be reached.
-            BleakError: the link dropped during setup, or the radio was lost.
+            BleakBluetoothNotAvailableError: the relay cannot be reached, or the radio was lost
+                (or its HCI commands time out).
+            BleakError: the link dropped during setup, or the radio refused the connection.
         """
         if self._connection is not None:
             return
@@ -247,6 +266,7 @@ class VirtualBleakClient(BaseBleakClient):
         self._central = central
         try:
             async with central.connect_lock:
+                generation = central.generation  # the device this connect goes to (see _radio_failure)
                 try:
                     connection = await central.device.connect(self._peer_address, timeout=self._timeout)
                 except core.TimeoutError as exc:
@@ -254,7 +274,8 @@ class VirtualBleakClient(BaseBleakClient):
                 except core.ConnectionError as exc:
                     raise BleakError(f"connection to {self.address} failed: {exc}") from exc
                 except (core.BaseBumbleError, RadioConnectError) as exc:  # radio lost, HCI command timed out
-                    raise _radio_failure(central, f"connecting to {self.address}", exc) from exc
+                    raise _radio_failure(central, f"connecting to {self.address}", exc,
+                                         generation=generation) from exc
             self._connection = connection
             self._disconnected.clear()
             self._disconnecting = False

@@ -86,9 +86,16 @@ class SharedCentral:
 
         return lost
 
-    def invalidate(self, reason: str) -> None:
-        """Give up the device (an HCI command to it timed out): the next :meth:`acquire` joins again."""
-        if self._transport is not None:
+    def invalidate(self, reason: str, *, generation: int) -> None:
+        """Give up the device an HCI command timed out on: the next :meth:`acquire` joins again.
+
+        Args:
+            reason: why, for the log.
+            generation: :attr:`generation` read before the command was sent. If it moved on since, the
+                device the command went to was given up already and the current one (joined again
+                meanwhile, maybe by another user) is kept.
+        """
+        if self._transport is not None and generation == self.generation:
             self._lost(self._transport, reason)
 
     def _lost(self, transport: Transport, reason: str) -> None:

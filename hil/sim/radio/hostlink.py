@@ -5,7 +5,7 @@ link of the device is reported as dropped with "connection timeout", so bleak cl
 their disconnected callback and firmware gets ``_IRQ_CENTRAL_DISCONNECT`` instead of waiting
 forever on a link that no longer exists.
 
-Two of Bumble's log lines are expected on the virtual radio and are logged at DEBUG instead of
+Three of Bumble's log lines are expected on the virtual radio and are logged at DEBUG instead of
 their own level (shown with ``civicedge -vvv``; docs/ble.md §2):
 
 * ``bumble.transport.common`` "exception while waiting for packet" / "... sending packet" with a
@@ -15,6 +15,13 @@ their own level (shown with ``civicedge -vvv``; docs/ble.md §2):
   notifies as soon as a central connects (NimBLE does not check the CCCD, and the firmware does not
   wait for it), while the central subscribes only after the MTU exchange and service discovery;
   the stack drops those early notifications, as on a real host, and the board sends them again.
+* ``bumble.host`` "!!! Exception while sending command:" with a traceback (ERROR), when the
+  exception is Bumble's ``TransportLostError``: the relay went away while an HCI command (a scan's
+  start or stop, a connect) waited for its answer. Bumble fails that command with this error and
+  logs it before re-raising it; the caller gets it (the bleak backend as
+  ``BleakBluetoothNotAvailableError``, the gateway logs the lost radio at WARNING), so the
+  record only repeats, as an ERROR, what is reported already. Any other exception there
+  (a malformed packet, a defect) stays an ERROR.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from collections.abc import Callable
 from bumble import hci
 from bumble.device import Device
 from bumble.transport import open_transport
-from bumble.transport.common import Transport
-from websockets.exceptions import ConnectionClosed
+from bumble.transport.common import Transport, TransportLostError
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from hil.sim.radio.errors import RadioConnectError
 from hil.sim.radio.url import parse_radio_url
@@ -59,9 +66,17 @@ def _early_notification(record: logging.LogRecord) -> bool:
     return isinstance(record.msg, str) and record.msg.startswith("!!! received notification with no subscriber")
 
 
+def _command_lost_with_relay(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    # The message is coloured (ANSI escapes around it): matched on its words.
+    return (isinstance(record.msg, str) and "!!! Exception while sending command" in record.msg
+            and isinstance(error, TransportLostError))
+
+
 def _install_log_filters() -> None:
     """Demote Bumble's expected virtual-radio noise to DEBUG (module docstring); idempotent."""
-    for name, match in (("bumble.transport.common", _relay_closed), ("bumble.gatt_client", _early_notification)):
+    for name, match in (("bumble.transport.common", _relay_closed), ("bumble.gatt_client", _early_notification),
+                        ("bumble.host", _command_lost_with_relay)):
         target = logging.getLogger(name)
         if not any(isinstance(f, _DemoteToDebug) for f in target.filters):
             target.addFilter(_DemoteToDebug(match))
@@ -80,7 +95,7 @@ async def open_radio_device(radio_url: str, *, name: str, address: str,
     spec = parse_radio_url(radio_url).transport_spec
     try:
         transport = await asyncio.wait_for(open_transport(spec), timeout_s)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (OSError, asyncio.TimeoutError, WebSocketException) as exc:  # refused, no answer, not a relay
         raise RadioConnectError(f"cannot reach the virtual radio at {radio_url}: {exc}",
                                 url=radio_url) from exc
     device = Device.with_hci(name, hci.Address(address), transport.source, transport.sink)
