@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from pathlib import Path
 
+from gateway.pid_lock import LockHeld, take_pid_lock
 from hil.errors import HilError
 
 
@@ -89,20 +89,15 @@ def lock_workdir(path: Path) -> WorkdirLock:
     lock = lock_path(path)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise WorkdirError(f"cannot create the work directory {path}: {exc.strerror or exc}; "
-                           "choose another --workdir", path=str(path)) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
+        fd = take_pid_lock(lock, mode=0o644)
+    except LockHeld as held:
+        holder = held.holder
         pid = int(holder) if holder.isdigit() else None
         raise WorkdirInUseError(f"work directory {path} is in use by another run (pid {holder or '?'}); "
                                 "wait for it or choose another --workdir", path=str(path), holder_pid=pid) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    except OSError as exc:
+        raise WorkdirError(f"cannot create the work directory {path}: {exc.strerror or exc}; "
+                           "choose another --workdir", path=str(path)) from exc
     return WorkdirLock(path, fd)
 
 

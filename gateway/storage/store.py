@@ -10,7 +10,6 @@ dedicated thread.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 from gateway.errors import StorageError
+from gateway.pid_lock import LockHeld, lock_holder, take_pid_lock
 from gateway.private_dirs import mkdir_private
 from gateway.storage import provenance
 from gateway.storage.schema import apply_schema
@@ -595,8 +595,8 @@ def real_store_path(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _lock_path(path: Path) -> Path:
-    real = real_store_path(path)
+def _lock_file(real: Path) -> Path:
+    """The single-writer lock file of the store file ``real`` (symlinks resolved): next to it."""
     return real.with_name(real.name + ".lock")
 
 
@@ -615,17 +615,8 @@ def store_writer(path: Path) -> str | None:
     """The pid (as written in the lock file) of the gateway writing the store at ``path``, or None
     when no writer holds it (for tools that must not touch a store in use). ``path`` may be a
     symlink to the store; nothing is created."""
-    try:
-        fd = os.open(_lock_path(path), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-    finally:
-        os.close(fd)
-    return None
+    holder = lock_holder(_lock_file(real_store_path(path)))
+    return None if holder is None else holder or "unknown"
 
 
 def check_store_free(path: Path) -> None:
@@ -693,21 +684,15 @@ def _lock_store(path: Path, real: Path) -> int:
     _refuse_hard_links(path, real)
     try:
         mkdir_private(real.parent)
-        fd = os.open(real.with_name(real.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = take_pid_lock(_lock_file(real), mode=0o600)
+    except LockHeld as held:
+        raise _in_use(path, held.holder) from None
     except OSError as exc:
         raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        raise _in_use(path, holder) from None
     now = real_store_path(path)
     if now != real:
         os.close(fd)
         raise StorageError("report store %s changed while it was opened: it named %s, now %s (a symlink re-pointed); "
                            "nothing was written; start the gateway again once the link is settled"
                            % (path, real, now), reason="path_changed")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
     return fd
