@@ -168,13 +168,13 @@ def send_all(rt):
     link = rt.links[0]
     if hasattr(link, "conn"):
         link.conn = 0
-    next_frame = rt.session.next_frame
+    next_frame = link.cur.next_frame
     def measured_next_frame():
         item = next_frame()
         if item is not None:
             print("FRAME", binascii.hexlify(item[1]).decode())
         return item
-    rt.session.next_frame = measured_next_frame
+    link.cur.next_frame = measured_next_frame
     while True:
         sent = BLE.sent
         if not link.pump(1):

@@ -121,7 +121,7 @@ def test_uart_sends_outbox_and_applies_cumulative_ack(flash_run: Callable[..., A
     assert lines[2] == "0"
     assert lines[3] == f"[3] [{NOW + 100}] 2 1"
     # reboot: the un-acked frame 3 is still there and is sent again
-    code = UART + "L.session.restart()\nprint(O.pending(), L.pump())\nprint(binascii.hexlify(U.tx).decode())\n"
+    code = UART + "L.cur.restart()\nprint(O.pending(), L.pump())\nprint(binascii.hexlify(U.tx).decode())\n"
     lines = flash_run(code, flash).stdout.splitlines()
     assert lines[0] == "[3] 1"
     [again] = _sent_frames(lines[1])
@@ -157,11 +157,11 @@ def test_resend_interval_backs_off_on_a_dead_link_and_resets_on_ack(flash_run: C
         "for t in range(0, 40001, 250):\n"
         "    ticks[0] = t\n"
         "    if L.pump():\n        sends.append(t)\n"
-        "print(sends, sess.resend_in_ms(60000))\n"
+        "print(sends, L.cur.resend_in_ms(60000))\n"
         f"U.rx.extend(binascii.unhexlify({ack.hex()!r}))\nL.poll()\n"
-        "print(sess.resend_wait_ms, O.pending())\n"
-        "ticks[0] = 41000\nprint(L.pump(), sess.resend_in_ms(60000))\n"
-        "sess.resend_wait_ms = 8000\nsess.restart()\nprint(sess.resend_wait_ms)\n"
+        "print(L.cur.wait_ms, O.pending())\n"
+        "ticks[0] = 41000\nprint(L.pump(), L.cur.resend_in_ms(60000))\n"
+        "L.cur.wait_ms = 8000\nL.cur.restart()\nprint(L.cur.wait_ms)\n"
     )
     lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
     # first send at 0; re-sends 1 s, 2 s, 4 s, 8 s, 8 s ... after the previous one
@@ -305,6 +305,46 @@ def test_ble_disconnect_drops_partial_and_resends(flash_run: Callable[..., Any],
     )
     lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
     assert lines == ["0 1", "2", "None 2 1 [1, 2]", "2 True"]
+
+
+UART_AND_BLE = BLE + "from civic.uplink.uart import UartLink\nU = FakeUart()\nLU = UartLink(U, sess)\n"
+
+
+def test_each_link_has_its_own_send_position(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """A streetlight sends on UART and BLE from one session. A UART that nobody reads must not
+    take the frames from BLE: each link sends every frame itself, an ACK on either link settles
+    both, and only the link an ACK came in on leaves its backoff."""
+    ack2 = gw_frame(2, 2, {"t": NOW})
+    ack3 = gw_frame(2, 3, {"t": NOW})
+    code = UART_AND_BLE + (
+        "B.handler(1, (7, 0, b'a'))\n"                            # BLE connected before any frame
+        "queue(2)\nprint(LU.pump(), L.pump())\n"                  # the UART goes first: BLE sends too
+        "print(repr(B.notified))\nB.notified = []\n"
+        f"B.write(7, 12, bytes((1, 0x80)) + binascii.unhexlify({ack2.hex()!r}))\nL.poll()\n"
+        "ticks[0] = 10000\n"                                       # long past the resend interval
+        "print(O.pending(), LU.pump(), L.pump(), LU.cur.resend_in_ms(60000), L.cur.resend_in_ms(60000))\n"
+        "queue(1)\nsends = []\n"                                   # seq 3: no ACK on either link
+        "for t in (10000, 11000, 13000):\n"
+        "    ticks[0] = t\n    sends.append((LU.pump(), L.pump()))\n"
+        "print(sends, LU.cur.wait_ms, L.cur.wait_ms)\n"
+        f"B.write(7, 12, bytes((2, 0x80)) + binascii.unhexlify({ack3.hex()!r}))\nL.poll()\n"
+        "print(O.pending(), LU.cur.wait_ms, L.cur.wait_ms, LU.cur.resend_in_ms(60000), L.cur.resend_in_ms(60000))\n"
+        "print(binascii.hexlify(U.tx).decode())\n"
+    )
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    assert lines[0] == "2 2"
+    notes = eval(lines[1])
+    frames = _reassemble(notes)
+    assert len(frames) == 2
+    for i, f in enumerate(frames, 1):
+        _check_report(f, i)
+    # the ACK on BLE settled the UART's frames too: neither link re-sends, neither waits
+    assert lines[2] == "[] 0 0 60000 60000"
+    # both links re-send seq 3 after 1 s, then 2 s; the ACK on BLE resets BLE's backoff only
+    assert lines[3] == "[(1, 1), (1, 1), (1, 1)] 4000 4000"
+    assert lines[4] == "[] 4000 1000 60000 60000"
+    uart_frames = _sent_frames(lines[5])
+    assert [int.from_bytes(f[3 + len(DEV):7 + len(DEV)], "big") for f in uart_frames] == [1, 2, 3, 3, 3]
 
 
 def test_uart_byte_by_byte_and_overlong_garbage(flash_run: Callable[..., Any], tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ DEVICE = "sl-fw-1"
 
 
 class FrameSource:
-    # The Session interface BleLink uses: device_id, watch, restart, next_frame, mark_sent,
-    # resend_in_ms, handle.
+    # The Session interface BleLink uses: device_id, watch, cursor, handle; and the Cursor's:
+    # restart, next_frame, mark_sent, resend_in_ms (this source is its own one cursor).
     device_id = DEVICE
 
     def __init__(self):
@@ -25,6 +25,9 @@ class FrameSource:
     def watch(self, signal):
         self.signal = signal
 
+    def cursor(self):
+        return self
+
     def restart(self):
         self.i = 0
 
@@ -37,7 +40,7 @@ class FrameSource:
     def mark_sent(self, s):
         self.i += 1
 
-    def handle(self, data):
+    def handle(self, data, cursor=None):
         ftype, device_id, seq, _body = frame.parse(data, KEY)
         print("handled", ftype, device_id, seq)
 

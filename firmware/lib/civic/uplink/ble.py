@@ -77,6 +77,7 @@ class BleLink:
         preferred_mtu: MTU offered in the exchange (``ble.config(mtu=...)``).
 
     Attributes:
+        cur: this link's :class:`civic.uplink.session.Cursor` (its own send position).
         conn: connection handle of the gateway, or None.
         mtu: negotiated ATT MTU (23 until an exchange happens).
         reassembler: :class:`civic.wire.ble_frag.Reassembler` for RX writes.
@@ -88,6 +89,7 @@ class BleLink:
         self.session = session
         self.poll_ms = poll_ms
         self.idle_ms = idle_ms
+        self.cur = session.cursor()  # this link's own send position
         self.wake = Signal()
         session.watch(self.wake)
         self.running = False
@@ -123,7 +125,7 @@ class BleLink:
                 self.conn = data[0]
                 self.mtu = ble_frag.MIN_MTU
                 self.reassembler.reset()
-                self.session.restart()
+                self.cur.restart()
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if data[0] == self.conn:
                 self.conn = None
@@ -144,13 +146,13 @@ class BleLink:
         while self._rx_queue:
             frame = self.reassembler.feed(self._rx_queue.pop(0))
             if frame is not None:
-                self.session.handle(frame)
+                self.session.handle(frame, self.cur)
 
     def pump(self, limit=PUMP_LIMIT):
         """Notify up to ``limit`` due frames to the connected gateway; return how many."""
         sent = 0
         while sent < limit and self.conn is not None:
-            item = self.session.next_frame()
+            item = self.cur.next_frame()
             if item is None:
                 break
             s, data = item
@@ -163,7 +165,7 @@ class BleLink:
             except OSError:
                 self.notify_errors += 1
                 break
-            self.session.mark_sent(s)
+            self.cur.mark_sent(s)
             sent += 1
         return sent
 
@@ -172,7 +174,7 @@ class BleLink:
             return self.idle_ms  # a connect wakes the task
         if refused:
             return self.poll_ms  # the stack's buffers are full: retry soon
-        return 0 if sent >= PUMP_LIMIT else self.session.resend_in_ms(self.idle_ms)
+        return 0 if sent >= PUMP_LIMIT else self.cur.resend_in_ms(self.idle_ms)
 
     async def run(self):
         """Until :meth:`stop`: process writes, notify due frames, sleep until woken or due."""

@@ -1,10 +1,13 @@
 """Link-independent uplink logic: what to send next, and handling ACK / CONFIG frames.
 
-A :class:`Session` is shared by the links of a device. It sends the outbox in seq order,
-re-sends everything still pending when no ACK arrives within the resend interval (``resend_ms``,
-doubled after each unanswered round up to ``resend_max_ms``, back to ``resend_ms`` on an ACK:
-a dead link costs little power or airtime) or when a link (re)connects, applies cumulative ACKs (with RTC sync) and CONFIG updates (persisted,
-only if newer than the last applied one).
+A :class:`Session` is shared by the links of a device; each link takes its own
+:class:`Cursor` from it (a streetlight sends on UART and BLE at once, and a UART that nobody reads
+must not hold back what BLE could deliver). A cursor sends the outbox in seq order, re-sends
+everything still pending when no ACK arrives within its resend interval (``resend_ms``, doubled
+after each unanswered round up to ``resend_max_ms``, back to ``resend_ms`` on an ACK that came in
+on its link: a dead link costs little power or airtime) or when its link (re)connects. The
+session applies cumulative ACKs (with RTC sync), whichever link they came on, and CONFIG updates
+(persisted, only if newer than the last applied one).
 
 Time sync trusts an ACK's time only when the ACK is fresh: it acknowledges a frame still in the
 outbox, which the gateway can only have answered after receiving it. A recorded ACK replayed
@@ -36,6 +39,70 @@ def _storable(v, depth):
     return False
 
 
+class Cursor:
+    """One link's send position in the shared outbox (take it with :meth:`Session.cursor`).
+
+    Attributes:
+        sent_upto: highest seq this link has sent in the current round.
+        wait_ms: this link's current resend interval (backoff).
+    """
+
+    def __init__(self, session):
+        self.session = session
+        self.sent_upto = 0
+        self.last_send = None  # tick of the last send still waiting for an ACK
+        self.wait_ms = session.resend_ms
+
+    def restart(self):
+        """Re-send every pending frame from the start (link came back, or boot)."""
+        self.sent_upto = 0
+        self.last_send = None
+        self.wait_ms = self.session.resend_ms
+
+    def resend_in_ms(self, idle_ms):
+        """Milliseconds until frames sent without an ACK are due again (``idle_ms`` if none wait).
+
+        Call after :meth:`next_frame` returned None: until then something is due now.
+        """
+        ses = self.session
+        if self.last_send is None or not len(ses.outbox):
+            return idle_ms
+        left = self.wait_ms - time.ticks_diff(ses.ticks_ms(), self.last_send)
+        return max(1, min(left, idle_ms))
+
+    def next_frame(self):
+        """Return ``(seq, frame)`` of the next frame to send, or None if nothing is due.
+
+        Call :meth:`mark_sent` after the frame went out.
+        """
+        ses = self.session
+        outbox = ses.outbox
+        if self.last_send is not None and len(outbox):
+            if time.ticks_diff(ses.ticks_ms(), self.last_send) >= self.wait_ms:
+                self.sent_upto = 0  # no ACK in time: go round again, and wait longer next time
+                self.last_send = None
+                self.wait_ms = min(self.wait_ms * 2, ses.resend_max_ms)
+        s = outbox.next_after(self.sent_upto)
+        while s is not None:
+            data = outbox.read(s)
+            if data is not None:
+                return s, data
+            s = outbox.next_after(s)  # entry vanished (damaged): skip it
+        return None
+
+    def mark_sent(self, s):
+        """Record that the frame with seq ``s`` was handed to the link."""
+        self.sent_upto = s
+        self.last_send = self.session.ticks_ms()
+        self.session.stats["sent"] += 1
+
+    def _acked(self, s, on_this_link):
+        if on_this_link:
+            self.wait_ms = self.session.resend_ms  # the link works: no backoff
+        if self.sent_upto <= s:
+            self.last_send = None  # everything this link sent is answered
+
+
 class Session:
     """Uplink state for one device.
 
@@ -56,7 +123,7 @@ class Session:
     Attributes:
         config: ``{"seq": n, "values": {...}}`` last applied CONFIG (from flash at boot; apps
             apply ``config["values"]`` at start-up, and later get changes via ``on_config``).
-        stats: counters ``sent``, ``acks``, ``configs``, ``bad``, ``time_sync``, ``stale_time``
+        stats: counters (over all links) ``sent``, ``acks``, ``configs``, ``bad``, ``time_sync``, ``stale_time``
             (ACK times not taken: not fresh or not plausible), ``errors`` (flash errors while
             handling a frame).
     """
@@ -75,10 +142,8 @@ class Session:
         self.on_config = on_config
         self.resend_ms = resend_ms
         self.resend_max_ms = max(resend_ms, resend_max_ms)
-        self.resend_wait_ms = resend_ms  # current interval (backoff)
         self.ticks_ms = ticks_ms
-        self.sent_upto = 0
-        self._last_send = None
+        self._cursors = []
         self._signals = []
         self.stats = {"sent": 0, "acks": 0, "configs": 0, "bad": 0, "time_sync": 0, "stale_time": 0, "errors": 0}
         self.config = {"seq": 0, "values": {}}
@@ -99,48 +164,17 @@ class Session:
         for sig in self._signals:
             sig.set()
 
-    def resend_in_ms(self, idle_ms):
-        """Milliseconds until frames sent without an ACK are due again (``idle_ms`` if none wait).
+    def cursor(self):
+        """Return a new :class:`Cursor` for one link; ACKs are applied to every cursor."""
+        cur = Cursor(self)
+        self._cursors.append(cur)
+        return cur
 
-        Call after :meth:`next_frame` returned None: until then something is due now.
-        """
-        if self._last_send is None or not len(self.outbox):
-            return idle_ms
-        left = self.resend_wait_ms - time.ticks_diff(self.ticks_ms(), self._last_send)
-        return max(1, min(left, idle_ms))
-
-    def restart(self):
-        """Re-send every pending frame from the start (link came back, or boot)."""
-        self.sent_upto = 0
-        self._last_send = None
-        self.resend_wait_ms = self.resend_ms
-
-    def next_frame(self):
-        """Return ``(seq, frame)`` of the next frame to send, or None if nothing is due.
-
-        Call :meth:`mark_sent` after the frame went out.
-        """
-        if self._last_send is not None and len(self.outbox):
-            if time.ticks_diff(self.ticks_ms(), self._last_send) >= self.resend_wait_ms:
-                self.sent_upto = 0  # no ACK in time: go round again, and wait longer next time
-                self._last_send = None
-                self.resend_wait_ms = min(self.resend_wait_ms * 2, self.resend_max_ms)
-        s = self.outbox.next_after(self.sent_upto)
-        while s is not None:
-            data = self.outbox.read(s)
-            if data is not None:
-                return s, data
-            s = self.outbox.next_after(s)  # entry vanished (damaged): skip it
-        return None
-
-    def mark_sent(self, s):
-        """Record that the frame with seq ``s`` was handed to the link."""
-        self.sent_upto = s
-        self._last_send = self.ticks_ms()
-        self.stats["sent"] += 1
-
-    def handle(self, data):
+    def handle(self, data, cursor=None):
         """Handle one received frame; return ``"ack"``, ``"config"``, ``"stale"``, ``"bad"`` or ``"error"``.
+
+        ``cursor`` is the receiving link's :class:`Cursor`: an ACK ends the backoff of that link
+        only (None: of every link).
 
         Frames that fail to parse, do not verify, are addressed to another id, or are
         not ACK/CONFIG are counted in ``stats["bad"]`` and otherwise ignored. A flash error
@@ -159,7 +193,7 @@ class Session:
             return "bad"
         try:
             if ftype == frame.ACK:
-                return self._ack(s, obj)
+                return self._ack(s, obj, cursor)
             if ftype == frame.CONFIG:
                 return self._config(s, obj)
         except OSError:
@@ -168,15 +202,14 @@ class Session:
         self.stats["bad"] += 1
         return "bad"
 
-    def _ack(self, s, obj):
+    def _ack(self, s, obj, cursor):
         if s > self.seq.last:
             self.stats["bad"] += 1
             return "bad"  # acknowledges something never sent
         fresh = self.outbox.ack(s) > 0  # answers a frame the gateway cannot have seen before it was sent
-        self.resend_wait_ms = self.resend_ms  # the link works: no backoff
+        for cur in self._cursors:
+            cur._acked(s, cursor is None or cur is cursor)
         self.stats["acks"] += 1
-        if self.sent_upto <= s:
-            self._last_send = None
         t = obj.get("t")
         if self.set_time is not None and isinstance(t, int) and not isinstance(t, bool):
             if not fresh or not VALID_AFTER <= t < TIME_MAX:

@@ -27,6 +27,7 @@ class UartLink:
     """COBS/0x00 framing over an injected UART, driving a :class:`Session`.
 
     Attributes:
+        cur: this link's :class:`civic.uplink.session.Cursor` (its own send position).
         cobs_errors: chunks dropped because they failed to COBS-decode or were too long.
     """
 
@@ -35,6 +36,7 @@ class UartLink:
         self.session = session
         self.poll_ms = poll_ms
         self.idle_ms = idle_ms
+        self.cur = session.cursor()  # this link's own send position
         self.wake = Signal()
         session.watch(self.wake)
         self.running = False
@@ -74,7 +76,7 @@ class UartLink:
             except ValueError:
                 self.cobs_errors += 1
             else:
-                self.session.handle(frame)
+                self.session.handle(frame, self.cur)
         self._rx = bytearray()
 
     def poll(self):
@@ -100,23 +102,23 @@ class UartLink:
         """Send up to ``limit`` due frames; return how many were sent."""
         sent = 0
         while sent < limit:
-            item = self.session.next_frame()
+            item = self.cur.next_frame()
             if item is None:
                 break
             s, data = item
             self.uart.write(cobs.encode(data) + b"\x00")
-            self.session.mark_sent(s)
+            self.cur.mark_sent(s)
             sent += 1
         return sent
 
     async def run(self):
         """Until :meth:`stop`: receive, send due frames, sleep until woken or a re-send is due."""
-        self.session.restart()
+        self.cur.restart()
         self.running = True
         idle = self.idle_ms if self.hook_rx() else self.poll_ms
         while self.running:
             self.poll()
-            wait = 0 if self.pump() >= PUMP_LIMIT else self.session.resend_in_ms(idle)
+            wait = 0 if self.pump() >= PUMP_LIMIT else self.cur.resend_in_ms(idle)
             await self.wake.wait_ms(wait)
 
     def stop(self):
