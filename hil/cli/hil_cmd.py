@@ -25,7 +25,8 @@ from hil.scenarios.model import Scenario
 from hil.scenarios.reports import output_problem, write_html, write_junit, write_junit_error
 from hil.scenarios.runner import Progress as RunProgress
 from hil.scenarios.errors import ScenarioRunError
-from hil.scenarios.runner import MAX_SPEED, MIN_SPEED, ScenarioResult, check_workdir, default_timeout_s, run_scenario
+from hil.scenarios.loader import MAX_SPEED, MIN_SPEED
+from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_s, run_scenario
 from hil.workdir import WorkdirError, WorkdirLock, lock_workdir
 
 

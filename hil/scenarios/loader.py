@@ -51,6 +51,10 @@ from hil.sim.errors import StimulusError
 from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+# Speeds a scenario (and `hil run --speed`) may ask for: the gateway's [sim_clock] takes >= 0.001
+# (gateway/config/loader.py); 3600 (an hour a second) is the scenario format's upper bound.
+MIN_SPEED = 0.001
+MAX_SPEED = 3600.0
 TOP_KEYS = {"name", "description", "start", "duration", "speed", "seed", "boards", "expect"}
 BOARD_KEYS = {"board", "count", "ids", "link", "zone", "lat", "lon", "stimuli", "faults", "sleep"}
 EXPECT_KEYS = {"reports_min", "no_loss", "alarms", "alarms_within", "fields", "eps_per_day_max"}
@@ -421,8 +425,9 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
                                "a scenario may run (virtual time)", key="duration", value=doc["duration"],
                                path=str(path) if path else None)
     speed = doc.get("speed", 60)
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed <= 3600:
-        raise ScenarioError(f"scenario: speed must be a number in (0, 3600], got {speed!r}", key="speed", value=speed)
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ScenarioError(f"scenario: speed must be a number in [{MIN_SPEED:g}, {MAX_SPEED:g}], got {speed!r}",
+                            key="speed", value=speed)
     seed = doc.get("seed", 7)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ScenarioError(f"scenario: seed must be an integer, got {seed!r}", key="seed", value=seed)

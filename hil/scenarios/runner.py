@@ -30,6 +30,7 @@ from hil.children import spawn_child
 from hil.errors import HilError
 from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
 from hil.scenarios.errors import ScenarioRunError
+from hil.scenarios.loader import MAX_SPEED, MIN_SPEED
 from hil.scenarios.model import BoardGroup, Scenario
 from hil.scenarios.outbox import OutboxWatch
 from hil.workdir import WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
@@ -40,10 +41,6 @@ from hil.sim.host import SimHost
 log = logging.getLogger(__name__)
 
 MARKER = ".civicedge-scenario"
-# Speeds a run accepts: the gateway's [sim_clock] takes >= 0.001 (gateway/config/loader.py), the
-# scenario format <= 3600.
-MIN_SPEED = 0.001
-MAX_SPEED = 3600.0
 GATEWAY_READY_S = 30.0
 PING_TIMEOUT_S = 30.0
 # The drain lets virtual time run at most this far past the end (so it is bounded in virtual time

@@ -94,6 +94,9 @@ def test_specific_errors(tmp_path: Path, edit, error, key) -> None:  # type: ign
                                             'device = "nobody"'), "not one of the scenario's boards"),
     (lambda t: t.replace('reports_min = 1', ''), "[expect] is required"),
     (lambda t: t.replace('speed = 60', 'speed = 0'), "speed must be"),
+    # below the gateway's [sim_clock] bound: `hil validate` says so, not only `hil run`
+    (lambda t: t.replace('speed = 60', 'speed = 0.0001'), "speed must be a number in [0.001, 3600]"),
+    (lambda t: t.replace('speed = 60', 'speed = nan'), "speed must be"),
     (lambda t: t.replace('name = "t"', 'name = "two words"'), "name must be"),
     (lambda t: t + '[[boards]]\nboard = "bin-esp32c3"\nlink = "uart"\n', "not available on bin-esp32c3"),
 ])
