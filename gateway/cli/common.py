@@ -34,12 +34,14 @@ def config_from(args: argparse.Namespace, *, read_only: bool = False, store_free
         read_only: for a command that only reads the store or the registry (``export-log``,
             ``devices list|show``): their paths must be readable, not writable (a backup on a
             read-only mount). Commands that write keep the default.
-        store_free: also refuse, as opening the store would, a store another gateway is writing or
-            one with hard links (``gateway run`` and ``run --check``; nothing is created).
+        store_free: also refuse, as opening the store would, a store another gateway is writing, one
+            with hard links, a symlinked ``-wal``/``-shm`` or another user's files (``gateway run``
+            and ``run --check``; nothing is created).
 
     Raises:
         ConfigError: the config is invalid.
-        StorageError: with ``store_free``, reason ``in_use`` or ``hard_linked``.
+        StorageError: with ``store_free``, reason ``in_use``, ``hard_linked``, ``symlinked`` or
+            ``not_owned``.
     """
     path: Path | None = getattr(args, "config", None)
     config = load_config(path, read_only=read_only) if path is not None else default_config(read_only=read_only)

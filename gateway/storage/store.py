@@ -522,6 +522,21 @@ def _make_private(path: Path) -> None:
             os.fchmod(fd, 0o600)  # whatever the umask
         finally:
             os.close(fd)
+    for p, st in _store_files(path):
+        if st.st_mode & 0o077:
+            os.chmod(p, 0o600)
+
+
+def _store_files(path: Path) -> list[tuple[Path, os.stat_result]]:
+    """The store's database, ``-wal`` and ``-shm`` that exist as regular files, with their ``lstat``.
+
+    ``path`` is the file itself (symlinks resolved). Reads only: a ``-wal`` or ``-shm`` that is a
+    symlink, or a file of another user (for a gateway not run as root), is refused as
+    :func:`_make_private` describes, so ``run --check`` refuses what the open would.
+
+    Raises:
+        StorageError: reason ``symlinked`` or ``not_owned``.
+    """
     files: list[tuple[Path, os.stat_result]] = []
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
@@ -549,9 +564,7 @@ def _make_private(path: Path) -> None:
                            % ("" if one else "s", names, "is" if one else "are", owners, _user_label(euid),
                               "it" if one else "them", "it" if one else "them", _user_name(euid), names),
                            reason="not_owned")
-    for p, st in files:
-        if st.st_mode & 0o077:
-            os.chmod(p, 0o600)
+    return files
 
 
 def _user_name(uid: int) -> str:
@@ -620,13 +633,15 @@ def store_writer(path: Path) -> str | None:
 
 
 def check_store_free(path: Path) -> None:
-    """Fail as opening a :class:`ReportStore` on ``path`` would when a gateway writes it or it is hard-linked
-    (``gateway run --check``); creates nothing.
+    """Fail as opening a :class:`ReportStore` on ``path`` would when a gateway writes it, it is hard-linked,
+    its ``-wal``/``-shm`` is a symlink or a file is another user's (``gateway run --check``); creates nothing.
 
     Raises:
-        StorageError: reason ``in_use`` or ``hard_linked``.
+        StorageError: reason ``in_use``, ``hard_linked``, ``symlinked`` or ``not_owned``.
     """
-    _refuse_hard_links(path, real_store_path(path))
+    real = real_store_path(path)
+    _refuse_hard_links(path, real)
+    _store_files(real)
     holder = store_writer(path)
     if holder is not None:
         raise _in_use(path, holder)

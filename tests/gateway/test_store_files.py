@@ -224,6 +224,10 @@ def test_a_symlinked_wal_or_shm_is_refused_and_not_followed(tmp_path: Path, suff
     assert "%s is a symlink (to %s)" % (wal, elsewhere) in str(info.value) and "mv %s %s" % (elsewhere, wal) in str(info.value)
     assert mode(elsewhere) == 0o644 and elsewhere.read_bytes() == b""  # neither chmod'ed nor written
     assert store_writer(db) is None
+    with pytest.raises(StorageError) as info:  # run --check refuses it too, and creates nothing
+        check_store_free(db)
+    assert info.value.reason == "symlinked"
+    assert sorted(p.name for p in db.parent.iterdir()) == sorted(["reports.sqlite", wal.name, "reports.sqlite.lock"])
 
 
 def test_a_file_of_another_user_is_refused_with_the_chown_that_fixes_it(tmp_path: Path,
@@ -248,6 +252,9 @@ def test_a_file_of_another_user_is_refused_with_the_chown_that_fixes_it(tmp_path
         assert "%s is owned by uid 0 (root), not by the gateway's user uid 4242" % wal in str(info.value)
         assert str(info.value).endswith("give it back with: chown 4242 %s" % wal)
         assert mode(wal) == 0o644
+        with pytest.raises(StorageError) as info:  # run --check refuses it too
+            check_store_free(db)
+        assert info.value.reason == "not_owned"
     finally:
         keep.close()
 
