@@ -366,8 +366,8 @@ class BleTransport:
                     self._msg = (self._msg + 1) & 0xFF
                     try:
                         for frag in fragment_frame(frame, mtu, self._msg):
-                            await asyncio.wait_for(client.write_gatt_char(RX_UUID, frag, response=False),
-                                                   WRITE_TIMEOUT_S)
+                            async with asyncio.timeout(WRITE_TIMEOUT_S):  # not wait_for: see run()
+                                await client.write_gatt_char(RX_UUID, frag, response=False)
                     except asyncio.TimeoutError as exc:
                         raise TransportError("write to %s timed out" % address, reason="timeout",
                                              link=link_name) from exc
@@ -419,7 +419,8 @@ class BleTransport:
                 self._count_deauthorized(address, *deauthorized, delay)
             if client.is_connected:
                 try:
-                    await asyncio.wait_for(client.disconnect(), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await client.disconnect()
                 except (BleakError, OSError, asyncio.TimeoutError):
                     pass
 
