@@ -86,6 +86,18 @@ print(json.dumps(rep.of("alarm")))
     assert res == [{"t": "alarm", "k": "bin", "w": T0 + 300, "l": 60, "m": {"temp": 50}, "a": ["fire"]}]
 
 
+def test_a_bin_still_burning_sends_its_fire_alarm_again(mpy: Mpy) -> None:
+    """QA: a bin at 85 C a day after its fire alarm was shown as "ok" (the gateway closes an alarm
+    after 24 h, and the one alarm was all that said it burned). It now re-announces every 6 h."""
+    res = run_app(mpy, T0, """
+temp.uv = 493838                         # 70 C: at the threshold, and it stays there
+for t in range(10, 13 * 3600, 600):      # 13 h of readings every 10 minutes
+    reading_at(START + t)
+print(json.dumps([b["w"] - START for b in rep.of("alarm")]))
+""")
+    assert res == [0, 21600, 43200]
+
+
 def test_fire_alarm_on_threshold_without_rise(mpy: Mpy) -> None:
     res = run_app(mpy, T0, """
 temp.uv = 493838                         # 70 C from the first reading on

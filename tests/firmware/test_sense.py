@@ -112,6 +112,28 @@ print(json.dumps([slow, fast, again, g.active, clear, hot]))
     assert res == [[False, False, False], True, False, False, False, True]
 
 
+def test_a_fire_still_burning_is_announced_again_every_6_hours(mpy: Mpy) -> None:
+    """The gateway keeps an alarm open for 24 h: a bin still burning a day later must say so again."""
+    res = run_json(mpy, """
+from civic.sense.detect import FireDetector, FIRE_REPEAT_S
+f = FireDetector(70, 5)
+first = f.update(850, 1000)
+burning = [f.update(850, 1000 + t) for t in (60, FIRE_REPEAT_S - 1)]
+again = f.update(850, 1000 + FIRE_REPEAT_S)
+g = FireDetector(70, 5); g.restore(f.state())               # deep sleep keeps when it was announced
+slept = [g.update(850, 1000 + FIRE_REPEAT_S + 600), g.update(850, 1000 + 2 * FIRE_REPEAT_S)]
+old = FireDetector(70, 5); old.restore([850, 1000, True])    # state written by older firmware
+older = [old.update(850, 2000), old.update(850, 2000 + FIRE_REPEAT_S - 1), old.update(850, 2000 + FIRE_REPEAT_S)]
+back = FireDetector(70, 5); back.update(850, 50000)          # a time sync sets the clock back an hour
+set_back = [back.update(850, 46400), back.update(850, 46400 + FIRE_REPEAT_S - 1), back.update(850, 46400 + FIRE_REPEAT_S)]
+cooled = FireDetector(70, 5); cooled.update(850, 0); cooled.update(300, 600)
+after = cooled.update(300, FIRE_REPEAT_S + 600)              # cleared: nothing more to announce
+print(json.dumps([FIRE_REPEAT_S, first, burning, again, slept, older, set_back, after]))
+""")
+    assert res == [21600, True, [False, False], True, [False, True], [False, False, True],
+                   [False, False, True], False]
+
+
 def test_lamp_failure_when_current_is_zero_at_level_80(mpy: Mpy) -> None:
     res = run_json(mpy, """
 from civic.sense.detect import LampMonitor

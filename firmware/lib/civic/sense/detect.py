@@ -1,8 +1,12 @@
 """Safety detectors: fire in a bin, a failed lamp. Each reports the moment it trips (an edge),
-so the app sends one alarm per incident rather than one per reading.
+so the app sends one alarm per incident rather than one per reading. A fire that goes on burning
+is announced again every :data:`FIRE_REPEAT_S`: nothing else in a bin's reports says it still
+burns, and the gateway keeps an alarm open for 24 h after it was raised (a failed lamp and a
+tipped bin show in every report: ``lamp`` and ``tilt``).
 """
 
 FIRE_CLEAR_MARGIN_DECI = 50  # must cool 5 degrees below the threshold (and stop rising) to clear
+FIRE_REPEAT_S = 21600  # 6 h: four announcements inside the gateway's 24-h window, so one lost or late does not close it
 
 
 class FireDetector:
@@ -18,6 +22,7 @@ class FireDetector:
         self.rise_c_per_min = rise_c_per_min
         self.prev = None  # (deci_c, time_s) of the previous reading
         self.active = False
+        self.raised_s = None  # when the alarm was last announced
 
     def rising_fast(self, deci_c, now_s):
         """Whether the change since the previous reading is at least the alarm rate."""
@@ -29,27 +34,39 @@ class FireDetector:
         return (deci_c - self.prev[0]) * 60 >= self.rise_c_per_min * 10 * dt
 
     def update(self, deci_c, now_s):
-        """Feed one reading; return True only when the alarm trips (not while it stays on)."""
+        """Feed one reading; return True when the alarm trips, and again every :data:`FIRE_REPEAT_S`
+        while it stays on (not at every reading)."""
         fast = self.rising_fast(deci_c, now_s)
         self.prev = (deci_c, now_s)
         if self.active:
             if deci_c < self.threshold_deci - FIRE_CLEAR_MARGIN_DECI and not fast:
                 self.active = False
+                return False
+            raised = self.raised_s
+            if raised is None or now_s < raised:
+                self.raised_s = now_s  # state from older firmware, or the clock was set back: count from now
+                return False
+            if now_s - raised >= FIRE_REPEAT_S:
+                self.raised_s = now_s
+                return True
             return False
         if deci_c >= self.threshold_deci or fast:
             self.active = True
+            self.raised_s = now_s
             return True
         return False
 
     def state(self):
         """JSON-storable state."""
-        return [self.prev[0] if self.prev else None, self.prev[1] if self.prev else None, self.active]
+        return [self.prev[0] if self.prev else None, self.prev[1] if self.prev else None, self.active,
+                self.raised_s]
 
     def restore(self, s):
-        """Restore from :meth:`state`."""
+        """Restore from :meth:`state` (also the 3-item state of older firmware, without ``raised_s``)."""
         if s and s[0] is not None:
             self.prev = (s[0], s[1])
         self.active = bool(s and s[2])
+        self.raised_s = s[3] if s and len(s) > 3 and isinstance(s[3], int) else None
 
 
 class LampMonitor:
