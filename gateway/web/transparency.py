@@ -49,6 +49,11 @@ def format_duration(seconds: int) -> str:
     return f"{seconds} s"
 
 
+def format_days(days: int) -> str:
+    """A whole number of days with its unit in the right number (``1 day``, ``90 days``)."""
+    return f"{days} day" if days == 1 else f"{days} days"
+
+
 def _need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in mapping:
         raise PolicyFormatError(f"privacy policy: {where} has no '{key}'", param=f"{where}.{key}")
@@ -168,7 +173,7 @@ def _field_row(f: Mapping[str, Any]) -> str:
         if "quantum" in f:
             privacy += f"; rounded to {_e(f['quantum'])} {_e(f['unit'])}"
     personal = "yes" if f["personal"] else "no"
-    kept = f"{_e(f['retention_days'])} days"
+    kept = _e(format_days(int(f["retention_days"])))
     if "policy_retention_days" in f:
         kept += f" (policy allows {_e(f['policy_retention_days'])})"
     return (

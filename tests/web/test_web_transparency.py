@@ -133,6 +133,17 @@ async def test_retention_shortened_by_the_city_shows_on_the_page(client: TestCli
     assert (temp["retention_days"], temp["policy_retention_days"]) == (14, 90)
 
 
+async def test_retention_of_one_day_is_singular(client: TestClient) -> None:
+    """QA: 'days: 1' showed "1 days (policy allows 90)"."""
+    from .support import admin_headers
+
+    resp = await client.put("/api/admin/retention", headers=admin_headers(), json={"kind": "bin", "field": "temp", "days": 1})
+    assert resp.status == 200
+    page = await (await client.get("/transparency")).text()
+    row = re.search(r'<tr data-field="temp">(.*?)</tr>', page, re.S).group(1)
+    assert "1 day (policy allows 90)" in row and "1 days" not in row
+
+
 def test_retention_longer_than_the_policy_is_never_shown() -> None:
     doc = build_transparency(load_policy(), retention={"bin": {"temp": 9999}})
     temp = next(f for k in doc["kinds"] if k["kind"] == "bin" for f in k["fields"] if f["field"] == "temp")
