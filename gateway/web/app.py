@@ -110,9 +110,13 @@ async def _errors_middleware(
         )
     except web.HTTPException as exc:
         if exc.status >= 400:  # on every path: /healthz, /metrics and the pages answer like /api
+            headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+            if isinstance(exc, web.HTTPMethodNotAllowed) and _is_open_data(request):
+                # OPTIONS is answered there too (CORS preflight): say so, as the preflight does.
+                headers = {"Allow": _open_data_allow(exc.allowed_methods)}
             return web.json_response(
                 {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason}},
-                status=exc.status, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+                status=exc.status, headers=headers,
             )
         raise
     except (ConnectionResetError, ConnectionAbortedError):
@@ -149,14 +153,26 @@ def _is_open_data(request: web.BaseRequest) -> bool:
     return request.path == "/opendata" or request.path.startswith("/opendata/")
 
 
+# Methods of every open-data path: its routes' GET (and the HEAD aiohttp adds), and the CORS
+# preflight answered by _cors_preflight.
+OPEN_DATA_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _open_data_allow(route_methods: Iterable[str] = ()) -> str:
+    """The ``Allow`` value of an open-data path: its routes' methods and OPTIONS, sorted."""
+    return ", ".join(sorted(set(route_methods) | set(OPEN_DATA_METHODS)))
+
+
 @web.middleware
 async def _cors_preflight(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     if _is_open_data(request) and request.method == "OPTIONS":
         # A browser's CORS preflight: open data may be read from any site (maps, notebooks).
+        # The same method list as a 405 there ("Allow", see _errors_middleware).
+        methods = _open_data_allow()
         return web.Response(status=204, headers={
-            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS", "Access-Control-Allow-Headers": "Accept",
+            "Access-Control-Allow-Methods": methods, "Allow": methods, "Access-Control-Allow-Headers": "Accept",
             "Access-Control-Max-Age": "86400"})
     return await handler(request)
 

@@ -10,7 +10,7 @@ anything a device did not release. See docs/open-data.md for the mapping and its
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 from gateway.web.views import DeviceView
 
@@ -127,12 +127,18 @@ def publishable(devices: Iterable[DeviceView]) -> list[DeviceView]:
 
 
 def entities(
-    devices: Iterable[DeviceView], *, key_values: bool, entity_type: str | None = None
+    devices: Iterable[DeviceView], *, key_values: bool, entity_types: Collection[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Build the entities of all publishable devices, optionally of one NGSI-LD type only."""
+    """Build the entities of all publishable devices, optionally of the listed NGSI-LD types only.
+
+    Args:
+        devices: the fleet.
+        key_values: True for the keyValues (simplified) form, False for normalized.
+        entity_types: keep entities of any of these types (an NGSI-LD ``type=A,B`` query); None keeps all.
+    """
     out = []
     for dev in publishable(devices):
-        if entity_type is not None and ENTITY_TYPE_BY_KIND[dev.kind] != entity_type:
+        if entity_types is not None and ENTITY_TYPE_BY_KIND[dev.kind] not in entity_types:
             continue
         out.append(device_entity(dev, key_values=key_values))
     return out
@@ -145,20 +151,28 @@ def context_for(types: Iterable[str]) -> list[str]:
 
 
 def describe_mapping() -> Mapping[str, Mapping[str, str]]:
-    """Which device field feeds which model attribute (served with the open-data index)."""
+    """Which device field feeds which model attribute (served with the open-data index).
+
+    Each text is the "from" column of the attribute's row in docs/open-data.md without the
+    Markdown backticks (a test compares them), and says what the code above computes.
+    """
     return {
         "Streetlight": {
-            "status": "lamp (0 ok / 1 failed) and open lamp_fail alarms -> ok | defectiveLamp",
-            "powerState": "lvl (mean lamp level %) -> off (0) | low (1..99) | on (100)",
+            "status": "latest lamp = 1 or an open lamp_fail alarm → defectiveLamp, else ok",
+            "powerState": "lvl (mean scheduled lamp level %, motion boosts excluded): 0 → off, 100 → on, else low",
             "illuminanceLevel": "lvl / 100",
-            "powerConsumption": "wh (energy over the past hour, Wh = mean W)",
-            "dateLastLampChange": "first report with lamp = 0 after lamp = 1",
+            "powerConsumption": "wh (lamp energy over the past hour at the scheduled level, Wh) = mean power over"
+                                " that hour in W",
+            "dateLastLampChange": "start of the last window in which the lamp worked again (lamp = 0 right after"
+                                  " the latest lamp_fail alarm or after a window with lamp = 1); only for a"
+                                  " lamp_fail alarm raised in the last 7 days",
             "observationDateTime": "end of the latest released period",
         },
         "WasteContainer": {
-            "status": "fire alarm -> burning; tip alarm or tilt = 1 -> dropped; else ok",
-            "fillingLevel": "fill (%, quantised to 10 %) / 100",
+            "fillingLevel": "fill (%, quantised to 10 % on the device) / 100",
             "temperature": "temp (°C, 1 °C steps)",
-            "binLoggedTime": "end of the period of the latest fill value",
+            "status": "open fire alarm → burning; open tip alarm or latest tilt = 1 → dropped; ok when fill or"
+                      " tilt was reported; else unknown",
+            "binLoggedTime": "end of the period of the latest fill",
         },
     }

@@ -31,10 +31,25 @@ async def index(request: web.Request) -> web.Response:
     """What is published, where, and how device fields map onto the Smart Data Models."""
     params.reject_unknown(request.query, ())
     return json_response({
+        # Where each format is, with its query parameters (all optional; "parameters" says what they take).
+        # The NGSI-LD one is literal: NGSI-LD's type list is comma-separated.
         "formats": {
-            "ngsi-ld": "/opendata/ngsi-ld/v1/entities?type=Streetlight|WasteContainer&options=keyValues|normalized",
+            "ngsi-ld": "/opendata/ngsi-ld/v1/entities?type=Streetlight,WasteContainer&options=keyValues",
             "csv": "/opendata/readings.csv?from=&to=&field=&zone=",
             "geojson": "/opendata/devices.geojson",
+        },
+        "parameters": {
+            "ngsi-ld": {
+                "type": "Streetlight, WasteContainer, or a comma list of them: entities of any listed type"
+                        " (default: all)",
+                "options": "normalized (default), keyValues, or simplified (= keyValues)",
+            },
+            "csv": {
+                "from": "start, unix seconds or ISO 8601 (default: 24 h before to)",
+                "to": "end, exclusive (default: now); at most 31 days after from",
+                "field": "comma list of field names (default: all)",
+                "zone": "zone name (default: all)",
+            },
         },
         "models": {
             "Streetlight": "https://github.com/smart-data-models/dataModel.Streetlighting/tree/master/Streetlight",
@@ -47,12 +62,13 @@ async def index(request: web.Request) -> web.Response:
 
 @ROUTES.get("/opendata/ngsi-ld/v1/entities")
 async def entities(request: web.Request) -> web.Response:
-    """NGSI-LD entities of all publishable devices; filter ``type``; ``options=keyValues``."""
+    """NGSI-LD entities of all publishable devices; ``type`` filters (one type or a comma list: any of
+    them, as NGSI-LD queries); ``options=keyValues``."""
     ctx = ctx_of(request)
     q = request.query
     params.reject_unknown(q, ("type", "options"))
-    etype = params.parse_choice(q, "type", ENTITY_TYPES, default=None)
-    items = ngsi.entities(await ctx.fleet.devices(), key_values=_options(request), entity_type=etype)
+    etypes = params.parse_choice_list(q, "type", ENTITY_TYPES)
+    items = ngsi.entities(await ctx.fleet.devices(), key_values=_options(request), entity_types=etypes)
     return json_response(items, content_type=LD_JSON)
 
 

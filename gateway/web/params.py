@@ -118,6 +118,23 @@ def parse_choice(query: Mapping[str, str], name: str, choices: Iterable[str], *,
     return query[name]
 
 
+def parse_choice_list(query: Mapping[str, str], name: str, choices: Iterable[str]) -> list[str] | None:
+    """Read a comma-separated list whose every item is one of ``choices`` (None when absent).
+
+    NGSI-LD's ``type=Streetlight,WasteContainer``: an empty item or one not in ``choices`` is refused
+    as :func:`parse_choice` refuses a value (``bad_parameter`` naming ``name``). Repeats are dropped.
+    """
+    if name not in query:
+        return None
+    options = list(choices)
+    items = query[name].split(",")
+    for item in items:
+        if item not in options:
+            raise BadParameter(f"'{name}' must be one of {', '.join(options)} or a comma list of them, got {item!r}",
+                               param=name)
+    return list(dict.fromkeys(items))
+
+
 def reject_unknown(query: Mapping[str, str], allowed: Iterable[str]) -> None:
     """Refuse parameters the endpoint does not know (a typo must not silently widen a query)."""
     unknown = sorted(set(query) - set(allowed))

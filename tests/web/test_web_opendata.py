@@ -18,6 +18,7 @@ import csv
 import io
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,3 +308,68 @@ async def test_open_data_may_be_read_from_any_site_and_the_api_may_not(client: T
     assert "Access-Control-Allow-Origin" not in resp.headers
     resp = await client.options("/api/admin/devices", headers={**origin, "Access-Control-Request-Method": "GET"})
     assert resp.status == 405 and "Access-Control-Allow-Origin" not in resp.headers
+
+
+def _doc_mapping() -> dict[str, dict[str, str]]:
+    """The "from" column of each model's attribute table in docs/open-data.md, backticks removed."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "open-data.md").read_text(encoding="utf-8")
+    out: dict[str, dict[str, str]] = {}
+    for model in ("Streetlight", "WasteContainer"):
+        section = text.split(f"\n### {model}\n", 1)[1].split("\n#", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
+        cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in rows]
+        out[model] = {c[0].strip("`"): c[-1].replace("`", "") for c in cells}
+    return out
+
+
+async def test_served_mapping_says_what_the_docs_say(client: TestClient) -> None:
+    """QA: the index said "...else ok" (no unknown), "mean lamp level" (not the scheduled one) and
+    left out the 7 days of the lamp change; the docs and the index now share one text."""
+    index = await (await client.get("/opendata")).json()
+    assert index["mapping"] == _doc_mapping()
+    assert "unknown" in index["mapping"]["WasteContainer"]["status"]
+    assert "scheduled" in index["mapping"]["Streetlight"]["powerState"]
+    assert "7 days" in index["mapping"]["Streetlight"]["dateLastLampChange"]
+
+
+async def test_a_comma_list_of_types_selects_entities_of_any_of_them(client: TestClient) -> None:
+    """QA: NGSI-LD's `type=Streetlight,WasteContainer` was refused with 400."""
+    both = await entities(client, "?type=Streetlight,WasteContainer&options=keyValues")
+    every = await entities(client, "?options=keyValues")
+    assert sorted(e["id"] for e in both) == sorted(e["id"] for e in every) and len(both) == 4
+    bins = await entities(client, "?type=WasteContainer,WasteContainer")
+    assert {e["type"] for e in bins} == {"WasteContainer"} and len(bins) == 2
+    for bad in ("Streetlight,Bogus", "Streetlight,", ",", "Streetlight|WasteContainer", "streetlight"):
+        resp = await client.get("/opendata/ngsi-ld/v1/entities", params={"type": bad})
+        assert resp.status == 400, bad
+        error = (await resp.json())["error"]
+        assert (error["code"], error["param"]) == ("bad_parameter", "type"), bad
+
+
+async def test_the_index_advertises_urls_that_work(client: TestClient) -> None:
+    """The NGSI-LD URL the index advertises is a request the gateway answers, not a pattern it refuses."""
+    index = await (await client.get("/opendata")).json()
+    for name in ("ngsi-ld", "geojson"):
+        resp = await client.get(index["formats"][name])
+        assert resp.status == 200, (name, index["formats"][name], await resp.text())
+    assert set(index["parameters"]["ngsi-ld"]) == {"type", "options"}
+
+
+async def test_a_preflight_and_a_405_list_the_same_methods(client: TestClient) -> None:
+    """QA: OPTIONS on /opendata listed GET, HEAD, OPTIONS, a 405 there said Allow: GET,HEAD."""
+
+    def methods(value: str) -> set[str]:
+        return {m.strip() for m in value.split(",")}
+
+    for path in ("/opendata", "/opendata/ngsi-ld/v1/entities", "/opendata/readings.csv", "/opendata/devices.geojson"):
+        pre = await client.options(path, headers={"Origin": "https://maps.example",
+                                                  "Access-Control-Request-Method": "GET"})
+        assert pre.status == 204
+        refused = await client.post(path)
+        assert refused.status == 405 and (await refused.json())["error"]["code"] == "method_not_allowed"
+        allowed = methods(refused.headers["Allow"])
+        assert allowed == methods(pre.headers["Access-Control-Allow-Methods"]) == methods(pre.headers["Allow"]), path
+        assert allowed == {"GET", "HEAD", "OPTIONS"}
+    # Elsewhere OPTIONS is not answered, and a 405 does not offer it.
+    refused = await client.post("/api/devices")
+    assert refused.status == 405 and methods(refused.headers["Allow"]) == {"GET", "HEAD"}
