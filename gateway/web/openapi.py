@@ -32,6 +32,8 @@ _FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. 
 _ZONE = _q("zone", "zone name")
 _BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
 _AUTH = _err("missing or wrong bearer token")
+_STORE = _err("the store cannot be read right now (code `backend_unavailable`) or did not answer within 60 s "
+              "(`store_timeout`)")
 _ADMIN: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _DEVICE = _p("device_id", "device id (1..32 of `[A-Za-z0-9._-]`)")
 
@@ -45,23 +47,25 @@ def openapi_document() -> dict[str, Any]:
                                   "tags": ["pages"],
                                   "responses": {"200": _ok("HTML page", "text/html", {"type": "string"})}}},
         "/transparency.json": {"get": {"summary": "Transparency page content as JSON", "tags": ["pages"],
-                                       "responses": {"200": _ok("per kind: fields, ε, k, retention, recipients")}}},
+                                       "responses": {"200": _ok("per kind: fields, ε, k, retention, recipients"),
+                                                     "400": _BAD}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
-                                  "responses": {"200": _ok("OpenAPI 3.1 document")}}},
+                                  "responses": {"200": _ok("OpenAPI 3.1 document"), "400": _BAD}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["operations"],
                              "responses": {"200": _ok("Prometheus text format 0.0.4", "text/plain", {"type": "string"}),
-                                           "503": _err("no metrics registry attached")}}},
+                                           "400": _BAD, "503": _err("no metrics registry attached")}}},
         "/healthz": {"get": {"summary": "Health: ok or degraded with reasons", "tags": ["operations"],
                              "responses": {"200": _ok("ok", schema={"$ref": "#/components/schemas/Health"}),
+                                           "400": _BAD,
                                            "503": _ok("degraded", schema={"$ref": "#/components/schemas/Health"})}}},
         "/api/devices": {"get": {
             "summary": "Devices with status, last seen, link and latest released values", "tags": ["read"],
             "parameters": [_q("kind", "device kind", {"type": "string", "enum": ["streetlight", "bin"]}), _ZONE],
-            "responses": {"200": _ok("device list"), "400": _BAD}}},
+            "responses": {"200": _ok("device list"), "400": _BAD, "503": _STORE}}},
         "/api/devices/{device_id}": {"get": {
             "summary": "One device", "tags": ["read"], "parameters": [_DEVICE],
             "responses": {"200": _ok("device", schema={"$ref": "#/components/schemas/Device"}),
-                          "400": _BAD, "404": _err("unknown device")}}},
+                          "400": _BAD, "404": _err("unknown device"), "503": _STORE}}},
         "/api/readings": {"get": {
             "summary": "Released values in a time range, one page at a time", "tags": ["read"],
             "description": "Ordered by (start, device, report, field). When `truncated`, pass `next` as `after`, "
@@ -71,20 +75,20 @@ def openapi_document() -> dict[str, Any]:
                            _q("limit", "maximum rows (1..10000, default 1000)", {"type": "integer"}),
                            _q("after", "page cursor: the `next` of the previous page, unchanged (opaque)")],
             "responses": {"200": _ok("a page of readings", schema={"$ref": "#/components/schemas/ReadingsPage"}),
-                          "400": _BAD}}},
+                          "400": _BAD, "503": _STORE}}},
         "/api/aggregates/hourly": {"get": {
             "summary": "Per zone, UTC hour and field: count, sum, mean, min, max", "tags": ["read"],
             "parameters": [_FROM, _TO, _ZONE, _FIELD],
-            "responses": {"200": _ok("aggregates"), "400": _BAD}}},
+            "responses": {"200": _ok("aggregates"), "400": _BAD, "503": _STORE}}},
         "/api/alarms": {"get": {"summary": "Open safety alarms, newest first", "tags": ["read"],
-                                "responses": {"200": _ok("alarms")}}},
+                                "responses": {"200": _ok("alarms"), "400": _BAD, "503": _STORE}}},
         "/api/dashboard": {"get": {
             "summary": "Fleet, alarms and hourly series for the dashboard", "tags": ["read"],
             "parameters": [_q("hours", "hours of series (1..336, default 24)", {"type": "integer"})],
-            "responses": {"200": _ok("dashboard data"), "400": _BAD}}},
+            "responses": {"200": _ok("dashboard data"), "400": _BAD, "503": _STORE}}},
         "/api/admin/devices": {"get": {
             "summary": "All devices, including revoked ones (never keys)", "tags": ["admin"], "security": _ADMIN,
-            "responses": {"200": _ok("device list"), "401": _AUTH}}},
+            "responses": {"200": _ok("device list"), "400": _BAD, "401": _AUTH, "503": _STORE}}},
         "/api/admin/devices/{device_id}/revoke": {"post": {
             "summary": "Revoke a device's key", "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
             "responses": {"200": _ok("revoked"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
@@ -114,7 +118,8 @@ def openapi_document() -> dict[str, Any]:
         "/api/admin/retention": {
             "get": {"summary": "Effective retention per kind and field, and the policy maximum",
                     "tags": ["admin"], "security": _ADMIN,
-                    "responses": {"200": _ok("retention"), "401": _AUTH, "503": _err("no registry attached")}},
+                    "responses": {"200": _ok("retention"), "400": _BAD, "401": _AUTH,
+                                  "503": _err("no registry attached")}},
             "put": {"summary": "Set the retention of one field (1..policy maximum days)",
                     "tags": ["admin"], "security": _ADMIN,
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -125,31 +130,39 @@ def openapi_document() -> dict[str, Any]:
                                   "408": _err("body not received in time"), "413": _err("body too large"),
                                   "503": _err("no registry attached")}}},
         "/opendata": {"get": {"summary": "Open-data index and field-to-model mapping", "tags": ["open data"],
-                              "responses": {"200": _ok("index")}}},
+                              "responses": {"200": _ok("index"), "400": _BAD}}},
         "/opendata/ngsi-ld/v1/entities": {"get": {
             "summary": "NGSI-LD Streetlight and WasteContainer entities (FIWARE Smart Data Models)",
             "tags": ["open data"],
-            "parameters": [_q("type", "entity type", {"type": "string", "enum": ["Streetlight", "WasteContainer"]}),
+            "parameters": [{**_q("type", "entity type, or a comma list of them: entities of any listed type "
+                                     "(`type=Streetlight,WasteContainer`)",
+                                 {"type": "array", "minItems": 1,
+                                  "items": {"type": "string", "enum": ["Streetlight", "WasteContainer"]}}),
+                            "style": "form", "explode": False},
                            _q("options", "representation", {"type": "string",
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
             "responses": {"200": _ok("entities", "application/ld+json", {"type": "array", "items": {"type": "object"}}),
-                          "400": _BAD}}},
+                          "400": _BAD, "503": _STORE}}},
         "/opendata/ngsi-ld/v1/entities/{entity_id}": {"get": {
             "summary": "One NGSI-LD entity", "tags": ["open data"],
             "parameters": [_p("entity_id", "URN, e.g. urn:ngsi-ld:Streetlight:sl-01"),
                            _q("options", "representation", {"type": "string",
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
-            "responses": {"200": _ok("entity", "application/ld+json"), "404": _err("no such published entity")}}},
+            "responses": {"200": _ok("entity", "application/ld+json"), "400": _BAD,
+                          "404": _err("no such published entity (code `unknown_entity`)"), "503": _STORE}}},
         "/opendata/readings.csv": {"get": {
             "summary": "Released values per device, UTC hour and field (CSV; at most 31 days per request, "
                        "longer ranges 400; streamed one UTC day at a time)",
             "tags": ["open data"],
             "parameters": [_FROM, _TO, _FIELD, _ZONE],
-            "responses": {"200": _ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values",
-                                     "text/csv", {"type": "string"}), "400": _BAD}}},
+            "responses": {"200": _ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values,until",
+                                     "text/csv", {"type": "string"}), "400": _BAD,
+                          "503": _err("the store cannot be read (code `backend_unavailable` or `store_timeout`) "
+                                      "before the first row is sent; later the transfer is cut off instead")}}},
         "/opendata/devices.geojson": {"get": {
             "summary": "Published devices as GeoJSON Points with latest public values", "tags": ["open data"],
-            "responses": {"200": _ok("FeatureCollection", "application/geo+json")}}},
+            "responses": {"200": _ok("FeatureCollection", "application/geo+json"), "400": _BAD,
+                          "503": _STORE}}},
         "/api/routes/plan": {"get": {
             "summary": "Collection plan for a day: due bins, vehicles, order (mounted when gateway.routes is "
                        "available; see docs/routes.md). Overrides default to the [routes] table of gateway.toml; "
@@ -187,8 +200,11 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "civicedge gateway", "version": "1",
                  "description": "Devices, released readings, aggregates, open data and administration of a "
-                                "civicedge gateway. Errors are JSON: {\"error\": {\"code\", \"message\", \"param\"}}; "
-                                "any endpoint may answer 503 backend_unavailable while the store cannot be read."},
+                                "civicedge gateway. Errors are JSON: {\"error\": {\"code\", \"message\", \"param\"}}. "
+                                "Each operation lists the statuses it answers; besides those, any path answers 400 "
+                                "host_not_allowed for a Host that names no gateway, 404 not_found, 405 "
+                                "method_not_allowed (with Allow), 413 body_too_large for a body above the limit, "
+                                "and 500 internal on a defect."},
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
