@@ -79,8 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     dist = p.add_mutually_exclusive_group()
     dist.add_argument("--matrix", type=Path, help="road distance matrix CSV (metres; see docs/routes.md)")
     dist.add_argument("--osrm", help="OSRM-compatible base URL, e.g. http://osrm.city.local:5000")
-    p.add_argument("--osrm-timeout", default="10",
-                   help=f"seconds to wait for the OSRM endpoint, at most {MAX_OSRM_TIMEOUT_S:g} (default 10)")
+    p.add_argument("--osrm-timeout",
+                   help=f"seconds to wait for the OSRM endpoint, at most {MAX_OSRM_TIMEOUT_S:g} (default 10, or "
+                        "[routes] osrm_timeout_s); only with --osrm or [routes] osrm")
     p.add_argument("--format", default="json", choices=sorted(FORMATS), help="output format (default json)")
     p.add_argument("--out", type=Path, help="write the plan to this file (default stdout)")
     p.set_defaults(func=run_plan)
@@ -107,11 +108,20 @@ def _defaults(args: argparse.Namespace) -> PlanDefaults:
     """Built-in defaults, or the config's [routes] table, with the command line's flags on top."""
     base = load_plan_defaults(args.config) if args.config is not None else PlanDefaults()
     changes: dict[str, Any] = {}
+    timeout = None if args.osrm_timeout is None else \
+        parse_positive("osrm timeout", args.osrm_timeout, maximum=MAX_OSRM_TIMEOUT_S)
+    configured = base.distances if isinstance(base.distances, OsrmTable) else None  # [routes] osrm
+    if timeout is not None and (args.matrix is not None or (args.osrm is None and configured is None)):
+        # refused as [routes] osrm_timeout_s without osrm is: a timeout that applies to nothing is a mistake
+        raise InvalidInputError("osrm timeout", args.osrm_timeout,
+                                "applies only with --osrm or [routes] osrm (give the OSRM URL, or drop the timeout)")
     if args.matrix is not None:
         changes["distances"] = CsvMatrix(args.matrix)
     elif args.osrm is not None:
-        changes["distances"] = OsrmTable(args.osrm, timeout_s=parse_positive("osrm timeout", args.osrm_timeout,
-                                                                             maximum=MAX_OSRM_TIMEOUT_S))
+        default_s = configured.timeout_s if configured is not None else 10.0
+        changes["distances"] = OsrmTable(args.osrm, timeout_s=default_s if timeout is None else timeout)
+    elif timeout is not None and configured is not None:
+        changes["distances"] = OsrmTable(configured.base_url, timeout_s=timeout)  # the flag wins over the key
     if args.bin_volume is not None:
         changes["bin_volume_l"] = parse_positive("bin volume", args.bin_volume, maximum=MAX_BIN_VOLUME_L)
     if args.bin_volumes is not None:

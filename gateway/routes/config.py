@@ -105,7 +105,8 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
     num = (int, float)
     out: dict[str, Any] = {}
     if "depot" in table:
-        out["depot"] = parse_depot(_typed("depot", table["depot"], (str,), 'a string "LAT,LON"'))
+        out["depot"] = parse_depot(_typed("depot", table["depot"], (str,), 'a string "LAT,LON"'),
+                                   field="routes.depot")
     if "vehicles" in table:
         out["vehicles"] = int(parse_positive("routes.vehicles", _typed("vehicles", table["vehicles"], (int,),
                                                                          "a whole number"), integer=True,
@@ -115,18 +116,20 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
                                            _typed("capacity_l", table["capacity_l"], num, "a number"),
                                            maximum=MAX_CAPACITY_L)
     if "threshold" in table:
-        out["threshold"] = parse_threshold(_typed("threshold", table["threshold"], (int, float, str), "0.8 or \"80%\""))
+        out["threshold"] = parse_threshold(_typed("threshold", table["threshold"], (int, float, str),
+                                                  "0.8 or \"80%\""), field="routes.threshold")
     if "bin_volume_l" in table:
         out["bin_volume_l"] = parse_positive("routes.bin_volume_l",
                                              _typed("bin_volume_l", table["bin_volume_l"], num, "a number"),
                                              maximum=MAX_BIN_VOLUME_L)
     if "bin_volumes" in table:
         path = Path(_typed("bin_volumes", table["bin_volumes"], (str,), "a file path"))
-        out["bin_volumes_l"] = load_bin_volumes(path if path.is_absolute() else base / path)
+        out["bin_volumes_l"] = load_bin_volumes(path if path.is_absolute() else base / path,
+                                                field="routes.bin_volumes")
     if "start" in table:
-        out["start"] = parse_clock(_typed("start", table["start"], (str,), 'a string "HH:MM"'))
+        out["start"] = parse_clock(_typed("start", table["start"], (str,), 'a string "HH:MM"'), field="routes.start")
     if "tz" in table:
-        out["tz"] = parse_timezone(_typed("tz", table["tz"], (str,), "an IANA zone name"))
+        out["tz"] = parse_timezone(_typed("tz", table["tz"], (str,), "an IANA zone name"), field="routes.tz")
     if "days_to_next_round" in table:
         out["days_to_next_round"] = int(parse_positive("routes.days_to_next_round", _typed(
             "days_to_next_round", table["days_to_next_round"], (int,), "a whole number"), integer=True,
@@ -144,28 +147,36 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
     return PlanDefaults(**out)
 
 
-def load_bin_volumes(path: Path) -> dict[str, float]:
-    """Read a bin-volumes CSV: header ``id,volume_l``, then one bin per row (litres > 0).
+def load_bin_volumes(path: Path, *, field: str = "bin volumes") -> dict[str, float]:
+    """Read a bin-volumes CSV: header ``id,volume_l``, then one bin per row (litres > 0, ASCII digits).
+
+    Args:
+        path: The CSV file.
+        field: What errors name (``bin volumes`` for ``--bin-volumes``, ``routes.bin_volumes`` for the config).
 
     Raises:
-        InvalidInputError: Unreadable file, wrong header, bad or duplicate row (``field`` ``bin volumes``).
+        InvalidInputError: Unreadable file, wrong header, bad or duplicate row (``field`` is ``field``;
+            the problem names the line).
     """
     try:
         with Path(path).open(newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError("bin volumes", str(path), f"cannot read ({exc})") from exc
+        raise InvalidInputError(field, str(path), f"cannot read ({exc})") from exc
     if not rows or [c.strip() for c in rows[0]] != ["id", "volume_l"]:
-        raise InvalidInputError("bin volumes", str(path), "first row must be the header id,volume_l")
+        raise InvalidInputError(field, str(path), "first row must be the header id,volume_l")
     volumes: dict[str, float] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) != 2 or not row[0].strip():
-            raise InvalidInputError("bin volumes", str(path), f"line {lineno}: expected id,volume_l")
+            raise InvalidInputError(field, str(path), f"line {lineno}: expected id,volume_l")
         bin_id = row[0].strip()
         if bin_id in volumes:
-            raise InvalidInputError("bin volumes", str(path), f"line {lineno}: duplicate id {bin_id!r}")
-        volumes[bin_id] = parse_positive(f"bin volume of {bin_id} (line {lineno})", row[1].strip(),
-                                         maximum=MAX_BIN_VOLUME_L)
+            raise InvalidInputError(field, str(path), f"line {lineno}: duplicate id {bin_id!r}")
+        try:
+            volumes[bin_id] = parse_positive("volume_l", row[1], maximum=MAX_BIN_VOLUME_L)
+        except InvalidInputError as exc:
+            raise InvalidInputError(field, str(path), f"line {lineno}: volume_l {row[1]!r} of {bin_id!r}: "
+                                    f"{exc.problem}") from None
     return volumes
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from gateway.routes.errors import MatrixError, MatrixUnreachableError
+from gateway.routes.parsing import ascii_float
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class CsvMatrix:
             values: dict[str, float] = {}
             for col, cell in zip(header, row[1:]):
                 try:
-                    value = float(cell)
+                    value = ascii_float(cell)  # ASCII digits only, as every number the planner reads
                 except ValueError:
                     raise MatrixError(src, f"line {lineno}, column {col!r}: {cell!r} is not a number") from None
                 if not math.isfinite(value) or value < 0:

@@ -7,6 +7,11 @@ from typing import Any
 from gateway.errors import GatewayError
 
 
+def percent(fraction: float) -> str:
+    """A fill fraction as a percentage: ``0.8`` is ``80%``, ``0.0001`` is ``0.01%`` (``:.0%`` made it ``0%``)."""
+    return f"{fraction * 100:g}%"
+
+
 class RoutesError(GatewayError):
     """Root of every collection-planning error (a :class:`gateway.errors.GatewayError`).
 
@@ -70,7 +75,7 @@ class NoBinsDueError(RoutesError):
     def __init__(self, date: str, considered: int, threshold: float,
                  skipped: tuple[tuple[str, str], ...] = ()) -> None:
         judged = considered - len(skipped)
-        text = (f"no bins due on {date}: none of {judged} bins with data is at or above {threshold:.0%}, "
+        text = (f"no bins due on {date}: none of {judged} bins with data is at or above {percent(threshold)}, "
                 f"predicted to reach it before the next round, or in alarm")
         if skipped:
             shown = "; ".join(f"{b}: {why}" for b, why in skipped[:10])

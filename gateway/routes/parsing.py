@@ -29,32 +29,55 @@ MAX_OSRM_TIMEOUT_S = 300.0
 FIRST_DATE = date(2000, 1, 1)
 LAST_DATE = date(2099, 12, 31)
 
-_DEPOT_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*$")
+# Operator input is ASCII, as everywhere in the API (docs/api.md): ``\d``, ``\s``, ``float()`` and ``int()``
+# also take other scripts' digits and spaces ("１" is 1, "٢٠٢٦" is 2026) and ``float()`` takes "1_000".
+_DEPOT_RE = re.compile(r"([-+]?[0-9]+(?:\.[0-9]+)?)[ \t]*,[ \t]*([-+]?[0-9]+(?:\.[0-9]+)?)\Z")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_CLOCK_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})\Z")
+_DECIMAL_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+_SPECIAL_FLOATS = frozenset({"inf", "infinity", "nan"})  # read, then refused as "not finite" by the callers
+#: White space around a value that is ignored (ASCII only: ``str.strip()`` also drops U+3000).
+SPACE = " \t\r\n\f\v"
 
 
-def parse_depot(text: str) -> Depot:
-    """Parse ``LAT,LON`` in decimal degrees (e.g. ``48.8566,2.3522``).
+def ascii_float(text: str) -> float:
+    """``float(text)`` for decimal notation in ASCII only (``1``, ``-2.5``, ``1e3``, ``inf``).
+
+    Unlike ``float()``, refuses other scripts' digits (``１``), ``_`` separators (``1_000``) and
+    non-ASCII white space.
+
+    Raises:
+        ValueError: Not such a number.
+    """
+    word = text.strip(SPACE)
+    if not (_DECIMAL_RE.match(word) or word.lstrip("+-").lower() in _SPECIAL_FLOATS):
+        raise ValueError(f"not a decimal number in ASCII: {text!r}")
+    return float(word)
+
+
+def parse_depot(text: str, *, field: str = "depot") -> Depot:
+    """Parse ``LAT,LON`` in decimal degrees (e.g. ``48.8566,2.3522``); ``field`` names it in errors.
 
     Raises:
         InvalidInputError: Not two decimal numbers, or out of range.
     """
-    match = _DEPOT_RE.match(text or "")
+    match = _DEPOT_RE.match((text or "").strip(SPACE))
     if not match:
-        raise InvalidInputError("depot", text, "expected LAT,LON in decimal degrees, e.g. 48.8566,2.3522")
+        raise InvalidInputError(field, text, "expected LAT,LON in decimal degrees, e.g. 48.8566,2.3522")
     lat, lon = float(match.group(1)), float(match.group(2))
     if not -90.0 <= lat <= 90.0:
-        raise InvalidInputError("depot", text, f"latitude {lat} is outside -90..90 (is it LAT,LON?)")
+        raise InvalidInputError(field, text, f"latitude {lat} is outside -90..90 (is it LAT,LON?)")
     if not -180.0 <= lon <= 180.0:
-        raise InvalidInputError("depot", text, f"longitude {lon} is outside -180..180")
+        raise InvalidInputError(field, text, f"longitude {lon} is outside -180..180")
     return Depot(lat, lon)
 
 
-def parse_timezone(name: str) -> tzinfo:
-    """Return the IANA time zone ``name`` (e.g. ``Europe/Paris``, ``UTC``)."""
+def parse_timezone(name: str, *, field: str = "timezone") -> tzinfo:
+    """Return the IANA time zone ``name`` (e.g. ``Europe/Paris``, ``UTC``); ``field`` names it in errors."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInputError("timezone", name, "not an IANA time zone name such as Europe/Paris or UTC") from None
+        raise InvalidInputError(field, name, "not an IANA time zone name such as Europe/Paris or UTC") from None
 
 
 def parse_date(text: str, tz: tzinfo, *, now: datetime | None = None) -> date:
@@ -64,12 +87,12 @@ def parse_date(text: str, tz: tzinfo, *, now: datetime | None = None) -> date:
         InvalidInputError: Anything else, an impossible date such as 2026-02-30, or a date outside
             :data:`FIRST_DATE` .. :data:`LAST_DATE`.
     """
-    word = (text or "").strip().lower()
+    word = (text or "").strip(SPACE).lower()
     if word in ("today", "tomorrow"):
         today = (now or datetime.now(tz)).astimezone(tz).date()
         check_date(today, text)  # a simulated clock may run past the range; checked first, "tomorrow" cannot overflow
         day = today if word == "today" else today + timedelta(days=1)
-    elif not re.fullmatch(r"\d{4}-\d{2}-\d{2}", word):
+    elif not _DATE_RE.match(word):
         raise InvalidInputError("date", text, "expected YYYY-MM-DD, 'today' or 'tomorrow'")
     else:
         try:
@@ -94,11 +117,11 @@ def check_date(day: date, given: object = None) -> None:
                                 f"{LAST_DATE.isoformat()}{which}")
 
 
-def parse_clock(text: str) -> time:
-    """Parse a round start time ``HH:MM``."""
-    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", text or "")
+def parse_clock(text: str, *, field: str = "start") -> time:
+    """Parse a round start time ``HH:MM`` (ASCII digits); ``field`` names it in errors."""
+    match = _CLOCK_RE.match((text or "").strip(SPACE))
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise InvalidInputError("start", text, "expected HH:MM (24 h), e.g. 06:00")
+        raise InvalidInputError(field, text, "expected HH:MM (24 h), e.g. 06:00")
     return time(int(match.group(1)), int(match.group(2)))
 
 
@@ -110,13 +133,16 @@ def parse_positive(name: str, text: str | float | int, *, integer: bool = False,
                    maximum: float | None = None) -> float:
     """Parse a positive (or, with ``allow_zero``, non-negative) finite number; a whole one when ``integer``.
 
+    Text must be ASCII decimal notation (:func:`ascii_float`); ints and floats (from TOML) are taken as they are.
+
     Raises:
-        InvalidInputError: Not a number, out of range (including above ``maximum``), or not whole.
+        InvalidInputError: Not a number (other scripts' digits and ``_`` included), out of range
+            (including above ``maximum``), or not whole.
     """
     try:
-        value = float(text)
+        value = ascii_float(text) if isinstance(text, str) else float(text)
     except (TypeError, ValueError):
-        raise InvalidInputError(name, text, "not a number") from None
+        raise InvalidInputError(name, text, "not a number (ASCII digits, e.g. 3 or 2.5)") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise InvalidInputError(name, text, "must be a number >= 0" if allow_zero else "must be a positive number")
     if maximum is not None and value > maximum:
@@ -126,13 +152,16 @@ def parse_positive(name: str, text: str | float | int, *, integer: bool = False,
     return value
 
 
-def parse_threshold(text: str | float) -> float:
-    """Parse a fill threshold: a fraction ``0.8`` or a percentage ``80%``."""
-    raw = str(text).strip()
+def parse_threshold(text: str | float, *, field: str = "threshold") -> float:
+    """Parse a fill threshold: a fraction ``0.8`` or a percentage ``80%`` (ASCII digits).
+
+    ``field`` names it in errors (``routes.threshold`` for the config).
+    """
+    raw = str(text).strip(SPACE)
     try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+        value = ascii_float(raw[:-1]) / 100.0 if raw.endswith("%") else ascii_float(raw)
     except ValueError:
-        raise InvalidInputError("threshold", text, "expected a fraction such as 0.8 or a percentage such as 80%") from None
+        raise InvalidInputError(field, text, "expected a fraction such as 0.8 or a percentage such as 80%") from None
     if not (0.0 < value <= 1.0):
-        raise InvalidInputError("threshold", text, "must be in (0, 1] (or 1%..100%)")
+        raise InvalidInputError(field, text, "must be in (0, 1] (or 1%..100%)")
     return value

@@ -112,6 +112,22 @@ def _assemble(candidates: list[Candidate], matrix: list[list[int]], order: tuple
     return Route(vehicle, tuple(stops), total, sum(candidates[i].load_l for i in order))
 
 
+def volume_warnings(bins: Iterable[BinStatus], settings: PlanSettings) -> list[str]:
+    """Warnings about ``settings.bin_volumes_l`` entries that name none of ``bins``.
+
+    A mistyped id in a bin-volumes CSV would otherwise go unnoticed: the bin it meant gets the
+    default volume. Not an error: the file may list bins that are not installed yet or were revoked.
+    """
+    if not settings.bin_volumes_l:
+        return []
+    unknown = sorted(set(settings.bin_volumes_l) - {b.id for b in bins})
+    if not unknown:
+        return []
+    shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    return [f"bin volumes name {len(unknown)} id(s) that are not registered bins (or are revoked), "
+            f"their volume is not used: {shown}"]
+
+
 def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     """Plan the collection round of ``settings.day``.
 
@@ -132,6 +148,9 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     solver_settings = settings.solver()
     start = settings.round_start
     known = _known_at(bins, int(start.timestamp()))
+    input_warnings = volume_warnings(known, settings)
+    for text in input_warnings:
+        logger.warning("%s", text)  # logged now: a NoBinsDueError below has no plan to carry it
     candidates, skipped = select_bins(known, selection)
     if not candidates:
         raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold, tuple(skipped))
@@ -141,7 +160,8 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
         raise InvalidInputError("bin id", DEPOT_ID, "is reserved for the depot; rename the device")
     places = [Place(DEPOT_ID, settings.depot.lat, settings.depot.lon)]
     places += [Place(c.bin.id, c.bin.lat, c.bin.lon) for c in candidates]
-    matrix, source, warnings = build_matrix(settings.distances, places)
+    matrix, source, matrix_warnings = build_matrix(settings.distances, places)
+    warnings = input_warnings + matrix_warnings
     solution = solve(candidates, matrix, solver_settings)
     routes = tuple(
         _assemble(candidates, matrix, order, vehicle)

@@ -30,7 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.registry import Registry
 from gateway.routes.config import PlanDefaults, load_plan_defaults
-from gateway.routes.errors import InvalidInputError, NoBinsDueError, RoutesError
+from gateway.routes.errors import CapacityError, InvalidInputError, NoBinsDueError, RoutesError
 from gateway.routes.model import Plan
 from gateway.routes.outputs import FORMATS, plan_to_dict, plan_to_geojson, render
 from gateway.routes.parsing import (
@@ -41,7 +41,7 @@ from gateway.routes.parsing import (
     parse_positive,
     parse_threshold,
 )
-from gateway.routes.planner import PlanSettings, plan_collection
+from gateway.routes.planner import PlanSettings, plan_collection, volume_warnings
 from gateway.routes.source import BinSource, GatewayBinSource
 
 __all__ = ["PLAN_PARAMS", "PLAN_PATH", "PlanDefaults", "routes_for_gateway", "routes_handlers"]
@@ -53,18 +53,32 @@ PLAN_PATH = "/api/routes/plan"
 PLAN_PARAMS = frozenset({"date", "format", "depot", "vehicles", "capacity", "threshold"})
 
 
+class _UnknownParameter(InvalidInputError):
+    """A query parameter the endpoint does not take; ``param`` is its name (``field`` says what it is)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("query parameter", name, "unknown; allowed: " + ", ".join(sorted(PLAN_PARAMS)))
+        self.param = name
+
+
 def _error(exc: RoutesError) -> web.Response:
+    """The API's error answer ``{"error": {"code", "message", "param", ...}}`` for a planning error."""
     body = exc.to_dict()
-    if isinstance(exc, InvalidInputError):
+    if isinstance(exc, _UnknownParameter):
+        body["param"] = exc.param
+    elif isinstance(exc, InvalidInputError):
         body["param"] = exc.field  # the web API's name for the offending parameter
+    elif isinstance(exc, CapacityError):
+        body["param"] = "capacity"  # the vehicle capacity (the query's or the configured one) is too small
     return web.json_response({"error": body}, status=exc.http_status)
 
 
-def _empty_plan(settings: PlanSettings, considered: int, skipped: tuple[tuple[str, str], ...] = ()) -> Plan:
+def _empty_plan(settings: PlanSettings, considered: int, skipped: tuple[tuple[str, str], ...] = (),
+                warnings: tuple[str, ...] = ()) -> Plan:
     return Plan(date=settings.day.isoformat(), start=settings.round_start, depot=settings.depot,
                 vehicles=settings.vehicles, capacity_l=settings.capacity_l, threshold=settings.threshold,
                 distance_source=settings.distances.description, routes=(), considered=considered,
-                skipped=skipped)
+                skipped=skipped, warnings=warnings)
 
 
 class _PlanEndpoint:
@@ -80,8 +94,7 @@ class _PlanEndpoint:
     def settings(self, query: dict[str, str]) -> PlanSettings:
         unknown = sorted(set(query) - PLAN_PARAMS)
         if unknown:
-            raise InvalidInputError("query parameter", unknown[0],
-                                    "unknown; allowed: " + ", ".join(sorted(PLAN_PARAMS)))
+            raise _UnknownParameter(unknown[0])
         d = self.defaults
         vehicles = int(parse_positive("vehicles", query["vehicles"], integer=True, maximum=MAX_VEHICLES)) \
             if "vehicles" in query else None
@@ -100,8 +113,9 @@ class _PlanEndpoint:
         bins = self.source.load(settings.round_start)
         try:
             return plan_collection(bins, settings), None
-        except NoBinsDueError as exc:
-            return _empty_plan(settings, exc.considered, exc.skipped), exc.message
+        except NoBinsDueError as exc:  # the empty plan still carries the warnings about its input
+            warnings = tuple(volume_warnings(bins, settings))
+            return _empty_plan(settings, exc.considered, exc.skipped, warnings), exc.message
 
     async def handle(self, request: web.Request) -> web.Response:
         query = dict(request.query)

@@ -105,6 +105,19 @@ def test_csv_to_file_and_geojson(city: CityData, tmp_path: Path, capsys: pytest.
     ("--days-to-next", "100000000", "must be at most 366"),
     ("--capacity", "1e308", "invalid capacity '1e308': must be at most 1000000"),
     ("--bin-volume", "1e308", "invalid bin volume '1e308': must be at most 100000"),
+    # ASCII only, as the rest of the API: other scripts' digits and '_' are not read as numbers
+    ("--vehicles", "\uff11", "invalid vehicles '\uff11': not a number"),
+    ("--vehicles", "1_0", "invalid vehicles '1_0': not a number"),
+    ("--capacity", "1_000", "invalid capacity '1_000': not a number"),
+    ("--capacity", "\u0661\u0660\u0660\u0660", "not a number"),
+    ("--threshold", "\uff10.5", "invalid threshold"),
+    ("--threshold", "\uff18\uff10%", "invalid threshold"),
+    ("--depot", "\uff15\uff12,4.89", "expected LAT,LON"),
+    ("--date", "\u0662\u0660\u0662\u0666-12-05", "expected YYYY-MM-DD"),
+    ("--start", "\uff10\uff16:00", "HH:MM"),
+    ("--days-to-next", "\uff11", "not a number"),
+    ("--time-limit", "\uff11", "not a number"),
+    ("--bin-volume", "2_40", "not a number"),
 ])
 def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], flag: str, value: str,
                           needle: str) -> None:
@@ -123,6 +136,62 @@ def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], fl
 def test_osrm_timeout_bounded(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(plan_args(city, "--osrm", "http://127.0.0.1:1", "--osrm-timeout", "1e308"), capsys)
     assert code == 2 and "invalid osrm timeout '1e308': must be at most 300" in err
+
+
+@pytest.mark.parametrize("extra", [[], ["--matrix", "roads.csv"]])
+def test_osrm_timeout_without_osrm_exit_2(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          extra: list[str]) -> None:
+    """Refused as ``[routes] osrm_timeout_s`` without ``osrm`` is, instead of being silently ignored."""
+    (tmp_path / "roads.csv").write_text("id,depot\ndepot,0\n")
+    extra = [str(tmp_path / e) if e.endswith(".csv") else e for e in extra]
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\ndepot = "{DEPOT}"\n')
+    for source in (["--db", str(city.db_path)], ["--config", str(cfg)]):
+        argv = ["routes", "plan", "--date", "2026-11-23", "--depot", DEPOT, *source, *extra, "--osrm-timeout", "5"]
+        code, out, err = run(argv, capsys)
+        assert code == 2 and out == "", err
+        assert err.startswith("civicedge routes plan: invalid osrm timeout '5': applies only with --osrm")
+
+
+def test_osrm_timeout_flag_applies_to_the_configured_osrm(tmp_path: Path) -> None:
+    from gateway.routes.distances import OsrmTable
+
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[gateway]\nid = "gw-1"\n\n[routes]\nosrm = "http://osrm.local:5000"\nosrm_timeout_s = 3\n')
+    parser = argparse.ArgumentParser(prog="civicedge")
+    cli.register(parser.add_subparsers(dest="command"))
+
+    def distances(*flags: str) -> OsrmTable:
+        d = cli._defaults(parser.parse_args(["routes", "plan", "--config", str(cfg), *flags])).distances
+        assert isinstance(d, OsrmTable)
+        return d
+
+    assert (distances().base_url, distances().timeout_s) == ("http://osrm.local:5000", 3)
+    assert (distances("--osrm-timeout", "5").base_url, distances("--osrm-timeout", "5").timeout_s) == \
+        ("http://osrm.local:5000", 5)  # the flag wins over the key (it was ignored)
+    assert (distances("--osrm", "http://other:1").base_url, distances("--osrm", "http://other:1").timeout_s) == \
+        ("http://other:1", 3)
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ('depot = "52.37"', "invalid routes.depot '52.37': expected LAT,LON"),
+    ('tz = "Mars/Olympus"', "invalid routes.tz 'Mars/Olympus': not an IANA"),
+    ('start = "25:00"', "invalid routes.start '25:00': expected HH:MM"),
+    ('threshold = 2', "invalid routes.threshold 2: must be in (0, 1]"),
+    ('threshold = "\uff18\uff10%"', "invalid routes.threshold '\uff18\uff10%'"),
+    ('capacity_l = 0', "invalid routes.capacity_l 0: must be a positive number"),
+    ('bin_volumes = "vols.csv"', "invalid routes.bin_volumes "),
+])
+def test_config_errors_name_the_routes_key(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           line: str, needle: str) -> None:
+    """docs/routes.md: a wrong [routes] key exits 2 naming routes.<key>."""
+    (tmp_path / "vols.csv").write_text("id,volume_l\nbin-00,lots\n")
+    cfg = tmp_path / "gateway.toml"
+    depot = "" if line.startswith("depot") else f'depot = "{DEPOT}"\n'
+    cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\n{depot}{line}\n')
+    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("civicedge routes plan: " + needle), err
 
 
 def test_config_values_above_the_bounds_exit_2(city: CityData, tmp_path: Path,
@@ -144,6 +213,21 @@ def test_bin_volumes_flag(city: CityData, tmp_path: Path, capsys: pytest.Capture
     vols.write_text("id,litres\n")
     code, _, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
     assert code == 2 and "id,volume_l" in err
+    vols.write_text("id,volume_l\nbin-00,1_100\n")
+    code, _, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    assert code == 2 and "line 2: volume_l '1_100' of 'bin-00': not a number" in err
+
+
+def test_bin_volumes_naming_unknown_bins_warn(city: CityData, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped id would quietly fall back to 240 L: the plan is made, stderr names the unknown ids."""
+    vols = tmp_path / "vols.csv"
+    vols.write_text("id,volume_l\nbin-00,1100\nnope,240\nbin-O1,660\n")
+    code, out, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if line.startswith("warning: bin volumes")]
+    assert len(warned) == 1 and "bin-O1, nope" in warned[0] and "bin-00" not in warned[0]
+    assert any("bin-O1, nope" in w for w in json.loads(out)["warnings"])
 
 
 def test_unwritable_out_and_bare_group(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,3 +48,15 @@ def test_a_planner_warning_held_for_the_plan_is_logged_when_no_plan_comes(caplog
         logging.getLogger("gateway.routes.distances").warning("OSRM unreachable: falling back to great-circle")
         raise RuntimeError("solver failed")
     assert caplog.text.count("falling back to great-circle") == 1
+
+
+@pytest.mark.timeout(60)
+def test_unknown_bin_volume_ids_are_on_stderr_when_no_bins_are_due(city: CityData, tmp_path: Path) -> None:
+    """Exit 3 has no plan to print the warning with: it is logged to stderr instead."""
+    vols = tmp_path / "vols.csv"
+    vols.write_text("id,volume_l\nnope,240\n")
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "routes", "plan", "--date", "2026-11-23",
+                           "--depot", "52.37,4.89", "--db", str(city.db_path), "--threshold", "1",
+                           "--bin-volumes", str(vols)], capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("not registered bins") == 1 and "nope" in proc.stderr, proc.stderr

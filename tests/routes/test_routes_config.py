@@ -65,15 +65,19 @@ def test_osrm_setting() -> None:
 
 
 @pytest.mark.parametrize(("table", "field"), [
-    ({"depot": "north"}, "depot"),
+    ({"depot": "north"}, "routes.depot"),
+    ({"depot": "52.37"}, "routes.depot"),
+    ({"depot": "\uff15\uff12,4.89"}, "routes.depot"),  # full-width digits
     ({"depot": [52.0, 4.0]}, "routes.depot"),
     ({"vehicles": 2.5}, "routes.vehicles"),
     ({"vehicles": True}, "routes.vehicles"),
     ({"vehicles": 0}, "routes.vehicles"),
     ({"capacity_l": "big"}, "routes.capacity_l"),
-    ({"threshold": 2}, "threshold"),
-    ({"start": "6am"}, "start"),
-    ({"tz": "Nowhere/Else"}, "timezone"),
+    ({"threshold": 2}, "routes.threshold"),
+    ({"threshold": "\uff18\uff10%"}, "routes.threshold"),
+    ({"start": "6am"}, "routes.start"),
+    ({"start": "\uff10\uff16:00"}, "routes.start"),
+    ({"tz": "Nowhere/Else"}, "routes.tz"),
     ({"time_limit_s": -1}, "routes.time_limit_s"),
     ({"vehicles": 100_000}, "routes.vehicles"),
     ({"time_limit_s": 1e10}, "routes.time_limit_s"),
@@ -89,6 +93,7 @@ def test_bad_keys(table: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         parse_plan_defaults(table, base=Path("/"))
     assert info.value.field == field
+    assert info.value.message.startswith(f"invalid {field} ")  # what `routes plan` prints names the key
 
 
 def test_largest_values_accepted() -> None:
@@ -136,6 +141,12 @@ def test_bin_volumes_csv(tmp_path: Path) -> None:
                            d.settings_for(DAY, depot=Depot(52.37, 4.89)))
     loads = {s.candidate.bin.id: s.candidate.load_l for r in plan.routes for s in r.stops}
     assert loads == {"bin-a": 1100.0, "bin-c": 120.0}
+    # bin-b is in the file but not among the bins: planned anyway, with a warning naming it
+    assert [w for w in plan.warnings if "bin volumes" in w] == [
+        "bin volumes name 1 id(s) that are not registered bins (or are revoked), their volume is not used: bin-b"]
+    with pytest.raises(InvalidInputError) as info:  # routes.bin_volumes named, as the other keys
+        parse_plan_defaults({"bin_volumes": "absent.csv"}, base=tmp_path)
+    assert info.value.field == "routes.bin_volumes"
 
 
 @pytest.mark.parametrize(("content", "needle"), [
@@ -143,6 +154,8 @@ def test_bin_volumes_csv(tmp_path: Path) -> None:
     ("id,volume_l\nbin-a\n", "expected id,volume_l"),
     ("id,volume_l\nbin-a,-3\n", "positive"),
     ("id,volume_l\nbin-a,big\n", "not a number"),
+    ("id,volume_l\nbin-a,\uff11\uff11\uff10\uff10\n", "not a number"),  # full-width digits
+    ("id,volume_l\nbin-a,1_100\n", "line 2: volume_l '1_100' of 'bin-a': not a number"),
     ("id,volume_l\nbin-a,1e308\n", "at most 100000"),
     ("id,volume_l\nbin-a,100\nbin-a,200\n", "duplicate"),
 ])

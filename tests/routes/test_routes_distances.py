@@ -55,6 +55,8 @@ def test_csv_matrix_lookup_by_id_and_asymmetric(tmp_path: Path) -> None:
     ("", "header row"),
     ("id,depot,a\ndepot,0,1\na,1\n", "distances for"),
     ("id,depot,a\ndepot,0,x\na,1,0\n", "not a number"),
+    ("id,depot,a\ndepot,0,\uff11\uff12\na,1,0\n", "not a number"),  # full-width 12: ASCII digits only
+    ("id,depot,a\ndepot,0,1_200\na,1,0\n", "not a number"),
     ("id,depot,a\ndepot,0,-5\na,1,0\n", "distance >= 0"),
     ("id,depot,depot\ndepot,0,1\n", "duplicate"),
     ("id,depot,a\ndepot,0,1\ndepot,1,0\n", "duplicate row"),

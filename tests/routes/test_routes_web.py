@@ -89,7 +89,6 @@ async def test_overrides_and_no_bins_due(client: "TestClient[web.Request, web.Ap
     ({"capacity": "inf"}, 400, "bad_input", "capacity"),
     ({"threshold": "1e308%"}, 400, "bad_input", "threshold"),
     ({"format": "kml"}, 400, "bad_input", "format"),
-    ({"lid": "1"}, 400, "bad_input", "query parameter"),
     ({"capacity": "10"}, 422, "capacity", None),
 ])
 async def test_errors(client: "TestClient[web.Request, web.Application]", params: dict[str, str], status: int, code: str, field: str | None) -> None:
@@ -99,6 +98,89 @@ async def test_errors(client: "TestClient[web.Request, web.Application]", params
     assert err["code"] == code and err["message"]
     if field is not None:
         assert err["field"] == field and err["param"] == field
+
+
+@pytest.mark.parametrize("name", ["lid", "zone", "osrm_timeout_s", "osrm", "bin_volumes"])
+async def test_unknown_parameter_is_named_in_param(client: "TestClient[web.Request, web.Application]",
+                                                   name: str) -> None:
+    """``param`` names the unknown parameter, as everywhere in the API (it said "query parameter")."""
+    resp = await client.get("/api/routes/plan", params={name: "centre"})
+    assert resp.status == 400
+    err = (await resp.json())["error"]
+    assert err["code"] == "bad_input" and err["param"] == name
+    assert err["field"] == "query parameter" and err["value"] == name and "allowed:" in err["message"]
+
+
+async def test_capacity_error_names_its_param(client: "TestClient[web.Request, web.Application]") -> None:
+    resp = await client.get("/api/routes/plan", params={"capacity": "50", "date": "2026-11-23"})
+    assert resp.status == 422
+    err = (await resp.json())["error"]
+    assert err["code"] == "capacity" and err["param"] == "capacity" and err["message"]
+    assert err["capacity_l"] == 50.0 and err["bin_id"].startswith("bin-") and err["load_l"] > 50
+
+
+@pytest.mark.parametrize(("params", "param"), [
+    ({"vehicles": "\uff11"}, "vehicles"),                   # full-width 1
+    ({"vehicles": "\u0661"}, "vehicles"),                   # Arabic-Indic 1
+    ({"vehicles": "1_0"}, "vehicles"),
+    ({"depot": "\uff15\uff12,4.89"}, "depot"),             # full-width 52
+    ({"depot": "52.37,\u0664.89"}, "depot"),
+    ({"depot": "52.37,4.89\u3000"}, "depot"),               # ideographic space
+    ({"capacity": "1_000"}, "capacity"),
+    ({"capacity": "\uff11\uff10\uff10\uff10"}, "capacity"),
+    ({"threshold": "\uff10.5"}, "threshold"),
+    ({"threshold": "\uff18\uff10%"}, "threshold"),
+    ({"threshold": "0.5_0"}, "threshold"),
+    ({"date": "\u0662\u0660\u0662\u0666-12-05"}, "date"),   # Arabic-Indic 2026
+    ({"date": "\uff12\uff10\uff12\uff16-11-23"}, "date"),
+])
+async def test_numbers_and_dates_are_ascii(client: "TestClient[web.Request, web.Application]",
+                                           params: dict[str, str], param: str) -> None:
+    """docs/api.md: numbers and dates are ASCII (``limit=１`` is refused, not read as 1)."""
+    resp = await client.get("/api/routes/plan", params=params)
+    assert resp.status == 400, await resp.text()
+    err = (await resp.json())["error"]
+    assert err["code"] == "bad_input" and err["param"] == param
+    if param == "date":
+        assert "expected YYYY-MM-DD" in err["message"]
+
+
+async def test_ascii_numbers_still_accepted(client: "TestClient[web.Request, web.Application]") -> None:
+    resp = await client.get("/api/routes/plan", params={"vehicles": " 2 ", "capacity": "1e4", "threshold": "85%",
+                                                        "depot": "+52.37 , 4.89", "date": "2026-11-23"})
+    assert resp.status == 200, await resp.text()
+    doc = await resp.json()
+    assert doc["vehicles"] == 2 and doc["capacity_l"] == 10000 and doc["threshold"] == pytest.approx(0.85)
+
+
+async def test_a_tiny_threshold_is_not_shown_as_zero_percent(city: CityData) -> None:
+    """The no-bins-due notice names the threshold: 0.0001 is 0.01%, not "0%"."""
+    from gateway.routes.errors import percent
+
+    assert percent(0.0001) == "0.01%" and percent(0.8) == "80%" and percent(0.57) == "57%"
+    for i in range(6):
+        city.windows(f"bin-{i}", T0 - 2 * WINDOW_S, [0, 0])  # every bin emptied
+    c = await client_for(city, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0))
+    try:
+        resp = await c.get("/api/routes/plan", params={"threshold": "0.0001", "date": "2026-11-23"})
+        doc = await resp.json()
+        assert resp.status == 200 and doc["stops"] == 0
+        assert "at or above 0.01%" in doc["notice"] and "0%" not in doc["notice"].replace("0.01%", "")
+    finally:
+        await c.close()
+
+
+async def test_unknown_bin_volume_ids_are_warned_in_the_answer(city: CityData) -> None:
+    """A mistyped id in the bin-volumes CSV: the plan is made, its warnings name the id (also with no bin due)."""
+    defaults = PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, bin_volumes_l={"bin-0": 660.0, "nope": 240.0})
+    c = await client_for(city, defaults)
+    try:
+        doc = await (await c.get("/api/routes/plan", params={"date": "2026-11-23"})).json()
+        assert doc["stops"] == 4 and any("nope" in w and "bin-0" not in w for w in doc["warnings"])
+        doc = await (await c.get("/api/routes/plan", params={"date": "2026-11-23", "threshold": "1"})).json()
+        assert doc["stops"] == 0 and "notice" in doc and any("nope" in w for w in doc["warnings"])
+    finally:
+        await c.close()
 
 
 async def test_today_beyond_the_date_range_is_bad_input(city: CityData) -> None:
