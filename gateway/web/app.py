@@ -90,7 +90,8 @@ async def _errors_middleware(
             status=413,
         )
     try:
-        _reject_repeated(request.query)
+        if request.path not in pages.QUERY_IGNORED_PATHS:
+            _reject_repeated(request.query)
         return await handler(request)
     except WebError as err:
         if err.status >= 500:

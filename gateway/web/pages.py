@@ -17,6 +17,9 @@ from gateway.web.transparency import build_transparency, render_transparency_htm
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The HTML pages ignore their query string (a link shared with ?utm_source=... still opens), also a
+# parameter given twice, which every other endpoint refuses (gateway.web.app).
+QUERY_IGNORED_PATHS = frozenset({"/", "/transparency"})
 
 
 @ROUTES.get("/")
