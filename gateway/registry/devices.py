@@ -253,15 +253,25 @@ class Registry:
             raise RegistryError("device %s is registered; ids that differ only in case are not allowed (%s)"
                                 % (twin[0], device_id), reason="exists", device_id=device_id, field="device_id")
         now = time.time()
+        # All or nothing: the row is committed only once its key file is in place. An interruption
+        # (Ctrl-C, crash, power cut) before the COMMIT rolls the row back (SQLite's journal does after
+        # a crash); at worst a key file without a row is left, which a later add overwrites.
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute(
-                "INSERT INTO devices (id, kind, zone, lat, lon, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                (device_id, kind, zone, lat, lon, now, now),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise RegistryError("device %s is already registered" % device_id, reason="exists",
-                                device_id=device_id) from exc
-        _write_private(self.key_path(device_id), key.hex().encode("ascii") + b"\n")
+            try:
+                self._conn.execute(
+                    "INSERT INTO devices (id, kind, zone, lat, lon, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+                    (device_id, kind, zone, lat, lon, now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise RegistryError("device %s is already registered" % device_id, reason="exists",
+                                    device_id=device_id) from exc
+            _write_private(self.key_path(device_id), key.hex().encode("ascii") + b"\n")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._key_cache.pop(device_id, None)
         log.info("registered device %s (kind %s, zone %s)", device_id, kind, zone)
         return self.get(device_id)
 
@@ -299,9 +309,17 @@ class Registry:
                 "a new id, or keep the registered zone and location" % (device_id, rec.kind, rec.zone, rec.lat,
                                                                          rec.lon),
                 reason="moved", device_id=device_id)
-        if hmac.compare_digest(self.key(device_id), key):
+        problem = self.key_problem(device_id)
+        if problem is None and hmac.compare_digest(self.key(device_id), key):
             return "unchanged"
         if not replace:
+            if problem is not None:
+                # A registration without a usable key (an interrupted registration of an older
+                # version, a key file removed by hand): no board can report under it; moving the id
+                # to this board is a take-over as for another board's key.
+                raise RegistryError("device %s is registered but has no usable key (%s); replace its key to "
+                                    "register this one" % (device_id, problem), reason="conflict",
+                                    device_id=device_id)
             raise RegistryError("device %s is already registered with another key" % device_id, reason="conflict",
                                 device_id=device_id)
         self.rotate_key(device_id, key=key)
@@ -369,9 +387,18 @@ class Registry:
             new_key = key
             _check_key(device_id, new_key)
             self._refuse_shared_key(device_id, new_key)
-        _write_private(self.key_path(device_id), new_key.hex().encode("ascii") + b"\n")
-        self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?")
-        self._key_cache.pop(device_id, None)
+        # The row is updated in a transaction committed after the key file is replaced (atomically):
+        # interrupted, the device keeps a whole key file, old or new, and its row.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?")
+            _write_private(self.key_path(device_id), new_key.hex().encode("ascii") + b"\n")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._key_cache.pop(device_id, None)
         log.warning("rotated the key of device %s", device_id)
         return self.key_path(device_id)
 
@@ -423,6 +450,14 @@ class Registry:
             if hmac.compare_digest(theirs, key):
                 raise RegistryError("device %s already has this key; every device needs its own key" % other,
                                     reason="bad_key", device_id=device_id, field="key")
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction (if any), quietly: the caller re-raises what stopped it."""
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the connection is gone; SQLite rolls back on the next open
+            log.debug("rollback failed: %s", exc)
 
     def _update(self, device_id: str, sql: str) -> None:
         cur = self._conn.execute(sql, (time.time(), device_id))

@@ -113,7 +113,7 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
     # Replacing a registration rotates its key: fine for this board's own id (re-keying it), but an
     # id registered with a key this board does not hold belongs to another board: take_over only.
     own_id = current is not None and current.id == device_id and (
-        registered is None or hmac.compare_digest(registered.key, current.key))
+        registered is None or (registered.key is not None and hmac.compare_digest(registered.key, current.key)))
     # Register first: a board holding a key the gateway does not know would report into the void.
     if on_registering is not None:
         on_registering()

@@ -43,17 +43,24 @@ class Registered:
     lat: str
     lon: str
     revoked: bool
-    key: bytes = field(repr=False)
+    key: bytes | None = field(repr=False)
+    key_problem: str | None = None  # why ``key`` is None: e.g. "no key file at .../keys/ID.key"
 
 
 def registered_device(registry_dir: Path, device_id: str) -> Registered | None:
-    """The registration of ``device_id`` in the registry directory, or None."""
+    """The registration of ``device_id`` in the registry directory, or None.
+
+    A registration whose key file is missing or unreadable (an interrupted registration of an older
+    version, a file removed by hand) has ``key`` None and says why in ``key_problem``.
+    """
     reg = _open(registry_dir)
     try:
         rec = reg.lookup(device_id)
         if rec is None:
             return None
-        return Registered(rec.kind, rec.zone, rec.lat, rec.lon, bool(rec.revoked), reg.key(device_id))
+        problem = reg.key_problem(device_id)
+        key = reg.key(device_id) if problem is None else None
+        return Registered(rec.kind, rec.zone, rec.lat, rec.lon, bool(rec.revoked), key, problem)
     except RegistryError as exc:
         raise GatewayRegistrationError(f"cannot read registry {registry_dir}: {exc}",
                                        registry=str(registry_dir)) from exc
@@ -89,6 +96,11 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str) -> tu
                 f"board says a {identity.kind} in zone {identity.zone} at {identity.lat},{identity.lon}; re-provision "
                 f"the board with the registered values (civicedge provision --port {port} --id {identity.id} "
                 f"--zone {rec.zone} --location {rec.lat},{rec.lon} {where} --force) or under a new id")
+    if rec.key is None:
+        return ("registry: REGISTERED WITHOUT A USABLE KEY",
+                f"the registry holds {identity.id} without a usable key ({rec.key_problem}; an interrupted "
+                f"provision?): the gateway refuses its reports; give the board a new key and register it: "
+                f"civicedge provision --port {port} {same_place} {where} --force --take-over")
     if not hmac.compare_digest(rec.key, identity.key):
         return ("registry: REGISTERED WITH ANOTHER KEY",
                 f"the registry holds {identity.id} with another key than the board's: the gateway refuses its "
@@ -124,6 +136,11 @@ def register_device(registry_dir: Path, identity: Identity, *, force: bool = Fal
 
 def _refused(device_id: str, reason: str | None, message: str) -> GatewayRegistrationError:
     """The error a technician sees when the registry (local or behind the admin API) refuses a device."""
+    if reason == "conflict" and "no usable key" in message:
+        return GatewayRegistrationError(
+            f"device {device_id} is registered without a usable key (an interrupted provision, or its key file "
+            "was removed); pass --force --take-over to give it this board's new key", device_id=device_id,
+            reason=reason)
     if reason == "conflict":
         return GatewayRegistrationError(
             f"device {device_id} is already registered with another key (another board, an earlier "
