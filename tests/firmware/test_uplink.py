@@ -307,18 +307,21 @@ def test_ble_disconnect_drops_partial_and_resends(flash_run: Callable[..., Any],
     assert lines == ["0 1", "2", "None 2 1 [1, 2]", "2 True"]
 
 
-UART_AND_BLE = BLE + "from civic.uplink.uart import UartLink\nU = FakeUart()\nLU = UartLink(U, sess)\n"
+# as the runtime builds a streetlight: the UART's link (and cursor) first, then BLE's
+UART_AND_BLE = BLE.replace("L = blemod.BleLink(", "from civic.uplink.uart import UartLink\nU = FakeUart()\n"
+                           "LU = UartLink(U, sess)\nL = blemod.BleLink(", 1)
 
 
 def test_each_link_has_its_own_send_position(flash_run: Callable[..., Any], tmp_path: Path) -> None:
     """A streetlight sends on UART and BLE from one session. A UART that nobody reads must not
-    take the frames from BLE: each link sends every frame itself, an ACK on either link settles
-    both, and only the link an ACK came in on leaves its backoff."""
+    take the frames from BLE: once it misses an ACK, BLE sends every frame itself; an ACK on either
+    link settles both, and only the link an ACK came in on leaves its backoff."""
     ack2 = gw_frame(2, 2, {"t": NOW})
     ack3 = gw_frame(2, 3, {"t": NOW})
     code = UART_AND_BLE + (
         "B.handler(1, (7, 0, b'a'))\n"                            # BLE connected before any frame
-        "queue(2)\nprint(LU.pump(), L.pump())\n"                  # the UART goes first: BLE sends too
+        "queue(2)\nprint(LU.pump(), L.pump())\n"                  # the UART goes first; BLE holds back
+        "ticks[0] = 1000\nprint(LU.pump(), LU.cur.works, L.pump())\n"   # no ACK on the UART: BLE sends
         "print(repr(B.notified))\nB.notified = []\n"
         f"B.write(7, 12, bytes((1, 0x80)) + binascii.unhexlify({ack2.hex()!r}))\nL.poll()\n"
         "ticks[0] = 10000\n"                                       # long past the resend interval
@@ -332,7 +335,8 @@ def test_each_link_has_its_own_send_position(flash_run: Callable[..., Any], tmp_
         "print(binascii.hexlify(U.tx).decode())\n"
     )
     lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
-    assert lines[0] == "2 2"
+    assert lines[0] == "2 0"
+    assert lines.pop(1) == "2 False 2"
     notes = eval(lines[1])
     frames = _reassemble(notes)
     assert len(frames) == 2
@@ -341,10 +345,59 @@ def test_each_link_has_its_own_send_position(flash_run: Callable[..., Any], tmp_
     # the ACK on BLE settled the UART's frames too: neither link re-sends, neither waits
     assert lines[2] == "[] 0 0 60000 60000"
     # both links re-send seq 3 after 1 s, then 2 s; the ACK on BLE resets BLE's backoff only
-    assert lines[3] == "[(1, 1), (1, 1), (1, 1)] 4000 4000"
+    # (the UART's backoff is 2 s already: its first round went unanswered)
+    assert lines[3] == "[(1, 1), (0, 1), (1, 1)] 4000 4000"
     assert lines[4] == "[] 4000 1000 60000 60000"
     uart_frames = _sent_frames(lines[5])
-    assert [int.from_bytes(f[3 + len(DEV):7 + len(DEV)], "big") for f in uart_frames] == [1, 2, 3, 3, 3]
+    assert [int.from_bytes(f[3 + len(DEV):7 + len(DEV)], "big") for f in uart_frames] == [1, 2, 1, 2, 3, 3]
+
+
+def test_ble_holds_frames_back_while_the_uart_works_and_takes_over_when_it_stops(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """Review finding: with both links sending everything, a streetlight whose UART delivers raced
+    its reports over BLE too, and a BLE link that won once kept one of the gateway's few BLE slots.
+    A later link now holds a frame back for resend_ms while an earlier one works."""
+    ack = {n: cobs_ref(gw_frame(2, n, {"t": NOW})) + b"\x00" for n in (1, 2)}
+    ack[4] = gw_frame(2, 4, {"t": NOW})  # on BLE: a fragment, not COBS
+    code = UART_AND_BLE + (
+        "B.handler(1, (7, 0, b'a'))\n"
+        # the UART works: frame 1 is answered on it
+        "queue(1)\nprint(LU.pump(), L.pump())\n"
+        f"U.rx.extend(binascii.unhexlify({ack[1].hex()!r}))\nLU.poll()\nprint(LU.cur.works, O.pending())\n"
+        # frame 2: BLE holds it; the UART's ACK comes 300 ms later, and BLE never sends it
+        "ticks[0] = 100\nqueue(1)\nprint(L.pump(), L.cur.resend_in_ms(60000), LU.pump())\n"
+        f"ticks[0] = 400\nU.rx.extend(binascii.unhexlify({ack[2].hex()!r}))\nLU.poll()\n"
+        "ticks[0] = 1200\nprint(L.pump(), L.cur.resend_in_ms(60000), len(B.notified))\n"
+        # frame 3: the UART stops answering; BLE sends it resend_ms after it first saw it
+        "ticks[0] = 2000\nqueue(1)\nprint(LU.pump(), L.pump())\n"
+        "ticks[0] = 2999\nprint(L.pump())\nticks[0] = 3000\nprint(L.pump(), len(B.notified) > 0)\n"
+        # the UART's own timeout: it no longer counts as working, so frame 4 goes out on both at once
+        "print(LU.pump(), LU.cur.works)\nqueue(1)\nprint(LU.pump(), L.pump())\n"
+        # an ACK of 4 on BLE leaves the UART's backoff, and settles both
+        f"B.write(7, 12, bytes((1, 0x80)) + binascii.unhexlify({ack[4].hex()!r}))\nL.poll()\n"
+        "print(O.pending(), LU.cur.wait_ms, L.cur.wait_ms, L.cur.works)\n"
+    )
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    assert lines[0] == "1 0"                  # the UART is presumed to work from its start
+    assert lines[1] == "True []"
+    assert lines[2] == "0 1000 1"             # held back, due again in resend_ms
+    assert lines[3] == "0 60000 " + lines[3].split()[-1]
+    assert lines[4:7] == ["1 0", "0", "1 True"]
+    assert lines[7] == "1 False"              # the UART re-sends frame 3 and counts as down
+    assert lines[8] == "1 1"
+    assert lines[9] == "[] 2000 1000 True"
+
+
+def test_an_ack_on_one_link_below_what_the_other_sent_keeps_its_resend_timer(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    ack3 = cobs_ref(gw_frame(2, 3, {"t": NOW})) + b"\x00"
+    code = UART_AND_BLE + (
+        "B.handler(1, (7, 0, b'a'))\nqueue(5)\nprint(LU.pump(), L.pump())\n"
+        "ticks[0] = 1000\nprint(LU.pump(), L.pump())\n"     # the UART missed its ACK: BLE sends (4 a wake-up)
+        f"ticks[0] = 1200\nU.rx.extend(binascii.unhexlify({ack3.hex()!r}))\nLU.poll()\n"
+        "print(O.pending(), L.cur.last_send, L.cur.resend_in_ms(60000), LU.cur.resend_in_ms(60000))\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["5 0", "5 4", "[4, 5] 1000 800 800"]
 
 
 def test_uart_byte_by_byte_and_overlong_garbage(flash_run: Callable[..., Any], tmp_path: Path) -> None:

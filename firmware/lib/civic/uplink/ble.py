@@ -89,7 +89,6 @@ class BleLink:
         self.session = session
         self.poll_ms = poll_ms
         self.idle_ms = idle_ms
-        self.cur = session.cursor()  # this link's own send position
         self.wake = Signal()
         session.watch(self.wake)
         self.running = False
@@ -111,6 +110,7 @@ class BleLink:
         ))
         ((self.tx_handle, self.rx_handle),) = ble.gatts_register_services((svc,))
         ble.gatts_set_buffer(self.rx_handle, 512)
+        self.cur = session.cursor()  # this link's own send position (taken once the radio is up)
         self._adv, self._resp = advertising_payloads(session.device_id)
         self.advertise()
 

@@ -1,11 +1,13 @@
 """Link-independent uplink logic: what to send next, and handling ACK / CONFIG frames.
 
 A :class:`Session` is shared by the links of a device; each link takes its own
-:class:`Cursor` from it (a streetlight sends on UART and BLE at once, and a UART that nobody reads
-must not hold back what BLE could deliver). A cursor sends the outbox in seq order, re-sends
+:class:`Cursor` from it (a streetlight sends on UART and BLE, and a UART that nobody reads must
+not hold back what BLE could deliver). A cursor sends the outbox in seq order, re-sends
 everything still pending when no ACK arrives within its resend interval (``resend_ms``, doubled
 after each unanswered round up to ``resend_max_ms``, back to ``resend_ms`` on an ACK that came in
-on its link: a dead link costs little power or airtime) or when its link (re)connects. The
+on its link: a dead link costs little power or airtime) or when its link (re)connects. A link
+holds a frame back for ``resend_ms`` while a link that took its cursor earlier works, so a
+working UART carries the reports alone and BLE takes over when it stops answering. The
 session applies cumulative ACKs (with RTC sync), whichever link they came on, and CONFIG updates
 (persisted, only if newer than the last applied one).
 
@@ -42,33 +44,49 @@ def _storable(v, depth):
 class Cursor:
     """One link's send position in the shared outbox (take it with :meth:`Session.cursor`).
 
+    A link holds a frame back for up to ``resend_ms`` while a link that took its cursor earlier
+    works (it is presumed to from its start until a round of it goes unanswered, and again from
+    its next ACK): a streetlight whose UART delivers does not also send every report over BLE,
+    where it would take one of the gateway's few BLE slots; once the UART misses an ACK, BLE
+    carries the frames at once.
+
     Attributes:
         sent_upto: highest seq this link has sent in the current round.
+        last_send: tick of the last send still waiting for an ACK, or None.
         wait_ms: this link's current resend interval (backoff).
+        works: no round sent on this link went unanswered since its start or its last ACK.
     """
 
     def __init__(self, session):
         self.session = session
         self.sent_upto = 0
-        self.last_send = None  # tick of the last send still waiting for an ACK
+        self.last_send = None
         self.wait_ms = session.resend_ms
+        self.works = True
+        self._held = None  # (seq, tick) of the frame held back for an earlier link, or None
+        self._hold_ms = None  # how much longer it is held
 
     def restart(self):
         """Re-send every pending frame from the start (link came back, or boot)."""
         self.sent_upto = 0
         self.last_send = None
         self.wait_ms = self.session.resend_ms
+        self.works = True
+        self._held = None
 
     def resend_in_ms(self, idle_ms):
-        """Milliseconds until frames sent without an ACK are due again (``idle_ms`` if none wait).
+        """Milliseconds until a frame is due: a re-send, or one held back for an earlier link
+        (``idle_ms`` if neither).
 
         Call after :meth:`next_frame` returned None: until then something is due now.
         """
         ses = self.session
-        if self.last_send is None or not len(ses.outbox):
-            return idle_ms
-        left = self.wait_ms - time.ticks_diff(ses.ticks_ms(), self.last_send)
-        return max(1, min(left, idle_ms))
+        wait = idle_ms
+        if self._hold_ms is not None:
+            wait = min(wait, self._hold_ms)
+        if self.last_send is not None and len(ses.outbox):
+            wait = min(wait, self.wait_ms - time.ticks_diff(ses.ticks_ms(), self.last_send))
+        return max(1, wait)
 
     def next_frame(self):
         """Return ``(seq, frame)`` of the next frame to send, or None if nothing is due.
@@ -77,15 +95,25 @@ class Cursor:
         """
         ses = self.session
         outbox = ses.outbox
+        now = ses.ticks_ms()
+        self._hold_ms = None
         if self.last_send is not None and len(outbox):
-            if time.ticks_diff(ses.ticks_ms(), self.last_send) >= self.wait_ms:
+            if time.ticks_diff(now, self.last_send) >= self.wait_ms:
                 self.sent_upto = 0  # no ACK in time: go round again, and wait longer next time
                 self.last_send = None
                 self.wait_ms = min(self.wait_ms * 2, ses.resend_max_ms)
+                self.works = False
         s = outbox.next_after(self.sent_upto)
         while s is not None:
             data = outbox.read(s)
             if data is not None:
+                if ses._earlier_link_works(self):
+                    if self._held is None or self._held[0] != s:
+                        self._held = (s, now)
+                    left = ses.resend_ms - time.ticks_diff(now, self._held[1])
+                    if left > 0:
+                        self._hold_ms = left
+                        return None
                 return s, data
             s = outbox.next_after(s)  # entry vanished (damaged): skip it
         return None
@@ -94,11 +122,13 @@ class Cursor:
         """Record that the frame with seq ``s`` was handed to the link."""
         self.sent_upto = s
         self.last_send = self.session.ticks_ms()
+        self._held = None
         self.session.stats["sent"] += 1
 
     def _acked(self, s, on_this_link):
         if on_this_link:
             self.wait_ms = self.session.resend_ms  # the link works: no backoff
+            self.works = True
         if self.sent_upto <= s:
             self.last_send = None  # everything this link sent is answered
 
@@ -165,10 +195,22 @@ class Session:
             sig.set()
 
     def cursor(self):
-        """Return a new :class:`Cursor` for one link; ACKs are applied to every cursor."""
+        """Return a new :class:`Cursor` for one link; ACKs are applied to every cursor.
+
+        Links taken earlier are preferred: a later one holds a frame back while an earlier one
+        works (see :class:`Cursor`). The runtime takes the UART's first.
+        """
         cur = Cursor(self)
         self._cursors.append(cur)
         return cur
+
+    def _earlier_link_works(self, cur):
+        for other in self._cursors:
+            if other is cur:
+                return False
+            if other.works:
+                return True
+        return False
 
     def handle(self, data, cursor=None):
         """Handle one received frame; return ``"ack"``, ``"config"``, ``"stale"``, ``"bad"`` or ``"error"``.
