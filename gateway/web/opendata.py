@@ -31,11 +31,12 @@ async def index(request: web.Request) -> web.Response:
     """What is published, where, and how device fields map onto the Smart Data Models."""
     params.reject_unknown(request.query, ())
     return json_response({
-        # Where each format is, with its query parameters (all optional; "parameters" says what they take).
-        # The NGSI-LD one is literal: NGSI-LD's type list is comma-separated.
+        # Where each format is: every URL is literal and answers as is (a placeholder such as ``to=``
+        # would be refused with 400); the query parameters, all optional, are in "parameters".
+        # NGSI-LD's type list is comma-separated.
         "formats": {
             "ngsi-ld": "/opendata/ngsi-ld/v1/entities?type=Streetlight,WasteContainer&options=keyValues",
-            "csv": "/opendata/readings.csv?from=&to=&field=&zone=",
+            "csv": "/opendata/readings.csv",
             "geojson": "/opendata/devices.geojson",
         },
         "parameters": {

@@ -77,11 +77,15 @@ def parse_int(query: Mapping[str, str], name: str, *, default: int, low: int, hi
 
 
 def parse_fields(query: Mapping[str, str], known: Iterable[str], name: str = "field") -> list[str] | None:
-    """Read a comma-separated field list; every field must be one the policy knows."""
+    """Read a comma-separated field list; every field must be one the policy knows.
+
+    ASCII white space around a field is ignored (``fill, temp``) and so are empty items
+    (``fill,,temp``); a list with no field at all is refused.
+    """
     if name not in query:
         return None
     allowed = set(known)
-    fields = [f.strip() for f in query[name].split(",") if f.strip()]
+    fields = [f.strip(_SPACE) for f in query[name].split(",") if f.strip(_SPACE)]
     if not fields:
         raise BadParameter(f"'{name}' is empty", param=name)
     unknown = sorted(set(fields) - allowed)
@@ -121,13 +125,16 @@ def parse_choice(query: Mapping[str, str], name: str, choices: Iterable[str], *,
 def parse_choice_list(query: Mapping[str, str], name: str, choices: Iterable[str]) -> list[str] | None:
     """Read a comma-separated list whose every item is one of ``choices`` (None when absent).
 
-    NGSI-LD's ``type=Streetlight,WasteContainer``: an empty item or one not in ``choices`` is refused
-    as :func:`parse_choice` refuses a value (``bad_parameter`` naming ``name``). Repeats are dropped.
+    NGSI-LD's ``type=Streetlight,WasteContainer``. ASCII whitespace around an item is ignored, as
+    :func:`parse_fields` ignores it (``Streetlight, WasteContainer``). Unlike a field list, an empty
+    item (``Streetlight,``, ``,``, ``Streetlight, ``) is refused, as is one not in ``choices``, the
+    way :func:`parse_choice` refuses a value (``bad_parameter`` naming ``name``): an empty type would
+    match nothing, and a list cut short should not quietly select fewer types. Repeats are dropped.
     """
     if name not in query:
         return None
     options = list(choices)
-    items = query[name].split(",")
+    items = [item.strip(_SPACE) for item in query[name].split(",")]
     for item in items:
         if item not in options:
             raise BadParameter(f"'{name}' must be one of {', '.join(options)} or a comma list of them, got {item!r}",

@@ -339,7 +339,11 @@ async def test_a_comma_list_of_types_selects_entities_of_any_of_them(client: Tes
     assert sorted(e["id"] for e in both) == sorted(e["id"] for e in every) and len(both) == 4
     bins = await entities(client, "?type=WasteContainer,WasteContainer")
     assert {e["type"] for e in bins} == {"WasteContainer"} and len(bins) == 2
-    for bad in ("Streetlight,Bogus", "Streetlight,", ",", "Streetlight|WasteContainer", "streetlight"):
+    # QA: ASCII spaces around an item are ignored, as in `field=fill, temp` (was 400).
+    spaced = await entities(client, "?type=Streetlight,%20WasteContainer%20&options=keyValues")
+    assert sorted(e["id"] for e in spaced) == sorted(e["id"] for e in every)
+    for bad in ("Streetlight,Bogus", "Streetlight,", ",", "Streetlight, ", " ", "Streetlight|WasteContainer",
+                "streetlight", "Streetlight,\u3000WasteContainer"):
         resp = await client.get("/opendata/ngsi-ld/v1/entities", params={"type": bad})
         assert resp.status == 400, bad
         error = (await resp.json())["error"]
@@ -347,12 +351,17 @@ async def test_a_comma_list_of_types_selects_entities_of_any_of_them(client: Tes
 
 
 async def test_the_index_advertises_urls_that_work(client: TestClient) -> None:
-    """The NGSI-LD URL the index advertises is a request the gateway answers, not a pattern it refuses."""
+    """Every URL the index advertises is a request the gateway answers, not a pattern it refuses.
+
+    QA: the CSV was advertised as ``/opendata/readings.csv?from=&to=&field=&zone=``, answered 400 (empty
+    ``to``)."""
     index = await (await client.get("/opendata")).json()
-    for name in ("ngsi-ld", "geojson"):
-        resp = await client.get(index["formats"][name])
-        assert resp.status == 200, (name, index["formats"][name], await resp.text())
+    assert set(index["formats"]) == {"ngsi-ld", "csv", "geojson"}
+    for name, url in index["formats"].items():
+        resp = await client.get(url)
+        assert resp.status == 200, (name, url, await resp.text())
     assert set(index["parameters"]["ngsi-ld"]) == {"type", "options"}
+    assert set(index["parameters"]["csv"]) == {"from", "to", "field", "zone"}
 
 
 async def test_a_preflight_and_a_405_list_the_same_methods(client: TestClient) -> None:
