@@ -36,9 +36,6 @@ from gateway.resources import load_policy
 
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
              "routes")  # [routes] is validated by gateway.routes.config (see _check_routes)
-# Names gateway.routes gives its InvalidInputError.field, as [routes] keys.
-_ROUTES_FIELD_KEYS = {"depot": "depot", "timezone": "tz", "start": "start", "threshold": "threshold",
-                      "bin volumes": "bin_volumes"}
 MIN_TOKEN_LEN = 16
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
@@ -477,8 +474,7 @@ def _check_routes(data: Any, source: Path | None, base: Path) -> None:
     except RoutesError as exc:
         name = ""
         if isinstance(exc, InvalidInputError):
-            name = exc.field.removeprefix("routes.")
-            name = _ROUTES_FIELD_KEYS.get(name, name)
+            name = exc.field.removeprefix("routes.")  # the [routes] parsers name routes.<key>
         elif isinstance(exc, MatrixError):
             name = "osrm" if "osrm" in sec.data else "matrix"
         key = "routes.%s" % name if name in sec.data else "routes"

@@ -14,7 +14,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 from gateway.errors import ConfigError
 from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
@@ -44,10 +44,23 @@ EXIT_OK = 0
 EXIT_NO_BINS_DUE = 3
 
 
+class _PlanParser(argparse.ArgumentParser):
+    """The ``routes plan`` parser: its usage error for ``--depot -33.9,-70.6`` says how to write it.
+
+    argparse takes a value that starts with ``-`` (and is not a plain number) for an option, so a
+    southern or western depot given after a space leaves ``--depot`` without its value.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument --depot:") and "expected one argument" in message:
+            message += " (a depot starting with '-' is written with '=': --depot=-33.9,-70.6)"
+        super().error(message)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``routes`` command group (``routes plan``)."""
     routes = subparsers.add_parser("routes", help="waste collection routes from smart-bin reports")
-    sub = routes.add_subparsers(dest="routes_command", metavar="SUBCOMMAND")
+    sub = routes.add_subparsers(dest="routes_command", metavar="SUBCOMMAND", parser_class=_PlanParser)
     routes.set_defaults(func=lambda args: (routes.print_help(), 2)[1])
     p = sub.add_parser(
         "plan",
@@ -59,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("--date", default="today", help="collection date YYYY-MM-DD (2000-01-01 to 2099-12-31), "
                                                    "'today' or 'tomorrow' (default today)")
-    p.add_argument("--depot", help="depot as LAT,LON in decimal degrees (or [routes] depot in gateway.toml)")
+    p.add_argument("--depot", help="depot as LAT,LON in decimal degrees, --depot=LAT,LON when it starts with '-' "
+                                   "(or [routes] depot in gateway.toml)")
     p.add_argument("--vehicles", help=f"number of vehicles, at most {MAX_VEHICLES} (default 2)")
     p.add_argument("--capacity",
                    help=f"capacity of each vehicle in litres, at most {MAX_CAPACITY_L:.0f} (default 10000)")

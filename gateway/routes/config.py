@@ -46,6 +46,7 @@ from gateway.routes.parsing import (
     parse_positive,
     parse_threshold,
     parse_timezone,
+    separator_hint,
 )
 from gateway.routes.planner import PlanParameters, PlanSettings
 
@@ -150,6 +151,9 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
 def load_bin_volumes(path: Path, *, field: str = "bin volumes") -> dict[str, float]:
     """Read a bin-volumes CSV: header ``id,volume_l``, then one bin per row (litres > 0, ASCII digits).
 
+    UTF-8, with or without a byte order mark; cells separated by commas (a ``;``-separated header is
+    refused with a message naming the separator).
+
     Args:
         path: The CSV file.
         field: What errors name (``bin volumes`` for ``--bin-volumes``, ``routes.bin_volumes`` for the config).
@@ -159,12 +163,14 @@ def load_bin_volumes(path: Path, *, field: str = "bin volumes") -> dict[str, flo
             the problem names the line).
     """
     try:
-        with Path(path).open(newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first cell
+        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(field, str(path), f"cannot read ({exc})") from exc
     if not rows or [c.strip() for c in rows[0]] != ["id", "volume_l"]:
-        raise InvalidInputError(field, str(path), "first row must be the header id,volume_l")
+        hint = separator_hint(rows[0]) if rows else ""
+        raise InvalidInputError(field, str(path), f"first row must be the header id,volume_l{hint}")
     volumes: dict[str, float] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) != 2 or not row[0].strip():

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from gateway.routes.errors import MatrixError, MatrixUnreachableError
-from gateway.routes.parsing import ascii_float
+from gateway.routes.parsing import ascii_float, separator_hint
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ class CsvMatrix:
 
     Format: the first row is ``id`` followed by place ids; each further row is a place id
     followed by the distances in metres from it to the header's places. The depot's id is
-    ``depot``. Extra places are allowed; every planned place must be present.
+    ``depot``. Extra places are allowed; every planned place must be present. UTF-8, with or
+    without a byte order mark; cells separated by commas.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -86,7 +87,8 @@ class CsvMatrix:
     def _load(self) -> dict[str, dict[str, float]]:
         src = str(self.path)
         try:
-            with self.path.open(newline="", encoding="utf-8") as fh:
+            # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first cell
+            with self.path.open(newline="", encoding="utf-8-sig") as fh:
                 table = [row for row in csv.reader(fh) if row and any(c.strip() for c in row)]
         except OSError as exc:
             raise MatrixError(src, f"cannot read file ({exc.strerror or exc})") from exc
@@ -95,6 +97,8 @@ class CsvMatrix:
         if len(table) < 2:
             raise MatrixError(src, "needs a header row and at least one data row")
         header = [c.strip() for c in table[0][1:]]
+        if not header:
+            raise MatrixError(src, f"header row names no place ids{separator_hint(table[0])}")
         if len(set(header)) != len(header) or any(not h for h in header):
             raise MatrixError(src, "header has empty or duplicate place ids")
         rows: dict[str, dict[str, float]] = {}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from gateway.errors import GatewayError
 
 
 def percent(fraction: float) -> str:
-    """A fill fraction as a percentage: ``0.8`` is ``80%``, ``0.0001`` is ``0.01%`` (``:.0%`` made it ``0%``)."""
-    return f"{fraction * 100:g}%"
+    """A fill fraction as a percentage, in plain decimal notation to 6 significant digits: ``0.8`` is
+    ``80%``, ``0.0001`` is ``0.01%`` (``:.0%`` made it ``0%``), ``1e-7`` is ``0.00001%`` (``:g`` made it
+    ``1e-05%``)."""
+    return f"{Decimal(f'{fraction * 100:.6g}'):f}%"
 
 
 class RoutesError(GatewayError):

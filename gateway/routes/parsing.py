@@ -163,5 +163,18 @@ def parse_threshold(text: str | float, *, field: str = "threshold") -> float:
     except ValueError:
         raise InvalidInputError(field, text, "expected a fraction such as 0.8 or a percentage such as 80%") from None
     if not (0.0 < value <= 1.0):
-        raise InvalidInputError(field, text, "must be in (0, 1] (or 1%..100%)")
+        raise InvalidInputError(field, text, "must be in (0, 1] as a fraction, or in (0%, 100%] as a percentage")
     return value
+
+
+def separator_hint(first_row: list[str]) -> str:
+    """What to add to a "wrong header" error of a comma-separated file read with :mod:`csv`.
+
+    A spreadsheet in a European locale exports ``;`` (or a tab) between cells, so the header arrives
+    as one cell: the hint names that separator. Empty when the row does not look like that.
+    """
+    if len(first_row) == 1:
+        for sep, name in ((";", "';' (semicolon)"), ("\t", "a tab")):
+            if sep in first_row[0]:
+                return f" (this file separates cells with {name}: save it as comma-separated CSV)"
+    return ""

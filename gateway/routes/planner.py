@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Iterable, Mapping
@@ -112,20 +113,45 @@ def _assemble(candidates: list[Candidate], matrix: list[list[int]], order: tuple
     return Route(vehicle, tuple(stops), total, sum(candidates[i].load_l for i in order))
 
 
+def _unknown_volume_ids(bins: Iterable[BinStatus], settings: PlanSettings) -> list[str]:
+    """Ids of ``settings.bin_volumes_l`` that name none of ``bins``, sorted."""
+    if not settings.bin_volumes_l:
+        return []
+    return sorted(set(settings.bin_volumes_l) - {b.id for b in bins})
+
+
 def volume_warnings(bins: Iterable[BinStatus], settings: PlanSettings) -> list[str]:
     """Warnings about ``settings.bin_volumes_l`` entries that name none of ``bins``.
 
     A mistyped id in a bin-volumes CSV would otherwise go unnoticed: the bin it meant gets the
     default volume. Not an error: the file may list bins that are not installed yet or were revoked.
     """
-    if not settings.bin_volumes_l:
-        return []
-    unknown = sorted(set(settings.bin_volumes_l) - {b.id for b in bins})
+    unknown = _unknown_volume_ids(bins, settings)
     if not unknown:
         return []
     shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
     return [f"bin volumes name {len(unknown)} id(s) that are not registered bins (or are revoked), "
             f"their volume is not used: {shown}"]
+
+
+# Sets of unknown bin-volume ids already logged at WARNING by this process. The gateway plans on
+# every uncached /api/routes/plan request (and the dashboard asks every few minutes), always with
+# the same bin-volumes file: one WARNING per distinct set, INFO after that (the answer's
+# ``warnings`` still name them every time). A command-line run plans once, so it always warns.
+_WARNED_VOLUME_IDS: set[frozenset[str]] = set()
+_WARNED_LOCK = threading.Lock()
+_MAX_WARNED_SETS = 256  # bounded: forgotten (and warned again) after this many distinct sets
+
+
+def _first_time(ids: frozenset[str]) -> bool:
+    """True the first time this process sees ``ids`` (then remembers it)."""
+    with _WARNED_LOCK:
+        if ids in _WARNED_VOLUME_IDS:
+            return False
+        if len(_WARNED_VOLUME_IDS) >= _MAX_WARNED_SETS:
+            _WARNED_VOLUME_IDS.clear()
+        _WARNED_VOLUME_IDS.add(ids)
+        return True
 
 
 def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
@@ -149,8 +175,10 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     start = settings.round_start
     known = _known_at(bins, int(start.timestamp()))
     input_warnings = volume_warnings(known, settings)
-    for text in input_warnings:
-        logger.warning("%s", text)  # logged now: a NoBinsDueError below has no plan to carry it
+    if input_warnings:  # logged now: a NoBinsDueError below has no plan to carry it
+        level = logging.WARNING if _first_time(frozenset(_unknown_volume_ids(known, settings))) else logging.INFO
+        for text in input_warnings:
+            logger.log(level, "%s", text)
     candidates, skipped = select_bins(known, selection)
     if not candidates:
         raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold, tuple(skipped))

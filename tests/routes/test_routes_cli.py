@@ -96,6 +96,9 @@ def test_csv_to_file_and_geojson(city: CityData, tmp_path: Path, capsys: pytest.
     ("--vehicles", "2.5", "whole number"),
     ("--capacity", "lots", "not a number"),
     ("--threshold", "1.2", "(0, 1]"),
+    # QA: said "(or 1%..100%)" though 0.5% is accepted
+    ("--threshold", "0%", "must be in (0, 1] as a fraction, or in (0%, 100%] as a percentage"),
+    ("--threshold", "100.5%", "or in (0%, 100%] as a percentage"),
     ("--start", "25:00", "HH:MM"),
     ("--tz", "Mars/Olympus", "IANA"),
     ("--vehicles", "100000", "invalid vehicles '100000': must be at most 200"),
@@ -131,6 +134,28 @@ def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], fl
     assert out == ""
     assert needle in err
     assert err.count("\n") == 1 and err.startswith("civicedge routes plan: invalid ")  # one line, no traceback
+
+
+def test_a_depot_starting_with_a_minus_sign(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    """QA: `--depot -33.9,-70.6` fails in argparse ("expected one argument"); the error shows the
+    `--depot=-33.9,-70.6` form, and that form is read."""
+    argv = plan_args(city)
+    i = argv.index("--depot")
+    with pytest.raises(SystemExit) as info:
+        run(argv[:i] + ["--depot", "-33.9,-70.6"] + argv[i + 2:], capsys)
+    assert info.value.code == 2
+    assert "--depot=-33.9,-70.6" in capsys.readouterr().err
+    code, out, err = run(argv[:i] + ["--depot=-33.9,-70.6"] + argv[i + 2:], capsys)
+    assert code == 0, err
+    assert json.loads(out)["depot"] == {"lat": -33.9, "lon": -70.6}
+
+
+def test_thresholds_below_one_percent_are_accepted() -> None:
+    """The error's range (0%, 100%] is what is accepted: 0.5% and 0.01% are thresholds."""
+    from gateway.routes.parsing import parse_threshold
+
+    assert parse_threshold("0.5%") == pytest.approx(0.005) and parse_threshold("0.01%") == pytest.approx(0.0001)
+    assert parse_threshold("100%") == 1.0 and parse_threshold(" 1e-7 ") == pytest.approx(1e-7)
 
 
 def test_osrm_timeout_bounded(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:

@@ -149,8 +149,20 @@ def test_bin_volumes_csv(tmp_path: Path) -> None:
     assert info.value.field == "routes.bin_volumes"
 
 
+def test_bin_volumes_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """QA: Excel's "CSV UTF-8" starts with a BOM; it was refused as "first row must be the header"."""
+    vols = tmp_path / "bin-volumes.csv"
+    vols.write_bytes(b"\xef\xbb\xbfid,volume_l\r\nbin-a,1100\r\nbin-b,660\r\n")
+    d = parse_plan_defaults({"bin_volumes": "bin-volumes.csv"}, base=tmp_path)
+    assert d.bin_volumes_l == {"bin-a": 1100.0, "bin-b": 660.0}
+
+
 @pytest.mark.parametrize(("content", "needle"), [
     ("bin,litres\nbin-a,100\n", "header"),
+    # a European-locale export: the separator is named
+    ("id;volume_l\nbin-a;100\n", "header id,volume_l (this file separates cells with ';' (semicolon)"),
+    ("\ufeffid;volume_l\nbin-a;100\n", "';' (semicolon): save it as comma-separated CSV"),
+    ("id\tvolume_l\nbin-a\t100\n", "separates cells with a tab"),
     ("id,volume_l\nbin-a\n", "expected id,volume_l"),
     ("id,volume_l\nbin-a,-3\n", "positive"),
     ("id,volume_l\nbin-a,big\n", "not a number"),
@@ -161,7 +173,7 @@ def test_bin_volumes_csv(tmp_path: Path) -> None:
 ])
 def test_bad_bin_volumes(tmp_path: Path, content: str, needle: str) -> None:
     vols = tmp_path / "v.csv"
-    vols.write_text(content)
+    vols.write_text(content, encoding="utf-8")
     with pytest.raises(InvalidInputError) as info:
         parse_plan_defaults({"bin_volumes": str(vols)}, base=tmp_path)
     assert needle in str(info.value)

@@ -60,6 +60,7 @@ def test_csv_matrix_lookup_by_id_and_asymmetric(tmp_path: Path) -> None:
     ("id,depot,a\ndepot,0,-5\na,1,0\n", "distance >= 0"),
     ("id,depot,depot\ndepot,0,1\n", "duplicate"),
     ("id,depot,a\ndepot,0,1\ndepot,1,0\n", "duplicate row"),
+    ("id;depot;a\ndepot;0;1\na;1;0\n", "header row names no place ids (this file separates cells with ';'"),
 ])
 def test_csv_matrix_errors(tmp_path: Path, content: str, problem: str) -> None:
     path = tmp_path / "bad.csv"
@@ -67,6 +68,13 @@ def test_csv_matrix_errors(tmp_path: Path, content: str, problem: str) -> None:
     with pytest.raises(MatrixError) as info:
         CsvMatrix(path)
     assert problem in info.value.problem
+
+
+def test_csv_matrix_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" (a BOM first) is read as the bin-volumes CSV is."""
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,depot,a\r\ndepot,0,12\r\na,21,0\r\n")
+    assert CsvMatrix(path).matrix([PLACES[0], PLACES[1]]) == [[0, 12], [21, 0]]
 
 
 def test_csv_matrix_missing_ids_and_file(tmp_path: Path) -> None:

@@ -158,6 +158,9 @@ async def test_a_tiny_threshold_is_not_shown_as_zero_percent(city: CityData) -> 
     from gateway.routes.errors import percent
 
     assert percent(0.0001) == "0.01%" and percent(0.8) == "80%" and percent(0.57) == "57%"
+    # QA: 1e-7 was "1e-05%"; plain decimal notation, 6 significant digits
+    assert percent(1e-7) == "0.00001%" and percent(1.5e-9) == "0.00000015%" and percent(0.07) == "7%"
+    assert percent(1.0) == "100%" and percent(0.123456789) == "12.3457%"
     for i in range(6):
         city.windows(f"bin-{i}", T0 - 2 * WINDOW_S, [0, 0])  # every bin emptied
     c = await client_for(city, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0))
@@ -181,6 +184,38 @@ async def test_unknown_bin_volume_ids_are_warned_in_the_answer(city: CityData) -
         assert doc["stops"] == 0 and "notice" in doc and any("nope" in w for w in doc["warnings"])
     finally:
         await c.close()
+
+
+async def test_unknown_bin_volume_ids_are_logged_at_warning_once(city: CityData,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """QA: every uncached plan request logged the same WARNING; now once per distinct set of ids
+    (INFO after that), while every answer still carries it in `warnings`."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="gateway.routes.planner")
+
+    def warned(level: int, needle: str) -> int:
+        return sum(1 for r in caplog.records if r.levelno == level and "not registered bins" in r.getMessage()
+                   and needle in r.getMessage())
+
+    volumes = {"bin-0": 660.0, "typo-once-a": 240.0}
+    defaults = PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, bin_volumes_l=volumes, cache_s=0)
+    c = await client_for(city, defaults)
+    try:
+        for threshold in ("0.8", "0.85", "1"):  # uncached requests, the last with no bin due
+            doc = await (await c.get("/api/routes/plan", params={"date": "2026-11-23", "threshold": threshold})).json()
+            assert any("typo-once-a" in w for w in doc["warnings"]), threshold
+    finally:
+        await c.close()
+    assert warned(logging.WARNING, "typo-once-a") == 1 and warned(logging.INFO, "typo-once-a") == 2
+    # another set of unknown ids (the file was edited) is warned again
+    c = await client_for(city, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, cache_s=0,
+                                            bin_volumes_l={**volumes, "typo-once-b": 240.0}))
+    try:
+        assert (await c.get("/api/routes/plan", params={"date": "2026-11-23"})).status == 200
+    finally:
+        await c.close()
+    assert warned(logging.WARNING, "typo-once-b") == 1
 
 
 async def test_today_beyond_the_date_range_is_bad_input(city: CityData) -> None:
@@ -306,3 +341,25 @@ async def test_served_by_the_running_gateway(tmp_path: Path) -> None:
     finally:
         await gw.stop()
     assert sorted(s["bin_id"] for r in doc["routes"] for s in r["stops"]) == ["bin-1", "bin-2"]
+
+
+async def test_a_repeated_parameter_is_refused_in_the_gateway(city: CityData) -> None:
+    """docs/routes.md: mounted in the gateway's web app, `?vehicles=2&vehicles=3` is 400 `bad_parameter`
+    from its middleware (which copy would apply is not obvious), before the planner runs."""
+    from gateway.resources import load_policy
+    from gateway.storage.queries import ReportQueries
+    from gateway.web.app import create_app
+
+    queries = ReportQueries(city.db_path)
+    extra = routes_handlers(GatewayBinSource(city.db_path, city.registry_dir),
+                            PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0), clock=lambda: float(NOW))
+    app = create_app(store=queries, registry=city.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=None, clock=lambda: float(NOW), extra_routes=extra)
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.get("/api/routes/plan?vehicles=2&date=2026-11-23&vehicles=3")
+        assert resp.status == 400
+        err = (await resp.json())["error"]
+        assert (err["code"], err["param"]) == ("bad_parameter", "vehicles") and "given 2 times" in err["message"]
+        resp = await c.get("/api/routes/plan?vehicles=2&date=2026-11-23")
+        assert resp.status == 200, await resp.text()
+    queries.close()
