@@ -26,16 +26,19 @@ from hil.errors import HilError
 from hil.dut.errors import DutError
 from hil.field.board_facts import check_definition_fits, read_board_config, read_board_facts
 from hil.field.check import (
-    DbWatch, GatewayWatch, HttpWatch, check_store_path, inspect_board, read_report_due, wait_new_report,
+    ConsoleWatch, DbWatch, GatewayWatch, HttpWatch, check_store_path, inspect_board, read_report_due, wait_new_report,
 )
 from hil.field.chips import chip_profile
-from hil.field.device import BOARD_CONFIG_PATH, open_board
+from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board
 from hil.field.errors import (
-    BoardNotAnsweringError, DamagedIdentityError, FieldError, GatewayRegistrationError, PortBusyError, PortNotFoundError,
+    BoardNotAnsweringError, DamagedIdentityError, FieldError, FirmwareStartError, FirmwareVerifyError,
+    GatewayRegistrationError, UnsentReportsError, PortBusyError, PortNotFoundError,
 )
 from hil.field.ports import check_port_available
 from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
-from hil.field.firmware_copy import copy_firmware, firmware_version, write_board_config
+from hil.field.firmware_copy import (
+    copy_firmware, firmware_version, read_manifest, verify_manifest, write_board_config,
+)
 from hil.field.identity import parse_location
 from hil.field.provision import provision_board
 from hil.field.registration import AdminApiRegistrar, registry_problem
@@ -71,10 +74,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     where.add_argument("--gateway", help="gateway URL, e.g. http://gateway.local:8080: register through its admin API")
     prov.add_argument("--token-file", type=Path, help="the gateway's admin token file (with --gateway)")
     prov.add_argument("--force", action="store_true",
-                      help="replace the identity this board already has (its own id gets a new key)")
+                      help="replace the identity this board already has (its own id gets a new key); refused while "
+                           "the board's outbox holds un-sent reports (see --discard-unsent)")
+    prov.add_argument("--discard-unsent", action="store_true",
+                      help="with --force: re-key even though the board's outbox holds un-sent reports (framed "
+                           "under its old key, the firmware drops them); default: refused, let the gateway drain "
+                           "them first")
     prov.add_argument("--take-over", action="store_true",
                       help="take over an id the registry holds with another board's key (that board is refused "
                            "from then on)")
+    prov.add_argument("--skip-firmware-check", action="store_true",
+                      help="provision even when the board's firmware is missing or differs from its /firmware.json "
+                           "(default: refused; run civicedge flash first)")
     prov.add_argument("--stay-at-repl", action="store_true",
                       help="leave the board at the MicroPython REPL (default: restart its firmware, which then "
                            "runs with the new identity)")
@@ -136,11 +147,21 @@ def _flash(args: argparse.Namespace) -> int:
                 check_port_available(args.port)  # a port that cannot be opened fails now, not after the wait
             step("wait for the MicroPython REPL")
             dut = _open_retrying(args.port, timeout_s=args.repl_timeout, port_may_vanish=not args.firmware_only)
+            copying = False
+
+            def on_progress(name: str) -> None:
+                nonlocal copying
+                copying = copying or name.startswith("sync ")  # from here on files on the board change
+                step(name)
+
             try:
                 step("check the board")
                 check_definition_fits(read_board_facts(dut), definition, port=args.port)
                 result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
-                                       on_progress=step, on_copied=step.count)
+                                       on_progress=on_progress, on_copied=step.count)
+            except BaseException as exc:
+                _after_failed_flash(dut, args, copying=copying, interrupted=isinstance(exc, KeyboardInterrupt))
+                raise
             finally:
                 dut.close()
         out.print(f"flashed {definition.name} on {args.port}: firmware as {result.mode} "
@@ -150,6 +171,41 @@ def _flash(args: argparse.Namespace) -> int:
                   "(--registry DIR | --gateway URL --token-file FILE)" % args.port)
         return 0
     return EXIT_ERROR
+
+
+def _after_failed_flash(dut: Dut, args: argparse.Namespace, *, copying: bool, interrupted: bool) -> None:
+    """A refused or failed ``flash`` restarts the firmware it stopped, unless it left it incomplete.
+
+    Before the copy started nothing on the board changed: the firmware runs again as before (a street
+    light must not stay dark until its watchdog resets it). After, only firmware whose files still
+    all match its ``/firmware.json`` is restarted; broken code is not started, and that is said.
+    """
+    intact = not copying
+    if copying and not interrupted:
+        try:
+            manifest = read_manifest(dut)
+            intact = manifest is not None and not verify_manifest(dut, {str(k): str(v) for k, v
+                                                                       in manifest["files"].items()})
+        except (HilError, KeyError) as exc:
+            log.info("cannot tell whether the firmware on %s is intact: %s", args.port, exc)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if intact:
+        _restart_quietly(dut, args)
+    elif not interrupted:  # an interruption says so itself (_interrupted)
+        err.print(f"the firmware on {args.port} is incomplete, so it was not restarted (it would not start); "
+                  f"re-run to repair it: {_flash_command(args)}", markup=False)
+
+
+def _restart_quietly(dut: Dut, args: argparse.Namespace) -> None:
+    """Give a board the firmware back that this command stopped (nothing changed, or a failure)."""
+    if getattr(args, "stay_at_repl", False):
+        return
+    try:
+        _restart(dut, args.repl_timeout)
+        log.info("firmware on %s restarted", args.port)
+    except HilError as exc:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"warning: could not restart the firmware: {exc}", markup=False)
 
 
 # --------------------------------------------------------------------------------------------- provision
@@ -175,7 +231,11 @@ def _provision(args: argparse.Namespace) -> int:
                     check_definition_fits(read_board_facts(dut), load_board(args.board), port=args.port,
                                           check_kind=False)
                 kind = _board_kind(dut, args.board)
+                if not args.skip_firmware_check:
+                    step("check the firmware")
+                    _check_firmware_for_provision(dut, args)
                 step("write identity and register")
+                unsent = count_outbox(dut) if args.force else 0  # for the advice of a stopped re-keying
                 registering = False
 
                 def on_registering() -> None:
@@ -186,19 +246,36 @@ def _provision(args: argparse.Namespace) -> int:
                     result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat,
                                              lon=lon, registry_dir=args.registry, registrar=registrar,
                                              force=args.force, take_over=args.take_over,
-                                             on_registering=on_registering)
+                                             discard_unsent=args.discard_unsent, on_registering=on_registering)
+                except UnsentReportsError as exc:
+                    unsent = int(exc.details.get("unsent", 0))
+                    raise UnsentReportsError(
+                        f"the board on {args.port} holds {unsent} un-sent report(s) in its outbox, framed under its "
+                        "current key: a new key makes the firmware drop them at its next boot; nothing was changed. "
+                        "Connect it to the gateway and let them drain (civicedge check --port "
+                        f"{shlex.quote(args.port)} --db PATH|--gateway URL shows how many are left), then re-run; or "
+                        f"drop them: {_provision_command(args, repair=False, discard=True)}",
+                        **exc.details) from None
                 except DamagedIdentityError as exc:  # only without --force
                     raise DamagedIdentityError(
                         f"the board on {args.port} has a damaged /identity.json ({exc.details.get('reason')}); "
                         f"replace it with: {_provision_command(args, repair=False, force=True)}",
                         **exc.details) from None
                 except (HilError, BoardError, KeyboardInterrupt) as exc:
-                    _provision_stopped(args, registering, exc)
+                    _provision_stopped(args, registering, exc, unsent=unsent)
                     raise
                 if args.board is not None:
                     step("write board config")
                     write_board_config(dut, load_board(args.board).to_device_config())
+            except BaseException:
+                # Refused or failed: a street light must not stay dark at the REPL until its watchdog
+                # resets it; it runs again as it was (or with what was written).
+                _restart_quietly(dut, args)
+                dut.close()
+                raise
+            try:
                 restarted = False
+                fatal: str | None = None
                 if not args.stay_at_repl:
                     # A street light must not stay dark at the REPL until its watchdog resets it.
                     step("restart the firmware")
@@ -207,11 +284,19 @@ def _provision(args: argparse.Namespace) -> int:
                         restarted = True
                     except HilError as exc:
                         log.warning("%s", exc)
+                    if restarted:
+                        step("watch the firmware start")
+                        fatal = _watch_start(dut, START_WATCH_S)
             finally:
                 dut.close()
         what = "written" if result.device_changed else "already on the board (unchanged)"
         out.print(f"identity {what}; registry: {result.registration.value}")
         out.print(f"LABEL: {result.label()}")
+        if restarted and fatal is not None:
+            raise FirmwareStartError(
+                f"the board holds its new identity, but its firmware does not run; its console says: {fatal} "
+                f"(often: civicedge flash --firmware-only --board BOARD --port {args.port}; then civicedge check)",
+                console=fatal, port=args.port)
         if restarted:
             out.print(f"firmware restarted; next: civicedge check --port {args.port} ... waits for its first "
                       "accepted report")
@@ -222,9 +307,45 @@ def _provision(args: argparse.Namespace) -> int:
     return EXIT_ERROR
 
 
-def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = False) -> str:
+START_WATCH_S = 3.0  # how long provision reads the console after the restart for a "cannot start"
+
+
+def _watch_start(dut: Dut, duration_s: float) -> str | None:
+    """Read the restarted firmware's console for ``duration_s``: its fatal line, if it printed one."""
+    scan = ConsoleWatch()
+    read = _console_reader(dut)
+    deadline = time.monotonic() + duration_s
+    while (left := deadline - time.monotonic()) > 0:
+        fatal = scan.feed(read(min(0.5, left)))
+        if fatal is not None:
+            return fatal
+    return scan.feed(b"\n")
+
+
+def _check_firmware_for_provision(dut: Dut, args: argparse.Namespace) -> None:
+    """Refuse a board whose firmware is missing or does not match its ``/firmware.json`` (as check
+    verifies it): a key registered for a board that cannot run would be a label on a dark pole."""
+    try:
+        manifest = read_manifest(dut)
+    except FirmwareVerifyError as exc:
+        problem = str(exc).split(";")[0]
+    else:
+        if manifest is None:
+            problem = ("has no /firmware.json (not flashed with civicedge flash, or its flash was interrupted)")
+        else:
+            changed = verify_manifest(dut, {str(k): str(v) for k, v in manifest["files"].items()})
+            problem = "" if not changed else ("firmware files differ from its /firmware.json (an interrupted flash?): "
+                                              + ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""))
+    if problem:
+        board = args.board or read_board_facts(dut).config_name or "BOARD"
+        raise FieldError(f"the board on {args.port} {problem}; nothing was registered; flash it first: "
+                         f"civicedge flash --firmware-only --board {board} --port {shlex.quote(args.port)} "
+                         "(or pass --skip-firmware-check to provision it anyway)", port=args.port)
+
+
+def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = False, discard: bool = False) -> str:
     """The ``civicedge provision`` command given; with ``repair``, with ``--force --take-over`` added
-    (with ``force``, ``--force``)."""
+    (with ``force``, ``--force``; with ``discard``, ``--discard-unsent``)."""
     parts = ["civicedge", "provision", "--port", args.port, "--id", args.device_id, "--zone", args.zone,
              "--location", args.location]
     if args.board is not None:
@@ -235,14 +356,18 @@ def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = 
         parts += ["--gateway", args.gateway]
         if args.token_file is not None:
             parts += ["--token-file", str(args.token_file)]
+    if getattr(args, "skip_firmware_check", False):
+        parts.append("--skip-firmware-check")
     if args.force or repair or force:
         parts.append("--force")
     if args.take_over or repair:
         parts.append("--take-over")
+    if getattr(args, "discard_unsent", False) or discard:
+        parts.append("--discard-unsent")
     return shlex.join(parts)
 
 
-def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseException) -> None:
+def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseException, *, unsent: int = 0) -> None:
     """Say what an interrupted or failed ``provision`` changed, and the command that finishes it.
 
     Prints the message of an interruption (the caller re-raises it); raises the :class:`FieldError`
@@ -260,7 +385,11 @@ def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseExc
                       f"{_provision_command(args, repair=False)}", markup=False)
         return
     repair = (f"the registry may already hold a new key for {args.device_id} that the board does not have (it "
-              f"reports into the void until this is finished); finish it with: {_provision_command(args, repair=True)}")
+              "reports into the void until this is finished); finish it with: "
+              f"{_provision_command(args, repair=True, discard=unsent > 0)}")
+    if unsent > 0:
+        repair += (f" (the board's {unsent} un-sent report(s), framed under its old key, are dropped with it: the "
+                   "registry no longer holds that key)")
     if isinstance(exc, KeyboardInterrupt):
         err.print(f"interrupted: {repair}", markup=False)
         return
@@ -337,6 +466,9 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
         out.print(f"firmware: {state.version} ({state.mode}); "
                   f"{'hashes match' if not state.changed else 'CHANGED: ' + ', '.join(state.changed)}"
                   f"{'' if not state.outdated else '; differs from this release: ' + ', '.join(state.outdated)}")
+    unsent = count_outbox(dut)
+    out.print(f"outbox: {unsent} un-sent report(s)" + (" (sent once the gateway accepts the board's reports)"
+                                                      if unsent else ""))
     flash_cmd = f"civicedge flash --firmware-only --board {facts.config_name or 'BOARD'} --port {args.port}"
     if state.version is None or state.changed:
         # Missing or damaged files: the firmware cannot be trusted to start, waiting tells nothing.
@@ -355,6 +487,9 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
         # (up to a whole report window) would only end in "check the link".
         status, registry_issue = registry_problem(args.registry, ident, port=args.port)
         out.print(status)
+        if registry_issue is not None and "--force" in registry_issue and unsent:
+            registry_issue += (f"; the board holds {unsent} un-sent report(s) framed under its key, which re-keying "
+                               "drops: provision refuses until they are sent, add --discard-unsent to drop them")
         if registry_issue is not None:
             problems.append(registry_issue)
     if problems:

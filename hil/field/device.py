@@ -208,3 +208,18 @@ def read_text(dut: Dut, path: str) -> str | None:
 def _exists_expr(path: str) -> str:
     """A device expression: is the root-level file ``path`` present?"""
     return f"{path.lstrip('/')!r} in __import__('os').listdir('/')"
+
+
+OUTBOX_DIR = "/outbox"
+# Un-sent frames of the firmware's outbox (firmware civic.store: /outbox/<seq>.r, .a for alarms).
+_COUNT_OUTBOX = ("sum(1 for e in __import__('os').ilistdir(%r) if e[0][-2:] in ('.r', '.a')) "
+                 "if 'outbox' in __import__('os').listdir('/') else 0") % OUTBOX_DIR
+
+
+def count_outbox(dut: Dut) -> int:
+    """How many un-sent report frames the board's ``/outbox`` holds (framed under its current key)."""
+    try:
+        value: Any = with_retries(dut, lambda: dut.eval(_COUNT_OUTBOX))
+    except DutError as exc:
+        raise DeviceIOError(f"cannot read {OUTBOX_DIR} on {dut.url}: {exc}", port=dut.url) from exc
+    return int(value) if isinstance(value, int) else 0

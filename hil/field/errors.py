@@ -75,3 +75,7 @@ class NotProvisionedError(FieldError):
 
 class NoReportError(FieldError):
     """The gateway accepted no report from the board within the time limit."""
+
+
+class UnsentReportsError(FieldError):
+    """The board's outbox holds frames framed under the key a re-provisioning would replace."""

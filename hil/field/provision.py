@@ -15,8 +15,8 @@ from typing import Callable
 
 from gateway.registry import same_decimal
 from hil.dut import Dut
-from hil.field.device import read_identity, write_identity
-from hil.field.errors import DamagedIdentityError, DeviceIOError, IdentityExistsError
+from hil.field.device import count_outbox, read_identity, write_identity
+from hil.field.errors import DamagedIdentityError, DeviceIOError, IdentityExistsError, UnsentReportsError
 from hil.field.identity import Identity, differing_fields, new_identity
 from hil.field.registration import Registration, register_device, registered_device
 
@@ -48,7 +48,7 @@ class ProvisionResult:
 
 def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str, lon: str,
                     registry_dir: Path | None = None, registrar: Registrar | None = None,
-                    force: bool = False, take_over: bool = False,
+                    force: bool = False, take_over: bool = False, discard_unsent: bool = False,
                     on_registering: Callable[[], None] | None = None) -> ProvisionResult:
     """Give the board an identity and register it.
 
@@ -62,12 +62,16 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
             registered as for an unprovisioned board).
         take_over: also replace a registration of the id made with a key this board does not hold
             (another board's: that board is refused from then on).
+        discard_unsent: replace the key of a board whose outbox still holds un-sent reports (framed
+            under its current key, the firmware drops them at its next boot).
         on_registering: called just before a new key is registered (the board is written after it):
             from then on an interruption or failure leaves the registry holding a key the board does
             not have, and only a re-run with ``force`` and ``take_over`` repairs it.
 
     Raises:
         IdentityExistsError: the board has a different identity and ``force`` is not set.
+        UnsentReportsError: the board's identity would be replaced while its outbox holds reports
+            (``details["unsent"]``) and ``discard_unsent`` is not set; nothing was changed.
         IdentityFormatError: a field is malformed.
         DamagedIdentityError: the board's identity file is malformed and ``force`` is not set.
         GatewayRegistrationError: the registry refused the device (``conflict``: the id is registered
@@ -114,6 +118,13 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
     # id registered with a key this board does not hold belongs to another board: take_over only.
     own_id = current is not None and current.id == device_id and (
         registered is None or (registered.key is not None and hmac.compare_digest(registered.key, current.key)))
+    if current is not None and not discard_unsent:
+        # Frames are framed under the board's key: with a new one the firmware drops them at boot.
+        unsent = count_outbox(dut)
+        if unsent:
+            raise UnsentReportsError(
+                f"the board holds {unsent} un-sent report(s) in its outbox, framed under its current key; a new key "
+                "makes the firmware drop them at its next boot", unsent=unsent, device_id=current.id)
     # Register first: a board holding a key the gateway does not know would report into the void.
     if on_registering is not None:
         on_registering()

@@ -87,7 +87,8 @@ async def test_provision_stopped_after_registering_says_so_and_its_advice_repair
     await board.start()
     try:
         cmd = ["provision", "--port", board.console_path, "--id", "sl-0031", "--zone", "centre",
-               "--location", "52.37,4.89", "--registry", str(registry), "--board", "streetlight-esp32"]
+               "--location", "52.37,4.89", "--registry", str(registry), "--board", "streetlight-esp32",
+               "--skip-firmware-check"]
         assert await asyncio.to_thread(civicedge_main, cmd) == 0
         old_key = json.loads((flash / "identity.json").read_text())["key"]
         capsys.readouterr()
@@ -141,7 +142,8 @@ async def test_provision_interrupted_before_registering_says_nothing_changed(
         monkeypatch.setattr("hil.field.provision.read_identity", interrupted)
         rc = await asyncio.to_thread(civicedge_main, [
             "provision", "--port", board.console_path, "--id", "sl-0031", "--zone", "centre",
-            "--location", "52.37,4.89", "--registry", str(registry), "--board", "streetlight-esp32"])
+            "--location", "52.37,4.89", "--registry", str(registry), "--board", "streetlight-esp32",
+            "--skip-firmware-check"])
         err = " ".join(capsys.readouterr().err.split())
         assert rc == 130
         assert ("interrupted: nothing was registered and the board's identity is unchanged; re-run: civicedge "
