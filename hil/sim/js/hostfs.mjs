@@ -5,9 +5,21 @@
 import fs from "node:fs";
 import path from "node:path";
 
-// Emscripten errno numbers (musl/wasi values used by the FS layer).
+// Emscripten errno numbers (musl/wasi values used by the FS layer). Errors of the namespace
+// operations (open, stat, mkdir, rename, remove, ...) are thrown with these, as Emscripten's own FS
+// layer throws its errors: board.mjs's prelude maps them to MicroPython's numbers in those calls.
 const ERRNO = { ENOENT: 44, EEXIST: 20, ENOTDIR: 54, EISDIR: 31, ENOTEMPTY: 55, EINVAL: 28,
-  EACCES: 2, EPERM: 63, EIO: 29, ENOSPC: 51, EBADF: 8, EXDEV: 75, ENAMETOOLONG: 37 };
+  EACCES: 2, EPERM: 63, EIO: 29, ENOSPC: 51, EBADF: 8, EBUSY: 10, EXDEV: 75, ENAMETOOLONG: 37 };
+// MicroPython's errno numbers (its errno module, as on a board: ENOSPC 28, EIO 5, EINVAL 22). The
+// stream operations (a file object's read/write/seek/close) reach MicroPython unmapped: what they
+// throw is the OSError's errno as is. With Emscripten's numbers a full flash raised OSError 51 (and
+// a bad seek OSError 28, MicroPython's ENOSPC) where a board raises 28 (22).
+const MP_ERRNO = { ENOENT: 2, EEXIST: 17, ENOTDIR: 20, EISDIR: 21, ENOTEMPTY: 39, EINVAL: 22,
+  EACCES: 13, EPERM: 1, EIO: 5, ENOSPC: 28, EBADF: 9, EBUSY: 16, EXDEV: 18, ENAMETOOLONG: 36 };
+// The flash partition a virtual board reports (statvfs) and is limited to: 4 MB of 4 KB blocks, like
+// a typical ESP32 littlefs/FAT layout.
+const BLOCK = 4096;
+const BLOCKS = 1024;
 
 /**
  * Build the HOSTFS filesystem type for one interpreter's FS object.
@@ -16,14 +28,36 @@ const ERRNO = { ENOENT: 44, EEXIST: 20, ENOTDIR: 54, EISDIR: 31, ENOTEMPTY: 55, 
  *   lets the fault injector cut a write short (power loss mid-write).
  */
 export function makeHostFS(FS, hooks = {}) {
-  function wrap(fn) {
+  function wrap(fn, table = ERRNO) {
     try {
       return fn();
     } catch (e) {
       if (e && e.name === "ErrnoError") throw e;
-      if (e && e.code && ERRNO[e.code] !== undefined) throw new FS.ErrnoError(ERRNO[e.code]);
+      if (e && e.code && table[e.code] !== undefined) throw new FS.ErrnoError(table[e.code]);
       throw e; // not an fs error (e.g. a simulated power loss): let it unwind the interpreter
     }
+  }
+  // A stream operation: its errors reach MicroPython with the number thrown (see MP_ERRNO).
+  const wrapStream = (fn) => wrap(fn, MP_ERRNO);
+  // Blocks the files under a host directory take (each file rounded up to whole blocks, as on flash).
+  function usedBlocks(dir) {
+    let n = 0;
+    let entries = [];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch (e) {
+      return 0;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) n += 1 + usedBlocks(p);
+      else {
+        try {
+          n += Math.ceil(fs.statSync(p).size / BLOCK);
+        } catch (err) { /* removed meanwhile */ }
+      }
+    }
+    return n;
   }
   function realPath(node) {
     const parts = [];
@@ -96,9 +130,19 @@ export function makeHostFS(FS, hooks = {}) {
       },
       symlink() { throw new FS.ErrnoError(ERRNO.EPERM); },
       readlink() { throw new FS.ErrnoError(ERRNO.EINVAL); },
-      statfs() {
-        // Report a 4 MB flash partition, like a typical ESP32 littlefs/FAT layout.
-        return { bsize: 4096, frsize: 4096, blocks: 1024, bfree: 512, bavail: 512, files: 0, ffree: 0,
+      statfs(arg) {
+        // A 4 MB flash partition; free is what the board's files leave of it (and of the host disk),
+        // so os.statvfs('/') tells a tool whether a copy fits, as on a board. Emscripten passes the
+        // mount's opts.root (the host directory); older versions a node.
+        const root = typeof arg === "string" ? arg : arg && arg.mount ? arg.mount.opts.root : undefined;
+        let free = root === undefined ? BLOCKS / 2 : Math.max(0, BLOCKS - usedBlocks(root));
+        if (root !== undefined && fs.statfsSync) {
+          try {
+            const host = fs.statfsSync(root);
+            free = Math.min(free, Math.floor((host.bavail * host.bsize) / BLOCK));
+          } catch (e) { /* keep the partition's figure */ }
+        }
+        return { bsize: BLOCK, frsize: BLOCK, blocks: BLOCKS, bfree: free, bavail: free, files: 0, ffree: 0,
           fsid: 0, flags: 0, namelen: 255 };
       },
     },
@@ -109,13 +153,13 @@ export function makeHostFS(FS, hooks = {}) {
         stream.nfd = wrap(() => fs.openSync(realPath(stream.node), acc === 0 ? "r" : "r+"));
       },
       close(stream) {
-        if (stream.nfd !== undefined) wrap(() => fs.closeSync(stream.nfd));
+        if (stream.nfd !== undefined) wrapStream(() => fs.closeSync(stream.nfd));
         stream.nfd = undefined;
       },
       dup() {},
       read(stream, buffer, offset, length, position) {
         if (length === 0) return 0;
-        return wrap(() => fs.readSync(stream.nfd, buffer, offset, length, position));
+        return wrapStream(() => fs.readSync(stream.nfd, buffer, offset, length, position));
       },
       write(stream, buffer, offset, length, position) {
         let n = length;
@@ -123,15 +167,15 @@ export function makeHostFS(FS, hooks = {}) {
           const cut = hooks.beforeWrite(realPath(stream.node), length);
           if (cut !== undefined) n = cut;
         }
-        const written = wrap(() => fs.writeSync(stream.nfd, buffer, offset, n, position));
+        const written = wrapStream(() => fs.writeSync(stream.nfd, buffer, offset, n, position));
         if (n < length && hooks.afterCutWrite) hooks.afterCutWrite(realPath(stream.node), n, length);
         return written;
       },
       llseek(stream, offset, whence) {
         let pos = offset;
         if (whence === 1) pos += stream.position;
-        else if (whence === 2 && FS.isFile(stream.node.mode)) pos += wrap(() => fs.fstatSync(stream.nfd).size);
-        if (pos < 0) throw new FS.ErrnoError(ERRNO.EINVAL);
+        else if (whence === 2 && FS.isFile(stream.node.mode)) pos += wrapStream(() => fs.fstatSync(stream.nfd).size);
+        if (pos < 0) throw new FS.ErrnoError(MP_ERRNO.EINVAL);
         return pos;
       },
     },
