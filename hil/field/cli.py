@@ -31,7 +31,7 @@ from hil.field.check import (
 from hil.field.chips import chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board
 from hil.field.errors import (
-    BoardNotAnsweringError, DamagedIdentityError, FieldError, FirmwareStartError, FirmwareVerifyError,
+    BoardFullError, BoardNotAnsweringError, DamagedIdentityError, FieldError, FirmwareStartError, FirmwareVerifyError,
     GatewayRegistrationError, UnsentReportsError, PortBusyError, PortNotFoundError,
 )
 from hil.field.ports import check_port_available
@@ -157,8 +157,11 @@ def _flash(args: argparse.Namespace) -> int:
             try:
                 step("check the board")
                 check_definition_fits(read_board_facts(dut), definition, port=args.port)
-                result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
-                                       on_progress=on_progress, on_copied=step.count)
+                try:
+                    result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
+                                           on_progress=on_progress, on_copied=step.count)
+                except BoardFullError as exc:
+                    raise BoardFullError(f"{exc}: {_flash_command(args)}", **exc.details) from None
             except BaseException as exc:
                 _after_failed_flash(dut, args, copying=copying, interrupted=isinstance(exc, KeyboardInterrupt))
                 raise

@@ -79,3 +79,7 @@ class NoReportError(FieldError):
 
 class UnsentReportsError(FieldError):
     """The board's outbox holds frames framed under the key a re-provisioning would replace."""
+
+
+class BoardFullError(FieldError):
+    """The board's filesystem has no room for the firmware."""

@@ -18,11 +18,11 @@ from typing import Any, Callable, Mapping
 
 from gateway.resources import firmware_dir
 from hil.dut import Dut
-from hil.dut.errors import DutError
+from hil.dut.errors import DeviceError, DutError
 from hil.dut.dut import WRITE_CHUNK
 from hil.dut.files import parent_dirs
 from hil.field.device import BOARD_CONFIG_PATH, IDENTITY_PATH, MANIFEST_PATH, device_mpy, read_text, with_retries
-from hil.field.errors import DeviceIOError, FieldError, FirmwareVerifyError
+from hil.field.errors import BoardFullError, DeviceIOError, FieldError, FirmwareVerifyError
 from hil.field.mpy_build import BuiltFile, MpyVersion, build_firmware, check_compatible, mpy_cross_version
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         built = stage_firmware(Path(tmp), compile_mpy=not source_only)
         files = {b.device_path: b.local_path.read_bytes() for b in built}
     files[BOARD_CONFIG_PATH] = json.dumps(dict(board_config), separators=(",", ":")).encode()
+    check_room(dut, files)
     say(f"sync {len(files)} files (only those whose hash differs are copied)")
     try:
         # Half-written temp files of an interrupted copy (written as X.part, then renamed) are junk.
@@ -110,6 +111,8 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         result = with_retries(dut, lambda: dut.sync_files(
             files, timeout_s=HASH_TIMEOUT_S, write_timeout_s=chunk_timeout_s(), dirs_timeout_s=30, on_copied=on_copied))
     except DutError as exc:
+        if is_no_space(exc):
+            raise _full_after_copy(dut, files) from None
         raise DeviceIOError(f"copying the firmware to {dut.url} failed: {exc}", port=dut.url) from exc
     manifest = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
     mode = "source" if source_only else "mpy"
@@ -119,12 +122,90 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         with_retries(dut, lambda: dut.write_file(MANIFEST_PATH, json.dumps(doc, sort_keys=True).encode(),
                                                      timeout_s=chunk_timeout_s()))
     except DutError as exc:
+        if is_no_space(exc):
+            raise _full_after_copy(dut, files) from None
         raise DeviceIOError(f"writing {MANIFEST_PATH} on {dut.url} failed: {exc}", port=dut.url) from exc
     bad = verify_manifest(dut, manifest)
     if bad:
         raise FirmwareVerifyError(f"{len(bad)} files differ on the board after copying: {', '.join(bad)}; retry",
                                   files=bad)
     return CopyResult(mode, device, result.copied, result.unchanged, manifest)
+
+
+_SPACE = """\
+import os
+def _civic_space(paths):
+    s = os.statvfs('/')
+    have = {{}}
+    for p in paths:
+        try:
+            have[p] = os.stat(p)[6]
+        except OSError:
+            pass
+    return [s[1] or s[0], s[4], have]
+print(repr(_civic_space({paths!r})))
+del _civic_space
+"""
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True when the device raised ``OSError`` ENOSPC (28, MicroPython's number)."""
+    return (isinstance(exc, DeviceError) and exc.exception_type == "OSError"
+            and re.match(r"(\[Errno )?28\b|.*ENOSPC", exc.exception_message or "") is not None)
+
+
+def _room(dut: Dut, files: Mapping[str, bytes]) -> tuple[int, int] | None:
+    """(bytes free on the board, bytes the copy needs beyond what its files hold now), or None when
+    the board cannot say (no ``os.statvfs``)."""
+    try:
+        block, avail, have = with_retries(dut, lambda: dut.eval_code(_SPACE.format(paths=sorted(files)),
+                                                                         timeout_s=30))
+    except (DutError, TypeError, ValueError) as exc:
+        log.info("cannot read the free space on %s: %s", dut.url, exc)
+        return None
+    block = int(block) or 4096
+
+    def blocks(size: int) -> int:
+        return -(-size // block)
+
+    # Each file is written to X.part, then renamed over X: the largest needs room twice for a moment.
+    grow = sum(max(0, blocks(len(data)) - blocks(int(have.get(p, 0)))) for p, data in files.items())
+    need = (grow + max((blocks(len(d)) for d in files.values()), default=0) + 2) * block  # + manifest
+    return int(avail) * block, need
+
+
+def _full_message(dut: Dut, free: int, need: int) -> str:
+    port = dut.url
+    return (f"the board's filesystem is full ({free // 1024} KB free, the firmware needs about {-(-need // 1024)} KB "
+            f"more): remove files (mpremote connect {port} fs ls : lists them, "
+            f"mpremote connect {port} fs rm :PATH removes one), then run flash again")
+
+
+def check_room(dut: Dut, files: Mapping[str, bytes]) -> None:
+    """Refuse a copy the board's filesystem has no room for, before a file is written.
+
+    Raises:
+        BoardFullError: not enough free space (with ``free_kb`` and ``need_kb``).
+    """
+    room = _room(dut, files)
+    if room is None:
+        return
+    free, need = room
+    if need > free:
+        raise BoardFullError(_full_message(dut, free, need),
+                             port=dut.url, free_kb=free // 1024, need_kb=need // 1024)
+
+
+def _full_after_copy(dut: Dut, files: Mapping[str, bytes]) -> BoardFullError:
+    """The error of a copy the board ran out of space in; its half-written temp files are removed."""
+    try:
+        with_retries(dut, lambda: _remove_partial_files(dut, files))
+    except DutError as exc:
+        log.info("could not remove the partial files on %s: %s", dut.url, exc)
+    room = _room(dut, files)
+    free, need = room if room is not None else (0, sum(len(d) for d in files.values()))
+    return BoardFullError(_full_message(dut, free, need),
+                          port=dut.url, free_kb=free // 1024, need_kb=need // 1024)
 
 
 def read_manifest(dut: Dut) -> dict[str, Any] | None:
