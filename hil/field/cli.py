@@ -519,8 +519,15 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
     out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
     if state.outdated:
         # It runs and reports, but not this release: say why the exit code is not 0, and the way out.
-        out.print(f"problem: the board runs firmware {state.version}, not this host's release {firmware_version()}; "
-                  f"to update it run {flash_cmd}")
+        release = firmware_version()
+        if state.version == release:
+            files = [p for p in state.outdated if p != "(version)"]
+            shown = ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
+            out.print(f"problem: the board runs firmware {release} as this host, but {len(files)} of its files differ "
+                      f"from this host's build of it ({shown}); to update it run {flash_cmd}")
+        else:
+            out.print(f"problem: the board runs firmware {state.version}, not this host's release {release}; "
+                      f"to update it run {flash_cmd}")
         return EXIT_PROBLEM
     return 0
 
@@ -558,13 +565,23 @@ def _open_retrying(port: str, *, timeout_s: float, port_may_vanish: bool) -> Dut
 
     Without that reset (``port_may_vanish`` False) a port that is missing or busy fails at once.
     """
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
         try:
             return open_board(port, timeout_s=min(5.0, timeout_s))
         except (PortNotFoundError, PortBusyError):
             if not port_may_vanish or time.monotonic() >= deadline:
                 raise
+            time.sleep(0.5)
+        except BoardNotAnsweringError as exc:
+            if time.monotonic() >= deadline:
+                waited = time.monotonic() - started  # several attempts of up to 5 s each
+                raise BoardNotAnsweringError(
+                    f"no MicroPython REPL answered on {port} within {waited:.0f} s (tried since the reset); is "
+                    f"this the board's console port (its USB serial), not the data UART? check the cable and that "
+                    "MicroPython is flashed, then press RESET and retry (--repl-timeout S waits longer)",
+                    port=port, timeout_s=waited) from exc
             time.sleep(0.5)
         except FieldError:
             if time.monotonic() >= deadline:

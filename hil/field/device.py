@@ -103,8 +103,8 @@ def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
     except DutError as exc:
         dut.close()
         raise BoardNotAnsweringError(
-            f"no MicroPython REPL answered on {port} within {timeout_s:g} s; check the cable and that "
-            "MicroPython is flashed (civicedge flash ... without --firmware-only), then press RESET and retry",
+            f"no MicroPython REPL answered on {port} within {timeout_s:g} s; is this the board's console port "
+            "(its USB serial), not the data UART? check the cable and that MicroPython is flashed (civicedge flash ... without --firmware-only), then press RESET and retry",
             port=port, timeout_s=timeout_s,
         ) from exc
     log.info("MicroPython answers on %s", port)
