@@ -488,11 +488,8 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
     if args.registry is not None:
         # A registry that does not hold this key makes the gateway refuse every report: waiting
         # (up to a whole report window) would only end in "check the link".
-        status, registry_issue = registry_problem(args.registry, ident, port=args.port)
+        status, registry_issue = registry_problem(args.registry, ident, port=args.port, unsent=unsent)
         out.print(status)
-        if registry_issue is not None and "--force" in registry_issue and unsent:
-            registry_issue += (f"; the board holds {unsent} un-sent report(s) framed under its key, which re-keying "
-                               "drops: provision refuses until they are sent, add --discard-unsent to drop them")
         if registry_issue is not None:
             problems.append(registry_issue)
     if problems:

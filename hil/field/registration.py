@@ -68,13 +68,18 @@ def registered_device(registry_dir: Path, device_id: str) -> Registered | None:
         reg.close()
 
 
-def registry_problem(registry_dir: Path, identity: Identity, *, port: str) -> tuple[str, str | None]:
+def registry_problem(registry_dir: Path, identity: Identity, *, port: str, unsent: int = 0) -> tuple[str, str | None]:
     """How the registry holds the board's identity: a status line, and the problem with its next step.
 
     The problem is None when the id is registered with exactly this identity and key. Otherwise it
     says why the gateway refuses (or misfiles) the board's reports and which command repairs it:
     ``provision --force`` alone is refused for a key the board does not hold, ``--take-over`` too.
+    ``unsent``: the reports in the board's outbox. Re-keying drops them, so a ``--force`` command gets
+    ``--discard-unsent`` where the gateway can never accept them (a key it does not hold, a revoked
+    id) and a note where it could (they are sent once the registration matches).
     """
+    lost = ("" if not unsent else f" --discard-unsent (its {unsent} un-sent report(s) are framed under a key the "
+            "gateway refuses: they can never be delivered)")
     rec = registered_device(registry_dir, identity.id)
     where = f"--registry {shlex.quote(str(registry_dir))}"
     port = shlex.quote(port)
@@ -87,7 +92,7 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str) -> tu
         return ("registry: REVOKED",
                 f"{identity.id} is revoked in the registry: the gateway refuses its reports and a revoked id stays "
                 f"revoked; provision the board under a new id: civicedge provision --port {port} --id NEW-ID "
-                f"--zone {identity.zone} --location {identity.lat},{identity.lon} {where} --force")
+                f"--zone {identity.zone} --location {identity.lat},{identity.lon} {where} --force{lost}")
     same_meta = (rec.kind, rec.zone) == (identity.kind, identity.zone) and same_decimal(
         rec.lat, identity.lat) and same_decimal(rec.lon, identity.lon)
     if not same_meta:
@@ -95,17 +100,20 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str) -> tu
                 f"the registry holds {identity.id} as a {rec.kind} in zone {rec.zone} at {rec.lat},{rec.lon}, the "
                 f"board says a {identity.kind} in zone {identity.zone} at {identity.lat},{identity.lon}; re-provision "
                 f"the board with the registered values (civicedge provision --port {port} --id {identity.id} "
-                f"--zone {rec.zone} --location {rec.lat},{rec.lon} {where} --force) or under a new id")
+                f"--zone {rec.zone} --location {rec.lat},{rec.lon} {where} --force) or under a new id"
+                + ("" if not unsent else f"; the board holds {unsent} un-sent report(s) that re-keying drops: "
+                   "provision refuses until they are sent, --discard-unsent drops them"))
     if rec.key is None:
         return ("registry: REGISTERED WITHOUT A USABLE KEY",
                 f"the registry holds {identity.id} without a usable key ({rec.key_problem}; an interrupted "
                 f"provision?): the gateway refuses its reports; give the board a new key and register it: "
-                f"civicedge provision --port {port} {same_place} {where} --force --take-over")
+                f"civicedge provision --port {port} {same_place} {where} --force --take-over{lost}")
     if not hmac.compare_digest(rec.key, identity.key):
         return ("registry: REGISTERED WITH ANOTHER KEY",
                 f"the registry holds {identity.id} with another key than the board's: the gateway refuses its "
                 f"reports; give the board a new key and move the id to it: civicedge provision --port {port} "
-                f"{same_place} {where} --force --take-over (a board holding the old key is refused from then on)")
+                f"{same_place} {where} --force --take-over{lost} (a board holding the old key is refused from then "
+                "on)")
     return ("registry: registered with this key", None)
 
 
