@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.errors import GatewayError, RegistryError
-from gateway.registry import DeviceRecord, Registry, read_key_file
+from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -108,9 +108,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         return fail(exc)
     data = _as_dict(rec)
+    if problem is None:
+        try:  # the label's "key ..." of `civicedge provision`: compare it with the pole's sheet
+            data["key_fingerprint"] = key_fingerprint(reg.key(args.device_id))
+        except GatewayError as exc:
+            problem = str(exc)
     data["key_status"] = "ok" if problem is None else "unusable: %s" % problem
     if problem is not None:
-        print("warning: device %s cannot authenticate its frames: %s" % (rec.id, problem), file=sys.stderr)
+        print("warning: device %s cannot authenticate its frames: %s; give it a key again with civicedge provision "
+              "--port PORT --id %s ... --force --take-over (docs/field.md)" % (rec.id, problem, rec.id), file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2))
     else:

@@ -4,10 +4,11 @@ from gateway.registry.devices import (
     DeviceRecord,
     Registry,
     generate_key,
+    key_fingerprint,
     read_key_file,
     same_decimal,
     same_place,
     validate_device,
 )
 
-__all__ = ["DeviceRecord", "Registry", "generate_key", "read_key_file", "same_decimal", "same_place", "validate_device"]
+__all__ = ["DeviceRecord", "Registry", "generate_key", "key_fingerprint", "read_key_file", "same_decimal", "same_place", "validate_device"]

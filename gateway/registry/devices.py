@@ -19,6 +19,7 @@ import hmac
 import logging
 import os
 import re
+import hashlib
 import secrets
 import sqlite3
 import time
@@ -95,6 +96,12 @@ def _check_key(device_id: str, key: bytes) -> None:
 def generate_key() -> bytes:
     """Return 32 fresh random bytes from the OS CSPRNG."""
     return secrets.token_bytes(KEY_LEN)
+
+
+def key_fingerprint(key: bytes) -> str:
+    """The key's fingerprint as ``civicedge provision`` prints it on the label: the hex of the first 8
+    bytes of SHA-256(``key``). It identifies a key without revealing it."""
+    return hashlib.sha256(key).digest()[:8].hex()
 
 
 def read_key_file(path: Path) -> bytes:

@@ -7,14 +7,13 @@ inside that file and the gateway registry; labels and logs carry its fingerprint
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.registry import same_place
+from gateway.registry import key_fingerprint, same_place
 from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
@@ -68,11 +67,6 @@ def differing_fields(have: Identity, want: Identity) -> list[str]:
     if not same_place((have.lat, have.lon), (want.lat, want.lon)):
         names.append("location")
     return names
-
-
-def key_fingerprint(key: bytes) -> str:
-    """Return the hex of the first 8 bytes of SHA-256(``key``)."""
-    return hashlib.sha256(key).digest()[:8].hex()
 
 
 def parse_location(text: str) -> tuple[str, str]:

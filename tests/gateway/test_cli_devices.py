@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -113,12 +114,15 @@ def test_show_says_when_the_key_file_is_missing_or_garbage(reg: Registry, capsys
     assert main(devices(reg.path, "show", "b1")) == 0
     out, err = capsys.readouterr()
     assert "key_status   ok" in out and err == "" and KEY_A.hex() not in out
+    # the fingerprint on the pole's label (civicedge provision), never the key
+    assert f"key_fingerprint {hashlib.sha256(KEY_A).digest()[:8].hex()}" in out
     reg.key_path("b1").write_text("garbage\n")
     assert main(devices(reg.path, "show", "b1", "--json")) == 0
     out, err = capsys.readouterr()
     status = json.loads(out)["key_status"]
     assert status.startswith("unusable:") and "does not hold a 32-byte key" in status and "garbage" not in out + err
-    assert "warning: device b1 cannot authenticate its frames" in err
+    assert "warning: device b1 cannot authenticate its frames" in err and "--force --take-over" in err
+    assert "key_fingerprint" not in out
     reg.key_path("b1").unlink()
     assert main(devices(reg.path, "show", "b1")) == 0
     out, err = capsys.readouterr()
