@@ -23,10 +23,11 @@ import hashlib
 import secrets
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from gateway.errors import RegistryError
 from gateway.private_dirs import mkdir_private
@@ -127,15 +128,64 @@ def read_key_file(path: Path) -> bytes:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically to ``path`` with mode 0600 from the first byte."""
+    """Write ``data`` atomically to ``path`` with mode 0600 from the first byte, durably: the file is
+    fsynced before the rename and its directory after it (a power cut must not keep a committed row
+    whose new directory entry was lost). The temp file is removed when anything fails."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the OS lets a directory be opened and synced)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(directory, flags)
+    except OSError:
+        if os.name == "nt":  # directories cannot be opened there; NTFS journals the rename itself
+            return
+        raise
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+
+
+def _read_if_present(path: Path) -> bytes | None:
+    """The bytes of ``path``, or None when there is no such file."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+@contextmanager
+def _storage(registry: Path, what: str, device_id: str | None = None) -> Iterator[None]:
+    """Turn SQLite and file errors into ``RegistryError`` (reason ``storage``): the CLI prints one
+    ``error:`` line, the admin API answers 503."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise RegistryError("cannot %s in registry %s: %s (another process may hold the registry; retry)"
+                            % (what, registry, exc), reason="storage", device_id=device_id) from exc
+    except OSError as exc:
+        raise RegistryError("cannot %s in registry %s: %s" % (what, registry, exc), reason="storage",
+                            device_id=device_id) from exc
 
 
 class Registry:
@@ -245,7 +295,9 @@ class Registry:
         Raises:
             RegistryError: ``bad_value`` (id, kind, zone, lat/lon), ``bad_key`` (not 32 bytes, one byte
                 repeated, or the key of another registered device), ``exists`` (also for an id that
-                differs from a registered one only in case).
+                differs from a registered one only in case); ``storage`` (SQLite or file error, e.g. the
+                registry stayed locked: nothing was registered, no key file is left), ``storage_partial``
+                (as ``storage``, but a key file without a row may be left).
         """
         validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
         if key is None:
@@ -253,18 +305,16 @@ class Registry:
         else:
             _check_key(device_id, key)
             self._refuse_shared_key(device_id, key)
-        twin = self._conn.execute("SELECT id FROM devices WHERE id = ? COLLATE NOCASE AND id != ?",
-                                  (device_id, device_id)).fetchone()
+        with _storage(self.path, "read device %s" % device_id, device_id):
+            twin = self._conn.execute("SELECT id FROM devices WHERE id = ? COLLATE NOCASE AND id != ?",
+                                      (device_id, device_id)).fetchone()
         if twin is not None:
             # keys/SL-1.key and keys/sl-1.key are one file on a case-insensitive copy of the registry.
             raise RegistryError("device %s is registered; ids that differ only in case are not allowed (%s)"
                                 % (twin[0], device_id), reason="exists", device_id=device_id, field="device_id")
         now = time.time()
-        # All or nothing: the row is committed only once its key file is in place. An interruption
-        # (Ctrl-C, crash, power cut) before the COMMIT rolls the row back (SQLite's journal does after
-        # a crash); at worst a key file without a row is left, which a later add overwrites.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+
+        def insert() -> None:
             try:
                 self._conn.execute(
                     "INSERT INTO devices (id, kind, zone, lat, lon, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
@@ -273,11 +323,12 @@ class Registry:
             except sqlite3.IntegrityError as exc:
                 raise RegistryError("device %s is already registered" % device_id, reason="exists",
                                     device_id=device_id) from exc
-            _write_private(self.key_path(device_id), key.hex().encode("ascii") + b"\n")
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+
+        # All or nothing: the row is committed only once its key file is in place, and a failed add
+        # removes the key file it wrote. A crash or power cut before the COMMIT rolls the row back
+        # (SQLite's journal does at the next open); at worst a key file without a row is left, which a
+        # later add overwrites.
+        self._commit_with_key(device_id, key, insert, keep_previous=False, what="register device %s" % device_id)
         self._key_cache.pop(device_id, None)
         log.info("registered device %s (kind %s, zone %s)", device_id, kind, zone)
         return self.get(device_id)
@@ -345,17 +396,19 @@ class Registry:
 
     def lookup(self, device_id: str) -> DeviceRecord | None:
         """Return the record of ``device_id`` or None."""
-        row = self._conn.execute(
-            "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices WHERE id=?",
-            (device_id,),
-        ).fetchone()
+        with _storage(self.path, "read device %s" % device_id, device_id):
+            row = self._conn.execute(
+                "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices WHERE id=?",
+                (device_id,),
+            ).fetchone()
         return None if row is None else self._record(row)
 
     def list(self) -> list[DeviceRecord]:
         """Return all devices, sorted by id."""
-        rows = self._conn.execute(
-            "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices ORDER BY id"
-        ).fetchall()
+        with _storage(self.path, "list the devices"):
+            rows = self._conn.execute(
+                "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices ORDER BY id"
+            ).fetchall()
         return [self._record(r) for r in rows]
 
     def revoke(self, device_id: str) -> DeviceRecord:
@@ -366,8 +419,9 @@ class Registry:
                 repeated revoke does not pass for a new one.
         """
         # One conditional UPDATE: two concurrent revokes cannot both report success.
-        cur = self._conn.execute("UPDATE devices SET revoked=1, updated_at=? WHERE id=? AND revoked=0",
-                                 (time.time(), device_id))
+        with _storage(self.path, "revoke device %s" % device_id, device_id):
+            cur = self._conn.execute("UPDATE devices SET revoked=1, updated_at=? WHERE id=? AND revoked=0",
+                                     (time.time(), device_id))
         if cur.rowcount == 0:
             self.get(device_id)  # unknown_device if there is none
             raise RegistryError("device %s is already revoked" % device_id, reason="already_revoked",
@@ -382,7 +436,9 @@ class Registry:
 
         Raises:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked: a new key would
-                serve nothing, provision the board under a new id); ``bad_key`` (as :meth:`add`).
+                serve nothing, provision the board under a new id); ``bad_key`` (as :meth:`add`);
+                ``storage`` (SQLite or file error: the old key and version are kept); ``storage_partial``
+                (the row kept the old version but the old key file could not be put back).
         """
         if self.get(device_id).revoked:
             raise RegistryError("device %s is revoked; its key is not rotated (a revoked id stays revoked: "
@@ -395,19 +451,64 @@ class Registry:
             _check_key(device_id, new_key)
             self._refuse_shared_key(device_id, new_key)
         # The row is updated in a transaction committed after the key file is replaced (atomically):
-        # interrupted, the device keeps a whole key file, old or new, and its row.
-        self._conn.execute("BEGIN IMMEDIATE")
+        # interrupted, the device keeps a whole key file, old or new, and its row; failed (COMMIT
+        # refused, disk error), the old key file is put back.
+        self._commit_with_key(
+            device_id, new_key,
+            lambda: self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?"),
+            keep_previous=True, what="rotate the key of device %s" % device_id)
+        log.warning("rotated the key of device %s", device_id)
+        return self.key_path(device_id)
+
+    def _commit_with_key(self, device_id: str, key: bytes, change: Callable[[], None], *, keep_previous: bool,
+                         what: str) -> None:
+        """Run ``change`` (SQL) and write the key file of ``device_id`` in one transaction, committed only
+        after the key file is in place.
+
+        ``BEGIN EXCLUSIVE`` takes the write lock up front: in SQLite's rollback-journal mode (the
+        registry's) a reader's SHARED lock would otherwise make the COMMIT wait, then fail, after the key
+        file was already replaced. If anything fails once the key file was touched, the previous key
+        file is put back (``keep_previous``) or the new one removed, so the registry and its key files
+        never disagree: a gateway must not switch to a key the board does not hold.
+
+        Raises:
+            RegistryError: ``storage`` (SQLite or file error; nothing changed), ``storage_partial`` (and the
+                previous key file could not be put back), or what ``change`` raises.
+        """
+        path = self.key_path(device_id)
+        touched = False
+        previous: bytes | None = None
         try:
-            self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?")
-            _write_private(self.key_path(device_id), new_key.hex().encode("ascii") + b"\n")
-            self._conn.execute("COMMIT")
-        except BaseException:
+            with _storage(self.path, what, device_id):
+                self._conn.execute("BEGIN EXCLUSIVE")
+                change()
+                previous = _read_if_present(path) if keep_previous else None
+                touched = True
+                _write_private(path, key.hex().encode("ascii") + b"\n")
+                self._conn.execute("COMMIT")
+        except BaseException as exc:
             self._rollback()
+            if touched:
+                self._restore_key(path, previous, device_id, exc)
             raise
         finally:
             self._key_cache.pop(device_id, None)
-        log.warning("rotated the key of device %s", device_id)
-        return self.key_path(device_id)
+
+    def _restore_key(self, path: Path, previous: bytes | None, device_id: str, cause: BaseException) -> None:
+        """Put back the key file ``previous`` (None: remove the one written) after a failed change."""
+        try:
+            if previous is not None:
+                _write_private(path, previous)
+            elif path.exists():
+                path.unlink()
+                _fsync_dir(path.parent)
+        except OSError as exc:
+            log.error("could not put back the key file of device %s after a failed change: %s", device_id, exc)
+            if not isinstance(cause, Exception):
+                return  # an interruption says so itself
+            raise RegistryError(
+                "%s; and the previous key file could not be put back (%s): %s may hold a key the registry row does "
+                "not record" % (cause, exc.strerror, path), reason="storage_partial", device_id=device_id) from cause
 
     def key(self, device_id: str) -> bytes:
         """Return the device key (re-read when its file changes).
@@ -449,7 +550,9 @@ class Registry:
         Per-device keys are what lets one device be revoked without the others; the key files
         are the truth (they can be replaced by hand), so they are compared, through the cache.
         """
-        for (other,) in self._conn.execute("SELECT id FROM devices WHERE id != ? ORDER BY id", (device_id,)).fetchall():
+        with _storage(self.path, "read the devices", device_id):
+            others = self._conn.execute("SELECT id FROM devices WHERE id != ? ORDER BY id", (device_id,)).fetchall()
+        for (other,) in others:
             try:
                 theirs = self.key(str(other))
             except RegistryError:

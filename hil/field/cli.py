@@ -380,7 +380,12 @@ def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseExc
     the board does not have, and a plain re-run is refused as another board's registration.
     """
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if isinstance(exc, GatewayRegistrationError):
+    if isinstance(exc, GatewayRegistrationError) and exc.details.get("reason") == "storage":
+        # The registry could not be written (locked, disk error) and rolled back: the same command repairs it.
+        raise FieldError(f"{exc}; nothing was registered and the board's identity is unchanged; re-run when the "
+                         f"registry is free: {_provision_command(args, repair=False)}") from exc
+    if isinstance(exc, GatewayRegistrationError) and exc.details.get("reason") not in (
+            "storage_partial", "registry", "backend_unavailable"):
         return  # the registry refused the key: nothing changed there
     if not registering:
         if isinstance(exc, KeyboardInterrupt):

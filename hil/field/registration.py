@@ -156,6 +156,10 @@ def _refused(device_id: str, reason: str | None, message: str) -> GatewayRegistr
             "--take-over to move the id to this board (a board holding the old key is refused from then on), "
             "or pick another id", device_id=device_id,
             reason=reason)
+    if reason in ("storage", "storage_partial"):
+        # Not a refusal: the registry could not be written (locked by another process, disk error).
+        return GatewayRegistrationError(f"could not register {device_id}: {message}", device_id=device_id,
+                                        reason=reason)
     return GatewayRegistrationError(f"the registry refused {device_id}: {message}", device_id=device_id,
                                     reason=reason)
 
