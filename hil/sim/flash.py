@@ -1,17 +1,19 @@
 """A virtual board's flash: a host directory holding exactly what a real board's flash holds.
 
 ``install_firmware`` copies ``firmware/`` (``boot.py``, ``main.py``, ``lib/``) and ``/policy.json``,
-and writes ``/board.json`` from the board definition, like ``civicedge flash`` does for a real
-board. State the firmware writes (seq, outbox, ledger) is left alone, so it persists.
+and writes ``/board.json`` from the board definition and ``/firmware.json`` (the manifest), as
+``civicedge flash --source`` does for a real board: ``provision`` and ``check`` then see the
+firmware they expect. State the firmware writes (seq, outbox, ledger) is left alone, so it persists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
-import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +26,54 @@ IDENTITY_FILE = "identity.json"
 
 
 def install_firmware(flash: Path, device_config: dict[str, Any], *, source: Path | None = None) -> None:
-    """Copy the firmware and write ``/board.json`` into ``flash``.
+    """Copy the firmware, write ``/board.json`` and the manifest ``/firmware.json`` into ``flash``.
 
     Raises:
         FlashError: the directory cannot be written.
     """
     src = source or firmware_dir()
     try:
+        version, staged = _staged_source(src)
         flash.mkdir(parents=True, exist_ok=True)
-        for name in ("boot.py", "main.py", "policy.json"):
-            if (src / name).is_file():
-                shutil.copyfile(src / name, flash / name)
-        if (src / "lib").is_dir():
-            shutil.copytree(src / "lib", flash / "lib", dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (flash / "board.json").write_text(json.dumps(device_config, separators=(",", ":")))
+        manifest: dict[str, str] = {}
+        for device_path, data, digest in staged:
+            dest = flash / device_path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+            manifest[device_path] = digest
+        board = json.dumps(device_config, separators=(",", ":")).encode()
+        (flash / "board.json").write_bytes(board)
+        manifest["/board.json"] = hashlib.sha256(board).hexdigest()
+        doc = {"version": version, "mode": "source", "files": manifest}
+        (flash / "firmware.json").write_text(json.dumps(doc, sort_keys=True))
     except OSError as exc:
         raise FlashError(f"cannot install firmware into {flash}: {exc}", path=str(flash)) from exc
+
+
+# (source dir, its files' (path, mtime, size)) -> what _staged_source returns: a fleet of a thousand
+# boards stages the tree once, not once per board (~15 ms each).
+_STAGED: dict[tuple[str, tuple[tuple[str, int, int], ...]], tuple[str, list[tuple[str, bytes, str]]]] = {}
+
+
+def _staged_source(src: Path) -> tuple[str, list[tuple[str, bytes, str]]]:
+    """The release and the ``(device path, bytes, sha256)`` of the files ``flash --source`` copies from ``src``."""
+    from hil.field.firmware_copy import firmware_version, stage_firmware
+
+    stats = []
+    for path in sorted(src.rglob("*")):
+        st = path.stat()
+        if path.is_file() and "__pycache__" not in path.parts:
+            stats.append((str(path), st.st_mtime_ns, st.st_size))
+    key = (str(src), tuple(stats))
+    cached = _STAGED.get(key)
+    if cached is None:
+        with tempfile.TemporaryDirectory(prefix="civicedge-sim-fw-") as tmp:
+            files = [(b.device_path, b.local_path.read_bytes(), b.sha256)
+                     for b in stage_firmware(Path(tmp), compile_mpy=False, src=src)]
+        cached = (firmware_version(src), files)
+        _STAGED.clear()  # only the current tree is worth keeping
+        _STAGED[key] = cached
+    return cached
 
 
 def identity_id(flash: Path) -> str | None:

@@ -31,9 +31,10 @@ async def test_provision_refuses_a_board_without_our_firmware_and_reports_a_star
     registry = tmp_path / "registry"
     Registry(registry).close()
     flash = tmp_path / "flash"
-    board = VirtualBoard("streetlight-esp32", flash_dir=flash, speed=20)  # firmware files, no /firmware.json
+    board = VirtualBoard("streetlight-esp32", flash_dir=flash, speed=20)
     await board.start()
     try:
+        (flash / "firmware.json").unlink()  # firmware files copied by hand (mpremote cp), no /firmware.json
         port = board.console_path
         prov = ["provision", "--port", port, "--id", "sl-0061", "--zone", "centre", "--location", "52.37,4.89",
                 "--registry", str(registry)]
