@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,12 +155,23 @@ def is_no_space(exc: BaseException) -> bool:
             and re.match(r"(\[Errno )?28\b|.*ENOSPC", exc.exception_message or "") is not None)
 
 
+def _removed_before_copy(files: Mapping[str, bytes]) -> list[str]:
+    """The paths the copy removes before writing: the other mode's twins of ``files`` (``X.py`` of
+    ``X.mpy`` and the reverse: :func:`_remove_other_mode` removes those of the mode not copied, and a
+    board holds one or the other) and the ``.part`` temp files of an interrupted copy."""
+    twins = [p[:-4] + ".py" for p in files if p.endswith(".mpy")] + [
+        p[:-3] + ".mpy" for p in files if p.endswith(".py")]
+    return sorted({*twins, *(p + ".part" for p in [*files, *twins])} - set(files))
+
+
 def _room(dut: Dut, files: Mapping[str, bytes]) -> tuple[int, int] | None:
     """(bytes free on the board, bytes the copy needs beyond what its files hold now), or None when
-    the board cannot say (no ``os.statvfs``)."""
+    the board cannot say (no ``os.statvfs``). The blocks of what the copy removes first (the other
+    mode's twins, ``.part`` files) are credited: source on a nearly full flash has room for .mpy."""
+    removed = _removed_before_copy(files)
     try:
-        block, avail, have = with_retries(dut, lambda: dut.eval_code(_SPACE.format(paths=sorted(files)),
-                                                                         timeout_s=30))
+        block, avail, have = with_retries(dut, lambda: dut.eval_code(
+            _SPACE.format(paths=sorted({*files, *removed})), timeout_s=30))
     except (DutError, TypeError, ValueError) as exc:
         log.info("cannot read the free space on %s: %s", dut.url, exc)
         return None
@@ -170,15 +182,16 @@ def _room(dut: Dut, files: Mapping[str, bytes]) -> tuple[int, int] | None:
 
     # Each file is written to X.part, then renamed over X: the largest needs room twice for a moment.
     grow = sum(max(0, blocks(len(data)) - blocks(int(have.get(p, 0)))) for p, data in files.items())
-    need = (grow + max((blocks(len(d)) for d in files.values()), default=0) + 2) * block  # + manifest
+    freed = sum(blocks(int(have[p])) for p in removed if p in have)
+    need = max(0, grow + max((blocks(len(d)) for d in files.values()), default=0) + 2 - freed) * block  # + manifest
     return int(avail) * block, need
 
 
 def _full_message(dut: Dut, free: int, need: int) -> str:
-    port = dut.url
+    port = shlex.quote(dut.url)
     return (f"the board's filesystem is full ({free // 1024} KB free, the firmware needs about {-(-need // 1024)} KB "
             f"more): remove files (mpremote connect {port} fs ls : lists them, "
-            f"mpremote connect {port} fs rm :PATH removes one), then run flash again")
+            f"mpremote connect {port} fs rm ':PATH' removes one), then run flash again")
 
 
 def check_room(dut: Dut, files: Mapping[str, bytes]) -> None:

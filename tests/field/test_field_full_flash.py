@@ -61,7 +61,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 async def test_a_write_that_runs_out_of_room_is_named_and_its_temp_file_removed(
         small_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hil.field.firmware_copy.check_room", lambda dut, files: None)  # as if statvfs lied
+    monkeypatch.setattr("hil.field.firmware_copy.check_room", lambda *_a, **_k: None)  # as if statvfs lied
     board = VirtualBoard("streetlight-esp32", flash_dir=small_disk, install=False, speed=10)
     await board.start()
     try:
@@ -71,5 +71,52 @@ async def test_a_write_that_runs_out_of_room_is_named_and_its_temp_file_removed(
         assert "error: the board's filesystem is full (" in out and "mpremote connect" in out, out
         assert "OSError: 51" not in out and "device traceback" not in out, out
         assert not list(small_disk.rglob("*.part"))
+    finally:
+        await board.stop()
+
+
+def _used_blocks(directory: Path) -> int:
+    """Blocks the virtual flash counts (hil/sim/js/hostfs.mjs: files rounded up to 4 KB, 1 per directory)."""
+    return sum(1 if p.is_dir() else -(-p.stat().st_size // 4096) for p in directory.rglob("*"))
+
+
+async def test_flash_credits_the_source_files_it_replaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: a nearly full board holding the firmware as source (.py, as the simulator installs it) was
+    refused ("120 KB free, the firmware needs about 184 KB more"): the .py twins flash removes before
+    copying the .mpy files were not counted as freed."""
+    from hil.field.firmware_copy import stage_firmware
+
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    built = {mode: stage_firmware(tmp_path / mode, compile_mpy=mode == "mpy") for mode in ("py", "mpy")}
+    for b in built["py"]:
+        dest = flash / b.device_path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(b.local_path.read_bytes())
+    (flash / "lib" / "civic" / "report.py.part").write_bytes(b"\0" * 8192)  # of an interrupted copy: removed too
+
+    def blocks(size: int) -> int:
+        return -(-size // 4096)
+
+    def have(device_path: str) -> int:
+        on_board = flash / device_path.lstrip("/")
+        return blocks(on_board.stat().st_size) if on_board.exists() else 0
+
+    new = {b.device_path: blocks(b.local_path.stat().st_size) for b in built["mpy"]}
+    grow = sum(max(0, n - have(p)) for p, n in new.items()) + 1  # + /board.json
+    need_without_credit = grow + max(new.values()) + 2  # the largest twice for a moment; the manifest
+    credit = sum(have(p[:-4] + ".py") for p in new if p.endswith(".mpy")) + 2
+    assert credit > 4
+    free = need_without_credit - credit // 2  # too little without the credit, enough with it
+    (flash / "logs.bin").write_bytes(b"\0" * 4096 * (1024 - _used_blocks(flash) - free))
+    assert 1024 - _used_blocks(flash) == free
+    board = VirtualBoard("streetlight-esp32", flash_dir=flash, install=False, speed=10)
+    await board.start()
+    try:
+        port = board.console_path
+        rc, out = await _run(capsys, "flash", "--firmware-only", "--board", "streetlight-esp32", "--port", port)
+        assert rc == 0, out
+        assert "firmware as mpy" in out, out
+        assert not list(flash.rglob("*.part")) and not (flash / "lib" / "civic" / "__init__.py").exists()
     finally:
         await board.stop()
