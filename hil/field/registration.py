@@ -76,10 +76,13 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str, unsen
     ``provision --force`` alone is refused for a key the board does not hold, ``--take-over`` too.
     ``unsent``: the reports in the board's outbox. Re-keying drops them, so a ``--force`` command gets
     ``--discard-unsent`` where the gateway can never accept them (a key it does not hold, a revoked
-    id) and a note where it could (they are sent once the registration matches).
+    id; always, as the running firmware keeps adding to them) and a note where it could (they are sent
+    once the registration matches).
     """
-    lost = ("" if not unsent else f" --discard-unsent (its {unsent} un-sent report(s) are framed under a key the "
-            "gateway refuses: they can never be delivered)")
+    # The gateway refuses every report of the board: check has just restarted its firmware, so the outbox
+    # refills after this count; the repair drops them whatever the count (they can never be delivered).
+    lost = (" --discard-unsent" + ("" if not unsent else f" (its {unsent} un-sent report(s) are framed under a key "
+                                   "the gateway refuses: they can never be delivered)"))
     rec = registered_device(registry_dir, identity.id)
     where = f"--registry {shlex.quote(str(registry_dir))}"
     port = shlex.quote(port)

@@ -136,7 +136,7 @@ def test_registry_problem_names_the_command_that_repairs_each_case(tmp_path: Pat
     other_key = new_identity(device_id="sl-9", kind="streetlight", zone="centre", lat="52.1", lon="4.2")
     status, problem = registry_problem(tmp_path, other_key, port="/dev/ttyUSB0")
     assert status == "registry: REGISTERED WITH ANOTHER KEY" and problem is not None
-    assert problem.endswith("--force --take-over (a board holding the old key is refused from then on)")
+    assert problem.endswith("--force --take-over --discard-unsent (a board holding the old key is refused from then on)")
     status, problem = registry_problem(tmp_path, replace(ident, zone="north"), port="/dev/ttyUSB0")
     assert "ANOTHER KIND, ZONE OR LOCATION" in status and problem is not None
     assert "--zone centre --location 52.1,4.2" in problem and "--force" in problem
@@ -145,5 +145,6 @@ def test_registry_problem_names_the_command_that_repairs_each_case(tmp_path: Pat
     reg.close()
     status, problem = registry_problem(tmp_path, ident, port="/dev/ttyUSB0")
     assert status == "registry: REVOKED" and problem is not None and "--id NEW-ID" in problem
+    assert problem.endswith("--force --discard-unsent")
     for text in (status, problem):
         assert ident.key.hex() not in text and other_key.key.hex() not in text
