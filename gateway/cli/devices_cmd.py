@@ -108,13 +108,26 @@ def cmd_show(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         return fail(exc)
     data = _as_dict(rec)
-    if problem is None:
-        try:  # the label's "key ..." of `civicedge provision`: compare it with the pole's sheet
+    unreadable = False
+    try:  # the label's "key ..." of `civicedge provision`: compare it with the pole's sheet
+        if problem is None:
             data["key_fingerprint"] = key_fingerprint(reg.key(args.device_id))
-        except GatewayError as exc:
-            problem = str(exc)
-    data["key_status"] = "ok" if problem is None else "unusable: %s" % problem
-    if problem is not None:
+        elif rec.key_path.is_file():
+            reg.key(args.device_id)  # raises again: says whether it is only this user who may not read it
+    except RegistryError as exc:
+        problem = str(exc)
+        unreadable = isinstance(exc.__cause__, PermissionError)
+    except OSError as exc:  # stat of a key file in a directory this user may not search
+        problem, unreadable = "cannot read key file %s: %s" % (rec.key_path, exc.strerror), isinstance(
+            exc, PermissionError)
+    if unreadable:
+        # The key may be fine: the gateway's user reads it. Re-keying the board would be wrong advice.
+        data["key_status"] = "unreadable by this user: %s" % problem
+        print("warning: the key file of device %s cannot be read by this user (%s); run this command as the "
+              "gateway's user (the owner of %s) to check it" % (rec.id, problem, rec.key_path), file=sys.stderr)
+    else:
+        data["key_status"] = "ok" if problem is None else "unusable: %s" % problem
+    if problem is not None and not unreadable:
         print("warning: device %s cannot authenticate its frames: %s; give it a key again with civicedge provision "
               "--port PORT --id %s ... --force --take-over (docs/field.md)" % (rec.id, problem, rec.id), file=sys.stderr)
     if args.json:

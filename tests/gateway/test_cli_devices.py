@@ -263,3 +263,23 @@ def test_a_registry_directory_the_user_may_not_read_is_one_error_line(tmp_path: 
         reg.chmod(0o700)
     assert proc.returncode == 1, proc.stderr
     assert "error (permissions): cannot open registry" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_show_of_a_key_file_this_user_may_not_read_does_not_advise_a_take_over(
+        reg: Registry, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: `show` run by another user than the gateway's said to re-key the board (--force --take-over)
+    for a key file that is fine, only unreadable to that user."""
+    path = reg.key_path("b1")
+    real = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    reg.close()
+    assert main(devices(path.parent.parent, "show", "b1", "--json")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["key_status"].startswith("unreadable by this user:")
+    assert "--take-over" not in err and "run this command as the gateway's user" in err and "Permission denied" in err
