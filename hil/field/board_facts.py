@@ -86,8 +86,9 @@ class BoardFacts:
 def read_board_facts(dut: Dut) -> BoardFacts:
     """Read the machine string, ``/board.json`` and the identity's kind from an open board.
 
-    The chip comes from MicroPython itself when its machine string names one (a real board);
-    otherwise (e.g. the simulator, whose wasm MicroPython says ``JS with Emscripten``) from the
+    The chip comes from MicroPython itself when its machine string names one (a real board, or the
+    simulator's os.uname());
+    otherwise (a port whose machine string names none) from the
     chip the last flash wrote to ``/board.json``.
 
     Raises:

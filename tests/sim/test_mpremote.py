@@ -62,3 +62,17 @@ async def test_mpremote_exec_eval_fs_softreset_run(make_board, tmp_path):
     r = await mpremote("connect", port, "run", str(script))
     assert r.returncode == 0, r.stderr
     assert "run:" in r.stdout and " 5" in r.stdout
+
+
+@pytest.mark.parametrize(("board_name", "chip"), [("streetlight-esp32", "ESP32"), ("bin-esp32c3", "ESP32C3")])
+async def test_uname_names_the_board_definitions_chip(make_board, board_name, chip):
+    """Field QA: the wasm port has no os.uname and says 'JS with Emscripten', so the field tools could
+    not tell a virtual board's chip, and a flash of another chip's definition was not refused."""
+    board = await make_board(board_name, speed=1.0)
+    await board.wait_console(">>> ")
+    r = await mpremote("connect", board.console_path, "exec",
+                       "import os; u = os.uname(); print(u.sysname, '|', u.machine, '|', u[4] == u.machine)")
+    assert r.returncode == 0, r.stderr
+    assert [part.strip() for part in r.stdout.split("|")] == [chip.lower(), f"civicedge virtual board with {chip}", "True"]
+    from hil.field.board_facts import chip_from_machine
+    assert chip_from_machine(r.stdout.split("|")[1].strip()) == chip.lower()

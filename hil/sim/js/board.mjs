@@ -44,6 +44,17 @@ time.localtime = _gmtime
 time.sleep = _sleep
 time.sleep_ms = _sleep_ms
 time.sleep_us = _sleep_us
+# A board's os.uname() (the wasm port has none): its machine string names the board's chip, as an
+# ESP32's "... with ESP32C3" does, so the field tools learn the chip from MicroPython here too.
+def _uname_of(cfg):
+    from collections import namedtuple
+    import json
+    chip = json.loads(cfg).get('chip') or 'esp32'
+    rel = '%d.%d.%d' % sys.implementation.version[:3]
+    res = namedtuple('uname_result', ('sysname', 'nodename', 'release', 'version', 'machine'))(
+        chip, chip, rel, 'v%s (civicedge simulator)' % rel, 'civicedge virtual board with ' + chip.upper())
+    return lambda: res
+os.uname = _uname_of(_simhw.config())
 # Emscripten errno numbers -> MicroPython's (as on a board: errno.ENOENT == 2, mpremote relies on it).
 _EMAP = {44: 2, 20: 17, 54: 20, 31: 21, 55: 39, 28: 22, 2: 13, 63: 1, 29: 5, 51: 28, 8: 9, 10: 16, 37: 36}
 def _fix(fn, _m=_EMAP):
