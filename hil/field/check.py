@@ -194,6 +194,8 @@ class HttpWatch:
 _FATAL = ("civicedge: cannot start", "civicedge: boot.py error", "civicedge: safe mode",
           "civicedge: recovery", "civicedge: not provisioned")
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b")
+# firmware/main.py's line once the firmware runs: "civicedge: <kind> <id> running (<caps>)".
+_RUNNING = re.compile(r"^civicedge: \S+ \S+ running\b")
 # MicroPython's REPL prompts: on the simulator main() runs as a task after the prompt is printed,
 # so its lines follow ``>>> `` on the same console line.
 _PROMPT = re.compile(r"^(?:(?:>>>|\.\.\.)(?: |$))+")
@@ -205,6 +207,7 @@ class ConsoleWatch:
     def __init__(self) -> None:
         self._buffer = ""
         self._traceback = False
+        self.running = False  # the firmware said it runs ("civicedge: ... running")
 
     def feed(self, data: bytes) -> str | None:
         """Add console output; return the first fatal line seen (complete lines only), else None."""
@@ -214,6 +217,8 @@ class ConsoleWatch:
             line = _PROMPT.sub("", raw.strip()).strip()
             if line.startswith(_FATAL):
                 return line
+            if _RUNNING.match(line):
+                self.running = True
             if line.startswith("Traceback (most recent call last)"):
                 self._traceback = True
             elif self._traceback and _EXC_LINE.match(line):

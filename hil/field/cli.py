@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from hil.boards import BoardError, load_board
+from hil.boards import BoardError, list_boards, load_board
 from hil.dut import Dut
 from hil.errors import HilError
 from hil.dut.errors import DutError
@@ -31,8 +31,8 @@ from hil.field.check import (
 from hil.field.chips import chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board
 from hil.field.errors import (
-    BoardFullError, BoardNotAnsweringError, DamagedIdentityError, FieldError, FirmwareStartError, FirmwareVerifyError,
-    GatewayRegistrationError, UnsentReportsError, PortBusyError, PortNotFoundError,
+    BoardFullError, BoardNotAnsweringError, DamagedIdentityError, DeviceIOError, FieldError, FirmwareStartError,
+    FirmwareVerifyError, GatewayRegistrationError, UnsentReportsError, PortBusyError, PortNotFoundError,
 )
 from hil.field.ports import check_port_available
 from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
@@ -181,22 +181,46 @@ def _after_failed_flash(dut: Dut, args: argparse.Namespace, *, copying: bool, in
 
     Before the copy started nothing on the board changed: the firmware runs again as before (a street
     light must not stay dark until its watchdog resets it). After, only firmware whose files still
-    all match its ``/firmware.json`` is restarted; broken code is not started, and that is said.
+    all match its ``/firmware.json`` is restarted; broken code is not started, and that is said. A dead
+    link is noticed within seconds (not after the retries of a manifest check) and said as such: whether
+    the firmware is whole cannot be told then.
     """
     intact = not copying
+    unknown = False
     if copying and not interrupted:
         try:
+            if not _link_answers(dut):
+                raise DeviceIOError(f"no answer on {args.port}", port=args.port)
             manifest = read_manifest(dut)
             intact = manifest is not None and not verify_manifest(dut, {str(k): str(v) for k, v
                                                                        in manifest["files"].items()})
         except (HilError, KeyError) as exc:
             log.info("cannot tell whether the firmware on %s is intact: %s", args.port, exc)
+            unknown = True
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if intact:
         _restart_quietly(dut, args)
+    elif unknown:
+        err.print(f"could not check the firmware on {args.port} (link lost), so it was not restarted; once the board "
+                  f"answers again, re-run to repair it: {_flash_command(args)}", markup=False)
     elif not interrupted:  # an interruption says so itself (_interrupted)
         err.print(f"the firmware on {args.port} is incomplete, so it was not restarted (it would not start); "
                   f"re-run to repair it: {_flash_command(args)}", markup=False)
+
+
+LINK_PROBE_S = 2.0  # how long a failed flash waits for the board to answer before it calls the link lost
+
+
+def _link_answers(dut: Dut) -> bool:
+    """True when the board's REPL answers within seconds (one fresh raw REPL allowed)."""
+    for attempt in range(2):
+        try:
+            if attempt:
+                dut.enter_raw_repl(timeout_s=LINK_PROBE_S)
+            return bool(dut.eval("1", timeout_s=LINK_PROBE_S) == 1)
+        except DutError as exc:
+            log.info("board on %s does not answer (%s)", dut.url, exc)
+    return False
 
 
 def _restart_quietly(dut: Dut, args: argparse.Namespace) -> None:
@@ -234,6 +258,7 @@ def _provision(args: argparse.Namespace) -> int:
                     check_definition_fits(read_board_facts(dut), load_board(args.board), port=args.port,
                                           check_kind=False)
                 kind = _board_kind(dut, args.board)
+                board_name = _board_name(dut, args.board, kind)
                 if not args.skip_firmware_check:
                     step("check the firmware")
                     _check_firmware_for_provision(dut, args)
@@ -270,10 +295,12 @@ def _provision(args: argparse.Namespace) -> int:
                 if args.board is not None:
                     step("write board config")
                     write_board_config(dut, load_board(args.board).to_device_config())
-            except BaseException:
+            except BaseException as exc:
                 # Refused or failed: a street light must not stay dark at the REPL until its watchdog
-                # resets it; it runs again as it was (or with what was written).
-                _restart_quietly(dut, args)
+                # resets it; it runs again as it was (or with what was written). Not firmware whose
+                # files differ from its /firmware.json: that code is not started (as after a failed flash).
+                if not (isinstance(exc, FieldError) and exc.details.get("firmware_damaged")):
+                    _restart_quietly(dut, args)
                 dut.close()
                 raise
             try:
@@ -296,9 +323,12 @@ def _provision(args: argparse.Namespace) -> int:
         out.print(f"identity {what}; registry: {result.registration.value}")
         out.print(f"LABEL: {result.label()}")
         if restarted and fatal is not None:
+            port = shlex.quote(args.port)
+            where = _check_where(args)
             raise FirmwareStartError(
                 f"the board holds its new identity, but its firmware does not run; its console says: {fatal} "
-                f"(often: civicedge flash --firmware-only --board BOARD --port {args.port}; then civicedge check)",
+                f"(often: civicedge flash --firmware-only --board {shlex.quote(board_name)} "
+                f"--port {port}; then civicedge check --port {port} {where})",
                 console=fatal, port=args.port)
         if restarted:
             out.print(f"firmware restarted; next: civicedge check --port {args.port} ... waits for its first "
@@ -310,11 +340,24 @@ def _provision(args: argparse.Namespace) -> int:
     return EXIT_ERROR
 
 
+def _check_where(args: argparse.Namespace) -> str:
+    """``check``'s options for where the gateway is, from provision's: its admin URL serves the read API;
+    a registry directory ``<data_dir>/registry`` has the store beside it (``<data_dir>/reports.sqlite``)."""
+    if args.gateway is not None:
+        return f"--gateway {shlex.quote(args.gateway)}"
+    where = f"--registry {shlex.quote(str(args.registry))}"
+    store = Path(args.registry).parent / "reports.sqlite"
+    if store.is_file():
+        return f"{where} --db {shlex.quote(str(store))}"
+    return f"{where} --db GATEWAY-STORE (its [storage] path)"
+
+
 START_WATCH_S = 3.0  # how long provision reads the console after the restart for a "cannot start"
 
 
 def _watch_start(dut: Dut, duration_s: float) -> str | None:
-    """Read the restarted firmware's console for ``duration_s``: its fatal line, if it printed one."""
+    """Read the restarted firmware's console for up to ``duration_s``: its fatal line, if it printed one.
+    Stops as soon as the firmware says it runs ("civicedge: ... running")."""
     scan = ConsoleWatch()
     read = _console_reader(dut)
     deadline = time.monotonic() + duration_s
@@ -322,12 +365,15 @@ def _watch_start(dut: Dut, duration_s: float) -> str | None:
         fatal = scan.feed(read(min(0.5, left)))
         if fatal is not None:
             return fatal
+        if scan.running:
+            return None
     return scan.feed(b"\n")
 
 
 def _check_firmware_for_provision(dut: Dut, args: argparse.Namespace) -> None:
     """Refuse a board whose firmware is missing or does not match its ``/firmware.json`` (as check
     verifies it): a key registered for a board that cannot run would be a label on a dark pole."""
+    damaged = False
     try:
         manifest = read_manifest(dut)
     except FirmwareVerifyError as exc:
@@ -337,13 +383,17 @@ def _check_firmware_for_provision(dut: Dut, args: argparse.Namespace) -> None:
             problem = ("has no /firmware.json (not flashed with civicedge flash, or its flash was interrupted)")
         else:
             changed = verify_manifest(dut, {str(k): str(v) for k, v in manifest["files"].items()})
+            damaged = bool(changed)
             problem = "" if not changed else ("firmware files differ from its /firmware.json (an interrupted flash?): "
                                               + ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""))
     if problem:
         board = args.board or read_board_facts(dut).config_name or "BOARD"
-        raise FieldError(f"the board on {args.port} {problem}; nothing was registered; flash it first: "
-                         f"civicedge flash --firmware-only --board {board} --port {shlex.quote(args.port)} "
-                         "(or pass --skip-firmware-check to provision it anyway)", port=args.port)
+        # Damaged code is not restarted (as after a failed flash): it would not start, or half-run.
+        left = "; its firmware was not restarted (damaged code)" if damaged else ""
+        raise FieldError(f"the board on {args.port} {problem}; nothing was registered{left}; flash it first: "
+                         f"civicedge flash --firmware-only --board {shlex.quote(board)} --port {shlex.quote(args.port)} "
+                         "(or pass --skip-firmware-check to provision it anyway)", port=args.port,
+                         firmware_damaged=damaged)
 
 
 def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = False, discard: bool = False) -> str:
@@ -420,6 +470,24 @@ def _admin_token(path: Path | None) -> str:
                                        "first line (the file of the gateway's [http] admin_token_file)",
                                        token_file=str(path))
     return token
+
+
+def _board_name(dut: Dut, board: str | None, kind: str) -> str:
+    """The board definition for a ``flash`` command: ``--board``, the name in the board's /board.json,
+    or the only shipped definition of ``kind`` (else ``BOARD``, with the choices said by ``boards list``)."""
+    if board is not None:
+        return board
+    name = (read_board_config(dut) or {}).get("name")
+    if isinstance(name, str) and name:
+        return name
+    matching = []
+    for candidate in list_boards():
+        try:
+            if load_board(candidate).kind == kind:
+                matching.append(candidate)
+        except BoardError:
+            continue
+    return matching[0] if len(matching) == 1 else "BOARD"
 
 
 def _board_kind(dut: Dut, board: str | None) -> str:
