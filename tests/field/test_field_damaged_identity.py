@@ -13,6 +13,7 @@ import pytest
 
 from gateway.registry import Registry
 from hil.sim.board import VirtualBoard
+from conftest import CliRun
 
 pytestmark = [pytest.mark.timeout(170), pytest.mark.slow]
 
@@ -22,14 +23,8 @@ BAD_KEY = json.dumps({"id": "sl-0050", "kind": "streetlight", "zone": "centre", 
 
 
 async def test_damaged_identity_is_replaced_by_provision_force_and_the_other_tools_say_so(
-        tmp_path: Path, sim_available: None, capsys: pytest.CaptureFixture[str]) -> None:
-    from hil.cli.main import main as civicedge_main
-
-    async def run(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        rc = await asyncio.to_thread(civicedge_main, list(args))
-        captured = capsys.readouterr()
-        return rc, " ".join((captured.out + captured.err).split())
+        tmp_path: Path, sim_available: None, civicedge_cli: CliRun) -> None:
+    run = civicedge_cli
 
     registry = tmp_path / "registry"
     Registry(registry).close()

@@ -12,6 +12,7 @@ import pytest
 from gateway.registry import Registry
 from hil.field.device import SERVICE_WINDOW_S
 from hil.sim.board import VirtualBoard
+from conftest import CliRun
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow, pytest.mark.usefixtures("sim_available")]
 
@@ -21,17 +22,9 @@ RUNNING = "streetlight sl-rst-1 running"
 BACK_WITHIN_S = 25.0
 
 
-async def test_refused_provision_and_flash_restart_the_firmware(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from hil.cli.main import main as civicedge_main
-
+async def test_refused_provision_and_flash_restart_the_firmware(tmp_path: Path, civicedge_cli: CliRun) -> None:
     assert SERVICE_WINDOW_S / SPEED > BACK_WITHIN_S + 20
-
-    async def run(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        rc = await asyncio.to_thread(civicedge_main, list(args))
-        captured = capsys.readouterr()
-        return rc, " ".join((captured.out + captured.err).split())
+    run = civicedge_cli
 
     registry = tmp_path / "registry"
     Registry(registry).close()

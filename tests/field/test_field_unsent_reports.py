@@ -14,19 +14,14 @@ import pytest
 from gateway.registry import Registry
 from hil.field.errors import DeviceIOError
 from hil.sim.board import VirtualBoard
+from conftest import CliRun
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.usefixtures("sim_available")]
 
 
 async def test_force_refuses_to_drop_unsent_reports_unless_told(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from hil.cli.main import main as civicedge_main
-
-    async def run(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        rc = await asyncio.to_thread(civicedge_main, list(args))
-        captured = capsys.readouterr()
-        return rc, " ".join((captured.out + captured.err).split())
+        tmp_path: Path, civicedge_cli: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = civicedge_cli
 
     registry = tmp_path / "registry"
     Registry(registry).close()
