@@ -90,7 +90,9 @@ class Gateway:
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
                                     gap_hold_s=config.ack_gap_hold_s, monotonic=monotonic,
-                                    max_in_flight=config.storage.max_in_flight)
+                                    max_in_flight=config.storage.max_in_flight,
+                                    # "one line per 10 s" is for the people reading the log: wall time
+                                    log_monotonic=time.monotonic)
         self.transports: list[Transport] = [
             SerialTransport(p.port, baud=p.baud, metrics=self.metrics, flow=self.ingest.room) for p in config.serial
         ]

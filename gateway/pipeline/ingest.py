@@ -145,7 +145,10 @@ class IngestService:
         batch_ms / batch_max: commit at least every ``batch_ms`` or every ``batch_max`` reports.
         clock: unix-time source (ACK time sync and ``received_at``).
         gap_hold_s: how long ACKs stay below a gap in a device's seqs before it is accepted.
-        monotonic: monotonic clock for the gap hold.
+        monotonic: monotonic clock for the gap hold (simulated time under ``[sim_clock]``: it waits
+            for the devices' re-sends, which run on their clock).
+        log_monotonic: monotonic clock that spaces the rate-limited log lines (None: ``monotonic``);
+            the service gives it the wall clock, as the logs are read by people, not devices.
         max_in_flight: reports in flight (received, not yet committed and ACKed) at which
             :attr:`room` is cleared; at twice this many, frames are shed.
 
@@ -156,7 +159,8 @@ class IngestService:
 
     def __init__(self, *, store: ReportStore, verifier: Verifier, metrics: GatewayMetrics, batch_ms: int = 50,
                  batch_max: int = 200, clock: Callable[[], float] = time.time, gap_hold_s: float = GAP_HOLD_S,
-                 monotonic: Callable[[], float] = time.monotonic, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, max_in_flight: int = MAX_IN_FLIGHT,
+                 log_monotonic: Callable[[], float] | None = None) -> None:
         self.store = store
         self._verifier = verifier
         self._metrics = metrics
@@ -183,16 +187,17 @@ class IngestService:
         self.room = asyncio.Event()
         self.room.set()
         # Under sustained overload these happen many times a second: one line per burst.
-        self._shed_log = LogLimiter(OVERLOAD_LOG_EVERY_S, monotonic)
-        self._pause_log = LogLimiter(OVERLOAD_LOG_EVERY_S, monotonic)
+        log_clock = monotonic if log_monotonic is None else log_monotonic
+        self._shed_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
+        self._pause_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._resume_unlogged = False  # a logged pause whose end is not logged yet
         self._handling = 0  # _handle_verified tasks running
         # Failed commits since the last one that succeeded (a full disk fails every batch until space is
         # freed): logged once per OVERLOAD_LOG_EVERY_S with a count, reported by :attr:`store_problem`.
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
-        self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, monotonic)
-        self._drop_log = LogLimiter(OUTBOX_DROP_LOG_EVERY_S, monotonic)
+        self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
+        self._drop_log = LogLimiter(OUTBOX_DROP_LOG_EVERY_S, log_clock)
         self._dropped_unlogged = 0  # outbox messages dropped at the cap since the last warning about it
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)

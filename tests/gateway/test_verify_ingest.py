@@ -481,17 +481,23 @@ async def test_backlog_cap_pauses_then_sheds_and_recovers(registry: Registry, tm
     ingest.close()
 
 
+@pytest.mark.parametrize("sim_time", [False, True])
 async def test_repeated_pauses_are_counted_each_time_and_logged_once_per_burst(
-        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture, sim_time: bool) -> None:
     """A gateway near its cap pauses and resumes many times a second; /metrics counts every pause
-    but the log has one "pausing" line (and its "reading again") per 10 s, saying how many it left out."""
+    but the log has one "pausing" line (and its "reading again") per 10 s, saying how many it left out.
+    Under [sim_clock] (``sim_time``) those are 10 s of wall time (demo QA: at 600x a full disk logged ten
+    ERROR lines a second): simulated time running on changes nothing."""
     import threading
 
     now = [1000.0]
+    wall = [1000.0]
     metrics = GatewayMetrics("gw")
+    clocks = ({"monotonic": lambda: now[0] * 600, "log_monotonic": lambda: wall[0]} if sim_time
+              else {"monotonic": lambda: now[0]})
     ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
                            verifier=Verifier(registry, load_policy()), metrics=metrics, batch_ms=1, batch_max=50,
-                           max_in_flight=8, monotonic=lambda: now[0])
+                           max_in_flight=8, **clocks)
     await ingest.start()
     c = Collector()
     seq = 0
@@ -512,13 +518,20 @@ async def test_repeated_pauses_are_counted_each_time_and_logged_once_per_burst(
     try:
         for _ in range(5):
             await one_pause()
-        now[0] += 10.0
+            now[0] += 1.0  # 600 simulated seconds a pause under sim_time
+        now[0] += 5.0
         await one_pause()
+        if sim_time:  # 10 s of simulated time and more: one line, the wall clock did not move
+            pausing = [r.getMessage() for r in caplog.records if "pausing serial reads" in r.getMessage()]
+            assert metrics.value("civicedge_ingest_pauses_total") == 6 and len(pausing) == 1, pausing
+            wall[0] += 10.0
+            await one_pause()
         pausing = [r.getMessage() for r in caplog.records if "pausing serial reads" in r.getMessage()]
         resumed = [r for r in caplog.records if "reading again" in r.getMessage()]
-        assert metrics.value("civicedge_ingest_pauses_total") == 6
+        assert metrics.value("civicedge_ingest_pauses_total") == (7 if sim_time else 6)
         assert len(pausing) == 2 and len(resumed) == 2, pausing
-        assert "more pause" not in pausing[0] and "(4 more pause(s) since the last such line)" in pausing[1]
+        assert "more pause" not in pausing[0]
+        assert f"({5 if sim_time else 4} more pause(s) since the last such line)" in pausing[1]
         assert max(s for _, s in c.acks) == seq and len(c.acks) >= 1
     finally:
         await ingest.stop()
