@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -29,16 +30,30 @@ def workdir_problem(path: Path, *, marker: str, what: str) -> str | None:
 
 
 def recreate_workdir(path: Path, *, marker: str, note: str) -> Path:
-    """Remove and recreate ``path`` (already checked with :func:`workdir_problem`) and mark it."""
+    """Empty (or create) ``path`` (already checked with :func:`workdir_problem`) and mark it.
+
+    The directory itself is kept and only its contents are removed, so a dedicated mount point (an
+    empty file system mounted at ``--workdir``) can be used: removing it would fail as "busy".
+    """
     try:
         if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
+            _empty(path)
+        path.mkdir(parents=True, exist_ok=True)
         (path / marker).write_text(note + "\n")
     except OSError as exc:  # e.g. under /proc, or a read-only mount: root passes os.access() there
-        raise WorkdirError(f"cannot create the work directory {path}: {exc.strerror or exc}; "
+        reason = "it is on a read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        raise WorkdirError(f"cannot create the work directory {path}: {reason}; "
                            "choose another --workdir", path=str(path)) from exc
     return path
+
+
+def _empty(path: Path) -> None:
+    """Remove everything inside directory ``path`` (symlinks themselves, never what they point to)."""
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def lock_path(path: Path) -> Path:

@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import json
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
+from hil.demo.pace import PaceWatch
 from hil.demo.runner import Demo, DemoError, DemoOptions
 from hil.demo.summary import render
 from hil.errors import HilError
+from hil.workdir import WorkdirInUseError
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+HEALTH_EVERY_S = 5.0  # how often the watch asks the gateway's /healthz
+HEALTH_GRACE_S = 10.0  # first ask after this: the links come up in the first seconds ("link ble is down")
+
+EXIT_STATUSES = (
+    "Exit status: 0 stopped cleanly; 1 could not start, the gateway failed, or the report store had "
+    "failures during the run (the gateway's /healthz said so; reports may be missing); 2 bad arguments "
+    "or the work directory is in use by another demo or scenario run; 128 + the signal number (130 for "
+    "Ctrl-C) when stopped while starting."
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,19 +46,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description=(
             "Start a virtual fleet (streetlights reporting over a serial pty, waste bins over the virtual "
             "BLE radio) running the real firmware on MicroPython, a gateway with a SQLite store and the web "
-            "dashboard, and show a live summary. Everything stays on this machine. Ctrl-C stops it cleanly."
+            "dashboard, and show a live summary. Everything stays on this machine. Ctrl-C stops it cleanly, "
+            "also while it starts. The demo warns when the gateway reports itself degraded (/healthz) and "
+            "when this machine runs the boards at less than 80 % of --speed for 30 s (the gateway's clock "
+            "then runs ahead of the boards and the dashboard shows them stale). " + EXIT_STATUSES
         ),
     )
     p.add_argument("--streetlights", type=int, default=3, metavar="N", help="virtual streetlights (default 3)")
     p.add_argument("--bins", type=int, default=2, metavar="N", help="virtual waste bins (default 2)")
     p.add_argument("--speed", type=float, default=30.0,
                    help="virtual seconds per wall second (default 30: a 15-min window every 30 s); a busy "
-                        "machine runs the boards slower than asked")
+                        "machine runs the boards slower than asked, while the gateway's clock keeps this "
+                        "speed: the demo warns then, use a lower --speed")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many wall seconds (default: run until Ctrl-C)")
     p.add_argument("--http-port", type=int, default=8080, help="dashboard port (default 8080; 0 = any free port)")
     p.add_argument("--workdir", type=Path, default=Path("var/demo"),
-                   help="flash dirs, registry, SQLite and logs (recreated each run; default var/demo)")
+                   help="flash dirs, registry, SQLite and logs (emptied each run, may be a mount point; one demo at a "
+                        "time; default var/demo)")
     p.add_argument("--seed", type=int, default=7, help="scenery and privacy-noise seed (simulation only)")
     p.add_argument("--start", default=None, metavar="ISO",
                    help="virtual start time, e.g. 2026-11-22T18:00:00Z (default: today 18:00 UTC)")
@@ -53,13 +74,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def _consoles() -> tuple[Console, Console]:
+    """Output on stdout, errors on stderr; not wrapped when not a terminal (a path is never split)."""
+    out, err = Console(), Console(stderr=True)
+    for console in (out, err):
+        if not console.is_terminal:
+            console.soft_wrap = True
+    return out, err
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; exit 0 on a clean stop, 1 when it could not start."""
-    console = Console(stderr=False)
+    """Run the demo; see the exit statuses in the command's help (:data:`EXIT_STATUSES`)."""
+    console, err = _consoles()
     try:
         start = None if args.start is None else dt.datetime.fromisoformat(args.start.replace("Z", "+00:00"))
     except ValueError as exc:
-        console.print(f"[red]error:[/red] bad --start: {exc}")
+        err.print(f"[red]error:[/red] bad --start: {escape(str(exc))}")
         return 2
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=dt.timezone.utc)
@@ -69,31 +103,53 @@ def run(args: argparse.Namespace) -> int:
     try:
         options.validate()
     except DemoError as exc:  # bad arguments: exit 2, like argparse's own
-        console.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     try:
-        return asyncio.run(_main(options, console, plain=args.plain or not console.is_terminal))
-    except DemoError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        return asyncio.run(_main(options, console, err, plain=args.plain or not console.is_terminal))
+    except HilError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 1
 
 
-async def _main(options: DemoOptions, console: Console, *, plain: bool) -> int:
+async def _main(options: DemoOptions, console: Console, err: Console, *, plain: bool) -> int:
     demo = Demo(options)
     stop = asyncio.Event()
+    received: list[int] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        stop.set()
+
     # A closed terminal (SIGHUP) stops the demo like Ctrl-C: nothing is left running behind it.
     for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     t0 = time.monotonic()
+    watch = _Watch(demo, options.speed)
     try:
         console.print(f"starting {options.streetlights} streetlight(s) and {options.bins} bin(s) "
-                      f"at {options.speed:g}x real time in {options.workdir} ...")
-        await demo.start()
-        console.print(f"gateway up: dashboard {demo.dashboard_url}  (admin token in {demo.workdir / 'admin.token'})")
-        await _watch(demo, console, stop, t0, plain=plain, duration=options.duration_s)
+                      f"at {options.speed:g}x real time in {escape(str(options.workdir))} ...")
+        if not await _start_or_stop(demo, stop):
+            console.print("interrupted while starting: stopping what was started ...")
+            await demo.stop()
+            console.print("stopped.")
+            return 128 + (received[0] if received else signal.SIGINT)
+        console.print(f"gateway up: dashboard {demo.dashboard_url}  "
+                      f"(admin token in {escape(str(demo.workdir / 'admin.token'))})")
+        watch.next_health = time.monotonic() + HEALTH_GRACE_S
+        await _watch(demo, watch, console, stop, t0, plain=plain, duration=options.duration_s)
+        if demo.gateway_alive():  # a last look: a store failure since the last poll counts too
+            watch.next_health = 0.0
+            line = await watch.health_line()
+            if line is not None:
+                console.print(line)
+    except WorkdirInUseError as exc:  # another demo (or scenario run) holds it: nothing was started
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        await demo.stop()
+        return 2
     except HilError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         await demo.stop()
         return 1
     except BaseException:
@@ -105,18 +161,101 @@ async def _main(options: DemoOptions, console: Console, *, plain: bool) -> int:
     console.print("stopping: gateway drains, boards and radio shut down ...")
     status = await demo.stop()
     summary = demo.summary()
-    console.print(f"stopped. {summary.total_reports} reports and {summary.total_alarms} alarms stored in "
-                  f"{demo.workdir / 'data' / 'reports.sqlite'}; gateway exit status {status}")
+    console.print(f"stopped. {_plural(summary.total_reports, 'report')} and {_plural(summary.total_alarms, 'alarm')} "
+                  f"stored in {escape(str(demo.workdir / 'data' / 'reports.sqlite'))}; gateway exit status {status}")
+    if watch.store_failures:
+        err.print(f"[red]error:[/red] the report store had failures during the run "
+                  f"({escape('; '.join(watch.store_failures))}): reports may be missing; see "
+                  f"{escape(str(demo.gateway_log))}")
+        return 1
     return 0 if status == 0 else 1
 
 
-async def _watch(demo: Demo, console: Console, stop: asyncio.Event, t0: float, *, plain: bool,
+async def _start_or_stop(demo: Demo, stop: asyncio.Event) -> bool:
+    """Start the demo; False when a stop signal came first (the start is cancelled then).
+
+    Raises:
+        HilError: the start failed.
+    """
+    starting = asyncio.ensure_future(demo.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # stopping anyway: what failed does not matter
+        await starting
+    return False
+
+
+class _Watch:
+    """The gateway's health and the boards' pace, told once per change."""
+
+    def __init__(self, demo: Demo, speed: float) -> None:
+        self.demo = demo
+        self.speed = speed
+        self.pace = PaceWatch(speed)
+        self.pace_warned = False
+        self.reasons: tuple[str, ...] = ()
+        self.store_failures: list[str] = []
+        self.next_health = 0.0
+
+    def pace_line(self, virtual_ms: float) -> str | None:
+        achieved = self.pace.check(time.monotonic(), virtual_ms)
+        if achieved is None or self.pace_warned:
+            return None
+        self.pace_warned = True
+        return (f"[yellow]warning:[/yellow] the machine runs the boards at {achieved:.3g}x, not the requested "
+                f"{self.speed:g}x: the gateway's clock runs ahead of them and the dashboard shows them stale; "
+                "use a lower --speed")
+
+    async def health_line(self) -> str | None:
+        """Poll /healthz (every :data:`HEALTH_EVERY_S`); a line when its reasons changed."""
+        if time.monotonic() < self.next_health:
+            return None
+        self.next_health = time.monotonic() + HEALTH_EVERY_S
+        reasons = await asyncio.to_thread(_healthz_reasons, self.demo.dashboard_url + "healthz")
+        if reasons is None or tuple(reasons) == self.reasons:
+            return None
+        self.reasons = tuple(reasons)
+        for reason in reasons:
+            if "store" in reason and reason not in self.store_failures:
+                self.store_failures.append(reason)
+        if not reasons:
+            return "gateway healthy again"
+        return f"[yellow]warning:[/yellow] gateway degraded: {escape('; '.join(reasons))}"
+
+
+def _healthz_reasons(url: str) -> list[str] | None:
+    """The gateway's degradation reasons ([] when ok), or None when it did not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:  # 503: degraded, with the reasons in the body
+        body = exc.read()
+    except (OSError, ValueError):
+        return None
+    try:
+        reasons = json.loads(body).get("reasons", [])
+    except (ValueError, AttributeError):
+        return None
+    return [str(r) for r in reasons]
+
+
+async def _watch(demo: Demo, watch: _Watch, console: Console, stop: asyncio.Event, t0: float, *, plain: bool,
                  duration: float | None) -> None:
     async def frame() -> tuple[Table, str]:
         now = (await demo.boards[0].state())["now"] / 1000.0
         summary = demo.summary()
         line = (f"[{time.monotonic() - t0:5.0f}s] virtual {dt.datetime.fromtimestamp(now, dt.timezone.utc):%H:%M} "
                 f"reports={summary.total_reports} alarms={summary.total_alarms}")
+        for note in (watch.pace_line(now * 1000), await watch.health_line()):
+            if note is not None:
+                console.print(note)
         return render(summary, virtual_now_s=now, url=demo.dashboard_url, elapsed_s=time.monotonic() - t0), line
 
     def done() -> bool:
@@ -127,7 +266,7 @@ async def _watch(demo: Demo, console: Console, stop: asyncio.Event, t0: float, *
             if not demo.gateway_alive():
                 raise DemoError(f"the gateway stopped unexpectedly; see {demo.gateway_log}")
             _, line = await frame()
-            console.print(line)
+            console.print(line, markup=False, highlight=False)
             await _sleep_or_stop(stop, 5.0)
         return
     table, _ = await frame()

@@ -33,7 +33,7 @@ from hil.children import spawn_child
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.host import SimHost
-from hil.workdir import recreate_workdir, workdir_problem
+from hil.workdir import WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,27 @@ class DemoOptions:
             raise DemoError(f"--http-port must be a TCP port, got {self.http_port}")
 
 
-def _prepare_workdir(path: Path) -> Path:
+def _prepare_workdir(path: Path) -> tuple[Path, WorkdirLock]:
+    """Lock the work directory for the demo's whole life, then empty and mark it.
+
+    The lock (:func:`hil.workdir.lock_workdir`) is taken before anything is removed, so a second
+    demo started on the same directory is refused (:class:`WorkdirInUseError`) instead of wiping
+    the first one's files while it boots.
+    """
     path = path.resolve()
-    problem = workdir_problem(path, marker=MARKER, what="civicedge demo directory") or _in_use(path)
+    problem = workdir_problem(path, marker=MARKER, what="civicedge demo directory")
     if problem is not None:
         raise DemoError(problem, path=str(path))
-    return recreate_workdir(path, marker=MARKER, note="created by civicedge demo; removed and recreated at each run")
+    lock = lock_workdir(path)
+    try:
+        problem = _in_use(path)
+        if problem is not None:
+            raise DemoError(problem, path=str(path))
+        recreate_workdir(path, marker=MARKER, note="created by civicedge demo; emptied at each run")
+    except BaseException:
+        lock.release()
+        raise
+    return path, lock
 
 
 def _in_use(path: Path) -> str | None:
@@ -135,11 +150,12 @@ class Demo:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.http_port: int | None = None
         self.gateway_log = Path()
+        self.lock: WorkdirLock | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Create the work dir, boot the fleet, register it, start the gateway."""
-        self.workdir = _prepare_workdir(self.opt.workdir)
+        self.workdir, self.lock = _prepare_workdir(self.opt.workdir)
         start = self.opt.start or dt.datetime.now(dt.timezone.utc).replace(hour=18, minute=0, second=0, microsecond=0)
         start_ms = int(start.timestamp() * 1000)
         if self.opt.bins:
@@ -246,25 +262,33 @@ class Demo:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> int | None:
-        """Stop the gateway (drain), then the boards, hosts and radio. Returns the gateway's status."""
+        """Stop the gateway (drain), then the boards, hosts and radio, and release the work directory.
+
+        Safe on a demo whose start failed or was cancelled half-way. Returns the gateway's status.
+        """
         status: int | None = None
-        if self.gateway is not None and self.gateway.poll() is None:
-            self.gateway.send_signal(signal.SIGTERM)
-            try:
-                status = await asyncio.to_thread(self.gateway.wait, 20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.gateway.pid, signal.SIGKILL)
-                status = await asyncio.to_thread(self.gateway.wait)
-        elif self.gateway is not None:
-            status = self.gateway.returncode
-        for h in self.hosts:
-            await h.close()
-        for vb in self.boards:
-            vb.started = False
-            await vb.stop()
-        if self.relay is not None:
-            self.relay.stop()
-            self.relay = None
+        try:
+            if self.gateway is not None and self.gateway.poll() is None:
+                self.gateway.send_signal(signal.SIGTERM)
+                try:
+                    status = await asyncio.to_thread(self.gateway.wait, 20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.gateway.pid, signal.SIGKILL)
+                    status = await asyncio.to_thread(self.gateway.wait)
+            elif self.gateway is not None:
+                status = self.gateway.returncode
+            for h in self.hosts:
+                await h.close()
+            for vb in self.boards:
+                vb.started = False
+                await vb.stop()
+            if self.relay is not None:
+                self.relay.stop()
+                self.relay = None
+        finally:
+            if self.lock is not None:  # last: the directory is free only once nothing runs in it
+                self.lock.release()
+                self.lock = None
         return status
 
     # ------------------------------------------------------------------ run

@@ -52,11 +52,18 @@ def read_summary(db: Path, *, boards: Iterable[Any]) -> FleetSummary:
                 if device in rows:
                     rows[device].reports, rows[device].last_window = int(count), last_w
                 total += int(count)
+            # The newest value of each field across report types: windows ("win") carry some fields,
+            # hourly and daily reports others (e.g. wh, lid); oldest first, so newer values win.
             for device, m in conn.execute(
-                    "SELECT device, m FROM reports r WHERE type = 'win' AND w = "
-                    "(SELECT MAX(w) FROM reports WHERE device = r.device AND type = 'win')"):
+                    "SELECT device, m FROM reports r WHERE type != 'alarm' AND w = "
+                    "(SELECT MAX(w) FROM reports WHERE device = r.device AND type = r.type) ORDER BY w, rowid"):
                 if device in rows:
-                    rows[device].latest.update(json.loads(m))
+                    try:
+                        values = json.loads(m)
+                    except (TypeError, ValueError):
+                        continue
+                    if isinstance(values, dict):
+                        rows[device].latest.update(values)
             for device, code in conn.execute("SELECT device, code FROM alarms ORDER BY w"):
                 alarms_total += 1
                 if device in rows and code not in rows[device].alarms:
@@ -73,7 +80,7 @@ def render(summary: FleetSummary, *, virtual_now_s: float | None, url: str, elap
     when = "" if virtual_now_s is None else dt.datetime.fromtimestamp(virtual_now_s, dt.timezone.utc).strftime(
         "%a %H:%M UTC")
     table = Table(title=f"civicedge demo — virtual time {when} — dashboard {url}",
-                  caption=f"{summary.total_reports} reports stored, {summary.total_alarms} alarms, "
+                  caption=f"{_plural(summary.total_reports, 'report')} stored, {_plural(summary.total_alarms, 'alarm')}, "
                           f"{elapsed_s:.0f} s wall time — Ctrl-C to stop")
     for col in ("board", "kind", "link", "reports", "last window", "latest released values", "alarms"):
         table.add_column(col)
@@ -83,3 +90,7 @@ def render(summary: FleetSummary, *, virtual_now_s: float | None, url: str, elap
         latest = " ".join(f"{k}={v}" for k, v in sorted(row.latest.items()))
         table.add_row(row.device, row.kind, row.link, str(row.reports), last, latest, ", ".join(row.alarms))
     return table
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -111,7 +111,7 @@ def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path: Path) -> Non
     proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(precious), "--duration", "1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert "not a civicedge demo directory" in proc.stdout
+    assert "not a civicedge demo directory" in proc.stderr  # errors go to stderr
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
@@ -142,7 +142,8 @@ def test_the_gateway_does_not_outlive_a_killed_demo(tmp_path: Path) -> None:
         # A second demo on the same workdir would have deleted this one's store under it.
         second = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(workdir),
                                  "--duration", "1", "--http-port", "0"], capture_output=True, text=True, timeout=60)
-        assert second.returncode == 1 and "in use by a running demo" in " ".join(second.stdout.split()), second.stdout
+        # Refused by the work directory's lock (held for the demo's whole life), naming the holder.
+        assert second.returncode == 2 and f"in use by another run (pid {proc.pid})" in second.stderr, second
         assert (workdir / "data" / "reports.sqlite").is_file()
         proc.kill()
         proc.wait(10)
@@ -154,3 +155,67 @@ def test_the_gateway_does_not_outlive_a_killed_demo(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _demo(workdir: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "1", "--bins", "0", "--http-port", "0",
+         "--workdir", str(workdir), "--plain", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+def test_two_demos_started_together_on_one_workdir(tmp_path: Path) -> None:
+    """The second used to wipe the first's work directory while it booted (FileNotFoundError: gateway.log)."""
+    workdir = tmp_path / "demo"
+    first = _demo(workdir, "--duration", "6")
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / ".demo.lock").exists() or not (workdir / ".civicedge-demo").exists():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = _demo(workdir, "--duration", "3")
+        out2, err2 = second.communicate(timeout=60)
+        assert second.returncode == 2, out2 + err2
+        assert f"in use by another run (pid {first.pid})" in err2 and "Traceback" not in out2 + err2
+        out1, err1 = first.communicate(timeout=120)
+        assert first.returncode == 0 and "Traceback" not in out1 + err1, out1 + err1
+        assert "stopped." in out1
+    finally:
+        for p in (first,):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    # Free again once the first stopped.
+    third = _demo(workdir, "--duration", "1")
+    out3, err3 = third.communicate(timeout=120)
+    assert third.returncode == 0, out3 + err3
+
+
+def test_ctrl_c_while_booting_stops_at_once(tmp_path: Path) -> None:
+    """SIGINT during the fleet's boot used to be acted on only once the fleet and gateway were up."""
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "6", "--bins", "0", "--http-port", "0",
+         "--workdir", str(workdir), "--plain"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((workdir / "flash").glob("*")):  # the first board is booting
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        t = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err and "gateway up" not in out, out + err
+    assert "interrupted while starting" in out
+    assert took < 20, took
+    assert not (workdir / "gateway.log").exists()
+    assert _processes_mentioning(str(workdir)) == []

@@ -1,0 +1,133 @@
+"""Fast checks of the demo's parts: work directory, pace and health watches, summary."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from hil.cli import demo_cmd
+from hil.demo.pace import PaceWatch
+from hil.demo.summary import read_summary
+from hil.workdir import WorkdirError, recreate_workdir, workdir_problem
+
+
+def test_recreate_empties_the_directory_and_keeps_it(tmp_path: Path) -> None:
+    """A mount point cannot be removed ("busy"): its contents are, the directory stays."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    (wd / ".m").write_text("")
+    (wd / "sub").mkdir()
+    (wd / "sub" / "f").write_text("x")
+    (wd / "link").symlink_to(outside)
+    inode = wd.stat().st_ino
+    recreate_workdir(wd, marker=".m", note="n")
+    assert wd.stat().st_ino == inode
+    assert sorted(p.name for p in wd.iterdir()) == [".m"]
+    assert (outside / "keep").exists()  # a symlink is removed, never followed
+
+
+def test_an_empty_directory_is_used_and_a_foreign_one_still_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "mnt"
+    empty.mkdir()
+    assert workdir_problem(empty, marker=".m", what="demo dir") is None
+    recreate_workdir(empty, marker=".m", note="n")
+    assert (empty / ".m").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x").write_text("x")
+    assert "is not a demo dir" in (workdir_problem(foreign, marker=".m", what="demo dir") or "")
+
+
+def test_a_read_only_directory_is_called_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wd = tmp_path / "ro"
+    wd.mkdir()
+
+    def refuse(self: Path, *a: Any, **k: Any) -> int:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    with pytest.raises(WorkdirError) as info:
+        recreate_workdir(wd, marker=".m", note="n")
+    assert "read-only" in str(info.value) and "busy" not in str(info.value)
+
+
+def test_pace_watch_tells_a_slow_machine_after_the_window() -> None:
+    pace = PaceWatch(600)
+    assert pace.check(0, 0) is None
+    assert pace.check(10, 10 * 400_000) is None  # slow, but not for 30 s yet
+    achieved = pace.check(30, 30 * 400_000)
+    assert achieved == pytest.approx(400)
+    ok = PaceWatch(600)
+    assert all(ok.check(t, t * 590_000) is None for t in range(0, 61, 5))
+
+
+class _Health(BaseHTTPRequestHandler):
+    body: dict[str, Any] = {"status": "ok", "reasons": []}
+
+    def do_GET(self) -> None:  # noqa: N802
+        data = json.dumps(self.body).encode()
+        self.send_response(503 if self.body["reasons"] else 200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_health_watch_warns_once_per_change_and_remembers_store_failures() -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        demo = SimpleNamespace(dashboard_url=f"http://127.0.0.1:{server.server_port}/")
+        watch = demo_cmd._Watch(demo, 30.0)  # type: ignore[arg-type]
+
+        def poll() -> str | None:
+            watch.next_health = 0.0
+            return asyncio.run(watch.health_line())
+
+        assert poll() is None
+        _Health.body = {"status": "degraded", "reasons": ["report store commits failing (disk full)"]}
+        line = poll()
+        assert line is not None and "degraded: report store commits failing (disk full)" in line
+        assert poll() is None  # once per change
+        _Health.body = {"status": "ok", "reasons": []}
+        assert poll() == "gateway healthy again"
+        assert watch.store_failures == ["report store commits failing (disk full)"]
+    finally:
+        server.shutdown()
+        _Health.body = {"status": "ok", "reasons": []}
+
+
+def test_latest_values_take_each_field_from_its_newest_report(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE reports (id INTEGER PRIMARY KEY, device TEXT, type TEXT, w INTEGER, m TEXT)")
+    conn.execute("CREATE TABLE alarms (device TEXT, code TEXT, w INTEGER)")
+    rows = [("bin-001", "day", 0, {"lid": 4}), ("bin-001", "hour", 3600, {"wh": 12}),
+            ("bin-001", "win", 3600, {"fill": 10}), ("bin-001", "win", 4500, {"fill": 20})]
+    for dev, typ, w, m in rows:
+        conn.execute("INSERT INTO reports (device, type, w, m) VALUES (?, ?, ?, ?)", (dev, typ, w, json.dumps(m)))
+    conn.execute("INSERT INTO alarms VALUES ('bin-001', 'tilt', 4500)")
+    conn.commit()
+    conn.close()
+    board = SimpleNamespace(device_id="bin-001", name="bin-esp32c3", data_path=None)
+    summary = read_summary(db, boards=[board])
+    assert summary.rows[0].latest == {"lid": 4, "wh": 12, "fill": 20}
+    assert summary.total_alarms == 1
+
+
+def test_plural() -> None:
+    assert demo_cmd._plural(1, "alarm") == "1 alarm" and demo_cmd._plural(2, "alarm") == "2 alarms"
