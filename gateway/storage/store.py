@@ -323,12 +323,13 @@ class ReportStore:
         """Persist ACK floors on their own (at shutdown)."""
         if not floors:
             return
-        self._conn.execute("BEGIN IMMEDIATE")
         try:
+            self._conn.execute("BEGIN IMMEDIATE")
             self._save_floors(floors)
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLite has rolled back itself on a full disk
+                self._conn.execute("ROLLBACK")
             raise self._error("saving ACK floors", exc, "write_failed") from exc
 
     def ack_floors(self) -> dict[str, int]:

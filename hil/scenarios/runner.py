@@ -127,7 +127,7 @@ def prepare_workdir(path: Path) -> Path:
         ScenarioRunError: see :func:`check_workdir`.
     """
     return recreate_workdir(check_workdir(path), marker=MARKER,
-                            note="created by civicedge hil run; removed and recreated at each run")
+                            note="created by civicedge hil run; emptied at each run")
 
 
 class ScenarioRun:

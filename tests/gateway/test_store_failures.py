@@ -232,3 +232,20 @@ async def test_deleting_the_store_under_a_running_gateway_stops_acks_logs_and_de
     finally:
         await gw.stop()
         dev.close()
+
+
+def test_saving_ack_floors_on_a_full_disk_is_a_storage_error(tmp_path: Path) -> None:
+    """Demo QA: at stop on a full disk, save_floors failed with 'cannot rollback - no transaction is
+    active' (SQLite had rolled the transaction back itself) instead of the disk-full StorageError."""
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw")
+    try:
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages}")  # a full disk, as far as SQLite can tell
+        with pytest.raises(StorageError, match="disk is full") as info:
+            store.save_floors({f"dev-{i:05d}": i for i in range(20000)})
+        assert info.value.reason == "write_failed"
+        store._conn.execute(f"PRAGMA max_page_count = {pages * 100}")  # space again: the store still works
+        store.save_floors({"dev-1": 7})
+        assert store.ack_floors() == {"dev-1": 7}
+    finally:
+        store.close()
