@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import time
 
 import pytest
 import serial
@@ -34,6 +35,20 @@ def read_frames(port: serial.Serial) -> list[bytes]:
     return [f for f in SerialDeframer().feed(data) if isinstance(f, bytes)]
 
 
+async def wait_frames(port: serial.Serial, timeout_s: float = 15.0) -> list[bytes]:
+    """The frames on the data pty: waits for the first (the simulator host writes them after the
+    advance returned, later on a loaded machine: CI once read nothing within 0.6 s), then reads on
+    until 0.3 s pass without a byte."""
+    deframer = SerialDeframer()
+    frames: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = await asyncio.to_thread(port.read, 65536)
+        frames += [f for f in deframer.feed(data) if isinstance(f, bytes)]
+        if (frames and not data) or time.monotonic() > deadline:
+            return frames
+
+
 async def test_streetlight_reports_over_uart_pty_and_takes_ack_with_time_sync(tmp_path) -> None:
     start = T0 + 3600 + 14 * 60          # 01:14 UTC: the 01:00 window closes a minute later
     board = VirtualBoard("streetlight-esp32", device_id="sl-sim-1", flash_dir=tmp_path / "flash", speed=None,
@@ -45,8 +60,7 @@ async def test_streetlight_reports_over_uart_pty_and_takes_ack_with_time_sync(tm
         port = serial.Serial(board.data_path, timeout=0.3)
         await board.stimulus("light", 5)             # night
         await board.advance(90, chunk_s=1)
-        await asyncio.sleep(0.3)
-        frames = read_frames(port)
+        frames = await wait_frames(port)
         assert frames, board.console_text()
         first = parse_frame(frames[0])
         assert first.type == FRAME_REPORT and first.device_id == "sl-sim-1" and verify_tag(first, key)
@@ -62,8 +76,7 @@ async def test_streetlight_reports_over_uart_pty_and_takes_ack_with_time_sync(tm
         await board.advance(2, chunk_s=1)
         read_frames(port)                             # drain what was sent before the ACK landed
         await board.advance(20, chunk_s=1)            # longer than the 5 s resend time
-        await asyncio.sleep(0.3)
-        later = [parse_frame(f) for f in read_frames(port)]
+        later = [parse_frame(f) for f in await wait_frames(port)]
         # acknowledged: seq 1 is never resent. The clock step closes the running energy hour and
         # window: new reports, still waiting for their ACK.
         assert later and all(f.seq > first.seq for f in later)
