@@ -224,6 +224,22 @@ class ReportStore:
         except sqlite3.Error as exc:
             raise self._error(what, exc, "read_failed") from exc
 
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; on an error the transaction is rolled back, unless SQLite
+        already did (a full disk), and a sqlite3 error is a ``write_failed`` StorageError."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(what, exc, "write_failed") from exc
+            raise
+
     # -- ingest ---------------------------------------------------------------------------
 
     def max_seqs(self) -> dict[str, int]:
@@ -323,14 +339,8 @@ class ReportStore:
         """Persist ACK floors on their own (at shutdown)."""
         if not floors:
             return
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._writing("saving ACK floors"):
             self._save_floors(floors)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._conn.in_transaction:  # SQLite has rolled back itself on a full disk
-                self._conn.execute("ROLLBACK")
-            raise self._error("saving ACK floors", exc, "write_failed") from exc
 
     def ack_floors(self) -> dict[str, int]:
         """Return the persisted ACK floor per device."""
@@ -382,16 +392,10 @@ class ReportStore:
         """Remove delivered messages."""
         if not ids:
             return
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing("outbox delete") as conn:
             marks = ",".join("?" * len(ids))
             row = conn.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE id IN (%s)" % marks, ids).fetchone()
             conn.execute("DELETE FROM outbox WHERE id IN (%s)" % marks, ids)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise self._error("outbox delete", exc, "write_failed") from exc
         self._outbox_bytes -= int(row[0])
         self._outbox_count -= int(row[1])
 
@@ -421,9 +425,7 @@ class ReportStore:
             now: current unix time.
         """
         removed = 0
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing("retention") as conn:
             for (kind, fld), days in sorted(retention_days.items()):
                 cutoff = int(now) - days * 86400
                 if '"' in fld:  # no reported field is named so (the policy allowlist), and a path cannot quote it
@@ -438,10 +440,6 @@ class ReportStore:
                     " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
                     (path, path, kind, cutoff, path, path),
                 )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise self._error("retention", exc, "write_failed") from exc
         if removed:
             log.info("retention removed %d reading(s)", removed)
         return removed
