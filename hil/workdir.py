@@ -37,7 +37,7 @@ def recreate_workdir(path: Path, *, marker: str, note: str) -> Path:
     """
     try:
         if path.exists():
-            _empty(path)
+            _empty(path, keep=marker)
         path.mkdir(parents=True, exist_ok=True)
         (path / marker).write_text(note + "\n")
     except OSError as exc:  # e.g. under /proc, or a read-only mount: root passes os.access() there
@@ -47,9 +47,24 @@ def recreate_workdir(path: Path, *, marker: str, note: str) -> Path:
     return path
 
 
-def _empty(path: Path) -> None:
-    """Remove everything inside directory ``path`` (symlinks themselves, never what they point to)."""
+def _empty(path: Path, *, keep: str) -> None:
+    """Remove everything inside directory ``path`` but ``keep`` (the marker: a run that fails half-way
+    leaves a directory the next run may still empty). Symlinks are removed, never followed; nothing
+    is removed when something inside is on another file system (a mount under the work directory:
+    emptying it would delete what that file system holds).
+
+    Raises:
+        OSError: EXDEV for such a mount, or what a removal raised.
+    """
+    device = path.stat().st_dev
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            sub = Path(root, name)
+            if not sub.is_symlink() and sub.stat().st_dev != device:
+                raise OSError(errno.EXDEV, f"{sub} is another file system mounted inside it; unmount it")
     for entry in path.iterdir():
+        if entry.name == keep:
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

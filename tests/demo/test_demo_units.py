@@ -50,6 +50,47 @@ def test_an_empty_directory_is_used_and_a_foreign_one_still_refused(tmp_path: Pa
     assert "is not a demo dir" in (workdir_problem(foreign, marker=".m", what="demo dir") or "")
 
 
+def test_a_removal_that_fails_half_way_keeps_the_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding: the marker was deleted first, so a removal failing after it left a directory
+    every later run refused as foreign."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / ".m").write_text("")
+    for name in ("a", "b", "c"):
+        (wd / name).write_text("x")
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, *a: Any, **k: Any) -> None:
+        if self.name == "b":
+            raise OSError(errno.EACCES, "Permission denied")
+        real_unlink(self, *a, **k)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(WorkdirError, match="Permission denied"):
+        recreate_workdir(wd, marker=".m", note="n")
+    assert (wd / ".m").exists()
+    assert workdir_problem(wd, marker=".m", what="demo dir") is None
+
+
+def test_a_file_system_mounted_inside_is_refused_before_anything_is_removed(tmp_path: Path) -> None:
+    """Review finding: rmtree went into a mount under the work directory and deleted what it held."""
+    import subprocess
+
+    wd = tmp_path / "wd"
+    (wd / "sub").mkdir(parents=True)
+    (wd / ".m").write_text("")
+    (wd / "other").write_text("x")
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(wd / "sub")], capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        (wd / "sub" / "precious").write_text("keep")
+        with pytest.raises(WorkdirError, match="another file system mounted inside it"):
+            recreate_workdir(wd, marker=".m", note="n")
+        assert (wd / "sub" / "precious").read_text() == "keep" and (wd / "other").exists() and (wd / ".m").exists()
+    finally:
+        subprocess.run(["umount", str(wd / "sub")], check=True)
+
+
 def test_a_read_only_directory_is_called_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wd = tmp_path / "ro"
     wd.mkdir()
