@@ -33,7 +33,7 @@ from hil.children import spawn_child
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.host import SimHost
-from hil.workdir import WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
+from hil.workdir import WorkdirInUseError, WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
 
 log = logging.getLogger(__name__)
 
@@ -109,25 +109,16 @@ def _prepare_workdir(path: Path) -> tuple[Path, WorkdirLock]:
         raise DemoError(problem, path=str(path))
     lock = lock_workdir(path)
     try:
-        problem = _in_use(path)
-        if problem is not None:
-            raise DemoError(problem, path=str(path))
+        holder = store_writer(path / "data" / "reports.sqlite")
+        if holder is not None:  # a killed demo's gateway still draining: in use, exit 2 like a live demo
+            raise WorkdirInUseError(f"{path} is in use by a running demo (its gateway is pid {holder}); stop it "
+                                    "or choose another --workdir", path=str(path),
+                                    holder_pid=int(holder) if holder.isdigit() else None)
         recreate_workdir(path, marker=MARKER, note="created by civicedge demo; emptied at each run")
     except BaseException:
         lock.release()
         raise
     return path, lock
-
-
-def _in_use(path: Path) -> str | None:
-    """Why ``path`` is in use by a running demo (its gateway holds the store), or None.
-
-    Recreating it would delete the running demo's store under it.
-    """
-    holder = store_writer(path / "data" / "reports.sqlite")
-    if holder is None:
-        return None
-    return f"{path} is in use by a running demo (its gateway is pid {holder}); stop it or choose another --workdir"
 
 
 def _place(rng: random.Random) -> tuple[str, str]:

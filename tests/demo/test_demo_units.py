@@ -116,8 +116,16 @@ def test_pace_watch_tells_a_slow_machine_after_the_window() -> None:
 
 class _Health(BaseHTTPRequestHandler):
     body: dict[str, Any] = {"status": "ok", "reasons": []}
+    metrics = "# TYPE civicedge_store_commit_failures_total counter\ncivicedge_store_commit_failures_total 3.0\n"
 
     def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/metrics":
+            data = self.metrics.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         data = json.dumps(self.body).encode()
         self.send_response(503 if self.body["reasons"] else 200)
         self.send_header("Content-Length", str(len(data)))
@@ -146,7 +154,13 @@ def test_health_watch_warns_once_per_change_and_remembers_store_failures() -> No
         assert poll() is None  # once per change
         _Health.body = {"status": "ok", "reasons": []}
         assert poll() == "gateway healthy again"
+        # a slow answer of the store to /healthz is no failure (review: it made a run exit 1)
+        _Health.body = {"status": "degraded", "reasons": ["store not answering"]}
+        assert poll() is not None
         assert watch.store_failures == ["report store commits failing (disk full)"]
+        # the final look counts failed commits from /metrics, however briefly they failed
+        assert demo_cmd._commit_failures(demo.dashboard_url + "metrics") == 3
+        assert demo_cmd._commit_failures("http://127.0.0.1:9/metrics") is None  # nothing answers: unknown
     finally:
         server.shutdown()
         _Health.body = {"status": "ok", "reasons": []}
