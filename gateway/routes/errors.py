@@ -78,8 +78,11 @@ class NoBinsDueError(RoutesError):
     def __init__(self, date: str, considered: int, threshold: float,
                  skipped: tuple[tuple[str, str], ...] = ()) -> None:
         judged = considered - len(skipped)
-        text = (f"no bins due on {date}: none of {judged} bins with data is at or above {percent(threshold)}, "
-                f"predicted to reach it before the next round, or in alarm")
+        if judged:
+            text = (f"no bins due on {date}: none of {judged} bins with data is at or above {percent(threshold)}, "
+                    f"predicted to reach it before the next round, or in alarm")
+        else:  # "none of 0 bins with data is at or above 80%" read as if the bins had been judged
+            text = f"no bins due on {date}: no bin has fill data to judge"
         if skipped:
             shown = "; ".join(f"{b}: {why}" for b, why in skipped[:10])
             more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""

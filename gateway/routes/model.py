@@ -50,7 +50,7 @@ class BinStatus:
         alarms: Active alarm codes among :data:`ALARM_CODES`.
         volume_l: Bin volume in litres, or None to use the planner's default.
         no_reading_reason: Why ``readings`` is empty, when the source knows better than "no fill
-            reading yet" (e.g. it reads a limited history: "no fill reading in the last 4 days").
+            reading yet" (e.g. it reads a limited history: "no fill reading in the 4 days before the round start ...").
     """
 
     id: str

@@ -138,8 +138,12 @@ class GatewayBinSource:
                 lon=_coord(dev.lon),
                 readings=tuple(FillReading(w + l, min(100, max(0, v)) / 100.0) for w, l, v in series),
                 alarms=active,
-                # only history_s is read: a sensor that went quiet longer ago may have been full
-                no_reading_reason=None if series else f"no fill reading in the last {_days(self.history_s)}",
+                # only history_s is read: a sensor that went quiet longer ago may have been full; and
+                # nothing after the round start (a plan made later in the day must not say "no reading"
+                # of a bin that reported since without saying why)
+                no_reading_reason=None if series else (
+                    f"no fill reading in the {_days(self.history_s)} before the round start "
+                    f"{as_of.isoformat(timespec='minutes')}"),
             ))
         logger.info("loaded %s bins (%s fill readings, %s alarms) from %s",
                     len(out), len(fills), len(alarms), self.db_path)
