@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from hil.demo.pace import PaceWatch
+from hil.pace import PaceWatch
 from hil.demo.runner import Demo, DemoError, DemoOptions
 from hil.demo.summary import render
 from hil.errors import HilError

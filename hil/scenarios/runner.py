@@ -28,6 +28,7 @@ from gateway.registry import Registry
 from gateway.resources import load_policy
 from hil.children import spawn_child
 from hil.errors import HilError
+from hil.pace import PaceWatch
 from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
 from hil.scenarios.errors import ScenarioRunError
 from hil.scenarios.loader import MAX_SPEED, MIN_SPEED
@@ -426,7 +427,7 @@ class _PaceWatch:
 
     def __init__(self, speed: float) -> None:
         self.speed = speed
-        self.samples: list[tuple[float, int]] = []  # (wall monotonic s, virtual ms)
+        self._pace = PaceWatch(speed, window_s=PACE_WINDOW_S, min_fraction=PACE_MIN_FRACTION)
 
     def check(self, wall_s: float, virtual_ms: int) -> None:
         """Record a sample.
@@ -435,18 +436,12 @@ class _PaceWatch:
             ScenarioRunError: over the last :data:`PACE_WINDOW_S`, virtual time ran at less than
                 :data:`PACE_MIN_FRACTION` of the speed.
         """
-        self.samples.append((wall_s, virtual_ms))
-        while len(self.samples) > 2 and wall_s - self.samples[1][0] >= PACE_WINDOW_S:
-            self.samples.pop(0)
-        w0, v0 = self.samples[0]
-        if wall_s - w0 < PACE_WINDOW_S:
-            return
-        achieved = (virtual_ms - v0) / 1000 / (wall_s - w0)
-        if achieved < PACE_MIN_FRACTION * self.speed:
+        achieved = self._pace.check(wall_s, virtual_ms)
+        if achieved is not None:
             raise ScenarioRunError(
                 f"the simulator cannot keep up: virtual time ran at {achieved:.2g}x over the last "
-                f"{wall_s - w0:.0f} s, {self.speed:g}x was asked (boards resetting faster than they boot, or "
-                f"this machine is overloaded); try a lower --speed or fewer faults",
+                f"{wall_s - self._pace.samples[0][0]:.0f} s, {self.speed:g}x was asked (boards resetting faster "
+                f"than they boot, or this machine is overloaded); try a lower --speed or fewer faults",
                 speed=self.speed, achieved=achieved)
 
 

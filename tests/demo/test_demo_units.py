@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hil.cli import demo_cmd
-from hil.demo.pace import PaceWatch
+from hil.pace import PaceWatch
 from hil.demo.summary import read_summary
 from hil.workdir import WorkdirError, recreate_workdir, workdir_problem
 

@@ -1,9 +1,8 @@
 """Is the machine running the boards at the requested speed?
 
-The gateway's ``[sim_clock]`` runs at the requested speed; boards that a busy machine runs slower
-fall behind it, and the dashboard shows them stale. The logic follows the scenario runner's
-``_PaceWatch`` (hil/scenarios/runner.py), which could not be reused as is: it raises a scenario
-error at 5 % of the speed, the demo warns at 80 %.
+Samples of (wall time, virtual time) over a sliding window: ``civicedge demo`` warns when virtual
+time ran below 80 % of the speed (the gateway's ``[sim_clock]`` then runs ahead of the boards), a
+scenario run fails below 5 % (hil/scenarios/runner.py: the simulator cannot keep up at all).
 """
 
 from __future__ import annotations
