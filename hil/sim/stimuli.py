@@ -222,6 +222,9 @@ STIMULUS_NAMES: tuple[str, ...] = ("pir", "light", "lamp_current", "lamp_failed"
                                     "lid", "battery")
 """Named stimuli (besides ``pin:N`` and ``adc:N``), see :func:`stimulus_op`."""
 TIMELINE_KEYS: tuple[str, ...] = ("time", "every", "until", "fault")
+# The shortest repeat of a timeline entry: a "1ms" repeat without an `until` would be 86 million events
+# a virtual day, each woken on the board's host; no sensor stimulus changes faster than this.
+MIN_EVERY_MS = 100
 """Keys of a timeline entry other than stimulus names."""
 
 
@@ -290,8 +293,10 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
         timing: dict[str, Any] = {"at": at}
         if "every" in entry:
             timing["every"] = parse_duration_ms(entry["every"])
-            if timing["every"] <= 0:
-                raise StimulusError(f"timeline entry {i + 1}: every must be > 0", line=i + 1)
+            if timing["every"] < MIN_EVERY_MS:
+                raise StimulusError(f"timeline entry {i + 1}: every = {entry['every']!r} repeats faster than the "
+                                    f"shortest interval, {MIN_EVERY_MS} ms (each repeat is an event the simulator "
+                                    f"runs; use e.g. every = \"1s\")", line=i + 1, value=entry["every"])
         if "until" in entry:
             timing["until"] = parse_at_ms(entry["until"], start_ms)
             if timing["until"] < at:

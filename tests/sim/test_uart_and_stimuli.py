@@ -113,3 +113,17 @@ def test_stimuli_file_errors_are_specific(tmp_path):
     plan = load_stimuli('[[at]]\ntime = "+1m"\nfault = ["drop uart 30s", "corrupt uart 0.5 for 10s"]\n', io, 0)
     assert plan.faults == [{"at": 60000, "kind": "drop", "link": "uart", "ms": 30000},
                            {"at": 60000, "kind": "corrupt", "link": "uart", "rate": 0.5, "ms": 10000}]
+
+
+@pytest.mark.parametrize("every", ['"1ms"', '"99ms"', "0.05", '"0s"'])
+def test_a_repeat_faster_than_100ms_is_refused_with_the_shortest_interval(every):
+    from hil.boards import load_board
+    from hil.sim.stimuli import MIN_EVERY_MS, BoardIo, load_stimuli
+
+    io = BoardIo(load_board("streetlight-esp32").to_device_config())
+    with pytest.raises(StimulusError) as exc:
+        load_stimuli(f'[[at]]\ntime = "+1m"\nevery = {every}\npir = "pulse 50ms"\n', io, 0)
+    assert exc.value.details["line"] == 1
+    assert f"{MIN_EVERY_MS} ms" in str(exc.value) and "every" in str(exc.value)
+    plan = load_stimuli('[[at]]\ntime = "+1m"\nevery = "100ms"\nuntil = "+2m"\npir = 1\n', io, 0)
+    assert plan.stimuli[0]["every"] == MIN_EVERY_MS
