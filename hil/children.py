@@ -15,6 +15,8 @@ thread the child is started without it (logged at DEBUG).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -76,3 +78,21 @@ def spawn_child(cmd: Sequence[str], *, stdout: int | IO[Any] | None = None, stde
     """
     return subprocess.Popen(list(cmd), stdout=stdout, stderr=stderr, env=env, text=text, cwd=cwd,
                             start_new_session=True, preexec_fn=stop_with_parent_preexec())
+
+
+async def stop_gateway(proc: subprocess.Popen[Any], timeout: float = 20) -> int:
+    """Stop a child started by :func:`spawn_child` (the gateway) and return its exit status.
+
+    SIGTERM first (the gateway's clean stop: it drains and acknowledges what it has); after
+    ``timeout`` seconds its whole session is killed (SIGKILL), as it was started in its own. A child
+    that has already exited is only reaped. The waits run in a thread, so the event loop goes on.
+    """
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(proc.wait, timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # it exited between the wait and the kill
+            os.killpg(proc.pid, signal.SIGKILL)
+        return await asyncio.to_thread(proc.wait)

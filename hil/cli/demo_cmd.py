@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -229,35 +230,44 @@ class _Watch:
         return f"[yellow]warning:[/yellow] gateway degraded: {escape('; '.join(reasons))}"
 
 
-def _healthz_reasons(url: str) -> list[str] | None:
-    """The gateway's degradation reasons ([] when ok), or None when it did not answer."""
+def _http_get(url: str) -> tuple[int, bytes] | None:
+    """GET ``url`` from the gateway: its status and body (an error status too), or None if it did not answer."""
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:
-            body = resp.read()
-    except urllib.error.HTTPError as exc:  # 503: degraded, with the reasons in the body
-        body = exc.read()
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:  # e.g. /healthz's 503: degraded, with the reasons in the body
+        return exc.code, exc.read()
     except (OSError, ValueError):
         return None
+
+
+def _healthz_reasons(url: str) -> list[str] | None:
+    """The gateway's degradation reasons ([] when ok), or None when it did not answer."""
+    got = _http_get(url)
+    if got is None:
+        return None
     try:
-        reasons = json.loads(body).get("reasons", [])
+        reasons = json.loads(got[1]).get("reasons", [])
     except (ValueError, AttributeError):
         return None
     return [str(r) for r in reasons]
 
 
+COMMIT_FAILURES = "civicedge_store_commit_failures_total"
+
+
 def _commit_failures(url: str) -> int | None:
     """``civicedge_store_commit_failures_total`` from the gateway's /metrics, or None if unreadable."""
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            text = resp.read().decode("utf-8", "replace")
-    except (OSError, ValueError):
+    got = _http_get(url)
+    if got is None or got[0] != 200:
         return None
-    for line in text.splitlines():
-        if line.startswith("civicedge_store_commit_failures_total "):
-            try:
-                return int(float(line.split()[1]))
-            except (IndexError, ValueError):
-                return None
+    try:
+        for family in text_string_to_metric_families(got[1].decode("utf-8", "replace")):
+            for sample in family.samples:
+                if sample.name == COMMIT_FAILURES:
+                    return int(sample.value)
+    except (ValueError, OverflowError):  # not the exposition format (or NaN, inf): unknown, as no answer
+        return None
     return None
 
 

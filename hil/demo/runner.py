@@ -16,7 +16,6 @@ import math
 import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from gateway.storage.store import store_writer
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
 from hil.backends.qemu.launcher import free_tcp_port
-from hil.children import spawn_child
+from hil.children import spawn_child, stop_gateway
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.host import SimHost
@@ -259,15 +258,8 @@ class Demo:
         """
         status: int | None = None
         try:
-            if self.gateway is not None and self.gateway.poll() is None:
-                self.gateway.send_signal(signal.SIGTERM)
-                try:
-                    status = await asyncio.to_thread(self.gateway.wait, 20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.gateway.pid, signal.SIGKILL)
-                    status = await asyncio.to_thread(self.gateway.wait)
-            elif self.gateway is not None:
-                status = self.gateway.returncode
+            if self.gateway is not None:
+                status = await stop_gateway(self.gateway)
             for h in self.hosts:
                 await h.close()
             for vb in self.boards:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from gateway.registry import Registry
 from gateway.resources import load_policy
-from hil.children import spawn_child
+from hil.children import spawn_child, stop_gateway
 from hil.errors import HilError
 from hil.pace import PaceWatch
 from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
@@ -372,15 +372,7 @@ class ScenarioRun:
         """Stop the gateway (drain), then boards, hosts and radio. Safe to call more than once."""
         status: int | None = None
         if self.gateway is not None:
-            if self.gateway.poll() is None:
-                self.gateway.send_signal(signal.SIGTERM)
-                try:
-                    status = await asyncio.to_thread(self.gateway.wait, 20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.gateway.pid, signal.SIGKILL)
-                    status = await asyncio.to_thread(self.gateway.wait)
-            else:
-                status = self.gateway.returncode
+            status = await stop_gateway(self.gateway)
         for vb in self.boards:
             with contextlib.suppress(Exception):
                 await vb.stop()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import signal
+import subprocess
+import sys
+import time
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -14,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from hil.children import spawn_child, stop_gateway
 from hil.cli import demo_cmd
 from hil.pace import PaceWatch
 from hil.demo.summary import read_summary
@@ -104,6 +109,36 @@ def test_a_read_only_directory_is_called_read_only(tmp_path: Path, monkeypatch: 
     assert "read-only" in str(info.value) and "busy" not in str(info.value)
 
 
+def test_stop_gateway_terms_then_kills_the_whole_session() -> None:
+    """The demo's and the scenario run's stop: SIGTERM, and after the timeout SIGKILL to the session."""
+    polite = spawn_child([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert asyncio.run(stop_gateway(polite, timeout=10)) == -signal.SIGTERM
+    assert asyncio.run(stop_gateway(polite)) == -signal.SIGTERM  # already stopped: only its status
+    # Ignores SIGTERM and has a child of its own (as the gateway could): both are killed.
+    stubborn = spawn_child([sys.executable, "-c", (
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print(p.pid, flush=True); "
+        "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout is not None
+    grandchild = int(stubborn.stdout.readline())
+    t0 = time.monotonic()
+    assert asyncio.run(stop_gateway(stubborn, timeout=0.5)) == -signal.SIGKILL
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 5
+    while not _gone(grandchild):
+        assert time.monotonic() < deadline, f"the gateway's child {grandchild} outlived the SIGKILL of its session"
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or killed and not yet reaped by init (a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def test_pace_watch_tells_a_slow_machine_after_the_window() -> None:
     pace = PaceWatch(600)
     assert pace.check(0, 0) is None
@@ -114,9 +149,12 @@ def test_pace_watch_tells_a_slow_machine_after_the_window() -> None:
     assert all(ok.check(t, t * 590_000) is None for t in range(0, 61, 5))
 
 
+_METRICS = "# TYPE civicedge_store_commit_failures_total counter\ncivicedge_store_commit_failures_total 3.0\n"
+
+
 class _Health(BaseHTTPRequestHandler):
     body: dict[str, Any] = {"status": "ok", "reasons": []}
-    metrics = "# TYPE civicedge_store_commit_failures_total counter\ncivicedge_store_commit_failures_total 3.0\n"
+    metrics = _METRICS
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/metrics":
@@ -161,9 +199,12 @@ def test_health_watch_warns_once_per_change_and_remembers_store_failures() -> No
         # the final look counts failed commits from /metrics, however briefly they failed
         assert demo_cmd._commit_failures(demo.dashboard_url + "metrics") == 3
         assert demo_cmd._commit_failures("http://127.0.0.1:9/metrics") is None  # nothing answers: unknown
+        _Health.metrics = "civicedge_store_commit_failures_total{ oops\n"  # not the exposition format: unknown
+        assert demo_cmd._commit_failures(demo.dashboard_url + "metrics") is None
     finally:
         server.shutdown()
         _Health.body = {"status": "ok", "reasons": []}
+        _Health.metrics = _METRICS
 
 
 def test_latest_values_take_each_field_from_its_newest_report(tmp_path: Path) -> None:
