@@ -21,9 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from hil.pace import PaceWatch
-from hil.demo.runner import Demo, DemoError, DemoOptions
+from hil.demo.runner import Demo, DemoError, DemoOptions, HostExit
 from hil.demo.summary import render
 from hil.errors import HilError
+from hil.sim.errors import SimHostError
 from hil.workdir import WorkdirInUseError
 
 
@@ -32,8 +33,9 @@ HEALTH_EVERY_S = 5.0  # how often the watch asks the gateway's /healthz
 HEALTH_GRACE_S = 10.0  # first ask after this: the links come up in the first seconds ("link ble is down")
 
 EXIT_STATUSES = (
-    "Exit status: 0 stopped cleanly; 1 could not start, the gateway failed, or the report store had "
-    "failures during the run (the gateway's /healthz said so; reports may be missing); 2 bad arguments "
+    "Exit status: 0 stopped cleanly; 1 could not start, the gateway failed, a simulator host process "
+    "ended during the run (crash, out of memory, kill), or the report store had failures during the run "
+    "(the gateway's /healthz said so; reports may be missing); 2 bad arguments "
     "or the work directory is in use by another demo or scenario run; 128 + the signal number (130 for "
     "Ctrl-C) when stopped while starting."
 )
@@ -50,7 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "dashboard, and show a live summary. Everything stays on this machine. Ctrl-C stops it cleanly, "
             "also while it starts. The demo warns when the gateway reports itself degraded (/healthz) and "
             "when this machine runs the boards at less than 80 % of --speed for 30 s (the gateway's clock "
-            "then runs ahead of the boards and the dashboard shows them stale). " + EXIT_STATUSES
+            "then runs ahead of the boards and the dashboard shows them stale). When a simulator host process "
+            "(one per core, each running some of the boards) ends during the run, the demo names it, its exit "
+            "status and its boards, and stops at once, cleanly (the gateway drains, the summary is printed): "
+            "with part of the fleet silent the dashboard and summary no longer show the demo's city, and "
+            "running on would hide the failure until Ctrl-C. " + EXIT_STATUSES
         ),
     )
     p.add_argument("--streetlights", type=int, default=3, metavar="N", help="virtual streetlights (default 3)")
@@ -139,7 +145,9 @@ async def _main(options: DemoOptions, console: Console, err: Console, *, plain: 
         console.print(f"gateway up: dashboard {demo.dashboard_url}  "
                       f"(admin token in {escape(str(demo.workdir / 'admin.token'))})")
         watch.next_health = time.monotonic() + HEALTH_GRACE_S
-        await _watch(demo, watch, console, stop, t0, plain=plain, duration=options.duration_s)
+        exited = await _watch(demo, watch, console, stop, t0, plain=plain, duration=options.duration_s)
+        for host in exited:  # at once, before the drain: what ended the run
+            err.print(f"[red]error:[/red] {escape(host.message())}; stopping the demo")
         if demo.gateway_alive():  # a last look: the store's failed commits since the start, however brief
             failed = await asyncio.to_thread(_commit_failures, demo.dashboard_url + "metrics")
             if failed:
@@ -167,6 +175,8 @@ async def _main(options: DemoOptions, console: Console, err: Console, *, plain: 
         err.print(f"[red]error:[/red] the report store had failures during the run "
                   f"({escape('; '.join(watch.store_failures))}): reports may be missing; see "
                   f"{escape(str(demo.gateway_log))}")
+        return 1
+    if exited:
         return 1
     return 0 if status == 0 else 1
 
@@ -272,9 +282,14 @@ def _commit_failures(url: str) -> int | None:
 
 
 async def _watch(demo: Demo, watch: _Watch, console: Console, stop: asyncio.Event, t0: float, *, plain: bool,
-                 duration: float | None) -> None:
+                 duration: float | None) -> list[HostExit]:
+    """Show the fleet until the duration or a stop signal; returns early the simulator hosts that ended.
+
+    Raises:
+        DemoError: the gateway stopped.
+    """
     async def frame() -> tuple[Table, str]:
-        now = (await demo.boards[0].state())["now"] / 1000.0
+        now = await demo.virtual_now_s()
         summary = demo.summary()
         line = (f"[{time.monotonic() - t0:5.0f}s] virtual {dt.datetime.fromtimestamp(now, dt.timezone.utc):%H:%M} "
                 f"reports={summary.total_reports} alarms={summary.total_alarms}")
@@ -286,29 +301,52 @@ async def _watch(demo: Demo, watch: _Watch, console: Console, stop: asyncio.Even
     def done() -> bool:
         return stop.is_set() or (duration is not None and time.monotonic() - t0 >= duration)
 
+    async def look() -> tuple[Table, str] | list[HostExit]:
+        """A frame, or the hosts that ended (a host ending during the frame's questions is one too)."""
+        if not demo.gateway_alive():
+            raise DemoError(f"the gateway stopped unexpectedly; see {demo.gateway_log}")
+        exited = await demo.exited_hosts()
+        if exited:
+            return exited
+        try:
+            return await frame()
+        except SimHostError:
+            exited = await demo.exited_hosts()
+            if exited:
+                return exited
+            raise
+
+    # Woken at once by a host's end, not only at the next frame.
+    wake = [stop, *demo.host_ended_events()]
     if plain:
         while not done():
-            if not demo.gateway_alive():
-                raise DemoError(f"the gateway stopped unexpectedly; see {demo.gateway_log}")
-            _, line = await frame()
-            console.print(line, markup=False, highlight=False)
-            await _sleep_or_stop(stop, 5.0)
-        return
-    table, _ = await frame()
-    with Live(table, console=console, refresh_per_second=2) as live:
+            got = await look()
+            if isinstance(got, list):
+                return got
+            console.print(got[1], markup=False, highlight=False)
+            await _sleep_or_wake(wake, 5.0)
+        return []
+    got = await look()
+    if isinstance(got, list):
+        return got
+    with Live(got[0], console=console, refresh_per_second=2) as live:
         while not done():
-            if not demo.gateway_alive():
-                raise DemoError(f"the gateway stopped unexpectedly; see {demo.gateway_log}")
-            table, _ = await frame()
-            live.update(table)
-            await _sleep_or_stop(stop, 1.0)
+            got = await look()
+            if isinstance(got, list):
+                return got
+            live.update(got[0])
+            await _sleep_or_wake(wake, 1.0)
+    return []
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+async def _sleep_or_wake(events: list[asyncio.Event], seconds: float) -> None:
+    """Sleep ``seconds``, or less when one of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from hil.backends.qemu.launcher import free_tcp_port
 from hil.children import spawn_child, stop_gateway
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
+from hil.sim.errors import SimHostError
 from hil.sim.host import SimHost
 from hil.workdir import WorkdirInUseError, WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
 
@@ -93,6 +95,36 @@ class DemoOptions:
             raise DemoError(f"--bin-sleep must be awake or deep, got {self.bin_sleep!r}")
         if not 0 <= self.http_port <= 65535:
             raise DemoError(f"--http-port must be a TCP port, got {self.http_port}")
+
+
+@dataclass(frozen=True)
+class HostExit:
+    """A simulator host (Node process) that ended while the demo ran; its boards stopped with it.
+
+    Attributes:
+        number: the host's number, 1-based, in start order.
+        pid: its process id.
+        status: its exit status (negative: killed by that signal, as :attr:`subprocess.Popen.returncode`).
+        boards: device ids of the boards it ran.
+    """
+
+    number: int
+    pid: int
+    status: int
+    boards: tuple[str, ...]
+
+    def message(self) -> str:
+        """One line for the user, e.g. "simulator host 2 (pid 812) exited with status -9 (killed by SIGKILL);
+        its boards sl-002, bin-001 are stopped"."""
+        status = str(self.status)
+        if self.status < 0:
+            try:
+                status += f" (killed by {signal.Signals(-self.status).name})"
+            except ValueError:
+                status += f" (killed by signal {-self.status})"
+        what = "its boards " + ", ".join(self.boards) + " are" if len(self.boards) != 1 else \
+            f"its board {self.boards[0]} is"
+        return f"simulator host {self.number} (pid {self.pid}) exited with status {status}; {what} stopped"
 
 
 def _prepare_workdir(path: Path) -> tuple[Path, WorkdirLock]:
@@ -287,3 +319,37 @@ class Demo:
     def gateway_alive(self) -> bool:
         """True while the gateway process runs."""
         return self.gateway is not None and self.gateway.poll() is None
+
+    async def exited_hosts(self) -> list[HostExit]:
+        """The simulator hosts whose process has ended since the start (crash, OOM kill, ``kill``).
+
+        A host is seen to end when its output closes; its exit status is then collected (waiting at
+        most a few seconds for the kernel to report it).
+        """
+        exited = []
+        for number, host in enumerate(self.hosts, 1):
+            proc = host.proc
+            if proc is None or (proc.returncode is None and not host.closed.is_set()):
+                continue
+            try:
+                status = await asyncio.wait_for(proc.wait(), 5)
+            except asyncio.TimeoutError:  # output closed, process still there: not ended (yet)
+                continue
+            boards = tuple(vb.device_id for vb in self.boards if vb.host is host)
+            exited.append(HostExit(number, proc.pid, status, boards))
+        return exited
+
+    def host_ended_events(self) -> list[asyncio.Event]:
+        """Events set when a simulator host's process ends (its output closes), for a watch to wake on."""
+        return [h.closed for h in self.hosts]
+
+    async def virtual_now_s(self) -> float:
+        """The virtual time (unix s) of the slowest running simulator host: where the fleet has got to.
+
+        Raises:
+            SimHostError: no host is running, or one ended while asked.
+        """
+        nows = [(await h.ping())["now"] for h in self.hosts if h.proc is not None and h.proc.returncode is None]
+        if not nows:
+            raise SimHostError("no simulator host is running")
+        return float(min(nows)) / 1000.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -218,4 +219,54 @@ def test_ctrl_c_while_booting_stops_at_once(tmp_path: Path) -> None:
     assert "interrupted while starting" in out
     assert took < 20, took
     assert not (workdir / "gateway.log").exists()
+    assert _processes_mentioning(str(workdir)) == []
+
+
+def _host_pids(parent: int) -> list[int]:
+    """The Node simulator hosts started by process ``parent``."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"host.mjs" in cmdline:
+            pids.append(int(pid))
+    return sorted(pids)
+
+
+def test_a_simulator_host_that_dies_stops_the_demo_with_exit_1(tmp_path: Path) -> None:
+    """A killed Node host used to leave its boards silent for the rest of the run, with nothing said."""
+    workdir = tmp_path / "demo"
+    proc = _demo(workdir, "--streetlights", "2", "--duration", "60")
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("gateway up"):
+                break
+        hosts = _host_pids(proc.pid)
+        assert len(hosts) == min(2, os.cpu_count() or 1), hosts
+        victim = hosts[-1]
+        os.kill(victim, signal.SIGKILL)
+        t = time.monotonic()
+        rest, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, rest + err
+    if len(hosts) == 2:  # board i runs on host i % 2: sl-001 on host 1, sl-002 on host 2
+        number = re.search(rf"simulator host (\d) \(pid {victim}\)", err)
+        assert number is not None, err
+        expected = (f"error: simulator host {number[1]} (pid {victim}) exited with status -9 (killed by SIGKILL); "
+                    f"its board sl-00{number[1]} is stopped; stopping the demo")
+    else:
+        expected = (f"error: simulator host 1 (pid {victim}) exited with status -9 (killed by SIGKILL); "
+                    "its boards sl-001, sl-002 are stopped; stopping the demo")
+    assert expected in err, err
+    assert took < 30, took  # at once, not at --duration's end
+    assert "Traceback" not in rest + err
+    assert "stopped." in rest and "gateway exit status 0" in rest, rest  # drained and summed up as usual
     assert _processes_mentioning(str(workdir)) == []
