@@ -4,6 +4,9 @@ Guarantees (docs/protocol.md §6):
 * an ACK is sent only after the report (and every earlier report of that device we have seen)
   is committed;
 * a retransmission of a stored or in-flight report is re-acknowledged, never stored twice;
+* a ``win``/``hour``/``day`` report for a period the device already has stored under another seq
+  (its clock was set back far) is acknowledged, counted and logged, and not stored (the store decides,
+  :data:`gateway.storage.store.ONE_PER_PERIOD`); its seq is settled like a stored one;
 * a report older than the replay window that is not stored is rejected (``replay``);
 * the window is rebuilt from the store at start, so it survives restarts;
 * memory stays bounded under overload: at ``max_in_flight`` reports in flight :attr:`IngestService.room`
@@ -25,7 +28,7 @@ from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.verify import Verified, Verifier
 from gateway.protocol.frame import FRAME_ACK, build_frame
-from gateway.storage.store import BatchResult, ReportRecord, ReportStore
+from gateway.storage.store import BatchResult, ReportRecord, ReportStore, WindowDuplicate
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ ABOVE_MAX = 2 * REPLAY_WINDOW
 OVERLOAD_LOG_EVERY_S = 10.0
 # While the broker is down and the outbox at its cap every commit drops: one warning per minute, with the count.
 OUTBOX_DROP_LOG_EVERY_S = 60.0
+# A board whose clock was set back far re-reports every period since: one warning per minute, with the count.
+WINDOW_DUP_LOG_EVERY_S = 60.0
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
 
@@ -199,6 +204,7 @@ class IngestService:
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._drop_log = LogLimiter(OUTBOX_DROP_LOG_EVERY_S, log_clock)
         self._dropped_unlogged = 0  # outbox messages dropped at the cap since the last warning about it
+        self._window_dup_log = LogLimiter(WINDOW_DUP_LOG_EVERY_S, log_clock)
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -537,6 +543,21 @@ class IngestService:
                     " in %d commit(s) since the last such line" % (more + 1) if more else "")
         self._dropped_unlogged = 0
 
+    def _window_duplicates(self, dups: list[WindowDuplicate]) -> None:
+        """Count reports not stored because their period was, and warn at most once per
+        :data:`WINDOW_DUP_LOG_EVERY_S` naming the last one (a board re-reports every period since its
+        clock was set back: one line per period would be a flood)."""
+        self._metrics.duplicate_windows.inc(len(dups))
+        more = self._window_dup_log.allow()
+        if more is None:
+            return
+        d = dups[-1]
+        left = more + len(dups) - 1
+        log.warning("%s: %s report for the period %s (w=%d, l=%d s) is already stored (seq %d): seq %d acknowledged, "
+                    "not stored (its clock was set back?)%s", d.device, d.type,
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.w)), d.w, d.l, d.kept_seq, d.seq,
+                    more_since(left, "such report(s)"))
+
     def _outbox_drops_ended(self) -> None:
         """A commit dropped nothing (the broker drains again) or the gateway stops: log the drops held
         back since the last warning now, not with the next outage's first drop."""
@@ -590,7 +611,8 @@ class IngestService:
             if not fut.done():
                 fut.set_result(None)
         if fresh:
-            inserted = set(result.inserted)
+            # A window duplicate is a new frame too (its seq was never stored): the device holds its key.
+            inserted = set(result.inserted).union((d.device, d.seq) for d in result.window_duplicates)
             for rec, link in fresh:
                 if (rec.device, rec.seq) in inserted and link.fresh is not None:
                     link.fresh()
@@ -600,6 +622,8 @@ class IngestService:
         self._settled(sum(1 for _, _, ack in batch if ack is not None))
         self._metrics.reports_stored.inc(len(result.inserted))
         self._metrics.duplicates.inc(len(result.duplicates))
+        if result.window_duplicates:
+            self._window_duplicates(result.window_duplicates)
         if result.outbox_dropped:
             self._metrics.outbox_dropped.inc(result.outbox_dropped)
             self._outbox_dropped(result.outbox_dropped)

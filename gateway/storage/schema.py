@@ -1,7 +1,9 @@
-"""SQLite schema of the report store (version 2). Documented in docs/gateway.md.
+"""SQLite schema of the report store (version 3). Documented in docs/gateway.md.
 
 Tables:
-    reports   one row per accepted report; UNIQUE(device, seq) is the de-duplication key.
+    reports   one row per accepted report; UNIQUE(device, seq) is the de-duplication key of
+              retransmissions. A ``win``/``hour``/``day`` report for a period ``(device, type, w, l)``
+              already stored is not stored (the store checks it through ``reports_device_w``).
     readings  a VIEW: one row per released measurement (a key of ``reports.m``). Version 1 stored
               these rows in a table with two indexes; writing them was over two thirds of the
               store's cost per report, and they repeated ``reports.m``, so version 2 derives them.
@@ -10,7 +12,10 @@ Tables:
     outbox    MQTT messages waiting for the broker's PUBACK (only used when [mqtt] is configured).
     ack_floor per device, the highest seq acknowledged so far (every seq up to it is committed or
               was given up on); restores held ACKs at seq gaps after a restart.
-    counters  persisted counters (e.g. ``outbox_dropped``).
+    window_duplicates  version 3: one row per report not stored because its period was stored
+              under another seq (a board whose clock was set back far reports earlier periods
+              again); its seq, period and frame digest, no measurement.
+    counters  persisted counters (e.g. ``outbox_dropped``, ``duplicate_windows``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sqlite3
 
 from gateway.errors import StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -82,6 +87,20 @@ CREATE TABLE IF NOT EXISTS ack_floor (
     floor  INTEGER NOT NULL
 );
 
+CREATE TABLE IF NOT EXISTS window_duplicates (
+    device      TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    type        TEXT    NOT NULL,
+    w           INTEGER NOT NULL,
+    l           INTEGER NOT NULL,
+    kept_seq    INTEGER NOT NULL,
+    digest      TEXT    NOT NULL,
+    received_at REAL    NOT NULL,
+    gateway_id  TEXT    NOT NULL,
+    link        TEXT    NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -110,6 +129,8 @@ def apply_schema(conn: sqlite3.Connection) -> None:
                            "by a newer civicedge gateway; run that version (or a newer one), not this one"
                            % (found, SCHEMA_VERSION), reason="schema_too_new")
     _migrate_v1(conn)
+    # Version 2 -> 3 only adds window_duplicates (CREATE ... IF NOT EXISTS below). Reports a version 2
+    # gateway stored twice for one period stay as they are: nothing is deleted.
     conn.executescript(SCHEMA)
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)

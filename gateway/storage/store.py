@@ -3,8 +3,10 @@
 A batch of reports is inserted in ONE transaction together with their alarms, provenance chain
 entries and (when upstream is configured) MQTT outbox messages, so after a
 crash either all of it exists or none of it does. ``INSERT OR IGNORE`` on ``UNIQUE(device, seq)``
-makes a retransmission a no-op. Methods are synchronous; the async service calls them from one
-dedicated thread.
+makes a retransmission a no-op. A periodic report (:data:`ONE_PER_PERIOD`) whose period
+``(device, type, w, l)`` is already stored, or earlier in the same batch, under another seq is not
+stored either: it is recorded in ``window_duplicates`` (see :class:`WindowDuplicate`). Methods are
+synchronous; the async service calls them from one dedicated thread.
 """
 
 from __future__ import annotations
@@ -56,6 +58,32 @@ class ReportRecord(NamedTuple):
     digest: str
 
 
+# Report types a device sends at most once per period: the first stored for a (device, type, w, l)
+# wins. Firmware after a time sync that set its clock back by more than STEP_BACK_S (protocol §3) reports
+# the periods since again under new seqs; storing them would keep (and publish) two noised releases of
+# one period. ``l`` is part of the key: a streetlight sends two ``win`` reports with the same ``w`` at every
+# 6-hour boundary (the 900 s window and the 21600 s ``mot`` release). ``alarm`` and ``boot`` are events,
+# not periods: their ``w`` is the minute they happened in, and two fire/tip alarms (or two reboots) in one
+# minute are two events, so every one is stored.
+ONE_PER_PERIOD = frozenset({"win", "hour", "day"})
+
+
+class WindowDuplicate(NamedTuple):
+    """A report not stored because its period was stored under another seq (``window_duplicates`` row).
+
+    Attributes:
+        device, seq: the report not stored. type, w, l: its period.
+        kept_seq: the seq of the report stored for that period (the first; it may be in the same batch).
+    """
+
+    device: str
+    seq: int
+    type: str
+    w: int
+    l: int  # noqa: E741 - protocol field name
+    kept_seq: int
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     """One upstream message waiting for delivery."""
@@ -71,12 +99,15 @@ class BatchResult:
 
     Attributes:
         inserted: (device, seq) pairs newly stored.
-        duplicates: (device, seq) pairs that were already stored.
+        duplicates: (device, seq) pairs that were already stored (or already recorded as a window duplicate).
+        window_duplicates: reports newly recorded as not stored because their period was (their seqs
+            are committed all the same: acknowledged, and known as duplicates when re-sent).
         outbox_dropped: messages dropped from the outbox because of its size cap.
     """
 
     inserted: list[tuple[str, int]] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)
+    window_duplicates: list[WindowDuplicate] = field(default_factory=list)
     outbox_dropped: int = 0
 
 
@@ -243,16 +274,23 @@ class ReportStore:
     # -- ingest ---------------------------------------------------------------------------
 
     def max_seqs(self) -> dict[str, int]:
-        """Return the highest stored seq per device (the persisted replay window)."""
+        """Return the highest committed seq per device, stored or recorded as a window duplicate (the
+        persisted replay window)."""
         with self._reading("reading the replay window"):
-            return {str(d): int(s) for d, s in
-                    self._conn.execute("SELECT device, MAX(seq) FROM reports GROUP BY device")}
+            found = {str(d): int(s) for d, s in
+                     self._conn.execute("SELECT device, MAX(seq) FROM reports GROUP BY device")}
+            for d, s in self._conn.execute("SELECT device, MAX(seq) FROM window_duplicates GROUP BY device"):
+                found[str(d)] = max(found.get(str(d), 0), int(s))
+        return found
 
     def has(self, device: str, seq: int) -> bool:
-        """Return True if ``(device, seq)`` is stored."""
+        """Return True if ``(device, seq)`` is committed: stored, or recorded as a window duplicate."""
         with self._reading("looking up %s seq %d" % (device, seq)):
-            return self._conn.execute("SELECT 1 FROM reports WHERE device=? AND seq=?",
-                                      (device, seq)).fetchone() is not None
+            row = self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM reports WHERE device=? AND seq=?)"
+                " OR EXISTS (SELECT 1 FROM window_duplicates WHERE device=? AND seq=?)",
+                (device, seq, device, seq)).fetchone()
+        return bool(row[0])
 
     def insert_batch(self, records: list[ReportRecord], floors: dict[str, int] | None = None) -> BatchResult:
         """Store ``records`` in one transaction; duplicates are skipped, not errors.
@@ -267,6 +305,7 @@ class ReportStore:
         queued: list[tuple[str, bytes]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            records = self._drop_window_duplicates(records, result)
             # Multi-row INSERTs per table instead of a statement per report (the per-row path was the
             # store's cost; see insert_rows). New rows are told apart from duplicates by their rowid: the reports table
             # has no AUTOINCREMENT, so rows inserted now get ids above the current maximum.
@@ -329,6 +368,58 @@ class ReportStore:
         self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
         return result
 
+    def _drop_window_duplicates(self, records: list[ReportRecord], result: BatchResult) -> list[ReportRecord]:
+        """Return ``records`` less the periodic reports whose period is stored, or earlier in ``records``,
+        under another seq; record those in ``window_duplicates`` (inside the open transaction).
+
+        The first report stored for a period wins. One lookup per batch through ``reports_device_w``
+        (usually finding nothing); a record whose ``(device, seq)`` is already stored or recorded is left
+        to the caller's ``INSERT OR IGNORE`` and counted as a plain duplicate.
+        """
+        conn = self._conn
+        pairs = list({(rec.device, rec.w) for rec in records if rec.type in ONE_PER_PERIOD})
+        if not pairs:
+            return records
+        stored: dict[tuple[str, str, int, int], list[int]] = {}
+        for device, typ, w, length, seq in select_rows(conn, _SELECT_PERIODS, 2, pairs):
+            stored.setdefault((str(device), str(typ), int(w), int(length)), []).append(int(seq))
+        first: dict[tuple[str, str, int, int], int] = {}  # period -> seq of its first report in this batch
+        keep: list[ReportRecord] = []
+        for rec in records:
+            if rec.type not in ONE_PER_PERIOD:
+                keep.append(rec)
+                continue
+            key = (rec.device, rec.type, rec.w, rec.l)
+            seqs = stored.get(key)
+            if seqs is not None:
+                kept = min(seqs)
+                if rec.seq in seqs:  # a retransmission of the stored report (a store from before
+                    kept = rec.seq   # version 3 may hold several for one period)
+            else:
+                kept = first.setdefault(key, rec.seq)
+            if kept == rec.seq or self._stored_seq(rec.device, rec.seq):
+                keep.append(rec)  # new, or a plain duplicate for INSERT OR IGNORE
+                continue
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO window_duplicates (device, seq, type, w, l, kept_seq, digest, received_at,"
+                " gateway_id, link) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (rec.device, rec.seq, rec.type, rec.w, rec.l, kept, rec.digest, rec.received_at, self.gateway_id,
+                 rec.link))
+            if cur.rowcount == 1:
+                result.window_duplicates.append(WindowDuplicate(rec.device, rec.seq, rec.type, rec.w, rec.l, kept))
+            else:  # recorded before (re-sent, or twice in this batch)
+                result.duplicates.append((rec.device, rec.seq))
+        if result.window_duplicates:
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('duplicate_windows', ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (len(result.window_duplicates),),
+            )
+        return keep
+
+    def _stored_seq(self, device: str, seq: int) -> bool:
+        """``(device, seq)`` is in ``reports`` (inside the open transaction)."""
+        return self._conn.execute("SELECT 1 FROM reports WHERE device=? AND seq=?", (device, seq)).fetchone() is not None
+
     def _save_floors(self, floors: dict[str, int]) -> None:
         self._conn.executemany(
             "INSERT INTO ack_floor (device, floor) VALUES (?, ?)"
@@ -348,11 +439,14 @@ class ReportStore:
             return {str(d): int(f) for d, f in self._conn.execute("SELECT device, floor FROM ack_floor")}
 
     def seqs_above(self, device: str, floor: int, limit: int) -> list[int]:
-        """Return up to ``limit`` stored seqs of ``device`` above ``floor``, ascending."""
+        """Return up to ``limit`` committed seqs of ``device`` above ``floor`` (stored or recorded as a
+        window duplicate), ascending."""
         with self._reading("reading the seqs of %s" % device):
             rows = self._conn.execute("SELECT seq FROM reports WHERE device=? AND seq>? ORDER BY seq LIMIT ?",
                                       (device, floor, limit)).fetchall()
-        return [int(r[0]) for r in rows]
+            rows += self._conn.execute("SELECT seq FROM window_duplicates WHERE device=? AND seq>? ORDER BY seq"
+                                       " LIMIT ?", (device, floor, limit)).fetchall()
+        return sorted(int(r[0]) for r in rows)[:limit]
 
     # -- outbox ---------------------------------------------------------------------------
 
@@ -484,6 +578,29 @@ def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tupl
         while n - i >= size:
             conn.execute(sql, [v for row in rows[i:i + size] for v in row])
             i += size
+
+
+# The stored reports of the given (device, w) pairs: the VALUES list first (CROSS JOIN keeps that order),
+# each pair one search of reports_device_w.
+_SELECT_PERIODS = ("SELECT r.device, r.type, r.w, r.l, r.seq FROM (VALUES %s) v CROSS JOIN reports r"
+                   " ON r.device = v.column1 AND r.w = v.column2")
+
+
+def select_rows(conn: sqlite3.Connection, sql: str, width: int, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Run ``sql`` (its ``%s`` a ``VALUES`` list of ``width``-value rows) over ``rows`` in the chunk sizes of
+    :func:`insert_rows`, and return all result rows."""
+    one = "(" + ",".join("?" * width) + ")"
+    bound = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    found: list[tuple[Any, ...]] = []
+    i, n = 0, len(rows)
+    for size in _CHUNKS:
+        if n - i < size or (size > 1 and size * width > bound):
+            continue
+        query = sql % ",".join([one] * size)
+        while n - i >= size:
+            found += conn.execute(query, [v for row in rows[i:i + size] for v in row]).fetchall()
+            i += size
+    return found
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:

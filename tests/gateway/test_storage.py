@@ -19,8 +19,12 @@ from gateway.storage.provenance import entry_hash, export_chain, verify_export
 T0 = 1_700_000_100 - (1_700_000_100 % 3600)
 
 
-def rec(device: str, seq: int, *, w: int = T0, kind: str = "bin", m: dict[str, int] | None = None,
+def rec(device: str, seq: int, *, w: int | None = None, kind: str = "bin", m: dict[str, int] | None = None,
         a: list[str] | None = None, zone: str = "north") -> ReportRecord:
+    """A report of ``device``; by default a ``win`` of its own window (``T0 + 900 * seq``: each seq its
+    own period, as a device sends them)."""
+    if w is None:
+        w = T0 if a else T0 + 900 * seq
     return ReportRecord(
         device=device, seq=seq, kind=kind, zone=zone, type="alarm" if a else "win", w=w, l=60 if a else 900,
         m={"fill": 40, "temp": 12} if m is None else m, e={}, a=a or [], fw="1.0", received_at=w + 5.0,
@@ -175,7 +179,7 @@ def test_a_version_1_store_is_migrated_without_losing_a_reading(tmp_path: Path) 
     ReportStore(db, gateway_id="gw1").close()
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'readings'").fetchone() == ("view",)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     assert sorted(conn.execute("SELECT device, field, w, value FROM readings").fetchall()) == v1
     conn.close()
     q = ReportQueries(db)
