@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from gateway.config.loader import retention_days
 from gateway.config.model import GatewayConfig
+from gateway.config.sim_clock import SimClock
 from gateway.errors import TransportError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
@@ -79,7 +80,8 @@ class Gateway:
             outbox_policy=config.mqtt.outbox_policy if config.mqtt else "drop_oldest",
         )
         sim_clock = config.sim_clock
-        clock = time.time if sim_clock is None else (lambda: sim_clock.now(time.time()))
+        # Under [sim_clock]: virtual time, following the simulation's file if it has one, never stepping back.
+        clock: Callable[[], float] = time.time if sim_clock is None else SimClock(sim_clock)
         # The gap hold waits for a device's re-sends, which run on the device's clock: under
         # [sim_clock] it is measured in simulated time too.
         monotonic = time.monotonic if sim_clock is None else clock

@@ -1,8 +1,9 @@
 """Is the machine running the boards at the requested speed?
 
 Samples of (wall time, virtual time) over a sliding window: ``civicedge demo`` warns when virtual
-time ran below 80 % of the speed (the gateway's ``[sim_clock]`` then runs ahead of the boards), a
-scenario run fails below 5 % (hil/scenarios/runner.py: the simulator cannot keep up at all).
+time ran below 80 % of the speed (the whole demo runs slower than asked; its gateway's ``[sim_clock]``
+follows the boards through ``follow_file``), a scenario run fails below 5 % (hil/scenarios/runner.py:
+the simulator cannot keep up at all; its gateway's fixed ``[sim_clock]`` runs ahead of the boards).
 """
 
 from __future__ import annotations

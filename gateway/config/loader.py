@@ -31,6 +31,7 @@ from gateway.config.model import (
     SimClockConfig,
     StorageConfig,
 )
+from gateway.config.sim_clock import FollowFileError, read_follow_file
 from gateway.errors import ConfigError
 from gateway.resources import load_policy
 
@@ -310,16 +311,32 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
     overrides, interval = _parse_retention(top.data.get("retention", {}), source)
     sim_clock = None
     if "sim_clock" in top.data:
-        sc = _Section(top.data["sim_clock"], "sim_clock", source, ("speed", "virtual_at", "wall_at"))
-        sc.get("speed", float, required=True)
-        sim_clock = SimClockConfig(speed=sc.number("speed", float, None, 0.001, 1e6),
-                                   virtual_at=sc.get("virtual_at", float, required=True),
-                                   wall_at=sc.get("wall_at", float, required=True))
+        sim_clock = _parse_sim_clock(_Section(top.data["sim_clock"], "sim_clock", source,
+                                              ("speed", "virtual_at", "wall_at", "follow_file")), base)
     if "routes" in top.data:
         _check_routes(top.data["routes"], source, base)
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
                          sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source)
+
+
+def _parse_sim_clock(sc: _Section, base: Path) -> SimClockConfig:
+    """Either fixed ``speed``, ``virtual_at``, ``wall_at``, or a ``follow_file`` giving them (read now)."""
+    if sc.get("follow_file", str) is None:
+        sc.get("speed", float, required=True)
+        return SimClockConfig(speed=sc.number("speed", float, None, 0.001, 1e6),
+                              virtual_at=sc.get("virtual_at", float, required=True),
+                              wall_at=sc.get("wall_at", float, required=True))
+    fixed = [k for k in ("speed", "virtual_at", "wall_at") if k in sc.data]
+    if fixed:
+        raise sc.error("sim_clock.%s" % fixed[0], "sim_clock.follow_file gives speed, virtual_at and wall_at: "
+                       "leave out %s" % ", ".join(fixed), "bad_value")
+    path = sc.path("follow_file", base, base)
+    try:
+        speed, virtual_at, wall_at = read_follow_file(path)
+    except FollowFileError as exc:
+        raise sc.error("sim_clock.follow_file", "sim_clock.follow_file: %s" % exc, exc.reason) from exc
+    return SimClockConfig(speed=speed, virtual_at=virtual_at, wall_at=wall_at, follow_file=path)
 
 
 def _parse_ble(sec: _Section) -> BleConfig:

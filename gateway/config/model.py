@@ -77,12 +77,15 @@ class SimClockConfig:
 
     The gateway's time (ACK time sync, ``received_at``) becomes
     ``virtual_at + (wall time - wall_at) * speed``, so boards in virtual time are not pulled back
-    to the wall clock by every ACK.
+    to the wall clock by every ACK. With ``follow_file`` the three values come from that JSON file,
+    which the simulation rewrites as its boards run (:class:`gateway.config.sim_clock.SimClock`);
+    here they are the file's content when the config was loaded.
     """
 
     speed: float
     virtual_at: float
     wall_at: float
+    follow_file: Path | None = None
 
     def now(self, wall: float) -> float:
         """Return the virtual unix time at wall time ``wall``."""

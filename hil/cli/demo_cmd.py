@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "dashboard, and show a live summary. Everything stays on this machine. Ctrl-C stops it cleanly, "
             "also while it starts. The demo warns when the gateway reports itself degraded (/healthz) and "
             "when this machine runs the boards at less than 80 % of --speed for 30 s (the gateway's clock "
-            "then runs ahead of the boards and the dashboard shows them stale). When a simulator host process "
+            "follows the boards, so the whole demo then runs slower than asked). When a simulator host process "
             "(one per core, each running some of the boards) ends during the run, the demo names it, its exit "
             "status and its boards, and stops at once, cleanly (the gateway drains, the summary is printed): "
             "with part of the fleet silent the dashboard and summary no longer show the demo's city, and "
@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--bins", type=int, default=2, metavar="N", help="virtual waste bins (default 2)")
     p.add_argument("--speed", type=float, default=30.0,
                    help="virtual seconds per wall second (default 30: a 15-min window every 30 s); a busy "
-                        "machine runs the boards slower than asked, while the gateway's clock keeps this "
-                        "speed: the demo warns then, use a lower --speed")
+                        "machine runs the boards slower than asked (the gateway's clock follows them): the "
+                        "demo warns then, use a lower --speed")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many wall seconds (default: run until Ctrl-C)")
     p.add_argument("--http-port", type=int, default=8080, help="dashboard port (default 8080; 0 = any free port)")
@@ -220,7 +220,7 @@ class _Watch:
             return None
         self.pace_warned = True
         return (f"[yellow]warning:[/yellow] the machine runs the boards at {achieved:.3g}x, not the requested "
-                f"{self.speed:g}x: the gateway's clock runs ahead of them and the dashboard shows them stale; "
+                f"{self.speed:g}x (the gateway's clock follows them): the demo runs slower than asked; "
                 "use a lower --speed")
 
     async def health_line(self) -> str | None:

@@ -71,6 +71,10 @@ def test_demo_runs_both_links_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/routes/plan", timeout=30) as resp:
             plan = json.loads(resp.read())
         assert resp.status == 200 and plan["depot"]["lat"] == pytest.approx(52.3702), plan
+        # The gateway's clock follows the boards: the demo rewrites the file its [sim_clock] follows.
+        assert 'follow_file = "sim-clock.json"' in (workdir / "gateway.toml").read_text()
+        clock = json.loads((workdir / "sim-clock.json").read_text())
+        assert abs(clock["wall_at"] - time.time()) < 5 and 0 < clock["speed"] <= 30 * 1.5, clock
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         out, _ = proc.communicate(timeout=60)
     finally:

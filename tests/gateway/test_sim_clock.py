@@ -1,0 +1,140 @@
+"""[sim_clock] follow_file: the gateway's clock follows a file the simulation rewrites (the demo's boards
+on a loaded machine run slower than --speed; a fixed clock ran hours ahead of them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import load_config
+from gateway.config.model import SimClockConfig
+from gateway.config.sim_clock import CHECK_EVERY_S, SimClock
+from gateway.errors import ConfigError
+
+
+def _config(tmp_path: Path, sim_clock: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'[gateway]\ndata_dir = "data"\n[http]\nenabled = false\n[sim_clock]\n{sim_clock}\n')
+    return path
+
+
+def _write(path: Path, content: Any) -> None:
+    """As the demo writes it: a temporary file, then os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(content if isinstance(content, str) else json.dumps(content))
+    os.replace(tmp, path)
+
+
+class _Time:
+    """A settable wall clock (the clock under test reads time through the functions it is given)."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall = wall
+        self.mono = 0.0
+
+    def step(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+def test_follow_file_is_read_at_load_relative_to_the_config(tmp_path: Path) -> None:
+    _write(tmp_path / "clock.json", {"virtual_at": 5000.0, "wall_at": 10.0, "speed": 60})
+    cfg = load_config(_config(tmp_path, 'follow_file = "clock.json"'))
+    assert cfg.sim_clock == SimClockConfig(speed=60.0, virtual_at=5000.0, wall_at=10.0,
+                                           follow_file=tmp_path / "clock.json")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "message"),
+    [
+        (None, "bad_path", "cannot read"),
+        ("{\"virtual_at\": 1,", "bad_value", "is not valid JSON"),
+        ([1, 2, 3], "bad_value", "must hold a JSON object with virtual_at, wall_at, speed, not list"),
+        ({"virtual_at": 1.0, "wall_at": 2.0}, "bad_value", "lacks 'speed'"),
+        ({"virtual_at": 1.0, "wall_at": 2.0, "speed": 1, "sped": 2}, "bad_value", "unknown key(s) 'sped'"),
+        ({"virtual_at": "noon", "wall_at": 2.0, "speed": 1}, "bad_value", "virtual_at must be a finite number"),
+        ({"virtual_at": 1.0, "wall_at": True, "speed": 1}, "bad_value", "wall_at must be a finite number"),
+        ({"virtual_at": 1.0, "wall_at": 2.0, "speed": -1}, "bad_value", "speed = -1.0 is outside 0..1e+06"),
+    ],
+)
+def test_a_follow_file_that_cannot_be_used_is_a_specific_config_error(
+        tmp_path: Path, content: Any, reason: str, message: str) -> None:
+    if content is not None:
+        _write(tmp_path / "clock.json", content)
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, 'follow_file = "clock.json"'))
+    assert info.value.reason == reason and info.value.key == "sim_clock.follow_file"
+    assert message in str(info.value) and str(tmp_path / "clock.json") in str(info.value)
+
+
+def test_follow_file_and_fixed_values_together_are_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "clock.json", {"virtual_at": 5000.0, "wall_at": 10.0, "speed": 60})
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, 'follow_file = "clock.json"\nspeed = 60'))
+    assert info.value.reason == "bad_value" and info.value.key == "sim_clock.speed"
+    assert "leave out speed" in str(info.value)
+
+
+def test_the_clock_follows_the_file_extrapolates_and_never_steps_back(tmp_path: Path) -> None:
+    path = tmp_path / "clock.json"
+    _write(path, {"virtual_at": 1000.0, "wall_at": 100.0, "speed": 60})
+    t = _Time(100.0)
+    clock = SimClock(SimClockConfig(speed=60.0, virtual_at=1000.0, wall_at=100.0, follow_file=path),
+                     wall=lambda: t.wall, monotonic=lambda: t.mono)
+    assert clock() == 1000.0
+    t.step(1)
+    assert clock() == 1060.0
+    # The boards run at 30x, not 60x: they are at 1030 at wall 101.
+    _write(path, {"virtual_at": 1030.0, "wall_at": 101.0, "speed": 30})
+    t.wall += CHECK_EVERY_S / 2  # not looked at yet: the file is read at most every CHECK_EVERY_S
+    assert clock() == pytest.approx(1060.0 + 60 * CHECK_EVERY_S / 2)
+    last = clock()
+    t.step(CHECK_EVERY_S)  # read now: 1030 + 0.3 * 30 = 1039 is behind what was said: held, not stepped back
+    assert clock() == last
+    t.step(2)  # the boards pass the held time; from there on the clock extrapolates at their pace
+    assert clock() == pytest.approx(1030.0 + (t.wall - 101.0) * 30)
+    before = clock()
+    t.step(1)
+    assert clock() - before == pytest.approx(30.0)
+
+
+def test_a_missing_or_broken_file_keeps_the_last_clock_with_one_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "clock.json"
+    _write(path, {"virtual_at": 1000.0, "wall_at": 100.0, "speed": 10})
+    t = _Time(100.0)
+    clock = SimClock(SimClockConfig(speed=10.0, virtual_at=1000.0, wall_at=100.0, follow_file=path),
+                     wall=lambda: t.wall, monotonic=lambda: t.mono)
+    clock()
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
+        for _ in range(10):
+            t.step(1)
+            assert clock() == pytest.approx(1000.0 + (t.wall - 100.0) * 10)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "keeping the last clock" in warnings[0] and str(path) in warnings[0]
+    caplog.clear()
+    _write(path, {"virtual_at": 5000.0, "wall_at": t.wall, "speed": 10})  # back: followed again
+    t.step(1)
+    assert clock() == pytest.approx(5010.0)
+    _write(path, "{not json")  # a broken write: warned once, the last clock kept
+    with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
+        for _ in range(5):
+            t.step(1)
+            clock()
+    assert clock() == pytest.approx(5000.0 + 6 * 10)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "is not valid JSON" in warnings[0], warnings
+
+
+def test_a_fixed_sim_clock_is_unchanged(tmp_path: Path) -> None:
+    t = _Time(11.0)
+    clock = SimClock(SimClockConfig(speed=60.0, virtual_at=1000.0, wall_at=10.0), wall=lambda: t.wall)
+    assert clock() == 1060.0
+    t.step(0.5)
+    assert clock() == 1090.0
