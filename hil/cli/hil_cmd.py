@@ -30,6 +30,36 @@ from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_
 from hil.workdir import WorkdirError, WorkdirLock, lock_workdir
 
 
+class _Console(Console):
+    """A rich console that goes quiet when its reader goes away, instead of exiting.
+
+    rich's default ``on_broken_pipe`` raises ``SystemExit(1)``, from inside the run's progress
+    callback: the run would stop half way and write no JUnit. A log reader that closes its pipe
+    (``2>&1 | head -3``) should not decide the outcome of a run: the output to that stream is
+    dropped (its file descriptor now points at /dev/null, so the interpreter's last flush and the
+    log handler do not fail either) and the run goes on to its reports and its own exit status.
+    When not writing to a terminal (CI logs), lines are not wrapped at 80 columns.
+    """
+
+    def __init__(self, *, stderr: bool) -> None:
+        super().__init__(stderr=stderr)
+        self.broken = False
+        self.soft_wrap = not self.is_terminal
+
+    def on_broken_pipe(self) -> None:
+        """Stop writing to this stream; the run goes on."""
+        self.quiet = True
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.file.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError):  # not a real file descriptor: quiet is enough
+            pass
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``hil`` command group (``run``, ``list``, ``validate``)."""
     p = sub.add_parser("hil", help="hardware-in-the-loop scenarios (run, list, validate)",
@@ -85,12 +115,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run one scenario (see module docstring for exit codes)."""
-    console = Console(stderr=True)
+    """Run one scenario (see module docstring for exit codes).
+
+    The result (expectation lines, PASSED/FAILED, report paths) goes to stdout; the banner, progress,
+    warnings and errors to stderr, so ``hil run X > result.txt`` keeps the result.
+    """
+    out = _Console(stderr=False)
+    err = _Console(stderr=True)
     junit_usable = True  # a JUnit error report may be written there (even when other input is bad)
     problems: list[str] = []
-    for option, out in (("--junit", args.junit), ("--html", args.html)):
-        problem = None if out is None else output_problem(out)
+    for option, path in (("--junit", args.junit), ("--html", args.html)):
+        problem = None if path is None else output_problem(path)
         if problem is not None:
             problems.append(f"{option}: {problem}")
             junit_usable = junit_usable and option != "--junit"
@@ -122,33 +157,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock = lock_workdir(workdir)
     except (ScenarioError, ScenarioRunError, WorkdirError) as exc:
         for line in (problems or [str(exc)]):
-            console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {line}", highlight=False)
         if args.junit and junit_usable:
             name = scenario_file.stem or "scenario"
             try:
-                console.print(f"JUnit report: {write_junit_error(args.junit, name=name, message=str(exc))}")
-            except OSError as err:
-                console.print(f"[red]error:[/red] cannot write the JUnit report: {err}", highlight=False)
+                out.print(f"JUnit report: {write_junit_error(args.junit, name=name, message=str(exc))}",
+                          highlight=False)
+            except OSError as exc2:
+                err.print(f"[red]error:[/red] cannot write the JUnit report: {exc2}", highlight=False)
         return 2
     timeout_s = args.timeout or default_timeout_s(scenario, speed=speed, drain_s=args.drain)
-    console.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
-                  f"at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
+    err.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
+              f"at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
     try:
         with lock:
-            result = asyncio.run(_run(scenario, workdir, lock, args, console, timeout_s))
+            result = asyncio.run(_run(scenario, workdir, lock, args, err, timeout_s))
     except HilError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
         if args.junit:
-            console.print(f"JUnit report: {write_junit_error(args.junit, name=scenario.name, message=str(exc))}")
+            out.print(f"JUnit report: {write_junit_error(args.junit, name=scenario.name, message=str(exc))}",
+                      highlight=False)
         return 1
-    _print_result(result, console)
+    _print_result(result, out)
     try:
         if args.junit:
-            console.print(f"JUnit report: {write_junit(result, args.junit)}")
+            out.print(f"JUnit report: {write_junit(result, args.junit)}", highlight=False)
         if args.html:
-            console.print(f"HTML report: {write_html(result, args.html)}")
+            out.print(f"HTML report: {write_html(result, args.html)}", highlight=False)
     except OSError as exc:  # checked up front; the file system can still change during a run
-        console.print(f"[red]error:[/red] cannot write a report: {exc}", highlight=False)
+        err.print(f"[red]error:[/red] cannot write a report: {exc}", highlight=False)
         return 1
     return 0 if result.passed else 1
 
@@ -166,7 +203,7 @@ async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argpa
             if time.monotonic() - last[0] >= 5 or p.phase == "done":
                 last[0] = time.monotonic()
                 console.print(f"{p.phase:8s} virtual +{p.virtual_elapsed_ms / 60_000:6.1f} / {total_min:.0f} min  "
-                              f"reports={p.reports} alarms={p.alarms}")
+                              f"reports={p.reports} alarms={p.alarms}", highlight=False)
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report_plain,
                                   drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
@@ -203,13 +240,14 @@ def _inside(path: Path, directory: Path) -> bool:
 
 def _print_result(result: ScenarioResult, console: Console) -> None:
     end = dt.datetime.fromtimestamp(result.virtual_end_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    console.print(f"ran to virtual {end} UTC in {result.wall_s:.0f} s; {len(result.data.reports)} reports stored")
+    console.print(f"ran to virtual {end} UTC in {result.wall_s:.0f} s; {len(result.data.reports)} reports stored",
+                  highlight=False)
     for c in result.checks:
         mark = ("[yellow]skip[/yellow]" if c.skipped else "[green]pass[/green]" if c.passed
                 else "[red]FAIL[/red]")
         console.print(f"  {mark} {c.name}: {c.message}", highlight=False)
     for e in result.errors:
-        console.print(f"  [red]error[/red] {e}")
+        console.print(f"  [red]error[/red] {e}", highlight=False)
     if result.interrupted:
         console.print("  [yellow]interrupted[/yellow]: stopped before the scenario's duration")
     console.print("[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]")
