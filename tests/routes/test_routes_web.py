@@ -26,7 +26,9 @@ def city(tmp_path: Path) -> Iterator[CityData]:
     data = CityData(tmp_path)
     for i in range(6):
         data.add_device(f"bin-{i}", lat=f"52.{370 + i}", lon="4.89")
-        data.windows(f"bin-{i}", T0 - 6 * WINDOW_S, [90 if i < 4 else 20] * 6)
+        # Up to 30 min before the round start: the last window before it, T0 - WINDOW_S, is left for
+        # tests to add a newer reading (a second report for a stored period would not be stored).
+        data.windows(f"bin-{i}", T0 - 6 * WINDOW_S, [90 if i < 4 else 20] * 5)
     yield data
     data.close()
 
@@ -162,7 +164,7 @@ async def test_a_tiny_threshold_is_not_shown_as_zero_percent(city: CityData) -> 
     assert percent(1e-7) == "0.00001%" and percent(1.5e-9) == "0.00000015%" and percent(0.07) == "7%"
     assert percent(1.0) == "100%" and percent(0.123456789) == "12.3457%"
     for i in range(6):
-        city.windows(f"bin-{i}", T0 - 2 * WINDOW_S, [0, 0])  # every bin emptied
+        city.windows(f"bin-{i}", T0 - WINDOW_S, [0])  # every bin emptied
     c = await client_for(city, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0))
     try:
         resp = await c.get("/api/routes/plan", params={"threshold": "0.0001", "date": "2026-11-23"})
@@ -273,6 +275,8 @@ async def test_cached_until_expiry(city: CityData) -> None:
         city.windows("bin-5", T0 - WINDOW_S, [100])  # new data, but the cached plan is served
         second = await (await c.get("/api/routes/plan")).json()
         assert first == second
+        fresh = await (await c.get("/api/routes/plan", params={"threshold": "0.81"})).json()  # another plan: not cached
+        assert fresh["stops"] == first["stops"] + 1  # bin-5 at 100% is due in it
     finally:
         await c.close()
 
