@@ -6,6 +6,8 @@ callers match on the class and read fields, never parse the message.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Sequence
 
 from hil.errors import HilError
@@ -211,15 +213,32 @@ class LeaseHeldError(LeaseError):
         holder_pid: pid of the holder.
         holder_host: host name of the holder.
         expires_at: UNIX time when the holder's lease expires unless refreshed.
+        this_process: the holder is this very process (another lease object of it, e.g. another
+            board handle of the same test run on the same port): waiting for it would never end.
     """
 
-    def __init__(self, *, resource: str, holder_pid: int, holder_host: str, expires_at: float) -> None:
-        super().__init__(
-            f"{resource} is leased by pid {holder_pid} on {holder_host} until {expires_at:.0f} (UNIX time)",
-            resource=resource, holder_pid=holder_pid, holder_host=holder_host, expires_at=expires_at)
+    def __init__(self, *, resource: str, holder_pid: int, holder_host: str, expires_at: float,
+                 now: float | None = None, this_process: bool = False) -> None:
+        until = readable_expiry(expires_at, time.time() if now is None else now)
+        if this_process:
+            message = (f"{resource} is already leased by this process (pid {holder_pid}, this test run: another "
+                       f"board handle of it holds the port) until {until}; not waiting for our own lease")
+        else:
+            message = f"{resource} is leased by pid {holder_pid} on {holder_host} until {until}"
+        super().__init__(message, resource=resource, holder_pid=holder_pid, holder_host=holder_host,
+                         expires_at=expires_at, this_process=this_process)
         self.holder_pid = holder_pid
         self.holder_host = holder_host
         self.expires_at = expires_at
+        self.this_process = this_process
+
+
+def readable_expiry(expires_at: float, now: float) -> str:
+    """``expires_at`` (UNIX time) as local ISO time with its UTC offset and the time left,
+    e.g. ``2026-05-04T14:03:21+02:00 (in 42 s)``."""
+    stamp = datetime.fromtimestamp(expires_at).astimezone().isoformat(timespec="seconds")
+    left = expires_at - now
+    return f"{stamp} (in {left:.0f} s)" if left >= 0 else f"{stamp} ({-left:.0f} s ago)"
 
 
 class LeaseLostError(LeaseError):

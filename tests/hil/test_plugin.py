@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -316,14 +318,24 @@ def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, 
     assert not any(p.suffix == ".lease" for p in lease_dir.iterdir()), "lease not released"
 
 
+HOLDER = """
+import sys, time
+from pathlib import Path
+from hil.backends.serial.lease import Lease
+Lease(sys.argv[1], lease_dir=Path(sys.argv[2]), duration_s=120).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
 def test_serial_board_held_by_another_run_is_reported(pytester: pytest.Pytester, repl_peer: ReplPeer,
                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
-    from hil.backends.serial.lease import Lease
-
     lease_dir = tmp_path_factory.mktemp("leases")
-    holder = Lease(repl_peer.path, lease_dir=lease_dir, duration_s=120)
-    holder.acquire()
+    # Another run: a process of its own holding the port's lease.
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, repl_peer.path, str(lease_dir)],
+                              stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         pytester.makepyfile("""
             def test_board(hil_board):
                 pass
@@ -331,9 +343,13 @@ def test_serial_board_held_by_another_run_is_reported(pytester: pytest.Pytester,
         result = pytester.runpytest("--hil-backend", "serial", "--hil-port", repl_peer.path,
                                     "--hil-lease-dir", str(lease_dir), "--hil-lease-wait", "0.5")
         result.assert_outcomes(errors=1)
-        result.stdout.fnmatch_lines([f"*LeaseHeldError*leased by pid {os.getpid()}*"])
+        result.stdout.fnmatch_lines([f"*leased by pid {holder.pid} on * until *-*-*T*:*:* (in 1?? s)*"])
+        assert "UNIX time" not in result.stdout.str()
     finally:
-        holder.release()
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 def test_pytest_embedded_warnings_are_quieted_in_an_integrator_project(pytester: pytest.Pytester) -> None:

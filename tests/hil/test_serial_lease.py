@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -103,14 +105,77 @@ def test_corrupt_lease_file_does_not_lock_forever(tmp_path: Path) -> None:
     assert json.loads(lease.path.read_text())["owner"] == lease._owner
 
 
+RELEASER = """
+import sys, time
+from pathlib import Path
+from hil.backends.serial.lease import Lease
+lease = Lease("w", lease_dir=Path(sys.argv[1]), duration_s=30)
+lease.acquire()
+print("held", flush=True)
+time.sleep(0.5)
+lease.release()
+"""
+
+
+@pytest.mark.timeout(60)
 def test_wait_for_release(tmp_path: Path) -> None:
-    a = Lease("w", lease_dir=tmp_path, duration_s=30, refresh=False)
-    b = Lease("w", lease_dir=tmp_path, duration_s=30, refresh=False)
+    # Another run (a process of its own) releases the board while this one waits.
+    proc = subprocess.Popen([sys.executable, "-c", RELEASER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        b = Lease("w", lease_dir=tmp_path, duration_s=30, refresh=False)
+        t0 = time.monotonic()
+        b.acquire(wait_s=10, poll_s=0.05)
+        assert b.held and 0.2 < time.monotonic() - t0 < 10
+        b.release()
+    finally:
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_a_lease_of_this_process_is_never_waited_for(tmp_path: Path) -> None:
+    # Two board handles of one test run on one port: only this process could release the first
+    # lease, so waiting --hil-lease-wait for it would end in a failure blaming ourselves.
+    a = Lease("/dev/pts/1", lease_dir=tmp_path, duration_s=60, refresh=False)
+    b = Lease("/dev/pts/1", lease_dir=tmp_path, duration_s=60, refresh=False)
     a.acquire()
-    threading.Timer(0.3, a.release).start()
     t0 = time.monotonic()
-    b.acquire(wait_s=5, poll_s=0.05)
-    assert b.held and 0.2 < time.monotonic() - t0 < 5
+    with pytest.raises(LeaseHeldError) as err:
+        b.acquire(wait_s=30)
+    assert time.monotonic() - t0 < 1
+    assert err.value.this_process and err.value.holder_pid == os.getpid()
+    assert "already leased by this process" in str(err.value) and "this test run" in str(err.value)
+    a.release()
+    b.acquire(wait_s=0)  # released: free again
+    b.release()
+
+
+def test_another_runs_lease_shows_a_readable_expiry(tmp_path: Path) -> None:
+    lease = Lease("usb:Z", lease_dir=tmp_path, duration_s=10, refresh=False)
+    expires = time.time() + 42
+    other = LeaseRecord(resource="usb:Z", owner="theirs", pid=4242, host="rig-7", acquired_at=expires - 60,
+                        expires_at=expires)
+    lease.path.write_text(json.dumps(other.__dict__))
+    with pytest.raises(LeaseHeldError) as err:
+        lease.acquire()
+    message = str(err.value)
+    assert not err.value.this_process
+    local = datetime.fromtimestamp(expires).astimezone().isoformat(timespec="seconds")
+    assert f"usb:Z is leased by pid 4242 on rig-7 until {local} (in " in message
+    assert re.search(r"\(in 4[12] s\)$", message), message
+    assert "UNIX time" not in message
+
+
+def test_lease_left_by_a_dead_process_with_our_pid_is_taken_at_once(tmp_path: Path) -> None:
+    # Our pid, but no lease object of this process holds it: a crashed earlier run whose pid we reuse.
+    lease = Lease("usb:R", lease_dir=tmp_path, duration_s=10, refresh=False)
+    ghost = LeaseRecord(resource="usb:R", owner="crashed-run", pid=os.getpid(), host=socket.gethostname(),
+                        acquired_at=time.time(), expires_at=time.time() + 60)
+    lease.path.write_text(json.dumps(ghost.__dict__))
+    lease.acquire(wait_s=0)
+    assert lease.held
+    lease.release()
 
 
 HOLDER = """

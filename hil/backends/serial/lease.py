@@ -6,7 +6,9 @@ acquired_at, expires_at}``. Acquire, refresh and release happen under ``fcntl.fl
 sibling ``.lock`` file (the atomic critical section); the lease file itself is replaced with
 ``os.replace``, so a reader never sees half a lease. The holder refreshes ``expires_at`` from a
 background thread; when the holder dies the refreshes stop and the lease expires. A holder on
-this host whose pid no longer exists is treated as expired at once.
+this host whose pid no longer exists is treated as expired at once. A lease this very process holds
+(another :class:`Lease` object, e.g. a second board handle of one test run on the same port) is
+never waited for: :meth:`Lease.acquire` fails at once, since only this process could release it.
 
 The lease directory can be shared by the hosts of a rig (e.g. over NFS with lockd); expiry uses
 wall-clock time, so keep the hosts' clocks in sync (NTP).
@@ -28,11 +30,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hil.backends.errors import LeaseError, LeaseHeldError, LeaseLostError
+from hil.backends.errors import LeaseError, LeaseHeldError, LeaseLostError, readable_expiry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 60.0
+
+_held_here: set[str] = set()
+"""Owner ids of the leases :class:`Lease` objects of this process hold now (tells our own live
+leases from one a crashed earlier process with our pid left behind)."""
+_held_here_lock = threading.Lock()
+
+
+def _mark_held(owner: str, held: bool) -> None:
+    with _held_here_lock:
+        if held:
+            _held_here.add(owner)
+        else:
+            _held_here.discard(owner)
+
+
+def _is_held_here(owner: str) -> bool:
+    with _held_here_lock:
+        return owner in _held_here
 
 
 @dataclass(frozen=True)
@@ -104,24 +124,26 @@ class Lease:
             The lease record written.
 
         Raises:
-            LeaseHeldError: someone else holds an unexpired lease (after waiting ``wait_s``).
+            LeaseHeldError: someone else holds an unexpired lease (after waiting ``wait_s``), or
+                another lease object of this process does (at once: ``this_process`` is True).
         """
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 record = self._try_acquire()
                 break
-            except LeaseHeldError:
-                if time.monotonic() >= deadline:
+            except LeaseHeldError as exc:
+                if exc.this_process or time.monotonic() >= deadline:
                     raise
                 time.sleep(poll_s)
         self._held = True
+        _mark_held(self._owner, True)
         self.lost = False
         if self._refresh:
             self._stop.clear()
             self._thread = threading.Thread(target=self._refresh_loop, name=f"lease:{self.resource}", daemon=True)
             self._thread.start()
-        log.info("leased %s until %.0f", self.resource, record.expires_at)
+        log.info("leased %s until %s", self.resource, readable_expiry(record.expires_at, self._clock()))
         return record
 
     def refresh(self) -> LeaseRecord:
@@ -134,6 +156,7 @@ class Lease:
             current = self._read()
             if current is None or current.owner != self._owner:
                 self.lost = True
+                _mark_held(self._owner, False)
                 raise LeaseLostError(f"lease on {self.resource} was lost (expired and taken over)",
                                      resource=self.resource)
             record = LeaseRecord(**{**asdict(current), "expires_at": self._clock() + self.duration_s})
@@ -149,6 +172,7 @@ class Lease:
         if not self._held:
             return
         self._held = False
+        _mark_held(self._owner, False)
         with self._locked():
             current = self._read()
             if current is not None and current.owner == self._owner:
@@ -168,7 +192,8 @@ class Lease:
             current = self._read()
             if current is not None and current.owner != self._owner and not self._is_stale(current):
                 raise LeaseHeldError(resource=self.resource, holder_pid=current.pid, holder_host=current.host,
-                                     expires_at=current.expires_at)
+                                     expires_at=current.expires_at, now=self._clock(),
+                                     this_process=self._is_this_process(current))
             if current is not None and current.owner != self._owner:
                 log.warning("taking over stale lease on %s from pid %d on %s", self.resource, current.pid,
                             current.host)
@@ -179,10 +204,19 @@ class Lease:
             return record
 
     def _is_stale(self, record: LeaseRecord) -> bool:
-        """Expired, or held by a process of this host that no longer exists."""
+        """Expired, or held by a process of this host that no longer exists (with our own pid: by
+        no live lease of this process, so by a crashed process whose pid was reused)."""
         if record.expires_at <= self._clock():
             return True
-        return record.host == socket.gethostname() and not _pid_alive(record.pid)
+        if record.host != socket.gethostname():
+            return False
+        if record.pid == os.getpid():
+            return not _is_held_here(record.owner)
+        return not _pid_alive(record.pid)
+
+    @staticmethod
+    def _is_this_process(record: LeaseRecord) -> bool:
+        return record.host == socket.gethostname() and record.pid == os.getpid() and _is_held_here(record.owner)
 
     def _refresh_loop(self) -> None:
         interval = self.duration_s / 3
