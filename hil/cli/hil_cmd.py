@@ -25,6 +25,7 @@ from hil.scenarios.model import Scenario
 from hil.scenarios.reports import output_problem, write_html, write_junit, write_junit_error
 from hil.scenarios.runner import Progress as RunProgress
 from hil.scenarios.errors import ScenarioRunError
+from hil.scenarios.hints import deep_sleep_warnings
 from hil.scenarios.loader import MAX_SPEED, MIN_SPEED
 from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_s, run_scenario
 from hil.workdir import WorkdirError, WorkdirLock, lock_workdir
@@ -107,7 +108,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for name in args.scenarios:
         try:
             sc = load_scenario(name)
-            print(f"ok  {name}: {len(sc.device_ids)} board(s), {sc.expect.count()} expectation(s)")
+            print(f"ok  {name}: {len(sc.device_ids)} board(s), {sc.expect.count()} expectation(s)", flush=True)
+            for warning in deep_sleep_warnings(sc):  # valid, but likely to fail: say why before a run does
+                print(f"warning: {name}: {warning}", file=sys.stderr)
         except ScenarioError as exc:
             print(f"bad {name}: {exc}", file=sys.stderr)
             status = 2
@@ -169,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     timeout_s = args.timeout or default_timeout_s(scenario, speed=speed, drain_s=args.drain)
     err.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
               f"at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
+    for warning in deep_sleep_warnings(scenario, speed):
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     try:
         with lock:
             result = asyncio.run(_run(scenario, workdir, lock, args, err, timeout_s))

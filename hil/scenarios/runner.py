@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from hil.errors import HilError
 from hil.pace import PaceWatch
 from hil.scenarios.checks import CheckResult, StoredData, evaluate, read_store
 from hil.scenarios.errors import ScenarioRunError
+from hil.scenarios.hints import deep_sleep_warnings, with_hint
 from hil.scenarios.loader import MAX_SPEED, MIN_SPEED
 from hil.scenarios.model import BoardGroup, Scenario
 from hil.scenarios.outbox import OutboxWatch
@@ -536,6 +538,10 @@ async def _run_scenario(scenario: Scenario, *, workdir: Path, speed: float | Non
     else:
         generated = {d: set(w.seqs) for d, w in run.watches.items()}
     checks = evaluate(scenario, data, generated, load_policy())
+    hints = deep_sleep_warnings(scenario, run.speed)
+    if hints:  # a failure the run's set-up explains: say so where the failure is read (console, JUnit, HTML)
+        checks = [c if c.passed or c.skipped else dataclasses.replace(c, message=with_hint(c.message, hints))
+                  for c in checks]
     if run.virtual_end_ms is None:
         why = "run interrupted" if not completed else "the run did not reach the scenario's end"
         checks = [c.skip(f"not evaluated: {why}") for c in checks]

@@ -62,3 +62,54 @@ def test_closed_log_pipe_neither_stops_the_run_nor_loses_the_reports(tmp_path: P
     assert reports_line.rstrip().endswith("per board: sl-out-1=1"), text  # not wrapped at 80 columns
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("failures") == "0" and suite.get("errors") == "0"
+
+
+DEEP = """
+name = "out-deep"
+start = "2026-11-21T12:00:00Z"
+duration = "20m"
+speed = {speed}
+[[boards]]
+board = "bin-esp32c3"
+ids = ["bin-out-1"]
+link = "ble"
+sleep = "deep"
+[boards.stimuli]
+set = {{ distance = 700, temperature = 15, battery = 64, tilt = 0, lid = 0 }}
+[expect]
+reports_min = 1
+no_loss = true
+"""
+
+
+@pytest.mark.parametrize("speed, warned", [(60, True), (10, False)])
+def test_validate_warns_of_a_deep_sleeping_bin_too_fast_to_report(tmp_path: Path, speed: int, warned: bool) -> None:
+    scenario = tmp_path / "deep.toml"
+    scenario.write_text(DEEP.format(speed=speed))
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "hil", "validate", str(scenario)], cwd=REPO,
+                          capture_output=True, text=True, env=_env())
+    assert proc.returncode == 0 and proc.stdout.startswith("ok "), proc.stdout + proc.stderr
+    if warned:
+        assert proc.stderr.startswith(f"warning: {scenario}: boards[1] (bin-esp32c3: bin-out-1): sleep = \"deep\" at "
+                                      "60x"), proc.stderr
+        assert "0.5 s of wall time" in proc.stderr and "Use speed <= 10 (or --speed 10), or sleep = \"awake\"" \
+            in proc.stderr
+    else:
+        assert proc.stderr == ""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_failing_expectations_of_a_too_fast_deep_sleeper_say_why(tmp_path: Path) -> None:
+    scenario = tmp_path / "deep.toml"
+    scenario.write_text(DEEP.format(speed=60))
+    junit = tmp_path / "junit.xml"
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "hil", "run", str(scenario), "--plain",
+                           "--workdir", str(tmp_path / "work"), "--junit", str(junit), "--drain", "3"],
+                          cwd=REPO, capture_output=True, text=True, env=_env(), timeout=220)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "warning: boards[1] (bin-esp32c3: bin-out-1): sleep = \"deep\" at 60x" in proc.stderr
+    fail_lines = [line for line in proc.stdout.splitlines() if line.startswith("  FAIL ")]
+    assert fail_lines and all("hint: boards[1]" in line and "speed <= 10" in line for line in fail_lines), proc.stdout
+    failures = ET.parse(junit).getroot().findall("testsuite/testcase/failure")
+    assert failures and all("hint: boards[1]" in (f.get("message") or "") for f in failures)
