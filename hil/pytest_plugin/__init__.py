@@ -37,6 +37,7 @@ from hil.pytest_plugin.fixtures import (
     hil_manifest,
     hil_radio,
     hil_settings,
+    single_board_skip_reason,
 )
 from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
 from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options, sim_speed_option
@@ -228,7 +229,8 @@ def capability_skip_reason(settings: HilSettings, boards: list[BoardDefinition] 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests whose board or backend lacks a required capability as skipped (never failed).
+    """Mark tests whose board or backend lacks a required capability, or that need more boards than
+    the backend drives (a fleet on the serial backend), as skipped (never failed).
 
     Done at collection so the skip is reported at the test's own location, with the reason.
     Unknown capability names and unknown boards in markers are left to
@@ -237,6 +239,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     settings = config.stash[settings_key]
     for item in items:
         sim_marker_options(item)  # a bad sim(...) marker is a usage error before anything boots
+        too_many = single_board_skip_reason(settings, item)
+        if too_many is not None:  # before anything is leased: a fleet would wait for its own first board
+            item.add_marker(pytest.mark.skip(reason=too_many))
+            continue
         needed = required_capabilities(item)
         if not needed or any(name not in KNOWN_CAPABILITIES for name in needed):
             continue

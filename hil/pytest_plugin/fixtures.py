@@ -25,6 +25,13 @@ from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_opt
 
 log = logging.getLogger(__name__)
 
+DEFAULT_FLEET_SIZE = 3
+"""Boards of ``hil_fleet`` without a ``fleet(...)`` marker (all of the session board)."""
+
+SINGLE_BOARD_BACKENDS: frozenset[str] = frozenset({"serial"})
+"""Backends that drive exactly one board: the serial backend's ``--hil-port`` names one (the sim
+backend starts as many virtual boards, the qemu backend as many QEMU machines, as a test asks)."""
+
 
 @dataclass
 class Fleet:
@@ -54,6 +61,44 @@ class Fleet:
             except Exception as exc:  # noqa: BLE001 - teardown must reach every board
                 log.warning("stopping %s failed: %s", board.device_id, exc)
         self.strategy.close()
+
+
+def boards_needed(item: pytest.Item) -> tuple[int, str] | None:
+    """How many boards ``item`` brings up through ``hil_board``/``hil_fleet``, and what asks for
+    them (``"fleet(streetlight-esp32=3)"``); None when it uses no fleet or its ``fleet(...)`` marker
+    is malformed (the ``hil_fleet`` fixture reports that as a usage error)."""
+    names = getattr(item, "fixturenames", ())
+    if "hil_fleet" not in names:
+        return None
+    mark = item.get_closest_marker("fleet")
+    if mark is None:
+        count, what = DEFAULT_FLEET_SIZE, f"hil_fleet (default: {DEFAULT_FLEET_SIZE} of the session board)"
+    else:
+        counts = list(mark.kwargs.values())
+        if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+            return None
+        count = sum(counts)
+        what = "fleet(" + ", ".join(f"{name}={n}" for name, n in mark.kwargs.items()) + ")"
+    if "hil_board" in names:
+        return count + 1, f"hil_board + {what}"
+    return count, what
+
+
+def single_board_skip_reason(settings: HilSettings, item: pytest.Item) -> str | None:
+    """Why ``item`` cannot run on the session's backend because it needs more boards than the
+    backend drives (the serial backend: one, the ``--hil-port`` board), or None.
+
+    A skip, not an error: the test is valid and runs on the sim and qemu backends; this rig just
+    has not that many boards (like a capability the backend lacks).
+    """
+    if settings.backend not in SINGLE_BOARD_BACKENDS:
+        return None
+    needed = boards_needed(item)
+    if needed is None or needed[0] <= 1:
+        return None
+    count, what = needed
+    return (f"the {settings.backend} backend drives one board (--hil-port {settings.port}); {what} needs "
+            f"{count} boards (run it on the sim or qemu backend)")
 
 
 def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
@@ -153,11 +198,17 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
 
     Size and mix from ``@pytest.mark.fleet(**{board_name: count})``, e.g.
     ``@pytest.mark.fleet(**{"streetlight-esp32": 2, "bin-esp32c3": 1})``; default: 3 of the session board.
+    On a backend that drives one board (serial) a fleet of more than one board (counting a
+    ``hil_board`` of the same test) SKIPS the test at once (:func:`single_board_skip_reason`).
     """
     mark = request.node.get_closest_marker("fleet")
-    mix: dict[str, int] = dict(mark.kwargs) if mark is not None else {hil_settings.board().name: 3}
-    if not mix or any(not isinstance(n, int) or n < 1 for n in mix.values()):
+    mix: dict[str, int] = dict(mark.kwargs) if mark is not None else {hil_settings.board().name: DEFAULT_FLEET_SIZE}
+    if not mix or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in mix.values()):
         raise pytest.UsageError(f"{request.node.nodeid}: fleet(...) needs board_name=count with count >= 1")
+    # Normally skipped at collection already; here too for a fixture requested at run time.
+    reason = single_board_skip_reason(hil_settings, request.node)
+    if reason is not None:
+        pytest.skip(reason)
     definitions = {name: hil_settings.board(name) for name in mix}
     driver = make_driver(hil_settings, list(definitions.values()), request)
     fleet = Fleet(Strategy(driver))
@@ -237,5 +288,5 @@ def _no_link_how(backend: str, definition: BoardDefinition) -> str:
     return "the backend gave the board no data link"
 
 
-__all__ = ["Fleet", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
-           "hil_settings", "make_driver"]
+__all__ = ["DEFAULT_FLEET_SIZE", "Fleet", "SINGLE_BOARD_BACKENDS", "boards_needed", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
+           "hil_settings", "make_driver", "single_board_skip_reason"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -316,6 +318,49 @@ def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, 
                                 "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert not any(p.suffix == ".lease" for p in lease_dir.iterdir()), "lease not released"
+
+
+FLEET_TESTS = """
+import pytest
+
+@pytest.mark.fleet(**{"streetlight-esp32": 3})
+def test_three_lights(hil_fleet):
+    pass
+
+def test_default_fleet(hil_fleet):
+    pass
+
+@pytest.mark.fleet(**{"streetlight-esp32": 1})
+def test_board_and_fleet(hil_board, hil_fleet):
+    pass
+
+@pytest.mark.fleet(**{"streetlight-esp32": 1})
+def test_fleet_of_one(hil_fleet):
+    pass
+"""
+
+
+def test_a_fleet_on_the_one_board_serial_backend_skips_at_once(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """The serial backend drives the one --hil-port board: a fleet of more cannot run, and must not
+    wait --hil-lease-wait for its own first board's lease and then blame this run."""
+    pytester.makepyfile(FLEET_TESTS)
+    lease_dir = tmp_path / "leases"
+    t0 = time.monotonic()
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0", "--hil-lease-wait", "30",
+                                "--hil-lease-dir", str(lease_dir), "-rs", "-p", "no:cacheprovider")
+    assert time.monotonic() - t0 < 20
+    # The fleet of one is a board like hil_board: it runs (and errors here: no such port).
+    result.assert_outcomes(skipped=3, errors=1)
+    result.stdout.fnmatch_lines_random([
+        "SKIPPED [[]1[]] *.py:3: the serial backend drives one board (--hil-port /dev/ttyNOSUCH0); "
+        "fleet(streetlight-esp32=3) needs 3 boards (run it on the sim or qemu backend)",
+        "SKIPPED [[]1[]] *.py*: the serial backend drives one board (--hil-port /dev/ttyNOSUCH0); "
+        "hil_fleet (default: 3 of the session board) needs 3 boards*",
+        "SKIPPED [[]1[]] *.py:10: *; hil_board + fleet(streetlight-esp32=1) needs 2 boards*",
+        "*ERROR at setup of test_fleet_of_one*",
+    ])
+    assert "leased by" not in result.stdout.str()
+    assert not lease_dir.exists() or not list(lease_dir.glob("*.lease"))
 
 
 HOLDER = """

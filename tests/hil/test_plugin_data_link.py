@@ -162,18 +162,19 @@ def blank_streetlight(tmp_path_factory: pytest.TempPathFactory, sim_available: N
         loop.close()
 
 
-def test_serial_backend_with_data_port_delivers_reports(pytester: pytest.Pytester, blank_streetlight: Any,
-                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The docs/hil.md example on the serial backend: console and data UART of a (virtual) board."""
+def test_serial_backend_runs_the_docs_example(pytester: pytest.Pytester, blank_streetlight: Any,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """docs/hil.md's example, verbatim, on the serial backend: console and data UART of a (virtual)
+    board. Reports arrive over the data port; the fleet test skips at once (one board), never waiting
+    --hil-lease-wait for the lease its own first board holds."""
+    from test_docs_example import doc_example
+
     assert blank_streetlight.data_path
-    pytester.makepyfile("""
-        def test_reports_arrive(hil_board, hil_gateway):
-            assert hil_board.data_url is not None
-            rows = hil_gateway.wait_for_reports(count=2, device_id=hil_board.device_id, timeout_s=90)
-            assert all(r["kind"] == "streetlight" for r in rows)
-    """)
+    pytester.makepyfile(test_doc=doc_example())
     result = pytester.runpytest_subprocess(
         "--hil-backend", "serial", "--hil-board", "streetlight-esp32", "--hil-port", blank_streetlight.console_path,
         "--hil-data-port", blank_streetlight.data_path, "--hil-lease-dir", str(tmp_path_factory.mktemp("leases")),
-        "-p", "no:cacheprovider", timeout=220)
-    result.assert_outcomes(passed=1)
+        "--hil-lease-wait", "200", "-rs", "-p", "no:cacheprovider", timeout=220)
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_doc.py:*: the serial backend drives one board (--hil-port "
+                                 f"{blank_streetlight.console_path}); fleet(streetlight-esp32=3) needs 3 boards*"])
