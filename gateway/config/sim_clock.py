@@ -7,9 +7,11 @@ A fixed ``[sim_clock]`` (``speed``, ``virtual_at``, ``wall_at``) assumes the boa
 they actually run, and the clock re-reads it when it changes (looking at most every
 :data:`CHECK_EVERY_S` wall seconds, not at every call) and extrapolates in between.
 
-The gateway also uses this clock as its monotonic clock (the ACK gap hold), so it never goes
-backwards: when an update puts virtual time behind what was already returned, the clock holds there
-until the simulation catches up.
+The gateway also uses this clock as its monotonic clock (the ACK gap hold), so it does not go
+backwards for the small lags of following: when an update puts virtual time behind what was already
+returned, the clock holds there until the simulation catches up. A file behind by more than
+:func:`step_back_bound` (a clock that was wrong, e.g. a bad write since corrected) is not held to:
+the clock steps back to it, with a warning, rather than staying wrong until a restart.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -29,7 +30,22 @@ log = logging.getLogger(__name__)
 
 FOLLOW_KEYS = ("virtual_at", "wall_at", "speed")
 MAX_SPEED = 1e6  # as [sim_clock] speed; 0 (the boards stand still) is allowed in the file
+MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z: a larger time is not seconds (ms, µs) or not a time
 CHECK_EVERY_S = 0.2
+# How far behind the time already returned the file's clock may be and still be held to (see
+# step_back_bound): the writer's lag (it updates about once a wall second from a pace measured over
+# a few seconds) plus our own CHECK_EVERY_S, at the clock's speed; never less than STEP_BACK_MIN_S.
+HOLD_WALL_S = 5.0
+STEP_BACK_MIN_S = 60.0
+
+
+def step_back_bound(speed: float) -> float:
+    """Virtual seconds the file's clock may lag the time already returned before the clock steps back.
+
+    ``(CHECK_EVERY_S + HOLD_WALL_S) * speed``: what the clock runs in that much wall time, so a hold
+    lasts a few wall seconds at most while the simulation runs; at least :data:`STEP_BACK_MIN_S`.
+    """
+    return max(STEP_BACK_MIN_S, (CHECK_EVERY_S + HOLD_WALL_S) * speed)
 
 
 class FollowFileError(ValueError):
@@ -44,13 +60,37 @@ def read_follow_file(path: Path) -> tuple[float, float, float]:
     """Read a follow file: ``(speed, virtual_at, wall_at)``.
 
     Raises:
-        FollowFileError: unreadable, not JSON, not an object, a key missing or unknown, a value not
-            a finite number, or speed outside 0..1e6; the message says which.
+        FollowFileError: unreadable, or its content cannot be used (:func:`parse_follow_file`).
     """
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise FollowFileError(f"cannot read {path}: {exc.strerror or exc}", "bad_path") from exc
+    return parse_follow_file(raw, path)
+
+
+def _number(path: Path, key: str, value: Any) -> float:
+    """``value`` as a finite float; FollowFileError (bad_value) otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FollowFileError(f"{path}: {key} must be a finite number, not {value!r}", "bad_value")
+    try:
+        number = float(value)  # an int too large for a float raises OverflowError
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):  # also JSON's NaN, Infinity, which Python's json accepts
+        shown = repr(value) if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
+        raise FollowFileError(f"{path}: {key} must be a finite number, not {shown}", "bad_value")
+    return number
+
+
+def parse_follow_file(raw: bytes, path: Path) -> tuple[float, float, float]:
+    """The content of a follow file (``path`` is for messages): ``(speed, virtual_at, wall_at)``.
+
+    Raises:
+        FollowFileError: not JSON, not an object, a key missing or unknown, a value not a finite
+            number, virtual_at or wall_at outside 0..:data:`MAX_UNIX_S`, or speed outside
+            0..1e6; the message says which (``bad_value``).
+    """
     try:
         data: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -66,12 +106,11 @@ def read_follow_file(path: Path) -> tuple[float, float, float]:
     if unknown:
         raise FollowFileError(f"{path} has unknown key(s) {', '.join(repr(k) for k in unknown)} "
                               f"(allowed: {', '.join(FOLLOW_KEYS)})", "bad_value")
-    values: dict[str, float] = {}
-    for key in FOLLOW_KEYS:
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise FollowFileError(f"{path}: {key} must be a finite number, not {value!r}", "bad_value")
-        values[key] = float(value)
+    values = {key: _number(path, key, data[key]) for key in FOLLOW_KEYS}
+    for key in ("virtual_at", "wall_at"):
+        if not 0 <= values[key] <= MAX_UNIX_S:
+            raise FollowFileError(f"{path}: {key} = {values[key]!r} is outside 0..{MAX_UNIX_S} "
+                                  "(unix time in seconds, up to the year 9999)", "bad_value")
     if not 0 <= values["speed"] <= MAX_SPEED:
         raise FollowFileError(f"{path}: speed = {values['speed']!r} is outside 0..{MAX_SPEED:g}", "bad_value")
     return values["speed"], values["virtual_at"], values["wall_at"]
@@ -95,13 +134,15 @@ class SimClock:
         self._wall = wall
         self._monotonic = monotonic
         self._next_check = float("-inf")
-        self._seen: tuple[int, int, int] | None = None  # (inode, mtime ns, size) last read
-        self._missing = False
+        self._seen: bytes | None = None  # the file's content last read (None: not read, or unreadable)
+        self._warned = False  # the file is unreadable or unusable and that was said: quiet until it is good
         self._last = float("-inf")
+        self._last_speed = config.speed
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
-        """Virtual unix time now; never less than a time returned before."""
+        """Virtual unix time now; never less than a time returned before, unless the follow file's
+        clock is behind it by more than :func:`step_back_bound` (then the file's, with a warning)."""
         with self._lock:
             if self.follow_file is not None:
                 mono = self._monotonic()
@@ -109,29 +150,45 @@ class SimClock:
                     self._next_check = mono + CHECK_EVERY_S
                     self._look(self.follow_file)
             now = self._virtual_at + (self._wall() - self._wall_at) * self._speed
-            if now < self._last:  # an update put the simulation behind what we said: hold, never step back
-                now = self._last
+            if now < self._last:
+                bound = step_back_bound(max(self._speed, self._last_speed))
+                if self.follow_file is None or self._last - now <= bound:
+                    now = self._last  # following's lag (or the wall clock set back): hold until passed
+                else:  # the clock was wrong (a bad write since corrected): holding would keep it wrong
+                    log.warning("sim_clock.follow_file %s: the simulation's clock is %.0f virtual s behind the "
+                                "gateway's, more than the %.0f s it holds for: stepping back to it",
+                                self.follow_file, self._last - now, bound)
             self._last = now
+            self._last_speed = self._speed
             return now
 
     def _look(self, path: Path) -> None:
-        """Re-read the follow file if it was replaced or changed; keep the last clock when it cannot be used."""
+        """Re-read the follow file if its content changed; keep the last clock when it cannot be used.
+
+        The file is tiny: its bytes are compared, not its inode/mtime/size (an atomic replace may
+        reuse the inode, mtimes are coarse, and two JSON floats often have the same length).
+        """
         try:
-            st = os.stat(path)
+            raw = path.read_bytes()
         except OSError as exc:
-            if not self._missing:
-                self._missing = True
-                log.warning("sim_clock.follow_file %s: %s; keeping the last clock (speed %g) until it is back",
-                            path, exc.strerror or exc, self._speed)
+            self._seen = None  # read again once it is back, even with the same content
+            self._unusable(f"cannot read {path}: {exc.strerror or exc}")
             return
-        if self._missing:
-            self._missing = False
-            log.info("sim_clock.follow_file %s is back: following it again", path)
-        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if seen == self._seen:
+        if raw == self._seen:
             return
-        self._seen = seen
+        self._seen = raw
         try:
-            self._speed, self._virtual_at, self._wall_at = read_follow_file(path)
-        except FollowFileError as exc:  # once per change of the file: the next write may fix it
-            log.warning("sim_clock.follow_file: %s; keeping the last clock", exc)
+            self._speed, self._virtual_at, self._wall_at = parse_follow_file(raw, path)
+        except FollowFileError as exc:
+            self._unusable(str(exc))
+            return
+        if self._warned:
+            self._warned = False
+            log.info("sim_clock.follow_file %s is usable again: following it", path)
+
+    def _unusable(self, why: str) -> None:
+        """One warning until the file is good again (a writer retrying would otherwise flood the log)."""
+        if not self._warned:
+            self._warned = True
+            log.warning("sim_clock.follow_file: %s; keeping the last clock (speed %g) until it is usable again",
+                        why, self._speed)

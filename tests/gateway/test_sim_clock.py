@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.config.model import SimClockConfig
-from gateway.config.sim_clock import CHECK_EVERY_S, SimClock
+from gateway.config.sim_clock import CHECK_EVERY_S, HOLD_WALL_S, STEP_BACK_MIN_S, SimClock, step_back_bound
 from gateway.errors import ConfigError
 
 
@@ -60,6 +60,17 @@ def test_follow_file_is_read_at_load_relative_to_the_config(tmp_path: Path) -> N
         ({"virtual_at": "noon", "wall_at": 2.0, "speed": 1}, "bad_value", "virtual_at must be a finite number"),
         ({"virtual_at": 1.0, "wall_at": True, "speed": 1}, "bad_value", "wall_at must be a finite number"),
         ({"virtual_at": 1.0, "wall_at": 2.0, "speed": -1}, "bad_value", "speed = -1.0 is outside 0..1e+06"),
+        # Too large for a float: math.isfinite raised OverflowError (a traceback from --check).
+        ({"virtual_at": 10 ** 400, "wall_at": 2.0, "speed": 1}, "bad_value",
+         "virtual_at must be a finite number, not an integer of 401 digits"),
+        # Python's json reads these JavaScript literals.
+        ('{"virtual_at": NaN, "wall_at": 2.0, "speed": 1}', "bad_value", "virtual_at must be a finite number, not nan"),
+        ('{"virtual_at": 1.0, "wall_at": Infinity, "speed": 1}', "bad_value", "wall_at must be a finite number, not inf"),
+        ('{"virtual_at": 1.0, "wall_at": 2.0, "speed": -Infinity}', "bad_value", "speed must be a finite number, not -inf"),
+        # Milliseconds, not seconds: a clock in the year 55000 froze the gateway there.
+        ({"virtual_at": 1.7e12, "wall_at": 2.0, "speed": 1}, "bad_value",
+         "virtual_at = 1700000000000.0 is outside 0..253402300799 (unix time in seconds"),
+        ({"virtual_at": 1.0, "wall_at": -5, "speed": 1}, "bad_value", "wall_at = -5.0 is outside 0..253402300799"),
     ],
 )
 def test_a_follow_file_that_cannot_be_used_is_a_specific_config_error(
@@ -101,6 +112,111 @@ def test_the_clock_follows_the_file_extrapolates_and_never_steps_back(tmp_path: 
     before = clock()
     t.step(1)
     assert clock() - before == pytest.approx(30.0)
+
+
+def _following(path: Path, t: _Time, content: dict[str, float]) -> SimClock:
+    _write(path, content)
+    return SimClock(SimClockConfig(speed=content["speed"], virtual_at=content["virtual_at"],
+                                   wall_at=content["wall_at"], follow_file=path),
+                    wall=lambda: t.wall, monotonic=lambda: t.mono)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("bad", ['{"virtual_at": 1e999, "wall_at": 1, "speed": 1}',  # json: inf
+                                 '{"virtual_at": %s, "wall_at": 1, "speed": 1}' % (10 ** 400),
+                                 '{"virtual_at": 1700000000000, "wall_at": 100, "speed": 10}'])
+def test_a_bad_value_mid_run_keeps_the_last_clock(tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str) -> None:
+    """A huge integer raised OverflowError out of clock() to the gateway's caller; ms for s froze the clock."""
+    path = tmp_path / "clock.json"
+    t = _Time(100.0)
+    clock = _following(path, t, {"virtual_at": 1000.0, "wall_at": 100.0, "speed": 10})
+    clock()
+    _write(path, bad)
+    with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
+        for _ in range(3):
+            t.step(1)
+            assert clock() == pytest.approx(1000.0 + (t.wall - 100.0) * 10)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and "keeping the last clock" in warnings[0], warnings
+
+
+def test_a_clock_that_was_wrong_steps_back_once_corrected(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A bad write (a day ahead), then corrected: the clock used to hold the wrong time until a restart
+    (and ACK time sync pushed it to every board)."""
+    path = tmp_path / "clock.json"
+    t = _Time(100.0)
+    clock = _following(path, t, {"virtual_at": 1000.0, "wall_at": 100.0, "speed": 10})
+    clock()
+    _write(path, {"virtual_at": 1000.0 + 86400, "wall_at": 100.0, "speed": 10})
+    t.step(1)
+    assert clock() == pytest.approx(1000.0 + 86400 + 10)
+    _write(path, {"virtual_at": 1010.0, "wall_at": 101.0, "speed": 10})
+    with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
+        for _ in range(5):
+            t.step(1)
+            assert clock() == pytest.approx(1010.0 + (t.wall - 101.0) * 10)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and "stepping back" in warnings[0] and "86390 virtual s behind" in warnings[0], warnings
+
+
+def test_a_lag_within_the_bound_is_held_and_beyond_it_stepped_back(tmp_path: Path) -> None:
+    """The bound is (CHECK_EVERY_S + HOLD_WALL_S) wall seconds of the clock at its speed, at least 60 s."""
+    path = tmp_path / "clock.json"
+    t = _Time(100.0)
+    clock = _following(path, t, {"virtual_at": 10_000.0, "wall_at": 100.0, "speed": 100})
+    assert step_back_bound(100) == pytest.approx((CHECK_EVERY_S + HOLD_WALL_S) * 100) == pytest.approx(520.0)
+    assert step_back_bound(1) == STEP_BACK_MIN_S == 60.0
+    assert clock() == 10_000.0
+    t.step(1)  # the boards are at 9 500, 500 s behind what was said: held
+    _write(path, {"virtual_at": 9_500.0, "wall_at": 101.0, "speed": 100})
+    assert clock() == 10_000.0
+    t.step(1)  # at 9 470 now, 530 s behind: more than 520, stepped back
+    _write(path, {"virtual_at": 9_470.0, "wall_at": 102.0, "speed": 100})
+    assert clock() == pytest.approx(9_470.0)
+
+
+def test_a_change_is_seen_even_with_the_same_inode_size_and_mtime(tmp_path: Path) -> None:
+    """Changes were detected by (inode, mtime, size): an in-place rewrite of the same length within one
+    mtime tick (or a reused inode after a replace) was never read."""
+    path = tmp_path / "clock.json"
+    t = _Time(100.0)
+    clock = _following(path, t, {"virtual_at": 1000.0, "wall_at": 100.0, "speed": 10})
+    clock()
+    before = os.stat(path)
+    path.write_text(json.dumps({"virtual_at": 2000.0, "wall_at": 100.0, "speed": 10}))  # same length
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    t.step(1)
+    assert clock() == pytest.approx(2010.0)
+
+
+def test_one_warning_until_the_file_is_good_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """It warned once per change of the file: a writer rewriting a broken file flooded the log."""
+    path = tmp_path / "clock.json"
+    t = _Time(100.0)
+    clock = _following(path, t, {"virtual_at": 1000.0, "wall_at": 100.0, "speed": 10})
+    clock()
+    with caplog.at_level(logging.INFO, logger="gateway.config.sim_clock"):
+        for bad in ("{broken", '{"virtual_at": "x", "wall_at": 1, "speed": 1}', None, "[]", "{broken again"):
+            if bad is None:
+                path.unlink()
+            else:
+                _write(path, bad)
+            t.step(1)
+            clock()
+        assert len(_warnings(caplog)) == 1, _warnings(caplog)
+        _write(path, {"virtual_at": 5000.0, "wall_at": t.wall, "speed": 10})
+        t.step(1)
+        assert clock() == pytest.approx(5010.0)
+        assert any("usable again" in r.getMessage() for r in caplog.records)
+        _write(path, "{broken")  # broken again after a good file: said again
+        t.step(1)
+        clock()
+    assert len(_warnings(caplog)) == 2, _warnings(caplog)
 
 
 def test_a_missing_or_broken_file_keeps_the_last_clock_with_one_warning(
