@@ -120,24 +120,33 @@ def check_prerequisites(settings: HilSettings) -> None:
     tested nothing. (Hardware that cannot exist here, e.g. no Espressif QEMU on PATH, still skips.)
 
     Raises:
-        pytest.UsageError: ``serial`` without ``--hil-port``, ``qemu`` without an existing
+        pytest.UsageError: ``serial`` without ``--hil-port`` or with a malformed one (``mac:zz``,
+            ``usb:`` without a serial number), ``qemu`` without an existing
             ``--hil-qemu-image``, ``--hil-data-port`` with another backend than ``serial`` or
             naming the console port.
     """
+    from hil.backends.errors import BackendError
+    from hil.backends.serial.driver import parse_data_port, same_port
+    from hil.backends.serial.select import BoardSelector
+
     if settings.backend == "serial" and not settings.port:
         raise pytest.UsageError("--hil-backend serial needs --hil-port (a port such as /dev/ttyUSB0, "
                                 "rfc2217://host:port, usb:<USB serial number> or mac:<chip MAC>)")
+    if settings.backend == "serial" and settings.port:
+        try:  # a malformed selector is the user's typo: once, up front, not an error in every test
+            BoardSelector.parse(settings.port)
+        except BackendError as exc:
+            raise pytest.UsageError(f"--hil-port {settings.port}: {exc}") from exc
     if settings.data_port is not None:
         if settings.backend != "serial":
             raise pytest.UsageError(f"--hil-data-port is for --hil-backend serial (the {settings.backend} backend "
                                     "wires the data link itself)")
-        from hil.backends.errors import BackendError
-        from hil.backends.serial.driver import parse_data_port, same_port
-
         try:
             parse_data_port(settings.data_port)
         except BackendError as exc:
-            raise pytest.UsageError(str(exc)) from exc
+            text = str(exc)
+            raise pytest.UsageError(text if text.startswith("--hil-data-port") else
+                                    f"--hil-data-port {settings.data_port}: {text}") from exc
         if settings.port is not None and same_port(settings.port, settings.data_port):
             raise pytest.UsageError(f"--hil-data-port {settings.data_port} is the console port (--hil-port "
                                     f"{settings.port}); the data UART needs its own port")

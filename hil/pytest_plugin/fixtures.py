@@ -15,10 +15,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from hil.backends.board import BoardDriver, BoardHandle, Strategy, make_identity
+from hil.backends.board import BoardDriver, BoardHandle, BoardStateError, Strategy, make_identity
 from hil.backends.capabilities import CapabilityManifest
 from hil.backends.errors import BackendError, QemuNotFoundError
 from hil.boards import BoardDefinition
+from hil.errors import HilError
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
 from hil.pytest_plugin.hints import deep_sleep_hints
 from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options
@@ -99,6 +100,28 @@ def single_board_skip_reason(settings: HilSettings, item: pytest.Item) -> str | 
     count, what = needed
     return (f"the {settings.backend} backend drives one board (--hil-port {settings.port}); {what} needs "
             f"{count} boards (run it on the sim or qemu backend)")
+
+
+def setup_failure_message(fixture: str, exc: BoardStateError) -> str | None:
+    """The one-line failure of a board that could not be brought up for an error of ours (no such
+    port, lease held, firmware refused to start, ...), or None for an unexpected exception (a bug,
+    whose traceback the test report keeps)."""
+    cause = exc.__cause__
+    if cause is not None and not isinstance(cause, HilError):
+        return None
+    return f"{fixture}: {type(cause or exc).__name__}: {exc}"
+
+
+def bring_up(strategy: Strategy, handle: BoardHandle, *, fixture: str) -> None:
+    """Bring ``handle`` to "reporting"; FAIL the test with just the message (no traceback through
+    pytest, pytest-asyncio and the strategy) when one of our errors stops it."""
+    try:
+        strategy.transition(handle, "reporting")
+    except BoardStateError as exc:
+        message = setup_failure_message(fixture, exc)
+        if message is None:
+            raise
+        pytest.fail(message, pytrace=False)
 
 
 def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
@@ -182,7 +205,7 @@ def hil_board(request: pytest.FixtureRequest, hil_settings: HilSettings, hil_boa
                          identity=make_identity(hil_board_definition),
                          workdir=tmp_path_factory.mktemp("hil-board"))
     try:
-        strategy.transition(handle, "reporting")
+        bring_up(strategy, handle, fixture="hil_board")
         yield handle
     finally:
         try:
@@ -219,7 +242,7 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
                                      identity=make_identity(definitions[name]),
                                      workdir=tmp_path_factory.mktemp("hil-fleet"))
                 fleet.boards.append(handle)
-                fleet.strategy.transition(handle, "reporting")
+                bring_up(fleet.strategy, handle, fixture="hil_fleet")
         yield fleet
     finally:
         fleet.power_off()
@@ -289,4 +312,4 @@ def _no_link_how(backend: str, definition: BoardDefinition) -> str:
 
 
 __all__ = ["DEFAULT_FLEET_SIZE", "Fleet", "SINGLE_BOARD_BACKENDS", "boards_needed", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
-           "hil_settings", "make_driver", "single_board_skip_reason"]
+           "hil_settings", "make_driver", "setup_failure_message", "single_board_skip_reason"]

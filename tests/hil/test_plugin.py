@@ -252,6 +252,11 @@ def test_boots(hil_board):
      "*--hil-data-port /dev/ttyUSB0 is the console port (--hil-port /dev/ttyUSB0)*"),
     (["--hil-backend", "serial", "--hil-port", "usb:A1", "--hil-data-port", "usb:A1"],
      "*--hil-data-port usb:A1 is the console port*"),
+    (["--hil-backend", "serial", "--hil-port", "mac:zz"],
+     "*--hil-port mac:zz: not a MAC address: 'zz' (expected 6 hex bytes*"),
+    (["--hil-backend", "serial", "--hil-port", "usb:"], "*--hil-port usb:: usb: selector needs a serial number*"),
+    (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "mac:zz"],
+     "*--hil-data-port mac:zz: not a MAC address*"),
 ])
 def test_missing_or_mistyped_prerequisite_is_a_usage_error(pytester: pytest.Pytester, args: list[str],
                                                            message: str) -> None:
@@ -318,6 +323,38 @@ def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, 
                                 "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert not any(p.suffix == ".lease" for p in lease_dir.iterdir()), "lease not released"
+
+
+def test_board_setup_errors_of_ours_fail_in_one_line(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """No serial port there: the test errors with the message, not a traceback through pytest,
+    pytest-asyncio and the strategy (board.py, select.py)."""
+    pytester.makepyfile(ONE_BOARD_TEST)
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
+                                "--hil-lease-dir", str(tmp_path / "leases"), "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_boots*",
+                                 "hil_board: NoMatchingPortError: streetlight-esp32: step to 'flashed' failed: "
+                                 "no serial port /dev/ttyNOSUCH0 (ports: *) (reached 'off', wanted 'reporting')"])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "board.py" not in out and "select.py" not in out and "pytest_asyncio" not in out
+
+
+def test_unexpected_exceptions_in_board_setup_keep_their_traceback(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    # A bug (not one of our error types) in a strategy step: its traceback is what finds it.
+    pytester.makeconftest("""
+        from hil.backends.serial.driver import SerialDriver
+
+        def broken_attach(self, handle):
+            raise ZeroDivisionError("a bug in attach")
+
+        SerialDriver.attach = broken_attach
+    """)
+    pytester.makepyfile(ONE_BOARD_TEST)
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
+                                "--hil-lease-dir", str(tmp_path / "leases"), "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*def broken_attach*", "*ZeroDivisionError: a bug in attach*",
+                                 "*BoardStateError: streetlight-esp32: step to 'flashed' failed: a bug in attach*"])
 
 
 FLEET_TESTS = """

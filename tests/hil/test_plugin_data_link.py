@@ -108,7 +108,7 @@ def test_hil_gateway_on_serial_without_a_data_port_fails_before_touching_the_boa
                                  "hil_gateway: no data link to the serial board (streetlight-esp32)*"
                                  "--hil-data-port PORT*",
                                  "*ERROR at setup of test_console_only*",
-                                 "*NoMatchingPortError: no serial port /dev/ttyNOSUCH0*"])
+                                 "hil_board: NoMatchingPortError: *no serial port /dev/ttyNOSUCH0*"])
 
 
 def test_without_a_data_port_the_driver_leaves_no_data_link(tmp_path: Path) -> None:
