@@ -91,6 +91,41 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
+# Physically sensible ranges of the named stimuli where the board definition states none (docs/simulator.md,
+# "Stimuli and faults"): a value outside is a wrong unit (battery = 3700: millivolts, not %) or a typo.
+LIGHT_MAX_LUX = 150_000       # direct summer sunlight is ~100 000 lux
+SUPPLY_UV = 3_300_000         # an ESP32 pin takes 0..3.3 V; the ADC reads at most 3.1 V (11 dB)
+ADC_FULL_UV = 3_100_000
+SOUND_MM_PER_US = 0.343       # speed of sound, 343 m/s
+UNITS = {"light": "lux", "distance": "mm", "temperature": "°C", "battery": "%", "lamp_current": "mA"}
+
+
+def _in_range(io: BoardIo, name: str, value: Any, lo: float, hi: float, why: str = "") -> float:
+    """``value`` as a number within ``lo..hi`` (the stimulus's unit), else a StimulusError saying the
+    range, the unit and where the range comes from."""
+    x = _number(name, value)
+    if not lo <= x <= hi:
+        unit = UNITS.get(name, "")
+        raise StimulusError(f"stimulus {name!r} = {value!r} is outside {lo:g}..{hi:g} {unit}{why}", name=name,
+                            value=value, board=io.config.get("name"))
+    return x
+
+
+def _pins_text(io: BoardIo, modes: tuple[str, ...] | None) -> str:
+    pins = _defined_pins(io, modes)
+    return ", ".join(f"{pin} ({role})" for pin, role in sorted(pins.items())) or "none"
+
+
+def _defined_pins(io: BoardIo, modes: tuple[str, ...] | None) -> dict[int, str]:
+    """GPIO -> role of the board's io pins (of ``modes``; all when None), and its recovery (BOOT) pin."""
+    out = {int(spec["pin"]): role for role, spec in io.config.get("io", {}).items()
+           if modes is None or spec.get("mode") in modes}
+    recovery = io.config.get("recovery") or {}
+    if modes is None and "pin" in recovery:
+        out.setdefault(int(recovery["pin"]), "recovery")
+    return out
+
+
 def _level_or_pulse(io: BoardIo, role: str, name: str, value: Any) -> dict[str, Any]:
     pin = io.pin(role, name)
     active = io.active(role)
@@ -100,6 +135,11 @@ def _level_or_pulse(io: BoardIo, role: str, name: str, value: Any) -> dict[str, 
     if value not in (0, 1, True, False):
         raise StimulusError(f"stimulus {name!r} takes 0/1 or 'pulse <duration>', got {value!r}", name=name, value=value)
     return {"kind": "pin", "pin": pin, "level": active if value else 1 - active}
+
+
+def _ntc_range(table: list[list[int]]) -> tuple[int, int]:
+    degrees = [int(c) for _, c in table]
+    return min(degrees), max(degrees)
 
 
 def _ntc_uv(table: list[list[int]], celsius: float) -> int:
@@ -114,44 +154,82 @@ def _ntc_uv(table: list[list[int]], celsius: float) -> int:
     raise StimulusError(f"temperature {celsius} outside the thermistor table", name="temperature", value=celsius)
 
 
+def _raw_pin(io: BoardIo, name: str, modes: tuple[str, ...] | None, what: str) -> int:
+    """The GPIO of ``pin:N``/``adc:N``, refused when the board does not define it (naming the ones it has)."""
+    if not name[4:].isdigit():
+        raise StimulusError(f"stimulus {name!r}: a raw {what} is {name[:3]}:<GPIO number>, e.g. {name[:3]}:27",
+                            name=name)
+    gpio = int(name[4:])
+    if gpio not in _defined_pins(io, modes):
+        raise StimulusError(f"stimulus {name!r}: board {io.config.get('name')} defines no {what} on GPIO {gpio} "
+                            f"(its {what}s: {_pins_text(io, modes)})", name=name, board=io.config.get("name"))
+    return gpio
+
+
 def stimulus_op(io: BoardIo, name: str, value: Any) -> dict[str, Any]:
     """Turn a named stimulus into the host's hardware operation.
 
     Raises:
-        StimulusError: unknown name, wrong value, or the board lacks that sensor.
+        StimulusError: unknown name, a value of the wrong type or outside the stimulus's range (see
+            docs/simulator.md), or the board lacks that sensor / pin.
     """
+    board = io.config.get("name")
     if name.startswith("pin:"):
-        if not name[4:].isdigit():
-            raise StimulusError(f"stimulus {name!r}: a raw pin is pin:<GPIO number>, e.g. pin:27", name=name)
-        return {"kind": "pin", "pin": int(name[4:]), "level": 1 if value else 0}
+        pin = _raw_pin(io, name, None, "pin")
+        if value not in (0, 1, True, False):
+            raise StimulusError(f"stimulus {name!r} takes a level, 0 or 1, got {value!r}", name=name, value=value)
+        return {"kind": "pin", "pin": pin, "level": 1 if value else 0}
     if name.startswith("adc:"):
-        return {"kind": "adc", "pin": int(name[4:]), "uv": int(_number(name, value))}
+        pin = _raw_pin(io, name, ("adc",), "ADC pin")
+        uv = _number(name, value)
+        if not 0 <= uv <= SUPPLY_UV:
+            raise StimulusError(f"stimulus {name!r} = {value!r} is outside 0..{SUPPLY_UV} µV (the unit of adc:N is "
+                                "microvolts; a pin takes 0..3.3 V)", name=name, value=value, board=board)
+        return {"kind": "adc", "pin": pin, "uv": int(uv)}
     if name in ("pir", "tilt", "lid"):
         return _level_or_pulse(io, name, name, value)
     if name == "light":
-        return {"kind": "adc", "pin": io.pin("light", name),
-                "uv": int(_number(name, value) * 1_000_000 / io.cal("light", "lux_per_volt"))}
+        pin = io.pin("light", name)
+        lux = _in_range(io, name, value, 0, LIGHT_MAX_LUX, " (darkness .. direct sunlight)")
+        return {"kind": "adc", "pin": pin, "uv": int(lux * 1_000_000 / io.cal("light", "lux_per_volt"))}
     if name == "lamp_current":
         pin = io.pin("lamp_current", name)
         if value == "auto":
             return {"kind": "adc_auto", "pin": pin}
-        uv = io.cal("lamp", "offset_uv", 0) + _number(name, value) * 1_000_000 / io.cal("lamp", "ma_per_volt")
+        per_volt = io.cal("lamp", "ma_per_volt")
+        full_ma = (ADC_FULL_UV - io.cal("lamp", "offset_uv", 0)) * per_volt / 1_000_000
+        ma = _in_range(io, name, value, 0, full_ma, f" ({board}'s current sense reads up to {full_ma:g} mA)")
+        uv = io.cal("lamp", "offset_uv", 0) + ma * 1_000_000 / per_volt
         return {"kind": "adc", "pin": pin, "uv": int(uv)}
     if name == "lamp_failed":
         io.pin("lamp_current", name)
         return {"kind": "lamp_failed", "value": 1 if value else 0}
     if name == "distance":
+        pin = io.pin("echo", name)
+        timeout_us = io.config.get("cal", {}).get("fill", {}).get("timeout_us")
+        hi = float("inf") if timeout_us is None else int(timeout_us) * SOUND_MM_PER_US / 2
+        why = "" if timeout_us is None else f" (farther than {hi:g} mm the echo arrives after {board}'s " \
+                                            f"{timeout_us} µs timeout)"
+        mm = _in_range(io, name, value, 0, hi, why)
         # Round trip of sound at 343 m/s: 2 * mm / 0.343 microseconds.
-        return {"kind": "echo", "pin": io.pin("echo", name), "us": int(_number(name, value) * 2000 / 343)}
+        return {"kind": "echo", "pin": pin, "us": int(mm * 2000 / 343)}
     if name == "temperature":
-        return {"kind": "adc", "pin": io.pin("temp", name), "uv": _ntc_uv(io.cal("temp", "table"), _number(name, value))}
+        pin = io.pin("temp", name)
+        table = io.cal("temp", "table")
+        lo, hi = _ntc_range(table)
+        celsius = _in_range(io, name, value, lo, hi, f" (the range of {board}'s thermistor table)")
+        return {"kind": "adc", "pin": pin, "uv": _ntc_uv(table, celsius)}
     if name == "battery":
-        pct = max(0.0, min(100.0, _number(name, value)))
+        pin = io.pin("battery", name)
+        pct = _in_range(io, name, value, 0, 100, " (state of charge; a cell voltage in mV is not a percentage)")
         empty, full = io.cal("battery", "empty_mv"), io.cal("battery", "full_mv")
         mv = empty + (full - empty) * pct / 100
         uv = mv * 1000 * io.cal("battery", "divider_den") / io.cal("battery", "divider_num")
-        return {"kind": "adc", "pin": io.pin("battery", name), "uv": int(uv)}
-    raise StimulusError(f"unknown stimulus {name!r}", name=name, value=value)
+        return {"kind": "adc", "pin": pin, "uv": int(uv)}
+    close = difflib.get_close_matches(name, STIMULUS_NAMES, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise StimulusError(f"unknown stimulus {name!r} ({hint}stimuli: {', '.join(STIMULUS_NAMES)}, pin:N, adc:N)",
+                        name=name, value=value)
 
 
 FAULT_KINDS = ("drop", "corrupt", "reset", "power_loss", "power_loss_write", "clock_skew", "ble_disconnect")
@@ -206,6 +284,24 @@ def parse_fault(line: str) -> dict[str, Any]:
     if args:
         raise StimulusError(f"{kind} takes no arguments: {line!r}", value=line)
     return {"kind": kind}
+
+
+def check_fault_link(io: BoardIo, line: str, fault: dict[str, Any]) -> dict[str, Any]:
+    """``fault`` (parsed from ``line``) when the board has the link it acts on.
+
+    ``drop uart``/``drop ble``, ``corrupt`` (UART bytes) and ``ble_disconnect`` on a board without
+    that link would do nothing: a scenario that expects their effect would test nothing.
+
+    Raises:
+        StimulusError: naming the links the board has.
+    """
+    links = sorted(io.config.get("links", {}))
+    kind = fault["kind"]
+    need = {"drop": fault.get("link"), "corrupt": "uart", "ble_disconnect": "ble"}.get(kind)
+    if need in ("uart", "ble") and need not in links:
+        raise StimulusError(f"fault {line!r}: board {io.config.get('name')} has no {need} link (its links: "
+                            f"{', '.join(links) or 'none'})", value=line, board=io.config.get("name"))
+    return fault
 
 
 @dataclass
@@ -307,7 +403,7 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
             try:
                 if name == "fault":
                     for line in [value] if isinstance(value, str) else list(value):
-                        plan.faults.append({**timing, **parse_fault(str(line))})
+                        plan.faults.append({**timing, **check_fault_link(io, str(line), parse_fault(str(line)))})
                 else:
                     plan.stimuli.append({**timing, **stimulus_op(io, name, value)})
             except StimulusError as exc:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hil.boards import load_board
 from hil.sim.errors import StimulusError
-from hil.sim.stimuli import BoardIo, parse_duration_ms, parse_fault, stimulus_op
+from hil.sim.stimuli import BoardIo, load_stimuli, parse_duration_ms, parse_fault, stimulus_op
 
 EXAMPLES = 500 if os.environ.get("CIVICEDGE_FULL") == "1" else 60
 BIN = BoardIo(load_board("bin-esp32c3").to_device_config())
@@ -57,3 +57,52 @@ def test_garbage_is_a_stimulus_error_never_a_crash(text):
 def test_bad_fault_lines(line):
     with pytest.raises(StimulusError):
         parse_fault(line)
+
+
+@pytest.mark.parametrize(("io", "name", "value", "words"), [
+    (BIN, "battery", 3700, "'battery' = 3700 is outside 0..100 % (state of charge"),     # millivolts, not %
+    (BIN, "battery", -1, "outside 0..100 %"),
+    (BIN, "temperature", 1500, "outside -20..120 °C (the range of bin-esp32c3's thermistor table)"),
+    (BIN, "temperature", -40, "outside -20..120 °C"),
+    (BIN, "distance", -70, "'distance' = -70 is outside 0..5145 mm"),
+    (BIN, "distance", 6000, "after bin-esp32c3's 30000 µs timeout"),
+    (LIGHT, "light", -4, "'light' = -4 is outside 0..150000 lux"),
+    (LIGHT, "light", 1e9, "outside 0..150000 lux"),
+    (LIGHT, "lamp_current", -5, "'lamp_current' = -5 is outside 0..3100 mA"),
+    (BIN, "pin:99", 1, "defines no pin on GPIO 99 (its pins: 0 (temp), 1 (battery), 3 (lid), 4 (tilt), 6 (trig), "
+                       "7 (echo), 9 (recovery))"),
+    (LIGHT, "pin:27", 5, "takes a level, 0 or 1"),
+    (BIN, "adc:99", 5, "defines no ADC pin on GPIO 99 (its ADC pins: 0 (temp), 1 (battery))"),
+    (BIN, "adc:3", 5, "defines no ADC pin on GPIO 3"),   # the lid's pin is digital
+    (BIN, "adc:0", -1, "outside 0..3300000 µV"),
+    (LIGHT, "pri", 1, "unknown stimulus 'pri' (did you mean 'pir'? stimuli: pir, light,"),
+])
+def test_values_outside_a_stimulus_range_or_pins_the_board_lacks_are_refused(io, name, value, words):
+    with pytest.raises(StimulusError) as info:
+        stimulus_op(io, name, value)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(("io", "name", "value"), [
+    (BIN, "battery", 0), (BIN, "battery", 100), (BIN, "temperature", 85), (BIN, "temperature", 120),
+    (BIN, "temperature", -20), (BIN, "distance", 0), (BIN, "distance", 5000), (LIGHT, "light", 100_000),
+    (LIGHT, "lamp_current", 260), (LIGHT, "pin:27", 1), (LIGHT, "pin:0", 0), (LIGHT, "adc:34", 1_500_000),
+])
+def test_values_within_range_are_taken(io, name, value):
+    assert stimulus_op(io, name, value)["kind"] in ("adc", "echo", "pin")
+
+
+@pytest.mark.parametrize(("io", "line", "words"), [
+    (BIN, "drop uart 1m", "board bin-esp32c3 has no uart link (its links: ble)"),
+    (BIN, "corrupt 0.1", "has no uart link"),
+    (LIGHT, "drop ble 1m", None), (LIGHT, "corrupt uart 0.1", None), (BIN, "drop ble 1m", None),
+    (BIN, "drop 1m", None), (BIN, "ble_disconnect", None),
+])
+def test_link_faults_need_the_link(io, line, words):
+    doc = f'[[at]]\ntime = "+1m"\nfault = "{line}"\n'
+    if words is None:
+        assert len(load_stimuli(doc, io, 0).faults) == 1
+    else:
+        with pytest.raises(StimulusError) as info:
+            load_stimuli(doc, io, 0)
+        assert words in str(info.value)
