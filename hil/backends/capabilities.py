@@ -34,7 +34,8 @@ class CapabilityManifest:
     Attributes:
         backend: ``sim``, ``qemu`` or ``serial``.
         capabilities: capability names offered.
-        source: where the list comes from, for skip messages (e.g. ``"board streetlight-esp32"``).
+        source: where the list comes from, a clause for skip messages (e.g. ``"as declared by board
+            streetlight-esp32"``).
     """
 
     backend: str
@@ -62,7 +63,7 @@ class CapabilityManifest:
         if not lacking:
             return None
         return (f"backend {self.backend!r} lacks {', '.join(lacking)} "
-                f"(has {', '.join(sorted(self.capabilities)) or 'nothing'}; from {self.source})")
+                f"(has {', '.join(sorted(self.capabilities)) or 'nothing'}: {self.source})")
 
 
 def manifest_for(backend: str, board: BoardDefinition | None = None) -> CapabilityManifest:
@@ -85,9 +86,11 @@ def manifest_for(backend: str, board: BoardDefinition | None = None) -> Capabili
     if backend == "serial":
         if board is None:
             return CapabilityManifest("serial", frozenset({"console"}),
-                                      "no board definition given (--hil-board): console only")
+                                      "without a board definition only the console of a real board is assumed; "
+                                      "name its definition with --hil-board NAME or @pytest.mark.board(NAME)")
         for name in board.capabilities:
             if name not in KNOWN_CAPABILITIES:
                 raise UnknownCapabilityError(name, sorted(KNOWN_CAPABILITIES))
-        return CapabilityManifest("serial", frozenset(board.capabilities) | {"console"}, f"board {board.name}")
+        return CapabilityManifest("serial", frozenset(board.capabilities) | {"console"},
+                                  f"as declared by board {board.name}")
     raise UnknownBackendError(backend, BACKENDS)

@@ -69,7 +69,8 @@ def test_requires_adc_skips_on_qemu_with_reason(pytester: pytest.Pytester) -> No
     result.stdout.fnmatch_lines([
         "*::test_needs_adc SKIPPED*",
         "*::TestBle::test_scan SKIPPED*",
-        "*SKIPPED [[]1[]] *.py:3: backend 'qemu' lacks adc (has console, gpio, uart; from Espressif QEMU*",
+        "*SKIPPED [[]1[]] *.py:3: backend 'qemu' lacks adc (has console, gpio, uart: Espressif QEMU models console, "
+        "UART and GPIO only)",
         "*SKIPPED [[]1[]] *.py*: backend 'qemu' lacks ble*",
     ])
 
@@ -92,7 +93,9 @@ def test_serial_manifest_comes_from_the_board_definition(pytester: pytest.Pytest
     # Without a board definition a real board is assumed to have only its console.
     bare = pytester.runpytest(*backend_args(pytester, "serial"), "-rs")
     bare.assert_outcomes(passed=1, skipped=3)
-    bare.stdout.fnmatch_lines(["*no board definition given (--hil-board)*"])
+    bare.stdout.fnmatch_lines(["*: backend 'serial' lacks adc (has console: without a board definition only the "
+                               "console of a real board is assumed; name its definition with --hil-board NAME or "
+                               "@pytest.mark.board(NAME))"])
 
 
 MARKED_BOARD_TESTS = """
