@@ -26,7 +26,7 @@ from hil.scenarios.reports import output_problem, write_html, write_junit, write
 from hil.scenarios.runner import Progress as RunProgress
 from hil.scenarios.errors import ScenarioRunError
 from hil.scenarios.hints import deep_sleep_warnings
-from hil.scenarios.loader import MAX_SPEED, MIN_SPEED
+from hil.scenarios.loader import MAX_SPEED, MIN_SPEED, SCENARIO_ID, find_scenario, read_toml_text
 from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_s, run_scenario
 from hil.workdir import WorkdirError, WorkdirLock, lock_workdir
 
@@ -125,6 +125,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     out = _Console(stderr=False)
     err = _Console(stderr=True)
+    try:
+        return _cmd_run(args, out, err)
+    except KeyboardInterrupt:
+        # Before the run installs its own signal handling (loading the scenario, taking the work
+        # directory): nothing was started. As documented for an interrupted run: exit 1, and the
+        # JUnit report says so.
+        err.print("[yellow]interrupted[/yellow] before the run started", highlight=False)
+        if args.junit and output_problem(args.junit) is None:
+            name = _suite_name(Path(str(args.scenario)))
+            try:
+                path = write_junit_error(args.junit, name=name, message="run interrupted before it started",
+                                         case_name="run", error_type="RunError")
+                out.print(f"JUnit report: {path}", highlight=False)
+            except OSError as exc:
+                err.print(f"[red]error:[/red] cannot write the JUnit report: {exc}", highlight=False)
+        return 1
+
+
+def _suite_name(scenario: Path) -> str:
+    """The scenario's ``name`` when its file parses far enough to have a valid one, else the file's
+    stem: the JUnit suite of a bad-input report matches the one a good run of that file writes."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(read_toml_text(find_scenario(scenario), what="scenario file"))
+        name = doc.get("name")
+        if isinstance(name, str) and SCENARIO_ID.match(name):
+            return name
+    except (ScenarioError, tomllib.TOMLDecodeError, OSError):
+        pass
+    return scenario.stem or "scenario"
+
+
+def _cmd_run(args: argparse.Namespace, out: _Console, err: _Console) -> int:
     junit_usable = True  # a JUnit error report may be written there (even when other input is bad)
     problems: list[str] = []
     for option, path in (("--junit", args.junit), ("--html", args.html)):
@@ -162,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in (problems or [str(exc)]):
             err.print(f"[red]error:[/red] {line}", highlight=False)
         if args.junit and junit_usable:
-            name = scenario_file.stem or "scenario"
+            name = _suite_name(scenario_file)
             try:
                 out.print(f"JUnit report: {write_junit_error(args.junit, name=name, message=str(exc))}",
                           highlight=False)

@@ -71,6 +71,8 @@ MAX_DURATION_MS = 7 * 86_400_000
 EARLIEST_START_MS = 1_704_067_200_000
 LATEST_END_MS = 4_102_444_800_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+SCENARIO_ID = _ID
+"""What a scenario ``name`` (and a device id) must match."""
 
 
 def list_examples() -> list[Path]:

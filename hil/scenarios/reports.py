@@ -84,15 +84,17 @@ def write_junit(result: ScenarioResult, path: Path) -> Path:
     return _write_xml(root, path)
 
 
-def write_junit_error(path: Path, *, name: str, message: str) -> Path:
-    """Write JUnit XML for a run that could not start (bad scenario or option): one ``<error>`` testcase.
+def write_junit_error(path: Path, *, name: str, message: str, case_name: str = "input",
+                      error_type: str = "BadInput") -> Path:
+    """Write JUnit XML for a run that could not start (bad scenario or option, or interrupted before
+    it started: ``case_name="run"``, ``error_type="RunError"``): one ``<error>`` testcase.
 
     So a CI job that asked for a report gets one that says why, instead of no file at all.
     """
     suite = ET.Element("testsuite", name=f"scenario.{name}", tests="1", failures="0", errors="1", time="0",
                        timestamp=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
-    case = ET.SubElement(suite, "testcase", classname=f"scenario.{name}", name="input", time="0")
-    ET.SubElement(case, "error", message=message, type="BadInput").text = message
+    case = ET.SubElement(suite, "testcase", classname=f"scenario.{name}", name=case_name, time="0")
+    ET.SubElement(case, "error", message=message, type=error_type).text = message
     root = ET.Element("testsuites", name="civicedge hil run", tests="1", failures="0", errors="1")
     root.append(suite)
     return _write_xml(root, path)

@@ -113,3 +113,42 @@ def test_failing_expectations_of_a_too_fast_deep_sleeper_say_why(tmp_path: Path)
     assert fail_lines and all("hint: boards[1]" in line and "speed <= 10" in line for line in fail_lines), proc.stdout
     failures = ET.parse(junit).getroot().findall("testsuite/testcase/failure")
     assert failures and all("hint: boards[1]" in (f.get("message") or "") for f in failures)
+
+
+def test_ctrl_c_before_the_run_starts_exits_1_with_a_junit_run_error(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from hil.cli import hil_cmd
+    from hil.cli.main import build_parser
+
+    scenario = tmp_path / "file-name.toml"
+    scenario.write_text(PASSING)
+    junit = tmp_path / "junit.xml"
+    real_load = hil_cmd.load_scenario
+
+    def load_with_ctrl_c(name: str | Path) -> object:
+        os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT while the scenario loads (Python's default handler)
+        return real_load(name)
+
+    monkeypatch.setattr(hil_cmd, "load_scenario", load_with_ctrl_c)
+    args = build_parser().parse_args(["hil", "run", str(scenario), "--workdir", str(tmp_path / "w"),
+                                      "--junit", str(junit)])
+    assert hil_cmd.cmd_run(args) == 1
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "scenario.out-pass"
+    error = suite.find("testcase[@name='run']/error")
+    assert error is not None and error.get("message") == "run interrupted before it started"
+    assert not (tmp_path / "w").exists()  # nothing was started
+
+
+def test_bad_input_junit_suite_is_named_after_the_scenario(tmp_path: Path) -> None:
+    scenario = tmp_path / "t6.toml"
+    scenario.write_text(PASSING.replace('"streetlight-esp32"', '"streetlight-esp33"'))
+    junit = tmp_path / "junit.xml"
+    proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "hil", "run", str(scenario), "--junit", str(junit),
+                           "--workdir", str(tmp_path / "w")], cwd=REPO, capture_output=True, text=True, env=_env())
+    assert proc.returncode == 2, proc.stderr
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "scenario.out-pass"  # the name in the file, not "t6"
+    assert f"JUnit report: {junit}" in proc.stdout and "unknown board" in proc.stderr
