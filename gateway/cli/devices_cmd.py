@@ -127,6 +127,11 @@ def cmd_show(args: argparse.Namespace) -> int:
               "gateway's user (the owner of %s) to check it" % (rec.id, problem, rec.key_path), file=sys.stderr)
     else:
         data["key_status"] = "ok" if problem is None else "unusable: %s" % problem
+    wide = reg.key_mode_problem(args.device_id)
+    if wide is not None:
+        # Read-only here (nothing is changed by `show`): the gateway tightens it when it next starts.
+        data["key_status"] = "%s; too open: %s" % (data["key_status"], wide)
+        print("warning: device %s: %s" % (rec.id, wide), file=sys.stderr)
     if problem is not None and not unreadable:
         print("warning: device %s cannot authenticate its frames: %s; give it a key again with civicedge provision "
               "--port PORT --id %s ... --force --take-over (docs/field.md)" % (rec.id, problem, rec.id), file=sys.stderr)

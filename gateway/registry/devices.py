@@ -22,6 +22,7 @@ import re
 import hashlib
 import secrets
 import sqlite3
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +152,28 @@ def _write_private(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _mode(path: Path) -> int:
+    """The permission bits of ``path`` (of its target when it is a symlink: what chmod changes)."""
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _tighten(path: Path, mode: int, changed: list[str]) -> None:
+    """Set ``path`` to ``mode`` when it differs, noting ``name 0755 -> 0700`` in ``changed``.
+
+    A chmod to the mode a path already has is skipped: nothing to say, and nothing to refuse when
+    another user owns it."""
+    old = _mode(path)
+    if old != mode:
+        os.chmod(path, mode)
+        changed.append("%s %04o -> %04o" % (path.name, old, mode))
+
+
+def _names(names: list[str], first: int = 3) -> str:
+    """``a, b, c and 4 more``: a log line names a few, never hundreds."""
+    shown = ", ".join(names[:first])
+    return shown if len(names) <= first else "%s and %d more" % (shown, len(names) - first)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (where the OS lets a directory be opened and synced)."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
@@ -195,6 +218,11 @@ class Registry:
         path: registry directory; created with mode 0700 if absent.
         create: when False (read-only and per-device commands) an absent registry is an error
             instead of being created, so a mistyped path does not leave an empty registry behind.
+            When True (the gateway, ``devices add``) the registry is also secured: its directories
+            are set to 0700, ``devices.sqlite`` to 0600 and every key file this user owns that
+            group or others may use to 0600; each change is logged as a WARNING (it means someone
+            or something widened them). Opened with ``create`` False, nothing is changed:
+            :meth:`key_mode_problem` says when a key file is too open.
 
     Raises:
         RegistryError: reason ``no_registry`` (``create`` is False and there is no registry at
@@ -212,14 +240,15 @@ class Registry:
         except PermissionError as exc:
             raise RegistryError("cannot open registry %s: %s (the registry directory must be readable by the user "
                                 "running this command)" % (self.path, exc), reason="permissions") from exc
+        changed: list[str] = []
         try:
             if create:
                 for d in (self.path, self.keys_dir):
                     mkdir_private(d)
-                    os.chmod(d, 0o700)
+                    _tighten(d, 0o700, changed)
                 if not db.exists():
                     os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
-                os.chmod(db, 0o600)
+                _tighten(db, 0o600, changed)
         except (FileExistsError, NotADirectoryError) as exc:
             # mkdir(exist_ok=True) says "File exists" when a file sits where a directory belongs.
             blocker = next((p for p in (self.keys_dir, self.path, *self.path.parents)
@@ -228,8 +257,47 @@ class Registry:
                                 reason="not_a_directory") from exc
         except OSError as exc:
             raise RegistryError("cannot open registry %s: %s" % (self.path, exc), reason="permissions") from exc
+        finally:
+            if changed:  # also when a later chmod failed: these changes were made
+                log.warning("registry %s: permissions set to owner-only: %s", self.path,
+                            ", ".join(changed))
         self._conn = self._connect(db, create=create)
         self._key_cache: dict[str, tuple[int, bytes]] = {}
+        self._secure_keys = create
+        if create:
+            self._tighten_key_files()
+
+    def _tighten_key_files(self) -> None:
+        """Set every key file this user owns that group or others may use to 0600, with one WARNING
+        naming them (a key copied in by hand keeps the copy's 0644: anyone on the host could then
+        forge the device's frames). Files of other owners cannot be changed: a WARNING says so."""
+        tightened: list[str] = []
+        foreign: list[str] = []
+        try:
+            entries = sorted(os.scandir(self.keys_dir), key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("registry %s: cannot list the key files to check their permissions: %s", self.path, exc)
+            return
+        uid = os.geteuid() if hasattr(os, "geteuid") else None
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
+                    continue
+                if uid is not None and st.st_uid != uid:
+                    foreign.append("%s (%04o)" % (entry.name, stat.S_IMODE(st.st_mode)))
+                    continue
+                os.chmod(entry.path, 0o600)
+                tightened.append("%s (%04o)" % (entry.name, stat.S_IMODE(st.st_mode)))
+            except OSError as exc:
+                foreign.append("%s (%s)" % (entry.name, exc.strerror))
+        if tightened:
+            log.warning("registry %s: %d key file(s) could be read or written by group or others, set to 0600: %s",
+                        self.path, len(tightened), _names(tightened))
+        if foreign:
+            log.warning("registry %s: %d key file(s) can be read or written by group or others and were not "
+                        "changed (not owned by this user): %s; chmod 600 them", self.path, len(foreign),
+                        _names(foreign))
 
     def _check_place(self, db: Path, create: bool) -> None:
         """Refuse a registry path that is a file, a missing registry (``create`` off), or a directory
@@ -525,6 +593,17 @@ class Registry:
         cached = self._key_cache.get(device_id)
         if cached is not None and cached[0] == mtime:
             return cached[1]
+        if self._secure_keys and self.key_mode_problem(device_id) is not None:
+            # A key file replaced by hand while the gateway runs: secured as at open. chmod leaves
+            # the mtime, so this runs once per new file.
+            try:
+                old = _mode(path)
+                os.chmod(path, 0o600)
+                log.warning("registry %s: key file %s could be read or written by group or others (%04o), set to "
+                            "0600", self.path, path.name, old)
+            except OSError as exc:
+                log.warning("registry %s: key file %s can be read or written by group or others and could not be "
+                            "set to 0600: %s", self.path, path.name, exc.strerror)
         key = read_key_file(path)
         self._key_cache[device_id] = (mtime, key)
         return key
@@ -543,6 +622,23 @@ class Registry:
         except RegistryError as exc:
             return str(exc)
         return None
+
+    def key_mode_problem(self, device_id: str) -> str | None:
+        """Return why the key file of ``device_id`` is too open (group or others may read or write
+        it), or None when it is not (or is absent: :meth:`key_problem` says so).
+
+        Opened with ``create`` (the gateway) such files are set to 0600; this tells a read-only
+        look (``devices show``) what the gateway would fix or what to fix by hand.
+        """
+        path = self.key_path(device_id)
+        try:
+            mode = _mode(path)
+        except OSError:
+            return None
+        if not mode & 0o077:
+            return None
+        return ("key file %s has mode %04o: group or others may read or write it (chmod 600 it; the gateway does "
+                "when it opens the registry)" % (path, mode))
 
     def _refuse_shared_key(self, device_id: str, key: bytes) -> None:
         """Raise ``bad_key`` when another registered device (revoked ones too) already has ``key``.

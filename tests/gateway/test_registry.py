@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 from pathlib import Path
 
@@ -185,3 +186,93 @@ def test_registry_values_are_ascii_only(tmp_path: Path, field: str, change: dict
     finally:
         reg.close()
     validate_device("b-1", kind="bin", zone="north", lat="-52.123456789", lon="179.9")  # ASCII still fine
+
+
+# --- permissions: key files others may read are tightened (and said so), as dirs and the db are ----------
+
+def test_opening_tightens_wide_key_files_dirs_and_db_and_says_which(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    reg_dir = tmp_path / "reg"
+    reg = Registry(reg_dir)
+    for i in range(5):
+        reg.add("sl-%d" % i, kind="streetlight", zone="centre", lat="52.37", lon="4.80")
+    key_text = reg.key_path("sl-1").read_text().strip()
+    reg.close()
+    for i in (1, 2, 3, 4):
+        reg.key_path("sl-%d" % i).chmod(0o644)
+    (reg_dir / "keys").chmod(0o755)
+    reg_dir.chmod(0o755)
+    (reg_dir / "devices.sqlite").chmod(0o644)
+
+    # Read-only (create=False): nothing changes, the too-open mode is reported.
+    ro = Registry(reg_dir, create=False)
+    try:
+        problem = ro.key_mode_problem("sl-1")
+        assert problem is not None and "0644" in problem and "sl-1.key" in problem
+        assert ro.key_mode_problem("sl-0") is None and ro.key_problem("sl-1") is None
+    finally:
+        ro.close()
+    assert mode(reg.key_path("sl-1")) == 0o644 and mode(reg_dir) == 0o755
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.registry.devices"):
+        Registry(reg_dir).close()
+    assert all(mode(reg.key_path("sl-%d" % i)) == 0o600 for i in range(5))
+    assert mode(reg_dir) == 0o700 and mode(reg_dir / "keys") == 0o700 and mode(reg_dir / "devices.sqlite") == 0o600
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    dirs, keys = warnings
+    assert "reg 0755 -> 0700" in dirs and "keys 0755 -> 0700" in dirs and "devices.sqlite 0644 -> 0600" in dirs
+    # One line: the count and the first few names, never the content.
+    assert "4 key file(s)" in keys and "sl-1.key (0644), sl-2.key (0644), sl-3.key (0644) and 1 more" in keys
+    assert key_text not in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.registry.devices"):
+        Registry(reg_dir).close()  # nothing left to change: nothing said
+    assert caplog.records == []
+
+
+def test_a_key_file_replaced_by_hand_while_open_is_tightened_when_read(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    reg = Registry(tmp_path / "reg")
+    try:
+        reg.add("b1", kind="bin", zone="north", lat="52.1", lon="4.2")
+        copy = tmp_path / "copy.key"
+        copy.write_text(bytes(range(32)).hex() + "\n")
+        copy.chmod(0o644)
+        copy.replace(reg.key_path("b1"))
+        with caplog.at_level(logging.WARNING, logger="gateway.registry.devices"):
+            assert reg.key("b1") == bytes(range(32))
+        assert mode(reg.key_path("b1")) == 0o600
+        assert "key file b1.key" in caplog.text and "(0644)" in caplog.text
+    finally:
+        reg.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a file another owner")
+def test_a_wide_key_file_of_another_owner_is_left_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.add("b1", kind="bin", zone="north", lat="52.1", lon="4.2")
+    reg.close()
+    reg.key_path("b1").chmod(0o640)
+    os.chown(reg.key_path("b1"), 4242, -1)
+    with caplog.at_level(logging.WARNING, logger="gateway.registry.devices"):
+        Registry(tmp_path / "reg").close()
+    assert mode(reg.key_path("b1")) == 0o640
+    assert "1 key file(s)" in caplog.text and "not owned by this user" in caplog.text and "b1.key (0640)" in caplog.text
+
+
+def test_devices_show_reports_a_too_open_key_file_without_changing_it(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.add("sl-q1", kind="streetlight", zone="centre", lat="52.37", lon="4.80")
+    reg.close()
+    reg.key_path("sl-q1").chmod(0o644)
+    code, out, err = run(["gateway", "devices", "--registry", str(tmp_path / "reg"), "show", "sl-q1", "--json"],
+                         capsys)
+    assert code == 0
+    status = json.loads(out)["key_status"]
+    assert status.startswith("ok; too open:") and "mode 0644" in status
+    assert "warning: device sl-q1:" in err and "0644" in err
+    assert mode(reg.key_path("sl-q1")) == 0o644
