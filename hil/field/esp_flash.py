@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
 import serial
-from esptool import cmds as esptool_cmds
-from esptool import targets as esptool_targets
-from esptool.util import FatalError
 
+# esptool is imported where it is used, not here: importing it reads ~/.config/esptool/esptool.cfg, which
+# raised PermissionError (a traceback from every civicedge command, even --help) when $HOME is unreadable.
 from hil.field.chips import ChipProfile, chip_from_esptool_name
 from hil.field.errors import BoardNotAnsweringError, ImageError, WrongChipError
 from hil.field.ports import check_port_available
@@ -123,21 +122,30 @@ def plan_flash(*, port: str, chip: ChipProfile, image: Path, erase: bool = True,
 
 def image_chip_name(image_chip_id: int) -> str:
     """Name the chip an ESP image header's chip id stands for (esptool's names), or say it is unknown."""
+    from esptool import targets as esptool_targets
+
     for rom in esptool_targets.CHIP_DEFS.values():
         if getattr(rom, "IMAGE_CHIP_ID", None) == image_chip_id:
             return str(rom.CHIP_NAME)
     return f"an unknown chip (image chip id {image_chip_id})"
 
 
-def connect_chip(plan: FlashPlan, *, connect: Connect = esptool_cmds.detect_chip, attempts: int = 3) -> Any:
+def connect_chip(plan: FlashPlan, *, connect: Connect | None = None, attempts: int = 3) -> Any:
     """Open the port, sync with the ROM bootloader and check the chip matches the board definition.
+
+    ``connect`` defaults to :func:`esptool.cmds.detect_chip`.
 
     Raises:
         PortNotFoundError, PortBusyError: from :func:`check_port_available`.
         BoardNotAnsweringError: the bootloader did not answer (not in download mode, wrong port).
         WrongChipError: a different chip answered.
     """
+    from esptool import cmds as esptool_cmds
+    from esptool.util import FatalError
+
     check_port_available(plan.port)
+    if connect is None:
+        connect = esptool_cmds.detect_chip
     try:
         esp = connect(plan.port, baud=115200, connect_attempts=attempts)
     except (FatalError, serial.SerialException, OSError) as exc:
@@ -160,14 +168,18 @@ def connect_chip(plan: FlashPlan, *, connect: Connect = esptool_cmds.detect_chip
 def execute_flash(
     plan: FlashPlan,
     *,
-    connect: Connect = esptool_cmds.detect_chip,
+    connect: Connect | None = None,
     on_step: Callable[[FlashStep], None] | None = None,
     attempts: int = 3,
 ) -> None:
     """Carry out ``plan``: connect, check the chip, erase and write, then hard-reset into MicroPython.
 
     esptool prints its own byte progress for erase/write; ``on_step`` is told when each step starts.
+    ``connect`` defaults to :func:`esptool.cmds.detect_chip`.
     """
+    from esptool import cmds as esptool_cmds
+    from esptool.util import FatalError
+
     esp = connect_chip(plan, connect=connect, attempts=attempts)
     try:
         esp = esp.run_stub()
