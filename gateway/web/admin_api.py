@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from decimal import Decimal
 from typing import Any, Mapping
 
 from aiohttp import web
@@ -27,11 +29,22 @@ def _authorize(request: web.Request) -> None:
 
 @ROUTES.get("/api/admin/devices")
 async def admin_devices(request: web.Request) -> web.Response:
-    """All devices including revoked ones (never keys)."""
+    """All devices including revoked ones (never keys).
+
+    ``lat``/``lon`` are the registry's decimal strings, as ``PUT`` takes them and ``devices list --json``
+    prints them ("4.80", not the public API's number 4.8): a device read here and written back is the
+    same registration (``unchanged``). Without a registry no location is known: null.
+    """
     _authorize(request)
     ctx = ctx_of(request)
     now = ctx.now()
-    devices = [device_json(d, now=now, policy=ctx.policy) for d in await ctx.fleet.devices()]
+    fleet = await ctx.fleet.devices()
+    places = ctx.admin.locations() if ctx.admin is not None else {}
+    devices = []
+    for d in fleet:
+        item = device_json(d, now=now, policy=ctx.policy)
+        item["lat"], item["lon"] = places.get(d.id, (None, None))
+        devices.append(item)
     return json_response({"devices": devices, "count": len(devices)})
 
 
@@ -49,6 +62,8 @@ def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
     for name in ENROLL_KEYS[:5]:
         if name not in body:
             raise BadParameter(f"body lacks '{name}'", param=name)
+        if name in ("lat", "lon"):
+            continue
         if not isinstance(body[name], str):
             raise BadParameter(f"'{name}' must be a string", param=name)
     replace = body.get("replace", False)
@@ -61,7 +76,26 @@ def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
         key = b""
     if len(key) != 32:
         raise BadParameter("'key' must be 64 hex characters (the 32-byte device key)", param="key")
-    return body["kind"], body["zone"], body["lat"], body["lon"], key, replace
+    return body["kind"], body["zone"], coordinate(body, "lat"), coordinate(body, "lon"), key, replace
+
+
+def coordinate(body: Mapping[str, Any], name: str) -> str:
+    """``lat``/``lon`` of a body as the registry's decimal string.
+
+    A string is taken as written (it keeps the surveyor's digits: "4.80"); a JSON number is written
+    out in plain decimal without float noise (52.37 is "52.37", 1e-05 is "0.00001"; the trailing zeros
+    of 4.80 are gone once parsed, so send a string to keep them). The registry checks the range.
+    """
+    value = body[name]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadParameter(f"'{name}' must be a decimal number, as a string (\"52.3702\") or a JSON number",
+                           param=name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadParameter(f"'{name}' must be a finite decimal number", param=name)
+    # repr() is the shortest text that reads back as the same float: no 52.370000000000005.
+    return format(Decimal(repr(value)), "f")
 
 
 @ROUTES.put("/api/admin/devices/{device_id}")

@@ -36,10 +36,25 @@ _STORE = _err("the store cannot be read right now (code `backend_unavailable`) o
               "(`store_timeout`)")
 _ADMIN: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _DEVICE = _p("device_id", "device id (1..32 of `[A-Za-z0-9._-]`)")
+_COORDINATE = {"oneOf": [{"type": "string", "pattern": r"^-?[0-9]{1,3}(\.[0-9]{1,9})?$"}, {"type": "number"}],
+               "description": "decimal degrees: a string is stored as written (`\"52.3702\"`, keeping trailing "
+                              "zeros); a number is stored in its shortest decimal form (`52.37`)",
+               "examples": ["52.3702", 52.3702]}
 
 
 def openapi_document() -> dict[str, Any]:
     """Return the OpenAPI document served at ``/openapi.json``."""
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    # The admin list is the public device with the registry's own lat/lon strings (what PUT takes).
+    where = {"type": ["string", "null"], "description": "decimal degrees as registered, e.g. \"4.80\" (null "
+                                                        "without a registry)"}
+    schemas["AdminDevice"] = {**schemas["Device"],
+                              "properties": {**schemas["Device"]["properties"], "lat": where, "lon": where}}
+    return doc
+
+
+def _document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/": {"get": {"summary": "Dashboard page (HTML)", "tags": ["pages"],
                       "responses": {"200": _ok("HTML page", "text/html", {"type": "string"})}}},
@@ -88,7 +103,14 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _ok("dashboard data"), "400": _BAD, "503": _STORE}}},
         "/api/admin/devices": {"get": {
             "summary": "All devices, including revoked ones (never keys)", "tags": ["admin"], "security": _ADMIN,
-            "responses": {"200": _ok("device list"), "400": _BAD, "401": _AUTH, "503": _STORE}}},
+            "description": "As `/api/devices`, except `lat`/`lon`: the registry's decimal strings as stored "
+                           "(`\"4.80\"`), the form `PUT /api/admin/devices/{device_id}` takes, so a device read "
+                           "here and written back is `unchanged`.",
+            "responses": {"200": _ok("device list", schema={
+                "type": "object", "required": ["devices", "count"],
+                "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/AdminDevice"}},
+                               "count": {"type": "integer"}}}),
+                          "400": _BAD, "401": _AUTH, "503": _STORE}}},
         "/api/admin/devices/{device_id}/revoke": {"post": {
             "summary": "Revoke a device's key", "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
             "responses": {"200": _ok("revoked"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
@@ -100,8 +122,7 @@ def openapi_document() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["kind", "zone", "lat", "lon", "key"], "additionalProperties": False,
                 "properties": {"kind": {"type": "string"}, "zone": {"type": "string"},
-                               "lat": {"type": "string", "description": "decimal degrees, e.g. 52.3702"},
-                               "lon": {"type": "string", "description": "decimal degrees, e.g. 4.8952"},
+                               "lat": _COORDINATE, "lon": _COORDINATE,
                                "key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$",
                                        "description": "the 32-byte device key, hex"},
                                "replace": {"type": "boolean", "default": False,

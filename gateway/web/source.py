@@ -173,6 +173,13 @@ class RegistryAdmin:
                 raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
             raise Unavailable(f"registry error ({exc.reason})", code="registry") from None
 
+    def locations(self) -> Mapping[str, tuple[str, str]]:
+        """Registered ``(lat, lon)`` per device id, as stored (decimal strings with the digits given)."""
+        try:
+            return {r.id: (r.lat, r.lon) for r in self._registry.list()}
+        except RegistryError as exc:
+            raise Unavailable(f"registry error ({exc.reason})", code="registry") from None
+
     def revoke(self, device_id: str) -> None:
         """Revoke; 409 when already revoked."""
         with self._writes:

@@ -128,6 +128,11 @@ class FleetSource(Protocol):
 class FleetAdmin(Protocol):
     """Administrative changes behind the admin token."""
 
+    def locations(self) -> Mapping[str, tuple[str, str]]:
+        """Registered ``(lat, lon)`` per device id as the registry stores them: decimal strings keeping
+        the digits they were given ("4.80"), the form the admin API reads and writes."""
+        ...
+
     def revoke(self, device_id: str) -> None:
         """Revoke a device's key; its reports are rejected from now on. Raises NotFound
         ``unknown_device`` (param ``device_id``) for a device not registered."""

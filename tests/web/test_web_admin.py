@@ -404,3 +404,47 @@ async def test_a_deeply_nested_body_under_the_size_cap_is_400(
         assert error["code"] == "bad_parameter" and error["param"] == "body", error
     assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
     assert fleet.registry.lookup("sl-09") is None
+
+
+async def test_admin_device_list_gives_lat_lon_as_registered_and_they_write_back_unchanged(
+    client: TestClient, fleet: Fleet
+) -> None:
+    fleet.registry.add("sl-q4", kind="streetlight", zone="harbour", lat="52.37", lon="4.80")
+    resp = await client.get("/api/admin/devices", headers=admin_headers())
+    listed = {d["id"]: d for d in (await resp.json())["devices"]}
+    assert (listed["sl-q4"]["lat"], listed["sl-q4"]["lon"]) == ("52.37", "4.80")  # the digits given, as the CLI
+    assert (listed["sl-01"]["lat"], listed["sl-01"]["lon"]) == ("52.3702", "4.8952")
+    key = fleet.registry.key("sl-q4")
+    dev = listed["sl-q4"]
+    # Read and written back, as strings or (a client that converted them) as numbers: the same registration.
+    for lat, lon in ((dev["lat"], dev["lon"]), (float(dev["lat"]), float(dev["lon"]))):
+        resp = await client.put("/api/admin/devices/sl-q4", headers=admin_headers(),
+                                json=_enrollment(key, zone=dev["zone"], lat=lat, lon=lon))
+        assert resp.status == 200 and (await resp.json())["result"] == "unchanged", await resp.text()
+    public = await (await client.get("/api/devices/sl-q4")).json()
+    assert (public["lat"], public["lon"]) == (52.37, 4.8)  # the public read API keeps numbers
+
+
+async def test_enroll_takes_json_numbers_written_without_float_noise(client: TestClient, fleet: Fleet) -> None:
+    key = bytes(range(32))
+    resp = await client.put("/api/admin/devices/sl-11", headers=admin_headers(),
+                            json=_enrollment(key, lat=52.37, lon=4))
+    assert resp.status == 201, await resp.text()
+    rec = fleet.registry.get("sl-11")
+    assert (rec.lat, rec.lon) == ("52.37", "4")
+    resp = await client.put("/api/admin/devices/sl-12", headers=admin_headers(),
+                            data=json.dumps(_enrollment(bytes(range(2, 34)), lat=0.00001, lon=-4.5e-3)))
+    assert resp.status == 201, await resp.text()
+    rec = fleet.registry.get("sl-12")
+    assert (rec.lat, rec.lon) == ("0.00001", "-0.0045")
+    for value, fragment in ((True, "decimal number"), (None, "decimal number"), ([52], "decimal number"),
+                            (91.5, "within ±90"), (52.370000000000005, "decimal number")):
+        resp = await client.put("/api/admin/devices/sl-13", headers=admin_headers(),
+                                json=_enrollment(bytes(range(3, 35)), lat=value))
+        body = await resp.json()
+        assert resp.status == 400 and body["error"]["param"] == "lat" and fragment in body["error"]["message"], body
+    resp = await client.put("/api/admin/devices/sl-13", headers=admin_headers(),
+                            data=json.dumps(_enrollment(bytes(range(3, 35)))).replace('"52.3790"', "NaN"))
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["param"] == "lat", body
+    assert fleet.registry.lookup("sl-13") is None
