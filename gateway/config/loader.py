@@ -77,7 +77,8 @@ def load_config(path: Path, *, read_only: bool = False) -> GatewayConfig:
         raise ConfigError("cannot read config %s: %s" % (path, exc.strerror), reason="bad_path", key="",
                           path=path) from exc
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # A byte order mark (Windows Notepad saves one) is no TOML: tomllib fails at line 1, column 1.
+        data = tomllib.loads(raw.decode("utf-8").removeprefix("\ufeff"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("%s is not valid TOML: %s" % (path, exc), reason="syntax", key="", path=path) from exc
     return parse_config(data, source=path, read_only=read_only)
@@ -92,8 +93,10 @@ class _Section:
             raise self.error(name, "[%s] must be a table" % name, "wrong_type")
         for key in data:
             if key not in allowed:
-                raise self.error("%s.%s" % (name, key), "unknown key %r in [%s] (allowed: %s)"
-                                 % (key, name, ", ".join(allowed)), "unknown_key")
+                near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = "did you mean %r? " % near[0] if near else ""
+                raise self.error("%s.%s" % (name, key), "unknown key %r in [%s] (%sallowed: %s)"
+                                 % (key, name, hint, ", ".join(allowed)), "unknown_key")
         self.data: dict[str, Any] = data
 
     def error(self, key: str, message: str, reason: str) -> ConfigError:
@@ -129,13 +132,19 @@ class _Section:
                              % (self.name, key, value, ", ".join(choices)), "bad_value")
         return value
 
-    def path(self, key: str, default: Path, base: Path) -> Path:
+    def path(self, key: str, default: Path, base: Path, *, file: bool = False) -> Path:
+        """The path at ``key`` relative to ``base`` (``default`` when absent); ``file`` for a key that names
+        a file, not a directory (the hint for an empty value differs)."""
         value = self.get(key, str, None)
         if value is None:
             return default
         if not value.strip():  # Path("") is ".": an empty data_dir put the store next to the config
+            # "." only fits a directory: for a file key it is refused as "not a regular file".
+            example = ", such as %r" % default.name if default != base else ""
+            other = ("name a file, relative to the config file's directory%s" % example if file
+                     else "write \".\" for the config file's own directory")
             raise self.error("%s.%s" % (self.name, key), "%s.%s must not be empty (leave the key out for the default,"
-                             " or write \".\" for the config file's own directory)" % (self.name, key), "bad_value")
+                             " or %s)" % (self.name, key, other), "bad_value")
         return base / Path(value).expanduser()
 
 
@@ -280,7 +289,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
         _check_file(reg, "registry.path", registry_dir / "devices.sqlite", owned=True, read_only=read_only)
 
     st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max", "max_in_flight"))
-    db_path = st.path("path", data_dir / "reports.sqlite", base)
+    db_path = st.path("path", data_dir / "reports.sqlite", base, file=True)
     # its directory also holds the -wal, -shm and .lock files (a reader of a store on a read-only mount
     # opens it immutable, gateway.storage.sqlite_uri)
     _check_file(st, "storage.path", db_path, read_only=read_only)
@@ -331,7 +340,7 @@ def _parse_sim_clock(sc: _Section, base: Path) -> SimClockConfig:
     if fixed:
         raise sc.error("sim_clock.%s" % fixed[0], "sim_clock.follow_file gives speed, virtual_at and wall_at: "
                        "leave out %s" % ", ".join(fixed), "bad_value")
-    path = sc.path("follow_file", base, base)
+    path = sc.path("follow_file", base, base, file=True)
     try:
         speed, virtual_at, wall_at = read_follow_file(path)
     except FollowFileError as exc:
@@ -530,10 +539,11 @@ def _parse_retention(data: Any, source: Path | None) -> tuple[dict[tuple[str, st
         ksec = _Section(sec.data[kind], "retention.%s" % kind, source, tuple(sorted(fields)))
         for fld in sorted(ksec.data):
             limit = int(fields[fld]["retention_days"])
-            days: int = ksec.number(fld, int, limit, 1, 100_000)
-            if days > limit:
-                raise ksec.error("retention.%s.%s" % (kind, fld), "retention.%s.%s = %d exceeds the policy's %d days"
-                                 " (the published policy may only be shortened)" % (kind, fld, days, limit), "bad_value")
+            days: int = ksec.get(fld, int, limit)
+            if not 1 <= days <= limit:
+                raise ksec.error("retention.%s.%s" % (kind, fld), "retention.%s.%s = %d is outside 1..%d days (%d is the "
+                                 "policy's retention, which may only be shortened)" % (kind, fld, days, limit, limit),
+                                 "bad_value")
             overrides[(kind, fld)] = days
     return overrides, interval
 
