@@ -55,6 +55,15 @@ test: two warnings per test in any project using this plugin, hiding real ones. 
 messages are ignored, and only while pytest-embedded is loaded."""
 
 
+ASYNCIO_LOOP_SCOPE_OPTION = "asyncio_default_fixture_loop_scope"
+ASYNCIO_LOOP_SCOPE_DEFAULT = "fixture-scope"
+"""pytest-asyncio warns at the start of every run (a ``PytestDeprecationWarning``) while its
+``asyncio_default_fixture_loop_scope`` option is unset. Where the project has not set it, the plugin
+sets ``fixture-scope``: exactly what pytest-asyncio does when it is unset (an async fixture runs in
+the event loop of its own scope), so nothing changes but the warning. ``function`` (the future
+default) would break a project's session-scoped async fixtures."""
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the HIL command-line options."""
     group = parser.getgroup("civicedge-hil", "civicedge hardware-in-the-loop")
@@ -79,9 +88,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="serial backend: how long to wait for a board another run holds (default 30)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's pytest_configure, which warns about the unset option
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers, quiet pytest-embedded's per-test warnings (:data:`EMBEDDED_WARNING_FILTERS`)
-    and keep the parsed settings on the config."""
+    """Register the markers, quiet pytest-embedded's per-test warnings (:data:`EMBEDDED_WARNING_FILTERS`),
+    default pytest-asyncio's fixture loop scope (:func:`default_asyncio_loop_scope`) and keep the
+    parsed settings on the config."""
+    default_asyncio_loop_scope(config)
     config.addinivalue_line(
         "markers",
         "requires(*capabilities): run only where the test's board definition and the HIL backend have these "
@@ -95,6 +107,30 @@ def pytest_configure(config: pytest.Config) -> None:
         for line in EMBEDDED_WARNING_FILTERS:
             config.addinivalue_line("filterwarnings", line)
     config.stash[settings_key] = HilSettings.from_config(config)
+
+
+def default_asyncio_loop_scope(config: pytest.Config) -> None:
+    """Set :data:`ASYNCIO_LOOP_SCOPE_OPTION` to :data:`ASYNCIO_LOOP_SCOPE_DEFAULT` unless the project
+    set it (ini file, ``-o``) or pytest-asyncio is absent, disabled, or too old to know the value.
+
+    pytest has no public way for a plugin to give another plugin's ini option a value; this writes
+    the config's ini cache, which ``config.getini`` reads first (the value also shows in
+    pytest-asyncio's report header). Should a pytest release change that, the option stays unset and
+    only the warning comes back.
+    """
+    if not config.pluginmanager.has_plugin("asyncio"):
+        return
+    try:
+        if config.getini(ASYNCIO_LOOP_SCOPE_OPTION):
+            return  # the project's own choice
+        from pytest_asyncio import plugin as asyncio_plugin
+    except (ValueError, ImportError):  # option not registered: another pytest-asyncio
+        return
+    if getattr(asyncio_plugin, "_MATCH_FIXTURE_SCOPE", None) != ASYNCIO_LOOP_SCOPE_DEFAULT:
+        return  # a pytest-asyncio without "fixture-scope": no value keeps its behaviour
+    cache = getattr(config, "_inicache", None)
+    if isinstance(cache, dict):
+        cache[ASYNCIO_LOOP_SCOPE_OPTION] = ASYNCIO_LOOP_SCOPE_DEFAULT
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -28,7 +28,6 @@ def test_repr_and_str_mask_the_key(tmp_path: Path) -> None:
 
 
 def test_failing_test_output_and_junit_do_not_carry_the_key(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makeconftest("""
         import pytest
         from hil.backends.board import BoardHandle, make_identity

@@ -21,22 +21,53 @@ def doc_example() -> str:
     return match.group(1)
 
 
-def _ini(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-
-
 @pytest.mark.timeout(300)
 def test_the_docs_example_tests_pass_as_written(pytester: pytest.Pytester, sim_available: None) -> None:
-    _ini(pytester)
     source = doc_example()
     assert "def test_reports_arrive" in source and "def test_three_lights" in source
     pytester.makepyfile(test_doc=source)
+    # No ini file: an integrator's project needs no configuration, and sees no warning.
+    assert not list(pytester.path.glob("*.ini")) and not list(pytester.path.glob("*.toml"))
     result = pytester.runpytest_subprocess("--hil-backend", "sim", "-p", "no:cacheprovider", timeout=280)
     result.assert_outcomes(passed=3)
+    output = result.stdout.str() + result.stderr.str()
+    assert "Warning" not in output, output
+
+
+ASYNC_TESTS = """
+import pytest_asyncio
+
+@pytest_asyncio.fixture(scope="session")
+async def shared():
+    return 42
+
+async def test_uses_a_session_scoped_async_fixture(shared):
+    assert shared == 42
+"""
+
+
+def test_no_pytest_asyncio_loop_scope_warning_and_its_behaviour_is_kept(pytester: pytest.Pytester) -> None:
+    """pytest-asyncio warns in every run while asyncio_default_fixture_loop_scope is unset; the plugin
+    sets it to "fixture-scope" (what unset means), so a session-scoped async fixture still works."""
+    pytester.makepyfile(ASYNC_TESTS)
+    result = pytester.runpytest_subprocess("-o", "asyncio_mode=auto", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    output = result.stdout.str() + result.stderr.str()
+    assert "is unset" not in output and "PytestDeprecationWarning" not in output, output
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=fixture-scope*"])
+
+
+def test_a_projects_own_asyncio_loop_scope_is_kept(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = module\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=module*"])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=class")
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=class*"])
 
 
 def test_unknown_hil_board_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    _ini(pytester)
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest_subprocess("--hil-board", "nosuch")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -46,7 +77,6 @@ def test_unknown_hil_board_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.parametrize("value", ["-3", "fast", "nan"])
 def test_bad_hil_sim_speed_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
-    _ini(pytester)
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest_subprocess(f"--hil-sim-speed={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -55,7 +85,6 @@ def test_bad_hil_sim_speed_is_a_usage_error(pytester: pytest.Pytester, value: st
 
 @pytest.mark.parametrize("marker", ["sim(speed=-5)", "sim(speed='x')", "sim(seed=1.5)", "sim(5)"])
 def test_bad_sim_marker_is_a_usage_error_at_collection(pytester: pytest.Pytester, marker: str) -> None:
-    _ini(pytester)
     pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\ndef test_x(hil_board):\n    pass\n")
     result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -10,7 +10,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_session_that_wrote_nothing_leaves_no_embedded_tempdir(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     logdir = pytester.mkdir("logs")
     pytester.makepyfile("def test_one():\n    pass\n\ndef test_two():\n    pass\n")
     # A separate process, as a user runs it; pytest-embedded is auto-loaded there.
@@ -22,7 +21,6 @@ def test_a_session_that_wrote_nothing_leaves_no_embedded_tempdir(pytester: pytes
 
 
 def test_a_session_directory_with_files_is_kept(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     logdir = pytester.mkdir("logs")
     pytester.makepyfile("""
         import os

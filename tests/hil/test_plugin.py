@@ -18,10 +18,6 @@ pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_ini(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-
 def backend_args(pytester: pytest.Pytester, backend: str) -> list[str]:
     """``--hil-backend`` plus the options that backend requires (else a usage error): a release image
     file for qemu (tests that boot nothing only need it to exist), a port selector for serial."""
@@ -353,8 +349,9 @@ def test_unexpected_exceptions_in_board_setup_keep_their_traceback(pytester: pyt
         SerialDriver.attach = broken_attach
     """)
     pytester.makepyfile(ONE_BOARD_TEST)
-    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
-                                "--hil-lease-dir", str(tmp_path / "leases"), "-p", "no:cacheprovider")
+    # In a subprocess: the patched class must not leak into the other in-process runs.
+    result = pytester.runpytest_subprocess("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
+                                           "--hil-lease-dir", str(tmp_path / "leases"), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*def broken_attach*", "*ZeroDivisionError: a bug in attach*",
                                  "*BoardStateError: streetlight-esp32: step to 'flashed' failed: a bug in attach*"])

@@ -18,11 +18,6 @@ pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_ini(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-
-
 def _handle(tmp_path: Path) -> BoardHandle:
     definition = load_board("streetlight-esp32")
     return BoardHandle(backend="serial", definition=definition, identity=make_identity(definition),
