@@ -494,7 +494,9 @@ class Registry:
             self.get(device_id)  # unknown_device if there is none
             raise RegistryError("device %s is already revoked" % device_id, reason="already_revoked",
                                 device_id=device_id)
-        log.warning("revoked device %s", device_id)
+        # INFO: a requested action, not a problem (the CLI prints its own result line); the admin API
+        # logs its audit line at WARNING, which the quiet gateway keeps.
+        log.info("revoked device %s", device_id)
         return self.get(device_id)
 
     def rotate_key(self, device_id: str, *, key: bytes | None = None) -> Path:
@@ -525,7 +527,7 @@ class Registry:
             device_id, new_key,
             lambda: self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?"),
             keep_previous=True, what="rotate the key of device %s" % device_id)
-        log.warning("rotated the key of device %s", device_id)
+        log.info("rotated the key of device %s", device_id)
         return self.key_path(device_id)
 
     def _commit_with_key(self, device_id: str, key: bytes, change: Callable[[], None], *, keep_previous: bool,

@@ -129,7 +129,9 @@ async def revoke_device(request: web.Request) -> web.Response:
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
     await asyncio.to_thread(admin.revoke, device_id)  # 404 unknown_device, 409 already_revoked
-    logger.info("admin revoked device %s", device_id)
+    # WARNING: the gateway logs warnings only by default, and a device cut off over the network must
+    # leave an audit line there (the registry logs the change itself at INFO).
+    logger.warning("admin API: revoked device %s", device_id)
     return json_response({"device": device_id, "revoked": True})
 
 
@@ -142,7 +144,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     admin = ctx.require_admin()
     # Off the event loop like enrolling: it writes and syncs a key file and the registry database.
     result = dict(await asyncio.to_thread(admin.rotate_key, device_id))  # 404 unknown_device, 409 revoked
-    logger.info("admin rotated the key of device %s", device_id)
+    logger.warning("admin API: rotated the key of device %s (key version %s)", device_id, result["key_version"])
     return json_response({"device": device_id, "rotated": True, **result})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -283,3 +284,23 @@ def test_show_of_a_key_file_this_user_may_not_read_does_not_advise_a_take_over(
     out, err = capsys.readouterr()
     assert json.loads(out)["key_status"].startswith("unreadable by this user:")
     assert "--take-over" not in err and "run this command as the gateway's user" in err and "Permission denied" in err
+
+
+def test_revoke_and_rotate_key_are_logged_at_info_not_warned_about(tmp_path: Path, reg: Registry,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A requested action is no problem: its record is INFO (shown with -v), and the default CLI run
+    prints only the result line."""
+    import os
+    import subprocess
+    import sys
+
+    reg.add("b2", key=KEY_B, **WHERE)
+    with caplog.at_level(logging.DEBUG, logger="gateway"):
+        reg.rotate_key("b1")
+        reg.revoke("b1")
+    ours = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "gateway.registry.devices"]
+    assert ("INFO", "rotated the key of device b1") in ours and ("INFO", "revoked device b1") in ours
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+    cli = [sys.executable, "-m", "hil.cli.main", *devices(reg.path, "revoke", "b2")]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "revoked b2\n", "")

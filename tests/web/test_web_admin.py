@@ -448,3 +448,18 @@ async def test_enroll_takes_json_numbers_written_without_float_noise(client: Tes
     body = await resp.json()
     assert resp.status == 400 and body["error"]["param"] == "lat", body
     assert fleet.registry.lookup("sl-13") is None
+
+
+async def test_admin_revocations_and_rotations_leave_a_warning_audit_line(
+    client: TestClient, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway logs warnings only by default: a change made over the network is recorded there,
+    though the registry itself logs it at INFO."""
+    caplog.set_level(logging.DEBUG)
+    assert (await client.post("/api/admin/devices/bin-01/rotate-key", headers=admin_headers())).status == 200
+    assert (await client.post("/api/admin/devices/sl-02/revoke", headers=admin_headers())).status == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "admin API: rotated the key of device bin-01 (key version 2)" in warnings
+    assert "admin API: revoked device sl-02" in warnings
+    registry = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "gateway.registry.devices"]
+    assert registry == [("INFO", "rotated the key of device bin-01"), ("INFO", "revoked device sl-02")]
