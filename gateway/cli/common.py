@@ -34,19 +34,33 @@ def config_from(args: argparse.Namespace, *, read_only: bool = False, store_free
         read_only: for a command that only reads the store or the registry (``export-log``,
             ``devices list|show``): their paths must be readable, not writable (a backup on a
             read-only mount). Commands that write keep the default.
-        store_free: also refuse, as opening the store would, a store another gateway is writing, one
-            with hard links, a symlinked ``-wal``/``-shm`` or another user's files (``gateway run``
-            and ``run --check``; nothing is created).
+        store_free: for ``gateway run``: also refuse, as opening the store would, a store another
+            gateway is writing, one with hard links, a symlinked ``-wal``/``-shm`` or another user's
+            files, and a ``retention.json`` start-up cannot read (nothing is created). With
+            ``args.check`` (``run --check``) everything ``run`` opens at start is checked read-only
+            (:func:`gateway.cli.run_check.check_for_run`) and one line per item is printed; a gateway
+            already running on the store is named, not an error.
 
     Raises:
         ConfigError: the config is invalid.
-        StorageError: with ``store_free``, reason ``in_use``, ``hard_linked``, ``symlinked`` or
-            ``not_owned``.
+        GatewayError: with ``store_free``, what ``run`` would refuse: StorageError (``in_use``,
+            ``hard_linked``, ``symlinked``, ``not_owned``, ``open_failed``, ``not_a_store``,
+            ``bad_retention_file``), RegistryError (``corrupt``, ...), TransportError (HTTP port).
     """
     path: Path | None = getattr(args, "config", None)
     config = load_config(path, read_only=read_only) if path is not None else default_config(read_only=read_only)
     if store_free:
-        check_store_free(config.storage.path)
+        from gateway.cli.run_check import RETENTION_FILE, check_for_run, check_retention_file
+
+        if getattr(args, "check", False):
+            for line in check_for_run(config):
+                print(line)
+        else:
+            check_store_free(config.storage.path)
+            if config.http is not None:  # start-up reads it with the web surface; say in plain words what is wrong
+                from gateway.resources import load_policy
+
+                check_retention_file(config.data_dir / RETENTION_FILE, load_policy())
     return config
 
 

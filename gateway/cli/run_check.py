@@ -1,0 +1,244 @@
+"""What ``civicedge gateway run --check`` verifies beyond the config file itself.
+
+``run`` refuses to start on a store that is not a database, a registry that is not one, an unreadable
+``retention.json`` and an HTTP port another process holds; ``--check`` looks at each of them the way
+start-up does, without creating, migrating or writing anything, so "config OK" means ``run`` starts.
+A gateway already running on the same store (the usual case: edit the config, check it, restart the
+service) is not an error for the check: each line says what belongs to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any, Mapping
+
+from gateway.config import GatewayConfig
+from gateway.errors import RegistryError, StorageError, TransportError
+from gateway.storage.sqlite_uri import read_only_uri
+from gateway.storage.store import check_store_free, store_writer
+
+RETENTION_FILE = "retention.json"
+
+# A report store has these tables (gateway/storage/schema.py); a database holding tables but none of
+# these belongs to something else.
+_STORE_TABLES = frozenset({"meta", "reports", "outbox", "chain"})
+
+
+def store_holder(path: Path) -> str | None:
+    """The pid of the gateway that holds the store at ``path`` (None when none does).
+
+    Every other reason ``run`` would refuse the store before opening it (hard links, a symlinked
+    ``-wal``/``-shm``, another user's files) is still an error here.
+
+    Raises:
+        StorageError: reason ``hard_linked``, ``symlinked`` or ``not_owned``.
+    """
+    try:
+        check_store_free(path)
+    except StorageError as exc:
+        if exc.reason != "in_use":
+            raise
+        return store_writer(path) or "unknown"
+    return None
+
+
+def check_store_file(path: Path) -> str:
+    """Open the store read-only (nothing created, nothing migrated) and say what ``run`` will find.
+
+    Raises:
+        StorageError: reason ``open_failed`` when the file is not an SQLite database (or cannot be
+            read), ``not_a_store`` when it is a database of something else.
+    """
+    if not path.exists():
+        return "no store yet: created at start"
+    if path.is_dir():
+        raise StorageError("report store %s is a directory; [storage] path names the database file" % path,
+                           reason="open_failed")
+    try:
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
+        try:
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError("cannot open report store %s: %s (SQLite): it is not a report store, or is damaged; "
+                           "move it aside and restore the last backup (docs/gateway.md, Backups), or give "
+                           "[storage] path another file" % (path, exc), reason="open_failed") from exc
+    if not tables:
+        return "empty database: initialised at start"
+    if not tables & _STORE_TABLES:
+        raise StorageError("%s is an SQLite database but not a civicedge report store (its tables: %s); give "
+                           "[storage] path the gateway's own file" % (path, ", ".join(sorted(tables)[:5])),
+                           reason="not_a_store")
+    return "readable"
+
+
+def check_registry(registry_dir: Path) -> str:
+    """Open ``devices.sqlite`` read-only and check it is a device registry, as ``run`` would open it.
+
+    Raises:
+        RegistryError: reason ``not_a_directory``, ``corrupt`` (not a registry database) or
+            ``permissions`` (cannot be read).
+    """
+    from gateway.registry.devices import _COLUMNS  # the columns the registry checks at open
+
+    if registry_dir.exists() and not registry_dir.is_dir():
+        raise RegistryError("registry path %s is not a directory" % registry_dir, reason="not_a_directory")
+    db = registry_dir / "devices.sqlite"
+    if not db.exists():
+        return "no registry yet: created at start"
+    try:
+        conn = sqlite3.connect(read_only_uri(db), uri=True)
+        try:
+            rows = conn.execute("PRAGMA table_info(devices)").fetchall()
+            count = conn.execute("SELECT COUNT(*) FROM devices").fetchone()[0] if rows else 0
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        raise RegistryError("cannot open registry %s: %s" % (registry_dir, exc), reason="permissions") from exc
+    except sqlite3.Error as exc:
+        raise RegistryError("%s is not a device registry database (corrupt or another kind of file): %s; restore "
+                            "the registry directory from a backup" % (db, exc), reason="corrupt") from exc
+    missing = sorted(_COLUMNS - {str(r[1]) for r in rows})
+    if missing:
+        what = "it has no devices table" if not rows else "its devices table lacks %s" % ", ".join(missing)
+        raise RegistryError("%s is not a device registry database (%s)" % (db, what), reason="corrupt")
+    return "%d device(s)" % count
+
+
+def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
+    """Read ``retention.json`` (the admin API's retention overrides) as start-up does and say what is
+    wrong in plain words: which entry, which key, which value.
+
+    Raises:
+        StorageError: reason ``bad_retention_file``.
+    """
+    from gateway.web.retention import policy_retention
+
+    if not path.exists():
+        return "no retention overrides"
+
+    def bad(what: str) -> StorageError:
+        return StorageError("retention settings file %s %s; fix it or remove it (the admin API writes it: "
+                            "PUT /api/admin/retention)" % (path, what), reason="bad_retention_file")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad("cannot be read (%s)" % exc) from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", None)
+        raise bad("is not valid JSON%s" % ("" if line is None else " (line %d, column %d)"
+                                            % (line, getattr(exc, "colno", 0)))) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("overrides"), list):
+        raise bad('is not of the form {"overrides": [{"kind": ..., "field": ..., "days": N}, ...]}')
+    maxima = policy_retention(policy)
+    for n, item in enumerate(doc["overrides"], 1):
+        if not isinstance(item, dict):
+            raise bad("entry %d is not an object with kind, field and days" % n)
+        for key in ("kind", "field", "days"):
+            if key not in item:
+                raise bad("entry %d has no %r" % (n, key))
+        kind, fname, days = item["kind"], item["field"], item["days"]
+        if not isinstance(kind, str) or not isinstance(fname, str):
+            raise bad("entry %d: kind and field must be strings" % n)
+        if isinstance(days, bool) or not isinstance(days, int):
+            raise bad("entry %d (%s.%s): days is %s, not a whole number of days" % (n, kind, fname, json.dumps(days)))
+        if (kind, fname) not in maxima:
+            raise bad("entry %d: no field %s.%s in the privacy policy" % (n, kind, fname))
+        if not 1 <= days <= maxima[(kind, fname)]:
+            raise bad("entry %d: days = %d for %s.%s is outside 1..%d (the policy's retention)"
+                      % (n, days, kind, fname, maxima[(kind, fname)]))
+    return "%d retention override(s)" % len(doc["overrides"])
+
+
+def check_http_port(listen: str, port: int, holder: str | None) -> str:
+    """Bind (and release) the HTTP address as the server will; a port already held by ``holder`` (the
+    gateway running on this store) is reported, not refused.
+
+    Raises:
+        TransportError: reason ``open_failed`` when the address cannot be bound.
+    """
+    if port == 0:
+        return "any free port"
+    try:
+        infos = socket.getaddrinfo(listen, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise TransportError("cannot serve HTTP on %s:%d: %s" % (listen, port, exc.strerror),
+                             reason="open_failed", link="http") from exc
+    for family, type_, proto, _canon, addr in infos:
+        with socket.socket(family, type_, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE and holder is not None and _listens_on(holder, port):
+                    return "in use by the running gateway (pid %s)" % holder
+                raise TransportError("cannot serve HTTP on %s:%d: %s%s" % (
+                    listen, port, exc.strerror,
+                    "" if exc.errno != errno.EADDRINUSE else " (by another process; free it or set [http] port)"),
+                    reason="open_failed", link="http") from exc
+    return "free"
+
+
+def _listens_on(pid: str, port: int) -> bool:
+    """True when process ``pid`` has a listening TCP socket on ``port`` (Linux /proc; False when unknown)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            # local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, column 9 the socket inode
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir("/proc/%s/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
+def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None) -> list[str]:
+    """Everything ``run`` opens at start, checked read-only; one line per item for the operator.
+
+    Raises:
+        GatewayError: the first thing ``run`` would refuse (StorageError, RegistryError, TransportError).
+    """
+    lines = []
+    holder = store_holder(config.storage.path)
+    store = check_store_file(config.storage.path)
+    if holder is not None:
+        store += "; in use by the running gateway (pid %s): restart it to apply this config" % holder
+    lines.append("store %s: %s" % (config.storage.path, store))
+    lines.append("registry %s: %s" % (config.registry_dir, check_registry(config.registry_dir)))
+    if config.http is not None:
+        if policy is None:
+            from gateway.resources import load_policy
+
+            policy = load_policy()
+        retention = config.data_dir / RETENTION_FILE
+        lines.append("%s: %s" % (retention, check_retention_file(retention, policy)))
+        lines.append("http %s:%d: %s" % (config.http.listen, config.http.port,
+                                         check_http_port(config.http.listen, config.http.port, holder)))
+    return lines

@@ -1,0 +1,145 @@
+"""`gateway run --check` checks what `run` opens at start (read-only) and works beside a running gateway.
+
+QA findings: --check refused to check the config of the running gateway (``in_use``), and said
+"config OK" for a store that is not a database, a damaged registry, a broken retention.json and an
+HTTP port held by another process, all of which `run` then refused at start.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_env
+from procs import GatewayProcess, free_port
+
+from gateway.cli.run_check import check_http_port, check_registry, check_retention_file, check_store_file
+from gateway.errors import RegistryError, StorageError, TransportError
+from gateway.resources import load_policy
+from hil.cli.main import main
+
+
+def civicedge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hil.cli.main", *args], capture_output=True, text=True, timeout=60)
+
+
+def config_with_http(tmp_path: Path, port: int) -> Path:
+    path = make_env(tmp_path)
+    path.write_text(path.read_text().replace("enabled = false", "enabled = true\nport = %d" % port))
+    return path
+
+
+def test_check_of_the_running_gateways_config_says_ok_and_names_its_pid(tmp_path: Path) -> None:
+    port = free_port()
+    config = config_with_http(tmp_path, port)
+    gw = GatewayProcess(config, tmp_path / "gw.log")
+    try:
+        gw.start()
+        assert gw.proc is not None
+        done = civicedge("gateway", "run", "--config", str(config), "--check")
+        assert done.returncode == 0, done.stderr
+        assert "config OK" in done.stdout
+        assert "in use by the running gateway (pid %d)" % gw.proc.pid in done.stdout
+        assert "http 127.0.0.1:%d: in use by the running gateway (pid %d)" % (port, gw.proc.pid) in done.stdout
+        # starting a second gateway on the same store is still refused
+        second = civicedge("gateway", "run", "--config", str(config))
+        assert second.returncode == 1 and "error (in_use)" in second.stderr
+    finally:
+        gw.kill()
+
+
+@pytest.mark.parametrize("content", [b"hello", bytes(range(256)) * 16])
+def test_a_store_that_is_not_a_database_fails_the_check(tmp_path: Path, content: bytes,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_env(tmp_path)
+    store = tmp_path / "data" / "reports.sqlite"
+    store.write_bytes(content)
+    assert main(["gateway", "run", "--config", str(config), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "error (open_failed)" in err and "not a database" in err
+    assert store.read_bytes() == content and not (tmp_path / "data" / "reports.sqlite-wal").exists()
+
+
+def test_store_check_is_read_only_and_knows_foreign_databases(tmp_path: Path) -> None:
+    assert check_store_file(tmp_path / "absent.sqlite").startswith("no store yet")
+    assert not (tmp_path / "absent.sqlite").exists()
+    foreign = tmp_path / "foreign.sqlite"
+    sqlite3.connect(foreign).execute("CREATE TABLE customers (id INTEGER)").connection.commit()
+    with pytest.raises(StorageError) as info:
+        check_store_file(foreign)
+    assert info.value.reason == "not_a_store" and "customers" in str(info.value)
+
+
+def test_a_garbage_registry_fails_the_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_env(tmp_path)
+    (tmp_path / "data" / "registry" / "devices.sqlite").write_bytes(b"garbage" * 200)
+    assert main(["gateway", "run", "--config", str(config), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "error (corrupt)" in err and "is not a device registry database" in err
+
+
+def test_registry_check_counts_devices_and_names_missing_table(tmp_path: Path) -> None:
+    make_env(tmp_path)
+    assert check_registry(tmp_path / "data" / "registry") == "3 device(s)"
+    other = tmp_path / "other"
+    other.mkdir()
+    sqlite3.connect(other / "devices.sqlite").execute("CREATE TABLE x (y)").connection.commit()
+    with pytest.raises(RegistryError) as info:
+        check_registry(other)
+    assert info.value.reason == "corrupt" and "no devices table" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{broken", "is not valid JSON (line 1, column 2)"),
+        ('{"overrides": [{"kind": "bin", "field": "temp", "days": "x"}]}',
+         'entry 1 (bin.temp): days is "x", not a whole number of days'),
+        ('{"overrides": [{"kind": "bin", "field": "temp", "days": 91}]}', "days = 91 for bin.temp is outside 1..90"),
+        ('{"overrides": [{"kind": "bin", "field": "nope", "days": 1}]}', "no field bin.nope"),
+        ('{"overrides": [{"kind": "bin", "days": 1}]}', "entry 1 has no 'field'"),
+        ("[]", '{"overrides": ['),
+    ],
+)
+def test_retention_file_errors_say_what_is_wrong(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "retention.json"
+    path.write_text(text)
+    with pytest.raises(StorageError) as info:
+        check_retention_file(path, load_policy())
+    assert info.value.reason == "bad_retention_file"
+    assert words in str(info.value) and "invalid literal" not in str(info.value)
+
+
+def test_a_broken_retention_file_fails_check_and_run_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = config_with_http(tmp_path, free_port())
+    (tmp_path / "data" / "retention.json").write_text('{"overrides": [{"kind": "bin", "field": "temp", "days": "x"}]}')
+    assert main(["gateway", "run", "--config", str(config), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "error (bad_retention_file)" in err and "days is \"x\"" in err
+    assert main(["gateway", "run", "--config", str(config)]) == 1
+    assert capsys.readouterr().err == err
+    good = {"overrides": [{"kind": "bin", "field": "temp", "days": 30}]}
+    (tmp_path / "data" / "retention.json").write_text(json.dumps(good))
+    assert main(["gateway", "run", "--config", str(config), "--check"]) == 0
+    assert "1 retention override(s)" in capsys.readouterr().out
+
+
+def test_an_http_port_held_by_another_process_fails_the_check(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        config = config_with_http(tmp_path, port)
+        assert main(["gateway", "run", "--config", str(config), "--check"]) == 1
+        err = capsys.readouterr().err
+        assert "error (open_failed)" in err and "cannot serve HTTP on 127.0.0.1:%d" % port in err
+        # a holder pid that does not own the socket does not excuse it
+        with pytest.raises(TransportError):
+            check_http_port("127.0.0.1", port, "1")
+    assert check_http_port("127.0.0.1", port, None) == "free"
