@@ -14,31 +14,39 @@ from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_f
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``devices`` group."""
-    devices = sub.add_parser("devices", help="manage the device registry")
+    devices = sub.add_parser("devices", help="manage the device registry",
+                             description="Register, list, show, revoke devices and rotate their keys in the "
+                                         "gateway's device registry. Keys are never printed.")
     add_config_arg(devices)
     devices.add_argument("--registry", type=Path, metavar="DIR", help="registry directory (overrides the config)")
     common = argparse.ArgumentParser(add_help=False)
     # Accept --config/--registry after the action too; SUPPRESS keeps the group-level value.
-    common.add_argument("--config", "-c", type=Path, metavar="PATH", default=argparse.SUPPRESS)
-    common.add_argument("--registry", type=Path, metavar="DIR", default=argparse.SUPPRESS)
+    common.add_argument("--config", "-c", type=Path, metavar="PATH", default=argparse.SUPPRESS,
+                        help="gateway TOML config whose registry is used (default: built-in defaults)")
+    common.add_argument("--registry", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                        help="registry directory (overrides the config)")
     dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
-    add = dsub.add_parser("add", parents=[common], help="register a device; the key is generated unless --key-file is given")
-    add.add_argument("--id", required=True, dest="device_id")
+    add = dsub.add_parser("add", parents=[common], help="register a device; the key is generated unless --key-file is given",
+                          description="Register a device. Its key is generated (or read from --key-file) and stored "
+                                      "0600 in the registry's keys/ directory; it is never printed.")
+    add.add_argument("--id", required=True, dest="device_id", metavar="ID", help="device id, as the firmware sends it")
     add.add_argument("--kind", required=True, help="streetlight or bin")
-    add.add_argument("--zone", required=True)
-    add.add_argument("--location", required=True, metavar="LAT,LON")
+    add.add_argument("--zone", required=True, help="city zone (letters, digits, space . _ -)")
+    add.add_argument("--location", required=True, metavar="LAT,LON", help="decimal degrees, e.g. 52.37,4.89")
     add.add_argument("--key-file", type=Path, help="file with the 32-byte key (64 hex chars or raw)")
     add.set_defaults(func=cmd_add)
-    ls = dsub.add_parser("list", parents=[common], help="list devices (an empty registry says so on stderr)")
-    ls.add_argument("--json", action="store_true")
+    ls = dsub.add_parser("list", parents=[common], help="list devices (an empty registry says so on stderr)",
+                         description="List the registered devices: id, kind, zone, location, REVOKED. An empty "
+                                     "registry prints nothing on stdout and says so on stderr.")
+    ls.add_argument("--json", action="store_true", help="print a JSON array of device records instead of a table")
     ls.set_defaults(func=cmd_list)
     for name, func, helptext in (("show", cmd_show, "show one device and whether its key file is usable"),
                                  ("revoke", cmd_revoke, "revoke a device (fails if it already is, as the admin API)"),
                                  ("rotate-key", cmd_rotate, "give a device a new key (prints where it is)")):
-        p = dsub.add_parser(name, parents=[common], help=helptext)
-        p.add_argument("device_id", metavar="ID")
+        p = dsub.add_parser(name, parents=[common], help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        p.add_argument("device_id", metavar="ID", help="device id (as in devices list)")
         if name == "show":
-            p.add_argument("--json", action="store_true")
+            p.add_argument("--json", action="store_true", help="print the device record as a JSON object")
         p.set_defaults(func=func)
 
 
@@ -94,9 +102,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not records:
         # On stderr: a script reading stdout sees no devices either way.
         print("no devices registered in %s" % reg.path, file=sys.stderr)
-    for r in records:
-        print("%-20s %-12s %-16s %s,%s%s" % (r.id, r.kind, r.zone, r.lat, r.lon, "  REVOKED" if r.revoked else ""))
+    rows = [(r.id, r.kind, r.zone, "%s,%s" % (r.lat, r.lon), "REVOKED" if r.revoked else "") for r in records]
+    for line in _columns(rows, minimum=(20, 12, 16, 0, 0)):
+        print(line)
     return EXIT_OK
+
+
+def _columns(rows: list[tuple[str, ...]], *, minimum: tuple[int, ...]) -> list[str]:
+    """Rows as lines of left-aligned columns, each as wide as its longest cell (at least ``minimum``),
+    two spaces apart from the last but one column on; no trailing spaces."""
+    widths = [max([m, *(len(row[i]) for row in rows)]) for i, m in enumerate(minimum)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -138,8 +154,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        for k, v in data.items():
-            print("%-12s %s" % (k, v))
+        for line in _columns([(k, str(v)) for k, v in data.items()], minimum=(0, 0)):
+            print(line)
     return EXIT_OK
 
 
