@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from typing import Any, Callable
 
@@ -20,6 +21,20 @@ from hil.sim.mprun import node_binary
 logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[dict[str, Any]], None]
+START_TIMEOUT_S = 30.0  # for the host's first message (hello)
+
+
+def describe_status(status: int | None) -> str:
+    """An exit status for people: "status 1", "status -9 (killed by SIGKILL)", "status unknown"."""
+    if status is None:
+        return "status unknown"
+    text = f"status {status}"
+    if status < 0:
+        try:
+            text += f" (killed by {signal.Signals(-status).name})"
+        except ValueError:
+            text += f" (killed by signal {-status})"
+    return text
 
 
 class SimHost:
@@ -72,11 +87,40 @@ class SimHost:
         self._handlers["hello"] = on_hello
         self._reader = asyncio.create_task(self._read_loop())
         self._stderr_task = asyncio.create_task(self._stderr_loop())
+        # The host's output closing (it crashed or was killed) ends the wait at once, not after 30 s.
+        ended: asyncio.Future[Any] = asyncio.ensure_future(self.closed.wait())
         try:
-            await asyncio.wait_for(hello, 30)
-        except asyncio.TimeoutError as exc:
+            await asyncio.wait({hello, ended}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if hello.done():
+            return
+        proc = self.proc
+        assert proc is not None
+        if self.closed.is_set():
+            try:  # its output closed: the kernel reports the exit status at once, or very soon
+                status: int | None = await asyncio.wait_for(proc.wait(), 5)
+            except asyncio.TimeoutError:
+                status = None
+            if self._stderr_task is not None:  # what it said on stderr (Node's error) is logged before we raise
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
             await self.close()
-            raise SimHostError("simulator host did not start", timeout_s=30) from exc
+            raise SimHostError(f"simulator host (pid {proc.pid}) exited while starting, "
+                               f"{describe_status(status)} (its stderr, if any, is logged above)",
+                               pid=proc.pid, status=status)
+        await self.close()
+        raise SimHostError(f"simulator host (pid {proc.pid}) did not start within {START_TIMEOUT_S:g} s",
+                           pid=proc.pid, timeout_s=START_TIMEOUT_S)
+
+    @property
+    def running(self) -> bool:
+        """True while the Node process runs: started, not ended and its output still open.
+
+        When a host is killed its output closes before the exit status is collected
+        (``proc.returncode`` may still be None for a while): a request sent then is never answered.
+        """
+        return self.proc is not None and self.proc.returncode is None and not self.closed.is_set()
 
     def on_event(self, board: str, handler: EventHandler) -> None:
         """Route events of ``board`` to ``handler``."""
@@ -84,7 +128,7 @@ class SimHost:
 
     def send(self, msg: dict[str, Any]) -> None:
         """Send a message without waiting for a reply."""
-        if self.proc is None or self.proc.stdin is None or self.proc.returncode is not None:
+        if not self.running or self.proc is None or self.proc.stdin is None:
             raise SimHostError("simulator host is not running", op=msg.get("op"))
         self.proc.stdin.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
 
