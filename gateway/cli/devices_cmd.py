@@ -102,9 +102,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not records:
         # On stderr: a script reading stdout sees no devices either way.
         print("no devices registered in %s" % reg.path, file=sys.stderr)
-    for r in records:
-        print("%-20s %-12s %-16s %s,%s%s" % (r.id, r.kind, r.zone, r.lat, r.lon, "  REVOKED" if r.revoked else ""))
+    rows = [(r.id, r.kind, r.zone, "%s,%s" % (r.lat, r.lon), "REVOKED" if r.revoked else "") for r in records]
+    for line in _columns(rows, minimum=(20, 12, 16, 0, 0)):
+        print(line)
     return EXIT_OK
+
+
+def _columns(rows: list[tuple[str, ...]], *, minimum: tuple[int, ...]) -> list[str]:
+    """Rows as lines of left-aligned columns, each as wide as its longest cell (at least ``minimum``),
+    two spaces apart from the last but one column on; no trailing spaces."""
+    widths = [max([m, *(len(row[i]) for row in rows)]) for i, m in enumerate(minimum)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -146,8 +154,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        for k, v in data.items():
-            print("%-12s %s" % (k, v))
+        for line in _columns([(k, str(v)) for k, v in data.items()], minimum=(0, 0)):
+            print(line)
     return EXIT_OK
 
 

@@ -114,9 +114,9 @@ def test_a_corrupt_registry_database_is_reported_as_corrupt(tmp_path: Path, cont
 def test_show_says_when_the_key_file_is_missing_or_garbage(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(devices(reg.path, "show", "b1")) == 0
     out, err = capsys.readouterr()
-    assert "key_status   ok" in out and err == "" and KEY_A.hex() not in out
+    assert "key_status       ok" in out and err == "" and KEY_A.hex() not in out
     # the fingerprint on the pole's label (civicedge provision), never the key
-    assert f"key_fingerprint {hashlib.sha256(KEY_A).digest()[:8].hex()}" in out
+    assert f"key_fingerprint  {hashlib.sha256(KEY_A).digest()[:8].hex()}" in out
     reg.key_path("b1").write_text("garbage\n")
     assert main(devices(reg.path, "show", "b1", "--json")) == 0
     out, err = capsys.readouterr()
@@ -304,3 +304,23 @@ def test_revoke_and_rotate_key_are_logged_at_info_not_warned_about(tmp_path: Pat
     cli = [sys.executable, "-m", "hil.cli.main", *devices(reg.path, "revoke", "b2")]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert (done.returncode, done.stdout, done.stderr) == (0, "revoked b2\n", "")
+
+
+def test_show_and_list_align_their_columns(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every value starts in one column, whatever the length of the names and locations before it."""
+    reg.add("b2", key=KEY_B, kind="bin", zone="a zone with a long name over 16", lat="52.37", lon="4.81")
+    reg.add("b3", kind="bin", zone="north", lat="52.3702", lon="4.8952")
+    reg.revoke("b1")
+    reg.revoke("b2")
+    assert main(devices(reg.path, "show", "b1")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines][-2:] == ["key_fingerprint", "key_status"]
+    starts = {len(line) - len(line.split(None, 1)[1]) for line in lines}
+    assert len(starts) == 1, lines
+    assert main(devices(reg.path, "list")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["b1", "b2", "b3"]
+    located = [line.index(loc) for line, loc in zip(lines, ("52.1,4.2", "52.37,4.81", "52.3702,4.8952"))]
+    revoked = [line.index("REVOKED") for line in lines[:2]]
+    assert len(set(located)) == 1 and len(set(revoked)) == 1, lines
+    assert all(line == line.rstrip() for line in lines) and lines[2].endswith("52.3702,4.8952")
