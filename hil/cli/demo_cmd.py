@@ -24,13 +24,14 @@ from hil.pace import PaceWatch
 from hil.demo.runner import Demo, DemoError, DemoOptions, HostExit
 from hil.demo.summary import render
 from hil.errors import HilError
-from hil.sim.errors import SimHostError
+from hil.sim.errors import SimError
 from hil.workdir import WorkdirInUseError
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 HEALTH_EVERY_S = 5.0  # how often the watch asks the gateway's /healthz
 HEALTH_GRACE_S = 10.0  # first ask after this: the links come up in the first seconds ("link ble is down")
+HOST_EXIT_GRACE_S = 1.0  # after a host ended, how long the others may take to be seen ending too (killed together)
 
 EXIT_STATUSES = (
     "Exit status: 0 stopped cleanly; 1 could not start, the gateway failed, a simulator host process "
@@ -53,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "also while it starts. The demo warns when the gateway reports itself degraded (/healthz) and "
             "when this machine runs the boards at less than 80 % of --speed for 30 s (the gateway's clock "
             "follows the boards, so the whole demo then runs slower than asked). When a simulator host process "
-            "(one per core, each running some of the boards) ends during the run, the demo names it, its exit "
-            "status and its boards, and stops at once, cleanly (the gateway drains, the summary is printed): "
+            "(one or two of them, each running some of the boards) ends during the run, the demo names it (every "
+            "one that ended), its exit status and its boards, and stops at once, cleanly (the gateway drains, "
+            "the summary is printed): "
             "with part of the fleet silent the dashboard and summary no longer show the demo's city, and "
             "running on would hide the failure until Ctrl-C. " + EXIT_STATUSES
         ),
@@ -146,6 +148,8 @@ async def _main(options: DemoOptions, console: Console, err: Console, *, plain: 
                       f"(admin token in {escape(str(demo.workdir / 'admin.token'))})")
         watch.next_health = time.monotonic() + HEALTH_GRACE_S
         exited = await _watch(demo, watch, console, stop, t0, plain=plain, duration=options.duration_s)
+        if exited:
+            exited = await _all_exited(demo, exited)
         for host in exited:  # at once, before the drain: what ended the run
             err.print(f"[red]error:[/red] {escape(host.message())}; stopping the demo")
         if demo.gateway_alive():  # a last look: the store's failed commits since the start, however brief
@@ -310,7 +314,7 @@ async def _watch(demo: Demo, watch: _Watch, console: Console, stop: asyncio.Even
             return exited
         try:
             return await frame()
-        except SimHostError:
+        except SimError:  # also a ping not answered: a host that ended is named, not the unanswered ping
             exited = await demo.exited_hosts()
             if exited:
                 return exited
@@ -337,6 +341,20 @@ async def _watch(demo: Demo, watch: _Watch, console: Console, stop: asyncio.Even
             live.update(got[0])
             await _sleep_or_wake(wake, 1.0)
     return []
+
+
+async def _all_exited(demo: Demo, exited: list[HostExit]) -> list[HostExit]:
+    """Every host that ended, not only the first seen: hosts killed together (an OOM kill, a closed
+    session) end within moments of each other. Waits at most :data:`HOST_EXIT_GRACE_S` for the others."""
+    others = [e for e in demo.host_ended_events() if not e.is_set()]
+    if others:
+        waits = [asyncio.ensure_future(e.wait()) for e in others]
+        try:
+            await asyncio.wait(waits, timeout=HOST_EXIT_GRACE_S)
+        finally:
+            for w in waits:
+                w.cancel()
+    return await demo.exited_hosts() or exited
 
 
 async def _sleep_or_wake(events: list[asyncio.Event], seconds: float) -> None:

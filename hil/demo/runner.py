@@ -1,8 +1,8 @@
 """Run the demo: virtual streetlights (UART) and bins (BLE), a gateway process, SQLite, dashboard.
 
-Everything runs on this machine: one Node process per core hosts the boards (real MicroPython),
-a Bumble link relay is the radio, ``civicedge gateway run`` is a child process with a generated
-config. On exit (duration reached, Ctrl-C or SIGTERM) every child is stopped: the gateway with
+Everything runs on this machine: one or two Node processes (at most one per core) host the boards
+(real MicroPython), a Bumble link relay is the radio, ``civicedge gateway run`` is a child process
+with a generated config. On exit (duration reached, Ctrl-C or SIGTERM) every child is stopped: the gateway with
 SIGTERM (it drains and acknowledges what it has), the Node hosts and the radio after it.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -18,7 +17,6 @@ import math
 import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +33,7 @@ from hil.children import spawn_child, stop_gateway
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.errors import SimError, SimHostError
-from hil.sim.host import SimHost
+from hil.sim.host import SimHost, describe_status
 from hil.workdir import WorkdirInUseError, WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
 
 log = logging.getLogger(__name__)
@@ -118,15 +116,10 @@ class HostExit:
     def message(self) -> str:
         """One line for the user, e.g. "simulator host 2 (pid 812) exited with status -9 (killed by SIGKILL);
         its boards sl-002, bin-001 are stopped"."""
-        status = str(self.status)
-        if self.status < 0:
-            try:
-                status += f" (killed by {signal.Signals(-self.status).name})"
-            except ValueError:
-                status += f" (killed by signal {-self.status})"
         what = "its boards " + ", ".join(self.boards) + " are" if len(self.boards) != 1 else \
             f"its board {self.boards[0]} is"
-        return f"simulator host {self.number} (pid {self.pid}) exited with status {status}; {what} stopped"
+        return (f"simulator host {self.number} (pid {self.pid}) exited with {describe_status(self.status)}; "
+                f"{what} stopped")
 
 
 CLOCK_EVERY_S = 1.0  # how often the gateway's clock file is rewritten (wall s)
@@ -313,8 +306,12 @@ class Demo:
                 status = await stop_gateway(self.gateway)
             if self._clock_task is not None:  # after the drain: the gateway's clock follows the boards until it ends
                 self._clock_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await self._clock_task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # a defect; the hosts, boards and radio must still be stopped below
+                    log.exception("the gateway's clock writer failed")
                 self._clock_task = None
             for h in self.hosts:
                 await h.close()
@@ -334,26 +331,34 @@ class Demo:
         """Rewrite the gateway's clock file about once a wall second: the slowest host's virtual time
         and the pace it actually ran at over the last few seconds (the gateway extrapolates between)."""
         samples: collections.deque[tuple[float, float]] = collections.deque()
-        warned = False
+        warned = failed = False
         while True:
             await asyncio.sleep(CLOCK_EVERY_S)
-            before = time.time()
             try:
-                virtual = await self.virtual_now_s()
+                await self._update_clock(samples)
             except SimError:  # a host ended (the watch tells) or is busy: keep the last clock this time
                 continue
-            wall = (before + time.time()) / 2  # when the hosts were asked, about
-            samples.append((wall, virtual))
-            while wall - samples[0][0] > PACE_WINDOW_S:
-                samples.popleft()
-            w0, v0 = samples[0]
-            pace = max(0.0, (virtual - v0) / (wall - w0)) if wall - w0 >= CLOCK_EVERY_S / 2 else self.opt.speed
-            try:
-                _write_clock(self.clock_file, virtual_at=virtual, wall_at=wall, speed=pace)
             except OSError as exc:
                 if not warned:  # the gateway keeps extrapolating its last clock
                     warned = True
                     log.warning("cannot update the gateway's clock file %s: %s", self.clock_file, exc)
+            except Exception:  # a defect: said (once), and the writer goes on rather than dying silently
+                if not failed:
+                    failed = True
+                    log.exception("updating the gateway's clock file %s failed; trying again each second",
+                                  self.clock_file)
+
+    async def _update_clock(self, samples: collections.deque[tuple[float, float]]) -> None:
+        """One rewrite of the clock file: where the slowest host is now, at the pace of the last few seconds."""
+        before = time.time()
+        virtual = await self.virtual_now_s()
+        wall = (before + time.time()) / 2  # when the hosts were asked, about
+        samples.append((wall, virtual))
+        while wall - samples[0][0] > PACE_WINDOW_S:
+            samples.popleft()
+        w0, v0 = samples[0]
+        pace = max(0.0, (virtual - v0) / (wall - w0)) if wall - w0 >= CLOCK_EVERY_S / 2 else self.opt.speed
+        _write_clock(self.clock_file, virtual_at=virtual, wall_at=wall, speed=pace)
 
     # ------------------------------------------------------------------ run
     def summary(self) -> FleetSummary:
@@ -398,7 +403,8 @@ class Demo:
         Raises:
             SimHostError: no host is running, or one ended while asked.
         """
-        nows = [(await h.ping())["now"] for h in self.hosts if h.proc is not None and h.proc.returncode is None]
+        # Not a host whose output closed (killed, its exit status not collected yet): nobody answers it.
+        nows = [(await h.ping())["now"] for h in self.hosts if h.running]
         if not nows:
             raise SimHostError("no simulator host is running")
         return float(min(nows)) / 1000.0

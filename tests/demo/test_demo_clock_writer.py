@@ -1,0 +1,86 @@
+"""The demo's gateway-clock writer and its stop, with real simulator hosts (no gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from hil.demo.runner import CLOCK_EVERY_S, Demo, DemoOptions
+from hil.sim.host import SimHost
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_failed_clock_writer_does_not_stop_demo_stop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """stop() suppressed only CancelledError: any other failure of the writer re-raised there, before the
+    hosts, boards and radio were closed."""
+    demo = Demo(DemoOptions(workdir=tmp_path / "demo"))
+    host = SimHost(speed=1.0)
+    await host.start()
+    demo.hosts = [host]
+
+    async def broken() -> None:
+        raise RuntimeError("a defect in the writer")
+
+    demo._clock_task = asyncio.create_task(broken())
+    await asyncio.sleep(0)
+    try:
+        with caplog.at_level(logging.ERROR, logger="hil.demo.runner"):
+            await demo.stop()
+        assert host.proc is None  # the host was stopped after the writer's failure
+        assert any("clock writer failed" in r.getMessage() and r.exc_info for r in caplog.records), caplog.records
+    finally:
+        await host.close()
+
+
+async def test_the_clock_writer_survives_a_defect_and_says_it_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A defect in one update (here: no clock file set, Path('').with_name fails) is logged once; the
+    writer keeps going and writes once the cause is gone."""
+    demo = Demo(DemoOptions(workdir=tmp_path / "demo"))
+    host = SimHost(speed=30.0, start_ms=1_767_225_600_000)
+    await host.start()
+    demo.hosts = [host]
+    task = asyncio.create_task(demo._follow_clock())
+    try:
+        with caplog.at_level(logging.ERROR, logger="hil.demo.runner"):
+            await asyncio.sleep(CLOCK_EVERY_S * 2.5)
+        assert not task.done()
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "updating the gateway's clock file" in errors[0].getMessage(), errors
+        demo.clock_file = tmp_path / "sim-clock.json"
+        deadline = time.monotonic() + 10
+        while not demo.clock_file.exists():
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.1)
+        clock = json.loads(demo.clock_file.read_text())
+        assert clock["virtual_at"] >= 1_767_225_600 and abs(clock["wall_at"] - time.time()) < 5, clock
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await host.close()
+
+
+async def test_virtual_now_skips_a_host_whose_output_closed(tmp_path: Path) -> None:
+    """A killed host's exit status may not be collected yet: a ping sent to it was never answered (60 s)."""
+    demo = Demo(DemoOptions(workdir=tmp_path / "demo"))
+    hosts = [SimHost(speed=1.0, start_ms=1_767_225_600_000) for _ in range(2)]
+    await asyncio.gather(*(h.start() for h in hosts))
+    demo.hosts = hosts
+    try:
+        assert hosts[1].proc is not None
+        os.kill(hosts[1].proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(hosts[1].closed.wait(), 10)
+        t = time.monotonic()
+        now = await demo.virtual_now_s()
+        assert time.monotonic() - t < 2 and now >= 1_767_225_600
+    finally:
+        for h in hosts:
+            await h.close()
