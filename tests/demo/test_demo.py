@@ -240,19 +240,40 @@ def _host_pids(parent: int) -> list[int]:
     return sorted(pids)
 
 
-def test_a_simulator_host_that_dies_stops_the_demo_with_exit_1(tmp_path: Path) -> None:
-    """A killed Node host used to leave its boards silent for the rest of the run, with nothing said."""
+def _ble_connected(workdir: Path) -> bool:
+    """The demo's gateway has a BLE link to a bin (its /metrics say so)."""
+    import tomllib
+    import urllib.request
+
+    try:
+        port = tomllib.loads((workdir / "gateway.toml").read_text())["http"]["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(line.startswith("civicedge_ble_connected ") and float(line.split()[1]) >= 1
+               for line in metrics.splitlines())
+
+
+def test_simulator_hosts_that_die_stop_the_demo_with_exit_1(tmp_path: Path) -> None:
+    """A killed Node host used to leave its boards silent for the rest of the run, with nothing said.
+    Every host that ended is named (two killed together: only one was). With a bin connected over
+    BLE, its link's end, forwarded to a board whose host is gone, was an ERROR with a traceback."""
     workdir = tmp_path / "demo"
-    proc = _demo(workdir, "--streetlights", "2", "--duration", "60")
+    proc = _demo(workdir, "--streetlights", "1", "--bins", "1", "--duration", "90")
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("gateway up"):
                 break
+        deadline = time.monotonic() + 60
+        while not _ble_connected(workdir):
+            assert time.monotonic() < deadline and proc.poll() is None, "the bin never connected"
+            time.sleep(0.5)
         hosts = _host_pids(proc.pid)
         assert len(hosts) == min(2, os.cpu_count() or 1), hosts
-        victim = hosts[-1]
-        os.kill(victim, signal.SIGKILL)
+        for victim in hosts:
+            os.kill(victim, signal.SIGKILL)
         t = time.monotonic()
         rest, err = proc.communicate(timeout=60)
         took = time.monotonic() - t
@@ -261,16 +282,17 @@ def test_a_simulator_host_that_dies_stops_the_demo_with_exit_1(tmp_path: Path) -
             proc.kill()
             proc.communicate()
     assert proc.returncode == 1, rest + err
-    if len(hosts) == 2:  # board i runs on host i % 2: sl-001 on host 1, sl-002 on host 2
-        number = re.search(rf"simulator host (\d) \(pid {victim}\)", err)
-        assert number is not None, err
-        expected = (f"error: simulator host {number[1]} (pid {victim}) exited with status -9 (killed by SIGKILL); "
-                    f"its board sl-00{number[1]} is stopped; stopping the demo")
+    if len(hosts) == 2:  # board i runs on host i % 2: sl-001 on host 1, bin-001 on host 2
+        boards = {"1": "sl-001", "2": "bin-001"}
+        for victim in hosts:
+            number = re.search(rf"simulator host (\d) \(pid {victim}\)", err)
+            assert number is not None, err
+            assert (f"error: simulator host {number[1]} (pid {victim}) exited with status -9 (killed by SIGKILL); "
+                    f"its board {boards[number[1]]} is stopped; stopping the demo") in err, err
     else:
-        expected = (f"error: simulator host 1 (pid {victim}) exited with status -9 (killed by SIGKILL); "
-                    "its boards sl-001, sl-002 are stopped; stopping the demo")
-    assert expected in err, err
+        assert (f"error: simulator host 1 (pid {hosts[0]}) exited with status -9 (killed by SIGKILL); "
+                "its boards sl-001, bin-001 are stopped; stopping the demo") in err, err
     assert took < 30, took  # at once, not at --duration's end
-    assert "Traceback" not in rest + err
+    assert "Traceback" not in rest + err and "ERROR" not in err, err
     assert "stopped." in rest and "gateway exit status 0" in rest, rest  # drained and summed up as usual
     assert _processes_mentioning(str(workdir)) == []

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from hil.sim.errors import SimHostError
 from hil.sim.radio.address import board_address
 from hil.sim.radio.errors import BridgeProtocolError, RadioError
 from hil.sim.radio.peripheral import CharacteristicSpec, DescriptorSpec, ServiceSpec, VirtualPeripheral
@@ -248,7 +249,13 @@ class BleBridge:
     # -- radio -> board (PeripheralListener) ----------------------------------------------
 
     def _event(self, **msg: Any) -> None:
-        self.board.send(CHANNEL, json.dumps(msg))
+        try:
+            self.board.send(CHANNEL, json.dumps(msg))
+        except SimHostError as exc:
+            # The board's simulator host ended (crashed, killed, shutting down): the radio still
+            # reports the link's end (the central disconnects), but there is no board to tell.
+            # Raised here, it went up through Bumble's event handler and was logged as an ERROR.
+            logger.debug("BLE event %s for %s dropped: %s", msg.get("ev"), self.board.device_id, exc)
 
     def on_central_connect(self, conn: int, addr_type: int, addr: bytes) -> None:
         """Forward ``_IRQ_CENTRAL_CONNECT``."""
