@@ -65,8 +65,10 @@ def test_follow_file_is_read_at_load_relative_to_the_config(tmp_path: Path) -> N
          "virtual_at must be a finite number, not an integer of 401 digits"),
         # Python's json reads these JavaScript literals.
         ('{"virtual_at": NaN, "wall_at": 2.0, "speed": 1}', "bad_value", "virtual_at must be a finite number, not nan"),
-        ('{"virtual_at": 1.0, "wall_at": Infinity, "speed": 1}', "bad_value", "wall_at must be a finite number, not inf"),
-        ('{"virtual_at": 1.0, "wall_at": 2.0, "speed": -Infinity}', "bad_value", "speed must be a finite number, not -inf"),
+        ('{"virtual_at": 1.0, "wall_at": Infinity, "speed": 1}', "bad_value",
+         "wall_at must be a finite number, not inf"),
+        ('{"virtual_at": 1.0, "wall_at": 2.0, "speed": -Infinity}', "bad_value",
+         "speed must be a finite number, not -inf"),
         # Milliseconds, not seconds: a clock in the year 55000 froze the gateway there.
         ({"virtual_at": 1.7e12, "wall_at": 2.0, "speed": 1}, "bad_value",
          "virtual_at = 1700000000000.0 is outside 0..253402300799 (unix time in seconds"),
