@@ -1,4 +1,4 @@
-"""``civicedge gateway devices add|list|show|revoke|rotate-key``. Keys are never printed."""
+"""``civicedge gateway devices add|list|show|move|revoke|rotate-key``. Keys are never printed."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                      "registry prints nothing on stdout and says so on stderr.")
     ls.add_argument("--json", action="store_true", help="print a JSON array of device records instead of a table")
     ls.set_defaults(func=cmd_list)
+    move = dsub.add_parser("move", parents=[common],
+                           help="correct or change a device's location (and zone); its key and past reports stay")
+    move.add_argument("device_id", metavar="ID")
+    move.add_argument("--location", required=True, metavar="LAT,LON")
+    move.add_argument("--zone", help="the new zone (default: keep the registered one)")
+    move.set_defaults(func=cmd_move)
     for name, func, helptext in (("show", cmd_show, "show one device and whether its key file is usable"),
                                  ("revoke", cmd_revoke, "revoke a device (fails if it already is, as the admin API)"),
                                  ("rotate-key", cmd_rotate, "give a device a new key (prints where it is)")):
@@ -102,7 +108,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not records:
         # On stderr: a script reading stdout sees no devices either way.
         print("no devices registered in %s" % reg.path, file=sys.stderr)
-    rows = [(r.id, r.kind, r.zone, "%s,%s" % (r.lat, r.lon), "REVOKED" if r.revoked else "") for r in records]
+    rows: list[tuple[str, ...]] = [(r.id, r.kind, r.zone, "%s,%s" % (r.lat, r.lon), "REVOKED" if r.revoked else "")
+                                   for r in records]
     for line in _columns(rows, minimum=(20, 12, 16, 0, 0)):
         print(line)
     return EXIT_OK
@@ -156,6 +163,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         for line in _columns([(k, str(v)) for k, v in data.items()], minimum=(0, 0)):
             print(line)
+    return EXIT_OK
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    """Move a device: new location (and zone) in the registry; the key and stored reports are kept."""
+    try:
+        lat, lon = parse_location(args.location)
+        reg = _registry(args)
+        before = reg.get(args.device_id)
+        rec, changed = reg.move(args.device_id, lat=lat, lon=lon, zone=args.zone)
+    except GatewayError as exc:
+        return fail(exc)
+    if not changed:
+        print("%s is already in zone %s at %s,%s; nothing changed" % (rec.id, rec.zone, rec.lat, rec.lon))
+    else:
+        kept = "; reports stored before keep zone %s" % before.zone if before.zone != rec.zone else ""
+        print("moved %s to zone %s at %s,%s (was zone %s at %s,%s)%s"
+              % (rec.id, rec.zone, rec.lat, rec.lon, before.zone, before.lat, before.lon, kept))
     return EXIT_OK
 
 

@@ -412,8 +412,8 @@ class Registry:
         Raises:
             RegistryError: ``bad_value`` / ``bad_key`` (as :meth:`add`, also when ``replace`` would give the
                 device another device's key); ``conflict`` (registered with
-                another key and ``replace`` not set); ``moved`` (registered with another kind, zone or
-                location: a device does not move, provision it under a new id); ``revoked`` (a
+                another key and ``replace`` not set); ``moved`` (registered with another kind, or with
+                another zone or location: enrolling never moves a device, :meth:`move` does); ``revoked`` (a
                 revoked id stays revoked: provision the board under a new id).
         """
         validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
@@ -431,9 +431,10 @@ class Registry:
                 "under a new id" % (device_id, rec.kind, kind), reason="moved", device_id=device_id)
         if rec.zone != zone or not same_place((rec.lat, rec.lon), (lat, lon)):
             raise RegistryError(
-                "device %s is registered as %s in zone %r at %s,%s; a device cannot move: provision it under "
-                "a new id, or keep the registered zone and location" % (device_id, rec.kind, rec.zone, rec.lat,
-                                                                         rec.lon),
+                "device %s is registered as %s in zone %r at %s,%s; a device cannot move by enrolling it again: "
+                "keep the registered zone and location, or move it explicitly (`civicedge gateway devices move %s "
+                "--location LAT,LON [--zone Z]`, or POST /api/admin/devices/%s/move)"
+                % (device_id, rec.kind, rec.zone, rec.lat, rec.lon, device_id, device_id),
                 reason="moved", device_id=device_id)
         problem = self.key_problem(device_id)
         if problem is None and hmac.compare_digest(self.key(device_id), key):
@@ -498,6 +499,40 @@ class Registry:
         # logs its audit line at WARNING, which the quiet gateway keeps.
         log.info("revoked device %s", device_id)
         return self.get(device_id)
+
+    def move(self, device_id: str, *, lat: str, lon: str, zone: str | None = None) -> tuple[DeviceRecord, bool]:
+        """Correct or change where a registered device is: its location and, when given, its zone.
+
+        The explicit way to move a device (a mistyped ``--location``, a bin put elsewhere): :meth:`enroll`
+        refuses a registration that differs (``moved``) so that a re-enrolment never moves one by accident.
+        Only the registry row changes: the key and key version stay, and stored reports keep the zone
+        they were stored with; reports from now on carry the new zone.
+
+        Returns:
+            The record and whether it changed (False: already there, the same point written alike or
+            otherwise, e.g. ``52.370`` for ``52.37``; nothing is written then).
+
+        Raises:
+            RegistryError: ``bad_value`` (zone, lat/lon, as :meth:`add`); ``unknown_device``; ``revoked``
+                (a revoked id stays revoked: nothing to move); ``storage``.
+        """
+        rec = self.get(device_id)
+        new_zone = rec.zone if zone is None else zone
+        validate_device(device_id, kind=rec.kind, zone=new_zone, lat=lat, lon=lon)
+        if rec.revoked:
+            raise RegistryError("device %s is revoked; it is not moved (a revoked id stays revoked)" % device_id,
+                                reason="revoked", device_id=device_id)
+        if new_zone == rec.zone and same_place((rec.lat, rec.lon), (lat, lon)):
+            return rec, False
+        with _storage(self.path, "move device %s" % device_id, device_id):
+            cur = self._conn.execute(
+                "UPDATE devices SET zone=?, lat=?, lon=?, updated_at=? WHERE id=? AND revoked=0",
+                (new_zone, lat, lon, time.time(), device_id))
+        if cur.rowcount == 0:  # revoked (or removed) by another process meanwhile
+            return self.move(device_id, lat=lat, lon=lon, zone=zone)
+        log.info("moved device %s from zone %s at %s,%s to zone %s at %s,%s", device_id, rec.zone, rec.lat, rec.lon,
+                 new_zone, lat, lon)
+        return self.get(device_id), True
 
     def rotate_key(self, device_id: str, *, key: bytes | None = None) -> Path:
         """Replace the device's key (generated when ``key`` is None); return the key file path.

@@ -1,4 +1,4 @@
-"""Admin endpoints behind the bearer token: devices (list, enroll, revoke, rotate key), retention."""
+"""Admin endpoints behind the bearer token: devices (list, enroll, move, revoke, rotate key), retention."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ async def enroll_device(request: web.Request) -> web.Response:
 
     Idempotent: the same identity and key again answers 200 ``unchanged``; a new device 201 ``added``;
     another key for a registered device 409 unless ``replace`` is true (then 200 ``replaced``, the old key
-    stops working). A device cannot move (other kind, zone or location: 409) and a revoked id stays revoked
+    stops working). Enrolling never moves a device (other kind, zone or location: 409 ``moved``; ``/move``
+    does it explicitly) and a revoked id stays revoked
     (409). The key is never logged nor echoed.
     """
     _authorize(request)
@@ -133,6 +134,42 @@ async def revoke_device(request: web.Request) -> web.Response:
     # leave an audit line there (the registry logs the change itself at INFO).
     logger.warning("admin API: revoked device %s", device_id)
     return json_response({"device": device_id, "revoked": True})
+
+
+MOVE_KEYS = ("lat", "lon", "zone")
+
+
+def _validate_move(body: Any) -> tuple[str, str, str | None]:
+    """Types and shape of a move body (the registry checks the values)."""
+    if not isinstance(body, dict):
+        raise BadParameter('body must be a JSON object {"lat", "lon"[, "zone"]}', param="body")
+    unknown = sorted(set(body) - set(MOVE_KEYS))
+    if unknown:
+        raise BadParameter(f"unknown key(s) in body: {', '.join(unknown)}", param=unknown[0])
+    for name in ("lat", "lon"):
+        if name not in body:
+            raise BadParameter(f"body lacks '{name}'", param=name)
+    zone = body.get("zone")
+    if zone is not None and not isinstance(zone, str):
+        raise BadParameter("'zone' must be a string", param="zone")
+    return coordinate(body, "lat"), coordinate(body, "lon"), zone
+
+
+@ROUTES.post("/api/admin/devices/{device_id}/move")
+async def move_device(request: web.Request) -> web.Response:
+    """Correct or change a device's location (and zone): the explicit move that enrolling refuses
+    (409 ``moved``). Only the registry row changes; the key stays, stored reports keep their zone."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    admin = ctx.require_admin()
+    lat, lon, zone = _validate_move(await read_json_body(request))
+    result = dict(await asyncio.to_thread(admin.move, device_id, lat=lat, lon=lon, zone=zone))
+    if result["result"] == "moved":
+        was = result["was"]
+        logger.warning("admin API: moved device %s from zone %s at %s,%s to zone %s at %s,%s", device_id,
+                       was["zone"], was["lat"], was["lon"], result["zone"], result["lat"], result["lon"])
+    return json_response({"device": device_id, **result})
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/rotate-key")

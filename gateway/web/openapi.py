@@ -131,6 +131,20 @@ def _document() -> dict[str, Any]:
                           "408": _err("body not received in time"),
                           "409": _err("registered with another key (without replace), elsewhere, or revoked"),
                           "413": _err("body too large"), "503": _err("no registry attached")}}},
+        "/api/admin/devices/{device_id}/move": {"post": {
+            "summary": "Correct or change a device's location (and zone); never its key",
+            "description": "The explicit move that `PUT` refuses (409 `moved`). Only the registry row changes: "
+                           "stored reports keep the zone they were stored with; maps and open-data entities "
+                           "show the new location.",
+            "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["lat", "lon"], "additionalProperties": False,
+                "properties": {"lat": _COORDINATE, "lon": _COORDINATE,
+                               "zone": {"type": "string", "description": "new zone (default: unchanged)"}}}}}},
+            "responses": {"200": _ok("moved or unchanged, with the new and the previous place"), "400": _BAD,
+                          "401": _AUTH, "404": _err("unknown device"), "408": _err("body not received in time"),
+                          "409": _err("the device is revoked"), "413": _err("body too large"),
+                          "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/rotate-key": {"post": {
             "summary": "Generate a new device key; the answer says where it was written, never the key",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],

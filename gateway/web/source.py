@@ -218,6 +218,24 @@ class RegistryAdmin:
             raise Unavailable(f"registry error ({reason})", code="registry") from None
         return {"result": result, "key_version": int(self._registry.get(device_id).key_version)}
 
+    def move(self, device_id: str, *, lat: str, lon: str, zone: str | None) -> Mapping[str, Any]:
+        """New location (and zone) of a registered device; 400 bad values, 404 unknown, 409 revoked."""
+        try:
+            with self._writes:
+                before = self._registry.get(device_id)
+                rec, changed = self._registry.move(device_id, lat=lat, lon=lon, zone=zone)
+        except RegistryError as exc:
+            reason = exc.reason or "registry"
+            if reason == "bad_value":
+                raise BadParameter(str(exc), param=exc.field or "body") from None
+            if reason == "unknown_device":
+                raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
+            if reason == "revoked":
+                raise Conflict(str(exc), code="revoked", param="device_id") from None
+            raise Unavailable(f"registry error ({reason})", code="registry") from None
+        return {"result": "moved" if changed else "unchanged", "zone": rec.zone, "lat": rec.lat, "lon": rec.lon,
+                "was": {"zone": before.zone, "lat": before.lat, "lon": before.lon}}
+
     def retention(self) -> Mapping[str, Mapping[str, int]]:
         """Effective retention ``kind -> field -> days``."""
         return self._retention.as_json()

@@ -149,6 +149,11 @@ class FleetAdmin(Protocol):
         ``{"result": "added" | "unchanged" | "replaced", "key_version": n}`` (never the key)."""
         ...
 
+    def move(self, device_id: str, *, lat: str, lon: str, zone: str | None) -> Mapping[str, Any]:
+        """Set a registered device's location (and zone, when given); never its key. Returns
+        ``{"result": "moved" | "unchanged", "zone", "lat", "lon", "was": {"zone", "lat", "lon"}}``."""
+        ...
+
     def retention(self) -> Mapping[str, Mapping[str, int]]:
         """Effective retention in days: kind -> field -> days."""
         ...

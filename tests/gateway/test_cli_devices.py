@@ -324,3 +324,39 @@ def test_show_and_list_align_their_columns(reg: Registry, capsys: pytest.Capture
     revoked = [line.index("REVOKED") for line in lines[:2]]
     assert len(set(located)) == 1 and len(set(revoked)) == 1, lines
     assert all(line == line.rstrip() for line in lines) and lines[2].endswith("52.3702,4.8952")
+
+
+def test_move_corrects_a_mistyped_location_keeping_id_and_key(reg: Registry, capsys: pytest.CaptureFixture[str],
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    reg.add("b2", key=KEY_B, kind="bin", zone="north", lat="25.37", lon="4.89")  # 25 for 52: a typo
+    with caplog.at_level(logging.INFO, logger="gateway.registry.devices"):
+        rec, changed = reg.move("b2", lat="52.37", lon="4.89")
+    assert changed and (rec.zone, rec.lat, rec.lon, rec.key_version) == ("north", "52.37", "4.89", 1)
+    assert reg.key("b2") == KEY_B
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "moved device b2 from zone north at 25.37,4.89 to zone north at 52.37,4.89")]
+    # enroll with the corrected place now matches; with the typo it is a (refused) move
+    assert reg.enroll("b2", kind="bin", zone="north", lat="52.370", lon="4.89", key=KEY_B) == "unchanged"
+    with pytest.raises(RegistryError) as info:
+        reg.enroll("b2", kind="bin", zone="north", lat="25.37", lon="4.89", key=KEY_B)
+    assert info.value.reason == "moved"
+
+    assert main(devices(reg.path, "move", "b2", "--location", "52.38,4.90", "--zone", "south")) == 0
+    out, err = capsys.readouterr()
+    assert out == ("moved b2 to zone south at 52.38,4.90 (was zone north at 52.37,4.89); reports stored before "
+                   "keep zone north\n") and err == ""
+    assert main(devices(reg.path, "move", "b2", "--location", "52.380,4.9")) == 0
+    assert capsys.readouterr().out == "b2 is already in zone south at 52.38,4.90; nothing changed\n"
+    rec = reg.get("b2")
+    assert (rec.zone, rec.lat, rec.lon) == ("south", "52.38", "4.90") and reg.key("b2") == KEY_B
+
+    reg.revoke("b1")
+    for argv, reason in (((devices(reg.path, "move", "b2", "--location", "91,4.9")), "bad_value"),
+                         ((devices(reg.path, "move", "b2", "--location", "52.1")), "bad_value"),
+                         ((devices(reg.path, "move", "b2", "--location", "52.1,4.9", "--zone", "a/b")), "bad_value"),
+                         ((devices(reg.path, "move", "ghost", "--location", "52.1,4.9")), "unknown_device"),
+                         ((devices(reg.path, "move", "b1", "--location", "52.1,4.9")), "revoked")):
+        assert main(argv) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "error (%s)" % reason in err, (argv, err)
+    assert (reg.get("b2").lat, reg.get("b1").lat) == ("52.38", "52.1")

@@ -463,3 +463,65 @@ async def test_admin_revocations_and_rotations_leave_a_warning_audit_line(
     assert "admin API: revoked device sl-02" in warnings
     registry = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "gateway.registry.devices"]
     assert registry == [("INFO", "rotated the key of device bin-01"), ("INFO", "revoked device sl-02")]
+
+
+async def test_move_changes_the_registry_row_only_and_enrolling_keeps_refusing_silent_moves(
+    client: TestClient, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key, version = fleet.registry.key("sl-01"), fleet.registry.get("sl-01").key_version
+    stored = fleet.queries.count_reports()
+    fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW - 1800, "l": 900, "m": {"lux": 11}})
+    await fleet.settle(stored=stored + 1)
+    centre_before = fleet.queries.readings(field="lux", start=0, end=NOW + 1, device="sl-01")
+    assert {r.zone for r in centre_before} == {"centre"}
+    resp = await client.post("/api/admin/devices/sl-01/move", headers=admin_headers(),
+                             json={"lat": "52.3750", "lon": 4.9, "zone": "harbour"})
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body == {"device": "sl-01", "result": "moved", "zone": "harbour", "lat": "52.3750", "lon": "4.9",
+                    "was": {"zone": "centre", "lat": "52.3702", "lon": "4.8952"}}
+    rec = fleet.registry.get("sl-01")
+    assert (rec.zone, rec.lat, rec.lon, rec.key_version) == ("harbour", "52.3750", "4.9", version)
+    assert fleet.registry.key("sl-01") == key  # never the key
+    assert "admin API: moved device sl-01 from zone centre at 52.3702,4.8952 to zone harbour at 52.3750,4.9" in [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # The same place again: nothing to do. Zone left out: kept.
+    resp = await client.post("/api/admin/devices/sl-01/move", headers=admin_headers(),
+                             json={"lat": "52.375", "lon": "4.90"})
+    assert resp.status == 200 and (await resp.json())["result"] == "unchanged"
+    # Reports stored before keep their zone; the next ones carry the new one (the verifier follows the change).
+    fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW - 900, "l": 900, "m": {"lux": 12}})
+    await fleet.settle(stored=stored + 2)
+    lux = fleet.queries.readings(field="lux", start=0, end=NOW + 1, device="sl-01")
+    assert [r.w for r in lux if r.zone == "harbour"] == [NOW - 900]
+    assert len([r for r in lux if r.zone == "centre"]) == len(centre_before) and centre_before
+    listed = {d["id"]: d for d in (await (await client.get("/api/admin/devices", headers=admin_headers())).json())[
+        "devices"]}
+    assert (listed["sl-01"]["zone"], listed["sl-01"]["lat"], listed["sl-01"]["lon"]) == ("harbour", "52.3750", "4.9")
+    # A re-enrolment with the old place is still refused (409 moved); with the new one it is unchanged.
+    old = _enrollment(key, zone="centre", lat="52.3702", lon="4.8952")
+    resp = await client.put("/api/admin/devices/sl-01", headers=admin_headers(), json=old)
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "moved"
+    new = _enrollment(key, zone="harbour", lat="52.375", lon="4.9")
+    resp = await client.put("/api/admin/devices/sl-01", headers=admin_headers(), json=new)
+    assert resp.status == 200 and (await resp.json())["result"] == "unchanged"
+
+
+@pytest.mark.parametrize(("device", "body", "status", "code", "param"), [
+    ("sl-01", {"lat": "91", "lon": "4.9"}, 400, "bad_parameter", "lat"),
+    ("sl-01", {"lat": "52.1", "lon": "4.9", "zone": "a/b"}, 400, "bad_parameter", "zone"),
+    ("sl-01", {"lat": "52.1", "lon": "4.9", "zone": 7}, 400, "bad_parameter", "zone"),
+    ("sl-01", {"lat": "52.1"}, 400, "bad_parameter", "lon"),
+    ("sl-01", {"lat": "52.1", "lon": "4.9", "kind": "bin"}, 400, "bad_parameter", "kind"),
+    ("sl-01", {"lat": "52.1", "lon": "4.9", "key": "00" * 32}, 400, "bad_parameter", "key"),
+    ("ghost", {"lat": "52.1", "lon": "4.9"}, 404, "unknown_device", "device_id"),
+    ("bin-03", {"lat": "52.1", "lon": "4.9"}, 409, "revoked", "device_id"),
+])
+async def test_move_refusals_change_nothing(client: TestClient, fleet: Fleet, device: str, body: dict[str, object],
+                                            status: int, code: str, param: str) -> None:
+    before = fleet.registry.list()
+    resp = await client.post(f"/api/admin/devices/{device}/move", headers=admin_headers(), json=body)
+    answer = await resp.json()
+    assert resp.status == status and answer["error"]["code"] == code and answer["error"]["param"] == param, answer
+    assert fleet.registry.list() == before

@@ -109,6 +109,7 @@ async def _probe_statuses(fleet: Fleet) -> dict[tuple[str, str], dict[str, list[
     unknown = {"device_id": "nope-1", "entity_id": "urn:ngsi-ld:Streetlight:nope-1"}
     bodies = {("/api/admin/devices/{device_id}", "put"): {"kind": "streetlight", "zone": "centre", "lat": "52.3702",
                                                  "lon": "4.8952", "key": fleet.registry.key("sl-01").hex()},
+              ("/api/admin/devices/{device_id}/move", "post"): {"lat": "52.3703", "lon": "4.8952"},
               ("/api/admin/retention", "put"): {"kind": "bin", "field": "temp", "days": 30}}
     ops = [(p, m) for p, o in openapi_document()["paths"].items() for m in o if p not in OPTIONAL_PATHS]
     seen: dict[tuple[str, str], dict[str, list[str]]] = {op: {} for op in ops}
