@@ -15,7 +15,7 @@ from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_f
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``devices`` group."""
     devices = sub.add_parser("devices", help="manage the device registry",
-                             description="Register, list, show, revoke devices and rotate their keys in the "
+                             description="Register, list, show, move, revoke devices and rotate their keys in the "
                                          "gateway's device registry. Keys are never printed.")
     add_config_arg(devices)
     devices.add_argument("--registry", type=Path, metavar="DIR", help="registry directory (overrides the config)")
@@ -41,9 +41,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ls.add_argument("--json", action="store_true", help="print a JSON array of device records instead of a table")
     ls.set_defaults(func=cmd_list)
     move = dsub.add_parser("move", parents=[common],
-                           help="correct or change a device's location (and zone); its key and past reports stay")
-    move.add_argument("device_id", metavar="ID")
-    move.add_argument("--location", required=True, metavar="LAT,LON")
+                           help="correct or change a device's location (and zone); its key and past reports stay",
+                           description="Correct or change where a registered device is (a mistyped --location, a "
+                                       "bin put elsewhere) without a new id. Only the registry row changes: the key "
+                                       "stays, and reports stored before keep the zone they were stored with.")
+    move.add_argument("device_id", metavar="ID", help="device id (as in devices list)")
+    move.add_argument("--location", required=True, metavar="LAT,LON", help="new location in decimal degrees, "
+                      "e.g. 52.37,4.89")
     move.add_argument("--zone", help="the new zone (default: keep the registered one)")
     move.set_defaults(func=cmd_move)
     for name, func, helptext in (("show", cmd_show, "show one device and whether its key file is usable"),
