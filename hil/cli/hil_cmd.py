@@ -231,7 +231,6 @@ def _cmd_run(args: argparse.Namespace, out: _Console, err: _Console) -> int:
 
 async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argparse.Namespace, console: Console,
                timeout_s: float) -> ScenarioResult:
-    total_min = scenario.duration_ms / 60_000
     plain = args.plain or not console.is_terminal
     last = [0.0]
 
@@ -241,8 +240,8 @@ async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argpa
         def report_plain(p: RunProgress) -> None:
             if time.monotonic() - last[0] >= 5 or p.phase == "done":
                 last[0] = time.monotonic()
-                console.print(f"{p.phase:8s} virtual +{p.virtual_elapsed_ms / 60_000:6.1f} / {total_min:.0f} min  "
-                              f"reports={p.reports} alarms={p.alarms}", highlight=False)
+                console.print(f"{p.phase:8s} virtual {_progress_text(p)}  reports={p.reports} alarms={p.alarms}",
+                              highlight=False)
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report_plain,
                                   drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
@@ -252,11 +251,19 @@ async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argpa
 
         def report(p: RunProgress) -> None:
             bar.update(task, completed=min(p.virtual_elapsed_ms, p.duration_ms),
-                       info=f"{p.phase} virtual +{p.virtual_elapsed_ms / 60_000:.1f}/{total_min:.0f} min, "
-                            f"{p.reports} reports, {p.alarms} alarms stored")
+                       info=f"{p.phase} virtual {_progress_text(p)}, {p.reports} reports, {p.alarms} alarms stored")
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report,
                                   drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
+
+
+def _progress_text(p: RunProgress) -> str:
+    """``+12.5 / 40 min``, ``+3.2 / 24 h``, ``+1.5 / 7 d``: virtual time elapsed of the duration, in a unit
+    that suits the duration, never past it (the drain runs on after the end; it is not the scenario's time)."""
+    unit, ms = (("min", 60_000) if p.duration_ms < 2 * 3_600_000 else ("h", 3_600_000) if p.duration_ms < 2 * 86_400_000
+                else ("d", 86_400_000))
+    elapsed = max(0, min(p.virtual_elapsed_ms, p.duration_ms)) / ms
+    return f"+{elapsed:6.1f} / {p.duration_ms / ms:g} {unit}"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -279,7 +286,7 @@ def _inside(path: Path, directory: Path) -> bool:
 
 def _print_result(result: ScenarioResult, console: Console) -> None:
     end = dt.datetime.fromtimestamp(result.virtual_end_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    console.print(f"ran to virtual {end} UTC in {result.wall_s:.0f} s; {len(result.data.reports)} reports stored",
+    console.print(f"ran to virtual {end} UTC in {result.wall_s:.0f} s; {len(result.data.reports)} report{'' if len(result.data.reports) == 1 else 's'} stored",
                   highlight=False)
     for c in result.checks:
         mark = ("[yellow]skip[/yellow]" if c.skipped else "[green]pass[/green]" if c.passed

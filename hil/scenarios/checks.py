@@ -17,6 +17,11 @@ from typing import Any
 from hil.scenarios.model import Scenario
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 report``, ``2 reports``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 @dataclass
 class CheckResult:
     """The outcome of one expectation."""
@@ -38,6 +43,9 @@ class StoredData:
 
     ``reading_seqs`` and ``alarm_seqs`` (when filled, by :func:`read_store`) give the seq of the
     report each reading / alarm came from, in the same order, so :meth:`up_to` can cut them too.
+    ``not_stored`` are the releases the gateway acknowledged and did not store because that period's
+    release was stored under another seq (its ``window_duplicates`` table: a board whose clock was set
+    back re-released the periods since); their ``e`` is ε the board spent all the same.
     """
 
     reports: list[tuple[str, int, str, int, dict[str, int]]]  # device, seq, type, w, e
@@ -45,6 +53,7 @@ class StoredData:
     alarms: list[tuple[str, str, int]]                         # device, code, w
     reading_seqs: list[int] = field(default_factory=list)
     alarm_seqs: list[int] = field(default_factory=list)
+    not_stored: list[tuple[str, int, str, int, dict[str, int]]] = field(default_factory=list)  # as reports
 
     def up_to(self, last_seq: dict[str, int]) -> StoredData:
         """Only what came from reports with ``seq <= last_seq[device]`` (devices not named: nothing).
@@ -61,11 +70,12 @@ class StoredData:
         alarms = self.alarms if len(self.alarm_seqs) != len(self.alarms) else [
             a for a, s in zip(self.alarms, self.alarm_seqs) if keep(a[0], s)]
         alarm_seqs = [s for a, s in zip(self.alarms, self.alarm_seqs) if keep(a[0], s)]
-        return StoredData([r for r in self.reports if keep(r[0], r[1])], readings, alarms, reading_seqs, alarm_seqs)
+        return StoredData([r for r in self.reports if keep(r[0], r[1])], readings, alarms, reading_seqs, alarm_seqs,
+                          [r for r in self.not_stored if keep(r[0], r[1])])
 
 
 def read_store(db: Path) -> StoredData:
-    """Read reports, readings and alarms (empty when the store does not exist)."""
+    """Read reports, readings, alarms and releases not stored (empty when the store does not exist)."""
     if not db.exists():
         return StoredData([], [], [])
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
@@ -77,11 +87,17 @@ def read_store(db: Path) -> StoredData:
         readings = [(d, f, int(w), int(length), int(v)) for d, f, w, length, v, _s in rows]
         alarm_rows = conn.execute("SELECT device, code, w, seq FROM alarms ORDER BY w").fetchall()
         alarms = [(d, c, int(w)) for d, c, w, _s in alarm_rows]
+        not_stored = []
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'window_duplicates'").fetchone():  # schema v3
+            not_stored = [(d, int(s), t, int(w), {k: int(v) for k, v in json.loads(e or "{}").items()})
+                          for d, s, t, w, e in conn.execute("SELECT device, seq, type, w, e FROM window_duplicates"
+                                                            " ORDER BY w, device")]
     except sqlite3.OperationalError:
         return StoredData([], [], [])
     finally:
         conn.close()
-    return StoredData(reports, readings, alarms, [int(r[5]) for r in rows], [int(a[3]) for a in alarm_rows])
+    return StoredData(reports, readings, alarms, [int(r[5]) for r in rows], [int(a[3]) for a in alarm_rows],
+                      not_stored)
 
 
 def _fmt_time(start_ms: int, w: int) -> str:
@@ -102,21 +118,25 @@ def check_reports_min(scenario: Scenario, data: StoredData) -> CheckResult:
         else:
             per_device[d] += 1
     got = sum(per_device.values())
-    msg = f"{got} reports stored (expected at least {want}); per board: " + (
+    msg = f"{_n(got, 'report')} stored (expected at least {want}); per board: " + (
         ", ".join(f"{d}={per_device.get(d, 0)}" for d in scenario.device_ids)) + (
         f"; {boots} boot report(s) not counted" if boots else "")
     return CheckResult(f"reports_min >= {want}", got >= want, msg, {"stored": got, "per_device": dict(per_device)})
 
 
 def check_no_loss(scenario: Scenario, data: StoredData, generated: dict[str, set[int]]) -> CheckResult:
-    """Every report the firmware generated is stored exactly once, and nothing else is stored."""
-    stored = [(d, s) for d, s, *_ in data.reports]
+    """Every report the firmware generated is stored exactly once, or acknowledged on purpose and not
+    stored (a re-release of a stored period, :attr:`StoredData.not_stored`), and nothing else is stored."""
+    stored = [(d, s) for d, s, *_ in data.reports] + [(d, s) for d, s, *_ in data.not_stored]
     dupes = len(stored) - len(set(stored))
     want = {(d, s) for d, seqs in generated.items() for s in seqs}
     missing = sorted(want - set(stored))
     extra = sorted(set(stored) - want)
     ok = not missing and not extra and dupes == 0 and bool(want)
-    parts = [f"{len(want)} reports generated by the firmware, {len(set(stored))} stored"]
+    parts = [f"{_n(len(want), 'report')} generated by the firmware, {len({(d, s) for d, s, *_ in data.reports})} stored"]
+    if data.not_stored:
+        parts[0] += (f", {len(data.not_stored)} acknowledged and not stored (releases of periods already "
+                     "released: window_duplicates)")
     if not want:
         parts.append("the firmware generated no report: nothing to check")
     if missing:
@@ -126,7 +146,8 @@ def check_no_loss(scenario: Scenario, data: StoredData, generated: dict[str, set
     if dupes:
         parts.append(f"{dupes} duplicate (device, seq) rows")
     return CheckResult("no_loss", ok, "; ".join(parts),
-                       {"generated": len(want), "missing": missing, "extra": extra, "duplicates": dupes})
+                       {"generated": len(want), "missing": missing, "extra": extra, "duplicates": dupes,
+                        "not_stored": len(data.not_stored)})
 
 
 def check_alarm(scenario: Scenario, data: StoredData, code: str) -> CheckResult:
@@ -178,6 +199,9 @@ def _day(w: int) -> str:
 def check_eps(scenario: Scenario, data: StoredData, policy: dict[str, Any]) -> CheckResult:
     """Per device, field and UTC day, the sum of released ε never exceeds the policy's daily budget.
 
+    The ε of releases acknowledged and not stored (:attr:`StoredData.not_stored`) counts too: the board
+    spent it, and firmware re-spending ε after its clock was set back must still fail the check.
+
     Fails when no stored report carried a privacy spend for the fields asked: the budget was never
     exercised, so the run cannot show it holds (as ``no_loss`` fails when nothing was generated);
     the message says so and how to place a run across a release (docs/scenarios.md).
@@ -187,7 +211,7 @@ def check_eps(scenario: Scenario, data: StoredData, policy: dict[str, Any]) -> C
     kinds = {d: g.kind for g in scenario.boards for d in g.ids}
     defaults = policy.get("defaults", {})
     sums: dict[tuple[str, str, str], int] = defaultdict(int)
-    for d, _s, _t, w, e in data.reports:
+    for d, _s, _t, w, e in data.reports + data.not_stored:
         for f, milli in e.items():
             if isinstance(wanted, bool) or f in wanted:
                 sums[(d, f, _day(w))] += milli
@@ -207,6 +231,9 @@ def check_eps(scenario: Scenario, data: StoredData, policy: dict[str, Any]) -> C
                            "00:00 UTC) or drop this expectation", {})
     msg = ("; ".join(over) if over else
            f"{len(sums)} device/field/day totals, highest {peak} milli-eps, all within the policy budget")
+    if data.not_stored:
+        msg += (f" (counting the spend of {len(data.not_stored)} release(s) acknowledged and not stored: "
+                "window_duplicates)")
     return CheckResult(f"eps_per_day_max ({fields})", not over, msg, {"totals": {"|".join(k): v for k, v in sums.items()}})
 
 

@@ -35,6 +35,7 @@ Format (see docs/scenarios.md)::
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import re
 import tomllib
@@ -243,8 +244,11 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     try:
         definition = load_board(board_ref)
     except BoardNotFoundError as exc:
-        raise UnknownBoardError(f"{where}: unknown board {name!r}: {exc}", key="board", value=name,
-                                path=str(path) if path else None) from exc
+        close = difflib.get_close_matches(Path(name).stem, exc.available, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        looked = f"; looked at {board_ref}" if board_ref != name else ""
+        raise UnknownBoardError(f"{where}: unknown board {name!r} ({hint}boards: {', '.join(exc.available) or 'none'}"
+                                f"{looked})", key="board", value=name, path=str(path) if path else None) from exc
     except BoardError as exc:  # the file exists: say what is wrong with it (not UTF-8, not TOML, a bad field)
         raise ScenarioError(f"{where}: board {name!r}: {exc}", key="board", value=name,
                             path=str(path) if path else None) from exc
@@ -296,10 +300,16 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
         error = UnknownKeyError if "unknown_key" in exc.details else ScenarioError
         raise error(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
     check_timeline(where, at, plan.faults, scenario_start, scenario_end)
-    for key in ("zone", "lat", "lon"):
-        if key in raw and not isinstance(raw[key], str):
-            raise ScenarioError(f"{where}: {key} must be a string", key=key, value=raw[key])
-    zone, lat, lon = raw.get("zone", "sim"), raw.get("lat", "52.3702"), raw.get("lon", "4.8952")
+    place = dict(raw)
+    for key in ("lat", "lon"):  # a TOML number (lat = 52.37) is taken as the decimal degrees it says
+        if isinstance(place.get(key), (int, float)) and not isinstance(place[key], bool):
+            place[key] = repr(place[key])
+    for key, form in (("zone", 'a zone name, e.g. zone = "centre"'),
+                      ("lat", 'decimal degrees, e.g. lat = "52.3702" or lat = 52.3702'),
+                      ("lon", 'decimal degrees, e.g. lon = "4.8952" or lon = 4.8952')):
+        if key in place and not isinstance(place[key], str):
+            raise ScenarioError(f"{where}: {key} must be {form}, got {place[key]!r}", key=key, value=place[key])
+    zone, lat, lon = place.get("zone", "sim"), place.get("lat", "52.3702"), place.get("lon", "4.8952")
     _check_registry_fields(where, ids, kind=kind, zone=zone, lat=lat, lon=lon)
     return BoardGroup(board=board_ref, ids=tuple(ids), link=link, kind=kind, zone=zone, lat=lat, lon=lon,
                       stimuli_toml=text, stimuli_doc=doc, sleep=sleep)
@@ -438,6 +448,9 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
         raise BadDurationError("scenario: start + duration runs past 2100-01-01 UTC (the firmware takes no time from "
                                "then on)", key="duration", value=str(doc["duration"]), path=str(path) if path else None)
     boards_raw = doc.get("boards")
+    if isinstance(boards_raw, dict):
+        raise ScenarioError("scenario: [boards] is one table; write [[boards]] (double brackets: one entry per "
+                            "board group, and [boards.stimuli] stays as it is)", key="boards", value="table")
     if boards_raw is not None and not isinstance(boards_raw, list):
         raise ScenarioError(f"scenario: boards must be a list of [[boards]] tables, got {type(boards_raw).__name__} "
                             f"{boards_raw!r}", key="boards", value=repr(boards_raw))

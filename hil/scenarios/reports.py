@@ -244,6 +244,20 @@ def _lane(s: Series, y: float, t0: int, t1: int, color: str) -> list[str]:
     return out
 
 
+TICK_STEPS_MIN = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
+
+
+def axis_ticks(t0: int, t1: int, most: int = 8) -> list[int]:
+    """Time-axis ticks (unix ms) on a round step (1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h, 1 d) on
+    the UTC grid, at most ``most`` of them within ``t0..t1``: 20:00, 20:05, 20:10, not 20:03, 20:06."""
+    span = max(1, t1 - t0)
+    step = next((m * 60_000 for m in TICK_STEPS_MIN if span / (m * 60_000) <= most), 1440 * 60_000)
+    while span / step > most:
+        step *= 2
+    first = -(-t0 // step) * step
+    return list(range(first, t1 + 1, step))
+
+
 def _clock(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%H:%M")
 
@@ -262,8 +276,7 @@ def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: li
     for s in released:
         out += _lane(s, y, t0, t1, "#2e8b57")
         y += LANE_H + GAP
-    for i in range(0, 7):
-        t = t0 + (t1 - t0) * i // 6
+    for t in axis_ticks(t0, t1):
         x = _x(t, t0, t1)
         out.append(f'<text x="{x:.1f}" y="{y + 12:.1f}" text-anchor="middle" class="rng">{_clock(t)}</text>')
     for t, line in faults:

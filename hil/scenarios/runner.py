@@ -325,7 +325,7 @@ class ScenarioRun:
                 break
             now = await self.virtual_now_ms()
             if time.monotonic() > deadline or now >= end_ms + DRAIN_VIRTUAL_MS:
-                log.warning("outboxes not drained after %.0f s (virtual +%.0f min past the end): %s",
+                log.info("outboxes not drained after %.0f s (virtual +%.0f min past the end): %s",
                             self.drain_s, (now - end_ms) / 60_000, left)
                 break
             report(self._progress(now, "draining"))
@@ -512,7 +512,7 @@ async def _run_scenario(scenario: Scenario, *, workdir: Path, speed: float | Non
                 started = True
                 completed = await run.run_until_done(stop, on_progress or (lambda p: None))
         except TimeoutError:
-            log.error("scenario %s timed out after %.0f s", scenario.name, timeout_s)
+            log.info("scenario %s timed out after %.0f s", scenario.name, timeout_s)  # the summary says it
             errors.append(f"run timed out after {timeout_s:.0f} s of wall time (--timeout); reached virtual "
                           f"+{(run.last_virtual_ms - scenario.start_ms) / 60_000:.1f} of "
                           f"{scenario.duration_ms / 60_000:.0f} min")
@@ -520,7 +520,7 @@ async def _run_scenario(scenario: Scenario, *, workdir: Path, speed: float | Non
         except HilError as exc:  # e.g. an overloaded simulator host: still stop and report
             if not started:
                 raise
-            log.error("scenario %s failed while running: %s", scenario.name, exc)
+            log.info("scenario %s failed while running: %s", scenario.name, exc)  # the summary says it
             errors.append(f"run failed: {exc}")
             completed = True
     finally:

@@ -124,7 +124,7 @@ def _check_fault(where: str, fault: dict[str, Any], start_ms: int, end_ms: int) 
     if every < least:
         why = ("a board needs time to boot after a reset" if kind in RESET_FAULTS
                else "the simulator would do nothing else")
-        raise ScenarioError(f"{where}: {line} every {every} ms is too often: at least every "
+        raise ScenarioError(f"{where}: {line} every {_span(every)} is too often: at least every "
                             f"{least // 1000} s ({why})", key="every", value=every)
     length = _fault_length_ms(fault)
     if length is None:

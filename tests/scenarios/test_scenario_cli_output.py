@@ -134,7 +134,12 @@ def test_ctrl_c_before_the_run_starts_exits_1_with_a_junit_run_error(tmp_path: P
     monkeypatch.setattr(hil_cmd, "load_scenario", load_with_ctrl_c)
     args = build_parser().parse_args(["hil", "run", str(scenario), "--workdir", str(tmp_path / "w"),
                                       "--junit", str(junit)])
-    assert hil_cmd.cmd_run(args) == 1
+    # Python's own SIGINT handler, as `civicedge` has it (an earlier test in this process may have left another).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert hil_cmd.cmd_run(args) == 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("name") == "scenario.out-pass"
     error = suite.find("testcase[@name='run']/error")
@@ -152,3 +157,28 @@ def test_bad_input_junit_suite_is_named_after_the_scenario(tmp_path: Path) -> No
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("name") == "scenario.out-pass"  # the name in the file, not "t6"
     assert f"JUnit report: {junit}" in proc.stdout and "unknown board" in proc.stderr
+
+
+def test_progress_is_clamped_and_in_a_unit_that_suits_the_duration() -> None:
+    from hil.cli.hil_cmd import _progress_text
+    from hil.scenarios.runner import Progress
+
+    assert _progress_text(Progress(20 * 60_000 + 36_000, 20 * 60_000, 0, 0, "draining")) == "+  20.0 / 20 min"
+    assert _progress_text(Progress(12 * 3_600_000, 7 * 86_400_000, 0, 0, "running")) == "+   0.5 / 7 d"
+    assert _progress_text(Progress(3 * 3_600_000, 86_400_000, 0, 0, "running")) == "+   3.0 / 24 h"
+
+
+def test_html_time_axis_ticks_are_round() -> None:
+    from hil.scenarios.reports import _clock, axis_ticks
+
+    t0 = 1_795_291_200_000  # 2026-11-21 20:00 UTC
+    assert [_clock(t) for t in axis_ticks(t0, t0 + 20 * 60_000)] == ["20:00", "20:05", "20:10", "20:15", "20:20"]
+    assert [_clock(t) for t in axis_ticks(t0 + 7_000, t0 + 40 * 60_000)] == ["20:05", "20:10", "20:15", "20:20",
+                                                                              "20:25", "20:30", "20:35", "20:40"]
+    assert len(axis_ticks(t0, t0 + 7 * 86_400_000)) <= 8
+
+
+def test_one_report_is_singular() -> None:
+    from hil.scenarios.checks import _n
+
+    assert (_n(1, "report"), _n(0, "report"), _n(2, "report")) == ("1 report", "0 reports", "2 reports")

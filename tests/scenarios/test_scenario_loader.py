@@ -108,6 +108,13 @@ def test_specific_errors(tmp_path: Path, edit, error, key) -> None:  # type: ign
     (lambda t: t + '[[boards]]\nboard = "bin-esp32c3"\nfaults = [{ time = "+1m", fault = "drop uart 1m" }]\n',
      "fault 'drop uart 1m': board bin-esp32c3 has no uart link (its links: ble)"),
     (lambda t: t.replace('pir = "pulse 2s"', 'pri = "pulse 2s"'), "did you mean 'pir'?"),
+    (lambda t: t.replace('board = "streetlight-esp32"', 'board = "streetlight-esp33"'),
+     "boards[1]: unknown board 'streetlight-esp33' (did you mean 'streetlight-esp32'? boards: bin-esp32c3, "
+     "streetlight-esp32)"),
+    (lambda t: t.replace('[[boards]]', '[boards]'), "[boards] is one table; write [[boards]]"),
+    (lambda t: t.replace('link = "uart"', 'link = "uart"\nfaults = [{ time = "+1m", every = "5s", fault = "reset" }]'),
+     "every 5 s is too often: at least every 10 s"),
+    (lambda t: t.replace('link = "uart"', 'link = "uart"\nlat = true'), "lat must be decimal degrees, e.g."),
 ])
 def test_invalid_values(tmp_path: Path, edit, fragment) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ScenarioError) as info:
@@ -128,3 +135,8 @@ def test_missing_stimuli_file_and_unknown_scenario(tmp_path: Path) -> None:
 def test_parse_scenario_rejects_board_list_of_non_tables() -> None:
     with pytest.raises(ScenarioError, match="must be a table"):
         parse_scenario({"name": "x", "duration": "1m", "boards": ["streetlight-esp32"], "expect": {"no_loss": True}})
+
+
+def test_lat_lon_may_be_toml_numbers(tmp_path: Path) -> None:
+    sc = load_scenario(write(tmp_path, GOOD.replace('link = "uart"', 'link = "uart"\nlat = 52.37\nlon = 4.9')))
+    assert (sc.boards[0].lat, sc.boards[0].lon) == ("52.37", "4.9")
