@@ -22,8 +22,9 @@ class GatewayMetrics:
         registry: the CollectorRegistry to expose (``prometheus_client.generate_latest(registry)``).
         reports_in: frames received, by link type (``serial``/``ble``).
         reports_stored: reports newly committed. duplicates: retransmissions re-acknowledged.
-        duplicate_windows: reports acknowledged and not stored because a report for the same period
-            ``(device, type, w, l)`` was stored under another seq (a board whose clock was set back far).
+        duplicate_windows: releases acknowledged and not stored because a release for the same period and
+            fields ``(device, type, w, l, fields of e)`` was stored under another seq (a board whose clock
+            was set back far).
         rejections: rejected frames by reason.
         outbox_depth / outbox_dropped / mqtt_published: upstream outbox.
         link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0.
@@ -49,7 +50,8 @@ class GatewayMetrics:
         self.duplicates = Counter("civicedge_reports_duplicate", "Retransmitted reports re-acknowledged", registry=r)
         self.duplicate_windows = Counter(
             "civicedge_reports_duplicate_window",
-            "Reports acknowledged, not stored: their period was already stored under another seq", registry=r)
+            "Releases acknowledged, not stored: a release of their period and fields was stored under another seq",
+            registry=r)
         self.rejections = Counter("civicedge_rejections", "Rejected frames by reason", ["reason"], registry=r)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)

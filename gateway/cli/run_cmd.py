@@ -51,13 +51,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         return fail(exc)
     if args.check:
-        print("config OK: gateway %s, store %s" % (config.id, config.storage.path))
+        try:
+            store = _store_schema(config.storage.path)
+        except GatewayError as exc:
+            return fail(exc)
+        print("config OK: gateway %s, store %s (%s)" % (config.id, config.storage.path, store))
         return EXIT_OK
     _stop_with_parent()
     try:
         return asyncio.run(_run(config))
     except GatewayError as exc:
         return fail(exc)
+
+
+def _store_schema(path: Path) -> str:
+    """Say what ``run`` will find at the store ``path`` (read-only: nothing is created or migrated).
+
+    Raises:
+        StorageError: ``schema_too_new`` / ``schema_unknown`` / ``read_failed``, as ``run`` would fail.
+    """
+    from gateway.storage.schema import SCHEMA_VERSION, read_store_version
+
+    found = read_store_version(path)
+    if found is None:
+        return "no store yet: created at start with schema version %d" % SCHEMA_VERSION
+    if found < SCHEMA_VERSION:
+        return "schema version %d: migrated to %d at start" % (found, SCHEMA_VERSION)
+    return "schema version %d" % found
 
 
 def _apply_verbosity(args: argparse.Namespace) -> None:

@@ -4,9 +4,10 @@ Guarantees (docs/protocol.md §6):
 * an ACK is sent only after the report (and every earlier report of that device we have seen)
   is committed;
 * a retransmission of a stored or in-flight report is re-acknowledged, never stored twice;
-* a ``win``/``hour``/``day`` report for a period the device already has stored under another seq
-  (its clock was set back far) is acknowledged, counted and logged, and not stored (the store decides,
-  :data:`gateway.storage.store.ONE_PER_PERIOD`); its seq is settled like a stored one;
+* a release (a ``win``/``hour``/``day`` report spending ε) for a period and fields the device already
+  has released under another seq (its clock was set back far) is acknowledged, counted and logged, and
+  not stored (the store decides, :func:`gateway.storage.store.release_key`); its seq is settled like a
+  stored one. Aggregates without ``e`` are always stored;
 * a report older than the replay window that is not stored is rejected (``replay``);
 * the window is rebuilt from the store at start, so it survives restarts;
 * memory stays bounded under overload: at ``max_in_flight`` reports in flight :attr:`IngestService.room`
@@ -45,7 +46,7 @@ ABOVE_MAX = 2 * REPLAY_WINDOW
 OVERLOAD_LOG_EVERY_S = 10.0
 # While the broker is down and the outbox at its cap every commit drops: one warning per minute, with the count.
 OUTBOX_DROP_LOG_EVERY_S = 60.0
-# A board whose clock was set back far re-reports every period since: one warning per minute, with the count.
+# A board whose clock was set back far re-releases every period since: one warning per minute, with the count.
 WINDOW_DUP_LOG_EVERY_S = 60.0
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
@@ -205,6 +206,7 @@ class IngestService:
         self._drop_log = LogLimiter(OUTBOX_DROP_LOG_EVERY_S, log_clock)
         self._dropped_unlogged = 0  # outbox messages dropped at the cap since the last warning about it
         self._window_dup_log = LogLimiter(WINDOW_DUP_LOG_EVERY_S, log_clock)
+        self._window_dups_unlogged = 0  # releases not stored since the last warning about them (not named in it)
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -332,6 +334,7 @@ class IngestService:
                 pass
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
         self._outbox_drops_ended()
+        self._window_dups_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
         if floors:
             await self.run_in_store(self.store.save_floors, floors)
@@ -544,19 +547,27 @@ class IngestService:
         self._dropped_unlogged = 0
 
     def _window_duplicates(self, dups: list[WindowDuplicate]) -> None:
-        """Count reports not stored because their period was, and warn at most once per
-        :data:`WINDOW_DUP_LOG_EVERY_S` naming the last one (a board re-reports every period since its
-        clock was set back: one line per period would be a flood)."""
+        """Count releases not stored because their period's release was, and warn at most once per
+        :data:`WINDOW_DUP_LOG_EVERY_S` naming the last one and counting the others since the last such
+        line (a board re-releases every period since its clock was set back: one line each would flood)."""
         self._metrics.duplicate_windows.inc(len(dups))
-        more = self._window_dup_log.allow()
-        if more is None:
+        self._window_dups_unlogged += len(dups)
+        if self._window_dup_log.allow() is None:
             return
         d = dups[-1]
-        left = more + len(dups) - 1
-        log.warning("%s: %s report for the period %s (w=%d, l=%d s) is already stored (seq %d): seq %d acknowledged, "
-                    "not stored (its clock was set back?)%s", d.device, d.type,
+        left, self._window_dups_unlogged = self._window_dups_unlogged - 1, 0
+        log.warning("%s: %s release of %s for the period %s (w=%d, l=%d s) is already stored (seq %d): seq %d "
+                    "acknowledged, not stored (its clock was set back?)%s", d.device, d.type, ",".join(d.fields),
                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.w)), d.w, d.l, d.kept_seq, d.seq,
-                    more_since(left, "such report(s)"))
+                    more_since(left, "such release(s)"))
+
+    def _window_dups_ended(self) -> None:
+        """At stop: log the releases not stored since the last warning about them (held back by the limit)."""
+        if self._window_dups_unlogged:
+            log.warning("%d more release(s) for periods already stored acknowledged, not stored, since the last "
+                        "such line", self._window_dups_unlogged)
+            self._window_dups_unlogged = 0
+        self._window_dup_log.reset()
 
     def _outbox_drops_ended(self) -> None:
         """A commit dropped nothing (the broker drains again) or the gateway stops: log the drops held
@@ -611,7 +622,7 @@ class IngestService:
             if not fut.done():
                 fut.set_result(None)
         if fresh:
-            # A window duplicate is a new frame too (its seq was never stored): the device holds its key.
+            # A release not stored is a new frame too (its seq was never stored): the device holds its key.
             inserted = set(result.inserted).union((d.device, d.seq) for d in result.window_duplicates)
             for rec, link in fresh:
                 if (rec.device, rec.seq) in inserted and link.fresh is not None:

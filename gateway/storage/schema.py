@@ -2,8 +2,9 @@
 
 Tables:
     reports   one row per accepted report; UNIQUE(device, seq) is the de-duplication key of
-              retransmissions. A ``win``/``hour``/``day`` report for a period ``(device, type, w, l)``
-              already stored is not stored (the store checks it through ``reports_device_w``).
+              retransmissions. A release (a ``win``/``hour``/``day`` report with a non-empty ``e``) for
+              ``(device, type, w, l, fields of e)`` already stored is not stored (the store checks it
+              through ``reports_device_w``); aggregates without ``e`` are always stored.
     readings  a VIEW: one row per released measurement (a key of ``reports.m``). Version 1 stored
               these rows in a table with two indexes; writing them was over two thirds of the
               store's cost per report, and they repeated ``reports.m``, so version 2 derives them.
@@ -12,17 +13,19 @@ Tables:
     outbox    MQTT messages waiting for the broker's PUBACK (only used when [mqtt] is configured).
     ack_floor per device, the highest seq acknowledged so far (every seq up to it is committed or
               was given up on); restores held ACKs at seq gaps after a restart.
-    window_duplicates  version 3: one row per report not stored because its period was stored
-              under another seq (a board whose clock was set back far reports earlier periods
-              again); its seq, period and frame digest, no measurement.
+    window_duplicates  version 3: one row per release not stored because that period's release
+              was stored under another seq (a board whose clock was set back far releases earlier
+              periods again); its seq, period, ε spend map ``e`` and frame digest, no measurement.
     counters  persisted counters (e.g. ``outbox_dropped``, ``duplicate_windows``).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from gateway.errors import StorageError
+from gateway.storage.sqlite_uri import read_only_uri
 
 SCHEMA_VERSION = 3
 
@@ -90,9 +93,11 @@ CREATE TABLE IF NOT EXISTS ack_floor (
 CREATE TABLE IF NOT EXISTS window_duplicates (
     device      TEXT    NOT NULL,
     seq         INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
     type        TEXT    NOT NULL,
     w           INTEGER NOT NULL,
     l           INTEGER NOT NULL,
+    e           TEXT    NOT NULL,
     kept_seq    INTEGER NOT NULL,
     digest      TEXT    NOT NULL,
     received_at REAL    NOT NULL,
@@ -125,17 +130,47 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     if found is not None and found > SCHEMA_VERSION:
         # Writing to it would record the older version over the newer one and hand the newer
         # gateway a store it believes it migrated; leave it untouched.
-        raise StorageError("the report store has schema version %d, newer than this gateway's %d: it was written "
-                           "by a newer civicedge gateway; run that version (or a newer one), not this one"
-                           % (found, SCHEMA_VERSION), reason="schema_too_new")
+        raise too_new(found)
     _migrate_v1(conn)
-    # Version 2 -> 3 only adds window_duplicates (CREATE ... IF NOT EXISTS below). Reports a version 2
+    # Version 2 -> 3 only adds window_duplicates (CREATE ... IF NOT EXISTS below). Releases a version 2
     # gateway stored twice for one period stay as they are: nothing is deleted.
     conn.executescript(SCHEMA)
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
     conn.commit()
+
+
+def too_new(found: int) -> StorageError:
+    """The ``schema_too_new`` error for a store of schema version ``found``."""
+    return StorageError("the report store has schema version %d, newer than this gateway's %d: it was written "
+                        "by a newer civicedge gateway; run that version (or a newer one), not this one"
+                        % (found, SCHEMA_VERSION), reason="schema_too_new")
+
+
+def read_store_version(path: Path) -> int | None:
+    """The schema version of the store at ``path``, read without changing anything (a read-only open,
+    no migration), or None when there is no store there yet. ``gateway run --check`` reports it.
+
+    Raises:
+        StorageError: ``schema_too_new`` (a newer gateway wrote it), ``schema_unknown``, or
+            ``read_failed`` when SQLite cannot read the file (not a database, no permission).
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
+    except sqlite3.Error as exc:
+        raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
+    try:
+        found = stored_version(conn)
+    except sqlite3.Error as exc:
+        raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
+    finally:
+        conn.close()
+    if found is not None and found > SCHEMA_VERSION:
+        raise too_new(found)
+    return found
 
 
 def stored_version(conn: sqlite3.Connection) -> int | None:

@@ -3,10 +3,10 @@
 A batch of reports is inserted in ONE transaction together with their alarms, provenance chain
 entries and (when upstream is configured) MQTT outbox messages, so after a
 crash either all of it exists or none of it does. ``INSERT OR IGNORE`` on ``UNIQUE(device, seq)``
-makes a retransmission a no-op. A periodic report (:data:`ONE_PER_PERIOD`) whose period
-``(device, type, w, l)`` is already stored, or earlier in the same batch, under another seq is not
-stored either: it is recorded in ``window_duplicates`` (see :class:`WindowDuplicate`). Methods are
-synchronous; the async service calls them from one dedicated thread.
+makes a retransmission a no-op. A release (a periodic report spending ε, :func:`release_key`) whose
+``(device, type, w, l, fields of e)`` is already stored, or earlier in the same batch, under another seq
+is not stored either: it is recorded in ``window_duplicates`` (see :class:`WindowDuplicate`). Methods
+are synchronous; the async service calls them from one dedicated thread.
 """
 
 from __future__ import annotations
@@ -58,22 +58,39 @@ class ReportRecord(NamedTuple):
     digest: str
 
 
-# Report types a device sends at most once per period: the first stored for a (device, type, w, l)
-# wins. Firmware after a time sync that set its clock back by more than STEP_BACK_S (protocol §3) reports
-# the periods since again under new seqs; storing them would keep (and publish) two noised releases of
-# one period. ``l`` is part of the key: a streetlight sends two ``win`` reports with the same ``w`` at every
-# 6-hour boundary (the 900 s window and the 21600 s ``mot`` release). ``alarm`` and ``boot`` are events,
-# not periods: their ``w`` is the minute they happened in, and two fire/tip alarms (or two reboots) in one
-# minute are two events, so every one is stored.
-ONE_PER_PERIOD = frozenset({"win", "hour", "day"})
+# Report types whose releases are kept once per period (see release_key). ``alarm`` and ``boot`` are
+# events, not periods: their ``w`` is the minute they happened in, and two fire/tip alarms (or two
+# reboots) in one minute are two events, so every one is stored.
+RELEASE_PERIOD_TYPES = frozenset({"win", "hour", "day"})
+
+ReleaseKey = tuple[str, str, int, int, tuple[str, ...]]
+
+
+def release_key(rec: ReportRecord) -> ReleaseKey | None:
+    """The key under which only the first stored report counts, or None when ``rec`` is always stored.
+
+    Only releases are keyed: ``win``/``hour``/``day`` reports with a non-empty ``e`` (a noised value of
+    a personal count, spending ε). Firmware after a time sync that set its clock back by more than
+    STEP_BACK_S (protocol §3) releases the periods since again under new seqs; one published value
+    per ``(device, type, w, l, fields of e)`` keeps open data single-valued (the device's ε ledger has
+    counted both spends either way). ``l`` and the field names are part of the key: a streetlight sends
+    its window aggregate (no ``e``) and, every ``release_every_s``, its ``mot`` release as ``win``
+    reports that can share ``w`` and ``l``. Aggregates without ``e`` (lux, lamp, energy, fill, ...) are
+    non-personal measurements and always stored: a second ``hour`` energy report after a step back
+    within the hour carries energy counted nowhere else.
+    """
+    if not rec.e or rec.type not in RELEASE_PERIOD_TYPES:
+        return None
+    return (rec.device, rec.type, rec.w, rec.l, tuple(sorted(rec.e)))
 
 
 class WindowDuplicate(NamedTuple):
-    """A report not stored because its period was stored under another seq (``window_duplicates`` row).
+    """A release not stored because its period's release was stored under another seq (a
+    ``window_duplicates`` row, which also keeps its ``e`` spend map and digest).
 
     Attributes:
-        device, seq: the report not stored. type, w, l: its period.
-        kept_seq: the seq of the report stored for that period (the first; it may be in the same batch).
+        device, seq: the report not stored. type, w, l: its period. fields: the fields of its ``e``.
+        kept_seq: the seq of the release stored for that period (the first; it may be in the same batch).
     """
 
     device: str
@@ -82,6 +99,7 @@ class WindowDuplicate(NamedTuple):
     w: int
     l: int  # noqa: E741 - protocol field name
     kept_seq: int
+    fields: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -100,8 +118,8 @@ class BatchResult:
     Attributes:
         inserted: (device, seq) pairs newly stored.
         duplicates: (device, seq) pairs that were already stored (or already recorded as a window duplicate).
-        window_duplicates: reports newly recorded as not stored because their period was (their seqs
-            are committed all the same: acknowledged, and known as duplicates when re-sent).
+        window_duplicates: releases newly recorded as not stored because their period's release was
+            (their seqs are committed all the same: acknowledged, and known as duplicates when re-sent).
         outbox_dropped: messages dropped from the outbox because of its size cap.
     """
 
@@ -305,7 +323,7 @@ class ReportStore:
         queued: list[tuple[str, bytes]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            records = self._drop_window_duplicates(records, result)
+            records = self._drop_repeated_releases(records, result)
             # Multi-row INSERTs per table instead of a statement per report (the per-row path was the
             # store's cost; see insert_rows). New rows are told apart from duplicates by their rowid: the reports table
             # has no AUTOINCREMENT, so rows inserted now get ids above the current maximum.
@@ -368,28 +386,32 @@ class ReportStore:
         self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
         return result
 
-    def _drop_window_duplicates(self, records: list[ReportRecord], result: BatchResult) -> list[ReportRecord]:
-        """Return ``records`` less the periodic reports whose period is stored, or earlier in ``records``,
-        under another seq; record those in ``window_duplicates`` (inside the open transaction).
+    def _drop_repeated_releases(self, records: list[ReportRecord], result: BatchResult) -> list[ReportRecord]:
+        """Return ``records`` less the releases whose :func:`release_key` is stored, or earlier in
+        ``records``, under another seq; record those in ``window_duplicates`` (inside the open transaction).
 
-        The first report stored for a period wins. One lookup per batch through ``reports_device_w``
+        The first release stored for a key wins. One lookup per batch through ``reports_device_w``
         (usually finding nothing); a record whose ``(device, seq)`` is already stored or recorded is left
         to the caller's ``INSERT OR IGNORE`` and counted as a plain duplicate.
         """
         conn = self._conn
-        pairs = list({(rec.device, rec.w) for rec in records if rec.type in ONE_PER_PERIOD})
+        keys = [release_key(rec) for rec in records]
+        pairs = list({(k[0], k[2]) for k in keys if k is not None})
         if not pairs:
             return records
-        stored: dict[tuple[str, str, int, int], list[int]] = {}
-        for device, typ, w, length, seq in select_rows(conn, _SELECT_PERIODS, 2, pairs):
-            stored.setdefault((str(device), str(typ), int(w), int(length)), []).append(int(seq))
-        first: dict[tuple[str, str, int, int], int] = {}  # period -> seq of its first report in this batch
+        stored: dict[ReleaseKey, list[int]] = {}
+        for device, typ, w, length, e, seq in select_rows(conn, _SELECT_PERIODS, 2, pairs):
+            # Stored aggregates (e '{}') are no releases. Retention may have removed a field from a
+            # stored e: a release re-sent after that (a clock set back by more than the retention) is stored.
+            fields = tuple(sorted(json.loads(e)))
+            if fields:
+                stored.setdefault((str(device), str(typ), int(w), int(length), fields), []).append(int(seq))
+        first: dict[ReleaseKey, int] = {}  # key -> seq of its first release in this batch
         keep: list[ReportRecord] = []
-        for rec in records:
-            if rec.type not in ONE_PER_PERIOD:
+        for rec, key in zip(records, keys):
+            if key is None:
                 keep.append(rec)
                 continue
-            key = (rec.device, rec.type, rec.w, rec.l)
             seqs = stored.get(key)
             if seqs is not None:
                 kept = min(seqs)
@@ -401,12 +423,13 @@ class ReportStore:
                 keep.append(rec)  # new, or a plain duplicate for INSERT OR IGNORE
                 continue
             cur = conn.execute(
-                "INSERT OR IGNORE INTO window_duplicates (device, seq, type, w, l, kept_seq, digest, received_at,"
-                " gateway_id, link) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (rec.device, rec.seq, rec.type, rec.w, rec.l, kept, rec.digest, rec.received_at, self.gateway_id,
-                 rec.link))
+                "INSERT OR IGNORE INTO window_duplicates (device, seq, kind, type, w, l, e, kept_seq, digest,"
+                " received_at, gateway_id, link) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.device, rec.seq, rec.kind, rec.type, rec.w, rec.l, _dump(rec.e), kept, rec.digest,
+                 rec.received_at, self.gateway_id, rec.link))
             if cur.rowcount == 1:
-                result.window_duplicates.append(WindowDuplicate(rec.device, rec.seq, rec.type, rec.w, rec.l, kept))
+                result.window_duplicates.append(
+                    WindowDuplicate(rec.device, rec.seq, rec.type, rec.w, rec.l, kept, key[4]))
             else:  # recorded before (re-sent, or twice in this batch)
                 result.duplicates.append((rec.device, rec.seq))
         if result.window_duplicates:
@@ -534,6 +557,10 @@ class ReportStore:
                     " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
                     (path, path, kind, cutoff, path, path),
                 )
+                # the spend of a release not stored goes with the stored release's
+                conn.execute(
+                    "UPDATE window_duplicates SET e = json_remove(e, ?)"
+                    " WHERE kind=? AND w + l <= ? AND json_type(e, ?) IS NOT NULL", (path, kind, cutoff, path))
         if removed:
             log.info("retention removed %d reading(s)", removed)
         return removed
@@ -580,9 +607,9 @@ def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tupl
             i += size
 
 
-# The stored reports of the given (device, w) pairs: the VALUES list first (CROSS JOIN keeps that order),
+# The stored reports of the given (device, w) pairs (releases and aggregates): the VALUES list first (CROSS JOIN keeps that order),
 # each pair one search of reports_device_w.
-_SELECT_PERIODS = ("SELECT r.device, r.type, r.w, r.l, r.seq FROM (VALUES %s) v CROSS JOIN reports r"
+_SELECT_PERIODS = ("SELECT r.device, r.type, r.w, r.l, r.e, r.seq FROM (VALUES %s) v CROSS JOIN reports r"
                    " ON r.device = v.column1 AND r.w = v.column2")
 
 

@@ -323,3 +323,50 @@ def test_a_new_data_directory_and_its_new_parents_are_private(tmp_path: Path) ->
     existing.mkdir(mode=0o755)
     ReportStore(existing / "reports.sqlite", gateway_id="gw1").close()
     assert existing.stat().st_mode & 0o777 == 0o755  # an existing directory is the operator's choice
+
+
+def test_run_check_reports_the_store_schema_without_migrating_it(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``gateway run --check`` said "config OK" for a store a newer gateway wrote, and ``run`` then failed
+    with schema_too_new. It reads the version read-only now: no store, an older one (migrated by ``run``,
+    not by the check), the same, or a newer one (the error ``run`` would give)."""
+    from gateway.storage.schema import SCHEMA_VERSION
+    from hil.cli.main import main
+
+    db = tmp_path / "data" / "reports.sqlite"
+    config = tmp_path / "gateway.toml"
+    config.write_text('[http]\nenabled = false\n[gateway]\ndata_dir = "%s"\n[storage]\npath = "%s"\n'
+                      % (tmp_path / "data", db))
+    check = ["gateway", "run", "--config", str(config), "--check"]
+
+    def set_version(v: int) -> None:
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(v),))
+        conn.commit()
+        conn.close()
+
+    def version() -> str:
+        conn = sqlite3.connect(db)
+        try:
+            return str(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        finally:
+            conn.close()
+
+    assert main(check) == 0
+    assert "(no store yet: created at start with schema version %d)" % SCHEMA_VERSION in capsys.readouterr().out
+    assert not db.exists()
+    ReportStore(db, gateway_id="gw1").close()
+    assert main(check) == 0
+    assert capsys.readouterr().out.rstrip().endswith("(schema version %d)" % SCHEMA_VERSION)
+    set_version(SCHEMA_VERSION - 1)
+    assert main(check) == 0
+    assert ("(schema version %d: migrated to %d at start)" % (SCHEMA_VERSION - 1, SCHEMA_VERSION)
+            in capsys.readouterr().out)
+    assert version() == str(SCHEMA_VERSION - 1)  # the check migrated nothing
+    set_version(SCHEMA_VERSION + 1)
+    assert main(check) == 1
+    captured = capsys.readouterr()
+    assert "config OK" not in captured.out
+    assert captured.err.startswith("error (schema_too_new): the report store has schema version %d, newer than "
+                                   "this gateway's %d" % (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+    assert version() == str(SCHEMA_VERSION + 1)

@@ -15,7 +15,6 @@ import pytest
 from gateway.errors import StorageError
 from gateway.storage import Reading, ReportQueries, ReportRecord, ReportStore
 from gateway.storage import queries
-from gateway.storage import store as store_module
 from gateway.storage.queries import DeviceHourAggregate
 
 T0 = 1_795_000_000 - 1_795_000_000 % 86400  # a UTC midnight
@@ -108,15 +107,9 @@ def test_close_interrupts_a_statement_running_in_another_thread(db: tuple[Report
     assert outcome == ["read_failed"]  # interrupted, not run to its end
 
 
-def store_as_before_v3(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let the store keep several reports for one period, as a store from before schema version 3 may
-    hold them (version 3 keeps the first one only): the reads must still give the higher seq's values."""
-    monkeypatch.setattr(store_module, "ONE_PER_PERIOD", frozenset())
-
-
-def test_changes_since_follows_the_store_by_report_id(db: tuple[ReportStore, ReportQueries],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    store_as_before_v3(monkeypatch)
+def test_changes_since_follows_the_store_by_report_id(db: tuple[ReportStore, ReportQueries]) -> None:
+    """Several reports for one period (aggregates, no ``e``: a board whose clock was set back reports the
+    period again, and the store keeps both) give the higher seq's values."""
     store, q = db
     assert q.changes_since(0).watermark == 0 and q.last_report_id() == 0 and q.device_ids() == []
     store.insert_batch([
@@ -147,7 +140,6 @@ def test_changes_since_gives_each_released_field_its_newest_value(
     window (not released) keeps its newest released value; alarm reports release no period value.
     The same from both queries (the walk reads the whole store at first, the flat read a refresh)."""
     monkeypatch.setattr(queries, "_RELEASED_WALK_FROM", walk_from)
-    store_as_before_v3(monkeypatch)
     store, q = db
     store.insert_batch([
         rec("sl-1", 1, T0, {"lux": 1, "lvl": 5}),
