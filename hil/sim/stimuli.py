@@ -390,8 +390,8 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
         if "every" in entry:
             timing["every"] = parse_duration_ms(entry["every"])
             if timing["every"] < MIN_EVERY_MS:
-                raise StimulusError(f"timeline entry {i + 1}: every = {entry['every']!r} repeats faster than the "
-                                    f"shortest interval, {MIN_EVERY_MS} ms (each repeat is an event the simulator "
+                raise StimulusError(f"timeline entry {i + 1}: every = {entry['every']!r} is too often: the shortest "
+                                    f"repeat is {MIN_EVERY_MS} ms (each repeat is an event the simulator "
                                     f"runs; use e.g. every = \"1s\")", line=i + 1, value=entry["every"])
         if "until" in entry:
             timing["until"] = parse_at_ms(entry["until"], start_ms)
