@@ -158,8 +158,9 @@ class SimClock:
                     log.warning("sim_clock.follow_file %s: the simulation's clock is %.0f virtual s behind the "
                                 "gateway's, more than the %.0f s it holds for: stepping back to it",
                                 self.follow_file, self._last - now, bound)
+            if now > self._last:  # while holding, the bound keeps the pace the clock ran at before the hold
+                self._last_speed = self._speed
             self._last = now
-            self._last_speed = self._speed
             return now
 
     def _look(self, path: Path) -> None:

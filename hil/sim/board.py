@@ -207,7 +207,7 @@ class VirtualBoard:
             except Exception as exc:  # closing must go on: the radio may already be gone
                 logger.info("BLE bridge close failed: %s", exc)
             self.ble_bridge = None
-        if self.started and self.host.proc is not None and self.host.proc.returncode is None:
+        if self.started and self.host.running:
             try:
                 await self.host.request({"op": "destroy", "board": self.device_id}, timeout_s=10)
             except SimError as exc:

@@ -222,6 +222,7 @@ class SimHost:
         if proc.returncode is None:
             with contextlib.suppress(Exception):
                 self.send({"op": "shutdown"})
+            with contextlib.suppress(Exception):  # end of input also when the request could not be sent
                 if proc.stdin is not None:
                     proc.stdin.close()
             try:

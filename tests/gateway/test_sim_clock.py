@@ -180,6 +180,25 @@ def test_a_lag_within_the_bound_is_held_and_beyond_it_stepped_back(tmp_path: Pat
     assert clock() == pytest.approx(9_470.0)
 
 
+def test_a_hold_within_the_bound_lasts_over_many_reads_when_the_pace_drops(tmp_path: Path) -> None:
+    """The bound takes the pace the clock ran at before the hold: it took the new, lower pace from the
+    second read on, so a lag the bound allows (boards stalled on a loaded machine) was stepped back."""
+    path = tmp_path / "clock.json"
+    t = _Time(100.0)
+    clock = _following(path, t, {"virtual_at": 10_000.0, "wall_at": 100.0, "speed": 100})
+    t.step(3)
+    assert clock() == pytest.approx(10_300.0)
+    _write(path, {"virtual_at": 10_000.0, "wall_at": 103.0, "speed": 10})  # ~300 s behind, now at 10x
+    t.step(CHECK_EVERY_S)
+    held = clock()  # the file is read: held where the clock was
+    assert held == pytest.approx(10_300.0)
+    for _ in range(20):  # many reads, across several looks at the file
+        t.step(0.1)
+        assert clock() == held
+    t.step(40)  # the boards at 10x pass the held time
+    assert clock() > held
+
+
 def test_a_change_is_seen_even_with_the_same_inode_size_and_mtime(tmp_path: Path) -> None:
     """Changes were detected by (inode, mtime, size): an in-place rewrite of the same length within one
     mtime tick (or a reused inode after a replace) was never read."""
