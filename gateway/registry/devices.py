@@ -15,6 +15,7 @@ Other tools (provisioning, the web admin API) use this class directly::
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import os
@@ -157,6 +158,67 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def _secure_key_file(path: str | Path) -> tuple[str, int]:
+    """Set the key file at ``path`` to 0600 when group or others may use it, through its own
+    descriptor: opened without following a symlink (``O_NOFOLLOW``; ``O_NONBLOCK`` so a FIFO put
+    there does not block), checked with ``fstat`` and changed with ``fchmod``, so a file swapped in
+    between the check and the change is never the one changed.
+
+    Returns ``(what, mode)``, ``mode`` being the file's permission bits before (for a symlink, its
+    target's, 0 when unknown) and ``what`` one of ``ok`` (not too open: nothing to do),
+    ``tightened``, ``foreign`` (too open, owned by another user: left as it is), ``symlink``
+    (never followed nor changed) or ``not_regular`` (a directory, FIFO, ...: left as it is).
+
+    Raises:
+        OSError: the file cannot be opened or changed.
+    """
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    try:
+        lst = os.lstat(path)
+    except OSError:
+        lst = None
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    if lst is not None:  # the usual answers without opening the file (another user's 0600 may not be)
+        if stat.S_ISLNK(lst.st_mode):  # O_NOFOLLOW would say ELOOP; also where it is missing
+            return "symlink", _target_mode(path)
+        if not stat.S_ISREG(lst.st_mode):
+            return "not_regular", stat.S_IMODE(lst.st_mode)
+        if not stat.S_IMODE(lst.st_mode) & 0o077:
+            return "ok", stat.S_IMODE(lst.st_mode)
+        if uid is not None and lst.st_uid != uid:
+            return "foreign", stat.S_IMODE(lst.st_mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # became a symlink after the lstat
+            return "symlink", _target_mode(path)
+        raise
+    try:  # checked again on what was opened: the path may have been given another file since
+        st = os.fstat(fd)
+        old = stat.S_IMODE(st.st_mode)
+        if not stat.S_ISREG(st.st_mode):
+            return "not_regular", old
+        if not old & 0o077:
+            return "ok", old
+        if uid is not None and st.st_uid != uid:
+            return "foreign", old
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
+        else:  # no fchmod (Windows): no symlinks to follow there without privileges either
+            os.chmod(path, 0o600)
+        return "tightened", old
+    finally:
+        os.close(fd)
+
+
+def _target_mode(path: str | Path) -> int:
+    """The permission bits of what the symlink ``path`` points to (0 when it points nowhere)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0
+
+
 def _tighten(path: Path, mode: int, changed: list[str]) -> None:
     """Set ``path`` to ``mode`` when it differs, noting ``name 0755 -> 0700`` in ``changed``.
 
@@ -270,27 +332,28 @@ class Registry:
     def _tighten_key_files(self) -> None:
         """Set every key file this user owns that group or others may use to 0600, with one WARNING
         naming them (a key copied in by hand keeps the copy's 0644: anyone on the host could then
-        forge the device's frames). Files of other owners cannot be changed: a WARNING says so."""
+        forge the device's frames). Files of other owners and symlinks are not changed (a chmod
+        through a link would change whatever it points to): a WARNING says so."""
         tightened: list[str] = []
         foreign: list[str] = []
+        links: list[str] = []
         try:
             entries = sorted(os.scandir(self.keys_dir), key=lambda e: e.name)
         except OSError as exc:
             log.warning("registry %s: cannot list the key files to check their permissions: %s", self.path, exc)
             return
-        uid = os.geteuid() if hasattr(os, "geteuid") else None
         for entry in entries:
             try:
-                st = entry.stat(follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
-                    continue
-                if uid is not None and st.st_uid != uid:
-                    foreign.append("%s (%04o)" % (entry.name, stat.S_IMODE(st.st_mode)))
-                    continue
-                os.chmod(entry.path, 0o600)
-                tightened.append("%s (%04o)" % (entry.name, stat.S_IMODE(st.st_mode)))
+                what, old = _secure_key_file(entry.path)
             except OSError as exc:
                 foreign.append("%s (%s)" % (entry.name, exc.strerror))
+                continue
+            if what == "tightened":
+                tightened.append("%s (%04o)" % (entry.name, old))
+            elif what == "foreign":
+                foreign.append("%s (%04o)" % (entry.name, old))
+            elif what == "symlink" and old & 0o077:
+                links.append("%s (%04o)" % (entry.name, old))
         if tightened:
             log.warning("registry %s: %d key file(s) could be read or written by group or others, set to 0600: %s",
                         self.path, len(tightened), _names(tightened))
@@ -298,6 +361,10 @@ class Registry:
             log.warning("registry %s: %d key file(s) can be read or written by group or others and were not "
                         "changed (not owned by this user): %s; chmod 600 them", self.path, len(foreign),
                         _names(foreign))
+        if links:
+            log.warning("registry %s: %d key file(s) are symlinks to files group or others may read or write and "
+                        "were not changed (a link is never followed to chmod): %s; put the file itself in its "
+                        "place, mode 0600", self.path, len(links), _names(links))
 
     def _check_place(self, db: Path, create: bool) -> None:
         """Refuse a registry path that is a file, a missing registry (``create`` off), or a directory
@@ -631,19 +698,33 @@ class Registry:
         if cached is not None and cached[0] == mtime:
             return cached[1]
         if self._secure_keys and self.key_mode_problem(device_id) is not None:
-            # A key file replaced by hand while the gateway runs: secured as at open. chmod leaves
-            # the mtime, so this runs once per new file.
-            try:
-                old = _mode(path)
-                os.chmod(path, 0o600)
-                log.warning("registry %s: key file %s could be read or written by group or others (%04o), set to "
-                            "0600", self.path, path.name, old)
-            except OSError as exc:
-                log.warning("registry %s: key file %s can be read or written by group or others and could not be "
-                            "set to 0600: %s", self.path, path.name, exc.strerror)
+            # A key file replaced by hand while the gateway runs: secured as at open (never through
+            # a symlink, never another user's file). chmod leaves the mtime, so this runs once per
+            # new file.
+            self._secure_replaced_key(path)
         key = read_key_file(path)
         self._key_cache[device_id] = (mtime, key)
         return key
+
+    def _secure_replaced_key(self, path: Path) -> None:
+        """Set the key file ``path`` to 0600 as :meth:`_tighten_key_files` does at open, with its
+        warnings: a symlink or another user's file is named, not changed."""
+        try:
+            what, old = _secure_key_file(path)
+        except OSError as exc:
+            log.warning("registry %s: key file %s can be read or written by group or others and could not be "
+                        "set to 0600: %s", self.path, path.name, exc.strerror)
+            return
+        if what == "tightened":
+            log.warning("registry %s: key file %s could be read or written by group or others (%04o), set to "
+                        "0600", self.path, path.name, old)
+        elif what == "foreign":
+            log.warning("registry %s: key file %s can be read or written by group or others (%04o) and was not "
+                        "changed (not owned by this user); chmod 600 it", self.path, path.name, old)
+        elif what == "symlink":
+            log.warning("registry %s: key file %s is a symlink to a file group or others may read or write "
+                        "(%04o) and was not changed (a link is never followed to chmod); put the file itself in "
+                        "its place, mode 0600", self.path, path.name, old)
 
     def key_problem(self, device_id: str) -> str | None:
         """Return what is wrong with the stored key of ``device_id``, or None when it is usable.

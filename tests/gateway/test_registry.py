@@ -263,6 +263,61 @@ def test_a_wide_key_file_of_another_owner_is_left_and_named(tmp_path: Path, capl
     assert "1 key file(s)" in caplog.text and "not owned by this user" in caplog.text and "b1.key (0640)" in caplog.text
 
 
+def test_a_symlinked_key_file_is_never_chmod_ed_through(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A chmod through keys/<id>.key -> elsewhere would change whatever it points to (any file the
+    gateway's user owns): at open and when key() re-reads it, the link is named, its target left."""
+    reg = Registry(tmp_path / "reg")
+    try:
+        reg.add("a1", kind="bin", zone="north", lat="52.1", lon="4.2")
+        target = tmp_path / "elsewhere.key"
+        target.write_text(bytes(range(32)).hex() + "\n")
+        target.chmod(0o644)
+        link = tmp_path / "link.tmp"
+        link.symlink_to(target)
+        link.replace(reg.key_path("a1"))  # swapped in while the registry is open
+        with caplog.at_level(logging.WARNING, logger="gateway.registry.devices"):
+            assert reg.key("a1") == bytes(range(32))
+        assert mode(target) == 0o644
+        assert "a1.key is a symlink" in caplog.text and "(0644)" in caplog.text and "not changed" in caplog.text
+    finally:
+        reg.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.registry.devices"):
+        Registry(tmp_path / "reg").close()
+    assert mode(target) == 0o644 and reg.key_path("a1").is_symlink()
+    assert "1 key file(s) are symlinks" in caplog.text and "a1.key (0644)" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a file another owner")
+def test_key_re_read_leaves_other_owners_files_and_symlink_targets(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """As root: a key file replaced while open by a link to another user's 0644 file, and one
+    replaced by another user's own 0644 file, are both named and left 0644 (were chmod'ed 0600)."""
+    reg = Registry(tmp_path / "reg")
+    try:
+        for dev in ("a1", "a2"):
+            reg.add(dev, kind="bin", zone="north", lat="52.1", lon="4.2")
+        theirs = tmp_path / "theirs.key"
+        theirs.write_text(bytes(range(32)).hex() + "\n")
+        os.chown(theirs, 65534, 65534)
+        theirs.chmod(0o644)
+        link = tmp_path / "link.tmp"
+        link.symlink_to(theirs)
+        link.replace(reg.key_path("a1"))
+        copy = tmp_path / "a2.tmp"
+        copy.write_text(bytes(range(1, 33)).hex() + "\n")
+        os.chown(copy, 65534, 65534)
+        copy.chmod(0o644)
+        copy.replace(reg.key_path("a2"))
+        with caplog.at_level(logging.WARNING, logger="gateway.registry.devices"):
+            assert reg.key("a1") == bytes(range(32)) and reg.key("a2") == bytes(range(1, 33))
+        assert mode(theirs) == 0o644 and mode(reg.key_path("a2")) == 0o644
+        assert "a1.key is a symlink" in caplog.text
+        assert "a2.key can be read or written by group or others (0644) and was not changed (not owned" in caplog.text
+    finally:
+        reg.close()
+
+
 def test_devices_show_reports_a_too_open_key_file_without_changing_it(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     reg = Registry(tmp_path / "reg")
