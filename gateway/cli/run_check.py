@@ -3,6 +3,9 @@
 ``run`` refuses to start on a store that is not a database, a registry that is not one, an unreadable
 ``retention.json`` and an HTTP port another process holds; ``--check`` looks at each of them the way
 start-up does, without creating, migrating or writing anything, so "config OK" means ``run`` starts.
+(A stopped gateway's store is read ``immutable``, so not even SQLite's ``-wal``/``-shm`` are left
+behind; only a ``-wal`` with content, a killed gateway's, is read as any reader reads it, and SQLite
+then adds the ``-shm`` that goes with it.)
 A gateway already running on the same store (the usual case: edit the config, check it, restart the
 service) is not an error for the check: each line says what belongs to it.
 """
@@ -47,8 +50,12 @@ def store_holder(path: Path) -> str | None:
     return None
 
 
-def check_store_file(path: Path) -> str:
+def check_store_file(path: Path, *, running: bool = True) -> str:
     """Open the store read-only (nothing created, nothing migrated) and say what ``run`` will find.
+
+    ``running`` False says no gateway holds the store (:func:`store_holder` is None): the file is
+    then read ``immutable=1`` (see :func:`_check_uri`), so the check leaves no ``-wal``/``-shm``
+    behind. True (the default, when unknown) opens it as any reader does.
 
     Raises:
         StorageError: reason ``open_failed`` when the file is not an SQLite database (or cannot be
@@ -60,7 +67,7 @@ def check_store_file(path: Path) -> str:
         raise StorageError("report store %s is a directory; [storage] path names the database file" % path,
                            reason="open_failed")
     try:
-        conn = sqlite3.connect(read_only_uri(path), uri=True)
+        conn = sqlite3.connect(_check_uri(path, running), uri=True)
         try:
             tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
@@ -76,6 +83,58 @@ def check_store_file(path: Path) -> str:
                            "[storage] path the gateway's own file" % (path, ", ".join(sorted(tables)[:5])),
                            reason="not_a_store")
     return "readable"
+
+
+def _check_uri(path: Path, running: bool) -> str:
+    """The read-only URI for checking the store at ``path``.
+
+    A read-only open of a WAL database (every store) in a directory we may write creates its
+    ``-shm`` (32 KB) and an empty ``-wal``, and SQLite leaves both when it closes a read-only
+    connection. With no gateway running on the store and no ``-wal`` with content (a clean stop
+    checkpoints it into the main file and removes it), the main file is all there is to read, so
+    ``immutable=1`` reads it without them. A ``-wal`` with content (a killed gateway's) holds commits
+    the main file lacks: ``immutable`` would read around them, so that store is opened as any reader
+    opens it (SQLite then adds a ``-shm`` if there is none). A running gateway already has both files.
+    """
+    uri = read_only_uri(path)
+    if running or "immutable=1" in uri:
+        return uri
+    try:
+        wal_size = os.stat(path.with_name(path.name + "-wal")).st_size
+    except FileNotFoundError:
+        wal_size = 0
+    except OSError:  # cannot tell: read as any reader does
+        return uri
+    return uri if wal_size else uri + "&immutable=1"
+
+
+def read_schema_version(path: Path) -> int | None:
+    """The schema version of the store at ``path`` (None: no store yet), read as
+    :func:`gateway.storage.schema.read_store_version` reads it but through :func:`_check_uri`, so a
+    stopped gateway's store is left without a new ``-wal``/``-shm``.
+
+    Raises:
+        StorageError: ``schema_too_new``, ``schema_unknown`` or ``read_failed``, as ``run`` would fail;
+            and what :func:`store_holder` raises.
+    """
+    from gateway.storage.schema import SCHEMA_VERSION, stored_version, too_new
+
+    if not path.exists():
+        return None
+    uri = _check_uri(path, store_holder(path) is not None)
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
+    try:
+        found = stored_version(conn)
+    except sqlite3.Error as exc:
+        raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
+    finally:
+        conn.close()
+    if found is not None and found > SCHEMA_VERSION:
+        raise too_new(found)
+    return found
 
 
 def check_registry(registry_dir: Path) -> str:
@@ -227,7 +286,7 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     """
     lines = []
     holder = store_holder(config.storage.path)
-    store = check_store_file(config.storage.path)
+    store = check_store_file(config.storage.path, running=holder is not None)
     if holder is not None:
         store += "; in use by the running gateway (pid %s): restart it to apply this config" % holder
     lines.append("store %s: %s" % (config.storage.path, store))

@@ -70,9 +70,10 @@ def _store_schema(path: Path) -> str:
     Raises:
         StorageError: ``schema_too_new`` / ``schema_unknown`` / ``read_failed``, as ``run`` would fail.
     """
-    from gateway.storage.schema import SCHEMA_VERSION, read_store_version
+    from gateway.cli.run_check import read_schema_version
+    from gateway.storage.schema import SCHEMA_VERSION
 
-    found = read_store_version(path)
+    found = read_schema_version(path)
     if found is None:
         return "no store yet: created at start with schema version %d" % SCHEMA_VERSION
     if found < SCHEMA_VERSION:

@@ -18,7 +18,8 @@ import pytest
 from conftest import make_env
 from procs import GatewayProcess, free_port
 
-from gateway.cli.run_check import check_http_port, check_registry, check_retention_file, check_store_file
+from gateway.cli.run_check import (check_http_port, check_registry, check_retention_file, check_store_file,
+                                   read_schema_version)
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.resources import load_policy
 from hil.cli.main import main
@@ -143,3 +144,46 @@ def test_an_http_port_held_by_another_process_fails_the_check(tmp_path: Path,
         with pytest.raises(TransportError):
             check_http_port("127.0.0.1", port, "1")
     assert check_http_port("127.0.0.1", port, None) == "free"
+
+
+def data_files(data: Path) -> list[str]:
+    return sorted(str(p.relative_to(data)) for p in data.rglob("*"))
+
+
+def test_check_of_a_stopped_gateways_store_leaves_the_data_directory_as_it_was(tmp_path: Path) -> None:
+    """A read-only open of a WAL database in a writable directory creates its -shm (32 KB) and an
+    empty -wal; --check on a stopped gateway's store left both behind ("creates nothing")."""
+    config = config_with_http(tmp_path, free_port())
+    gw = GatewayProcess(config, tmp_path / "gw.log")
+    try:
+        gw.start()
+    finally:
+        assert gw.terminate() == 0
+    data = tmp_path / "data"
+    before = data_files(data)
+    assert "reports.sqlite" in before and "reports.sqlite-shm" not in before
+    done = civicedge("gateway", "run", "--config", str(config), "--check")
+    assert done.returncode == 0, done.stderr
+    assert "store %s: readable" % (data / "reports.sqlite") in done.stdout
+    assert data_files(data) == before
+
+
+def test_a_killed_gateways_wal_is_read_not_read_around(tmp_path: Path) -> None:
+    """With no gateway running, a -wal with content (left by a killed one) holds commits the main file
+    lacks: the check reads it (an immutable open would see an empty database here)."""
+    live = tmp_path / "live"
+    live.mkdir()
+    conn = sqlite3.connect(live / "reports.sqlite")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    conn.commit()
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for name in ("reports.sqlite", "reports.sqlite-wal"):  # the files as a kill -9 leaves them
+        (killed / name).write_bytes((live / name).read_bytes())
+    conn.close()
+    assert (killed / "reports.sqlite-wal").stat().st_size > 0
+    assert check_store_file(killed / "reports.sqlite", running=False) == "readable"
+    assert read_schema_version(killed / "reports.sqlite") == 3
