@@ -152,7 +152,8 @@ class IngestService:
         clock: unix-time source (ACK time sync and ``received_at``).
         gap_hold_s: how long ACKs stay below a gap in a device's seqs before it is accepted.
         monotonic: monotonic clock for the gap hold (simulated time under ``[sim_clock]``: it waits
-            for the devices' re-sends, which run on their clock).
+            for the devices' re-sends, which run on their clock). It may step back: a hold begun at a
+            time now in the future counts from now, so it lasts ``gap_hold_s``, not that plus the step.
         log_monotonic: monotonic clock that spaces the rate-limited log lines (None: ``monotonic``);
             the service gives it the wall clock, as the logs are read by people, not devices.
         max_in_flight: reports in flight (received, not yet committed and ACKed) at which
@@ -477,6 +478,8 @@ class IngestService:
             if win.speaks_held:
                 return self._wait_held(dev, win, now)
             past = min(above)
+            if above[past] > now:  # recorded before the clock stepped back (sim clock): hold from now
+                above[past] = now
             if now - above[past] < self._gap_hold_s:
                 return win.floor
             log.info("%s: gap accepted seqs=%d..%d: never arrived, acknowledging past them",
@@ -487,12 +490,15 @@ class IngestService:
         """ACKs stay at ``floor`` while the device may hold a seq above it; warn once after the hold."""
         if win.wait_floor != win.floor:
             win.wait_floor, win.wait_since, win.wait_warned = win.floor, now, False
-        elif not win.wait_warned and now - win.wait_since >= self._gap_hold_s:
-            win.wait_warned = True
-            self._metrics.ack_gap_waits.inc()
-            log.warning("%s: seqs %d..%d have not arrived for %.0f s and the device's outbox may still hold them; "
-                        "ACKs stay at %d until they do (a link that drops frames selectively?)", dev,
-                        win.floor + 1, min(win.above) - 1, now - win.wait_since, win.floor)
+        else:
+            if win.wait_since > now:  # the clock stepped back (sim clock): held for gap_hold_s from now
+                win.wait_since = now
+            if not win.wait_warned and now - win.wait_since >= self._gap_hold_s:
+                win.wait_warned = True
+                self._metrics.ack_gap_waits.inc()
+                log.warning("%s: seqs %d..%d have not arrived for %.0f s and the device's outbox may still hold "
+                            "them; ACKs stay at %d until they do (a link that drops frames selectively?)", dev,
+                            win.floor + 1, min(win.above) - 1, now - win.wait_since, win.floor)
         _trim_above(win)
         return win.floor
 

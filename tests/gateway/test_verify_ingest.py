@@ -345,6 +345,38 @@ async def test_a_gap_the_device_still_holds_is_waited_for_however_long(registry:
     ingest.close()
 
 
+async def test_a_clock_stepped_back_does_not_stretch_the_gap_hold(registry: Registry, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Under ``[sim_clock] follow_file`` the gap hold's clock may step back (a bad write of the time
+    file, corrected): gaps seen while it was ahead are held ``gap_hold_s`` from the step, not that
+    plus the step (a day back held ACKs at the floor for a simulated day)."""
+    now = [100_000.0]
+    metrics = GatewayMetrics("gw")
+    ingest = _clocked_ingest(registry, tmp_path, now, metrics)
+    await ingest.start()
+    c = Collector()
+
+    async def send(dev: str, seq: int, **over: object) -> int:
+        ingest.feed(report_frame(dev, seq, KEYS[dev], **over), c.link)
+        await _settle(ingest)
+        return max((s for d, s in c.acks if d == dev), default=0)
+
+    assert await send("bin-1", 1) == 1
+    assert await send("bin-1", 10) == 1  # timed hold (no h): 2..9 missing
+    assert await send("bin-2", 1, h=[]) == 1
+    assert await send("bin-2", 3, h=[2, 2]) == 1  # the device holds 2: waited for, warned after the hold
+    now[0] -= 86_400.0  # the clock steps back a day
+    assert await send("bin-1", 10) == 1
+    assert await send("bin-2", 3, h=[2, 2]) == 1
+    now[0] += 16.0
+    assert await send("bin-1", 10) == 10  # 16 s after the step: passed
+    assert await send("bin-2", 3, h=[2, 2]) == 1  # still waited for, and now warned about
+    assert metrics.ack_gap_waits._value.get() == 1
+    assert "seqs 2..2 have not arrived for 16 s" in caplog.text
+    await ingest.stop()
+    ingest.close()
+
+
 async def test_a_held_back_frame_is_stored_however_many_later_reports_passed(registry: Registry,
                                                                             tmp_path: Path) -> None:
     """Kept back past the replay window (a bin skips a 32-seq block at every wake: 8 reports) and
