@@ -13,7 +13,6 @@ service) is not an error for the check: each line says what belongs to it.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import sqlite3
@@ -171,13 +170,14 @@ def check_registry(registry_dir: Path) -> str:
 
 
 def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
-    """Read ``retention.json`` (the admin API's retention overrides) as start-up does and say what is
-    wrong in plain words: which entry, which key, which value.
+    """Read ``retention.json`` (the admin API's retention overrides) with start-up's own parser
+    (:func:`gateway.web.retention.parse_retention_file`) and say what is wrong in plain words:
+    which entry, which key, which value.
 
     Raises:
         StorageError: reason ``bad_retention_file``.
     """
-    from gateway.web.retention import policy_retention
+    from gateway.web.retention import RetentionFileError, parse_retention_file, policy_retention
 
     if not path.exists():
         return "no retention overrides"
@@ -191,31 +191,10 @@ def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise bad("cannot be read (%s)" % exc) from exc
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        line = getattr(exc, "lineno", None)
-        raise bad("is not valid JSON%s" % ("" if line is None else " (line %d, column %d)"
-                                            % (line, getattr(exc, "colno", 0)))) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("overrides"), list):
-        raise bad('is not of the form {"overrides": [{"kind": ..., "field": ..., "days": N}, ...]}')
-    maxima = policy_retention(policy)
-    for n, item in enumerate(doc["overrides"], 1):
-        if not isinstance(item, dict):
-            raise bad("entry %d is not an object with kind, field and days" % n)
-        for key in ("kind", "field", "days"):
-            if key not in item:
-                raise bad("entry %d has no %r" % (n, key))
-        kind, fname, days = item["kind"], item["field"], item["days"]
-        if not isinstance(kind, str) or not isinstance(fname, str):
-            raise bad("entry %d: kind and field must be strings" % n)
-        if isinstance(days, bool) or not isinstance(days, int):
-            raise bad("entry %d (%s.%s): days is %s, not a whole number of days" % (n, kind, fname, json.dumps(days)))
-        if (kind, fname) not in maxima:
-            raise bad("entry %d: no field %s.%s in the privacy policy" % (n, kind, fname))
-        if not 1 <= days <= maxima[(kind, fname)]:
-            raise bad("entry %d: days = %d for %s.%s is outside 1..%d (the policy's retention)"
-                      % (n, days, kind, fname, maxima[(kind, fname)]))
-    return "%d retention override(s)" % len(doc["overrides"])
+        entries = parse_retention_file(text, policy_retention(policy))
+    except RetentionFileError as exc:
+        raise bad(str(exc)) from None
+    return "%d retention override(s)" % len(entries)
 
 
 def check_http_port(listen: str, port: int, holder: str | None) -> str:

@@ -31,6 +31,83 @@ def policy_retention(policy: Mapping[str, Any]) -> dict[tuple[str, str], int]:
     }
 
 
+RETENTION_FILE_FORM = '{"overrides": [{"kind": ..., "field": ..., "days": N}, ...]}'
+
+
+class RetentionFileError(ValueError):
+    """What is wrong with a ``retention.json``, in words that name the entry, key and value
+    (completes "retention settings file PATH ...")."""
+
+
+def _whole_days(value: object) -> int | None:
+    """``value`` as a whole number of days, or None when it is not one.
+
+    Accepted (what hand-edited files that loaded before hold): a JSON integer (``5``), a float with
+    nothing after the point (``5.0``) and a string of ASCII digits (``"5"``, spaces around allowed).
+    Refused: ``true``/``false`` (``int(true)`` was 1 day), ``5.5`` (was cut to 5), other strings.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 9:
+            return int(text)
+    return None
+
+
+def parse_retention_file(text: str, maxima: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:
+    """The ``(kind, field, days)`` entries of a ``retention.json`` (:data:`RETENTION_FILE_FORM`).
+
+    The one reading of the file: the gateway at start (:class:`RetentionSettings`) and
+    ``gateway run --check`` both use it, so a file the check passes is one start-up loads. Days are
+    whole numbers (see :func:`_whole_days`) in 1..the policy's retention (``maxima``); the
+    gateway config's lower caps are applied after, by the caller.
+
+    Raises:
+        RetentionFileError: the text is not JSON of that form, an entry lacks a key, names a field
+            the policy does not have or holds days that are not a whole number in range.
+    """
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", None)
+        raise RetentionFileError("is not valid JSON%s" % ("" if line is None else " (line %d, column %d)"
+                                                          % (line, getattr(exc, "colno", 0)))) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("overrides"), list):
+        raise RetentionFileError("is not of the form %s" % RETENTION_FILE_FORM)
+    entries: list[tuple[str, str, int]] = []
+    for n, item in enumerate(doc["overrides"], 1):
+        if not isinstance(item, dict):
+            raise RetentionFileError("entry %d is not an object with kind, field and days" % n)
+        for key in ("kind", "field", "days"):
+            if key not in item:
+                raise RetentionFileError("entry %d has no %r" % (n, key))
+        kind, fname = item["kind"], item["field"]
+        if not isinstance(kind, str) or not isinstance(fname, str):
+            raise RetentionFileError("entry %d: kind and field must be strings" % n)
+        days = _whole_days(item["days"])
+        if days is None:
+            raise RetentionFileError("entry %d (%s.%s): days is %s, not a whole number of days"
+                                     % (n, kind, fname, _shown(item["days"])))
+        if (kind, fname) not in maxima:
+            raise RetentionFileError("entry %d: no field %s.%s in the privacy policy" % (n, kind, fname))
+        if not 1 <= days <= maxima[(kind, fname)]:
+            raise RetentionFileError("entry %d: days = %d for %s.%s is outside 1..%d (the policy's retention)"
+                                     % (n, days, kind, fname, maxima[(kind, fname)]))
+        entries.append((kind, fname, days))
+    return entries
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """``value`` as JSON for a message, cut to ``limit`` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class RetentionSettings:
     """Per-field retention overrides (never longer than the config's or the policy's), persisted as JSON.
 
@@ -64,12 +141,13 @@ class RetentionSettings:
 
     def _load(self, path: Path) -> None:
         try:
-            data = json.loads(path.read_text())
-            items = [(str(i["kind"]), str(i["field"]), int(i["days"])) for i in data["overrides"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BadParameter(f"retention settings file {path} is unreadable: {exc}", param="retention") from exc
+            items = parse_retention_file(path.read_text(encoding="utf-8"), self._maxima)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadParameter(f"retention settings file {path} cannot be read ({exc})", param="retention") from exc
+        except RetentionFileError as exc:
+            raise BadParameter(f"retention settings file {path} {exc}; fix it or remove it (the admin API writes "
+                               "it: PUT /api/admin/retention)", param="retention") from exc
         for kind, fname, days in items:
-            self._check(kind, fname, days)
             cap = self._cap((kind, fname))
             if days > cap:  # the config was made stricter since the API set this: the config wins
                 logger.warning("%s keeps %s.%s for %d days, longer than the gateway config's %d: using %d",

@@ -187,3 +187,33 @@ def test_a_killed_gateways_wal_is_read_not_read_around(tmp_path: Path) -> None:
     assert (killed / "reports.sqlite-wal").stat().st_size > 0
     assert check_store_file(killed / "reports.sqlite", running=False) == "readable"
     assert read_schema_version(killed / "reports.sqlite") == 3
+
+
+@pytest.mark.parametrize(("days", "loaded"), [(5, 5), ('"5"', 5), ('" 7 "', 7), ("5.0", 5)])
+def test_whole_days_start_up_loaded_before_still_pass_check_and_load(tmp_path: Path, days: object,
+                                                                     loaded: int) -> None:
+    """`run` checks retention.json before it starts: the check once refused "5" and 5.0, which start-up
+    (int()) loads, so a hand-edited file that worked stopped the gateway. One parser reads it now."""
+    from gateway.web.retention import RetentionSettings
+
+    path = tmp_path / "retention.json"
+    path.write_text('{"overrides": [{"kind": "bin", "field": "temp", "days": %s}]}' % days)
+    assert check_retention_file(path, load_policy()) == "1 retention override(s)"
+    assert RetentionSettings(load_policy(), path=path).effective()[("bin", "temp")] == loaded
+
+
+@pytest.mark.parametrize("days", ["true", "false", "5.5", '"5.0"', '"five"', "null", "[5]", "1e400"])
+def test_days_that_are_not_whole_numbers_are_refused_alike_by_check_and_start_up(tmp_path: Path, days: str) -> None:
+    """true loaded as 1 day and 5.5 as 5 (int()); both are refused now, by the check and start-up, in
+    the same words."""
+    from gateway.web.errors import BadParameter
+    from gateway.web.retention import RetentionSettings
+
+    path = tmp_path / "retention.json"
+    path.write_text('{"overrides": [{"kind": "bin", "field": "temp", "days": %s}]}' % days)
+    with pytest.raises(StorageError) as checked:
+        check_retention_file(path, load_policy())
+    with pytest.raises(BadParameter) as started:
+        RetentionSettings(load_policy(), path=path)
+    words = "entry 1 (bin.temp): days is %s, not a whole number of days" % json.dumps(json.loads(days))
+    assert words in str(checked.value) and words in str(started.value)
