@@ -117,8 +117,14 @@ async def enroll_device(request: web.Request) -> web.Response:
     # large registry would pause ingest and ACKs (the registry's SQLite connection is serialized).
     result = dict(await asyncio.to_thread(admin.enroll, device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
                                           replace=replace))
-    if result["result"] != "unchanged":
-        logger.info("admin enrolled device %s (%s, zone %s): %s", device_id, kind, zone, result["result"])
+    # WARNING, as revoke/rotate/move: a device added, or a key replaced, over the network is an admin
+    # change the quiet gateway (warnings only by default) must still record. Never the key itself.
+    if result["result"] == "added":
+        logger.warning("admin API: added device %s (%s, zone %s at %s,%s; key version %s)", device_id, kind, zone,
+                       lat, lon, result["key_version"])
+    elif result["result"] == "replaced":
+        logger.warning("admin API: replaced the key of device %s (key version %s): the old key no longer works",
+                       device_id, result["key_version"])
     return json_response({"device": device_id, **result}, status=201 if result["result"] == "added" else 200)
 
 

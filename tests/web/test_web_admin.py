@@ -190,7 +190,12 @@ async def test_enroll_adds_a_device_whose_reports_are_then_accepted_and_never_sh
     assert fleet.registry.key("sl-09") == other
     for secret in (key.hex(), other.hex(), ADMIN_TOKEN):
         assert secret not in caplog.text
-    assert "sl-09" in caplog.text  # the action itself is logged
+    # Audit lines at WARNING (the gateway's default level keeps them), as for revoke/rotate/move.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "admin API: added device sl-09 (streetlight, zone harbour at 52.3790,4.9000; key version 1)" in warnings
+    assert ("admin API: replaced the key of device sl-09 (key version 2): the old key no longer works"
+            in warnings)
+    assert not any("sl-09" in w for w in warnings if "added" not in w and "replaced" not in w)  # unchanged: silent
 
 
 async def test_enroll_refuses_moves_revoked_ids_and_bad_bodies_without_changing_anything(
