@@ -48,8 +48,60 @@ OVERLOAD_LOG_EVERY_S = 10.0
 OUTBOX_DROP_LOG_EVERY_S = 60.0
 # A board whose clock was set back far re-releases every period since: one warning per minute, with the count.
 WINDOW_DUP_LOG_EVERY_S = 60.0
+# Frames from unregistered (never added, or revoked) devices are rejected at INFO; a WARNING per reason
+# at most once a minute names them, so a board left out of the registry shows at the default log level.
+UNREGISTERED_LOG_EVERY_S = 60.0
+UNREGISTERED_NAMED = 5  # device ids named in one such line (more are "and others"; ids are unauthenticated)
+UNREGISTERED_LINKS_NAMED = 3
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
+
+
+class _UnregisteredFrames:
+    """Frames from devices of one rejection reason (``unknown_device`` or ``revoked``) since the last
+    warning about them: the first few ids and links, bounded (a flood of made-up ids must not grow it)."""
+
+    def __init__(self, reason: str, clock: Callable[[], float]) -> None:
+        self.reason = reason
+        self.limit = LogLimiter(UNREGISTERED_LOG_EVERY_S, clock)
+        self._clock = clock
+        self.frames = 0
+        self._since = 0.0
+        self._devices: dict[str, None] = {}  # insertion order: the first seen are named
+        self._more_devices = False
+        self._links: dict[str, None] = {}
+        self._more_links = False
+
+    def add(self, device: str, link: str) -> None:
+        """Count one frame from ``device`` on ``link``."""
+        if not self.frames:
+            self._since = self._clock()
+        self.frames += 1
+        if device not in self._devices:
+            if len(self._devices) < UNREGISTERED_NAMED:
+                self._devices[device] = None
+            else:
+                self._more_devices = True
+        if link not in self._links:
+            if len(self._links) < UNREGISTERED_LINKS_NAMED:
+                self._links[link] = None
+            else:
+                self._more_links = True
+
+    def take(self) -> str:
+        """The warning for the frames counted so far (device ids and links only, never a key); start over."""
+        devices = ", ".join(self._devices) + (" and others" if self._more_devices else "")
+        links = ", ".join(self._links) + (" and others" if self._more_links else "")
+        elapsed = self._clock() - self._since
+        count = "1 frame" if self.frames == 1 else "%d frames in the last %.0f s" % (self.frames, elapsed)
+        if self.reason == "revoked":
+            line = ("revoked device(s) %s still sending (%s) on %s: their frames are not stored; a revoked id "
+                    "stays revoked (power the board off, or provision it under a new id)" % (devices, count, links))
+        else:
+            line = ("frames from unregistered device(s) %s (%s) on %s: register with `civicedge gateway devices "
+                    "add --id ID ...` (their frames are not stored until then)" % (devices, count, links))
+        self.frames, self._devices, self._more_devices, self._links, self._more_links = 0, {}, False, {}, False
+        return line
 
 
 @dataclass(frozen=True)
@@ -208,6 +260,7 @@ class IngestService:
         self._dropped_unlogged = 0  # outbox messages dropped at the cap since the last warning about it
         self._window_dup_log = LogLimiter(WINDOW_DUP_LOG_EVERY_S, log_clock)
         self._window_dups_unlogged = 0  # releases not stored since the last warning about them (not named in it)
+        self._unregistered = {r: _UnregisteredFrames(r, log_clock) for r in ("unknown_device", "revoked")}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -336,6 +389,7 @@ class IngestService:
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
         self._outbox_drops_ended()
         self._window_dups_ended()
+        self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
         if floors:
             await self.run_in_store(self.store.save_floors, floors)
@@ -360,6 +414,8 @@ class IngestService:
             return self._verifier.verify(raw, link=link.name, now=now)
         except (ProtocolError, RejectedReport) as exc:
             self._reject(exc.reason, str(exc), link)
+            if isinstance(exc, RejectedReport) and exc.reason in self._unregistered and exc.device_id:
+                self._unregistered_frame(self._unregistered[exc.reason], exc.device_id, link)
             if isinstance(exc, RejectedReport) and exc.reason in AUTHENTIC_REJECTIONS and exc.device_id:
                 # The device really sent this seq and it will never be stored: no gap to wait for.
                 win = self._window(exc.device_id)
@@ -574,6 +630,21 @@ class IngestService:
                         "such line", self._window_dups_unlogged)
             self._window_dups_unlogged = 0
         self._window_dup_log.reset()
+
+    @staticmethod
+    def _unregistered_frame(frames: _UnregisteredFrames, device: str, link: Link) -> None:
+        """Count a frame from an unknown or revoked device; warn with the ones since the last such line
+        at most once per :data:`UNREGISTERED_LOG_EVERY_S` (each frame is also an INFO rejection)."""
+        frames.add(device, link.name)
+        if frames.limit.allow() is not None:
+            log.warning("%s", frames.take())
+
+    def _unregistered_ended(self) -> None:
+        """At stop: log the frames from unregistered devices held back by the limit."""
+        for frames in self._unregistered.values():
+            if frames.frames:
+                log.warning("%s", frames.take())
+            frames.limit.reset()
 
     def _outbox_drops_ended(self) -> None:
         """A commit dropped nothing (the broker drains again) or the gateway stops: log the drops held

@@ -377,6 +377,48 @@ async def test_a_clock_stepped_back_does_not_stretch_the_gap_hold(registry: Regi
     ingest.close()
 
 
+async def test_frames_from_unregistered_devices_are_warned_about_once_a_minute(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A board whose key was never registered (or was revoked) showed only as an INFO rejection and a
+    counter: a WARNING per reason, at most one a minute (log clock), names the ids and the link."""
+    import logging
+
+    wall = [0.0]
+    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                           verifier=Verifier(registry, load_policy()), metrics=GatewayMetrics("gw"),
+                           batch_ms=10, log_monotonic=lambda: wall[0])
+    await ingest.start()
+    usb = Collector("serial:/dev/ttyUSB0")
+    caplog.set_level(logging.WARNING, logger="gateway")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    ingest.feed(report_frame("sl-0042", 1, KEYS["sl-1"], kind="streetlight"), usb.link)
+    assert warnings() == ["frames from unregistered device(s) sl-0042 (1 frame) on serial:/dev/ttyUSB0: register "
+                          "with `civicedge gateway devices add --id ID ...` (their frames are not stored until then)"]
+    wall[0] = 1.0
+    for seq in range(2, 18):
+        ingest.feed(report_frame("sl-0042", seq, KEYS["sl-1"], kind="streetlight"), usb.link)
+    assert len(warnings()) == 1  # held back by the limit, counted
+    wall[0] = 60.0
+    ingest.feed(report_frame("sl-0042", 18, KEYS["sl-1"], kind="streetlight"), usb.link)
+    assert len(warnings()) == 2
+    assert "device(s) sl-0042 (17 frames in the last 59 s) on serial:/dev/ttyUSB0" in warnings()[1]
+
+    registry.revoke("bin-2")
+    ingest.feed(report_frame("bin-2", 5, KEYS["bin-2"]), usb.link)  # its own limit: logged at once
+    assert warnings()[2].startswith("revoked device(s) bin-2 still sending (1 frame) on serial:/dev/ttyUSB0: ")
+    wall[0] = 61.0
+    for n in range(7):  # more ids than one line names
+        ingest.feed(report_frame("x-%d" % n, 1, KEYS["bin-1"]), usb.link)
+    assert len(warnings()) == 3
+    await ingest.stop()  # what the limit held back is logged at stop
+    assert "device(s) x-0, x-1, x-2, x-3, x-4 and others (7 frames in the last 0 s)" in warnings()[3]
+    assert len(warnings()) == 4
+    ingest.close()
+
+
 async def test_a_held_back_frame_is_stored_however_many_later_reports_passed(registry: Registry,
                                                                             tmp_path: Path) -> None:
     """Kept back past the replay window (a bin skips a 32-seq block at every wake: 8 reports) and
