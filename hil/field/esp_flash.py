@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import ModuleType
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
@@ -16,7 +17,7 @@ import serial
 # esptool is imported where it is used, not here: importing it reads ~/.config/esptool/esptool.cfg, which
 # raised PermissionError (a traceback from every civicedge command, even --help) when $HOME is unreadable.
 from hil.field.chips import ChipProfile, chip_from_esptool_name
-from hil.field.errors import BoardNotAnsweringError, ImageError, WrongChipError
+from hil.field.errors import BoardNotAnsweringError, FieldError, ImageError, WrongChipError
 from hil.field.ports import check_port_available
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,28 @@ def plan_flash(*, port: str, chip: ChipProfile, image: Path, erase: bool = True,
     return FlashPlan(port=port, chip=chip, image=image, steps=tuple(steps), baud=baud)
 
 
+def _esptool() -> tuple[ModuleType, ModuleType, type[Exception]]:
+    """esptool's ``cmds`` and ``targets`` modules and its ``FatalError``, imported on first use.
+
+    Raises:
+        FieldError: esptool cannot read its configuration file: importing it looks for
+            ``esptool.cfg`` in the current directory, ``~/.config/esptool`` and ``$HOME``, and a
+            directory there that this user may not search raised PermissionError (a traceback).
+    """
+    try:
+        from esptool import cmds, targets
+        from esptool.util import FatalError
+    except OSError as exc:
+        raise FieldError(
+            f"esptool cannot read its configuration ({exc}): set HOME to a readable directory, or "
+            "ESPTOOL_CFGFILE to a readable file holding an [esptool] section (esptool then looks nowhere else)"
+        ) from exc
+    return cmds, targets, FatalError
+
+
 def image_chip_name(image_chip_id: int) -> str:
     """Name the chip an ESP image header's chip id stands for (esptool's names), or say it is unknown."""
-    from esptool import targets as esptool_targets
+    _, esptool_targets, _ = _esptool()
 
     for rom in esptool_targets.CHIP_DEFS.values():
         if getattr(rom, "IMAGE_CHIP_ID", None) == image_chip_id:
@@ -139,10 +159,9 @@ def connect_chip(plan: FlashPlan, *, connect: Connect | None = None, attempts: i
         PortNotFoundError, PortBusyError: from :func:`check_port_available`.
         BoardNotAnsweringError: the bootloader did not answer (not in download mode, wrong port).
         WrongChipError: a different chip answered.
+        FieldError: esptool cannot read its configuration file (see :func:`_esptool`).
     """
-    from esptool import cmds as esptool_cmds
-    from esptool.util import FatalError
-
+    esptool_cmds, _, FatalError = _esptool()
     check_port_available(plan.port)
     if connect is None:
         connect = esptool_cmds.detect_chip
@@ -176,10 +195,11 @@ def execute_flash(
 
     esptool prints its own byte progress for erase/write; ``on_step`` is told when each step starts.
     ``connect`` defaults to :func:`esptool.cmds.detect_chip`.
-    """
-    from esptool import cmds as esptool_cmds
-    from esptool.util import FatalError
 
+    Raises:
+        What :func:`connect_chip` raises; BoardNotAnsweringError: esptool failed while flashing.
+    """
+    esptool_cmds, _, FatalError = _esptool()
     esp = connect_chip(plan, connect=connect, attempts=attempts)
     try:
         esp = esp.run_stub()

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,35 @@ def test_gateway_help_with_an_unreadable_home(tmp_path: Path) -> None:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "usage:" in done.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run as a user who cannot read $HOME")
+def test_flash_with_an_unreadable_home_says_how_to_fix_it(tmp_path: Path) -> None:
+    """esptool is imported when flashing starts and reads ~/.config/esptool/esptool.cfg: with an
+    unreadable $HOME that ended in a PermissionError traceback; now one error line with the fix."""
+    home = tmp_path / "home"
+    (home / ".config" / "esptool").mkdir(parents=True)
+    (home / ".config" / "esptool" / "esptool.cfg").write_text("[esptool]\n")
+    home.chmod(0o700)  # owned by root: nobody cannot look inside
+    tmp_path.chmod(0o755)
+    with tempfile.TemporaryDirectory() as shared:  # pytest's tmp_path is under a root-only 0700 directory
+        os.chmod(shared, 0o755)
+        image = Path(shared) / "micropython.bin"
+        image.write_bytes(b"\xe9\x03\x02\x20" + b"\0" * 20 + b"\xff" * 4072)  # an ESP32 image (chip id 0)
+        image.chmod(0o644)
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                   "hil.cli.main", "flash", "--board", "streetlight-esp32", "--port", str(Path(shared) / "no-port"),
+                   "--micropython", str(image)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
+                              env=dict(os.environ, HOME=str(home)), timeout=60)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert "esptool cannot read its configuration" in done.stderr and "esptool.cfg" in done.stderr
+        assert "set HOME to a readable directory, or ESPTOOL_CFGFILE" in done.stderr
+        # The way out it names works: a readable config file given by ESPTOOL_CFGFILE (then the port is missing).
+        config = Path(shared) / "esptool.cfg"
+        config.write_text("[esptool]\n")
+        config.chmod(0o644)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
+                              env=dict(os.environ, HOME=str(home), ESPTOOL_CFGFILE=str(config)), timeout=60)
+        assert "Traceback" not in done.stderr and "no-port does not exist" in done.stderr, done.stderr
