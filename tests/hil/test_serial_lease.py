@@ -167,15 +167,99 @@ def test_another_runs_lease_shows_a_readable_expiry(tmp_path: Path) -> None:
     assert "UNIX time" not in message
 
 
+def _our_pidns() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
 def test_lease_left_by_a_dead_process_with_our_pid_is_taken_at_once(tmp_path: Path) -> None:
-    # Our pid, but no lease object of this process holds it: a crashed earlier run whose pid we reuse.
+    # Our pid and pid namespace, but no lease object of this process holds it: a crashed earlier
+    # run whose pid we reuse.
     lease = Lease("usb:R", lease_dir=tmp_path, duration_s=10, refresh=False)
     ghost = LeaseRecord(resource="usb:R", owner="crashed-run", pid=os.getpid(), host=socket.gethostname(),
-                        acquired_at=time.time(), expires_at=time.time() + 60)
+                        acquired_at=time.time(), expires_at=time.time() + 60, pidns=_our_pidns())
     lease.path.write_text(json.dumps(ghost.__dict__))
     lease.acquire(wait_s=0)
     assert lease.held
+    assert json.loads(lease.path.read_text())["pidns"] == _our_pidns()
     lease.release()
+
+
+@pytest.mark.parametrize("pid", ["ours", "dead"])
+def test_a_pid_of_another_pid_namespace_is_never_taken_for_ours(tmp_path: Path, pid: str) -> None:
+    # Another container with our hostname and lease directory: its pytest may be pid 1 like ours, or
+    # have a pid no process of our namespace has. Neither says anything here; only expiry frees it.
+    clock = FakeClock()
+    lease = Lease("usb:NS", lease_dir=tmp_path, duration_s=10, refresh=False, clock=clock)
+    their_pid = os.getpid() if pid == "ours" else 2**22 + 17  # past pid_max: no such process here
+    theirs = LeaseRecord(resource="usb:NS", owner="other-container", pid=their_pid, host=socket.gethostname(),
+                         acquired_at=clock.now, expires_at=clock.now + 30, pidns=_our_pidns() + 1)
+    lease.path.write_text(json.dumps(theirs.__dict__))
+    with pytest.raises(LeaseHeldError) as err:
+        lease.acquire(wait_s=0)
+    assert not err.value.this_process and err.value.holder_pid == their_pid
+    clock.now += 30
+    lease.acquire(wait_s=0)
+    assert lease.held
+
+
+def test_an_old_lease_file_without_pidns_is_freed_only_by_expiry(tmp_path: Path) -> None:
+    # Written by an older harness: its namespace is unknown, so its pid is not trusted either way.
+    clock = FakeClock()
+    lease = Lease("usb:OLD", lease_dir=tmp_path, duration_s=10, refresh=False, clock=clock)
+    old = {"resource": "usb:OLD", "owner": "old-harness", "pid": os.getpid(), "host": socket.gethostname(),
+           "acquired_at": clock.now, "expires_at": clock.now + 30}
+    lease.path.write_text(json.dumps(old))
+    with pytest.raises(LeaseHeldError):
+        lease.acquire(wait_s=0)
+    clock.now += 30
+    lease.acquire(wait_s=0)
+    assert lease.held
+
+
+NS_HOLDER = """
+import os, sys, time
+from pathlib import Path
+from hil.backends.errors import LeaseHeldError
+from hil.backends.serial.lease import Lease
+lease = Lease("/dev/ttyUSB0", lease_dir=Path(sys.argv[1]), duration_s=60)
+try:
+    lease.acquire(wait_s=0)
+except LeaseHeldError as exc:
+    print("pid", os.getpid(), "refused", exc, flush=True)
+    sys.exit(0)
+print("pid", os.getpid(), "held", flush=True)
+time.sleep(float(sys.argv[2]))
+lease.release()
+"""
+
+
+def _in_new_pid_namespace(*args: str) -> list[str]:
+    # --kill-child: killing unshare (the test's cleanup) must not orphan the holder.
+    return ["unshare", "--pid", "--kill-child", "--mount-proc", sys.executable, "-c", NS_HOLDER, *args]
+
+
+@pytest.mark.timeout(60)
+def test_two_containers_both_pid_1_do_not_share_the_port(tmp_path: Path) -> None:
+    # The reviewer's repro: two runs sharing hostname and lease directory, each pid 1 in a pid
+    # namespace of its own. The second must be refused while the first holds the port.
+    try:
+        probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True,
+                               timeout=10)
+    except FileNotFoundError:
+        pytest.skip("no unshare(1)")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a pid namespace here: {probe.stderr.decode().strip()}")
+    first = subprocess.Popen(_in_new_pid_namespace(str(tmp_path), "30"), stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "pid 1 held"
+        second = subprocess.run(_in_new_pid_namespace(str(tmp_path), "0"), capture_output=True, text=True,
+                                timeout=30)
+        assert second.stdout.startswith("pid 1 refused /dev/ttyUSB0 is leased by pid 1 on "), second
+    finally:
+        first.kill()
+        first.wait(10)
+        if first.stdout is not None:
+            first.stdout.close()
 
 
 HOLDER = """

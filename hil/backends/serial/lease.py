@@ -1,14 +1,23 @@
 """Expiring leases on real boards, so parallel runs never share a board and a crashed run never
 leaves a stale lock.
 
-A lease is a small JSON file ``<dir>/<resource>.lease`` = ``{resource, owner, pid, host,
+A lease is a small JSON file ``<dir>/<resource>.lease`` = ``{resource, owner, pid, host, pidns,
 acquired_at, expires_at}``. Acquire, refresh and release happen under ``fcntl.flock`` on a
 sibling ``.lock`` file (the atomic critical section); the lease file itself is replaced with
 ``os.replace``, so a reader never sees half a lease. The holder refreshes ``expires_at`` from a
-background thread; when the holder dies the refreshes stop and the lease expires. A holder on
-this host whose pid no longer exists is treated as expired at once. A lease this very process holds
-(another :class:`Lease` object, e.g. a second board handle of one test run on the same port) is
-never waited for: :meth:`Lease.acquire` fails at once, since only this process could release it.
+background thread; when the holder dies the refreshes stop and the lease expires.
+
+A pid means something only in its pid namespace: containers sharing a hostname and the lease
+directory each run their pytest as pid 1. So a holder's pid is looked at only when its host *and*
+pid namespace (``pidns``, the inode of ``/proc/self/ns/pid``) are ours: such a holder whose pid no
+longer exists, or that has our own pid but no live lease of this process (a crashed run whose pid
+was reused), is treated as expired at once. Any other holder (another host, another namespace, or an
+unknown one: a lease file without ``pidns`` from an older harness, or a system where the namespace
+cannot be read) is only ever freed by expiry.
+
+A lease this very process holds (another :class:`Lease` object, from any thread: e.g. a second
+board handle of one test run on the same port) is never waited for: :meth:`Lease.acquire` fails at
+once, since only this process could release it.
 
 The lease directory can be shared by the hosts of a rig (e.g. over NFS with lockd); expiry uses
 wall-clock time, so keep the hosts' clocks in sync (NTP).
@@ -42,6 +51,14 @@ leases from one a crashed earlier process with our pid left behind)."""
 _held_here_lock = threading.Lock()
 
 
+def _read_pid_namespace() -> int | None:
+    """Id of this process's pid namespace (inode of ``/proc/self/ns/pid``), None where unreadable."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def _mark_held(owner: str, held: bool) -> None:
     with _held_here_lock:
         if held:
@@ -65,6 +82,8 @@ class LeaseRecord:
     host: str
     acquired_at: float
     expires_at: float
+    pidns: int | None = None
+    """Pid namespace of ``pid`` (None: unknown, e.g. a lease file of an older harness)."""
 
 
 def lease_file_name(resource: str) -> str:
@@ -122,6 +141,10 @@ class Lease:
 
         Returns:
             The lease record written.
+
+        A lease another :class:`Lease` object of this process holds fails at once, without waiting,
+        also when that object is held by another thread of the process: only this process could
+        release it, and a thread that means to wait for another thread's lease must do so itself.
 
         Raises:
             LeaseHeldError: someone else holds an unexpired lease (after waiting ``wait_s``), or
@@ -199,24 +222,30 @@ class Lease:
                             current.host)
             now = self._clock()
             record = LeaseRecord(resource=self.resource, owner=self._owner, pid=os.getpid(),
-                                 host=socket.gethostname(), acquired_at=now, expires_at=now + self.duration_s)
+                                 host=socket.gethostname(), acquired_at=now, expires_at=now + self.duration_s,
+                                 pidns=_read_pid_namespace())
             self._write(record)
             return record
 
     def _is_stale(self, record: LeaseRecord) -> bool:
-        """Expired, or held by a process of this host that no longer exists (with our own pid: by
-        no live lease of this process, so by a crashed process whose pid was reused)."""
+        """Expired, or held by a process of this host and pid namespace that no longer exists (with
+        our own pid: by no live lease of this process, so by a crashed process whose pid was reused).
+        The pid of a holder in another or an unknown namespace says nothing: only expiry frees it."""
         if record.expires_at <= self._clock():
             return True
-        if record.host != socket.gethostname():
+        if _is_held_here(record.owner):
+            return False
+        our_ns = _read_pid_namespace()
+        if record.host != socket.gethostname() or our_ns is None or record.pidns != our_ns:
             return False
         if record.pid == os.getpid():
-            return not _is_held_here(record.owner)
+            return True  # our pid, but no lease of this process: a crashed run's, pid reused
         return not _pid_alive(record.pid)
 
     @staticmethod
     def _is_this_process(record: LeaseRecord) -> bool:
-        return record.host == socket.gethostname() and record.pid == os.getpid() and _is_held_here(record.owner)
+        # Owner ids are random per Lease object, so this needs no host/pid/namespace check.
+        return _is_held_here(record.owner)
 
     def _refresh_loop(self) -> None:
         interval = self.duration_s / 3
@@ -249,10 +278,12 @@ class Lease:
             return None
         try:
             data = json.loads(raw)
+            pidns = data.get("pidns")  # missing in lease files of older harnesses: unknown
             return LeaseRecord(resource=str(data["resource"]), owner=str(data["owner"]), pid=int(data["pid"]),
                                host=str(data["host"]), acquired_at=float(data["acquired_at"]),
-                               expires_at=float(data["expires_at"]))
-        except (ValueError, KeyError, TypeError):
+                               expires_at=float(data["expires_at"]),
+                               pidns=None if pidns is None else int(pidns))
+        except (ValueError, KeyError, TypeError, AttributeError):
             # Writes are atomic (os.replace), so this is a foreign or hand-edited file; it must not
             # lock the board forever.
             log.warning("ignoring unreadable lease file %s", self.path)
