@@ -197,6 +197,11 @@ def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
     return "%d retention override(s)" % len(entries)
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::]:18733``, not ``:::18733``)."""
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
 def check_http_port(listen: str, port: int, holder: str | None) -> str:
     """Bind (and release) the HTTP address as the server will; a port already held by ``holder`` (the
     gateway running on this store) is reported, not refused.
@@ -209,7 +214,7 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
     try:
         infos = socket.getaddrinfo(listen, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise TransportError("cannot serve HTTP on %s:%d: %s" % (listen, port, exc.strerror),
+        raise TransportError("cannot serve HTTP on %s: %s" % (host_port(listen, port), exc.strerror),
                              reason="open_failed", link="http") from exc
     for family, type_, proto, _canon, addr in infos:
         with socket.socket(family, type_, proto) as sock:
@@ -221,8 +226,8 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and holder is not None and _listens_on(holder, port):
                     return "in use by the running gateway (pid %s)" % holder
-                raise TransportError("cannot serve HTTP on %s:%d: %s%s" % (
-                    listen, port, exc.strerror,
+                raise TransportError("cannot serve HTTP on %s: %s%s" % (
+                    host_port(listen, port), exc.strerror,
                     "" if exc.errno != errno.EADDRINUSE else " (by another process; free it or set [http] port)"),
                     reason="open_failed", link="http") from exc
     return "free"
@@ -277,6 +282,6 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
             policy = load_policy()
         retention = config.data_dir / RETENTION_FILE
         lines.append("%s: %s" % (retention, check_retention_file(retention, policy)))
-        lines.append("http %s:%d: %s" % (config.http.listen, config.http.port,
+        lines.append("http %s: %s" % (host_port(config.http.listen, config.http.port),
                                          check_http_port(config.http.listen, config.http.port, holder)))
     return lines

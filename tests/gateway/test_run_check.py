@@ -217,3 +217,22 @@ def test_days_that_are_not_whole_numbers_are_refused_alike_by_check_and_start_up
         RetentionSettings(load_policy(), path=path)
     words = "entry 1 (bin.temp): days is %s, not a whole number of days" % json.dumps(json.loads(days))
     assert words in str(checked.value) and words in str(started.value)
+
+
+def test_an_ipv6_listen_address_is_shown_in_brackets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`http :::18733` read as a garbled address; the check says `http [::]:18733`."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 on this host")
+    config = config_with_http(tmp_path, port)
+    config.write_text(config.read_text().replace("enabled = true", 'enabled = true\nlisten = "::"'))
+    assert main(["gateway", "run", "--config", str(config), "--check"]) == 0
+    assert "http [::]:%d: free" % port in capsys.readouterr().out
+    with socket.socket(socket.AF_INET6) as holder:
+        holder.bind(("::", port))
+        holder.listen()
+        with pytest.raises(TransportError, match=r"cannot serve HTTP on \[::\]:%d: " % port):
+            check_http_port("::", port, None)
