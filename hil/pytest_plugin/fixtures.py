@@ -73,33 +73,45 @@ def boards_needed(item: pytest.Item) -> tuple[int, str] | None:
         return None
     mark = item.get_closest_marker("fleet")
     if mark is None:
+        return _fleet_need(None, with_board="hil_board" in names)
+    counts = list(mark.kwargs.values())
+    if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+        return None
+    return _fleet_need(dict(mark.kwargs), with_board="hil_board" in names)
+
+
+def _fleet_need(mix: dict[str, int] | None, *, with_board: bool) -> tuple[int, str]:
+    """Boards a fleet of ``mix`` (None: the default fleet) plus maybe a ``hil_board`` needs, and
+    what asks for them."""
+    if mix is None:
         count, what = DEFAULT_FLEET_SIZE, f"hil_fleet (default: {DEFAULT_FLEET_SIZE} of the session board)"
     else:
-        counts = list(mark.kwargs.values())
-        if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
-            return None
-        count = sum(counts)
-        what = "fleet(" + ", ".join(f"{name}={n}" for name, n in mark.kwargs.items()) + ")"
-    if "hil_board" in names:
+        count = sum(mix.values())
+        what = "fleet(" + ", ".join(f"{name}={n}" for name, n in mix.items()) + ")"
+    if with_board:
         return count + 1, f"hil_board + {what}"
     return count, what
+
+
+def _too_many_boards_reason(settings: HilSettings, needed: tuple[int, str] | None) -> str | None:
+    if settings.backend not in SINGLE_BOARD_BACKENDS or needed is None or needed[0] <= 1:
+        return None
+    count, what = needed
+    return (f"the {settings.backend} backend drives one board (--hil-port {settings.port}); {what} needs "
+            f"{count} boards (run it on the sim or qemu backend)")
 
 
 def single_board_skip_reason(settings: HilSettings, item: pytest.Item) -> str | None:
     """Why ``item`` cannot run on the session's backend because it needs more boards than the
     backend drives (the serial backend: one, the ``--hil-port`` board), or None.
 
+    Decided at collection from the test's fixture list; a fleet requested at run time
+    (``request.getfixturevalue("hil_fleet")``) is not in it, and ``hil_fleet`` skips it itself.
+
     A skip, not an error: the test is valid and runs on the sim and qemu backends; this rig just
     has not that many boards (like a capability the backend lacks).
     """
-    if settings.backend not in SINGLE_BOARD_BACKENDS:
-        return None
-    needed = boards_needed(item)
-    if needed is None or needed[0] <= 1:
-        return None
-    count, what = needed
-    return (f"the {settings.backend} backend drives one board (--hil-port {settings.port}); {what} needs "
-            f"{count} boards (run it on the sim or qemu backend)")
+    return _too_many_boards_reason(settings, boards_needed(item))
 
 
 def setup_failure_message(fixture: str, exc: BoardStateError) -> str | None:
@@ -228,8 +240,10 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
     mix: dict[str, int] = dict(mark.kwargs) if mark is not None else {hil_settings.board().name: DEFAULT_FLEET_SIZE}
     if not mix or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in mix.values()):
         raise pytest.UsageError(f"{request.node.nodeid}: fleet(...) needs board_name=count with count >= 1")
-    # Normally skipped at collection already; here too for a fixture requested at run time.
-    reason = single_board_skip_reason(hil_settings, request.node)
+    # Skipped at collection when the test names hil_fleet; counted here from the mix itself for a
+    # fleet requested at run time (getfixturevalue), which the collection-time check cannot see.
+    reason = _too_many_boards_reason(hil_settings, _fleet_need(None if mark is None else mix,
+                                                               with_board="hil_board" in request.fixturenames))
     if reason is not None:
         pytest.skip(reason)
     definitions = {name: hil_settings.board(name) for name in mix}

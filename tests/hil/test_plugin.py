@@ -400,6 +400,52 @@ def test_a_fleet_on_the_one_board_serial_backend_skips_at_once(pytester: pytest.
     assert not lease_dir.exists() or not list(lease_dir.glob("*.lease"))
 
 
+
+RUNTIME_FLEET_TESTS = """
+import pytest
+
+@pytest.mark.fleet(**{"streetlight-esp32": 3})
+def test_runtime_fleet(request):
+    request.getfixturevalue("hil_fleet")
+
+def test_runtime_default_fleet(request):
+    request.getfixturevalue("hil_fleet")
+
+@pytest.fixture
+def fleet_at_run_time(request):
+    return request.getfixturevalue("hil_fleet")
+
+@pytest.mark.fleet(**{"streetlight-esp32": 1})
+def test_runtime_fleet_and_board(fleet_at_run_time, hil_board):
+    pass
+
+@pytest.mark.fleet(**{"streetlight-esp32": 1})
+def test_runtime_fleet_of_one(request):
+    request.getfixturevalue("hil_fleet")
+"""
+
+
+def test_a_fleet_requested_at_run_time_on_the_serial_backend_skips_too(pytester: pytest.Pytester,
+                                                                       tmp_path: Path) -> None:
+    """request.getfixturevalue("hil_fleet") is not in the collection-time fixture list; hil_fleet
+    counts the boards itself, before bringing any up (these tried to, NoMatchingPortError)."""
+    pytester.makepyfile(RUNTIME_FLEET_TESTS)
+    lease_dir = tmp_path / "leases"
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
+                                "--hil-lease-dir", str(lease_dir), "-rs", "-p", "no:cacheprovider")
+    # The fleet of one is a board like hil_board: it runs (and fails here: no such port).
+    result.assert_outcomes(skipped=3, failed=1)
+    result.stdout.fnmatch_lines_random([
+        "SKIPPED [[]1[]] *.py*: the serial backend drives one board (--hil-port /dev/ttyNOSUCH0); "
+        "fleet(streetlight-esp32=3) needs 3 boards (run it on the sim or qemu backend)",
+        "SKIPPED [[]1[]] *.py*: the serial backend drives one board (--hil-port /dev/ttyNOSUCH0); "
+        "hil_fleet (default: 3 of the session board) needs 3 boards*",
+        "SKIPPED [[]1[]] *.py*: *; hil_board + fleet(streetlight-esp32=1) needs 2 boards*",
+        "hil_fleet: NoMatchingPortError: streetlight-esp32: step to 'flashed' failed: no serial port *",
+    ])
+    assert result.stdout.str().count("NoMatchingPortError") == 1  # only the fleet of one tried a board
+
+
 HOLDER = """
 import sys, time
 from pathlib import Path
