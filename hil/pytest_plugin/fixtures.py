@@ -129,11 +129,14 @@ def bring_up(strategy: Strategy, handle: BoardHandle, *, fixture: str) -> None:
     pytest, pytest-asyncio and the strategy) when one of our errors stops it."""
     try:
         strategy.transition(handle, "reporting")
+        return
     except BoardStateError as exc:
         message = setup_failure_message(fixture, exc)
         if message is None:
             raise
-        pytest.fail(message, pytrace=False)
+    # Failed outside the except block: inside it, pytest prints the exception chain ("The above
+    # exception was the direct cause...", "During handling...") even with pytrace=False.
+    pytest.fail(message, pytrace=False)
 
 
 def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
@@ -166,7 +169,8 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
         except QemuNotFoundError as exc:
             pytest.skip(f"qemu backend unavailable: {exc}")
         except BackendError as exc:
-            pytest.fail(f"qemu backend: {exc}", pytrace=False)
+            # from None: a one-line failure, without the exception chain pytest would print.
+            raise pytest.fail.Exception(f"qemu backend: {exc}", pytrace=False) from None
         return qemu
     from hil.backends.serial.driver import SerialDriver
 
@@ -273,8 +277,8 @@ def hil_radio() -> Iterator[Any]:
     try:
         from hil.sim.radio.relay import start_relay
     except ImportError as exc:
-        pytest.fail(f"virtual radio unavailable: {exc} (bumble is a civicedge dependency: reinstall, "
-                    "e.g. scripts/setup)", pytrace=False)
+        raise pytest.fail.Exception(f"virtual radio unavailable: {exc} (bumble is a civicedge dependency: "
+                                    "reinstall, e.g. scripts/setup)", pytrace=False) from None
     handle = start_relay()
     try:
         yield handle

@@ -336,6 +336,12 @@ def test_board_setup_errors_of_ours_fail_in_one_line(pytester: pytest.Pytester, 
                                  "no serial port /dev/ttyNOSUCH0 (ports: *) (reached 'off', wanted 'reporting')"])
     out = result.stdout.str()
     assert "Traceback" not in out and "board.py" not in out and "select.py" not in out and "pytest_asyncio" not in out
+    # Nor the exception chain pytest prints for a failure raised while handling one.
+    assert "direct cause" not in out and "During handling" not in out, out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "ERROR at setup of test_boots" in line)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("="))
+    assert [line[:30] for line in lines[start + 1:end]] == ["hil_board: NoMatchingPortError"], out  # one line
 
 
 def test_unexpected_exceptions_in_board_setup_keep_their_traceback(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -444,6 +450,7 @@ def test_a_fleet_requested_at_run_time_on_the_serial_backend_skips_too(pytester:
         "hil_fleet: NoMatchingPortError: streetlight-esp32: step to 'flashed' failed: no serial port *",
     ])
     assert result.stdout.str().count("NoMatchingPortError") == 1  # only the fleet of one tried a board
+    assert "direct cause" not in result.stdout.str() and "During handling" not in result.stdout.str()
 
 
 HOLDER = """
