@@ -806,7 +806,7 @@ def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str)
         RegistryError: reason ``bad_value``, with ``field`` naming the value at fault.
     """
     if not valid_device_id(device_id):
-        raise RegistryError("device id %r must be 1..32 chars of [A-Za-z0-9._-]" % device_id,
+        raise RegistryError("device id %s must be 1..32 chars of [A-Za-z0-9._-]" % _quoted(device_id),
                             reason="bad_value", device_id=device_id, field="device_id")
     if not device_id.strip("."):
         # "." and ".." name directories in paths and URLs: key files keys/...key, HTTP clients
@@ -815,15 +815,24 @@ def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str)
                             reason="bad_value", device_id=device_id, field="device_id")
     kinds = sorted(load_policy()["kinds"])
     if kind not in kinds:
-        raise RegistryError("kind %r is not one of %s" % (kind, ", ".join(kinds)), reason="bad_value",
+        raise RegistryError("kind %s is not one of %s" % (_quoted(kind), ", ".join(kinds)), reason="bad_value",
                             device_id=device_id, field="kind")
     if not _ZONE.match(zone):
-        raise RegistryError("zone %r must be 1..64 chars of ASCII letters, digits, space . _ -" % zone,
+        raise RegistryError("zone %s must be 1..64 chars of ASCII letters, digits, space . _ -" % _quoted(zone),
                             reason="bad_value", device_id=device_id, field="zone")
     for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
         if not _DECIMAL.match(value) or abs(float(value)) > limit:
-            raise RegistryError("%s %r must be a decimal number in ASCII digits within ±%d" % (name, value, limit),
+            raise RegistryError("%s %s must be a decimal number in ASCII digits (at most 3 before the point and 9 "
+                                "after) within ±%d" % (name, _quoted(value), limit),
                                 reason="bad_value", device_id=device_id, field=name)
+
+
+def _quoted(value: str, limit: int = 40) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters with the full length said (a value
+    may come from a 64 KB request body: the answer and the log quote its start, not all of it)."""
+    if len(value) <= limit:
+        return repr(value)
+    return "%r... (%d characters)" % (value[:limit], len(value))
 
 
 def same_decimal(a: str, b: str) -> bool:

@@ -27,6 +27,19 @@ def _authorize(request: web.Request) -> None:
     params.reject_unknown(request.query, ())
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters for an error message (a body may be 64 KB)."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unknown_keys(unknown: list[str]) -> BadParameter:
+    """400 naming the first few unknown body keys, each cut short."""
+    names = ", ".join(_shown(k) for k in unknown[:3])
+    if len(unknown) > 3:
+        names += " and %d more" % (len(unknown) - 3)
+    return BadParameter(f"unknown key(s) in body: {names}", param=_shown(unknown[0]))
+
+
 @ROUTES.get("/api/admin/devices")
 async def admin_devices(request: web.Request) -> web.Response:
     """All devices including revoked ones (never keys).
@@ -39,7 +52,8 @@ async def admin_devices(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     now = ctx.now()
     fleet = await ctx.fleet.devices()
-    places = ctx.admin.locations() if ctx.admin is not None else {}
+    # Off the event loop as enroll/move: it reads every registry row.
+    places = await asyncio.to_thread(ctx.admin.locations) if ctx.admin is not None else {}
     devices = []
     for d in fleet:
         item = device_json(d, now=now, policy=ctx.policy)
@@ -58,7 +72,7 @@ def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
                            param="body")
     unknown = sorted(set(body) - set(ENROLL_KEYS))
     if unknown:
-        raise BadParameter(f"unknown key(s) in body: {', '.join(unknown)}", param=unknown[0])
+        raise _unknown_keys(unknown)
     for name in ENROLL_KEYS[:5]:
         if name not in body:
             raise BadParameter(f"body lacks '{name}'", param=name)
@@ -79,23 +93,50 @@ def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
     return body["kind"], body["zone"], coordinate(body, "lat"), coordinate(body, "lon"), key, replace
 
 
+MAX_COORDINATE_CHARS = 32
+"""Longest ``lat``/``lon`` string taken: -180.123456789 is 14 characters; anything longer is refused
+before it is parsed or quoted back (a body may be 64 KB)."""
+MAX_COORDINATE_DECIMALS = 9
+"""Digits after the point, the registry's limit (``devices add --location`` too): 1e-9 degree is
+~0.1 mm, finer than any survey; more (``1e-300``, float noise) is refused, not rounded."""
+
+
 def coordinate(body: Mapping[str, Any], name: str) -> str:
     """``lat``/``lon`` of a body as the registry's decimal string.
 
-    A string is taken as written (it keeps the surveyor's digits: "4.80"); a JSON number is written
-    out in plain decimal without float noise (52.37 is "52.37", 1e-05 is "0.00001"; the trailing zeros
-    of 4.80 are gone once parsed, so send a string to keep them). The registry checks the range.
+    A string is taken as written (it keeps the surveyor's digits: "4.80"), up to
+    :data:`MAX_COORDINATE_CHARS` characters; a JSON number is written out in plain decimal without
+    float noise (52.37 is "52.37", 1e-05 is "0.00001"; the trailing zeros of 4.80 are gone once
+    parsed, so send a string to keep them), and refused when it has more than 3 digits before the
+    point or :data:`MAX_COORDINATE_DECIMALS` after it (``1e308``, ``1e-300``). A negative zero
+    ("-0", "-0.0", -0.0) is stored without its sign. The registry checks the digits and the range.
     """
     value = body[name]
     if isinstance(value, str):
-        return value
+        if len(value) > MAX_COORDINATE_CHARS:
+            raise BadParameter(f"'{name}' is {len(value)} characters long: a coordinate is a decimal number of at "
+                               f"most {MAX_COORDINATE_CHARS} characters (\"52.3702\")", param=name)
+        return _unsigned_zero(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadParameter(f"'{name}' must be a decimal number, as a string (\"52.3702\") or a JSON number",
                            param=name)
     if isinstance(value, float) and not math.isfinite(value):
         raise BadParameter(f"'{name}' must be a finite decimal number", param=name)
     # repr() is the shortest text that reads back as the same float: no 52.370000000000005.
-    return format(Decimal(repr(value)), "f")
+    number = Decimal(repr(value)) if abs(value) < 1000 else None  # a 1000-digit int is not written out
+    exponent = number.as_tuple().exponent if number is not None else 0
+    if number is None or (isinstance(exponent, int) and exponent < -MAX_COORDINATE_DECIMALS):
+        shown = repr(value) if number is not None or isinstance(value, float) else f"a {len(str(value))}-digit number"
+        raise BadParameter(f"'{name}' must be a decimal number with at most 3 digits before the point and "
+                           f"{MAX_COORDINATE_DECIMALS} after, got {shown[:MAX_COORDINATE_CHARS]}", param=name)
+    return _unsigned_zero(format(number, "f"))
+
+
+def _unsigned_zero(text: str) -> str:
+    """``text`` without the minus of a negative zero ("-0.00" is "0.00"): the same place, one spelling."""
+    if text.startswith("-") and text[1:2].isdigit() and not text[1:].strip("0."):
+        return text[1:]
+    return text
 
 
 @ROUTES.put("/api/admin/devices/{device_id}")
@@ -151,7 +192,7 @@ def _validate_move(body: Any) -> tuple[str, str, str | None]:
         raise BadParameter('body must be a JSON object {"lat", "lon"[, "zone"]}', param="body")
     unknown = sorted(set(body) - set(MOVE_KEYS))
     if unknown:
-        raise BadParameter(f"unknown key(s) in body: {', '.join(unknown)}", param=unknown[0])
+        raise _unknown_keys(unknown)
     for name in ("lat", "lon"):
         if name not in body:
             raise BadParameter(f"body lacks '{name}'", param=name)
@@ -212,7 +253,7 @@ def _validate_retention(body: Any, policy: Mapping[str, Any]) -> tuple[str, str,
         raise BadParameter("body must be a JSON object {\"kind\", \"field\", \"days\"}", param="body")
     unknown = sorted(set(body) - {"kind", "field", "days"})
     if unknown:
-        raise BadParameter(f"unknown key(s) in body: {', '.join(unknown)}", param=unknown[0])
+        raise _unknown_keys(unknown)
     for key in ("kind", "field", "days"):
         if key not in body:
             raise BadParameter(f"body lacks '{key}'", param=key)

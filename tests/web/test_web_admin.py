@@ -530,3 +530,52 @@ async def test_move_refusals_change_nothing(client: TestClient, fleet: Fleet, de
     answer = await resp.json()
     assert resp.status == status and answer["error"]["code"] == code and answer["error"]["param"] == param, answer
     assert fleet.registry.list() == before
+
+
+async def test_coordinates_are_capped_negative_zero_loses_its_sign_and_long_values_are_not_echoed(
+    client: TestClient, fleet: Fleet
+) -> None:
+    """1e308 and 1e-300 became ~300-digit strings, a value of thousands of characters was quoted back whole in
+    the 400 and "-0" was stored with its sign."""
+    key = bytes(range(4, 36))
+    for value in (1e308, 1e-300, 10 ** 400, 52.1234567891, "5" * 3500, "1." + "0" * 40):
+        resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(),
+                                data=json.dumps(_enrollment(key, lat=value)))
+        body = await resp.json()
+        assert resp.status == 400 and body["error"]["param"] == "lat", body
+        assert "decimal number" in body["error"]["message"] and len(body["error"]["message"]) < 200, body
+    for change in ({"zone": "a/" * 1700}, {"kind": "k" * 3500}, {"x" * 3500: 1}):
+        resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(),
+                                data=json.dumps(_enrollment(key, **change)))
+        body = await resp.json()
+        assert resp.status == 400 and len(json.dumps(body)) < 400, body
+    assert fleet.registry.lookup("sl-20") is None
+    # Nine digits after the point (the registry's limit, ~0.1 mm) are taken, from a string or a number.
+    resp = await client.put("/api/admin/devices/sl-20", headers=admin_headers(),
+                            json=_enrollment(key, lat="-0", lon=4.123456789))
+    assert resp.status == 201, await resp.text()
+    assert (fleet.registry.get("sl-20").lat, fleet.registry.get("sl-20").lon) == ("0", "4.123456789")
+    resp = await client.post("/api/admin/devices/sl-20/move", headers=admin_headers(),
+                             json={"lat": -0.0, "lon": "-0.000"})
+    body = await resp.json()
+    assert resp.status == 200 and (body["lat"], body["lon"]) == ("0.0", "0.000"), body
+
+
+async def test_the_admin_device_list_reads_the_registry_off_the_event_loop(
+    client: TestClient, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from gateway.web.source import RegistryAdmin
+
+    threads: list[threading.Thread] = []
+    real = RegistryAdmin.locations
+
+    def recording(self: RegistryAdmin) -> object:
+        threads.append(threading.current_thread())
+        return real(self)
+
+    monkeypatch.setattr(RegistryAdmin, "locations", recording)
+    resp = await client.get("/api/admin/devices", headers=admin_headers())
+    assert resp.status == 200 and (await resp.json())["count"] > 0
+    assert threads and threading.main_thread() not in threads
