@@ -13,7 +13,10 @@ import asyncio
 import datetime as dt
 import math
 import os
+import signal
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -117,6 +120,57 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP for the whole of ``hil run``, handled by phase.
+
+    ``load`` (reading the scenario, checking options, taking the work directory): nothing was started,
+    the signal raises :class:`KeyboardInterrupt` (SIGTERM and SIGHUP too), and the command exits 1
+    with a JUnit "interrupted before it started" error. ``run``: the signal stops the run cleanly
+    (the run's ``stop`` event; the runner records it as interrupted). ``after`` (the run returned:
+    its result is printed and its reports are written): the signal is only recorded, so a Ctrl-C
+    at that moment cannot leave a report half written or replace the real one.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.phase = "load"
+        self.received: list[str] = []
+        self.installed = False
+        self._previous: dict[int, object] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def install(self) -> None:
+        """Take over the three signals (main thread only; elsewhere Python does not deliver them)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        self.installed = True
+
+    def restore(self) -> None:
+        """Put back the handlers from before :meth:`install`."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)  # type: ignore[arg-type]  # what getsignal returned
+        self._previous.clear()
+        self.installed = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None, stop: asyncio.Event | None) -> None:
+        """Stop the run through ``stop`` on a signal (``None``: detach); one already received stops it now."""
+        self._loop, self._stop = loop, stop
+        if stop is not None and self.received:
+            stop.set()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.phase == "load":
+            raise KeyboardInterrupt(name)
+        self.received.append(name)
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one scenario (see module docstring for exit codes).
 
@@ -125,22 +179,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     out = _Console(stderr=False)
     err = _Console(stderr=True)
+    signals = _Signals()
+    signals.install()
     try:
-        return _cmd_run(args, out, err)
-    except KeyboardInterrupt:
-        # Before the run installs its own signal handling (loading the scenario, taking the work
-        # directory): nothing was started. As documented for an interrupted run: exit 1, and the
-        # JUnit report says so.
-        err.print("[yellow]interrupted[/yellow] before the run started", highlight=False)
-        if args.junit and output_problem(args.junit) is None:
-            name = _suite_name(Path(str(args.scenario)))
-            try:
-                path = write_junit_error(args.junit, name=name, message="run interrupted before it started",
-                                         case_name="run", error_type="RunError")
-                out.print(f"JUnit report: {path}", highlight=False)
-            except OSError as exc:
-                err.print(f"[red]error:[/red] cannot write the JUnit report: {exc}", highlight=False)
-        return 1
+        try:
+            prepared = _prepare(args, out, err, signals)
+        except KeyboardInterrupt as exc:
+            signals.phase = "after"  # the report below is written whole
+            return _interrupted_before_start(args, out, err, str(exc) or "SIGINT")
+        if isinstance(prepared, int):
+            return prepared
+        return _execute(args, prepared, out, err, signals)
+    finally:
+        signals.restore()
+
+
+def _interrupted_before_start(args: argparse.Namespace, out: _Console, err: _Console, signame: str) -> int:
+    """A signal while the scenario loaded or the work directory was taken: nothing was started. As
+    documented for an interrupted run: exit 1, and the JUnit report says so."""
+    how = "" if signame == "SIGINT" else f" ({signame})"
+    err.print(f"[yellow]interrupted[/yellow]{how} before the run started", highlight=False)
+    if args.junit and output_problem(args.junit) is None:
+        name = _suite_name(Path(str(args.scenario)))
+        try:
+            path = write_junit_error(args.junit, name=name, message=f"run interrupted before it started{how}",
+                                     case_name="run", error_type="RunError")
+            out.print(f"JUnit report: {path}", highlight=False)
+        except OSError as exc:
+            err.print(f"[red]error:[/red] cannot write the JUnit report: {exc}", highlight=False)
+    return 1
 
 
 def _suite_name(scenario: Path) -> str:
@@ -158,7 +225,21 @@ def _suite_name(scenario: Path) -> str:
     return scenario.stem or "scenario"
 
 
-def _cmd_run(args: argparse.Namespace, out: _Console, err: _Console) -> int:
+@dataclass
+class _Prepared:
+    """What :func:`_prepare` checked and took for a run."""
+
+    scenario: Scenario
+    speed: float
+    workdir: Path
+    lock: WorkdirLock
+    timeout_s: float
+
+
+def _prepare(args: argparse.Namespace, out: _Console, err: _Console, signals: _Signals) -> _Prepared | int:
+    """Load and check the scenario and options, take the work directory: a :class:`_Prepared`, or the
+    exit status of bad input (its JUnit error report written). Switches ``signals`` to the run phase
+    as its last step; until then a signal raises :class:`KeyboardInterrupt` here."""
     junit_usable = True  # a JUnit error report may be written there (even when other input is bad)
     problems: list[str] = []
     for option, path in (("--junit", args.junit), ("--html", args.html)):
@@ -193,6 +274,7 @@ def _cmd_run(args: argparse.Namespace, out: _Console, err: _Console) -> int:
         # proves up front that files can be made there (under /proc they cannot).
         lock = lock_workdir(workdir)
     except (ScenarioError, ScenarioRunError, WorkdirError) as exc:
+        signals.phase = "after"  # bad input: its report is written whole
         for line in (problems or [str(exc)]):
             err.print(f"[red]error:[/red] {line}", highlight=False)
         if args.junit and junit_usable:
@@ -203,20 +285,34 @@ def _cmd_run(args: argparse.Namespace, out: _Console, err: _Console) -> int:
             except OSError as exc2:
                 err.print(f"[red]error:[/red] cannot write the JUnit report: {exc2}", highlight=False)
         return 2
-    timeout_s = args.timeout or default_timeout_s(scenario, speed=speed, drain_s=args.drain)
-    err.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} virtual "
-              f"at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
-    for warning in deep_sleep_warnings(scenario, speed):
-        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    try:
+        timeout_s = args.timeout or default_timeout_s(scenario, speed=speed, drain_s=args.drain)
+        err.print(f"scenario {scenario.name}: {len(scenario.device_ids)} board(s), {scenario.duration_text} "
+                  f"virtual at {speed:g}x, work directory {workdir}, timeout {timeout_s:.0f} s", highlight=False)
+        for warning in deep_sleep_warnings(scenario, speed):
+            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    except BaseException:
+        lock.release()  # interrupted before the run: the directory is free again
+        raise
+    signals.phase = "run"  # from here a signal stops the run cleanly instead of raising
+    return _Prepared(scenario, speed, workdir, lock, timeout_s)
+
+
+def _execute(args: argparse.Namespace, prepared: _Prepared, out: _Console, err: _Console,
+             signals: _Signals) -> int:
+    """Run a prepared scenario, print its result and write its reports: the exit status."""
+    scenario, workdir, lock = prepared.scenario, prepared.workdir, prepared.lock
     try:
         with lock:
-            result = asyncio.run(_run(scenario, workdir, lock, args, err, timeout_s))
+            result = asyncio.run(_run(scenario, workdir, lock, args, err, prepared.timeout_s, signals))
     except HilError as exc:
+        signals.phase = "after"
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         if args.junit:
             out.print(f"JUnit report: {write_junit_error(args.junit, name=scenario.name, message=str(exc))}",
                       highlight=False)
         return 1
+    signals.phase = "after"  # the run is over: a signal now must not cut its reports short
     _print_result(result, out)
     try:
         if args.junit:
@@ -226,11 +322,26 @@ def _cmd_run(args: argparse.Namespace, out: _Console, err: _Console) -> int:
     except OSError as exc:  # checked up front; the file system can still change during a run
         err.print(f"[red]error:[/red] cannot write a report: {exc}", highlight=False)
         return 1
+    if signals.received and not result.interrupted:
+        err.print(f"[yellow]note:[/yellow] {signals.received[0]} came after the scenario's end; the result and "
+                  "reports above are complete", highlight=False)
     return 0 if result.passed else 1
 
 
 async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argparse.Namespace, console: Console,
-               timeout_s: float) -> ScenarioResult:
+               timeout_s: float, signals: _Signals) -> ScenarioResult:
+    stop = asyncio.Event()
+    signals.attach(asyncio.get_running_loop(), stop)
+    try:
+        return await _run_with_progress(scenario, workdir, lock, args, console, timeout_s, stop,
+                                        handle_signals=not signals.installed)
+    finally:
+        signals.attach(None, None)  # the loop closes after this; later signals are only recorded
+
+
+async def _run_with_progress(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argparse.Namespace,
+                             console: Console, timeout_s: float, stop: asyncio.Event, *,
+                             handle_signals: bool) -> ScenarioResult:
     plain = args.plain or not console.is_terminal
     last = [0.0]
 
@@ -244,7 +355,8 @@ async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argpa
                               highlight=False)
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report_plain,
-                                  drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
+                                  drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock, stop=stop,
+                                  handle_signals=handle_signals)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(scenario.name, total=scenario.duration_ms, info="booting")
@@ -254,7 +366,8 @@ async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argpa
                        info=f"{p.phase} virtual {_progress_text(p)}, {p.reports} reports, {p.alarms} alarms stored")
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report,
-                                  drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock)
+                                  drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock, stop=stop,
+                                  handle_signals=handle_signals)
 
 
 def _progress_text(p: RunProgress) -> str:

@@ -147,6 +147,71 @@ def test_ctrl_c_before_the_run_starts_exits_1_with_a_junit_run_error(tmp_path: P
     assert not (tmp_path / "w").exists()  # nothing was started
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_while_loading_exits_1_with_a_junit_run_error(tmp_path: Path, sig: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from hil.cli import hil_cmd
+    from hil.cli.main import build_parser
+
+    scenario = tmp_path / "file-name.toml"
+    scenario.write_text(PASSING)
+    junit = tmp_path / "junit.xml"
+    real_load = hil_cmd.load_scenario
+
+    def load_with_signal(name: str | Path) -> object:
+        os.kill(os.getpid(), getattr(signal, sig))  # as CI's timeout or a closed terminal sends it
+        return real_load(name)
+
+    monkeypatch.setattr(hil_cmd, "load_scenario", load_with_signal)
+    args = build_parser().parse_args(["hil", "run", str(scenario), "--workdir", str(tmp_path / "w"),
+                                      "--junit", str(junit)])
+    before = signal.getsignal(getattr(signal, sig))
+    assert hil_cmd.cmd_run(args) == 1
+    assert signal.getsignal(getattr(signal, sig)) == before  # the command's handlers are gone again
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "scenario.out-pass"
+    error = suite.find("testcase[@name='run']/error")
+    assert error is not None and error.get("message") == f"run interrupted before it started ({sig})"
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ctrl_c_after_the_run_keeps_its_result_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    from hil.cli import hil_cmd
+    from hil.cli.main import build_parser
+
+    scenario = tmp_path / "out-pass.toml"
+    scenario.write_text(PASSING)
+    junit, html = tmp_path / "junit.xml", tmp_path / "report.html"
+    real_html = hil_cmd.write_html
+
+    def html_with_ctrl_c(result: object, path: Path) -> Path:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after the run, while its HTML report is written
+        return real_html(result, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hil_cmd, "write_html", html_with_ctrl_c)
+    args = build_parser().parse_args(["hil", "run", str(scenario), "--plain", "--workdir", str(tmp_path / "w"),
+                                      "--junit", str(junit), "--html", str(html), "--drain", "10"])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert hil_cmd.cmd_run(args) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    captured = capsys.readouterr()
+    assert "PASSED" in captured.out and "before the run started" not in captured.err
+    assert "SIGINT came after the scenario's end" in captured.err
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "0" and suite.get("failures") == "0"
+    assert {c.get("name") for c in suite.findall("testcase")} == {"reports_min >= 1", "no_loss"}
+    assert html.stat().st_size > 0
+
+
 def test_bad_input_junit_suite_is_named_after_the_scenario(tmp_path: Path) -> None:
     scenario = tmp_path / "t6.toml"
     scenario.write_text(PASSING.replace('"streetlight-esp32"', '"streetlight-esp33"'))
