@@ -37,8 +37,10 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+import math
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +305,7 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     place = dict(raw)
     for key in ("lat", "lon"):  # a TOML number (lat = 52.37) is taken as the decimal degrees it says
         if isinstance(place.get(key), (int, float)) and not isinstance(place[key], bool):
-            place[key] = repr(place[key])
+            place[key] = decimal_degrees_text(place[key], where=f"{where}: {key}")
     for key, form in (("zone", 'a zone name, e.g. zone = "centre"'),
                       ("lat", 'decimal degrees, e.g. lat = "52.3702" or lat = 52.3702'),
                       ("lon", 'decimal degrees, e.g. lon = "4.8952" or lon = 4.8952')):
@@ -313,6 +315,22 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     _check_registry_fields(where, ids, kind=kind, zone=zone, lat=lat, lon=lon)
     return BoardGroup(board=board_ref, ids=tuple(ids), link=link, kind=kind, zone=zone, lat=lat, lon=lon,
                       stimuli_toml=text, stimuli_doc=doc, sleep=sleep)
+
+
+def decimal_degrees_text(value: int | float, *, where: str) -> str:
+    """A TOML number as the plain decimal text the registry takes: 52.37 is "52.37", -1e-05 is "-0.00001".
+
+    repr() is the shortest text that reads back as the same float (no 52.370000000000005), but
+    writes small and large values in exponent form, which the registry refuses. The admin API
+    (gateway/web/admin_api.py, ``coordinate``) formats JSON numbers the same way; there is no
+    shared helper yet, so this is the scenario loader's own.
+
+    Raises:
+        ScenarioError: ``value`` is nan or inf.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ScenarioError(f"{where} must be a finite decimal number, got {value!r}", value=value)
+    return format(Decimal(repr(value)), "f")
 
 
 def _check_registry_fields(where: str, ids: list[str], *, kind: str, zone: str, lat: str, lon: str) -> None:

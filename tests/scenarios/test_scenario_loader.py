@@ -140,3 +140,19 @@ def test_parse_scenario_rejects_board_list_of_non_tables() -> None:
 def test_lat_lon_may_be_toml_numbers(tmp_path: Path) -> None:
     sc = load_scenario(write(tmp_path, GOOD.replace('link = "uart"', 'link = "uart"\nlat = 52.37\nlon = 4.9')))
     assert (sc.boards[0].lat, sc.boards[0].lon) == ("52.37", "4.9")
+
+
+@pytest.mark.parametrize(("lat", "lon", "expected"), [
+    ("-0.00001", "0.0001", ("-0.00001", "0.0001")),  # repr() writes these as -1e-05 and 0.0001
+    ("0.000001", "-1e-7", ("0.000001", "-0.0000001")),
+    ("0", "-180", ("0", "-180")),  # integers
+])
+def test_small_lat_lon_numbers_are_written_in_plain_decimal(tmp_path: Path, lat: str, lon: str,
+                                                            expected: tuple[str, str]) -> None:
+    sc = load_scenario(write(tmp_path, GOOD.replace('link = "uart"', f'link = "uart"\nlat = {lat}\nlon = {lon}')))
+    assert (sc.boards[0].lat, sc.boards[0].lon) == expected
+
+
+def test_non_finite_lat_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"boards\[1\]: lat must be a finite decimal number, got nan"):
+        load_scenario(write(tmp_path, GOOD.replace('link = "uart"', 'link = "uart"\nlat = nan')))
