@@ -21,6 +21,7 @@ Tables:
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from gateway.errors import StorageError
 from gateway.storage.sqlite_uri import read_only_uri
 
 SCHEMA_VERSION = 3
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -121,6 +124,9 @@ CREATE TABLE IF NOT EXISTS meta (
 def apply_schema(conn: sqlite3.Connection) -> None:
     """Create all tables and indexes (idempotent), migrate an older store, record the schema version.
 
+    Migrating (a store of an older version) is logged as a WARNING naming the store and both
+    versions: it cannot be undone, and an older gateway refuses the store afterwards.
+
     Raises:
         StorageError: reason ``schema_too_new`` when the store was written by a newer gateway (its
             ``schema_version`` is above :data:`SCHEMA_VERSION`), ``schema_unknown`` when that is not a
@@ -139,6 +145,20 @@ def apply_schema(conn: sqlite3.Connection) -> None:
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
     conn.commit()
+    if found is not None and found < SCHEMA_VERSION:
+        # One way: an older gateway refuses the store from now on (schema_too_new). Said once, at the
+        # open that migrates it (the next open finds the current version).
+        log.warning("report store %s upgraded from schema version %d to %d; gateways older than this one can no "
+                    "longer open it (back up before upgrading: docs/gateway.md, Storage, Backups)",
+                    _main_file(conn), found, SCHEMA_VERSION)
+
+
+def _main_file(conn: sqlite3.Connection) -> str:
+    """The file of ``conn``'s main database (``PRAGMA database_list``), or ``(in memory)``."""
+    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(file) or "(in memory)"
+    return "(unknown)"
 
 
 def too_new(found: int) -> StorageError:
