@@ -1,7 +1,8 @@
 """Stimuli and faults: named sensor values turned into simulated-hardware operations, and the
 stimuli file format (TOML) with timelines.
 
-Names (value types): ``pir`` (0/1 or ``"pulse 2s"``), ``light`` (lux), ``distance`` (mm),
+Names (value types): ``pir`` (0/1 or ``"pulse 2s"``), ``light`` (lux), ``distance`` (mm, or
+``"none"``: no echo),
 ``temperature`` (deg C), ``tilt`` (0/1), ``lid`` (0/1 or ``"pulse 5s"``), ``battery`` (%),
 ``lamp_current`` (mA, or ``"auto"``: follows the lamp's PWM), ``lamp_failed`` (0/1),
 ``pin:N`` (level), ``adc:N`` (microvolts). Faults: see :func:`parse_fault`.
@@ -94,6 +95,11 @@ def _number(name: str, value: Any) -> float:
 # Physically sensible ranges of the named stimuli where the board definition states none (docs/simulator.md,
 # "Stimuli and faults"): a value outside is a wrong unit (battery = 3700: millivolts, not %) or a typo.
 LIGHT_MAX_LUX = 150_000       # direct summer sunlight is ~100 000 lux
+# Air a sensor can meet: an arctic winter (-60) .. flames in a burning bin (~1000). The thermistor's
+# table covers less; beyond its ends the reading saturates there, as the real divider's does.
+TEMPERATURE_C = (-60.0, 1000.0)
+NO_ECHO = "none"              # distance = "none": no echo comes back (nothing in range, a blocked sensor)
+NO_ECHO_US = 1_000_000_000    # an echo pulse longer than any timeout: time_pulse_us() times out (negative)
 SUPPLY_UV = 3_300_000         # an ESP32 pin takes 0..3.3 V; the ADC reads at most 3.1 V (11 dB)
 ADC_FULL_UV = 3_100_000
 SOUND_MM_PER_US = 0.343       # speed of sound, 343 m/s
@@ -135,11 +141,6 @@ def _level_or_pulse(io: BoardIo, role: str, name: str, value: Any) -> dict[str, 
     if value not in (0, 1, True, False):
         raise StimulusError(f"stimulus {name!r} takes 0/1 or 'pulse <duration>', got {value!r}", name=name, value=value)
     return {"kind": "pin", "pin": pin, "level": active if value else 1 - active}
-
-
-def _ntc_range(table: list[list[int]]) -> tuple[int, int]:
-    degrees = [int(c) for _, c in table]
-    return min(degrees), max(degrees)
 
 
 def _ntc_uv(table: list[list[int]], celsius: float) -> int:
@@ -191,7 +192,10 @@ def stimulus_op(io: BoardIo, name: str, value: Any) -> dict[str, Any]:
     if name == "light":
         pin = io.pin("light", name)
         lux = _in_range(io, name, value, 0, LIGHT_MAX_LUX, " (darkness .. direct sunlight)")
-        return {"kind": "adc", "pin": pin, "uv": int(lux * 1_000_000 / io.cal("light", "lux_per_volt"))}
+        # The phototransistor's output cannot rise above the supply: brighter light than the board's
+        # lux_per_volt x 3.3 V (990 lux on streetlight-esp32) holds the pin at 3.3 V, as a real one does.
+        return {"kind": "adc", "pin": pin,
+                "uv": min(SUPPLY_UV, int(lux * 1_000_000 / io.cal("light", "lux_per_volt")))}
     if name == "lamp_current":
         pin = io.pin("lamp_current", name)
         if value == "auto":
@@ -208,17 +212,21 @@ def stimulus_op(io: BoardIo, name: str, value: Any) -> dict[str, Any]:
         pin = io.pin("echo", name)
         timeout_us = io.config.get("cal", {}).get("fill", {}).get("timeout_us")
         hi = float("inf") if timeout_us is None else int(timeout_us) * SOUND_MM_PER_US / 2
+        if value == NO_ECHO:
+            return {"kind": "echo", "pin": pin, "us": NO_ECHO_US}
         why = "" if timeout_us is None else f" (farther than {hi:g} mm the echo arrives after {board}'s " \
-                                            f"{timeout_us} µs timeout)"
+                                            f"{timeout_us} µs timeout; distance = \"{NO_ECHO}\" for no echo)"
+        if isinstance(value, str):
+            raise StimulusError(f"stimulus {name!r} takes millimetres or \"{NO_ECHO}\" (no echo), got {value!r}",
+                                name=name, value=value)
         mm = _in_range(io, name, value, 0, hi, why)
         # Round trip of sound at 343 m/s: 2 * mm / 0.343 microseconds.
         return {"kind": "echo", "pin": pin, "us": int(mm * 2000 / 343)}
     if name == "temperature":
         pin = io.pin("temp", name)
         table = io.cal("temp", "table")
-        lo, hi = _ntc_range(table)
-        celsius = _in_range(io, name, value, lo, hi, f" (the range of {board}'s thermistor table)")
-        return {"kind": "adc", "pin": pin, "uv": _ntc_uv(table, celsius)}
+        celsius = _in_range(io, name, value, *TEMPERATURE_C, " (arctic cold .. a fire's flames)")
+        return {"kind": "adc", "pin": pin, "uv": _ntc_uv(table, celsius)}  # saturates at the table's ends
     if name == "battery":
         pin = io.pin("battery", name)
         pct = _in_range(io, name, value, 0, 100, " (state of charge; a cell voltage in mV is not a percentage)")

@@ -25,7 +25,7 @@ def test_duration_units(n, unit):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(st.floats(-20, 120), st.floats(-20, 120))
+@given(st.floats(-60, 1000), st.floats(-60, 1000))
 def test_thermistor_voltage_falls_as_temperature_rises(a, b):
     ua = stimulus_op(BIN, "temperature", a)["uv"]
     ub = stimulus_op(BIN, "temperature", b)["uv"]
@@ -62,8 +62,11 @@ def test_bad_fault_lines(line):
 @pytest.mark.parametrize(("io", "name", "value", "words"), [
     (BIN, "battery", 3700, "'battery' = 3700 is outside 0..100 % (state of charge"),     # millivolts, not %
     (BIN, "battery", -1, "outside 0..100 %"),
-    (BIN, "temperature", 1500, "outside -20..120 °C (the range of bin-esp32c3's thermistor table)"),
-    (BIN, "temperature", -40, "outside -20..120 °C"),
+    (BIN, "temperature", 1500, "'temperature' = 1500 is outside -60..1000 °C (arctic cold .. a fire's flames)"),
+    (BIN, "temperature", -80, "outside -60..1000 °C"),
+    (BIN, "temperature", "hot", "needs a number"),
+    (BIN, "distance", "far", "takes millimetres or \"none\" (no echo), got 'far'"),
+    (BIN, "distance", 6000, 'distance = "none" for no echo'),
     (BIN, "distance", -70, "'distance' = -70 is outside 0..5145 mm"),
     (BIN, "distance", 6000, "after bin-esp32c3's 30000 µs timeout"),
     (LIGHT, "light", -4, "'light' = -4 is outside 0..150000 lux"),
@@ -90,6 +93,30 @@ def test_values_outside_a_stimulus_range_or_pins_the_board_lacks_are_refused(io,
 ])
 def test_values_within_range_are_taken(io, name, value):
     assert stimulus_op(io, name, value)["kind"] in ("adc", "echo", "pin")
+
+
+def test_temperature_beyond_the_thermistor_table_saturates_at_its_ends():
+    # bin-esp32c3's table covers -20..120 °C; a Nordic winter and a fire are real values, read as the
+    # table's ends, as the real voltage divider's reading saturates.
+    assert stimulus_op(BIN, "temperature", -25)["uv"] == stimulus_op(BIN, "temperature", -20)["uv"]
+    assert stimulus_op(BIN, "temperature", -60)["uv"] == stimulus_op(BIN, "temperature", -20)["uv"]
+    assert stimulus_op(BIN, "temperature", 400)["uv"] == stimulus_op(BIN, "temperature", 120)["uv"]
+    assert stimulus_op(BIN, "temperature", 1000)["uv"] == stimulus_op(BIN, "temperature", 120)["uv"]
+    assert stimulus_op(BIN, "temperature", 119)["uv"] > stimulus_op(BIN, "temperature", 120)["uv"]
+
+
+def test_distance_none_is_an_echo_longer_than_the_timeout():
+    op = stimulus_op(BIN, "distance", "none")
+    assert op["kind"] == "echo" and op["us"] > 30_000  # bin-esp32c3's [calibration.fill] timeout_us
+    assert stimulus_op(BIN, "distance", 5000)["us"] <= 30_000
+
+
+def test_light_saturates_at_the_supply_voltage():
+    # streetlight-esp32: 300 lux per volt, so 990 lux is 3.3 V; brighter light holds the pin there.
+    assert stimulus_op(LIGHT, "light", 500)["uv"] == 1_666_666
+    assert stimulus_op(LIGHT, "light", 990)["uv"] == 3_300_000
+    assert stimulus_op(LIGHT, "light", 1000)["uv"] == 3_300_000
+    assert stimulus_op(LIGHT, "light", 150_000)["uv"] == 3_300_000
 
 
 @pytest.mark.parametrize(("io", "line", "words"), [

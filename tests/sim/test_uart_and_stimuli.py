@@ -78,6 +78,28 @@ lamp = machine.PWM(machine.Pin(25), freq=1000, duty_u16=32768)
         await board.stimulus("light", "bright")
 
 
+async def test_no_echo_and_bright_light_reach_the_firmware_as_a_real_board_sees_them(make_board, open_serial):
+    prog = "import machine\necho = machine.Pin(7, machine.Pin.IN)\n"
+    board = await make_board("bin-esp32c3", files={"main.py": prog}, speed=1.0)
+    await board.wait_console(">>> ")
+    con = open_serial(board.console_path)
+    await board.stimulus("distance", 1000)
+    con.port.write(b"print('D', machine.time_pulse_us(echo, 1, 30000))\r")
+    assert b"D 5830" in await con.read_until(b">>> ")
+    await board.stimulus("distance", "none")  # the firmware's no-echo branch: a negative time-out
+    con.port.write(b"print('N', machine.time_pulse_us(echo, 1, 30000) < 0)\r")
+    assert b"N True" in await con.read_until(b">>> ")
+
+
+async def test_light_brighter_than_the_adc_range_reads_full_scale(make_board, open_serial):
+    prog = "import machine\nlight = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)\n"
+    board = await make_board(files={"main.py": prog}, speed=1.0)
+    await board.wait_console(">>> ")
+    con = open_serial(board.console_path)
+    await board.stimulus("light", 100_000)  # the pin saturates at 3.3 V; the ADC reads up to 3.1 V
+    con.port.write(b"print('L', light.read_uv())\r")
+    assert b"L 3100000" in await con.read_until(b">>> ")
+
 async def test_stimuli_file_timeline_pedestrian_every_90s(make_board, tmp_path):
     prog = """
 import machine
