@@ -57,6 +57,9 @@ messages are ignored, and only while pytest-embedded is loaded."""
 
 ASYNCIO_LOOP_SCOPE_OPTION = "asyncio_default_fixture_loop_scope"
 ASYNCIO_LOOP_SCOPE_DEFAULT = "fixture-scope"
+_ASYNCIO_UNSET_MEANS_FIXTURE_SCOPE = "will default to the fixture scope"
+"""What pytest-asyncio's unset-option warning (``_DEFAULT_FIXTURE_LOOP_SCOPE_UNSET``) says while unset
+means :data:`ASYNCIO_LOOP_SCOPE_DEFAULT`; without it the plugin does not set the option."""
 """pytest-asyncio warns at the start of every run (a ``PytestDeprecationWarning``) while its
 ``asyncio_default_fixture_loop_scope`` option is unset. Where the project has not set it, the plugin
 sets ``fixture-scope``: exactly what pytest-asyncio does when it is unset (an async fixture runs in
@@ -111,7 +114,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def default_asyncio_loop_scope(config: pytest.Config) -> None:
     """Set :data:`ASYNCIO_LOOP_SCOPE_OPTION` to :data:`ASYNCIO_LOOP_SCOPE_DEFAULT` unless the project
-    set it (ini file, ``-o``) or pytest-asyncio is absent, disabled, or too old to know the value.
+    set it (ini file, ``-o``) or pytest-asyncio is absent, disabled, too old to know the value, or
+    no longer says that unset means the fixture's own scope.
+
+    The value only silences pytest-asyncio's unset-option warning while keeping what unset means, so
+    it is set only while pytest-asyncio still carries that warning and its text still says unset
+    defaults to the fixture scope (:data:`_ASYNCIO_UNSET_MEANS_FIXTURE_SCOPE`). A release where unset
+    means ``function`` must not be pinned to the old behaviour unnoticed: there the option stays
+    unset and pytest-asyncio's own default (and any warning it gives) applies.
 
     pytest has no public way for a plugin to give another plugin's ini option a value; this writes
     the config's ini cache, which ``config.getini`` reads first (the value also shows in
@@ -128,6 +138,9 @@ def default_asyncio_loop_scope(config: pytest.Config) -> None:
         return
     if getattr(asyncio_plugin, "_MATCH_FIXTURE_SCOPE", None) != ASYNCIO_LOOP_SCOPE_DEFAULT:
         return  # a pytest-asyncio without "fixture-scope": no value keeps its behaviour
+    unset_warning = getattr(asyncio_plugin, "_DEFAULT_FIXTURE_LOOP_SCOPE_UNSET", None)
+    if not isinstance(unset_warning, str) or _ASYNCIO_UNSET_MEANS_FIXTURE_SCOPE not in " ".join(unset_warning.split()):
+        return  # unset may mean something else now: leave the choice to pytest-asyncio and the project
     cache = getattr(config, "_inicache", None)
     if isinstance(cache, dict):
         cache[ASYNCIO_LOOP_SCOPE_OPTION] = ASYNCIO_LOOP_SCOPE_DEFAULT

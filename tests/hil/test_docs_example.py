@@ -57,6 +57,28 @@ def test_no_pytest_asyncio_loop_scope_warning_and_its_behaviour_is_kept(pytester
     result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=fixture-scope*"])
 
 
+FUTURE_ASYNCIO = """
+from pytest_asyncio import plugin
+
+# Stands in for a pytest-asyncio release where unset means "function" (loaded before any
+# pytest_configure); the real warning text is kept as the plugin's only sign of what unset means.
+plugin._DEFAULT_FIXTURE_LOOP_SCOPE_UNSET = (
+    'The configuration option "asyncio_default_fixture_loop_scope" is unset. The event loop scope for '
+    'asynchronous fixtures now defaults to "function" scope.')
+"""
+
+
+def test_a_pytest_asyncio_where_unset_may_mean_function_is_not_pinned(pytester: pytest.Pytester) -> None:
+    """Only while pytest-asyncio's unset warning says unset means the fixture scope does the plugin
+    set "fixture-scope"; a release that says otherwise keeps its own default and its warning."""
+    pytester.makeconftest(FUTURE_ASYNCIO)
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=None*"])
+    result.stderr.fnmatch_lines(["*PytestDeprecationWarning: *now defaults to \"function\" scope*"])
+
+
 def test_a_projects_own_asyncio_loop_scope_is_kept(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = module\n")
     pytester.makepyfile("def test_x():\n    pass\n")
