@@ -11,16 +11,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from hil.backends.board import BoardHandle
+from hil.sleep_limits import DEEP_SLEEP_AWAKE_S, MAX_DEEP_SLEEP_SPEED, MIN_AWAKE_WALL_S
 
-DEEP_SLEEP_AWAKE_S = 30.0
-"""Virtual seconds a deep-sleeping board (firmware/main.py) stays awake after a reading for the
-gateway to collect its reports (docs/scenarios.md, "Bins and deep sleep")."""
-
-MIN_AWAKE_WALL_S = 3.0
-"""Wall seconds of awake window below which a BLE scan and connect is unlikely to fit."""
-
-MAX_DEEP_SLEEP_SPEED = DEEP_SLEEP_AWAKE_S / MIN_AWAKE_WALL_S
-"""Highest ``sim(speed=...)`` at which a deep-sleeping virtual board reliably reports (10x)."""
+__all__ = ["DEEP_SLEEP_AWAKE_S", "MAX_DEEP_SLEEP_SPEED", "MIN_AWAKE_WALL_S"]  # re-exported
 
 
 def deep_sleep_hint(boards: Sequence[BoardHandle]) -> str | None:

@@ -3,24 +3,15 @@
 So far one: a board that deep-sleeps (``sleep = "deep"``) at a speed where its awake window after
 a reading is shorter than a BLE scan and connect; its reports then never reach the gateway and
 ``reports_min``/``no_loss`` fail without saying why. The numbers (how long a deep-sleeping board
-stays awake, the highest speed at which it reliably reports) are those of the pytest plugin's
-:mod:`hil.pytest_plugin.hints`, which gives the same advice to tests.
+stays awake, the highest speed at which it reliably reports) are in :mod:`hil.sleep_limits`, shared
+with the pytest plugin's :mod:`hil.pytest_plugin.hints`, which gives the same advice to tests.
 """
 
 from __future__ import annotations
 
 from hil.boards import load_board
 from hil.scenarios.model import Scenario
-
-
-def _deep_sleep_limits() -> tuple[float, float] | None:
-    """(virtual s awake after a reading, highest reliable speed) from the pytest plugin, or None
-    when the plugin cannot be imported (its package imports pytest, a test-only dependency)."""
-    try:
-        from hil.pytest_plugin.hints import DEEP_SLEEP_AWAKE_S, MAX_DEEP_SLEEP_SPEED
-    except ImportError:
-        return None
-    return DEEP_SLEEP_AWAKE_S, MAX_DEEP_SLEEP_SPEED
+from hil.sleep_limits import DEEP_SLEEP_AWAKE_S, MAX_DEEP_SLEEP_SPEED
 
 
 def deep_sleep_warnings(scenario: Scenario, speed: float | None = None) -> list[str]:
@@ -30,10 +21,7 @@ def deep_sleep_warnings(scenario: Scenario, speed: float | None = None) -> list[
     Only entries with ``sleep = "deep"`` on a board whose definition deep-sleeps count: with the
     default ``sleep = "awake"`` the run keeps the radio on.
     """
-    limits = _deep_sleep_limits()
-    if limits is None:
-        return []
-    awake_s, max_speed = limits
+    awake_s, max_speed = DEEP_SLEEP_AWAKE_S, MAX_DEEP_SLEEP_SPEED
     run_speed = float(speed if speed is not None else scenario.speed)
     if run_speed <= max_speed:
         return []

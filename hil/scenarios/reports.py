@@ -244,18 +244,53 @@ def _lane(s: Series, y: float, t0: int, t1: int, color: str) -> list[str]:
     return out
 
 
-TICK_STEPS_MIN = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
+# Round steps of the time axis, in ms: 1 ms .. 30 s for short runs, then 1 min .. 1 d.
+TICK_STEPS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000,
+                 *(m * 60_000 for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)))
+
+
+def _tick_step(t0: int, t1: int, most: int) -> int:
+    span = max(1, t1 - t0)
+    step = next((s for s in TICK_STEPS_MS if span / s <= most), TICK_STEPS_MS[-1])
+    while span / step > most:
+        step *= 2
+    return step
 
 
 def axis_ticks(t0: int, t1: int, most: int = 8) -> list[int]:
-    """Time-axis ticks (unix ms) on a round step (1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h, 1 d) on
-    the UTC grid, at most ``most`` of them within ``t0..t1``: 20:00, 20:05, 20:10, not 20:03, 20:06."""
-    span = max(1, t1 - t0)
-    step = next((m * 60_000 for m in TICK_STEPS_MIN if span / (m * 60_000) <= most), 1440 * 60_000)
-    while span / step > most:
-        step *= 2
+    """Time-axis ticks (unix ms) on a round step (1 ms .. 30 s; 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6,
+    12 h, 1 d) on the UTC grid, at most ``most`` of them within ``t0..t1``: 20:00, 20:05, 20:10, not
+    20:03, 20:06. A span of a few seconds or less still gets ticks, on a step of seconds or ms."""
+    step = _tick_step(t0, t1, most)
     first = -(-t0 // step) * step
     return list(range(first, t1 + 1, step))
+
+
+def tick_labels(t0: int, t1: int, most: int = 8) -> list[tuple[int, str]]:
+    """:func:`axis_ticks` with their labels: ``HH:MM``; with the date (``11-22 00:00``) when
+    ``t0..t1`` crosses a UTC midnight, so the ticks of a multi-day plot are not all "00:00"; with
+    seconds (``HH:MM:SS``) or milliseconds (``HH:MM:SS.mmm``) on steps shorter than a minute or a second."""
+    step = _tick_step(t0, t1, most)
+    fmt = "%H:%M" if step % 60_000 == 0 else "%H:%M:%S"
+    if _day(t0) != _day(t1):
+        fmt = "%m-%d " + fmt
+    labels = []
+    for t in axis_ticks(t0, t1, most):
+        text = dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).strftime(fmt)
+        labels.append((t, text + (f".{t % 1000:03d}" if step % 1000 else "")))
+    return labels
+
+
+def _day(ms: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date()
+
+
+def _span_text(t0: int, t1: int) -> str:
+    """``20:00–20:20``, or with dates when the span crosses a UTC midnight."""
+    if _day(t0) == _day(t1):
+        return f"{_clock(t0)}–{_clock(t1)}"
+    fmt = "%Y-%m-%d %H:%M"
+    return "–".join(dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).strftime(fmt) for t in (t0, t1))
 
 
 def _clock(ms: int) -> str:
@@ -269,16 +304,16 @@ def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: li
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">']
     y = 20.0
     out.append(f'<text x="4" y="14" class="sec">stimuli (blue) vs values stored by the gateway (green, at the end of their period), '
-               f'{_clock(t0)}–{_clock(t1)} UTC virtual</text>')
+               f'{_span_text(t0, t1)} UTC virtual</text>')
     for s in stimuli:
         out += _lane(s, y, t0, t1, "#1f6fb2")
         y += LANE_H + GAP
     for s in released:
         out += _lane(s, y, t0, t1, "#2e8b57")
         y += LANE_H + GAP
-    for t in axis_ticks(t0, t1):
+    for t, label in tick_labels(t0, t1):
         x = _x(t, t0, t1)
-        out.append(f'<text x="{x:.1f}" y="{y + 12:.1f}" text-anchor="middle" class="rng">{_clock(t)}</text>')
+        out.append(f'<text x="{x:.1f}" y="{y + 12:.1f}" text-anchor="middle" class="rng">{label}</text>')
     for t, line in faults:
         x = _x(t, t0, t1)
         out.append(f'<line x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{y:.1f}" stroke="#c0392b" stroke-dasharray="4 3">'

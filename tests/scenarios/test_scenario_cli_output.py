@@ -243,6 +243,39 @@ def test_html_time_axis_ticks_are_round() -> None:
     assert len(axis_ticks(t0, t0 + 7 * 86_400_000)) <= 8
 
 
+
+def test_html_time_axis_labels_say_the_day_on_multi_day_plots_and_short_spans_get_ticks() -> None:
+    from hil.scenarios.reports import board_svg, tick_labels
+
+    t0 = 1_795_291_200_000  # 2026-11-21 20:00 UTC
+    week = [label for _, label in tick_labels(t0, t0 + 7 * 86_400_000)]
+    assert 2 <= len(week) <= 8 and len(set(week)) == len(week), week  # not "00:00" on every tick
+    assert week[0] == "11-22 00:00"
+    assert [label for _, label in tick_labels(t0, t0 + 20 * 60_000)][:2] == ["20:00", "20:05"]  # one day: time only
+    night = [label for _, label in tick_labels(t0 + 3_600_000, t0 + 5 * 3_600_000)]  # crosses midnight
+    assert night[:2] == ["11-21 21:00", "11-21 21:30"] and night[-1] == "11-22 01:00" and "11-22 00:00" in night
+    assert [label for _, label in tick_labels(t0, t0 + 20_000)][:3] == ["20:00:00", "20:00:05", "20:00:10"]
+    assert [label for _, label in tick_labels(t0 + 250, t0 + 1_250)][:2] == ["20:00:00.400", "20:00:00.600"]
+    assert tick_labels(t0 + 30_500, t0 + 30_500) == [(t0 + 30_500, "20:00:30.500")]
+    for t1 in (t0 + 8, t0 + 999, t0 + 45_000):  # under a minute: ticks still fall within the span
+        assert tick_labels(t0 + 7, t1), t1
+    svg = board_svg([], [], [], t0, t0 + 3 * 86_400_000)
+    assert "2026-11-21 20:00–2026-11-24 20:00 UTC virtual" in svg and ">11-22 00:00<" in svg
+
+
+def test_scenario_checks_do_not_import_pytest(tmp_path: Path) -> None:
+    # `hil validate`/`hil run` warn about deep sleep at a high speed; the numbers must not pull in
+    # pytest and the plugin package (~140 ms on every command).
+    code = ("import sys\nfrom hil.scenarios import load_scenario\nfrom hil.scenarios.hints import deep_sleep_warnings\n"
+            "sc = load_scenario(sys.argv[1])\nprint(len(deep_sleep_warnings(sc, 3600)))\n"
+            "print(sorted(m for m in sys.modules if m == 'pytest' or m.startswith('hil.pytest_plugin')))\n")
+    scenario = tmp_path / "deep.toml"
+    scenario.write_text(DEEP.format(speed=60))
+    proc = subprocess.run([sys.executable, "-c", code, str(scenario)], cwd=REPO, capture_output=True, text=True,
+                          env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["1", "[]"], proc.stdout
+
 def test_one_report_is_singular() -> None:
     from hil.scenarios.checks import _n
 
