@@ -97,7 +97,7 @@ def test_validate_and_run_exit_2_with_one_line_and_a_junit_input_error(tmp_path:
 # 2. timelines that cannot work
 
 @pytest.mark.parametrize("board,words", [
-    ({"stimuli": {"at": [{"time": "+1m", "every": "1ms", "pir": "pulse 2s"}]}}, "faster than the shortest interval, 100 ms"),
+    ({"stimuli": {"at": [{"time": "+1m", "every": "1ms", "pir": "pulse 2s"}]}}, "is too often: the shortest repeat is 100 ms"),
     ({"stimuli": {"at": [{"time": "+1m", "every": "2s", "pir": "pulse 2s"}]}}, "next one starts before it ends"),
     ({"stimuli": {"at": [{"time": "+1m", "every": "500ms", "light": 5}]}}, "too often"),
     ({"faults": [{"time": "+1m", "fault": "clock_skew +99999999d"}]}, "beyond the 365 d"),
