@@ -108,9 +108,9 @@ def _check_uri(path: Path, running: bool) -> str:
 
 
 def read_schema_version(path: Path) -> int | None:
-    """The schema version of the store at ``path`` (None: no store yet), read as
-    :func:`gateway.storage.schema.read_store_version` reads it but through :func:`_check_uri`, so a
-    stopped gateway's store is left without a new ``-wal``/``-shm``.
+    """The schema version of the store at ``path`` (None: no store yet), read without changing anything:
+    no migration, and through :func:`_check_uri`, so a stopped gateway's store is left without a new
+    ``-wal``/``-shm``.
 
     Raises:
         StorageError: ``schema_too_new``, ``schema_unknown`` or ``read_failed``, as ``run`` would fail;

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from pathlib import Path
 
 from gateway.errors import StorageError
-from gateway.storage.sqlite_uri import read_only_uri
 
 SCHEMA_VERSION = 3
 
@@ -166,31 +164,6 @@ def too_new(found: int) -> StorageError:
     return StorageError("the report store has schema version %d, newer than this gateway's %d: it was written "
                         "by a newer civicedge gateway; run that version (or a newer one), not this one"
                         % (found, SCHEMA_VERSION), reason="schema_too_new")
-
-
-def read_store_version(path: Path) -> int | None:
-    """The schema version of the store at ``path``, read without changing anything (a read-only open,
-    no migration), or None when there is no store there yet. ``gateway run --check`` reports it.
-
-    Raises:
-        StorageError: ``schema_too_new`` (a newer gateway wrote it), ``schema_unknown``, or
-            ``read_failed`` when SQLite cannot read the file (not a database, no permission).
-    """
-    if not path.exists():
-        return None
-    try:
-        conn = sqlite3.connect(read_only_uri(path), uri=True)
-    except sqlite3.Error as exc:
-        raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
-    try:
-        found = stored_version(conn)
-    except sqlite3.Error as exc:
-        raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
-    finally:
-        conn.close()
-    if found is not None and found > SCHEMA_VERSION:
-        raise too_new(found)
-    return found
 
 
 def stored_version(conn: sqlite3.Connection) -> int | None:

@@ -18,6 +18,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _nobody_can_run_the_repo() -> bool:
+    """True when user nobody can start this Python on this checkout (a clone under a 0700 directory,
+    as ``mktemp -d`` makes, or a venv under /root, cannot be read by another user)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                           "import hil.cli.main"], capture_output=True, cwd=REPO, timeout=60,
+                          env=dict(os.environ, HOME="/nonexistent"))
+    return done.returncode == 0
+
+
+NOBODY = pytest.mark.skipif(not _nobody_can_run_the_repo(),
+                            reason="needs root, setpriv, and a checkout and Python that user nobody can read "
+                                   "(to run as a user who cannot read $HOME)")
+
+
 def test_building_the_parser_does_not_import_esptool() -> None:
     code = ("import sys; from hil.cli.main import build_parser; build_parser(); "
             "print('esptool' in sys.modules, 'hil.field.esp_flash' in sys.modules)")
@@ -27,8 +43,7 @@ def test_building_the_parser_does_not_import_esptool() -> None:
     assert done.stdout.split() == ["False", "True"]
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv to run as a user who cannot read $HOME")
+@NOBODY
 def test_gateway_help_with_an_unreadable_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".config" / "esptool").mkdir(parents=True)
@@ -43,8 +58,7 @@ def test_gateway_help_with_an_unreadable_home(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and "usage:" in done.stdout
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv to run as a user who cannot read $HOME")
+@NOBODY
 def test_flash_with_an_unreadable_home_says_how_to_fix_it(tmp_path: Path) -> None:
     """esptool is imported when flashing starts and reads ~/.config/esptool/esptool.cfg: with an
     unreadable $HOME that ended in a PermissionError traceback; now one error line with the fix."""
