@@ -281,5 +281,6 @@ async def set_retention(request: web.Request) -> web.Response:
     admin = ctx.require_admin()
     kind, fname, days = _validate_retention(await read_json_body(request), ctx.policy)
     admin.set_retention(kind, fname, days)
-    logger.info("admin set retention of %s.%s to %s days", kind, fname, days)
+    # An audit line the quiet gateway keeps (WARNING, as every admin change): stored readings go sooner.
+    logger.warning("admin API: set the retention of %s.%s to %s days", kind, fname, days)
     return json_response({"kind": kind, "field": fname, "days": days, "retention_days": admin.retention()})

@@ -232,9 +232,14 @@ async def test_enroll_refuses_moves_revoked_ids_and_bad_bodies_without_changing_
     assert {d: fleet.registry.key(d) for d, *_ in before} == keys
 
 
-async def test_retention_get_set_and_persist(client: TestClient, fleet: Fleet, tmp_path: Path) -> None:
-    resp = await client.put("/api/admin/retention", headers=admin_headers(), json={"kind": "bin", "field": "temp", "days": 30})
+async def test_retention_get_set_and_persist(client: TestClient, fleet: Fleet, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.web.admin_api"):
+        resp = await client.put("/api/admin/retention", headers=admin_headers(),
+                                json={"kind": "bin", "field": "temp", "days": 30})
     assert resp.status == 200, await resp.text()
+    # an admin change the quiet gateway records (WARNING), as device changes are
+    assert [r.getMessage() for r in caplog.records] == ["admin API: set the retention of bin.temp to 30 days"]
     assert (await resp.json())["retention_days"]["bin"]["temp"] == 30
     assert fleet.retention.effective()[("bin", "temp")] == 30
     saved = json.loads((tmp_path / "gateway" / "retention.json").read_text())
