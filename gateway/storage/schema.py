@@ -139,6 +139,7 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     # Version 2 -> 3 only adds window_duplicates (CREATE ... IF NOT EXISTS below). Releases a version 2
     # gateway stored twice for one period stay as they are: nothing is deleted.
     conn.executescript(SCHEMA)
+    _complete_window_duplicates(conn)
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
@@ -149,6 +150,20 @@ def apply_schema(conn: sqlite3.Connection) -> None:
         log.warning("report store %s upgraded from schema version %d to %d; gateways older than this one can no "
                     "longer open it (back up before upgrading: docs/gateway.md, Storage, Backups)",
                     _main_file(conn), found, SCHEMA_VERSION)
+
+
+def _complete_window_duplicates(conn: sqlite3.Connection) -> None:
+    """Add ``kind`` and ``e`` to a ``window_duplicates`` table made before they were part of version 3.
+
+    A development build of version 3 created the table without them (CREATE ... IF NOT EXISTS then
+    leaves it so): every repeated release failed its whole batch and every retention pass failed.
+    Rows recorded then have no spend to give: '' and '{}'.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(window_duplicates)")}
+    if "kind" not in columns:
+        conn.execute("ALTER TABLE window_duplicates ADD COLUMN kind TEXT NOT NULL DEFAULT ''")
+    if "e" not in columns:
+        conn.execute("ALTER TABLE window_duplicates ADD COLUMN e TEXT NOT NULL DEFAULT '{}'")
 
 
 def _main_file(conn: sqlite3.Connection) -> str:

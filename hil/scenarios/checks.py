@@ -74,6 +74,19 @@ class StoredData:
                           [r for r in self.not_stored if keep(r[0], r[1])])
 
 
+def _not_stored(conn: sqlite3.Connection) -> list[tuple[str, int, str, int, dict[str, int]]]:
+    """Releases acknowledged and not stored (schema v3's ``window_duplicates``; none in a v2 store).
+
+    Read on its own: a problem here must not throw away the reports already read (``no_loss`` would
+    then call every report missing).
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(window_duplicates)")}
+    if not {"device", "seq", "type", "w", "e"} <= columns:  # v2, or a v3 development build without e
+        return []
+    return [(d, int(s), t, int(w), {k: int(v) for k, v in json.loads(e or "{}").items()})
+            for d, s, t, w, e in conn.execute("SELECT device, seq, type, w, e FROM window_duplicates ORDER BY w, device")]
+
+
 def read_store(db: Path) -> StoredData:
     """Read reports, readings, alarms and releases not stored (empty when the store does not exist)."""
     if not db.exists():
@@ -87,13 +100,11 @@ def read_store(db: Path) -> StoredData:
         readings = [(d, f, int(w), int(length), int(v)) for d, f, w, length, v, _s in rows]
         alarm_rows = conn.execute("SELECT device, code, w, seq FROM alarms ORDER BY w").fetchall()
         alarms = [(d, c, int(w)) for d, c, w, _s in alarm_rows]
-        not_stored = []
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'window_duplicates'").fetchone():  # schema v3
-            not_stored = [(d, int(s), t, int(w), {k: int(v) for k, v in json.loads(e or "{}").items()})
-                          for d, s, t, w, e in conn.execute("SELECT device, seq, type, w, e FROM window_duplicates"
-                                                            " ORDER BY w, device")]
     except sqlite3.OperationalError:
+        conn.close()
         return StoredData([], [], [])
+    try:
+        not_stored = _not_stored(conn)
     finally:
         conn.close()
     return StoredData(reports, readings, alarms, [int(r[5]) for r in rows], [int(a[3]) for a in alarm_rows],

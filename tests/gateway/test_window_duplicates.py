@@ -381,3 +381,37 @@ async def test_a_policy_releasing_mot_every_window_keeps_aggregate_and_release(
     ingest.close()
     ingest.store.close()
     assert [row[1] for row in _not_stored(db)] == [7]
+
+
+def test_a_window_duplicates_table_of_the_first_version_3_build_gets_its_kind_and_spend_columns(
+        tmp_path: Path) -> None:
+    """A development build of version 3 made the table without ``kind`` and ``e``; CREATE ... IF NOT
+    EXISTS left it so, and every repeated release then failed its whole batch (and retention failed)."""
+    db = tmp_path / "r.sqlite"
+    ReportStore(db, gateway_id="gw").close()
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE window_duplicates")
+    conn.execute("CREATE TABLE window_duplicates (device TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
+                 " w INTEGER NOT NULL, l INTEGER NOT NULL, kept_seq INTEGER NOT NULL, digest TEXT NOT NULL,"
+                 " received_at REAL NOT NULL, gateway_id TEXT NOT NULL, link TEXT NOT NULL, PRIMARY KEY (device, seq))")
+    conn.execute("INSERT INTO window_duplicates VALUES ('sl-1', 3, 'win', ?, 900, 1, 'd', 1.0, 'gw', 'x')", (W,))
+    conn.commit()
+    conn.close()
+    store = ReportStore(db, gateway_id="gw")
+    assert store.insert_batch([rec("sl-1", 1)]).inserted == [("sl-1", 1)]
+    assert store.insert_batch([rec("sl-1", 2)]).window_duplicates == [WindowDuplicate("sl-1", 2, "win", W, 900, 1, MOT)]
+    store.apply_retention({("streetlight", "mot"): 1}, W + 10 * 86400)  # failed on the missing e column
+    store.close()
+    assert [row[:2] + row[6:7] for row in _not_stored(db)] == [("sl-1", 2, "{}"), ("sl-1", 3, "{}")]
+
+
+def test_a_release_suppressed_below_k_is_the_periods_release(tmp_path: Path) -> None:
+    """A release whose noisy value fell below k has its spend and no value; it is the period's release: a
+    later value for that period would be published beside what the first already revealed (below k)."""
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw")
+    assert store.insert_batch([rec("sl-1", 1, m={})]).inserted == [("sl-1", 1)]
+    later = store.insert_batch([rec("sl-1", 2, m={"mot": 12})])
+    assert later.inserted == [] and later.window_duplicates == [WindowDuplicate("sl-1", 2, "win", W, 900, 1, MOT)]
+    store.close()
+    assert [r.m for r in ReportQueries(db).reports(device="sl-1")] == [{}]

@@ -119,3 +119,25 @@ def test_read_store_reads_the_releases_not_stored(tmp_path: Path) -> None:
     data = read_store(tmp_path / "r.sqlite")
     assert [s for _, s, *_ in data.reports] == [1, 2, 3]  # the aggregate again is stored, the release not
     assert data.not_stored == [("sl-night-1", 4, "win", DAY2, {"mot": 500})]
+
+
+def test_read_store_keeps_the_reports_when_the_not_stored_table_is_of_another_shape(tmp_path: Path) -> None:
+    """A window_duplicates table without the spend column (a v3 development build) made read_store return
+    nothing at all, and no_loss then called every report missing."""
+    import sqlite3
+
+    from gateway.storage import ReportRecord, ReportStore
+    from hil.scenarios.checks import read_store
+
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw")
+    store.insert_batch([ReportRecord(device="sl-night-1", seq=1, kind="streetlight", zone="z", type="win", w=DAY2,
+                                     l=900, m={"lux": 3}, e={}, a=[], fw="1", received_at=DAY2 + 5.0, link="serial:x",
+                                     digest="%064x" % 1)])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "r.sqlite")
+    conn.execute("DROP TABLE window_duplicates")
+    conn.execute("CREATE TABLE window_duplicates (device TEXT, seq INTEGER, type TEXT, w INTEGER)")
+    conn.commit()
+    conn.close()
+    data = read_store(tmp_path / "r.sqlite")
+    assert [s for _, s, *_ in data.reports] == [1] and data.not_stored == []
