@@ -107,16 +107,26 @@ def key_fingerprint(key: bytes) -> str:
     return hashlib.sha256(key).digest()[:8].hex()
 
 
-def read_key_file(path: Path) -> bytes:
+# More than any key file holds (64 hex characters, whitespace, a BOM): a stored key is read no further.
+_KEY_FILE_MAX = 4096
+
+
+def read_key_file(path: Path, *, regular_only: bool = False) -> bytes:
     """Read a key file holding 64 hex characters (whitespace ignored) or 32 raw bytes.
+
+    Args:
+        regular_only: for the registry's own key files, read on the event loop: anything but a
+            regular file (a FIFO would block the gateway, ``/dev/zero`` would read forever) is refused,
+            and at most ``_KEY_FILE_MAX`` bytes are read. A key given on the command line may be a
+            pipe (``--key-file /dev/stdin``).
 
     Raises:
         RegistryError: reason ``bad_key`` if unreadable or not a 32-byte key (content never shown).
     """
     try:
-        raw = Path(path).read_bytes()
+        raw = _read_regular(path) if regular_only else Path(path).read_bytes()
     except OSError as exc:
-        raise RegistryError("cannot read key file %s: %s" % (path, exc.strerror), reason="bad_key") from exc
+        raise RegistryError("cannot read key file %s: %s" % (path, exc.strerror or exc), reason="bad_key") from exc
     text = raw.strip()
     if len(text) == 2 * KEY_LEN:
         try:
@@ -127,6 +137,21 @@ def read_key_file(path: Path) -> bytes:
         return raw
     raise RegistryError("key file %s does not hold a 32-byte key (64 hex chars or 32 raw bytes)" % path,
                         reason="bad_key")
+
+
+def _read_regular(path: Path) -> bytes:
+    """The first ``_KEY_FILE_MAX`` + 1 bytes of ``path`` if it is a regular file (never blocks on a FIFO).
+
+    Raises:
+        OSError: unreadable, or not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.read(fd, _KEY_FILE_MAX + 1)
+    finally:
+        os.close(fd)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -702,7 +727,7 @@ class Registry:
             # a symlink, never another user's file). chmod leaves the mtime, so this runs once per
             # new file.
             self._secure_replaced_key(path)
-        key = read_key_file(path)
+        key = read_key_file(path, regular_only=True)
         self._key_cache[device_id] = (mtime, key)
         return key
 

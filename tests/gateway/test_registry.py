@@ -331,3 +331,30 @@ def test_devices_show_reports_a_too_open_key_file_without_changing_it(tmp_path: 
     assert status.startswith("ok; too open:") and "mode 0644" in status
     assert "warning: device sl-q1:" in err and "0644" in err
     assert mode(reg.key_path("sl-q1")) == 0o644
+
+
+@pytest.mark.timeout(20)
+def test_a_stored_key_that_is_a_fifo_or_a_device_is_refused_without_blocking(tmp_path: Path) -> None:
+    """The gateway reads keys on its event loop: a FIFO in keys/ blocked it for good, and a symlink to
+    /dev/zero read without end. Both are bad_key now; a key given on the command line may be a pipe."""
+    reg = Registry(tmp_path / "reg")
+    try:
+        reg.add("b1", kind="bin", zone="north", lat="52.1", lon="4.2")
+        reg.add("b2", kind="bin", zone="north", lat="52.1", lon="4.3")
+        reg.key_path("b1").unlink()
+        os.mkfifo(reg.key_path("b1"), 0o600)
+        reg.key_path("b2").unlink()
+        reg.key_path("b2").symlink_to("/dev/zero")
+        for device in ("b1", "b2"):
+            with pytest.raises(RegistryError) as info:
+                reg.key(device)
+            assert info.value.reason == "bad_key" and "not a regular file" in str(info.value)
+    finally:
+        reg.close()
+    read_end, write_end = os.pipe()
+    os.write(write_end, (bytes(range(32)).hex() + "\n").encode())
+    os.close(write_end)
+    try:
+        assert read_key_file(Path(f"/proc/self/fd/{read_end}")) == bytes(range(32))  # a pipe on the command line
+    finally:
+        os.close(read_end)
