@@ -270,15 +270,17 @@ def test_show_of_a_key_file_this_user_may_not_read_does_not_advise_a_take_over(
         reg: Registry, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Review: `show` run by another user than the gateway's said to re-key the board (--force --take-over)
     for a key file that is fine, only unreadable to that user."""
+    from gateway.registry import devices as devices_module
+
     path = reg.key_path("b1")
-    real = Path.read_bytes
+    real = devices_module._read_regular  # noqa: SLF001 - root reads every file: the denial is simulated
 
-    def denied(self: Path) -> bytes:
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def denied(file: Path) -> bytes:
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file)
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(devices_module, "_read_regular", denied)
     reg.close()
     assert main(devices(path.parent.parent, "show", "b1", "--json")) == 0
     out, err = capsys.readouterr()
