@@ -34,6 +34,7 @@ from gateway.storage.store import ReportStore
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
 from gateway.upstream.mqtt import MqttUpstream, encode_report
+from gateway.web.hosts import host_port
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +205,12 @@ class Gateway:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise TransportError("cannot serve HTTP on %s:%d: %s" % (http.listen, http.port, exc.strerror),
+            raise TransportError("cannot serve HTTP on %s: %s" % (host_port(http.listen, http.port), exc.strerror),
                                  reason="open_failed", link="http") from exc
         self._web = runner
         sockets = getattr(site._server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else http.port
-        log.info("HTTP on %s:%s", http.listen, self.http_port)
+        log.info("HTTP on %s", host_port(http.listen, self.http_port))
 
     def _health(self) -> list[str]:
         reasons = []

@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.storage.sqlite_uri import read_only_uri
 from gateway.storage.store import check_store_free, store_writer
+from gateway.web.hosts import host_port
 
 RETENTION_FILE = "retention.json"
 
@@ -195,11 +196,6 @@ def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
     except RetentionFileError as exc:
         raise bad(str(exc)) from None
     return "%d retention override(s)" % len(entries)
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets (``[::]:18733``, not ``:::18733``)."""
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
 def check_http_port(listen: str, port: int, holder: str | None) -> str:

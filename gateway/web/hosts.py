@@ -15,6 +15,11 @@ from typing import Iterable
 ALWAYS_ALLOWED = ("localhost",)
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::]:18733``, not ``:::18733``)."""
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
 def _normal(name: str) -> str:
     return name.strip().lower().removesuffix(".")
 
