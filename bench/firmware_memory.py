@@ -195,6 +195,7 @@ def plan():
     yield "load /identity.json"
     from civic.apps import runtime
     rt = runtime.build(cfg, identity, machine, bluetooth, root="/")
+    rt.build_links()            # a deep-sleep bin builds them at a wake that needs the radio
     yield "build device"
     report = rt.reporter.report
     def measured_report(t, w, l, m, e=None, a=None):

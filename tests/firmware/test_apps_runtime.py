@@ -242,3 +242,58 @@ asyncio.create_task(main())
     r = res[-1]
     assert r["runs"] == 3
     assert len(r["logged"]) == 2 and all("UartLink failed: OSError(5" in x and "restarting" in x for x in r["logged"])
+
+
+RADIO_RUN = """
+class Radio:
+    on = False
+    class BLE:
+        def active(self, on=None):
+            if on is not None:
+                if BROKEN:
+                    raise OSError(19)        # ENODEV: the controller did not come up
+                Radio.on = bool(on)
+            return Radio.on
+        def config(self, **kw):
+            pass
+        def irq(self, fn):
+            pass
+        def gatts_register_services(self, services):
+            return ((10, 12),)
+        def gatts_set_buffer(self, h, n, append=False):
+            pass
+        def gap_advertise(self, interval, adv_data=None, resp_data=None, connectable=True):
+            pass
+    UUID = str
+logged = []
+rt = runtime.build(CFG, IDENTITY, FakeMachine, Radio, root="/", log=logged.append)
+fake = FakeClock(START - 60)            # 23:59 UTC: the 18:00-00:00 motion period ends in a minute
+rt.app.clock = fake
+rt.app.attach()
+pir = FakeMachine.pins[27]
+FakeMachine.adcs[34].uv = 1000000
+while fake.ms <= 180 * 1000:
+    if fake.ms % 20000 == 0:
+        pir.pulse()
+    rt.app.tick(fake.ms)
+    fake.ms += 5000
+print(json.dumps({"links": [type(l).__name__ for l in rt.links], "held": rt.app.held, "errors": rt.app.errors,
+                  "pending": len(rt.outbox), "spent": 2000 - rt.ledger.remaining("mot", fake.time())}))
+"""
+
+
+def test_a_streetlight_whose_radio_failed_holds_its_passes_instead_of_drawing_weak_noise(mpy: Mpy) -> None:
+    # QA: Releaser was built without rng_ready, so noise was drawn with the radio off (BLE failed,
+    # no bluetooth module, UART only), when the ESP32's os.urandom is not truly random.
+    res = run(mpy, "streetlight-esp32", "sl-0006", f"START = {T0}\nBROKEN = True\n" + RADIO_RUN)
+    r = res[-1]
+    assert r["links"] == ["UartLink"]
+    assert list(r["held"]) == ["mot"] and r["held"]["mot"][1] == T0 - 21600   # kept for its own period
+    assert r["spent"] == 0 and r["errors"] == 0                               # no noise drawn, no crash
+
+
+def test_a_streetlight_with_its_radio_on_releases_its_passes(mpy: Mpy) -> None:
+    res = run(mpy, "streetlight-esp32", "sl-0007", f"START = {T0}\nBROKEN = False\n" + RADIO_RUN)
+    r = res[-1]
+    assert r["links"] == ["UartLink", "BleLink"]
+    assert r["held"] == {} and r["spent"] == 500

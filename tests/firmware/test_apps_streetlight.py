@@ -212,3 +212,53 @@ print(json.dumps([passes[0], [b["m"] for b in rep.of("win") if b["l"] == 900], [
     assert busy[1] == quiet[1] and len(busy[1]) == 8          # lvl, lux, lamp per window: identical
     assert busy[2] == quiet[2] and len(busy[2]) == 2          # wh per hour: identical
     assert all(m["lvl"] > 0 for m in busy[1]) and all(m["wh"] > 0 for m in busy[2])
+
+
+def test_passes_wait_for_the_radio_and_are_released_for_their_own_period(mpy: Mpy) -> None:
+    # ESP32: os.urandom is truly random only while the radio is on. With the radio off at the
+    # 00:00 release, the 6 h count is held (not lost, no crash, no budget spent) and released
+    # for its own period 18:00-00:00 at the first sample after the radio is up.
+    res = run_app(mpy, 1767225600 - 6 * 3600, """
+radio = [False]
+rel.rng_ready = lambda: radio[0]
+def walker():
+    if clock.ms % 60000 == 0:
+        pir.pulse()
+run_for(6 * 3600 + 60, step_ms=5000, each=walker)        # to 00:01: the 00:00 release is due
+held = [list(app.held), len(rep.of("win")) and [b["l"] for b in rep.of("win") if b["l"] == 21600],
+        rel.ledger.remaining("mot", clock.time())]
+radio[0] = True
+run_for(10, step_ms=5000)                                  # the next sample
+mots = [b for b in rep.of("win") if b["l"] == 21600]
+print(json.dumps([held, app.held, app.errors, mots]))
+""")
+    held, after, errors, mots = res
+    assert held == [["mot"], [], 2000]       # held, nothing released, no epsilon spent
+    assert after == {} and errors == 0
+    assert len(mots) == 1 and mots[0]["w"] == 1767225600 - 6 * 3600 and mots[0]["e"] == {"mot": 500}
+    assert abs(mots[0]["m"]["mot"] - 360) <= 40              # the held count, not a new one
+
+
+def test_passes_held_past_the_next_period_carry_into_it(mpy: Mpy) -> None:
+    # The radio stays off for more than a release period: the first period's passes are added
+    # to the next period's count and released with it, each pass counted once.
+    res = run_app(mpy, 1767225600 - 6 * 3600, """
+radio = [False]
+rel.rng_ready = lambda: radio[0]
+def walker():
+    if clock.ms % 60000 == 0:
+        pir.pulse()
+run_for(6 * 3600 + 60, step_ms=5000, each=walker)          # 00:01: 18:00-00:00 held
+run_for(6 * 3600, step_ms=5000)                            # no one passes; 06:01: 00:00-06:00 held too
+carried = app.held["mot"][:2]
+radio[0] = True
+run_for(10, step_ms=5000)                                   # the next sample releases both as one
+mots = [[b["w"], b["m"].get("mot")] for b in rep.of("win") if b["l"] == 21600]
+print(json.dumps([carried, mots]))
+""")
+    carried, mots = res
+    assert carried[1] == 1767225600 and carried[0] in (360, 361)   # 18:00-00:00 passes, now in 00:00-06:00
+    assert len(mots) == 1
+    w, value = mots[0]
+    assert w == 1767225600                                     # the period that closed with the radio on
+    assert value is not None and abs(value - 360) <= 40        # carries the 360 passes of 18:00-00:00

@@ -164,3 +164,23 @@ def test_ledger_matches_reference_model(flash_run: Callable[..., Any], tmp_path:
     got = flash_run(code, tmp_path / "flash").stdout.split()
     assert got == _model(ops, 1000)
     assert "True" in got and "False" in got
+
+
+def test_a_period_is_released_once_across_reboots_and_clock_changes(flash_run: Callable[..., Any],
+                                                                    tmp_path: Path) -> None:
+    """The ledger keeps the end of the last period released per field, written with the grant:
+    the same period again (a reset before the app saved its state, a clock set back) is refused."""
+    code = (
+        "from civic.privacy.ledger import Ledger\nL = Ledger('/flash/l.json', {'lid': 2000, 'mot': 2000})\n"
+        f"print(L.spend('lid', 500, {D} + 100, {D} - 86400, {D}), L.released_until('lid'))\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.split() == ["True", str(D)]
+    code = (
+        "from civic.privacy.ledger import Ledger\nL = Ledger('/flash/l.json', {'lid': 2000, 'mot': 2000})\n"
+        f"print(L.spend('lid', 500, {D} + 200, {D} - 86400, {D}))\n"          # same period after a reboot
+        f"print(L.spend('lid', 500, {D} + 86400, {D} - 86400, {D}))\n"        # ... on a later day
+        f"print(L.spend('mot', 500, {D} + 300, {D} - 21600, {D}))\n"          # other fields are separate
+        f"print(L.spend('lid', 500, {D} + 86400 + 5, {D}, {D} + 86400))\n"    # the next period
+        "print(L.refused, L.remaining('lid', " + str(D) + " + 86400))\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["False", "False", "True", "True", "2 1500"]

@@ -1,6 +1,7 @@
 """What both apps share: guarded reporting and error counting."""
 
 from civic.hal.clock import VALID_AFTER
+from civic.privacy.release import RngNotReady
 
 
 class AppBase:
@@ -21,6 +22,9 @@ class AppBase:
         self.errors = 0
         self.reports = 0
         self.alarms = 0
+        # field -> [count, period_start, length, t]: a count whose release had to wait for the
+        # RNG (radio off); retried at each sample, carried into the next period if still held then
+        self.held = {}
 
     def _trusted(self, period_start):
         """Whether a period can be reported: the clock is synced and the period began after
@@ -53,20 +57,35 @@ class AppBase:
         """Release a people-related count for a finished period, if the clock can be trusted.
 
         Before the clock is synced the count is dropped: a day of the budget ledger could not
-        be told, and losing a count is always safe for privacy.
+        be told, and losing a count is always safe for privacy. While the RNG is not truly
+        random (radio off) the count is held, not lost: :meth:`_retry_held` releases it for
+        its own period at a later sample; a count still held when the next period ends is
+        added to that period's count and released with it (each event counted once).
         """
+        held = self.held.pop(field, None)
+        if held is not None:
+            count += held[0]
         if not self._trusted(period_start):
             return False
         try:
-            value, eps = self.releaser.release(field, count, now_s)
+            value, eps = self.releaser.release(field, count, now_s, period_start, length)
+        except RngNotReady:
+            self.held[field] = [count, period_start, length, t]
+            return False
         except OSError as exc:
             # the ledger could not persist the grant (flash full or failing): nothing is released
             self.errors += 1
             self.log("release %s failed: %r" % (field, exc))
             return False
         if not eps:
-            return False  # budget for today spent: nothing leaves
+            return False  # budget for today spent, or this period released already: nothing leaves
         m = {}
         if value is not None:
             m[field] = value
         return self._report(t, period_start, length, m, {field: eps})
+
+    def _retry_held(self, now_s):
+        """Try again the releases held for the RNG (see :meth:`_release`)."""
+        for field in list(self.held):
+            count, start, length, t = self.held.pop(field)
+            self._release(field, count, start, length, t, now_s)

@@ -28,7 +28,7 @@ WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 def fresh_state():
     """State of a bin that has never read anything."""
     return {"next": 0, "win": None, "fill": None, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
-            "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False}
+            "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False}
 
 
 class BinApp(AppBase):
@@ -73,6 +73,7 @@ class BinApp(AppBase):
         self.state_path = state_path
         self.pause = pause if pause is not None else asyncio.sleep_ms
         self.state = self._load()
+        self.held = self.state["held"]  # a lid count waiting for the RNG outlives deep sleep
         self.fire.restore(self.state["fire"])
 
     def configure(self, values):
@@ -89,6 +90,13 @@ class BinApp(AppBase):
         v = values.get("fire_rise_c_per_min")
         if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100:
             self.fire.rise_c_per_min = v
+
+    def _alarm(self, codes, now_s, m=None):
+        # remembered until the outbox is seen empty: a lid wake then still starts the radio
+        if AppBase._alarm(self, codes, now_s, m):
+            self.state["alarm"] = True
+            return True
+        return False
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -143,6 +151,8 @@ class BinApp(AppBase):
     def record(self, now_s, fill, deci, tilted, bat):
         """Account one reading: alarms at once, then window sums; close finished periods first."""
         st = self.state
+        if self.held:
+            self._retry_held(now_s)
         self._close_periods(now_s)
         prev = self.fire.prev
         if self.fire.update(deci, now_s):
@@ -242,6 +252,11 @@ class BinApp(AppBase):
         The port does not tell which pin woke the chip, and a quick lid may already be shut
         again after the boot: only the lid and tilt pins are armed, so a wake that is not a
         tilt counts as a lid opening.
+
+        Returns:
+            True if this wake needs the radio (a reading is due, or an alarm waits to be sent);
+            False for a plain lid opening, after which the bin sleeps again with the radio off:
+            frames sent now would tell the gateway when the lid was opened.
         """
         now = self.clock.time()
         tilted = self.tilt.active()
@@ -249,6 +264,11 @@ class BinApp(AppBase):
             self.lid_opened(now)
         self.tip_check(now, tilted)
         self.save()
+        return self.needs_radio()
+
+    def needs_radio(self):
+        """Whether this wake must start the links: a reading is due or an alarm is unsent."""
+        return self.due() or self.state["alarm"]
 
     def sleep_plan(self):
         """``(ms until the next reading, io names to arm as wake sources)``.
@@ -275,7 +295,7 @@ class BinApp(AppBase):
             self.hw.feed()
             await self.wake.wait_ms(min(left_ms, next_ms, self.feed_ms))
 
-    async def run_deep(self, woke_by_pin, pending, sleeper, linger_s=30):
+    async def run_deep(self, woke_by_pin, pending, sleeper, linger_s=30, start_links=None):
         """One wake of a deep-sleeping bin: handle the wake, read if due, upload, sleep.
 
         Args:
@@ -284,12 +304,18 @@ class BinApp(AppBase):
             sleeper: callable(ms, io_names) that arms the wake pins and deep-sleeps (does not
                 return on a board; the simulator resets the board after the time).
             linger_s: longest time to stay awake for the gateway to collect the reports.
+            start_links: callable starting the links, called only when the wake needs the
+                radio (not for a plain lid opening; see :meth:`on_pin_wake`).
         """
-        if woke_by_pin:
-            self.on_pin_wake()
-        if self.due():
-            await self.cycle()
-        await self.linger(pending, linger_s)
+        if not woke_by_pin or self.on_pin_wake():
+            if start_links is not None:
+                start_links()
+            if self.due():
+                await self.cycle()
+            await self.linger(pending, linger_s)
+            if self.state["alarm"] and not pending():
+                self.state["alarm"] = False  # the gateway has the alarm
+                self.save()
         ms, pins = self.sleep_plan()
         sleeper(ms, pins)
 

@@ -40,7 +40,7 @@ class Runtime:
     """A built device: hardware, core objects, app and links (see :func:`build`)."""
 
     def __init__(self, cfg, machine, policy, seq, outbox, ledger, releaser, reporter, hw, clock, app,
-                 session, links, log=print):
+                 session, links, log=print, make_links=None):
         self.cfg = cfg
         self.machine = machine
         self.policy = policy
@@ -55,6 +55,7 @@ class Runtime:
         self.session = session
         self.links = links
         self.log = log
+        self.make_links = make_links  # a deep-sleep bin builds its links only when a wake needs them
 
     async def _stable(self):
         await asyncio.sleep_ms(STABLE_AFTER_MS)
@@ -90,19 +91,33 @@ class Runtime:
     async def run(self):
         """Run the device: links and app as asyncio tasks, with the watchdog started."""
         self.hw.start_watchdog()
-        self.ask_time()
-        for link in self.links:
-            asyncio.create_task(self._supervise(link))
         mode = self.cfg["sleep"]["mode"]
         if self.cfg["kind"] == "bin" and mode == "deep":
+            # links start only if this wake needs them: not for a plain lid opening (see
+            # BinApp.on_pin_wake), whose frames or adverts would reveal when the lid was opened
             await self.app.run_deep(power.woke_by_pin(self.machine) if power.woke_from_deepsleep(self.machine) else False,
-                                    lambda: len(self.outbox), self.deep_sleep)
+                                    lambda: len(self.outbox), self.deep_sleep, start_links=self.start_links)
             return
+        self.start_links()
         asyncio.create_task(self._stable())
         if self.cfg["kind"] == "bin":
             await self.app.run_awake()
         else:
             await self.app.run()
+
+    def build_links(self):
+        """Build the links if they wait to be built (a deep-sleep bin); return them."""
+        if self.make_links is not None:
+            self.links.extend(self.make_links())
+            self.make_links = None
+        return self.links
+
+    def start_links(self):
+        """Build the links if needed, ask for the time if needed, start the link tasks."""
+        self.build_links()
+        self.ask_time()
+        for link in self.links:
+            asyncio.create_task(self._supervise(link))
 
     def deep_sleep(self, ms, wake_names):
         """Arm the wake pins and deep-sleep ``ms`` (a clean cycle: crash counter cleared)."""
@@ -121,6 +136,21 @@ def _framed_by(data, device_id, key):
         return frame.parse(data, key)[1] == device_id
     except frame.FrameError:
         return False
+
+
+def _radio_on(radios):
+    """True while one of ``radios`` (BLE objects) is active: the ESP32 RNG is then truly random.
+
+    A board without a working radio (no BLE link, the controller failed, no ``bluetooth``
+    module) never draws noise: its noisy counts are held, not released (docs/privacy.md §5).
+    """
+    for ble in radios:
+        try:
+            if ble.active():
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
@@ -147,7 +177,8 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
     if outbox.foreign:
         log("civicedge: %d outbox frame(s) framed under another identity or key dropped" % outbox.foreign)
     ledger = Ledger(root + "ledger.json", pol.day_budgets())
-    releaser = Releaser(pol.fields, ledger)
+    radios = []  # BLE objects of the links: os.urandom is truly random only while one is active
+    releaser = Releaser(pol.fields, ledger, rng_ready=lambda: _radio_on(radios))
     reporter = Reporter(device_id, key, pol, seq, outbox)
     hw = hardware.build(cfg, machine)
     clock = Clock(hw.rtc())
@@ -161,17 +192,27 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
                       config_path=root + "config.json", config_keys=pol.config_keys, on_config=app.configure)
     reporter.on_queued = session.notify
     app.configure(session.config.get("values", {}))
-    links = []
-    uart = hw.uart()
-    if uart is not None:
-        from civic.uplink.uart import UartLink
-        links.append(UartLink(uart, session))
-    ble_cfg = cfg["links"].get("ble")
-    if ble_cfg is not None and bluetooth is not None:
-        from civic.uplink.ble import BleLink
-        try:
-            links.append(BleLink(bluetooth.BLE(), bluetooth.UUID, session, preferred_mtu=ble_cfg.get("mtu", 247)))
-        except (OSError, ValueError) as exc:
-            # a radio that fails to come up must not stop the sensing or the other link
-            log("civicedge: BLE unavailable: %r" % (exc,))
-    return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session, links, log)
+
+    def make_links():
+        links = []
+        uart = hw.uart()
+        if uart is not None:
+            from civic.uplink.uart import UartLink
+            links.append(UartLink(uart, session))
+        ble_cfg = cfg["links"].get("ble")
+        if ble_cfg is not None and bluetooth is not None:
+            from civic.uplink.ble import BleLink
+            try:
+                ble = bluetooth.BLE()
+                links.append(BleLink(ble, bluetooth.UUID, session, preferred_mtu=ble_cfg.get("mtu", 247)))
+                radios.append(ble)
+            except (OSError, ValueError) as exc:
+                # a radio that fails to come up must not stop the sensing or the other link
+                log("civicedge: BLE unavailable: %r" % (exc,))
+        return links
+
+    if kind == "bin" and cfg["sleep"]["mode"] == "deep":
+        return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session, [],
+                       log, make_links)
+    return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session,
+                   make_links(), log)

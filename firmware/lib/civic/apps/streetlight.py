@@ -108,6 +108,8 @@ class StreetlightApp(AppBase):
         for hour, mwh in self.energy.sample(now_s, mw):
             if self._trusted(hour):
                 self._report("hour", hour, 3600, {"wh": round_div(mwh, 1000)})
+        if self.held:
+            self._retry_held(now_s)
         self._close_periods(now_s)
         self.lux.add(lux)
         self.lvl.add(base)

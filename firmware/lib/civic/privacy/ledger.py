@@ -8,7 +8,11 @@ has seen and what each field spent on it. Rules:
   written to flash *before* the caller may release anything);
 * a day earlier than the latest seen (RTC rolled back, or unset after power loss) is
   refused until the clock passes the latest seen day again;
-* a damaged ledger file fails closed: the current day counts as fully spent.
+* a damaged ledger file fails closed: the current day counts as fully spent;
+* a release names the period it covers: the ledger keeps, per field, the end of the last period
+  released (in the same atomic write as the grant) and refuses a period that starts before it.
+  A reset between a release and the app saving its own state, or a clock set back, cannot
+  release one period twice with fresh noise.
 """
 
 import json
@@ -45,6 +49,7 @@ class Ledger:
         self._corrupt = False
         self._day = -1
         self._spent = {}
+        self._last = {}  # field -> end (unix s) of the last period released
         try:
             raw = atomic.read(path)
         except atomic.CorruptFile:
@@ -55,10 +60,12 @@ class Ledger:
                 state = json.loads(raw)
                 self._day = int(state["day"])
                 self._spent = dict(state["spent"])
+                self._last = dict(state.get("last", {}))
             except (ValueError, KeyError, TypeError):
                 self._corrupt = True
                 self._day = -1
                 self._spent = {}
+                self._last = {}
 
     @property
     def latest_day(self):
@@ -87,7 +94,7 @@ class Ledger:
         return True
 
     def _save(self):
-        atomic.write(self.path, json.dumps({"day": self._day, "spent": self._spent}).encode())
+        atomic.write(self.path, json.dumps({"day": self._day, "spent": self._spent, "last": self._last}).encode())
 
     def remaining(self, field, now_s):
         """Milli-epsilon ``field`` may still spend on the day of ``now_s`` (0 if refused)."""
@@ -99,12 +106,22 @@ class Ledger:
             return 0 if self._corrupt else budget
         return max(0, budget - self._spent.get(field, 0))
 
-    def spend(self, field, milli, now_s):
+    def released_until(self, field):
+        """End (unix s) of the last period of ``field`` released, or 0."""
+        return self._last.get(field, 0)
+
+    def spend(self, field, milli, now_s, start=None, end=None):
         """Grant and persist ``milli`` for ``field`` on the day of ``now_s``.
+
+        Args:
+            start, end: the period the release covers (unix s). When given, a period that starts
+                before the end of the last one released is refused, and ``end`` is written with
+                the grant.
 
         Returns:
             True if granted (already written to flash), False if refused: budget spent,
-            or ``now_s`` falls on a day before the latest seen day (clock rollback).
+            ``now_s`` falls on a day before the latest seen day (clock rollback), or the period
+            was released already.
 
         Raises:
             BudgetError: unknown field or non-positive amount.
@@ -112,6 +129,9 @@ class Ledger:
         budget = self._budget(field)
         if not isinstance(milli, int) or milli < 1:
             raise BudgetError(field, "amount must be an int >= 1 milli-epsilon")
+        if start is not None and start < self._last.get(field, 0):
+            self.refused += 1
+            return False
         if not self._roll(now_s // DAY_S):
             self.refused += 1
             return False
@@ -120,5 +140,7 @@ class Ledger:
             self.refused += 1
             return False
         self._spent[field] = spent + milli
+        if end is not None:
+            self._last[field] = end
         self._save()
         return True

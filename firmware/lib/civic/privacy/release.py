@@ -56,12 +56,15 @@ class Releaser:
         self.rng_ready = rng_ready
         self.suppressed = 0
 
-    def release(self, field, count, now_s):
+    def release(self, field, count, now_s, start=None, length=None):
         """Release one window's ``count`` of ``field``.
+
+        ``start``/``length`` name the period released: the ledger refuses a period released
+        already (see :meth:`civic.privacy.ledger.Ledger.spend`).
 
         Returns:
             tuple (value, eps_milli): ``value`` is the noisy count or None when it must be
-            left out (suppressed below k, or budget refused); ``eps_milli`` is what this
+            left out (suppressed below k, or budget or period refused); ``eps_milli`` is what this
             release spent (0 when refused). Put ``value`` in the report's ``m`` only when it
             is not None, and a non-zero ``eps_milli`` in ``e``.
 
@@ -77,7 +80,8 @@ class Releaser:
         eps = spec["eps_per_release_milli"]
         if self.rng_ready is not None and not self.rng_ready():
             raise RngNotReady(field, "hardware RNG not ready (radio off)")
-        if not self.ledger.spend(field, eps, now_s):
+        end = None if start is None else start + length
+        if not self.ledger.spend(field, eps, now_s, start, end):
             return None, 0
         value = noisy_count(count, eps, spec["k"], self.rand)
         if value is None:
