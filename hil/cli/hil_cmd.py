@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import errno
 import math
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,7 +32,7 @@ from hil.scenarios.runner import Progress as RunProgress
 from hil.scenarios.errors import ScenarioRunError
 from hil.scenarios.hints import deep_sleep_warnings
 from hil.scenarios.loader import MAX_SPEED, MIN_SPEED, SCENARIO_ID, find_scenario, read_toml_text
-from hil.scenarios.runner import ScenarioResult, check_workdir, default_timeout_s, run_scenario
+from hil.scenarios.runner import ScenarioResult, ScenarioRun, check_workdir, default_timeout_s, run_scenario
 from hil.workdir import WorkdirError, WorkdirLock, lock_workdir
 
 
@@ -42,6 +44,8 @@ class _Console(Console):
     (``2>&1 | head -3``) should not decide the outcome of a run: the output to that stream is
     dropped (its file descriptor now points at /dev/null, so the interpreter's last flush and the
     log handler do not fail either) and the run goes on to its reports and its own exit status.
+    A hung-up terminal (its pty closed: writes fail with ``EIO``) is treated the same way, so a
+    closed terminal or SSH session still gets its JUnit and HTML reports.
     When not writing to a terminal (CI logs), lines are not wrapped at 80 columns.
     """
 
@@ -49,6 +53,14 @@ class _Console(Console):
         super().__init__(stderr=stderr)
         self.broken = False
         self.soft_wrap = not self.is_terminal
+
+    def _check_buffer(self) -> None:
+        try:
+            super()._check_buffer()
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            self.on_broken_pipe()
 
     def on_broken_pipe(self) -> None:
         """Stop writing to this stream; the run goes on."""
@@ -125,10 +137,16 @@ class _Signals:
 
     ``load`` (reading the scenario, checking options, taking the work directory): nothing was started,
     the signal raises :class:`KeyboardInterrupt` (SIGTERM and SIGHUP too), and the command exits 1
-    with a JUnit "interrupted before it started" error. ``run``: the signal stops the run cleanly
-    (the run's ``stop`` event; the runner records it as interrupted). ``after`` (the run returned:
-    its result is printed and its reports are written): the signal is only recorded, so a Ctrl-C
-    at that moment cannot leave a report half written or replace the real one.
+    with a JUnit "interrupted before it started" error. ``run``: the first signal stops the run cleanly
+    (the run's ``stop`` event; the runner records it as interrupted) and says so on stderr. ``after``
+    (the run returned: its result is printed and its reports are written): a first signal is only
+    recorded, so a Ctrl-C at that moment cannot leave a report half written or replace the real one.
+
+    A second signal, while the run stops or after a first one was recorded, forces the end: the
+    gateway's process group is killed (a stopped or hung gateway would otherwise hold the clean stop
+    for up to 20 s) and the command exits at once with 128 + the signal number (130 for Ctrl-C), no
+    report written. A signal ignored when the command started (``nohup``, ``cmd &`` in a script) stays
+    ignored.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -137,22 +155,26 @@ class _Signals:
         self.phase = "load"
         self.received: list[str] = []
         self.installed = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._run: ScenarioRun | None = None
 
     def install(self) -> None:
-        """Take over the three signals (main thread only; elsewhere Python does not deliver them)."""
+        """Take over the three signals (main thread only; elsewhere Python does not deliver them),
+        leaving alone those the command inherited as ignored."""
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in self.SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             self._previous[sig] = signal.signal(sig, self._handle)
         self.installed = True
 
     def restore(self) -> None:
-        """Put back the handlers from before :meth:`install`."""
+        """Put back the handlers from before :meth:`install` (one not set from Python: the default)."""
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)  # type: ignore[arg-type]  # what getsignal returned
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
         self.installed = False
 
@@ -162,13 +184,41 @@ class _Signals:
         if stop is not None and self.received:
             stop.set()
 
+    def watch(self, run: ScenarioRun) -> None:
+        """The run whose gateway a forced stop kills."""
+        self._run = run
+
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
+        if self.received and self.phase != "load":
+            self._force(signum, name)
+        self.received.append(name)
         if self.phase == "load":
             raise KeyboardInterrupt(name)
-        self.received.append(name)
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self.phase == "run":
+            _say(f"{name}: stopping… (press Ctrl-C again to force)\n")
+            if self._loop is not None and self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
+
+    def _force(self, signum: int, name: str) -> None:
+        """Kill the gateway's process group and exit now (the boards' hosts end when their pipes close)."""
+        gateway = self._run.gateway if self._run is not None else None
+        if gateway is not None and gateway.poll() is None:
+            try:  # started in its own session (hil.children.spawn_child): its pid is its group's id
+                os.killpg(gateway.pid, signal.SIGKILL)
+            except OSError:  # it ended meanwhile
+                pass
+        _say(f"{name} again: forced stop, gateway killed, no report written\n")
+        os._exit(128 + signum)
+
+
+def _say(text: str) -> None:
+    """Write to stderr from a signal handler: straight to the descriptor (the handler may run while
+    ``sys.stderr`` is in the middle of a write, and a hung-up terminal must not raise here)."""
+    try:
+        os.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -302,6 +352,10 @@ def _execute(args: argparse.Namespace, prepared: _Prepared, out: _Console, err: 
              signals: _Signals) -> int:
     """Run a prepared scenario, print its result and write its reports: the exit status."""
     scenario, workdir, lock = prepared.scenario, prepared.workdir, prepared.lock
+    if signals.received:  # came between the end of _prepare and here: do not boot every board first
+        lock.release()
+        signals.phase = "after"
+        return _interrupted_before_start(args, out, err, signals.received[0])
     try:
         with lock:
             result = asyncio.run(_run(scenario, workdir, lock, args, err, prepared.timeout_s, signals))
@@ -313,8 +367,8 @@ def _execute(args: argparse.Namespace, prepared: _Prepared, out: _Console, err: 
                       highlight=False)
         return 1
     signals.phase = "after"  # the run is over: a signal now must not cut its reports short
-    _print_result(result, out)
     try:
+        _print_result(result, out)
         if args.junit:
             out.print(f"JUnit report: {write_junit(result, args.junit)}", highlight=False)
         if args.html:
@@ -333,15 +387,17 @@ async def _run(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argpa
     stop = asyncio.Event()
     signals.attach(asyncio.get_running_loop(), stop)
     try:
+        # Never the runner's own handlers: _Signals has them on the main thread, and off it the
+        # runner's add_signal_handler would raise.
         return await _run_with_progress(scenario, workdir, lock, args, console, timeout_s, stop,
-                                        handle_signals=not signals.installed)
+                                        on_run=signals.watch)
     finally:
         signals.attach(None, None)  # the loop closes after this; later signals are only recorded
 
 
 async def _run_with_progress(scenario: Scenario, workdir: Path, lock: WorkdirLock, args: argparse.Namespace,
                              console: Console, timeout_s: float, stop: asyncio.Event, *,
-                             handle_signals: bool) -> ScenarioResult:
+                             on_run: Callable[[ScenarioRun], None]) -> ScenarioResult:
     plain = args.plain or not console.is_terminal
     last = [0.0]
 
@@ -356,7 +412,7 @@ async def _run_with_progress(scenario: Scenario, workdir: Path, lock: WorkdirLoc
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report_plain,
                                   drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock, stop=stop,
-                                  handle_signals=handle_signals)
+                                  handle_signals=False, on_run=on_run)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(scenario.name, total=scenario.duration_ms, info="booting")
@@ -367,7 +423,7 @@ async def _run_with_progress(scenario: Scenario, workdir: Path, lock: WorkdirLoc
 
         return await run_scenario(scenario, workdir=workdir, speed=args.speed, on_progress=report,
                                   drain_s=args.drain, timeout_s=timeout_s, workdir_lock=lock, stop=stop,
-                                  handle_signals=handle_signals)
+                                  handle_signals=False, on_run=on_run)
 
 
 def _progress_text(p: RunProgress) -> str:

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -454,7 +455,8 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
                        on_progress: Callable[[Progress], None] | None = None,
                        stop: asyncio.Event | None = None, handle_signals: bool = True,
                        drain_s: float = 30.0, timeout_s: float | None = None,
-                       workdir_lock: WorkdirLock | None = None) -> ScenarioResult:
+                       workdir_lock: WorkdirLock | None = None,
+                       on_run: Callable[[ScenarioRun], None] | None = None) -> ScenarioResult:
     """Run a scenario and evaluate its expectations.
 
     Args:
@@ -463,13 +465,17 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
         speed: overrides the scenario's speed (virtual seconds per wall second).
         on_progress: called with a :class:`Progress` a few times per second.
         stop: set it to stop early (as Ctrl-C does).
-        handle_signals: stop cleanly on SIGINT/SIGTERM/SIGHUP (main thread only).
+        handle_signals: stop cleanly on SIGINT/SIGTERM/SIGHUP; only on the main thread (elsewhere
+            signals are not delivered to Python, and it is ignored), and not for a signal ignored
+            when the run starts (``nohup``; ``cmd &`` in a script ignores SIGINT), which stays ignored.
         drain_s: wall seconds to wait for unacknowledged reports after the duration.
         timeout_s: wall seconds the boot, run and drain may take (None:
             :func:`default_timeout_s`); past it the run stops and records an error.
         workdir_lock: the work directory's lock when the caller took it already
             (:func:`hil.workdir.lock_workdir`, e.g. to refuse a busy directory before printing
             anything); otherwise the run takes it, and holds it until it returns.
+        on_run: called with the :class:`ScenarioRun` before it starts (e.g. to kill its gateway on a
+            forced stop: ``run.gateway``, in its own process group, once started).
 
     Only what the boards generated up to the scenario's end is evaluated (see
     :meth:`ScenarioRun.run_until_done`); a run that did not get there (interrupted, failed, timed
@@ -483,7 +489,8 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
     lock = workdir_lock if workdir_lock is not None else lock_workdir(check_workdir(workdir))
     try:
         return await _run_scenario(scenario, workdir=workdir, speed=speed, on_progress=on_progress, stop=stop,
-                                   handle_signals=handle_signals, drain_s=drain_s, timeout_s=timeout_s)
+                                   handle_signals=handle_signals, drain_s=drain_s, timeout_s=timeout_s,
+                                   on_run=on_run)
     finally:
         if workdir_lock is None:
             lock.release()
@@ -491,14 +498,20 @@ async def run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None
 
 async def _run_scenario(scenario: Scenario, *, workdir: Path, speed: float | None,
                         on_progress: Callable[[Progress], None] | None, stop: asyncio.Event | None,
-                        handle_signals: bool, drain_s: float, timeout_s: float | None) -> ScenarioResult:
+                        handle_signals: bool, drain_s: float, timeout_s: float | None,
+                        on_run: Callable[[ScenarioRun], None] | None) -> ScenarioResult:
     stop = stop or asyncio.Event()
     run = ScenarioRun(scenario, workdir, speed=speed, drain_s=drain_s)
+    if on_run is not None:
+        on_run(run)
     if timeout_s is None:
         timeout_s = default_timeout_s(scenario, speed=run.speed, drain_s=drain_s)
     loop = asyncio.get_running_loop()
     # SIGHUP too (a closed terminal or SSH session): a clean stop with reports, not a death leaving the gateway.
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if handle_signals else ()
+    # Only on the main thread (add_signal_handler raises elsewhere), and never over an inherited SIG_IGN.
+    on_main = threading.current_thread() is threading.main_thread()
+    signals = tuple(sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                    if handle_signals and on_main and signal.getsignal(sig) != signal.SIG_IGN)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()

@@ -280,3 +280,72 @@ def test_one_report_is_singular() -> None:
     from hil.scenarios.checks import _n
 
     assert (_n(1, "report"), _n(0, "report"), _n(2, "report")) == ("1 report", "0 reports", "2 reports")
+
+
+def test_ignored_signals_stay_ignored_and_restore_puts_back_the_default_for_an_unknown_handler() -> None:
+    import signal
+
+    from hil.cli import hil_cmd
+
+    before = {sig: signal.getsignal(sig) for sig in hil_cmd._Signals.SIGNALS}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        signals = hil_cmd._Signals()
+        signals.install()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # not taken over for the command
+        assert signal.getsignal(signal.SIGTERM) == signals._handle
+        signals.restore()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]
+        # A handler not set from Python: getsignal gave None; restore falls back to the default.
+        signals._previous[signal.SIGTERM] = None
+        signals.restore()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_a_signal_just_before_the_run_starts_boots_nothing(tmp_path: Path) -> None:
+    from hil.cli import hil_cmd
+    from hil.cli.main import build_parser
+    from hil.workdir import lock_workdir
+
+    scenario = tmp_path / "file-name.toml"
+    scenario.write_text(PASSING)
+    junit, work = tmp_path / "junit.xml", tmp_path / "w"
+    args = build_parser().parse_args(["hil", "run", str(scenario), "--workdir", str(work), "--junit", str(junit)])
+    out, err = hil_cmd._Console(stderr=False), hil_cmd._Console(stderr=True)
+    signals = hil_cmd._Signals()  # not installed: the signal is recorded by hand, as _handle does in "run"
+    prepared = hil_cmd._prepare(args, out, err, signals)
+    assert isinstance(prepared, hil_cmd._Prepared) and signals.phase == "run"
+    signals.received.append("SIGTERM")
+    assert hil_cmd._execute(args, prepared, out, err, signals) == 1
+    assert not (work / "gateway.log").exists()  # no gateway, no boards
+    lock_workdir(work).release()  # and the work directory is free again
+    error = ET.parse(junit).getroot().find("testsuite/testcase[@name='run']/error")
+    assert error is not None and error.get("message") == "run interrupted before it started (SIGTERM)"
+
+
+def test_console_treats_a_hung_up_terminal_like_a_closed_pipe(tmp_path: Path) -> None:
+    import errno
+
+    from hil.cli import hil_cmd
+
+    class HungUp:
+        """A stream whose terminal is gone: every write fails with EIO, as on a closed pty."""
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+        def flush(self) -> None:
+            pass
+
+        def fileno(self) -> int:
+            raise ValueError("no descriptor")
+
+    console = hil_cmd._Console(stderr=True)
+    console.file = HungUp()  # type: ignore[assignment]
+    console.print("progress")  # raised OSError (EIO) before: the run died without its reports
+    assert console.broken and console.quiet
+    console.print("more")  # dropped quietly
