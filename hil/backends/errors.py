@@ -215,22 +215,29 @@ class LeaseHeldError(LeaseError):
         expires_at: UNIX time when the holder's lease expires unless refreshed.
         this_process: the holder is this very process (another lease object of it, e.g. another
             board handle of the same test run on the same port): waiting for it would never end.
+        pid_unchecked: why the holder's pid cannot be checked from here (an older lease file,
+            another pid namespace or machine), so that only expiry frees the lease even when that
+            pid is visibly gone; None when it was checked (the holder is alive).
     """
 
     def __init__(self, *, resource: str, holder_pid: int, holder_host: str, expires_at: float,
-                 now: float | None = None, this_process: bool = False) -> None:
+                 now: float | None = None, this_process: bool = False, pid_unchecked: str | None = None) -> None:
         until = readable_expiry(expires_at, time.time() if now is None else now)
         if this_process:
             message = (f"{resource} is already leased by this process (pid {holder_pid}, this test run: another "
                        f"board handle of it holds the port) until {until}; not waiting for our own lease")
         else:
             message = f"{resource} is leased by pid {holder_pid} on {holder_host} until {until}"
+            if pid_unchecked is not None:
+                message += (f"; that pid cannot be checked from here ({pid_unchecked}), so the lease is "
+                            "freed only by its expiry")
         super().__init__(message, resource=resource, holder_pid=holder_pid, holder_host=holder_host,
-                         expires_at=expires_at, this_process=this_process)
+                         expires_at=expires_at, this_process=this_process, pid_unchecked=pid_unchecked)
         self.holder_pid = holder_pid
         self.holder_host = holder_host
         self.expires_at = expires_at
         self.this_process = this_process
+        self.pid_unchecked = pid_unchecked
 
 
 def readable_expiry(expires_at: float, now: float) -> str:

@@ -163,7 +163,8 @@ def test_another_runs_lease_shows_a_readable_expiry(tmp_path: Path) -> None:
     assert not err.value.this_process
     local = datetime.fromtimestamp(expires).astimezone().isoformat(timespec="seconds")
     assert f"usb:Z is leased by pid 4242 on rig-7 until {local} (in " in message
-    assert re.search(r"\(in 4[12] s\)$", message), message
+    assert re.search(r"\(in 4[12] s\); that pid cannot be checked from here \(another machine\), so the lease is "
+                     r"freed only by its expiry$", message), message
     assert "UNIX time" not in message
 
 
@@ -171,16 +172,22 @@ def _our_pidns() -> int:
     return os.stat("/proc/self/ns/pid").st_ino
 
 
+def _our_boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
 def test_lease_left_by_a_dead_process_with_our_pid_is_taken_at_once(tmp_path: Path) -> None:
     # Our pid and pid namespace, but no lease object of this process holds it: a crashed earlier
     # run whose pid we reuse.
     lease = Lease("usb:R", lease_dir=tmp_path, duration_s=10, refresh=False)
     ghost = LeaseRecord(resource="usb:R", owner="crashed-run", pid=os.getpid(), host=socket.gethostname(),
-                        acquired_at=time.time(), expires_at=time.time() + 60, pidns=_our_pidns())
+                        acquired_at=time.time(), expires_at=time.time() + 60, pidns=_our_pidns(),
+                        boot_id=_our_boot_id())
     lease.path.write_text(json.dumps(ghost.__dict__))
     lease.acquire(wait_s=0)
     assert lease.held
-    assert json.loads(lease.path.read_text())["pidns"] == _our_pidns()
+    written = json.loads(lease.path.read_text())
+    assert written["pidns"] == _our_pidns() and written["boot_id"] == _our_boot_id()
     lease.release()
 
 
@@ -192,11 +199,13 @@ def test_a_pid_of_another_pid_namespace_is_never_taken_for_ours(tmp_path: Path, 
     lease = Lease("usb:NS", lease_dir=tmp_path, duration_s=10, refresh=False, clock=clock)
     their_pid = os.getpid() if pid == "ours" else 2**22 + 17  # past pid_max: no such process here
     theirs = LeaseRecord(resource="usb:NS", owner="other-container", pid=their_pid, host=socket.gethostname(),
-                         acquired_at=clock.now, expires_at=clock.now + 30, pidns=_our_pidns() + 1)
+                         acquired_at=clock.now, expires_at=clock.now + 30, pidns=_our_pidns() + 1,
+                         boot_id=_our_boot_id())
     lease.path.write_text(json.dumps(theirs.__dict__))
     with pytest.raises(LeaseHeldError) as err:
         lease.acquire(wait_s=0)
     assert not err.value.this_process and err.value.holder_pid == their_pid
+    assert "that pid cannot be checked from here (another pid namespace)" in str(err.value)
     clock.now += 30
     lease.acquire(wait_s=0)
     assert lease.held
@@ -209,8 +218,9 @@ def test_an_old_lease_file_without_pidns_is_freed_only_by_expiry(tmp_path: Path)
     old = {"resource": "usb:OLD", "owner": "old-harness", "pid": os.getpid(), "host": socket.gethostname(),
            "acquired_at": clock.now, "expires_at": clock.now + 30}
     lease.path.write_text(json.dumps(old))
-    with pytest.raises(LeaseHeldError):
+    with pytest.raises(LeaseHeldError) as err:
         lease.acquire(wait_s=0)
+    assert "that pid cannot be checked from here (an older lease file" in str(err.value)
     clock.now += 30
     lease.acquire(wait_s=0)
     assert lease.held
@@ -318,3 +328,42 @@ def test_unusable_lease_dir_is_a_lease_error(tmp_path: Path) -> None:
     with pytest.raises(LeaseError) as err:
         lease.acquire()
     assert err.value.resource == "usb:Z" and "not-a-dir" in str(err.value)
+
+
+@pytest.mark.parametrize("boot", ["other", "missing"])
+def test_a_dead_pid_of_another_boot_or_an_unknown_one_is_freed_only_by_expiry(tmp_path: Path, boot: str) -> None:
+    # Pid namespace inodes repeat across machines and boots: the same inode says nothing without the same boot id.
+    clock = FakeClock()
+    lease = Lease("usb:BOOT", lease_dir=tmp_path, duration_s=10, refresh=False, clock=clock)
+    theirs = {"resource": "usb:BOOT", "owner": "rebooted", "pid": 2**22 + 17, "host": socket.gethostname(),
+              "acquired_at": clock.now, "expires_at": clock.now + 30, "pidns": _our_pidns()}
+    if boot == "other":
+        theirs["boot_id"] = "00000000-0000-0000-0000-000000000000"
+    lease.path.write_text(json.dumps(theirs))
+    with pytest.raises(LeaseHeldError) as err:
+        lease.acquire(wait_s=0)
+    why = "another machine or boot" if boot == "other" else "an older lease file"
+    assert f"that pid cannot be checked from here ({why}" in str(err.value)
+    clock.now += 30
+    lease.acquire(wait_s=0)
+    assert lease.held
+
+
+def test_without_a_pid_namespace_a_dead_pid_on_this_host_is_taken_at_once(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A host where /proc/self/ns/pid and the boot id cannot be read (not Linux): the file says "none",
+    # and a dead holder on the same host is reclaimed at once, as before namespaces were checked.
+    from hil.backends.serial import lease as lease_mod
+
+    monkeypatch.setattr(lease_mod, "_read_pid_namespace", lambda: "none")
+    monkeypatch.setattr(lease_mod, "_read_boot_id", lambda: "none")
+    lease = Lease("usb:BSD", lease_dir=tmp_path, duration_s=10, refresh=False)
+    lease.acquire(wait_s=0)
+    written = json.loads(lease.path.read_text())
+    assert written["pidns"] == "none" and written["boot_id"] == "none"
+    lease.release()
+    dead = {**written, "owner": "crashed", "pid": 2**22 + 17, "expires_at": time.time() + 60}
+    lease.path.write_text(json.dumps(dead))
+    lease.acquire(wait_s=0)  # its pid is gone on this host: taken at once
+    assert lease.held
+    lease.release()

@@ -2,18 +2,21 @@
 leaves a stale lock.
 
 A lease is a small JSON file ``<dir>/<resource>.lease`` = ``{resource, owner, pid, host, pidns,
-acquired_at, expires_at}``. Acquire, refresh and release happen under ``fcntl.flock`` on a
+boot_id, acquired_at, expires_at}``. Acquire, refresh and release happen under ``fcntl.flock`` on a
 sibling ``.lock`` file (the atomic critical section); the lease file itself is replaced with
 ``os.replace``, so a reader never sees half a lease. The holder refreshes ``expires_at`` from a
 background thread; when the holder dies the refreshes stop and the lease expires.
 
 A pid means something only in its pid namespace: containers sharing a hostname and the lease
-directory each run their pytest as pid 1. So a holder's pid is looked at only when its host *and*
-pid namespace (``pidns``, the inode of ``/proc/self/ns/pid``) are ours: such a holder whose pid no
-longer exists, or that has our own pid but no live lease of this process (a crashed run whose pid
-was reused), is treated as expired at once. Any other holder (another host, another namespace, or an
-unknown one: a lease file without ``pidns`` from an older harness, or a system where the namespace
-cannot be read) is only ever freed by expiry.
+directory each run their pytest as pid 1. So a holder's pid is looked at only when its host, its pid
+namespace (``pidns``, the inode of ``/proc/self/ns/pid``) *and* its boot (``boot_id``, from
+``/proc/sys/kernel/random/boot_id``: namespace inodes repeat across machines and boots) are ours:
+such a holder whose pid no longer exists, or that has our own pid but no live lease of this process
+(a crashed run whose pid was reused), is treated as expired at once. Where the namespace or the boot
+id cannot be read (not Linux) the file says ``"none"`` for it, and two such processes on one host
+compare pids as on a host without namespaces. Any other holder (another host, namespace or boot, or a
+lease file without ``pidns``/``boot_id`` from an older harness) is only ever freed by expiry, and
+:class:`LeaseHeldError` says so.
 
 A lease this very process holds (another :class:`Lease` object, from any thread: e.g. a second
 board handle of one test run on the same port) is never waited for: :meth:`Lease.acquire` fails at
@@ -37,7 +40,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 from hil.backends.errors import LeaseError, LeaseHeldError, LeaseLostError, readable_expiry
 
@@ -51,12 +54,25 @@ leases from one a crashed earlier process with our pid left behind)."""
 _held_here_lock = threading.Lock()
 
 
-def _read_pid_namespace() -> int | None:
-    """Id of this process's pid namespace (inode of ``/proc/self/ns/pid``), None where unreadable."""
+UNKNOWN: Literal["none"] = "none"
+"""What a lease file says for a pid namespace or boot id its writer could not read (not Linux)."""
+
+
+def _read_pid_namespace() -> int | Literal["none"]:
+    """Id of this process's pid namespace (inode of ``/proc/self/ns/pid``), ``"none"`` where unreadable."""
     try:
         return os.stat("/proc/self/ns/pid").st_ino
     except OSError:
-        return None
+        return UNKNOWN
+
+
+def _read_boot_id() -> str:
+    """This machine's boot id (``/proc/sys/kernel/random/boot_id``), ``"none"`` where unreadable."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or UNKNOWN
+    except (OSError, ValueError):
+        return UNKNOWN
 
 
 def _mark_held(owner: str, held: bool) -> None:
@@ -82,14 +98,31 @@ class LeaseRecord:
     host: str
     acquired_at: float
     expires_at: float
-    pidns: int | None = None
-    """Pid namespace of ``pid`` (None: unknown, e.g. a lease file of an older harness)."""
+    pidns: int | Literal["none"] | None = None
+    """Pid namespace of ``pid``; ``"none"``: its writer could not read one (not Linux); None: not in
+    the file (an older harness), so unknown."""
+    boot_id: str | None = None
+    """Boot id of the holder's machine (``"none"``: unreadable there; None: not in the file)."""
 
 
 def lease_file_name(resource: str) -> str:
     """File-name-safe form of a resource id (``/dev/ttyUSB0`` -> ``dev_ttyUSB0``)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", resource).strip("_")
     return safe or "resource"
+
+
+def _pid_unchecked(record: LeaseRecord) -> str | None:
+    """Why the holder's pid says nothing here (so only expiry frees its lease), or None when it may be
+    checked: same host, pid namespace and boot (each ``"none"`` on both sides counts as the same)."""
+    if record.host != socket.gethostname():
+        return "another machine"
+    if record.pidns is None or record.boot_id is None:
+        return "an older lease file, without the pid namespace and boot id"
+    if record.pidns != _read_pid_namespace():
+        return "another pid namespace"
+    if record.boot_id != _read_boot_id():
+        return "another machine or boot with this host name"
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -214,16 +247,17 @@ class Lease:
         with self._locked():
             current = self._read()
             if current is not None and current.owner != self._owner and not self._is_stale(current):
+                this_process = self._is_this_process(current)
                 raise LeaseHeldError(resource=self.resource, holder_pid=current.pid, holder_host=current.host,
-                                     expires_at=current.expires_at, now=self._clock(),
-                                     this_process=self._is_this_process(current))
+                                     expires_at=current.expires_at, now=self._clock(), this_process=this_process,
+                                     pid_unchecked=None if this_process else _pid_unchecked(current))
             if current is not None and current.owner != self._owner:
                 log.warning("taking over stale lease on %s from pid %d on %s", self.resource, current.pid,
                             current.host)
             now = self._clock()
             record = LeaseRecord(resource=self.resource, owner=self._owner, pid=os.getpid(),
                                  host=socket.gethostname(), acquired_at=now, expires_at=now + self.duration_s,
-                                 pidns=_read_pid_namespace())
+                                 pidns=_read_pid_namespace(), boot_id=_read_boot_id())
             self._write(record)
             return record
 
@@ -235,8 +269,7 @@ class Lease:
             return True
         if _is_held_here(record.owner):
             return False
-        our_ns = _read_pid_namespace()
-        if record.host != socket.gethostname() or our_ns is None or record.pidns != our_ns:
+        if _pid_unchecked(record) is not None:
             return False
         if record.pid == os.getpid():
             return True  # our pid, but no lease of this process: a crashed run's, pid reused
@@ -279,10 +312,12 @@ class Lease:
         try:
             data = json.loads(raw)
             pidns = data.get("pidns")  # missing in lease files of older harnesses: unknown
+            boot_id = data.get("boot_id")
             return LeaseRecord(resource=str(data["resource"]), owner=str(data["owner"]), pid=int(data["pid"]),
                                host=str(data["host"]), acquired_at=float(data["acquired_at"]),
                                expires_at=float(data["expires_at"]),
-                               pidns=None if pidns is None else int(pidns))
+                               pidns=None if pidns is None else UNKNOWN if pidns == UNKNOWN else int(pidns),
+                               boot_id=None if boot_id is None else str(boot_id))
         except (ValueError, KeyError, TypeError, AttributeError):
             # Writes are atomic (os.replace), so this is a foreign or hand-edited file; it must not
             # lock the board forever.
