@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import math
 import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +156,18 @@ def _name_max(directory: Path) -> int:
 
 @dataclass
 class Series:
-    """One lane of a plot: (virtual ms, value) points; ``pulses`` draws ticks instead of steps."""
+    """One lane of a plot: (virtual ms, value) points; ``pulses`` draws ticks instead of steps.
+
+    A NaN value is a stretch with no number (``distance = "none"``: no echo; ``lamp_current =
+    "auto"``: the lamp's own current): the step line breaks there and the lane shows the word from
+    ``labels`` (by time) instead.
+    """
 
     name: str
     points: list[tuple[int, float]]
     pulses: bool = False
     step: bool = True
+    labels: dict[int, str] = field(default_factory=dict)
 
 
 def stimulus_series(doc: dict[str, Any], start_ms: int, end_ms: int) -> tuple[list[Series], list[tuple[int, str]]]:
@@ -172,8 +179,12 @@ def stimulus_series(doc: dict[str, Any], start_ms: int, end_ms: int) -> tuple[li
         if isinstance(value, str) and value.strip().startswith("pulse"):
             # a level set to 0 and pulses of the same input get separate lanes (a step line cannot show pulses)
             series.setdefault(f"{name} pulses", Series(f"{name} pulses", [], pulses=True)).points.append((t, 1.0))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) or isinstance(value, bool):
+        elif isinstance(value, (int, float)):  # bool too: off/on as 0/1
             series.setdefault(name, Series(name, [])).points.append((t, float(value)))
+        elif isinstance(value, str):  # a word for "no number" ("none", "auto"): a gap, labelled
+            lane = series.setdefault(name, Series(name, []))
+            lane.points.append((t, math.nan))
+            lane.labels[t] = value.strip()
 
     for name, value in doc.get("set", {}).items():
         add(name, start_ms, value)
@@ -200,7 +211,7 @@ def stimulus_series(doc: dict[str, Any], start_ms: int, end_ms: int) -> tuple[li
                 else:
                     add(name, t, value)
     for s in series.values():
-        s.points.sort()
+        s.points.sort(key=lambda p: p[0])  # stable: of two values at one time the later entry's wins
     return list(series.values()), sorted(faults)
 
 
@@ -220,28 +231,55 @@ def _lane(s: Series, y: float, t0: int, t1: int, color: str) -> list[str]:
                        f'stroke-width="1"/>')
         out.append(f'<text x="{WIDTH - RIGHT}" y="{y + 10:.1f}" text-anchor="end" class="rng">{len(s.points)} pulses</text>')
         return out
-    lo = min(v for _, v in s.points)
-    hi = max(v for _, v in s.points)
+    finite = [v for _, v in s.points if not math.isnan(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
     span = (hi - lo) or 1.0
 
     def yv(v: float) -> float:
         return y + LANE_H - 4 - (LANE_H - 10) * (v - lo) / span
 
+    lines: list[list[str]] = []  # one polyline per stretch between gaps
     pts: list[str] = []
+    gap_label: str | None = None
     for i, (t, v) in enumerate(s.points):
         x = _x(t, t0, t1)
-        if s.step and i:
+        if math.isnan(v):
+            label = s.labels.get(t, "?")
+            if pts:  # the last value holds up to the gap
+                if s.step:
+                    pts.append(f"{x:.1f},{yv(s.points[i - 1][1]):.1f}")
+                lines.append(pts)
+                pts = []
+            if label != gap_label:  # one marker per stretch of the same word
+                end = next((u for u, w in s.points[i + 1:] if not math.isnan(w) or s.labels.get(u) != label), t1)
+                out += _gap(label, x, _x(end, t0, t1), y, s.name, t)
+            gap_label = label
+            continue
+        gap_label = None
+        if s.step and pts:
             pts.append(f"{x:.1f},{yv(s.points[i - 1][1]):.1f}")
         pts.append(f"{x:.1f},{yv(v):.1f}")
-    if s.step:
-        pts.append(f"{_x(t1, t0, t1):.1f},{yv(s.points[-1][1]):.1f}")
-    out.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+    if pts:
+        if s.step:
+            pts.append(f"{_x(t1, t0, t1):.1f},{yv(s.points[-1][1]):.1f}")
+        lines.append(pts)
+    for line in lines:
+        out.append(f'<polyline points="{" ".join(line)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
     if not s.step:
         for t, v in s.points:
             out.append(f'<circle cx="{_x(t, t0, t1):.1f}" cy="{yv(v):.1f}" r="3" fill="{color}">'
                        f'<title>{html.escape(s.name)} = {v:g} at {_clock(t)}</title></circle>')
-    out.append(f'<text x="{WIDTH - RIGHT}" y="{y + 10:.1f}" text-anchor="end" class="rng">{lo:g} … {hi:g}</text>')
+    words = ", ".join(sorted(set(s.labels.values())))
+    rng = ", ".join(part for part in (f"{lo:g} … {hi:g}" if finite else "", words) if part)
+    out.append(f'<text x="{WIDTH - RIGHT}" y="{y + 10:.1f}" text-anchor="end" class="rng">{html.escape(rng)}</text>')
     return out
+
+
+def _gap(label: str, x0: float, x1: float, y: float, name: str, t: int) -> list[str]:
+    """A stretch of a lane without a number: a grey band with the word (e.g. ``none``) at its start."""
+    return [f'<rect x="{x0:.1f}" y="{y + 6:.1f}" width="{max(1.0, x1 - x0):.1f}" height="{LANE_H - 10}" class="gap">'
+            f'<title>{html.escape(name)} = {html.escape(label)} from {_clock(t)}</title></rect>',
+            f'<text x="{x0 + 3:.1f}" y="{y + LANE_H / 2 + 4:.1f}" class="gapl">{html.escape(label)}</text>']
 
 
 # Round steps of the time axis, in ms: 1 ms .. 30 s for short runs, then 1 min .. 1 d.
@@ -326,7 +364,7 @@ def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: li
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#2e7d32;font-weight:bold}
 .bad{color:#c62828;font-weight:bold}.lbl{font-size:12px}.rng{font-size:10px;fill:#666}.sec{font-size:12px;fill:#444}
-.flt{font-size:10px;fill:#c0392b}.axis{stroke:#ddd}"""
+.flt{font-size:10px;fill:#c0392b}.axis{stroke:#ddd}.gap{fill:#eee}.gapl{font-size:10px;fill:#555;font-style:italic}"""
 
 
 def _verdict(check: CheckResult) -> str:
