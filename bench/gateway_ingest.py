@@ -56,8 +56,9 @@ def make_frames(registry: Registry, *, devices: int, per_device: int) -> list[by
     frames = []
     for seq in range(1, per_device + 1):
         for dev_id, key in keys.items():
+            # mot travels in its own 6-hourly release (policy), never in a 15-min window report
             body = {"t": "win", "k": "streetlight", "w": 1795377600 + 900 * seq, "l": 900,
-                    "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}}
+                    "m": {"lux": 120, "lvl": 40, "lamp": 0}, "fw": "0.1.0"}
             frames.append(build_frame(FRAME_REPORT, dev_id, seq, body, key))
     return frames
 

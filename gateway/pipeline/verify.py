@@ -8,6 +8,7 @@ with the registered key only. Replay/duplicate handling needs storage state and 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, NamedTuple
 
@@ -30,26 +31,66 @@ FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60, "boot": 60}  # protoco
 # through the same Registry instance (revoke, rotate) invalidate the cache at once; this bounds how
 # long a change made by another process (the CLI) or a hand-edited key file takes to be seen.
 REGISTRY_CACHE_S = 1.0
+FW_PATTERN = re.compile(r"[0-9A-Za-z.+-]{1,32}")  # what firmware puts in fw: civic.VERSION, e.g. "0.1.0"
+# Release period of a personal field without release_every_s, by its report type (the firmware's
+# default: a "win" release every window, a "day" release every day).
+_DEFAULT_RELEASE_S = {"hour": 3600, "day": 86400}
+
+
+class _Release(NamedTuple):
+    """How the policy lets one personal (noisy_count) field leave a device."""
+
+    rtype: str   # the only report type that may carry it
+    period: int  # the only period length (``l``) it is released over
+    eps: int     # milli-ε in ``e`` of every release
+    k: int       # a released (noisy) value is at least k; below it the value is left out
 
 
 class PolicyGate:
-    """Allowlist from firmware/policy.json: which fields and alarms each kind may send."""
+    """The privacy policy (firmware/policy.json) as the gateway re-checks it on every report.
+
+    Besides the allowlist of fields and alarm codes: a personal (``noisy_count``) field only in its
+    release report type and period, always with the policy's per-release ε in ``e``, and a released
+    value at least k; ``e`` naming personal fields only; values on their ``quantum``; ``fw`` a version
+    string. What real firmware sends under the policy passes; the rules are built once per kind.
+    """
 
     def __init__(self, policy: dict[str, Any]) -> None:
         kinds: dict[str, Any] = policy["kinds"]
+        defaults: dict[str, Any] = policy.get("defaults", {})
         self.fields = {k: frozenset(spec["fields"]) for k, spec in kinds.items()}
         self.alarms = {k: frozenset(spec.get("alarms", {})) for k, spec in kinds.items()}
-        default_window = policy.get("defaults", {}).get("window_s")
+        default_window = defaults.get("window_s")
         self.window_s: dict[str, int | None] = {k: spec.get("window_s", default_window) for k, spec in kinds.items()}
+        self.releases: dict[str, dict[str, _Release]] = {}
+        self.personal: dict[str, frozenset[str]] = {}
+        # (field, quantum) of the fields with a quantum above 1 (a quantum of 1 holds for any integer)
+        self.quanta: dict[str, tuple[tuple[str, int], ...]] = {}
         # A personal count may have its own release period (policy release_every_s, e.g. 6 h for PIR
         # passes) and then travels in a "win" report covering that period, alone with its own kind.
         self.release_periods: dict[str, dict[int, frozenset[str]]] = {}
+        self._fw_seen: set[str] = set()  # fw strings that matched FW_PATTERN
         for k, spec in kinds.items():
+            releases: dict[str, _Release] = {}
+            quanta: list[tuple[str, int]] = []
             periods: dict[int, set[str]] = {}
             for name, field in spec["fields"].items():
+                quantum = field.get("quantum", 1)
+                if quantum > 1:
+                    quanta.append((name, quantum))
+                if field.get("release") == "noisy_count":
+                    rtype = field["report"]
+                    period = field.get("release_every_s",
+                                       self.window_s[k] if rtype == "win" else _DEFAULT_RELEASE_S.get(rtype))
+                    releases[name] = _Release(rtype, period, field.get("eps_per_release_milli",
+                                                                       defaults.get("eps_per_release_milli")),
+                                              field.get("k", defaults.get("k")))
                 every = field.get("release_every_s")
                 if field.get("report") == "win" and isinstance(every, int) and every != self.window_s[k]:
                     periods.setdefault(every, set()).add(name)
+            self.releases[k] = releases
+            self.personal[k] = frozenset(releases)
+            self.quanta[k] = tuple(quanta)
             self.release_periods[k] = {p: frozenset(f) for p, f in periods.items()}
 
     def win_period_problem(self, body: dict[str, Any], kind: str) -> str | None:
@@ -72,25 +113,62 @@ class PolicyGate:
         if extra:
             return "top-level key(s) not in protocol §2: %s" % ", ".join(extra)
         allowed = self.fields.get(kind, frozenset())
-        for section in ("m", "e"):
-            values = body.get(section, {})
-            if not isinstance(values, dict):
-                return "%s must be a map" % section
-            if values.keys() <= allowed:
-                continue
-            bad = sorted(str(f) for f in values if f not in allowed)
-            if bad:
-                return "%s field(s) not on the %s allowlist: %s" % (section, kind, ", ".join(bad))
+        m, e = body.get("m", {}), body.get("e", {})
+        if not (type(m) is dict and type(e) is dict and m.keys() <= allowed and e.keys() <= allowed):
+            for section, values in (("m", m), ("e", e)):  # only to describe the violation
+                if not isinstance(values, dict):
+                    return "%s must be a map" % section
+                bad = sorted(str(f) for f in values if f not in allowed)
+                if bad:
+                    return "%s field(s) not on the %s allowlist: %s" % (section, kind, ", ".join(bad))
         codes = body.get("a", [])
         if not isinstance(codes, list):
             return "a must be an array"
-        if not codes:
-            return None
-        if not all(type(c) is str for c in codes):  # an array or map is unhashable: test before the lookup
-            return "alarm codes must be strings"
-        bad = sorted(str(c) for c in codes if c not in self.alarms.get(kind, frozenset()))
-        if bad:
-            return "alarm code(s) not in the %s policy: %s" % (kind, ", ".join(bad))
+        if codes:
+            if not all(type(c) is str for c in codes):  # an array or map is unhashable: test before the lookup
+                return "alarm codes must be strings"
+            bad = sorted(str(c) for c in codes if c not in self.alarms.get(kind, frozenset()))
+            if bad:
+                return "alarm code(s) not in the %s policy: %s" % (kind, ", ".join(bad))
+        # m and e keys are allowlisted strings from here on. Values of the wrong type are left to
+        # the body checks (reason "body"); only integers are judged against the policy here.
+        personal = self.personal.get(kind, frozenset())
+        if e or not personal.isdisjoint(m):
+            problem = self._release_problem(body, kind, m, e, personal)
+            if problem is not None:
+                return problem
+        for name, quantum in self.quanta.get(kind, ()):
+            v = m.get(name)
+            if type(v) is int and v % quantum:
+                return "%s = %d is not a multiple of its quantum %d (policy)" % (name, v, quantum)
+        fw = body.get("fw")
+        if type(fw) is str and fw not in self._fw_seen:  # another type is left to the body checks
+            if not FW_PATTERN.fullmatch(fw):
+                return "fw %r is not a version string (1-32 of 0-9 A-Z a-z . + -)" % (fw[:40],)
+            if len(self._fw_seen) < 1024:  # a fleet runs a handful of versions: skip the regex for those
+                self._fw_seen.add(fw)
+        return None
+
+    def _release_problem(self, body: dict[str, Any], kind: str, m: dict[str, Any], e: dict[str, Any],
+                         personal: frozenset[str]) -> str | None:
+        """What is wrong with the personal fields and ε of a report, or None."""
+        other = sorted(f for f in e if f not in personal)
+        if other:
+            return "e names field(s) that are not personal (noisy_count): %s" % ", ".join(other)
+        rtype, length = body.get("t"), body.get("l")
+        for name in sorted(personal.intersection(m).union(e)):
+            rel = self.releases[kind][name]
+            if rtype != rel.rtype or length != rel.period:
+                return "%s is released only in %s reports over %s s, not in a %r report over %r s" % (
+                    name, rel.rtype, rel.period, rtype, length)
+            eps = e.get(name)
+            if eps is None:
+                return "%s released without its epsilon in e (policy: %d milli-epsilon)" % (name, rel.eps)
+            if type(eps) is int and eps != rel.eps:
+                return "e[%s] = %d milli-epsilon, the policy's per-release epsilon is %d" % (name, eps, rel.eps)
+            v = m.get(name)
+            if type(v) is int and v < rel.k:
+                return "%s = %d is below k = %d (such a release leaves the value out)" % (name, v, rel.k)
         return None
 
 

@@ -7,6 +7,9 @@ from typing import Any
 from gateway.protocol import FRAME_REPORT, build_frame
 
 WINDOW_T0 = 1_790_000_100 - (1_790_000_100 % 900)
+MOT_PERIOD = 21600  # the streetlight's mot release_every_s in firmware/policy.json
+MOT_EPS = 500  # its eps_per_release_milli
+MOT_T0 = WINDOW_T0 - WINDOW_T0 % MOT_PERIOD
 
 
 def body_for(kind: str, seq: int, **over: Any) -> dict[str, Any]:
@@ -15,8 +18,9 @@ def body_for(kind: str, seq: int, **over: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"t": "win", "k": "bin", "w": WINDOW_T0 + 900 * seq, "l": 900,
                                 "m": {"fill": (seq * 10) % 100, "temp": 12}, "e": {}, "fw": "0.1"}
     else:
+        # mot leaves only in its own 6-hourly release (policy), built with mot_release()
         body = {"t": "win", "k": "streetlight", "w": WINDOW_T0 + 900 * seq, "l": 900,
-                "m": {"lux": 30, "lvl": 60, "lamp": 0, "mot": seq % 7}, "e": {"mot": 500}}
+                "m": {"lux": 10 * (seq % 7), "lvl": 60, "lamp": 0}, "fw": "0.1.0"}
     body.update(over)
     return body
 
@@ -24,3 +28,12 @@ def body_for(kind: str, seq: int, **over: Any) -> dict[str, Any]:
 def report_frame(device: str, seq: int, key: bytes, kind: str = "bin", **over: Any) -> bytes:
     """An authenticated REPORT frame."""
     return build_frame(FRAME_REPORT, device, seq, body_for(kind, seq, **over), key)
+
+
+def mot_release(seq: int, count: int | None, **over: Any) -> dict[str, Any]:
+    """The body of a streetlight's mot release as the firmware sends it (policy: win over 6 h, ε 500
+    milli, k 5): period ``seq`` after :data:`MOT_T0`; ``count`` None is a release suppressed below k."""
+    body: dict[str, Any] = {"t": "win", "k": "streetlight", "w": MOT_T0 + MOT_PERIOD * seq, "l": MOT_PERIOD,
+                            "m": {} if count is None else {"mot": count}, "e": {"mot": MOT_EPS}, "fw": "0.1.0"}
+    body.update(over)
+    return body

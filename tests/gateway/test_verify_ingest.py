@@ -9,7 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 from conftest import KEYS
-from helpers import body_for, report_frame
+from helpers import body_for, mot_release, report_frame
 
 from gateway.errors import ProtocolError, RejectedReport
 from gateway.metrics import GatewayMetrics
@@ -47,8 +47,9 @@ from gateway.storage import ReportQueries, ReportStore
         (lambda: build_frame(FRAME_REPORT, "bin-1", 1, b"\x91\x01", KEYS["bin-1"]), "body"),
         (lambda: build_frame(FRAME_ACK, "bin-1", 1, {"t": 1}, KEYS["bin-1"]), "type"),
         # a boot report carries nothing but its time (protocol §2)
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={"fill": 1}), "body"),
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={}, e={"lid": 500}), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={"fill": 10}), "body"),
+        # ... and never a personal field's accounting (the policy releases lid in day reports only)
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={}, e={"lid": 500}), "policy"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=900, m={}), "body"),
     ],
 )
@@ -78,7 +79,9 @@ def test_valid_alarm_and_streetlight(registry: Registry) -> None:
     v = verifier.verify(report_frame("bin-1", 4, KEYS["bin-1"], t="alarm", l=60, m={}, a=["fire"]), link="l", now=5)
     assert v.record.a == ["fire"] and v.record.zone == "north"
     v = verifier.verify(report_frame("sl-1", 1, KEYS["sl-1"], kind="streetlight"), link="l", now=5)
-    assert v.record.m["mot"] == 1 and v.record.e == {"mot": 500}
+    assert v.record.m == {"lux": 10, "lvl": 60, "lamp": 0} and v.record.e == {}
+    v = verifier.verify(build_frame(FRAME_REPORT, "sl-1", 2, mot_release(1, 7), KEYS["sl-1"]), link="l", now=5)
+    assert v.record.m["mot"] == 7 and v.record.e == {"mot": 500}
 
 
 def test_a_boot_report_is_accepted_with_its_time_only(registry: Registry) -> None:
@@ -510,7 +513,11 @@ def test_personal_count_release_period_from_policy(registry: Registry) -> None:
     assert info.value.reason == "body"
     with pytest.raises(RejectedReport, match="not 7200"):
         verifier.verify(report_frame("sl-1", 3, KEYS["sl-1"], kind="streetlight", w=7200 * 400000, l=7200,
+                                     m={"lux": 30}), link="l", now=5)
+    with pytest.raises(RejectedReport, match="mot is released only in win reports over 21600 s") as info:
+        verifier.verify(report_frame("sl-1", 4, KEYS["sl-1"], kind="streetlight", w=7200 * 400000, l=7200,
                                      m={"mot": 12}, e={"mot": 500}), link="l", now=5)
+    assert info.value.reason == "policy"
 
 
 async def test_backlog_cap_pauses_then_sheds_and_recovers(registry: Registry, tmp_path: Path) -> None:

@@ -210,7 +210,7 @@ def _ingest(registry: Registry, db: Path, metrics: GatewayMetrics, gap_hold_s: f
                          batch_ms=20, gap_hold_s=gap_hold_s, log_monotonic=log_monotonic)
 
 
-def mot_frame(seq: int, w: int, count: int = 3, l: int = 21600) -> bytes:  # noqa: E741
+def mot_frame(seq: int, w: int, count: int = 7, l: int = 21600) -> bytes:  # noqa: E741
     """A streetlight ``mot`` release frame (the policy's default period: 6 hours)."""
     return report_frame("sl-1", seq, KEYS["sl-1"], kind="streetlight", w=w, l=l, m={"mot": count},
                         e={"mot": 500})
@@ -361,7 +361,7 @@ async def test_a_policy_releasing_mot_every_window_keeps_aggregate_and_release(
         return report_frame("sl-1", seq, key, kind="streetlight", w=w, l=900, m={"lux": lux, "lvl": 40, "lamp": 0},
                             e={})
 
-    frames = [aggregate(1, W, 10), mot_frame(2, W, 4, l=900), aggregate(3, W + 900, 20), mot_frame(4, W + 900, 6, l=900),
+    frames = [aggregate(1, W, 10), mot_frame(2, W, 5, l=900), aggregate(3, W + 900, 20), mot_frame(4, W + 900, 6, l=900),
               report_frame("sl-1", 5, key, kind="streetlight", t="hour", w=W, l=3600, m={"wh": 40}, e={}),
               # the clock went back into the first window and the hour: all again, under new seqs
               aggregate(6, W, 30), mot_frame(7, W, 9, l=900),
@@ -374,7 +374,7 @@ async def test_a_policy_releasing_mot_every_window_keeps_aggregate_and_release(
     assert metrics.value("civicedge_reports_duplicate_window_total") == 1
     q = ReportQueries(db)
     mot = [r.m["mot"] for r in q.reports(device="sl-1") if "mot" in r.m]
-    assert mot == [4, 6]  # one published value per period: the first
+    assert mot == [5, 6]  # one published value per period: the first
     assert sum(r.m["wh"] for r in q.reports(device="sl-1") if r.type == "hour") == 65
     q.close()
     await ingest.stop()

@@ -21,8 +21,9 @@ def body_for(kind: str, seq: int, **over: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"t": "win", "k": "bin", "w": WINDOW_T0 + 900 * seq, "l": 900,
                                 "m": {"fill": (seq * 10) % 100, "temp": 12}, "e": {}, "fw": "0.1"}
     else:
+        # mot leaves only in its own 6-hourly release (policy; see mot_release in the gateway tests)
         body = {"t": "win", "k": "streetlight", "w": WINDOW_T0 + 900 * seq, "l": 900,
-                "m": {"lux": 30, "lvl": 60, "lamp": 0, "mot": seq % 7}, "e": {"mot": 500}}
+                "m": {"lux": 10 * (seq % 7), "lvl": 60, "lamp": 0}, "fw": "0.1.0"}
     body.update(over)
     return body
 

@@ -41,7 +41,9 @@ def valid_frames() -> list[bytes]:
     """Frames a device really builds: several devices, seqs, kinds, an alarm, a day release."""
     out = [report(dev, seq) for dev in KEYS for seq in (1, 2, 3, 255, 256, 70_000)]
     out.append(report("bin-1", 9, t="alarm", l=60, m={}, a=["fire"]))
-    out.append(report("sl-1", 10, t="day", l=86400, w=WINDOW_T0 - WINDOW_T0 % 86400, m={"mot": 3}, e={"mot": 250}))
+    six_h = 21600  # the streetlight's 6-hourly noisy motion release, and one suppressed below k
+    out.append(report("sl-1", 10, l=six_h, w=WINDOW_T0 - WINDOW_T0 % six_h, m={"mot": 7}, e={"mot": 500}))
+    out.append(report("sl-1", 11, l=six_h, w=WINDOW_T0 - WINDOW_T0 % six_h + six_h, m={}, e={"mot": 500}))
     return out
 
 

@@ -90,7 +90,8 @@ class Fleet:
 
 
 def feed_morning(fleet: Fleet) -> int:
-    """Six hours of windows for the fleet, hourly energy, a daily lid count and two alarms.
+    """Six hours of windows for the fleet, hourly energy, the 6-hour PIR counts, a daily lid count and
+    two alarms.
 
     Returns the number of reports fed.
     """
@@ -103,8 +104,7 @@ def feed_morning(fleet: Fleet) -> int:
         for n, dev in enumerate(("sl-01", "sl-02")):
             lamp = 1 if (dev == "sl-02" and i >= 20) else 0
             fleet.feed(dev, {"t": "win", "k": "streetlight", "w": w, "l": win,
-                             "m": {"mot": 5 + (i % 7) + n, "lux": 10 * (i % 5), "lvl": 50 + 10 * n, "lamp": lamp},
-                             "e": {"mot": 500}})
+                             "m": {"lux": 10 * (i % 5), "lvl": 50 + 10 * n, "lamp": lamp}})
         for n, dev in enumerate(("bin-01", "bin-02")):
             fleet.feed(dev, {"t": "win", "k": "bin", "w": w, "l": win,
                              "m": {"fill": min(100, 10 * (i // 4) + 20 * n), "temp": 12 + n, "tilt": 0, "bat": 80}},
@@ -115,12 +115,17 @@ def feed_morning(fleet: Fleet) -> int:
                 fleet.feed(dev, {"t": "hour", "k": "streetlight", "w": w + win - 3600, "l": 3600,
                                  "m": {"wh": 40 + hour_of}})
                 n_reports += 1
+    # At 12:00 each streetlight releases the morning's PIR passes (06:00-12:00) as one noisy count in
+    # its own report, as the firmware does (policy: release_every_s 6 h, 500 milli-epsilon).
+    for n, dev in enumerate(("sl-01", "sl-02")):
+        fleet.feed(dev, {"t": "win", "k": "streetlight", "w": start, "l": 6 * 3600, "m": {"mot": 31 + n},
+                         "e": {"mot": 500}})
     fleet.feed("sl-02", {"t": "alarm", "k": "streetlight", "w": NOW - 3600, "l": 60, "m": {}, "a": ["lamp_fail"]})
     fleet.feed("bin-02", {"t": "alarm", "k": "bin", "w": NOW - 1200, "l": 60, "m": {"temp": 71}, "a": ["fire"]},
                link="ble:AA:BB:CC:00:00:01")
     fleet.feed("bin-01", {"t": "day", "k": "bin", "w": NOW - NOW % 86400 - 86400, "l": 86400,
                           "m": {"lid": 23}, "e": {"lid": 500}}, link="ble:AA:BB:CC:00:00:00")
-    return n_reports + 3
+    return n_reports + 5
 
 
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:

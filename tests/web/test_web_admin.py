@@ -481,7 +481,7 @@ async def test_move_changes_the_registry_row_only_and_enrolling_keeps_refusing_s
     caplog.set_level(logging.DEBUG)
     key, version = fleet.registry.key("sl-01"), fleet.registry.get("sl-01").key_version
     stored = fleet.queries.count_reports()
-    fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW - 1800, "l": 900, "m": {"lux": 11}})
+    fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW - 1800, "l": 900, "m": {"lux": 110}})
     await fleet.settle(stored=stored + 1)
     centre_before = fleet.queries.readings(field="lux", start=0, end=NOW + 1, device="sl-01")
     assert {r.zone for r in centre_before} == {"centre"}
@@ -501,7 +501,7 @@ async def test_move_changes_the_registry_row_only_and_enrolling_keeps_refusing_s
                              json={"lat": "52.375", "lon": "4.90"})
     assert resp.status == 200 and (await resp.json())["result"] == "unchanged"
     # Reports stored before keep their zone; the next ones carry the new one (the verifier follows the change).
-    fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW - 900, "l": 900, "m": {"lux": 12}})
+    fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW - 900, "l": 900, "m": {"lux": 120}})
     await fleet.settle(stored=stored + 2)
     lux = fleet.queries.readings(field="lux", start=0, end=NOW + 1, device="sl-01")
     assert [r.w for r in lux if r.zone == "harbour"] == [NOW - 900]

@@ -57,10 +57,13 @@ async def test_readings_time_range_and_field_filter(client: TestClient) -> None:
     t0, t1 = NOW - 3600, NOW - 1800
     data = await get_json(client, f"/api/readings?from={t0}&to={t1}&field=mot,lux")
     rows = data["readings"]
-    # Two windows (t0, t0+900) x two streetlights x two fields.
-    assert len(rows) == 8
+    # Two windows (t0, t0+900) x two streetlights; mot starts at 06:00 (its 6-hour release), outside.
+    assert len(rows) == 4
     assert all(t0 <= r["start"] < t1 for r in rows)
-    assert {r["field"] for r in rows} == {"mot", "lux"}
+    assert {r["field"] for r in rows} == {"lux"}
+    morning = await get_json(client, f"/api/readings?from={NOW - 6 * 3600}&to={t1}&field=mot")
+    assert [(r["device"], r["start"], r["value"]) for r in morning["readings"]] == [
+        ("sl-01", NOW - 6 * 3600, 31), ("sl-02", NOW - 6 * 3600, 32)]
     assert [r["start"] for r in rows] == sorted(r["start"] for r in rows)
 
 
@@ -73,7 +76,8 @@ async def test_readings_iso_times_device_filter_and_limit(client: TestClient) ->
 
 
 async def test_readings_pages_follow_next_to_the_end_without_repeats_or_gaps(client: TestClient) -> None:
-    # At the morning's first start 18 readings share one start (4 devices x 4 fields, 2 hourly energies).
+    # At the morning's first start 18 readings share one start (4 devices x 4 fields (a streetlight's
+    # 4th: its 6-hour mot count), 2 hourly energies).
     t0 = NOW - 6 * 3600
     base = f"/api/readings?from={t0}&to={t0 + 1}"
     whole = await get_json(client, base + "&limit=100")
@@ -106,11 +110,18 @@ async def test_readings_next_page_keeps_the_filters(client: TestClient) -> None:
 
 
 async def test_hourly_aggregates_per_zone(client: TestClient) -> None:
-    data = await get_json(client, f"/api/aggregates/hourly?from={NOW - 3600}&to={NOW}&field=mot&zone=centre")
+    data = await get_json(client, f"/api/aggregates/hourly?from={NOW - 3600}&to={NOW}&field=lux&zone=centre")
     [agg] = data["aggregates"]
-    assert agg["zone"] == "centre" and agg["field"] == "mot" and agg["hour"] == NOW - 3600
+    assert agg["zone"] == "centre" and agg["field"] == "lux" and agg["hour"] == NOW - 3600
     assert agg["count"] == 8 and agg["devices"] == 2  # 4 windows x 2 lamps
-    readings = await get_json(client, f"/api/readings?from={NOW - 3600}&to={NOW}&field=mot")
+    readings = await get_json(client, f"/api/readings?from={NOW - 3600}&to={NOW}&field=lux")
+    values = [r["value"] for r in readings["readings"]]
+    assert agg["sum"] == sum(values) and agg["min"] == min(values) and agg["max"] == max(values)
+    # A 6-hour PIR count sits in the hour it starts (06:00), one per lamp.
+    data = await get_json(client, f"/api/aggregates/hourly?from={NOW - 6 * 3600}&to={NOW}&field=mot&zone=centre")
+    [agg] = data["aggregates"]
+    assert agg["hour"] == NOW - 6 * 3600 and agg["count"] == 2 and agg["devices"] == 2
+    readings = await get_json(client, f"/api/readings?from={NOW - 6 * 3600}&to={NOW}&field=mot")
     values = [r["value"] for r in readings["readings"]]
     assert agg["sum"] == sum(values) and agg["min"] == min(values) and agg["max"] == max(values)
 
@@ -123,7 +134,7 @@ async def test_alarms_newest_first(client: TestClient) -> None:
 async def test_dashboard_summary(client: TestClient) -> None:
     data = await get_json(client, "/api/dashboard")
     assert data["status_counts"] == {"ok": 2, "alarm": 2, "never": 1, "revoked": 1}
-    assert len(data["series"]["mot"]) == 6 and len(data["series"]["wh"]) == 6
+    assert len(data["series"]["mot"]) == 1 and len(data["series"]["wh"]) == 6  # mot: one 6-hour release
     assert all(p["value"] > 0 for p in data["series"]["mot"])
 
 

@@ -63,7 +63,7 @@ async def test_after_a_clean_stop_the_database_file_alone_holds_every_report(tmp
         w = int(time.time()) // 900 * 900 - 900 * 10
         for seq in range(1, 6):
             frame = build_frame(FRAME_REPORT, "sl-9", seq, {"t": "win", "k": "streetlight", "w": w + 900 * seq,
-                                                            "l": 900, "m": {"lux": seq, "lvl": 0, "lamp": 0}}, key)
+                                                            "l": 900, "m": {"lux": 10 * seq, "lvl": 0, "lamp": 0}}, key)
             os.write(master, cobs_encode(frame) + b"\x00")
         async with aiohttp.ClientSession() as http:
             for _ in range(200):  # the web's read connection is in use, as in any running gateway

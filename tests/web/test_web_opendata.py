@@ -165,16 +165,22 @@ async def test_open_data_never_contains_keys_or_people_raw_data(client: TestClie
 
 
 async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) -> None:
-    resp = await client.get(f"/opendata/readings.csv?from={NOW - 3600}&to={NOW}&field=mot,fill")
+    resp = await client.get(f"/opendata/readings.csv?from={NOW - 3600}&to={NOW}&field=lux,fill")
     assert resp.status == 200 and resp.content_type == "text/csv"
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert rows and set(rows[0]) == {"hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values",
                                      "until"}
     assert {r["hour"] for r in rows} == {"2026-11-21T11:00:00Z"}
-    mot = {r["device"]: r for r in rows if r["field"] == "mot"}
+    lux = {r["device"]: r for r in rows if r["field"] == "lux"}
+    assert set(lux) == {"sl-01", "sl-02"}
+    # Light and fill levels are averaged over the hour's four windows.
+    assert lux["sl-01"]["aggregate"] == "mean" and lux["sl-01"]["values"] == "4" and lux["sl-01"]["unit"] == "lx"
+    # Noisy counts are summed: the morning's one 6-hour release per lamp, in the hour it starts.
+    resp = await client.get(f"/opendata/readings.csv?from={NOW - 6 * 3600}&to={NOW - 5 * 3600}&field=mot")
+    mot = {r["device"]: r for r in csv.DictReader(io.StringIO(await resp.text()))}
     assert set(mot) == {"sl-01", "sl-02"}
-    # Noisy counts are summed over the hour's four windows, fill levels averaged.
-    assert mot["sl-01"]["aggregate"] == "sum" and mot["sl-01"]["values"] == "4" and mot["sl-01"]["unit"] == "count"
+    assert mot["sl-01"]["aggregate"] == "sum" and mot["sl-01"]["values"] == "1" and mot["sl-01"]["unit"] == "count"
+    assert mot["sl-01"]["value"] == "31" and mot["sl-01"]["until"] == "2026-11-21T12:00:00Z"
     fill = {r["device"]: r for r in rows if r["field"] == "fill"}
     assert fill["bin-01"]["aggregate"] == "mean" and fill["bin-01"]["unit"] == "%"
     assert float(fill["bin-01"]["value"]) == 50.0

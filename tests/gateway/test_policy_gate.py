@@ -1,0 +1,223 @@
+"""The policy gate re-checks the whole privacy policy (firmware/policy.json), not only field names.
+
+Authentic frames (valid key) that break the policy are refused with reason ``policy`` and a message
+naming the rule; what the real firmware sends (run under MicroPython with the shipped policy, and
+with a policy that releases every window) passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import KEYS
+from helpers import MOT_PERIOD, MOT_T0, WINDOW_T0, mot_release
+
+from gateway.errors import RejectedReport
+from gateway.pipeline import PolicyGate, Verifier
+from gateway.protocol import FRAME_REPORT, build_frame
+from gateway.registry import Registry
+from gateway.resources import firmware_dir, load_policy
+
+DAY0 = WINDOW_T0 - WINDOW_T0 % 86400
+
+
+def frame(device: str, seq: int, body: dict[str, Any]) -> bytes:
+    """An authenticated REPORT frame of a :data:`KEYS` device (``k`` from the device name)."""
+    body = {"k": "streetlight" if device.startswith("sl") else "bin", "h": [], **body}
+    return build_frame(FRAME_REPORT, device, seq, body, KEYS[device])
+
+
+REFUSED = [
+    ("sl-1", {"t": "win", "w": MOT_T0, "l": MOT_PERIOD, "m": {"mot": 7}},
+     "mot released without its epsilon in e (policy: 500 milli-epsilon)"),
+    ("sl-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"mot": 7}, "e": {"mot": 500}},
+     "mot is released only in win reports over 21600 s, not in a 'win' report over 900 s"),
+    ("sl-1", mot_release(1, 4), "mot = 4 is below k = 5"),
+    ("sl-1", mot_release(1, 7, e={"mot": 1}), "e[mot] = 1 milli-epsilon, the policy's per-release epsilon is 500"),
+    ("sl-1", mot_release(1, None, e={"mot": 2000}), "e[mot] = 2000 milli-epsilon"),
+    ("sl-1", {"t": "hour", "w": WINDOW_T0 - WINDOW_T0 % 3600, "l": 3600, "m": {"mot": 7, "wh": 10},
+              "e": {"mot": 500}}, "mot is released only in win reports over 21600 s, not in a 'hour' report"),
+    ("sl-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {"mot": 7}, "a": ["lamp_fail"]},
+     "mot is released only in win reports over 21600 s, not in a 'alarm' report"),
+    ("sl-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {}, "e": {"mot": 500}, "a": ["lamp_fail"]},
+     "not in a 'alarm' report"),
+    ("bin-1", {"t": "boot", "w": WINDOW_T0, "l": 60, "m": {}, "e": {"lid": 500}}, "not in a 'boot' report"),
+    ("sl-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"lux": 123, "lvl": 37, "lamp": 0}},
+     "lux = 123 is not a multiple of its quantum 10 (policy)"),
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "bat": 85}},
+     "bat = 85 is not a multiple of its quantum 10"),
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"lid": 7, "fill": 40}, "e": {"lid": 500}},
+     "lid is released only in day reports over 86400 s, not in a 'win' report over 900 s"),
+    ("bin-1", {"t": "day", "w": DAY0, "l": 86400, "m": {"lid": 3}, "e": {"lid": 500}}, "lid = 3 is below k = 5"),
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40}, "e": {"fill": 7}},
+     "e names field(s) that are not personal (noisy_count): fill"),
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40}, "fw": "dbg lid@12:03:17,12:09:44"},
+     "fw 'dbg lid@12:03:17,12:09:44' is not a version string"),
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40}, "fw": "1" * 33}, "is not a version string"),
+]
+
+
+@pytest.mark.parametrize(("device", "body", "message"), REFUSED)
+def test_a_report_outside_the_policy_is_refused_with_the_rule_it_breaks(
+        registry: Registry, device: str, body: dict[str, Any], message: str) -> None:
+    verifier = Verifier(registry, load_policy())
+    with pytest.raises(RejectedReport) as info:
+        verifier.verify(frame(device, 3, body), link="serial:x", now=0.0)
+    assert info.value.reason == "policy"
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("device", "body"), [
+    ("sl-1", mot_release(1, 5)),                                       # k itself is released
+    ("sl-1", mot_release(2, None)),                                    # suppressed below k: e only
+    ("sl-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"lux": 120, "lvl": 37, "lamp": 1}, "fw": "0.1.0"}),
+    ("sl-1", {"t": "hour", "w": WINDOW_T0 - WINDOW_T0 % 3600, "l": 3600, "m": {"wh": 33}}),
+    ("sl-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {}, "a": ["lamp_fail"]}),
+    ("bin-1", {"t": "day", "w": DAY0, "l": 86400, "m": {"lid": 23}, "e": {"lid": 500}}),
+    ("bin-1", {"t": "day", "w": DAY0, "l": 86400, "m": {}, "e": {"lid": 500}}),
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": -7, "tilt": 0, "bat": 80},
+               "fw": "0.1.0+dev-3"}),
+    ("bin-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {"temp": 71}, "a": ["fire"]}),
+    ("bin-1", {"t": "boot", "w": WINDOW_T0, "l": 60, "m": {}}),
+])
+def test_reports_within_the_policy_pass(registry: Registry, device: str, body: dict[str, Any]) -> None:
+    record = Verifier(registry, load_policy()).verify(frame(device, 3, body), link="serial:x", now=0.0).record
+    assert (record.type, record.m, record.e) == (body["t"], body["m"], body.get("e", {}))
+
+
+def every_window_policy() -> dict[str, Any]:
+    """The shipped policy without ``release_every_s``: personal counts leave every window (mot) or
+    every day (lid, a ``day`` report), as the firmware defaults them."""
+    policy = copy.deepcopy(load_policy())
+    for spec in policy["kinds"].values():
+        for field in spec["fields"].values():
+            field.pop("release_every_s", None)
+    return policy
+
+
+def test_without_release_every_s_a_count_leaves_every_window_and_nowhere_else() -> None:
+    gate = PolicyGate(every_window_policy())
+    base = {"t": "win", "k": "streetlight", "w": WINDOW_T0, "l": 900}
+    assert gate.check({**base, "m": {"mot": 9}, "e": {"mot": 500}}, "streetlight") is None
+    assert gate.check({**base, "m": {}, "e": {"mot": 500}}, "streetlight") is None
+    problem = gate.check({**base, "w": MOT_T0, "l": MOT_PERIOD, "m": {"mot": 9}, "e": {"mot": 500}}, "streetlight")
+    assert problem == "mot is released only in win reports over 900 s, not in a 'win' report over 21600 s"
+    day = {"t": "day", "k": "bin", "w": DAY0, "l": 86400, "m": {"lid": 9}, "e": {"lid": 500}}
+    assert gate.check(day, "bin") is None
+
+
+def test_policy_defaults_give_epsilon_and_k_when_a_field_leaves_them_out() -> None:
+    policy = copy.deepcopy(load_policy())
+    mot = policy["kinds"]["streetlight"]["fields"]["mot"]
+    del mot["eps_per_release_milli"], mot["k"]
+    policy["defaults"].update(eps_per_release_milli=250, k=8)
+    gate = PolicyGate(policy)
+    body = mot_release(1, 7, e={"mot": 250})
+    assert gate.check(body, "streetlight") == "mot = 7 is below k = 8 (such a release leaves the value out)"
+    assert gate.check(mot_release(1, 8, e={"mot": 250}), "streetlight") is None
+
+
+# -- what the real firmware sends -----------------------------------------------------------------
+
+_FIRMWARE_RUN = r"""
+from civic import VERSION
+from civic.apps.streetlight import StreetlightApp
+from civic.apps.bin import BinApp
+def drive(coro):
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+out = []
+# streetlight: 2 days, a tick a minute; dark all the time, a walker every 3 min, the lamp fails once
+pol, rep, rel = pipeline("streetlight")
+pir, light, lamp, cur = FakePin(), FakeADC(50000), FakePWM(), FakeADC(0)
+hw = FakeHW(pir=pir, light=light, lamp=lamp, lamp_current=cur)
+clock = FakeClock(START)
+app = StreetlightApp(hw, CFG_SL, pol, rep, rel, clock, log=lambda s: None)
+app.attach()
+n = 0
+while clock.ms < 2 * 86400 * 1000:
+    n += 1
+    light.uv = 50000 + (n * 7919) % 40000  # 15..27 lx: dark, and the window means off the 10 lx quantum
+    if n % 3 == 0:
+        pir.pulse()
+    cur.uv = 0 if 1500 <= n < 1510 else 260 * (lamp.duty or 0) * 1000 // 65535
+    app.tick(clock.ms)
+    clock.ms += 60000
+out += [["sl", b] for b in rep.sent]
+# bin: 2 days of readings every 5 min, the lid opened now and then, one fire and one tip-over
+pol, rep, rel = pipeline("bin")
+table = CFG_BIN["cal"]["temp"]["table"]  # [uV, C] from 120 C down to -20 C
+ping = [3000]
+ptemp, pbat, tilt = FakeADC(0), FakeADC(0), FakePin(0)
+hw = FakeHW(trig=FakePin(), echo=FakePin(), pulse_us=lambda p, l, t: ping[0], temp=ptemp, battery=pbat,
+            tilt=tilt, lid=FakePin(0))
+clock = FakeClock(START)
+async def no_pause(ms):
+    pass
+bapp = BinApp(hw, CFG_BIN, pol, rep, rel, clock, state_path="/flash_bin.json", pause=no_pause, log=lambda s: None)
+i = 0
+while clock.ms < 2 * 86400 * 1000:
+    i += 1
+    for j in range(i % 4):
+        bapp.lid_opened(clock.time() + 10 * j)
+    ping[0] = 1500 + (i * 37) % 4000
+    ptemp.uv = table[0][0] if 200 <= i < 203 else table[9 + i % 3][0]
+    pbat.uv = 1700000 + (i * 1237) % 300000
+    tilt.v = 1 if 300 <= i < 302 else 0
+    drive(bapp.cycle())
+    clock.ms += 300 * 1000
+out += [["bin", b] for b in rep.sent]
+print(json.dumps([VERSION, out]))
+"""
+
+
+def firmware_bodies(policy: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """The firmware version and every report body the real streetlight and bin apps build over two
+    days under ``policy`` (MicroPython, with the firmware tests' fake hardware and clock)."""
+    mprun = pytest.importorskip("hil.sim.mprun")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
+    from test_apps_support import prelude  # the firmware tests' hardware doubles (not a conftest)
+
+    from hil.boards import load_board
+
+    start = DAY0 - 86400 * 30 + 17 * 3600  # 18:00 local: dark hours and a day boundary inside two days
+    code = (prelude("streetlight-esp32")
+            + "POLICY_TEXT = %r\nCFG_SL = CFG\nCFG_BIN = json.loads(%r)\nSTART = %d\n" % (
+                json.dumps(policy), json.dumps(load_board("bin-esp32c3").to_device_config()), start)
+            + _FIRMWARE_RUN)
+    res = mprun.run_micropython(code, libs=[firmware_dir() / "lib"], seed=11, timeout_s=600)
+    version, bodies = json.loads(res.stdout.strip().splitlines()[-1])
+    return version, [(dev, body) for dev, body in bodies]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("policy_name", ["shipped", "every_window"])
+def test_what_the_real_firmware_sends_passes_the_gate(registry: Registry, policy_name: str) -> None:
+    policy = load_policy() if policy_name == "shipped" else every_window_policy()
+    version, bodies = firmware_bodies(policy)
+    verifier = Verifier(registry, policy)
+    seen: dict[tuple[str, str], int] = {}
+    for seq, (dev, body) in enumerate(bodies, start=1):
+        device = "sl-1" if dev == "sl" else "bin-1"
+        body["fw"] = version  # the real Reporter puts civic.VERSION in every report
+        record = verifier.verify(frame(device, seq, body), link="serial:x", now=0.0).record
+        key = (dev, record.type)
+        seen[key] = seen.get(key, 0) + 1
+        for f in ("mot", "lid"):
+            if f in record.e:
+                seen[(dev, f)] = seen.get((dev, f), 0) + 1
+    # every kind of report the apps make was exercised, personal releases included
+    want = {("sl", "win"), ("sl", "hour"), ("sl", "alarm"), ("sl", "mot"),
+            ("bin", "win"), ("bin", "day"), ("bin", "alarm"), ("bin", "lid")}
+    assert want <= set(seen), seen
+    # the daily budget (2000 milli) allows 4 releases of 500 a day: 6-hourly, or the day's first 4 windows
+    assert seen[("sl", "mot")] >= 6 and seen[("bin", "lid")] >= 1
