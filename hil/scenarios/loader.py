@@ -318,7 +318,8 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
 
 
 def decimal_degrees_text(value: int | float, *, where: str) -> str:
-    """A TOML number as the plain decimal text the registry takes: 52.37 is "52.37", -1e-05 is "-0.00001".
+    """A TOML number as the plain decimal text the registry takes: 52.37 is "52.37", -1e-05 is "-0.00001",
+    and a negative zero (-0.0) is "0.0" (as the admin API stores it: the same place, one spelling).
 
     repr() is the shortest text that reads back as the same float (no 52.370000000000005), but
     writes small and large values in exponent form, which the registry refuses. The admin API
@@ -330,7 +331,8 @@ def decimal_degrees_text(value: int | float, *, where: str) -> str:
     """
     if isinstance(value, float) and not math.isfinite(value):
         raise ScenarioError(f"{where} must be a finite decimal number, got {value!r}", value=value)
-    return format(Decimal(repr(value)), "f")
+    text = format(Decimal(repr(value)), "f")
+    return text.lstrip("-") if value == 0 else text
 
 
 def _check_registry_fields(where: str, ids: list[str], *, kind: str, zone: str, lat: str, lon: str) -> None:
