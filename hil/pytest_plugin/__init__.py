@@ -57,14 +57,15 @@ messages are ignored, and only while pytest-embedded is loaded."""
 
 ASYNCIO_LOOP_SCOPE_OPTION = "asyncio_default_fixture_loop_scope"
 ASYNCIO_LOOP_SCOPE_DEFAULT = "fixture-scope"
-_ASYNCIO_UNSET_MEANS_FIXTURE_SCOPE = "will default to the fixture scope"
-"""What pytest-asyncio's unset-option warning (``_DEFAULT_FIXTURE_LOOP_SCOPE_UNSET``) says while unset
-means :data:`ASYNCIO_LOOP_SCOPE_DEFAULT`; without it the plugin does not set the option."""
 """pytest-asyncio warns at the start of every run (a ``PytestDeprecationWarning``) while its
 ``asyncio_default_fixture_loop_scope`` option is unset. Where the project has not set it, the plugin
 sets ``fixture-scope``: exactly what pytest-asyncio does when it is unset (an async fixture runs in
 the event loop of its own scope), so nothing changes but the warning. ``function`` (the future
 default) would break a project's session-scoped async fixtures."""
+
+_ASYNCIO_UNSET_MEANS_FIXTURE_SCOPE = "will default to the fixture scope"
+"""What pytest-asyncio's unset-option warning (``_DEFAULT_FIXTURE_LOOP_SCOPE_UNSET``) says while unset
+means :data:`ASYNCIO_LOOP_SCOPE_DEFAULT`; without it the plugin does not set the option."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
