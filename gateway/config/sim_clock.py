@@ -5,7 +5,9 @@ A fixed ``[sim_clock]`` (``speed``, ``virtual_at``, ``wall_at``) assumes the boa
 ``follow_file``, the simulation (``civicedge demo``) rewrites a small JSON file
 ``{"virtual_at": .., "wall_at": .., "speed": ..}`` from where its boards actually are and how fast
 they actually run, and the clock re-reads it when it changes (looking at most every
-:data:`CHECK_EVERY_S` wall seconds, not at every call) and extrapolates in between.
+:data:`CHECK_EVERY_S` wall seconds, not at every call) and extrapolates in between, for at most
+:data:`FOLLOW_EXTRAPOLATE_WALL_S` past the file's ``wall_at``: a writer that stops (a stalled or busy
+machine, a hung simulator) stops the clock rather than letting it run ahead of the boards.
 
 The gateway also uses this clock as its monotonic clock (the ACK gap hold), so it does not go
 backwards for the small lags of following: when an update puts virtual time behind what was already
@@ -32,6 +34,14 @@ FOLLOW_KEYS = ("virtual_at", "wall_at", "speed")
 MAX_SPEED = 1e6  # as [sim_clock] speed; 0 (the boards stand still) is allowed in the file
 MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z: a larger time is not seconds (ms, µs) or not a time
 CHECK_EVERY_S = 0.2
+# How far past the follow file's wall_at the clock extrapolates (wall s); beyond it the clock waits for the
+# next update. The demo rewrites the file every 0.25 s and we look every CHECK_EVERY_S, so a live writer
+# is seen before the cap (give or take a loaded machine's delays: the clock then pauses briefly, behind
+# the boards, which is harmless). A stalled writer or host stops the clock instead of running it ahead of
+# the boards: an overshoot is held, and ACK time sync then sets the boards back (by more than the
+# firmware's 300 s tolerance, they report their windows again). At speed s it bounds the overshoot to
+# 0.5 * s virtual s (500 at 1000x, 150 at 300x).
+FOLLOW_EXTRAPOLATE_WALL_S = 0.5
 # How far behind the time already returned the file's clock may be and still be held to (see
 # step_back_bound): the writer's lag (it updates about once a wall second from a pace measured over
 # a few seconds) plus our own CHECK_EVERY_S, at the clock's speed; never less than STEP_BACK_MIN_S.
@@ -149,7 +159,10 @@ class SimClock:
                 if mono >= self._next_check:
                     self._next_check = mono + CHECK_EVERY_S
                     self._look(self.follow_file)
-            now = self._virtual_at + (self._wall() - self._wall_at) * self._speed
+            elapsed = self._wall() - self._wall_at
+            if self.follow_file is not None:  # waits for the writer's next update (see FOLLOW_EXTRAPOLATE_WALL_S)
+                elapsed = min(elapsed, FOLLOW_EXTRAPOLATE_WALL_S)
+            now = self._virtual_at + elapsed * self._speed
             if now < self._last:
                 bound = step_back_bound(max(self._speed, self._last_speed))
                 if self.follow_file is None or self._last - now <= bound:

@@ -13,7 +13,8 @@ import pytest
 
 from gateway.config import load_config
 from gateway.config.model import SimClockConfig
-from gateway.config.sim_clock import CHECK_EVERY_S, HOLD_WALL_S, STEP_BACK_MIN_S, SimClock, step_back_bound
+from gateway.config.sim_clock import (CHECK_EVERY_S, FOLLOW_EXTRAPOLATE_WALL_S, HOLD_WALL_S, STEP_BACK_MIN_S, SimClock,
+                                     step_back_bound)
 from gateway.errors import ConfigError
 
 
@@ -100,20 +101,22 @@ def test_the_clock_follows_the_file_extrapolates_and_never_steps_back(tmp_path: 
     clock = SimClock(SimClockConfig(speed=60.0, virtual_at=1000.0, wall_at=100.0, follow_file=path),
                      wall=lambda: t.wall, monotonic=lambda: t.mono)
     assert clock() == 1000.0
-    t.step(1)
-    assert clock() == 1060.0
-    # The boards run at 30x, not 60x: they are at 1030 at wall 101.
-    _write(path, {"virtual_at": 1030.0, "wall_at": 101.0, "speed": 30})
+    t.step(0.3)
+    assert clock() == pytest.approx(1018.0)
+    # The boards run at 30x, not 60x: they are at 1009 at wall 100.3.
+    _write(path, {"virtual_at": 1009.0, "wall_at": 100.3, "speed": 30})
     t.wall += CHECK_EVERY_S / 2  # not looked at yet: the file is read at most every CHECK_EVERY_S
-    assert clock() == pytest.approx(1060.0 + 60 * CHECK_EVERY_S / 2)
+    assert clock() == pytest.approx(1018.0 + 60 * CHECK_EVERY_S / 2)
     last = clock()
-    t.step(CHECK_EVERY_S)  # read now: 1030 + 0.3 * 30 = 1039 is behind what was said: held, not stepped back
+    t.step(CHECK_EVERY_S)  # read now: 1009 + 0.3 * 30 = 1018 is behind what was said: held, not stepped back
     assert clock() == last
     t.step(2)  # the boards pass the held time; from there on the clock extrapolates at their pace
-    assert clock() == pytest.approx(1030.0 + (t.wall - 101.0) * 30)
+    _write(path, {"virtual_at": 1009.0 + (t.wall - 100.3) * 30, "wall_at": t.wall, "speed": 30})
+    t.step(CHECK_EVERY_S)
+    assert clock() == pytest.approx(1009.0 + (t.wall - 100.3) * 30)
     before = clock()
-    t.step(1)
-    assert clock() - before == pytest.approx(30.0)
+    t.step(0.25)
+    assert clock() - before == pytest.approx(7.5)
 
 
 def _following(path: Path, t: _Time, content: dict[str, float]) -> SimClock:
@@ -138,9 +141,9 @@ def test_a_bad_value_mid_run_keeps_the_last_clock(tmp_path: Path, caplog: pytest
     clock()
     _write(path, bad)
     with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
-        for _ in range(3):
+        for _ in range(3):  # the last good clock, extrapolated up to the cap: then it waits for a good file
             t.step(1)
-            assert clock() == pytest.approx(1000.0 + (t.wall - 100.0) * 10)
+            assert clock() == pytest.approx(1000.0 + FOLLOW_EXTRAPOLATE_WALL_S * 10)
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and "keeping the last clock" in warnings[0], warnings
 
@@ -152,14 +155,14 @@ def test_a_clock_that_was_wrong_steps_back_once_corrected(tmp_path: Path, caplog
     t = _Time(100.0)
     clock = _following(path, t, {"virtual_at": 1000.0, "wall_at": 100.0, "speed": 10})
     clock()
-    _write(path, {"virtual_at": 1000.0 + 86400, "wall_at": 100.0, "speed": 10})
+    _write(path, {"virtual_at": 1010.0 + 86400, "wall_at": 101.0, "speed": 10})
     t.step(1)
-    assert clock() == pytest.approx(1000.0 + 86400 + 10)
-    _write(path, {"virtual_at": 1010.0, "wall_at": 101.0, "speed": 10})
+    assert clock() == pytest.approx(1010.0 + 86400)
     with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
-        for _ in range(5):
+        for _ in range(5):  # corrected: the writer's updates each wall second
             t.step(1)
-            assert clock() == pytest.approx(1010.0 + (t.wall - 101.0) * 10)
+            _write(path, {"virtual_at": 1000.0 + (t.wall - 100.0) * 10, "wall_at": t.wall, "speed": 10})
+            assert clock() == pytest.approx(1000.0 + (t.wall - 100.0) * 10)
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and "stepping back" in warnings[0] and "86390 virtual s behind" in warnings[0], warnings
 
@@ -187,6 +190,7 @@ def test_a_hold_within_the_bound_lasts_over_many_reads_when_the_pace_drops(tmp_p
     t = _Time(100.0)
     clock = _following(path, t, {"virtual_at": 10_000.0, "wall_at": 100.0, "speed": 100})
     t.step(3)
+    _write(path, {"virtual_at": 10_300.0, "wall_at": 103.0, "speed": 100})
     assert clock() == pytest.approx(10_300.0)
     _write(path, {"virtual_at": 10_000.0, "wall_at": 103.0, "speed": 10})  # ~300 s behind, now at 10x
     t.step(CHECK_EVERY_S)
@@ -196,6 +200,7 @@ def test_a_hold_within_the_bound_lasts_over_many_reads_when_the_pace_drops(tmp_p
         t.step(0.1)
         assert clock() == held
     t.step(40)  # the boards at 10x pass the held time
+    _write(path, {"virtual_at": 10_000.0 + (t.wall - 103.0) * 10, "wall_at": t.wall, "speed": 10})
     assert clock() > held
 
 
@@ -212,7 +217,7 @@ def test_a_change_is_seen_even_with_the_same_inode_size_and_mtime(tmp_path: Path
     after = os.stat(path)
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
     t.step(1)
-    assert clock() == pytest.approx(2010.0)
+    assert clock() == pytest.approx(2000.0 + FOLLOW_EXTRAPOLATE_WALL_S * 10)
 
 
 def test_one_warning_until_the_file_is_good_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -231,8 +236,8 @@ def test_one_warning_until_the_file_is_good_again(tmp_path: Path, caplog: pytest
             clock()
         assert len(_warnings(caplog)) == 1, _warnings(caplog)
         _write(path, {"virtual_at": 5000.0, "wall_at": t.wall, "speed": 10})
-        t.step(1)
-        assert clock() == pytest.approx(5010.0)
+        t.step(CHECK_EVERY_S)
+        assert clock() == pytest.approx(5000.0 + CHECK_EVERY_S * 10)
         assert any("usable again" in r.getMessage() for r in caplog.records)
         _write(path, "{broken")  # broken again after a good file: said again
         t.step(1)
@@ -250,21 +255,21 @@ def test_a_missing_or_broken_file_keeps_the_last_clock_with_one_warning(
     clock()
     path.unlink()
     with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
-        for _ in range(10):
+        for _ in range(10):  # extrapolated up to the cap, then waiting for the file
             t.step(1)
-            assert clock() == pytest.approx(1000.0 + (t.wall - 100.0) * 10)
+            assert clock() == pytest.approx(1000.0 + FOLLOW_EXTRAPOLATE_WALL_S * 10)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "keeping the last clock" in warnings[0] and str(path) in warnings[0]
     caplog.clear()
     _write(path, {"virtual_at": 5000.0, "wall_at": t.wall, "speed": 10})  # back: followed again
-    t.step(1)
-    assert clock() == pytest.approx(5010.0)
+    t.step(CHECK_EVERY_S)
+    assert clock() == pytest.approx(5000.0 + CHECK_EVERY_S * 10)
     _write(path, "{not json")  # a broken write: warned once, the last clock kept
     with caplog.at_level(logging.WARNING, logger="gateway.config.sim_clock"):
         for _ in range(5):
             t.step(1)
             clock()
-    assert clock() == pytest.approx(5000.0 + 6 * 10)
+    assert clock() == pytest.approx(5000.0 + FOLLOW_EXTRAPOLATE_WALL_S * 10)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "is not valid JSON" in warnings[0], warnings
 
@@ -275,3 +280,36 @@ def test_a_fixed_sim_clock_is_unchanged(tmp_path: Path) -> None:
     assert clock() == 1060.0
     t.step(0.5)
     assert clock() == 1090.0
+
+
+def test_the_clock_extrapolates_past_the_files_last_update_by_at_most_the_cap(tmp_path: Path) -> None:
+    """Demo QA at 1000x: a clock file written at the requested speed (the boards ran ~300x) and not
+    updated for a few wall seconds put the gateway 20-40 virtual minutes ahead of the boards; its hold
+    and ACK time sync then set the boards back by more than the firmware's 5 minutes, and they reported
+    their windows again. Past FOLLOW_EXTRAPOLATE_WALL_S after the file's wall_at the clock waits."""
+    path = tmp_path / "clock.json"
+    t = _Time(100.0)
+    clock = _following(path, t, {"virtual_at": 10_000.0, "wall_at": 100.0, "speed": 1000})
+    t.step(FOLLOW_EXTRAPOLATE_WALL_S / 2)  # within the cap: extrapolated
+    assert clock() == pytest.approx(10_000.0 + 1000 * FOLLOW_EXTRAPOLATE_WALL_S / 2)
+    cap = 10_000.0 + 1000 * FOLLOW_EXTRAPOLATE_WALL_S
+    for _ in range(10):  # the writer stalls: the clock stops at the cap, it does not run on
+        t.step(1)
+        assert clock() == pytest.approx(cap)
+    # The writer is back: the boards ran at 300x; the clock is behind them and follows at once.
+    _write(path, {"virtual_at": 10_000.0 + 300 * 10.5, "wall_at": t.wall, "speed": 300})
+    t.step(CHECK_EVERY_S)
+    assert clock() == pytest.approx(10_000.0 + 300 * 10.5 + 300 * CHECK_EVERY_S)
+
+
+def test_the_cap_holds_from_the_first_read_at_load_and_not_for_a_fixed_clock(tmp_path: Path) -> None:
+    """The gateway's first clock is the file as read at load: it must not run ahead while the gateway boots."""
+    path = tmp_path / "clock.json"
+    _write(path, {"virtual_at": 10_000.0, "wall_at": 100.0, "speed": 1000})
+    cfg = load_config(_config(tmp_path, 'follow_file = "clock.json"'))
+    assert cfg.sim_clock is not None
+    t = _Time(130.0)  # 30 wall s of boot: 30 000 virtual s at the file's speed
+    clock = SimClock(cfg.sim_clock, wall=lambda: t.wall, monotonic=lambda: t.mono)
+    assert clock() == pytest.approx(10_000.0 + 1000 * FOLLOW_EXTRAPOLATE_WALL_S)
+    fixed = SimClock(SimClockConfig(speed=1000.0, virtual_at=10_000.0, wall_at=100.0), wall=lambda: t.wall)
+    assert fixed() == pytest.approx(40_000.0)  # a fixed [sim_clock] has no file to wait for
