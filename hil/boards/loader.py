@@ -113,8 +113,8 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     chip = CHIPS.get(chip_name)
     if chip is None:
         raise UnknownChipError(source=source, chip=chip_name, known=sorted(CHIPS))
-    policy_kinds = sorted(load_policy()["kinds"])
-    kind = root.string("kind", choices=tuple(policy_kinds))
+    policy_kinds = load_policy()["kinds"]
+    kind = root.string("kind", choices=tuple(sorted(policy_kinds)))
     spec = KINDS[kind]
     module = root.string("module", "")
 
@@ -131,7 +131,9 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
         recovery.finish()
 
     io = _parse_io(_required_table(root, "io"), spec, pins)
-    uart, ble = _parse_links(_required_table(root, "links"), chip, pins, kind)
+    noisy = sorted(f for f, spec_f in policy_kinds[kind].get("fields", {}).items()
+                   if spec_f.get("release") == "noisy_count")
+    uart, ble = _parse_links(_required_table(root, "links"), chip, pins, kind, noisy)
     calibration = _parse_calibration(_required_table(root, "calibration"), spec)
     sleep = _parse_sleep(_required_table(root, "sleep"), io, chip, source)
     watchdog = _required_table(root, "watchdog")
@@ -207,7 +209,9 @@ def _parse_io(table: Table, spec: KindSpec, pins: _PinLedger) -> dict[str, IoPin
     return io
 
 
-def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str) -> tuple[UartLink | None, BleLink | None]:
+def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str,
+                 noisy: list[str]) -> tuple[UartLink | None, BleLink | None]:
+    """The data links; ``noisy`` names the kind's noisy_count fields (they need the BLE radio)."""
     uart: UartLink | None = None
     ble: BleLink | None = None
     u = table.table("uart", required=False)
@@ -228,6 +232,13 @@ def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str) -> t
     table.finish(["ble", "uart"])
     if uart is None and ble is None:
         raise InvalidValueError(source=table.source, field="links", value={}, reason="a board needs a uart or ble link")
+    if ble is None and noisy:
+        # The firmware draws noise only while the radio is on (the ESP32 RNG is truly random only
+        # then); without one it would hold these counts forever and never release them.
+        raise InvalidValueError(source=table.source, field="links.ble", value=None,
+                                reason=f"a {kind} board needs [links.ble]: its noisy counts ({', '.join(noisy)}) "
+                                       "are released only while the BLE radio is on, the source of entropy "
+                                       "for their noise (docs/privacy.md section 5)")
     return uart, ble
 
 

@@ -292,3 +292,14 @@ def test_cli_check_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "ok: streetlight-esp32" in out and "GPIO23 on esp32 has no ADC channel" in out
     assert main(["boards", "show", "bin-esp32c3"]) == 0
     assert json.loads(capsys.readouterr().out)["kind"] == "bin"
+
+
+def test_a_board_with_noisy_counts_needs_the_ble_radio(tmp_path: Path) -> None:
+    # review: a UART-only streetlight loaded, then held its mot counts in RAM forever: the ESP32's
+    # os.urandom is only truly random while the radio is on, so the firmware never drew noise
+    ble = STREETLIGHT[STREETLIGHT.index("[links.ble]"):STREETLIGHT.index("[calibration")]
+    path = variant(tmp_path, STREETLIGHT, ble, "")
+    with pytest.raises(InvalidValueError) as info:
+        load_board(path)
+    assert info.value.field == "links.ble"
+    assert "mot" in info.value.reason and "privacy.md" in info.value.reason and "entropy" in info.value.reason
