@@ -262,3 +262,26 @@ print(json.dumps([carried, mots]))
     w, value = mots[0]
     assert w == 1767225600                                     # the period that closed with the radio on
     assert value is not None and abs(value - 360) <= 40        # carries the 360 passes of 18:00-00:00
+
+
+def test_passes_held_for_the_radio_are_logged_once_per_period(mpy: Mpy) -> None:
+    # review: a held release was silent (no log, no counter), so a streetlight whose radio never
+    # came up kept its passes in RAM unnoticed. One line per period held, none per 5 s retry.
+    res = run_app(mpy, 1767225600 - 6 * 3600, """
+radio = [False]
+rel.rng_ready = lambda: radio[0]
+logs = []
+app.log = logs.append
+def walker():
+    follow_lamp()
+    if clock.ms % 60000 == 0:
+        pir.pulse()
+run_for(12 * 3600 + 60, step_ms=5000, each=walker)         # 00:00 and 06:00 releases held, ~8600 retries
+first = list(logs)
+radio[0] = True
+run_for(10, step_ms=5000)
+print(json.dumps([first, logs[len(first):], app.held, rel.ledger.refused]))
+""")
+    held_logs, after, held, refused = res
+    assert held_logs == ["mot: release held, radio off (no entropy for noise)"] * 2
+    assert after == [] and held == {} and refused == 0

@@ -9,7 +9,8 @@ class AppBase:
 
     Args:
         reporter: ``civic.report.Reporter`` (``report(t, w, l, m, e)`` / ``alarm(codes, now_s, m)``).
-        releaser: ``civic.privacy.release.Releaser`` (``release(field, count, now_s)``).
+        releaser: ``civic.privacy.release.Releaser`` (``ready()``,
+            ``release(field, count, now_s, start, length)``).
         clock: ``civic.hal.clock.Clock`` (``time()``, ``valid()``, ``ticks_ms()``).
         log: callable(str) for console messages.
     """
@@ -60,16 +61,23 @@ class AppBase:
         be told, and losing a count is always safe for privacy. While the RNG is not truly
         random (radio off) the count is held, not lost: :meth:`_retry_held` releases it for
         its own period at a later sample; a count still held when the next period ends is
-        added to that period's count and released with it (each event counted once).
+        added to that period's count and released with it (each event counted once). Holding
+        a period is logged once (not at each retry).
         """
         held = self.held.pop(field, None)
         if held is not None:
             count += held[0]
         if not self._trusted(period_start):
             return False
+        if not self.releaser.ready():
+            if held is None or held[1] != period_start:
+                self.log("%s: release held, radio off (no entropy for noise)" % field)
+            self.held[field] = [count, period_start, length, t]
+            return False
         try:
             value, eps = self.releaser.release(field, count, now_s, period_start, length)
         except RngNotReady:
+            # release() checks the RNG itself too: hold, as above
             self.held[field] = [count, period_start, length, t]
             return False
         except OSError as exc:
@@ -85,7 +93,10 @@ class AppBase:
         return self._report(t, period_start, length, m, {field: eps})
 
     def _retry_held(self, now_s):
-        """Try again the releases held for the RNG (see :meth:`_release`)."""
+        """Try again the releases held for the RNG (see :meth:`_release`). Called at every
+        sample: while the radio is off it returns at once, allocating nothing."""
+        if not self.releaser.ready():
+            return
         for field in list(self.held):
             count, start, length, t = self.held.pop(field)
             self._release(field, count, start, length, t, now_s)

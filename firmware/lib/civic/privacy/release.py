@@ -56,6 +56,11 @@ class Releaser:
         self.rng_ready = rng_ready
         self.suppressed = 0
 
+    def ready(self):
+        """Whether noise can be drawn now (``rng_ready`` says yes, or there is none): a cheap
+        check that allocates nothing, for callers that retry often."""
+        return self.rng_ready is None or self.rng_ready()
+
     def release(self, field, count, now_s, start=None, length=None):
         """Release one window's ``count`` of ``field``.
 
@@ -78,7 +83,7 @@ class Releaser:
         if not isinstance(count, int) or count < 0:
             raise ReleaseError(field, "count must be an int >= 0")
         eps = spec["eps_per_release_milli"]
-        if self.rng_ready is not None and not self.rng_ready():
+        if not self.ready():
             raise RngNotReady(field, "hardware RNG not ready (radio off)")
         end = None if start is None else start + length
         if not self.ledger.spend(field, eps, now_s, start, end):
