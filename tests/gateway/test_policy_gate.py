@@ -90,6 +90,41 @@ def test_reports_within_the_policy_pass(registry: Registry, device: str, body: d
     assert (record.type, record.m, record.e) == (body["t"], body["m"], body.get("e", {}))
 
 
+async def test_refused_reports_are_counted_and_neither_stored_nor_published(registry: Registry,
+                                                                            tmp_path: Path) -> None:
+    """Through the real ingest service and SQLite store (with an MQTT outbox): only the one valid
+    report is stored and queued upstream; every policy breach is counted under ``policy``."""
+    from test_verify_ingest import Collector, _settle
+
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline import IngestService
+    from gateway.storage import ReportQueries, ReportStore
+
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    store = ReportStore(db, gateway_id="gw", outbox_encoder=lambda r: ("city/%s" % r.device, b"%d" % r.seq))
+    ingest = IngestService(store=store, verifier=Verifier(registry, load_policy()), metrics=metrics, batch_ms=10)
+    await ingest.start()
+    c = Collector()
+    seqs = {"sl-1": 0, "bin-1": 0}
+    for device, body, _message in REFUSED:
+        seqs[device] += 1
+        ingest.feed(frame(device, seqs[device], body), c.link)
+    ingest.feed(frame("sl-1", seqs["sl-1"] + 1, mot_release(1, 9)), c.link)
+    await _settle(ingest)
+    await ingest.stop()
+    ingest.close()
+    q = ReportQueries(db)
+    try:
+        assert [(r.device, r.m) for r in q.reports(device="sl-1")] == [("sl-1", {"mot": 9})]
+        assert q.reports(device="bin-1") == [] and q.count_reports() == 1
+    finally:
+        q.close()
+    assert metrics.value("civicedge_rejections_total", {"reason": "policy"}) == len(REFUSED)
+    assert [m.topic for m in store.outbox_peek(10)] == ["city/sl-1"]
+    store.close()
+
+
 def every_window_policy() -> dict[str, Any]:
     """The shipped policy without ``release_every_s``: personal counts leave every window (mot) or
     every day (lid, a ``day`` report), as the firmware defaults them."""
