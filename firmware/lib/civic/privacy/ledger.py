@@ -8,7 +8,9 @@ has seen and what each field spent on it. Rules:
   written to flash *before* the caller may release anything);
 * a day earlier than the latest seen (RTC rolled back, or unset after power loss) is
   refused until the clock passes the latest seen day again;
-* a damaged ledger file fails closed: the current day counts as fully spent;
+* a damaged ledger file fails closed: the current day counts as fully spent (damaged: a bad
+  checksum, or contents that are not what this module writes, e.g. a spend or period end that is
+  not an int >= 0);
 * a release names the period it covers: the ledger keeps, per field, the end of the last period
   released (in the same atomic write as the grant) and refuses a period that starts before it.
   A reset between a release and the app saving its own state, or a clock set back, cannot
@@ -32,6 +34,21 @@ class BudgetError(ValueError):
     def __init__(self, field, detail):
         super().__init__("ledger: %s: %s" % (field, detail))
         self.field = field
+
+
+def _int(v):
+    # bool is an int subclass, and JSON also gives floats, strings and null: all damage here
+    if type(v) is not int or v < 0:
+        raise ValueError("ledger: not an int >= 0")
+    return v
+
+
+def _ints(d):
+    """``d`` (field -> int >= 0) as a dict; ValueError or TypeError when it is not one."""
+    d = dict(d)
+    for v in d.values():
+        _int(v)
+    return d
 
 
 class Ledger:
@@ -58,9 +75,9 @@ class Ledger:
         if raw is not None:
             try:
                 state = json.loads(raw)
-                self._day = int(state["day"])
-                self._spent = dict(state["spent"])
-                self._last = dict(state.get("last", {}))
+                self._day = _int(state["day"])
+                self._spent = _ints(state["spent"])
+                self._last = _ints(state.get("last", {}))
             except (ValueError, KeyError, TypeError):
                 self._corrupt = True
                 self._day = -1
@@ -105,10 +122,6 @@ class Ledger:
         if day > self._day:
             return 0 if self._corrupt else budget
         return max(0, budget - self._spent.get(field, 0))
-
-    def released_until(self, field):
-        """End (unix s) of the last period of ``field`` released, or 0."""
-        return self._last.get(field, 0)
 
     def spend(self, field, milli, now_s, start=None, end=None):
         """Grant and persist ``milli`` for ``field`` on the day of ``now_s``.
