@@ -21,10 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from hil.pace import PaceWatch
-from hil.demo.runner import Demo, DemoError, DemoOptions, HostExit
+from hil.demo.runner import SILENT_AFTER_S, Demo, DemoError, DemoOptions, HostExit
 from hil.demo.summary import render
 from hil.errors import HilError
-from hil.sim.errors import SimError
+from hil.sim.errors import SimError, SimTimeoutError
 from hil.workdir import WorkdirInUseError
 
 
@@ -147,11 +147,11 @@ async def _main(options: DemoOptions, console: Console, err: Console, *, plain: 
         console.print(f"gateway up: dashboard {demo.dashboard_url}  "
                       f"(admin token in {escape(str(demo.workdir / 'admin.token'))})")
         watch.next_health = time.monotonic() + HEALTH_GRACE_S
-        exited = await _watch(demo, watch, console, stop, t0, plain=plain, duration=options.duration_s)
+        exited = await _watch(demo, watch, console, stop, t0, plain=plain, duration=options.duration_s, err=err)
         if exited:
             exited = await _all_exited(demo, exited)
-        for host in exited:  # at once, before the drain: what ended the run
-            err.print(f"[red]error:[/red] {escape(host.message())}; stopping the demo")
+        for i, host in enumerate(exited, 1):  # at once, before the drain: what ended the run
+            err.print(f"[red]error:[/red] {escape(host.message())}" + ("; stopping the demo" if i == len(exited) else ""))
         if demo.gateway_alive():  # a last look: the store's failed commits since the start, however brief
             failed = await asyncio.to_thread(_commit_failures, demo.dashboard_url + "metrics")
             if failed:
@@ -217,10 +217,24 @@ class _Watch:
         self.reasons: tuple[str, ...] = ()
         self.store_failures: list[str] = []
         self.next_health = 0.0
+        self.silent: set[tuple[int, int]] = set()  # (number, pid) of hosts said not to answer
+
+    def host_lines(self) -> list[str]:
+        """A line when a simulator host stops answering (hung: kill -STOP, swapping) and when it answers again."""
+        now = set(self.demo.silent_hosts())
+        lines = [f"[yellow]warning:[/yellow] simulator host {n} (pid {pid}) has not answered for "
+                 f"{SILENT_AFTER_S:g} s; its boards are not running" for n, pid in sorted(now - self.silent)]
+        lines += [f"simulator host {n} (pid {pid}) is answering again" for n, pid in sorted(self.silent - now)]
+        if self.silent - now:  # its stall is no measure of the machine's pace: measure afresh
+            self.pace = PaceWatch(self.speed)
+        self.silent = now
+        return lines
 
     def pace_line(self, virtual_ms: float) -> str | None:
+        """The warning when the boards run slower than asked (once); none while a host does not answer:
+        a hung host is no reason to lower --speed."""
         achieved = self.pace.check(time.monotonic(), virtual_ms)
-        if achieved is None or self.pace_warned:
+        if achieved is None or self.pace_warned or self.silent:
             return None
         self.pace_warned = True
         return (f"[yellow]warning:[/yellow] the machine runs the boards at {achieved:.3g}x, not the requested "
@@ -286,21 +300,35 @@ def _commit_failures(url: str) -> int | None:
 
 
 async def _watch(demo: Demo, watch: _Watch, console: Console, stop: asyncio.Event, t0: float, *, plain: bool,
-                 duration: float | None) -> list[HostExit]:
+                 duration: float | None, err: Console | None = None) -> list[HostExit]:
     """Show the fleet until the duration or a stop signal; returns early the simulator hosts that ended.
 
     Raises:
         DemoError: the gateway stopped.
     """
+    last: list[tuple[Table, str]] = []
+
     async def frame() -> tuple[Table, str]:
-        now = await demo.virtual_now_s()
+        now: float | None
+        try:
+            now = await demo.virtual_now_s()
+        except SimTimeoutError:  # no host answers (hung): said below, the last frame stays
+            if not last:
+                raise
+            now = None
+        for note in watch.host_lines():
+            (err or console).print(note)
+        if now is None:
+            return last[0]
         summary = demo.summary()
         line = (f"[{time.monotonic() - t0:5.0f}s] virtual {dt.datetime.fromtimestamp(now, dt.timezone.utc):%H:%M} "
                 f"reports={summary.total_reports} alarms={summary.total_alarms}")
-        for note in (watch.pace_line(now * 1000), await watch.health_line()):
-            if note is not None:
-                console.print(note)
-        return render(summary, virtual_now_s=now, url=demo.dashboard_url, elapsed_s=time.monotonic() - t0), line
+        for pace_or_health in (watch.pace_line(now * 1000), await watch.health_line()):
+            if pace_or_health is not None:
+                console.print(pace_or_health)
+        got = render(summary, virtual_now_s=now, url=demo.dashboard_url, elapsed_s=time.monotonic() - t0), line
+        last[:] = [got]
+        return got
 
     def done() -> bool:
         return stop.is_set() or (duration is not None and time.monotonic() - t0 >= duration)

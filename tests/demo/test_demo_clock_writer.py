@@ -84,3 +84,44 @@ async def test_virtual_now_skips_a_host_whose_output_closed(tmp_path: Path) -> N
     finally:
         for h in hosts:
             await h.close()
+
+
+async def test_a_hung_host_is_left_out_and_named_once_then_answering_again(tmp_path: Path) -> None:
+    """Demo QA: a host stopped by SIGSTOP froze the demo's output for 60 s (a ping waited that long),
+    then the demo advised a lower --speed. Now the other host's time is answered within PING_TIMEOUT_S,
+    the watch names the silent host once, says when it answers again, and gives no speed advice meanwhile."""
+    from hil.cli.demo_cmd import _Watch
+    from hil.demo.runner import PING_TIMEOUT_S, SILENT_AFTER_S
+
+    demo = Demo(DemoOptions(workdir=tmp_path / "demo"))
+    hosts = [SimHost(speed=30.0, start_ms=1_767_225_600_000) for _ in range(2)]
+    await asyncio.gather(*(h.start() for h in hosts))
+    demo.hosts = hosts
+    watch = _Watch(demo, 30.0)
+    watch.pace.window_s = 0.5  # any slow pace would be told at once
+    watch.pace.min_fraction = 1e9
+    try:
+        await demo.virtual_now_s()
+        assert hosts[1].proc is not None
+        pid = hosts[1].proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        t = time.monotonic()
+        now = await demo.virtual_now_s()
+        assert time.monotonic() - t < PING_TIMEOUT_S + 1 and now >= 1_767_225_600
+        assert watch.host_lines() == []  # not silent for SILENT_AFTER_S yet
+        await asyncio.sleep(SILENT_AFTER_S)
+        await demo.virtual_now_s()
+        lines = watch.host_lines()
+        assert len(lines) == 1 and f"simulator host 2 (pid {pid}) has not answered for 5 s" in lines[0], lines
+        assert watch.host_lines() == []  # once
+        watch.pace_line(0.0)
+        await asyncio.sleep(0.6)
+        assert watch.pace_line(1.0) is None  # no "use a lower --speed" for a hung host
+        os.kill(pid, signal.SIGCONT)
+        await demo.virtual_now_s(timeout_s=5)
+        assert watch.host_lines() == [f"simulator host 2 (pid {pid}) is answering again"]
+    finally:
+        for h in hosts:
+            if h.proc is not None and h.proc.returncode is None:
+                os.kill(h.proc.pid, signal.SIGCONT)
+            await h.close()
