@@ -64,6 +64,8 @@ def _document() -> dict[str, Any]:
         "/transparency.json": {"get": {"summary": "Transparency page content as JSON", "tags": ["pages"],
                                        "responses": {"200": _ok("per kind: fields, ε, k, retention, recipients"),
                                                      "400": _BAD}}},
+        "/favicon.ico": {"get": {"summary": "No icon (204): browsers ask it on every page", "tags": ["meta"],
+                                 "responses": {"204": {"description": "no icon"}, "400": _BAD}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
                                   "responses": {"200": _ok("OpenAPI 3.1 document"), "400": _BAD}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["operations"],

@@ -33,6 +33,13 @@ def _transparency(ctx: WebContext) -> dict[str, Any]:
     return build_transparency(ctx.policy, retention=retention)
 
 
+@ROUTES.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.Response:
+    """No icon, said as 204: a browser asks every page's /favicon.ico (the JSON pages too), and a 404
+    showed as an error in its console."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
+
 @ROUTES.get("/transparency")
 async def transparency_html(request: web.Request) -> web.Response:
     """What is collected and why, generated from the privacy policy (and shortened retention)."""
