@@ -36,8 +36,8 @@ HOST_EXIT_GRACE_S = 1.0  # after a host ended, how long the others may take to b
 EXIT_STATUSES = (
     "Exit status: 0 stopped cleanly; 1 could not start, the gateway failed, a simulator host process "
     "ended during the run (crash, out of memory, kill), or the report store had failures during the run "
-    "(the gateway's /healthz said so; reports may be missing); 2 bad arguments "
-    "or the work directory is in use by another demo or scenario run; 128 + the signal number (130 for "
+    "(the gateway's /healthz said so; reports may be missing); 2 bad arguments (also a --workdir that is "
+    "not a demo directory or cannot be created) or the work directory is in use by another demo or scenario run; 128 + the signal number (130 for "
     "Ctrl-C) when stopped while starting."
 )
 
@@ -136,6 +136,13 @@ async def _main(options: DemoOptions, console: Console, err: Console, *, plain: 
         loop.add_signal_handler(sig, on_signal, sig)
     t0 = time.monotonic()
     watch = _Watch(demo, options.speed)
+    try:  # the work directory first: a bad or busy one is told before anything is said to start
+        demo.prepare()
+    except HilError as exc:  # not a demo directory, cannot be created, in use: a bad --workdir, nothing started
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        return 2
     try:
         console.print(f"starting {options.streetlights} streetlight(s) and {options.bins} bin(s) "
                       f"at {options.speed:g}x real time in {escape(str(options.workdir))} ...")

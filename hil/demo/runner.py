@@ -193,9 +193,19 @@ class Demo:
         self._answered: dict[int, float] = {}  # host number -> time.monotonic() of its last answer to a ping
 
     # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> None:
+        """Lock, empty and mark the work directory (:meth:`start` does it if not done before).
+
+        Raises:
+            DemoError: ``--workdir`` is not a demo directory (or under a file, or not writable).
+            WorkdirError: it cannot be created; :class:`WorkdirInUseError`: another run holds it.
+        """
+        if self.lock is None:
+            self.workdir, self.lock = _prepare_workdir(self.opt.workdir)
+
     async def start(self) -> None:
-        """Create the work dir, boot the fleet, register it, start the gateway."""
-        self.workdir, self.lock = _prepare_workdir(self.opt.workdir)
+        """Create the work dir (unless :meth:`prepare` did), boot the fleet, register it, start the gateway."""
+        self.prepare()
         start = self.opt.start or dt.datetime.now(dt.timezone.utc).replace(hour=18, minute=0, second=0, microsecond=0)
         start_ms = int(start.timestamp() * 1000)
         if self.opt.bins:

@@ -115,8 +115,9 @@ def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path: Path) -> Non
     (precious / "notes.txt").write_text("keep me")
     proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(precious), "--duration", "1"],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a bad argument, as --help says
     assert "not a civicedge demo directory" in proc.stderr  # errors go to stderr
+    assert "starting" not in proc.stdout  # told before anything is said to start
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
@@ -126,7 +127,7 @@ def test_a_workdir_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "demo", "--workdir", str(workdir),
                                "--duration", "1"], capture_output=True, text=True, timeout=60)
         out = proc.stdout + proc.stderr
-        assert proc.returncode == 1 and "Traceback" not in out and "choose another --workdir" in out, out
+        assert proc.returncode == 2 and "Traceback" not in out and "choose another --workdir" in out, out
 
 
 def test_the_gateway_does_not_outlive_a_killed_demo(tmp_path: Path) -> None:
@@ -181,7 +182,7 @@ def test_two_demos_started_together_on_one_workdir(tmp_path: Path) -> None:
             time.sleep(0.05)
         second = _demo(workdir, "--duration", "3")
         out2, err2 = second.communicate(timeout=60)
-        assert second.returncode == 2, out2 + err2
+        assert second.returncode == 2 and "starting" not in out2, out2 + err2
         assert f"in use by another run (pid {first.pid})" in err2 and "Traceback" not in out2 + err2
         out1, err1 = first.communicate(timeout=120)
         assert first.returncode == 0 and "Traceback" not in out1 + err1, out1 + err1
