@@ -93,9 +93,11 @@ async def test_dashboard_shows_the_collection_plan_when_routes_are_mounted(fleet
     from gateway.routes.web import PlanDefaults, routes_handlers
 
     source = GatewayBinSource(db_path=fleet.queries.db_path, registry=fleet.registry)
-    # The planner looks at data up to the start of the day's rounds (06:00): plan the next day.
+    # At NOW (12:00) today's round (06:00) has started: the dashboard shows the next round's plan, which
+    # takes the readings up to tomorrow's round start (the demo starts at 18:00 and showed "no plan for
+    # today: no fill reading before the round start" beside bins with fill data).
     plan_routes = routes_handlers(source, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=1.0),
-                                  clock=lambda: float(NOW + 86400))
+                                  clock=lambda: float(NOW))
     app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
                      metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, clock=lambda: float(NOW),
                      extra_routes=plan_routes)
@@ -115,6 +117,7 @@ async def test_dashboard_shows_the_collection_plan_when_routes_are_mounted(fleet
                 assert "bin-02" in bins
                 assert "bin-03" not in bins  # revoked and silent
                 assert "2026-11-22" in await page.locator("#plan-summary").inner_text()
+                assert await page.locator("#plan-section h2").inner_text() == "Next round's collection plan (2026-11-22)"
                 # The route is drawn over the map, from the depot through the stops.
                 assert await page.locator("#map polyline.plan-path").count() >= 1
                 assert await page.locator("#map .plan-depot").count() == 1

@@ -23,6 +23,7 @@ function clear(node) { while (node.firstChild) node.removeChild(node.firstChild)
 let project = null;   // (lat, lon) -> [x, y] of the current map, set by renderMap
 let lastPlan = null;  // the collection plan, drawn over the map
 let lastDevices = null;
+let lastGenerated = null;  // the gateway's time of the last /api/dashboard answer (ISO, UTC)
 const ROUTE_COLORS = ["#0969da", "#8250df", "#bf3989", "#1a7f37", "#bc4c00"];
 
 function drawPlanOnMap() {
@@ -193,21 +194,34 @@ function fillChart(devices) {
   });
 }
 
+async function fetchPlan(date) {
+  try {
+    // No date: the gateway plans for its own "today" (its clock and time zone).
+    const res = await fetch(date ? `/api/routes/plan?date=${date}` : "/api/routes/plan");
+    return res.ok ? await res.json() : null;
+  } catch (e) { return null; }
+}
+
 async function renderPlan() {
   const box = document.getElementById("plan");
   clear(box);
-  let plan = null;
-  try {
-    // No date: the gateway plans for its own "today" (its clock and time zone).
-    const res = await fetch("/api/routes/plan");
-    if (res.ok) plan = await res.json();
-  } catch (e) { plan = null; }
+  let plan = await fetchPlan(null);
+  // A plan uses the readings up to its round start: once today's round has started (the gateway's
+  // time, as /api/dashboard gives it), the plan still to come is the next round's.
+  let next = false;
+  if (plan && plan.round_start && lastGenerated && Date.parse(plan.round_start) <= Date.parse(lastGenerated)) {
+    const tomorrow = await fetchPlan("tomorrow");
+    if (tomorrow) { plan = tomorrow; next = true; }
+  }
+  document.querySelector("#plan-section h2").textContent =
+    next ? `Next round's collection plan (${plan.date})` : "Today's collection plan";
   const routes = plan && Array.isArray(plan.routes) ? plan.routes : [];
   lastPlan = plan;
   if (lastDevices) renderMap(lastDevices);
   if (routes.length === 0) {
     const why = plan && plan.notice ? plan.notice : "no bins due, or route planning not available on this gateway";
-    box.appendChild(el("p", { class: "muted", id: "no-plan" }, `No plan for today (${why}).`));
+    const what = next ? `No plan for the next round, ${plan.date}` : "No plan for today";
+    box.appendChild(el("p", { class: "muted", id: "no-plan" }, `${what} (${why}).`));
     return;
   }
   const km = (m) => (m / 1000).toFixed(1);
@@ -239,6 +253,7 @@ async function refresh() {
     const res = await fetch("/api/dashboard");
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const data = await res.json();
+    lastGenerated = data.generated_at_iso;
     renderSummary(data);
     renderMap(data.devices);
     renderFleet(data.devices);
