@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any, NamedTuple
 
-from gateway.errors import ProtocolError, RejectedReport
+from gateway.errors import ConfigError, ProtocolError, RejectedReport
 from gateway.protocol.frame import FRAME_REPORT, Frame, decode_body, parse_frame, verify_tag
 from gateway.registry import DeviceRecord, Registry
 from gateway.storage.provenance import frame_digest
@@ -38,21 +38,44 @@ _DEFAULT_RELEASE_S = {"hour": 3600, "day": 86400}
 
 
 class _Release(NamedTuple):
-    """How the policy lets one personal (noisy_count) field leave a device."""
+    """How the policy lets one personal (noisy_count) field leave a device, as the gate's bounds: a
+    board flashed with a stricter policy.json than the gateway's (smaller ε, longer period, larger k,
+    coarser quantum) passes; a looser one is refused."""
 
     rtype: str   # the only report type that may carry it
-    period: int  # the only period length (``l``) it is released over
-    eps: int     # milli-ε in ``e`` of every release
+    period: int  # the shortest period (``l``) it is released over; a whole multiple of it is coarser
+    eps: int     # the most milli-ε in ``e`` of one release
     k: int       # a released (noisy) value is at least k; below it the value is left out
+
+
+def _whole(value: Any, where: str) -> int:
+    """``value`` if it is a whole number >= 1 (a policy bound the gate compares with), else ConfigError."""
+    if type(value) is not int or value < 1:
+        raise ConfigError("privacy policy: %s must be a whole number >= 1, not %r" % (where, value),
+                          reason="bad_value", key=where)
+    return value
+
+
+def _requantise(value: int, quantum: int) -> int:
+    """The nearest multiple of ``quantum`` (halves up), as the firmware's ``quantise`` rounds."""
+    return (value + quantum // 2) // quantum * quantum
 
 
 class PolicyGate:
     """The privacy policy (firmware/policy.json) as the gateway re-checks it on every report.
 
     Besides the allowlist of fields and alarm codes: a personal (``noisy_count``) field only in its
-    release report type and period, always with the policy's per-release ε in ``e``, and a released
-    value at least k; ``e`` naming personal fields only; values on their ``quantum``; ``fw`` a version
-    string. What real firmware sends under the policy passes; the rules are built once per kind.
+    release report type, over its release period or a whole multiple of it, with 0 < ``e`` <= the
+    policy's per-release ε, and a released value at least k (and on its quantum, if it has one);
+    ``e`` naming personal fields only; ``fw`` a version string. A board's policy.json may be stricter
+    than the gateway's (its releases then pass; protocol §2, docs/privacy.md), never looser: an
+    authentic report refused here is acknowledged past and lost. A non-personal value off its quantum
+    is not refused: :meth:`coarsen` rounds it to the gateway's quantum. Refusal messages never quote a
+    personal field's value (they are logged). The rules are built once per kind.
+
+    Raises:
+        ConfigError: the policy lacks a bound the gate compares with (a personal field's ε or k, in
+            the field or in ``defaults``) or has one that is not a whole number >= 1.
     """
 
     def __init__(self, policy: dict[str, Any]) -> None:
@@ -64,43 +87,67 @@ class PolicyGate:
         self.window_s: dict[str, int | None] = {k: spec.get("window_s", default_window) for k, spec in kinds.items()}
         self.releases: dict[str, dict[str, _Release]] = {}
         self.personal: dict[str, frozenset[str]] = {}
-        # (field, quantum) of the fields with a quantum above 1 (a quantum of 1 holds for any integer)
+        # (field, quantum) of the fields with a quantum above 1 (a quantum of 1 holds for any integer):
+        # personal ones are refused off it, non-personal ones rounded to it (coarsen)
         self.quanta: dict[str, tuple[tuple[str, int], ...]] = {}
-        # A personal count may have its own release period (policy release_every_s, e.g. 6 h for PIR
-        # passes) and then travels in a "win" report covering that period, alone with its own kind.
-        self.release_periods: dict[str, dict[int, frozenset[str]]] = {}
+        self.coarse_quanta: dict[str, tuple[tuple[str, int], ...]] = {}
         self._fw_seen: set[str] = set()  # fw strings that matched FW_PATTERN
         for k, spec in kinds.items():
             releases: dict[str, _Release] = {}
             quanta: list[tuple[str, int]] = []
-            periods: dict[int, set[str]] = {}
+            coarse: list[tuple[str, int]] = []
             for name, field in spec["fields"].items():
-                quantum = field.get("quantum", 1)
+                where = "kinds.%s.fields.%s" % (k, name)
+                quantum = _whole(field.get("quantum", 1), where + ".quantum")
+                personal = field.get("release") == "noisy_count"
                 if quantum > 1:
-                    quanta.append((name, quantum))
-                if field.get("release") == "noisy_count":
-                    rtype = field["report"]
-                    period = field.get("release_every_s",
-                                       self.window_s[k] if rtype == "win" else _DEFAULT_RELEASE_S.get(rtype))
-                    releases[name] = _Release(rtype, period, field.get("eps_per_release_milli",
-                                                                       defaults.get("eps_per_release_milli")),
-                                              field.get("k", defaults.get("k")))
-                every = field.get("release_every_s")
-                if field.get("report") == "win" and isinstance(every, int) and every != self.window_s[k]:
-                    periods.setdefault(every, set()).add(name)
+                    (quanta if personal else coarse).append((name, quantum))
+                if personal:
+                    releases[name] = self._release(field, defaults, self.window_s[k], where)
             self.releases[k] = releases
             self.personal[k] = frozenset(releases)
             self.quanta[k] = tuple(quanta)
-            self.release_periods[k] = {p: frozenset(f) for p, f in periods.items()}
+            self.coarse_quanta[k] = tuple(coarse)
+
+    @staticmethod
+    def _release(field: dict[str, Any], defaults: dict[str, Any], window_s: int | None, where: str) -> _Release:
+        """The bounds of one personal field (a personal count may have its own release period, policy
+        release_every_s, e.g. 6 h for PIR passes, and then travels in a "win" report over that period,
+        alone with the kind's other counts of that period)."""
+        rtype = field.get("report")
+        if rtype != "win" and rtype not in _DEFAULT_RELEASE_S:
+            raise ConfigError("privacy policy: %s.report must be win, hour or day for a noisy_count, not %r"
+                              % (where, rtype), reason="bad_value", key=where + ".report")
+        bounds: dict[str, Any] = {}
+        for key in ("eps_per_release_milli", "k"):
+            value = field.get(key, defaults.get(key))
+            if value is None:
+                raise ConfigError("privacy policy: %s: no %s (and none in defaults): the gateway cannot check its "
+                                  "releases" % (where, key), reason="bad_value", key="%s.%s" % (where, key))
+            bounds[key] = _whole(value, "%s.%s" % (where, key))
+        if "release_every_s" in field:
+            period = _whole(field["release_every_s"], where + ".release_every_s")
+        elif rtype == "win":
+            period = _whole(window_s, where + " (window_s)")
+        else:
+            period = _DEFAULT_RELEASE_S[rtype]
+        return _Release(str(rtype), period, bounds["eps_per_release_milli"], bounds["k"])
 
     def win_period_problem(self, body: dict[str, Any], kind: str) -> str | None:
-        """None if a "win" report's period fits the kind's policy, else what is wrong with it."""
+        """None if a "win" report's period fits the kind's policy, else what is wrong with it.
+
+        A win report covers the kind's window; a longer one is a release of personal counts over their
+        release period or a whole multiple of it (coarser is stricter), and carries only those counts.
+        ``w`` is aligned to ``l`` (checked by the caller for every report type).
+        """
         length = body["l"]
         if length == self.window_s.get(kind):
             return None
-        fields = self.release_periods.get(kind, {}).get(length)
-        if fields is None:
-            return "a win report covers %s s (or a field's release period), not %d" % (self.window_s.get(kind), length)
+        fields = frozenset(name for name, rel in self.releases.get(kind, {}).items()
+                           if rel.rtype == "win" and length % rel.period == 0)
+        if not fields:
+            return "a win report covers %s s (or a personal count's release period, or a whole multiple of it), " \
+                   "not %d" % (self.window_s.get(kind), length)
         outside = sorted(str(f) for f in set(body.get("m", {})) | set(body.get("e", {})) if f not in fields)
         if outside:
             return "a %d s release may carry only %s, not %s" % (length, ", ".join(sorted(fields)), ", ".join(outside))
@@ -137,38 +184,60 @@ class PolicyGate:
             problem = self._release_problem(body, kind, m, e, personal)
             if problem is not None:
                 return problem
-        for name, quantum in self.quanta.get(kind, ()):
-            v = m.get(name)
-            if type(v) is int and v % quantum:
-                return "%s = %d is not a multiple of its quantum %d (policy)" % (name, v, quantum)
         fw = body.get("fw")
         if type(fw) is str and fw not in self._fw_seen:  # another type is left to the body checks
             if not FW_PATTERN.fullmatch(fw):
-                return "fw %r is not a version string (1-32 of 0-9 A-Z a-z . + -)" % (fw[:40],)
+                # not quoted: a free-form string could carry anything (it is logged)
+                return "fw is not a version string (1-32 of 0-9 A-Z a-z . + -; it has %d characters)" % len(fw)
             if len(self._fw_seen) < 1024:  # a fleet runs a handful of versions: skip the regex for those
                 self._fw_seen.add(fw)
         return None
 
+    def coarsen(self, body: dict[str, Any], kind: str) -> tuple[str, ...]:
+        """Round the non-personal values of a checked body that are off the policy's quantum to it, in
+        place; return the names of the fields rounded (usually none).
+
+        A board flashed with a finer quantum than the gateway's (e.g. lux 10 against 20) reveals
+        nothing personal; refusing its window would lose the rest of it (lamp state, level). The
+        gateway stores and publishes it at its own policy's precision instead.
+        """
+        m = body.get("m")
+        changed: tuple[str, ...] = ()
+        if isinstance(m, dict):
+            for name, quantum in self.coarse_quanta.get(kind, ()):
+                v = m.get(name)
+                if type(v) is int and v % quantum:
+                    m[name] = _requantise(v, quantum)
+                    changed += (name,)
+        return changed
+
     def _release_problem(self, body: dict[str, Any], kind: str, m: dict[str, Any], e: dict[str, Any],
                          personal: frozenset[str]) -> str | None:
-        """What is wrong with the personal fields and ε of a report, or None."""
+        """What is wrong with the personal fields and ε of a report, or None (never quoting a value)."""
         other = sorted(f for f in e if f not in personal)
         if other:
             return "e names field(s) that are not personal (noisy_count): %s" % ", ".join(other)
         rtype, length = body.get("t"), body.get("l")
+        quanta = dict(self.quanta.get(kind, ()))
         for name in sorted(personal.intersection(m).union(e)):
             rel = self.releases[kind][name]
-            if rtype != rel.rtype or length != rel.period:
-                return "%s is released only in %s reports over %s s, not in a %r report over %r s" % (
-                    name, rel.rtype, rel.period, rtype, length)
+            if rtype != rel.rtype or not (type(length) is int and length > 0 and length % rel.period == 0):
+                return "%s is released only in %s reports over %s s or a whole multiple of it, not in a %r report " \
+                       "over %r s" % (name, rel.rtype, rel.period, rtype, length)
             eps = e.get(name)
             if eps is None:
                 return "%s released without its epsilon in e (policy: %d milli-epsilon)" % (name, rel.eps)
-            if type(eps) is int and eps != rel.eps:
-                return "e[%s] = %d milli-epsilon, the policy's per-release epsilon is %d" % (name, eps, rel.eps)
+            if type(eps) is int and not 0 < eps <= rel.eps:
+                if eps <= 0:
+                    return "e[%s] = %d milli-epsilon: a release spends a positive epsilon" % (name, eps)
+                return "e[%s] = %d milli-epsilon is above the policy's per-release epsilon %d" % (name, eps, rel.eps)
             v = m.get(name)
-            if type(v) is int and v < rel.k:
-                return "%s = %d is below k = %d (such a release leaves the value out)" % (name, v, rel.k)
+            if type(v) is int:
+                if v < rel.k:
+                    return "%s is below k = %d (a release under this policy leaves such a value out)" % (name, rel.k)
+                quantum = quanta.get(name, 1)
+                if v % quantum:
+                    return "%s is not a multiple of its quantum %d (policy)" % (name, quantum)
         return None
 
 
@@ -177,6 +246,8 @@ class Verified(NamedTuple):
 
     ``held`` is the body's ``h`` (protocol §2: the seqs below this one the device still held when
     it framed this report, as runs ``first, last, ...``), or None from firmware without it.
+    ``coarsened`` names the non-personal fields stored rounded to the gateway policy's quantum
+    (:meth:`PolicyGate.coarsen`: the board runs a policy with a finer one).
     """
 
     frame: Frame
@@ -184,6 +255,7 @@ class Verified(NamedTuple):
     key: bytes
     record: ReportRecord
     held: tuple[int, ...] | None = None
+    coarsened: tuple[str, ...] = ()
 
 
 def held_runs(body: dict[str, Any], seq: int) -> tuple[int, ...] | None:
@@ -214,6 +286,9 @@ class Verifier:
     Args:
         registry: the device registry (keys and revocation).
         policy: parsed firmware/policy.json.
+
+    Raises:
+        ConfigError: the policy lacks what the gate checks releases against (:class:`PolicyGate`).
     """
 
     def __init__(self, registry: Registry, policy: dict[str, Any], *, cache_s: float = REGISTRY_CACHE_S) -> None:
@@ -276,12 +351,13 @@ class Verifier:
         if problem is not None:
             raise RejectedReport("%s seq %d: %s" % (dev_id, seq, problem), reason="policy", device_id=dev_id, seq=seq,
                                  held=held)
+        coarsened = self._gate.coarsen(body, device.kind)
         try:
             record = self._record(body, frame, device, raw, link=link, now=now)
         except RejectedReport as exc:
             exc.held = held  # authentic: what it says about the outbox still counts (ingest)
             raise
-        return Verified(frame=frame, device=device, key=key, record=record, held=held)
+        return Verified(frame=frame, device=device, key=key, record=record, held=held, coarsened=coarsened)
 
     def _record(self, body: dict[str, Any], frame: Frame, device: DeviceRecord, raw: bytes, *, link: str,
                 now: float) -> ReportRecord:
