@@ -55,6 +55,9 @@ UNREGISTERED_NAMED = 5  # device ids named in one such line (more are "and other
 UNREGISTERED_LINKS_NAMED = 3
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
+# An authentic report the policy gate refuses is acknowledged past (the device deletes it): its data is
+# lost, most likely because the board runs another policy.json. One warning per minute, with the count.
+POLICY_LOG_EVERY_S = 60.0
 
 
 class _UnregisteredFrames:
@@ -261,6 +264,10 @@ class IngestService:
         self._window_dup_log = LogLimiter(WINDOW_DUP_LOG_EVERY_S, log_clock)
         self._window_dups_unlogged = 0  # releases not stored since the last warning about them (not named in it)
         self._unregistered = {r: _UnregisteredFrames(r, log_clock) for r in ("unknown_device", "revoked")}
+        self._policy_log = LogLimiter(POLICY_LOG_EVERY_S, log_clock)
+        self._policy_unlogged = 0  # policy refusals since the last warning about them (not named in it)
+        self._coarse_log = LogLimiter(POLICY_LOG_EVERY_S, log_clock)
+        self._coarse_unlogged = 0  # reports stored with values rounded to the gateway's quantum, not named
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -304,6 +311,8 @@ class IngestService:
         verified = self._verify(raw, link)
         if verified is None:
             return
+        if verified.coarsened:
+            self._coarsened(verified)
         win = self._window(verified.frame.device_id)
         seq = verified.frame.seq
         win.note_held(seq, verified.held)
@@ -390,6 +399,7 @@ class IngestService:
         self._outbox_drops_ended()
         self._window_dups_ended()
         self._unregistered_ended()
+        self._policy_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
         if floors:
             await self.run_in_store(self.store.save_floors, floors)
@@ -416,6 +426,8 @@ class IngestService:
             self._reject(exc.reason, str(exc), link)
             if isinstance(exc, RejectedReport) and exc.reason in self._unregistered and exc.device_id:
                 self._unregistered_frame(self._unregistered[exc.reason], exc.device_id, link)
+            if isinstance(exc, RejectedReport) and exc.reason == "policy":
+                self._policy_refused(exc)
             if isinstance(exc, RejectedReport) and exc.reason in AUTHENTIC_REJECTIONS and exc.device_id:
                 # The device really sent this seq and it will never be stored: no gap to wait for.
                 win = self._window(exc.device_id)
@@ -638,6 +650,46 @@ class IngestService:
         frames.add(device, link.name)
         if frames.limit.allow() is not None:
             log.warning("%s", frames.take())
+
+    def _policy_refused(self, exc: RejectedReport) -> None:
+        """Warn about an authentic report the policy gate refused, at most once per
+        :data:`POLICY_LOG_EVERY_S`, naming its device, seq and rule (the gate's messages quote no
+        personal value) and counting the others since the last such line."""
+        self._policy_unlogged += 1
+        more = self._policy_log.allow()
+        if more is None:
+            return
+        self._policy_unlogged = 0
+        rule = str(exc).split(": ", 1)[-1]  # the verifier's message is "<device> seq <n>: <rule>"
+        log.warning("%s seq %s refused by the privacy policy gate: %s; it is authentic, so it is acknowledged and "
+                    "deleted on the device: its data is lost (a board flashed with a looser policy.json than the "
+                    "gateway's? docs/privacy.md, policy changes)%s", exc.device_id, exc.seq, rule,
+                    more_since(more, "policy refusal(s)"))
+
+    def _coarsened(self, verified: Verified) -> None:
+        """Warn, at most once per :data:`POLICY_LOG_EVERY_S`, that a report was stored with values rounded
+        to the gateway policy's quantum (the board runs a policy with a finer one)."""
+        self._coarse_unlogged += 1
+        more = self._coarse_log.allow()
+        if more is None:
+            return
+        self._coarse_unlogged = 0
+        log.warning("%s seq %d: %s off the gateway policy's quantum, stored rounded to it (the board runs another "
+                    "policy.json: flash it with the gateway's)%s", verified.frame.device_id, verified.frame.seq,
+                    ", ".join(verified.coarsened), more_since(more, "such report(s)"))
+
+    def _policy_ended(self) -> None:
+        """At stop: log the policy refusals and rounded reports held back by the limits."""
+        if self._policy_unlogged:
+            log.warning("%d more report(s) refused by the privacy policy gate since the last such line",
+                        self._policy_unlogged)
+            self._policy_unlogged = 0
+        if self._coarse_unlogged:
+            log.warning("%d more report(s) with values off the gateway policy's quantum stored rounded to it since "
+                        "the last such line", self._coarse_unlogged)
+            self._coarse_unlogged = 0
+        self._policy_log.reset()
+        self._coarse_log.reset()
 
     def _unregistered_ended(self) -> None:
         """At stop: log the frames from unregistered devices held back by the limit."""

@@ -617,3 +617,91 @@ async def test_repeated_pauses_are_counted_each_time_and_logged_once_per_burst(
     finally:
         await ingest.stop()
         ingest.close()
+
+
+async def test_a_refused_authentic_report_is_acknowledged_past_and_warned_about(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A report refused by the policy gate (here: a board flashed with a looser policy.json, ε 2000 per
+    release) is authentic: the ACK floor moves over it, so the device deletes it from its outbox. That
+    loses data, so a WARNING (at most one a minute, log clock) names the device and the rule, never a
+    personal field's value."""
+    import logging
+
+    wall = [0.0]
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                           verifier=Verifier(registry, load_policy()), metrics=metrics, batch_ms=10,
+                           log_monotonic=lambda: wall[0])
+    await ingest.start()
+    c = Collector()
+    caplog.set_level(logging.WARNING, logger="gateway")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    def feed(seq: int, body: dict[str, object]) -> None:
+        ingest.feed(build_frame(FRAME_REPORT, "sl-1", seq, {**body, "h": []}, KEYS["sl-1"]), c.link)
+
+    feed(1, body_for("streetlight", 1))
+    feed(2, mot_release(1, 13, e={"mot": 2000}))
+    await _settle(ingest)
+    assert c.acks == [("sl-1", 2)]  # seq 1's ACK covers the refused seq 2: the device deletes it
+    assert len(warnings()) == 1
+    assert warnings()[0].startswith("sl-1 seq 2 refused by the privacy policy gate: e[mot] = 2000 milli-epsilon is "
+                                    "above the policy's per-release epsilon 500; ")
+    assert "acknowledged" in warnings()[0] and "13" not in warnings()[0]
+    feed(3, body_for("streetlight", 3))
+    await _settle(ingest)
+    assert c.acks[-1] == ("sl-1", 3)
+    assert not ingest.store.has("sl-1", 2) and ingest.store.has("sl-1", 3)
+    wall[0] = 1.0
+    feed(4, mot_release(2, 3))  # below k: refused, counted, held back by the limit
+    feed(5, body_for("streetlight", 5))
+    await _settle(ingest)
+    assert c.acks[-1] == ("sl-1", 5) and len(warnings()) == 1
+    assert metrics.value("civicedge_rejections_total", {"reason": "policy"}) == 2
+    wall[0] = 61.0
+    feed(6, mot_release(3, 4))
+    await _settle(ingest)
+    assert len(warnings()) == 2
+    assert warnings()[1].startswith("sl-1 seq 6 refused by the privacy policy gate: mot is below k = 5")
+    assert warnings()[1].endswith("(1 more policy refusal(s) since the last such line)")
+    feed(7, mot_release(4, 2))
+    await ingest.stop()  # what the limit held back is logged at stop
+    assert warnings()[2] == "1 more report(s) refused by the privacy policy gate since the last such line"
+    ingest.close()
+
+
+async def test_a_value_off_the_gateway_quantum_is_stored_rounded_and_warned_about(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A board flashed with a finer lux quantum than the gateway's: its windows are stored, lux rounded
+    to the gateway's quantum, with a WARNING at most once a minute naming the device and the field."""
+    import copy
+    import logging
+
+    policy = copy.deepcopy(load_policy())
+    policy["kinds"]["streetlight"]["fields"]["lux"]["quantum"] = 20
+    wall = [0.0]
+    db = tmp_path / "r.sqlite"
+    ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, policy),
+                           metrics=GatewayMetrics("gw"), batch_ms=10, log_monotonic=lambda: wall[0])
+    await ingest.start()
+    c = Collector()
+    caplog.set_level(logging.WARNING, logger="gateway")
+    for seq, lux in ((1, 130), (2, 150), (3, 120)):
+        ingest.feed(report_frame("sl-1", seq, KEYS["sl-1"], kind="streetlight", m={"lux": lux, "lvl": 60, "lamp": 0}),
+                    c.link)
+    await _settle(ingest)
+    await ingest.stop()
+    ingest.close()
+    assert c.acks[-1] == ("sl-1", 3)
+    q = ReportQueries(db)
+    try:
+        assert [r.m["lux"] for r in q.reports(device="sl-1")] == [140, 160, 120]
+    finally:
+        q.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2  # the first at once, the second (held back by the limit) at stop
+    assert warned[0].startswith("sl-1 seq 1: lux off the gateway policy's quantum, stored rounded to it")
+    assert warned[1] == ("1 more report(s) with values off the gateway policy's quantum stored rounded to it since "
+                         "the last such line")
