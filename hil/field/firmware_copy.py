@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from gateway.pipeline.verify import FW_PATTERN
 from gateway.resources import firmware_dir
 from hil.dut import Dut
 from hil.dut.errors import DeviceError, DutError
@@ -53,12 +54,22 @@ class CopyResult:
 
 
 def firmware_version(src: Path | None = None) -> str:
-    """The firmware release (``civic.VERSION``) of the host's firmware tree."""
+    """The firmware release (``civic.VERSION``) of the host's firmware tree.
+
+    Raises:
+        FieldError: no ``VERSION``, or one the gateway refuses in a report's ``fw`` (every report of a
+            board running it would be refused: never stored, acknowledged or answered with the time).
+    """
     init = (src or firmware_dir()) / "lib" / "civic" / "__init__.py"
     match = _VERSION_RE.search(init.read_text())
     if match is None:
         raise FieldError(f"no VERSION in {init}", path=str(init))
-    return match.group(1)
+    version = match.group(1)
+    if not FW_PATTERN.fullmatch(version):
+        raise FieldError(f"firmware VERSION {version!r} in {init} is not a version string the gateway accepts "
+                         "(1-32 of 0-9 A-Z a-z . + -): every report of a board running it would be refused; "
+                         "fix VERSION before flashing", path=str(init))
+    return version
 
 
 def stage_firmware(out_dir: Path, *, compile_mpy: bool, src: Path | None = None) -> list[BuiltFile]:
@@ -91,6 +102,7 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         DeviceIOError: the link failed.
     """
     say = on_progress or (lambda _step: None)
+    release = firmware_version()  # refuses a VERSION the gateway would refuse before the board is touched
     say("read MicroPython version")
     device = MpyVersion.from_sys_mpy(device_mpy(dut))
     if not source_only:
@@ -117,7 +129,7 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         raise DeviceIOError(f"copying the firmware to {dut.url} failed: {exc}", port=dut.url) from exc
     manifest = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
     mode = "source" if source_only else "mpy"
-    doc = {"version": firmware_version(), "mode": mode, "files": manifest}
+    doc = {"version": release, "mode": mode, "files": manifest}
     say("verify by hash")
     try:
         with_retries(dut, lambda: dut.write_file(MANIFEST_PATH, json.dumps(doc, sort_keys=True).encode(),
