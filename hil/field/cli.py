@@ -129,6 +129,7 @@ def _flash(args: argparse.Namespace) -> int:
     with _errors(out):
         definition = load_board(args.board)
         chip = chip_profile(definition.chip)
+        firmware_version()  # a VERSION the gateway would refuse stops here, before MicroPython is rewritten
         done = _FlashProgress()
         with _steps(out) as step, _interrupted(args, done):
             if not args.firmware_only:

@@ -64,3 +64,16 @@ async def test_flash_refuses_the_tree_before_copying_anything(tmp_path: Path, mo
     assert rc != 0
     assert "error: firmware VERSION '0.2.0 beta'" in out and "fix VERSION before flashing" in out
     assert not (flash / "firmware.json").exists() and not (flash / "lib").exists()
+
+
+async def test_a_full_flash_refuses_the_tree_before_opening_any_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     civicedge_cli) -> None:  # type: ignore[no-untyped-def]
+    """A full flash checked VERSION only once the board answered: esptool had rewritten MicroPython by
+    then. Now nothing is opened: the port here does not even exist, and the VERSION error comes first."""
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(b"\xe9\x03\x02\x20" + b"\0" * 20 + b"\xff" * 4072)  # an ESP32 image header
+    monkeypatch.setattr("hil.field.firmware_copy.firmware_dir", lambda: tree(tmp_path, "0.2.0 beta"))
+    rc, out = await civicedge_cli("flash", "--board", "streetlight-esp32", "--port", str(tmp_path / "no-port"),
+                                  "--micropython", str(image))
+    assert rc != 0
+    assert "error: firmware VERSION '0.2.0 beta'" in out and "no-port" not in out
