@@ -39,11 +39,13 @@ _DEFAULT_RELEASE_S = {"hour": 3600, "day": 86400}
 
 class _Release(NamedTuple):
     """How the policy lets one personal (noisy_count) field leave a device, as the gate's bounds: a
-    board flashed with a stricter policy.json than the gateway's (smaller ε, longer period, larger k,
-    coarser quantum) passes; a looser one is refused."""
+    board flashed with a stricter policy.json than the gateway's (smaller ε, larger k, coarser
+    quantum) passes; a looser one is refused. The release period must be the policy's own: releases
+    over other periods would overlap the policy's (6 h, 12 h, 24 h over the same events), and the store
+    keeps one release per exact period only."""
 
     rtype: str   # the only report type that may carry it
-    period: int  # the shortest period (``l``) it is released over; a whole multiple of it is coarser
+    period: int  # the period (``l``) it is released over
     eps: int     # the most milli-ε in ``e`` of one release
     k: int       # a released (noisy) value is at least k; below it the value is left out
 
@@ -65,7 +67,7 @@ class PolicyGate:
     """The privacy policy (firmware/policy.json) as the gateway re-checks it on every report.
 
     Besides the allowlist of fields and alarm codes: a personal (``noisy_count``) field only in its
-    release report type, over its release period or a whole multiple of it, with 0 < ``e`` <= the
+    release report type, over its release period, with 0 < ``e`` <= the
     policy's per-release ε, and a released value at least k (and on its quantum, if it has one);
     ``e`` naming personal fields only; ``fw`` a version string. A board's policy.json may be stricter
     than the gateway's (its releases then pass; protocol §2, docs/privacy.md), never looser: an
@@ -137,17 +139,18 @@ class PolicyGate:
         """None if a "win" report's period fits the kind's policy, else what is wrong with it.
 
         A win report covers the kind's window; a longer one is a release of personal counts over their
-        release period or a whole multiple of it (coarser is stricter), and carries only those counts.
+        release period (exactly: releases over other periods would overlap), and carries only those counts.
         ``w`` is aligned to ``l`` (checked by the caller for every report type).
         """
         length = body["l"]
         if length == self.window_s.get(kind):
             return None
         fields = frozenset(name for name, rel in self.releases.get(kind, {}).items()
-                           if rel.rtype == "win" and length % rel.period == 0)
+                           if rel.rtype == "win" and length == rel.period)
         if not fields:
-            return "a win report covers %s s (or a personal count's release period, or a whole multiple of it), " \
-                   "not %d" % (self.window_s.get(kind), length)
+            return "a win report covers %s s (or a personal count's release period), not %d: the board's " \
+                   "policy.json has another window_s or release_every_s than the gateway's" % (
+                       self.window_s.get(kind), length)
         outside = sorted(str(f) for f in set(body.get("m", {})) | set(body.get("e", {})) if f not in fields)
         if outside:
             return "a %d s release may carry only %s, not %s" % (length, ", ".join(sorted(fields)), ", ".join(outside))
@@ -221,9 +224,9 @@ class PolicyGate:
         quanta = dict(self.quanta.get(kind, ()))
         for name in sorted(personal.intersection(m).union(e)):
             rel = self.releases[kind][name]
-            if rtype != rel.rtype or not (type(length) is int and length > 0 and length % rel.period == 0):
-                return "%s is released only in %s reports over %s s or a whole multiple of it, not in a %r report " \
-                       "over %r s" % (name, rel.rtype, rel.period, rtype, length)
+            if rtype != rel.rtype or length != rel.period:
+                return "%s is released only in %s reports over %s s, not in a %r report over %r s" % (
+                    name, rel.rtype, rel.period, rtype, length)
             eps = e.get(name)
             if eps is None:
                 return "%s released without its epsilon in e (policy: %d milli-epsilon)" % (name, rel.eps)
@@ -379,8 +382,9 @@ class Verifier:
             raise bad("w and l must be integers (0 <= w, 0 < l <= 1 week)")
         if rtype == "win":
             problem = self._gate.win_period_problem(body, device.kind) if isinstance(body["m"], dict) else None
-            if problem is not None:
-                raise bad(problem)
+            if problem is not None:  # the kind's window and release periods are the policy's: a policy refusal
+                raise RejectedReport("%s seq %d: %s" % (dev_id, seq, problem), reason="policy", device_id=dev_id,
+                                     seq=seq)
         elif length != FIXED_PERIODS[rtype]:
             raise bad("a %s report covers %d s, not %d" % (rtype, FIXED_PERIODS[rtype], length))
         if w % length:

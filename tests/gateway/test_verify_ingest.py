@@ -36,7 +36,7 @@ from gateway.storage import ReportQueries, ReportStore
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], k="streetlight"), "kind"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": 1.5}), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm"), "body"),
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], l=600), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], l=600), "policy"),  # the kind's window is the policy's
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], w=1000), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=900), "body"),
         # unhashable values where the verifier looks names up: refused, never a TypeError
@@ -510,7 +510,7 @@ def test_personal_count_release_period_from_policy(registry: Registry) -> None:
     with pytest.raises(RejectedReport, match="may carry only mot") as info:  # aggregates keep the 15-min window
         verifier.verify(report_frame("sl-1", 2, KEYS["sl-1"], kind="streetlight", w=six_h * 80000, l=six_h,
                                      m={"mot": 12, "lux": 30}, e={"mot": 500}), link="l", now=5)
-    assert info.value.reason == "body"
+    assert info.value.reason == "policy"
     with pytest.raises(RejectedReport, match="not 7200"):
         verifier.verify(report_frame("sl-1", 3, KEYS["sl-1"], kind="streetlight", w=7200 * 400000, l=7200,
                                      m={"lux": 30}), link="l", now=5)
