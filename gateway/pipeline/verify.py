@@ -94,6 +94,9 @@ class PolicyGate:
         self.quanta: dict[str, tuple[tuple[str, int], ...]] = {}
         self.coarse_quanta: dict[str, tuple[tuple[str, int], ...]] = {}
         self._fw_seen: set[str] = set()  # fw strings that matched FW_PATTERN
+        # (kind, win|hour|day) -> the fields the policy reports in that type (its "report"); an alarm
+        # may carry the kind's non-personal values of the moment (the fire alarm's temp), a boot none
+        self.fields_of: dict[tuple[str, str], frozenset[str]] = {}
         for k, spec in kinds.items():
             releases: dict[str, _Release] = {}
             quanta: list[tuple[str, int]] = []
@@ -108,6 +111,9 @@ class PolicyGate:
                     releases[name] = self._release(field, defaults, self.window_s[k], where)
             self.releases[k] = releases
             self.personal[k] = frozenset(releases)
+            for rtype in ("win", "hour", "day"):  # the fields a periodic report of each type may carry
+                self.fields_of[(k, rtype)] = frozenset(
+                    name for name, field in spec["fields"].items() if field.get("report") == rtype)
             self.quanta[k] = tuple(quanta)
             self.coarse_quanta[k] = tuple(coarse)
 
@@ -187,6 +193,13 @@ class PolicyGate:
             problem = self._release_problem(body, kind, m, e, personal)
             if problem is not None:
                 return problem
+        rtype = body.get("t")
+        in_type = self.fields_of.get((kind, rtype)) if type(rtype) is str else None  # other t: the body checks
+        if in_type is not None and not m.keys() <= in_type:
+            other = sorted(f for f in m if f not in in_type)
+            return "%s reported in a %s report (policy: %s)" % (", ".join(other), rtype, ", ".join(
+                "%s in %s reports" % (f, t) for f in other for (k, t), names in sorted(self.fields_of.items())
+                if k == kind and f in names))
         fw = body.get("fw")
         if type(fw) is str and fw not in self._fw_seen:  # another type is left to the body checks
             if not FW_PATTERN.fullmatch(fw):

@@ -383,3 +383,20 @@ def test_what_the_real_firmware_sends_passes_the_gate(registry: Registry, policy
     assert want <= set(seen), seen
     # the daily budget (2000 milli) allows 4 releases of 500 a day: 6-hourly, or the day's first 4 windows
     assert seen[("sl", "mot")] >= 6 and seen[("bin", "lid")] >= 1
+
+
+@pytest.mark.parametrize(("kind", "body", "message"), [
+    ("streetlight", {"t": "hour", "w": WINDOW_T0 - WINDOW_T0 % 3600, "l": 3600, "m": {"wh": 40, "lux": 30}},
+     "lux reported in a hour report (policy: lux in win reports)"),
+    ("streetlight", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"lux": 30, "wh": 40}},
+     "wh reported in a win report (policy: wh in hour reports)"),
+    ("bin", {"t": "day", "w": DAY0, "l": 86400, "m": {"fill": 40}}, "fill reported in a day report"),
+])
+def test_a_non_personal_field_only_in_its_report_type(kind: str, body: dict[str, Any], message: str) -> None:
+    """Privacy review follow-up: a non-personal field was accepted in any periodic report (lux in an hour
+    report). Each is reported in its policy "report" type; an alarm may carry the values of the moment."""
+    gate = PolicyGate(load_policy())
+    problem = gate.check({"k": kind, **body}, kind)
+    assert problem is not None and message in problem
+    fire = {"t": "alarm", "k": "bin", "w": WINDOW_T0 - WINDOW_T0 % 60, "l": 60, "m": {"temp": 71}, "a": ["fire"]}
+    assert gate.check(fire, "bin") is None

@@ -38,7 +38,8 @@ from gateway.storage import ReportQueries, ReportStore
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm"), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], l=600), "policy"),  # the kind's window is the policy's
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], w=1000), "body"),
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=900), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=900, m={}), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=3600), "policy"),  # fill is reported in win
         # unhashable values where the verifier looks names up: refused, never a TypeError
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t=["win"]), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", l=60, a=[["fire"]]), "policy"),
