@@ -18,7 +18,27 @@ T0 = 1767225600  # 2026-01-01 00:00 UTC
 
 SETUP = """
 from civic.apps.bin import BinApp
+from civic.store import atomic
+from civic.store.outbox import Outbox
+from civic.store.seq import SeqCounter
+from civic.uplink.session import Session
+from civic.wire import frame, msgpack
 pol, rep, rel = pipeline("bin")
+DEV, KEY = "bin-0001", b"k" * 32
+class OutboxReporter(RecReporter):
+    # the real Reporter (seq, frame, flash outbox); bodies also kept in RAM, as RecReporter does
+    def __init__(self, pol):
+        RecReporter.__init__(self, pol)
+        Reporter.__init__(self, DEV, KEY, pol, SeqCounter("/seq.bin"), Outbox("/outbox"), fw=None)
+    def report(self, t, w, l, m, e=None, a=None):
+        s = Reporter.report(self, t, w, l, m, e, a)
+        self.sent.append(build_body(self.policy, t, w, l, m, e, a))
+        return s
+rep = OutboxReporter(pol)
+session = Session(DEV, KEY, rep.outbox, rep.seq, config_path="/config.json")
+def gateway_ack(s):
+    # the gateway's cumulative ACK of seq s, handled as a link hands it to the session
+    return session.handle(frame.build(frame.ACK, DEV, s, msgpack.encode({}), KEY))
 def us(mm):
     return mm * 2000 // 343 + 1
 class Echo:
@@ -380,18 +400,23 @@ def test_a_lid_opening_alone_does_not_start_the_radio(mpy: Mpy) -> None:
     # QA: every lid opening woke the bin, which started its links and sent pending frames at once:
     # the gateway's received_at then told when the lid was opened. A plain lid wake now only
     # counts the opening and sleeps; the frames go at the next timer wake. A reading due or an
-    # unsent alarm (fire, tip) still starts the links.
+    # unacknowledged alarm (fire, tip) still starts the links.
     res = run_app(mpy, T0, """
 started = []
 slept = []
 def sleeper(ms, pins):
     slept.append(ms)
-def wake(by_pin, t, pending=1):
+def wake(by_pin, t, ack=None):
     clock.set_time(t)
     n = len(started)
-    drive(app.run_deep(by_pin, lambda: pending, sleeper, linger_s=0, start_links=lambda: started.append(t)))
+    def pending():
+        if ack is not None:
+            gateway_ack(ack)                    # the ACK comes in while the bin is awake
+        return len(rep.outbox)
+    drive(app.run_deep(by_pin, pending, sleeper, linger_s=0, start_links=lambda: started.append(t)))
     return len(started) > n
 out = []
+rep.report("win", START - 900, 900, {"fill": 50})   # a report from before, not collected yet
 out.append(wake(False, START))                  # timer wake: reading due
 lid.v = 1
 out.append(wake(True, START + 100))             # lid: nothing due, frames pending -> radio stays off
@@ -403,12 +428,84 @@ tilt.v = 0
 lid.v = 1
 out.append(wake(True, START + 330))             # the tip alarm is not acknowledged yet
 lid.v = 0
-out.append(wake(True, START + 340, pending=0))  # outbox empty: the alarm was delivered
+out.append(wake(True, START + 340, ack=rep.seq.last))  # the gateway acknowledges it
 lid.v = 1
 out.append(wake(True, START + 350))             # plain lid opening again
-print(json.dumps([out, app.state["lid"], slept]))
+print(json.dumps([out, app.state["lid"], slept, len(rep.outbox)]))
 """)
-    started, lid_count, slept = res
+    started, lid_count, slept, left = res
     assert started == [True, False, True, True, True, True, False]
     assert lid_count == 5                       # every pin wake but the tilt one counts the lid
     assert slept[1] == 200000                   # the lid wake sleeps until the reading
+    assert left == 0
+
+
+WAKE = """
+started = []
+def wake(by_pin, t, ack=None):
+    # one deep-sleep wake; the app is built afresh from its state file (the chip resets)
+    global app
+    app = make_app()
+    clock.set_time(t)
+    n = len(started)
+    def pending():
+        if ack is not None:
+            gateway_ack(ack)                    # the ACK comes in while the bin is awake
+        return len(rep.outbox)
+    drive(app.run_deep(by_pin, pending, lambda ms, pins: None, linger_s=0,
+                       start_links=lambda: started.append(t)))
+    return len(started) > n
+"""
+
+
+def test_an_acknowledged_alarm_no_longer_starts_the_radio_while_other_reports_wait(mpy: Mpy) -> None:
+    # QA: the "unsent alarm" flag was cleared only once the whole outbox was empty. With the alarm
+    # delivered but a later report still waiting (the gateway went away for days), every lid
+    # opening started the radio and lingered: the opening times showed again, the battery drained.
+    # The bin now keeps the alarm's seq and clears the flag once the outbox no longer holds it.
+    res = run_app(mpy, T0, WAKE + """
+out = []
+for t in (0, 300, 600):
+    out.append(wake(False, START + t))          # timer wakes: readings, nothing to send yet
+tilt.v = 1
+out.append(wake(True, START + 900))             # tipped over as the window closes: alarm, then win
+alarm = rep.outbox.pending()[0]
+saved = json.loads(atomic.read(STATE))["alarm"]
+tilt.v = 0
+out.append(wake(False, START + 1200, ack=alarm))   # the gateway takes the alarm only, then goes away
+lid.v = 1
+out.append(wake(True, START + 1250))            # plain lid opening, a report still waiting
+lid.v = 0
+out.append(wake(True, START + 1270))            # and again (lid shut before the boot finished)
+print(json.dumps([out, [b["t"] for b in rep.sent], alarm, saved, rep.outbox.pending(), app.state["alarm"],
+                  app.state["lid"]]))
+""")
+    started, types, alarm, saved, waiting, flag, lid_count = res
+    assert types == ["alarm", "win"]
+    assert saved == alarm and not isinstance(saved, bool)   # the state holds the alarm's seq
+    assert waiting == [alarm + 1]                # the window report still waits for the gateway
+    assert flag is False
+    assert started == [True, True, True, True, True, False, False]
+    assert lid_count == 2
+
+
+def test_an_alarm_flag_saved_by_older_firmware_waits_for_an_empty_outbox(mpy: Mpy) -> None:
+    # Older firmware saved "alarm": true (no seq): it still loads, and keeps starting the radio at
+    # lid wakes until the outbox is empty, as that firmware did.
+    res = run_app(mpy, T0, WAKE + """
+atomic.makedirs("/state")
+atomic.write(STATE, json.dumps({"next": START + 3000, "alarm": True}).encode())
+rep.report("win", START - 900, 900, {"fill": 50})
+loaded = make_app().state["alarm"]
+out = []
+lid.v = 1
+out.append(wake(True, START + 10))              # alarm unsent, seq unknown: radio on
+out.append(wake(True, START + 20, ack=rep.seq.last))  # the outbox empties: flag cleared
+kept = json.loads(atomic.read(STATE))["alarm"]
+out.append(wake(True, START + 30))              # plain lid opening: radio off
+print(json.dumps([loaded, out, kept]))
+""")
+    loaded, started, kept = res
+    assert loaded is True
+    assert started == [True, True, False]
+    assert kept is False

@@ -44,15 +44,16 @@ class AppBase:
             return False
 
     def _alarm(self, codes, now_s, m=None):
+        # Returns the alarm's seq (the bin watches the outbox for it), or None if it failed.
         try:
-            self.reporter.alarm(codes, now_s, m)
+            seq = self.reporter.alarm(codes, now_s, m)
             self.alarms += 1
             self.log("alarm " + ",".join(codes))
-            return True
+            return seq
         except (ValueError, OSError) as exc:
             self.errors += 1
             self.log("alarm %s failed: %r" % (codes, exc))
-            return False
+            return None
 
     def _release(self, field, count, period_start, length, t, now_s):
         """Release a people-related count for a finished period, if the clock can be trusted.

@@ -26,7 +26,11 @@ WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 
 
 def fresh_state():
-    """State of a bin that has never read anything."""
+    """State of a bin that has never read anything.
+
+    ``alarm`` is the seq of the latest unacknowledged alarm, or False (``True``: saved by older
+    firmware, seq unknown).
+    """
     return {"next": 0, "win": None, "fill": None, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
             "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False}
 
@@ -92,10 +96,26 @@ class BinApp(AppBase):
             self.fire.rise_c_per_min = v
 
     def _alarm(self, codes, now_s, m=None):
-        # remembered until the outbox is seen empty: a lid wake then still starts the radio
-        if AppBase._alarm(self, codes, now_s, m):
-            self.state["alarm"] = True
+        # The latest alarm's seq is kept until the outbox no longer holds it (acknowledged):
+        # until then a lid wake still starts the radio. ACKs are cumulative and the cap drops
+        # alarms oldest first, so an earlier alarm is gone from the outbox when this one is.
+        s = AppBase._alarm(self, codes, now_s, m)
+        if s is not None:
+            self.state["alarm"] = s
+        return s
+
+    def alarm_waits(self):
+        """Whether an alarm waits to be delivered: its seq is still in the outbox.
+
+        Clears the flag (in RAM; the caller saves) once the outbox no longer holds it. A ``True``
+        saved by older firmware has no seq: it waits until :meth:`run_deep` sees the outbox empty.
+        """
+        a = self.state["alarm"]
+        if a is True or not a:
+            return bool(a)
+        if self.reporter.outbox.next_after(a - 1) == a:  # membership, without allocating
             return True
+        self.state["alarm"] = False
         return False
 
     # -- persistence -------------------------------------------------------------------------
@@ -263,12 +283,13 @@ class BinApp(AppBase):
         if self.lid.active() or not tilted:
             self.lid_opened(now)
         self.tip_check(now, tilted)
+        self.alarm_waits()  # an alarm acknowledged at an earlier wake no longer needs the radio
         self.save()
         return self.needs_radio()
 
     def needs_radio(self):
-        """Whether this wake must start the links: a reading is due or an alarm is unsent."""
-        return self.due() or self.state["alarm"]
+        """Whether this wake must start the links: a reading is due or an alarm is unacknowledged."""
+        return self.due() or bool(self.state["alarm"])
 
     def sleep_plan(self):
         """``(ms until the next reading, io names to arm as wake sources)``.
@@ -313,9 +334,11 @@ class BinApp(AppBase):
             if self.due():
                 await self.cycle()
             await self.linger(pending, linger_s)
-            if self.state["alarm"] and not pending():
-                self.state["alarm"] = False  # the gateway has the alarm
-                self.save()
+            a = self.state["alarm"]
+            if a is True and not pending():
+                self.state["alarm"] = False  # older firmware's flag (no seq): the outbox is empty
+            if a and not self.alarm_waits():
+                self.save()  # the gateway has the alarm; other reports may still wait
         ms, pins = self.sleep_plan()
         sleeper(ms, pins)
 
