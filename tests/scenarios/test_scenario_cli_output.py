@@ -67,7 +67,7 @@ def test_closed_log_pipe_neither_stops_the_run_nor_loses_the_reports(tmp_path: P
 DEEP = """
 name = "out-deep"
 start = "2026-11-21T12:00:00Z"
-duration = "20m"
+duration = "6m"
 speed = {speed}
 [[boards]]
 board = "bin-esp32c3"
