@@ -304,9 +304,10 @@ def _provision(args: argparse.Namespace) -> int:
                     _restart_quietly(dut, args)
                 dut.close()
                 raise
+            restarted = False
+            fatal: str | None = None
+            interrupted = False
             try:
-                restarted = False
-                fatal: str | None = None
                 if not args.stay_at_repl:
                     # A street light must not stay dark at the REPL until its watchdog resets it.
                     step("restart the firmware")
@@ -318,11 +319,19 @@ def _provision(args: argparse.Namespace) -> int:
                     if restarted:
                         step("watch the firmware start")
                         fatal = _watch_start(dut, START_WATCH_S)
+            except KeyboardInterrupt:
+                # The board is provisioned by now: its label must not be lost with the Ctrl-C.
+                interrupted = True
             finally:
                 dut.close()
         what = "written" if result.device_changed else "already on the board (unchanged)"
         out.print(f"identity {what}; registry: {result.registration.value}")
         out.print(f"LABEL: {result.label()}")
+        if interrupted:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                "interrupted: the board is provisioned (identity written, registered); the firmware may not have "
+                f"restarted: run civicedge check --port {shlex.quote(args.port)} {_check_where(args)}", markup=False)
+            raise KeyboardInterrupt
         if restarted and fatal is not None:
             port = shlex.quote(args.port)
             where = _check_where(args)
