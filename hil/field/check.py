@@ -24,6 +24,7 @@ from hil.field.device import read_identity, read_text, with_retries
 from hil.field.errors import FieldError, FirmwareStartError, NoReportError, NotProvisionedError
 from hil.field.firmware_copy import expected_files, firmware_version, read_manifest, verify_manifest
 from hil.field.identity import Identity
+from hil.field.registration import gateway_error
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,15 @@ class HttpWatch:
             with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the gateway URL the user gave
                 doc: Any = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            if exc.code == 404:
+            code = gateway_error(exc)[0] if exc.code == 404 else ""
+            if code == "unknown_device":
                 raise FieldError(f"the gateway at {self.base_url} does not know device {self.device_id}; "
                                  "provision it against this gateway's registry", device_id=self.device_id) from exc
+            if exc.code == 404:
+                # Not the gateway's "no such device": a wrong path prefix or another web server. A
+                # healthy board must not be re-keyed for it.
+                raise FieldError(f"{self.base_url} answered HTTP 404 for {url} and does not look like a civicedge "
+                                 "gateway, or the URL has a path: give http(s)://HOST[:PORT]", url=url) from exc
             raise FieldError(f"gateway {url} answered HTTP {exc.code}", url=url) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise FieldError(f"cannot reach the gateway at {self.base_url}: {exc}", url=url) from exc

@@ -222,11 +222,7 @@ class AdminApiRegistrar:
         return outcome
 
     def _refusal(self, device_id: str, exc: urllib.error.HTTPError) -> GatewayRegistrationError:
-        try:
-            err = json.loads(exc.read() or b"{}").get("error", {})
-            code, message = str(err.get("code", "")), str(err.get("message", ""))
-        except (ValueError, AttributeError, OSError):
-            code, message = "", ""
+        code, message = gateway_error(exc)
         if exc.code == 401 and code == "admin_disabled":
             return GatewayRegistrationError(
                 f"the gateway at {self.base_url} has its admin API switched off (no admin token configured); set "
@@ -249,6 +245,16 @@ class AdminApiRegistrar:
             return _refused(device_id, code, message or f"HTTP {exc.code}")
         return GatewayRegistrationError(f"the gateway answered HTTP {exc.code}: {message or exc.reason}",
                                         gateway=self.base_url, reason=code or None)
+
+
+def gateway_error(exc: urllib.error.HTTPError) -> tuple[str, str]:
+    """The ``code`` and ``message`` of a civicedge gateway's JSON error body (``{"error": {...}}``);
+    empty strings when the body is not one (another web server, or a wrong path on it)."""
+    try:
+        err = json.loads(exc.read() or b"{}").get("error", {})
+        return str(err.get("code", "")), str(err.get("message", ""))
+    except (ValueError, AttributeError, OSError):
+        return "", ""
 
 
 def _is_loopback(host: str) -> bool:
