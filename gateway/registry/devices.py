@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import errno
 import hmac
+import json
 import logging
 import os
 import re
 import hashlib
 import secrets
+import shlex
 import sqlite3
 import stat
 import time
@@ -522,11 +524,16 @@ class Registry:
                 "device %s is registered as a %s, not a %s; one id is one board of one kind: provision this board "
                 "under a new id" % (device_id, rec.kind, kind), reason="moved", device_id=device_id)
         if rec.zone != zone or not same_place((rec.lat, rec.lon), (lat, lon)):
+            # The hint is a command that runs as printed: this registry (absolute, as it may be read
+            # from another directory or over the admin API) and the place that was asked for.
+            move_cmd = "civicedge gateway devices move %s --registry %s --location %s,%s --zone %s" % (
+                device_id, shlex.quote(str(self.path.absolute())), lat, lon, shlex.quote(zone))
             raise RegistryError(
                 "device %s is registered as %s in zone %r at %s,%s; a device cannot move by enrolling it again: "
-                "keep the registered zone and location, or move it explicitly (`civicedge gateway devices move %s "
-                "--location LAT,LON [--zone Z]`, or POST /api/admin/devices/%s/move)"
-                % (device_id, rec.kind, rec.zone, rec.lat, rec.lon, device_id, device_id),
+                "keep the registered zone and location, or move it explicitly on the gateway's host (`%s`) or "
+                "through the admin API (POST /api/admin/devices/%s/move with %s), then enroll it again"
+                % (device_id, rec.kind, rec.zone, rec.lat, rec.lon, move_cmd, device_id,
+                   json.dumps({"lat": lat, "lon": lon, "zone": zone})),
                 reason="moved", device_id=device_id)
         problem = self.key_problem(device_id)
         if problem is None and hmac.compare_digest(self.key(device_id), key):

@@ -362,3 +362,30 @@ def test_move_corrects_a_mistyped_location_keeping_id_and_key(reg: Registry, cap
         out, err = capsys.readouterr()
         assert out == "" and "error (%s)" % reason in err, (argv, err)
     assert (reg.get("b2").lat, reg.get("b1").lat) == ("52.38", "52.1")
+
+
+def test_the_cannot_move_refusal_prints_a_move_command_that_runs_as_printed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: it said `devices move ID --location LAT,LON [--zone Z]`: no --registry (run as printed:
+    no_registry) and placeholders for a place the refused enrolment had given."""
+    import shlex
+
+    reg = Registry(tmp_path / "a registry")  # a space: the path must be quoted for the shell
+    reg.add("b1", key=KEY_A, **WHERE)
+    with pytest.raises(RegistryError) as info:
+        reg.enroll("b1", kind="bin", zone="west side", lat="52.37", lon="4.89", key=KEY_A)
+    message = str(info.value)
+    assert info.value.reason == "moved" and "cannot move" in message
+    command = message.split("`")[1]
+    assert command.startswith("civicedge gateway devices move b1 --registry ") and "LAT" not in command
+    assert 'POST /api/admin/devices/b1/move with {"lat": "52.37", "lon": "4.89", "zone": "west side"}' in message
+    reg.close()
+    argv = shlex.split(command)
+    assert argv[0] == "civicedge"
+    assert main(argv[1:]) == 0, capsys.readouterr().err
+    assert "moved b1 to zone west side at 52.37,4.89" in capsys.readouterr().out
+    reg = Registry(tmp_path / "a registry")
+    try:  # and the enrolment it refused now matches
+        assert reg.enroll("b1", kind="bin", zone="west side", lat="52.37", lon="4.89", key=KEY_A) == "unchanged"
+    finally:
+        reg.close()
