@@ -33,6 +33,7 @@ def test_silent_port_is_board_not_answering(silent_pty: str) -> None:
     with pytest.raises(BoardNotAnsweringError, match="no MicroPython REPL answered") as err:
         open_board(silent_pty, timeout_s=1.0)
     assert err.value.details["port"] == silent_pty
+    assert "answers only while awake from deep sleep" in str(err.value)  # a sleeping bin is no wrong port
 
 
 def test_cli_reports_silent_board_in_one_line(silent_pty: str, tmp_path: Path,
