@@ -238,6 +238,15 @@ def _secure_key_file(path: str | Path) -> tuple[str, int]:
         os.close(fd)
 
 
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, from its ``st_mode`` (for messages)."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def _target_mode(path: str | Path) -> int:
     """The permission bits of what the symlink ``path`` points to (0 when it points nowhere)."""
     try:
@@ -765,8 +774,18 @@ class Registry:
         authenticate a single frame.
         """
         path = self.key_path(device_id)
-        if not path.is_file():
+        try:
+            st = path.stat()
+        except OSError as exc:
+            # As Path.is_file: a missing file (or path) is an answer, a directory this user may not
+            # search is not (the caller says who may read it).
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise
+            if path.is_symlink():
+                return "key file %s is a symlink to nothing (%s)" % (path, exc.strerror)
             return "no key file at %s" % path
+        if not stat.S_ISREG(st.st_mode):
+            return "key file %s is not a regular file (%s)" % (path, _file_kind(st.st_mode))
         try:
             self.key(device_id)
         except RegistryError as exc:
@@ -775,18 +794,35 @@ class Registry:
 
     def key_mode_problem(self, device_id: str) -> str | None:
         """Return why the key file of ``device_id`` is too open (group or others may read or write
-        it), or None when it is not (or is absent: :meth:`key_problem` says so).
+        it, or its target when it is a symlink), or None when it is not (or is absent or not a
+        regular file: :meth:`key_problem` says so).
 
-        Opened with ``create`` (the gateway) such files are set to 0600; this tells a read-only
-        look (``devices show``) what the gateway would fix or what to fix by hand.
+        Opened with ``create`` (the gateway) such files are set to 0600, but never through a
+        symlink nor another user's file; this tells a read-only look (``devices show``) what the
+        gateway would fix or what to fix by hand.
         """
         path = self.key_path(device_id)
         try:
-            mode = _mode(path)
+            lst = os.lstat(path)  # the link itself: the gateway never follows one to chmod
         except OSError:
             return None
-        if not mode & 0o077:
+        if stat.S_ISLNK(lst.st_mode):
+            try:
+                target = os.stat(path)
+            except OSError:
+                return None  # points nowhere: key_problem says so
+            if not stat.S_ISREG(target.st_mode) or not stat.S_IMODE(target.st_mode) & 0o077:
+                return None
+            return ("key file %s is a symlink to a file of mode %04o: group or others may read or write it; the "
+                    "gateway reads it but never changes its mode: chmod 600 its target (%s) yourself"
+                    % (path, stat.S_IMODE(target.st_mode), os.path.realpath(path)))
+        mode = stat.S_IMODE(lst.st_mode)
+        if not stat.S_ISREG(lst.st_mode) or not mode & 0o077:
             return None
+        uid = os.geteuid() if hasattr(os, "geteuid") else None
+        if uid is not None and lst.st_uid != uid:
+            return ("key file %s has mode %04o: group or others may read or write it; it is another user's file, "
+                    "which the gateway leaves as it is: chmod 600 it as its owner" % (path, mode))
         return ("key file %s has mode %04o: group or others may read or write it (chmod 600 it; the gateway does "
                 "when it opens the registry)" % (path, mode))
 

@@ -333,6 +333,89 @@ def test_devices_show_reports_a_too_open_key_file_without_changing_it(tmp_path: 
     assert mode(reg.key_path("sl-q1")) == 0o644
 
 
+def _show_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    code, out, err = run(["gateway", "devices", "--registry", str(tmp_path / "reg"), "show", "sl-q1", "--json"],
+                         capsys)
+    assert code == 0, err
+    return json.loads(out)["key_status"], err
+
+
+def test_devices_show_of_a_symlinked_key_file_says_to_chmod_its_target(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: a key file that is a symlink to a 0644 file was "chmod 600 it; the gateway does when it
+    opens the registry", but the gateway never follows a link to chmod (it says so when opening)."""
+    reg = Registry(tmp_path / "reg")
+    reg.add("sl-q1", kind="streetlight", zone="centre", lat="52.37", lon="4.80")
+    reg.close()
+    target = tmp_path / "elsewhere.key"
+    reg.key_path("sl-q1").replace(target)
+    target.chmod(0o644)
+    reg.key_path("sl-q1").symlink_to(target)
+    status, err = _show_status(tmp_path, capsys)
+    assert status.startswith("ok; too open:") and "is a symlink to a file of mode 0644" in status
+    assert "never changes its mode: chmod 600 its target (%s) yourself" % target in status
+    assert "the gateway does" not in status + err and "is a symlink" in err
+    assert mode(target) == 0o644
+    target.chmod(0o600)  # a link to a private file is fine
+    status, err = _show_status(tmp_path, capsys)
+    assert status == "ok" and err == ""
+
+
+@pytest.mark.parametrize("what", ["fifo", "directory"])
+def test_devices_show_of_a_key_file_that_is_not_a_regular_file_gives_no_chmod_advice(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str) -> None:
+    """Review: a FIFO or directory in the key file's place showed "unusable: no key file at ...; too open:
+    ... mode 0644 ... chmod 600 it": there is a file, and a chmod makes it no key."""
+    reg = Registry(tmp_path / "reg")
+    reg.add("sl-q1", kind="streetlight", zone="centre", lat="52.37", lon="4.80")
+    reg.close()
+    path = reg.key_path("sl-q1")
+    path.unlink()
+    if what == "fifo":
+        os.mkfifo(path, 0o644)
+    else:
+        path.mkdir(mode=0o755)
+    os.chmod(path, 0o644 if what == "fifo" else 0o755)
+    status, err = _show_status(tmp_path, capsys)
+    kind = "a FIFO" if what == "fifo" else "a directory"
+    assert status == "unusable: key file %s is not a regular file (%s)" % (path, kind), status
+    assert "no key file" not in status + err and "chmod" not in status + err and "too open" not in status + err
+    reopened = Registry(tmp_path / "reg", create=False)
+    try:
+        assert reopened.key_mode_problem("sl-q1") is None
+        assert reopened.key_problem("sl-q1") == "key file %s is not a regular file (%s)" % (path, kind)
+    finally:
+        reopened.close()
+
+
+def test_key_problem_names_a_dangling_symlink_and_a_missing_file(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    try:
+        reg.add("b1", kind="bin", zone="north", lat="52.1", lon="4.2")
+        path = reg.key_path("b1")
+        path.unlink()
+        assert reg.key_problem("b1") == "no key file at %s" % path
+        path.symlink_to(tmp_path / "gone.key")
+        problem = reg.key_problem("b1")
+        assert problem is not None and problem.startswith("key file %s is a symlink to nothing" % path), problem
+        assert reg.key_mode_problem("b1") is None
+    finally:
+        reg.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a file another owner")
+def test_devices_show_of_another_users_too_open_key_file_does_not_say_the_gateway_fixes_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.add("sl-q1", kind="streetlight", zone="centre", lat="52.37", lon="4.80")
+    reg.close()
+    reg.key_path("sl-q1").chmod(0o644)
+    os.chown(reg.key_path("sl-q1"), 4242, -1)
+    status, _err = _show_status(tmp_path, capsys)
+    assert status.startswith("ok; too open:") and "another user's file" in status and "chmod 600 it as its owner" in status
+    assert "the gateway does" not in status
+
+
 @pytest.mark.timeout(20)
 def test_a_stored_key_that_is_a_fifo_or_a_device_is_refused_without_blocking(tmp_path: Path) -> None:
     """The gateway reads keys on its event loop: a FIFO in keys/ blocked it for good, and a symlink to
