@@ -141,6 +141,7 @@ def _flash(args: argparse.Namespace) -> int:
                 def on_step(flash_step: FlashStep) -> None:
                     if flash_step.action == "erase":
                         done.erase_started = True
+                    done.writing_started = True
                     step(flash_step.describe())
 
                 execute_flash(plan, on_step=on_step)
@@ -153,6 +154,7 @@ def _flash(args: argparse.Namespace) -> int:
             def on_progress(name: str) -> None:
                 nonlocal copying
                 copying = copying or name.startswith("sync ")  # from here on files on the board change
+                done.writing_started = done.writing_started or copying
                 step(name)
 
             try:
@@ -707,6 +709,7 @@ class _FlashProgress:
     """How far ``flash`` got, for the message of an interrupted run."""
 
     erase_started: bool = False
+    writing_started: bool = False  # esptool erased or wrote, or the firmware copy changed a file
 
 
 def _flash_command(args: argparse.Namespace) -> str:
@@ -731,18 +734,22 @@ def _interrupted(args: argparse.Namespace, done: _FlashProgress) -> Iterator[Non
     """On Ctrl-C during flash, say what state the board is left in and how to repair it.
 
     The re-run command is the one given (``--no-erase`` kept: advice that drops it would wipe the
-    flash); the identity is only said to be kept when the erase did not start.
+    flash); the identity is only said to be kept when the erase did not start, and nothing is said
+    to be broken when nothing was written yet (esptool had not begun, the copy had not changed a file).
     """
     try:
         yield
     except KeyboardInterrupt:
+        if not done.writing_started:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                "interrupted: nothing was written to the board (its MicroPython, firmware and identity are as "
+                f"they were); re-run: {_flash_command(args)}", markup=False)
+            raise
         written = "firmware" if args.firmware_only else "MicroPython or firmware"
         if done.erase_started:
             identity = ("the erase had started, so its identity and files may be gone: after the re-run, provision "
                         f"it again (civicedge provision --port {shlex.quote(args.port)} --id ITS-ID ... --take-over: "
                         "the registry still holds the key the erase removed)")
-        elif not args.firmware_only and not args.no_erase:
-            identity = "the flash was not erased yet, so its identity, if any, is still there (the re-run erases it)"
         else:
             identity = "its identity, if any, is kept"
         Console(stderr=True, highlight=False, soft_wrap=True).print(

@@ -106,7 +106,7 @@ def _esp32_image(tmp_path: Path) -> Path:
     ("extra", "interrupt_at", "rerun_tail", "identity"),
     [
         (["--no-erase", "--source"], "write", "--no-erase --source", "its identity, if any, is kept"),
-        ([], "connect", "", "not erased yet, so its identity, if any, is still there"),
+        ([], "connect", "", "interrupted: nothing was written to the board"),  # esptool had not begun
         ([], "erase", "", "the erase had started, so its identity and files may be gone"),
     ],
 )
@@ -132,7 +132,7 @@ def test_interrupted_flash_rerun_keeps_the_options_and_tells_the_truth_about_the
                          "--micropython", str(image), *extra])
     err = capsys.readouterr().err
     assert rc == 130
-    rerun = f"re-run to repair it: civicedge flash --board streetlight-esp32 --port /dev/ttyUSB9 --micropython '{image}'"
+    rerun = f"civicedge flash --board streetlight-esp32 --port /dev/ttyUSB9 --micropython '{image}'"
     assert " ".join(err.split()).endswith(rerun + (" " + rerun_tail if rerun_tail else ""))
     assert identity in " ".join(err.split())
     if interrupt_at != "erase":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -56,3 +57,26 @@ async def test_interrupted_flash_says_how_to_repair_and_the_next_flash_cleans_up
         assert list(flash.rglob("*.part")) == [theirs]
     finally:
         await board.stop()
+
+
+async def test_flash_interrupted_before_copying_says_nothing_was_written() -> None:
+    """QA: Ctrl-C while flash waited for the REPL said the board may hold a partly written firmware."""
+    master, slave = os.openpty()
+    try:
+        cmd = [sys.executable, "-m", "hil.cli.main", "flash", "--firmware-only", "--board", "streetlight-esp32",
+               "--port", os.ttyname(slave), "--repl-timeout", "60"]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT,
+                                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        # Ctrl-C once the CLI talks to the port (it waits for a REPL that never answers).
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, os.read, master, 64), 60)
+        proc.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode(errors="replace")
+        assert proc.returncode == 130, text
+        assert "interrupted: nothing was written to the board" in text, text
+        assert "partly written" not in text and "Traceback" not in text
+    finally:
+        os.close(master)
+        os.close(slave)
