@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                            "runs with the new identity)")
     prov.add_argument("--repl-timeout", type=_seconds, default=10.0,
                       help="seconds to wait for the REPL (default: %(default)g)")
-    prov.set_defaults(func=_provision)
+    prov.set_defaults(func=_provision, parser=prov)
 
     check = subparsers.add_parser("check", help="read back a board and wait for its first accepted report")
     check.add_argument("--port", required=True, help="serial port of the board")
@@ -241,14 +241,19 @@ def _restart_quietly(dut: Dut, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------- provision
 def _provision(args: argparse.Namespace) -> int:
     out = Console(highlight=False, markup=False, soft_wrap=True)
+    if args.discard_unsent and not args.force:
+        # Only a re-keying drops un-sent reports: alone, the option would be silently ignored.
+        args.parser.error("--discard-unsent does nothing without --force (only replacing the board's identity "
+                          "and key drops its un-sent reports); add --force or drop --discard-unsent")
     with _errors(out):
         lat, lon = parse_location(args.location)
         registrar = None
         if args.gateway is not None:
             registrar = AdminApiRegistrar(args.gateway, _admin_token(args.token_file))
             if registrar.plain_http_remote:
-                out.print(f"warning: the device key goes to {args.gateway} over plain HTTP; serve the gateway's "
-                          "API over TLS (https://) when provisioning from another host")
+                Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(
+                    f"warning: the device key goes to {args.gateway} over plain HTTP; serve the gateway's "
+                    "API over TLS (https://) when provisioning from another host")
         elif args.token_file is not None:
             raise GatewayRegistrationError("--token-file goes with --gateway URL (the admin API), not --registry")
         with _steps(out) as step:

@@ -28,6 +28,23 @@ def test_flash_refuses_conflicting_options(extra: list[str], match: str, capsys:
     assert exited.value.code == 2 and match in capsys.readouterr().err
 
 
+def test_provision_discard_unsent_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        civicedge_main(["provision", "--port", "/dev/ttyUSB-missing", "--id", "sl-1", "--zone", "centre",
+                        "--location", "52.1,4.2", "--registry", str(tmp_path), "--discard-unsent"])
+    assert exited.value.code == 2 and "--discard-unsent does nothing without --force" in capsys.readouterr().err
+
+
+def test_plain_http_key_warning_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("t0ken\n")
+    rc = civicedge_main(["provision", "--port", "/dev/ttyUSB-missing", "--id", "sl-1", "--zone", "centre",
+                         "--location", "52.1,4.2", "--gateway", "http://192.0.2.1:8080", "--token-file", str(token)])
+    captured = capsys.readouterr()
+    assert rc == 2  # the missing port; the key never left
+    assert "over plain HTTP" in captured.err and "plain HTTP" not in captured.out
+
+
 @pytest.mark.parametrize("kind", ["missing", "file", "directory", "busy"])
 def test_flash_firmware_only_fails_at_once_for_a_port_it_cannot_open(
         kind: str, tmp_path: Path, silent_pty: str, capsys: pytest.CaptureFixture[str]) -> None:
