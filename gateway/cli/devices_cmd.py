@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -199,10 +200,24 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    """Rotate a device key (refused for a revoked device); print only where the new key was written."""
+    """Rotate a device key (refused for a revoked device); print where the new key was written (never
+    the key) and, on stderr, that the board keeps its old key and how a board is re-keyed."""
     try:
-        path = _registry(args).rotate_key(args.device_id)
+        reg = _registry(args)
+        path = reg.rotate_key(args.device_id)
+        rec = reg.get(args.device_id)
     except GatewayError as exc:
         return fail(exc)
-    print("new key for %s written to %s (re-provision the device with it)" % (args.device_id, path))
+    print("new key for %s written to %s" % (args.device_id, path))
+    # No civicedge command copies a registry key onto a board: `provision` makes the board's key
+    # itself. So name the command that re-keys board and registry together, with this registry and
+    # the registered place (--take-over: the registry no longer holds the key the board has).
+    provision = ("civicedge provision --port PORT --id %s --zone %s --location %s,%s --registry %s --force "
+                 "--take-over --discard-unsent" % (rec.id, shlex.quote(rec.zone), rec.lat, rec.lon,
+                                                   shlex.quote(str(reg.path.absolute()))))
+    print("warning: the board of %s still holds its old key: the gateway refuses its frames (hmac) until the board "
+          "holds this one, and no civicedge command puts a registry key onto a board (rotate-key is for a board "
+          "re-keyed by other means). To give the board a new key, which provision makes and registers itself: %s "
+          "(--discard-unsent: its un-sent reports are framed under the old key, which the gateway now refuses)"
+          % (rec.id, provision), file=sys.stderr)
     return EXIT_OK

@@ -364,6 +364,32 @@ def test_move_corrects_a_mistyped_location_keeping_id_and_key(reg: Registry, cap
     assert (reg.get("b2").lat, reg.get("b1").lat) == ("52.38", "52.1")
 
 
+def test_rotate_key_names_the_provision_command_that_re_keys_a_board(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: it said "re-provision the device with it", but no command puts a registry key onto a
+    board: provision makes the key itself (--force --take-over once the registry holds another)."""
+    import shlex
+
+    from hil.cli.main import build_parser
+
+    reg = Registry(tmp_path / "my registry")
+    reg.add("b1", key=KEY_A, kind="bin", zone="west side", lat="52.37", lon="4.89")
+    reg.close()
+    assert main(devices(reg.path, "rotate-key", "b1")) == 0
+    out, err = capsys.readouterr()
+    assert out == "new key for b1 written to %s\n" % reg.key_path("b1") and "re-provision the device with it" not in err
+    assert "no civicedge command puts a registry key onto a board" in err
+    command = err.split("itself: ", 1)[1].split(" (--discard-unsent:", 1)[0]
+    argv = shlex.split(command)
+    assert argv[0] == "civicedge"
+    # The real parser takes it with only the port left to fill in, the registered values as given.
+    args = build_parser().parse_args(argv[1:])
+    assert (args.device_id, args.zone, args.location, args.registry) == (
+        "b1", "west side", "52.37,4.89", (tmp_path / "my registry").absolute())
+    assert args.port == "PORT" and args.force and args.take_over and args.discard_unsent
+    assert KEY_A.hex() not in out + err
+
+
 def test_the_cannot_move_refusal_prints_a_move_command_that_runs_as_printed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Review: it said `devices move ID --location LAT,LON [--zone Z]`: no --registry (run as printed:
