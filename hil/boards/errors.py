@@ -105,7 +105,9 @@ class InvalidValueError(BoardError):
     """
 
     def __init__(self, *, source: str, field: str, value: Any, reason: str) -> None:
-        super().__init__(f"field {field!r} = {value!r}: {reason}", source=source, field=field, value=value, reason=reason)
+        # value None: a section or field that is absent where the rule needs it (no "= None" shown)
+        shown = f"field {field!r}" if value is None else f"field {field!r} = {value!r}"
+        super().__init__(f"{shown}: {reason}", source=source, field=field, value=value, reason=reason)
         self.field = field
         self.value = value
         self.reason = reason

@@ -24,7 +24,7 @@ from hil.field.device import read_identity, read_text, with_retries
 from hil.field.errors import FieldError, FirmwareStartError, NoReportError, NotProvisionedError
 from hil.field.firmware_copy import expected_files, firmware_version, read_manifest, verify_manifest
 from hil.field.identity import Identity
-from hil.field.registration import gateway_error
+from hil.field.registration import gateway_error, unreachable_reason
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class HttpWatch:
                                  "gateway, or the URL has a path: give http(s)://HOST[:PORT]", url=url) from exc
             raise FieldError(f"gateway {url} answered HTTP {exc.code}", url=url) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise FieldError(f"cannot reach the gateway at {self.base_url}: {exc}", url=url) from exc
+            raise FieldError(f"cannot reach the gateway at {self.base_url}: {unreachable_reason(exc)}", url=url) from exc
         return doc if isinstance(doc, dict) else {}
 
 

@@ -51,6 +51,10 @@ def check_port_available(port: str) -> None:
                 f"serial port {port} is busy: another program (serial monitor, gateway, another flash run) has it open",
                 port=port,
             ) from exc
+        if "Inappropriate ioctl" in str(exc):  # pyserial's "Could not configure port: (25, ...)": ENOTTY
+            raise PortNotFoundError(
+                f"serial port {port} is not a serial device: it takes no serial settings (list ports: python -m "
+                "serial.tools.list_ports)", port=port) from exc
         raise PortNotFoundError(f"cannot open serial port {port}: {exc}", port=port) from exc
     else:
         probe.close()

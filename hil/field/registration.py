@@ -202,7 +202,7 @@ class AdminApiRegistrar:
         except urllib.error.HTTPError as exc:
             raise self._refusal(identity.id, exc) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise GatewayRegistrationError(f"cannot reach the gateway at {self.base_url}: {exc}",
+            raise GatewayRegistrationError(f"cannot reach the gateway at {self.base_url}: {unreachable_reason(exc)}",
                                            gateway=self.base_url) from None
         except ValueError:  # http.client: "Invalid header value" (a token with a line break): nothing was sent
             raise GatewayRegistrationError(
@@ -245,6 +245,15 @@ class AdminApiRegistrar:
             return _refused(device_id, code, message or f"HTTP {exc.code}")
         return GatewayRegistrationError(f"the gateway answered HTTP {exc.code}: {message or exc.reason}",
                                         gateway=self.base_url, reason=code or None)
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why a gateway could not be reached, in words ("Connection refused", "timed out"), not
+    urllib's ``<urlopen error [Errno 111] Connection refused>``."""
+    reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError):
+        return reason.strerror or str(reason) or type(reason).__name__
+    return str(reason)
 
 
 def gateway_error(exc: urllib.error.HTTPError) -> tuple[str, str]:

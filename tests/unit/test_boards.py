@@ -303,3 +303,5 @@ def test_a_board_with_noisy_counts_needs_the_ble_radio(tmp_path: Path) -> None:
         load_board(path)
     assert info.value.field == "links.ble"
     assert "mot" in info.value.reason and "privacy.md" in info.value.reason and "entropy" in info.value.reason
+    assert "field 'links.ble': " in str(info.value)
+    assert "None" not in str(info.value)  # an absent section is not shown as "= None"
