@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Coroutine
 
 from gateway.errors import GatewayError, ProtocolError, RejectedReport
-from gateway.log_limit import LogLimiter, more_since
+from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.verify import Verified, Verifier
 from gateway.protocol.frame import FRAME_ACK, build_frame
@@ -259,15 +259,19 @@ class IngestService:
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
-        self._drop_log = LogLimiter(OUTBOX_DROP_LOG_EVERY_S, log_clock)
-        self._dropped_unlogged = 0  # outbox messages dropped at the cap since the last warning about it
-        self._window_dup_log = LogLimiter(WINDOW_DUP_LOG_EVERY_S, log_clock)
-        self._window_dups_unlogged = 0  # releases not stored since the last warning about them (not named in it)
+        self._drop_warning = CountedWarning(
+            OUTBOX_DROP_LOG_EVERY_S, log_clock, "MQTT outbox at its cap: dropped %d more message(s) since the last "
+            "such line; the reports stay stored, only their upstream copies are lost", log)
+        self._window_dup_warning = CountedWarning(
+            WINDOW_DUP_LOG_EVERY_S, log_clock, "%d more release(s) for periods already stored acknowledged, not "
+            "stored, since the last such line", log)
         self._unregistered = {r: _UnregisteredFrames(r, log_clock) for r in ("unknown_device", "revoked")}
-        self._policy_log = LogLimiter(POLICY_LOG_EVERY_S, log_clock)
-        self._policy_unlogged = 0  # policy refusals since the last warning about them (not named in it)
-        self._coarse_log = LogLimiter(POLICY_LOG_EVERY_S, log_clock)
-        self._coarse_unlogged = 0  # reports stored with values rounded to the gateway's quantum, not named
+        self._policy_warning = CountedWarning(
+            POLICY_LOG_EVERY_S, log_clock, "%d more report(s) refused by the privacy policy gate since the last "
+            "such line", log)
+        self._coarse_warning = CountedWarning(
+            POLICY_LOG_EVERY_S, log_clock, "%d more report(s) with values off the gateway policy's quantum stored "
+            "rounded to it since the last such line", log)
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -396,10 +400,9 @@ class IngestService:
             except asyncio.CancelledError:
                 pass
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
-        self._outbox_drops_ended()
-        self._window_dups_ended()
+        for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning):
+            warning.flush()
         self._unregistered_ended()
-        self._policy_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
         if floors:
             await self.run_in_store(self.store.save_floors, floors)
@@ -611,37 +614,26 @@ class IngestService:
 
     def _outbox_dropped(self, n: int) -> None:
         """Warn about upstream messages dropped at the outbox cap, at most once per interval, with the count."""
-        self._dropped_unlogged += n
-        more = self._drop_log.allow()
-        if more is None:
-            return
-        log.warning("MQTT outbox at its cap ([mqtt] outbox_max_bytes): dropped %d message(s)%s; the reports stay "
-                    "stored, only their upstream copies are lost", self._dropped_unlogged,
-                    " in %d commit(s) since the last such line" % (more + 1) if more else "")
-        self._dropped_unlogged = 0
+        counted = self._drop_warning.count(n)
+        if counted is not None:
+            dropped, commits = counted
+            log.warning("MQTT outbox at its cap ([mqtt] outbox_max_bytes): dropped %d message(s)%s; the reports stay "
+                        "stored, only their upstream copies are lost", dropped,
+                        " in %d commit(s) since the last such line" % commits if commits > 1 else "")
 
     def _window_duplicates(self, dups: list[WindowDuplicate]) -> None:
         """Count releases not stored because their period's release was, and warn at most once per
         :data:`WINDOW_DUP_LOG_EVERY_S` naming the last one and counting the others since the last such
         line (a board re-releases every period since its clock was set back: one line each would flood)."""
         self._metrics.duplicate_windows.inc(len(dups))
-        self._window_dups_unlogged += len(dups)
-        if self._window_dup_log.allow() is None:
+        counted = self._window_dup_warning.count(len(dups))
+        if counted is None:
             return
         d = dups[-1]
-        left, self._window_dups_unlogged = self._window_dups_unlogged - 1, 0
         log.warning("%s: %s release of %s for the period %s (w=%d, l=%d s) is already stored (seq %d): seq %d "
                     "acknowledged, not stored (its clock was set back?)%s", d.device, d.type, ",".join(d.fields),
                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.w)), d.w, d.l, d.kept_seq, d.seq,
-                    more_since(left, "such release(s)"))
-
-    def _window_dups_ended(self) -> None:
-        """At stop: log the releases not stored since the last warning about them (held back by the limit)."""
-        if self._window_dups_unlogged:
-            log.warning("%d more release(s) for periods already stored acknowledged, not stored, since the last "
-                        "such line", self._window_dups_unlogged)
-            self._window_dups_unlogged = 0
-        self._window_dup_log.reset()
+                    more_since(counted[0] - 1, "such release(s)"))
 
     @staticmethod
     def _unregistered_frame(frames: _UnregisteredFrames, device: str, link: Link) -> None:
@@ -655,41 +647,24 @@ class IngestService:
         """Warn about an authentic report the policy gate refused, at most once per
         :data:`POLICY_LOG_EVERY_S`, naming its device, seq and rule (the gate's messages quote no
         personal value) and counting the others since the last such line."""
-        self._policy_unlogged += 1
-        more = self._policy_log.allow()
-        if more is None:
+        counted = self._policy_warning.count()
+        if counted is None:
             return
-        self._policy_unlogged = 0
         rule = str(exc).split(": ", 1)[-1]  # the verifier's message is "<device> seq <n>: <rule>"
         log.warning("%s seq %s refused by the privacy policy gate: %s; it is authentic, so it is acknowledged and "
                     "deleted on the device: its data is lost (a board flashed with a looser policy.json than the "
                     "gateway's? docs/privacy.md, policy changes)%s", exc.device_id, exc.seq, rule,
-                    more_since(more, "policy refusal(s)"))
+                    more_since(counted[0] - 1, "policy refusal(s)"))
 
     def _coarsened(self, verified: Verified) -> None:
         """Warn, at most once per :data:`POLICY_LOG_EVERY_S`, that a report was stored with values rounded
         to the gateway policy's quantum (the board runs a policy with a finer one)."""
-        self._coarse_unlogged += 1
-        more = self._coarse_log.allow()
-        if more is None:
+        counted = self._coarse_warning.count()
+        if counted is None:
             return
-        self._coarse_unlogged = 0
         log.warning("%s seq %d: %s off the gateway policy's quantum, stored rounded to it (the board runs another "
                     "policy.json: flash it with the gateway's)%s", verified.frame.device_id, verified.frame.seq,
-                    ", ".join(verified.coarsened), more_since(more, "such report(s)"))
-
-    def _policy_ended(self) -> None:
-        """At stop: log the policy refusals and rounded reports held back by the limits."""
-        if self._policy_unlogged:
-            log.warning("%d more report(s) refused by the privacy policy gate since the last such line",
-                        self._policy_unlogged)
-            self._policy_unlogged = 0
-        if self._coarse_unlogged:
-            log.warning("%d more report(s) with values off the gateway policy's quantum stored rounded to it since "
-                        "the last such line", self._coarse_unlogged)
-            self._coarse_unlogged = 0
-        self._policy_log.reset()
-        self._coarse_log.reset()
+                    ", ".join(verified.coarsened), more_since(counted[0] - 1, "such report(s)"))
 
     def _unregistered_ended(self) -> None:
         """At stop: log the frames from unregistered devices held back by the limit."""
@@ -697,15 +672,6 @@ class IngestService:
             if frames.frames:
                 log.warning("%s", frames.take())
             frames.limit.reset()
-
-    def _outbox_drops_ended(self) -> None:
-        """A commit dropped nothing (the broker drains again) or the gateway stops: log the drops held
-        back since the last warning now, not with the next outage's first drop."""
-        if self._dropped_unlogged:
-            log.warning("MQTT outbox at its cap: dropped %d more message(s) since the last such line; the reports "
-                        "stay stored, only their upstream copies are lost", self._dropped_unlogged)
-            self._dropped_unlogged = 0
-        self._drop_log.reset()
 
     async def _commit(self, batch: list[_Queued]) -> None:
         records = [r for r, _, _ in batch]
@@ -767,7 +733,7 @@ class IngestService:
         if result.outbox_dropped:
             self._metrics.outbox_dropped.inc(result.outbox_dropped)
             self._outbox_dropped(result.outbox_dropped)
-        elif self._dropped_unlogged:
-            self._outbox_drops_ended()
+        elif self._drop_warning.unlogged:
+            self._drop_warning.flush()  # the broker drains again: say so now, not with the next outage's first drop
         self._metrics.outbox_depth.set(self.store.outbox_depth)
         self.stored.set()

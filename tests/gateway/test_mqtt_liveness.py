@@ -166,12 +166,12 @@ async def test_outbox_cap_drops_are_one_warning_per_interval(registry: Registry,
         assert store.counter("outbox_dropped") == 4
         (first,) = dropped_warnings()
         assert "outbox" in first and "dropped 1 message(s)" in first
-        ingest._drop_log.every_s = 0.0  # the interval is over: the next drop is logged, with the count since
+        ingest._drop_warning.limit.every_s = 0.0  # the interval is over: the next drop is logged, with the count since
         await commit(6)
         assert len(dropped_warnings()) == 2
         assert "dropped 4 message(s)" in dropped_warnings()[1], dropped_warnings()  # 3 left out + this one
         assert "in 4 commit(s)" in dropped_warnings()[1], dropped_warnings()
-        ingest._drop_log.every_s = 60.0
+        ingest._drop_warning.limit.every_s = 60.0
         await commit(7)  # drops one, held back (a line was just logged)
         assert len(dropped_warnings()) == 2
         # The broker drains the outbox: the next commit drops nothing, and the held-back drop is told
