@@ -3,12 +3,14 @@
 from gateway.registry.devices import (
     DeviceRecord,
     Registry,
+    decimal_text,
     generate_key,
     key_fingerprint,
     read_key_file,
     same_decimal,
     same_place,
+    unsigned_zero,
     validate_device,
 )
 
-__all__ = ["DeviceRecord", "Registry", "generate_key", "key_fingerprint", "read_key_file", "same_decimal", "same_place", "validate_device"]
+__all__ = ["DeviceRecord", "Registry", "decimal_text", "generate_key", "key_fingerprint", "read_key_file", "same_decimal", "same_place", "unsigned_zero", "validate_device"]

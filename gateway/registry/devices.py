@@ -19,6 +19,7 @@ import errno
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import hashlib
@@ -183,6 +184,37 @@ def _write_private(path: Path, data: bytes) -> None:
 def _mode(path: Path) -> int:
     """The permission bits of ``path`` (of its target when it is a symlink: what chmod changes)."""
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# What _warn_secured says per outcome of _secure_key_file_outcome, for one file (its name and detail
+# are filled in) and for several (their count and names).
+_SECURED_WARNINGS = {
+    "tightened": ("could be read or written by group or others (%s), set to 0600",
+                  "could be read or written by group or others, set to 0600: %s"),
+    "foreign": ("can be read or written by group or others (%s) and was not changed (not owned by this user); "
+                "chmod 600 it",
+                "can be read or written by group or others and were not changed (not owned by this user): %s; "
+                "chmod 600 them"),
+    "symlink": ("is a symlink to a file group or others may read or write (%s) and was not changed (a link is "
+                "never followed to chmod); put the file itself in its place, mode 0600",
+                "are symlinks to files group or others may read or write and were not changed (a link is never "
+                "followed to chmod): %s; put the files themselves in their place, mode 0600"),
+    "failed": ("could not be checked or set to 0600: %s",
+               "could not be checked or set to 0600: %s"),
+}
+
+
+def _secure_key_file_outcome(path: str | Path) -> tuple[str, str, str]:
+    """:func:`_secure_key_file` for a warning: ``(what, file name, detail)``, ``what`` a key of
+    :data:`_SECURED_WARNINGS` or ``ok`` (nothing to say), ``detail`` the old mode or the error."""
+    name = os.path.basename(path)
+    try:
+        what, old = _secure_key_file(path)
+    except OSError as exc:
+        return "failed", name, str(exc.strerror or exc)
+    if what == "symlink" and not old & 0o077:
+        what = "ok"  # a link to a private file: nothing to warn about
+    return (what if what in _SECURED_WARNINGS else "ok"), name, "%04o" % old
 
 
 def _secure_key_file(path: str | Path) -> tuple[str, int]:
@@ -370,37 +402,24 @@ class Registry:
         naming them (a key copied in by hand keeps the copy's 0644: anyone on the host could then
         forge the device's frames). Files of other owners and symlinks are not changed (a chmod
         through a link would change whatever it points to): a WARNING says so."""
-        tightened: list[str] = []
-        foreign: list[str] = []
-        links: list[str] = []
         try:
             entries = sorted(os.scandir(self.keys_dir), key=lambda e: e.name)
         except OSError as exc:
             log.warning("registry %s: cannot list the key files to check their permissions: %s", self.path, exc)
             return
-        for entry in entries:
-            try:
-                what, old = _secure_key_file(entry.path)
-            except OSError as exc:
-                foreign.append("%s (%s)" % (entry.name, exc.strerror))
-                continue
-            if what == "tightened":
-                tightened.append("%s (%04o)" % (entry.name, old))
-            elif what == "foreign":
-                foreign.append("%s (%04o)" % (entry.name, old))
-            elif what == "symlink" and old & 0o077:
-                links.append("%s (%04o)" % (entry.name, old))
-        if tightened:
-            log.warning("registry %s: %d key file(s) could be read or written by group or others, set to 0600: %s",
-                        self.path, len(tightened), _names(tightened))
-        if foreign:
-            log.warning("registry %s: %d key file(s) can be read or written by group or others and were not "
-                        "changed (not owned by this user): %s; chmod 600 them", self.path, len(foreign),
-                        _names(foreign))
-        if links:
-            log.warning("registry %s: %d key file(s) are symlinks to files group or others may read or write and "
-                        "were not changed (a link is never followed to chmod): %s; put the file itself in its "
-                        "place, mode 0600", self.path, len(links), _names(links))
+        self._warn_secured([_secure_key_file_outcome(entry.path) for entry in entries])
+
+    def _warn_secured(self, outcomes: list[tuple[str, str, str]]) -> None:
+        """One WARNING per outcome of securing key files (``(what, name, detail)`` from
+        :func:`_secure_key_file_outcome`) that needs one: one file is named with its mode, several
+        are counted and the first few named."""
+        for what, (one, several) in _SECURED_WARNINGS.items():
+            files = [(name, detail) for w, name, detail in outcomes if w == what]
+            if len(files) == 1:
+                log.warning("registry %s: key file %s " + one, self.path, *files[0])
+            elif files:
+                log.warning("registry %s: %d key file(s) " + several, self.path, len(files),
+                            _names(["%s (%s)" % f for f in files]))
 
     def _check_place(self, db: Path, create: bool) -> None:
         """Refuse a registry path that is a file, a missing registry (``create`` off), or a directory
@@ -742,30 +761,10 @@ class Registry:
             # A key file replaced by hand while the gateway runs: secured as at open (never through
             # a symlink, never another user's file). chmod leaves the mtime, so this runs once per
             # new file.
-            self._secure_replaced_key(path)
+            self._warn_secured([_secure_key_file_outcome(path)])
         key = read_key_file(path, regular_only=True)
         self._key_cache[device_id] = (mtime, key)
         return key
-
-    def _secure_replaced_key(self, path: Path) -> None:
-        """Set the key file ``path`` to 0600 as :meth:`_tighten_key_files` does at open, with its
-        warnings: a symlink or another user's file is named, not changed."""
-        try:
-            what, old = _secure_key_file(path)
-        except OSError as exc:
-            log.warning("registry %s: key file %s can be read or written by group or others and could not be "
-                        "set to 0600: %s", self.path, path.name, exc.strerror)
-            return
-        if what == "tightened":
-            log.warning("registry %s: key file %s could be read or written by group or others (%04o), set to "
-                        "0600", self.path, path.name, old)
-        elif what == "foreign":
-            log.warning("registry %s: key file %s can be read or written by group or others (%04o) and was not "
-                        "changed (not owned by this user); chmod 600 it", self.path, path.name, old)
-        elif what == "symlink":
-            log.warning("registry %s: key file %s is a symlink to a file group or others may read or write "
-                        "(%04o) and was not changed (a link is never followed to chmod); put the file itself in "
-                        "its place, mode 0600", self.path, path.name, old)
 
     def key_problem(self, device_id: str) -> str | None:
         """Return what is wrong with the stored key of ``device_id``, or None when it is usable.
@@ -901,6 +900,39 @@ def _quoted(value: str, limit: int = 40) -> str:
     if len(value) <= limit:
         return repr(value)
     return "%r... (%d characters)" % (value[:limit], len(value))
+
+
+MAX_DECIMALS = 9  # digits after the point of a stored lat/lon (_DECIMAL)
+
+
+def decimal_text(value: int | float) -> str:
+    """A number (a JSON or TOML lat/lon) as the plain decimal text the registry stores: 52.37 is
+    "52.37", 1e-05 is "0.00001", and a negative zero is "0.0" (the same place, one spelling).
+
+    repr() is the shortest text that reads back as the same float (no 52.370000000000005); it writes
+    small and large values in exponent form, which the registry refuses, so the text is written out.
+
+    Raises:
+        ValueError: ``value`` is nan or inf, or has more than 3 digits before the point or
+            :data:`MAX_DECIMALS` after it (1e308, 1e-300: not written out); the message follows the
+            value's name ("must be ...").
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite decimal number, got %r" % value)
+    number = Decimal(repr(value)) if abs(value) < 1000 else None  # a 1000-digit int is not written out
+    exponent = number.as_tuple().exponent if number is not None else 0
+    if number is None or (isinstance(exponent, int) and exponent < -MAX_DECIMALS):
+        shown = repr(value) if number is not None or isinstance(value, float) else "a %d-digit number" % len(str(value))
+        raise ValueError("must be a decimal number with at most 3 digits before the point and %d after, got %s"
+                         % (MAX_DECIMALS, shown[:32]))
+    return unsigned_zero(format(number, "f"))
+
+
+def unsigned_zero(text: str) -> str:
+    """``text`` without the minus of a negative zero ("-0.00" is "0.00"): the same place, one spelling."""
+    if text.startswith("-") and text[1:2].isdigit() and not text[1:].strip("0."):
+        return text[1:]
+    return text
 
 
 def same_decimal(a: str, b: str) -> bool:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from decimal import Decimal
 from typing import Any, Mapping
 
 from aiohttp import web
 
+from gateway.registry import decimal_text, unsigned_zero
 from gateway.web import params
 from gateway.web.context import ctx_of, json_response, read_json_body
 from gateway.web.errors import BadParameter
 from gateway.web.read_api import device_json
+from gateway.web.retention import policy_retention
 
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
@@ -96,9 +96,6 @@ def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
 MAX_COORDINATE_CHARS = 32
 """Longest ``lat``/``lon`` string taken: -180.123456789 is 14 characters; anything longer is refused
 before it is parsed or quoted back (a body may be 64 KB)."""
-MAX_COORDINATE_DECIMALS = 9
-"""Digits after the point, the registry's limit (``devices add --location`` too): 1e-9 degree is
-~0.1 mm, finer than any survey; more (``1e-300``, float noise) is refused, not rounded."""
 
 
 def coordinate(body: Mapping[str, Any], name: str) -> str:
@@ -106,9 +103,9 @@ def coordinate(body: Mapping[str, Any], name: str) -> str:
 
     A string is taken as written (it keeps the surveyor's digits: "4.80"), up to
     :data:`MAX_COORDINATE_CHARS` characters; a JSON number is written out in plain decimal without
-    float noise (52.37 is "52.37", 1e-05 is "0.00001"; the trailing zeros of 4.80 are gone once
-    parsed, so send a string to keep them), and refused when it has more than 3 digits before the
-    point or :data:`MAX_COORDINATE_DECIMALS` after it (``1e308``, ``1e-300``). A negative zero
+    float noise by the registry's ``decimal_text`` (the trailing zeros of 4.80 are gone once parsed,
+    so send a string to keep them), and refused when it has more than 3 digits before the point or 9
+    after it (``1e308``, ``1e-300``: 1e-9 degree is ~0.1 mm, finer than any survey). A negative zero
     ("-0", "-0.0", -0.0) is stored without its sign. The registry checks the digits and the range.
     """
     value = body[name]
@@ -116,27 +113,14 @@ def coordinate(body: Mapping[str, Any], name: str) -> str:
         if len(value) > MAX_COORDINATE_CHARS:
             raise BadParameter(f"'{name}' is {len(value)} characters long: a coordinate is a decimal number of at "
                                f"most {MAX_COORDINATE_CHARS} characters (\"52.3702\")", param=name)
-        return _unsigned_zero(value)
+        return unsigned_zero(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadParameter(f"'{name}' must be a decimal number, as a string (\"52.3702\") or a JSON number",
                            param=name)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise BadParameter(f"'{name}' must be a finite decimal number", param=name)
-    # repr() is the shortest text that reads back as the same float: no 52.370000000000005.
-    number = Decimal(repr(value)) if abs(value) < 1000 else None  # a 1000-digit int is not written out
-    exponent = number.as_tuple().exponent if number is not None else 0
-    if number is None or (isinstance(exponent, int) and exponent < -MAX_COORDINATE_DECIMALS):
-        shown = repr(value) if number is not None or isinstance(value, float) else f"a {len(str(value))}-digit number"
-        raise BadParameter(f"'{name}' must be a decimal number with at most 3 digits before the point and "
-                           f"{MAX_COORDINATE_DECIMALS} after, got {shown[:MAX_COORDINATE_CHARS]}", param=name)
-    return _unsigned_zero(format(number, "f"))
-
-
-def _unsigned_zero(text: str) -> str:
-    """``text`` without the minus of a negative zero ("-0.00" is "0.00"): the same place, one spelling."""
-    if text.startswith("-") and text[1:2].isdigit() and not text[1:].strip("0."):
-        return text[1:]
-    return text
+    try:
+        return decimal_text(value)
+    except ValueError as exc:
+        raise BadParameter(f"'{name}' {exc}", param=name) from None
 
 
 @ROUTES.put("/api/admin/devices/{device_id}")
@@ -233,10 +217,11 @@ async def rotate_key(request: web.Request) -> web.Response:
 
 
 def _policy_retention(policy: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    return {
-        kind: {f: int(spec["retention_days"]) for f, spec in kspec.get("fields", {}).items() if "retention_days" in spec}
-        for kind, kspec in policy.get("kinds", {}).items()
-    }
+    """:func:`policy_retention` as JSON: ``{kind: {field: days}}``, every kind of the policy."""
+    by_kind: dict[str, dict[str, int]] = {kind: {} for kind in policy.get("kinds", {})}
+    for (kind, name), days in policy_retention(policy).items():
+        by_kind[kind][name] = days
+    return by_kind
 
 
 @ROUTES.get("/api/admin/retention")

@@ -37,10 +37,8 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
-import math
 import re
 import tomllib
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -318,21 +316,18 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
 
 
 def decimal_degrees_text(value: int | float, *, where: str) -> str:
-    """A TOML number as the plain decimal text the registry takes: 52.37 is "52.37", -1e-05 is "-0.00001",
-    and a negative zero (-0.0) is "0.0" (as the admin API stores it: the same place, one spelling).
-
-    repr() is the shortest text that reads back as the same float (no 52.370000000000005), but
-    writes small and large values in exponent form, which the registry refuses. The admin API
-    (gateway/web/admin_api.py, ``coordinate``) formats JSON numbers the same way; there is no
-    shared helper yet, so this is the scenario loader's own.
+    """A TOML number as the plain decimal text the registry takes (the registry's ``decimal_text``,
+    as the admin API writes a JSON number): 52.37 is "52.37", -1e-05 is "-0.00001", -0.0 is "0.0".
 
     Raises:
-        ScenarioError: ``value`` is nan or inf.
+        ScenarioError: ``value`` is nan or inf, or has more digits than the registry stores.
     """
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ScenarioError(f"{where} must be a finite decimal number, got {value!r}", value=value)
-    text = format(Decimal(repr(value)), "f")
-    return text.lstrip("-") if value == 0 else text
+    from gateway.registry import decimal_text
+
+    try:
+        return decimal_text(value)
+    except ValueError as exc:
+        raise ScenarioError(f"{where} {exc}", value=value) from None
 
 
 def _check_registry_fields(where: str, ids: list[str], *, kind: str, zone: str, lat: str, lon: str) -> None:
