@@ -156,3 +156,14 @@ def test_small_lat_lon_numbers_are_written_in_plain_decimal(tmp_path: Path, lat:
 def test_non_finite_lat_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"boards\[1\]: lat must be a finite decimal number, got nan"):
         load_scenario(write(tmp_path, GOOD.replace('link = "uart"', 'link = "uart"\nlat = nan')))
+
+
+def test_the_file_format_example_in_the_docs_loads(tmp_path: Path) -> None:
+    """docs/scenarios.md's "File format" example, copied as a new integrator would: it must validate
+    (it once set stimuli twice and expected a value from a board it did not have)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scenarios.md").read_text()
+    section = doc.split("## File format", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    scenario = load_scenario(write(tmp_path, example))
+    assert scenario.name == "link-outage" and [list(g.ids) for g in scenario.boards] == [["sl-out-1"]]
+    assert list(scenario.expect.alarms) == ["lamp_fail"] and scenario.expect.fields[0].device == "sl-out-1"
