@@ -48,7 +48,12 @@ for data in (b"", b"\x00", b"\x00\x00", b"\x11\x22\x00\x33", b"\x11\x00", bytes(
 BODIES = [
     ("report_streetlight_win", frame.REPORT, "sl-0001", 1, KEY,
      {"t": "win", "k": "streetlight", "w": 1795000500, "l": 900,
-      "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}, "fw": "0.1.0", "h": []}),
+      "m": {"lux": 120, "lvl": 40, "lamp": 0}, "fw": "0.1.0", "h": []}),
+    # The noisy count's release: its own win report over its release period (6 h, aligned), as the
+    # shipped policy has it (protocol §2); a 15-min window carrying mot is refused by the gateway.
+    ("report_streetlight_mot_release", frame.REPORT, "sl-0001", 5, KEY,
+     {"t": "win", "k": "streetlight", "w": 1794981600, "l": 21600, "m": {"mot": 17}, "e": {"mot": 500},
+      "fw": "0.1.0", "h": [1]}),
     ("report_streetlight_hour", frame.REPORT, "sl-0001", 2, KEY,
      {"t": "hour", "k": "streetlight", "w": 1794999600, "l": 3600, "m": {"wh": 33}, "h": [1, 1]}),
     ("report_bin_alarm", frame.REPORT, "bin-07.north_2", 4294967295, KEY2,

@@ -145,3 +145,17 @@ def test_gateway_protocol_reads_the_firmware_vectors(vectors: dict[str, Any]) ->
     for item in vectors["ble_fragments"]:
         made = gw_ble.fragment_frame(frames[item["name"]], item["mtu"], item["msg"])
         assert [x.hex() for x in made] == item["fragments"]
+
+
+def test_every_report_vector_passes_the_shipped_policy_gate(vectors: dict[str, Any]) -> None:
+    """A gateway built from these vectors must not have its first frame refused as ``policy``: each
+    REPORT body keeps the shipped policy (periods, report types, quanta, k, epsilon)."""
+    from gateway.pipeline.verify import PolicyGate
+    from gateway.resources import load_policy
+
+    gate = PolicyGate(load_policy())
+    reports = [f for f in vectors["frames"] if f["type"] == 1]
+    assert {f["name"] for f in reports} >= {"report_streetlight_win", "report_streetlight_mot_release"}
+    for f in reports:
+        body = msgpack.unpackb(bytes.fromhex(f["body"]), raw=False)
+        assert gate.check(body, body["k"]) is None, (f["name"], gate.check(body, body["k"]))
