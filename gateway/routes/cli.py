@@ -209,6 +209,11 @@ def _warnings_shown_by_the_plan() -> Iterator[None]:
             lg.removeFilter(flt)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 stop``, ``6 stops``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def run_plan(args: argparse.Namespace) -> int:
     """Run ``civicedge routes plan``; returns the exit code documented in this module."""
     try:
@@ -230,7 +235,7 @@ def run_plan(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{plan.date}: {plan.stop_count} stops on {len(plan.routes)} routes, "
+        f"{plan.date}: {_count(plan.stop_count, 'stop')} on {_count(len(plan.routes), 'route')}, "
         f"{plan.total_distance_m / 1000:.1f} km ({plan.distance_source}), "
         f"{len(plan.unserved)} unserved, {plan.considered} bins considered, solver {plan.solver_s:.1f}s"
         + (f", written to {args.out}" if args.out is not None else ""),

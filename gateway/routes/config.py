@@ -12,9 +12,9 @@ start = "06:00"              # local time rounds start
 tz = "Europe/Amsterdam"
 days_to_next_round = 1
 time_limit_s = 5
-matrix = "roads.csv"         # relative to the config file; or:
+matrix = "roads.csv"         # relative to the config file; or instead of matrix:
 # osrm = "http://osrm.city.local:5000"
-osrm_timeout_s = 10
+# osrm_timeout_s = 10        # only with osrm
 ```
 
 Every key is optional; a wrong one raises :class:`InvalidInputError` with ``field`` ``routes.<key>``.

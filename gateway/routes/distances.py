@@ -27,6 +27,13 @@ logger = logging.getLogger(__name__)
 EARTH_RADIUS_M = 6_371_008.8
 #: Id of the depot in a CSV matrix.
 DEPOT_ID = "depot"
+#: Longest distance between two places a CSV matrix or an OSRM table may give, in metres (1 000 km).
+#: A collection leg is a few kilometres; a cell of 1e15 or 1e300 is a unit or export error, and the
+#: solver adds distances and drop penalties up in 64-bit integers (see ``gateway.routes.solver``).
+MAX_DISTANCE_M = 1_000_000
+#: Longest great-circle distance (half the Earth's circumference, ~20 016 km, rounded up): any
+#: matrix the planner hands the solver holds distances of at most this many metres.
+MAX_GREAT_CIRCLE_M = 20_100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,9 @@ class CsvMatrix:
                     raise MatrixError(src, f"line {lineno}, column {col!r}: {cell!r} is not a number") from None
                 if not math.isfinite(value) or value < 0:
                     raise MatrixError(src, f"line {lineno}, column {col!r}: {cell!r} is not a distance >= 0")
+                if value > MAX_DISTANCE_M:
+                    raise MatrixError(src, f"line {lineno}, column {col!r}: {cell!r} m is more than the "
+                                           f"{MAX_DISTANCE_M // 1000:,} km a leg may be (metres, not millimetres?)")
                 values[col] = value
             rows[rid] = values
         return rows
@@ -142,8 +152,14 @@ class OsrmTable:
 
     def __init__(self, base_url: str, *, profile: str = "driving", timeout_s: float = 10.0, block: int = 100) -> None:
         parsed = urllib.parse.urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
             raise MatrixError(base_url, "OSRM URL must be http(s)://host[:port][/prefix]")
+        try:
+            parsed.port  # raises for a port outside 0..65535 or not a number (http://host:99999)
+        except ValueError:
+            raise MatrixError(base_url, "OSRM URL has an invalid port (must be 1 to 65535)") from None
+        if parsed.port == 0:
+            raise MatrixError(base_url, "OSRM URL has an invalid port (must be 1 to 65535)")
         if block < 1:
             raise MatrixError(base_url, f"block size must be >= 1, got {block}")
         self.base_url = base_url.rstrip("/")
@@ -185,8 +201,12 @@ class OsrmTable:
             raise MatrixError(self.base_url, f"'distances' is not a {len(sources)}x{len(destinations)} table")
         for row in table:
             for v in row:
-                if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+                if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
+                                      or not math.isfinite(v)):
                     raise MatrixError(self.base_url, f"'distances' holds {v!r}, not a distance")
+                if v is not None and v > MAX_DISTANCE_M:
+                    raise MatrixError(self.base_url, f"'distances' holds {v!r} m, more than the "
+                                                     f"{MAX_DISTANCE_M // 1000:,} km a leg may be")
         return table
 
     def matrix(self, places: Sequence[Place]) -> list[list[int]]:
@@ -240,6 +260,25 @@ def build_matrix(provider: DistanceProvider, places: Sequence[Place]) -> tuple[l
         logger.warning("%s", text)
         warnings.append(text)
         return GreatCircle().matrix(places), f"great-circle (fallback: {provider.description} failed)", warnings
+    check_matrix(matrix, provider.description, len(places))
     if isinstance(provider, OsrmTable) and provider.null_pairs:
         warnings.append(f"OSRM could not route {provider.null_pairs} pairs; great-circle used for them")
     return matrix, provider.description, warnings
+
+
+def check_matrix(matrix: Sequence[Sequence[int]], source: str, n: int) -> None:
+    """Check that ``matrix`` is n x n whole metres within 0 .. :data:`MAX_GREAT_CIRCLE_M`.
+
+    The built-in providers bound their values where they read them; this guards any other
+    :class:`DistanceProvider` so the solver's 64-bit sums cannot overflow.
+
+    Raises:
+        MatrixError: Wrong shape, or a value that is not a whole number of metres in range.
+    """
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        raise MatrixError(source, f"must be {n}x{n} (depot + bins)")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_GREAT_CIRCLE_M:
+                raise MatrixError(source, f"distance [{i}][{j}] = {v!r} is not whole metres from 0 to "
+                                          f"{MAX_GREAT_CIRCLE_M}")

@@ -65,15 +65,24 @@ class BinStatus:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A bin selected for collection, with its expected load at collection time."""
+    """A bin selected for collection, with its expected load at collection time.
+
+    ``fill_now`` is the latest reported fill, or None for a bin in alarm that has no fill reading
+    (its load is then assumed full: ``expected_fill`` 1.0, ``load_assumed`` True).
+    """
 
     bin: BinStatus
     reasons: tuple[Reason, ...]
-    fill_now: float
+    fill_now: float | None
     expected_fill: float
     predicted_next: float
     rate_per_day: float
     load_l: float
+
+    @property
+    def load_assumed(self) -> bool:
+        """True when the load is not from a reading but assumed full (a bin in alarm without fill data)."""
+        return self.fill_now is None
 
     @property
     def reason(self) -> Reason:

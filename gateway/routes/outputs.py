@@ -36,9 +36,10 @@ def _candidate_dict(c: Candidate) -> dict[str, Any]:
         "reason": c.reason.value,
         "reasons": [r.value for r in c.reasons],
         "expected_fill": round(c.expected_fill, 3),
-        "fill_now": round(c.fill_now, 3),
+        "fill_now": None if c.fill_now is None else round(c.fill_now, 3),  # None: no reading, load assumed full
         "fill_rate_per_day": round(c.rate_per_day, 4),
         "load_l": round(c.load_l, 1),
+        "load_assumed": c.load_assumed,
     }
 
 
@@ -94,7 +95,8 @@ def plan_to_csv(plan: Plan) -> str:
             c = s.candidate
             writer.writerow([
                 r.vehicle, seq, c.bin.id, c.bin.zone, f"{c.bin.lat:.6f}", f"{c.bin.lon:.6f}",
-                "+".join(x.value for x in c.reasons), _pct(c.expected_fill), _pct(c.fill_now),
+                "+".join(x.value for x in c.reasons), _pct(c.expected_fill),
+                "" if c.fill_now is None else _pct(c.fill_now),  # empty: no reading (load assumed full)
                 round(c.load_l), s.leg_m, s.cumulative_m, r.distance_m,
             ])
     return buf.getvalue()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Iterable, Mapping
 
-from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix
+from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix, haversine_m
 from gateway.routes.errors import InvalidInputError, NoBinsDueError
 from gateway.routes.model import BinStatus, Candidate, Depot, Plan, Route, Stop
 from gateway.routes.parsing import MAX_DAYS_TO_NEXT_ROUND, check_date
@@ -154,6 +154,35 @@ def _first_time(ids: frozenset[str]) -> bool:
         return True
 
 
+#: A depot farther than this from every due bin gets a warning (a round drives from it and back).
+DEPOT_PLAUSIBLE_M = 200_000.0
+
+
+def depot_warnings(depot: Depot, candidates: Iterable[Candidate]) -> list[str]:
+    """A warning when ``depot`` is more than :data:`DEPOT_PLAUSIBLE_M` from every due bin.
+
+    Latitude and longitude swapped (``4.89,52.37`` for ``52.37,4.89``) are both in range, so the
+    parser cannot refuse them; the plan would drive thousands of kilometres. When the swapped
+    depot is near the bins the warning says so. Not an error: a depot may really be far away.
+    """
+    cands = list(candidates)
+    if not cands:
+        return []
+
+    def nearest(lat: float, lon: float) -> float:
+        return min(haversine_m(lat, lon, c.bin.lat, c.bin.lon) for c in cands)
+
+    gap = nearest(depot.lat, depot.lon)
+    if gap <= DEPOT_PLAUSIBLE_M:
+        return []
+    text = (f"depot {depot.lat:g},{depot.lon:g} is {gap / 1000:,.0f} km from the nearest due bin "
+            f"(more than {DEPOT_PLAUSIBLE_M / 1000:.0f} km); check the depot")
+    if -90.0 <= depot.lon <= 90.0 and nearest(depot.lon, depot.lat) <= DEPOT_PLAUSIBLE_M:
+        text += (f": latitude and longitude look swapped, did you mean {depot.lon:g},{depot.lat:g} "
+                 f"(LAT,LON)?")
+    return [text]
+
+
 def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     """Plan the collection round of ``settings.day``.
 
@@ -189,7 +218,10 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     places = [Place(DEPOT_ID, settings.depot.lat, settings.depot.lon)]
     places += [Place(c.bin.id, c.bin.lat, c.bin.lon) for c in candidates]
     matrix, source, matrix_warnings = build_matrix(settings.distances, places)
-    warnings = input_warnings + matrix_warnings
+    depot_warning = depot_warnings(settings.depot, candidates)
+    for text in depot_warning:
+        logger.warning("%s", text)
+    warnings = input_warnings + depot_warning + matrix_warnings
     solution = solve(candidates, matrix, solver_settings)
     routes = tuple(
         _assemble(candidates, matrix, order, vehicle)
@@ -198,8 +230,9 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     )
     unserved = tuple(candidates[i] for i in solution.dropped)
     if unserved:
-        text = (f"{len(unserved)} due bins do not fit {settings.vehicles} vehicles of "
-                f"{settings.capacity_l:g} L; plan them on another vehicle or round")
+        n, k = len(unserved), settings.vehicles
+        text = (f"{n} due {'bin does' if n == 1 else 'bins do'} not fit {k} {'vehicle' if k == 1 else 'vehicles'} "
+                f"of {settings.capacity_l:g} L; plan {'it' if n == 1 else 'them'} on another vehicle or round")
         logger.warning("%s", text)
         warnings.append(text)
     return Plan(

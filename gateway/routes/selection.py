@@ -134,7 +134,8 @@ def _clip01(x: float) -> float:
 def evaluate_bin(status: BinStatus, settings: SelectionSettings) -> Candidate | None:
     """Return the bin as a collection candidate, or None if it need not be emptied on this round.
 
-    A bin in alarm with no fill reading is assumed full for its load (conservative for capacity).
+    A bin in alarm with no fill reading is assumed full for its load (conservative for capacity);
+    its ``fill_now`` is None: there is no reading to report.
     """
     alarms = [Reason(code) for code in ALARM_CODES if code in status.alarms]
     volume = status.volume_l if status.volume_l is not None else \
@@ -142,7 +143,7 @@ def evaluate_bin(status: BinStatus, settings: SelectionSettings) -> Candidate | 
     if not status.readings:
         if not alarms:
             return None
-        return Candidate(status, tuple(alarms), 1.0, 1.0, 1.0, 0.0, volume)
+        return Candidate(status, tuple(alarms), None, 1.0, 1.0, 0.0, volume)
     last = max(status.readings, key=lambda r: r.t)
     fill_now = _clip01(last.fill)
     rate = fill_rate_per_day(status.readings, settings)

@@ -28,11 +28,18 @@ from typing import Sequence
 
 from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
+from gateway.routes.distances import MAX_GREAT_CIRCLE_M
 from gateway.routes.errors import CapacityError, InvalidInputError, SolverError
 from gateway.routes.model import Candidate, Reason
 from gateway.routes.parsing import MAX_CAPACITY_L, MAX_TIME_LIMIT_S, MAX_VEHICLES
 
 logger = logging.getLogger(__name__)
+
+#: Ceiling of any sum the solver forms (objective: route lengths plus drop penalties; cumul
+#: variables), a quarter of the 64-bit range so OR-Tools' own intermediate sums keep headroom.
+MAX_SOLVER_SUM = (2**63 - 1) // 4
+#: Drop penalty of an alarm bin relative to the base penalty (full bins 2x, predicted 1x).
+ALARM_PENALTY_FACTOR = 100
 
 _STRATEGIES = (
     routing_enums_pb2.FirstSolutionStrategy.SAVINGS,
@@ -67,8 +74,9 @@ class SolverSettings:
                                     f"must be a positive number of litres, at most {MAX_CAPACITY_L:.0f}")
         if not (0 <= self.time_limit_s <= MAX_TIME_LIMIT_S):
             raise InvalidInputError("time limit", self.time_limit_s, f"must be 0 to {MAX_TIME_LIMIT_S:g} seconds")
-        if self.max_route_m is not None and self.max_route_m <= 0:
-            raise InvalidInputError("max route", self.max_route_m, "must be a positive number of metres")
+        if self.max_route_m is not None and not 0 < self.max_route_m <= MAX_SOLVER_SUM:
+            raise InvalidInputError("max route", self.max_route_m,
+                                    f"must be a positive number of metres, at most {MAX_SOLVER_SUM}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,27 @@ def triage(candidates: Sequence[Candidate], settings: SolverSettings) -> tuple[l
     return sorted(kept), sorted(left)
 
 
+def drop_penalty(m: int, max_d: int, vehicles: int) -> int:
+    """Base penalty for leaving one of ``m`` bins out, above any set of routes over them.
+
+    The solver sums route lengths and penalties in signed 64-bit integers: with ``m`` bins every
+    penalty paid (at most ``ALARM_PENALTY_FACTOR`` x base each) plus every arc driven (at most
+    ``m + vehicles`` arcs of ``max_d``) must stay below :data:`MAX_SOLVER_SUM`.
+
+    Raises:
+        InvalidInputError: The distances (0 .. ``MAX_GREAT_CIRCLE_M``) or the number of bins would
+            overflow that bound (not reached by a city's bins with real distances).
+    """
+    if not 0 <= max_d <= MAX_GREAT_CIRCLE_M:
+        raise InvalidInputError("matrix", max_d, f"distances must be 0 to {MAX_GREAT_CIRCLE_M} m")
+    base = (m + 1) * (max_d + 1) + 1
+    worst = m * ALARM_PENALTY_FACTOR * base + (m + vehicles) * max_d
+    if worst > MAX_SOLVER_SUM:
+        raise InvalidInputError("bins", m, f"too many bins to plan at distances up to {max_d} m "
+                                           "within the solver's 64-bit bounds; plan fewer bins at once")
+    return base
+
+
 def _search(
     candidates: Sequence[Candidate],
     kept: list[int],
@@ -145,7 +174,7 @@ def _search(
     routing.AddDimensionWithVehicleCapacity(demand_idx, 0, [cap] * settings.vehicles, True, "load")
 
     # Dropping any bin must cost more than any detour it could save.
-    base_penalty = (m + 1) * (max_d + 1) + 1
+    base_penalty = drop_penalty(m, max_d, settings.vehicles)
     fire_indices: list[int] = []
     tip_indices: list[int] = []
     other_indices: list[int] = []
@@ -154,7 +183,7 @@ def _search(
         index = manager.NodeToIndex(k)
         if cand.is_alarm:
             (fire_indices if cand.reason is Reason.FIRE else tip_indices).append(index)
-            penalty = 100 * base_penalty
+            penalty = ALARM_PENALTY_FACTOR * base_penalty
         else:
             other_indices.append(index)
             penalty = base_penalty * (2 if Reason.FULL in cand.reasons else 1)
@@ -211,6 +240,10 @@ def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[int]], sett
     n = len(candidates)
     if len(matrix) != n + 1 or any(len(row) != n + 1 for row in matrix):
         raise InvalidInputError("matrix", f"{len(matrix)} rows", f"must be {n + 1}x{n + 1} (depot + bins)")
+    for row in matrix:  # whole metres within bounds: OR-Tools takes int64 and sums them (see drop_penalty)
+        for v in row:
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_GREAT_CIRCLE_M:
+                raise InvalidInputError("matrix", v, f"distances must be whole metres from 0 to {MAX_GREAT_CIRCLE_M}")
     check_capacity(candidates, settings.capacity_l)
     kept, _ = triage(candidates, settings)
     if not kept:

@@ -61,9 +61,19 @@ class _UnknownParameter(InvalidInputError):
         self.param = name
 
 
-def _error(exc: RoutesError) -> web.Response:
+def _round_fields(settings: PlanSettings | None) -> dict[str, str]:
+    """``date`` and ``round_start`` of the plan asked for, once the query was understood: the dashboard
+    uses them to tell whether today's round has started even when planning it failed."""
+    if settings is None:
+        return {}
+    return {"date": settings.day.isoformat(), "round_start": settings.round_start.isoformat()}
+
+
+def _error(exc: RoutesError, settings: PlanSettings | None = None) -> web.Response:
     """The API's error answer ``{"error": {"code", "message", "param", ...}}`` for a planning error."""
     body = exc.to_dict()
+    for key, value in _round_fields(settings).items():
+        body.setdefault(key, value)
     if isinstance(exc, _UnknownParameter):
         body["param"] = exc.param
     elif isinstance(exc, InvalidInputError):
@@ -119,6 +129,7 @@ class _PlanEndpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         query = dict(request.query)
+        settings: PlanSettings | None = None
         try:
             fmt = query.pop("format", "json")
             if fmt not in FORMATS:
@@ -136,13 +147,14 @@ class _PlanEndpoint:
             return _answer(plan, notice, fmt)
         except RoutesError as exc:
             logger.info("routes plan request refused: %s", exc.message)
-            return _error(exc)
+            return _error(exc, settings)
         except (GatewayError, web.HTTPException):
             raise  # the app's middleware answers these (e.g. 503 backend_unavailable)
         except Exception:  # a defect, not bad input (inputs are bounded where parsed): log it, answer JSON
             logger.exception("routes plan request %r failed", request.query_string)
             return web.json_response({"error": {"code": "internal", "message": "planning failed unexpectedly; "
-                                                "the gateway log has the details"}}, status=500)
+                                                "the gateway log has the details",
+                                                **_round_fields(settings)}}, status=500)
 
 
 def _answer(plan: Plan, notice: str | None, fmt: str) -> web.Response:

@@ -1,7 +1,8 @@
 """A local HTTP server speaking OSRM's table API (``/table/v1/{profile}/{lon,lat;...}``).
 
 Answers road distances as 1.3 x great-circle, enforces a maximum table size like OSRM's
-``--max-table-size`` (answering ``TooBig``), and can be told to answer ``null`` for one pair.
+``--max-table-size`` (answering ``TooBig``), and can be told to answer ``null`` for one pair, or a
+given value (e.g. ``1e300``) for every pair between two different places.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class FakeOsrm:
     max_table: int = 100
     null_pair: tuple[tuple[float, float], tuple[float, float]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    off_diagonal: float | int | None = None
 
     async def table(self, request: web.Request) -> web.Response:
         coords = [tuple(float(x) for x in c.split(",")) for c in request.match_info["coords"].split(";")]
@@ -42,6 +44,8 @@ class FakeOsrm:
                 (lon1, lat1), (lon2, lat2) = coords[s], coords[d]
                 if self.null_pair == ((lon1, lat1), (lon2, lat2)):
                     row.append(None)
+                elif self.off_diagonal is not None and (lon1, lat1) != (lon2, lat2):
+                    row.append(self.off_diagonal)
                 else:
                     row.append(round(DETOUR * haversine_m(lat1, lon1, lat2, lon2), 1))
             rows.append(row)
