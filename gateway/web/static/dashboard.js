@@ -194,43 +194,109 @@ function fillChart(devices) {
   });
 }
 
+// One answer of /api/routes/plan: {plan} (2xx), {missing} (404: no planning on this gateway),
+// {error: {code, message, ...}, status} (a planning error: never shown as "nothing to collect").
 async function fetchPlan(date) {
+  let res;
   try {
     // No date: the gateway plans for its own "today" (its clock and time zone).
-    const res = await fetch(date ? `/api/routes/plan?date=${date}` : "/api/routes/plan");
-    return res.ok ? await res.json() : null;
-  } catch (e) { return null; }
+    res = await fetch(date ? `/api/routes/plan?date=${date}` : "/api/routes/plan");
+  } catch (e) {
+    return { error: { code: "unreachable", message: `could not reach the gateway (${e.message})` }, status: 0 };
+  }
+  if (res.ok) {
+    try { return { plan: await res.json() }; } catch (e) {
+      return { error: { code: "bad_answer", message: "the plan is not JSON" }, status: res.status };
+    }
+  }
+  if (res.status === 404) return { missing: true };
+  let error = null;
+  try { const body = await res.json(); error = body && body.error; } catch (e) { error = null; }
+  if (!error || typeof error !== "object") error = { code: `http_${res.status}`, message: `HTTP ${res.status}` };
+  return { error, status: res.status };
+}
+
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
+function planErrorText(answer) {
+  const e = answer.error;
+  const code = e.code ? `${e.code}${answer.status ? `, HTTP ${answer.status}` : ""}` : `HTTP ${answer.status}`;
+  return `Route planning failed: ${e.message || "no message"} (${code}).`;
+}
+
+function renderPlanWarnings(box, plan) {
+  const warnings = Array.isArray(plan.warnings) ? plan.warnings : [];
+  if (warnings.length === 0) return;
+  const ul = el("ul", { id: "plan-warnings" });
+  for (const w of warnings) ul.appendChild(el("li", { class: "plan-warning status-alarm" }, `Warning: ${w}`));
+  box.appendChild(ul);
+}
+
+function renderUnserved(box, plan) {
+  const unserved = Array.isArray(plan.unserved) ? plan.unserved : [];
+  if (unserved.length === 0) return;
+  box.appendChild(el("h3", { id: "plan-unserved-title", class: "status-alarm" },
+    `${plural(unserved.length, "due bin")} not served: plan them on another vehicle or round`));
+  const table = el("table", { id: "plan-unserved" });
+  const head = el("tr");
+  for (const h of ["bin", "zone", "reason", "expected fill", "load"]) head.appendChild(el("th", {}, h));
+  table.appendChild(head);
+  for (const c of unserved) {
+    const tr = el("tr", { "data-bin": c.bin_id });
+    tr.appendChild(el("td", {}, c.bin_id));
+    tr.appendChild(el("td", {}, c.zone));
+    tr.appendChild(el("td", {}, Array.isArray(c.reasons) ? c.reasons.join("+") : c.reason));
+    tr.appendChild(el("td", {}, `${Math.round(c.expected_fill * 100)} %${c.load_assumed ? " (assumed, no reading)" : ""}`));
+    tr.appendChild(el("td", {}, `${Math.round(c.load_l)} L`));
+    table.appendChild(tr);
+  }
+  box.appendChild(table);
 }
 
 async function renderPlan() {
   const box = document.getElementById("plan");
   clear(box);
-  let plan = await fetchPlan(null);
+  let answer = await fetchPlan(null);
   // A plan uses the readings up to its round start: once today's round has started (the gateway's
-  // time, as /api/dashboard gives it), the plan still to come is the next round's.
+  // time, as /api/dashboard gives it), the plan still to come is the next round's. A failed plan
+  // names its round start too, so the switch happens whether today's plan worked or not.
+  const todayStart = answer.plan ? answer.plan.round_start : answer.error ? answer.error.round_start : null;
   let next = false;
-  if (plan && plan.round_start && lastGenerated && Date.parse(plan.round_start) <= Date.parse(lastGenerated)) {
+  if (todayStart && lastGenerated && Date.parse(todayStart) <= Date.parse(lastGenerated)) {
     const tomorrow = await fetchPlan("tomorrow");
-    if (tomorrow) { plan = tomorrow; next = true; }
+    if (!tomorrow.missing) { answer = tomorrow; next = true; }
   }
+  const nextDate = answer.plan ? answer.plan.date : answer.error && answer.error.date ? answer.error.date : "";
   document.querySelector("#plan-section h2").textContent =
-    next ? `Next round's collection plan (${plan.date})` : "Today's collection plan";
-  const routes = plan && Array.isArray(plan.routes) ? plan.routes : [];
+    next ? `Next round's collection plan (${nextDate})` : "Today's collection plan";
+  const plan = answer.plan || null;
   lastPlan = plan;
   if (lastDevices) renderMap(lastDevices);
+  if (answer.error) {
+    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": String(answer.error.code || "") },
+      planErrorText(answer)));
+    return;
+  }
+  if (answer.missing) {
+    box.appendChild(el("p", { class: "muted", id: "no-plan" }, "Route planning is not available on this gateway."));
+    return;
+  }
+  const routes = Array.isArray(plan.routes) ? plan.routes : [];
+  renderPlanWarnings(box, plan);
   if (routes.length === 0) {
-    const why = plan && plan.notice ? plan.notice : "no bins due, or route planning not available on this gateway";
+    const why = plan.notice ? plan.notice : "no bins due";
     const what = next ? `No plan for the next round, ${plan.date}` : "No plan for today";
     box.appendChild(el("p", { class: "muted", id: "no-plan" }, `${what} (${why}).`));
+    renderUnserved(box, plan);
     return;
   }
   const km = (m) => (m / 1000).toFixed(1);
   box.appendChild(el("p", { id: "plan-summary" },
-    `${plan.date}: ${plan.stops} stops, ${km(plan.total_distance_m)} km, rounds start ${plan.round_start}`));
+    `${plan.date}: ${plural(plan.stops, "stop")}, ${km(plan.total_distance_m)} km, rounds start ${plan.round_start}`));
   for (const route of routes) {
     const stops = Array.isArray(route.stops) ? route.stops : [];
     if (stops.length === 0) continue;
-    box.appendChild(el("h3", {}, `Vehicle ${route.vehicle}: ${stops.length} stops, ${km(route.distance_m)} km`));
+    box.appendChild(el("h3", {}, `Vehicle ${route.vehicle}: ${plural(stops.length, "stop")}, ${km(route.distance_m)} km`));
     const table = el("table", { class: "plan-route", "data-vehicle": String(route.vehicle) });
     const head = el("tr");
     for (const h of ["#", "bin", "zone", "reason", "expected fill"]) head.appendChild(el("th", {}, h));
@@ -241,11 +307,12 @@ async function renderPlan() {
       tr.appendChild(el("td", {}, s.bin_id));
       tr.appendChild(el("td", {}, s.zone));
       tr.appendChild(el("td", {}, s.reason));
-      tr.appendChild(el("td", {}, `${Math.round(s.expected_fill * 100)} %`));
+      tr.appendChild(el("td", {}, `${Math.round(s.expected_fill * 100)} %${s.load_assumed ? " (assumed, no reading)" : ""}`));
       table.appendChild(tr);
     }
     box.appendChild(table);
   }
+  renderUnserved(box, plan);
 }
 
 async function refresh() {
