@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from terminal_signals import as_in_a_terminal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -53,6 +54,7 @@ def test_demo_runs_both_links_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
         [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "1", "--bins", "1", "--speed", "30",
          "--http-port", "0", "--workdir", str(workdir), "--plain"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=as_in_a_terminal,
     )
     db = workdir / "data" / "reports.sqlite"
     try:
@@ -137,6 +139,7 @@ def test_the_gateway_does_not_outlive_a_killed_demo(tmp_path: Path) -> None:
         [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "1", "--bins", "0", "--http-port", "0",
          "--workdir", str(workdir), "--plain"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=as_in_a_terminal,
     )
     try:
         assert proc.stdout is not None
@@ -168,6 +171,7 @@ def _demo(workdir: Path, *args: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "1", "--bins", "0", "--http-port", "0",
          "--workdir", str(workdir), "--plain", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=as_in_a_terminal,
     )
 
 
@@ -205,6 +209,7 @@ def test_ctrl_c_while_booting_stops_at_once(tmp_path: Path) -> None:
         [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "6", "--bins", "0", "--http-port", "0",
          "--workdir", str(workdir), "--plain"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=as_in_a_terminal,
     )
     try:
         deadline = time.monotonic() + 60

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from terminal_signals import as_in_a_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,8 @@ def _start_run(tmp_path: Path, *, name: str, hhmm: str, dev: str,
     work = tmp_path / "work"
     proc = subprocess.Popen([sys.executable, "-m", "hil.cli.main", "hil", "run", str(scenario), "--plain",
                              "--workdir", str(work), *extra],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=as_in_a_terminal)
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     seen = ""
@@ -145,6 +147,7 @@ def test_terminal_hangup_still_writes_the_reports(tmp_path: Path) -> None:
     master, slave = os.openpty()
 
     def controlling_tty() -> None:  # after setsid (start_new_session): the pty becomes the terminal
+        as_in_a_terminal()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}

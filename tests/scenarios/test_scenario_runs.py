@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from terminal_signals import as_in_a_terminal
 
 from hil.scenarios import load_scenario
 from hil.scenarios.runner import run_scenario
@@ -146,7 +147,7 @@ def test_ctrl_c_stops_cleanly_leaving_no_process(tmp_path: Path) -> None:
     start_ms = str(load_scenario(scenario).start_ms)
     work = tmp_path / "work"
     proc = subprocess.Popen(_cli("run", str(scenario), "--plain", "--workdir", str(work)), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 120

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from terminal_signals import as_in_a_terminal
 import serial
 
 from tests.sim.conftest import node_alive
@@ -22,7 +23,7 @@ CIVICEDGE = [sys.executable, "-m", "hil.cli.main"]
 
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*CIVICEDGE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+                            cwd=Path(__file__).resolve().parents[2], preexec_fn=as_in_a_terminal)
 
 
 def stop(proc: subprocess.Popen[str], sig: int) -> int:
