@@ -67,7 +67,7 @@ ReadingKey = tuple[int, str, int, str]
 
 @dataclass(frozen=True)
 class DeviceHourAggregate:
-    """Released values of one device and field whose period starts in one UTC hour.
+    """Released values of one device, stored zone and field whose period starts in one UTC hour.
 
     Attributes:
         hour: unix seconds of the start of the hour.
@@ -403,6 +403,12 @@ class ReportQueries:
         """Return the highest report id (0 for an empty store); one index lookup, whatever the store's size."""
         return int(self._rows("SELECT COALESCE(MAX(id), 0) FROM reports", ())[0][0])
 
+    def last_report_stamp(self) -> tuple[int, float] | None:
+        """Return the id and ``received_at`` of the most recently stored report (None for an empty
+        store); one index lookup."""
+        rows = self._rows("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports)", ())
+        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+
     def device_ids(self) -> list[str]:
         """Return the ids of devices that reported, sorted; one index seek per device (a skip-scan)."""
         rows = self._rows(
@@ -499,15 +505,27 @@ class ReportQueries:
                 for r in self._rows(sql, params + (limit,))]
 
     def device_hourly(self, *, fields: Sequence[str], start: int, end: int, devices: Sequence[str],
-                      zone: str | None = None) -> list[DeviceHourAggregate]:
+                      zone: str | None = None, max_period_s: int = 86400) -> list[DeviceHourAggregate]:
         """Return count, sum and end of the released values of ``devices`` and ``fields`` per
-        device, UTC hour and field, for periods starting in ``[start, end)``, ordered by hour,
-        device and field. Reads only those devices' rows (index on device and period start)."""
-        where, params = _filters(zone=zone, start=start, end=end)
-        where += (" AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))")
-        params += (json.dumps(list(devices)), json.dumps(list(fields)))
-        sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), MIN(zone), field, COUNT(*), SUM(value),"
-               " MAX(w + l) FROM readings%s GROUP BY hour, device, field ORDER BY hour, device, field" % where)
+        device, UTC hour, stored zone and field, for the rows whose period ends in ``(start, end]``,
+        ordered by hour, device, zone and field.
+
+        A row holds the values whose period starts in its hour; it ends at that hour plus the values'
+        period length rounded up to whole hours (an hour for 15-minute windows, 6 h for a 6-hour pass
+        count, a day for a daily count): so a row is never split between two ranges of whole hours,
+        and a longer release is found in the range where it ends, when it was released. Each value
+        keeps the zone its report was stored with (a device moved mid-hour has a row per zone).
+        ``max_period_s`` is the longest period a stored value may have (how far before ``start`` a
+        row that ends after it may begin). Reads only those devices' rows (index on device and
+        period start)."""
+        row_end = "((w / 3600) * 3600 + ((l + 3599) / 3600) * 3600)"
+        where, params = _filters(zone=zone, start=start - max_period_s - 3600, end=end)
+        where += (" AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))"
+                  " AND %s > ? AND %s <= ?" % (row_end, row_end))
+        params += (json.dumps(list(devices)), json.dumps(list(fields)), int(start), int(end))
+        sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), zone, field, COUNT(*), SUM(value),"
+               " MAX(w + l) FROM readings%s GROUP BY hour, device, zone, field ORDER BY hour, device, zone, field"
+               % where)
         return [DeviceHourAggregate(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]))
                 for r in self._rows(sql, params)]
 

@@ -112,9 +112,11 @@ async def _errors_middleware(
     except web.HTTPException as exc:
         if exc.status >= 400:  # on every path: /healthz, /metrics and the pages answer like /api
             headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-            if isinstance(exc, web.HTTPMethodNotAllowed) and _is_open_data(request):
-                # OPTIONS is answered there too (CORS preflight): say so, as the preflight does.
-                headers = {"Allow": _open_data_allow(exc.allowed_methods)}
+            if isinstance(exc, web.HTTPMethodNotAllowed):
+                # One format on every path ("GET, HEAD", as the preflight's); on open data OPTIONS is
+                # answered too (CORS preflight): say so, as the preflight does.
+                headers = {"Allow": _open_data_allow(exc.allowed_methods) if _is_open_data(request)
+                           else ", ".join(sorted(exc.allowed_methods))}
             return web.json_response(
                 {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason}},
                 status=exc.status, headers=headers,
@@ -168,7 +170,9 @@ def _open_data_allow(route_methods: Iterable[str] = ()) -> str:
 async def _cors_preflight(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if _is_open_data(request) and request.method == "OPTIONS":
+    if (_is_open_data(request) and request.method == "OPTIONS"
+            and not isinstance(request.match_info.http_exception, web.HTTPNotFound)):
+        # (A path with no resource is 404 to OPTIONS as to GET.)
         # A browser's CORS preflight: open data may be read from any site (maps, notebooks).
         # The same method list as a 405 there ("Allow", see _errors_middleware).
         methods = _open_data_allow()
@@ -210,6 +214,7 @@ def build_app(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     allowed_hosts: Iterable[str] = (),
+    open_data: opendata.OpenDataMeta | None = None,
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
 
@@ -227,6 +232,7 @@ def build_app(
         keepalive_timeout_s: idle keep-alive connections are closed after this.
         allowed_hosts: host names served besides IP literals, ``localhost`` and this machine's
             own names (``[http] allowed_hosts``); other ``Host`` headers get 400 ``host_not_allowed``.
+        open_data: licence and publisher of the open data (``[opendata]``); both "not set" when None.
     """
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
@@ -243,6 +249,7 @@ def build_app(
         handler_args=handler_args,
     )
     app[CONTEXT_KEY] = ctx
+    app[opendata.OPEN_DATA_META_KEY] = open_data or opendata.OpenDataMeta()
     app.on_response_prepare.append(_security_headers)
     app.add_routes(pages.ROUTES)
     app.add_routes(read_api.ROUTES)
@@ -269,6 +276,7 @@ def create_app(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     allowed_hosts: Iterable[str] = (),
+    open_data: opendata.OpenDataMeta | None = None,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -289,6 +297,8 @@ def create_app(
         keepalive_timeout_s: idle keep-alive connections are closed after this.
         allowed_hosts: host names served besides IP literals, ``localhost`` and this machine's
             own names (``[http] allowed_hosts``).
+        open_data: licence and publisher of the open data (``[opendata]`` of the config); both
+            "not set" when None.
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -302,7 +312,7 @@ def create_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         admin_token=admin_token, health_checks=health_checks, extra_routes=extra_routes, clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
-        allowed_hosts=allowed_hosts,
+        allowed_hosts=allowed_hosts, open_data=open_data,
     )
 
     async def stop_store_reads(_app: web.Application) -> None:

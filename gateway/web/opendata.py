@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any, Mapping, Sequence
 
 from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.web import export, ngsi, params
-from gateway.web.context import ctx_of, json_response
-from gateway.web.errors import NotFound
+from gateway.web.context import ctx_of
+from gateway.web.errors import BadParameter, NotFound, WebError
 
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
@@ -17,7 +22,143 @@ LD_JSON = "application/ld+json"
 GEO_JSON = "application/geo+json"
 ENTITY_TYPES = ("Streetlight", "WasteContainer")
 CSV_MAX_RANGE_S = 31 * 86400
+CSV_DEFAULT_RANGE_S = 86400
 CSV_SLICE_S = 86400
+HOUR_S = 3600
+# Open data changes at most with every stored report: a minute of caching spares the gateway a map
+# that polls every few seconds, and is short against the 15-minute windows.
+CACHE_CONTROL = "public, max-age=60"
+# What a licence or publisher says when the [opendata] config names none: the gateway does not
+# invent a licence for the city.
+NOT_SET = "not set"
+_SPACE = " \t\r\n\f\v"
+
+
+@dataclass(frozen=True)
+class OpenDataMeta:
+    """Who publishes the open data and under which licence (``[opendata]`` of the gateway config).
+
+    Attributes:
+        licence: an SPDX licence id (``CC-BY-4.0``) or a licence URL; :data:`NOT_SET` when not configured.
+        publisher: the publishing organisation's name; :data:`NOT_SET` when not configured.
+    """
+
+    licence: str = NOT_SET
+    publisher: str = NOT_SET
+
+    def licence_url(self) -> str | None:
+        """A URL for the licence: the URL given, or the SPDX page of an SPDX id; None when not set."""
+        if self.licence == NOT_SET:
+            return None
+        if self.licence.startswith(("https://", "http://")):
+            return self.licence
+        return f"https://spdx.org/licenses/{self.licence}.html"
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``license``/``publisher`` pair published with GeoJSON and NGSI-LD answers."""
+        return {"license": self.licence, "licenseUrl": self.licence_url(), "publisher": self.publisher}
+
+
+OPEN_DATA_META_KEY = web.AppKey("civicedge_open_data_meta", OpenDataMeta)
+
+
+def meta_of(request: web.Request) -> OpenDataMeta:
+    """The app's :class:`OpenDataMeta` (defaults: both not set)."""
+    return request.app.get(OPEN_DATA_META_KEY) or OpenDataMeta()
+
+
+class NotAcceptable(WebError):
+    """406: the ``Accept`` header allows none of the endpoint's media types."""
+
+    status = 406
+
+
+def _media_ranges(header: str) -> list[tuple[str, float]]:
+    """``Accept`` as (media range, q) pairs; a range with an unreadable q counts as q = 1."""
+    out = []
+    for part in header.split(","):
+        bits = [b.strip() for b in part.split(";")]
+        if not bits[0]:
+            continue
+        q = 1.0
+        for b in bits[1:]:
+            if b.lower().startswith("q="):
+                try:
+                    q = float(b[2:])
+                except ValueError:
+                    q = 1.0
+        out.append((bits[0].lower(), q))
+    return out
+
+
+def negotiate(request: web.Request, offered: Sequence[str]) -> str:
+    """The media type to answer with: of ``offered``, the one the ``Accept`` header rates highest
+    (by q, then an exact range over ``type/*`` over ``*/*``, then the order of ``offered``); the first
+    when there is no ``Accept``. 406 ``not_acceptable`` when the header allows none of them."""
+    header = request.headers.get("Accept", "").strip()
+    if not header:
+        return offered[0]
+    ranges = _media_ranges(header)
+    candidates = []
+    for i, media in enumerate(offered):
+        # The most specific range that matches a type decides its q (RFC 9110 12.5.1): text/csv;q=0, */*
+        # refuses CSV.
+        matching = [(2 if rng == media else 1 if rng == media.split("/")[0] + "/*" else 0, q)
+                    for rng, q in ranges if rng in (media, media.split("/")[0] + "/*", "*/*")]
+        if matching:
+            exactness, q = max(matching)
+            if q > 0:
+                candidates.append((q, exactness, -i, media))
+    if not candidates:
+        raise NotAcceptable(f"this resource is served as {' or '.join(offered)}; the Accept header allows none of"
+                            " them", code="not_acceptable", param="Accept")
+    return max(candidates)[3]
+
+
+def _http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def _etag_matches(request: web.Request, etag: str) -> bool:
+    """``If-None-Match`` lists ``etag`` (weak comparison, RFC 9110 13.1.2) or is ``*``."""
+    header = request.headers.get("If-None-Match")
+    if header is None:
+        return False
+    wanted = etag.removeprefix("W/")
+    return any(t.strip() == "*" or t.strip().removeprefix("W/") == wanted for t in header.split(","))
+
+
+def _licence_link(request: web.Request) -> dict[str, str]:
+    """``Link: <licence URL>; rel="license"`` (RFC 8288, the IANA ``license`` relation) when a licence
+    is configured: the place a licence has in formats without a metadata field (CSV, NGSI-LD)."""
+    url = meta_of(request).licence_url()
+    return {"Link": f'<{url}>; rel="license"'} if url is not None else {}
+
+
+def _cache_headers(etag: str, last_modified: float | None) -> dict[str, str]:
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag}
+    if last_modified is not None:
+        headers["Last-Modified"] = _http_date(last_modified)
+    return headers
+
+
+async def _last_modified(request: web.Request) -> float | None:
+    """When the newest stored report arrived (the open data cannot be newer), None for an empty store."""
+    stamp = await ctx_of(request).fleet.latest_stored()
+    return stamp[1] if stamp is not None else None
+
+
+async def _json_answer(request: web.Request, data: Any, content_type: str, *,
+                       last_modified: float | None = None) -> web.Response:
+    """A JSON answer with caching headers: its ``ETag`` is the body's hash (so it changes with any
+    change of content, a new report or a registry change alike); 304 when ``If-None-Match`` has it."""
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    etag = '"%s"' % hashlib.sha256(body).hexdigest()[:32]
+    headers = _cache_headers(etag, last_modified)
+    headers.update(_licence_link(request))
+    if _etag_matches(request, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
 def _options(request: web.Request) -> bool:
@@ -28,9 +169,16 @@ def _options(request: web.Request) -> bool:
 
 @ROUTES.get("/opendata")
 async def index(request: web.Request) -> web.Response:
-    """What is published, where, and how device fields map onto the Smart Data Models."""
+    """What is published, where, by whom under which licence, and how device fields map onto the
+    Smart Data Models (a DCAT-style catalogue entry: ``title``, ``publisher``, ``license``)."""
     params.reject_unknown(request.query, ())
-    return json_response({
+    media = negotiate(request, ("application/json",))
+    meta = meta_of(request)
+    return await _json_answer(request, {
+        "title": "civicedge open data: streetlights and waste bins",
+        "publisher": meta.publisher,
+        "license": meta.licence,
+        "licenseUrl": meta.licence_url(),
         # Where each format is: every URL is literal and answers as is (a placeholder such as ``to=``
         # would be refused with 400); the query parameters, all optional, are in "parameters".
         # NGSI-LD's type list is comma-separated.
@@ -39,6 +187,7 @@ async def index(request: web.Request) -> web.Response:
             "csv": "/opendata/readings.csv",
             "geojson": "/opendata/devices.geojson",
         },
+        "mediaTypes": {"ngsi-ld": LD_JSON, "csv": "text/csv", "geojson": GEO_JSON},
         "parameters": {
             "ngsi-ld": {
                 "type": "Streetlight, WasteContainer, or a comma list of them: entities of any listed type"
@@ -46,8 +195,10 @@ async def index(request: web.Request) -> web.Response:
                 "options": "normalized (default), keyValues, or simplified (= keyValues)",
             },
             "csv": {
-                "from": "start, unix seconds or ISO 8601 (default: 24 h before to)",
-                "to": "end, exclusive (default: now); at most 31 days after from",
+                "from": "start, unix seconds or ISO 8601, rounded down to the whole UTC hour"
+                        " (default: 24 h before to)",
+                "to": "end, unix seconds or ISO 8601, rounded down to the whole UTC hour (default: now);"
+                      " at most 31 days after from; the rows whose period ends after from and at or before to",
                 "field": "comma list of field names (default: all)",
                 "zone": "zone name (default: all)",
             },
@@ -58,7 +209,12 @@ async def index(request: web.Request) -> web.Response:
         },
         "mapping": ngsi.describe_mapping(),
         "transparency": "/transparency",
-    })
+    }, media)
+
+
+def _ld_content_type(request: web.Request) -> str:
+    """NGSI-LD answers ``application/ld+json``, or ``application/json`` to a client asking for that."""
+    return negotiate(request, (LD_JSON, "application/json"))
 
 
 @ROUTES.get("/opendata/ngsi-ld/v1/entities")
@@ -69,8 +225,9 @@ async def entities(request: web.Request) -> web.Response:
     q = request.query
     params.reject_unknown(q, ("type", "options"))
     etypes = params.parse_choice_list(q, "type", ENTITY_TYPES)
+    media = _ld_content_type(request)
     items = ngsi.entities(await ctx.fleet.devices(), key_values=_options(request), entity_types=etypes)
-    return json_response(items, content_type=LD_JSON)
+    return await _json_answer(request, items, media, last_modified=await _last_modified(request))
 
 
 @ROUTES.get("/opendata/ngsi-ld/v1/entities/{entity_id}")
@@ -78,17 +235,55 @@ async def entity(request: web.Request) -> web.Response:
     """One NGSI-LD entity by its URN (``urn:ngsi-ld:Streetlight:<device>``)."""
     ctx = ctx_of(request)
     params.reject_unknown(request.query, ("options",))
+    media = _ld_content_type(request)
     wanted = request.match_info["entity_id"]
     for dev in ngsi.publishable(await ctx.fleet.devices()):
         if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
-            return json_response(ngsi.device_entity(dev, key_values=_options(request)), content_type=LD_JSON)
+            return await _json_answer(request, ngsi.device_entity(dev, key_values=_options(request)), media,
+                                      last_modified=await _last_modified(request))
     raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
 
 
 def day_slices(since: int, until: int) -> list[tuple[int, int]]:
-    """``[since, until)`` cut at UTC midnights: the slices a CSV export reads one at a time."""
+    """``(since, until]`` cut at UTC midnights: the slices of row ends a CSV export reads one at a time."""
     edges = [since] + list(range(since - since % CSV_SLICE_S + CSV_SLICE_S, until, CSV_SLICE_S)) + [until]
     return list(zip(edges[:-1], edges[1:]))
+
+
+def _time(query: Mapping[str, str], name: str) -> int:
+    """A ``from``/``to`` value: unix seconds or ISO 8601 as written, without white space around it (a
+    ``+`` in a URL is a space: ``from=+1796498100`` is refused rather than read as a positive sign)."""
+    raw = query[name]
+    if raw != raw.strip(_SPACE):
+        raise BadParameter(f"'{name}' must be unix seconds or an ISO 8601 date-time without spaces around it"
+                           f" (a '+' in a URL is a space; write %2B), got {raw!r}", param=name)
+    return params.parse_time(raw, name)
+
+
+def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
+    """``(since, until)`` of a CSV export: ``from``/``to`` rounded down to whole UTC hours (defaults:
+    ``to`` = now, ``from`` = 24 h before ``to``), checked as given; the export holds the rows whose
+    period ends in ``(since, until]``, so no row is ever a cut hour. ``since == until`` (both in one
+    hour) is an empty export."""
+    given_to = _time(query, "to") if "to" in query else None
+    given_from = _time(query, "from") if "from" in query else None
+    if given_from is not None and given_to is not None and given_from >= given_to:
+        raise BadParameter(f"'from' ({given_from}) must be before 'to' ({given_to})", param="from")
+    until = (given_to if given_to is not None else now) // HOUR_S * HOUR_S
+    if given_from is None:
+        since = until - CSV_DEFAULT_RANGE_S
+        if since < params.MIN_TS:
+            # The same bound as a 'from' given there; blame 'to', the parameter the client gave.
+            raise BadParameter(f"the default 'from' (24 h before 'to') would be {since}, before 2000; give a later"
+                               " 'to' or a 'from'", param="to")
+    else:
+        since = given_from // HOUR_S * HOUR_S
+    if since > until:  # from given after the default 'to' (now)
+        raise BadParameter(f"'from' ({given_from}) must be before 'to' ({until}, now)", param="from")
+    if until - since > CSV_MAX_RANGE_S:
+        raise BadParameter(f"time range longer than {CSV_MAX_RANGE_S // 86400} days",
+                           param="to" if "to" in query else "from")
+    return since, until
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -99,7 +294,8 @@ def _client_gone(request: web.Request) -> bool:
 
 @ROUTES.get("/opendata/readings.csv")
 async def readings_csv(request: web.Request) -> web.StreamResponse:
-    """Released values per device, UTC hour and field as CSV (default: the last 24 h, at most 31 days).
+    """Released values per device, UTC hour, stored zone and field as CSV, for the rows whose period
+    ends in the requested range of whole hours (default: the last 24 h, at most 31 days).
 
     The store is read one UTC day at a time on a worker thread, aggregated there, and each day's
     rows are sent before the next day is read: a request's work and memory are bounded by one day,
@@ -109,18 +305,32 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     q = request.query
     params.reject_unknown(q, ("from", "to", "field", "zone"))
-    since, until = params.parse_range(q, now=ctx.now(), default_s=86400, max_s=CSV_MAX_RANGE_S)
-    fields = params.parse_fields(q, ctx.known_fields())
+    since, until = csv_range(q, now=ctx.now())
+    fields = parse_field_list(q, ctx.known_fields())
     zone = params.parse_zone(q)
-    response = web.StreamResponse(headers={"Content-Disposition": 'inline; filename="civicedge-readings.csv"'})
+    negotiate(request, ("text/csv",))
+    published = [d.id for d in ngsi.publishable(await ctx.fleet.devices())]
+    stamp = await ctx.fleet.latest_stored()
+    # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
+    # newest stored report, the published devices and the normalised request.
+    basis = json.dumps([stamp, published, since, until, fields, zone, meta_of(request).licence])
+    etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
+    headers = _cache_headers(etag, stamp[1] if stamp is not None else None)
+    if _etag_matches(request, etag):
+        return web.Response(status=304, headers=headers)
+    response = web.StreamResponse(headers={**headers,
+                                           "Content-Disposition": 'inline; filename="civicedge-readings.csv"'})
     response.content_type = "text/csv"
     response.charset = "utf-8"
+    response.headers.update(_licence_link(request))
     if request.method == "HEAD":
         return response  # aiohttp sends the headers; a HEAD answer has no body, so nothing is read
-    published = [d.id for d in ngsi.publishable(await ctx.fleet.devices())]
     header = True
     try:
-        for lo, hi in day_slices(since, until):
+        if since == until:
+            await response.prepare(request)
+            await response.write(export.rows_to_csv([], header=True).encode("utf-8"))
+        for lo, hi in day_slices(since, until) if since < until else ():
             if _client_gone(request):
                 logger.debug("readings.csv: client went away before %s; export ended", lo)
                 return response
@@ -150,8 +360,24 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def parse_field_list(query: Mapping[str, str], known: set[str]) -> list[str] | None:
+    """``field``: a comma list of known fields. Spaces around an item are ignored; an empty item
+    (``fill,``, ``,fill``, ``fill,,temp``) is refused as ``type=`` refuses one: a list cut short must
+    not quietly select fewer fields."""
+    if "field" not in query:
+        return None
+    if any(not item.strip(_SPACE) for item in query["field"].split(",")):
+        raise BadParameter(f"'field' has an empty item in {query['field']!r}; give a comma list of field names",
+                           param="field")
+    return params.parse_fields(query, known)
+
+
 @ROUTES.get("/opendata/devices.geojson")
 async def devices_geojson(request: web.Request) -> web.Response:
-    """Publishable devices as a GeoJSON FeatureCollection with their latest public values."""
+    """Publishable devices as a GeoJSON FeatureCollection with their latest public values; the licence
+    and publisher as foreign members of the collection (RFC 7946 section 6.1)."""
     params.reject_unknown(request.query, ())
-    return json_response(export.devices_geojson(await ctx_of(request).fleet.devices()), content_type=GEO_JSON)
+    media = negotiate(request, (GEO_JSON, "application/json"))
+    doc = export.devices_geojson(await ctx_of(request).fleet.devices())
+    doc.update(meta_of(request).as_json())
+    return await _json_answer(request, doc, media, last_modified=await _last_modified(request))

@@ -19,6 +19,7 @@ MAX_CURSOR_CHARS = 256
 MAX_RANGE_S = 366 * 86400
 # Refuse timestamps outside 2000..2100: almost certainly ms instead of s, or garbage.
 _MIN_TS, _MAX_TS = 946684800, 4102444800
+MIN_TS = _MIN_TS  # the earliest time a parameter may name (2000-01-01T00:00:00Z)
 # Integers are ASCII digits only: ``\d`` and ``int()`` also take other scripts' digits ("１" is 1).
 INTEGER_RE = re.compile(r"-?[0-9]{1,18}")
 # What surrounds a value and is ignored: ASCII white space only (``str.strip()`` also drops U+3000).
@@ -44,7 +45,8 @@ def parse_time(value: str, name: str) -> int:
             parsed = parsed.replace(tzinfo=timezone.utc)
         ts = int(parsed.timestamp())
     if not _MIN_TS <= ts < _MAX_TS:
-        raise BadParameter(f"'{name}' = {ts} is outside 2000..2100 (unix seconds expected)", param=name)
+        raise BadParameter(f"'{name}' = {value!r} ({ts} unix seconds) is outside 2000..2100; give unix seconds"
+                           " (not milliseconds) or an ISO 8601 date-time", param=name)
     return ts
 
 

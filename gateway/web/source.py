@@ -139,12 +139,28 @@ class StoreFleetSource:
 
     async def device_hours(self, *, since: int, until: int, devices: Sequence[str], fields: Sequence[str] | None,
                            zone: str | None) -> Sequence[DeviceHourAggregate]:
-        """Per device/hour/field count, sum and end of the values of ``devices`` starting in ``[since, until)``."""
+        """Per device/hour/zone/field count, sum and end of the values of ``devices``, for the rows whose
+        period ends in ``(since, until]`` (see ``ReportQueries.device_hourly``)."""
         if not devices:
             return []
         read = functools.partial(self._queries().device_hourly, fields=list(fields or self._fields()),
-                                 start=since, end=until, devices=list(devices), zone=zone)
+                                 start=since, end=until, devices=list(devices), zone=zone,
+                                 max_period_s=self._max_period_s())
         return await self._reads.bulk(read)
+
+    def _max_period_s(self) -> int:
+        """The longest period a stored value can have: a day (``day`` reports), or a longer window or
+        release period of the policy."""
+        periods = [86400]
+        for kspec in self._policy.get("kinds", {}).values():
+            periods.append(int(kspec.get("window_s", 0) or 0))
+            periods.extend(int(f.get("release_every_s", 0) or 0) for f in kspec.get("fields", {}).values())
+        return max(periods)
+
+    async def latest_stored(self) -> tuple[int, float] | None:
+        """Id and receive time of the most recently stored report (None for an empty store); one index
+        lookup."""
+        return await self._reads.quick(self._queries().last_report_stamp, timeout_s=HEALTH_TIMEOUT_S)
 
 
 class RegistryAdmin:

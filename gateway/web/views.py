@@ -120,8 +120,13 @@ class FleetSource(Protocol):
     async def device_hours(
         self, *, since: int, until: int, devices: Sequence[str], fields: Sequence[str] | None, zone: str | None
     ) -> Sequence[DeviceHourAggregate]:
-        """Per device, hour and field: count, sum and end of the values of ``devices`` starting in
-        ``[since, until)``, ordered by hour, device, field."""
+        """Per device, UTC hour, stored zone and field: count, sum and end of the values of ``devices``,
+        for the rows whose period (the hour, or the longer period of its values) ends in
+        ``(since, until]``, ordered by hour, device, zone, field."""
+        ...
+
+    async def latest_stored(self) -> tuple[int, float] | None:
+        """Id and receive time (unix seconds) of the most recently stored report, None when none is."""
         ...
 
 

@@ -175,12 +175,16 @@ async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) ->
     assert set(lux) == {"sl-01", "sl-02"}
     # Light and fill levels are averaged over the hour's four windows.
     assert lux["sl-01"]["aggregate"] == "mean" and lux["sl-01"]["values"] == "4" and lux["sl-01"]["unit"] == "lx"
-    # Noisy counts are summed: the morning's one 6-hour release per lamp, in the hour it starts.
+    # Noisy counts are summed: the morning's one 6-hour release per lamp, labelled with the hour it
+    # starts, in the range where it ends (when it was released).
     resp = await client.get(f"/opendata/readings.csv?from={NOW - 6 * 3600}&to={NOW - 5 * 3600}&field=mot")
+    assert list(csv.DictReader(io.StringIO(await resp.text()))) == []
+    resp = await client.get(f"/opendata/readings.csv?from={NOW - 3600}&to={NOW}&field=mot")
     mot = {r["device"]: r for r in csv.DictReader(io.StringIO(await resp.text()))}
     assert set(mot) == {"sl-01", "sl-02"}
     assert mot["sl-01"]["aggregate"] == "sum" and mot["sl-01"]["values"] == "1" and mot["sl-01"]["unit"] == "count"
     assert mot["sl-01"]["value"] == "31" and mot["sl-01"]["until"] == "2026-11-21T12:00:00Z"
+    assert mot["sl-01"]["hour"] == "2026-11-21T06:00:00Z"
     fill = {r["device"]: r for r in rows if r["field"] == "fill"}
     assert fill["bin-01"]["aggregate"] == "mean" and fill["bin-01"]["unit"] == "%"
     assert float(fill["bin-01"]["value"]) == 50.0
@@ -188,11 +192,14 @@ async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) ->
 
 
 async def test_a_csv_row_of_a_longer_release_says_where_it_ends(client: TestClient, fleet: Fleet) -> None:
-    """A 6-hour pass count sits in the hour it starts; ``until`` keeps it from reading as one hour."""
+    """A 6-hour pass count is labelled with the hour it starts; ``until`` keeps it from reading as one
+    hour, and it is found in the hour it ends (when it was released), not before."""
     start = NOW - 12 * 3600  # 2026-11-21T00:00:00Z, before the fixture's morning
     await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": start, "l": 21600, "m": {"mot": 207},
                                  "e": {"mot": 500}})
     resp = await client.get(f"/opendata/readings.csv?from={start}&to={start + 3600}&field=mot")
+    assert list(csv.DictReader(io.StringIO(await resp.text()))) == []
+    resp = await client.get(f"/opendata/readings.csv?from={start + 5 * 3600}&to={start + 6 * 3600}&field=mot")
     (row,) = list(csv.DictReader(io.StringIO(await resp.text())))
     assert row["device"] == "sl-01" and row["hour"] == "2026-11-21T00:00:00Z"
     assert row["until"] == "2026-11-21T06:00:00Z" and row["value"] == "207" and row["values"] == "1"
