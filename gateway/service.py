@@ -181,6 +181,7 @@ class Gateway:
 
             from gateway.storage.queries import ReportQueries
             from gateway.web.app import create_app
+            from gateway.web.opendata import OpenDataMeta
             from gateway.web.retention import RetentionSettings
         except ImportError as exc:
             log.info("web surface not available (%s); HTTP disabled", exc)
@@ -197,7 +198,9 @@ class Gateway:
                          metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
                          health_checks=[self._health], clock=self.clock,
                          allowed_hosts=(*http.allowed_hosts, http.listen),
-                         extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock))
+                         extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock),
+                         open_data=OpenDataMeta(licence=self.config.open_data_licence,
+                                                publisher=self.config.open_data_publisher))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, http.listen, http.port)

@@ -36,7 +36,7 @@ from gateway.errors import ConfigError
 from gateway.resources import load_policy
 
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
-             "routes")  # [routes] is validated by gateway.routes.config (see _check_routes)
+             "routes", "opendata")  # [routes] is validated by gateway.routes.config (see _check_routes)
 MIN_TOKEN_LEN = 16
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
@@ -324,9 +324,14 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
                                               ("speed", "virtual_at", "wall_at", "follow_file")), base)
     if "routes" in top.data:
         _check_routes(top.data["routes"], source, base)
+    od = _Section(top.data.get("opendata", {}), "opendata", source, ("licence", "publisher"))
+    # Not set unless the city says so: the gateway never invents a licence (docs/open-data.md).
+    od_licence = od.get("licence", str, "not set").strip() or "not set"
+    od_publisher = od.get("publisher", str, "not set").strip() or "not set"
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
-                         sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source)
+                         sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source,
+                         open_data_licence=od_licence, open_data_publisher=od_publisher)
 
 
 def _parse_sim_clock(sc: _Section, base: Path) -> SimClockConfig:

@@ -111,6 +111,8 @@ class GatewayConfig:
         ack_gap_hold_s: after how long a wait at a gap the device still holds is logged; for firmware
             without ``h``, how long cumulative ACKs wait at a gap before passing it.
         source: the file this came from (None for built-in defaults).
+        open_data_licence: ``[opendata] licence``: SPDX id or URL of the open data's licence ("not set").
+        open_data_publisher: ``[opendata] publisher``: who publishes the open data ("not set").
     """
 
     id: str
@@ -126,3 +128,5 @@ class GatewayConfig:
     sim_clock: SimClockConfig | None = None
     ack_gap_hold_s: float = 15.0
     source: Path | None = None
+    open_data_licence: str = "not set"
+    open_data_publisher: str = "not set"

@@ -254,3 +254,19 @@ async def test_the_docs_examples_answer(fleet: Fleet) -> None:
             body = await resp.text()
             if url.startswith("/opendata/readings.csv"):
                 assert len(rows_of(body)) > 0, url
+
+
+def test_the_opendata_config_section_sets_licence_and_publisher(tmp_path: Path) -> None:
+    """``[opendata]`` of the gateway config: licence and publisher, "not set" by default."""
+    from gateway.config.loader import parse_config
+    from gateway.errors import ConfigError
+
+    def load(**sections: Any) -> Any:
+        return parse_config({"gateway": {"id": "gw", "data_dir": str(tmp_path / "data")}, **sections}, source=None)
+
+    plain = load()
+    assert (plain.open_data_licence, plain.open_data_publisher) == ("not set", "not set")
+    cfg = load(opendata={"licence": "CC-BY-4.0", "publisher": "City of Example"})
+    assert (cfg.open_data_licence, cfg.open_data_publisher) == ("CC-BY-4.0", "City of Example")
+    with pytest.raises(ConfigError):
+        load(opendata={"license": "CC-BY-4.0"})  # a misspelt key is refused, not ignored
