@@ -224,7 +224,9 @@ class Gateway:
         if failing is not None and gone is None:
             reasons.append(failing)
         if self.upstream is not None and not self.upstream.connected:
-            reasons.append("mqtt broker unreachable (outbox depth %d)" % self.store.outbox_depth)
+            # what fails: unreachable, refused the credentials, TLS handshake failed, ...
+            reasons.append("%s (outbox depth %d)" % (self.upstream.problem or "mqtt broker unreachable",
+                                                     self.store.outbox_depth))
         for t in self.transports:
             failed = self._link_failures.get(t.name)
             if failed is not None:
@@ -270,6 +272,8 @@ class Gateway:
             while self.store.outbox_depth and self.upstream.connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         await _cancel([t for t in self._tasks if t not in link_tasks], "upstream and housekeeping")
+        if self.upstream is not None:
+            self.upstream.flush_logs()  # refused messages a rate limit held back
         # All transports at once, one bound for all; one that fails or hangs does not keep the store open.
         closing = [asyncio.create_task(t.close(), name=type(t).__name__) for t in self.transports]
         await _bounded_wait(closing, "transports", failures=logging.WARNING)

@@ -13,6 +13,7 @@ service) is not an error for the check: each line says what belongs to it.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gateway.config import GatewayConfig
+from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.storage.sqlite_uri import read_only_uri
 from gateway.storage.store import check_store_free, store_writer
@@ -258,6 +260,41 @@ def _listens_on(pid: str, port: int) -> bool:
     return False
 
 
+def check_mqtt(mqtt: MqttConfig) -> str:
+    """The upstream, checked without contacting the broker: its host resolves (as ``http.listen`` is
+    resolved), the TLS files load. The password file was read with the config.
+
+    Raises:
+        TransportError: reason ``open_failed`` when the TLS files cannot be used (``run`` would never connect).
+    """
+    from gateway.upstream.mqtt import tls_context
+
+    parts = []
+    try:
+        ipaddress.ip_address(mqtt.host)
+        parts.append("address")
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(mqtt.host, mqtt.port, type=socket.SOCK_STREAM)
+            parts.append("resolves to %s" % ", ".join(sorted({str(i[4][0]) for i in infos})))
+        except (socket.gaierror, UnicodeError) as exc:
+            why = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+            # not refused: run starts and retries the broker with backoff; said so the typo is seen now
+            parts.append("does NOT resolve (%s): the upstream retries until it does" % why)
+    if mqtt.tls:
+        try:
+            tls_context(mqtt)
+        except (OSError, ValueError) as exc:
+            raise TransportError("cannot use the TLS files of [mqtt] (ca_file, cert_file, key_file): %s" % exc,
+                                 reason="open_failed", link="mqtt") from exc
+        parts.append("TLS (%s%s)" % ("CA %s" % mqtt.ca_file if mqtt.ca_file else "system CAs",
+                                     ", client certificate %s" % mqtt.cert_file if mqtt.cert_file else ""))
+    if mqtt.username is not None:
+        parts.append("user %r%s" % (mqtt.username, " with password_file" if mqtt.password is not None else ""))
+    parts.append("broker not contacted")
+    return "; ".join(parts)
+
+
 def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None) -> list[str]:
     """Everything ``run`` opens at start, checked read-only; one line per item for the operator.
 
@@ -280,4 +317,6 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
         lines.append("%s: %s" % (retention, check_retention_file(retention, policy)))
         lines.append("http %s: %s" % (host_port(config.http.listen, config.http.port),
                                          check_http_port(config.http.listen, config.http.port, holder)))
+    if config.mqtt is not None:
+        lines.append("mqtt %s: %s" % (host_port(config.mqtt.host, config.mqtt.port), check_mqtt(config.mqtt)))
     return lines

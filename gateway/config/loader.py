@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import tomllib
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any
@@ -314,7 +315,8 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
     mqtt = None
     if "mqtt" in top.data:
         mqtt = _parse_mqtt(_Section(top.data["mqtt"], "mqtt", source, (
-            "host", "port", "topic_prefix", "client_id", "outbox_max_bytes", "outbox_policy", "keepalive_s")))
+            "host", "port", "topic_prefix", "client_id", "outbox_max_bytes", "outbox_policy", "keepalive_s",
+            "username", "password_file", "password", "tls", "ca_file", "cert_file", "key_file")), base)
     http = _parse_http(_Section(top.data.get("http", {}), "http", source,
                                 ("enabled", "listen", "port", "admin_token_file", "allowed_hosts")), base)
     overrides, interval = _parse_retention(top.data.get("retention", {}), source)
@@ -403,7 +405,36 @@ def _is_host(text: str) -> bool:
             and not all(label.isdigit() for label in labels))
 
 
-def _parse_mqtt(sec: _Section) -> MqttConfig:
+# MQTT 3.1.1 §1.5.3: a topic is at most 65535 bytes of UTF-8. The gateway appends
+# /<gateway id>/<kind>/<device>/<type> (at most 64 + 16 + 32 + 16 bytes and four slashes): 256 bytes is room enough.
+TOPIC_MAX_BYTES = 65535
+TOPIC_PREFIX_MAX_BYTES = TOPIC_MAX_BYTES - 256
+
+
+def check_topic_prefix(prefix: str) -> str | None:
+    """Why ``prefix`` cannot start every upstream topic, or None when it can (see docs/mqtt.md, Topic)."""
+    if not prefix:
+        return "must not be empty"
+    size = len(prefix.encode("utf-8", "surrogatepass"))
+    if size > TOPIC_PREFIX_MAX_BYTES:
+        return ("is %d bytes of UTF-8, above %d (an MQTT topic is at most %d bytes, and the gateway appends"
+                " /<gateway>/<kind>/<device>/<type>)" % (size, TOPIC_PREFIX_MAX_BYTES, TOPIC_MAX_BYTES))
+    if prefix.startswith("$"):
+        # MQTT 3.1.1 §4.7.2: $ topics are the broker's; mosquitto accepts a publish to $SYS/... and drops it.
+        return "must not start with $ (topics starting with $ belong to the broker, which drops such publishes)"
+    for c in prefix:
+        if c in "+#":
+            return "must not contain the wildcard %r (wildcards are for subscribers)" % c
+        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            return "must not contain the control or separator character U+%04X" % ord(c)
+    if prefix.startswith("/") or prefix.endswith("/"):
+        return "must not start or end with / (the gateway adds the separator)"
+    if "//" in prefix:
+        return "must not contain an empty level (//)"
+    return None
+
+
+def _parse_mqtt(sec: _Section, base: Path) -> MqttConfig:
     host = sec.get("host", str, required=True)
     if not _is_host(host):
         # An empty host made the upstream task end at once, silently ("upstream :1883").
@@ -413,14 +444,90 @@ def _parse_mqtt(sec: _Section) -> MqttConfig:
         raise sec.error("mqtt.client_id", "mqtt.client_id must not be empty (leave it out for the default"
                         " civicedge-<gateway id>)", "bad_value")
     prefix = sec.get("topic_prefix", str, "civicedge")
-    if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/") or prefix.endswith("/"):
-        raise sec.error("mqtt.topic_prefix", "mqtt.topic_prefix %r must be non-empty, without + # and without a"
-                        " leading or trailing /" % prefix, "bad_value")
-    return MqttConfig(host=host, port=sec.number("port", int, 1883, 1, 65535), topic_prefix=prefix,
+    problem = check_topic_prefix(prefix)
+    if problem is not None:
+        shown = prefix if len(prefix) <= 80 else prefix[:60] + "..."
+        raise sec.error("mqtt.topic_prefix", "mqtt.topic_prefix %r %s" % (shown, problem), "bad_value")
+    if "password" in sec.data:
+        # Config files are shared and pasted into tickets; a secret belongs in its own owner-only file.
+        raise sec.error("mqtt.password", "mqtt.password is not accepted in the config file: put the password in a"
+                        " file only you can read (chmod 600) and name it with mqtt.password_file", "bad_value")
+    username = sec.get("username", str)
+    if username is not None and not username:
+        raise sec.error("mqtt.username", "mqtt.username must not be empty (leave it out to connect without"
+                        " credentials)", "bad_value")
+    password_file, password = None, None
+    if sec.get("password_file", str) is not None:
+        if username is None:
+            raise sec.error("mqtt.password_file", "mqtt.password_file needs mqtt.username (MQTT sends no password"
+                            " without a user name)", "missing")
+        password_file = sec.path("password_file", base, base, file=True)
+        password = _read_secret(sec, "mqtt.password_file", password_file)
+    tls = sec.get("tls", bool, False)
+    files: dict[str, Path | None] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        files[key] = None
+        if sec.get(key, str) is None:
+            continue
+        if not tls:
+            raise sec.error("mqtt.%s" % key, "mqtt.%s is only used with TLS: set mqtt.tls = true (or leave the key"
+                            " out)" % key, "bad_value")
+        files[key] = path = sec.path(key, base, base, file=True)
+        _check_readable(sec, "mqtt.%s" % key, path)
+    if files["key_file"] is not None and files["cert_file"] is None:
+        raise sec.error("mqtt.key_file", "mqtt.key_file needs mqtt.cert_file (the client certificate it belongs"
+                        " to)", "missing")
+    if files["key_file"] is not None:
+        _check_owner_only(sec, "mqtt.key_file", files["key_file"])
+    return MqttConfig(host=host, port=sec.number("port", int, 8883 if tls else 1883, 1, 65535), topic_prefix=prefix,
                       client_id=client_id,
                       outbox_max_bytes=sec.number("outbox_max_bytes", int, 64 * 1024 * 1024, 1024, 2**40),
                       outbox_policy=sec.choice("outbox_policy", "drop_oldest", ("drop_oldest", "drop_newest")),
-                      keepalive_s=sec.number("keepalive_s", int, 30, 5, 3600))
+                      keepalive_s=sec.number("keepalive_s", int, 30, 5, 3600), username=username,
+                      password_file=password_file, password=password, tls=tls, ca_file=files["ca_file"],
+                      cert_file=files["cert_file"], key_file=files["key_file"])
+
+
+def _check_readable(sec: _Section, key: str, path: Path) -> None:
+    """``path`` must be a regular file this user can read."""
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError as exc:
+        raise sec.error(key, "%s %s does not exist" % (key, path), "bad_path") from exc
+    except IsADirectoryError as exc:
+        raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path") from exc
+    except OSError as exc:
+        raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
+
+
+def _read_secret(sec: _Section, key: str, path: Path) -> str:
+    """The one-line secret in ``path`` (an owner-only file), without its line end; never echoed."""
+    _check_readable(sec, key, path)
+    _check_owner_only(sec, key, path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise sec.error(key, "cannot read %s %s: %s" % (key, path, why), "bad_path") from exc
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret or "\n" in secret or "\r" in secret:
+        raise sec.error(key, "%s %s must hold the password on one line (it is empty or has several lines)"
+                        % (key, path), "bad_value")
+    return secret
+
+
+def _check_owner_only(sec: _Section, key: str, path: Path) -> None:
+    """Refuse a secret file other users may read, as ssh refuses a readable private key."""
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
+    if mode & 0o077:
+        raise sec.error(key, "%s %s is readable by other users (mode %03o); run: chmod 600 %s"
+                        % (key, path, mode & 0o777, path), "bad_path")
 
 
 def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:

@@ -34,7 +34,12 @@ class BleConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
-    """Upstream broker. ``outbox_policy`` at the cap: ``drop_oldest`` or ``drop_newest``."""
+    """Upstream broker. ``outbox_policy`` at the cap: ``drop_oldest`` or ``drop_newest``.
+
+    ``password`` is the content of ``password_file`` (read when the config is loaded); it is left out
+    of ``repr`` so that it never reaches a log line. With ``tls``, ``ca_file`` (None: the system's CAs)
+    verifies the broker, ``cert_file``/``key_file`` are an optional client certificate.
+    """
 
     host: str
     port: int = 1883
@@ -43,6 +48,13 @@ class MqttConfig:
     outbox_max_bytes: int = 64 * 1024 * 1024
     outbox_policy: str = "drop_oldest"
     keepalive_s: int = 30
+    username: str | None = None
+    password_file: Path | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)

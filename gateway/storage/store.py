@@ -516,6 +516,20 @@ class ReportStore:
         self._outbox_bytes -= int(row[0])
         self._outbox_count -= int(row[1])
 
+    def outbox_refuse(self, ids: list[int]) -> None:
+        """Remove messages the MQTT client refused to send (a permanent error, such as a topic too long),
+        counting them in the persisted counter ``outbox_refused``; their reports stay stored."""
+        if not ids:
+            return
+        with self._writing("outbox refuse") as conn:
+            marks = ",".join("?" * len(ids))
+            row = conn.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE id IN (%s)" % marks, ids).fetchone()
+            conn.execute("DELETE FROM outbox WHERE id IN (%s)" % marks, ids)
+            conn.execute("INSERT INTO counters (name, value) VALUES ('outbox_refused', ?)"
+                         " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (int(row[1]),))
+        self._outbox_bytes -= int(row[0])
+        self._outbox_count -= int(row[1])
+
     @property
     def outbox_depth(self) -> int:
         """Number of messages waiting in the outbox."""

@@ -12,14 +12,20 @@ import asyncio
 import json
 import logging
 import math
+import ssl
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.model import MqttConfig
+from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.storage.store import OutboxMessage, ReportRecord, ReportStore
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +41,50 @@ OUTAGE_WARN_INTERVAL_S = 60.0
 # a whole chunk in flight is the designed concurrency, not a sign of trouble, so the threshold is the chunk.
 PENDING_CALLS_WARN_ABOVE = DRAIN_CHUNK
 IDLE_POLL_S = 1.0
+# Messages the MQTT client refuses before sending (a topic it cannot encode): one WARNING per interval.
+REFUSED_LOG_EVERY_S = 60.0
+# Failures that are not the broker's (the outbox unreadable, a bug): one ERROR per interval.
+FAILURE_LOG_EVERY_S = 60.0
+# CONNACK refusals meaning the credentials (MQTT 3.1.1 codes 4 and 5, as MQTT 5 reason codes 134, 135).
+_AUTH_CODES = frozenset({4, 5, 134, 135})
+
+
+class _LibraryLog(logging.Filter):
+    """Keeps paho/aiomqtt's own WARNING and ERROR lines out of the log (the upstream's rate-limited
+    lines say what failed; QA saw one ``failed to receive on socket`` ERROR per retry) and remembers
+    the last one, which tells a broker that closed the connection from a socket error. Shown at ``-vv``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:  # socket errors; not aiomqtt's "pending publish calls" warning
+            self.last = record.getMessage()
+        return log.isEnabledFor(logging.DEBUG)
+
+
+_LIBRARY_LOG = _LibraryLog()
+logging.getLogger("mqtt").addFilter(_LIBRARY_LOG)  # aiomqtt's default logger, which it hands to paho
 
 
 def topic_for(prefix: str, gateway_id: str, rec: ReportRecord) -> str:
     """Return ``<prefix>/<gateway>/<kind>/<device>/<type>``."""
     return "%s/%s/%s/%s/%s" % (prefix, gateway_id, rec.kind, rec.device, rec.type)
+
+
+def publish_topic(prefix: str, msg: OutboxMessage) -> str:
+    """The topic ``msg`` is published to: under the CURRENT ``prefix``, from its payload's gateway, kind,
+    device and type (what :func:`topic_for` used when it was queued), so a changed ``topic_prefix``
+    applies to the backlog too; the topic stored with it when the payload does not name them."""
+    try:
+        body = json.loads(msg.payload)
+        parts = [body["gateway"], body["kind"], body["device"], body["type"]]
+    except (ValueError, KeyError, TypeError):
+        return msg.topic
+    if not all(isinstance(part, str) and part for part in parts):
+        return msg.topic
+    return "/".join([prefix, *parts])
 
 
 def encode_report(prefix: str, gateway_id: str) -> Callable[[ReportRecord], tuple[str, bytes]]:
@@ -54,6 +99,19 @@ def encode_report(prefix: str, gateway_id: str) -> Callable[[ReportRecord], tupl
         return topic_for(prefix, gateway_id, rec), json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
     return encode
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The TLS context for ``config``: the broker verified against ``ca_file`` (the system's CAs without
+    one), its host name checked; the client certificate when configured.
+
+    Raises:
+        OSError: a file is unreadable (``ssl.SSLError``, an OSError too: not PEM, key not the certificate's).
+    """
+    ctx = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+    if config.cert_file is not None:
+        ctx.load_cert_chain(str(config.cert_file), str(config.key_file) if config.key_file else None)
+    return ctx
 
 
 class MqttUpstream:
@@ -82,6 +140,32 @@ class MqttUpstream:
         self._down_warned = False  # the current outage was logged at WARNING
         self._last_warning = -math.inf
         self._unwarned = 0  # outages since the last warning that were logged at INFO only
+        # Why the upstream is not delivering, for /healthz ("mqtt broker unreachable", "... refused the
+        # credentials", ...); None while connected.
+        self.problem: str | None = "mqtt broker not connected yet"
+        self._backoff = BACKOFF_MIN_S
+        self._refused_log = LogLimiter(REFUSED_LOG_EVERY_S, time.monotonic)
+        self._refused_unlogged = 0  # messages refused since the last line about them
+        self.refused = 0  # messages refused by the client and dropped since start
+        self._failure_log = LogLimiter(FAILURE_LOG_EVERY_S, time.monotonic)
+        self._tls: ssl.SSLContext | None = None  # made at the first connect (run): files unreadable are logged
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """See :func:`tls_context`; an unusable file raises RuntimeError (not taken for a broker failure)."""
+        try:
+            return tls_context(self._config)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError("cannot use the TLS files of [mqtt] (ca_file, cert_file, key_file): %s" % exc) from exc
+
+    def _client(self) -> aiomqtt.Client:
+        cfg = self._config
+        # paho's keepalive (PINGREQ when idle, connection dropped when unanswered) finds a broker that
+        # went silent; a closed socket is seen at once. Either way aiomqtt ends its messages iterator.
+        client = aiomqtt.Client(cfg.host, cfg.port, identifier=self._client_id, keepalive=cfg.keepalive_s,
+                                timeout=PUBLISH_TIMEOUT_S, username=cfg.username, password=cfg.password,
+                                tls_context=self._tls)
+        client.pending_calls_threshold = PENDING_CALLS_WARN_ABOVE
+        return client
 
     async def _peek(self) -> list[OutboxMessage]:
         msgs = await self._run(self._store.outbox_peek, DRAIN_CHUNK)  # type: ignore[misc]
@@ -89,42 +173,81 @@ class MqttUpstream:
         return msgs
 
     async def run(self) -> None:
-        """Connect, drain, wait for more; reconnect with backoff while the broker is down."""
-        backoff = BACKOFF_MIN_S
+        """Connect, drain, wait for more; reconnect with backoff while the broker is down.
+
+        The backoff (:data:`BACKOFF_MIN_S` doubling to :data:`BACKOFF_MAX_S`) starts over only once
+        messages are delivered or the outbox is empty, not at each connection: a broker that accepts
+        the connection and then fails every publish is retried with backoff too.
+        """
         self._metrics.link_state.labels("mqtt").set(0)
         while True:
             try:
-                # paho's keepalive (PINGREQ when idle, connection dropped when unanswered) finds a broker that
-                # went silent; a closed socket is seen at once. Either way aiomqtt ends its messages iterator.
-                client = aiomqtt.Client(self._config.host, self._config.port, identifier=self._client_id,
-                                        keepalive=self._config.keepalive_s, timeout=PUBLISH_TIMEOUT_S)
-                client.pending_calls_threshold = PENDING_CALLS_WARN_ABOVE
-                async with client:
-                    self.connected = True
+                if self._tls is None and self._config.tls:
+                    self._tls = self._tls_context()
+                _LIBRARY_LOG.last = None
+                async with self._client() as client:
+                    self.connected, self.problem = True, None
                     self._metrics.link_state.labels("mqtt").set(1)
                     self._log_connected()
-                    backoff = BACKOFF_MIN_S
                     await self._drain_forever(client)
             except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
-                self._log_down(exc, lost=self.connected, retry_s=backoff)
-                self.connected = False
+                problem, why = self._diagnose(exc)
+                self._log_down(why, lost=self.connected, retry_s=self._backoff)
+                self.connected, self.problem = False, problem
                 self._metrics.link_state.labels("mqtt").set(0)
-                await asyncio.sleep(backoff)
-                backoff = min(BACKOFF_MAX_S, backoff * 2)
+                await self._pause()
             except Exception as exc:  # noqa: BLE001 - e.g. the outbox unreadable for a moment
                 # Not the broker: without this the task would end, the outbox would grow unseen and
                 # /healthz would call the broker unreachable. Say what failed and start over.
-                log.error("MQTT upstream failed (%s: %s); starting over in %.1f s, the outbox keeps its messages",
-                          type(exc).__name__, exc, backoff, exc_info=log.isEnabledFor(logging.DEBUG))
+                skipped = self._failure_log.allow()
+                if skipped is not None:
+                    log.error("MQTT upstream failed (%s: %s); starting over in %.1f s, the outbox keeps its messages%s",
+                              type(exc).__name__, exc, self._backoff, more_since(skipped, "failure(s)"),
+                              exc_info=log.isEnabledFor(logging.DEBUG))
+                else:
+                    log.info("MQTT upstream failed again (%s: %s); starting over in %.1f s", type(exc).__name__, exc,
+                             self._backoff)
                 self.connected = False
+                self.problem = "mqtt upstream failing (%s: %s)" % (type(exc).__name__, exc)
                 self._metrics.link_state.labels("mqtt").set(0)
-                await asyncio.sleep(backoff)
-                backoff = min(BACKOFF_MAX_S, backoff * 2)
+                await self._pause()
 
+    async def _pause(self) -> None:
+        """Wait out the backoff and double it (up to :data:`BACKOFF_MAX_S`)."""
+        await asyncio.sleep(self._backoff)
+        self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+
+    def _diagnose(self, exc: BaseException) -> tuple[str, str]:
+        """``(/healthz reason, log text)`` for a failed connect or a lost connection."""
+        cfg = self._config
+        if isinstance(exc, MqttConnectError):
+            rc = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+            if rc in _AUTH_CODES:
+                who = ("user %r" % cfg.username) if cfg.username else "no user name ([mqtt] username is not set)"
+                return ("mqtt broker refused the credentials",
+                        "the broker refused the credentials (%s, %s); check [mqtt] username and password_file"
+                        % (exc, who))
+            return "mqtt broker refused the connection (%s)" % exc, "the broker refused the connection (%s)" % exc
+        text = str(exc)
+        if cfg.tls and ("SSL" in text or "certificate" in text.lower() or isinstance(exc, ssl.SSLError)):
+            hint = " (is [mqtt] ca_file the CA that signed the broker's certificate?)" if "CERTIFICATE" in text else ""
+            return "mqtt broker TLS handshake failed", "TLS handshake failed: %s%s" % (text, hint)
+        socket_error = _LIBRARY_LOG.last
+        if not self.connected and "timed out" in text and socket_error and "receive on socket" in socket_error:
+            # A TLS-only listener resets a client that speaks plain MQTT; the connect then only times out.
+            hint = "" if cfg.tls else "; if the broker's listener is TLS-only, set [mqtt] tls = true"
+            return ("mqtt broker unreachable (connection reset before CONNACK)",
+                    "connection reset before the broker answered (%s)%s" % (socket_error, hint))
+        if self.connected and isinstance(exc, aiomqtt.MqttError) and ("[code:128]" in text or "[code:7]" in text) \
+                and socket_error is None:
+            # paho reports a socket closed at EOF (a clean broker shutdown) as "Unspecified error" too;
+            # a socket error would have been logged (and recorded) first.
+            return "mqtt broker unreachable (it closed the connection)", "the broker closed the connection"
+        return "mqtt broker unreachable", text
     def _where(self) -> str:
         return "%s:%d" % (self._config.host, self._config.port)
 
-    def _log_down(self, exc: BaseException, *, lost: bool, retry_s: float) -> None:
+    def _log_down(self, exc: object, *, lost: bool, retry_s: float) -> None:
         """Log a failed connect or a lost connection.
 
         The start of an outage (first failed connect, or each loss) is a WARNING, at most one per
@@ -173,37 +296,92 @@ class MqttUpstream:
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         """Publish the outbox in chunks, wait for more; raise :class:`aiomqtt.MqttError` once the connection
         is lost, also while idle (it used to be noticed only at the next publish), and
-        :class:`asyncio.TimeoutError` when a chunk is not acknowledged within :data:`PUBLISH_TIMEOUT_S`."""
+        :class:`asyncio.TimeoutError` when a chunk is not acknowledged within :data:`PUBLISH_TIMEOUT_S`.
+
+        A message the client refuses before sending (a permanent error: its topic cannot be encoded) is
+        dropped and counted (:meth:`_refuse`); it neither blocks the messages behind it nor makes the
+        delivered ones of its chunk be published again."""
         lost = asyncio.ensure_future(self._until_lost(client))
         try:
             while True:
                 self._stored.clear()
                 msgs = await self._peek()
                 if not msgs:
+                    self._backoff = BACKOFF_MIN_S  # all delivered: the next failure starts a new backoff
                     await self._unless_lost(self._stored.wait(), lost, IDLE_POLL_S)
                     continue
                 # paho sends in call order; all of a chunk must be PUBACKed before it leaves the outbox.
-                if not await self._unless_lost(self._publish_chunk(client, msgs), lost, PUBLISH_TIMEOUT_S):
+                done, outcome = await self._unless_lost(self._publish_chunk(client, msgs), lost, PUBLISH_TIMEOUT_S)
+                if not done or outcome is None:
                     raise asyncio.TimeoutError("no PUBACK for %d message(s) within %.0f s" % (len(msgs),
                                                                                           PUBLISH_TIMEOUT_S))
-                await self._run(self._store.outbox_delete, [m.id for m in msgs])  # type: ignore[misc]
-                self._metrics.mqtt_published.inc(len(msgs))
+                delivered, refused, failure = outcome
+                if refused:
+                    await self._refuse(refused)
+                if delivered:
+                    await self._run(self._store.outbox_delete, delivered)  # type: ignore[misc]
+                    self._metrics.mqtt_published.inc(len(delivered))
+                    self._backoff = BACKOFF_MIN_S
                 self._metrics.outbox_depth.set(self._store.outbox_depth)
+                if failure is not None:
+                    raise failure
         finally:
             lost.cancel()
             await asyncio.gather(lost, return_exceptions=True)
 
-    @staticmethod
-    async def _publish_chunk(client: aiomqtt.Client, msgs: list[OutboxMessage]) -> None:
-        """Publish ``msgs`` (QoS 1) and wait for every PUBACK; when one fails or this is cancelled, the
-        others are cancelled too (a bare gather left them waiting on a client that was gone)."""
-        tasks = [asyncio.ensure_future(client.publish(m.topic, m.payload, qos=1)) for m in msgs]
+    async def _refuse(self, refused: list[tuple[OutboxMessage, str, str]]) -> None:
+        """Drop messages the client refused (counted in the store's ``outbox_refused``), with a WARNING at
+        most once per :data:`REFUSED_LOG_EVERY_S` naming why."""
+        await self._run(self._store.outbox_refuse, [m.id for m, _, _ in refused])  # type: ignore[misc]
+        self.refused += len(refused)
+        self._refused_unlogged += len(refused)
+        skipped = self._refused_log.allow()
+        if skipped is None:
+            return
+        _, topic, why = refused[-1]
+        shown = topic if len(topic) <= 120 else "%s... (%d bytes)" % (topic[:80], len(topic.encode()))
+        log.warning("MQTT client refused %d message(s) it cannot send (%s; topic %r): dropped them, the reports stay"
+                    " stored; check [mqtt] topic_prefix", self._refused_unlogged, why, shown)
+        self._refused_unlogged = 0
+
+    def flush_logs(self) -> None:
+        """Log the refused messages a rate limit held back (called when the gateway stops)."""
+        if self._refused_unlogged:
+            log.warning("MQTT client refused %d more message(s) since the last such line: dropped them, the reports"
+                        " stay stored", self._refused_unlogged)
+            self._refused_unlogged = 0
+
+    async def _publish_chunk(self, client: aiomqtt.Client, msgs: list[OutboxMessage]
+                             ) -> tuple[list[int], list[tuple[OutboxMessage, str, str]], BaseException | None]:
+        """Publish ``msgs`` (QoS 1) and wait for every PUBACK.
+
+        Returns:
+            the ids delivered, the messages the client refused locally ``(message, topic, why)``, and the
+            first other failure (the connection), or None. When this is cancelled, the publishes are too.
+        """
+        prefix = self._config.topic_prefix
+        topics = [publish_topic(prefix, m) for m in msgs]
+        tasks = [asyncio.ensure_future(client.publish(t, m.payload, qos=1)) for t, m in zip(topics, msgs)]
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        delivered: list[int] = []
+        refused: list[tuple[OutboxMessage, str, str]] = []
+        failure: BaseException | None = None
+        for msg, topic, task in zip(msgs, topics, tasks):
+            exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+            if exc is None:
+                delivered.append(msg.id)
+            elif isinstance(exc, (ValueError, TypeError)):
+                # paho checks topic and payload before sending ("Publish topic is too long.", ...):
+                # the same message would be refused at every retry.
+                refused.append((msg, topic, str(exc) or type(exc).__name__))
+            elif failure is None:
+                failure = exc
+        return delivered, refused, failure
 
     @staticmethod
     async def _until_lost(client: aiomqtt.Client) -> None:
@@ -221,11 +399,11 @@ class MqttUpstream:
         raise aiomqtt.MqttError("disconnected")
 
     @staticmethod
-    async def _unless_lost(aw: Awaitable[object], lost: "asyncio.Future[None]", timeout_s: float) -> bool:
+    async def _unless_lost(aw: Awaitable[T], lost: "asyncio.Future[None]", timeout_s: float) -> tuple[bool, T | None]:
         """Await ``aw`` for up to ``timeout_s`` unless the connection is lost first.
 
         Returns:
-            True when ``aw`` completed, False on the timeout (``aw`` is then cancelled).
+            ``(True, result)`` when ``aw`` completed, ``(False, None)`` on the timeout (``aw`` is then cancelled).
 
         Raises:
             aiomqtt.MqttError: the connection was lost (``aw`` is cancelled).
@@ -239,9 +417,9 @@ class MqttUpstream:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if task in done and task.exception() is None:
-            return True  # done (a chunk PUBACKed just before a loss still leaves the outbox)
+            return True, task.result()  # done (a chunk PUBACKed just before a loss still leaves the outbox)
         if lost in done:
             lost.result()
         if task in done:
             task.result()
-        return False
+        return False, None

@@ -48,7 +48,8 @@ def store_at(tmp_path: Path, **kwargs: Any) -> ReportStore:
 
 def make_upstream(store: ReportStore, port: int, *, keepalive_s: int = 30) -> tuple[MqttUpstream, GatewayMetrics]:
     metrics = GatewayMetrics("gw")
-    up = MqttUpstream(MqttConfig(host="127.0.0.1", port=port, keepalive_s=keepalive_s), store=store,
+    up = MqttUpstream(MqttConfig(host="127.0.0.1", port=port, topic_prefix="city", keepalive_s=keepalive_s),
+                      store=store,
                       run_in_store=lambda fn, *a: asyncio.sleep(0, fn(*a)), stored=asyncio.Event(),
                       metrics=metrics, gateway_id="gw")
     return up, metrics

@@ -114,7 +114,7 @@ async def test_an_outbox_read_failure_does_not_end_the_upstream(tmp_path: Path, 
     monkeypatch.setattr(store, "outbox_peek", peek_failing_once)
     store.insert_batch([ReportRecord("bin-1", 1, "bin", "north", "win", 900, 900, {"fill": 10}, {}, [], None, 1.0,
                                      "serial:x", "00" * 32)])
-    up = MqttUpstream(MqttConfig(host="127.0.0.1", port=broker.port), store=store,
+    up = MqttUpstream(MqttConfig(host="127.0.0.1", port=broker.port, topic_prefix="city"), store=store,
                       run_in_store=lambda fn, *a: asyncio.sleep(0, fn(*a)), stored=asyncio.Event(),
                       metrics=GatewayMetrics("gw"), gateway_id="gw")
     caplog.set_level(logging.WARNING, logger="gateway.upstream.mqtt")
