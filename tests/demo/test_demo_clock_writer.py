@@ -1,4 +1,4 @@
-"""The demo's gateway-clock writer and its stop, with real simulator hosts (no gateway)."""
+"""The gateway-clock writer (hil.sim.clock_file) in the demo and its stop, with real simulator hosts (no gateway)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hil.demo.runner import CLOCK_EVERY_S, Demo, DemoOptions
+from hil.demo.runner import Demo, DemoOptions
+from hil.sim.clock_file import CLOCK_EVERY_S, ClockFileWriter
 from hil.sim.host import SimHost
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,10 +30,12 @@ async def test_a_failed_clock_writer_does_not_stop_demo_stop(tmp_path: Path, cap
     async def broken() -> None:
         raise RuntimeError("a defect in the writer")
 
-    demo._clock_task = asyncio.create_task(broken())
+    writer = ClockFileWriter(tmp_path / "sim-clock.json", demo.virtual_now_s, speed=1.0)
+    writer._task = asyncio.create_task(broken())
+    demo._clock = writer
     await asyncio.sleep(0)
     try:
-        with caplog.at_level(logging.ERROR, logger="hil.demo.runner"):
+        with caplog.at_level(logging.ERROR, logger="hil.sim.clock_file"):
             await demo.stop()
         assert host.proc is None  # the host was stopped after the writer's failure
         assert any("clock writer failed" in r.getMessage() and r.exc_info for r in caplog.records), caplog.records
@@ -48,19 +51,20 @@ async def test_the_clock_writer_survives_a_defect_and_says_it_once(
     host = SimHost(speed=30.0, start_ms=1_767_225_600_000)
     await host.start()
     demo.hosts = [host]
-    task = asyncio.create_task(demo._follow_clock())
+    writer = ClockFileWriter(Path(), demo.virtual_now_s, speed=30.0)
+    task = asyncio.create_task(writer.follow())
     try:
-        with caplog.at_level(logging.ERROR, logger="hil.demo.runner"):
+        with caplog.at_level(logging.ERROR, logger="hil.sim.clock_file"):
             await asyncio.sleep(CLOCK_EVERY_S * 2.5)
         assert not task.done()
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "updating the gateway's clock file" in errors[0].getMessage(), errors
-        demo.clock_file = tmp_path / "sim-clock.json"
+        writer.path = tmp_path / "sim-clock.json"
         deadline = time.monotonic() + 10
-        while not demo.clock_file.exists():
+        while not writer.path.exists():
             assert time.monotonic() < deadline and not task.done()
             await asyncio.sleep(0.1)
-        clock = json.loads(demo.clock_file.read_text())
+        clock = json.loads(writer.path.read_text())
         assert clock["virtual_at"] >= 1_767_225_600 and abs(clock["wall_at"] - time.time()) < 5, clock
     finally:
         task.cancel()
