@@ -236,7 +236,7 @@ function renderUnserved(box, plan) {
   const unserved = Array.isArray(plan.unserved) ? plan.unserved : [];
   if (unserved.length === 0) return;
   box.appendChild(el("h3", { id: "plan-unserved-title", class: "status-alarm" },
-    `${plural(unserved.length, "due bin")} not served: plan them on another vehicle or round`));
+    `${plural(unserved.length, "due bin")} not served: plan ${unserved.length === 1 ? "it" : "them"} on another vehicle or round`));
   const table = el("table", { id: "plan-unserved" });
   const head = el("tr");
   for (const h of ["bin", "zone", "reason", "expected fill", "load"]) head.appendChild(el("th", {}, h));
@@ -267,8 +267,9 @@ async function renderPlan() {
     if (!tomorrow.missing) { answer = tomorrow; next = true; }
   }
   const nextDate = answer.plan ? answer.plan.date : answer.error && answer.error.date ? answer.error.date : "";
+  // A failed request without a date (network error, a 503 from the middleware) names no day.
   document.querySelector("#plan-section h2").textContent =
-    next ? `Next round's collection plan (${nextDate})` : "Today's collection plan";
+    next ? `Next round's collection plan${nextDate ? ` (${nextDate})` : ""}` : "Today's collection plan";
   const plan = answer.plan || null;
   lastPlan = plan;
   if (lastDevices) renderMap(lastDevices);
