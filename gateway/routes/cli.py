@@ -19,7 +19,7 @@ from typing import Any, Iterator, NoReturn
 from gateway.errors import ConfigError
 from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
 from gateway.routes.distances import CsvMatrix, OsrmTable
-from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError
+from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError, counted
 from gateway.routes.outputs import FORMATS, render
 from gateway.routes.parsing import (
     MAX_BIN_VOLUME_L,
@@ -209,11 +209,6 @@ def _warnings_shown_by_the_plan() -> Iterator[None]:
             lg.removeFilter(flt)
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 stop``, ``6 stops``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def run_plan(args: argparse.Namespace) -> int:
     """Run ``civicedge routes plan``; returns the exit code documented in this module."""
     try:
@@ -235,9 +230,9 @@ def run_plan(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{plan.date}: {_count(plan.stop_count, 'stop')} on {_count(len(plan.routes), 'route')}, "
+        f"{plan.date}: {counted(plan.stop_count, 'stop')} on {counted(len(plan.routes), 'route')}, "
         f"{plan.total_distance_m / 1000:.1f} km ({plan.distance_source}), "
-        f"{len(plan.unserved)} unserved, {plan.considered} bins considered, solver {plan.solver_s:.1f}s"
+        f"{len(plan.unserved)} unserved, {counted(plan.considered, 'bin')} considered, solver {plan.solver_s:.1f}s"
         + (f", written to {args.out}" if args.out is not None else ""),
         file=sys.stderr,
     )

@@ -8,9 +8,11 @@ matrices are whole metres, ``matrix[i][j]`` = from point i to point j (may be as
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import logging
 import math
+import numbers
 import socket
 import urllib.error
 import urllib.parse
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
-from gateway.routes.errors import MatrixError, MatrixUnreachableError
+from gateway.routes.errors import MatrixError, MatrixUnreachableError, counted
 from gateway.routes.parsing import ascii_float, separator_hint
 
 logger = logging.getLogger(__name__)
@@ -151,14 +153,24 @@ class OsrmTable:
     """
 
     def __init__(self, base_url: str, *, profile: str = "driving", timeout_s: float = 10.0, block: int = 100) -> None:
-        parsed = urllib.parse.urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
-            raise MatrixError(base_url, "OSRM URL must be http(s)://host[:port][/prefix]")
+        shape = "OSRM URL must be http(s)://host[:port][/prefix]"
+        bad = next((c for c in base_url if c.isspace() or not c.isprintable()), None)
+        if bad is not None:  # http.client refuses it only at the first request, after validation passed
+            raise MatrixError(base_url, f"{shape}, without spaces or control characters (found {bad!r})")
+        if "?" in base_url or "#" in base_url:  # the table path would land inside the query or fragment
+            raise MatrixError(base_url, f"{shape}, without a query (?) or fragment (#)")
+        try:  # urlparse and .port raise ValueError for a bad IPv6 host or port (http://[::1, http://h:99999)
+            parsed = urllib.parse.urlparse(base_url)
+            host, netloc, scheme = parsed.hostname, parsed.netloc, parsed.scheme
+        except ValueError as exc:
+            raise MatrixError(base_url, f"{shape} ({exc})") from None
+        if scheme not in ("http", "https") or not netloc or not host:
+            raise MatrixError(base_url, shape)
         try:
-            parsed.port  # raises for a port outside 0..65535 or not a number (http://host:99999)
+            port = parsed.port
         except ValueError:
             raise MatrixError(base_url, "OSRM URL has an invalid port (must be 1 to 65535)") from None
-        if parsed.port == 0:
+        if port == 0:
             raise MatrixError(base_url, "OSRM URL has an invalid port (must be 1 to 65535)")
         if block < 1:
             raise MatrixError(base_url, f"block size must be >= 1, got {block}")
@@ -188,6 +200,10 @@ class OsrmTable:
             timed_out = isinstance(reason, (socket.timeout, TimeoutError))
             what = f"no answer within {self.timeout_s:g} s" if timed_out else "unreachable"
             raise MatrixUnreachableError(self.base_url, f"{what} ({reason})", timed_out=timed_out) from exc
+        except (http.client.HTTPException, ValueError) as exc:
+            # a URL the constructor let through but http.client refuses (InvalidURL), or an answer
+            # that is not HTTP: a MatrixError, so the plan falls back to great-circle, not a 500
+            raise MatrixError(self.base_url, f"request failed ({type(exc).__name__}: {exc})") from exc
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -234,7 +250,8 @@ class OsrmTable:
                             value = haversine_m(a.lat, a.lon, b.lat, b.lon)
                         out[g_src][g_dst] = round(value)
         if self.null_pairs:
-            logger.warning("OSRM could not route %s pairs; used great-circle for them", self.null_pairs)
+            logger.warning("OSRM could not route %s; used great-circle for %s", counted(self.null_pairs, "pair"),
+                           "it" if self.null_pairs == 1 else "them")
         return out
 
 
@@ -260,25 +277,48 @@ def build_matrix(provider: DistanceProvider, places: Sequence[Place]) -> tuple[l
         logger.warning("%s", text)
         warnings.append(text)
         return GreatCircle().matrix(places), f"great-circle (fallback: {provider.description} failed)", warnings
-    check_matrix(matrix, provider.description, len(places))
+    matrix = check_matrix(matrix, provider.description, len(places))
     if isinstance(provider, OsrmTable) and provider.null_pairs:
-        warnings.append(f"OSRM could not route {provider.null_pairs} pairs; great-circle used for them")
+        n = provider.null_pairs
+        warnings.append(f"OSRM could not route {counted(n, 'pair')}; great-circle used for {'it' if n == 1 else 'them'}")
     return matrix, provider.description, warnings
 
 
-def check_matrix(matrix: Sequence[Sequence[int]], source: str, n: int) -> None:
-    """Check that ``matrix`` is n x n whole metres within 0 .. :data:`MAX_GREAT_CIRCLE_M`.
+def whole_metres(value: object) -> int | None:
+    """``value`` as an int when it is a whole number of metres from 0 to :data:`MAX_GREAT_CIRCLE_M`
+    (an int or other :class:`numbers.Integral` such as numpy's, or a whole float such as ``1500.0``),
+    else None (a bool, a fraction of a metre, NaN, out of range, not a number)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        whole = int(value)
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        whole = int(value)
+    else:
+        return None
+    return whole if 0 <= whole <= MAX_GREAT_CIRCLE_M else None
+
+
+def check_matrix(matrix: Sequence[Sequence[object]], source: str, n: int) -> list[list[int]]:
+    """Check that ``matrix`` is n x n whole metres within 0 .. :data:`MAX_GREAT_CIRCLE_M`; return it as ints.
 
     The built-in providers bound their values where they read them; this guards any other
-    :class:`DistanceProvider` so the solver's 64-bit sums cannot overflow.
+    :class:`DistanceProvider` so the solver's 64-bit sums cannot overflow. Whole floats (``1500.0``)
+    and any integral type are accepted and returned as int.
 
     Raises:
         MatrixError: Wrong shape, or a value that is not a whole number of metres in range.
     """
     if len(matrix) != n or any(len(row) != n for row in matrix):
         raise MatrixError(source, f"must be {n}x{n} (depot + bins)")
+    out: list[list[int]] = []
     for i, row in enumerate(matrix):
+        ints: list[int] = []
         for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_GREAT_CIRCLE_M:
+            whole = whole_metres(v)
+            if whole is None:
                 raise MatrixError(source, f"distance [{i}][{j}] = {v!r} is not whole metres from 0 to "
                                           f"{MAX_GREAT_CIRCLE_M}")
+            ints.append(whole)
+        out.append(ints)
+    return out

@@ -15,6 +15,11 @@ def percent(fraction: float) -> str:
     return f"{Decimal(f'{fraction * 100:.6g}'):f}%"
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: ``1 stop``, ``0 stops``, ``6 stops`` (regular nouns only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class RoutesError(GatewayError):
     """Root of every collection-planning error (a :class:`gateway.errors.GatewayError`).
 

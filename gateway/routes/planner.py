@@ -6,7 +6,8 @@ import logging
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Iterable, Mapping
+from decimal import Decimal
+from typing import Hashable, Iterable, Mapping
 
 from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix, haversine_m
 from gateway.routes.errors import InvalidInputError, NoBinsDueError
@@ -134,28 +135,36 @@ def volume_warnings(bins: Iterable[BinStatus], settings: PlanSettings) -> list[s
             f"their volume is not used: {shown}"]
 
 
-# Sets of unknown bin-volume ids already logged at WARNING by this process. The gateway plans on
-# every uncached /api/routes/plan request (and the dashboard asks every few minutes), always with
-# the same bin-volumes file: one WARNING per distinct set, INFO after that (the answer's
-# ``warnings`` still name them every time). A command-line run plans once, so it always warns.
-_WARNED_VOLUME_IDS: set[frozenset[str]] = set()
+# Warnings about the settings already logged at WARNING by this process, by what they are about
+# (the set of unknown bin-volume ids; a far depot). The gateway plans on every uncached
+# /api/routes/plan request (the dashboard asks every few minutes, for today and the next round),
+# always with the same settings: one WARNING per distinct subject, INFO after that (the answer's
+# ``warnings`` still carry them every time). A command-line run plans once, so it always warns.
+_WARNED: set[Hashable] = set()
 _WARNED_LOCK = threading.Lock()
-_MAX_WARNED_SETS = 256  # bounded: forgotten (and warned again) after this many distinct sets
+_MAX_WARNED = 256  # bounded: forgotten (and warned again) after this many distinct subjects
 
 
-def _first_time(ids: frozenset[str]) -> bool:
-    """True the first time this process sees ``ids`` (then remembers it)."""
+def _first_time(key: Hashable) -> bool:
+    """True the first time this process sees ``key`` (then remembers it)."""
     with _WARNED_LOCK:
-        if ids in _WARNED_VOLUME_IDS:
+        if key in _WARNED:
             return False
-        if len(_WARNED_VOLUME_IDS) >= _MAX_WARNED_SETS:
-            _WARNED_VOLUME_IDS.clear()
-        _WARNED_VOLUME_IDS.add(ids)
+        if len(_WARNED) >= _MAX_WARNED:
+            _WARNED.clear()
+        _WARNED.add(key)
         return True
 
 
 #: A depot farther than this from every due bin gets a warning (a round drives from it and back).
 DEPOT_PLAUSIBLE_M = 200_000.0
+
+
+def _degrees(value: float) -> str:
+    """``value`` with every digit it was given (shortest round-trip form, plain decimal): ``:g`` made
+    52.370123 ``52.3701``, a depot 10 m away from the one typed."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def depot_warnings(depot: Depot, candidates: Iterable[Candidate]) -> list[str]:
@@ -175,10 +184,11 @@ def depot_warnings(depot: Depot, candidates: Iterable[Candidate]) -> list[str]:
     gap = nearest(depot.lat, depot.lon)
     if gap <= DEPOT_PLAUSIBLE_M:
         return []
-    text = (f"depot {depot.lat:g},{depot.lon:g} is {gap / 1000:,.0f} km from the nearest due bin "
+    lat, lon = _degrees(depot.lat), _degrees(depot.lon)
+    text = (f"depot {lat},{lon} is {gap / 1000:,.0f} km from the nearest due bin "
             f"(more than {DEPOT_PLAUSIBLE_M / 1000:.0f} km); check the depot")
     if -90.0 <= depot.lon <= 90.0 and nearest(depot.lon, depot.lat) <= DEPOT_PLAUSIBLE_M:
-        text += (f": latitude and longitude look swapped, did you mean {depot.lon:g},{depot.lat:g} "
+        text += (f": latitude and longitude look swapped, did you mean {lon},{lat} "
                  f"(LAT,LON)?")
     return [text]
 
@@ -205,7 +215,8 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     known = _known_at(bins, int(start.timestamp()))
     input_warnings = volume_warnings(known, settings)
     if input_warnings:  # logged now: a NoBinsDueError below has no plan to carry it
-        level = logging.WARNING if _first_time(frozenset(_unknown_volume_ids(known, settings))) else logging.INFO
+        unknown = frozenset(_unknown_volume_ids(known, settings))
+        level = logging.WARNING if _first_time(("bin volumes", unknown)) else logging.INFO
         for text in input_warnings:
             logger.log(level, "%s", text)
     candidates, skipped = select_bins(known, selection)
@@ -219,8 +230,10 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     places += [Place(c.bin.id, c.bin.lat, c.bin.lon) for c in candidates]
     matrix, source, matrix_warnings = build_matrix(settings.distances, places)
     depot_warning = depot_warnings(settings.depot, candidates)
-    for text in depot_warning:
-        logger.warning("%s", text)
+    if depot_warning:  # once per depot at WARNING, as the bin-volumes warning (see _first_time)
+        level = logging.WARNING if _first_time(("depot", settings.depot.lat, settings.depot.lon)) else logging.INFO
+        for text in depot_warning:
+            logger.log(level, "%s", text)
     warnings = input_warnings + depot_warning + matrix_warnings
     solution = solve(candidates, matrix, solver_settings)
     routes = tuple(

@@ -28,8 +28,8 @@ from typing import Sequence
 
 from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
-from gateway.routes.distances import MAX_GREAT_CIRCLE_M
-from gateway.routes.errors import CapacityError, InvalidInputError, SolverError
+from gateway.routes.distances import MAX_GREAT_CIRCLE_M, check_matrix
+from gateway.routes.errors import CapacityError, InvalidInputError, MatrixError, SolverError
 from gateway.routes.model import Candidate, Reason
 from gateway.routes.parsing import MAX_CAPACITY_L, MAX_TIME_LIMIT_S, MAX_VEHICLES
 
@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 MAX_SOLVER_SUM = (2**63 - 1) // 4
 #: Drop penalty of an alarm bin relative to the base penalty (full bins 2x, predicted 1x).
 ALARM_PENALTY_FACTOR = 100
+#: ``source`` of the :class:`MatrixError` the solver raises for distances it cannot take.
+SOLVER_SOURCE = "given to the solver"
 
 _STRATEGIES = (
     routing_enums_pb2.FirstSolutionStrategy.SAVINGS,
@@ -133,16 +135,17 @@ def drop_penalty(m: int, max_d: int, vehicles: int) -> int:
     ``m + vehicles`` arcs of ``max_d``) must stay below :data:`MAX_SOLVER_SUM`.
 
     Raises:
-        InvalidInputError: The distances (0 .. ``MAX_GREAT_CIRCLE_M``) or the number of bins would
-            overflow that bound (not reached by a city's bins with real distances).
+        MatrixError: The distances (0 .. ``MAX_GREAT_CIRCLE_M``) or the number of bins would
+            overflow that bound (not reached by a city's bins with real distances); code ``matrix``
+            (exit 2, API 400), since no query parameter is at fault.
     """
     if not 0 <= max_d <= MAX_GREAT_CIRCLE_M:
-        raise InvalidInputError("matrix", max_d, f"distances must be 0 to {MAX_GREAT_CIRCLE_M} m")
+        raise MatrixError(SOLVER_SOURCE, f"distances must be 0 to {MAX_GREAT_CIRCLE_M} m, got {max_d}")
     base = (m + 1) * (max_d + 1) + 1
     worst = m * ALARM_PENALTY_FACTOR * base + (m + vehicles) * max_d
     if worst > MAX_SOLVER_SUM:
-        raise InvalidInputError("bins", m, f"too many bins to plan at distances up to {max_d} m "
-                                           "within the solver's 64-bit bounds; plan fewer bins at once")
+        raise MatrixError(SOLVER_SOURCE, f"too many bins ({m}) to plan at distances up to {max_d} m within the "
+                                         "solver's 64-bit bounds; plan fewer bins at once")
     return base
 
 
@@ -222,7 +225,7 @@ def _search(
     return routes, status
 
 
-def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[int]], settings: SolverSettings) -> Solution:
+def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[float]], settings: SolverSettings) -> Solution:
     """Assign candidates to vehicles and order them.
 
     Args:
@@ -235,15 +238,13 @@ def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[int]], sett
 
     Raises:
         CapacityError: One bin's load exceeds a vehicle's capacity.
+        MatrixError: ``matrix`` is not (n + 1) x (n + 1) whole metres (ints, or whole floats such as
+            1500.0) from 0 to ``MAX_GREAT_CIRCLE_M``.
         SolverError: OR-Tools found no solution in the time limit.
     """
     n = len(candidates)
-    if len(matrix) != n + 1 or any(len(row) != n + 1 for row in matrix):
-        raise InvalidInputError("matrix", f"{len(matrix)} rows", f"must be {n + 1}x{n + 1} (depot + bins)")
-    for row in matrix:  # whole metres within bounds: OR-Tools takes int64 and sums them (see drop_penalty)
-        for v in row:
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_GREAT_CIRCLE_M:
-                raise InvalidInputError("matrix", v, f"distances must be whole metres from 0 to {MAX_GREAT_CIRCLE_M}")
+    # whole metres within bounds: OR-Tools takes int64 and sums them (see drop_penalty)
+    ints = check_matrix(matrix, SOLVER_SOURCE, n + 1)
     check_capacity(candidates, settings.capacity_l)
     kept, _ = triage(candidates, settings)
     if not kept:
@@ -252,14 +253,14 @@ def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[int]], sett
     alarms_kept = sum(1 for i in kept if candidates[i].is_alarm)
     fleet_fits_alarms = sum(demands_l([candidates[i] for i in kept if candidates[i].is_alarm])) <= \
         settings.vehicles * math.floor(settings.capacity_l + 1e-9)
-    routes, status = _search(candidates, kept, matrix, settings, _STRATEGIES[0])
+    routes, status = _search(candidates, kept, ints, settings, _STRATEGIES[0])
     for strategy in _STRATEGIES[1:]:
         served_alarms = sum(1 for r in routes for i in r if candidates[i].is_alarm)
         if served_alarms == alarms_kept or not fleet_fits_alarms:
             break
         logger.info("first solution left out %s alarm bins; retrying from another first solution",
                     alarms_kept - served_alarms)
-        routes, status = _search(candidates, kept, matrix, settings, strategy)
+        routes, status = _search(candidates, kept, ints, settings, strategy)
     elapsed = time.perf_counter() - started
     visited = {i for r in routes for i in r}
     dropped = tuple(i for i in range(n) if i not in visited)

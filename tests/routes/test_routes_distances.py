@@ -132,7 +132,7 @@ async def test_osrm_null_pair_uses_great_circle_for_it() -> None:
     assert source == f"OSRM {url}"
     assert m[1][2] == round(haversine_m(a.lat, a.lon, b.lat, b.lon))
     assert m[2][1] == round(round(DETOUR * haversine_m(a.lat, a.lon, b.lat, b.lon), 1))
-    assert warnings == ["OSRM could not route 1 pairs; great-circle used for them"]
+    assert warnings == ["OSRM could not route 1 pair; great-circle used for it"]
 
 
 async def test_osrm_non_json_answer_falls_back() -> None:

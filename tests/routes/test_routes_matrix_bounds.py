@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.routes import cli
 from gateway.routes.distances import MAX_DISTANCE_M, MAX_GREAT_CIRCLE_M, CsvMatrix, Place
-from gateway.routes.errors import InvalidInputError, MatrixError
+from gateway.routes.errors import MatrixError, counted
 from gateway.routes.model import Depot
 from gateway.routes.planner import PlanSettings, plan_collection
 from gateway.routes.solver import MAX_SOLVER_SUM, SolverSettings, drop_penalty, solve
@@ -105,9 +105,9 @@ def test_run_check_refuses_a_routes_matrix_with_a_huge_cell(city: CityData, tmp_
                    '[routes]\ndepot = "52.37,4.89"\nmatrix = "roads.csv"\n')
     proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(cfg), "--check"],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    text = proc.stdout + proc.stderr
-    assert "routes.matrix" in text and "line 3, column 'bin-1'" in text and "Traceback" not in text
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # gateway run's error exit (docs/gateway.md)
+    assert "error (bad_value) [routes.matrix]" in proc.stderr, proc.stderr
+    assert "line 3, column 'bin-1'" in proc.stderr and "Traceback" not in proc.stderr
     write_matrix(tmp_path / "roads.csv", "2000")  # the same config with a sane matrix passes
     ok = subprocess.run([sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(cfg), "--check"],
                         capture_output=True, text=True, timeout=60)
@@ -185,7 +185,7 @@ def test_plural_and_singular_in_the_summary(city: CityData, capsys: pytest.Captu
     code, _, err = run(plan_args(city, "--vehicles", "1"), capsys)
     assert code == 0, err
     assert "3 stops on 1 route," in err
-    assert (cli._count(1, "stop"), cli._count(0, "route"), cli._count(2, "route")) == ("1 stop", "0 routes", "2 routes")
+    assert (counted(1, "stop"), counted(0, "route"), counted(2, "route")) == ("1 stop", "0 routes", "2 routes")
 
 
 def test_the_solver_refuses_distances_it_cannot_sum() -> None:
@@ -194,7 +194,7 @@ def test_the_solver_refuses_distances_it_cannot_sum() -> None:
     cands, _ = select_bins(bins, sel)
     for huge in (10 ** 15, MAX_GREAT_CIRCLE_M + 1, 10 ** 300):
         matrix = [[0 if a == b else huge for b in range(4)] for a in range(4)]
-        with pytest.raises(InvalidInputError, match="whole metres"):
+        with pytest.raises(MatrixError, match="whole metres"):
             solve(cands, matrix, SolverSettings(vehicles=2, capacity_l=10_000, time_limit_s=0))
     # the longest distances there are (half the Earth) still solve, with an in-range objective
     far = [[0 if a == b else MAX_GREAT_CIRCLE_M for b in range(4)] for a in range(4)]
@@ -202,7 +202,7 @@ def test_the_solver_refuses_distances_it_cannot_sum() -> None:
     assert sorted(i for r in sol.routes for i in r) == [0, 1, 2]
     # the penalty bound: fine for a city, refused where the 64-bit objective could overflow
     assert drop_penalty(5000, MAX_GREAT_CIRCLE_M, 200) * 100 * 5000 < MAX_SOLVER_SUM
-    with pytest.raises(InvalidInputError, match="64-bit"):
+    with pytest.raises(MatrixError, match="64-bit"):
         drop_penalty(200_000, MAX_GREAT_CIRCLE_M, 200)
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from gateway.routes.distances import GreatCircle, Place
-from gateway.routes.errors import CapacityError, InvalidInputError, NoBinsDueError
+from gateway.routes.errors import CapacityError, InvalidInputError, MatrixError, NoBinsDueError
 from gateway.routes.model import Reason
 from gateway.routes.planner import PlanSettings, plan_collection
 from gateway.routes.solver import SolverSettings, solve
@@ -146,7 +146,7 @@ def test_out_of_range_plan_settings_refused_when_made(kw: dict[str, object], fie
 
 
 def test_matrix_shape_checked() -> None:
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(MatrixError, match=r"must be 1x1 \(depot \+ bins\)"):
         solve([], [[0, 1], [1, 0]], SolverSettings())
 
 
