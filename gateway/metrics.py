@@ -26,7 +26,7 @@ class GatewayMetrics:
             fields ``(device, type, w, l, fields of e)`` was stored under another seq (a board whose clock
             was set back far).
         rejections: rejected frames by reason.
-        outbox_depth / outbox_dropped / mqtt_published: upstream outbox.
+        outbox_depth / outbox_dropped / outbox_refused / mqtt_published: upstream outbox.
         link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0.
         ble_connected: currently connected BLE devices.
         ble_deauthorized: open BLE links closed because the registry no longer vouches for their
@@ -58,6 +58,8 @@ class GatewayMetrics:
         self.outbox_depth = Gauge("civicedge_outbox_depth", "MQTT messages waiting in the outbox", registry=r)
         self.outbox_dropped = Counter("civicedge_outbox_dropped", "MQTT messages dropped at the outbox cap",
                                       registry=r)
+        self.outbox_refused = Counter("civicedge_outbox_refused", "MQTT messages the client refused to send "
+                                      "(e.g. a topic too long), dropped from the outbox", registry=r)
         self.mqtt_published = Counter("civicedge_mqtt_published", "MQTT messages acknowledged by the broker",
                                       registry=r)
         self.link_state = Gauge("civicedge_link_state", "1 if the link is up", ["link"], registry=r)

@@ -50,6 +50,12 @@ scan_interval_s = 5.0
 # outbox_max_bytes = 67108864   # cap on queued payload bytes on disk
 # outbox_policy = "drop_oldest" # at the cap: "drop_oldest" or "drop_newest"; drops are counted
 # keepalive_s = 30
+# username = "gw-centre-1"          # broker login; the password goes in its own file, never here:
+# password_file = "mqtt.password"  # one line, owner-only (chmod 600)
+# tls = true                       # TLS (port then defaults to 8883)
+# ca_file = "city-ca.pem"          # the CA that signed the broker's certificate (default: the system's)
+# cert_file = "gw.pem"             # client certificate, with key_file (owner-only), if the broker asks for one
+# key_file = "gw.key"
 
 [http]
 enabled = true
@@ -59,6 +65,11 @@ port = 8080
 # Names this server answers to besides IP addresses, localhost and this machine's own name; a request
 # with any other Host header is refused (a hostile page rebinding its name to this gateway).
 # allowed_hosts = ["data.city.example"]   # e.g. the name a reverse proxy forwards
+
+# Open data (/opendata): shown in the index and in each dataset; "not set" until the city decides.
+# [opendata]
+# licence = "CC-BY-4.0"             # SPDX id or a URL
+# publisher = "City of Example, Open Data Office"
 
 [retention]
 interval_s = 3600               # how often old field values are removed

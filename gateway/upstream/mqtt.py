@@ -21,7 +21,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.model import MqttConfig
-from gateway.log_limit import LogLimiter, more_since
+from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.storage.store import OutboxMessage, ReportRecord, ReportStore
 
@@ -144,8 +144,9 @@ class MqttUpstream:
         # credentials", ...); None while connected.
         self.problem: str | None = "mqtt broker not connected yet"
         self._backoff = BACKOFF_MIN_S
-        self._refused_log = LogLimiter(REFUSED_LOG_EVERY_S, time.monotonic)
-        self._refused_unlogged = 0  # messages refused since the last line about them
+        self._refused_warning = CountedWarning(
+            REFUSED_LOG_EVERY_S, time.monotonic, "MQTT client refused %d more message(s) since the last such line: "
+            "dropped them, the reports stay stored", log)
         self.refused = 0  # messages refused by the client and dropped since start
         self._failure_log = LogLimiter(FAILURE_LOG_EVERY_S, time.monotonic)
         self._tls: ssl.SSLContext | None = None  # made at the first connect (run): files unreadable are logged
@@ -334,22 +335,18 @@ class MqttUpstream:
         most once per :data:`REFUSED_LOG_EVERY_S` naming why."""
         await self._run(self._store.outbox_refuse, [m.id for m, _, _ in refused])  # type: ignore[misc]
         self.refused += len(refused)
-        self._refused_unlogged += len(refused)
-        skipped = self._refused_log.allow()
-        if skipped is None:
+        self._metrics.outbox_refused.inc(len(refused))
+        counted = self._refused_warning.count(len(refused))
+        if counted is None:
             return
         _, topic, why = refused[-1]
         shown = topic if len(topic) <= 120 else "%s... (%d bytes)" % (topic[:80], len(topic.encode()))
         log.warning("MQTT client refused %d message(s) it cannot send (%s; topic %r): dropped them, the reports stay"
-                    " stored; check [mqtt] topic_prefix", self._refused_unlogged, why, shown)
-        self._refused_unlogged = 0
+                    " stored; check [mqtt] topic_prefix", counted[0], why, shown)
 
     def flush_logs(self) -> None:
         """Log the refused messages a rate limit held back (called when the gateway stops)."""
-        if self._refused_unlogged:
-            log.warning("MQTT client refused %d more message(s) since the last such line: dropped them, the reports"
-                        " stay stored", self._refused_unlogged)
-            self._refused_unlogged = 0
+        self._refused_warning.flush()
 
     async def _publish_chunk(self, client: aiomqtt.Client, msgs: list[OutboxMessage]
                              ) -> tuple[list[int], list[tuple[OutboxMessage, str, str]], BaseException | None]:

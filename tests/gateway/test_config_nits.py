@@ -62,7 +62,7 @@ def test_check_refuses_a_hard_linked_store(tmp_path: Path, capsys: pytest.Captur
         ('[storge]\n', "storge", "unknown section [storge] (did you mean [storage]?)"),
         ('[[seria]]\nport = "/dev/x"\n', "seria", "unknown section [[seria]] (did you mean [[serial]]?)"),
         ('[nonsense]\n', "nonsense", "unknown section [nonsense] (sections: [gateway], [registry], [storage], "
-                                     "[[serial]], [ble], [mqtt], [http], [retention], [sim_clock], [routes])"),
+                                     "[[serial]], [ble], [mqtt], [http], [retention], [sim_clock], [routes], [opendata])"),
     ],
 )
 def test_an_unknown_section_is_named_as_one(tmp_path: Path, text: str, key: str, message: str) -> None:

@@ -228,6 +228,7 @@ async def test_a_message_the_client_refuses_is_dropped_once_and_the_rest_deliver
             assert up.connected and up.problem is None
         assert sorted(sub.seqs("bin-1")) == list(range(1, 61)), "each delivered exactly once"
         assert store.counter("outbox_refused") == 1 and up.refused == 1
+        assert up._metrics.registry.get_sample_value("civicedge_outbox_refused_total") == 1.0
         refused = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(refused) == 1 and "refused 1 message(s)" in refused[0], refused
         assert "too long" in refused[0] and len(refused[0]) < 600, refused[0][:300]
