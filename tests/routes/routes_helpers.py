@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 from datetime import date, datetime, timezone
 from typing import Iterable, Sequence
 
+import pytest
+
+from gateway.routes import cli
 from gateway.routes.model import BinStatus, Depot, FillReading
 
 DAY = date(2026, 11, 23)
@@ -49,3 +53,13 @@ def scattered_bins(n: int, seed: int, *, full_share: float = 0.5, alarm_every: i
         out.append(make_bin(f"b{i:03d}", [level] * 3, lat=DEPOT.lat + rng.uniform(-0.04, 0.04),
                             lon=DEPOT.lon + rng.uniform(-0.06, 0.06), alarms=alarms, zone=f"z{i % 4}"))
     return out
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``civicedge <argv>`` (the routes commands) in this process: (exit code, stdout, stderr)."""
+    parser = argparse.ArgumentParser(prog="civicedge")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -17,7 +17,7 @@ import pytest
 from gateway.routes import cli
 
 from osrm_fake import closed_port
-from routes_helpers import T0
+from routes_helpers import T0, run_cli
 from routes_store import WINDOW_S, CityData
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,22 +42,13 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CityData]:
     data.close()
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="civicedge")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    code = args.func(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def plan_args(city: CityData, *extra: str) -> list[str]:
     return ["routes", "plan", "--date", "2026-11-23", "--depot", DEPOT, "--db", str(city.db_path),
             "--time-limit", "0.3", *extra]
 
 
 def test_json_plan(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(plan_args(city), capsys)
+    code, out, err = run_cli(plan_args(city), capsys)
     assert code == 0, err
     doc = json.loads(out)
     stops = [s for r in doc["routes"] for s in r["stops"]]
@@ -72,12 +63,12 @@ def test_json_plan(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_csv_to_file_and_geojson(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_file = tmp_path / "crew.csv"
-    code, out, err = run(plan_args(city, "--format", "csv", "--out", str(out_file), "--vehicles", "2",
+    code, out, err = run_cli(plan_args(city, "--format", "csv", "--out", str(out_file), "--vehicles", "2",
                                    "--capacity", "1000"), capsys)
     assert code == 0 and out == "" and str(out_file) in err
     rows = list(csv.DictReader(io.StringIO(out_file.read_text())))
     assert len(rows) == 9 and {r["vehicle"] for r in rows} == {"1", "2"}
-    code, out, _ = run(plan_args(city, "--format", "geojson", "--threshold", "95%"), capsys)
+    code, out, _ = run_cli(plan_args(city, "--format", "geojson", "--threshold", "95%"), capsys)
     assert code == 0
     fc = json.loads(out)
     # at 95 % only the two fast fillers (predicted to reach it) and the tipped bin are due
@@ -129,7 +120,7 @@ def test_bad_input_exit_2(city: CityData, capsys: pytest.CaptureFixture[str], fl
         argv[argv.index(flag) + 1] = value
     else:
         argv += [flag, value]
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 2
     assert out == ""
     assert needle in err
@@ -142,10 +133,10 @@ def test_a_depot_starting_with_a_minus_sign(city: CityData, capsys: pytest.Captu
     argv = plan_args(city)
     i = argv.index("--depot")
     with pytest.raises(SystemExit) as info:
-        run(argv[:i] + ["--depot", "-33.9,-70.6"] + argv[i + 2:], capsys)
+        run_cli(argv[:i] + ["--depot", "-33.9,-70.6"] + argv[i + 2:], capsys)
     assert info.value.code == 2
     assert "--depot=-33.9,-70.6" in capsys.readouterr().err
-    code, out, err = run(argv[:i] + ["--depot=-33.9,-70.6"] + argv[i + 2:], capsys)
+    code, out, err = run_cli(argv[:i] + ["--depot=-33.9,-70.6"] + argv[i + 2:], capsys)
     assert code == 0, err
     assert json.loads(out)["depot"] == {"lat": -33.9, "lon": -70.6}
 
@@ -159,7 +150,7 @@ def test_thresholds_below_one_percent_are_accepted() -> None:
 
 
 def test_osrm_timeout_bounded(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(plan_args(city, "--osrm", "http://127.0.0.1:1", "--osrm-timeout", "1e308"), capsys)
+    code, _, err = run_cli(plan_args(city, "--osrm", "http://127.0.0.1:1", "--osrm-timeout", "1e308"), capsys)
     assert code == 2 and "invalid osrm timeout '1e308': must be at most 300" in err
 
 
@@ -173,7 +164,7 @@ def test_osrm_timeout_without_osrm_exit_2(city: CityData, tmp_path: Path, capsys
     cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\ndepot = "{DEPOT}"\n')
     for source in (["--db", str(city.db_path)], ["--config", str(cfg)]):
         argv = ["routes", "plan", "--date", "2026-11-23", "--depot", DEPOT, *source, *extra, "--osrm-timeout", "5"]
-        code, out, err = run(argv, capsys)
+        code, out, err = run_cli(argv, capsys)
         assert code == 2 and out == "", err
         assert err.startswith("civicedge routes plan: invalid osrm timeout '5': applies only with --osrm")
 
@@ -214,7 +205,7 @@ def test_config_errors_name_the_routes_key(city: CityData, tmp_path: Path, capsy
     cfg = tmp_path / "gateway.toml"
     depot = "" if line.startswith("depot") else f'depot = "{DEPOT}"\n'
     cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\n{depot}{line}\n')
-    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
+    code, out, err = run_cli(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
     assert code == 2 and out == ""
     assert err.startswith("civicedge routes plan: " + needle), err
 
@@ -224,22 +215,22 @@ def test_config_values_above_the_bounds_exit_2(city: CityData, tmp_path: Path,
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n'
                    f'[routes]\ndepot = "{DEPOT}"\nvehicles = 100000\n')
-    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
+    code, out, err = run_cli(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
     assert code == 2 and out == "" and "invalid routes.vehicles 100000: must be at most 200" in err
 
 
 def test_bin_volumes_flag(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     vols = tmp_path / "vols.csv"
     vols.write_text("id,volume_l\nbin-00,1100\n")
-    code, out, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    code, out, err = run_cli(plan_args(city, "--bin-volumes", str(vols)), capsys)
     assert code == 0, err
     loads = {s["bin_id"]: s["load_l"] for r in json.loads(out)["routes"] for s in r["stops"]}
     assert loads["bin-00"] == 990.0 and loads["bin-01"] == 216.0  # 90 % of 1100 L, of the default 240 L
     vols.write_text("id,litres\n")
-    code, _, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    code, _, err = run_cli(plan_args(city, "--bin-volumes", str(vols)), capsys)
     assert code == 2 and "id,volume_l" in err
     vols.write_text("id,volume_l\nbin-00,1_100\n")
-    code, _, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    code, _, err = run_cli(plan_args(city, "--bin-volumes", str(vols)), capsys)
     assert code == 2 and "line 2: volume_l '1_100' of 'bin-00': not a number" in err
 
 
@@ -248,7 +239,7 @@ def test_bin_volumes_naming_unknown_bins_warn(city: CityData, tmp_path: Path,
     """A mistyped id would quietly fall back to 240 L: the plan is made, stderr names the unknown ids."""
     vols = tmp_path / "vols.csv"
     vols.write_text("id,volume_l\nbin-00,1100\nnope,240\nbin-O1,660\n")
-    code, out, err = run(plan_args(city, "--bin-volumes", str(vols)), capsys)
+    code, out, err = run_cli(plan_args(city, "--bin-volumes", str(vols)), capsys)
     assert code == 0, err
     warned = [line for line in err.splitlines() if line.startswith("warning: bin volumes")]
     assert len(warned) == 1 and "bin-O1, nope" in warned[0] and "bin-00" not in warned[0]
@@ -256,43 +247,43 @@ def test_bin_volumes_naming_unknown_bins_warn(city: CityData, tmp_path: Path,
 
 
 def test_unwritable_out_and_bare_group(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(plan_args(city, "--out", str(tmp_path / "no" / "such" / "dir.json")), capsys)
+    code, _, err = run_cli(plan_args(city, "--out", str(tmp_path / "no" / "such" / "dir.json")), capsys)
     assert code == 2 and "invalid out" in err
-    code, out, _ = run(["routes"], capsys)
+    code, out, _ = run_cli(["routes"], capsys)
     assert code == 2 and "plan" in out
 
 
 def test_no_bins_due_exit_3(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(plan_args(city, "--date", "2026-11-10"), capsys)  # before any report
+    code, out, err = run_cli(plan_args(city, "--date", "2026-11-10"), capsys)  # before any report
     assert code == 3 and out == ""
     assert "no bins due on 2026-11-10" in err
 
 
 def test_capacity_smaller_than_one_bin_exit_4(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(plan_args(city, "--capacity", "100"), capsys)
+    code, out, err = run_cli(plan_args(city, "--capacity", "100"), capsys)
     assert code == 4 and out == ""
     assert "capacity 100 L is smaller than bin" in err
 
 
 def test_no_depot_anywhere_exit_2(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["routes", "plan", "--db", str(city.db_path)], capsys)
+    code, _, err = run_cli(["routes", "plan", "--db", str(city.db_path)], capsys)
     assert code == 2 and "invalid depot" in err and "[routes] depot" in err
 
 
 def test_missing_db_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["routes", "plan", "--depot", DEPOT, "--db", str(tmp_path / "none.sqlite")], capsys)
+    code, _, err = run_cli(["routes", "plan", "--depot", DEPOT, "--db", str(tmp_path / "none.sqlite")], capsys)
     assert code == 5 and "none.sqlite" in err
 
 
 def test_bad_matrix_file_exit_2(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     matrix = tmp_path / "m.csv"
     matrix.write_text("id,depot\ndepot,0\n")
-    code, _, err = run(plan_args(city, "--matrix", str(matrix)), capsys)
+    code, _, err = run_cli(plan_args(city, "--matrix", str(matrix)), capsys)
     assert code == 2 and "missing: bin-" in err
 
 
 def test_unreachable_osrm_falls_back_with_warning(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(plan_args(city, "--osrm", f"http://127.0.0.1:{closed_port()}", "--osrm-timeout", "2"),
+    code, out, err = run_cli(plan_args(city, "--osrm", f"http://127.0.0.1:{closed_port()}", "--osrm-timeout", "2"),
                          capsys)
     assert code == 0
     assert "warning:" in err and "unreachable" in err and "great-circle" in err
@@ -303,14 +294,14 @@ def test_config_file_points_at_the_store(city: CityData, tmp_path: Path, capsys:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n'
                    f'[routes]\ndepot = "{DEPOT}"\nvehicles = 1\ntime_limit_s = 0\n')
-    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
+    code, out, err = run_cli(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["stops"] == 9 and doc["vehicles"] == 1 and doc["depot"] == {"lat": 52.37, "lon": 4.89}
-    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg), "--vehicles", "3"], capsys)
+    code, out, err = run_cli(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg), "--vehicles", "3"], capsys)
     assert code == 0 and json.loads(out)["vehicles"] == 3  # flags override [routes]
     cfg.write_text("[gateway]\nbogus = 1\n")
-    code, _, err = run(["routes", "plan", "--depot", DEPOT, "--config", str(cfg)], capsys)
+    code, _, err = run_cli(["routes", "plan", "--depot", DEPOT, "--config", str(cfg)], capsys)
     assert code == 5 and "bogus" in err
 
 
@@ -338,6 +329,6 @@ def test_planning_from_a_config_reads_a_data_directory_it_cannot_write(
     monkeypatch.setattr(os, "access", access)
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(f'[gateway]\nid = "gw-1"\ndata_dir = "{city.root}"\n\n[routes]\ndepot = "{DEPOT}"\n')
-    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
+    code, out, err = run_cli(["routes", "plan", "--date", "2026-11-23", "--config", str(cfg)], capsys)
     assert code == 0, err
     assert json.loads(out)["routes"]

@@ -3,7 +3,6 @@ is planned as full without inventing a reading (``fill_now`` null / empty, ``loa
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -12,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.routes import cli
 from gateway.routes.config import load_plan_defaults
 from gateway.routes.distances import CsvMatrix
 
-from routes_helpers import T0
+from routes_helpers import T0, run_cli
 from routes_store import WINDOW_S, CityData
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,33 +56,24 @@ def city(tmp_path: Path) -> CityData:
     return data
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="civicedge")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    code = args.func(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_a_bin_in_alarm_without_a_reading_reports_no_fill_now(city: CityData,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     base = ["routes", "plan", "--date", "2026-11-23", "--depot", "52.37,4.89", "--db", str(city.db_path),
             "--time-limit", "0"]
     try:
-        code, out, err = _run(base, capsys)
+        code, out, err = run_cli(base, capsys)
         assert code == 0, err
         stops = {s["bin_id"]: s for r in json.loads(out)["routes"] for s in r["stops"]}
         fire = stops["bin-fire"]
         assert fire["reason"] == "fire" and fire["fill_now"] is None and fire["load_assumed"] is True
         assert fire["expected_fill"] == 1.0 and fire["load_l"] == 240.0  # still planned as full
         assert stops["bin-full"]["fill_now"] == 0.9 and stops["bin-full"]["load_assumed"] is False
-        code, out, err = _run(base + ["--format", "csv"], capsys)
+        code, out, err = run_cli(base + ["--format", "csv"], capsys)
         assert code == 0, err
         rows = {r["bin_id"]: r for r in csv.DictReader(io.StringIO(out))}
         assert rows["bin-fire"]["fill_now_pct"] == "" and rows["bin-fire"]["expected_fill_pct"] == "100"
         assert rows["bin-full"]["fill_now_pct"] == "90"
-        code, out, err = _run(base + ["--format", "geojson"], capsys)
+        code, out, err = run_cli(base + ["--format", "geojson"], capsys)
         assert code == 0, err
         props = [f["properties"] for f in json.loads(out)["features"] if f["properties"].get("bin_id") == "bin-fire"]
         assert props and props[0]["fill_now"] is None

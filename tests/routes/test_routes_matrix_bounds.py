@@ -4,7 +4,6 @@ checks its own sums. Also: an OSRM URL with an invalid port is refused up front.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.routes import cli
 from gateway.routes.distances import MAX_DISTANCE_M, MAX_GREAT_CIRCLE_M, CsvMatrix, Place
 from gateway.routes.errors import MatrixError, counted
 from gateway.routes.model import Depot
@@ -27,7 +25,7 @@ from gateway.routes.source import GatewayBinSource
 from gateway.routes.web import PlanDefaults, routes_handlers
 
 from osrm_fake import FakeOsrm, start_fake_osrm
-from routes_helpers import DAY, ROUND_START, T0, make_bin
+from routes_helpers import DAY, ROUND_START, T0, make_bin, run_cli
 from routes_store import WINDOW_S, CityData
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,15 +55,6 @@ def write_matrix(path: Path, cell: str) -> Path:
     return path
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="civicedge")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    code = args.func(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def plan_args(city: CityData, *extra: str) -> list[str]:
     return ["routes", "plan", "--date", "2026-11-23", "--depot", DEPOT, "--db", str(city.db_path),
             "--time-limit", "0", *extra]
@@ -75,7 +64,7 @@ def plan_args(city: CityData, *extra: str) -> list[str]:
 def test_a_huge_matrix_cell_exits_2_naming_line_and_column(
         city: CityData, tmp_path: Path, cell: str, capsys: pytest.CaptureFixture[str]) -> None:
     matrix = write_matrix(tmp_path / "roads.csv", cell)
-    code, out, err = run(plan_args(city, "--matrix", str(matrix)), capsys)
+    code, out, err = run_cli(plan_args(city, "--matrix", str(matrix)), capsys)
     assert code == 2, err
     assert out == ""
     assert "line 3, column 'bin-1'" in err and "1,000 km" in err and "Traceback" not in err
@@ -92,7 +81,7 @@ def test_the_cli_subprocess_refuses_1e300_without_a_traceback(city: CityData, tm
 
 def test_the_largest_allowed_cell_plans(city: CityData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     matrix = write_matrix(tmp_path / "roads.csv", str(MAX_DISTANCE_M))
-    code, out, err = run(plan_args(city, "--matrix", str(matrix)), capsys)
+    code, out, err = run_cli(plan_args(city, "--matrix", str(matrix)), capsys)
     assert code == 0, err
     assert json.loads(out)["stops"] == 3
 
@@ -164,7 +153,7 @@ async def test_an_osrm_table_with_huge_distances_falls_back_to_great_circle(
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:0", "http://127.0.0.1:port"])
 def test_an_osrm_url_with_an_invalid_port_exits_2(city: CityData, url: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(plan_args(city, "--osrm", url), capsys)
+    code, out, err = run_cli(plan_args(city, "--osrm", url), capsys)
     assert code == 2, err
     assert "invalid port" in err and "unreachable" not in err
 
@@ -182,7 +171,7 @@ def test_a_routes_osrm_url_with_an_invalid_port_is_refused_by_the_config_loader(
 
 
 def test_plural_and_singular_in_the_summary(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(plan_args(city, "--vehicles", "1"), capsys)
+    code, _, err = run_cli(plan_args(city, "--vehicles", "1"), capsys)
     assert code == 0, err
     assert "3 stops on 1 route," in err
     assert (counted(1, "stop"), counted(0, "route"), counted(2, "route")) == ("1 stop", "0 routes", "2 routes")
@@ -212,7 +201,7 @@ def test_a_csv_matrix_of_the_python_api_refuses_a_huge_cell(tmp_path: Path) -> N
 
 
 def test_a_swapped_depot_warns_and_suggests_lat_lon(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["routes", "plan", "--date", "2026-11-23", "--depot", "4.89,52.37", "--db",
+    code, out, err = run_cli(["routes", "plan", "--date", "2026-11-23", "--depot", "4.89,52.37", "--db",
                           str(city.db_path), "--time-limit", "0"], capsys)
     assert code == 0, err  # a warning, not an error
     doc = json.loads(out)
@@ -220,7 +209,7 @@ def test_a_swapped_depot_warns_and_suggests_lat_lon(city: CityData, capsys: pyte
     assert "look swapped" in warning and "52.37,4.89" in warning
     assert "warning: depot 4.89,52.37 is" in err and "look swapped" in err
     # the right depot: no warning
-    code, out, err = run(plan_args(city), capsys)
+    code, out, err = run_cli(plan_args(city), capsys)
     assert code == 0 and not [w for w in json.loads(out)["warnings"] if "depot" in w]
 
 

@@ -5,7 +5,6 @@ depot; the swap suggestion keeps the depot's digits; singular wording; the solve
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -20,7 +19,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.routes import cli
 from gateway.routes import web as routes_web
 from gateway.routes.distances import MAX_GREAT_CIRCLE_M, OsrmTable, Place, build_matrix, check_matrix
 from gateway.routes.errors import MatrixError
@@ -32,7 +30,7 @@ from gateway.routes.source import GatewayBinSource
 from gateway.routes.web import PlanDefaults, routes_handlers
 
 from osrm_fake import FakeOsrm, start_fake_osrm
-from routes_helpers import DAY, ROUND_START, T0, make_bin
+from routes_helpers import DAY, ROUND_START, T0, make_bin, run_cli
 from routes_store import WINDOW_S, CityData
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,15 +58,6 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CityData]:
     data.close()
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="civicedge")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    code = args.func(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def plan_args(city: CityData, *extra: str) -> list[str]:
     return ["routes", "plan", "--date", "2026-11-23", "--depot", "52.37,4.89", "--db", str(city.db_path),
             "--time-limit", "0", *extra]
@@ -84,7 +73,7 @@ def write_config(tmp_path: Path, city: CityData, osrm: str) -> Path:
 @pytest.mark.parametrize(("url", "why"), MALFORMED)
 def test_a_malformed_osrm_url_exits_2_naming_the_problem(city: CityData, url: str, why: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(plan_args(city, "--osrm", url), capsys)
+    code, out, err = run_cli(plan_args(city, "--osrm", url), capsys)
     assert code == 2, err
     assert out == "" and why in err and "unreachable" not in err
 
@@ -120,7 +109,7 @@ def test_a_well_formed_ipv6_osrm_url_is_accepted() -> None:
 
 def test_a_url_http_client_refuses_falls_back_to_great_circle_on_the_cli(
         city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(plan_args(city, "--osrm", NOT_IDNA), capsys)
+    code, out, err = run_cli(plan_args(city, "--osrm", NOT_IDNA), capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["stops"] == 1 and doc["distance_source"].startswith("great-circle (fallback: OSRM")
@@ -192,7 +181,7 @@ def test_one_bin_left_over_is_worded_in_the_singular() -> None:
 
 
 def test_the_cli_summary_says_1_bin_considered(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(plan_args(city, "--vehicles", "1"), capsys)
+    code, _, err = run_cli(plan_args(city, "--vehicles", "1"), capsys)
     assert code == 0, err
     assert "1 stop on 1 route," in err and ", 1 bin considered," in err
 
