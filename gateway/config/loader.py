@@ -22,6 +22,7 @@ import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.config.model import (
     BleConfig,
@@ -328,12 +329,49 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
         _check_routes(top.data["routes"], source, base)
     od = _Section(top.data.get("opendata", {}), "opendata", source, ("licence", "publisher"))
     # Not set unless the city says so: the gateway never invents a licence (docs/open-data.md).
-    od_licence = od.get("licence", str, "not set").strip() or "not set"
-    od_publisher = od.get("publisher", str, "not set").strip() or "not set"
+    od_licence = _opendata_licence(od)
+    od_publisher = _opendata_publisher(od)
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
                          sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source,
                          open_data_licence=od_licence, open_data_publisher=od_publisher)
+
+
+# [opendata] licence: an SPDX-style id (CC-BY-4.0, LicenseRef-city-1.0) or an absolute http(s) URL. Both
+# go into a Link header (RFC 8288) and JSON, so nothing a header cannot carry plainly is accepted.
+_SPDX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}")
+_LICENCE_URL = re.compile(r"https?://[\x21-\x7e]+")
+_URL_FORBIDDEN = frozenset('<>"')
+MAX_LICENCE_URL_LEN = 2048
+MAX_PUBLISHER_LEN = 200
+
+
+def _opendata_licence(od: _Section) -> str:
+    """``[opendata] licence``: "not set" when absent or empty; else an SPDX-style id or an http(s) URL."""
+    value: str = od.get("licence", str, "not set").strip() or "not set"
+    if value == "not set" or _SPDX_ID.fullmatch(value):
+        return value
+    is_url = (len(value) <= MAX_LICENCE_URL_LEN and _LICENCE_URL.fullmatch(value) is not None
+              and not _URL_FORBIDDEN & set(value) and bool(urlsplit(value).netloc))
+    if is_url:
+        return value
+    shown = value if len(value) <= 80 else value[:80] + "..."
+    raise od.error("opendata.licence", "opendata.licence %r must be an SPDX licence id (letters, digits, '.', '+',"
+                   " '-', at most 64 characters, e.g. \"CC-BY-4.0\" or \"LicenseRef-city-1.0\") or an absolute"
+                   " http:// or https:// URL (ASCII, at most %d characters, no spaces, control characters, '<', '>'"
+                   " or '\"')" % (shown, MAX_LICENCE_URL_LEN), "bad_value")
+
+
+def _opendata_publisher(od: _Section) -> str:
+    """``[opendata] publisher``: "not set" when absent or empty; else printable text of at most 200 characters."""
+    value: str = od.get("publisher", str, "not set").strip() or "not set"
+    # str.isprintable() is False for control characters (NUL, ESC, DEL, C1) and for the line and
+    # paragraph separators U+2028/U+2029; a plain space is printable.
+    if len(value) <= MAX_PUBLISHER_LEN and value.isprintable():
+        return value
+    shown = value if len(value) <= 80 else value[:80] + "..."
+    raise od.error("opendata.publisher", "opendata.publisher %r must be printable text of at most %d characters"
+                   " (no control characters, tabs or line breaks)" % (shown, MAX_PUBLISHER_LEN), "bad_value")
 
 
 def _parse_sim_clock(sc: _Section, base: Path) -> SimClockConfig:
