@@ -246,6 +246,25 @@ _CLOSE_WAIT_S = 2.0
 log = logging.getLogger(__name__)
 
 
+# The ``counters`` row gateway.storage.store increments whenever retention removed stored values.
+DATA_VERSION_COUNTER = "data_version"
+
+
+@dataclass(frozen=True)
+class RangeStamp:
+    """What the content of a range of periods changes with (see :meth:`ReportQueries.range_stamp`).
+
+    Attributes:
+        data_version: removals of stored values so far (retention runs that removed any).
+        newest_id: the highest report id with a period start in the range (0: none).
+        newest_at: that report's ``received_at`` (None: none).
+    """
+
+    data_version: int
+    newest_id: int
+    newest_at: float | None
+
+
 def _report(row: tuple[Any, ...]) -> StoredReport:
     return StoredReport(
         device=row[0], seq=int(row[1]), kind=row[2], zone=row[3], type=row[4], w=int(row[5]), l=int(row[6]),
@@ -409,6 +428,30 @@ class ReportQueries:
         rows = self._rows("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports)", ())
         return (int(rows[0][0]), float(rows[0][1])) if rows else None
 
+    def data_version(self) -> int:
+        """Return how many times stored values were removed without a new report (retention runs
+        that removed something; 0 when none did): with the newest report id it names the store's
+        content."""
+        rows = self._rows("SELECT value FROM counters WHERE name = ?", (DATA_VERSION_COUNTER,))
+        return int(rows[0][0]) if rows else 0
+
+    def range_stamp(self, *, start: int, end: int) -> RangeStamp:
+        """Return the data version and the newest report (id, ``received_at``) with a period start in
+        ``[start, end)``, from one snapshot: what an answer made of that range's reports changes
+        with. The id is read from the period-start index alone (no row is read but the newest)."""
+        with self._reading() as conn:
+            conn.execute("BEGIN")  # one snapshot for both reads
+            try:
+                row = conn.execute("SELECT value FROM counters WHERE name = ?", (DATA_VERSION_COUNTER,)).fetchone()
+                newest = conn.execute(
+                    "SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports INDEXED BY reports_w"
+                    " WHERE w >= ? AND w < ?)", (int(start), int(end))).fetchone()
+            finally:
+                conn.execute("COMMIT")
+        return RangeStamp(data_version=int(row[0]) if row else 0,
+                          newest_id=int(newest[0]) if newest else 0,
+                          newest_at=float(newest[1]) if newest else None)
+
     def device_ids(self) -> list[str]:
         """Return the ids of devices that reported, sorted; one index seek per device (a skip-scan)."""
         rows = self._rows(
@@ -510,22 +553,25 @@ class ReportQueries:
         device, UTC hour, stored zone and field, for the rows whose period ends in ``(start, end]``,
         ordered by hour, device, zone and field.
 
-        A row holds the values whose period starts in its hour; it ends at that hour plus the values'
-        period length rounded up to whole hours (an hour for 15-minute windows, 6 h for a 6-hour pass
-        count, a day for a daily count): so a row is never split between two ranges of whole hours,
-        and a longer release is found in the range where it ends, when it was released. Each value
-        keeps the zone its report was stored with (a device moved mid-hour has a row per zone).
-        ``max_period_s`` is the longest period a stored value may have (how far before ``start`` a
-        row that ends after it may begin). Reads only those devices' rows (index on device and
-        period start)."""
-        row_end = "((w / 3600) * 3600 + ((l + 3599) / 3600) * 3600)"
+        A row holds the values whose period starts in its hour; it ends when the last of them ends,
+        rounded up to a whole hour (an hour for 15-minute windows, 6 h for a 6-hour pass count, a day for
+        a daily count): so a row is never split between two ranges of whole hours, no row is in a range
+        that closed before its values existed (also for periods that do not align to hours, e.g. a
+        40-minute window: its row then ends in the hour its last value ends), and a longer release is
+        found in the range where it ends, when it was released. Each value keeps the zone its report was
+        stored with (a device moved mid-hour has a row per zone). ``max_period_s`` is the longest
+        period a stored value may have (how far before ``start`` a row that ends after it may begin).
+        Reads only those devices' rows (index on device and period start)."""
+        # The end is a property of the whole row (HAVING), not of each value: filtering values by their
+        # own ends would leave a row's other values out of it.
+        row_end = "(((MAX(w + l) + 3599) / 3600) * 3600)"
         where, params = _filters(zone=zone, start=start - max_period_s - 3600, end=end)
-        where += (" AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))"
-                  " AND %s > ? AND %s <= ?" % (row_end, row_end))
-        params += (json.dumps(list(devices)), json.dumps(list(fields)), int(start), int(end))
+        where += " AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))"
+        params += (json.dumps(list(devices)), json.dumps(list(fields)))
         sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), zone, field, COUNT(*), SUM(value),"
-               " MAX(w + l) FROM readings%s GROUP BY hour, device, zone, field ORDER BY hour, device, zone, field"
-               % where)
+               " MAX(w + l) FROM readings%s GROUP BY hour, device, zone, field HAVING %s > ? AND %s <= ?"
+               " ORDER BY hour, device, zone, field" % (where, row_end, row_end))
+        params += (int(start), int(end))
         return [DeviceHourAggregate(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]))
                 for r in self._rows(sql, params)]
 

@@ -26,6 +26,7 @@ from gateway.errors import StorageError
 from gateway.pid_lock import LockHeld, lock_holder, take_pid_lock
 from gateway.private_dirs import mkdir_private
 from gateway.storage import provenance
+from gateway.storage.queries import DATA_VERSION_COUNTER
 from gateway.storage.schema import apply_schema
 
 log = logging.getLogger(__name__)
@@ -557,6 +558,7 @@ class ReportStore:
         """
         removed = 0
         with self._writing("retention") as conn:
+            changed = 0
             for (kind, fld), days in sorted(retention_days.items()):
                 cutoff = int(now) - days * 86400
                 if '"' in fld:  # no reported field is named so (the policy allowlist), and a path cannot quote it
@@ -566,15 +568,21 @@ class ReportStore:
                 removed += int(conn.execute(
                     "SELECT COUNT(*) FROM reports WHERE kind=? AND w + l <= ? AND json_type(m, ?) IS NOT NULL",
                     (kind, cutoff, path)).fetchone()[0])
-                conn.execute(
+                changed += conn.execute(
                     "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)"
                     " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
                     (path, path, kind, cutoff, path, path),
-                )
+                ).rowcount
                 # the spend of a release not stored goes with the stored release's
                 conn.execute(
                     "UPDATE window_duplicates SET e = json_remove(e, ?)"
                     " WHERE kind=? AND w + l <= ? AND json_type(e, ?) IS NOT NULL", (path, kind, cutoff, path))
+            if changed:
+                # Stored values changed without a new report: readers that name their answers by the
+                # newest report (the open-data CSV's ETag) also name them by this version. Same
+                # transaction as the removal, so no reader sees one without the other.
+                conn.execute("INSERT INTO counters (name, value) VALUES (?, 1)"
+                             " ON CONFLICT(name) DO UPDATE SET value = value + 1", (DATA_VERSION_COUNTER,))
         if removed:
             log.info("retention removed %d reading(s)", removed)
         return removed

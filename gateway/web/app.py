@@ -159,6 +159,8 @@ def _is_open_data(request: web.BaseRequest) -> bool:
 # Methods of every open-data path: its routes' GET (and the HEAD aiohttp adds), and the CORS
 # preflight answered by _cors_preflight.
 OPEN_DATA_METHODS = ("GET", "HEAD", "OPTIONS")
+# Response headers of open data a cross-origin script may read (Access-Control-Expose-Headers).
+OPEN_DATA_EXPOSED_HEADERS = "ETag, Link, Content-Disposition, Last-Modified"
 
 
 def _open_data_allow(route_methods: Iterable[str] = ()) -> str:
@@ -177,7 +179,9 @@ async def _cors_preflight(
         # The same method list as a 405 there ("Allow", see _errors_middleware).
         methods = _open_data_allow()
         return web.Response(status=204, headers={
-            "Access-Control-Allow-Methods": methods, "Allow": methods, "Access-Control-Allow-Headers": "Accept",
+            "Access-Control-Allow-Methods": methods, "Allow": methods,
+            # If-None-Match: a page revalidating with the ETag it was given (a CORS-unsafe header).
+            "Access-Control-Allow-Headers": "Accept, If-None-Match",
             "Access-Control-Max-Age": "86400"})
     return await handler(request)
 
@@ -187,6 +191,9 @@ async def _security_headers(request: web.BaseRequest, response: web.StreamRespon
     if _is_open_data(request):
         # Public data without credentials: any origin may read it (no cookies or tokens are involved).
         response.headers.setdefault("Access-Control-Allow-Origin", "*")
+        # A script on another site sees only the CORS-safelisted headers unless these are named:
+        # the validators it revalidates with, the licence and the CSV's file name.
+        response.headers.setdefault("Access-Control-Expose-Headers", OPEN_DATA_EXPOSED_HEADERS)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     # No page of the gateway may be framed (clickjacking the admin forms); X-Frame-Options for

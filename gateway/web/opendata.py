@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Mapping, Sequence
@@ -15,6 +17,7 @@ from gateway.errors import GatewayError
 from gateway.web import export, ngsi, params
 from gateway.web.context import ctx_of
 from gateway.web.errors import BadParameter, NotFound, WebError
+from gateway.web.views import DeviceView
 
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
@@ -28,6 +31,10 @@ HOUR_S = 3600
 # Open data changes at most with every stored report: a minute of caching spares the gateway a map
 # that polls every few seconds, and is short against the 15-minute windows.
 CACHE_CONTROL = "public, max-age=60"
+# The default 'to' of the CSV is this long before now: a row appears when its period ends, but the
+# report completing it arrives a little after that (devices send at the window's end, then the radio
+# and the batch writer). A row the default range shows is complete unless a report is later than this.
+INGEST_LAG_S = 300
 # What a licence or publisher says when the [opendata] config names none: the gateway does not
 # invent a licence for the city.
 NOT_SET = "not set"
@@ -74,7 +81,9 @@ class NotAcceptable(WebError):
 
 
 def _media_ranges(header: str) -> list[tuple[str, float]]:
-    """``Accept`` as (media range, q) pairs; a range with an unreadable q counts as q = 1."""
+    """``Accept`` as (media range, q) pairs. A q that is not a number from 0 to 1 (``q=x``, ``q=nan``,
+    ``q=2``) is ignored, so the range counts as q = 1; a lone ``*`` (sent by some old clients) is read
+    as ``*/*``."""
     out = []
     for part in header.split(","):
         bits = [b.strip() for b in part.split(";")]
@@ -87,7 +96,10 @@ def _media_ranges(header: str) -> list[tuple[str, float]]:
                     q = float(b[2:])
                 except ValueError:
                     q = 1.0
-        out.append((bits[0].lower(), q))
+                if not (math.isfinite(q) and 0.0 <= q <= 1.0):
+                    q = 1.0
+        rng = bits[0].lower()
+        out.append(("*/*" if rng == "*" else rng, q))
     return out
 
 
@@ -136,24 +148,33 @@ def _licence_link(request: web.Request) -> dict[str, str]:
 
 
 def _cache_headers(etag: str, last_modified: float | None) -> dict[str, str]:
-    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag}
+    """Cache-Control, ETag, Vary and Last-Modified of an open-data answer (200 and 304 alike).
+
+    ``Vary: Accept``: the answer's media type depends on Accept, and a shared cache must not give a
+    client asking for CSV or JSON-LD what another got for ``application/json``. ``Last-Modified`` is
+    an arrival time, which under a simulated clock ([sim_clock]) can be ahead of the wall clock: it
+    is never later than the wall clock's now (the ``Date`` the answer carries)."""
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Vary": "Accept"}
     if last_modified is not None:
-        headers["Last-Modified"] = _http_date(last_modified)
+        headers["Last-Modified"] = _http_date(min(last_modified, time.time()))
     return headers
 
 
-async def _last_modified(request: web.Request) -> float | None:
-    """When the newest stored report arrived (the open data cannot be newer), None for an empty store."""
-    stamp = await ctx_of(request).fleet.latest_stored()
-    return stamp[1] if stamp is not None else None
+def _last_modified(devices: Sequence[DeviceView]) -> float | None:
+    """When the newest report of these devices arrived (the answer made of them cannot be newer), None
+    when none reported; taken from the fleet snapshot the answer is made of, so no store read."""
+    seen = [d.last_seen for d in devices if d.last_seen is not None]
+    return float(max(seen)) if seen else None
 
 
 async def _json_answer(request: web.Request, data: Any, content_type: str, *,
                        last_modified: float | None = None) -> web.Response:
-    """A JSON answer with caching headers: its ``ETag`` is the body's hash (so it changes with any
-    change of content, a new report or a registry change alike); 304 when ``If-None-Match`` has it."""
+    """A JSON answer with caching headers: its ``ETag`` is the hash of the body and the media type (so
+    it changes with any change of content, a new report or a registry change alike, and the same body
+    as ``application/json`` and ``application/ld+json`` are two representations); 304 when
+    ``If-None-Match`` has it."""
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    etag = '"%s"' % hashlib.sha256(body).hexdigest()[:32]
+    etag = '"%s"' % hashlib.sha256(content_type.encode() + b"\n" + body).hexdigest()[:32]
     headers = _cache_headers(etag, last_modified)
     headers.update(_licence_link(request))
     if _etag_matches(request, etag):
@@ -226,8 +247,9 @@ async def entities(request: web.Request) -> web.Response:
     params.reject_unknown(q, ("type", "options"))
     etypes = params.parse_choice_list(q, "type", ENTITY_TYPES)
     media = _ld_content_type(request)
-    items = ngsi.entities(await ctx.fleet.devices(), key_values=_options(request), entity_types=etypes)
-    return await _json_answer(request, items, media, last_modified=await _last_modified(request))
+    devices = await ctx.fleet.devices()
+    items = ngsi.entities(devices, key_values=_options(request), entity_types=etypes)
+    return await _json_answer(request, items, media, last_modified=_last_modified(devices))
 
 
 @ROUTES.get("/opendata/ngsi-ld/v1/entities/{entity_id}")
@@ -237,10 +259,11 @@ async def entity(request: web.Request) -> web.Response:
     params.reject_unknown(request.query, ("options",))
     media = _ld_content_type(request)
     wanted = request.match_info["entity_id"]
-    for dev in ngsi.publishable(await ctx.fleet.devices()):
+    devices = await ctx.fleet.devices()
+    for dev in ngsi.publishable(devices):
         if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
             return await _json_answer(request, ngsi.device_entity(dev, key_values=_options(request)), media,
-                                      last_modified=await _last_modified(request))
+                                      last_modified=_last_modified(devices))
     raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
 
 
@@ -251,25 +274,33 @@ def day_slices(since: int, until: int) -> list[tuple[int, int]]:
 
 
 def _time(query: Mapping[str, str], name: str) -> int:
-    """A ``from``/``to`` value: unix seconds or ISO 8601 as written, without white space around it (a
-    ``+`` in a URL is a space: ``from=+1796498100`` is refused rather than read as a positive sign)."""
+    """A ``from``/``to`` value: unix seconds or ISO 8601 as written, without white space in it (a ``+``
+    in a URL is a space: ``from=+1796498100`` is refused rather than read as a positive sign, and
+    ``...T12:00:00+02:00`` sent unencoded arrives as ``...T12:00:00 02:00``)."""
     raw = query[name]
-    if raw != raw.strip(_SPACE):
-        raise BadParameter(f"'{name}' must be unix seconds or an ISO 8601 date-time without spaces around it"
+    if any(c in _SPACE for c in raw):
+        raise BadParameter(f"'{name}' must be unix seconds or an ISO 8601 date-time without spaces"
                            f" (a '+' in a URL is a space; write %2B), got {raw!r}", param=name)
     return params.parse_time(raw, name)
 
 
 def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     """``(since, until)`` of a CSV export: ``from``/``to`` rounded down to whole UTC hours (defaults:
-    ``to`` = now, ``from`` = 24 h before ``to``), checked as given; the export holds the rows whose
-    period ends in ``(since, until]``, so no row is ever a cut hour. ``since == until`` (both in one
-    hour) is an empty export."""
+    ``to`` = now - :data:`INGEST_LAG_S`, ``from`` = 24 h before ``to``), checked as given; the export
+    holds the rows whose period ends in ``(since, until]``, so no row is ever a cut hour.
+    ``since == until`` (both in one hour) is an empty export.
+
+    Future bounds: ``from`` after now is refused (no value starts in the future), whether or not
+    ``to`` is given; ``to`` may be in the future (the rows that exist are given). A ``from`` within
+    the ingest lag before now, without ``to``, is an empty export (the default ``to`` is not after it)."""
     given_to = _time(query, "to") if "to" in query else None
     given_from = _time(query, "from") if "from" in query else None
+    if given_from is not None and given_from > now:
+        raise BadParameter(f"'from' ({given_from}) is in the future (now is {now}); no value starts after now",
+                           param="from")
     if given_from is not None and given_to is not None and given_from >= given_to:
         raise BadParameter(f"'from' ({given_from}) must be before 'to' ({given_to})", param="from")
-    until = (given_to if given_to is not None else now) // HOUR_S * HOUR_S
+    until = (given_to if given_to is not None else now - INGEST_LAG_S) // HOUR_S * HOUR_S
     if given_from is None:
         since = until - CSV_DEFAULT_RANGE_S
         if since < params.MIN_TS:
@@ -278,8 +309,8 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
                                " 'to' or a 'from'", param="to")
     else:
         since = given_from // HOUR_S * HOUR_S
-    if since > until:  # from given after the default 'to' (now)
-        raise BadParameter(f"'from' ({given_from}) must be before 'to' ({until}, now)", param="from")
+    if since > until:  # 'from' (not in the future) in the ingest lag, after the default 'to': nothing yet
+        until = since
     if until - since > CSV_MAX_RANGE_S:
         raise BadParameter(f"time range longer than {CSV_MAX_RANGE_S // 86400} days",
                            param="to" if "to" in query else "from")
@@ -308,14 +339,17 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     since, until = csv_range(q, now=ctx.now())
     fields = parse_field_list(q, ctx.known_fields())
     zone = params.parse_zone(q)
-    negotiate(request, ("text/csv",))
+    media = negotiate(request, ("text/csv",))
     published = [d.id for d in ngsi.publishable(await ctx.fleet.devices())]
-    stamp = await ctx.fleet.latest_stored()
+    version, newest_id, newest_at = await ctx.fleet.range_stamp(since=since, until=until)
     # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
-    # newest stored report, the published devices and the normalised request.
-    basis = json.dumps([stamp, published, since, until, fields, zone, meta_of(request).licence])
+    # store's data version (retention removals), the newest report among the periods the range reads
+    # (a report for another range leaves it unchanged, so a past range gets 304), the published
+    # devices (a revocation), the normalised request, the media type and the licence of the Link.
+    basis = json.dumps([version, newest_id, published, since, until, sorted(set(fields)) if fields else None, zone,
+                        media, meta_of(request).licence])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
-    headers = _cache_headers(etag, stamp[1] if stamp is not None else None)
+    headers = _cache_headers(etag, newest_at)
     if _etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
     response = web.StreamResponse(headers={**headers,
@@ -378,6 +412,7 @@ async def devices_geojson(request: web.Request) -> web.Response:
     and publisher as foreign members of the collection (RFC 7946 section 6.1)."""
     params.reject_unknown(request.query, ())
     media = negotiate(request, (GEO_JSON, "application/json"))
-    doc = export.devices_geojson(await ctx_of(request).fleet.devices())
+    devices = await ctx_of(request).fleet.devices()
+    doc = export.devices_geojson(devices)
     doc.update(meta_of(request).as_json())
-    return await _json_answer(request, doc, media, last_modified=await _last_modified(request))
+    return await _json_answer(request, doc, media, last_modified=_last_modified(devices))

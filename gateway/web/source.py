@@ -157,6 +157,15 @@ class StoreFleetSource:
             periods.extend(int(f.get("release_every_s", 0) or 0) for f in kspec.get("fields", {}).values())
         return max(periods)
 
+    async def range_stamp(self, *, since: int, until: int) -> tuple[int, int, float | None]:
+        """What the rows :meth:`device_hours` gives for ``(since, until]`` are made of: the store's data
+        version (retention removals), and the id and receive time of the newest report among the
+        periods those rows may hold (0 and None when there is none). Read on a bulk thread: a range
+        scan of the period-start index."""
+        read = functools.partial(self._queries().range_stamp, start=since - self._max_period_s() - 3600, end=until)
+        stamp = await self._reads.bulk(read)
+        return stamp.data_version, stamp.newest_id, stamp.newest_at
+
     async def latest_stored(self) -> tuple[int, float] | None:
         """Id and receive time of the most recently stored report (None for an empty store); one index
         lookup."""

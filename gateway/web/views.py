@@ -125,6 +125,11 @@ class FleetSource(Protocol):
         ``(since, until]``, ordered by hour, device, zone, field."""
         ...
 
+    async def range_stamp(self, *, since: int, until: int) -> tuple[int, int, float | None]:
+        """(data version, newest report id, its receive time or None) of the reports the
+        :meth:`device_hours` rows for ``(since, until]`` are made of: changes whenever those rows may."""
+        ...
+
     async def latest_stored(self) -> tuple[int, float] | None:
         """Id and receive time (unix seconds) of the most recently stored report, None when none is."""
         ...

@@ -101,11 +101,12 @@ async def test_a_row_is_never_a_cut_hour(client: TestClient, late_client: TestCl
     assert lux and {r["values"] for r in lux} == {"4"}  # every hour whole, the first one too
 
 
-async def test_releases_are_found_where_they_end(client: TestClient) -> None:
+async def test_releases_are_found_where_they_end(client: TestClient, late_client: TestClient) -> None:
     """QA: the daily lid count (released at 00:00, filed under the day's first hour) never appeared
     in the default CSV, and the 6-hourly mot was back-dated: polling "the last hour" missed both."""
     index = await (await client.get("/opendata")).json()
-    default = await csv_rows(client, index["formats"]["csv"].removeprefix("/opendata/readings.csv"))
+    # (At 12:20:34 the default range ends at 12:00; at 12:00:00 itself it ends at 11:00, see INGEST_LAG_S.)
+    default = await csv_rows(late_client, index["formats"]["csv"].removeprefix("/opendata/readings.csv"))
     lid = [r for r in default if r["field"] == "lid"]
     assert [(r["device"], r["hour"], r["until"], r["value"]) for r in lid] == [
         ("bin-01", "2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", "23")]

@@ -1,0 +1,240 @@
+"""Open data and HTTP caches: Vary, ETags that change with what the answer is made of (retention,
+media type) and only with that, CORS on every answer, the CSV's default range lag and its bounds.
+
+Each test answers a finding of the review of the open-data fixes, over the real aiohttp app and the
+real SQLite store of the fed fleet (tests/web/conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.storage.store import ReportRecord
+from gateway.web.opendata import INGEST_LAG_S, csv_range
+
+from .support import NOW, Fleet, pty_gateway_config
+from .test_web_opendata_publishing import app_client, bin_window
+
+H = 3600
+JSON_PATHS = ("/opendata", "/opendata/ngsi-ld/v1/entities", "/opendata/devices.geojson",
+              "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-01")
+PATHS = (*JSON_PATHS, f"/opendata/readings.csv?from={NOW - 3 * H}&to={NOW}")
+ORIGIN = {"Origin": "https://maps.example"}
+
+
+def rows_of(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_vary_accept_on_200_and_304(client: TestClient, method: str) -> None:
+    """Review: no Vary: Accept although answers depend on Accept and are Cache-Control: public."""
+    for path in PATHS:
+        resp = await client.request(method, path)
+        assert resp.status == 200 and resp.headers["Vary"] == "Accept", (method, path)
+        again = await client.request(method, path, headers={"If-None-Match": resp.headers["ETag"]})
+        assert again.status == 304 and again.headers["Vary"] == "Accept", (method, path)
+
+
+async def test_each_media_type_has_its_own_etag(client: TestClient) -> None:
+    """Review: NGSI-LD as application/json and as */* shared one strong ETag with two Content-Types."""
+    path = "/opendata/ngsi-ld/v1/entities"
+    ld = await client.get(path, headers={"Accept": "*/*"})
+    plain = await client.get(path, headers={"Accept": "application/json"})
+    assert (ld.content_type, plain.content_type) == ("application/ld+json", "application/json")
+    assert await ld.read() == await plain.read()
+    assert ld.headers["ETag"] != plain.headers["ETag"]
+    crossed = await client.get(path, headers={"Accept": "application/json", "If-None-Match": ld.headers["ETag"]})
+    assert crossed.status == 200 and crossed.content_type == "application/json"
+    geo = await client.get("/opendata/devices.geojson")
+    geo_plain = await client.get("/opendata/devices.geojson", headers={"Accept": "application/json"})
+    assert geo.headers["ETag"] != geo_plain.headers["ETag"]
+
+
+async def test_cors_exposes_validators_and_preflight_allows_if_none_match(client: TestClient) -> None:
+    """Review: a page on another site could not read ETag/Link/Last-Modified, nor send If-None-Match."""
+    exposed = "ETag, Link, Content-Disposition, Last-Modified"
+    for path in PATHS:
+        resp = await client.get(path, headers=ORIGIN)
+        assert resp.headers["Access-Control-Allow-Origin"] == "*", path
+        assert resp.headers["Access-Control-Expose-Headers"] == exposed, path
+        again = await client.get(path, headers={**ORIGIN, "If-None-Match": resp.headers["ETag"]})
+        assert again.status == 304 and again.headers["Access-Control-Expose-Headers"] == exposed, path
+        assert again.headers["Access-Control-Allow-Origin"] == "*", path
+    refused = await client.get("/opendata/readings.csv", headers={**ORIGIN, "Accept": "application/json"})
+    assert refused.status == 406
+    assert refused.headers["Access-Control-Allow-Origin"] == "*"
+    assert refused.headers["Access-Control-Expose-Headers"] == exposed
+    pre = await client.options("/opendata/readings.csv", headers={
+        **ORIGIN, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"})
+    assert pre.status == 204
+    allowed = {h.strip().lower() for h in pre.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"accept", "if-none-match"} <= allowed
+    # Not for the admin API: its answers are not for other sites.
+    assert "Access-Control-Expose-Headers" not in (await client.get("/api/devices")).headers
+
+
+async def test_retention_changes_the_csv_etag(client: TestClient, fleet: Fleet) -> None:
+    """Review: values removed by retention kept the ETag, so a revalidating client got 304 and kept
+    the deleted data as current."""
+    path = f"/opendata/readings.csv?from={NOW - 3 * H}&to={NOW}"
+    before = await client.get(path)
+    assert before.status == 200 and any(r["field"] == "temp" for r in rows_of(await before.text()))
+    assert fleet.queries.data_version() == 0
+    # bin temp kept for one day, run a day after the range: the range's temp values go.
+    assert fleet.store.apply_retention({("bin", "temp"): 1}, now=NOW + 86400) > 0
+    assert fleet.queries.data_version() == 1
+    after = await client.get(path, headers={"If-None-Match": before.headers["ETag"]})
+    assert after.status == 200 and after.headers["ETag"] != before.headers["ETag"]
+    assert not any(r["field"] == "temp" for r in rows_of(await after.text()))
+    # A retention run that removes nothing leaves the version (and every ETag) as it was.
+    assert fleet.store.apply_retention({("bin", "temp"): 1}, now=NOW + 86400) == 0
+    assert fleet.queries.data_version() == 1
+    assert (await client.get(path, headers={"If-None-Match": after.headers["ETag"]})).status == 304
+
+
+async def test_a_past_range_keeps_its_etag_when_later_reports_arrive(client: TestClient, fleet: Fleet) -> None:
+    """Review: the CSV ETag changed with any new report anywhere, so a historic range never got 304."""
+    past = f"/opendata/readings.csv?from={NOW - 6 * H}&to={NOW - 3 * H}"
+    recent = f"/opendata/readings.csv?from={NOW - H}&to={NOW + H}"
+    tags = {p: (await client.get(p)).headers["ETag"] for p in (past, recent)}
+    await bin_window(fleet, "bin-01", NOW, 90)
+    assert (await client.get(past, headers={"If-None-Match": tags[past]})).status == 304
+    assert (await client.get(recent, headers={"If-None-Match": tags[recent]})).status == 200
+    # A late report for the past range changes it.
+    await bin_window(fleet, "bin-02", NOW - 5 * H, 40)
+    assert (await client.get(past, headers={"If-None-Match": tags[past]})).status == 200
+
+
+async def test_the_etag_names_the_normalised_range_and_rows_are_selected_by_their_end(client: TestClient) -> None:
+    """Review: the from=NOW&to=NOW+1234 check could not fail. Bounds that round to the same whole
+    hours are one export (one ETag); a row ending at 'to' is in it, one ending at 'from' is not."""
+    async def etag(query: str) -> str:
+        resp = await client.get("/opendata/readings.csv?" + query)
+        assert resp.status == 200
+        return resp.headers["ETag"]
+
+    base = await etag(f"from={NOW - 2 * H}&to={NOW}")
+    assert await etag(f"from={NOW - 2 * H + 1800}&to={NOW + 1234}") == base
+    assert await etag(f"from={NOW - 2 * H}&to={NOW}&field=fill,temp") == await etag(
+        f"from={NOW - 2 * H}&to={NOW}&field=temp,fill")
+    assert await etag(f"from={NOW - 3 * H}&to={NOW}") != base
+    # The 10:00 hour ends at 11:00: in (10:00, 11:00], not in (11:00, 12:00].
+    first = rows_of(await (await client.get(f"/opendata/readings.csv?from={NOW - 2 * H}&to={NOW - H}")).text())
+    second = rows_of(await (await client.get(f"/opendata/readings.csv?from={NOW - H}&to={NOW}")).text())
+    assert {r["hour"] for r in first} == {"2026-11-21T10:00:00Z"}
+    assert {r["until"] for r in first} == {"2026-11-21T11:00:00Z"}
+    assert "2026-11-21T10:00:00Z" not in {r["hour"] for r in second} and second
+
+
+def test_the_default_to_lags_behind_now() -> None:
+    """Review: a poller at hh:00:05 with the default 'to' got the hour whose last report had not arrived."""
+    assert csv_range({}, now=NOW + 5) == (NOW - 25 * H, NOW - H)
+    assert csv_range({}, now=NOW + INGEST_LAG_S - 1) == (NOW - 25 * H, NOW - H)
+    assert csv_range({}, now=NOW + INGEST_LAG_S) == (NOW - 24 * H, NOW)
+    # An explicit 'to' is taken as given (rounded down): the docs say it may give incomplete rows.
+    assert csv_range({"to": str(NOW + 5)}, now=NOW + 5) == (NOW - 24 * H, NOW)
+
+
+@pytest.mark.parametrize("query", [f"from={NOW + 600}", f"from={NOW + 7200}", f"from={NOW + 600}&to={NOW + 7200}"])
+async def test_a_from_in_the_future_is_refused_however_far(client: TestClient, query: str) -> None:
+    """Review: from=NOW+600 gave 200 with a header only while from=NOW+7200 gave 400."""
+    resp = await client.get("/opendata/readings.csv?" + query)
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["param"] == "from" and "future" in error["message"]
+
+
+async def test_a_from_within_the_ingest_lag_is_an_empty_export_and_a_future_to_is_allowed(
+        client: TestClient) -> None:
+    resp = await client.get(f"/opendata/readings.csv?from={NOW - 60}")
+    assert resp.status == 200 and rows_of(await resp.text()) == []
+    assert (await client.get(f"/opendata/readings.csv?from={NOW - H}&to={NOW + 7 * H}")).status == 200
+
+
+@pytest.mark.parametrize("value", ["2026-11-21T10:00:00 02:00", "2026-11-21 10:00:00Z", f" {NOW - H}"])
+async def test_a_space_in_a_time_gets_the_plus_hint(client: TestClient, value: str) -> None:
+    """Review: an unencoded +02:00 (a space in the middle) got no hint about '+' in URLs."""
+    resp = await client.get("/opendata/readings.csv", params={"from": value})
+    assert resp.status == 400
+    message = (await resp.json())["error"]["message"]
+    assert "a '+' in a URL is a space; write %2B" in message
+
+
+@pytest.mark.parametrize(("accept", "media"), [
+    ("*", "application/ld+json"),
+    ("application/ld+json;q=nan", "application/ld+json"),
+    ("application/json;q=nan, application/ld+json;q=0.5", "application/json"),
+    ("application/json;q=2, application/ld+json;q=0.5", "application/json"),
+    ("application/json;q=-1, application/ld+json;q=0.5", "application/json"),
+])
+async def test_odd_accept_values(client: TestClient, accept: str, media: str) -> None:
+    """Review: 'Accept: *' was 406; q=nan made a range neither accepted nor refused."""
+    resp = await client.get("/opendata/ngsi-ld/v1/entities", headers={"Accept": accept})
+    assert resp.status == 200 and resp.content_type == media
+
+
+async def test_last_modified_is_never_after_date(fleet: Fleet) -> None:
+    """Review: under [sim_clock] (arrivals ahead of the wall clock) Last-Modified was later than Date."""
+    ahead = time.time() + 30 * 86400
+    fleet.store.insert_batch([ReportRecord(
+        device="bin-01", seq=10_000, kind="bin", zone="centre", type="win", w=NOW, l=900,
+        m={"fill": 50, "temp": 10, "tilt": 0, "bat": 80}, e={}, a=[], fw=None, received_at=ahead,
+        link="serial:/dev/pts/9", digest="00" * 32)])
+    async with app_client(fleet, clock=lambda: float(NOW + H)) as c:
+        for path in (*JSON_PATHS[1:], f"/opendata/readings.csv?from={NOW}&to={NOW + H}"):
+            resp = await c.get(path)
+            assert resp.status == 200, path
+            modified = parsedate_to_datetime(resp.headers["Last-Modified"])
+            assert modified <= parsedate_to_datetime(resp.headers["Date"]), path
+
+
+@pytest.mark.timeout(60)
+async def test_the_gateway_service_publishes_its_opendata_config(tmp_path: Path) -> None:
+    """Review: nothing checked that a real Gateway passes [opendata] to the web app."""
+    from gateway.service import Gateway
+
+    master, slave = os.openpty()
+    try:
+        gw = Gateway(pty_gateway_config(tmp_path, "gw-od", slave, opendata={
+            "licence": "CC-BY-4.0", "publisher": "City of Example"}))
+        await gw.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{gw.http_port}/opendata") as resp:
+                    index = await resp.json()
+                    link = resp.headers["Link"]
+        finally:
+            await gw.stop()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert (index["license"], index["publisher"]) == ("CC-BY-4.0", "City of Example")
+    assert link == '<https://spdx.org/licenses/CC-BY-4.0.html>; rel="license"'
+
+
+def test_a_row_of_periods_not_aligned_to_hours_ends_when_its_last_value_ends(fleet: Fleet) -> None:
+    """Review: the row end was hour + ceil(l / 3600) h, so a 40-minute window starting at :40 (ending
+    at the next hour's :20) was put in a range that closed before the value existed."""
+    hour = NOW - 3 * H
+    fleet.store.insert_batch([ReportRecord(
+        device="bin-09", seq=1, kind="bin", zone="centre", type="win", w=hour + 2400, l=2400,
+        m={"fill": 50}, e={}, a=[], fw=None, received_at=NOW, link="serial:/dev/pts/9", digest="00" * 32)])
+
+    def rows(start: int, end: int) -> list[tuple[int, int]]:
+        return [(r.hour, r.count) for r in fleet.queries.device_hourly(
+            fields=["fill"], start=start, end=end, devices=["bin-09"])]
+
+    assert rows(hour, hour + H) == []  # the value ends at hour + 1 h 20 min
+    assert rows(hour + H, hour + 2 * H) == [(hour, 1)]
+    # Aligned 15-minute windows keep their hour: the row ends on the next hour.
+    assert [r.hour for r in fleet.queries.device_hourly(fields=["fill"], start=NOW - 2 * H, end=NOW - H,
+                                                         devices=["bin-01"])] == [NOW - 2 * H]
