@@ -31,6 +31,40 @@ _TO = _q("to", "end (exclusive), unix seconds or ISO 8601 (default: now)", _TIME
 _FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. `mot,wh`)")
 _ZONE = _q("zone", "zone name")
 _BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
+# readings.csv's own bounds: whole UTC hours, rows selected by the end of their period (not the shared
+# "start"/"end (exclusive)" of the /api ranges).
+_CSV_FROM = _q("from", "unix seconds or ISO 8601, rounded down to the whole UTC hour; rows whose period ends after "
+                       "it (`(from, to]`); not in the future (400) (default: 24 h before `to`)", _TIME)
+_CSV_TO = _q("to", "unix seconds or ISO 8601, rounded down to the whole UTC hour; rows whose period ends at or "
+                   "before it; at most 31 days after `from`; may be in the future (default: now minus 5 minutes, "
+                   "the ingest lag, so the last hour's reports have arrived; a `to` close to now can give "
+                   "incomplete rows)", _TIME)
+
+
+def _hdr(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+# Headers of every open-data answer (200 and 304).
+_OD_HEADERS = {
+    "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content and the media type"),
+    "Cache-Control": _hdr("`public, max-age=60`"),
+    "Vary": _hdr("`Accept`: the media type follows the Accept header"),
+    "Last-Modified": _hdr("arrival of the newest report the answer is made of (absent when there is none)"),
+    "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set"),
+}
+_OD_304 = {"description": "not modified: If-None-Match names the current ETag (no body)", "headers": _OD_HEADERS}
+_OD_406 = _err("the Accept header allows none of the answer's media types (code `not_acceptable`)")
+
+
+def _od_ok(description: str, media: str, schema: dict[str, Any] | None = None,
+           also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """200 of an open-data path: its media types (the first is the default) and the caching headers."""
+    ok = _ok(description, media, schema)
+    for other in also:
+        ok["content"][other] = ok["content"][media]
+    ok["headers"] = _OD_HEADERS
+    return ok
 _AUTH = _err("missing or wrong bearer token")
 _STORE = _err("the store cannot be read right now (code `backend_unavailable`) or did not answer within 60 s "
               "(`store_timeout`)")
@@ -167,7 +201,8 @@ def _document() -> dict[str, Any]:
                                   "408": _err("body not received in time"), "413": _err("body too large"),
                                   "503": _err("no registry attached")}}},
         "/opendata": {"get": {"summary": "Open-data index and field-to-model mapping", "tags": ["open data"],
-                              "responses": {"200": _ok("index"), "400": _BAD}}},
+                              "responses": {"200": _od_ok("index", "application/json"), "304": _OD_304,
+                                            "400": _BAD, "406": _OD_406}}},
         "/opendata/ngsi-ld/v1/entities": {"get": {
             "summary": "NGSI-LD Streetlight and WasteContainer entities (FIWARE Smart Data Models)",
             "tags": ["open data"],
@@ -178,28 +213,34 @@ def _document() -> dict[str, Any]:
                             "style": "form", "explode": False},
                            _q("options", "representation", {"type": "string",
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
-            "responses": {"200": _ok("entities", "application/ld+json", {"type": "array", "items": {"type": "object"}}),
-                          "400": _BAD, "503": _STORE}}},
+            "responses": {"200": _od_ok("entities", "application/ld+json", {"type": "array", "items": {"type": "object"}},
+                                        ("application/json",)),
+                          "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
         "/opendata/ngsi-ld/v1/entities/{entity_id}": {"get": {
             "summary": "One NGSI-LD entity", "tags": ["open data"],
-            "parameters": [_p("entity_id", "URN, e.g. urn:ngsi-ld:Streetlight:sl-01"),
+            "parameters": [_p("entity_id", "URN, e.g. urn:ngsi-ld:Streetlight:sl-001"),
                            _q("options", "representation", {"type": "string",
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
-            "responses": {"200": _ok("entity", "application/ld+json"), "400": _BAD,
-                          "404": _err("no such published entity (code `unknown_entity`)"), "503": _STORE}}},
+            "responses": {"200": _od_ok("entity", "application/ld+json", also=("application/json",)), "304": _OD_304,
+                          "400": _BAD, "404": _err("no such published entity (code `unknown_entity`)"),
+                          "406": _OD_406, "503": _STORE}}},
         "/opendata/readings.csv": {"get": {
-            "summary": "Released values per device, UTC hour and field (CSV; at most 31 days per request, "
-                       "longer ranges 400; streamed one UTC day at a time)",
+            "summary": "Released values as CSV, one row per device, stored zone, UTC hour and field, for the rows "
+                       "whose period ends in (from, to] (at most 31 days per request, longer ranges 400; streamed "
+                       "one UTC day at a time)",
             "tags": ["open data"],
-            "parameters": [_FROM, _TO, _FIELD, _ZONE],
-            "responses": {"200": _ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values,until",
-                                     "text/csv", {"type": "string"}), "400": _BAD,
+            "parameters": [_CSV_FROM, _CSV_TO, _FIELD, _ZONE],
+            "responses": {"200": {**_od_ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values,"
+                                           "until", "text/csv", {"type": "string"}),
+                                  "headers": {**_OD_HEADERS,
+                                              "Content-Disposition": _hdr('`inline; filename="civicedge-readings.csv"`')}},
+                          "304": _OD_304, "400": _BAD, "406": _OD_406,
                           "503": _err("the store cannot be read (code `backend_unavailable` or `store_timeout`) "
                                       "before the first row is sent; later the transfer is cut off instead")}}},
         "/opendata/devices.geojson": {"get": {
             "summary": "Published devices as GeoJSON Points with latest public values", "tags": ["open data"],
-            "responses": {"200": _ok("FeatureCollection", "application/geo+json"), "400": _BAD,
-                          "503": _STORE}}},
+            "responses": {"200": _od_ok("FeatureCollection", "application/geo+json", also=("application/json",)),
+                          "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
         "/api/routes/plan": {"get": {
             "summary": "Collection plan for a day: due bins, vehicles, order (mounted when gateway.routes is "
                        "available; see docs/routes.md). Overrides default to the [routes] table of gateway.toml; "

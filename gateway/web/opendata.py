@@ -216,10 +216,11 @@ async def index(request: web.Request) -> web.Response:
                 "options": "normalized (default), keyValues, or simplified (= keyValues)",
             },
             "csv": {
-                "from": "start, unix seconds or ISO 8601, rounded down to the whole UTC hour"
-                        " (default: 24 h before to)",
-                "to": "end, unix seconds or ISO 8601, rounded down to the whole UTC hour (default: now);"
-                      " at most 31 days after from; the rows whose period ends after from and at or before to",
+                "from": "start, unix seconds or ISO 8601, rounded down to the whole UTC hour; not in the"
+                        " future (default: 24 h before to)",
+                "to": "end, unix seconds or ISO 8601, rounded down to the whole UTC hour (default: now minus"
+                      " 5 minutes, the ingest lag); at most 31 days after from; the rows whose period ends after"
+                      " from and at or before to",
                 "field": "comma list of field names (default: all)",
                 "zone": "zone name (default: all)",
             },

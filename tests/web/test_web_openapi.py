@@ -154,3 +154,21 @@ async def test_every_status_an_operation_answers_is_described(fleet: Fleet) -> N
     missing = {(path, method): sorted(set(probes) - set(doc["paths"][path][method]["responses"]))
                for (path, method), probes in seen.items()}
     assert {op: s for op, s in missing.items() if s} == {}
+
+
+def test_open_data_paths_describe_their_caching_and_negotiation() -> None:
+    """Review: readings.csv had the /api ranges' 'end (exclusive)' text; no 304/406 nor ETag, Vary... headers."""
+    paths = openapi_document()["paths"]
+    for path, ops in paths.items():
+        if not path.startswith("/opendata"):
+            continue
+        responses = ops["get"]["responses"]
+        assert {"200", "304", "406"} <= set(responses), path
+        for status in ("200", "304"):
+            assert {"ETag", "Cache-Control", "Last-Modified", "Link", "Vary"} <= set(responses[status]["headers"]), path
+    csv_params = {p["name"]: p["description"] for p in paths["/opendata/readings.csv"]["get"]["parameters"]}
+    assert "exclusive" not in csv_params["to"] and "(from, to]" in csv_params["from"]
+    assert "whole UTC hour" in csv_params["from"] and "whole UTC hour" in csv_params["to"]
+    assert "device, stored zone, UTC hour and field" in paths["/opendata/readings.csv"]["get"]["summary"]
+    entity = paths["/opendata/ngsi-ld/v1/entities/{entity_id}"]["get"]["parameters"][0]["description"]
+    assert entity.endswith("sl-001")
