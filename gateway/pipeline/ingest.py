@@ -269,6 +269,7 @@ class IngestService:
         self._policy_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) refused by the privacy policy gate since the last "
             "such line", log)
+        self._coarse_queued: dict[tuple[str, int], tuple[str, ...]] = {}  # queued reports with rounded values
         self._coarse_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) with values off the gateway policy's quantum stored "
             "rounded to it since the last such line", log)
@@ -315,8 +316,6 @@ class IngestService:
         verified = self._verify(raw, link)
         if verified is None:
             return
-        if verified.coarsened:
-            self._coarsened(verified)
         win = self._window(verified.frame.device_id)
         seq = verified.frame.seq
         win.note_held(seq, verified.held)
@@ -330,6 +329,7 @@ class IngestService:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
         win.accepted_hi = max(win.accepted_hi, seq)
+        self._note_coarsened(verified)
         self._queue.put_nowait((verified.record, fut, (verified, link)))
         if self._outstanding == 0:
             self._drained.clear()
@@ -479,6 +479,7 @@ class IngestService:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
         win.accepted_hi = max(win.accepted_hi, seq)
+        self._note_coarsened(verified)
         await self._queue.put((verified.record, fut, None))
         if await self._committed(fut):
             if link.fresh is not None:
@@ -656,15 +657,21 @@ class IngestService:
                     "gateway's? docs/privacy.md, policy changes)%s", exc.device_id, exc.seq, rule,
                     more_since(counted[0] - 1, "policy refusal(s)"))
 
-    def _coarsened(self, verified: Verified) -> None:
+    def _note_coarsened(self, verified: Verified) -> None:
+        """Remember a queued report whose values were rounded to the gateway policy's quantum: the
+        warning waits for its commit (a re-sent copy of a stored report is not stored again)."""
+        if verified.coarsened:
+            self._coarse_queued[(verified.frame.device_id, verified.frame.seq)] = verified.coarsened
+
+    def _coarsened(self, device: str, seq: int, fields: tuple[str, ...]) -> None:
         """Warn, at most once per :data:`POLICY_LOG_EVERY_S`, that a report was stored with values rounded
         to the gateway policy's quantum (the board runs a policy with a finer one)."""
         counted = self._coarse_warning.count()
         if counted is None:
             return
         log.warning("%s seq %d: %s off the gateway policy's quantum, stored rounded to it (the board runs another "
-                    "policy.json: flash it with the gateway's)%s", verified.frame.device_id, verified.frame.seq,
-                    ", ".join(verified.coarsened), more_since(counted[0] - 1, "such report(s)"))
+                    "policy.json: flash it with the gateway's)%s", device, seq, ", ".join(fields),
+                    more_since(counted[0] - 1, "such report(s)"))
 
     def _unregistered_ended(self) -> None:
         """At stop: log the frames from unregistered devices held back by the limit."""
@@ -679,6 +686,8 @@ class IngestService:
         try:
             result = await self.run_in_store(self.store.insert_batch, records, floors)
         except GatewayError as exc:
+            for rec, _, _ in batch:  # not stored: the device re-sends, verified (and noted) again
+                self._coarse_queued.pop((rec.device, rec.seq), None)
             self._commit_failed(len(batch), exc)
             for dev, floor in floors.items():
                 self._dirty_floors.setdefault(dev, floor)
@@ -716,6 +725,12 @@ class IngestService:
                 win.recent = {s for s in win.recent if s > floor}
             if not fut.done():
                 fut.set_result(None)
+        if self._coarse_queued:
+            stored = set(result.inserted)
+            for rec, _, _ in batch:
+                fields = self._coarse_queued.pop((rec.device, rec.seq), None)
+                if fields is not None and (rec.device, rec.seq) in stored:
+                    self._coarsened(rec.device, rec.seq, fields)
         if fresh:
             # A release not stored is a new frame too (its seq was never stored): the device holds its key.
             inserted = set(result.inserted).union((d.device, d.seq) for d in result.window_duplicates)

@@ -706,3 +706,31 @@ async def test_a_value_off_the_gateway_quantum_is_stored_rounded_and_warned_abou
     assert warned[0].startswith("sl-1 seq 1: lux off the gateway policy's quantum, stored rounded to it")
     assert warned[1] == ("1 more report(s) with values off the gateway policy's quantum stored rounded to it since "
                          "the last such line")
+
+
+async def test_a_resent_copy_of_a_stored_report_is_not_warned_about_as_stored_rounded(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Security QA: a report replayed after a restart (already stored) was acknowledged, not stored, yet
+    logged "... stored rounded to it" and counted in the stop summary. The warning now waits for the commit."""
+    import copy
+    import logging
+
+    policy = copy.deepcopy(load_policy())
+    policy["kinds"]["streetlight"]["fields"]["lux"]["quantum"] = 20
+    db = tmp_path / "r.sqlite"
+    frame = report_frame("sl-1", 1, KEYS["sl-1"], kind="streetlight", m={"lux": 130, "lvl": 60, "lamp": 0})
+    caplog.set_level(logging.WARNING, logger="gateway")
+    for run in range(2):  # the second gateway run gets the same frame again
+        store = ReportStore(db, gateway_id="gw")
+        ingest = IngestService(store=store, verifier=Verifier(registry, policy), metrics=GatewayMetrics("gw"),
+                               batch_ms=10)
+        await ingest.start()
+        c = Collector()
+        ingest.feed(frame, c.link)
+        await _settle(ingest)
+        await ingest.stop()
+        ingest.close()
+        store.close()
+        assert c.acks == [("sl-1", 1)], run
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "rounded" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("sl-1 seq 1: lux off the gateway policy's quantum"), warned
