@@ -123,7 +123,13 @@ class Gateway:
         return retention_days(self.config)
 
     async def start(self) -> None:
-        """Start ingest, every transport, upstream, the retention task and (if available) the web surface."""
+        """Start ingest, every transport, upstream, the retention task and (if available) the web surface.
+
+        Raises:
+            TransportError: reason ``open_failed``: the ``[mqtt]`` TLS files cannot be used (nothing started).
+        """
+        if self.upstream is not None:
+            self.upstream.check_tls()  # else run would retry the unusable files once a minute forever
         await self.ingest.start()
         self.metrics.outbox_depth.set(self.store.outbox_depth)
         for transport in self.transports:

@@ -447,6 +447,9 @@ def _is_host(text: str) -> bool:
 # /<gateway id>/<kind>/<device>/<type> (at most 64 + 16 + 32 + 16 bytes and four slashes): 256 bytes is room enough.
 TOPIC_MAX_BYTES = 65535
 TOPIC_PREFIX_MAX_BYTES = TOPIC_MAX_BYTES - 256
+# MQTT sets no limit on a topic's levels, brokers do: mosquitto closes the connection on a publish to a
+# topic of more than 200 levels (and other brokers allow far fewer). The gateway adds 4 levels.
+TOPIC_PREFIX_MAX_LEVELS = 32
 
 
 def check_topic_prefix(prefix: str) -> str | None:
@@ -469,6 +472,10 @@ def check_topic_prefix(prefix: str) -> str | None:
         return "must not start or end with / (the gateway adds the separator)"
     if "//" in prefix:
         return "must not contain an empty level (//)"
+    levels = prefix.count("/") + 1
+    if levels > TOPIC_PREFIX_MAX_LEVELS:
+        return ("has %d levels, above %d (the gateway adds 4 more, and brokers limit a topic's levels: mosquitto"
+                " closes the connection on a publish to more than 200)" % (levels, TOPIC_PREFIX_MAX_LEVELS))
     return None
 
 
@@ -516,7 +523,9 @@ def _parse_mqtt(sec: _Section, base: Path) -> MqttConfig:
         raise sec.error("mqtt.key_file", "mqtt.key_file needs mqtt.cert_file (the client certificate it belongs"
                         " to)", "missing")
     if files["key_file"] is not None:
-        _check_owner_only(sec, "mqtt.key_file", files["key_file"])
+        _check_key_mode(sec, "mqtt.key_file", files["key_file"])
+    if files["cert_file"] is not None and _holds_private_key(sec, "mqtt.cert_file", files["cert_file"]):
+        _check_key_mode(sec, "mqtt.cert_file", files["cert_file"])  # the key is in it (no key_file needed)
     return MqttConfig(host=host, port=sec.number("port", int, 8883 if tls else 1883, 1, 65535), topic_prefix=prefix,
                       client_id=client_id,
                       outbox_max_bytes=sec.number("outbox_max_bytes", int, 64 * 1024 * 1024, 1024, 2**40),
@@ -553,6 +562,33 @@ def _read_secret(sec: _Section, key: str, path: Path) -> str:
         raise sec.error(key, "%s %s must hold the password on one line (it is empty or has several lines)"
                         % (key, path), "bad_value")
     return secret
+
+
+def _holds_private_key(sec: _Section, key: str, path: Path) -> bool:
+    """Whether the PEM file ``path`` holds a private key (``-----BEGIN ... PRIVATE KEY-----``)."""
+    try:
+        return b"PRIVATE KEY-----" in path.read_bytes()
+    except OSError as exc:
+        raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
+
+
+def _check_key_mode(sec: _Section, key: str, path: Path) -> None:
+    """Refuse a private key file other users may read, or its group write. Group-readable is accepted
+    when root or this user owns it (the usual root:ssl-cert 0640 key in /etc/ssl/private), as PostgreSQL
+    accepts its ssl_key_file; the password file stays owner-only (:func:`_check_owner_only`)."""
+    if os.name != "posix":
+        return
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
+    mode = st.st_mode & 0o777
+    group_ok = st.st_uid in (0, os.geteuid())
+    if mode & (0o037 if group_ok else 0o077):  # group read only, and only for root's or our own key
+        allowed = "0640 (owner root or you) or 0600" if group_ok else "0600 (it is not yours or root's)"
+        raise sec.error(key, "%s %s holds a private key and is open to other users (mode %03o; at most %s);"
+                        " run: chmod %s %s" % (key, path, mode, allowed, "640" if group_ok else "600", path),
+                        "bad_path")
 
 
 def _check_owner_only(sec: _Section, key: str, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""MQTT upstream: drains the SQLite outbox to the broker with QoS 1, in order.
+"""MQTT upstream: drains the SQLite outbox to the broker with QoS 1, oldest first.
 
 Messages are queued in the outbox in the same transaction as the report, so a stored report
 is always eventually forwarded (unless dropped at the outbox cap, which is counted). A message
@@ -21,6 +21,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.model import MqttConfig
+from gateway.errors import TransportError
 from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.storage.store import OutboxMessage, ReportRecord, ReportStore
@@ -47,6 +48,18 @@ REFUSED_LOG_EVERY_S = 60.0
 FAILURE_LOG_EVERY_S = 60.0
 # CONNACK refusals meaning the credentials (MQTT 3.1.1 codes 4 and 5, as MQTT 5 reason codes 134, 135).
 _AUTH_CODES = frozenset({4, 5, 134, 135})
+# After a connection loss (or PUBACK timeout) with messages unacknowledged, those are sent one at a time;
+# one lost with the connection this many times in a row, alone in flight, is one the broker will not
+# take (larger than its max_packet_size: mosquitto closes the connection): it is dropped like a refused
+# one. One at a time, because the broker may have taken the messages before the one it closed on
+# without their PUBACKs reaching the gateway: in a chunk they would go out again at every try.
+POISON_LOSSES = 3
+# /healthz phrases: fixed words only; the details (paths, TLS errors) are in the log.
+HEALTH_FAILING = "mqtt upstream failing (see the log)"
+HEALTH_CREDENTIALS = "mqtt broker refused the credentials"
+HEALTH_UNREACHABLE = "mqtt broker unreachable"
+HEALTH_TLS = "mqtt broker TLS handshake failed"
+HEALTH_REFUSED = "mqtt broker refused the connection (see the log)"
 
 
 class _LibraryLog(logging.Filter):
@@ -61,7 +74,8 @@ class _LibraryLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:  # socket errors; not aiomqtt's "pending publish calls" warning
             self.last = record.getMessage()
-        return log.isEnabledFor(logging.DEBUG)
+        # -vv, or the library's own logger set to DEBUG (CIVICEDGE_LOG_DEBUG=mqtt, gateway/cli/verbosity.py)
+        return log.isEnabledFor(logging.DEBUG) or logging.getLogger("mqtt").level == logging.DEBUG
 
 
 _LIBRARY_LOG = _LibraryLog()
@@ -102,16 +116,38 @@ def encode_report(prefix: str, gateway_id: str) -> Callable[[ReportRecord], tupl
 
 
 def tls_context(config: MqttConfig) -> ssl.SSLContext:
-    """The TLS context for ``config``: the broker verified against ``ca_file`` (the system's CAs without
-    one), its host name checked; the client certificate when configured.
+    """The TLS context for ``config``, read from the files now: the broker verified against ``ca_file``
+    (the system's CAs without one), its host name checked; the client certificate when configured.
 
     Raises:
         OSError: a file is unreadable (``ssl.SSLError``, an OSError too: not PEM, key not the certificate's).
+        ValueError: ``cert_file`` holds no private key and there is no ``key_file``.
     """
     ctx = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
     if config.cert_file is not None:
+        if config.key_file is None and b"PRIVATE KEY-----" not in config.cert_file.read_bytes():
+            # OpenSSL would only say "[SSL] PEM lib"
+            raise ValueError("mqtt.cert_file %s holds no private key: name the key with mqtt.key_file"
+                             % config.cert_file)
         ctx.load_cert_chain(str(config.cert_file), str(config.key_file) if config.key_file else None)
     return ctx
+
+
+def _tls_hint(exc: BaseException, text: str) -> str:
+    """What to check for a failed TLS handshake, from the certificate verification's own result
+    (aiomqtt raises its MqttError ``from None``: the ssl error is still its ``__context__``)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return " (is [mqtt] ca_file the CA that signed the broker's certificate?)" if "CERTIFICATE" in text else ""
+    why = (cause.verify_message or "").lower()
+    # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH (62), _IP_ADDRESS_MISMATCH (64), _CERT_HAS_EXPIRED (10)
+    if cause.verify_code in (62, 64) or "mismatch" in why:
+        return " (the broker's certificate is not for [mqtt] host: connect by a name or address it names)"
+    if cause.verify_code == 10 or "expired" in why:
+        return " (the broker's certificate has expired: renew it on the broker)"
+    return " (is [mqtt] ca_file the CA that signed the broker's certificate?)"
 
 
 class MqttUpstream:
@@ -149,26 +185,54 @@ class MqttUpstream:
             "dropped them, the reports stay stored", log)
         self.refused = 0  # messages refused by the client and dropped since start
         self._failure_log = LogLimiter(FAILURE_LOG_EVERY_S, time.monotonic)
-        self._tls: ssl.SSLContext | None = None  # made at the first connect (run): files unreadable are logged
+        # The oldest outbox message unacknowledged at the last connection loss, and at how many consecutive
+        # losses it was alone in flight; messages up to _careful_until are sent one at a time (POISON_LOSSES).
+        self._suspect: int | None = None
+        self._suspect_losses = 0
+        self._careful_until: int | None = None
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """See :func:`tls_context`; an unusable file raises RuntimeError (not taken for a broker failure)."""
+    def check_tls(self) -> None:
+        """Load the TLS files once (at start), so unusable ones stop ``run`` instead of being retried forever.
+
+        Raises:
+            TransportError: reason ``open_failed``, link ``mqtt``: a file cannot be used (not PEM, no key,
+                key not the certificate's), as ``gateway run --check`` says.
+        """
+        if not self._config.tls:
+            return
+        try:
+            tls_context(self._config)
+        except (OSError, ValueError) as exc:
+            raise TransportError("cannot use the TLS files of [mqtt] (ca_file, cert_file, key_file): %s" % exc,
+                                 reason="open_failed", link="mqtt") from exc
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """See :func:`tls_context`, read at each connect attempt (renewed files are used without a restart);
+        an unusable file raises RuntimeError (not taken for a broker failure)."""
+        if not self._config.tls:
+            return None
         try:
             return tls_context(self._config)
         except (OSError, ValueError) as exc:
             raise RuntimeError("cannot use the TLS files of [mqtt] (ca_file, cert_file, key_file): %s" % exc) from exc
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, tls: ssl.SSLContext | None) -> aiomqtt.Client:
         cfg = self._config
         # paho's keepalive (PINGREQ when idle, connection dropped when unanswered) finds a broker that
         # went silent; a closed socket is seen at once. Either way aiomqtt ends its messages iterator.
         client = aiomqtt.Client(cfg.host, cfg.port, identifier=self._client_id, keepalive=cfg.keepalive_s,
                                 timeout=PUBLISH_TIMEOUT_S, username=cfg.username, password=cfg.password,
-                                tls_context=self._tls)
+                                tls_context=tls)
         client.pending_calls_threshold = PENDING_CALLS_WARN_ABOVE
         return client
 
     async def _peek(self) -> list[OutboxMessage]:
+        if self._careful_until is not None:  # after a loss: one at a time up to the last one then in flight
+            msgs = await self._run(self._store.outbox_peek, 1)  # type: ignore[misc]
+            assert isinstance(msgs, list)
+            if msgs and msgs[0].id <= self._careful_until:
+                return msgs
+            self._careful_until = None
         msgs = await self._run(self._store.outbox_peek, DRAIN_CHUNK)  # type: ignore[misc]
         assert isinstance(msgs, list)
         return msgs
@@ -183,16 +247,18 @@ class MqttUpstream:
         self._metrics.link_state.labels("mqtt").set(0)
         while True:
             try:
-                if self._tls is None and self._config.tls:
-                    self._tls = self._tls_context()
+                tls = self._tls_context()
                 _LIBRARY_LOG.last = None
-                async with self._client() as client:
+                async with self._client(tls) as client:
                     self.connected, self.problem = True, None
                     self._metrics.link_state.labels("mqtt").set(1)
                     self._log_connected()
                     await self._drain_forever(client)
             except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
                 problem, why = self._diagnose(exc)
+                if not self.connected:
+                    # the broker is down, not refusing a message: the losses before do not count against it
+                    self._suspect_losses = 0
                 self._log_down(why, lost=self.connected, retry_s=self._backoff)
                 self.connected, self.problem = False, problem
                 self._metrics.link_state.labels("mqtt").set(0)
@@ -209,7 +275,7 @@ class MqttUpstream:
                     log.info("MQTT upstream failed again (%s: %s); starting over in %.1f s", type(exc).__name__, exc,
                              self._backoff)
                 self.connected = False
-                self.problem = "mqtt upstream failing (%s: %s)" % (type(exc).__name__, exc)
+                self.problem = HEALTH_FAILING  # /healthz shows no paths or exception text; the log has them
                 self._metrics.link_state.labels("mqtt").set(0)
                 await self._pause()
 
@@ -225,14 +291,13 @@ class MqttUpstream:
             rc = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
             if rc in _AUTH_CODES:
                 who = ("user %r" % cfg.username) if cfg.username else "no user name ([mqtt] username is not set)"
-                return ("mqtt broker refused the credentials",
+                return (HEALTH_CREDENTIALS,
                         "the broker refused the credentials (%s, %s); check [mqtt] username and password_file"
                         % (exc, who))
-            return "mqtt broker refused the connection (%s)" % exc, "the broker refused the connection (%s)" % exc
+            return HEALTH_REFUSED, "the broker refused the connection (%s)" % exc
         text = str(exc)
         if cfg.tls and ("SSL" in text or "certificate" in text.lower() or isinstance(exc, ssl.SSLError)):
-            hint = " (is [mqtt] ca_file the CA that signed the broker's certificate?)" if "CERTIFICATE" in text else ""
-            return "mqtt broker TLS handshake failed", "TLS handshake failed: %s%s" % (text, hint)
+            return HEALTH_TLS, "TLS handshake failed: %s%s" % (text, _tls_hint(exc, text))
         socket_error = _LIBRARY_LOG.last
         if not self.connected and "timed out" in text and socket_error and "receive on socket" in socket_error:
             # A TLS-only listener resets a client that speaks plain MQTT; the connect then only times out.
@@ -244,7 +309,8 @@ class MqttUpstream:
             # paho reports a socket closed at EOF (a clean broker shutdown) as "Unspecified error" too;
             # a socket error would have been logged (and recorded) first.
             return "mqtt broker unreachable (it closed the connection)", "the broker closed the connection"
-        return "mqtt broker unreachable", text
+        return HEALTH_UNREACHABLE, text
+
     def _where(self) -> str:
         return "%s:%d" % (self._config.host, self._config.port)
 
@@ -301,7 +367,9 @@ class MqttUpstream:
 
         A message the client refuses before sending (a permanent error: its topic cannot be encoded) is
         dropped and counted (:meth:`_refuse`); it neither blocks the messages behind it nor makes the
-        delivered ones of its chunk be published again."""
+        delivered ones of its chunk be published again. On a loss or timeout the messages of the chunk
+        already PUBACKed leave the outbox first (the retry is not a duplicate), and a message the broker
+        closes the connection on is dropped after :data:`POISON_LOSSES` such losses (:meth:`_poison`)."""
         lost = asyncio.ensure_future(self._until_lost(client))
         try:
             while True:
@@ -311,24 +379,67 @@ class MqttUpstream:
                     self._backoff = BACKOFF_MIN_S  # all delivered: the next failure starts a new backoff
                     await self._unless_lost(self._stored.wait(), lost, IDLE_POLL_S)
                     continue
-                # paho sends in call order; all of a chunk must be PUBACKed before it leaves the outbox.
-                done, outcome = await self._unless_lost(self._publish_chunk(client, msgs), lost, PUBLISH_TIMEOUT_S)
-                if not done or outcome is None:
-                    raise asyncio.TimeoutError("no PUBACK for %d message(s) within %.0f s" % (len(msgs),
-                                                                                          PUBLISH_TIMEOUT_S))
+                # paho sends in call order; each message leaves the outbox once PUBACKed.
+                settled: dict[int, bool] = {}  # filled by _publish_chunk, also when it is cancelled
+                try:
+                    done, outcome = await self._unless_lost(self._publish_chunk(client, msgs, settled), lost,
+                                                            PUBLISH_TIMEOUT_S)
+                    if not done or outcome is None:
+                        raise asyncio.TimeoutError("no PUBACK for %d message(s) within %.0f s"
+                                                   % (len(msgs) - len(settled), PUBLISH_TIMEOUT_S))
+                except (aiomqtt.MqttError, asyncio.TimeoutError):
+                    # what was PUBACKed leaves now: a retry makes progress and sends no duplicates
+                    await self._delivered([i for i, ok in settled.items() if ok])
+                    await self._note_loss(msgs, [m for m in msgs if m.id not in settled])
+                    raise
                 delivered, refused, failure = outcome
                 if refused:
                     await self._refuse(refused)
-                if delivered:
-                    await self._run(self._store.outbox_delete, delivered)  # type: ignore[misc]
-                    self._metrics.mqtt_published.inc(len(delivered))
-                    self._backoff = BACKOFF_MIN_S
-                self._metrics.outbox_depth.set(self._store.outbox_depth)
+                await self._delivered(delivered)
                 if failure is not None:
                     raise failure
+                self._suspect, self._suspect_losses = None, 0
         finally:
             lost.cancel()
             await asyncio.gather(lost, return_exceptions=True)
+
+    async def _delivered(self, ids: list[int]) -> None:
+        """Delete PUBACKed messages from the outbox."""
+        if ids:
+            await self._run(self._store.outbox_delete, ids)  # type: ignore[misc]
+            self._metrics.mqtt_published.inc(len(ids))
+            self._backoff = BACKOFF_MIN_S
+        self._metrics.outbox_depth.set(self._store.outbox_depth)
+
+    async def _note_loss(self, sent: list[OutboxMessage], pending: list[OutboxMessage]) -> None:
+        """Note a connection loss (or PUBACK timeout) after publishing ``sent``, with ``pending`` of them
+        unacknowledged (oldest first): they are sent one at a time next; the oldest is dropped when it was
+        lost alone :data:`POISON_LOSSES` times in a row."""
+        if not pending:
+            return
+        self._careful_until = max(self._careful_until or 0, pending[-1].id)
+        head = pending[0]
+        if head.id != self._suspect:
+            self._suspect, self._suspect_losses = head.id, 0
+        if len(sent) == 1:
+            self._suspect_losses += 1
+        if self._suspect_losses >= POISON_LOSSES:
+            self._suspect, self._suspect_losses = None, 0
+            await self._poison(head)
+
+    async def _poison(self, msg: OutboxMessage) -> None:
+        """Drop ``msg``, which the broker would not take at :data:`POISON_LOSSES` consecutive tries (it
+        closed the connection, or never acknowledged it): counted with the refused messages, logged each time."""
+        await self._run(self._store.outbox_refuse, [msg.id])  # type: ignore[misc]
+        self.refused += 1
+        self._metrics.outbox_refused.inc()
+        self._metrics.outbox_depth.set(self._store.outbox_depth)
+        topic = publish_topic(self._config.topic_prefix, msg)
+        shown = topic if len(topic) <= 120 else "%s... (%d bytes)" % (topic[:80], len(topic.encode()))
+        log.warning("MQTT broker %s lost the connection %d times in a row with outbox message %d unacknowledged"
+                    " (%d bytes of payload, topic %r): the broker closes the connection on this message (larger"
+                    " than its max_packet_size?); dropped it, its report stays stored", self._where(),
+                    POISON_LOSSES, msg.id, len(msg.payload), shown)
 
     async def _refuse(self, refused: list[tuple[OutboxMessage, str, str]]) -> None:
         """Drop messages the client refused (counted in the store's ``outbox_refused``), with a WARNING at
@@ -348,13 +459,14 @@ class MqttUpstream:
         """Log the refused messages a rate limit held back (called when the gateway stops)."""
         self._refused_warning.flush()
 
-    async def _publish_chunk(self, client: aiomqtt.Client, msgs: list[OutboxMessage]
+    async def _publish_chunk(self, client: aiomqtt.Client, msgs: list[OutboxMessage], settled: dict[int, bool]
                              ) -> tuple[list[int], list[tuple[OutboxMessage, str, str]], BaseException | None]:
         """Publish ``msgs`` (QoS 1) and wait for every PUBACK.
 
         Returns:
             the ids delivered, the messages the client refused locally ``(message, topic, why)``, and the
             first other failure (the connection), or None. When this is cancelled, the publishes are too.
+            ``settled`` gets each message whose publish ended, cancelled or not: id -> it was PUBACKed.
         """
         prefix = self._config.topic_prefix
         topics = [publish_topic(prefix, m) for m in msgs]
@@ -365,6 +477,7 @@ class MqttUpstream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            settled.update((m.id, t.exception() is None) for m, t in zip(msgs, tasks) if not t.cancelled())
         delivered: list[int] = []
         refused: list[tuple[OutboxMessage, str, str]] = []
         failure: BaseException | None = None
