@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any
 
+from gateway.csv_cells import neutral_cell
 from gateway.routes.errors import InvalidInputError
 from gateway.routes.model import Candidate, Plan, Stop
 
@@ -93,9 +94,11 @@ def plan_to_csv(plan: Plan) -> str:
     for r in plan.routes:
         for seq, s in enumerate(r.stops, start=1):
             c = s.candidate
+            # Every text cell neutralised as in the open-data CSV (a bin id "-rf" or a zone "=A1" would
+            # be a formula); a negative coordinate is a number and stays one.
             writer.writerow([
-                r.vehicle, seq, c.bin.id, c.bin.zone, f"{c.bin.lat:.6f}", f"{c.bin.lon:.6f}",
-                "+".join(x.value for x in c.reasons), _pct(c.expected_fill),
+                r.vehicle, seq, neutral_cell(c.bin.id), neutral_cell(c.bin.zone), f"{c.bin.lat:.6f}",
+                f"{c.bin.lon:.6f}", neutral_cell("+".join(x.value for x in c.reasons)), _pct(c.expected_fill),
                 "" if c.fill_now is None else _pct(c.fill_now),  # empty: no reading (load assumed full)
                 round(c.load_l), s.leg_m, s.cumulative_m, r.distance_m,
             ])

@@ -10,6 +10,7 @@ import csv
 import io
 from typing import Any, Iterable, Mapping, Sequence
 
+from gateway.csv_cells import neutral_cell
 from gateway.web.ngsi import ENTITY_TYPE_BY_KIND, device_entity, iso_utc, publishable
 from gateway.web.views import DeviceHourAggregate, DeviceView
 
@@ -49,16 +50,6 @@ def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str,
     return rows
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    """Neutralise text a spreadsheet would run as a formula (OWASP CSV injection guidance)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def rows_to_csv(rows: Sequence[Mapping[str, Any]], *, header: bool = True) -> str:
     """Render rows from :func:`device_hour_rows` as CSV text (RFC 4180 quoting), with a header line
     unless ``header`` is False (the later parts of a streamed export)."""
@@ -67,7 +58,7 @@ def rows_to_csv(rows: Sequence[Mapping[str, Any]], *, header: bool = True) -> st
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({k: _cell(row[k]) for k in CSV_COLUMNS})
+        writer.writerow({k: neutral_cell(row[k]) for k in CSV_COLUMNS})
     return buf.getvalue()
 
 
