@@ -645,7 +645,7 @@ class Registry:
         """
         rec = self.get(device_id)
         new_zone = rec.zone if zone is None else zone
-        validate_device(device_id, kind=rec.kind, zone=new_zone, lat=lat, lon=lon)
+        _validate_device(device_id, kind=rec.kind, zone=new_zone, lat=lat, lon=lon, zone_stored=zone is None)
         if rec.revoked:
             raise RegistryError("device %s is revoked; it is not moved (a revoked id stays revoked)" % device_id,
                                 reason="revoked", device_id=device_id)
@@ -867,11 +867,18 @@ def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str)
     """Check a device's registry values (as :meth:`Registry.add` does) without a registry.
 
     Every value is ASCII: id and zone from fixed character sets, lat/lon decimals of ``[0-9]``
-    (other scripts' digits, which ``float()`` would read, are refused).
+    (other scripts' digits, which ``float()`` would read, are refused). A zone must not start or end
+    with a space nor be only dots.
 
     Raises:
         RegistryError: reason ``bad_value``, with ``field`` naming the value at fault.
     """
+    _validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon, zone_stored=False)
+
+
+def _validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str, zone_stored: bool) -> None:
+    """:func:`validate_device`; ``zone_stored`` (the device's zone as stored, unchanged) skips the rule on
+    the zone's edges, so a device stored before that rule can still be moved to another location."""
     if not valid_device_id(device_id):
         raise RegistryError("device id %s must be 1..32 chars of [A-Za-z0-9._-]" % _quoted(device_id),
                             reason="bad_value", device_id=device_id, field="device_id")
@@ -887,11 +894,28 @@ def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str)
     if not _ZONE.match(zone):
         raise RegistryError("zone %s must be 1..64 chars of ASCII letters, digits, space . _ -" % _quoted(zone),
                             reason="bad_value", device_id=device_id, field="zone")
+    if not zone_stored:
+        _check_zone_edges(device_id, zone)
     for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
         if not _DECIMAL.match(value) or abs(float(value)) > limit:
             raise RegistryError("%s %s must be a decimal number in ASCII digits (at most 3 before the point and 9 "
                                 "after) within ±%d" % (name, _quoted(value), limit),
                                 reason="bad_value", device_id=device_id, field=name)
+
+
+def _check_zone_edges(device_id: str, zone: str) -> None:
+    """Refuse a zone with a space at either end or only dots ("north " and "north" would be two zones in
+    every aggregate and filter; "." and ".." name directories in paths and URLs)."""
+    name = zone.strip(" ")
+    if not name:
+        raise RegistryError("zone %r is only spaces; name the zone with letters or digits" % zone,
+                            reason="bad_value", device_id=device_id, field="zone")
+    if name != zone:
+        raise RegistryError("zone %r starts or ends with a space; give it without: %r" % (zone, name),
+                            reason="bad_value", device_id=device_id, field="zone")
+    if not zone.strip("."):
+        raise RegistryError("zone %r is only dots; use at least one letter, digit, _ or -" % zone,
+                            reason="bad_value", device_id=device_id, field="zone")
 
 
 def _quoted(value: str, limit: int = 40) -> str:
