@@ -187,6 +187,7 @@ class Gateway:
 
             from gateway.storage.queries import ReportQueries
             from gateway.web.app import create_app
+            from gateway.web.connlimit import CappedSite, connection_cap, raise_fd_limit
             from gateway.web.opendata import OpenDataMeta
             from gateway.web.retention import RetentionSettings
         except ImportError as exc:
@@ -209,7 +210,9 @@ class Gateway:
                                                 publisher=self.config.open_data_publisher))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, http.listen, http.port)
+        # A flood of idle connections must not use up the descriptors the links and the store need.
+        cap = connection_cap(http.max_connections, raise_fd_limit())
+        site = CappedSite(runner, http.listen, http.port, max_connections=cap)
         try:
             await site.start()
         except OSError as exc:
@@ -219,7 +222,7 @@ class Gateway:
         self._web = runner
         sockets = getattr(site._server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else http.port
-        log.info("HTTP on %s", host_port(http.listen, self.http_port))
+        log.info("HTTP on %s (at most %d connections)", host_port(http.listen, self.http_port), cap)
 
     def _health(self) -> list[str]:
         reasons = []

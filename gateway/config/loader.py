@@ -40,6 +40,7 @@ from gateway.resources import load_policy
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
              "routes", "opendata")  # [routes] is validated by gateway.routes.config (see _check_routes)
 MIN_TOKEN_LEN = 16
+MIN_TOKEN_DISTINCT = 8  # distinct characters in the admin token (gateway.web.auth checks the same)
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
@@ -319,7 +320,8 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
             "host", "port", "topic_prefix", "client_id", "outbox_max_bytes", "outbox_policy", "keepalive_s",
             "username", "password_file", "password", "tls", "ca_file", "cert_file", "key_file")), base)
     http = _parse_http(_Section(top.data.get("http", {}), "http", source,
-                                ("enabled", "listen", "port", "admin_token_file", "allowed_hosts")), base)
+                                ("enabled", "listen", "port", "admin_token_file", "allowed_hosts",
+                                 "max_connections")), base)
     overrides, interval = _parse_retention(top.data.get("retention", {}), source)
     sim_clock = None
     if "sim_clock" in top.data:
@@ -630,10 +632,16 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
             # Clients send it in an HTTP header: a second line or a space in it could never match.
             raise sec.error("http.admin_token_file", "the admin token in %s must be one line of printable ASCII "
                             "without spaces (clients send it in an HTTP header)" % token_path, "bad_value")
+        if len(set(token)) < MIN_TOKEN_DISTINCT:
+            # "aaaa...", "abababab...": a placeholder, not a secret (as a repeated registry key is refused).
+            raise sec.error("http.admin_token_file", "the admin token in %s has only %d distinct characters (at"
+                            " least %d needed: it looks like a placeholder); make a random one, e.g. openssl rand"
+                            " -hex 32" % (token_path, len(set(token)), MIN_TOKEN_DISTINCT), "bad_value")
     listen = sec.get("listen", str, "127.0.0.1")
     _check_listen(sec, listen, resolve=enabled)
     cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),
-                     admin_token_file=token_path, allowed_hosts=_parse_allowed_hosts(sec))
+                     admin_token_file=token_path, allowed_hosts=_parse_allowed_hosts(sec),
+                     max_connections=sec.number("max_connections", int, 256, 8, 1_000_000))
     return cfg if enabled else None
 
 

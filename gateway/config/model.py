@@ -63,7 +63,8 @@ class HttpConfig:
 
     ``allowed_hosts``: host names (lower case, no trailing dot) the server answers to besides IP
     literals, ``localhost`` and the machine's own name; any other ``Host`` header is refused
-    (DNS rebinding).
+    (DNS rebinding). ``max_connections``: most HTTP connections served at once (lowered at start to
+    leave room under the open-file limit; see gateway.web.connlimit).
     """
 
     enabled: bool = True
@@ -71,6 +72,7 @@ class HttpConfig:
     port: int = 8080
     admin_token_file: Path | None = None
     allowed_hosts: tuple[str, ...] = ()
+    max_connections: int = 256
 
 
 @dataclass(frozen=True)

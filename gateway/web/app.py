@@ -20,11 +20,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.errors import GatewayError
+from gateway.log_limit import LogLimiter, more_since
 from gateway.web import admin_api, opendata, pages, read_api
 from gateway.web.auth import AdminToken
+from gateway.web.connlimit import DEFAULT_MAX_CONNECTIONS, CappedSite, connection_cap, raise_fd_limit
 from gateway.web.context import CONTEXT_KEY, WebContext
 from gateway.web.errors import BadParameter, WebError
 from gateway.web.hosts import HostAllowlist
+from gateway.web.logsafe import shown_path
 from gateway.web.retention import RetentionSettings
 from gateway.web.views import FleetAdmin, FleetSource
 
@@ -34,6 +37,21 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_BODY_TIMEOUT_S = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT_S = 15.0
 HealthCheck = Callable[[], Sequence[str]]
+# Lines an unauthenticated client can cause (refused Host, failures): at most one per interval each.
+REQUEST_LOG_EVERY_S = 10.0
+
+
+class _RequestLogLimits:
+    """Per-app rate limits of the log lines about requests (see :data:`REQUEST_LOG_EVERY_S`)."""
+
+    def __init__(self) -> None:
+        self.refused_host = LogLimiter(REQUEST_LOG_EVERY_S, time.monotonic)
+        self.failed = LogLimiter(REQUEST_LOG_EVERY_S, time.monotonic)
+        self.backend = LogLimiter(REQUEST_LOG_EVERY_S, time.monotonic)
+        self.defect = LogLimiter(REQUEST_LOG_EVERY_S, time.monotonic)
+
+
+LOG_LIMITS_KEY = web.AppKey("log_limits", _RequestLogLimits)
 
 
 class _WithoutRequestBytes(logging.Filter):
@@ -95,11 +113,17 @@ async def _errors_middleware(
         return await handler(request)
     except WebError as err:
         if err.status >= 500:
-            logger.error("%s %s failed: %s", request.method, request.path, err.code)
+            skipped = request.app[LOG_LIMITS_KEY].failed.allow()
+            if skipped is not None:
+                logger.error("%s %s failed: %s%s", request.method, shown_path(request), err.code,
+                             more_since(skipped, "failed requests"))
         return _json_error(err)
     except GatewayError as err:
         # Storage or registry trouble: tell the client it is temporary, keep details in the log.
-        logger.error("%s %s failed: %s (%s)", request.method, request.path, type(err).__name__, err.reason)
+        skipped = request.app[LOG_LIMITS_KEY].backend.allow()
+        if skipped is not None:
+            logger.error("%s %s failed: %s (%s)%s", request.method, shown_path(request), type(err).__name__,
+                         err.reason, more_since(skipped, "requests failed on the backend"))
         return web.json_response(
             {"error": {"code": "backend_unavailable", "message": f"gateway backend unavailable ({err.reason})"}},
             status=503,
@@ -125,7 +149,10 @@ async def _errors_middleware(
     except (ConnectionResetError, ConnectionAbortedError):
         raise  # the client hung up, or a streamed answer was cut off on purpose: nobody to answer
     except Exception:  # a defect: answer JSON like every other error, keep the traceback in the log
-        logger.exception("%s %s failed unexpectedly", request.method, request.path)
+        skipped = request.app[LOG_LIMITS_KEY].defect.allow()
+        if skipped is not None:
+            logger.exception("%s %s failed unexpectedly%s", request.method, shown_path(request),
+                             more_since(skipped, "unexpected failures"))
         if _answer_started(request):
             raise  # a second answer would land inside the first one's body: aiohttp drops the connection
         return web.json_response(
@@ -143,7 +170,10 @@ async def _allowed_hosts(
     if request.app[CONTEXT_KEY].hosts.allows(host):
         return await handler(request)
     shown = (host or "")[:100]
-    logger.info("refused %s %s for Host %r (not in [http] allowed_hosts)", request.method, request.path, shown)
+    skipped = request.app[LOG_LIMITS_KEY].refused_host.allow()
+    if skipped is not None:
+        logger.info("refused %s %s for Host %r (not in [http] allowed_hosts)%s", request.method[:16],
+                    shown_path(request), shown, more_since(skipped, "refused Host headers"))
     return web.json_response(
         {"error": {"code": "host_not_allowed",
                    "message": f"this gateway does not answer to Host {shown!r}; if it should, add the name to"
@@ -256,6 +286,7 @@ def build_app(
         handler_args=handler_args,
     )
     app[CONTEXT_KEY] = ctx
+    app[LOG_LIMITS_KEY] = _RequestLogLimits()
     app[opendata.OPEN_DATA_META_KEY] = open_data or opendata.OpenDataMeta()
     app.on_response_prepare.append(_security_headers)
     app.add_routes(pages.ROUTES)
@@ -336,6 +367,7 @@ class HttpServer:
     runner: web.AppRunner
     host: str
     port: int
+    site: CappedSite | None = None
 
     @property
     def url(self) -> str:
@@ -350,19 +382,23 @@ class HttpServer:
 
 async def start_http(
     app: web.Application, *, host: str, port: int, shutdown_timeout_s: float = 5.0,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> HttpServer:
     """Serve ``app`` on ``host:port`` (port 0 picks a free port) and return the running server.
 
     The app's connection limits apply (see :func:`build_app`); request bodies must arrive within
-    the app's ``body_timeout_s``.
+    the app's ``body_timeout_s``. The soft open-file limit is raised to the hard one, and at most
+    ``max_connections`` connections are served at once, fewer if the open-file limit leaves less room
+    (see :mod:`gateway.web.connlimit`): above that the connection idle the longest is closed, or the
+    new one gets 503.
     """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        bound = int(server.sockets[0].getsockname()[1])
-    logger.info("http listening on %s:%s", host, bound)
-    return HttpServer(runner=runner, host=host, port=bound)
+    site = CappedSite(runner, host, port, max_connections=connection_cap(max_connections, raise_fd_limit()))
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    logger.info("http listening on %s:%s (at most %d connections)", host, site.port, site.max_connections)
+    return HttpServer(runner=runner, host=host, port=site.port, site=site)
