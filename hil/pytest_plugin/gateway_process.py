@@ -22,7 +22,6 @@ from typing import Any, Callable, Sequence
 
 from hil.backends.board import BoardHandle
 from hil.backends.errors import BackendError
-from hil.backends.qemu.launcher import free_tcp_port
 from hil.children import spawn_child
 
 log = logging.getLogger(__name__)
@@ -124,8 +123,10 @@ class GatewayProcess:
         if self.radio_url is not None:
             lines += ["[ble]", "enabled = true", 'backend = "virtual"', f"radio = {_toml_str(self.radio_url)}", ""]
         if self.http:
-            self.http_port = free_tcp_port()
-            lines += ["[http]", "enabled = true", 'listen = "127.0.0.1"', f"port = {self.http_port}"]
+            # Port 0 at the first start: the gateway binds a free port itself and names it in its ready
+            # line (a port probed free here could be taken by a parallel test worker before the gateway
+            # binds it). A restart asks for the same port again, so URLs a test holds stay valid.
+            lines += ["[http]", "enabled = true", 'listen = "127.0.0.1"', f"port = {self.http_port or 0}"]
             if self.admin_token is not None:
                 lines.append(f"admin_token_file = {_toml_str(str(self.admin_token_path))}")
             lines.append("")
@@ -155,7 +156,10 @@ class GatewayProcess:
         def pump(stream: Any) -> None:
             for line in stream:
                 self._output.append(line)
-                if READY.search(line):
+                match = READY.search(line)
+                if match and not ready.is_set():
+                    if match.group(2):
+                        self.http_port = int(match.group(2))
                     ready.set()
 
         self._reader = threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True)
