@@ -30,6 +30,41 @@ CRASH_PATTERN = re.compile(rb"Traceback \(most recent call last\):.*?\n(\w+(?:Er
 # firmware/main.py prints one of these lines when it starts or refuses to.
 REFUSAL_PATTERN = re.compile(rb"civicedge: ((?:cannot start|not provisioned|safe mode|recovery mode)[^\r\n]*)")
 REPORTING_POLL_S = 0.1
+# How long (wall time) a board stopped at the REPL by a test keeps its firmware's watchdog held.
+WATCHDOG_HOLD_S = 600
+# Longest watchdog timeout set (ms): the simulator's timers take at most 2**31 - 1 ms, as Node's do.
+WATCHDOG_HOLD_MAX_MS = 2**31 - 1
+
+# Runs on the board each time the DUT stops the firmware (in the same write as the Ctrl-C, see
+# Dut.on_stop): the firmware no longer feeds its watchdog, which an ESP32 cannot stop, only give a
+# new timeout (a second WDT() reconfigures the running one) and feed through the firmware's object
+# (civic.hal.hardware.WATCHDOG). Prints True if a watchdog was held.
+HOLD_WATCHDOG_CODE = """\
+def _civic_hold(ms):
+    import sys
+    wdt = getattr(sys.modules.get("civic.hal.hardware"), "WATCHDOG", None)
+    if wdt is None:
+        return False
+    import machine
+    try:
+        machine.WDT(timeout=ms)
+    except OSError:
+        pass
+    wdt.feed()
+    return True
+print(_civic_hold(%d))
+del _civic_hold
+"""
+
+
+def watchdog_hold_ms(sim_speed: float | None = 1.0) -> int:
+    """The watchdog timeout (ms of board time) that lasts :data:`WATCHDOG_HOLD_S` of wall time.
+
+    A virtual board's clock runs ``sim_speed`` times as fast (0: as fast as possible, None: paused).
+    """
+    if sim_speed == 0:
+        return WATCHDOG_HOLD_MAX_MS
+    return int(min(WATCHDOG_HOLD_MAX_MS, WATCHDOG_HOLD_S * 1000 * max(1.0, sim_speed or 1.0)))
 
 
 def running_pattern(device_id: str) -> re.Pattern[bytes]:
@@ -136,10 +171,13 @@ class BoardHandle:
         """The console as a :class:`~hil.dut.Dut` (opened on first use).
 
         Note: exec/eval enter the raw REPL, which stops the running firmware (Ctrl-C), as on a
-        real board; call :meth:`restart_firmware` to run it again.
+        real board; call :meth:`restart_firmware` to run it again. Each time it stops the firmware,
+        the firmware's watchdog (which cannot be stopped) is stretched to :data:`WATCHDOG_HOLD_S` of
+        wall time and fed in the same breath, so that the board is not reset under the test.
         """
         if self._dut is None:
-            self._dut = Dut(self.console_url)
+            hold = watchdog_hold_ms(self.extras.get("sim_speed", 1.0) if self.backend == "sim" else 1.0)
+            self._dut = Dut(self.console_url, on_stop=HOLD_WATCHDOG_CODE % hold)
         return self._dut
 
     def restart_firmware(self, *, timeout_s: float = 20.0) -> str:

@@ -102,13 +102,20 @@ class Dut:
         url: pty path, device node, ``socket://host:port`` or ``rfc2217://host:port``.
         baudrate: serial speed (ignored by ptys and sockets).
         exclusive: take pyserial's exclusive lock on local ports.
+        on_stop: code run at each entry into the raw REPL (the firmware was just stopped), sent in
+            the same write as the Ctrl-C and Ctrl-A so that it runs before anything the stopped
+            firmware no longer does can bite, e.g. hold its watchdog (:attr:`on_stop_result` is
+            its stdout; an exception in it is logged, not raised).
 
     Raises:
         DeviceConnectError: the URL cannot be opened.
     """
 
-    def __init__(self, url: str, *, baudrate: int = 115200, exclusive: bool = True) -> None:
+    def __init__(self, url: str, *, baudrate: int = 115200, exclusive: bool = True,
+                 on_stop: str | None = None) -> None:
         self.url = url
+        self.on_stop = on_stop
+        self.on_stop_result: str | None = None
         try:
             self._transport = SerialTransport(url, baudrate=baudrate, exclusive=exclusive, timeout=_POLL_S)
         except (TransportError, OSError, ValueError) as exc:
@@ -152,7 +159,7 @@ class Dut:
         self._in_raw_repl = False
 
     def enter_raw_repl(self, *, timeout_s: float = 10.0) -> None:
-        """Stop whatever runs (Ctrl-C) and enter the raw REPL.
+        """Stop whatever runs (Ctrl-C) and enter the raw REPL (then run :attr:`on_stop`, if set).
 
         Raises:
             DeviceTimeoutError: no raw REPL banner within ``timeout_s``.
@@ -161,25 +168,70 @@ class Dut:
         with self._remote("enter raw REPL", timeout_s):
             self._serial.timeout = _POLL_S
             deadline = time.monotonic() + timeout_s
+            self._pending = b""
+            if self.on_stop is not None and not self._resync:
+                self._enter_raw_repl_and_run(self.on_stop, deadline, timeout_s)
+                return
             # Ctrl-C twice: asyncio firmware may swallow the first interrupt while cancelling tasks.
             for _ in range(2):
                 self._serial.write(b"\r\x03")
                 time.sleep(0.05)
             self._drain()
-            self._pending = b""
             # One Ctrl-A only: a second would print a second banner that the next exec would
             # mistake for its answer.
             self._serial.write(b"\r\x01")
             received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()))
             if received.endswith(RAW_REPL_BANNER) and self._resync:
                 received = self._skip_stale_banners(deadline)
-            if received.endswith(RAW_REPL_BANNER):
-                self._resync = False
-                self._in_raw_repl = True
-                self._transport.in_raw_repl = True
-                return
+            if not received.endswith(RAW_REPL_BANNER):
+                raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
+                                         received=received)
+            self._resync = False
+            self._in_raw_repl = True
+            self._transport.in_raw_repl = True
+        if self.on_stop is not None:  # after a resync: as an ordinary exec
+            out, err = self._exec_raw(self.on_stop, timeout_s=max(1.0, deadline - time.monotonic()))
+            self._stop_hook_done(out, err)
+
+    def _enter_raw_repl_and_run(self, code: str, deadline: float, timeout_s: float) -> None:
+        """Ctrl-C, Ctrl-A and ``code`` in one write: the board runs ``code`` right after it stops.
+
+        A stopped firmware no longer feeds its watchdog: with a round trip between the stop and the
+        code that holds it, the watchdog (30 s, or 0.1 s of wall time on a virtual board at 300x)
+        could reset the board under the raw REPL just entered. The second Ctrl-C, for firmware that
+        swallows the first, comes 50 ms later: at the raw REPL's prompt it only clears the input.
+        The board answers banner, ``>OK``, stdout, Ctrl-D, stderr, Ctrl-D, then the ``>`` that is
+        left for the next exec.
+        """
+        self._serial.write(b"\r\x03\r\x01" + code.encode() + b"\x04")
+        time.sleep(0.05)
+        self._serial.write(b"\r\x03")
+        received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()))
+        if not received.endswith(RAW_REPL_BANNER):
             raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
                                      received=received)
+        parts: list[bytes] = []
+        for _ in range(2):
+            data = self._read_until(b"\x04", timeout_overall=max(0.1, deadline - time.monotonic()))
+            if not data.endswith(b"\x04"):
+                raise DeviceTimeoutError(url=self.url, operation="run the code after entering the raw REPL",
+                                         timeout_s=timeout_s, received=received + b"".join(parts) + data)
+            parts.append(data[:-1])
+        if not parts[0].startswith(b">OK"):
+            raise DeviceProtocolError(url=self.url, operation="enter raw REPL", received=parts[0])
+        self._in_raw_repl = True
+        self._transport.in_raw_repl = True
+        out, err = (p.decode(errors="replace").replace("\r\n", "\n") for p in (parts[0][3:], parts[1]))
+        if err:
+            # E.g. the second Ctrl-C reached a board that was still running the code: run it again.
+            log.debug("code after entering the raw REPL on %s failed, running it again: %s", self.url, err.strip())
+            out, err = self._exec_raw(code, timeout_s=max(1.0, deadline - time.monotonic()))
+        self._stop_hook_done(out, err)
+
+    def _stop_hook_done(self, out: str, err: str) -> None:
+        self.on_stop_result = out
+        if err:
+            log.warning("code run after stopping the firmware on %s failed: %s", self.url, err.strip())
 
     def _skip_stale_banners(self, deadline: float) -> bytes:
         """After a failed recovery: read until the line is quiet, then ask for one fresh banner.
