@@ -40,7 +40,8 @@ from gateway.resources import load_policy
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
              "routes", "opendata")  # [routes] is validated by gateway.routes.config (see _check_routes)
 MIN_TOKEN_LEN = 16
-MIN_TOKEN_DISTINCT = 8  # distinct characters in the admin token (gateway.web.auth checks the same)
+MIN_TOKEN_DISTINCT = 4  # fewer distinct characters in the admin token is a placeholder (see token_placeholder)
+MAX_TOKEN_UNIT = 4  # a token that is a unit this short repeated ("abab...", "12341234...") is a placeholder
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
@@ -632,17 +633,34 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
             # Clients send it in an HTTP header: a second line or a space in it could never match.
             raise sec.error("http.admin_token_file", "the admin token in %s must be one line of printable ASCII "
                             "without spaces (clients send it in an HTTP header)" % token_path, "bad_value")
-        if len(set(token)) < MIN_TOKEN_DISTINCT:
-            # "aaaa...", "abababab...": a placeholder, not a secret (as a repeated registry key is refused).
-            raise sec.error("http.admin_token_file", "the admin token in %s has only %d distinct characters (at"
-                            " least %d needed: it looks like a placeholder); make a random one, e.g. openssl rand"
-                            " -hex 32" % (token_path, len(set(token)), MIN_TOKEN_DISTINCT), "bad_value")
+        placeholder = token_placeholder(token)
+        if placeholder is not None:
+            raise sec.error("http.admin_token_file", "the admin token in %s %s: it looks like a placeholder; make a"
+                            " random one, e.g. openssl rand -hex 32" % (token_path, placeholder), "bad_value")
     listen = sec.get("listen", str, "127.0.0.1")
     _check_listen(sec, listen, resolve=enabled)
     cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),
                      admin_token_file=token_path, allowed_hosts=_parse_allowed_hosts(sec),
                      max_connections=sec.number("max_connections", int, 256, 8, 1_000_000))
     return cfg if enabled else None
+
+
+def token_placeholder(token: str) -> str | None:
+    """Why ``token`` looks like a placeholder rather than a secret (e.g. "is 'ab' repeated"), or None.
+
+    Only real placeholders are refused: fewer than :data:`MIN_TOKEN_DISTINCT` distinct characters, or
+    a unit of at most :data:`MAX_TOKEN_UNIT` characters repeated. A count of distinct characters any
+    higher would refuse random tokens too (16 random digits have fewer than 8 distinct ones 24% of the
+    time). gateway.web.auth checks the same.
+    """
+    distinct = len(set(token))
+    if distinct < MIN_TOKEN_DISTINCT:
+        return "has only %d distinct characters (at least %d needed)" % (distinct, MIN_TOKEN_DISTINCT)
+    for size in range(1, MAX_TOKEN_UNIT + 1):
+        unit = token[:size]
+        if len(token) % size == 0 and token == unit * (len(token) // size):
+            return "is %r repeated" % unit
+    return None
 
 
 def _check_token_mode(sec: _Section, token_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from gateway.config.loader import token_placeholder
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web.errors import Unauthorized
 from gateway.web.logsafe import shown_path
@@ -16,7 +17,6 @@ from gateway.web.logsafe import shown_path
 logger = logging.getLogger(__name__)
 
 MIN_TOKEN_CHARS = 16
-MIN_TOKEN_DISTINCT = 8  # fewer distinct characters ("aaaa...", "abab...") is a placeholder, not a secret
 REFUSED_LOG_EVERY_S = 10.0
 
 
@@ -25,9 +25,10 @@ def token_problem(token: str) -> str | None:
     token = token.strip()
     if len(token) < MIN_TOKEN_CHARS:
         return "admin token must be at least %d characters" % MIN_TOKEN_CHARS
-    if len(set(token)) < MIN_TOKEN_DISTINCT:
-        return ("admin token has only %d distinct characters (at least %d needed: it looks like a placeholder);"
-                " make a random one, e.g. openssl rand -hex 32" % (len(set(token)), MIN_TOKEN_DISTINCT))
+    placeholder = token_placeholder(token)
+    if placeholder is not None:
+        return ("admin token %s: it looks like a placeholder; make a random one, e.g. openssl rand -hex 32"
+                % placeholder)
     return None
 
 
@@ -40,7 +41,8 @@ class AdminToken:
     :data:`REFUSED_LOG_EVERY_S` counting the others, so guessing is visible without flooding the log.
 
     Raises:
-        ValueError: the token is shorter than 16 characters or has fewer than 8 distinct ones.
+        ValueError: the token is shorter than 16 characters or a placeholder (fewer than 4 distinct
+            characters, or a unit of at most 4 repeated).
     """
 
     def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic) -> None:

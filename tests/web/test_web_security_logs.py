@@ -66,20 +66,50 @@ async def test_a_refused_admin_call_is_a_rate_limited_warning_without_the_token(
     assert "guess" not in caplog.text and ADMIN_TOKEN not in caplog.text
 
 
-@pytest.mark.parametrize("token", ["a" * 32, "abababababababababab", "0123456012345601234560"])
-def test_an_admin_token_of_few_distinct_characters_is_refused(token: str) -> None:
-    with pytest.raises(ValueError, match="distinct characters"):
+@pytest.mark.parametrize("token", ["a" * 32, "abababababababababab", "abcabcabcabcabcabcabcabc",
+                                   "1234123412341234", "abcdabcdabcdabcdabcd"])
+def test_a_placeholder_admin_token_is_refused(token: str) -> None:
+    with pytest.raises(ValueError, match="placeholder.*openssl rand -hex 32"):
         AdminToken(token)
-    AdminToken("0123456789abcdef")  # 16 distinct: accepted
 
 
-def test_the_config_refuses_an_admin_token_file_of_few_distinct_characters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("token", ["0123456789abcdef", "0123456012345601234560", "1122334455667788",
+                                   "abcdeabcdeabcdeabcde"])
+def test_an_admin_token_that_is_no_short_unit_repeated_is_accepted(token: str) -> None:
+    assert AdminToken(token).configured
+
+
+def test_random_hex_and_digit_admin_tokens_are_accepted() -> None:
+    # 16 random hex characters have fewer than 8 distinct ones 1.1% of the time, 16 random digits 24%:
+    # the placeholder rule must not refuse any of them.
+    import random
+    from gateway.web.auth import token_problem
+
+    rng = random.Random(20261205)
+    for alphabet in ("0123456789abcdef", "0123456789"):
+        refused = [t for t in ("".join(rng.choice(alphabet) for _ in range(16)) for _ in range(10_000))
+                   if token_problem(t) is not None]
+        assert refused == [], refused[:5]
+
+
+def test_the_config_refuses_a_placeholder_admin_token_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from gateway.config.loader import parse_config
     from gateway.errors import ConfigError
 
     token = tmp_path / "admin.token"
-    token.write_text("abcabcabcabcabcabcabcabc\n")
+    token.write_text("abcdabcdabcdabcdabcdabcd\n")
     token.chmod(0o600)
-    with pytest.raises(ConfigError, match="only 3 distinct characters"):
+    with pytest.raises(ConfigError, match="'abcd' repeated: it looks like a placeholder.*openssl rand -hex 32"):
         parse_config({"gateway": {"id": "gw", "data_dir": str(tmp_path)},
                       "http": {"admin_token_file": str(token)}}, source=None)
+
+
+def test_the_config_accepts_a_random_admin_token_of_few_distinct_characters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gateway.config.loader import parse_config
+
+    token = tmp_path / "admin.token"
+    token.write_text("4811940418811449\n")  # 16 random digits, 4 distinct: refused before as a "placeholder"
+    token.chmod(0o600)
+    cfg = parse_config({"gateway": {"id": "gw", "data_dir": str(tmp_path)},
+                        "http": {"admin_token_file": str(token)}}, source=None)
+    assert cfg.http is not None and cfg.http.admin_token_file == token
