@@ -538,9 +538,11 @@ class Registry:
                 another zone or location: enrolling never moves a device, :meth:`move` does); ``revoked`` (a
                 revoked id stays revoked: provision the board under a new id).
         """
-        validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
+        rec = self.lookup(device_id) if valid_device_id(device_id) else None
+        # A device stored with a zone from before the zone-edge rule ("north ") enrolls again unchanged.
+        _validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon,
+                         zone_stored=rec is not None and rec.zone == zone)
         _check_key(device_id, key)
-        rec = self.lookup(device_id)
         if rec is None:
             self.add(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key)
             return "added"

@@ -45,3 +45,24 @@ def test_add_and_move_refuse_and_a_stored_old_zone_still_loads(tmp_path: Path) -
     assert changed and rec.zone == "north " and rec.lat == "52.2"
     rec, _ = reg.move("sl-1", lat="52.2", lon="4.3", zone="north")  # and correctable
     assert rec.zone == "north"
+
+
+def test_a_device_stored_with_an_old_zone_enrolls_again_and_replaces_its_key(tmp_path: Path) -> None:
+    import os
+
+    reg = Registry(tmp_path / "r")
+    key = os.urandom(32)
+    assert reg.enroll("sl-1", kind="streetlight", zone="north", lat="52.1", lon="4.3", key=key) == "added"
+    db = next(p for p in (tmp_path / "r").rglob("*") if p.suffix in (".db", ".sqlite", ".sqlite3"))
+    reg.close()
+    with sqlite3.connect(db) as conn:  # a registry written before the zone-edge rule
+        conn.execute("UPDATE devices SET zone='north ' WHERE id='sl-1'")
+    reg = Registry(tmp_path / "r")
+    assert reg.enroll("sl-1", kind="streetlight", zone="north ", lat="52.1", lon="4.3", key=key) == "unchanged"
+    other = os.urandom(32)
+    assert reg.enroll("sl-1", kind="streetlight", zone="north ", lat="52.1", lon="4.3", key=other,
+                      replace=True) == "replaced"
+    assert reg.key("sl-1") == other
+    with pytest.raises(RegistryError, match="starts or ends with a space"):  # a new device: the rule holds
+        reg.enroll("sl-2", kind="streetlight", zone="north ", lat="52.1", lon="4.3", key=os.urandom(32))
+    reg.close()
