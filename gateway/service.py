@@ -211,7 +211,7 @@ class Gateway:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.
-        cap = connection_cap(http.max_connections, raise_fd_limit())
+        cap = connection_cap(http.max_connections, raise_fd_limit(http.max_connections))
         site = CappedSite(runner, http.listen, http.port, max_connections=cap)
         try:
             await site.start()

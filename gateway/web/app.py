@@ -387,14 +387,15 @@ async def start_http(
     """Serve ``app`` on ``host:port`` (port 0 picks a free port) and return the running server.
 
     The app's connection limits apply (see :func:`build_app`); request bodies must arrive within
-    the app's ``body_timeout_s``. The soft open-file limit is raised to the hard one, and at most
+    the app's ``body_timeout_s``. The soft open-file limit is raised as far as the connections need, and at most
     ``max_connections`` connections are served at once, fewer if the open-file limit leaves less room
     (see :mod:`gateway.web.connlimit`): above that the connection idle the longest is closed, or the
     new one gets 503.
     """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
-    site = CappedSite(runner, host, port, max_connections=connection_cap(max_connections, raise_fd_limit()))
+    cap = connection_cap(max_connections, raise_fd_limit(max_connections))
+    site = CappedSite(runner, host, port, max_connections=cap)
     try:
         await site.start()
     except BaseException:

@@ -4,7 +4,16 @@ file descriptors (the serial and BLE links, the SQLite store and /healthz need s
 aiohttp has no connection limit of its own: every accepted socket gets a request handler and is held
 until its keep-alive timeout. :class:`CappedSite` serves the app like ``aiohttp.web.TCPSite`` but
 through :class:`ConnectionCap`, which, at the cap, first closes the connection idle the longest (no
-request in progress) and otherwise answers 503 at once without reading a byte.
+request in progress; the least recently active first) and otherwise answers 503 (a lingering close, so
+a client that already sent its request reads the 503 instead of a reset).
+
+The cap relies on private attributes of aiohttp's ``RequestHandler`` and ``TCPSite`` (tested with the
+aiohttp range pinned in pyproject.toml). :meth:`CappedSite.start` checks they exist and otherwise serves
+uncapped like ``TCPSite`` with a WARNING.
+
+pyserial waits on its port with ``select()``, which fails for descriptors >= 1024: the soft open-file
+limit is raised only as far as the connections need, and ``[http] max_connections`` should stay below
+~900 while a serial link is used.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import resource
 import time
 from typing import Callable
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
@@ -31,6 +41,11 @@ FD_RESERVE = 64
 # twice that many descriptors more must be free as well.
 BACKLOG = 32
 MIN_CONNECTIONS = 4
+# Refused connections kept open up to LINGER_S after their 503 (reading and discarding what the client
+# sends, so closing does not reset the connection before the client read the 503); beyond this many
+# the 503 is written and the connection closed at once.
+MAX_LINGERING = 16
+LINGER_S = 1.0
 REFUSED_LOG_EVERY_S = 60.0
 
 _BUSY_BODY = (b'{"error":{"code":"too_many_connections","message":"the gateway serves its maximum number of'
@@ -39,36 +54,107 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\
          b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(_BUSY_BODY)) + _BUSY_BODY
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (logged at INFO); return the soft limit now."""
+def fd_limit_target(max_connections: int, soft: int, hard: int) -> int:
+    """The soft ``RLIMIT_NOFILE`` to set for ``max_connections`` HTTP connections, from the current
+    ``soft`` and ``hard`` limits (either may be ``RLIM_INFINITY``): what the connections and the rest
+    of the gateway need, at most ``hard``, never below ``soft``. Not the hard limit itself (often
+    524288 or more): pyserial's ``select()`` fails for descriptors >= 1024."""
+    needed = max_connections + FD_RESERVE + 2 * BACKLOG + MAX_LINGERING
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    return needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+
+
+def raise_fd_limit(max_connections: int = DEFAULT_MAX_CONNECTIONS) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to :func:`fd_limit_target` (logged at INFO); return the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+    target = fd_limit_target(max_connections, soft, hard)
+    if target != soft:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:  # e.g. a hard limit above the kernel's nr_open
-            logger.info("open-file limit stays %d (raising it to the hard limit %d failed: %s)", soft, hard, exc)
+            logger.info("open-file limit stays %d (raising it to %d failed: %s)", soft, target, exc)
             return int(soft)
-        logger.info("open-file limit raised from %d to the hard limit %d", soft, hard)
-        soft = hard
+        logger.info("open-file limit raised from %d to %d for %d HTTP connections", soft, target, max_connections)
+        soft = target
     return int(soft)
 
 
 def connection_cap(configured: int, fd_limit: int) -> int:
     """The connection cap: ``configured``, lowered to leave :data:`FD_RESERVE` descriptors of
     ``fd_limit`` (``RLIM_INFINITY`` or a negative value: no limit) for the rest of the gateway and
-    :data:`BACKLOG` twice for bursts of accepted connections not yet counted."""
+    :data:`BACKLOG` twice for bursts of accepted connections not yet counted, and
+    :data:`MAX_LINGERING` for refused connections being closed."""
     if fd_limit < 0 or fd_limit == resource.RLIM_INFINITY:
         return configured
-    return max(MIN_CONNECTIONS, min(configured, fd_limit - FD_RESERVE - 2 * BACKLOG))
+    return max(MIN_CONNECTIONS, min(configured, fd_limit - FD_RESERVE - 2 * BACKLOG - MAX_LINGERING))
 
 
 class _Refused(asyncio.Protocol):
-    """A connection above the cap: a fixed 503, then closed (nothing is read or parsed)."""
+    """A connection above the cap: a fixed 503, then a lingering close when ``linger`` (nothing is parsed).
+
+    Closing a socket with unread data makes the kernel send a reset, which can discard the 503 before
+    the client reads it (a client sends its request right away). So the 503 is followed by a FIN,
+    what the client sends is read and dropped, and the socket is closed at the client's EOF or after
+    :data:`LINGER_S`.
+    """
+
+    def __init__(self, cap: ConnectionCap, linger: bool) -> None:
+        self._cap = cap
+        self._linger = linger
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
         transport.write(_BUSY)
-        transport.close()
+        if not self._linger or not transport.can_write_eof():
+            transport.close()
+            return
+        self._cap.lingering += 1
+        transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # read and dropped: unread data at close would reset the connection
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._cap.lingering -= 1
+
+
+class _Tracked(asyncio.Protocol):
+    """Passes everything to an aiohttp request handler and tells the cap when the client sends data."""
+
+    def __init__(self, cap: ConnectionCap, handler: RequestHandler) -> None:
+        self._cap = cap
+        self.handler = handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        handler = self.handler
+        handler.data_received(data)
+        self._cap._active(handler, partial=_idle(handler))  # bytes in, no complete request yet: partial
+
+    def eof_received(self) -> None:
+        self.handler.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
 
 
 def _gone(handler: RequestHandler) -> bool:
@@ -95,7 +181,10 @@ class ConnectionCap:
     def __init__(self, server: web.Server, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._server = server
         self.limit = limit
-        self._live: dict[RequestHandler, None] = {}  # in the order they were accepted
+        # Open handlers, least recently active first (accepted or last received data), each with
+        # whether its last data left a partly received request.
+        self._live: dict[RequestHandler, bool] = {}
+        self.lingering = 0  # refused connections in their lingering close
         self.refused = 0
         self.evicted = 0
         self._warn = LogLimiter(REFUSED_LOG_EVERY_S, clock)
@@ -107,16 +196,24 @@ class ConnectionCap:
         return len(self._live)
 
     def _prune(self) -> None:
-        self._live = {h: None for h in self._live if not _gone(h)}
+        self._live = {h: partial for h, partial in self._live.items() if not _gone(h)}
+
+    def _active(self, handler: RequestHandler, partial: bool) -> None:
+        if self._live.pop(handler, None) is not None:
+            self._live[handler] = partial  # now the most recently active
 
     def _evict_idle(self) -> bool:
-        """Close the connection idle the longest; False when every connection is busy."""
-        for handler in self._live:
-            if _idle(handler):
-                del self._live[handler]
-                handler.force_close()
-                self.evicted += 1
-                return True
+        """Close the connection idle the longest (least recently active); False when every one is busy.
+
+        A connection holding a partly received request is closed only when no other is idle (else a
+        flood of slowly sent requests could hold every slot)."""
+        for spare_partial in (True, False):
+            for handler, partial in self._live.items():
+                if _idle(handler) and not (partial and spare_partial):
+                    del self._live[handler]
+                    handler.force_close()
+                    self.evicted += 1
+                    return True
         return False
 
     def __call__(self) -> asyncio.BaseProtocol:
@@ -130,10 +227,10 @@ class ConnectionCap:
                     logger.warning("refused an HTTP connection: %d connections are open, the most allowed"
                                    " ([http] max_connections, lowered to fit the open-file limit), and none is"
                                    " idle%s", len(self._live), more_since(skipped, "refused"))
-                return _Refused()
+                return _Refused(self, linger=self.lingering < MAX_LINGERING)
         handler = self._server()
-        self._live[handler] = None
-        return handler
+        self._live[handler] = False
+        return _Tracked(self, handler)
 
 
 class CappedSite(web.TCPSite):
@@ -145,9 +242,16 @@ class CappedSite(web.TCPSite):
         self.cap: ConnectionCap | None = None
 
     async def start(self) -> None:
-        """Listen, as ``TCPSite.start`` does, with the capped protocol factory."""
-        await web.BaseSite.start(self)
+        """Listen, as ``TCPSite.start`` does, with the capped protocol factory; without the aiohttp
+        internals the cap needs, listen as ``TCPSite`` does (uncapped) with a WARNING."""
         server = self._runner.server
+        missing = _missing_internals(self, server)
+        if missing:
+            logger.warning("HTTP connection cap disabled: this aiohttp (%s) lacks %s; serving uncapped (use the"
+                           " aiohttp versions pinned in pyproject.toml)", aiohttp.__version__, ", ".join(missing))
+            await super().start()
+            return
+        await web.BaseSite.start(self)
         assert server is not None
         self.cap = ConnectionCap(server, self.max_connections)
         self._server = await asyncio.get_running_loop().create_server(
@@ -155,3 +259,20 @@ class CappedSite(web.TCPSite):
             reuse_port=self._reuse_port)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+_SITE_INTERNALS = ("_host", "_port", "_backlog", "_reuse_address", "_reuse_port", "_runner")
+_HANDLER_INTERNALS = ("_manager", "_waiter", "_messages", "_current_request")
+
+
+def _missing_internals(site: web.TCPSite, server: web.Server | None) -> list[str]:
+    """The private aiohttp attributes the cap uses that this aiohttp lacks (none: the cap works)."""
+    missing = ["TCPSite." + name for name in _SITE_INTERNALS if not hasattr(site, name)]
+    if server is None:
+        return missing + ["runner.server"]
+    handler = server()  # not connected: nothing to clean up
+    missing += ["RequestHandler." + name for name in _HANDLER_INTERNALS if not hasattr(handler, name)]
+    return missing + ["RequestHandler." + name for name in ("force_close", "data_received", "eof_received",
+                                                            "connection_made", "connection_lost",
+                                                            "pause_writing", "resume_writing")
+                      if not callable(getattr(handler, name, None))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import resource
 import socket
@@ -20,7 +21,8 @@ import pytest
 from aiohttp import web
 
 from gateway.web.app import start_http
-from gateway.web.connlimit import BACKLOG, FD_RESERVE, connection_cap
+from gateway.web import connlimit
+from gateway.web.connlimit import BACKLOG, FD_RESERVE, MAX_LINGERING, connection_cap, fd_limit_target
 
 pytestmark = pytest.mark.timeout(90)
 REPO = Path(__file__).resolve().parents[2]
@@ -110,7 +112,7 @@ def test_a_flood_of_idle_connections_leaves_healthz_and_serial_ingest_working(tm
 
 def test_the_cap_leaves_room_under_the_open_file_limit() -> None:
     assert connection_cap(256, 1 << 20) == 256
-    assert connection_cap(256, FD_LIMIT) == FD_LIMIT - FD_RESERVE - 2 * BACKLOG
+    assert connection_cap(256, FD_LIMIT) == FD_LIMIT - FD_RESERVE - 2 * BACKLOG - MAX_LINGERING
     assert connection_cap(256, 10) >= 1
 
 
@@ -172,6 +174,99 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503_at_once(
                     assert r.status == 200
             async with http.get(server.url + "/ok") as r:
                 assert r.status == 200
+    finally:
+        await server.stop()
+
+
+def test_the_open_file_limit_is_raised_only_as_far_as_the_connections_need() -> None:
+    inf = resource.RLIM_INFINITY
+    needed = 256 + FD_RESERVE + 2 * BACKLOG + MAX_LINGERING
+    assert fd_limit_target(256, 1024, 524288) == 1024  # enough already: kept, never raised to the hard limit
+    assert fd_limit_target(256, 256, 524288) == needed < 1024  # pyserial's select() needs fds < 1024
+    assert fd_limit_target(256, 256, inf) == needed  # a finite target under an infinite hard limit
+    assert fd_limit_target(256, 256, 300) == 300  # at most the hard limit
+    assert fd_limit_target(256, inf, inf) == inf
+    assert fd_limit_target(900, 256, 1 << 20) == 900 + FD_RESERVE + 2 * BACKLOG + MAX_LINGERING
+
+
+async def test_refused_clients_that_sent_their_request_at_once_read_the_503() -> None:
+    app, release = await _busy_app()
+    server = await start_http(app, host="127.0.0.1", port=0, max_connections=4)
+    loop = asyncio.get_running_loop()
+
+    def raw_get() -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            return answer
+
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            busy = [asyncio.ensure_future(http.get(server.url + "/slow")) for _ in range(4)]
+            await asyncio.sleep(0.5)
+            answers = []
+            for _ in range(10):  # MAX_LINGERING at once at most: 10 in parallel
+                answers += await asyncio.gather(*(loop.run_in_executor(None, raw_get) for _ in range(10)))
+            assert all(a.startswith(b"HTTP/1.1 503 ") and b"too_many_connections" in a for a in answers), \
+                [a[:40] for a in answers if not a.startswith(b"HTTP/1.1 503 ")][:5]
+            release.set()
+            for f in busy:
+                async with await f as r:
+                    assert r.status == 200
+    except ConnectionResetError as exc:
+        pytest.fail("a refused client got a reset instead of the 503: %s" % exc)
+    finally:
+        await server.stop()
+
+
+async def test_at_the_cap_the_least_recently_active_idle_connection_is_closed() -> None:
+    app, _ = await _busy_app()
+    server = await start_http(app, host="127.0.0.1", port=0, max_connections=4)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as poller:
+            async with poller.get(server.url + "/ok") as r:  # the poller's keep-alive connection: first accepted
+                assert r.status == 200
+            idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+            # a partly sent request on the last one: closed only when no other is idle
+            idle[2][1].write(b"GET /ok HTTP/1.1\r\nHost: 127.0")
+            await asyncio.sleep(0.2)
+            async with poller.get(server.url + "/ok") as r:  # the poller is now the most recently active
+                assert r.status == 200
+            await asyncio.sleep(0.05)
+            for _ in range(2):  # each at the cap: closes the least recently active idle connection
+                await asyncio.open_connection("127.0.0.1", server.port)
+            await asyncio.sleep(0.2)
+            assert [await _closed(reader) for reader, _ in idle] == [True, True, False]
+            async with poller.get(server.url + "/ok") as r:  # the poller's connection was kept
+                assert r.status == 200
+            assert server.site is not None and server.site.cap is not None and server.site.cap.evicted == 2
+    finally:
+        await server.stop()
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.1) == b""
+    except asyncio.TimeoutError:
+        return False
+
+
+async def test_without_the_aiohttp_internals_the_site_serves_uncapped_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(connlimit, "_HANDLER_INTERNALS", connlimit._HANDLER_INTERNALS + ("_gone_in_this_aiohttp",))
+    app, _ = await _busy_app()
+    server = await start_http(app, host="127.0.0.1", port=0, max_connections=4)
+    try:
+        assert server.site is not None and server.site.cap is None
+        warned = [r for r in caplog.records if "connection cap disabled" in r.getMessage()]
+        assert warned and warned[0].levelno == logging.WARNING and "_gone_in_this_aiohttp" in warned[0].getMessage()
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(8)]
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/ok") as r:
+            assert r.status == 200  # served, uncapped
+        for _, w in idle:
+            w.close()
     finally:
         await server.stop()
 
