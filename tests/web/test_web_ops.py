@@ -114,7 +114,7 @@ async def test_a_defect_in_a_handler_answers_a_json_500_and_logs_the_traceback(
         assert resp.status == 500
         assert resp.content_type == "application/json"
         assert (await resp.json())["error"]["code"] == "internal"
-    failed = [r for r in caplog.records if "GET /api/broken failed unexpectedly" in r.getMessage()]
+    failed = [r for r in caplog.records if "GET '/api/broken' failed unexpectedly" in r.getMessage()]
     assert failed and failed[0].exc_info is not None and failed[0].exc_info[0] is KeyError
 
 
