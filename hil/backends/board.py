@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol
 from hil.backends.errors import BackendError
 from hil.boards import BoardDefinition
 from hil.dut import Dut
+from hil.dut.watchdog import HOLD_WATCHDOG_CODE
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +35,6 @@ REPORTING_POLL_S = 0.1
 WATCHDOG_HOLD_S = 600
 # Longest watchdog timeout set (ms): the simulator's timers take at most 2**31 - 1 ms, as Node's do.
 WATCHDOG_HOLD_MAX_MS = 2**31 - 1
-
-# Runs on the board each time the DUT stops the firmware (in the same write as the Ctrl-C, see
-# Dut.on_stop): the firmware no longer feeds its watchdog, which an ESP32 cannot stop, only give a
-# new timeout (a second WDT() reconfigures the running one) and feed through the firmware's object
-# (civic.hal.hardware.WATCHDOG). Prints True if a watchdog was held.
-HOLD_WATCHDOG_CODE = """\
-def _civic_hold(ms):
-    import sys
-    wdt = getattr(sys.modules.get("civic.hal.hardware"), "WATCHDOG", None)
-    if wdt is None:
-        return False
-    import machine
-    try:
-        machine.WDT(timeout=ms)
-    except OSError:
-        pass
-    wdt.feed()
-    return True
-print(_civic_hold(%d))
-del _civic_hold
-"""
 
 
 def watchdog_hold_ms(sim_speed: float | None = 1.0) -> int:

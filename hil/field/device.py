@@ -13,6 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from hil.dut import Dut
 from hil.dut.errors import DeviceConnectError, DeviceError, DutError
+from hil.dut.watchdog import HOLD_WATCHDOG_CODE
 from hil.field.errors import BoardNotAnsweringError, DamagedIdentityError, DeviceIOError, IdentityFormatError
 from hil.field.identity import Identity, parse_identity
 from hil.field.ports import check_port_available, is_url
@@ -32,29 +33,6 @@ REPROVISION_HINT = ("give it a new identity: civicedge provision --port {port} -
 # While a tool holds a board at the REPL, the firmware's watchdog (if it started one) is stretched to
 # this and fed; the board resets itself back into service this long after the tool lets go.
 SERVICE_WINDOW_S = 600
-
-# Runs on the board right after the firmware was stopped. An ESP32 watchdog cannot be stopped, only
-# given a new timeout (creating a WDT again reconfigures it on the ESP32 port) and fed through the
-# firmware's object. An OSError from the second WDT() (the task may already be subscribed) is
-# ignored: the feed that follows still runs. Tested on the simulator; no real board was at hand.
-_HOLD_WATCHDOG = """\
-def _civic_hold(ms):
-    import sys
-    hw = sys.modules.get("civic.hal.hardware")
-    wdt = getattr(hw, "WATCHDOG", None)
-    if wdt is None:
-        return False
-    import machine
-    try:
-        machine.WDT(timeout=ms)
-    except OSError:
-        pass
-    wdt.feed()
-    return True
-print(repr(_civic_hold(%d)))
-del _civic_hold
-"""
-
 
 
 def with_retries(dut: Dut, action: Callable[[], T], *, attempts: int = ATTEMPTS) -> T:
@@ -127,7 +105,7 @@ def hold_watchdog(dut: Dut) -> bool:
     firmware did not start one (unprovisioned, safe or recovery mode, or a bare MicroPython) is left
     as it is. Returns True if a watchdog was held.
     """
-    held = bool(dut.eval_code(_HOLD_WATCHDOG % (SERVICE_WINDOW_S * 1000)))
+    held = bool(dut.eval_code(HOLD_WATCHDOG_CODE % (SERVICE_WINDOW_S * 1000)))
     if held:
         log.info("firmware watchdog on %s stretched to %d s for this session (the board resets into service "
                  "that long after it is left at the REPL)", dut.url, SERVICE_WINDOW_S)
