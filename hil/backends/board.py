@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 from hil.backends.errors import BackendError
 from hil.boards import BoardDefinition
 from hil.dut import Dut
-from hil.dut.watchdog import HOLD_WATCHDOG_CODE
+from hil.dut.watchdog import HOLD_WATCHDOG_MAX_MS, hold_watchdog_code
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,19 @@ REPORTING_POLL_S = 0.1
 # How long (wall time) a board stopped at the REPL by a test keeps its firmware's watchdog held.
 WATCHDOG_HOLD_S = 600
 # Longest watchdog timeout set (ms): the simulator's timers take at most 2**31 - 1 ms, as Node's do.
-WATCHDOG_HOLD_MAX_MS = 2**31 - 1
+WATCHDOG_HOLD_MAX_MS = HOLD_WATCHDOG_MAX_MS
 
 
 def watchdog_hold_ms(sim_speed: float | None = 1.0) -> int:
-    """The watchdog timeout (ms of board time) that lasts :data:`WATCHDOG_HOLD_S` of wall time.
+    """The watchdog timeout (ms of board time) for a board stopped at the REPL.
 
-    A virtual board's clock runs ``sim_speed`` times as fast (0: as fast as possible, None: paused).
+    Real boards (``sim_speed`` 1) and virtual boards at speed >= 1: :data:`WATCHDOG_HOLD_S` of wall
+    time (a virtual board's clock runs ``sim_speed`` times as fast), at most
+    :data:`WATCHDOG_HOLD_MAX_MS`. Below speed 1 and paused (None):
+    :data:`WATCHDOG_HOLD_S` of board time, which is longer in wall time (forever when paused). At
+    speed 0 (as fast as possible) the longest timeout; the clock there jumps to the next timer
+    whenever the board is idle, so a board left idle at the REPL is still reset by its watchdog
+    at once (see docs/hil.md).
     """
     if sim_speed == 0:
         return WATCHDOG_HOLD_MAX_MS
@@ -153,11 +159,17 @@ class BoardHandle:
         Note: exec/eval enter the raw REPL, which stops the running firmware (Ctrl-C), as on a
         real board; call :meth:`restart_firmware` to run it again. Each time it stops the firmware,
         the firmware's watchdog (which cannot be stopped) is stretched to :data:`WATCHDOG_HOLD_S` of
-        wall time and fed in the same breath, so that the board is not reset under the test.
+        wall time (:func:`watchdog_hold_ms`) and fed, so that the board is not reset under the test:
+        on the sim backend in the same write as the Ctrl-C (at high speed its watchdog lasts
+        milliseconds of wall time; the simulator queues console input), elsewhere as an exec right
+        after the raw REPL is entered (a real board's console buffer would overflow with one write;
+        its 30 s watchdog leaves ample time). ``dut.on_stop_result`` is ``"True\n"`` when a watchdog
+        was held, ``"False\n"`` when the firmware started none.
         """
         if self._dut is None:
-            hold = watchdog_hold_ms(self.extras.get("sim_speed", 1.0) if self.backend == "sim" else 1.0)
-            self._dut = Dut(self.console_url, on_stop=HOLD_WATCHDOG_CODE % hold)
+            sim = self.backend == "sim"
+            hold = watchdog_hold_ms(self.extras.get("sim_speed", 1.0) if sim else 1.0)
+            self._dut = Dut(self.console_url, on_stop=hold_watchdog_code(hold), on_stop_one_write=sim)
         return self._dut
 
     def restart_firmware(self, *, timeout_s: float = 20.0) -> str:

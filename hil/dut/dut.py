@@ -47,6 +47,10 @@ _MIN_ACK_S = 0.05
 RECOVER_S = 3.0
 # After a failed recovery: how long the line must stay quiet before stale raw REPL banners are over.
 RESYNC_QUIET_S = 0.2
+# Longest one-write raw REPL entry (Ctrl-C, Ctrl-A, on_stop code, Ctrl-D): the ESP32 port's console
+# input ring buffer holds 260 bytes, and a board still printing its KeyboardInterrupt traceback may
+# not empty it before the rest arrives (a USB-UART bridge has no flow control).
+ONE_WRITE_MAX = 200
 # Bytes of file content per exec when writing (base64 inflates by 4/3; stays small for an ESP32 heap).
 WRITE_CHUNK = 2048
 READ_CHUNK = 2048
@@ -102,19 +106,33 @@ class Dut:
         url: pty path, device node, ``socket://host:port`` or ``rfc2217://host:port``.
         baudrate: serial speed (ignored by ptys and sockets).
         exclusive: take pyserial's exclusive lock on local ports.
-        on_stop: code run at each entry into the raw REPL (the firmware was just stopped), sent in
-            the same write as the Ctrl-C and Ctrl-A so that it runs before anything the stopped
-            firmware no longer does can bite, e.g. hold its watchdog (:attr:`on_stop_result` is
-            its stdout; an exception in it is logged, not raised).
+        on_stop: code run at each entry into the raw REPL (the firmware was just stopped), e.g. to
+            hold its watchdog. :attr:`on_stop_result` is its printed text (e.g. ``"True\n"``); an
+            exception in it is logged and the code run once more, not raised.
+        on_stop_one_write: send ``on_stop`` in the same write as the Ctrl-C and Ctrl-A, so that it
+            runs with no host round trip after the firmware stops (a virtual board at high speed,
+            whose watchdog lasts milliseconds of wall time). Only for a console that queues its
+            input and never drops it (the simulator's): a real board's console buffer is small
+            (260 bytes on the ESP32) and overflows while the board prints its traceback. By
+            default ``on_stop`` runs as an ordinary exec right after the raw REPL is entered.
 
     Raises:
         DeviceConnectError: the URL cannot be opened.
+        ValueError: ``on_stop_one_write`` with an ``on_stop`` that makes the write
+            :data:`ONE_WRITE_MAX` bytes or longer.
     """
 
     def __init__(self, url: str, *, baudrate: int = 115200, exclusive: bool = True,
-                 on_stop: str | None = None) -> None:
+                 on_stop: str | None = None, on_stop_one_write: bool = False) -> None:
+        if on_stop_one_write and on_stop is not None:
+            size = len(_one_write_payload(on_stop))
+            if size >= ONE_WRITE_MAX:
+                raise ValueError(f"on_stop code makes a {size}-byte raw REPL entry; a one-write entry must stay "
+                                 f"under {ONE_WRITE_MAX} bytes (a board's console input buffer); shorten it or "
+                                 "pass on_stop_one_write=False")
         self.url = url
         self.on_stop = on_stop
+        self.on_stop_one_write = on_stop_one_write
         self.on_stop_result: str | None = None
         try:
             self._transport = SerialTransport(url, baudrate=baudrate, exclusive=exclusive, timeout=_POLL_S)
@@ -127,6 +145,8 @@ class Dut:
         # Set when an exec timeout's recovery gave up: its Ctrl-A may still be queued on the board,
         # which then prints a stale raw REPL banner once the code ends.
         self._resync = False
+        # True while on_stop runs again after failing: an entry then (its timeout's recovery) runs no on_stop.
+        self._in_stop_hook = False
         log.debug("opened DUT %s", url)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -159,7 +179,7 @@ class Dut:
         self._in_raw_repl = False
 
     def enter_raw_repl(self, *, timeout_s: float = 10.0) -> None:
-        """Stop whatever runs (Ctrl-C) and enter the raw REPL (then run :attr:`on_stop`, if set).
+        """Stop whatever runs (Ctrl-C) and enter the raw REPL, then run :attr:`on_stop` (if set).
 
         Raises:
             DeviceTimeoutError: no raw REPL banner within ``timeout_s``.
@@ -169,8 +189,9 @@ class Dut:
             self._serial.timeout = _POLL_S
             deadline = time.monotonic() + timeout_s
             self._pending = b""
-            if self.on_stop is not None and not self._resync:
-                self._enter_raw_repl_and_run(self.on_stop, deadline, timeout_s)
+            on_stop = None if self._in_stop_hook else self.on_stop
+            if on_stop is not None and self.on_stop_one_write and not self._resync:
+                self._enter_raw_repl_and_run(on_stop, deadline, timeout_s)
                 return
             # Ctrl-C twice: asyncio firmware may swallow the first interrupt while cancelling tasks.
             for _ in range(2):
@@ -189,9 +210,8 @@ class Dut:
             self._resync = False
             self._in_raw_repl = True
             self._transport.in_raw_repl = True
-        if self.on_stop is not None:  # after a resync: as an ordinary exec
-            out, err = self._exec_raw(self.on_stop, timeout_s=max(1.0, deadline - time.monotonic()))
-            self._stop_hook_done(out, err)
+        if on_stop is not None:  # as an ordinary exec (also in one-write mode after a resync)
+            self._run_stop_hook(on_stop, deadline)
 
     def _enter_raw_repl_and_run(self, code: str, deadline: float, timeout_s: float) -> None:
         """Ctrl-C, Ctrl-A and ``code`` in one write: the board runs ``code`` right after it stops.
@@ -203,21 +223,28 @@ class Dut:
         The board answers banner, ``>OK``, stdout, Ctrl-D, stderr, Ctrl-D, then the ``>`` that is
         left for the next exec.
         """
-        self._serial.write(b"\r\x03\r\x01" + code.encode() + b"\x04")
+        # Output already here (the running firmware's log) cannot be mistaken for the answer then.
+        self._serial.reset_input_buffer()
+        self._serial.write(_one_write_payload(code))
         time.sleep(0.05)
         self._serial.write(b"\r\x03")
         received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()))
         if not received.endswith(RAW_REPL_BANNER):
+            # The board may still answer all this later (a firmware slow to stop): the next entry
+            # must read until quiet first, or it takes that late answer for its own.
+            self._resync = True
             raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
                                      received=received)
         parts: list[bytes] = []
         for _ in range(2):
             data = self._read_until(b"\x04", timeout_overall=max(0.1, deadline - time.monotonic()))
             if not data.endswith(b"\x04"):
+                self._resync = True
                 raise DeviceTimeoutError(url=self.url, operation="run the code after entering the raw REPL",
                                          timeout_s=timeout_s, received=received + b"".join(parts) + data)
             parts.append(data[:-1])
         if not parts[0].startswith(b">OK"):
+            self._resync = True
             raise DeviceProtocolError(url=self.url, operation="enter raw REPL", received=parts[0])
         self._in_raw_repl = True
         self._transport.in_raw_repl = True
@@ -225,7 +252,21 @@ class Dut:
         if err:
             # E.g. the second Ctrl-C reached a board that was still running the code: run it again.
             log.debug("code after entering the raw REPL on %s failed, running it again: %s", self.url, err.strip())
-            out, err = self._exec_raw(code, timeout_s=max(1.0, deadline - time.monotonic()))
+            self._run_stop_hook(code, deadline)
+            return
+        self._stop_hook_done(out, err)
+
+    def _run_stop_hook(self, code: str, deadline: float) -> None:
+        """Run ``code`` as an ordinary exec within the entry's time left.
+
+        While it runs, an entry into the raw REPL (the recovery after its own timeout) runs no
+        on_stop: otherwise a hook that fails and then times out would recurse without end.
+        """
+        self._in_stop_hook = True
+        try:
+            out, err = self._exec_raw(code, timeout_s=max(_MIN_ACK_S, deadline - time.monotonic()))
+        finally:
+            self._in_stop_hook = False
         self._stop_hook_done(out, err)
 
     def _stop_hook_done(self, out: str, err: str) -> None:
@@ -580,6 +621,11 @@ class Dut:
                 unchanged.append(path)
         log.info("synced %s: %d copied, %d unchanged", self.url, len(copied), len(unchanged))
         return SyncResult(tuple(copied), tuple(unchanged))
+
+
+def _one_write_payload(code: str) -> bytes:
+    """Ctrl-C, Ctrl-A, ``code``, Ctrl-D: stop, raw REPL, run ``code``, in one write."""
+    return b"\r\x03\r\x01" + code.encode() + b"\x04"
 
 
 def _open_cause(url: str, exc: BaseException) -> str:
