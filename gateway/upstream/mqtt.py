@@ -48,18 +48,23 @@ REFUSED_LOG_EVERY_S = 60.0
 FAILURE_LOG_EVERY_S = 60.0
 # CONNACK refusals meaning the credentials (MQTT 3.1.1 codes 4 and 5, as MQTT 5 reason codes 134, 135).
 _AUTH_CODES = frozenset({4, 5, 134, 135})
-# After a connection loss (or PUBACK timeout) with messages unacknowledged, those are sent one at a time;
-# one lost with the connection this many times in a row, alone in flight, is one the broker will not
-# take (larger than its max_packet_size: mosquitto closes the connection): it is dropped like a refused
-# one. One at a time, because the broker may have taken the messages before the one it closed on
-# without their PUBACKs reaching the gateway: in a chunk they would go out again at every try.
-POISON_LOSSES = 3
+# After a connection loss (or PUBACK timeout) with messages unacknowledged, those are sent one at a time:
+# the broker may have taken the messages before one it closes the connection on without their PUBACKs
+# reaching the gateway, and in a chunk they would go out again at every try. No message is ever dropped
+# for what the broker does (a frozen or crashing broker, or an ACL that disconnects, looks the same as a
+# message too large for it): one the broker closed the connection on this many times in a row, alone in
+# flight (PUBACK timeouts never count), stalls the outbox with a WARNING and a /healthz reason until the
+# broker takes it (its message size limit raised).
+STALL_LOSSES = 5
+# At most one such WARNING per this interval (a new episode within it is INFO).
+STALL_WARN_INTERVAL_S = 600.0
 # /healthz phrases: fixed words only; the details (paths, TLS errors) are in the log.
 HEALTH_FAILING = "mqtt upstream failing (see the log)"
 HEALTH_CREDENTIALS = "mqtt broker refused the credentials"
 HEALTH_UNREACHABLE = "mqtt broker unreachable"
 HEALTH_TLS = "mqtt broker TLS handshake failed"
 HEALTH_REFUSED = "mqtt broker refused the connection (see the log)"
+HEALTH_STALLED = "mqtt upstream stalled on one message (see the log)"
 
 
 class _LibraryLog(logging.Filter):
@@ -150,6 +155,15 @@ def _tls_hint(exc: BaseException, text: str) -> str:
     return " (is [mqtt] ca_file the CA that signed the broker's certificate?)"
 
 
+def _closed(exc: BaseException) -> bool:
+    """Whether a lost connection was closed (by the broker, or the network), not a PUBACK timeout or an
+    unanswered keepalive (a frozen broker), which are no evidence against the message in flight."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return False
+    text = str(exc)
+    return not ("timed out" in text or "[code:141]" in text or "Keep alive" in text)
+
+
 class MqttUpstream:
     """Publishes outbox messages to one broker.
 
@@ -185,11 +199,16 @@ class MqttUpstream:
             "dropped them, the reports stay stored", log)
         self.refused = 0  # messages refused by the client and dropped since start
         self._failure_log = LogLimiter(FAILURE_LOG_EVERY_S, time.monotonic)
-        # The oldest outbox message unacknowledged at the last connection loss, and at how many consecutive
-        # losses it was alone in flight; messages up to _careful_until are sent one at a time (POISON_LOSSES).
+        # The oldest outbox message unacknowledged at the last connection loss, and how many consecutive
+        # connection closes it was alone in flight at; messages up to _careful_until are sent one at a time.
         self._suspect: int | None = None
         self._suspect_losses = 0
         self._careful_until: int | None = None
+        # The message the outbox waits behind (STALL_LOSSES), since when, and whether that was warned about.
+        self._stalled: OutboxMessage | None = None
+        self._stalled_since = 0.0
+        self._stall_warned = False
+        self._last_stall_warning = -math.inf
 
     def check_tls(self) -> None:
         """Load the TLS files once (at start), so unusable ones stop ``run`` instead of being retried forever.
@@ -250,7 +269,8 @@ class MqttUpstream:
                 tls = self._tls_context()
                 _LIBRARY_LOG.last = None
                 async with self._client(tls) as client:
-                    self.connected, self.problem = True, None
+                    # connected, but still waiting behind the message the broker keeps closing on
+                    self.connected, self.problem = True, HEALTH_STALLED if self._stalled is not None else None
                     self._metrics.link_state.labels("mqtt").set(1)
                     self._log_connected()
                     await self._drain_forever(client)
@@ -260,6 +280,8 @@ class MqttUpstream:
                     # the broker is down, not refusing a message: the losses before do not count against it
                     self._suspect_losses = 0
                 self._log_down(why, lost=self.connected, retry_s=self._backoff)
+                if self.connected and self._stalled is not None:
+                    problem = HEALTH_STALLED  # the broker closed on that message again (the log says which)
                 self.connected, self.problem = False, problem
                 self._metrics.link_state.labels("mqtt").set(0)
                 await self._pause()
@@ -367,9 +389,9 @@ class MqttUpstream:
 
         A message the client refuses before sending (a permanent error: its topic cannot be encoded) is
         dropped and counted (:meth:`_refuse`); it neither blocks the messages behind it nor makes the
-        delivered ones of its chunk be published again. On a loss or timeout the messages of the chunk
-        already PUBACKed leave the outbox first (the retry is not a duplicate), and a message the broker
-        closes the connection on is dropped after :data:`POISON_LOSSES` such losses (:meth:`_poison`)."""
+        delivered ones of its chunk be published again. On a loss, a timeout or a failed publish the
+        messages of the chunk already PUBACKed leave the outbox first (the retry is not a duplicate) and the
+        others are sent one at a time (:meth:`_note_loss`). Nothing is dropped for what the broker does."""
         lost = asyncio.ensure_future(self._until_lost(client))
         try:
             while True:
@@ -387,18 +409,25 @@ class MqttUpstream:
                     if not done or outcome is None:
                         raise asyncio.TimeoutError("no PUBACK for %d message(s) within %.0f s"
                                                    % (len(msgs) - len(settled), PUBLISH_TIMEOUT_S))
-                except (aiomqtt.MqttError, asyncio.TimeoutError):
+                except (aiomqtt.MqttError, asyncio.TimeoutError) as exc:
                     # what was PUBACKed leaves now: a retry makes progress and sends no duplicates
                     await self._delivered([i for i, ok in settled.items() if ok])
-                    await self._note_loss(msgs, [m for m in msgs if m.id not in settled])
+                    # settled False: the publish raised (not PUBACKed either)
+                    self._note_loss(msgs, [m for m in msgs if not settled.get(m.id)], closed=_closed(exc))
                     raise
                 delivered, refused, failure = outcome
                 if refused:
                     await self._refuse(refused)
                 await self._delivered(delivered)
                 if failure is not None:
+                    # a publish failed on the connection (not connected any more, no PUBACK in time): the
+                    # others go one at a time as after a loss, not as a chunk again
+                    gone = set(delivered) | {m.id for m, _, _ in refused}
+                    self._note_loss(msgs, [m for m in msgs if m.id not in gone], closed=False)
                     raise failure
                 self._suspect, self._suspect_losses = None, 0
+                if self._stalled is not None:
+                    self._end_stall(self._stalled.id in delivered)
         finally:
             lost.cancel()
             await asyncio.gather(lost, return_exceptions=True)
@@ -411,35 +440,60 @@ class MqttUpstream:
             self._backoff = BACKOFF_MIN_S
         self._metrics.outbox_depth.set(self._store.outbox_depth)
 
-    async def _note_loss(self, sent: list[OutboxMessage], pending: list[OutboxMessage]) -> None:
-        """Note a connection loss (or PUBACK timeout) after publishing ``sent``, with ``pending`` of them
-        unacknowledged (oldest first): they are sent one at a time next; the oldest is dropped when it was
-        lost alone :data:`POISON_LOSSES` times in a row."""
+    def _note_loss(self, sent: list[OutboxMessage], pending: list[OutboxMessage], *, closed: bool) -> None:
+        """Note a lost connection (``closed``: the broker closed it) or a PUBACK timeout after publishing
+        ``sent``, with ``pending`` of them unacknowledged (oldest first): they are sent one at a time next.
+        The oldest closed on :data:`STALL_LOSSES` times in a row while alone in flight stalls the outbox
+        (:meth:`_stall`); a timeout is no evidence against a message (a frozen broker) and starts the count over."""
         if not pending:
             return
         self._careful_until = max(self._careful_until or 0, pending[-1].id)
         head = pending[0]
         if head.id != self._suspect:
             self._suspect, self._suspect_losses = head.id, 0
-        if len(sent) == 1:
+            if self._stalled is not None and self._stalled.id != head.id:
+                self._end_stall(False)  # it left the outbox otherwise (dropped at the outbox cap)
+        if not closed:
+            self._suspect_losses = 0
+        elif len(sent) == 1:
             self._suspect_losses += 1
-        if self._suspect_losses >= POISON_LOSSES:
-            self._suspect, self._suspect_losses = None, 0
-            await self._poison(head)
+            if self._suspect_losses >= STALL_LOSSES:
+                self._stall(head)
 
-    async def _poison(self, msg: OutboxMessage) -> None:
-        """Drop ``msg``, which the broker would not take at :data:`POISON_LOSSES` consecutive tries (it
-        closed the connection, or never acknowledged it): counted with the refused messages, logged each time."""
-        await self._run(self._store.outbox_refuse, [msg.id])  # type: ignore[misc]
-        self.refused += 1
-        self._metrics.outbox_refused.inc()
-        self._metrics.outbox_depth.set(self._store.outbox_depth)
+    def _stall(self, msg: OutboxMessage) -> None:
+        """The broker closed the connection :data:`STALL_LOSSES` times in a row with only ``msg`` in flight:
+        the outbox waits behind it (it is retried with backoff, never dropped). A WARNING at most once per
+        :data:`STALL_WARN_INTERVAL_S` (INFO otherwise); /healthz says :data:`HEALTH_STALLED` while it lasts."""
+        now = time.monotonic()
+        if self._stalled is None or self._stalled.id != msg.id:
+            self._stalled, self._stalled_since, self._stall_warned = msg, now, False
+        elif self._stall_warned:
+            return
         topic = publish_topic(self._config.topic_prefix, msg)
         shown = topic if len(topic) <= 120 else "%s... (%d bytes)" % (topic[:80], len(topic.encode()))
-        log.warning("MQTT broker %s lost the connection %d times in a row with outbox message %d unacknowledged"
-                    " (%d bytes of payload, topic %r): the broker closes the connection on this message (larger"
-                    " than its max_packet_size?); dropped it, its report stays stored", self._where(),
-                    POISON_LOSSES, msg.id, len(msg.payload), shown)
+        # PUBLISH QoS 1: topic length and packet id (4) and the payload, plus a fixed header of 2..5 bytes
+        body = 4 + len(topic.encode()) + len(msg.payload)
+        size = body + 1 + max(1, math.ceil(body.bit_length() / 7))
+        level = logging.INFO
+        if now - self._last_stall_warning >= STALL_WARN_INTERVAL_S:
+            level, self._stall_warned, self._last_stall_warning = logging.WARNING, True, now
+        log.log(level, "MQTT broker %s closed the connection %d times in a row with only outbox message %d in"
+                " flight (%d bytes of payload, a %d-byte MQTT packet, topic %r): the broker closes the connection"
+                " while only this message is in flight: if it is larger than the broker's message size limit"
+                " (mosquitto max_packet_size, AWS IoT 128 KB), raise the limit; the outbox waits behind it"
+                " (nothing is dropped), %d message(s) queued", self._where(), self._suspect_losses, msg.id,
+                len(msg.payload), size, shown, self._store.outbox_depth)
+
+    def _end_stall(self, delivered: bool) -> None:
+        """The outbox no longer waits behind the stalled message: it was ``delivered`` (or left otherwise)."""
+        assert self._stalled is not None
+        level = logging.WARNING if self._stall_warned else logging.INFO
+        log.log(level, "MQTT outbox message %d %s after the outbox waited %.0f s behind it; draining %d queued"
+                " message(s)", self._stalled.id, "delivered" if delivered else "left the outbox",
+                time.monotonic() - self._stalled_since, self._store.outbox_depth)
+        self._stalled, self._stall_warned = None, False
+        if self.connected:
+            self.problem = None
 
     async def _refuse(self, refused: list[tuple[OutboxMessage, str, str]]) -> None:
         """Drop messages the client refused (counted in the store's ``outbox_refused``), with a WARNING at
