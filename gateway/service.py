@@ -33,7 +33,7 @@ from gateway.resources import load_policy
 from gateway.storage.store import ReportStore
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
-from gateway.upstream.mqtt import MqttUpstream, encode_report
+from gateway.upstream.mqtt import HEALTH_STALLED, MqttUpstream, encode_report
 from gateway.web.hosts import host_port
 
 log = logging.getLogger(__name__)
@@ -232,8 +232,9 @@ class Gateway:
         failing = self.ingest.store_problem
         if failing is not None and gone is None:
             reasons.append(failing)
-        if self.upstream is not None and not self.upstream.connected:
-            # what fails: unreachable, refused the credentials, TLS handshake failed, ...
+        # What fails: unreachable, refused the credentials, TLS handshake failed, ...; or, connected
+        # between the broker's closes, stalled behind one message the broker keeps closing on.
+        if self.upstream is not None and (not self.upstream.connected or self.upstream.problem == HEALTH_STALLED):
             reasons.append("%s (outbox depth %d)" % (self.upstream.problem or "mqtt broker unreachable",
                                                      self.store.outbox_depth))
         for t in self.transports:
