@@ -68,3 +68,12 @@ def radio() -> Iterator[str]:
     handle = relay.start_relay()
     yield handle.url
     handle.stop()
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MQTT upstream retries after 0.05..0.2 s instead of 0.5..15 s."""
+    from gateway.upstream import mqtt
+
+    monkeypatch.setattr(mqtt, "BACKOFF_MIN_S", 0.05)
+    monkeypatch.setattr(mqtt, "BACKOFF_MAX_S", 0.2)

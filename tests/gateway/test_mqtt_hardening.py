@@ -14,20 +14,18 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from conftest import KEYS, make_env
 from helpers import report_frame
-from procs import GatewayProcess, PtyDevice, Subscriber, mosquitto_binary, stop_process
+from mqtt_support import Running, load_mqtt, until, upstream
+from procs import GatewayProcess, PtyDevice, Subscriber, free_port, mosquitto_binary, stop_process
 
-from gateway.config import load_config
-from gateway.config.model import MqttConfig
 from gateway.errors import ConfigError
-from gateway.metrics import GatewayMetrics
 from gateway.storage.store import ReportRecord, ReportStore
 from gateway.upstream import mqtt
-from gateway.upstream.mqtt import MqttUpstream, encode_report
+from gateway.upstream.mqtt import encode_report
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
 
@@ -35,15 +33,6 @@ LOGGER = "gateway.upstream.mqtt"
 
 
 # -- config -----------------------------------------------------------------------------------
-
-def load_mqtt(tmp_path: Path, body: str) -> MqttConfig:
-    path = tmp_path / "gw.toml"
-    path.write_text('[gateway]\nid = "gw"\ndata_dir = "data"\n[http]\nenabled = false\n[mqtt]\nhost = "127.0.0.1"\n'
-                    + body)
-    cfg = load_config(path)
-    assert cfg.mqtt is not None
-    return cfg.mqtt
-
 
 @pytest.mark.parametrize("prefix, why", [
     ("a" * 65400, "bytes of UTF-8, above"),
@@ -98,18 +87,6 @@ def test_credentials_and_tls_keys(tmp_path: Path) -> None:
 
 # -- brokers ----------------------------------------------------------------------------------
 
-def own_port() -> int:
-    """A free loopback port in 18800..18899 (this suite's range)."""
-    for port in range(18800, 18900):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    pytest.skip("no free port in 18800..18899")
-
-
 class Broker:
     """mosquitto with extra listener settings (password file, TLS)."""
 
@@ -117,7 +94,7 @@ class Broker:
         if mosquitto_binary() is None:
             pytest.skip("mosquitto is not installed (scripts/setup installs it)")
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = own_port()
+        self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text("per_listener_settings false\nlistener %d 127.0.0.1\n%suser %s\n"
                              % (self.port, settings, getpass.getuser()))
@@ -145,45 +122,9 @@ class Broker:
             self.proc = None
 
 
-async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "%s: not within %.0f s" % (what, timeout_s)
-        await asyncio.sleep(0.05)
-
-
 def record(seq: int, device: str = "bin-1") -> ReportRecord:
     return ReportRecord(device, seq, "bin", "north", "win", 900 * seq, 900, {"fill": 10}, {}, [], None, 1.0,
                         "serial:x", "00" * 32)
-
-
-def upstream(store: ReportStore, port: int, **over: Any) -> MqttUpstream:
-    cfg = MqttConfig(**{"host": "127.0.0.1", "port": port, "topic_prefix": "city", **over})
-    return MqttUpstream(cfg, store=store, run_in_store=lambda fn, *a: asyncio.sleep(0, fn(*a)),
-                        stored=asyncio.Event(), metrics=GatewayMetrics("gw"), gateway_id="gw")
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mqtt, "BACKOFF_MIN_S", 0.05)
-    monkeypatch.setattr(mqtt, "BACKOFF_MAX_S", 0.2)
-
-
-class Running:
-    """An upstream task, cancelled on exit."""
-
-    def __init__(self, up: MqttUpstream) -> None:
-        self.up = up
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> MqttUpstream:
-        self.task = asyncio.create_task(self.up.run())
-        return self.up
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
 
 
 # -- topics and refused messages --------------------------------------------------------------
@@ -375,7 +316,7 @@ async def test_a_broker_shut_down_cleanly_closed_the_connection(tmp_path: Path, 
 def test_held_back_outbox_drops_are_logged_at_sigterm(tmp_path: Path) -> None:
     """QA: drops the once-a-minute limit held back were never logged before shutdown."""
     dev = PtyDevice(KEYS)
-    down = own_port()  # nothing listens: the outbox only fills
+    down = free_port()  # nothing listens: the outbox only fills
     gw = GatewayProcess(make_env(tmp_path, serial=(dev.path,), mqtt_port=down, outbox_max_bytes=1024),
                         tmp_path / "gw.log", verbose=1)
     try:
@@ -407,7 +348,7 @@ def test_run_check_has_an_mqtt_line_and_refuses_unusable_tls_files(tmp_path: Pat
     from hil.cli.main import main
 
     pki = make_pki(tmp_path / "pki")
-    config = make_env(tmp_path, mqtt_port=own_port(), extra="")
+    config = make_env(tmp_path, mqtt_port=free_port(), extra="")
     text = config.read_text().replace('host = "127.0.0.1"', 'host = "localhost"')
     config.write_text(text)
     assert main(["gateway", "run", "--config", str(config), "--check"]) == 0

@@ -20,35 +20,22 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from conftest import make_env
-from procs import Subscriber, mosquitto_binary, stop_process
+from mqtt_support import Running, load_mqtt, until, upstream
+from procs import Subscriber, free_port, mosquitto_binary, stop_process
 
 from gateway.config import load_config
-from gateway.config.model import MqttConfig
 from gateway.errors import ConfigError, TransportError
-from gateway.metrics import GatewayMetrics
 from gateway.storage.store import ReportRecord, ReportStore
 from gateway.upstream import mqtt
-from gateway.upstream.mqtt import MqttUpstream, encode_report
+from gateway.upstream.mqtt import encode_report
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
 
 LOGGER = "gateway.upstream.mqtt"
-
-
-def own_port() -> int:
-    """A free loopback port in 18700..18749 (this file's range)."""
-    for port in range(18700, 18750):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    pytest.skip("no free port in 18700..18749")
 
 
 class Broker:
@@ -61,7 +48,7 @@ class Broker:
             pytest.skip("mosquitto is not installed (scripts/setup installs it)")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        self.port = own_port()
+        self.port = free_port()
         self.log = workdir / "mosquitto.log"
         self.start(settings)
 
@@ -93,45 +80,9 @@ class Broker:
             self.proc.wait(5)
 
 
-async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "%s: not within %.0f s" % (what, timeout_s)
-        await asyncio.sleep(0.05)
-
-
 def record(seq: int, measures: dict[str, Any] | None = None) -> ReportRecord:
     return ReportRecord("bin-1", seq, "bin", "north", "win", 900 * seq, 900, measures or {"fill": 10}, {}, [], None,
                         1.0, "serial:x", "00" * 32)
-
-
-def upstream(store: ReportStore, port: int, **over: Any) -> MqttUpstream:
-    cfg = MqttConfig(**{"host": "127.0.0.1", "port": port, "topic_prefix": "city", **over})
-    return MqttUpstream(cfg, store=store, run_in_store=lambda fn, *a: asyncio.sleep(0, fn(*a)),
-                        stored=asyncio.Event(), metrics=GatewayMetrics("gw"), gateway_id="gw")
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mqtt, "BACKOFF_MIN_S", 0.05)
-    monkeypatch.setattr(mqtt, "BACKOFF_MAX_S", 0.2)
-
-
-class Running:
-    """An upstream task, cancelled on exit."""
-
-    def __init__(self, up: MqttUpstream) -> None:
-        self.up = up
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> MqttUpstream:
-        self.task = asyncio.create_task(self.up.run())
-        return self.up
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -200,7 +151,7 @@ class Proxy:
 
     def __init__(self, broker: Broker, sub: Subscriber, mode: str, stall_s: float = 0.0) -> None:
         self.broker, self.sub, self.mode, self.stall_s = broker, sub, mode, stall_s
-        self.port = own_port()
+        self.port = free_port()
         self.rounds = 0
         self.events = 0
         self.server: asyncio.AbstractServer | None = None
@@ -295,15 +246,6 @@ async def test_nothing_is_dropped_for_a_frozen_crashing_or_disconnecting_broker(
 
 
 # -- 2. topic levels -------------------------------------------------------------------------
-
-def load_mqtt(tmp_path: Path, body: str) -> MqttConfig:
-    path = tmp_path / "gw.toml"
-    path.write_text('[gateway]\nid = "gw"\ndata_dir = "data"\n[http]\nenabled = false\n[mqtt]\nhost = "127.0.0.1"\n'
-                    + body)
-    cfg = load_config(path)
-    assert cfg.mqtt is not None
-    return cfg.mqtt
-
 
 def test_a_topic_prefix_with_too_many_levels_is_refused(tmp_path: Path) -> None:
     """Review: 250 levels passed; mosquitto (at most 200) closed the connection on every publish."""
@@ -436,7 +378,7 @@ async def test_a_cert_file_without_its_key_stops_run_instead_of_looping(tmp_path
     from gateway.service import Gateway
 
     pki = make_pki(tmp_path / "pki")
-    config_path = make_env(tmp_path, mqtt_port=own_port(), extra="")
+    config_path = make_env(tmp_path, mqtt_port=free_port(), extra="")
     config_path.write_text(config_path.read_text().replace(
         "keepalive_s = 5", 'keepalive_s = 5\ntls = true\nca_file = "%s"\ncert_file = "%s"' % (pki["ca"],
                                                                                             pki["client"])))

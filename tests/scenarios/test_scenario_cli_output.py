@@ -167,9 +167,17 @@ def test_sigterm_or_sighup_while_loading_exits_1_with_a_junit_run_error(tmp_path
     monkeypatch.setattr(hil_cmd, "load_scenario", load_with_signal)
     args = build_parser().parse_args(["hil", "run", str(scenario), "--workdir", str(tmp_path / "w"),
                                       "--junit", str(junit)])
-    before = signal.getsignal(getattr(signal, sig))
-    assert hil_cmd.cmd_run(args) == 1
-    assert signal.getsignal(getattr(signal, sig)) == before  # the command's handlers are gone again
+    # Not ignored, as in a terminal session: a suite run under nohup inherits SIGHUP ignored, and the
+    # command rightly keeps an inherited ignore (then it passed or failed depending on test order).
+    def before(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(getattr(signal, sig), before)
+    try:
+        assert hil_cmd.cmd_run(args) == 1
+        assert signal.getsignal(getattr(signal, sig)) == before  # the command's handlers are gone again
+    finally:
+        signal.signal(getattr(signal, sig), previous)
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("name") == "scenario.out-pass"
     error = suite.find("testcase[@name='run']/error")
