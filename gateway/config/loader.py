@@ -595,7 +595,8 @@ def _check_key_mode(sec: _Section, key: str, path: Path) -> None:
 
 
 def _check_owner_only(sec: _Section, key: str, path: Path) -> None:
-    """Refuse a secret file other users may read, as ssh refuses a readable private key."""
+    """Refuse a secret file (the admin token, the MQTT password) other users may read, as ssh refuses
+    a readable private key."""
     if os.name != "posix":
         return
     try:
@@ -625,7 +626,7 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
             why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s" % (token_path, why),
                             "bad_path") from exc
-        _check_token_mode(sec, token_path)
+        _check_owner_only(sec, "http.admin_token_file", token_path)
         if len(token) < MIN_TOKEN_LEN:
             raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
                             % (token_path, MIN_TOKEN_LEN), "bad_value")
@@ -661,20 +662,6 @@ def token_placeholder(token: str) -> str | None:
         if len(token) % size == 0 and token == unit * (len(token) // size):
             return "is %r repeated" % unit
     return None
-
-
-def _check_token_mode(sec: _Section, token_path: Path) -> None:
-    """Refuse an admin token file other users may read, as ssh refuses a readable private key."""
-    if os.name != "posix":
-        return
-    try:
-        mode = token_path.stat().st_mode
-    except OSError as exc:
-        raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s"
-                        % (token_path, exc.strerror), "bad_path") from exc
-    if mode & 0o077:
-        raise sec.error("http.admin_token_file", "http.admin_token_file %s is readable by other users (mode %03o);"
-                        " run: chmod 600 %s" % (token_path, mode & 0o777, token_path), "bad_path")
 
 
 def _parse_allowed_hosts(sec: _Section) -> tuple[str, ...]:
