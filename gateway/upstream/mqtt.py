@@ -155,6 +155,11 @@ def _tls_hint(exc: BaseException, text: str) -> str:
     return " (is [mqtt] ca_file the CA that signed the broker's certificate?)"
 
 
+def _shown_topic(topic: str) -> str:
+    """``topic`` for a log line: cut to its start, with its size, when longer than 120 characters."""
+    return topic if len(topic) <= 120 else "%s... (%d bytes)" % (topic[:80], len(topic.encode()))
+
+
 def _closed(exc: BaseException) -> bool:
     """Whether a lost connection was closed (by the broker, or the network), not a PUBACK timeout or an
     unanswered keepalive (a frozen broker), which are no evidence against the message in flight."""
@@ -217,13 +222,10 @@ class MqttUpstream:
             TransportError: reason ``open_failed``, link ``mqtt``: a file cannot be used (not PEM, no key,
                 key not the certificate's), as ``gateway run --check`` says.
         """
-        if not self._config.tls:
-            return
         try:
-            tls_context(self._config)
-        except (OSError, ValueError) as exc:
-            raise TransportError("cannot use the TLS files of [mqtt] (ca_file, cert_file, key_file): %s" % exc,
-                                 reason="open_failed", link="mqtt") from exc
+            self._tls_context()
+        except RuntimeError as exc:
+            raise TransportError(str(exc), reason="open_failed", link="mqtt") from exc.__cause__
 
     def _tls_context(self) -> ssl.SSLContext | None:
         """See :func:`tls_context`, read at each connect attempt (renewed files are used without a restart);
@@ -470,7 +472,7 @@ class MqttUpstream:
         elif self._stall_warned:
             return
         topic = publish_topic(self._config.topic_prefix, msg)
-        shown = topic if len(topic) <= 120 else "%s... (%d bytes)" % (topic[:80], len(topic.encode()))
+        shown = _shown_topic(topic)
         # PUBLISH QoS 1: topic length and packet id (4) and the payload, plus a fixed header of 2..5 bytes
         body = 4 + len(topic.encode()) + len(msg.payload)
         size = body + 1 + max(1, math.ceil(body.bit_length() / 7))
@@ -505,7 +507,7 @@ class MqttUpstream:
         if counted is None:
             return
         _, topic, why = refused[-1]
-        shown = topic if len(topic) <= 120 else "%s... (%d bytes)" % (topic[:80], len(topic.encode()))
+        shown = _shown_topic(topic)
         log.warning("MQTT client refused %d message(s) it cannot send (%s; topic %r): dropped them, the reports stay"
                     " stored; check [mqtt] topic_prefix", counted[0], why, shown)
 
