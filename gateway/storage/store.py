@@ -133,6 +133,12 @@ class BatchResult:
 OutboxEncoder = Callable[[ReportRecord], tuple[str, bytes]]
 
 
+def _add_to_counter(conn: sqlite3.Connection, name: str, n: int) -> None:
+    """Add ``n`` to the persisted counter ``name`` (created at ``n``), in the caller's transaction."""
+    conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+                 (name, n, n))
+
+
 class ReportStore:
     """Writer side of the report database.
 
@@ -434,10 +440,7 @@ class ReportStore:
             else:  # recorded before (re-sent, or twice in this batch)
                 result.duplicates.append((rec.device, rec.seq))
         if result.window_duplicates:
-            conn.execute(
-                "INSERT INTO counters (name, value) VALUES ('duplicate_windows', ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (len(result.window_duplicates),),
-            )
+            _add_to_counter(conn, "duplicate_windows", len(result.window_duplicates))
         return keep
 
     def _stored_seq(self, device: str, seq: int) -> bool:
@@ -492,10 +495,7 @@ class ReportStore:
             count -= 1
             dropped += 1
         if dropped:
-            conn.execute(
-                "INSERT INTO counters (name, value) VALUES ('outbox_dropped', ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (dropped,),
-            )
+            _add_to_counter(conn, "outbox_dropped", dropped)
             log.debug("outbox at its cap of %d bytes: dropped %d message(s) (%s)", self._outbox_max, dropped,
                       self._outbox_policy)
         return dropped, total, count
@@ -508,26 +508,23 @@ class ReportStore:
 
     def outbox_delete(self, ids: list[int]) -> None:
         """Remove delivered messages."""
-        if not ids:
-            return
-        with self._writing("outbox delete") as conn:
-            marks = ",".join("?" * len(ids))
-            row = conn.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE id IN (%s)" % marks, ids).fetchone()
-            conn.execute("DELETE FROM outbox WHERE id IN (%s)" % marks, ids)
-        self._outbox_bytes -= int(row[0])
-        self._outbox_count -= int(row[1])
+        self._outbox_remove(ids, "outbox delete")
 
     def outbox_refuse(self, ids: list[int]) -> None:
         """Remove messages the MQTT client refused to send (a permanent error, such as a topic too long),
         counting them in the persisted counter ``outbox_refused``; their reports stay stored."""
+        self._outbox_remove(ids, "outbox refuse", counter="outbox_refused")
+
+    def _outbox_remove(self, ids: list[int], what: str, *, counter: str | None = None) -> None:
+        """Delete outbox messages ``ids`` (and count them in ``counter``, same transaction)."""
         if not ids:
             return
-        with self._writing("outbox refuse") as conn:
+        with self._writing(what) as conn:
             marks = ",".join("?" * len(ids))
             row = conn.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE id IN (%s)" % marks, ids).fetchone()
             conn.execute("DELETE FROM outbox WHERE id IN (%s)" % marks, ids)
-            conn.execute("INSERT INTO counters (name, value) VALUES ('outbox_refused', ?)"
-                         " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (int(row[1]),))
+            if counter is not None:
+                _add_to_counter(conn, counter, int(row[1]))
         self._outbox_bytes -= int(row[0])
         self._outbox_count -= int(row[1])
 
@@ -581,8 +578,7 @@ class ReportStore:
                 # Stored values changed without a new report: readers that name their answers by the
                 # newest report (the open-data CSV's ETag) also name them by this version. Same
                 # transaction as the removal, so no reader sees one without the other.
-                conn.execute("INSERT INTO counters (name, value) VALUES (?, 1)"
-                             " ON CONFLICT(name) DO UPDATE SET value = value + 1", (DATA_VERSION_COUNTER,))
+                _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
         if removed:
             log.info("retention removed %d reading(s)", removed)
         return removed
