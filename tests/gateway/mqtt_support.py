@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+from procs import Mosquitto, mosquitto_binary
+
 from gateway.config import load_config
 from gateway.config.model import MqttConfig
 from gateway.metrics import GatewayMetrics
@@ -53,3 +56,14 @@ def load_mqtt(tmp_path: Path, body: str) -> MqttConfig:
     cfg = load_config(path)
     assert cfg.mqtt is not None
     return cfg.mqtt
+
+
+def mosquitto(workdir: Path, settings: str = "", *, anonymous: bool = True, start: bool = False) -> Mosquitto:
+    """A real mosquitto (:class:`procs.Mosquitto`) with these extra settings, started when ``start``;
+    skips where mosquitto is not installed."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (scripts/setup installs it)")
+    b = Mosquitto(workdir, settings, anonymous=anonymous)
+    if start:
+        b.start()
+    return b

@@ -197,22 +197,36 @@ def mosquitto_binary() -> str | None:
 
 
 class Mosquitto:
-    """A real mosquitto broker on a free loopback port, with persistence so sessions survive restarts."""
+    """A real mosquitto broker on a free loopback port, with persistence so sessions survive restarts.
 
-    def __init__(self, workdir: Path) -> None:
+    Args:
+        workdir: its config, log and persistence file.
+        settings: extra config lines after the listener (TLS files, ``password_file``, ``max_packet_size``).
+        anonymous: ``allow_anonymous``.
+    """
+
+    def __init__(self, workdir: Path, settings: str = "", *, anonymous: bool = True) -> None:
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.anonymous = anonymous
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"
-            "autosave_interval 1\nmax_queued_messages 100000\n"
-            # as root mosquitto would switch to user "mosquitto", who cannot write our temp dir
-            "user %s\n" % (self.port, workdir, getpass.getuser())
-        )
+        self._write_conf(settings)
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def _write_conf(self, settings: str) -> None:
+        self.conf.write_text(
+            "per_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous %s\npersistence true\n"
+            "persistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\n%s"
+            # as root mosquitto would switch to user "mosquitto", who cannot write our temp dir
+            "user %s\n" % (self.port, "true" if self.anonymous else "false", self.workdir, settings, getpass.getuser())
+        )
+
+    def start(self, timeout: float = 10.0, *, settings: str | None = None) -> None:
+        """Start (again, on the same port); ``settings`` replaces the extra config lines."""
+        if settings is not None:
+            self._write_conf(settings)
         with self.log.open("ab") as log:
             binary = mosquitto_binary()
             assert binary is not None, "mosquitto is not installed"
@@ -232,6 +246,12 @@ class Mosquitto:
         if self.proc is not None:
             stop_process(self.proc)
         self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (nothing saved since the last autosave)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 class Subscriber:

@@ -6,25 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import getpass
 import logging
 import os
-import socket
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import KEYS, make_env
 from helpers import report_frame
-from mqtt_support import Running, load_mqtt, until, upstream
-from procs import GatewayProcess, PtyDevice, Subscriber, free_port, mosquitto_binary, stop_process
+from mqtt_support import Running, load_mqtt, mosquitto, until, upstream
+from procs import GatewayProcess, Mosquitto, PtyDevice, Subscriber, free_port
 
 from gateway.errors import ConfigError
 from gateway.storage.store import ReportRecord, ReportStore
-from gateway.upstream import mqtt
 from gateway.upstream.mqtt import encode_report
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
@@ -87,41 +83,6 @@ def test_credentials_and_tls_keys(tmp_path: Path) -> None:
 
 # -- brokers ----------------------------------------------------------------------------------
 
-class Broker:
-    """mosquitto with extra listener settings (password file, TLS)."""
-
-    def __init__(self, workdir: Path, settings: str = "allow_anonymous true\n") -> None:
-        if mosquitto_binary() is None:
-            pytest.skip("mosquitto is not installed (scripts/setup installs it)")
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text("per_listener_settings false\nlistener %d 127.0.0.1\n%suser %s\n"
-                             % (self.port, settings, getpass.getuser()))
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = mosquitto_binary()
-        assert binary is not None
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=out, stderr=out)
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None, "mosquitto did not start: %s" % self.log.read_text()
-                time.sleep(0.05)
-        raise AssertionError("mosquitto did not start: %s" % self.log.read_text())
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-
 def record(seq: int, device: str = "bin-1") -> ReportRecord:
     return ReportRecord(device, seq, "bin", "north", "win", 900 * seq, 900, {"fill": 10}, {}, [], None, 1.0,
                         "serial:x", "00" * 32)
@@ -131,7 +92,7 @@ def record(seq: int, device: str = "bin-1") -> ReportRecord:
 
 async def test_the_backlog_is_published_under_the_current_prefix(tmp_path: Path, fast_backoff: None) -> None:
     """QA: after the prefix was changed back, the backlog still went to oldpfx/... (each row kept its topic)."""
-    broker = Broker(tmp_path / "b")
+    broker = mosquitto(tmp_path / "b")
     broker.start()
     sub = Subscriber(broker.port, topic="#")
     sub.wait_subscribed()
@@ -154,7 +115,7 @@ async def test_a_message_the_client_refuses_is_dropped_once_and_the_rest_deliver
     retried every 0.5 s with an ERROR each time and re-published the messages behind it (544 deliveries
     for 88 reports)."""
     caplog.set_level(logging.INFO)
-    broker = Broker(tmp_path / "b")
+    broker = mosquitto(tmp_path / "b")
     broker.start()
     sub = Subscriber(broker.port)
     sub.wait_subscribed()
@@ -182,7 +143,7 @@ async def test_a_message_the_client_refuses_is_dropped_once_and_the_rest_deliver
 
 # -- credentials ------------------------------------------------------------------------------
 
-def password_broker(tmp_path: Path) -> Broker:
+def password_broker(tmp_path: Path) -> Mosquitto:
     passwd = Path("/usr/bin/mosquitto_passwd")
     if not passwd.exists():
         pytest.skip("mosquitto_passwd is not installed (package mosquitto)")
@@ -190,7 +151,7 @@ def password_broker(tmp_path: Path) -> Broker:
     pwfile.parent.mkdir(parents=True)
     subprocess.run([str(passwd), "-b", "-c", str(pwfile), "gw", "right-password"], check=True, capture_output=True)
     pwfile.chmod(0o600)
-    return Broker(tmp_path / "b", "allow_anonymous false\npassword_file %s\n" % pwfile)
+    return mosquitto(tmp_path / "b", "password_file %s\n" % pwfile, anonymous=False)
 
 
 async def test_wrong_credentials_are_named_and_right_ones_deliver(tmp_path: Path, caplog: pytest.LogCaptureFixture,
@@ -262,7 +223,7 @@ def make_pki(where: Path) -> dict[str, Path]:
 async def test_tls_right_ca_delivers_wrong_ca_and_plain_client_are_named(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, fast_backoff: None) -> None:
     pki = make_pki(tmp_path / "pki")
-    broker = Broker(tmp_path / "b", "allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\n"
+    broker = mosquitto(tmp_path / "b", "cafile %s\ncertfile %s\nkeyfile %s\n"
                     % (pki["ca"], pki["server"], pki["server_key"]))
     broker.start()
     store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw", outbox_encoder=encode_report("city", "gw"))
@@ -296,7 +257,7 @@ async def test_a_broker_shut_down_cleanly_closed_the_connection(tmp_path: Path, 
                                                                  fast_backoff: None) -> None:
     """It was reported as "lost ([code:128] Unspecified error)"."""
     caplog.set_level(logging.INFO)
-    broker = Broker(tmp_path / "b")
+    broker = mosquitto(tmp_path / "b")
     broker.start()
     store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw", outbox_encoder=encode_report("city", "gw"))
     try:

@@ -11,21 +11,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import signal
-import getpass
 import ipaddress
 import logging
 import os
-import socket
 import sqlite3
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_env
-from mqtt_support import Running, load_mqtt, until, upstream
-from procs import Subscriber, free_port, mosquitto_binary, stop_process
+from mqtt_support import Running, load_mqtt, mosquitto, until, upstream
+from procs import Mosquitto, Subscriber, free_port
 
 from gateway.config import load_config
 from gateway.errors import ConfigError, TransportError
@@ -36,48 +32,6 @@ from gateway.upstream.mqtt import encode_report
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
 
 LOGGER = "gateway.upstream.mqtt"
-
-
-class Broker:
-    """mosquitto with extra settings, started at once; persistent (a subscriber's session and the
-    messages queued for it survive a restart on the same port)."""
-
-    def __init__(self, workdir: Path, settings: str = "") -> None:
-        self.binary = mosquitto_binary()
-        if self.binary is None:
-            pytest.skip("mosquitto is not installed (scripts/setup installs it)")
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
-        self.port = free_port()
-        self.log = workdir / "mosquitto.log"
-        self.start(settings)
-
-    def start(self, settings: str = "") -> None:
-        """Start (again) on the same port with these extra settings."""
-        assert self.binary is not None
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text("per_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous true\n"
-                        "persistence true\npersistence_location %s/\n%suser %s\n"
-                        % (self.port, self.workdir, settings, getpass.getuser()))
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([self.binary, "-v", "-c", str(conf)], stdout=out, stderr=out)
-        end = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None and time.monotonic() < end, self.log.read_text()
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash (nothing saved)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def record(seq: int, measures: dict[str, Any] | None = None) -> ReportRecord:
@@ -98,7 +52,7 @@ async def test_a_message_the_broker_closes_on_stalls_the_outbox_until_the_limit_
     never dropped (06e2b17 dropped it after 3 losses, and with it healthy messages of a frozen or crashing
     broker): the outbox waits behind it with a WARNING and a /healthz reason until the limit is raised."""
     caplog.set_level(logging.INFO)
-    broker = Broker(tmp_path / "b", "max_packet_size 700\n")
+    broker = mosquitto(tmp_path / "b", "max_packet_size 700\n", start=True)
     sub = Subscriber(broker.port, topic="#")
     sub.wait_subscribed()
     store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw", outbox_encoder=encode_report("city", "gw"))
@@ -121,7 +75,7 @@ async def test_a_message_the_broker_closes_on_stalls_the_outbox_until_the_limit_
             assert "raise the limit" in stalled[0] and "nothing is dropped" in stalled[0]
             # the operator raises the limit: the broker restarts on the same port
             broker.stop()
-            broker.start("max_packet_size 4000\n")
+            broker.start(settings="max_packet_size 4000\n")
             await until(lambda: store.outbox_depth == 0, 20, "delivered after the limit was raised")
             await until(lambda: up.problem is None, 5, "/healthz clear again")
             await until(lambda: len(set(sub.seqs("bin-1"))) == 6, 10, "all received")
@@ -149,7 +103,7 @@ class Proxy:
     again at once; ``close`` closes the connection (a broker that disconnects on a publish: ACL, client id
     taken over). From the reviewer's repro (/tmp/rev-mq2/repro.py)."""
 
-    def __init__(self, broker: Broker, sub: Subscriber, mode: str, stall_s: float = 0.0) -> None:
+    def __init__(self, broker: Mosquitto, sub: Subscriber, mode: str, stall_s: float = 0.0) -> None:
         self.broker, self.sub, self.mode, self.stall_s = broker, sub, mode, stall_s
         self.port = free_port()
         self.rounds = 0
@@ -216,7 +170,7 @@ async def test_nothing_is_dropped_for_a_frozen_crashing_or_disconnecting_broker(
     than the backoff; a broker disconnecting on every publish drained the whole outbox into outbox_refused."""
     monkeypatch.setattr(mqtt, "PUBLISH_TIMEOUT_S", 1.5)
     caplog.set_level(logging.INFO)
-    broker = Broker(tmp_path / "b")
+    broker = mosquitto(tmp_path / "b", start=True)
     sub = Subscriber(broker.port, topic="#")
     sub.wait_subscribed()
     store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw", outbox_encoder=encode_report("city", "gw"))
@@ -259,7 +213,7 @@ def test_a_topic_prefix_with_too_many_levels_is_refused(tmp_path: Path) -> None:
 
 
 async def test_the_deepest_accepted_prefix_is_delivered(tmp_path: Path, fast_backoff: None) -> None:
-    broker = Broker(tmp_path / "b")
+    broker = mosquitto(tmp_path / "b", start=True)
     sub = Subscriber(broker.port, topic="#")
     sub.wait_subscribed()
     prefix = "/".join(["a"] * 32)
@@ -331,9 +285,9 @@ def make_pki(where: Path) -> dict[str, Path]:
     return out
 
 
-def tls_broker(tmp_path: Path, pki: dict[str, Path], server: str = "server") -> Broker:
-    return Broker(tmp_path / ("b-" + server), "cafile %s\ncertfile %s\nkeyfile %s\n"
-                  % (pki["ca"], pki[server], pki["server_key"]))
+def tls_broker(tmp_path: Path, pki: dict[str, Path], server: str = "server") -> Mosquitto:
+    return mosquitto(tmp_path / ("b-" + server), "cafile %s\ncertfile %s\nkeyfile %s\n"
+                  % (pki["ca"], pki[server], pki["server_key"]), start=True)
 
 
 # -- 3., 4. key file modes and a key inside cert_file --------------------------------------------
