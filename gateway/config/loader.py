@@ -36,6 +36,7 @@ from gateway.config.model import (
 from gateway.config.sim_clock import FollowFileError, read_follow_file
 from gateway.errors import ConfigError
 from gateway.resources import load_policy
+from gateway.toml_text import TomlTextError, decode_toml_bytes
 
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
              "routes", "opendata")  # [routes] is validated by gateway.routes.config (see _check_routes)
@@ -81,9 +82,10 @@ def load_config(path: Path, *, read_only: bool = False) -> GatewayConfig:
         raise ConfigError("cannot read config %s: %s" % (path, exc.strerror), reason="bad_path", key="",
                           path=path) from exc
     try:
-        # A byte order mark (Windows Notepad saves one) is no TOML: tomllib fails at line 1, column 1.
-        data = tomllib.loads(raw.decode("utf-8").removeprefix("\ufeff"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(decode_toml_bytes(raw, what="config"))
+    except TomlTextError as exc:
+        raise ConfigError("%s: %s" % (path, exc), reason="syntax", key="", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError("%s is not valid TOML: %s" % (path, exc), reason="syntax", key="", path=path) from exc
     return parse_config(data, source=path, read_only=read_only)
 

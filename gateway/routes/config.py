@@ -49,6 +49,7 @@ from gateway.routes.parsing import (
     separator_hint,
 )
 from gateway.routes.planner import PlanParameters, PlanSettings
+from gateway.toml_text import TomlTextError, read_toml_text
 
 # The keys of a gateway config's [routes] table (the config loader names unknown ones with it).
 ROUTES_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "bin_volumes", "start", "tz",
@@ -195,9 +196,9 @@ def load_plan_defaults(config_path: Path) -> PlanDefaults:
     """
     path = Path(config_path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BinDataError(str(path), f"cannot read config ({exc.strerror or exc})") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(read_toml_text(path, what="config"))
+    except TomlTextError as exc:
+        raise BinDataError(str(path), str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
         raise BinDataError(str(path), f"not valid TOML ({exc})") from exc
     return parse_plan_defaults(data.get("routes", {}), base=path.resolve().parent)

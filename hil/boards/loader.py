@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.resources import boards_dir, load_policy
+from gateway.toml_text import TomlTextError, read_toml_text
 from hil.boards.chips import CHIPS, ChipSpec
 from hil.boards.errors import (
     BoardError,
@@ -63,14 +64,14 @@ def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) 
             if named.is_file():
                 return named
     except OSError as exc:
-        raise _unreadable(text, exc) from None
+        raise _unreadable(text, exc.strerror or type(exc).__name__) from None
     raise BoardNotFoundError(source=text, available=list_boards(folder))
 
 
-def _unreadable(source: str, exc: OSError) -> BoardError:
+def _unreadable(source: str, strerror: str) -> BoardError:
     """The error for a board file that exists but may not be read (or looked at)."""
-    return BoardError(f"cannot read the board definition ({exc.strerror or type(exc).__name__}); make it readable "
-                      "by this user (or pass a board name)", source=source, cause=type(exc).__name__)
+    return BoardError(f"cannot read the board definition ({strerror}); make it readable by this user (or pass a "
+                      "board name)", source=source, cause=strerror)
 
 
 def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> BoardDefinition:
@@ -89,15 +90,13 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
     path = resolve_board_path(name_or_path, directory)
     source = str(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        data = tomllib.loads(read_toml_text(path, what="board definition"))
     except tomllib.TOMLDecodeError as exc:
         raise BoardSyntaxError(source=source, reason=str(exc)) from exc
-    except UnicodeDecodeError as exc:
-        raise BoardSyntaxError(source=source, reason=f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
-                                                     f"offset {exc.start}); save the file as UTF-8") from exc
-    except OSError as exc:  # PermissionError, or the file vanished / turned into a directory meanwhile
-        raise _unreadable(source, exc) from None
+    except TomlTextError as exc:  # no permission, the file vanished / turned into a directory meanwhile, not UTF-8
+        if exc.strerror:
+            raise _unreadable(source, exc.strerror) from None
+        raise BoardError(str(exc), source=source) from None
     board = parse_board(data, source=source, path=path)
     logger.debug("loaded board %s (%s, %s) from %s", board.name, board.chip, board.kind, path)
     return board

@@ -42,6 +42,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from gateway.toml_text import TomlTextError, read_toml_text as read_text_of_toml
 from hil.boards import BoardError, BoardNotFoundError, load_board
 from hil.scenarios.errors import (BadDurationError, ScenarioError, UnknownBoardError, UnknownExpectationError,
                                   UnknownKeyError)
@@ -109,19 +110,9 @@ def read_toml_text(path: Path, *, what: str) -> str:
             is named as such), naming the file and the first bad byte.
     """
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise ScenarioError(f"{path}: is a directory, not a {what}", path=str(path)) from None
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read the {what}: {exc.strerror or exc}", path=str(path)) from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ScenarioError(f"{path}: not UTF-8 text (it starts with a UTF-16 byte-order mark); save the {what} as "
-                            "UTF-8", path=str(path))
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the "
-                            f"{what} as UTF-8", path=str(path)) from None
+        return read_text_of_toml(path, what=what)
+    except TomlTextError as exc:
+        raise ScenarioError(f"{path}: {exc}", path=str(path)) from None
 
 
 def _duration(value: Any, key: str, path: Path | None) -> int:

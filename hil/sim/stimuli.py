@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.toml_text import TomlTextError, read_toml_text
 from hil.sim.errors import StimulusError
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -365,13 +366,11 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
     """
     is_file = isinstance(source, Path) or "\n" not in str(source) and Path(str(source)).is_file()
     try:
-        text = Path(source).read_text(encoding="utf-8") if is_file else str(source)
-    except UnicodeDecodeError as exc:
-        raise StimulusError(f"stimuli file is not UTF-8 text (byte {exc.start}): {source}", value=str(source)) from exc
-    except OSError as exc:
-        raise StimulusError(f"cannot read the stimuli file: {exc}", value=str(source)) from exc
+        text = read_toml_text(Path(source), what="stimuli file") if is_file else str(source).removeprefix("\ufeff")
+    except TomlTextError as exc:
+        raise StimulusError(f"{source}: {exc}", value=str(source)) from None
     try:
-        doc = tomllib.loads(text.removeprefix("\ufeff"))  # a UTF-8 byte-order mark (Windows editors) is skipped
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StimulusError(f"stimuli file is not TOML: {exc}", value=str(source)) from exc
     plan = StimuliPlan()

@@ -1,0 +1,58 @@
+"""The text of a TOML file, read the same way for every file civicedge takes.
+
+Gateway configs, board definitions, scenarios and stimuli files are all edited by hand, some on
+Windows: a UTF-8 byte-order mark (Notepad writes one) is skipped, since ``tomllib`` would fail at
+line 1, column 1 on it; a UTF-16 file is named as such; other bytes that are not UTF-8 are named
+with their offset. Each caller wraps :class:`TomlTextError` in its own error type, so the message
+says which kind of file it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+class TomlTextError(ValueError):
+    """A TOML file that cannot be read as UTF-8 text.
+
+    ``str(error)`` is the problem without the file's name (callers add it), ending in what to do.
+    ``reason`` is ``directory``, ``unreadable`` (``strerror`` set), ``utf16`` or ``not_utf8``.
+    """
+
+    def __init__(self, message: str, *, reason: str, strerror: str | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.strerror = reason, strerror
+
+
+def decode_toml_bytes(data: bytes, *, what: str = "file") -> str:
+    """``data`` as text: UTF-8 with a leading byte-order mark skipped.
+
+    Raises:
+        TomlTextError: a UTF-16 byte-order mark, or bytes that are not UTF-8 (the first is named).
+    """
+    if data.startswith(UTF16_MARKS):
+        raise TomlTextError(f"not UTF-8 text (it starts with a UTF-16 byte-order mark); save the {what} as UTF-8",
+                            reason="utf16")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise TomlTextError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the {what} "
+                            "as UTF-8", reason="not_utf8") from None
+
+
+def read_toml_text(path: Path, *, what: str = "file") -> str:
+    """The text of the TOML file at ``path`` (see :func:`decode_toml_bytes`).
+
+    Raises:
+        TomlTextError: a directory, a file that cannot be read (no permission, gone), or not UTF-8.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise TomlTextError(f"is a directory, not a {what}", reason="directory") from None
+    except OSError as exc:
+        strerror = exc.strerror or type(exc).__name__
+        raise TomlTextError(f"cannot read the {what}: {strerror}", reason="unreadable", strerror=strerror) from None
+    return decode_toml_bytes(data, what=what)
