@@ -3,7 +3,8 @@
 //
 // Protocol (one JSON object per line, both directions; bytes are base64 in "d"); see
 // docs/simulator.md for the full list. Supervisor -> host: {"op": ...}; host -> supervisor:
-// {"ev": ...}. Usage: node host.mjs [--start UNIX_MS] [--speed X]   (X = 0: as fast as possible)
+// {"ev": ...}. Usage: node host.mjs [--start UNIX_MS] [--speed X]   (X = 0: as fast as possible,
+// at wall rate while a board someone typed at waits at its REPL: see replWaiting)
 import FakeTimers from "@sinonjs/fake-timers";
 import fs from "node:fs";
 import path from "node:path";
@@ -36,6 +37,42 @@ const clock = FakeTimers.install({
 });
 installContexts(); // per-interpreter glue globals (see js/mpcontext.mjs)
 wrapTimers(); // timer callbacks re-enter the interpreter that scheduled them
+
+// Timers that Python code scheduled, per interpreter (its Emscripten module): asyncio's sleeps
+// (js.setTimeout with a Python callable, which the glue passes as a function with a `_ref`).
+// A board with none is not sleeping on a timer: at its REPL it waits for console input
+// (see replWaiting). The board's own timers (watchdog, resets, pulses) are not Python's.
+const pyTimers = new WeakMap(); // Module -> Set of timer ids
+const pyTimerSet = new Map(); // timer id -> its Set in pyTimers
+function trackPythonTimers() {
+  for (const [setName, clearName] of [["setTimeout", "clearTimeout"], ["setInterval", "clearInterval"]]) {
+    const set = globalThis[setName];
+    const clear = globalThis[clearName];
+    const once = setName === "setTimeout";
+    globalThis[setName] = function (fn, ms, ...args) {
+      if (typeof fn !== "function" || !("_ref" in fn)) return set(fn, ms, ...args);
+      const mod = globalThis.Module; // the interpreter calling (mpcontext keeps it current)
+      let ids = pyTimers.get(mod);
+      if (ids === undefined) pyTimers.set(mod, (ids = new Set()));
+      let key = null;
+      const timer = set(function (...a) {
+        if (once) { ids.delete(key); pyTimerSet.delete(key); }
+        return fn.apply(this, a);
+      }, ms, ...args);
+      key = Number(timer);
+      ids.add(key);
+      pyTimerSet.set(key, ids);
+      return timer;
+    };
+    globalThis[clearName] = function (timer) {
+      const key = Number(timer);
+      const ids = pyTimerSet.get(key);
+      if (ids !== undefined) { ids.delete(key); pyTimerSet.delete(key); }
+      return clear(timer);
+    };
+  }
+}
+trackPythonTimers();
 
 const MPY_DIR = path.join(HERE, "mpy");
 const mpyFiles = fs.readdirSync(MPY_DIR).filter((n) => n.endsWith(".py")).map((n) => [n, fs.readFileSync(path.join(MPY_DIR, n), "utf8")]);
@@ -83,6 +120,30 @@ let advancing = false;
 // so that no reading is taken past it, whatever the speed (the clock can still be advanced).
 let holdAt = null;
 
+// Boards given console input (Ctrl-C, mpremote, a person typing) -> the boot (gen) it reached.
+// One of them that sits at its REPL with no Python timer waits for the next input, which comes
+// in wall time: at speed 0 the clock then runs at wall rate instead of jumping to the next timer
+// (its watchdog's expiry, say), as a real board left at the REPL is not time-warped. A board
+// nobody typed at (unprovisioned, or its firmware returned or crashed to the REPL) does not hold
+// the clock back. Any boot (soft reset, reset, wake) ends the wait until input comes again.
+const consoleUsers = new Map();
+
+/** The first board that waits at its REPL for console input (see consoleUsers), or null. */
+function replWaiting() {
+  for (const [b, gen] of consoleUsers) {
+    if (b.gen !== gen || boards.get(b.id) !== b) { consoleUsers.delete(b); continue; }
+    if (b.state !== "running" || !b.mp) continue;
+    const ids = pyTimers.get(b.mp._module);
+    if (ids === undefined || ids.size === 0) return b;
+  }
+  return null;
+}
+
+/** The clock's rate now: `speed`, except 1 (wall rate) at speed 0 while a board waits at its REPL. */
+function rate() {
+  return speed === 0 && replWaiting() !== null ? 1 : speed;
+}
+
 /** Virtual ms until the earliest pending timer (Infinity when none). */
 function nextTimerIn() {
   const first = clock.timerHeap && clock.timerHeap.peek ? clock.timerHeap.peek() : null;
@@ -102,28 +163,31 @@ function drive() {
   const nowReal = real.now();
   const elapsed = nowReal - lastReal;
   lastReal = nowReal;
+  const pace = rate();
   if (!advancing) {
-    if (speed > 0) {
+    if (pace > 0) {
       // Run the timers due in the elapsed virtual time, but for at most DRIVE_BUDGET_MS of wall
       // time: a host that cannot keep up falls behind the requested speed (the backlog is capped)
       // instead of spending ever longer ticks and starving its own I/O.
-      carry = Math.min(carry + elapsed * speed, MAX_BACKLOG_WALL_MS * speed);
+      carry = Math.min(carry + elapsed * pace, MAX_BACKLOG_WALL_MS * pace);
       let target = clock.now + Math.floor(carry);
       if (holdAt !== null && target > holdAt) {
         target = Math.max(clock.now, holdAt);
         carry = 0;
       }
       const until = real.now() + DRIVE_BUDGET_MS;
-      const chunk = Math.max(1, Math.ceil(speed * 5)); // 5 ms of wall time per tick at the asked speed
+      const chunk = Math.max(1, Math.ceil(pace * 5)); // 5 ms of wall time per tick at the asked speed
       while (clock.now < target && real.now() < until) {
         runTimers(() => clock.tick(Math.min(chunk, target - clock.now)));
       }
       carry = Math.max(0, carry - Math.floor(carry) + (target - clock.now));
-    } else if (speed === 0) {
+    } else if (pace === 0) {
       // As fast as possible: fire timers in order for ~20 ms of wall time, then let I/O in.
+      carry = 0;
       const until = real.now() + 20;
       while (real.now() < until && clock.countTimers() > 0) {
         if (holdAt !== null && clock.now >= holdAt) break;
+        if (replWaiting() !== null) break; // its last Python timer fired: wall rate from here on
         // next() jumps to the next timer; at a hold, tick up to it instead (timers there still fire)
         if (holdAt !== null && clock.now + nextTimerIn() > holdAt) { runTimers(() => clock.tick(holdAt - clock.now)); break; }
         runTimers(() => clock.next());
@@ -132,7 +196,7 @@ function drive() {
   }
   host.scheduleFlush();
   const held = holdAt !== null && clock.now >= holdAt;
-  if (speed === 0 && clock.countTimers() > 0 && !held) real.setImmediate(drive);
+  if (rate() === 0 && clock.countTimers() > 0 && !held) real.setImmediate(drive);
   else real.setTimeout(drive, 5);
 }
 
@@ -222,7 +286,12 @@ async function handle(req) {
       return reply(req, { ok: true, now: Date.now() });
     }
     case "destroy": { const b = board(req); b.halt(); boards.delete(b.id); return reply(req, { ok: true }); }
-    case "console": board(req).consoleIn(Buffer.from(need(req, "d"), "base64")); return undefined;
+    case "console": {
+      const b = board(req);
+      consoleUsers.set(b, b.gen); // before the input runs: a Ctrl-D reboots, and that ends the wait
+      b.consoleIn(Buffer.from(need(req, "d"), "base64"));
+      return undefined;
+    }
     case "uart": board(req).uartIn(need(req, "uart"), Buffer.from(need(req, "d"), "base64")); return undefined;
     case "chan": board(req).chanIn(need(req, "ch"), need(req, "p")); return undefined;
     case "stimulus": applyStimulus(board(req), need(req, "s")); return reply(req, { ok: true });

@@ -41,8 +41,10 @@ class SimHost:
     """A Node process hosting virtual boards.
 
     Args:
-        speed: virtual seconds per wall second; 0 runs as fast as possible; None pauses the
-            clock (advance it with :meth:`advance`).
+        speed: virtual seconds per wall second; 0 runs as fast as possible (the clock jumps to
+            the next timer, but runs at wall rate while a board that was typed at waits at its
+            REPL for console input: docs/simulator.md); None pauses the clock (advance it with
+            :meth:`advance`).
         start_ms: virtual unix time (ms) at start; None: the wall clock now.
     """
 

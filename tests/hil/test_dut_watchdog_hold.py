@@ -59,3 +59,22 @@ def test_hold_lasts_the_same_wall_time_at_any_speed() -> None:
     assert watchdog_hold_ms(0) == WATCHDOG_HOLD_MAX_MS  # as fast as possible
     assert watchdog_hold_ms(None) == WATCHDOG_HOLD_S * 1000  # paused clock
     assert watchdog_hold_ms(1e9) == WATCHDOG_HOLD_MAX_MS
+
+
+@pytest.mark.sim(speed=0)
+def test_board_stopped_at_the_repl_at_speed_0_is_not_time_warped(hil_board: BoardHandle) -> None:
+    # At speed 0 the clock jumps to the next timer; a board stopped at the REPL waits for console
+    # input instead, at wall rate (docs/simulator.md). Before, the clock jumped at once to the held
+    # watchdog's expiry (2^31-1 ms at speed 0) and the board reset under the test.
+    boots = _boots(hil_board)
+    dut = hil_board.dut
+    assert dut.eval("6*7") == 42
+    assert dut.on_stop_result is not None and dut.on_stop_result.strip() == "True"  # a watchdog was held
+    before, wall0 = int(hil_board.control.state()["now"]), time.monotonic()
+    time.sleep(3.0)
+    assert dut.eval("'still here'") == "still here"
+    state = hil_board.control.state()
+    assert _boots(hil_board) == boots, hil_board.control.console_text()[-2000:]
+    assert state["cause"] != WDT_RESET and state["mode"] == "raw"
+    elapsed_ms = int(state["now"]) - before
+    assert 0 <= elapsed_ms <= (time.monotonic() - wall0) * 1000 + 1000, elapsed_ms  # wall rate, no jump
