@@ -44,12 +44,13 @@ def watchdog_hold_ms(sim_speed: float | None = 1.0) -> int:
     time (a virtual board's clock runs ``sim_speed`` times as fast), at most
     :data:`WATCHDOG_HOLD_MAX_MS`. Below speed 1 and paused (None):
     :data:`WATCHDOG_HOLD_S` of board time, which is longer in wall time (forever when paused). At
-    speed 0 (as fast as possible) the longest timeout; the clock there jumps to the next timer
-    whenever the board is idle, so a board left idle at the REPL is still reset by its watchdog
-    at once (see docs/hil.md).
+    speed 0 (as fast as possible) also :data:`WATCHDOG_HOLD_S` of board time: the simulator runs
+    its clock at wall rate while a board that was typed at waits at its REPL (docs/simulator.md),
+    so that is the same wall time as on a real board, and code run there that sleeps longer is
+    reset as a real board would be.
     """
     if sim_speed == 0:
-        return WATCHDOG_HOLD_MAX_MS
+        return WATCHDOG_HOLD_S * 1000
     return int(min(WATCHDOG_HOLD_MAX_MS, WATCHDOG_HOLD_S * 1000 * max(1.0, sim_speed or 1.0)))
 
 

@@ -56,7 +56,7 @@ def test_watchdog_is_held_before_any_round_trip(hil_board: BoardHandle) -> None:
 def test_hold_lasts_the_same_wall_time_at_any_speed() -> None:
     assert watchdog_hold_ms(1.0) == WATCHDOG_HOLD_S * 1000
     assert watchdog_hold_ms(300) == WATCHDOG_HOLD_S * 1000 * 300
-    assert watchdog_hold_ms(0) == WATCHDOG_HOLD_MAX_MS  # as fast as possible
+    assert watchdog_hold_ms(0) == WATCHDOG_HOLD_S * 1000  # as fast as possible: wall rate at the REPL
     assert watchdog_hold_ms(None) == WATCHDOG_HOLD_S * 1000  # paused clock
     assert watchdog_hold_ms(1e9) == WATCHDOG_HOLD_MAX_MS
 
