@@ -5,7 +5,8 @@
 // Each --lib DIR is copied into the in-memory filesystem at /lib (the same place
 // an ESP32 keeps libraries) and put on sys.path. `os.urandom` does not exist in
 // this port: it is supplied from the host CSPRNG, or, with --seed, from a
-// deterministic SHA-256 counter stream (simulation only).
+// deterministic SHA-256 counter stream (simulation only). Filesystem calls raise
+// MicroPython's errno numbers, as on a board (js/errno.mjs).
 // --steps: after the script, call its `mprun_step()` from the top level until it returns
 // something other than True. This port collects garbage only at the top level (a gc.collect()
 // inside a script only marks a collection as pending), so each step starts on a heap holding
@@ -16,6 +17,7 @@
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import fs from "node:fs";
 import path from "node:path";
+import { ERRNO_PRELUDE } from "./js/errno.mjs";
 import { byteSource } from "./js/random.mjs";
 
 function usage(msg) {
@@ -69,7 +71,7 @@ try {
     "def _urandom(n, _h=_mprun_host):\n    return bytes(_h.urandom(n))\n" +
     "os.urandom = _urandom\n" +
     "if '/lib' not in sys.path: sys.path.append('/lib')\n" +
-    "del _mprun_host, _urandom\n");
+    "del _mprun_host, _urandom\n" + ERRNO_PRELUDE);
   mp.runPython(code);
   if (steps) {
     do mp.runPython("_mprun_more = mprun_step()\n");

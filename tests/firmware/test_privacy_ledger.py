@@ -207,3 +207,20 @@ def test_a_period_is_released_once_across_reboots_and_clock_changes(flash_run: C
         "print(L.refused, L.remaining('lid', " + str(D) + " + 86400))\n"
     )
     assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["False", "False", "True", "True", "2 1500"]
+
+
+def test_an_unreadable_ledger_fails_closed(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """A ledger file that exists but cannot be read (a flash read error, EIO) is damage, not absence:
+    the day counts as spent (privacy audit F2: it started afresh with a full budget)."""
+    flash = tmp_path / "flash"
+    assert _spend(flash_run, flash, [("mot", 500, D + 3600 * i) for i in range(4)]) == ["True"] * 4
+    code = (
+        "import builtins, errno\n_open = open\n"
+        "def failing(p, mode='r', *a, _o=_open):\n"
+        "    if p == '/flash/ledger.json' and 'r' in mode:\n        raise OSError(errno.EIO)\n"
+        "    return _o(p, mode, *a)\n"
+        "builtins.open = failing\n" + SETUP
+        + f"print(L.remaining('mot', {D}), L.spend('mot', 500, {D} + 50000), L.spend('mot', 500, {D + DAY}))\n"
+        "builtins.open = _open\n"
+    )
+    assert flash_run(code, flash).stdout.split() == ["0", "False", "True"]

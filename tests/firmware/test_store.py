@@ -132,3 +132,24 @@ def test_atomic_read_recovers_a_complete_temp_file(flash_run: Callable[..., Any]
         "open('/flash/b.tmp', 'wb').write(b'\\x00\\x01\\x02\\x03half')\nprint(atomic.read('/flash/b'))\n"
     )
     assert flash_run(code, tmp_path / "flash").stdout.splitlines() == ["b'new state'", "None"]
+
+
+def test_atomic_read_absent_only_on_enoent(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """Only ENOENT reads as absent (None). Any other error opening or reading the file (a flash read
+    error, EIO; a directory at the path) raises CorruptFile: read as "absent", an unreadable ledger
+    used to start afresh with a full epsilon budget (privacy audit F2)."""
+    code = (
+        "import builtins, errno, os\nfrom civic.store import atomic\n"
+        "def show(p):\n"
+        "    try:\n        print(atomic.read(p))\n    except atomic.CorruptFile as e:\n        print('corrupt', e.path)\n"
+        "os.mkdir('/flash/d')\nos.mkdir('/flash/t.tmp')\n"
+        "show('/flash/missing')\nshow('/flash/d')\nshow('/flash/t')\n"
+        # a flash read error (EIO) on one file, as a failing littlefs block gives it
+        "atomic.write('/flash/x', b'ok')\n_open = open\n"
+        "def failing(p, *a, _o=_open):\n"
+        "    if p == '/flash/x':\n        raise OSError(ERR)\n    return _o(p, *a)\n"
+        "builtins.open = failing\n"
+        "ERR = errno.EIO\nshow('/flash/x')\nERR = errno.ENOENT\nshow('/flash/x')\nbuiltins.open = _open\n"
+    )
+    assert flash_run(code, tmp_path / "flash").stdout.splitlines() == [
+        "None", "corrupt /flash/d", "corrupt /flash/t.tmp", "corrupt /flash/x", "None"]

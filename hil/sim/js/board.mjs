@@ -6,6 +6,7 @@ import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { ERRNO_PRELUDE } from "./errno.mjs";
 import { makeHostFS } from "./hostfs.mjs";
 import { capture, enter } from "./mpcontext.mjs";
 import { byteSource } from "./random.mjs";
@@ -55,24 +56,7 @@ def _uname_of(cfg):
         chip, chip, rel, 'v%s (civicedge simulator)' % rel, 'civicedge virtual board with ' + chip.upper())
     return lambda: res
 os.uname = _uname_of(_simhw.config())
-# Emscripten errno numbers -> MicroPython's (as on a board: errno.ENOENT == 2, mpremote relies on it).
-_EMAP = {44: 2, 20: 17, 54: 20, 31: 21, 55: 39, 28: 22, 2: 13, 63: 1, 29: 5, 51: 28, 8: 9, 10: 16, 37: 36}
-def _fix(fn, _m=_EMAP):
-    def call(*a, **k):
-        try:
-            return fn(*a, **k)
-        except OSError as e:
-            n = e.errno
-            if n in _m:
-                raise OSError(_m[n])
-            raise
-    return call
-import builtins
-builtins.open = _fix(open)
-for _n in ('stat', 'listdir', 'ilistdir', 'mkdir', 'rmdir', 'remove', 'unlink', 'rename', 'chdir', 'statvfs'):
-    if hasattr(os, _n):
-        setattr(os, _n, _fix(getattr(os, _n)))
-# VfsPosix lists (name, type, inode); littlefs/FAT on a board add the size (mpremote shows it).
+${ERRNO_PRELUDE}# VfsPosix lists (name, type, inode); littlefs/FAT on a board add the size (mpremote shows it).
 _il = os.ilistdir
 def _ilistdir(*a, _il=_il, _os=os):
     d = a[0] if a else ''
@@ -88,7 +72,7 @@ def _ilistdir(*a, _il=_il, _os=os):
             e = (e[0], e[1], e[2], size)
         yield e
 os.ilistdir = _ilistdir
-del _fix, _n, _EMAP, _il, _ilistdir
+del _il, _ilistdir
 sys.path.append('/sim')
 import machine, esp32
 try:

@@ -6,9 +6,15 @@ target atomically, so after a power loss the file holds either the old or the ne
 a mix; the CRC also catches a file damaged any other way. On FAT, where rename cannot replace,
 the target is removed first; if power fails between the two steps, ``read`` finds the complete
 (CRC-valid) temp file and returns it, which is the newer state.
+
+Only a file that does not exist (``OSError`` ENOENT) reads as absent. Any other error opening or
+reading it (a flash read error, EIO; a directory at the path) raises :class:`CorruptFile` like a
+bad checksum: a caller that would start afresh on an absent file (the epsilon ledger: a full
+budget) must not do so for one it merely failed to read.
 """
 
 import binascii
+import errno
 import os
 import struct
 
@@ -69,11 +75,14 @@ class CorruptFile(ValueError):
 
 
 def _load(path):
+    """The file's bytes; None only if it does not exist (ENOENT); CorruptFile if it cannot be read."""
     try:
         with open(path, "rb") as f:
             return f.read()
-    except OSError:
-        return None
+    except OSError as e:
+        if e.args and e.args[0] == errno.ENOENT:
+            return None
+        raise CorruptFile(path)
 
 
 def _valid(data):
@@ -87,7 +96,9 @@ def read(path):
     remove and rename), the temp file's payload is returned.
 
     Raises:
-        CorruptFile: the file is shorter than its header or its CRC does not match.
+        CorruptFile: the file is shorter than its header or its CRC does not match, or it (or,
+            with ``path`` missing, its temp file) exists but cannot be read (any OSError other
+            than ENOENT).
     """
     data = _load(path)
     if data is None:
