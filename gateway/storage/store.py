@@ -12,6 +12,7 @@ are synchronous; the async service calls them from one dedicated thread.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -360,7 +361,8 @@ class ReportStore:
                 if rid is None:  # stored before, or earlier in this batch
                     result.duplicates.append((rec.device, rec.seq))
                     continue
-                alarms.extend((rid, rec.device, rec.kind, rec.zone, code, rec.w, rec.seq) for code in rec.a)
+                if rec.a:  # alarms only: no generator per report for the usual empty list
+                    alarms.extend((rid, rec.device, rec.kind, rec.zone, code, rec.w, rec.seq) for code in rec.a)
                 new_hash = provenance.entry_hash(device=rec.device, seq=rec.seq, gateway=gw, digest=rec.digest,
                                                  prev=head)
                 pos += 1
@@ -596,8 +598,11 @@ _CHUNKS = (256, 64, 16, 4, 1)
 
 def report_row(rec: ReportRecord, gateway_id: str) -> tuple[Any, ...]:
     """The values of one ``reports`` row, in :data:`INSERT_REPORTS` order (m, e, a as compact JSON)."""
-    return (rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m), _dump(rec.e),
-            _dump(rec.a), rec.fw, rec.received_at, gateway_id, rec.link, rec.digest)
+    # e and a are empty in all but releases and alarms: their JSON is a constant, and each encoder call
+    # costs ~1.5 µs of the store thread's GIL time per report (same text as _dump gives).
+    return (rec.device, rec.seq, rec.kind, rec.zone, rec.type, rec.w, rec.l, _dump(rec.m),
+            _dump(rec.e) if rec.e else "{}", _dump(rec.a) if rec.a else "[]", rec.fw, rec.received_at, gateway_id,
+            rec.link, rec.digest)
 
 
 # The store's row inserts: (statement head, values per row), for insert_rows.
@@ -621,7 +626,7 @@ def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tupl
             continue
         sql = head + ",".join([one] * size)
         while n - i >= size:
-            conn.execute(sql, [v for row in rows[i:i + size] for v in row])
+            conn.execute(sql, list(itertools.chain.from_iterable(rows[i:i + size])))  # flattened in C
             i += size
 
 
@@ -643,7 +648,7 @@ def select_rows(conn: sqlite3.Connection, sql: str, width: int, rows: list[tuple
             continue
         query = sql % ",".join([one] * size)
         while n - i >= size:
-            found += conn.execute(query, [v for row in rows[i:i + size] for v in row]).fetchall()
+            found += conn.execute(query, list(itertools.chain.from_iterable(rows[i:i + size]))).fetchall()
             i += size
     return found
 
