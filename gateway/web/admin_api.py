@@ -27,6 +27,15 @@ def _authorize(request: web.Request) -> None:
     params.reject_unknown(request.query, ())
 
 
+def _audit(request: web.Request, message: str, *args: Any) -> None:
+    """Log an admin change as a WARNING audit line: the quiet gateway (warnings only by default) keeps it.
+
+    The line ends with the caller's remote address (``[from 192.0.2.7]``), as a refused call's line
+    names it; behind a reverse proxy that is the proxy's address. Never the token nor a key.
+    """
+    logger.warning("admin API: " + message + " [from %s]", *args, request.remote or "unknown address")
+
+
 def _shown(text: str, limit: int = 40) -> str:
     """``text`` cut to ``limit`` characters for an error message (a body may be 64 KB)."""
     return text if len(text) <= limit else text[:limit] + "..."
@@ -145,11 +154,11 @@ async def enroll_device(request: web.Request) -> web.Response:
     # WARNING, as revoke/rotate/move: a device added, or a key replaced, over the network is an admin
     # change the quiet gateway (warnings only by default) must still record. Never the key itself.
     if result["result"] == "added":
-        logger.warning("admin API: added device %s (%s, zone %s at %s,%s; key version %s)", device_id, kind, zone,
-                       lat, lon, result["key_version"])
+        _audit(request, "added device %s (%s, zone %s at %s,%s; key version %s)", device_id, kind, zone, lat, lon,
+               result["key_version"])
     elif result["result"] == "replaced":
-        logger.warning("admin API: replaced the key of device %s (key version %s): the old key no longer works",
-                       device_id, result["key_version"])
+        _audit(request, "replaced the key of device %s (key version %s): the old key no longer works", device_id,
+               result["key_version"])
     return json_response({"device": device_id, **result}, status=201 if result["result"] == "added" else 200)
 
 
@@ -163,7 +172,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     await asyncio.to_thread(admin.revoke, device_id)  # 404 unknown_device, 409 already_revoked
     # WARNING: the gateway logs warnings only by default, and a device cut off over the network must
     # leave an audit line there (the registry logs the change itself at INFO).
-    logger.warning("admin API: revoked device %s", device_id)
+    _audit(request, "revoked device %s", device_id)
     return json_response({"device": device_id, "revoked": True})
 
 
@@ -198,8 +207,8 @@ async def move_device(request: web.Request) -> web.Response:
     result = dict(await asyncio.to_thread(admin.move, device_id, lat=lat, lon=lon, zone=zone))
     if result["result"] == "moved":
         was = result["was"]
-        logger.warning("admin API: moved device %s from zone %s at %s,%s to zone %s at %s,%s", device_id,
-                       was["zone"], was["lat"], was["lon"], result["zone"], result["lat"], result["lon"])
+        _audit(request, "moved device %s from zone %s at %s,%s to zone %s at %s,%s", device_id, was["zone"],
+               was["lat"], was["lon"], result["zone"], result["lat"], result["lon"])
     return json_response({"device": device_id, **result})
 
 
@@ -212,7 +221,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     admin = ctx.require_admin()
     # Off the event loop like enrolling: it writes and syncs a key file and the registry database.
     result = dict(await asyncio.to_thread(admin.rotate_key, device_id))  # 404 unknown_device, 409 revoked
-    logger.warning("admin API: rotated the key of device %s (key version %s)", device_id, result["key_version"])
+    _audit(request, "rotated the key of device %s (key version %s)", device_id, result["key_version"])
     return json_response({"device": device_id, "rotated": True, **result})
 
 
@@ -267,5 +276,5 @@ async def set_retention(request: web.Request) -> web.Response:
     kind, fname, days = _validate_retention(await read_json_body(request), ctx.policy)
     admin.set_retention(kind, fname, days)
     # An audit line the quiet gateway keeps (WARNING, as every admin change): stored readings go sooner.
-    logger.warning("admin API: set the retention of %s.%s to %s days", kind, fname, days)
+    _audit(request, "set the retention of %s.%s to %s days", kind, fname, days)
     return json_response({"kind": kind, "field": fname, "days": days, "retention_days": admin.retention()})

@@ -192,8 +192,11 @@ async def test_enroll_adds_a_device_whose_reports_are_then_accepted_and_never_sh
         assert secret not in caplog.text
     # Audit lines at WARNING (the gateway's default level keeps them), as for revoke/rotate/move.
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "admin API: added device sl-09 (streetlight, zone harbour at 52.3790,4.9000; key version 1)" in warnings
+    # Each names the caller's address, as a refused call's line does (never the token).
+    assert ("admin API: added device sl-09 (streetlight, zone harbour at 52.3790,4.9000; key version 1)"
+            " [from 127.0.0.1]" in warnings)
     assert ("admin API: replaced the key of device sl-09 (key version 2): the old key no longer works"
+            " [from 127.0.0.1]"
             in warnings)
     assert not any("sl-09" in w for w in warnings if "added" not in w and "replaced" not in w)  # unchanged: silent
 
@@ -239,7 +242,7 @@ async def test_retention_get_set_and_persist(client: TestClient, fleet: Fleet, t
                                 json={"kind": "bin", "field": "temp", "days": 30})
     assert resp.status == 200, await resp.text()
     # an admin change the quiet gateway records (WARNING), as device changes are
-    assert [r.getMessage() for r in caplog.records] == ["admin API: set the retention of bin.temp to 30 days"]
+    assert [r.getMessage() for r in caplog.records] == ["admin API: set the retention of bin.temp to 30 days [from 127.0.0.1]"]
     assert (await resp.json())["retention_days"]["bin"]["temp"] == 30
     assert fleet.retention.effective()[("bin", "temp")] == 30
     saved = json.loads((tmp_path / "gateway" / "retention.json").read_text())
@@ -469,8 +472,8 @@ async def test_admin_revocations_and_rotations_leave_a_warning_audit_line(
     assert (await client.post("/api/admin/devices/bin-01/rotate-key", headers=admin_headers())).status == 200
     assert (await client.post("/api/admin/devices/sl-02/revoke", headers=admin_headers())).status == 200
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "admin API: rotated the key of device bin-01 (key version 2)" in warnings
-    assert "admin API: revoked device sl-02" in warnings
+    assert "admin API: rotated the key of device bin-01 (key version 2) [from 127.0.0.1]" in warnings
+    assert "admin API: revoked device sl-02 [from 127.0.0.1]" in warnings
     registry = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "gateway.registry.devices"]
     assert registry == [("INFO", "rotated the key of device bin-01"), ("INFO", "revoked device sl-02")]
 
@@ -494,7 +497,8 @@ async def test_move_changes_the_registry_row_only_and_enrolling_keeps_refusing_s
     rec = fleet.registry.get("sl-01")
     assert (rec.zone, rec.lat, rec.lon, rec.key_version) == ("harbour", "52.3750", "4.9", version)
     assert fleet.registry.key("sl-01") == key  # never the key
-    assert "admin API: moved device sl-01 from zone centre at 52.3702,4.8952 to zone harbour at 52.3750,4.9" in [
+    assert ("admin API: moved device sl-01 from zone centre at 52.3702,4.8952 to zone harbour at 52.3750,4.9"
+            " [from 127.0.0.1]") in [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # The same place again: nothing to do. Zone left out: kept.
     resp = await client.post("/api/admin/devices/sl-01/move", headers=admin_headers(),
