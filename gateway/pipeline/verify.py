@@ -373,7 +373,7 @@ class Verifier:
         except RejectedReport as exc:
             exc.held = held  # authentic: what it says about the outbox still counts (ingest)
             raise
-        return Verified(frame=frame, device=device, key=key, record=record, held=held, coarsened=coarsened)
+        return Verified(frame, device, key, record, held, coarsened)  # positional: keywords cost ~0.3 µs per frame
 
     def _record(self, body: dict[str, Any], frame: Frame, device: DeviceRecord, raw: bytes, *, link: str,
                 now: float) -> ReportRecord:

@@ -33,6 +33,15 @@ class SerialDeframer:
         start = 0
         while True:
             idx = data.find(b"\x00", start)
+            if 0 < idx - start <= MAX_ENCODED and not self._buf and not self._overflow:
+                # A whole chunk inside ``data`` (the usual case): decoded from its slice, without the
+                # copies through the buffer. Anything else (a partial chunk, a dropped one) below.
+                try:
+                    out.append(cobs_decode(data[start:idx]))
+                except ProtocolError as exc:
+                    out.append(exc)
+                start = idx + 1
+                continue
             piece = data[start:] if idx < 0 else data[start:idx]
             if not self._overflow:
                 self._buf += piece
