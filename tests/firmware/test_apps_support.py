@@ -84,6 +84,7 @@ def pipeline(kind):
     try:
         import os
         os.remove("/ledger.json")
+        os.remove("/ledger.json.hw")
     except OSError:
         pass
     return pol, RecReporter(pol), Releaser(pol.fields, Ledger("/ledger.json", pol.day_budgets()))

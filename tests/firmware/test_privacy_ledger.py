@@ -88,6 +88,7 @@ def test_a_ledger_with_wrong_typed_values_fails_closed(flash_run: Callable[..., 
         f"for doc in {docs!r}:\n"
         f"    doc['day'] = {D // DAY}\n"
         "    atomic.write('/flash/l.json', json.dumps(doc).encode())\n"
+        "    atomic.remove('/flash/l.json.hw')  # each doc on a device of its own\n"
         "    L = Ledger('/flash/l.json', {'mot': 2000})\n"
         f"    print(L.spend('mot', 500, {D} + 100, {D}, {D} + 21600), L.remaining('mot', {D} + 100),"
         f" L.spend('mot', 500, {D} + {DAY}, {D} + {DAY}, {D} + {DAY} + 21600))\n"
@@ -224,3 +225,80 @@ def test_an_unreadable_ledger_fails_closed(flash_run: Callable[..., Any], tmp_pa
         "builtins.open = _open\n"
     )
     assert flash_run(code, flash).stdout.split() == ["0", "False", "True"]
+
+
+H6 = 6 * 3600
+
+
+def _spend_periods(flash_run: Callable[..., Any], flash: Path, calls: list[tuple[int, int]]) -> list[str]:
+    code = SETUP + "".join(f"print(L.spend('mot', 500, {t}, {s}, {s + H6}))\n" for t, s in calls)
+    return flash_run(code, flash).stdout.split()
+
+
+def _damage(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_ledger_and_a_clock_behind_reopen_nothing(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """Privacy audit F3, scenario A: the ledger is damaged and the clock is behind (an earlier day
+    than the latest granted). The high-water file (day and period ends, written before the ledger)
+    survives: every day up to the latest of it and today stays closed, and the periods released
+    are still refused when the clock is right again. Before, the fail-closed rule landed on the
+    wrong (earlier) day and the latest day and its periods were open again."""
+    flash = tmp_path / "flash"
+    day5 = D + 5 * DAY
+    assert _spend_periods(flash_run, flash, [(day5 + (i + 1) * H6 - 60, day5 + i * H6) for i in range(4)]) == ["True"] * 4
+    _damage(flash / "ledger.json")
+    assert _spend_periods(flash_run, flash, [(D + 2 * DAY + 100, D + 2 * DAY)]) == ["False"]
+    assert _spend_periods(flash_run, flash, [(D + 3 * DAY + 100, D + 3 * DAY)]) == ["False"]
+    assert _spend_periods(flash_run, flash, [(day5 + 4 * H6 - 20, day5 + i * H6) for i in range(4)]) == ["False"] * 4
+    # the day after: a fresh budget, and the periods released on day 5 are still refused
+    day6 = day5 + DAY
+    assert _spend_periods(flash_run, flash, [(day6 + 10, day5 + 3 * H6), (day6 + H6, day6)]) == ["False", "True"]
+
+
+def test_damage_found_on_a_later_day_closes_that_day(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """The fail-closed day is the later of the high-water day and today."""
+    flash = tmp_path / "flash"
+    assert _spend(flash_run, flash, [("mot", 500, D)]) == ["True"]
+    _damage(flash / "ledger.json")
+    assert _spend(flash_run, flash, [("mot", 1, D + 3 * DAY), ("mot", 1, D), ("mot", 1, D + 4 * DAY)]) == [
+        "False", "False", "True"]
+
+
+def test_a_deleted_ledger_fails_closed_while_the_high_water_file_is_there(flash_run: Callable[..., Any],
+                                                                           tmp_path: Path) -> None:
+    """Scenario B: the ledger file deleted (console access) with the high-water file left: the day
+    and its periods stay closed. Both deleted: only the residual today-is-fresh (a fresh device)."""
+    flash = tmp_path / "flash"
+    assert _spend_periods(flash_run, flash, [(D + (i + 1) * H6 - 60, D + i * H6) for i in range(4)]) == ["True"] * 4
+    (flash / "ledger.json").unlink()
+    assert _spend_periods(flash_run, flash, [(D + 4 * H6 - 30, D + i * H6) for i in range(4)]) == ["False"] * 4
+    assert _spend_periods(flash_run, flash, [(D + DAY + 10, D + 3 * H6), (D + DAY + H6, D + DAY)]) == ["False", "True"]
+    (flash / "ledger.json").unlink()
+    (flash / "ledger.json.hw").unlink()
+    assert _spend_periods(flash_run, flash, [(D + DAY + H6 + 10, D + DAY)]) == ["True"]
+
+
+def test_a_damaged_high_water_file_alone_changes_nothing(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """While the ledger is readable it alone decides; the next grant rewrites the high-water file.
+    A power loss after the high-water write and before the ledger's leaves the ledger in charge."""
+    flash = tmp_path / "flash"
+    assert _spend(flash_run, flash, [("mot", 500, D)]) == ["True"]
+    _damage(flash / "ledger.json.hw")
+    assert _spend(flash_run, flash, [("mot", 500, D + 10)]) == ["True"]
+    _damage(flash / "ledger.json")  # the rewritten high-water file still knows day D
+    assert _spend(flash_run, flash, [("mot", 1, D + 20), ("mot", 1, D + DAY)]) == ["False", "True"]
+    # power lost between the two writes of a grant on a later day: the ledger (day D+1) decides
+    code = SETUP + (
+        "from civic.store import atomic\n"
+        "def cut(path, payload, _w=atomic.write):\n"
+        "    _w(path, payload)\n"
+        "    if path.endswith('.hw'):\n        raise OSError(5)  # power loss\n"
+        "atomic.write = cut\n"
+        f"L.spend('mot', 500, {D + 2 * DAY})\n"
+    )
+    assert flash_run(code, flash, expect_error=True).error is not None
+    assert _spend(flash_run, flash, [("mot", 2000, D + 2 * DAY)]) == ["True"]

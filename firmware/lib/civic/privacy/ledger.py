@@ -8,13 +8,20 @@ has seen and what each field spent on it. Rules:
   written to flash *before* the caller may release anything);
 * a day earlier than the latest seen (RTC rolled back, or unset after power loss) is
   refused until the clock passes the latest seen day again;
-* a damaged ledger file fails closed: the current day counts as fully spent (damaged: a bad
-  checksum, or contents that are not what this module writes, e.g. a spend or period end that is
-  not an int >= 0);
+* a damaged or unreadable ledger file fails closed: every day up to the latest of today and the
+  high-water day (below) counts as fully spent (damaged: a bad checksum, a read error, or contents
+  that are not what this module writes, e.g. a spend or period end that is not an int >= 0);
 * a release names the period it covers: the ledger keeps, per field, the end of the last period
   released (in the same atomic write as the grant) and refuses a period that starts before it.
   A reset between a release and the app saving its own state, or a clock set back, cannot
   release one period twice with fresh noise.
+
+The high-water file (``path + ".hw"``) holds the latest day and the period ends again, written
+atomically *before* the ledger at every save: it is never behind the ledger. The ledger alone
+decides while it is readable; when it is damaged or missing but the high-water file survives, the
+fail-closed day is the later of the high-water day and today, and its period ends still refuse
+those periods. Only with both gone (or both damaged) does the fail-closed rule cover just the day
+the clock shows when the damage is found.
 """
 
 import json
@@ -22,6 +29,7 @@ import json
 from civic.store import atomic
 
 DAY_S = 86400
+HW_SUFFIX = ".hw"
 
 
 class BudgetError(ValueError):
@@ -67,22 +75,39 @@ class Ledger:
         self._day = -1
         self._spent = {}
         self._last = {}  # field -> end (unix s) of the last period released
+        state = self._read(path, True)
+        if state:
+            self._day = state["day"]
+            self._spent = state["spent"]
+            self._last = state["last"]
+            return
+        # ledger damaged (False) or missing (None); a missing one is damage too when the
+        # high-water file (written before it) is there
+        hw = self._read(path + HW_SUFFIX, False)
+        if state is None and hw is None:
+            return  # nothing ever written: a fresh ledger
+        self._corrupt = True
+        if hw:
+            self._day = hw["day"]
+            self._last = hw["last"]
+
+    @staticmethod
+    def _read(path, with_spent):
+        """The file's state (dict), None if absent, False if damaged or unreadable."""
         try:
             raw = atomic.read(path)
         except atomic.CorruptFile:
-            raw = None
-            self._corrupt = True
-        if raw is not None:
-            try:
-                state = json.loads(raw)
-                self._day = _int(state["day"])
-                self._spent = _ints(state["spent"])
-                self._last = _ints(state.get("last", {}))
-            except (ValueError, KeyError, TypeError):
-                self._corrupt = True
-                self._day = -1
-                self._spent = {}
-                self._last = {}
+            return False
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            state = {"day": _int(doc["day"]), "last": _ints(doc.get("last", {}))}
+            if with_spent:
+                state["spent"] = _ints(doc["spent"])
+            return state
+        except (ValueError, KeyError, TypeError):
+            return False
 
     @property
     def latest_day(self):
@@ -101,26 +126,30 @@ class Ledger:
             return False
         if day > self._day:
             self._day = day
-            if self._corrupt:
-                # fail closed: we cannot know what was spent today
-                self._spent = dict(self.budgets)
-                self._corrupt = False
-                self._save()
-            else:
-                self._spent = {}
+            self._spent = {}
         return True
 
+    def _close(self, day):
+        """Damaged ledger: count every day up to ``day`` or the high-water day as fully spent."""
+        # what was spent then is unknown; no grant was written after the high-water day
+        self._day = max(self._day, day)
+        self._spent = dict(self.budgets)
+        self._corrupt = False
+        self._save()
+
     def _save(self):
+        # the high-water file first: after a power loss between the two it is ahead, never behind
+        atomic.write(self.path + HW_SUFFIX, json.dumps({"day": self._day, "last": self._last}).encode())
         atomic.write(self.path, json.dumps({"day": self._day, "spent": self._spent, "last": self._last}).encode())
 
     def remaining(self, field, now_s):
         """Milli-epsilon ``field`` may still spend on the day of ``now_s`` (0 if refused)."""
         budget = self._budget(field)
         day = now_s // DAY_S
-        if day < self._day:
+        if day < self._day or self._corrupt:
             return 0
         if day > self._day:
-            return 0 if self._corrupt else budget
+            return budget
         return max(0, budget - self._spent.get(field, 0))
 
     def spend(self, field, milli, now_s, start=None, end=None):
@@ -142,6 +171,8 @@ class Ledger:
         budget = self._budget(field)
         if not isinstance(milli, int) or milli < 1:
             raise BudgetError(field, "amount must be an int >= 1 milli-epsilon")
+        if self._corrupt:
+            self._close(now_s // DAY_S)
         if start is not None and start < self._last.get(field, 0):
             self.refused += 1
             return False
