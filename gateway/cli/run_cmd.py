@@ -27,8 +27,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     run.add_argument("-v", "--verbose", dest="run_verbose", action="count", default=0,
                      help="more log detail (-vv gateway debug, -vvv debug of the libraries too), as civicedge -v")
     run.set_defaults(func=cmd_run)
-    init = sub.add_parser("init", help="write a commented example config")
-    init.add_argument("path", nargs="?", type=Path, default=Path("gateway.toml"), help="default: ./gateway.toml")
+    init = sub.add_parser("init", help="write a commented example config",
+                          description="Write a commented example config to PATH. Missing parent directories "
+                                      "are created (mode 0700, as the gateway's data directories).")
+    init.add_argument("path", nargs="?", type=Path, default=Path("gateway.toml"),
+                      help="default: ./gateway.toml; missing parent directories are created (0700)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=cmd_init)
 

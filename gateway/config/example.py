@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.private_dirs import mkdir_private
 
 EXAMPLE_CONFIG = '''\
 # civicedge gateway configuration. Every key is optional unless marked "required".
@@ -80,11 +81,14 @@ interval_s = 3600               # how often old field values are removed
 
 
 def write_example(path: Path, *, force: bool = False) -> None:
-    """Write the commented example config to ``path``.
+    """Write the commented example config to ``path``, creating its missing parent directories.
+
+    Missing parents are created 0700 like the gateway's data directories (the config's directory
+    usually holds its data directory and the admin token file too), as ``init`` tools do.
 
     Raises:
-        ConfigError: reason ``bad_path`` if ``path`` is a directory, the file exists (and not ``force``)
-            or cannot be written.
+        ConfigError: reason ``bad_path`` if ``path`` is a directory, the file exists (and not ``force``),
+            a parent cannot be created or the file cannot be written.
     """
     path = Path(path)
     if path.is_dir():  # with --force too: the write would only fail "Is a directory"
@@ -92,6 +96,12 @@ def write_example(path: Path, *, force: bool = False) -> None:
                           reason="bad_path", key="", path=path)
     if path.exists() and not force:
         raise ConfigError("%s already exists (use --force to overwrite)" % path, reason="bad_path", key="", path=path)
+    try:
+        mkdir_private(path.parent)
+    except OSError as exc:
+        raise ConfigError("cannot create the directory %s for %s: %s" % (exc.filename or path.parent, path.name,
+                                                                        exc.strerror), reason="bad_path", key="",
+                          path=path) from exc
     try:
         path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
     except OSError as exc:
