@@ -223,6 +223,12 @@ class Gateway:
         sockets = getattr(site._server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else http.port
         log.info("HTTP on %s (at most %d connections)", host_port(http.listen, self.http_port), cap)
+        if token is not None and not _loopback_only(http.listen):
+            # Once, at start: the bearer token would cross the network in clear text.
+            log.warning("the admin API is served over plain HTTP on %s, which other machines can reach: the admin "
+                        "token and admin calls cross the network unencrypted; put a TLS reverse proxy in front "
+                        "and listen on 127.0.0.1 (docs/gateway.md, Running as a service), or leave out [http] "
+                        "admin_token_file to disable the admin API", host_port(http.listen, self.http_port))
 
     def _health(self) -> list[str]:
         reasons = []
@@ -295,6 +301,23 @@ class Gateway:
         self.store.close()
         self.registry.close()
         log.info("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)
+
+
+def _loopback_only(listen: str) -> bool:
+    """True if ``[http] listen`` is reachable from this machine only (a loopback address or a name that
+    resolves to loopback addresses only); a wildcard (``0.0.0.0``, ``::``) or any other address is not."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(listen).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(listen, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def _cancelling() -> bool:
