@@ -100,6 +100,12 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
             field[key] = int(_need(spec, key, where))
         field["eps_per_release"] = format_milli(field["eps_per_release_milli"])
         field["eps_per_day"] = format_milli(field["eps_per_day_milli"])
+        # What one device can actually spend on a UTC day: the budget, or fewer releases' worth
+        # when the release period allows fewer (the lid's one daily release: ε 0.5, not the ε 2 budget).
+        field["releases_per_day"] = -(-86400 // period_s)
+        field["eps_per_day_max_milli"] = min(field["eps_per_day_milli"],
+                                             field["releases_per_day"] * field["eps_per_release_milli"])
+        field["eps_per_day_max"] = format_milli(field["eps_per_day_max_milli"])
         if "release_every_s" in spec:
             field["release_every_s"] = int(spec["release_every_s"])
         if "refractory_s" in spec:
@@ -160,14 +166,19 @@ def _e(value: object) -> str:
 
 def _field_row(f: Mapping[str, Any]) -> str:
     if f["release"] == "noisy_count":
+        n = int(f["releases_per_day"])
+        event = f"one counted event of the {f['source']}" if f["source"] else "one counted event"
         privacy = (
-            f"ε {_e(f['eps_per_release'])} per release, at most ε {_e(f['eps_per_day'])} per day; "
+            f"ε {_e(f['eps_per_release'])} per release, protecting {_e(event)}, not a person "
+            f"(someone counted m times: up to m × ε); "
+            f"at most ε {_e(f['eps_per_day_max'])} per day on one device "
+            f"({n} release{'s' if n != 1 else ''} a day) for someone counted once in every release; "
             f"noisy counts below k = {_e(f['k'])} are withheld"
         )
         if "release_every_s" in f:
             privacy += f"; released at most every {_e(format_duration(f['release_every_s']))}"
         if "refractory_s" in f:
-            privacy += f"; one event per {_e(f['refractory_s'])} s at most"
+            privacy += f"; one event per {_e(f['refractory_s'])} s at most (someone who stays is counted again after it)"
     else:
         privacy = "not about people" if not f["personal"] else "people-related"
         if "quantum" in f:
@@ -181,6 +192,27 @@ def _field_row(f: Mapping[str, Any]) -> str:
         f"<td>{_e(f['source'])}</td><td>{personal}</td><td>{_e(f['leaves_device'])}</td>"
         f'<td class="privacy">{privacy}</td><td class="kept">{kept}</td><td>{_e(f["purpose"])}</td></tr>'
     )
+
+
+def _epsilon_section(doc: Mapping[str, Any]) -> list[str]:
+    """What ε protects and how it adds up (only when some field is a noisy count)."""
+    noisy = [f for k in doc["kinds"] for f in k["fields"] if f["release"] == "noisy_count"]
+    if not noisy:
+        return []
+    eps = noisy[0]["eps_per_release_milli"]
+    sources = " or the ".join(dict.fromkeys(str(f["source"]) for f in noisy if f["source"]))
+    of = f" (one event of the {_e(sources)})" if sources else ""
+    return [
+        "<section id=\"epsilon\"><h2>What the privacy guarantee (ε) protects</h2>",
+        f"<p>A noisy count hides <strong>one counted event</strong>{of} in one release: with or without "
+        "that event, each published value is about "
+        "equally likely, within a factor of e<sup>ε</sup> (smaller ε, more noise). It protects an event, not a "
+        "person. Someone who stays triggers the sensor again and is counted again after its refractory "
+        "time (the 'one event per … s' below): m counted events of one person cost up to m × ε. "
+        "ε also adds up across releases and devices: someone counted once under each of 20 lamps is in "
+        f"20 releases, up to ε {_e(format_milli(20 * eps))} at ε {_e(format_milli(eps))} per release. "
+        "The per-day figures below are for one device.</p></section>",
+    ]
 
 
 def render_transparency_html(doc: Mapping[str, Any]) -> str:
@@ -197,6 +229,7 @@ def render_transparency_html(doc: Mapping[str, Any]) -> str:
     ]
     if doc.get("policy_version") is not None:
         parts.append(f"<p>Privacy policy version {_e(doc['policy_version'])}.</p>")
+    parts.extend(_epsilon_section(doc))
     for kind in doc["kinds"]:
         parts.append(f"<section class=\"kind\" id=\"kind-{_e(kind['kind'])}\"><h2>{_e(kind['title'])}</h2>")
         parts.append(f"<p>Measurements are summarised per window of {_e(format_duration(kind['window_s']))}.</p>")

@@ -40,7 +40,10 @@ def test_every_policy_field_is_on_the_page_with_its_parameters() -> None:
             assert f"{spec['retention_days']} days" in text
             if spec["release"] == "noisy_count":
                 assert f"ε {format_milli(spec['eps_per_release_milli'])} per release" in text
-                assert f"ε {format_milli(spec['eps_per_day_milli'])} per day" in text
+                # the real per-day maximum: the budget, or fewer releases' worth (the lid's one a day)
+                per_day = -(-86400 // spec.get("release_every_s", 86400))
+                most = min(spec["eps_per_day_milli"], per_day * spec["eps_per_release_milli"])
+                assert f"at most ε {format_milli(most)} per day" in text
                 assert f"k = {spec['k']}" in text
             if spec["report"] == "win" and "release_every_s" in spec:
                 # released once per its own period (6 h of passes), not per window: the page says so
@@ -85,6 +88,7 @@ def test_changing_the_policy_changes_the_page() -> None:
     assert before != after
     mot = re.search(r'<tr data-field="mot">(.*?)</tr>', after, re.S).group(1)
     assert "ε 0.25 per release" in mot and "ε 1 per day" in mot and "k = 8" in mot and "30 days" in mot
+    assert "at most ε 1 per day" in mot  # 4 releases of 0.25 = 1, the budget
     assert "university research lab" in after and "university research lab" not in before
     assert 'data-field="bat"' in before and 'data-field="bat"' not in after
     # Policy text is escaped, never injected as markup.
@@ -148,3 +152,33 @@ def test_retention_longer_than_the_policy_is_never_shown() -> None:
     doc = build_transparency(load_policy(), retention={"bin": {"temp": 9999}})
     temp = next(f for k in doc["kinds"] if k["kind"] == "bin" for f in k["fields"] if f["field"] == "temp")
     assert temp["retention_days"] == 90 and "policy_retention_days" not in temp
+
+
+def test_the_page_says_what_epsilon_protects_and_the_real_daily_maximum() -> None:
+    """Privacy audit F5: ε protects one counted event per release, not a person, and adds up over
+    a person's events and over devices; a field released once a day (lid, ε 0.5) shows ε 0.5 per
+    day, not its ε 2 budget."""
+    policy = copy.deepcopy(load_policy())
+    page = render_transparency_html(build_transparency(policy))
+    rows = {f: re.search(r'<tr data-field="%s">(.*?)</tr>' % f, page, re.S).group(1) for f in ("mot", "lid")}
+    assert "at most ε 0.5 per day" in rows["lid"] and "ε 2 per day" not in rows["lid"], rows["lid"]
+    assert "(1 release a day)" in rows["lid"]
+    assert "at most ε 2 per day" in rows["mot"] and "(4 releases a day)" in rows["mot"]
+    for row in rows.values():
+        assert "one counted event" in row and "not a person" in row and "m × ε" in row
+    assert "one counted event of the PIR motion sensor" in rows["mot"]
+    section = re.search(r'<section id="epsilon">(.*?)</section>', page, re.S)
+    assert section, "no section on what ε protects"
+    text = section.group(1)
+    assert "not a" in text and "person" in text and "20 releases, up to ε 10 at ε 0.5 per release" in text
+    assert "refractory" in text
+    # the maximum follows the policy: 12-hourly releases of ε 0.5 under a budget of ε 2 -> ε 1
+    policy["kinds"]["streetlight"]["fields"]["mot"]["release_every_s"] = 43200
+    doc = build_transparency(policy)
+    mot = next(f for k in doc["kinds"] for f in k["fields"] if f["field"] == "mot")
+    assert (mot["releases_per_day"], mot["eps_per_day_max"], mot["eps_per_day"]) == (2, "1", "2")
+    assert "at most ε 1 per day" in render_transparency_html(doc)
+    # a page without noisy fields has no ε section
+    for kind in policy["kinds"].values():
+        kind["fields"] = {n: f for n, f in kind["fields"].items() if f["release"] != "noisy_count"}
+    assert 'id="epsilon"' not in render_transparency_html(build_transparency(policy))
