@@ -308,7 +308,7 @@ class IngestService:
         if not self._accepting:
             log.info("not accepting (shutting down): frame from %s ignored, the device will resend", link.name)
             return
-        if self.backlog >= 2 * self.max_in_flight:
+        if self._outstanding + self._handling >= 2 * self.max_in_flight:  # self.backlog, without the call
             self._shed(link)
             return
         # Verified here, synchronously: a Task per frame was most of the ingest cost. Only frames that
@@ -316,8 +316,9 @@ class IngestService:
         verified = self._verify(raw, link)
         if verified is None:
             return
-        win = self._window(verified.frame.device_id)
-        seq = verified.frame.seq
+        frame = verified.frame
+        seq = frame.seq
+        win = self._window(frame.device_id)
         win.note_held(seq, verified.held)
         if (seq in win.pending or seq in win.recent or seq <= win.committed_hi
                 or seq <= win.accepted_hi - REPLAY_WINDOW):
@@ -328,14 +329,17 @@ class IngestService:
         # New report above everything committed: queue it; the writer ACKs once per device and link.
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
-        win.accepted_hi = max(win.accepted_hi, seq)
-        self._note_coarsened(verified)
+        if seq > win.accepted_hi:
+            win.accepted_hi = seq
+        if verified.coarsened:
+            self._note_coarsened(verified)
         self._queue.put_nowait((verified.record, fut, (verified, link)))
         if self._outstanding == 0:
             self._drained.clear()
             self._spawn(self._drained.wait())
         self._outstanding += 1
-        self._pressure()
+        if self._outstanding + self._handling >= self.max_in_flight or not self.room.is_set():
+            self._pressure()  # only then can it change anything (per-frame calls were measurable)
 
     @property
     def store_problem(self) -> str | None:
@@ -506,9 +510,9 @@ class IngestService:
         ack = self._advance_floor(dev, win)
         if ack > self._saved_floor.get(dev, 0):
             self._dirty_floors[dev] = ack
-        below = [s for s in win.pending if s <= ack]
-        if below:
-            ack = min(below) - 1  # an earlier report is still uncommitted: do not acknowledge past it
+        lowest = min(win.pending, default=ack + 1)
+        if lowest <= ack:
+            ack = lowest - 1  # an earlier report is still uncommitted: do not acknowledge past it
         if ack < 1:
             return
         frame = build_frame(FRAME_ACK, dev, ack, {"t": int(self._clock())}, verified.key, verified.frame.version)
@@ -709,20 +713,24 @@ class IngestService:
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
         fresh: list[tuple[ReportRecord, Link]] = []
         for rec, fut, ack in batch:
+            dev, seq = rec.device, rec.seq
             if ack is not None:
-                acks[(rec.device, ack[1].name)] = ack
-                if ack[1].fresh is not None:
-                    fresh.append((rec, ack[1]))
-            win = self._window(rec.device)
-            win.pending.pop(rec.seq, None)
-            win.recent.add(rec.seq)
-            if rec.seq > win.floor:
-                win.above.setdefault(rec.seq, now)
-            win.committed_hi = max(win.committed_hi, rec.seq)
+                link = ack[1]
+                acks[(dev, link.name)] = ack
+                if link.fresh is not None:
+                    fresh.append((rec, link))
+            win = self._window(dev)
+            win.pending.pop(seq, None)
+            recent = win.recent
+            recent.add(seq)
+            if seq > win.floor:
+                win.above.setdefault(seq, now)
+            if seq > win.committed_hi:
+                win.committed_hi = seq
             # keep the in-memory set bounded to the window
-            if len(win.recent) > 2 * REPLAY_WINDOW:
+            if len(recent) > 2 * REPLAY_WINDOW:
                 floor = win.committed_hi - REPLAY_WINDOW
-                win.recent = {s for s in win.recent if s > floor}
+                win.recent = {s for s in recent if s > floor}
             if not fut.done():
                 fut.set_result(None)
         if self._coarse_queued:
