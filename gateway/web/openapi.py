@@ -50,7 +50,9 @@ _OD_HEADERS = {
     "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content and the media type"),
     "Cache-Control": _hdr("`public, max-age=60`"),
     "Vary": _hdr("`Accept`: the media type follows the Accept header"),
-    "Last-Modified": _hdr("arrival of the newest report the answer is made of (absent when there is none)"),
+    "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, an open"
+                          " alarm's minute, a lamp change); CSV: the arrival of the newest report of the range;"
+                          " rounded down to the minute, never after Date (absent when there is none)"),
     "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set"),
 }
 _OD_304 = {"description": "not modified: If-None-Match names the current ETag (no body)", "headers": _OD_HEADERS}

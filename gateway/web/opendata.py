@@ -152,19 +152,25 @@ def _cache_headers(etag: str, last_modified: float | None) -> dict[str, str]:
 
     ``Vary: Accept``: the answer's media type depends on Accept, and a shared cache must not give a
     client asking for CSV or JSON-LD what another got for ``application/json``. ``Last-Modified`` is
-    an arrival time, which under a simulated clock ([sim_clock]) can be ahead of the wall clock: it
-    is never later than the wall clock's now (the ``Date`` the answer carries)."""
+    rounded down to the minute: a report's arrival to the second would date an alarm, sent at once,
+    finer than the device's minute rounding. It is never later than the wall clock's now (the
+    ``Date`` the answer carries; under a simulated clock, [sim_clock], times can be ahead of it)."""
     headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Vary": "Accept"}
     if last_modified is not None:
-        headers["Last-Modified"] = _http_date(min(last_modified, time.time()))
+        ts = int(min(last_modified, time.time()))
+        headers["Last-Modified"] = _http_date(ts - ts % 60)
     return headers
 
 
 def _last_modified(devices: Sequence[DeviceView]) -> float | None:
-    """When the newest report of these devices arrived (the answer made of them cannot be newer), None
-    when none reported; taken from the fleet snapshot the answer is made of, so no store read."""
-    seen = [d.last_seen for d in devices if d.last_seen is not None]
-    return float(max(seen)) if seen else None
+    """The newest time the answer made of ``devices`` shows: the end of a value's period (its
+    ``observedAt``), an open alarm's minute or a lamp change; None when there is none. Not the
+    arrival time of a report (a public arrival time dates an alarm to the second); taken from the
+    fleet snapshot the answer is made of, so no store read."""
+    times = [t for d in devices for t in d.latest_at.values()]
+    times += [a.at for d in devices for a in d.alarms]
+    times += [d.lamp_changed_at for d in devices if d.lamp_changed_at is not None]
+    return float(max(times)) if times else None
 
 
 async def _json_answer(request: web.Request, data: Any, content_type: str, *,
@@ -250,7 +256,8 @@ async def entities(request: web.Request) -> web.Response:
     media = _ld_content_type(request)
     devices = await ctx.fleet.devices()
     items = ngsi.entities(devices, key_values=_options(request), entity_types=etypes)
-    return await _json_answer(request, items, media, last_modified=_last_modified(devices))
+    shown = [d for d in ngsi.publishable(devices) if etypes is None or ngsi.ENTITY_TYPE_BY_KIND[d.kind] in etypes]
+    return await _json_answer(request, items, media, last_modified=_last_modified(shown))
 
 
 @ROUTES.get("/opendata/ngsi-ld/v1/entities/{entity_id}")
@@ -264,7 +271,7 @@ async def entity(request: web.Request) -> web.Response:
     for dev in ngsi.publishable(devices):
         if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
             return await _json_answer(request, ngsi.device_entity(dev, key_values=_options(request)), media,
-                                      last_modified=_last_modified(devices))
+                                      last_modified=_last_modified([dev]))
     raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
 
 
@@ -416,4 +423,4 @@ async def devices_geojson(request: web.Request) -> web.Response:
     devices = await ctx_of(request).fleet.devices()
     doc = export.devices_geojson(devices)
     doc.update(meta_of(request).as_json())
-    return await _json_answer(request, doc, media, last_modified=_last_modified(devices))
+    return await _json_answer(request, doc, media, last_modified=_last_modified(ngsi.publishable(devices)))
