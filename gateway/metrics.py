@@ -6,6 +6,8 @@ import functools
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gateway.version import gateway_version
+
 REJECTION_REASONS = (
     "oversize", "cobs", "fragment", "version", "malformed", "body", "unknown_device", "revoked", "hmac",
     "replay", "policy", "kind", "type",
@@ -41,7 +43,6 @@ class GatewayMetrics:
 
     def __init__(self, gateway_id: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = {"gateway": gateway_id}
         r = self.registry
         # cached: labels() takes a lock and builds a key on every call, once per received frame
         self.reports_in = functools.lru_cache(maxsize=16)(
@@ -85,8 +86,9 @@ class GatewayMetrics:
         self.ack_gap_waits = Counter(
             "civicedge_ack_gap_waits", "Seq gaps the device still held after ack_gap_hold_s (ACKs wait for them)",
             registry=r)
-        self.info = Gauge("civicedge_gateway_info", "Gateway identity", ["gateway"], registry=r)
-        self.info.labels(**labels).set(1)
+        self.info = Gauge("civicedge_gateway_info", "Gateway identity and the civicedge version it runs",
+                          ["gateway", "version"], registry=r)
+        self.info.labels(gateway_id, gateway_version()).set(1)
 
     def reject(self, reason: str) -> None:
         """Count one rejection."""

@@ -34,6 +34,7 @@ from gateway.storage.store import ReportStore
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
 from gateway.upstream.mqtt import HEALTH_STALLED, MqttUpstream, encode_report
+from gateway.version import gateway_version
 from gateway.web.hosts import host_port
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,8 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._watch_store(), name="store-watch"))
         if self.config.http is not None:
             await self._start_web()
-        log.info("gateway %s running: %d serial port(s), BLE %s, upstream %s, store %s", self.config.id,
-                    len(self.config.serial), "on" if self.config.ble.enabled else "off",
+        log.info("gateway %s running (civicedge %s): %d serial port(s), BLE %s, upstream %s, store %s",
+                 self.config.id, gateway_version(), len(self.config.serial), "on" if self.config.ble.enabled else "off",
                     "%s:%d" % (self.config.mqtt.host, self.config.mqtt.port) if self.config.mqtt else "none",
                     self.config.storage.path)
 

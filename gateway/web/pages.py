@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.version import gateway_version
 from gateway.web import params
 from gateway.web.context import WebContext, ctx_of, json_response
 from gateway.web.errors import Unavailable
@@ -106,7 +107,8 @@ def _names_link(reason: str, link: str) -> bool:
 
 @ROUTES.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """``{"status": "ok"|"degraded", "reasons": [...]}``; 200 when ok, 503 when degraded."""
+    """``{"status": "ok"|"degraded", "reasons": [...], "checks": {...}, "time": T, "version": V}``; 200 when ok,
+    503 when degraded."""
     ctx = ctx_of(request)
     params.reject_unknown(request.query, ())
     reasons: list[str] = []
@@ -138,6 +140,6 @@ async def healthz(request: web.Request) -> web.Response:
     reasons.extend(probe_reasons)
     status = "degraded" if reasons else "ok"
     return json_response(
-        {"status": status, "reasons": reasons, "checks": checks, "time": ctx.now()},
+        {"status": status, "reasons": reasons, "checks": checks, "time": ctx.now(), "version": gateway_version()},
         status=503 if reasons else 200,
     )

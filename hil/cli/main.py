@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from gateway.version import gateway_version
+
 # (module, description) — each module defines register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
     "hil.cli.demo_cmd",          # civicedge demo
@@ -49,7 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         register: Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None] = getattr(module, "register")
         register(sub)
+    _add_version(parser, "civicedge " + gateway_version())
     return parser
+
+
+def _add_version(parser: argparse.ArgumentParser, text: str) -> None:
+    """Give ``parser`` and every subcommand under it ``--version``: ``civicedge gateway run --version``
+    answers as ``civicedge --version`` does (the installed distribution's version)."""
+    if not any("--version" in action.option_strings for action in parser._actions):
+        parser.add_argument("--version", action="version", version=text,
+                            help="print the civicedge version and exit")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _add_version(child, text)
 
 
 def configure_logging(verbosity: int) -> None:
