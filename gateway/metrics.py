@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 from gateway.version import gateway_version
 
@@ -15,6 +19,19 @@ REJECTION_REASONS = (
 # Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no
 # longer registered, or its key is no longer the one the link authenticated with.
 BLE_DEAUTHORIZED_REASONS = ("revoked", "unknown_device", "key_changed")
+
+
+class _CommitCounter(Counter):
+    """``civicedge_reports_stored``: ingest counts it after every successful commit (with 0 when a batch
+    held only re-sent reports), so each count also stamps :attr:`GatewayMetrics.last_commit`."""
+
+    on_count: Callable[[], None] | None = None
+
+    def inc(self, amount: float = 1, exemplar: Any = None) -> None:
+        """Count ``amount`` stored reports and note that a commit succeeded now."""
+        super().inc(amount, exemplar)
+        if self.on_count is not None:
+            self.on_count()
 
 
 class GatewayMetrics:
@@ -47,7 +64,11 @@ class GatewayMetrics:
         # cached: labels() takes a lock and builds a key on every call, once per received frame
         self.reports_in = functools.lru_cache(maxsize=16)(
             Counter("civicedge_reports_in", "Frames received from devices", ["link_type"], registry=r).labels)
-        self.reports_stored = Counter("civicedge_reports_stored", "Reports committed to storage", registry=r)
+        self.reports_stored = _CommitCounter("civicedge_reports_stored", "Reports committed to storage", registry=r)
+        self.last_commit = Gauge("civicedge_last_commit_timestamp_seconds",
+                                 "Unix time of the last successful commit of received reports (0: none since start)",
+                                 registry=r)
+        self.reports_stored.on_count = self.last_commit.set_to_current_time
         self.duplicates = Counter("civicedge_reports_duplicate", "Retransmitted reports re-acknowledged", registry=r)
         self.duplicate_windows = Counter(
             "civicedge_reports_duplicate_window",
@@ -89,6 +110,39 @@ class GatewayMetrics:
         self.info = Gauge("civicedge_gateway_info", "Gateway identity and the civicedge version it runs",
                           ["gateway", "version"], registry=r)
         self.info.labels(gateway_id, gateway_version()).set(1)
+        # process_resident_memory_bytes, process_open_fds, process_max_fds, process_start_time_seconds,
+        # process_cpu_seconds_total, process_virtual_memory_bytes (from /proc/self; none where it is absent).
+        ProcessCollector(registry=r)
+
+    def watch_store(self, path: Path) -> None:
+        """Expose the size of the report store at ``path`` and the free space of its file system, read
+        at each scrape: ``civicedge_store_size_bytes`` (the database and its write-ahead log) and
+        ``civicedge_store_disk_free_bytes`` (what the gateway's user may still write there). NaN while
+        they cannot be read (the store's directory gone)."""
+        wal = path.with_name(path.name + "-wal")
+
+        def size() -> float:
+            total = 0
+            for file in (path, wal):
+                try:
+                    total += os.stat(file).st_size
+                except FileNotFoundError:
+                    continue  # no WAL between a checkpoint and the next write
+                except OSError:
+                    return math.nan
+            return float(total)
+
+        def free() -> float:
+            try:
+                st = os.statvfs(path.parent)
+            except OSError:
+                return math.nan
+            return float(st.f_bavail * st.f_frsize)
+
+        Gauge("civicedge_store_size_bytes", "Bytes of the report store's database file and its write-ahead log",
+              registry=self.registry).set_function(size)
+        Gauge("civicedge_store_disk_free_bytes", "Bytes free for the gateway on the report store's file system",
+              registry=self.registry).set_function(free)
 
     def reject(self, reason: str) -> None:
         """Count one rejection."""

@@ -74,6 +74,7 @@ class Gateway:
         self.config = config
         self.policy = policy if policy is not None else load_policy()
         self.metrics = GatewayMetrics(config.id)
+        self.metrics.watch_store(config.storage.path)  # its size and free disk, read at each scrape
         self.registry = Registry(config.registry_dir)
         encoder = encode_report(config.mqtt.topic_prefix, config.id) if config.mqtt else None
         self.store = ReportStore(
@@ -204,7 +205,7 @@ class Gateway:
         self._queries = ReportQueries(self.config.storage.path)
         app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
-                         health_checks=[self._health], clock=self.clock,
+                         health_checks=[self._health], clock=self.clock, ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen),
                          extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock),
                          open_data=OpenDataMeta(licence=self.config.open_data_licence,

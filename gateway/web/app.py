@@ -252,6 +252,7 @@ def build_app(
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     allowed_hosts: Iterable[str] = (),
     open_data: opendata.OpenDataMeta | None = None,
+    ble_enabled: bool | None = None,
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
 
@@ -270,11 +271,14 @@ def build_app(
         allowed_hosts: host names served besides IP literals, ``localhost`` and this machine's
             own names (``[http] allowed_hosts``); other ``Host`` headers get 400 ``host_not_allowed``.
         open_data: licence and publisher of the open data (``[opendata]``); both "not set" when None.
+        ble_enabled: whether the gateway runs a BLE link (``[ble] enabled``); when False ``/healthz``
+            says ``"ble": "disabled"`` instead of a ``ble_connected`` count. None: not known.
     """
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         token=AdminToken(admin_token), health_checks=tuple(health_checks), clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, hosts=HostAllowlist(allowed_hosts),
+        ble_enabled=ble_enabled,
     )
     # Connection limits travel with the app (handler_args override the runner's arguments), so
     # they hold under any AppRunner: idle keep-alive closed, small header limits, no access log
@@ -315,6 +319,7 @@ def create_app(
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     allowed_hosts: Iterable[str] = (),
     open_data: opendata.OpenDataMeta | None = None,
+    ble_enabled: bool | None = None,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -337,6 +342,7 @@ def create_app(
             own names (``[http] allowed_hosts``).
         open_data: licence and publisher of the open data (``[opendata]`` of the config); both
             "not set" when None.
+        ble_enabled: ``[ble] enabled`` of the gateway (False: ``/healthz`` says BLE is disabled).
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -350,7 +356,7 @@ def create_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         admin_token=admin_token, health_checks=health_checks, extra_routes=extra_routes, clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
-        allowed_hosts=allowed_hosts, open_data=open_data,
+        allowed_hosts=allowed_hosts, open_data=open_data, ble_enabled=ble_enabled,
     )
 
     async def stop_store_reads(_app: web.Application) -> None:

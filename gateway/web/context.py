@@ -29,6 +29,7 @@ class WebContext:
     max_body_bytes: int
     body_timeout_s: float
     hosts: HostAllowlist
+    ble_enabled: bool | None = None  # [ble] enabled of the gateway; None when not known (no gateway)
 
     def now(self) -> int:
         """Current unix seconds from the app's clock."""

@@ -93,8 +93,10 @@ def _metric_checks(ctx: WebContext) -> tuple[list[str], dict[str, Any]]:
                     reasons.append(name)
             elif sample.name.endswith("outbox_depth"):
                 figures["outbox_depth"] = sample.value
-            elif sample.name.endswith("ble_connected"):
+            elif sample.name.endswith("ble_connected") and ctx.ble_enabled is not False:
                 figures["ble_connected"] = sample.value
+    if ctx.ble_enabled is False:
+        figures["ble"] = "disabled"  # no BLE link runs: a count of 0 connections would say nothing
     if links:
         figures["links"] = links
     return reasons, figures
