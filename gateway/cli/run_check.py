@@ -25,14 +25,10 @@ from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.storage.sqlite_uri import read_only_uri
 from gateway.storage.store import check_store_free, store_writer
+from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
 from gateway.web.hosts import host_port
 
 RETENTION_FILE = "retention.json"
-
-# A report store has these tables (gateway/storage/schema.py); a database holding tables but none of
-# these belongs to something else.
-_STORE_TABLES = frozenset({"meta", "reports", "outbox", "chain"})
-
 
 def store_holder(path: Path) -> str | None:
     """The pid of the gateway that holds the store at ``path`` (None when none does).
@@ -53,37 +49,22 @@ def store_holder(path: Path) -> str | None:
 
 
 def check_store_file(path: Path, *, running: bool = True) -> str:
-    """Open the store read-only (nothing created, nothing migrated) and say what ``run`` will find.
+    """Say what ``run`` will find at the store ``path``: the check the store itself makes before it
+    changes anything (:func:`gateway.storage.store_kind.store_kind`), so both refuse alike.
 
     ``running`` False says no gateway holds the store (:func:`store_holder` is None): the file is
-    then read ``immutable=1`` (see :func:`_check_uri`), so the check leaves no ``-wal``/``-shm``
-    behind. True (the default, when unknown) opens it as any reader does.
+    then read ``immutable=1``, so the check leaves no ``-wal``/``-shm`` behind. True (the default,
+    when unknown) opens it as any reader does.
 
     Raises:
         StorageError: reason ``open_failed`` when the file is not an SQLite database (or cannot be
             read), ``not_a_store`` when it is a database of something else.
     """
-    if not path.exists():
+    kind = store_kind(path, running=running)  # the same check, and error, as the store's own open
+    if kind == ABSENT:
         return "no store yet: created at start"
-    if path.is_dir():
-        raise StorageError("report store %s is a directory; [storage] path names the database file" % path,
-                           reason="open_failed")
-    try:
-        conn = sqlite3.connect(_check_uri(path, running), uri=True)
-        try:
-            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise StorageError("cannot open report store %s: %s (SQLite): it is not a report store, or is damaged; "
-                           "move it aside and restore the last backup (docs/gateway.md, Backups), or give "
-                           "[storage] path another file" % (path, exc), reason="open_failed") from exc
-    if not tables:
+    if kind == EMPTY:
         return "empty database: initialised at start"
-    if not tables & _STORE_TABLES:
-        raise StorageError("%s is an SQLite database but not a civicedge report store (its tables: %s); give "
-                           "[storage] path the gateway's own file" % (path, ", ".join(sorted(tables)[:5])),
-                           reason="not_a_store")
     return "readable"
 
 
@@ -135,7 +116,7 @@ def read_schema_version(path: Path) -> int | None:
     finally:
         conn.close()
     if found is not None and found > SCHEMA_VERSION:
-        raise too_new(found)
+        raise too_new(found, path)
     return found
 
 

@@ -134,7 +134,7 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     if found is not None and found > SCHEMA_VERSION:
         # Writing to it would record the older version over the newer one and hand the newer
         # gateway a store it believes it migrated; leave it untouched.
-        raise too_new(found)
+        raise too_new(found, _main_file(conn))
     _migrate_v1(conn)
     # Version 2 -> 3 only adds window_duplicates (CREATE ... IF NOT EXISTS below). Releases a version 2
     # gateway stored twice for one period stay as they are: nothing is deleted.
@@ -174,11 +174,12 @@ def _main_file(conn: sqlite3.Connection) -> str:
     return "(unknown)"
 
 
-def too_new(found: int) -> StorageError:
-    """The ``schema_too_new`` error for a store of schema version ``found``."""
-    return StorageError("the report store has schema version %d, newer than this gateway's %d: it was written "
-                        "by a newer civicedge gateway; run that version (or a newer one), not this one"
-                        % (found, SCHEMA_VERSION), reason="schema_too_new")
+def too_new(found: int, path: object) -> StorageError:
+    """The ``schema_too_new`` error for the store at ``path`` of schema version ``found``."""
+    return StorageError("the report store %s has schema version %d, newer than this gateway's %d: it was written "
+                        "by a newer civicedge gateway; run that version (or a newer one) on it, or give this one "
+                        "another [storage] path; the store was left unchanged" % (path, found, SCHEMA_VERSION),
+                        reason="schema_too_new")
 
 
 def stored_version(conn: sqlite3.Connection) -> int | None:

@@ -1,0 +1,127 @@
+"""What the file at ``[storage] path`` is, found without changing it: the one check ``gateway run``
+(:class:`gateway.storage.store.ReportStore`) and ``run --check`` make before they touch a store.
+
+The store writes its tables into any SQLite database it opens, switches it to WAL, makes it
+owner-only and puts its ``.lock`` beside it; a ``[storage] path`` that names another program's
+database (the device registry's ``devices.sqlite``) or a file that is no database at all (a text
+file) must be refused before any of that, with the same reason and message whichever command finds it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+from gateway.errors import StorageError
+
+# The first 16 bytes of every SQLite 3 database file (https://www.sqlite.org/fileformat.html, 1.3).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+ABSENT = "absent"  # no file: the store creates it
+EMPTY = "empty"  # a 0-byte file or a database without tables: the store initialises it
+STORE = "store"  # a civicedge report store (any schema version; too new is refused by the schema check)
+
+
+def store_kind(path: Path, *, running: bool = False) -> str:
+    """Say what ``path`` is for a report store: :data:`ABSENT`, :data:`EMPTY` or :data:`STORE`.
+
+    Reads only: the first bytes of the file, then its table names through an ``immutable`` read-only
+    open (no ``-wal``, ``-shm`` or journal is created). A database without tables in its main file but
+    with a ``-wal`` that has content (a gateway killed right after creating the store) is read again as
+    any reader reads it, since its tables may be in the ``-wal`` only. ``running`` True (a gateway holds
+    the store) reads it that way at once: its main file changes under an immutable read.
+
+    A report store has a ``meta`` table recording ``schema_version`` (every schema version has one),
+    or, from a first start interrupted before that row was written, its ``reports`` and ``chain`` tables.
+
+    Raises:
+        StorageError: reason ``open_failed`` when ``path`` is a directory or another non-regular file,
+            cannot be read, is not an SQLite database (does not start with its header) or SQLite cannot
+            read it; ``not_a_store`` when it is a database with tables that is not a report store.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ABSENT
+    except OSError as exc:
+        raise StorageError("cannot open report store %s: %s" % (path, exc.strerror or exc), reason="open_failed") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise StorageError("report store %s is a directory; [storage] path names the database file" % path,
+                           reason="open_failed")
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError("report store %s is not a regular file (a device, pipe or socket); [storage] path names "
+                           "the database file" % path, reason="open_failed")
+    if st.st_size == 0:
+        return EMPTY
+    try:
+        # O_NONBLOCK: a file swapped for a FIFO since the stat does not hang the start
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            head = os.read(fd, len(SQLITE_HEADER))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError("cannot open report store %s: %s" % (path, exc.strerror or exc), reason="open_failed") from exc
+    if head != SQLITE_HEADER:
+        raise StorageError("report store %s is not a database (not an SQLite file: it does not start with the SQLite "
+                           "header); nothing was changed: give [storage] path the gateway's report store, or a name "
+                           "where none exists yet (it is created there)" % path, reason="open_failed")
+    immutable = not running
+    tables = _tables(path, immutable=immutable)
+    if not tables and immutable and _wal_has_content(path):
+        immutable = False
+        tables = _tables(path, immutable=False)
+    if not tables:
+        return EMPTY
+    if _has_marker(path, tables, immutable=immutable):
+        return STORE
+    raise StorageError("%s is an SQLite database but not a civicedge report store (its tables: %s; no schema_version "
+                       "in a meta table); nothing was changed: give [storage] path the gateway's own file"
+                       % (path, ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")),
+                       reason="not_a_store")
+
+
+def _uri(path: Path, immutable: bool) -> str:
+    """A read-only URI of ``path`` (``as_uri`` escapes ``?`` and ``#`` in the name)."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    return uri + "&immutable=1" if immutable else uri
+
+
+def _read(path: Path, immutable: bool, sql: str) -> list[tuple[object, ...]]:
+    """Rows of ``sql`` on ``path`` opened read-only; an SQLite error is an ``open_failed`` StorageError."""
+    try:
+        conn = sqlite3.connect(_uri(path, immutable), uri=True)
+        try:
+            return list(conn.execute(sql).fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError("cannot open report store %s: %s (SQLite): it is not a report store, or is damaged; "
+                           "move it aside and restore the last backup (docs/gateway.md, Backups), or give "
+                           "[storage] path another file" % (path, exc), reason="open_failed") from exc
+
+
+def _tables(path: Path, *, immutable: bool) -> set[str]:
+    return {str(r[0]) for r in _read(path, immutable, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _has_marker(path: Path, tables: set[str], *, immutable: bool) -> bool:
+    """True for a report store: ``meta`` records ``schema_version``, or ``reports`` and ``chain`` exist."""
+    if {"reports", "chain"} <= tables:
+        return True
+    if "meta" not in tables:
+        return False
+    try:
+        rows = _read(path, immutable, "SELECT 1 FROM meta WHERE key = 'schema_version'")
+    except StorageError:  # a meta table of another program, without a key column
+        return False
+    return bool(rows)
+
+
+def _wal_has_content(path: Path) -> bool:
+    try:
+        return os.stat(path.with_name(path.name + "-wal")).st_size > 0
+    except OSError:
+        return False
