@@ -197,14 +197,17 @@ class Gateway:
             return
         token = None
         if http.admin_token_file is not None:
-            token = http.admin_token_file.read_text(encoding="utf-8").strip() or None
+            from gateway.config.loader import read_admin_token
+
+            token = read_admin_token(http.admin_token_file)  # checked again: it may have changed since the load
         self._retention_source = RetentionSettings(self.policy, path=self.config.data_dir / "retention.json",
                                                    overrides=self.config.retention_overrides)
         from gateway.routes.web import routes_for_gateway  # GET /api/routes/plan, [routes] of the config
 
         self._queries = ReportQueries(self.config.storage.path)
         app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
-                         metrics_registry=self.metrics.registry, admin_token=token, retention=self._retention_source,
+                         metrics_registry=self.metrics.registry, admin_token=token,
+                         admin_token_file=http.admin_token_file, retention=self._retention_source,
                          health_checks=[self._health], clock=self.clock, ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen),
                          extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock),

@@ -619,33 +619,52 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
                         " admin endpoints)", "bad_value")
     if token_file is not None:
         token_path = base / Path(token_file).expanduser()
-        try:
-            token = token_path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError as exc:
-            raise sec.error("http.admin_token_file", "http.admin_token_file %s does not exist" % token_path,
-                            "bad_path") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s" % (token_path, why),
-                            "bad_path") from exc
-        _check_owner_only(sec, "http.admin_token_file", token_path)
-        if len(token) < MIN_TOKEN_LEN:
-            raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
-                            % (token_path, MIN_TOKEN_LEN), "bad_value")
-        if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
-            # Clients send it in an HTTP header: a second line or a space in it could never match.
-            raise sec.error("http.admin_token_file", "the admin token in %s must be one line of printable ASCII "
-                            "without spaces (clients send it in an HTTP header)" % token_path, "bad_value")
-        placeholder = token_placeholder(token)
-        if placeholder is not None:
-            raise sec.error("http.admin_token_file", "the admin token in %s %s: it looks like a placeholder; make a"
-                            " random one, e.g. openssl rand -hex 32" % (token_path, placeholder), "bad_value")
+        _admin_token_of(sec, token_path)
     listen = sec.get("listen", str, "127.0.0.1")
     _check_listen(sec, listen, resolve=enabled)
     cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),
                      admin_token_file=token_path, allowed_hosts=_parse_allowed_hosts(sec),
                      max_connections=sec.number("max_connections", int, 256, 8, 1_000_000))
     return cfg if enabled else None
+
+
+def read_admin_token(path: Path) -> str:
+    """The admin token in ``path``, checked as at load: readable UTF-8, owner-only, at least
+    :data:`MIN_TOKEN_LEN` printable ASCII characters without spaces, not a placeholder. The web
+    surface uses it to take a replaced token file while the gateway runs.
+
+    Raises:
+        ConfigError: key ``http.admin_token_file``; reason ``bad_path`` (missing, unreadable, not UTF-8,
+            readable by other users) or ``bad_value`` (too short, not one printable line, a placeholder).
+            The message names the file, never the token.
+    """
+    return _admin_token_of(_Section({}, "http", None, ()), path)
+
+
+def _admin_token_of(sec: _Section, token_path: Path) -> str:
+    """:func:`read_admin_token`, with errors located in ``sec``'s config file."""
+    try:
+        token = token_path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError as exc:
+        raise sec.error("http.admin_token_file", "http.admin_token_file %s does not exist" % token_path,
+                        "bad_path") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s" % (token_path, why),
+                        "bad_path") from exc
+    _check_owner_only(sec, "http.admin_token_file", token_path)
+    if len(token) < MIN_TOKEN_LEN:
+        raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
+                        % (token_path, MIN_TOKEN_LEN), "bad_value")
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        # Clients send it in an HTTP header: a second line or a space in it could never match.
+        raise sec.error("http.admin_token_file", "the admin token in %s must be one line of printable ASCII "
+                        "without spaces (clients send it in an HTTP header)" % token_path, "bad_value")
+    placeholder = token_placeholder(token)
+    if placeholder is not None:
+        raise sec.error("http.admin_token_file", "the admin token in %s %s: it looks like a placeholder; make a"
+                        " random one, e.g. openssl rand -hex 32" % (token_path, placeholder), "bad_value")
+    return token
 
 
 def token_placeholder(token: str) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
@@ -252,6 +253,7 @@ def build_app(
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     allowed_hosts: Iterable[str] = (),
     open_data: opendata.OpenDataMeta | None = None,
+    admin_token_file: Path | None = None,
     ble_enabled: bool | None = None,
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
@@ -262,6 +264,8 @@ def build_app(
         policy: the privacy policy dict (``firmware/policy.json``).
         metrics_registry: the gateway's ``prometheus_client.CollectorRegistry`` (None: /metrics 503).
         admin_token: the admin bearer token, or None to refuse every admin call.
+        admin_token_file: the file ``admin_token`` was read from: a usable token written there later
+            replaces it without a restart (:class:`gateway.web.auth.AdminToken`).
         health_checks: callables returning degradation reasons (empty list = healthy).
         extra_routes: more route definitions to mount (e.g. the collection-plan endpoint).
         clock: unix-seconds clock (tests pass a fixed one).
@@ -276,7 +280,7 @@ def build_app(
     """
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
-        token=AdminToken(admin_token), health_checks=tuple(health_checks), clock=clock,
+        token=AdminToken(admin_token, path=admin_token_file), health_checks=tuple(health_checks), clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, hosts=HostAllowlist(allowed_hosts),
         ble_enabled=ble_enabled,
     )
@@ -319,6 +323,7 @@ def create_app(
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     allowed_hosts: Iterable[str] = (),
     open_data: opendata.OpenDataMeta | None = None,
+    admin_token_file: Path | None = None,
     ble_enabled: bool | None = None,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
@@ -330,6 +335,8 @@ def create_app(
         policy: the privacy policy dict.
         metrics_registry: the gateway's prometheus ``CollectorRegistry``.
         admin_token: admin bearer token (from the ``[http]`` admin token file), or None.
+        admin_token_file: that file: a new usable token written there replaces the old one while
+            the gateway runs (an unusable one keeps the old one, with an ERROR and a ``/healthz`` reason).
         retention: retention settings the admin API changes; pass the same object to the
             gateway's retention task (``retention.effective()``). In-memory when None.
         health_checks: callables returning degradation reasons for ``/healthz``.
@@ -354,7 +361,8 @@ def create_app(
              if registry is not None else None)
     app = build_app(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
-        admin_token=admin_token, health_checks=health_checks, extra_routes=extra_routes, clock=clock,
+        admin_token=admin_token, admin_token_file=admin_token_file, health_checks=health_checks,
+        extra_routes=extra_routes, clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
         allowed_hosts=allowed_hosts, open_data=open_data, ble_enabled=ble_enabled,
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
 
-from gateway.config.loader import token_placeholder
+from gateway.config.loader import read_admin_token, token_placeholder
+from gateway.errors import ConfigError
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web.errors import Unauthorized
 from gateway.web.logsafe import shown_path
@@ -18,6 +21,11 @@ logger = logging.getLogger(__name__)
 
 MIN_TOKEN_CHARS = 16
 REFUSED_LOG_EVERY_S = 10.0
+# The admin token file is looked at (one stat) at most this often, on an admin call or /healthz.
+TOKEN_RECHECK_S = 1.0
+# A changed token file is read once it has not changed for this long: an editor or `echo > file`
+# writing it in place is not caught half-written (which would be refused as unusable).
+TOKEN_SETTLE_S = 1.0
 
 
 def token_problem(token: str) -> str | None:
@@ -32,6 +40,11 @@ def token_problem(token: str) -> str | None:
     return None
 
 
+def _file_state(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a replaced or rewritten file (also a chmod: the change time)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class AdminToken:
     """Holds the admin token and checks ``Authorization: Bearer <token>`` headers.
 
@@ -40,18 +53,80 @@ class AdminToken:
     WARNING (remote address, path, reason; never the presented token), at most one line per
     :data:`REFUSED_LOG_EVERY_S` counting the others, so guessing is visible without flooding the log.
 
+    With ``path`` (the ``[http] admin_token_file``), a token file replaced or rewritten while the
+    gateway runs is taken without a restart: the file is stat'ed at most every :data:`TOKEN_RECHECK_S`
+    (on an admin call or a ``/healthz``), and once a change has settled for :data:`TOKEN_SETTLE_S` it
+    is read and checked as at start (:func:`gateway.config.loader.read_admin_token`: owner-only, not a
+    placeholder, ...). A usable new token replaces the old one at once (a WARNING says so); an unusable
+    file (or one that is gone) keeps the previous token in use, with an ERROR naming the problem once
+    per change of the file and :attr:`problem` set (a ``/healthz`` reason) until a usable file is back.
+
     Raises:
         ValueError: the token is shorter than 16 characters or a placeholder (fewer than 4 distinct
             characters, or a unit of at most 4 repeated).
     """
 
-    def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic, *,
+                 path: Path | None = None, wall: Callable[[], float] = time.time) -> None:
         if token is not None:
             problem = token_problem(token)
             if problem is not None:
                 raise ValueError(problem)
         self._token = token.strip().encode() if token is not None else None
         self._refused_log = LogLimiter(REFUSED_LOG_EVERY_S, clock)
+        self._clock, self._wall = clock, wall
+        # Only a gateway started with a token follows its file (without one the admin API is off).
+        self._path = path if token is not None else None
+        self._state: tuple[int, int, int, int, int] | None = None  # of the file the token in use came from
+        if self._path is not None:
+            try:
+                self._state = _file_state(os.stat(self._path))
+            except OSError:
+                pass  # compared at the first look: any state differs
+        self._looked = clock()
+        self._problem: str | None = None
+        self._logged_state: object = None  # the file state an ERROR was logged for (once per change)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the token file cannot be used while the previous token stays in use, else None."""
+        self.refresh()
+        return self._problem
+
+    def refresh(self) -> None:
+        """Take a changed token file (at most one look per :data:`TOKEN_RECHECK_S`; see the class)."""
+        if self._path is None or self._clock() - self._looked < TOKEN_RECHECK_S:
+            return
+        self._looked = self._clock()
+        try:
+            st = os.stat(self._path)
+        except OSError as exc:
+            self._unusable("missing", "the admin token file %s cannot be read (%s)" % (self._path, exc.strerror))
+            return
+        state = _file_state(st)
+        if state == self._state:
+            return
+        if self._wall() - max(st.st_mtime, st.st_ctime) < TOKEN_SETTLE_S:
+            return  # still being written: looked at again after it settled
+        try:
+            token = read_admin_token(self._path).encode()
+        except ConfigError as exc:
+            self._unusable(state, str(exc))
+            return
+        changed = self._token is not None and not hmac.compare_digest(token, self._token)
+        self._token, self._state, self._problem, self._logged_state = token, state, None, None
+        if changed:
+            # An admin credential changed: an audit line the quiet gateway keeps (never the token).
+            logger.warning("admin token file %s changed: its new token is in use, the previous one is refused",
+                           self._path)
+        else:
+            logger.info("admin token file %s is usable again (same token)", self._path)
+
+    def _unusable(self, state: object, why: str) -> None:
+        self._problem = "admin token file unusable, the previous token stays in use: %s" % why
+        if state != self._logged_state:
+            self._logged_state = state
+            logger.error("%s; the previous admin token stays in use until the file is fixed", why)
 
     def __repr__(self) -> str:
         return f"AdminToken(configured={self._token is not None})"
@@ -72,6 +147,7 @@ class AdminToken:
         """Raise :class:`Unauthorized` unless the request carries the admin bearer token."""
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
+        self.refresh()
         if self._token is None:
             raise Unauthorized("admin API disabled: no admin token configured", code="admin_disabled")
         if scheme.lower() != "bearer" or not presented:

@@ -140,6 +140,9 @@ async def healthz(request: web.Request) -> web.Response:
         if not any(_names_link(p, link) for p in probe_reasons):
             reasons.append(f"link {link} is down")
     reasons.extend(probe_reasons)
+    token_problem = ctx.token.problem  # a replaced admin token file that cannot be used (the old token stays)
+    if token_problem is not None:
+        reasons.append(token_problem)
     status = "degraded" if reasons else "ok"
     return json_response(
         {"status": status, "reasons": reasons, "checks": checks, "time": ctx.now(), "version": gateway_version()},
