@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,6 +12,18 @@ from pathlib import Path
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.errors import GatewayError, RegistryError
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
+
+
+# argparse takes "-33.8688,151.2093" (south or west) for an unknown option ("expected one argument"):
+# its own negative-number test only knows "-12" and "-1.5". This one also knows LAT,LON pairs.
+_NEGATIVE_NUMBER_OR_LOCATION = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d*,\s*-?\d*\.?\d*$")
+LOCATION_HELP_NOTE = " (south or west: --location -33.8688,151.2093 or --location=-33.8688,151.2093)"
+
+
+def accept_negative_location(parser: argparse.ArgumentParser) -> None:
+    """Let ``parser`` take a ``--location`` value that starts with a minus (southern or western
+    hemisphere) as the value it is, not as an unknown option. Also used by ``civicedge provision``."""
+    parser._negative_number_matcher = _NEGATIVE_NUMBER_OR_LOCATION
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -33,7 +46,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add.add_argument("--id", required=True, dest="device_id", metavar="ID", help="device id, as the firmware sends it")
     add.add_argument("--kind", required=True, help="streetlight or bin")
     add.add_argument("--zone", required=True, help="city zone (letters, digits, space . _ -)")
-    add.add_argument("--location", required=True, metavar="LAT,LON", help="decimal degrees, e.g. 52.37,4.89")
+    add.add_argument("--location", required=True, metavar="LAT,LON",
+                     help="decimal degrees, e.g. 52.37,4.89" + LOCATION_HELP_NOTE)
+    accept_negative_location(add)
     add.add_argument("--key-file", type=Path, help="file with the 32-byte key (64 hex chars or raw)")
     add.set_defaults(func=cmd_add)
     ls = dsub.add_parser("list", parents=[common], help="list devices (an empty registry says so on stderr)",
@@ -48,7 +63,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                        "stays, and reports stored before keep the zone they were stored with.")
     move.add_argument("device_id", metavar="ID", help="device id (as in devices list)")
     move.add_argument("--location", required=True, metavar="LAT,LON", help="new location in decimal degrees, "
-                      "e.g. 52.37,4.89")
+                      "e.g. 52.37,4.89" + LOCATION_HELP_NOTE)
+    accept_negative_location(move)
     move.add_argument("--zone", help="the new zone (default: keep the registered one)")
     move.set_defaults(func=cmd_move)
     for name, func, helptext in (("show", cmd_show, "show one device and whether its key file is usable"),

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from gateway.cli.devices_cmd import LOCATION_HELP_NOTE, accept_negative_location
 from hil.boards import BoardError, list_boards, load_board
 from hil.dut import Dut
 from hil.errors import HilError
@@ -67,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     prov.add_argument("--port", required=True, help="serial port of the board")
     prov.add_argument("--id", required=True, dest="device_id", help="device id, e.g. sl-0042")
     prov.add_argument("--zone", required=True, help="city zone, e.g. centre")
-    prov.add_argument("--location", required=True, help="LAT,LON in decimal degrees, e.g. 52.3702,4.8952")
+    prov.add_argument("--location", required=True, metavar="LAT,LON",
+                      help="decimal degrees, e.g. 52.3702,4.8952" + LOCATION_HELP_NOTE)
+    accept_negative_location(prov)
     prov.add_argument("--board", help="board definition (default: the kind in the board's /board.json)")
     where = prov.add_mutually_exclusive_group(required=True)
     where.add_argument("--registry", type=Path, help="the gateway's registry directory")
