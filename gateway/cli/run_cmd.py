@@ -14,13 +14,18 @@ from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.cli.verbosity import apply_verbosity
 from gateway.config import write_example
 from gateway.errors import GatewayError
+from gateway.systemd import notify
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``run`` and ``init``."""
-    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT/SIGHUP")
+    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT/SIGHUP",
+                         description="Run the gateway until SIGTERM, SIGINT or SIGHUP (each a clean stop: there is "
+                                     "nothing to reload). Under systemd it supports Type=notify (READY=1 once it "
+                                     "accepts frames) and journal priorities; see docs/gateway.md, Running as a "
+                                     "service (scripts/civicedge-gateway.service).")
     add_config_arg(run)
     run.add_argument("--check", action="store_true", help="validate the config and exit")
     # Also accepted here (docs write `gateway run --config F -v`); adds to a `civicedge -v` before the command.
@@ -133,10 +138,15 @@ async def _run(config: "object") -> int:
     except BaseException:
         await gateway.stop()
         raise
-    # A line on stdout tells supervisors (and tests) that the gateway is accepting frames.
+    # A line on stdout tells supervisors (and tests) that the gateway is accepting frames; systemd
+    # (Type=notify) is told through NOTIFY_SOCKET.
     print("gateway %s ready%s" % (config.id, "" if gateway.http_port is None else " http=%d" % gateway.http_port),
           flush=True)
+    notify("READY=1", "STATUS=gateway %s running: %d serial port(s), BLE %s, HTTP %s" % (
+        config.id, len(config.serial), "on" if config.ble.enabled else "off",
+        "off" if gateway.http_port is None else "on port %d" % gateway.http_port))
     await stop.wait()
+    notify("STOPPING=1", "STATUS=gateway %s stopping: committing and acknowledging what is in flight" % config.id)
     await gateway.stop()
     sys.stdout.flush()
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]

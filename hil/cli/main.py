@@ -70,12 +70,23 @@ def _add_version(parser: argparse.ArgumentParser, text: str) -> None:
 def configure_logging(verbosity: int) -> None:
     """Quiet by default (warnings), ``-v`` info, ``-vv`` debug of civicedge's loggers, ``-vvv`` debug of all.
 
+    When stderr is the journal (``$JOURNAL_STREAM``), lines start with their syslog priority
+    (:mod:`gateway.systemd`) and carry no timestamp.
+
     Libraries (websockets, Bumble, bleak, aiomqtt/paho, aiohttp) stay at WARNING below ``-vvv``
     (:mod:`gateway.cli.verbosity`).
     """
     from gateway.cli.verbosity import apply_verbosity
+    from gateway.systemd import JournalFormatter, stderr_is_journal
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if stderr_is_journal():
+        # Under systemd: each line starts with its syslog priority (journalctl -p err); the journal
+        # stamps the time itself.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(handlers=[handler])
+    else:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     apply_verbosity(verbosity)
 
 

@@ -1,0 +1,170 @@
+"""Running under systemd, with the real thing where it exists: sd_notify to a real unix datagram
+socket (a path, and an abstract @name) from a real `gateway run`, and journal priority prefixes when
+stderr is the stream JOURNAL_STREAM names."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Iterator
+
+import pytest
+from procs import REPO
+
+pytestmark = pytest.mark.timeout(90)
+TOKEN = "9f2c41d7e8b0a6c35d1e4f7a2b8c9d0e"
+
+
+def _config(tmp_path: Path, *, listen: str = "127.0.0.1", admin: bool = False) -> Path:
+    lines = ['[gateway]', 'id = "gw-sd"', 'data_dir = "data"', '[http]', 'listen = "%s"' % listen, 'port = 0']
+    if admin:
+        token = tmp_path / "admin.token"
+        token.write_text(TOKEN + "\n")
+        token.chmod(0o600)
+        lines.append('admin_token_file = "admin.token"')
+    path = tmp_path / "gateway.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _start(config: Path, stderr: IO[str], env: dict[str, str], *verbose: str) -> "subprocess.Popen[str]":
+    full = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+    full.update(env)
+    return subprocess.Popen([sys.executable, "-m", "hil.cli.main", *verbose, "gateway", "run", "-c", str(config)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=full)
+
+
+def _ready_port(proc: "subprocess.Popen[str]", timeout: float = 30.0) -> int:
+    assert proc.stdout is not None
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if r:
+            line = proc.stdout.readline()
+            if " ready" in line:
+                return int(line.rsplit("http=", 1)[1])
+            assert line or proc.poll() is None, "gateway exited before it was ready"
+    raise AssertionError("gateway not ready in %.0f s" % timeout)
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A unix datagram socket at a short path (sun_path holds 108 bytes; pytest's tmp_path can be longer)."""
+    folder = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
+    path = os.path.join(folder, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    yield sock, path
+    sock.close()
+    os.unlink(path)
+    os.rmdir(folder)
+
+
+@pytest.fixture
+def abstract_notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    name = "civicedge-test-%d-%d" % (os.getpid(), time.monotonic_ns())
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    yield sock, "@" + name
+    sock.close()
+
+
+def _receive(sock: socket.socket, timeout: float = 30.0) -> dict[str, str]:
+    sock.settimeout(timeout)
+    data = sock.recv(4096).decode()
+    return dict(line.split("=", 1) for line in data.split("\n"))
+
+
+@pytest.mark.parametrize("which", ["notify_socket", "abstract_notify_socket"])
+def test_type_notify_ready_status_and_stopping(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    sock, address = request.getfixturevalue(which)
+    with (tmp_path / "gw.log").open("w") as err:
+        proc = _start(_config(tmp_path), err, {"NOTIFY_SOCKET": address})
+        try:
+            port = _ready_port(proc)
+            ready = _receive(sock)
+            assert ready["READY"] == "1"
+            assert ready["STATUS"] == "gateway gw-sd running: 0 serial port(s), BLE off, HTTP on port %d" % port
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=10) as r:
+                assert r.status == 200  # READY=1 came when the gateway answers
+            proc.send_signal(signal.SIGTERM)
+            stopping = _receive(sock)
+            assert stopping["STOPPING"] == "1" and stopping["STATUS"].startswith("gateway gw-sd stopping")
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert "cannot notify" not in (tmp_path / "gw.log").read_text()
+
+
+def test_without_notify_socket_nothing_is_sent_and_an_unreachable_one_is_one_warning(tmp_path: Path) -> None:
+    with (tmp_path / "gw.log").open("w") as err:
+        proc = _start(_config(tmp_path), err, {"NOTIFY_SOCKET": "/nonexistent/notify"})
+        try:
+            _ready_port(proc)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0  # a socket that cannot be reached does not stop the gateway
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    log = (tmp_path / "gw.log").read_text()
+    assert log.count("cannot notify the service manager at NOTIFY_SOCKET /nonexistent/notify") == 1, log
+
+
+def _journal_run(tmp_path: Path, journal: bool) -> list[str]:
+    """Run a gateway whose stderr is a file, with JOURNAL_STREAM naming that file (or not), that logs
+    an INFO (-v), a WARNING (admin API beyond loopback) and an ERROR (a replaced, unusable token file)."""
+    config = _config(tmp_path, listen="0.0.0.0", admin=True)
+    log_path = tmp_path / "stderr.txt"
+    with log_path.open("w") as err:
+        st = os.fstat(err.fileno())
+        stream = "%d:%d" % (st.st_dev, st.st_ino) if journal else "%d:%d" % (st.st_dev, st.st_ino + 1)
+        proc = _start(config, err, {"JOURNAL_STREAM": stream}, "-v")
+        try:
+            port = _ready_port(proc)
+            token = tmp_path / "admin.token"
+            token.write_text("aaaaaaaaaaaaaaaaaaaaaaaa\n")  # a placeholder: refused, the old token stays
+            end = time.monotonic() + 20
+            while "ERROR" not in log_path.read_text():
+                assert time.monotonic() < end, log_path.read_text()
+                try:
+                    urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=10).close()
+                except urllib.error.HTTPError as exc:
+                    json.loads(exc.read())  # 503 degraded: the reason is there
+                time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    return log_path.read_text().splitlines()
+
+
+def test_under_the_journal_each_line_starts_with_its_syslog_priority(tmp_path: Path) -> None:
+    lines = _journal_run(tmp_path, journal=True)
+    assert lines and all(line[:3] in ("<3>", "<4>", "<6>", "<7>") for line in lines), lines
+    assert any(line.startswith("<6>INFO gateway.service: gateway gw-sd running") for line in lines), lines
+    assert any(line.startswith("<4>WARNING gateway.service: the admin API is served over plain HTTP")
+               for line in lines), lines
+    assert any(line.startswith("<3>ERROR gateway.web.auth: the admin token in ") for line in lines), lines
+    assert TOKEN not in "\n".join(lines)
+
+
+def test_a_stderr_that_is_not_the_journal_named_gets_no_prefix(tmp_path: Path) -> None:
+    """A child that inherited JOURNAL_STREAM but writes elsewhere (a file here) keeps the usual format."""
+    lines = _journal_run(tmp_path, journal=False)
+    assert not any(line.startswith("<") for line in lines), lines
+    assert any(" ERROR gateway.web.auth: the admin token in " in line for line in lines), lines
