@@ -41,8 +41,8 @@ from hil.field.firmware_copy import (
     copy_firmware, firmware_version, read_manifest, verify_manifest, write_board_config,
 )
 from hil.field.identity import parse_location
-from hil.field.provision import provision_board
-from hil.field.registration import AdminApiRegistrar, registry_problem
+from hil.field.provision import ProvisionResult, provision_board
+from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, registry_problem, revoke_device
 
 log = logging.getLogger(__name__)
 EXIT_PROBLEM = 1
@@ -86,6 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     prov.add_argument("--take-over", action="store_true",
                       help="take over an id the registry holds with another board's key (that board is refused "
                            "from then on)")
+    prov.add_argument("--revoke-old", action="store_true",
+                      help="with --force and --registry: when the board held another id before, revoke that id in "
+                           "the registry once the new identity is written (only while the registry holds it with "
+                           "the key the board had). Default: the old id stays registered and a warning says how "
+                           "to revoke it")
     prov.add_argument("--skip-firmware-check", action="store_true",
                       help="provision even when the board's firmware is missing or differs from its /firmware.json "
                            "(default: refused; run civicedge flash first)")
@@ -248,6 +253,13 @@ def _provision(args: argparse.Namespace) -> int:
         # Only a re-keying drops un-sent reports: alone, the option would be silently ignored.
         args.parser.error("--discard-unsent does nothing without --force (only replacing the board's identity "
                           "and key drops its un-sent reports); add --force or drop --discard-unsent")
+    if args.revoke_old and not args.force:
+        args.parser.error("--revoke-old does nothing without --force (only replacing the board's identity leaves "
+                          "an old id behind); add --force or drop --revoke-old")
+    if args.revoke_old and args.registry is None:
+        args.parser.error("--revoke-old needs --registry DIR (it checks that the registry holds the old id with "
+                          "the key the board had before revoking it); with --gateway, revoke the old id on the "
+                          "gateway's host: civicedge gateway devices revoke OLD-ID")
     with _errors(out):
         lat, lon = parse_location(args.location)
         registrar = None
@@ -337,6 +349,7 @@ def _provision(args: argparse.Namespace) -> int:
         what = "written" if result.device_changed else "already on the board (unchanged)"
         out.print(f"identity {what}; registry: {result.registration.value}")
         out.print(f"LABEL: {result.label()}")
+        _old_id(out, args, result)
         if interrupted:
             Console(stderr=True, highlight=False, soft_wrap=True).print(
                 "interrupted: the board is provisioned (identity written, registered); the firmware may not have "
@@ -358,6 +371,45 @@ def _provision(args: argparse.Namespace) -> int:
                       f"the board (or civicedge check --port {args.port} ...) and watch it report")
         return 0
     return EXIT_ERROR
+
+
+def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> str | None:
+    """Say what became of the id the board held before a re-provisioning under another id; returns
+    ``revoked``, ``registered`` (a ghost: registered with a key no board holds), ``other_key``,
+    ``absent`` or ``unknown`` (behind the admin API), or None when the id did not change.
+
+    A ghost id is a usable key no board holds: it is never kept silently. It is only revoked with
+    ``--revoke-old`` (revoking is final: a mistyped --id would retire a working board's id).
+    """
+    old = result.replaced
+    if old is None or old.id == result.identity.id:
+        return None
+    err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+    if args.registry is None:
+        err.print(f"warning: the board's old id {old.id} stays registered at the gateway with the key this board "
+                  "held (no board holds it now, unless another board took the id over); if it is retired, revoke "
+                  f"it on the gateway's host: civicedge gateway devices revoke {old.id} (or POST "
+                  f"/api/admin/devices/{old.id}/revoke)")
+        return "unknown"
+    registry = shlex.quote(str(args.registry))
+    status = old_id_status(args.registry, old)
+    if status is OldId.GHOST and args.revoke_old:
+        try:
+            revoke_device(args.registry, old.id)
+        except GatewayRegistrationError as exc:
+            err.print(f"warning: {exc}; the old id {old.id} stays registered with the key this board held: "
+                      f"civicedge gateway devices revoke {old.id} --registry {registry}")
+            return "registered"
+        out.print(f"old id {old.id}: revoked in the registry (reports under it are refused from now on)")
+        return "revoked"
+    if status is OldId.GHOST:
+        err.print(f"warning: the board's old id {old.id} stays registered with the key this board held, and no "
+                  f"board holds it now; if {old.id} is retired, revoke it: civicedge gateway devices revoke "
+                  f"{old.id} --registry {registry} (or pass --revoke-old when re-provisioning)")
+        return "registered"
+    if status is OldId.OTHER_KEY:
+        out.print(f"old id {old.id}: registered with another board's key; left as it is")
+    return str(status.value)
 
 
 def _check_where(args: argparse.Namespace) -> str:

@@ -35,11 +35,15 @@ class ProvisionResult:
         identity: the identity now on the board (``repr`` hides the key).
         device_changed: /identity.json was written.
         registration: what happened in the registry.
+        replaced: the identity the board held before, when it was replaced (``repr`` hides the key);
+            when its id differs, that id stays registered with the old key (see
+            :func:`hil.field.registration.old_id_status`).
     """
 
     identity: Identity
     device_changed: bool
     registration: Registration
+    replaced: Identity | None = None
 
     def label(self) -> str:
         """The short label for the pole: id, zone, key fingerprint (never the key)."""
@@ -134,4 +138,4 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
     if written != wanted:
         raise DeviceIOError("the identity read back from the board differs from the one written; retry",
                             port=dut.url)
-    return ProvisionResult(wanted, True, registration)
+    return ProvisionResult(wanted, True, registration, current)

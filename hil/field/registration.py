@@ -120,6 +120,43 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str, unsen
     return ("registry: registered with this key", None)
 
 
+class OldId(Enum):
+    """How the registry holds the id a re-provisioned board had before."""
+
+    GHOST = "ghost"  # registered, not revoked, with the key the board held: no board holds it now
+    ABSENT = "absent"  # not in this registry
+    REVOKED = "revoked"
+    OTHER_KEY = "other_key"  # registered with another key (taken over by another board): not this board's
+
+
+def old_id_status(registry_dir: Path, old: Identity) -> OldId:
+    """How ``registry_dir`` holds ``old`` (the identity a board held before it was re-provisioned)."""
+    rec = registered_device(registry_dir, old.id)
+    if rec is None:
+        return OldId.ABSENT
+    if rec.revoked:
+        return OldId.REVOKED
+    if rec.key is None or not hmac.compare_digest(rec.key, old.key):
+        return OldId.OTHER_KEY
+    return OldId.GHOST
+
+
+def revoke_device(registry_dir: Path, device_id: str) -> None:
+    """Revoke ``device_id`` in the registry directory (its frames are refused from then on).
+
+    Raises:
+        GatewayRegistrationError: the registry cannot be opened or written, or refuses it.
+    """
+    reg = _open(registry_dir)
+    try:
+        reg.revoke(device_id)
+    except RegistryError as exc:
+        raise GatewayRegistrationError(f"could not revoke {device_id} in {registry_dir}: {exc}",
+                                       device_id=device_id, reason=exc.reason) from exc
+    finally:
+        reg.close()
+
+
 def register_device(registry_dir: Path, identity: Identity, *, force: bool = False) -> Registration:
     """Add ``identity`` to the registry; idempotent for the same identity and key.
 
