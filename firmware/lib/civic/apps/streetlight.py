@@ -18,6 +18,11 @@ from civic.sense.events import EventCounter
 from civic.sense.schedule import Dimmer
 from civic.sense.window import Mean, period_for
 
+# A light reading leaves the lux mean while the lamp is boosted and until it has been back at its
+# scheduled level this long (a driver's fade, the sensor's response): the lamp's own light,
+# reflected into the sensor, would otherwise carry the boosts, i.e. the passes, into lux.
+LUX_SETTLE_MS = 2000
+
 
 class StreetlightApp(AppBase):
     """One streetlight.
@@ -54,8 +59,9 @@ class StreetlightApp(AppBase):
         self._last_sample = None
         self.window = None
         self.mot_period = None
-        self.lux = Mean()
+        self.lux = Mean()       # of readings with the lamp at its scheduled level (see LUX_SETTLE_MS)
         self.lvl = Mean()       # of the scheduled level: a motion boost must not show in it
+        self._boost_off_ms = None  # ticks when the lamp last left a boost (set down at a sample)
         self._base = None       # scheduled level set at the last sample
         self._base_mw = None    # (level, mW) last measured without a boost
         self.lamp_bad = 0
@@ -88,11 +94,16 @@ class StreetlightApp(AppBase):
         self.last_ma = ma
         # judge the current against the level the lamp has been running at since the last sample
         commanded = self.lamp.level or 0
+        # boosted while ``lux`` was read: above the level scheduled at the last sample
+        boosted = commanded > (self._base if self._base is not None else self.dimmer.scheduled(now_s))
+        settled = self._boost_off_ms is None or time.ticks_diff(now_ms, self._boost_off_ms) >= LUX_SETTLE_MS
         if self.monitor.update(commanded, ma):
             self._alarm(["lamp_fail"], now_s)
         self.dimmer.update_light(lux)
         base = self.dimmer.scheduled(now_s)  # without a motion boost: what level and energy report
         self.lamp.set_level(self.dimmer.boosted(base, self.pir.since_event_ms(now_ms)))
+        if boosted and (self.lamp.level or 0) < commanded:
+            self._boost_off_ms = now_ms  # the boost ends now: the light settles from here
         mw = self.cal_lamp["mains_v"] * ma
         if self._base is not None and commanded > self._base:
             # A motion boost ran since the last sample. Level and energy leave the device at the
@@ -111,7 +122,8 @@ class StreetlightApp(AppBase):
         if self.held:
             self._retry_held(now_s)
         self._close_periods(now_s)
-        self.lux.add(lux)
+        if not boosted and settled:
+            self.lux.add(lux)
         self.lvl.add(base)
         if self.monitor.failed:
             self.lamp_bad = 1
@@ -131,9 +143,12 @@ class StreetlightApp(AppBase):
         lvl = self.lvl.take()
         bad = self.lamp_bad
         self.lamp_bad = 0
-        if lux is None or not self._trusted(w):
+        if lvl is None or not self._trusted(w):
             return
-        self._report("win", w, self.window_s, {"lux": quantise(lux, self.lux_quantum), "lvl": lvl, "lamp": bad})
+        m = {"lvl": lvl, "lamp": bad}
+        if lux is not None:  # None: the lamp was boosted at every reading of the window
+            m["lux"] = quantise(lux, self.lux_quantum)
+        self._report("win", w, self.window_s, m)
 
     def sleep_ms(self, now_ms):
         """How long :meth:`run` may sleep after a tick at ``now_ms`` (next sample, watchdog)."""
