@@ -721,7 +721,8 @@ def _open_retrying(port: str, *, timeout_s: float, port_may_vanish: bool) -> Dut
                 waited = time.monotonic() - started  # several attempts of up to 5 s each
                 raise BoardNotAnsweringError(
                     f"no MicroPython REPL answered on {port} within {waited:.0f} s (tried since the reset); is "
-                    f"this the board's console port (its USB serial), not the data UART? check the cable and that "
+                    f"this the board's console port (its USB serial), not the data UART? another program (a serial "
+                    "monitor, cat) may have the port open and take its answers; check the cable and that "
                     "MicroPython is flashed, then press RESET and retry (--repl-timeout S waits longer)",
                     port=port, timeout_s=waited) from exc
             time.sleep(0.5)

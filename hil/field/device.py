@@ -82,7 +82,8 @@ def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
         dut.close()
         raise BoardNotAnsweringError(
             f"no MicroPython REPL answered on {port} within {timeout_s:g} s; is this the board's console port "
-            "(its USB serial), not the data UART? check the cable and that MicroPython is flashed (civicedge flash ... without --firmware-only), then press RESET and retry; "
+            "(its USB serial), not the data UART? another program (a serial monitor, cat) may have the port open "
+            "and take its answers; check the cable and that MicroPython is flashed (civicedge flash ... without --firmware-only), then press RESET and retry; "
             "a battery board (a bin) answers only while awake from deep sleep: press RESET or wake it (open the "
             "lid) just before the command, or give a longer --repl-timeout",
             port=port, timeout_s=timeout_s,

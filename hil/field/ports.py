@@ -58,6 +58,79 @@ def check_port_available(port: str) -> None:
         raise PortNotFoundError(f"cannot open serial port {port}: {exc}", port=port) from exc
     else:
         probe.close()
+    holders = port_holders(port)
+    if holders:
+        who = ", ".join(f"PID {pid} ({name})" for pid, name in holders)
+        raise PortBusyError(
+            f"serial port {port} is in use by {who}: a program that reads the port (a serial monitor such as "
+            "screen, minicom, picocom or cat) takes the board's answers away; close it, then retry",
+            port=port, holders=[pid for pid, _ in holders])
+
+
+def port_holders(port: str, *, proc: str = "/proc") -> list[tuple[int, str]]:
+    """Other processes that have ``port`` open: ``(pid, command name)``, by PID (Linux; else empty).
+
+    Catches programs that take no lock (``cat``, ``screen``): pyserial's exclusive lock only sees
+    programs that take one too. The device node is compared by ``st_rdev`` (a pty's ``/dev/pts/N`` as
+    well as a USB serial port). Processes of other users are only seen as root. For a pty, a process
+    that holds its master side is the far end (a virtual board, a serial bridge), not a competitor.
+    """
+    try:
+        info = os.stat(port)
+    except OSError:
+        return []
+    if not stat.S_ISCHR(info.st_mode) or not os.path.isdir(proc):
+        return []
+    pts_index = _pts_index(port)
+    holders: dict[int, str] = {}
+    far_end: set[int] = set()
+    me = os.getpid()
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        try:
+            fds = os.listdir(f"{proc}/{pid}/fd")
+        except OSError:  # gone, or another user's process (not root)
+            continue
+        for fd in fds:
+            try:
+                target = os.stat(f"{proc}/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if not stat.S_ISCHR(target.st_mode):
+                continue
+            if target.st_rdev == info.st_rdev:
+                holders[pid] = _command_name(proc, pid)
+            elif pts_index is not None and _is_master_of(proc, pid, fd, pts_index):
+                far_end.add(pid)
+    return sorted((pid, name) for pid, name in holders.items() if pid not in far_end)
+
+
+def _pts_index(port: str) -> int | None:
+    """N of a ``/dev/pts/N`` port (after symlinks), else None."""
+    real = os.path.realpath(port)
+    head, _, tail = real.rpartition("/")
+    return int(tail) if head == "/dev/pts" and tail.isdigit() else None
+
+
+def _is_master_of(proc: str, pid: int, fd: str, index: int) -> bool:
+    """True when the fd is a pty master (``/dev/ptmx``) whose slave is ``/dev/pts/<index>``."""
+    try:
+        if os.readlink(f"{proc}/{pid}/fd/{fd}") not in ("/dev/ptmx", "/dev/pts/ptmx"):
+            return False
+        with open(f"{proc}/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as fh:
+            return any(line.split() == ["tty-index:", str(index)] for line in fh)
+    except OSError:
+        return False
+
+
+def _command_name(proc: str, pid: int) -> str:
+    try:
+        with open(f"{proc}/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip() or "?"
+    except OSError:
+        return "?"
 
 
 def _is_busy(exc: serial.SerialException) -> bool:
