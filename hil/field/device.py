@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 from hil.dut import Dut
-from hil.dut.errors import DeviceConnectError, DeviceError, DutError
+from hil.dut.errors import DeviceConnectError, DeviceDisconnectedError, DeviceError, DeviceTimeoutError, DutError
 from hil.dut.watchdog import HOLD_WATCHDOG_CODE
 from hil.field.errors import BoardNotAnsweringError, DamagedIdentityError, DeviceIOError, IdentityFormatError
 from hil.field.identity import Identity, parse_identity
@@ -169,10 +169,19 @@ def write_identity(dut: Dut, identity: Identity) -> None:
     """
     try:
         with_retries(dut, lambda: dut.write_file(IDENTITY_PATH, identity.to_json_bytes()))
-    except DutError as exc:
-        kind = exc.exception_type if isinstance(exc, DeviceError) else type(exc).__name__
-        raise DeviceIOError(f"writing {IDENTITY_PATH} on {dut.url} failed ({kind}); check free flash and retry",
-                            port=dut.url) from None
+    except DeviceError as exc:  # the board itself refused the write (e.g. OSError: no space left)
+        raise DeviceIOError(f"the board on {dut.url} could not write {IDENTITY_PATH} ({exc.exception_type}); check "
+                            "its free flash and retry", port=dut.url) from None
+    except (DeviceDisconnectedError, DeviceTimeoutError) as exc:
+        # A cable pulled, a board reset or powered off mid-write: not a flash problem.
+        raise DeviceIOError(
+            f"the connection to the board on {dut.url} was lost while its {IDENTITY_PATH} was being written (cable "
+            "pulled, board reset or powered off?); the file is replaced in one step, so the board holds its previous "
+            "identity or the new one (or, if the link went at that very step, none); check the cable, plug the board "
+            "back in and re-run", port=dut.url, link_lost=True) from None
+    except DutError:
+        raise DeviceIOError(f"writing {IDENTITY_PATH} on {dut.url} failed: the board's answer was garbled (a "
+                            "noisy link?); check the cable and retry", port=dut.url) from None
     log.info("wrote identity of %s on %s", identity.id, dut.url)
 
 
