@@ -30,7 +30,7 @@ from hil.field.check import (
     ConsoleWatch, DbWatch, GatewayWatch, HttpWatch, check_store_path, inspect_board, read_report_due, wait_new_report,
 )
 from hil.field.chips import chip_profile
-from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board
+from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board, read_identity
 from hil.field.errors import (
     BoardFullError, BoardNotAnsweringError, DamagedIdentityError, DeviceIOError, FieldError, FirmwareStartError,
     FirmwareVerifyError, GatewayRegistrationError, UnsentReportsError, PortBusyError, PortNotFoundError,
@@ -40,7 +40,7 @@ from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
 from hil.field.firmware_copy import (
     copy_firmware, firmware_version, read_manifest, verify_manifest, write_board_config,
 )
-from hil.field.identity import parse_location
+from hil.field.identity import Identity, parse_location
 from hil.field.provision import ProvisionResult, provision_board
 from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, registry_problem, revoke_device
 
@@ -176,15 +176,53 @@ def _flash(args: argparse.Namespace) -> int:
             except BaseException as exc:
                 _after_failed_flash(dut, args, copying=copying, interrupted=isinstance(exc, KeyboardInterrupt))
                 raise
+            try:
+                identity, damaged = _identity_after_flash(dut)
+                restarted, fatal = False, None
+                if identity is not None:
+                    # A provisioned board (a street light) must not stay dark at the REPL until its
+                    # watchdog resets it: the new firmware runs with the identity it has.
+                    step("restart the firmware")
+                    try:
+                        _restart(dut, args.repl_timeout)
+                        restarted = True
+                    except HilError as exc:
+                        log.warning("%s", exc)
+                    if restarted:
+                        step("watch the firmware start")
+                        fatal = _watch_start(dut, START_WATCH_S)
             finally:
                 dut.close()
         out.print(f"flashed {definition.name} on {args.port}: firmware as {result.mode} "
                   f"(device .mpy v{result.device_mpy}), {len(result.copied)} files copied, "
                   f"{len(result.unchanged)} unchanged, all verified by hash")
-        out.print("next: civicedge provision --port %s --id ID --zone ZONE --location LAT,LON "
-                  "(--registry DIR | --gateway URL --token-file FILE)" % args.port)
+        port = shlex.quote(args.port)
+        if identity is not None and fatal is not None:
+            raise FirmwareStartError(f"the new firmware on {args.port} does not run with the board's identity "
+                                     f"{identity.id}; its console says: {fatal}", console=fatal, port=args.port)
+        if identity is not None and restarted:
+            out.print(f"firmware restarted as {identity.id} (zone {identity.zone}, key {identity.fingerprint}); "
+                      f"next: civicedge check --port {port} (--db PATH | --gateway URL) [--registry DIR] waits for "
+                      "its first accepted report")
+        elif identity is not None:
+            out.print(f"the firmware could not be restarted (press RESET); then: civicedge check --port {port} "
+                      "(--db PATH | --gateway URL) [--registry DIR]")
+        else:
+            what = ("its /identity.json is damaged" if damaged else "it has no identity yet")
+            force = " --force" if damaged else ""
+            out.print(f"{what}: the board waits at the MicroPython REPL (its firmware does not run) until it is "
+                      f"provisioned; next: civicedge provision --port {port} --id ID --zone ZONE --location LAT,LON "
+                      f"(--registry DIR | --gateway URL --token-file FILE){force}")
         return 0
     return EXIT_ERROR
+
+
+def _identity_after_flash(dut: Dut) -> tuple[Identity | None, bool]:
+    """The board's identity after a flash, and whether its ``/identity.json`` is damaged."""
+    try:
+        return read_identity(dut), False
+    except DamagedIdentityError:
+        return None, True
 
 
 def _after_failed_flash(dut: Dut, args: argparse.Namespace, *, copying: bool, interrupted: bool) -> None:
