@@ -34,6 +34,7 @@ from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board, read_i
 from hil.field.errors import (
     BoardFullError, BoardNotAnsweringError, DamagedIdentityError, DeviceIOError, FieldError, FirmwareStartError,
     FirmwareVerifyError, GatewayRegistrationError, UnsentReportsError, PortBusyError, PortNotFoundError,
+    PortPermissionError,
 )
 from hil.field.ports import check_port_available
 from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
@@ -750,7 +751,8 @@ def _open_retrying(port: str, *, timeout_s: float, port_may_vanish: bool) -> Dut
     while True:
         try:
             return open_board(port, timeout_s=min(5.0, timeout_s))
-        except (PortNotFoundError, PortBusyError):
+        except (PortNotFoundError, PortBusyError, PortPermissionError):
+            # After esptool's reset, udev may give the re-enumerated node its group a moment later.
             if not port_may_vanish or time.monotonic() >= deadline:
                 raise
             time.sleep(0.5)

@@ -17,6 +17,10 @@ class PortBusyError(FieldError):
     """Another program holds the serial port (a serial monitor, another flash run, the gateway)."""
 
 
+class PortPermissionError(FieldError):
+    """This user may not open the serial port (Linux: not in the group that owns it, e.g. dialout)."""
+
+
 class WrongChipError(FieldError):
     """The chip on the port is not the chip the board definition names."""
 

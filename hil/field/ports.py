@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import stat
+import sys
 
 import serial
 
-from hil.field.errors import PortBusyError, PortNotFoundError
+from hil.field.errors import PortBusyError, PortNotFoundError, PortPermissionError
 
 _URL_SCHEMES = ("rfc2217://", "socket://", "loop://", "spy://")
 
@@ -51,6 +53,8 @@ def check_port_available(port: str) -> None:
                 f"serial port {port} is busy: another program (serial monitor, gateway, another flash run) has it open",
                 port=port,
             ) from exc
+        if getattr(exc, "errno", None) == errno.EACCES or "Permission denied" in str(exc):
+            raise PortPermissionError(permission_message(port), port=port) from exc
         if "Inappropriate ioctl" in str(exc):  # pyserial's "Could not configure port: (25, ...)": ENOTTY
             raise PortNotFoundError(
                 f"serial port {port} is not a serial device: it takes no serial settings (list ports: python -m "
@@ -131,6 +135,24 @@ def _command_name(proc: str, pid: int) -> str:
             return fh.read().strip() or "?"
     except OSError:
         return "?"
+
+
+def permission_message(port: str) -> str:
+    """What to do when this user may not open ``port``: on Linux, join the group that owns it."""
+    text = f"no permission to open serial port {port}"
+    if not sys.platform.startswith("linux"):
+        return text + "; give your user access to it (or ask the laptop's administrator)"
+    try:
+        group = grp.getgrgid(os.stat(port).st_gid).gr_name
+    except (OSError, KeyError):
+        group = "dialout"
+    if group == "root":  # udev has not given the node its group (yet): name the usual ones
+        return (text + " (it belongs to root only); serial ports are usually given to the dialout group (uucp on "
+                "Arch and some other distros): add your user to it with sudo usermod -aG dialout $USER, log out "
+                "and back in, and re-plug the board")
+    return (text + f" (its group is {group}); add your user to that group: sudo usermod -aG {group} $USER "
+            "(the group is dialout on Debian/Ubuntu/Fedora, uucp on Arch and some other distros), then log out "
+            "and back in (or run newgrp " + group + ") and retry")
 
 
 def _is_busy(exc: serial.SerialException) -> bool:
