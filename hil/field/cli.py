@@ -319,7 +319,7 @@ def _provision(args: argparse.Namespace) -> int:
                     # Only the chip: provisioning gives the board a new identity of the definition's kind.
                     check_definition_fits(read_board_facts(dut), load_board(args.board), port=args.port,
                                           check_kind=False)
-                kind = _board_kind(dut, args.board)
+                kind = _board_kind(dut, args.board, args.port)
                 board_name = _board_name(dut, args.board, kind)
                 if not args.skip_firmware_check:
                     step("check the firmware")
@@ -601,13 +601,32 @@ def _board_name(dut: Dut, board: str | None, kind: str) -> str:
     return matching[0] if len(matching) == 1 else "BOARD"
 
 
-def _board_kind(dut: Dut, board: str | None) -> str:
+def _board_kind(dut: Dut, board: str | None, port: str) -> str:
     if board is not None:
         return str(load_board(board).kind)
     kind = (read_board_config(dut) or {}).get("kind")
     if not isinstance(kind, str):
-        raise FieldError(f"the board has no valid {BOARD_CONFIG_PATH}; run civicedge flash first or pass --board")
+        raise FieldError(f"the board on {port} was never flashed with the civicedge firmware (no valid "
+                         f"{BOARD_CONFIG_PATH}); flash it first: {_first_flash_command(dut, port)}; then re-run "
+                         "this command", port=port)
     return kind
+
+
+def _first_flash_command(dut: Dut, port: str) -> str:
+    """The ``flash --firmware-only`` command for a board that was never flashed: the shipped definition
+    for its chip (MicroPython's machine string) when there is one, else BOARD and the choices."""
+    chip = read_board_facts(dut).chip
+    names = []
+    for name in list_boards():
+        try:
+            if chip is None or load_board(name).chip == chip:
+                names.append(name)
+        except BoardError:
+            continue
+    command = f"civicedge flash --firmware-only --port {shlex.quote(port)} --board "
+    if len(names) == 1:
+        return command + shlex.quote(names[0])
+    return command + "BOARD" + (f" (BOARD: one of {', '.join(names)})" if names else " (civicedge boards list)")
 
 
 # --------------------------------------------------------------------------------------------- check
