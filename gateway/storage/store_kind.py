@@ -16,8 +16,10 @@ from pathlib import Path
 
 from gateway.errors import StorageError
 
-# The first 16 bytes of every SQLite 3 database file (https://www.sqlite.org/fileformat.html, 1.3).
+# Every SQLite 3 database file starts with these 16 bytes and is at least one page of at least 512
+# bytes (https://www.sqlite.org/fileformat.html, 1.3).
 SQLITE_HEADER = b"SQLite format 3\x00"
+MIN_DATABASE_BYTES = 512
 
 ABSENT = "absent"  # no file: the store creates it
 EMPTY = "empty"  # a 0-byte file or a database without tables: the store initialises it
@@ -27,26 +29,29 @@ STORE = "store"  # a civicedge report store (any schema version; too new is refu
 def store_kind(path: Path, *, running: bool = False) -> str:
     """Say what ``path`` is for a report store: :data:`ABSENT`, :data:`EMPTY` or :data:`STORE`.
 
-    Reads only: the first bytes of the file, then its table names through an ``immutable`` read-only
-    open (no ``-wal``, ``-shm`` or journal is created). A database without tables in its main file but
-    with a ``-wal`` that has content (a gateway killed right after creating the store) is read again as
-    any reader reads it, since its tables may be in the ``-wal`` only. ``running`` True (a gateway holds
-    the store) reads it that way at once: its main file changes under an immutable read.
+    Reads only, and only through SQLite: its size, then its table names through an ``immutable``
+    read-only open (no ``-wal``, ``-shm`` or journal is created; SQLite checks the header). A database
+    without tables in its main file but with a ``-wal`` that has content (a gateway killed right after
+    creating the store) is read again as any reader reads it, since its tables may be in the ``-wal``
+    only. ``running`` True (a gateway holds the store) reads it that way at once: its main file
+    changes under an immutable read.
 
     A report store has a ``meta`` table recording ``schema_version`` (every schema version has one),
     or, from a first start interrupted before that row was written, its ``reports`` and ``chain`` tables.
 
     Raises:
         StorageError: reason ``open_failed`` when ``path`` is a directory or another non-regular file,
-            cannot be read, is not an SQLite database (does not start with its header) or SQLite cannot
-            read it; ``not_a_store`` when it is a database with tables that is not a report store.
+            cannot be read, is not an SQLite database (shorter than one page, or not starting with its
+            header) or SQLite cannot read it; ``not_a_store`` when it is a database with tables that is
+            not a report store.
     """
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return ABSENT
     except OSError as exc:
-        raise StorageError("cannot open report store %s: %s" % (path, exc.strerror or exc), reason="open_failed") from exc
+        raise StorageError("cannot open report store %s: %s" % (path, exc.strerror or exc),
+                           reason="open_failed") from exc
     if stat.S_ISDIR(st.st_mode):
         raise StorageError("report store %s is a directory; [storage] path names the database file" % path,
                            reason="open_failed")
@@ -55,19 +60,12 @@ def store_kind(path: Path, *, running: bool = False) -> str:
                            "the database file" % path, reason="open_failed")
     if st.st_size == 0:
         return EMPTY
-    try:
-        # O_NONBLOCK: a file swapped for a FIFO since the stat does not hang the start
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            head = os.read(fd, len(SQLITE_HEADER))
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise StorageError("cannot open report store %s: %s" % (path, exc.strerror or exc), reason="open_failed") from exc
-    if head != SQLITE_HEADER:
-        raise StorageError("report store %s is not a database (not an SQLite file: it does not start with the SQLite "
-                           "header); nothing was changed: give [storage] path the gateway's report store, or a name "
-                           "where none exists yet (it is created there)" % path, reason="open_failed")
+    # The file is not opened here but by SQLite only: closing a descriptor of a database in this process
+    # would drop the POSIX locks any SQLite connection of the process holds on it. SQLite checks the
+    # header itself (SQLITE_NOTADB), but reads a file shorter than its smallest page as an empty
+    # database (and writes one into it): no database is that short.
+    if st.st_size < MIN_DATABASE_BYTES:
+        raise not_a_database(path, "%d byte(s), shorter than any SQLite database" % st.st_size)
     immutable = not running
     tables = _tables(path, immutable=immutable)
     if not tables and immutable and _wal_has_content(path):
@@ -81,6 +79,13 @@ def store_kind(path: Path, *, running: bool = False) -> str:
                        "in a meta table); nothing was changed: give [storage] path the gateway's own file"
                        % (path, ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")),
                        reason="not_a_store")
+
+
+def not_a_database(path: Path, why: str) -> StorageError:
+    """The ``open_failed`` error for a file at ``[storage] path`` that is no SQLite database."""
+    return StorageError("report store %s is not a database (%s); nothing was changed: give [storage] path the "
+                        "gateway's report store, or a name where none exists yet (it is created there)" % (path, why),
+                        reason="open_failed")
 
 
 def _uri(path: Path, immutable: bool) -> str:
@@ -98,6 +103,8 @@ def _read(path: Path, immutable: bool, sql: str) -> list[tuple[object, ...]]:
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise not_a_database(path, 'it does not start with the SQLite header "SQLite format 3"') from exc
         raise StorageError("cannot open report store %s: %s (SQLite): it is not a report store, or is damaged; "
                            "move it aside and restore the last backup (docs/gateway.md, Backups), or give "
                            "[storage] path another file" % (path, exc), reason="open_failed") from exc
