@@ -312,7 +312,13 @@ def _provision(args: argparse.Namespace) -> int:
             raise GatewayRegistrationError("--token-file goes with --gateway URL (the admin API), not --registry")
         with _steps(out) as step:
             step("connect to the board")
-            dut = open_board(args.port, timeout_s=args.repl_timeout)
+            try:
+                dut = open_board(args.port, timeout_s=args.repl_timeout)
+            except KeyboardInterrupt:
+                _say_interrupted("interrupted while connecting to the board: nothing was written to it and nothing "
+                                 "was registered; its firmware may have been stopped (it restarts by itself within "
+                                 f"10 minutes, or press RESET); re-run: {_provision_command(args, repair=False)}")
+                raise
             try:
                 if args.board is not None:
                     step("check the board")
@@ -449,6 +455,11 @@ def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> 
     if status is OldId.OTHER_KEY:
         out.print(f"old id {old.id}: registered with another board's key; left as it is")
     return str(status.value)
+
+
+def _say_interrupted(line: str) -> None:
+    """The one line a Ctrl-C prints (stderr): the state the board is left in."""
+    Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(line)
 
 
 def _check_where(args: argparse.Namespace) -> str:
@@ -637,7 +648,12 @@ def _check(args: argparse.Namespace) -> int:
             raise FieldError("tell check where the gateway is: --db PATH (its SQLite store) or --gateway URL")
         if args.db is not None:
             check_store_path(args.db)  # a mistyped --db fails now, not after a whole report window
-        dut = open_board(args.port, timeout_s=args.repl_timeout)
+        try:
+            dut = open_board(args.port, timeout_s=args.repl_timeout)
+        except KeyboardInterrupt:
+            _say_interrupted("interrupted while connecting to the board: nothing was changed on it; its firmware may "
+                             "have been stopped (it restarts by itself within 10 minutes, or press RESET)")
+            raise
         restarted = False
 
         def restart() -> None:
@@ -647,6 +663,11 @@ def _check(args: argparse.Namespace) -> int:
 
         try:
             return _check_board(out, dut, args, restart)
+        except KeyboardInterrupt:
+            if not restarted:  # the finally below gives the board its firmware back
+                _say_interrupted("interrupted while reading the board: nothing was changed on it; its firmware is "
+                                 "restarted now")
+            raise
         finally:
             if not restarted:
                 # Something failed before the restart (a mistyped --registry or --db, a link error):
@@ -713,9 +734,14 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
     watch.mark()  # only a report accepted after this restart counts
     restart()
     started = time.monotonic()
-    with _steps(out) as step:
-        step(f"wait for a new report of {ident.id} at the gateway")
-        wait_new_report(watch, device_id=ident.id, timeout_s=timeout_s, console=_console_reader(dut))
+    try:
+        with _steps(out) as step:
+            step(f"wait for a new report of {ident.id} at the gateway")
+            wait_new_report(watch, device_id=ident.id, timeout_s=timeout_s, console=_console_reader(dut))
+    except KeyboardInterrupt:
+        _say_interrupted(f"interrupted: still waiting for a report of {ident.id}; nothing was changed on the board "
+                         f"(its firmware runs); re-run check to wait again ({time.monotonic() - started:.0f} s waited)")
+        raise
     out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
     if state.outdated:
         # It runs and reports, but not this release: say why the exit code is not 0, and the way out.
