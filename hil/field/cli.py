@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import time
 from contextlib import contextmanager
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.console import RenderableType
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from gateway.cli.devices_cmd import LOCATION_HELP_NOTE, accept_negative_location
 from hil.boards import BoardError, list_boards, load_board
@@ -36,12 +39,12 @@ from hil.field.errors import (
     FirmwareVerifyError, GatewayRegistrationError, UnsentReportsError, PortBusyError, PortNotFoundError,
     PortPermissionError,
 )
-from hil.field.ports import check_port_available
+from hil.field.ports import check_port_available, require_port
 from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
 from hil.field.firmware_copy import (
     copy_firmware, firmware_version, read_manifest, verify_manifest, write_board_config,
 )
-from hil.field.identity import Identity, parse_location
+from hil.field.identity import Identity, parse_location, validate_fields
 from hil.field.provision import ProvisionResult, provision_board
 from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, registry_problem, revoke_device
 
@@ -136,6 +139,7 @@ def _flash(args: argparse.Namespace) -> int:
                 args.parser.error(f"{name} does nothing with --firmware-only (MicroPython is not rewritten); "
                                   "drop one of them")
     with _errors(out):
+        require_port(args.port)
         definition = load_board(args.board)
         chip = chip_profile(definition.chip)
         firmware_version()  # a VERSION the gateway would refuse stops here, before MicroPython is rewritten
@@ -300,7 +304,16 @@ def _provision(args: argparse.Namespace) -> int:
                           "the key the board had before revoking it); with --gateway, revoke the old id on the "
                           "gateway's host: civicedge gateway devices revoke OLD-ID")
     with _errors(out):
+        require_port(args.port)
         lat, lon = parse_location(args.location)
+        validate_fields(device_id=args.device_id, zone=args.zone)  # the registry's rules, before the port
+        if float(lat) == 0 and float(lon) == 0:
+            Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(
+                f"warning: location {args.location} is 0,0 (in the sea off West Africa): what a GPS without a fix "
+                "reports; check the pole's coordinates (a wrong location is corrected later with civicedge gateway "
+                "devices move)")
+        if args.board is not None:
+            load_board(args.board)  # a bad definition fails now, not after the board was stopped
         registrar = None
         if args.gateway is not None:
             registrar = AdminApiRegistrar(args.gateway, _admin_token(args.token_file))
@@ -409,11 +422,12 @@ def _provision(args: argparse.Namespace) -> int:
                 f"--port {port}; then civicedge check --port {port} {where})",
                 console=fatal, port=args.port)
         if restarted:
-            out.print(f"firmware restarted; next: civicedge check --port {args.port} ... waits for its first "
-                      "accepted report")
+            out.print(f"firmware restarted; next: civicedge check --port {shlex.quote(args.port)} "
+                      f"{_check_where(args)} waits for its first accepted report")
         else:
             out.print(f"{'firmware not restarted (press RESET); ' if not args.stay_at_repl else ''}next: reset "
-                      f"the board (or civicedge check --port {args.port} ...) and watch it report")
+                      f"the board (or civicedge check --port {shlex.quote(args.port)} {_check_where(args)}) and watch "
+                      "it report")
         return 0
     return EXIT_ERROR
 
@@ -591,6 +605,15 @@ def _admin_token(path: Path | None) -> str:
         raise GatewayRegistrationError(f"the admin token file {path} {what}; put the gateway's admin token on its "
                                        "first line (the file of the gateway's [http] admin_token_file)",
                                        token_file=str(path))
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    if os.name == "posix" and mode & 0o077:
+        # As the gateway refuses its own admin_token_file: the token lets anyone register and revoke devices.
+        Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(
+            f"warning: the admin token file {path} is readable by other users (mode {mode & 0o777:03o}); run: "
+            f"chmod 600 {shlex.quote(str(path))}")
     return token
 
 
@@ -644,6 +667,7 @@ def _first_flash_command(dut: Dut, port: str) -> str:
 def _check(args: argparse.Namespace) -> int:
     out = Console(highlight=False, markup=False, soft_wrap=True)
     with _errors(out):
+        require_port(args.port)
         if args.gateway is None and args.db is None:
             raise FieldError("tell check where the gateway is: --db PATH (its SQLite store) or --gateway URL")
         if args.db is not None:
@@ -839,14 +863,41 @@ class _Steps:
         if self._current:
             self._progress.update(self._current[-1][0], completed=1)
 
+    def fail(self) -> None:
+        """Mark the current step failed (or interrupted), unless it is complete."""
+        if self._current:
+            task = self._current[-1][0]
+            if not any(t.id == task and t.finished for t in self._progress.tasks):
+                self._progress.update(task, failed=True)
+
+
+class _StepMark(ProgressColumn):
+    """✓ for a done step, ✗ for the step that failed or was interrupted, a spinner while one runs (on a
+    terminal only: a log or a pipe gets no spinner frames)."""
+
+    def __init__(self, animate: bool) -> None:
+        super().__init__()
+        self._spinner = SpinnerColumn() if animate else None
+
+    def render(self, task: Task) -> RenderableType:
+        if task.fields.get("failed"):
+            return Text("✗", style="bold red")
+        if task.finished:
+            return Text("✓", style="green")
+        return self._spinner.render(task) if self._spinner is not None else Text("-")
+
 
 @contextmanager
 def _steps(out: Console) -> Iterator[_Steps]:
-    """A rich progress display of :class:`_Steps`."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out,
-                  transient=False) as progress:
+    """A rich progress display of :class:`_Steps`; the step running when it ends by an exception is marked ✗."""
+    with Progress(_StepMark(animate=out.is_terminal), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=out, transient=False) as progress:
         steps = _Steps(progress)
-        yield steps
+        try:
+            yield steps
+        except BaseException:
+            steps.fail()
+            raise
         steps.finish()
 
 

@@ -13,7 +13,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.registry import key_fingerprint, same_place
+from gateway.errors import RegistryError
+from gateway.registry import key_fingerprint, same_place, validate_device
 from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
@@ -76,6 +77,11 @@ def parse_location(text: str) -> tuple[str, str]:
         IdentityFormatError: not two decimals, or out of range.
     """
     parts = [p.strip() for p in text.split(",")]
+    for part in parts:
+        decimals = part.partition(".")[2]
+        if len(decimals) > 9 and decimals.isdigit():
+            raise IdentityFormatError(f"location {text!r}: {part} has {len(decimals)} decimals; at most 9 are allowed "
+                                      "(the registry's limit; 9 decimals of a degree are about 0.1 mm)", location=text)
     if len(parts) != 2 or not all(_DECIMAL.match(p) for p in parts):
         raise IdentityFormatError(f"location {text!r} must be LAT,LON in decimal degrees, e.g. 52.3702,4.8952",
                                   location=text)
@@ -95,14 +101,23 @@ def new_identity(*, device_id: str, kind: str, zone: str, lat: str, lon: str) ->
     return Identity(device_id, kind, zone, lat, lon, secrets.token_bytes(KEY_BYTES))
 
 
-def validate_fields(*, device_id: str, kind: str, zone: str) -> None:
-    """Raise :class:`IdentityFormatError` for a bad id, kind or zone."""
+def validate_fields(*, device_id: str, zone: str, kind: str | None = None) -> None:
+    """Raise :class:`IdentityFormatError` for a bad id, kind or zone (``kind`` None: id and zone only).
+
+    The registry's own rules apply too (:func:`gateway.registry.validate_device`: a zone with a space at
+    either end, an id or zone of only dots), so the registry never refuses what passed here.
+    """
     if not _DEVICE_ID.match(device_id):
         raise IdentityFormatError(f"device id {device_id!r} must be 1-32 of A-Z a-z 0-9 . _ -", device_id=device_id)
-    if kind not in KINDS:
+    if kind is not None and kind not in KINDS:
         raise IdentityFormatError(f"kind {kind!r} must be one of {', '.join(KINDS)}", kind=kind)
     if not _ZONE.match(zone):
         raise IdentityFormatError(f'zone "{zone}" must be 1-64 of letters, digits, space . _ -', zone=zone)
+    try:
+        # lat/lon are checked by parse_location; a valid kind stands in when it is not known yet.
+        validate_device(device_id, kind=kind or KINDS[0], zone=zone, lat="0", lon="0")
+    except RegistryError as exc:
+        raise IdentityFormatError(str(exc), device_id=device_id, zone=zone) from None
 
 
 def parse_identity(data: bytes) -> Identity:

@@ -20,6 +20,13 @@ def is_url(port: str) -> bool:
     return port.startswith(_URL_SCHEMES)
 
 
+def require_port(port: str) -> None:
+    """Raise :class:`PortNotFoundError` for an empty ``--port`` (``--port ""``, an unset variable)."""
+    if not port.strip():
+        raise PortNotFoundError("no port given (--port is empty); pass the board's serial port, e.g. --port "
+                                "/dev/ttyUSB0 (list ports: python -m serial.tools.list_ports)", port=port)
+
+
 def check_port_available(port: str) -> None:
     """Raise if ``port`` does not exist or another program holds it.
 
@@ -30,6 +37,7 @@ def check_port_available(port: str) -> None:
         PortNotFoundError: no such device node.
         PortBusyError: the port is open exclusively elsewhere.
     """
+    require_port(port)
     if is_url(port):
         return
     if not os.path.exists(port):

@@ -117,6 +117,7 @@ async def test_a_two_line_token_file_sends_its_first_line(gateway_url: tuple[str
     url, registry = gateway_url
     two = tmp_path / "two.token"
     two.write_text(f"{TOKEN}\nsecond line\n")
+    two.chmod(0o600)  # owner-only, as the gateway wants it (else a warning, which is not this test's subject)
     token = _admin_token(two)
     assert token == TOKEN
     ident = new_identity(device_id="sl-8", kind="streetlight", zone="centre", lat="52.1", lon="4.2")

@@ -39,6 +39,9 @@ async def test_old_id_is_named_or_revoked(tmp_path: Path, sim_available: None) -
 
         rc, out = await provision("sl-old")
         assert rc == 0, out
+        # The next step spells the real options (no reports.sqlite beside this registry: its placeholder).
+        assert (f"civicedge check --port {port} --registry {registry} --db GATEWAY-STORE (its [storage] path)"
+                in " ".join(out.split())), out
         rc, out = await provision("sl-new", "--force")
         assert rc == 0, out
         flat = " ".join(out.split())
