@@ -8,6 +8,7 @@ the key fingerprint.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -103,6 +104,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                            "runs with the new identity)")
     prov.add_argument("--repl-timeout", type=_seconds, default=10.0,
                       help="seconds to wait for the REPL (default: %(default)g)")
+    prov.add_argument("--json", action="store_true",
+                      help="print one JSON object on stdout (id, port, fingerprint, result, label, ...; the "
+                           "progress and messages go to stderr), for batch scripts")
     prov.set_defaults(func=_provision, parser=prov)
 
     check = subparsers.add_parser("check", help="read back a board and wait for its first accepted report")
@@ -115,6 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                             "report window closes, plus a margin)")
     check.add_argument("--repl-timeout", type=_seconds, default=10.0,
                        help="seconds to wait for the REPL (default: %(default)g)")
+    check.add_argument("--json", action="store_true",
+                       help="print one JSON object on stdout (id, port, fingerprint, result: ok, problem or error, "
+                            "problems, ...; the progress and messages go to stderr), for batch scripts")
     check.set_defaults(func=_check)
 
 
@@ -291,7 +298,10 @@ def _restart_quietly(dut: Dut, args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------------------------- provision
 def _provision(args: argparse.Namespace) -> int:
-    out = Console(highlight=False, markup=False, soft_wrap=True)
+    return _with_json(args, _run_provision)
+
+
+def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any]) -> int:
     if args.discard_unsent and not args.force:
         # Only a re-keying drops un-sent reports: alone, the option would be silently ignored.
         args.parser.error("--discard-unsent does nothing without --force (only replacing the board's identity "
@@ -303,7 +313,7 @@ def _provision(args: argparse.Namespace) -> int:
         args.parser.error("--revoke-old needs --registry DIR (it checks that the registry holds the old id with "
                           "the key the board had before revoking it); with --gateway, revoke the old id on the "
                           "gateway's host: civicedge gateway devices revoke OLD-ID")
-    with _errors(out):
+    with _errors(out, record):
         require_port(args.port)
         lat, lon = parse_location(args.location)
         validate_fields(device_id=args.device_id, zone=args.zone)  # the registry's rules, before the port
@@ -407,7 +417,13 @@ def _provision(args: argparse.Namespace) -> int:
         what = "written" if result.device_changed else "already on the board (unchanged)"
         out.print(f"identity {what}; registry: {result.registration.value}")
         out.print(f"LABEL: {result.label()}")
-        _old_id(out, args, result)
+        old_status = _old_id(out, args, result)
+        record.update(fingerprint=result.identity.fingerprint, kind=result.identity.kind, zone=result.identity.zone,
+                      lat=result.identity.lat, lon=result.identity.lon, label=result.label(),
+                      registry=result.registration.value, firmware_restarted=restarted and fatal is None,
+                      result="provisioned" if result.device_changed else "unchanged")
+        if result.replaced is not None and result.replaced.id != result.identity.id:
+            record.update(old_id=result.replaced.id, old_id_status=old_status)
         if interrupted:
             Console(stderr=True, highlight=False, soft_wrap=True).print(
                 "interrupted: the board is provisioned (identity written, registered); the firmware may not have "
@@ -665,8 +681,11 @@ def _first_flash_command(dut: Dut, port: str) -> str:
 
 # --------------------------------------------------------------------------------------------- check
 def _check(args: argparse.Namespace) -> int:
-    out = Console(highlight=False, markup=False, soft_wrap=True)
-    with _errors(out):
+    return _with_json(args, _run_check)
+
+
+def _run_check(args: argparse.Namespace, out: Console, record: dict[str, Any]) -> int:
+    with _errors(out, record):
         require_port(args.port)
         if args.gateway is None and args.db is None:
             raise FieldError("tell check where the gateway is: --db PATH (its SQLite store) or --gateway URL")
@@ -686,7 +705,7 @@ def _check(args: argparse.Namespace) -> int:
             restarted = True
 
         try:
-            return _check_board(out, dut, args, restart)
+            return _check_board(out, dut, args, restart, record)
         except KeyboardInterrupt:
             if not restarted:  # the finally below gives the board its firmware back
                 _say_interrupted("interrupted while reading the board: nothing was changed on it; its firmware is "
@@ -704,11 +723,14 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_ERROR
 
 
-def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Callable[[], None]) -> int:
+def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Callable[[], None],
+                 record: dict[str, Any]) -> int:
     """Read the board back, restart its firmware (``restart``) and wait for a report sent after it."""
     state = inspect_board(dut)
     facts = read_board_facts(dut)
     ident = state.identity
+    record.update(id=ident.id, fingerprint=ident.fingerprint, kind=ident.kind, zone=ident.zone, lat=ident.lat,
+                  lon=ident.lon, firmware=state.version)
     out.print(f"board {ident.id} ({ident.kind}) zone {ident.zone} at {ident.lat},{ident.lon} key {ident.fingerprint}")
     problems: list[str] = []
     if state.version is None:
@@ -740,9 +762,11 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
         out.print(status)
         if registry_issue is not None:
             problems.append(registry_issue)
+    record.update(unsent=unsent, problems=problems)
     if problems:
         for problem in problems:
             out.print(f"problem: {problem}")
+        record["result"] = "problem"
         restart()  # back to what it did before check stopped it
         return EXIT_PROBLEM
     watch: GatewayWatch = DbWatch(args.db, ident.id) if args.db is not None else HttpWatch(args.gateway, ident.id)
@@ -767,6 +791,7 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
                          f"(its firmware runs); re-run check to wait again ({time.monotonic() - started:.0f} s waited)")
         raise
     out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
+    record.update(result="ok", report_after_s=round(time.monotonic() - started, 1))
     if state.outdated:
         # It runs and reports, but not this release: say why the exit code is not 0, and the way out.
         release = firmware_version()
@@ -778,6 +803,8 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
         else:
             out.print(f"problem: the board runs firmware {state.version}, not this host's release {release}; "
                       f"to update it run {flash_cmd}")
+        record.update(result="problem", problems=[f"firmware differs from this host's release {release}: "
+                                                  + ", ".join(state.outdated)])
         return EXIT_PROBLEM
     return 0
 
@@ -955,11 +982,34 @@ def _interrupted(args: argparse.Namespace, done: _FlashProgress) -> Iterator[Non
         raise
 
 
+def _with_json(args: argparse.Namespace, run: Callable[[argparse.Namespace, Console, dict[str, Any]], int]) -> int:
+    """Run ``provision`` or ``check``; with ``--json``, stdout gets exactly one JSON object at the end
+    (``id``, ``port``, ``fingerprint``, ``result``: ``provisioned``/``unchanged``, ``ok``/``problem``,
+    ``error`` with ``error``, or ``interrupted``), and what a person reads goes to stderr."""
+    as_json = bool(getattr(args, "json", False))
+    out = Console(stderr=as_json, highlight=False, markup=False, soft_wrap=True)
+    record: dict[str, Any] = {"id": getattr(args, "device_id", None), "port": args.port, "fingerprint": None,
+                              "result": "error"}
+    try:
+        rc = run(args, out, record)
+        record["exit"] = rc
+        return rc
+    except KeyboardInterrupt:
+        record.update(result="interrupted", exit=130)
+        raise
+    finally:
+        if as_json:
+            print(json.dumps(record, sort_keys=True), flush=True)
+
+
 @contextmanager
-def _errors(out: Console) -> Iterator[None]:
-    """Turn our errors into one ``error:`` line on stderr (the caller then returns EXIT_ERROR)."""
+def _errors(out: Console, record: dict[str, Any] | None = None) -> Iterator[None]:
+    """Turn our errors into one ``error:`` line on stderr (the caller then returns EXIT_ERROR);
+    ``record`` (``--json``) gets ``result: error`` and the message."""
     try:
         yield
     except (HilError, BoardError) as exc:
+        if record is not None:
+            record.update(result="error", error=str(exc))
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {exc}", markup=False)
         log.debug("failed: %s", type(exc).__name__)
