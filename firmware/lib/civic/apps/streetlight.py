@@ -18,9 +18,11 @@ from civic.sense.events import EventCounter
 from civic.sense.schedule import Dimmer
 from civic.sense.window import Mean, period_for
 
-# A light reading leaves the lux mean while the lamp is boosted and until it has been back at its
-# scheduled level this long (a driver's fade, the sensor's response): the lamp's own light,
-# reflected into the sensor, would otherwise carry the boosts, i.e. the passes, into lux.
+# A light reading taken while the lamp is boosted, or within this long of its return to the
+# scheduled level (a driver's fade, the sensor's response), is not used as such: the lamp's own
+# light, reflected into the sensor, would carry the boosts, i.e. the passes, into lux. It counts as
+# a settled one instead (see StreetlightApp._lux_sample), so every window has lux from all its
+# readings and a pass changes neither whether lux is sent nor, on a steady sky, its value.
 LUX_SETTLE_MS = 2000
 
 
@@ -59,7 +61,11 @@ class StreetlightApp(AppBase):
         self._last_sample = None
         self.window = None
         self.mot_period = None
-        self.lux = Mean()       # of readings with the lamp at its scheduled level (see LUX_SETTLE_MS)
+        self.lux = Mean()       # one value per reading; boosted ones stand in (see LUX_SETTLE_MS)
+        self._lux_ref = None    # last settled reading (None: none since boot)
+        self._lux_ref_lvl = 0   # the lamp level it was taken at
+        self._lux_held = 0      # readings of this window since it, boosted, not yet in self.lux
+        self._lux_done = 0      # readings since it already filled in at a window's close
         self.lvl = Mean()       # of the scheduled level: a motion boost must not show in it
         self._boost_off_ms = None  # ticks when the lamp last left a boost (set down at a sample)
         self._base = None       # scheduled level set at the last sample
@@ -95,7 +101,8 @@ class StreetlightApp(AppBase):
         # judge the current against the level the lamp has been running at since the last sample
         commanded = self.lamp.level or 0
         # boosted while ``lux`` was read: above the level scheduled at the last sample
-        boosted = commanded > (self._base if self._base is not None else self.dimmer.scheduled(now_s))
+        base_then = self._base if self._base is not None else self.dimmer.scheduled(now_s)
+        boosted = commanded > base_then
         settled = self._boost_off_ms is None or time.ticks_diff(now_ms, self._boost_off_ms) >= LUX_SETTLE_MS
         if self.monitor.update(commanded, ma):
             self._alarm(["lamp_fail"], now_s)
@@ -121,12 +128,59 @@ class StreetlightApp(AppBase):
                 self._report("hour", hour, 3600, {"wh": round_div(mwh, 1000)})
         if self.held:
             self._retry_held(now_s)
+        if not boosted and settled and self._lux_held:
+            self._lux_fill(lux)  # into the window they belong to, before it may close
         self._close_periods(now_s)
-        if not boosted and settled:
-            self.lux.add(lux)
+        self._lux_sample(lux, commanded, base_then, boosted or not settled)
         self.lvl.add(base)
         if self.monitor.failed:
             self.lamp_bad = 1
+
+    def _lux_sample(self, lux, level, base, boosted):
+        """Count a light reading taken with the lamp at ``level`` (scheduled: ``base``) in the lux
+        window mean. A boosted one (``boosted``: also still settling) is held back until the next
+        settled reading and then counted on the straight line between the settled readings around
+        it (see :meth:`_lux_fill`); with no settled reading since boot it counts as itself."""
+        ref = self._lux_ref
+        if not boosted:
+            self._lux_ref = lux
+            self._lux_ref_lvl = level
+            self._lux_done = 0
+            self.lux.add(lux)
+        elif ref is None:
+            self.lux.add(lux)
+        elif level > base != self._lux_ref_lvl and level != self._lux_ref_lvl:
+            # The scheduled level changed under a boost (the lamp came on boosted at dusk or at
+            # boot): the last settled reading lacks the lamp's own light at it. Estimate the
+            # reading at the scheduled level between that one and this, the lamp's light taken as
+            # proportional to its level, and let it stand as the settled reading from here.
+            est = ref + round_div((lux - ref) * (base - self._lux_ref_lvl), level - self._lux_ref_lvl)
+            if est < 0:
+                est = 0
+            if self._lux_held:
+                self._lux_fill(est)
+            self._lux_ref = est
+            self._lux_ref_lvl = base
+            self._lux_done = 0
+            self.lux.add(est)
+        else:
+            self._lux_held += 1
+
+    def _lux_fill(self, end):
+        """Count the held readings on the line from the last settled reading to ``end`` (None: the
+        window closes while boosted; they count as that settled reading). Readings come at a fixed
+        interval, so held reading i of m lies at i/(m+1) of the way (the first ``_lux_done`` of the
+        m were counted at a window's close): a sky that rises or falls steadily gives the same mean
+        with and without passes."""
+        n = self._lux_held
+        ref = self._lux_ref or 0  # never None while readings are held
+        self.lux.total += n * ref
+        self.lux.n += n
+        if end is not None:
+            k = self._lux_done  # held readings before these, filled in at the last window's close
+            self.lux.total += round_div((end - ref) * n * (2 * k + n + 1), 2 * (k + n + 1))
+        self._lux_done += n
+        self._lux_held = 0
 
     def _close_periods(self, now_s):
         w = period_for(self.window, now_s, self.window_s)
@@ -139,16 +193,15 @@ class StreetlightApp(AppBase):
         self.mot_period = p
 
     def _close_window(self, w):
+        if self._lux_held:
+            self._lux_fill(None)  # boosted at the close: its last readings count as the settled one
         lux = self.lux.take()
         lvl = self.lvl.take()
         bad = self.lamp_bad
         self.lamp_bad = 0
-        if lvl is None or not self._trusted(w):
+        if lux is None or not self._trusted(w):
             return
-        m = {"lvl": lvl, "lamp": bad}
-        if lux is not None:  # None: the lamp was boosted at every reading of the window
-            m["lux"] = quantise(lux, self.lux_quantum)
-        self._report("win", w, self.window_s, m)
+        self._report("win", w, self.window_s, {"lux": quantise(lux, self.lux_quantum), "lvl": lvl, "lamp": bad})
 
     def sleep_ms(self, now_ms):
         """How long :meth:`run` may sleep after a tick at ``now_ms`` (next sample, watchdog)."""
