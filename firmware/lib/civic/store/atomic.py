@@ -69,9 +69,25 @@ class CorruptFile(ValueError):
         path: the damaged file.
     """
 
-    def __init__(self, path):
-        super().__init__("corrupt file: " + path)
+    def __init__(self, path, what="corrupt file: "):
+        super().__init__(what + path)
         self.path = path
+
+
+class ReadError(CorruptFile):
+    """A file that exists could not be opened or read (an OSError other than ENOENT: a flash read
+    error, EIO; a directory at the path). Its content may be intact: a caller that removes a
+    damaged file keeps this one (a :class:`CorruptFile`, so callers that fail closed need not
+    tell the two apart).
+
+    Attributes:
+        path: the file.
+        errno: the OSError's number (None if it had none).
+    """
+
+    def __init__(self, path, err=None):
+        super().__init__(path, "cannot read file: ")
+        self.errno = err
 
 
 def _load(path):
@@ -82,7 +98,7 @@ def _load(path):
     except OSError as e:
         if e.args and e.args[0] == errno.ENOENT:
             return None
-        raise CorruptFile(path)
+        raise ReadError(path, e.args[0] if e.args else None)
 
 
 def _valid(data):
@@ -98,7 +114,7 @@ def read(path):
     Raises:
         CorruptFile: the file is shorter than its header or its CRC does not match, or it (or,
             with ``path`` missing, its temp file) exists but cannot be read (any OSError other
-            than ENOENT).
+            than ENOENT): then the subclass :class:`ReadError`.
     """
     data = _load(path)
     if data is None:

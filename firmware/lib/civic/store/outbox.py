@@ -3,7 +3,9 @@
 Each frame lives in ``<dir>/<seq as 8 hex digits>.<r|a>`` (``a`` = alarm), written with
 :mod:`civic.store.atomic` (temp file + rename + CRC), so a power loss mid-write leaves either
 no entry or a complete one. Leftover temp files and entries failing their CRC are removed
-at start-up (counted in ``corrupt``). The index of entries is kept in RAM, sorted by seq. The
+at start-up (counted in ``corrupt``). An entry that cannot be read (a flash read error) may be
+intact, an alarm even: it is left on flash, out of the index (counted in ``unreadable``), and read
+again at the next start-up. The index of entries is kept in RAM, sorted by seq. The
 number of frames dropped at the cap is kept in ``<dir>/dropped`` so it survives reboots (written
 only when a frame is dropped, which is rare).
 """
@@ -39,6 +41,7 @@ class Outbox:
         self.max_entries = max_entries
         self.corrupt = 0
         self.foreign = 0
+        self.unreadable = 0
         atomic.makedirs(self.dir)
         self._dropped_path = self.dir + "/dropped"
         self.dropped = self._load_dropped()
@@ -60,6 +63,9 @@ class Outbox:
                 continue
             try:
                 data = atomic.read(path)
+            except atomic.ReadError:
+                self.unreadable += 1  # maybe intact: left for the next boot
+                continue
             except atomic.CorruptFile:
                 atomic.remove(path)
                 self.corrupt += 1
@@ -170,6 +176,12 @@ class Outbox:
             if s == seq:
                 try:
                     return atomic.read(self._path(s, a))
+                except atomic.ReadError:
+                    # maybe intact: out of the index (frames stop claiming it held) but left on
+                    # flash for the next boot's scan to read again
+                    self._index.remove((s, a))
+                    self.unreadable += 1
+                    return None
                 except atomic.CorruptFile:
                     self._forget(s, a)
                     self.corrupt += 1
