@@ -40,7 +40,7 @@ async def test_metrics_show_the_process_the_last_commit_and_the_store(tmp_path: 
             sent_at = time.time()
             now = int(sent_at)
             frame = build_frame(FRAME_REPORT, "bin-7", 1, {"t": "win", "k": "bin", "w": now - now % 900 - 900,
-                                                            "l": 900, "m": {"fill": 40, "temp": 20}}, key)
+                                                            "l": 900, "m": {"temp": 20, "bat": 80}}, key)
             for _ in range(100):
                 os.write(master, cobs_encode(frame) + b"\x00")  # re-sent until the link is open, as a device does
                 await asyncio.sleep(0.1)
