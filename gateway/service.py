@@ -266,9 +266,9 @@ class Gateway:
         while True:
             gone = self.store.file_problem()
             if gone is not None and gone != logged:
-                log.error("%s: nothing more is committed or acknowledged, and what it held is lost when the "
-                          "gateway stops unless a backup has it; stop the gateway, restore the store "
-                          "(docs/gateway.md, Backups) and start it again", gone)
+                # whether what it held is lost (deleted) or still on disk (moved away) is in the message
+                log.error("%s: nothing more is committed or acknowledged; stop the gateway, put the store back "
+                          "(or restore it: docs/gateway.md, Backups) and start it again", gone)
             logged = gone
             await asyncio.sleep(STORE_WATCH_S)
 

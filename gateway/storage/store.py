@@ -29,6 +29,8 @@ from gateway.private_dirs import mkdir_private
 from gateway.storage import provenance
 from gateway.storage.queries import DATA_VERSION_COUNTER
 from gateway.storage.schema import apply_schema
+from gateway.storage.store_kind import store_kind
+from gateway.storage.write_hint import io_error, write_failure_hint
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,13 @@ class ReportStore:
         # once: the lock, the checks and the connection all use this file, so a link re-pointed
         # meanwhile cannot make the gateway lock one store and write another.
         real = real_store_path(self.path)
+        self._real = real
+        # What the file is, before anything is created or changed beside it: a text file was made 0600
+        # and given a .lock, the registry's devices.sqlite got the store's tables and WAL mode. Raises
+        # open_failed / not_a_store, as run --check does. A store a gateway holds is left to the lock
+        # (in_use): it is being written, so it is not read here.
+        if store_writer(self.path) is None:
+            store_kind(real)
         self._lock_fd = _lock_store(self.path, real)
         conn: sqlite3.Connection | None = None
         try:
@@ -206,6 +215,8 @@ class ReportStore:
             os.close(self._lock_fd)
             if isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
                 raise self._corrupt(exc) from exc
+            if isinstance(exc, StorageError) and exc.reason == "schema_too_new":
+                raise  # its message names the store
             reason = exc.reason if isinstance(exc, StorageError) else "open_failed"
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason=reason) from exc
         self._conn = conn
@@ -220,7 +231,9 @@ class ReportStore:
 
         SQLite keeps writing to the files it opened: after ``rm reports.sqlite*`` (or a ``mv`` over it)
         commits still succeed, into files no longer at the path, and everything stored, old and new,
-        is gone when the gateway stops. The database is looked up by the configured path, following
+        is gone when the gateway stops, unless the file still has a name elsewhere (moved away, not
+        deleted: the link count of the open file, found through ``/proc/self/fd``; the message says
+        which). The database is looked up by the configured path, following
         symlinks, so a ``[storage] path`` symlink re-pointed at another file counts as replaced: the
         next start would open that other file. Cheap (a ``stat`` per file); safe from any thread.
         """
@@ -228,15 +241,18 @@ class ReportStore:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                return "report store file %s was deleted while the gateway ran" % path
+                links = _open_links(ident)
+                what = "moved or deleted" if links is None else "moved away" if links else "deleted"
+                return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(path, ident, links))
             except OSError:
                 continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
             if (st.st_dev, st.st_ino) != ident:
                 now = real_store_path(path)
                 if now != Path(os.path.abspath(path)):  # a symlink (or symlinked directory) on the way
                     return ("report store file %s was replaced by another file while the gateway ran (it now "
-                            "names %s)" % (path, now))
-                return "report store file %s was replaced by another file while the gateway ran" % path
+                            "names %s)%s" % (path, now, _fate(path, ident, _open_links(ident))))
+                return "report store file %s was replaced by another file while the gateway ran%s" % (
+                    path, _fate(path, ident, _open_links(ident)))
         return None
 
     def close(self) -> None:
@@ -272,7 +288,8 @@ class ReportStore:
         """The StorageError for ``exc`` raised while doing ``what``: ``corrupt`` when the file is damaged."""
         if _is_corrupt(exc):
             return self._corrupt(exc)
-        return StorageError("%s failed: %s" % (what, exc), reason=reason)
+        hint = write_failure_hint(self._real) if io_error(exc) else ""
+        return StorageError("%s failed: %s%s" % (what, exc, hint), reason=reason)
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[None]:
@@ -651,6 +668,46 @@ def select_rows(conn: sqlite3.Connection, sql: str, width: int, rows: list[tuple
             found += conn.execute(query, list(itertools.chain.from_iterable(rows[i:i + size]))).fetchall()
             i += size
     return found
+
+
+def _open_links(ident: tuple[int, int]) -> int | None:
+    """The link count of the file ``ident`` (st_dev, st_ino) this process has open (Linux ``/proc/self/fd``):
+    0 when it was deleted, above 0 when it still has a name somewhere; None when it cannot be told."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            st = os.stat("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == ident:
+            return st.st_nlink
+    return None
+
+
+def _fate(path: Path, ident: tuple[int, int], links: int | None) -> str:
+    """What became of the file the store writes, for :meth:`ReportStore.file_problem`'s message."""
+    if links is None:
+        return ""
+    if links:
+        return (" (the file it writes is still on disk under another name, nothing is lost; find it with "
+                "find %s -xdev -inum %d and put it back while the gateway is stopped)" % (_mount_point(path), ident[1]))
+    return (" (no name is left for the file it writes: what it held is lost when the gateway stops unless a backup "
+            "has it)")
+
+
+def _mount_point(path: Path) -> str:
+    """The mount point of the file system ``path``'s directory is on (where a moved file can be)."""
+    p = os.path.dirname(os.path.abspath(path))
+    try:
+        dev = os.stat(p).st_dev
+        while p != "/" and os.stat(os.path.dirname(p)).st_dev == dev:
+            p = os.path.dirname(p)
+    except OSError:
+        pass
+    return p
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:
