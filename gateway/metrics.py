@@ -19,6 +19,8 @@ REJECTION_REASONS = (
 # Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no
 # longer registered, or its key is no longer the one the link authenticated with.
 BLE_DEAUTHORIZED_REASONS = ("revoked", "unknown_device", "key_changed")
+# Why a retention pass was skipped: the gateway clock is behind / too far ahead of the last stored report.
+RETENTION_SKIP_REASONS = ("clock_behind", "clock_ahead")
 
 
 class _CommitCounter(Counter):
@@ -56,6 +58,9 @@ class GatewayMetrics:
         ingest_shed: frames not taken at twice the cap (not acknowledged: the device re-sends).
         store_commit_failures: batches whose commit failed (disk full, store damaged, deleted...);
             their reports were not acknowledged.
+        retention_skipped: retention passes skipped because the gateway clock is implausible, by reason
+            (:data:`RETENTION_SKIP_REASONS`, see gateway/retention_clock.py).
+        retention_removed: field values (readings) removed by retention.
     """
 
     def __init__(self, gateway_id: str) -> None:
@@ -104,6 +109,13 @@ class GatewayMetrics:
                                    registry=r)
         self.store_commit_failures = Counter("civicedge_store_commit_failures",
                                              "Report batches whose commit failed (not acknowledged)", registry=r)
+        self.retention_skipped = Counter(
+            "civicedge_retention_skipped", "Retention passes skipped: the gateway clock is implausible "
+            "(behind or far ahead of the last stored report)", ["reason"], registry=r)
+        for reason in RETENTION_SKIP_REASONS:
+            self.retention_skipped.labels(reason)
+        self.retention_removed = Counter("civicedge_retention_removed", "Field values removed by retention",
+                                         registry=r)
         self.ack_gap_waits = Counter(
             "civicedge_ack_gap_waits", "Seq gaps the device still held after ack_gap_hold_s (ACKs wait for them)",
             registry=r)

@@ -30,6 +30,7 @@ from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
 from gateway.registry import Registry
 from gateway.resources import load_policy
+from gateway.retention_clock import SKIPPED_RETRY_S, RetentionClock
 from gateway.storage.store import ReportStore
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
@@ -91,6 +92,10 @@ class Gateway:
         # One time source for everything the gateway stamps or asks about "now": ingest, the web's
         # "last 24 h" views and open alarms, today's collection plan, retention.
         self.clock = clock
+        # Retention removes for good: it checks the clock against the data and (real clock only) against
+        # the time elapsed before each pass (gateway/retention_clock.py).
+        self.retention_clock = RetentionClock(config.retention_interval_s,
+                                              time.monotonic if sim_clock is None else None)
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
@@ -243,6 +248,8 @@ class Gateway:
         failing = self.ingest.store_problem
         if failing is not None and gone is None:
             reasons.append(failing)
+        if self.retention_clock.problem is not None:
+            reasons.append("retention skipped: %s" % self.retention_clock.problem)
         # What fails: unreachable, refused the credentials, TLS handshake failed, ...; or, connected
         # between the broker's closes, stalled behind one message the broker keeps closing on.
         if self.upstream is not None and (not self.upstream.connected or self.upstream.problem == HEALTH_STALLED):
@@ -274,11 +281,22 @@ class Gateway:
 
     async def _retention_loop(self) -> None:
         while True:
+            delay = self.config.retention_interval_s
             try:
-                await self.ingest.run_in_store(self.store.apply_retention, self.retention(), self.clock())
+                last = await self.ingest.run_in_store(self.store.last_received_at)
+                assert last is None or isinstance(last, float)
+                removal_time = self.retention_clock.removal_time(self.clock(), last)
+                if removal_time is None:  # the clock is implausible (logged): try again soon
+                    self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
+                    delay = min(delay, SKIPPED_RETRY_S)
+                else:
+                    removed = await self.ingest.run_in_store(self.store.apply_retention, self.retention(),
+                                                             removal_time)
+                    assert isinstance(removed, int)
+                    self.metrics.retention_removed.inc(removed)
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
                 log.error("retention pass failed: %s", exc)
-            await asyncio.sleep(self.config.retention_interval_s)
+            await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         """Drain and stop: stop accepting, commit and ACK what is in flight, close links, upstream, web, store."""

@@ -19,6 +19,7 @@ import os
 import pwd
 import sqlite3
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -565,14 +566,25 @@ class ReportStore:
 
     # -- retention ------------------------------------------------------------------------
 
+    def last_received_at(self) -> float | None:
+        """``received_at`` of the last stored report (the highest id: the last one inserted), or None when
+        none is stored; what retention checks the gateway clock against (gateway/retention_clock.py)."""
+        with self._reading("reading the last reception time"):
+            row = self._conn.execute("SELECT received_at FROM reports ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
     def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float) -> int:
         """Remove every field value older than its retention; return the readings (``m`` values) removed.
 
+        A field losing more than :data:`LARGE_REMOVAL` of its stored values in one pass is logged at
+        WARNING (a retention just shortened, or a clock to check), the total at INFO.
+
         Args:
             retention_days: ``(kind, field) -> days`` (policy.json values, possibly shortened by config).
-            now: current unix time.
+            now: the time to remove by (the gateway's clock, checked by gateway/retention_clock.py).
         """
         removed = 0
+        large: list[str] = []
         with self._writing("retention") as conn:
             changed = 0
             for (kind, fld), days in sorted(retention_days.items()):
@@ -581,9 +593,14 @@ class ReportStore:
                     log.warning("retention: field name %r cannot occur in a report; skipped", fld)
                     continue
                 path = '$."%s"' % fld  # quoted: a field name is one key, never a path
-                removed += int(conn.execute(
-                    "SELECT COUNT(*) FROM reports WHERE kind=? AND w + l <= ? AND json_type(m, ?) IS NOT NULL",
-                    (kind, cutoff, path)).fetchone()[0])
+                held, old = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(w + l <= ?), 0) FROM reports"
+                    " WHERE kind=? AND json_type(m, ?) IS NOT NULL",
+                    (cutoff, kind, path)).fetchone()
+                removed += int(old)
+                if old and old > LARGE_REMOVAL * held:
+                    large.append("%d of %d %s.%s value(s) (retention %d day(s): before %s)" % (
+                        old, held, kind, fld, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff))))
                 changed += conn.execute(
                     "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)"
                     " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
@@ -598,6 +615,10 @@ class ReportStore:
                 # newest report (the open-data CSV's ETag) also name them by this version. Same
                 # transaction as the removal, so no reader sees one without the other.
                 _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
+        if large:
+            log.warning("retention removed %s: more than %d %% of what was stored of %s; check the retention "
+                        "settings and the gateway clock (date -u) if that was not expected", "; ".join(large),
+                        LARGE_REMOVAL * 100, "that field" if len(large) == 1 else "those fields")
         if removed:
             log.info("retention removed %d reading(s)", removed)
         return removed
@@ -607,6 +628,9 @@ class ReportStore:
 # and the C encoder behind it is faster on these small maps than formatting them by hand.
 _dump = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
+
+# A retention pass removing more than this share of one field's stored values logs a WARNING.
+LARGE_REMOVAL = 0.1
 
 # Rows per multi-row INSERT, largest first: a few fixed sizes keep the statements in sqlite3's
 # statement cache. Sizes whose parameters exceed the library's bound (999 before SQLite 3.32) are skipped.

@@ -1,0 +1,147 @@
+"""Retention never removes data by an implausible gateway clock.
+
+QA finding: a host clock stepped 200 days forward made the next retention pass remove every field
+value older than its retention by that clock, for good, logged at INFO only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import KEYS, make_env
+from helpers import WINDOW_T0, report_frame
+from procs import PtyDevice
+
+from gateway.config import load_config
+from gateway.retention_clock import AHEAD_MARGIN_S, RetentionClock
+from gateway.service import Gateway
+from gateway.storage import ReportQueries, ReportRecord, ReportStore
+
+pytestmark = pytest.mark.timeout(90)
+
+DAY = 86400
+
+
+def _write_clock(path: Path, virtual_at: float) -> None:
+    """As the demo writes the [sim_clock] follow file: a temporary file, then os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"virtual_at": virtual_at, "wall_at": time.time(), "speed": 1.0}))
+    os.replace(tmp, path)
+
+
+async def _until(check, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, what
+        await asyncio.sleep(0.1)
+
+
+async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The QA's repro with a simulated clock: reports stored, the clock moves on 200 days, retention
+    (every second) skips, says why (WARNING, metric, /healthz) and keeps every value; once a report
+    stamped by the new clock arrives it is the data's time too, and retention resumes."""
+    caplog.set_level(logging.INFO)
+    dev = PtyDevice(KEYS)
+    clock_file = tmp_path / "sim-clock.json"
+    start = WINDOW_T0 + 10 * 900  # just after the reports' windows (helpers.body_for: w = WINDOW_T0 + 900 * seq)
+    _write_clock(clock_file, start)
+    cfg = make_env(tmp_path, serial=(dev.path,),
+                   extra='[sim_clock]\nfollow_file = "sim-clock.json"\n[retention]\ninterval_s = 1\n')
+    gw = Gateway(load_config(cfg))
+    await gw.start()
+    q = ReportQueries(gw.config.storage.path)
+    try:
+        await _until(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1,
+                     "the serial link did not come up")
+        dev.send([report_frame("bin-1", s, KEYS["bin-1"]) for s in (1, 2, 3)])
+        await _until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 3)[1], "no ACK of seq 3")
+        await asyncio.sleep(1.5)  # a pass at the right time removes nothing (temp: 90 days)
+        assert all(r.m.get("temp") == 12 for r in q.reports(device="bin-1"))
+
+        _write_clock(clock_file, start + 200 * DAY)
+        skipped = {"reason": "clock_ahead"}
+        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", skipped) >= 2,
+                     "retention was not skipped")
+        assert gw.clock() >= start + 200 * DAY
+        assert [r.m for r in q.reports(device="bin-1")] == [{"fill": 10 * s, "temp": 12} for s in (1, 2, 3)]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                    and r.getMessage().startswith("retention skipped")]
+        assert len(warnings) == 1, warnings  # once, not at every pass
+        assert "200.0 days ahead of the last stored report's reception time" in warnings[0]
+        assert any("retention skipped" in reason for reason in gw._health())  # noqa: SLF001 - /healthz reasons
+        assert gw.metrics.value("civicedge_retention_removed_total") == 0
+
+        # A report received at the new time: the clock and the data agree again.
+        dev.send([report_frame("bin-1", 4, KEYS["bin-1"])])
+        await _until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 4)[1], "no ACK of seq 4")
+        await _until(lambda: "temp" not in q.reports(device="bin-1")[0].m, "retention did not resume", 10)
+        assert not any("retention skipped" in reason for reason in gw._health())  # noqa: SLF001
+        assert any(r.getMessage().startswith("retention resumes") for r in caplog.records)
+        assert gw.metrics.value("civicedge_retention_removed_total") >= 4  # temp of 1..3, fill stays (730 days)
+    finally:
+        q.close()
+        await gw.stop()
+        dev.close()
+
+
+def test_a_clock_stepping_ahead_while_reports_arrive_is_not_followed(caplog: pytest.LogCaptureFixture) -> None:
+    """The data check alone is defeated by reports stamped by the jumped clock; the step itself (wall
+    clock against the time elapsed) is not followed, until a step back undoes it."""
+    mono = [1000.0]
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])
+    now = 1_790_000_000.0
+    assert clock.removal_time(now, now - 60) == now
+    mono[0] += 3600
+    now += 3600 + 200 * DAY  # an hour passed; the clock says 200 days and an hour
+    assert clock.removal_time(now, now - 30) == pytest.approx(now - 200 * DAY)  # a report stamped by it
+    assert clock.problem is None and clock.offset == pytest.approx(200 * DAY)
+    assert any("stepped forward by 200.0 days" in r.getMessage() for r in caplog.records)
+    mono[0] += 3600
+    now += 3600
+    assert clock.removal_time(now, now - 30) == pytest.approx(now - 200 * DAY)  # still not followed
+    mono[0] += 3600
+    now += 3600 - 200 * DAY  # corrected
+    assert clock.removal_time(now, None) == pytest.approx(now) and clock.offset == 0
+
+
+def test_a_clock_behind_or_far_ahead_of_the_data_skips() -> None:
+    clock = RetentionClock(3600, monotonic=None)  # [sim_clock]: no elapsed-time check
+    t = 1_790_000_000.0
+    assert clock.removal_time(t, None) == t  # nothing stored: nothing to check (and nothing to remove)
+    assert clock.removal_time(t - 3600, t) is None and clock.reason == "clock_behind"
+    assert "behind the last stored report" in (clock.problem or "")
+    assert clock.removal_time(t + 3600 + AHEAD_MARGIN_S - 1, t) == t + 3600 + AHEAD_MARGIN_S - 1
+    assert clock.problem is None
+    assert clock.removal_time(t + 3600 + AHEAD_MARGIN_S + 1, t) is None and clock.reason == "clock_ahead"
+
+
+def _rec(seq: int, w: int) -> ReportRecord:
+    return ReportRecord(device="b%d" % (seq % 3), seq=seq, kind="bin", zone="north", type="win", w=w, l=900,
+                        m={"fill": 40, "temp": 12}, e={}, a=[], fw="1.0", received_at=w + 5.0, link="serial:x",
+                        digest="%064x" % seq)
+
+
+def test_a_large_removal_is_a_warning_a_small_one_is_not(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    t = 1_790_000_000 - 1_790_000_000 % 900
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw")
+    try:
+        old = [_rec(s, t - 100 * DAY + 900 * s) for s in range(1, 3)]  # 2 of 40: 5 %
+        store.insert_batch(old + [_rec(s, t + 900 * s) for s in range(3, 41)])
+        assert store.last_received_at() == t + 900 * 40 + 5.0
+        assert store.apply_retention({("bin", "temp"): 90, ("bin", "fill"): 730}, now=t + 40 * 900) == 2
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any(r.getMessage() == "retention removed 2 reading(s)" for r in caplog.records)
+        # a retention shortened to 1 day (or a clock 2 days on) removes every fill value: a WARNING
+        assert store.apply_retention({("bin", "fill"): 1}, now=t + 40 * 900 + 2 * DAY) == 40
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1 and "bin.fill" in warned[0] and "40 of 40" in warned[0], warned
+    finally:
+        store.close()
