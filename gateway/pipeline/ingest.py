@@ -55,6 +55,10 @@ UNREGISTERED_NAMED = 5  # device ids named in one such line (more are "and other
 UNREGISTERED_LINKS_NAMED = 3
 # Rejections raised after the tag verified: the seq is authentic, the report is refused for good.
 AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
+# Frames of a registered device whose tag fails (reason hmac): a board left on its old key after a key
+# rotation loses all its data, each frame otherwise only an INFO line. One WARNING per device at most
+# once per 10 min, with the count (never the key or the tag). Registered ids only: bounded by the registry.
+HMAC_LOG_EVERY_S = 600.0
 # An authentic report the policy gate refuses is acknowledged past (the device deletes it): its data is
 # lost, most likely because the board runs another policy.json. One warning per minute, with the count.
 POLICY_LOG_EVERY_S = 60.0
@@ -266,6 +270,8 @@ class IngestService:
             WINDOW_DUP_LOG_EVERY_S, log_clock, "%d more release(s) for periods already stored acknowledged, not "
             "stored, since the last such line", log)
         self._unregistered = {r: _UnregisteredFrames(r, log_clock) for r in ("unknown_device", "revoked")}
+        self._log_clock = log_clock
+        self._hmac_warnings: dict[str, CountedWarning] = {}  # device id -> its warning (see _hmac_failed)
         self._policy_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) refused by the privacy policy gate since the last "
             "such line", log)
@@ -404,7 +410,8 @@ class IngestService:
             except asyncio.CancelledError:
                 pass
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
-        for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning):
+        for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning,
+                        *self._hmac_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -435,6 +442,8 @@ class IngestService:
                 self._unregistered_frame(self._unregistered[exc.reason], exc.device_id, link)
             if isinstance(exc, RejectedReport) and exc.reason == "policy":
                 self._policy_refused(exc)
+            if isinstance(exc, RejectedReport) and exc.reason == "hmac" and exc.device_id:
+                self._hmac_failed(exc.device_id, link)
             if isinstance(exc, RejectedReport) and exc.reason in AUTHENTIC_REJECTIONS and exc.device_id:
                 # The device really sent this seq and it will never be stored: no gap to wait for.
                 win = self._window(exc.device_id)
@@ -647,6 +656,24 @@ class IngestService:
         frames.add(device, link.name)
         if frames.limit.allow() is not None:
             log.warning("%s", frames.take())
+
+    def _hmac_failed(self, device: str, link: Link) -> None:
+        """Warn that frames of the registered ``device`` fail their HMAC check, at most once per
+        :data:`HMAC_LOG_EVERY_S` per device, counting the others since the last such line. Names the
+        device and link only: never the key, the tag or the frame."""
+        warning = self._hmac_warnings.get(device)
+        if warning is None:
+            warning = self._hmac_warnings[device] = CountedWarning(
+                HMAC_LOG_EVERY_S, self._log_clock, "%%d more frame(s) of %s failed their HMAC check since the last "
+                "such line (not stored, not acknowledged)" % device.replace("%", "%%"), log)
+        counted = warning.count()
+        if counted is None:
+            return
+        log.warning("frames of registered device %s fail their HMAC check on %s: not stored and not acknowledged, so "
+                    "all its data is lost while this lasts; the board most likely still holds an old key (was its "
+                    "key rotated? `civicedge gateway devices rotate-key`, or re-provisioned elsewhere): give it the "
+                    "registry's key (`civicedge provision ... --force --take-over`, docs/field.md), or someone sends "
+                    "frames under its id%s", device, link.name, more_since(counted[0] - 1, "such frame(s)"))
 
     def _policy_refused(self, exc: RejectedReport) -> None:
         """Warn about an authentic report the policy gate refused, at most once per
