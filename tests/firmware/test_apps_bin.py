@@ -85,6 +85,7 @@ first = drive(app.measure())
 calls = len(echo_fn.calls)
 for k in range(1, 4):
     reading_at(START + 300 * k)          # readings at 5, 10, 15 min: the third closes the window
+reading_at(START + 21600)                # 06:00 closes the fill period (policy release_every_s)
 print(json.dumps([first, calls, echo_fn.calls[0], trig.writes[:2], rep.sent]))
 """)
     first, calls, call0, trig_writes, sent = res
@@ -92,7 +93,10 @@ print(json.dumps([first, calls, echo_fn.calls[0], trig.writes[:2], rep.sent]))
     assert fill == (1000 - 575) * 100 // 850 and deci == 200 and tilted is False
     assert battery == 58
     assert calls == 5 and call0 == [1, 30000] and trig_writes == [1, 0]
-    assert sent == [{"t": "win", "k": "bin", "w": T0, "l": 900, "m": {"fill": 50, "temp": 20, "tilt": 0, "bat": 60}}]
+    # the windows carry no fill; the 6-hour release carries the level at its end, quantised
+    assert sent == [{"t": "win", "k": "bin", "w": T0, "l": 900, "m": {"temp": 20, "tilt": 0, "bat": 60}},
+                    {"t": "win", "k": "bin", "w": T0 + 900, "l": 900, "m": {"temp": 20, "tilt": 0, "bat": 60}},
+                    {"t": "win", "k": "bin", "w": T0, "l": 21600, "m": {"fill": 50}}]
 
 
 def test_fire_alarm_on_fast_rise_once(mpy: Mpy) -> None:
@@ -212,7 +216,7 @@ def test_state_survives_deep_sleep_resets(flash_run: Callable[..., Any], tmp_pat
     """Each reading runs in a fresh interpreter (a deep-sleep wake is a reset); /flash persists."""
     flash = tmp_path / "flash"
     outputs = []
-    for k in range(1, 5):
+    for k in (1, 2, 3, 4, 72):
         body = f"""
 clock.set_time({T0} + 300 * {k})
 if {k} == 2:
@@ -225,9 +229,12 @@ print(json.dumps([rep.sent, app.state["tn"], app.state["lid"]]))
     sent = [o[0] for o in outputs]
     assert sent[0] == [] and sent[1] == []
     # the third wake (00:15) closes the window holding the readings of wakes 1 and 2
-    assert sent[2] == [{"t": "win", "k": "bin", "w": T0, "l": 900, "m": {"fill": 50, "temp": 20, "tilt": 0, "bat": 60}}]
-    assert [o[1] for o in outputs] == [1, 2, 1, 2]
-    assert [o[2] for o in outputs] == [0, 1, 1, 1]
+    assert sent[2] == [{"t": "win", "k": "bin", "w": T0, "l": 900, "m": {"temp": 20, "tilt": 0, "bat": 60}}]
+    # 06:00: the fill period's last reading (00:20, four wakes back) outlived the resets
+    assert sent[4] == [{"t": "win", "k": "bin", "w": T0 + 900, "l": 900, "m": {"temp": 20, "tilt": 0, "bat": 60}},
+                       {"t": "win", "k": "bin", "w": T0, "l": 21600, "m": {"fill": 50}}]
+    assert [o[1] for o in outputs] == [1, 2, 1, 2, 1]
+    assert [o[2] for o in outputs] == [0, 1, 1, 1, 1]
     assert (flash / "state" / "bin.json").is_file()
 
 
@@ -416,7 +423,7 @@ def wake(by_pin, t, ack=None):
     drive(app.run_deep(by_pin, pending, sleeper, linger_s=0, start_links=lambda: started.append(t)))
     return len(started) > n
 out = []
-rep.report("win", START - 900, 900, {"fill": 50})   # a report from before, not collected yet
+rep.report("win", START - 900, 900, {"temp": 20})   # a report from before, not collected yet
 out.append(wake(False, START))                  # timer wake: reading due
 lid.v = 1
 out.append(wake(True, START + 100))             # lid: nothing due, frames pending -> radio stays off
@@ -495,7 +502,7 @@ def test_an_alarm_flag_saved_by_older_firmware_waits_for_an_empty_outbox(mpy: Mp
     res = run_app(mpy, T0, WAKE + """
 atomic.makedirs("/state")
 atomic.write(STATE, json.dumps({"next": START + 3000, "alarm": True}).encode())
-rep.report("win", START - 900, 900, {"fill": 50})
+rep.report("win", START - 900, 900, {"temp": 20})
 loaded = make_app().state["alarm"]
 out = []
 lid.v = 1
@@ -509,3 +516,46 @@ print(json.dumps([loaded, out, kept]))
     assert loaded is True
     assert started == [True, True, False]
     assert kept is False
+
+
+DEPOSIT_DAY = """
+deposits = %r      # seconds after START -> distance (mm) to the waste after it
+mm = 575                                 # 50 %% full
+t = START + 10
+while t < START + 86400 + 1000:          # readings every 5 min for a day, into the next one
+    for d in sorted(deposits):
+        if t - 300 < START + d <= t:
+            app.lid_opened(START + d)    # a deposit: the lid opens and the fill steps up
+            mm = deposits[d]
+    echo_fn.default = us(mm)
+    reading_at(t)
+    t += 300
+print(json.dumps(rep.sent))
+"""
+
+
+def _deposit_day(mpy: Mpy, deposits: dict[int, int]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = run_app(mpy, T0, DEPOSIT_DAY % (deposits,))
+    return sent
+
+
+def test_nothing_released_tells_a_deposit_time_finer_than_the_fill_period(mpy: Mpy) -> None:
+    """Privacy audit (HIGH): fill steps up with each deposit, so a fill released every 15-minute window
+    gave each deposit's window (event times of a people-related signal). Three deposits over a day, then
+    the same deposits each moved elsewhere within its 6-hour fill period: every report body the bin
+    releases (windows, fill, the daily lid count) must be the same, so none of them dates a deposit
+    finer than the period. Moving one deposit into another period must show (the test can fail)."""
+    h, mi = 3600, 60
+    at = {9 * h + 7 * mi: 490, 13 * h + 41 * mi: 405, 18 * h + 22 * mi: 320}
+    moved = {6 * h + 1 * mi: 490, 17 * h + 55 * mi: 405, 23 * h + 50 * mi: 320}   # same 6-h periods
+    other = {9 * h + 7 * mi: 490, 11 * h + 50 * mi: 405, 18 * h + 22 * mi: 320}   # 13:41 -> 11:50
+    sent = _deposit_day(mpy, at)
+    assert sent == _deposit_day(mpy, moved)
+    fills = [(b["w"] - T0, b["l"], b["m"]["fill"]) for b in sent if "fill" in b.get("m", {})]
+    # the level at the end of each 6-hour period, only in reports over that period
+    assert fills == [(0, 21600, 50), (21600, 21600, 60), (43200, 21600, 70), (64800, 21600, 80)]
+    assert all(set(b["m"]) == {"fill"} for b in sent if b["l"] == 21600)
+    assert [b["t"] for b in sent].count("day") == 1 and all("fill" not in b["m"] for b in sent if b["l"] == 900)
+    assert len([b for b in sent if b["l"] == 900]) == 97    # to 00:15 of the next day
+    fills_other = [(b["w"] - T0, b["m"]["fill"]) for b in _deposit_day(mpy, other) if "fill" in b.get("m", {})]
+    assert fills_other == [(0, 50), (21600, 70), (43200, 70), (64800, 80)]

@@ -38,9 +38,9 @@ def _parse(frame: bytes) -> tuple[int, str, int, Any]:
 def test_reports_are_framed_into_the_outbox(flash_run: Callable[..., Any], tmp_path: Path, repo_root: Path) -> None:
     flash = _flash(tmp_path, repo_root)
     code = SETUP + (
-        "print(R.report('win', 1795000500 - 1795000500 % 900, 900, {'lux': 120, 'lvl': 40, 'lamp': 0, 'mot': 17}, e={'mot': 500}))\n"
+        "print(R.report('win', 1795000500 - 1795000500 % 21600, 21600, {'mot': 17}, e={'mot': 500}))\n"
         "print(R.report('hour', 1794999600, 3600, {'wh': 33}))\n"
-        "print(R.alarm(['lamp_fail'], 1795000517, {'lamp': 1}))\n"
+        "print(R.alarm(['lamp_fail'], 1795000517))\n"
     )
     assert flash_run(code, flash).stdout.split() == ["1", "2", "3"]
     names = sorted(p.name for p in (flash / "outbox").iterdir())
@@ -48,8 +48,8 @@ def test_reports_are_framed_into_the_outbox(flash_run: Callable[..., Any], tmp_p
     frames = [(flash / "outbox" / n).read_bytes()[4:] for n in names]
     t, dev, seq, body = _parse(frames[0])
     assert (t, dev, seq) == (1, "sl-0042", 1)
-    assert body == {"t": "win", "k": "streetlight", "w": 1795000500 - 1795000500 % 900, "l": 900,
-                    "m": {"lux": 120, "lvl": 40, "lamp": 0, "mot": 17}, "e": {"mot": 500}, "fw": "0.1.0",
+    assert body == {"t": "win", "k": "streetlight", "w": 1795000500 - 1795000500 % 21600, "l": 21600,
+                    "m": {"mot": 17}, "e": {"mot": 500}, "fw": "0.1.0",
                     "h": []}
     assert _parse(frames[1])[3]["m"] == {"wh": 33}
     # h: the seqs below it still in the outbox, as runs (protocol §2)
@@ -67,6 +67,8 @@ def test_allowlist_and_accounting_are_enforced(flash_run: Callable[..., Any], tm
         "('win', 0, 900, {'lux': 1}, {'lux': 5})", # epsilon for a non-personal field
         "('win', 0, 900, {}, None, ['fire'])",     # alarm code of the other kind / not an alarm report
         "('alarm', 0, 60, {}, None, ['fire'])",    # alarm code of the other kind
+        "('win', 0, 900, {'mot': 9}, {'mot': 500})",  # a count outside its release period (6 h)
+        "('alarm', 0, 60, {'lamp': 1}, None, ['lamp_fail'])",  # a field its alarm does not carry
     ]
     invalid = [
         "('win', 10, 900, {'lux': 1})",            # w not a multiple of l
@@ -87,9 +89,10 @@ def test_allowlist_and_accounting_are_enforced(flash_run: Callable[..., Any], tm
         "print(R.outbox.pending(), R.seq.last)\n"
     )
     lines = flash_run(code, flash).stdout.splitlines()
-    assert lines[:6] == ["policy mac", "policy fill", "policy mot", "policy lux", "policy None", "policy fire"]
-    assert lines[6:12] == ["value"] * 6
-    assert lines[12] == "[] 0"  # nothing was queued and no seq was used
+    assert lines[:8] == ["policy mac", "policy fill", "policy mot", "policy lux", "policy None", "policy fire",
+                         "policy mot", "policy lamp"]
+    assert lines[8:14] == ["value"] * 6
+    assert lines[14] == "[] 0"  # nothing was queued and no seq was used
 
 
 def test_policy_and_identity_errors(mpy: Callable[..., MpResult]) -> None:

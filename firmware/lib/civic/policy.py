@@ -32,6 +32,8 @@ class KindPolicy:
         allowlist: frozenset of field names that may appear in a report's ``m``.
         personal: frozenset of ``noisy_count`` fields (need epsilon accounting).
         alarms: frozenset of alarm codes.
+        alarm_fields: dict alarm code -> tuple of the fields its report may carry (policy
+            ``fields`` of the alarm; none by default).
         config_keys: frozenset of CONFIG keys the kind accepts.
         window_s: aggregation window in seconds.
     """
@@ -58,7 +60,15 @@ class KindPolicy:
                     raise PolicyError("field %s needs an integer %s >= 1" % (f, key), f)
             if fspec["eps_per_release_milli"] > fspec["eps_per_day_milli"]:
                 raise PolicyError("field %s: epsilon per release exceeds the daily budget" % f, f)
-        self.alarms = frozenset(spec.get("alarms", {}))
+        alarms = spec.get("alarms", {})
+        self.alarms = frozenset(alarms)
+        self.alarm_fields = {}
+        for code in alarms:
+            names = alarms[code].get("fields", ()) if isinstance(alarms[code], dict) else ()
+            for f in names:
+                if f not in fields or f in self.personal:
+                    raise PolicyError("alarm %s: field %s is not a non-personal field of %s" % (code, f, kind), f)
+            self.alarm_fields[code] = tuple(names)
         self.config_keys = frozenset(spec.get("config", ()))
         self.window_s = spec.get("window_s", defaults.get("window_s", 900))
 

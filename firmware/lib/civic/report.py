@@ -34,8 +34,10 @@ def build_body(kind_policy, t, w, l, m, e=None, a=None, fw=None):
 
     Raises:
         PolicyError: a field in ``m`` or ``e`` not on the kind's allowlist, a people-related
-            (noisy_count) field in ``m`` without its epsilon in ``e``, an alarm code not in
-            the policy, or ``a`` in a non-alarm report.
+            (noisy_count) field in ``m`` without its epsilon in ``e``, a field with a release
+            period (``release_every_s``) outside its report type over that period, a field in an
+            alarm report that none of its alarm codes carries, an alarm code not in the policy,
+            or ``a`` in a non-alarm report.
         ValueError: bad report type, period, window start or a non-integer value.
     """
     if t not in REPORT_TYPES:
@@ -52,11 +54,19 @@ def build_body(kind_policy, t, w, l, m, e=None, a=None, fw=None):
         raise ValueError("report: m must be a dict")
     e = e or {}
     for name in m:
-        kind_policy.field(name)  # raises PolicyError if not allowlisted
+        spec = kind_policy.field(name)  # raises PolicyError if not allowlisted
         if not _is_int(m[name]):
             raise ValueError("report: value of %s must be an int" % name)
         if name in kind_policy.personal and not e.get(name):
             raise PolicyError("people-related field %s released without epsilon accounting" % name, name)
+        every = spec.get("release_every_s")
+        if t == "alarm":
+            # an alarm carries only what its alarms need (fire: temp): anything else would leave
+            # at the minute of the alarm, bypassing its own release period (fill: 6 h)
+            if not any(name in kind_policy.alarm_fields.get(c, ()) for c in a or ()):
+                raise PolicyError("%s is not carried by alarm %s" % (name, ",".join(a or ())), name)
+        elif every and (t != spec.get("report") or l != every):
+            raise PolicyError("%s is released only in %s reports over %d s" % (name, spec.get("report"), every), name)
     for name in e:
         if name not in kind_policy.personal:
             raise PolicyError("epsilon given for %s, which is not a noisy_count field" % name, name)

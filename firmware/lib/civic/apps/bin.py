@@ -1,5 +1,10 @@
-"""Waste-bin app: fill level (median of ultrasonic pings), temperature with fire alarm, tilt /
-tip-over alarm, battery, and lid openings released once a day as a noisy count.
+"""Waste-bin app: fill level (median of ultrasonic pings) released as the level at the end of its
+release period (6 h), temperature with fire alarm, tilt / tip-over alarm, battery, and lid openings
+released once a day as a noisy count.
+
+Fill goes up a step with each deposit: released every 15-minute window, its steps would give the
+window of every deposit (event times of a people-related signal). The policy's fill
+``release_every_s`` bounds that to its period (docs/privacy.md).
 
 The board sleeps between readings. In deep sleep the chip resets on wake, so everything that
 must outlive a reading (window sums, the day's lid count, detector state, when the next reading
@@ -29,9 +34,9 @@ def fresh_state():
     """State of a bin that has never read anything.
 
     ``alarm`` is the seq of the latest unacknowledged alarm, or False (``True``: saved by older
-    firmware, seq unknown).
+    firmware, seq unknown). ``fill`` is the latest fill reading of the fill period starting at ``fp``.
     """
-    return {"next": 0, "win": None, "fill": None, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
+    return {"next": 0, "win": None, "fp": None, "fill": None, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
             "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False}
 
 
@@ -67,7 +72,9 @@ class BinApp(AppBase):
         self.wake = Signal()
         self.lid_irq = EventCounter(self.lid_refractory_s * 1000, on_edge=self.wake)
         self.feed_ms = max(cfg["wdt_ms"] // 3, 1)
-        self.q_fill = kind_policy.field("fill").get("quantum", 10)
+        fill = kind_policy.field("fill")
+        self.q_fill = fill.get("quantum", 10)
+        self.fill_every_s = fill.get("release_every_s", kind_policy.window_s)
         self.q_bat = kind_policy.field("bat").get("quantum", 10)
         self.window_s = kind_policy.window_s
         self.interval_s = cfg["sleep"]["interval_s"]
@@ -222,23 +229,37 @@ class BinApp(AppBase):
         if st["win"] is not None and w != st["win"]:
             self._close_window(st["win"])
         st["win"] = w
+        if self.fill_every_s != self.window_s:
+            p = period_for(st["fp"], now_s, self.fill_every_s)
+            if st["fp"] is not None and p != st["fp"]:
+                self._close_fill(st["fp"])
+            st["fp"] = p
         d = period_for(st["day"], now_s, self.lid_every_s)
         if st["day"] is not None and d != st["day"]:
             self._release("lid", st["lid"], st["day"], self.lid_every_s, "day", now_s)
             st["lid"] = 0
         st["day"] = d
 
+    def _close_fill(self, p):
+        # The level at the end of the fill period, alone in a "win" report over that period (like
+        # the streetlight's mot); no reading in the period: nothing to release.
+        st = self.state
+        fill = st["fill"]
+        st["fill"] = None
+        if fill is not None and self._trusted(p):
+            self._report("win", p, self.fill_every_s, {"fill": quantise(fill, self.q_fill)})
+
     def _close_window(self, w):
         st = self.state
         m = {}
-        if st["fill"] is not None:
+        if st["fill"] is not None and self.fill_every_s == self.window_s:  # policy without a fill period
             m["fill"] = quantise(st["fill"], self.q_fill)
+            st["fill"] = None
         if st["tn"]:
             m["temp"] = c_from_deci(round_div(st["tsum"], st["tn"]))
             m["tilt"] = st["tilt"]
         if st["bat"] is not None:
             m["bat"] = quantise(st["bat"], self.q_bat)
-        st["fill"] = None
         st["tsum"] = 0
         st["tn"] = 0
         st["tilt"] = 0
