@@ -69,6 +69,9 @@ class PolicyGate:
     Besides the allowlist of fields and alarm codes: a personal (``noisy_count``) field only in its
     release report type, over its release period, with 0 < ``e`` <= the
     policy's per-release ε, and a released value at least k (and on its quantum, if it has one);
+    a non-personal field with its own release period (``release_every_s``, e.g. the bin's fill: its
+    steps date the deposits) only in win reports over that period; an alarm report carrying only the
+    fields its alarm codes name (policy ``alarms.<code>.fields``, e.g. the fire alarm's temp);
     ``e`` naming personal fields only; ``fw`` a version string. A board's policy.json may be stricter
     than the gateway's (its releases then pass; protocol §2, docs/privacy.md), never looser: an
     authentic report refused here is acknowledged past and lost. A non-personal value off its quantum
@@ -77,7 +80,9 @@ class PolicyGate:
 
     Raises:
         ConfigError: the policy lacks a bound the gate compares with (a personal field's ε or k, in
-            the field or in ``defaults``) or has one that is not a whole number >= 1.
+            the field or in ``defaults``) or has one that is not a whole number >= 1, gives a
+            non-personal field a release period outside win reports, or names in an alarm's fields
+            something other than a non-personal field of its kind.
     """
 
     def __init__(self, policy: dict[str, Any]) -> None:
@@ -97,8 +102,15 @@ class PolicyGate:
         # (kind, win|hour|day) -> the fields the policy reports in that type (its "report"); an alarm
         # may carry the kind's non-personal values of the moment (the fire alarm's temp), a boot none
         self.fields_of: dict[tuple[str, str], frozenset[str]] = {}
+        # kind -> non-personal field -> its release period (release_every_s): released only in "win"
+        # reports over that period (the bin's fill: every 15 minutes its steps would date each deposit)
+        self.periodic: dict[str, dict[str, int]] = {}
+        # kind -> alarm code -> the fields its report may carry (policy alarms.<code>.fields; none by
+        # default): an alarm leaves at once, so anything else in it would bypass its release period
+        self.alarm_fields: dict[str, dict[str, frozenset[str]]] = {}
         for k, spec in kinds.items():
             releases: dict[str, _Release] = {}
+            periodic: dict[str, int] = {}
             quanta: list[tuple[str, int]] = []
             coarse: list[tuple[str, int]] = []
             for name, field in spec["fields"].items():
@@ -109,13 +121,39 @@ class PolicyGate:
                     (quanta if personal else coarse).append((name, quantum))
                 if personal:
                     releases[name] = self._release(field, defaults, self.window_s[k], where)
+                elif "release_every_s" in field:
+                    if field.get("report") != "win":
+                        raise ConfigError("privacy policy: %s has release_every_s, so its report must be win, not %r"
+                                          % (where, field.get("report")), reason="bad_value", key=where + ".report")
+                    periodic[name] = _whole(field["release_every_s"], where + ".release_every_s")
             self.releases[k] = releases
+            self.periodic[k] = periodic
+            self.alarm_fields[k] = self._alarm_fields(k, spec)
             self.personal[k] = frozenset(releases)
             for rtype in ("win", "hour", "day"):  # the fields a periodic report of each type may carry
                 self.fields_of[(k, rtype)] = frozenset(
                     name for name, field in spec["fields"].items() if field.get("report") == rtype)
             self.quanta[k] = tuple(quanta)
             self.coarse_quanta[k] = tuple(coarse)
+
+    @staticmethod
+    def _alarm_fields(kind: str, spec: dict[str, Any]) -> dict[str, frozenset[str]]:
+        """Alarm code -> the fields its report may carry: the policy's ``fields`` of the alarm, each a
+        non-personal field of the kind (a personal count leaves only noised, over its period)."""
+        out: dict[str, frozenset[str]] = {}
+        for code, alarm in spec.get("alarms", {}).items():
+            names = alarm.get("fields", []) if isinstance(alarm, dict) else []
+            where = "kinds.%s.alarms.%s.fields" % (kind, code)
+            if not isinstance(names, list):
+                raise ConfigError("privacy policy: %s must be a list of field names" % where, reason="bad_value",
+                                  key=where)
+            for name in names:
+                field = spec["fields"].get(name) if isinstance(name, str) else None
+                if not isinstance(field, dict) or field.get("release") == "noisy_count":
+                    raise ConfigError("privacy policy: %s: %r is not a non-personal field of %s" % (where, name, kind),
+                                      reason="bad_value", key=where)
+            out[str(code)] = frozenset(names)
+        return out
 
     @staticmethod
     def _release(field: dict[str, Any], defaults: dict[str, Any], window_s: int | None, where: str) -> _Release:
@@ -144,17 +182,19 @@ class PolicyGate:
     def win_period_problem(self, body: dict[str, Any], kind: str) -> str | None:
         """None if a "win" report's period fits the kind's policy, else what is wrong with it.
 
-        A win report covers the kind's window; a longer one is a release of personal counts over their
-        release period (exactly: releases over other periods would overlap), and carries only those counts.
+        A win report covers the kind's window; a longer one is a release of fields over their release
+        period (``release_every_s``: personal counts, the bin's fill; exactly: releases over other periods
+        would overlap), and carries only those fields.
         ``w`` is aligned to ``l`` (checked by the caller for every report type).
         """
         length = body["l"]
         if length == self.window_s.get(kind):
             return None
         fields = frozenset(name for name, rel in self.releases.get(kind, {}).items()
-                           if rel.rtype == "win" and length == rel.period)
+                           if rel.rtype == "win" and length == rel.period).union(
+            name for name, period in self.periodic.get(kind, {}).items() if length == period)
         if not fields:
-            return "a win report covers %s s (or a personal count's release period), not %d: the board's " \
+            return "a win report covers %s s (or a field's release period), not %d: the board's " \
                    "policy.json has another window_s or release_every_s than the gateway's" % (
                        self.window_s.get(kind), length)
         outside = sorted(str(f) for f in set(body.get("m", {})) | set(body.get("e", {})) if f not in fields)
@@ -194,6 +234,20 @@ class PolicyGate:
             if problem is not None:
                 return problem
         rtype = body.get("t")
+        if rtype == "win":
+            periodic = self.periodic.get(kind, {})
+            length = body.get("l")
+            for name in sorted(periodic.keys() & m.keys()):
+                if length != periodic[name]:
+                    return ("%s is released only in win reports over %d s (policy release_every_s; released more "
+                            "often its steps would date the events behind them), not over %r s" % (
+                                name, periodic[name], length))
+        elif rtype == "alarm" and m and codes:  # an alarm without codes: the body checks
+            carried = frozenset().union(*(self.alarm_fields.get(kind, {}).get(c, frozenset()) for c in codes))
+            if not m.keys() <= carried:
+                other = sorted(f for f in m if f not in carried)
+                return "an alarm report carries only the fields its alarm codes name (policy alarms.<code>.fields: " \
+                       "%s), not %s" % (", ".join(sorted(carried)) or "none", ", ".join(other))
         in_type = self.fields_of.get((kind, rtype)) if type(rtype) is str else None  # other t: the body checks
         if in_type is not None and not m.keys() <= in_type:
             other = sorted(f for f in m if f not in in_type)

@@ -10,13 +10,15 @@ WINDOW_T0 = 1_790_000_100 - (1_790_000_100 % 900)
 MOT_PERIOD = 21600  # the streetlight's mot release_every_s in firmware/policy.json
 MOT_EPS = 500  # its eps_per_release_milli
 MOT_T0 = WINDOW_T0 - WINDOW_T0 % MOT_PERIOD
+FILL_PERIOD = 21600  # the bin's fill release_every_s in firmware/policy.json
 
 
 def body_for(kind: str, seq: int, **over: Any) -> dict[str, Any]:
     """A valid report body of ``kind`` whose values depend on ``seq`` (so rows differ)."""
     if kind == "bin":
+        # fill leaves only in its own 6-hourly release (policy), built with fill_release()
         body: dict[str, Any] = {"t": "win", "k": "bin", "w": WINDOW_T0 + 900 * seq, "l": 900,
-                                "m": {"fill": (seq * 10) % 100, "temp": 12}, "e": {}, "fw": "0.1"}
+                                "m": {"bat": (seq * 10) % 100, "temp": 12}, "e": {}, "fw": "0.1"}
     else:
         # mot leaves only in its own 6-hourly release (policy), built with mot_release()
         body = {"t": "win", "k": "streetlight", "w": WINDOW_T0 + 900 * seq, "l": 900,
@@ -35,5 +37,14 @@ def mot_release(seq: int, count: int | None, **over: Any) -> dict[str, Any]:
     milli, k 5): period ``seq`` after :data:`MOT_T0`; ``count`` None is a release suppressed below k."""
     body: dict[str, Any] = {"t": "win", "k": "streetlight", "w": MOT_T0 + MOT_PERIOD * seq, "l": MOT_PERIOD,
                             "m": {} if count is None else {"mot": count}, "e": {"mot": MOT_EPS}, "fw": "0.1.0"}
+    body.update(over)
+    return body
+
+
+def fill_release(seq: int, fill: int, **over: Any) -> dict[str, Any]:
+    """The body of a bin's fill release as the firmware sends it (policy: the level at the end of each
+    6 h, alone in a win report over that period): period ``seq`` after :data:`MOT_T0`."""
+    body: dict[str, Any] = {"t": "win", "k": "bin", "w": MOT_T0 + FILL_PERIOD * seq, "l": FILL_PERIOD,
+                            "m": {"fill": fill}, "fw": "0.1.0"}
     body.update(over)
     return body

@@ -29,7 +29,7 @@ def test_delivery_outage_and_ordered_drain(tmp_path: Path, broker: Mosquitto) ->
         topic, payload = sub.messages[0]
         assert topic == "city/gw-test/bin/bin-1/win"
         assert payload["device"] == "bin-1" and payload["gateway"] == "gw-test" and payload["zone"] == "north"
-        assert payload["m"] == {"fill": 10, "temp": 12} and payload["v"] == 1
+        assert payload["m"] == {"bat": 10, "temp": 12} and payload["v"] == 1
 
         broker.stop()  # outage: the gateway keeps ingesting and acknowledging
         dev.send([report_frame("bin-1", s, KEYS["bin-1"]) for s in range(21, 61)])

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import KEYS
-from helpers import MOT_PERIOD, MOT_T0, WINDOW_T0, mot_release
+from helpers import MOT_PERIOD, MOT_T0, WINDOW_T0, fill_release, mot_release
 
 from gateway.errors import RejectedReport
 from gateway.pipeline import PolicyGate, Verifier
@@ -50,14 +50,30 @@ REFUSED = [
     ("sl-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {}, "e": {"mot": 500}, "a": ["lamp_fail"]},
      "not in a 'alarm' report"),
     ("bin-1", {"t": "boot", "w": WINDOW_T0, "l": 60, "m": {}, "e": {"lid": 500}}, "not in a 'boot' report"),
-    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"lid": 7, "fill": 40}, "e": {"lid": 500}},
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"lid": 7, "temp": 12}, "e": {"lid": 500}},
      "lid is released only in day reports over 86400 s, not in a 'win' report over 900 s"),
     ("bin-1", {"t": "day", "w": DAY0, "l": 86400, "m": {"lid": 3}, "e": {"lid": 500}}, "lid is below k = 5"),
     ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40}, "e": {"fill": 7}},
      "e names field(s) that are not personal (noisy_count): fill"),
-    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40}, "fw": "dbg lid@12:03:17,12:09:44"},
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"temp": 12}, "fw": "dbg lid@12:03:17,12:09:44"},
      "fw is not a version string"),
-    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40}, "fw": "1" * 33}, "is not a version string"),
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"temp": 12}, "fw": "1" * 33}, "is not a version string"),
+    # fill steps up with each deposit: only the level at the end of each 6 h leaves (privacy audit)
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": 12, "tilt": 0, "bat": 80}},
+     "fill is released only in win reports over 21600 s (policy release_every_s; released more often its steps "
+     "would date the events behind them), not over 900 s"),
+    ("bin-1", fill_release(1, 40, l=43200, w=MOT_T0 - MOT_T0 % 43200),
+     "fill is released only in win reports over 21600 s (policy release_every_s; released more often its steps "
+     "would date the events behind them), not over 43200 s"),
+    ("bin-1", fill_release(1, 40, l=43200, w=MOT_T0 - MOT_T0 % 43200, m={"temp": 12}),
+     "a win report covers 900 s (or a field's release period), not 43200"),
+    ("bin-1", fill_release(1, 40, m={"fill": 40, "temp": 12}), "a 21600 s release may carry only fill, not temp"),
+    ("bin-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {"temp": 71, "fill": 40}, "a": ["fire"]},
+     "an alarm report carries only the fields its alarm codes name (policy alarms.<code>.fields: temp), not fill"),
+    ("bin-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {"fill": 40}, "a": ["tip"]},
+     "(policy alarms.<code>.fields: none), not fill"),
+    ("sl-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {"lamp": 1}, "a": ["lamp_fail"]},
+     "(policy alarms.<code>.fields: none), not lamp"),
 ]
 
 
@@ -81,9 +97,12 @@ def test_a_report_outside_the_policy_is_refused_with_the_rule_it_breaks(
     ("sl-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {}, "a": ["lamp_fail"]}),
     ("bin-1", {"t": "day", "w": DAY0, "l": 86400, "m": {"lid": 23}, "e": {"lid": 500}}),
     ("bin-1", {"t": "day", "w": DAY0, "l": 86400, "m": {}, "e": {"lid": 500}}),
-    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": -7, "tilt": 0, "bat": 80},
+    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"temp": -7, "tilt": 0, "bat": 80},
                "fw": "0.1.0+dev-3"}),
+    ("bin-1", fill_release(1, 40)),                                    # the level at the end of 6 h
     ("bin-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {"temp": 71}, "a": ["fire"]}),
+    ("bin-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {"temp": 71}, "a": ["tip", "fire"]}),
+    ("bin-1", {"t": "alarm", "w": WINDOW_T0, "l": 60, "m": {}, "a": ["tip"]}),
     ("bin-1", {"t": "boot", "w": WINDOW_T0, "l": 60, "m": {}}),
 ])
 def test_reports_within_the_policy_pass(registry: Registry, device: str, body: dict[str, Any]) -> None:
@@ -186,7 +205,7 @@ def test_a_release_over_another_period_than_the_policys_is_refused(registry: Reg
 
 @pytest.mark.parametrize(("gateway", "device", "m", "stored", "changed"), [
     (None, "sl-1", {"lux": 123, "lvl": 37, "lamp": 0}, {"lux": 120, "lvl": 37, "lamp": 0}, ("lux",)),
-    (None, "bin-1", {"fill": 40, "bat": 85, "temp": -7}, {"fill": 40, "bat": 90, "temp": -7}, ("bat",)),
+    (None, "bin-1", {"bat": 85, "temp": -7}, {"bat": 90, "temp": -7}, ("bat",)),
     # the gateway's lux quantum went 10 -> 20; the board still quantises to 10 (lvl and lamp not lost)
     ({"quantum": 20}, "sl-1", {"lux": 130, "lvl": 60, "lamp": 1}, {"lux": 140, "lvl": 60, "lamp": 1}, ("lux",)),
     ({"quantum": 20}, "sl-1", {"lux": 120, "lvl": 60, "lamp": 0}, {"lux": 120, "lvl": 60, "lamp": 0}, ()),
@@ -229,6 +248,35 @@ def test_a_policy_without_what_the_gate_needs_is_refused_at_start(where: str, ke
     with pytest.raises(ConfigError) as info:
         PolicyGate(policy)
     assert message in str(info.value) and info.value.reason == "bad_value"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda k: k["bin"]["fields"]["fill"].update(report="hour"),
+     "kinds.bin.fields.fill has release_every_s, so its report must be win, not 'hour'"),
+    (lambda k: k["bin"]["fields"]["fill"].update(release_every_s=0),
+     "kinds.bin.fields.fill.release_every_s must be a whole number >= 1, not 0"),
+    (lambda k: k["bin"]["alarms"]["fire"].update(fields=["lid"]),
+     "kinds.bin.alarms.fire.fields: 'lid' is not a non-personal field of bin"),
+    (lambda k: k["bin"]["alarms"]["tip"].update(fields="fill"), "kinds.bin.alarms.tip.fields must be a list"),
+])
+def test_a_policy_with_a_bad_release_period_or_alarm_fields_is_refused_at_start(change: Any, message: str) -> None:
+    from gateway.errors import ConfigError
+
+    policy = copy.deepcopy(load_policy())
+    change(policy["kinds"])
+    with pytest.raises(ConfigError) as info:
+        PolicyGate(policy)
+    assert message in str(info.value) and info.value.reason == "bad_value"
+
+
+def test_without_a_fill_period_fill_leaves_in_every_window() -> None:
+    """The gate follows the policy: without fill's release_every_s (DESIGN's default) a window carries it."""
+    policy = copy.deepcopy(load_policy())
+    del policy["kinds"]["bin"]["fields"]["fill"]["release_every_s"]
+    gate = PolicyGate(policy)
+    body = {"t": "win", "k": "bin", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": 12}}
+    assert gate.check(body, "bin") is None and gate.win_period_problem(body, "bin") is None
+    assert PolicyGate(load_policy()).check(body, "bin") is not None
 
 
 def test_every_field_with_a_quantum_is_one_the_firmware_quantises() -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import KEYS, make_env
-from helpers import report_frame
+from helpers import FILL_PERIOD, fill_release, report_frame
 from procs import PtyDevice
 
 from gateway.config import load_config
+from gateway.protocol import FRAME_REPORT, build_frame
 from gateway.service import Gateway
 from gateway.storage import ReportQueries
 from hil.cli.main import main
@@ -43,8 +44,10 @@ async def test_metrics_health_and_retention(tmp_path: Path) -> None:
         while gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) != 1:
             await asyncio.sleep(0.05)
         old_w = (int(time.time()) - 100 * 86400) // 900 * 900
+        old_fill = build_frame(FRAME_REPORT, "bin-1", 3, fill_release(0, 30, w=old_w - old_w % FILL_PERIOD),
+                               KEYS["bin-1"])  # a bin's 6-hourly fill level, 100 days old
         dev.send([report_frame("bin-1", 1, KEYS["bin-1"], w=old_w), report_frame("bin-1", 2, KEYS["bin-1"]),
-                  report_frame("bin-1", 3, KEYS["bin-2"]), report_frame("bin-1", 3, KEYS["bin-1"])])
+                  report_frame("bin-1", 3, KEYS["bin-2"]), old_fill])
         await pump_until(dev, "bin-1", 3)
         base = "http://127.0.0.1:%d" % gw.http_port
         async with aiohttp.ClientSession() as http:
@@ -64,13 +67,13 @@ async def test_metrics_health_and_retention(tmp_path: Path) -> None:
         assert 'civicedge_link_state{link="serial:%s"} 1.0' % dev.path in metrics
         assert "civicedge_ble_connected 0.0" in metrics and "civicedge_outbox_depth 0.0" in metrics
         assert health["status"] == "ok", health
-        # retention: temp (90 days) of the 100-day-old report goes, fill (730 days) stays
+        # retention: temp and bat (90 days) of the 100-day-old window go, its fill level (730 days) stays
         q = ReportQueries(gw.config.storage.path)
         end = time.monotonic() + 10
-        while q.reports(device="bin-1")[0].m != {"fill": 10}:
+        while q.reports(device="bin-1")[0].m != {}:
             assert time.monotonic() < end, q.reports(device="bin-1")[0]
             await asyncio.sleep(0.1)
-        assert q.reports(device="bin-1")[1].m == {"fill": 20, "temp": 12}
+        assert [r.m for r in q.reports(device="bin-1")[1:]] == [{"bat": 20, "temp": 12}, {"fill": 30}]
         assert "s3cret-token-0123456789" not in metrics
     finally:
         await gw.stop()

@@ -34,21 +34,24 @@ from gateway.storage import ReportQueries, ReportStore
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], e={"lux": 1}), "policy"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", a=["lamp_fail"]), "policy"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], k="streetlight"), "kind"),
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": 1.5}), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"bat": 1.5}), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm"), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], l=600), "policy"),  # the kind's window is the policy's
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], w=1000), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=900, m={}), "body"),
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=3600), "policy"),  # fill is reported in win
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=3600), "policy"),  # bat is reported in win
+        # fill leaves only as the level at the end of each 6 h (policy release_every_s): not every window
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": 40, "temp": 12}), "policy"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", l=60, a=["fire"], m={"temp": 80, "fill": 90}), "policy"),
         # unhashable values where the verifier looks names up: refused, never a TypeError
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t=["win"]), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", l=60, a=[["fire"]]), "policy"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", l=60, a=[{"fire": 1}]), "policy"),
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": True}), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"bat": True}), "body"),
         (lambda: build_frame(FRAME_REPORT, "bin-1", 1, b"\x91\x01", KEYS["bin-1"]), "body"),
         (lambda: build_frame(FRAME_ACK, "bin-1", 1, {"t": 1}, KEYS["bin-1"]), "type"),
         # a boot report carries nothing but its time (protocol §2)
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={"fill": 10}), "body"),
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={"bat": 10}), "body"),
         # ... and never a personal field's accounting (the policy releases lid in day reports only)
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=60, m={}, e={"lid": 500}), "policy"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="boot", l=900, m={}), "body"),
@@ -247,7 +250,7 @@ async def test_a_link_that_hangs_or_fails_on_an_ack_does_not_hold_up_others(
 
 def test_msgpack_body_is_what_firmware_sends() -> None:
     raw = msgpack.packb(body_for("bin", 1))
-    assert decode_body(raw)["m"]["fill"] == 10
+    assert decode_body(raw)["m"]["bat"] == 10
 
 
 async def test_ack_held_at_gap_until_filled_or_expired(registry: Registry, tmp_path: Path) -> None:
