@@ -72,9 +72,8 @@ class BinApp(AppBase):
         self.wake = Signal()
         self.lid_irq = EventCounter(self.lid_refractory_s * 1000, on_edge=self.wake)
         self.feed_ms = max(cfg["wdt_ms"] // 3, 1)
-        fill = kind_policy.field("fill")
-        self.q_fill = fill.get("quantum", 10)
-        self.fill_every_s = fill.get("release_every_s", kind_policy.window_s)
+        self.q_fill = kind_policy.field("fill").get("quantum", 10)
+        self.fill_every_s = kind_policy.field("fill").get("release_every_s", kind_policy.window_s)
         self.q_bat = kind_policy.field("bat").get("quantum", 10)
         self.window_s = kind_policy.window_s
         self.interval_s = cfg["sleep"]["interval_s"]
