@@ -169,7 +169,7 @@ def describe_mapping() -> Mapping[str, Mapping[str, str]]:
             "observationDateTime": "end of the latest released period",
         },
         "WasteContainer": {
-            "fillingLevel": "fill (%, quantised to 10 % on the device) / 100",
+            "fillingLevel": "fill (%, quantised to 10 % on the device: the level at the end of its latest 6-hour period) / 100",
             "temperature": "temp (°C, 1 °C steps)",
             "status": "open fire alarm → burning; open tip alarm or latest tilt = 1 → dropped; ok when fill or"
                       " tilt was reported; else unknown",

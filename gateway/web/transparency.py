@@ -67,8 +67,9 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
     report = str(_need(spec, "report", where))
     period_s = {"win": window_s, "hour": 3600, "day": 86400}.get(report, window_s)
     if report == "win" and isinstance(spec.get("release_every_s"), int):
-        # A personal count with its own release period travels in a "win" report covering that
-        # period (e.g. 6 h of passes), never per window: say what actually leaves the device.
+        # A field with its own release period travels in a "win" report covering that period (6 h
+        # of passes, a bin's fill level at the end of 6 h), never per window: say what actually
+        # leaves the device.
         period_s = int(spec["release_every_s"])
     field: dict[str, Any] = {
         "field": name,
@@ -95,6 +96,8 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
         field["retention_days"] = int(effective)
     if "quantum" in spec:
         field["quantum"] = int(spec["quantum"])
+    if "release_every_s" in spec:
+        field["release_every_s"] = int(spec["release_every_s"])
     if release == "noisy_count":
         for key in ("eps_per_release_milli", "eps_per_day_milli", "k"):
             field[key] = int(_need(spec, key, where))
@@ -106,8 +109,6 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
         field["eps_per_day_max_milli"] = min(field["eps_per_day_milli"],
                                              field["releases_per_day"] * field["eps_per_release_milli"])
         field["eps_per_day_max"] = format_milli(field["eps_per_day_max_milli"])
-        if "release_every_s" in spec:
-            field["release_every_s"] = int(spec["release_every_s"])
         if "refractory_s" in spec:
             field["refractory_s"] = int(spec["refractory_s"])
     return field
@@ -138,7 +139,9 @@ def build_transparency(
         window_s = int(spec.get("window_s", defaults.get("window_s", 900)))
         fields = [_field_model(n, f, kind, window_s, retention)
                   for n, f in _need(spec, "fields", f"kinds.{kind}").items()]
-        alarms = [{"code": c, "label": str(a.get("label", c))} for c, a in spec.get("alarms", {}).items()]
+        # what an alarm report carries besides its code (policy alarms.<code>.fields: the fire alarm's temp)
+        alarms = [{"code": c, "label": str(a.get("label", c)), "fields": [str(f) for f in a.get("fields", [])]}
+                  for c, a in spec.get("alarms", {}).items()]
         kinds.append({
             "kind": kind,
             "title": str(spec.get("title", kind)),
@@ -183,6 +186,10 @@ def _field_row(f: Mapping[str, Any]) -> str:
         privacy = "not about people" if not f["personal"] else "people-related"
         if "quantum" in f:
             privacy += f"; rounded to {_e(f['quantum'])} {_e(f['unit'])}"
+        if "release_every_s" in f:
+            # e.g. a bin's fill: it steps up at each deposit, so more often it would date them
+            privacy += (f"; only its value at the end of each {_e(format_duration(f['release_every_s']))}, "
+                        "so its changes do not tell when people used the device")
     personal = "yes" if f["personal"] else "no"
     kept = _e(format_days(int(f["retention_days"])))
     if "policy_retention_days" in f:
@@ -242,7 +249,10 @@ def render_transparency_html(doc: Mapping[str, Any]) -> str:
         parts.append("</tbody></table>")
         if kind["alarms"]:
             parts.append("<h3>Safety alarms (sent at once, time rounded to the minute)</h3><ul>")
-            parts.extend(f"<li><code>{_e(a['code'])}</code>: {_e(a['label'])}</li>" for a in kind["alarms"])
+            parts.extend(f"<li><code>{_e(a['code'])}</code>: {_e(a['label'])}"
+                         + (f" (carries {', '.join(_e(f) for f in a['fields'])})" if a.get("fields") else
+                            " (carries no measurement)")
+                         + "</li>" for a in kind["alarms"])
             parts.append("</ul>")
         parts.append("</section>")
     if doc["not_collected"]:

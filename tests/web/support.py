@@ -90,8 +90,8 @@ class Fleet:
 
 
 def feed_morning(fleet: Fleet) -> int:
-    """Six hours of windows for the fleet, hourly energy, the 6-hour PIR counts, a daily lid count and
-    two alarms.
+    """Six hours of windows for the fleet, hourly energy, the 6-hour PIR counts and bin fill levels, a
+    daily lid count and two alarms.
 
     Returns the number of reports fed.
     """
@@ -107,7 +107,7 @@ def feed_morning(fleet: Fleet) -> int:
                              "m": {"lux": 10 * (i % 5), "lvl": 50 + 10 * n, "lamp": lamp}})
         for n, dev in enumerate(("bin-01", "bin-02")):
             fleet.feed(dev, {"t": "win", "k": "bin", "w": w, "l": win,
-                             "m": {"fill": min(100, 10 * (i // 4) + 20 * n), "temp": 12 + n, "tilt": 0, "bat": 80}},
+                             "m": {"temp": 12 + n, "tilt": 0, "bat": 80}},
                        link="ble:AA:BB:CC:00:00:0%d" % n)
         n_reports += 4
         if (w + win) % 3600 == 0:
@@ -120,12 +120,16 @@ def feed_morning(fleet: Fleet) -> int:
     for n, dev in enumerate(("sl-01", "sl-02")):
         fleet.feed(dev, {"t": "win", "k": "streetlight", "w": start, "l": 6 * 3600, "m": {"mot": 31 + n},
                          "e": {"mot": 500}})
+    # ... and each bin its fill level at 12:00 (policy: fill release_every_s 6 h, the level at its end)
+    for n, dev in enumerate(("bin-01", "bin-02")):
+        fleet.feed(dev, {"t": "win", "k": "bin", "w": start, "l": 6 * 3600, "m": {"fill": 50 + 20 * n}},
+                   link="ble:AA:BB:CC:00:00:0%d" % n)
     fleet.feed("sl-02", {"t": "alarm", "k": "streetlight", "w": NOW - 3600, "l": 60, "m": {}, "a": ["lamp_fail"]})
     fleet.feed("bin-02", {"t": "alarm", "k": "bin", "w": NOW - 1200, "l": 60, "m": {"temp": 71}, "a": ["fire"]},
                link="ble:AA:BB:CC:00:00:01")
     fleet.feed("bin-01", {"t": "day", "k": "bin", "w": NOW - NOW % 86400 - 86400, "l": 86400,
                           "m": {"lid": 23}, "e": {"lid": 500}}, link="ble:AA:BB:CC:00:00:00")
-    return n_reports + 5
+    return n_reports + 7
 
 
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:

@@ -69,15 +69,19 @@ async def test_readings_time_range_and_field_filter(client: TestClient) -> None:
 
 async def test_readings_iso_times_device_filter_and_limit(client: TestClient) -> None:
     data = await get_json(client, "/api/readings?from=2026-11-21T06:00:00Z&to=2026-11-21T12:00:00Z"
-                                  "&device=bin-01&field=fill&limit=5")
+                                  "&device=bin-01&field=temp&limit=5")
     assert data["count"] == 5 and data["truncated"] is True
     assert {r["device"] for r in data["readings"]} == {"bin-01"}
     assert data["readings"][0]["start"] == NOW - 6 * 3600
+    # fill: one value, the level at the end of the 6-hour period (policy release_every_s)
+    fill = await get_json(client, "/api/readings?from=2026-11-21T06:00:00Z&to=2026-11-21T12:00:00Z"
+                                  "&device=bin-01&field=fill")
+    assert [(r["start"], r["value"]) for r in fill["readings"]] == [(NOW - 6 * 3600, 50)]
 
 
 async def test_readings_pages_follow_next_to_the_end_without_repeats_or_gaps(client: TestClient) -> None:
     # At the morning's first start 18 readings share one start (4 devices x 4 fields (a streetlight's
-    # 4th: its 6-hour mot count), 2 hourly energies).
+    # 4th: its 6-hour mot count, a bin's its 6-hour fill level), 2 hourly energies).
     t0 = NOW - 6 * 3600
     base = f"/api/readings?from={t0}&to={t0 + 1}"
     whole = await get_json(client, base + "&limit=100")
@@ -95,8 +99,8 @@ async def test_readings_pages_follow_next_to_the_end_without_repeats_or_gaps(cli
         after = page["next"]
     assert sizes == [4, 4, 4, 4, 2] and got == whole["readings"]
     # The order is start, device, report, field.
-    assert [(r["device"], r["field"]) for r in got][:4] == [("bin-01", "bat"), ("bin-01", "fill"),
-                                                            ("bin-01", "temp"), ("bin-01", "tilt")]
+    assert [(r["device"], r["field"]) for r in got][:4] == [("bin-01", "bat"), ("bin-01", "temp"),
+                                                            ("bin-01", "tilt"), ("bin-01", "fill")]
 
 
 async def test_readings_next_page_keeps_the_filters(client: TestClient) -> None:

@@ -107,6 +107,11 @@ async def test_the_panel_shows_warnings_and_unserved_bins(fleet: Fleet) -> None:
     img = "<img src=x onerror=window.__xss=1>"
     defaults = PlanDefaults(depot=Depot(52.37, 4.89), vehicles=1, capacity_l=300, time_limit_s=0,
                             bin_volumes_l={"bin-99": 120.0, img: 120.0})
+    # bin-01's fill rose 10 % per 6-hour release (the level at the end of each 6 h, policy) up to the
+    # morning's 50 %: 40 %/day, full before the round after next
+    for k, fill in enumerate((10, 20, 30, 40)):
+        await fleet.report("bin-01", {"t": "win", "k": "bin", "w": NOW - (5 - k) * 6 * 3600, "l": 6 * 3600,
+                                      "m": {"fill": fill}}, link="ble:AA:BB:CC:00:00:00")
     shown, console_errors = await _open_panel(fleet, defaults, "#plan-unserved")
     assert console_errors == []
     assert shown["stops"] == ["bin-02"] and shown["unserved"] == ["bin-01"]

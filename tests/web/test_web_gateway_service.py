@@ -95,7 +95,7 @@ async def test_under_a_simulated_clock_the_web_asks_about_the_same_now_as_ingest
         win = int(gw.clock()) // 900 * 900 - 900
         w = int(gw.clock()) // 60 * 60 - 60
         frames = [build_frame(FRAME_REPORT, "bin-7", 1, {"t": "win", "k": "bin", "w": win, "l": 900,
-                                                         "m": {"fill": 90, "temp": 30}}, key),
+                                                         "m": {"temp": 30, "tilt": 0}}, key),
                   build_frame(FRAME_REPORT, "bin-7", 2, {"t": "alarm", "k": "bin", "w": w, "l": 60, "m": {},
                                                          "a": ["fire"]}, key)]
         os.write(master, b"".join(cobs_encode(f) + b"\x00" for f in frames))

@@ -72,19 +72,20 @@ async def test_a_field_missing_from_the_newest_report_keeps_its_newest_released_
     # A window without lux (not released): lvl and lamp move on, lux keeps its value.
     await fleet.report("sl-03", {"t": "win", "k": "streetlight", "w": NOW, "l": WIN, "m": {"lvl": 30, "lamp": 0}})
     # bin-01: a window without temp, and a late re-send of an older day's lid count.
-    await fleet.report("bin-01", {"t": "win", "k": "bin", "w": NOW, "l": WIN, "m": {"fill": 70, "bat": 80}},
+    await fleet.report("bin-01", {"t": "win", "k": "bin", "w": NOW, "l": WIN, "m": {"tilt": 0, "bat": 70}},
                        link="ble:AA:BB:CC:00:00:00")
     await fleet.report("bin-01", {"t": "day", "k": "bin", "w": NOW - NOW % 86400 - 2 * 86400, "l": 86400,
                                   "m": {"lid": 5}, "e": {"lid": 500}}, link="ble:AA:BB:CC:00:00:00")
     # bin-02: a second report of the same period start (a higher seq; an aggregate, no e: stored, as after
     # a clock step back) replaces the first's values.
-    await fleet.report("bin-02", {"t": "win", "k": "bin", "w": NOW - WIN, "l": WIN, "m": {"fill": 90}},
+    await fleet.report("bin-02", {"t": "win", "k": "bin", "w": NOW - WIN, "l": WIN, "m": {"bat": 90}},
                        link="ble:AA:BB:CC:00:00:01")
 
     expected = {
         "sl-03": {"lux": 40, "lvl": 30, "lamp": 0, "wh": 31, "mot": 42},
-        "bin-01": {"fill": 70, "bat": 80, "temp": 12, "tilt": 0, "lid": 23},
-        "bin-02": {"fill": 90, "temp": 13, "tilt": 0, "bat": 80},
+        # fill: the 12:00 release of the 06:00-12:00 level (support.feed_morning)
+        "bin-01": {"fill": 50, "bat": 70, "temp": 12, "tilt": 0, "lid": 23},
+        "bin-02": {"fill": 70, "temp": 13, "tilt": 0, "bat": 90},
     }
     for device, values in expected.items():
         assert await latest_of(client, device) == values, device

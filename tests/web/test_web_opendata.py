@@ -170,10 +170,10 @@ async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) ->
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert rows and set(rows[0]) == {"hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values",
                                      "until"}
-    assert {r["hour"] for r in rows} == {"2026-11-21T11:00:00Z"}
+    assert {r["hour"] for r in rows if r["field"] == "lux"} == {"2026-11-21T11:00:00Z"}
     lux = {r["device"]: r for r in rows if r["field"] == "lux"}
     assert set(lux) == {"sl-01", "sl-02"}
-    # Light and fill levels are averaged over the hour's four windows.
+    # Light levels are averaged over the hour's four windows.
     assert lux["sl-01"]["aggregate"] == "mean" and lux["sl-01"]["values"] == "4" and lux["sl-01"]["unit"] == "lx"
     # Noisy counts are summed: the morning's one 6-hour release per lamp, labelled with the hour it
     # starts, in the range where it ends (when it was released).
@@ -185,10 +185,12 @@ async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) ->
     assert mot["sl-01"]["aggregate"] == "sum" and mot["sl-01"]["values"] == "1" and mot["sl-01"]["unit"] == "count"
     assert mot["sl-01"]["value"] == "31" and mot["sl-01"]["until"] == "2026-11-21T12:00:00Z"
     assert mot["sl-01"]["hour"] == "2026-11-21T06:00:00Z"
+    # A bin's fill is released only as the level at the end of each 6 hours (policy release_every_s): like
+    # the pass counts, one value labelled with the hour its period starts, in the range where it ends.
     fill = {r["device"]: r for r in rows if r["field"] == "fill"}
     assert fill["bin-01"]["aggregate"] == "mean" and fill["bin-01"]["unit"] == "%"
-    assert float(fill["bin-01"]["value"]) == 50.0
-    assert fill["bin-01"]["until"] == "2026-11-21T12:00:00Z"  # four 15-min windows: the hour
+    assert float(fill["bin-01"]["value"]) == 50.0 and fill["bin-01"]["values"] == "1"
+    assert fill["bin-01"]["hour"] == "2026-11-21T06:00:00Z" and fill["bin-01"]["until"] == "2026-11-21T12:00:00Z"
 
 
 async def test_a_csv_row_of_a_longer_release_says_where_it_ends(client: TestClient, fleet: Fleet) -> None:

@@ -236,5 +236,5 @@ def test_a_row_of_periods_not_aligned_to_hours_ends_when_its_last_value_ends(fle
     assert rows(hour, hour + H) == []  # the value ends at hour + 1 h 20 min
     assert rows(hour + H, hour + 2 * H) == [(hour, 1)]
     # Aligned 15-minute windows keep their hour: the row ends on the next hour.
-    assert [r.hour for r in fleet.queries.device_hourly(fields=["fill"], start=NOW - 2 * H, end=NOW - H,
+    assert [r.hour for r in fleet.queries.device_hourly(fields=["temp"], start=NOW - 2 * H, end=NOW - H,
                                                          devices=["bin-01"])] == [NOW - 2 * H]

@@ -49,9 +49,10 @@ async def late_client(fleet: Fleet) -> AsyncIterator[TestClient]:
         yield c
 
 
-async def bin_window(fleet: Fleet, device: str, w: int, fill: int) -> None:
+async def bin_window(fleet: Fleet, device: str, w: int, bat: int) -> None:
+    """A bin's 15-minute window with battery ``bat`` (a level; fill leaves only every 6 h, policy)."""
     await fleet.report(device, {"t": "win", "k": "bin", "w": w, "l": 900,
-                                "m": {"fill": fill, "temp": 12, "tilt": 0, "bat": 80}})
+                                "m": {"temp": 12, "tilt": 0, "bat": bat}})
 
 
 async def test_a_moved_device_keeps_each_reports_stored_zone_in_the_unfiltered_csv(
@@ -62,9 +63,9 @@ async def test_a_moved_device_keeps_each_reports_stored_zone_in_the_unfiltered_c
     resp = await client.post("/api/admin/devices/bin-01/move", json={"zone": "-2-3", "lat": "52.3705", "lon": "4.8960"},
                              headers=admin_headers())
     assert resp.status == 200, await resp.text()
-    for i, fill in ((1, 20), (2, 30), (3, 40)):
-        await bin_window(fleet, "bin-01", NOW + i * 900, fill)
-    query = f"?from={NOW}&to={NOW + H}&field=fill"
+    for i, bat in ((1, 20), (2, 30), (3, 40)):
+        await bin_window(fleet, "bin-01", NOW + i * 900, bat)
+    query = f"?from={NOW}&to={NOW + H}&field=bat"
     every = [r for r in await csv_rows(client, query) if r["device"] == "bin-01"]
     centre = [r for r in await csv_rows(client, query + "&zone=centre") if r["device"] == "bin-01"]
     moved = [r for r in await csv_rows(client, query + "&zone=-2-3") if r["device"] == "bin-01"]
@@ -72,9 +73,9 @@ async def test_a_moved_device_keeps_each_reports_stored_zone_in_the_unfiltered_c
     assert [(r["zone"], r["values"], r["value"]) for r in moved] == [("'-2-3", "3", "30.0")]
     assert sorted(every, key=lambda r: r["zone"]) == sorted(centre + moved, key=lambda r: r["zone"])
     # The same split as the zone aggregates of the API.
-    hourly = await (await client.get(f"/api/aggregates/hourly?from={NOW}&to={NOW + H}&field=fill")).json()
+    hourly = await (await client.get(f"/api/aggregates/hourly?from={NOW}&to={NOW + H}&field=bat")).json()
     counts = {a["zone"]: a["count"] for a in hourly["aggregates"]}
-    assert counts["-2-3"] == 3 and counts["centre"] == 1 + 0  # bin-01's one centre window (sl-* report no fill)
+    assert counts["-2-3"] == 3 and counts["centre"] == 1 + 0  # bin-01's one centre window (sl-* report no bat)
 
 
 async def test_a_row_is_never_a_cut_hour(client: TestClient, late_client: TestClient, fleet: Fleet) -> None:
@@ -82,12 +83,12 @@ async def test_a_row_is_never_a_cut_hour(client: TestClient, late_client: TestCl
     default export (from = to - 24 h to the second) always had such a first row."""
     whole = {(r["device"], r["field"]): r for r in await csv_rows(client, f"?from={NOW - H}&to={NOW}")}
     cut = {(r["device"], r["field"]): r for r in await csv_rows(client, f"?from={NOW - H + 1800}&to={NOW}")}
-    assert cut == whole and whole[("bin-01", "fill")]["values"] == "4"
+    assert cut == whole and whole[("bin-01", "bat")]["values"] == "4"
     # The hour in progress is not shown until it has ended: to is rounded down as well.
     await bin_window(fleet, "bin-01", NOW, 90)
     await bin_window(fleet, "bin-01", NOW + 900, 90)
     assert not [r for r in await csv_rows(client, f"?from={NOW}&to={NOW + 1234}") if r["hour"] >= "2026-11-21T12"]
-    assert [r for r in await csv_rows(client, f"?from={NOW}&to={NOW + H}&field=fill")
+    assert [r for r in await csv_rows(client, f"?from={NOW}&to={NOW + H}&field=bat")
             if r["device"] == "bin-01"][0]["values"] == "2"
     # The default range at 12:20:34 is 11:00..12:00 of yesterday to today, whole hours only.
     default = await csv_rows(late_client)
@@ -190,7 +191,8 @@ async def test_open_data_answers_carry_validators_and_conditional_requests_get_3
         assert again.status == 304 and again.headers["ETag"] == tags[path] and not await again.read(), path
         other = await client.get(path, headers={"If-None-Match": '"something-else"'})
         assert other.status == 200
-    await bin_window(fleet, "bin-01", NOW, 90)  # a new report: what it changes is no longer 304
+    # a new report: what it changes is no longer 304 (temperature is in the entities and the GeoJSON)
+    await fleet.report("bin-01", {"t": "win", "k": "bin", "w": NOW, "l": 900, "m": {"temp": 30, "tilt": 0, "bat": 90}})
     for path in paths[1:4]:
         resp = await client.get(path, headers={"If-None-Match": tags[path]})
         assert resp.status == 200 and resp.headers["ETag"] != tags[path], path

@@ -24,7 +24,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_exposes_the_gateway_registry(client: TestClient, fleet: Fleet) -> None:
     stored = fleet.queries.count_reports()
     fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW, "l": 900, "m": {"lux": 20}})
-    fleet.feed("bin-01", {"t": "win", "k": "bin", "w": NOW, "l": 900, "m": {"fill": 60}}, link="ble:AA:BB:CC:00:00:00")
+    fleet.feed("bin-01", {"t": "win", "k": "bin", "w": NOW, "l": 900, "m": {"bat": 60}}, link="ble:AA:BB:CC:00:00:00")
     # A report with a field off the allowlist is rejected by the gateway's policy gate and counted.
     fleet.feed("sl-01", {"t": "win", "k": "streetlight", "w": NOW + 900, "l": 900, "m": {"mac": 1}})
     await fleet.settle(stored=stored + 2, rejected=1)

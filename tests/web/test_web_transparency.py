@@ -69,6 +69,22 @@ def test_json_form_has_per_kind_privacy_parameters() -> None:
     assert "per day" in lid["leaves_device"]
 
 
+def test_the_bin_fill_period_and_what_alarms_carry_are_on_the_page() -> None:
+    """fill steps up with each deposit, so it leaves only as the level at the end of each 6 h (privacy
+    audit): the page says so, and what each alarm carries (the fire alarm its temperature only)."""
+    doc = build_transparency(load_policy())
+    bin_kind = next(k for k in doc["kinds"] if k["kind"] == "bin")
+    fill = next(f for f in bin_kind["fields"] if f["field"] == "fill")
+    assert fill["period_s"] == 21600 and fill["release_every_s"] == 21600
+    assert "once every 6 h" in fill["leaves_device"]
+    assert {a["code"]: a["fields"] for a in bin_kind["alarms"]} == {"fire": ["temp"], "tip": []}
+    page = render_transparency_html(doc)
+    row = re.search(r'<tr data-field="fill">(.*?)</tr>', page, re.S)
+    assert row and "only its value at the end of each 6 h" in row.group(1), row
+    assert "<code>fire</code>: Fire: temperature above threshold or rising fast (carries temp)" in page
+    assert "<code>tip</code>: Bin tipped over (carries no measurement)" in page
+
+
 def _modified_policy() -> dict[str, Any]:
     policy = copy.deepcopy(load_policy())
     mot = policy["kinds"]["streetlight"]["fields"]["mot"]
