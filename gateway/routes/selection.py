@@ -3,6 +3,9 @@
 The fill rate is a Theil–Sen slope (median of pairwise slopes) over the readings since the
 bin was last emptied: robust to the odd wrong echo of an ultrasonic sensor and to the 10 %
 quantisation of reported fill. Only fill levels and alarms are used, never the ``lid`` count.
+A bin releases its fill as the level at the end of each 6 hours (firmware/policy.json
+``release_every_s``), so a rate rests on few points (up to 12 over the 3-day lookback); each
+reading is dated at the end of its period (docs/routes.md).
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ tip-over alarm), plus the ``fire``/``tip`` alarm codes. The people-related ``lid
 queried (see :data:`FIELDS_USED`; a test checks these against firmware/policy.json).
 
 Alarm rule: a ``fire`` or ``tip`` alarm raised within ``alarm_window_s`` before the round is
-active unless a later report shows it handled: the bin was emptied afterwards (fill fell by at
-least ``empty_drop``), or, for ``tip``, a later window reported the bin upright (``tilt`` 0).
+active unless a later report shows it handled: the bin was emptied afterwards (a fill level at the
+end of a period ending after the alarm fell by at least ``empty_drop`` from the last level before
+it), or, for ``tip``, a later window reported the bin upright (``tilt`` 0). Fill is released as the
+level at the end of each 6-hour period (firmware/policy.json ``release_every_s``; rows stored before
+that are 15-minute windows): each reading is dated at its period's end.
 """
 
 from __future__ import annotations
@@ -150,13 +153,15 @@ class GatewayBinSource:
         return out
 
     def _handled(self, code: str, alarm_w: int, series: list[tuple[int, int, int]], upright: list[int]) -> bool:
+        # A fill is the level at the end of its period (w + l): a 6-hourly fill of a period the alarm
+        # fell in is the level after the alarm, so it can show the bin emptied since.
         if code == "tip" and any(w >= alarm_w for w in upright):
             return True
-        before = [v for w, _, v in series if w <= alarm_w]
+        before = [v for w, length, v in series if w + length <= alarm_w]
         if not before:
             return False
         drop = round(self.empty_drop * 100)
-        return any(v <= before[-1] - drop for w, _, v in series if w > alarm_w)
+        return any(v <= before[-1] - drop for w, length, v in series if w + length > alarm_w)
 
 
 def _days(seconds: int) -> str:

@@ -55,6 +55,12 @@ class CityData:
             recs.append(self._record(device, "bin", "day", day, 86400, {"lid": lid}))
         self.store.insert_batch(recs)
 
+    def fill_releases(self, device: str, start: int, percents: Sequence[int], period_s: int = 21600) -> None:
+        """The bin's fill as it leaves a device now: the level at the end of each 6 h, alone in a ``win``
+        report over that period (firmware/policy.json release_every_s), from the period at ``start``."""
+        self.store.insert_batch([self._record(device, "bin", "win", start + i * period_s, period_s, {"fill": p})
+                                 for i, p in enumerate(percents)])
+
     def alarm(self, device: str, t: int, code: str) -> None:
         """An ``alarm`` report raised at ``t`` (rounded down to the minute, as on the wire)."""
         self.store.insert_batch([self._record(device, "bin", "alarm", t - t % 60, 60, {}, [code])])

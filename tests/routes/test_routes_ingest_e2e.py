@@ -27,11 +27,16 @@ from routes_helpers import DAY, DEPOT, T0
 
 pytestmark = pytest.mark.timeout(60)
 WIN = 900
+FILL_PERIOD = 21600  # fill release_every_s in firmware/policy.json: the level at the end of each 6 h
 
 
-def win(w: int, fill: int, tilt: int = 0) -> dict[str, Any]:
-    return {"t": "win", "k": "bin", "w": w, "l": WIN, "m": {"fill": fill, "temp": 14, "tilt": tilt, "bat": 80},
+def win(w: int, tilt: int = 0) -> dict[str, Any]:
+    return {"t": "win", "k": "bin", "w": w, "l": WIN, "m": {"temp": 14, "tilt": tilt, "bat": 80},
             "e": {}, "fw": "1.0"}
+
+
+def fill_release(w: int, fill: int) -> dict[str, Any]:
+    return {"t": "win", "k": "bin", "w": w, "l": FILL_PERIOD, "m": {"fill": fill}, "fw": "1.0"}
 
 
 async def test_frames_to_plan(tmp_path: Path) -> None:
@@ -42,7 +47,11 @@ async def test_frames_to_plan(tmp_path: Path) -> None:
     frames: list[bytes] = []
     for dev, fills in bins.items():
         key = registry.key(dev)
-        bodies = [win(T0 - (len(fills) - k) * WIN, f) for k, f in enumerate(fills)]
+        # the fill levels at the end of the last four 6-hour periods before the round, as a bin releases them
+        # (no fill in its 15-minute windows: the policy gate refuses that)
+        last = T0 - T0 % FILL_PERIOD
+        bodies = [win(T0 - (4 - k) * WIN) for k in range(4)]
+        bodies += [fill_release(last - (len(fills) - k) * FILL_PERIOD, f) for k, f in enumerate(fills)]
         bodies.append({"t": "day", "k": "bin", "w": T0 - T0 % 86400 - 86400, "l": 86400, "m": {"lid": 412},
                        "e": {"lid": 500}})
         if dev == "bin-fire":
@@ -74,6 +83,7 @@ async def test_frames_to_plan(tmp_path: Path) -> None:
     registry.close()
     by_id = {b.id: b for b in loaded}
     assert [r.fill for r in by_id["bin-full"].readings] == [0.8, 0.9, 0.9, 0.9]
+    assert [r.t for r in by_id["bin-full"].readings] == [last - 3 * FILL_PERIOD + k * FILL_PERIOD for k in range(4)]
     assert by_id["bin-fire"].alarms == {"fire"} and by_id["bin-low"].alarms == frozenset()
     plan = plan_collection(loaded, PlanSettings(day=DAY, depot=DEPOT, time_limit_s=0))
     stops = [s.candidate for r in plan.routes for s in r.stops]

@@ -51,6 +51,20 @@ def test_emptying_starts_a_new_segment() -> None:
     assert [r.t for r in since_last_emptying(list(reversed(readings)), 0.25)] == [2, 3, 4]
 
 
+def test_planning_from_six_hourly_fill_releases() -> None:
+    """A bin releases its fill only as the level at the end of each 6 h (firmware/policy.json
+    release_every_s): a rate, a prediction and the full rule still come out of those few points."""
+    # 40 %/day: +10 % per 6-hour period over 2 days, the last level (60 %) at the round start
+    rising = make_bin("rising", [0, 0, 10, 20, 30, 40, 50, 60][-8:], step_s=6 * HOUR)
+    assert fill_rate_per_day(rising.readings, sel()) == pytest.approx(0.4, rel=0.15)
+    full = make_bin("full", [50, 60, 70, 80], step_s=6 * HOUR)
+    flat = make_bin("flat", [30, 30, 30, 30], step_s=6 * HOUR)
+    chosen, _ = select_bins([rising, full, flat], sel())
+    assert {(c.bin.id, c.reason) for c in chosen} == {("rising", Reason.PREDICTED), ("full", Reason.FULL)}
+    # one release only: no rate (a single point), but its level is judged as it is
+    assert fill_rate_per_day(make_bin("one", [90], step_s=6 * HOUR).readings, sel()) == 0.0
+
+
 def test_rate_from_quantised_steps() -> None:
     # +10 % every 4 h = 60 %/day, reported in 10 % steps every 15 min for 2 days
     percents = [min(100, 10 * (k // 16)) for k in range(0, 96 * 2, 1)][:40]

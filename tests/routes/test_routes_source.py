@@ -68,6 +68,20 @@ def test_alarm_rules(city: CityData) -> None:
                     "old": frozenset()}
 
 
+def test_a_six_hourly_fill_ending_after_an_alarm_shows_the_bin_emptied(city: CityData) -> None:
+    """A 6-hourly fill is the level at the end of its period: the period a fire alarm fell in tells
+    whether the bin was emptied after it (its start is before the alarm, its end after)."""
+    six = 6 * H
+    for d in ("emptied", "burning"):
+        city.add_device(d)
+        city.alarm(d, T0 - 4 * H, "fire")
+    city.fill_releases("emptied", T0 - 3 * six, [70, 90, 0])   # 00:00-06:00 ends empty: crew came
+    city.fill_releases("burning", T0 - 3 * six, [70, 90, 90])
+    bins = {b.id: b for b in source(city).load(ROUND_START)}
+    assert bins["emptied"].alarms == frozenset() and bins["burning"].alarms == {"fire"}
+    assert [(r.t, r.fill) for r in bins["emptied"].readings] == [(T0 - 2 * six, 0.7), (T0 - six, 0.9), (T0, 0.0)]
+
+
 def test_lid_counts_never_change_a_plan(tmp_path: Path) -> None:
     plans = []
     for with_lid in (False, True):
