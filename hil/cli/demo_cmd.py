@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "time; default var/demo)")
     p.add_argument("--seed", type=int, default=7, help="scenery and privacy-noise seed (simulation only)")
     p.add_argument("--start", default=None, metavar="ISO",
-                   help="virtual start time, e.g. 2026-11-22T18:00:00Z (default: today 18:00 UTC)")
+                   help="virtual start time, e.g. 2026-11-22T18:00:00Z (default: today 17:45 UTC: bins release fill at 6-hour marks)")
     p.add_argument("--bin-sleep", choices=("awake", "deep"), default="awake",
                    help="bins stay awake (default) or deep-sleep between readings as on the street; deep sleep "
                         "at high --speed leaves the gateway too little wall time to connect")

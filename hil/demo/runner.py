@@ -64,7 +64,8 @@ class DemoOptions:
         workdir: holds flash directories, registry, SQLite and logs; recreated at each run.
         http_port: dashboard/API port (0 picks a free one).
         seed: seeds the scenery and the boards' privacy noise (simulation only).
-        start: virtual start time (default: today 18:00 UTC, dusk).
+        start: virtual start time (default: today 17:45 UTC, dusk: the bins release their first fill
+            level at 18:00, a 6-hour mark, about half a wall minute in at 30x; firmware/policy.json).
     """
 
     streetlights: int = 3
@@ -193,7 +194,9 @@ class Demo:
     async def start(self) -> None:
         """Create the work dir (unless :meth:`prepare` did), boot the fleet, register it, start the gateway."""
         self.prepare()
-        start = self.opt.start or dt.datetime.now(dt.timezone.utc).replace(hour=18, minute=0, second=0, microsecond=0)
+        # 15 virtual minutes before a 6-hour mark: a bin releases its fill only as the level at the end of
+        # each 6 h (docs/privacy.md §1a), so the dashboard's fill chart and the plan fill in at once
+        start = self.opt.start or dt.datetime.now(dt.timezone.utc).replace(hour=17, minute=45, second=0, microsecond=0)
         start_ms = int(start.timestamp() * 1000)
         if self.opt.bins:
             from hil.sim.radio.relay import start_relay

@@ -2,7 +2,9 @@
 
 Streetlights see an evening and night with pedestrians at different rates; bins fill up at
 different rates, and one of them catches fire a few hours in, so every part of the pipeline
-(noisy counts, energy, fill levels, alarms) shows up on the dashboard.
+(noisy counts, energy, fill levels, alarms) shows up on the dashboard. A bin's level changes every
+30 virtual minutes here, but it releases only the level at the end of each 6-hour period
+(firmware/policy.json fill ``release_every_s``): the dashboard shows it at 18:00, 00:00, ...
 """
 
 from __future__ import annotations

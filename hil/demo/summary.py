@@ -52,11 +52,13 @@ def read_summary(db: Path, *, boards: Iterable[Any]) -> FleetSummary:
                 if device in rows:
                     rows[device].reports, rows[device].last_window = int(count), last_w
                 total += int(count)
-            # The newest value of each field across report types: windows ("win") carry some fields,
-            # hourly and daily reports others (e.g. wh, lid); oldest first, so newer values win.
+            # The newest value of each field across report types and periods: windows ("win") carry some
+            # fields, 6-hourly "win" releases others (mot, a bin's fill level), hourly and daily reports
+            # others again (wh, lid); by period end, oldest first, so newer values win.
             for device, m in conn.execute(
                     "SELECT device, m FROM reports r WHERE type != 'alarm' AND w = "
-                    "(SELECT MAX(w) FROM reports WHERE device = r.device AND type = r.type) ORDER BY w, rowid"):
+                    "(SELECT MAX(w) FROM reports WHERE device = r.device AND type = r.type AND l = r.l)"
+                    " ORDER BY w + l, rowid"):
                 if device in rows:
                     try:
                         values = json.loads(m)

@@ -210,18 +210,23 @@ def test_health_watch_warns_once_per_change_and_remembers_store_failures() -> No
 def test_latest_values_take_each_field_from_its_newest_report(tmp_path: Path) -> None:
     db = tmp_path / "r.sqlite"
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE reports (id INTEGER PRIMARY KEY, device TEXT, type TEXT, w INTEGER, m TEXT)")
+    conn.execute("CREATE TABLE reports (id INTEGER PRIMARY KEY, device TEXT, type TEXT, w INTEGER, l INTEGER,"
+                 " m TEXT)")
     conn.execute("CREATE TABLE alarms (device TEXT, code TEXT, w INTEGER)")
-    rows = [("bin-001", "day", 0, {"lid": 4}), ("bin-001", "hour", 3600, {"wh": 12}),
-            ("bin-001", "win", 3600, {"fill": 10}), ("bin-001", "win", 4500, {"fill": 20})]
-    for dev, typ, w, m in rows:
-        conn.execute("INSERT INTO reports (device, type, w, m) VALUES (?, ?, ?, ?)", (dev, typ, w, json.dumps(m)))
+    # the fill level leaves every 6 h in its own "win" report (w the period start, before the newest
+    # 15-minute windows'): it is shown all the same, the newest of two such releases
+    rows = [("bin-001", "day", 0, 86400, {"lid": 4}), ("bin-001", "hour", 3600, 3600, {"wh": 12}),
+            ("bin-001", "win", 0, 21600, {"fill": 10}), ("bin-001", "win", 21600, 21600, {"fill": 20}),
+            ("bin-001", "win", 36000, 900, {"temp": 9}), ("bin-001", "win", 36900, 900, {"temp": 11})]
+    for dev, typ, w, l, m in rows:
+        conn.execute("INSERT INTO reports (device, type, w, l, m) VALUES (?, ?, ?, ?, ?)",
+                     (dev, typ, w, l, json.dumps(m)))
     conn.execute("INSERT INTO alarms VALUES ('bin-001', 'tilt', 4500)")
     conn.commit()
     conn.close()
     board = SimpleNamespace(device_id="bin-001", name="bin-esp32c3", data_path=None)
     summary = read_summary(db, boards=[board])
-    assert summary.rows[0].latest == {"lid": 4, "wh": 12, "fill": 20}
+    assert summary.rows[0].latest == {"lid": 4, "wh": 12, "fill": 20, "temp": 11}
     assert summary.total_alarms == 1
 
 
