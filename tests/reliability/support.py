@@ -18,8 +18,9 @@ WINDOW_T0 = 1_790_000_100 - (1_790_000_100 % 900)
 def body_for(kind: str, seq: int, **over: Any) -> dict[str, Any]:
     """A valid report body of ``kind`` whose values depend on ``seq``."""
     if kind == "bin":
+        # fill leaves only in its own 6-hourly release (policy release_every_s: every window it dates deposits)
         body: dict[str, Any] = {"t": "win", "k": "bin", "w": WINDOW_T0 + 900 * seq, "l": 900,
-                                "m": {"fill": (seq * 10) % 100, "temp": 12}, "e": {}, "fw": "0.1"}
+                                "m": {"bat": (seq * 10) % 100, "temp": 12}, "e": {}, "fw": "0.1"}
     else:
         # mot leaves only in its own 6-hourly release (policy; see mot_release in the gateway tests)
         body = {"t": "win", "k": "streetlight", "w": WINDOW_T0 + 900 * seq, "l": 900,

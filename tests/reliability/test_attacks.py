@@ -148,11 +148,13 @@ async def test_downgraded_protocol_versions_are_refused(gw: Gateway) -> None:
     [
         {"ev": [[1790000100, "aa:bb:cc:dd:ee:ff"], [1790000160, "11:22:33:44:55:66"]]},  # raw events
         {"mac": "aa:bb:cc:dd:ee:ff"},  # a MAC address at top level
-        {"m": {"fill": 10, "mac": 0xAABBCCDDEEFF}},  # a MAC smuggled as a measurement
-        {"m": {"fill": 10, "macs": 3}},  # a field the bin's policy does not list
+        {"m": {"temp": 10, "mac": 0xAABBCCDDEEFF}},  # a MAC smuggled as a measurement
+        {"m": {"temp": 10, "macs": 3}},  # a field the bin's policy does not list
         {"e": {"devices": 500}},  # accounting for a non-allowlisted field
-        {"m": {"fill": 10, "mot": 4}},  # a streetlight field on a bin
+        {"m": {"temp": 10, "mot": 4}},  # a streetlight field on a bin
         {"t": "alarm", "l": 60, "m": {}, "a": ["tracking"]},  # an alarm code not in the policy
+        {"m": {"fill": 10, "temp": 12}},  # fill every window: its steps date the deposits (6-hourly only)
+        {"t": "alarm", "l": 60, "m": {"temp": 80, "fill": 90}, "a": ["fire"]},  # fill by alarm
     ],
 )
 async def test_non_allowlisted_fields_are_refused(gw: Gateway, over: dict[str, object]) -> None:
