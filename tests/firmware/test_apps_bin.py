@@ -559,3 +559,31 @@ def test_nothing_released_tells_a_deposit_time_finer_than_the_fill_period(mpy: M
     assert len([b for b in sent if b["l"] == 900]) == 97    # to 00:15 of the next day
     fills_other = [(b["w"] - T0, b["m"]["fill"]) for b in _deposit_day(mpy, other) if "fill" in b.get("m", {})]
     assert fills_other == [(0, 50), (21600, 70), (43200, 70), (64800, 80)]
+
+
+def test_a_clock_set_back_across_a_fill_mark_releases_each_period_once_and_not_early(mpy: Mpy) -> None:
+    """A clock set back by more than STEP_BACK_S across a 6-hour mark (05:05 -> a gateway 15 min behind
+    sets 05:50 after 06:05) leaves the fill period twice: period 0 must not leave again, and period
+    06:00-12:00 must not leave at the step (05:50), only once its end has passed. The end of the last
+    period released is kept in the saved state (a fresh interpreter after the step sees it)."""
+    res = run_app(mpy, T0, """
+at = []
+def step(t):
+    n = len(rep.sent)
+    reading_at(t)
+    at.extend([t - START, b["w"] - START, b["m"]["fill"]] for b in rep.sent[n:] if "fill" in b["m"])
+t = START + 10
+while t < START + 6 * 3600 + 400:
+    step(t); t += 300
+app.save()
+app = make_app()                              # a deep-sleep reset: the state comes from flash
+echo_fn.default = us(405)                     # 70 %
+t = START + 6 * 3600 - 600                    # set back 15 min, across 06:00
+while t < START + 12 * 3600 + 400:
+    step(t); t += 300
+print(json.dumps([at, app.state["fe"] - START]))
+""")
+    at, fe = res
+    assert [(w, f) for _, w, f in at] == [(0, 50), (21600, 70)]
+    assert all(t >= w + 21600 for t, w, _ in at)      # never before the period's end
+    assert fe == 43200

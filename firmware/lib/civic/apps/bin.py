@@ -34,9 +34,10 @@ def fresh_state():
     """State of a bin that has never read anything.
 
     ``alarm`` is the seq of the latest unacknowledged alarm, or False (``True``: saved by older
-    firmware, seq unknown). ``fill`` is the latest fill reading of the fill period starting at ``fp``.
+    firmware, seq unknown). ``fill`` is the latest fill reading of the fill period starting at ``fp``;
+    ``fe`` is the end of the last fill period released (0: none yet).
     """
-    return {"next": 0, "win": None, "fp": None, "fill": None, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
+    return {"next": 0, "win": None, "fp": None, "fill": None, "fe": 0, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
             "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False}
 
 
@@ -231,7 +232,7 @@ class BinApp(AppBase):
         if self.fill_every_s != self.window_s:
             p = period_for(st["fp"], now_s, self.fill_every_s)
             if st["fp"] is not None and p != st["fp"]:
-                self._close_fill(st["fp"])
+                self._close_fill(st["fp"], now_s)
             st["fp"] = p
         d = period_for(st["day"], now_s, self.lid_every_s)
         if st["day"] is not None and d != st["day"]:
@@ -239,14 +240,20 @@ class BinApp(AppBase):
             st["lid"] = 0
         st["day"] = d
 
-    def _close_fill(self, p):
+    def _close_fill(self, p, now_s):
         # The level at the end of the fill period, alone in a "win" report over that period (like
-        # the streetlight's mot); no reading in the period: nothing to release.
+        # the streetlight's mot); no reading in the period: nothing to release. A clock set back
+        # by more than STEP_BACK_S also leaves a period: that one is not over (now < its end), or
+        # was released already (before ``fe``, the end of the last one released, kept in flash
+        # as the ledger keeps its periods): each period leaves at most once, never before its end.
         st = self.state
         fill = st["fill"]
         st["fill"] = None
-        if fill is not None and self._trusted(p):
-            self._report("win", p, self.fill_every_s, {"fill": quantise(fill, self.q_fill)})
+        end = p + self.fill_every_s
+        if fill is None or p < st["fe"] or now_s < end or not self._trusted(p):
+            return
+        if self._report("win", p, self.fill_every_s, {"fill": quantise(fill, self.q_fill)}):
+            st["fe"] = end
 
     def _close_window(self, w):
         st = self.state
