@@ -187,9 +187,10 @@ def _field_row(f: Mapping[str, Any]) -> str:
         if "quantum" in f:
             privacy += f"; rounded to {_e(f['quantum'])} {_e(f['unit'])}"
         if "release_every_s" in f:
-            # e.g. a bin's fill: it steps up at each deposit, so more often it would date them
-            privacy += (f"; only its value at the end of each {_e(format_duration(f['release_every_s']))}, "
-                        "so its changes do not tell when people used the device")
+            # e.g. a bin's fill: it steps up at each deposit, so more often it would date them finer
+            every = _e(format_duration(f["release_every_s"]))
+            privacy += (f"; only its value at the end of each {every}, so its changes tell when people used "
+                        f"the device only to the {every} period")
     personal = "yes" if f["personal"] else "no"
     kept = _e(format_days(int(f["retention_days"])))
     if "policy_retention_days" in f:

@@ -81,6 +81,9 @@ def test_the_bin_fill_period_and_what_alarms_carry_are_on_the_page() -> None:
     page = render_transparency_html(doc)
     row = re.search(r'<tr data-field="fill">(.*?)</tr>', page, re.S)
     assert row and "only its value at the end of each 6 h" in row.group(1), row
+    # its changes still date a deposit to the 6 h period: the page must not claim they tell nothing
+    assert "tell when people used the device only to the 6 h period" in row.group(1), row
+    assert "do not tell" not in row.group(1), row
     assert "<code>fire</code>: Fire: temperature above threshold or rising fast (carries temp)" in page
     assert "<code>tip</code>: Bin tipped over (carries no measurement)" in page
 
