@@ -82,6 +82,11 @@ class GatewayMetrics:
         self.rejections = Counter("civicedge_rejections", "Rejected frames by reason", ["reason"], registry=r)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
+        self.fields_dropped = Counter(
+            "civicedge_fields_dropped",
+            "Non-personal fields left out of stored reports (the rest kept), by reason: release_period: sent over "
+            "a shorter period than the field's release_every_s (a board on older firmware)", ["reason"], registry=r)
+        self.fields_dropped.labels("release_period")
         self.outbox_depth = Gauge("civicedge_outbox_depth", "MQTT messages waiting in the outbox", registry=r)
         self.outbox_dropped = Counter("civicedge_outbox_dropped", "MQTT messages dropped at the outbox cap",
                                       registry=r)

@@ -62,6 +62,7 @@ HMAC_LOG_EVERY_S = 600.0
 # An authentic report the policy gate refuses is acknowledged past (the device deletes it): its data is
 # lost, most likely because the board runs another policy.json. One warning per minute, with the count.
 POLICY_LOG_EVERY_S = 60.0
+MAX_DROPPED_WARNINGS = 1024  # devices with their own "fields dropped" warning limit (a fleet's old boards)
 
 
 class _UnregisteredFrames:
@@ -279,6 +280,11 @@ class IngestService:
         self._coarse_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) with values off the gateway policy's quantum stored "
             "rounded to it since the last such line", log)
+        # queued reports with non-personal fields dropped (sent over a shorter period than their
+        # release_every_s: a board on older firmware); warned per device, so each such board is named
+        self._dropped_queued: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._dropped_warnings: dict[str, CountedWarning] = {}
+        self._log_clock = log_clock
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -337,7 +343,7 @@ class IngestService:
         win.pending[seq] = fut
         if seq > win.accepted_hi:
             win.accepted_hi = seq
-        if verified.coarsened:
+        if verified.coarsened or verified.dropped:
             self._note_coarsened(verified)
         self._queue.put_nowait((verified.record, fut, (verified, link)))
         if self._outstanding == 0:
@@ -411,7 +417,7 @@ class IngestService:
                 pass
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
         for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning,
-                        *self._hmac_warnings.values()):
+                        *self._hmac_warnings.values(), *self._dropped_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -689,10 +695,34 @@ class IngestService:
                     more_since(counted[0] - 1, "policy refusal(s)"))
 
     def _note_coarsened(self, verified: Verified) -> None:
-        """Remember a queued report whose values were rounded to the gateway policy's quantum: the
-        warning waits for its commit (a re-sent copy of a stored report is not stored again)."""
+        """Remember a queued report whose values were rounded to the gateway policy's quantum, or that
+        had fields dropped (:meth:`PolicyGate.drop_early`): the warning and count wait for its commit
+        (a re-sent copy of a stored report is not stored again)."""
         if verified.coarsened:
             self._coarse_queued[(verified.frame.device_id, verified.frame.seq)] = verified.coarsened
+        if verified.dropped:
+            self._dropped_queued[(verified.frame.device_id, verified.frame.seq)] = verified.dropped
+
+    def _dropped(self, device: str, seq: int, fields: tuple[str, ...]) -> None:
+        """Count the fields dropped from a stored report and warn, at most once per
+        :data:`POLICY_LOG_EVERY_S` for each device, naming them."""
+        self._metrics.fields_dropped.labels("release_period").inc(len(fields))
+        warning = self._dropped_warnings.get(device)
+        if warning is None:
+            if len(self._dropped_warnings) >= MAX_DROPPED_WARNINGS:  # bound memory: start afresh
+                for w in self._dropped_warnings.values():
+                    w.flush()
+                self._dropped_warnings.clear()
+            warning = self._dropped_warnings[device] = CountedWarning(
+                POLICY_LOG_EVERY_S, self._log_clock, "%d more report(s) of " + device.replace("%", "%%")
+                + " with fields over a shorter period than their release period dropped since the last such line", log)
+        counted = warning.count()
+        if counted is None:
+            return
+        log.warning("%s seq %d: %s sent over a shorter period than its release period (policy release_every_s), "
+                    "dropped: not stored or published, the rest of the report kept (the board runs older firmware: "
+                    "flash the new firmware)%s", device, seq, ", ".join(fields),
+                    more_since(counted[0] - 1, "such report(s) of this device"))
 
     def _coarsened(self, device: str, seq: int, fields: tuple[str, ...]) -> None:
         """Warn, at most once per :data:`POLICY_LOG_EVERY_S`, that a report was stored with values rounded
@@ -719,6 +749,7 @@ class IngestService:
         except GatewayError as exc:
             for rec, _, _ in batch:  # not stored: the device re-sends, verified (and noted) again
                 self._coarse_queued.pop((rec.device, rec.seq), None)
+                self._dropped_queued.pop((rec.device, rec.seq), None)
             self._commit_failed(len(batch), exc)
             for dev, floor in floors.items():
                 self._dirty_floors.setdefault(dev, floor)
@@ -766,6 +797,12 @@ class IngestService:
                 fields = self._coarse_queued.pop((rec.device, rec.seq), None)
                 if fields is not None and (rec.device, rec.seq) in stored:
                     self._coarsened(rec.device, rec.seq, fields)
+        if self._dropped_queued:
+            stored = set(result.inserted)
+            for rec, _, _ in batch:
+                fields = self._dropped_queued.pop((rec.device, rec.seq), None)
+                if fields is not None and (rec.device, rec.seq) in stored:
+                    self._dropped(rec.device, rec.seq, fields)
         if fresh:
             # A release not stored is a new frame too (its seq was never stored): the device holds its key.
             inserted = set(result.inserted).union((d.device, d.seq) for d in result.window_duplicates)

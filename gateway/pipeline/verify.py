@@ -70,7 +70,9 @@ class PolicyGate:
     release report type, over its release period, with 0 < ``e`` <= the
     policy's per-release ε, and a released value at least k (and on its quantum, if it has one);
     a non-personal field with its own release period (``release_every_s``, e.g. the bin's fill: its
-    steps date the deposits) only in win reports over that period; an alarm report carrying only the
+    steps date the deposits) only in win reports over that period (in a win report over a shorter
+    period, e.g. a 15-minute window of a board on older firmware, :meth:`drop_early` drops it and the
+    rest of the report is kept); an alarm report carrying only the
     fields its alarm codes name (policy ``alarms.<code>.fields``, e.g. the fire alarm's temp);
     ``e`` naming personal fields only; ``fw`` a version string. A board's policy.json may be stricter
     than the gateway's (its releases then pass; protocol §2, docs/privacy.md), never looser: an
@@ -203,7 +205,10 @@ class PolicyGate:
         return None
 
     def check(self, body: dict[str, Any], kind: str) -> str | None:
-        """Return None if ``body`` is allowed for ``kind``, else a description of the first violation."""
+        """Return None if ``body`` is allowed for ``kind``, else a description of the first violation.
+
+        A non-personal field in a win report over a shorter period than its own release period is no
+        violation: the caller drops it with :meth:`drop_early`."""
         # Subset tests first (the common, valid case); the sorted lists only to describe a violation.
         extra = [] if body.keys() <= TOP_LEVEL_KEYS else sorted(str(k) for k in body if k not in TOP_LEVEL_KEYS)
         if extra:
@@ -238,6 +243,8 @@ class PolicyGate:
             periodic = self.periodic.get(kind, {})
             length = body.get("l")
             for name in sorted(periodic.keys() & m.keys()):
+                if type(length) is int and length < periodic[name]:
+                    continue  # not about people: dropped from the report (drop_early), the rest kept
                 if length != periodic[name]:
                     return ("%s is released only in win reports over %d s (policy release_every_s; released more "
                             "often its steps would date the events behind them), not over %r s" % (
@@ -262,6 +269,25 @@ class PolicyGate:
             if len(self._fw_seen) < 1024:  # a fleet runs a handful of versions: skip the regex for those
                 self._fw_seen.add(fw)
         return None
+
+    def drop_early(self, body: dict[str, Any], kind: str) -> tuple[str, ...]:
+        """Drop from a checked ``win`` body, in place, the non-personal fields with their own release
+        period (``release_every_s``) that it carries over a shorter period; return their names
+        (usually none).
+
+        A bin on firmware from before fill had its 6-hour period sends fill in every 15-minute window:
+        its steps would date the deposits, so it must not be stored or published, but the window's
+        other fields (temp for fire detection, tilt, bat) reveal nothing about people and are kept.
+        A personal field over another period is refused by :meth:`check` instead (never dropped).
+        """
+        periodic = self.periodic.get(kind)
+        m, length = body.get("m"), body.get("l")
+        if not periodic or body.get("t") != "win" or not isinstance(m, dict) or type(length) is not int:
+            return ()
+        dropped = tuple(name for name in sorted(periodic.keys() & m.keys()) if length < periodic[name])
+        for name in dropped:
+            del m[name]
+        return dropped
 
     def coarsen(self, body: dict[str, Any], kind: str) -> tuple[str, ...]:
         """Round the non-personal values of a checked body that are off the policy's quantum to it, in
@@ -317,7 +343,9 @@ class Verified(NamedTuple):
     ``held`` is the body's ``h`` (protocol §2: the seqs below this one the device still held when
     it framed this report, as runs ``first, last, ...``), or None from firmware without it.
     ``coarsened`` names the non-personal fields stored rounded to the gateway policy's quantum
-    (:meth:`PolicyGate.coarsen`: the board runs a policy with a finer one).
+    (:meth:`PolicyGate.coarsen`: the board runs a policy with a finer one); ``dropped`` the non-personal
+    fields left out because they came over a shorter period than their release period
+    (:meth:`PolicyGate.drop_early`: the board runs older firmware).
     """
 
     frame: Frame
@@ -326,6 +354,7 @@ class Verified(NamedTuple):
     record: ReportRecord
     held: tuple[int, ...] | None = None
     coarsened: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
 
 def held_runs(body: dict[str, Any], seq: int) -> tuple[int, ...] | None:
@@ -421,13 +450,14 @@ class Verifier:
         if problem is not None:
             raise RejectedReport("%s seq %d: %s" % (dev_id, seq, problem), reason="policy", device_id=dev_id, seq=seq,
                                  held=held)
+        dropped = self._gate.drop_early(body, device.kind)
         coarsened = self._gate.coarsen(body, device.kind)
         try:
             record = self._record(body, frame, device, raw, link=link, now=now)
         except RejectedReport as exc:
             exc.held = held  # authentic: what it says about the outbox still counts (ingest)
             raise
-        return Verified(frame, device, key, record, held, coarsened)  # positional: keywords cost ~0.3 µs per frame
+        return Verified(frame, device, key, record, held, coarsened, dropped)  # positional: keywords cost ~0.3 µs per frame
 
     def _record(self, body: dict[str, Any], frame: Frame, device: DeviceRecord, raw: bytes, *, link: str,
                 now: float) -> ReportRecord:

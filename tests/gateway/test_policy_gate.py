@@ -58,10 +58,9 @@ REFUSED = [
     ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"temp": 12}, "fw": "dbg lid@12:03:17,12:09:44"},
      "fw is not a version string"),
     ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"temp": 12}, "fw": "1" * 33}, "is not a version string"),
-    # fill steps up with each deposit: only the level at the end of each 6 h leaves (privacy audit)
-    ("bin-1", {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": 12, "tilt": 0, "bat": 80}},
-     "fill is released only in win reports over 21600 s (policy release_every_s; released more often its steps "
-     "would date the events behind them), not over 900 s"),
+    # fill steps up with each deposit: only the level at the end of each 6 h leaves (privacy audit); over a
+    # shorter period it is dropped (test_fill_over_a_shorter_period_is_dropped_and_the_rest_kept), over a
+    # longer one refused: the gate knows only the policy's period
     ("bin-1", fill_release(1, 40, l=43200, w=MOT_T0 - MOT_T0 % 43200),
      "fill is released only in win reports over 21600 s (policy release_every_s; released more often its steps "
      "would date the events behind them), not over 43200 s"),
@@ -108,6 +107,23 @@ def test_a_report_outside_the_policy_is_refused_with_the_rule_it_breaks(
 def test_reports_within_the_policy_pass(registry: Registry, device: str, body: dict[str, Any]) -> None:
     record = Verifier(registry, load_policy()).verify(frame(device, 3, body), link="serial:x", now=0.0).record
     assert (record.type, record.m, record.e) == (body["t"], body["m"], body.get("e", {}))
+
+
+def test_fill_over_a_shorter_period_is_dropped_and_the_rest_kept(registry: Registry) -> None:
+    """A bin on firmware from before fill's 6-hour period sends fill in every 15-minute window: fill is
+    left out (its steps would date the deposits), the window's temp, tilt and bat are kept (fire
+    detection must not wait for the re-flash). Personal fields over a shorter period stay refused."""
+    verifier = Verifier(registry, load_policy())
+    body = {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": 12, "tilt": 0, "bat": 80}}
+    verified = verifier.verify(frame("bin-1", 3, body), link="serial:x", now=0.0)
+    assert verified.record.m == {"temp": 12, "tilt": 0, "bat": 80} and verified.dropped == ("fill",)
+    only_fill = verifier.verify(frame("bin-1", 4, {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"fill": 40}}),
+                                link="serial:x", now=0.0)
+    assert only_fill.record.m == {} and only_fill.dropped == ("fill",)
+    assert verifier.verify(frame("bin-1", 5, fill_release(1, 40)), link="serial:x", now=0.0).dropped == ()
+    with pytest.raises(RejectedReport, match="mot is released only in win reports over 21600 s"):
+        verifier.verify(frame("sl-1", 3, {"t": "win", "w": WINDOW_T0, "l": 900, "m": {"mot": 7, "lux": 10},
+                                          "e": {"mot": 500}}), link="serial:x", now=0.0)
 
 
 async def test_refused_reports_are_counted_and_neither_stored_nor_published(registry: Registry,
@@ -276,7 +292,10 @@ def test_without_a_fill_period_fill_leaves_in_every_window() -> None:
     gate = PolicyGate(policy)
     body = {"t": "win", "k": "bin", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": 12}}
     assert gate.check(body, "bin") is None and gate.win_period_problem(body, "bin") is None
-    assert PolicyGate(load_policy()).check(body, "bin") is not None
+    assert gate.drop_early(body, "bin") == () and body["m"] == {"fill": 40, "temp": 12}
+    shipped = PolicyGate(load_policy())  # with the 6-hour period the window keeps temp only
+    assert shipped.check(body, "bin") is None and shipped.drop_early(body, "bin") == ("fill",)
+    assert body["m"] == {"temp": 12}
 
 
 def test_every_field_with_a_quantum_is_one_the_firmware_quantises() -> None:

@@ -40,8 +40,9 @@ from gateway.storage import ReportQueries, ReportStore
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], w=1000), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=900, m={}), "body"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="hour", l=3600), "policy"),  # bat is reported in win
-        # fill leaves only as the level at the end of each 6 h (policy release_every_s): not every window
-        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": 40, "temp": 12}), "policy"),
+        # fill leaves only as the level at the end of each 6 h (policy release_every_s): not over a longer
+        # period (in a 15-minute window it is dropped, the rest kept: test_policy_gate), nor in an alarm
+        (lambda: report_frame("bin-1", 1, KEYS["bin-1"], l=43200, w=43200 * 40000, m={"fill": 40}), "policy"),
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t="alarm", l=60, a=["fire"], m={"temp": 80, "fill": 90}), "policy"),
         # unhashable values where the verifier looks names up: refused, never a TypeError
         (lambda: report_frame("bin-1", 1, KEYS["bin-1"], t=["win"]), "body"),
@@ -737,3 +738,41 @@ async def test_a_resent_copy_of_a_stored_report_is_not_warned_about_as_stored_ro
         assert c.acks == [("sl-1", 1)], run
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "rounded" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("sl-1 seq 1: lux off the gateway policy's quantum"), warned
+
+
+async def test_fill_in_the_windows_of_old_bin_firmware_is_dropped_counted_and_warned_per_device(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Rollout: a gateway on the 6-hourly fill policy gets 15-minute windows with fill from bins still on
+    older firmware. fill is dropped (never stored or published: its steps date the deposits), the rest of
+    each window is stored, each dropped field is counted, and a WARNING at most once a minute per device
+    names the device, the field and the remedy."""
+    import logging
+
+    wall = [0.0]
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                           metrics=metrics, batch_ms=10, log_monotonic=lambda: wall[0])
+    await ingest.start()
+    c = Collector()
+    caplog.set_level(logging.WARNING, logger="gateway")
+    for device, seq in (("bin-1", 1), ("bin-1", 2), ("bin-2", 1)):
+        ingest.feed(report_frame(device, seq, KEYS[device], m={"fill": 40, "temp": 12, "bat": 80}), c.link)
+        await _settle(ingest)
+    await ingest.stop()
+    ingest.close()
+    q = ReportQueries(db)
+    try:
+        assert [(r.device, r.seq, r.m) for r in q.reports(device="bin-1") + q.reports(device="bin-2")] == [
+            ("bin-1", 1, {"temp": 12, "bat": 80}), ("bin-1", 2, {"temp": 12, "bat": 80}),
+            ("bin-2", 1, {"temp": 12, "bat": 80})]
+    finally:
+        q.close()
+    assert metrics.value("civicedge_fields_dropped_total", {"reason": "release_period"}) == 3
+    assert metrics.value("civicedge_rejections_total", {"reason": "policy"}) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3, warned  # bin-1 and bin-2 at once; bin-1's second (held back) at stop
+    assert warned[0].startswith("bin-1 seq 1: fill sent over a shorter period than its release period")
+    assert "flash the new firmware" in warned[0] and warned[1].startswith("bin-2 seq 1: fill")
+    assert warned[2] == ("1 more report(s) of bin-1 with fields over a shorter period than their release period "
+                         "dropped since the last such line")

@@ -153,7 +153,6 @@ async def test_downgraded_protocol_versions_are_refused(gw: Gateway) -> None:
         {"e": {"devices": 500}},  # accounting for a non-allowlisted field
         {"m": {"temp": 10, "mot": 4}},  # a streetlight field on a bin
         {"t": "alarm", "l": 60, "m": {}, "a": ["tracking"]},  # an alarm code not in the policy
-        {"m": {"fill": 10, "temp": 12}},  # fill every window: its steps date the deposits (6-hourly only)
         {"t": "alarm", "l": 60, "m": {"temp": 80, "fill": 90}, "a": ["fire"]},  # fill by alarm
     ],
 )
@@ -161,6 +160,20 @@ async def test_non_allowlisted_fields_are_refused(gw: Gateway, over: dict[str, o
     await gw.feed(report("bin-1", 1, **over))
     assert gw.rejected("policy") == 1
     assert gw.rows("bin-1") == []
+    await gw.stop()
+
+
+async def test_fill_in_a_15_minute_window_is_dropped_and_the_rest_kept(gw: Gateway) -> None:
+    """fill every window would date the deposits (it is 6-hourly only): it is never stored, but the
+    window's temp (fire detection) is, so a bin on older firmware is not silenced."""
+    await gw.feed(report("bin-1", 1, m={"fill": 10, "temp": 12}))
+    assert gw.rejected("policy") == 0 and gw.rows("bin-1") == [1]
+    q = ReportQueries(gw.db)
+    try:
+        assert [r.m for r in q.reports(device="bin-1")] == [{"temp": 12}]
+    finally:
+        q.close()
+    assert gw.metrics.value("civicedge_fields_dropped_total", {"reason": "release_period"}) == 1
     await gw.stop()
 
 
