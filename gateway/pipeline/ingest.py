@@ -62,7 +62,7 @@ HMAC_LOG_EVERY_S = 600.0
 # An authentic report the policy gate refuses is acknowledged past (the device deletes it): its data is
 # lost, most likely because the board runs another policy.json. One warning per minute, with the count.
 POLICY_LOG_EVERY_S = 60.0
-MAX_DROPPED_WARNINGS = 1024  # devices with their own "fields dropped" warning limit (a fleet's old boards)
+MAX_DEVICE_WARNINGS = 1024  # devices with their own warning limit per kind of warning (a fleet's old boards)
 
 
 class _UnregisteredFrames:
@@ -663,16 +663,28 @@ class IngestService:
         if frames.limit.allow() is not None:
             log.warning("%s", frames.take())
 
+    def _device_warning(self, table: dict[str, CountedWarning], device: str, every_s: float,
+                        held: str) -> CountedWarning:
+        """``device``'s own rate-limited warning in ``table``, made on first use (``held``: the line for
+        the count held back, with ``%s`` for the device). At :data:`MAX_DEVICE_WARNINGS` devices the
+        table starts afresh, logging what it held: a flood of ids cannot grow it."""
+        warning = table.get(device)
+        if warning is None:
+            if len(table) >= MAX_DEVICE_WARNINGS:
+                for held_back in table.values():
+                    held_back.flush()
+                table.clear()
+            warning = table[device] = CountedWarning(every_s, self._log_clock,
+                                                     "%d more " + held % device.replace("%", "%%"), log)
+        return warning
+
     def _hmac_failed(self, device: str, link: Link) -> None:
         """Warn that frames of the registered ``device`` fail their HMAC check, at most once per
         :data:`HMAC_LOG_EVERY_S` per device, counting the others since the last such line. Names the
         device and link only: never the key, the tag or the frame."""
-        warning = self._hmac_warnings.get(device)
-        if warning is None:
-            warning = self._hmac_warnings[device] = CountedWarning(
-                HMAC_LOG_EVERY_S, self._log_clock, "%%d more frame(s) of %s failed their HMAC check since the last "
-                "such line (not stored, not acknowledged)" % device.replace("%", "%%"), log)
-        counted = warning.count()
+        counted = self._device_warning(self._hmac_warnings, device, HMAC_LOG_EVERY_S,
+                                       "frame(s) of %s failed their HMAC check since the last such line (not stored, "
+                                       "not acknowledged)").count()
         if counted is None:
             return
         log.warning("frames of registered device %s fail their HMAC check on %s: not stored and not acknowledged, so "
@@ -707,16 +719,9 @@ class IngestService:
         """Count the fields dropped from a stored report and warn, at most once per
         :data:`POLICY_LOG_EVERY_S` for each device, naming them."""
         self._metrics.fields_dropped.labels("release_period").inc(len(fields))
-        warning = self._dropped_warnings.get(device)
-        if warning is None:
-            if len(self._dropped_warnings) >= MAX_DROPPED_WARNINGS:  # bound memory: start afresh
-                for w in self._dropped_warnings.values():
-                    w.flush()
-                self._dropped_warnings.clear()
-            warning = self._dropped_warnings[device] = CountedWarning(
-                POLICY_LOG_EVERY_S, self._log_clock, "%d more report(s) of " + device.replace("%", "%%")
-                + " with fields over a shorter period than their release period dropped since the last such line", log)
-        counted = warning.count()
+        counted = self._device_warning(self._dropped_warnings, device, POLICY_LOG_EVERY_S,
+                                       "report(s) of %s with fields over a shorter period than their release period "
+                                       "dropped since the last such line").count()
         if counted is None:
             return
         log.warning("%s seq %d: %s sent over a shorter period than its release period (policy release_every_s), "

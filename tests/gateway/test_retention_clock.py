@@ -70,7 +70,7 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
         await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", skipped) >= 2,
                      "retention was not skipped")
         assert gw.clock() >= start + 200 * DAY
-        assert [r.m for r in q.reports(device="bin-1")] == [{"fill": 10 * s, "temp": 12} for s in (1, 2, 3)]
+        assert [r.m for r in q.reports(device="bin-1")] == [{"bat": 10 * s, "temp": 12} for s in (1, 2, 3)]
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
                     and r.getMessage().startswith("retention skipped")]
         assert len(warnings) == 1, warnings  # once, not at every pass
@@ -84,7 +84,7 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
         await _until(lambda: "temp" not in q.reports(device="bin-1")[0].m, "retention did not resume", 10)
         assert not any("retention skipped" in reason for reason in gw._health())  # noqa: SLF001
         assert any(r.getMessage().startswith("retention resumes") for r in caplog.records)
-        assert gw.metrics.value("civicedge_retention_removed_total") >= 4  # temp of 1..3, fill stays (730 days)
+        assert gw.metrics.value("civicedge_retention_removed_total") >= 6  # temp and bat of 1..3 (90 days each)
     finally:
         q.close()
         await gw.stop()
