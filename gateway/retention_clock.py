@@ -9,15 +9,18 @@ months of data in one pass. Two checks keep it to a plausible clock:
   :data:`CLOCK_BACK_TOLERANCE_S`) was set back; one later than it by more than the retention interval
   plus :data:`AHEAD_MARGIN_S` has either jumped or received nothing for that long. Either way the pass
   is skipped (reason ``clock_behind`` / ``clock_ahead``): a WARNING when it starts, the counter
-  ``civicedge_retention_skipped_total{reason}``, and a ``/healthz`` reason while it lasts. A stopped or
-  silent gateway resumes on its own: once a report arrives, the last reception time is the clock's
-  again. An empty store has nothing to check against (and nothing to remove).
+  ``civicedge_retention_skipped_total{reason}``, and a ``/healthz`` reason while it lasts. A gateway
+  started after a long stop resumes on its own: once a report arrives, the last reception time is the
+  clock's again. An empty store has nothing to check against (and nothing to remove).
 * **Against the time elapsed.** While the gateway runs, the wall clock is compared with the monotonic
   clock between passes. A step of more than :data:`STEP_TOLERANCE_S` either way is not followed: the
   removal time is the wall clock less the forward steps seen since the start (never negative), so a
   clock that jumps ahead while reports keep arriving (and keep being stamped by it, which defeats the
-  first check) removes nothing early; a step back that undoes a jump undoes its offset. Logged at
-  WARNING once per step. Not applied under ``[sim_clock]``: the simulation moves its clock as it likes
+  first check) removes nothing early; a step back that undoes a jump undoes its offset. A forward step
+  of a clock that was *behind* the stored reports is a correction (NTP after a boot without a real-time
+  clock) and is followed up to the data check's margin. Logged at WARNING once per step. Time measured
+  since a pass that ran is real time: a gateway that stops receiving reports keeps removing by it
+  (without this, stored values would outlive their retention once the devices fall silent). Not applied under ``[sim_clock]``: the simulation moves its clock as it likes
   and time elapsed means nothing there (the first check still applies).
 
 What no check can tell: a clock that was already wrong when the gateway started and has stamped reports
@@ -71,6 +74,9 @@ class RetentionClock:
         self._interval = interval_s
         self._mono = monotonic
         self._prev: tuple[float, float] | None = None
+        # (removal time, monotonic time) of the last pass that ran: while no step is seen, time elapsed
+        # since then is real, so a gateway that stops receiving reports keeps removing (not "ahead")
+        self._ran: tuple[float, float] | None = None
         self.offset = 0.0
         self.problem: str | None = None
         self.reason: str | None = None
@@ -82,7 +88,7 @@ class RetentionClock:
             now: the gateway's clock.
             last_received: ``received_at`` of the last stored report (None: the store holds none).
         """
-        self._follow_steps(now)
+        self._follow_steps(now, last_received)
         problem, reason = self._check(now, last_received)
         if problem is None:
             if self.problem is not None:
@@ -91,7 +97,11 @@ class RetentionClock:
         elif reason != self.reason:
             log.warning("retention skipped: %s", problem)
         self.problem, self.reason = problem, reason
-        return None if problem is not None else now - self.offset
+        if problem is not None:
+            return None
+        if self._mono is not None:
+            self._ran = (now - self.offset, self._mono())
+        return now - self.offset
 
     def _check(self, now: float, last: float | None) -> tuple[str | None, str | None]:
         if last is None:
@@ -100,7 +110,10 @@ class RetentionClock:
             return ("the gateway clock (%s) is %s behind the last stored report's reception time (%s): the clock was "
                     "set back; nothing is removed until it is right again" % (_when(now), _days(last - now),
                                                                              _when(last)), "clock_behind")
-        ahead = now - last
+        ahead = now - self.offset - last
+        if self._ran is not None and self._mono is not None:
+            # time measured since a pass that ran is real time, reports or not
+            ahead = min(ahead, now - self.offset - (self._ran[0] + self._mono() - self._ran[1]))
         if ahead > self._interval + AHEAD_MARGIN_S:
             return ("the gateway clock (%s) is %s ahead of the last stored report's reception time (%s): either the "
                     "clock jumped or no report arrived for that long; nothing is removed until a report arrives "
@@ -108,7 +121,7 @@ class RetentionClock:
                     "clock_ahead")
         return None, None
 
-    def _follow_steps(self, now: float) -> None:
+    def _follow_steps(self, now: float, last: float | None) -> None:
         if self._mono is None:
             return
         mono = self._mono()
@@ -118,9 +131,17 @@ class RetentionClock:
         step = (now - prev[0]) - (mono - prev[1])
         if abs(step) <= STEP_TOLERANCE_S:
             return
-        before = self.offset
+        before, seen = self.offset, step
+        if step > 0 and self.reason == "clock_behind" and last is not None:
+            # The clock was behind the stored reports at the last pass and stepped forward: a correction
+            # (NTP after a boot without a real-time clock), followed as far as the data check accepts
+            # a clock ahead of the data. (Judged by the last pass: reports stamped after a jump would
+            # make any jump look like this.)
+            step = max(0.0, now - max(now - step, last + self._interval + AHEAD_MARGIN_S))
         self.offset = max(0.0, self.offset + step)
-        if step > 0:
+        if seen > 0 and step == 0:
+            what = "retention follows it (the clock was behind the stored reports: a correction)"
+        elif step > 0:
             what = "retention does not follow it: it removes by the clock less %s until the gateway restarts" % (
                 _days(self.offset))
         elif before > 0:
@@ -128,4 +149,4 @@ class RetentionClock:
         else:
             what = "retention follows it (a clock set back removes nothing early)"
         log.warning("the gateway clock stepped %s by %s while the gateway ran (wall clock against the time elapsed); "
-                    "%s", "forward" if step > 0 else "back", _days(abs(step)), what)
+                    "%s", "forward" if seen > 0 else "back", _days(abs(seen)), what)

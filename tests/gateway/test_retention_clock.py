@@ -111,6 +111,38 @@ def test_a_clock_stepping_ahead_while_reports_arrive_is_not_followed(caplog: pyt
     assert clock.removal_time(now, None) == pytest.approx(now) and clock.offset == 0
 
 
+def test_an_ntp_correction_of_a_clock_behind_the_data_is_followed() -> None:
+    """A gateway without a real-time clock boots 60 days behind (its image's date): passes are skipped
+    as clock_behind; NTP then steps the clock to the right time. That step is a correction, not a jump:
+    before, it went into the offset and retention lagged 60 days until a restart (review)."""
+    mono = [1000.0]
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])
+    last = 1_790_000_000.0  # the last report stored before the gateway was switched off an hour ago
+    now = last + 3600 - 60 * DAY
+    assert clock.removal_time(now, last) is None and clock.reason == "clock_behind"
+    mono[0] += 120
+    now += 120 + 60 * DAY  # NTP synchronised
+    assert clock.removal_time(now, last) == pytest.approx(now) and clock.offset == 0 and clock.problem is None
+
+
+def test_a_gateway_whose_devices_fall_silent_keeps_removing() -> None:
+    """Devices removed from a pilot, or a link down for good: no report arrives for weeks. Time measured
+    by the monotonic clock since a pass that ran is real, so retention keeps running (before, every pass
+    was skipped as clock_ahead once the last report was a day old, and stored values outlived their
+    retention)."""
+    mono = [1000.0]
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])
+    last = now = 1_790_000_000.0
+    assert clock.removal_time(now, last) == now
+    for _ in range(30):  # a month, one pass a day, no report
+        mono[0] += DAY
+        now += DAY
+        assert clock.removal_time(now, last) == pytest.approx(now), clock.problem
+    mono[0] += 3600
+    now += 3600 + 200 * DAY  # and a jump still is not followed
+    assert clock.removal_time(now, last) == pytest.approx(now - 200 * DAY)
+
+
 def test_a_clock_behind_or_far_ahead_of_the_data_skips() -> None:
     clock = RetentionClock(3600, monotonic=None)  # [sim_clock]: no elapsed-time check
     t = 1_790_000_000.0
