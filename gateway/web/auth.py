@@ -14,7 +14,7 @@ from aiohttp import web
 from gateway.config.loader import read_admin_token, token_placeholder
 from gateway.errors import ConfigError
 from gateway.log_limit import LogLimiter, more_since
-from gateway.web.errors import Unauthorized
+from gateway.web.errors import Unauthorized, Unavailable
 from gateway.web.logsafe import shown_path
 
 logger = logging.getLogger(__name__)
@@ -55,11 +55,13 @@ class AdminToken:
 
     With ``path`` (the ``[http] admin_token_file``), a token file replaced or rewritten while the
     gateway runs is taken without a restart: the file is stat'ed at most every :data:`TOKEN_RECHECK_S`
-    (on an admin call or a ``/healthz``), and once a change has settled for :data:`TOKEN_SETTLE_S` it
-    is read and checked as at start (:func:`gateway.config.loader.read_admin_token`: owner-only, not a
-    placeholder, ...). A usable new token replaces the old one at once (a WARNING says so); an unusable
-    file (or one that is gone) keeps the previous token in use, with an ERROR naming the problem once
-    per change of the file and :attr:`problem` set (a ``/healthz`` reason) until a usable file is back.
+    (on an admin call or a ``/healthz``), and once a change has stayed the same for
+    :data:`TOKEN_SETTLE_S` (measured here, not by the file's times) it is read and checked as at start
+    (:func:`gateway.config.loader.read_admin_token`: owner-only, not a placeholder, ...). A usable new
+    token replaces the old one at once (a WARNING says so). An unusable file (or one that is gone)
+    fails closed: a file is replaced when the old token may have leaked, so every admin call gets 503
+    ``token_file_unusable`` until a usable file is back, with an ERROR naming the problem once per
+    change of the file and :attr:`problem` set (a ``/healthz`` reason).
 
     Raises:
         ValueError: the token is shorter than 16 characters or a placeholder (fewer than 4 distinct
@@ -67,14 +69,14 @@ class AdminToken:
     """
 
     def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic, *,
-                 path: Path | None = None, wall: Callable[[], float] = time.time) -> None:
+                 path: Path | None = None) -> None:
         if token is not None:
             problem = token_problem(token)
             if problem is not None:
                 raise ValueError(problem)
         self._token = token.strip().encode() if token is not None else None
         self._refused_log = LogLimiter(REFUSED_LOG_EVERY_S, clock)
-        self._clock, self._wall = clock, wall
+        self._clock = clock
         # Only a gateway started with a token follows its file (without one the admin API is off).
         self._path = path if token is not None else None
         self._state: tuple[int, int, int, int, int] | None = None  # of the file the token in use came from
@@ -84,12 +86,15 @@ class AdminToken:
             except OSError:
                 pass  # compared at the first look: any state differs
         self._looked = clock()
+        # a changed file state and when (monotonic) it was first seen: it is read once it has stayed
+        # the same for TOKEN_SETTLE_S (not by its mtime, which a copy with -p or a skewed host sets anywhere)
+        self._pending: tuple[object, float] | None = None
         self._problem: str | None = None
         self._logged_state: object = None  # the file state an ERROR was logged for (once per change)
 
     @property
     def problem(self) -> str | None:
-        """Why the token file cannot be used while the previous token stays in use, else None."""
+        """Why the token file cannot be used (every admin call is refused meanwhile), else None."""
         self.refresh()
         return self._problem
 
@@ -105,9 +110,13 @@ class AdminToken:
             return
         state = _file_state(st)
         if state == self._state:
+            self._pending = None
             return
-        if self._wall() - max(st.st_mtime, st.st_ctime) < TOKEN_SETTLE_S:
-            return  # still being written: looked at again after it settled
+        if self._pending is None or self._pending[0] != state:
+            self._pending = (state, self._clock())
+        if self._clock() - self._pending[1] < TOKEN_SETTLE_S:
+            self._looked -= TOKEN_RECHECK_S  # may still be being written: look again at the next call
+            return
         try:
             token = read_admin_token(self._path).encode()
         except ConfigError as exc:
@@ -115,6 +124,7 @@ class AdminToken:
             return
         changed = self._token is not None and not hmac.compare_digest(token, self._token)
         self._token, self._state, self._problem, self._logged_state = token, state, None, None
+        self._pending = None
         if changed:
             # An admin credential changed: an audit line the quiet gateway keeps (never the token).
             logger.warning("admin token file %s changed: its new token is in use, the previous one is refused",
@@ -123,10 +133,12 @@ class AdminToken:
             logger.info("admin token file %s is usable again (same token)", self._path)
 
     def _unusable(self, state: object, why: str) -> None:
-        self._problem = "admin token file unusable, the previous token stays in use: %s" % why
+        # Fail closed: a token file is replaced when the old token may have leaked, so a replacement
+        # that cannot be used must not leave the old token working.
+        self._problem = "admin token file unusable, admin API refused until it is fixed: %s" % why
         if state != self._logged_state:
             self._logged_state = state
-            logger.error("%s; the previous admin token stays in use until the file is fixed", why)
+            logger.error("%s; every admin call is refused (503 token_file_unusable) until the file is fixed", why)
 
     def __repr__(self) -> str:
         return f"AdminToken(configured={self._token is not None})"
@@ -150,6 +162,8 @@ class AdminToken:
         self.refresh()
         if self._token is None:
             raise Unauthorized("admin API disabled: no admin token configured", code="admin_disabled")
+        if self._problem is not None:
+            raise Unavailable(self._problem, code="token_file_unusable")
         if scheme.lower() != "bearer" or not presented:
             raise self._refuse(request, "missing bearer token (Authorization: Bearer <token>)", "missing_token")
         # Header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise (a 500).
