@@ -135,12 +135,13 @@ class GatewayMetrics:
         """Expose the size of the report store at ``path`` and the free space of its file system, read
         at each scrape: ``civicedge_store_size_bytes`` (the database and its write-ahead log) and
         ``civicedge_store_disk_free_bytes`` (what the gateway's user may still write there). NaN while
-        they cannot be read (the store's directory gone)."""
-        wal = path.with_name(path.name + "-wal")
+        they cannot be read (the store's directory gone). A symlinked ``path`` is followed at each
+        scrape: the write-ahead log lies beside the real file, on its file system."""
 
         def size() -> float:
+            real = os.path.realpath(path)
             total = 0
-            for file in (path, wal):
+            for file in (real, real + "-wal"):
                 try:
                     total += os.stat(file).st_size
                 except FileNotFoundError:
@@ -151,7 +152,7 @@ class GatewayMetrics:
 
         def free() -> float:
             try:
-                st = os.statvfs(path.parent)
+                st = os.statvfs(os.path.dirname(os.path.realpath(path)))
             except OSError:
                 return math.nan
             return float(st.f_bavail * st.f_frsize)

@@ -138,7 +138,9 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     _migrate_v1(conn)
     # Version 2 -> 3 only adds window_duplicates (CREATE ... IF NOT EXISTS below). Releases a version 2
     # gateway stored twice for one period stay as they are: nothing is deleted.
-    conn.executescript(SCHEMA)
+    # All tables in one transaction: a first start cut off part-way (a crash, a power cut) leaves an
+    # empty database, never one with only some tables, which store_kind would refuse as not_a_store.
+    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + "\nCOMMIT;")
     _complete_window_duplicates(conn)
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)

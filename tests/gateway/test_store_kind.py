@@ -126,3 +126,24 @@ def test_what_the_store_opens(tmp_path: Path) -> None:
     with pytest.raises(StorageError) as info:
         store_kind(tmp_path)
     assert info.value.reason == "open_failed" and "is a directory" in str(info.value)
+
+
+def test_a_first_start_cut_off_part_way_leaves_an_empty_database(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schema's tables are created in one transaction. Before, each CREATE committed on its own,
+    so a first start cut off after `reports` left a database store_kind refused as not_a_store (review)."""
+    from gateway.storage import schema
+
+    db = tmp_path / "reports.sqlite"
+    conn = sqlite3.connect(str(db), isolation_level=None)
+    # a failure after the first tables of the script (as a crash part-way would leave it)
+    monkeypatch.setattr(schema, "SCHEMA", schema.SCHEMA.replace("CREATE TABLE IF NOT EXISTS chain",
+                                                                "CREATE TABLE broken (; CREATE TABLE IF NOT EXISTS chain"))
+    with pytest.raises(sqlite3.Error):
+        schema.apply_schema(conn)
+    conn.close()
+    assert store_kind(db) is EMPTY  # nothing half-made: the next start creates the store
+    monkeypatch.undo()
+    store = ReportStore(db, gateway_id="gw")
+    store.close()
+    assert store_kind(db) is STORE

@@ -86,3 +86,19 @@ async def test_healthz_counts_ble_connections_only_where_ble_runs(fleet, ble_ena
     async with TestClient(TestServer(app)) as c:
         checks = (await (await c.get("/healthz")).json())["checks"]
     assert {k: v for k, v in checks.items() if k.startswith("ble")} == shown
+
+
+def test_a_symlinked_store_path_counts_the_real_file_and_its_wal(tmp_path: Path) -> None:
+    """[storage] path may be a symlink: the -wal lies beside the real file (the store's own rule), and
+    that file's file system is the one that fills up (review: the link's directory was measured)."""
+    from gateway.metrics import GatewayMetrics
+
+    real_dir = tmp_path / "disk"
+    real_dir.mkdir()
+    (real_dir / "reports.sqlite").write_bytes(b"x" * 4096)
+    (real_dir / "reports.sqlite-wal").write_bytes(b"w" * 1000)
+    link = tmp_path / "reports.sqlite"
+    link.symlink_to(real_dir / "reports.sqlite")
+    metrics = GatewayMetrics("gw")
+    metrics.watch_store(link)
+    assert metrics.value("civicedge_store_size_bytes") == 5096
