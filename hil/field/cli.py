@@ -997,6 +997,13 @@ def _with_json(args: argparse.Namespace, run: Callable[[argparse.Namespace, Cons
     except KeyboardInterrupt:
         record.update(result="interrupted", exit=130)
         raise
+    except SystemExit as exc:  # args.parser.error: a usage error found while running (message on stderr)
+        record.update(result="error", exit=exc.code if isinstance(exc.code, int) else 2)
+        record.setdefault("error", "invalid arguments (see stderr)")
+        raise
+    except Exception as exc:  # not one of ours: the record still says what failed (the traceback follows)
+        record.update(result="error", exit=1, error="%s: %s" % (type(exc).__name__, exc))
+        raise
     finally:
         if as_json:
             print(json.dumps(record, sort_keys=True), flush=True)

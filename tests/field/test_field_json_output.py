@@ -61,3 +61,14 @@ async def test_provision_and_check_json(tmp_path: Path, sim_available: None) -> 
         assert rc == 2 and doc["result"] == "error" and "does not exist" in doc["error"], doc
     finally:
         await board.stop()
+
+
+async def test_json_usage_errors_still_give_one_object(tmp_path: Path) -> None:
+    """A usage error found by argparse (a missing --zone) or while running (--revoke-old without --force)
+    still gives one JSON object with the exit code (review: stdout was empty, or the record had no error)."""
+    rc, record, err = await _run("provision", "--json", "--port", "/dev/null", "--id", "sl-1")
+    assert rc == 2 and record["result"] == "error" and record["exit"] == 2 and record["error"], record
+    assert "usage:" in err
+    rc, record, err = await _run("provision", "--json", "--port", "/dev/null", "--id", "sl-1", "--zone", "west",
+                                 "--location", "52.1,4.3", "--registry", str(tmp_path / "reg"), "--revoke-old")
+    assert rc == 2 and record["result"] == "error" and record["exit"] == 2 and record["error"], (record, err)
