@@ -194,12 +194,7 @@ def _flash(args: argparse.Namespace) -> int:
                 if identity is not None:
                     # A provisioned board (a street light) must not stay dark at the REPL until its
                     # watchdog resets it: the new firmware runs with the identity it has.
-                    step("restart the firmware")
-                    try:
-                        _restart(dut, args.repl_timeout)
-                        restarted = True
-                    except HilError as exc:
-                        log.warning("%s", exc)
+                    restarted = _restart_step(dut, args.repl_timeout, step)
                     if restarted:
                         step("watch the firmware start")
                         fatal = _watch_start(dut, START_WATCH_S)
@@ -400,12 +395,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
             try:
                 if not args.stay_at_repl:
                     # A street light must not stay dark at the REPL until its watchdog resets it.
-                    step("restart the firmware")
-                    try:
-                        _restart(dut, args.repl_timeout)
-                        restarted = True
-                    except HilError as exc:
-                        log.warning("%s", exc)
+                    restarted = _restart_step(dut, args.repl_timeout, step)
                     if restarted:
                         step("watch the firmware start")
                         fatal = _watch_start(dut, START_WATCH_S)
@@ -816,6 +806,18 @@ def _restart(dut: Dut, timeout_s: float) -> None:
     except DutError as exc:
         raise BoardNotAnsweringError(f"the board on {dut.url} did not restart its firmware: {exc}; press RESET",
                                      port=dut.url) from exc
+
+
+def _restart_step(dut: Dut, timeout_s: float, step: _Steps) -> bool:
+    """The "restart the firmware" step after a flash or provision: whether it restarted (a board that did
+    not is left as it is, with a warning: the caller has done its own work already)."""
+    step("restart the firmware")
+    try:
+        _restart(dut, timeout_s)
+    except HilError as exc:
+        log.warning("%s", exc)
+        return False
+    return True
 
 
 def _console_reader(dut: Dut) -> Callable[[float], bytes]:
