@@ -136,12 +136,13 @@ def entities(
         key_values: True for the keyValues (simplified) form, False for normalized.
         entity_types: keep entities of any of these types (an NGSI-LD ``type=A,B`` query); None keeps all.
     """
-    out = []
-    for dev in publishable(devices):
-        if entity_types is not None and ENTITY_TYPE_BY_KIND[dev.kind] not in entity_types:
-            continue
-        out.append(device_entity(dev, key_values=key_values))
-    return out
+    return [device_entity(dev, key_values=key_values) for dev in published(devices, entity_types)]
+
+
+def published(devices: Iterable[DeviceView], entity_types: Collection[str] | None = None) -> list[DeviceView]:
+    """The publishable devices whose entities are of any of ``entity_types`` (None: all): the devices
+    :func:`entities` shows, for what else a response says about them (its ``Last-Modified``)."""
+    return [d for d in publishable(devices) if entity_types is None or ENTITY_TYPE_BY_KIND[d.kind] in entity_types]
 
 
 def context_for(types: Iterable[str]) -> list[str]:

@@ -255,8 +255,8 @@ async def entities(request: web.Request) -> web.Response:
     etypes = params.parse_choice_list(q, "type", ENTITY_TYPES)
     media = _ld_content_type(request)
     devices = await ctx.fleet.devices()
-    items = ngsi.entities(devices, key_values=_options(request), entity_types=etypes)
-    shown = [d for d in ngsi.publishable(devices) if etypes is None or ngsi.ENTITY_TYPE_BY_KIND[d.kind] in etypes]
+    shown = ngsi.published(devices, etypes)
+    items = ngsi.entities(shown, key_values=_options(request))
     return await _json_answer(request, items, media, last_modified=_last_modified(shown))
 
 
@@ -420,7 +420,7 @@ async def devices_geojson(request: web.Request) -> web.Response:
     and publisher as foreign members of the collection (RFC 7946 section 6.1)."""
     params.reject_unknown(request.query, ())
     media = negotiate(request, (GEO_JSON, "application/json"))
-    devices = await ctx_of(request).fleet.devices()
-    doc = export.devices_geojson(devices)
+    shown = ngsi.publishable(await ctx_of(request).fleet.devices())
+    doc = export.devices_geojson(shown)
     doc.update(meta_of(request).as_json())
-    return await _json_answer(request, doc, media, last_modified=_last_modified(ngsi.publishable(devices)))
+    return await _json_answer(request, doc, media, last_modified=_last_modified(shown))
