@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
@@ -99,13 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:
-        words = list(sys.argv[1:] if argv is None else argv)
-        command = next((w for w in words if not w.startswith("-")), None)
-        if exc.code not in (0, None) and "--json" in words and command in ("provision", "check"):
-            # --json promises one JSON object on stdout whatever happens: a usage error too (its
-            # message is argparse's, on stderr)
-            print(json.dumps({"result": "error", "exit": exc.code, "error": "invalid arguments (see stderr)",
-                              "id": None, "port": None, "fingerprint": None}, sort_keys=True), flush=True)
+        if exc.code not in (0, None):
+            from hil.field.cli import usage_error_json  # already imported by build_parser
+
+            usage_error_json(list(sys.argv[1:] if argv is None else argv), exc.code)
         raise
     configure_logging(args.verbose)
     func = getattr(args, "func", None)

@@ -313,7 +313,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
         lat, lon = parse_location(args.location)
         validate_fields(device_id=args.device_id, zone=args.zone)  # the registry's rules, before the port
         if float(lat) == 0 and float(lon) == 0:
-            Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(
+            _say(
                 f"warning: location {args.location} is 0,0 (in the sea off West Africa): what a GPS without a fix "
                 "reports; check the pole's coordinates (a wrong location is corrected later with civicedge gateway "
                 "devices move)")
@@ -323,7 +323,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
         if args.gateway is not None:
             registrar = AdminApiRegistrar(args.gateway, _admin_token(args.token_file))
             if registrar.plain_http_remote:
-                Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(
+                _say(
                     f"warning: the device key goes to {args.gateway} over plain HTTP; serve the gateway's "
                     "API over TLS (https://) when provisioning from another host")
         elif args.token_file is not None:
@@ -333,7 +333,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
             try:
                 dut = open_board(args.port, timeout_s=args.repl_timeout)
             except KeyboardInterrupt:
-                _say_interrupted("interrupted while connecting to the board: nothing was written to it and nothing "
+                _say("interrupted while connecting to the board: nothing was written to it and nothing "
                                  "was registered; its firmware may have been stopped (it restarts by itself within "
                                  f"10 minutes, or press RESET); re-run: {_provision_command(args, repair=False)}")
                 raise
@@ -477,8 +477,8 @@ def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> 
     return str(status.value)
 
 
-def _say_interrupted(line: str) -> None:
-    """The one line a Ctrl-C prints (stderr): the state the board is left in."""
+def _say(line: str) -> None:
+    """A line for the person at the terminal on stderr (a warning, what a Ctrl-C left), never markup."""
     Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(line)
 
 
@@ -617,7 +617,7 @@ def _admin_token(path: Path | None) -> str:
         mode = 0
     if os.name == "posix" and mode & 0o077:
         # As the gateway refuses its own admin_token_file: the token lets anyone register and revoke devices.
-        Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(
+        _say(
             f"warning: the admin token file {path} is readable by other users (mode {mode & 0o777:03o}); run: "
             f"chmod 600 {shlex.quote(str(path))}")
     return token
@@ -684,7 +684,7 @@ def _run_check(args: argparse.Namespace, out: Console, record: dict[str, Any]) -
         try:
             dut = open_board(args.port, timeout_s=args.repl_timeout)
         except KeyboardInterrupt:
-            _say_interrupted("interrupted while connecting to the board: nothing was changed on it; its firmware may "
+            _say("interrupted while connecting to the board: nothing was changed on it; its firmware may "
                              "have been stopped (it restarts by itself within 10 minutes, or press RESET)")
             raise
         restarted = False
@@ -698,7 +698,7 @@ def _run_check(args: argparse.Namespace, out: Console, record: dict[str, Any]) -
             return _check_board(out, dut, args, restart, record)
         except KeyboardInterrupt:
             if not restarted:  # the finally below gives the board its firmware back
-                _say_interrupted("interrupted while reading the board: nothing was changed on it; its firmware is "
+                _say("interrupted while reading the board: nothing was changed on it; its firmware is "
                                  "restarted now")
             raise
         finally:
@@ -777,7 +777,7 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
             step(f"wait for a new report of {ident.id} at the gateway")
             wait_new_report(watch, device_id=ident.id, timeout_s=timeout_s, console=_console_reader(dut))
     except KeyboardInterrupt:
-        _say_interrupted(f"interrupted: still waiting for a report of {ident.id}; nothing was changed on the board "
+        _say(f"interrupted: still waiting for a report of {ident.id}; nothing was changed on the board "
                          f"(its firmware runs); re-run check to wait again ({time.monotonic() - started:.0f} s waited)")
         raise
     out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
@@ -984,14 +984,30 @@ def _interrupted(args: argparse.Namespace, done: _FlashProgress) -> Iterator[Non
         raise
 
 
+JSON_COMMANDS = ("provision", "check")  # the commands with --json
+USAGE_ERROR = "invalid arguments (see stderr)"  # argparse prints the message itself
+
+
+def _json_record(**fields: Any) -> dict[str, Any]:
+    """A ``--json`` record: ``result: error`` until the command says otherwise."""
+    return {"id": None, "port": None, "fingerprint": None, "result": "error", **fields}
+
+
+def usage_error_json(argv: list[str], code: int | str | None) -> None:
+    """``--json`` promises one JSON object on stdout whatever happens: for a usage error argparse found
+    in ``argv`` of a :data:`JSON_COMMANDS` command, print it (with ``exit`` ``code``)."""
+    command = next((w for w in argv if not w.startswith("-")), None)
+    if "--json" in argv and command in JSON_COMMANDS:
+        print(json.dumps(_json_record(exit=code, error=USAGE_ERROR), sort_keys=True), flush=True)
+
+
 def _with_json(args: argparse.Namespace, run: Callable[[argparse.Namespace, Console, dict[str, Any]], int]) -> int:
     """Run ``provision`` or ``check``; with ``--json``, stdout gets exactly one JSON object at the end
     (``id``, ``port``, ``fingerprint``, ``result``: ``provisioned``/``unchanged``, ``ok``/``problem``,
     ``error`` with ``error``, or ``interrupted``), and what a person reads goes to stderr."""
     as_json = bool(getattr(args, "json", False))
     out = Console(stderr=as_json, highlight=False, markup=False, soft_wrap=True)
-    record: dict[str, Any] = {"id": getattr(args, "device_id", None), "port": args.port, "fingerprint": None,
-                              "result": "error"}
+    record = _json_record(id=getattr(args, "device_id", None), port=args.port)
     try:
         rc = run(args, out, record)
         record["exit"] = rc
@@ -1001,7 +1017,7 @@ def _with_json(args: argparse.Namespace, run: Callable[[argparse.Namespace, Cons
         raise
     except SystemExit as exc:  # args.parser.error: a usage error found while running (message on stderr)
         record.update(result="error", exit=exc.code if isinstance(exc.code, int) else 2)
-        record.setdefault("error", "invalid arguments (see stderr)")
+        record.setdefault("error", USAGE_ERROR)
         raise
     except Exception as exc:  # not one of ours: the record still says what failed (the traceback follows)
         record.update(result="error", exit=1, error="%s: %s" % (type(exc).__name__, exc))

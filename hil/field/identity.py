@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.errors import RegistryError
 from gateway.registry import key_fingerprint, same_place, validate_device
+from gateway.registry.devices import MAX_DECIMALS
 from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
@@ -79,9 +80,10 @@ def parse_location(text: str) -> tuple[str, str]:
     parts = [p.strip() for p in text.split(",")]
     for part in parts:
         decimals = part.partition(".")[2]
-        if len(decimals) > 9 and decimals.isdigit():
-            raise IdentityFormatError(f"location {text!r}: {part} has {len(decimals)} decimals; at most 9 are allowed "
-                                      "(the registry's limit; 9 decimals of a degree are about 0.1 mm)", location=text)
+        if len(decimals) > MAX_DECIMALS and decimals.isdigit():
+            raise IdentityFormatError(f"location {text!r}: {part} has {len(decimals)} decimals; at most {MAX_DECIMALS} "
+                                      "are allowed (the registry's limit; 9 decimals of a degree are about 0.1 mm)",
+                                      location=text)
     if len(parts) != 2 or not all(_DECIMAL.match(p) for p in parts):
         raise IdentityFormatError(f"location {text!r} must be LAT,LON in decimal degrees, e.g. 52.3702,4.8952",
                                   location=text)
