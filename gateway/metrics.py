@@ -6,7 +6,6 @@ import functools
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
@@ -21,19 +20,6 @@ REJECTION_REASONS = (
 BLE_DEAUTHORIZED_REASONS = ("revoked", "unknown_device", "key_changed")
 # Why a retention pass was skipped: the gateway clock is behind / too far ahead of the last stored report.
 RETENTION_SKIP_REASONS = ("clock_behind", "clock_ahead")
-
-
-class _CommitCounter(Counter):
-    """``civicedge_reports_stored``: ingest counts it after every successful commit (with 0 when a batch
-    held only re-sent reports), so each count also stamps :attr:`GatewayMetrics.last_commit`."""
-
-    on_count: Callable[[], None] | None = None
-
-    def inc(self, amount: float = 1, exemplar: Any = None) -> None:
-        """Count ``amount`` stored reports and note that a commit succeeded now."""
-        super().inc(amount, exemplar)
-        if self.on_count is not None:
-            self.on_count()
 
 
 class GatewayMetrics:
@@ -69,11 +55,10 @@ class GatewayMetrics:
         # cached: labels() takes a lock and builds a key on every call, once per received frame
         self.reports_in = functools.lru_cache(maxsize=16)(
             Counter("civicedge_reports_in", "Frames received from devices", ["link_type"], registry=r).labels)
-        self.reports_stored = _CommitCounter("civicedge_reports_stored", "Reports committed to storage", registry=r)
+        self.reports_stored = Counter("civicedge_reports_stored", "Reports committed to storage", registry=r)
         self.last_commit = Gauge("civicedge_last_commit_timestamp_seconds",
                                  "Unix time of the last successful commit of received reports (0: none since start)",
                                  registry=r)
-        self.reports_stored.on_count = self.last_commit.set_to_current_time
         self.duplicates = Counter("civicedge_reports_duplicate", "Retransmitted reports re-acknowledged", registry=r)
         self.duplicate_windows = Counter(
             "civicedge_reports_duplicate_window",

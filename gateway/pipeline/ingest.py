@@ -284,7 +284,6 @@ class IngestService:
         # release_every_s: a board on older firmware); warned per device, so each such board is named
         self._dropped_queued: dict[tuple[str, int], tuple[str, ...]] = {}
         self._dropped_warnings: dict[str, CountedWarning] = {}
-        self._log_clock = log_clock
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -819,6 +818,7 @@ class IngestService:
             self._spawn(self._ack(verified, link))
         self._settled(sum(1 for _, _, ack in batch if ack is not None))
         self._metrics.reports_stored.inc(len(result.inserted))
+        self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
         self._metrics.duplicates.inc(len(result.duplicates))
         if result.window_duplicates:
             self._window_duplicates(result.window_duplicates)

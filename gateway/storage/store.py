@@ -249,11 +249,11 @@ class ReportStore:
                 continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
             if (st.st_dev, st.st_ino) != ident:
                 now = real_store_path(path)
+                fate = _fate(path, ident, _open_links(ident))
                 if now != Path(os.path.abspath(path)):  # a symlink (or symlinked directory) on the way
                     return ("report store file %s was replaced by another file while the gateway ran (it now "
-                            "names %s)%s" % (path, now, _fate(path, ident, _open_links(ident))))
-                return "report store file %s was replaced by another file while the gateway ran%s" % (
-                    path, _fate(path, ident, _open_links(ident)))
+                            "names %s)%s" % (path, now, fate))
+                return "report store file %s was replaced by another file while the gateway ran%s" % (path, fate)
         return None
 
     def close(self) -> None:
