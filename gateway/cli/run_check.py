@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
-from gateway.storage.sqlite_uri import read_only_uri
+from gateway.storage.sqlite_uri import check_uri, read_only_uri
 from gateway.storage.store import check_store_free, store_writer
 from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
 from gateway.web.hosts import host_port
@@ -68,33 +68,10 @@ def check_store_file(path: Path, *, running: bool = True) -> str:
     return "readable"
 
 
-def _check_uri(path: Path, running: bool) -> str:
-    """The read-only URI for checking the store at ``path``.
-
-    A read-only open of a WAL database (every store) in a directory we may write creates its
-    ``-shm`` (32 KB) and an empty ``-wal``, and SQLite leaves both when it closes a read-only
-    connection. With no gateway running on the store and no ``-wal`` with content (a clean stop
-    checkpoints it into the main file and removes it), the main file is all there is to read, so
-    ``immutable=1`` reads it without them. A ``-wal`` with content (a killed gateway's) holds commits
-    the main file lacks: ``immutable`` would read around them, so that store is opened as any reader
-    opens it (SQLite then adds a ``-shm`` if there is none). A running gateway already has both files.
-    """
-    uri = read_only_uri(path)
-    if running or "immutable=1" in uri:
-        return uri
-    try:
-        wal_size = os.stat(path.with_name(path.name + "-wal")).st_size
-    except FileNotFoundError:
-        wal_size = 0
-    except OSError:  # cannot tell: read as any reader does
-        return uri
-    return uri if wal_size else uri + "&immutable=1"
-
-
 def read_schema_version(path: Path) -> int | None:
     """The schema version of the store at ``path`` (None: no store yet), read without changing anything:
-    no migration, and through :func:`_check_uri`, so a stopped gateway's store is left without a new
-    ``-wal``/``-shm``.
+    no migration, and through :func:`gateway.storage.sqlite_uri.check_uri`, so a stopped gateway's store
+    is left without a new ``-wal``/``-shm``.
 
     Raises:
         StorageError: ``schema_too_new``, ``schema_unknown`` or ``read_failed``, as ``run`` would fail;
@@ -104,7 +81,7 @@ def read_schema_version(path: Path) -> int | None:
 
     if not path.exists():
         return None
-    uri = _check_uri(path, store_holder(path) is not None)
+    uri = check_uri(path, running=store_holder(path) is not None)
     try:
         conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:

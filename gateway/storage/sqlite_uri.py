@@ -1,4 +1,4 @@
-"""The URI that opens a report store read-only."""
+"""The URIs that open a report store read-only."""
 
 from __future__ import annotations
 
@@ -20,6 +20,36 @@ def read_only_uri(db_path: Path | str) -> str:
     if _frozen(path):
         uri += "&immutable=1"
     return uri
+
+
+def check_uri(db_path: Path | str, *, running: bool, main_file_only: bool = False) -> str:
+    """The read-only URI that looks at the store ``db_path`` without leaving files beside it.
+
+    For the checks made before a store is opened (``gateway run`` and ``run --check``,
+    :mod:`gateway.storage.store_kind`, :func:`gateway.cli.run_check.read_schema_version`). A read-only
+    open of a WAL database (every store) in a directory we may write creates its ``-shm`` (32 KB) and an
+    empty ``-wal``, and SQLite leaves both when it closes a read-only connection. With no gateway
+    running on the store and no ``-wal`` with content (a clean stop checkpoints it into the main file
+    and removes it), the main file is all there is to read, so ``immutable=1`` reads it without them.
+    A ``-wal`` with content (a killed gateway's) holds commits the main file lacks: ``immutable`` would
+    read around them, so that store is opened as any reader opens it (SQLite then adds a ``-shm`` if
+    there is none).
+
+    Args:
+        db_path: The store file.
+        running: A gateway holds the store: it is opened as any reader opens it (:func:`read_only_uri`),
+            since its main file changes under an immutable read; it already has both files.
+        main_file_only: The caller asks what the main file answers alone when it has an answer (the
+            store's table names, which a ``-wal`` adds only right after the store was created): with no
+            gateway running it is read ``immutable=1`` whatever its ``-wal`` holds, and the caller
+            asks again through the URI without this flag when the main file had no answer.
+    """
+    uri = read_only_uri(db_path)
+    if running or uri.endswith("&immutable=1"):
+        return uri
+    if not main_file_only and _wal_size(Path(db_path)) != 0:  # commits in the -wal, or cannot tell
+        return uri
+    return uri + "&immutable=1"
 
 
 def _frozen(path: Path) -> bool:
@@ -46,9 +76,14 @@ def _frozen(path: Path) -> bool:
     """
     if os.access(path.parent, os.W_OK):
         return False
+    return _wal_size(path) == 0
+
+
+def _wal_size(path: Path) -> int | None:
+    """The size of ``path``'s ``-wal`` (0 when there is none; None when it cannot be told)."""
     try:
-        return os.stat(path.with_name(path.name + "-wal")).st_size == 0
+        return os.stat(path.with_name(path.name + "-wal")).st_size
     except FileNotFoundError:
-        return True
-    except OSError:  # cannot tell: the plain open decides
-        return False
+        return 0
+    except OSError:
+        return None

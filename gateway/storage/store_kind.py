@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from gateway.errors import StorageError
+from gateway.storage.sqlite_uri import check_uri
 
 # Every SQLite 3 database file starts with these 16 bytes and is at least one page of at least 512
 # bytes (https://www.sqlite.org/fileformat.html, 1.3).
@@ -34,7 +35,8 @@ def store_kind(path: Path, *, running: bool = False) -> str:
     without tables in its main file but with a ``-wal`` that has content (a gateway killed right after
     creating the store) is read again as any reader reads it, since its tables may be in the ``-wal``
     only. ``running`` True (a gateway holds the store) reads it that way at once: its main file
-    changes under an immutable read.
+    changes under an immutable read. The URIs are :func:`gateway.storage.sqlite_uri.check_uri`'s, as
+    ``run --check`` reads the schema version.
 
     A report store has a ``meta`` table recording ``schema_version`` (every schema version has one),
     or, from a first start interrupted before that row was written, its ``reports`` and ``chain`` tables.
@@ -66,14 +68,16 @@ def store_kind(path: Path, *, running: bool = False) -> str:
     # database (and writes one into it): no database is that short.
     if st.st_size < MIN_DATABASE_BYTES:
         raise not_a_database(path, "%d byte(s), shorter than any SQLite database" % st.st_size)
-    immutable = not running
-    tables = _tables(path, immutable=immutable)
-    if not tables and immutable and _wal_has_content(path):
-        immutable = False
-        tables = _tables(path, immutable=False)
+    uri = check_uri(path, running=running, main_file_only=True)
+    tables = _tables(path, uri)
+    if not tables:
+        with_wal = check_uri(path, running=running)
+        if with_wal != uri:  # the tables may be in a -wal with content only
+            uri = with_wal
+            tables = _tables(path, uri)
     if not tables:
         return EMPTY
-    if _has_marker(path, tables, immutable=immutable):
+    if _has_marker(path, tables, uri):
         return STORE
     raise StorageError("%s is an SQLite database but not a civicedge report store (its tables: %s; no schema_version "
                        "in a meta table); nothing was changed: give [storage] path the gateway's own file"
@@ -88,16 +92,10 @@ def not_a_database(path: Path, why: str) -> StorageError:
                         reason="open_failed")
 
 
-def _uri(path: Path, immutable: bool) -> str:
-    """A read-only URI of ``path`` (``as_uri`` escapes ``?`` and ``#`` in the name)."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    return uri + "&immutable=1" if immutable else uri
-
-
-def _read(path: Path, immutable: bool, sql: str) -> list[tuple[object, ...]]:
-    """Rows of ``sql`` on ``path`` opened read-only; an SQLite error is an ``open_failed`` StorageError."""
+def _read(path: Path, uri: str, sql: str) -> list[tuple[object, ...]]:
+    """Rows of ``sql`` on ``path`` opened through ``uri``; an SQLite error is an ``open_failed`` StorageError."""
     try:
-        conn = sqlite3.connect(_uri(path, immutable), uri=True)
+        conn = sqlite3.connect(uri, uri=True)
         try:
             return list(conn.execute(sql).fetchall())
         finally:
@@ -110,25 +108,18 @@ def _read(path: Path, immutable: bool, sql: str) -> list[tuple[object, ...]]:
                            "[storage] path another file" % (path, exc), reason="open_failed") from exc
 
 
-def _tables(path: Path, *, immutable: bool) -> set[str]:
-    return {str(r[0]) for r in _read(path, immutable, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+def _tables(path: Path, uri: str) -> set[str]:
+    return {str(r[0]) for r in _read(path, uri, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _has_marker(path: Path, tables: set[str], *, immutable: bool) -> bool:
+def _has_marker(path: Path, tables: set[str], uri: str) -> bool:
     """True for a report store: ``meta`` records ``schema_version``, or ``reports`` and ``chain`` exist."""
     if {"reports", "chain"} <= tables:
         return True
     if "meta" not in tables:
         return False
     try:
-        rows = _read(path, immutable, "SELECT 1 FROM meta WHERE key = 'schema_version'")
+        rows = _read(path, uri, "SELECT 1 FROM meta WHERE key = 'schema_version'")
     except StorageError:  # a meta table of another program, without a key column
         return False
     return bool(rows)
-
-
-def _wal_has_content(path: Path) -> bool:
-    try:
-        return os.stat(path.with_name(path.name + "-wal")).st_size > 0
-    except OSError:
-        return False

@@ -147,3 +147,23 @@ def test_a_first_start_cut_off_part_way_leaves_an_empty_database(tmp_path: Path,
     store = ReportStore(db, gateway_id="gw")
     store.close()
     assert store_kind(db) is STORE
+
+
+def test_the_checks_read_a_stopped_store_immutable_unless_its_wal_holds_commits(tmp_path: Path) -> None:
+    """One URI choice (sqlite_uri.check_uri) for store_kind and run --check's schema read: a stopped
+    store without a -wal with content is read immutable (nothing left beside it), a -wal with content
+    as any reader reads it unless the caller asks the main file alone, a held store as any reader."""
+    from gateway.storage.sqlite_uri import check_uri, read_only_uri
+
+    db = tmp_path / "reports.sqlite"
+    ReportStore(db, gateway_id="gw1").close()
+    plain = read_only_uri(db)
+    assert plain.endswith("?mode=ro")  # a writable directory
+    assert check_uri(db, running=False) == plain + "&immutable=1"
+    assert check_uri(db, running=True) == plain
+    (tmp_path / "reports.sqlite-wal").write_bytes(b"")  # what a read-only reader leaves behind
+    assert check_uri(db, running=False) == plain + "&immutable=1"
+    (tmp_path / "reports.sqlite-wal").write_bytes(b"\0" * 32)  # a killed gateway's commits
+    assert check_uri(db, running=False) == plain
+    assert check_uri(db, running=False, main_file_only=True) == plain + "&immutable=1"
+    assert check_uri(db, running=True, main_file_only=True) == plain
