@@ -44,10 +44,11 @@ def check_uri(db_path: Path | str, *, running: bool, main_file_only: bool = Fals
             gateway running it is read ``immutable=1`` whatever its ``-wal`` holds, and the caller
             asks again through the URI without this flag when the main file had no answer.
     """
-    uri = read_only_uri(db_path)
+    path = Path(db_path).resolve()  # SQLite's -wal is next to the file itself, not next to a symlink to it
+    uri = read_only_uri(path)
     if running or uri.endswith("&immutable=1"):
         return uri
-    if not main_file_only and _wal_size(Path(db_path)) != 0:  # commits in the -wal, or cannot tell
+    if not main_file_only and _wal_size(path) != 0:  # commits in the -wal, or cannot tell
         return uri
     return uri + "&immutable=1"
 

@@ -189,6 +189,30 @@ def test_a_killed_gateways_wal_is_read_not_read_around(tmp_path: Path) -> None:
     assert read_schema_version(killed / "reports.sqlite") == 3
 
 
+def test_a_killed_gateways_wal_is_read_through_a_symlinked_store_path(tmp_path: Path) -> None:
+    """[storage] path may be a symlink (the store follows it to the file itself). The check looked for
+    the -wal next to the link, found none and read the main file immutable: a store whose tables were
+    only in a killed gateway's -wal was "empty database: initialised at start", schema version None."""
+    live = tmp_path / "live"
+    live.mkdir()
+    conn = sqlite3.connect(live / "reports.sqlite")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    conn.commit()
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for name in ("reports.sqlite", "reports.sqlite-wal"):  # the files as a kill -9 leaves them
+        (killed / name).write_bytes((live / name).read_bytes())
+    conn.close()
+    link = tmp_path / "etc" / "reports.sqlite"
+    link.parent.mkdir()
+    link.symlink_to(killed / "reports.sqlite")
+    assert check_store_file(link, running=False) == "readable"
+    assert read_schema_version(link) == 3
+
+
 @pytest.mark.parametrize(("days", "loaded"), [(5, 5), ('"5"', 5), ('" 7 "', 7), ("5.0", 5)])
 def test_whole_days_start_up_loaded_before_still_pass_check_and_load(tmp_path: Path, days: object,
                                                                      loaded: int) -> None:
