@@ -707,7 +707,7 @@ class IngestService:
 
     def _note_coarsened(self, verified: Verified) -> None:
         """Remember a queued report whose values were rounded to the gateway policy's quantum, or that
-        had fields dropped (:meth:`PolicyGate.drop_early`): the warning and count wait for its commit
+        had fields dropped (:meth:`PolicyGate.check_and_drop`): the warning and count wait for its commit
         (a re-sent copy of a stored report is not stored again)."""
         if verified.coarsened:
             self._coarse_queued[(verified.frame.device_id, verified.frame.seq)] = verified.coarsened

@@ -71,8 +71,8 @@ class PolicyGate:
     policy's per-release ε, and a released value at least k (and on its quantum, if it has one);
     a non-personal field with its own release period (``release_every_s``, e.g. the bin's fill: its
     steps date the deposits) only in win reports over that period (in a win report over a shorter
-    period, e.g. a 15-minute window of a board on older firmware, :meth:`drop_early` drops it and the
-    rest of the report is kept); an alarm report carrying only the
+    period, e.g. a 15-minute window of a board on older firmware, :meth:`check_and_drop` drops it and
+    the rest of the report is kept); an alarm report carrying only the
     fields its alarm codes name (policy ``alarms.<code>.fields``, e.g. the fire alarm's temp);
     ``e`` naming personal fields only; ``fw`` a version string. A board's policy.json may be stricter
     than the gateway's (its releases then pass; protocol §2, docs/privacy.md), never looser: an
@@ -208,7 +208,33 @@ class PolicyGate:
         """Return None if ``body`` is allowed for ``kind``, else a description of the first violation.
 
         A non-personal field in a win report over a shorter period than its own release period is no
-        violation: the caller drops it with :meth:`drop_early`."""
+        violation: :meth:`check_and_drop` drops it."""
+        verdict = self._judge(body, kind)
+        return verdict if isinstance(verdict, str) else None
+
+    def check_and_drop(self, body: dict[str, Any], kind: str) -> tuple[str | None, tuple[str, ...]]:
+        """:meth:`check` ``body``; from a body it allows, drop in place the non-personal fields with their
+        own release period (``release_every_s``) that it carries over a shorter period. Return the
+        first violation (None when allowed) and the names of the fields dropped (usually none).
+
+        A bin on firmware from before fill had its 6-hour period sends fill in every 15-minute window:
+        its steps would date the deposits, so it must not be stored or published, but the window's
+        other fields (temp for fire detection, tilt and bat) reveal nothing about people and are kept.
+        A personal field over another period is refused instead (never dropped). The fields are found
+        by the same pass over the body's release periods that checks them, once per frame.
+        """
+        verdict = self._judge(body, kind)
+        if isinstance(verdict, str):
+            return verdict, ()
+        if verdict:
+            m = body["m"]
+            for name in verdict:
+                del m[name]
+        return None, verdict
+
+    def _judge(self, body: dict[str, Any], kind: str) -> str | tuple[str, ...]:
+        """The first violation of ``body`` (a str), or, when it is allowed, the fields
+        :meth:`check_and_drop` drops from it (a tuple, usually empty)."""
         # Subset tests first (the common, valid case); the sorted lists only to describe a violation.
         extra = [] if body.keys() <= TOP_LEVEL_KEYS else sorted(str(k) for k in body if k not in TOP_LEVEL_KEYS)
         if extra:
@@ -238,13 +264,15 @@ class PolicyGate:
             problem = self._release_problem(body, kind, m, e, personal)
             if problem is not None:
                 return problem
+        early: tuple[str, ...] = ()
         rtype = body.get("t")
         if rtype == "win":
             periodic = self.periodic.get(kind, {})
             length = body.get("l")
             for name in sorted(periodic.keys() & m.keys()):
                 if type(length) is int and length < periodic[name]:
-                    continue  # not about people: dropped from the report (drop_early), the rest kept
+                    early += (name,)  # not about people: dropped from the report, the rest kept
+                    continue
                 if length != periodic[name]:
                     return ("%s is released only in win reports over %d s (policy release_every_s; released more "
                             "often its steps would date the events behind them), not over %r s" % (
@@ -268,26 +296,7 @@ class PolicyGate:
                 return "fw is not a version string (1-32 of 0-9 A-Z a-z . + -; it has %d characters)" % len(fw)
             if len(self._fw_seen) < 1024:  # a fleet runs a handful of versions: skip the regex for those
                 self._fw_seen.add(fw)
-        return None
-
-    def drop_early(self, body: dict[str, Any], kind: str) -> tuple[str, ...]:
-        """Drop from a checked ``win`` body, in place, the non-personal fields with their own release
-        period (``release_every_s``) that it carries over a shorter period; return their names
-        (usually none).
-
-        A bin on firmware from before fill had its 6-hour period sends fill in every 15-minute window:
-        its steps would date the deposits, so it must not be stored or published, but the window's
-        other fields (temp for fire detection, tilt, bat) reveal nothing about people and are kept.
-        A personal field over another period is refused by :meth:`check` instead (never dropped).
-        """
-        periodic = self.periodic.get(kind)
-        m, length = body.get("m"), body.get("l")
-        if not periodic or body.get("t") != "win" or not isinstance(m, dict) or type(length) is not int:
-            return ()
-        dropped = tuple(name for name in sorted(periodic.keys() & m.keys()) if length < periodic[name])
-        for name in dropped:
-            del m[name]
-        return dropped
+        return early
 
     def coarsen(self, body: dict[str, Any], kind: str) -> tuple[str, ...]:
         """Round the non-personal values of a checked body that are off the policy's quantum to it, in
@@ -345,7 +354,7 @@ class Verified(NamedTuple):
     ``coarsened`` names the non-personal fields stored rounded to the gateway policy's quantum
     (:meth:`PolicyGate.coarsen`: the board runs a policy with a finer one); ``dropped`` the non-personal
     fields left out because they came over a shorter period than their release period
-    (:meth:`PolicyGate.drop_early`: the board runs older firmware).
+    (:meth:`PolicyGate.check_and_drop`: the board runs older firmware).
     """
 
     frame: Frame
@@ -446,11 +455,10 @@ class Verifier:
         except ValueError as exc:
             raise RejectedReport("%s seq %d: %s" % (dev_id, seq, exc), reason="body", device_id=dev_id,
                                  seq=seq) from exc
-        problem = self._gate.check(body, device.kind)
+        problem, dropped = self._gate.check_and_drop(body, device.kind)
         if problem is not None:
             raise RejectedReport("%s seq %d: %s" % (dev_id, seq, problem), reason="policy", device_id=dev_id, seq=seq,
                                  held=held)
-        dropped = self._gate.drop_early(body, device.kind)
         coarsened = self._gate.coarsen(body, device.kind)
         try:
             record = self._record(body, frame, device, raw, link=link, now=now)

@@ -292,9 +292,10 @@ def test_without_a_fill_period_fill_leaves_in_every_window() -> None:
     gate = PolicyGate(policy)
     body = {"t": "win", "k": "bin", "w": WINDOW_T0, "l": 900, "m": {"fill": 40, "temp": 12}}
     assert gate.check(body, "bin") is None and gate.win_period_problem(body, "bin") is None
-    assert gate.drop_early(body, "bin") == () and body["m"] == {"fill": 40, "temp": 12}
+    assert gate.check_and_drop(body, "bin") == (None, ()) and body["m"] == {"fill": 40, "temp": 12}
     shipped = PolicyGate(load_policy())  # with the 6-hour period the window keeps temp only
-    assert shipped.check(body, "bin") is None and shipped.drop_early(body, "bin") == ("fill",)
+    assert shipped.check(body, "bin") is None and body["m"] == {"fill": 40, "temp": 12}  # check drops nothing
+    assert shipped.check_and_drop(body, "bin") == (None, ("fill",))
     assert body["m"] == {"temp": 12}
 
 
