@@ -22,6 +22,11 @@ async def main():
     if bootstate.MODE == "recovery":
         _say("recovery mode: firmware not started")
         return
+    import machine
+
+    # `civicedge check`'s one-shot request for a boot report: taken (removed) before anything
+    # that can fail, so it is answered at this start or never
+    link_test = bootstate.take_link_test(machine)
     problem = ""
     try:
         cfg = config.load_board()
@@ -36,8 +41,6 @@ async def main():
             # window for a technician (or hold the recovery pin at boot), then sleep long
             _say("battery board: REPL for %d s, then deep sleep for %d s" % (SAFE_REPL_S, SAFE_SLEEP_S))
             await asyncio.sleep(SAFE_REPL_S)
-            import machine
-
             # wake with a fresh crash count, as a mains board retries (below): a firmware that
             # really crash-loops is back here after CRASH_LIMIT boots, one try per SAFE_SLEEP_S
             bootstate.mark_stable(machine)
@@ -48,8 +51,6 @@ async def main():
         # here after CRASH_LIMIT boots, so that costs one retry per SAFE_RETRY_S.
         _say("retrying in %d s with a fresh crash count (Ctrl-C stays in safe mode)" % SAFE_RETRY_S)
         await asyncio.sleep(SAFE_RETRY_S)
-        import machine
-
         bootstate.mark_stable(machine)
         machine.reset()
         return
@@ -65,8 +66,6 @@ async def main():
         _say("not provisioned: /identity.json is missing. Provision this %s board with "
              "`civicedge provision`; idling." % cfg["kind"])
         return
-    import machine
-
     try:
         import bluetooth
     except ImportError:
@@ -74,7 +73,7 @@ async def main():
     from civic.apps import runtime
 
     try:
-        rt = runtime.build(cfg, identity, machine, bluetooth)
+        rt = runtime.build(cfg, identity, machine, bluetooth, link_test=link_test)
     except ValueError as exc:
         _say("cannot start: %s" % exc)
         return

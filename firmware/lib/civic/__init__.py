@@ -7,3 +7,8 @@ persisted seq counter, flash outbox), ``uplink`` (UART and BLE links), ``policy`
 """
 
 VERSION = "0.1.0"
+
+LINK_TEST = "linktest"
+"""Name (in the flash root) of ``civicedge check``'s one-shot request for a boot report at the
+restart it makes (:func:`civic.hal.boot.take_link_test`). check writes the request only to a
+firmware that names it here, so an older firmware is never left a request it would not take."""

@@ -185,6 +185,7 @@ class Reporter:
 
         Sent when the device starts with a clock that was never set and nothing to send: the
         gateway's ACK to it carries the time (protocol §3), so a board whose RTC lost power
-        gets its clock, and then reports, without waiting for an alarm.
+        gets its clock, and then reports, without waiting for an alarm. Also at the restart
+        ``civicedge check`` makes, when it asks for one (``Runtime.answer_link_test``).
         """
         return self.report("boot", _minute(now_s), ALARM_PERIOD_S, {})

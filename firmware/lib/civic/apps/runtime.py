@@ -40,7 +40,7 @@ class Runtime:
     """A built device: hardware, core objects, app and links (see :func:`build`)."""
 
     def __init__(self, cfg, machine, policy, seq, outbox, ledger, releaser, reporter, hw, clock, app,
-                 session, links, log=print, make_links=None):
+                 session, links, log=print, make_links=None, link_test=False):
         self.cfg = cfg
         self.machine = machine
         self.policy = policy
@@ -56,6 +56,7 @@ class Runtime:
         self.links = links
         self.log = log
         self.make_links = make_links  # a deep-sleep bin builds its links only when a wake needs them
+        self.link_test = link_test  # civicedge check asked for a boot report at this start
 
     async def _stable(self):
         await asyncio.sleep_ms(STABLE_AFTER_MS)
@@ -76,6 +77,28 @@ class Runtime:
             self.log("civicedge: boot report failed: %r" % (exc,))
             return False
         return True
+
+    def answer_link_test(self):
+        """Queue the boot report ``civicedge check`` asked for at this start (once); return its seq.
+
+        Sent whatever the clock and the outbox hold (check then sees a report within seconds, not at
+        the next window close), through the same path as every report (seq, HMAC, outbox), with no
+        measurement. Not when the outbox is full: the frame would push out the oldest report
+        (a measurement lost for a test), and the reports waiting are sent anyway.
+        """
+        if not self.link_test:
+            return None
+        self.link_test = False
+        if len(self.outbox) >= self.outbox.max_entries:
+            self.log("civicedge: link test: outbox full (%d reports wait), no boot report queued" % len(self.outbox))
+            return None
+        try:
+            n = self.reporter.boot(self.clock.time())
+        except (ValueError, OSError) as exc:
+            self.log("civicedge: link test: boot report failed: %r" % (exc,))
+            return None
+        self.log("civicedge: link test: boot report queued (seq %d)" % n)
+        return n
 
     async def _supervise(self, link):
         # A link whose task died would leave the device silent while the app still feeds the
@@ -113,9 +136,11 @@ class Runtime:
         return self.links
 
     def start_links(self):
-        """Build the links if needed, ask for the time if needed, start the link tasks."""
+        """Build the links if needed, queue a boot report if check asked for one or the clock needs
+        the time, start the link tasks."""
         self.build_links()
-        self.ask_time()
+        if self.answer_link_test() is None:
+            self.ask_time()
         for link in self.links:
             asyncio.create_task(self._supervise(link))
 
@@ -153,7 +178,7 @@ def _radio_on(radios):
     return False
 
 
-def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
+def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print, link_test=False):
     """Build a :class:`Runtime` from parsed device files.
 
     Args:
@@ -163,6 +188,8 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
         bluetooth: the ``bluetooth`` module (None: no BLE link even if the board has one).
         root: flash directory holding ``policy.json`` and the firmware's state files.
         log: console output.
+        link_test: ``civicedge check`` asked for a boot report at this start
+            (:func:`civic.hal.boot.take_link_test`); sent when the links start.
 
     Raises:
         civic.report.IdentityError, civic.policy.PolicyError, DeviceFilesError: bad device files.
@@ -213,6 +240,6 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print):
 
     if kind == "bin" and cfg["sleep"]["mode"] == "deep":
         return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session, [],
-                       log, make_links)
+                       log, make_links, link_test)
     return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session,
-                   make_links(), log)
+                   make_links(), log, None, link_test)

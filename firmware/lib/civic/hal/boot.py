@@ -68,3 +68,25 @@ def mark_stable(machine):
     global CRASHES
     machine.RTC().memory(encode_count(0))
     CRASHES = 0
+
+
+def take_link_test(machine, root="/"):
+    """Remove ``civicedge check``'s link-test request; return whether this start answers it.
+
+    check writes the request (``civic.LINK_TEST`` in the flash root) just before it restarts the
+    firmware with a soft reset (Ctrl-D), and the firmware then sends a boot report at once instead
+    of at its next window close. The file goes before anything else runs, so a firmware that
+    crashes at every start answers it at most once, and it counts only at a soft reset: a request
+    found at a power-on, a watchdog reset or a deep-sleep wake was left by a check whose restart
+    never happened (and a bin woken by its lid must not tell when). A request that cannot be
+    removed is not answered either: it would be answered at every start.
+    """
+    import os
+
+    from civic import LINK_TEST
+
+    try:
+        os.remove(root + LINK_TEST)
+    except OSError:
+        return False  # no request (or one that stays: see above)
+    return machine.reset_cause() == getattr(machine, "SOFT_RESET", -1)
