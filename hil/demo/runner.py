@@ -123,6 +123,30 @@ class HostExit:
                 f"{what} stopped")
 
 
+# Test hook (tests/demo), inert unless the variable is set: set to a file path, the demo writes that file
+# (its pid) once its first board is started, then holds there, still booting, until "<path>.release"
+# exists. A test can then signal the demo at a point known to be during the boot, however loaded the
+# machine (polling for a flash folder raced the rest of the boot). Not released in time: DemoError.
+TEST_HOLD_BOOT_ENV = "CIVICEDGE_DEMO_TEST_HOLD_BOOT"
+TEST_HOLD_BOOT_MAX_S = 120.0
+
+
+async def _test_hook_hold_boot() -> None:
+    """The :data:`TEST_HOLD_BOOT_ENV` test hook: nothing unless the variable is set."""
+    marker = os.environ.get(TEST_HOLD_BOOT_ENV)
+    if not marker:
+        return
+    held = Path(marker)
+    release = held.with_name(held.name + ".release")
+    held.write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + TEST_HOLD_BOOT_MAX_S
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise DemoError(f"test hook {TEST_HOLD_BOOT_ENV}: {release} was not created within "
+                            f"{TEST_HOLD_BOOT_MAX_S:g} s")
+        await asyncio.sleep(0.05)
+
+
 # A simulator host answers a ping in milliseconds; the demo's questions wait at most this long, and the
 # boards of a host that did not answer are left out of that answer (a hung host, e.g. kill -STOP, froze
 # the demo's output for 60 s). The watch names a host silent for SILENT_AFTER_S.
@@ -253,6 +277,8 @@ class Demo:
         registry.add(ident["id"], kind=ident["kind"], zone=ident["zone"], lat=ident["lat"], lon=ident["lon"],
                      key=bytes.fromhex(ident["key"]))
         await vb.load_stimuli(stimuli)
+        if len(self.boards) == 1:
+            await _test_hook_hold_boot()
 
     async def _start_gateway(self) -> None:
         self.http_port = self.opt.http_port or free_tcp_port()

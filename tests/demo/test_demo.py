@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hil.demo.runner import TEST_HOLD_BOOT_ENV
 from terminal_signals import as_in_a_terminal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -166,28 +167,42 @@ def test_the_gateway_does_not_outlive_a_killed_demo(tmp_path: Path) -> None:
             proc.wait()
 
 
-def _demo(workdir: Path, *args: str) -> subprocess.Popen[str]:
+def _demo(workdir: Path, *args: str, hold_boot: Path | None = None) -> subprocess.Popen[str]:
+    """``civicedge demo`` with one streetlight; ``hold_boot``: the demo's test hook (:func:`_held_while_booting`)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop(TEST_HOLD_BOOT_ENV, None)
+    if hold_boot is not None:
+        env[TEST_HOLD_BOOT_ENV] = str(hold_boot)
     return subprocess.Popen(
         [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "1", "--bins", "0", "--http-port", "0",
          "--workdir", str(workdir), "--plain", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        preexec_fn=as_in_a_terminal,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=as_in_a_terminal,
     )
+
+
+def _held_while_booting(proc: subprocess.Popen[str], hold_boot: Path) -> None:
+    """Wait until the demo says (through its test hook) that it holds mid-boot: its first board started,
+    the rest and the gateway not. Polling for a flash folder instead raced the rest of the boot under load."""
+    deadline = time.monotonic() + 120
+    while not hold_boot.exists() or not hold_boot.read_text().endswith("\n"):
+        assert time.monotonic() < deadline and proc.poll() is None, "the demo never reached its boot hold"
+        time.sleep(0.05)
+    assert hold_boot.read_text() == f"{proc.pid}\n"
 
 
 def test_two_demos_started_together_on_one_workdir(tmp_path: Path) -> None:
     """The second used to wipe the first's work directory while it booted (FileNotFoundError: gateway.log)."""
     workdir = tmp_path / "demo"
-    first = _demo(workdir, "--duration", "6")
+    hold = tmp_path / "booting"
+    first = _demo(workdir, "--duration", "1", hold_boot=hold)
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / ".demo.lock").exists() or not (workdir / ".civicedge-demo").exists():
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.05)
+        _held_while_booting(first, hold)  # the second comes while the first boots, however loaded the machine
         second = _demo(workdir, "--duration", "3")
         out2, err2 = second.communicate(timeout=60)
         assert second.returncode == 2 and "starting" not in out2, out2 + err2
         assert f"in use by another run (pid {first.pid})" in err2 and "Traceback" not in out2 + err2
+        assert (workdir / "flash" / "sl-001").is_dir()  # the first's files are still there
+        hold.with_name(hold.name + ".release").touch()
         out1, err1 = first.communicate(timeout=120)
         assert first.returncode == 0 and "Traceback" not in out1 + err1, out1 + err1
         assert "stopped." in out1
@@ -205,17 +220,10 @@ def test_two_demos_started_together_on_one_workdir(tmp_path: Path) -> None:
 def test_ctrl_c_while_booting_stops_at_once(tmp_path: Path) -> None:
     """SIGINT during the fleet's boot used to be acted on only once the fleet and gateway were up."""
     workdir = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hil.cli.main", "demo", "--streetlights", "6", "--bins", "0", "--http-port", "0",
-         "--workdir", str(workdir), "--plain"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        preexec_fn=as_in_a_terminal,
-    )
+    hold = tmp_path / "booting"
+    proc = _demo(workdir, "--streetlights", "6", hold_boot=hold)  # never released: only Ctrl-C ends the boot
     try:
-        deadline = time.monotonic() + 60
-        while not list((workdir / "flash").glob("*")):  # the first board is booting
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        _held_while_booting(proc, hold)
         proc.send_signal(signal.SIGINT)
         t = time.monotonic()
         out, err = proc.communicate(timeout=60)
@@ -229,6 +237,7 @@ def test_ctrl_c_while_booting_stops_at_once(tmp_path: Path) -> None:
     assert "interrupted while starting" in out
     assert took < 20, took
     assert not (workdir / "gateway.log").exists()
+    assert [p.name for p in (workdir / "flash").iterdir()] == ["sl-001"]  # no board started after Ctrl-C
     assert _processes_mentioning(str(workdir)) == []
 
 
