@@ -198,7 +198,8 @@ def _trim_above(win: _DeviceWindow) -> None:
             del win.above[s]
 
 
-_Queued = tuple[ReportRecord, "asyncio.Future[None]", "tuple[Verified, Link] | None"]
+# (report, commit future, link to ACK it on after the commit, or None when a handler task acks)
+_Queued = tuple[Verified, "asyncio.Future[None]", "Link | None"]
 
 
 class IngestService:
@@ -237,7 +238,6 @@ class IngestService:
         self._gap_hold_s = gap_hold_s
         self._monotonic = monotonic
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        # (record, commit future, (verified, link) to ACK after the commit, or None when a handler task acks)
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._windows: dict[str, _DeviceWindow] = {}
         self._dirty_floors: dict[str, int] = {}
@@ -276,13 +276,11 @@ class IngestService:
         self._policy_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) refused by the privacy policy gate since the last "
             "such line", log)
-        self._coarse_queued: dict[tuple[str, int], tuple[str, ...]] = {}  # queued reports with rounded values
         self._coarse_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) with values off the gateway policy's quantum stored "
             "rounded to it since the last such line", log)
-        # queued reports with non-personal fields dropped (sent over a shorter period than their
-        # release_every_s: a board on older firmware); warned per device, so each such board is named
-        self._dropped_queued: dict[tuple[str, int], tuple[str, ...]] = {}
+        # reports with non-personal fields dropped (sent over a shorter period than their release_every_s:
+        # a board on older firmware), warned per device, so each such board is named
         self._dropped_warnings: dict[str, CountedWarning] = {}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
@@ -342,9 +340,7 @@ class IngestService:
         win.pending[seq] = fut
         if seq > win.accepted_hi:
             win.accepted_hi = seq
-        if verified.coarsened or verified.dropped:
-            self._note_coarsened(verified)
-        self._queue.put_nowait((verified.record, fut, (verified, link)))
+        self._queue.put_nowait((verified, fut, link))
         if self._outstanding == 0:
             self._drained.clear()
             self._spawn(self._drained.wait())
@@ -497,8 +493,7 @@ class IngestService:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
         win.accepted_hi = max(win.accepted_hi, seq)
-        self._note_coarsened(verified)
-        await self._queue.put((verified.record, fut, None))
+        await self._queue.put((verified, fut, None))
         if await self._committed(fut):
             if link.fresh is not None:
                 link.fresh()  # not stored before (checked above): a new report
@@ -705,15 +700,6 @@ class IngestService:
                     "gateway's? docs/privacy.md, policy changes)%s", exc.device_id, exc.seq, rule,
                     more_since(counted[0] - 1, "policy refusal(s)"))
 
-    def _note_coarsened(self, verified: Verified) -> None:
-        """Remember a queued report whose values were rounded to the gateway policy's quantum, or that
-        had fields dropped (:meth:`PolicyGate.check_and_drop`): the warning and count wait for its commit
-        (a re-sent copy of a stored report is not stored again)."""
-        if verified.coarsened:
-            self._coarse_queued[(verified.frame.device_id, verified.frame.seq)] = verified.coarsened
-        if verified.dropped:
-            self._dropped_queued[(verified.frame.device_id, verified.frame.seq)] = verified.dropped
-
     def _dropped(self, device: str, seq: int, fields: tuple[str, ...]) -> None:
         """Count the fields dropped from a stored report and warn, at most once per
         :data:`POLICY_LOG_EVERY_S` for each device, naming them."""
@@ -746,24 +732,21 @@ class IngestService:
             frames.limit.reset()
 
     async def _commit(self, batch: list[_Queued]) -> None:
-        records = [r for r, _, _ in batch]
+        records = [v.record for v, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
         try:
             result = await self.run_in_store(self.store.insert_batch, records, floors)
         except GatewayError as exc:
-            for rec, _, _ in batch:  # not stored: the device re-sends, verified (and noted) again
-                self._coarse_queued.pop((rec.device, rec.seq), None)
-                self._dropped_queued.pop((rec.device, rec.seq), None)
             self._commit_failed(len(batch), exc)
             for dev, floor in floors.items():
                 self._dirty_floors.setdefault(dev, floor)
-            for rec, fut, ack in batch:
+            for rec, (_, fut, _) in zip(records, batch):  # not stored: the device re-sends, verified again
                 win = self._window(rec.device)
                 win.pending.pop(rec.seq, None)
                 if not fut.done():
                     fut.set_exception(exc)
                 fut.exception()  # retrieved: waiting handlers saw it via shield
-            self._settled(sum(1 for _, _, ack in batch if ack is not None))
+            self._settled(sum(1 for _, _, link in batch if link is not None))
             return
         assert isinstance(result, BatchResult)
         if self._failing:
@@ -774,13 +757,16 @@ class IngestService:
         now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
         fresh: list[tuple[ReportRecord, Link]] = []
-        for rec, fut, ack in batch:
+        altered: list[Verified] = []  # values rounded or fields dropped: warned about once stored
+        for verified, fut, link in batch:
+            rec = verified.record
             dev, seq = rec.device, rec.seq
-            if ack is not None:
-                link = ack[1]
-                acks[(dev, link.name)] = ack
+            if link is not None:
+                acks[(dev, link.name)] = (verified, link)
                 if link.fresh is not None:
                     fresh.append((rec, link))
+            if verified.coarsened or verified.dropped:
+                altered.append(verified)
             win = self._window(dev)
             win.pending.pop(seq, None)
             recent = win.recent
@@ -795,18 +781,15 @@ class IngestService:
                 win.recent = {s for s in recent if s > floor}
             if not fut.done():
                 fut.set_result(None)
-        if self._coarse_queued:
+        if altered:  # a re-sent copy of a stored report is not stored again: warned about once
             stored = set(result.inserted)
-            for rec, _, _ in batch:
-                fields = self._coarse_queued.pop((rec.device, rec.seq), None)
-                if fields is not None and (rec.device, rec.seq) in stored:
-                    self._coarsened(rec.device, rec.seq, fields)
-        if self._dropped_queued:
-            stored = set(result.inserted)
-            for rec, _, _ in batch:
-                fields = self._dropped_queued.pop((rec.device, rec.seq), None)
-                if fields is not None and (rec.device, rec.seq) in stored:
-                    self._dropped(rec.device, rec.seq, fields)
+            altered = [v for v in altered if (v.record.device, v.record.seq) in stored]
+            for v in altered:
+                if v.coarsened:
+                    self._coarsened(v.record.device, v.record.seq, v.coarsened)
+            for v in altered:
+                if v.dropped:
+                    self._dropped(v.record.device, v.record.seq, v.dropped)
         if fresh:
             # A release not stored is a new frame too (its seq was never stored): the device holds its key.
             inserted = set(result.inserted).union((d.device, d.seq) for d in result.window_duplicates)
@@ -816,7 +799,7 @@ class IngestService:
         # One cumulative ACK per device and link covers every report of it in this commit.
         for verified, link in acks.values():
             self._spawn(self._ack(verified, link))
-        self._settled(sum(1 for _, _, ack in batch if ack is not None))
+        self._settled(sum(1 for _, _, link in batch if link is not None))
         self._metrics.reports_stored.inc(len(result.inserted))
         self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
         self._metrics.duplicates.inc(len(result.duplicates))

@@ -776,3 +776,35 @@ async def test_fill_in_the_windows_of_old_bin_firmware_is_dropped_counted_and_wa
     assert "flash the new firmware" in warned[0] and warned[1].startswith("bin-2 seq 1: fill")
     assert warned[2] == ("1 more report(s) of bin-1 with fields over a shorter period than their release period "
                          "dropped since the last such line")
+
+
+async def test_a_late_report_with_a_dropped_field_is_counted_and_warned_once_stored(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A seq below one already committed (a frame a link kept back) is checked against the store by a
+    handler task and then queued without an ACK of its own: its dropped fill is counted and warned about
+    from its commit, as a new report's is; its copy re-sent after that commit is neither."""
+    import logging
+
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                           metrics=metrics, batch_ms=10)
+    await ingest.start()
+    c = Collector()
+    caplog.set_level(logging.WARNING, logger="gateway")
+    late = report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": 40, "temp": 12, "bat": 80})
+    for frame in (report_frame("bin-1", 2, KEYS["bin-1"], m={"temp": 13, "bat": 80}), late, late):
+        ingest.feed(frame, c.link)
+        await _settle(ingest)
+    await ingest.stop()
+    ingest.close()
+    assert c.acks == [("bin-1", 2), ("bin-1", 2)]  # none while seq 1 was missing; the copy re-acknowledged
+    q = ReportQueries(db)
+    try:
+        assert [(r.seq, r.m) for r in q.reports(device="bin-1")] == [(1, {"temp": 12, "bat": 80}),
+                                                                     (2, {"temp": 13, "bat": 80})]
+    finally:
+        q.close()
+    assert metrics.value("civicedge_fields_dropped_total", {"reason": "release_period"}) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("bin-1 seq 1: fill sent over a shorter period"), warned
