@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 from rich.table import Table
 
+from gateway.storage.sqlite_uri import read_only_uri
+
 
 @dataclass
 class BoardRow:
@@ -45,7 +47,7 @@ def read_summary(db: Path, *, boards: Iterable[Any]) -> FleetSummary:
                                   "uart" if b.data_path else "ble") for b in boards}
     total = alarms_total = 0
     if db.exists():
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        conn = sqlite3.connect(read_only_uri(db), uri=True, timeout=2)
         try:
             for device, count, last_w in conn.execute(
                     "SELECT device, COUNT(*), MAX(w) FROM reports WHERE type != 'alarm' GROUP BY device"):

@@ -208,7 +208,9 @@ def test_health_watch_warns_once_per_change_and_remembers_store_failures() -> No
 
 
 def test_latest_values_take_each_field_from_its_newest_report(tmp_path: Path) -> None:
-    db = tmp_path / "r.sqlite"
+    # a '#' in the work directory ended a hand-built file: URI's file name there
+    (tmp_path / "demo#1").mkdir()
+    db = tmp_path / "demo#1" / "r.sqlite"
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE reports (id INTEGER PRIMARY KEY, device TEXT, type TEXT, w INTEGER, l INTEGER,"
                  " m TEXT)")
