@@ -1,7 +1,8 @@
 """Capability manifests: what each backend can do, matched against ``@pytest.mark.requires(...)``.
 
-* ``sim`` (virtual boards) has everything, including harness-only features (fault injection,
-  virtual time).
+* ``sim`` (virtual boards) has what the board definition declares (a virtual board simulates each
+  peripheral it has), plus harness-only features (fault injection, virtual time); without a board,
+  everything.
 * ``qemu`` (Espressif QEMU) has a console, the UART and GPIO; no ADC, no BLE, no PWM peripheral
   model we can drive, so tests needing them skip.
 * ``serial`` (real boards) has what the board definition declares (``[capabilities]`` of the
@@ -71,15 +72,22 @@ def manifest_for(backend: str, board: BoardDefinition | None = None) -> Capabili
 
     Args:
         backend: ``sim``, ``qemu`` or ``serial``.
-        board: the board definition (required for ``serial``: a real board has what its
-            definition says; without one only the console is assumed).
+        board: the board definition: a virtual (``sim``) or real (``serial``) board has what its
+            definition says (``sim`` adds fault injection and virtual time; without a board ``sim``
+            offers everything, ``serial`` only the console), ``qemu`` what of it QEMU models.
 
     Raises:
         UnknownBackendError: unknown backend name.
         UnknownCapabilityError: the board declares a capability nobody defines.
     """
     if backend == "sim":
-        return CapabilityManifest("sim", KNOWN_CAPABILITIES, "virtual boards simulate every peripheral")
+        if board is None:
+            return CapabilityManifest("sim", KNOWN_CAPABILITIES, "virtual boards simulate every peripheral")
+        # A virtual board has the peripherals its definition declares (a virtual streetlight does
+        # not deep-sleep), plus what only the simulator offers.
+        return CapabilityManifest("sim", _declared(board) | HARNESS_CAPABILITIES,
+                                  f"a virtual {board.name} has what its definition declares, plus fault injection "
+                                  "and virtual time")
     if backend == "qemu":
         caps = QEMU_CAPABILITIES if board is None else QEMU_CAPABILITIES & (board.capabilities | {"console"})
         return CapabilityManifest("qemu", frozenset(caps), "Espressif QEMU models console, UART and GPIO only")
@@ -88,9 +96,17 @@ def manifest_for(backend: str, board: BoardDefinition | None = None) -> Capabili
             return CapabilityManifest("serial", frozenset({"console"}),
                                       "without a board definition only the console of a real board is assumed; "
                                       "name its definition with --hil-board NAME or @pytest.mark.board(NAME)")
-        for name in board.capabilities:
-            if name not in KNOWN_CAPABILITIES:
-                raise UnknownCapabilityError(name, sorted(KNOWN_CAPABILITIES))
-        return CapabilityManifest("serial", frozenset(board.capabilities) | {"console"},
-                                  f"as declared by board {board.name}")
+        return CapabilityManifest("serial", _declared(board), f"as declared by board {board.name}")
     raise UnknownBackendError(backend, BACKENDS)
+
+
+def _declared(board: BoardDefinition) -> frozenset[str]:
+    """The capabilities ``board``'s definition declares, plus ``console`` (every board has one).
+
+    Raises:
+        UnknownCapabilityError: the board declares a capability nobody defines.
+    """
+    for name in board.capabilities:
+        if name not in KNOWN_CAPABILITIES:
+            raise UnknownCapabilityError(name, sorted(KNOWN_CAPABILITIES))
+    return frozenset(board.capabilities) | {"console"}

@@ -1,0 +1,40 @@
+"""Capability manifests per backend and board (``hil.backends.manifest_for``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hil.backends.capabilities import HARNESS_CAPABILITIES, KNOWN_CAPABILITIES, manifest_for
+from hil.boards import load_board
+
+pytest_plugins = ["pytester"]
+
+
+def test_sim_manifest_is_the_boards_declared_capabilities_plus_the_harness() -> None:
+    light, bin_ = load_board("streetlight-esp32"), load_board("bin-esp32c3")
+    for board in (light, bin_):
+        assert manifest_for("sim", board).capabilities == board.capabilities | HARNESS_CAPABILITIES
+    # A virtual streetlight never deep-sleeps; a virtual bin has no UART link.
+    reason = manifest_for("sim", light).skip_reason({"deepsleep"})
+    assert reason == ("backend 'sim' lacks deepsleep (has adc, ble, console, faults, gpio, pwm, uart, virtual_time: "
+                      "a virtual streetlight-esp32 has what its definition declares, plus fault injection and "
+                      "virtual time)")
+    assert manifest_for("sim", bin_).missing(["uart", "deepsleep", "faults"]) == ("uart",)
+    # Without a board the simulator can offer anything.
+    assert manifest_for("sim").capabilities == KNOWN_CAPABILITIES
+
+
+def test_hil_manifest_on_sim_narrows_to_the_session_board(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_manifest(hil_manifest, hil_settings):
+            assert hil_manifest.backend == "sim"
+            assert hil_manifest.skip_reason({"faults", "virtual_time"}) is None
+            if hil_settings.board().name == "streetlight-esp32":
+                assert "lacks deepsleep" in hil_manifest.skip_reason({"deepsleep"})
+                assert hil_manifest.skip_reason({"ble", "uart", "adc", "pwm"}) is None
+            else:
+                assert "lacks uart" in hil_manifest.skip_reason({"uart"})
+                assert hil_manifest.skip_reason({"deepsleep", "ble"}) is None
+    """)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider", "--hil-board", "bin-esp32c3").assert_outcomes(passed=1)
