@@ -36,9 +36,10 @@ _BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
 _CSV_FROM = _q("from", "unix seconds or ISO 8601, rounded down to the whole UTC hour; rows whose period ends after "
                        "it (`(from, to]`); not in the future (400) (default: 24 h before `to`)", _TIME)
 _CSV_TO = _q("to", "unix seconds or ISO 8601, rounded down to the whole UTC hour; rows whose period ends at or "
-                   "before it; at most 31 days after `from`; may be in the future (default: now minus 5 minutes, "
-                   "the ingest lag, so the last hour's reports have arrived; a `to` close to now can give "
-                   "incomplete rows)", _TIME)
+                   "before it; at most 31 days after `from` (default: now minus 5 minutes, the ingest lag, "
+                   "rounded down, so the last hour's reports have arrived); a later `to` (in the future, or "
+                   "within the ingest lag of the last hour) is taken as the default one: the hour in progress is "
+                   "never given", _TIME)
 
 
 def _hdr(description: str) -> dict[str, Any]:

@@ -225,8 +225,8 @@ async def index(request: web.Request) -> web.Response:
                 "from": "start, unix seconds or ISO 8601, rounded down to the whole UTC hour; not in the"
                         " future (default: 24 h before to)",
                 "to": "end, unix seconds or ISO 8601, rounded down to the whole UTC hour (default: now minus"
-                      " 5 minutes, the ingest lag); at most 31 days after from; the rows whose period ends after"
-                      " from and at or before to",
+                      " 5 minutes, the ingest lag, rounded down; a later to is taken as that); at most 31 days"
+                      " after from; the rows whose period ends after from and at or before to",
                 "field": "comma list of field names (default: all)",
                 "zone": "zone name (default: all)",
             },
@@ -292,15 +292,23 @@ def _time(query: Mapping[str, str], name: str) -> int:
     return params.parse_time(raw, name)
 
 
+def complete_until(now: int) -> int:
+    """The end of the last complete hour at ``now``: now - :data:`INGEST_LAG_S`, rounded down to the
+    whole UTC hour. The default ``to`` of a CSV export, and the latest any ``to`` reaches."""
+    return (now - INGEST_LAG_S) // HOUR_S * HOUR_S
+
+
 def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     """``(since, until)`` of a CSV export: ``from``/``to`` rounded down to whole UTC hours (defaults:
-    ``to`` = now - :data:`INGEST_LAG_S`, ``from`` = 24 h before ``to``), checked as given; the export
+    ``to`` = :func:`complete_until`, ``from`` = 24 h before ``to``), checked as given; the export
     holds the rows whose period ends in ``(since, until]``, so no row is ever a cut hour.
     ``since == until`` (both in one hour) is an empty export.
 
     Future bounds: ``from`` after now is refused (no value starts in the future), whether or not
-    ``to`` is given; ``to`` may be in the future (the rows that exist are given). A ``from`` within
-    the ingest lag before now, without ``to``, is an empty export (the default ``to`` is not after it)."""
+    ``to`` is given; a ``to`` after :func:`complete_until` (in the future, or within the hour in
+    progress and its ingest lag) is taken as it: a row whose reports may still be on their way is
+    never given, whichever ``to`` asked for it. A ``from`` at or after that bound (and not in the
+    future) is an empty export."""
     given_to = _time(query, "to") if "to" in query else None
     given_from = _time(query, "from") if "from" in query else None
     if given_from is not None and given_from > now:
@@ -308,7 +316,8 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
                            param="from")
     if given_from is not None and given_to is not None and given_from >= given_to:
         raise BadParameter(f"'from' ({given_from}) must be before 'to' ({given_to})", param="from")
-    until = (given_to if given_to is not None else now - INGEST_LAG_S) // HOUR_S * HOUR_S
+    complete = complete_until(now)
+    until = given_to // HOUR_S * HOUR_S if given_to is not None else complete
     if given_from is None:
         since = until - CSV_DEFAULT_RANGE_S
         if since < params.MIN_TS:
@@ -317,11 +326,12 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
                                " 'to' or a 'from'", param="to")
     else:
         since = given_from // HOUR_S * HOUR_S
-    if since > until:  # 'from' (not in the future) in the ingest lag, after the default 'to': nothing yet
-        until = since
     if until - since > CSV_MAX_RANGE_S:
         raise BadParameter(f"time range longer than {CSV_MAX_RANGE_S // 86400} days",
                            param="to" if "to" in query else "from")
+    # The rows that exist of an hour in progress (or ended within the ingest lag) are not all its rows:
+    # the range stops where the default one does (checked as given above, so the limit does not move).
+    until = max(min(until, complete), since)  # a 'from' past that bound: nothing yet
     return since, until
 
 

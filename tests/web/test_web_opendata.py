@@ -25,7 +25,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from .support import NOW, Fleet
+from .test_web_opendata_publishing import app_client
 from gateway.web import ngsi
+from gateway.web.opendata import INGEST_LAG_S
 from gateway.web.views import AlarmView, DeviceView
 
 STREETLIGHT_REQUIRED = {"id", "type", "location", "status"}
@@ -164,7 +166,12 @@ async def test_open_data_never_contains_keys_or_people_raw_data(client: TestClie
             assert secret_word not in text, (path, secret_word)
 
 
-async def test_csv_is_hourly_per_device_with_policy_units(client: TestClient) -> None:
+async def test_csv_is_hourly_per_device_with_policy_units(fleet: Fleet) -> None:
+    async with app_client(fleet, clock=lambda: float(NOW + INGEST_LAG_S)) as client:  # 11:00 hour complete
+        await _hourly_per_device(client)
+
+
+async def _hourly_per_device(client: TestClient) -> None:
     resp = await client.get(f"/opendata/readings.csv?from={NOW - 3600}&to={NOW}&field=lux,fill")
     assert resp.status == 200 and resp.content_type == "text/csv"
     rows = list(csv.DictReader(io.StringIO(await resp.text())))

@@ -101,35 +101,37 @@ async def test_retention_changes_the_csv_etag(client: TestClient, fleet: Fleet) 
     assert (await client.get(path, headers={"If-None-Match": after.headers["ETag"]})).status == 304
 
 
-async def test_a_past_range_keeps_its_etag_when_later_reports_arrive(client: TestClient, fleet: Fleet) -> None:
+async def test_a_past_range_keeps_its_etag_when_later_reports_arrive(fleet: Fleet) -> None:
     """Review: the CSV ETag changed with any new report anywhere, so a historic range never got 304."""
     past = f"/opendata/readings.csv?from={NOW - 6 * H}&to={NOW - 3 * H}"
     recent = f"/opendata/readings.csv?from={NOW - H}&to={NOW + H}"
-    tags = {p: (await client.get(p)).headers["ETag"] for p in (past, recent)}
-    await bin_window(fleet, "bin-01", NOW, 90)
-    assert (await client.get(past, headers={"If-None-Match": tags[past]})).status == 304
-    assert (await client.get(recent, headers={"If-None-Match": tags[recent]})).status == 200
-    # A late report for the past range changes it.
-    await bin_window(fleet, "bin-02", NOW - 5 * H, 40)
-    assert (await client.get(past, headers={"If-None-Match": tags[past]})).status == 200
+    async with app_client(fleet, clock=lambda: float(NOW + H + INGEST_LAG_S)) as client:  # 12:00 hour complete
+        tags = {p: (await client.get(p)).headers["ETag"] for p in (past, recent)}
+        await bin_window(fleet, "bin-01", NOW, 90)
+        assert (await client.get(past, headers={"If-None-Match": tags[past]})).status == 304
+        assert (await client.get(recent, headers={"If-None-Match": tags[recent]})).status == 200
+        # A late report for the past range changes it.
+        await bin_window(fleet, "bin-02", NOW - 5 * H, 40)
+        assert (await client.get(past, headers={"If-None-Match": tags[past]})).status == 200
 
 
-async def test_the_etag_names_the_normalised_range_and_rows_are_selected_by_their_end(client: TestClient) -> None:
+async def test_the_etag_names_the_normalised_range_and_rows_are_selected_by_their_end(fleet: Fleet) -> None:
     """Review: the from=NOW&to=NOW+1234 check could not fail. Bounds that round to the same whole
     hours are one export (one ETag); a row ending at 'to' is in it, one ending at 'from' is not."""
-    async def etag(query: str) -> str:
-        resp = await client.get("/opendata/readings.csv?" + query)
-        assert resp.status == 200
-        return resp.headers["ETag"]
+    async with app_client(fleet, clock=lambda: float(NOW + INGEST_LAG_S)) as client:  # 11:00 hour complete
+        async def etag(query: str) -> str:
+            resp = await client.get("/opendata/readings.csv?" + query)
+            assert resp.status == 200
+            return resp.headers["ETag"]
 
-    base = await etag(f"from={NOW - 2 * H}&to={NOW}")
-    assert await etag(f"from={NOW - 2 * H + 1800}&to={NOW + 1234}") == base
-    assert await etag(f"from={NOW - 2 * H}&to={NOW}&field=fill,temp") == await etag(
-        f"from={NOW - 2 * H}&to={NOW}&field=temp,fill")
-    assert await etag(f"from={NOW - 3 * H}&to={NOW}") != base
-    # The 10:00 hour ends at 11:00: in (10:00, 11:00], not in (11:00, 12:00].
-    first = rows_of(await (await client.get(f"/opendata/readings.csv?from={NOW - 2 * H}&to={NOW - H}")).text())
-    second = rows_of(await (await client.get(f"/opendata/readings.csv?from={NOW - H}&to={NOW}")).text())
+        base = await etag(f"from={NOW - 2 * H}&to={NOW}")
+        assert await etag(f"from={NOW - 2 * H + 1800}&to={NOW + 1234}") == base
+        assert await etag(f"from={NOW - 2 * H}&to={NOW}&field=fill,temp") == await etag(
+            f"from={NOW - 2 * H}&to={NOW}&field=temp,fill")
+        assert await etag(f"from={NOW - 3 * H}&to={NOW}") != base
+        # The 10:00 hour ends at 11:00: in (10:00, 11:00], not in (11:00, 12:00].
+        first = rows_of(await (await client.get(f"/opendata/readings.csv?from={NOW - 2 * H}&to={NOW - H}")).text())
+        second = rows_of(await (await client.get(f"/opendata/readings.csv?from={NOW - H}&to={NOW}")).text())
     assert {r["hour"] for r in first} == {"2026-11-21T10:00:00Z"}
     assert {r["until"] for r in first} == {"2026-11-21T11:00:00Z"}
     assert "2026-11-21T10:00:00Z" not in {r["hour"] for r in second} and second
@@ -140,8 +142,14 @@ def test_the_default_to_lags_behind_now() -> None:
     assert csv_range({}, now=NOW + 5) == (NOW - 25 * H, NOW - H)
     assert csv_range({}, now=NOW + INGEST_LAG_S - 1) == (NOW - 25 * H, NOW - H)
     assert csv_range({}, now=NOW + INGEST_LAG_S) == (NOW - 24 * H, NOW)
-    # An explicit 'to' is taken as given (rounded down): the docs say it may give incomplete rows.
-    assert csv_range({"to": str(NOW + 5)}, now=NOW + 5) == (NOW - 24 * H, NOW)
+    # An explicit 'to' is rounded down and never later than the default one: at 12:00:05 the 11:00 hour's
+    # last report may still be on its way (QA H1: to=tomorrow at 23:52 gave a 23:00 row of 3 windows).
+    assert csv_range({"to": str(NOW + 5)}, now=NOW + 5) == (NOW - 24 * H, NOW - H)
+    assert csv_range({"from": str(NOW - 3 * H), "to": str(NOW + 12 * H)}, now=NOW + 5) == (NOW - 3 * H, NOW - H)
+    assert csv_range({"from": str(NOW - 3 * H), "to": str(NOW + 12 * H)}, now=NOW + INGEST_LAG_S) == (NOW - 3 * H, NOW)
+    assert csv_range({"from": str(NOW - 3 * H), "to": str(NOW - 2 * H)}, now=NOW + 5) == (NOW - 3 * H, NOW - 2 * H)
+    # A 'from' in the hour still open is an empty export, not a 400 (it is not in the future).
+    assert csv_range({"from": str(NOW - 60), "to": str(NOW + H)}, now=NOW) == (NOW - H, NOW - H)
 
 
 @pytest.mark.parametrize("query", [f"from={NOW + 600}", f"from={NOW + 7200}", f"from={NOW + 600}&to={NOW + 7200}"])
@@ -189,7 +197,7 @@ async def test_last_modified_is_never_after_date(fleet: Fleet) -> None:
         device="bin-01", seq=10_000, kind="bin", zone="centre", type="win", w=NOW, l=900,
         m={"fill": 50, "temp": 10, "tilt": 0, "bat": 80}, e={}, a=[], fw=None, received_at=ahead,
         link="serial:/dev/pts/9", digest="00" * 32)])
-    async with app_client(fleet, clock=lambda: float(NOW + H)) as c:
+    async with app_client(fleet, clock=lambda: float(NOW + H + INGEST_LAG_S)) as c:
         for path in (*JSON_PATHS[1:], f"/opendata/readings.csv?from={NOW}&to={NOW + H}"):
             resp = await c.get(path)
             assert resp.status == 200, path

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.resources import load_policy
 from gateway.web.app import create_app
-from gateway.web.opendata import OpenDataMeta
+from gateway.web.opendata import INGEST_LAG_S, OpenDataMeta
 
 from .support import ADMIN_TOKEN, NOW, Fleet, admin_headers
 
@@ -49,6 +49,20 @@ async def late_client(fleet: Fleet) -> AsyncIterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+async def done_client(fleet: Fleet) -> AsyncIterator[TestClient]:
+    """The app at NOW + the ingest lag (12:05): the fixture's 11:00 hour is complete, 12:00 not begun."""
+    async with app_client(fleet, clock=lambda: float(NOW + INGEST_LAG_S)) as c:
+        yield c
+
+
+@pytest.fixture
+async def next_hour_client(fleet: Fleet) -> AsyncIterator[TestClient]:
+    """The app at 13:05: the 12:00 hour (NOW's) is complete, with its ingest lag."""
+    async with app_client(fleet, clock=lambda: float(NOW + H + INGEST_LAG_S)) as c:
+        yield c
+
+
 async def bin_window(fleet: Fleet, device: str, w: int, bat: int) -> None:
     """A bin's 15-minute window with battery ``bat`` (a level; fill leaves only every 6 h, policy)."""
     await fleet.report(device, {"t": "win", "k": "bin", "w": w, "l": 900,
@@ -56,7 +70,7 @@ async def bin_window(fleet: Fleet, device: str, w: int, bat: int) -> None:
 
 
 async def test_a_moved_device_keeps_each_reports_stored_zone_in_the_unfiltered_csv(
-        client: TestClient, fleet: Fleet) -> None:
+        client: TestClient, next_hour_client: TestClient, fleet: Fleet) -> None:
     """QA: after a move mid-hour the unfiltered CSV gave ONE row for the hour with all 4 values under
     the new zone, while zone=centre gave 1 and zone=-2-3 gave 3."""
     await bin_window(fleet, "bin-01", NOW, 10)
@@ -66,9 +80,9 @@ async def test_a_moved_device_keeps_each_reports_stored_zone_in_the_unfiltered_c
     for i, bat in ((1, 20), (2, 30), (3, 40)):
         await bin_window(fleet, "bin-01", NOW + i * 900, bat)
     query = f"?from={NOW}&to={NOW + H}&field=bat"
-    every = [r for r in await csv_rows(client, query) if r["device"] == "bin-01"]
-    centre = [r for r in await csv_rows(client, query + "&zone=centre") if r["device"] == "bin-01"]
-    moved = [r for r in await csv_rows(client, query + "&zone=-2-3") if r["device"] == "bin-01"]
+    every = [r for r in await csv_rows(next_hour_client, query) if r["device"] == "bin-01"]
+    centre = [r for r in await csv_rows(next_hour_client, query + "&zone=centre") if r["device"] == "bin-01"]
+    moved = [r for r in await csv_rows(next_hour_client, query + "&zone=-2-3") if r["device"] == "bin-01"]
     assert [(r["values"], r["value"]) for r in centre] == [("1", "10.0")]
     assert [(r["zone"], r["values"], r["value"]) for r in moved] == [("'-2-3", "3", "30.0")]
     assert sorted(every, key=lambda r: r["zone"]) == sorted(centre + moved, key=lambda r: r["zone"])
@@ -78,17 +92,19 @@ async def test_a_moved_device_keeps_each_reports_stored_zone_in_the_unfiltered_c
     assert counts["-2-3"] == 3 and counts["centre"] == 1 + 0  # bin-01's one centre window (sl-* report no bat)
 
 
-async def test_a_row_is_never_a_cut_hour(client: TestClient, late_client: TestClient, fleet: Fleet) -> None:
+async def test_a_row_is_never_a_cut_hour(done_client: TestClient, late_client: TestClient,
+                                        next_hour_client: TestClient, fleet: Fleet) -> None:
     """QA: from=…:30 gave a row labelled with the whole hour but holding 2 of its 4 values, and the
     default export (from = to - 24 h to the second) always had such a first row."""
-    whole = {(r["device"], r["field"]): r for r in await csv_rows(client, f"?from={NOW - H}&to={NOW}")}
-    cut = {(r["device"], r["field"]): r for r in await csv_rows(client, f"?from={NOW - H + 1800}&to={NOW}")}
+    whole = {(r["device"], r["field"]): r for r in await csv_rows(done_client, f"?from={NOW - H}&to={NOW}")}
+    cut = {(r["device"], r["field"]): r for r in await csv_rows(done_client, f"?from={NOW - H + 1800}&to={NOW}")}
     assert cut == whole and whole[("bin-01", "bat")]["values"] == "4"
     # The hour in progress is not shown until it has ended: to is rounded down as well.
     await bin_window(fleet, "bin-01", NOW, 90)
     await bin_window(fleet, "bin-01", NOW + 900, 90)
-    assert not [r for r in await csv_rows(client, f"?from={NOW}&to={NOW + 1234}") if r["hour"] >= "2026-11-21T12"]
-    assert [r for r in await csv_rows(client, f"?from={NOW}&to={NOW + H}&field=bat")
+    assert not [r for r in await csv_rows(done_client, f"?from={NOW}&to={NOW + 1234}") if r["hour"] >= "2026-11-21T12"]
+    # Once it has ended (and its ingest lag passed) it is there, with the values that arrived.
+    assert [r for r in await csv_rows(next_hour_client, f"?from={NOW}&to={NOW + H}&field=bat")
             if r["device"] == "bin-01"][0]["values"] == "2"
     # The default range at 12:20:34 is 11:00..12:00 of yesterday to today, whole hours only.
     default = await csv_rows(late_client)
@@ -102,21 +118,41 @@ async def test_a_row_is_never_a_cut_hour(client: TestClient, late_client: TestCl
     assert lux and {r["values"] for r in lux} == {"4"}  # every hour whole, the first one too
 
 
-async def test_releases_are_found_where_they_end(client: TestClient, late_client: TestClient) -> None:
+async def test_a_to_after_now_never_gives_the_hour_in_progress(fleet: Fleet) -> None:
+    """QA H1: at 23:52, to=tomorrow gave a 23:00 row with 3 of its 4 windows, although the docs promise
+    the hour in progress appears only once it has ended. A 'to' later than the default is taken as it."""
+    for i in range(3):
+        await bin_window(fleet, "bin-01", NOW + i * 900, 10 * (i + 1))
+    async with app_client(fleet, clock=lambda: float(NOW + 52 * 60)) as c:
+        future = await csv_rows(c, f"?from={NOW - H}&to={NOW + 12 * H}")
+        within = await csv_rows(c, f"?from={NOW - H}&to={NOW + 3000}")
+        default = await csv_rows(c, f"?from={NOW - H}")
+    assert future and not [r for r in future if r["hour"] == "2026-11-21T12:00:00Z"]
+    assert future == within == default
+    # Once the hour has ended and its ingest lag passed, the same request gives the whole row.
+    await bin_window(fleet, "bin-01", NOW + 2700, 40)
+    async with app_client(fleet, clock=lambda: float(NOW + H + INGEST_LAG_S)) as c:
+        later = await csv_rows(c, f"?from={NOW - H}&to={NOW + 12 * H}&field=bat")
+    assert [(r["hour"], r["values"], r["value"]) for r in later if r["device"] == "bin-01"] == [
+        ("2026-11-21T11:00:00Z", "4", "80.0"), ("2026-11-21T12:00:00Z", "4", "25.0")]
+
+
+async def test_releases_are_found_where_they_end(done_client: TestClient, late_client: TestClient) -> None:
     """QA: the daily lid count (released at 00:00, filed under the day's first hour) never appeared
     in the default CSV, and the 6-hourly mot was back-dated: polling "the last hour" missed both."""
-    index = await (await client.get("/opendata")).json()
+    index = await (await done_client.get("/opendata")).json()
     # (At 12:20:34 the default range ends at 12:00; at 12:00:00 itself it ends at 11:00, see INGEST_LAG_S.)
     default = await csv_rows(late_client, index["formats"]["csv"].removeprefix("/opendata/readings.csv"))
     lid = [r for r in default if r["field"] == "lid"]
     assert [(r["device"], r["hour"], r["until"], r["value"]) for r in lid] == [
         ("bin-01", "2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", "23")]
-    last_hour = await csv_rows(client, f"?from={NOW - H}&to={NOW}&field=mot")
+    last_hour = await csv_rows(done_client, f"?from={NOW - H}&to={NOW}&field=mot")
     assert {(r["device"], r["hour"], r["until"]) for r in last_hour} == {
         ("sl-01", "2026-11-21T06:00:00Z", "2026-11-21T12:00:00Z"),
         ("sl-02", "2026-11-21T06:00:00Z", "2026-11-21T12:00:00Z")}
     # A poller reading hour after hour gets every row of the day exactly once.
-    polled = [r for h in range(24) for r in await csv_rows(client, f"?from={NOW - (24 - h) * H}&to={NOW - (23 - h) * H}")]
+    polled = [r for h in range(24)
+              for r in await csv_rows(done_client, f"?from={NOW - (24 - h) * H}&to={NOW - (23 - h) * H}")]
     key = lambda r: (r["hour"], r["device"], r["zone"], r["field"])  # noqa: E731
     assert sorted(polled, key=key) == sorted(default, key=key) and len(polled) == len({key(r) for r in polled})
 
@@ -174,27 +210,27 @@ async def test_licence_and_publisher_are_published_not_invented(client: TestClie
 
 
 async def test_open_data_answers_carry_validators_and_conditional_requests_get_304(
-        client: TestClient, fleet: Fleet) -> None:
+        next_hour_client: TestClient, fleet: Fleet) -> None:
     """QA: no Cache-Control, Last-Modified or ETag; no 304."""
     paths = ("/opendata", "/opendata/ngsi-ld/v1/entities", "/opendata/devices.geojson",
              f"/opendata/readings.csv?from={NOW - H}&to={NOW + H}",
              "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-01")
     tags: dict[str, str] = {}
     for path in paths:
-        resp = await client.get(path)
+        resp = await next_hour_client.get(path)
         assert resp.status == 200 and resp.headers["Cache-Control"] == "public, max-age=60", path
         tags[path] = resp.headers["ETag"]
         if path != "/opendata":
             # the newest period end the body shows (CSV: the newest arrival, 12:00:05, to the minute)
             assert resp.headers["Last-Modified"] == "Sat, 21 Nov 2026 12:00:00 GMT", path
-        again = await client.get(path, headers={"If-None-Match": tags[path]})
+        again = await next_hour_client.get(path, headers={"If-None-Match": tags[path]})
         assert again.status == 304 and again.headers["ETag"] == tags[path] and not await again.read(), path
-        other = await client.get(path, headers={"If-None-Match": '"something-else"'})
+        other = await next_hour_client.get(path, headers={"If-None-Match": '"something-else"'})
         assert other.status == 200
     # a new report: what it changes is no longer 304 (temperature is in the entities and the GeoJSON)
     await fleet.report("bin-01", {"t": "win", "k": "bin", "w": NOW, "l": 900, "m": {"temp": 30, "tilt": 0, "bat": 90}})
     for path in paths[1:4]:
-        resp = await client.get(path, headers={"If-None-Match": tags[path]})
+        resp = await next_hour_client.get(path, headers={"If-None-Match": tags[path]})
         assert resp.status == 200 and resp.headers["ETag"] != tags[path], path
 
 
