@@ -173,9 +173,32 @@ class BoardHandle:
             self._dut = Dut(self.console_url, on_stop=hold_watchdog_code(hold), on_stop_one_write=sim)
         return self._dut
 
-    def restart_firmware(self, *, timeout_s: float = 20.0) -> str:
-        """Soft-reset so ``boot.py``/``main.py`` run again; returns the console output of the reset."""
-        return self.dut.soft_reset(timeout_s=timeout_s)
+    def restart_firmware(self, *, timeout_s: float = 60.0) -> str:
+        """Soft-reset so ``boot.py``/``main.py`` run again, and wait until the firmware says it runs
+        (its ``civicedge: <kind> <id> running`` line, as :meth:`hard_reset` waits).
+
+        ``state`` is ``"provisioned"`` from the reset until that line comes (then ``"reporting"``
+        again), so a board whose firmware did not come back is not taken for a reporting one.
+
+        Args:
+            timeout_s: limit for the soft reset and the running line together.
+
+        Returns:
+            The console output from the reset to the running line.
+
+        Raises:
+            BoardStateError: the firmware refused to start (the message carries the console's
+                ``civicedge: cannot start: ...`` line), crashed, or did not say it runs within
+                ``timeout_s``; ``console`` holds what it printed.
+            DutError: the soft reset itself failed (no ``soft reboot`` line, link lost).
+        """
+        deadline = time.monotonic() + timeout_s
+        if self.state == "reporting":
+            self.state = "provisioned"  # until the firmware says it runs again
+        out = self.dut.soft_reset(timeout_s=timeout_s)
+        wait_reporting_dut(self, timeout_s=max(0.0, deadline - time.monotonic()))
+        self.state = "reporting"
+        return out + str(self.extras.get("boot_console", ""))
 
     def hard_reset(self, *, wait: bool = True, timeout_s: float = 60.0) -> None:
         """Hard-reset the board (simulated reset / QMP ``system_reset`` / EN pulse) and, by

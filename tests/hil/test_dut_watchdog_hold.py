@@ -49,8 +49,7 @@ def test_watchdog_is_held_before_any_round_trip(hil_board: BoardHandle) -> None:
         time.sleep(0.2)
         assert hil_board.dut.eval("'still here'") == "still here"
         assert _boots(hil_board) == boots + round_, hil_board.control.console_text()[-2000:]
-        hil_board.restart_firmware()
-        hil_board.dut.expect(rf"civicedge: \S+ {hil_board.device_id} running", timeout_s=60)
+        hil_board.restart_firmware()  # returns once the firmware says it runs again
 
 
 def test_hold_lasts_the_same_wall_time_at_any_speed() -> None:

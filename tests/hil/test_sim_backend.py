@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hil.backends.board import BoardHandle
+from hil.backends.board import BoardHandle, BoardStateError
 from hil.dut.errors import DeviceError
 from hil.pytest_plugin.fixtures import Fleet
 from hil.pytest_plugin.gateway_process import GatewayProcess
@@ -43,8 +43,27 @@ def test_console_dut_stops_and_restarts_the_firmware(hil_board: BoardHandle) -> 
         dut.exec("import civic.nonexistent_module")
     assert err.value.exception_type == "ImportError"
     out = hil_board.restart_firmware()
-    assert "soft reboot" in out
-    dut.expect(rf"civicedge: \S+ {hil_board.device_id} running", timeout_s=60)
+    assert "soft reboot" in out and re.search(rf"civicedge: \S+ {hil_board.device_id} running", out)
+    assert hil_board.state == "reporting"
+
+
+@pytest.mark.sim(speed=30)
+def test_restart_firmware_raises_when_the_firmware_does_not_come_back(hil_board: BoardHandle) -> None:
+    """Before, restart_firmware returned the soft-reboot line and left state 'reporting' while the
+    console said the firmware could not start."""
+    dut = hil_board.dut
+    config = dut.read_file("/board.json")
+    dut.remove_file("/board.json")
+    with pytest.raises(BoardStateError) as err:
+        hil_board.restart_firmware(timeout_s=60)
+    assert "firmware refused to start: cannot start: board.json: cannot read /board.json" in str(err.value)
+    assert "civicedge: cannot start" in err.value.console
+    assert hil_board.state == "provisioned"
+    # Put the file back: the next restart waits for the running line and the board reports again.
+    dut.write_file("/board.json", config)
+    out = hil_board.restart_firmware(timeout_s=60)
+    assert re.search(rf"civicedge: streetlight {hil_board.device_id} running", out)
+    assert hil_board.state == "reporting"
 
 
 @pytest.mark.fleet(**{"streetlight-esp32": 2})
