@@ -197,12 +197,54 @@ class HttpWatch:
         return doc if isinstance(doc, dict) else {}
 
 
+# The link test: check asks the restarted firmware for a boot report at once (protocol §2 ``boot``).
+LINK_TEST_NAME = "linktest"  # as firmware civic.LINK_TEST: the request file in the board's flash root
+LINK_TEST_PATH = "/" + LINK_TEST_NAME
+_LINK_TEST_PROBE = "getattr(__import__('civic'), 'LINK_TEST', None)"
+_LINK_TEST_WRITE = "with open(%r, 'w') as _civic_f:\n    _civic_f.write('check')\ndel _civic_f" % LINK_TEST_PATH
+
+
+def supports_link_test(dut: Dut) -> bool:
+    """Whether the board's firmware takes check's link-test request (it names it as ``civic.LINK_TEST``).
+
+    An older firmware does not, and is never written one: it would not remove it, and a later firmware
+    would find it at an unrelated start. Asked of the firmware the board runs (or would start), not of a
+    version number, so a frozen image counts as what it is.
+    """
+    try:
+        name: Any = with_retries(dut, lambda: dut.eval(_LINK_TEST_PROBE))
+    except DutError as exc:
+        log.info("could not ask the firmware on %s for its link test (%s): waiting for its report window",
+                 dut.url, exc)
+        return False
+    return bool(name == LINK_TEST_NAME)
+
+
+def request_link_test(dut: Dut) -> bool:
+    """Write the one-shot link-test request, just before check restarts the firmware.
+
+    The firmware removes it when it starts and answers it only at a soft reset (check's restart): a
+    request whose restart never happens is dropped at the next other start. Returns False (logged) when it
+    could not be written: check then waits for the report window, as for an older firmware.
+    """
+    try:
+        with_retries(dut, lambda: dut.exec(_LINK_TEST_WRITE))
+    except DutError as exc:
+        log.warning("could not write the link-test request on %s (%s); waiting for the board's report window",
+                    dut.url, exc)
+        return False
+    return True
+
+
 # Console lines of firmware/boot.py and main.py that mean the firmware is not running.
 _FATAL = ("civicedge: cannot start", "civicedge: boot.py error", "civicedge: safe mode",
           "civicedge: recovery", "civicedge: not provisioned")
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b")
 # firmware/main.py's line once the firmware runs: "civicedge: <kind> <id> running (<caps>)".
 _RUNNING = re.compile(r"^civicedge: \S+ \S+ running\b")
+# firmware/lib/civic/apps/runtime.py's answer to the link-test request.
+_LINK_TEST_LINE = "civicedge: link test:"
+_LINK_TEST_QUEUED = _LINK_TEST_LINE + " boot report queued"
 # MicroPython's REPL prompts: on the simulator main() runs as a task after the prompt is printed,
 # so its lines follow ``>>> `` on the same console line.
 _PROMPT = re.compile(r"^(?:(?:>>>|\.\.\.)(?: |$))+")
@@ -215,6 +257,9 @@ class ConsoleWatch:
         self._buffer = ""
         self._traceback = False
         self.running = False  # the firmware said it runs ("civicedge: ... running")
+        # its answer to the link-test request: "answered" (a boot report queued), "declined" (outbox
+        # full, or the report failed), None (not seen)
+        self.link_test: str | None = None
 
     def feed(self, data: bytes) -> str | None:
         """Add console output; return the first fatal line seen (complete lines only), else None."""
@@ -226,6 +271,8 @@ class ConsoleWatch:
                 return line
             if _RUNNING.match(line):
                 self.running = True
+            elif line.startswith(_LINK_TEST_LINE):
+                self.link_test = "answered" if line.startswith(_LINK_TEST_QUEUED) else "declined"
             if line.startswith("Traceback (most recent call last)"):
                 self._traceback = True
             elif self._traceback and _EXC_LINE.match(line):
@@ -234,7 +281,8 @@ class ConsoleWatch:
 
 
 def wait_new_report(watch: GatewayWatch, *, device_id: str, timeout_s: float,
-                    console: Callable[[float], bytes] | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+                    console: Callable[[float], bytes] | None = None, poll_s: float = 0.5,
+                    scan: ConsoleWatch | None = None) -> dict[str, Any]:
     """Poll ``watch`` until a report accepted after its :meth:`~GatewayWatch.mark` shows up.
 
     Args:
@@ -243,13 +291,14 @@ def wait_new_report(watch: GatewayWatch, *, device_id: str, timeout_s: float,
         timeout_s: how long to wait.
         console: reads the board's console for up to the given seconds (None: sleep instead).
         poll_s: time between polls.
+        scan: reads the console lines (the caller's, to see what else the firmware said); None: a new one.
 
     Raises:
         FirmwareStartError: the console said the firmware cannot start (or it crashed).
         NoReportError: nothing within ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
-    scan = ConsoleWatch()
+    scan = scan if scan is not None else ConsoleWatch()
     while True:
         found = watch.new_report()
         if found is not None:

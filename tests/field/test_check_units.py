@@ -49,6 +49,22 @@ def test_console_watch_sees_fatal_lines_after_the_repl_prompt(prompt: bytes) -> 
     assert ConsoleWatch().feed(prompt + b"print('civicedge: cannot start')\r\n") is None
 
 
+def test_console_watch_reads_the_firmwares_answer_to_the_link_test() -> None:
+    # The lines of firmware civic.apps.runtime.Runtime.answer_link_test (tests/firmware/test_link_test.py).
+    answered = ConsoleWatch()
+    assert answered.feed(b">>> civicedge: streetlight sl-1 running (uart)\r\ncivicedge: link test: boot report ") is None
+    assert answered.link_test is None  # an incomplete line says nothing yet
+    assert answered.feed(b"queued (seq 33)\r\n") is None
+    assert answered.running and answered.link_test == "answered"
+    declined = ConsoleWatch()
+    declined.feed(b"civicedge: link test: outbox full (64 reports wait), no boot report queued\r\n")
+    assert declined.link_test == "declined"
+    failed = ConsoleWatch()
+    failed.feed(b"civicedge: link test: boot report failed: OSError(28,)\r\n")
+    assert failed.link_test == "declined"
+    assert ConsoleWatch().link_test is None
+
+
 class FakeWatch:
     def __init__(self, after: int) -> None:
         self.polls = 0

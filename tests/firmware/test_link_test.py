@@ -123,6 +123,38 @@ print(json.dumps({{"seq": seq, "same": rt.outbox.pending() == before, "dropped":
     assert r["lines"] == ["civicedge: link test: outbox full (64 reports wait), no boot report queued"]
 
 
+def test_a_deep_sleeping_bin_restarted_by_check_queues_the_boot_report_when_its_links_start(mpy: Mpy) -> None:
+    # The links of a deep-sleep bin start only when a start needs them (start_links, a callback of
+    # run_deep); it then lingers awake until its outbox is empty (here linger_s=0: no link to drain it).
+    code = prelude("bin-esp32c3") + FAKE_MACHINE + SETUP.replace('"sl-0001", "kind": "streetlight"',
+                                                                 '"bin-0001", "kind": "bin"') + f"""
+import sys
+class esp32_fake:
+    @staticmethod
+    def wake_on_gpio(pins, level):
+        pass
+sys.modules["esp32"] = esp32_fake
+FakeMachine.cause = FakeMachine.SOFT_RESET        # check's restart: not a wake, so the links start
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/", link_test=True)
+rt.log = lambda s: None
+rt.app.clock = rt.clock = FakeClock({T0} + 60)
+rt.app.state["next"] = {T0} + 600                 # no reading due at this start
+co = rt.app.run_deep(False, lambda: len(rt.outbox), rt.deep_sleep, linger_s=0, start_links=rt.start_links)
+try:
+    while True:
+        co.send(None)
+except StopIteration:
+    pass
+frames = [rt.outbox.read(s) for s in rt.outbox.pending()]
+print(json.dumps({{"frames": [binascii.hexlify(f).decode() for f in frames], "slept": FakeMachine.slept}}))
+"""
+    out = mpy(code, seed=5).stdout
+    r = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    bodies = [decode_body(parse_frame(bytes.fromhex(f)).body) for f in r["frames"]]
+    assert [(b["t"], b["k"], b["m"]) for b in bodies] == [("boot", "bin", {})]
+    assert r["slept"] and r["slept"][-1] > 0       # then it sleeps as after any start
+
+
 def test_without_a_request_a_set_clock_queues_nothing(mpy: Mpy) -> None:
     r = run(mpy, f"""
 rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
