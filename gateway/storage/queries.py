@@ -195,6 +195,14 @@ _REPORT_COLS = "device, seq, kind, zone, type, w, l, m, e, a, fw, received_at, g
 # Report types whose ``m`` holds the values released for a period (alarm and boot reports do not).
 VALUE_REPORT_TYPES = ("win", "hour", "day")
 _VALUE_TYPES_SQL = ", ".join("'%s'" % t for t in VALUE_REPORT_TYPES)
+# The ``readings`` view restricted to the value reports: what hourly means and sums are made of. An
+# alarm report's values (a fire alarm's temperature) are not one more sample of the period they fall
+# in: they are sent at once, over a minute, whenever the alarm fires. The view keeps every report's
+# values (``/api/readings`` shows the alarm's too); this filters in the query, so the stored schema is
+# unchanged. Flattened by SQLite: the (device, w) and (w) indexes serve it as they serve the view.
+_VALUE_READINGS = """(SELECT r.id AS report_id, r.device AS device, r.kind AS kind, r.zone AS zone, j.key AS field,
+    r.w AS w, r.l AS l, j.value AS value
+    FROM reports r, json_each(r.m) j WHERE r.type IN (%s))""" % _VALUE_TYPES_SQL
 # Two queries of the same thing: per device and field released in the reports with ids in
 # (?1, ?2], candidates for its newest value (id, w, l, seq, value; the caller keeps the newest by
 # period start, then seq). Both scan only that id range (NOT INDEXED: the planner would walk the
@@ -549,9 +557,10 @@ class ReportQueries:
 
     def device_hourly(self, *, fields: Sequence[str], start: int, end: int, devices: Sequence[str],
                       zone: str | None = None, max_period_s: int = 86400) -> list[DeviceHourAggregate]:
-        """Return count, sum and end of the released values of ``devices`` and ``fields`` per
-        device, UTC hour, stored zone and field, for the rows whose period ends in ``(start, end]``,
-        ordered by hour, device, zone and field.
+        """Return count, sum and end of the values ``devices`` released for ``fields`` in their value
+        reports (:data:`VALUE_REPORT_TYPES`; not an alarm's values) per device, UTC hour, stored zone
+        and field, for the rows whose period ends in ``(start, end]``, ordered by hour, device, zone
+        and field.
 
         A row holds the values whose period starts in its hour; it ends when the last of them ends,
         rounded up to a whole hour (an hour for 15-minute windows, 6 h for a 6-hour pass count, a day for
@@ -569,21 +578,23 @@ class ReportQueries:
         where += " AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))"
         params += (json.dumps(list(devices)), json.dumps(list(fields)))
         sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), zone, field, COUNT(*), SUM(value),"
-               " MAX(w + l) FROM readings%s GROUP BY hour, device, zone, field HAVING %s > ? AND %s <= ?"
-               " ORDER BY hour, device, zone, field" % (where, row_end, row_end))
+               " MAX(w + l) FROM %s%s GROUP BY hour, device, zone, field HAVING %s > ? AND %s <= ?"
+               " ORDER BY hour, device, zone, field" % (_VALUE_READINGS, where, row_end, row_end))
         params += (int(start), int(end))
         return [DeviceHourAggregate(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]))
                 for r in self._rows(sql, params)]
 
     def hourly_aggregates_of(self, *, fields: Sequence[str], start: int, end: int,
                              zone: str | None = None) -> list[HourlyAggregate]:
-        """Return per-zone, per-hour count/sum/min/max of each of ``fields`` for periods starting in
-        ``[start, end)``, in one pass over the range, ordered by hour, zone and field."""
+        """Return per-zone, per-hour count/sum/min/max of each of ``fields`` in the value reports
+        (:data:`VALUE_REPORT_TYPES`; not an alarm's values) for periods starting in ``[start, end)``,
+        in one pass over the range, ordered by hour, zone and field."""
         where, params = _filters(zone=zone, start=start, end=end)
         where += " AND field IN (SELECT value FROM json_each(?))"
         params += (json.dumps(list(fields)),)
         sql = ("SELECT zone, (w / 3600) * 3600 AS hour, field, COUNT(*), SUM(value), MIN(value), MAX(value),"
-               " COUNT(DISTINCT device) FROM readings%s GROUP BY zone, hour, field ORDER BY hour, zone, field" % where)
+               " COUNT(DISTINCT device) FROM %s%s GROUP BY zone, hour, field ORDER BY hour, zone, field"
+               % (_VALUE_READINGS, where))
         return [HourlyAggregate(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
                 for r in self._rows(sql, params)]
 

@@ -137,6 +137,20 @@ async def test_a_to_after_now_never_gives_the_hour_in_progress(fleet: Fleet) -> 
         ("2026-11-21T11:00:00Z", "4", "80.0"), ("2026-11-21T12:00:00Z", "4", "25.0")]
 
 
+async def test_an_alarms_value_is_not_one_more_sample_of_the_hourly_mean(done_client: TestClient) -> None:
+    """QA M1: a 60-s fire-alarm temperature was averaged with the hour's four 15-minute windows (5
+    values) in the CSV and /api/aggregates/hourly. The fixture's bin-02 sends 13 °C every window and
+    a fire alarm at 11:40 with 71 °C: the 11:00 mean is 13 of 4 values; the alarm stays in /api/readings."""
+    rows = await csv_rows(done_client, f"?from={NOW - H}&to={NOW}&field=temp&zone=north")
+    assert [(r["device"], r["hour"], r["values"], r["value"]) for r in rows] == [
+        ("bin-02", "2026-11-21T11:00:00Z", "4", "13.0")]
+    query = f"?from={NOW - H}&to={NOW}&field=temp"
+    hourly = await (await done_client.get("/api/aggregates/hourly" + query + "&zone=north")).json()
+    assert [(a["count"], a["mean"], a["max"]) for a in hourly["aggregates"]] == [(4, 13.0, 13)]
+    readings = await (await done_client.get("/api/readings" + query + "&device=bin-02")).json()
+    assert sorted(r["value"] for r in readings["readings"]) == [13, 13, 13, 13, 71]
+
+
 async def test_releases_are_found_where_they_end(done_client: TestClient, late_client: TestClient) -> None:
     """QA: the daily lid count (released at 00:00, filed under the day's first hour) never appeared
     in the default CSV, and the 6-hourly mot was back-dated: polling "the last hour" missed both."""

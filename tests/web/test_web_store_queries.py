@@ -254,3 +254,41 @@ def test_hourly_aggregates_of_several_fields_in_one_pass(db: tuple[ReportStore, 
     per_field = sorted((a for f in ("mot", "wh") for a in q.hourly_aggregates(field=f, start=T0, end=T0 + 86400)),
                        key=lambda a: (a.hour, a.zone, a.field))
     assert one_pass == per_field and len(one_pass) == 4
+
+
+def test_hourly_means_and_sums_leave_alarm_values_out(db: tuple[ReportStore, ReportQueries]) -> None:
+    """QA M1: a fire alarm's temperature (85, over one minute) was averaged with the hour's four
+    15-minute windows (count 5, mean 27 instead of 12) in the CSV, /api/aggregates/hourly and the
+    dashboard series. The alarm's value stays readable where alarms are shown (``readings``)."""
+    store, q = db
+    store.insert_batch([rec("bin-1", 1 + i, T0 + i * WIN, {"temp": 12, "tilt": 0}, kind="bin") for i in range(4)]
+                       + [rec("bin-1", 5, T0 + 1260, {"temp": 85}, kind="bin", type_="alarm", l=60),
+                          rec("bin-1", 6, T0 + 1500, {}, kind="bin", type_="boot", l=60)])
+    (row,) = q.device_hourly(fields=["temp"], start=T0, end=T0 + 3600, devices=["bin-1"])
+    assert (row.count, row.total, row.until) == (4, 48, T0 + 3600)
+    (agg,) = q.hourly_aggregates_of(fields=["temp"], start=T0, end=T0 + 3600)
+    assert (agg.count, agg.total, agg.maximum, agg.mean) == (4, 48, 12, 12.0)
+    assert sorted(r.value for r in q.readings(field="temp", start=T0, end=T0 + 3600)) == [12, 12, 12, 12, 85]
+
+
+def test_the_hourly_queries_read_through_the_period_indexes(db: tuple[ReportStore, ReportQueries],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report-type filter of the hourly queries keeps them on the (device, w) and (w) indexes
+    (a million-report store: a scan of ``reports`` would read all of it per request)."""
+    store, q = db
+    store.insert_batch([rec("sl-%d" % n, 1 + i, T0 + i * WIN, {"lux": i}) for i in range(8) for n in range(3)])
+    statements: list[tuple[str, tuple[object, ...]]] = []
+    rows = q._rows  # noqa: SLF001 - the statement each query runs, planned below
+
+    def record(sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        statements.append((sql, params))
+        return rows(sql, params)
+
+    monkeypatch.setattr(q, "_rows", record)
+    q.device_hourly(fields=["lux"], start=T0, end=T0 + 86400, devices=["sl-0", "sl-1"])
+    q.hourly_aggregates_of(fields=["lux"], start=T0, end=T0 + 86400)
+    plans = [[str(r[3]) for r in rows("EXPLAIN QUERY PLAN " + sql, params)] for sql, params in statements]
+    assert "SEARCH r USING INDEX reports_device_w (device=? AND w>? AND w<?)" in plans[0], plans[0]
+    assert "SEARCH r USING INDEX reports_w (w>? AND w<?)" in plans[1], plans[1]
+    for plan in plans:
+        assert not [step for step in plan if step.startswith("SCAN r")], plan
