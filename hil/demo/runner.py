@@ -123,6 +123,18 @@ class HostExit:
                 f"{what} stopped")
 
 
+def write_token_file(path: Path, token: str) -> None:
+    """Write the demo's admin token to ``path``, readable by this user only from its first byte.
+
+    ``write_text`` then ``chmod`` left a new file readable by others (per the umask) until the chmod,
+    and an existing file keeps its mode through ``O_TRUNC``, hence the ``fchmod``.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(token + "\n")
+
+
 # Test hook (tests/demo), inert unless the variable is set: set to a file path, the demo writes that file
 # (its pid) once its first board is started, then holds there, still booting, until "<path>.release"
 # exists. A test can then signal the demo at a point known to be during the boot, however loaded the
@@ -283,8 +295,7 @@ class Demo:
     async def _start_gateway(self) -> None:
         self.http_port = self.opt.http_port or free_tcp_port()
         token_file = self.workdir / "admin.token"
-        token_file.write_text(secrets.token_urlsafe(24) + "\n")
-        token_file.chmod(0o600)
+        write_token_file(token_file, secrets.token_urlsafe(24))
         # The gateway's clock follows where the boards actually are (hil.sim.clock_file), not --speed
         # alone: a loaded machine runs them slower, and a fixed clock ran ahead of them (devices shown
         # stale). The writer starts before the gateway, with a measured first pace.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ import pytest
 from hil.children import spawn_child, stop_gateway
 from hil.cli import demo_cmd
 from hil.pace import PaceWatch
+from hil.demo.runner import write_token_file
 from hil.demo.summary import read_summary
 from hil.workdir import WorkdirError, recreate_workdir, workdir_problem
 
@@ -234,3 +237,19 @@ def test_latest_values_take_each_field_from_its_newest_report(tmp_path: Path) ->
 
 def test_plural() -> None:
     assert demo_cmd._plural(1, "alarm") == "1 alarm" and demo_cmd._plural(2, "alarm") == "2 alarms"
+
+
+def test_admin_token_file_is_private_from_its_first_byte(tmp_path: Path) -> None:
+    old = os.umask(0)  # the file must not depend on the umask to be private
+    try:
+        new = tmp_path / "admin.token"
+        write_token_file(new, "t1")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o600
+        existing = tmp_path / "old.token"
+        existing.write_text("t0\n")
+        existing.chmod(0o644)  # a token file left readable by an earlier run is made private
+        write_token_file(existing, "t2")
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+        assert existing.read_text() == "t2\n"
+    finally:
+        os.umask(old)
