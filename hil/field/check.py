@@ -236,6 +236,19 @@ def request_link_test(dut: Dut) -> bool:
     return True
 
 
+def link_test_result(*, supported: bool, requested: bool, answer: str | None) -> str:
+    """The ``link_test`` of check's ``--json`` record (docs/field.md): what came of the request.
+
+    Args:
+        supported: the firmware takes the request (:func:`supports_link_test`).
+        requested: the request was written (:func:`request_link_test`).
+        answer: what the firmware said on its console (:attr:`ConsoleWatch.link_test`).
+    """
+    if requested:
+        return answer or "unanswered"
+    return "not_written" if supported else "unsupported"
+
+
 # Console lines of firmware/boot.py and main.py that mean the firmware is not running.
 _FATAL = ("civicedge: cannot start", "civicedge: boot.py error", "civicedge: safe mode",
           "civicedge: recovery", "civicedge: not provisioned")

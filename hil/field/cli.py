@@ -31,8 +31,8 @@ from hil.errors import HilError
 from hil.dut.errors import DutError
 from hil.field.board_facts import check_definition_fits, read_board_config, read_board_facts
 from hil.field.check import (
-    ConsoleWatch, DbWatch, GatewayWatch, HttpWatch, check_store_path, inspect_board, read_report_due, request_link_test,
-    supports_link_test, wait_new_report,
+    ConsoleWatch, DbWatch, GatewayWatch, HttpWatch, check_store_path, inspect_board, link_test_result, read_report_due,
+    request_link_test, supports_link_test, wait_new_report,
 )
 from hil.field.chips import chip_profile
 from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board, read_identity
@@ -797,8 +797,7 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
                          f"(its firmware runs); re-run check to wait again ({time.monotonic() - started:.0f} s waited)")
         raise
     finally:
-        record["link_test"] = (scan.link_test or "unanswered") if requested else (
-            "not_written" if link_test else "unsupported")
+        record["link_test"] = link_test_result(supported=link_test, requested=requested, answer=scan.link_test)
     out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
     record.update(result="ok", report_after_s=round(time.monotonic() - started, 1))
     if state.outdated:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hil.field.board_facts import chip_from_machine
-from hil.field.check import ConsoleWatch, next_report_due, wait_new_report
+from hil.field.check import ConsoleWatch, link_test_result, next_report_due, wait_new_report
 from hil.field.errors import FirmwareStartError, NoReportError
 
 
@@ -63,6 +63,14 @@ def test_console_watch_reads_the_firmwares_answer_to_the_link_test() -> None:
     failed.feed(b"civicedge: link test: boot report failed: OSError(28,)\r\n")
     assert failed.link_test == "declined"
     assert ConsoleWatch().link_test is None
+
+
+def test_link_test_result_says_whether_check_needed_the_window() -> None:
+    assert link_test_result(supported=True, requested=True, answer="answered") == "answered"
+    assert link_test_result(supported=True, requested=True, answer="declined") == "declined"
+    assert link_test_result(supported=True, requested=True, answer=None) == "unanswered"
+    assert link_test_result(supported=True, requested=False, answer=None) == "not_written"
+    assert link_test_result(supported=False, requested=False, answer=None) == "unsupported"
 
 
 class FakeWatch:
