@@ -117,6 +117,19 @@ class UnsupportedChipError(FlashImageError):
         self.supported = tuple(supported)
 
 
+class ReleaseImageError(FlashImageError):
+    """The ``--hil-qemu-image`` file is not a MicroPython release image for the board's chip (checked
+    as ``civicedge flash`` checks an image: missing, empty, not an ESP image, another chip's).
+
+    Attributes:
+        image: the file given.
+    """
+
+    def __init__(self, message: str, *, image: str) -> None:
+        super().__init__(message, image=image)
+        self.image = image
+
+
 # --- QEMU process -----------------------------------------------------------------------------
 
 

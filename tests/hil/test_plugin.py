@@ -20,10 +20,11 @@ pytestmark = pytest.mark.timeout(120)
 
 def backend_args(pytester: pytest.Pytester, backend: str) -> list[str]:
     """``--hil-backend`` plus the options that backend requires (else a usage error): a release image
-    file for qemu (tests that boot nothing only need it to exist), a port selector for serial."""
+    file for qemu (tests that boot nothing only need the ESP32 image header the backend checks), a port
+    selector for serial."""
     if backend == "qemu":
         image = pytester.path / "release.bin"
-        image.write_bytes(b"\xff" * 16)
+        image.write_bytes(b"\xe9\x03\x02\x20" + b"\x00" * 20 + b"\xff" * 4072)  # chip id 0 (ESP32) at byte 12
         return ["--hil-backend", "qemu", "--hil-qemu-image", str(image)]
     if backend == "serial":
         return ["--hil-backend", "serial", "--hil-port", "usb:NOT-PLUGGED"]
@@ -230,6 +231,23 @@ def test_hil_board_skips_when_qemu_is_missing(pytester: pytest.Pytester, monkeyp
     result = pytester.runpytest(*backend_args(pytester, "qemu"), "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*qemu backend unavailable*"])
+
+
+def test_a_qemu_image_that_is_not_a_release_errors_even_without_qemu(pytester: pytest.Pytester,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong --hil-qemu-image is the user's mistake: an error naming it (as civicedge flash says), not a
+    skip for the missing QEMU, nor a partition table error once the image is built."""
+    monkeypatch.setenv("PATH", str(pytester.mkdir("empty-bin")))
+    image = pytester.path / "random.bin"
+    image.write_bytes(b"\x17\x0b" + bytes(range(256)) * 64)
+    pytester.makepyfile("""
+        def test_boots(hil_board):
+            assert hil_board.state == "reporting"
+    """)
+    result = pytester.runpytest("--hil-backend", "qemu", "--hil-qemu-image", str(image))
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"qemu backend: {image} is not an ESP firmware image (first byte 0x17, expected "
+                                 "0xe9); download the .bin for your board from micropython.org/download"])
 
 
 ONE_BOARD_TEST = """

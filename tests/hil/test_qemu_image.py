@@ -16,8 +16,10 @@ from hil.backends.errors import (
     ImageTooBigError,
     NoFilesystemPartitionError,
     PartitionTableError,
+    ReleaseImageError,
     UnsupportedChipError,
 )
+from hil.backends.qemu.driver import QemuDriver
 from hil.backends.qemu.image import build_flash_image, read_filesystem
 from hil.backends.qemu.partition_table import (
     PARTITION_TABLE_MAX_LEN,
@@ -42,12 +44,17 @@ MPY_LAYOUT = (
 )
 
 
+# Chip id in the extended header of a release image (esptool's IMAGE_CHIP_ID): esp32 at 0x1000, esp32c3 at 0x0.
+FAKE_CHIP_IDS = {0x1000: 0, 0x0: 5}
+
+
 def fake_release_image(chip_offset: int, entries: tuple[PartitionEntry, ...] = MPY_LAYOUT, *,
                        app_size: int = 96 * 1024, table: bytes | None = None) -> bytes:
     """A stand-in for a MicroPython release .bin: bootloader bytes, a real partition table, an app."""
     image = bytearray(b"\xff" * (0x10000 - chip_offset + app_size))
     image[0:4] = b"\xe9\x03\x02\x20"  # ESP image header magic, like a real bootloader
     image[4:0x1000] = hashlib.sha256(b"boot").digest() * ((0x1000 - 4) // 32) + b"\x00" * ((0x1000 - 4) % 32)
+    image[12:14] = FAKE_CHIP_IDS[chip_offset].to_bytes(2, "little")  # extended header: the image's chip id
     blob = table if table is not None else encode_partition_table(entries)
     start = 0x8000 - chip_offset
     image[start:start + len(blob)] = blob
@@ -102,6 +109,46 @@ def test_release_path_input(tmp_path: Path) -> None:
     assert read_filesystem(out, chip="esp32") == {"/a.txt": b"a"}
 
 
+@pytest.mark.parametrize(("content", "expected"), [
+    (bytes(range(256)) * 8, "not an ESP firmware image (first byte 0x00, expected 0xe9)"),
+    (b"\x17\x0b" + b"\x5a" * 4094, "not an ESP firmware image (first byte 0x17, expected 0xe9)"),
+    (b"", "random.bin is empty"),
+])
+def test_a_release_file_that_is_not_an_esp_image_is_refused_as_flash_refuses_it(
+        tmp_path: Path, content: bytes, expected: str) -> None:
+    """Before, random bytes built as far as 'corrupt partition table entry at 0x0 (magic 0b17, expected aa50)'."""
+    rel = tmp_path / "random.bin"
+    rel.write_bytes(content)
+    with pytest.raises(ReleaseImageError) as err:
+        build_flash_image(release_image=rel, chip="esp32", files={}, output=tmp_path / "f.bin")
+    assert expected in str(err.value) and err.value.image == str(rel)
+    assert not (tmp_path / "f.bin").exists()
+    # The qemu backend checks it when a test starts, whether or not Espressif QEMU is installed.
+    with pytest.raises(ReleaseImageError) as start:
+        QemuDriver(release_image=rel).check_available("esp32")
+    assert expected in str(start.value)
+
+
+def test_a_release_image_for_another_chip_is_refused(tmp_path: Path) -> None:
+    rel = tmp_path / "ESP32_GENERIC_C3.bin"
+    rel.write_bytes(fake_release_image(0x0))
+    with pytest.raises(ReleaseImageError) as err:
+        QemuDriver(release_image=rel).check_available("esp32")
+    assert "MicroPython image for ESP32-C3, but the board definition needs ESP32" in str(err.value)
+    with pytest.raises(ReleaseImageError, match="does not exist"):
+        QemuDriver(release_image=tmp_path / "missing.bin").check_available("esp32c3")
+
+
+def test_release_bytes_without_a_partition_table_name_the_likely_cause(tmp_path: Path) -> None:
+    # Bytes are not checked as a file is (no header check); the missing table still says why.
+    with pytest.raises(PartitionTableError) as err:
+        build_flash_image(release_image=b"\x17\x0b" * 0x4800, chip="esp32c3", files={}, output=tmp_path / "f.bin")
+    assert err.value.reason == "no-magic"
+    assert str(err.value) == ("no partition table at flash offset 0x8000 of the release image (corrupt partition "
+                              "table entry at 0x0 (magic 170b, expected aa50)): not a MicroPython release image for "
+                              "esp32c3 (download the .bin for the board's chip from micropython.org/download)")
+
+
 def test_release_image_too_big_for_flash(tmp_path: Path) -> None:
     with pytest.raises(ImageTooBigError) as err:
         build_flash_image(release_image=fake_release_image(0x1000, app_size=4 * MIB), chip="esp32",
@@ -137,6 +184,7 @@ def test_bad_table_no_magic(tmp_path: Path) -> None:
         build_flash_image(release_image=fake_release_image(0x1000, table=b"\x00" * 64), chip="esp32",
                           files={}, output=tmp_path / "f.bin")
     assert err.value.reason == "no-magic"
+    assert "not a MicroPython release image for esp32" in str(err.value)
 
 
 def test_bad_table_md5_mismatch() -> None:

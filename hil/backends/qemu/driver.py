@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.resources import firmware_dir
 from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError
-from hil.backends.qemu.image import build_flash_image
+from hil.backends.qemu.image import build_flash_image, check_release_image
 from hil.backends.qemu.launcher import QemuMachine, find_qemu
 from hil.dut.files import firmware_files
 
@@ -39,22 +39,23 @@ class QemuDriver:
         self.start_timeout_s = start_timeout_s
 
     def check_available(self, chip: str) -> None:
-        """Raise unless QEMU for ``chip`` and a release image are available.
+        """Raise unless a release image for ``chip`` and QEMU for ``chip`` are available.
 
-        The pytest plugin skips the test on :class:`QemuNotFoundError` (hardware that cannot exist
-        here) and errors it on any other :class:`BackendError` (an option the user gave is wrong).
+        The image is checked first, as ``civicedge flash`` checks one (:func:`check_release_image`),
+        so a wrong ``--hil-qemu-image`` is an error also where QEMU is missing. The pytest plugin
+        skips the test on :class:`QemuNotFoundError` (hardware that cannot exist here) and errors it
+        on any other :class:`BackendError` (an option the user gave is wrong).
 
         Raises:
+            BackendError: no release image given.
+            ReleaseImageError: the file is missing or not a MicroPython release image for ``chip``.
             QemuNotFoundError: no Espressif QEMU.
-            BackendError: no release image given or the file is missing.
         """
-        find_qemu(chip, binary=self.qemu_binary)
         if self.release_image is None:
             raise BackendError("the qemu backend needs --hil-qemu-image (a MicroPython release image, e.g. "
                                "ESP32_GENERIC-v1.27.0.bin from micropython.org/download)", image=None)
-        if not self.release_image.is_file():
-            raise BackendError(f"MicroPython release image {self.release_image} does not exist",
-                               image=str(self.release_image))
+        check_release_image(self.release_image, chip)
+        find_qemu(chip, binary=self.qemu_binary)
 
     def flash(self, handle: BoardHandle) -> None:
         """Collect the firmware tree and /board.json (the image is built once the identity exists)."""

@@ -18,7 +18,13 @@ from typing import Mapping
 
 from littlefs import LittleFS, LittleFSError
 
-from hil.backends.errors import FlashImageError, ImageTooBigError, PartitionTableError, UnsupportedChipError
+from hil.backends.errors import (
+    FlashImageError,
+    ImageTooBigError,
+    PartitionTableError,
+    ReleaseImageError,
+    UnsupportedChipError,
+)
 from hil.backends.qemu.partition_table import (
     PARTITION_TABLE_MAX_LEN,
     PARTITION_TABLE_OFFSET,
@@ -74,11 +80,34 @@ def chip_image_offset(chip: str) -> int:
         raise UnsupportedChipError(chip, sorted(CHIP_IMAGE_OFFSETS)) from None
 
 
+def check_release_image(image: Path, chip: str) -> None:
+    """Refuse a file that is not an ESP firmware image for ``chip``, with ``civicedge flash``'s own
+    check (:func:`hil.field.esp_flash.plan_flash`: the file, its header magic, its chip id).
+
+    Done before anything is built or booted: a file of random bytes said ``corrupt partition table
+    entry at 0x0`` only once a test built the image.
+
+    Raises:
+        UnsupportedChipError: QEMU cannot emulate ``chip``.
+        ReleaseImageError: missing, empty, unreadable, not an ESP image, or built for another chip.
+    """
+    from hil.field.chips import chip_profile
+    from hil.field.errors import FieldError
+    from hil.field.esp_flash import plan_flash
+
+    chip_image_offset(chip)
+    try:
+        plan_flash(port="qemu", chip=chip_profile(chip), image=image, erase=False)
+    except FieldError as exc:
+        raise ReleaseImageError(str(exc), image=str(image)) from None
+
+
 def release_partition_table(release_image: bytes, chip: str, *, flash_size: int = DEFAULT_FLASH_SIZE) -> PartitionTable:
     """Parse the partition table embedded in a release image (flash offset 0x8000).
 
     Raises:
-        PartitionTableError: the image is too short to hold a table, or the table is bad.
+        PartitionTableError: the image is too short to hold a table, or the table is bad (no table at
+            all: the message says the image is not a MicroPython release image for ``chip``).
     """
     start = PARTITION_TABLE_OFFSET - chip_image_offset(chip)
     blob = release_image[start:start + PARTITION_TABLE_MAX_LEN]
@@ -86,7 +115,15 @@ def release_partition_table(release_image: bytes, chip: str, *, flash_size: int 
         raise PartitionTableError(
             f"release image of {len(release_image)} bytes is too short to contain a partition table "
             f"at flash offset {PARTITION_TABLE_OFFSET:#x}", offset=0, reason="truncated")
-    return parse_partition_table(blob, flash_size=flash_size)
+    try:
+        return parse_partition_table(blob, flash_size=flash_size)
+    except PartitionTableError as exc:
+        if exc.reason != "no-magic":
+            raise
+        raise PartitionTableError(
+            f"no partition table at flash offset {PARTITION_TABLE_OFFSET:#x} of the release image ({exc}): not a "
+            f"MicroPython release image for {chip} (download the .bin for the board's chip from "
+            "micropython.org/download)", offset=exc.offset, reason=exc.reason) from None
 
 
 def build_littlefs(files: Mapping[str, bytes], *, size: int, label: str = "vfs") -> bytes:
@@ -136,6 +173,8 @@ def build_flash_image(
 
     Raises:
         UnsupportedChipError: unknown chip.
+        ReleaseImageError: ``release_image`` is a file that is not an ESP firmware image for ``chip``
+            (:func:`check_release_image`; bytes are taken as they are).
         PartitionTableError: the release image has no valid partition table.
         NoFilesystemPartitionError: no ``vfs``/``ffat`` data partition.
         ImageTooBigError: the release image overlaps the filesystem partition or the flash end,
@@ -143,6 +182,8 @@ def build_flash_image(
     """
     from esptool.cmds import merge_bin
 
+    if isinstance(release_image, Path):
+        check_release_image(release_image, chip)
     release = release_image.read_bytes() if isinstance(release_image, Path) else bytes(release_image)
     offset = chip_image_offset(chip)
     if offset + len(release) > flash_size:
