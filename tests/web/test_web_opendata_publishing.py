@@ -151,6 +151,30 @@ async def test_an_alarms_value_is_not_one_more_sample_of_the_hourly_mean(done_cl
     assert sorted(r["value"] for r in readings["readings"]) == [13, 13, 13, 13, 71]
 
 
+async def test_a_revoked_devices_rows_stay_in_the_csv(done_client: TestClient, fleet: Fleet) -> None:
+    """QA M2: revoking a device removed its whole history from the CSV, so published zone totals
+    changed after the fact; `provision --force --id NEW --revoke-old` erased the old id's history.
+    What the store holds of a revoked device was received before its revocation (its frames are
+    refused from then on): it stays, and the export is unchanged (same ETag, 304)."""
+    query = f"?from={NOW - 6 * H}&to={NOW}"
+    before = await done_client.get("/opendata/readings.csv" + query)
+    rows = rows_of(await before.text())
+    assert [r for r in rows if r["device"] == "sl-02"]
+    # The board is provisioned again under a new id (`provision --force --id sl-12 --revoke-old`): the old
+    # id is revoked.
+    resp = await done_client.post("/api/admin/devices/sl-02/revoke", headers=admin_headers())
+    assert resp.status == 200, await resp.text()
+    after = await done_client.get("/opendata/readings.csv" + query)
+    assert rows_of(await after.text()) == rows
+    assert after.headers["ETag"] == before.headers["ETag"]
+    again = await done_client.get("/opendata/readings.csv" + query, headers={"If-None-Match": before.headers["ETag"]})
+    assert again.status == 304
+    # Its frames are refused from now on: nothing is added to its rows.
+    fleet.feed("sl-02", {"t": "win", "k": "streetlight", "w": NOW - 900, "l": 900, "m": {"lux": 1, "lvl": 1, "lamp": 0}})
+    await fleet.settle(stored=fleet.queries.count_reports(), rejected=1)
+    assert rows_of(await (await done_client.get("/opendata/readings.csv" + query)).text()) == rows
+
+
 async def test_releases_are_found_where_they_end(done_client: TestClient, late_client: TestClient) -> None:
     """QA: the daily lid count (released at 00:00, filed under the day's first hour) never appeared
     in the default CSV, and the 6-hourly mot was back-dated: polling "the last hour" missed both."""
