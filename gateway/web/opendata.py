@@ -377,14 +377,13 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     basis = json.dumps([version, newest_id, published, since, until, sorted(set(fields)) if fields else None, zone,
                         media, meta_of(request).licence])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
-    headers = _cache_headers(etag, newest_at)
+    headers = {**_cache_headers(etag, newest_at), **_licence_link(request)}  # 304 too, as the JSON answers
     if _etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
     response = web.StreamResponse(headers={**headers,
                                            "Content-Disposition": 'inline; filename="civicedge-readings.csv"'})
     response.content_type = "text/csv"
     response.charset = "utf-8"
-    response.headers.update(_licence_link(request))
     if request.method == "HEAD":
         return response  # aiohttp sends the headers; a HEAD answer has no body, so nothing is read
     header = True
