@@ -28,8 +28,10 @@ def _err(description: str) -> dict[str, Any]:
 _TIME = {"oneOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}]}
 _FROM = _q("from", "start, unix seconds or ISO 8601 (default: `to` minus 24 h)", _TIME)
 _TO = _q("to", "end (exclusive), unix seconds or ISO 8601 (default: now)", _TIME)
-_FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. `mot,wh`)")
-_ZONE = _q("zone", "zone name")
+_FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. `mot,wh`); an unknown field or "
+                    "an empty item (`mot,`, `mot,,wh`) is 400 `bad_parameter`")
+_ZONE = _q("zone", "zone name, one of the registered devices' zones, case-sensitive; another one is 400 "
+                   "`bad_parameter` naming the known zones")
 _BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
 # readings.csv's own bounds: whole UTC hours, rows selected by the end of their period (not the shared
 # "start"/"end (exclusive)" of the /api ranges).

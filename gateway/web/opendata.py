@@ -361,14 +361,15 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     q = request.query
     params.reject_unknown(q, ("from", "to", "field", "zone"))
     since, until = csv_range(q, now=ctx.now())
-    fields = parse_field_list(q, ctx.known_fields())
-    zone = params.parse_zone(q)
+    fields = params.parse_fields(q, ctx.known_fields())
+    devices = await ctx.fleet.devices()
+    zone = params.parse_zone(q, (d.zone for d in devices))
     media = negotiate(request, ("text/csv",))
     # Revoked devices included (QA M2: dropping them changed published totals after the fact): the
     # gateway refuses a revoked device's frames, so every row the store holds of one was received
     # before its revocation. (The registry keeps no revocation time of its own, and a wall-clock time
     # could not be compared with period starts from the devices' clocks, e.g. under [sim_clock].)
-    published = csv_devices(await ctx.fleet.devices())
+    published = csv_devices(devices)
     version, newest_id, newest_at = await ctx.fleet.range_stamp(since=since, until=until)
     # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
     # store's data version (retention removals), the newest report among the periods the range reads
@@ -419,18 +420,6 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
         # public endpoint, not a server error; aiohttp ends the response without logging it.
         logger.debug("readings.csv: client went away during the export")
     return response
-
-
-def parse_field_list(query: Mapping[str, str], known: set[str]) -> list[str] | None:
-    """``field``: a comma list of known fields. Spaces around an item are ignored; an empty item
-    (``fill,``, ``,fill``, ``fill,,temp``) is refused as ``type=`` refuses one: a list cut short must
-    not quietly select fewer fields."""
-    if "field" not in query:
-        return None
-    if any(not item.strip(_SPACE) for item in query["field"].split(",")):
-        raise BadParameter(f"'field' has an empty item in {query['field']!r}; give a comma list of field names",
-                           param="field")
-    return params.parse_fields(query, known)
 
 
 @ROUTES.get("/opendata/devices.geojson")

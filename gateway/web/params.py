@@ -16,6 +16,7 @@ DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 ZONE_RE = re.compile(r"[A-Za-z0-9 ._-]{1,64}")  # as the registry accepts (fullmatch)
 FIELD_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 MAX_CURSOR_CHARS = 256
+MAX_LISTED_ZONES = 50  # how many known zones an unknown-zone error names
 MAX_RANGE_S = 366 * 86400
 # Refuse timestamps outside 2000..2100: almost certainly ms instead of s, or garbage.
 _MIN_TS, _MAX_TS = 946684800, 4102444800
@@ -81,15 +82,19 @@ def parse_int(query: Mapping[str, str], name: str, *, default: int, low: int, hi
 def parse_fields(query: Mapping[str, str], known: Iterable[str], name: str = "field") -> list[str] | None:
     """Read a comma-separated field list; every field must be one the policy knows.
 
-    ASCII white space around a field is ignored (``fill, temp``) and so are empty items
-    (``fill,,temp``); a list with no field at all is refused.
+    ASCII white space around a field is ignored (``fill, temp``). An empty item (``fill,``,
+    ``,fill``, ``fill,,temp``, or an empty value) is refused, as :func:`parse_choice_list` refuses
+    one: a list cut short must not quietly select fewer fields.
     """
     if name not in query:
         return None
     allowed = set(known)
-    fields = [f.strip(_SPACE) for f in query[name].split(",") if f.strip(_SPACE)]
-    if not fields:
-        raise BadParameter(f"'{name}' is empty", param=name)
+    fields = [f.strip(_SPACE) for f in query[name].split(",")]
+    if not any(fields):
+        raise BadParameter(f"'{name}' is empty; give a comma list of field names", param=name)
+    if not all(fields):
+        raise BadParameter(f"'{name}' has an empty item in {query[name]!r}; give a comma list of field names",
+                           param=name)
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise BadParameter(
@@ -105,13 +110,23 @@ def parse_device_id(value: str, name: str = "device") -> str:
     return value
 
 
-def parse_zone(query: Mapping[str, str], name: str = "zone") -> str | None:
-    """Read an optional zone name."""
+def parse_zone(query: Mapping[str, str], known: Iterable[str], name: str = "zone") -> str | None:
+    """Read an optional zone name; it must be one of ``known`` (the zones of the registered devices),
+    compared exactly: zone names are case-sensitive. An unknown zone is refused as an unknown field
+    is, naming the known ones (a typo must not answer an empty list as if the zone had no data)."""
     if name not in query:
         return None
-    if not ZONE_RE.fullmatch(query[name]):
+    value = query[name]
+    if not ZONE_RE.fullmatch(value):
         raise BadParameter(f"'{name}' must be 1..64 of [A-Za-z0-9 ._-] (as the registry's zones)", param=name)
-    return query[name]
+    zones = sorted(set(known))
+    if value not in zones:
+        same_letters = [z for z in zones if z.lower() == value.lower()]
+        hint = f" (zone names are case-sensitive: {same_letters[0]!r}?)" if same_letters else ""
+        shown = ", ".join(zones[:MAX_LISTED_ZONES]) or "none"
+        more = f" and {len(zones) - MAX_LISTED_ZONES} more" if len(zones) > MAX_LISTED_ZONES else ""
+        raise BadParameter(f"unknown zone {value!r}{hint}; known: {shown}{more}", param=name)
+    return value
 
 
 def parse_choice(query: Mapping[str, str], name: str, choices: Iterable[str], *, default: str | None) -> str | None:
@@ -128,7 +143,7 @@ def parse_choice_list(query: Mapping[str, str], name: str, choices: Iterable[str
     """Read a comma-separated list whose every item is one of ``choices`` (None when absent).
 
     NGSI-LD's ``type=Streetlight,WasteContainer``. ASCII whitespace around an item is ignored, as
-    :func:`parse_fields` ignores it (``Streetlight, WasteContainer``). Unlike a field list, an empty
+    :func:`parse_fields` ignores it (``Streetlight, WasteContainer``). As in a field list, an empty
     item (``Streetlight,``, ``,``, ``Streetlight, ``) is refused, as is one not in ``choices``, the
     way :func:`parse_choice` refuses a value (``bad_parameter`` naming ``name``): an empty type would
     match nothing, and a list cut short should not quietly select fewer types. Repeats are dropped.

@@ -85,10 +85,11 @@ async def list_devices(request: web.Request) -> web.Response:
     q = request.query
     params.reject_unknown(q, ("kind", "zone"))
     kind = params.parse_choice(q, "kind", sorted(ctx.policy.get("kinds", {})), default=None)
-    zone = params.parse_zone(q)
+    fleet = await ctx.fleet.devices()
+    zone = params.parse_zone(q, (d.zone for d in fleet))
     now = ctx.now()
     devices = [
-        device_json(d, now=now, policy=ctx.policy) for d in await ctx.fleet.devices()
+        device_json(d, now=now, policy=ctx.policy) for d in fleet
         if (kind is None or d.kind == kind) and (zone is None or d.zone == zone)
     ]
     return json_response({"devices": devices, "count": len(devices)})
@@ -136,7 +137,7 @@ async def hourly_aggregates(request: web.Request) -> web.Response:
     q = request.query
     params.reject_unknown(q, ("from", "to", "zone", "field"))
     since, until = params.parse_range(q, now=ctx.now(), default_s=DAY_S)
-    zone = params.parse_zone(q)
+    zone = params.parse_zone(q, (d.zone for d in await ctx.fleet.devices()))
     fields = params.parse_fields(q, ctx.known_fields())
     rows = await ctx.fleet.hourly(since=since, until=until, zone=zone, fields=fields)
     return json_response({"from": since, "to": until, "aggregates": [aggregate_json(a) for a in rows]})

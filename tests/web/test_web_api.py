@@ -174,6 +174,18 @@ async def test_dashboard_summary(client: TestClient) -> None:
         ("/opendata/readings.csv?field=mac", "field", "unknown field"),
         ("/api/devices?kind=bin&kind=streetlight", "kind", "given 2 times"),
         ("/opendata/readings.csv?from=1&limit=5&from=2&from=3", "from", "given 3 times"),
+        # QA LOW5: the API answered 200 to empty field items and every endpoint answered an unknown zone
+        # (or one in the wrong case) with no rows, where an unknown field is a 400 naming the known ones.
+        ("/api/readings?field=mot,,lvl", "field", "empty item"),
+        ("/api/readings?field=mot,", "field", "empty item"),
+        ("/api/readings?field=,", "field", "empty"),
+        ("/api/aggregates/hourly?field=mot,,lvl", "field", "empty item"),
+        ("/opendata/readings.csv?field=mot,,lvl", "field", "empty item"),
+        ("/opendata/readings.csv?zone=Centre", "zone", "unknown zone 'Centre' (zone names are case-sensitive: "
+                                                       "'centre'?); known: centre, north"),
+        ("/opendata/readings.csv?zone=harbour", "zone", "unknown zone 'harbour'; known: centre, north"),
+        ("/api/aggregates/hourly?zone=harbour", "zone", "known: centre, north"),
+        ("/api/devices?zone=Centre", "zone", "known: centre, north"),
     ],
 )
 async def test_bad_parameters_get_400_naming_the_parameter(
