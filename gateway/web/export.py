@@ -27,24 +27,45 @@ def field_units(policy: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     }
 
 
+def level_release_periods(policy: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """Map (kind, field) -> release period (s) of the levels a device releases once per period, as
+    the level at its end (a bin's ``fill``: ``release_every_s`` of a non-counted field)."""
+    return {
+        (kind, name): int(spec["release_every_s"])
+        for kind, kspec in policy.get("kinds", {}).items()
+        for name, spec in kspec.get("fields", {}).items()
+        if spec.get("release_every_s") and spec.get("release") != "noisy_count"
+        and str(spec.get("unit", "")) not in _SUMMED_UNITS
+    }
+
+
 def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str, Any]) -> list[dict[str, Any]]:
     """CSV rows (keys of :data:`CSV_COLUMNS`) from per device, UTC hour and field aggregates, in
     their order.
 
-    Counts and energy are summed over the hour; levels (%, lx, °C, state) are averaged and
-    rounded to one decimal. Values whose period is longer than an hour (6-hour passes, daily
-    counts) stay in the hour their period starts; ``until`` says where the row's values end, so
-    such a row is not read as one hour's worth.
+    Counts and energy are summed over the hour (``sum``); levels (%, lx, °C, state) are averaged and
+    rounded to one decimal (``mean``), except a level released once per period as the level at its
+    end (a bin's 6-hourly ``fill``): that row's one value is the level at ``until`` (``last``).
+    Values whose period is longer than an hour (6-hour passes, daily counts) stay in the hour their
+    period starts; ``until`` says where the row's values end, so such a row is not read as one hour's
+    worth.
     """
     units = field_units(policy)
+    level_periods = level_release_periods(policy)
     rows = []
     for g in groups:
         unit = units.get((g.kind, g.field), "")
         summed = unit in _SUMMED_UNITS
         value: float | int = g.total if summed else round(g.total / g.count, 1)
+        if summed:
+            aggregate = "sum"
+        elif g.count == 1 and g.until - g.hour == level_periods.get((g.kind, g.field)):
+            aggregate = "last"  # not a mean over [hour, until): the level at its end
+        else:
+            aggregate = "mean"  # also fill rows stored before 2026-12-05 (15-minute windows)
         rows.append({
             "hour": iso_utc(g.hour), "device": g.device, "kind": g.kind, "zone": g.zone,
-            "field": g.field, "unit": unit, "aggregate": "sum" if summed else "mean",
+            "field": g.field, "unit": unit, "aggregate": aggregate,
             "value": value, "values": g.count, "until": iso_utc(g.until),
         })
     return rows
@@ -85,4 +106,5 @@ def devices_geojson(devices: Iterable[DeviceView]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
-__all__ = ["CSV_COLUMNS", "ENTITY_TYPE_BY_KIND", "device_hour_rows", "devices_geojson", "field_units", "rows_to_csv"]
+__all__ = ["CSV_COLUMNS", "ENTITY_TYPE_BY_KIND", "device_hour_rows", "devices_geojson", "field_units",
+           "level_release_periods", "rows_to_csv"]

@@ -194,8 +194,10 @@ async def _hourly_per_device(client: TestClient) -> None:
     assert mot["sl-01"]["hour"] == "2026-11-21T06:00:00Z"
     # A bin's fill is released only as the level at the end of each 6 hours (policy release_every_s): like
     # the pass counts, one value labelled with the hour its period starts, in the range where it ends.
+    # QA LOW6: its row said aggregate=mean, labelled with the period's start, while the value is the
+    # level at its end (`until`): `last`.
     fill = {r["device"]: r for r in rows if r["field"] == "fill"}
-    assert fill["bin-01"]["aggregate"] == "mean" and fill["bin-01"]["unit"] == "%"
+    assert fill["bin-01"]["aggregate"] == "last" and fill["bin-01"]["unit"] == "%"
     assert float(fill["bin-01"]["value"]) == 50.0 and fill["bin-01"]["values"] == "1"
     assert fill["bin-01"]["hour"] == "2026-11-21T06:00:00Z" and fill["bin-01"]["until"] == "2026-11-21T12:00:00Z"
 
@@ -298,6 +300,24 @@ async def test_repaired_lamp_closes_its_alarm_and_dates_the_lamp_change(client: 
     assert entity["dateLastLampChange"] == "2026-11-21T12:00:00Z"
     alarms = await (await client.get("/api/alarms")).json()
     assert [a["code"] for a in alarms["alarms"]] == ["fire"]
+
+
+def test_the_aggregate_column_says_how_the_value_was_made() -> None:
+    """QA LOW6: a 6-hourly fill row was labelled `mean` although its value is the level at the period's
+    end. Fill rows of 15-minute windows stored before 2026-12-05 are means, and stay `mean`."""
+    from gateway.resources import load_policy
+    from gateway.web.export import device_hour_rows
+    from gateway.web.views import DeviceHourAggregate
+
+    hour = NOW - 6 * 3600
+    groups = [DeviceHourAggregate(hour, "bin-01", "bin", "centre", "fill", 1, 50, hour + 21600),
+              DeviceHourAggregate(hour, "bin-02", "bin", "centre", "fill", 4, 130, hour + 3600),
+              DeviceHourAggregate(hour, "bin-01", "bin", "centre", "bat", 4, 320, hour + 3600),
+              DeviceHourAggregate(hour, "sl-01", "streetlight", "centre", "mot", 1, 31, hour + 21600)]
+    rows = device_hour_rows(groups, load_policy())
+    assert [(r["device"], r["field"], r["aggregate"], r["value"]) for r in rows] == [
+        ("bin-01", "fill", "last", 50.0), ("bin-02", "fill", "mean", 32.5), ("bin-01", "bat", "mean", 80.0),
+        ("sl-01", "mot", "sum", 31)]
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised() -> None:
