@@ -58,6 +58,9 @@ _OD_HEADERS = {
                           " rounded down to the minute, never after Date (absent when there is none)"),
     "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set"),
 }
+_CSV_DISPOSITION = _hdr('`inline; filename="civicedge-readings-<from>-<to>.csv"`: the range the export holds, in '
+                        'whole UTC hours (a `to` after the default one is the default one), e.g. '
+                        '`civicedge-readings-2026-12-05T00-2026-12-06T00.csv`')
 _OD_304 = {"description": "not modified: If-None-Match names the current ETag (no body)", "headers": _OD_HEADERS}
 _OD_406 = _err("the Accept header allows none of the answer's media types (code `not_acceptable`)")
 
@@ -238,7 +241,7 @@ def _document() -> dict[str, Any]:
             "responses": {"200": {**_od_ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values,"
                                            "until", "text/csv", {"type": "string"}),
                                   "headers": {**_OD_HEADERS,
-                                              "Content-Disposition": _hdr('`inline; filename="civicedge-readings.csv"`')}},
+                                              "Content-Disposition": _CSV_DISPOSITION}},
                           "304": _OD_304, "400": _BAD, "406": _OD_406,
                           "503": _err("the store cannot be read (code `backend_unavailable` or `store_timeout`) "
                                       "before the first row is sent; later the transfer is cut off instead")}}},

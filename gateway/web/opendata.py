@@ -341,6 +341,15 @@ def csv_devices(devices: Sequence[DeviceView]) -> list[str]:
     return [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND]
 
 
+def csv_filename(since: int, until: int) -> str:
+    """The export's file name, after the range it holds (whole UTC hours, as the rows are selected):
+    ``civicedge-readings-2026-12-05T00-2026-12-06T00.csv``, no ``:`` (not allowed in Windows names)."""
+    def hour(ts: int) -> str:
+        return time.strftime("%Y-%m-%dT%H", time.gmtime(ts))
+
+    return f"civicedge-readings-{hour(since)}-{hour(until)}.csv"
+
+
 def _client_gone(request: web.Request) -> bool:
     """True once the client's connection is closed or closing (nothing more can reach it)."""
     transport = request.transport
@@ -382,7 +391,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     if _etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
     response = web.StreamResponse(headers={**headers,
-                                           "Content-Disposition": 'inline; filename="civicedge-readings.csv"'})
+                                           "Content-Disposition": f'inline; filename="{csv_filename(since, until)}"'})
     response.content_type = "text/csv"
     response.charset = "utf-8"
     if request.method == "HEAD":

@@ -175,6 +175,20 @@ async def test_a_revoked_devices_rows_stay_in_the_csv(done_client: TestClient, f
     assert rows_of(await (await done_client.get("/opendata/readings.csv" + query)).text()) == rows
 
 
+async def test_the_csv_file_is_named_after_the_range_it_holds(done_client: TestClient) -> None:
+    """QA LOW8: every export was downloaded as civicedge-readings.csv. The name says the range the
+    export holds (a 'to' later than the default one is the default one), in UTC hours; no BOM."""
+    resp = await done_client.get(f"/opendata/readings.csv?from={NOW - 24 * H}&to={NOW}")
+    assert resp.headers["Content-Disposition"] == (
+        'inline; filename="civicedge-readings-2026-11-20T12-2026-11-21T12.csv"')
+    assert not (await resp.read()).startswith(b"\xef\xbb\xbf")
+    resp = await done_client.get(f"/opendata/readings.csv?from={NOW - 2 * H + 1800}&to={NOW + 7 * H}")
+    assert resp.headers["Content-Disposition"] == (
+        'inline; filename="civicedge-readings-2026-11-21T10-2026-11-21T12.csv"')
+    default = await done_client.head("/opendata/readings.csv")
+    assert default.headers["Content-Disposition"] == resp.headers["Content-Disposition"].replace("21T10", "20T12")
+
+
 async def test_releases_are_found_where_they_end(done_client: TestClient, late_client: TestClient) -> None:
     """QA: the daily lid count (released at 00:00, filed under the day's first hour) never appeared
     in the default CSV, and the 6-hourly mot was back-dated: polling "the last hour" missed both."""
