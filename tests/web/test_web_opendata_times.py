@@ -56,3 +56,23 @@ async def test_last_modified_is_the_time_the_body_shows_never_the_arrival_second
     assert got["/opendata/ngsi-ld/v1/entities?type=Streetlight"] == NOW + 900  # the listed entities only
     assert got["/opendata/ngsi-ld/v1/entities"] == got["/opendata/devices.geojson"] == NOW + 900
     assert got[f"/opendata/readings.csv?from={NOW}&to={NOW + H}"] == NOW + 900  # 12:15:12 to the minute
+
+
+async def test_the_csv_shows_a_report_that_arrives_in_time_only_at_five_past_the_hour(fleet: Fleet) -> None:
+    """QA LOW7: docs/privacy.md said the public open data shows no arrival time, but an answer's ETag
+    changes when what it is made of changes, so polling dates that. For the CSV, a report that arrives
+    in time (a 15-minute window sent at its end) changes no range before hh:05, whatever 'to' a poller
+    asks for: nothing finer than the hour. (Late reports still do: docs/privacy.md.)"""
+    clock = [float(NOW + H + 60)]                    # 13:01
+    path = f"/opendata/readings.csv?from={NOW}&to={NOW + 30 * H}"
+    async with app_client(fleet, clock=lambda: clock[0]) as c:
+        before = await c.get(path)
+        fleet.store.insert_batch([_record("bin-01", "bin", 60_000, "win", NOW + 2700, 900,
+                                          {"temp": 12, "tilt": 0, "bat": 70}, [], NOW + H + 83)])  # 13:01:23
+        for at in (NOW + H + 90, NOW + H + INGEST_LAG_S - 1):
+            clock[0] = float(at)
+            again = await c.get(path, headers={"If-None-Match": before.headers["ETag"]})
+            assert again.status == 304, at
+        clock[0] = float(NOW + H + INGEST_LAG_S)     # 13:05: the 12:00 row, with the window in it
+        later = await c.get(path, headers={"If-None-Match": before.headers["ETag"]})
+        assert later.status == 200 and "2026-11-21T12:00:00Z,bin-01" in await later.text()
