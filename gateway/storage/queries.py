@@ -78,6 +78,8 @@ class DeviceHourAggregate:
         count: number of released values.
         total: sum of the values.
         until: where the last of the values' periods ends (unix seconds).
+        withheld: releases of the field in the row's periods whose value was withheld (``e`` names
+            the field, ``m`` does not: a noisy count below k); not in ``count``.
     """
 
     hour: int
@@ -88,6 +90,7 @@ class DeviceHourAggregate:
     count: int
     total: int
     until: int
+    withheld: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,15 @@ _VALUE_TYPES_SQL = ", ".join("'%s'" % t for t in VALUE_REPORT_TYPES)
 _VALUE_READINGS = """(SELECT r.id AS report_id, r.device AS device, r.kind AS kind, r.zone AS zone, j.key AS field,
     r.w AS w, r.l AS l, j.value AS value
     FROM reports r, json_each(r.m) j WHERE r.type IN (%s))""" % _VALUE_TYPES_SQL
+# The values of the value reports, plus one row with a NULL value per field a value report withheld:
+# named in its ε map ``e`` but absent from ``m`` (noise drawn, the noisy count below k; docs/protocol.md
+# §2). A release refused for a spent budget leaves no report, so it is not here. One pass over the
+# reports (a UNION ALL of ``m`` and ``e`` would read every row twice): the keys of ``e`` merged under
+# those of ``m``, for the few reports whose ``e`` is not empty (the store writes an empty one as {}).
+_VALUES_AND_WITHHELD = """(SELECT r.device AS device, r.kind AS kind, r.zone AS zone, j.key AS field, r.w AS w,
+    r.l AS l, CASE WHEN r.e = '{}' OR json_type(r.m, '$."' || j.key || '"') IS NOT NULL THEN j.value END AS value
+    FROM reports r, json_each(CASE WHEN r.e = '{}' THEN r.m ELSE json_patch(r.e, r.m) END) j
+    WHERE r.type IN (%s))""" % _VALUE_TYPES_SQL
 # Two queries of the same thing: per device and field released in the reports with ids in
 # (?1, ?2], candidates for its newest value (id, w, l, seq, value; the caller keeps the newest by
 # period start, then seq). Both scan only that id range (NOT INDEXED: the planner would walk the
@@ -570,18 +582,22 @@ class ReportQueries:
         found in the range where it ends, when it was released. Each value keeps the zone its report was
         stored with (a device moved mid-hour has a row per zone). ``max_period_s`` is the longest
         period a stored value may have (how far before ``start`` a row that ends after it may begin).
-        Reads only those devices' rows (index on device and period start)."""
+        Reads only those devices' rows (index on device and period start).
+
+        A field a report withheld (``e`` names it, ``m`` does not: a noisy count below k) counts in
+        ``withheld``; a row of withheld values only has ``count`` 0."""
         # The end is a property of the whole row (HAVING), not of each value: filtering values by their
         # own ends would leave a row's other values out of it.
         row_end = "(((MAX(w + l) + 3599) / 3600) * 3600)"
         where, params = _filters(zone=zone, start=start - max_period_s - 3600, end=end)
         where += " AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))"
         params += (json.dumps(list(devices)), json.dumps(list(fields)))
-        sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), zone, field, COUNT(*), SUM(value),"
-               " MAX(w + l) FROM %s%s GROUP BY hour, device, zone, field HAVING %s > ? AND %s <= ?"
-               " ORDER BY hour, device, zone, field" % (_VALUE_READINGS, where, row_end, row_end))
+        sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), zone, field, COUNT(value),"
+               " COALESCE(SUM(value), 0), MAX(w + l), COUNT(*) - COUNT(value) FROM %s%s"
+               " GROUP BY hour, device, zone, field HAVING %s > ? AND %s <= ?"
+               " ORDER BY hour, device, zone, field" % (_VALUES_AND_WITHHELD, where, row_end, row_end))
         params += (int(start), int(end))
-        return [DeviceHourAggregate(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]))
+        return [DeviceHourAggregate(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]))
                 for r in self._rows(sql, params)]
 
     def hourly_aggregates_of(self, *, fields: Sequence[str], start: int, end: int,

@@ -15,6 +15,9 @@ from gateway.web.ngsi import ENTITY_TYPE_BY_KIND, device_entity, iso_utc, publis
 from gateway.web.views import DeviceHourAggregate, DeviceView
 
 CSV_COLUMNS = ("hour", "device", "kind", "zone", "field", "unit", "aggregate", "value", "values", "until")
+# With ``withheld=include``: one more, trailing column, so readers of the ten columns by position or
+# name are not disturbed; its rows of withheld values have an empty ``value``.
+CSV_STATUS_COLUMNS = (*CSV_COLUMNS, "status")
 _SUMMED_UNITS = frozenset({"count", "Wh"})
 
 
@@ -39,9 +42,10 @@ def level_release_periods(policy: Mapping[str, Any]) -> dict[tuple[str, str], in
     }
 
 
-def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """CSV rows (keys of :data:`CSV_COLUMNS`) from per device, UTC hour and field aggregates, in
-    their order.
+def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str, Any], *,
+                     withheld: bool = False) -> list[dict[str, Any]]:
+    """CSV rows (keys of :data:`CSV_STATUS_COLUMNS`) from per device, UTC hour and field aggregates,
+    in their order.
 
     Counts and energy are summed over the hour (``sum``); levels (%, lx, °C, state) are averaged and
     rounded to one decimal (``mean``), except a level released once per period as the level at its
@@ -49,14 +53,24 @@ def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str,
     Values whose period is longer than an hour (6-hour passes, daily counts) stay in the hour their
     period starts; ``until`` says where the row's values end, so such a row is not read as one hour's
     worth.
+
+    A group of withheld values only (``count`` 0: noisy counts below k) is left out, or, with
+    ``withheld``, is a row with an empty ``value``, ``values`` 0 and ``status`` ``withheld`` (the
+    others: ``released``).
     """
     units = field_units(policy)
     level_periods = level_release_periods(policy)
     rows = []
     for g in groups:
+        if g.count == 0 and not withheld:
+            continue
         unit = units.get((g.kind, g.field), "")
         summed = unit in _SUMMED_UNITS
-        value: float | int = g.total if summed else round(g.total / g.count, 1)
+        value: float | int | str
+        if g.count == 0:
+            value = ""
+        else:
+            value = g.total if summed else round(g.total / g.count, 1)
         if summed:
             aggregate = "sum"
         elif g.count == 1 and g.until - g.hour == level_periods.get((g.kind, g.field)):
@@ -67,19 +81,22 @@ def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str,
             "hour": iso_utc(g.hour), "device": g.device, "kind": g.kind, "zone": g.zone,
             "field": g.field, "unit": unit, "aggregate": aggregate,
             "value": value, "values": g.count, "until": iso_utc(g.until),
+            "status": "released" if g.count else "withheld",
         })
     return rows
 
 
-def rows_to_csv(rows: Sequence[Mapping[str, Any]], *, header: bool = True) -> str:
+def rows_to_csv(rows: Sequence[Mapping[str, Any]], *, header: bool = True,
+                columns: Sequence[str] = CSV_COLUMNS) -> str:
     """Render rows from :func:`device_hour_rows` as CSV text (RFC 4180 quoting), with a header line
-    unless ``header`` is False (the later parts of a streamed export)."""
+    unless ``header`` is False (the later parts of a streamed export); ``columns``:
+    :data:`CSV_COLUMNS`, or :data:`CSV_STATUS_COLUMNS` for an export with withheld rows."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\r\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\r\n")
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({k: neutral_cell(row[k]) for k in CSV_COLUMNS})
+        writer.writerow({k: neutral_cell(row[k]) for k in columns})
     return buf.getvalue()
 
 
@@ -106,5 +123,5 @@ def devices_geojson(devices: Iterable[DeviceView]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
-__all__ = ["CSV_COLUMNS", "ENTITY_TYPE_BY_KIND", "device_hour_rows", "devices_geojson", "field_units",
+__all__ = ["CSV_COLUMNS", "CSV_STATUS_COLUMNS", "ENTITY_TYPE_BY_KIND", "device_hour_rows", "devices_geojson", "field_units",
            "level_release_periods", "rows_to_csv"]

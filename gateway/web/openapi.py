@@ -237,9 +237,14 @@ def _document() -> dict[str, Any]:
                        "whose period ends in (from, to] (at most 31 days per request, longer ranges 400; streamed "
                        "one UTC day at a time)",
             "tags": ["open data"],
-            "parameters": [_CSV_FROM, _CSV_TO, _FIELD, _ZONE],
+            "parameters": [_CSV_FROM, _CSV_TO, _FIELD, _ZONE,
+                           _q("withheld", "`omit` (default) or `include`: also a row per withheld noisy count "
+                                          "(below k) with an empty `value`, and a trailing `status` column "
+                                          "(`released` or `withheld`)",
+                              {"type": "string", "enum": ["omit", "include"], "default": "omit"})],
             "responses": {"200": {**_od_ok("CSV with header hour,device,kind,zone,field,unit,aggregate,value,values,"
-                                           "until", "text/csv", {"type": "string"}),
+                                           "until (with withheld=include: ...,until,status)", "text/csv",
+                                           {"type": "string"}),
                                   "headers": {**_OD_HEADERS,
                                               "Content-Disposition": _CSV_DISPOSITION}},
                           "304": _OD_304, "400": _BAD, "406": _OD_406,

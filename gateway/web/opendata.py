@@ -229,6 +229,8 @@ async def index(request: web.Request) -> web.Response:
                       " after from; the rows whose period ends after from and at or before to",
                 "field": "comma list of field names (default: all)",
                 "zone": "zone name (default: all)",
+                "withheld": "omit (default) or include: also a row per withheld noisy count (below k), with an"
+                            " empty value, and a trailing status column (released or withheld)",
             },
         },
         "models": {
@@ -368,11 +370,15 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     """
     ctx = ctx_of(request)
     q = request.query
-    params.reject_unknown(q, ("from", "to", "field", "zone"))
+    params.reject_unknown(q, ("from", "to", "field", "zone", "withheld"))
     since, until = csv_range(q, now=ctx.now())
     fields = params.parse_fields(q, ctx.known_fields())
     devices = await ctx.fleet.devices()
     zone = params.parse_zone(q, (d.zone for d in devices))
+    # Rows of withheld values (a noisy count below k) only when asked for: their empty value and the
+    # trailing status column would surprise a reader of the ten columns that parses every value.
+    withheld = params.parse_choice(q, "withheld", ("omit", "include"), default="omit") == "include"
+    columns = export.CSV_STATUS_COLUMNS if withheld else export.CSV_COLUMNS
     media = negotiate(request, ("text/csv",))
     # Revoked devices included (QA M2: dropping them changed published totals after the fact): the
     # gateway refuses a revoked device's frames, so every row the store holds of one was received
@@ -385,7 +391,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     # (a report for another range leaves it unchanged, so a past range gets 304), the devices read
     # (a device added), the normalised request, the media type and the licence of the Link.
     basis = json.dumps([version, newest_id, published, since, until, sorted(set(fields)) if fields else None, zone,
-                        media, meta_of(request).licence])
+                        withheld, media, meta_of(request).licence])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
     headers = {**_cache_headers(etag, newest_at), **_licence_link(request)}  # 304 too, as the JSON answers
     if _etag_matches(request, etag):
@@ -400,7 +406,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     try:
         if since == until:
             await response.prepare(request)
-            await response.write(export.rows_to_csv([], header=True).encode("utf-8"))
+            await response.write(export.rows_to_csv([], header=True, columns=columns).encode("utf-8"))
         for lo, hi in day_slices(since, until) if since < until else ():
             if _client_gone(request):
                 logger.debug("readings.csv: client went away before %s; export ended", lo)
@@ -408,7 +414,8 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
             try:
                 groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields,
                                                       zone=zone)
-                text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy), header=header)
+                text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy, withheld=withheld),
+                                          header=header, columns=columns)
             except Exception as exc:
                 if not response.prepared:
                     raise  # nothing sent yet: the client gets the JSON error

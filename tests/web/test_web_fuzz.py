@@ -21,11 +21,11 @@ ENDPOINTS = {
     "/api/aggregates/hourly": ("from", "to", "zone", "field"),
     "/api/dashboard": ("hours",),
     "/opendata/ngsi-ld/v1/entities": ("type", "options"),
-    "/opendata/readings.csv": ("from", "to", "field", "zone"),
+    "/opendata/readings.csv": ("from", "to", "field", "zone", "withheld"),
 }
 NASTY = ["", " ", "-1", "0", "1e9", "9" * 40, "NaN", "inf", "2026-02-30T00:00:00Z", "2026-11-21T06:00:00+14:00",
          "../../etc/passwd", "mot,,lux", ",", "<script>", "%00", "\x00", "é", "😀", "true", "null", "[]",
-         "1795262400", "mot", "fill,mot", "centre", "Streetlight", "keyValues", "bin", "sl-01"]
+         "1795262400", "mot", "fill,mot", "centre", "Streetlight", "keyValues", "bin", "sl-01", "include", "omit"]
 
 
 async def test_random_garbage_never_causes_a_server_error(client: TestClient) -> None:

@@ -403,7 +403,7 @@ async def test_the_index_advertises_urls_that_work(client: TestClient) -> None:
         resp = await client.get(url)
         assert resp.status == 200, (name, url, await resp.text())
     assert set(index["parameters"]["ngsi-ld"]) == {"type", "options"}
-    assert set(index["parameters"]["csv"]) == {"from", "to", "field", "zone"}
+    assert set(index["parameters"]["csv"]) == {"from", "to", "field", "zone", "withheld"}
 
 
 async def test_a_preflight_and_a_405_list_the_same_methods(client: TestClient) -> None:

@@ -189,6 +189,30 @@ async def test_the_csv_file_is_named_after_the_range_it_holds(done_client: TestC
     assert default.headers["Content-Disposition"] == resp.headers["Content-Disposition"].replace("21T10", "20T12")
 
 
+async def test_withheld_counts_are_rows_only_when_asked_for(done_client: TestClient, fleet: Fleet) -> None:
+    """QA M3: a consumer could not tell a withheld count (noise drawn, the noisy count below k: the
+    report's e names the field, its m does not) from no data. withheld=include gives such a release a
+    row with an empty value and a trailing status column; the default export keeps its ten columns."""
+    night = NOW - 12 * H  # 00:00-06:00: sl-01's pass count withheld, sl-02's released
+    await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": night, "l": 6 * H, "m": {}, "e": {"mot": 500}})
+    await fleet.report("sl-02", {"t": "win", "k": "streetlight", "w": night, "l": 6 * H, "m": {"mot": 6},
+                                 "e": {"mot": 500}})
+    query = f"?from={NOW - 7 * H}&to={NOW - 6 * H}&field=mot"
+    plain = await done_client.get("/opendata/readings.csv" + query)
+    text = await plain.text()
+    assert text.startswith("hour,device,kind,zone,field,unit,aggregate,value,values,until\r\n")
+    assert [(r["device"], r["value"]) for r in rows_of(text)] == [("sl-02", "6")]
+    full = await done_client.get("/opendata/readings.csv" + query + "&withheld=include")
+    text = await full.text()
+    assert text.startswith("hour,device,kind,zone,field,unit,aggregate,value,values,until,status\r\n")
+    assert [(r["device"], r["hour"], r["until"], r["value"], r["values"], r["status"]) for r in rows_of(text)] == [
+        ("sl-01", "2026-11-21T00:00:00Z", "2026-11-21T06:00:00Z", "", "0", "withheld"),
+        ("sl-02", "2026-11-21T00:00:00Z", "2026-11-21T06:00:00Z", "6", "1", "released")]
+    assert full.headers["ETag"] != plain.headers["ETag"]
+    resp = await done_client.get("/opendata/readings.csv" + query + "&withheld=yes")
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "withheld"
+
+
 async def test_releases_are_found_where_they_end(done_client: TestClient, late_client: TestClient) -> None:
     """QA: the daily lid count (released at 00:00, filed under the day's first hour) never appeared
     in the default CSV, and the 6-hourly mot was back-dated: polling "the last hour" missed both."""

@@ -292,3 +292,19 @@ def test_the_hourly_queries_read_through_the_period_indexes(db: tuple[ReportStor
     assert "SEARCH r USING INDEX reports_w (w>? AND w<?)" in plans[1], plans[1]
     for plan in plans:
         assert not [step for step in plan if step.startswith("SCAN r")], plan
+
+
+def test_device_hourly_counts_the_withheld_releases(db: tuple[ReportStore, ReportQueries]) -> None:
+    """QA M3: a noisy count below k leaves its report with ``e`` naming the field and ``m`` without it
+    (docs/protocol.md §2). Such a release is counted as withheld, never as a value; a row of withheld
+    releases only has no value (count 0)."""
+    store, q = db
+    six = 6 * 3600
+    records = [rec("sl-1", 1, T0, {"mot": 12}, l=six), rec("sl-1", 2, T0 + six, {}, l=six),
+               rec("sl-1", 3, T0 + six, {"lux": 30, "lvl": 50, "lamp": 0})]
+    records = [r._replace(e={"mot": 500}) if r.l == six else r for r in records]
+    store.insert_batch(records)
+    got = q.device_hourly(fields=["mot", "lux"], start=T0, end=T0 + 2 * six, devices=["sl-1"])
+    assert [(g.hour, g.field, g.count, g.total, g.withheld, g.until) for g in got] == [
+        (T0, "mot", 1, 12, 0, T0 + six), (T0 + six, "lux", 1, 30, 0, T0 + six + WIN),
+        (T0 + six, "mot", 0, 0, 1, T0 + 2 * six)]
