@@ -13,19 +13,33 @@ session applies cumulative ACKs (with RTC sync), whichever link they came on, an
 
 Time sync trusts an ACK's time only when the ACK is fresh: it acknowledges a frame still in the
 outbox, which the gateway can only have answered after receiving it. A recorded ACK replayed
-later acknowledges nothing new and cannot set the clock back. Times before 2024 or after 2099
-are never taken.
+later acknowledges nothing new. Times before 2024 or after 2099 are never taken.
+
+Fresh is not recent: a man in the middle can relay a report, keep the gateway's ACK, drop the
+later ones (the frame stays in the outbox) and deliver the kept ACK days later. The gateway signs
+its real time, so a held ACK can only move the clock back; a clock that is set (2024 or later)
+is therefore stepped forward freely but back only within an allowance of ``STEP_BACK_S`` that
+refills at ``STEP_BACK_S`` per ``BACK_REFILL_S`` of clock time: one ACK sets it back 5 min at
+most, a run of them 5 min an hour. The clock never shows a time more than ``STEP_BACK_S`` before
+the latest it showed, a step the window, energy and release logic absorb (civic.sense.window).
+The allowance is kept in flash (``timesync.json``), so a reboot or a deep-sleep wake does not
+refill it. A clock never set since it lost power (before 2024) takes any valid time.
 """
 
 import json
 import time
 
 from civic.hal.clock import VALID_AFTER
+from civic.sense.window import STEP_BACK_S
 from civic.store import atomic
 from civic.wire import frame, msgpack
 
 TIME_SYNC_TOLERANCE_S = 2
 TIME_MAX = 4102444800  # 2100-01-01: an ACK time past this is not a clock reading
+# A set clock goes back at most STEP_BACK_S per this many seconds of clock time (a clock ahead by
+# an hour takes 12 hours to come back; an RTC running fast by up to 8 % is still corrected).
+BACK_REFILL_S = 3600
+TIME_FILE = "timesync.json"  # beside the config file unless time_path says otherwise
 
 
 def _storable(v, depth):
@@ -149,18 +163,22 @@ class Session:
         resend_ms: re-send pending frames if no ACK came this long after sending.
         resend_max_ms: longest resend interval the backoff reaches.
         ticks_ms: callable returning a millisecond tick (``time.ticks_ms``).
+        time_path: flash file with the back-step allowance (None: ``timesync.json`` in the
+            directory of ``config_path``).
 
     Attributes:
         config: ``{"seq": n, "values": {...}}`` last applied CONFIG (from flash at boot; apps
             apply ``config["values"]`` at start-up, and later get changes via ``on_config``).
-        stats: counters (over all links) ``sent``, ``acks``, ``configs``, ``bad``, ``time_sync``, ``stale_time``
-            (ACK times not taken: not fresh or not plausible), ``errors`` (flash errors while
-            handling a frame).
+        stats: counters (over all links) ``sent``, ``acks``, ``configs``, ``bad``, ``time_sync``
+            (clock set from an ACK), ``stale_time`` (ACK times not taken: not fresh or not
+            plausible), ``time_back_limited`` (ACK times further back than the allowance: the
+            clock went back less or not at all; a held ACK, or a clock that was ahead),
+            ``errors`` (flash errors while handling a frame).
     """
 
     def __init__(self, device_id, key, outbox, seq, set_time=None, now=time.time,
                  config_path="/config.json", config_keys=(), on_config=None,
-                 resend_ms=5000, ticks_ms=time.ticks_ms, resend_max_ms=60000):
+                 resend_ms=5000, ticks_ms=time.ticks_ms, resend_max_ms=60000, time_path=None):
         self.device_id = device_id
         self.key = key
         self.outbox = outbox
@@ -175,7 +193,12 @@ class Session:
         self.ticks_ms = ticks_ms
         self._cursors = []
         self._signals = []
-        self.stats = {"sent": 0, "acks": 0, "configs": 0, "bad": 0, "time_sync": 0, "stale_time": 0, "errors": 0}
+        self.stats = {"sent": 0, "acks": 0, "configs": 0, "bad": 0, "time_sync": 0, "stale_time": 0,
+                      "time_back_limited": 0, "errors": 0}
+        if time_path is None:
+            time_path = config_path[:config_path.rfind("/") + 1] + TIME_FILE
+        self.time_path = time_path
+        self._full_at = self._load_full_at()
         self.config = {"seq": 0, "values": {}}
         try:
             raw = atomic.read(config_path)
@@ -253,13 +276,55 @@ class Session:
             cur._acked(s, cursor is None or cur is cursor)
         self.stats["acks"] += 1
         t = obj.get("t")
-        if self.set_time is not None and isinstance(t, int) and not isinstance(t, bool):
+        set_time = self.set_time
+        if set_time is not None and isinstance(t, int) and not isinstance(t, bool):
             if not fresh or not VALID_AFTER <= t < TIME_MAX:
                 self.stats["stale_time"] += 1
-            elif abs(t - self.now()) > TIME_SYNC_TOLERANCE_S:
-                self.set_time(t)
-                self.stats["time_sync"] += 1
+            else:
+                self._sync(t, set_time)
         return "ack"
+
+    def _load_full_at(self):
+        # The clock time at which the back-step allowance is full again (0: full now). A damaged
+        # file leaves none for the next BACK_REFILL_S: it only delays a correction.
+        try:
+            raw = atomic.read(self.time_path)
+            v = json.loads(raw)["full_at"] if raw is not None else 0
+        except (ValueError, KeyError, TypeError):
+            v = None
+        if not isinstance(v, int) or isinstance(v, bool):
+            v = self.now() + BACK_REFILL_S
+        return v
+
+    def back_allowance(self, now=None):
+        """Seconds the clock may still be set back now (0..``STEP_BACK_S``)."""
+        if now is None:
+            now = self.now()
+        debt = -((now - self._full_at) * STEP_BACK_S // BACK_REFILL_S)  # rounded up
+        return STEP_BACK_S - min(STEP_BACK_S, max(0, debt))
+
+    def _sync(self, t, set_time):
+        now = self.now()
+        back = now - t
+        if -TIME_SYNC_TOLERANCE_S <= back <= TIME_SYNC_TOLERANCE_S:
+            return
+        if back < 0:  # forward (also the first sync of a clock never set: t >= 2024 > now)
+            set_time(t)
+            self.stats["time_sync"] += 1
+            return
+        step = min(back, self.back_allowance(now))
+        if step < back:
+            self.stats["time_back_limited"] += 1
+        if step <= TIME_SYNC_TOLERANCE_S:
+            return  # nothing (worth a flash write) left of the allowance
+        to = now - step
+        debt = STEP_BACK_S - self.back_allowance(now) + step
+        full_at = to - (-debt * BACK_REFILL_S // STEP_BACK_S)  # rounded up: never early
+        # persisted first: a step whose allowance was not written would be granted again after a reset
+        atomic.write(self.time_path, json.dumps({"full_at": full_at}).encode())
+        self._full_at = full_at
+        set_time(to)
+        self.stats["time_sync"] += 1
 
     def _config(self, s, obj):
         if s <= self.config.get("seq", 0):
