@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from gateway.csv_cells import neutral_cell
 from gateway.web.ngsi import ENTITY_TYPE_BY_KIND, device_entity, iso_utc, publishable
@@ -100,15 +100,16 @@ def rows_to_csv(rows: Sequence[Mapping[str, Any]], *, header: bool = True,
     return buf.getvalue()
 
 
-def devices_geojson(devices: Iterable[DeviceView]) -> dict[str, Any]:
+def devices_geojson(devices: Iterable[DeviceView], *, stale: Collection[str] = ()) -> dict[str, Any]:
     """A GeoJSON FeatureCollection (RFC 7946) with one Point per publishable device.
 
     Each feature's properties are the device's keyValues NGSI-LD attributes (model units) plus
-    ``kind`` and ``zone``; coordinates are ``[lon, lat]``.
+    ``kind`` and ``zone``; coordinates are ``[lon, lat]``. ``stale``: ids of the silent devices,
+    whose current state is not claimed (:func:`gateway.web.ngsi.device_entity`).
     """
     features = []
     for dev in publishable(devices):
-        entity = device_entity(dev, key_values=True, with_context=False)
+        entity = device_entity(dev, key_values=True, with_context=False, stale=dev.id in stale)
         props = {k: v for k, v in entity.items() if k not in ("location", "id")}
         props["entityId"] = entity["id"]
         props["device"] = dev.id

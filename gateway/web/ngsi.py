@@ -37,8 +37,13 @@ def _observed(dev: DeviceView, *fields: str) -> int | None:
     return max(times) if times else None
 
 
-def _streetlight_attrs(dev: DeviceView) -> dict[str, tuple[Any, int | None, bool]]:
-    """attribute -> (value, observed-at unix s or None, value-is-a-DateTime)."""
+def _streetlight_attrs(dev: DeviceView, stale: bool) -> dict[str, tuple[Any, int | None, bool]]:
+    """attribute -> (value, observed-at unix s or None, value-is-a-DateTime).
+
+    A silent (``stale``) lamp has no ``powerState`` or ``illuminanceLevel``: both say how it is set
+    now, which nobody knows. Its ``status`` stays what the last evidence says (the model's enum has
+    no "unknown", and silence is no evidence of a fault); ``observationDateTime`` tells how old it is.
+    """
     codes = {a.code for a in dev.alarms}
     latest = dev.latest
     lamp_failed = latest.get("lamp") == 1 or "lamp_fail" in codes
@@ -46,7 +51,7 @@ def _streetlight_attrs(dev: DeviceView) -> dict[str, tuple[Any, int | None, bool
         # The published enum has no "unknown": a lamp we have no failure evidence for is "ok".
         "status": ("defectiveLamp" if lamp_failed else "ok", _observed(dev, "lamp"), False),
     }
-    if "lvl" in latest:
+    if "lvl" in latest and not stale:
         lvl = max(0, min(100, latest["lvl"]))
         state = "off" if lvl == 0 else "on" if lvl >= 100 else "low"
         attrs["powerState"] = (state, _observed(dev, "lvl"), False)
@@ -62,13 +67,17 @@ def _streetlight_attrs(dev: DeviceView) -> dict[str, tuple[Any, int | None, bool
     return attrs
 
 
-def _container_attrs(dev: DeviceView) -> dict[str, tuple[Any, int | None, bool]]:
+def _container_attrs(dev: DeviceView, stale: bool) -> dict[str, tuple[Any, int | None, bool]]:
+    """As :func:`_streetlight_attrs`. A silent (``stale``) bin is ``unknown`` unless an open alarm
+    says otherwise (an alarm stays open for 24 h, as on the dashboard, where it outranks "stale")."""
     codes = {a.code for a in dev.alarms}
     latest = dev.latest
     if "fire" in codes:
         status = "burning"
-    elif "tip" in codes or latest.get("tilt") == 1:
+    elif "tip" in codes or (latest.get("tilt") == 1 and not stale):
         status = "dropped"
+    elif stale:
+        status = "unknown"
     elif "tilt" in latest or "fill" in latest:
         status = "ok"
     else:
@@ -85,13 +94,16 @@ def _container_attrs(dev: DeviceView) -> dict[str, tuple[Any, int | None, bool]]
     return attrs
 
 
-def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = True) -> dict[str, Any]:
+def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = True,
+                  stale: bool = False) -> dict[str, Any]:
     """Build the NGSI-LD entity of one device.
 
     Args:
         dev: the device and its latest released values.
         key_values: True for the keyValues (simplified) form, False for normalized.
         with_context: include ``@context`` (omit when the caller wraps entities itself).
+        stale: the device has been silent for a while (:func:`gateway.web.liveness.is_stale`, the
+            rule ``/api/devices`` calls "stale"): its current state is not claimed.
 
     Returns:
         The entity as a JSON-serialisable dict.
@@ -100,7 +112,7 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
         KeyError: the device kind has no Smart Data Model here.
     """
     etype = ENTITY_TYPE_BY_KIND[dev.kind]
-    attrs = _streetlight_attrs(dev) if etype == "Streetlight" else _container_attrs(dev)
+    attrs = _streetlight_attrs(dev, stale) if etype == "Streetlight" else _container_attrs(dev, stale)
     point = {"type": "Point", "coordinates": [dev.lon, dev.lat]}
     entity: dict[str, Any] = {"id": entity_id(etype, dev.id), "type": etype}
     if key_values:
@@ -127,7 +139,8 @@ def publishable(devices: Iterable[DeviceView]) -> list[DeviceView]:
 
 
 def entities(
-    devices: Iterable[DeviceView], *, key_values: bool, entity_types: Collection[str] | None = None
+    devices: Iterable[DeviceView], *, key_values: bool, entity_types: Collection[str] | None = None,
+    stale: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """Build the entities of all publishable devices, optionally of the listed NGSI-LD types only.
 
@@ -135,8 +148,10 @@ def entities(
         devices: the fleet.
         key_values: True for the keyValues (simplified) form, False for normalized.
         entity_types: keep entities of any of these types (an NGSI-LD ``type=A,B`` query); None keeps all.
+        stale: ids of the silent devices (:func:`gateway.web.liveness.stale_ids`).
     """
-    return [device_entity(dev, key_values=key_values) for dev in published(devices, entity_types)]
+    return [device_entity(dev, key_values=key_values, stale=dev.id in stale)
+            for dev in published(devices, entity_types)]
 
 
 def published(devices: Iterable[DeviceView], entity_types: Collection[str] | None = None) -> list[DeviceView]:
@@ -160,8 +175,9 @@ def describe_mapping() -> Mapping[str, Mapping[str, str]]:
     return {
         "Streetlight": {
             "status": "latest lamp = 1 or an open lamp_fail alarm → defectiveLamp, else ok",
-            "powerState": "lvl (mean scheduled lamp level %, motion boosts excluded): 0 → off, 100 → on, else low",
-            "illuminanceLevel": "lvl / 100",
+            "powerState": "lvl (mean scheduled lamp level %, motion boosts excluded): 0 → off, 100 → on, else low;"
+                          " left out while the device is silent (stale)",
+            "illuminanceLevel": "lvl / 100; left out while the device is silent (stale)",
             "powerConsumption": "wh (lamp energy over the past hour at the scheduled level, Wh) = mean power over"
                                 " that hour in W",
             "dateLastLampChange": "start of the last window in which the lamp worked again (lamp = 0 right after"
@@ -172,8 +188,8 @@ def describe_mapping() -> Mapping[str, Mapping[str, str]]:
         "WasteContainer": {
             "fillingLevel": "fill (%, quantised to 10 % on the device: the level at the end of its latest 6-hour period) / 100",
             "temperature": "temp (°C, 1 °C steps)",
-            "status": "open fire alarm → burning; open tip alarm or latest tilt = 1 → dropped; ok when fill or"
-                      " tilt was reported; else unknown",
+            "status": "open fire alarm → burning; open tip alarm → dropped; silent (stale) → unknown; latest"
+                      " tilt = 1 → dropped; ok when fill or tilt was reported; else unknown",
             "binLoggedTime": "end of the period of the latest fill",
         },
     }

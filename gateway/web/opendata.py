@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.web import export, ngsi, params
+from gateway.web import export, liveness, ngsi, params
 from gateway.web.context import ctx_of
 from gateway.web.errors import BadParameter, NotFound, WebError
 from gateway.web.views import DeviceView
@@ -188,6 +188,12 @@ async def _json_answer(request: web.Request, data: Any, content_type: str, *,
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
+def _stale(request: web.Request, devices: Sequence[DeviceView]) -> frozenset[str]:
+    """The silent devices among ``devices`` now, by the rule ``/api/devices`` calls "stale"."""
+    ctx = ctx_of(request)
+    return liveness.stale_ids(devices, now=ctx.now(), policy=ctx.policy)
+
+
 def _options(request: web.Request) -> bool:
     """True for keyValues (NGSI-LD ``options=keyValues``; ``simplified`` is its alias)."""
     opt = params.parse_choice(request.query, "options", ("normalized", "keyValues", "simplified"), default="normalized")
@@ -258,7 +264,7 @@ async def entities(request: web.Request) -> web.Response:
     media = _ld_content_type(request)
     devices = await ctx.fleet.devices()
     shown = ngsi.published(devices, etypes)
-    items = ngsi.entities(shown, key_values=_options(request))
+    items = ngsi.entities(shown, key_values=_options(request), stale=_stale(request, shown))
     return await _json_answer(request, items, media, last_modified=_last_modified(shown))
 
 
@@ -272,8 +278,8 @@ async def entity(request: web.Request) -> web.Response:
     devices = await ctx.fleet.devices()
     for dev in ngsi.publishable(devices):
         if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
-            return await _json_answer(request, ngsi.device_entity(dev, key_values=_options(request)), media,
-                                      last_modified=_last_modified([dev]))
+            entity = ngsi.device_entity(dev, key_values=_options(request), stale=dev.id in _stale(request, [dev]))
+            return await _json_answer(request, entity, media, last_modified=_last_modified([dev]))
     raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
 
 
@@ -445,6 +451,6 @@ async def devices_geojson(request: web.Request) -> web.Response:
     params.reject_unknown(request.query, ())
     media = negotiate(request, (GEO_JSON, "application/json"))
     shown = ngsi.publishable(await ctx_of(request).fleet.devices())
-    doc = export.devices_geojson(shown)
+    doc = export.devices_geojson(shown, stale=_stale(request, shown))
     doc.update(meta_of(request).as_json())
     return await _json_answer(request, doc, media, last_modified=_last_modified(shown))

@@ -1,0 +1,74 @@
+"""What the open-data entities claim about a device: its liveness as the operator views see it, the
+units of its numbers and when each value was observed.
+
+Each test answers a finding of the open-data officer's QA pass (quoted in its docstring), over the
+real aiohttp app and the real SQLite store of the fed fleet (tests/web/conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.resources import load_policy
+from gateway.web.app import create_app
+from gateway.web.liveness import STALE_WINDOWS, window_of
+
+from .support import ADMIN_TOKEN, NOW, RECEIVED_AT, Fleet
+from .test_web_opendata import check_key_values, normalized_to_key_values
+
+ENTITIES = "/opendata/ngsi-ld/v1/entities"
+
+
+def app_client(fleet: Fleet, clock: Callable[[], float]) -> TestClient:
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, retention=fleet.retention,
+                     clock=clock)
+    return TestClient(TestServer(app, host="127.0.0.1", port=0))
+
+
+async def get_json(client: TestClient, path: str) -> Any:
+    resp = await client.get(path)
+    assert resp.status == 200, await resp.text()
+    return await resp.json(content_type=None)
+
+
+async def test_a_silent_device_is_not_published_as_working(fleet: Fleet) -> None:
+    """QA: silent devices stay status ok / powerState on in open data while /api/devices says stale."""
+    # Every fixture report was received at RECEIVED_AT; one second past the operator views' limit:
+    silent_at = RECEIVED_AT + STALE_WINDOWS * window_of(load_policy(), "bin") + 1
+    async with app_client(fleet, lambda: float(silent_at)) as client:
+        devices = {d["id"]: d["status"] for d in (await get_json(client, "/api/devices"))["devices"]}
+        assert devices["sl-01"] == devices["bin-01"] == "stale"
+        assert devices["sl-02"] == devices["bin-02"] == "alarm"  # an open alarm outranks silence
+        by_id = {e["id"]: e for e in await get_json(client, ENTITIES + "?options=keyValues")}
+        for e in by_id.values():
+            check_key_values(e)
+        sl1, bin1 = by_id["urn:ngsi-ld:Streetlight:sl-01"], by_id["urn:ngsi-ld:WasteContainer:bin-01"]
+        assert bin1["status"] == "unknown"
+        # Nobody knows how a silent lamp is set now; what it measured stays, with its time.
+        assert "powerState" not in sl1 and "illuminanceLevel" not in sl1
+        assert sl1["status"] == "ok" and sl1["powerConsumption"] == 51.0
+        assert sl1["observationDateTime"] == "2026-11-21T12:00:00Z"
+        # The open alarms still speak for the silent devices that raised them.
+        assert by_id["urn:ngsi-ld:WasteContainer:bin-02"]["status"] == "burning"
+        assert by_id["urn:ngsi-ld:Streetlight:sl-02"]["status"] == "defectiveLamp"
+        # One entity, the normalized form and GeoJSON say the same.
+        one = await get_json(client, ENTITIES + "/urn:ngsi-ld:WasteContainer:bin-01")
+        assert normalized_to_key_values(one)["status"] == "unknown"
+        geo = await get_json(client, "/opendata/devices.geojson")
+        props = {f["id"]: f["properties"] for f in geo["features"]}
+        assert props["bin-01"]["status"] == "unknown" and "powerState" not in props["sl-01"]
+
+
+async def test_open_data_and_the_device_list_call_the_same_devices_silent(fleet: Fleet) -> None:
+    """The limit is the one /api/devices uses: a second before it, nothing is stale anywhere."""
+    limit = RECEIVED_AT + STALE_WINDOWS * window_of(load_policy(), "bin")
+    for at, stale in ((limit, False), (limit + 1, True)):
+        async with app_client(fleet, lambda at=at: float(at)) as client:
+            devices = {d["id"]: d["status"] for d in (await get_json(client, "/api/devices"))["devices"]}
+            by_id = {e["id"]: e for e in await get_json(client, ENTITIES + "?options=keyValues")}
+            assert (devices["bin-01"] == "stale") is stale
+            assert (by_id["urn:ngsi-ld:WasteContainer:bin-01"]["status"] == "unknown") is stale
+            assert ("powerState" not in by_id["urn:ngsi-ld:Streetlight:sl-01"]) is stale
+
