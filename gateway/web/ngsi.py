@@ -9,6 +9,7 @@ anything a device did not release. See docs/open-data.md for the mapping and its
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection, Iterable, Mapping
 
@@ -32,13 +33,39 @@ def entity_id(entity_type: str, device_id: str) -> str:
     return f"urn:ngsi-ld:{entity_type}:{device_id}"
 
 
-def _observed(dev: DeviceView, *fields: str) -> int | None:
+# UN/CEFACT Recommendation 20 common codes (the NGSI-LD ``unitCode`` of a Property) by unit symbol:
+# the units of the published attributes and of the policy's fields (the open-data dictionary). "1"
+# is a plain number or a share ("one"): illuminanceLevel and fillingLevel are published 0..1, not %.
+UNIT_CODES = {"W": "WTT", "Wh": "WHR", "°C": "CEL", "%": "P1", "lx": "LUX", "1": "C62", "count": "C62"}
+# The unit of each numeric attribute as published (the device integer scaled to the model's unit).
+ATTRIBUTE_UNITS = {"illuminanceLevel": "1", "powerConsumption": "W", "fillingLevel": "1", "temperature": "°C"}
+
+
+@dataclass(frozen=True)
+class _Attr:
+    """One attribute of an entity: its value, when it was observed (unix s, the end of the value's
+    period or an alarm's minute; None for a date-time that is itself the time), whether the value is
+    a date-time, and the unit of a number."""
+
+    value: Any
+    observed_at: int | None = None
+    is_datetime: bool = False
+    unit: str | None = None
+
+
+def _observed(dev: DeviceView, *fields: str, alarms: Collection[str] = ()) -> int | None:
+    """The newest time among the periods of ``fields`` and the open alarms with a code in ``alarms``."""
     times = [dev.latest_at[f] for f in fields if f in dev.latest_at]
+    times += [a.at for a in dev.alarms if a.code in alarms]
     return max(times) if times else None
 
 
-def _streetlight_attrs(dev: DeviceView, stale: bool) -> dict[str, tuple[Any, int | None, bool]]:
-    """attribute -> (value, observed-at unix s or None, value-is-a-DateTime).
+def _number(name: str, value: float, at: int | None) -> _Attr:
+    return _Attr(value, at, unit=ATTRIBUTE_UNITS[name])
+
+
+def _streetlight_attrs(dev: DeviceView, stale: bool) -> dict[str, _Attr]:
+    """The attributes of a streetlight's entity.
 
     A silent (``stale``) lamp has no ``powerState`` or ``illuminanceLevel``: both say how it is set
     now, which nobody knows. Its ``status`` stays what the last evidence says (the model's enum has
@@ -47,56 +74,63 @@ def _streetlight_attrs(dev: DeviceView, stale: bool) -> dict[str, tuple[Any, int
     codes = {a.code for a in dev.alarms}
     latest = dev.latest
     lamp_failed = latest.get("lamp") == 1 or "lamp_fail" in codes
-    attrs: dict[str, tuple[Any, int | None, bool]] = {
+    attrs: dict[str, _Attr] = {
         # The published enum has no "unknown": a lamp we have no failure evidence for is "ok".
-        "status": ("defectiveLamp" if lamp_failed else "ok", _observed(dev, "lamp"), False),
+        "status": _Attr("defectiveLamp" if lamp_failed else "ok", _observed(dev, "lamp", alarms=("lamp_fail",))),
     }
     if "lvl" in latest and not stale:
         lvl = max(0, min(100, latest["lvl"]))
         state = "off" if lvl == 0 else "on" if lvl >= 100 else "low"
-        attrs["powerState"] = (state, _observed(dev, "lvl"), False)
-        attrs["illuminanceLevel"] = (round(lvl / 100, 2), _observed(dev, "lvl"), False)
+        attrs["powerState"] = _Attr(state, _observed(dev, "lvl"))
+        attrs["illuminanceLevel"] = _number("illuminanceLevel", round(lvl / 100, 2), _observed(dev, "lvl"))
     if "wh" in latest:
         # Energy over one hour in Wh is the mean power over that hour in W.
-        attrs["powerConsumption"] = (float(max(0, latest["wh"])), _observed(dev, "wh"), False)
+        attrs["powerConsumption"] = _number("powerConsumption", float(max(0, latest["wh"])), _observed(dev, "wh"))
     if dev.lamp_changed_at is not None:
-        attrs["dateLastLampChange"] = (iso_utc(dev.lamp_changed_at), None, True)
+        attrs["dateLastLampChange"] = _Attr(iso_utc(dev.lamp_changed_at), is_datetime=True)
     seen = _observed(dev, *latest.keys())
     if seen is not None:
-        attrs["observationDateTime"] = (iso_utc(seen), None, True)
+        attrs["observationDateTime"] = _Attr(iso_utc(seen), is_datetime=True)
     return attrs
 
 
-def _container_attrs(dev: DeviceView, stale: bool) -> dict[str, tuple[Any, int | None, bool]]:
+def _container_attrs(dev: DeviceView, stale: bool) -> dict[str, _Attr]:
     """As :func:`_streetlight_attrs`. A silent (``stale``) bin is ``unknown`` unless an open alarm
     says otherwise (an alarm stays open for 24 h, as on the dashboard, where it outranks "stale")."""
     codes = {a.code for a in dev.alarms}
     latest = dev.latest
+    # The status and what it was observed from: an alarm's minute, or the period of the values read.
     if "fire" in codes:
-        status = "burning"
-    elif "tip" in codes or (latest.get("tilt") == 1 and not stale):
-        status = "dropped"
+        status = _Attr("burning", _observed(dev, alarms=("fire",)))
+    elif "tip" in codes:
+        status = _Attr("dropped", _observed(dev, alarms=("tip",)))
     elif stale:
-        status = "unknown"
+        status = _Attr("unknown")
+    elif latest.get("tilt") == 1:
+        status = _Attr("dropped", _observed(dev, "tilt"))
     elif "tilt" in latest or "fill" in latest:
-        status = "ok"
+        status = _Attr("ok", _observed(dev, "tilt", "fill"))
     else:
-        status = "unknown"
-    attrs: dict[str, tuple[Any, int | None, bool]] = {"status": (status, _observed(dev, "tilt"), False)}
+        status = _Attr("unknown")
+    attrs: dict[str, _Attr] = {"status": status}
     if "fill" in latest:
         fill = max(0, min(100, latest["fill"]))
-        attrs["fillingLevel"] = (round(fill / 100, 2), _observed(dev, "fill"), False)
         at = _observed(dev, "fill")
+        attrs["fillingLevel"] = _number("fillingLevel", round(fill / 100, 2), at)
         if at is not None:
-            attrs["binLoggedTime"] = (iso_utc(at), None, True)
+            attrs["binLoggedTime"] = _Attr(iso_utc(at), is_datetime=True)
     if "temp" in latest:
-        attrs["temperature"] = (float(latest["temp"]), _observed(dev, "temp"), False)
+        attrs["temperature"] = _number("temperature", float(latest["temp"]), _observed(dev, "temp"))
     return attrs
 
 
 def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = True,
                   stale: bool = False) -> dict[str, Any]:
     """Build the NGSI-LD entity of one device.
+
+    In the normalized form each Property carries its own ``observedAt`` (the end of the period of the
+    value it shows, or the minute of the alarm that decides a ``status``) and a number its
+    ``unitCode`` (UN/CEFACT, :data:`UNIT_CODES`); keyValues has the values only.
 
     Args:
         dev: the device and its latest released values.
@@ -118,15 +152,17 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
     if key_values:
         entity["location"] = point
         entity["areaServed"] = dev.zone
-        entity.update({name: value for name, (value, _, _) in attrs.items()})
+        entity.update({name: attr.value for name, attr in attrs.items()})
     else:
         entity["location"] = {"type": "GeoProperty", "value": point}
         entity["areaServed"] = {"type": "Property", "value": dev.zone}
-        for name, (value, at, is_datetime) in attrs.items():
+        for name, attr in attrs.items():
             prop: dict[str, Any] = {"type": "Property"}
-            prop["value"] = {"@type": "DateTime", "@value": value} if is_datetime else value
-            if at is not None:
-                prop["observedAt"] = iso_utc(at)
+            prop["value"] = {"@type": "DateTime", "@value": attr.value} if attr.is_datetime else attr.value
+            if attr.observed_at is not None:
+                prop["observedAt"] = iso_utc(attr.observed_at)
+            if attr.unit is not None:
+                prop["unitCode"] = UNIT_CODES[attr.unit]
             entity[name] = prop
     if with_context:
         entity["@context"] = [CONTEXT_BY_TYPE[etype], NGSI_LD_CORE_CONTEXT]

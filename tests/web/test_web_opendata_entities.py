@@ -14,7 +14,7 @@ from gateway.resources import load_policy
 from gateway.web.app import create_app
 from gateway.web.liveness import STALE_WINDOWS, window_of
 
-from .support import ADMIN_TOKEN, NOW, RECEIVED_AT, Fleet
+from .support import ADMIN_TOKEN, RECEIVED_AT, Fleet
 from .test_web_opendata import check_key_values, normalized_to_key_values
 
 ENTITIES = "/opendata/ngsi-ld/v1/entities"
@@ -72,3 +72,38 @@ async def test_open_data_and_the_device_list_call_the_same_devices_silent(fleet:
             assert (by_id["urn:ngsi-ld:WasteContainer:bin-01"]["status"] == "unknown") is stale
             assert ("powerState" not in by_id["urn:ngsi-ld:Streetlight:sl-01"]) is stale
 
+
+
+# UN/CEFACT Recommendation 20 common codes, as NGSI-LD's unitCode takes them: watt, degree Celsius and
+# "one" (a share 0..1: illuminanceLevel and fillingLevel are published as fractions, not as percent).
+EXPECTED_UNIT_CODES = {"powerConsumption": "WTT", "temperature": "CEL", "illuminanceLevel": "C62",
+                       "fillingLevel": "C62"}
+
+
+async def test_normalized_numbers_carry_their_unit_code(client: TestClient) -> None:
+    """QA: NGSI-LD carries no units."""
+    seen: set[str] = set()
+    for e in await get_json(client, ENTITIES):
+        for name, attr in e.items():
+            if not isinstance(attr, dict) or attr.get("type") != "Property":
+                continue
+            if isinstance(attr["value"], (int, float)) and not isinstance(attr["value"], bool):
+                assert attr["unitCode"] == EXPECTED_UNIT_CODES[name], (e["id"], name)
+                seen.add(name)
+            else:
+                assert "unitCode" not in attr, (e["id"], name)
+    assert seen == set(EXPECTED_UNIT_CODES)
+
+
+async def test_each_property_is_dated_by_what_it_was_observed_from(client: TestClient) -> None:
+    """QA: one observationDateTime for all; each property needs its own observedAt, from its own period."""
+    by_id = {e["id"]: e for e in await get_json(client, ENTITIES)}
+    sl1, bin2 = by_id["urn:ngsi-ld:Streetlight:sl-01"], by_id["urn:ngsi-ld:WasteContainer:bin-02"]
+    # The hourly energy of 11:00-12:00, the last window's level, the 6-hour fill ending at 12:00.
+    assert sl1["powerConsumption"]["observedAt"] == "2026-11-21T12:00:00Z"
+    assert sl1["illuminanceLevel"]["observedAt"] == sl1["powerState"]["observedAt"] == "2026-11-21T12:00:00Z"
+    assert bin2["fillingLevel"]["observedAt"] == "2026-11-21T12:00:00Z"
+    # bin-02 burns: its status comes from the fire alarm raised at 11:40, not from its 12:00 tilt value.
+    assert bin2["status"]["value"] == "burning" and bin2["status"]["observedAt"] == "2026-11-21T11:40:00Z"
+    # Date-time values are themselves the time: they carry no observedAt.
+    assert "observedAt" not in sl1["observationDateTime"] and "observedAt" not in bin2["binLoggedTime"]
