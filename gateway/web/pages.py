@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,17 @@ from gateway.web.transparency import build_transparency, render_transparency_htm
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# What the city publishes through its reverse proxy (docs/gateway.md, "Publishing open data"): the open
+# data under /opendata and the transparency page with its JSON form. Everything else (dashboard, /api,
+# /static, /openapi.json, /metrics, /healthz) is for the city's operators.
+PUBLIC_PATHS = ("/opendata", "/opendata/", "/transparency", "/transparency.json")
+# The transparency page is public, /static is not: the page inlines the stylesheet and allows that one
+# <style> element by its hash (the app's policy allows no inline style), so it is styled wherever it is
+# published. No script, no other resource.
+PAGE_STYLE = (STATIC_DIR / "style.css").read_text(encoding="utf-8")
+TRANSPARENCY_CSP = ("default-src 'none'; style-src 'sha256-%s'; img-src data:; base-uri 'none'; form-action 'none';"
+                    " frame-ancestors 'none'"
+                    % base64.b64encode(hashlib.sha256(PAGE_STYLE.encode("utf-8")).digest()).decode("ascii"))
 # The HTML pages ignore their query string (a link shared with ?utm_source=... still opens), also a
 # parameter given twice, which every other endpoint refuses (gateway.web.app).
 QUERY_IGNORED_PATHS = frozenset({"/", "/transparency"})
@@ -45,7 +58,8 @@ async def favicon(request: web.Request) -> web.Response:
 async def transparency_html(request: web.Request) -> web.Response:
     """What is collected and why, generated from the privacy policy (and shortened retention)."""
     doc = _transparency(ctx_of(request))
-    return web.Response(text=render_transparency_html(doc), content_type="text/html", charset="utf-8")
+    return web.Response(text=render_transparency_html(doc, stylesheet=PAGE_STYLE), content_type="text/html",
+                        charset="utf-8", headers={"Content-Security-Policy": TRANSPARENCY_CSP})
 
 
 @ROUTES.get("/transparency.json")

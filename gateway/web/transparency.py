@@ -223,16 +223,24 @@ def _epsilon_section(doc: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def render_transparency_html(doc: Mapping[str, Any]) -> str:
-    """Render the transparency document from :func:`build_transparency` as a standalone HTML page."""
+def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") -> str:
+    """Render the transparency document from :func:`build_transparency` as a standalone HTML page.
+
+    The page is for the public: it links only the other public resources (the open data and its own
+    JSON form), never the operator's dashboard or API, and relatively (``opendata``), so the links
+    work wherever a reverse proxy publishes it. ``stylesheet`` (CSS text) is inlined in a ``<style>``
+    element, so the page needs no other path to be styled; the server allows it by its hash.
+    """
+    if "</" in stylesheet:
+        raise ValueError("an inlined stylesheet must not contain '</' (it would end the <style> element)")
     parts = [
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<title>What our city sensors collect</title>",
-        "<link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/static/style.css\"></head><body>",
+        "<link rel=\"icon\" href=\"data:,\">" + (f"<style>{stylesheet}</style>" if stylesheet else "") + "</head><body>",
         "<header><h1>What our city sensors collect, and why</h1>",
-        "<nav><a href=\"/\">Dashboard</a> · <a href=\"/transparency.json\">this page as JSON</a> · "
-        "<a href=\"/openapi.json\">API</a></nav></header><main>",
+        "<nav><a href=\"opendata\">Open data</a> · <a href=\"transparency.json\">this page as JSON</a></nav>"
+        "</header><main>",
         f"<p class=\"statement\">{_e(doc['statement'])}</p>",
     ]
     if doc.get("policy_version") is not None:

@@ -201,3 +201,25 @@ def test_the_page_says_what_epsilon_protects_and_the_real_daily_maximum() -> Non
     for kind in policy["kinds"].values():
         kind["fields"] = {n: f for n, f in kind["fields"].items() if f["release"] != "noisy_count"}
     assert 'id="epsilon"' not in render_transparency_html(build_transparency(policy))
+
+
+async def test_the_public_page_links_only_public_paths_and_carries_its_style(client: TestClient) -> None:
+    """QA: behind the reverse proxy docs/api.md suggests, the page lost its stylesheet (/static/style.css)
+    and linked the operator's dashboard and /openapi.json, never /opendata. (The same in a real
+    browser behind a proxy: test_web_transparency_browser.py.)"""
+    import base64
+    import hashlib
+
+    from gateway.web.pages import PUBLIC_PATHS
+
+    resp = await client.get("/transparency")
+    page = await resp.text()
+    refs = re.findall(r'(?:href|src)="([^"]*)"', page)
+    assert "opendata" in refs and "transparency.json" in refs
+    for ref in refs:
+        path = ref if ref.startswith(("/", "data:")) else "/" + ref  # relative to /transparency
+        assert path.startswith("data:") or path in PUBLIC_PATHS or path.startswith("/opendata/"), ref
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in resp.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in resp.headers["Content-Security-Policy"]

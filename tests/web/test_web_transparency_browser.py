@@ -1,0 +1,62 @@
+"""The transparency page as the public sees it: in a real headless Chromium (Debian package), behind
+a reverse proxy that publishes only the public paths (docs/gateway.md, "Publishing open data")."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .support import ADMIN_TOKEN, NOW, Fleet
+from .test_web_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, pytestmark  # noqa: F401 (same markers)
+from gateway.resources import load_policy
+from gateway.web.app import create_app, start_http
+from gateway.web.pages import PUBLIC_PATHS
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or any(path.startswith(p) for p in PUBLIC_PATHS if p.endswith("/"))
+
+
+async def test_the_page_is_styled_and_links_only_public_paths_behind_the_proxy(fleet: Fleet) -> None:
+    """QA: behind the suggested reverse proxy the page lost its styling (/static/style.css) and had dead
+    links to the dashboard and /openapi.json, and never linked /opendata."""
+    from playwright.async_api import Route, async_playwright
+
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=1.0)
+    refused: list[str] = []
+    console_errors: list[str] = []
+
+    async def proxy(route: Route) -> None:
+        # What the city's proxy does: the public paths pass, anything else is not there.
+        path = urlsplit(route.request.url).path
+        if is_public(path):
+            await route.continue_()
+        else:
+            refused.append(path)
+            await route.fulfill(status=404, body="not published")
+
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+                await page.route("**/*", proxy)
+                await page.goto(server.url + "/transparency", wait_until="load")
+                assert await page.locator("tr[data-field='mot'] td.privacy").inner_text() != ""
+                # Styled: the stylesheet's colours are applied, with no request for it.
+                assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
+                assert await page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor") \
+                    == "rgb(20, 54, 93)"
+                links = [urlsplit(await a.evaluate("a => a.href")).path for a in await page.locator("a[href]").all()]
+                assert "/opendata" in links and "/transparency.json" in links
+                assert all(is_public(p) for p in links), links
+                await page.locator("a", has_text="Open data").click()
+                await page.wait_for_url("**/opendata")
+                assert '"licenseUrl"' in await page.content()
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()
+    assert refused == [] and console_errors == [], (refused, console_errors)
