@@ -127,3 +127,32 @@ async def test_dashboard_shows_the_collection_plan_when_routes_are_mounted(fleet
     finally:
         await server.stop()
     assert console_errors == []
+
+
+async def test_the_pass_chart_says_its_points_are_six_hour_counts(fleet: Fleet) -> None:
+    """QA: the chart titled "Passes under lamps per hour" plots the 6-hourly mot count (one point
+    per 6 hours, each the passes of 6 hours)."""
+    from playwright.async_api import async_playwright
+
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=1.0)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                await page.goto(server.url + "/", wait_until="load")
+                await page.wait_for_selector("body[data-ready='1']", timeout=15000)
+                caption = await page.locator("#caption-mot").inner_text()
+                assert caption.startswith("Passes under lamps per 6 hours (") and "per hour" not in caption, caption
+                assert await page.locator("#caption-wh").inner_text() == "Lamp energy per hour (Wh, all streetlights)"
+                # The one point is the 06:00-12:00 release of both lamps (31 + 32 noisy passes).
+                point = page.locator("#chart-mot circle.point title")
+                assert await point.count() == 1
+                assert await point.text_content() == "06:00–12:00 UTC: 63"
+                assert await page.locator("#chart-wh circle.point title").first.text_content() == "06:00–07:00 UTC: 92"
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()

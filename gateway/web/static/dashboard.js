@@ -149,7 +149,35 @@ function axes(svg, W, H, pad, maxV) {
   svg.appendChild(svgEl("text", { x: pad - 4, y: H - pad, "font-size": 10, "text-anchor": "end" }, "0"));
 }
 
-function lineChart(id, points, color) {
+// Release period (seconds) of each charted field, "kind.field" -> period_s, from /transparency.json
+// (generated from the policy): a 6-hour count is one point per 6 hours, not an hourly value.
+let periods = {};
+
+function periodName(s) {
+  for (const [unit, name] of [[86400, "day"], [3600, "hour"], [60, "minute"]]) {
+    if (s % unit === 0) return s === unit ? name : `${s / unit} ${name}s`;
+  }
+  return `${s} seconds`;
+}
+
+async function loadPeriods() {
+  try {
+    const res = await fetch("/transparency.json");
+    if (!res.ok) return;
+    const doc = await res.json();
+    for (const k of doc.kinds) for (const f of k.fields) periods[`${k.kind}.${f.field}`] = f.period_s;
+  } catch (e) {
+    return;  // the captions keep their text without a period, the points their start time
+  }
+  for (const cap of document.querySelectorAll("figcaption[data-field]")) {
+    const p = periods[`${cap.dataset.kind}.${cap.dataset.field}`];
+    if (p) cap.textContent = cap.dataset.text.replace("{period}", periodName(p));
+  }
+}
+
+function hhmm(t) { return new Date(t * 1000).toISOString().slice(11, 16); }
+
+function lineChart(id, points, color, periodS) {
   const svg = document.getElementById(id);
   clear(svg);
   const W = 400, H = 200, pad = 34;
@@ -164,7 +192,9 @@ function lineChart(id, points, color) {
   svg.appendChild(svgEl("polyline", { points: xy.map((q) => q.join(",")).join(" "), fill: "none", stroke: color, "stroke-width": 2, class: "series" }));
   xy.forEach(([x, y], i) => {
     const c = svgEl("circle", { cx: x, cy: y, r: 3, fill: color, class: "point" });
-    c.appendChild(svgEl("title", {}, `${new Date(points[i].hour * 1000).toISOString().slice(11, 16)} UTC: ${points[i].value}`));
+    const h = points[i].hour;
+    const when = periodS ? `${hhmm(h)}–${hhmm(h + periodS)}` : hhmm(h);
+    c.appendChild(svgEl("title", {}, `${when} UTC: ${points[i].value}`));
     svg.appendChild(c);
   });
   svg.appendChild(svgEl("text", { x: pad, y: H - 8, "font-size": 10 }, new Date(t0 * 1000).toISOString().slice(11, 16)));
@@ -326,8 +356,8 @@ async function refresh() {
     renderMap(data.devices);
     renderFleet(data.devices);
     renderAlarms(data.alarms);
-    lineChart("chart-mot", data.series.mot, "#0969da");
-    lineChart("chart-wh", data.series.wh, "#8250df");
+    lineChart("chart-mot", data.series.mot, "#0969da", periods["streetlight.mot"]);
+    lineChart("chart-wh", data.series.wh, "#8250df", periods["streetlight.wh"]);
     fillChart(data.devices);
     document.getElementById("updated").textContent = `updated ${isoShort(data.generated_at_iso)} UTC`;
     document.body.setAttribute("data-ready", "1");
@@ -337,6 +367,6 @@ async function refresh() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  refresh().then(renderPlan);
+  loadPeriods().then(refresh).then(renderPlan);
   setInterval(refresh, 30000);
 });
