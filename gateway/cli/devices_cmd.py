@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.errors import GatewayError, RegistryError
-from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
+from gateway.registry import REVOKED_OPEN_DATA, DeviceRecord, Registry, key_fingerprint, read_key_file
 
 
 # argparse takes "-33.8688,151.2093" (south or west) for an unknown option ("expected one argument"):
@@ -212,6 +212,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         return fail(exc)
     print("revoked %s" % rec.id)
+    print("open data: %s" % REVOKED_OPEN_DATA)
     return EXIT_OK
 
 

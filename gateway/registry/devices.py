@@ -42,6 +42,12 @@ from gateway.resources import load_policy
 log = logging.getLogger(__name__)
 
 KEY_LEN = 32
+# What a revocation does to the device's public data (docs/open-data.md, "Revoked devices"), told to
+# whoever revokes (``devices revoke``, the admin API's answer and audit line): the open-data officer
+# must know that history stays published while the device leaves the listings.
+REVOKED_OPEN_DATA = ("its entity leaves the open-data listings now (NGSI-LD entities, devices.geojson); the values it "
+                     "released before the revocation stay in the store and in /opendata/readings.csv until their "
+                     "retention ends; nothing it sends from now on is stored")
 # Registry values are ASCII: ``\d`` and ``float()`` also take other scripts' digits ("５２.３" is 52.3).
 _DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")
 _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")

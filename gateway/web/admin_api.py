@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from gateway.registry import decimal_text, unsigned_zero
+from gateway.registry import REVOKED_OPEN_DATA, decimal_text, unsigned_zero
 from gateway.web import params
 from gateway.web.context import ctx_of, json_response, read_json_body
 from gateway.web.errors import BadParameter
@@ -164,7 +164,8 @@ async def enroll_device(request: web.Request) -> web.Response:
 
 @ROUTES.post("/api/admin/devices/{device_id}/revoke")
 async def revoke_device(request: web.Request) -> web.Response:
-    """Revoke a device's key: its reports are rejected from now on."""
+    """Revoke a device's key: its reports are rejected from now on. The answer's ``open_data`` says what
+    happens to its public data (:data:`gateway.registry.REVOKED_OPEN_DATA`)."""
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
@@ -172,8 +173,8 @@ async def revoke_device(request: web.Request) -> web.Response:
     await asyncio.to_thread(admin.revoke, device_id)  # 404 unknown_device, 409 already_revoked
     # WARNING: the gateway logs warnings only by default, and a device cut off over the network must
     # leave an audit line there (the registry logs the change itself at INFO).
-    _audit(request, "revoked device %s", device_id)
-    return json_response({"device": device_id, "revoked": True})
+    _audit(request, "revoked device %s (open data: %s)", device_id, REVOKED_OPEN_DATA)
+    return json_response({"device": device_id, "revoked": True, "open_data": REVOKED_OPEN_DATA})
 
 
 MOVE_KEYS = ("lat", "lon", "zone")

@@ -51,6 +51,19 @@ def test_second_revoke_fails_as_already_revoked(tmp_path: Path, reg: Registry,
     assert info.value.reason == "unknown_device"
 
 
+def test_revoke_tells_what_happens_to_the_devices_public_data(reg: Registry,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """QA (open-data officer): revoking a device drops it from the public listings, and nothing said so,
+    nor what becomes of the data it published."""
+    assert main(devices(reg.path, "revoke", "b1")) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "revoked b1"
+    (said,) = [line for line in out if line.startswith("open data: ")]
+    for words in ("leaves the open-data listings", "NGSI-LD", "devices.geojson", "/opendata/readings.csv",
+                  "until their retention ends"):
+        assert words in said, said
+
+
 def test_the_key_of_a_revoked_device_is_not_rotated(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     reg.revoke("b1")
     assert main(devices(reg.path, "rotate-key", "b1")) == 1
@@ -305,7 +318,7 @@ def test_revoke_and_rotate_key_are_logged_at_info_not_warned_about(tmp_path: Pat
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
     cli = [sys.executable, "-m", "hil.cli.main", *devices(reg.path, "revoke", "b2")]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert (done.returncode, done.stdout, done.stderr) == (0, "revoked b2\n", "")
+    assert (done.returncode, done.stdout.splitlines()[0], done.stderr) == (0, "revoked b2", "")
 
 
 def test_show_and_list_align_their_columns(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:

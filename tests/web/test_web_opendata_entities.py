@@ -14,7 +14,7 @@ from gateway.resources import load_policy
 from gateway.web.app import create_app
 from gateway.web.liveness import STALE_WINDOWS, window_of
 
-from .support import ADMIN_TOKEN, RECEIVED_AT, Fleet
+from .support import ADMIN_TOKEN, RECEIVED_AT, Fleet, admin_headers
 from .test_web_opendata import check_key_values, normalized_to_key_values
 
 ENTITIES = "/opendata/ngsi-ld/v1/entities"
@@ -107,3 +107,19 @@ async def test_each_property_is_dated_by_what_it_was_observed_from(client: TestC
     assert bin2["status"]["value"] == "burning" and bin2["status"]["observedAt"] == "2026-11-21T11:40:00Z"
     # Date-time values are themselves the time: they carry no observedAt.
     assert "observedAt" not in sl1["observationDateTime"] and "observedAt" not in bin2["binLoggedTime"]
+
+
+async def test_a_revocation_says_what_becomes_of_the_public_data_and_does_it(client: TestClient) -> None:
+    """QA (open-data officer): revoking a device drops it from the public listings without a word about
+    it in the revoke answer."""
+    assert "urn:ngsi-ld:Streetlight:sl-01" in {e["id"] for e in await get_json(client, ENTITIES)}
+    resp = await client.post("/api/admin/devices/sl-01/revoke", headers=admin_headers())
+    answer = await resp.json()
+    assert resp.status == 200 and answer["revoked"] is True
+    for words in ("leaves the open-data listings", "NGSI-LD", "devices.geojson", "/opendata/readings.csv",
+                  "until their retention ends"):
+        assert words in answer["open_data"], answer
+    # What it says of the listings holds from the next request on.
+    assert "urn:ngsi-ld:Streetlight:sl-01" not in {e["id"] for e in await get_json(client, ENTITIES)}
+    geo = await get_json(client, "/opendata/devices.geojson")
+    assert "sl-01" not in {f["id"] for f in geo["features"]}
