@@ -253,6 +253,17 @@ def check_mqtt(mqtt: MqttConfig) -> str:
     return "; ".join(parts)
 
 
+def open_data_licence_line(config: GatewayConfig) -> str:
+    """The ``opendata licence`` line of ``run --check``: the licence as it will be published (its SPDX
+    id in the list's exact case, and its URL); what is likely wrong with it is
+    :func:`gateway.config.licence.licence_warning`, said besides."""
+    from gateway.web.opendata import OpenDataMeta
+
+    licence = config.open_data_licence
+    url = OpenDataMeta(licence=licence).licence_url()
+    return "opendata licence: %s" % (licence if url is None or url == licence else "%s (%s)" % (licence, url))
+
+
 def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None) -> list[str]:
     """Everything ``run`` opens at start, checked read-only; one line per item for the operator.
 
@@ -277,4 +288,6 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
                                          check_http_port(config.http.listen, config.http.port, holder)))
     if config.mqtt is not None:
         lines.append("mqtt %s: %s" % (host_port(config.mqtt.host, config.mqtt.port), check_mqtt(config.mqtt)))
+    if config.http is not None:
+        lines.append(open_data_licence_line(config))
     return lines

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.cli.verbosity import apply_verbosity
-from gateway.config import write_example
+from gateway.config import GatewayConfig, write_example
+from gateway.config.licence import licence_warning
 from gateway.errors import GatewayError
 from gateway.systemd import notify
 
@@ -58,18 +59,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config_from(args, store_free=True)  # --check also says when another gateway holds the store
     except GatewayError as exc:
         return fail(exc)
+    # Data published without a usable licence is legally unusable: said at every check and start (a
+    # licence the SPDX list does not have was refused with the config).
+    licence_warning = open_data_licence_warning(config)
     if args.check:
         try:
             store = _store_schema(config.storage.path)
         except GatewayError as exc:
             return fail(exc)
+        if licence_warning is not None:
+            print("warning: %s" % licence_warning, file=sys.stderr)
         print("config OK: gateway %s, store %s (%s)" % (config.id, config.storage.path, store))
         return EXIT_OK
+    if licence_warning is not None:
+        log.warning("%s", licence_warning)
     _stop_with_parent()
     try:
         return asyncio.run(_run(config))
     except GatewayError as exc:
         return fail(exc)
+
+
+def open_data_licence_warning(config: GatewayConfig) -> str | None:
+    """What is likely wrong with the open data's licence when the gateway publishes open data (HTTP on),
+    or None (:func:`gateway.config.licence.licence_warning`)."""
+    if config.http is None:
+        return None
+    return licence_warning(config.open_data_licence)
 
 
 def _store_schema(path: Path) -> str:

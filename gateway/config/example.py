@@ -67,9 +67,10 @@ port = 8080
 # with any other Host header is refused (a hostile page rebinding its name to this gateway).
 # allowed_hosts = ["data.city.example"]   # e.g. the name a reverse proxy forwards
 
-# Open data (/opendata): shown in the index and in each dataset; "not set" until the city decides.
+# Open data (/opendata): shown in the index and in each dataset; "not set" until the city decides
+# (run --check and the start log warn while the licence is not set: such data is legally unusable).
 # [opendata]
-# licence = "CC-BY-4.0"             # SPDX id or a URL
+# licence = "CC-BY-4.0"             # an id of the SPDX License List, "LicenseRef-...", or the licence's URL
 # publisher = "City of Example, Open Data Office"
 
 [retention]

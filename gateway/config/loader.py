@@ -33,6 +33,7 @@ from gateway.config.model import (
     SimClockConfig,
     StorageConfig,
 )
+from gateway.config.licence import UnknownLicence, canonical_licence_id
 from gateway.config.sim_clock import FollowFileError, read_follow_file
 from gateway.errors import ConfigError
 from gateway.resources import load_policy
@@ -352,10 +353,21 @@ MAX_PUBLISHER_LEN = 200
 
 
 def _opendata_licence(od: _Section) -> str:
-    """``[opendata] licence``: "not set" when absent or empty; else an SPDX-style id or an http(s) URL."""
+    """``[opendata] licence``: "not set" when absent or empty; else an id of the SPDX License List (in its
+    exact case), a ``LicenseRef-`` id or an http(s) URL (:mod:`gateway.config.licence`)."""
     value: str = od.get("licence", str, "not set").strip() or "not set"
-    if value == "not set" or _SPDX_ID.fullmatch(value):
+    if value == "not set":
         return value
+    if _SPDX_ID.fullmatch(value):
+        try:
+            return canonical_licence_id(value)
+        except UnknownLicence as exc:
+            near = "did you mean %r? " % exc.suggestion if exc.suggestion else ""
+            # Published as https://spdx.org/licenses/<id>.html: a typo would be a dead link and no licence.
+            raise od.error("opendata.licence", "opendata.licence %r is not a licence id of the SPDX License List "
+                           "(%sit would be published as a dead link, the data under no licence); write the exact id "
+                           "from https://spdx.org/licenses/ (e.g. \"CC-BY-4.0\", \"ODbL-1.0\"), \"LicenseRef-...\" "
+                           "for a licence of the city's own, or the licence's URL" % (value, near), "bad_value") from None
     is_url = (len(value) <= MAX_LICENCE_URL_LEN and _LICENCE_URL.fullmatch(value) is not None
               and not _URL_FORBIDDEN & set(value) and bool(urlsplit(value).netloc))
     if is_url:

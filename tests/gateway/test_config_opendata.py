@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ def _load(tmp_path: Path, licence: str | None = None, publisher: str | None = No
 
 
 @pytest.mark.parametrize("licence", [
-    "CC-BY-4.0", "CC0-1.0", "ODbL-1.0", "GPL-2.0+", "LicenseRef-city-open-1.0", "x" * 64,
+    "CC-BY-4.0", "CC0-1.0", "ODbL-1.0", "GPL-2.0+", "LicenseRef-city-open-1.0", "LicenseRef-" + "x" * 53,
     "https://data.city.example/licence", "http://example.org/l?v=1&x=%20#top",
     "https://example.org/" + "a" * (2048 - len("https://example.org/")),
 ])
@@ -58,6 +60,32 @@ def test_licence_refused(tmp_path: Path, licence: str) -> None:
     assert len(str(err.value)) < 600  # a huge value is cut in the message
 
 
+@pytest.mark.parametrize(("licence", "suggestion"), [
+    ("CC-BY-4", "CC-BY-4.0"), ("CC-BY-40", "CC-BY-4.0"), ("ODbL", "ODbL-1.0"), ("CC0", "CC0-1.0"),
+    ("DL-DE-BY-2", "DL-DE-BY-2.0"), ("Creative-Commons", None), ("x" * 64, None),
+])
+def test_an_id_the_spdx_list_does_not_have_is_refused(tmp_path: Path, licence: str, suggestion: str | None) -> None:
+    """QA: a mistyped licence (CC-BY-4) was published as a dead spdx.org link, the data under no licence."""
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, licence=licence)
+    assert (err.value.reason, err.value.key) == ("bad_value", "opendata.licence")
+    message = str(err.value)
+    assert "is not a licence id of the SPDX License List" in message and "https://spdx.org/licenses/" in message
+    assert "LicenseRef-" in message and "URL" in message  # the other ways to name a licence
+    if suggestion is not None:
+        assert "did you mean %r?" % suggestion in message
+    else:
+        assert "did you mean" not in message
+
+
+@pytest.mark.parametrize(("written", "published"), [
+    ("cc-by-4.0", "CC-BY-4.0"), ("ODBL-1.0", "ODbL-1.0"), ("licenseref-city-1", "LicenseRef-city-1"),
+])
+def test_an_id_is_published_in_the_spdx_lists_own_case(tmp_path: Path, written: str, published: str) -> None:
+    """spdx.org's pages are case-sensitive: https://spdx.org/licenses/cc-by-4.0.html is no page."""
+    assert _load(tmp_path, licence=written).open_data_licence == published
+
+
 @pytest.mark.parametrize("publisher", ["City of Example", "Ville de Genève — Open Data", "p" * 200])
 def test_publisher_accepted(tmp_path: Path, publisher: str) -> None:
     assert _load(tmp_path, publisher=publisher).open_data_publisher == publisher
@@ -76,3 +104,61 @@ def test_publisher_refused(tmp_path: Path, publisher: str) -> None:
 def test_defaults_and_empty_are_not_set(tmp_path: Path) -> None:
     cfg = _load(tmp_path, licence="  ", publisher="")
     assert (cfg.open_data_licence, cfg.open_data_publisher) == ("not set", "not set")
+
+
+# --- warnings: a licence that is valid but likely wrong ------------------------------------------
+
+def test_no_licence_and_a_software_licence_are_warned_about() -> None:
+    from gateway.config.licence import OPEN_DATA_LICENCES, licence_warning
+
+    missing = licence_warning("not set")
+    assert missing is not None and "legally unusable" in missing and 'licence = "CC-BY-4.0"' in missing
+    software = licence_warning("MIT")
+    assert software is not None and "not one open-data portals use for data" in software and "'MIT'" in software
+    for fine in (*OPEN_DATA_LICENCES, "LicenseRef-city-1.0", "https://data.city.example/licence"):
+        assert licence_warning(fine) is None, fine
+
+
+def _civicedge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hil.cli.main", *args], capture_output=True, text=True, timeout=60)
+
+
+def _config(tmp_path: Path, opendata: str, *, http: bool = True) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\ndata_dir = "data"\n[http]\nenabled = %s\nport = 0\n%s\n'
+                    % ("true" if http else "false", opendata))
+    return path
+
+
+def test_run_check_warns_without_a_licence_and_refuses_a_typo(tmp_path: Path) -> None:
+    """QA: `run --check` said nothing of a missing licence, and took CC-BY-4 (no such licence)."""
+    done = _civicedge("gateway", "run", "--config", str(_config(tmp_path, "")), "--check")
+    assert done.returncode == 0 and "config OK" in done.stdout, done.stderr
+    assert "opendata licence: not set" in done.stdout
+    (warning,) = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert "[opendata] licence is not set" in warning and "legally unusable" in warning
+    done = _civicedge("gateway", "run", "--config", str(_config(tmp_path, '[opendata]\nlicence = "CC-BY-4"')),
+                      "--check")
+    assert done.returncode == 1 and "config OK" not in done.stdout
+    assert "error (bad_value) [opendata.licence]" in done.stderr and "did you mean 'CC-BY-4.0'?" in done.stderr
+    done = _civicedge("gateway", "run", "--config", str(_config(tmp_path, '[opendata]\nlicence = "cc-by-4.0"')),
+                      "--check")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "opendata licence: CC-BY-4.0 (https://spdx.org/licenses/CC-BY-4.0.html)" in done.stdout
+    # A gateway that serves no HTTP publishes no open data: nothing to say about a licence.
+    done = _civicedge("gateway", "run", "--config", str(_config(tmp_path, "", http=False)), "--check")
+    assert done.returncode == 0 and "licence" not in done.stdout + done.stderr
+
+
+def test_the_gateway_warns_at_start_when_no_licence_is_set(tmp_path: Path) -> None:
+    """QA: the start log said nothing while the open data went out under no licence."""
+    from procs import GatewayProcess
+
+    gw = GatewayProcess(_config(tmp_path, ""), tmp_path / "gw.log")
+    try:
+        gw.start()
+        gw.wait_log("[opendata] licence is not set")
+    finally:
+        gw.kill()
+    (line,) = [line for line in gw.logs().splitlines() if "[opendata] licence is not set" in line]
+    assert "WARNING" in line and "legally unusable" in line
