@@ -216,8 +216,7 @@ class Gateway:
                          health_checks=[self._health], clock=self.clock, ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen),
                          extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock),
-                         open_data=OpenDataMeta(licence=self.config.open_data_licence,
-                                                publisher=self.config.open_data_publisher))
+                         open_data=OpenDataMeta.of(self.config.open_data))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.

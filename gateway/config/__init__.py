@@ -7,11 +7,12 @@ from gateway.config.model import (
     GatewayConfig,
     HttpConfig,
     MqttConfig,
+    OpenDataConfig,
     SerialPortConfig,
     StorageConfig,
 )
 
 __all__ = [
-    "EXAMPLE_CONFIG", "BleConfig", "GatewayConfig", "HttpConfig", "MqttConfig", "SerialPortConfig",
+    "EXAMPLE_CONFIG", "BleConfig", "GatewayConfig", "HttpConfig", "MqttConfig", "OpenDataConfig", "SerialPortConfig",
     "StorageConfig", "default_config", "load_config", "parse_config", "write_example",
 ]

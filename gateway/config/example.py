@@ -72,6 +72,12 @@ port = 8080
 # [opendata]
 # licence = "CC-BY-4.0"             # an id of the SPDX License List, "LicenseRef-...", or the licence's URL
 # publisher = "City of Example, Open Data Office"
+# The catalogue (/opendata, /opendata/catalog.jsonld), for open-data portals; defaults when left out:
+# title = "Streetlight and waste bin sensors of Example"
+# description = "Anonymised values of the city's streetlights and waste bins."
+# contact = "opendata@city.example"       # an e-mail address or the URL of a contact page
+# keywords = ["lighting", "waste", "sensors"]
+# base_url = "https://data.city.example"  # the public address (behind a reverse proxy), makes URLs absolute
 
 [retention]
 interval_s = 3600               # how often old field values are removed

@@ -29,6 +29,7 @@ from gateway.config.model import (
     GatewayConfig,
     HttpConfig,
     MqttConfig,
+    OpenDataConfig,
     SerialPortConfig,
     SimClockConfig,
     StorageConfig,
@@ -333,14 +334,21 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
                                               ("speed", "virtual_at", "wall_at", "follow_file")), base)
     if "routes" in top.data:
         _check_routes(top.data["routes"], source, base)
-    od = _Section(top.data.get("opendata", {}), "opendata", source, ("licence", "publisher"))
-    # Not set unless the city says so: the gateway never invents a licence (docs/open-data.md).
-    od_licence = _opendata_licence(od)
-    od_publisher = _opendata_publisher(od)
+    open_data = _parse_opendata(_Section(top.data.get("opendata", {}), "opendata", source, (
+        "licence", "publisher", "title", "description", "contact", "keywords", "base_url")))
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
-                         sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source,
-                         open_data_licence=od_licence, open_data_publisher=od_publisher)
+                         sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source, open_data=open_data)
+
+
+def _parse_opendata(od: _Section) -> OpenDataConfig:
+    """``[opendata]``: licence and publisher "not set" unless the city says so (the gateway never invents a
+    licence, docs/open-data.md); the catalogue's keys None (the gateway's defaults) when absent."""
+    return OpenDataConfig(licence=_opendata_licence(od), publisher=_opendata_publisher(od),
+                          title=_opendata_text(od, "title", MAX_TITLE_LEN),
+                          description=_opendata_text(od, "description", MAX_DESCRIPTION_LEN, lines=True),
+                          contact=_opendata_contact(od), keywords=_opendata_keywords(od),
+                          base_url=_opendata_base_url(od))
 
 
 # [opendata] licence: an SPDX-style id (CC-BY-4.0, LicenseRef-city-1.0) or an absolute http(s) URL. Both
@@ -350,6 +358,22 @@ _LICENCE_URL = re.compile(r"https?://[\x21-\x7e]+")
 _URL_FORBIDDEN = frozenset('<>"')
 MAX_LICENCE_URL_LEN = 2048
 MAX_PUBLISHER_LEN = 200
+MAX_TITLE_LEN = 200
+MAX_DESCRIPTION_LEN = 4000
+MAX_KEYWORDS = 30
+MAX_KEYWORD_LEN = 60
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9]"
+                    r"(?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 80 else value[:80] + "..."
+
+
+def _http_url(value: str) -> bool:
+    """An absolute http(s) URL that a header and JSON carry plainly (see the licence below)."""
+    return (len(value) <= MAX_LICENCE_URL_LEN and _LICENCE_URL.fullmatch(value) is not None
+            and not _URL_FORBIDDEN & set(value) and bool(urlsplit(value).netloc))
 
 
 def _opendata_licence(od: _Section) -> str:
@@ -368,9 +392,7 @@ def _opendata_licence(od: _Section) -> str:
                            "(%sit would be published as a dead link, the data under no licence); write the exact id "
                            "from https://spdx.org/licenses/ (e.g. \"CC-BY-4.0\", \"ODbL-1.0\"), \"LicenseRef-...\" "
                            "for a licence of the city's own, or the licence's URL" % (value, near), "bad_value") from None
-    is_url = (len(value) <= MAX_LICENCE_URL_LEN and _LICENCE_URL.fullmatch(value) is not None
-              and not _URL_FORBIDDEN & set(value) and bool(urlsplit(value).netloc))
-    if is_url:
+    if _http_url(value):
         return value
     shown = value if len(value) <= 80 else value[:80] + "..."
     raise od.error("opendata.licence", "opendata.licence %r must be an SPDX licence id (letters, digits, '.', '+',"
@@ -389,6 +411,70 @@ def _opendata_publisher(od: _Section) -> str:
     shown = value if len(value) <= 80 else value[:80] + "..."
     raise od.error("opendata.publisher", "opendata.publisher %r must be printable text of at most %d characters"
                    " (no control characters, tabs or line breaks)" % (shown, MAX_PUBLISHER_LEN), "bad_value")
+
+
+def _opendata_text(od: _Section, key: str, limit: int, *, lines: bool = False) -> str | None:
+    """``[opendata] title`` / ``description``: None when absent or empty; else printable text of at most
+    ``limit`` characters (with ``lines``, line breaks too: a description may have paragraphs)."""
+    raw: str = od.get(key, str, "")
+    value = raw.strip()
+    if not value:
+        return None
+    body = value.replace("\r\n", "\n").replace("\n", "") if lines else value
+    if len(value) <= limit and body.isprintable():
+        return value
+    raise od.error("opendata.%s" % key, "opendata.%s %r must be printable text of at most %d characters (no control "
+                   "characters or tabs%s)" % (key, _shown(value), limit, "" if lines else ", no line breaks"),
+                   "bad_value")
+
+
+def _opendata_contact(od: _Section) -> str | None:
+    """``[opendata] contact``: None when absent or empty; else an e-mail address or an http(s) URL."""
+    value: str = od.get("contact", str, "").strip()
+    if not value:
+        return None
+    if (len(value) <= 254 and _EMAIL.fullmatch(value)) or _http_url(value):
+        return value
+    raise od.error("opendata.contact", "opendata.contact %r must be an e-mail address (opendata@city.example) or an "
+                   "absolute http:// or https:// URL of a contact page" % _shown(value), "bad_value")
+
+
+def _opendata_keywords(od: _Section) -> tuple[str, ...] | None:
+    """``[opendata] keywords``: None when absent; else an array of distinct short printable strings."""
+    raw = od.get("keywords", list, None)
+    if raw is None:
+        return None
+    words: list[str] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise od.error("opendata.keywords", "opendata.keywords must be an array of strings; item %d is %r"
+                           % (i, item), "wrong_type")
+        word = item.strip()
+        if not word or len(word) > MAX_KEYWORD_LEN or not word.isprintable():
+            raise od.error("opendata.keywords", "opendata.keywords item %d (%r) must be printable text of 1 to %d "
+                           "characters" % (i, _shown(item), MAX_KEYWORD_LEN), "bad_value")
+        if word.lower() in (w.lower() for w in words):
+            raise od.error("opendata.keywords", "opendata.keywords lists %r twice" % word, "bad_value")
+        words.append(word)
+    if len(words) > MAX_KEYWORDS:
+        raise od.error("opendata.keywords", "opendata.keywords has %d items; at most %d" % (len(words), MAX_KEYWORDS),
+                       "bad_value")
+    return tuple(words)
+
+
+def _opendata_base_url(od: _Section) -> str | None:
+    """``[opendata] base_url``: None when absent or empty; else an absolute http(s) URL without query or
+    fragment, kept without its trailing slash (``/opendata`` is appended to it)."""
+    value: str = od.get("base_url", str, "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if (_http_url(value) and "?" not in value and "#" not in value
+            and not parts.path.rstrip("/").endswith("/opendata")):
+        return value.rstrip("/")
+    raise od.error("opendata.base_url", "opendata.base_url %r must be the absolute http:// or https:// address the "
+                   "public reaches the gateway's /opendata at, without /opendata, query or fragment (e.g. "
+                   "\"https://data.city.example\")" % _shown(value), "bad_value")
 
 
 def _parse_sim_clock(sc: _Section, base: Path) -> SimClockConfig:

@@ -107,6 +107,33 @@ class SimClockConfig:
 
 
 @dataclass(frozen=True)
+class OpenDataConfig:
+    """``[opendata]``: who publishes the open data, under which licence, and how its catalogue
+    (``/opendata``, docs/open-data.md "Catalogue") describes it. Every key is optional.
+
+    Attributes:
+        licence: an SPDX licence id (``CC-BY-4.0``), a ``LicenseRef-`` id or a licence URL; "not set".
+        publisher: the publishing organisation's name; "not set".
+        title: the catalogue's title; None: the gateway's default.
+        description: what the data is, for the catalogue; None: the gateway's default (with the
+            privacy policy's statement).
+        contact: where to ask about the data: an e-mail address or an http(s) URL; None: none.
+        keywords: the catalogue's keywords; None: the gateway's default.
+        base_url: the public address the open data is reached at (``https://data.city.example``,
+            perhaps with a path prefix), which makes the catalogue's URLs absolute; None: the
+            address each request was sent to.
+    """
+
+    licence: str = "not set"
+    publisher: str = "not set"
+    title: str | None = None
+    description: str | None = None
+    contact: str | None = None
+    keywords: tuple[str, ...] | None = None
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole gateway configuration.
 
@@ -125,8 +152,7 @@ class GatewayConfig:
         ack_gap_hold_s: after how long a wait at a gap the device still holds is logged; for firmware
             without ``h``, how long cumulative ACKs wait at a gap before passing it.
         source: the file this came from (None for built-in defaults).
-        open_data_licence: ``[opendata] licence``: SPDX id or URL of the open data's licence ("not set").
-        open_data_publisher: ``[opendata] publisher``: who publishes the open data ("not set").
+        open_data: ``[opendata]``: licence, publisher and catalogue of the open data.
     """
 
     id: str
@@ -142,5 +168,14 @@ class GatewayConfig:
     sim_clock: SimClockConfig | None = None
     ack_gap_hold_s: float = 15.0
     source: Path | None = None
-    open_data_licence: str = "not set"
-    open_data_publisher: str = "not set"
+    open_data: OpenDataConfig = field(default_factory=OpenDataConfig)
+
+    @property
+    def open_data_licence(self) -> str:
+        """``[opendata] licence`` (see :class:`OpenDataConfig`)."""
+        return self.open_data.licence
+
+    @property
+    def open_data_publisher(self) -> str:
+        """``[opendata] publisher`` (see :class:`OpenDataConfig`)."""
+        return self.open_data.publisher

@@ -208,9 +208,18 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _ok("updated retention"), "400": _BAD, "401": _AUTH,
                                   "408": _err("body not received in time"), "413": _err("body too large"),
                                   "503": _err("no registry attached")}}},
-        "/opendata": {"get": {"summary": "Open-data index and field-to-model mapping", "tags": ["open data"],
+        "/opendata": {"get": {"summary": "Open-data catalogue: title, description, publisher, contact, keywords, "
+                                         "licence, coverage, update frequency, the formats' absolute URLs, the data "
+                                         "dictionary and the field-to-model mapping (docs/open-data.md, Catalogue)",
+                              "tags": ["open data"],
                               "responses": {"200": _od_ok("index", "application/json"), "304": _OD_304,
-                                            "400": _BAD, "406": _OD_406}}},
+                                            "400": _BAD, "406": _OD_406, "503": _STORE}}},
+        "/opendata/catalog.jsonld": {"get": {
+            "summary": "The open-data catalogue as DCAT-AP JSON-LD (dcat:Catalog, one dcat:Dataset, a "
+                       "dcat:Distribution per format), for open-data portals' harvesters",
+            "tags": ["open data"],
+            "responses": {"200": _od_ok("DCAT-AP catalogue", "application/ld+json", also=("application/json",)),
+                          "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
         "/opendata/ngsi-ld/v1/entities": {"get": {
             "summary": "NGSI-LD Streetlight and WasteContainer entities (FIWARE Smart Data Models)",
             "tags": ["open data"],

@@ -7,22 +7,23 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Mapping, Sequence
 
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.web import export, liveness, ngsi, params
+from gateway.web import catalogue, export, liveness, ngsi, params
+# The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
+from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
 from gateway.web.context import ctx_of
 from gateway.web.errors import BadParameter, NotFound, WebError
+from gateway.web.transparency import build_transparency
 from gateway.web.views import DeviceView
 
+__all__ = ["NOT_SET", "OPEN_DATA_META_KEY", "ROUTES", "OpenDataMeta", "meta_of"]
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
-LD_JSON = "application/ld+json"
-GEO_JSON = "application/geo+json"
 ENTITY_TYPES = ("Streetlight", "WasteContainer")
 CSV_MAX_RANGE_S = 31 * 86400
 CSV_DEFAULT_RANGE_S = 86400
@@ -35,43 +36,7 @@ CACHE_CONTROL = "public, max-age=60"
 # report completing it arrives a little after that (devices send at the window's end, then the radio
 # and the batch writer). A row the default range shows is complete unless a report is later than this.
 INGEST_LAG_S = 300
-# What a licence or publisher says when the [opendata] config names none: the gateway does not
-# invent a licence for the city.
-NOT_SET = "not set"
 _SPACE = " \t\r\n\f\v"
-
-
-@dataclass(frozen=True)
-class OpenDataMeta:
-    """Who publishes the open data and under which licence (``[opendata]`` of the gateway config).
-
-    Attributes:
-        licence: an SPDX licence id (``CC-BY-4.0``) or a licence URL; :data:`NOT_SET` when not configured.
-        publisher: the publishing organisation's name; :data:`NOT_SET` when not configured.
-    """
-
-    licence: str = NOT_SET
-    publisher: str = NOT_SET
-
-    def licence_url(self) -> str | None:
-        """A URL for the licence: the URL given, or the SPDX page of an SPDX id; None when not set."""
-        if self.licence == NOT_SET:
-            return None
-        if self.licence.startswith(("https://", "http://")):
-            return self.licence
-        return f"https://spdx.org/licenses/{self.licence}.html"
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``license``/``publisher`` pair published with GeoJSON and NGSI-LD answers."""
-        return {"license": self.licence, "licenseUrl": self.licence_url(), "publisher": self.publisher}
-
-
-OPEN_DATA_META_KEY = web.AppKey("civicedge_open_data_meta", OpenDataMeta)
-
-
-def meta_of(request: web.Request) -> OpenDataMeta:
-    """The app's :class:`OpenDataMeta` (defaults: both not set)."""
-    return request.app.get(OPEN_DATA_META_KEY) or OpenDataMeta()
 
 
 class NotAcceptable(WebError):
@@ -200,27 +165,35 @@ def _options(request: web.Request) -> bool:
     return opt in ("keyValues", "simplified")
 
 
+async def _catalogue(request: web.Request) -> catalogue.Catalogue:
+    """What the catalogue says now: from ``[opendata]``, the policy and retention in force, and the
+    published devices (the fleet snapshot the entities are made of, so no store read)."""
+    ctx = ctx_of(request)
+    meta = meta_of(request)
+    shown = ngsi.publishable(await ctx.fleet.devices())
+    retention = ctx.admin.retention() if ctx.admin is not None else None
+    return catalogue.Catalogue(meta=meta, base=catalogue.base_of(request, meta), policy=ctx.policy,
+                               transparency=build_transparency(ctx.policy, retention=retention), devices=shown,
+                               modified=_last_modified(shown), now=ctx.now())
+
+
 @ROUTES.get("/opendata")
 async def index(request: web.Request) -> web.Response:
-    """What is published, where, by whom under which licence, and how device fields map onto the
-    Smart Data Models (a DCAT-style catalogue entry: ``title``, ``publisher``, ``license``)."""
+    """What is published, where, by whom under which licence, what each field means (a data dictionary)
+    and how device fields map onto the Smart Data Models: a DCAT-style catalogue entry (``title``,
+    ``description``, ``publisher``, ``contactPoint``, ``keywords``, ``license``, ``modified``, ``spatial``,
+    ``temporal``, ``accrualPeriodicity``), with absolute URLs. The DCAT-AP form is
+    ``/opendata/catalog.jsonld``."""
     params.reject_unknown(request.query, ())
     media = negotiate(request, ("application/json",))
-    meta = meta_of(request)
+    cat = await _catalogue(request)
     return await _json_answer(request, {
-        "title": "civicedge open data: streetlights and waste bins",
-        "publisher": meta.publisher,
-        "license": meta.licence,
-        "licenseUrl": meta.licence_url(),
+        **cat.index_head(),
         # Where each format is: every URL is literal and answers as is (a placeholder such as ``to=``
         # would be refused with 400); the query parameters, all optional, are in "parameters".
         # NGSI-LD's type list is comma-separated.
-        "formats": {
-            "ngsi-ld": "/opendata/ngsi-ld/v1/entities?type=Streetlight,WasteContainer&options=keyValues",
-            "csv": "/opendata/readings.csv",
-            "geojson": "/opendata/devices.geojson",
-        },
-        "mediaTypes": {"ngsi-ld": LD_JSON, "csv": "text/csv", "geojson": GEO_JSON},
+        "formats": {key: cat.url(path) for key, path, _media, _title, _type in catalogue.FORMATS},
+        "mediaTypes": {key: media_type for key, _path, media_type, _title, _type in catalogue.FORMATS},
         "parameters": {
             "ngsi-ld": {
                 "type": "Streetlight, WasteContainer, or a comma list of them: entities of any listed type"
@@ -239,13 +212,22 @@ async def index(request: web.Request) -> web.Response:
                             " empty value, and a trailing status column (released or withheld)",
             },
         },
-        "models": {
-            "Streetlight": "https://github.com/smart-data-models/dataModel.Streetlighting/tree/master/Streetlight",
-            "WasteContainer": "https://github.com/smart-data-models/dataModel.WasteManagement/tree/master/WasteContainer",
-        },
+        "models": dict(catalogue.MODELS),
         "mapping": ngsi.describe_mapping(),
-        "transparency": "/transparency",
-    }, media)
+        "dataDictionary": catalogue.data_dictionary(cat.transparency, cat.policy),
+        "catalog": cat.url(catalogue.CATALOG_PATH),
+        "transparency": cat.url("/transparency"),
+    }, media, last_modified=cat.modified)
+
+
+@ROUTES.get(catalogue.CATALOG_PATH)
+async def catalog_jsonld(request: web.Request) -> web.Response:
+    """The catalogue as DCAT-AP JSON-LD (``dcat:Catalog``, one ``dcat:Dataset``, a ``dcat:Distribution``
+    per format), for harvesters of open-data portals (CKAN's DCAT extension, data.europa.eu)."""
+    params.reject_unknown(request.query, ())
+    media = negotiate(request, (LD_JSON, "application/json"))
+    cat = await _catalogue(request)
+    return await _json_answer(request, cat.dcat(), media, last_modified=cat.modified)
 
 
 def _ld_content_type(request: web.Request) -> str:

@@ -162,3 +162,53 @@ def test_the_gateway_warns_at_start_when_no_licence_is_set(tmp_path: Path) -> No
         gw.kill()
     (line,) = [line for line in gw.logs().splitlines() if "[opendata] licence is not set" in line]
     assert "WARNING" in line and "legally unusable" in line
+
+
+# --- the catalogue's keys: title, description, contact, keywords, base_url ----------------------
+
+def _load_toml(tmp_path: Path, body: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "gateway.toml"
+    path.write_text("[opendata]\n" + body + "\n")
+    return load_config(path)
+
+
+def test_the_catalogue_keys_are_read_and_all_optional(tmp_path: Path) -> None:
+    """QA: the catalogue's title was hard-coded; description, contact, keywords and a public base URL
+    could not be configured."""
+    cfg = _load_toml(tmp_path, 'title = " Example street sensors "\ndescription = """Streetlights.\n\nAnd bins."""\n'
+                               'contact = "opendata@city.example"\nkeywords = ["lighting", " waste "]\n'
+                               'base_url = "https://data.city.example/sensors/"')
+    od = cfg.open_data
+    assert (od.title, od.description, od.contact) == ("Example street sensors", "Streetlights.\n\nAnd bins.",
+                                                      "opendata@city.example")
+    assert od.keywords == ("lighting", "waste") and od.base_url == "https://data.city.example/sensors"
+    assert _load_toml(tmp_path, 'contact = "https://city.example/contact"').open_data.contact == \
+        "https://city.example/contact"
+    plain = _load_toml(tmp_path, "").open_data
+    assert (plain.title, plain.description, plain.contact, plain.keywords, plain.base_url) == (None,) * 5
+    assert _load_toml(tmp_path, "keywords = []").open_data.keywords == ()
+
+
+@pytest.mark.parametrize(("body", "key", "reason", "words"), [
+    ("title = 3", "opendata.title", "wrong_type", "must be a string"),
+    ('title = "a\\nb"', "opendata.title", "bad_value", "no line breaks"),
+    ('title = "%s"' % ("t" * 201), "opendata.title", "bad_value", "at most 200"),
+    ('description = "a\\u0000b"', "opendata.description", "bad_value", "printable text"),
+    ('contact = "not an address"', "opendata.contact", "bad_value", "e-mail address"),
+    ('contact = "mailto:x@y.example"', "opendata.contact", "bad_value", "e-mail address"),
+    ('keywords = "lighting"', "opendata.keywords", "wrong_type", "must be an array"),
+    ("keywords = [1]", "opendata.keywords", "wrong_type", "array of strings; item 0 is 1"),
+    ('keywords = ["a", " "]', "opendata.keywords", "bad_value", "item 1"),
+    ('keywords = ["Waste", "waste"]', "opendata.keywords", "bad_value", "twice"),
+    ('base_url = "data.city.example"', "opendata.base_url", "bad_value", "absolute http:// or https://"),
+    ('base_url = "https://data.city.example/?x=1"', "opendata.base_url", "bad_value", "without /opendata, query"),
+    ('base_url = "https://data.city.example/opendata"', "opendata.base_url", "bad_value", "without /opendata"),
+    ('base_url = "https://data city.example"', "opendata.base_url", "bad_value", "absolute"),
+    ('titel = "x"', "opendata.titel", "unknown_key", "did you mean 'title'?"),
+])
+def test_a_bad_catalogue_key_is_a_clear_config_error(tmp_path: Path, body: str, key: str, reason: str,
+                                                     words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load_toml(tmp_path, body)
+    assert (err.value.reason, err.value.key) == (reason, key), str(err.value)
+    assert words in str(err.value)

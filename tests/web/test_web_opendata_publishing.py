@@ -218,7 +218,7 @@ async def test_releases_are_found_where_they_end(done_client: TestClient, late_c
     in the default CSV, and the 6-hourly mot was back-dated: polling "the last hour" missed both."""
     index = await (await done_client.get("/opendata")).json()
     # (At 12:20:34 the default range ends at 12:00; at 12:00:00 itself it ends at 11:00, see INGEST_LAG_S.)
-    default = await csv_rows(late_client, index["formats"]["csv"].removeprefix("/opendata/readings.csv"))
+    default = await csv_rows(late_client, index["formats"]["csv"].split("/opendata/readings.csv", 1)[1])
     lid = [r for r in default if r["field"] == "lid"]
     assert [(r["device"], r["hour"], r["until"], r["value"]) for r in lid] == [
         ("bin-01", "2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", "23")]

@@ -1,0 +1,341 @@
+"""The open-data catalogue: what ``/opendata`` says about the data (DCAT-style fields, a data
+dictionary) and the same as DCAT-AP JSON-LD (``/opendata/catalog.jsonld``).
+
+Nothing about the fields is written twice: the data dictionary is derived from the privacy policy
+through :func:`gateway.web.transparency.build_transparency` (labels, units, periods, noise, the
+effective retention), the CSV's aggregate from :mod:`gateway.web.export` and the unit codes from
+:mod:`gateway.web.ngsi`. What the city configures comes from ``[opendata]``
+(:class:`gateway.config.model.OpenDataConfig`); see docs/open-data.md, "Catalogue".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from aiohttp import web
+
+from gateway.config.licence import NOT_SET as NOT_SET  # re-exported (gateway.web.opendata)
+from gateway.config.licence import is_url
+from gateway.config.model import OpenDataConfig
+from gateway.web import export, ngsi
+from gateway.web.liveness import window_of
+from gateway.web.transparency import format_duration
+from gateway.web.views import DeviceView
+
+LD_JSON = "application/ld+json"
+GEO_JSON = "application/geo+json"
+CATALOG_PATH = "/opendata/catalog.jsonld"
+DAY_S = 86400
+DEFAULT_TITLE = "City sensor data: streetlights and waste bins"
+DEFAULT_KEYWORDS = ("streetlights", "waste bins", "sensors", "smart city", "NGSI-LD", "differential privacy")
+DEFAULT_DESCRIPTION = ("What the city's streetlight and waste bin sensors released, per device: people-related "
+                       "signals only as noisy counts (noise added on the device, small counts withheld), everything "
+                       "else as coarse aggregates. What is collected and why: the transparency page.")
+# Each format: key, path (literal: it answers as is; the query parameters are optional), media type, title,
+# and its file type in the EU's vocabulary (DCAT-AP's dct:format).
+FORMATS = (
+    ("ngsi-ld", "/opendata/ngsi-ld/v1/entities?type=Streetlight,WasteContainer&options=keyValues", LD_JSON,
+     "Latest values per device as NGSI-LD entities (FIWARE Smart Data Models Streetlight, WasteContainer)", "JSON_LD"),
+    ("csv", "/opendata/readings.csv", "text/csv", "Released values per device, UTC hour, zone and field (CSV)", "CSV"),
+    ("geojson", "/opendata/devices.geojson", GEO_JSON, "Devices with their latest values (GeoJSON)", "GEOJSON"),
+)
+MODELS = {
+    "Streetlight": "https://github.com/smart-data-models/dataModel.Streetlighting/tree/master/Streetlight",
+    "WasteContainer": "https://github.com/smart-data-models/dataModel.WasteManagement/tree/master/WasteContainer",
+}
+# The EU's frequency vocabulary (DCAT-AP dct:accrualPeriodicity) by window length: new values arrive with
+# every window.
+FREQUENCY_BASE = "http://publications.europa.eu/resource/authority/frequency/"
+_FREQUENCY_BY_WINDOW = {60: "1MIN", 300: "5MIN", 600: "10MIN", 900: "15MIN", 1800: "30MIN", 3600: "HOURLY"}
+FILE_TYPE_BASE = "http://publications.europa.eu/resource/authority/file-type/"
+IANA_MEDIA = "https://www.iana.org/assignments/media-types/"
+# What each CSV column holds (keys: export.CSV_STATUS_COLUMNS, in that order; a test compares them).
+CSV_COLUMN_MEANINGS = {
+    "hour": "UTC hour (ISO 8601) the row's period starts",
+    "device": "device id",
+    "kind": "device kind (streetlight, bin)",
+    "zone": "the zone the device's reports were stored with",
+    "field": "field name (see fields)",
+    "unit": "unit of value (see fields)",
+    "aggregate": "how the row's released values were combined: sum, mean, or last (a level released once per "
+                 "period as its value at the end: the level at until; see fields)",
+    "value": "the row's value (see the field's value)",
+    "values": "how many released values the row combines (fewer than the period's windows when reports are missing)",
+    "until": "UTC time (ISO 8601) the row's values end: the row covers [hour, until)",
+    "status": "only with withheld=include: released, or withheld (a noisy count below k: value empty, values 0)",
+}
+
+
+@dataclass(frozen=True)
+class OpenDataMeta(OpenDataConfig):
+    """``[opendata]`` as the web layer publishes it (the fields of :class:`OpenDataConfig`)."""
+
+    @classmethod
+    def of(cls, config: OpenDataConfig) -> OpenDataMeta:
+        """The published form of a loaded ``[opendata]``."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(OpenDataConfig)})
+
+    def licence_url(self) -> str | None:
+        """A URL for the licence: the URL given, or the SPDX page of an SPDX id; None when not set."""
+        if self.licence == NOT_SET:
+            return None
+        if is_url(self.licence):
+            return self.licence
+        return f"https://spdx.org/licenses/{self.licence}.html"
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``license``/``publisher`` pair published with GeoJSON and NGSI-LD answers."""
+        return {"license": self.licence, "licenseUrl": self.licence_url(), "publisher": self.publisher}
+
+
+OPEN_DATA_META_KEY = web.AppKey("civicedge_open_data_meta", OpenDataMeta)
+
+
+def meta_of(request: web.Request) -> OpenDataMeta:
+    """The app's :class:`OpenDataMeta` (defaults: licence and publisher not set)."""
+    return request.app.get(OPEN_DATA_META_KEY) or OpenDataMeta()
+
+
+def base_of(request: web.Request, meta: OpenDataMeta) -> str:
+    """Where the public reaches this gateway: ``[opendata] base_url``, else the scheme and ``Host`` the
+    request came with (behind a reverse proxy that is the gateway's own address: set base_url)."""
+    return meta.base_url or f"{request.scheme}://{request.host}"
+
+
+def _unit_code(unit: str) -> str | None:
+    return ngsi.UNIT_CODES.get(unit)
+
+
+def _per(period_s: int) -> str:
+    """``hour``, ``day``, or the duration (``6 h``, ``15 min``): what "one per ..." is followed by."""
+    return {3600: "hour", DAY_S: "day"}.get(period_s, format_duration(period_s))
+
+
+def _value_meaning(f: Mapping[str, Any], aggregate: str) -> str:
+    """What a CSV value of field ``f`` (a field of the transparency document) means, combined as
+    ``aggregate`` (``sum``, ``mean`` or ``last``)."""
+    unit, per = str(f["unit"]), _per(int(f["period_s"]))
+    rounded = f", rounded to {f['quantum']} {unit} on the device" if "quantum" in f else ""
+    if f["release"] == "noisy_count":
+        return (f"{f['label']}: the counts released for the row's period [hour, until), one per {per}, summed; "
+                f"each has discrete Laplace noise added on the device (see noise), and a noisy count below k was "
+                f"withheld, so a missing row may be a small count")
+    if aggregate == "sum":
+        return f"{f['label']}: the values released for the row's period [hour, until), one per {per}, summed, in {unit}"
+    if aggregate == "last":
+        return (f"{f['label']}: the level at the end of the row's period (until), released once per {per}{rounded}, "
+                f"in {unit}")
+    if unit == "state":
+        return (f"{f['label']}: the share of the row's released values (one per {per}) that were 1, from 0 to 1, "
+                f"one decimal; e.g. 0.25 = 1 in 4 values")
+    return (f"{f['label']}: the mean of the row's released values (one per {per}{rounded}), in {unit}, "
+            f"one decimal")
+
+
+def csv_aggregate(kind: str, f: Mapping[str, Any], level_periods: Mapping[tuple[str, str], int]) -> str:
+    """The CSV's ``aggregate`` of field ``f`` of ``kind``, by the CSV's own rules (:mod:`gateway.web.export`):
+    ``sum`` for counts and energy, ``last`` for a level released once per period as its value at the end
+    (``level_periods``: :func:`gateway.web.export.level_release_periods`), else ``mean``."""
+    if f["unit"] in export._SUMMED_UNITS:
+        return "sum"
+    return "last" if (kind, f["field"]) in level_periods else "mean"
+
+
+def data_dictionary(transparency: Mapping[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The CSV's columns and every field's meaning, unit, period, noise and retention, derived from the
+    transparency document (:func:`gateway.web.transparency.build_transparency`, so from the policy and
+    the retention in force) and the CSV's rules."""
+    level_periods = export.level_release_periods(policy)
+    fields = []
+    for kind in transparency["kinds"]:
+        for f in kind["fields"]:
+            aggregate = csv_aggregate(str(kind["kind"]), f, level_periods)
+            entry: dict[str, Any] = {
+                "kind": kind["kind"], "field": f["field"], "label": f["label"], "unit": f["unit"],
+                "unitCode": _unit_code(str(f["unit"])), "aggregate": aggregate,
+                "value": _value_meaning(f, aggregate), "period": format_duration(int(f["period_s"])),
+                "periodSeconds": f["period_s"], "aboutPeople": f["personal"], "release": f["release_text"],
+                "quantum": f.get("quantum"), "noise": None, "retentionDays": f["retention_days"],
+                "source": f["source"], "purpose": f["purpose"],
+            }
+            if f["release"] == "noisy_count":
+                entry["noise"] = {"mechanism": "discrete Laplace, added on the device", "epsilonPerRelease":
+                                  f["eps_per_release"], "epsilonPerDayMax": f["eps_per_day_max"], "k": f["k"]}
+            fields.append(entry)
+    return {"csvColumns": dict(CSV_COLUMN_MEANINGS), "fields": fields}
+
+
+def _iso(ts: float | None) -> str | None:
+    return ngsi.iso_utc(int(ts)) if ts is not None else None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What the catalogue says at one request.
+
+    Attributes:
+        meta: ``[opendata]``.
+        base: the public base URL (:func:`base_of`).
+        policy: the privacy policy.
+        transparency: the transparency document (policy and retention in force).
+        devices: the published devices.
+        modified: the newest time the published data shows (as ``Last-Modified``), or None.
+        now: the gateway's time.
+    """
+
+    meta: OpenDataMeta
+    base: str
+    policy: Mapping[str, Any]
+    transparency: Mapping[str, Any]
+    devices: Sequence[DeviceView]
+    modified: float | None
+    now: int
+
+    def url(self, path: str) -> str:
+        """The absolute URL of a path of this gateway."""
+        return self.base + path
+
+    def title(self) -> str:
+        """``[opendata] title``, else :data:`DEFAULT_TITLE`."""
+        return self.meta.title or DEFAULT_TITLE
+
+    def description(self) -> str:
+        """``[opendata] description``, else :data:`DEFAULT_DESCRIPTION` and the privacy policy's statement."""
+        if self.meta.description:
+            return self.meta.description
+        statement = str(self.transparency.get("statement") or "")
+        return DEFAULT_DESCRIPTION + (" " + statement if statement else "")
+
+    def keywords(self) -> list[str]:
+        """``[opendata] keywords``, else :data:`DEFAULT_KEYWORDS`."""
+        return list(self.meta.keywords if self.meta.keywords is not None else DEFAULT_KEYWORDS)
+
+    def bbox(self) -> list[float] | None:
+        """``[west, south, east, north]`` of the published devices (GeoJSON's bbox order), None for none."""
+        if not self.devices:
+            return None
+        lons, lats = [d.lon for d in self.devices], [d.lat for d in self.devices]
+        return [min(lons), min(lats), max(lons), max(lats)]
+
+    def temporal_start(self) -> int:
+        """The UTC day from which values may still be held: now less the longest retention in force (each
+        field's own is in the data dictionary; a younger store holds less)."""
+        days = max((int(f["retention_days"]) for k in self.transparency["kinds"] for f in k["fields"]), default=0)
+        start = self.now - days * DAY_S
+        return start - start % DAY_S
+
+    def window_s(self) -> int:
+        """The shortest window of the published kinds: how often new values arrive."""
+        kinds = [str(k["kind"]) for k in self.transparency["kinds"]]
+        return min((window_of(self.policy, k) for k in kinds), default=window_of(self.policy, ""))
+
+    def accrual_periodicity(self) -> str | None:
+        """The EU frequency URI of :meth:`window_s` (``.../frequency/15MIN``); None for a window it has none for."""
+        code = _FREQUENCY_BY_WINDOW.get(self.window_s())
+        return FREQUENCY_BASE + code if code else None
+
+    def contact_point(self) -> dict[str, str] | None:
+        """``{"name", "email" or "url"}`` from ``[opendata] contact`` (named after the publisher), or None."""
+        contact = self.meta.contact
+        if contact is None:
+            return None
+        name = self.meta.publisher if self.meta.publisher != NOT_SET else self.title()
+        return {"name": name, ("url" if is_url(contact) else "email"): contact}
+
+    def index_head(self) -> dict[str, Any]:
+        """The descriptive fields of the ``/opendata`` index (DCAT-style names)."""
+        bbox = self.bbox()
+        return {
+            "title": self.title(),
+            "description": self.description(),
+            "publisher": self.meta.publisher,
+            "contactPoint": self.contact_point(),
+            "keywords": self.keywords(),
+            "license": self.meta.licence,
+            "licenseUrl": self.meta.licence_url(),
+            "modified": _iso(self.modified),
+            "spatial": {"bbox": bbox} if bbox is not None else None,
+            "temporal": {"start": _iso(self.temporal_start()), "end": None},
+            "accrualPeriodicity": self.accrual_periodicity(),
+            "updateFrequency": (f"new values with every {format_duration(self.window_s())} window; the CSV has a row "
+                                "per device, field and UTC hour once the hour has ended (longer releases, e.g. 6-hour "
+                                "counts, once their period has ended)"),
+        }
+
+    def dcat(self) -> dict[str, Any]:
+        """The catalogue as DCAT-AP JSON-LD: one ``dcat:Catalog`` with one ``dcat:Dataset`` and a
+        ``dcat:Distribution`` per format."""
+        licence = self.meta.licence_url()
+        publisher = ({"@type": "foaf:Agent", "foaf:name": self.meta.publisher}
+                     if self.meta.publisher != NOT_SET else None)
+        dataset: dict[str, Any] = {
+            "@id": self.url("/opendata#dataset"),
+            "@type": "dcat:Dataset",
+            "dct:title": self.title(),
+            "dct:description": self.description(),
+            "dcat:keyword": self.keywords(),
+            "dcat:landingPage": {"@id": self.url("/opendata")},
+            "foaf:page": {"@id": self.url("/transparency")},
+            "dct:conformsTo": [{"@id": url} for url in MODELS.values()],
+            "dct:temporal": {"@type": "dct:PeriodOfTime",
+                             "dcat:startDate": {"@value": _iso(self.temporal_start()), "@type": "xsd:dateTime"}},
+            "dcat:distribution": [self._distribution(path, media, title, file_type, licence)
+                                  for _key, path, media, title, file_type in FORMATS],
+        }
+        if publisher is not None:
+            dataset["dct:publisher"] = publisher
+        contact = self.contact_point()
+        if contact is not None:
+            card: dict[str, Any] = {"@type": "vcard:Kind", "vcard:fn": contact["name"]}
+            if "email" in contact:
+                card["vcard:hasEmail"] = {"@id": "mailto:" + contact["email"]}
+            else:
+                card["vcard:hasURL"] = {"@id": contact["url"]}
+            dataset["dcat:contactPoint"] = card
+        bbox = self.bbox()
+        if bbox is not None:
+            dataset["dct:spatial"] = {"@type": "dct:Location",
+                                      "dcat:bbox": {"@value": _wkt(bbox), "@type": "gsp:wktLiteral"}}
+        if self.accrual_periodicity() is not None:
+            dataset["dct:accrualPeriodicity"] = {"@id": self.accrual_periodicity()}
+        if self.modified is not None:
+            dataset["dct:modified"] = {"@value": _iso(self.modified), "@type": "xsd:dateTime"}
+        catalog: dict[str, Any] = {
+            "@context": {"dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/",
+                         "foaf": "http://xmlns.com/foaf/0.1/", "vcard": "http://www.w3.org/2006/vcard/ns#",
+                         "xsd": "http://www.w3.org/2001/XMLSchema#", "gsp": "http://www.opengis.net/ont/geosparql#"},
+            "@id": self.url(CATALOG_PATH),
+            "@type": "dcat:Catalog",
+            "dct:title": self.title(),
+            "dct:description": self.description(),
+            "foaf:homepage": {"@id": self.url("/opendata")},
+            "dcat:dataset": [dataset],
+        }
+        if publisher is not None:
+            catalog["dct:publisher"] = publisher
+        if licence is not None:
+            catalog["dct:license"] = {"@id": licence}
+        return catalog
+
+    def _distribution(self, path: str, media: str, title: str, file_type: str, licence: str | None) -> dict[str, Any]:
+        dist: dict[str, Any] = {
+            "@id": self.url(path), "@type": "dcat:Distribution", "dct:title": title,
+            "dcat:accessURL": {"@id": self.url(path)},
+            "dcat:mediaType": {"@id": IANA_MEDIA + media},
+            "dct:format": {"@id": FILE_TYPE_BASE + file_type},
+        }
+        if media != LD_JSON:  # one file each; the entities are an API answer, not a download
+            dist["dcat:downloadURL"] = {"@id": self.url(path)}
+        if licence is not None:
+            dist["dct:license"] = {"@id": licence}
+        return dist
+
+
+def _wkt(bbox: Sequence[float]) -> str:
+    """A bounding box as a WKT literal (a point when it has no extent)."""
+    w, s, e, n = bbox
+    if (w, s) == (e, n):
+        return f"POINT({w} {s})"
+    return f"POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))"
