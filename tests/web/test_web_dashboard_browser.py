@@ -151,6 +151,8 @@ async def test_the_pass_chart_says_its_points_are_six_hour_counts(fleet: Fleet) 
                 point = page.locator("#chart-mot circle.point title")
                 assert await point.count() == 1
                 assert await point.text_content() == "06:00–12:00 UTC: 63"
+                # Its axis runs to the end of that period, not an hour after its start.
+                assert await page.locator("#chart-mot text").last.text_content() == "12:00 UTC"
                 assert await page.locator("#chart-wh circle.point title").first.text_content() == "06:00–07:00 UTC: 92"
             finally:
                 await browser.close()

@@ -186,7 +186,8 @@ function lineChart(id, points, color, periodS) {
     return;
   }
   const maxV = Math.max(1, ...points.map((p) => p.value));
-  const t0 = points[0].hour, t1 = Math.max(points[points.length - 1].hour, t0 + 3600);
+  // The axis ends where the last point's period ends (a 6-hour count started at 12:00 runs to 18:00).
+  const t0 = points[0].hour, t1 = Math.max(points[points.length - 1].hour + (periodS || 0), t0 + 3600);
   axes(svg, W, H, pad, maxV);
   const xy = points.map((p) => [pad + ((p.hour - t0) / (t1 - t0)) * (W - pad - 10), H - pad - (p.value / maxV) * (H - pad - 10)]);
   svg.appendChild(svgEl("polyline", { points: xy.map((q) => q.join(",")).join(" "), fill: "none", stroke: color, "stroke-width": 2, class: "series" }));
