@@ -138,7 +138,7 @@ def csv_aggregate(kind: str, f: Mapping[str, Any], level_periods: Mapping[tuple[
     """The CSV's ``aggregate`` of field ``f`` of ``kind``, by the CSV's own rules (:mod:`gateway.web.export`):
     ``sum`` for counts and energy, ``last`` for a level released once per period as its value at the end
     (``level_periods``: :func:`gateway.web.export.level_release_periods`), else ``mean``."""
-    if f["unit"] in export._SUMMED_UNITS:
+    if f["unit"] in export.SUMMED_UNITS:
         return "sum"
     return "last" if (kind, f["field"]) in level_periods else "mean"
 

@@ -18,7 +18,7 @@ CSV_COLUMNS = ("hour", "device", "kind", "zone", "field", "unit", "aggregate", "
 # With ``withheld=include``: one more, trailing column, so readers of the ten columns by position or
 # name are not disturbed; its rows of withheld values have an empty ``value``.
 CSV_STATUS_COLUMNS = (*CSV_COLUMNS, "status")
-_SUMMED_UNITS = frozenset({"count", "Wh"})
+SUMMED_UNITS = frozenset({"count", "Wh"})
 
 
 def field_units(policy: Mapping[str, Any]) -> dict[tuple[str, str], str]:
@@ -38,7 +38,7 @@ def level_release_periods(policy: Mapping[str, Any]) -> dict[tuple[str, str], in
         for kind, kspec in policy.get("kinds", {}).items()
         for name, spec in kspec.get("fields", {}).items()
         if spec.get("release_every_s") and spec.get("release") != "noisy_count"
-        and str(spec.get("unit", "")) not in _SUMMED_UNITS
+        and str(spec.get("unit", "")) not in SUMMED_UNITS
     }
 
 
@@ -65,7 +65,7 @@ def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str,
         if g.count == 0 and not withheld:
             continue
         unit = units.get((g.kind, g.field), "")
-        summed = unit in _SUMMED_UNITS
+        summed = unit in SUMMED_UNITS
         value: float | int | str
         if g.count == 0:
             value = ""

@@ -11,31 +11,27 @@ from aiohttp import web
 from gateway.web import params
 from gateway.web.context import ctx_of, json_response
 from gateway.web.errors import NotFound
+from gateway.web.liveness import is_stale
 from gateway.web.ngsi import iso_utc
 from gateway.web.views import AlarmView, DeviceView, HourlyAggregate, ReadingView
 
 ROUTES = web.RouteTableDef()
 DAY_S = 86400
 MAX_READINGS = 10000
-STALE_WINDOWS = 3
 
 
-def device_status(dev: DeviceView, *, now: int, window_s: int) -> str:
-    """One word for the dashboard: revoked, never (no report yet), alarm, stale (silent) or ok."""
+def device_status(dev: DeviceView, *, now: int, policy: Mapping[str, Any]) -> str:
+    """One word for the dashboard: revoked, never (no report yet), alarm, stale (silent, the open
+    data's rule: :func:`gateway.web.liveness.is_stale`) or ok."""
     if dev.revoked:
         return "revoked"
     if dev.last_seen is None:
         return "never"
     if dev.alarms:
         return "alarm"
-    if now - dev.last_seen > STALE_WINDOWS * window_s:
+    if is_stale(dev, now=now, policy=policy):
         return "stale"
     return "ok"
-
-
-def _window_of(policy: Mapping[str, Any], kind: str) -> int:
-    spec = policy.get("kinds", {}).get(kind, {})
-    return int(spec.get("window_s", policy.get("defaults", {}).get("window_s", 900)))
 
 
 def alarm_json(a: AlarmView) -> dict[str, Any]:
@@ -48,7 +44,7 @@ def device_json(dev: DeviceView, *, now: int, policy: Mapping[str, Any]) -> dict
     return {
         "id": dev.id, "kind": dev.kind, "zone": dev.zone, "lat": dev.lat, "lon": dev.lon,
         "revoked": dev.revoked,
-        "status": device_status(dev, now=now, window_s=_window_of(policy, dev.kind)),
+        "status": device_status(dev, now=now, policy=policy),
         "last_seen": dev.last_seen,
         "last_seen_iso": iso_utc(dev.last_seen) if dev.last_seen is not None else None,
         "link": dev.link,
