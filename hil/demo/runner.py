@@ -309,6 +309,8 @@ class Demo:
             "[http]", "enabled = true", 'listen = "127.0.0.1"', f"port = {self.http_port}",
             'admin_token_file = "admin.token"',
             "[sim_clock]", f'follow_file = "{self.clock_file.name}"',
+            # made-up readings of made-up streets: public domain, and a licence set as a city's must be
+            "[opendata]", 'licence = "CC0-1.0"', 'title = "civicedge demo: street lights and waste bins"',
         ]
         # The depot in the middle of the demo's streets, so the dashboard can draw today's collection
         # routes (without one the plan endpoint answers "no depot configured").
