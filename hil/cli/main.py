@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         if exc.code not in (0, None):
-            from hil.field.cli import usage_error_json  # already imported by build_parser
+            from hil.field.cli_common import usage_error_json  # already imported by build_parser
 
             usage_error_json(list(sys.argv[1:] if argv is None else argv), exc.code)
         raise

@@ -112,7 +112,7 @@ async def test_a_two_line_token_file_sends_its_first_line(gateway_url: tuple[str
     # QA: a token file of two lines made urllib refuse the header ("Invalid header value") and the
     # tool said the gateway "answered something that is not JSON" although nothing was sent.
     from hil.cli.main import main as civicedge_main
-    from hil.field.cli import _admin_token
+    from hil.field.provision_cmd import _admin_token
 
     url, registry = gateway_url
     two = tmp_path / "two.token"

@@ -132,7 +132,7 @@ def test_interrupted_flash_rerun_keeps_the_options_and_tells_the_truth_about_the
         extra: list[str], interrupt_at: str, rerun_tail: str, identity: str) -> None:
     # QA: the re-run advice dropped --no-erase (following it wiped the flash) and always said the
     # identity was kept, even after the erase had started.
-    from hil.field import cli as field_cli
+    from hil.field import flash_cmd
 
     def fake_execute(plan: Any, *, on_step: Any) -> None:
         for flash_step in plan.steps:
@@ -143,7 +143,7 @@ def test_interrupted_flash_rerun_keeps_the_options_and_tells_the_truth_about_the
                 break
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(field_cli, "execute_flash", fake_execute)
+    monkeypatch.setattr(flash_cmd, "execute_flash", fake_execute)
     image = _esp32_image(tmp_path)
     rc = civicedge_main(["flash", "--board", "streetlight-esp32", "--port", "/dev/ttyUSB9",
                          "--micropython", str(image), *extra])

@@ -1,0 +1,430 @@
+"""``civicedge provision``: give a flashed board its identity and key, and register it.
+
+Every failure ends with one ``error:`` line saying what to do, and exit status 2. Keys are never
+printed: labels carry the key fingerprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from gateway.cli.devices_cmd import LOCATION_HELP_NOTE, accept_negative_location
+from hil.boards import BoardDefinition, BoardError, list_boards, load_board
+from hil.dut import Dut
+from hil.errors import HilError
+from hil.field.board_facts import check_definition_fits, read_board_config, read_board_facts
+from hil.field.cli_common import EXIT_ERROR, errors, say, seconds, with_json
+from hil.field.cli_steps import steps
+from hil.field.device import BOARD_CONFIG_PATH, count_outbox, open_board
+from hil.field.errors import (
+    DamagedIdentityError, FieldError, FirmwareStartError, FirmwareVerifyError, GatewayRegistrationError,
+    UnsentReportsError,
+)
+from hil.field.firmware_copy import read_manifest, verify_manifest, write_board_config
+from hil.field.firmware_restart import START_WATCH_S, restart_quietly, restart_step, watch_start
+from hil.field.identity import parse_location, validate_fields
+from hil.field.ports import require_port
+from hil.field.provision import ProvisionResult, provision_board
+from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, revoke_device
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``provision`` to the ``civicedge`` command line."""
+    prov = subparsers.add_parser("provision", help="give a flashed board its identity and key, register it")
+    prov.add_argument("--port", required=True, help="serial port of the board")
+    prov.add_argument("--id", required=True, dest="device_id", help="device id, e.g. sl-0042")
+    prov.add_argument("--zone", required=True, help="city zone, e.g. centre")
+    prov.add_argument("--location", required=True, metavar="LAT,LON",
+                      help="decimal degrees, e.g. 52.3702,4.8952" + LOCATION_HELP_NOTE)
+    accept_negative_location(prov)
+    prov.add_argument("--board", help="board definition (default: the kind in the board's /board.json)")
+    where = prov.add_mutually_exclusive_group(required=True)
+    where.add_argument("--registry", type=Path, help="the gateway's registry directory")
+    where.add_argument("--gateway", help="gateway URL, e.g. http://gateway.local:8080: register through its admin API")
+    prov.add_argument("--token-file", type=Path, help="the gateway's admin token file (with --gateway)")
+    prov.add_argument("--force", action="store_true",
+                      help="replace the identity this board already has (its own id gets a new key); refused while "
+                           "the board's outbox holds un-sent reports (see --discard-unsent)")
+    prov.add_argument("--discard-unsent", action="store_true",
+                      help="with --force: re-key even though the board's outbox holds un-sent reports (framed "
+                           "under its old key, the firmware drops them); default: refused, let the gateway drain "
+                           "them first")
+    prov.add_argument("--take-over", action="store_true",
+                      help="take over an id the registry holds with another board's key (that board is refused "
+                           "from then on)")
+    prov.add_argument("--revoke-old", action="store_true",
+                      help="with --force and --registry: when the board held another id before, revoke that id in "
+                           "the registry once the new identity is written (only while the registry holds it with "
+                           "the key the board had). Default: the old id stays registered and a warning says how "
+                           "to revoke it")
+    prov.add_argument("--skip-firmware-check", action="store_true",
+                      help="provision even when the board's firmware is missing or differs from its /firmware.json "
+                           "(default: refused; run civicedge flash first)")
+    prov.add_argument("--stay-at-repl", action="store_true",
+                      help="leave the board at the MicroPython REPL (default: restart its firmware, which then "
+                           "runs with the new identity)")
+    prov.add_argument("--repl-timeout", type=seconds, default=10.0,
+                      help="seconds to wait for the REPL (default: %(default)g)")
+    prov.add_argument("--json", action="store_true",
+                      help="print one JSON object on stdout (id, port, fingerprint, result, label, ...; the "
+                           "progress and messages go to stderr), for batch scripts")
+    prov.set_defaults(func=_provision, parser=prov)
+
+
+def _provision(args: argparse.Namespace) -> int:
+    return with_json(args, _run_provision)
+
+
+def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any]) -> int:
+    if args.discard_unsent and not args.force:
+        # Only a re-keying drops un-sent reports: alone, the option would be silently ignored.
+        args.parser.error("--discard-unsent does nothing without --force (only replacing the board's identity "
+                          "and key drops its un-sent reports); add --force or drop --discard-unsent")
+    if args.revoke_old and not args.force:
+        args.parser.error("--revoke-old does nothing without --force (only replacing the board's identity leaves "
+                          "an old id behind); add --force or drop --revoke-old")
+    if args.revoke_old and args.registry is None:
+        args.parser.error("--revoke-old needs --registry DIR (it checks that the registry holds the old id with "
+                          "the key the board had before revoking it); with --gateway, revoke the old id on the "
+                          "gateway's host: civicedge gateway devices revoke OLD-ID")
+    with errors(record):
+        require_port(args.port)
+        lat, lon = parse_location(args.location)
+        validate_fields(device_id=args.device_id, zone=args.zone)  # the registry's rules, before the port
+        if float(lat) == 0 and float(lon) == 0:
+            say(f"warning: location {args.location} is 0,0 (in the sea off West Africa): what a GPS without a fix "
+                "reports; check the pole's coordinates (a wrong location is corrected later with civicedge gateway "
+                "devices move)")
+        if args.board is not None:
+            load_board(args.board)  # a bad definition fails now, not after the board was stopped
+        registrar = None
+        if args.gateway is not None:
+            registrar = AdminApiRegistrar(args.gateway, _admin_token(args.token_file))
+            if registrar.plain_http_remote:
+                say(f"warning: the device key goes to {args.gateway} over plain HTTP; serve the gateway's "
+                    "API over TLS (https://) when provisioning from another host")
+        elif args.token_file is not None:
+            raise GatewayRegistrationError("--token-file goes with --gateway URL (the admin API), not --registry")
+        with steps(out) as step:
+            step("connect to the board")
+            try:
+                dut = open_board(args.port, timeout_s=args.repl_timeout)
+            except KeyboardInterrupt:
+                say("interrupted while connecting to the board: nothing was written to it and nothing "
+                    "was registered; its firmware may have been stopped (it restarts by itself within "
+                    f"10 minutes, or press RESET); re-run: {_provision_command(args, repair=False)}")
+                raise
+            try:
+                if args.board is not None:
+                    step("check the board")
+                    # Only the chip: provisioning gives the board a new identity of the definition's kind.
+                    check_definition_fits(read_board_facts(dut), load_board(args.board), port=args.port,
+                                          check_kind=False)
+                kind = _board_kind(dut, args.board, args.port)
+                board_name = _board_name(dut, args.board, kind)
+                if not args.skip_firmware_check:
+                    step("check the firmware")
+                    _check_firmware_for_provision(dut, args)
+                step("write identity and register")
+                unsent = count_outbox(dut) if args.force else 0  # for the advice of a stopped re-keying
+                registering = False
+
+                def on_registering() -> None:
+                    nonlocal registering
+                    registering = True
+
+                try:
+                    result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat,
+                                             lon=lon, registry_dir=args.registry, registrar=registrar,
+                                             force=args.force, take_over=args.take_over,
+                                             discard_unsent=args.discard_unsent, on_registering=on_registering)
+                except UnsentReportsError as exc:
+                    unsent = int(exc.details.get("unsent", 0))
+                    raise UnsentReportsError(
+                        f"the board on {args.port} holds {unsent} un-sent report(s) in its outbox, framed under its "
+                        "current key: a new key makes the firmware drop them at its next boot; nothing was changed. "
+                        "Connect it to the gateway and let them drain (civicedge check --port "
+                        f"{shlex.quote(args.port)} --db PATH|--gateway URL shows how many are left), then re-run; or "
+                        f"drop them: {_provision_command(args, repair=False, discard=True)}",
+                        **exc.details) from None
+                except DamagedIdentityError as exc:  # only without --force
+                    raise DamagedIdentityError(
+                        f"the board on {args.port} has a damaged /identity.json ({exc.details.get('reason')}); "
+                        f"replace it with: {_provision_command(args, repair=False, force=True)}",
+                        **exc.details) from None
+                except (HilError, BoardError, KeyboardInterrupt) as exc:
+                    _provision_stopped(args, registering, exc, unsent=unsent)
+                    raise
+                if args.board is not None:
+                    step("write board config")
+                    write_board_config(dut, load_board(args.board).to_device_config())
+            except BaseException as exc:
+                # Refused or failed: a street light must not stay dark at the REPL until its watchdog
+                # resets it; it runs again as it was (or with what was written). Not firmware whose
+                # files differ from its /firmware.json: that code is not started (as after a failed flash).
+                if not args.stay_at_repl and not (isinstance(exc, FieldError)
+                                                  and exc.details.get("firmware_damaged")):
+                    restart_quietly(dut, port=args.port, timeout_s=args.repl_timeout)
+                dut.close()
+                raise
+            restarted = False
+            fatal: str | None = None
+            interrupted = False
+            try:
+                if not args.stay_at_repl:
+                    # A street light must not stay dark at the REPL until its watchdog resets it.
+                    restarted = restart_step(dut, args.repl_timeout, step)
+                    if restarted:
+                        step("watch the firmware start")
+                        fatal = watch_start(dut, START_WATCH_S)
+            except KeyboardInterrupt:
+                # The board is provisioned by now: its label must not be lost with the Ctrl-C.
+                interrupted = True
+            finally:
+                dut.close()
+        what = "written" if result.device_changed else "already on the board (unchanged)"
+        out.print(f"identity {what}; registry: {result.registration.value}")
+        out.print(f"LABEL: {result.label()}")
+        old_status = _old_id(out, args, result)
+        record.update(fingerprint=result.identity.fingerprint, kind=result.identity.kind, zone=result.identity.zone,
+                      lat=result.identity.lat, lon=result.identity.lon, label=result.label(),
+                      registry=result.registration.value, firmware_restarted=restarted and fatal is None,
+                      result="provisioned" if result.device_changed else "unchanged")
+        if result.replaced is not None and result.replaced.id != result.identity.id:
+            record.update(old_id=result.replaced.id, old_id_status=old_status)
+        if interrupted:
+            say("interrupted: the board is provisioned (identity written, registered); the firmware may not have "
+                f"restarted: run civicedge check --port {shlex.quote(args.port)} {_check_where(args)}")
+            raise KeyboardInterrupt
+        if restarted and fatal is not None:
+            port = shlex.quote(args.port)
+            where = _check_where(args)
+            raise FirmwareStartError(
+                f"the board holds its new identity, but its firmware does not run; its console says: {fatal} "
+                f"(often: civicedge flash --firmware-only --board {shlex.quote(board_name)} "
+                f"--port {port}; then civicedge check --port {port} {where})",
+                console=fatal, port=args.port)
+        if restarted:
+            out.print(f"firmware restarted; next: civicedge check --port {shlex.quote(args.port)} "
+                      f"{_check_where(args)} waits for its first accepted report")
+        else:
+            out.print(f"{'firmware not restarted (press RESET); ' if not args.stay_at_repl else ''}next: reset "
+                      f"the board (or civicedge check --port {shlex.quote(args.port)} {_check_where(args)}) and watch "
+                      "it report")
+        return 0
+    return EXIT_ERROR
+
+
+def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> str | None:
+    """Say what became of the id the board held before a re-provisioning under another id; returns
+    ``revoked``, ``registered`` (a ghost: registered with a key no board holds), ``other_key``,
+    ``absent`` or ``unknown`` (behind the admin API), or None when the id did not change.
+
+    A ghost id is a usable key no board holds: it is never kept silently. It is only revoked with
+    ``--revoke-old`` (revoking is final: a mistyped --id would retire a working board's id).
+    """
+    old = result.replaced
+    if old is None or old.id == result.identity.id:
+        return None
+    if args.registry is None:
+        say(f"warning: the board's old id {old.id} stays registered at the gateway with the key this board "
+            "held (no board holds it now, unless another board took the id over); if it is retired, revoke "
+            f"it on the gateway's host: civicedge gateway devices revoke {old.id} (or POST "
+            f"/api/admin/devices/{old.id}/revoke)")
+        return "unknown"
+    registry = shlex.quote(str(args.registry))
+    status = old_id_status(args.registry, old)
+    if status is OldId.GHOST and args.revoke_old:
+        try:
+            revoke_device(args.registry, old.id)
+        except GatewayRegistrationError as exc:
+            say(f"warning: {exc}; the old id {old.id} stays registered with the key this board held: "
+                f"civicedge gateway devices revoke {old.id} --registry {registry}")
+            return "registered"
+        out.print(f"old id {old.id}: revoked in the registry (reports under it are refused from now on)")
+        return "revoked"
+    if status is OldId.GHOST:
+        say(f"warning: the board's old id {old.id} stays registered with the key this board held, and no "
+            f"board holds it now; if {old.id} is retired, revoke it: civicedge gateway devices revoke "
+            f"{old.id} --registry {registry} (or pass --revoke-old when re-provisioning)")
+        return "registered"
+    if status is OldId.OTHER_KEY:
+        out.print(f"old id {old.id}: registered with another board's key; left as it is")
+    return str(status.value)
+
+
+def _check_where(args: argparse.Namespace) -> str:
+    """``check``'s options for where the gateway is, from provision's: its admin URL serves the read API;
+    a registry directory ``<data_dir>/registry`` has the store beside it (``<data_dir>/reports.sqlite``)."""
+    if args.gateway is not None:
+        return f"--gateway {shlex.quote(args.gateway)}"
+    where = f"--registry {shlex.quote(str(args.registry))}"
+    store = Path(args.registry).parent / "reports.sqlite"
+    if store.is_file():
+        return f"{where} --db {shlex.quote(str(store))}"
+    return f"{where} --db GATEWAY-STORE (its [storage] path)"
+
+
+
+def _check_firmware_for_provision(dut: Dut, args: argparse.Namespace) -> None:
+    """Refuse a board whose firmware is missing or does not match its ``/firmware.json`` (as check
+    verifies it): a key registered for a board that cannot run would be a label on a dark pole."""
+    damaged = False
+    try:
+        manifest = read_manifest(dut)
+    except FirmwareVerifyError as exc:
+        problem = str(exc).split(";")[0]
+    else:
+        if manifest is None:
+            problem = ("has no /firmware.json (not flashed with civicedge flash, or its flash was interrupted)")
+        else:
+            changed = verify_manifest(dut, {str(k): str(v) for k, v in manifest["files"].items()})
+            damaged = bool(changed)
+            problem = "" if not changed else ("firmware files differ from its /firmware.json (an interrupted flash?): "
+                                              + ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""))
+    if problem:
+        board = args.board or read_board_facts(dut).config_name or "BOARD"
+        # Damaged code is not restarted (as after a failed flash): it would not start, or half-run.
+        left = "; its firmware was not restarted (damaged code)" if damaged else ""
+        raise FieldError(f"the board on {args.port} {problem}; nothing was registered{left}; flash it first: "
+                         f"civicedge flash --firmware-only --board {shlex.quote(board)} --port {shlex.quote(args.port)} "
+                         "(or pass --skip-firmware-check to provision it anyway)", port=args.port,
+                         firmware_damaged=damaged)
+
+
+def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = False, discard: bool = False) -> str:
+    """The ``civicedge provision`` command given; with ``repair``, with ``--force --take-over`` added
+    (with ``force``, ``--force``; with ``discard``, ``--discard-unsent``)."""
+    parts = ["civicedge", "provision", "--port", args.port, "--id", args.device_id, "--zone", args.zone,
+             "--location", args.location]
+    if args.board is not None:
+        parts += ["--board", args.board]
+    if args.registry is not None:
+        parts += ["--registry", str(args.registry)]
+    else:
+        parts += ["--gateway", args.gateway]
+        if args.token_file is not None:
+            parts += ["--token-file", str(args.token_file)]
+    if getattr(args, "skip_firmware_check", False):
+        parts.append("--skip-firmware-check")
+    if args.force or repair or force:
+        parts.append("--force")
+    if args.take_over or repair:
+        parts.append("--take-over")
+    if getattr(args, "discard_unsent", False) or discard:
+        parts.append("--discard-unsent")
+    return shlex.join(parts)
+
+
+def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseException, *, unsent: int = 0) -> None:
+    """Say what an interrupted or failed ``provision`` changed, and the command that finishes it.
+
+    Prints the message of an interruption (the caller re-raises it); raises the :class:`FieldError`
+    of a failure after the registration, its message extended with the recovery command.
+
+    The key is registered before the board is written: stopped in between, the registry holds a key
+    the board does not have, and a plain re-run is refused as another board's registration.
+    """
+    if isinstance(exc, GatewayRegistrationError) and exc.details.get("reason") == "storage":
+        # The registry could not be written (locked, disk error) and rolled back: the same command repairs it.
+        raise FieldError(f"{exc}; nothing was registered and the board's identity is unchanged; re-run when the "
+                         f"registry is free: {_provision_command(args, repair=False)}") from exc
+    if isinstance(exc, GatewayRegistrationError) and exc.details.get("reason") not in (
+            "storage_partial", "registry", "backend_unavailable"):
+        return  # the registry refused the key: nothing changed there
+    if not registering:
+        if isinstance(exc, KeyboardInterrupt):
+            say("interrupted: nothing was registered and the board's identity is unchanged; re-run: "
+                f"{_provision_command(args, repair=False)}")
+        return
+    repair = (f"the registry may already hold a new key for {args.device_id} that the board does not have (it "
+              "reports into the void until this is finished); finish it with: "
+              f"{_provision_command(args, repair=True, discard=unsent > 0)}")
+    if unsent > 0:
+        repair += (f" (the board's {unsent} un-sent report(s), framed under its old key, are dropped with it: the "
+                   "registry no longer holds that key)")
+    if isinstance(exc, KeyboardInterrupt):
+        say(f"interrupted: {repair}")
+        return
+    raise FieldError(f"{exc}; {repair}") from exc
+
+
+def _admin_token(path: Path | None) -> str:
+    """The admin token from ``--token-file`` (first line, stripped)."""
+    if path is None:
+        raise GatewayRegistrationError("--gateway needs the admin token: --token-file FILE (the gateway's "
+                                       "[http] admin_token_file)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GatewayRegistrationError(f"cannot read the admin token file {path}: {exc}", token_file=str(path)) from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        what = "is empty" if not any(line.strip() for line in lines) else "has an empty first line"
+        raise GatewayRegistrationError(f"the admin token file {path} {what}; put the gateway's admin token on its "
+                                       "first line (the file of the gateway's [http] admin_token_file)",
+                                       token_file=str(path))
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    if os.name == "posix" and mode & 0o077:
+        # As the gateway refuses its own admin_token_file: the token lets anyone register and revoke devices.
+        say(f"warning: the admin token file {path} is readable by other users (mode {mode & 0o777:03o}); run: "
+            f"chmod 600 {shlex.quote(str(path))}")
+    return token
+
+
+def _board_name(dut: Dut, board: str | None, kind: str) -> str:
+    """The board definition for a ``flash`` command: ``--board``, the name in the board's /board.json,
+    or the only shipped definition of ``kind`` (else ``BOARD``, with the choices said by ``boards list``)."""
+    if board is not None:
+        return board
+    name = (read_board_config(dut) or {}).get("name")
+    if isinstance(name, str) and name:
+        return name
+    matching = _shipped_boards(lambda definition: definition.kind == kind)
+    return matching[0] if len(matching) == 1 else "BOARD"
+
+
+def _board_kind(dut: Dut, board: str | None, port: str) -> str:
+    if board is not None:
+        return str(load_board(board).kind)
+    kind = (read_board_config(dut) or {}).get("kind")
+    if not isinstance(kind, str):
+        raise FieldError(f"the board on {port} was never flashed with the civicedge firmware (no valid "
+                         f"{BOARD_CONFIG_PATH}); flash it first: {_first_flash_command(dut, port)}; then re-run "
+                         "this command", port=port)
+    return kind
+
+
+def _first_flash_command(dut: Dut, port: str) -> str:
+    """The ``flash --firmware-only`` command for a board that was never flashed: the shipped definition
+    for its chip (MicroPython's machine string) when there is one, else BOARD and the choices."""
+    chip = read_board_facts(dut).chip
+    names = _shipped_boards(lambda definition: chip is None or definition.chip == chip)
+    command = f"civicedge flash --firmware-only --port {shlex.quote(port)} --board "
+    if len(names) == 1:
+        return command + shlex.quote(names[0])
+    return command + "BOARD" + (f" (BOARD: one of {', '.join(names)})" if names else " (civicedge boards list)")
+
+
+def _shipped_boards(fits: Callable[[BoardDefinition], bool]) -> list[str]:
+    """The names of the shipped board definitions that ``fits`` (one that does not load is passed over)."""
+    names = []
+    for name in list_boards():
+        try:
+            if fits(load_board(name)):
+                names.append(name)
+        except BoardError:
+            continue
+    return names
