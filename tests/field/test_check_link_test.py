@@ -45,9 +45,13 @@ async def _check(*args: str, timeout_s: float = 120.0) -> tuple[int, dict[str, A
 
 
 def _window_start_behind() -> int:
-    """A board clock 30 s into a report window, behind the gateway's (a drifted RTC): its window closes
-    14.5 minutes after it starts, and the gateway's time sync later only steps it forward."""
-    return (int(time.time()) // WINDOW_S) * WINDOW_S + 30
+    """A board clock 30 s into the first report window of an hour, behind the gateway's (a drifted RTC): its
+    window closes 14.5 minutes after it starts, and the gateway's time sync later only steps it forward.
+    The first window of an hour: a window closing on the hour has the hour's energy report sent before
+    its own, and the next hour is 59.5 board minutes (36 s at 100x) away, time for a loaded host."""
+    now = int(time.time())
+    start = now // 3600 * 3600 + 30
+    return start if start <= now else start - 3600
 
 
 def _register(gw: GatewayProcess, board: VirtualBoard) -> None:
