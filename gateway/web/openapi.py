@@ -36,7 +36,8 @@ _BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
 # readings.csv's own bounds: whole UTC hours, rows selected by the end of their period (not the shared
 # "start"/"end (exclusive)" of the /api ranges).
 _CSV_FROM = _q("from", "unix seconds or ISO 8601, rounded down to the whole UTC hour; rows whose period ends after "
-                       "it (`(from, to]`); not in the future (400) (default: 24 h before `to`)", _TIME)
+                       "it (`(from, to]`); not in the future (400) (default: 24 h before `to`, once a later `to` "
+                       "is cut: a future `to` alone gives the last 24 complete hours)", _TIME)
 _CSV_TO = _q("to", "unix seconds or ISO 8601, rounded down to the whole UTC hour; rows whose period ends at or "
                    "before it; at most 31 days after `from` (default: now minus 5 minutes, the ingest lag, "
                    "rounded down, so the last hour's reports have arrived); a later `to` (in the future, or "

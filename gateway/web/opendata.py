@@ -202,7 +202,7 @@ async def index(request: web.Request) -> web.Response:
             },
             "csv": {
                 "from": "start, unix seconds or ISO 8601, rounded down to the whole UTC hour; not in the"
-                        " future (default: 24 h before to)",
+                        " future (default: 24 h before to, after a later to is cut)",
                 "to": "end, unix seconds or ISO 8601, rounded down to the whole UTC hour (default: now minus"
                       " 5 minutes, the ingest lag, rounded down; a later to is taken as that); at most 31 days"
                       " after from; the rows whose period ends after from and at or before to",
@@ -290,15 +290,17 @@ def complete_until(now: int) -> int:
 
 def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     """``(since, until)`` of a CSV export: ``from``/``to`` rounded down to whole UTC hours (defaults:
-    ``to`` = :func:`complete_until`, ``from`` = 24 h before ``to``), checked as given; the export
-    holds the rows whose period ends in ``(since, until]``, so no row is ever a cut hour.
+    ``to`` = :func:`complete_until`, ``from`` = 24 h before the ``to`` in force, after the cut below),
+    checked as given; the export holds the rows whose period ends in ``(since, until]``, so no row is
+    ever a cut hour.
     ``since == until`` (both in one hour) is an empty export.
 
     Future bounds: ``from`` after now is refused (no value starts in the future), whether or not
     ``to`` is given; a ``to`` after :func:`complete_until` (in the future, or within the hour in
-    progress and its ingest lag) is taken as it: a row whose reports may still be on their way is
-    never given, whichever ``to`` asked for it. A ``from`` at or after that bound (and not in the
-    future) is an empty export."""
+    progress and its ingest lag) is taken as it, before the default ``from`` is counted back (a
+    future ``to`` alone gives the last complete 24 h, named so): a row whose reports may still be on
+    their way is never given, whichever ``to`` asked for it. A ``from`` at or after that bound (and not
+    in the future) is an empty export."""
     given_to = _time(query, "to") if "to" in query else None
     given_from = _time(query, "from") if "from" in query else None
     if given_from is not None and given_from > now:
@@ -307,7 +309,11 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     if given_from is not None and given_to is not None and given_from >= given_to:
         raise BadParameter(f"'from' ({given_from}) must be before 'to' ({given_to})", param="from")
     complete = complete_until(now)
-    until = given_to // HOUR_S * HOUR_S if given_to is not None else complete
+    asked_until = given_to // HOUR_S * HOUR_S if given_to is not None else complete
+    # The rows that exist of an hour in progress (or ended within the ingest lag) are not all its rows:
+    # no range reaches past where the default one ends. Cut before the default 'from' is counted back
+    # from it, so a 'to' ahead of that bound gives the same 24 h as no 'to'.
+    until = min(asked_until, complete)
     if given_from is None:
         since = until - CSV_DEFAULT_RANGE_S
         if since < params.MIN_TS:
@@ -316,12 +322,12 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
                                " 'to' or a 'from'", param="to")
     else:
         since = given_from // HOUR_S * HOUR_S
-    if until - since > CSV_MAX_RANGE_S:
+    # The 31-day limit counts the range as asked (from 'from' to 'to'), so it does not move with the
+    # clock; a 'to' alone always gives 24 h.
+    if given_from is not None and asked_until - since > CSV_MAX_RANGE_S:
         raise BadParameter(f"time range longer than {CSV_MAX_RANGE_S // 86400} days",
                            param="to" if "to" in query else "from")
-    # The rows that exist of an hour in progress (or ended within the ingest lag) are not all its rows:
-    # the range stops where the default one does (checked as given above, so the limit does not move).
-    until = max(min(until, complete), since)  # a 'from' past that bound: nothing yet
+    until = max(until, since)  # a 'from' past that bound: nothing yet
     return since, until
 
 

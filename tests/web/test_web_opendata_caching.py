@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.storage.store import ReportRecord
-from gateway.web.opendata import INGEST_LAG_S, csv_range
+from gateway.web.opendata import INGEST_LAG_S, csv_filename, csv_range
 
 from .support import NOW, Fleet, pty_gateway_config
 from .test_web_opendata_publishing import app_client, bin_window
@@ -144,12 +144,36 @@ def test_the_default_to_lags_behind_now() -> None:
     assert csv_range({}, now=NOW + INGEST_LAG_S) == (NOW - 24 * H, NOW)
     # An explicit 'to' is rounded down and never later than the default one: at 12:00:05 the 11:00 hour's
     # last report may still be on its way (QA H1: to=tomorrow at 23:52 gave a 23:00 row of 3 windows).
-    assert csv_range({"to": str(NOW + 5)}, now=NOW + 5) == (NOW - 24 * H, NOW - H)
+    assert csv_range({"to": str(NOW + 5)}, now=NOW + 5) == (NOW - 25 * H, NOW - H)
     assert csv_range({"from": str(NOW - 3 * H), "to": str(NOW + 12 * H)}, now=NOW + 5) == (NOW - 3 * H, NOW - H)
     assert csv_range({"from": str(NOW - 3 * H), "to": str(NOW + 12 * H)}, now=NOW + INGEST_LAG_S) == (NOW - 3 * H, NOW)
     assert csv_range({"from": str(NOW - 3 * H), "to": str(NOW - 2 * H)}, now=NOW + 5) == (NOW - 3 * H, NOW - 2 * H)
     # A 'from' in the hour still open is an empty export, not a 400 (it is not in the future).
     assert csv_range({"from": str(NOW - 60), "to": str(NOW + H)}, now=NOW) == (NOW - H, NOW - H)
+
+
+@pytest.mark.parametrize("ahead_s", [5 * H, 3 * 86400, 40 * 86400])
+def test_a_future_to_alone_gives_the_last_complete_24_hours(ahead_s: int) -> None:
+    """Review M1: the default 'from' was counted back from the 'to' as asked, and only then was the
+    range cut at the default 'to': with 'to' 3 days ahead the export was (23:00, 23:00], header only,
+    named after that future hour; 5 h ahead it held 19 hours instead of 24."""
+    now = NOW + 52 * 60                                    # 12:52: the 12:00 hour is not complete
+    expected = (NOW - 24 * H, NOW)
+    assert csv_range({"to": str(now + ahead_s)}, now=now) == expected
+    assert csv_range({"to": str(now + ahead_s)}, now=now) == csv_range({}, now=now)
+    assert csv_filename(*expected) == "civicedge-readings-2026-11-20T12-2026-11-21T12.csv"
+
+
+async def test_a_future_to_alone_is_served_as_the_default_range(fleet: Fleet) -> None:
+    """Review M1, through HTTP: to = now + 3 days names and holds the default range."""
+    async with app_client(fleet, clock=lambda: float(NOW + 52 * 60)) as c:
+        default = await c.get("/opendata/readings.csv")
+        ahead = await c.get(f"/opendata/readings.csv?to={NOW + 52 * 60 + 3 * 86400}")
+        assert default.status == ahead.status == 200
+        assert ahead.headers["Content-Disposition"] == default.headers["Content-Disposition"] == (
+            'inline; filename="civicedge-readings-2026-11-20T12-2026-11-21T12.csv"')
+        rows = rows_of(await ahead.text())
+        assert rows and rows == rows_of(await default.text())
 
 
 @pytest.mark.parametrize("query", [f"from={NOW + 600}", f"from={NOW + 7200}", f"from={NOW + 600}&to={NOW + 7200}"])
