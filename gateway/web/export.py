@@ -19,6 +19,11 @@ CSV_COLUMNS = ("hour", "device", "kind", "zone", "field", "unit", "aggregate", "
 # name are not disturbed; its rows of withheld values have an empty ``value``.
 CSV_STATUS_COLUMNS = (*CSV_COLUMNS, "status")
 SUMMED_UNITS = frozenset({"count", "Wh"})
+# The CSV's output format: part of its ETag (gateway.web.opendata), which is made of what the export
+# is read from rather than of its streamed bytes. Bump it with ANY change to what a row says for the
+# same stored reports (columns, values, labels, aggregates, rounding, which reports count), or a
+# harvester revalidating a past range keeps its old copy (304) for ever.
+CSV_FORMAT_VERSION = 2
 
 
 def field_units(policy: Mapping[str, Any]) -> dict[tuple[str, str], str]:

@@ -331,6 +331,11 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     return since, until
 
 
+def policy_digest(policy: Mapping[str, Any]) -> str:
+    """A stable hash of the privacy policy (key order does not count): what the CSV's rows are made by."""
+    return hashlib.sha256(json.dumps(policy, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
 def csv_devices(devices: Sequence[DeviceView]) -> list[str]:
     """The devices whose stored rows the CSV publishes: every device of a published kind, revoked or
     not (the entities list only devices not revoked)."""
@@ -383,9 +388,12 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
     # store's data version (retention removals), the newest report among the periods the range reads
     # (a report for another range leaves it unchanged, so a past range gets 304), the devices read
-    # (a device added), the normalised request, the media type and the licence of the Link.
+    # (a device added), the normalised request, the media type and the licence of the Link; and how the
+    # rows are made of the stored values: the CSV's format version and the policy (labels, units, periods
+    # and the aggregate follow from it), so a past range answered differently is not a 304 (review M2).
     basis = json.dumps([version, newest_id, published, since, until, sorted(set(fields)) if fields else None, zone,
-                        withheld, media, meta_of(request).licence])
+                        withheld, media, meta_of(request).licence, export.CSV_FORMAT_VERSION,
+                        policy_digest(ctx.policy)])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
     headers = {**_cache_headers(etag, newest_at), **_licence_link(request)}  # 304 too, as the JSON answers
     if _etag_matches(request, etag):

@@ -6,6 +6,7 @@ real SQLite store of the fed fleet (tests/web/conftest.py)."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import os
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.storage.store import ReportRecord
+from gateway.resources import load_policy
+from gateway.web import export
+from gateway.web.app import create_app
 from gateway.web.opendata import INGEST_LAG_S, csv_filename, csv_range
 
 from .support import NOW, Fleet, pty_gateway_config
@@ -270,3 +274,27 @@ def test_a_row_of_periods_not_aligned_to_hours_ends_when_its_last_value_ends(fle
     # Aligned 15-minute windows keep their hour: the row ends on the next hour.
     assert [r.hour for r in fleet.queries.device_hourly(fields=["temp"], start=NOW - 2 * H, end=NOW - H,
                                                          devices=["bin-01"])] == [NOW - 2 * H]
+
+
+async def test_the_csv_etag_changes_with_the_output_format_and_the_policy(fleet: Fleet,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M2: the CSV's ETag named the stored data and the request only, so an upgrade that changed
+    past rows (cde47c2: means of value reports only; a150fdf: fill rows labelled last) or a policy change
+    (a label, a unit) answered a harvester's revalidation of a past range with 304 for ever."""
+    path = f"/opendata/readings.csv?from={NOW - 3 * H}&to={NOW}"
+    async with app_client(fleet) as c:
+        before = (await c.get(path)).headers["ETag"]
+        assert (await c.get(path, headers={"If-None-Match": before})).status == 304
+        monkeypatch.setattr(export, "CSV_FORMAT_VERSION", export.CSV_FORMAT_VERSION + 1)
+        resp = await c.get(path, headers={"If-None-Match": before})
+        assert resp.status == 200 and resp.headers["ETag"] != before
+    monkeypatch.undo()
+    policy = copy.deepcopy(load_policy())  # load_policy's dict is shared
+    policy["kinds"]["bin"]["fields"]["fill"]["label"] = "Fill level (renamed)"
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=policy,
+                     metrics_registry=fleet.metrics.registry, admin_token=None, retention=fleet.retention, clock=lambda: float(NOW))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.get(path, headers={"If-None-Match": before})
+        assert resp.status == 200 and resp.headers["ETag"] != before
+    async with app_client(fleet) as c:  # the same policy and format again: the same ETag
+        assert (await c.get(path, headers={"If-None-Match": before})).status == 304
