@@ -37,16 +37,19 @@ def check_uri(db_path: Path | str, *, running: bool, main_file_only: bool = Fals
 
     Args:
         db_path: The store file.
-        running: A gateway holds the store: it is opened as any reader opens it (:func:`read_only_uri`),
-            since its main file changes under an immutable read; it already has both files.
+        running: A gateway holds the store: it is opened plainly read-only, never ``immutable=1`` (not
+            even where :func:`read_only_uri` would choose it: an unwritable directory with an empty
+            ``-wal``), since its main file changes under an immutable read; it already has both files.
         main_file_only: The caller asks what the main file answers alone when it has an answer (the
             store's table names, which a ``-wal`` adds only right after the store was created): with no
             gateway running it is read ``immutable=1`` whatever its ``-wal`` holds, and the caller
             asks again through the URI without this flag when the main file had no answer.
     """
     path = Path(db_path).resolve()  # SQLite's -wal is next to the file itself, not next to a symlink to it
+    if running:  # never immutable, not even as read_only_uri frees an unwritable directory's store
+        return path.as_uri() + "?mode=ro"
     uri = read_only_uri(path)
-    if running or uri.endswith("&immutable=1"):
+    if uri.endswith("&immutable=1"):
         return uri
     if not main_file_only and _wal_size(path) != 0:  # commits in the -wal, or cannot tell
         return uri

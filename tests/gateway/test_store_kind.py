@@ -167,3 +167,29 @@ def test_the_checks_read_a_stopped_store_immutable_unless_its_wal_holds_commits(
     assert check_uri(db, running=False) == plain
     assert check_uri(db, running=False, main_file_only=True) == plain + "&immutable=1"
     assert check_uri(db, running=True, main_file_only=True) == plain
+
+
+def test_a_held_store_in_a_directory_we_cannot_write_is_not_read_immutable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of 7c44c36: check_uri(running=True) returned read_only_uri's answer, which is
+    ``immutable=1`` in a directory we cannot write with an empty ``-wal``; a gateway holding the store
+    changes its main file under such a read. A held store is read plainly read-only there too."""
+    from gateway.storage.sqlite_uri import check_uri, read_only_uri
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    db = ro / "reports.sqlite"
+    ReportStore(db, gateway_id="gw1").close()
+    (ro / "reports.sqlite-wal").write_bytes(b"")  # empty, as a reader leaves it
+    ro.chmod(0o500)
+    real_access = os.access
+    # As root access() passes a 0500 directory, so answer as for an ordinary user.
+    monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and not (Path(p) == ro and mode & os.W_OK))
+    try:
+        assert read_only_uri(db).endswith("?mode=ro&immutable=1")  # the directory reads as unwritable
+        assert check_uri(db, running=False) == db.resolve().as_uri() + "?mode=ro&immutable=1"
+        assert check_uri(db, running=True) == db.resolve().as_uri() + "?mode=ro"
+        assert check_uri(db, running=True, main_file_only=True) == db.resolve().as_uri() + "?mode=ro"
+        assert store_kind(db, running=True) is STORE
+    finally:
+        ro.chmod(0o700)
