@@ -104,8 +104,9 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
             say(f"warning: location {args.location} is 0,0 (in the sea off West Africa): what a GPS without a fix "
                 "reports; check the pole's coordinates (a wrong location is corrected later with civicedge gateway "
                 "devices move)")
-        if args.board is not None:
-            load_board(args.board)  # a bad definition fails now, not after the board was stopped
+        # Loaded once, for the board check, the kind and the board config: a bad definition fails now,
+        # not after the board was stopped.
+        definition = load_board(args.board) if args.board is not None else None
         registrar = None
         if args.gateway is not None:
             registrar = AdminApiRegistrar(args.gateway, _admin_token(args.token_file))
@@ -124,12 +125,12 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                     f"10 minutes, or press RESET); re-run: {_provision_command(args, repair=False)}")
                 raise
             try:
-                if args.board is not None:
+                if definition is not None:
                     step("check the board")
                     # Only the chip: provisioning gives the board a new identity of the definition's kind.
-                    check_definition_fits(read_board_facts(dut), load_board(args.board), port=args.port,
+                    check_definition_fits(read_board_facts(dut), definition, port=args.port,
                                           check_kind=False)
-                kind = _board_kind(dut, args.board, args.port)
+                kind = _board_kind(dut, definition, args.port)
                 board_name = _board_name(dut, args.board, kind)
                 if not args.skip_firmware_check:
                     step("check the firmware")
@@ -164,9 +165,9 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                 except (HilError, BoardError, KeyboardInterrupt) as exc:
                     _provision_stopped(args, registering, exc, unsent=unsent)
                     raise
-                if args.board is not None:
+                if definition is not None:
                     step("write board config")
-                    write_board_config(dut, load_board(args.board).to_device_config())
+                    write_board_config(dut, definition.to_device_config())
             except BaseException as exc:
                 # Refused or failed: a street light must not stay dark at the REPL until its watchdog
                 # resets it; it runs again as it was (or with what was written). Not firmware whose
@@ -396,9 +397,10 @@ def _board_name(dut: Dut, board: str | None, kind: str) -> str:
     return matching[0] if len(matching) == 1 else "BOARD"
 
 
-def _board_kind(dut: Dut, board: str | None, port: str) -> str:
-    if board is not None:
-        return str(load_board(board).kind)
+def _board_kind(dut: Dut, definition: BoardDefinition | None, port: str) -> str:
+    """The kind of the identity to write: ``--board``'s, else the one in the board's /board.json."""
+    if definition is not None:
+        return str(definition.kind)
     kind = (read_board_config(dut) or {}).get("kind")
     if not isinstance(kind, str):
         raise FieldError(f"the board on {port} was never flashed with the civicedge firmware (no valid "
