@@ -21,8 +21,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     flash_cmd.add_parser(subparsers)
     provision_cmd.add_parser(subparsers)
     check_cmd.add_parser(subparsers)
-
-
-# tests/gateway/test_registry_commit_failure.py reaches this as cli._provision_stopped; that file is
-# outside this change's files: drop the alias once it imports hil.field.provision_cmd.
-from hil.field.provision_cmd import _provision_stopped  # noqa: E402,F401

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.errors import RegistryError
 from gateway.registry import Registry, devices
-from hil.field import cli
+from hil.field import provision_cmd
 from hil.field.errors import FieldError, GatewayRegistrationError
 from hil.field.identity import new_identity
 from hil.field.registration import register_device
@@ -158,5 +158,5 @@ def test_provision_prints_one_error_and_the_re_run_when_the_registry_is_locked(t
                               take_over=False, discard_unsent=False, skip_firmware_check=False)
     with pytest.raises(FieldError, match="nothing was registered.*re-run when the registry is free: civicedge "
                                          "provision --port /dev/ttyUSB0 --id sl-1") as said:
-        cli._provision_stopped(args, True, failed.value)
+        provision_cmd._provision_stopped(args, True, failed.value)
     assert "--take-over" not in str(said.value)
