@@ -54,6 +54,12 @@ def watchdog_hold_ms(sim_speed: float | None = 1.0) -> int:
     return int(min(WATCHDOG_HOLD_MAX_MS, WATCHDOG_HOLD_S * 1000 * max(1.0, sim_speed or 1.0)))
 
 
+def console_is_pty(url: str) -> bool:
+    """Whether a console is a pseudo-terminal: a virtual board's (``civicedge sim up`` prints
+    ``/dev/pts/N``), never a USB board's (``/dev/ttyUSB0``, ``/dev/ttyACM0``) or a URL."""
+    return "://" not in url and os.path.realpath(url).startswith("/dev/pts/")
+
+
 def running_pattern(device_id: str) -> re.Pattern[bytes]:
     """The console line firmware/main.py prints once the app runs: ``civicedge: <kind> <id> running``."""
     return re.compile(rb"civicedge: \S+ " + re.escape(device_id.encode()) + rb" running")
@@ -162,15 +168,23 @@ class BoardHandle:
         the firmware's watchdog (which cannot be stopped) is stretched to :data:`WATCHDOG_HOLD_S` of
         wall time (:func:`watchdog_hold_ms`) and fed, so that the board is not reset under the test:
         on the sim backend in the same write as the Ctrl-C (at high speed its watchdog lasts
-        milliseconds of wall time; the simulator queues console input), elsewhere as an exec right
-        after the raw REPL is entered (a real board's console buffer would overflow with one write;
+        milliseconds of wall time; the simulator queues console input), and so for a serial console
+        that is a pty (a virtual board standing in for a real one, of unknown speed: held for
+        :data:`WATCHDOG_HOLD_MAX_MS` of board time), elsewhere as an exec right after the raw REPL is entered (a real board's console buffer would overflow with one write;
         its 30 s watchdog leaves ample time). ``dut.on_stop_result`` is ``"True\n"`` when a watchdog
         was held, ``"False\n"`` when the firmware started none.
         """
         if self._dut is None:
             sim = self.backend == "sim"
-            hold = watchdog_hold_ms(self.extras.get("sim_speed", 1.0) if sim else 1.0)
-            self._dut = Dut(self.console_url, on_stop=hold_watchdog_code(hold), on_stop_one_write=sim)
+            if sim:
+                hold, one_write = watchdog_hold_ms(self.extras.get("sim_speed", 1.0)), True
+            elif self.backend == "serial" and console_is_pty(self.console_url):
+                # A virtual board standing in for a real one (`civicedge sim up`), at a speed unknown
+                # here (300x: a 30 s watchdog is 0.1 s of wall time): one write, the longest hold.
+                hold, one_write = WATCHDOG_HOLD_MAX_MS, True
+            else:
+                hold, one_write = watchdog_hold_ms(1.0), False
+            self._dut = Dut(self.console_url, on_stop=hold_watchdog_code(hold), on_stop_one_write=one_write)
         return self._dut
 
     def restart_firmware(self, *, timeout_s: float = 60.0) -> str:

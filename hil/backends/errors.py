@@ -207,6 +207,25 @@ class AmbiguousPortError(PortSelectionError):
     """Several serial ports match; give a more specific selection."""
 
 
+class BoardIdentityError(BackendError):
+    """A real board's own identity stands in the way of the test identity, or could not be put back.
+
+    Attributes:
+        port: the board's console.
+        reason: ``provisioned`` (it has an identity and the run did not opt in to replace it),
+            ``unsent`` (its outbox holds reports framed under its own key), ``saved-record`` (an
+            interrupted run's saved identity cannot be put back safely), ``restore`` (putting it
+            back at the end failed).
+        device_id: the board's own device id, when it can be read.
+    """
+
+    def __init__(self, message: str, *, port: str, reason: str, device_id: str | None = None) -> None:
+        super().__init__(message, port=port, reason=reason, device_id=device_id)
+        self.port = port
+        self.reason = reason
+        self.device_id = device_id
+
+
 class LeaseError(BackendError):
     """Root of lease errors.
 

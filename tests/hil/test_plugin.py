@@ -327,19 +327,22 @@ def test_serial_strategy_brings_a_board_to_reporting(pytester: pytest.Pytester, 
             assert hil_board.state == "reporting" and hil_board.backend == "serial"
             assert hil_board.resource.held  # the lease
             assert "bin " + hil_board.device_id + " running" in hil_board.extras["boot_console"]
-            assert len(hil_board.extras["sync"].copied) > 10 and hil_board.extras["sync"].unchanged == ()
+            sync = hil_board.extras["sync"]  # civicedge flash's copy: compiled modules, manifest checked by hash
+            assert sync.mode == "mpy" and len(sync.copied) > 10 and sync.unchanged == ()
+            assert "/lib/civic/report.mpy" in sync.manifest and "/lib/civic/report.py" not in sync.manifest
             dut = hil_board.dut
             assert json.loads(dut.read_file("/identity.json")) == hil_board.identity
             assert dut.eval("__import__('json').loads(open('/board.json').read())['name']") == "bin-esp32c3"
-            # A second sync of the same files finds nothing to copy: hashes match on the device.
-            files = hil_board.extras["files"]
-            again = dut.sync_files(files)
-            assert again.copied == () and len(again.unchanged) == len(files)
+            assert json.loads(dut.read_file("/firmware.json"))["files"] == sync.manifest
     """)
     result = pytester.runpytest("--hil-backend", "serial", "--hil-port", blank_virtual_board.console_path,
                                 "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert not any(p.suffix == ".lease" for p in lease_dir.iterdir()), "lease not released"
+    # A board that had no identity has none again (its next run is not refused as provisioned).
+    flash = blank_virtual_board.flash_dir
+    assert not (flash / "identity.json").exists() and not (flash / "identity.hil-saved.json").exists()
+    assert (flash / "firmware.json").exists() and not (flash / "pyrightconfig.json").exists()
 
 
 def test_board_setup_errors_of_ours_fail_in_one_line(pytester: pytest.Pytester, tmp_path: Path) -> None:

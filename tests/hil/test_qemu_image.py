@@ -88,6 +88,33 @@ def test_image_round_trip_shows_our_files(tmp_path: Path, chip: str, offset: int
     assert read_filesystem(out, chip=chip) == files
 
 
+def test_qemu_flash_step_collects_what_civicedge_flash_installs(tmp_path: Path) -> None:
+    """The QEMU image holds civicedge flash --source's files and a /firmware.json that describes them
+    (before: every file under firmware/, pyrightconfig.json included, and no manifest)."""
+    import json
+
+    from hil.backends.board import BoardHandle, make_identity
+    from hil.boards import load_board
+    from hil.field.firmware_copy import expected_files
+
+    rel = tmp_path / "ESP32_GENERIC.bin"
+    rel.write_bytes(fake_release_image(0x1000))
+    definition = load_board("streetlight-esp32")
+    handle = BoardHandle(backend="qemu", definition=definition, identity=make_identity(definition), workdir=tmp_path)
+    driver = QemuDriver(release_image=rel)
+    driver.check_available = lambda chip: None  # type: ignore[method-assign]  # no Espressif QEMU needed to build
+    driver.flash(handle)
+    driver.provision(handle)
+    files = read_filesystem(handle.extras["image"].path, chip="esp32")
+    assert "/pyrightconfig.json" not in files
+    manifest = json.loads(files["/firmware.json"])
+    assert manifest["mode"] == "source"
+    assert {p: hashlib.sha256(files[p]).hexdigest() for p in manifest["files"]} == manifest["files"]
+    assert set(files) == set(manifest["files"]) | {"/firmware.json", "/identity.json"}
+    assert {p: h for p, h in manifest["files"].items() if p != "/board.json"} == expected_files("source")
+    assert json.loads(files["/identity.json"]) == handle.identity
+
+
 def test_partition_read_from_table_not_assumed(tmp_path: Path) -> None:
     layout = (
         PartitionEntry("nvs", TYPE_DATA, 0x02, 0x9000, 0x6000),

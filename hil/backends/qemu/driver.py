@@ -1,7 +1,7 @@
 """Strategy steps for a board on Espressif's QEMU.
 
-flash: collect our firmware files; provision: add /identity.json and build the flash image
-(release image + littlefs); start: boot QEMU, attach to its serial port and watch for a crash.
+flash: collect our firmware files (the set ``civicedge flash --source`` installs); provision: add
+/identity.json and build the flash image (release image + littlefs); start: boot QEMU, attach to its serial port and watch for a crash.
 QEMU has no ADC or BLE model: tests drive inputs over the REPL instead (see docs/hil.md).
 """
 
@@ -11,12 +11,11 @@ import json
 import logging
 from pathlib import Path
 
-from gateway.resources import firmware_dir
 from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError
 from hil.backends.qemu.image import build_flash_image, check_release_image
 from hil.backends.qemu.launcher import QemuMachine, find_qemu
-from hil.dut.files import firmware_files
+from hil.field.firmware_copy import device_files
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,11 @@ class QemuDriver:
         find_qemu(chip, binary=self.qemu_binary)
 
     def flash(self, handle: BoardHandle) -> None:
-        """Collect the firmware tree and /board.json (the image is built once the identity exists)."""
+        """Collect what ``civicedge flash --source`` installs: the firmware sources, /board.json and the
+        manifest /firmware.json (the image is built once the identity exists). Sources, since the
+        release image's .mpy version is known only once it runs."""
         self.check_available(handle.definition.chip)
-        handle.extras["files"] = firmware_files(firmware_dir(), board_config=handle.definition.to_device_config())
+        handle.extras["files"] = device_files(handle.definition.to_device_config(), compile_mpy=False)
 
     def provision(self, handle: BoardHandle) -> None:
         """Add /identity.json and build the flash image."""

