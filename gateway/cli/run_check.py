@@ -260,7 +260,7 @@ def open_data_licence_line(config: GatewayConfig) -> str:
     from gateway.web.opendata import OpenDataMeta
 
     licence = config.open_data_licence
-    url = OpenDataMeta(licence=licence).licence_url()
+    url = OpenDataMeta.of(config.open_data).licence_url()
     return "opendata licence: %s" % (licence if url is None or url == licence else "%s (%s)" % (licence, url))
 
 

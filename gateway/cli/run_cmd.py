@@ -85,7 +85,7 @@ def open_data_licence_warning(config: GatewayConfig) -> str | None:
     or None (:func:`gateway.config.licence.licence_warning`)."""
     if config.http is None:
         return None
-    return licence_warning(config.open_data_licence)
+    return licence_warning(config.open_data_licence, config.open_data.licence_text_url)
 
 
 def _store_schema(path: Path) -> str:

@@ -5,7 +5,10 @@ typo (``CC-BY-4``) would publish a dead link and data under no usable licence, s
 License List does not have is refused when the config is loaded. The list is the copy the
 ``packaging`` library ships (``packaging.licenses``, SPDX License List 3.27 in packaging 26), which
 also gives an id its exact case (``cc-by-4.0`` is ``CC-BY-4.0``). ``LicenseRef-…`` ids (a licence of
-the city's own, in SPDX's syntax) and licence URLs are taken as written.
+the city's own, in SPDX's syntax) and licence URLs are taken as written; SPDX has no page for a
+``LicenseRef-`` id, so its link is ``[opendata] licence_url`` (none without it). An id with a trailing
+``+`` (SPDX's "or any later version", ``CC-BY-4.0+``) is refused with the base id suggested: SPDX has
+no page for it either, and a portal's licence field names one licence.
 
 What is legal but likely a mistake is a warning, said by ``run --check`` and at start
 (:func:`licence_warning`): no licence at all (data without one is legally unusable), and a known id
@@ -36,12 +39,14 @@ class UnknownLicence(ValueError):
 
     Attributes:
         value: the id as written.
-        suggestion: a close open-data licence id (``CC-BY-4.0`` for ``CC-BY-4``), or None.
+        suggestion: a close open-data licence id (``CC-BY-4.0`` for ``CC-BY-4``; the base id for
+            ``CC-BY-4.0+``), or None.
+        or_later: the id ends in ``+`` (SPDX's "or any later version").
     """
 
-    def __init__(self, value: str, suggestion: str | None) -> None:
+    def __init__(self, value: str, suggestion: str | None, *, or_later: bool = False) -> None:
         super().__init__(value)
-        self.value, self.suggestion = value, suggestion
+        self.value, self.suggestion, self.or_later = value, suggestion, or_later
 
 
 def _suggest(value: str) -> str | None:
@@ -59,12 +64,23 @@ def canonical_licence_id(value: str) -> str:
     """The SPDX id ``value`` names, in the list's exact case (``cc-by-4.0`` -> ``CC-BY-4.0``);
     ``LicenseRef-…`` ids as written.
 
+    Without the SPDX list (``packaging`` before 24.2) nothing is refused: an id of
+    :data:`OPEN_DATA_LICENCES` gets its case, any other is returned as written, and
+    :func:`licence_warning` says it was not checked.
+
     Raises:
-        UnknownLicence: the SPDX License List has no such id (or, without the list, it is none of
-            :data:`OPEN_DATA_LICENCES`: then :func:`licence_warning` says it was not checked).
+        UnknownLicence: the SPDX License List has no such id, or the id ends in ``+`` ("or any later
+            version": ``suggestion`` is the base id).
     """
     if value.lower().startswith(LICENCE_REF_PREFIX.lower()):
         return LICENCE_REF_PREFIX + value[len(LICENCE_REF_PREFIX):]
+    if value.endswith("+"):
+        base = value.rstrip("+")
+        try:
+            suggestion: str | None = canonical_licence_id(base) if base else None
+        except UnknownLicence as exc:
+            suggestion = exc.suggestion
+        raise UnknownLicence(value, suggestion, or_later=True)
     if canonicalize_license_expression is None:
         known = {lic.lower(): lic for lic in OPEN_DATA_LICENCES}
         return known.get(value.lower(), value)
@@ -82,8 +98,9 @@ def is_url(licence: str) -> bool:
     return licence.startswith(("https://", "http://"))
 
 
-def licence_warning(licence: str) -> str | None:
-    """What is likely wrong with a loaded ``[opendata] licence`` (valid, else loading refused it), or None.
+def licence_warning(licence: str, licence_url: str | None = None) -> str | None:
+    """What is likely wrong with a loaded ``[opendata] licence`` (valid, else loading refused it) and
+    its ``licence_url``, or None.
 
     Said by ``run --check`` and logged as a WARNING at every start.
     """
@@ -91,7 +108,13 @@ def licence_warning(licence: str) -> str | None:
         return ("[opendata] licence is not set: the open data is published under no licence, and data without one "
                 "is legally unusable for anyone else (no one may reuse it); set the licence the city publishes "
                 "under, e.g. licence = \"CC-BY-4.0\" (%s)" % HINT)
-    if is_url(licence) or licence.startswith(LICENCE_REF_PREFIX):
+    if licence.startswith(LICENCE_REF_PREFIX):
+        if licence_url is None:
+            return ("[opendata] licence %r is the city's own, and SPDX has no page for it: it is published without a "
+                    "link to its text (no Link header, no licenseUrl); set [opendata] licence_url to the https URL "
+                    "of the licence text (%s)" % (licence, HINT))
+        return None
+    if is_url(licence):
         return None
     if licence in OPEN_DATA_LICENCES:
         return None

@@ -335,7 +335,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
     if "routes" in top.data:
         _check_routes(top.data["routes"], source, base)
     open_data = _parse_opendata(_Section(top.data.get("opendata", {}), "opendata", source, (
-        "licence", "publisher", "title", "description", "contact", "keywords", "base_url")))
+        "licence", "licence_url", "publisher", "title", "description", "contact", "keywords", "base_url")))
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
                          sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source, open_data=open_data)
@@ -344,7 +344,9 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
 def _parse_opendata(od: _Section) -> OpenDataConfig:
     """``[opendata]``: licence and publisher "not set" unless the city says so (the gateway never invents a
     licence, docs/open-data.md); the catalogue's keys None (the gateway's defaults) when absent."""
-    return OpenDataConfig(licence=_opendata_licence(od), publisher=_opendata_publisher(od),
+    licence = _opendata_licence(od)
+    return OpenDataConfig(licence=licence, licence_text_url=_opendata_licence_url(od, licence),
+                          publisher=_opendata_publisher(od),
                           title=_opendata_text(od, "title", MAX_TITLE_LEN),
                           description=_opendata_text(od, "description", MAX_DESCRIPTION_LEN, lines=True),
                           contact=_opendata_contact(od), keywords=_opendata_keywords(od),
@@ -387,6 +389,11 @@ def _opendata_licence(od: _Section) -> str:
             return canonical_licence_id(value)
         except UnknownLicence as exc:
             near = "did you mean %r? " % exc.suggestion if exc.suggestion else ""
+            if exc.or_later:
+                # SPDX's "or any later version": no SPDX page, and a portal's licence field names one licence.
+                raise od.error("opendata.licence", "opendata.licence %r ends in '+' (\"or any later version\"), which "
+                               "has no SPDX page and no open-data portal's licence field takes: %swrite the one "
+                               "licence the data is published under" % (value, near), "bad_value") from None
             # Published as https://spdx.org/licenses/<id>.html: a typo would be a dead link and no licence.
             raise od.error("opendata.licence", "opendata.licence %r is not a licence id of the SPDX License List "
                            "(%sit would be published as a dead link, the data under no licence); write the exact id "
@@ -394,11 +401,26 @@ def _opendata_licence(od: _Section) -> str:
                            "for a licence of the city's own, or the licence's URL" % (value, near), "bad_value") from None
     if _http_url(value):
         return value
-    shown = value if len(value) <= 80 else value[:80] + "..."
     raise od.error("opendata.licence", "opendata.licence %r must be an SPDX licence id (letters, digits, '.', '+',"
                    " '-', at most 64 characters, e.g. \"CC-BY-4.0\" or \"LicenseRef-city-1.0\") or an absolute"
                    " http:// or https:// URL (ASCII, at most %d characters, no spaces, control characters, '<', '>'"
-                   " or '\"')" % (shown, MAX_LICENCE_URL_LEN), "bad_value")
+                   " or '\"')" % (_shown(value), MAX_LICENCE_URL_LEN), "bad_value")
+
+
+def _opendata_licence_url(od: _Section, licence: str) -> str | None:
+    """``[opendata] licence_url``: None when absent or empty; else an https URL (as a licence URL is
+    checked), given with a licence: the link of a ``LicenseRef-`` id, or in place of the SPDX page."""
+    value: str = od.get("licence_url", str, "").strip()
+    if not value:
+        return None
+    if not (value.startswith("https://") and _http_url(value)):
+        raise od.error("opendata.licence_url", "opendata.licence_url %r must be the https:// URL of the licence's text "
+                       "(ASCII, at most %d characters, no spaces, control characters, '<', '>' or '\"')"
+                       % (_shown(value), MAX_LICENCE_URL_LEN), "bad_value")
+    if licence == "not set":
+        raise od.error("opendata.licence_url", "opendata.licence_url is given but opendata.licence is not: name the "
+                       "licence too (e.g. licence = \"LicenseRef-city-1.0\" with its text at licence_url)", "bad_value")
+    return value
 
 
 def _opendata_publisher(od: _Section) -> str:
@@ -408,9 +430,8 @@ def _opendata_publisher(od: _Section) -> str:
     # paragraph separators U+2028/U+2029; a plain space is printable.
     if len(value) <= MAX_PUBLISHER_LEN and value.isprintable():
         return value
-    shown = value if len(value) <= 80 else value[:80] + "..."
     raise od.error("opendata.publisher", "opendata.publisher %r must be printable text of at most %d characters"
-                   " (no control characters, tabs or line breaks)" % (shown, MAX_PUBLISHER_LEN), "bad_value")
+                   " (no control characters, tabs or line breaks)" % (_shown(value), MAX_PUBLISHER_LEN), "bad_value")
 
 
 def _opendata_text(od: _Section, key: str, limit: int, *, lines: bool = False) -> str | None:

@@ -113,6 +113,9 @@ class OpenDataConfig:
 
     Attributes:
         licence: an SPDX licence id (``CC-BY-4.0``), a ``LicenseRef-`` id or a licence URL; "not set".
+        licence_text_url: ``[opendata] licence_url``, the https URL of the licence's text: the link
+            of a ``LicenseRef-`` id (SPDX has no page for it), else in place of the SPDX page or the
+            licence URL; None: none given.
         publisher: the publishing organisation's name; "not set".
         title: the catalogue's title; None: the gateway's default.
         description: what the data is, for the catalogue; None: the gateway's default (with the
@@ -125,6 +128,7 @@ class OpenDataConfig:
     """
 
     licence: str = "not set"
+    licence_text_url: str | None = None
     publisher: str = "not set"
     title: str | None = None
     description: str | None = None

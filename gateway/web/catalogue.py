@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from aiohttp import web
 
 from gateway.config.licence import NOT_SET as NOT_SET  # re-exported (gateway.web.opendata)
-from gateway.config.licence import is_url
+from gateway.config.licence import LICENCE_REF_PREFIX, is_url
 from gateway.config.model import OpenDataConfig
 from gateway.web import export, ngsi
 from gateway.web.liveness import window_of
@@ -78,11 +78,17 @@ class OpenDataMeta(OpenDataConfig):
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(OpenDataConfig)})
 
     def licence_url(self) -> str | None:
-        """A URL for the licence: the URL given, or the SPDX page of an SPDX id; None when not set."""
+        """A URL for the licence: ``[opendata] licence_url``, else the licence given as a URL or the SPDX
+        page of an SPDX id; None when not set, and for a ``LicenseRef-`` id without ``licence_url``
+        (SPDX has no page for a licence of the city's own: a link there would be dead)."""
         if self.licence == NOT_SET:
             return None
+        if self.licence_text_url is not None:
+            return self.licence_text_url
         if is_url(self.licence):
             return self.licence
+        if self.licence.startswith(LICENCE_REF_PREFIX):
+            return None
         return f"https://spdx.org/licenses/{self.licence}.html"
 
     def as_json(self) -> dict[str, Any]:

@@ -57,7 +57,8 @@ _OD_HEADERS = {
     "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, an open"
                           " alarm's minute, a lamp change); CSV: the arrival of the newest report of the range;"
                           " rounded down to the minute, never after Date (absent when there is none)"),
-    "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set"),
+    "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set and has a URL (the SPDX page of an "
+                 "SPDX id, the URL given, or `[opendata] licence_url`; none for a `LicenseRef-` id without it)"),
 }
 _CSV_DISPOSITION = _hdr('`inline; filename="civicedge-readings-<from>-<to>.csv"`: the range the export holds, in '
                         'whole UTC hours (a `to` after the default one is the default one), e.g. '

@@ -25,7 +25,7 @@ def _load(tmp_path: Path, licence: str | None = None, publisher: str | None = No
 
 
 @pytest.mark.parametrize("licence", [
-    "CC-BY-4.0", "CC0-1.0", "ODbL-1.0", "GPL-2.0+", "LicenseRef-city-open-1.0", "LicenseRef-" + "x" * 53,
+    "CC-BY-4.0", "CC0-1.0", "ODbL-1.0", "LicenseRef-city-open-1.0", "LicenseRef-" + "x" * 53,
     "https://data.city.example/licence", "http://example.org/l?v=1&x=%20#top",
     "https://example.org/" + "a" * (2048 - len("https://example.org/")),
 ])
@@ -115,8 +115,58 @@ def test_no_licence_and_a_software_licence_are_warned_about() -> None:
     assert missing is not None and "legally unusable" in missing and 'licence = "CC-BY-4.0"' in missing
     software = licence_warning("MIT")
     assert software is not None and "not one open-data portals use for data" in software and "'MIT'" in software
-    for fine in (*OPEN_DATA_LICENCES, "LicenseRef-city-1.0", "https://data.city.example/licence"):
+    for fine in (*OPEN_DATA_LICENCES, "https://data.city.example/licence"):
         assert licence_warning(fine) is None, fine
+    assert licence_warning("LicenseRef-city-1.0", "https://data.city.example/licence") is None
+
+
+# --- review M3: no dead spdx.org links ---------------------------------------------------------
+
+@pytest.mark.parametrize(("licence", "base"), [("CC-BY-4.0+", "CC-BY-4.0"), ("cc-by-4.0+", "CC-BY-4.0"),
+                                               ("ODbL-1.0+", "ODbL-1.0"), ("CC-BY-4+", "CC-BY-4.0")])
+def test_an_or_later_id_is_refused_naming_its_base(tmp_path: Path, licence: str, base: str) -> None:
+    """Review M3: CC-BY-4.0+ was accepted, linked as .../CC-BY-4.0+.html (no such page) and warned as
+    "not one open-data portals use"."""
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, licence=licence)
+    assert (err.value.reason, err.value.key) == ("bad_value", "opendata.licence")
+    assert "ends in '+'" in str(err.value) and "did you mean %r?" % base in str(err.value)
+
+
+def _load_urls(tmp_path: Path, body: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "gateway.toml"
+    path.write_text("[opendata]\n" + body + "\n")
+    return load_config(path)
+
+
+def test_a_licence_ref_links_only_to_its_licence_url(tmp_path: Path) -> None:
+    """Review M3: LicenseRef-city-1.0 (which the loader's own error recommends) was published as
+    https://spdx.org/licenses/LicenseRef-city-1.0.html, a page that does not exist."""
+    from gateway.config.licence import licence_warning
+    from gateway.web.catalogue import OpenDataMeta
+
+    bare = _load_urls(tmp_path, 'licence = "LicenseRef-city-1.0"').open_data
+    assert bare.licence_text_url is None and OpenDataMeta.of(bare).licence_url() is None
+    warning = licence_warning(bare.licence, bare.licence_text_url)
+    assert warning is not None and "licence_url" in warning and "no Link header" in warning
+    linked = _load_urls(tmp_path, 'licence = "LicenseRef-city-1.0"\nlicence_url = "https://city.example/l.html"')
+    assert OpenDataMeta.of(linked.open_data).licence_url() == "https://city.example/l.html"
+    override = _load_urls(tmp_path, 'licence = "CC-BY-4.0"\nlicence_url = "https://city.example/cc-by.html"')
+    assert OpenDataMeta.of(override.open_data).licence_url() == "https://city.example/cc-by.html"
+    plain = _load_urls(tmp_path, 'licence = "CC-BY-4.0"').open_data
+    assert OpenDataMeta.of(plain).licence_url() == "https://spdx.org/licenses/CC-BY-4.0.html"
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ('licence = "LicenseRef-city-1.0"\nlicence_url = "http://city.example/l"', "https:// URL"),
+    ('licence = "LicenseRef-city-1.0"\nlicence_url = "https://city.example/a b"', "https:// URL"),
+    ('licence_url = "https://city.example/l"', "opendata.licence is not"),
+])
+def test_a_bad_licence_url_is_a_clear_config_error(tmp_path: Path, body: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load_urls(tmp_path, body)
+    assert (err.value.reason, err.value.key) == ("bad_value", "opendata.licence_url")
+    assert says in str(err.value)
 
 
 def _civicedge(*args: str) -> subprocess.CompletedProcess[str]:

@@ -197,3 +197,25 @@ async def test_the_gateway_publishes_the_catalogue_of_its_config(tmp_path: Path)
     assert (index["title"], index["license"], index["keywords"]) == ("Example sensors", "ODbL-1.0", ["lighting"])
     assert index["contactPoint"] == {"name": "Example sensors", "url": "https://city.example/contact"}
     assert index["formats"]["csv"] == "https://data.city.example/opendata/readings.csv"
+
+
+async def test_a_licence_ref_is_published_without_a_dead_spdx_link(fleet: Fleet) -> None:
+    """Review M3: LicenseRef-city-1.0 was linked as https://spdx.org/licenses/LicenseRef-city-1.0.html,
+    a page that does not exist; its link is [opendata] licence_url, and none without it."""
+    paths = ("/opendata", "/opendata/catalog.jsonld", "/opendata/devices.geojson",
+             f"/opendata/readings.csv?from={NOW - 3600}&to={NOW}")
+    async with app_client(fleet, OpenDataMeta(licence="LicenseRef-city-1.0")) as client:
+        for path in paths:
+            resp = await client.get(path)
+            assert resp.status == 200 and "Link" not in resp.headers, path
+        index = await get_json(client, "/opendata")
+        doc = await get_json(client, "/opendata/catalog.jsonld")
+    assert (index["license"], index["licenseUrl"]) == ("LicenseRef-city-1.0", None)
+    assert "dct:license" not in doc and "spdx.org" not in str(doc)
+    linked = OpenDataMeta(licence="LicenseRef-city-1.0", licence_text_url="https://city.example/licence.html")
+    async with app_client(fleet, linked) as client:
+        for path in paths:
+            resp = await client.get(path)
+            assert resp.headers["Link"] == '<https://city.example/licence.html>; rel="license"', path
+        index = await get_json(client, "/opendata")
+    assert index["licenseUrl"] == "https://city.example/licence.html"
