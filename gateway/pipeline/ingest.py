@@ -466,14 +466,7 @@ class IngestService:
     async def _handle_old(self, verified: Verified, link: Link) -> None:
         dev, seq = verified.frame.device_id, verified.frame.seq
         win = self._window(dev)
-        in_flight = win.pending.get(seq)
-        if in_flight is not None or seq in win.recent:
-            self._metrics.duplicates.inc()
-            log.debug("duplicate %s seq %d on %s: re-acknowledging", dev, seq, link.name)
-            if in_flight is not None and not await self._committed(in_flight):
-                return
-            self._known_above(win, seq)
-            await self._ack(verified, link)
+        if await self._answer_copy(verified, link, win):
             return
         old = seq <= win.accepted_hi - REPLAY_WINDOW
         if old or seq <= win.committed_hi:
@@ -483,6 +476,11 @@ class IngestService:
                     win.recent.add(seq)
                 self._known_above(win, seq)
                 await self._ack(verified, link)
+                return
+            # Another copy (a link's late delivery and the device's re-send on another link, each with
+            # its own task) may have been queued or committed while the store was asked: a second copy
+            # queued too would be counted and warned about twice, and orphan the first one's future.
+            if await self._answer_copy(verified, link, win):
                 return
             if old and seq <= win.floor:
                 # Not stored and already acknowledged past (its gap was given up on): a replay. Above
@@ -498,6 +496,22 @@ class IngestService:
             if link.fresh is not None:
                 link.fresh()  # not stored before (checked above): a new report
             await self._ack(verified, link)
+
+    async def _answer_copy(self, verified: Verified, link: Link, win: _DeviceWindow) -> bool:
+        """Answer a copy of a seq already queued or just committed (a re-send, or another link's delivery):
+        counted as a duplicate and acknowledged once that commit succeeded, never queued again. True when
+        ``verified`` was such a copy."""
+        seq = verified.frame.seq
+        in_flight = win.pending.get(seq)
+        if in_flight is None and seq not in win.recent:
+            return False
+        self._metrics.duplicates.inc()
+        log.debug("duplicate %s seq %d on %s: re-acknowledging", verified.frame.device_id, seq, link.name)
+        if in_flight is not None and not await self._committed(in_flight):
+            return True
+        self._known_above(win, seq)
+        await self._ack(verified, link)
+        return True
 
     def _known_above(self, win: _DeviceWindow, seq: int) -> None:
         """A re-sent committed seq above the floor is known again (``above`` may have been trimmed
@@ -782,8 +796,15 @@ class IngestService:
             if not fut.done():
                 fut.set_result(None)
         if altered:  # a re-sent copy of a stored report is not stored again: warned about once
+            # INSERT OR IGNORE keeps the first copy of a key in the batch, so only that one is counted.
             stored = set(result.inserted)
-            altered = [v for v in altered if (v.record.device, v.record.seq) in stored]
+            first: list[Verified] = []
+            for v in altered:
+                key = (v.record.device, v.record.seq)
+                if key in stored:
+                    stored.discard(key)
+                    first.append(v)
+            altered = first
             for v in altered:
                 if v.coarsened:
                     self._coarsened(v.record.device, v.record.seq, v.coarsened)

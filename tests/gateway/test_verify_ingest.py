@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -806,5 +807,53 @@ async def test_a_late_report_with_a_dropped_field_is_counted_and_warned_once_sto
     finally:
         q.close()
     assert metrics.value("civicedge_fields_dropped_total", {"reason": "release_period"}) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("bin-1 seq 1: fill sent over a shorter period"), warned
+
+
+async def test_two_copies_of_a_late_report_at_once_are_stored_counted_and_warned_once(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review of 5529daa: two copies of a late report (below a committed seq) in the same tick, a link's
+    late delivery and the device's re-send on another link. Each handler task asked the store, found
+    nothing pending, and queued its copy: the batch's stored report was counted and warned about twice
+    (a held-back "1 more report(s) of bin-1 ..." line at stop) and each link was told it was fresh. The
+    second task now sees the first copy queued and only acknowledges it after its commit."""
+    import dataclasses
+    import logging
+
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                           metrics=metrics, batch_ms=10)
+    await ingest.start()
+    c, c2 = Collector(), Collector("ble:aa")
+    fresh = {c.link.name: 0, c2.link.name: 0}
+
+    def counter(name: str) -> Callable[[], None]:
+        def count() -> None:
+            fresh[name] += 1
+        return count
+
+    link, link2 = (dataclasses.replace(x.link, fresh=counter(x.link.name)) for x in (c, c2))
+    caplog.set_level(logging.WARNING, logger="gateway")
+    ingest.feed(report_frame("bin-1", 2, KEYS["bin-1"], m={"temp": 13, "bat": 80}), link)
+    await _settle(ingest)
+    assert c.acks == [] and fresh[link.name] == 1  # seq 1 missing: no ACK yet
+    late = report_frame("bin-1", 1, KEYS["bin-1"], m={"fill": 40, "temp": 12, "bat": 80})
+    ingest.feed(late, link)  # the link's late delivery
+    ingest.feed(late, link2)  # and the device's re-send on another link, in the same tick
+    await _settle(ingest)
+    await ingest.stop()
+    ingest.close()
+    assert c.acks == [("bin-1", 2)] and c2.acks == [("bin-1", 2)]  # one ACK each, after the commit
+    assert fresh[link.name] + fresh[link2.name] == 2  # seq 2, and one of the two copies of seq 1
+    q = ReportQueries(db)
+    try:
+        assert [(r.seq, r.m) for r in q.reports(device="bin-1")] == [(1, {"temp": 12, "bat": 80}),
+                                                                     (2, {"temp": 13, "bat": 80})]
+    finally:
+        q.close()
+    assert metrics.value("civicedge_fields_dropped_total", {"reason": "release_period"}) == 1
+    assert metrics.value("civicedge_reports_duplicate_total") == 1
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and warned[0].startswith("bin-1 seq 1: fill sent over a shorter period"), warned
