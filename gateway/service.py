@@ -137,6 +137,12 @@ class Gateway:
         """
         if self.upstream is not None:
             self.upstream.check_tls()  # else run would retry the unusable files once a minute forever
+        for problem in self.config.open_data.problems:
+            # Loaded leniently by `gateway run`: metadata must not stop collection, but the operator must
+            # see it (run --check refuses it). Not a /healthz reason: a reason there is 503 "degraded",
+            # which monitors read as down, while ingest works.
+            log.error("%s; [opendata] is published without this key until the config is fixed (run --check "
+                      "refuses it)", problem)
         await self.ingest.start()
         self.metrics.outbox_depth.set(self.store.outbox_depth)
         for transport in self.transports:

@@ -48,7 +48,10 @@ def config_from(args: argparse.Namespace, *, read_only: bool = False, store_free
             ``bad_retention_file``), RegistryError (``corrupt``, ...), TransportError (HTTP port).
     """
     path: Path | None = getattr(args, "config", None)
-    config = load_config(path, read_only=read_only) if path is not None else default_config(read_only=read_only)
+    # `gateway run` (not --check) keeps collecting with a refused [opendata] key: metadata is not data.
+    lenient = store_free and not getattr(args, "check", False)
+    config = (load_config(path, read_only=read_only, lenient_opendata=lenient) if path is not None
+              else default_config(read_only=read_only))
     if store_free:
         from gateway.cli.run_check import RETENTION_FILE, check_for_run, check_retention_file
 

@@ -8,6 +8,11 @@ The paths are checked for the access the command needs: by default for ``gateway
 commands that change the registry (writable, or creatable); with ``read_only=True`` for the
 commands that only read (``export-log``, ``devices list|show``): what exists must be readable, and
 a store or registry on a read-only mount is fine.
+
+``[opendata]`` is metadata of the published data, not needed to collect it: with
+``lenient_opendata=True`` (``gateway run``, not ``run --check``) a refused key of it is left at
+its default and its error kept in :attr:`OpenDataConfig.problems` (the gateway logs it as an
+ERROR) instead of raised, so a config that ran before an upgrade tightened a check keeps collecting.
 """
 
 from __future__ import annotations
@@ -66,13 +71,15 @@ def default_config(*, read_only: bool = False) -> GatewayConfig:
     return parse_config({}, source=None, read_only=read_only)
 
 
-def load_config(path: Path, *, read_only: bool = False) -> GatewayConfig:
+def load_config(path: Path, *, read_only: bool = False, lenient_opendata: bool = False) -> GatewayConfig:
     """Read and validate a TOML config file.
 
     Args:
         path: the TOML file.
         read_only: check the paths for a command that only reads them (``export-log``, ``devices
             list``): existing ones must be readable, not writable (see the module docstring).
+        lenient_opendata: for ``gateway run``: a refused ``[opendata]`` key is left at its default
+            and its error kept in ``open_data.problems`` rather than raised (see the module docstring).
 
     Raises:
         ConfigError: with a specific reason and key (see module docstring).
@@ -89,7 +96,7 @@ def load_config(path: Path, *, read_only: bool = False) -> GatewayConfig:
         raise ConfigError("%s: %s" % (path, exc), reason="syntax", key="", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("%s is not valid TOML: %s" % (path, exc), reason="syntax", key="", path=path) from exc
-    return parse_config(data, source=path, read_only=read_only)
+    return parse_config(data, source=path, read_only=read_only, lenient_opendata=lenient_opendata)
 
 
 class _Section:
@@ -269,13 +276,16 @@ def _section_header(name: str) -> str:
     return "[[%s]]" % name if name == "serial" else "[%s]" % name
 
 
-def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool = False) -> GatewayConfig:
+def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool = False,
+                 lenient_opendata: bool = False) -> GatewayConfig:
     """Validate parsed TOML ``data`` into a :class:`GatewayConfig`.
 
     Args:
         data: the parsed TOML.
         source: the config file (relative paths are relative to its directory), None for defaults.
         read_only: check the paths for a command that only reads them (see the module docstring).
+        lenient_opendata: keep a refused ``[opendata]`` key's error in ``open_data.problems``
+            instead of raising it (``gateway run``; see the module docstring).
     """
     base = source.resolve().parent if source is not None else Path.cwd()
     _check_sections(data, source)
@@ -334,23 +344,49 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
                                               ("speed", "virtual_at", "wall_at", "follow_file")), base)
     if "routes" in top.data:
         _check_routes(top.data["routes"], source, base)
-    open_data = _parse_opendata(_Section(top.data.get("opendata", {}), "opendata", source, (
-        "licence", "licence_url", "publisher", "title", "description", "contact", "keywords", "base_url")))
+    open_data = _parse_opendata(top.data.get("opendata", {}), source, lenient=lenient_opendata)
     return GatewayConfig(id=gw_id, data_dir=data_dir, registry_dir=registry_dir, storage=storage, serial=tuple(ports),
                          ble=ble, mqtt=mqtt, http=http, retention_overrides=overrides, retention_interval_s=interval,
                          sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source, open_data=open_data)
 
 
-def _parse_opendata(od: _Section) -> OpenDataConfig:
+_OPENDATA_KEYS = ("licence", "licence_url", "publisher", "title", "description", "contact", "keywords", "base_url")
+
+
+def _parse_opendata(data: Any, source: Path | None, *, lenient: bool) -> OpenDataConfig:
     """``[opendata]``: licence and publisher "not set" unless the city says so (the gateway never invents a
-    licence, docs/open-data.md); the catalogue's keys None (the gateway's defaults) when absent."""
-    licence = _opendata_licence(od)
-    return OpenDataConfig(licence=licence, licence_text_url=_opendata_licence_url(od, licence),
-                          publisher=_opendata_publisher(od),
-                          title=_opendata_text(od, "title", MAX_TITLE_LEN),
-                          description=_opendata_text(od, "description", MAX_DESCRIPTION_LEN, lines=True),
-                          contact=_opendata_contact(od), keywords=_opendata_keywords(od),
-                          base_url=_opendata_base_url(od))
+    licence, docs/open-data.md); the catalogue's keys None (the gateway's defaults) when absent.
+
+    With ``lenient``, a refused key (an unknown one too) is left at its default and its error kept in
+    ``problems``: metadata must not stop data collection. A licence refused so is published as not
+    set, and its ``licence_url`` is dropped with it (the licence's error says what to fix)."""
+    problems: list[str] = []
+
+    def kept(parse: Any, default: Any) -> Any:
+        if not lenient:
+            return parse()
+        try:
+            return parse()
+        except ConfigError as exc:
+            problems.append("error (%s) [%s]: %s" % (exc.reason, exc.key, exc))
+            return default
+
+    if lenient:
+        kept(lambda: _Section(data, "opendata", source, _OPENDATA_KEYS), None)  # not a table, an unknown key
+        data = {k: v for k, v in data.items() if k in _OPENDATA_KEYS} if isinstance(data, dict) else {}
+    od = _Section(data, "opendata", source, _OPENDATA_KEYS)
+    before = len(problems)
+    licence = kept(lambda: _opendata_licence(od), "not set")
+    licence_refused = len(problems) > before
+    licence_url = None if licence_refused else kept(lambda: _opendata_licence_url(od, licence), None)
+    return OpenDataConfig(licence=licence, licence_text_url=licence_url,
+                          publisher=kept(lambda: _opendata_publisher(od), "not set"),
+                          title=kept(lambda: _opendata_text(od, "title", MAX_TITLE_LEN), None),
+                          description=kept(lambda: _opendata_text(od, "description", MAX_DESCRIPTION_LEN, lines=True),
+                                           None),
+                          contact=kept(lambda: _opendata_contact(od), None),
+                          keywords=kept(lambda: _opendata_keywords(od), None),
+                          base_url=kept(lambda: _opendata_base_url(od), None), problems=tuple(problems))
 
 
 # [opendata] licence: an SPDX-style id (CC-BY-4.0, LicenseRef-city-1.0) or an absolute http(s) URL. Both

@@ -125,6 +125,9 @@ class OpenDataConfig:
         base_url: the public address the open data is reached at (``https://data.city.example``,
             perhaps with a path prefix), which makes the catalogue's URLs absolute; None: the
             address each request was sent to.
+        problems: for ``gateway run`` only (``load_config(lenient_opendata=True)``): the errors of the
+            keys refused, each left at its default (a refused licence is published as not set); the
+            gateway logs them as ERRORs. Empty otherwise (a refused key is raised).
     """
 
     licence: str = "not set"
@@ -135,6 +138,7 @@ class OpenDataConfig:
     contact: str | None = None
     keywords: tuple[str, ...] | None = None
     base_url: str | None = None
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,66 @@ def test_the_gateway_warns_at_start_when_no_licence_is_set(tmp_path: Path) -> No
     assert "WARNING" in line and "legally unusable" in line
 
 
+# --- review M4: a refused [opendata] key does not stop `gateway run` -----------------------------
+
+def test_run_loads_a_refused_opendata_key_leniently_and_the_others_strictly(tmp_path: Path) -> None:
+    """Review M4: after the upgrade that checks ids against the SPDX list, a config with licence =
+    "CC-BY-4" that ran yesterday failed to load, so `gateway run` collected nothing."""
+    path = _config(tmp_path, '[opendata]\nlicence = "CC-BY-4"\nlicence_url = "https://city.example/l"\n'
+                             'publisher = "City"\ncontact = "not an address"\ntitel = "typo"')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)  # run --check, and every other command
+    assert err.value.key == "opendata.titel"
+    od = load_config(path, lenient_opendata=True).open_data
+    assert (od.licence, od.licence_text_url, od.publisher, od.contact) == ("not set", None, "City", None)
+    keys = [p.split("]")[0] for p in od.problems]
+    assert keys == ["error (unknown_key) [opendata.titel", "error (bad_value) [opendata.licence",
+                    "error (bad_value) [opendata.contact"], od.problems
+    assert "did you mean 'CC-BY-4.0'?" in od.problems[1]
+    assert load_config(_config(tmp_path, '[opendata]\nlicence = "CC-BY-4.0"'), lenient_opendata=True).open_data.problems == ()
+
+
+def _free_port() -> int:
+    import socket
+
+    for port in range(49300, 49400):  # this helper's range
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 49300-49399")
+
+
+def test_run_collects_with_a_refused_licence_and_logs_an_error(tmp_path: Path) -> None:
+    """Review M4: `gateway run` logs the refusal as an ERROR, publishes the licence as not set (no
+    Link) and keeps running; `run --check` still refuses the same config."""
+    import urllib.request
+
+    from procs import GatewayProcess
+
+    port = _free_port()
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\ndata_dir = "data"\n[http]\nenabled = true\nport = %d\n[opendata]\nlicence = "CC-BY-4"\n'
+                    % port)
+    done = _civicedge("gateway", "run", "--config", str(path), "--check")
+    assert done.returncode == 1 and "error (bad_value) [opendata.licence]" in done.stderr
+    gw = GatewayProcess(path, tmp_path / "gw.log")
+    try:
+        gw.start()
+        gw.wait_log("[opendata.licence]")
+        with urllib.request.urlopen("http://127.0.0.1:%d/opendata" % port, timeout=10) as resp:
+            assert resp.status == 200 and resp.headers.get("Link") is None
+            index = json.loads(resp.read())
+        assert gw.proc is not None and gw.proc.poll() is None  # still running
+    finally:
+        gw.kill()
+    assert (index["license"], index["licenseUrl"]) == ("not set", None)
+    (line,) = [line for line in gw.logs().splitlines() if "[opendata.licence]" in line]
+    assert "ERROR" in line and "did you mean 'CC-BY-4.0'?" in line and "run --check" in line
+
+
 # --- the catalogue's keys: title, description, contact, keywords, base_url ----------------------
 
 def _load_toml(tmp_path: Path, body: str):  # type: ignore[no-untyped-def]
