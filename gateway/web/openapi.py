@@ -32,6 +32,9 @@ _FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. 
                     "an empty item (`mot,`, `mot,,wh`) is 400 `bad_parameter`")
 _ZONE = _q("zone", "zone name, one of the registered devices' zones, case-sensitive; another one is 400 "
                    "`bad_parameter` naming the known zones")
+# The CSV's zone: a public answer names only the zones of devices whose data it publishes.
+_CSV_ZONE = _q("zone", "zone name, one of the zones of the devices that have published data (stored a report), "
+                       "case-sensitive; another one is 400 `bad_parameter` naming those zones")
 _BAD = _err("bad parameter (code `bad_parameter`, `param` names it)")
 # readings.csv's own bounds: whole UTC hours, rows selected by the end of their period (not the shared
 # "start"/"end (exclusive)" of the /api ranges).
@@ -248,7 +251,7 @@ def _document() -> dict[str, Any]:
                        "whose period ends in (from, to] (at most 31 days per request, longer ranges 400; streamed "
                        "one UTC day at a time)",
             "tags": ["open data"],
-            "parameters": [_CSV_FROM, _CSV_TO, _FIELD, _ZONE,
+            "parameters": [_CSV_FROM, _CSV_TO, _FIELD, _CSV_ZONE,
                            _q("withheld", "`omit` (default) or `include`: also a row per withheld noisy count "
                                           "(below k) with an empty `value`, and a trailing `status` column "
                                           "(`released` or `withheld`)",

@@ -331,6 +331,13 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     return since, until
 
 
+def csv_zones(devices: Sequence[DeviceView]) -> list[str]:
+    """The zones a public answer may name (a refused ``zone`` lists them): those of the CSV's devices
+    that have stored a report. A registered device that never reported published nothing, so its zone
+    is not public (review L2: ``zone=x`` listed every registered device's zone)."""
+    return [d.zone for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND and d.last_seen is not None]
+
+
 def policy_digest(policy: Mapping[str, Any]) -> str:
     """A stable hash of the privacy policy (key order does not count): what the CSV's rows are made by."""
     return hashlib.sha256(json.dumps(policy, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
@@ -373,7 +380,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     since, until = csv_range(q, now=ctx.now())
     fields = params.parse_fields(q, ctx.known_fields())
     devices = await ctx.fleet.devices()
-    zone = params.parse_zone(q, (d.zone for d in devices))
+    zone = params.parse_zone(q, csv_zones(devices))
     # Rows of withheld values (a noisy count below k) only when asked for: their empty value and the
     # trailing status column would surprise a reader of the ten columns that parses every value.
     withheld = params.parse_choice(q, "withheld", ("omit", "include"), default="omit") == "include"

@@ -133,7 +133,9 @@ async def hourly_aggregates(request: web.Request) -> web.Response:
     q = request.query
     params.reject_unknown(q, ("from", "to", "zone", "field"))
     since, until = params.parse_range(q, now=ctx.now(), default_s=DAY_S)
-    zone = params.parse_zone(q, (d.zone for d in await ctx.fleet.devices()))
+    # The known zones come from the fleet snapshot: read only when a zone is asked for (an await in the
+    # generator expression would run at once).
+    zone = params.parse_zone(q, [d.zone for d in await ctx.fleet.devices()]) if "zone" in q else None
     fields = params.parse_fields(q, ctx.known_fields())
     rows = await ctx.fleet.hourly(since=since, until=until, zone=zone, fields=fields)
     return json_response({"from": since, "to": until, "aggregates": [aggregate_json(a) for a in rows]})

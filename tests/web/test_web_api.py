@@ -244,3 +244,23 @@ async def test_security_headers_on_pages(client: TestClient) -> None:
         resp = await client.get(path)
         assert resp.headers["X-Frame-Options"] == "DENY", path
         assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"], path
+
+
+async def test_hourly_aggregates_read_the_fleet_only_for_a_zone(client: TestClient,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review L1: /api/aggregates/hourly loaded the fleet snapshot on every call (the await inside the
+    generator for parse_zone ran at once), though only a zone is checked against it."""
+    from gateway.web.source import StoreFleetSource
+
+    calls = []
+    real = StoreFleetSource.devices
+
+    async def counted(self: StoreFleetSource) -> Any:
+        calls.append(1)
+        return await real(self)
+
+    monkeypatch.setattr(StoreFleetSource, "devices", counted)
+    data = await get_json(client, f"/api/aggregates/hourly?from={NOW - 3600}&to={NOW}&field=lux")
+    assert data["aggregates"] and calls == []
+    data = await get_json(client, f"/api/aggregates/hourly?from={NOW - 3600}&to={NOW}&field=lux&zone=centre")
+    assert data["aggregates"] and calls == [1]

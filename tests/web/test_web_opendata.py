@@ -222,6 +222,21 @@ async def test_csv_zone_filter_and_bad_zone(client: TestClient) -> None:
     assert rows and {r["zone"] for r in rows} == {"north"} and {r["device"] for r in rows} == {"bin-02"}
 
 
+async def test_the_public_zone_error_names_only_zones_with_published_data(fleet: Fleet) -> None:
+    """Review L2: a refused zone on the CSV listed every registered device's zone, so zone=x told anyone
+    the zones of devices that never reported (nothing of theirs is published). /api may name them."""
+    fleet.registry.add("sl-q9", kind="streetlight", zone="depot-secret", lat="52.37", lon="4.80")
+    async with app_client(fleet) as c:
+        resp = await c.get("/opendata/readings.csv?zone=x")
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert error["param"] == "zone" and "centre" in error["message"] and "north" in error["message"]
+        assert "depot-secret" not in error["message"]
+        assert (await c.get("/opendata/readings.csv?zone=depot-secret")).status == 400
+        operator = await c.get("/api/aggregates/hourly?zone=x")
+        assert operator.status == 400 and "depot-secret" in (await operator.json())["error"]["message"]
+
+
 async def test_geojson_feature_collection(client: TestClient) -> None:
     resp = await client.get("/opendata/devices.geojson")
     assert resp.status == 200 and resp.content_type == "application/geo+json"
