@@ -40,7 +40,8 @@ from hil.pytest_plugin.fixtures import (
     single_board_skip_reason,
 )
 from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
-from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options, sim_speed_option
+from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, lease_wait_option, settings_key, sim_marker_options,
+                                        sim_speed_option)
 
 __all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
            "hil_settings"]
@@ -73,23 +74,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("civicedge-hil", "civicedge hardware-in-the-loop")
     group.addoption("--hil-backend", choices=BACKENDS, default="sim",
                     help="where boards under test run: sim (virtual boards), qemu, serial (real boards)")
-    group.addoption("--hil-board", default=None, help="board definition name, e.g. streetlight-esp32")
-    group.addoption("--hil-port", default=None,
+    group.addoption("--hil-board", default=None, metavar="NAME",
+                    help=f"board definition under test: a name from boards/ (e.g. {DEFAULT_BOARD}, bin-esp32c3) or "
+                         f"a path to a board .toml file (default: {DEFAULT_BOARD}; on the serial backend none, "
+                         "so only the console is assumed); an unknown board is a usage error")
+    group.addoption("--hil-port", default=None, metavar="SELECTOR",
                     help="serial backend: port or URL (/dev/ttyUSB0, rfc2217://host:4000) or stable identity "
                          "(usb:<serial number>, mac:<chip MAC>)")
     group.addoption("--hil-data-port", default=None, metavar="PORT",
                     help="serial backend: the board's data UART the gateway reads (/dev/ttyUSB1, "
                          "usb:<serial number> of a second USB-serial adapter; for a virtual board the data pty "
                          "`civicedge sim up` prints)")
-    group.addoption("--hil-qemu-image", default=None,
+    group.addoption("--hil-qemu-image", default=None, metavar="FILE",
                     help="qemu backend: MicroPython release image for the board's chip (ESP32_GENERIC-*.bin)")
-    group.addoption("--hil-lease-dir", default=None,
-                    help="serial backend: directory of board leases shared by the rig's runs "
-                         "(default: $XDG_RUNTIME_DIR or /tmp /civicedge-leases)")
+    group.addoption("--hil-lease-dir", default=None, metavar="DIR",
+                    help="serial backend: directory of board leases, shared by the runs (and rig hosts) that use "
+                         "the same boards (default: $XDG_RUNTIME_DIR/civicedge-leases, else "
+                         "<tmp>/civicedge-leases)")
     group.addoption("--hil-sim-speed", type=sim_speed_option, default=1.0, metavar="X",
                     help="sim backend: virtual seconds per wall second (0 = as fast as possible; default 1)")
-    group.addoption("--hil-lease-wait", type=float, default=30.0, metavar="SECONDS",
-                    help="serial backend: how long to wait for a board another run holds (default 30)")
+    group.addoption("--hil-lease-wait", type=lease_wait_option, default=30.0, metavar="SECONDS",
+                    help="serial backend: how long to wait for a board another run holds (>= 0; default 30)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's pytest_configure, which warns about the unset option

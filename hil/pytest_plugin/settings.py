@@ -98,6 +98,20 @@ def sim_speed_option(text: str) -> float:
     return value
 
 
+def lease_wait_option(text: str) -> float:
+    """``--hil-lease-wait`` as a number of seconds >= 0 (argparse type: a bad value is a usage error)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from exc
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0 = do not wait), got {text!r}")
+    return value
+
+
 def sim_marker_options(item: pytest.Item) -> tuple[float | None, int | None]:
     """``(speed, seed)`` of the item's closest ``sim`` marker (None where not given).
 

@@ -285,6 +285,28 @@ def test_missing_or_mistyped_prerequisite_is_a_usage_error(pytester: pytest.Pyte
     assert "skipped" not in result.stdout.str()
 
 
+@pytest.mark.parametrize("value", ["-5", "soon", "inf"])
+def test_bad_hil_lease_wait_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
+    """A negative wait was taken silently (as no wait); like --hil-sim-speed, it is the user's typo."""
+    pytester.makepyfile(ONE_BOARD_TEST)
+    result = pytester.runpytest_subprocess(f"--hil-lease-wait={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*argument --hil-lease-wait: must be*got '{value}'*"])
+
+
+def test_every_option_has_help_with_its_default(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    assert result.ret == pytest.ExitCode.OK
+    text = " ".join(result.stdout.str().split())  # help lines are wrapped at the terminal width
+    for shown in ("--hil-board=NAME board definition under test: a name from boards/",
+                  "(default: streetlight-esp32;",
+                  "--hil-lease-dir=DIR serial backend: directory of board leases",
+                  "(default: $XDG_RUNTIME_DIR/civicedge-leases, else <tmp>/civicedge-leases)",
+                  "--hil-port=SELECTOR", "--hil-qemu-image=FILE", "--hil-lease-wait=SECONDS"):
+        assert shown in text, shown
+    assert "HIL_" not in text  # no option left with argparse's made-up metavar and no help
+
+
 @pytest.mark.parametrize("flag, shown", [("--help", "*--hil-data-port=PORT*"),
                                          ("--markers", "*@pytest.mark.requires(*capabilities)*")])
 def test_help_and_markers_work_when_addopts_lack_a_prerequisite(pytester: pytest.Pytester, flag: str,
