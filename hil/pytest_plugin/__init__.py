@@ -30,6 +30,7 @@ import pytest
 from hil.backends.capabilities import BACKENDS, KNOWN_CAPABILITIES, manifest_for
 from hil.dut.errors import DeviceError
 from hil.pytest_plugin.fixtures import (
+    fleet_marker_text,
     hil_board,
     hil_board_definition,
     hil_fleet,
@@ -37,6 +38,7 @@ from hil.pytest_plugin.fixtures import (
     hil_manifest,
     hil_radio,
     hil_settings,
+    marker_board,
     single_board_skip_reason,
 )
 from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
@@ -260,15 +262,24 @@ def item_boards(item: pytest.Item, settings: HilSettings) -> list[BoardDefinitio
     Raises:
         hil.boards.BoardError: a marker names an unknown board.
     """
-    mark = item.get_closest_marker("board")
-    if mark is not None and len(mark.args) == 1 and isinstance(mark.args[0], str):
-        return [settings.board(mark.args[0])]
-    fleet = item.get_closest_marker("fleet")
-    if fleet is not None and fleet.kwargs:
-        return [settings.board(name) for name in fleet.kwargs]
+    named = marker_board_names(item)
+    if named is not None:
+        return [settings.board(name, test_file=item.path) for _marker, name in named]
     if settings.backend == "serial" and settings.board_name is None:
         return None
     return [settings.board()]
+
+
+def marker_board_names(item: pytest.Item) -> list[tuple[str, str]] | None:
+    """``(marker, board name or path)`` for each board the ``board(name)`` or ``fleet(...)`` marker of
+    ``item`` names (``marker`` as messages show it); None when it has neither."""
+    mark = item.get_closest_marker("board")
+    if mark is not None and len(mark.args) == 1 and isinstance(mark.args[0], str):
+        return [(f"board({mark.args[0]!r})", mark.args[0])]
+    fleet = item.get_closest_marker("fleet")
+    if fleet is not None and fleet.kwargs:
+        return [(fleet_marker_text(dict(fleet.kwargs)), name) for name in fleet.kwargs]
+    return None
 
 
 def capability_skip_reason(settings: HilSettings, boards: list[BoardDefinition] | None,
@@ -326,7 +337,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if needed:
         settings = item.config.stash[settings_key]
         settings.manifest().missing(needed)
-        item_boards(item, settings)
+        for marker, name in marker_board_names(item) or ():
+            marker_board(settings, item, name, marker=marker, label="requires")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -18,11 +18,11 @@ import pytest
 from hil.backends.board import BoardDriver, BoardHandle, BoardStateError, Strategy, make_identity
 from hil.backends.capabilities import CapabilityManifest
 from hil.backends.errors import BackendError, QemuNotFoundError
-from hil.boards import BoardDefinition
+from hil.boards import BoardDefinition, BoardError
 from hil.errors import HilError
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
 from hil.pytest_plugin.hints import deep_sleep_hints
-from hil.pytest_plugin.settings import HilSettings, settings_key, sim_marker_options
+from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _fleet_need(mix: dict[str, int] | None, *, with_board: bool) -> tuple[int, s
         count, what = DEFAULT_FLEET_SIZE, f"hil_fleet (default: {DEFAULT_FLEET_SIZE} of the session board)"
     else:
         count = sum(mix.values())
-        what = "fleet(" + ", ".join(f"{name}={n}" for name, n in mix.items()) + ")"
+        what = fleet_marker_text(mix)
     if with_board:
         return count + 1, f"hil_board + {what}"
     return count, what
@@ -189,8 +189,26 @@ def _board_name(request: pytest.FixtureRequest) -> str | None:
     if mark is None:
         return None
     if len(mark.args) != 1 or not isinstance(mark.args[0], str):
-        raise pytest.UsageError(f"{request.node.nodeid}: use @pytest.mark.board('<board name>')")
+        raise pytest.UsageError(f"{request.node.nodeid}: use @pytest.mark.board('<board name or path>')")
     return mark.args[0]
+
+
+def fleet_marker_text(mix: dict[str, int]) -> str:
+    """``fleet(streetlight-esp32=3)``: a fleet marker as messages show it."""
+    return "fleet(" + ", ".join(f"{name}={n}" for name, n in mix.items()) + ")"
+
+
+def marker_board(settings: HilSettings, node: pytest.Item, name: str, *, marker: str, label: str) -> BoardDefinition:
+    """The board ``name`` a marker of ``node`` gives (a path relative to the test file, see
+    :func:`hil.pytest_plugin.settings.marker_board_ref`); an unknown or invalid board ERRORS the test
+    with one line, ``<label>: BoardNotFoundError: @pytest.mark.<marker>: no such board 'streetlite-esp32'
+    (did you mean 'streetlight-esp32'? ...)``, not a traceback through the plugin."""
+    try:
+        return settings.board(name, test_file=node.path)
+    except BoardError as exc:
+        message = f"{label}: {type(exc).__name__}: @pytest.mark.{marker}: {board_problem(name, node.path, exc)}"
+    # Outside the except block: inside it pytest prints the exception chain even with pytrace=False.
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -207,8 +225,12 @@ def hil_manifest(hil_settings: HilSettings) -> CapabilityManifest:
 
 @pytest.fixture
 def hil_board_definition(request: pytest.FixtureRequest, hil_settings: HilSettings) -> BoardDefinition:
-    """The board definition under test: ``@pytest.mark.board(NAME)``, else ``--hil-board``, else the default."""
-    return hil_settings.board(_board_name(request))
+    """The board definition under test: ``@pytest.mark.board(NAME)`` (a name, or a path relative to the
+    test file), else ``--hil-board``, else the default."""
+    name = _board_name(request)
+    if name is None:
+        return hil_settings.board()
+    return marker_board(hil_settings, request.node, name, marker=f"board({name!r})", label="hil_board")
 
 
 @pytest.fixture
@@ -250,7 +272,11 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
                                                                with_board="hil_board" in request.fixturenames))
     if reason is not None:
         pytest.skip(reason)
-    definitions = {name: hil_settings.board(name) for name in mix}
+    if mark is None:
+        definitions = {name: hil_settings.board() for name in mix}
+    else:
+        definitions = {name: marker_board(hil_settings, request.node, name, marker=fleet_marker_text(mix),
+                                          label="hil_fleet") for name in mix}
     driver = make_driver(hil_settings, list(definitions.values()), request)
     fleet = Fleet(Strategy(driver))
     try:
@@ -329,5 +355,5 @@ def _no_link_how(backend: str, definition: BoardDefinition) -> str:
     return "the backend gave the board no data link"
 
 
-__all__ = ["DEFAULT_FLEET_SIZE", "Fleet", "SINGLE_BOARD_BACKENDS", "boards_needed", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
-           "hil_settings", "make_driver", "setup_failure_message", "single_board_skip_reason"]
+__all__ = ["DEFAULT_FLEET_SIZE", "Fleet", "SINGLE_BOARD_BACKENDS", "boards_needed", "fleet_marker_text", "hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
+           "hil_settings", "make_driver", "marker_board", "setup_failure_message", "single_board_skip_reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hil.backends.capabilities import CapabilityManifest, manifest_for
-from hil.boards import BoardDefinition, load_board
+from hil.boards import BoardDefinition, BoardError, BoardNotFoundError, load_board
 
 DEFAULT_BOARD = "streetlight-esp32"
 
@@ -57,13 +58,19 @@ class HilSettings:
             data_port=config.getoption("--hil-data-port", default=None) or None,
         )
 
-    def board(self, name: str | None = None) -> BoardDefinition:
+    def board(self, name: str | None = None, *, test_file: Path | None = None) -> BoardDefinition:
         """Load (once) the board definition ``name``, ``--hil-board``, or the default board.
+
+        Args:
+            name: a board name or path from a marker (None: ``--hil-board``, else the default).
+            test_file: the test file of that marker: a path ``name`` is relative to its directory
+                (:func:`marker_board_ref`). ``--hil-board`` paths are relative to the current directory.
 
         Raises:
             hil.boards.BoardError: unknown or invalid board.
         """
-        key = name or self.board_name or DEFAULT_BOARD
+        key = marker_board_ref(name, test_file) if name and test_file is not None else name
+        key = key or self.board_name or DEFAULT_BOARD
         if key not in self._boards:
             self._boards[key] = load_board(key)
         return self._boards[key]
@@ -76,6 +83,37 @@ class HilSettings:
             else:
                 self._manifest = manifest_for(self.backend, self.board())
         return self._manifest
+
+
+def marker_board_ref(name: str, test_file: Path) -> str:
+    """What ``load_board`` gets for the board a ``board(...)``/``fleet(...)`` marker names.
+
+    A name with a ``/`` is a path, relative to the directory of the test file (as board paths in
+    scenario files are relative to the scenario file), never to the current directory: a test finds
+    its board file wherever pytest is started from. A bare ``x.toml`` is the file next to the test
+    when there is one, else the board ``x`` of ``boards/``. Anything else is a board name.
+    """
+    path = Path(name)
+    if "/" in name or os.sep in name:
+        return str(path if path.is_absolute() else test_file.parent / path)
+    if name.endswith(".toml") and (test_file.parent / name).is_file():
+        return str(test_file.parent / name)
+    return name
+
+
+def board_problem(name: str, test_file: Path | None, exc: BoardError) -> str:
+    """One line saying what is wrong with the board ``name`` a marker gives, with a did-you-mean for a
+    mistyped board name (``streetlite-esp32``, ``streetlight``)."""
+    if not isinstance(exc, BoardNotFoundError):
+        return str(exc)
+    available = ", ".join(exc.available) or "none"
+    ref = marker_board_ref(name, test_file) if test_file is not None else name
+    if ref != name or "/" in name:
+        where = " (a path in a marker is relative to the test file's directory)" if test_file is not None else ""
+        return f"no board file {ref}{where}; boards by name: {available}"
+    close = difflib.get_close_matches(Path(name).stem if name.endswith(".toml") else name, exc.available, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"no such board {name!r} ({hint}boards: {available})"
 
 
 def default_lease_dir() -> Path:
