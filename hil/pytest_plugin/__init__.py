@@ -42,6 +42,7 @@ from hil.pytest_plugin.fixtures import (
     single_board_skip_reason,
 )
 from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
+from hil.pytest_plugin.logs import failure_sections
 from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, lease_wait_option, settings_key, sim_marker_options,
                                         sim_speed_option)
 
@@ -343,13 +344,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
-    """Show the device's own traceback in its own section when device code raised."""
+    """On a failure: save the test's board console and gateway logs and show their tails, each in a
+    section of its own (:mod:`hil.pytest_plugin.logs`); when device code raised, the device's own
+    traceback in its own section too."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     excinfo = call.excinfo
-    if excinfo is None:
-        return
-    err: BaseException | None = excinfo.value
+    err: BaseException | None = excinfo.value if excinfo is not None else None
     chain: list[BaseException] = []
     while err is not None and err not in chain:
         chain.append(err)
@@ -358,3 +359,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if isinstance(exc, DeviceError):
             report.sections.append((f"device traceback ({exc.url})", exc.traceback.rstrip()))
             break
+    if report.failed:
+        report.sections.extend(failure_sections(item))

@@ -10,7 +10,9 @@ Missing options (``--hil-port``, ``--hil-qemu-image``) are usage errors at sessi
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -21,7 +23,8 @@ from hil.backends.errors import BackendError, QemuNotFoundError
 from hil.boards import BoardDefinition, BoardError
 from hil.errors import HilError
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
-from hil.pytest_plugin.hints import deep_sleep_hints
+from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints
+from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
 from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
 
 log = logging.getLogger(__name__)
@@ -233,32 +236,46 @@ def hil_board_definition(request: pytest.FixtureRequest, hil_settings: HilSettin
     return marker_board(hil_settings, request.node, name, marker=f"board({name!r})", label="hil_board")
 
 
+def new_handle(backend: str, definition: BoardDefinition, test_dir: Path) -> BoardHandle:
+    """A board handle with a fresh identity, its work directory ``<test_dir>/<device id>`` (flash
+    directory or image, ``console.log``)."""
+    identity = make_identity(definition)
+    workdir = test_dir / identity["id"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    return BoardHandle(backend=backend, definition=definition, identity=identity, workdir=workdir)
+
+
 @pytest.fixture
 def hil_board(request: pytest.FixtureRequest, hil_settings: HilSettings, hil_board_definition: BoardDefinition,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardHandle]:
-    """One board brought to "reporting" (flashed -> provisioned -> firmware running) by the strategy."""
+              tmp_path: Path) -> Iterator[BoardHandle]:
+    """One board brought to "reporting" (flashed -> provisioned -> firmware running) by the strategy.
+
+    Its work directory is ``<tmp_path>/<device id>``; its console is kept there as ``console.log``
+    (:mod:`hil.pytest_plugin.logs`).
+    """
     driver = make_driver(hil_settings, [hil_board_definition], request)
     strategy = Strategy(driver)
-    handle = BoardHandle(backend=driver.backend, definition=hil_board_definition,
-                         identity=make_identity(hil_board_definition),
-                         workdir=tmp_path_factory.mktemp("hil-board"))
+    handle = new_handle(driver.backend, hil_board_definition, tmp_path)
+    console = keep_board_console(request.node, handle)
     try:
         bring_up(strategy, handle, fixture="hil_board")
+        handle.extras["reporting_since"] = time.monotonic()
         yield handle
     finally:
         try:
+            console.save()  # before power-off: a virtual board's console goes with it
             strategy.power_off(handle)
         finally:
             strategy.close()
 
 
 @pytest.fixture
-def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_path: Path) -> Iterator[Fleet]:
     """Several boards brought to "reporting".
 
     Size and mix from ``@pytest.mark.fleet(**{board_name: count})``, e.g.
     ``@pytest.mark.fleet(**{"streetlight-esp32": 2, "bin-esp32c3": 1})``; default: 3 of the session board.
+    Each board's work directory is ``<tmp_path>/<device id>``, its console kept there as ``console.log``.
     On a backend that drives one board (serial) a fleet of more than one board (counting a
     ``hil_board`` of the same test) SKIPS the test at once (:func:`single_board_skip_reason`).
     """
@@ -279,16 +296,19 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings,
                                           label="hil_fleet") for name in mix}
     driver = make_driver(hil_settings, list(definitions.values()), request)
     fleet = Fleet(Strategy(driver))
+    consoles: list[KeptLog] = []
     try:
         for name, count in mix.items():
             for _ in range(count):
-                handle = BoardHandle(backend=driver.backend, definition=definitions[name],
-                                     identity=make_identity(definitions[name]),
-                                     workdir=tmp_path_factory.mktemp("hil-fleet"))
+                handle = new_handle(driver.backend, definitions[name], tmp_path)
                 fleet.boards.append(handle)
+                consoles.append(keep_board_console(request.node, handle))
                 bring_up(fleet.strategy, handle, fixture="hil_fleet")
+                handle.extras["reporting_since"] = time.monotonic()
         yield fleet
     finally:
+        for console in consoles:
+            console.save()  # before power-off: a virtual board's console goes with it
         fleet.power_off()
 
 
@@ -313,11 +333,13 @@ def hil_radio() -> Iterator[Any]:
 
 
 @pytest.fixture
-def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def hil_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayProcess]:
     """A running ``civicedge gateway run`` on a temporary config, wired to the test's boards.
 
     Boards of ``hil_board``/``hil_fleet`` (when the test uses them) are registered with their
-    keys; UART boards are read over their data ptys, BLE-only boards over ``hil_radio``.
+    keys; UART boards are read over their data ptys, BLE-only boards over ``hil_radio``. Its work
+    directory (config, registry, store) is ``<tmp_path>/gateway``, its output kept there as
+    ``gateway.log``.
     """
     boards: list[BoardHandle] = []
     if "hil_board" in request.fixturenames:
@@ -329,8 +351,9 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         pytest.fail(no_data_link_message(unreachable), pytrace=False)
     needs_radio = any(b.data_url is None and b.ble_address for b in boards)
     radio_url: str | None = request.getfixturevalue("hil_radio").url if needs_radio else None
-    gateway = gateway_for(boards, workdir=tmp_path_factory.mktemp("hil-gateway"), radio_url=radio_url)
-    gateway.failure_hint = deep_sleep_hints(boards)
+    gateway = gateway_for(boards, workdir=tmp_path / "gateway", radio_url=radio_url)
+    gateway.failure_hint = combined_hints(console_failure_hint(boards), deep_sleep_hints(boards))
+    keep_log(request.node, KeptLog("gateway log", gateway.log_path, lambda: None, write=False), name="gateway")
     gateway.start()
     try:
         yield gateway

@@ -91,6 +91,11 @@ class GatewayProcess:
         return self.workdir / "admin.token"
 
     @property
+    def log_path(self) -> Path:
+        """Everything the process printed, over all its starts (``gateway.log`` in :attr:`workdir`)."""
+        return self.workdir / "gateway.log"
+
+    @property
     def db_path(self) -> Path:
         """The SQLite report store."""
         return self.workdir / "reports.sqlite"
@@ -152,15 +157,22 @@ class GatewayProcess:
         # Ends with pytest, even on SIGKILL (hil.children): no orphan retrying the boards' ptys.
         self.proc = spawn_child(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         ready = threading.Event()
+        # Appended: a restart adds to the log of the earlier starts.
+        log_file = self.log_path.open("a", encoding="utf-8", errors="replace")
 
         def pump(stream: Any) -> None:
-            for line in stream:
-                self._output.append(line)
-                match = READY.search(line)
-                if match and not ready.is_set():
-                    if match.group(2):
-                        self.http_port = int(match.group(2))
-                    ready.set()
+            try:
+                for line in stream:
+                    self._output.append(line)
+                    log_file.write(line)
+                    log_file.flush()
+                    match = READY.search(line)
+                    if match and not ready.is_set():
+                        if match.group(2):
+                            self.http_port = int(match.group(2))
+                        ready.set()
+            finally:
+                log_file.close()
 
         self._reader = threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True)
         self._reader.start()
@@ -229,7 +241,7 @@ class GatewayProcess:
                 return rows
             if time.monotonic() > deadline:
                 message = (f"{len(rows)} of {count} reports stored after {timeout_s:g} s\n"
-                           f"--- gateway output ---\n{self.output[-2000:]}")
+                           f"--- gateway output (whole log: {self.log_path}) ---\n{self.output[-2000:]}")
                 hint = self.failure_hint(device_id) if self.failure_hint is not None else None
                 if hint is None:
                     raise BackendError(message, count=len(rows))

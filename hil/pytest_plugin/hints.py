@@ -42,3 +42,17 @@ def deep_sleep_hints(boards: Sequence[BoardHandle]) -> Callable[[str | None], st
         return deep_sleep_hint([b for b in held if device_id is None or b.device_id == device_id])
 
     return hint
+
+
+Hint = Callable[[str | None], str | None]
+"""A ``GatewayProcess.failure_hint``: the likely cause for a ``device_id`` (None: all boards), or None."""
+
+
+def combined_hints(*hints: Hint) -> Hint:
+    """One ``failure_hint`` giving the text of every hint of ``hints`` that has one, one per line."""
+
+    def hint(device_id: str | None) -> str | None:
+        texts = [text for h in hints if (text := h(device_id)) is not None]
+        return "\n".join(texts) or None
+
+    return hint

@@ -47,12 +47,42 @@ def _write_xml(root: ET.Element, path: Path) -> Path:
     return path
 
 
+LOG_TAIL_LINES = 30
+"""Lines of each log (gateway, board consoles) a failed run's reports show."""
+LOG_TAIL_CHARS = 4000
+
+
+def log_tail(path: Path, *, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS) -> str:
+    """The last ``lines`` lines of the log at ``path`` (at most ``chars`` characters), saying how many
+    were left out; a note when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"[cannot read {path}: {exc.strerror or exc}]"
+    all_lines = text.rstrip("\n").splitlines()
+    tail = "\n".join(all_lines[-lines:])
+    if len(tail) > chars:
+        tail = "…" + tail[-chars:]
+    return f"[last {lines} of {len(all_lines)} lines]\n{tail}" if len(all_lines) > lines else tail
+
+
+def _log_name(key: str) -> str:
+    return "gateway log" if key == "gateway" else f"{key} console"
+
+
+def logs_text(result: ScenarioResult) -> str:
+    """The run's log files, one per line (``gateway log: PATH``, ``sl-1 console: PATH``)."""
+    return "\n".join(f"{_log_name(key)}: {path}" for key, path in result.logs.items())
+
+
 def write_junit(result: ScenarioResult, path: Path) -> Path:
     """Write JUnit XML: a testsuite named after the scenario, one testcase per expectation.
 
     A failed expectation is a ``<failure>`` with what was expected and found; a run that was
     interrupted or whose gateway failed adds an ``<error>`` testcase ``run``, and expectations it
-    could not evaluate are ``<skipped>``.
+    could not evaluate are ``<skipped>``. The run's logs are suite properties (``log.gateway``,
+    ``log.console.<device id>``: file paths); a failed or error testcase names them in its
+    ``<system-out>``, and a run that did not pass has their tails in the suite's ``<system-out>``.
     """
     sc = result.scenario
     cases = list(result.checks)
@@ -67,6 +97,10 @@ def write_junit(result: ScenarioResult, path: Path) -> Path:
     for k, v in (("description", sc.description), ("duration", sc.duration_text), ("speed", f"{result.speed_run:g}"),
                  ("boards", " ".join(sc.device_ids)), ("workdir", str(result.workdir))):
         ET.SubElement(props, "property", name=k, value=v)
+    for key, log_path in result.logs.items():
+        name = "log.gateway" if key == "gateway" else f"log.console.{key}"
+        ET.SubElement(props, "property", name=name, value=str(log_path))
+    logs = logs_text(result)
     for c in cases:
         case = ET.SubElement(suite, "testcase", classname=f"scenario.{sc.name}", name=c.name, time="0")
         if c.skipped:
@@ -76,9 +110,16 @@ def write_junit(result: ScenarioResult, path: Path) -> Path:
         else:
             fail = ET.SubElement(case, "failure", message=c.message, type="ExpectationFailed")
             fail.text = c.message
+            if logs:
+                ET.SubElement(case, "system-out").text = f"logs:\n{logs}"
     if errors:
         case = ET.SubElement(suite, "testcase", classname=f"scenario.{sc.name}", name="run", time=f"{result.wall_s:.3f}")
         ET.SubElement(case, "error", message="; ".join(errors), type="RunError").text = "\n".join(errors)
+        if logs:
+            ET.SubElement(case, "system-out").text = f"logs:\n{logs}"
+    if not result.passed and result.logs:
+        ET.SubElement(suite, "system-out").text = "\n\n".join(
+            f"--- {_log_name(key)} ({log_path}) ---\n{log_tail(log_path)}" for key, log_path in result.logs.items())
     root = ET.Element("testsuites", name="civicedge hil run", tests=suite.get("tests", "0"),
                       failures=str(failures), errors=suite.get("errors", "0"))
     root.append(suite)
@@ -364,7 +405,8 @@ def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: li
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#2e7d32;font-weight:bold}
 .bad{color:#c62828;font-weight:bold}.lbl{font-size:12px}.rng{font-size:10px;fill:#666}.sec{font-size:12px;fill:#444}
-.flt{font-size:10px;fill:#c0392b}.axis{stroke:#ddd}.gap{fill:#eee}.gapl{font-size:10px;fill:#555;font-style:italic}"""
+.flt{font-size:10px;fill:#c0392b}.axis{stroke:#ddd}.gap{fill:#eee}.gapl{font-size:10px;fill:#555;font-style:italic}
+pre{background:#f6f6f6;padding:6px;overflow-x:auto;max-height:30em}"""
 
 
 def _verdict(check: CheckResult) -> str:
@@ -393,6 +435,7 @@ def render_html(result: ScenarioResult) -> str:
         f"stored; {result.wall_s:.0f} s wall time. Work directory: <code>{html.escape(str(result.workdir))}</code></p>",
         f"<ul>{errs}</ul>" if errs else "",
         f"<h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>detail</th></tr>{rows}</table>",
+        _logs_html(result),
     ]
     for group in sc.boards:
         stim, faults = stimulus_series(group.stimuli_doc, t0, t1)
@@ -415,6 +458,22 @@ def render_html(result: ScenarioResult) -> str:
             parts.append(board_svg(stim, faults, released, t0, t1))
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
+
+
+def _logs_html(result: ScenarioResult) -> str:
+    """The log files (links), with their tails (the gateway's open) when the run did not pass."""
+    if not result.logs:
+        return ""
+    items = []
+    for key, path in result.logs.items():
+        link = f'<a href="{html.escape(path.resolve().as_uri())}"><code>{html.escape(str(path))}</code></a>'
+        if result.passed:
+            items.append(f"<li>{html.escape(_log_name(key))}: {link}</li>")
+            continue
+        opened = " open" if key == "gateway" else ""
+        items.append(f"<li><details{opened}><summary>{html.escape(_log_name(key))}: {link} (last "
+                     f"{LOG_TAIL_LINES} lines)</summary><pre>{html.escape(log_tail(path))}</pre></details></li>")
+    return f"<h2>Logs</h2><ul>{''.join(items)}</ul>"
 
 
 def write_html(result: ScenarioResult, path: Path) -> Path:
