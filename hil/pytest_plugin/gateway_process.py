@@ -7,6 +7,7 @@ radio when one is given.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -213,7 +214,14 @@ class GatewayProcess:
         self.start(timeout_s=timeout_s)
 
     def stored_reports(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        """Rows of the gateway's ``reports`` table (read-only SQLite connection)."""
+        """The reports the gateway stored (of ``device_id``, else of every board), by device and seq.
+
+        One dict per row of the store's ``reports`` table (read-only SQLite connection), keyed by its
+        columns (docs/hil.md "Report rows"): ``device`` (the device id), ``seq``, ``kind``, ``zone``,
+        ``type``, ``w``, ``l``, ``fw``, ``received_at``, ``gateway_id``, ``link``, ``digest``, ``id``,
+        with the JSON columns decoded: ``m`` (field -> int), ``e`` (field -> milli-epsilon spent) and
+        ``a`` (alarm codes).
+        """
         if not self.db_path.exists():
             return []
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
@@ -225,11 +233,14 @@ class GatewayProcess:
             return []  # schema not created yet
         finally:
             conn.close()
-        return [dict(r) for r in rows]
+        return [decode_report_row(dict(r)) for r in rows]
 
     def wait_for_reports(self, *, count: int = 1, device_id: str | None = None,
                          timeout_s: float = 60.0) -> list[dict[str, Any]]:
-        """Wait until at least ``count`` reports are stored.
+        """Wait until at least ``count`` reports are stored (of ``device_id``, else of any board).
+
+        Returns:
+            All the reports stored by then, as :meth:`stored_reports` gives them (possibly more than ``count``).
 
         Raises:
             BackendError: fewer arrived within ``timeout_s`` (shows the gateway output).
@@ -247,6 +258,19 @@ class GatewayProcess:
                     raise BackendError(message, count=len(rows))
                 raise BackendError(f"{message}\n{hint}", count=len(rows), hint=hint)
             time.sleep(0.2)
+
+
+REPORT_JSON_COLUMNS: tuple[str, ...] = ("m", "e", "a")
+"""Columns of the store's ``reports`` table that hold JSON text (gateway/storage/schema.py)."""
+
+
+def decode_report_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its JSON columns (:data:`REPORT_JSON_COLUMNS`) decoded: ``m`` and ``e`` to dicts,
+    ``a`` to a list (a value that is not text, e.g. NULL, is left as it is)."""
+    for column in REPORT_JSON_COLUMNS:
+        if isinstance(row.get(column), str):
+            row[column] = json.loads(row[column])
+    return row
 
 
 def gateway_for(boards: Sequence[BoardHandle], *, workdir: Path, radio_url: str | None) -> GatewayProcess:

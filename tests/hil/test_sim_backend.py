@@ -33,7 +33,8 @@ def test_board_reports_through_a_real_gateway_into_sqlite(hil_board: BoardHandle
     assert [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
     assert all(r["link"].startswith("serial:") for r in rows)
     # Nothing personal is stored raw: any motion count present is the noisy release.
-    assert all("pir_raw" not in r["m"] for r in rows)
+    assert all(isinstance(r["m"], dict) and "pir_raw" not in r["m"] for r in rows)
+    assert all(r["device"] == hil_board.device_id and isinstance(r["a"], list) for r in rows)
 
 
 def test_console_dut_stops_and_restarts_the_firmware(hil_board: BoardHandle) -> None:
