@@ -23,7 +23,7 @@ from hil.backends.errors import BackendError, QemuNotFoundError
 from hil.boards import BoardDefinition, BoardError
 from hil.errors import HilError
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
-from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints
+from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints, slow_clock_hints
 from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
 from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
 
@@ -352,7 +352,8 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gate
     needs_radio = any(b.data_url is None and b.ble_address for b in boards)
     radio_url: str | None = request.getfixturevalue("hil_radio").url if needs_radio else None
     gateway = gateway_for(boards, workdir=tmp_path / "gateway", radio_url=radio_url)
-    gateway.failure_hint = combined_hints(console_failure_hint(boards), deep_sleep_hints(boards))
+    gateway.failure_hint = combined_hints(console_failure_hint(boards), deep_sleep_hints(boards),
+                                          slow_clock_hints(boards))
     keep_log(request.node, KeptLog("gateway log", gateway.log_path, lambda: None, write=False), name="gateway")
     gateway.start()
     try:
