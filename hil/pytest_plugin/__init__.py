@@ -3,7 +3,7 @@
 Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port SELECTOR``
 (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``usb:<serial>``, ``mac:<addr>``),
 ``--hil-data-port PORT`` (serial backend: the board's data UART), ``--hil-qemu-image RELEASE.bin``,
-``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-sim-speed X``.
+``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-sim-speed X``, ``--hil-port-range LOW-HIGH``.
 A prerequisite the user asked for (``--hil-backend serial`` without ``--hil-port``, ``qemu`` without an
 existing ``--hil-qemu-image``) is a usage error at session start; the sim backend's Node runtime
 missing errors the tests that need a board. Only hardware that cannot exist here (no Espressif QEMU
@@ -43,8 +43,8 @@ from hil.pytest_plugin.fixtures import (
 )
 from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
 from hil.pytest_plugin.logs import failure_sections
-from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, lease_wait_option, settings_key, sim_marker_options,
-                                        sim_speed_option)
+from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, lease_wait_option, port_range_option, settings_key,
+                                        sim_marker_options, sim_speed_option)
 
 __all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
            "hil_settings"]
@@ -98,6 +98,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="sim backend: virtual seconds per wall second (0 = as fast as possible; default 1)")
     group.addoption("--hil-lease-wait", type=lease_wait_option, default=30.0, metavar="SECONDS",
                     help="serial backend: how long to wait for a board another run holds (>= 0; default 30)")
+    group.addoption("--hil-port-range", type=port_range_option, default=None, metavar="LOW-HIGH",
+                    help="TCP ports the plugin's servers (hil_gateway's HTTP API, hil_radio's virtual radio) listen "
+                         "on, e.g. 42000-42999 for a firewalled CI machine (default: any free port)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's pytest_configure, which warns about the unset option

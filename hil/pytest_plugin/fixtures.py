@@ -25,6 +25,7 @@ from hil.errors import HilError
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
 from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints, slow_clock_hints
 from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
+from hil.pytest_plugin.ports import PortRange, free_ports, port_free
 from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
 
 log = logging.getLogger(__name__)
@@ -313,9 +314,10 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_pat
 
 
 @pytest.fixture(scope="session")
-def hil_radio() -> Iterator[Any]:
+def hil_radio(hil_settings: HilSettings) -> Iterator[Any]:
     """The virtual BLE radio (a running Bumble link relay, :class:`hil.sim.radio.relay.RadioHandle`),
-    shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join.
+    shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join. It
+    listens on a port of ``--hil-port-range`` when given, else on any free port.
 
     Bumble is a dependency of civicedge: failing to import it is a broken install, so the test
     errors (never skips).
@@ -325,15 +327,30 @@ def hil_radio() -> Iterator[Any]:
     except ImportError as exc:
         raise pytest.fail.Exception(f"virtual radio unavailable: {exc} (bumble is a civicedge dependency: "
                                     "reinstall, e.g. scripts/setup)", pytrace=False) from None
-    handle = start_relay()
+    handle = start_relay() if hil_settings.port_range is None else _relay_in_range(start_relay, hil_settings.port_range)
     try:
         yield handle
     finally:
         handle.stop()
 
 
+def _relay_in_range(start_relay: Any, ports: PortRange) -> Any:
+    """A relay on the first port of ``ports`` it can bind (one taken after the probe is skipped)."""
+    from hil.sim.radio.errors import RadioError
+
+    for port in free_ports(ports):
+        try:
+            return start_relay(port=port)
+        except RadioError:
+            if port_free(port):  # not a port taken meanwhile: a failure of its own
+                raise
+            log.info("port %d was taken before the radio bound it; trying another", port)
+    pytest.fail(f"hil_radio: no free port in --hil-port-range {ports} for the virtual radio", pytrace=False)
+
+
 @pytest.fixture
-def hil_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayProcess]:
+def hil_gateway(request: pytest.FixtureRequest, hil_settings: HilSettings,
+                tmp_path: Path) -> Iterator[GatewayProcess]:
     """A running ``civicedge gateway run`` on a temporary config, wired to the test's boards.
 
     Boards of ``hil_board``/``hil_fleet`` (when the test uses them) are registered with their
@@ -351,7 +368,8 @@ def hil_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gate
         pytest.fail(no_data_link_message(unreachable), pytrace=False)
     needs_radio = any(b.data_url is None and b.ble_address for b in boards)
     radio_url: str | None = request.getfixturevalue("hil_radio").url if needs_radio else None
-    gateway = gateway_for(boards, workdir=tmp_path / "gateway", radio_url=radio_url)
+    gateway = gateway_for(boards, workdir=tmp_path / "gateway", radio_url=radio_url,
+                          port_range=hil_settings.port_range)
     gateway.failure_hint = combined_hints(console_failure_hint(boards), deep_sleep_hints(boards),
                                           slow_clock_hints(boards))
     keep_log(request.node, KeptLog("gateway log", gateway.log_path, lambda: None, write=False), name="gateway")

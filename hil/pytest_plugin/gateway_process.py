@@ -24,10 +24,13 @@ from typing import Any, Callable, Sequence
 from hil.backends.board import BoardHandle
 from hil.backends.errors import BackendError
 from hil.children import spawn_child
+from hil.pytest_plugin.ports import PortRange, free_ports, port_free
 
 log = logging.getLogger(__name__)
 
 READY = re.compile(r"gateway (\S+) ready(?: http=(\d+))?")
+PORT_TRIES = 10
+"""Gateway starts on ports of a ``port_range`` that another process took after the probe, before giving up."""
 
 
 class GatewayStartError(BackendError):
@@ -62,6 +65,8 @@ class GatewayProcess:
         failure_hint: called with ``device_id`` when :meth:`wait_for_reports` fails; the text it
             returns (the likely cause, e.g. :func:`hil.pytest_plugin.hints.deep_sleep_hint`) ends the
             error message and is its ``hint`` detail; None: no hint.
+        port_range: the ports the HTTP server may listen on (``--hil-port-range``); None: any free
+            port, which the gateway binds itself.
     """
 
     workdir: Path
@@ -73,6 +78,7 @@ class GatewayProcess:
     http_port: int | None = None
     admin_token: str | None = field(default=None, repr=False)
     failure_hint: Callable[[str | None], str | None] | None = field(default=None, repr=False)
+    port_range: PortRange | None = None
     _output: list[str] = field(default_factory=list, repr=False)
     _reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -148,9 +154,34 @@ class GatewayProcess:
     def start(self, *, timeout_s: float = 30.0) -> None:
         """Start ``civicedge gateway run`` and wait for its ready line.
 
+        With :attr:`port_range` and no port yet, the HTTP server gets the first port of the range
+        that is free (:mod:`hil.pytest_plugin.ports`); a port taken by another process between the
+        probe and the gateway's bind is skipped (at most :data:`PORT_TRIES` starts).
+
         Raises:
-            GatewayStartError: it exited or was not ready within ``timeout_s``.
+            GatewayStartError: it exited or was not ready within ``timeout_s``, or no port of
+                :attr:`port_range` was free.
         """
+        if not self.http or self.http_port is not None or self.port_range is None:
+            self._start(timeout_s=timeout_s)
+            return
+        tries = 0
+        for port in free_ports(self.port_range):
+            self.http_port = port
+            try:
+                self._start(timeout_s=timeout_s)
+                return
+            except GatewayStartError as exc:
+                self.http_port = None
+                tries += 1
+                # Exited at start with the port taken now: another process bound it after the probe.
+                if exc.returncode is None or port_free(port) or tries >= PORT_TRIES:
+                    raise
+                log.info("port %d was taken before the gateway bound it; trying another", port)
+        raise GatewayStartError(f"no free port in --hil-port-range {self.port_range} for the gateway's HTTP server",
+                                returncode=None, output="")
+
+    def _start(self, *, timeout_s: float) -> None:
         self.write_config()
         cmd = [sys.executable, "-m", "hil.cli.main", "gateway", "run", "--config", str(self.config_path)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -273,12 +304,14 @@ def decode_report_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def gateway_for(boards: Sequence[BoardHandle], *, workdir: Path, radio_url: str | None) -> GatewayProcess:
-    """A gateway wired to ``boards``: UART boards as serial ports, BLE-only boards over the radio."""
+def gateway_for(boards: Sequence[BoardHandle], *, workdir: Path, radio_url: str | None,
+                port_range: PortRange | None = None) -> GatewayProcess:
+    """A gateway wired to ``boards``: UART boards as serial ports, BLE-only boards over the radio; its
+    HTTP server on a port of ``port_range`` (None: any free port)."""
     ports = [b.data_url for b in boards if b.data_url]
     needs_ble = any(b.data_url is None and b.ble_address for b in boards)
     gw = GatewayProcess(workdir=workdir, serial_ports=[p for p in ports if p],
-                        radio_url=radio_url if needs_ble else None)
+                        radio_url=radio_url if needs_ble else None, port_range=port_range)
     for board in boards:
         gw.register(board)
     return gw

@@ -12,6 +12,7 @@ import pytest
 
 from hil.backends.capabilities import CapabilityManifest, manifest_for
 from hil.boards import BoardDefinition, BoardError, BoardNotFoundError, load_board
+from hil.pytest_plugin.ports import PortRange
 
 DEFAULT_BOARD = "streetlight-esp32"
 
@@ -29,6 +30,8 @@ class HilSettings:
         lease_dir: directory of board leases (serial backend).
         lease_wait_s: how long to wait for a board held by another run.
         sim_speed: virtual seconds per wall second for virtual boards (0 = as fast as possible).
+        port_range: ``--hil-port-range``: the ports the gateway's HTTP server and the virtual radio
+            listen on (None: any free port).
     """
 
     backend: str
@@ -39,6 +42,7 @@ class HilSettings:
     lease_wait_s: float = 30.0
     sim_speed: float | None = 1.0
     data_port: str | None = None
+    port_range: PortRange | None = None
     _manifest: CapabilityManifest | None = field(default=None, repr=False)
     _boards: dict[str, BoardDefinition] = field(default_factory=dict, repr=False)
 
@@ -56,6 +60,7 @@ class HilSettings:
             lease_wait_s=float(config.getoption("--hil-lease-wait", default=30.0) or 0.0),
             sim_speed=float(config.getoption("--hil-sim-speed", default=1.0) or 0.0),
             data_port=config.getoption("--hil-data-port", default=None) or None,
+            port_range=config.getoption("--hil-port-range", default=None),
         )
 
     def board(self, name: str | None = None, *, test_file: Path | None = None) -> BoardDefinition:
@@ -148,6 +153,16 @@ def lease_wait_option(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0 = do not wait), got {text!r}")
     return value
+
+
+def port_range_option(text: str) -> PortRange:
+    """``--hil-port-range LOW-HIGH`` (argparse type: a bad value is a usage error)."""
+    import argparse
+
+    try:
+        return PortRange.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def sim_marker_options(item: pytest.Item) -> tuple[float | None, int | None]:

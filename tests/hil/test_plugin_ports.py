@@ -1,0 +1,89 @@
+"""--hil-port-range: the gateway's HTTP server and the virtual radio listen only on ports of the range."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from hil.pytest_plugin.gateway_process import GatewayProcess, GatewayStartError
+from hil.pytest_plugin.ports import PortRange, port_free
+
+pytest_plugins = ["pytester"]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_block(size: int) -> PortRange:
+    """``size`` consecutive ports free now, high enough to be out of the way of the kernel's own picks."""
+    for _ in range(200):
+        low = random.randrange(47000, 47500 - size)
+        if all(port_free(p) for p in range(low, low + size)):
+            return PortRange(low, low + size - 1)
+    pytest.skip("no block of free ports found")
+
+
+@pytest.fixture
+def taken() -> Iterator[list[socket.socket]]:
+    held: list[socket.socket] = []
+    yield held
+    for sock in held:
+        sock.close()
+
+
+def _take(port: int, held: list[socket.socket]) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    held.append(sock)
+
+
+def test_the_plugins_servers_listen_in_the_range(pytester: pytest.Pytester) -> None:
+    block = free_block(6)
+    pytester.makepyfile("""
+        def test_ports(hil_radio, hil_gateway, hil_settings):
+            assert hil_radio.port in hil_settings.port_range, hil_radio.url
+            assert hil_gateway.http_port in hil_settings.port_range
+            assert hil_gateway.http_port != hil_radio.port
+    """)
+    result = pytester.runpytest(f"--hil-port-range={block}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_gateway_skips_ports_in_use(tmp_path: Path, taken: list[socket.socket]) -> None:
+    block = free_block(4)
+    for port in range(block.low, block.high):  # all but the last
+        _take(port, taken)
+    gateway = GatewayProcess(workdir=tmp_path / "gw", port_range=block)
+    gateway.start()
+    try:
+        assert gateway.http_port == block.high
+        gateway.restart()  # a restart keeps the port, so URLs a test holds stay valid
+        assert gateway.http_port == block.high
+    finally:
+        gateway.stop()
+
+
+def test_a_full_range_is_a_clear_error(tmp_path: Path, taken: list[socket.socket]) -> None:
+    block = free_block(2)
+    for port in range(block.low, block.high + 1):
+        _take(port, taken)
+    with pytest.raises(GatewayStartError, match=f"no free port in --hil-port-range {block} for the gateway's HTTP"):
+        GatewayProcess(workdir=tmp_path / "gw", port_range=block).start()
+
+
+@pytest.mark.parametrize("value", ["42000-", "2-1", "0-10", "42000-70000", "low-high"])
+def test_a_bad_range_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess(f"--hil-port-range={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --hil-port-range: a port range is LOW-HIGH*"])
+
+
+def test_port_range_parsing() -> None:
+    assert PortRange.parse("42000-42999") == PortRange(42000, 42999) and len(PortRange.parse("42000")) == 1
+    ports = PortRange(42000, 42009)
+    assert sorted(ports.candidates()) == list(range(42000, 42010)) and 42009 in ports and 42010 not in ports
