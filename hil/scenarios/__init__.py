@@ -5,11 +5,11 @@ on virtual boards with a real gateway and returns a :class:`ScenarioResult`; ``w
 ``write_html`` render the result. See docs/scenarios.md.
 """
 
-from hil.scenarios.errors import (BadDurationError, ScenarioError, ScenarioRunError, UnknownBoardError,
+from hil.scenarios.errors import (BadDurationError, ScenarioError, ScenarioErrors, ScenarioRunError, UnknownBoardError,
                                   UnknownExpectationError, UnknownKeyError)
 from hil.scenarios.model import BoardGroup, Expectations, FieldExpectation, Scenario
 from hil.scenarios.loader import EXAMPLES_DIR, find_scenario, list_examples, load_scenario
 
 __all__ = ["BadDurationError", "BoardGroup", "EXAMPLES_DIR", "Expectations", "FieldExpectation", "Scenario",
-           "ScenarioError", "ScenarioRunError", "UnknownBoardError", "UnknownExpectationError", "UnknownKeyError",
+           "ScenarioError", "ScenarioErrors", "ScenarioRunError", "UnknownBoardError", "UnknownExpectationError", "UnknownKeyError",
            "find_scenario", "list_examples", "load_scenario"]

@@ -39,13 +39,14 @@ import difflib
 import json
 import re
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, NoReturn
 
 from gateway.toml_text import TomlTextError, read_toml_text as read_text_of_toml
 from hil.boards import BoardError, BoardNotFoundError, load_board
-from hil.scenarios.errors import (BadDurationError, ScenarioError, UnknownBoardError, UnknownExpectationError,
-                                  UnknownKeyError)
+from hil.scenarios.errors import (BadDurationError, ScenarioError, ScenarioErrors, UnknownBoardError,
+                                  UnknownExpectationError, UnknownKeyError)
 from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation, Scenario
 from hil.scenarios.stimuli_doc import check_fault_entry, check_keys, check_stimuli_doc
 from hil.scenarios.timeline import check_timeline
@@ -75,6 +76,34 @@ LATEST_END_MS = 4_102_444_800_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 SCENARIO_ID = _ID
 """What a scenario ``name`` (and a device id) must match."""
+
+
+class _Errors:
+    """Collects the independent mistakes of a scenario file, so one pass reports them all."""
+
+    def __init__(self) -> None:
+        self.errors: list[ScenarioError] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Run the block; a :class:`ScenarioError` it raises is recorded (a group's members one by one)."""
+        try:
+            yield
+        except ScenarioErrors as exc:
+            self.errors.extend(exc.errors)
+        except ScenarioError as exc:
+            self.errors.append(exc)
+
+    def raise_any(self) -> None:
+        """Raise the one error recorded, or :class:`ScenarioErrors` for several."""
+        if self.errors:
+            self.fail(None)
+
+    def fail(self, error: ScenarioError | None) -> NoReturn:
+        """Record ``error`` (a mistake that stops the check of its part), then raise all recorded."""
+        if error is not None:
+            self.errors.append(error)
+        raise self.errors[0] if len(self.errors) == 1 else ScenarioErrors(self.errors)
 
 
 def list_examples() -> list[Path]:
@@ -223,14 +252,23 @@ def _stimuli_doc(raw: Any, where: str, base: Path, path: Path | None) -> dict[st
 
 
 def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base: Path, path: Path | None,
-                 taken: set[str]) -> BoardGroup:
+                 taken: set[str], *, timed: bool = True) -> BoardGroup:
+    """One ``[[boards]]`` entry, every independent mistake in it reported (see :class:`_Errors`).
+
+    Args:
+        timed: the scenario's start and duration are valid: only then is the timeline checked
+            against them (a bad ``duration`` must not also make every fault "after the end").
+    """
     where = f"boards[{i + 1}]"
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: must be a table", key="boards")
-    check_keys(raw, BOARD_KEYS, where, path)
+    errors = _Errors()
+    with errors.check():
+        check_keys(raw, BOARD_KEYS, where, path)
     name = raw.get("board")
     if not isinstance(name, str) or not name:
-        raise ScenarioError(f"{where}: 'board' (a board name such as streetlight-esp32) is required", key="board")
+        errors.fail(ScenarioError(f"{where}: 'board' (a board name such as streetlight-esp32) is required",
+                                  key="board"))
     board_ref = str(base / name) if name.endswith(".toml") and not Path(name).is_absolute() else name
     try:
         definition = load_board(board_ref)
@@ -238,18 +276,63 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
         close = difflib.get_close_matches(Path(name).stem, exc.available, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         looked = f"; looked at {board_ref}" if board_ref != name else ""
-        raise UnknownBoardError(f"{where}: unknown board {name!r} ({hint}boards: {', '.join(exc.available) or 'none'}"
-                                f"{looked})", key="board", value=name, path=str(path) if path else None) from exc
+        errors.fail(UnknownBoardError(
+            f"{where}: unknown board {name!r} ({hint}boards: {', '.join(exc.available) or 'none'}{looked})",
+            key="board", value=name, path=str(path) if path else None))
     except BoardError as exc:  # the file exists: say what is wrong with it (not UTF-8, not TOML, a bad field)
-        raise ScenarioError(f"{where}: board {name!r}: {exc}", key="board", value=name,
-                            path=str(path) if path else None) from exc
+        errors.fail(ScenarioError(f"{where}: board {name!r}: {exc}", key="board", value=name,
+                                  path=str(path) if path else None))
     config = definition.to_device_config()
     kind = str(config.get("kind"))
     links = sorted(config.get("links", {}))
     link = raw.get("link", links[0] if len(links) == 1 else "uart")
-    if link not in ("uart", "ble") or link not in links:
-        raise ScenarioError(f"{where}: link {link!r} not available on {name} (it has: {', '.join(links)})",
-                            key="link", value=link)
+    with errors.check():
+        if link not in ("uart", "ble") or link not in links:
+            raise ScenarioError(f"{where}: link {link!r} not available on {name} (it has: {', '.join(links)})",
+                                key="link", value=link)
+    ids: list[str] = []
+    with errors.check():
+        ids = _group_ids(where, raw, kind, taken)
+    sleep = raw.get("sleep", "awake")
+    with errors.check():
+        if sleep not in ("awake", "deep"):
+            raise ScenarioError(f"{where}: sleep must be 'awake' or 'deep', got {sleep!r}", key="sleep", value=sleep)
+    doc: dict[str, Any] = {}
+    text = ""
+    with errors.check():
+        doc, text = _timeline(where, raw, config, link, scenario_start, scenario_end, base, path, timed=timed)
+    place = dict(raw)
+    bad_place: set[str] = set()
+    for key in ("lat", "lon"):  # a TOML number (lat = 52.37) is taken as the decimal degrees it says
+        if isinstance(place.get(key), (int, float)) and not isinstance(place[key], bool):
+            try:
+                place[key] = decimal_degrees_text(place[key], where=f"{where}: {key}")
+            except ScenarioError as exc:
+                errors.errors.append(exc)
+                bad_place.add(key)
+    for key, form in (("zone", 'a zone name, e.g. zone = "centre"'),
+                      ("lat", 'decimal degrees, e.g. lat = "52.3702" or lat = 52.3702'),
+                      ("lon", 'decimal degrees, e.g. lon = "4.8952" or lon = 4.8952')):
+        if key in place and not isinstance(place[key], str) and key not in bad_place:
+            errors.errors.append(ScenarioError(f"{where}: {key} must be {form}, got {place[key]!r}", key=key,
+                                               value=place[key]))
+            bad_place.add(key)
+    zone, lat, lon = place.get("zone", "sim"), place.get("lat", "52.3702"), place.get("lon", "4.8952")
+    if not bad_place:  # the registry's rules need the three as text
+        with errors.check():
+            _check_registry_fields(where, ids, kind=kind, zone=zone, lat=lat, lon=lon)
+    errors.raise_any()
+    return BoardGroup(board=board_ref, ids=tuple(ids), link=link, kind=kind, zone=zone, lat=lat, lon=lon,
+                      stimuli_toml=text, stimuli_doc=doc, sleep=sleep)
+
+
+def _group_ids(where: str, raw: dict[str, Any], kind: str, taken: set[str]) -> list[str]:
+    """The device ids of a board group (``ids``, or ``count`` of them numbered after those ``taken``),
+    added to ``taken``.
+
+    Raises:
+        ScenarioError: both or bad ``ids``/``count``, or an id used twice.
+    """
     if "ids" in raw and "count" in raw:
         raise ScenarioError(f"{where}: give either 'ids' or 'count', not both", key="ids")
     if "ids" in raw:
@@ -268,20 +351,35 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     if dup:
         raise ScenarioError(f"{where}: device id(s) used twice: {', '.join(dup)}", key="ids", value=dup)
     taken.update(ids)
-    sleep = raw.get("sleep", "awake")
-    if sleep not in ("awake", "deep"):
-        raise ScenarioError(f"{where}: sleep must be 'awake' or 'deep', got {sleep!r}", key="sleep", value=sleep)
-    doc = _stimuli_doc(raw.get("stimuli"), where, base, path)
-    if "start" in doc:
-        raise ScenarioError(f"{where}: stimuli may not set 'start' (the scenario's start is used)", key="stimuli")
+    return list(ids)
+
+
+def _timeline(where: str, raw: dict[str, Any], config: dict[str, Any], link: str, scenario_start: int,
+              scenario_end: int, base: Path, path: Path | None, *, timed: bool) -> tuple[dict[str, Any], str]:
+    """A board group's stimuli document with its ``faults`` merged into ``at``, and its TOML text.
+
+    Raises:
+        ScenarioError: a bad stimuli document or fault entry (several: :class:`ScenarioErrors`), a
+            fault the group's link makes do nothing, a timeline that cannot do what it says.
+    """
+    errors = _Errors()
+    doc: dict[str, Any] = {}
+    with errors.check():
+        doc = _stimuli_doc(raw.get("stimuli"), where, base, path)
+        if "start" in doc:
+            raise ScenarioError(f"{where}: stimuli may not set 'start' (the scenario's start is used)", key="stimuli")
     faults = raw.get("faults", [])
     if not isinstance(faults, list):
-        raise ScenarioError(f"{where}.faults: must be an array of tables such as [{{ time = \"+5m\", fault = "
-                            f"\"reset\" }}], got {type(faults).__name__} {faults!r}", key="faults", value=repr(faults))
+        errors.errors.append(ScenarioError(
+            f"{where}.faults: must be an array of tables such as [{{ time = \"+5m\", fault = \"reset\" }}], got "
+            f"{type(faults).__name__} {faults!r}", key="faults", value=repr(faults)))
+        faults = []
     at = list(doc.get("at", []))
     for j, f in enumerate(faults):
-        check_fault_entry(f, f"{where}.faults[{j + 1}]", str(path) if path else None)
-        at.append(dict(f))
+        with errors.check():
+            check_fault_entry(f, f"{where}.faults[{j + 1}]", str(path) if path else None)
+            at.append(dict(f))
+    errors.raise_any()
     doc = {**doc, "at": at}
     text = toml_text(doc)
     try:
@@ -290,20 +388,9 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
         # A typo in a timeline entry (tme = "+1m") is an unknown key, as in a faults entry.
         error = UnknownKeyError if "unknown_key" in exc.details else ScenarioError
         raise error(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
-    check_timeline(where, at, plan.faults, scenario_start, scenario_end)
-    place = dict(raw)
-    for key in ("lat", "lon"):  # a TOML number (lat = 52.37) is taken as the decimal degrees it says
-        if isinstance(place.get(key), (int, float)) and not isinstance(place[key], bool):
-            place[key] = decimal_degrees_text(place[key], where=f"{where}: {key}")
-    for key, form in (("zone", 'a zone name, e.g. zone = "centre"'),
-                      ("lat", 'decimal degrees, e.g. lat = "52.3702" or lat = 52.3702'),
-                      ("lon", 'decimal degrees, e.g. lon = "4.8952" or lon = 4.8952')):
-        if key in place and not isinstance(place[key], str):
-            raise ScenarioError(f"{where}: {key} must be {form}, got {place[key]!r}", key=key, value=place[key])
-    zone, lat, lon = place.get("zone", "sim"), place.get("lat", "52.3702"), place.get("lon", "4.8952")
-    _check_registry_fields(where, ids, kind=kind, zone=zone, lat=lat, lon=lon)
-    return BoardGroup(board=board_ref, ids=tuple(ids), link=link, kind=kind, zone=zone, lat=lat, lon=lon,
-                      stimuli_toml=text, stimuli_doc=doc, sleep=sleep)
+    if timed:
+        check_timeline(where, at, plan.faults, scenario_start, scenario_end)
+    return doc, text
 
 
 def decimal_degrees_text(value: int | float, *, where: str) -> str:
@@ -356,85 +443,178 @@ def _policy_names() -> tuple[set[str], set[str]]:
     return {a for k in kinds for a in k.get("alarms", {})}, {f for k in kinds for f in k.get("fields", {})}
 
 
-def _expectations(raw: Any, path: Path | None, device_ids: set[str]) -> Expectations:
+def _expectations(raw: Any, path: Path | None, device_ids: set[str] | None) -> Expectations:
+    """``[expect]``, every independent mistake in it reported (see :class:`_Errors`).
+
+    Args:
+        device_ids: the scenario's boards, for ``device`` of a field expectation; None when a board
+            group was invalid (its ids are unknown, so ``device`` is not checked).
+    """
     if not isinstance(raw, dict) or not raw:
         raise ScenarioError("[expect] is required and must name at least one expectation "
                             f"({', '.join(sorted(EXPECT_KEYS))})", key="expect", path=str(path) if path else None)
-    check_keys(raw, EXPECT_KEYS, "[expect]", path, error=UnknownExpectationError)
+    errors = _Errors()
+    with errors.check():
+        check_keys(raw, EXPECT_KEYS, "[expect]", path, error=UnknownExpectationError)
     reports_min = raw.get("reports_min")
-    if reports_min is not None and (isinstance(reports_min, bool) or not isinstance(reports_min, int) or reports_min < 0):
-        raise ScenarioError(f"expect.reports_min must be an integer >= 0, got {reports_min!r}", key="reports_min")
+    with errors.check():
+        if reports_min is not None and (isinstance(reports_min, bool) or not isinstance(reports_min, int)
+                                        or reports_min < 0):
+            raise ScenarioError(f"expect.reports_min must be an integer >= 0, got {reports_min!r}", key="reports_min")
     no_loss = raw.get("no_loss", False)
-    if not isinstance(no_loss, bool):
-        raise ScenarioError(f"expect.no_loss must be true or false, got {no_loss!r}", key="no_loss")
-    alarms = raw.get("alarms", [])
-    if not isinstance(alarms, list) or not all(isinstance(a, str) and a for a in alarms):
-        raise ScenarioError(f"expect.alarms must be a list of alarm codes, got {alarms!r}", key="alarms")
+    with errors.check():
+        if not isinstance(no_loss, bool):
+            raise ScenarioError(f"expect.no_loss must be true or false, got {no_loss!r}", key="no_loss")
     known_alarms, known_fields = _policy_names()
-    bad = [a for a in alarms if a not in known_alarms]
-    if bad:
-        raise ScenarioError(f"expect.alarms: unknown alarm code(s) {', '.join(map(repr, bad))} (the policy defines: "
-                            f"{', '.join(sorted(known_alarms))})", key="alarms", value=bad[0])
+    alarms = raw.get("alarms", [])
+    with errors.check():
+        if not isinstance(alarms, list) or not all(isinstance(a, str) and a for a in alarms):
+            raise ScenarioError(f"expect.alarms must be a list of alarm codes, got {alarms!r}", key="alarms")
+        bad = [a for a in alarms if a not in known_alarms]
+        if bad:
+            raise ScenarioError(f"expect.alarms: unknown alarm code(s) {', '.join(map(repr, bad))} (the policy "
+                                f"defines: {', '.join(sorted(known_alarms))})", key="alarms", value=bad[0])
     within = raw.get("alarms_within")
-    if within is not None and not alarms:
-        raise ScenarioError("expect.alarms_within needs expect.alarms (the codes to wait for)", key="alarms_within")
-    within_ms = None if within is None else _duration(within, "expect.alarms_within", path)
+    within_ms = None
+    with errors.check():
+        if within is not None and not alarms:
+            raise ScenarioError("expect.alarms_within needs expect.alarms (the codes to wait for)", key="alarms_within")
+        within_ms = None if within is None else _duration(within, "expect.alarms_within", path)
     eps = raw.get("eps_per_day_max", [])
-    if not (isinstance(eps, bool) or isinstance(eps, list) and all(isinstance(f, str) for f in eps)):
-        raise ScenarioError(f"expect.eps_per_day_max must be true or a list of fields, got {eps!r}",
-                            key="eps_per_day_max")
-    bad = [f for f in (eps if isinstance(eps, list) else []) if f not in known_fields]
-    if bad:
-        raise ScenarioError(f"expect.eps_per_day_max: unknown field(s) {', '.join(map(repr, bad))} (the policy "
-                            f"defines: {', '.join(sorted(known_fields))})", key="eps_per_day_max", value=bad[0])
+    with errors.check():
+        if not (isinstance(eps, bool) or isinstance(eps, list) and all(isinstance(f, str) for f in eps)):
+            raise ScenarioError(f"expect.eps_per_day_max must be true or a list of fields, got {eps!r}",
+                                key="eps_per_day_max")
+        bad = [f for f in (eps if isinstance(eps, list) else []) if f not in known_fields]
+        if bad:
+            raise ScenarioError(f"expect.eps_per_day_max: unknown field(s) {', '.join(map(repr, bad))} (the policy "
+                                f"defines: {', '.join(sorted(known_fields))})", key="eps_per_day_max", value=bad[0])
     fields_raw = raw.get("fields", [])
     if not isinstance(fields_raw, list):
-        raise ScenarioError("expect.fields: must be an array of tables ([[expect.fields]] sections, or fields = "
-                            f"[{{ field = ..., op = ..., value = ..., by = ... }}]), got {type(fields_raw).__name__} "
-                            f"{fields_raw!r}", key="fields", value=repr(fields_raw))
+        errors.errors.append(ScenarioError(
+            "expect.fields: must be an array of tables ([[expect.fields]] sections, or fields = "
+            f"[{{ field = ..., op = ..., value = ..., by = ... }}]), got {type(fields_raw).__name__} {fields_raw!r}",
+            key="fields", value=repr(fields_raw)))
+        fields_raw = []
     fields = []
     for i, f in enumerate(fields_raw):
-        where = f"expect.fields[{i + 1}]"
-        if not isinstance(f, dict):
-            raise ScenarioError(f"{where}: must be a table {{ field = ..., op = ..., value = ..., by = ... }}, got "
-                                f"{f!r}", key="fields", value=repr(f))
-        check_keys(f, FIELD_KEYS, where, path)
-        missing = [k for k in ("field", "op", "value", "by") if k not in f]
-        if missing:
-            raise ScenarioError(f"{where}: missing {', '.join(missing)}", key=missing[0])
-        if f["op"] not in OPS:
-            raise ScenarioError(f"{where}: op must be one of {' '.join(OPS)}, got {f['op']!r}", key="op", value=f["op"])
-        if isinstance(f["value"], bool) or not isinstance(f["value"], int):
-            raise ScenarioError(f"{where}: value must be an integer (released values are integers)", key="value")
-        device = f.get("device")
-        if device is not None and device not in device_ids:
-            raise ScenarioError(f"{where}: device {device!r} is not one of the scenario's boards", key="device",
-                                value=device)
-        if f["field"] not in known_fields:
-            raise ScenarioError(f"{where}: unknown field {f['field']!r} (the policy defines: "
-                                f"{', '.join(sorted(known_fields))})", key="field", value=f["field"])
-        fields.append(FieldExpectation(field=str(f["field"]), op=f["op"], value=f["value"],
-                                       by_ms=_duration(f["by"], f"{where}.by", path), by_text=str(f["by"]),
-                                       device=device))
+        with errors.check():
+            fields.append(_field_expectation(f"expect.fields[{i + 1}]", f, path, device_ids, known_fields))
+    errors.raise_any()
     return Expectations(reports_min=reports_min, no_loss=no_loss, alarms=tuple(alarms), alarms_within_ms=within_ms,
                         alarms_within_text=None if within is None else str(within), fields=tuple(fields),
                         eps_per_day_max=(True if eps else ()) if isinstance(eps, bool) else tuple(eps))
 
 
+def _field_expectation(where: str, f: Any, path: Path | None, device_ids: set[str] | None,
+                       known_fields: set[str]) -> FieldExpectation:
+    """One ``[[expect.fields]]`` entry; unknown keys reported with the entry's other mistakes."""
+    if not isinstance(f, dict):
+        raise ScenarioError(f"{where}: must be a table {{ field = ..., op = ..., value = ..., by = ... }}, got "
+                            f"{f!r}", key="fields", value=repr(f))
+    errors = _Errors()
+    with errors.check():
+        check_keys(f, FIELD_KEYS, where, path)
+    missing = [k for k in ("field", "op", "value", "by") if k not in f]
+    if missing:
+        errors.errors.append(ScenarioError(f"{where}: missing {', '.join(missing)}", key=missing[0]))
+    if "op" in f and f["op"] not in OPS:
+        errors.errors.append(ScenarioError(f"{where}: op must be one of {' '.join(OPS)}, got {f['op']!r}", key="op",
+                                           value=f["op"]))
+    if "value" in f and (isinstance(f["value"], bool) or not isinstance(f["value"], int)):
+        errors.errors.append(ScenarioError(f"{where}: value must be an integer (released values are integers)",
+                                           key="value"))
+    device = f.get("device")
+    if device is not None and device_ids is not None and device not in device_ids:
+        errors.errors.append(ScenarioError(f"{where}: device {device!r} is not one of the scenario's boards",
+                                           key="device", value=device))
+    if "field" in f and f["field"] not in known_fields:
+        errors.errors.append(ScenarioError(f"{where}: unknown field {f['field']!r} (the policy defines: "
+                                           f"{', '.join(sorted(known_fields))})", key="field", value=f["field"]))
+    by_ms = 0
+    if "by" in f:
+        with errors.check():
+            by_ms = _duration(f["by"], f"{where}.by", path)
+    errors.raise_any()
+    return FieldExpectation(field=str(f["field"]), op=f["op"], value=f["value"], by_ms=by_ms, by_text=str(f["by"]),
+                            device=device)
+
+
 def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path | None = None) -> Scenario:
     """Validate a parsed scenario document.
 
+    Every independent mistake is found in one pass: top-level keys and values, each board group,
+    each expectation. (A mistake another depends on hides that one: a bad ``duration`` leaves the
+    faults' times unchecked, an unknown board that board's links and stimuli.)
+
     Raises:
-        ScenarioError: (or a subclass) naming the key at fault.
+        ScenarioError: (or a subclass) naming the key at fault; :class:`ScenarioErrors` listing
+            them all when there are several.
     """
-    check_keys(doc, TOP_KEYS, "scenario", path)
+    errors = _Errors()
+    with errors.check():
+        check_keys(doc, TOP_KEYS, "scenario", path)
     name = doc.get("name", path.stem if path else None)
+    with errors.check():
+        _check_name(name, doc, path)
+    duration_ms: int | None = None
+    with errors.check():
+        duration_ms = _scenario_duration(doc, path)
+    speed = doc.get("speed", 60)
+    with errors.check():
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not MIN_SPEED <= speed <= MAX_SPEED:
+            raise ScenarioError(f"scenario: speed must be a number in [{MIN_SPEED:g}, {MAX_SPEED:g}], got {speed!r}",
+                                key="speed", value=speed)
+    seed = doc.get("seed", 7)
+    with errors.check():
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ScenarioError(f"scenario: seed must be an integer, got {seed!r}", key="seed", value=seed)
+    start_ms: int | None = None
+    with errors.check():
+        start_ms = _start_ms(doc.get("start"), path)
+    timed = start_ms is not None and duration_ms is not None
+    if start_ms is not None and duration_ms is not None and start_ms + duration_ms > LATEST_END_MS:
+        timed = False
+        errors.errors.append(BadDurationError("scenario: start + duration runs past 2100-01-01 UTC (the firmware takes "
+                                              "no time from then on)", key="duration", value=str(doc["duration"]),
+                                              path=str(path) if path else None))
+    boards_raw: list[Any] = []
+    with errors.check():
+        boards_raw = _boards_list(doc.get("boards"))
+    taken: set[str] = set()
+    base = base or (path.parent if path else Path.cwd())
+    first = start_ms if start_ms is not None else _start_ms(None, path)
+    last = first + (duration_ms if duration_ms is not None else MAX_DURATION_MS)
+    groups: list[BoardGroup] = []
+    for i, b in enumerate(boards_raw):
+        with errors.check():
+            groups.append(_board_group(i, b, first, last, base, path, taken, timed=timed))
+    if len(taken) > MAX_BOARDS:
+        errors.errors.append(ScenarioError(f"scenario: at most {MAX_BOARDS} boards, got {len(taken)}", key="boards"))
+    expect: Expectations | None = None
+    with errors.check():
+        expect = _expectations(doc.get("expect"), path, taken if len(groups) == len(boards_raw) else None)
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        errors.errors.append(ScenarioError("scenario: description must be a string", key="description"))
+    errors.raise_any()
+    # Else raise_any raised.
+    assert isinstance(name, str) and expect is not None and duration_ms is not None and start_ms is not None
+    return Scenario(name=name, description=description, path=path, start_ms=start_ms, duration_ms=duration_ms,
+                    duration_text=str(doc["duration"]), speed=float(speed), seed=seed, boards=tuple(groups),
+                    expect=expect)
+
+
+def _check_name(name: Any, doc: dict[str, Any], path: Path | None) -> None:
     if not isinstance(name, str) or not _ID.match(name):
         if "name" not in doc and path is not None:
             raise ScenarioError(f"scenario: no 'name' key, and the file name {path.name!r} gives {name!r}, which is not "
                                 "a short id (letters, digits, . _ -; max 32): set name = \"...\" in the file",
                                 key="name", value=name)
         raise ScenarioError(f"scenario: name must be a short id (letters, digits, . _ -), got {name!r}", key="name")
+
+
+def _scenario_duration(doc: dict[str, Any], path: Path | None) -> int:
     if "duration" not in doc:
         raise BadDurationError("scenario: 'duration' (virtual time to run, e.g. 6h) is required", key="duration")
     duration_ms = _duration(doc["duration"], "duration", path)
@@ -442,18 +622,10 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
         raise BadDurationError(f"duration: {doc['duration']!r} is longer than the {MAX_DURATION_MS // 86_400_000} d "
                                "a scenario may run (virtual time)", key="duration", value=doc["duration"],
                                path=str(path) if path else None)
-    speed = doc.get("speed", 60)
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not MIN_SPEED <= speed <= MAX_SPEED:
-        raise ScenarioError(f"scenario: speed must be a number in [{MIN_SPEED:g}, {MAX_SPEED:g}], got {speed!r}",
-                            key="speed", value=speed)
-    seed = doc.get("seed", 7)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ScenarioError(f"scenario: seed must be an integer, got {seed!r}", key="seed", value=seed)
-    start_ms = _start_ms(doc.get("start"), path)
-    if start_ms + duration_ms > LATEST_END_MS:
-        raise BadDurationError("scenario: start + duration runs past 2100-01-01 UTC (the firmware takes no time from "
-                               "then on)", key="duration", value=str(doc["duration"]), path=str(path) if path else None)
-    boards_raw = doc.get("boards")
+    return duration_ms
+
+
+def _boards_list(boards_raw: Any) -> list[Any]:
     if isinstance(boards_raw, dict):
         raise ScenarioError("scenario: [boards] is one table; write [[boards]] (double brackets: one entry per "
                             "board group, and [boards.stimuli] stays as it is)", key="boards", value="table")
@@ -462,18 +634,7 @@ def parse_scenario(doc: dict[str, Any], *, path: Path | None = None, base: Path 
                             f"{boards_raw!r}", key="boards", value=repr(boards_raw))
     if not boards_raw:
         raise ScenarioError("scenario: at least one [[boards]] entry is required", key="boards")
-    taken: set[str] = set()
-    base = base or (path.parent if path else Path.cwd())
-    groups = tuple(_board_group(i, b, start_ms, start_ms + duration_ms, base, path, taken)
-                   for i, b in enumerate(boards_raw))
-    if len(taken) > MAX_BOARDS:
-        raise ScenarioError(f"scenario: at most {MAX_BOARDS} boards, got {len(taken)}", key="boards")
-    expect = _expectations(doc.get("expect"), path, taken)
-    description = doc.get("description", "")
-    if not isinstance(description, str):
-        raise ScenarioError("scenario: description must be a string", key="description")
-    return Scenario(name=name, description=description, path=path, start_ms=start_ms, duration_ms=duration_ms,
-                    duration_text=str(doc["duration"]), speed=float(speed), seed=seed, boards=groups, expect=expect)
+    return list(boards_raw)
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:

@@ -11,9 +11,10 @@ what is expected. Top-level keys are those the simulator reads; any other is an
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from hil.scenarios.errors import ScenarioError, UnknownKeyError
 from hil.sim.stimuli import STIMULI_KEYS  # the simulator owns the stimuli format
@@ -37,13 +38,24 @@ def _fail(message: str, *, key: str, value: Any, path: str | None) -> ScenarioEr
     return ScenarioError(message, key=key, value=repr(value), path=path)
 
 
+def unknown_keys_text(unknown: list[str], allowed: Iterable[str]) -> str:
+    """``tme (did you mean 'time'?), colour``: unknown keys, each with the closest allowed key if any."""
+    choices = sorted(allowed)
+    out = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, choices, n=1)
+        out.append(f"{key} (did you mean {close[0]!r}?)" if close else key)
+    return ", ".join(out)
+
+
 def check_keys(table: dict[str, Any], allowed: set[str], where: str, path: str | Path | None,
                error: type[ScenarioError] = UnknownKeyError) -> None:
-    """Raise ``error`` (UnknownKeyError by default) naming the first key of ``table`` not in ``allowed``."""
+    """Raise ``error`` (UnknownKeyError by default) naming every key of ``table`` not in ``allowed``
+    (``details["key"]``: the first), each with a did-you-mean when an allowed key is close."""
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise error(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
-                    path=str(path) if path else None, key=unknown[0], where=where)
+        raise error(f"{where}: unknown key(s) {unknown_keys_text(unknown, allowed)} (allowed: "
+                    f"{', '.join(sorted(allowed))})", path=str(path) if path else None, key=unknown[0], where=where)
 
 
 def _check_name(name: str, where: str, key: str, path: str | None) -> None:
@@ -82,7 +94,7 @@ def check_stimuli_doc(doc: Any, where: str, path: str | None) -> None:
                     path=path)
     unknown = sorted(set(doc) - set(STIMULI_KEYS))
     if unknown:
-        raise UnknownKeyError(f"{where}: unknown key(s) {', '.join(unknown)} (a stimuli document has: "
+        raise UnknownKeyError(f"{where}: unknown key(s) {unknown_keys_text(unknown, STIMULI_KEYS)} (a stimuli document has: "
                               f"{', '.join(STIMULI_KEYS)}; the simulator refuses other sections too)",
                               key=unknown[0], where=where, path=path)
     values = doc.get("set", {})
