@@ -51,7 +51,7 @@ from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation,
 from hil.scenarios.stimuli_doc import check_fault_entry, check_keys, check_stimuli_doc
 from hil.scenarios.timeline import check_timeline
 from hil.sim.errors import StimulusError
-from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms
+from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms, parse_fault
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 # Speeds a scenario (and `hil run --speed`) may ask for: the gateway's [sim_clock] takes >= 0.001
@@ -388,9 +388,31 @@ def _timeline(where: str, raw: dict[str, Any], config: dict[str, Any], link: str
         # A typo in a timeline entry (tme = "+1m") is an unknown key, as in a faults entry.
         error = UnknownKeyError if "unknown_key" in exc.details else ScenarioError
         raise error(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
+    _check_fault_links(where, at, link)
     if timed:
         check_timeline(where, at, plan.faults, scenario_start, scenario_end)
     return doc, text
+
+
+def _check_fault_links(where: str, entries: list[Any], link: str) -> None:
+    """Refuse faults that act on a link the group's boards do not report over (``link = "ble"`` with
+    ``drop uart`` or ``corrupt``, ``link = "uart"`` with ``drop ble`` or ``ble_disconnect``): they would
+    do nothing, and a scenario expecting their effect would test nothing. (The simulator refuses a
+    fault on a link the board lacks; a streetlight has both, but a run wires only the group's ``link``.)
+
+    Raises:
+        ScenarioError: naming the fault line, its time and the group's link.
+    """
+    for entry in entries:
+        lines = entry.get("fault", []) if isinstance(entry, dict) else []
+        for line in [lines] if isinstance(lines, str) else lines:
+            fault = parse_fault(line)
+            acts_on = {"drop": fault.get("link"), "corrupt": "uart", "ble_disconnect": "ble"}.get(fault["kind"])
+            if acts_on in ("uart", "ble") and acts_on != link:
+                use = f" (use drop {link} or drop all)" if fault["kind"] == "drop" else ""
+                raise ScenarioError(f"{where}: fault {line!r} at {entry.get('time')!r} would do nothing: it acts on the "
+                                    f"{acts_on} link, and the group's boards report over {link} (link = \"{link}\"){use}",
+                                    key="faults", value=line, link=link)
 
 
 def decimal_degrees_text(value: int | float, *, where: str) -> str:
