@@ -376,6 +376,24 @@ def _clock(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%H:%M")
 
 
+# Width of a character of the 10 px axis labels (class rng), a little more than a digit's in the usual
+# sans-serif fonts: enough to keep a label inside the plot.
+LABEL_CHAR_PX = 6.5
+LABEL_MARGIN_PX = 2
+
+
+def _label_position(x: float, label: str) -> tuple[float, str]:
+    """``(x, text-anchor)`` for a tick label centred on ``x`` unless that would cut it at an edge of the
+    SVG (the last tick sits on the right end of the axis, 20 px from the edge: ``11-22 00:20`` is wider
+    than 40 px); there it is aligned to the edge instead."""
+    half = len(label) * LABEL_CHAR_PX / 2
+    if x + half > WIDTH - LABEL_MARGIN_PX:
+        return WIDTH - LABEL_MARGIN_PX, "end"
+    if x - half < LABEL_MARGIN_PX:
+        return LABEL_MARGIN_PX, "start"
+    return x, "middle"
+
+
 def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: list[Series], t0: int, t1: int) -> str:
     """An SVG of one board: stimuli lanes (blue), then released-value lanes (green), faults in red."""
     lanes = len(stimuli) + len(released)
@@ -391,8 +409,8 @@ def board_svg(stimuli: list[Series], faults: list[tuple[int, str]], released: li
         out += _lane(s, y, t0, t1, "#2e8b57")
         y += LANE_H + GAP
     for t, label in tick_labels(t0, t1):
-        x = _x(t, t0, t1)
-        out.append(f'<text x="{x:.1f}" y="{y + 12:.1f}" text-anchor="middle" class="rng">{label}</text>')
+        x, anchor = _label_position(_x(t, t0, t1), label)
+        out.append(f'<text x="{x:.1f}" y="{y + 12:.1f}" text-anchor="{anchor}" class="rng">{label}</text>')
     for t, line in faults:
         x = _x(t, t0, t1)
         out.append(f'<line x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{y:.1f}" stroke="#c0392b" stroke-dasharray="4 3">'

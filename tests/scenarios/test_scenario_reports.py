@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 
@@ -41,3 +42,20 @@ def test_a_later_value_at_the_same_time_wins() -> None:
     doc = {"set": {"distance": 700}, "at": [{"time": "+0m", "distance": "none"}]}
     (lane,), _ = stimulus_series(doc, T0, T0 + 10 * MIN)
     assert lane.points[0][1] == 700 and math.isnan(lane.points[-1][1])
+
+
+def test_the_last_axis_label_is_not_cut_off() -> None:
+    """The last tick sits on the axis' right end, 20 px from the SVG's edge: a centred `11-22 00:20` (with the
+    date, the span crosses midnight) ran past it and showed as `11-22 00:2`."""
+    from hil.scenarios.reports import WIDTH, board_svg
+
+    char_px = 6.0  # a digit of a 10 px sans-serif label is about 5.5 px wide
+
+    t0 = int(dt.datetime(2026, 11, 21, 23, 20, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    svg = board_svg([], [], [], t0, t0 + 60 * MIN)  # to 00:20 the next day
+    labels = re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="(\w+)" class="rng">([^<]*)</text>', svg)
+    assert labels and labels[-1][2] == "11-22 00:20", labels
+    for x, anchor, text in labels:
+        width = len(text) * char_px
+        left = {"start": float(x), "middle": float(x) - width / 2, "end": float(x) - width}[anchor]
+        assert 0 <= left and left + width <= WIDTH, (x, anchor, text)
