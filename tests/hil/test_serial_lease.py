@@ -367,3 +367,56 @@ def test_without_a_pid_namespace_a_dead_pid_on_this_host_is_taken_at_once(tmp_pa
     lease.acquire(wait_s=0)  # its pid is gone on this host: taken at once
     assert lease.held
     lease.release()
+
+
+HOLDING_TEST = """
+import sys, time
+from pathlib import Path
+from hil.backends.serial.lease import Lease
+Lease(sys.argv[1], lease_dir=Path(sys.argv[2]), duration_s=120).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_refusal_names_the_test_that_holds_the_board(tmp_path: Path) -> None:
+    """The lease file records what holds it; the message named only a pid (of a sibling xdist worker,
+    often), leaving the user to find which test that was."""
+    env = dict(os.environ, PYTEST_CURRENT_TEST="tests/rig/test_flash.py::test_reflash (setup)",
+               PYTEST_XDIST_WORKER="gw1")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_TEST, "usb:HOLD1", str(tmp_path)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        record = json.loads((tmp_path / "usb_HOLD1.lease").read_text())
+        assert record["holder"] == "pytest tests/rig/test_flash.py::test_reflash (xdist gw1)"
+        with pytest.raises(LeaseHeldError) as err:
+            Lease("usb:HOLD1", lease_dir=tmp_path, refresh=False).acquire()
+        message = str(err.value)
+        assert message.startswith(f"usb:HOLD1 is leased by pid {holder.pid} on ")
+        assert message.endswith("; held by: pytest tests/rig/test_flash.py::test_reflash (xdist gw1)")
+        assert err.value.details["holder"] == record["holder"]
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_a_command_holder_is_its_program_and_sub_command_without_option_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.backends.serial.lease import describe_holder
+
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/civicedge", "flash", "--port", "usb:A1", "--token", "s3cret"])
+    assert describe_holder() == "civicedge flash"
+    monkeypatch.setattr(sys, "argv", ["-c", "anything"])
+    assert describe_holder() == "python -c anything"
+
+
+def test_a_lease_file_without_holder_is_still_read(tmp_path: Path) -> None:
+    old = {"resource": "usb:OLDH", "owner": "old-harness", "pid": os.getpid(), "host": "rig-9",
+           "acquired_at": time.time(), "expires_at": time.time() + 60, "pidns": 1, "boot_id": "x"}
+    (tmp_path / "usb_OLDH.lease").write_text(json.dumps(old))
+    with pytest.raises(LeaseHeldError) as err:
+        Lease("usb:OLDH", lease_dir=tmp_path, refresh=False).acquire()
+    assert "held by" not in str(err.value) and "holder" not in err.value.details

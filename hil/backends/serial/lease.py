@@ -2,7 +2,9 @@
 leaves a stale lock.
 
 A lease is a small JSON file ``<dir>/<resource>.lease`` = ``{resource, owner, pid, host, pidns,
-boot_id, acquired_at, expires_at}``. Acquire, refresh and release happen under ``fcntl.flock`` on a
+boot_id, acquired_at, expires_at, holder}``; ``holder`` says what holds it for people (the pytest test,
+``pytest tests/test_rig.py::test_flash (xdist gw1)``, or the command, ``civicedge flash``), and a
+refusal names it. Acquire, refresh and release happen under ``fcntl.flock`` on a
 sibling ``.lock`` file (the atomic critical section); the lease file itself is replaced with
 ``os.replace``, so a reader never sees half a lease. The holder refreshes ``expires_at`` from a
 background thread; when the holder dies the refreshes stop and the lease expires.
@@ -34,6 +36,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -103,6 +106,38 @@ class LeaseRecord:
     the file (an older harness), so unknown."""
     boot_id: str | None = None
     """Boot id of the holder's machine (``"none"``: unreadable there; None: not in the file)."""
+    holder: str | None = None
+    """What holds the lease, for people (:func:`describe_holder`); None: not in the file (an older harness)."""
+
+
+HOLDER_MAX = 200
+"""Longest ``holder`` text written to a lease file."""
+
+
+def describe_holder() -> str:
+    """What this process is, for a lease's ``holder``: the pytest test running now
+    (``PYTEST_CURRENT_TEST`` without its phase, plus the xdist worker), else the program and its leading
+    sub-command words (``civicedge flash``); option values are left out, so no secret given on a
+    command line lands in the lease file or a message."""
+    test = os.environ.get("PYTEST_CURRENT_TEST")
+    if test:
+        text = "pytest " + re.sub(r" \((setup|call|teardown)\)$", "", test)
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if worker:
+            text += f" (xdist {worker})"
+        return text[:HOLDER_MAX]
+    argv = list(sys.argv) or ["python"]
+    program = Path(argv[0]).name
+    if program == "__main__.py":  # python -m PACKAGE
+        program = Path(argv[0]).parent.name
+    elif program in ("-c", ""):
+        program = "python -c"
+    words: list[str] = []
+    for arg in argv[1:]:
+        if arg.startswith("-") or len(words) == 3:
+            break
+        words.append(arg)
+    return " ".join([program, *words])[:HOLDER_MAX]
 
 
 def lease_file_name(resource: str) -> str:
@@ -125,6 +160,16 @@ def _pid_unchecked(record: LeaseRecord) -> str | None:
     return None
 
 
+def _naming_holder(error: LeaseHeldError, holder: str | None) -> LeaseHeldError:
+    """``error`` with the lease file's ``holder`` appended to its message (``...; held by: pytest
+    tests/test_rig.py::test_flash``) and in ``details["holder"]``."""
+    if holder:
+        error.message = f"{error.message}; held by: {holder}"
+        error.args = (error.message,)
+        error.details["holder"] = holder
+    return error
+
+
 def _pid_alive(pid: int) -> bool:
     """True if a process with ``pid`` exists on this host."""
     try:
@@ -145,10 +190,12 @@ class Lease:
         duration_s: how long a lease lives without refresh; a crashed holder blocks at most this long.
         refresh: refresh from a background thread every ``duration_s / 3`` while held.
         clock: wall-clock source (injectable for tests).
+        holder: what holds it, for people (None: :func:`describe_holder` when acquired); a run that
+            cannot have the board is told it.
     """
 
     def __init__(self, resource: str, *, lease_dir: Path, duration_s: float = DEFAULT_LEASE_S,
-                 refresh: bool = True, clock: Callable[[], float] = time.time) -> None:
+                 refresh: bool = True, clock: Callable[[], float] = time.time, holder: str | None = None) -> None:
         if duration_s <= 0:
             raise LeaseError(f"lease duration must be positive, got {duration_s}", resource=resource)
         self.resource = resource
@@ -159,6 +206,7 @@ class Lease:
         self._owner = uuid.uuid4().hex
         self._refresh = refresh
         self._clock = clock
+        self._holder = holder
         self._held = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -248,16 +296,18 @@ class Lease:
             current = self._read()
             if current is not None and current.owner != self._owner and not self._is_stale(current):
                 this_process = self._is_this_process(current)
-                raise LeaseHeldError(resource=self.resource, holder_pid=current.pid, holder_host=current.host,
-                                     expires_at=current.expires_at, now=self._clock(), this_process=this_process,
-                                     pid_unchecked=None if this_process else _pid_unchecked(current))
+                raise _naming_holder(LeaseHeldError(
+                    resource=self.resource, holder_pid=current.pid, holder_host=current.host,
+                    expires_at=current.expires_at, now=self._clock(), this_process=this_process,
+                    pid_unchecked=None if this_process else _pid_unchecked(current)), current.holder)
             if current is not None and current.owner != self._owner:
                 log.warning("taking over stale lease on %s from pid %d on %s", self.resource, current.pid,
                             current.host)
             now = self._clock()
             record = LeaseRecord(resource=self.resource, owner=self._owner, pid=os.getpid(),
                                  host=socket.gethostname(), acquired_at=now, expires_at=now + self.duration_s,
-                                 pidns=_read_pid_namespace(), boot_id=_read_boot_id())
+                                 pidns=_read_pid_namespace(), boot_id=_read_boot_id(),
+                                 holder=self._holder or describe_holder())
             self._write(record)
             return record
 
@@ -313,11 +363,13 @@ class Lease:
             data = json.loads(raw)
             pidns = data.get("pidns")  # missing in lease files of older harnesses: unknown
             boot_id = data.get("boot_id")
+            holder = data.get("holder")
             return LeaseRecord(resource=str(data["resource"]), owner=str(data["owner"]), pid=int(data["pid"]),
                                host=str(data["host"]), acquired_at=float(data["acquired_at"]),
                                expires_at=float(data["expires_at"]),
                                pidns=None if pidns is None else UNKNOWN if pidns == UNKNOWN else int(pidns),
-                               boot_id=None if boot_id is None else str(boot_id))
+                               boot_id=None if boot_id is None else str(boot_id),
+                               holder=None if holder is None else str(holder)[:HOLDER_MAX])
         except (ValueError, KeyError, TypeError, AttributeError):
             # Writes are atomic (os.replace), so this is a foreign or hand-edited file; it must not
             # lock the board forever.
