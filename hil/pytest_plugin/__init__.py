@@ -17,7 +17,8 @@ every board capability in its definition AND the backend's capability manifest
 (:func:`hil.backends.manifest_for`) has every capability; it is SKIPPED with the reason otherwise,
 on every backend (a board without a UART has none on the simulator either). Fixtures: ``hil_board``, ``hil_fleet``, ``hil_gateway``, ``hil_radio`` (see
 :mod:`hil.pytest_plugin.fixtures`). A :class:`hil.dut.DeviceError` raised in a test fails it with
-the device's traceback shown in its own report section.
+the device's traceback shown in its own report section; a failed test also gets the tails of its board
+consoles and gateway log, kept as files in its ``tmp_path`` (:mod:`hil.pytest_plugin.logs`).
 """
 
 from __future__ import annotations
