@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("sim_available")
 TESTS = """
 def test_refused_after_restart(hil_board, hil_gateway):
     hil_board.dut.write_file("/identity.json", b"{not json")
-    hil_board.restart_firmware()
+    hil_board.dut.soft_reset()  # the DUT's own reset does not wait for the firmware (restart_firmware would)
     hil_gateway.wait_for_reports(count=1, device_id=hil_board.device_id, timeout_s=3)
 
 def test_passes(hil_board):
