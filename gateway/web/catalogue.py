@@ -20,8 +20,9 @@ from gateway.config.licence import NOT_SET as NOT_SET  # re-exported (gateway.we
 from gateway.config.licence import LICENCE_REF_PREFIX, is_url
 from gateway.config.model import OpenDataConfig
 from gateway.web import export, ngsi
+from gateway.web.context import WebContext
 from gateway.web.liveness import window_of
-from gateway.web.transparency import format_duration
+from gateway.web.transparency import build_transparency, format_duration
 from gateway.web.views import DeviceView
 
 LD_JSON = "application/ld+json"
@@ -104,6 +105,13 @@ def meta_of(request: web.Request) -> OpenDataMeta:
     return request.app.get(OPEN_DATA_META_KEY) or OpenDataMeta()
 
 
+def transparency_of(ctx: WebContext) -> dict[str, Any]:
+    """The transparency document now: the policy and the retention in force (the catalogue's source,
+    and the transparency page's)."""
+    retention = ctx.admin.retention() if ctx.admin is not None else None
+    return build_transparency(ctx.policy, retention=retention)
+
+
 def base_of(request: web.Request, meta: OpenDataMeta) -> str:
     """Where the public reaches this gateway: ``[opendata] base_url``, else the scheme and ``Host`` the
     request came with (behind a reverse proxy that is the gateway's own address: set base_url)."""
@@ -131,8 +139,12 @@ def _value_meaning(f: Mapping[str, Any], aggregate: str) -> str:
     if aggregate == "sum":
         return f"{f['label']}: the values released for the row's period [hour, until), one per {per}, summed, in {unit}"
     if aggregate == "last":
+        # Rows of a store older than this rule hold several values per period (fill from 15-minute
+        # windows, before 2026-12-05): export.aggregate_of labels those mean.
         return (f"{f['label']}: the level at the end of the row's period (until), released once per {per}{rounded}, "
-                f"in {unit}")
+                f"in {unit}; a row of values stored before the level was released once per period (e.g. fill "
+                f"from 15-minute windows, before 2026-12-05) says aggregate mean and holds the mean of its "
+                f"values, one decimal")
     if unit == "state":
         return (f"{f['label']}: the share of the row's released values (one per {per}) that were 1, from 0 to 1, "
                 f"one decimal; e.g. 0.25 = 1 in 4 values")
@@ -141,12 +153,9 @@ def _value_meaning(f: Mapping[str, Any], aggregate: str) -> str:
 
 
 def csv_aggregate(kind: str, f: Mapping[str, Any], level_periods: Mapping[tuple[str, str], int]) -> str:
-    """The CSV's ``aggregate`` of field ``f`` of ``kind``, by the CSV's own rules (:mod:`gateway.web.export`):
-    ``sum`` for counts and energy, ``last`` for a level released once per period as its value at the end
-    (``level_periods``: :func:`gateway.web.export.level_release_periods`), else ``mean``."""
-    if f["unit"] in export.SUMMED_UNITS:
-        return "sum"
-    return "last" if (kind, f["field"]) in level_periods else "mean"
+    """The CSV's ``aggregate`` of field ``f`` (of the transparency document) of ``kind``: the CSV's own
+    rule, :func:`gateway.web.export.aggregate_of`."""
+    return export.aggregate_of(kind, str(f["field"]), str(f["unit"]), level_periods)
 
 
 def data_dictionary(transparency: Mapping[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,24 @@ SUMMED_UNITS = frozenset({"count", "Wh"})
 CSV_FORMAT_VERSION = 2
 
 
+def aggregate_of(kind: str, field: str, unit: str, level_periods: Mapping[tuple[str, str], int], *,
+                 count: int | None = None, span_s: int | None = None) -> str:
+    """How the CSV combines released values of ``field`` of ``kind``: ``sum`` for counts and energy
+    (:data:`SUMMED_UNITS`), ``last`` for a level released once per period as its value at the end
+    (``level_periods``: :func:`level_release_periods`), else ``mean``.
+
+    For one row, give its ``count`` of values and ``span_s`` (``until - hour``): it is ``last`` only
+    when it holds that one value over exactly the release period, so fill rows of 15-minute windows
+    stored before 2026-12-05 stay ``mean``. Without them: what the field's rows say by rule (the data
+    dictionary)."""
+    if unit in SUMMED_UNITS:
+        return "sum"
+    period = level_periods.get((kind, field))
+    if period is not None and (count is None or (count == 1 and span_s == period)):
+        return "last"  # not a mean over [hour, until): the level at its end
+    return "mean"
+
+
 def field_units(policy: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     """Map (kind, field) -> unit from the privacy policy."""
     return {
@@ -70,18 +88,12 @@ def device_hour_rows(groups: Iterable[DeviceHourAggregate], policy: Mapping[str,
         if g.count == 0 and not withheld:
             continue
         unit = units.get((g.kind, g.field), "")
-        summed = unit in SUMMED_UNITS
+        aggregate = aggregate_of(g.kind, g.field, unit, level_periods, count=g.count, span_s=g.until - g.hour)
         value: float | int | str
         if g.count == 0:
             value = ""
         else:
-            value = g.total if summed else round(g.total / g.count, 1)
-        if summed:
-            aggregate = "sum"
-        elif g.count == 1 and g.until - g.hour == level_periods.get((g.kind, g.field)):
-            aggregate = "last"  # not a mean over [hour, until): the level at its end
-        else:
-            aggregate = "mean"  # also fill rows stored before 2026-12-05 (15-minute windows)
+            value = g.total if aggregate == "sum" else round(g.total / g.count, 1)
         rows.append({
             "hour": iso_utc(g.hour), "device": g.device, "kind": g.kind, "zone": g.zone,
             "field": g.field, "unit": unit, "aggregate": aggregate,

@@ -18,7 +18,6 @@ from gateway.web import catalogue, export, liveness, ngsi, params
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
 from gateway.web.context import ctx_of
 from gateway.web.errors import BadParameter, NotFound, WebError
-from gateway.web.transparency import build_transparency
 from gateway.web.views import DeviceView
 
 __all__ = ["NOT_SET", "OPEN_DATA_META_KEY", "ROUTES", "OpenDataMeta", "meta_of"]
@@ -36,7 +35,6 @@ CACHE_CONTROL = "public, max-age=60"
 # report completing it arrives a little after that (devices send at the window's end, then the radio
 # and the batch writer). A row the default range shows is complete unless a report is later than this.
 INGEST_LAG_S = 300
-_SPACE = " \t\r\n\f\v"
 
 
 class NotAcceptable(WebError):
@@ -171,9 +169,8 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
     ctx = ctx_of(request)
     meta = meta_of(request)
     shown = ngsi.publishable(await ctx.fleet.devices())
-    retention = ctx.admin.retention() if ctx.admin is not None else None
     return catalogue.Catalogue(meta=meta, base=catalogue.base_of(request, meta), policy=ctx.policy,
-                               transparency=build_transparency(ctx.policy, retention=retention), devices=shown,
+                               transparency=catalogue.transparency_of(ctx), devices=shown,
                                modified=_last_modified(shown), now=ctx.now())
 
 
@@ -276,7 +273,7 @@ def _time(query: Mapping[str, str], name: str) -> int:
     in a URL is a space: ``from=+1796498100`` is refused rather than read as a positive sign, and
     ``...T12:00:00+02:00`` sent unencoded arrives as ``...T12:00:00 02:00``)."""
     raw = query[name]
-    if any(c in _SPACE for c in raw):
+    if any(c in params.SPACE for c in raw):
         raise BadParameter(f"'{name}' must be unix seconds or an ISO 8601 date-time without spaces"
                            f" (a '+' in a URL is a space; write %2B), got {raw!r}", param=name)
     return params.parse_time(raw, name)

@@ -15,7 +15,8 @@ from gateway.web import params
 from gateway.web.context import WebContext, ctx_of, json_response
 from gateway.web.errors import Unavailable
 from gateway.web.openapi import openapi_document
-from gateway.web.transparency import build_transparency, render_transparency_html
+from gateway.web.catalogue import transparency_of
+from gateway.web.transparency import render_transparency_html
 
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
@@ -42,11 +43,6 @@ async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
 
 
-def _transparency(ctx: WebContext) -> dict[str, Any]:
-    retention = ctx.admin.retention() if ctx.admin is not None else None
-    return build_transparency(ctx.policy, retention=retention)
-
-
 @ROUTES.get("/favicon.ico")
 async def favicon(request: web.Request) -> web.Response:
     """No icon, said as 204: a browser asks every page's /favicon.ico (the JSON pages too), and a 404
@@ -57,7 +53,7 @@ async def favicon(request: web.Request) -> web.Response:
 @ROUTES.get("/transparency")
 async def transparency_html(request: web.Request) -> web.Response:
     """What is collected and why, generated from the privacy policy (and shortened retention)."""
-    doc = _transparency(ctx_of(request))
+    doc = transparency_of(ctx_of(request))
     return web.Response(text=render_transparency_html(doc, stylesheet=PAGE_STYLE), content_type="text/html",
                         charset="utf-8", headers={"Content-Security-Policy": TRANSPARENCY_CSP})
 
@@ -66,7 +62,7 @@ async def transparency_html(request: web.Request) -> web.Response:
 async def transparency_json(request: web.Request) -> web.Response:
     """The transparency page's content as JSON."""
     params.reject_unknown(request.query, ())
-    return json_response(_transparency(ctx_of(request)))
+    return json_response(transparency_of(ctx_of(request)))
 
 
 @ROUTES.get("/openapi.json")

@@ -24,12 +24,13 @@ MIN_TS = _MIN_TS  # the earliest time a parameter may name (2000-01-01T00:00:00Z
 # Integers are ASCII digits only: ``\d`` and ``int()`` also take other scripts' digits ("１" is 1).
 INTEGER_RE = re.compile(r"-?[0-9]{1,18}")
 # What surrounds a value and is ignored: ASCII white space only (``str.strip()`` also drops U+3000).
-_SPACE = " \t\r\n\f\v"
+# What str.strip() of a parameter removes (ASCII white space); opendata refuses a time containing it.
+SPACE = " \t\r\n\f\v"
 
 
 def parse_time(value: str, name: str) -> int:
     """Parse unix seconds (``1700000000``) or ISO 8601 (``2026-01-02T03:00:00Z``) to unix seconds."""
-    text = value.strip(_SPACE)
+    text = value.strip(SPACE)
     if not text.isascii():
         raise BadParameter(f"'{name}' must be unix seconds or an ISO 8601 date-time in ASCII, got {value!r}",
                            param=name)
@@ -70,7 +71,7 @@ def parse_int(query: Mapping[str, str], name: str, *, default: int, low: int, hi
     """Read an integer parameter within ``[low, high]``."""
     if name not in query:
         return default
-    text = query[name].strip(_SPACE)
+    text = query[name].strip(SPACE)
     if not INTEGER_RE.fullmatch(text):
         raise BadParameter(f"'{name}' must be an integer, got {query[name]!r}", param=name)
     value = int(text)
@@ -89,7 +90,7 @@ def parse_fields(query: Mapping[str, str], known: Iterable[str], name: str = "fi
     if name not in query:
         return None
     allowed = set(known)
-    fields = [f.strip(_SPACE) for f in query[name].split(",")]
+    fields = [f.strip(SPACE) for f in query[name].split(",")]
     if not any(fields):
         raise BadParameter(f"'{name}' is empty; give a comma list of field names", param=name)
     if not all(fields):
@@ -151,7 +152,7 @@ def parse_choice_list(query: Mapping[str, str], name: str, choices: Iterable[str
     if name not in query:
         return None
     options = list(choices)
-    items = [item.strip(_SPACE) for item in query[name].split(",")]
+    items = [item.strip(SPACE) for item in query[name].split(",")]
     for item in items:
         if item not in options:
             raise BadParameter(f"'{name}' must be one of {', '.join(options)} or a comma list of them, got {item!r}",

@@ -112,6 +112,8 @@ async def test_the_data_dictionary_explains_every_csv_field(client: TestClient) 
     fill = by_key[("bin", "fill")]
     assert fill["noise"] is None and fill["quantum"] == 10 and fill["aggregate"] == "last"
     assert "the level at the end of the row's period (until)" in fill["value"]
+    # Review L5: an older store's fill rows (15-minute windows, before 2026-12-05) say mean.
+    assert "says aggregate mean" in fill["value"] and "before 2026-12-05" in fill["value"]
     codes = {name: by_key[key]["unitCode"] for name, key in (("lux", ("streetlight", "lux")),
                                                              ("bat", ("bin", "bat")), ("wh", ("streetlight", "wh")),
                                                              ("temp", ("bin", "temp")), ("lamp", ("streetlight", "lamp")))}
