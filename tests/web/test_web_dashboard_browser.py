@@ -158,3 +158,33 @@ async def test_the_pass_chart_says_its_points_are_six_hour_counts(fleet: Fleet) 
                 await browser.close()
     finally:
         await server.stop()
+
+
+async def test_a_point_of_a_field_released_more_often_than_hourly_spans_its_hour(fleet: Fleet) -> None:
+    """Review L6: the tooltips and the axis took a field's release period as a point's span, but the
+    series are hourly: a field released every 15-minute window showed '06:00–06:15' for an hour's sum."""
+    import copy
+
+    from playwright.async_api import async_playwright
+
+    policy = copy.deepcopy(load_policy())  # load_policy's dict is shared
+    del policy["kinds"]["streetlight"]["fields"]["mot"]["release_every_s"]  # released with every window
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=policy,
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=1.0)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                await page.goto(server.url + "/", wait_until="load")
+                await page.wait_for_selector("body[data-ready='1']", timeout=15000)
+                assert "per 15 min" in await page.locator("#caption-mot").inner_text()
+                point = page.locator("#chart-mot circle.point title")
+                assert await point.count() == 1
+                assert await point.text_content() == "06:00–07:00 UTC: 63"
+                assert await page.locator("#chart-mot text").last.text_content() == "07:00 UTC"
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()

@@ -186,15 +186,18 @@ function lineChart(id, points, color, periodS) {
     return;
   }
   const maxV = Math.max(1, ...points.map((p) => p.value));
+  // A point spans its field's release period, at least its hour: the series are hourly, so a field
+  // released every 15-minute window is plotted as the hour's sum (06:00–07:00, not 06:00–06:15).
+  const spanS = periodS ? Math.max(periodS, 3600) : 0;
   // The axis ends where the last point's period ends (a 6-hour count started at 12:00 runs to 18:00).
-  const t0 = points[0].hour, t1 = Math.max(points[points.length - 1].hour + (periodS || 0), t0 + 3600);
+  const t0 = points[0].hour, t1 = Math.max(points[points.length - 1].hour + spanS, t0 + 3600);
   axes(svg, W, H, pad, maxV);
   const xy = points.map((p) => [pad + ((p.hour - t0) / (t1 - t0)) * (W - pad - 10), H - pad - (p.value / maxV) * (H - pad - 10)]);
   svg.appendChild(svgEl("polyline", { points: xy.map((q) => q.join(",")).join(" "), fill: "none", stroke: color, "stroke-width": 2, class: "series" }));
   xy.forEach(([x, y], i) => {
     const c = svgEl("circle", { cx: x, cy: y, r: 3, fill: color, class: "point" });
     const h = points[i].hour;
-    const when = periodS ? `${hhmm(h)}–${hhmm(h + periodS)}` : hhmm(h);
+    const when = spanS ? `${hhmm(h)}–${hhmm(h + spanS)}` : hhmm(h);
     c.appendChild(svgEl("title", {}, `${when} UTC: ${points[i].value}`));
     svg.appendChild(c);
   });
