@@ -11,7 +11,8 @@ from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.errors import GatewayError, RegistryError
-from gateway.registry import REVOKED_OPEN_DATA, DeviceRecord, Registry, key_fingerprint, read_key_file
+from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
+from gateway.web.revocation import REVOKED_OPEN_DATA
 
 
 # argparse takes "-33.8688,151.2093" (south or west) for an unknown option ("expected one argument"):

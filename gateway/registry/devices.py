@@ -38,16 +38,13 @@ from gateway.errors import RegistryError
 from gateway.private_dirs import mkdir_private
 from gateway.protocol.frame import valid_device_id
 from gateway.resources import load_policy
+from gateway.web.revocation import REVOKED_OPEN_DATA as REVOKED_OPEN_DATA
 
 log = logging.getLogger(__name__)
 
 KEY_LEN = 32
-# What a revocation does to the device's public data (docs/open-data.md, "Revoked devices"), told to
-# whoever revokes (``devices revoke``, the admin API's answer and audit line): the open-data officer
-# must know that history stays published while the device leaves the listings.
-REVOKED_OPEN_DATA = ("its entity leaves the open-data listings now (NGSI-LD entities, devices.geojson); the values it "
-                     "released before the revocation stay in the store and in /opendata/readings.csv until their "
-                     "retention ends; nothing it sends from now on is stored")
+# Re-exported (gateway.registry.REVOKED_OPEN_DATA) for callers not yet importing it from its place
+# beside the open-data code.
 # Registry values are ASCII: ``\d`` and ``float()`` also take other scripts' digits ("５２.３" is 52.3).
 _DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")
 _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")

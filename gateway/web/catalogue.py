@@ -228,10 +228,14 @@ class Catalogue:
         return list(self.meta.keywords if self.meta.keywords is not None else DEFAULT_KEYWORDS)
 
     def bbox(self) -> list[float] | None:
-        """``[west, south, east, north]`` of the published devices (GeoJSON's bbox order), None for none."""
-        if not self.devices:
+        """``[west, south, east, north]`` of the published devices with a location (GeoJSON's bbox order),
+        None for none. A device at 0,0 has none: without a registry every device is listed at 0,0, which
+        would stretch a city's box to the Gulf of Guinea."""
+        located = [d for d in self.devices
+                   if d.lat is not None and d.lon is not None and (d.lat, d.lon) != (0.0, 0.0)]
+        if not located:
             return None
-        lons, lats = [d.lon for d in self.devices], [d.lat for d in self.devices]
+        lons, lats = [d.lon for d in located], [d.lat for d in located]
         return [min(lons), min(lats), max(lons), max(lats)]
 
     def temporal_start(self) -> int:

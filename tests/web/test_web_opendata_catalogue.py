@@ -184,18 +184,22 @@ async def test_the_gateway_publishes_the_catalogue_of_its_config(tmp_path: Path)
 
     from .support import pty_gateway_config
 
-    _master, slave = os.openpty()
-    config = pty_gateway_config(tmp_path, "gw-cat", slave, opendata={
-        "licence": "odbl-1.0", "title": "Example sensors", "contact": "https://city.example/contact",
-        "keywords": ["lighting"], "base_url": "https://data.city.example"})
-    gw = Gateway(config)
-    await gw.start()
+    master, slave = os.openpty()
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{gw.http_port}/opendata") as r:
-                index = await r.json()
+        config = pty_gateway_config(tmp_path, "gw-cat", slave, opendata={
+            "licence": "odbl-1.0", "title": "Example sensors", "contact": "https://city.example/contact",
+            "keywords": ["lighting"], "base_url": "https://data.city.example"})
+        gw = Gateway(config)
+        await gw.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{gw.http_port}/opendata") as r:
+                    index = await r.json()
+        finally:
+            await gw.stop()
     finally:
-        await gw.stop()
+        os.close(master)
+        os.close(slave)
     assert (index["title"], index["license"], index["keywords"]) == ("Example sensors", "ODbL-1.0", ["lighting"])
     assert index["contactPoint"] == {"name": "Example sensors", "url": "https://city.example/contact"}
     assert index["formats"]["csv"] == "https://data.city.example/opendata/readings.csv"
@@ -221,3 +225,23 @@ async def test_a_licence_ref_is_published_without_a_dead_spdx_link(fleet: Fleet)
             assert resp.headers["Link"] == '<https://city.example/licence.html>; rel="license"', path
         index = await get_json(client, "/opendata")
     assert index["licenseUrl"] == "https://city.example/licence.html"
+
+
+async def test_devices_without_a_location_do_not_stretch_the_bbox(fleet: Fleet) -> None:
+    """Review L9: without a registry every device is listed at 0,0, which pulled the catalogue's
+    bbox to 0,0 (a box from the Gulf of Guinea to the city)."""
+    app = create_app(store=fleet.queries, registry=None, policy=load_policy(), metrics_registry=fleet.metrics.registry,
+                     admin_token=None, retention=fleet.retention, clock=lambda: float(NOW))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        index = await get_json(client, "/opendata")
+        doc = await get_json(client, "/opendata/catalog.jsonld")
+    assert index["spatial"] is None and "dct:spatial" not in doc["dcat:dataset"][0]
+    from gateway.web.catalogue import Catalogue
+    from gateway.web.views import DeviceView
+
+    devices = [DeviceView(id="a", kind="bin", zone="z", lat=52.37, lon=4.89),
+               DeviceView(id="b", kind="bin", zone="z", lat=0.0, lon=0.0),
+               DeviceView(id="c", kind="bin", zone="z", lat=52.38, lon=4.90)]
+    cat = Catalogue(meta=OpenDataMeta(), base="", policy={}, transparency={"kinds": []}, devices=devices,
+                    modified=None, now=NOW)
+    assert cat.bbox() == [4.89, 52.37, 4.90, 52.38]
