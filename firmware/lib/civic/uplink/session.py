@@ -18,12 +18,15 @@ later acknowledges nothing new. Times before 2024 or after 2099 are never taken.
 Fresh is not recent: a man in the middle can relay a report, keep the gateway's ACK, drop the
 later ones (the frame stays in the outbox) and deliver the kept ACK days later. The gateway signs
 its real time, so a held ACK can only move the clock back; a clock that is set (2024 or later)
-is therefore stepped forward freely but back only within an allowance of ``STEP_BACK_S`` that
-refills at ``STEP_BACK_S`` per ``BACK_REFILL_S`` of clock time: one ACK sets it back 5 min at
-most, a run of them 5 min an hour. The clock never shows a time more than ``STEP_BACK_S`` before
-the latest it showed, a step the window, energy and release logic absorb (civic.sense.window).
-The allowance is kept in flash (``timesync.json``), so a reboot or a deep-sleep wake does not
-refill it. A clock never set since it lost power (before 2024) takes any valid time.
+is therefore stepped forward freely but back only within an allowance that accrues at
+``STEP_BACK_S`` per ``BACK_REFILL_S`` of clock time since the last sync (5 min an hour, with no
+ceiling: a clock up to ~8 % fast is corrected however rarely it syncs, e.g. a bin waking every
+6 h). A sync that steps the clock back uses the allowance up; one that steps it forward or finds
+it right leaves at most ``STEP_BACK_S`` of it. A man in the middle who withholds every ACK for a
+day thus drags the clock back about 2 h, not a day. Steps back beyond ``STEP_BACK_S`` close the
+current periods (civic.sense.window, energy, the ledger's period ends). The allowance is kept in
+flash (``timesync.json``), so a reboot or a deep-sleep wake does not refill it. A clock never set
+since it lost power (before 2024) takes any valid time.
 """
 
 import json
@@ -36,9 +39,13 @@ from civic.wire import frame, msgpack
 
 TIME_SYNC_TOLERANCE_S = 2
 TIME_MAX = 4102444800  # 2100-01-01: an ACK time past this is not a clock reading
-# A set clock goes back at most STEP_BACK_S per this many seconds of clock time (a clock ahead by
-# an hour takes 12 hours to come back; an RTC running fast by up to 8 % is still corrected).
+# A set clock goes back at most STEP_BACK_S per this many seconds of clock time since its last sync
+# (a clock ahead by an hour takes 12 hours to come back; an RTC running fast by up to 8 % is
+# corrected whatever its sync interval).
 BACK_REFILL_S = 3600
+# The allowance's start in flash may lag the one in RAM by this much (a sync that only confirms or
+# moves the clock forward writes flash at most once per SAVE_LAG_S; a step back always writes).
+SAVE_LAG_S = 3600
 TIME_FILE = "timesync.json"  # beside the config file unless time_path says otherwise
 
 
@@ -198,7 +205,8 @@ class Session:
         if time_path is None:
             time_path = config_path[:config_path.rfind("/") + 1] + TIME_FILE
         self.time_path = time_path
-        self._full_at = self._load_full_at()
+        self._saved = None  # allowance start last read from or written to flash (None: no file)
+        self._since = self._load_since()
         self.config = {"seq": 0, "values": {}}
         try:
             raw = atomic.read(config_path)
@@ -284,33 +292,55 @@ class Session:
                 self._sync(t, set_time)
         return "ack"
 
-    def _load_full_at(self):
-        # The clock time at which the back-step allowance is full again (0: full now). A damaged
-        # file leaves none for the next BACK_REFILL_S: it only delays a correction.
+    def _load_since(self):
+        # The clock time from which the back-step allowance accrues. No file: STEP_BACK_S now. A
+        # damaged file: none now (it only delays a correction). A start after the clock (it was
+        # ahead, then lost power) allows nothing until the next sync forward resets it (_sync).
+        now = self.now()
         try:
             raw = atomic.read(self.time_path)
-            v = json.loads(raw)["full_at"] if raw is not None else 0
-        except (ValueError, KeyError, TypeError):
+            if raw is None:
+                return now - BACK_REFILL_S
+            obj = json.loads(raw)
+            v = obj.get("since")
+            if v is None and "full_at" in obj:  # 418a391's file: full (STEP_BACK_S) at full_at
+                v = obj["full_at"] - BACK_REFILL_S
+        except (ValueError, TypeError, AttributeError):
             v = None
         if not isinstance(v, int) or isinstance(v, bool):
-            v = self.now() + BACK_REFILL_S
+            return now
+        self._saved = v
         return v
 
     def back_allowance(self, now=None):
-        """Seconds the clock may still be set back now (0..``STEP_BACK_S``)."""
+        """Seconds the clock may still be set back now (``STEP_BACK_S`` per ``BACK_REFILL_S`` of
+        clock time since the allowance was last used, no ceiling)."""
         if now is None:
             now = self.now()
-        debt = -((now - self._full_at) * STEP_BACK_S // BACK_REFILL_S)  # rounded up
-        return STEP_BACK_S - min(STEP_BACK_S, max(0, debt))
+        return max(0, (now - self._since) * STEP_BACK_S // BACK_REFILL_S)
+
+    def _save(self, since):
+        atomic.write(self.time_path, json.dumps({"since": since}).encode())
+        self._saved = since
 
     def _sync(self, t, set_time):
         now = self.now()
         back = now - t
-        if -TIME_SYNC_TOLERANCE_S <= back <= TIME_SYNC_TOLERANCE_S:
-            return
-        if back < 0:  # forward (also the first sync of a clock never set: t >= 2024 > now)
-            set_time(t)
-            self.stats["time_sync"] += 1
+        if back <= TIME_SYNC_TOLERANCE_S:  # forward (also a clock never set: t >= 2024 > now) or right
+            if back < -TIME_SYNC_TOLERANCE_S:
+                set_time(t)
+                self.stats["time_sync"] += 1
+                now = t
+            # a clock just found right keeps at most STEP_BACK_S; a start after it (the clock was
+            # ahead and lost power) is reset
+            since = min(max(self._since, now - BACK_REFILL_S), now)
+            self._since = since
+            saved = self._saved
+            if saved is None or since < saved or since - saved >= SAVE_LAG_S:
+                try:
+                    self._save(since)
+                except OSError:  # the clock is right; after a reset the allowance may be larger
+                    self.stats["errors"] += 1
             return
         step = min(back, self.back_allowance(now))
         if step < back:
@@ -318,11 +348,10 @@ class Session:
         if step <= TIME_SYNC_TOLERANCE_S:
             return  # nothing (worth a flash write) left of the allowance
         to = now - step
-        debt = STEP_BACK_S - self.back_allowance(now) + step
-        full_at = to - (-debt * BACK_REFILL_S // STEP_BACK_S)  # rounded up: never early
-        # persisted first: a step whose allowance was not written would be granted again after a reset
-        atomic.write(self.time_path, json.dumps({"full_at": full_at}).encode())
-        self._full_at = full_at
+        # used up, persisted first: a step whose allowance was not written would be granted again
+        # after a reset
+        self._save(to)
+        self._since = to
         set_time(to)
         self.stats["time_sync"] += 1
 
