@@ -3,7 +3,9 @@
 Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port SELECTOR``
 (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``usb:<serial>``, ``mac:<addr>``),
 ``--hil-data-port PORT`` (serial backend: the board's data UART), ``--hil-qemu-image RELEASE.bin``,
-``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-sim-speed X``, ``--hil-port-range LOW-HIGH``.
+``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-reprovision`` (serial backend: a board that already
+has an identity is re-keyed for the test, its identity saved and put back), ``--hil-sim-speed X``,
+``--hil-port-range LOW-HIGH``.
 A prerequisite the user asked for (``--hil-backend serial`` without ``--hil-port``, ``qemu`` without an
 existing ``--hil-qemu-image``) is a usage error at session start; the sim backend's Node runtime
 missing errors the tests that need a board. Only hardware that cannot exist here (no Espressif QEMU
@@ -99,6 +101,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="sim backend: virtual seconds per wall second (0 = as fast as possible; default 1)")
     group.addoption("--hil-lease-wait", type=lease_wait_option, default=30.0, metavar="SECONDS",
                     help="serial backend: how long to wait for a board another run holds (>= 0; default 30)")
+    group.addoption("--hil-reprovision", action="store_true", default=False,
+                    help="serial backend: let the test identity replace an identity the board already has "
+                         "(civicedge provision); the board's identity is saved on the board and in the test's "
+                         "work dir and put back at teardown (default: such a board is refused)")
     group.addoption("--hil-port-range", type=port_range_option, default=None, metavar="LOW-HIGH",
                     help="TCP ports the plugin's servers (hil_gateway's HTTP API, hil_radio's virtual radio) listen "
                          "on, e.g. 42000-42999 for a firewalled CI machine (default: any free port)")

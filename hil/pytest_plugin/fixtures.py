@@ -185,7 +185,7 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
         pytest.fail(f"hil_gateway: no data link to the serial board ({names}), so no report can arrive: "
                     f"{_no_link_how('serial', definition)}", pytrace=False)
     return SerialDriver(selector=settings.port, lease_dir=settings.lease_dir, lease_wait_s=settings.lease_wait_s,
-                        data_port=settings.data_port)
+                        data_port=settings.data_port, reprovision=settings.reprovision)
 
 
 def _board_name(request: pytest.FixtureRequest) -> str | None:

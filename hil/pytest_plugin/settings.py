@@ -32,6 +32,8 @@ class HilSettings:
         sim_speed: virtual seconds per wall second for virtual boards (0 = as fast as possible).
         port_range: ``--hil-port-range``: the ports the gateway's HTTP server and the virtual radio
             listen on (None: any free port).
+        reprovision: ``--hil-reprovision``: the serial backend may replace an identity the board
+            already has (saved and put back at teardown); without it such a board is refused.
     """
 
     backend: str
@@ -43,6 +45,7 @@ class HilSettings:
     sim_speed: float | None = 1.0
     data_port: str | None = None
     port_range: PortRange | None = None
+    reprovision: bool = False
     _manifest: CapabilityManifest | None = field(default=None, repr=False)
     _boards: dict[str, BoardDefinition] = field(default_factory=dict, repr=False)
 
@@ -61,6 +64,7 @@ class HilSettings:
             sim_speed=float(config.getoption("--hil-sim-speed", default=1.0) or 0.0),
             data_port=config.getoption("--hil-data-port", default=None) or None,
             port_range=config.getoption("--hil-port-range", default=None),
+            reprovision=bool(config.getoption("--hil-reprovision", default=False)),
         )
 
     def board(self, name: str | None = None, *, test_file: Path | None = None) -> BoardDefinition:

@@ -187,3 +187,27 @@ def test_reprovision_refuses_a_board_with_unsent_reports(provisioned_board: Any,
     assert isinstance(cause, BoardIdentityError) and cause.reason == "unsent"
     assert "holds 1 un-sent report(s)" in str(cause)
     assert flash_files(provisioned_board)["/identity.json"] == provisioned_board.field_identity
+
+
+def test_hil_reprovision_option_lets_a_pytest_run_use_a_provisioned_board(
+        pytester: pytest.Pytester, provisioned_board: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``--hil-reprovision`` reaches the driver: the run that is refused without it passes, the test sees
+    the test identity on the board, and the board's own identity is back afterwards."""
+    own = provisioned_board.field_identity
+    pytester.makepyfile("""
+        import json
+
+        def test_board(hil_board, hil_settings):
+            assert hil_settings.reprovision
+            on_board = json.loads(hil_board.dut.read_file("/identity.json"))
+            assert on_board == hil_board.identity and on_board["id"] != "sl-prod-7"
+            backup = hil_board.workdir / "identity-backup.json"
+            assert json.loads(backup.read_bytes())["id"] == "sl-prod-7"
+    """)
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", BOARD, "--hil-port",
+                                provisioned_board.console_path, "--hil-lease-dir",
+                                str(tmp_path_factory.mktemp("leases")), "--hil-reprovision", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert own.decode() not in result.stdout.str()
+    files = flash_files(provisioned_board)
+    assert files["/identity.json"] == own and SAVED_PATH not in files
