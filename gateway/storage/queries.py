@@ -211,8 +211,9 @@ _VALUE_READINGS = """(SELECT r.id AS report_id, r.device AS device, r.kind AS ki
 # §2). A release refused for a spent budget leaves no report, so it is not here. One pass over the
 # reports (a UNION ALL of ``m`` and ``e`` would read every row twice): the keys of ``e`` merged under
 # those of ``m``, for the few reports whose ``e`` is not empty (the store writes an empty one as {}).
-_VALUES_AND_WITHHELD = """(SELECT r.device AS device, r.kind AS kind, r.zone AS zone, j.key AS field, r.w AS w,
-    r.l AS l, CASE WHEN r.e = '{}' OR json_type(r.m, '$."' || j.key || '"') IS NOT NULL THEN j.value END AS value
+_VALUES_AND_WITHHELD = """(SELECT r.id AS report_id, r.device AS device, r.kind AS kind, r.zone AS zone,
+    j.key AS field, r.w AS w, r.l AS l,
+    CASE WHEN r.e = '{}' OR json_type(r.m, '$."' || j.key || '"') IS NOT NULL THEN j.value END AS value
     FROM reports r, json_each(CASE WHEN r.e = '{}' THEN r.m ELSE json_patch(r.e, r.m) END) j
     WHERE r.type IN (%s))""" % _VALUE_TYPES_SQL
 # Two queries of the same thing: per device and field released in the reports with ids in
@@ -261,6 +262,12 @@ JOIN reports r ON r.id = x.id
 _RELEASED_WALK_FROM = 2000
 # SQLite binds at most 32766 parameters; lists of ids are read in slices well below that.
 _ID_SLICE = 500
+# No bound on the report id (SQLite's largest integer).
+_MAX_ID = 2**63 - 1
+# The newest report (id, received_at) with a period start in [?1, ?2) and an id up to ?3: the ids are
+# in the period index, so only the newest row is read.
+_RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports INDEXED BY reports_w"
+                     " WHERE w >= ? AND w < ? AND id <= ?)")
 # How long close() waits for an interrupted statement of another thread to stop.
 _CLOSE_WAIT_S = 2.0
 log = logging.getLogger(__name__)
@@ -415,9 +422,10 @@ class ReportQueries:
         return [_report(r) for r in self._rows(sql, params + (limit,))]
 
     def readings(self, *, field: str, start: int, end: int, device: str | None = None, zone: str | None = None,
-                 limit: int = 100000) -> list[Reading]:
-        """Return readings of ``field`` with period start in ``[start, end)``, ordered by time and device."""
-        where, params = _filters(device=device, zone=zone, start=start, end=end)
+                 limit: int = 100000, max_id: int | None = None) -> list[Reading]:
+        """Return readings of ``field`` with period start in ``[start, end)``, ordered by time and device
+        (of the reports with an id up to ``max_id`` only, when given)."""
+        where, params = _filters(device=device, zone=zone, start=start, end=end, max_id=max_id)
         sql = ("SELECT device, zone, kind, field, w, l, value FROM readings%s AND field = ? ORDER BY w, device LIMIT ?"
                % where)
         return [Reading(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]))
@@ -428,9 +436,10 @@ class ReportQueries:
         ordered by hour and zone (:meth:`hourly_aggregates_of` of one field)."""
         return self.hourly_aggregates_of(fields=[field], start=start, end=end, zone=zone)
 
-    def alarms(self, *, start: int, end: int, zone: str | None = None) -> list[AlarmRecord]:
-        """Return alarm codes raised with time in ``[start, end)``, oldest first."""
-        where, params = _filters(zone=zone, start=start, end=end)
+    def alarms(self, *, start: int, end: int, zone: str | None = None, max_id: int | None = None) -> list[AlarmRecord]:
+        """Return alarm codes raised with time in ``[start, end)``, oldest first (of the reports with an
+        id up to ``max_id`` only, when given)."""
+        where, params = _filters(zone=zone, start=start, end=end, max_id=max_id)
         sql = "SELECT device, zone, kind, code, w, seq FROM alarms%s ORDER BY w, device, code" % where
         return [AlarmRecord(r[0], r[1], r[2], r[3], int(r[4]), int(r[5])) for r in self._rows(sql, params)]
 
@@ -448,6 +457,17 @@ class ReportQueries:
         rows = self._rows("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports)", ())
         return (int(rows[0][0]), float(rows[0][1])) if rows else None
 
+    def last_id_received_before(self, at: float) -> int:
+        """Return the highest id of the reports received before ``at`` (0 when none was): the
+        reports an answer published at ``at`` may be made of are those with an id up to it.
+
+        Walks back from the newest report (ids grow with ``received_at``: a report is stored after
+        it is received, and the gateway's clock does not step back) until one received before
+        ``at``: the cost follows the reports received since ``at``, not the store's size.
+        """
+        rows = self._rows("SELECT id FROM reports WHERE received_at < ? ORDER BY id DESC LIMIT 1", (float(at),))
+        return int(rows[0][0]) if rows else 0
+
     def data_version(self) -> int:
         """Return how many times stored values were removed without a new report (retention runs
         that removed something; 0 when none did): with the newest report id it names the store's
@@ -455,17 +475,17 @@ class ReportQueries:
         rows = self._rows("SELECT value FROM counters WHERE name = ?", (DATA_VERSION_COUNTER,))
         return int(rows[0][0]) if rows else 0
 
-    def range_stamp(self, *, start: int, end: int) -> RangeStamp:
+    def range_stamp(self, *, start: int, end: int, max_id: int | None = None) -> RangeStamp:
         """Return the data version and the newest report (id, ``received_at``) with a period start in
-        ``[start, end)``, from one snapshot: what an answer made of that range's reports changes
-        with. The id is read from the period-start index alone (no row is read but the newest)."""
+        ``[start, end)`` (and an id up to ``max_id``, when given), from one snapshot: what an answer
+        made of that range's reports changes with. The id is read from the period-start index alone
+        (it holds the ids; no row is read but the newest)."""
         with self._reading() as conn:
             conn.execute("BEGIN")  # one snapshot for both reads
             try:
                 row = conn.execute("SELECT value FROM counters WHERE name = ?", (DATA_VERSION_COUNTER,)).fetchone()
-                newest = conn.execute(
-                    "SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports INDEXED BY reports_w"
-                    " WHERE w >= ? AND w < ?)", (int(start), int(end))).fetchone()
+                newest = conn.execute(_RANGE_NEWEST_SQL,
+                                      (int(start), int(end), _MAX_ID if max_id is None else int(max_id))).fetchone()
             finally:
                 conn.execute("COMMIT")
         return RangeStamp(data_version=int(row[0]) if row else 0,
@@ -481,7 +501,7 @@ class ReportQueries:
         )
         return [r[0] for r in rows]
 
-    def changes_since(self, after_id: int) -> ReportChanges:
+    def changes_since(self, after_id: int, *, upto: int | None = None) -> ReportChanges:
         """Return, per device, the newest report of each type, the newest released value of each
         field and the last stored report among the reports with an id above ``after_id``, read in
         one consistent snapshot.
@@ -489,18 +509,21 @@ class ReportQueries:
         The cost follows the number of new reports: keep the returned ``watermark`` and pass it
         back as ``after_id`` to follow a store incrementally (``after_id=0`` reads it all once).
         Report ids only grow (reports are never deleted; retention removes fields, see
-        :meth:`reports_by_id` to read rows again).
+        :meth:`reports_by_id` to read rows again). ``upto``: read only the reports with an id up to
+        it (the returned watermark is then at most ``upto``).
         """
         with self._reading() as conn:
-            hi, latest, last, released = self._changes(conn, after_id)
+            hi, latest, last, released = self._changes(conn, after_id, upto)
         return ReportChanges(watermark=hi, latest=latest, last=last, released=released)
 
-    def _changes(self, conn: sqlite3.Connection, after_id: int) -> tuple[
+    def _changes(self, conn: sqlite3.Connection, after_id: int, upto: int | None) -> tuple[
             int, dict[tuple[str, str], tuple[int, StoredReport]], dict[str, tuple[int, StoredReport]],
             dict[tuple[str, str], ReleasedValue]]:
         conn.execute("BEGIN")  # one snapshot for every statement below
         try:
             hi = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+            if upto is not None:
+                hi = min(hi, int(upto))
             if hi <= after_id:
                 return max(hi, after_id), {}, {}, {}
             groups = conn.execute(
@@ -568,7 +591,8 @@ class ReportQueries:
                 for r in self._rows(sql, params + (limit,))]
 
     def device_hourly(self, *, fields: Sequence[str], start: int, end: int, devices: Sequence[str],
-                      zone: str | None = None, max_period_s: int = 86400) -> list[DeviceHourAggregate]:
+                      zone: str | None = None, max_period_s: int = 86400,
+                      max_id: int | None = None) -> list[DeviceHourAggregate]:
         """Return count, sum and end of the values ``devices`` released for ``fields`` in their value
         reports (:data:`VALUE_REPORT_TYPES`; not an alarm's values) per device, UTC hour, stored zone
         and field, for the rows whose period ends in ``(start, end]``, ordered by hour, device, zone
@@ -582,14 +606,15 @@ class ReportQueries:
         found in the range where it ends, when it was released. Each value keeps the zone its report was
         stored with (a device moved mid-hour has a row per zone). ``max_period_s`` is the longest
         period a stored value may have (how far before ``start`` a row that ends after it may begin).
-        Reads only those devices' rows (index on device and period start).
+        Reads only those devices' rows (index on device and period start). ``max_id``: only the
+        reports with an id up to it (what was published at a mark, see :meth:`last_id_received_before`).
 
         A field a report withheld (``e`` names it, ``m`` does not: a noisy count below k) counts in
         ``withheld``; a row of withheld values only has ``count`` 0."""
         # The end is a property of the whole row (HAVING), not of each value: filtering values by their
         # own ends would leave a row's other values out of it.
         row_end = "(((MAX(w + l) + 3599) / 3600) * 3600)"
-        where, params = _filters(zone=zone, start=start - max_period_s - 3600, end=end)
+        where, params = _filters(zone=zone, start=start - max_period_s - 3600, end=end, max_id=max_id)
         where += " AND device IN (SELECT value FROM json_each(?)) AND field IN (SELECT value FROM json_each(?))"
         params += (json.dumps(list(devices)), json.dumps(list(fields)))
         sql = ("SELECT (w / 3600) * 3600 AS hour, device, MIN(kind), zone, field, COUNT(value),"
@@ -616,7 +641,7 @@ class ReportQueries:
 
 
 def _filters(*, device: str | None = None, zone: str | None = None, start: int | None = None,
-             end: int | None = None) -> tuple[str, tuple[Any, ...]]:
+             end: int | None = None, max_id: int | None = None) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = ["1=1"]
     params: list[Any] = []
     for col, val in (("device", device), ("zone", zone)):
@@ -629,4 +654,9 @@ def _filters(*, device: str | None = None, zone: str | None = None, start: int |
     if end is not None:
         clauses.append("w < ?")
         params.append(int(end))
+    if max_id is not None:
+        # A filter on the rows the period index finds (unary +): as an index term it would have the
+        # planner walk the ids below max_id, i.e. nearly the whole store.
+        clauses.append("+report_id <= ?")
+        params.append(int(max_id))
     return " WHERE " + " AND ".join(clauses), tuple(params)

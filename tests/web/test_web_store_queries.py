@@ -308,3 +308,53 @@ def test_device_hourly_counts_the_withheld_releases(db: tuple[ReportStore, Repor
     assert [(g.hour, g.field, g.count, g.total, g.withheld, g.until) for g in got] == [
         (T0, "mot", 1, 12, 0, T0 + six), (T0 + six, "lux", 1, 30, 0, T0 + six + WIN),
         (T0 + six, "mot", 0, 0, 1, T0 + 2 * six)]
+
+
+def test_reads_bounded_by_a_publication_mark_leave_later_reports_out(db: tuple[ReportStore, ReportQueries],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public open data reads only the reports received before a publication mark
+    (gateway/web/publication.py): the highest id received before it bounds every read, as a filter on
+    the rows the period indexes find (never a walk of all ids below the bound: nearly the whole of a
+    million-report store), and finding that id walks back from the newest report only."""
+    store, q = db
+    store.insert_batch([rec("sl-1", 1 + i, T0 + i * WIN, {"lux": i}) for i in range(4)])  # received T0 + 1..4
+    store.insert_batch([rec("sl-1", 5, T0 + 3 * WIN + 60, {}, type_="alarm", l=60)._replace(a=["lamp_fail"]),
+                        rec("sl-1", 6, T0 + 4 * WIN, {"lux": 9})])                        # received T0 + 5, 6
+    assert [q.last_id_received_before(T0 + s) for s in (0, 1, 4.5, 5, 100)] == [0, 0, 4, 4, 6]
+    bound = q.last_id_received_before(T0 + 5)
+    statements: list[tuple[str, tuple[object, ...]]] = []
+    rows = q._rows  # noqa: SLF001 - the statement each query runs, planned below
+
+    def record(sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        statements.append((sql, params))
+        return rows(sql, params)
+
+    monkeypatch.setattr(q, "_rows", record)
+    assert [r.value for r in q.readings(field="lux", start=T0, end=T0 + 86400, device="sl-1", max_id=bound)] == [
+        0, 1, 2, 3]
+    assert q.alarms(start=T0, end=T0 + 86400, max_id=bound) == []
+    hours = q.device_hourly(fields=["lux"], start=T0, end=T0 + 86400, devices=["sl-1"], max_id=bound)
+    q.last_id_received_before(T0 + 5)
+    monkeypatch.undo()
+    assert [(h.hour, h.count, h.total) for h in hours] == [(T0, 4, 6)]
+    assert [(h.hour, h.count) for h in q.device_hourly(fields=["lux"], start=T0, end=T0 + 86400, devices=["sl-1"])] == [
+        (T0, 4), (T0 + 3600, 1)]
+    assert [a.code for a in q.alarms(start=T0, end=T0 + 86400)] == ["lamp_fail"]
+    stamp = q.range_stamp(start=T0, end=T0 + 86400, max_id=bound)
+    assert (stamp.newest_id, stamp.newest_at) == (4, T0 + 4)
+    assert q.range_stamp(start=T0, end=T0 + 86400).newest_id == 6
+    changes = q.changes_since(0, upto=bound)
+    assert changes.watermark == 4 and changes.released[("sl-1", "lux")].value == 3
+    assert q.changes_since(4, upto=bound).watermark == 4 and q.changes_since(0).watermark == 6
+    plans = [[str(r[3]) for r in rows("EXPLAIN QUERY PLAN " + sql, params)] for sql, params in statements]
+    assert "SEARCH r USING INDEX reports_device_w (device=? AND w>? AND w<?)" in plans[0], plans[0]
+    assert "SEARCH alarms USING INDEX alarms_w (w>? AND w<?)" in plans[1], plans[1]
+    assert "SEARCH r USING INDEX reports_device_w (device=? AND w>? AND w<?)" in plans[2], plans[2]
+    for plan in plans[:3]:
+        assert not [step for step in plan if "PRIMARY KEY" in step or step.startswith("SCAN r")], plan
+    # the ids from the newest down, stopping at the first received before the mark: no sort, no index
+    assert plans[3] == ["SCAN reports"], plans[3]
+    stamp_plan = [str(r[3]) for r in rows("EXPLAIN QUERY PLAN " + queries._RANGE_NEWEST_SQL,  # noqa: SLF001
+                                          (T0, T0 + 86400, bound))]
+    assert stamp_plan == ["SEARCH reports USING INTEGER PRIMARY KEY (rowid=?)", "SCALAR SUBQUERY 1",
+                          "SEARCH reports USING COVERING INDEX reports_w (w>? AND w<?)"], stamp_plan
