@@ -54,12 +54,14 @@ def _hdr(description: str) -> dict[str, Any]:
 
 # Headers of every open-data answer (200 and 304).
 _OD_HEADERS = {
-    "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content and the media type"),
+    "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content and the media type;"
+                 " the content is made of the reports received before the last publication mark (NGSI-LD, GeoJSON:"
+                 " the last quarter hour; CSV: the last hh:05), so it changes only at marks"),
     "Cache-Control": _hdr("`public, max-age=60`"),
     "Vary": _hdr("`Accept`: the media type follows the Accept header"),
     "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, an open"
-                          " alarm's minute, a lamp change); CSV: the arrival of the newest report of the range;"
-                          " rounded down to the minute, never after Date (absent when there is none)"),
+                          " alarm's minute, a lamp change); CSV: the hh:05 mark that published the newest report"
+                          " of the range; rounded down to the minute, never after Date (absent when there is none)"),
     "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set and has a URL (the SPDX page of an "
                  "SPDX id, the URL given, or `[opendata] licence_url`; none for a `LicenseRef-` id without it)"),
 }

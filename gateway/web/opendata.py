@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.web import catalogue, export, liveness, ngsi, params
+from gateway.web import catalogue, export, liveness, ngsi, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
 from gateway.web.context import ctx_of
@@ -28,8 +28,8 @@ CSV_MAX_RANGE_S = 31 * 86400
 CSV_DEFAULT_RANGE_S = 86400
 CSV_SLICE_S = 86400
 HOUR_S = 3600
-# Open data changes at most with every stored report: a minute of caching spares the gateway a map
-# that polls every few seconds, and is short against the 15-minute windows.
+# Open data changes only at publication marks (module publication: quarter hours, the CSV at hh:05):
+# a minute of caching spares the gateway a map that polls every few seconds, and delays a mark little.
 CACHE_CONTROL = "public, max-age=60"
 # The default 'to' of the CSV is this long before now: a row appears when its period ends, but the
 # report completing it arrives a little after that (devices send at the window's end, then the radio
@@ -152,9 +152,11 @@ async def _json_answer(request: web.Request, data: Any, content_type: str, *,
 
 
 def _stale(request: web.Request, devices: Sequence[DeviceView]) -> frozenset[str]:
-    """The silent devices among ``devices`` now, by the rule ``/api/devices`` calls "stale"."""
+    """The silent devices among ``devices`` (as published) at the entities' last publication mark, by
+    the rule ``/api/devices`` calls "stale": judged now, a device would turn stale its last report's
+    arrival plus three windows later, to the second (module publication)."""
     ctx = ctx_of(request)
-    return liveness.stale_ids(devices, now=ctx.now(), policy=ctx.policy)
+    return liveness.stale_ids(devices, now=publication.entity_mark(ctx.now()), policy=ctx.policy)
 
 
 def _options(request: web.Request) -> bool:
@@ -165,10 +167,11 @@ def _options(request: web.Request) -> bool:
 
 async def _catalogue(request: web.Request) -> catalogue.Catalogue:
     """What the catalogue says now: from ``[opendata]``, the policy and retention in force, and the
-    published devices (the fleet snapshot the entities are made of, so no store read)."""
+    published devices (the fleet snapshot the entities are made of, as of their last publication
+    mark, so no store read and no change between marks)."""
     ctx = ctx_of(request)
     meta = meta_of(request)
-    shown = ngsi.publishable(await ctx.fleet.devices())
+    shown = ngsi.publishable(await ctx.fleet.devices(published=True))
     return catalogue.Catalogue(meta=meta, base=catalogue.base_of(request, meta), policy=ctx.policy,
                                transparency=catalogue.transparency_of(ctx), devices=shown,
                                modified=_last_modified(shown), now=ctx.now())
@@ -241,7 +244,7 @@ async def entities(request: web.Request) -> web.Response:
     params.reject_unknown(q, ("type", "options"))
     etypes = params.parse_choice_list(q, "type", ENTITY_TYPES)
     media = _ld_content_type(request)
-    devices = await ctx.fleet.devices()
+    devices = await ctx.fleet.devices(published=True)
     shown = ngsi.published(devices, etypes)
     items = ngsi.entities(shown, key_values=_options(request), stale=_stale(request, shown))
     return await _json_answer(request, items, media, last_modified=_last_modified(shown))
@@ -254,7 +257,7 @@ async def entity(request: web.Request) -> web.Response:
     params.reject_unknown(request.query, ("options",))
     media = _ld_content_type(request)
     wanted = request.match_info["entity_id"]
-    devices = await ctx.fleet.devices()
+    devices = await ctx.fleet.devices(published=True)
     for dev in ngsi.publishable(devices):
         if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
             entity = ngsi.device_entity(dev, key_values=_options(request), stale=dev.id in _stale(request, [dev]))
@@ -374,9 +377,13 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     q = request.query
     params.reject_unknown(q, ("from", "to", "field", "zone", "withheld"))
-    since, until = csv_range(q, now=ctx.now())
+    now = ctx.now()
+    since, until = csv_range(q, now=now)
+    # Made of the reports received before the last hh:05 (module publication): the answer changes
+    # only then, a late report's arrival too.
+    mark = publication.csv_mark(now)
     fields = params.parse_fields(q, ctx.known_fields())
-    devices = await ctx.fleet.devices()
+    devices = await ctx.fleet.devices(published=True)
     zone = params.parse_zone(q, csv_zones(devices))
     # Rows of withheld values (a noisy count below k) only when asked for: their empty value and the
     # trailing status column would surprise a reader of the ten columns that parses every value.
@@ -388,7 +395,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     # before its revocation. (The registry keeps no revocation time of its own, and a wall-clock time
     # could not be compared with period starts from the devices' clocks, e.g. under [sim_clock].)
     published = csv_devices(devices)
-    version, newest_id, newest_at = await ctx.fleet.range_stamp(since=since, until=until)
+    version, newest_id, published_at = await ctx.fleet.range_stamp(since=since, until=until, received_before=mark)
     # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
     # store's data version (retention removals), the newest report among the periods the range reads
     # (a report for another range leaves it unchanged, so a past range gets 304), the devices read
@@ -399,7 +406,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
                         withheld, media, meta_of(request).licence, export.CSV_FORMAT_VERSION,
                         policy_digest(ctx.policy)])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
-    headers = {**_cache_headers(etag, newest_at), **_licence_link(request)}  # 304 too, as the JSON answers
+    headers = {**_cache_headers(etag, published_at), **_licence_link(request)}  # 304 too, as the JSON answers
     if _etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
     response = web.StreamResponse(headers={**headers,
@@ -419,7 +426,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
                 return response
             try:
                 groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields,
-                                                      zone=zone)
+                                                      zone=zone, received_before=mark)
                 text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy, withheld=withheld),
                                           header=header, columns=columns)
             except Exception as exc:
@@ -450,7 +457,7 @@ async def devices_geojson(request: web.Request) -> web.Response:
     and publisher as foreign members of the collection (RFC 7946 section 6.1)."""
     params.reject_unknown(request.query, ())
     media = negotiate(request, (GEO_JSON, "application/json"))
-    shown = ngsi.publishable(await ctx_of(request).fleet.devices())
+    shown = ngsi.publishable(await ctx_of(request).fleet.devices(published=True))
     doc = export.devices_geojson(shown, stale=_stale(request, shown))
     doc.update(meta_of(request).as_json())
     return await _json_answer(request, doc, media, last_modified=_last_modified(shown))

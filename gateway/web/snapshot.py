@@ -10,6 +10,10 @@ them disappear here too.
 
 :meth:`FleetState.refresh` blocks on SQLite: call it from a worker thread
 (:class:`gateway.web.reads.StoreReads`), never on the event loop.
+
+The public open data reads a second :class:`FleetState` that is only ever refreshed up to the
+reports received before a publication mark (``upto``, see :mod:`gateway.web.publication`), as of
+that mark: it holds the fleet as published, while the operators' one follows every commit.
 """
 
 from __future__ import annotations
@@ -70,10 +74,13 @@ class FleetState:
     Args:
         store: the storage read API (one connection per thread).
         recheck_s: how often rows already held are read again (retention removes fields).
+        bounded: the state is refreshed with ``upto`` (a publication's bound): then its alarm and
+            lamp reads, too, see only the reports up to its watermark.
     """
 
-    def __init__(self, store: ReportQueries, *, recheck_s: int = RECHECK_S) -> None:
+    def __init__(self, store: ReportQueries, *, recheck_s: int = RECHECK_S, bounded: bool = False) -> None:
         self._store = store
+        self._bounded = bounded
         self._recheck_s = max(1, recheck_s)
         self._lock = threading.Lock()
         self._watermark = 0
@@ -89,14 +96,17 @@ class FleetState:
         """True once the store was read in full (later refreshes read only new reports)."""
         return self._data is not None
 
-    def refresh(self, now: int) -> FleetData:
+    def refresh(self, now: int, *, upto: int | None = None) -> FleetData:
         """Read what was stored since the last refresh and return the fleet as of ``now``.
+
+        ``upto``: read only the reports with an id up to it (a publication mark's bound; a bound
+        below what the state holds leaves it as it is: it never goes back).
 
         Blocks on SQLite (the first call reads the whole store once). Raises
         :class:`gateway.errors.StorageError` when the store cannot be read.
         """
         with self._lock:
-            changes = self._store.changes_since(self._watermark)
+            changes = self._store.changes_since(self._watermark, upto=upto)
             for key, (rid, rep) in changes.latest.items():
                 if key[1] != "win":
                     continue  # only the newest window is needed (alarms it clears)
@@ -150,9 +160,10 @@ class FleetState:
             latest_at.setdefault(device, {})[fname] = value.w + value.l
         last_win = {device: rep for (device, _type), (_rid, rep) in self._latest.items()}
         # one read for both: the lamp history's 7 days hold the 24 h of open alarms
-        recent = self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1)
+        max_id = self._watermark if self._bounded else None
+        recent = self._store.alarms(start=now - LAMP_HISTORY_S, end=now + 1, max_id=max_id)
         alarms = self._open_alarms(now, last_win, recent)
-        lamp_changes = self._lamp_changes(now, recent)
+        lamp_changes = self._lamp_changes(now, recent, max_id)
         return {
             device: DeviceState(
                 kind=rep.kind, zone=rep.zone, last_seen=int(rep.received_at), link=rep.link,
@@ -178,7 +189,7 @@ class FleetState:
             by_device.setdefault(alarm.device, []).append(alarm)
         return by_device
 
-    def _lamp_changes(self, now: int, recent: list[AlarmRecord]) -> dict[str, int]:
+    def _lamp_changes(self, now: int, recent: list[AlarmRecord], max_id: int | None) -> dict[str, int]:
         """When a lamp that raised ``lamp_fail`` was first seen working again (lamp changed or repaired).
 
         Only devices with a ``lamp_fail`` alarm in the last 7 days are read back, so the cost
@@ -191,7 +202,7 @@ class FleetState:
         changed: dict[str, int] = {}
         for device, since in last_fail.items():
             failed = True
-            for r in self._store.readings(field="lamp", start=since, end=now + 1, device=device):
+            for r in self._store.readings(field="lamp", start=since, end=now + 1, device=device, max_id=max_id):
                 if r.value == 1:
                     failed = True
                 elif failed:

@@ -4,6 +4,11 @@
 store (last seen, link, latest released values, alarms); :class:`RegistryAdmin` performs admin
 changes on the registry and the retention settings.
 
+The public open data reads the same store only up to a publication mark
+(:mod:`gateway.web.publication`): ``published=True`` on :meth:`StoreFleetSource.devices` (the
+entities' mark), ``received_before`` (the CSV's mark) on :meth:`~StoreFleetSource.device_hours` and
+:meth:`~StoreFleetSource.range_stamp`.
+
 Store reads run on worker threads (:class:`gateway.web.reads.StoreReads`): the event loop that
 awaits them also reads the serial ports and sends the ACKs. The registry, a small table the
 ingest pipeline also reads on the loop, is read on the loop.
@@ -20,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
 from gateway.storage.queries import ReportQueries
+from gateway.web import publication
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
 from gateway.web.reads import StoreReads
 from gateway.web.retention import RetentionSettings
@@ -29,6 +35,9 @@ from gateway.web.views import DeviceHourAggregate, DeviceView, HourlyAggregate, 
 logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 5.0
+# Publication marks whose bound (newest report id received before the mark) is kept: the entities'
+# and the CSV's current marks, and the previous ones while a request still uses them.
+_MARKS_KEPT = 8
 
 
 class StoreFleetSource:
@@ -52,7 +61,13 @@ class StoreFleetSource:
         self._clock = clock
         self._reads = reads if reads is not None else StoreReads()
         self._state = FleetState(store) if store is not None else None
-        self._refreshing: asyncio.Future[FleetData] | None = None
+        # The fleet as published at the entities' last mark (module gateway.web.publication).
+        self._public = FleetState(store, bounded=True) if store is not None else None
+        self._refreshing: dict[bool, asyncio.Future[FleetData]] = {}
+        # mark -> the highest id of the reports received before it, read once per mark: a report
+        # received just before a mark but committed after the read shows at the next mark, and an
+        # answer never changes between marks.
+        self._bounds: dict[int, int] = {}
 
     async def aclose(self) -> None:
         """Stop the worker threads (the application's cleanup calls this)."""
@@ -66,33 +81,55 @@ class StoreFleetSource:
             raise StorageError("no report store attached to the web app", reason="read_failed")
         return self._store
 
-    async def _fleet(self) -> FleetData:
-        """The fleet as of now: one refresh at a time, shared by the requests that wait for it.
+    async def _bound(self, mark: int) -> int:
+        """The highest id of the reports received before ``mark`` (read once per mark)."""
+        bound = self._bounds.get(mark)
+        if bound is None:
+            bound = await self._reads.quick(functools.partial(self._queries().last_id_received_before, mark),
+                                            timeout_s=HEALTH_TIMEOUT_S)
+            bound = self._bounds.setdefault(mark, bound)  # a concurrent read's, if it came first
+            for old in sorted(self._bounds)[:-_MARKS_KEPT]:
+                del self._bounds[old]
+        return bound
 
-        A refresh reads only the reports stored since the previous one; the first reads the whole
-        store once, on a bulk thread (seconds on a large store), so the quick thread stays free.
+    async def _fleet(self, published: bool = False) -> FleetData:
+        """The fleet as of now, or as published at the entities' last mark: one refresh at a time,
+        shared by the requests that wait for it.
+
+        A refresh reads only the reports stored since the previous one (up to the mark's bound when
+        published); the first reads the whole store once, on a bulk thread (seconds on a large
+        store), so the quick thread stays free.
         """
-        if self._state is None:
+        state = self._public if published else self._state
+        if state is None:
             self._queries()
-        assert self._state is not None
-        if self._refreshing is None:
-            state = self._state
+        assert state is not None
+        refreshing = self._refreshing.get(published)
+        if refreshing is None:
+            if published:
+                mark = publication.entity_mark(self._clock())
+                read = functools.partial(state.refresh, mark, upto=await self._bound(mark))
+            else:
+                read = functools.partial(state.refresh, int(self._clock()))
+            refreshing = self._refreshing.get(published)  # another request may have started one meanwhile
+        if refreshing is None:
             run = self._reads.quick if state.loaded else self._reads.bulk
-            task = asyncio.ensure_future(run(functools.partial(state.refresh, int(self._clock()))))
-            self._refreshing = task
+            task = asyncio.ensure_future(run(read))
+            self._refreshing[published] = refreshing = task
 
             def done(fut: asyncio.Future[FleetData]) -> None:
-                if self._refreshing is fut:
-                    self._refreshing = None
+                if self._refreshing.get(published) is fut:
+                    del self._refreshing[published]
                 if not fut.cancelled():
                     fut.exception()  # retrieved here too: every waiter may have gone
 
             task.add_done_callback(done)
-        return await asyncio.shield(self._refreshing)
+        return await asyncio.shield(refreshing)
 
-    async def devices(self) -> Sequence[DeviceView]:
-        """All devices, registry first; reporting state from the store (followed incrementally)."""
-        data = await self._fleet()
+    async def devices(self, *, published: bool = False) -> Sequence[DeviceView]:
+        """All devices, registry first; reporting state from the store (followed incrementally), or
+        when ``published`` as of the entities' last publication mark (the reports received before it)."""
+        data = await self._fleet(published)
         if self._registry is not None:
             base = [(r.id, r.kind, r.zone, float(r.lat), float(r.lon), bool(r.revoked)) for r in self._registry.list()]
         else:
@@ -138,14 +175,16 @@ class StoreFleetSource:
         return await self._reads.bulk(read)
 
     async def device_hours(self, *, since: int, until: int, devices: Sequence[str], fields: Sequence[str] | None,
-                           zone: str | None) -> Sequence[DeviceHourAggregate]:
+                           zone: str | None, received_before: int | None = None) -> Sequence[DeviceHourAggregate]:
         """Per device/hour/zone/field count, sum and end of the values of ``devices``, for the rows whose
-        period ends in ``(since, until]`` (see ``ReportQueries.device_hourly``)."""
+        period ends in ``(since, until]`` (see ``ReportQueries.device_hourly``); of the reports received
+        before ``received_before`` only, when given (a publication mark)."""
         if not devices:
             return []
+        max_id = await self._bound(received_before) if received_before is not None else None
         read = functools.partial(self._queries().device_hourly, fields=list(fields or self._fields()),
                                  start=since, end=until, devices=list(devices), zone=zone,
-                                 max_period_s=self._max_period_s())
+                                 max_period_s=self._max_period_s(), max_id=max_id)
         return await self._reads.bulk(read)
 
     def _max_period_s(self) -> int:
@@ -157,14 +196,22 @@ class StoreFleetSource:
             periods.extend(int(f.get("release_every_s", 0) or 0) for f in kspec.get("fields", {}).values())
         return max(periods)
 
-    async def range_stamp(self, *, since: int, until: int) -> tuple[int, int, float | None]:
+    async def range_stamp(self, *, since: int, until: int,
+                          received_before: int | None = None) -> tuple[int, int, float | None]:
         """What the rows :meth:`device_hours` gives for ``(since, until]`` are made of: the store's data
         version (retention removals), and the id and receive time of the newest report among the
-        periods those rows may hold (0 and None when there is none). Read on a bulk thread: a range
-        scan of the period-start index."""
-        read = functools.partial(self._queries().range_stamp, start=since - self._max_period_s() - 3600, end=until)
+        periods those rows may hold (0 and None when there is none). With ``received_before`` (a CSV
+        publication mark): of the reports received before it, and instead of the receive time the
+        CSV mark that first published that report (no arrival finer than the hour). Read on a bulk
+        thread: a range scan of the period-start index."""
+        max_id = await self._bound(received_before) if received_before is not None else None
+        read = functools.partial(self._queries().range_stamp, start=since - self._max_period_s() - 3600, end=until,
+                                 max_id=max_id)
         stamp = await self._reads.bulk(read)
-        return stamp.data_version, stamp.newest_id, stamp.newest_at
+        at = stamp.newest_at
+        if received_before is not None and at is not None:
+            at = float(publication.csv_published_at(at))
+        return stamp.data_version, stamp.newest_id, at
 
     async def latest_stored(self) -> tuple[int, float] | None:
         """Id and receive time of the most recently stored report (None for an empty store); one index

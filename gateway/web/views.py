@@ -95,8 +95,10 @@ class FleetSource(Protocol):
     Coroutines: an implementation over a store reads on worker threads, never on the event loop.
     """
 
-    async def devices(self) -> Sequence[DeviceView]:
-        """All registered devices, sorted by id."""
+    async def devices(self, *, published: bool = False) -> Sequence[DeviceView]:
+        """All registered devices, sorted by id; their reporting state as of now, or when
+        ``published`` as the open-data entities show it: made of the reports received before the
+        last quarter-hour mark (:func:`gateway.web.publication.entity_mark`), as of that mark."""
         ...
 
     async def device_count(self) -> int:
@@ -118,16 +120,22 @@ class FleetSource(Protocol):
         ...
 
     async def device_hours(
-        self, *, since: int, until: int, devices: Sequence[str], fields: Sequence[str] | None, zone: str | None
+        self, *, since: int, until: int, devices: Sequence[str], fields: Sequence[str] | None, zone: str | None,
+        received_before: int | None = None,
     ) -> Sequence[DeviceHourAggregate]:
         """Per device, UTC hour, stored zone and field: count, sum and end of the values of ``devices``,
         for the rows whose period (the hour, or the longer period of its values) ends in
-        ``(since, until]``, ordered by hour, device, zone, field."""
+        ``(since, until]``, ordered by hour, device, zone, field; made of the reports received before
+        ``received_before`` only, when given (a publication mark)."""
         ...
 
-    async def range_stamp(self, *, since: int, until: int) -> tuple[int, int, float | None]:
+    async def range_stamp(
+        self, *, since: int, until: int, received_before: int | None = None,
+    ) -> tuple[int, int, float | None]:
         """(data version, newest report id, its receive time or None) of the reports the
-        :meth:`device_hours` rows for ``(since, until]`` are made of: changes whenever those rows may."""
+        :meth:`device_hours` rows for ``(since, until]`` are made of: changes whenever those rows may.
+        With ``received_before`` (a CSV publication mark): of the reports received before it, and
+        the CSV mark that first published the newest one instead of its receive time."""
         ...
 
     async def latest_stored(self) -> tuple[int, float] | None:

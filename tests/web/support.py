@@ -21,8 +21,10 @@ from gateway.web.retention import RetentionSettings
 
 # 2026-11-21 12:00:00 UTC: a fixed "now" so every assertion about time is deterministic.
 NOW = 1795262400
-# The ingest clock: every report of the fixture is received 5 s after NOW.
-RECEIVED_AT = NOW + 5
+# The ingest clock: every report of the fixture is received 5 s before NOW (so before the publication
+# mark of the entities at NOW, 12:00, so they show them at NOW; the CSV, whose marks are at hh:05, from
+# 12:05).
+RECEIVED_AT = NOW - 5
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 # Hypothesis examples and fuzz rounds; CIVICEDGE_FULL=1 scales them up.
 EXAMPLES = 1000 if os.environ.get("CIVICEDGE_FULL") == "1" else 60

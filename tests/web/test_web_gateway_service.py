@@ -15,6 +15,7 @@ from .support import ADMIN_TOKEN, pty_gateway_config
 from gateway.protocol.cobs import cobs_encode
 from gateway.protocol.frame import FRAME_REPORT, build_frame
 from gateway.service import Gateway
+from gateway.web.publication import entity_mark
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,6 +38,7 @@ async def test_gateway_service_serves_api_metrics_health_and_admin(tmp_path: Pat
         assert gw.http_port
         base = f"http://127.0.0.1:{gw.http_port}"
         now = int(time.time())
+        sent_mark = entity_mark(now)
         w = now - now % 900 - 900
         frame = build_frame(FRAME_REPORT, "sl-77", 1, {"t": "win", "k": "streetlight", "w": w, "l": 900,
                                                          "m": {"lux": 40, "lvl": 100, "lamp": 0}}, key)
@@ -53,8 +55,13 @@ async def test_gateway_service_serves_api_metrics_health_and_admin(tmp_path: Pat
             assert dev["link"].startswith("serial:") and dev["status"] == "ok"
 
             async with http.get(base + "/opendata/ngsi-ld/v1/entities?options=keyValues") as r:
-                [entity] = await r.json(content_type=None)
-            assert entity["id"] == "urn:ngsi-ld:Streetlight:sl-77" and entity["powerState"] == "on"
+                listed = await r.json(content_type=None)
+            if entity_mark(time.time()) == sent_mark:
+                # received after the last quarter-hour mark: the open data shows it from the next one
+                assert listed == [], listed
+            else:
+                [entity] = listed
+                assert entity["id"] == "urn:ngsi-ld:Streetlight:sl-77" and entity["powerState"] == "on"
 
             async with http.get(base + "/metrics") as r:
                 text = await r.text()
@@ -82,16 +89,18 @@ async def test_gateway_service_serves_api_metrics_health_and_admin(tmp_path: Pat
 async def test_under_a_simulated_clock_the_web_asks_about_the_same_now_as_ingest(tmp_path: Path) -> None:
     """The demo runs its fleet in virtual time (today 18:00 by default, often ahead of the wall
     clock). The web used the wall clock: a fire reported "now" in virtual time was in the future
-    for /api/alarms and the open data, so it was not shown."""
+    for /api/alarms and the open data, so it was not shown. The open data's publication marks
+    follow the same virtual clock: the fire shows in the entity at the next virtual quarter hour."""
     master, slave = os.openpty()
-    virtual_at = (int(time.time()) // 86400 + 3) * 86400 + 18 * 3600  # three days ahead, 18:00
+    mark = (int(time.time()) // 86400 + 3) * 86400 + 18 * 3600  # three days ahead, 18:00
+    virtual_at = mark - 600  # 17:50, at 60x: the 18:00 mark passes 10 wall seconds later
     gw = Gateway(pty_gateway_config(tmp_path, "gw-sim", slave, sim_clock={
-        "speed": 1.0, "virtual_at": float(virtual_at), "wall_at": time.time()}))
+        "speed": 60.0, "virtual_at": float(virtual_at), "wall_at": time.time()}))
     gw.registry.add("bin-7", kind="bin", zone="harbour", lat="51.9", lon="4.48")
     key = gw.registry.key("bin-7")
     await gw.start()
     try:
-        assert abs(gw.clock() - virtual_at) < 60
+        assert virtual_at <= gw.clock() < virtual_at + 60 * 60  # virtual time, not the wall clock
         win = int(gw.clock()) // 900 * 900 - 900
         w = int(gw.clock()) // 60 * 60 - 60
         frames = [build_frame(FRAME_REPORT, "bin-7", 1, {"t": "win", "k": "bin", "w": win, "l": 900,
@@ -106,10 +115,18 @@ async def test_under_a_simulated_clock_the_web_asks_about_the_same_now_as_ingest
                     return bool((await r.json())["alarms"])
 
             await _wait_for(alarmed)
-            async with http.get(base + "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-7"
-                                       "?options=keyValues") as r:
-                body = await r.json(content_type=None)
-                assert body.get("status") == "burning", body
+            entity = base + "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-7?options=keyValues"
+            async with http.get(entity) as r:
+                early = r.status
+            if gw.clock() < mark:
+                assert early == 404  # received after 17:45 (virtual): not published before 18:00
+
+            async def burning() -> bool:
+                async with http.get(entity) as r:
+                    return r.status == 200 and (await r.json(content_type=None)).get("status") == "burning"
+
+            await _wait_for(burning, timeout=40.0)
+            assert gw.clock() >= mark
     finally:
         await gw.stop()
         os.close(master)

@@ -202,12 +202,17 @@ async def _hourly_per_device(client: TestClient) -> None:
     assert fill["bin-01"]["hour"] == "2026-11-21T06:00:00Z" and fill["bin-01"]["until"] == "2026-11-21T12:00:00Z"
 
 
-async def test_a_csv_row_of_a_longer_release_says_where_it_ends(client: TestClient, fleet: Fleet) -> None:
+async def test_a_csv_row_of_a_longer_release_says_where_it_ends(fleet: Fleet) -> None:
     """A 6-hour pass count is labelled with the hour it starts; ``until`` keeps it from reading as one
     hour, and it is found in the hour it ends (when it was released), not before."""
     start = NOW - 12 * 3600  # 2026-11-21T00:00:00Z, before the fixture's morning
     await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": start, "l": 21600, "m": {"mot": 207},
                                  "e": {"mot": 500}})
+    async with app_client(fleet, clock=lambda: float(NOW + INGEST_LAG_S)) as client:  # 12:05: the CSV's mark
+        await _longer_release_rows(client, start)
+
+
+async def _longer_release_rows(client: TestClient, start: int) -> None:
     resp = await client.get(f"/opendata/readings.csv?from={start}&to={start + 3600}&field=mot")
     assert list(csv.DictReader(io.StringIO(await resp.text()))) == []
     resp = await client.get(f"/opendata/readings.csv?from={start + 5 * 3600}&to={start + 6 * 3600}&field=mot")
@@ -216,9 +221,9 @@ async def test_a_csv_row_of_a_longer_release_says_where_it_ends(client: TestClie
     assert row["until"] == "2026-11-21T06:00:00Z" and row["value"] == "207" and row["values"] == "1"
 
 
-async def test_csv_zone_filter_and_bad_zone(client: TestClient) -> None:
-    resp = await client.get("/opendata/readings.csv?zone=north")
-    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+async def test_csv_zone_filter_and_bad_zone(client: TestClient, fleet: Fleet) -> None:
+    async with app_client(fleet, clock=lambda: float(NOW + INGEST_LAG_S)) as done:  # 12:05: the CSV's mark
+        rows = list(csv.DictReader(io.StringIO(await (await done.get("/opendata/readings.csv?zone=north")).text())))
     assert rows and {r["zone"] for r in rows} == {"north"} and {r["device"] for r in rows} == {"bin-02"}
 
 
@@ -301,13 +306,20 @@ def test_container_status_mapping(latest: dict[str, int], codes: tuple[str, ...]
         assert e["fillingLevel"] == latest["fill"] / 100
 
 
-async def test_repaired_lamp_closes_its_alarm_and_dates_the_lamp_change(client: TestClient, fleet: Fleet) -> None:
+async def test_repaired_lamp_closes_its_alarm_and_dates_the_lamp_change(fleet: Fleet) -> None:
+    clock = [float(NOW)]
+    async with app_client(fleet, clock=lambda: clock[0]) as client:
+        await _repaired_lamp(client, fleet, clock)
+
+
+async def _repaired_lamp(client: TestClient, fleet: Fleet, clock: list[float]) -> None:
     # sl-02 raised lamp_fail at 11:00 and reported lamp = 1 since; the crew replaces the lamp.
     before = await (await client.get("/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-02")).json(
         content_type=None)
     assert before["status"]["value"] == "defectiveLamp" and "dateLastLampChange" not in before
     await fleet.report("sl-02", {"t": "win", "k": "streetlight", "w": NOW, "l": 900,
                                  "m": {"lux": 0, "lvl": 100, "lamp": 0}})
+    clock[0] = float(NOW + 900)  # the next quarter-hour mark publishes it
     resp = await client.get("/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-02?options=keyValues")
     entity = await resp.json(content_type=None)
     check_key_values(entity)

@@ -289,9 +289,14 @@ async def test_licence_and_publisher_are_published_not_invented(client: TestClie
             assert again.status == 304 and again.headers["Link"] == link, path
 
 
-async def test_open_data_answers_carry_validators_and_conditional_requests_get_304(
-        next_hour_client: TestClient, fleet: Fleet) -> None:
+async def test_open_data_answers_carry_validators_and_conditional_requests_get_304(fleet: Fleet) -> None:
     """QA: no Cache-Control, Last-Modified or ETag; no 304."""
+    clock = [float(NOW + H + INGEST_LAG_S)]  # 13:05: the 12:00 hour is complete
+    async with app_client(fleet, clock=lambda: clock[0]) as c:
+        await _validators_and_304(c, fleet, clock)
+
+
+async def _validators_and_304(next_hour_client: TestClient, fleet: Fleet, clock: list[float]) -> None:
     paths = ("/opendata", "/opendata/ngsi-ld/v1/entities", "/opendata/devices.geojson",
              f"/opendata/readings.csv?from={NOW - H}&to={NOW + H}",
              "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-01")
@@ -301,14 +306,19 @@ async def test_open_data_answers_carry_validators_and_conditional_requests_get_3
         assert resp.status == 200 and resp.headers["Cache-Control"] == "public, max-age=60", path
         tags[path] = resp.headers["ETag"]
         if path != "/opendata":
-            # the newest period end the body shows (CSV: the newest arrival, 12:00:05, to the minute)
-            assert resp.headers["Last-Modified"] == "Sat, 21 Nov 2026 12:00:00 GMT", path
+            # the newest period end the body shows (CSV: the hh:05 mark that published the newest report,
+            # received at 11:59:55)
+            modified = "Sat, 21 Nov 2026 12:05:00 GMT" if "csv" in path else "Sat, 21 Nov 2026 12:00:00 GMT"
+            assert resp.headers["Last-Modified"] == modified, path
         again = await next_hour_client.get(path, headers={"If-None-Match": tags[path]})
         assert again.status == 304 and again.headers["ETag"] == tags[path] and not await again.read(), path
         other = await next_hour_client.get(path, headers={"If-None-Match": '"something-else"'})
         assert other.status == 200
-    # a new report: what it changes is no longer 304 (temperature is in the entities and the GeoJSON)
+    # a new report: what it changes is no longer 304 (temperature is in the entities and the GeoJSON) once
+    # it is published: at the next mark of each (at 14:05 the entities show what came before 14:00, the CSV
+    # what came before 14:05)
     await fleet.report("bin-01", {"t": "win", "k": "bin", "w": NOW, "l": 900, "m": {"temp": 30, "tilt": 0, "bat": 90}})
+    clock[0] += H
     for path in paths[1:4]:
         resp = await next_hour_client.get(path, headers={"If-None-Match": tags[path]})
         assert resp.status == 200 and resp.headers["ETag"] != tags[path], path
@@ -367,7 +377,7 @@ async def test_the_docs_examples_answer(fleet: Fleet) -> None:
     fleet.registry.add("sl-001", kind="streetlight", zone="centre", lat="52.3702", lon="4.8952")
     await fleet.report("sl-001", {"t": "win", "k": "streetlight", "w": NOW - 900, "l": 900,
                                   "m": {"lux": 0, "lvl": 40, "lamp": 0}})
-    async with app_client(fleet) as c:
+    async with app_client(fleet, clock=lambda: float(NOW + INGEST_LAG_S)) as c:  # 12:05: the CSV's mark
         for url in _doc_urls():
             resp = await c.get(url)
             assert resp.status == 200, (url, await resp.text())

@@ -1,16 +1,25 @@
-"""Public open-data answers never date a report to the second (privacy audit F6).
+"""Public open-data answers never date a report's arrival finer than the data's own periods.
 
 An alarm is sent at once, so its arrival time to the second dates the event finer than the minute
-the device rounds it to. ``Last-Modified`` of the NGSI-LD and GeoJSON answers is the newest time the
-body shows (a period end, an alarm's minute); the CSV's is the newest arrival, to the minute.
+the device rounds it to (privacy audit F6). ``Last-Modified`` of the NGSI-LD and GeoJSON answers is
+the newest time the body shows (a period end, an alarm's minute); the CSV's is the hh:05 mark that
+published its newest report. And polling dates what changes an answer (QA LOW7): every public answer
+is made of the reports received before the last publication mark (gateway/web/publication.py), a
+quarter hour for the entities, hh:05 for the CSV, so it changes only at marks; operators see every
+report at once.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from email.utils import parsedate_to_datetime
+
+from aiohttp.test_utils import TestClient
 
 from gateway.storage.store import ReportRecord
 from gateway.web.opendata import INGEST_LAG_S
+from gateway.web.publication import CSV_MARK_OFFSET_S, csv_mark, entity_mark
 
 from .support import NOW, Fleet
 from .test_web_opendata_publishing import app_client
@@ -55,7 +64,8 @@ async def test_last_modified_is_the_time_the_body_shows_never_the_arrival_second
     assert got["/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:sl-01"] == NOW + 900
     assert got["/opendata/ngsi-ld/v1/entities?type=Streetlight"] == NOW + 900  # the listed entities only
     assert got["/opendata/ngsi-ld/v1/entities"] == got["/opendata/devices.geojson"] == NOW + 900
-    assert got[f"/opendata/readings.csv?from={NOW}&to={NOW + H}"] == NOW + 900  # 12:15:12 to the minute
+    # received 12:15:12, published at 13:05: the hour, not the minute
+    assert got[f"/opendata/readings.csv?from={NOW}&to={NOW + H}"] == NOW + H + INGEST_LAG_S
 
 
 async def test_the_csv_shows_a_report_that_arrives_in_time_only_at_five_past_the_hour(fleet: Fleet) -> None:
@@ -76,3 +86,78 @@ async def test_the_csv_shows_a_report_that_arrives_in_time_only_at_five_past_the
         clock[0] = float(NOW + H + INGEST_LAG_S)     # 13:05: the 12:00 row, with the window in it
         later = await c.get(path, headers={"If-None-Match": before.headers["ETag"]})
         assert later.status == 200 and "2026-11-21T12:00:00Z,bin-01" in await later.text()
+
+
+def test_the_marks_are_quarter_hours_and_five_past_the_hour() -> None:
+    assert CSV_MARK_OFFSET_S == INGEST_LAG_S  # the CSV's mark moves with its default 'to'
+    assert [entity_mark(NOW + s) for s in (0, 899, 900, 1799)] == [NOW, NOW, NOW + 900, NOW + 900]
+    assert [csv_mark(NOW + s) for s in (0, 299, 300, H + 299, H + 300)] == [
+        NOW - H + 300, NOW - H + 300, NOW + 300, NOW + 300, NOW + H + 300]
+
+
+async def _public(c: TestClient, paths: tuple[str, ...]) -> dict[str, tuple[str, str, str]]:
+    """Body, ETag and Last-Modified of each public answer."""
+    out = {}
+    for path in paths:
+        resp = await c.get(path)
+        assert resp.status == 200, (path, await resp.text())
+        out[path] = (await resp.text(), resp.headers["ETag"], resp.headers.get("Last-Modified", ""))
+    return out
+
+
+async def test_a_report_stored_between_quarter_hours_changes_no_entity_until_the_next_mark(fleet: Fleet) -> None:
+    """QA LOW7: the entities changed the moment a report was stored, so polling them dated its arrival
+    (a bin's late reports come at a lid opening's wake: a person's deposit). A window and a tip alarm
+    received at 12:20 change no public answer (body, ETag, Last-Modified) before 12:30, then show;
+    the operator's /api sees both at once. Fails before the publication marks."""
+    entities = ("/opendata/ngsi-ld/v1/entities", "/opendata/ngsi-ld/v1/entities?options=keyValues",
+                "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-01", "/opendata/devices.geojson")
+    clock = [float(NOW + 1200)]                                  # 12:20: the last mark was 12:15
+    async with app_client(fleet, clock=lambda: clock[0]) as c:
+        before = await _public(c, entities)
+        assert '"temperature":12' in before["/opendata/ngsi-ld/v1/entities?options=keyValues"][0]
+        fleet.store.insert_batch([
+            _record("bin-01", "bin", 70_000, "win", NOW + 300, 900, {"temp": 31, "tilt": 0, "bat": 70}, [], NOW + 1210),
+            _record("bin-01", "bin", 70_001, "alarm", NOW + 1200, 60, {}, ["tip"], NOW + 1215),
+        ])
+        dev = await (await c.get("/api/devices/bin-01")).json()
+        assert dev["latest"]["temp"] == 31 and "tip" in {a["code"] for a in dev["alarms"]}
+        for at in (NOW + 1230, NOW + 1799):                     # 12:20:30, 12:29:59
+            clock[0] = float(at)
+            assert await _public(c, entities) == before, at
+            for path, (_, etag, _) in before.items():
+                assert (await c.get(path, headers={"If-None-Match": etag})).status == 304, (path, at)
+        clock[0] = float(NOW + 1800)                             # 12:30: published
+        after = await _public(c, entities)
+        for path in entities:
+            assert after[path][1] != before[path][1], path
+        shown = await (await c.get(entities[2] + "?options=keyValues")).json(content_type=None)
+        assert shown["temperature"] == 31.0 and shown["status"] == "dropped"
+        assert _modified({"Last-Modified": after[entities[2]][2]}) == NOW + 1200  # the window's end, the alarm's minute
+
+
+async def test_a_late_report_for_a_past_csv_range_shows_only_at_the_next_five_past(fleet: Fleet) -> None:
+    """QA LOW7: a late report (a backlog) changed its past range's CSV at the second it was stored, and
+    Last-Modified dated it to the minute. Now the range changes at the next hh:05 and Last-Modified is
+    that mark; /api/readings shows the report at once. Fails before the publication marks."""
+    past = f"/opendata/readings.csv?from={NOW - 6 * H}&to={NOW - 3 * H}"
+    clock = [float(NOW + H + 600)]                               # 13:10: the last CSV mark was 13:05
+    async with app_client(fleet, clock=lambda: clock[0]) as c:
+        before = (await _public(c, (past,)))[past]
+        assert before[2] == "Sat, 21 Nov 2026 12:05:00 GMT"      # the fixture, received 11:59:55
+        fleet.store.insert_batch([_record("bin-02", "bin", 70_000, "win", NOW - 5 * H + 1800, 900,
+                                          {"temp": 9, "tilt": 0, "bat": 60}, [], NOW + H + 620)])  # 13:10:20
+        api = await (await c.get(f"/api/readings?from={NOW - 5 * H}&to={NOW - 4 * H}&device=bin-02"
+                                 "&field=temp")).json()
+        assert 9 in [r["value"] for r in api["readings"]]
+        for at in (NOW + H + 630, NOW + H + 900, NOW + 2 * H + INGEST_LAG_S - 1):  # 13:10:30, 13:15, 14:04:59
+            clock[0] = float(at)
+            assert (await _public(c, (past,)))[past] == before, at
+            assert (await c.get(past, headers={"If-None-Match": before[1]})).status == 304, at
+        clock[0] = float(NOW + 2 * H + INGEST_LAG_S)             # 14:05: published
+        body, etag, modified = (await _public(c, (past,)))[past]
+        assert etag != before[1] and body != before[0]
+        assert modified == "Sat, 21 Nov 2026 14:05:00 GMT"       # the mark, not 13:10
+        temps = [r["value"] for r in csv.DictReader(io.StringIO(body))
+                 if r["device"] == "bin-02" and r["field"] == "temp" and r["hour"] == "2026-11-21T07:00:00Z"]
+        assert temps and float(temps[0]) < 13.0  # the 9 °C window is in the 07:00 mean now (else 13)
