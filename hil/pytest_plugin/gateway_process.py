@@ -255,7 +255,9 @@ class GatewayProcess:
         """
         if not self.db_path.exists():
             return []
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        from gateway.storage.sqlite_uri import read_only_uri  # here: gateway.storage is slow to import at plugin load
+
+        conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, timeout=5)
         conn.row_factory = sqlite3.Row
         try:
             sql = "SELECT * FROM reports" + (" WHERE device = ?" if device_id else "") + " ORDER BY device, seq"

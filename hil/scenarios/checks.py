@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.storage.sqlite_uri import read_only_uri
 from hil.scenarios.model import Scenario
 
 
@@ -91,7 +92,7 @@ def read_store(db: Path) -> StoredData:
     """Read reports, readings, alarms and releases not stored (empty when the store does not exist)."""
     if not db.exists():
         return StoredData([], [], [])
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    conn = sqlite3.connect(read_only_uri(db), uri=True, timeout=5)
     try:
         reports = [(d, int(s), t, int(w), {k: int(v) for k, v in json.loads(e or "{}").items()})
                    for d, s, t, w, e in conn.execute("SELECT device, seq, type, w, e FROM reports ORDER BY w, device")]

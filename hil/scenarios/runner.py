@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from gateway.registry import Registry
 from gateway.resources import load_policy
+from gateway.storage.sqlite_uri import read_only_uri
 from hil.children import spawn_child, stop_gateway
 from hil.errors import HilError
 from hil.pace import PaceWatch
@@ -390,7 +391,7 @@ class ScenarioRun:
             import sqlite3
 
             try:
-                conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1)
+                conn = sqlite3.connect(read_only_uri(self.db), uri=True, timeout=1)
                 try:
                     reports = int(conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0])
                     alarms = int(conn.execute("SELECT COUNT(*) FROM alarms").fetchone()[0])

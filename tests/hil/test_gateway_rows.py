@@ -32,3 +32,15 @@ def test_stored_reports_decode_m_e_a(tmp_path: Path) -> None:
                           "gateway_id", "link", "digest"}  # the keys docs/hil.md lists
     assert first["device"] == "sl-1" and first["received_at"] == 1_796_514_152.5
     assert gateway.stored_reports("sl-2") == []
+
+
+def test_stored_reports_of_a_work_dir_with_hash_or_question_mark(tmp_path: Path) -> None:
+    """A hand-built ``file:PATH?mode=ro`` URI ended the file name at '#' or '?' of pytest's tmp_path
+    (a test named ``test_x[a#b]``), so no stored report was ever seen."""
+    gateway = GatewayProcess(workdir=tmp_path / "gw#1?a")
+    gateway.workdir.mkdir()
+    with sqlite3.connect(gateway.db_path) as conn:
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT INTO reports (device, seq, kind, zone, type, w, l, m, e, a, fw, received_at, gateway_id,"
+                     " link, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ROW)
+    assert [(r["device"], r["seq"]) for r in gateway.stored_reports()] == [("sl-1", 7)]

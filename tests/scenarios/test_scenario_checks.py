@@ -141,3 +141,24 @@ def test_read_store_keeps_the_reports_when_the_not_stored_table_is_of_another_sh
     conn.close()
     data = read_store(tmp_path / "r.sqlite")
     assert [s for _, s, *_ in data.reports] == [1] and data.not_stored == []
+
+
+def test_the_store_of_a_work_dir_with_hash_or_question_mark_is_read(tmp_path: Path) -> None:
+    """read_store (the checks) and the run's progress line open the store by a file: URI; a hand-built
+    ``file:PATH?mode=ro`` ended the file name at a '#' or '?' of the work dir's path, so the checks
+    failed on a store that exists and the progress line counted no reports."""
+    from gateway.storage import ReportRecord, ReportStore
+    from hil.scenarios.checks import read_store
+    from hil.scenarios.runner import ScenarioRun
+
+    run = ScenarioRun(NIGHT, tmp_path / "night#2?fast")
+    run.db.parent.mkdir(parents=True, exist_ok=True)
+    store = ReportStore(run.db, gateway_id="gw")
+    store.insert_batch([ReportRecord(device="sl-night-1", seq=1, kind="streetlight", zone="z", type="win", w=DAY2,
+                                     l=900, m={"lux": 3}, e={}, a=[], fw="1", received_at=DAY2 + 5.0, link="serial:x",
+                                     digest="%064x" % 1)])
+    store.close()
+    data = read_store(run.db)
+    assert [(d, s) for d, s, *_ in data.reports] == [("sl-night-1", 1)] and data.readings[0][:2] == ("sl-night-1", "lux")
+    progress = run._progress(NIGHT.start_ms, "running")
+    assert (progress.reports, progress.alarms) == (1, 0)
