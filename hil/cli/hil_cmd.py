@@ -465,4 +465,8 @@ def _print_result(result: ScenarioResult, console: Console) -> None:
         console.print(f"  [red]error[/red] {e}", highlight=False)
     if result.interrupted:
         console.print("  [yellow]interrupted[/yellow]: stopped before the scenario's duration")
+    if not result.passed:  # where to look next: the gateway's output and each board's console
+        for what, path in result.logs.items():
+            label = "gateway log" if what == "gateway" else f"console {what}"
+            console.print(f"  {label}: {path}", highlight=False, soft_wrap=True)
     console.print("[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]")

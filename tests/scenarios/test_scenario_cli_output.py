@@ -357,3 +357,30 @@ def test_console_treats_a_hung_up_terminal_like_a_closed_pipe(tmp_path: Path) ->
     console.print("progress")  # raised OSError (EIO) before: the run died without its reports
     assert console.broken and console.quiet
     console.print("more")  # dropped quietly
+
+
+def test_a_failed_run_prints_where_its_logs_are(tmp_path: Path) -> None:
+    """A failed ``hil run`` names the gateway log and each board's console log of its work dir; a passed
+    one does not."""
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from hil.cli.hil_cmd import _print_result
+    from hil.scenarios import load_scenario
+    from hil.scenarios.checks import CheckResult, StoredData
+    from hil.scenarios.runner import ScenarioResult
+
+    night = load_scenario("night-with-pedestrians")
+    logs = {"gateway": tmp_path / "gateway.log", "sl-night-1": tmp_path / "console" / "sl-night-1.log"}
+    failed = ScenarioResult(night, [CheckResult("no_loss", False, "missing 1: sl-night-1#2")], StoredData([], [], []),
+                            {}, tmp_path, 1.0, night.start_ms + 60_000, 0, logs=logs)
+    out = io.StringIO()
+    _print_result(failed, Console(file=out, width=60, color_system=None))
+    text = out.getvalue()
+    assert f"  gateway log: {logs['gateway']}\n" in text and f"  console sl-night-1: {logs['sl-night-1']}\n" in text
+    passed = dataclasses.replace(failed, checks=[CheckResult("no_loss", True, "all 2 reports stored")])
+    out = io.StringIO()
+    _print_result(passed, Console(file=out, width=60, color_system=None))
+    assert "PASSED" in out.getvalue() and "gateway.log" not in out.getvalue()
