@@ -38,13 +38,10 @@ from gateway.errors import RegistryError
 from gateway.private_dirs import mkdir_private
 from gateway.protocol.frame import valid_device_id
 from gateway.resources import load_policy
-from gateway.web.revocation import REVOKED_OPEN_DATA as REVOKED_OPEN_DATA
 
 log = logging.getLogger(__name__)
 
 KEY_LEN = 32
-# Re-exported (gateway.registry.REVOKED_OPEN_DATA) for callers not yet importing it from its place
-# beside the open-data code.
 # Registry values are ASCII: ``\d`` and ``float()`` also take other scripts' digits ("５２.３" is 52.3).
 _DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")
 _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")

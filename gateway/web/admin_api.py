@@ -8,12 +8,13 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from gateway.registry import REVOKED_OPEN_DATA, decimal_text, unsigned_zero
+from gateway.registry import decimal_text, unsigned_zero
 from gateway.web import params
 from gateway.web.context import ctx_of, json_response, read_json_body
 from gateway.web.errors import BadParameter
 from gateway.web.read_api import device_json
 from gateway.web.retention import policy_retention
+from gateway.web.revocation import REVOKED_OPEN_DATA
 
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
@@ -165,7 +166,7 @@ async def enroll_device(request: web.Request) -> web.Response:
 @ROUTES.post("/api/admin/devices/{device_id}/revoke")
 async def revoke_device(request: web.Request) -> web.Response:
     """Revoke a device's key: its reports are rejected from now on. The answer's ``open_data`` says what
-    happens to its public data (:data:`gateway.registry.REVOKED_OPEN_DATA`)."""
+    happens to its public data (:data:`gateway.web.revocation.REVOKED_OPEN_DATA`)."""
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
