@@ -25,8 +25,14 @@ async def main():
     import machine
 
     # `civicedge check`'s one-shot request for a boot report: taken (removed) before anything
-    # that can fail, so it is answered at this start or never
-    link_test = bootstate.take_link_test(machine)
+    # that can fail, so it is answered at this start or never. It runs before the watchdog, so
+    # nothing it raises may stop the boot: a partly copied firmware (an older civic or hal/boot:
+    # ImportError, AttributeError) or a MemoryError means no link test, not a board at the REPL.
+    try:
+        link_test = bootstate.take_link_test(machine)
+    except Exception as exc:
+        _say("link test skipped: %s: %s" % (type(exc).__name__, exc))
+        link_test = False
     problem = ""
     try:
         cfg = config.load_board()
@@ -73,7 +79,11 @@ async def main():
     from civic.apps import runtime
 
     try:
-        rt = runtime.build(cfg, identity, machine, bluetooth, link_test=link_test)
+        # named only when asked: an older runtime (partial firmware) has no such argument
+        if link_test:
+            rt = runtime.build(cfg, identity, machine, bluetooth, link_test=True)
+        else:
+            rt = runtime.build(cfg, identity, machine, bluetooth)
     except ValueError as exc:
         _say("cannot start: %s" % exc)
         return
