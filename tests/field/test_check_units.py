@@ -57,7 +57,8 @@ def test_console_watch_reads_the_firmwares_answer_to_the_link_test() -> None:
     assert answered.feed(b"queued (seq 33)\r\n") is None
     assert answered.running and answered.link_test == "answered"
     declined = ConsoleWatch()
-    declined.feed(b"civicedge: link test: outbox full (64 reports wait), no boot report queued\r\n")
+    declined.feed(b"civicedge: link test: outbox half full or more (32 of 64 reports wait), "
+                  b"no boot report queued\r\n")
     assert declined.link_test == "declined"
     failed = ConsoleWatch()
     failed.feed(b"civicedge: link test: boot report failed: OSError(28,)\r\n")

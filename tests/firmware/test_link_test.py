@@ -105,22 +105,36 @@ print(json.dumps({"pending": len(rt.outbox)}))
     assert r == {"pending": 1}
 
 
-def test_a_full_outbox_gets_no_boot_report_and_loses_no_report(mpy: Mpy) -> None:
+def test_an_outbox_half_full_or_more_gets_no_boot_report_and_loses_no_report(mpy: Mpy) -> None:
+    # Before: only a full outbox was refused; with one slot free the boot report took it and the
+    # next window report pushed out the oldest measurement.
     r = run(mpy, f"""
-rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/", link_test=True)
-lines = []
-rt.log = lines.append
-rt.clock = FakeClock({T0} + 60)
-for i in range(rt.outbox.max_entries):
-    rt.reporter.report("win", {T0} - 900 * (i + 1), 900, {{"lux": 300, "lvl": 0, "lamp": 0}})
-before = rt.outbox.pending()
-seq = rt.answer_link_test()
-print(json.dumps({{"seq": seq, "same": rt.outbox.pending() == before, "dropped": rt.outbox.dropped,
-                  "lines": lines}}))
+res = {{}}
+for n in (63, 32, 31):
+    root = "/b%d/" % n                        # a board of its own each
+    os.mkdir(root)
+    with open(root + "policy.json", "w") as f:
+        f.write(POLICY_TEXT)
+    rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root=root, link_test=True)
+    lines = []
+    rt.log = lines.append
+    rt.clock = FakeClock({T0} + 60)
+    for i in range(n):
+        rt.reporter.report("win", {T0} - 900 * (i + 1), 900, {{"lux": 300, "lvl": 0, "lamp": 0}})
+    before = rt.outbox.pending()
+    seq = rt.answer_link_test()
+    rt.reporter.report("win", {T0}, 900, {{"lux": 300, "lvl": 0, "lamp": 0}})   # the next window
+    res[n] = {{"seq": seq, "same": rt.outbox.pending()[:n] == before, "dropped": rt.outbox.dropped,
+              "size": rt.outbox.max_entries, "lines": lines}}
+print(json.dumps(res))
 """)
-    # the frame would push the oldest report out: its reports are sent anyway, and check waits for them
-    assert r["seq"] is None and r["same"] is True and r["dropped"] == 0
-    assert r["lines"] == ["civicedge: link test: outbox full (64 reports wait), no boot report queued"]
+    assert r["63"]["size"] == 64
+    for n in ("63", "32"):   # the frame would bring a lost report nearer: its reports go first
+        assert r[n]["seq"] is None and r[n]["same"] is True and r[n]["dropped"] == 0
+        assert r[n]["lines"] == [f"civicedge: link test: outbox half full or more ({n} of 64 reports wait), "
+                                 "no boot report queued"]
+    assert r["31"]["seq"] is not None and r["31"]["same"] is True and r["31"]["dropped"] == 0
+    assert r["31"]["lines"] == [f"civicedge: link test: boot report queued (seq {r['31']['seq']})"]
 
 
 def test_a_deep_sleeping_bin_restarted_by_check_queues_the_boot_report_when_its_links_start(mpy: Mpy) -> None:
