@@ -204,19 +204,22 @@ _LINK_TEST_PROBE = "getattr(__import__('civic'), 'LINK_TEST', None)"
 _LINK_TEST_WRITE = "with open(%r, 'w') as _civic_f:\n    _civic_f.write('check')\ndel _civic_f" % LINK_TEST_PATH
 
 
-def supports_link_test(dut: Dut) -> bool:
+def supports_link_test(dut: Dut) -> bool | None:
     """Whether the board's firmware takes check's link-test request (it names it as ``civic.LINK_TEST``).
 
     An older firmware does not, and is never written one: it would not remove it, and a later firmware
     would find it at an unrelated start. Asked of the firmware the board runs (or would start), not of a
     version number, so a frozen image counts as what it is.
+
+    Returns:
+        True or False; None when the question got no answer (the link to the board failed, or the
+        board raised an error, e.g. MemoryError): not known, which is not "older" (logged).
     """
     try:
         name: Any = with_retries(dut, lambda: dut.eval(_LINK_TEST_PROBE))
     except DutError as exc:
-        log.info("could not ask the firmware on %s for its link test (%s): waiting for its report window",
-                 dut.url, exc)
-        return False
+        log.warning("could not ask the firmware on %s whether it has a link test (%s)", dut.url, exc)
+        return None
     return bool(name == LINK_TEST_NAME)
 
 
@@ -236,16 +239,18 @@ def request_link_test(dut: Dut) -> bool:
     return True
 
 
-def link_test_result(*, supported: bool, requested: bool, answer: str | None) -> str:
+def link_test_result(*, supported: bool | None, requested: bool, answer: str | None) -> str:
     """The ``link_test`` of check's ``--json`` record (docs/field.md): what came of the request.
 
     Args:
-        supported: the firmware takes the request (:func:`supports_link_test`).
+        supported: the firmware takes the request (:func:`supports_link_test`; None: not known).
         requested: the request was written (:func:`request_link_test`).
         answer: what the firmware said on its console (:attr:`ConsoleWatch.link_test`).
     """
     if requested:
         return answer or "unanswered"
+    if supported is None:
+        return "unknown"
     return "not_written" if supported else "unsupported"
 
 

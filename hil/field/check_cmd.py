@@ -144,7 +144,8 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
     watch: GatewayWatch = DbWatch(args.db, ident.id) if args.db is not None else HttpWatch(args.gateway, ident.id)
     # The link test: the firmware sends a boot report at check's restart instead of at its next window
     # close. The wait stays as long as the window's: a boot report that does not come is waited for as before.
-    link_test = supports_link_test(dut)
+    support = supports_link_test(dut)
+    link_test = support is True
     if args.timeout is not None:
         timeout_s = float(args.timeout)
     else:
@@ -156,7 +157,10 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
         if link_test:
             when = f"a boot report at once (link test); else {when}"
         out.print(f"next report due: {when}; waiting up to {timeout_s:.0f} s (--timeout to change)")
-    if not link_test:
+    if support is None:
+        out.print("link test: check could not ask the board's firmware whether it has one (the board did not "
+                  "answer; see the warning above), so it waits for the board's report window")
+    elif not support:
         out.print("link test: the board's firmware has none (older than this release), so check waits for its "
                   f"report window; for an answer in seconds update it: {flash_cmd}")
     watch.mark()  # only a report accepted after this restart counts
@@ -178,7 +182,7 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
             f"(its firmware runs); re-run check to wait again ({time.monotonic() - started:.0f} s waited)")
         raise
     finally:
-        record["link_test"] = link_test_result(supported=link_test, requested=requested, answer=scan.link_test)
+        record["link_test"] = link_test_result(supported=support, requested=requested, answer=scan.link_test)
     out.print(f"gateway accepted a report from {ident.id} ({time.monotonic() - started:.0f} s)")
     record.update(result="ok", report_after_s=round(time.monotonic() - started, 1))
     if state.outdated:

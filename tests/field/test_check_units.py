@@ -3,12 +3,14 @@ report, and when the next report is due."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
+from hil.dut import Dut
 from hil.field.board_facts import chip_from_machine
-from hil.field.check import ConsoleWatch, link_test_result, next_report_due, wait_new_report
+from hil.field.check import ConsoleWatch, link_test_result, next_report_due, supports_link_test, wait_new_report
 from hil.field.errors import FirmwareStartError, NoReportError
 
 
@@ -109,3 +111,16 @@ def test_next_report_due_covers_the_window_close() -> None:
     assert due.wait_s == 895 + 60 + 5  # the old fixed 120 s could not cover it
     unset = next_report_due(board_unix=0, window_s=900, interval_s=300)
     assert unset.due_unix is None and unset.wait_s == 2 * 900 + 60 + 300
+
+
+def test_a_board_that_does_not_answer_the_link_test_question_is_unknown_not_older() -> None:
+    # A real Dut on a pty whose board end is gone: the question gets a link error. Before, check took
+    # that for an older firmware ("unsupported", with a flash command).
+    master, slave = os.openpty()
+    with Dut(os.ttyname(slave)) as dut:
+        os.close(master)
+        support = supports_link_test(dut)
+    os.close(slave)
+    assert support is None
+    assert link_test_result(supported=support, requested=False, answer=None) == "unknown"
+    assert link_test_result(supported=False, requested=False, answer=None) == "unsupported"
