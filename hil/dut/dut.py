@@ -147,6 +147,8 @@ class Dut:
         self._resync = False
         # True while on_stop runs again after failing: an entry then (its timeout's recovery) runs no on_stop.
         self._in_stop_hook = False
+        # True during write_file/read_file(secret=True): errors then show neither the code nor what came back.
+        self._secret = False
         log.debug("opened DUT %s", url)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -206,7 +208,7 @@ class Dut:
                 received = self._skip_stale_banners(deadline)
             if not received.endswith(RAW_REPL_BANNER):
                 raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
-                                         received=received)
+                                         received=received, secret=self._secret)
             self._resync = False
             self._in_raw_repl = True
             self._transport.in_raw_repl = True
@@ -234,18 +236,20 @@ class Dut:
             # must read until quiet first, or it takes that late answer for its own.
             self._resync = True
             raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
-                                     received=received)
+                                     received=received, secret=self._secret)
         parts: list[bytes] = []
         for _ in range(2):
             data = self._read_until(b"\x04", timeout_overall=max(0.1, deadline - time.monotonic()))
             if not data.endswith(b"\x04"):
                 self._resync = True
                 raise DeviceTimeoutError(url=self.url, operation="run the code after entering the raw REPL",
-                                         timeout_s=timeout_s, received=received + b"".join(parts) + data)
+                                         timeout_s=timeout_s, received=received + b"".join(parts) + data,
+                                         secret=self._secret)
             parts.append(data[:-1])
         if not parts[0].startswith(b">OK"):
             self._resync = True
-            raise DeviceProtocolError(url=self.url, operation="enter raw REPL", received=parts[0])
+            raise DeviceProtocolError(url=self.url, operation="enter raw REPL", received=parts[0],
+                                      secret=self._secret)
         self._in_raw_repl = True
         self._transport.in_raw_repl = True
         out, err = (p.decode(errors="replace").replace("\r\n", "\n") for p in (parts[0][3:], parts[1]))
@@ -393,7 +397,7 @@ class Dut:
         """
         out, err = self._exec_raw(code, timeout_s=timeout_s)
         if err:
-            raise DeviceError(url=self.url, traceback=err, stdout=out, code=code)
+            raise DeviceError(url=self.url, traceback=err, stdout=out, code=code, secret=self._secret)
         return out
 
     def eval(self, expression: str, *, timeout_s: float = 10.0) -> Any:
@@ -457,7 +461,7 @@ class Dut:
             recovered = False
             self._resync = True
         raise DeviceTimeoutError(url=self.url, operation="exec", timeout_s=timeout_s, received=received,
-                                 recovered=recovered)
+                                 recovered=recovered, secret=self._secret)
 
     def _abort(self) -> None:
         """Interrupt code that overran its timeout; the next call re-enters the raw REPL."""
@@ -493,7 +497,8 @@ class Dut:
             raise
         except TransportError as exc:
             self._in_raw_repl = False
-            raise DeviceProtocolError(url=self.url, operation=operation, received=str(exc).encode()) from exc
+            raise DeviceProtocolError(url=self.url, operation=operation, received=str(exc).encode(),
+                                      secret=self._secret) from exc
         except (serial.SerialException, OSError) as exc:
             self._in_raw_repl = False
             raise DeviceDisconnectedError(url=self.url, operation=operation, cause=str(exc)) from exc
@@ -518,9 +523,26 @@ class Dut:
         except (ValueError, SyntaxError, IndexError):
             raise DeviceResultError(url=self.url, expression=code[:80], output=out) from None
 
-    def write_file(self, path: str, data: bytes, *, timeout_s: float = 30.0) -> None:
+    @contextmanager
+    def _secret_transfer(self, secret: bool) -> Iterator[None]:
+        """While ``secret``, the errors raised carry neither the code sent nor the bytes received."""
+        before, self._secret = self._secret, self._secret or secret
+        try:
+            yield
+        finally:
+            self._secret = before
+
+    def write_file(self, path: str, data: bytes, *, timeout_s: float = 30.0, secret: bool = False) -> None:
         """Write ``data`` to ``path`` on the device: to a temporary file, then renamed over the
-        target, so a reset in the middle never leaves a half-written module behind."""
+        target, so a reset in the middle never leaves a half-written module behind.
+
+        ``secret`` (a file holding a key): an error shows neither the code sent (which carries the
+        content in base64) nor what the board answered. Payloads are never shown in any case.
+        """
+        with self._secret_transfer(secret):
+            self._write_file(path, data, timeout_s=timeout_s)
+
+    def _write_file(self, path: str, data: bytes, *, timeout_s: float) -> None:
         target = device_path(path)
         tmp = target + ".part"
         self.make_dirs(parent_dirs([target]), timeout_s=timeout_s)
@@ -541,12 +563,19 @@ class Dut:
             f"except OSError:\n    os.remove({target!r})\n    os.rename({tmp!r}, {target!r})\n",
             timeout_s=timeout_s)
 
-    def read_file(self, path: str, *, timeout_s: float = 30.0) -> bytes:
+    def read_file(self, path: str, *, timeout_s: float = 30.0, secret: bool = False) -> bytes:
         """Return the content of ``path`` on the device.
+
+        ``secret`` (a file holding a key): an error shows neither the code sent nor the bytes received
+        (a timeout mid-read would show part of the content).
 
         Raises:
             DeviceError: e.g. ``OSError: [Errno 2] ENOENT`` for a missing file.
         """
+        with self._secret_transfer(secret):
+            return self._read_file(path, timeout_s=timeout_s)
+
+    def _read_file(self, path: str, *, timeout_s: float) -> bytes:
         target = device_path(path)
         self.exec(f"_civic_f = open({target!r}, 'rb')\nfrom binascii import b2a_base64 as _civic_e", timeout_s=timeout_s)
         out = bytearray()

@@ -8,7 +8,18 @@ in time), :class:`DeviceDisconnectedError` (the link went away), or :class:`Devi
 
 from __future__ import annotations
 
+import re
+
 from hil.errors import HilError
+
+# A base64 payload literal in transfer code (``_civic_d(b'...')`` in write_file): never shown, it may be a key.
+_PAYLOAD_RE = re.compile(r"""_civic_d\(b?(['"])([A-Za-z0-9+/=]*)\1\)""")
+SECRET_NOT_SHOWN = "<not shown: a secret file's transfer>"
+
+
+def redact_code(code: str) -> str:
+    """``code`` with every base64 payload literal replaced by its length (file content is not for messages)."""
+    return _PAYLOAD_RE.sub(lambda m: f"_civic_d(<{len(m.group(2))} base64 chars>)", code)
 
 
 class DutError(HilError):
@@ -33,11 +44,15 @@ class DeviceError(DutError):
         exception_message: the exception's message (text after ``Type: ``).
         traceback: the full traceback text printed by the device.
         stdout: what the code printed before raising.
-        code: the code that was executed (may be long; shown truncated in the message).
+        code: the code that was executed, its base64 payloads replaced (:func:`redact_code`); with
+            ``secret`` only :data:`SECRET_NOT_SHOWN` (shown truncated in the message).
+        stdout: with ``secret``, empty.
     """
 
-    def __init__(self, *, url: str, traceback: str, stdout: str, code: str) -> None:
+    def __init__(self, *, url: str, traceback: str, stdout: str, code: str, secret: bool = False) -> None:
         exception_type, exception_message = parse_exception_line(traceback)
+        code = SECRET_NOT_SHOWN if secret else redact_code(code)
+        stdout = "" if secret else stdout
         shown = code if len(code) <= 200 else code[:200] + "..."
         super().__init__(
             f"device raised {exception_type}: {exception_message}\n"
@@ -56,14 +71,19 @@ class DeviceTimeoutError(DutError):
     Attributes:
         operation: what was being done (``"exec"``, ``"enter raw REPL"``, ...).
         timeout_s: the limit that expired.
-        received: bytes received before giving up (for diagnosis).
+        received: bytes received before giving up (for diagnosis); empty with ``secret`` (a file
+            being read may be a key: the message then gives only their number).
         recovered: after an ``exec`` timeout, whether the board answered the raw REPL again once
             interrupted (Ctrl-C); None where no recovery was tried.
     """
 
     def __init__(self, *, url: str, operation: str, timeout_s: float, received: bytes = b"",
-                 recovered: bool | None = None) -> None:
-        message = f"{operation} on {url} timed out after {timeout_s:g} s (received {received[-200:]!r})"
+                 recovered: bool | None = None, secret: bool = False) -> None:
+        if secret:
+            shown, received = f"{len(received)} bytes, not shown: a secret file's transfer", b""
+        else:
+            shown = repr(received[-200:])
+        message = f"{operation} on {url} timed out after {timeout_s:g} s (received {shown})"
         if recovered is True:
             message += "; after Ctrl-C the board answers again"
         elif recovered is False:
@@ -108,11 +128,14 @@ class DeviceProtocolError(DutError):
 
     Attributes:
         operation: what was being done.
-        received: the unexpected bytes.
+        received: the unexpected bytes (empty with ``secret``: only their number is shown).
     """
 
-    def __init__(self, *, url: str, operation: str, received: bytes) -> None:
-        super().__init__(f"unexpected answer from {url} during {operation}: {received[-200:]!r}",
+    def __init__(self, *, url: str, operation: str, received: bytes, secret: bool = False) -> None:
+        shown = f"{len(received)} bytes, not shown: a secret file's transfer" if secret else repr(received[-200:])
+        if secret:
+            received = b""
+        super().__init__(f"unexpected answer from {url} during {operation}: {shown}",
                          url=url, operation=operation)
         self.operation = operation
         self.received = received

@@ -144,7 +144,7 @@ def read_identity(dut: Dut) -> Identity | None:
     if not exists:
         return None
     try:
-        data = with_retries(dut, lambda: dut.read_file(IDENTITY_PATH))
+        data = with_retries(dut, lambda: dut.read_file(IDENTITY_PATH, secret=True))
     except DutError:
         raise DeviceIOError(f"cannot read {IDENTITY_PATH} on {dut.url} (link or flash problem); retry",
                             port=dut.url) from None
@@ -168,7 +168,7 @@ def write_identity(dut: Dut, identity: Identity) -> None:
         DeviceIOError: the write failed (message carries no key material).
     """
     try:
-        with_retries(dut, lambda: dut.write_file(IDENTITY_PATH, identity.to_json_bytes()))
+        with_retries(dut, lambda: dut.write_file(IDENTITY_PATH, identity.to_json_bytes(), secret=True))
     except DeviceError as exc:  # the board itself refused the write (e.g. OSError: no space left)
         raise DeviceIOError(f"the board on {dut.url} could not write {IDENTITY_PATH} ({exc.exception_type}); check "
                             "its free flash and retry", port=dut.url) from None

@@ -9,6 +9,7 @@ and left ``/firmware.json`` describing something else.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import stat
@@ -211,3 +212,87 @@ def test_hil_reprovision_option_lets_a_pytest_run_use_a_provisioned_board(
     assert own.decode() not in result.stdout.str()
     files = flash_files(provisioned_board)
     assert files["/identity.json"] == own and SAVED_PATH not in files
+
+
+def fail_identity_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the board's flash fail under the first chunk of every ``/identity.json`` write (the device file
+    is closed under it: the write raises ``OSError: [Errno 9] EBADF`` on the board, as a flash error would).
+
+    Returns the base64 payloads of the failed chunks (what an error message must never show).
+    """
+    payloads: list[str] = []
+    real_exec = Dut.exec
+    armed: set[int] = set()
+
+    def exec_(self: Dut, code: str, *, timeout_s: float = 10.0) -> str:
+        if code.startswith("_civic_f.write(_civic_d(") and id(self) in armed:
+            armed.discard(id(self))
+            payloads.append(code.split("'")[1])
+            real_exec(self, "_civic_f.close()", timeout_s=timeout_s)
+        out = real_exec(self, code, timeout_s=timeout_s)
+        if code.startswith("_civic_f = open('/identity.json.part'"):
+            armed.add(id(self))
+        return out
+
+    monkeypatch.setattr(Dut, "exec", exec_)
+    return payloads
+
+
+def secret_pieces(payloads: list[str]) -> set[str]:
+    """Every 16-character piece of the payloads' base64 and of the key (hex) they carry."""
+    pieces: set[str] = set()
+    for payload in payloads:
+        key = json.loads(base64.b64decode(payload))["key"]
+        for text in (payload, key):
+            pieces |= {text[i:i + 16] for i in range(len(text) - 15)}
+    return pieces
+
+
+def test_a_failed_identity_write_shows_no_key_anywhere(
+        pytester: pytest.Pytester, provisioned_board: Any, tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the fix a device error showed the first 200 characters of the code it ran: writing
+    /identity.json sends ``_civic_f.write(_civic_d(b'<base64 of the file>'))``, so the test identity's key
+    went into the exception, pytest's output and JUnit."""
+    payloads = fail_identity_writes(monkeypatch)
+    pytester.makepyfile("""
+        def test_board(hil_board):
+            pass
+    """)
+    junit = pytester.path / "junit.xml"
+    log_file = pytester.path / "run.log"
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", BOARD, "--hil-port",
+                                provisioned_board.console_path, "--hil-lease-dir",
+                                str(tmp_path_factory.mktemp("leases")), "--hil-reprovision", "-p", "no:cacheprovider",
+                                f"--junitxml={junit}", f"--log-file={log_file}", "--log-file-level=DEBUG")
+    result.assert_outcomes(errors=1)
+    assert payloads, "no identity write was failed"
+    result.stdout.fnmatch_lines(["*step to *provisioned* failed: device raised *closed file*"])
+    pieces = secret_pieces(payloads) | secret_pieces([base64.b64encode(provisioned_board.field_identity).decode()])
+    texts = {"stdout": result.stdout.str() + result.stderr.str()}
+    for path in pytester.path.rglob("*"):
+        if path.is_file() and path.name != HOST_BACKUP_NAME:  # the backup holds the board's own identity on purpose
+            texts[str(path)] = path.read_bytes().decode(errors="replace")
+    assert str(junit) in texts and str(log_file) in texts
+    for where, text in texts.items():
+        shown = [p for p in pieces if p in text]
+        assert not shown, f"key material in {where}: {shown[:3]}"
+
+
+def test_device_errors_never_show_base64_payloads_and_secret_transfers_show_nothing_received() -> None:
+    from hil.dut.errors import DeviceError, DeviceProtocolError, DeviceTimeoutError
+
+    payload = base64.b64encode(b'{"key": "' + b"ab" * 32 + b'"}').decode()
+    plain = DeviceError(url="/dev/pts/9", traceback="OSError: [Errno 28] ENOSPC\n", stdout="",
+                        code=f"_civic_f.write(_civic_d(b'{payload}'))")
+    assert payload[:16] not in str(plain) and payload[:16] not in plain.code
+    assert f"_civic_d(<{len(payload)} base64 chars>)" in str(plain)
+    secret = DeviceError(url="/dev/pts/9", traceback="OSError: [Errno 5] EIO\n", stdout=payload,
+                         code="print(_civic_e(_civic_f.read(2048)).decode(), end='')", secret=True)
+    assert "_civic_e" not in str(secret) and secret.stdout == "" and "device raised OSError" in str(secret)
+    timeout = DeviceTimeoutError(url="/dev/pts/9", operation="exec", timeout_s=10, received=payload.encode(),
+                                 secret=True)
+    assert payload[:16] not in str(timeout) and timeout.received == b""
+    assert f"received {len(payload)} bytes, not shown" in str(timeout)
+    garbled = DeviceProtocolError(url="/dev/pts/9", operation="exec", received=payload.encode(), secret=True)
+    assert payload[:16] not in str(garbled) and garbled.received == b""

@@ -83,7 +83,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# Every exchange below is idempotent and retried (with_retries) after link trouble: a board whose
+# Every exchange below is idempotent (and secret: identities and the record hold keys, never shown in errors) and retried (with_retries) after link trouble: a board whose
 # firmware was just stopped may still print into the first one, or reset under it.
 FILE_TIMEOUT_S = 10.0  # one small file (an identity, the record) over the REPL
 
@@ -93,13 +93,13 @@ def _read_optional(dut: Dut, path: str) -> bytes | None:
     def read() -> bytes | None:
         if not dut.eval(f"{path.lstrip('/')!r} in __import__('os').listdir('/')", timeout_s=FILE_TIMEOUT_S):
             return None
-        return dut.read_file(path, timeout_s=FILE_TIMEOUT_S)
+        return dut.read_file(path, timeout_s=FILE_TIMEOUT_S, secret=True)
 
     return with_retries(dut, read)
 
 
 def _write(dut: Dut, path: str, data: bytes) -> None:
-    with_retries(dut, lambda: dut.write_file(path, data, timeout_s=FILE_TIMEOUT_S))
+    with_retries(dut, lambda: dut.write_file(path, data, timeout_s=FILE_TIMEOUT_S, secret=True))
 
 
 def _remove(dut: Dut, path: str) -> None:
