@@ -457,16 +457,21 @@ class ReportQueries:
         rows = self._rows("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports)", ())
         return (int(rows[0][0]), float(rows[0][1])) if rows else None
 
-    def last_id_received_before(self, at: float) -> int:
-        """Return the highest id of the reports received before ``at`` (0 when none was): the
-        reports an answer published at ``at`` may be made of are those with an id up to it.
+    def last_id_received_before(self, at: float, *, above: int = 0) -> int:
+        """Return the highest id above ``above`` of the reports received before ``at``, or ``above``
+        when none is: the reports an answer published at ``at`` may be made of are those with an id
+        up to it (``above``: the bound published before, which never goes down).
 
-        Walks back from the newest report (ids grow with ``received_at``: a report is stored after
-        it is received, and the gateway's clock does not step back) until one received before
-        ``at``: the cost follows the reports received since ``at``, not the store's size.
+        Walks back from the newest report to ``above`` at most (a rowid range; ``received_at`` has no
+        index), stopping at the first received before ``at``: the cost follows the reports stored
+        since the previous bound, not the store's size. Ids follow ``received_at`` only roughly (a
+        frame with an old seq waits for a store look-up before it is queued, so a newer frame can be
+        stored first, by milliseconds), so a report received just after ``at`` may sit below the id
+        returned: the bound dates an arrival to the mark, give or take that.
         """
-        rows = self._rows("SELECT id FROM reports WHERE received_at < ? ORDER BY id DESC LIMIT 1", (float(at),))
-        return int(rows[0][0]) if rows else 0
+        rows = self._rows("SELECT id FROM reports WHERE id > ? AND received_at < ? ORDER BY id DESC LIMIT 1",
+                          (int(above), float(at)))
+        return int(rows[0][0]) if rows else int(above)
 
     def data_version(self) -> int:
         """Return how many times stored values were removed without a new report (retention runs

@@ -156,7 +156,11 @@ def _stale(request: web.Request, devices: Sequence[DeviceView]) -> frozenset[str
     the rule ``/api/devices`` calls "stale": judged now, a device would turn stale its last report's
     arrival plus three windows later, to the second (module publication)."""
     ctx = ctx_of(request)
-    return liveness.stale_ids(devices, now=publication.entity_mark(ctx.now()), policy=ctx.policy)
+    # The mark the published devices are as of, held while the clock is behind the stored reports
+    # (gateway.web.source; not part of the FleetSource protocol yet, other sources have none).
+    held = getattr(ctx.fleet, "published_mark", None)
+    now = max(publication.entity_mark(ctx.now()), int(held()) if callable(held) else 0)
+    return liveness.stale_ids(devices, now=now, policy=ctx.policy)
 
 
 def _options(request: web.Request) -> bool:

@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
+from gateway.retention_clock import CLOCK_BACK_TOLERANCE_S
 from gateway.storage.queries import ReportQueries
 from gateway.web import publication
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
@@ -38,6 +39,8 @@ HEALTH_TIMEOUT_S = 5.0
 # Publication marks whose bound (newest report id received before the mark) is kept: the entities'
 # and the CSV's current marks, and the previous ones while a request still uses them.
 _MARKS_KEPT = 8
+# The mark function of each kind of public answer (a bound is kept per kind: the CSV's is older).
+_MARK_OF: dict[str, Callable[[float], int]] = {"entities": publication.entity_mark, "csv": publication.csv_mark}
 
 
 class StoreFleetSource:
@@ -64,10 +67,15 @@ class StoreFleetSource:
         # The fleet as published at the entities' last mark (module gateway.web.publication).
         self._public = FleetState(store, bounded=True) if store is not None else None
         self._refreshing: dict[bool, asyncio.Future[FleetData]] = {}
-        # mark -> the highest id of the reports received before it, read once per mark: a report
-        # received just before a mark but committed after the read shows at the next mark, and an
-        # answer never changes between marks.
-        self._bounds: dict[int, int] = {}
+        # (kind, mark) -> the highest id of the reports received before the mark (and the mark the answer
+        # is as of: the same unless the clock is behind the stored reports), read once per mark:
+        # a report received just before a mark but committed after the read shows at the next mark,
+        # and an answer never changes between marks.
+        self._bounds: dict[tuple[str, int], tuple[int, int]] = {}
+        # kind -> the highest (bound, mark) published so far: published data never goes back, even when the
+        # clock does. Kept in memory only; see _read_bound for a restart.
+        self._floors: dict[str, tuple[int, int]] = {}
+        self._clock_behind = False
 
     async def aclose(self) -> None:
         """Stop the worker threads (the application's cleanup calls this)."""
@@ -81,16 +89,60 @@ class StoreFleetSource:
             raise StorageError("no report store attached to the web app", reason="read_failed")
         return self._store
 
-    async def _bound(self, mark: int) -> int:
-        """The highest id of the reports received before ``mark`` (read once per mark)."""
-        bound = self._bounds.get(mark)
-        if bound is None:
-            bound = await self._reads.quick(functools.partial(self._queries().last_id_received_before, mark),
-                                            timeout_s=HEALTH_TIMEOUT_S)
-            bound = self._bounds.setdefault(mark, bound)  # a concurrent read's, if it came first
-            for old in sorted(self._bounds)[:-_MARKS_KEPT]:
-                del self._bounds[old]
-        return bound
+    async def _bound(self, kind: str, mark: int) -> tuple[int, int]:
+        """The highest id of the reports received before ``mark`` (read once per mark) and the mark the
+        answer is as of; neither below what was published before for that ``kind`` (``entities`` or
+        ``csv``), whatever the clock does."""
+        got = self._bounds.get((kind, mark))
+        if got is None:
+            read = functools.partial(self._read_bound, kind, mark, self._floors.get(kind), self._clock())
+            bound, at, behind_s = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
+            got = self._bounds.setdefault((kind, mark), (bound, at))  # a concurrent read's, if it came first
+            while len(self._bounds) > _MARKS_KEPT:
+                del self._bounds[next(iter(self._bounds))]
+            self._note_clock(behind_s)
+        floor = self._floors.get(kind, (0, 0))
+        self._floors[kind] = top = (max(got[0], floor[0]), max(got[1], floor[1]))
+        return top
+
+    def _read_bound(self, kind: str, mark: int, floor: tuple[int, int] | None,
+                    now: float) -> tuple[int, int, float]:
+        """The bound and the mark of ``mark``'s answer, and how far the clock is behind the newest stored
+        report (s); on a store thread.
+
+        Only the ids above the bound published before are walked. A clock behind the newest stored
+        report's receive time (set back, or a boot before NTP) holds what was published: its marks
+        are earlier. The published bound is kept in memory only (not stored): after a restart with the
+        clock behind, the gateway that stamped the newest report had reached that time, so the mark
+        at or before it is where publication starts again (what was published at later marks before
+        the stop, if the gateway ran past one without a new report, shows again when the clock
+        passes them).
+        """
+        queries = self._queries()
+        stamp = queries.last_report_stamp()
+        if stamp is None:
+            return (floor[0], floor[1], 0.0) if floor is not None else (0, mark, 0.0)
+        behind_s = stamp[1] - now
+        if behind_s > CLOCK_BACK_TOLERANCE_S:
+            if floor is not None:
+                return floor[0], floor[1], behind_s
+            mark = _MARK_OF[kind](stamp[1])
+        return queries.last_id_received_before(mark, above=floor[0] if floor else 0), mark, behind_s
+
+    def published_mark(self) -> int:
+        """The mark the last published entities are as of (0 before any): the entities' mark, or while
+        the clock is behind the stored reports the mark held (a device's silence is judged at it)."""
+        return self._floors.get("entities", (0, 0))[1]
+
+    def _note_clock(self, behind_s: float) -> None:
+        """One WARNING when the clock falls behind the stored reports, one INFO when it has caught up."""
+        behind = behind_s > CLOCK_BACK_TOLERANCE_S
+        if behind and not self._clock_behind:
+            logger.warning("open data: the gateway clock is %.0f s behind the newest stored report's receive time "
+                           "(set back?); the open data holds what it published until the clock passes it", behind_s)
+        elif self._clock_behind and not behind:
+            logger.info("open data: the gateway clock is past the newest stored report again; publication marks resume")
+        self._clock_behind = behind
 
     async def _fleet(self, published: bool = False) -> FleetData:
         """The fleet as of now, or as published at the entities' last mark: one refresh at a time,
@@ -107,8 +159,8 @@ class StoreFleetSource:
         refreshing = self._refreshing.get(published)
         if refreshing is None:
             if published:
-                mark = publication.entity_mark(self._clock())
-                read = functools.partial(state.refresh, mark, upto=await self._bound(mark))
+                upto, mark = await self._bound("entities", publication.entity_mark(self._clock()))
+                read = functools.partial(state.refresh, mark, upto=upto)
             else:
                 read = functools.partial(state.refresh, int(self._clock()))
             refreshing = self._refreshing.get(published)  # another request may have started one meanwhile
@@ -181,7 +233,7 @@ class StoreFleetSource:
         before ``received_before`` only, when given (a publication mark)."""
         if not devices:
             return []
-        max_id = await self._bound(received_before) if received_before is not None else None
+        max_id = (await self._bound("csv", received_before))[0] if received_before is not None else None
         read = functools.partial(self._queries().device_hourly, fields=list(fields or self._fields()),
                                  start=since, end=until, devices=list(devices), zone=zone,
                                  max_period_s=self._max_period_s(), max_id=max_id)
@@ -204,7 +256,7 @@ class StoreFleetSource:
         publication mark): of the reports received before it, and instead of the receive time the
         CSV mark that first published that report (no arrival finer than the hour). Read on a bulk
         thread: a range scan of the period-start index."""
-        max_id = await self._bound(received_before) if received_before is not None else None
+        max_id = (await self._bound("csv", received_before))[0] if received_before is not None else None
         read = functools.partial(self._queries().range_stamp, start=since - self._max_period_s() - 3600, end=until,
                                  max_id=max_id)
         stamp = await self._reads.bulk(read)

@@ -12,9 +12,11 @@ report at once.
 from __future__ import annotations
 
 import csv
+import logging
 import io
 from email.utils import parsedate_to_datetime
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.storage.store import ReportRecord
@@ -161,3 +163,34 @@ async def test_a_late_report_for_a_past_csv_range_shows_only_at_the_next_five_pa
         temps = [r["value"] for r in csv.DictReader(io.StringIO(body))
                  if r["device"] == "bin-02" and r["field"] == "temp" and r["hour"] == "2026-11-21T07:00:00Z"]
         assert temps and float(temps[0]) < 13.0  # the 9 °C window is in the 07:00 mean now (else 13)
+
+
+async def test_a_clock_behind_the_stored_reports_never_retracts_published_data(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """Review M1: after a restart with the clock at 11:40 while reports were received up to 12:50, a
+    past CSV range became header-only and the entities empty (their marks' bounds were the reports
+    received before 11:05 / 11:30). A clock behind the newest stored report holds what was published
+    (a restart: what was received before the stop), says so once, and the bound never goes down
+    when the clock steps back while running. Fails before."""
+    past = f"/opendata/readings.csv?from={NOW - 6 * H}&to={NOW - 3 * H}"
+    paths = (past, "/opendata/ngsi-ld/v1/entities?options=keyValues", "/opendata/devices.geojson")
+    fleet.store.insert_batch([_record("bin-02", "bin", 70_000, "win", NOW + 1800, 900,
+                                      {"temp": 9, "tilt": 0, "bat": 60}, [], NOW + 3000)])  # 12:50
+    async with app_client(fleet, clock=lambda: float(NOW + 3300)) as c:  # 12:55: marks 12:45 and 12:05
+        published = await _public(c, paths)
+    assert len(published[past][0].splitlines()) > 1 and "bin-02" in published[paths[1]][0]
+    # After a restart the bound published before is not known; the gateway had reached its newest
+    # report's receive time (12:50), so the marks at or before it (12:45, 12:05) are published again.
+    clock = [float(NOW - 1200)]                                  # restarted at 11:40
+    with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
+        async with app_client(fleet, clock=lambda: clock[0]) as c:
+            assert await _public(c, paths) == published
+            clock[0] = float(NOW - 1200 + 900)                   # 11:55: a mark, still behind
+            assert await _public(c, paths) == published
+    warned = [r for r in caplog.records if "behind the newest stored report" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    clock[0] = float(NOW + 3300)                                 # running at 12:55, then set back
+    async with app_client(fleet, clock=lambda: clock[0]) as c:
+        assert await _public(c, paths) == published
+        clock[0] = float(NOW + 600)                              # 12:10: marks 12:00 and 11:05
+        assert await _public(c, paths) == published

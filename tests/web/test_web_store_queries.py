@@ -334,7 +334,7 @@ def test_reads_bounded_by_a_publication_mark_leave_later_reports_out(db: tuple[R
         0, 1, 2, 3]
     assert q.alarms(start=T0, end=T0 + 86400, max_id=bound) == []
     hours = q.device_hourly(fields=["lux"], start=T0, end=T0 + 86400, devices=["sl-1"], max_id=bound)
-    q.last_id_received_before(T0 + 5)
+    q.last_id_received_before(T0 + 5, above=2)
     monkeypatch.undo()
     assert [(h.hour, h.count, h.total) for h in hours] == [(T0, 4, 6)]
     assert [(h.hour, h.count) for h in q.device_hourly(fields=["lux"], start=T0, end=T0 + 86400, devices=["sl-1"])] == [
@@ -352,8 +352,11 @@ def test_reads_bounded_by_a_publication_mark_leave_later_reports_out(db: tuple[R
     assert "SEARCH r USING INDEX reports_device_w (device=? AND w>? AND w<?)" in plans[2], plans[2]
     for plan in plans[:3]:
         assert not [step for step in plan if "PRIMARY KEY" in step or step.startswith("SCAN r")], plan
-    # the ids from the newest down, stopping at the first received before the mark: no sort, no index
-    assert plans[3] == ["SCAN reports"], plans[3]
+    # the ids from the newest down to the bound published before, stopping at the first received
+    # before the mark: a rowid range, no sort, no index (review M1: never the whole store)
+    assert plans[3] == ["SEARCH reports USING INTEGER PRIMARY KEY (rowid>?)"], plans[3]
+    # the bound never goes below the one published before (a clock set back: review M1)
+    assert [q.last_id_received_before(T0 + s, above=5) for s in (0, 5, 100)] == [5, 5, 6]
     stamp_plan = [str(r[3]) for r in rows("EXPLAIN QUERY PLAN " + queries._RANGE_NEWEST_SQL,  # noqa: SLF001
                                           (T0, T0 + 86400, bound))]
     assert stamp_plan == ["SEARCH reports USING INTEGER PRIMARY KEY (rowid=?)", "SCALAR SUBQUERY 1",
