@@ -113,7 +113,8 @@ async def test_a_report_stored_between_quarter_hours_changes_no_entity_until_the
     received at 12:20 change no public answer (body, ETag, Last-Modified) before 12:30, then show;
     the operator's /api sees both at once. Fails before the publication marks."""
     entities = ("/opendata/ngsi-ld/v1/entities", "/opendata/ngsi-ld/v1/entities?options=keyValues",
-                "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-01", "/opendata/devices.geojson")
+                "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-01", "/opendata/devices.geojson",
+                "/opendata", "/opendata/catalog.jsonld")
     clock = [float(NOW + 1200)]                                  # 12:20: the last mark was 12:15
     async with app_client(fleet, clock=lambda: clock[0]) as c:
         before = await _public(c, entities)
@@ -194,3 +195,21 @@ async def test_a_clock_behind_the_stored_reports_never_retracts_published_data(
         assert await _public(c, paths) == published
         clock[0] = float(NOW + 600)                              # 12:10: marks 12:00 and 11:05
         assert await _public(c, paths) == published
+
+
+async def test_a_report_committed_after_its_marks_bound_was_read_waits_for_the_next_mark(fleet: Fleet) -> None:
+    """The bound of a mark is read once: a report received at 12:14:59 but stored after the first
+    answer at 12:15 read it (a batch still in the writer) changes no answer before 12:30, though it
+    was received before 12:15; then it shows."""
+    path = "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-01?options=keyValues"
+    clock = [float(NOW + 910)]                                   # 12:15:10
+    async with app_client(fleet, clock=lambda: clock[0]) as c:
+        before = await _public(c, (path,))
+        fleet.store.insert_batch([_record("bin-01", "bin", 70_000, "win", NOW, 900,
+                                          {"temp": 31, "tilt": 0, "bat": 70}, [], NOW + 899)])  # 12:14:59
+        for at in (NOW + 911, NOW + 1799):
+            clock[0] = float(at)
+            assert await _public(c, (path,)) == before, at
+        clock[0] = float(NOW + 1800)                             # 12:30
+        shown = await (await c.get(path)).json(content_type=None)
+        assert shown["temperature"] == 31.0
