@@ -47,6 +47,8 @@ class GatewayMetrics:
         retention_skipped: retention passes skipped because the gateway clock is implausible, by reason
             (:data:`RETENTION_SKIP_REASONS`, see gateway/retention_clock.py).
         retention_removed: field values (readings) removed by retention.
+        config_problems: config keys refused at start and left at their defaults (``[opendata]`` keys
+            ``gateway run`` loads leniently, each logged as an ERROR); 0 when the config is clean.
     """
 
     def __init__(self, gateway_id: str) -> None:
@@ -89,6 +91,9 @@ class GatewayMetrics:
             ["reason"], registry=r)
         for reason in BLE_DEAUTHORIZED_REASONS:
             self.ble_deauthorized.labels(reason)
+        self.config_problems = Gauge("civicedge_config_problems",
+                                     "Config keys refused at start and left at their defaults (see the ERROR log)",
+                                     registry=r)
         self.ingest_backlog = Gauge("civicedge_ingest_backlog", "Reports received, not yet committed and ACKed",
                                     registry=r)
         self.ingest_paused = Gauge("civicedge_ingest_paused", "1 while serial links are not read (backlog at cap)",

@@ -143,6 +143,7 @@ class Gateway:
             # which monitors read as down, while ingest works.
             log.error("%s; [opendata] is published without this key until the config is fixed (run --check "
                       "refuses it)", problem)
+        self.metrics.config_problems.set(len(self.config.open_data.problems))
         await self.ingest.start()
         self.metrics.outbox_depth.set(self.store.outbox_depth)
         for transport in self.transports:

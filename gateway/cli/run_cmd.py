@@ -80,11 +80,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(exc)
 
 
+# A refused licence's problem holds its key so (gateway.config.loader: "error (<reason>) [<key>]: ...").
+LICENCE_PROBLEM = ") [opendata.licence]: "
+
+
 def open_data_licence_warning(config: GatewayConfig) -> str | None:
     """What is likely wrong with the open data's licence when the gateway publishes open data (HTTP on),
     or None (:func:`gateway.config.licence.licence_warning`)."""
     if config.http is None:
         return None
+    if any(LICENCE_PROBLEM in problem.split("\n", 1)[0] for problem in config.open_data.problems):
+        return None  # refused (a lenient `run`): its ERROR says what to fix, "not set" would be wrong
     return licence_warning(config.open_data_licence, config.open_data.licence_text_url)
 
 

@@ -266,12 +266,17 @@ def test_run_collects_with_a_refused_licence_and_logs_an_error(tmp_path: Path) -
         with urllib.request.urlopen("http://127.0.0.1:%d/opendata" % port, timeout=10) as resp:
             assert resp.status == 200 and resp.headers.get("Link") is None
             index = json.loads(resp.read())
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as resp:
+            metrics = resp.read().decode()
         assert gw.proc is not None and gw.proc.poll() is None  # still running
     finally:
         gw.kill()
     assert (index["license"], index["licenseUrl"]) == ("not set", None)
     (line,) = [line for line in gw.logs().splitlines() if "[opendata.licence]" in line]
     assert "ERROR" in line and "did you mean 'CC-BY-4.0'?" in line and "run --check" in line
+    # Review M3: the operator did set a licence; "licence is not set ... set the licence" was wrong.
+    assert "licence is not set" not in gw.logs()
+    assert "civicedge_config_problems 1.0" in metrics, metrics
 
 
 # --- the catalogue's keys: title, description, contact, keywords, base_url ----------------------
