@@ -185,6 +185,8 @@ class BoardHandle:
             else:
                 hold, one_write = watchdog_hold_ms(1.0), False
             self._dut = Dut(self.console_url, on_stop=hold_watchdog_code(hold), on_stop_one_write=one_write)
+            # A connection closed with the firmware stopped leaves it stopped: the new one knows.
+            self._dut.firmware_stopped = bool(self.extras.pop("firmware_stopped", False))
         return self._dut
 
     def restart_firmware(self, *, timeout_s: float = 60.0) -> str:
@@ -222,9 +224,17 @@ class BoardHandle:
                                   state=self.state, target="reporting")
         self._strategy.hard_reset(self, wait=wait, timeout_s=timeout_s)
 
+    @property
+    def firmware_stopped(self) -> bool:
+        """Whether the harness stopped the board's firmware (raw REPL) and has not restarted it since."""
+        return bool(self.extras.get("firmware_stopped")) or (self._dut is not None and self._dut.firmware_stopped)
+
     def close_dut(self) -> None:
-        """Close the console connection (the firmware keeps running)."""
+        """Close the console connection (a running firmware keeps running; one the connection stopped
+        stays stopped, which ``extras["firmware_stopped"]`` records for the next connection)."""
         if self._dut is not None:
+            if self._dut.firmware_stopped:
+                self.extras["firmware_stopped"] = True
             self._dut.close()
             self._dut = None
 

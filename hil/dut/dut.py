@@ -149,6 +149,9 @@ class Dut:
         self._in_stop_hook = False
         # True during write_file/read_file(secret=True): errors then show neither the code nor what came back.
         self._secret = False
+        # Whether this connection stopped the board's program (Ctrl-C) since it last started it (soft or hard
+        # reset): a harness that leaves a board stopped restarts it (the board would stay at its REPL).
+        self.firmware_stopped = False
         log.debug("opened DUT %s", url)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -177,6 +180,7 @@ class Dut:
     def interrupt(self) -> None:
         """Send Ctrl-C (stops running code, e.g. the firmware's asyncio loop)."""
         with self._remote("interrupt", 1.0):
+            self.firmware_stopped = True
             self._serial.write(b"\r\x03")
         self._in_raw_repl = False
 
@@ -191,6 +195,7 @@ class Dut:
             self._serial.timeout = _POLL_S
             deadline = time.monotonic() + timeout_s
             self._pending = b""
+            self.firmware_stopped = True
             on_stop = None if self._in_stop_hook else self.on_stop
             if on_stop is not None and self.on_stop_one_write and not self._resync:
                 self._enter_raw_repl_and_run(on_stop, deadline, timeout_s)
@@ -318,6 +323,7 @@ class Dut:
                 self._serial.rts = True
                 time.sleep(pulse_s)
                 self._serial.rts = False
+                self.firmware_stopped = False
             except (OSError, serial.SerialException) as exc:
                 raise DeviceProtocolError(url=self.url, operation="hard reset (no RTS/DTR lines)",
                                           received=str(exc).encode()) from exc
@@ -344,6 +350,7 @@ class Dut:
             out: bytes = self._read_until(b"soft reboot\r\n", timeout_overall=timeout_s)
             if not out.endswith(b"soft reboot\r\n"):
                 raise DeviceTimeoutError(url=self.url, operation="soft reset", timeout_s=timeout_s, received=out)
+        self.firmware_stopped = False
         return out.decode(errors="replace")
 
     # --- watching the running firmware --------------------------------------------------------

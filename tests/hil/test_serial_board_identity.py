@@ -99,7 +99,9 @@ def test_a_provisioned_board_is_refused_by_default_and_left_as_flash_left_it(
                                  "and key*Pass --hil-reprovision to allow it*"])
     assert provisioned_board.field_identity.decode() not in result.stdout.str()  # the key never shows
     after = flash_files(provisioned_board)
-    assert after == before, "the refused run changed the board's files"
+    assert {p: after.get(p) for p in before} == before, "the refused run changed the board's files"
+    # The firmware runs again after the refusal: new files are only its own state.
+    assert all(p.startswith(("/outbox/", "/state/", "/seq.bin")) for p in set(after) - set(before)), set(after)
 
 
 def test_reprovision_saves_the_identity_and_puts_it_back(provisioned_board: Any, tmp_path: Path) -> None:
@@ -131,10 +133,27 @@ def test_reprovision_saves_the_identity_and_puts_it_back(provisioned_board: Any,
     assert files["/identity.json"] == own and SAVED_PATH not in files
     assert_flash_as_manifest_says(provisioned_board)
     # The firmware was restarted under the board's own identity (everything the board printed is kept).
+    assert_runs_again(provisioned_board, seen)
+
+
+def assert_runs_again(board: Any, seen: int) -> None:
+    """The board's firmware printed its running line after console offset ``seen`` (it was restarted)."""
     deadline = time.monotonic() + 60
-    while "civicedge: streetlight sl-prod-7 running" not in provisioned_board.console_text()[seen:]:
-        assert time.monotonic() < deadline, provisioned_board.console_text()[seen:][-2000:]
+    while "civicedge: streetlight sl-prod-7 running" not in board.console_text()[seen:]:
+        assert time.monotonic() < deadline, board.console_text()[seen:][-2000:]
         time.sleep(0.2)
+
+
+def test_a_refused_board_runs_its_firmware_again(provisioned_board: Any, tmp_path: Path) -> None:
+    """Before the fix the refusal left the board at its REPL prompt: reading /identity.json stopped the
+    firmware, and only a board whose identity had been saved was restarted."""
+    strategy = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases"))
+    handle = serial_handle(tmp_path)
+    seen = len(provisioned_board.console_text())
+    with pytest.raises(BoardStateError):
+        strategy.transition(handle, "reporting")
+    strategy.power_off(handle)
+    assert_runs_again(provisioned_board, seen)
 
 
 def test_an_interrupted_run_is_undone_by_the_next_one(provisioned_board: Any, tmp_path: Path) -> None:
@@ -178,6 +197,7 @@ def test_a_saved_identity_is_not_put_over_one_provisioned_since(provisioned_boar
 def test_reprovision_refuses_a_board_with_unsent_reports(provisioned_board: Any, tmp_path: Path) -> None:
     with Dut(provisioned_board.console_path) as dut:
         dut.write_file("/outbox/00000041.r", b"a frame under the board's own key")
+    seen = len(provisioned_board.console_text())
     strategy = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases",
                                      reprovision=True))
     handle = serial_handle(tmp_path)
@@ -187,6 +207,7 @@ def test_reprovision_refuses_a_board_with_unsent_reports(provisioned_board: Any,
     cause = err.value.__cause__
     assert isinstance(cause, BoardIdentityError) and cause.reason == "unsent"
     assert "holds 1 un-sent report(s)" in str(cause)
+    assert_runs_again(provisioned_board, seen)
     assert flash_files(provisioned_board)["/identity.json"] == provisioned_board.field_identity
 
 

@@ -171,8 +171,9 @@ class SerialDriver:
         """Nothing is shared between serial boards."""
 
     def stop(self, handle: BoardHandle) -> None:
-        """Put back the identity the test replaced (the board's own, or none) and restart the firmware
-        with it, then close the console and release the leases (the board keeps running its firmware).
+        """Put back the identity the test replaced (the board's own, or none), restart the firmware if
+        the harness stopped it (a refused board, a failed step, a test's REPL calls), then close the
+        console and release the leases (the board keeps running its firmware).
 
         Raises:
             BoardIdentityError: the identity could not be put back (the leases are released all the
@@ -189,13 +190,41 @@ class SerialDriver:
                         f"the board in {SAVED_PATH} (the next test run on this board puts it back first)"
                         + (f" and on this host in {backup}" if backup else ""),
                         port=handle.console_url, reason="restore") from exc
+            self._restart_if_stopped(handle)
         finally:
             handle.close_dut()
+            handle.extras.pop("firmware_stopped", None)
             lease, handle.resource = handle.resource, None
             data_lease = handle.extras.pop("data_lease", None)
             for held in (data_lease, lease):
                 if isinstance(held, Lease):
                     held.release()
+
+    def _restart_if_stopped(self, handle: BoardHandle) -> None:
+        """Soft-reset a board whose firmware the harness stopped, and wait for its first words.
+
+        Never raises: the board is released either way, and the teardown must not hide the error
+        that ended the test; a board that does not come back is logged (a warning).
+        """
+        if not handle.firmware_stopped:
+            return
+        try:
+            handle.dut.soft_reset()
+            said = handle.dut.expect(_FIRST_WORDS, timeout_s=self.start_timeout_s).group(0).decode(errors="replace")
+        except DutError as exc:
+            log.warning("the firmware of the board on %s did not restart when the test released it (%s); "
+                        "reset the board", handle.console_url, exc)
+            return
+        if " running" in said:
+            log.info("restarted the firmware of the board on %s: %s", handle.console_url, said.strip())
+        else:
+            log.warning("restarted the firmware of the board on %s, but it says: %s", handle.console_url,
+                        said.strip())
+
+
+# What a restarted firmware prints first: that it runs, why it does not, or a crash.
+_FIRST_WORDS = (rb"civicedge: (?:\S+ \S+ running|cannot start|not provisioned|safe mode|recovery mode)[^\r\n]*"
+                rb"|Traceback \(most recent call last\)")
 
 
 def _board_mode(handle: BoardHandle) -> str | None:

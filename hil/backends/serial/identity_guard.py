@@ -226,8 +226,8 @@ def install_test_identity(dut: Dut, handle: BoardHandle, *, reprovision: bool) -
 
 
 def restore_identity(dut: Dut, handle: BoardHandle) -> bool:
-    """Put back what :func:`install_test_identity` replaced, and soft-reset so the firmware runs with it
-    (it still holds the test key until it restarts). True when there was something to put back.
+    """Put back what :func:`install_test_identity` replaced (the caller restarts the firmware: it holds
+    the test key until then). True when there was something to put back.
 
     Raises:
         BoardIdentityError: it could not be put back (the message says where it is saved).
@@ -238,5 +238,4 @@ def restore_identity(dut: Dut, handle: BoardHandle) -> bool:
         return False
     _put_back(dut, saved.previous)
     handle.extras.pop("saved_identity")
-    dut.soft_reset()
     return True
