@@ -317,3 +317,20 @@ def test_device_errors_never_show_base64_payloads_and_secret_transfers_show_noth
     assert f"received {len(payload)} bytes, not shown" in str(timeout)
     garbled = DeviceProtocolError(url="/dev/pts/9", operation="exec", received=payload.encode(), secret=True)
     assert payload[:16] not in str(garbled) and garbled.received == b""
+
+
+def test_a_failed_identity_write_still_puts_the_board_identity_back(
+        provisioned_board: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the fix a failed /identity.json write (after the record was written) left the teardown
+    nothing to do: /identity.hil-saved.json, holding the board's key, stayed on the board."""
+    fail_identity_writes(monkeypatch)
+    strategy = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases",
+                                     reprovision=True))
+    handle = serial_handle(tmp_path)
+    with pytest.raises(BoardStateError):
+        strategy.transition(handle, "reporting")
+    monkeypatch.undo()
+    strategy.power_off(handle)
+    files = flash_files(provisioned_board)
+    assert files["/identity.json"] == provisioned_board.field_identity
+    assert SAVED_PATH not in files and "/identity.json.part" not in files

@@ -218,11 +218,13 @@ def install_test_identity(dut: Dut, handle: BoardHandle, *, reprovision: bool) -
         log.warning("replacing the identity %s of the board on %s for the test (saved in %s on the board and in %s)",
                     describe_identity(current)[1], dut.url, SAVED_PATH, backup)
     saved = SavedIdentity(current, _sha256(new))
+    # Known to the teardown before anything is written: whichever write fails, restore_identity puts
+    # ``previous`` back and removes the record (which holds the key) instead of leaving it on the board.
+    handle.extras["saved_identity"] = saved
+    handle.extras["identity_backup"] = backup
     # The record first: a run that dies after this point is undone by the next one (recover_interrupted).
     _write(dut, SAVED_PATH, saved.to_json())
     _write(dut, IDENTITY_PATH, new)
-    handle.extras["saved_identity"] = saved
-    handle.extras["identity_backup"] = backup
 
 
 def restore_identity(dut: Dut, handle: BoardHandle) -> bool:
