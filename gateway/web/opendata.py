@@ -159,7 +159,8 @@ def _stale(request: web.Request, devices: Sequence[DeviceView]) -> frozenset[str
     # The mark the published devices are as of, held while the clock is behind the stored reports
     # (gateway.web.source; not part of the FleetSource protocol yet, other sources have none).
     held = getattr(ctx.fleet, "published_mark", None)
-    now = max(publication.entity_mark(ctx.now()), int(held()) if callable(held) else 0)
+    mark = publication.entity_mark(ctx.now(), step=publication.entity_mark_s(ctx.policy))
+    now = max(mark, int(held()) if callable(held) else 0)
     return liveness.stale_ids(devices, now=now, policy=ctx.policy)
 
 

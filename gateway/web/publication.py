@@ -18,6 +18,11 @@ MQTT, ``/metrics``) are not bounded. Marks follow the gateway's clock (simulated
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+# The entities' marks: a quarter hour, the window of every kind the shipped policy has. A policy with
+# a longer window makes them that long (entity_mark_s): a mark finer than the data's window would
+# date an arrival finer than the data itself.
 ENTITY_MARK_S = 900
 HOUR_S = 3600
 # The CSV's marks are this far past the hour: its ingest lag (gateway.web.opendata.INGEST_LAG_S, the
@@ -25,10 +30,18 @@ HOUR_S = 3600
 CSV_MARK_OFFSET_S = 300
 
 
-def entity_mark(now: float) -> int:
-    """The last quarter-hour mark at or before ``now``: the entities show the reports received before it."""
+def entity_mark_s(policy: Mapping[str, Any]) -> int:
+    """The entities' mark interval under ``policy``: :data:`ENTITY_MARK_S`, or the longest ``window_s``
+    of its kinds (all published) when longer (review LOW6)."""
+    windows = [int(kind.get("window_s", 0) or 0) for kind in policy.get("kinds", {}).values()]
+    return max([ENTITY_MARK_S, *windows])
+
+
+def entity_mark(now: float, step: int = ENTITY_MARK_S) -> int:
+    """The last mark at or before ``now`` (every ``step`` s, :func:`entity_mark_s`; a quarter hour by
+    default): the entities show the reports received before it."""
     t = int(now)
-    return t - t % ENTITY_MARK_S
+    return t - t % step
 
 
 def csv_mark(now: float) -> int:

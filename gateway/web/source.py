@@ -39,8 +39,6 @@ HEALTH_TIMEOUT_S = 5.0
 # Publication marks whose bound (newest report id received before the mark) is kept: the entities'
 # and the CSV's current marks, and the previous ones while a request still uses them.
 _MARKS_KEPT = 8
-# The mark function of each kind of public answer (a bound is kept per kind: the CSV's is older).
-_MARK_OF: dict[str, Callable[[float], int]] = {"entities": publication.entity_mark, "csv": publication.csv_mark}
 
 
 class StoreFleetSource:
@@ -76,6 +74,10 @@ class StoreFleetSource:
         # clock does. Kept in memory only; see _read_bound for a restart.
         self._floors: dict[str, tuple[int, int]] = {}
         self._clock_behind = False
+        # The mark function of each kind of public answer (a bound is kept per kind: the CSV's is older).
+        entity_step = publication.entity_mark_s(policy)
+        self._mark_of: dict[str, Callable[[float], int]] = {
+            "entities": functools.partial(publication.entity_mark, step=entity_step), "csv": publication.csv_mark}
 
     async def aclose(self) -> None:
         """Stop the worker threads (the application's cleanup calls this)."""
@@ -126,7 +128,7 @@ class StoreFleetSource:
         if behind_s > CLOCK_BACK_TOLERANCE_S:
             if floor is not None:
                 return floor[0], floor[1], behind_s
-            mark = _MARK_OF[kind](stamp[1])
+            mark = self._mark_of[kind](stamp[1])
         return queries.last_id_received_before(mark, above=floor[0] if floor else 0), mark, behind_s
 
     def published_mark(self) -> int:
@@ -159,7 +161,7 @@ class StoreFleetSource:
         refreshing = self._refreshing.get(published)
         if refreshing is None:
             if published:
-                upto, mark = await self._bound("entities", publication.entity_mark(self._clock()))
+                upto, mark = await self._bound("entities", self._mark_of["entities"](self._clock()))
                 read = functools.partial(state.refresh, mark, upto=upto)
             else:
                 read = functools.partial(state.refresh, int(self._clock()))

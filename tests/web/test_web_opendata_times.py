@@ -11,19 +11,22 @@ report at once.
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import io
 from email.utils import parsedate_to_datetime
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.resources import load_policy
 from gateway.storage.store import ReportRecord
+from gateway.web.app import create_app
 from gateway.web.opendata import INGEST_LAG_S
-from gateway.web.publication import CSV_MARK_OFFSET_S, csv_mark, entity_mark
+from gateway.web.publication import CSV_MARK_OFFSET_S, ENTITY_MARK_S, csv_mark, entity_mark, entity_mark_s
 
-from .support import NOW, Fleet
+from .support import ADMIN_TOKEN, NOW, Fleet
 from .test_web_opendata_publishing import app_client
 
 H = 3600
@@ -213,3 +216,27 @@ async def test_a_report_committed_after_its_marks_bound_was_read_waits_for_the_n
         clock[0] = float(NOW + 1800)                             # 12:30
         shown = await (await c.get(path)).json(content_type=None)
         assert shown["temperature"] == 31.0
+
+
+async def test_entity_marks_are_as_long_as_the_longest_window_of_the_policy(fleet: Fleet) -> None:
+    """Review LOW6: the entities' mark was a fixed quarter hour while a kind's window_s can be set in
+    the policy: with hourly bin windows a quarter-hour mark dated a report's arrival finer than the
+    data. The mark is now the longest window (an hour here): a report received at 12:20 changes no
+    entity at 12:30 or 12:59:59, and shows at 13:00. Fails before."""
+    policy = copy.deepcopy(load_policy())
+    policy["kinds"]["bin"]["window_s"] = H
+    assert entity_mark_s(policy) == H and entity_mark_s(load_policy()) == ENTITY_MARK_S
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=policy,
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, retention=fleet.retention,
+                     clock=lambda: clock[0])
+    path = "/opendata/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-01?options=keyValues"
+    clock = [float(NOW + 1200)]                                  # 12:20
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        before = await _public(c, (path,))
+        fleet.store.insert_batch([_record("bin-01", "bin", 70_000, "win", NOW, H,
+                                          {"temp": 31, "tilt": 0, "bat": 70}, [], NOW + 1210)])
+        for at in (NOW + 1800, NOW + H - 1):                    # 12:30, 12:59:59
+            clock[0] = float(at)
+            assert await _public(c, (path,)) == before, at
+        clock[0] = float(NOW + H)                               # 13:00
+        assert (await _public(c, (path,)))[path][1] != before[path][1]
