@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -59,13 +59,29 @@ class Fleet:
         return self.boards[index]
 
     def power_off(self) -> None:
-        """Stop every board (errors are logged so that all boards get stopped), then the driver."""
-        for board in reversed(self.boards):
-            try:
-                self.strategy.power_off(board)
-            except Exception as exc:  # noqa: BLE001 - teardown must reach every board
-                log.warning("stopping %s failed: %s", board.device_id, exc)
-        self.strategy.close()
+        """Stop every board, then the driver; then raise what failed (a board whose own identity was
+        not put back must not let the test pass).
+
+        Raises:
+            HilError: stopping a board failed: its error when one did, else a
+                :class:`~hil.backends.errors.BackendError` naming each board and its error.
+        """
+        failed: list[tuple[BoardHandle, Exception]] = []
+        try:
+            for board in reversed(self.boards):
+                try:
+                    self.strategy.power_off(board)
+                except Exception as exc:  # noqa: BLE001 - teardown must reach every board; raised below
+                    log.warning("stopping %s failed: %s", board.device_id, exc)
+                    failed.append((board, exc))
+        finally:
+            self.strategy.close()
+        if len(failed) == 1:
+            raise failed[0][1]
+        if failed:
+            raise BackendError("stopping the fleet's boards failed: " + "; ".join(
+                f"{board.device_id}: {type(exc).__name__}: {exc}" for board, exc in failed),
+                boards=[board.device_id for board, _ in failed])
 
 
 def boards_needed(item: pytest.Item) -> tuple[int, str] | None:
@@ -140,6 +156,19 @@ def bring_up(strategy: Strategy, handle: BoardHandle, *, fixture: str) -> None:
             raise
     # Failed outside the except block: inside it, pytest prints the exception chain ("The above
     # exception was the direct cause...", "During handling...") even with pytrace=False.
+    pytest.fail(message, pytrace=False)
+
+
+def power_off_or_fail(power_off: Callable[[], None], *, fixture: str) -> None:
+    """Run a fixture's teardown ``power_off``; an error of ours (e.g. the board's own identity not put
+    back) ERRORS the test with its message only: no traceback, whose frames would show the arguments
+    of the calls that failed (a file's content on its way to the board)."""
+    try:
+        power_off()
+        return
+    except HilError as exc:
+        message = f"{fixture} teardown: {type(exc).__name__}: {exc}"
+    # Outside the except block: inside it pytest prints the exception chain even with pytrace=False.
     pytest.fail(message, pytrace=False)
 
 
@@ -265,7 +294,7 @@ def hil_board(request: pytest.FixtureRequest, hil_settings: HilSettings, hil_boa
     finally:
         try:
             console.save()  # before power-off: a virtual board's console goes with it
-            strategy.power_off(handle)
+            power_off_or_fail(lambda: strategy.power_off(handle), fixture="hil_board")
         finally:
             strategy.close()
 
@@ -310,7 +339,7 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_pat
     finally:
         for console in consoles:
             console.save()  # before power-off: a virtual board's console goes with it
-        fleet.power_off()
+        power_off_or_fail(fleet.power_off, fixture="hil_fleet")
 
 
 @pytest.fixture(scope="session")
