@@ -131,6 +131,7 @@ def test_reprovision_saves_the_identity_and_puts_it_back(provisioned_board: Any,
         strategy.power_off(handle)
     files = flash_files(provisioned_board)
     assert files["/identity.json"] == own and SAVED_PATH not in files
+    assert not backup.exists(), "the host copy of the key stays among the test's artifacts"
     assert_flash_as_manifest_says(provisioned_board)
     # The firmware was restarted under the board's own identity (everything the board printed is kept).
     assert_runs_again(provisioned_board, seen)
@@ -334,3 +335,53 @@ def test_a_failed_identity_write_still_puts_the_board_identity_back(
     files = flash_files(provisioned_board)
     assert files["/identity.json"] == provisioned_board.field_identity
     assert SAVED_PATH not in files and "/identity.json.part" not in files
+
+
+def test_the_host_backup_stays_only_when_the_put_back_fails(
+        provisioned_board: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    strategy = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases",
+                                     reprovision=True))
+    handle = serial_handle(tmp_path)
+    strategy.transition(handle, "provisioned")
+    backup = handle.workdir / HOST_BACKUP_NAME
+    fail_identity_writes(monkeypatch)
+    with pytest.raises(BoardIdentityError) as err:
+        strategy.power_off(handle)
+    assert err.value.reason == "restore" and str(backup) in str(err.value)
+    assert backup.read_bytes() == provisioned_board.field_identity
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    # Never written over: a second run into the same directory is refused before it touches the board.
+    monkeypatch.undo()
+    again = BoardHandle(backend="serial", definition=handle.definition, identity=make_identity(handle.definition),
+                        workdir=handle.workdir)
+    with pytest.raises(BoardStateError) as refused:
+        strategy.transition(again, "provisioned")
+    strategy.power_off(again)
+    assert isinstance(refused.value.__cause__, BoardIdentityError)
+    assert refused.value.__cause__.reason == "backup-exists"
+    assert backup.read_bytes() == provisioned_board.field_identity
+    # That second run put the board's identity back first (the record the failed teardown left).
+    files = flash_files(provisioned_board)
+    assert files["/identity.json"] == provisioned_board.field_identity and SAVED_PATH not in files
+
+
+def test_hil_fleet_errors_when_a_board_identity_is_not_put_back(
+        pytester: pytest.Pytester, provisioned_board: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Before the fix Fleet.power_off logged a warning and the test passed green while the board kept
+    the test identity."""
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.fleet(**{"streetlight-esp32": 1})
+        def test_fleet(hil_fleet):
+            # The flash refuses the put-back's temporary file: a directory stands in its place.
+            hil_fleet[0].dut.exec("import os\\nos.mkdir('/identity.json.part')")
+    """)
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", BOARD, "--hil-port",
+                                provisioned_board.console_path, "--hil-lease-dir",
+                                str(tmp_path_factory.mktemp("leases")), "--hil-reprovision", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*hil_fleet teardown: BoardIdentityError: could not put the board's own identity "
+                                 "back on *EISDIR*", "*It is saved on the board in /identity.hil-saved.json*"])
+    assert provisioned_board.field_identity.decode() not in result.stdout.str()
+    assert SAVED_PATH[1:] in {p.name for p in Path(provisioned_board.flash_dir).iterdir()}

@@ -5,8 +5,8 @@ backend refuses to replace them unless the run opts in (``SerialDriver(reprovisi
 ``--hil-reprovision`` option); then, before it writes the test identity, it saves the board's
 ``/identity.json`` twice: on the board itself in :data:`SAVED_PATH`, together with the hash of the
 identity the harness writes, and on the host in the board's work directory (:data:`HOST_BACKUP_NAME`,
-mode 0600). When the board is released the saved identity is written back and the firmware restarted
-with it. A board without an identity gets the test identity and has none again afterwards (the same
+mode 0600). When the board is released the saved identity is written back (the host copy is deleted once
+the board holds it; it stays only when that fails) and the firmware restarted with it. A board without an identity gets the test identity and has none again afterwards (the same
 record, saying there was none).
 
 A run that dies in between (host crash, a second Ctrl-C, power cut) leaves the record on the board:
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 SAVED_PATH = "/identity.hil-saved.json"
 """On the board: the identity a test replaced, until it is put back (holds the key, like /identity.json)."""
 HOST_BACKUP_NAME = "identity-backup.json"
-"""In the board's work directory on the host: a second copy of the replaced identity (mode 0600)."""
+"""In the board's work directory on the host: a second copy of the replaced identity (mode 0600), deleted
+once the identity is back on the board."""
 OPT_IN = "--hil-reprovision"
 
 
@@ -212,7 +213,12 @@ def install_test_identity(dut: Dut, handle: BoardHandle, *, reprovision: bool) -
     backup: Path | None = None
     if current is not None:
         backup = handle.workdir / HOST_BACKUP_NAME
-        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:  # a new file, never one already there (an earlier run's backup is kept; a link is not followed)
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise BoardIdentityError(
+                f"{backup} already exists (a board identity an earlier run could not put back?); move it away "
+                "and run again", port=dut.url, reason="backup-exists", device_id=describe_identity(current)[0]) from None
         with os.fdopen(fd, "wb") as fh:
             fh.write(current)
         log.warning("replacing the identity %s of the board on %s for the test (saved in %s on the board and in %s)",
@@ -240,4 +246,8 @@ def restore_identity(dut: Dut, handle: BoardHandle) -> bool:
         return False
     _put_back(dut, saved.previous)
     handle.extras.pop("saved_identity")
+    # Confirmed on the board: the host copy (which holds the key) is not left among the test's artifacts.
+    backup = handle.extras.pop("identity_backup", None)
+    if isinstance(backup, Path):
+        backup.unlink(missing_ok=True)
     return True
