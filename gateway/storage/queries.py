@@ -266,6 +266,8 @@ _ID_SLICE = 500
 _MAX_ID = 2**63 - 1
 # The newest report (id, received_at) with a period start in [?1, ?2) and an id up to ?3: the ids are
 # in the period index, so only the newest row is read.
+# Whether a device has a report with an id up to ?2: its (device, w) index entries hold the ids.
+_DEVICE_REPORTED_SQL = "SELECT 1 FROM reports INDEXED BY reports_device_w WHERE device = ? AND id <= ? LIMIT 1"
 _RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports INDEXED BY reports_w"
                      " WHERE w >= ? AND w < ? AND id <= ?)")
 # How long close() waits for an interrupted statement of another thread to stop.
@@ -472,6 +474,21 @@ class ReportQueries:
         rows = self._rows("SELECT id FROM reports WHERE id > ? AND received_at < ? ORDER BY id DESC LIMIT 1",
                           (int(above), float(at)))
         return int(rows[0][0]) if rows else int(above)
+
+    def devices_reported(self, devices: Sequence[str], *, max_id: int) -> set[str]:
+        """Return those of ``devices`` that have a stored report with an id up to ``max_id`` (a
+        publication mark's bound): one seek per device in its (device, w) index entries, which hold
+        the ids, stopping at the first at or below the bound (its oldest periods, as a rule)."""
+        out: set[str] = set()
+        with self._reading() as conn:
+            conn.execute("BEGIN")  # one snapshot for every device
+            try:
+                for dev in devices:
+                    if conn.execute(_DEVICE_REPORTED_SQL, (dev, int(max_id))).fetchone():
+                        out.add(dev)
+            finally:
+                conn.execute("COMMIT")
+        return out
 
     def data_version(self) -> int:
         """Return how many times stored values were removed without a new report (retention runs

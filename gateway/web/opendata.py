@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from email.utils import formatdate
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from aiohttp import web
 
@@ -336,11 +336,13 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     return since, until
 
 
-def csv_zones(devices: Sequence[DeviceView]) -> list[str]:
+def csv_zones(devices: Sequence[DeviceView], reported: Collection[str] | None = None) -> list[str]:
     """The zones a public answer may name (a refused ``zone`` lists them): those of the CSV's devices
-    that have stored a report. A registered device that never reported published nothing, so its zone
+    that have stored a report (``reported``: the devices with a report received before the CSV's mark;
+    None: any stored report). A registered device that never reported published nothing, so its zone
     is not public (review L2: ``zone=x`` listed every registered device's zone)."""
-    return [d.zone for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND and d.last_seen is not None]
+    return [d.zone for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND
+            and (d.last_seen is not None if reported is None else d.id in reported)]
 
 
 def policy_digest(policy: Mapping[str, Any]) -> str:
@@ -348,10 +350,23 @@ def policy_digest(policy: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(policy, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
-def csv_devices(devices: Sequence[DeviceView]) -> list[str]:
+def csv_devices(devices: Sequence[DeviceView], reported: Collection[str] | None = None) -> list[str]:
     """The devices whose stored rows the CSV publishes: every device of a published kind, revoked or
-    not (the entities list only devices not revoked)."""
-    return [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND]
+    not (the entities list only devices not revoked); of ``reported`` only, when given (the devices
+    with a report received before the CSV's mark: the others have no row it may show)."""
+    return [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND and (reported is None or d.id in reported)]
+
+
+async def _csv_reported(ctx: Any, devices: Sequence[DeviceView], mark: int) -> frozenset[str] | None:
+    """The devices with a report received before the CSV's ``mark``, or None when the fleet source
+    cannot tell (gateway.web.source; not part of the FleetSource protocol yet). The devices listed are
+    the entities' (their later mark): without this, a device's first report changed the CSV's ETag
+    and zones at a quarter hour (review LOW4)."""
+    reported = getattr(ctx.fleet, "reported", None)
+    if reported is None:
+        return None
+    ids = [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND]
+    return frozenset(await reported(ids, received_before=mark))
 
 
 def csv_filename(since: int, until: int) -> str:
@@ -389,7 +404,8 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     mark = publication.csv_mark(now)
     fields = params.parse_fields(q, ctx.known_fields())
     devices = await ctx.fleet.devices(published=True)
-    zone = params.parse_zone(q, csv_zones(devices))
+    reported = await _csv_reported(ctx, devices, mark)
+    zone = params.parse_zone(q, csv_zones(devices, reported))
     # Rows of withheld values (a noisy count below k) only when asked for: their empty value and the
     # trailing status column would surprise a reader of the ten columns that parses every value.
     withheld = params.parse_choice(q, "withheld", ("omit", "include"), default="omit") == "include"
@@ -399,7 +415,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     # gateway refuses a revoked device's frames, so every row the store holds of one was received
     # before its revocation. (The registry keeps no revocation time of its own, and a wall-clock time
     # could not be compared with period starts from the devices' clocks, e.g. under [sim_clock].)
-    published = csv_devices(devices)
+    published = csv_devices(devices, reported)
     version, newest_id, published_at = await ctx.fleet.range_stamp(since=since, until=until, received_before=mark)
     # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
     # store's data version (retention removals), the newest report among the periods the range reads

@@ -74,6 +74,8 @@ class StoreFleetSource:
         # clock does. Kept in memory only; see _read_bound for a restart.
         self._floors: dict[str, tuple[int, int]] = {}
         self._clock_behind = False
+        # CSV bound -> device -> whether it has a report up to that bound (devices_reported)
+        self._reported: dict[int, dict[str, bool]] = {}
         # The mark function of each kind of public answer (a bound is kept per kind: the CSV's is older).
         entity_step = publication.entity_mark_s(policy)
         self._mark_of: dict[str, Callable[[float], int]] = {
@@ -240,6 +242,22 @@ class StoreFleetSource:
                                  start=since, end=until, devices=list(devices), zone=zone,
                                  max_period_s=self._max_period_s(), max_id=max_id)
         return await self._reads.bulk(read)
+
+    async def reported(self, devices: Sequence[str], *, received_before: int) -> frozenset[str]:
+        """Those of ``devices`` that have a report received before ``received_before`` (a CSV
+        publication mark): the devices the CSV shows, and whose zones it names, change only at its
+        marks, not at the entities' (review LOW4). Read once per device and mark, on a bulk thread."""
+        bound = (await self._bound("csv", received_before))[0]
+        known = self._reported.get(bound)
+        if known is None:
+            known = self._reported[bound] = {}
+            while len(self._reported) > 2:
+                del self._reported[next(iter(self._reported))]
+        missing = [dev for dev in devices if dev not in known]
+        if missing:
+            got = await self._reads.bulk(functools.partial(self._queries().devices_reported, missing, max_id=bound))
+            known.update((dev, dev in got) for dev in missing)
+        return frozenset(dev for dev in devices if known.get(dev))
 
     def _max_period_s(self) -> int:
         """The longest period a stored value can have: a day (``day`` reports), or a longer window or

@@ -245,7 +245,7 @@ async def test_the_csv_is_read_one_utc_day_at_a_time_and_matches_every_reading(f
 async def test_a_store_failure_before_the_csv_starts_is_a_json_503(fleet: Fleet) -> None:
     store = SlowQueries(fleet.store.path, fail=["device_hourly"])
     try:
-        async with app_over(fleet, store) as client:
+        async with app_over(fleet, store, clock=lambda: float(NOW + INGEST_LAG_S)) as client:  # 12:05: the CSV shows the fixture
             resp = await client.get(f"/opendata/readings.csv?from={NOW - 2 * 86400}&to={NOW}")
             assert resp.status == 503
             assert (await resp.json())["error"]["code"] == "backend_unavailable"
@@ -257,7 +257,7 @@ async def test_a_store_failure_during_the_csv_cuts_the_transfer_off(
         fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
     store = SlowQueries(fleet.store.path, fail=["device_hourly"], fail_from=2)
     try:
-        async with app_over(fleet, store) as client:
+        async with app_over(fleet, store, clock=lambda: float(NOW + INGEST_LAG_S)) as client:  # 12:05: the CSV shows the fixture
             resp = await client.get(f"/opendata/readings.csv?from={NOW - 2 * 86400}&to={NOW}")
             assert resp.status == 200  # the first day was sent
             with caplog.at_level(logging.ERROR, logger="gateway.web.opendata"):
@@ -325,7 +325,7 @@ async def test_a_client_that_stops_reading_the_csv_ends_it_quietly(
     caplog.set_level(logging.DEBUG)
     store = _WaitingQueries(fleet.store.path)
     app = create_app(store=store, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
-                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+                     admin_token=ADMIN_TOKEN, clock=lambda: float(NOW + INGEST_LAG_S))  # 12:05: the CSV shows the fixture
     server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=5)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

@@ -240,3 +240,39 @@ async def test_entity_marks_are_as_long_as_the_longest_window_of_the_policy(flee
             assert await _public(c, (path,)) == before, at
         clock[0] = float(NOW + H)                               # 13:00
         assert (await _public(c, (path,)))[path][1] != before[path][1]
+
+
+async def test_a_new_devices_first_report_changes_the_csv_only_at_five_past(fleet: Fleet) -> None:
+    """Review LOW4: the CSV's device list and zones came from the entities' state (their quarter-hour
+    mark): a new device's first report (received 13:12) changed the CSV's ETag at 13:15 with the same
+    body, and made its zone known then. Both follow the CSV's mark now (14:05). Fails before."""
+    fleet.registry.add("sl-09", kind="streetlight", zone="east", lat="52.37", lon="4.90")
+    east = "/opendata/readings.csv?zone=east"
+    everything = "/opendata/readings.csv"
+    clock = [float(NOW + H + 600)]                               # 13:10: the CSV mark was 13:05
+    async with app_client(fleet, clock=lambda: clock[0]) as c:
+        refused = await c.get(east)
+        assert refused.status == 400                             # sl-09 never reported: east unknown
+        before = await _public(c, (everything,))
+        fleet.store.insert_batch([_record("sl-09", "streetlight", 1, "win", NOW + H, 900, {"lux": 3}, [], NOW + H + 720)])
+        for at in (NOW + H + 900, NOW + 2 * H + INGEST_LAG_S - 1):  # 13:15 (an entity mark), 14:04:59
+            clock[0] = float(at)
+            assert (await c.get(east)).status == 400, at
+            assert await _public(c, (everything,)) == before, at
+        clock[0] = float(NOW + 2 * H + INGEST_LAG_S)             # 14:05
+        assert (await c.get(east)).status == 200
+
+
+async def test_without_a_registry_a_new_device_changes_no_csv_etag_at_a_quarter_hour(fleet: Fleet) -> None:
+    """Review LOW4, without a registry (the devices listed are those that reported, as of the entities'
+    mark): a new device's first report changed the CSV's ETag at the next quarter hour. Fails before."""
+    app = create_app(store=fleet.queries, registry=None, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, clock=lambda: clock[0])
+    clock = [float(NOW + H + 600)]                               # 13:10
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        before = await _public(c, ("/opendata/readings.csv",))
+        fleet.store.insert_batch([_record("sl-77", "streetlight", 1, "win", NOW + H, 900, {"lux": 3}, [], NOW + H + 720)])
+        clock[0] = float(NOW + H + 900)                          # 13:15
+        assert await _public(c, ("/opendata/readings.csv",)) == before
+        resp = await c.get("/opendata/readings.csv", headers={"If-None-Match": before["/opendata/readings.csv"][1]})
+        assert resp.status == 304

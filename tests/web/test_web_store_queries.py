@@ -357,6 +357,12 @@ def test_reads_bounded_by_a_publication_mark_leave_later_reports_out(db: tuple[R
     assert plans[3] == ["SEARCH reports USING INTEGER PRIMARY KEY (rowid>?)"], plans[3]
     # the bound never goes below the one published before (a clock set back: review M1)
     assert [q.last_id_received_before(T0 + s, above=5) for s in (0, 5, 100)] == [5, 5, 6]
+    # the devices with a report up to a CSV bound (review LOW4): a seek in each device's index entries
+    assert q.devices_reported(["sl-1", "sl-2"], max_id=bound) == {"sl-1"}
+    assert q.devices_reported(["sl-1"], max_id=0) == set()
+    seek = [str(r[3]) for r in rows("EXPLAIN QUERY PLAN " + queries._DEVICE_REPORTED_SQL,  # noqa: SLF001
+                                    ("sl-1", bound))]
+    assert seek == ["SEARCH reports USING COVERING INDEX reports_device_w (device=?)"], seek
     stamp_plan = [str(r[3]) for r in rows("EXPLAIN QUERY PLAN " + queries._RANGE_NEWEST_SQL,  # noqa: SLF001
                                           (T0, T0 + 86400, bound))]
     assert stamp_plan == ["SEARCH reports USING INTEGER PRIMARY KEY (rowid=?)", "SCALAR SUBQUERY 1",
