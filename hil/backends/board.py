@@ -54,10 +54,13 @@ def watchdog_hold_ms(sim_speed: float | None = 1.0) -> int:
     return int(min(WATCHDOG_HOLD_MAX_MS, WATCHDOG_HOLD_S * 1000 * max(1.0, sim_speed or 1.0)))
 
 
-def console_is_pty(url: str) -> bool:
-    """Whether a console is a pseudo-terminal: a virtual board's (``civicedge sim up`` prints
-    ``/dev/pts/N``), never a USB board's (``/dev/ttyUSB0``, ``/dev/ttyACM0``) or a URL."""
-    return "://" not in url and os.path.realpath(url).startswith("/dev/pts/")
+def console_is_virtual(url: str) -> bool:
+    """Whether a serial console is a running virtual board's (``civicedge sim up``, recorded in
+    :mod:`hil.sim.console_registry`). Any other console, a pty too (a real board behind socat or
+    ser2net), is a real board's: only a positively known virtual board gets the virtual treatment."""
+    from hil.sim.console_registry import is_virtual_console
+
+    return is_virtual_console(url)
 
 
 def running_pattern(device_id: str) -> re.Pattern[bytes]:
@@ -169,16 +172,17 @@ class BoardHandle:
         wall time (:func:`watchdog_hold_ms`) and fed, so that the board is not reset under the test:
         on the sim backend in the same write as the Ctrl-C (at high speed its watchdog lasts
         milliseconds of wall time; the simulator queues console input), and so for a serial console
-        that is a pty (a virtual board standing in for a real one, of unknown speed: held for
-        :data:`WATCHDOG_HOLD_MAX_MS` of board time), elsewhere as an exec right after the raw REPL is entered (a real board's console buffer would overflow with one write;
-        its 30 s watchdog leaves ample time). ``dut.on_stop_result`` is ``"True\n"`` when a watchdog
+        that is a running virtual board's (:func:`console_is_virtual`; it stands in for a real one, of
+        unknown speed: held for :data:`WATCHDOG_HOLD_MAX_MS` of board time); elsewhere, any other pty
+        included, as an exec right after the raw REPL is entered (a real board's console buffer would
+        overflow with one write; its 30 s watchdog leaves ample time). ``dut.on_stop_result`` is ``"True\n"`` when a watchdog
         was held, ``"False\n"`` when the firmware started none.
         """
         if self._dut is None:
             sim = self.backend == "sim"
             if sim:
                 hold, one_write = watchdog_hold_ms(self.extras.get("sim_speed", 1.0)), True
-            elif self.backend == "serial" and console_is_pty(self.console_url):
+            elif self.backend == "serial" and console_is_virtual(self.console_url):
                 # A virtual board standing in for a real one (`civicedge sim up`), at a speed unknown
                 # here (300x: a 30 s watchdog is 0.1 s of wall time): one write, the longest hold.
                 hold, one_write = WATCHDOG_HOLD_MAX_MS, True

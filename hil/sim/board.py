@@ -28,6 +28,7 @@ from hil.boards import BoardDefinition, load_board
 from hil.sim.errors import FlashError, SimError, StimulusError
 from hil.sim.flash import IDENTITY_FILE, identity_id, install_firmware, provision_identity
 from hil.sim.host import SimHost
+from hil.sim import console_registry
 from hil.sim.pty_bridge import PtyBridge
 from hil.sim.stimuli import BoardIo, StimuliPlan, load_stimuli, parse_fault, stimulus_op
 
@@ -178,6 +179,7 @@ class VirtualBoard:
             await self.host.start()
         self.host.on_event(self.device_id, self._on_event)
         self.console = PtyBridge(self._console_input, name=f"{self.device_id}-console")
+        console_registry.register(self.console.path)  # the serial backend treats it as a virtual board
         link = self.uart_link
         if link is not None:
             self.data = PtyBridge(self._uart_input, baud=int(link["baud"]) if self.paced else None,
@@ -215,6 +217,8 @@ class VirtualBoard:
         self.started = False
         if self._own_host:
             await self.host.close()
+        if self.console is not None:
+            console_registry.unregister(self.console.path)
         for bridge in (self.console, self.data):
             if bridge is not None:
                 await bridge.close()
