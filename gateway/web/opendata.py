@@ -16,7 +16,7 @@ from gateway.errors import GatewayError
 from gateway.web import catalogue, export, liveness, ngsi, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
-from gateway.web.context import ctx_of
+from gateway.web.context import WebContext, ctx_of
 from gateway.web.errors import BadParameter, NotFound, WebError
 from gateway.web.views import DeviceView
 
@@ -156,11 +156,9 @@ def _stale(request: web.Request, devices: Sequence[DeviceView]) -> frozenset[str
     the rule ``/api/devices`` calls "stale": judged now, a device would turn stale its last report's
     arrival plus three windows later, to the second (module publication)."""
     ctx = ctx_of(request)
-    # The mark the published devices are as of, held while the clock is behind the stored reports
-    # (gateway.web.source; not part of the FleetSource protocol yet, other sources have none).
-    held = getattr(ctx.fleet, "published_mark", None)
+    # The mark the published devices are as of, held while the clock is behind the stored reports.
     mark = publication.entity_mark(ctx.now(), step=publication.entity_mark_s(ctx.policy))
-    now = max(mark, int(held()) if callable(held) else 0)
+    now = max(mark, ctx.fleet.published_mark())
     return liveness.stale_ids(devices, now=now, policy=ctx.policy)
 
 
@@ -357,16 +355,12 @@ def csv_devices(devices: Sequence[DeviceView], reported: Collection[str] | None 
     return [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND and (reported is None or d.id in reported)]
 
 
-async def _csv_reported(ctx: Any, devices: Sequence[DeviceView], mark: int) -> frozenset[str] | None:
-    """The devices with a report received before the CSV's ``mark``, or None when the fleet source
-    cannot tell (gateway.web.source; not part of the FleetSource protocol yet). The devices listed are
-    the entities' (their later mark): without this, a device's first report changed the CSV's ETag
-    and zones at a quarter hour (review LOW4)."""
-    reported = getattr(ctx.fleet, "reported", None)
-    if reported is None:
-        return None
+async def _csv_reported(ctx: WebContext, devices: Sequence[DeviceView], mark: int) -> frozenset[str]:
+    """The devices with a report received before the CSV's ``mark``. The devices listed are the
+    entities' (their later mark): without this, a device's first report changed the CSV's ETag and
+    zones at a quarter hour (review LOW4)."""
     ids = [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND]
-    return frozenset(await reported(ids, received_before=mark))
+    return frozenset(await ctx.fleet.reported(ids, received_before=mark))
 
 
 def csv_filename(since: int, until: int) -> str:

@@ -142,6 +142,15 @@ class FleetSource(Protocol):
         """Id and receive time (unix seconds) of the most recently stored report, None when none is."""
         ...
 
+    def published_mark(self) -> int:
+        """The mark the last published entities are as of (0 before any); held while the clock is
+        behind the stored reports, so a device's silence is judged at it."""
+        ...
+
+    async def reported(self, devices: Sequence[str], *, received_before: int) -> frozenset[str]:
+        """Those of ``devices`` with a report received before ``received_before`` (a CSV mark)."""
+        ...
+
 
 class FleetAdmin(Protocol):
     """Administrative changes behind the admin token."""
