@@ -385,3 +385,22 @@ def test_hil_fleet_errors_when_a_board_identity_is_not_put_back(
                                  "back on *EISDIR*", "*It is saved on the board in /identity.hil-saved.json*"])
     assert provisioned_board.field_identity.decode() not in result.stdout.str()
     assert SAVED_PATH[1:] in {p.name for p in Path(provisioned_board.flash_dir).iterdir()}
+
+
+def test_a_broken_identity_left_by_an_interrupted_run_gets_the_saved_one_back(
+        provisioned_board: Any, tmp_path: Path) -> None:
+    """Before the fix a missing or broken /identity.json (a write cut short) made the recovery refuse, so the
+    board kept no usable identity though its own was saved on it."""
+    own = provisioned_board.field_identity
+    record = json.dumps({"previous": own.decode("latin-1"), "written": "0" * 64}).encode()
+    with Dut(provisioned_board.console_path) as dut:
+        dut.write_file(SAVED_PATH, record)
+        dut.write_file("/identity.json", b'{"id": "streetlight-hil-1", "ke')
+    strategy = Strategy(SerialDriver(selector=provisioned_board.console_path, lease_dir=tmp_path / "leases"))
+    handle = serial_handle(tmp_path)
+    with pytest.raises(BoardStateError) as err:
+        strategy.transition(handle, "reporting")
+    strategy.power_off(handle)
+    assert isinstance(err.value.__cause__, BoardIdentityError) and err.value.__cause__.reason == "provisioned"
+    files = flash_files(provisioned_board)
+    assert files["/identity.json"] == own and SAVED_PATH not in files

@@ -11,8 +11,9 @@ record, saying there was none).
 
 A run that dies in between (host crash, a second Ctrl-C, power cut) leaves the record on the board:
 the next run on that board puts the identity back first, whatever its options, as long as the board
-still holds the identity the harness wrote (or already its own one again). Anything else (the board
-was provisioned anew since) is left to the user, with an error saying so.
+still holds the identity the harness wrote, its own one again, or no usable identity (missing or
+broken). A valid other identity (the board was provisioned anew since) is left to the user, with an
+error saying so.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def recover_interrupted(dut: Dut) -> bool:
 
     Raises:
         BoardIdentityError: a record is there but cannot be applied safely: unreadable, or the board
-            holds neither the identity the harness wrote nor the saved one (provisioned anew since).
+            holds a valid identity that is neither the one the harness wrote nor the saved one
+            (provisioned anew since).
     """
     raw = _read_optional(dut, SAVED_PATH)
     if raw is None:
@@ -156,7 +158,9 @@ def recover_interrupted(dut: Dut) -> bool:
     if current == saved.previous:  # the test identity was never written, or it was already put back
         _remove(dut, SAVED_PATH)
         return False
-    if current is None or _sha256(current) != saved.written:
+    # Refused only over a valid identity other than the test one (provisioned anew since): a missing or
+    # broken /identity.json (a write cut short) cannot run the board, so the saved one goes back.
+    if current is not None and _sha256(current) != saved.written and describe_identity(current)[0] is not None:
         now = "no /identity.json" if current is None else describe_identity(current)[1]
         before = "no identity" if saved.previous is None else describe_identity(saved.previous)[1]
         raise BoardIdentityError(
