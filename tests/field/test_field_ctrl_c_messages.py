@@ -4,8 +4,10 @@ state, not silently."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,25 @@ async def _start(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hil.cli.main", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+async def _wait_port_open(proc: asyncio.subprocess.Process, port: str, timeout_s: float = 60.0) -> None:
+    """Wait until ``proc`` holds ``port`` open: it is in its connect step (a fixed sleep raced a slow
+    interpreter start on a loaded machine, and the SIGINT then killed it before its handler was in)."""
+    target = os.path.realpath(port)
+    deadline = time.monotonic() + timeout_s
+    fds = Path(f"/proc/{proc.pid}/fd")
+    while time.monotonic() < deadline:
+        for fd in (fds.iterdir() if fds.exists() else ()):
+            try:
+                if os.path.realpath(os.readlink(fd)) == target:
+                    await asyncio.sleep(0.5)  # past the open, into the wait for the REPL
+                    return
+            except OSError:
+                continue
+        assert proc.returncode is None, "provision ended before it opened the port"
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"provision did not open {port} within {timeout_s} s")
 
 
 async def _interrupt(proc: asyncio.subprocess.Process) -> tuple[str, str]:
@@ -51,7 +72,7 @@ async def test_ctrl_c_while_provision_connects(tmp_path: Path, silent_pty: str) 
     # A board that does not answer: provision is in its connect step for up to --repl-timeout.
     proc = await _start("provision", "--port", silent_pty, "--id", "sl-1", "--zone", "centre", "--location",
                         "52.1,4.2", "--registry", str(tmp_path), "--repl-timeout", "30")
-    await asyncio.sleep(3.0)
+    await _wait_port_open(proc, silent_pty)
     out, err = await _interrupt(proc)
     assert proc.returncode == 130, out + err
     assert "interrupted while connecting to the board: nothing was written to it and nothing was registered" in err, err
