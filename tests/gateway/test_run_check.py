@@ -168,9 +168,8 @@ def test_check_of_a_stopped_gateways_store_leaves_the_data_directory_as_it_was(t
     assert data_files(data) == before
 
 
-def test_a_killed_gateways_wal_is_read_not_read_around(tmp_path: Path) -> None:
-    """With no gateway running, a -wal with content (left by a killed one) holds commits the main file
-    lacks: the check reads it (an immutable open would see an empty database here)."""
+def _killed_gateways_store(tmp_path: Path) -> Path:
+    """A store whose schema is only in its -wal, as a gateway killed with -9 leaves it."""
     live = tmp_path / "live"
     live.mkdir()
     conn = sqlite3.connect(live / "reports.sqlite")
@@ -185,30 +184,25 @@ def test_a_killed_gateways_wal_is_read_not_read_around(tmp_path: Path) -> None:
         (killed / name).write_bytes((live / name).read_bytes())
     conn.close()
     assert (killed / "reports.sqlite-wal").stat().st_size > 0
-    assert check_store_file(killed / "reports.sqlite", running=False) == "readable"
-    assert read_schema_version(killed / "reports.sqlite") == 3
+    return killed / "reports.sqlite"
+
+
+def test_a_killed_gateways_wal_is_read_not_read_around(tmp_path: Path) -> None:
+    """With no gateway running, a -wal with content (left by a killed one) holds commits the main file
+    lacks: the check reads it (an immutable open would see an empty database here)."""
+    store = _killed_gateways_store(tmp_path)
+    assert check_store_file(store, running=False) == "readable"
+    assert read_schema_version(store) == 3
 
 
 def test_a_killed_gateways_wal_is_read_through_a_symlinked_store_path(tmp_path: Path) -> None:
     """[storage] path may be a symlink (the store follows it to the file itself). The check looked for
     the -wal next to the link, found none and read the main file immutable: a store whose tables were
     only in a killed gateway's -wal was "empty database: initialised at start", schema version None."""
-    live = tmp_path / "live"
-    live.mkdir()
-    conn = sqlite3.connect(live / "reports.sqlite")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.execute("CREATE TABLE meta (key TEXT, value TEXT)")
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
-    conn.commit()
-    killed = tmp_path / "killed"
-    killed.mkdir()
-    for name in ("reports.sqlite", "reports.sqlite-wal"):  # the files as a kill -9 leaves them
-        (killed / name).write_bytes((live / name).read_bytes())
-    conn.close()
+    store = _killed_gateways_store(tmp_path)
     link = tmp_path / "etc" / "reports.sqlite"
     link.parent.mkdir()
-    link.symlink_to(killed / "reports.sqlite")
+    link.symlink_to(store)
     assert check_store_file(link, running=False) == "readable"
     assert read_schema_version(link) == 3
 
