@@ -100,7 +100,9 @@ def marker_board_ref(name: str, test_file: Path) -> str:
     A name with a ``/`` is a path, relative to the directory of the test file (as board paths in
     scenario files are relative to the scenario file), never to the current directory: a test finds
     its board file wherever pytest is started from. A bare ``x.toml`` is the file next to the test
-    when there is one, else the board ``x`` of ``boards/``. Anything else is a board name.
+    when there is one, else (as ``load_board`` resolves it) a file ``x.toml`` in the current directory
+    when there is one, else the board ``x`` of ``boards/``. Anything else is a board name (or, like
+    ``load_board`` takes it, a file of that name in the current directory).
     """
     path = Path(name)
     if "/" in name or os.sep in name:
