@@ -133,32 +133,29 @@ def default_lease_dir() -> Path:
     return Path(base) / "civicedge-leases"
 
 
-def sim_speed_option(text: str) -> float:
-    """``--hil-sim-speed`` as a number >= 0 (argparse type: a bad value is a usage error)."""
+def _non_negative(text: str, *, what: str, zero_means: str) -> float:
+    """``text`` as a finite number >= 0, or argparse's usage error naming ``what`` it counts."""
     import argparse
     import math
 
     try:
         value = float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a number of virtual seconds per wall second, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"must be a number of {what}, got {text!r}") from exc
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = as fast as possible), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be >= 0{' seconds' if what == 'seconds' else ''} "
+                                         f"(0 = {zero_means}), got {text!r}")
     return value
+
+
+def sim_speed_option(text: str) -> float:
+    """``--hil-sim-speed`` as a number >= 0 (argparse type: a bad value is a usage error)."""
+    return _non_negative(text, what="virtual seconds per wall second", zero_means="as fast as possible")
 
 
 def lease_wait_option(text: str) -> float:
     """``--hil-lease-wait`` as a number of seconds >= 0 (argparse type: a bad value is a usage error)."""
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from exc
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0 = do not wait), got {text!r}")
-    return value
+    return _non_negative(text, what="seconds", zero_means="do not wait")
 
 
 def port_range_option(text: str) -> PortRange:
