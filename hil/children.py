@@ -65,18 +65,20 @@ def stop_with_parent_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | 
 
 
 def spawn_child(cmd: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
-                env: dict[str, str] | None = None, text: bool = False, cwd: str | None = None) -> subprocess.Popen[Any]:
+                env: dict[str, str] | None = None, text: bool = False, cwd: str | None = None,
+                stdin: int | IO[Any] | None = None) -> subprocess.Popen[Any]:
     """Start ``cmd`` in its own session, to get SIGTERM when this process dies (see module docstring).
 
     Args:
         cmd: program and arguments.
+        stdin: as :class:`subprocess.Popen`.
         stdout: as :class:`subprocess.Popen`.
         stderr: as :class:`subprocess.Popen`.
         env: the child's environment (None: inherit).
         text: text-mode pipes.
         cwd: working directory (None: inherit).
     """
-    return subprocess.Popen(list(cmd), stdout=stdout, stderr=stderr, env=env, text=text, cwd=cwd,
+    return subprocess.Popen(list(cmd), stdin=stdin, stdout=stdout, stderr=stderr, env=env, text=text, cwd=cwd,
                             start_new_session=True, preexec_fn=stop_with_parent_preexec())
 
 

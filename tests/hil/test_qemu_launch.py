@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,6 +90,50 @@ def test_lifecycle_serial_socket_and_qmp_reset(tmp_path: Path) -> None:
     with pytest.raises(QmpError) as conn:
         machine.qmp(timeout_s=0.5)
     assert conn.value.error_class == "connection"
+
+
+_OWNER = """
+import sys, time
+from pathlib import Path
+from hil.backends.qemu.launcher import QemuMachine
+machine = QemuMachine(image=Path(sys.argv[1]), chip="esp32c3", binary=sys.argv[2], machine="sifive_u",
+                      extra_args=("-bios", "none"))
+machine.start()
+print(machine.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@needs_upstream
+@pytest.mark.timeout(60)
+def test_qemu_does_not_outlive_a_killed_owner(tmp_path: Path) -> None:
+    """A pytest killed mid-test cannot stop its QEMU; the kernel must (a leaked one ran a core for good)."""
+    assert UPSTREAM_RISCV is not None
+    image = tmp_path / "flash.bin"
+    with image.open("wb") as fh:
+        fh.truncate(32 * 1024 * 1024)
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(image), UPSTREAM_RISCV], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+        assert _alive(pid)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive_not_zombie(pid):
+        time.sleep(0.05)
+    assert not _alive_not_zombie(pid), "QEMU still running after its owner was killed"
+
+
+def _alive_not_zombie(pid: int) -> bool:
+    """True while ``pid`` runs (not reaped by us: a zombie of init counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _alive(pid: int) -> bool:

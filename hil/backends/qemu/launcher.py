@@ -17,6 +17,7 @@ from typing import Sequence
 
 from hil.backends.errors import BackendError, QemuNotFoundError, QemuStartError, QmpError, UnsupportedChipError
 from hil.backends.qemu.qmp import QmpClient
+from hil.children import spawn_child
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,9 @@ class QemuMachine:
                            serial_port=self.serial_port, qmp_port=self.qmp_port, data_uart=data,
                            extra_args=self._extra)
         log.info("starting %s", " ".join(cmd))
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE)
+        # spawn_child: QEMU gets SIGTERM when this process dies; a killed pytest left it running a
+        # core for good (seen: 45 minutes at 80 % CPU after a CI run was stopped).
+        self._proc = spawn_child(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self._start_timeout_s
         while time.monotonic() < deadline:
             returncode = self._proc.poll()
