@@ -63,6 +63,17 @@ def console_is_virtual(url: str) -> bool:
     return is_virtual_console(url)
 
 
+def console_node(url: str) -> tuple[int, int] | None:
+    """``(st_rdev, st_ctime_ns)`` of a local console's device node (None: a URL, or no such node)."""
+    if "://" in url:
+        return None
+    try:
+        info = os.stat(url)
+    except OSError:
+        return None
+    return info.st_rdev, info.st_ctime_ns
+
+
 def running_pattern(device_id: str) -> re.Pattern[bytes]:
     """The console line firmware/main.py prints once the app runs: ``civicedge: <kind> <id> running``."""
     return re.compile(rb"civicedge: \S+ " + re.escape(device_id.encode()) + rb" running")
@@ -189,6 +200,7 @@ class BoardHandle:
             else:
                 hold, one_write = watchdog_hold_ms(1.0), False
             self._dut = Dut(self.console_url, on_stop=hold_watchdog_code(hold), on_stop_one_write=one_write)
+            self.extras.setdefault("console_node", console_node(self.console_url))
             # A connection closed with the firmware stopped leaves it stopped: the new one knows.
             self._dut.firmware_stopped = bool(self.extras.pop("firmware_stopped", False))
         return self._dut
@@ -232,6 +244,14 @@ class BoardHandle:
     def firmware_stopped(self) -> bool:
         """Whether the harness stopped the board's firmware (raw REPL) and has not restarted it since."""
         return bool(self.extras.get("firmware_stopped")) or (self._dut is not None and self._dut.firmware_stopped)
+
+    def console_replaced(self) -> bool:
+        """Whether the console's device node is no longer the one first opened: a pty whose board is
+        gone, its number now another's (``/dev/pts/N`` is made anew, with a new ctime, for each pty;
+        the ctime has the kernel's coarse clock, so a pty made within a tick (~4 ms) of the first is not
+        told apart)."""
+        first = self.extras.get("console_node")
+        return first is not None and console_node(self.console_url) != first
 
     def close_dut(self) -> None:
         """Close the console connection (a running firmware keeps running; one the connection stopped

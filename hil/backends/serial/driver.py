@@ -182,6 +182,10 @@ class SerialDriver:
         try:
             if "saved_identity" in handle.extras:
                 try:
+                    if handle.console_replaced():  # never write the identity onto another board
+                        raise BoardIdentityError(f"the console {handle.console_url} is not the board's any more "
+                                                 "(gone, or its pty number taken by another)",
+                                                 port=handle.console_url, reason="console-gone")
                     restore_identity(handle.dut, handle)
                 except (DutError, BoardIdentityError) as exc:
                     backup = handle.extras.get("identity_backup")
@@ -207,6 +211,12 @@ class SerialDriver:
         that ended the test; a board that does not come back is logged (a warning).
         """
         if not handle.firmware_stopped:
+            return
+        if handle.console_replaced():
+            # A pty's number is taken by the next pty opened once its board is gone: reopening it
+            # would reset another run's board (seen in CI: that board's console was "busy" meanwhile).
+            log.info("not restarting the firmware on %s: that console is not the board's any more (gone)",
+                     handle.console_url)
             return
         try:
             handle.dut.soft_reset()
