@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import time
 from typing import Any, Callable
 
 import pytest
@@ -189,11 +190,18 @@ def _frames(port: serial.Serial) -> list[bytes]:
 
 
 async def _advance_until(board: VirtualBoard, text: str, since: int, max_s: int = 30) -> None:
-    for _ in range(max_s):
+    """Advance the clock a second at a time until ``text`` is printed: ``max_s`` virtual seconds, and on
+    a loaded machine on for 10 s of wall time at least (a reset board's restart, and the host's writes
+    of the console pty after advance() returned, were seen to lag in CI)."""
+    deadline = time.monotonic() + 10
+    advanced = 0
+    while advanced < max_s or time.monotonic() < deadline:
         if text in board.console_text()[since:]:
             return
         await board.advance(1, chunk_s=1)
-    raise AssertionError(f"{text!r} not printed within {max_s} virtual s:\n{board.console_text()[since:]}")
+        advanced += 1
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text!r} not printed within {advanced} virtual s:\n{board.console_text()[since:]}")
 
 
 async def _sent(board: VirtualBoard, port: serial.Serial, seconds: int) -> list[bytes]:
