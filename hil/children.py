@@ -11,6 +11,8 @@ Linux only (``prctl(PR_SET_PDEATHSIG)``): elsewhere the child is started without
 sends the signal when the *thread* that forked the child exits, not the process; so the request is
 made only when spawning from the main thread (which lives as long as the process); from another
 thread the child is started without it (logged at DEBUG).
+
+:func:`pid_alive` tells whether a process still exists (a lease holder, a virtual console's server).
 """
 
 from __future__ import annotations
@@ -40,6 +42,27 @@ def _prctl() -> Callable[..., int] | None:
     except (OSError, AttributeError):
         return None
     return fn
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists in this pid namespace.
+
+    Signal 0 checks without signalling: a process of another user (``EPERM``) exists, so it counts
+    as alive; so does a zombie (it holds its pid until reaped). A pid of 0 or below names no process
+    (``kill`` would address a process group, which always "exists"), so it is not alive.
+
+    Args:
+        pid: the process id, as read from a lease or registry file.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stop_with_parent_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | None:

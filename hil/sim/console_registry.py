@@ -15,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from hil.children import pid_alive
+
 log = logging.getLogger(__name__)
 
 ENV_DIR = "CIVICEDGE_RUNTIME_DIR"
@@ -63,16 +65,6 @@ def unregister(path: str) -> None:
         log.info("cannot remove the virtual console entry of %s: %s", path, exc)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_virtual_console(path: str) -> bool:
     """Whether ``path`` (a device path; links resolved) is the console of a running virtual board."""
     if "://" in path:
@@ -88,7 +80,7 @@ def is_virtual_console(path: str) -> bool:
             pid, served = int(doc["pid"]), str(doc["path"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not _alive(pid):
+        if not pid_alive(pid):
             try:  # its process is gone: the pty number may serve a real board now
                 entry.unlink(missing_ok=True)
             except OSError:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal
 
 from hil.backends.errors import LeaseError, LeaseHeldError, LeaseLostError, readable_expiry
+from hil.children import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +169,6 @@ def _naming_holder(error: LeaseHeldError, holder: str | None) -> LeaseHeldError:
         error.args = (error.message,)
         error.details["holder"] = holder
     return error
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if a process with ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Lease:
@@ -323,7 +313,7 @@ class Lease:
             return False
         if record.pid == os.getpid():
             return True  # our pid, but no lease of this process: a crashed run's, pid reused
-        return not _pid_alive(record.pid)
+        return not pid_alive(record.pid)
 
     @staticmethod
     def _is_this_process(record: LeaseRecord) -> bool:
