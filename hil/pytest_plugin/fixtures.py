@@ -196,7 +196,7 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
     if settings.backend == "qemu":
         from hil.backends.qemu.driver import QemuDriver
 
-        qemu = QemuDriver(release_image=settings.qemu_image)
+        qemu = QemuDriver(release_image=settings.qemu_image, port_range=settings.port_range)
         try:
             qemu.check_available(definition.chip)
         except QemuNotFoundError as exc:

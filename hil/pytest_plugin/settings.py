@@ -30,8 +30,8 @@ class HilSettings:
         lease_dir: directory of board leases (serial backend).
         lease_wait_s: how long to wait for a board held by another run.
         sim_speed: virtual seconds per wall second for virtual boards (0 = as fast as possible).
-        port_range: ``--hil-port-range``: the ports the gateway's HTTP server and the virtual radio
-            listen on (None: any free port).
+        port_range: ``--hil-port-range``: the ports the gateway's HTTP server, the virtual radio and
+            QEMU's console, data UART and QMP sockets listen on (None: any free port).
         reprovision: ``--hil-reprovision``: the serial backend may replace an identity the board
             already has (saved and put back at teardown); without it such a board is refused.
     """

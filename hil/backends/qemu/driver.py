@@ -16,6 +16,7 @@ from hil.backends.errors import BackendError
 from hil.backends.qemu.image import build_flash_image, check_release_image
 from hil.backends.qemu.launcher import QemuMachine, find_qemu
 from hil.field.firmware_copy import device_files
+from hil.tcp_ports import PortRange
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,16 @@ class QemuDriver:
         release_image: MicroPython release ``.bin`` for the board's chip (``--hil-qemu-image``).
         qemu_binary: explicit QEMU executable (else found on PATH).
         start_timeout_s: limit for the emulated firmware to say it runs (QEMU is slow).
+        port_range: TCP ports for QEMU's console, data UART and QMP sockets (``--hil-port-range``);
+            None: any free ports.
     """
 
     backend = "qemu"
 
     def __init__(self, *, release_image: Path | None, qemu_binary: str | None = None,
-                 start_timeout_s: float = 120.0) -> None:
+                 start_timeout_s: float = 120.0, port_range: PortRange | None = None) -> None:
         self.release_image = release_image
+        self.port_range = port_range
         self.qemu_binary = qemu_binary
         self.start_timeout_s = start_timeout_s
 
@@ -77,7 +81,8 @@ class QemuDriver:
         """Boot QEMU on the image and wait for the firmware's "running" line."""
         uart = handle.definition.uart
         machine = QemuMachine(image=handle.extras["image"].path, chip=handle.definition.chip,
-                              binary=self.qemu_binary, data_uart_id=uart.id if uart is not None else None)
+                              binary=self.qemu_binary, data_uart_id=uart.id if uart is not None else None,
+                              port_range=self.port_range)
         machine.start()
         handle.resource = machine
         handle.console_url = machine.serial_url

@@ -1,7 +1,10 @@
 """Run Espressif's QEMU on a flash image: serial console on TCP, QMP on TCP for reset.
 
 The DUT transport connects to ``socket://127.0.0.1:<serial port>``; :meth:`QemuMachine.reset`
-sends QMP ``system_reset`` (a board's EN/reset line).
+sends QMP ``system_reset`` (a board's EN/reset line). QEMU binds its TCP ports itself: they are
+chosen by :func:`hil.tcp_ports.choose_ports` (the kernel's free picks, or ports of
+``--hil-port-range``), and a port another process takes between that probe and QEMU's bind makes
+QEMU exit at start, which is retried on fresh ports.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from typing import Sequence
 from hil.backends.errors import BackendError, QemuNotFoundError, QemuStartError, QmpError, UnsupportedChipError
 from hil.backends.qemu.qmp import QmpClient
 from hil.children import spawn_child
+from hil.tcp_ports import PortRange, choose_ports, port_free
 
 log = logging.getLogger(__name__)
+
+PORT_TRIES = 3
+"""QEMU starts on ports another process took after the probe, before giving up."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,8 @@ QEMU_TARGETS: dict[str, QemuTarget] = {
 
 
 def free_tcp_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """Return a TCP port on 127.0.0.1 that is free right now (the kernel's pick)."""
+    return choose_ports(1, None)[0]
 
 
 def find_qemu(chip: str, *, binary: str | None = None) -> tuple[str, QemuTarget]:
@@ -122,11 +126,13 @@ class QemuMachine:
         extra_args: more QEMU arguments.
         start_timeout_s: limit for QEMU to open its serial port.
         data_uart_id: UART number of the board's data link (e.g. 2) to expose on its own TCP port.
+        port_range: the TCP ports QEMU's console, data UART and QMP sockets may use
+            (``--hil-port-range``); None: any free ports.
     """
 
     def __init__(self, *, image: Path, chip: str, binary: str | None = None, machine: str | None = None,
                  extra_args: Sequence[str] = (), start_timeout_s: float = 20.0,
-                 data_uart_id: int | None = None) -> None:
+                 data_uart_id: int | None = None, port_range: PortRange | None = None) -> None:
         if data_uart_id is not None and data_uart_id < 1:
             raise BackendError(f"data UART id must be >= 1 (UART0 is the console), got {data_uart_id}",
                                data_uart_id=data_uart_id)
@@ -146,6 +152,7 @@ class QemuMachine:
         self.qmp_port = 0
         self.data_uart_id = data_uart_id
         self.data_port = 0
+        self.port_range = port_range
 
     @property
     def serial_url(self) -> str:
@@ -162,20 +169,49 @@ class QemuMachine:
         """Process id of QEMU while running."""
         return self._proc.pid if self._proc is not None else None
 
+    def command(self) -> list[str]:
+        """Choose QEMU's TCP ports (:attr:`serial_port`, :attr:`qmp_port`, :attr:`data_port`) and
+        return the command line :meth:`start` runs with them.
+
+        Raises:
+            NoFreePortError: :attr:`port_range` has too few free ports.
+        """
+        purpose = "QEMU's console, data UART and QMP" if self.data_uart_id is not None else "QEMU's console and QMP"
+        ports = choose_ports(3 if self.data_uart_id is not None else 2, self.port_range, purpose=purpose)
+        self.serial_port, self.qmp_port = ports[0], ports[1]
+        data = None
+        if self.data_uart_id is not None:
+            self.data_port = ports[2]
+            data = (self.data_uart_id, self.data_port)
+        return qemu_command(binary=self._binary, machine=self._machine, image=self.image,
+                            serial_port=self.serial_port, qmp_port=self.qmp_port, data_uart=data,
+                            extra_args=self._extra)
+
+    def _ports(self) -> list[int]:
+        return [self.serial_port, self.qmp_port] + ([self.data_port] if self.data_uart_id is not None else [])
+
     def start(self) -> None:
         """Start QEMU and wait until its serial port accepts connections.
 
+        A QEMU that exits at start while one of its ports is now taken lost it to another process
+        after the probe: it is started again on other ports (at most :data:`PORT_TRIES` times).
+
         Raises:
             QemuStartError: QEMU exited or did not open its serial port in time.
+            NoFreePortError: :attr:`port_range` has too few free ports.
         """
-        self.serial_port, self.qmp_port = free_tcp_port(), free_tcp_port()
-        data = None
-        if self.data_uart_id is not None:
-            self.data_port = free_tcp_port()
-            data = (self.data_uart_id, self.data_port)
-        cmd = qemu_command(binary=self._binary, machine=self._machine, image=self.image,
-                           serial_port=self.serial_port, qmp_port=self.qmp_port, data_uart=data,
-                           extra_args=self._extra)
+        for attempt in range(1, PORT_TRIES + 1):
+            try:
+                self._start_once()
+                return
+            except QemuStartError as exc:
+                taken = [port for port in self._ports() if not port_free(port)]
+                if exc.returncode is None or not taken or attempt == PORT_TRIES:
+                    raise
+                log.info("port(s) %s were taken before QEMU bound them; trying others", taken)
+
+    def _start_once(self) -> None:
+        cmd = self.command()
         log.info("starting %s", " ".join(cmd))
         # spawn_child: QEMU gets SIGTERM when this process dies; a killed pytest left it running a
         # core for good (seen: 45 minutes at 80 % CPU after a CI run was stopped).
@@ -185,6 +221,8 @@ class QemuMachine:
             returncode = self._proc.poll()
             if returncode is not None:
                 stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                if self._proc.stderr is not None:
+                    self._proc.stderr.close()
                 self._proc = None
                 raise QemuStartError("QEMU exited at start", command=cmd, returncode=returncode, stderr=stderr)
             # QMP greets only once the machine is built and the main loop runs; a listening
