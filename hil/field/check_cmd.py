@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,19 +115,22 @@ def _check_board(out: Console, dut: Dut, args: argparse.Namespace, restart: Call
     unsent = count_outbox(dut)
     out.print(f"outbox: {unsent} un-sent report(s)" + (" (sent once the gateway accepts the board's reports)"
                                                       if unsent else ""))
-    flash_cmd = f"civicedge flash --firmware-only --board {facts.config_name or 'BOARD'} --port {args.port}"
+    # Echoed arguments are shell-quoted: the command must paste as is (a port path with a space or quote).
+    port = shlex.quote(args.port)
+    flash_cmd = shlex.join(["civicedge", "flash", "--firmware-only", "--board", facts.config_name or "BOARD",
+                            "--port", args.port])
     if state.version is None or state.changed:
         # Missing or damaged files: the firmware cannot be trusted to start, waiting tells nothing.
         problems.append(f"the firmware on the board is incomplete or damaged; run {flash_cmd}")
     if facts.config_kind is not None and facts.config_kind != ident.kind:
         problems.append(f"the board is provisioned as a {ident.kind} but its /board.json is for a "
                         f"{facts.config_kind}: its firmware will not start; run civicedge flash --firmware-only "
-                        f"--board (a {ident.kind} board definition) --port {args.port}")
+                        f"--board (a {ident.kind} board definition) --port {port}")
     config_chip = (facts.config or {}).get("chip")
     if facts.chip_source == "MicroPython" and isinstance(config_chip, str) and config_chip != facts.chip:
         problems.append(f"the board is an {facts.chip} (MicroPython reports {facts.machine!r}) but its "
                         f"/board.json is for an {config_chip}; run civicedge flash --firmware-only --board (a definition "
-                        f"for this chip) --port {args.port}")
+                        f"for this chip) --port {port}")
     if args.registry is not None:
         # A registry that does not hold this key makes the gateway refuse every report: waiting
         # (up to a whole report window) would only end in "check the link".
