@@ -18,6 +18,9 @@ REJECTION_REASONS = (
 # Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no
 # longer registered, or its key is no longer the one the link authenticated with.
 BLE_DEAUTHORIZED_REASONS = ("revoked", "unknown_device", "key_changed")
+# Why a non-personal field was left out of a stored report: sent over a shorter period than its
+# release_every_s (a board on older firmware); outside its valid_range (a faulty sensor).
+FIELD_DROP_REASONS = ("release_period", "out_of_range")
 # Why a retention pass was skipped: the gateway clock is behind / too far ahead of the last stored report.
 RETENTION_SKIP_REASONS = ("clock_behind", "clock_ahead")
 
@@ -33,6 +36,10 @@ class GatewayMetrics:
             fields ``(device, type, w, l, fields of e)`` was stored under another seq (a board whose clock
             was set back far).
         rejections: rejected frames by reason.
+        fields_dropped: non-personal fields left out of reports otherwise stored, by reason
+            (:data:`FIELD_DROP_REASONS`).
+        values_out_of_range: non-personal values left out of stored reports because they are outside
+            their field's policy ``valid_range`` (a faulty sensor), by kind and field.
         outbox_depth / outbox_dropped / outbox_refused / mqtt_published: upstream outbox.
         link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0.
         ble_connected: currently connected BLE devices.
@@ -72,8 +79,14 @@ class GatewayMetrics:
         self.fields_dropped = Counter(
             "civicedge_fields_dropped",
             "Non-personal fields left out of stored reports (the rest kept), by reason: release_period: sent over "
-            "a shorter period than the field's release_every_s (a board on older firmware)", ["reason"], registry=r)
-        self.fields_dropped.labels("release_period")
+            "a shorter period than the field's release_every_s (a board on older firmware); out_of_range: outside "
+            "the field's policy valid_range (a faulty sensor)", ["reason"], registry=r)
+        for reason in FIELD_DROP_REASONS:
+            self.fields_dropped.labels(reason)
+        self.values_out_of_range = Counter(
+            "civicedge_values_out_of_range",
+            "Non-personal values left out of stored reports because they are outside their field's policy "
+            "valid_range (a faulty sensor), by kind and field", ["kind", "field"], registry=r)
         self.outbox_depth = Gauge("civicedge_outbox_depth", "MQTT messages waiting in the outbox", registry=r)
         self.outbox_dropped = Counter("civicedge_outbox_dropped", "MQTT messages dropped at the outbox cap",
                                       registry=r)

@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Coroutine
 from gateway.errors import GatewayError, ProtocolError, RejectedReport
 from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline.verify import Verified, Verifier
+from gateway.pipeline.verify import OutOfRange, Verified, Verifier
 from gateway.protocol.frame import FRAME_ACK, build_frame
 from gateway.storage.store import BatchResult, ReportRecord, ReportStore, WindowDuplicate
 
@@ -62,6 +62,10 @@ HMAC_LOG_EVERY_S = 600.0
 # An authentic report the policy gate refuses is acknowledged past (the device deletes it): its data is
 # lost, most likely because the board runs another policy.json. One warning per minute, with the count.
 POLICY_LOG_EVERY_S = 60.0
+# A non-personal value outside its field's policy valid_range (a faulty sensor) is dropped, the rest of
+# its report stored. A sensor gone wrong sends one in every report: one WARNING per device and field at
+# most once a minute, with the count.
+RANGE_LOG_EVERY_S = 60.0
 MAX_DEVICE_WARNINGS = 1024  # devices with their own warning limit per kind of warning (a fleet's old boards)
 
 
@@ -282,6 +286,8 @@ class IngestService:
         # reports with non-personal fields dropped (sent over a shorter period than their release_every_s:
         # a board on older firmware), warned per device, so each such board is named
         self._dropped_warnings: dict[str, CountedWarning] = {}
+        # values dropped outside their valid_range (a faulty sensor), warned per (device, field)
+        self._range_warnings: dict[tuple[str, str], CountedWarning] = {}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -412,7 +418,8 @@ class IngestService:
                 pass
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
         for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning,
-                        *self._hmac_warnings.values(), *self._dropped_warnings.values()):
+                        *self._hmac_warnings.values(), *self._dropped_warnings.values(),
+                        *self._range_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -671,19 +678,22 @@ class IngestService:
         if frames.limit.allow() is not None:
             log.warning("%s", frames.take())
 
-    def _device_warning(self, table: dict[str, CountedWarning], device: str, every_s: float,
-                        held: str) -> CountedWarning:
+    def _device_warning(self, table: dict[Any, CountedWarning], device: str, every_s: float,
+                        held: str, *, fld: str | None = None) -> CountedWarning:
         """``device``'s own rate-limited warning in ``table``, made on first use (``held``: the line for
-        the count held back, with ``%s`` for the device). At :data:`MAX_DEVICE_WARNINGS` devices the
+        the count held back, with ``%s`` for the device). With ``fld``, one per device and field (keyed
+        ``(device, fld)``, ``%s`` is ``"<device> <fld>"``). At :data:`MAX_DEVICE_WARNINGS` entries the
         table starts afresh, logging what it held: a flood of ids cannot grow it."""
-        warning = table.get(device)
+        key: str | tuple[str, str] = device if fld is None else (device, fld)
+        warning = table.get(key)
         if warning is None:
             if len(table) >= MAX_DEVICE_WARNINGS:
                 for held_back in table.values():
                     held_back.flush()
                 table.clear()
-            warning = table[device] = CountedWarning(every_s, self._log_clock,
-                                                     "%d more " + held % device.replace("%", "%%"), log)
+            who = device if fld is None else "%s %s" % (device, fld)
+            warning = table[key] = CountedWarning(every_s, self._log_clock,
+                                                  "%d more " + held % who.replace("%", "%%"), log)
         return warning
 
     def _hmac_failed(self, device: str, link: Link) -> None:
@@ -727,6 +737,24 @@ class IngestService:
                     "dropped: not stored or published, the rest of the report kept (the board runs older firmware: "
                     "flash the new firmware)%s", device, seq, ", ".join(fields),
                     more_since(counted[0] - 1, "such report(s) of this device"))
+
+    def _out_of_range(self, rec: ReportRecord, values: tuple[OutOfRange, ...]) -> None:
+        """Count the values dropped from a stored report outside their field's ``valid_range`` and warn,
+        at most once per :data:`RANGE_LOG_EVERY_S` for each device and field, naming the device, the
+        field, the value and the range (ranges are on non-personal fields only, so the value says nothing
+        about people)."""
+        self._metrics.fields_dropped.labels("out_of_range").inc(len(values))
+        for v in values:
+            self._metrics.values_out_of_range.labels(rec.kind, v.field).inc()
+            counted = self._device_warning(self._range_warnings, rec.device, RANGE_LOG_EVERY_S,
+                                           "%s value(s) outside the policy valid_range dropped since the last "
+                                           "such line", fld=v.field).count()
+            if counted is None:
+                continue
+            log.warning("%s seq %d: %s = %d is outside its valid_range [%d, %d] (policy), dropped: not stored or "
+                        "published, the rest of the report kept (a faulty sensor or firmware: check the board)%s",
+                        rec.device, rec.seq, v.field, v.value, v.low, v.high,
+                        more_since(counted[0] - 1, "such value(s) of this device and field"))
 
     def _coarsened(self, device: str, seq: int, fields: tuple[str, ...]) -> None:
         """Warn, at most once per :data:`POLICY_LOG_EVERY_S`, that a report was stored with values rounded
@@ -779,7 +807,7 @@ class IngestService:
                 acks[(dev, link.name)] = (verified, link)
                 if link.fresh is not None:
                     fresh.append((rec, link))
-            if verified.coarsened or verified.dropped:
+            if verified.coarsened or verified.dropped or verified.out_of_range:
                 altered.append(verified)
             win = self._window(dev)
             win.pending.pop(seq, None)
@@ -811,6 +839,9 @@ class IngestService:
             for v in altered:
                 if v.dropped:
                     self._dropped(v.record.device, v.record.seq, v.dropped)
+            for v in altered:
+                if v.out_of_range:
+                    self._out_of_range(v.record, v.out_of_range)
         if fresh:
             # A release not stored is a new frame too (its seq was never stored): the device holds its key.
             inserted = set(result.inserted).union((d.device, d.seq) for d in result.window_duplicates)

@@ -6,8 +6,9 @@ transparency page; the device only ever reads it.
 
 import json
 
-# policy keys that only document a field (transparency page); dropped on load to save heap
-_DOC_ONLY = ("label", "unit", "source", "purpose", "retention_days")
+# policy keys of a field the device has no use for, dropped on load to save heap: text for the
+# transparency page, and what only the gateway checks (valid_range: docs/protocol.md §2)
+_DOC_ONLY = ("label", "unit", "source", "purpose", "retention_days", "valid_range")
 
 
 class PolicyError(ValueError):
@@ -46,7 +47,7 @@ class KindPolicy:
         for f in fields:
             if not isinstance(fields[f], dict):
                 raise PolicyError("field %s is not an object" % f, f)
-            for key in _DOC_ONLY:  # text for the transparency page; no use on the device
+            for key in _DOC_ONLY:
                 if key in fields[f]:
                     del fields[f][key]
         self.fields = fields
