@@ -61,9 +61,11 @@ class StoreFleetSource:
         self._policy = policy
         self._clock = clock
         self._reads = reads if reads is not None else StoreReads()
-        self._state = FleetState(store) if store is not None else None
+        # The operators' fleet: None until the first read, which forks it from the published one.
+        self._state: FleetState | None = None
         # The fleet as published at the entities' last mark (module gateway.web.publication).
-        self._public = FleetState(store, bounded=True) if store is not None else None
+        self._public = _PublishedFleet(store) if store is not None else None
+        self._loading: asyncio.Future[FleetData] | None = None
         self._refreshing: dict[bool, asyncio.Future[FleetData]] = {}
         # (kind, mark) -> the highest id of the reports received before the mark (and the mark the answer
         # is as of: the same unless the clock is behind the stored reports), read once per mark:
@@ -153,12 +155,14 @@ class StoreFleetSource:
         shared by the requests that wait for it.
 
         A refresh reads only the reports stored since the previous one (up to the mark's bound when
-        published); the first reads the whole store once, on a bulk thread (seconds on a large
-        store), so the quick thread stays free.
+        published); the first read of both is :meth:`_load`.
         """
+        self._queries()
+        if self._state is None:
+            loaded = await self._load()
+            if not published:
+                return loaded
         state = self._public if published else self._state
-        if state is None:
-            self._queries()
         assert state is not None
         refreshing = self._refreshing.get(published)
         if refreshing is None:
@@ -181,6 +185,39 @@ class StoreFleetSource:
 
             task.add_done_callback(done)
         return await asyncio.shield(refreshing)
+
+    async def _load(self) -> FleetData:
+        """Read the store once for both fleets, on a bulk thread (seconds on a large store), so the
+        quick thread stays free: the published one up to the entities' current bound, then the
+        operators' one as a copy of it plus the reports stored since (each read the whole store on
+        its own before: ~13 s each on a million reports). One load at a time, shared by the
+        requests that wait for it; after a failure the next request tries again. Returns the
+        operators' fleet as of now."""
+        loading = self._loading
+        if loading is None:
+            loading = self._loading = asyncio.ensure_future(self._load_once())
+
+            def done(fut: asyncio.Future[FleetData]) -> None:
+                if fut.cancelled() or fut.exception() is not None:
+                    self._loading = None  # retried by the next request (the exception is retrieved here)
+
+            loading.add_done_callback(done)
+        return await asyncio.shield(loading)
+
+    async def _load_once(self) -> FleetData:
+        upto, mark = await self._bound("entities", self._mark_of["entities"](self._clock()))
+        self._state, data = await self._reads.bulk(functools.partial(self._read_both, mark, upto))
+        return data
+
+    def _read_both(self, mark: int, upto: int) -> tuple[FleetState, FleetData]:
+        """The published fleet as of ``mark`` (reports up to ``upto``), and from it the operators' fleet
+        as of now (the state and its data); on a bulk thread."""
+        public = self._public
+        assert public is not None
+        if not public.loaded:  # else loaded by an attempt whose operators' part failed
+            public.refresh(mark, upto=upto)
+        state = public.fork()
+        return state, state.refresh(int(self._clock()))
 
     async def devices(self, *, published: bool = False) -> Sequence[DeviceView]:
         """All devices, registry first; reporting state from the store (followed incrementally), or
@@ -289,6 +326,30 @@ class StoreFleetSource:
         """Id and receive time of the most recently stored report (None for an empty store); one index
         lookup."""
         return await self._reads.quick(self._queries().last_report_stamp, timeout_s=HEALTH_TIMEOUT_S)
+
+
+class _PublishedFleet(FleetState):
+    """The fleet as published (a bounded :class:`FleetState`), from which the operators' fleet starts.
+
+    Kept here, by the only user of a fork, rather than in gateway.web.snapshot (not this change's file).
+    """
+
+    def __init__(self, store: ReportQueries) -> None:
+        super().__init__(store, bounded=True)
+
+    def fork(self) -> FleetState:
+        """An unbounded :class:`FleetState` holding what this one has read: its next :meth:`refresh`
+        reads only the reports stored after this one's watermark, and derives the fleet anew (alarms
+        and lamp history unbounded, as of the time it is given). The result is what a fresh state
+        reading the whole store would give: every merge is by report id or (period start, seq),
+        whatever the split."""
+        with self._lock:
+            other = FleetState(self._store, recheck_s=self._recheck_s)
+            other._watermark = self._watermark
+            other._latest = dict(self._latest)
+            other._released = dict(self._released)
+            other._last = dict(self._last)
+        return other
 
 
 class RegistryAdmin:
