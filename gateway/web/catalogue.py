@@ -198,6 +198,7 @@ class Catalogue:
         devices: the published devices.
         modified: the newest time the published data shows (as ``Last-Modified``), or None.
         now: the gateway's time.
+        oldest: the earliest period start of the published reports (None: none is published yet).
     """
 
     meta: OpenDataMeta
@@ -207,6 +208,7 @@ class Catalogue:
     devices: Sequence[DeviceView]
     modified: float | None
     now: int
+    oldest: int | None = None
 
     def url(self, path: str) -> str:
         """The absolute URL of a path of this gateway."""
@@ -238,11 +240,16 @@ class Catalogue:
         lons, lats = [d.lon for d in located], [d.lat for d in located]
         return [min(lons), min(lats), max(lons), max(lats)]
 
-    def temporal_start(self) -> int:
-        """The UTC day from which values may still be held: now less the longest retention in force (each
-        field's own is in the data dictionary; a younger store holds less)."""
+    def temporal_start(self) -> int | None:
+        """The UTC day from which published values may be held: the day of the oldest published report's
+        period, or the day now less the longest retention in force when that is later (retention removes
+        values, not reports; each field's own retention is in the data dictionary); None while nothing
+        is published (DCAT-AP's temporal coverage is optional: left out rather than a start no value has).
+        """
+        if self.oldest is None:
+            return None
         days = max((int(f["retention_days"]) for k in self.transparency["kinds"] for f in k["fields"]), default=0)
-        start = self.now - days * DAY_S
+        start = max(self.oldest, self.now - days * DAY_S)
         return start - start % DAY_S
 
     def window_s(self) -> int:
@@ -266,6 +273,7 @@ class Catalogue:
     def index_head(self) -> dict[str, Any]:
         """The descriptive fields of the ``/opendata`` index (DCAT-style names)."""
         bbox = self.bbox()
+        start = self.temporal_start()
         return {
             "title": self.title(),
             "description": self.description(),
@@ -276,7 +284,7 @@ class Catalogue:
             "licenseUrl": self.meta.licence_url(),
             "modified": _iso(self.modified),
             "spatial": {"bbox": bbox} if bbox is not None else None,
-            "temporal": {"start": _iso(self.temporal_start()), "end": None},
+            "temporal": {"start": _iso(start), "end": None} if start is not None else None,
             "accrualPeriodicity": self.accrual_periodicity(),
             "updateFrequency": (f"new values with every {format_duration(self.window_s())} window; the CSV has a row "
                                 "per device, field and UTC hour once the hour has ended (longer releases, e.g. 6-hour "
@@ -298,8 +306,6 @@ class Catalogue:
             "dcat:landingPage": {"@id": self.url("/opendata")},
             "foaf:page": {"@id": self.url("/transparency")},
             "dct:conformsTo": [{"@id": url} for url in MODELS.values()],
-            "dct:temporal": {"@type": "dct:PeriodOfTime",
-                             "dcat:startDate": {"@value": _iso(self.temporal_start()), "@type": "xsd:dateTime"}},
             "dcat:distribution": [self._distribution(path, media, title, file_type, licence)
                                   for _key, path, media, title, file_type in FORMATS],
         }
@@ -313,6 +319,10 @@ class Catalogue:
             else:
                 card["vcard:hasURL"] = {"@id": contact["url"]}
             dataset["dcat:contactPoint"] = card
+        start = self.temporal_start()
+        if start is not None:
+            dataset["dct:temporal"] = {"@type": "dct:PeriodOfTime",
+                                       "dcat:startDate": {"@value": _iso(start), "@type": "xsd:dateTime"}}
         bbox = self.bbox()
         if bbox is not None:
             dataset["dct:spatial"] = {"@type": "dct:Location",

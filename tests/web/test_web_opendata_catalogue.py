@@ -20,6 +20,7 @@ from gateway.web.export import CSV_STATUS_COLUMNS
 from gateway.web.opendata import OpenDataMeta
 
 from .support import ADMIN_TOKEN, DEVICES, NOW, Fleet, admin_headers
+from .test_web_opendata_temporal import old_report
 
 CITY = OpenDataMeta(licence="CC-BY-4.0", publisher="City of Example, Open Data Office",
                     title="Example street sensors", description="Streetlights and bins of Example.",
@@ -58,10 +59,9 @@ async def test_the_index_describes_the_dataset_as_the_city_configured_it(fleet: 
     where = {d[0]: (float(d[4]), float(d[3])) for d in DEVICES if d[0] in PUBLISHED}
     lons, lats = [p[0] for p in where.values()], [p[1] for p in where.values()]
     assert index["spatial"] == {"bbox": [min(lons), min(lats), max(lons), max(lats)]}
-    # As old as the longest retention allows (each field's own is in the dictionary), from a whole day.
-    longest = max(f["retention_days"] for k in load_policy()["kinds"].values() for f in k["fields"].values())
-    start = NOW - longest * 86400
-    assert index["temporal"]["start"] == _iso(start - start % 86400) and index["temporal"]["end"] is None
+    # From the day of the oldest published report (the fixture's daily lid count of yesterday), younger
+    # than the longest retention (test_web_opendata_temporal.py has the other cases).
+    assert index["temporal"]["start"] == _iso(NOW - NOW % 86400 - 86400) and index["temporal"]["end"] is None
     assert index["accrualPeriodicity"] == "http://publications.europa.eu/resource/authority/frequency/15MIN"
     assert "15 min" in index["updateFrequency"]
     assert index["modified"] == "2026-11-21T12:00:00Z"  # the newest period end the published devices show
@@ -75,7 +75,9 @@ async def test_without_configuration_the_catalogue_has_sensible_defaults(client:
     assert index["formats"]["geojson"] == f"http://127.0.0.1:{client.port}/opendata/devices.geojson"
 
 
-async def test_a_retention_shortened_by_the_city_moves_the_temporal_coverage(client: TestClient) -> None:
+async def test_a_retention_shortened_by_the_city_moves_the_temporal_coverage(fleet: Fleet, client: TestClient) -> None:
+    # A report older than every retention (values removed, the report kept): the start is the retention's.
+    fleet.store.insert_batch([old_report(NOW - 2000 * 86400)])
     before = (await get_json(client, "/opendata"))["temporal"]["start"]
     resp = await client.put("/api/admin/retention", headers=admin_headers(),
                             json={"kind": "streetlight", "field": "wh", "days": 30})
