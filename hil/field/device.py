@@ -8,6 +8,7 @@ DUT's message, since that can echo the code or bytes that carried the key.
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from typing import Any, Callable, TypeVar
 
@@ -153,7 +154,7 @@ def read_identity(dut: Dut) -> Identity | None:
     except IdentityFormatError as exc:
         raise DamagedIdentityError(
             f"the board on {dut.url} has a damaged {IDENTITY_PATH} ({_reason(exc)}); "
-            + REPROVISION_HINT.format(port=dut.url), port=dut.url, reason=_reason(exc)) from None
+            + REPROVISION_HINT.format(port=shlex.quote(dut.url)), port=dut.url, reason=_reason(exc)) from None
 
 
 def _reason(exc: IdentityFormatError) -> str:

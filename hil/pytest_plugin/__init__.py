@@ -106,8 +106,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(civicedge provision); the board's identity is saved on the board and in the test's "
                          "work dir and put back at teardown (default: such a board is refused)")
     group.addoption("--hil-port-range", type=port_range_option, default=None, metavar="LOW-HIGH",
-                    help="TCP ports the plugin's servers (hil_gateway's HTTP API, hil_radio's virtual radio) listen "
-                         "on, e.g. 42000-42999 for a firewalled CI machine (default: any free port)")
+                    help="TCP ports the plugin's servers (hil_gateway's HTTP API, hil_radio's virtual radio, QEMU's "
+                         "console, data UART and QMP sockets) listen on, e.g. 42000-42999 for a firewalled CI machine "
+                         "(default: any free port)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's pytest_configure, which warns about the unset option
