@@ -90,7 +90,14 @@ def _stimuli_file(text: str) -> Path:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``sim up`` and ``sim fleet`` to the ``civicedge`` parser."""
-    sim = subparsers.add_parser("sim", help="virtual boards (real MicroPython, simulated hardware)")
+    raw = argparse.RawDescriptionHelpFormatter
+    sim = subparsers.add_parser(
+        "sim", help="virtual boards (real MicroPython, simulated hardware)", formatter_class=raw,
+        description="Run virtual boards: our firmware on the real MicroPython interpreter (its\n"
+                    "WebAssembly port, run by Node from hil/sim/) with simulated sensors, a console\n"
+                    "pty that speaks the REPL, a data UART pty and optionally a BLE peripheral on a\n"
+                    "virtual radio. Needs Node and the packages in hil/sim/ (scripts/setup installs\n"
+                    "them). See docs/simulator.md.")
     sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -98,24 +105,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p.add_argument("--speed", type=_speed, default=1.0,
                        help="virtual seconds per wall second; 'max' = as fast as possible; 'paused' = the clock moves "
                             "only when advanced (Python API) (default 1)")
-        p.add_argument("--seed", type=_seed, help="deterministic os.urandom/fault randomness, an integer (simulation only)")
-        p.add_argument("--start", type=_start_ms, help="virtual start time (ISO 8601, e.g. 2026-01-01T18:00:00Z)")
-        p.add_argument("--radio", help="virtual BLE radio URL (boards with BLE get a peripheral)")
+        p.add_argument("--seed", type=_seed, help="deterministic os.urandom/fault randomness, an integer (simulation "
+                                                  "only; default: none, the host's CSPRNG)")
+        p.add_argument("--start", type=_start_ms,
+                       help="virtual start time: ISO 8601 (e.g. 2026-01-01T18:00:00Z, UTC when no zone), HH:MM "
+                            "(next such UTC time) or +DURATION from now (default: %s)" % (
+                                "the --stimuli file's start if it sets one, else the wall clock now"
+                                if p.prog.endswith(" up") else "the wall clock now"))
+        p.add_argument("--radio", help="virtual BLE radio URL (boards with BLE get a peripheral; default: none, "
+                                       "no BLE)")
         p.add_argument("--no-install", action="store_true", help="do not copy firmware/ into the flash")
         p.add_argument("--unthrottled", action="store_true", help="data UART not paced at the baud rate")
         p.add_argument("--json", action="store_true", help="print JSON lines")
 
-    up = sub.add_parser("up", help="start one virtual board and run until stopped")
+    up = sub.add_parser(
+        "up", help="start one virtual board and run until stopped", formatter_class=raw,
+        description="Start one virtual board and run it until SIGINT/SIGTERM (Ctrl-C). Prints one\n"
+                    "line (with --json a JSON object) naming its console and data ptys, BLE address\n"
+                    "and flash directory; mpremote, pyserial or the gateway open those ptys like USB\n"
+                    "serial ports.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge sim up --board streetlight-esp32 --id sl-0001 --flash var/sl-0001")
     common(up)
-    up.add_argument("--id", type=_device_id, help="device id (provisions /identity.json with a random key if missing)")
+    up.add_argument("--id", type=_device_id,
+                    help="device id (provisions /identity.json with a random key if missing; default: the id the "
+                         "flash's identity holds, else an unprovisioned board named vb-<random>)")
     up.add_argument("--flash", type=Path, help="flash directory (default: a temporary directory)")
-    up.add_argument("--stimuli", type=_stimuli_file, help="stimuli file (TOML) with values, timelines and faults")
+    up.add_argument("--stimuli", type=_stimuli_file,
+                    help="stimuli file (TOML) with values, timelines and faults (default: none)")
     up.set_defaults(func=_cmd_up)
 
-    fleet = sub.add_parser("fleet", help="start many virtual boards and run until stopped")
+    fleet = sub.add_parser(
+        "fleet", help="start many virtual boards and run until stopped", formatter_class=raw,
+        description="Start --count provisioned virtual boards of one board definition, spread over\n"
+                    "Node processes, and run them until SIGINT/SIGTERM (Ctrl-C). Prints one line per\n"
+                    "board (with --json a JSON object) as `civicedge sim up` does.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge sim fleet --board bin-esp32c3 --count 20 --id-prefix bin --json")
     common(fleet)
     fleet.add_argument("--count", type=_positive_int, required=True, help="number of boards")
-    fleet.add_argument("--id-prefix", type=_id_prefix, default="vb", help="ids are PREFIX-0001 ... (provisioned)")
+    fleet.add_argument("--id-prefix", type=_id_prefix, default="vb",
+                       help="ids are PREFIX-0001 ... (provisioned; default vb: vb-0001 ...)")
     fleet.add_argument("--flash-root", type=Path, help="flash directories go under here (default: temp)")
     fleet.add_argument("--processes", type=_positive_int, help="Node processes (default: one per CPU core)")
     fleet.set_defaults(func=_cmd_fleet)
