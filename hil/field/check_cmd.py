@@ -37,11 +37,23 @@ log = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``check`` to the ``civicedge`` command line."""
-    check = subparsers.add_parser("check", help="read back a board and wait for its first accepted report")
+    check = subparsers.add_parser(
+        "check", help="read back a board and wait for its first accepted report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a provisioned board back (identity, firmware files by hash, un-sent reports),\n"
+                    "restart its firmware and wait until the gateway has accepted a report sent after\n"
+                    "that restart, seen in the gateway's store (--db) or its HTTP API (--gateway): one\n"
+                    "of the two is required. Exit 0: the board reports; 1: the check found a problem\n"
+                    "(each is named, with what to do); 2: bad input, board, port or gateway.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge check --port /dev/ttyUSB0 --db /srv/civicedge/reports.sqlite \\\n"
+                    "      --registry /srv/civicedge/registry")
     check.add_argument("--port", required=True, help="serial port of the board")
-    check.add_argument("--registry", type=Path, help="the gateway's registry directory: check the key registered there")
-    check.add_argument("--db", type=Path, help="the gateway's SQLite report store (read-only)")
-    check.add_argument("--gateway", help="gateway URL (HTTP read API)")
+    check.add_argument("--registry", type=Path,
+                       help="the gateway's registry directory: check the key registered there (default: not checked)")
+    check.add_argument("--db", type=Path, help="the gateway's SQLite report store (read-only; this or --gateway)")
+    check.add_argument("--gateway", help="gateway URL (HTTP read API; this or --db)")
     check.add_argument("--timeout", type=seconds, default=None,
                        help="seconds to wait for a report after the restart (default: until the board's next "
                             "report window closes, plus a margin)")
@@ -85,14 +97,16 @@ def _run_check(args: argparse.Namespace, out: Console, record: dict[str, Any]) -
                     "restarted now")
             raise
         finally:
-            if not restarted:
-                # Something failed before the restart (a mistyped --registry or --db, a link error):
-                # give the board its firmware back instead of leaving a street light stopped.
-                try:
-                    restart(dut, args.repl_timeout)
-                except HilError as exc:
-                    log.warning("could not restart the firmware on %s: %s", args.port, exc)
-            dut.close()
+            try:
+                if not restarted:
+                    # Something failed before the restart (a mistyped --registry or --db, a link error):
+                    # give the board its firmware back instead of leaving a street light stopped.
+                    try:
+                        restart(dut, args.repl_timeout)
+                    except HilError as exc:
+                        log.warning("could not restart the firmware on %s: %s", args.port, exc)
+            finally:
+                dut.close()  # a Ctrl-C during that restart too: an open port stays locked
     return EXIT_ERROR
 
 

@@ -40,14 +40,27 @@ log = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``flash`` to the ``civicedge`` command line."""
-    flash = subparsers.add_parser("flash", help="flash MicroPython and the civicedge firmware onto a board")
+    flash = subparsers.add_parser(
+        "flash", help="flash MicroPython and the civicedge firmware onto a board",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a MicroPython release image onto a board over USB serial (esptool; the flash\n"
+                    "is erased first unless --no-erase), then copy the civicedge firmware (compiled to\n"
+                    "the board's .mpy version), its /board.json and manifest, and verify every file by\n"
+                    "hash. Needs the board definition and the MicroPython image for its chip\n"
+                    "(ESP32_GENERIC-*.bin, ESP32_GENERIC_C3-*.bin from micropython.org/download).\n"
+                    "Next: civicedge provision. See docs/field.md.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge flash --board streetlight-esp32 --port /dev/ttyUSB0 \\\n"
+                    "      --micropython ESP32_GENERIC-v1.27.0.bin")
     flash.add_argument("--board", required=True, help="board definition name (boards/<name>.toml) or path")
     flash.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
     flash.add_argument("--micropython", type=Path,
                        help="MicroPython release image (.bin) for the chip (required unless --firmware-only)")
     flash.add_argument("--no-erase", action="store_true",
-                       help="do not erase the flash before writing MicroPython (not with --firmware-only)")
-    flash.add_argument("--firmware-only", action="store_true", help="skip esptool: MicroPython is already there")
+                       help="do not erase the flash before writing MicroPython: the board keeps its identity and stored "
+                            "state (not with --firmware-only; default: erase)")
+    flash.add_argument("--firmware-only", action="store_true", help="skip esptool: MicroPython is already there; only update our firmware")
     flash.add_argument("--source", action="store_true", help="copy .py sources instead of compiled .mpy")
     flash.add_argument("--repl-timeout", type=seconds, default=20.0,
                        help="seconds to wait for the REPL (default: %(default)g)")
@@ -86,26 +99,28 @@ def _flash(args: argparse.Namespace) -> int:
                 check_port_available(args.port)  # a port that cannot be opened fails now, not after the wait
             step("wait for the MicroPython REPL")
             dut = _open_retrying(args.port, timeout_s=args.repl_timeout, port_may_vanish=not args.firmware_only)
-            copying = False
+            # Closed on every path, a refusal too: a port left open keeps pyserial's exclusive lock (the
+            # next command in this process, or a test's, finds it busy) until the garbage collector runs.
+            with dut:
+                copying = False
 
-            def on_progress(name: str) -> None:
-                nonlocal copying
-                copying = copying or name.startswith("sync ")  # from here on files on the board change
-                done.writing_started = done.writing_started or copying
-                step(name)
+                def on_progress(name: str) -> None:
+                    nonlocal copying
+                    copying = copying or name.startswith("sync ")  # from here on files on the board change
+                    done.writing_started = done.writing_started or copying
+                    step(name)
 
-            try:
-                step("check the board")
-                check_definition_fits(read_board_facts(dut), definition, port=args.port)
                 try:
-                    result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
-                                           on_progress=on_progress, on_copied=step.count)
-                except BoardFullError as exc:
-                    raise BoardFullError(f"{exc}: {_flash_command(args)}", **exc.details) from None
-            except BaseException as exc:
-                _after_failed_flash(dut, args, copying=copying, interrupted=isinstance(exc, KeyboardInterrupt))
-                raise
-            try:
+                    step("check the board")
+                    check_definition_fits(read_board_facts(dut), definition, port=args.port)
+                    try:
+                        result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
+                                               on_progress=on_progress, on_copied=step.count)
+                    except BoardFullError as exc:
+                        raise BoardFullError(f"{exc}: {_flash_command(args)}", **exc.details) from None
+                except BaseException as exc:
+                    _after_failed_flash(dut, args, copying=copying, interrupted=isinstance(exc, KeyboardInterrupt))
+                    raise
                 identity, damaged = _identity_after_flash(dut)
                 restarted, fatal = False, None
                 if identity is not None:
@@ -115,8 +130,6 @@ def _flash(args: argparse.Namespace) -> int:
                     if restarted:
                         step("watch the firmware start")
                         fatal = watch_start(dut, START_WATCH_S)
-            finally:
-                dut.close()
         out.print(f"flashed {definition.name} on {args.port}: firmware as {result.mode} "
                   f"(device .mpy v{result.device_mpy}), {len(result.copied)} files copied, "
                   f"{len(result.unchanged)} unchanged, all verified by hash")

@@ -39,7 +39,18 @@ log = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``provision`` to the ``civicedge`` command line."""
-    prov = subparsers.add_parser("provision", help="give a flashed board its identity and key, register it")
+    prov = subparsers.add_parser(
+        "provision", help="give a flashed board its identity and key, register it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Give a flashed board its identity: a device id, zone, location and a new random key,\n"
+                    "written to its /identity.json, and register the id and key with the gateway, in its\n"
+                    "registry directory (--registry) or through its admin API (--gateway). The key is\n"
+                    "never printed: the label shows its fingerprint. Then the board's firmware restarts\n"
+                    "and reports. Needs a board flashed with civicedge flash. Next: civicedge check.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge provision --port /dev/ttyUSB0 --id sl-0042 --zone centre \\\n"
+                    "      --location 52.3702,4.8952 --registry /srv/civicedge/registry")
     prov.add_argument("--port", required=True, help="serial port of the board")
     prov.add_argument("--id", required=True, dest="device_id", help="device id, e.g. sl-0042")
     prov.add_argument("--zone", required=True, help="city zone, e.g. centre")
@@ -50,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     where = prov.add_mutually_exclusive_group(required=True)
     where.add_argument("--registry", type=Path, help="the gateway's registry directory")
     where.add_argument("--gateway", help="gateway URL, e.g. http://gateway.local:8080: register through its admin API")
-    prov.add_argument("--token-file", type=Path, help="the gateway's admin token file (with --gateway)")
+    prov.add_argument("--token-file", type=Path, help="the gateway's admin token file (required with --gateway)")
     prov.add_argument("--force", action="store_true",
                       help="replace the identity this board already has (its own id gets a new key); refused while "
                            "the board's outbox holds un-sent reports (see --discard-unsent)")
@@ -172,10 +183,12 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                 # Refused or failed: a street light must not stay dark at the REPL until its watchdog
                 # resets it; it runs again as it was (or with what was written). Not firmware whose
                 # files differ from its /firmware.json: that code is not started (as after a failed flash).
-                if not args.stay_at_repl and not (isinstance(exc, FieldError)
-                                                  and exc.details.get("firmware_damaged")):
-                    restart_quietly(dut, port=args.port, timeout_s=args.repl_timeout)
-                dut.close()
+                try:
+                    if not args.stay_at_repl and not (isinstance(exc, FieldError)
+                                                      and exc.details.get("firmware_damaged")):
+                        restart_quietly(dut, port=args.port, timeout_s=args.repl_timeout)
+                finally:
+                    dut.close()  # a Ctrl-C during that restart too: an open port stays locked
                 raise
             restarted = False
             fatal: str | None = None
