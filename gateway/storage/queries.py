@@ -501,6 +501,11 @@ class ReportQueries:
                 conn.execute("COMMIT")
         return out
 
+    def meta_values(self, prefix: str) -> dict[str, str]:
+        """Return the rows of the store's ``meta`` table (key -> value) whose key starts with ``prefix``."""
+        rows = self._rows("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        return {str(k): str(v) for k, v in rows}
+
     def data_version(self) -> int:
         """Return how many times stored values were removed without a new report (retention runs
         that removed something; 0 when none did): with the newest report id it names the store's

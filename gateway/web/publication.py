@@ -14,10 +14,15 @@ reports received before the last publication mark, and changes only at marks:
 A report received after a mark shows at the next one. Operator surfaces (``/api/*``, the dashboard,
 MQTT, ``/metrics``) are not bounded. Marks follow the gateway's clock (simulated under
 ``[sim_clock]``), the clock that stamps ``received_at``.
+
+What a kind of answer last published (its bound and mark) never goes back, even when the clock does;
+it is kept in the store's ``meta`` table under :func:`published_key` (:func:`encode_published`), so a
+restart with the clock behind resumes from it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 # The entities' marks: a quarter hour, the window of every kind the shipped policy has. A policy with
@@ -55,3 +60,25 @@ def csv_published_at(received_at: float) -> int:
     """The first CSV mark after ``received_at``: when a report received then was first published (the
     CSV's ``Last-Modified``, so it dates an arrival to the hour only)."""
     return csv_mark(received_at) + HOUR_S
+
+
+# The store's ``meta`` key prefix of what each kind of public answer (``entities``, ``csv``) published last.
+PUBLISHED_KEY_PREFIX = "published:"
+
+
+def published_key(kind: str) -> str:
+    """The ``meta`` key of what the public answers of ``kind`` (``entities`` or ``csv``) published last."""
+    return PUBLISHED_KEY_PREFIX + kind
+
+
+def encode_published(bound: int, mark: int) -> str:
+    """The ``meta`` value of a published (bound, mark): two decimal integers."""
+    return "%d %d" % (bound, mark)
+
+
+def decode_published(text: str) -> tuple[int, int] | None:
+    """The (bound, mark) of a ``meta`` value written by :func:`encode_published`; None for anything else."""
+    if re.fullmatch(r"[0-9]{1,18} [0-9]{1,18}", text) is None:
+        return None
+    bound, mark = text.split(" ")
+    return int(bound), int(mark)

@@ -21,7 +21,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
 from gateway.retention_clock import CLOCK_BACK_TOLERANCE_S
@@ -52,10 +52,15 @@ class StoreFleetSource:
         clock: unix-seconds clock.
         reads: the worker threads store reads run on (a private set when None; closed by
             :meth:`aclose` either way).
+        save_meta: writes ``(key, value)`` into the store's ``meta`` table, through the store's writer
+            (the web layer reads the store read-only); what the public answers published is saved
+            with it at each new mark and read back at start, so it never goes back across a restart
+            either. None: kept in memory only.
     """
 
     def __init__(self, *, store: ReportQueries | None, registry: Any | None, policy: Mapping[str, Any],
-                 clock: Callable[[], float] = time.time, reads: StoreReads | None = None) -> None:
+                 clock: Callable[[], float] = time.time, reads: StoreReads | None = None,
+                 save_meta: Callable[[str, str], Awaitable[object]] | None = None) -> None:
         self._store = store
         self._registry = registry
         self._policy = policy
@@ -73,8 +78,12 @@ class StoreFleetSource:
         # and an answer never changes between marks.
         self._bounds: dict[tuple[str, int], tuple[int, int]] = {}
         # kind -> the highest (bound, mark) published so far: published data never goes back, even when the
-        # clock does. Kept in memory only; see _read_bound for a restart.
+        # clock does. Read back from the store's meta table at the first bound (_restore), saved there
+        # when it rises (save_meta); see _read_bound for a store without it.
         self._floors: dict[str, tuple[int, int]] = {}
+        self._save_meta = save_meta
+        self._saved: dict[str, tuple[int, int]] = {}
+        self._restoring: asyncio.Future[None] | None = None
         self._clock_behind = False
         # (entities' bound, the earliest period start of the reports up to it): read once per bound
         self._oldest: tuple[int, int | None] | None = None
@@ -100,7 +109,8 @@ class StoreFleetSource:
     async def _bound(self, kind: str, mark: int) -> tuple[int, int]:
         """The highest id of the reports received before ``mark`` (read once per mark) and the mark the
         answer is as of; neither below what was published before for that ``kind`` (``entities`` or
-        ``csv``), whatever the clock does."""
+        ``csv``), whatever the clock does, nor below what the store's ``meta`` says was published."""
+        await self._restore()
         got = self._bounds.get((kind, mark))
         if got is None:
             read = functools.partial(self._read_bound, kind, mark, self._floors.get(kind), self._clock())
@@ -111,7 +121,53 @@ class StoreFleetSource:
             self._note_clock(behind_s)
         floor = self._floors.get(kind, (0, 0))
         self._floors[kind] = top = (max(got[0], floor[0]), max(got[1], floor[1]))
+        if self._save_meta is not None and top > self._saved.get(kind, (0, 0)):
+            self._saved[kind] = top  # first, so concurrent requests at a new mark save it once
+            try:
+                await self._save_meta(publication.published_key(kind), publication.encode_published(*top))
+            except StorageError as exc:
+                # The answer is still given: only a restart with the clock behind would lose this mark.
+                logger.warning("open data: could not save the published %s mark in the store (%s); it is kept in "
+                               "memory", kind, exc)
         return top
+
+    async def _restore(self) -> None:
+        """Read back, once, what the store's ``meta`` says the public answers published (on the quick
+        thread); after a failed read the next bound tries again."""
+        restoring = self._restoring
+        if restoring is None:
+            restoring = self._restoring = asyncio.ensure_future(self._restore_once())
+
+            def done(fut: asyncio.Future[None]) -> None:
+                if fut.cancelled() or fut.exception() is not None:
+                    self._restoring = None
+
+            restoring.add_done_callback(done)
+        await asyncio.shield(restoring)
+
+    async def _restore_once(self) -> None:
+        for kind, got in (await self._reads.quick(self._read_published, timeout_s=HEALTH_TIMEOUT_S)).items():
+            floor = self._floors.get(kind, (0, 0))
+            self._floors[kind] = (max(got[0], floor[0]), max(got[1], floor[1]))
+            self._saved[kind] = got
+
+    def _read_published(self) -> dict[str, tuple[int, int]]:
+        """The saved (bound, mark) of each kind; on a store thread. A value that is not one, or a bound
+        above the newest stored report (it would publish reports stored later at once), is ignored
+        with a WARNING."""
+        queries = self._queries()
+        saved = queries.meta_values(publication.PUBLISHED_KEY_PREFIX)
+        newest = queries.last_report_id() if saved else 0
+        out: dict[str, tuple[int, int]] = {}
+        for key, text in sorted(saved.items()):
+            kind = key[len(publication.PUBLISHED_KEY_PREFIX):]
+            got = publication.decode_published(text)
+            if kind not in self._mark_of or got is None or got[0] > newest:
+                logger.warning("open data: ignoring meta %s = %r of the report store (newest report id %d)",
+                               key, text, newest)
+                continue
+            out[kind] = got
+        return out
 
     def _read_bound(self, kind: str, mark: int, floor: tuple[int, int] | None,
                     now: float) -> tuple[int, int, float]:
@@ -120,7 +176,8 @@ class StoreFleetSource:
 
         Only the ids above the bound published before are walked. A clock behind the newest stored
         report's receive time (set back, or a boot before NTP) holds what was published: its marks
-        are earlier. The published bound is kept in memory only (not stored): after a restart with the
+        are earlier. What was published is saved in the store (``save_meta``) and read back at start;
+        without it (no saved value: a store last run without ``save_meta``), after a restart with the
         clock behind, the gateway that stamped the newest report had reached that time, so the mark
         at or before it is where publication starts again (what was published at later marks before
         the stop, if the gateway ran past one without a new report, shows again when the clock
