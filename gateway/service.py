@@ -193,6 +193,10 @@ class Gateway:
             self._link_failures.pop(transport.name, None)
             log.info("link %s restarted", transport.name)
 
+    async def _save_meta(self, key: str, value: str) -> None:
+        """Write a ``meta`` row of the store on the store's thread (the web layer reads it read-only)."""
+        await self.ingest.run_in_store(self.store.save_meta, key, value)
+
     async def _start_web(self) -> None:
         http = self.config.http
         assert http is not None
@@ -223,7 +227,7 @@ class Gateway:
                          health_checks=[self._health], clock=self.clock, ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen),
                          extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock),
-                         open_data=OpenDataMeta.of(self.config.open_data))
+                         open_data=OpenDataMeta.of(self.config.open_data), save_meta=self._save_meta)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.

@@ -564,6 +564,15 @@ class ReportStore:
             row = self._conn.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
 
+    def save_meta(self, key: str, value: str) -> None:
+        """Write one row of the ``meta`` table (``key`` -> ``value``) in its own transaction, e.g. what the
+        public open data published (gateway.web.source; the web layer reads the store read-only).
+        ``schema_version`` is the schema's own (apply_schema) and is refused (reason ``bad_value``)."""
+        if key == "schema_version":
+            raise StorageError("meta key schema_version is written by the schema only", reason="bad_value")
+        with self._writing("saving meta %s" % key) as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     # -- retention ------------------------------------------------------------------------
 
     def last_received_at(self) -> float | None:

@@ -325,6 +325,7 @@ def create_app(
     open_data: opendata.OpenDataMeta | None = None,
     admin_token_file: Path | None = None,
     ble_enabled: bool | None = None,
+    save_meta: Callable[[str, str], Awaitable[object]] | None = None,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -350,13 +351,16 @@ def create_app(
         open_data: licence and publisher of the open data (``[opendata]`` of the config); both
             "not set" when None.
         ble_enabled: ``[ble] enabled`` of the gateway (False: ``/healthz`` says BLE is disabled).
+        save_meta: writes a row of the store's ``meta`` table through the store's writer (the gateway's
+            ``ReportStore.save_meta`` on its store thread): what the public open data published is
+            kept there across restarts. None: in memory only.
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
     """
     from gateway.web.source import RegistryAdmin, StoreFleetSource
 
-    fleet = StoreFleetSource(store=store, registry=registry, policy=policy, clock=clock)
+    fleet = StoreFleetSource(store=store, registry=registry, policy=policy, clock=clock, save_meta=save_meta)
     admin = (RegistryAdmin(registry=registry, policy=policy, retention=retention)
              if registry is not None else None)
     app = build_app(

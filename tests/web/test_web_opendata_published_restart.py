@@ -5,14 +5,13 @@ the clock behind, publication resumed at the mark before the newest stored repor
 a report published at a later mark (the gateway had run past it) disappeared from the answers until
 the clock passed that mark again. :class:`StoreFleetSource` now saves what it published in the
 store's ``meta`` table (through ``save_meta``: the web layer reads the store read-only, the store's
-writer writes) and reads it back at start.
+writer writes, ``ReportStore.save_meta``) and reads it back at start.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,20 +30,9 @@ RESTART_AT = NOW - 1200       # 11:40, behind the newest report (12:50)
 PAST = (NOW - 6 * H, NOW - 3 * H)
 
 
-def _write_meta(path: Path, key: str, value: str) -> None:
-    """One row of the store's meta table, as the store's writer commits it (the stand-in for
-    ReportStore.save_meta, which gateway/storage/store.py does not have yet)."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-    finally:
-        conn.close()
-
-
 def _source(fleet: Fleet, now: float, *, saving: bool = True) -> StoreFleetSource:
-    async def save_meta(key: str, value: str) -> None:
-        await fleet.ingest.run_in_store(_write_meta, fleet.store.path, key, value)
+    async def save_meta(key: str, value: str) -> None:  # what the gateway service passes
+        await fleet.ingest.run_in_store(fleet.store.save_meta, key, value)
 
     return StoreFleetSource(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
                             clock=lambda: now, save_meta=save_meta if saving else None)
@@ -102,8 +90,8 @@ async def test_a_saved_bound_above_the_newest_report_is_ignored(fleet: Fleet, ca
     """A bound the store cannot have given (above its newest report) would publish the reports stored
     later at once, whatever their arrival: it is ignored, with a WARNING naming the key."""
     newest = fleet.queries.last_report_id()
-    _write_meta(fleet.store.path, publication.published_key("entities"), "%d %d" % (newest + 50, NOW + 4 * H))
-    _write_meta(fleet.store.path, publication.published_key("csv"), "not a bound")
+    fleet.store.save_meta(publication.published_key("entities"), "%d %d" % (newest + 50, NOW + 4 * H))
+    fleet.store.save_meta(publication.published_key("csv"), "not a bound")
     source = _source(fleet, NOW + 600)
     try:
         with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
