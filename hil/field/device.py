@@ -78,9 +78,17 @@ def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
     except DeviceConnectError as exc:
         raise BoardNotAnsweringError(f"cannot open {port}: {exc.details.get('cause', exc)}", port=port) from exc
     try:
+        return _stop_firmware(dut, port, timeout_s)
+    except BaseException:
+        dut.close()  # every failure, a Ctrl-C too: a port left open stays locked until garbage collection
+        raise
+
+
+def _stop_firmware(dut: Dut, port: str, timeout_s: float) -> Dut:
+    """:func:`open_board` once the port is open: the raw REPL and the watchdog held."""
+    try:
         dut.enter_raw_repl(timeout_s=timeout_s)
     except DutError as exc:
-        dut.close()
         raise BoardNotAnsweringError(
             f"no MicroPython REPL answered on {port} within {timeout_s:g} s; is this the board's console port "
             "(its USB serial), not the data UART? another program (a serial monitor, cat) may have the port open "
@@ -93,7 +101,6 @@ def open_board(port: str, *, timeout_s: float = 10.0) -> Dut:
     try:
         with_retries(dut, lambda: hold_watchdog(dut))
     except DutError as exc:
-        dut.close()
         raise BoardNotAnsweringError(f"the board on {port} stopped answering right after its firmware was "
                                      f"stopped: {exc}; press RESET and retry", port=port) from exc
     return dut

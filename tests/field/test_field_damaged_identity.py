@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -44,12 +45,16 @@ async def test_damaged_identity_is_replaced_by_provision_force_and_the_other_too
         finally:
             reg.close()
 
-        for damaged, reason in ((TRUNCATED, "is not valid JSON"), (BAD_KEY, "key is not 64 hex characters")):
+        # The second time through a port path with a space and a quote: the hint pastes into a shell as it is.
+        odd = tmp_path / "rig port 'A'"
+        odd.symlink_to(port)
+        for damaged, reason, via in ((TRUNCATED, "is not valid JSON", port),
+                                     (BAD_KEY, "key is not 64 hex characters", str(odd))):
             (flash / "identity.json").write_bytes(damaged)
-            rc, out = await run("check", "--port", port, "--db", str(db), "--timeout", "5")
+            rc, out = await run("check", "--port", via, "--db", str(db), "--timeout", "5")
             assert rc == 2, out
-            assert f"error: the board on {port} has a damaged /identity.json ({reason}); give it a new identity: " \
-                   f"civicedge provision --port {port} --id ID" in out and "--force" in out, out
+            assert f"error: the board on {via} has a damaged /identity.json ({reason}); give it a new identity: " \
+                   f"civicedge provision --port {shlex.quote(via)} --id ID" in out and "--force" in out, out
             assert "abcd" not in out
         rc, out = await run("flash", "--firmware-only", "--board", "streetlight-esp32", "--port", port)
         assert rc == 2 and "damaged /identity.json" in out and "civicedge provision --port" in out, out
