@@ -42,6 +42,17 @@ EXIT_STATUSES = (
 )
 
 
+def board_count(text: str) -> int:
+    """argparse type of ``--streetlights`` / ``--bins``: a whole number of boards, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of boards (0 or more), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more boards, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``demo`` command."""
     p = sub.add_parser(
@@ -61,8 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "running on would hide the failure until Ctrl-C. " + EXIT_STATUSES
         ),
     )
-    p.add_argument("--streetlights", type=int, default=3, metavar="N", help="virtual streetlights (default 3)")
-    p.add_argument("--bins", type=int, default=2, metavar="N", help="virtual waste bins (default 2)")
+    p.add_argument("--streetlights", type=board_count, default=3, metavar="N",
+                   help="virtual streetlights, 0 or more (default 3)")
+    p.add_argument("--bins", type=board_count, default=2, metavar="N", help="virtual waste bins, 0 or more (default 2)")
     p.add_argument("--speed", type=float, default=30.0,
                    help="virtual seconds per wall second (default 30: a 15-min window every 30 s); a busy "
                         "machine runs the boards slower than asked (the gateway's clock follows them): the "
@@ -73,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--workdir", type=Path, default=Path("var/demo"),
                    help="flash dirs, registry, SQLite and logs (emptied each run, may be a mount point; one demo at a "
                         "time; default var/demo)")
-    p.add_argument("--seed", type=int, default=7, help="scenery and privacy-noise seed (simulation only)")
+    p.add_argument("--seed", type=int, default=7, help="scenery and privacy-noise seed (simulation only; default 7)")
     p.add_argument("--start", default=None, metavar="ISO",
                    help="virtual start time, e.g. 2026-11-22T18:00:00Z (default: today 17:45 UTC: bins release fill at 6-hour marks)")
     p.add_argument("--bin-sleep", choices=("awake", "deep"), default="awake",
