@@ -5,37 +5,76 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
+from gateway.resources import boards_dir
 from hil.boards.errors import BoardError
-from hil.boards.loader import list_boards, load_board
+from hil.boards.loader import BoardFileNotFoundError, list_boards, load_board
 
 logger = logging.getLogger(__name__)
+
+EXIT_INVALID = 1  # a board definition is invalid, or unknown by name
+EXIT_USAGE = 2  # a file given by path does not exist (as for `civicedge hil validate`)
+EXIT_NO_BOARDS = 1  # the boards directory holds no definitions: an incomplete installation
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``boards`` command group."""
-    parser = subparsers.add_parser("boards", help="board definitions: list, show, check")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = subparsers.add_parser(
+        "boards", help="board definitions: list, show, check", formatter_class=raw,
+        description="Board definitions (boards/*.toml) say which chip a board has, what is wired to\n"
+                    "which pin, its links, calibration and capabilities; `civicedge flash` and the\n"
+                    "simulator write them to the board as /board.json. Without an action: list.")
     sub = parser.add_subparsers(dest="boards_command", metavar="ACTION")
-    ls = sub.add_parser("list", help="list the board definitions with chip, kind and capabilities")
+    ls = sub.add_parser(
+        "list", help="list the board definitions with chip, kind and capabilities", formatter_class=raw,
+        description="List the shipped board definitions: name, chip, kind and capabilities, one\n"
+                    "per line. An invalid one is listed as INVALID with the reason (exit status 1).\n"
+                    "No definitions at all (an incomplete installation) is an error too (exit 1).")
     ls.add_argument("--json", action="store_true", help="one JSON object per board")
     ls.set_defaults(func=_list)
-    show = sub.add_parser("show", help="print the /board.json a board gets (validated)")
+    show = sub.add_parser(
+        "show", help="print the /board.json a board gets (validated)", formatter_class=raw,
+        description="Validate a board definition and print, as JSON, the /board.json that\n"
+                    "`civicedge flash` and the simulator write to the board. Exit 1 when it is\n"
+                    "unknown or invalid.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge boards show streetlight-esp32")
     show.add_argument("board", help="board name or path of a .toml file")
     show.set_defaults(func=_show)
-    check = sub.add_parser("check", help="validate board files; exit 1 with the error if one is invalid")
+    check = sub.add_parser(
+        "check", help="validate board files; exit 1 with the error if one is invalid", formatter_class=raw,
+        description="Validate board definitions (names or .toml files): chip, pins, links,\n"
+                    "calibration, sleep and app settings. Prints 'ok' or the error per board. Exit 0:\n"
+                    "all valid; 1: one is invalid or no board has that name; 2: a file given by path\n"
+                    "does not exist.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge boards check boards/*.toml my-board.toml")
     check.add_argument("boards", nargs="+", help="board names or paths of .toml files")
     check.set_defaults(func=_check)
     parser.set_defaults(func=_list, json=False)
 
 
 def _list(args: argparse.Namespace) -> int:
+    folder = boards_dir()
+    names = list_boards(folder)
+    if not names:
+        # An installation always ships board definitions: none means boards/ is missing or emptied,
+        # and every command that needs a board will fail. Exit 1 so a script does not take the empty
+        # output for an empty but healthy list.
+        print(f"error: no board definitions in {folder} (boards/*.toml); the installation is incomplete: "
+              "reinstall civicedge, or restore boards/ in the checkout", file=sys.stderr)
+        return EXIT_NO_BOARDS
     status = 0
-    for name in list_boards():
+    for name in names:
         try:
-            board = load_board(name)
+            board = load_board(name, directory=folder)
         except BoardError as exc:
             print(f"{name}: INVALID: {exc}")
-            status = 1
+            status = EXIT_INVALID
             continue
         if getattr(args, "json", False):
             print(json.dumps({"name": board.name, "chip": board.chip, "kind": board.kind,
@@ -60,9 +99,12 @@ def _check(args: argparse.Namespace) -> int:
     for item in args.boards:
         try:
             board = load_board(item)
+        except BoardFileNotFoundError as exc:
+            print(f"error: {exc}")
+            status = max(status, EXIT_USAGE)
         except BoardError as exc:
             print(f"error: {exc}")
-            status = 1
+            status = max(status, EXIT_INVALID)
         else:
             print(f"ok: {board.name} ({board.chip}, {board.kind}; {', '.join(sorted(board.capabilities))})")
     return status

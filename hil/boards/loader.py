@@ -37,6 +37,25 @@ IO_MODES = ("in", "out", "adc", "pwm")
 SLEEP_MODES = ("none", "light", "deep")
 
 
+class BoardFileNotFoundError(BoardNotFoundError):
+    """A board given as a file path (it has a ``/`` or ends in ``.toml``) names no existing file.
+
+    Attributes:
+        available: names of the boards that do exist in the boards directory.
+    """
+
+    def __init__(self, *, source: str, available: list[str]) -> None:
+        # BoardNotFoundError words it as an unknown board name; for a path the file is what is missing.
+        BoardError.__init__(self, "no such file; pass an existing .toml file or a board name (boards: %s)"
+                            % (", ".join(available) or "none"), source=source, available=available)
+        self.available = available
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a board argument is meant as a file path rather than a board name."""
+    return "/" in text or text.endswith(".toml")
+
+
 def list_boards(directory: Path | None = None) -> list[str]:
     """Return the names of the board definitions in ``directory`` (default: the project's ``boards/``)."""
     folder = directory if directory is not None else boards_dir()
@@ -47,7 +66,9 @@ def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) 
     """Find a board file from a board name (``streetlight-esp32``) or a path to a ``.toml`` file.
 
     Raises:
-        BoardNotFoundError: neither a file of that path nor a board of that name exists.
+        BoardFileNotFoundError: a path (see :func:`looks_like_path`) that is not an existing file, nor
+            (without a ``/``) a board file in ``directory``.
+        BoardNotFoundError: no board of that name exists.
         BoardError: the path is a directory, or cannot be looked at (permissions).
     """
     folder = directory if directory is not None else boards_dir()
@@ -56,15 +77,18 @@ def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) 
     try:
         if candidate.is_file():
             return candidate
-        if candidate.is_dir() and (text.endswith(".toml") or "/" in text):
+        if candidate.is_dir() and looks_like_path(text):
             raise BoardError("is a directory, not a board definition file; pass a .toml file or a board name",
                              source=text)
         if "/" not in text:
             named = folder / (text if text.endswith(".toml") else f"{text}.toml")
             if named.is_file():
                 return named
+        missing_file = looks_like_path(text) and not candidate.exists()
     except OSError as exc:
         raise _unreadable(text, exc.strerror or type(exc).__name__) from None
+    if missing_file:
+        raise BoardFileNotFoundError(source=text, available=list_boards(folder))
     raise BoardNotFoundError(source=text, available=list_boards(folder))
 
 
