@@ -59,7 +59,15 @@ class _PlanParser(argparse.ArgumentParser):
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``routes`` command group (``routes plan``)."""
-    routes = subparsers.add_parser("routes", help="waste collection routes from smart-bin reports")
+    routes = subparsers.add_parser(
+        "routes", help="waste collection routes from smart-bin reports",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Plan waste collection rounds from the fill levels and alarms the bins report to the\n"
+                    "gateway: which bins are due and, per vehicle, in which order to empty them.\n"
+                    "Reads the gateway's report store and registry. See docs/routes.md.\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge routes plan --config gateway.toml --date tomorrow --format geojson")
     sub = routes.add_subparsers(dest="routes_command", metavar="SUBCOMMAND", parser_class=_PlanParser)
     routes.set_defaults(func=lambda args: (routes.print_help(), 2)[1])
     p = sub.add_parser(
@@ -73,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--date", default="today", help="collection date YYYY-MM-DD (2000-01-01 to 2099-12-31), "
                                                    "'today' or 'tomorrow' (default today)")
     p.add_argument("--depot", help="depot as LAT,LON in decimal degrees, --depot=LAT,LON when it starts with '-' "
-                                   "(or [routes] depot in gateway.toml)")
+                                   "(default: [routes] depot in gateway.toml; one of them is required)")
     p.add_argument("--vehicles", help=f"number of vehicles, at most {MAX_VEHICLES} (default 2)")
     p.add_argument("--capacity",
                    help=f"capacity of each vehicle in litres, at most {MAX_CAPACITY_L:.0f} (default 10000)")
@@ -86,12 +94,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                           f"at most {MAX_DAYS_TO_NEXT_ROUND} (default 1)")
     p.add_argument("--time-limit", help=f"solver time limit in seconds, at most {MAX_TIME_LIMIT_S:g} (default 5)")
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--db", type=Path, help="the gateway's report store (SQLite)")
+    data.add_argument("--db", type=Path,
+                      help="the gateway's report store (SQLite; default: the store of a gateway run without "
+                           "--config)")
     data.add_argument("--config", type=Path,
                       help="gateway.toml: its [storage] and [registry] paths, and [routes] defaults, are used")
-    p.add_argument("--registry", type=Path, help="device registry directory (default: 'registry' next to --db)")
+    p.add_argument("--registry", type=Path,
+                   help="device registry directory (default: 'registry' next to --db, or the --config's)")
     dist = p.add_mutually_exclusive_group()
-    dist.add_argument("--matrix", type=Path, help="road distance matrix CSV (metres; see docs/routes.md)")
+    dist.add_argument("--matrix", type=Path,
+                      help="road distance matrix CSV (metres; see docs/routes.md; default: great-circle distances, "
+                           "or [routes] in gateway.toml)")
     dist.add_argument("--osrm", help="OSRM-compatible base URL, e.g. http://osrm.city.local:5000")
     p.add_argument("--osrm-timeout",
                    help=f"seconds to wait for the OSRM endpoint, at most {MAX_OSRM_TIMEOUT_S:g} (default 10, or "

@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("scenario", help="scenario TOML file or shipped example name (see `civicedge hil list`)")
     run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     run.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report with plots")
-    run.add_argument("--speed", type=float, default=None, help="virtual seconds per wall second (overrides the file)")
+    run.add_argument("--speed", type=float, default=None,
+                     help="virtual seconds per wall second (default: the speed the scenario file sets)")
     run.add_argument("--workdir", type=Path, default=None,
                      help="flash dirs, registry, SQLite, logs (recreated; default var/scenarios/<name>)")
     run.add_argument("--drain", type=float, default=30.0, metavar="SECONDS",
@@ -98,9 +99,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           "(default: 4x duration/speed + 120 s + 10 s per board + the drain)")
     run.add_argument("--plain", action="store_true", help="no live progress bar (a line every few seconds)")
     run.set_defaults(func=cmd_run)
-    ls = hs.add_parser("list", help="list the shipped example scenarios")
+    ls = hs.add_parser("list", help="list the shipped example scenarios",
+                       description="List the example scenarios shipped with civicedge: name, virtual duration, "
+                                   "speed and what each shows. Run one with `civicedge hil run NAME`.")
     ls.set_defaults(func=cmd_list)
-    val = hs.add_parser("validate", help="check scenario files without running them")
+    val = hs.add_parser("validate", help="check scenario files without running them",
+                        description="Load and check scenario files (or shipped examples by name) without starting "
+                                    "anything: boards, stimuli, timeline and expectations. Prints 'ok' or 'bad' "
+                                    "with the reason per scenario, and warnings for valid scenarios likely to "
+                                    "fail. Exit 0: all valid; 2: one is not (or does not exist).")
     val.add_argument("scenarios", nargs="+", help="scenario files or example names")
     val.set_defaults(func=cmd_validate)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
