@@ -1,3 +1,3 @@
 """civicedge HIL harness: virtual boards, QEMU and real boards, pytest plugin, field tooling."""
 
-__version__ = "0.1.0"
+from gateway import __version__ as __version__  # one version for the host (pyproject reads gateway's)
