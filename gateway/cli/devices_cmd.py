@@ -33,13 +33,14 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                              description="Register, list, show, move, revoke devices and rotate their keys in the "
                                          "gateway's device registry. Keys are never printed.")
     add_config_arg(devices)
-    devices.add_argument("--registry", type=Path, metavar="DIR", help="registry directory (overrides the config)")
+    devices.add_argument("--registry", type=Path, metavar="DIR",
+                         help="registry directory (default: the config's [registry] path)")
     common = argparse.ArgumentParser(add_help=False)
     # Accept --config/--registry after the action too; SUPPRESS keeps the group-level value.
     common.add_argument("--config", "-c", type=Path, metavar="PATH", default=argparse.SUPPRESS,
                         help="gateway TOML config whose registry is used (default: built-in defaults)")
     common.add_argument("--registry", type=Path, metavar="DIR", default=argparse.SUPPRESS,
-                        help="registry directory (overrides the config)")
+                        help="registry directory (default: the config's [registry] path)")
     dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     add = dsub.add_parser("add", parents=[common], help="register a device; the key is generated unless --key-file is given",
                           description="Register a device. Its key is generated (or read from --key-file) and stored "
@@ -50,7 +51,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add.add_argument("--location", required=True, metavar="LAT,LON",
                      help="decimal degrees, e.g. 52.37,4.89" + LOCATION_HELP_NOTE)
     accept_negative_location(add)
-    add.add_argument("--key-file", type=Path, help="file with the 32-byte key (64 hex chars or raw)")
+    add.add_argument("--key-file", type=Path,
+                     help="file with the 32-byte key (64 hex chars or raw; default: a new random key)")
     add.set_defaults(func=cmd_add)
     ls = dsub.add_parser("list", parents=[common], help="list devices (an empty registry says so on stderr)",
                          description="List the registered devices: id, kind, zone, location, REVOKED. An empty "

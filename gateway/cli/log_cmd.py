@@ -24,7 +24,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                          description="Export the provenance chain as JSON Lines; the entry count and the final "
                                      "hash (head) go to stderr.")
     add_config_arg(exp)
-    exp.add_argument("--db", type=Path, help="report store (overrides the config)")
+    exp.add_argument("--db", type=Path, help="report store (default: the config's [storage] path)")
     exp.add_argument("-o", "--output", type=Path,
                      help="output file, replaced only once the export is complete (default: stdout)")
     exp.set_defaults(func=cmd_export)
