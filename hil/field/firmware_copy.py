@@ -24,6 +24,7 @@ from hil.dut.errors import DeviceError, DutError
 from hil.dut.dut import WRITE_CHUNK
 from hil.dut.files import parent_dirs
 from hil.field.device import BOARD_CONFIG_PATH, IDENTITY_PATH, MANIFEST_PATH, device_mpy, read_text, with_retries
+from hil.field.device_policy import device_policy_bytes
 from hil.field.errors import BoardFullError, DeviceIOError, FieldError, FirmwareVerifyError
 from hil.field.mpy_build import BuiltFile, MpyVersion, build_firmware, check_compatible, mpy_cross_version
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # What of firmware/ goes to the device (type-checker configs and such stay home).
 DEVICE_TOP_LEVEL = frozenset({"boot.py", "main.py", "policy.json", "lib"})
+POLICY_FILE = "policy.json"  # staged as the device's copy, not as it is
 _VERSION_RE = re.compile(r'^VERSION\s*=\s*"([^"]+)"', re.M)
 
 
@@ -73,11 +75,23 @@ def firmware_version(src: Path | None = None) -> str:
 
 
 def stage_firmware(out_dir: Path, *, compile_mpy: bool, src: Path | None = None) -> list[BuiltFile]:
-    """Build the device files of ``firmware/`` into ``out_dir`` (compiled or source)."""
+    """Build the device files of ``firmware/`` into ``out_dir`` (compiled or source).
+
+    ``policy.json`` is staged as the device's copy (:func:`hil.field.device_policy.device_policy_bytes`:
+    without the keys the firmware drops at load), so every install (``flash``, the simulator, QEMU images)
+    and every hash check (``expected_files``) sees the same bytes.
+
+    Raises:
+        DevicePolicyError: ``policy.json`` is not JSON, or the tree's firmware has no readable key list.
+    """
     source = src or firmware_dir()
     staging_src = out_dir / "src"
     for item in sorted(source.iterdir()):
-        if item.name in DEVICE_TOP_LEVEL:
+        if item.name == POLICY_FILE:
+            staging_src.mkdir(parents=True, exist_ok=True)
+            (staging_src / POLICY_FILE).write_bytes(
+                device_policy_bytes(item.read_bytes(), firmware_root=source, source=str(item)))
+        elif item.name in DEVICE_TOP_LEVEL:
             _link_tree(item, staging_src / item.name)
     return build_firmware(staging_src, out_dir / "device", compile_mpy=compile_mpy)
 

@@ -1,7 +1,8 @@
 """A virtual board's flash: a host directory holding exactly what a real board's flash holds.
 
-``install_firmware`` copies ``firmware/`` (``boot.py``, ``main.py``, ``lib/``) and ``/policy.json``,
-and writes ``/board.json`` from the board definition and ``/firmware.json`` (the manifest), as
+``install_firmware`` copies ``firmware/`` (``boot.py``, ``main.py``, ``lib/``) and ``/policy.json`` (the
+device's copy, without the keys the firmware drops at load: :mod:`hil.field.device_policy`), and
+writes ``/board.json`` from the board definition and ``/firmware.json`` (the manifest), as
 ``civicedge flash --source`` does for a real board: ``provision`` and ``check`` then see the
 firmware they expect. State the firmware writes (seq, outbox, ledger) is left alone, so it persists.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.resources import firmware_dir
+from hil.field.device_policy import DevicePolicyError
 from hil.sim.errors import FlashError
 
 logger = logging.getLogger(__name__)
@@ -28,8 +30,12 @@ IDENTITY_FILE = "identity.json"
 def install_firmware(flash: Path, device_config: dict[str, Any], *, source: Path | None = None) -> None:
     """Copy the firmware, write ``/board.json`` and the manifest ``/firmware.json`` into ``flash``.
 
+    The files are those ``civicedge flash --source`` writes (``stage_firmware``), ``/policy.json`` as the
+    device's copy.
+
     Raises:
-        FlashError: the directory cannot be written.
+        FlashError: the directory cannot be written, or the tree's policy.json cannot be made into the
+            device's copy (not JSON, or its firmware names no keys it drops).
     """
     src = source or firmware_dir()
     try:
@@ -46,7 +52,7 @@ def install_firmware(flash: Path, device_config: dict[str, Any], *, source: Path
         manifest["/board.json"] = hashlib.sha256(board).hexdigest()
         doc = {"version": version, "mode": "source", "files": manifest}
         (flash / "firmware.json").write_text(json.dumps(doc, sort_keys=True))
-    except OSError as exc:
+    except (OSError, DevicePolicyError) as exc:
         raise FlashError(f"cannot install firmware into {flash}: {exc}", path=str(flash)) from exc
 
 

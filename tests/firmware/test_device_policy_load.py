@@ -1,0 +1,59 @@
+"""Under MicroPython: the device copy of the policy (hil.field.device_policy, what ``civicedge flash``
+writes) loads to exactly what the firmware keeps of the full policy, which it still loads too (a board
+an older flash tool wrote). Fails if the host's key list and the firmware's ``_DOC_ONLY`` diverge."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway.resources import policy_path
+from hil.field.device_policy import device_policy_bytes, doc_only_keys
+
+_KEPT = (
+    "import json\n"
+    "from civic import policy\n"
+    "print('DOC_ONLY', repr(policy._DOC_ONLY))\n"
+    "for path in ('/flash/full.json', '/flash/policy.json'):\n"
+    "    for k in ('streetlight', 'bin'):\n"
+    "        p = policy.load(k, path)\n"
+    "        kept = {'window_s': p.window_s, 'personal': sorted(p.personal), 'alarms': sorted(p.alarms),\n"
+    "                'alarm_fields': sorted([c, list(p.alarm_fields[c])] for c in p.alarm_fields),\n"
+    "                'config': sorted(p.config_keys), 'budgets': sorted(p.day_budgets().items()),\n"
+    "                'fields': sorted([f, sorted(p.fields[f].items())] for f in p.fields)}\n"
+    "        print('KEPT', path, k, json.dumps(kept))\n"
+)
+
+
+def _jsonable(value: Any) -> Any:
+    """What json.dumps then json.loads makes of ``value`` (tuples become lists), for comparing with the device."""
+    return json.loads(json.dumps(value))
+
+
+def test_the_device_copy_loads_to_what_the_firmware_keeps_of_the_full_policy(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    full = policy_path().read_bytes()
+    copy = device_policy_bytes(full)
+    (flash / "full.json").write_bytes(full)
+    (flash / "policy.json").write_bytes(copy)
+    lines = flash_run(_KEPT, flash).stdout.splitlines()
+
+    # the host reads the very tuple the firmware drops
+    device_keys = ast.literal_eval(next(x for x in lines if x.startswith("DOC_ONLY ")).split(" ", 1)[1])
+    assert device_keys == doc_only_keys()
+
+    kept = {(path, kind): json.loads(doc) for _, path, kind, doc in
+            (x.split(" ", 3) for x in lines if x.startswith("KEPT "))}
+    assert len(kept) == 4
+    host_copy = json.loads(copy)
+    for kind in ("streetlight", "bin"):
+        from_full, from_copy = kept[("/flash/full.json", kind)], kept[("/flash/policy.json", kind)]
+        # the same rules from either file
+        assert from_copy == from_full
+        # nothing the device drops is in the copy, and everything it keeps is
+        assert from_copy["fields"] == _jsonable(sorted([f, sorted(spec.items())] for f, spec in
+                                                       host_copy["kinds"][kind]["fields"].items()))
