@@ -6,6 +6,7 @@ host) or through its HTTP read API (``/api/devices/{id}``, ``last_seen``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ from gateway.storage.sqlite_uri import read_only_uri
 from hil.dut import Dut
 from hil.dut.errors import DutError
 from hil.field.device import read_identity, read_text, with_retries
+from hil.field.device_policy import POLICY_DEVICE_PATH, DevicePolicyError, device_policy_bytes
 from hil.field.errors import FieldError, FirmwareStartError, NoReportError, NotProvisionedError
 from hil.field.firmware_copy import expected_files, firmware_version, read_manifest, verify_manifest
 from hil.field.identity import Identity
@@ -74,9 +76,34 @@ def inspect_board(dut: Dut) -> BoardState:
     state = BoardState(identity, str(manifest.get("version")), mode, changed=verify_manifest(dut, files))
     expected = expected_files(mode)
     state.outdated = sorted(p for p, h in expected.items() if files.get(p) != h)
+    if POLICY_DEVICE_PATH in state.outdated and POLICY_DEVICE_PATH not in state.changed and _same_policy_rules(
+            dut, expected[POLICY_DEVICE_PATH]):
+        state.outdated.remove(POLICY_DEVICE_PATH)
     if manifest.get("version") != firmware_version():
         state.outdated = state.outdated or ["(version)"]
     return state
+
+
+def _same_policy_rules(dut: Dut, expected_sha256: str) -> bool:
+    """True when the board's ``/policy.json`` is this host's policy in full: its device copy (what ``flash``
+    writes now, :func:`hil.field.device_policy.device_policy_bytes`) has the expected hash.
+
+    An older ``flash`` wrote the full policy; the firmware drops the same keys at load, so such a board
+    runs the same rules and is not on another policy. A board on another policy (another ε, k, window or
+    allowlist) still differs after the derivation.
+    """
+    text = read_text(dut, POLICY_DEVICE_PATH)
+    if text is None:
+        return False
+    try:
+        derived = device_policy_bytes(text, source=f"{POLICY_DEVICE_PATH} on the board")
+    except DevicePolicyError:
+        return False
+    same = hashlib.sha256(derived).hexdigest() == expected_sha256
+    if same:
+        log.info("the board on %s holds the full policy.json of this host's policy (an older flash wrote it); "
+                 "a flash replaces it by the device copy", dut.url)
+    return same
 
 
 class GatewayWatch(Protocol):
@@ -381,7 +408,8 @@ def read_report_due(dut: Dut, kind: str, config: dict[str, Any] | None) -> Repor
         board_unix = None
     window_s = DEFAULT_WINDOW_S
     try:
-        policy: Any = json.loads(read_text(dut, "/policy.json") or "{}")
+        # the device copy keeps window_s (only field documentation is left out of it)
+        policy: Any = json.loads(read_text(dut, POLICY_DEVICE_PATH) or "{}")
         spec = policy.get("kinds", {}).get(kind, {})
         window_s = int(spec.get("window_s", policy.get("defaults", {}).get("window_s", DEFAULT_WINDOW_S)))
     except (ValueError, TypeError, AttributeError):

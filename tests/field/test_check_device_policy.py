@@ -1,0 +1,85 @@
+"""``civicedge check`` and ``flash`` with the device copy of the policy (hil.field.device_policy), on a
+virtual board running the shipped firmware (real MicroPython behind a real pty).
+
+A board an older flash wrote holds the full policy.json of the same rules: check does not call it
+another policy, and a flash replaces it by the device copy once (then copies nothing). A board on
+another policy (another k, in full or as a device copy) is still told apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.resources import policy_path
+from hil.field.check import BoardState, inspect_board
+from hil.field.device import open_board
+from hil.field.device_policy import device_policy_bytes
+from hil.field.firmware_copy import CopyResult, copy_firmware
+from hil.sim.board import VirtualBoard
+
+pytestmark = [pytest.mark.timeout(150), pytest.mark.slow, pytest.mark.usefixtures("sim_available")]
+
+
+def _put_policy(flash: Path, data: bytes) -> None:
+    """Write ``/policy.json`` and its hash into the manifest, as a flash that wrote ``data`` left them."""
+    (flash / "policy.json").write_bytes(data)
+    manifest = json.loads((flash / "firmware.json").read_text())
+    manifest["files"]["/policy.json"] = hashlib.sha256(data).hexdigest()
+    (flash / "firmware.json").write_text(json.dumps(manifest, sort_keys=True))
+
+
+async def test_check_tells_the_full_copy_of_the_same_policy_from_another_policy(tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    board = VirtualBoard("streetlight-esp32", device_id="sl-pol-1", flash_dir=flash, speed=10)
+    await board.start()
+    full = policy_path().read_bytes()
+    stricter = json.loads(full)
+    stricter["kinds"]["streetlight"]["fields"]["mot"]["k"] = 7
+
+    def inspect() -> BoardState:
+        dut = open_board(board.console_path, timeout_s=20)
+        try:
+            return inspect_board(dut)
+        finally:
+            dut.close()
+
+    def reflash() -> CopyResult:
+        dut = open_board(board.console_path, timeout_s=20)
+        try:
+            return copy_firmware(dut, board_config=board.config, source_only=True)
+        finally:
+            dut.close()
+
+    try:
+        await board.wait_console("streetlight sl-pol-1 running", timeout_s=60)
+        assert (flash / "policy.json").read_bytes() == device_policy_bytes(full)
+        state = await asyncio.to_thread(inspect)
+        assert state.ok and state.outdated == [] and state.changed == [], state
+
+        # an older flash: the full file, same rules
+        _put_policy(flash, full)
+        state = await asyncio.to_thread(inspect)
+        assert state.ok and state.outdated == [] and state.changed == [], state
+
+        # another policy, in full or as a device copy
+        for other in (json.dumps(stricter).encode(), device_policy_bytes(json.dumps(stricter))):
+            _put_policy(flash, other)
+            state = await asyncio.to_thread(inspect)
+            assert state.outdated == ["/policy.json"] and state.changed == [] and not state.ok, state
+
+        # a flash writes the device copy (only that file), a second one nothing
+        _put_policy(flash, full)
+        first = await asyncio.to_thread(reflash)
+        assert first.copied == ("/policy.json",), first
+        assert (flash / "policy.json").read_bytes() == device_policy_bytes(full)
+        again = await asyncio.to_thread(reflash)
+        assert again.copied == () and "/policy.json" in again.unchanged, again
+        state = await asyncio.to_thread(inspect)
+        assert state.ok, state
+    finally:
+        await board.stop()
