@@ -177,16 +177,17 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
     """The driver of the session's backend.
 
     SKIPS the test when Espressif QEMU is not on PATH (hardware that cannot exist here); FAILS it
-    (an error at setup) when the sim backend's runtime is missing: scripts/setup installs it, so
-    its absence is a broken install that must not turn CI green.
+    (an error at setup) when the sim backend's runtime is missing: scripts/setup (a checkout) or
+    ``civicedge sim install-runtime`` (a wheel) installs it, so its absence is a broken install that
+    must not turn CI green.
     """
     if settings.backend == "sim":
         from hil.backends.sim_driver import SimDriver, simulator_unavailable_reason
 
         reason = simulator_unavailable_reason()
         if reason is not None:
-            pytest.fail(f"sim backend unavailable: {reason} (scripts/setup installs Node and the simulator; "
-                        "or choose --hil-backend qemu|serial)", pytrace=False)
+            # reason names what installs the missing part (hil.sim.runtime: `civicedge sim install-runtime`).
+            pytest.fail(f"sim backend unavailable: {reason} (or choose --hil-backend qemu|serial)", pytrace=False)
         # Boards whose only link is BLE report over the virtual radio.
         ble_only = any(d.ble is not None and d.uart is None for d in definitions)
         speed, seed = sim_marker_options(request.node)

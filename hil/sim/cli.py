@@ -3,7 +3,8 @@
 ``civicedge sim up --board NAME [--id ID] [--flash DIR] [--speed X] [--seed N] [--stimuli FILE] --json``
 prints one JSON line describing the board (console/data pty paths, BLE address, flash dir) and
 runs until SIGINT/SIGTERM. ``civicedge sim fleet --count N --board NAME --json`` prints one line
-per board (boards spread over one Node process per CPU core).
+per board (boards spread over one Node process per CPU core). ``civicedge sim install-runtime [--dir DIR]``
+installs the simulator's Node packages for an installed wheel (:mod:`hil.sim.runtime`).
 """
 
 from __future__ import annotations
@@ -89,15 +90,16 @@ def _stimuli_file(text: str) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``sim up`` and ``sim fleet`` to the ``civicedge`` parser."""
+    """Add ``sim up``, ``sim fleet`` and ``sim install-runtime`` to the ``civicedge`` parser."""
     raw = argparse.RawDescriptionHelpFormatter
     sim = subparsers.add_parser(
         "sim", help="virtual boards (real MicroPython, simulated hardware)", formatter_class=raw,
         description="Run virtual boards: our firmware on the real MicroPython interpreter (its\n"
                     "WebAssembly port, run by Node from hil/sim/) with simulated sensors, a console\n"
                     "pty that speaks the REPL, a data UART pty and optionally a BLE peripheral on a\n"
-                    "virtual radio. Needs Node and the packages in hil/sim/ (scripts/setup installs\n"
-                    "them). See docs/simulator.md.")
+                    "virtual radio. Needs Node and the simulator's Node packages: scripts/setup\n"
+                    "installs them in a checkout, `civicedge sim install-runtime` for an installed\n"
+                    "wheel. See docs/simulator.md.")
     sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -151,6 +153,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     fleet.add_argument("--flash-root", type=Path, help="flash directories go under here (default: temp)")
     fleet.add_argument("--processes", type=_positive_int, help="Node processes (default: one per CPU core)")
     fleet.set_defaults(func=_cmd_fleet)
+
+    install = sub.add_parser(
+        "install-runtime", help="install the simulator's Node packages (npm ci) for an installed civicedge",
+        formatter_class=raw,
+        description="Install the simulator's Node packages with `npm ci` from the package.json and\n"
+                    "package-lock.json civicedge ships, into a per-user directory (a pip-installed\n"
+                    "civicedge cannot count on writing its own package directory). Needs Node >= 20\n"
+                    "and npm, and the npm registry. A checkout does not need it: scripts/setup\n"
+                    "installs them in hil/sim/node_modules.\n"
+                    "\n"
+                    "The simulator looks for them in hil/sim/node_modules, then in\n"
+                    "$CIVICEDGE_SIM_RUNTIME, then in $XDG_DATA_HOME/civicedge/sim-runtime\n"
+                    "(~/.local/share/civicedge/sim-runtime); a directory installed for another\n"
+                    "civicedge version is not used (run this again after an upgrade).\n"
+                    "\n"
+                    "example:\n"
+                    "  civicedge sim install-runtime\n"
+                    "  civicedge sim install-runtime --dir /opt/civicedge/sim-runtime  "
+                    "# then CIVICEDGE_SIM_RUNTIME=/opt/civicedge/sim-runtime")
+    install.add_argument("--dir", type=Path,
+                         help="directory to install into (default: $CIVICEDGE_SIM_RUNTIME if set, else "
+                              "$XDG_DATA_HOME/civicedge/sim-runtime, i.e. ~/.local/share/civicedge/sim-runtime)")
+    install.set_defaults(func=_cmd_install_runtime)
     sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
 
 
@@ -254,6 +279,28 @@ def _check_inputs(args: argparse.Namespace, command: str) -> int | None:
             print(f"civicedge sim {command}: --stimuli {stimuli}: cannot read: {exc.strerror}", file=sys.stderr)
             return 2
     return None
+
+
+def _cmd_install_runtime(args: argparse.Namespace) -> int:
+    from hil.sim import runtime
+
+    target = args.dir if args.dir is not None else runtime.install_dir()
+    print(f"installing the simulator's Node packages into {target} (npm ci)...", flush=True)
+    try:
+        installed = runtime.install_runtime(target)
+    except runtime.RuntimeInstallError as exc:
+        print(f"civicedge sim install-runtime: {exc}", file=sys.stderr)
+        return 1
+    print(f"installed: {installed}/node_modules", flush=True)
+    try:
+        found = runtime.find_runtime()
+    except runtime.RuntimeMissingError:
+        found = None
+    if found != installed:
+        # Installed where the lookup does not reach (or behind another runtime): say how to point at it.
+        print(f"note: the simulator uses {found or 'no runtime'} now; set {runtime.ENV_VAR}={installed} "
+              "to use this one", flush=True)
+    return 0
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from hil.sim import SIM_DIR
 from hil.sim.errors import SimHostError, SimTimeoutError
-from hil.sim.mprun import node_binary
+from hil.sim.runtime import node_command
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,13 @@ class SimHost:
             SimHostError: Node or the simulator packages are missing, or the host did not come up.
         """
         try:
-            node = node_binary()
+            node = node_command()  # node, and the resolve hook when the runtime is not in hil/sim
         except Exception as exc:
             raise SimHostError(str(exc)) from exc
         start = self.start_ms if self.start_ms is not None else int(time.time() * 1000)
         speed = -1 if self.speed is None else self.speed
         self.proc = await asyncio.create_subprocess_exec(
-            node, "--max-old-space-size=8192", str(SIM_DIR / "host.mjs"), "--start", str(start), "--speed", str(speed),
+            *node, "--max-old-space-size=8192", str(SIM_DIR / "host.mjs"), "--start", str(start), "--speed", str(speed),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=str(SIM_DIR), limit=64 * 1024 * 1024, start_new_session=True)
         hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

@@ -6,13 +6,16 @@ This is the lightweight runner used by firmware unit tests and benchmarks; full 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from hil.sim import SIM_DIR
+from hil.sim import runtime
+from hil.sim.runtime import RuntimeMissingError
+
+__all__ = ["MicroPythonError", "MpResult", "RuntimeMissingError", "node_binary", "run_micropython"]
 
 
 class MicroPythonError(Exception):
@@ -29,10 +32,6 @@ class MicroPythonError(Exception):
         self.stdout = stdout
 
 
-class RuntimeMissingError(Exception):
-    """Node or the simulator's Node packages are not installed (run ``scripts/setup``)."""
-
-
 @dataclass(frozen=True)
 class MpResult:
     """Output of a completed MicroPython run."""
@@ -42,12 +41,13 @@ class MpResult:
 
 
 def node_binary() -> str:
-    """Return the path of ``node`` or raise :class:`RuntimeMissingError`."""
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeMissingError("node is not on PATH; run scripts/setup")
-    if not (SIM_DIR / "node_modules" / "@micropython").is_dir():
-        raise RuntimeMissingError(f"{SIM_DIR}/node_modules is missing; run scripts/setup (npm ci in hil/sim)")
+    """Return the path of ``node`` once the simulator's Node packages are found too (:mod:`hil.sim.runtime`).
+
+    Raises:
+        RuntimeMissingError: no ``node``, or no runtime; the message names ``civicedge sim install-runtime``.
+    """
+    node = runtime.node_binary()
+    runtime.find_runtime()
     return node
 
 
@@ -77,7 +77,7 @@ def run_micropython(
         MicroPythonError: the script raised; carries the device traceback.
         subprocess.TimeoutExpired: the script ran longer than ``timeout_s``.
     """
-    cmd = [node_binary(), str(SIM_DIR / "mprun.mjs"), "--heap", str(heap_bytes)]
+    cmd = [*runtime.node_command(), str(SIM_DIR / "mprun.mjs"), "--heap", str(heap_bytes)]
     for lib in libs:
         cmd += ["--lib", str(lib)]
     if seed is not None:

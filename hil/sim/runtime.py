@@ -1,0 +1,199 @@
+"""Where the simulator's Node packages (``node_modules``) are, and installing them for a pip user.
+
+A checkout gets them in ``hil/sim/node_modules`` from ``scripts/setup`` (``npm ci``). An installed
+wheel has no ``scripts/setup`` and often cannot write its own package directory, so
+``civicedge sim install-runtime`` runs ``npm ci`` from the shipped ``package.json`` and
+``package-lock.json`` into a per-user directory. The runtime is looked for, in order, in:
+
+1. the package's own ``hil/sim`` (a checkout);
+2. ``$CIVICEDGE_SIM_RUNTIME``, when set;
+3. the user's data directory, ``$XDG_DATA_HOME/civicedge/sim-runtime`` (default
+   ``~/.local/share/civicedge/sim-runtime``).
+
+A directory of 2 or 3 counts only when its install stamp names the shipped lockfile: a runtime
+installed for another civicedge version, or an ``npm ci`` that did not finish, is not used. Node
+resolves the packages of a runtime outside ``hil/sim`` through a resolve hook
+(``js/runtime_resolve.mjs``, given with ``--import``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlencode
+
+from hil.sim import SIM_DIR
+from hil.sim.errors import SimError
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "CIVICEDGE_SIM_RUNTIME"
+"""Environment variable naming a runtime directory (looked in, and where ``install-runtime`` installs)."""
+INSTALL_COMMAND = "civicedge sim install-runtime"
+STAMP = ".civicedge-runtime"
+"""File a finished install writes: the SHA-256 of the lockfile it installed."""
+PACKAGE_NAME = "civicedge-sim"  # package.json's name: a directory holding another project's is refused
+_RUNTIME_PACKAGE = Path("node_modules") / "@micropython" / "micropython-webassembly-pyscript"
+_MANIFESTS = ("package.json", "package-lock.json")
+NPM_TIMEOUT_S = 900.0
+
+
+class RuntimeMissingError(SimError):
+    """Node or the simulator's Node packages are not installed (``details``: searched)."""
+
+
+class RuntimeInstallError(SimError):
+    """``install-runtime`` could not install into the directory (``details``: path, and npm's status)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A directory where the runtime may be, and why it is looked in."""
+
+    path: Path
+    source: str  # "checkout", "$CIVICEDGE_SIM_RUNTIME" or "user"
+
+
+def default_user_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The per-user runtime directory: ``$XDG_DATA_HOME/civicedge/sim-runtime`` (XDG default ``~/.local/share``)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or ""
+    root = Path(base) if Path(base).is_absolute() else Path.home() / ".local" / "share"  # XDG: relative is invalid
+    return root / "civicedge" / "sim-runtime"
+
+
+def install_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``install-runtime`` installs without ``--dir``: ``$CIVICEDGE_SIM_RUNTIME``, else the user directory."""
+    env = os.environ if environ is None else environ
+    named = env.get(ENV_VAR)
+    return Path(named).expanduser() if named else default_user_dir(env)
+
+
+def candidates(environ: Mapping[str, str] | None = None, *, sim_dir: Path = SIM_DIR) -> list[Candidate]:
+    """The directories looked in, in order (checkout, ``$CIVICEDGE_SIM_RUNTIME``, user directory)."""
+    env = os.environ if environ is None else environ
+    found = [Candidate(sim_dir, "checkout")]
+    if env.get(ENV_VAR):
+        found.append(Candidate(Path(env[ENV_VAR]).expanduser(), f"${ENV_VAR}"))
+    found.append(Candidate(default_user_dir(env), "user"))
+    return found
+
+
+def lock_digest(sim_dir: Path = SIM_DIR) -> str:
+    """SHA-256 (hex) of the shipped ``package-lock.json``: what an installed runtime must have been made from."""
+    return hashlib.sha256((sim_dir / "package-lock.json").read_bytes()).hexdigest()
+
+
+def _usable(candidate: Candidate, sim_dir: Path) -> bool:
+    if not (candidate.path / _RUNTIME_PACKAGE).is_dir():
+        return False
+    if candidate.source == "checkout":
+        return True  # scripts/setup keeps it current with the lockfile beside it
+    try:
+        return (candidate.path / STAMP).read_text().strip() == lock_digest(sim_dir)
+    except OSError:
+        return False
+
+
+def find_runtime(environ: Mapping[str, str] | None = None, *, sim_dir: Path = SIM_DIR) -> Path:
+    """Return the first directory holding a usable ``node_modules`` for the simulator.
+
+    Raises:
+        RuntimeMissingError: none does; the message names the directories and ``civicedge sim install-runtime``.
+    """
+    looked = candidates(environ, sim_dir=sim_dir)
+    for candidate in looked:
+        if _usable(candidate, sim_dir):
+            return candidate.path
+    stale = [c for c in looked[1:] if (c.path / _RUNTIME_PACKAGE).is_dir()]
+    where = ", ".join(f"{c.path}/node_modules" for c in looked)
+    hint = (f"; {', '.join(str(c.path) for c in stale)} holds a runtime for another civicedge version "
+            "or an unfinished install") if stale else ""
+    raise RuntimeMissingError(
+        f"the simulator's Node packages are not installed (looked in {where}){hint}; run `{INSTALL_COMMAND}` "
+        f"(in a checkout, scripts/setup installs them)", searched=[str(c.path) for c in looked])
+
+
+def node_binary() -> str:
+    """Return the path of ``node``.
+
+    Raises:
+        RuntimeMissingError: ``node`` is not on PATH.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeMissingError("node is not on PATH: install Node.js >= 20 (in a checkout, scripts/setup "
+                                  f"installs it), then `{INSTALL_COMMAND}` if the simulator's packages are missing",
+                                  searched=[])
+    return node
+
+
+def node_command(environ: Mapping[str, str] | None = None, *, sim_dir: Path = SIM_DIR) -> list[str]:
+    """``node`` and the options that let the scripts in ``hil/sim`` import the runtime found.
+
+    Raises:
+        RuntimeMissingError: no ``node``, or no runtime (:func:`find_runtime`).
+    """
+    node = node_binary()
+    runtime = find_runtime(environ, sim_dir=sim_dir)
+    if runtime == sim_dir:
+        return [node]  # Node finds hil/sim/node_modules by itself
+    hook = (sim_dir / "js" / "runtime_resolve.mjs").as_uri() + "?" + urlencode({"dir": str(runtime)})
+    return [node, "--import", hook]
+
+
+def install_runtime(target: Path, *, sim_dir: Path = SIM_DIR, timeout_s: float = NPM_TIMEOUT_S) -> Path:
+    """Install the simulator's Node packages into ``target`` with ``npm ci`` from the shipped lockfile.
+
+    The stamp that makes the directory usable is removed first and written last, so an install
+    that fails or is interrupted leaves a directory :func:`find_runtime` does not use.
+
+    Raises:
+        RuntimeInstallError: no ``npm``, ``target`` holds another project's ``package.json``, cannot be
+            written, or ``npm ci`` failed or timed out.
+    """
+    target = target.expanduser().resolve()
+    existing = target / "package.json"
+    if existing.is_file() and target != sim_dir.resolve():
+        try:
+            name = json.loads(existing.read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        if name != PACKAGE_NAME:
+            raise RuntimeInstallError(f"{target} holds another project's package.json (not {PACKAGE_NAME}); "
+                                      "choose an empty directory or one made by install-runtime", path=str(target))
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeInstallError("npm is not on PATH: install Node.js >= 20 with npm", path=str(target))
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        (target / STAMP).unlink(missing_ok=True)
+        if target != sim_dir.resolve():
+            for name in _MANIFESTS:
+                shutil.copyfile(sim_dir / name, target / name)
+    except OSError as exc:
+        raise RuntimeInstallError(f"cannot write {target}: {exc.strerror or exc}", path=str(target)) from exc
+    log.info("npm ci in %s", target)
+    try:
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeInstallError(f"npm ci in {target} did not finish in {timeout_s:.0f} s", path=str(target),
+                                  timeout_s=timeout_s) from exc
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise RuntimeInstallError(f"npm ci in {target} failed (exit status {proc.returncode}):\n{tail}",
+                                  path=str(target), status=proc.returncode)
+    if not (target / _RUNTIME_PACKAGE).is_dir():
+        raise RuntimeInstallError(f"npm ci in {target} did not install {_RUNTIME_PACKAGE.relative_to('node_modules')}",
+                                  path=str(target))
+    if target != sim_dir.resolve():  # the checkout's own node_modules needs no stamp (scripts/setup's place)
+        (target / STAMP).write_text(lock_digest(sim_dir) + "\n")
+    return target
