@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log detail: -v info, -vv civicedge debug, -vvv debug of the libraries too")
+                        help="more log detail: -v info, -vv civicedge debug, -vvv debug of the libraries too "
+                             "(default: warnings only)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -65,6 +66,35 @@ def _add_version(parser: argparse.ArgumentParser, text: str) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for child in set(action.choices.values()):
                 _add_version(child, text)
+
+
+def selected_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The deepest subcommand's parser that ``args`` (parsed by ``parser``) selected: ``civicedge gateway
+    devices add ...`` gives the ``gateway devices add`` parser, ``civicedge --bogus`` the top level.
+
+    Every command group names its subparsers' ``dest`` (``command``, ``gateway_command``, ...): that is
+    how the chosen name is found in ``args``.
+    """
+    while True:
+        chosen = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest != argparse.SUPPRESS:
+                name = getattr(args, action.dest, None)
+                chosen = action.choices.get(name) if isinstance(name, str) else None
+                break
+        if chosen is None:
+            return parser
+        parser = chosen
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that an unrecognized argument is reported by the subcommand it
+    was given to, with that subcommand's usage (``civicedge gateway run: error: unrecognized arguments:
+    --bogus``), not by the top level: argparse's subparsers hand unknown arguments up to the top parser."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        selected_parser(parser, args).error("unrecognized arguments: %s" % " ".join(extras))
+    return args
 
 
 def configure_logging(verbosity: int) -> None:
@@ -94,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``civicedge`` command line and return its exit status."""
     try:  # building the parser imports every command's module: Ctrl-C there is no traceback either
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parse_command_line(parser, argv)
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:
