@@ -31,7 +31,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     run.add_argument("--check", action="store_true", help="validate the config and exit")
     # Also accepted here (docs write `gateway run --config F -v`); adds to a `civicedge -v` before the command.
     run.add_argument("-v", "--verbose", dest="run_verbose", action="count", default=0,
-                     help="more log detail (-vv gateway debug, -vvv debug of the libraries too), as civicedge -v")
+                     help="more log detail (-vv gateway debug, -vvv debug of the libraries too), as civicedge -v "
+                          "(default: warnings only)")
     run.set_defaults(func=cmd_run)
     init = sub.add_parser("init", help="write a commented example config",
                           description="Write a commented example config to PATH. Missing parent directories "
