@@ -10,7 +10,8 @@ of failing). The benchmark therefore runs as a sequence of steps called from the
 heap of live objects only, and within a step nothing is freed, so ``gc.mem_alloc()`` at its end
 is the most the step can have needed. The steps are what ``main.py`` does on a board: import each
 firmware module the app loads (one per step, leaves first), read ``/board.json`` and
-``/identity.json``, build the device (``civic.apps.runtime.build`` with stand-ins for ``machine``
+``/identity.json``, build the device (``civic.apps.runtime.build``, which parses ``/policy.json``: the
+device copy ``civicedge flash`` writes, or the full file with ``--full-policy``; stand-ins for ``machine``
 and ``bluetooth``), then one sensing tick or wake per step and one frame sent per step through
 the app's own link. Figures, in bytes above the floor:
 
@@ -36,7 +37,8 @@ energy report, the 6-hourly noisy PIR release, all sent over the UART link); bin
 5 min apart, the last on the next day (a fire alarm, a window report, the daily noisy lid
 release, sent as BLE notifications at MTU 23).
 
-Usage: ``python bench/firmware_memory.py [--short] [--json]`` (``--short``: skip the ``.py`` run).
+Usage: ``python bench/firmware_memory.py [--short] [--json] [--full-policy]`` (``--short``: skip the ``.py``
+run; ``--full-policy``: a board holding the whole policy file, as older flash tools wrote it).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.protocol.frame import decode_body, parse_frame, verify_tag  # noqa: E402
 from gateway.resources import firmware_dir, policy_path  # noqa: E402
 from hil.boards import load_board  # noqa: E402
+from hil.field.device_policy import device_policy_bytes  # noqa: E402
 from hil.sim.mprun import run_micropython  # noqa: E402
 
 BENCH_KEY = bytes(32)
@@ -293,7 +296,14 @@ def import_order(modules: list[str], lib: Path) -> list[str]:
     return order
 
 
-def _script(board: str, modules: list[str]) -> str:
+def policy_text(*, full: bool = False) -> str:
+    """The ``/policy.json`` the bench's board holds: the device copy ``civicedge flash`` writes (without the
+    keys the firmware drops at load), or with ``full`` the whole file, as flash tools before 2026-12-06 wrote it."""
+    raw = policy_path().read_bytes()
+    return (raw if full else device_policy_bytes(raw)).decode("utf-8")
+
+
+def _script(board: str, modules: list[str], *, full_policy: bool = False) -> str:
     cfg = load_board(board).to_device_config()
     # streetlight: 05:44 -> 06:00:05 UTC in 5 s samples; bin: four wakes
     t0, steps = (1767225600 + 6 * 3600 - 16 * 60, 16 * 60 + 5) if cfg["kind"] == "streetlight" else (1767225600, 4)
@@ -301,7 +311,7 @@ def _script(board: str, modules: list[str]) -> str:
                 "key": BENCH_KEY.hex()}
     head = (
         f"CFG_TEXT = {json.dumps(cfg)!r}\nIDENTITY_TEXT = {json.dumps(identity)!r}\n"
-        f"POLICY_TEXT = {policy_path().read_text()!r}\nT0 = {t0}\nSTEPS = {steps}\nMODULES = {modules!r}\n"
+        f"POLICY_TEXT = {policy_text(full=full_policy)!r}\nT0 = {t0}\nSTEPS = {steps}\nMODULES = {modules!r}\n"
     )
     return head + _CYCLE
 
@@ -316,8 +326,10 @@ def compile_firmware(dest: Path) -> Path:
     return dest
 
 
-def run_cycle(board: str, lib: Path, modules: list[str] | None = None) -> dict[str, Any]:
+def run_cycle(board: str, lib: Path, modules: list[str] | None = None, *, full_policy: bool = False) -> dict[str, Any]:
     """Run one full report cycle of ``board``'s app with the firmware from ``lib``; return the measurements.
+
+    The board holds the device copy of the policy (:func:`policy_text`), or the full file with ``full_policy``.
 
     Two runs: the first finds which firmware modules the app loads (skipped when ``modules``, the
     ``modules`` of an earlier result for the same board, is given); the second imports them one per
@@ -325,8 +337,8 @@ def run_cycle(board: str, lib: Path, modules: list[str] | None = None) -> dict[s
     ``(name, live heap at its start, heap at its end)``.
     """
     if modules is None:
-        modules = _run(board, lib, [])["modules"]
-    data = _run(board, lib, import_order(modules, firmware_dir() / "lib"))
+        modules = _run(board, lib, [], full_policy=full_policy)["modules"]
+    data = _run(board, lib, import_order(modules, firmware_dir() / "lib"), full_policy=full_policy)
     steps = data["trace"] = data.pop("steps")
     floor = steps[0][1]
     names = [n for n, _, _ in steps]
@@ -347,8 +359,8 @@ def run_cycle(board: str, lib: Path, modules: list[str] | None = None) -> dict[s
     return data
 
 
-def _run(board: str, lib: Path, modules: list[str]) -> dict[str, Any]:
-    res = run_micropython(_script(board, modules), libs=[lib], seed=1, steps=True)
+def _run(board: str, lib: Path, modules: list[str], *, full_policy: bool = False) -> dict[str, Any]:
+    res = run_micropython(_script(board, modules, full_policy=full_policy), libs=[lib], seed=1, steps=True)
     lines = res.stdout.splitlines()
     data: dict[str, Any] = json.loads([x for x in lines if x.startswith("RESULT ")][-1][len("RESULT "):])
     data["steps"] = [(x.split(" ", 3)[3], int(x.split()[1]), int(x.split()[2])) for x in lines if x.startswith("STEP ")]
@@ -374,20 +386,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="skip the run from .py source (for CI)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    parser.add_argument("--full-policy", action="store_true",
+                        help="the board holds the full policy.json (as flash tools before 2026-12-06 wrote it), "
+                             "not the device copy civicedge flash writes")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         mpy_lib = compile_firmware(Path(tmp) / "lib")
         for board in ("streetlight-esp32", "bin-esp32c3"):
-            r = run_cycle(board, mpy_lib)
-            r["code_py"] = None if args.short else run_cycle(board, firmware_dir() / "lib", r["modules"])["code"]
+            r = run_cycle(board, mpy_lib, full_policy=args.full_policy)
+            r["code_py"] = None if args.short else run_cycle(board, firmware_dir() / "lib", r["modules"],
+                                                             full_policy=args.full_policy)["code"]
             results[board] = r
     if args.json:
         print(json.dumps({board: {k: v for k, v in r.items() if k != "trace"} for board, r in results.items()},
                          indent=2))
         return 0
+    which = "full policy.json" if args.full_policy else "device copy of policy.json"
     print("MicroPython heap above the floor, bytes (MicroPython 1.27 wasm, firmware as .mpy; an ESP32 without"
-          " PSRAM has ~110 KB)")
+          f" PSRAM has ~110 KB; {which}, {len(policy_text(full=args.full_policy).encode())} bytes)")
     print(f"{'app':<19}{'floor':>7}{'code':>7}{'code(.py)':>10}{'resident':>9}{'live max':>9}{'max step':>9}"
           f"{'per report':>11}{'high-water':>11}{'of 110KB':>9}  high-water in")
     for board, r in results.items():
