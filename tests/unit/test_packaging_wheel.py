@@ -96,7 +96,8 @@ def test_wheel_carries_firmware_boards_policy_and_licence(built: tuple[Path, Pat
     assert "\nLicense-File: LICENSE\n" in metadata
     assert not [n for n in names if "node_modules" in n or n.endswith(".pyc")]
     # The simulator's Node host ships, for `civicedge sim install-runtime` and the boards.
-    assert {"hil/sim/package.json", "hil/sim/package-lock.json", "hil/sim/host.mjs", "hil/sim/mprun.mjs"} <= names
+    assert {"hil/sim/package.json", "hil/sim/package-lock.json", "hil/sim/host.mjs", "hil/sim/mprun.mjs",
+            "hil/sim/js/runtime_resolve.mjs", "hil/sim/js/runtime_hooks.mjs", "hil/sim/mpy/machine.py"} <= names
 
 
 def test_installed_wheel_commands_work_outside_the_checkout(built: tuple[Path, Path], tmp_path: Path) -> None:
