@@ -7,7 +7,8 @@ transparency page; the device only ever reads it.
 import json
 
 # policy keys of a field the device has no use for, dropped on load to save heap: text for the
-# transparency page, and what only the gateway checks (valid_range: docs/protocol.md §2)
+# transparency page, and what only the gateway checks (valid_range: docs/protocol.md §2). The flash
+# tools leave them out of the board's copy and read this tuple with ast: keep it a literal.
 _DOC_ONLY = ("label", "unit", "source", "purpose", "retention_days", "valid_range")
 
 
