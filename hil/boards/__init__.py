@@ -13,6 +13,7 @@ from __future__ import annotations
 from hil.boards.chips import CHIPS, ChipSpec
 from hil.boards.errors import (
     BoardError,
+    BoardFileNotFoundError,
     BoardNotFoundError,
     BoardSyntaxError,
     FieldTypeError,
@@ -32,7 +33,7 @@ from hil.boards.loader import list_boards, load_board, resolve_board_path
 from hil.boards.model import CAPABILITY_NAMES, BleLink, BoardDefinition, IoPin, SleepSettings, UartLink
 
 __all__ = [
-    "CAPABILITY_NAMES", "CHIPS", "BleLink", "BoardDefinition", "BoardError", "BoardNotFoundError",
+    "CAPABILITY_NAMES", "CHIPS", "BleLink", "BoardDefinition", "BoardError", "BoardFileNotFoundError", "BoardNotFoundError",
     "BoardSyntaxError", "ChipSpec", "FieldTypeError", "InputOnlyPinError", "InvalidValueError", "IoPin",
     "MissingFieldError", "NotAdcPinError", "NotWakePinError", "PinConflictError", "PinError",
     "PinNotOnChipError", "ReservedPinError", "SleepSettings", "UartLink", "UnknownChipError",

@@ -9,7 +9,8 @@ import sys
 
 from gateway.resources import boards_dir
 from hil.boards.errors import BoardError
-from hil.boards.loader import BoardFileNotFoundError, list_boards, load_board
+from hil.boards.errors import BoardFileNotFoundError
+from hil.boards.loader import list_boards, load_board
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +88,12 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     try:
         board = load_board(args.board)
+    except BoardFileNotFoundError as exc:
+        print(f"error: {exc}")
+        return EXIT_USAGE
     except BoardError as exc:
         print(f"error: {exc}")
-        return 1
+        return EXIT_INVALID
     print(json.dumps(board.to_device_config(), indent=2))
     return 0
 

@@ -37,6 +37,20 @@ class BoardNotFoundError(BoardError):
         self.available = available
 
 
+class BoardFileNotFoundError(BoardNotFoundError):
+    """A board given as a file path (it has a ``/`` or ends in ``.toml``) names no existing file.
+
+    Attributes:
+        available: names of the boards that do exist in the boards directory.
+    """
+
+    def __init__(self, *, source: str, available: list[str]) -> None:
+        # BoardNotFoundError words it as an unknown board name; for a path the file is what is missing.
+        BoardError.__init__(self, "no such file; pass an existing .toml file or a board name (boards: %s)"
+                            % (", ".join(available) or "none"), source=source, available=available)
+        self.available = available
+
+
 class BoardSyntaxError(BoardError):
     """The file is not valid TOML.
 

@@ -11,6 +11,7 @@ from gateway.resources import boards_dir, load_policy
 from gateway.toml_text import TomlTextError, read_toml_text
 from hil.boards.chips import CHIPS, ChipSpec
 from hil.boards.errors import (
+    BoardFileNotFoundError,
     BoardError,
     BoardNotFoundError,
     BoardSyntaxError,
@@ -35,20 +36,6 @@ ATTENUATIONS = ("0db", "2.5db", "6db", "11db")
 PULLS = ("none", "up", "down")
 IO_MODES = ("in", "out", "adc", "pwm")
 SLEEP_MODES = ("none", "light", "deep")
-
-
-class BoardFileNotFoundError(BoardNotFoundError):
-    """A board given as a file path (it has a ``/`` or ends in ``.toml``) names no existing file.
-
-    Attributes:
-        available: names of the boards that do exist in the boards directory.
-    """
-
-    def __init__(self, *, source: str, available: list[str]) -> None:
-        # BoardNotFoundError words it as an unknown board name; for a path the file is what is missing.
-        BoardError.__init__(self, "no such file; pass an existing .toml file or a board name (boards: %s)"
-                            % (", ".join(available) or "none"), source=source, available=available)
-        self.available = available
 
 
 def looks_like_path(text: str) -> bool:

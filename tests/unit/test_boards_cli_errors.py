@@ -10,8 +10,7 @@ import pytest
 
 import hil.boards.cli as boards_cli
 from gateway.resources import boards_dir
-from hil.boards import BoardNotFoundError, load_board
-from hil.boards.loader import BoardFileNotFoundError
+from hil.boards import BoardFileNotFoundError, BoardNotFoundError, load_board
 from hil.cli.main import main
 
 
@@ -24,6 +23,14 @@ def test_check_of_a_missing_file_says_so_and_exits_2(given: str, tmp_path: Path,
     assert f"error: {path}: no such file" in out
     assert "no such board" not in out  # not taken for a mistyped board name
     assert "streetlight-esp32" in out  # still says which board names exist
+
+
+def test_show_of_a_missing_file_exits_2_and_of_an_unknown_name_1(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["boards", "show", str(tmp_path / "gone.toml")]) == 2
+    assert f"error: {tmp_path / 'gone.toml'}: no such file" in capsys.readouterr().out
+    assert main(["boards", "show", "streetlite-esp32"]) == 1
+    assert "streetlite-esp32: no such board" in capsys.readouterr().out
 
 
 def test_check_of_an_unknown_name_stays_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
