@@ -4,8 +4,8 @@
 ``retention.json`` and an HTTP port another process holds; ``--check`` looks at each of them the way
 start-up does, without creating, migrating or writing anything, so "config OK" means ``run`` starts.
 (A stopped gateway's store is read ``immutable``, so not even SQLite's ``-wal``/``-shm`` are left
-behind; only a ``-wal`` with content, a killed gateway's, is read as any reader reads it, and SQLite
-then adds the ``-shm`` that goes with it.)
+behind; a ``-wal`` with content, a killed gateway's, is read with it, its index kept in memory so
+that no ``-shm`` is created either: :func:`gateway.storage.sqlite_uri.open_for_check`.)
 A gateway already running on the same store (the usual case: edit the config, check it, restart the
 service) is not an error for the check: each line says what belongs to it.
 """
@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
-from gateway.storage.sqlite_uri import check_uri, read_only_uri
+from gateway.storage.sqlite_uri import open_for_check, read_only_uri
 from gateway.storage.store import check_store_free, store_writer
 from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
 from gateway.web.hosts import host_port
@@ -53,12 +53,13 @@ def check_store_file(path: Path, *, running: bool = True) -> str:
     changes anything (:func:`gateway.storage.store_kind.store_kind`), so both refuse alike.
 
     ``running`` False says no gateway holds the store (:func:`store_holder` is None): the file is
-    then read ``immutable=1``, so the check leaves no ``-wal``/``-shm`` behind. True (the default,
-    when unknown) opens it as any reader does.
+    then read without locks and without a ``-shm`` (with its ``-wal`` when that holds commits), so
+    the check leaves nothing behind. True (the default, when unknown) opens it as any reader does.
 
     Raises:
-        StorageError: reason ``open_failed`` when the file is not an SQLite database (or cannot be
-            read), ``not_a_store`` when it is a database of something else.
+        StorageError: reason ``corrupt`` when SQLite finds the file damaged, ``open_failed`` when it
+            is not an SQLite database (or cannot be read), ``not_a_store`` when it is a database of
+            something else: as :func:`gateway.storage.store_kind.store_kind` says.
     """
     kind = store_kind(path, running=running)  # the same check, and error, as the store's own open
     if kind == ABSENT:
@@ -70,8 +71,8 @@ def check_store_file(path: Path, *, running: bool = True) -> str:
 
 def read_schema_version(path: Path) -> int | None:
     """The schema version of the store at ``path`` (None: no store yet), read without changing anything:
-    no migration, and through :func:`gateway.storage.sqlite_uri.check_uri`, so a stopped gateway's store
-    is left without a new ``-wal``/``-shm``.
+    no migration, and through :func:`gateway.storage.sqlite_uri.open_for_check`, so a stopped gateway's
+    store is read with the commits its ``-wal`` holds and left without a new ``-wal``/``-shm``.
 
     Raises:
         StorageError: ``schema_too_new``, ``schema_unknown`` or ``read_failed``, as ``run`` would fail;
@@ -81,9 +82,8 @@ def read_schema_version(path: Path) -> int | None:
 
     if not path.exists():
         return None
-    uri = check_uri(path, running=store_holder(path) is not None)
     try:
-        conn = sqlite3.connect(uri, uri=True)
+        conn = open_for_check(path, running=store_holder(path) is not None)
     except sqlite3.Error as exc:
         raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
     try:

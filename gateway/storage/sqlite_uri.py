@@ -1,8 +1,9 @@
-"""The URIs that open a report store read-only."""
+"""The URIs (and the one connection) that open a report store read-only."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 
@@ -33,17 +34,17 @@ def check_uri(db_path: Path | str, *, running: bool, main_file_only: bool = Fals
     and removes it), the main file is all there is to read, so ``immutable=1`` reads it without them.
     A ``-wal`` with content (a killed gateway's) holds commits the main file lacks: ``immutable`` would
     read around them, so that store is opened as any reader opens it (SQLite then adds a ``-shm`` if
-    there is none).
+    there is none); :func:`open_for_check` reads such a store without that ``-shm``.
 
     Args:
         db_path: The store file.
         running: A gateway holds the store: it is opened plainly read-only, never ``immutable=1`` (not
             even where :func:`read_only_uri` would choose it: an unwritable directory with an empty
             ``-wal``), since its main file changes under an immutable read; it already has both files.
-        main_file_only: The caller asks what the main file answers alone when it has an answer (the
-            store's table names, which a ``-wal`` adds only right after the store was created): with no
-            gateway running it is read ``immutable=1`` whatever its ``-wal`` holds, and the caller
-            asks again through the URI without this flag when the main file had no answer.
+        main_file_only: The main file alone, ``immutable=1`` whatever its ``-wal`` holds (with no gateway
+            running). Not for judging a store: after a checkpoint cut off part-way (a kill, a power cut,
+            a full disk) the main file alone reads as damaged while the store with its ``-wal`` is
+            whole; the checks use :func:`open_for_check`.
     """
     path = Path(db_path).resolve()  # SQLite's -wal is next to the file itself, not next to a symlink to it
     if running:  # never immutable, not even as read_only_uri frees an unwritable directory's store
@@ -54,6 +55,52 @@ def check_uri(db_path: Path | str, *, running: bool, main_file_only: bool = Fals
     if not main_file_only and _wal_size(path) != 0:  # commits in the -wal, or cannot tell
         return uri
     return uri + "&immutable=1"
+
+
+def open_for_check(db_path: Path | str, *, running: bool) -> sqlite3.Connection:
+    """A read-only connection to the store ``db_path`` that sees every committed transaction and leaves
+    nothing beside the file: the one read the checks before an open make (:mod:`gateway.storage.store_kind`,
+    ``run --check``'s schema read).
+
+    * ``running`` (a gateway holds the store): plainly read-only (:func:`check_uri`); it already has its
+      ``-wal`` and ``-shm``, and its main file changes under an immutable read.
+    * No ``-wal``, or an empty one: ``immutable=1`` on the main file, which holds every commit.
+    * A ``-wal`` with content (a gateway killed, or stopped with a full disk, before its last checkpoint,
+      or cut off during one: the main file alone may then read as damaged): read together with that
+      ``-wal``, as any SQLite reader does, but with the WAL index in this connection's memory
+      (``PRAGMA locking_mode=EXCLUSIVE`` before the first read) instead of in a ``-shm`` file, and
+      through the ``unix-none`` VFS, which takes no file locks (an exclusive lock cannot be taken on a
+      read-only descriptor; ``immutable=1`` takes none either). So no ``-shm`` is created, the ``-wal``
+      is only read (the connection is read-only: it never checkpoints or removes it), and a file that
+      is then refused (another program's database, a damaged file) is left exactly as it was. It works
+      in a directory we cannot write to as well.
+
+    No case creates a file: the only ``-shm`` a check uses is a running gateway's own. Without locks a
+    read can meet a writer that is no gateway (an operator's ``sqlite3`` writing the file, which holds
+    no ``.lock``) mid-checkpoint, and report damage that is not there; an immutable read has the same
+    limit. A ``unix-none`` connection shares no lock state with this process's other connections to
+    the file, whose POSIX locks its close would drop: it is opened only before the store itself is
+    (the gateway's start, the ``run --check`` command).
+
+    Raises:
+        sqlite3.Error: SQLite cannot open the file.
+    """
+    path = Path(db_path).resolve()  # SQLite's -wal is next to the file itself, not next to a symlink to it
+    if running or _wal_size(path) == 0:
+        return sqlite3.connect(check_uri(path, running=running), uri=True)
+    conn = sqlite3.connect(path.as_uri() + "?mode=ro&vfs=unix-none", uri=True)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")  # before the first read: the WAL index in memory
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def wal_has_content(db_path: Path | str) -> bool:
+    """True when the store's ``-wal`` holds pages (or its size cannot be told): commits that may not be
+    in the main file yet (a gateway killed, or stopped without its checkpoint)."""
+    return _wal_size(Path(db_path).resolve()) != 0
 
 
 def _frozen(path: Path) -> bool:

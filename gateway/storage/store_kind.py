@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 from gateway.errors import StorageError
-from gateway.storage.sqlite_uri import check_uri
+from gateway.storage.sqlite_uri import open_for_check, wal_has_content
 
 # Every SQLite 3 database file starts with these 16 bytes and is at least one page of at least 512
 # bytes (https://www.sqlite.org/fileformat.html, 1.3).
@@ -30,22 +30,24 @@ STORE = "store"  # a civicedge report store (any schema version; too new is refu
 def store_kind(path: Path, *, running: bool = False) -> str:
     """Say what ``path`` is for a report store: :data:`ABSENT`, :data:`EMPTY` or :data:`STORE`.
 
-    Reads only, and only through SQLite: its size, then its table names through an ``immutable``
-    read-only open (no ``-wal``, ``-shm`` or journal is created; SQLite checks the header). A database
-    without tables in its main file but with a ``-wal`` that has content (a gateway killed right after
-    creating the store) is read again as any reader reads it, since its tables may be in the ``-wal``
-    only. ``running`` True (a gateway holds the store) reads it that way at once: its main file
-    changes under an immutable read. The URIs are :func:`gateway.storage.sqlite_uri.check_uri`'s, as
-    ``run --check`` reads the schema version.
+    Reads only, and only through SQLite: its size, then its table names through
+    :func:`gateway.storage.sqlite_uri.open_for_check`, which creates nothing beside the file. A store is
+    judged together with its ``-wal`` when that holds pages, as any SQLite reader reads it: after a
+    gateway was killed, or stopped on a full disk, during a checkpoint the main file alone is half
+    old, half new and reads as damaged, while the store with its ``-wal`` is whole (and a store killed
+    right after it was created has its tables in the ``-wal`` only). ``running`` True (a gateway holds
+    the store) reads it plainly read-only. ``run --check`` reads the schema version the same way.
 
     A report store has a ``meta`` table recording ``schema_version`` (every schema version has one),
     or, from a first start interrupted before that row was written, its ``reports`` and ``chain`` tables.
 
     Raises:
-        StorageError: reason ``open_failed`` when ``path`` is a directory or another non-regular file,
-            cannot be read, is not an SQLite database (shorter than one page, or not starting with its
-            header) or SQLite cannot read it; ``not_a_store`` when it is a database with tables that is
-            not a report store.
+        StorageError: reason ``corrupt`` when SQLite finds the database damaged ("database disk image
+            is malformed"), or when a file a gateway has run on (its ``.lock`` is beside it) is no
+            longer an SQLite database; ``open_failed`` when ``path`` is a directory or another
+            non-regular file, cannot be read, is not an SQLite database (shorter than one page, or not
+            starting with its header) or SQLite cannot read it (an I/O error); ``not_a_store`` when it
+            is a database with tables that is not a report store. Nothing is changed in any case.
     """
     try:
         st = os.stat(path)
@@ -60,24 +62,18 @@ def store_kind(path: Path, *, running: bool = False) -> str:
     if not stat.S_ISREG(st.st_mode):
         raise StorageError("report store %s is not a regular file (a device, pipe or socket); [storage] path names "
                            "the database file" % path, reason="open_failed")
-    if st.st_size == 0:
+    if st.st_size == 0 and not wal_has_content(path):  # with a -wal, its pages may be a whole database
         return EMPTY
-    # The file is not opened here but by SQLite only: closing a descriptor of a database in this process
-    # would drop the POSIX locks any SQLite connection of the process holds on it. SQLite checks the
-    # header itself (SQLITE_NOTADB), but reads a file shorter than its smallest page as an empty
-    # database (and writes one into it): no database is that short.
-    if st.st_size < MIN_DATABASE_BYTES:
+    # The file is not opened here but by SQLite only (open_for_check, before the store's own connection
+    # exists: closing a descriptor of a database drops the POSIX locks the process holds on it). SQLite
+    # checks the header itself (SQLITE_NOTADB), but reads a file shorter than its smallest page as an
+    # empty database (and writes one into it): no database is that short.
+    if 0 < st.st_size < MIN_DATABASE_BYTES:
         raise not_a_database(path, "%d byte(s), shorter than any SQLite database" % st.st_size)
-    uri = check_uri(path, running=running, main_file_only=True)
-    tables = _tables(path, uri)
-    if not tables:
-        with_wal = check_uri(path, running=running)
-        if with_wal != uri:  # the tables may be in a -wal with content only
-            uri = with_wal
-            tables = _tables(path, uri)
+    tables, marked = _look(path, running)
     if not tables:
         return EMPTY
-    if _has_marker(path, tables, uri):
+    if marked:
         return STORE
     raise StorageError("%s is an SQLite database but not a civicedge report store (its tables: %s; no schema_version "
                        "in a meta table); nothing was changed: give [storage] path the gateway's own file"
@@ -86,40 +82,84 @@ def store_kind(path: Path, *, running: bool = False) -> str:
 
 
 def not_a_database(path: Path, why: str) -> StorageError:
-    """The ``open_failed`` error for a file at ``[storage] path`` that is no SQLite database."""
-    return StorageError("report store %s is not a database (%s); nothing was changed: give [storage] path the "
-                        "gateway's report store, or a name where none exists yet (it is created there)" % (path, why),
-                        reason="open_failed")
+    """The error for a file at ``[storage] path`` that is no SQLite database: ``corrupt`` when a gateway
+    has run on that path (its ``.lock`` is beside it: the store itself was damaged), else ``open_failed``
+    (maybe another file named by mistake; the message covers both)."""
+    ours = _lock_beside(path)
+    return StorageError("report store %s is %s a database (%s); nothing was changed. %s"
+                        % (path, "no longer" if ours else "not", why, _damaged_advice(path, ours=ours, wal=False)),
+                        reason="corrupt" if ours else "open_failed")
 
 
-def _read(path: Path, uri: str, sql: str) -> list[tuple[object, ...]]:
-    """Rows of ``sql`` on ``path`` opened through ``uri``; an SQLite error is an ``open_failed`` StorageError."""
+def damaged(path: Path, exc: sqlite3.Error, *, wal: bool) -> StorageError:
+    """The ``corrupt`` error for a database at ``[storage] path`` that SQLite finds damaged."""
+    read = " (read together with its %s-wal)" % path.name if wal else ""
+    return StorageError("report store %s is damaged: SQLite: %s%s; nothing was changed. %s"
+                        % (path, exc, read, _damaged_advice(path, ours=_lock_beside(path), wal=wal)),
+                        reason="corrupt")
+
+
+def _damaged_advice(path: Path, *, ours: bool, wal: bool) -> str:
+    """What to do with a damaged file at ``[storage] path``: restore a backup, or start empty knowing
+    what that loses; or, when it may be another file named by mistake, name the right one."""
+    beside = ("with its %s-wal (it holds commits) and any %s-shm" if wal else "with any %s-wal and %s-shm") % (
+        path.name, path.name)
+    todo = ("move it aside %s (keep them all: what they hold may still be recovered) and restore the last backup "
+            "(docs/gateway.md, Restoring a backup); only without a backup start on an empty store with it moved aside, "
+            "which loses every stored report (devices re-send only those they still hold), the replay window (frames "
+            "with seqs already stored would be accepted again) and the ACK floors" % beside)
+    if ours:
+        return "A gateway has run on this path (%s.lock is beside it): this is its report store, damaged: %s." % (
+            path.name, todo)
+    return ("If this is the gateway's report store (the configured [storage] path it has run on), it is damaged: "
+            "%s. If [storage] path names another file by mistake, correct it." % todo)
+
+
+def _lock_beside(path: Path) -> bool:
+    """True when a gateway has run on ``path``: it leaves its ``.lock`` (never removed) beside the file."""
     try:
-        conn = sqlite3.connect(uri, uri=True)
+        return stat.S_ISREG(os.lstat(path.with_name(path.name + ".lock")).st_mode)
+    except OSError:
+        return False
+
+
+def _look(path: Path, running: bool) -> tuple[set[str], bool]:
+    """The table names of ``path`` and whether it is a report store, read through one
+    :func:`open_for_check` connection.
+
+    A report store: ``meta`` records ``schema_version``, or ``reports`` and ``chain`` exist. An SQLite
+    error is a StorageError: ``corrupt`` for a damaged database, ``not_a_database``'s for a file that
+    is none, ``open_failed`` for anything else (an I/O error, no permission).
+    """
+    wal = not running and wal_has_content(path)
+    try:
+        conn = open_for_check(path, running=running)
         try:
-            return list(conn.execute(sql).fetchall())
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if {"reports", "chain"} <= tables:
+                return tables, True
+            if "meta" not in tables:
+                return tables, False
+            try:
+                return tables, conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+            except sqlite3.OperationalError as exc:
+                if _primary(exc) != sqlite3.SQLITE_ERROR:
+                    raise
+                return tables, False  # a meta table of another program, without a key column
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+        primary = _primary(exc)
+        if primary == sqlite3.SQLITE_NOTADB:
             raise not_a_database(path, 'it does not start with the SQLite header "SQLite format 3"') from exc
-        raise StorageError("cannot open report store %s: %s (SQLite): it is not a report store, or is damaged; "
-                           "move it aside and restore the last backup (docs/gateway.md, Backups), or give "
-                           "[storage] path another file" % (path, exc), reason="open_failed") from exc
+        if primary == sqlite3.SQLITE_CORRUPT:
+            raise damaged(path, exc, wal=wal) from exc
+        raise StorageError("cannot read report store %s: %s (SQLite); nothing was changed: check that the gateway's "
+                           "user can read it and its directory, and the system log for disk errors"
+                           % (path, exc), reason="open_failed") from exc
 
 
-def _tables(path: Path, uri: str) -> set[str]:
-    return {str(r[0]) for r in _read(path, uri, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def _has_marker(path: Path, tables: set[str], uri: str) -> bool:
-    """True for a report store: ``meta`` records ``schema_version``, or ``reports`` and ``chain`` exist."""
-    if {"reports", "chain"} <= tables:
-        return True
-    if "meta" not in tables:
-        return False
-    try:
-        rows = _read(path, uri, "SELECT 1 FROM meta WHERE key = 'schema_version'")
-    except StorageError:  # a meta table of another program, without a key column
-        return False
-    return bool(rows)
+def _primary(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of ``exc`` (extended codes such as SQLITE_CORRUPT_INDEX share the low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
