@@ -66,6 +66,10 @@ POLICY_LOG_EVERY_S = 60.0
 # its report stored. A sensor gone wrong sends one in every report: one WARNING per device and field at
 # most once a minute, with the count.
 RANGE_LOG_EVERY_S = 60.0
+# A gap in a device's seqs passed after the timed hold (a device without 'h'): data the city may have lost
+# (reports acknowledged after a restored backup) or seqs skipped at a reboot. One WARNING per device at
+# most once per 10 min, with the number of seqs given up since.
+GAP_LOG_EVERY_S = 600.0
 MAX_DEVICE_WARNINGS = 1024  # devices with their own warning limit per kind of warning (a fleet's old boards)
 
 
@@ -288,6 +292,8 @@ class IngestService:
         self._dropped_warnings: dict[str, CountedWarning] = {}
         # values dropped outside their valid_range (a faulty sensor), warned per (device, field)
         self._range_warnings: dict[tuple[str, str], CountedWarning] = {}
+        # seq gaps given up after the timed hold, warned per device (see _gap_given_up)
+        self._gap_warnings: dict[str, CountedWarning] = {}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -419,7 +425,7 @@ class IngestService:
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
         for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning,
                         *self._hmac_warnings.values(), *self._dropped_warnings.values(),
-                        *self._range_warnings.values()):
+                        *self._range_warnings.values(), *self._gap_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -588,9 +594,22 @@ class IngestService:
                 above[past] = now
             if now - above[past] < self._gap_hold_s:
                 return win.floor
-            log.info("%s: gap accepted seqs=%d..%d: never arrived, acknowledging past them",
-                     dev, win.floor + 1, past - 1)
+            self._gap_given_up(dev, win.floor + 1, past - 1)
             win.jump(past - 1)
+
+    def _gap_given_up(self, dev: str, first: int, last: int) -> None:
+        """Warn that seqs ``first..last`` of ``dev`` are acknowledged past without arriving, at most once per
+        :data:`GAP_LOG_EVERY_S` per device, counting the seqs given up since the last such line."""
+        counted = self._device_warning(self._gap_warnings, dev, GAP_LOG_EVERY_S,
+                                       "seq(s) of %s given up since the last such line (never arrived, acknowledged "
+                                       "past)").count(last - first + 1)
+        if counted is None:
+            return
+        log.warning("%s: gap accepted seqs=%d..%d: never arrived, acknowledging past them: reports the device sent "
+                    "and no longer holds are lost (a store restored from a backup misses those acknowledged after "
+                    "it), or seqs it skipped at a reboot were never sent (boards without 'h' in their reports cannot "
+                    "tell the gateway which)%s", dev, first, last,
+                    more_since(counted[0] - (last - first + 1), "seq(s) of this device given up"))
 
     def _wait_held(self, dev: str, win: _DeviceWindow, now: float) -> int:
         """ACKs stay at ``floor`` while the device may hold a seq above it; warn once after the hold."""
