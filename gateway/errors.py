@@ -86,7 +86,20 @@ class RegistryError(GatewayError):
 
 
 class StorageError(GatewayError):
-    """The report store could not be opened or written."""
+    """The report store could not be opened, read or written.
+
+    Attributes:
+        reason: what failed, e.g. ``open_failed``, ``in_use``, ``read_failed``, ``write_failed``,
+            ``file_gone``, or ``corrupt``: SQLite found the file damaged (SQLITE_CORRUPT, SQLITE_NOTADB;
+            docs/gateway.md, *Damaged file*).
+        sqlite: SQLite's own message for the failure with its error name (``database disk image is
+            malformed (SQLITE_CORRUPT)``), when SQLite raised it; library text that names no stored
+            value, so it may be logged. None otherwise.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, sqlite: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.sqlite = sqlite
 
 
 class ProvenanceError(GatewayError):

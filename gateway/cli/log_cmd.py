@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
-from gateway.errors import GatewayError, ProvenanceError
+from gateway.errors import GatewayError, ProvenanceError, StorageError
+from gateway.storage.damage import damaged_error, is_corrupt
 from gateway.storage.provenance import ChainSummary, export_chain_summary, verify_export_summary
 from gateway.storage.sqlite_uri import read_only_uri
 
@@ -73,9 +74,11 @@ def _store_problem(db: Path) -> tuple[str, str] | None:
             row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone()
         finally:
             conn.close()
-    except sqlite3.OperationalError as exc:
-        return "read_failed", "cannot read the report store %s: %s" % (db, exc)
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        if is_corrupt(exc) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:  # NOTADB: not a store
+            return "corrupt", str(damaged_error(db, exc, "reading its schema"))
+        if isinstance(exc, sqlite3.OperationalError):
+            return "read_failed", "cannot read the report store %s: %s" % (db, exc)
         return "not_a_store", "%s is not a civicedge report database" % db
     if row is None:
         return "not_a_store", "%s is not a civicedge report database (it has no provenance chain table)" % db
@@ -98,6 +101,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             # A reader that goes away (`| head`) raises BrokenPipeError: the civicedge entry point
             # ends quietly on it, like a unix tool.
             summary = export_chain_summary(db, sys.stdout)
+        except StorageError as exc:  # corrupt: the damaged entry or SQLite's message, and where
+            return _error(exc.reason, str(exc))
         except sqlite3.Error as exc:
             return _error("read_failed", "cannot read the report store %s: %s" % (db, exc))
     else:
@@ -111,6 +116,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             with atomic_text_file(target) as fh:
                 summary = export_chain_summary(db, fh)
+        except StorageError as exc:
+            return _error(exc.reason, "%s (%s left unchanged)" % (exc, output))
         except sqlite3.Error as exc:
             return _error("read_failed", "cannot read the report store %s (%s left unchanged): %s" % (db, output, exc))
         except OSError as exc:

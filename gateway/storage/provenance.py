@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from gateway.errors import ProvenanceError
+from gateway.errors import ProvenanceError, StorageError
+from gateway.storage.damage import damaged_error, is_corrupt
 from gateway.storage.sqlite_uri import read_only_uri
 
 GENESIS = "0" * 64
@@ -83,9 +84,51 @@ def last_hash(conn: sqlite3.Connection) -> tuple[int, str]:
 
 
 def iter_chain(conn: sqlite3.Connection) -> Iterator[ChainEntry]:
-    """Yield every chain entry in order."""
+    """Yield every chain entry in order.
+
+    Raises:
+        StorageError: reason ``corrupt``: an entry's stored values are not what the gateway writes (an
+            integer seq, text device, gateway and 64-hex hashes; bytes changed on disk). The message
+            names the entry by its ``pos`` and the last sound entry before it; no value is quoted.
+    """
+    last: ChainEntry | None = None
     for row in conn.execute("SELECT pos, device, seq, gateway, digest, prev, hash FROM chain ORDER BY pos"):
-        yield ChainEntry(int(row[0]), row[1], int(row[2]), row[3], row[4], row[5], row[6])
+        bad = _damaged_fields(row)
+        if bad:
+            after = "the first entry" if last is None else "after entry %d (device %s seq %d)" % (
+                last.pos, last.device, last.seq)
+            raise StorageError(
+                "provenance chain entry at pos %s (%s) is damaged: %s; the store's file was changed on disk "
+                "(see docs/gateway.md, Damaged file)" % (row[0], after, "; ".join(bad)), reason="corrupt")
+        last = ChainEntry(int(row[0]), row[1], int(row[2]), row[3], row[4], row[5], row[6])
+        yield last
+
+
+# What each stored column of an entry must be, as the gateway writes it.
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def _damaged_fields(row: tuple[object, ...]) -> list[str]:
+    """What is wrong with one ``chain`` row, by column (types and hash shapes only, never a value)."""
+    bad = []
+    for name, value in zip(_FIELDS, row):
+        if name in ("pos", "seq"):
+            if type(value) is not int:
+                bad.append("%s is %s, not an integer" % (name, _sqlite_type(value)))
+        elif not isinstance(value, str):
+            bad.append("%s is %s, not text" % (name, _sqlite_type(value)))
+        elif name in ("prev", "hash") and not _HEX64.match(value):
+            bad.append("%s is not a 64-digit hex hash" % name)
+    return bad
+
+
+def _sqlite_type(value: object) -> str:
+    """The SQLite storage class of ``value`` as read (``a blob of 64 bytes``), never the value itself."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return "a blob of %d bytes" % len(value)
+    return {int: "an integer", float: "a real", str: "text"}.get(type(value), type(value).__name__)
 
 
 def export_chain(db_path: Path, out: IO[str]) -> int:
@@ -97,15 +140,21 @@ def export_chain_summary(db_path: Path, out: IO[str]) -> ChainSummary:
     """Write the chain as :func:`export_chain` does; return its count and head as written.
 
     Raises:
-        sqlite3.Error: the store cannot be read (it is opened read-only, never changed).
+        StorageError: reason ``corrupt``: a damaged entry (:func:`iter_chain`), or SQLite finds the file
+            damaged (SQLITE_CORRUPT / SQLITE_NOTADB: its message, and how far the export got).
+        sqlite3.Error: the store cannot be read otherwise (it is opened read-only, never changed).
     """
     conn = sqlite3.connect(read_only_uri(db_path), uri=True)
+    count, head = 0, GENESIS
     try:
-        count, head = 0, GENESIS
         for entry in iter_chain(conn):
             out.write(json.dumps({f: getattr(entry, f) for f in _FIELDS}, separators=(",", ":")) + "\n")
             count, head = count + 1, entry.hash
         return ChainSummary(count=count, head=head)
+    except sqlite3.Error as exc:
+        if is_corrupt(exc):
+            raise damaged_error(db_path, exc, "reading the provenance chain after %d entries" % count) from exc
+        raise
     finally:
         conn.close()
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from gateway.errors import StorageError
+from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
 from gateway.storage.sqlite_uri import read_only_uri
 
 
@@ -310,13 +311,21 @@ class ReportQueries:
 
     Args:
         db_path: the gateway's SQLite file (``[storage] path``).
+        damage: where a read that finds the file damaged records it (the gateway passes its store's,
+            so ``/healthz`` and the writer learn of it); a latch of its own when None.
+
+    Attributes:
+        damage: the first damage a read met (:class:`gateway.storage.damage.StoreDamage`).
 
     Raises:
-        StorageError: reason ``open_failed`` if the file does not exist or is not a report store.
+        StorageError: reason ``open_failed`` if the file does not exist or is not a report store; from a
+            query, ``corrupt`` when SQLite finds the file damaged (recorded in :attr:`damage`), else
+            ``read_failed``.
     """
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, *, damage: StoreDamage | None = None) -> None:
         self.db_path = Path(db_path)
+        self.damage = damage if damage is not None else StoreDamage()
         if not self.db_path.is_file():
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
         self._local = threading.local()
@@ -327,6 +336,8 @@ class ReportQueries:
         try:
             self._open()
         except sqlite3.Error as exc:
+            if is_corrupt(exc):
+                raise self._damaged(exc, "opening it") from exc
             raise StorageError("cannot read report store %s: %s" % (self.db_path, exc), reason="open_failed") from exc
 
     def _open(self) -> tuple[sqlite3.Connection, threading.Lock]:
@@ -357,20 +368,31 @@ class ReportQueries:
             try:
                 held = self._open()
             except sqlite3.Error as exc:
+                if is_corrupt(exc):
+                    raise self._damaged(exc, "opening a read connection") from exc
                 raise StorageError("cannot read report store %s: %s" % (self.db_path, exc),
-                                   reason="read_failed") from exc
+                                   reason="read_failed", sqlite=sqlite_message(exc)) from exc
         conn, in_use = held
         with in_use:
             yield conn
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        """:meth:`_using`, with a failing statement raised as StorageError ``read_failed``."""
+        """:meth:`_using`, with a failing statement raised as StorageError ``corrupt`` (the file is damaged)
+        or ``read_failed``."""
         try:
             with self._using() as conn:
                 yield conn
         except sqlite3.Error as exc:
-            raise StorageError("query failed: %s" % exc, reason="read_failed") from exc
+            if is_corrupt(exc):
+                raise self._damaged(exc, "reading") from exc
+            raise StorageError("query failed: %s" % exc, reason="read_failed", sqlite=sqlite_message(exc)) from exc
+
+    def _damaged(self, exc: sqlite3.Error, what: str) -> StorageError:
+        """The ``corrupt`` error for ``exc``, recorded in :attr:`damage` (the gateway logs the first)."""
+        err = damaged_error(self.db_path, exc, what)
+        self.damage.report(str(err))
+        return err
 
     def close(self) -> None:
         """Close the read connections of every thread; later queries fail (``read_failed``).

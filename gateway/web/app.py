@@ -123,8 +123,12 @@ async def _errors_middleware(
         # Storage or registry trouble: tell the client it is temporary, keep details in the log.
         skipped = request.app[LOG_LIMITS_KEY].backend.allow()
         if skipped is not None:
-            logger.error("%s %s failed: %s (%s)%s", request.method, shown_path(request), type(err).__name__,
-                         err.reason, more_since(skipped, "requests failed on the backend"))
+            # SQLite's own words ("database disk image is malformed (SQLITE_CORRUPT)"): library text, never
+            # a stored value or a key, and what tells a damaged file from a busy one.
+            sqlite = getattr(err, "sqlite", None)
+            logger.error("%s %s failed: %s (%s%s)%s", request.method, shown_path(request), type(err).__name__,
+                         err.reason, "" if sqlite is None else ": SQLite: %s" % sqlite,
+                         more_since(skipped, "requests failed on the backend"))
         return web.json_response(
             {"error": {"code": "backend_unavailable", "message": f"gateway backend unavailable ({err.reason})"}},
             status=503,
