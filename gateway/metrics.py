@@ -51,6 +51,7 @@ class GatewayMetrics:
         ingest_shed: frames not taken at twice the cap (not acknowledged: the device re-sends).
         store_commit_failures: batches whose commit failed (disk full, store damaged, deleted...);
             their reports were not acknowledged.
+        store_damaged: 1 once the report store was found damaged (gateway.storage.damage), until restart.
         retention_skipped: retention passes skipped because the gateway clock is implausible, by reason
             (:data:`RETENTION_SKIP_REASONS`, see gateway/retention_clock.py).
         retention_removed: field values (readings) removed by retention.
@@ -117,6 +118,10 @@ class GatewayMetrics:
                                    registry=r)
         self.store_commit_failures = Counter("civicedge_store_commit_failures",
                                              "Report batches whose commit failed (not acknowledged)", registry=r)
+        self.store_damaged = Gauge(
+            "civicedge_store_damaged", "1 once the report store was found damaged (SQLite: malformed, not a "
+            "database; a quick_check at start): no reports are committed or acknowledged until a restart on a "
+            "recovered or restored file", registry=r)
         self.retention_skipped = Counter(
             "civicedge_retention_skipped", "Retention passes skipped: the gateway clock is implausible "
             "(behind or far ahead of the last stored report)", ["reason"], registry=r)

@@ -15,6 +15,7 @@ from gateway.cli.verbosity import apply_verbosity
 from gateway.config import GatewayConfig, write_example
 from gateway.config.licence import licence_warning
 from gateway.errors import GatewayError
+from gateway.storage.disk_space import low_space
 from gateway.systemd import notify
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return fail(exc)
         if licence_warning is not None:
             print("warning: %s" % licence_warning, file=sys.stderr)
+        low = low_space(config.storage.path, config.storage.min_free_mb)
+        if low is not None:  # not refused: run starts and commits while there is room
+            print("warning: %s" % low, file=sys.stderr)
         print("config OK: gateway %s, store %s (%s)" % (config.id, config.storage.path, store))
         return EXIT_OK
     if licence_warning is not None:

@@ -306,14 +306,16 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
         _check_dir(reg, "registry.path", registry_dir / "keys", owned=True, read_only=read_only)
         _check_file(reg, "registry.path", registry_dir / "devices.sqlite", owned=True, read_only=read_only)
 
-    st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max", "max_in_flight"))
+    st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max", "max_in_flight",
+                                                                       "min_free_mb"))
     db_path = st.path("path", data_dir / "reports.sqlite", base, file=True)
     # its directory also holds the -wal, -shm and .lock files (a reader of a store on a read-only mount
     # opens it immutable, gateway.storage.sqlite_uri)
     _check_file(st, "storage.path", db_path, read_only=read_only)
     storage = StorageConfig(path=db_path, batch_ms=st.number("batch_ms", int, 50, 1, 10_000),
                             batch_max=st.number("batch_max", int, 200, 1, 10_000),
-                            max_in_flight=st.number("max_in_flight", int, 5000, 10, 1_000_000))
+                            max_in_flight=st.number("max_in_flight", int, 5000, 10, 1_000_000),
+                            min_free_mb=st.number("min_free_mb", int, 256, 0, 10_000_000))
 
     serial_raw = top.data.get("serial", [])
     if not isinstance(serial_raw, list):

@@ -77,12 +77,18 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """Report store: SQLite file and batching (commit every ``batch_max`` reports or ``batch_ms``)."""
+    """Report store: SQLite file and batching (commit every ``batch_max`` reports or ``batch_ms``).
+
+    ``min_free_mb``: free space (MiB) on the store's file system below which the gateway warns (log,
+    ``run --check``; ``/healthz`` degraded below an eighth of it, gateway.storage.disk_space);
+    0 turns the warning off.
+    """
 
     path: Path
     batch_ms: int = 50
     batch_max: int = 200
     max_in_flight: int = 5000
+    min_free_mb: int = 256
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,62 @@
+"""Free space on the report store's file system, and when to warn about it.
+
+A full file system fails every commit (nothing is acknowledged: the devices keep their reports, but
+the gateway has stopped collecting). ``[storage] min_free_mb`` (default 256 MiB) is the early warning:
+below it the gateway logs a WARNING (once per :data:`WARN_EVERY_S` while it lasts) and ``run --check``
+warns; below an eighth of it (:data:`CRITICAL_SHARE`: 32 MiB by default) ``/healthz`` is degraded too,
+because commits are then minutes from failing at city load (~13 MB a minute at 333 reports/s).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MIB = 1024 * 1024
+# Below min_free_mb divided by this, /healthz is degraded, not only warned about (256 MiB -> 32 MiB).
+CRITICAL_SHARE = 8
+# While space stays low, the WARNING is repeated this often (with the figure of the moment).
+WARN_EVERY_S = 3600.0
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes the gateway's user may still write on the file system of the store ``path`` (``statvfs``
+    ``f_bavail``, symlinks followed; for a store not created yet, where its nearest existing directory
+    is), or None when it cannot be read."""
+    where = os.path.dirname(os.path.realpath(path))
+    while not os.path.isdir(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return None
+    return int(st.f_bavail * st.f_frsize)
+
+
+def low_space(path: Path, min_free_mb: int) -> str | None:
+    """Say so when the store's file system has less than ``min_free_mb`` MiB free (None when not, when
+    ``min_free_mb`` is 0, or when the figure cannot be read)."""
+    free = free_bytes(path)
+    if not min_free_mb or free is None or free >= min_free_mb * MIB:
+        return None
+    return ("report store disk low: %s free on the file system of %s, below [storage] min_free_mb = %d MiB; "
+            "commits fail when it is full (nothing is acknowledged then): free space or move the data "
+            "directory" % (_size(free), path, min_free_mb))
+
+
+def critical(path: Path, min_free_mb: int) -> bool:
+    """True when the store's file system has less than ``min_free_mb`` / :data:`CRITICAL_SHARE` MiB free;
+    never when ``min_free_mb`` is 0."""
+    free = free_bytes(path)
+    return bool(min_free_mb) and free is not None and free < min_free_mb * MIB // CRITICAL_SHARE
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for people: ``0 bytes``, ``812 KiB``, ``37.5 MiB``, ``2.1 GiB``."""
+    if n < 1024:
+        return "%d bytes" % n
+    if n < MIB:
+        return "%d KiB" % (n // 1024)
+    if n < 1024 * MIB:
+        return "%.1f MiB" % (n / MIB)
+    return "%.1f GiB" % (n / (1024 * MIB))
