@@ -71,6 +71,8 @@ RANGE_LOG_EVERY_S = 60.0
 # most once per 10 min, with the number of seqs given up since.
 GAP_LOG_EVERY_S = 600.0
 MAX_DEVICE_WARNINGS = 1024  # devices with their own warning limit per kind of warning (a fleet's old boards)
+# A table of per-device warnings: keyed by device id, or (device id, field) for a warning per field.
+_DeviceWarnings = dict[str | tuple[str, str], CountedWarning]
 
 
 class _UnregisteredFrames:
@@ -280,7 +282,7 @@ class IngestService:
             "stored, since the last such line", log)
         self._unregistered = {r: _UnregisteredFrames(r, log_clock) for r in ("unknown_device", "revoked")}
         self._log_clock = log_clock
-        self._hmac_warnings: dict[str, CountedWarning] = {}  # device id -> its warning (see _hmac_failed)
+        self._hmac_warnings: _DeviceWarnings = {}  # device id -> its warning (see _hmac_failed)
         self._policy_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) refused by the privacy policy gate since the last "
             "such line", log)
@@ -289,11 +291,11 @@ class IngestService:
             "rounded to it since the last such line", log)
         # reports with non-personal fields dropped (sent over a shorter period than their release_every_s:
         # a board on older firmware), warned per device, so each such board is named
-        self._dropped_warnings: dict[str, CountedWarning] = {}
+        self._dropped_warnings: _DeviceWarnings = {}
         # values dropped outside their valid_range (a faulty sensor), warned per (device, field)
-        self._range_warnings: dict[tuple[str, str], CountedWarning] = {}
+        self._range_warnings: _DeviceWarnings = {}
         # seq gaps given up after the timed hold, warned per device (see _gap_given_up)
-        self._gap_warnings: dict[str, CountedWarning] = {}
+        self._gap_warnings: _DeviceWarnings = {}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -697,7 +699,7 @@ class IngestService:
         if frames.limit.allow() is not None:
             log.warning("%s", frames.take())
 
-    def _device_warning(self, table: dict[Any, CountedWarning], device: str, every_s: float,
+    def _device_warning(self, table: _DeviceWarnings, device: str, every_s: float,
                         held: str, *, fld: str | None = None) -> CountedWarning:
         """``device``'s own rate-limited warning in ``table``, made on first use (``held``: the line for
         the count held back, with ``%s`` for the device). With ``fld``, one per device and field (keyed
