@@ -371,15 +371,16 @@ class PolicyGate:
         Such a value comes from a faulty sensor or firmware (fill 250 %, tilt 7), not from the world:
         stored, it would be published as open data and skew aggregates. Refusing the report would lose
         the rest of it (it is authentic, so acknowledged and deleted on the device), so only the value
-        is left out. Values that are not integers, or not of the wire's range (``|v| < 2**53``), are left
-        to the body checks (the report is refused as malformed, as without a range).
+        is left out, an integer of any size (one of ``2**53`` or more is as implausible as one just above
+        the range). Values that are not integers are left to the body checks (the report is refused as
+        malformed, as without a range), and so are integers of ``2**53`` or more on a field without a range.
         """
         m = body.get("m")
         out: tuple[OutOfRange, ...] = ()
         if type(m) is dict and m:
             for name, low, high in self.ranges.get(kind, ()):
                 v = m.get(name)
-                if type(v) is int and not low <= v <= high and _MIN_M < v < _MAX_M:
+                if type(v) is int and not low <= v <= high:
                     del m[name]
                     out += (OutOfRange(name, v, low, high),)
         return out
