@@ -72,14 +72,16 @@ class StoreFleetSource:
         self._public = _PublishedFleet(store) if store is not None else None
         self._loading: asyncio.Future[FleetData] | None = None
         self._refreshing: dict[bool, asyncio.Future[FleetData]] = {}
-        # (kind, mark) -> the highest id of the reports received before the mark (and the mark the answer
-        # is as of: the same unless the clock is behind the stored reports), read once per mark:
+        # (kind, mark) -> the highest id of the reports received before the mark, the mark the answer is
+        # as of (the same unless the clock is behind the stored reports) and whether it was (the mark
+        # held), read once per mark:
         # a report received just before a mark but committed after the read shows at the next mark,
         # and an answer never changes between marks.
-        self._bounds: dict[tuple[str, int], tuple[int, int]] = {}
-        # kind -> the highest (bound, mark) published so far: published data never goes back, even when the
-        # clock does. Read back from the store's meta table at the first bound (_restore), saved there
-        # when it rises (save_meta); see _read_bound for a store without it.
+        self._bounds: dict[tuple[str, int], tuple[int, int, bool]] = {}
+        # kind -> the (bound, mark) published last: the bound never goes back, even when the clock does; the
+        # mark neither while the clock is behind the stored reports. Read back from the store's meta table
+        # at the first bound (_restore), saved there when it changes (save_meta); see _read_bound for a
+        # store without it.
         self._floors: dict[str, tuple[int, int]] = {}
         self._save_meta = save_meta
         self._saved: dict[str, tuple[int, int]] = {}
@@ -108,20 +110,25 @@ class StoreFleetSource:
 
     async def _bound(self, kind: str, mark: int) -> tuple[int, int]:
         """The highest id of the reports received before ``mark`` (read once per mark) and the mark the
-        answer is as of; neither below what was published before for that ``kind`` (``entities`` or
-        ``csv``), whatever the clock does, nor below what the store's ``meta`` says was published."""
+        answer is as of. The id is never below what was published before for that ``kind`` (``entities``
+        or ``csv``), whatever the clock does, nor below what the store's ``meta`` says was published; the
+        mark neither while the clock is behind the newest stored report, and is ``mark`` once it is not."""
         await self._restore()
         got = self._bounds.get((kind, mark))
         if got is None:
             read = functools.partial(self._read_bound, kind, mark, self._floors.get(kind), self._clock())
             bound, at, behind_s = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
-            got = self._bounds.setdefault((kind, mark), (bound, at))  # a concurrent read's, if it came first
+            held = behind_s > CLOCK_BACK_TOLERANCE_S
+            got = self._bounds.setdefault((kind, mark), (bound, at, held))  # a concurrent read's, if it came first
             while len(self._bounds) > _MARKS_KEPT:
                 del self._bounds[next(iter(self._bounds))]
             self._note_clock(behind_s)
         floor = self._floors.get(kind, (0, 0))
-        self._floors[kind] = top = (max(got[0], floor[0]), max(got[1], floor[1]))
-        if self._save_meta is not None and top > self._saved.get(kind, (0, 0)):
+        # The bound never goes down: what was published stays. The mark is the clock's once the clock is
+        # not behind the stored reports: a mark saved by a clock that was ahead (and read back at start)
+        # would else judge every device silent until the real clock reached it (review MEDIUM 1).
+        self._floors[kind] = top = (max(got[0], floor[0]), max(got[1], floor[1]) if got[2] else got[1])
+        if self._save_meta is not None and top != self._saved.get(kind, (0, 0)):
             self._saved[kind] = top  # first, so concurrent requests at a new mark save it once
             try:
                 await self._save_meta(publication.published_key(kind), publication.encode_published(*top))
