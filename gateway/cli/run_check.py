@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
-from gateway.storage.sqlite_uri import open_for_check, read_only_uri
+from gateway.storage.sqlite_uri import open_for_check, read_only_uri, wal_has_content
 from gateway.storage.store import check_store_free, store_writer
 from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
 from gateway.web.hosts import host_port
@@ -67,6 +67,15 @@ def check_store_file(path: Path, *, running: bool = True) -> str:
     if kind == EMPTY:
         return "empty database: initialised at start"
     return "readable"
+
+
+def unchecked_wal_note(path: Path) -> str:
+    """What ``run --check`` adds for a stopped store whose ``-wal`` holds pages ("" when it holds none)."""
+    if not wal_has_content(path):
+        return ""
+    return (", with commits in %s-wal not yet in the main file (the last stop could not checkpoint them: a kill, a "
+            "power cut, a full disk, a reader at close): start checkpoints them; until then keep both files together "
+            "and back up both" % path.name)
 
 
 def read_schema_version(path: Path) -> int | None:
@@ -275,6 +284,8 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     store = check_store_file(config.storage.path, running=holder is not None)
     if holder is not None:
         store += "; in use by the running gateway (pid %s): restart it to apply this config" % holder
+    elif store == "readable":
+        store += unchecked_wal_note(config.storage.path)
     lines.append("store %s: %s" % (config.storage.path, store))
     lines.append("registry %s: %s" % (config.registry_dir, check_registry(config.registry_dir)))
     if config.http is not None:

@@ -62,7 +62,11 @@ def store_kind(path: Path, *, running: bool = False) -> str:
     if not stat.S_ISREG(st.st_mode):
         raise StorageError("report store %s is not a regular file (a device, pipe or socket); [storage] path names "
                            "the database file" % path, reason="open_failed")
-    if st.st_size == 0 and not wal_has_content(path):  # with a -wal, its pages may be a whole database
+    if st.st_size == 0:
+        if wal_has_content(path):
+            # Never ours as it is (setting WAL mode writes the header into the main file), and never
+            # opened: SQLite deletes the -wal of an empty database file, even through a read-only open.
+            raise _empty_with_wal(path)
         return EMPTY
     # The file is not opened here but by SQLite only (open_for_check, before the store's own connection
     # exists: closing a descriptor of a database drops the POSIX locks the process holds on it). SQLite
@@ -88,6 +92,17 @@ def not_a_database(path: Path, why: str) -> StorageError:
     ours = _lock_beside(path)
     return StorageError("report store %s is %s a database (%s); nothing was changed. %s"
                         % (path, "no longer" if ours else "not", why, _damaged_advice(path, ours=ours, wal=False)),
+                        reason="corrupt" if ours else "open_failed")
+
+
+def _empty_with_wal(path: Path) -> StorageError:
+    """The error for an empty (0-byte) file at ``[storage] path`` with a ``-wal`` that holds pages: ``corrupt``
+    when a gateway has run on that path (its store was emptied: a failed copy, a truncation), else
+    ``open_failed``."""
+    ours = _lock_beside(path)
+    return StorageError("report store %s is empty (0 bytes) but %s-wal beside it holds pages; nothing was changed (an "
+                        "open would delete that -wal). %s If the -wal is a leftover of another file, move it aside "
+                        "and start again." % (path, path.name, _damaged_advice(path, ours=ours, wal=True)),
                         reason="corrupt" if ours else "open_failed")
 
 
