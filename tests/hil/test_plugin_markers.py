@@ -59,7 +59,7 @@ def test_fleet_path():
      "hil_fleet: BoardNotFoundError: @pytest.mark.fleet(streetlight=2): no such board 'streetlight' "
      "(did you mean 'streetlight-esp32'? boards: *)"),
     ("board('boards/nope.toml')", "hil_board",
-     "hil_board: BoardNotFoundError: @pytest.mark.board('boards/nope.toml'): no board file */boards/nope.toml "
+     "hil_board: BoardFileNotFoundError: @pytest.mark.board('boards/nope.toml'): no board file */boards/nope.toml "
      "(a path in a marker is relative to the test file's directory); boards by name: *"),
     ("board('lamppost-9000')\n@pytest.mark.requires('uart')", "hil_board",
      "requires: BoardNotFoundError: @pytest.mark.board('lamppost-9000'): no such board 'lamppost-9000' (boards: *)"),
