@@ -71,14 +71,22 @@ def published_key(kind: str) -> str:
     return PUBLISHED_KEY_PREFIX + kind
 
 
-def encode_published(bound: int, mark: int) -> str:
-    """The ``meta`` value of a published (bound, mark): two decimal integers."""
-    return "%d %d" % (bound, mark)
+def micros(received_at: float) -> int:
+    """A receive time in whole microseconds, as :func:`encode_published` saves it (the same float always
+    gives the same number)."""
+    return round(received_at * 1_000_000)
 
 
-def decode_published(text: str) -> tuple[int, int] | None:
-    """The (bound, mark) of a ``meta`` value written by :func:`encode_published`; None for anything else."""
-    if re.fullmatch(r"[0-9]{1,18} [0-9]{1,18}", text) is None:
+def encode_published(bound: int, mark: int, received_at: float) -> str:
+    """The ``meta`` value of a published (bound, mark) and the receive time of report ``bound`` (what ties
+    the value to its store): three decimal integers, the last in microseconds."""
+    return "%d %d %d" % (bound, mark, micros(received_at))
+
+
+def decode_published(text: str) -> tuple[int, int, int] | None:
+    """The (bound, mark, receive time in µs) of a ``meta`` value written by :func:`encode_published`; None
+    for anything else."""
+    if re.fullmatch(r"[0-9]{1,18} [0-9]{1,18} [0-9]{1,18}", text) is None:
         return None
-    bound, mark = text.split(" ")
-    return int(bound), int(mark)
+    bound, mark, received_us = text.split(" ")
+    return int(bound), int(mark), int(received_us)

@@ -21,7 +21,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, NamedTuple, Sequence
 
 from gateway.errors import RegistryError, StorageError
 from gateway.retention_clock import CLOCK_BACK_TOLERANCE_S
@@ -39,6 +39,36 @@ HEALTH_TIMEOUT_S = 5.0
 # Publication marks whose bound (newest report id received before the mark) is kept: the entities'
 # and the CSV's current marks, and the previous ones while a request still uses them.
 _MARKS_KEPT = 8
+
+
+class _Published(NamedTuple):
+    """What a kind of public answer published: the newest report id (``bound``), the mark the answer is
+    as of, and the receive time of report ``bound`` (0.0 for none), which ties a saved value to its store."""
+
+    bound: int
+    mark: int
+    received: float
+
+    def consistent(self) -> bool:
+        """Whether report ``bound`` was received before the mark (or nothing is published): what every
+        bound read at a mark is, and what a value read back at start must be."""
+        return self.bound == 0 or self.received < self.mark
+
+    @classmethod
+    def of_saved(cls, queries: ReportQueries, saved: tuple[int, int, int]) -> _Published | None:
+        """The value saved as ``(bound, mark, receive time in µs)``, if this store's publication can have
+        saved it (:meth:`StoreFleetSource._read_published`), else None; on a store thread."""
+        bound, mark, received_us = saved
+        if bound == 0:
+            return cls(0, mark, 0.0) if received_us == 0 else None
+        row = queries.reports_by_id([bound]).get(bound)
+        if row is None or publication.micros(row.received_at) != received_us:
+            return None
+        got = cls(bound, mark, row.received_at)
+        return got if got.consistent() else None
+
+
+_NOTHING = _Published(0, 0, 0.0)
 
 
 class StoreFleetSource:
@@ -77,14 +107,14 @@ class StoreFleetSource:
         # held), read once per mark:
         # a report received just before a mark but committed after the read shows at the next mark,
         # and an answer never changes between marks.
-        self._bounds: dict[tuple[str, int], tuple[int, int, bool]] = {}
+        self._bounds: dict[tuple[str, int], tuple[_Published, bool]] = {}
         # kind -> the (bound, mark) published last: the bound never goes back, even when the clock does; the
         # mark neither while the clock is behind the stored reports. Read back from the store's meta table
         # at the first bound (_restore), saved there when it changes (save_meta); see _read_bound for a
         # store without it.
-        self._floors: dict[str, tuple[int, int]] = {}
+        self._floors: dict[str, _Published] = {}
         self._save_meta = save_meta
-        self._saved: dict[str, tuple[int, int]] = {}
+        self._saved: dict[str, _Published] = {}
         self._restoring: asyncio.Future[None] | None = None
         self._clock_behind = False
         # (entities' bound, the earliest period start of the reports up to it): read once per bound
@@ -117,18 +147,23 @@ class StoreFleetSource:
         got = self._bounds.get((kind, mark))
         if got is None:
             read = functools.partial(self._read_bound, kind, mark, self._floors.get(kind), self._clock())
-            bound, at, behind_s = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
-            held = behind_s > CLOCK_BACK_TOLERANCE_S
-            got = self._bounds.setdefault((kind, mark), (bound, at, held))  # a concurrent read's, if it came first
-            while len(self._bounds) > _MARKS_KEPT:
+            read_got, behind_s = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
+            got = self._bounds.setdefault((kind, mark), (read_got, behind_s > CLOCK_BACK_TOLERANCE_S))
+            while len(self._bounds) > _MARKS_KEPT:  # (a concurrent read's, above, if it came first)
                 del self._bounds[next(iter(self._bounds))]
             self._note_clock(behind_s)
-        floor = self._floors.get(kind, (0, 0))
+        (bound, at_mark, received), held = got
+        floor = self._floors.get(kind, _NOTHING)
+        if floor.bound > bound:
+            bound, received = floor.bound, floor.received
         # The bound never goes down: what was published stays. The mark is the clock's once the clock is
         # not behind the stored reports: a mark saved by a clock that was ahead (and read back at start)
         # would else judge every device silent until the real clock reached it (review MEDIUM 1).
-        self._floors[kind] = top = (max(got[0], floor[0]), max(got[1], floor[1]) if got[2] else got[1])
-        if self._save_meta is not None and top != self._saved.get(kind, (0, 0)):
+        self._floors[kind] = top = _Published(bound, max(at_mark, floor.mark) if held else at_mark, received)
+        # Saved only as the reader at start accepts it: the bound's report received before the mark. Not
+        # so just after a clock that ran ahead was set right (the bound is a report stamped ahead): the
+        # value saved before stays until the bound moves on.
+        if self._save_meta is not None and top != self._saved.get(kind) and top.consistent():
             self._saved[kind] = top  # first, so concurrent requests at a new mark save it once
             try:
                 await self._save_meta(publication.published_key(kind), publication.encode_published(*top))
@@ -136,7 +171,7 @@ class StoreFleetSource:
                 # The answer is still given: only a restart with the clock behind would lose this mark.
                 logger.warning("open data: could not save the published %s mark in the store (%s); it is kept in "
                                "memory", kind, exc)
-        return top
+        return top.bound, top.mark
 
     async def _restore(self) -> None:
         """Read back, once, what the store's ``meta`` says the public answers published (on the quick
@@ -154,32 +189,37 @@ class StoreFleetSource:
 
     async def _restore_once(self) -> None:
         for kind, got in (await self._reads.quick(self._read_published, timeout_s=HEALTH_TIMEOUT_S)).items():
-            floor = self._floors.get(kind, (0, 0))
-            self._floors[kind] = (max(got[0], floor[0]), max(got[1], floor[1]))
+            floor = self._floors.get(kind, _NOTHING)
+            self._floors[kind] = got if got.bound >= floor.bound else floor._replace(mark=max(got.mark, floor.mark))
             self._saved[kind] = got
 
-    def _read_published(self) -> dict[str, tuple[int, int]]:
-        """The saved (bound, mark) of each kind; on a store thread. A value that is not one, or a bound
-        above the newest stored report (it would publish reports stored later at once), is ignored
-        with a WARNING."""
+    def _read_published(self) -> dict[str, _Published]:
+        """The saved (bound, mark, bound's receive time) of each kind; on a store thread.
+
+        A value is used only if this store's publication can have saved it: report ``bound`` is in the
+        store, with the receive time saved with it (a value copied from another store, or edited, names
+        another), and was received before the saved mark. Anything else is ignored with a WARNING: it
+        could publish at once reports received after the last mark (review MEDIUM 3). One id lookup.
+        """
         queries = self._queries()
         saved = queries.meta_values(publication.PUBLISHED_KEY_PREFIX)
-        newest = queries.last_report_id() if saved else 0
-        out: dict[str, tuple[int, int]] = {}
+        out: dict[str, _Published] = {}
         for key, text in sorted(saved.items()):
             kind = key[len(publication.PUBLISHED_KEY_PREFIX):]
-            got = publication.decode_published(text)
-            if kind not in self._mark_of or got is None or got[0] > newest:
-                logger.warning("open data: ignoring meta %s = %r of the report store (newest report id %d)",
-                               key, text, newest)
+            decoded = publication.decode_published(text)
+            got = _Published.of_saved(queries, decoded) if kind in self._mark_of and decoded is not None else None
+            if got is None:
+                logger.warning("open data: ignoring meta %s = %r of the report store: not what this store's "
+                               "publication saved (its report id, receive time and mark disagree with the "
+                               "store); publication resumes as on a store without it", key, text)
                 continue
             out[kind] = got
         return out
 
-    def _read_bound(self, kind: str, mark: int, floor: tuple[int, int] | None,
-                    now: float) -> tuple[int, int, float]:
-        """The bound and the mark of ``mark``'s answer, and how far the clock is behind the newest stored
-        report (s); on a store thread.
+    def _read_bound(self, kind: str, mark: int, floor: _Published | None,
+                    now: float) -> tuple[_Published, float]:
+        """The bound and the mark of ``mark``'s answer (with the bound's receive time), and how far the
+        clock is behind the newest stored report (s); on a store thread.
 
         Only the ids above the bound published before are walked. A clock behind the newest stored
         report's receive time (set back, or a boot before NTP) holds what was published: its marks
@@ -193,18 +233,22 @@ class StoreFleetSource:
         queries = self._queries()
         stamp = queries.last_report_stamp()
         if stamp is None:
-            return (floor[0], floor[1], 0.0) if floor is not None else (0, mark, 0.0)
+            return (floor if floor is not None else _NOTHING._replace(mark=mark)), 0.0
         behind_s = stamp[1] - now
         if behind_s > CLOCK_BACK_TOLERANCE_S:
             if floor is not None:
-                return floor[0], floor[1], behind_s
+                return floor, behind_s
             mark = self._mark_of[kind](stamp[1])
-        return queries.last_id_received_before(mark, above=floor[0] if floor else 0), mark, behind_s
+        above = floor if floor is not None else _NOTHING
+        bound = queries.last_id_received_before(mark, above=above.bound)
+        if bound == above.bound:
+            return above._replace(mark=mark), behind_s
+        return _Published(bound, mark, queries.reports_by_id([bound])[bound].received_at), behind_s
 
     def published_mark(self) -> int:
         """The mark the last published entities are as of (0 before any): the entities' mark, or while
         the clock is behind the stored reports the mark held (a device's silence is judged at it)."""
-        return self._floors.get("entities", (0, 0))[1]
+        return self._floors.get("entities", _NOTHING).mark
 
     def _note_clock(self, behind_s: float) -> None:
         """One WARNING when the clock falls behind the stored reports, one INFO when it has caught up."""

@@ -10,6 +10,11 @@ stored report.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import pytest
+
 from gateway.resources import load_policy
 from gateway.storage.store import ReportRecord
 from gateway.web import liveness, publication
@@ -72,3 +77,49 @@ async def test_a_mark_saved_by_a_clock_once_ahead_comes_back_to_the_clock_after_
     bound, saved_mark = publication.decode_published(
         fleet.queries.meta_values("published:entities")["published:entities"])[:2]
     assert bound > ahead_id and saved_mark == NOW + 2 * 3600
+
+
+async def _shown_after_a_saved_value(fleet: Fleet, text: str, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
+    """sl-03's first report is received at 12:01, after the 12:00 mark; ``text`` is saved as what the
+    entities published, and a gateway starts at 12:02: the published last_seen of each device, and
+    whether the saved value was ignored."""
+    fleet.store.insert_batch([window(90_003, NOW, NOW + 60, device="sl-03")])
+    fleet.store.save_meta(publication.published_key("entities"), text)
+    started = source(fleet, [float(NOW + 120)])
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
+            shown = {d.id: d.last_seen for d in await started.devices(published=True)}
+    finally:
+        await started.aclose()
+    ignored = any(r.getMessage().startswith("open data: ignoring meta published:entities") for r in caplog.records)
+    return {"shown": shown, "ignored": ignored}
+
+
+@pytest.mark.parametrize("received", [None, NOW - 7 * DAY - 100])
+async def test_a_saved_value_from_another_store_is_ignored(fleet: Fleet, caplog: pytest.LogCaptureFixture,
+                                                           received: float | None) -> None:
+    """Fails before: a bound copied from another store (or edited) made the reports received after the
+    last publication mark public at once; only ``bound <= newest id`` was checked. Without the receive
+    time of report ``bound`` (the form saved before) nothing ties the value to this store; with another
+    one, report ``bound`` of this store is not the one it names."""
+    newest = fleet.queries.last_report_id() + 1  # sl-03's report, inserted next
+    text = ("%d %d" % (newest, NOW - 7 * DAY) if received is None
+            else publication.encode_published(newest, NOW - 7 * DAY, received))
+    got = await _shown_after_a_saved_value(fleet, text, caplog)
+    assert got["ignored"]
+    assert got["shown"]["sl-03"] is None  # received at 12:01, after the 12:00 mark: not published at 12:02
+
+
+async def test_a_saved_bound_received_after_its_mark_is_ignored(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """The right receive time, but a bound received after the saved mark: no mark published it."""
+    newest = fleet.queries.last_report_id() + 1
+    got = await _shown_after_a_saved_value(fleet, publication.encode_published(newest, NOW, NOW + 60), caplog)
+    assert got["ignored"] and got["shown"]["sl-03"] is None
+
+
+async def test_a_value_this_store_saved_is_used(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """The check lets through what the store's own publication saved: the bound received before the mark
+    (published at 12:15; the clock then set back to 12:02 and the gateway restarted: the bound stays)."""
+    newest = fleet.queries.last_report_id() + 1
+    got = await _shown_after_a_saved_value(fleet, publication.encode_published(newest, NOW + 900, NOW + 60), caplog)
+    assert not got["ignored"] and got["shown"]["sl-03"] == NOW + 60

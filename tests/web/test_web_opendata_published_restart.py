@@ -61,9 +61,9 @@ async def test_a_restart_with_the_clock_behind_keeps_what_was_published_at_later
     assert published[2] == entity_mark(RUN_UNTIL) == NOW + H + 900
     assert any(r.device == "bin-02" and r.count == 5 for r in published[0])  # 4 windows of the hour + the late one
     saved = fleet.queries.meta_values(publication.PUBLISHED_KEY_PREFIX)
-    newest = fleet.queries.last_report_id()
-    assert saved == {"published:entities": "%d %d" % (newest, NOW + H + 900),
-                     "published:csv": "%d %d" % (newest, csv_mark(RUN_UNTIL))}
+    newest, newest_at = fleet.queries.last_report_stamp() or (0, 0.0)
+    assert saved == {"published:entities": publication.encode_published(newest, NOW + H + 900, newest_at),
+                     "published:csv": publication.encode_published(newest, csv_mark(RUN_UNTIL), newest_at)}
 
     restarted = _source(fleet, RESTART_AT)
     try:
@@ -89,8 +89,9 @@ async def test_a_restart_with_the_clock_behind_keeps_what_was_published_at_later
 async def test_a_saved_bound_above_the_newest_report_is_ignored(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
     """A bound the store cannot have given (above its newest report) would publish the reports stored
     later at once, whatever their arrival: it is ignored, with a WARNING naming the key."""
-    newest = fleet.queries.last_report_id()
-    fleet.store.save_meta(publication.published_key("entities"), "%d %d" % (newest + 50, NOW + 4 * H))
+    newest, newest_at = fleet.queries.last_report_stamp() or (0, 0.0)
+    fleet.store.save_meta(publication.published_key("entities"),
+                          publication.encode_published(newest + 50, NOW + 4 * H, newest_at))
     fleet.store.save_meta(publication.published_key("csv"), "not a bound")
     source = _source(fleet, NOW + 600)
     try:
@@ -102,10 +103,12 @@ async def test_a_saved_bound_above_the_newest_report_is_ignored(fleet: Fleet, ca
     ignored = sorted(r.getMessage().split(" = ")[0] for r in caplog.records if "ignoring meta" in r.getMessage())
     assert ignored == ["open data: ignoring meta published:csv", "open data: ignoring meta published:entities"]
     # Overwritten with what was published now.
-    assert fleet.queries.meta_values("published:entities") == {"published:entities": "%d %d" % (newest, NOW)}
+    assert fleet.queries.meta_values("published:entities") == {
+        "published:entities": publication.encode_published(newest, NOW, newest_at)}
 
 
 def test_published_values_round_trip_and_anything_else_is_refused() -> None:
-    assert publication.decode_published(publication.encode_published(123, NOW)) == (123, NOW)
-    for bad in ("", "1", "1 2 3", "-1 5", "1  2", "١ ٢", "1 2\n", "x y"):
+    assert publication.decode_published(publication.encode_published(123, NOW, NOW - 0.25)) == (
+        123, NOW, NOW * 1_000_000 - 250_000)
+    for bad in ("", "1", "1 2", "1 2 3 4", "-1 5 6", "1  2 3", "١ ٢ ٣", "1 2 3\n", "x y z"):
         assert publication.decode_published(bad) is None, bad
