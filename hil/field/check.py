@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from gateway.resources import policy_path
 from gateway.storage.sqlite_uri import read_only_uri
 from hil.dut import Dut
 from hil.dut.errors import DutError
 from hil.field.device import read_identity, read_text, with_retries
-from hil.field.device_policy import POLICY_DEVICE_PATH, DevicePolicyError, device_policy_bytes
+from hil.field.device_policy import POLICY_DEVICE_PATH
 from hil.field.errors import FieldError, FirmwareStartError, NoReportError, NotProvisionedError
 from hil.field.firmware_copy import expected_files, firmware_version, read_manifest, verify_manifest
 from hil.field.identity import Identity
@@ -76,32 +77,28 @@ def inspect_board(dut: Dut) -> BoardState:
     state = BoardState(identity, str(manifest.get("version")), mode, changed=verify_manifest(dut, files))
     expected = expected_files(mode)
     state.outdated = sorted(p for p, h in expected.items() if files.get(p) != h)
-    if POLICY_DEVICE_PATH in state.outdated and POLICY_DEVICE_PATH not in state.changed and _same_policy_rules(
-            dut, expected[POLICY_DEVICE_PATH]):
+    if POLICY_DEVICE_PATH in state.outdated and POLICY_DEVICE_PATH not in state.changed and _is_host_full_policy(
+            dut, files.get(POLICY_DEVICE_PATH)):
         state.outdated.remove(POLICY_DEVICE_PATH)
     if manifest.get("version") != firmware_version():
         state.outdated = state.outdated or ["(version)"]
     return state
 
 
-def _same_policy_rules(dut: Dut, expected_sha256: str) -> bool:
-    """True when the board's ``/policy.json`` is this host's policy in full: its device copy (what ``flash``
-    writes now, :func:`hil.field.device_policy.device_policy_bytes`) has the expected hash.
+def _is_host_full_policy(dut: Dut, board_sha256: str | None) -> bool:
+    """True when the board's ``/policy.json`` is, byte for byte, this host's ``firmware/policy.json``.
 
-    An older ``flash`` wrote the full policy; the firmware drops the same keys at load, so such a board
-    runs the same rules and is not on another policy. A board on another policy (another ε, k, window or
-    allowlist) still differs after the derivation.
+    An older ``flash`` wrote that file as it is; the firmware drops its documentation keys at load, so
+    such a board runs this release's rules and is not on another policy. Only the exact file counts: a
+    full file whose rules match but whose retention, purpose or valid range were edited states what the
+    gateway does not do to an auditor reading the board, so it differs from this release (a flash
+    replaces it). ``board_sha256`` is the manifest's hash, which the board's file was just checked against.
     """
-    text = read_text(dut, POLICY_DEVICE_PATH)
-    if text is None:
+    if board_sha256 is None:
         return False
-    try:
-        derived = device_policy_bytes(text, source=f"{POLICY_DEVICE_PATH} on the board")
-    except DevicePolicyError:
-        return False
-    same = hashlib.sha256(derived).hexdigest() == expected_sha256
+    same = board_sha256 == hashlib.sha256(policy_path().read_bytes()).hexdigest()
     if same:
-        log.info("the board on %s holds the full policy.json of this host's policy (an older flash wrote it); "
+        log.info("the board on %s holds this host's full policy.json (an older flash wrote it); "
                  "a flash replaces it by the device copy", dut.url)
     return same
 

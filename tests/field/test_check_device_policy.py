@@ -1,9 +1,11 @@
 """``civicedge check`` and ``flash`` with the device copy of the policy (hil.field.device_policy), on a
 virtual board running the shipped firmware (real MicroPython behind a real pty).
 
-A board an older flash wrote holds the full policy.json of the same rules: check does not call it
-another policy, and a flash replaces it by the device copy once (then copies nothing). A board on
-another policy (another k, in full or as a device copy) is still told apart.
+A board an older flash wrote holds this release's full policy.json byte for byte: check does not call
+it another policy, and a flash replaces it by the device copy once (then copies nothing). A board on
+another policy (another k, in full or as a device copy) is still told apart, and so is a full file
+whose rules match but whose documentation (retention, purpose, valid range) was edited: it states to
+an auditor reading the board what the gateway does not do.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ async def test_check_tells_the_full_copy_of_the_same_policy_from_another_policy(
     full = policy_path().read_bytes()
     stricter = json.loads(full)
     stricter["kinds"]["streetlight"]["fields"]["mot"]["k"] = 7
+    doctored = json.loads(full)
+    fields = doctored["kinds"]["streetlight"]["fields"]
+    fields["mot"]["retention_days"] = 3650
+    fields["mot"]["purpose"] = "profile who walks past the lamp"
+    fields["lux"]["valid_range"] = [0, 1]
+    assert device_policy_bytes(json.dumps(doctored)) == device_policy_bytes(full)  # the same rules
 
     def inspect() -> BoardState:
         dut = open_board(board.console_path, timeout_s=20)
@@ -66,8 +74,12 @@ async def test_check_tells_the_full_copy_of_the_same_policy_from_another_policy(
         state = await asyncio.to_thread(inspect)
         assert state.ok and state.outdated == [] and state.changed == [], state
 
-        # another policy, in full or as a device copy
-        for other in (json.dumps(stricter).encode(), device_policy_bytes(json.dumps(stricter))):
+        # another policy, in full or as a device copy; the same rules under an edited retention, purpose
+        # and valid range; the same full file laid out again (not what a flash wrote)
+        relaid = json.dumps(json.loads(full), indent=1).encode()
+        assert relaid != full
+        for other in (json.dumps(stricter).encode(), device_policy_bytes(json.dumps(stricter)),
+                      json.dumps(doctored, indent=2).encode(), relaid):
             _put_policy(flash, other)
             state = await asyncio.to_thread(inspect)
             assert state.outdated == ["/policy.json"] and state.changed == [] and not state.ok, state
