@@ -84,8 +84,8 @@ class StoreFleetSource:
             :meth:`aclose` either way).
         save_meta: writes ``(key, value)`` into the store's ``meta`` table, through the store's writer
             (the web layer reads the store read-only); what the public answers published is saved
-            with it at each new mark and read back at start, so it never goes back across a restart
-            either. None: kept in memory only.
+            with it at each new mark, in the background (no request waits for it), and read back at
+            start, so it never goes back across a restart either. None: kept in memory only.
     """
 
     def __init__(self, *, store: ReportQueries | None, registry: Any | None, policy: Mapping[str, Any],
@@ -115,6 +115,9 @@ class StoreFleetSource:
         self._floors: dict[str, _Published] = {}
         self._save_meta = save_meta
         self._saved: dict[str, _Published] = {}
+        # The values still to save (kind -> the newest) and the one background save (_save_later).
+        self._pending: dict[str, _Published] = {}
+        self._saving: asyncio.Future[None] | None = None
         self._restoring: asyncio.Future[None] | None = None
         self._clock_behind = False
         # (entities' bound, the earliest period start of the reports up to it): read once per bound
@@ -127,7 +130,17 @@ class StoreFleetSource:
             "entities": functools.partial(publication.entity_mark, step=entity_step), "csv": publication.csv_mark}
 
     async def aclose(self) -> None:
-        """Stop the worker threads (the application's cleanup calls this)."""
+        """Let a save of what was published finish (at most :data:`HEALTH_TIMEOUT_S`), then stop the
+        worker threads (the application's cleanup calls this)."""
+        saving = self._saving
+        if saving is not None and not saving.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(saving), HEALTH_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                logger.warning("open data: saving what was published in the store did not end in %.0f s; "
+                               "stopping without it", HEALTH_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - logged by _saved_or_failed
+                pass
         self._reads.close()
 
     def _fields(self) -> list[str]:
@@ -164,14 +177,47 @@ class StoreFleetSource:
         # so just after a clock that ran ahead was set right (the bound is a report stamped ahead): the
         # value saved before stays until the bound moves on.
         if self._save_meta is not None and top != self._saved.get(kind) and top.consistent():
-            self._saved[kind] = top  # first, so concurrent requests at a new mark save it once
-            try:
-                await self._save_meta(publication.published_key(kind), publication.encode_published(*top))
-            except StorageError as exc:
-                # The answer is still given: only a restart with the clock behind would lose this mark.
-                logger.warning("open data: could not save the published %s mark in the store (%s); it is kept in "
-                               "memory", kind, exc)
+            self._save_later(kind, top)
         return top.bound, top.mark
+
+    def _save_later(self, kind: str, top: _Published) -> None:
+        """Save ``top`` in the store's ``meta`` in the background: a public request never waits for the
+        store's writer (review LOW 2). One save in flight at most; a newer value of a kind replaces one
+        still waiting."""
+        self._saved[kind] = top  # first, so concurrent requests at a new mark save it once
+        self._pending[kind] = top
+        if self._saving is None or self._saving.done():
+            self._saving = task = asyncio.ensure_future(self._save_pending())
+            task.add_done_callback(self._saved_or_failed)
+
+    async def _save_pending(self) -> None:
+        assert self._save_meta is not None
+        while self._pending:
+            kind = next(iter(self._pending))
+            top = self._pending.pop(kind)
+            await self._save_meta(publication.published_key(kind), publication.encode_published(*top))
+
+    def _saved_or_failed(self, task: asyncio.Future[None]) -> None:
+        """The background save's end: a failure is logged and the values are saved again at the next
+        bound (the answers were given: only a restart with the clock behind would lose what they
+        published)."""
+        if self._saving is task:
+            self._saving = None
+        if task.cancelled():
+            self._saved.clear()
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._saved.clear()
+            self._pending.clear()
+            if isinstance(exc, StorageError):
+                logger.warning("open data: could not save what was published in the store (%s); it is kept in "
+                               "memory and saved again at the next mark", exc)
+            else:
+                logger.error("open data: saving what was published in the store failed", exc_info=exc)
+        elif self._pending and self._saving is None:  # a value added as the loop ended
+            self._saving = again = asyncio.ensure_future(self._save_pending())
+            again.add_done_callback(self._saved_or_failed)
 
     async def _restore(self) -> None:
         """Read back, once, what the store's ``meta`` says the public answers published (on the quick

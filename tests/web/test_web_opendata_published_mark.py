@@ -10,11 +10,13 @@ stored report.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
+from gateway.errors import StorageError
 from gateway.resources import load_policy
 from gateway.storage.store import ReportRecord
 from gateway.web import liveness, publication
@@ -123,3 +125,74 @@ async def test_a_value_this_store_saved_is_used(fleet: Fleet, caplog: pytest.Log
     newest = fleet.queries.last_report_id() + 1
     got = await _shown_after_a_saved_value(fleet, publication.encode_published(newest, NOW + 900, NOW + 60), caplog)
     assert not got["ignored"] and got["shown"]["sl-03"] == NOW + 60
+
+
+class SlowMeta:
+    """A ``save_meta`` that waits until released (a store writer busy with a large batch), records what it
+    saved and how many saves ran at once, or fails."""
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        self.release = asyncio.Event()
+        self.saved: list[tuple[str, str]] = []
+        self.running = self.most = 0
+        self.fail = fail
+
+    async def __call__(self, key: str, value: str) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self.release.wait()
+            if self.fail is not None:
+                raise self.fail
+            self.saved.append((key, value))
+        finally:
+            self.running -= 1
+
+    def entity_marks(self) -> list[int]:
+        """The marks of the entities' values saved, in order."""
+        decoded = [publication.decode_published(v) for k, v in self.saved if k == "published:entities"]
+        return [d[1] for d in decoded if d is not None]
+
+
+async def test_a_request_never_waits_for_the_save_and_the_newest_value_wins(fleet: Fleet) -> None:
+    """Fails before: the public request awaited the save on the store's single writer thread, with no
+    timeout. Now the request is answered while the save waits; one save runs at a time, and of the
+    values that came meanwhile only the newest of each kind is saved."""
+    meta = SlowMeta()
+    clock = [float(NOW + 60)]
+    src = StoreFleetSource(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                           clock=lambda: clock[0], save_meta=meta)
+    try:
+        await asyncio.wait_for(src.devices(published=True), 5)  # 12:00, its save held
+        for at in (NOW + 900, NOW + 1800):  # 12:15, 12:30: saved once the first one ends, 12:15 replaced
+            fleet.store.insert_batch([window(90_010 + at - NOW, at - 900, at - 60, device="sl-03")])
+            clock[0] = float(at + 60)
+            await asyncio.wait_for(src.devices(published=True), 5)
+        assert src.published_mark() == NOW + 1800 and meta.saved == []
+        meta.release.set()
+    finally:
+        await src.aclose()  # lets the save end
+    assert meta.entity_marks() == [NOW, NOW + 1800] and meta.most == 1
+
+
+@pytest.mark.parametrize("failure", [StorageError("disk full", reason="write_failed"), RuntimeError("bug")])
+async def test_a_failed_save_is_logged_and_saved_again_at_the_next_mark(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture, failure: BaseException) -> None:
+    meta = SlowMeta(failure)
+    meta.release.set()
+    clock = [float(NOW + 60)]
+    src = StoreFleetSource(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                           clock=lambda: clock[0], save_meta=meta)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
+            await src.devices(published=True)
+            for _ in range(20):  # the background save fails and is logged
+                await asyncio.sleep(0)
+        assert any("saving what was published" in r.getMessage() or "could not save what was published"
+                   in r.getMessage() for r in caplog.records)
+        meta.fail = None
+        clock[0] = float(NOW + 960)  # 12:15: saved this time
+        await src.devices(published=True)
+    finally:
+        await src.aclose()
+    assert meta.entity_marks() == [NOW + 900]
