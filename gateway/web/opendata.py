@@ -172,12 +172,11 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
     """What the catalogue says now: from ``[opendata]``, the policy and retention in force, the
     published devices (the fleet snapshot the entities are made of, as of their last publication
     mark, so no store read and no change between marks) and where the reports published at that
-    mark begin (one index lookup per mark). ``oldest_published`` is not in the FleetSource protocol
-    yet (gateway/web/views.py is not this change's); StoreFleetSource, the one source, has it."""
+    mark begin (one index lookup per mark)."""
     ctx = ctx_of(request)
     meta = meta_of(request)
     shown = ngsi.publishable(await ctx.fleet.devices(published=True))
-    oldest: int | None = await getattr(ctx.fleet, "oldest_published")()
+    oldest = await ctx.fleet.oldest_published()
     return catalogue.Catalogue(meta=meta, base=catalogue.base_of(request, meta), policy=ctx.policy,
                                transparency=catalogue.transparency_of(ctx), devices=shown,
                                modified=_last_modified(shown), now=ctx.now(), oldest=oldest)

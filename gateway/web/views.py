@@ -151,6 +151,12 @@ class FleetSource(Protocol):
         """Those of ``devices`` with a report received before ``received_before`` (a CSV mark)."""
         ...
 
+    async def oldest_published(self) -> int | None:
+        """The earliest period start of the reports the entities publish (received before their last
+        mark), None when they publish none: where the published data can begin (the catalogue's
+        ``temporal``)."""
+        ...
+
 
 class FleetAdmin(Protocol):
     """Administrative changes behind the admin token."""
