@@ -3,17 +3,27 @@
 ``firmware/`` (the MicroPython code, its privacy policy) and ``boards/`` (board definitions, freeze
 manifest) sit at the top of the repository, outside the import packages, yet the installed
 commands read them: the gateway's policy gate, ``flash``, ``sim``, ``boards``, ``hil``. ``build_py``
-copies both trees whole into the built ``gateway`` package as ``gateway/_bundle/firmware`` and
+copies their files into the built ``gateway`` package as ``gateway/_bundle/firmware`` and
 ``gateway/_bundle/boards``; :mod:`gateway.resources` finds them there in an installed wheel, and at
-the top of the checkout otherwise. Copying whole trees (rather than mapping them as packages with
-file patterns) means a new firmware module, sub-package or board file ships without a
-pyproject.toml edit. The sdist carries the trees through MANIFEST.in.
+the top of the checkout otherwise. A new firmware module, sub-package or board file ships without a
+pyproject.toml edit.
+
+Which files ship (:func:`bundled_files`): in a git checkout, exactly the files git tracks under the
+two trees (``git ls-files``), so an untracked key backup, an editor's ``~`` file or a tool's cache
+never does; elsewhere (an unpacked sdist, which holds only those files) the files on disk. Caches
+and backups are left out in both cases. A symlink is shipped as the file it points to only when
+that file is inside the same tree; one pointing out of it, at a directory, or at nothing stops the
+build with an error naming it. The sdist gets the same list through ``get_source_files`` (setuptools
+adds a ``build_py``'s source files to the sdist), so MANIFEST.in does not graft the trees.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import shutil
-from pathlib import Path
+import subprocess
+from pathlib import Path, PurePosixPath
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -22,23 +32,100 @@ from setuptools.errors import FileError
 ROOT = Path(__file__).resolve().parent
 BUNDLED_TREES = ("firmware", "boards")
 BUNDLE_DIR = Path("gateway") / "_bundle"  # gateway.resources.BUNDLE_DIR
-_NOT_SHIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+# Never shipped, tracked or not: byte-code, tool caches, npm's packages, editor and manual backups.
+NOT_SHIPPED = ("__pycache__", "*.py[cod]", ".mypy_cache", ".pytest_cache", ".hypothesis", ".ruff_cache",
+               "node_modules", ".DS_Store", "*~", "*.bak", "*.orig", "*.rej", "*.swp", ".#*")
+
+
+def _not_shipped(rel: PurePosixPath) -> bool:
+    return any(fnmatch.fnmatch(part, pattern) for part in rel.parts for pattern in NOT_SHIPPED)
+
+
+def _git_tracked(root: Path) -> list[str]:
+    """The files git tracks under the bundled trees (index entries, so a staged new file too)."""
+    git = shutil.which("git")
+    if git is None:
+        raise FileError(f"{root} is a git checkout but git is not on PATH: it decides which files of "
+                        f"{' and '.join(BUNDLED_TREES)}/ ship (only tracked ones); install git")
+    proc = subprocess.run([git, "-C", str(root), "ls-files", "-z", "--", *BUNDLED_TREES],
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise FileError(f"git ls-files in {root} failed (exit status {proc.returncode}): "
+                        f"{proc.stderr.decode(errors='replace').strip()}")
+    return [name for name in proc.stdout.decode().split("\0") if name]
+
+
+def _on_disk(root: Path) -> list[str]:
+    """The files under the bundled trees (symlinks listed, never followed; caches pruned)."""
+    found = []
+    for tree in BUNDLED_TREES:
+        for dirpath, dirnames, filenames in os.walk(root / tree):  # followlinks=False
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not _not_shipped(PurePosixPath(d)))
+            for name in sorted(filenames) + [d for d in dirnames if (here / d).is_symlink()]:
+                found.append((here / name).relative_to(root).as_posix())
+    return found
+
+
+def _check_link(root: Path, rel: str) -> None:
+    """Refuse a symlink that points out of its tree, at a directory, or at nothing."""
+    path = root / rel
+    tree = (root / PurePosixPath(rel).parts[0]).resolve()
+    where = f"{rel} -> {os.readlink(path)}"
+    target = path.resolve()
+    if not target.is_relative_to(tree):
+        raise FileError(f"{where} points out of {tree.name}/: refusing to ship a file from outside the "
+                        "repository; replace the link with the file, or remove it")
+    if not target.exists():
+        raise FileError(f"{where} is a dangling symlink; fix or remove it")
+    if not target.is_file():
+        raise FileError(f"{where} points at a directory; only files are shipped: put the files in place of the link")
+
+
+def bundled_files(root: Path = ROOT) -> list[str]:
+    """The files of ``firmware/`` and ``boards/`` that ship, as paths relative to ``root`` (sorted).
+
+    Raises:
+        FileError: a tree is missing, git cannot list a checkout's files, or a shipped path is a
+            symlink out of its tree, to a directory or dangling.
+    """
+    for tree in BUNDLED_TREES:
+        if not (root / tree).is_dir():
+            raise FileError(f"{root / tree} is missing: the civicedge distribution cannot be built without it")
+    # A tracked file deleted on disk is not shipped (the build is of the working tree).
+    listed = _git_tracked(root) if (root / ".git").exists() else _on_disk(root)
+    files = []
+    for rel in sorted(set(listed)):
+        path = root / rel
+        if _not_shipped(PurePosixPath(rel)) or not (path.is_symlink() or path.exists()):
+            continue
+        if path.is_symlink():
+            _check_link(root, rel)
+        elif not path.is_file():
+            continue  # a submodule entry; none is expected
+        files.append(rel)
+    return files
 
 
 class BuildPyWithBundle(build_py):
     """``build_py`` that also copies ``firmware/`` and ``boards/`` into ``gateway/_bundle/``."""
 
+    def get_source_files(self) -> list[str]:
+        """The package sources and the bundled files: what the sdist carries."""
+        return [*super().get_source_files(), *bundled_files()]
+
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False):
             return  # an editable install reads the checkout's own firmware/ and boards/
-        for name in BUNDLED_TREES:
-            source = ROOT / name
-            if not source.is_dir():
-                raise FileError(f"{source} is missing: the civicedge distribution cannot be built without it")
-            target = Path(self.build_lib) / BUNDLE_DIR / name
-            shutil.rmtree(target, ignore_errors=True)  # a file deleted since the last build must not linger
-            shutil.copytree(source, target, ignore=_NOT_SHIPPED)
+        files = bundled_files()
+        target = Path(self.build_lib) / BUNDLE_DIR
+        shutil.rmtree(target, ignore_errors=True)  # a file deleted since the last build must not linger
+        for rel in files:
+            dest = target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ROOT / rel, dest)  # a link checked by bundled_files: its file's bytes
+            shutil.copymode(ROOT / rel, dest)
 
 
 setup(cmdclass={"build_py": BuildPyWithBundle})

@@ -1,8 +1,10 @@
 """The built distribution carries what the installed commands read (firmware/, boards/, the policy,
 the licence), and those commands work from an installed wheel, far from any checkout.
 
-The sdist is built from a copy of the checkout, and the wheel from the unpacked sdist (what
+The sdist is built from a git copy of the checkout, and the wheel from the unpacked sdist (what
 ``python -m build`` does), with this venv's setuptools and no network (``--no-build-isolation``).
+Of firmware/ and boards/ exactly the files git tracks ship: the copy also holds untracked files,
+caches and symlinks out of the tree, which must stay out of both.
 """
 
 from __future__ import annotations
@@ -31,32 +33,63 @@ _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache
                                      "*.egg-info", "tests", "bench")
 
 
-def _checkout_files(name: str) -> dict[str, bytes]:
-    """The files of the checkout's ``name/`` tree (relative path -> bytes), caches left out."""
-    root = REPO / name
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(sdist, wheel) built from a copy of the checkout; the copy also holds npm's packages and byte-code,
-    which must stay out of both."""
+def _need_setuptools() -> None:
     have = Version(importlib.metadata.version("setuptools"))
     if have < Version("77"):
         pytest.skip(f"this venv's setuptools {have} cannot build offline (pyproject needs >= 77; scripts/setup "
                     "installs it with the [test] extra)")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def _tracked(src: Path) -> dict[str, bytes]:
+    """The files git tracks under firmware/ and boards/ of ``src`` (path -> bytes)."""
+    names = _git(src, "ls-files", "-z", "--", *BUNDLED_TREES).split("\0")
+    return {name: (src / name).read_bytes() for name in names if name}
+
+
+def _build_sdist(src: Path, dist: Path) -> subprocess.CompletedProcess[str]:
+    dist.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"],
+                          cwd=src, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, bytes]]:
+    """(sdist, wheel, tracked files of firmware/ and boards/) built from a git copy of the checkout; the
+    copy also holds npm's packages, byte-code, untracked files, backups, caches and symlinks out of the
+    tree, which must stay out of both."""
+    _need_setuptools()
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
-    (src / "hil" / "sim" / "node_modules" / "left-pad").mkdir(parents=True)
-    (src / "hil" / "sim" / "node_modules" / "left-pad" / "package.json").write_text("{}")
-    (src / "firmware" / "lib" / "civic" / "__pycache__").mkdir()
-    (src / "firmware" / "lib" / "civic" / "__pycache__" / "report.cpython-311.pyc").write_bytes(b"\0")
+    _git(src, "init", "-q")
+    _git(src, "add", "--", *BUNDLED_TREES)
+    tracked = _tracked(src)
+    assert "firmware/policy.json" in tracked and "boards/manifest.py" in tracked
+    outside = tmp / "outside"
+    (outside / "certs").mkdir(parents=True)
+    (outside / "hostname").write_text("gateway-host\n")
+    (outside / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    untracked = {
+        "firmware/identity.json.bak": '{"id": "sl-0001", "key": "00112233445566778899aabbccddeeff"}',
+        "firmware/notes.txt": "scratch notes, never committed",
+        "firmware/lib/civic/report.py~": "# an editor's backup",
+        "firmware/node_modules/left-pad/package.json": "{}",
+        "boards/.mypy_cache/3.11/manifest.data.json": "{}",
+        "firmware/lib/civic/__pycache__/report.cpython-311.pyc": "\0",
+        "hil/sim/node_modules/left-pad/package.json": "{}",
+    }
+    for rel, text in untracked.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    (src / "firmware" / "hostlink").symlink_to(outside / "hostname")
+    (src / "boards" / "certs").symlink_to(outside / "certs", target_is_directory=True)
     dist = tmp / "dist"
-    dist.mkdir()
-    subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"],
-                   cwd=src, check=True, capture_output=True, timeout=120)
+    proc = _build_sdist(src, dist)
+    assert proc.returncode == 0, proc.stderr
     (sdist,) = dist.glob("civicedge-*.tar.gz")
     with tarfile.open(sdist) as tar:
         tar.extractall(tmp / "unpacked", filter="data")
@@ -65,27 +98,32 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                            "-w", str(dist), str(unpacked)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     (wheel,) = dist.glob("civicedge-*.whl")
-    return sdist, wheel
+    return sdist, wheel, tracked
 
 
-def test_sdist_carries_firmware_boards_and_licence(built: tuple[Path, Path]) -> None:
-    sdist, _ = built
+def test_sdist_carries_exactly_the_tracked_firmware_and_boards_and_the_licence(
+        built: tuple[Path, Path, dict[str, bytes]]) -> None:
+    sdist, _, tracked = built
     with tarfile.open(sdist) as tar:
-        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for tree in BUNDLED_TREES:
-        missing = {f"{tree}/{rel}" for rel in _checkout_files(tree)} - names
-        assert not missing, f"not in the sdist: {sorted(missing)}"
+        members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
+        bundled = {name: tar.extractfile(m).read() for name, m in members.items()  # type: ignore[union-attr]
+                   if name.split("/")[0] in BUNDLED_TREES and m.isfile()}
+    names = set(members)
+    assert bundled == tracked
+    assert not [n for n in names if n.split("/")[0] in BUNDLED_TREES and not members[n].isfile()
+                and not members[n].isdir()], "a link or special file in the sdist"
     assert {"LICENSE", "setup.py", "MANIFEST.in", "pyproject.toml"} <= names
     assert not [n for n in names if "node_modules" in n or n.endswith(".pyc")]
 
 
-def test_wheel_carries_firmware_boards_policy_and_licence(built: tuple[Path, Path]) -> None:
-    _, wheel = built
+def test_wheel_carries_exactly_the_tracked_firmware_and_boards_policy_and_licence(
+        built: tuple[Path, Path, dict[str, bytes]]) -> None:
+    _, wheel, tracked = built
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        for tree in BUNDLED_TREES:
-            for rel, data in _checkout_files(tree).items():
-                assert zf.read(f"gateway/_bundle/{tree}/{rel}") == data, f"{tree}/{rel}"
+        prefix = "gateway/_bundle/"
+        bundled = {n[len(prefix):]: zf.read(n) for n in names if n.startswith(prefix)}
+        assert bundled == tracked
         dist_info = f"civicedge-{gateway.__version__}.dist-info"
         assert zf.read(f"{dist_info}/licenses/LICENSE") == (REPO / "LICENSE").read_bytes()
         metadata = zf.read(f"{dist_info}/METADATA").decode()
@@ -100,8 +138,9 @@ def test_wheel_carries_firmware_boards_policy_and_licence(built: tuple[Path, Pat
             "hil/sim/js/runtime_resolve.mjs", "hil/sim/js/runtime_hooks.mjs", "hil/sim/mpy/machine.py"} <= names
 
 
-def test_installed_wheel_commands_work_outside_the_checkout(built: tuple[Path, Path], tmp_path: Path) -> None:
-    _, wheel = built
+def test_installed_wheel_commands_work_outside_the_checkout(built: tuple[Path, Path, dict[str, bytes]],
+                                                           tmp_path: Path) -> None:
+    _, wheel, _ = built
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target",
                     str(target), str(wheel)], check=True, capture_output=True, timeout=120)
@@ -134,3 +173,45 @@ def test_installed_wheel_commands_work_outside_the_checkout(built: tuple[Path, P
     check = civicedge("gateway", "run", "--check", "--config", str(config))
     assert check.returncode == 0, check.stderr
     assert "config OK" in check.stdout + check.stderr
+
+
+def _small_project(root: Path) -> Path:
+    """The build files of the checkout with a small firmware/ and boards/ (a build in a second or two)."""
+    root.mkdir()
+    for name in ("setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md"):
+        shutil.copyfile(REPO / name, root / name)
+    (root / "gateway").mkdir()
+    shutil.copyfile(REPO / "gateway" / "__init__.py", root / "gateway" / "__init__.py")
+    (root / "firmware").mkdir()
+    (root / "firmware" / "policy.json").write_text("{}")
+    (root / "boards").mkdir()
+    (root / "boards" / "manifest.py").write_text("# freeze manifest\n")
+    return root
+
+
+@pytest.mark.parametrize("case", ["tracked link out of the tree", "link out of the tree in an sdist",
+                                  "dangling link in an sdist", "link to a directory"])
+def test_a_symlink_out_of_the_tree_dangling_or_to_a_directory_stops_the_build_naming_it(
+        tmp_path: Path, case: str) -> None:
+    _need_setuptools()
+    src = _small_project(tmp_path / "src")
+    (tmp_path / "hostname").write_text("gateway-host\n")
+    if case == "tracked link out of the tree":
+        link, points_to, says = src / "firmware" / "hostlink", tmp_path / "hostname", "points out of firmware/"
+    elif case == "link out of the tree in an sdist":  # no .git: the files on disk are the list
+        link, points_to, says = src / "boards" / "certs", tmp_path, "points out of boards/"
+    elif case == "dangling link in an sdist":
+        link, points_to, says = src / "boards" / "gone.toml", src / "boards" / "old.toml", "is a dangling symlink"
+    else:
+        link, points_to, says = src / "firmware" / "lib", src / "firmware" / "inner", "points at a directory"
+        (points_to).mkdir()
+        (points_to / "x.py").write_text("")
+    link.symlink_to(points_to)
+    if case.startswith("tracked"):
+        _git(src, "init", "-q")
+        _git(src, "add", "--", *BUNDLED_TREES)
+    proc = _build_sdist(src, tmp_path / "dist")
+    assert proc.returncode != 0
+    rel = link.relative_to(src).as_posix()
+    assert f"{rel} -> {points_to} {says}" in proc.stderr, proc.stderr
+    assert not list((tmp_path / "dist").glob("*.tar.gz"))
