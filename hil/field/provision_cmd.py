@@ -250,26 +250,27 @@ def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> 
     if old is None or old.id == result.identity.id:
         return None
     if args.registry is None:
+        revoke_there = shlex.join(["civicedge", "gateway", "devices", "revoke", old.id])
         say(f"warning: the board's old id {old.id} stays registered at the gateway with the key this board "
             "held (no board holds it now, unless another board took the id over); if it is retired, revoke "
-            f"it on the gateway's host: civicedge gateway devices revoke {old.id} (or POST "
-            f"/api/admin/devices/{old.id}/revoke)")
+            f"it on the gateway's host: {revoke_there} (or POST /api/admin/devices/{old.id}/revoke)")
         return "unknown"
-    registry = shlex.quote(str(args.registry))
+    # Echoed arguments are shell-quoted: the command must paste as is (a registry path with a space).
+    revoke = shlex.join(["civicedge", "gateway", "devices", "revoke", old.id, "--registry", str(args.registry)])
     status = old_id_status(args.registry, old)
     if status is OldId.GHOST and args.revoke_old:
         try:
             revoke_device(args.registry, old.id)
         except GatewayRegistrationError as exc:
             say(f"warning: {exc}; the old id {old.id} stays registered with the key this board held: "
-                f"civicedge gateway devices revoke {old.id} --registry {registry}")
+                f"{revoke}")
             return "registered"
         out.print(f"old id {old.id}: revoked in the registry (reports under it are refused from now on)")
         return "revoked"
     if status is OldId.GHOST:
         say(f"warning: the board's old id {old.id} stays registered with the key this board held, and no "
-            f"board holds it now; if {old.id} is retired, revoke it: civicedge gateway devices revoke "
-            f"{old.id} --registry {registry} (or pass --revoke-old when re-provisioning)")
+            f"board holds it now; if {old.id} is retired, revoke it: {revoke} (or pass --revoke-old when "
+            "re-provisioning)")
         return "registered"
     if status is OldId.OTHER_KEY:
         out.print(f"old id {old.id}: registered with another board's key; left as it is")

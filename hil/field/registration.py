@@ -81,42 +81,47 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str, unsen
     """
     # The gateway refuses every report of the board: check has just restarted its firmware, so the outbox
     # refills after this count; the repair drops them whatever the count (they can never be delivered).
-    lost = (" --discard-unsent" + ("" if not unsent else f" (its {unsent} un-sent report(s) are framed under a key "
-                                   "the gateway refuses: they can never be delivered)"))
+    lost = "" if not unsent else (f" (its {unsent} un-sent report(s) are framed under a key the gateway refuses: "
+                                  "they can never be delivered)")
     rec = registered_device(registry_dir, identity.id)
-    where = f"--registry {shlex.quote(str(registry_dir))}"
-    port = shlex.quote(port)
-    same_place = f"--id {identity.id} --zone {identity.zone} --location {identity.lat},{identity.lon}"
+
+    def provision(device_id: str, zone: str, lat: str, lon: str, *flags: str) -> str:
+        # Every echoed argument is shell-quoted: a zone may hold spaces ("old town"), a path anything.
+        return shlex.join(["civicedge", "provision", "--port", port, "--id", device_id, "--zone", zone,
+                           "--location", f"{lat},{lon}", "--registry", str(registry_dir), *flags])
+
+    same_place = (identity.id, identity.zone, identity.lat, identity.lon)
     if rec is None:
         return ("registry: NOT REGISTERED",
-                f"{identity.id} is not in the registry {registry_dir}: the gateway refuses its reports; run civicedge "
-                f"provision --port {port} {same_place} {where} (registers the key the board holds)")
+                f"{identity.id} is not in the registry {registry_dir}: the gateway refuses its reports; run "
+                f"{provision(*same_place)} (registers the key the board holds)")
     if rec.revoked:
         return ("registry: REVOKED",
                 f"{identity.id} is revoked in the registry: the gateway refuses its reports and a revoked id stays "
-                f"revoked; provision the board under a new id: civicedge provision --port {port} --id NEW-ID "
-                f"--zone {identity.zone} --location {identity.lat},{identity.lon} {where} --force{lost}")
+                f"revoked; provision the board under a new id: "
+                f"{provision('NEW-ID', identity.zone, identity.lat, identity.lon, '--force', '--discard-unsent')}"
+                f"{lost}")
     same_meta = (rec.kind, rec.zone) == (identity.kind, identity.zone) and same_decimal(
         rec.lat, identity.lat) and same_decimal(rec.lon, identity.lon)
     if not same_meta:
         return ("registry: REGISTERED AS ANOTHER KIND, ZONE OR LOCATION",
-                f"the registry holds {identity.id} as a {rec.kind} in zone {rec.zone} at {rec.lat},{rec.lon}, the "
-                f"board says a {identity.kind} in zone {identity.zone} at {identity.lat},{identity.lon}; re-provision "
-                f"the board with the registered values (civicedge provision --port {port} --id {identity.id} "
-                f"--zone {rec.zone} --location {rec.lat},{rec.lon} {where} --force) or under a new id"
+                f"the registry holds {identity.id} as a {rec.kind} in zone {rec.zone!r} at {rec.lat},{rec.lon}, the "
+                f"board says a {identity.kind} in zone {identity.zone!r} at {identity.lat},{identity.lon}; "
+                f"re-provision the board with the registered values "
+                f"({provision(identity.id, rec.zone, rec.lat, rec.lon, '--force')}) or under a new id"
                 + ("" if not unsent else f"; the board holds {unsent} un-sent report(s) that re-keying drops: "
                    "provision refuses until they are sent, --discard-unsent drops them"))
     if rec.key is None:
         return ("registry: REGISTERED WITHOUT A USABLE KEY",
                 f"the registry holds {identity.id} without a usable key ({rec.key_problem}; an interrupted "
                 f"provision?): the gateway refuses its reports; give the board a new key and register it: "
-                f"civicedge provision --port {port} {same_place} {where} --force --take-over{lost}")
+                f"{provision(*same_place, '--force', '--take-over', '--discard-unsent')}{lost}")
     if not hmac.compare_digest(rec.key, identity.key):
         return ("registry: REGISTERED WITH ANOTHER KEY",
                 f"the registry holds {identity.id} with another key than the board's: the gateway refuses its "
-                f"reports; give the board a new key and move the id to it: civicedge provision --port {port} "
-                f"{same_place} {where} --force --take-over{lost} (a board holding the old key is refused from then "
-                "on)")
+                f"reports; give the board a new key and move the id to it: "
+                f"{provision(*same_place, '--force', '--take-over', '--discard-unsent')}{lost} (a board holding "
+                "the old key is refused from then on)")
     return ("registry: registered with this key", None)
 
 
