@@ -166,7 +166,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "The simulator looks for them in hil/sim/node_modules, then in\n"
                     "$CIVICEDGE_SIM_RUNTIME, then in $XDG_DATA_HOME/civicedge/sim-runtime\n"
                     "(~/.local/share/civicedge/sim-runtime); a directory installed for another\n"
-                    "civicedge version is not used (run this again after an upgrade).\n"
+                    "civicedge version is not used (run this again after an upgrade: it does nothing\n"
+                    "when the runtime is current, and a failed run keeps the runtime there was).\n"
                     "\n"
                     "example:\n"
                     "  civicedge sim install-runtime\n"
@@ -175,6 +176,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     install.add_argument("--dir", type=Path,
                          help="directory to install into (default: $CIVICEDGE_SIM_RUNTIME if set, else "
                               "$XDG_DATA_HOME/civicedge/sim-runtime, i.e. ~/.local/share/civicedge/sim-runtime)")
+    install.add_argument("--force", action="store_true",
+                         help="reinstall even when the directory already holds the runtime for this civicedge")
     install.set_defaults(func=_cmd_install_runtime)
     sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
 
@@ -287,11 +290,16 @@ def _cmd_install_runtime(args: argparse.Namespace) -> int:
     target = args.dir if args.dir is not None else runtime.install_dir()
     print(f"installing the simulator's Node packages into {target} (npm ci)...", flush=True)
     try:
-        installed = runtime.install_runtime(target)
+        result = runtime.install_runtime(target, force=args.force)
     except runtime.RuntimeInstallError as exc:
         print(f"civicedge sim install-runtime: {exc}", file=sys.stderr)
         return 1
-    print(f"installed: {installed}/node_modules", flush=True)
+    installed = result.path
+    if result.already_installed:
+        print(f"already installed: {installed}/node_modules is the runtime of this civicedge (--force to "
+              "reinstall)", flush=True)
+    else:
+        print(f"installed: {installed}/node_modules", flush=True)
     try:
         found = runtime.find_runtime()
     except runtime.RuntimeMissingError:

@@ -18,15 +18,18 @@ resolves the packages of a runtime outside ``hil/sim`` through a resolve hook
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import subprocess
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 from urllib.parse import urlencode
 
 from hil.sim import SIM_DIR
@@ -39,6 +42,9 @@ ENV_VAR = "CIVICEDGE_SIM_RUNTIME"
 INSTALL_COMMAND = "civicedge sim install-runtime"
 STAMP = ".civicedge-runtime"
 """File a finished install writes: the SHA-256 of the lockfile it installed."""
+LOCK_FILE = ".civicedge-install.lock"
+"""File in the runtime directory that ``install-runtime`` holds an ``flock`` on while it installs."""
+_STAGING_PREFIX = ".civicedge-staging-"  # npm ci runs in target/<this>XXXX, renamed into place when it worked
 PACKAGE_NAME = "civicedge-sim"  # package.json's name: a directory holding another project's is refused
 _RUNTIME_PACKAGE = Path("node_modules") / "@micropython" / "micropython-webassembly-pyscript"
 _MANIFESTS = ("package.json", "package-lock.json")
@@ -149,19 +155,81 @@ def node_command(environ: Mapping[str, str] | None = None, *, sim_dir: Path = SI
     return [node, "--import", hook]
 
 
-def install_runtime(target: Path, *, sim_dir: Path = SIM_DIR, timeout_s: float = NPM_TIMEOUT_S) -> Path:
+@dataclass(frozen=True)
+class InstallResult:
+    """What :func:`install_runtime` did."""
+
+    path: Path  # the runtime directory (resolved)
+    already_installed: bool  # its stamp named the shipped lockfile: npm was not run
+
+
+def _stamp_matches(target: Path, sim_dir: Path) -> bool:
+    try:
+        return (target / STAMP).read_text().strip() == lock_digest(sim_dir) and (target / _RUNTIME_PACKAGE).is_dir()
+    except OSError:
+        return False
+
+
+@contextmanager
+def _install_lock(target: Path) -> Iterator[None]:
+    """Hold ``target/.civicedge-install.lock`` (``flock``) for one install at a time."""
+    try:
+        fd = os.open(target / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise RuntimeInstallError(f"cannot write {target}: {exc.strerror or exc}", path=str(target)) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RuntimeInstallError(f"another `{INSTALL_COMMAND}` is installing into {target}; "
+                                      "let it finish, then run this again if it failed", path=str(target)) from exc
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _npm_ci(npm: str, where: Path, timeout_s: float) -> None:
+    log.info("npm ci in %s", where)
+    try:
+        proc = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+                              cwd=where, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeInstallError(f"npm ci did not finish in {timeout_s:.0f} s", timeout_s=timeout_s) from exc
+    except OSError as exc:
+        raise RuntimeInstallError(f"cannot run {npm}: {exc.strerror or exc}") from exc
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise RuntimeInstallError(f"npm ci failed (exit status {proc.returncode}):\n{tail}", status=proc.returncode)
+    if not (where / _RUNTIME_PACKAGE).is_dir():
+        raise RuntimeInstallError(f"npm ci did not install {_RUNTIME_PACKAGE.relative_to('node_modules')}")
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put ``staging/node_modules`` in place of ``target/node_modules`` (the old one goes to ``staging``)."""
+    current = target / "node_modules"
+    if current.is_symlink() or current.exists():
+        current.rename(staging / "node_modules.old")
+    (staging / "node_modules").rename(current)
+
+
+def install_runtime(target: Path, *, force: bool = False, sim_dir: Path = SIM_DIR,
+                    timeout_s: float = NPM_TIMEOUT_S) -> InstallResult:
     """Install the simulator's Node packages into ``target`` with ``npm ci`` from the shipped lockfile.
 
-    The stamp that makes the directory usable is removed first and written last, so an install
-    that fails or is interrupted leaves a directory :func:`find_runtime` does not use.
+    A runtime whose stamp already names the shipped lockfile is left as it is (``force`` reinstalls).
+    ``npm ci`` runs in a temporary directory inside ``target``; only when it succeeded is its
+    ``node_modules`` renamed into place, so a failed or interrupted run leaves a working runtime
+    working. The stamp that makes the directory usable is written last. One install at a time
+    (``flock`` on ``target/.civicedge-install.lock``); npm's install scripts are not run.
 
     Raises:
         RuntimeInstallError: no ``npm``, ``target`` holds another project's ``package.json``, cannot be
-            written, or ``npm ci`` failed or timed out.
+            written, another install into it is running, or ``npm ci`` failed or timed out.
     """
     target = target.expanduser().resolve()
+    checkout = target == sim_dir.resolve()
     existing = target / "package.json"
-    if existing.is_file() and target != sim_dir.resolve():
+    if existing.is_file() and not checkout:
         try:
             name = json.loads(existing.read_text()).get("name")
         except (OSError, ValueError, AttributeError):
@@ -174,26 +242,37 @@ def install_runtime(target: Path, *, sim_dir: Path = SIM_DIR, timeout_s: float =
         raise RuntimeInstallError("npm is not on PATH: install Node.js >= 20 with npm", path=str(target))
     try:
         target.mkdir(parents=True, exist_ok=True)
-        (target / STAMP).unlink(missing_ok=True)
-        if target != sim_dir.resolve():
-            for name in _MANIFESTS:
-                shutil.copyfile(sim_dir / name, target / name)
     except OSError as exc:
         raise RuntimeInstallError(f"cannot write {target}: {exc.strerror or exc}", path=str(target)) from exc
-    log.info("npm ci in %s", target)
-    try:
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target,
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeInstallError(f"npm ci in {target} did not finish in {timeout_s:.0f} s", path=str(target),
-                                  timeout_s=timeout_s) from exc
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise RuntimeInstallError(f"npm ci in {target} failed (exit status {proc.returncode}):\n{tail}",
-                                  path=str(target), status=proc.returncode)
-    if not (target / _RUNTIME_PACKAGE).is_dir():
-        raise RuntimeInstallError(f"npm ci in {target} did not install {_RUNTIME_PACKAGE.relative_to('node_modules')}",
-                                  path=str(target))
-    if target != sim_dir.resolve():  # the checkout's own node_modules needs no stamp (scripts/setup's place)
-        (target / STAMP).write_text(lock_digest(sim_dir) + "\n")
-    return target
+    with _install_lock(target):
+        if not force and not checkout and _stamp_matches(target, sim_dir):
+            return InstallResult(target, already_installed=True)
+        for stale in target.glob(f"{_STAGING_PREFIX}*"):  # left by an install that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=target))
+            for name in _MANIFESTS:
+                shutil.copyfile(sim_dir / name, staging / name)
+        except OSError as exc:
+            raise RuntimeInstallError(f"cannot write {target}: {exc.strerror or exc}", path=str(target)) from exc
+        try:
+            try:
+                _npm_ci(npm, staging, timeout_s)
+            except RuntimeInstallError as exc:
+                kept = " (the runtime installed before is kept)" if (target / _RUNTIME_PACKAGE).is_dir() else ""
+                raise RuntimeInstallError(f"in {target}: {exc}{kept}", path=str(target), **exc.details) from exc
+            try:
+                (target / STAMP).unlink(missing_ok=True)  # no stamp while node_modules and manifests change
+                _swap_in(staging, target)
+                if not checkout:
+                    for name in _MANIFESTS:
+                        shutil.copyfile(sim_dir / name, target / name)
+                    partial = target / (STAMP + ".new")
+                    partial.write_text(lock_digest(sim_dir) + "\n")
+                    partial.replace(target / STAMP)
+            except OSError as exc:
+                raise RuntimeInstallError(f"cannot write {target}: {exc.strerror or exc}; run `{INSTALL_COMMAND}` "
+                                          "again", path=str(target)) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return InstallResult(target, already_installed=False)

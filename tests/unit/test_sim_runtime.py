@@ -4,6 +4,8 @@ importing them from a directory outside hil/sim (an installed wheel's case)."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import subprocess
 import sys
@@ -129,3 +131,115 @@ def test_install_runtime_refuses_a_directory_of_another_project(tmp_path: Path) 
     assert f"{theirs} holds another project's package.json (not civicedge-sim)" in proc.stderr
     assert (theirs / "package.json").read_text() == '{"name": "their-app", "dependencies": {"left-pad": "1.3.0"}}'
     assert sorted(p.name for p in theirs.iterdir()) == ["package.json"]
+
+
+# A stand-in for npm (the registry is not reached in unit tests): `npm ci` in its working directory
+# installs the runtime package holding $FAKE_NPM_TAG, or, with FAKE_NPM_FAIL set, does what a failing
+# npm ci does (deletes node_modules first) and exits 1. Each call is logged to $FAKE_NPM_LOG.
+FAKE_NPM = """#!/bin/sh
+echo "$PWD $*" >> "$FAKE_NPM_LOG"
+rm -rf node_modules
+if [ -n "$FAKE_NPM_FAIL" ]; then
+  echo "npm ERR! code ECONNRESET" >&2
+  exit 1
+fi
+mkdir -p node_modules/@micropython/micropython-webassembly-pyscript
+printf '%s' "$FAKE_NPM_TAG" > node_modules/@micropython/micropython-webassembly-pyscript/TAG
+"""
+
+
+@pytest.fixture
+def fake_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put the stand-in npm first on PATH; returns its call log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(FAKE_NPM)
+    (bin_dir / "npm").chmod(0o755)
+    calls = tmp_path / "npm-calls.log"
+    calls.touch()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_NPM_LOG", str(calls))
+    monkeypatch.setenv("FAKE_NPM_TAG", "v1")
+    monkeypatch.delenv("FAKE_NPM_FAIL", raising=False)
+    return calls
+
+
+def _tag(target: Path) -> str:
+    return (target / PACKAGE / "TAG").read_text()
+
+
+def test_a_failed_reinstall_keeps_the_working_runtime(tmp_path: Path, fake_npm: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = _sim_dir(tmp_path, with_modules=False)
+    target = tmp_path / "rt"
+    environ = {ENV_VAR: str(target), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    first = runtime.install_runtime(target, sim_dir=sim)
+    assert first == runtime.InstallResult(target, already_installed=False)
+    assert find_runtime(environ, sim_dir=sim) == target and _tag(target) == "v1"
+    monkeypatch.setenv("FAKE_NPM_FAIL", "1")
+    monkeypatch.setenv("FAKE_NPM_TAG", "v2")
+    with pytest.raises(runtime.RuntimeInstallError) as info:
+        runtime.install_runtime(target, force=True, sim_dir=sim)
+    message = str(info.value)
+    assert f"in {target}: npm ci failed (exit status 1):\nnpm ERR! code ECONNRESET" in message
+    assert "(the runtime installed before is kept)" in message
+    # The runtime that worked still does, and nothing of the failed run is left.
+    assert find_runtime(environ, sim_dir=sim) == target and _tag(target) == "v1"
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        ["node_modules", "package.json", "package-lock.json", runtime.STAMP, runtime.LOCK_FILE])
+    calls = fake_npm.read_text().splitlines()
+    assert len(calls) == 2
+    for call in calls:  # npm ran in a directory of its own inside the target, never in the runtime itself
+        cwd, args = call.split(" ", 1)
+        assert Path(cwd).parent == target and Path(cwd).name.startswith(".civicedge-staging-")
+        assert args.split()[:2] == ["ci", "--ignore-scripts"]
+
+
+def test_a_current_runtime_is_left_as_it_is_unless_forced(tmp_path: Path, fake_npm: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = _sim_dir(tmp_path, with_modules=False)
+    target = tmp_path / "rt"
+    runtime.install_runtime(target, sim_dir=sim)
+    monkeypatch.setenv("FAKE_NPM_FAIL", "1")  # would fail, were it run
+    assert runtime.install_runtime(target, sim_dir=sim) == runtime.InstallResult(target, already_installed=True)
+    assert len(fake_npm.read_text().splitlines()) == 1
+    monkeypatch.delenv("FAKE_NPM_FAIL")
+    monkeypatch.setenv("FAKE_NPM_TAG", "v2")
+    assert not runtime.install_runtime(target, force=True, sim_dir=sim).already_installed
+    assert _tag(target) == "v2"
+    # After an upgrade (another lockfile) the stamp no longer matches: installed again.
+    (sim / "package-lock.json").write_text('{"lockfileVersion": 3, "packages": {}}')
+    monkeypatch.setenv("FAKE_NPM_TAG", "v3")
+    assert not runtime.install_runtime(target, sim_dir=sim).already_installed
+    assert _tag(target) == "v3" and (target / "package-lock.json").read_text() == (sim / "package-lock.json").read_text()
+    assert find_runtime({ENV_VAR: str(target)}, sim_dir=sim) == target
+
+
+def test_one_install_at_a_time(tmp_path: Path, fake_npm: Path) -> None:
+    sim = _sim_dir(tmp_path, with_modules=False)
+    target = tmp_path / "rt"
+    target.mkdir()
+    with (target / runtime.LOCK_FILE).open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(runtime.RuntimeInstallError) as info:
+            runtime.install_runtime(target, sim_dir=sim)
+    assert f"another `civicedge sim install-runtime` is installing into {target}" in str(info.value)
+    assert fake_npm.read_text() == ""
+
+
+def test_install_runtime_command_says_already_installed_on_a_second_run(tmp_path: Path, fake_npm: Path) -> None:
+    target = tmp_path / "rt"
+    command = [sys.executable, "-m", "hil.cli.main", "sim", "install-runtime", "--dir", str(target)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"installed: {target}/node_modules" in first.stdout
+    second = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "FAKE_NPM_FAIL": "1"})
+    assert second.returncode == 0, second.stderr
+    assert f"already installed: {target}/node_modules is the runtime of this civicedge (--force to reinstall)" \
+        in second.stdout
+    forced = subprocess.run([*command, "--force"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "FAKE_NPM_FAIL": "1"})
+    assert forced.returncode == 1
+    assert "npm ci failed (exit status 1)" in forced.stderr and "the runtime installed before is kept" in forced.stderr
+    assert _tag(target) == "v1"
