@@ -269,9 +269,13 @@ _MAX_ID = 2**63 - 1
 # in the period index, so only the newest row is read.
 # Whether a device has a report with an id up to ?2: its (device, w) index entries hold the ids.
 _DEVICE_REPORTED_SQL = "SELECT 1 FROM reports INDEXED BY reports_device_w WHERE device = ? AND id <= ? LIMIT 1"
-# The earliest period start of the reports with an id up to ?1: the period index walked from its start,
-# stopping at the first entry with such an id (the first one, as a rule: ids follow the arrival).
-_OLDEST_W_SQL = "SELECT w FROM reports INDEXED BY reports_w WHERE id <= ? ORDER BY w LIMIT 1"
+# The earliest period start at or after ?1 of the value reports (what the open data publishes: not the
+# boot reports a board sends before its clock is set, their period near 2000-01-01 or 1970, nor alarms)
+# with an id up to ?2, of devices not in the JSON list ?3: the period index walked from ?1, stopping at
+# the first such report (the first entry, as a rule: ids follow the arrival, and alarms and excluded
+# devices are few).
+_OLDEST_W_SQL = ("SELECT w FROM reports INDEXED BY reports_w WHERE w >= ?1 AND id <= ?2 AND type IN (%s)"
+                 " AND device NOT IN (SELECT value FROM json_each(?3)) ORDER BY w LIMIT 1" % _VALUE_TYPES_SQL)
 _RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports INDEXED BY reports_w"
                      " WHERE w >= ? AND w < ? AND id <= ?)")
 # How long close() waits for an interrupted statement of another thread to stop.
@@ -500,12 +504,16 @@ class ReportQueries:
                           (int(above), float(at)))
         return int(rows[0][0]) if rows else int(above)
 
-    def oldest_period_start(self, *, max_id: int | None = None) -> int | None:
-        """Return the earliest period start ``w`` of the stored reports (with an id up to ``max_id``, a
-        publication mark's bound, when given), None when there is none: from the period-start index,
-        one entry as a rule. Reports are never deleted (retention removes their values), so this is
-        where stored reports begin, not where values are still held."""
-        rows = self._rows(_OLDEST_W_SQL, (_MAX_ID if max_id is None else int(max_id),))
+    def oldest_period_start(self, *, max_id: int | None = None, since: int = 0,
+                            excluded: Sequence[str] = ()) -> int | None:
+        """Return the earliest period start ``w``, at or after ``since``, of the stored value reports
+        (``win``, ``hour``, ``day``: not ``boot`` or ``alarm``) with an id up to ``max_id`` (a publication
+        mark's bound, when given) of the devices not in ``excluded`` (revoked ones), None when there is
+        none: from the period-start index, seeking to ``since``, one entry as a rule. Reports are never
+        deleted (retention removes their values), so this is where stored reports begin, not where
+        values are still held."""
+        rows = self._rows(_OLDEST_W_SQL, (int(since), _MAX_ID if max_id is None else int(max_id),
+                                          json.dumps(list(excluded))))
         return int(rows[0][0]) if rows else None
 
     def devices_reported(self, devices: Sequence[str], *, max_id: int) -> set[str]:

@@ -112,6 +112,20 @@ def transparency_of(ctx: WebContext) -> dict[str, Any]:
     return build_transparency(ctx.policy, retention=retention)
 
 
+def longest_retention_days(transparency: Mapping[str, Any]) -> int:
+    """The longest retention in force of any field (days; 0 for a policy without fields)."""
+    return max((int(f["retention_days"]) for k in transparency["kinds"] for f in k["fields"]), default=0)
+
+
+def coverage_since(transparency: Mapping[str, Any], now: int) -> int:
+    """From where the oldest published report is looked for: the UTC day of now less the longest
+    retention in force and the longest period a report covers (a week, docs/protocol.md §2), before
+    which no report holds a value (retention removed them). A whole day, so the lookup is read again
+    once a day only; and a seek in the period index past the older reports."""
+    start = now - longest_retention_days(transparency) * DAY_S - 7 * DAY_S
+    return max(0, start - start % DAY_S)
+
+
 def base_of(request: web.Request, meta: OpenDataMeta) -> str:
     """Where the public reaches this gateway: ``[opendata] base_url``, else the scheme and ``Host`` the
     request came with (behind a reverse proxy that is the gateway's own address: set base_url)."""
@@ -248,8 +262,7 @@ class Catalogue:
         """
         if self.oldest is None:
             return None
-        days = max((int(f["retention_days"]) for k in self.transparency["kinds"] for f in k["fields"]), default=0)
-        start = max(self.oldest, self.now - days * DAY_S)
+        start = max(self.oldest, self.now - longest_retention_days(self.transparency) * DAY_S)
         return start - start % DAY_S
 
     def window_s(self) -> int:

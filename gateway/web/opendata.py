@@ -176,10 +176,11 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
     ctx = ctx_of(request)
     meta = meta_of(request)
     shown = ngsi.publishable(await ctx.fleet.devices(published=True))
-    oldest = await ctx.fleet.oldest_published()
+    transparency, now = catalogue.transparency_of(ctx), ctx.now()
+    oldest = await ctx.fleet.oldest_published(since=catalogue.coverage_since(transparency, now))
     return catalogue.Catalogue(meta=meta, base=catalogue.base_of(request, meta), policy=ctx.policy,
-                               transparency=catalogue.transparency_of(ctx), devices=shown,
-                               modified=_last_modified(shown), now=ctx.now(), oldest=oldest)
+                               transparency=transparency, devices=shown,
+                               modified=_last_modified(shown), now=now, oldest=oldest)
 
 
 @ROUTES.get("/opendata")

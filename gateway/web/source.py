@@ -120,8 +120,9 @@ class StoreFleetSource:
         self._saving: asyncio.Future[None] | None = None
         self._restoring: asyncio.Future[None] | None = None
         self._clock_behind = False
-        # (entities' bound, the earliest period start of the reports up to it): read once per bound
-        self._oldest: tuple[int, int | None] | None = None
+        # ((entities' bound, since, revoked devices), the earliest period start of the value reports up to
+        # that bound): read once per bound, day and revocation
+        self._oldest: tuple[tuple[int, int, tuple[str, ...]], int | None] | None = None
         # CSV bound -> device -> whether it has a report up to that bound (devices_reported)
         self._reported: dict[int, dict[str, bool]] = {}
         # The mark function of each kind of public answer (a bound is kept per kind: the CSV's is older).
@@ -478,16 +479,22 @@ class StoreFleetSource:
             at = float(publication.csv_published_at(at))
         return stamp.data_version, stamp.newest_id, at
 
-    async def oldest_published(self) -> int | None:
-        """The earliest period start of the reports the entities publish (received before their last
-        mark), None when they publish none: where the published data can begin (the catalogue's
-        ``temporal``). One index lookup per entities' bound, on the quick thread."""
+    async def oldest_published(self, *, since: int = 0) -> int | None:
+        """The earliest period start, at or after ``since``, of the value reports (``win``, ``hour``,
+        ``day``: not a board's ``boot`` report, its period near the epoch when its clock was never set,
+        nor alarms) the entities publish: received before their last mark, of the devices not revoked.
+        None when there is none: where the published data can begin (the catalogue's ``temporal``;
+        ``since``, the day values older than the longest retention are removed by, keeps the index
+        walk short). One index walk per entities' bound, ``since`` and revocation, on the quick thread."""
         bound = (await self._bound("entities", self._mark_of["entities"](self._clock())))[0]
+        revoked = tuple(sorted(r.id for r in self._registry.list() if r.revoked)) if self._registry is not None else ()
+        key = (bound, int(since), revoked)
         held = self._oldest
-        if held is None or held[0] != bound:
-            read = functools.partial(self._queries().oldest_period_start, max_id=bound)
+        if held is None or held[0] != key:
+            read = functools.partial(self._queries().oldest_period_start, max_id=bound, since=int(since),
+                                     excluded=revoked)
             oldest = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S) if bound > 0 else None
-            self._oldest = held = (bound, oldest)
+            self._oldest = held = (key, oldest)
         return held[1]
 
     async def latest_stored(self) -> tuple[int, float] | None:

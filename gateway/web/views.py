@@ -151,9 +151,10 @@ class FleetSource(Protocol):
         """Those of ``devices`` with a report received before ``received_before`` (a CSV mark)."""
         ...
 
-    async def oldest_published(self) -> int | None:
-        """The earliest period start of the reports the entities publish (received before their last
-        mark), None when they publish none: where the published data can begin (the catalogue's
+    async def oldest_published(self, *, since: int = 0) -> int | None:
+        """The earliest period start, at or after ``since``, of the value reports the entities publish
+        (received before their last mark, of the devices not revoked; not a board's ``boot`` report nor
+        an alarm), None when there is none: where the published data can begin (the catalogue's
         ``temporal``)."""
         ...
 

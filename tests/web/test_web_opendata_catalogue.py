@@ -76,14 +76,18 @@ async def test_without_configuration_the_catalogue_has_sensible_defaults(client:
 
 
 async def test_a_retention_shortened_by_the_city_moves_the_temporal_coverage(fleet: Fleet, client: TestClient) -> None:
-    # A report older than every retention (values removed, the report kept): the start is the retention's.
-    fleet.store.insert_batch([old_report(NOW - 2000 * 86400)])
+    # Reports of 1000 and 733 days ago: within the longest retention (wh, 1825 days) the start is the
+    # oldest one's day. With wh shortened to 30 days the longest is 730 (lamp, fill): the 733-day-old
+    # report's values are removed, the report kept, and the start is the retention's day.
+    day = 86400
+    fleet.store.insert_batch([old_report(NOW - 1000 * day, seq=80_001), old_report(NOW - 733 * day, seq=80_002)])
     before = (await get_json(client, "/opendata"))["temporal"]["start"]
+    assert before == _iso(NOW - NOW % day - 1000 * day)
     resp = await client.put("/api/admin/retention", headers=admin_headers(),
                             json={"kind": "streetlight", "field": "wh", "days": 30})
     assert resp.status == 200, await resp.text()
     index = await get_json(client, "/opendata")
-    assert index["temporal"]["start"] > before
+    assert index["temporal"]["start"] == _iso(NOW - NOW % day - 730 * day)
     (wh,) = [f for f in index["dataDictionary"]["fields"] if (f["kind"], f["field"]) == ("streetlight", "wh")]
     assert wh["retentionDays"] == 30
 

@@ -79,8 +79,9 @@ async def test_the_coverage_starts_on_the_day_of_the_oldest_published_report(fle
 
 async def test_reports_older_than_every_retention_start_it_at_the_retention(fleet: Fleet) -> None:
     """Retention removes a report's values but keeps the report: the oldest report no longer says where
-    values begin; the longest retention in force does."""
-    fleet.store.insert_batch([old_report(NOW - 2000 * DAY)])
+    values begin; the longest retention in force does. (A report starting more than a week before the
+    longest retention, the longest period a report covers, holds no value: it is not looked for.)"""
+    fleet.store.insert_batch([old_report(NOW - (_longest_retention_days() + 5) * DAY)])
     start = NOW - _longest_retention_days() * DAY
     async with _client(fleet.queries, fleet, [float(NOW)]) as c:
         temporal, dct = await _coverage(c)
@@ -118,8 +119,11 @@ def test_the_oldest_period_start_is_one_walk_of_the_period_index(tmp_path: Path)
         assert queries.oldest_period_start(max_id=2) == NOW          # id 3 is above the bound
         assert queries.oldest_period_start(max_id=0) is None
         plan = [str(r[3]) for r in queries._rows(  # noqa: SLF001 - the statement's plan
-            "EXPLAIN QUERY PLAN " + queries_module._OLDEST_W_SQL, (2,))]  # noqa: SLF001
-        assert plan == ["SCAN reports USING COVERING INDEX reports_w"], plan  # no sort, no table rows
+            "EXPLAIN QUERY PLAN " + queries_module._OLDEST_W_SQL, (0, 2, "[]"))]  # noqa: SLF001
+        # A seek in the period index (to ``since``), walked in order: no sort; the excluded devices' list
+        # is read once.
+        assert plan[0] == "SEARCH reports USING INDEX reports_w (w>?)", plan
+        assert not any("TEMP B-TREE" in step or step.startswith("SCAN reports") for step in plan), plan
     finally:
         queries.close()
         store.close()
