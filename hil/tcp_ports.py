@@ -88,8 +88,14 @@ class PortRange:
 
 
 def port_free(port: int, host: str = HOST) -> bool:
-    """True when ``port`` can be bound on ``host`` now (a probe: it may be taken right after)."""
+    """True when a listener could bind ``port`` on ``host`` now (a probe: it may be taken right after).
+
+    The probe sets ``SO_REUSEADDR`` as the listeners it stands for do (QEMU's sockets, asyncio's
+    servers): a port whose last connection is in TIME_WAIT (for about a minute after a server closed
+    it) is free to them, and so to the probe; a port another socket listens on is not.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

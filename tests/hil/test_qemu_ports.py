@@ -98,6 +98,33 @@ def test_without_a_data_uart_two_ports(tmp_path: Path) -> None:
     assert machine.data_url is None
 
 
+def _time_wait_port() -> int:
+    """A port whose only socket is a connection the server closed first (TIME_WAIT, about a minute), as a
+    stopped QEMU leaves its console port: its server socket set SO_REUSEADDR, as QEMU's and asyncio's do."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = int(server.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            conn, _ = server.accept()
+            conn.close()  # the server's side closes first: it is the one left in TIME_WAIT
+            assert client.recv(1) == b""
+    return port
+
+
+def test_a_port_in_time_wait_is_free_to_a_listener() -> None:
+    port = _time_wait_port()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # the TIME_WAIT entry is there (a bind without SO_REUSEADDR fails)
+    assert port_free(port)
+    with socket.socket() as listener:  # as QEMU and asyncio bind it
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert not port_free(port)  # a listening port is still taken
+
+
 def test_without_a_range_the_kernel_picks_distinct_free_ports() -> None:
     ports = choose_ports(3, None)
     assert len(set(ports)) == 3
@@ -108,7 +135,8 @@ STANDIN = """\
 #!{python}
 # Stands in for Espressif's QEMU (none on this machine): answers -machine help, logs its command line
 # and exits as QEMU does when it cannot start. With STANDIN_STEAL set, its first run leaves its console
-# port bound by another process (one that took it between the harness's probe and QEMU's bind).
+# port bound by another process (one that took it between the harness's probe and QEMU's bind); with
+# STANDIN_IN_USE, its first run says QEMU's "Address already in use" and leaves every port free.
 import os, re, subprocess, sys
 args = sys.argv[1:]
 if args[:2] == ["-machine", "help"]:
@@ -129,6 +157,11 @@ if os.environ.get("STANDIN_STEAL") and runs == 1:
     holder.stdout.readline()
     with open(log + ".holder", "w") as f:
         f.write(str(holder.pid))
+if os.environ.get("STANDIN_IN_USE") and runs == 1:
+    # QEMU's words when a port it was given is bound by then (the thief may have let it go since)
+    sys.stderr.write("qemu-system-xtensa: -serial tcp:127.0.0.1:%d,server,nowait: Failed to bind socket: "
+                     "Address already in use\\n" % console)
+    sys.exit(1)
 sys.stderr.write("stand-in qemu cannot start: " + " ".join(args) + "\\n")
 sys.exit(1)
 """
@@ -168,6 +201,16 @@ def test_a_port_taken_after_the_probe_is_retried_on_others(tmp_path: Path, stand
     first, second = _logged_ports(standin)  # started again once, then its own failure is raised
     assert all(port in RANGE for port in first + second)
     assert first[0] not in second, "the stolen console port was tried again"
+
+
+def test_an_address_in_use_exit_is_retried_though_its_ports_read_free(tmp_path: Path, standin: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process that took the port may have closed it again before the harness probes.
+    monkeypatch.setenv("STANDIN_IN_USE", "1")
+    machine = QemuMachine(image=tmp_path / "flash.bin", chip="esp32", port_range=RANGE, start_timeout_s=10)
+    with pytest.raises(QemuStartError, match="stand-in qemu cannot start"):
+        machine.start()
+    assert len(_logged_ports(standin)) == 2  # started again once, then its own failure is raised
 
 
 def test_an_exit_with_ports_free_is_not_retried(tmp_path: Path, standin: Path) -> None:

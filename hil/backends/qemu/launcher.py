@@ -193,8 +193,9 @@ class QemuMachine:
     def start(self) -> None:
         """Start QEMU and wait until its serial port accepts connections.
 
-        A QEMU that exits at start while one of its ports is now taken lost it to another process
-        after the probe: it is started again on other ports (at most :data:`PORT_TRIES` times).
+        A QEMU that exits at start while one of its ports is now taken (or saying "Address already in
+        use") lost it to another process after the probe: it is started again on other ports (at most
+        :data:`PORT_TRIES` times).
 
         Raises:
             QemuStartError: QEMU exited or did not open its serial port in time.
@@ -206,9 +207,12 @@ class QemuMachine:
                 return
             except QemuStartError as exc:
                 taken = [port for port in self._ports() if not port_free(port)]
-                if exc.returncode is None or not taken or attempt == PORT_TRIES:
+                # QEMU's own word counts too: the thief may have let the port go again by now.
+                refused = "Address already in use" in exc.stderr
+                if exc.returncode is None or not (taken or refused) or attempt == PORT_TRIES:
                     raise
-                log.info("port(s) %s were taken before QEMU bound them; trying others", taken)
+                log.info("port(s) %s were taken before QEMU bound them; trying others",
+                         taken or "(QEMU: address already in use)")
 
     def _start_once(self) -> None:
         cmd = self.command()
