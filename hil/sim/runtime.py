@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -45,7 +44,9 @@ STAMP = ".civicedge-runtime"
 LOCK_FILE = ".civicedge-install.lock"
 """File in the runtime directory that ``install-runtime`` holds an ``flock`` on while it installs."""
 _STAGING_PREFIX = ".civicedge-staging-"  # npm ci runs in target/<this>XXXX, renamed into place when it worked
-PACKAGE_NAME = "civicedge-sim"  # package.json's name: a directory holding another project's is refused
+MARKER = ".civicedge-runtime-dir"
+"""File ``install-runtime`` writes into a directory it installs into first: only such a directory, or an
+empty one, is installed into (never someone's project or home directory)."""
 _RUNTIME_PACKAGE = Path("node_modules") / "@micropython" / "micropython-webassembly-pyscript"
 _MANIFESTS = ("package.json", "package-lock.json")
 NPM_TIMEOUT_S = 900.0
@@ -212,6 +213,24 @@ def _swap_in(staging: Path, target: Path) -> None:
     (staging / "node_modules").rename(current)
 
 
+def _check_ours(target: Path) -> None:
+    """Refuse a non-empty ``target`` that ``install-runtime`` did not make (it holds no marker or stamp)."""
+    try:
+        entries = sorted(p.name for p in target.iterdir())
+    except FileNotFoundError:
+        return
+    except NotADirectoryError as exc:
+        raise RuntimeInstallError(f"{target} is not a directory", path=str(target)) from exc
+    except OSError as exc:
+        raise RuntimeInstallError(f"cannot read {target}: {exc.strerror or exc}", path=str(target)) from exc
+    if not entries or MARKER in entries or STAMP in entries:  # STAMP: made by an install before markers
+        return
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    raise RuntimeInstallError(f"{target} is not empty ({shown}) and was not made by install-runtime (no {MARKER} "
+                              "in it): refusing to run npm ci there; choose a new or empty directory",
+                              path=str(target))
+
+
 def install_runtime(target: Path, *, force: bool = False, sim_dir: Path = SIM_DIR,
                     timeout_s: float = NPM_TIMEOUT_S) -> InstallResult:
     """Install the simulator's Node packages into ``target`` with ``npm ci`` from the shipped lockfile.
@@ -223,25 +242,20 @@ def install_runtime(target: Path, *, force: bool = False, sim_dir: Path = SIM_DI
     (``flock`` on ``target/.civicedge-install.lock``); npm's install scripts are not run.
 
     Raises:
-        RuntimeInstallError: no ``npm``, ``target`` holds another project's ``package.json``, cannot be
-            written, another install into it is running, or ``npm ci`` failed or timed out.
+        RuntimeInstallError: no ``npm``, ``target`` is a non-empty directory install-runtime did not make,
+            cannot be written, another install into it is running, or ``npm ci`` failed or timed out.
     """
     target = target.expanduser().resolve()
     checkout = target == sim_dir.resolve()
-    existing = target / "package.json"
-    if existing.is_file() and not checkout:
-        try:
-            name = json.loads(existing.read_text()).get("name")
-        except (OSError, ValueError, AttributeError):
-            name = None
-        if name != PACKAGE_NAME:
-            raise RuntimeInstallError(f"{target} holds another project's package.json (not {PACKAGE_NAME}); "
-                                      "choose an empty directory or one made by install-runtime", path=str(target))
+    if not checkout:
+        _check_ours(target)
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeInstallError("npm is not on PATH: install Node.js >= 20 with npm", path=str(target))
     try:
         target.mkdir(parents=True, exist_ok=True)
+        if not checkout:
+            (target / MARKER).touch()  # before anything else: from now on the directory is install-runtime's
     except OSError as exc:
         raise RuntimeInstallError(f"cannot write {target}: {exc.strerror or exc}", path=str(target)) from exc
     with _install_lock(target):

@@ -128,7 +128,8 @@ def test_install_runtime_refuses_a_directory_of_another_project(tmp_path: Path) 
     proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "sim", "install-runtime", "--dir", str(theirs)],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 1
-    assert f"{theirs} holds another project's package.json (not civicedge-sim)" in proc.stderr
+    assert (f"{theirs} is not empty (package.json) and was not made by install-runtime (no {runtime.MARKER} in it): "
+            "refusing to run npm ci there; choose a new or empty directory") in proc.stderr
     assert (theirs / "package.json").read_text() == '{"name": "their-app", "dependencies": {"left-pad": "1.3.0"}}'
     assert sorted(p.name for p in theirs.iterdir()) == ["package.json"]
 
@@ -186,7 +187,7 @@ def test_a_failed_reinstall_keeps_the_working_runtime(tmp_path: Path, fake_npm: 
     # The runtime that worked still does, and nothing of the failed run is left.
     assert find_runtime(environ, sim_dir=sim) == target and _tag(target) == "v1"
     assert sorted(p.name for p in target.iterdir()) == sorted(
-        ["node_modules", "package.json", "package-lock.json", runtime.STAMP, runtime.LOCK_FILE])
+        ["node_modules", "package.json", "package-lock.json", runtime.STAMP, runtime.LOCK_FILE, runtime.MARKER])
     calls = fake_npm.read_text().splitlines()
     assert len(calls) == 2
     for call in calls:  # npm ran in a directory of its own inside the target, never in the runtime itself
@@ -218,13 +219,13 @@ def test_a_current_runtime_is_left_as_it_is_unless_forced(tmp_path: Path, fake_n
 def test_one_install_at_a_time(tmp_path: Path, fake_npm: Path) -> None:
     sim = _sim_dir(tmp_path, with_modules=False)
     target = tmp_path / "rt"
-    target.mkdir()
+    runtime.install_runtime(target, sim_dir=sim)
     with (target / runtime.LOCK_FILE).open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(runtime.RuntimeInstallError) as info:
-            runtime.install_runtime(target, sim_dir=sim)
+            runtime.install_runtime(target, force=True, sim_dir=sim)
     assert f"another `civicedge sim install-runtime` is installing into {target}" in str(info.value)
-    assert fake_npm.read_text() == ""
+    assert len(fake_npm.read_text().splitlines()) == 1  # only the first install ran npm
 
 
 def test_install_runtime_command_says_already_installed_on_a_second_run(tmp_path: Path, fake_npm: Path) -> None:
@@ -243,3 +244,29 @@ def test_install_runtime_command_says_already_installed_on_a_second_run(tmp_path
     assert forced.returncode == 1
     assert "npm ci failed (exit status 1)" in forced.stderr and "the runtime installed before is kept" in forced.stderr
     assert _tag(target) == "v1"
+
+
+def test_install_runtime_refuses_any_non_empty_directory_it_did_not_make(tmp_path: Path, fake_npm: Path) -> None:
+    sim = _sim_dir(tmp_path, with_modules=False)
+    # Another civicedge checkout's hil/sim (its package.json is ours by name), and a home directory
+    # with some node_modules but no package.json: neither was made by install-runtime.
+    other_checkout = _sim_dir(tmp_path / "other", with_modules=True)
+    home = tmp_path / "home"
+    (home / "node_modules" / "left-pad").mkdir(parents=True)
+    (home / ".bashrc").write_text("# mine\n")
+    for target in (other_checkout, home):
+        before = sorted(p.relative_to(target) for p in target.rglob("*"))
+        with pytest.raises(runtime.RuntimeInstallError) as info:
+            runtime.install_runtime(target, sim_dir=sim)
+        assert f"{target} is not empty (" in str(info.value)
+        assert "was not made by install-runtime" in str(info.value)
+        assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert fake_npm.read_text() == ""
+    # An empty directory (e.g. a mount point) is taken, and marked; so is one a marker-less install made.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    runtime.install_runtime(empty, sim_dir=sim)
+    assert (empty / runtime.MARKER).is_file()
+    older = _runtime(tmp_path / "older", sim, stamp="0" * 64)
+    assert not runtime.install_runtime(older, sim_dir=sim).already_installed
+    assert (older / runtime.MARKER).is_file() and _tag(older) == "v1"
