@@ -18,6 +18,7 @@ that mark: it holds the fleet as published, while the operators' one follows eve
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -90,6 +91,23 @@ class FleetState:
         self._checked_slot: int | None = None
         self._data: FleetData | None = None
         self._data_key: tuple[int, int] | None = None
+
+    def fork(self) -> FleetState:
+        """An unbounded state holding what this one has read (every field; its containers copied): its
+        next :meth:`refresh` reads only the reports stored after this one's watermark, and derives the
+        fleet anew (alarms and lamp history unbounded, as of the time it is given). The result is what a
+        fresh unbounded state reading the whole store would give: every merge is by report id or
+        (period start, seq), whatever the split. How the public fleet (bounded, at a publication mark)
+        becomes the operators' one without reading the store twice."""
+        with self._lock:
+            other = copy.copy(self)
+            for name, value in vars(self).items():
+                if isinstance(value, (dict, list, set)):
+                    setattr(other, name, copy.copy(value))
+        other._lock = threading.Lock()
+        other._bounded = False
+        other._data = other._data_key = None  # derived anew, unbounded, at its first refresh
+        return other
 
     @property
     def loaded(self) -> bool:

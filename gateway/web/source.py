@@ -99,7 +99,7 @@ class StoreFleetSource:
         # The operators' fleet: None until the first read, which forks it from the published one.
         self._state: FleetState | None = None
         # The fleet as published at the entities' last mark (module gateway.web.publication).
-        self._public = _PublishedFleet(store) if store is not None else None
+        self._public = FleetState(store, bounded=True) if store is not None else None
         self._loading: asyncio.Future[FleetData] | None = None
         self._refreshing: dict[bool, asyncio.Future[FleetData]] = {}
         # (kind, mark) -> the highest id of the reports received before the mark, the mark the answer is
@@ -501,30 +501,6 @@ class StoreFleetSource:
         """Id and receive time of the most recently stored report (None for an empty store); one index
         lookup."""
         return await self._reads.quick(self._queries().last_report_stamp, timeout_s=HEALTH_TIMEOUT_S)
-
-
-class _PublishedFleet(FleetState):
-    """The fleet as published (a bounded :class:`FleetState`), from which the operators' fleet starts.
-
-    Kept here, by the only user of a fork, rather than in gateway.web.snapshot (not this change's file).
-    """
-
-    def __init__(self, store: ReportQueries) -> None:
-        super().__init__(store, bounded=True)
-
-    def fork(self) -> FleetState:
-        """An unbounded :class:`FleetState` holding what this one has read: its next :meth:`refresh`
-        reads only the reports stored after this one's watermark, and derives the fleet anew (alarms
-        and lamp history unbounded, as of the time it is given). The result is what a fresh state
-        reading the whole store would give: every merge is by report id or (period start, seq),
-        whatever the split."""
-        with self._lock:
-            other = FleetState(self._store, recheck_s=self._recheck_s)
-            other._watermark = self._watermark
-            other._latest = dict(self._latest)
-            other._released = dict(self._released)
-            other._last = dict(self._last)
-        return other
 
 
 class RegistryAdmin:
