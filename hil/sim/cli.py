@@ -159,7 +159,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         formatter_class=raw,
         description="Install the simulator's Node packages with `npm ci` from the package.json and\n"
                     "package-lock.json civicedge ships, into a per-user directory (a pip-installed\n"
-                    "civicedge cannot count on writing its own package directory). Needs Node >= 20\n"
+                    "civicedge cannot count on writing its own package directory). Needs Node >= 20.6\n"
                     "and npm, and the npm registry. A checkout does not need it: scripts/setup\n"
                     "installs them in hil/sim/node_modules.\n"
                     "\n"

@@ -22,11 +22,13 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Mapping
 from urllib.parse import urlencode
@@ -50,6 +52,8 @@ empty one, is installed into (never someone's project or home directory)."""
 _RUNTIME_PACKAGE = Path("node_modules") / "@micropython" / "micropython-webassembly-pyscript"
 _MANIFESTS = ("package.json", "package-lock.json")
 NPM_TIMEOUT_S = 900.0
+HOOK_NODE_VERSION = (20, 6, 0)
+"""Oldest Node with ``module.register``, which a runtime outside ``hil/sim`` needs (js/runtime_resolve.mjs)."""
 
 
 class RuntimeMissingError(SimError):
@@ -142,16 +146,43 @@ def node_binary() -> str:
     return node
 
 
+@lru_cache(maxsize=8)
+def node_version(node: str) -> tuple[int, int, int]:
+    """Return ``node --version`` as (major, minor, patch).
+
+    Raises:
+        RuntimeMissingError: it cannot be run or prints no version.
+    """
+    try:
+        proc = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeMissingError(f"cannot run {node} --version: {exc}", searched=[], node=node) from exc
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)\S*", proc.stdout.strip())
+    if proc.returncode != 0 or match is None:
+        raise RuntimeMissingError(f"{node} --version printed {proc.stdout.strip()!r} (exit status {proc.returncode}), "
+                                  "not a Node.js version", searched=[], node=node)
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
 def node_command(environ: Mapping[str, str] | None = None, *, sim_dir: Path = SIM_DIR) -> list[str]:
     """``node`` and the options that let the scripts in ``hil/sim`` import the runtime found.
 
     Raises:
-        RuntimeMissingError: no ``node``, or no runtime (:func:`find_runtime`).
+        RuntimeMissingError: no ``node``, no runtime (:func:`find_runtime`), or a runtime outside
+            ``sim_dir`` and a Node older than 20.6 (no ``module.register`` for the resolve hook).
     """
     node = node_binary()
     runtime = find_runtime(environ, sim_dir=sim_dir)
     if runtime == sim_dir:
         return [node]  # Node finds hil/sim/node_modules by itself
+    version = node_version(node)
+    if version < HOOK_NODE_VERSION:
+        need = ".".join(map(str, HOOK_NODE_VERSION[:2]))
+        raise RuntimeMissingError(
+            f"{node} is Node v{'.'.join(map(str, version))}; the simulator's packages in {runtime} (outside hil/sim) "
+            f"are loaded through a resolve hook (module.register), which needs Node >= {need}: install a newer "
+            "Node.js", searched=[str(runtime)], node=node)
     hook = (sim_dir / "js" / "runtime_resolve.mjs").as_uri() + "?" + urlencode({"dir": str(runtime)})
     return [node, "--import", hook]
 

@@ -270,3 +270,27 @@ def test_install_runtime_refuses_any_non_empty_directory_it_did_not_make(tmp_pat
     older = _runtime(tmp_path / "older", sim, stamp="0" * 64)
     assert not runtime.install_runtime(older, sim_dir=sim).already_installed
     assert (older / runtime.MARKER).is_file() and _tag(older) == "v1"
+
+
+@pytest.mark.parametrize("version, works", [("v20.5.1", False), ("v18.19.0", False), ("v20.6.0", True),
+                                            ("v22.11.0", True)])
+def test_a_runtime_outside_hil_sim_needs_node_20_6(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str,
+                                                   works: bool) -> None:
+    sim = _sim_dir(tmp_path, with_modules=False)
+    env_dir = _runtime(tmp_path / "env", sim)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "node").write_text(f"#!/bin/sh\necho {version}\n")
+    (bin_dir / "node").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    environ = {ENV_VAR: str(env_dir), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    if works:
+        assert node_command(environ, sim_dir=sim)[:2] == [str(bin_dir / "node"), "--import"]
+    else:
+        with pytest.raises(RuntimeMissingError) as info:
+            node_command(environ, sim_dir=sim)
+        assert f"{bin_dir / 'node'} is Node {version}; the simulator's packages in {env_dir}" in str(info.value)
+        assert "which needs Node >= 20.6" in str(info.value)
+    # The checkout's own node_modules needs no hook, so no version check.
+    (sim / PACKAGE).mkdir(parents=True)
+    assert node_command(environ, sim_dir=sim) == [str(bin_dir / "node")]
