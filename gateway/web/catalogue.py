@@ -186,7 +186,8 @@ def data_dictionary(transparency: Mapping[str, Any], policy: Mapping[str, Any]) 
                 "unitCode": _unit_code(str(f["unit"])), "aggregate": aggregate,
                 "value": _value_meaning(f, aggregate), "period": format_duration(int(f["period_s"])),
                 "periodSeconds": f["period_s"], "aboutPeople": f["personal"], "release": f["release_text"],
-                "quantum": f.get("quantum"), "noise": None, "retentionDays": f["retention_days"],
+                "quantum": f.get("quantum"), "validRange": f.get("valid_range"), "noise": None,
+                "retentionDays": f["retention_days"],
                 "source": f["source"], "purpose": f["purpose"],
             }
             if f["release"] == "noisy_count":

@@ -96,6 +96,9 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
         field["retention_days"] = int(effective)
     if "quantum" in spec:
         field["quantum"] = int(spec["quantum"])
+    if "valid_range" in spec:  # checked at load (gateway.pipeline.verify): two whole numbers, min <= max
+        low, high = spec["valid_range"]
+        field["valid_range"] = [int(low), int(high)]
     if "release_every_s" in spec:
         field["release_every_s"] = int(spec["release_every_s"])
     if release == "noisy_count":
@@ -186,6 +189,10 @@ def _field_row(f: Mapping[str, Any]) -> str:
         privacy = "not about people" if not f["personal"] else "people-related"
         if "quantum" in f:
             privacy += f"; rounded to {_e(f['quantum'])} {_e(f['unit'])}"
+        if "valid_range" in f:
+            low, high = f["valid_range"]
+            privacy += (f"; a value outside {_e(low)} to {_e(high)} {_e(f['unit'])} (a faulty sensor) is dropped "
+                        f"by the gateway")
         if "release_every_s" in f:
             # e.g. a bin's fill: it steps up at each deposit, so more often it would date them finer
             every = _e(format_duration(f["release_every_s"]))
