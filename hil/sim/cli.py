@@ -300,14 +300,9 @@ def _cmd_install_runtime(args: argparse.Namespace) -> int:
               "reinstall)", flush=True)
     else:
         print(f"installed: {installed}/node_modules", flush=True)
-    try:
-        found = runtime.find_runtime()
-    except runtime.RuntimeMissingError:
-        found = None
-    if found != installed:
-        # Installed where the lookup does not reach (or behind another runtime): say how to point at it.
-        print(f"note: the simulator uses {found or 'no runtime'} now; set {runtime.ENV_VAR}={installed} "
-              "to use this one", flush=True)
+    note = runtime.usage_note(installed)  # installed where the lookup does not reach, or behind another runtime
+    if note is not None:
+        print(f"note: {note}", flush=True)
     return 0
 
 

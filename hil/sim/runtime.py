@@ -113,6 +113,25 @@ def _usable(candidate: Candidate, sim_dir: Path) -> bool:
         return False
 
 
+def _first_usable(environ: Mapping[str, str] | None, sim_dir: Path) -> Candidate | None:
+    return next((c for c in candidates(environ, sim_dir=sim_dir) if _usable(c, sim_dir)), None)
+
+
+def usage_note(installed: Path, environ: Mapping[str, str] | None = None, *, sim_dir: Path = SIM_DIR) -> str | None:
+    """What to tell the user after installing into ``installed`` when the simulator will not use it, else None.
+
+    Paths are compared resolved (a symlinked home or ``$XDG_DATA_HOME`` names the same directory).
+    """
+    found = _first_usable(environ, sim_dir)
+    if found is not None and found.path.resolve() == installed.resolve():
+        return None
+    if found is not None and found.source == "checkout":
+        return (f"this checkout's {found.path}/node_modules is looked in first, so the simulator run from it uses "
+                f"that one; {installed} serves an installed civicedge (a wheel)")
+    where = f"{found.path} ({found.source})" if found is not None else "no runtime"
+    return f"the simulator uses {where} now; set {ENV_VAR}={installed} to use this one"
+
+
 def find_runtime(environ: Mapping[str, str] | None = None, *, sim_dir: Path = SIM_DIR) -> Path:
     """Return the first directory holding a usable ``node_modules`` for the simulator.
 

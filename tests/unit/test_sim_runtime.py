@@ -294,3 +294,24 @@ def test_a_runtime_outside_hil_sim_needs_node_20_6(tmp_path: Path, monkeypatch: 
     # The checkout's own node_modules needs no hook, so no version check.
     (sim / PACKAGE).mkdir(parents=True)
     assert node_command(environ, sim_dir=sim) == [str(bin_dir / "node")]
+
+
+def test_usage_note_after_an_install(tmp_path: Path) -> None:
+    sim = _sim_dir(tmp_path, with_modules=False)
+    real_data = tmp_path / "data"
+    real_data.mkdir()
+    (tmp_path / "xdg-link").symlink_to(real_data, target_is_directory=True)
+    environ = {"XDG_DATA_HOME": str(tmp_path / "xdg-link")}
+    # Installed into the user directory reached through a symlink (install_runtime resolves it): no note.
+    user = _runtime(real_data / "civicedge" / "sim-runtime", sim)
+    assert runtime.usage_note(user, environ, sim_dir=sim) is None
+    # Installed where the lookup does not reach: the user directory serves; name the variable.
+    elsewhere = _runtime(tmp_path / "opt", sim)
+    assert runtime.usage_note(elsewhere, environ, sim_dir=sim) == (
+        f"the simulator uses {tmp_path / 'xdg-link' / 'civicedge' / 'sim-runtime'} (user) now; "
+        f"set {ENV_VAR}={elsewhere} to use this one")
+    # In a checkout with its own packages, the variable would not help: they are looked in first.
+    (sim / PACKAGE).mkdir(parents=True)
+    note = runtime.usage_note(elsewhere, {**environ, ENV_VAR: str(elsewhere)}, sim_dir=sim)
+    assert note == (f"this checkout's {sim}/node_modules is looked in first, so the simulator run from it uses "
+                    f"that one; {elsewhere} serves an installed civicedge (a wheel)")
