@@ -5,15 +5,17 @@ what a device may send; the gateway's policy gate and the transparency page read
 
 ``firmware/`` and ``boards/`` sit at the top of a checkout (and an editable install reads them
 there). A built wheel carries copies of both inside this package, as ``gateway/_bundle/``
-(setup.py's build step), found through :mod:`importlib.resources`; they are looked for first, so a
+(setup.py's build step). In a civicedge checkout (the directory above this package holds
+civicedge's ``pyproject.toml``) the checkout's own trees are used, so a stale ``_bundle`` left in
+the source tree is never read in their place; anywhere else the bundle is looked for first, so a
 stray ``firmware/`` directory beside an installed package is never taken for ours.
 """
 
 from __future__ import annotations
 
 import json
+import tomllib
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ _PKG_DIR = Path(__file__).resolve().parent
 _CHECKOUT_ROOT = _PKG_DIR.parent
 BUNDLE_DIR = "_bundle"
 """Directory of this package that holds ``firmware/`` and ``boards/`` in a built wheel (setup.py)."""
+DISTRIBUTION = "civicedge"  # pyproject.toml's [project] name, which marks a checkout
 
 
 class ResourcesMissingError(GatewayError):
@@ -41,28 +44,49 @@ class ResourcesMissingError(GatewayError):
         self.searched = searched
 
 
-def _bundle_root() -> Path | None:
-    """``gateway/_bundle`` of an installed wheel, or None (a checkout, or a package not on a file system)."""
-    bundle = resources.files(__package__ or "gateway") / BUNDLE_DIR
-    if isinstance(bundle, Path) and (bundle / "firmware" / "policy.json").is_file():
+def _is_checkout(root: Path) -> bool:
+    """``root`` holds civicedge's ``pyproject.toml`` and ``firmware/policy.json``: a civicedge checkout."""
+    if not (root / "firmware" / "policy.json").is_file():
+        return False
+    try:
+        with (root / "pyproject.toml").open("rb") as fh:
+            project = tomllib.load(fh).get("project")
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(project, dict) and project.get("name") == DISTRIBUTION
+
+
+def locate(pkg_dir: Path) -> Path:
+    """Return the directory holding ``firmware/`` and ``boards/`` for the ``gateway`` package in ``pkg_dir``.
+
+    The checkout above ``pkg_dir`` when it is civicedge's; else ``pkg_dir/_bundle`` (an installed
+    wheel); else a checkout-like directory above ``pkg_dir`` holding ``firmware/policy.json``.
+
+    Raises:
+        ResourcesMissingError: none holds them.
+    """
+    checkout = pkg_dir.parent
+    if _is_checkout(checkout):
+        return checkout
+    bundle = pkg_dir / BUNDLE_DIR
+    if (bundle / "firmware" / "policy.json").is_file():
         return bundle
-    return None
+    if (checkout / "firmware" / "policy.json").is_file():
+        return checkout
+    raise ResourcesMissingError((bundle, checkout))
 
 
+@lru_cache(maxsize=1)
 def project_root() -> Path:
-    """Return the directory holding ``firmware/`` and ``boards/``.
+    """Return the directory holding ``firmware/`` and ``boards/`` (cached: :func:`locate` of this package).
 
-    That is the wheel's ``gateway/_bundle`` when installed from a wheel, else the checkout.
+    That is the checkout in a civicedge checkout (an editable install too), the wheel's
+    ``gateway/_bundle`` when installed from a wheel.
 
     Raises:
         ResourcesMissingError: neither holds them.
     """
-    bundle = _bundle_root()
-    if bundle is not None:
-        return bundle
-    if (_CHECKOUT_ROOT / "firmware" / "policy.json").is_file():
-        return _CHECKOUT_ROOT
-    raise ResourcesMissingError((_PKG_DIR / BUNDLE_DIR, _CHECKOUT_ROOT))
+    return locate(_PKG_DIR)
 
 
 def firmware_dir() -> Path:

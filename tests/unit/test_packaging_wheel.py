@@ -81,6 +81,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
         "boards/.mypy_cache/3.11/manifest.data.json": "{}",
         "firmware/lib/civic/__pycache__/report.cpython-311.pyc": "\0",
         "hil/sim/node_modules/left-pad/package.json": "{}",
+        # A stale bundle in the source tree (an old in-tree build): never shipped in its place.
+        "gateway/_bundle/firmware/policy.json": '{"stale": true}',
+        "gateway/_bundle/firmware/lib/old_module.py": "# removed from firmware/ since",
     }
     for rel, text in untracked.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +116,7 @@ def test_sdist_carries_exactly_the_tracked_firmware_and_boards_and_the_licence(
     assert not [n for n in names if n.split("/")[0] in BUNDLED_TREES and not members[n].isfile()
                 and not members[n].isdir()], "a link or special file in the sdist"
     assert {"LICENSE", "setup.py", "MANIFEST.in", "pyproject.toml"} <= names
-    assert not [n for n in names if "node_modules" in n or n.endswith(".pyc")]
+    assert not [n for n in names if "node_modules" in n or n.endswith(".pyc") or n.startswith("gateway/_bundle")]
 
 
 def test_wheel_carries_exactly_the_tracked_firmware_and_boards_policy_and_licence(
