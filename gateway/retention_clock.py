@@ -23,15 +23,26 @@ months of data in one pass. Two checks keep it to a plausible clock:
   (without this, stored values would outlive their retention once the devices fall silent). Not applied under ``[sim_clock]``: the simulation moves its clock as it likes
   and time elapsed means nothing there (the first check still applies).
 
-What no check can tell: a clock that was already wrong when the gateway started and has stamped reports
-since. docs/gateway.md (Retention) says so.
+A suspicion outlives a restart, and reports do not confirm the clock that stamps them. A pass skipped as
+``clock_ahead`` *holds* retention (reason ``held``): the hold is saved in the store's ``meta`` table
+(:data:`META_KEY`, with the time of the last pass that ran) and kept after the clock agrees with the
+data again, because the data after the jump was stamped by the same clock. It is released once the
+clock has agreed with the stored reports for :data:`CONFIRM_SPAN_S` of time measured while the gateway
+runs (the monotonic clock; the gateway's clock under ``[sim_clock]``), or at once when the operator
+confirms (``civicedge gateway retention --confirm`` writes :data:`CONFIRM_FILE` in the data directory).
+A pass that would remove more than :data:`HOLD_SHARE` of a field's stored values (at least
+:data:`HOLD_MIN_VALUES` of them) whose retention did not change since the last pass is held the same way,
+with an ERROR, before anything is removed: a clock that was already wrong when the gateway started
+passes both checks above. docs/gateway.md (Retention) explains the cases.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,34 @@ STEP_TOLERANCE_S = 300.0
 # While passes are skipped they are tried again this often (s), so a gateway that receives a report
 # resumes within a minute (and /healthz clears), not after a whole interval.
 SKIPPED_RETRY_S = 60.0
+# A held retention is released once the clock has agreed with the stored reports for this long (s).
+CONFIRM_SPAN_S = 86400.0
+# A pass that would remove more than this share of a field's stored values, and at least
+# HOLD_MIN_VALUES of them, is held (unless its retention changed since the last pass, or confirmed).
+HOLD_SHARE = 0.5
+HOLD_MIN_VALUES = 50
+# The store's meta row holding what the checks know (a hold, the last pass that ran), as JSON.
+META_KEY = "retention_clock"
+# Written in the data directory by `civicedge gateway retention --confirm`; read (and removed) by the
+# next pass, which then runs whatever it removes.
+CONFIRM_FILE = "retention-confirm"
+
+
+@dataclass
+class LargeRemovalHold:
+    """What makes a retention pass hold instead of removing (gateway.storage.ReportStore.apply_retention).
+
+    Attributes:
+        share: a field losing more than this share of its stored values holds the pass ...
+        min_values: ... if it loses at least this many.
+        exempt: ``(kind, field)`` whose retention changed since the last pass (removed as asked).
+        held: filled by the store: one line per field that held the pass (empty: the pass ran).
+    """
+
+    share: float = HOLD_SHARE
+    min_values: int = HOLD_MIN_VALUES
+    exempt: frozenset[tuple[str, str]] = frozenset()
+    held: list[str] = field(default_factory=list)
 
 
 def _days(seconds: float) -> str:
@@ -66,8 +105,9 @@ class RetentionClock:
 
     Attributes:
         problem: why passes are skipped now (for ``/healthz``), or None.
-        reason: the metric label of :attr:`problem` (``clock_behind`` / ``clock_ahead``), or None.
+        reason: the metric label of :attr:`problem` (``clock_behind`` / ``clock_ahead`` / ``held``), or None.
         offset: forward steps of the wall clock seen while running, not followed (s).
+        hold: the hold retention is under (saved with :meth:`state`, taken back by :meth:`restore`), or None.
     """
 
     def __init__(self, interval_s: float, monotonic: Callable[[], float] | None = time.monotonic) -> None:
@@ -80,6 +120,85 @@ class RetentionClock:
         self.offset = 0.0
         self.problem: str | None = None
         self.reason: str | None = None
+        # A hold (saved in the store's meta, restore()): {"reason": "clock_ahead" | "large_removal",
+        # "since": clock time it began, "detail": what was seen, "agreed_s": time the clock has agreed since}
+        self.hold: dict[str, Any] | None = None
+        self._ran_at: float | None = None  # removal time of the last pass that ran (saved: outlives a restart)
+        self._days: dict[str, int] | None = None  # the retention of that pass, "kind.field" -> days
+        self._since_pass: tuple[float, float | None] | None = None  # (clock, monotonic) at the previous pass
+        self._ahead = ""  # the clock_ahead finding, in short (a hold's detail)
+        self._confirmed = False  # the operator confirmed (or the hold's span ended): the next pass runs
+
+    def restore(self, saved: str | None) -> None:
+        """Take back what the checks knew before a restart (the ``meta`` row :data:`META_KEY`, or None).
+
+        A row that cannot be read is logged and left out (the checks start afresh, as before it existed).
+        """
+        if saved is None:
+            return
+        try:
+            state = json.loads(saved)
+            hold = state.get("hold")
+            if hold is not None and not (isinstance(hold, dict) and hold.get("reason") in ("clock_ahead", "large_removal")
+                                         and isinstance(hold.get("since"), (int, float))
+                                         and isinstance(hold.get("agreed_s"), (int, float))):
+                raise ValueError("bad hold %r" % (hold,))
+            ran_at, days = state.get("ran_at"), state.get("days")
+            if ran_at is not None and not isinstance(ran_at, (int, float)):
+                raise ValueError("bad ran_at %r" % (ran_at,))
+            if days is not None and not (isinstance(days, dict) and all(isinstance(v, int) for v in days.values())):
+                raise ValueError("bad days %r" % (days,))
+        except (ValueError, AttributeError) as exc:
+            log.warning("retention: the saved state of its clock checks (meta %s) cannot be read (%s); starting "
+                        "afresh", META_KEY, exc)
+            return
+        self.hold, self._ran_at, self._days = hold, ran_at, days
+        if hold is not None:
+            log.warning("retention is held since %s (saved before this start): %s", _when(hold["since"]),
+                        hold.get("detail", hold["reason"]))
+
+    def state(self) -> str:
+        """What to save in the store's ``meta`` row :data:`META_KEY` (JSON) so a restart does not forget it."""
+        return json.dumps({"hold": self.hold, "ran_at": self._ran_at, "days": self._days}, sort_keys=True)
+
+    def confirm(self, now: float) -> None:
+        """The operator confirmed the clock and what retention removes: the next pass runs, held or not."""
+        self._confirmed = True
+        if self.hold is not None:
+            log.warning("retention: the operator confirmed the gateway clock (%s); the pass held since %s runs now",
+                        _when(now), _when(self.hold["since"]))
+        else:
+            log.warning("retention: the operator confirmed the gateway clock (%s); nothing was held, the next pass "
+                        "runs whatever it removes", _when(now))
+
+    def large_removal_hold(self, retention_days: dict[tuple[str, str], int]) -> LargeRemovalHold | None:
+        """The hold rule for the pass about to run, or None when the pass runs whatever it removes (confirmed,
+        or a hold's span ended). Fields whose retention changed since the last pass that ran are exempt."""
+        if self._confirmed:
+            return None
+        saved = self._days or {}
+        exempt = frozenset(k for k, d in retention_days.items() if "%s.%s" % k in saved and saved["%s.%s" % k] != d)
+        return LargeRemovalHold(exempt=exempt)
+
+    def held(self, now: float, fields: list[str]) -> None:
+        """The store held the pass (``fields``: what it would have removed): hold retention, ERROR once."""
+        detail = ("a pass would remove %s (more than %d %% of what is stored of a field); held until the gateway "
+                  "clock has agreed with the stored reports for %s or the operator confirms" % (
+                      "; ".join(fields), HOLD_SHARE * 100, _days(CONFIRM_SPAN_S)))
+        if self.hold is None or self.hold["reason"] != "large_removal":
+            log.error("retention held: %s: nothing is removed; if the clock (date -u) and the retention are right, "
+                      "run `civicedge gateway retention --confirm`", detail)
+            self.hold = {"reason": "large_removal", "since": now, "detail": detail,
+                         "agreed_s": 0.0 if self.hold is None else self.hold["agreed_s"]}
+        self.problem, self.reason = "retention held: " + detail, "held"
+
+    def ran(self, removal_time: float, retention_days: dict[tuple[str, str], int]) -> None:
+        """A pass ran (it removed what it found): any hold is over."""
+        if self.hold is not None:
+            log.warning("retention resumes: the pass held since %s ran", _when(self.hold["since"]))
+        self.hold, self._confirmed, self.problem, self.reason = None, False, None, None
+        self._ran_at = removal_time
+        self._days = {"%s.%s" % k: d for k, d in sorted(retention_days.items())}
 
     def removal_time(self, now: float, last_received: float | None) -> float | None:
         """The time to remove values by (``now`` less the steps not followed), or None to skip the pass.
@@ -89,19 +208,58 @@ class RetentionClock:
             last_received: ``received_at`` of the last stored report (None: the store holds none).
         """
         self._follow_steps(now, last_received)
+        agreed = self._agreed_since_last_pass(now)
         problem, reason = self._check(now, last_received)
+        if reason == "clock_ahead" and self._confirmed:
+            problem = reason = None  # the operator confirmed this clock (a gateway off that long, say)
         if problem is None:
-            if self.problem is not None:
+            if self.hold is not None and not self._confirmed:
+                # Reports stamped by a clock do not confirm it: only time it has agreed with them does.
+                self.hold["agreed_s"] = float(self.hold["agreed_s"]) + agreed
+                if self.hold["agreed_s"] >= CONFIRM_SPAN_S:
+                    log.warning("retention: the gateway clock (%s) has agreed with the stored reports for %s since "
+                                "the hold of %s; the held pass runs", _when(now), _days(self.hold["agreed_s"]),
+                                _when(self.hold["since"]))
+                    self._confirmed = True
+                elif self.hold["reason"] == "large_removal":
+                    # The store is asked again (the hold rule applies): a pass no longer that large (the
+                    # retention set back, the clock put right) runs and ends the hold. Still held meanwhile.
+                    return now - self.offset
+                else:
+                    problem, reason = self._held_problem(), "held"
+                    if self.reason in ("clock_ahead", "clock_behind"):
+                        log.warning("%s", problem)
+            elif self.problem is not None and self.hold is None:  # (a hold's end is logged by ran())
                 log.warning("retention resumes: the gateway clock (%s) agrees with the last stored report again",
                             _when(now))
-        elif reason != self.reason:
-            log.warning("retention skipped: %s", problem)
+        else:
+            if self.hold is not None:
+                self.hold["agreed_s"] = 0.0  # the span starts again once it agrees
+            elif reason == "clock_ahead":
+                self.hold = {"reason": "clock_ahead", "since": now, "detail": self._ahead, "agreed_s": 0.0}
+            if reason != self.reason:
+                log.warning("retention skipped: %s", problem)
         self.problem, self.reason = problem, reason
         if problem is not None:
             return None
         if self._mono is not None:
             self._ran = (now - self.offset, self._mono())
         return now - self.offset
+
+    def _held_problem(self) -> str:
+        assert self.hold is not None
+        return ("retention held since %s (%s); reports stamped by the gateway clock since do not confirm it: "
+                "retention resumes once the clock has agreed with the stored reports for %s (%s so far), or after "
+                "`civicedge gateway retention --confirm`" % (_when(self.hold["since"]), self.hold.get("detail", self.hold["reason"]),
+                                          _days(CONFIRM_SPAN_S), _days(self.hold["agreed_s"])))
+
+    def _agreed_since_last_pass(self, now: float) -> float:
+        """Time elapsed since the previous pass of this run (monotonic; the clock under [sim_clock]), >= 0."""
+        mono = self._mono() if self._mono is not None else None
+        prev, self._since_pass = self._since_pass, (now, mono)
+        if prev is None:
+            return 0.0
+        return max(0.0, (mono - prev[1]) if mono is not None and prev[1] is not None else now - prev[0])
 
     def _check(self, now: float, last: float | None) -> tuple[str | None, str | None]:
         if last is None:
@@ -110,14 +268,20 @@ class RetentionClock:
             return ("the gateway clock (%s) is %s behind the last stored report's reception time (%s): the clock was "
                     "set back; nothing is removed until it is right again" % (_when(now), _days(last - now),
                                                                              _when(last)), "clock_behind")
-        ahead = now - self.offset - last
+        # The last pass that ran (saved before a restart) is time the clock was trusted at, reports or not.
+        ref, what = last, "the last stored report's reception time"
+        if self._ran_at is not None and self._ran_at > last + CLOCK_BACK_TOLERANCE_S:
+            ref, what = self._ran_at, "the last retention pass that ran"
+        ahead = now - self.offset - max(last, self._ran_at or last)
         if self._ran is not None and self._mono is not None:
             # time measured since a pass that ran is real time, reports or not
             ahead = min(ahead, now - self.offset - (self._ran[0] + self._mono() - self._ran[1]))
         if ahead > self._interval + AHEAD_MARGIN_S:
-            return ("the gateway clock (%s) is %s ahead of the last stored report's reception time (%s): either the "
-                    "clock jumped or no report arrived for that long; nothing is removed until a report arrives "
-                    "(check the clock: date -u, timedatectl)" % (_when(now), _days(ahead), _when(last)),
+            self._ahead = "the gateway clock (%s) was %s ahead of %s (%s)" % (_when(now), _days(ahead), what, _when(ref))
+            return ("the gateway clock (%s) is %s ahead of %s (%s): either the clock jumped or no report arrived for "
+                    "that long; nothing is removed until the clock has agreed with reports stamped by it for %s, or "
+                    "the operator confirms it (check the clock: date -u, timedatectl; then civicedge gateway "
+                    "retention --confirm)" % (_when(now), _days(ahead), what, _when(ref), _days(CONFIRM_SPAN_S)),
                     "clock_ahead")
         return None, None
 

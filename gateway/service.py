@@ -30,8 +30,13 @@ from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
 from gateway.registry import Registry
 from gateway.resources import load_policy
+from gateway.retention_clock import CONFIRM_FILE as RETENTION_CONFIRM_FILE
+from gateway.retention_clock import META_KEY as RETENTION_META_KEY
 from gateway.retention_clock import SKIPPED_RETRY_S, RetentionClock
-from gateway.storage.store import ReportStore
+from gateway.storage import disk_space
+from gateway.storage.damage import DOCS as DAMAGE_DOCS
+from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
+from gateway.storage.store import ReportStore, real_store_path
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
 from gateway.upstream.mqtt import HEALTH_STALLED, MqttUpstream, encode_report
@@ -77,12 +82,18 @@ class Gateway:
         self.metrics = GatewayMetrics(config.id)
         self.metrics.watch_store(config.storage.path)  # its size and free disk, read at each scrape
         self.registry = Registry(config.registry_dir)
+        # Read before the store opens it: a -wal holding pages is what a gateway that did not stop cleanly
+        # leaves (gateway.storage.damage.unclean_stop); said with the start-up check of the file.
+        self._unclean = unclean_stop(real_store_path(config.storage.path))
         encoder = encode_report(config.mqtt.topic_prefix, config.id) if config.mqtt else None
         self.store = ReportStore(
             config.storage.path, gateway_id=config.id, outbox_encoder=encoder,
             outbox_max_bytes=config.mqtt.outbox_max_bytes if config.mqtt else 0,
             outbox_policy=config.mqtt.outbox_policy if config.mqtt else "drop_oldest",
         )
+        self.metrics.store_damaged.set_function(lambda: 0.0 if self.store.damage.problem is None else 1.0)
+        self._check: QuickCheck | None = None  # the start-up quick_check while it runs
+        self._damage_logged = False
         sim_clock = config.sim_clock
         # Under [sim_clock]: virtual time, following the simulation's file if it has one, never stepping back.
         clock: Callable[[], float] = time.time if sim_clock is None else SimClock(sim_clock)
@@ -146,12 +157,15 @@ class Gateway:
         self.metrics.config_problems.set(len(self.config.open_data.problems))
         await self.ingest.start()
         self.metrics.outbox_depth.set(self.store.outbox_depth)
+        # Retention first: its first store call (what its checks knew, the last report's time) is queued on
+        # the store's thread before any report from the links is stored by the clock it checks.
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         for transport in self.transports:
             self._tasks.append(asyncio.create_task(self._supervise(transport), name=transport.name))
         if self.upstream is not None:
             self._tasks.append(asyncio.create_task(self.upstream.run(), name="mqtt"))
-        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         self._tasks.append(asyncio.create_task(self._watch_store(), name="store-watch"))
+        self._tasks.append(asyncio.create_task(self._check_store(), name="store-check"))
         if self.config.http is not None:
             await self._start_web()
         log.info("gateway %s running (civicedge %s): %d serial port(s), BLE %s, upstream %s, store %s",
@@ -220,7 +234,8 @@ class Gateway:
                                                    overrides=self.config.retention_overrides)
         from gateway.routes.web import routes_for_gateway  # GET /api/routes/plan, [routes] of the config
 
-        self._queries = ReportQueries(self.config.storage.path)
+        # A read that finds the file damaged records it where the writer looks before each commit.
+        self._queries = ReportQueries(self.config.storage.path, damage=self.store.damage)
         app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token,
                          admin_token_file=http.admin_token_file, retention=self._retention_source,
@@ -252,14 +267,22 @@ class Gateway:
 
     def _health(self) -> list[str]:
         reasons = []
+        damaged = self.store.damage.problem
+        if damaged is not None:
+            reasons.append("report store damaged, nothing is committed or acknowledged until a restart on a "
+                           "recovered or restored file: %s" % damaged)
         gone = self.store.file_problem()
         if gone is not None:
             reasons.append("%s: nothing is committed or acknowledged; restart the gateway" % gone)
         failing = self.ingest.store_problem
-        if failing is not None and gone is None:
+        if failing is not None and gone is None and damaged is None:  # the damage says why commits fail
             reasons.append(failing)
+        if disk_space.critical(self.config.storage.path, self.config.storage.min_free_mb):
+            reasons.append(disk_space.low_space(self.config.storage.path, self.config.storage.min_free_mb)
+                           or "report store disk almost full")
         if self.retention_clock.problem is not None:
-            reasons.append("retention skipped: %s" % self.retention_clock.problem)
+            held = self.retention_clock.problem
+            reasons.append(held if held.startswith("retention held") else "retention skipped: %s" % held)
         # What fails: unreachable, refused the credentials, TLS handshake failed, ...; or, connected
         # between the broker's closes, stalled behind one message the broker keeps closing on.
         if self.upstream is not None and (not self.upstream.connected or self.upstream.problem == HEALTH_STALLED):
@@ -278,8 +301,10 @@ class Gateway:
         return reasons
 
     async def _watch_store(self) -> None:
-        """Log an ERROR once when the store's file is deleted or replaced (every commit fails from then on)."""
+        """Log an ERROR once when the store's file is deleted or replaced (every commit fails from then on) or
+        found damaged, and a WARNING (at most once per disk_space.WARN_EVERY_S) while its disk is low."""
         logged: str | None = None
+        low_warned = -float("inf")
         while True:
             gone = self.store.file_problem()
             if gone is not None and gone != logged:
@@ -287,26 +312,112 @@ class Gateway:
                 log.error("%s: nothing more is committed or acknowledged; stop the gateway, put the store back "
                           "(or restore it: docs/gateway.md, Backups) and start it again", gone)
             logged = gone
+            self._log_damage()
+            low = disk_space.low_space(self.config.storage.path, self.config.storage.min_free_mb)
+            now = time.monotonic()
+            if low is None and low_warned > -float("inf"):
+                log.info("report store disk space back above [storage] min_free_mb")
+                low_warned = -float("inf")
+            elif low is not None and now - low_warned >= disk_space.WARN_EVERY_S:
+                log.warning("%s", low)
+                low_warned = now
             await asyncio.sleep(STORE_WATCH_S)
 
+    def _log_damage(self) -> None:
+        """Log the store's damage at ERROR, once, when it was found (by any read or write, or the check)."""
+        damaged = self.store.damage.problem
+        if damaged is not None and not self._damage_logged:
+            self._damage_logged = True
+            log.error("%s; from now on no report is committed or acknowledged (the devices keep them and re-send "
+                      "them)", damaged)
+
+    async def _check_store(self) -> None:
+        """``PRAGMA quick_check`` of the store once, in the background after start (gateway.storage.damage).
+
+        Every start, not only after an unclean stop: damage from the disk (bit rot, a bad sector, a torn
+        write the drive acknowledged) reaches a cleanly stopped file too, and the check reads the file on
+        a worker thread while reports are committed meanwhile (seconds per million reports). What it
+        finds stops commits (the devices keep their reports) and degrades ``/healthz`` until a restart.
+        """
+        why = "after an unclean stop (a -wal was left)" if self._unclean else "at start"
+        check = self._check = QuickCheck(real_store_path(self.config.storage.path))
+        started = time.monotonic()
+        try:
+            problems = await asyncio.to_thread(check.run)
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run is said, never fatal
+            if is_corrupt(exc):
+                self.store.mark_damaged(str(damaged_error(self.config.storage.path, exc, "checking it " + why)))
+                self._log_damage()
+            else:
+                log.warning("report store %s: quick_check %s could not run: %s", self.config.storage.path, why, exc)
+            return
+        finally:
+            self._check = None
+        if problems is None:
+            return  # interrupted: the gateway stops
+        took = time.monotonic() - started
+        if problems:
+            self.store.mark_damaged(
+                "report store %s is damaged (PRAGMA quick_check %s found: %s%s); stop the gateway, then recover what "
+                "is readable into a new file (sqlite3 .dump) or restore the last backup (%s)"
+                % (self.config.storage.path, why, "; ".join(problems[:3]),
+                   "; ..." if len(problems) > 3 else "", DAMAGE_DOCS))
+            self._log_damage()
+        else:
+            log.info("report store %s checked %s: sound (quick_check, %.1f s)", self.config.storage.path, why, took)
+
     async def _retention_loop(self) -> None:
+        saved: str | None = None  # the meta row as last saved; None until read (no pass runs before)
         while True:
             delay = self.config.retention_interval_s
             try:
-                last = await self.ingest.run_in_store(self.store.last_received_at)
+                if saved is None:
+                    # First on the store's thread (the task starts before the links), in one call: what the
+                    # checks knew before this start, and the last report stored before it.
+                    first = await self.ingest.run_in_store(
+                        lambda: (self.store.retention_meta(), self.store.last_received_at()))
+                    assert isinstance(first, tuple)
+                    self.retention_clock.restore(first[0])
+                    saved, last = self.retention_clock.state(), first[1]
+                else:
+                    last = await self.ingest.run_in_store(self.store.last_received_at)
                 assert last is None or isinstance(last, float)
-                removal_time = self.retention_clock.removal_time(self.clock(), last)
-                if removal_time is None:  # the clock is implausible (logged): try again soon
+                now = self.clock()
+                if self._retention_confirmed():
+                    self.retention_clock.confirm(now)
+                removal_time = self.retention_clock.removal_time(now, last)
+                if removal_time is None:  # the clock is implausible or retention held (logged): try again soon
                     self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
                     delay = min(delay, SKIPPED_RETRY_S)
                 else:
-                    removed = await self.ingest.run_in_store(self.store.apply_retention, self.retention(),
-                                                             removal_time)
+                    days = self.retention()
+                    hold = self.retention_clock.large_removal_hold(days)
+                    removed = await self.ingest.run_in_store(self.store.apply_retention, days, removal_time, hold)
                     assert isinstance(removed, int)
-                    self.metrics.retention_removed.inc(removed)
+                    if hold is not None and hold.held:  # nothing removed
+                        self.retention_clock.held(now, hold.held)
+                        self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
+                        delay = min(delay, SKIPPED_RETRY_S)
+                    else:
+                        self.retention_clock.ran(removal_time, days)
+                        self.metrics.retention_removed.inc(removed)
+                state = self.retention_clock.state()
+                if state != saved:  # a hold begun, released or its span grown; a pass that ran
+                    await self._save_meta(RETENTION_META_KEY, state)
+                    saved = state
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
                 log.error("retention pass failed: %s", exc)
             await asyncio.sleep(delay)
+
+    def _retention_confirmed(self) -> bool:
+        """Whether the operator confirmed retention (``civicedge gateway retention --confirm``); the file is
+        removed: one confirmation, one pass."""
+        path = self.config.data_dir / RETENTION_CONFIRM_FILE
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     async def stop(self) -> None:
         """Drain and stop: stop accepting, commit and ACK what is in flight, close links, upstream, web, store."""
@@ -314,12 +425,19 @@ class Gateway:
         log.info("gateway %s stopping", self.config.id)
         # Links stay open while in-flight reports are committed, so their ACKs still go out.
         await self.ingest.stop()
-        link_tasks = [t for t in self._tasks if t.get_name() not in ("mqtt", "retention", "store-watch")]
+        link_tasks = [t for t in self._tasks
+                      if t.get_name() not in ("mqtt", "retention", "store-watch", "store-check")]
         await _cancel(link_tasks, "links")
         if self.upstream is not None and self.store.outbox_depth and self.upstream.connected:
             deadline = time.monotonic() + DRAIN_ON_STOP_S
             while self.store.outbox_depth and self.upstream.connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+        check = self._check
+        if check is not None:
+            # Stopped and waited for: a reader left on the store would keep its WAL from being checkpointed.
+            check.interrupt()
+            await _bounded_wait([t for t in self._tasks if t.get_name() == "store-check"], "the store check",
+                                failures=logging.DEBUG)
         await _cancel([t for t in self._tasks if t not in link_tasks], "upstream and housekeeping")
         if self.upstream is not None:
             self.upstream.flush_logs()  # refused messages a rate limit held back

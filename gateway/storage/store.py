@@ -19,6 +19,7 @@ import os
 import pwd
 import sqlite3
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,13 @@ from typing import Any, Callable, Iterator, NamedTuple
 from gateway.errors import StorageError
 from gateway.pid_lock import LockHeld, lock_holder, take_pid_lock
 from gateway.private_dirs import mkdir_private
+from gateway.retention_clock import META_KEY as RETENTION_META_KEY
+from gateway.retention_clock import LargeRemovalHold
 from gateway.storage import provenance
+from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
 from gateway.storage.queries import DATA_VERSION_COUNTER
 from gateway.storage.schema import apply_schema
+from gateway.storage.sqlite_uri import wal_has_content
 from gateway.storage.store_kind import store_kind
 from gateway.storage.write_hint import io_error, write_failure_hint
 
@@ -193,6 +198,9 @@ class ReportStore:
         if store_writer(self.path) is None:
             store_kind(real)
         self._lock_fd = _lock_store(self.path, real)
+        # Left by a gateway killed, or stopped on a full disk, before its last checkpoint ended: the
+        # main file alone may be half-checkpointed; the store is whole only with this -wal.
+        unclean = wal_has_content(real)
         conn: sqlite3.Connection | None = None
         try:
             # Before SQLite opens anything: opening a file already in WAL mode (a restored backup)
@@ -210,6 +218,8 @@ class ReportStore:
             apply_schema(conn)
             self._chain_pos, self._chain_head = provenance.last_hash(conn)
             row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
+            if unclean:
+                _checkpoint_at_open(conn, self.path)
         except (sqlite3.Error, OSError, StorageError) as exc:
             if conn is not None:
                 conn.close()
@@ -261,6 +271,8 @@ class ReportStore:
 
         After a clean stop ``reports.sqlite`` alone holds everything (a backup that copies only that
         file is complete); SQLite's own checkpoint-on-close is skipped while a reader is still open.
+        When the checkpoint fails (a full disk) committed reports stay in the ``-wal`` only, and the
+        main file may be half-written; the WARNING says both files belong together until the next start.
         """
         try:
             # A reader mid-query (another process: export-log, an operator's sqlite3) blocks the
@@ -273,24 +285,48 @@ class ReportStore:
                             "in %s-wal (replayed at the next start); back up both files, or use sqlite3 .backup",
                             self.path, wal_pages, self.path.name)
         except sqlite3.Error as exc:
-            log.warning("report store %s: WAL not checkpointed at close: %s", self.path, exc)
+            # Nothing is lost (the next start replays the -wal), but the -wal now holds committed,
+            # acknowledged reports, and a checkpoint cut off part-way may have left the main file
+            # half-written: alone it is incomplete, or reads as damaged.
+            log.warning("report store %s: WAL not checkpointed at close: %s; committed reports stay in %s-wal "
+                        "(replayed at the next start, nothing is lost), and %s alone is incomplete and may read as "
+                        "damaged: keep both files together, never delete or move the -wal apart, and back up both "
+                        "(or use sqlite3 .backup)", self.path, exc, self.path.name, self.path.name)
         finally:
             self._conn.close()
             os.close(self._lock_fd)
 
     # -- errors ---------------------------------------------------------------------------
 
-    def _corrupt(self, exc: sqlite3.Error) -> StorageError:
-        return StorageError("report store %s is damaged (SQLite: %s); stop the gateway, move the file (and any "
-                            "%s-wal, %s-shm) aside and restore the last backup (docs/gateway.md, Backups)"
-                            % (self.path, exc, self.path.name, self.path.name), reason="corrupt")
+    # The first damage found in this open store (a read or write meeting it, the gateway's start-up check
+    # through mark_damaged), kept until the store is closed: created on first use, under the class's lock.
+    _damage: StoreDamage | None = None
+    _damage_lock = threading.Lock()
+
+    @property
+    def damage(self) -> StoreDamage:
+        """Where damage found in this store is recorded; once set, :meth:`insert_batch` refuses (``corrupt``)."""
+        with self._damage_lock:
+            if self._damage is None:
+                self._damage = StoreDamage()
+            return self._damage
+
+    def mark_damaged(self, problem: str) -> bool:
+        """Record damage found outside this store's own calls (a read connection, a ``quick_check``);
+        return True for the first. From then on reports are no longer committed (nor acknowledged)."""
+        return self.damage.report(problem)
+
+    def _corrupt(self, exc: sqlite3.Error, what: str | None = None) -> StorageError:
+        err = damaged_error(self.path, exc, what)
+        self.damage.report(str(err))  # the gateway logs the first (service._watch_store) and says it in /healthz
+        return err
 
     def _error(self, what: str, exc: sqlite3.Error, reason: str) -> StorageError:
         """The StorageError for ``exc`` raised while doing ``what``: ``corrupt`` when the file is damaged."""
         if _is_corrupt(exc):
-            return self._corrupt(exc)
+            return self._corrupt(exc, what)
         hint = write_failure_hint(self._real) if io_error(exc) else ""
-        return StorageError("%s failed: %s%s" % (what, exc, hint), reason=reason)
+        return StorageError("%s failed: %s%s" % (what, exc, hint), reason=reason, sqlite=sqlite_message(exc))
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[None]:
@@ -343,6 +379,12 @@ class ReportStore:
             records: verified reports.
             floors: ACK floors to persist in the same transaction (see :meth:`ack_floors`).
         """
+        damaged = self.damage.problem
+        if damaged is not None:
+            # Writing into a damaged B-tree can spread the damage to what is still sound; the devices keep
+            # the reports (not acknowledged) and re-send them to a recovered or restored store.
+            raise StorageError("not committing into a damaged store (devices keep their reports): %s" % damaged,
+                               reason="corrupt")
         result = BatchResult()
         conn = self._conn
         pos, head = self._chain_pos, self._chain_head
@@ -582,7 +624,14 @@ class ReportStore:
             row = self._conn.execute("SELECT received_at FROM reports ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else float(row[0])
 
-    def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float) -> int:
+    def retention_meta(self) -> str | None:
+        """The ``meta`` row the retention clock checks saved (gateway.retention_clock.META_KEY), or None."""
+        with self._reading("reading the retention state"):
+            row = self._conn.execute("SELECT value FROM meta WHERE key=?", (RETENTION_META_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float,
+                        hold: LargeRemovalHold | None = None) -> int:
         """Remove every field value older than its retention; return the readings (``m`` values) removed.
 
         A field losing more than :data:`LARGE_REMOVAL` of its stored values in one pass is logged at
@@ -591,11 +640,14 @@ class ReportStore:
         Args:
             retention_days: ``(kind, field) -> days`` (policy.json values, possibly shortened by config).
             now: the time to remove by (the gateway's clock, checked by gateway/retention_clock.py).
+            hold: when given, a field (not in ``hold.exempt``) that would lose more than ``hold.share`` of its
+                stored values, and at least ``hold.min_values``, holds the whole pass: nothing is removed, 0 is
+                returned and ``hold.held`` names what would have been (the caller logs and reports it).
         """
         removed = 0
         large: list[str] = []
         with self._writing("retention") as conn:
-            changed = 0
+            fields: list[tuple[str, str, int, int, str]] = []  # (kind, field, cutoff, days, JSON path)
             for (kind, fld), days in sorted(retention_days.items()):
                 cutoff = int(now) - days * 86400
                 if '"' in fld:  # no reported field is named so (the policy allowlist), and a path cannot quote it
@@ -606,10 +658,19 @@ class ReportStore:
                     "SELECT COUNT(*), COALESCE(SUM(w + l <= ?), 0) FROM reports"
                     " WHERE kind=? AND json_type(m, ?) IS NOT NULL",
                     (cutoff, kind, path)).fetchone()
+                what = "%d of %d %s.%s value(s) (retention %d day(s): before %s)" % (
+                    old, held, kind, fld, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff)))
+                if (hold is not None and (kind, fld) not in hold.exempt and old >= hold.min_values
+                        and old > hold.share * held):
+                    hold.held.append(what)
                 removed += int(old)
                 if old and old > LARGE_REMOVAL * held:
-                    large.append("%d of %d %s.%s value(s) (retention %d day(s): before %s)" % (
-                        old, held, kind, fld, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff))))
+                    large.append(what)
+                fields.append((kind, fld, cutoff, days, path))
+            if hold is not None and hold.held:
+                return 0  # held before anything changed (the transaction commits nothing)
+            changed = 0
+            for kind, fld, cutoff, days, path in fields:
                 changed += conn.execute(
                     "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)"
                     " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
@@ -743,10 +804,30 @@ def _mount_point(path: Path) -> str:
     return p
 
 
+def _checkpoint_at_open(conn: sqlite3.Connection, path: Path) -> None:
+    """Checkpoint a ``-wal`` an unclean stop left (a kill, a power cut, a full disk at the last close)
+    into the main file at once, so it is whole again. A checkpoint that cannot finish now (the disk is
+    still full, a reader holds the store) is only logged: the ``-wal`` keeps every commit meanwhile,
+    and the gateway's later checkpoints retry it."""
+    try:
+        busy, pages, moved = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error as exc:
+        log.warning("report store %s: the -wal the last stop left was not checkpointed at start: %s; its commits "
+                    "are read from %s-wal meanwhile (nothing is lost): back up both files, or use sqlite3 .backup",
+                    path, exc, path.name)
+        return
+    if busy:
+        log.warning("report store %s: another process is reading it, so %d of %d WAL page(s) the last stop left "
+                    "stay in %s-wal for now (nothing is lost): back up both files, or use sqlite3 .backup",
+                    path, pages - moved, pages, path.name)
+    else:
+        log.info("report store %s: the -wal the last stop left is checkpointed into it (the file is whole again)",
+                 path)
+
+
 def _is_corrupt(exc: sqlite3.Error) -> bool:
-    """SQLite found the file damaged (not: busy, full, read-only; those pass)."""
-    code = getattr(exc, "sqlite_errorcode", None)  # extended code: SQLITE_CORRUPT_INDEX etc. share the low byte
-    return code is not None and code & 0xFF == sqlite3.SQLITE_CORRUPT
+    """SQLite found the file damaged (SQLITE_CORRUPT, SQLITE_NOTADB; not: busy, full, read-only; those pass)."""
+    return is_corrupt(exc)
 
 
 def _make_private(path: Path) -> None:

@@ -45,8 +45,8 @@ async def _until(check, what: str, timeout: float = 15.0) -> None:  # type: igno
 async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     """The QA's repro with a simulated clock: reports stored, the clock moves on 200 days, retention
-    (every second) skips, says why (WARNING, metric, /healthz) and keeps every value; once a report
-    stamped by the new clock arrives it is the data's time too, and retention resumes."""
+    (every second) skips, says why (WARNING, metric, /healthz) and keeps every value; a report stamped by
+    the new clock does not confirm it (retention stays held); the operator's confirmation does."""
     caplog.set_level(logging.INFO)
     dev = PtyDevice(KEYS)
     clock_file = tmp_path / "sim-clock.json"
@@ -78,11 +78,17 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
         assert any("retention skipped" in reason for reason in gw._health())  # noqa: SLF001 - /healthz reasons
         assert gw.metrics.value("civicedge_retention_removed_total") == 0
 
-        # A report received at the new time: the clock and the data agree again.
+        # A report received at the new time was stamped by that clock: it does not confirm it (MEDIUM-3).
         dev.send([report_frame("bin-1", 4, KEYS["bin-1"])])
         await _until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 4)[1], "no ACK of seq 4")
+        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 2,
+                     "retention was not held")
+        assert all("temp" in r.m for r in q.reports(device="bin-1"))
+        assert any(reason.startswith("retention held") for reason in gw._health())  # noqa: SLF001
+        # The operator confirms the clock (civicedge gateway retention --confirm writes this file).
+        (gw.config.data_dir / "retention-confirm").write_text("confirmed\n")
         await _until(lambda: "temp" not in q.reports(device="bin-1")[0].m, "retention did not resume", 10)
-        assert not any("retention skipped" in reason for reason in gw._health())  # noqa: SLF001
+        assert not any("retention" in reason for reason in gw._health())  # noqa: SLF001
         assert any(r.getMessage().startswith("retention resumes") for r in caplog.records)
         assert gw.metrics.value("civicedge_retention_removed_total") >= 6  # temp and bat of 1..3 (90 days each)
     finally:

@@ -135,6 +135,79 @@ def civicedge(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hil.cli.main", *args], capture_output=True, text=True, timeout=60)
 
 
+def test_a_killed_gateways_wal_is_read_without_a_trace_and_checkpointed_at_the_next_open(tmp_path: Path) -> None:
+    """Commits only in the -wal (a kill -9, a power cut): run --check reads them and leaves nothing beside
+    the store (it made a -shm before); the store's open checkpoints them into the main file at once."""
+    config = make_env(tmp_path)
+    db = tmp_path / "data" / "reports.sqlite"
+    killed_with_commits_in_wal(db, old=300, new=300)
+    db.with_name("reports.sqlite-shm").unlink()  # a copy of the killed gateway's files: no -shm
+    before = files(db.parent)
+    checked = civicedge("gateway", "run", "--config", str(config), "--check")
+    assert checked.returncode == 0, checked.stderr
+    assert "store %s: readable, with commits in reports.sqlite-wal not yet in the main file" % db in checked.stdout
+    assert files(db.parent) == before  # no -shm, nothing written
+    assert len(seqs_in_main_file(db)) == 300  # the main file alone lacks the last 300
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        assert sum(1 for _ in store._conn.execute("SELECT seq FROM reports")) == 600
+        # checkpointed at open: the main file alone is whole again, the -wal empty
+        assert seqs_in_main_file(db) == list(range(1, 601))
+        assert db.with_name("reports.sqlite-wal").stat().st_size == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("share", [0.1, 0.6])
+def test_a_store_cut_off_mid_checkpoint_starts_with_every_report(tmp_path: Path, share: float) -> None:
+    """The QA state (s1/data_midckpt_backup, emu/mix): the main file alone is malformed, the store with
+    its -wal intact. run --check accepts it untouched; the gateway starts, and at its stop every report
+    is in the main file."""
+    config = make_env(tmp_path)
+    db = tmp_path / "data" / "reports.sqlite"
+    killed_with_commits_in_wal(db, old=1500, new=1500)
+    cut_checkpoint(db, share)
+    assert main_file_alone_is_malformed(db)
+    before = files(db.parent)
+    checked = civicedge("gateway", "run", "--config", str(config), "--check")
+    assert checked.returncode == 0, checked.stderr
+    assert files(db.parent) == before  # the killed gateway's -shm included: nothing written
+    assert store_kind(db) == STORE and files(db.parent) == before
+    gw = GatewayProcess(config, tmp_path / "gw.log", verbose=1)
+    try:
+        gw.start()
+        gw.wait_log("is checkpointed into it (the file is whole again)")
+        assert gw.terminate() == 0, gw.logs()
+    finally:
+        gw.kill()
+    assert "not checkpointed" not in gw.logs()
+    assert seqs_in_main_file(db) == list(range(1, 3001))  # every report, in the main file alone
+    left = set(os.listdir(db.parent))
+    assert {"reports.sqlite", "reports.sqlite.lock", "registry"} <= left
+    assert "reports.sqlite-wal" not in left or db.with_name("reports.sqlite-wal").stat().st_size == 0
+
+
+def test_a_full_disk_at_close_says_the_wal_holds_reports_and_the_next_start_has_them(tmp_path: Path) -> None:
+    """The checkpoint at close fails part-way (here the file-size limit, as a full disk): the WARNING says
+    the -wal holds committed reports and a backup copies both files; the half-written main file alone is
+    malformed, and the next open reads and checkpoints everything."""
+    db = tmp_path / "reports.sqlite"
+    write(db, 1, 1500, "close")
+    done = write(db, 1501, 3000, "full")
+    assert "closed" in done.stdout
+    warning = [line for line in done.stderr.splitlines() if "WAL not checkpointed at close" in line]
+    assert len(warning) == 1, done.stderr
+    assert "committed reports stay in reports.sqlite-wal" in warning[0]
+    assert "reports.sqlite alone is incomplete and may read as damaged" in warning[0]
+    assert "back up both" in warning[0]
+    assert main_file_alone_is_malformed(db)
+    before = files(tmp_path)
+    assert check_store_file(db, running=False) == "readable"
+    assert files(tmp_path) == before
+    ReportStore(db, gateway_id="gw1").close()
+    assert seqs_in_main_file(db) == list(range(1, 3001))
+
+
 FOREIGN = textwrap.dedent('''
     import os, sqlite3, sys
     conn = sqlite3.connect(sys.argv[1])

@@ -1,0 +1,242 @@
+"""Retention does not remove values for good on the say-so of a clock nobody has confirmed.
+
+QA finding (MEDIUM-3): a gateway restarted with its clock 200 days ahead skipped retention, then was
+restarted with its boards connected; the first report, stamped by the wrong clock, "confirmed" it and
+the next pass removed 100 % of the stored values (secure_delete), warned about only afterwards. What
+the checks knew was kept in memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import KEYS, make_env
+from helpers import WINDOW_T0, report_frame
+from procs import PtyDevice
+
+from gateway.config import load_config
+from gateway.retention_clock import CONFIRM_SPAN_S, HOLD_MIN_VALUES, LargeRemovalHold, RetentionClock
+from gateway.service import Gateway
+from gateway.storage import ReportQueries, ReportRecord, ReportStore
+from hil.cli.main import main
+
+pytestmark = pytest.mark.timeout(120)
+
+DAY = 86400
+
+
+def _write_clock(path: Path, virtual_at: float) -> None:
+    """As the demo writes the [sim_clock] follow file: a temporary file, then os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"virtual_at": virtual_at, "wall_at": time.time(), "speed": 1.0}))
+    os.replace(tmp, path)
+
+
+async def _until(check, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, what
+        await asyncio.sleep(0.1)
+
+
+async def _send(gw: Gateway, dev: PtyDevice, seqs: tuple[int, ...]) -> None:
+    await _until(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1,
+                 "the serial link did not come up")
+    dev.send([report_frame("bin-1", s, KEYS["bin-1"]) for s in seqs])
+    await _until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= seqs[-1])[1], "no ACK of seq %d" % seqs[-1])
+
+
+async def test_a_restart_does_not_let_the_first_report_confirm_a_clock_far_ahead(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """The QA's sequence: reports stored; the clock moves 200 days on; a start without boards skips
+    retention; a start with boards receives a report stamped by that clock. Nothing is removed: the
+    hold was saved in the store, /healthz and the metric say so, `gateway retention` shows it; the
+    operator's `gateway retention --confirm` then lets the pass run."""
+    caplog.set_level(logging.INFO)
+    clock_file = tmp_path / "sim-clock.json"
+    start = WINDOW_T0 + 10 * 900  # just after the reports' windows (helpers.body_for: w = WINDOW_T0 + 900 * seq)
+    _write_clock(clock_file, start)
+    dev = PtyDevice(KEYS)
+    extra = '[sim_clock]\nfollow_file = "sim-clock.json"\n[retention]\ninterval_s = 1\n'
+    with_board, without = make_env(tmp_path, serial=(dev.path,), extra=extra), None
+    gw = Gateway(load_config(with_board))
+    await gw.start()
+    try:
+        await _send(gw, dev, (1, 2, 3))
+        await asyncio.sleep(1.5)  # a pass at the right time removes nothing (temp: 90 days)
+    finally:
+        await gw.stop()
+
+    _write_clock(clock_file, start + 200 * DAY)
+    without = tmp_path / "no-board.toml"
+    without.write_text(with_board.read_text().replace('[[serial]]\nport = "%s"\n' % dev.path, ""))
+    gw = Gateway(load_config(without))
+    await gw.start()
+    try:
+        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "clock_ahead"}) >= 1,
+                     "retention was not skipped")
+    finally:
+        await gw.stop()
+
+    gw = Gateway(load_config(with_board))
+    q = ReportQueries(gw.config.storage.path)
+    await gw.start()
+    try:
+        await _send(gw, dev, (4,))  # stamped by the clock 200 days on: the data "agrees" with it now
+        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 3,
+                     "retention was not held")
+        assert [r.m for r in q.reports(device="bin-1")] == [{"bat": 10 * s, "temp": 12} for s in (1, 2, 3, 4)]
+        assert gw.metrics.value("civicedge_retention_removed_total") == 0
+        health = [reason for reason in gw._health() if reason.startswith("retention held")]  # noqa: SLF001
+        assert len(health) == 1 and "200.0 days ahead" in health[0] and "--confirm" in health[0], health
+        assert any("saved before this start" in r.getMessage() for r in caplog.records)
+
+        capsys.readouterr()
+        assert main(["gateway", "retention", "--config", str(with_board)]) == 0
+        assert capsys.readouterr().out.startswith("retention held since ")
+        assert main(["gateway", "retention", "--config", str(with_board), "--confirm"]) == 0
+        await _until(lambda: all("temp" not in r.m for r in q.reports(device="bin-1")), "the pass did not run")
+        assert not any(reason.startswith("retention") for reason in gw._health())  # noqa: SLF001
+        assert any("the operator confirmed" in r.getMessage() for r in caplog.records)
+        assert not (gw.config.data_dir / "retention-confirm").exists()  # one confirmation, one pass
+    finally:
+        q.close()
+        await gw.stop()
+        dev.close()
+    capsys.readouterr()
+    assert main(["gateway", "retention", "--config", str(with_board)]) == 0
+    assert capsys.readouterr().out.strip() == "retention is not held"
+
+
+def test_a_gateway_started_two_years_after_its_last_report_waits_a_day_of_agreement() -> None:
+    """A right clock after a long downtime cannot be told from a wrong one by reports it stamps: retention
+    waits until the clock has agreed with the data for CONFIRM_SPAN_S of time measured while running
+    (a restart meanwhile keeps the hold and what has been measured), then runs whatever it removes."""
+    mono = [1000.0]
+    last = 1_790_000_000.0
+    now = last + 730 * DAY
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])
+    assert clock.removal_time(now, last) is None and clock.reason == "clock_ahead"
+    assert clock.hold is not None and "730.0 days ahead" in clock.hold["detail"]
+    for _ in range(12):  # reports arrive and are stamped by the clock: half a day of agreement
+        mono[0] += 3600
+        now += 3600
+        assert clock.removal_time(now, now - 60) is None and clock.reason == "held"
+    saved = clock.state()
+
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])  # a restart
+    clock.restore(saved)
+    assert clock.removal_time(now, now - 60) is None and clock.reason == "held"
+    for _ in range(11):
+        mono[0] += 3600
+        now += 3600
+        assert clock.removal_time(now, now - 60) is None, clock.hold
+    mono[0] += 3600 + 60
+    now += 3600 + 60
+    assert clock.removal_time(now, now - 60) == now  # a day of agreement
+    assert clock.large_removal_hold({("bin", "temp"): 90}) is None  # that pass removes what it finds
+    clock.ran(now, {("bin", "temp"): 90})
+    assert clock.hold is None and clock.problem is None
+    assert json.loads(clock.state())["hold"] is None
+
+
+def test_a_disagreement_restarts_the_span_and_a_damaged_saved_state_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    clock = RetentionClock(3600, monotonic=None)  # [sim_clock]: the span is measured by the gateway clock
+    last = 1_790_000_000.0
+    now = last + 10 * DAY
+    assert clock.removal_time(now, last) is None and clock.reason == "clock_ahead"
+    now += CONFIRM_SPAN_S - 60
+    assert clock.removal_time(now, now - 60) is None and clock.reason == "held"
+    now += 2 * DAY  # no report for two days: ahead again, the span starts over
+    assert clock.removal_time(now, now - 2 * DAY) is None and clock.reason == "clock_ahead"
+    assert clock.removal_time(now + 60, now) is None and clock.reason == "held"
+    clock.confirm(now + 60)
+    assert clock.removal_time(now + 120, now) == now + 120
+
+    fresh = RetentionClock(3600, monotonic=None)
+    fresh.restore('{"hold": {"reason": "clock_ahead"}}')
+    assert fresh.hold is None
+    assert any("cannot be read" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def _rec(seq: int, w: int) -> ReportRecord:
+    return ReportRecord(device="b%d" % (seq % 3), seq=seq, kind="bin", zone="north", type="win", w=w, l=900,
+                        m={"fill": 40, "temp": 12}, e={}, a=[], fw="1.0", received_at=w + 5.0, link="serial:x",
+                        digest="%064x" % seq)
+
+
+def test_a_pass_removing_most_of_a_field_is_held_before_anything_is_removed(tmp_path: Path) -> None:
+    t = 1_790_000_000 - 1_790_000_000 % 900
+    old = HOLD_MIN_VALUES + 10
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw")
+    try:
+        store.insert_batch([_rec(s, t - 100 * DAY + 900 * s) for s in range(1, old + 1)]
+                           + [_rec(s, t + 900 * s) for s in range(old + 1, old + 41)])
+        days = {("bin", "temp"): 90, ("bin", "fill"): 730}
+        hold = LargeRemovalHold()
+        assert store.apply_retention(days, now=t + 40 * 900, hold=hold) == 0
+        assert len(hold.held) == 1 and "%d of %d bin.temp" % (old, old + 40) in hold.held[0], hold.held
+        assert all("temp" in m for m in _values(store))  # nothing removed, not even the other fields
+
+        clock = RetentionClock(3600, monotonic=None)
+        clock.ran(float(t), {("bin", "temp"): 120, ("bin", "fill"): 730})
+        exempt = clock.large_removal_hold(days)  # temp's retention changed since the last pass: as asked
+        assert exempt is not None and exempt.exempt == {("bin", "temp")}
+        assert store.apply_retention(days, now=t + 40 * 900, hold=exempt) == old and not exempt.held
+        assert sum("temp" in m for m in _values(store)) == 40
+        # steady passes: a few values each, never held
+        small = LargeRemovalHold()
+        assert store.apply_retention({("bin", "temp"): 90}, now=t + 900 * (old + 3) + 90 * DAY, hold=small) == 2
+        assert not small.held
+    finally:
+        store.close()
+
+
+def _values(store: ReportStore) -> list[dict[str, object]]:
+    q = ReportQueries(store.path)
+    try:
+        return [r.m for r in q.reports()]
+    finally:
+        q.close()
+
+
+def test_a_restart_of_a_gateway_whose_devices_fell_silent_is_not_a_clock_ahead() -> None:
+    """The last pass that ran is saved with the hold: a gateway that kept removing for a month without
+    a report (devices gone) and restarts is checked against that pass, not held a day for nothing."""
+    mono = [1000.0]
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])
+    last = now = 1_790_000_000.0
+    for _ in range(30):
+        assert clock.removal_time(now, last) == pytest.approx(now)
+        clock.ran(now, {("bin", "temp"): 90})
+        mono[0] += DAY
+        now += DAY
+    restarted = RetentionClock(3600, monotonic=lambda: mono[0])
+    restarted.restore(clock.state())
+    assert restarted.removal_time(now, last) == now and restarted.hold is None
+    fresh = RetentionClock(3600, monotonic=lambda: mono[0])  # without it: held
+    assert fresh.removal_time(now, last) is None and fresh.reason == "clock_ahead"
+
+
+def test_a_held_large_removal_is_an_error_once_and_a_health_reason(caplog: pytest.LogCaptureFixture) -> None:
+    clock = RetentionClock(3600, monotonic=None)
+    now = 1_790_000_000.0
+    assert clock.removal_time(now, now - 60) == now
+    clock.held(now, ["1048 of 1048 bin.temp value(s) (retention 90 day(s): before 2027-03-26 02:46 UTC)"])
+    assert clock.reason == "held" and (clock.problem or "").startswith("retention held: a pass would remove 1048 of")
+    # the next pass asks the store again (still held meanwhile): still as large, still held, no second ERROR
+    assert clock.removal_time(now + 60, now) == now + 60 and clock.reason == "held"
+    clock.held(now + 60, ["1048 of 1048 bin.temp value(s)"])
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "--confirm" in errors[0], errors
+    assert clock.large_removal_hold({("bin", "temp"): 90}) is not None  # not confirmed: the rule applies
+    # the retention set back, or the clock put right: that pass is not large, it runs and ends the hold
+    assert clock.removal_time(now + 120, now + 100) == now + 120
+    clock.ran(now + 120, {("bin", "temp"): 90})
+    assert clock.hold is None and clock.problem is None
