@@ -148,6 +148,13 @@ def _add_to_counter(conn: sqlite3.Connection, name: str, n: int) -> None:
                  (name, n, n))
 
 
+# The ``meta`` rows save_meta writes besides the retention clock's: what the public open data published
+# (gateway.web.publication uses this prefix), and their size limits.
+PUBLISHED_META_PREFIX = "published:"
+MAX_META_KEY = 64
+MAX_META_VALUE = 8192
+
+
 class ReportStore:
     """Writer side of the report database.
 
@@ -607,11 +614,21 @@ class ReportStore:
         return 0 if row is None else int(row[0])
 
     def save_meta(self, key: str, value: str) -> None:
-        """Write one row of the ``meta`` table (``key`` -> ``value``) in its own transaction, e.g. what the
-        public open data published (gateway.web.source; the web layer reads the store read-only).
-        ``schema_version`` is the schema's own (apply_schema) and is refused (reason ``bad_value``)."""
-        if key == "schema_version":
-            raise StorageError("meta key schema_version is written by the schema only", reason="bad_value")
+        """Write one row of the ``meta`` table (``key`` -> ``value``) in its own transaction: what the public
+        open data published (``published:`` keys, gateway.web.source; the web layer reads the store
+        read-only and holds this writer) or the retention clock's state.
+
+        Raises:
+            StorageError: reason ``bad_value`` for another key (``schema_version`` is the schema's own,
+                apply_schema), a key longer than :data:`MAX_META_KEY` or a value longer than
+                :data:`MAX_META_VALUE` characters: a writer handed to the web layer cannot touch the rest.
+        """
+        if not (key.startswith(PUBLISHED_META_PREFIX) or key == RETENTION_META_KEY):
+            raise StorageError("meta key %r is not one the gateway writes (%s*, %s)" % (
+                key[:MAX_META_KEY], PUBLISHED_META_PREFIX, RETENTION_META_KEY), reason="bad_value")
+        if len(key) > MAX_META_KEY or len(value) > MAX_META_VALUE:
+            raise StorageError("meta %s: key or value too long (at most %d and %d characters)" % (
+                key[:MAX_META_KEY], MAX_META_KEY, MAX_META_VALUE), reason="bad_value")
         with self._writing("saving meta %s" % key) as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 

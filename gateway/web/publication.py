@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from gateway.storage.store import PUBLISHED_META_PREFIX
+
 # The entities' marks: a quarter hour, the window of every kind the shipped policy has. A policy with
 # a longer window makes them that long (entity_mark_s): a mark finer than the data's window would
 # date an arrival finer than the data itself.
@@ -62,8 +64,9 @@ def csv_published_at(received_at: float) -> int:
     return csv_mark(received_at) + HOUR_S
 
 
-# The store's ``meta`` key prefix of what each kind of public answer (``entities``, ``csv``) published last.
-PUBLISHED_KEY_PREFIX = "published:"
+# The store's ``meta`` key prefix of what each kind of public answer (``entities``, ``csv``) published last
+# (the store's own constant: ReportStore.save_meta writes only keys with it).
+PUBLISHED_KEY_PREFIX = PUBLISHED_META_PREFIX
 
 
 def published_key(kind: str) -> str:
