@@ -22,7 +22,7 @@ BLE_DEAUTHORIZED_REASONS = ("revoked", "unknown_device", "key_changed")
 # release_every_s (a board on older firmware); outside its valid_range (a faulty sensor).
 FIELD_DROP_REASONS = ("release_period", "out_of_range")
 # Why a retention pass was skipped: the gateway clock is behind / too far ahead of the last stored report.
-RETENTION_SKIP_REASONS = ("clock_behind", "clock_ahead")
+RETENTION_SKIP_REASONS = ("clock_behind", "clock_ahead", "held")
 
 
 class GatewayMetrics:

@@ -44,7 +44,7 @@ def config_from(args: argparse.Namespace, *, read_only: bool = False, store_free
     Raises:
         ConfigError: the config is invalid.
         GatewayError: with ``store_free``, what ``run`` would refuse: StorageError (``in_use``,
-            ``hard_linked``, ``symlinked``, ``not_owned``, ``open_failed``, ``not_a_store``,
+            ``hard_linked``, ``symlinked``, ``not_owned``, ``open_failed``, ``corrupt``, ``not_a_store``,
             ``bad_retention_file``), RegistryError (``corrupt``, ...), TransportError (HTTP port).
     """
     path: Path | None = getattr(args, "config", None)

@@ -26,6 +26,7 @@ data_dir = "data"               # store and registry live here by default
 batch_ms = 50                   # commit (and then ACK) at least every 50 ms ...
 batch_max = 200                 # ... or every 200 reports
 max_in_flight = 5000            # backlog at which serial links are paused (twice this: frames shed)
+min_free_mb = 256               # warn (log, /healthz, run --check) below this much free disk; 0: off
 
 # One [[serial]] table per port; a port may come and go (it is reopened when it returns).
 # [[serial]]
