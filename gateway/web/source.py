@@ -485,17 +485,26 @@ class StoreFleetSource:
         nor alarms) the entities publish: received before their last mark, of the devices not revoked.
         None when there is none: where the published data can begin (the catalogue's ``temporal``;
         ``since``, the day values older than the longest retention are removed by, keeps the index
-        walk short). One index walk per entities' bound, ``since`` and revocation, on the quick thread."""
+        walk short). When every such report is older than ``since`` (retention held or skipped keeps
+        their values), ``since`` itself. One index walk per entities' bound, ``since`` and revocation, on the quick thread."""
         bound = (await self._bound("entities", self._mark_of["entities"](self._clock())))[0]
         revoked = tuple(sorted(r.id for r in self._registry.list() if r.revoked)) if self._registry is not None else ()
         key = (bound, int(since), revoked)
         held = self._oldest
         if held is None or held[0] != key:
-            read = functools.partial(self._queries().oldest_period_start, max_id=bound, since=int(since),
-                                     excluded=revoked)
-            oldest = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S) if bound > 0 else None
+            oldest = await self._oldest_from(bound, int(since), revoked) if bound > 0 else None
+            if oldest is None and bound > 0 and since > 0:
+                # Nothing from ``since`` on, but published values may all be older (retention held or
+                # skipped keeps them): the data then begins at or before ``since``, not nowhere.
+                older = await self._oldest_from(bound, 0, revoked)
+                oldest = None if older is None else int(since)
             self._oldest = held = (key, oldest)
         return held[1]
+
+    async def _oldest_from(self, bound: int, since: int, revoked: tuple[str, ...]) -> int | None:
+        read = functools.partial(self._queries().oldest_period_start, max_id=bound, since=since, excluded=revoked)
+        result: int | None = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
+        return result
 
     async def latest_stored(self) -> tuple[int, float] | None:
         """Id and receive time of the most recently stored report (None for an empty store); one index

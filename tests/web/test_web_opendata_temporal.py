@@ -127,3 +127,21 @@ def test_the_oldest_period_start_is_one_walk_of_the_period_index(tmp_path: Path)
     finally:
         queries.close()
         store.close()
+
+
+async def test_a_store_holding_only_reports_older_than_every_retention_still_has_a_start(tmp_path: Path) -> None:
+    """Their values are still published while retention is held or skipped: the coverage starts at the
+    longest retention's day, not nowhere. Fails before (temporal was null while entities were published)."""
+    path = tmp_path / "reports.sqlite"
+    store = ReportStore(path, gateway_id="gw-old")
+    queries = ReportQueries(path)
+    try:
+        store.insert_batch([old_report(NOW - (_longest_retention_days() + 30) * DAY, received_at=NOW - 600, seq=1)])
+        start = NOW - _longest_retention_days() * DAY
+        async with _client(queries, None, [float(NOW)]) as c:
+            temporal, dct = await _coverage(c)
+        assert temporal == {"start": _iso(start - start % DAY), "end": None}
+        assert dct["dcat:startDate"]["@value"] == _iso(start - start % DAY)
+    finally:
+        queries.close()
+        store.close()
