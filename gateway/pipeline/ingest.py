@@ -432,7 +432,12 @@ class IngestService:
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
         if floors:
-            await self.run_in_store(self.store.save_floors, floors)
+            try:
+                await self.run_in_store(self.store.save_floors, floors)
+            except GatewayError as exc:
+                # A damaged or failing store: the stop still goes on to close it (its checkpoint); the
+                # next start resumes from the floors saved last (with each batch).
+                log.warning("ACK floors of %d device(s) not saved at stop: %s", len(floors), exc)
 
     def close(self) -> None:
         """Release the store thread (after :meth:`stop` and after the last ``run_in_store``)."""

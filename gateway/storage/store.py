@@ -19,7 +19,6 @@ import os
 import pwd
 import sqlite3
 import stat
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from gateway.retention_clock import META_KEY as RETENTION_META_KEY
 from gateway.retention_clock import LargeRemovalHold
 from gateway.storage import provenance
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
+from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE, PUBLISHED_META_PREFIX
 from gateway.storage.queries import DATA_VERSION_COUNTER
 from gateway.storage.schema import apply_schema
 from gateway.storage.sqlite_uri import wal_has_content
@@ -148,13 +148,6 @@ def _add_to_counter(conn: sqlite3.Connection, name: str, n: int) -> None:
                  (name, n, n))
 
 
-# The ``meta`` rows save_meta writes besides the retention clock's: what the public open data published
-# (gateway.web.publication uses this prefix), and their size limits.
-PUBLISHED_META_PREFIX = "published:"
-MAX_META_KEY = 64
-MAX_META_VALUE = 8192
-
-
 class ReportStore:
     """Writer side of the report database.
 
@@ -192,6 +185,9 @@ class ReportStore:
         self._encoder = outbox_encoder
         self._outbox_max = outbox_max_bytes
         self._outbox_policy = outbox_policy
+        # The first damage found in this open store (a read or write meeting it, the gateway's start-up
+        # check through mark_damaged), kept until the store is closed; set before the open, which reports to it.
+        self._damage = StoreDamage()
         # The file itself, through any symlink: its lock, -wal and -shm are next to it (SQLite names
         # the -wal after the resolved path too), wherever the configured name points from. Resolved
         # once: the lock, the checks and the connection all use this file, so a link re-pointed
@@ -305,22 +301,15 @@ class ReportStore:
 
     # -- errors ---------------------------------------------------------------------------
 
-    # The first damage found in this open store (a read or write meeting it, the gateway's start-up check
-    # through mark_damaged), kept until the store is closed: created on first use, under the class's lock.
-    _damage: StoreDamage | None = None
-    _damage_lock = threading.Lock()
-
     @property
     def damage(self) -> StoreDamage:
-        """Where damage found in this store is recorded; once set, :meth:`insert_batch` refuses (``corrupt``)."""
-        with self._damage_lock:
-            if self._damage is None:
-                self._damage = StoreDamage()
-            return self._damage
+        """Where damage found in this store is recorded; once set, every write refuses (``corrupt``)."""
+        return self._damage
 
     def mark_damaged(self, problem: str) -> bool:
         """Record damage found outside this store's own calls (a read connection, a ``quick_check``);
-        return True for the first. From then on reports are no longer committed (nor acknowledged)."""
+        return True for the first. From then on nothing is written: reports are no longer committed (nor
+        acknowledged), nor retention, meta rows, ACK floors or outbox removals (only :meth:`close`'s checkpoint)."""
         return self.damage.report(problem)
 
     def _corrupt(self, exc: sqlite3.Error, what: str | None = None) -> StorageError:
@@ -342,10 +331,23 @@ class ReportStore:
         except sqlite3.Error as exc:
             raise self._error(what, exc, "read_failed") from exc
 
+    def _refuse_if_damaged(self, what: str) -> None:
+        """Raise ``corrupt`` once the store is known damaged: writing into a damaged B-tree can spread the
+        damage to what is still sound (an UPDATE with secure_delete rewrites whole pages)."""
+        damaged = self._damage.problem
+        if damaged is not None:
+            raise StorageError("%s refused: the store is damaged, nothing more is written until a restart on a "
+                               "recovered or restored file: %s" % (what, damaged), reason="corrupt")
+
     @contextlib.contextmanager
     def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; on an error the transaction is rolled back, unless SQLite
-        already did (a full disk), and a sqlite3 error is a ``write_failed`` StorageError."""
+        already did (a full disk), and a sqlite3 error is a ``write_failed`` StorageError.
+
+        Raises:
+            StorageError: reason ``corrupt`` before anything is begun when the store is known damaged.
+        """
+        self._refuse_if_damaged(what)
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from gateway.storage.store import PUBLISHED_META_PREFIX
+from gateway.storage.meta_keys import PUBLISHED_META_PREFIX
 
 # The entities' marks: a quarter hour, the window of every kind the shipped policy has. A policy with
 # a longer window makes them that long (entity_mark_s): a mark finer than the data's window would
@@ -65,7 +65,7 @@ def csv_published_at(received_at: float) -> int:
 
 
 # The store's ``meta`` key prefix of what each kind of public answer (``entities``, ``csv``) published last
-# (the store's own constant: ReportStore.save_meta writes only keys with it).
+# (gateway.storage.meta_keys: ReportStore.save_meta writes only keys with it, the web's writer only those).
 PUBLISHED_KEY_PREFIX = PUBLISHED_META_PREFIX
 
 

@@ -13,7 +13,8 @@ import pytest
 from gateway.errors import StorageError
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
 from gateway.storage import ReportQueries, ReportStore
-from gateway.storage.store import MAX_META_KEY, MAX_META_VALUE, PUBLISHED_META_PREFIX
+from gateway.service import published_meta_writer
+from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE
 from gateway.web import publication
 
 
@@ -49,5 +50,27 @@ def test_a_key_or_value_too_long_is_refused(tmp_path: Path) -> None:
         store.close()
 
 
-def test_the_prefix_is_the_open_datas() -> None:
-    assert PUBLISHED_META_PREFIX == publication.PUBLISHED_KEY_PREFIX
+async def test_the_web_layers_writer_cannot_write_the_retention_clocks_row(tmp_path: Path) -> None:
+    """Review LOW-7: the web was handed the retention loop's writer, so it could overwrite (or clear) the
+    retention clock's row, which holds a data-protection hold."""
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw-m")
+    queries = ReportQueries(tmp_path / "r.sqlite")
+
+    async def save(key: str, value: str) -> None:  # what the gateway's _save_meta does, minus the thread
+        store.save_meta(key, value)
+
+    web_writer = published_meta_writer(save)
+    try:
+        held = '{"hold": {"reason": "clock_ahead"}}'
+        await save(RETENTION_META_KEY, held)
+        for key in (RETENTION_META_KEY, "data_version", "Published:csv"):
+            with pytest.raises(StorageError) as err:
+                await web_writer(key, "{}")
+            assert err.value.reason == "bad_value", key
+        await web_writer(publication.published_key("csv"), "1 2 3")
+        written = queries.meta_values("")
+        del written["schema_version"]
+        assert written == {RETENTION_META_KEY: held, "published:csv": "1 2 3"}
+    finally:
+        queries.close()
+        store.close()
