@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StorageError
 from gateway.retention_clock import CONFIRM_FILE, META_KEY
-from gateway.storage.sqlite_uri import read_only_uri
+from gateway.storage.damage import damaged_error, is_corrupt, sqlite_message
+from gateway.storage.sqlite_uri import open_for_check
+from gateway.storage.store import real_store_path, store_writer
+from gateway.storage.store_kind import STORE, store_kind
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -32,21 +35,61 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def held_state(db: Path) -> str | None:
     """What the store says retention is held for (one line), or None when it is not held.
 
+    Read as ``gateway run`` reads a store before opening it (:func:`gateway.storage.store_kind.store_kind`,
+    then :func:`gateway.storage.sqlite_uri.open_for_check`): nothing beside the file is created or
+    removed; a 0-byte file whose ``-wal`` holds pages is refused, never opened (SQLite would delete that
+    ``-wal``). A saved state the gateway cannot read either (it then starts its checks afresh, not held)
+    is said so.
+
     Raises:
-        sqlite3.Error: the store cannot be read.
+        StorageError: the store cannot be read: reason ``corrupt`` (damaged), ``open_failed``,
+            ``not_a_store`` or ``read_failed``.
     """
-    if not db.exists():
+    raw = _saved_state(db)
+    if raw is None:
         return None
-    conn = sqlite3.connect(read_only_uri(db), uri=True)
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
-    finally:
-        conn.close()
-    hold = None if row is None else json.loads(row[0]).get("hold")
-    if not isinstance(hold, dict):
+        state = json.loads(raw)
+    except ValueError as exc:
+        return _unreadable("not JSON: %s" % exc)
+    if not isinstance(state, dict):
+        return _unreadable("JSON, but not an object")
+    hold = state.get("hold")
+    if hold is None:
         return None
-    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(hold.get("since", 0))))
-    return "retention held since %s (gateway clock): %s" % (since, hold.get("detail", hold.get("reason")))
+    # What RetentionClock.restore takes as a hold; anything else it leaves out (not held).
+    if not (isinstance(hold, dict) and hold.get("reason") in ("clock_ahead", "large_removal")
+            and isinstance(hold.get("since"), (int, float)) and isinstance(hold.get("agreed_s"), (int, float))):
+        return _unreadable("its hold is not one the gateway writes")
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(hold["since"])))
+    return "retention held since %s (gateway clock): %s" % (since, hold.get("detail", hold["reason"]))
+
+
+def _unreadable(why: str) -> str:
+    return ("retention is not held: its saved state (meta %s) cannot be read (%s); the gateway starts its clock "
+            "checks afresh" % (META_KEY, why))
+
+
+def _saved_state(db: Path) -> str | None:
+    """The ``meta`` row :data:`META_KEY` of the store at ``db`` (None when there is no store, or no row)."""
+    real = real_store_path(db)
+    running = store_writer(db) is not None
+    if store_kind(real, running=running) != STORE:
+        return None  # absent or empty: nothing is held
+    try:
+        conn = open_for_check(real, running=running)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+                return None  # a first start cut off before its meta table
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        if is_corrupt(exc):
+            raise damaged_error(db, exc, "reading the retention state") from exc
+        raise StorageError("cannot read the retention state of %s: %s" % (db, sqlite_message(exc)),
+                           reason="read_failed", sqlite=sqlite_message(exc)) from exc
+    return None if row is None else str(row[0])
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
@@ -57,10 +100,8 @@ def cmd_retention(args: argparse.Namespace) -> int:
         return fail(exc)
     try:
         held = held_state(config.storage.path)
-    except (sqlite3.Error, ValueError) as exc:
-        print("error (read_failed): cannot read the retention state of %s: %s" % (config.storage.path, exc),
-              file=sys.stderr)
-        return EXIT_ERROR
+    except StorageError as exc:
+        return fail(exc)
     print(held or "retention is not held")
     if args.confirm:
         path = config.data_dir / CONFIRM_FILE
