@@ -33,7 +33,12 @@ confirms (``civicedge gateway retention --confirm`` writes :data:`CONFIRM_FILE` 
 A pass that would remove more than :data:`HOLD_SHARE` of a field's stored values (at least
 :data:`HOLD_MIN_VALUES` of them) whose retention did not change since the last pass is held the same way,
 with an ERROR, before anything is removed: a clock that was already wrong when the gateway started
-passes both checks above. docs/gateway.md (Retention) explains the cases.
+passes both checks above. The rule applies only where nothing else vouches for the clock: the first pass
+of a run, and the first after a pass skipped as ``clock_behind`` / ``clock_ahead``. Once a pass has run,
+the next ones of the same run are checked by the time elapsed (the step check; under ``[sim_clock]``, whose
+clock the simulation moves on purpose, the data check alone), and their share may be large for good
+reasons: a fleet fallen silent sees its last values go, a retention shorter than the interval removes
+most of a field each pass. docs/gateway.md (Retention) explains the cases.
 """
 
 from __future__ import annotations
@@ -128,6 +133,9 @@ class RetentionClock:
         self._since_pass: tuple[float, float | None] | None = None  # (clock, monotonic) at the previous pass
         self._ahead = ""  # the clock_ahead finding, in short (a hold's detail)
         self._confirmed = False  # the operator confirmed (or the hold's span ended): the next pass runs
+        # A pass ran in this run and none was skipped since: the large-removal rule does not apply (the
+        # time elapsed vouches for the clock since, see the module docstring).
+        self._continuous = False
 
     def restore(self, saved: str | None) -> None:
         """Take back what the checks knew before a restart (the ``meta`` row :data:`META_KEY`, or None).
@@ -174,7 +182,7 @@ class RetentionClock:
     def large_removal_hold(self, retention_days: dict[tuple[str, str], int]) -> LargeRemovalHold | None:
         """The hold rule for the pass about to run, or None when the pass runs whatever it removes (confirmed,
         or a hold's span ended). Fields whose retention changed since the last pass that ran are exempt."""
-        if self._confirmed:
+        if self._confirmed or self._continuous:
             return None
         saved = self._days or {}
         exempt = frozenset(k for k, d in retention_days.items() if "%s.%s" % k in saved and saved["%s.%s" % k] != d)
@@ -197,8 +205,18 @@ class RetentionClock:
         if self.hold is not None:
             log.warning("retention resumes: the pass held since %s ran", _when(self.hold["since"]))
         self.hold, self._confirmed, self.problem, self.reason = None, False, None, None
+        self._continuous = True
         self._ran_at = removal_time
         self._days = {"%s.%s" % k: d for k, d in sorted(retention_days.items())}
+
+    def not_run(self) -> None:
+        """The pass failed before it ran (an error, logged by the caller): a confirmation was for that pass,
+        and the next pass is checked as the first one after a gap."""
+        self._continuous = False
+        if self._confirmed:
+            self._confirmed = False
+            log.warning("retention: the pass the operator confirmed did not run; confirm again if it is still "
+                        "held (civicedge gateway retention --confirm)")
 
     def removal_time(self, now: float, last_received: float | None) -> float | None:
         """The time to remove values by (``now`` less the steps not followed), or None to skip the pass.
@@ -241,6 +259,13 @@ class RetentionClock:
                 log.warning("retention skipped: %s", problem)
         self.problem, self.reason = problem, reason
         if problem is not None:
+            # A skip breaks the continuity the large-removal rule relies on, and uses up a confirmation
+            # (else one consumed by a pass skipped as clock_behind would later let a genuine clock_ahead by).
+            self._continuous = False
+            if self._confirmed and reason != "held":
+                self._confirmed = False
+                log.warning("retention: the pass the operator confirmed was skipped (%s); confirm again once the "
+                            "clock is right", reason)
             return None
         if self._mono is not None:
             self._ran = (now - self.offset, self._mono())

@@ -370,6 +370,10 @@ class Gateway:
 
     async def _retention_loop(self) -> None:
         saved: str | None = None  # the meta row as last saved; None until read (no pass runs before)
+        # The store's last count of a held large removal: (time.monotonic(), removal time, retention). The
+        # count runs inside the store's write transaction, on its only writer thread: while the hold lasts
+        # it is repeated once an interval (or when the retention or the clock moved back), not every minute.
+        counted: tuple[float, float, dict[tuple[str, str], int]] | None = None
         while True:
             delay = self.config.retention_interval_s
             try:
@@ -394,22 +398,39 @@ class Gateway:
                 else:
                     days = self.retention()
                     hold = self.retention_clock.large_removal_hold(days)
-                    removed = await self.ingest.run_in_store(self.store.apply_retention, days, removal_time, hold)
-                    assert isinstance(removed, int)
-                    if hold is not None and hold.held:  # nothing removed
-                        self.retention_clock.held(now, hold.held)
-                        self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
+                    if hold is not None and self._held_count_current(counted, removal_time, days):
+                        # still held as the store counted it (the clock was checked again, the store is not)
+                        self.metrics.retention_skipped.labels("held").inc()
                         delay = min(delay, SKIPPED_RETRY_S)
                     else:
-                        self.retention_clock.ran(removal_time, days)
-                        self.metrics.retention_removed.inc(removed)
+                        removed = await self.ingest.run_in_store(self.store.apply_retention, days, removal_time,
+                                                                 hold)
+                        assert isinstance(removed, int)
+                        if hold is not None and hold.held:  # nothing removed
+                            counted = (time.monotonic(), removal_time, dict(days))
+                            self.retention_clock.held(now, hold.held)
+                            self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
+                            delay = min(delay, SKIPPED_RETRY_S)
+                        else:
+                            counted = None
+                            self.retention_clock.ran(removal_time, days)
+                            self.metrics.retention_removed.inc(removed)
                 state = self.retention_clock.state()
                 if state != saved:  # a hold begun, released or its span grown; a pass that ran
                     await self._save_meta(RETENTION_META_KEY, state)
                     saved = state
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
                 log.error("retention pass failed: %s", exc)
+                self.retention_clock.not_run()
             await asyncio.sleep(delay)
+
+    def _held_count_current(self, counted: tuple[float, float, dict[tuple[str, str], int]] | None,
+                            removal_time: float, days: dict[tuple[str, str], int]) -> bool:
+        """Whether the store's count of a held large removal (``counted``) still stands for this pass: taken
+        less than an interval ago, for the same retention and a removal time not earlier (a retention set
+        back or a clock put right may end the hold, so those are counted at once)."""
+        return (counted is not None and time.monotonic() - counted[0] < self.config.retention_interval_s
+                and counted[2] == days and removal_time >= counted[1])
 
     def _retention_confirmed(self) -> bool:
         """Whether the operator confirmed retention (``civicedge gateway retention --confirm``); the file is

@@ -184,8 +184,10 @@ def test_a_pass_removing_most_of_a_field_is_held_before_anything_is_removed(tmp_
         assert len(hold.held) == 1 and "%d of %d bin.temp" % (old, old + 40) in hold.held[0], hold.held
         assert all("temp" in m for m in _values(store))  # nothing removed, not even the other fields
 
-        clock = RetentionClock(3600, monotonic=None)
-        clock.ran(float(t), {("bin", "temp"): 120, ("bin", "fill"): 730})
+        before = RetentionClock(3600, monotonic=None)
+        before.ran(float(t), {("bin", "temp"): 120, ("bin", "fill"): 730})
+        clock = RetentionClock(3600, monotonic=None)  # the first pass of a run (a restart): the rule applies
+        clock.restore(before.state())
         exempt = clock.large_removal_hold(days)  # temp's retention changed since the last pass: as asked
         assert exempt is not None and exempt.exempt == {("bin", "temp")}
         assert store.apply_retention(days, now=t + 40 * 900, hold=exempt) == old and not exempt.held
@@ -240,3 +242,128 @@ def test_a_held_large_removal_is_an_error_once_and_a_health_reason(caplog: pytes
     assert clock.removal_time(now + 120, now + 100) == now + 120
     clock.ran(now + 120, {("bin", "temp"): 90})
     assert clock.hold is None and clock.problem is None
+
+
+def _pass(clock: RetentionClock, store: ReportStore, now: float, last: float,
+          days: dict[tuple[str, str], int]) -> tuple[float | None, list[str]]:
+    """One pass as the gateway's retention loop runs it: (removal time or None if skipped, what held it)."""
+    rt = clock.removal_time(now, last)
+    if rt is None:
+        return None, []
+    hold = clock.large_removal_hold(days)
+    store.apply_retention(days, rt, hold)
+    if hold is not None and hold.held:
+        clock.held(now, hold.held)
+    else:
+        clock.ran(rt, days)
+    return rt, [] if hold is None else hold.held
+
+
+@pytest.mark.parametrize("monotonic", [True, False], ids=["real clock", "sim_clock"])
+def test_the_last_values_of_a_fleet_fallen_silent_are_removed_not_held(tmp_path: Path, monotonic: bool) -> None:
+    """Review MEDIUM-1: 60 boards report, then fall silent; the gateway keeps running its passes. The
+    last pass removes all that is left of bin.temp (60 of 60): it ran, it must not be held a day."""
+    t = 1_790_000_000 - 1_790_000_000 % 900
+    mono = [1000.0]
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw")
+    try:
+        store.insert_batch([_rec(s, t - DAY + 15 * s) for s in range(1, 61)]
+                           + [_rec(s, t + 15 * s) for s in range(61, 121)])
+        last = t + 15 * 120 + 5.0
+        clock = RetentionClock(6 * 3600, monotonic=(lambda: mono[0]) if monotonic else None)
+        days = {("bin", "temp"): 2}
+        now = last
+        for _ in range(16):  # 4 days of passes every 6 h: the last values go 2 days after the last report
+            rt, held = _pass(clock, store, now, last, days)
+            assert rt is not None and not held and clock.hold is None, (now - last, held, clock.problem)
+            now += 6 * 3600
+            mono[0] += 6 * 3600
+        assert not any("temp" in m for m in _values(store))
+    finally:
+        store.close()
+
+
+def test_a_retention_shorter_than_the_interval_is_held_only_at_the_first_pass_of_a_run(tmp_path: Path) -> None:
+    """Review MEDIUM-1: [retention] 1 day with interval_s 2 days removes two thirds of a field each pass;
+    only a pass no earlier pass of the run vouches for (after a restart) is held by that share."""
+    t = 1_790_000_000 - 1_790_000_000 % 900
+    mono = [1000.0]
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw")
+    seq = 0
+
+    def reports_until(end: float) -> float:  # a report every 30 min up to end; its reception time
+        nonlocal seq
+        recs = []
+        while t + 1800 * (seq + 1) <= end:
+            seq += 1
+            recs.append(_rec(seq, t + 1800 * seq - 900))
+        store.insert_batch(recs)
+        return recs[-1].received_at
+
+    try:
+        days = {("bin", "temp"): 1}
+        clock = RetentionClock(2 * DAY, monotonic=lambda: mono[0])
+        now = t + DAY
+        for _ in range(4):
+            last = reports_until(now)
+            rt, held = _pass(clock, store, now, last, days)
+            assert rt is not None and not held and clock.hold is None, held
+            now += 2 * DAY
+            mono[0] += 2 * DAY
+        assert sum("temp" in m for m in _values(store)) <= 48  # a day's worth or so, each pass
+        restarted = RetentionClock(2 * DAY, monotonic=lambda: mono[0])
+        restarted.restore(clock.state())
+        last = reports_until(now)
+        rt, held = _pass(restarted, store, now, last, days)
+        assert rt is not None and len(held) == 1 and "bin.temp" in held[0]  # the first pass of a run: held
+        assert restarted.reason == "held" and restarted.hold is not None
+    finally:
+        store.close()
+
+
+def test_a_confirmation_not_used_by_its_pass_does_not_let_a_later_clock_ahead_by(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review LOW-5: a confirmation consumed by a pass skipped as clock_behind (or one that failed) stayed
+    set and cancelled a genuine clock_ahead found later."""
+    last = 1_790_000_000.0
+    for fail in (False, True):
+        clock = RetentionClock(3600, monotonic=None)
+        assert clock.removal_time(last + 60, last) == last + 60
+        clock.ran(last + 60, {("bin", "temp"): 90})
+        clock.confirm(last + 120)
+        if fail:  # the confirmed pass raised (the loop logs the error)
+            assert clock.removal_time(last + 120, last) == last + 120
+            clock.not_run()
+        else:
+            assert clock.removal_time(last - 1000, last) is None and clock.reason == "clock_behind"
+        assert clock.removal_time(last + 10 * DAY, last) is None and clock.reason == "clock_ahead"
+        assert clock.hold is not None
+    assert sum("confirmed" in r.getMessage() and "confirm again" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_a_held_large_removal_is_counted_once_an_interval_not_every_retry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review LOW-8: the count runs in the store's write transaction on its only writer thread; while a
+    large removal is held, the clock is checked at every retry but the store counts once an interval."""
+    import gateway.service
+
+    monkeypatch.setattr(gateway.service, "SKIPPED_RETRY_S", 0.1)  # retries every 0.1 s, the interval is an hour
+    cfg = make_env(tmp_path, extra="[retention]\ninterval_s = 3600\n")
+    now = time.time()
+    t = int(now) - int(now) % 900
+    gw = Gateway(load_config(cfg))
+    gw.store.insert_batch([ReportRecord(  # 200 days old values, received just now: not a clock ahead
+        device="bin-1", seq=s, kind="bin", zone="north", type="win", w=t - 200 * DAY + 900 * s, l=900,
+        m={"temp": 12}, e={}, a=[], fw="1.0", received_at=now - 60, link="serial:x", digest="%064x" % s)
+        for s in range(1, HOLD_MIN_VALUES + 11)])
+    counts = []
+    count = gw.store.apply_retention
+    monkeypatch.setattr(gw.store, "apply_retention", lambda *a: counts.append(1) or count(*a))
+    await gw.start()
+    try:
+        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 10,
+                     "retention was not held")
+        assert len(counts) == 1
+        assert (gw.retention_clock.problem or "").startswith("retention held: a pass would remove 60 of 60")
+    finally:
+        await gw.stop()
