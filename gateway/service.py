@@ -376,6 +376,10 @@ class Gateway:
         counted: tuple[float, float, dict[tuple[str, str], int]] | None = None
         while True:
             delay = self.config.retention_interval_s
+            if self.store.damage.problem is not None:
+                # Every write is refused now (logged once, /healthz degraded): nothing to try until a restart.
+                await asyncio.sleep(min(delay, SKIPPED_RETRY_S))
+                continue
             try:
                 if saved is None:
                     # First on the store's thread (the task starts before the links), in one call: what the

@@ -93,3 +93,24 @@ async def test_a_gateway_latched_damaged_stops_cleanly_and_saves_no_floors(
         assert store.ack_floors() == {}
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+async def test_retention_does_not_retry_a_damaged_store_every_pass(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Once damaged, every write is refused: a retention pass would fail with an ERROR each interval
+    (the damage is logged once elsewhere). Fails before (an ERROR 'retention pass failed' per second)."""
+    import asyncio
+
+    caplog.set_level(logging.INFO)
+    gw = Gateway(load_config(make_env(tmp_path, extra="[retention]\ninterval_s = 1\n")))
+    await gw.start()
+    try:
+        await asyncio.sleep(0.5)  # the first pass ran on the sound store
+        gw.store.mark_damaged("PRAGMA quick_check found: On tree page 3 cell 0: invalid page number")
+        caplog.clear()
+        await asyncio.sleep(3.5)  # three passes' worth
+    finally:
+        await gw.stop()
+    failed = [r for r in caplog.records if "retention pass failed" in r.getMessage()]
+    assert failed == [], [r.getMessage() for r in failed]
