@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
 
 from gateway.protocol import FRAME_REPORT, build_frame
 
@@ -48,3 +53,18 @@ def fill_release(seq: int, fill: int, **over: Any) -> dict[str, Any]:
                             "m": {"fill": fill}, "fw": "0.1.0"}
     body.update(over)
     return body
+
+
+def write_clock(path: Path, virtual_at: float) -> None:
+    """Write a ``[sim_clock]`` follow file as the demo does: a temporary file, then os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"virtual_at": virtual_at, "wall_at": time.time(), "speed": 1.0}))
+    os.replace(tmp, path)
+
+
+async def until(check: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    """Wait (polling every 0.1 s) until ``check()`` is true; fail with ``what`` after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, what
+        await asyncio.sleep(0.1)

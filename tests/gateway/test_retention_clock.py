@@ -7,15 +7,13 @@ value older than its retention by that clock, for good, logged at INFO only.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import pytest
 from conftest import KEYS, make_env
-from helpers import WINDOW_T0, report_frame
+from helpers import WINDOW_T0, report_frame, until, write_clock
 from procs import PtyDevice
 
 from gateway.config import load_config
@@ -28,20 +26,6 @@ pytestmark = pytest.mark.timeout(90)
 DAY = 86400
 
 
-def _write_clock(path: Path, virtual_at: float) -> None:
-    """As the demo writes the [sim_clock] follow file: a temporary file, then os.replace."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"virtual_at": virtual_at, "wall_at": time.time(), "speed": 1.0}))
-    os.replace(tmp, path)
-
-
-async def _until(check, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, what
-        await asyncio.sleep(0.1)
-
-
 async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     """The QA's repro with a simulated clock: reports stored, the clock moves on 200 days, retention
@@ -51,23 +35,23 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
     dev = PtyDevice(KEYS)
     clock_file = tmp_path / "sim-clock.json"
     start = WINDOW_T0 + 10 * 900  # just after the reports' windows (helpers.body_for: w = WINDOW_T0 + 900 * seq)
-    _write_clock(clock_file, start)
+    write_clock(clock_file, start)
     cfg = make_env(tmp_path, serial=(dev.path,),
                    extra='[sim_clock]\nfollow_file = "sim-clock.json"\n[retention]\ninterval_s = 1\n')
     gw = Gateway(load_config(cfg))
     await gw.start()
     q = ReportQueries(gw.config.storage.path)
     try:
-        await _until(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1,
+        await until(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1,
                      "the serial link did not come up")
         dev.send([report_frame("bin-1", s, KEYS["bin-1"]) for s in (1, 2, 3)])
-        await _until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 3)[1], "no ACK of seq 3")
+        await until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 3)[1], "no ACK of seq 3")
         await asyncio.sleep(1.5)  # a pass at the right time removes nothing (temp: 90 days)
         assert all(r.m.get("temp") == 12 for r in q.reports(device="bin-1"))
 
-        _write_clock(clock_file, start + 200 * DAY)
+        write_clock(clock_file, start + 200 * DAY)
         skipped = {"reason": "clock_ahead"}
-        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", skipped) >= 2,
+        await until(lambda: gw.metrics.value("civicedge_retention_skipped_total", skipped) >= 2,
                      "retention was not skipped")
         assert gw.clock() >= start + 200 * DAY
         assert [r.m for r in q.reports(device="bin-1")] == [{"bat": 10 * s, "temp": 12} for s in (1, 2, 3)]
@@ -80,14 +64,14 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
 
         # A report received at the new time was stamped by that clock: it does not confirm it (MEDIUM-3).
         dev.send([report_frame("bin-1", 4, KEYS["bin-1"])])
-        await _until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 4)[1], "no ACK of seq 4")
-        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 2,
+        await until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 4)[1], "no ACK of seq 4")
+        await until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 2,
                      "retention was not held")
         assert all("temp" in r.m for r in q.reports(device="bin-1"))
         assert any(reason.startswith("retention held") for reason in gw._health())  # noqa: SLF001
         # The operator confirms the clock (civicedge gateway retention --confirm writes this file).
         (gw.config.data_dir / "retention-confirm").write_text("confirmed\n")
-        await _until(lambda: "temp" not in q.reports(device="bin-1")[0].m, "retention did not resume", 10)
+        await until(lambda: "temp" not in q.reports(device="bin-1")[0].m, "retention did not resume", 10)
         assert not any("retention" in reason for reason in gw._health())  # noqa: SLF001
         assert any(r.getMessage().startswith("retention resumes") for r in caplog.records)
         assert gw.metrics.value("civicedge_retention_removed_total") >= 6  # temp and bat of 1..3 (90 days each)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import pytest
 from conftest import KEYS, make_env
-from helpers import WINDOW_T0, report_frame
+from helpers import WINDOW_T0, report_frame, until, write_clock
 from procs import PtyDevice
 
 from gateway.config import load_config
@@ -31,25 +30,11 @@ pytestmark = pytest.mark.timeout(120)
 DAY = 86400
 
 
-def _write_clock(path: Path, virtual_at: float) -> None:
-    """As the demo writes the [sim_clock] follow file: a temporary file, then os.replace."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"virtual_at": virtual_at, "wall_at": time.time(), "speed": 1.0}))
-    os.replace(tmp, path)
-
-
-async def _until(check, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, what
-        await asyncio.sleep(0.1)
-
-
 async def _send(gw: Gateway, dev: PtyDevice, seqs: tuple[int, ...]) -> None:
-    await _until(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1,
+    await until(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1,
                  "the serial link did not come up")
     dev.send([report_frame("bin-1", s, KEYS["bin-1"]) for s in seqs])
-    await _until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= seqs[-1])[1], "no ACK of seq %d" % seqs[-1])
+    await until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= seqs[-1])[1], "no ACK of seq %d" % seqs[-1])
 
 
 async def test_a_restart_does_not_let_the_first_report_confirm_a_clock_far_ahead(
@@ -61,7 +46,7 @@ async def test_a_restart_does_not_let_the_first_report_confirm_a_clock_far_ahead
     caplog.set_level(logging.INFO)
     clock_file = tmp_path / "sim-clock.json"
     start = WINDOW_T0 + 10 * 900  # just after the reports' windows (helpers.body_for: w = WINDOW_T0 + 900 * seq)
-    _write_clock(clock_file, start)
+    write_clock(clock_file, start)
     dev = PtyDevice(KEYS)
     extra = '[sim_clock]\nfollow_file = "sim-clock.json"\n[retention]\ninterval_s = 1\n'
     with_board, without = make_env(tmp_path, serial=(dev.path,), extra=extra), None
@@ -73,13 +58,13 @@ async def test_a_restart_does_not_let_the_first_report_confirm_a_clock_far_ahead
     finally:
         await gw.stop()
 
-    _write_clock(clock_file, start + 200 * DAY)
+    write_clock(clock_file, start + 200 * DAY)
     without = tmp_path / "no-board.toml"
     without.write_text(with_board.read_text().replace('[[serial]]\nport = "%s"\n' % dev.path, ""))
     gw = Gateway(load_config(without))
     await gw.start()
     try:
-        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "clock_ahead"}) >= 1,
+        await until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "clock_ahead"}) >= 1,
                      "retention was not skipped")
     finally:
         await gw.stop()
@@ -89,7 +74,7 @@ async def test_a_restart_does_not_let_the_first_report_confirm_a_clock_far_ahead
     await gw.start()
     try:
         await _send(gw, dev, (4,))  # stamped by the clock 200 days on: the data "agrees" with it now
-        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 3,
+        await until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 3,
                      "retention was not held")
         assert [r.m for r in q.reports(device="bin-1")] == [{"bat": 10 * s, "temp": 12} for s in (1, 2, 3, 4)]
         assert gw.metrics.value("civicedge_retention_removed_total") == 0
@@ -101,7 +86,7 @@ async def test_a_restart_does_not_let_the_first_report_confirm_a_clock_far_ahead
         assert main(["gateway", "retention", "--config", str(with_board)]) == 0
         assert capsys.readouterr().out.startswith("retention held since ")
         assert main(["gateway", "retention", "--config", str(with_board), "--confirm"]) == 0
-        await _until(lambda: all("temp" not in r.m for r in q.reports(device="bin-1")), "the pass did not run")
+        await until(lambda: all("temp" not in r.m for r in q.reports(device="bin-1")), "the pass did not run")
         assert not any(reason.startswith("retention") for reason in gw._health())  # noqa: SLF001
         assert any("the operator confirmed" in r.getMessage() for r in caplog.records)
         assert not (gw.config.data_dir / "retention-confirm").exists()  # one confirmation, one pass
@@ -361,7 +346,7 @@ async def test_a_held_large_removal_is_counted_once_an_interval_not_every_retry(
     monkeypatch.setattr(gw.store, "apply_retention", lambda *a: counts.append(1) or count(*a))
     await gw.start()
     try:
-        await _until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 10,
+        await until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 10,
                      "retention was not held")
         assert len(counts) == 1
         assert (gw.retention_clock.problem or "").startswith("retention held: a pass would remove 60 of 60")

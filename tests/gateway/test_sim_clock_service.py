@@ -4,7 +4,6 @@ sync) moves when the simulation rewrites the file, without a restart."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import select
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import KEYS, make_env
-from helpers import report_frame
+from helpers import report_frame, write_clock
 from procs import PtyDevice
 
 from gateway.config import load_config
@@ -21,13 +20,6 @@ from gateway.protocol import FRAME_ACK, SerialDeframer, decode_body, parse_frame
 from gateway.service import Gateway
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _write_clock(path: Path, virtual_at: float) -> None:
-    """As the demo writes it: a temporary file, then os.replace."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"virtual_at": virtual_at, "wall_at": time.time(), "speed": 1.0}))
-    os.replace(tmp, path)
 
 
 def _ack_time(dev: PtyDevice, deframer: SerialDeframer, device: str, seq: int, timeout: float = 15.0) -> int:
@@ -53,7 +45,7 @@ async def test_a_running_gateway_follows_the_rewritten_file(tmp_path: Path) -> N
     dev = PtyDevice(KEYS)
     clock_file = tmp_path / "sim-clock.json"
     first = time.time() + 3 * 86400  # the simulation runs days ahead of the wall clock
-    _write_clock(clock_file, first)
+    write_clock(clock_file, first)
     cfg = make_env(tmp_path, serial=(dev.path,), extra='[sim_clock]\nfollow_file = "sim-clock.json"\n')
     gw = Gateway(load_config(cfg))
     await gw.start()
@@ -68,7 +60,7 @@ async def test_a_running_gateway_follows_the_rewritten_file(tmp_path: Path) -> N
         assert int(first) <= t1 < first + 30, (t1, first)
         # The simulation moves on a day (as if its boards ran faster): the gateway reads it at its next look.
         second = first + 86400
-        _write_clock(clock_file, second)
+        write_clock(clock_file, second)
         await asyncio.sleep(CHECK_EVERY_S + 0.1)
         dev.send([report_frame("bin-1", 2, KEYS["bin-1"])])
         t2 = await asyncio.to_thread(_ack_time, dev, deframer, "bin-1", 2)
