@@ -101,6 +101,31 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
+
+def parse_saved_state(saved: str) -> tuple[dict[str, Any] | None, float | None, dict[str, int] | None]:
+    """The hold, last pass time and its retention from the ``meta`` row :data:`META_KEY`
+    (:meth:`RetentionClock.state`'s JSON).
+
+    Raises:
+        ValueError: the row is not one the gateway writes (saying what is wrong); the gateway then starts
+            its checks afresh, not held.
+    """
+    state = json.loads(saved)
+    if not isinstance(state, dict):
+        raise ValueError("JSON, but not an object")
+    hold = state.get("hold")
+    if hold is not None and not (isinstance(hold, dict) and hold.get("reason") in ("clock_ahead", "large_removal")
+                                 and isinstance(hold.get("since"), (int, float))
+                                 and isinstance(hold.get("agreed_s"), (int, float))):
+        raise ValueError("bad hold %r" % (hold,))
+    ran_at, days = state.get("ran_at"), state.get("days")
+    if ran_at is not None and not isinstance(ran_at, (int, float)):
+        raise ValueError("bad ran_at %r" % (ran_at,))
+    if days is not None and not (isinstance(days, dict) and all(isinstance(v, int) for v in days.values())):
+        raise ValueError("bad days %r" % (days,))
+    return hold, ran_at, days
+
+
 class RetentionClock:
     """Decides, before each retention pass, the time to remove by, or that the pass is skipped.
 
@@ -145,18 +170,8 @@ class RetentionClock:
         if saved is None:
             return
         try:
-            state = json.loads(saved)
-            hold = state.get("hold")
-            if hold is not None and not (isinstance(hold, dict) and hold.get("reason") in ("clock_ahead", "large_removal")
-                                         and isinstance(hold.get("since"), (int, float))
-                                         and isinstance(hold.get("agreed_s"), (int, float))):
-                raise ValueError("bad hold %r" % (hold,))
-            ran_at, days = state.get("ran_at"), state.get("days")
-            if ran_at is not None and not isinstance(ran_at, (int, float)):
-                raise ValueError("bad ran_at %r" % (ran_at,))
-            if days is not None and not (isinstance(days, dict) and all(isinstance(v, int) for v in days.values())):
-                raise ValueError("bad days %r" % (days,))
-        except (ValueError, AttributeError) as exc:
+            hold, ran_at, days = parse_saved_state(saved)
+        except ValueError as exc:
             log.warning("retention: the saved state of its clock checks (meta %s) cannot be read (%s); starting "
                         "afresh", META_KEY, exc)
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
 from gateway.errors import GatewayError, StorageError
-from gateway.retention_clock import CONFIRM_FILE, META_KEY
+from gateway.retention_clock import CONFIRM_FILE, META_KEY, parse_saved_state
 from gateway.storage.damage import damaged_error, is_corrupt, sqlite_message
 from gateway.storage.sqlite_uri import open_for_check
 from gateway.storage.store import real_store_path, store_writer
@@ -49,18 +48,11 @@ def held_state(db: Path) -> str | None:
     if raw is None:
         return None
     try:
-        state = json.loads(raw)
-    except ValueError as exc:
-        return _unreadable("not JSON: %s" % exc)
-    if not isinstance(state, dict):
-        return _unreadable("JSON, but not an object")
-    hold = state.get("hold")
+        hold = parse_saved_state(raw)[0]
+    except ValueError as exc:  # as RetentionClock.restore: the gateway then starts afresh, not held
+        return _unreadable(str(exc))
     if hold is None:
         return None
-    # What RetentionClock.restore takes as a hold; anything else it leaves out (not held).
-    if not (isinstance(hold, dict) and hold.get("reason") in ("clock_ahead", "large_removal")
-            and isinstance(hold.get("since"), (int, float)) and isinstance(hold.get("agreed_s"), (int, float))):
-        return _unreadable("its hold is not one the gateway writes")
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(hold["since"])))
     return "retention held since %s (gateway clock): %s" % (since, hold.get("detail", hold["reason"]))
 
