@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
+from gateway.storage.disk_space import free_bytes
 from gateway.version import gateway_version
 
 REJECTION_REASONS = (
@@ -159,11 +160,8 @@ class GatewayMetrics:
             return float(total)
 
         def free() -> float:
-            try:
-                st = os.statvfs(os.path.dirname(os.path.realpath(path)))
-            except OSError:
-                return math.nan
-            return float(st.f_bavail * st.f_frsize)
+            got = free_bytes(path)
+            return math.nan if got is None else float(got)
 
         Gauge("civicedge_store_size_bytes", "Bytes of the report store's database file and its write-ahead log",
               registry=self.registry).set_function(size)

@@ -14,6 +14,8 @@ import resource
 import sqlite3
 from pathlib import Path
 
+from gateway.storage.disk_space import free_bytes
+
 # Free space below which a file system counts as full for the hint (a few pages of a batch).
 NEARLY_FULL_BYTES = 1024 * 1024
 
@@ -40,11 +42,7 @@ def write_failure_hint(db: Path) -> str:
         at = "" if biggest is None else "; %s is %d bytes" % biggest
         causes.append("the gateway's file-size limit (ulimit -f, RLIMIT_FSIZE) is %d bytes%s: raise it "
                       "(systemd: LimitFSIZE=infinity; shell: ulimit -f unlimited) and restart the gateway" % (soft, at))
-    try:
-        vfs = os.statvfs(db.parent)
-    except OSError:
-        vfs = None
-    if vfs is not None and vfs.f_bavail * vfs.f_frsize < NEARLY_FULL_BYTES:
-        causes.append("the file system holding %s is full (%d bytes free): free space" % (db.parent,
-                                                                                          vfs.f_bavail * vfs.f_frsize))
+    free = free_bytes(db)
+    if free is not None and free < NEARLY_FULL_BYTES:
+        causes.append("the file system holding %s is full (%d bytes free): free space" % (db.parent, free))
     return " (likely cause: %s)" % "; ".join(causes) if causes else ""
