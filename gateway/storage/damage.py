@@ -26,12 +26,17 @@ QUICK_CHECK_MAX = 10
 PROGRESS_STEPS = 10_000
 
 
+def primary_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of ``exc`` (extended codes such as SQLITE_CORRUPT_INDEX share the low
+    byte), None when it is not an SQLite error that carries one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None or not isinstance(exc, sqlite3.Error) else int(code) & 0xFF
+
+
 def is_corrupt(exc: BaseException) -> bool:
     """True when ``exc`` is SQLite finding the file damaged (SQLITE_CORRUPT or SQLITE_NOTADB, any
     extended code); busy, full, read-only and I/O errors are not."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in (
-        sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return primary_code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def sqlite_message(exc: BaseException) -> str:

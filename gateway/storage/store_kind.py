@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from gateway.errors import StorageError
+from gateway.storage.damage import primary_code
 from gateway.storage.sqlite_uri import open_for_check, wal_has_content
 
 # Every SQLite 3 database file starts with these 16 bytes and is at least one page of at least 512
@@ -158,13 +159,13 @@ def _look(path: Path, running: bool) -> tuple[set[str], bool]:
             try:
                 return tables, conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
             except sqlite3.OperationalError as exc:
-                if _primary(exc) != sqlite3.SQLITE_ERROR:
+                if primary_code(exc) != sqlite3.SQLITE_ERROR:
                     raise
                 return tables, False  # a meta table of another program, without a key column
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        primary = _primary(exc)
+        primary = primary_code(exc)
         if primary == sqlite3.SQLITE_NOTADB:
             raise not_a_database(path, 'it does not start with the SQLite header "SQLite format 3"') from exc
         if primary == sqlite3.SQLITE_CORRUPT:
@@ -172,9 +173,3 @@ def _look(path: Path, running: bool) -> tuple[set[str], bool]:
         raise StorageError("cannot read report store %s: %s (SQLite); nothing was changed: check that the gateway's "
                            "user can read it and its directory, and the system log for disk errors"
                            % (path, exc), reason="open_failed") from exc
-
-
-def _primary(exc: sqlite3.Error) -> int | None:
-    """SQLite's primary result code of ``exc`` (extended codes such as SQLITE_CORRUPT_INDEX share the low byte)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else int(code) & 0xFF
