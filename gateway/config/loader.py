@@ -22,6 +22,7 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 import tomllib
 import unicodedata
 import uuid
@@ -712,18 +713,40 @@ def _check_readable(sec: _Section, key: str, path: Path) -> None:
 
 def _read_secret(sec: _Section, key: str, path: Path) -> str:
     """The one-line secret in ``path`` (an owner-only file), without its line end; never echoed."""
-    _check_readable(sec, key, path)
-    _check_owner_only(sec, key, path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise sec.error(key, "cannot read %s %s: %s" % (key, path, why), "bad_path") from exc
+    text = _read_owner_only(sec, key, path)
     secret = text.removesuffix("\n").removesuffix("\r")
     if not secret or "\n" in secret or "\r" in secret:
         raise sec.error(key, "%s %s must hold the password on one line (it is empty or has several lines)"
                         % (key, path), "bad_value")
     return secret
+
+
+def _read_owner_only(sec: _Section, key: str, path: Path) -> str:
+    """The text of the secret file ``path``, refused when other users may read it (as ssh refuses a
+    readable private key).
+
+    The mode is checked on the descriptor the text is read from, so a file swapped in between (a
+    token rotated by rename) cannot be read under the old file's mode.
+    """
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path")
+            if os.name == "posix" and st.st_mode & 0o077:
+                raise sec.error(key, "%s %s is readable by other users (mode %03o); run: chmod 600 %s"
+                                % (key, path, st.st_mode & 0o777, path), "bad_path")
+            data = f.read()
+    except FileNotFoundError as exc:
+        raise sec.error(key, "%s %s does not exist" % (key, path), "bad_path") from exc
+    except IsADirectoryError as exc:
+        raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path") from exc
+    except OSError as exc:
+        raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise sec.error(key, "cannot read %s %s: not UTF-8 text" % (key, path), "bad_path") from exc
 
 
 def _holds_private_key(sec: _Section, key: str, path: Path) -> bool:
@@ -737,7 +760,7 @@ def _holds_private_key(sec: _Section, key: str, path: Path) -> bool:
 def _check_key_mode(sec: _Section, key: str, path: Path) -> None:
     """Refuse a private key file other users may read, or its group write. Group-readable is accepted
     when root or this user owns it (the usual root:ssl-cert 0640 key in /etc/ssl/private), as PostgreSQL
-    accepts its ssl_key_file; the password file stays owner-only (:func:`_check_owner_only`)."""
+    accepts its ssl_key_file; the password file stays owner-only (:func:`_read_owner_only`)."""
     if os.name != "posix":
         return
     try:
@@ -751,20 +774,6 @@ def _check_key_mode(sec: _Section, key: str, path: Path) -> None:
         raise sec.error(key, "%s %s holds a private key and is open to other users (mode %03o; at most %s);"
                         " run: chmod %s %s" % (key, path, mode, allowed, "640" if group_ok else "600", path),
                         "bad_path")
-
-
-def _check_owner_only(sec: _Section, key: str, path: Path) -> None:
-    """Refuse a secret file (the admin token, the MQTT password) other users may read, as ssh refuses
-    a readable private key."""
-    if os.name != "posix":
-        return
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
-    if mode & 0o077:
-        raise sec.error(key, "%s %s is readable by other users (mode %03o); run: chmod 600 %s"
-                        % (key, path, mode & 0o777, path), "bad_path")
 
 
 def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
@@ -800,16 +809,7 @@ def read_admin_token(path: Path) -> str:
 
 def _admin_token_of(sec: _Section, token_path: Path) -> str:
     """:func:`read_admin_token`, with errors located in ``sec``'s config file."""
-    try:
-        token = token_path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError as exc:
-        raise sec.error("http.admin_token_file", "http.admin_token_file %s does not exist" % token_path,
-                        "bad_path") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise sec.error("http.admin_token_file", "cannot read http.admin_token_file %s: %s" % (token_path, why),
-                        "bad_path") from exc
-    _check_owner_only(sec, "http.admin_token_file", token_path)
+    token = _read_owner_only(sec, "http.admin_token_file", token_path).strip()
     if len(token) < MIN_TOKEN_LEN:
         raise sec.error("http.admin_token_file", "the admin token in %s is shorter than %d characters"
                         % (token_path, MIN_TOKEN_LEN), "bad_value")
