@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from gateway.config import load_config
-from gateway.config.loader import ConfigError, read_admin_token
+from gateway.config.loader import read_admin_token
+from gateway.errors import ConfigError
 
 OPEN_TOKEN = "readable-by-all-0123456789"
 PRIVATE_TOKEN = "owner-only-abcdef987654"
