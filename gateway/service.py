@@ -37,7 +37,8 @@ from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
 from gateway.storage.meta_keys import MAX_META_KEY, PUBLISHED_META_PREFIX
-from gateway.storage.store import ReportStore, real_store_path
+from gateway.storage.store import ReportStore
+from gateway.storage.store_files import real_store_path
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
 from gateway.upstream.mqtt import HEALTH_STALLED, MqttUpstream, encode_report

@@ -13,7 +13,7 @@ from typing import IO, Iterator
 
 from gateway.config import GatewayConfig, default_config, load_config
 from gateway.errors import GatewayError
-from gateway.storage.store import check_store_free
+from gateway.storage.store_files import check_store_free
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -13,7 +13,7 @@ from gateway.errors import GatewayError, StorageError
 from gateway.retention_clock import CONFIRM_FILE, META_KEY, parse_saved_state
 from gateway.storage.damage import damaged_error, is_corrupt, sqlite_message
 from gateway.storage.sqlite_uri import open_for_check
-from gateway.storage.store import real_store_path, store_writer
+from gateway.storage.store_files import real_store_path, store_writer
 from gateway.storage.store_kind import STORE, store_kind
 
 

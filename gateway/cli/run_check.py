@@ -24,7 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.storage.sqlite_uri import open_for_check, read_only_uri, wal_has_content
-from gateway.storage.store import check_store_free, store_writer
+from gateway.storage.store_files import check_store_free, store_writer
 from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
 from gateway.web.hosts import host_port
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.registry import Registry
-from gateway.storage.store import store_writer
+from gateway.storage.store_files import store_writer
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
 from hil.backends.qemu.launcher import free_tcp_port

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StorageError
-from gateway.storage.store import ReportRecord, ReportStore, check_store_free, store_writer
+from gateway.storage.store import ReportRecord, ReportStore
+from gateway.storage.store_files import check_store_free, store_writer
 
 
 def mode(path: Path) -> int:

@@ -19,7 +19,8 @@ from gateway.errors import StorageError
 from gateway.protocol.cobs import cobs_encode
 from gateway.protocol.frame import FRAME_REPORT, build_frame
 from gateway.service import Gateway
-from gateway.storage.store import ReportRecord, ReportStore, store_writer
+from gateway.storage.store import ReportRecord, ReportStore
+from gateway.storage.store_files import store_writer
 from gateway.web.errors import BadParameter
 from gateway.web.retention import RetentionSettings
 from gateway.resources import load_policy

@@ -1,0 +1,310 @@
+"""The report store's files on disk: which file it is, its single-writer lock, and its ``-wal``/``-shm``.
+
+Everything :class:`gateway.storage.store.ReportStore` and ``gateway run --check`` decide about the store's
+files before (and while) SQLite has them open: the file itself behind any symlink
+(:func:`real_store_path`), its ``<db>.lock`` (:func:`lock_store`, :func:`store_writer`), the refusals of a
+hard-linked database, a symlinked ``-wal``/``-shm`` or another user's file (:func:`check_store_free`),
+the owner-only modes (:func:`make_private`), and the identities watched for a file deleted or replaced
+while the gateway runs (:func:`file_identities`, :func:`file_problem`). Reads and ``stat`` calls only,
+apart from the lock file and the chmod; no SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from pathlib import Path
+
+from gateway.errors import StorageError
+from gateway.pid_lock import LockHeld, lock_holder, take_pid_lock
+from gateway.private_dirs import mkdir_private
+
+# A watched file: the name it is looked up by and the (st_dev, st_ino) it had when the store opened.
+FileIdentity = tuple[Path, tuple[int, int]]
+
+
+def file_problem(files: list[FileIdentity]) -> str | None:
+    """Say which of ``files`` (from :func:`file_identities`) was deleted or replaced since they were
+    recorded, and what became of the file the store writes; None when all are as they were.
+
+    See :meth:`gateway.storage.store.ReportStore.file_problem`. A ``stat`` per file.
+    """
+    for path, ident in files:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            links = _open_links(ident)
+            what = "moved or deleted" if links is None else "moved away" if links else "deleted"
+            return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(path, ident, links))
+        except OSError:
+            continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
+        if (st.st_dev, st.st_ino) != ident:
+            now = real_store_path(path)
+            fate = _fate(path, ident, _open_links(ident))
+            if now != Path(os.path.abspath(path)):  # a symlink (or symlinked directory) on the way
+                return ("report store file %s was replaced by another file while the gateway ran (it now "
+                        "names %s)%s" % (path, now, fate))
+            return "report store file %s was replaced by another file while the gateway ran%s" % (path, fate)
+    return None
+
+
+def _open_links(ident: tuple[int, int]) -> int | None:
+    """The link count of the file ``ident`` (st_dev, st_ino) this process has open (Linux ``/proc/self/fd``):
+    0 when it was deleted, above 0 when it still has a name somewhere; None when it cannot be told."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            st = os.stat("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == ident:
+            return st.st_nlink
+    return None
+
+
+def _fate(path: Path, ident: tuple[int, int], links: int | None) -> str:
+    """What became of the file the store writes, for :func:`file_problem`'s message."""
+    if links is None:
+        return ""
+    if links:
+        return (" (the file it writes is still on disk under another name, nothing is lost; find it with "
+                "find %s -xdev -inum %d and put it back while the gateway is stopped)" % (_mount_point(path), ident[1]))
+    return (" (no name is left for the file it writes: what it held is lost when the gateway stops unless a backup "
+            "has it)")
+
+
+def _mount_point(path: Path) -> str:
+    """The mount point of the file system ``path``'s directory is on (where a moved file can be)."""
+    p = os.path.dirname(os.path.abspath(path))
+    try:
+        dev = os.stat(p).st_dev
+        while p != "/" and os.stat(os.path.dirname(p)).st_dev == dev:
+            p = os.path.dirname(p)
+    except OSError:
+        pass
+    return p
+
+
+def make_private(path: Path) -> None:
+    """Make the database and any ``-wal``/``-shm`` owner-only (they hold per-device data) before SQLite
+    opens them; a missing database is created empty, 0600.
+
+    SQLite gives the ``-wal`` and ``-shm`` it creates the database file's mode, but leaves the mode
+    of existing ones alone (left by a gateway that was killed, or by an older version), so all three
+    are tightened here. chmod, not an open() of an existing file: run before SQLite opens it, but
+    closing a descriptor of the database in this process would drop the POSIX locks SQLite holds
+    on it. Only regular files are touched (SQLite's own open says what is wrong with anything else).
+
+    ``path`` is the file itself (symlinks resolved). Nothing is followed from here (``lstat``): a
+    ``-wal`` or ``-shm`` that is a symlink is refused with what to do. A chmod through it would change
+    a file elsewhere (any file, for a gateway run as root), and SQLite either refuses the store with a
+    bare "unable to open database file" (3.40 does) or writes the log into the file the link names. A
+    file of another user (a backup restored as root) is refused with its owner and the ``chown``
+    that fixes it, where the chmod or SQLite's open would fail with a bare "Operation not permitted".
+
+    Raises:
+        StorageError: reason ``symlinked`` or ``not_owned``.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+        finally:
+            os.close(fd)
+    for p, st in _store_files(path):
+        if st.st_mode & 0o077:
+            os.chmod(p, 0o600)
+
+
+def _store_files(path: Path) -> list[tuple[Path, os.stat_result]]:
+    """The store's database, ``-wal`` and ``-shm`` that exist as regular files, with their ``lstat``.
+
+    ``path`` is the file itself (symlinks resolved). Reads only: a ``-wal`` or ``-shm`` that is a
+    symlink, or a file of another user (for a gateway not run as root), is refused as
+    :func:`make_private` describes, so ``run --check`` refuses what the open would.
+
+    Raises:
+        StorageError: reason ``symlinked`` or ``not_owned``.
+    """
+    files: list[tuple[Path, os.stat_result]] = []
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode) and p != path:
+            what = "write-ahead log" if p.name.endswith("-wal") else "shared memory index"
+            target = os.path.realpath(p)
+            raise StorageError("report store file %s is a symlink (to %s): the store's %s must be a file of its own "
+                               "next to the database (SQLite refuses such a link with a bare 'unable to open "
+                               "database file', or writes through it into the file it names); put the file itself "
+                               "in its place (mv %s %s) or, if the gateway was stopped cleanly, remove the link"
+                               % (p, os.readlink(p), what, target, p), reason="symlinked")
+        if stat.S_ISREG(st.st_mode):
+            files.append((p, st))
+    euid = os.geteuid()
+    foreign = [(p, st.st_uid) for p, st in files if st.st_uid != euid]
+    if foreign and euid != 0:  # root may chmod and open anyone's file; any other user can do neither
+        names = " ".join(str(p) for p, _ in foreign)
+        owners = ", ".join(sorted({_user_label(uid) for _, uid in foreign}))
+        one = len(foreign) == 1
+        raise StorageError("report store file%s %s %s owned by %s, not by the gateway's user %s (restored as root?): "
+                           "SQLite cannot use %s; give %s back with: chown %s %s"
+                           % ("" if one else "s", names, "is" if one else "are", owners, _user_label(euid),
+                              "it" if one else "them", "it" if one else "them", _user_name(euid), names),
+                           reason="not_owned")
+    return files
+
+
+def _user_name(uid: int) -> str:
+    """The login name of ``uid``, or the number when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _user_label(uid: int) -> str:
+    """``uid N (name)`` for messages."""
+    name = _user_name(uid)
+    return "uid %d" % uid if name == str(uid) else "uid %d (%s)" % (uid, name)
+
+
+def file_identities(path: Path, real: Path) -> list[FileIdentity]:
+    """``(name, (st_dev, st_ino))`` to watch: the database under its configured name ``path`` and its
+    ``-wal`` next to the file itself ``real`` (SQLite holds both open while the store is; a WAL that is
+    reset is rewritten in place, and removed only at the last close).
+
+    The database's identity is that of the file opened (``real``), looked up later through ``path``
+    (symlinks followed): should the link have been re-pointed since, the first check says so.
+    """
+    found: list[FileIdentity] = []
+    for name, p in ((path, real), (real.with_name(real.name + "-wal"),) * 2):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        found.append((name, (st.st_dev, st.st_ino)))
+    return found
+
+
+def real_store_path(path: Path) -> Path:
+    """The store's file itself: ``path`` with every symlink resolved (in its directories too).
+
+    The single-writer lock, the ``-wal`` and the ``-shm`` belong next to that file: a second gateway
+    configured with a symlink to a running gateway's store took a lock of its own next to the link.
+    """
+    return Path(os.path.realpath(path))
+
+
+def _lock_file(real: Path) -> Path:
+    """The single-writer lock file of the store file ``real`` (symlinks resolved): next to it."""
+    return real.with_name(real.name + ".lock")
+
+
+def _shown(path: Path, real: Path) -> str:
+    """``path`` for messages, with the file it names when that is elsewhere (a symlink)."""
+    return str(path) if real == Path(os.path.abspath(path)) else "%s (%s)" % (path, real)
+
+
+def _in_use(path: Path, holder: str) -> StorageError:
+    return StorageError("report store %s is in use by another gateway (pid %s); stop it first, or give this "
+                        "one its own [storage] path" % (_shown(path, real_store_path(path)), holder or "unknown"),
+                        reason="in_use")
+
+
+def store_writer(path: Path) -> str | None:
+    """The pid (as written in the lock file) of the gateway writing the store at ``path``, or None
+    when no writer holds it (for tools that must not touch a store in use). ``path`` may be a
+    symlink to the store; nothing is created."""
+    holder = lock_holder(_lock_file(real_store_path(path)))
+    return None if holder is None else holder or "unknown"
+
+
+def check_store_free(path: Path) -> None:
+    """Fail as opening a :class:`gateway.storage.store.ReportStore` on ``path`` would when a gateway writes it,
+    it is hard-linked, its ``-wal``/``-shm`` is a symlink or a file is another user's (``gateway run --check``);
+    creates nothing.
+
+    Raises:
+        StorageError: reason ``in_use``, ``hard_linked``, ``symlinked`` or ``not_owned``.
+    """
+    real = real_store_path(path)
+    _refuse_hard_links(path, real)
+    _store_files(real)
+    holder = store_writer(path)
+    if holder is not None:
+        raise _in_use(path, holder)
+
+
+def _refuse_hard_links(path: Path, real: Path) -> None:
+    """Refuse a database file that has more than one name (hard links).
+
+    Every name gets a lock, ``-wal`` and ``-shm`` of its own: a gateway started on another name
+    would not see the running one's lock, and any connection through it (a second gateway, an
+    operator's sqlite3) would miss the other name's WAL and write the database under it, damaging it.
+    A lock named after the file's (st_dev, st_ino) would keep a second gateway out but not the second
+    WAL, and would have to live in one place both names share. A hard-linked "backup" (``cp -al`` of
+    the live data directory, a restore by ``cp -al``/``rsync --link-dest`` from a backup, a dedup
+    tool's link) is no backup either: it changes with every commit. So a second name is refused, at
+    every start: the message says how to break the link.
+
+    Raises:
+        StorageError: reason ``hard_linked``.
+    """
+    try:
+        st = os.stat(real)
+    except OSError:
+        return  # absent (created by the open) or unreadable: the open says what is wrong
+    links = st.st_nlink
+    if links > 1 and stat.S_ISREG(st.st_mode):
+        raise StorageError("report store %s has %d names (hard links): a gateway or sqlite3 opening it under another "
+                           "name would use a lock and a -wal of its own and damage it, and a hard-linked copy is no "
+                           "backup; give the store a file of its own while no gateway runs (cp -p %s %s.new && "
+                           "mv %s.new %s), take the other names (find / -xdev -samefile %s) out of backup trees and "
+                           "dedup runs, and copy backups with sqlite3 .backup"
+                           % (_shown(path, real), links, real, real, real, real, real), reason="hard_linked")
+
+
+def lock_store(path: Path, real: Path) -> int:
+    """Take the store's single-writer lock (``<db>.lock``, held until the store is closed).
+
+    Two gateways writing one database would both extend the provenance chain from the same head;
+    the second's every commit would fail. The lock is advisory (``flock``): released by the kernel
+    when the process dies, so a crash never leaves a stale lock behind, and deleting the file while
+    a gateway runs would defeat it (docs/gateway.md says to leave it). It is a file of its own, not
+    the database: closing a descriptor of the database would drop SQLite's POSIX locks on it.
+
+    The lock is next to the file itself, ``real`` (``path`` with symlinks resolved, once, by the
+    caller, which opens that same file), and a file with several names (hard links) is refused (see
+    :func:`_refuse_hard_links`). Once the lock is held, ``path`` must still resolve to ``real``: a
+    link re-pointed in between would otherwise have the gateway hold one store's lock and write
+    another (or skip the lock of the store the name now opens).
+
+    Raises:
+        StorageError: reason ``in_use`` when another process (or store in this one) holds it,
+            ``hard_linked`` when the file has other names, ``path_changed`` when ``path`` no
+            longer names ``real``.
+    """
+    _refuse_hard_links(path, real)
+    try:
+        mkdir_private(real.parent)
+        fd = take_pid_lock(_lock_file(real), mode=0o600)
+    except LockHeld as held:
+        raise _in_use(path, held.holder) from None
+    except OSError as exc:
+        raise StorageError("cannot open report store %s: %s" % (path, exc), reason="open_failed") from exc
+    now = real_store_path(path)
+    if now != real:
+        os.close(fd)
+        raise StorageError("report store %s changed while it was opened: it named %s, now %s (a symlink re-pointed); "
+                           "nothing was written; start the gateway again once the link is settled"
+                           % (path, real, now), reason="path_changed")
+    return fd
