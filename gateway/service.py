@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from gateway.config.loader import retention_days
 from gateway.config.model import GatewayConfig
 from gateway.config.sim_clock import SimClock
-from gateway.errors import StorageError, TransportError
+from gateway.errors import TransportError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
@@ -36,7 +36,6 @@ from gateway.retention_clock import SKIPPED_RETRY_S, RetentionClock
 from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
-from gateway.storage.meta_keys import MAX_META_KEY, PUBLISHED_META_PREFIX
 from gateway.storage.store import ReportStore
 from gateway.storage.store_files import real_store_path
 from gateway.transports.base import Transport
@@ -245,7 +244,7 @@ class Gateway:
                          allowed_hosts=(*http.allowed_hosts, http.listen),
                          extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock),
                          open_data=OpenDataMeta.of(self.config.open_data),
-                         save_meta=published_meta_writer(self._save_meta))
+                         save_meta=self._save_meta)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.
@@ -480,21 +479,6 @@ class Gateway:
         self.store.close()
         self.registry.close()
         log.info("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)
-
-
-def published_meta_writer(save: Callable[[str, str], Awaitable[None]]) -> Callable[[str, str], Awaitable[None]]:
-    """The web layer's writer of the store's ``meta`` rows: ``save`` for ``published:`` keys only
-    (gateway.storage.meta_keys). The retention clock's row, which holds a data-protection hold, stays
-    the retention loop's alone (it keeps ``save`` itself). For any other key the writer raises
-    StorageError, reason ``bad_value``, and writes nothing.
-    """
-    async def save_published(key: str, value: str) -> None:
-        if not key.startswith(PUBLISHED_META_PREFIX):
-            raise StorageError("meta key %r is not one the web layer writes (%s*)" % (
-                key[:MAX_META_KEY], PUBLISHED_META_PREFIX), reason="bad_value")
-        await save(key, value)
-
-    return save_published
 
 
 def _loopback_only(listen: str) -> bool:

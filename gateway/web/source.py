@@ -7,7 +7,8 @@ changes on the registry and the retention settings.
 The public open data reads the same store only up to a publication mark
 (:mod:`gateway.web.publication`): ``published=True`` on :meth:`StoreFleetSource.devices` (the
 entities' mark), ``received_before`` (the CSV's mark) on :meth:`~StoreFleetSource.device_hours` and
-:meth:`~StoreFleetSource.range_stamp`.
+:meth:`~StoreFleetSource.range_stamp`; :class:`gateway.web.published_marks.PublishedMarks` keeps those
+marks' bounds from going back and saves them in the store.
 
 Store reads run on worker threads (:class:`gateway.web.reads.StoreReads`): the event loop that
 awaits them also reads the serial ports and sends the ACKs. The registry, a small table the
@@ -18,57 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
-from gateway.retention_clock import CLOCK_BACK_TOLERANCE_S
 from gateway.storage.queries import ReportQueries
 from gateway.web import publication
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
+from gateway.web.published_marks import PublishedMarks
 from gateway.web.reads import StoreReads
 from gateway.web.retention import RetentionSettings
 from gateway.web.snapshot import FleetData, FleetState
 from gateway.web.views import DeviceHourAggregate, DeviceView, HourlyAggregate, ReadingKey, ReadingView
 
-logger = logging.getLogger(__name__)
-
 HEALTH_TIMEOUT_S = 5.0
-# Publication marks whose bound (newest report id received before the mark) is kept: the entities'
-# and the CSV's current marks, and the previous ones while a request still uses them.
-_MARKS_KEPT = 8
-
-
-class _Published(NamedTuple):
-    """What a kind of public answer published: the newest report id (``bound``), the mark the answer is
-    as of, and the receive time of report ``bound`` (0.0 for none), which ties a saved value to its store."""
-
-    bound: int
-    mark: int
-    received: float
-
-    def consistent(self) -> bool:
-        """Whether report ``bound`` was received before the mark (or nothing is published): what every
-        bound read at a mark is, and what a value read back at start must be."""
-        return self.bound == 0 or self.received < self.mark
-
-    @classmethod
-    def of_saved(cls, queries: ReportQueries, saved: tuple[int, int, int]) -> _Published | None:
-        """The value saved as ``(bound, mark, receive time in µs)``, if this store's publication can have
-        saved it (:meth:`StoreFleetSource._read_published`), else None; on a store thread."""
-        bound, mark, received_us = saved
-        if bound == 0:
-            return cls(0, mark, 0.0) if received_us == 0 else None
-        row = queries.reports_by_id([bound]).get(bound)
-        if row is None or publication.micros(row.received_at) != received_us:
-            return None
-        got = cls(bound, mark, row.received_at)
-        return got if got.consistent() else None
-
-
-_NOTHING = _Published(0, 0, 0.0)
 
 
 class StoreFleetSource:
@@ -85,7 +50,8 @@ class StoreFleetSource:
         save_meta: writes ``(key, value)`` into the store's ``meta`` table, through the store's writer
             (the web layer reads the store read-only); what the public answers published is saved
             with it at each new mark, in the background (no request waits for it), and read back at
-            start, so it never goes back across a restart either. None: kept in memory only.
+            start, so it never goes back across a restart either; only ``published:`` keys are written
+            through it (:class:`gateway.web.published_marks.PublishedMarks`). None: kept in memory only.
     """
 
     def __init__(self, *, store: ReportQueries | None, registry: Any | None, policy: Mapping[str, Any],
@@ -102,46 +68,19 @@ class StoreFleetSource:
         self._public = FleetState(store, bounded=True) if store is not None else None
         self._loading: asyncio.Future[FleetData] | None = None
         self._refreshing: dict[bool, asyncio.Future[FleetData]] = {}
-        # (kind, mark) -> the highest id of the reports received before the mark, the mark the answer is
-        # as of (the same unless the clock is behind the stored reports) and whether it was (the mark
-        # held), read once per mark:
-        # a report received just before a mark but committed after the read shows at the next mark,
-        # and an answer never changes between marks.
-        self._bounds: dict[tuple[str, int], tuple[_Published, bool]] = {}
-        # kind -> the (bound, mark) published last: the bound never goes back, even when the clock does; the
-        # mark neither while the clock is behind the stored reports. Read back from the store's meta table
-        # at the first bound (_restore), saved there when it changes (save_meta); see _read_bound for a
-        # store without it.
-        self._floors: dict[str, _Published] = {}
-        self._save_meta = save_meta
-        self._saved: dict[str, _Published] = {}
-        # The values still to save (kind -> the newest) and the one background save (_save_later).
-        self._pending: dict[str, _Published] = {}
-        self._saving: asyncio.Future[None] | None = None
-        self._restoring: asyncio.Future[None] | None = None
-        self._clock_behind = False
+        # The bound and mark of each kind of public answer, and their saving in the store's meta.
+        self._marks = PublishedMarks(queries=self._queries, reads=self._reads, policy=policy, clock=clock,
+                                     save_meta=save_meta, timeout_s=HEALTH_TIMEOUT_S)
         # ((entities' bound, since, revoked devices), the earliest period start of the value reports up to
         # that bound): read once per bound, day and revocation
         self._oldest: tuple[tuple[int, int, tuple[str, ...]], int | None] | None = None
         # CSV bound -> device -> whether it has a report up to that bound (devices_reported)
         self._reported: dict[int, dict[str, bool]] = {}
-        # The mark function of each kind of public answer (a bound is kept per kind: the CSV's is older).
-        entity_step = publication.entity_mark_s(policy)
-        self._mark_of: dict[str, Callable[[float], int]] = {
-            "entities": functools.partial(publication.entity_mark, step=entity_step), "csv": publication.csv_mark}
 
     async def aclose(self) -> None:
         """Let a save of what was published finish (at most :data:`HEALTH_TIMEOUT_S`), then stop the
         worker threads (the application's cleanup calls this)."""
-        saving = self._saving
-        if saving is not None and not saving.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(saving), HEALTH_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                logger.warning("open data: saving what was published in the store did not end in %.0f s; "
-                               "stopping without it", HEALTH_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - logged by _saved_or_failed
-                pass
+        await self._marks.aclose()
         self._reads.close()
 
     def _fields(self) -> list[str]:
@@ -152,160 +91,10 @@ class StoreFleetSource:
             raise StorageError("no report store attached to the web app", reason="read_failed")
         return self._store
 
-    async def _bound(self, kind: str, mark: int) -> tuple[int, int]:
-        """The highest id of the reports received before ``mark`` (read once per mark) and the mark the
-        answer is as of. The id is never below what was published before for that ``kind`` (``entities``
-        or ``csv``), whatever the clock does, nor below what the store's ``meta`` says was published; the
-        mark neither while the clock is behind the newest stored report, and is ``mark`` once it is not."""
-        await self._restore()
-        got = self._bounds.get((kind, mark))
-        if got is None:
-            read = functools.partial(self._read_bound, kind, mark, self._floors.get(kind), self._clock())
-            read_got, behind_s = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
-            got = self._bounds.setdefault((kind, mark), (read_got, behind_s > CLOCK_BACK_TOLERANCE_S))
-            while len(self._bounds) > _MARKS_KEPT:  # (a concurrent read's, above, if it came first)
-                del self._bounds[next(iter(self._bounds))]
-            self._note_clock(behind_s)
-        (bound, at_mark, received), held = got
-        floor = self._floors.get(kind, _NOTHING)
-        if floor.bound > bound:
-            bound, received = floor.bound, floor.received
-        # The bound never goes down: what was published stays. The mark is the clock's once the clock is
-        # not behind the stored reports: a mark saved by a clock that was ahead (and read back at start)
-        # would else judge every device silent until the real clock reached it (review MEDIUM 1).
-        self._floors[kind] = top = _Published(bound, max(at_mark, floor.mark) if held else at_mark, received)
-        # Saved only as the reader at start accepts it: the bound's report received before the mark. Not
-        # so just after a clock that ran ahead was set right (the bound is a report stamped ahead): the
-        # value saved before stays until the bound moves on.
-        if self._save_meta is not None and top != self._saved.get(kind) and top.consistent():
-            self._save_later(kind, top)
-        return top.bound, top.mark
-
-    def _save_later(self, kind: str, top: _Published) -> None:
-        """Save ``top`` in the store's ``meta`` in the background: a public request never waits for the
-        store's writer (review LOW 2). One save in flight at most; a newer value of a kind replaces one
-        still waiting."""
-        self._saved[kind] = top  # first, so concurrent requests at a new mark save it once
-        self._pending[kind] = top
-        if self._saving is None or self._saving.done():
-            self._saving = task = asyncio.ensure_future(self._save_pending())
-            task.add_done_callback(self._saved_or_failed)
-
-    async def _save_pending(self) -> None:
-        assert self._save_meta is not None
-        while self._pending:
-            kind = next(iter(self._pending))
-            top = self._pending.pop(kind)
-            await self._save_meta(publication.published_key(kind), publication.encode_published(*top))
-
-    def _saved_or_failed(self, task: asyncio.Future[None]) -> None:
-        """The background save's end: a failure is logged and the values are saved again at the next
-        bound (the answers were given: only a restart with the clock behind would lose what they
-        published)."""
-        if self._saving is task:
-            self._saving = None
-        if task.cancelled():
-            self._saved.clear()
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._saved.clear()
-            self._pending.clear()
-            if isinstance(exc, StorageError):
-                logger.warning("open data: could not save what was published in the store (%s); it is kept in "
-                               "memory and saved again at the next mark", exc)
-            else:
-                logger.error("open data: saving what was published in the store failed", exc_info=exc)
-        elif self._pending and self._saving is None:  # a value added as the loop ended
-            self._saving = again = asyncio.ensure_future(self._save_pending())
-            again.add_done_callback(self._saved_or_failed)
-
-    async def _restore(self) -> None:
-        """Read back, once, what the store's ``meta`` says the public answers published (on the quick
-        thread); after a failed read the next bound tries again."""
-        restoring = self._restoring
-        if restoring is None:
-            restoring = self._restoring = asyncio.ensure_future(self._restore_once())
-
-            def done(fut: asyncio.Future[None]) -> None:
-                if fut.cancelled() or fut.exception() is not None:
-                    self._restoring = None
-
-            restoring.add_done_callback(done)
-        await asyncio.shield(restoring)
-
-    async def _restore_once(self) -> None:
-        for kind, got in (await self._reads.quick(self._read_published, timeout_s=HEALTH_TIMEOUT_S)).items():
-            floor = self._floors.get(kind, _NOTHING)
-            self._floors[kind] = got if got.bound >= floor.bound else floor._replace(mark=max(got.mark, floor.mark))
-            self._saved[kind] = got
-
-    def _read_published(self) -> dict[str, _Published]:
-        """The saved (bound, mark, bound's receive time) of each kind; on a store thread.
-
-        A value is used only if this store's publication can have saved it: report ``bound`` is in the
-        store, with the receive time saved with it (a value copied from another store, or edited, names
-        another), and was received before the saved mark. Anything else is ignored with a WARNING: it
-        could publish at once reports received after the last mark (review MEDIUM 3). One id lookup.
-        """
-        queries = self._queries()
-        saved = queries.meta_values(publication.PUBLISHED_KEY_PREFIX)
-        out: dict[str, _Published] = {}
-        for key, text in sorted(saved.items()):
-            kind = key[len(publication.PUBLISHED_KEY_PREFIX):]
-            decoded = publication.decode_published(text)
-            got = _Published.of_saved(queries, decoded) if kind in self._mark_of and decoded is not None else None
-            if got is None:
-                logger.warning("open data: ignoring meta %s = %r of the report store: not what this store's "
-                               "publication saved (its report id, receive time and mark disagree with the "
-                               "store); publication resumes as on a store without it", key, text)
-                continue
-            out[kind] = got
-        return out
-
-    def _read_bound(self, kind: str, mark: int, floor: _Published | None,
-                    now: float) -> tuple[_Published, float]:
-        """The bound and the mark of ``mark``'s answer (with the bound's receive time), and how far the
-        clock is behind the newest stored report (s); on a store thread.
-
-        Only the ids above the bound published before are walked. A clock behind the newest stored
-        report's receive time (set back, or a boot before NTP) holds what was published: its marks
-        are earlier. What was published is saved in the store (``save_meta``) and read back at start;
-        without it (no saved value: a store last run without ``save_meta``), after a restart with the
-        clock behind, the gateway that stamped the newest report had reached that time, so the mark
-        at or before it is where publication starts again (what was published at later marks before
-        the stop, if the gateway ran past one without a new report, shows again when the clock
-        passes them).
-        """
-        queries = self._queries()
-        stamp = queries.last_report_stamp()
-        if stamp is None:
-            return (floor if floor is not None else _NOTHING._replace(mark=mark)), 0.0
-        behind_s = stamp[1] - now
-        if behind_s > CLOCK_BACK_TOLERANCE_S:
-            if floor is not None:
-                return floor, behind_s
-            mark = self._mark_of[kind](stamp[1])
-        above = floor if floor is not None else _NOTHING
-        bound = queries.last_id_received_before(mark, above=above.bound)
-        if bound == above.bound:
-            return above._replace(mark=mark), behind_s
-        return _Published(bound, mark, queries.reports_by_id([bound])[bound].received_at), behind_s
-
     def published_mark(self) -> int:
         """The mark the last published entities are as of (0 before any): the entities' mark, or while
         the clock is behind the stored reports the mark held (a device's silence is judged at it)."""
-        return self._floors.get("entities", _NOTHING).mark
-
-    def _note_clock(self, behind_s: float) -> None:
-        """One WARNING when the clock falls behind the stored reports, one INFO when it has caught up."""
-        behind = behind_s > CLOCK_BACK_TOLERANCE_S
-        if behind and not self._clock_behind:
-            logger.warning("open data: the gateway clock is %.0f s behind the newest stored report's receive time "
-                           "(set back?); the open data holds what it published until the clock passes it", behind_s)
-        elif self._clock_behind and not behind:
-            logger.info("open data: the gateway clock is past the newest stored report again; publication marks resume")
-        self._clock_behind = behind
+        return self._marks.published_mark()
 
     async def _fleet(self, published: bool = False) -> FleetData:
         """The fleet as of now, or as published at the entities' last mark: one refresh at a time,
@@ -324,7 +113,7 @@ class StoreFleetSource:
         refreshing = self._refreshing.get(published)
         if refreshing is None:
             if published:
-                upto, mark = await self._bound("entities", self._mark_of["entities"](self._clock()))
+                upto, mark = await self._marks.current("entities")
                 read = functools.partial(state.refresh, mark, upto=upto)
             else:
                 read = functools.partial(state.refresh, int(self._clock()))
@@ -362,7 +151,7 @@ class StoreFleetSource:
         return await asyncio.shield(loading)
 
     async def _load_once(self) -> FleetData:
-        upto, mark = await self._bound("entities", self._mark_of["entities"](self._clock()))
+        upto, mark = await self._marks.current("entities")
         self._state, data = await self._reads.bulk(functools.partial(self._read_both, mark, upto))
         return data
 
@@ -431,7 +220,7 @@ class StoreFleetSource:
         before ``received_before`` only, when given (a publication mark)."""
         if not devices:
             return []
-        max_id = (await self._bound("csv", received_before))[0] if received_before is not None else None
+        max_id = (await self._marks.bound("csv", received_before))[0] if received_before is not None else None
         read = functools.partial(self._queries().device_hourly, fields=list(fields or self._fields()),
                                  start=since, end=until, devices=list(devices), zone=zone,
                                  max_period_s=self._max_period_s(), max_id=max_id)
@@ -441,7 +230,7 @@ class StoreFleetSource:
         """Those of ``devices`` that have a report received before ``received_before`` (a CSV
         publication mark): the devices the CSV shows, and whose zones it names, change only at its
         marks, not at the entities' (review LOW4). Read once per device and mark, on a bulk thread."""
-        bound = (await self._bound("csv", received_before))[0]
+        bound = (await self._marks.bound("csv", received_before))[0]
         known = self._reported.get(bound)
         if known is None:
             known = self._reported[bound] = {}
@@ -470,7 +259,7 @@ class StoreFleetSource:
         publication mark): of the reports received before it, and instead of the receive time the
         CSV mark that first published that report (no arrival finer than the hour). Read on a bulk
         thread: a range scan of the period-start index."""
-        max_id = (await self._bound("csv", received_before))[0] if received_before is not None else None
+        max_id = (await self._marks.bound("csv", received_before))[0] if received_before is not None else None
         read = functools.partial(self._queries().range_stamp, start=since - self._max_period_s() - 3600, end=until,
                                  max_id=max_id)
         stamp = await self._reads.bulk(read)
@@ -487,7 +276,7 @@ class StoreFleetSource:
         ``since``, the day values older than the longest retention are removed by, keeps the index
         walk short). When every such report is older than ``since`` (retention held or skipped keeps
         their values), ``since`` itself. One index walk per entities' bound, ``since`` and revocation, on the quick thread."""
-        bound = (await self._bound("entities", self._mark_of["entities"](self._clock())))[0]
+        bound = (await self._marks.current("entities"))[0]
         revoked = tuple(sorted(r.id for r in self._registry.list() if r.revoked)) if self._registry is not None else ()
         key = (bound, int(since), revoked)
         held = self._oldest

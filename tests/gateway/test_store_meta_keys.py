@@ -13,9 +13,9 @@ import pytest
 from gateway.errors import StorageError
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
 from gateway.storage import ReportQueries, ReportStore
-from gateway.service import published_meta_writer
 from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE
 from gateway.web import publication
+from gateway.web.published_marks import published_meta_writer
 
 
 def test_only_published_keys_and_the_retention_state_are_written(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ async def _shown_after_a_saved_value(fleet: Fleet, text: str, caplog: pytest.Log
     fleet.store.save_meta(publication.published_key("entities"), text)
     started = source(fleet, [float(NOW + 120)])
     try:
-        with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
+        with caplog.at_level(logging.WARNING, logger="gateway.web.published_marks"):
             shown = {d.id: d.last_seen for d in await started.devices(published=True)}
     finally:
         await started.aclose()
@@ -184,7 +184,7 @@ async def test_a_failed_save_is_logged_and_saved_again_at_the_next_mark(
     src = StoreFleetSource(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
                            clock=lambda: clock[0], save_meta=meta)
     try:
-        with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
+        with caplog.at_level(logging.WARNING, logger="gateway.web.published_marks"):
             await src.devices(published=True)
             for _ in range(20):  # the background save fails and is logged
                 await asyncio.sleep(0)

@@ -95,7 +95,7 @@ async def test_a_saved_bound_above_the_newest_report_is_ignored(fleet: Fleet, ca
     fleet.store.save_meta(publication.published_key("csv"), "not a bound")
     source = _source(fleet, NOW + 600)
     try:
-        with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
+        with caplog.at_level(logging.WARNING, logger="gateway.web.published_marks"):
             await source.devices(published=True)
         assert source.published_mark() == NOW  # 12:00, the clock's own mark
     finally:

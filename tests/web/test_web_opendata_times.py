@@ -186,7 +186,7 @@ async def test_a_clock_behind_the_stored_reports_never_retracts_published_data(
     # After a restart the bound published before is not known; the gateway had reached its newest
     # report's receive time (12:50), so the marks at or before it (12:45, 12:05) are published again.
     clock = [float(NOW - 1200)]                                  # restarted at 11:40
-    with caplog.at_level(logging.WARNING, logger="gateway.web.source"):
+    with caplog.at_level(logging.WARNING, logger="gateway.web.published_marks"):
         async with app_client(fleet, clock=lambda: clock[0]) as c:
             assert await _public(c, paths) == published
             clock[0] = float(NOW - 1200 + 900)                   # 11:55: a mark, still behind
