@@ -34,18 +34,32 @@ DEFAULT_KEYWORDS = ("streetlights", "waste bins", "sensors", "smart city", "NGSI
 DEFAULT_DESCRIPTION = ("What the city's streetlight and waste bin sensors released, per device: people-related "
                        "signals only as noisy counts (noise added on the device, small counts withheld), everything "
                        "else as coarse aggregates. What is collected and why: the transparency page.")
-# Each format: key, path (literal: it answers as is; the query parameters are optional), media type, title,
-# and its file type in the EU's vocabulary (DCAT-AP's dct:format).
-FORMATS = (
-    ("ngsi-ld", "/opendata/ngsi-ld/v1/entities?type=Streetlight,WasteContainer&options=keyValues", LD_JSON,
-     "Latest values per device as NGSI-LD entities (FIWARE Smart Data Models Streetlight, WasteContainer)", "JSON_LD"),
-    ("csv", "/opendata/readings.csv", "text/csv", "Released values per device, UTC hour, zone and field (CSV)", "CSV"),
-    ("geojson", "/opendata/devices.geojson", GEO_JSON, "Devices with their latest values (GeoJSON)", "GEOJSON"),
-)
 MODELS = {
     "Streetlight": "https://github.com/smart-data-models/dataModel.Streetlighting/tree/master/Streetlight",
     "WasteContainer": "https://github.com/smart-data-models/dataModel.WasteManagement/tree/master/WasteContainer",
 }
+# Each format: key, path (literal: it answers as is; the query parameters are optional), media type, title,
+# and its file type in the EU's vocabulary (DCAT-AP's dct:format). The NGSI-LD entry names the entity
+# types the policy's kinds are published as (:func:`formats`).
+Format = tuple[str, str, str, str, str]
+_OTHER_FORMATS: tuple[Format, ...] = (
+    ("csv", "/opendata/readings.csv", "text/csv", "Released values per device, UTC hour, zone and field (CSV)", "CSV"),
+    ("geojson", "/opendata/devices.geojson", GEO_JSON, "Devices with their latest values (GeoJSON)", "GEOJSON"),
+)
+
+
+def formats(entity_types: Sequence[str]) -> tuple[Format, ...]:
+    """The formats, the NGSI-LD one listing ``entity_types`` (the published ones, :func:`ngsi.plan`)."""
+    models = [t for t in entity_types if t in MODELS]
+    others = [t for t in entity_types if t not in MODELS]
+    what = ["FIWARE Smart Data Models " + ", ".join(models)] if models else []
+    what += [", ".join(others) + ": no Smart Data Model, the released fields as attributes"] if others else []
+    title = "Latest values per device as NGSI-LD entities" + (" (%s)" % "; ".join(what) if what else "")
+    query = "type=%s&options=keyValues" % ",".join(entity_types) if entity_types else "options=keyValues"
+    ngsi_ld: Format = ("ngsi-ld", "/opendata/ngsi-ld/v1/entities?" + query, LD_JSON, title, "JSON_LD")
+    return (ngsi_ld, *_OTHER_FORMATS)
+
+
 # The EU's frequency vocabulary (DCAT-AP dct:accrualPeriodicity) by window length: new values arrive with
 # every window.
 FREQUENCY_BASE = "http://publications.europa.eu/resource/authority/frequency/"
@@ -53,10 +67,11 @@ _FREQUENCY_BY_WINDOW = {60: "1MIN", 300: "5MIN", 600: "10MIN", 900: "15MIN", 180
 FILE_TYPE_BASE = "http://publications.europa.eu/resource/authority/file-type/"
 IANA_MEDIA = "https://www.iana.org/assignments/media-types/"
 # What each CSV column holds (keys: export.CSV_STATUS_COLUMNS, in that order; a test compares them).
+# ``kind``'s %s: the policy's kinds (data_dictionary).
 CSV_COLUMN_MEANINGS = {
     "hour": "UTC hour (ISO 8601) the row's period starts",
     "device": "device id",
-    "kind": "device kind (streetlight, bin)",
+    "kind": "device kind (%s)",
     "zone": "the zone the device's reports were stored with",
     "field": "field name (see fields)",
     "unit": "unit of value (see fields)",
@@ -132,8 +147,10 @@ def base_of(request: web.Request, meta: OpenDataMeta) -> str:
     return meta.base_url or f"{request.scheme}://{request.host}"
 
 
-def _unit_code(unit: str) -> str | None:
-    return ngsi.UNIT_CODES.get(unit)
+def _unit_code(policy: Mapping[str, Any], kind: str, field: str, unit: str) -> str | None:
+    """The field's UN/CEFACT code: the policy field's ``unit_code``, else the table's (:func:`ngsi.unit_code`)."""
+    spec = policy.get("kinds", {}).get(kind, {}).get("fields", {}).get(field)
+    return ngsi.unit_code(unit, spec if isinstance(spec, Mapping) else None)
 
 
 def _per(period_s: int) -> str:
@@ -183,7 +200,8 @@ def data_dictionary(transparency: Mapping[str, Any], policy: Mapping[str, Any]) 
             aggregate = csv_aggregate(str(kind["kind"]), f, level_periods)
             entry: dict[str, Any] = {
                 "kind": kind["kind"], "field": f["field"], "label": f["label"], "unit": f["unit"],
-                "unitCode": _unit_code(str(f["unit"])), "aggregate": aggregate,
+                "unitCode": _unit_code(policy, str(kind["kind"]), str(f["field"]), str(f["unit"])),
+                "aggregate": aggregate,
                 "value": _value_meaning(f, aggregate), "period": format_duration(int(f["period_s"])),
                 "periodSeconds": f["period_s"], "aboutPeople": f["personal"], "release": f["release_text"],
                 "quantum": f.get("quantum"), "validRange": f.get("valid_range"), "noise": None,
@@ -194,7 +212,9 @@ def data_dictionary(transparency: Mapping[str, Any], policy: Mapping[str, Any]) 
                 entry["noise"] = {"mechanism": "discrete Laplace, added on the device", "epsilonPerRelease":
                                   f["eps_per_release"], "epsilonPerDayMax": f["eps_per_day_max"], "k": f["k"]}
             fields.append(entry)
-    return {"csvColumns": dict(CSV_COLUMN_MEANINGS), "fields": fields}
+    columns = dict(CSV_COLUMN_MEANINGS)
+    columns["kind"] = columns["kind"] % ", ".join(str(k["kind"]) for k in transparency["kinds"])
+    return {"csvColumns": columns, "fields": fields}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -228,6 +248,18 @@ class Catalogue:
     def url(self, path: str) -> str:
         """The absolute URL of a path of this gateway."""
         return self.base + path
+
+    def entity_types(self) -> list[str]:
+        """The entity types the policy's kinds are published as (:func:`ngsi.plan`)."""
+        return ngsi.plan(self.policy).entity_types()
+
+    def formats(self) -> tuple[Format, ...]:
+        """The formats (:func:`formats` of the published entity types)."""
+        return formats(self.entity_types())
+
+    def models(self) -> dict[str, str]:
+        """The Smart Data Models the published entity types follow, by type (a generic type follows none)."""
+        return {t: MODELS[t] for t in self.entity_types() if t in MODELS}
 
     def title(self) -> str:
         """``[opendata] title``, else :data:`DEFAULT_TITLE`."""
@@ -319,9 +351,9 @@ class Catalogue:
             "dcat:keyword": self.keywords(),
             "dcat:landingPage": {"@id": self.url("/opendata")},
             "foaf:page": {"@id": self.url("/transparency")},
-            "dct:conformsTo": [{"@id": url} for url in MODELS.values()],
+            "dct:conformsTo": [{"@id": url} for url in self.models().values()],
             "dcat:distribution": [self._distribution(path, media, title, file_type, licence)
-                                  for _key, path, media, title, file_type in FORMATS],
+                                  for _key, path, media, title, file_type in self.formats()],
         }
         if publisher is not None:
             dataset["dct:publisher"] = publisher

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
+
+from gateway.resources import load_policy
+from gateway.web import ngsi
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -91,9 +94,14 @@ _COORDINATE = {"oneOf": [{"type": "string", "pattern": r"^-?[0-9]{1,3}(\.[0-9]{1
                "examples": ["52.3702", 52.3702]}
 
 
-def openapi_document() -> dict[str, Any]:
-    """Return the OpenAPI document served at ``/openapi.json``."""
-    doc = _document()
+def openapi_document(policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the OpenAPI document served at ``/openapi.json``.
+
+    Args:
+        policy: the privacy policy the gateway runs with: its kinds and the entity types they are
+            published as are the document's enumerations. None: the firmware's policy file.
+    """
+    doc = _document(policy if policy is not None else load_policy())
     schemas = doc["components"]["schemas"]
     # The admin list is the public device with the registry's own lat/lon strings (what PUT takes).
     where = {"type": ["string", "null"], "description": "decimal degrees as registered, e.g. \"4.80\" (null "
@@ -103,7 +111,19 @@ def openapi_document() -> dict[str, Any]:
     return doc
 
 
-def _document() -> dict[str, Any]:
+def _entities_summary(etypes: list[str]) -> str:
+    """``NGSI-LD Streetlight and WasteContainer entities (FIWARE Smart Data Models)``, for the types published."""
+    models = [t for t in etypes if t in ngsi.CONTEXT_BY_TYPE]
+    others = [t for t in etypes if t not in ngsi.CONTEXT_BY_TYPE]
+    text = "NGSI-LD %s entities (FIWARE Smart Data Models)" % " and ".join(models)
+    if others:
+        text += "; %s entities (no Smart Data Model: the released fields as attributes)" % ", ".join(others)
+    return text
+
+
+def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
+    kinds = list(policy.get("kinds", {}))
+    etypes = ngsi.plan(policy).entity_types()
     paths: dict[str, Any] = {
         "/": {"get": {"summary": "Dashboard page (HTML)", "tags": ["pages"],
                       "responses": {"200": _ok("HTML page", "text/html", {"type": "string"})}}},
@@ -126,7 +146,7 @@ def _document() -> dict[str, Any]:
                                            "503": _ok("degraded", schema={"$ref": "#/components/schemas/Health"})}}},
         "/api/devices": {"get": {
             "summary": "Devices with status, last seen, link and latest released values", "tags": ["read"],
-            "parameters": [_q("kind", "device kind", {"type": "string", "enum": ["streetlight", "bin"]}), _ZONE],
+            "parameters": [_q("kind", "device kind", {"type": "string", "enum": kinds}), _ZONE],
             "responses": {"200": _ok("device list"), "400": _BAD, "503": _STORE}}},
         "/api/devices/{device_id}": {"get": {
             "summary": "One device", "tags": ["read"], "parameters": [_DEVICE],
@@ -228,12 +248,12 @@ def _document() -> dict[str, Any]:
             "responses": {"200": _od_ok("DCAT-AP catalogue", "application/ld+json", also=("application/json",)),
                           "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
         "/opendata/ngsi-ld/v1/entities": {"get": {
-            "summary": "NGSI-LD Streetlight and WasteContainer entities (FIWARE Smart Data Models)",
+            "summary": _entities_summary(etypes),
             "tags": ["open data"],
             "parameters": [{**_q("type", "entity type, or a comma list of them: entities of any listed type "
-                                     "(`type=Streetlight,WasteContainer`)",
+                                     f"(`type={','.join(etypes)}`)",
                                  {"type": "array", "minItems": 1,
-                                  "items": {"type": "string", "enum": ["Streetlight", "WasteContainer"]}}),
+                                  "items": {"type": "string", "enum": etypes}}),
                             "style": "form", "explode": False},
                            _q("options", "representation", {"type": "string",
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
@@ -242,7 +262,7 @@ def _document() -> dict[str, Any]:
                           "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
         "/opendata/ngsi-ld/v1/entities/{entity_id}": {"get": {
             "summary": "One NGSI-LD entity", "tags": ["open data"],
-            "parameters": [_p("entity_id", "URN, e.g. urn:ngsi-ld:Streetlight:sl-001"),
+            "parameters": [_p("entity_id", f"URN, e.g. urn:ngsi-ld:{(etypes or ['Streetlight'])[0]}:sl-001"),
                            _q("options", "representation", {"type": "string",
                                                             "enum": ["normalized", "keyValues", "simplified"]})],
             "responses": {"200": _od_ok("entity", "application/ld+json", also=("application/json",)), "304": _OD_304,
@@ -335,7 +355,7 @@ def _document() -> dict[str, Any]:
                     "next": {"type": ["string", "null"],
                              "description": "cursor of the following page (pass as `after`); null on the last page"}}},
                 "Device": {"type": "object", "required": ["id", "kind", "zone", "lat", "lon", "status"], "properties": {
-                    "id": {"type": "string"}, "kind": {"type": "string", "enum": ["streetlight", "bin"]},
+                    "id": {"type": "string"}, "kind": {"type": "string", "enum": kinds},
                     "zone": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
                     "revoked": {"type": "boolean"},
                     "status": {"type": "string", "enum": ["ok", "alarm", "stale", "never", "revoked"]},

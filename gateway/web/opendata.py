@@ -23,7 +23,6 @@ from gateway.web.views import DeviceView
 __all__ = ["NOT_SET", "OPEN_DATA_META_KEY", "ROUTES", "OpenDataMeta", "meta_of"]
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
-ENTITY_TYPES = ("Streetlight", "WasteContainer")
 CSV_MAX_RANGE_S = 31 * 86400
 CSV_DEFAULT_RANGE_S = 86400
 CSV_SLICE_S = 86400
@@ -151,6 +150,14 @@ async def _json_answer(request: web.Request, data: Any, content_type: str, *,
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
+def warn_unpublished(policy: Mapping[str, Any]) -> ngsi.Plan:
+    """What the entities publish of each kind of ``policy`` (:func:`gateway.web.ngsi.plan`), with one
+    WARNING per kind that is not fully published, logged once per process. Meant for the app's start;
+    every open-data answer made of the plan calls it too, so the warning is logged at the latest with
+    the first of them."""
+    return ngsi.warn_unpublished(policy)
+
+
 def _stale(request: web.Request, devices: Sequence[DeviceView]) -> frozenset[str]:
     """The silent devices among ``devices`` (as published) at the entities' last publication mark, by
     the rule ``/api/devices`` calls "stale": judged now, a device would turn stale its last report's
@@ -175,7 +182,8 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
     mark begin (one index lookup per mark)."""
     ctx = ctx_of(request)
     meta = meta_of(request)
-    shown = ngsi.publishable(await ctx.fleet.devices(published=True))
+    warn_unpublished(ctx.policy)
+    shown = ngsi.publishable(await ctx.fleet.devices(published=True), ctx.policy)
     transparency, now = catalogue.transparency_of(ctx), ctx.now()
     oldest = await ctx.fleet.oldest_published(since=catalogue.coverage_since(transparency, now))
     return catalogue.Catalogue(meta=meta, base=catalogue.base_of(request, meta), policy=ctx.policy,
@@ -193,16 +201,17 @@ async def index(request: web.Request) -> web.Response:
     params.reject_unknown(request.query, ())
     media = negotiate(request, ("application/json",))
     cat = await _catalogue(request)
+    formats = cat.formats()
     return await _json_answer(request, {
         **cat.index_head(),
         # Where each format is: every URL is literal and answers as is (a placeholder such as ``to=``
         # would be refused with 400); the query parameters, all optional, are in "parameters".
         # NGSI-LD's type list is comma-separated.
-        "formats": {key: cat.url(path) for key, path, _media, _title, _type in catalogue.FORMATS},
-        "mediaTypes": {key: media_type for key, _path, media_type, _title, _type in catalogue.FORMATS},
+        "formats": {key: cat.url(path) for key, path, _media, _title, _type in formats},
+        "mediaTypes": {key: media_type for key, _path, media_type, _title, _type in formats},
         "parameters": {
             "ngsi-ld": {
-                "type": "Streetlight, WasteContainer, or a comma list of them: entities of any listed type"
+                "type": f"{', '.join(cat.entity_types())}, or a comma list of them: entities of any listed type"
                         " (default: all)",
                 "options": "normalized (default), keyValues, or simplified (= keyValues)",
             },
@@ -218,8 +227,8 @@ async def index(request: web.Request) -> web.Response:
                             " empty value, and a trailing status column (released or withheld)",
             },
         },
-        "models": dict(catalogue.MODELS),
-        "mapping": ngsi.describe_mapping(),
+        "models": cat.models(),
+        "mapping": ngsi.describe_mapping(cat.policy),
         "dataDictionary": catalogue.data_dictionary(cat.transparency, cat.policy),
         "catalog": cat.url(catalogue.CATALOG_PATH),
         "transparency": cat.url("/transparency"),
@@ -248,11 +257,11 @@ async def entities(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     q = request.query
     params.reject_unknown(q, ("type", "options"))
-    etypes = params.parse_choice_list(q, "type", ENTITY_TYPES)
+    etypes = params.parse_choice_list(q, "type", warn_unpublished(ctx.policy).entity_types())
     media = _ld_content_type(request)
     devices = await ctx.fleet.devices(published=True)
-    shown = ngsi.published(devices, etypes)
-    items = ngsi.entities(shown, key_values=_options(request), stale=_stale(request, shown))
+    shown = ngsi.published(devices, etypes, ctx.policy)
+    items = ngsi.entities(shown, key_values=_options(request), stale=_stale(request, shown), policy=ctx.policy)
     return await _json_answer(request, items, media, last_modified=_last_modified(shown))
 
 
@@ -264,9 +273,10 @@ async def entity(request: web.Request) -> web.Response:
     media = _ld_content_type(request)
     wanted = request.match_info["entity_id"]
     devices = await ctx.fleet.devices(published=True)
-    for dev in ngsi.publishable(devices):
-        if ngsi.entity_id(ngsi.ENTITY_TYPE_BY_KIND[dev.kind], dev.id) == wanted:
-            entity = ngsi.device_entity(dev, key_values=_options(request), stale=dev.id in _stale(request, [dev]))
+    for dev in ngsi.publishable(devices, ctx.policy):
+        if ngsi.entity_id(ngsi.entity_type(dev.kind), dev.id) == wanted:
+            entity = ngsi.device_entity(dev, key_values=_options(request), stale=dev.id in _stale(request, [dev]),
+                                        policy=ctx.policy)
             return await _json_answer(request, entity, media, last_modified=_last_modified([dev]))
     raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
 
@@ -337,12 +347,21 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     return since, until
 
 
-def csv_zones(devices: Sequence[DeviceView], reported: Collection[str] | None = None) -> list[str]:
+def _kinds(policy: Mapping[str, Any] | None) -> Collection[str]:
+    """The kinds the CSV publishes: every kind of the privacy policy (None: the two with a Smart Data
+    Model, for a caller without one)."""
+    return policy.get("kinds", {}).keys() if policy is not None else ngsi.ENTITY_TYPE_BY_KIND.keys()
+
+
+def csv_zones(devices: Sequence[DeviceView], reported: Collection[str] | None = None, *,
+              policy: Mapping[str, Any] | None = None) -> list[str]:
     """The zones a public answer may name (a refused ``zone`` lists them): those of the CSV's devices
-    that have stored a report (``reported``: the devices with a report received before the CSV's mark;
-    None: any stored report). A registered device that never reported published nothing, so its zone
-    is not public (review L2: ``zone=x`` listed every registered device's zone)."""
-    return [d.zone for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND
+    (of a kind of ``policy``) that have stored a report (``reported``: the devices with a report
+    received before the CSV's mark; None: any stored report). A registered device that never reported
+    published nothing, so its zone is not public (review L2: ``zone=x`` listed every registered
+    device's zone)."""
+    kinds = _kinds(policy)
+    return [d.zone for d in devices if d.kind in kinds
             and (d.last_seen is not None if reported is None else d.id in reported)]
 
 
@@ -351,18 +370,21 @@ def policy_digest(policy: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(policy, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
-def csv_devices(devices: Sequence[DeviceView], reported: Collection[str] | None = None) -> list[str]:
-    """The devices whose stored rows the CSV publishes: every device of a published kind, revoked or
-    not (the entities list only devices not revoked); of ``reported`` only, when given (the devices
+def csv_devices(devices: Sequence[DeviceView], reported: Collection[str] | None = None, *,
+                policy: Mapping[str, Any] | None = None) -> list[str]:
+    """The devices whose stored rows the CSV publishes: every device of a kind of ``policy``, revoked
+    or not (the entities list only devices not revoked); of ``reported`` only, when given (the devices
     with a report received before the CSV's mark: the others have no row it may show)."""
-    return [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND and (reported is None or d.id in reported)]
+    kinds = _kinds(policy)
+    return [d.id for d in devices if d.kind in kinds and (reported is None or d.id in reported)]
 
 
 async def _csv_reported(ctx: WebContext, devices: Sequence[DeviceView], mark: int) -> frozenset[str]:
     """The devices with a report received before the CSV's ``mark``. The devices listed are the
     entities' (their later mark): without this, a device's first report changed the CSV's ETag and
     zones at a quarter hour (review LOW4)."""
-    ids = [d.id for d in devices if d.kind in ngsi.ENTITY_TYPE_BY_KIND]
+    kinds = _kinds(ctx.policy)
+    ids = [d.id for d in devices if d.kind in kinds]
     return frozenset(await ctx.fleet.reported(ids, received_before=mark))
 
 
@@ -402,7 +424,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     fields = params.parse_fields(q, ctx.known_fields())
     devices = await ctx.fleet.devices(published=True)
     reported = await _csv_reported(ctx, devices, mark)
-    zone = params.parse_zone(q, csv_zones(devices, reported))
+    zone = params.parse_zone(q, csv_zones(devices, reported, policy=ctx.policy))
     # Rows of withheld values (a noisy count below k) only when asked for: their empty value and the
     # trailing status column would surprise a reader of the ten columns that parses every value.
     withheld = params.parse_choice(q, "withheld", ("omit", "include"), default="omit") == "include"
@@ -412,7 +434,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     # gateway refuses a revoked device's frames, so every row the store holds of one was received
     # before its revocation. (The registry keeps no revocation time of its own, and a wall-clock time
     # could not be compared with period starts from the devices' clocks, e.g. under [sim_clock].)
-    published = csv_devices(devices, reported)
+    published = csv_devices(devices, reported, policy=ctx.policy)
     version, newest_id, published_at = await ctx.fleet.range_stamp(since=since, until=until, received_before=mark)
     # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
     # store's data version (retention removals), the newest report among the periods the range reads
@@ -475,7 +497,11 @@ async def devices_geojson(request: web.Request) -> web.Response:
     and publisher as foreign members of the collection (RFC 7946 section 6.1)."""
     params.reject_unknown(request.query, ())
     media = negotiate(request, (GEO_JSON, "application/json"))
-    shown = ngsi.publishable(await ctx_of(request).fleet.devices(published=True))
+    ctx = ctx_of(request)
+    # Filtered by the policy's plan here: export.devices_geojson keeps what it is given (keyValues
+    # carry no unit, so it needs no policy).
+    warn_unpublished(ctx.policy)
+    shown = ngsi.publishable(await ctx.fleet.devices(published=True), ctx.policy)
     doc = export.devices_geojson(shown, stale=_stale(request, shown))
     doc.update(meta_of(request).as_json())
     return await _json_answer(request, doc, media, last_modified=_last_modified(shown))

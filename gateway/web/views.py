@@ -42,7 +42,7 @@ class DeviceView:
 
     Attributes:
         id: device id.
-        kind: ``streetlight`` or ``bin``.
+        kind: a kind of the privacy policy (``streetlight``, ``bin``, ...).
         zone: zone name from the registry.
         lat: latitude in degrees (WGS84).
         lon: longitude in degrees (WGS84).
