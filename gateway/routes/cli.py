@@ -44,6 +44,27 @@ EXIT_OK = 0
 EXIT_NO_BINS_DUE = 3
 
 
+class ConfigFileError(BinDataError):
+    """The ``--config`` file cannot be read or is not a valid gateway.toml (exit 5, as unreadable bin data:
+    the store and registry paths come from it). Its message names the config file, not "bin data"."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        RoutesError.__init__(self, f"cannot read the config file {path}: {problem}", source=path, problem=problem)
+        self.source = path
+        self.problem = problem
+
+
+@contextlib.contextmanager
+def _reading_config(path: Path) -> Iterator[None]:
+    """Inside, a :class:`BinDataError` about the config file becomes a :class:`ConfigFileError`."""
+    try:
+        yield
+    except ConfigFileError:
+        raise
+    except BinDataError as exc:
+        raise ConfigFileError(str(path), exc.problem) from exc
+
+
 class _PlanParser(argparse.ArgumentParser):
     """The ``routes plan`` parser: its usage error for ``--depot -33.9,-70.6`` says how to write it.
 
@@ -121,7 +142,7 @@ def _data_source(args: argparse.Namespace) -> GatewayBinSource:
         try:
             cfg = load_config(args.config, read_only=True)  # planning only reads the store and registry
         except ConfigError as exc:
-            raise BinDataError(str(args.config), str(exc)) from exc
+            raise ConfigFileError(str(args.config), str(exc)) from exc
         return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)
     if args.db is not None:
         return GatewayBinSource(args.db, args.registry or args.db.parent / "registry")
@@ -133,7 +154,11 @@ def _data_source(args: argparse.Namespace) -> GatewayBinSource:
 
 def _defaults(args: argparse.Namespace) -> PlanDefaults:
     """Built-in defaults, or the config's [routes] table, with the command line's flags on top."""
-    base = load_plan_defaults(args.config) if args.config is not None else PlanDefaults()
+    if args.config is not None:
+        with _reading_config(args.config):
+            base = load_plan_defaults(args.config)
+    else:
+        base = PlanDefaults()
     changes: dict[str, Any] = {}
     timeout = None if args.osrm_timeout is None else \
         parse_positive("osrm timeout", args.osrm_timeout, maximum=MAX_OSRM_TIMEOUT_S)
