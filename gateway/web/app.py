@@ -307,6 +307,7 @@ def build_app(
     app.add_routes(opendata.ROUTES)
     app.add_routes(list(extra_routes))
     app.router.add_static("/static", pages.STATIC_DIR, name="static", append_version=False)
+    opendata.warn_unpublished(policy)  # a kind of the policy open data cannot carry: said at start
     logger.info("web app built (admin API %s)", "enabled" if ctx.token.configured else "disabled")
     return app
 

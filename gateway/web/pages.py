@@ -69,7 +69,7 @@ async def transparency_json(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     """OpenAPI 3 description of this API."""
     params.reject_unknown(request.query, ())
-    return json_response(openapi_document())
+    return json_response(openapi_document(ctx_of(request).policy))
 
 
 @ROUTES.get("/metrics")

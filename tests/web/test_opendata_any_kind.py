@@ -203,7 +203,7 @@ async def test_the_catalogue_and_openapi_advertise_what_is_published(air_fleet: 
         assert any("Air: no Smart Data Model" in t for t in titles)
 
         served = await get(client, "/openapi.json")
-    for doc in (openapi_document(policy), served):  # served: the policy file the gateway reads
+    for doc in (openapi_document(policy), served):  # served: of the policy the app was built with
         get_devices = doc["paths"]["/api/devices"]["get"]["parameters"][0]
         assert get_devices["schema"]["enum"] == ["streetlight", "bin", "air"]
         assert doc["components"]["schemas"]["Device"]["properties"]["kind"]["enum"] == ["streetlight", "bin", "air"]
@@ -259,3 +259,14 @@ def test_what_cannot_be_published_is_one_warning_per_kind_and_not_advertised(
     doc = openapi_document(policy)
     assert doc["paths"][ENTITIES]["get"]["parameters"][0]["schema"]["items"]["enum"] == [
         "Streetlight", "WasteContainer", "AirQuality"]
+
+
+def test_a_kind_open_data_cannot_carry_is_warned_when_the_app_is_built(
+        air_fleet: tuple[Fleet, dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+    """At start, not only with the first open-data answer (which may come much later)."""
+    fl, _ = air_fleet
+    policy = policy_with(**{"7seas": AIR})  # a name no entity type can be made of; unique to this test
+    with caplog.at_level(logging.WARNING, logger="gateway.web.ngsi"):
+        create_app(store=fl.queries, registry=fl.registry, policy=policy, metrics_registry=fl.metrics.registry,
+                   admin_token=ADMIN_TOKEN, retention=fl.retention, clock=lambda: float(NOW))
+    assert any("'7seas'" in r.getMessage() and "no NGSI-LD entity type" in r.getMessage() for r in caplog.records)
