@@ -12,9 +12,11 @@ import argparse
 import contextlib
 import logging
 import sys
+import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 from gateway.errors import ConfigError
 from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
@@ -37,6 +39,9 @@ from gateway.routes.parsing import (
 )
 from gateway.routes.planner import PlanSettings, plan_collection
 from gateway.routes.source import GatewayBinSource
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 logger = logging.getLogger(__name__)
 
@@ -100,20 +105,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "5 bin data unreadable, 6 no solution.",
     )
     p.add_argument("--date", default="today", help="collection date YYYY-MM-DD (2000-01-01 to 2099-12-31), "
-                                                   "'today' or 'tomorrow' (default today)")
+                                                   "'today' or 'tomorrow' (default today; by the simulated "
+                                                   "clock under the --config's [sim_clock], as the gateway)")
     p.add_argument("--depot", help="depot as LAT,LON in decimal degrees, --depot=LAT,LON when it starts with '-' "
                                    "(default: [routes] depot in gateway.toml; one of them is required)")
-    p.add_argument("--vehicles", help=f"number of vehicles, at most {MAX_VEHICLES} (default 2)")
+    p.add_argument("--vehicles", help=f"number of vehicles, at most {MAX_VEHICLES} (default: [routes] vehicles of --config, else 2)")
     p.add_argument("--capacity",
-                   help=f"capacity of each vehicle in litres, at most {MAX_CAPACITY_L:.0f} (default 10000)")
-    p.add_argument("--threshold", help="fill at or above which a bin is due: 0.8 or 80%% (default 0.8)")
-    p.add_argument("--bin-volume", help=f"volume of a bin in litres, at most {MAX_BIN_VOLUME_L:.0f} (default 240)")
-    p.add_argument("--bin-volumes", type=Path, help="CSV id,volume_l giving some bins their own volume")
-    p.add_argument("--start", help="local time the round starts, HH:MM (default 06:00)")
-    p.add_argument("--tz", help="IANA time zone of --date and --start (default UTC)")
+                   help=f"capacity of each vehicle in litres, at most {MAX_CAPACITY_L:.0f} (default: [routes] capacity_l of --config, else 10000)")
+    p.add_argument("--threshold", help="fill at or above which a bin is due: 0.8 or 80%% (default: [routes] threshold of --config, else 0.8)")
+    p.add_argument("--bin-volume", help=f"volume of a bin in litres, at most {MAX_BIN_VOLUME_L:.0f} (default: [routes] bin_volume_l of --config, else 240)")
+    p.add_argument("--bin-volumes", type=Path, help="CSV id,volume_l giving some bins their own volume (default: [routes] bin_volumes of --config)")
+    p.add_argument("--start", help="local time the round starts, HH:MM (default: [routes] start of --config, else 06:00)")
+    p.add_argument("--tz", help="IANA time zone of --date and --start (default: [routes] tz of --config, else UTC)")
     p.add_argument("--days-to-next", help="days until the next round, the prediction horizon, "
-                                          f"at most {MAX_DAYS_TO_NEXT_ROUND} (default 1)")
-    p.add_argument("--time-limit", help=f"solver time limit in seconds, at most {MAX_TIME_LIMIT_S:g} (default 5)")
+                                          f"at most {MAX_DAYS_TO_NEXT_ROUND} (default: [routes] days_to_next_round of --config, else 1)")
+    p.add_argument("--time-limit", help=f"seconds the solver improves the routes, at most {MAX_TIME_LIMIT_S:g}; the "
+                   "whole limit is always used (no early stop), 0 keeps the first solution without improving it "
+                   "(default: [routes] time_limit_s of --config, else 5)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--db", type=Path,
                       help="the gateway's report store (SQLite; default: the store of a gateway run without "
@@ -128,21 +136,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                            "or [routes] in gateway.toml)")
     dist.add_argument("--osrm", help="OSRM-compatible base URL, e.g. http://osrm.city.local:5000")
     p.add_argument("--osrm-timeout",
-                   help=f"seconds to wait for the OSRM endpoint, at most {MAX_OSRM_TIMEOUT_S:g} (default 10, or "
-                        "[routes] osrm_timeout_s); only with --osrm or [routes] osrm")
+                   help=f"seconds to wait for the OSRM endpoint, at most {MAX_OSRM_TIMEOUT_S:g} (default: [routes] "
+                        "osrm_timeout_s of --config, else 10); only with --osrm or [routes] osrm")
     p.add_argument("--format", default="json", choices=sorted(FORMATS), help="output format (default json)")
     p.add_argument("--out", type=Path, help="write the plan to this file (default stdout)")
     p.set_defaults(func=run_plan)
 
 
+def _gateway_config(path: Path) -> GatewayConfig:
+    from gateway.config import load_config
+
+    try:
+        return load_config(path, read_only=True)  # planning only reads the store and registry
+    except ConfigError as exc:
+        raise ConfigFileError(str(path), str(exc)) from exc
+
+
+def _now(args: argparse.Namespace) -> float:
+    """Unix time of "now" for ``today``/``tomorrow``: the gateway's clock, simulated under the --config's
+    ``[sim_clock]`` as ``civicedge gateway run`` has it (a demo's day is not the machine's)."""
+    if args.config is not None:
+        sim = _gateway_config(args.config).sim_clock
+        if sim is not None:
+            from gateway.config.sim_clock import SimClock
+
+            return SimClock(sim)()
+    return time.time()
+
+
 def _data_source(args: argparse.Namespace) -> GatewayBinSource:
     if args.config is not None:
-        from gateway.config import load_config
-
-        try:
-            cfg = load_config(args.config, read_only=True)  # planning only reads the store and registry
-        except ConfigError as exc:
-            raise ConfigFileError(str(args.config), str(exc)) from exc
+        cfg = _gateway_config(args.config)
         return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)
     if args.db is not None:
         return GatewayBinSource(args.db, args.registry or args.db.parent / "registry")
@@ -199,7 +223,7 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
     """
     defaults = _defaults(args)
     return defaults.settings_for(
-        parse_date(args.date, defaults.tz),
+        parse_date(args.date, defaults.tz, now=datetime.fromtimestamp(_now(args), tz=defaults.tz)),
         depot=parse_depot(args.depot) if args.depot is not None else None,
         vehicles=int(parse_positive("vehicles", args.vehicles, integer=True, maximum=MAX_VEHICLES))
         if args.vehicles is not None else None,
