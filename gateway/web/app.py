@@ -231,6 +231,8 @@ async def _security_headers(request: web.BaseRequest, response: web.StreamRespon
         response.headers.setdefault("Access-Control-Expose-Headers", OPEN_DATA_EXPOSED_HEADERS)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
+    # aiohttp's default names Python's and aiohttp's exact versions: a scanner's shortcut to known flaws.
+    response.headers["Server"] = "civicedge"
     # No page of the gateway may be framed (clickjacking the admin forms); X-Frame-Options for
     # browsers without CSP frame-ancestors.
     response.headers.setdefault("X-Frame-Options", "DENY")

@@ -259,6 +259,8 @@ async def test_security_headers_on_pages(client: TestClient) -> None:
         resp = await client.get(path)
         assert resp.headers["X-Frame-Options"] == "DENY", path
         assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"], path
+        # Not aiohttp's default, which names the exact Python and aiohttp versions.
+        assert resp.headers["Server"] == "civicedge", path
 
 
 async def test_hourly_aggregates_read_the_fleet_only_for_a_zone(client: TestClient,
