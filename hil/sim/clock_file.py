@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from hil.sim.errors import SimError
+from hil.sim.errors import SimError, SimTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # error is then about the boards' change of pace over that time (at 1000x, 0.25 s = 250 virtual s).
 CLOCK_EVERY_S = 0.25
 PACE_WINDOW_S = 5.0  # the pace written is measured over this much wall time
+# How long start() waits for the hosts to answer at all (wall s). Hosts busy booting many boards on a
+# loaded machine miss a 1 s ping for a while (a demo of 40 + 20 boards on 2 cores failed to start).
+START_PATIENCE_S = 30.0
 
 
 def write_clock_file(path: Path, *, virtual_at: float, wall_at: float, speed: float) -> None:
@@ -63,10 +66,30 @@ class ClockFileWriter:
         it before the gateway, so the gateway's first read is current.
         """
         self._samples.clear()
-        await self.update()
+        deadline = time.monotonic() + START_PATIENCE_S
+        await self._update_by(deadline)
         await asyncio.sleep(CLOCK_EVERY_S)
-        await self.update()
+        await self._update_by(deadline)
         self._task = asyncio.create_task(self.follow())
+
+    async def _update_by(self, deadline: float) -> None:
+        """:meth:`update`, asking again while no host answers in time, until ``deadline`` (monotonic).
+
+        Raises:
+            SimTimeoutError: no host answered by the deadline (with what to try).
+            SimError: a host ended.
+        """
+        while True:
+            try:
+                await self.update()
+                return
+            except SimTimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    raise SimTimeoutError(
+                        "%s, for %g s while the boards started: the machine may be too busy for this many boards"
+                        " (try fewer boards or a lower --speed)" % (exc, START_PATIENCE_S),
+                        op="ping", timeout_s=START_PATIENCE_S) from exc
+                await asyncio.sleep(CLOCK_EVERY_S)
 
     async def update(self) -> None:
         """One rewrite: where the boards are now, at the pace of the last :data:`PACE_WINDOW_S`."""

@@ -129,3 +129,36 @@ async def test_a_hung_host_is_left_out_and_named_once_then_answering_again(tmp_p
             if h.proc is not None and h.proc.returncode is None:
                 os.kill(h.proc.pid, signal.SIGCONT)
             await h.close()
+
+
+async def test_the_clock_writer_waits_at_start_for_hosts_busy_booting(tmp_path: Path) -> None:
+    """A host that misses the 1 s ping while it boots many boards made start() fail at once: a demo of
+    40 + 20 boards on two cores exited with "no simulator host answered a ping in 1 s". The host is
+    stopped here for 2.5 s (SIGSTOP), as a busy one does not answer; start() waits for it."""
+    demo = Demo(DemoOptions(workdir=tmp_path / "demo"))
+    host = SimHost(speed=30.0, start_ms=1_767_225_600_000)
+    await host.start()
+    demo.hosts = [host]
+    assert host.proc is not None
+    clock = tmp_path / "sim-clock.json"
+    writer = ClockFileWriter(clock, demo.virtual_now_s, speed=30.0)
+    os.kill(host.proc.pid, signal.SIGSTOP)
+    resumed = False
+
+    async def resume() -> None:
+        nonlocal resumed
+        await asyncio.sleep(2.5)
+        assert host.proc is not None
+        os.kill(host.proc.pid, signal.SIGCONT)
+        resumed = True
+
+    waker = asyncio.create_task(resume())
+    try:
+        await writer.start()
+        assert resumed  # it did wait past the stop
+        written = json.loads(clock.read_text())
+        assert written["virtual_at"] >= 1_767_225_600
+    finally:
+        await waker
+        await writer.stop()
+        await host.close()
