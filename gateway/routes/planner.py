@@ -193,6 +193,31 @@ def depot_warnings(depot: Depot, candidates: Iterable[Candidate]) -> list[str]:
     return [text]
 
 
+def far_bins(depot: Depot, candidates: Iterable[Candidate]) -> tuple[list[Candidate], list[tuple[Candidate, float]]]:
+    """Split due bins into (kept, far): a bin more than :data:`DEPOT_PLAUSIBLE_M` from the depot, when
+    another due bin is within it, is far (with its distance in metres).
+
+    Such a bin is a registry location typo far more often than a real stop (``--location 25.365,4.88``
+    for ``52.365,4.88``): routing it would send a truck on a leg of thousands of kilometres. When no
+    due bin is near the depot the depot is the suspect (:func:`depot_warnings`) and nothing is set aside.
+    """
+    cands = list(candidates)
+    dist = [haversine_m(depot.lat, depot.lon, c.bin.lat, c.bin.lon) for c in cands]
+    if all(d > DEPOT_PLAUSIBLE_M for d in dist):
+        return cands, []
+    kept = [c for c, d in zip(cands, dist) if d <= DEPOT_PLAUSIBLE_M]
+    far = [(c, d) for c, d in zip(cands, dist) if d > DEPOT_PLAUSIBLE_M]
+    return kept, far
+
+
+def far_bin_reason(c: Candidate, distance_m: float) -> str:
+    """Why a far bin (:func:`far_bins`) is not planned, and how to fix its location."""
+    return (f"registered at {_degrees(c.bin.lat)},{_degrees(c.bin.lon)}, {distance_m / 1000:,.0f} km from the depot "
+            f"(more than {DEPOT_PLAUSIBLE_M / 1000:.0f} km): not planned; a location typo? fix it with "
+            f"'civicedge gateway devices move {c.bin.id} --location LAT,LON' (it is due: "
+            f"{'+'.join(r.value for r in c.reasons)})")
+
+
 def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     """Plan the collection round of ``settings.day``.
 
@@ -222,6 +247,12 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     candidates, skipped = select_bins(known, selection)
     if not candidates:
         raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold, tuple(skipped))
+    candidates, far = far_bins(settings.depot, candidates)
+    far_warnings = [f"bin {c.bin.id} {far_bin_reason(c, d)}" for c, d in far]
+    skipped = skipped + [(c.bin.id, far_bin_reason(c, d)) for c, d in far]
+    for text in far_warnings:  # per bin and location, as the depot warning (see _first_time)
+        key = ("far bin", text)
+        logger.log(logging.WARNING if _first_time(key) else logging.INFO, "%s", text)
     check_capacity(candidates, settings.capacity_l)
     if any(c.bin.id == DEPOT_ID for c in candidates):
         # the CSV matrix and the outputs name the depot "depot"; a bin of that name would be ambiguous
@@ -234,7 +265,7 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
         level = logging.WARNING if _first_time(("depot", settings.depot.lat, settings.depot.lon)) else logging.INFO
         for text in depot_warning:
             logger.log(level, "%s", text)
-    warnings = input_warnings + depot_warning + matrix_warnings
+    warnings = input_warnings + depot_warning + far_warnings + matrix_warnings
     solution = solve(candidates, matrix, solver_settings)
     routes = tuple(
         _assemble(candidates, matrix, order, vehicle)
