@@ -10,9 +10,10 @@ Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default 
 ``capacity`` (litres, at most 1 000 000), ``threshold`` (0.8 or 80%); dates from 2000-01-01 to
 2099-12-31. Errors answer ``{"error": {"code", "message", ...}}`` with 400 (bad input, bad matrix
 file), 422 (capacity smaller than one bin), 503 (bin data unreadable) or 500 (``solver``: no
-solution; ``internal``: a defect, logged with its traceback). No bins due is not an error: 200
-with an empty plan and a ``notice``. Plans are cached per query for ``cache_s`` and solved one
-at a time.
+solution; ``internal``: a defect, logged with its traceback) or 503 (``busy``, with Retry-After;
+``planning_timeout``). No bins due is not an error: 200 with an empty plan and a ``notice``. Plans
+are solved one at a time in a worker process (:mod:`gateway.routes.worker`), so the gateway keeps
+serving meanwhile, and cached per query for ``cache_s``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time as _time
 from datetime import date, datetime
 from typing import Any, Callable
@@ -30,7 +32,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.registry import Registry
 from gateway.routes.config import PlanDefaults, load_plan_defaults
-from gateway.routes.errors import CapacityError, InvalidInputError, NoBinsDueError, RoutesError
+from gateway.routes.errors import CapacityError, InvalidInputError, RoutesError
 from gateway.routes.model import Plan
 from gateway.routes.outputs import FORMATS, plan_to_dict, plan_to_geojson, render
 from gateway.routes.parsing import (
@@ -41,10 +43,12 @@ from gateway.routes.parsing import (
     parse_positive,
     parse_threshold,
 )
-from gateway.routes.planner import PlanSettings, plan_collection, volume_warnings
+from gateway.routes.planner import PlanSettings
 from gateway.routes.source import BinSource, GatewayBinSource
+from gateway.routes.worker import PlannerTimeout, SolverProcess, shared_solver
 
-__all__ = ["PLAN_PARAMS", "PLAN_PATH", "PlanDefaults", "routes_for_gateway", "routes_handlers"]
+__all__ = ["MAX_QUEUED", "PLAN_PARAMS", "PLAN_PATH", "PlanDefaults", "PlanRoutes", "routes_for_gateway",
+           "routes_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +87,30 @@ def _error(exc: RoutesError, settings: PlanSettings | None = None) -> web.Respon
     return web.json_response({"error": body}, status=exc.http_status)
 
 
-def _empty_plan(settings: PlanSettings, considered: int, skipped: tuple[tuple[str, str], ...] = (),
-                warnings: tuple[str, ...] = ()) -> Plan:
-    return Plan(date=settings.day.isoformat(), start=settings.round_start, depot=settings.depot,
-                vehicles=settings.vehicles, capacity_l=settings.capacity_l, threshold=settings.threshold,
-                distance_source=settings.distances.description, routes=(), considered=considered,
-                skipped=skipped, warnings=warnings)
+#: Plans waiting for the worker besides the one being solved; more get 503 ``busy`` with Retry-After.
+MAX_QUEUED = 3
+
+
+def _busy(settings: PlanSettings, retry_after_s: int) -> web.Response:
+    """503 ``busy``: the worker has a plan and a full queue; ``Retry-After`` estimates when there is room."""
+    return web.json_response(
+        {"error": {"code": "busy", "message": f"route planning is busy with {MAX_QUEUED + 1} other plans; "
+                   f"retry in {retry_after_s} s", **_round_fields(settings)}},
+        status=503, headers={"Retry-After": str(retry_after_s)})
 
 
 class _PlanEndpoint:
-    """State of one mounted endpoint: defaults, source, a one-at-a-time lock and a small cache."""
+    """State of one mounted endpoint: defaults, source, the planning worker, its queue and a small cache."""
 
-    def __init__(self, source: BinSource, defaults: PlanDefaults, clock: Callable[[], float]) -> None:
+    def __init__(self, source: BinSource, defaults: PlanDefaults, clock: Callable[[], float],
+                 solver: SolverProcess) -> None:
         self.source = source
         self.defaults = defaults
         self.clock = clock
+        self.solver = solver
         self.lock = asyncio.Lock()
-        self.cache: dict[tuple[str, ...], tuple[float, Plan, str | None]] = {}
+        self.cache: dict[tuple[Any, ...], tuple[float, Plan, str | None]] = {}
+        self.inflight: dict[tuple[Any, ...], asyncio.Task[tuple[Plan, str | None]]] = {}
 
     def settings(self, query: dict[str, str]) -> PlanSettings:
         unknown = sorted(set(query) - PLAN_PARAMS)
@@ -120,12 +131,45 @@ class _PlanEndpoint:
         )
 
     def _solve(self, settings: PlanSettings) -> tuple[Plan, str | None]:
-        bins = self.source.load(settings.round_start)
-        try:
-            return plan_collection(bins, settings), None
-        except NoBinsDueError as exc:  # the empty plan still carries the warnings about its input
-            warnings = tuple(volume_warnings(bins, settings))
-            return _empty_plan(settings, exc.considered, exc.skipped, warnings), exc.message
+        """Read the bins (in a thread: SQLite) and plan them in the worker process."""
+        return self.solver.plan(self.source.load(settings.round_start), settings)
+
+    async def _solve_and_cache(self, key: tuple[Any, ...], settings: PlanSettings) -> tuple[Plan, str | None]:
+        async with self.lock:  # one plan at a time; the queue is the tasks waiting here
+            cached = self.cache.get(key)
+            if cached is not None and cached[0] > self.clock():
+                return cached[1], cached[2]
+            plan, notice = await asyncio.to_thread(self._solve, settings)
+            self.cache = {k: v for k, v in self.cache.items() if v[0] > self.clock()}
+            self.cache[key] = (self.clock() + self.defaults.cache_s, plan, notice)
+            return plan, notice
+
+    def _retry_after(self) -> int:
+        """Seconds until the queue has room, roughly: the time limits of the plans ahead, plus a few seconds each."""
+        return max(1, math.ceil(sum(self.defaults.time_limit_s + 2 for _ in self.inflight)))
+
+    async def plan(self, settings: PlanSettings) -> tuple[Plan, str | None] | int:
+        """The plan (cached, joined to the same plan in progress, or queued), or the Retry-After seconds when
+        the queue is full."""
+        key = (repr(settings),)  # settings are frozen dataclasses: their repr names every value
+        cached = self.cache.get(key)
+        if cached is not None and cached[0] > self.clock():
+            return cached[1], cached[2]
+        task = self.inflight.get(key)
+        if task is None:
+            if len(self.inflight) > MAX_QUEUED:
+                return self._retry_after()
+            task = asyncio.ensure_future(self._solve_and_cache(key, settings))
+            self.inflight[key] = task
+            task.add_done_callback(lambda _t: self.inflight.pop(key, None))
+        # shielded: a client that goes away does not cancel the plan others wait for (or the cache)
+        return await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Cancel queued plans and stop the worker (for the app's cleanup)."""
+        for task in list(self.inflight.values()):
+            task.cancel()
+        await asyncio.to_thread(self.solver.close)
 
     async def handle(self, request: web.Request) -> web.Response:
         query = dict(request.query)
@@ -135,19 +179,18 @@ class _PlanEndpoint:
             if fmt not in FORMATS:
                 raise InvalidInputError("format", fmt, "expected one of " + ", ".join(FORMATS))
             settings = self.settings(query)
-            key = (fmt,) + tuple(f"{k}={v}" for k, v in sorted(query.items())) + (settings.day.isoformat(),)
-            async with self.lock:
-                cached = self.cache.get(key)
-                if cached is not None and cached[0] > self.clock():
-                    plan, notice = cached[1], cached[2]
-                else:
-                    plan, notice = await asyncio.to_thread(self._solve, settings)
-                    self.cache = {k: v for k, v in self.cache.items() if v[0] > self.clock()}
-                    self.cache[key] = (self.clock() + self.defaults.cache_s, plan, notice)
+            outcome = await self.plan(settings)
+            if isinstance(outcome, int):
+                logger.info("routes plan request refused: %s plans queued", len(self.inflight))
+                return _busy(settings, outcome)
+            plan, notice = outcome
             return _answer(plan, notice, fmt)
         except RoutesError as exc:
             logger.info("routes plan request refused: %s", exc.message)
             return _error(exc, settings)
+        except PlannerTimeout as exc:
+            return web.json_response({"error": {"code": "planning_timeout", "message": str(exc),
+                                                **_round_fields(settings)}}, status=503)
         except (GatewayError, web.HTTPException):
             raise  # the app's middleware answers these (e.g. 503 backend_unavailable)
         except Exception:  # a defect, not bad input (inputs are bounded where parsed): log it, answer JSON
@@ -166,25 +209,44 @@ def _answer(plan: Plan, notice: str | None, fmt: str) -> web.Response:
     return web.Response(text=json.dumps(body, ensure_ascii=False), content_type=FORMATS[fmt], charset="utf-8")
 
 
+class PlanRoutes(list[web.RouteDef]):
+    """The endpoint's route definitions, plus :meth:`close` for the app's ``on_cleanup``."""
+
+    def __init__(self, routes: list[web.RouteDef], endpoint: _PlanEndpoint) -> None:
+        super().__init__(routes)
+        self._endpoint = endpoint
+
+    async def close(self, app: web.Application | None = None) -> None:
+        """Cancel queued plans and stop the planning worker (a later plan would start a new one)."""
+        await self._endpoint.close()
+
+
 def routes_handlers(
     source: BinSource,
     defaults: PlanDefaults | None = None,
     *,
     clock: Callable[[], float] = _time.time,
-) -> list[web.RouteDef]:
+    solver: SolverProcess | None = None,
+) -> PlanRoutes:
     """Return the route definitions of the collection-plan API, to pass to ``app.add_routes``.
+
+    Plans are solved in a separate worker process (OR-Tools holds the GIL while it searches), one at
+    a time; up to :data:`MAX_QUEUED` more wait, further requests get 503 ``busy`` with ``Retry-After``.
+    Add ``routes.close`` to the app's ``on_cleanup`` to stop the worker with the app (it is a daemon
+    process, stopped at the latest when the gateway process exits).
 
     Args:
         source: Where bins come from (e.g. :class:`gateway.routes.source.GatewayBinSource`).
         defaults: Plan settings; query parameters override depot, vehicles, capacity, threshold.
         clock: Unix-time clock (for ``date=today`` and the cache).
+        solver: The planning worker (default: the process-wide one, :func:`gateway.routes.worker.shared_solver`).
     """
-    endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock)
-    return [web.get(PLAN_PATH, endpoint.handle)]
+    endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock, solver or shared_solver())
+    return PlanRoutes([web.get(PLAN_PATH, endpoint.handle)], endpoint)
 
 
 def routes_for_gateway(config: GatewayConfig, registry: Registry | None = None, *,
-                       clock: Callable[[], float] = _time.time) -> list[web.RouteDef]:
+                       clock: Callable[[], float] = _time.time) -> PlanRoutes:
     """Route definitions for a running gateway: its store, its registry, the ``[routes]`` of its config.
 
     Args:
