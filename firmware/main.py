@@ -87,6 +87,14 @@ async def main():
     except ValueError as exc:
         _say("cannot start: %s" % exc)
         return
+    except Exception as exc:
+        # a bug in the wiring or an app's constructor: said like the above (the task would
+        # otherwise die as "Task exception wasn't retrieved"), with the traceback to fix it
+        import sys
+
+        _say("cannot start: %s: %s" % (type(exc).__name__, exc))
+        sys.print_exception(exc)
+        return
     _say("%s %s running (%s)" % (cfg["kind"], identity["id"], ", ".join(cfg.get("caps", []))))
     await rt.run()
 

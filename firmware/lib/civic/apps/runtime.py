@@ -23,6 +23,16 @@ from civic.uplink.session import Session
 STABLE_AFTER_MS = 60000  # a firmware that ran this long booted cleanly: clear the crash counter
 LINK_RESTART_MS = 1000  # wait before starting a link again after its task failed
 
+# The app of each kind: kind -> (module, class, state file under root or None). Only the board's
+# kind's module is imported (an app costs heap). An app has ``configure(values)`` and ``run()``
+# (the bin's awake loop is ``run_awake``); one that may deep-sleep has ``run_deep``, in which a
+# wake by an input that senses people alone must not start the links (docs/privacy.md). Adding
+# a kind: docs/boards.md, "Adding a sensor kind".
+APPS = {
+    "streetlight": ("civic.apps.streetlight", "StreetlightApp", None),
+    "bin": ("civic.apps.bin", "BinApp", "state/bin.json"),
+}
+
 
 class DeviceFilesError(ValueError):
     """The device files do not fit together (identity kind differs from the board's kind).
@@ -55,7 +65,7 @@ class Runtime:
         self.session = session
         self.links = links
         self.log = log
-        self.make_links = make_links  # a deep-sleep bin builds its links only when a wake needs them
+        self.make_links = make_links  # a deep-sleep board builds its links only when a wake needs them
         self.link_test = link_test  # civicedge check asked for a boot report at this start
 
     async def _stable(self):
@@ -119,22 +129,20 @@ class Runtime:
     async def run(self):
         """Run the device: links and app as asyncio tasks, with the watchdog started."""
         self.hw.start_watchdog()
-        mode = self.cfg["sleep"]["mode"]
-        if self.cfg["kind"] == "bin" and mode == "deep":
-            # links start only if this wake needs them: not for a plain lid opening (see
-            # BinApp.on_pin_wake), whose frames or adverts would reveal when the lid was opened
+        if self.cfg["sleep"]["mode"] == "deep":
+            # the app starts the links only if this wake needs them: not for a wake by an input
+            # that senses people alone (a bin's lid: BinApp.on_pin_wake), whose frames or adverts
+            # would reveal when someone was there. build() refused an app without run_deep.
             await self.app.run_deep(power.woke_by_pin(self.machine) if power.woke_from_deepsleep(self.machine) else False,
                                     lambda: len(self.outbox), self.deep_sleep, start_links=self.start_links)
             return
         self.start_links()
         asyncio.create_task(self._stable())
-        if self.cfg["kind"] == "bin":
-            await self.app.run_awake()
-        else:
-            await self.app.run()
+        run = getattr(self.app, "run_awake", None) or self.app.run
+        await run()
 
     def build_links(self):
-        """Build the links if they wait to be built (a deep-sleep bin); return them."""
+        """Build the links if they wait to be built (a deep-sleep board); return them."""
         if self.make_links is not None:
             self.links.extend(self.make_links())
             self.make_links = None
@@ -183,6 +191,23 @@ def _radio_on(radios):
     return False
 
 
+def app_class(kind, deep=False):
+    """The app class of ``kind`` (imported now) and its state file name (or None).
+
+    Raises:
+        DeviceFilesError: no app for the kind, or ``deep`` (sleep mode "deep") for an app
+            without a deep-sleep cycle (``run_deep``).
+    """
+    entry = APPS.get(kind)
+    if entry is None:
+        raise DeviceFilesError("no app for kind %r (apps: %s)" % (kind, ", ".join(sorted(APPS))), "kind")
+    cls = getattr(__import__(entry[0], None, None, (entry[1],)), entry[1])
+    if deep and not hasattr(cls, "run_deep"):
+        # it would run awake with its links on: a battery drained, and wake times on the air
+        raise DeviceFilesError("sleep mode 'deep' but the %s app has no deep-sleep cycle" % kind, "sleep.mode")
+    return cls, entry[2]
+
+
 def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print, link_test=False):
     """Build a :class:`Runtime` from parsed device files.
 
@@ -197,11 +222,14 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print, link_
             (:func:`civic.hal.boot.take_link_test`); sent when the links start.
 
     Raises:
-        civic.report.IdentityError, civic.policy.PolicyError, DeviceFilesError: bad device files.
+        civic.report.IdentityError, civic.policy.PolicyError, DeviceFilesError: bad device files
+            (DeviceFilesError too for a kind without an app: :func:`app_class`).
     """
     device_id, kind, key = parse_identity(identity_doc)
     if kind != cfg["kind"]:
         raise DeviceFilesError("identity kind %r but board kind %r" % (kind, cfg["kind"]), "kind")
+    deep = cfg["sleep"]["mode"] == "deep"
+    app_cls, state_file = app_class(kind, deep)  # before any file is opened or pin set up
     pol = policy_mod.load(kind, root + "policy.json")
     seq = SeqCounter(root + "seq.bin")
     outbox = Outbox(root + "outbox", accept=lambda data: _framed_by(data, device_id, key),
@@ -214,12 +242,10 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print, link_
     reporter = Reporter(device_id, key, pol, seq, outbox)
     hw = hardware.build(cfg, machine)
     clock = Clock(hw.rtc())
-    if kind == "streetlight":
-        from civic.apps.streetlight import StreetlightApp
-        app = StreetlightApp(hw, cfg, pol, reporter, releaser, clock, log=log)
+    if state_file is None:
+        app = app_cls(hw, cfg, pol, reporter, releaser, clock, log=log)
     else:
-        from civic.apps.bin import BinApp
-        app = BinApp(hw, cfg, pol, reporter, releaser, clock, state_path=root + "state/bin.json", log=log)
+        app = app_cls(hw, cfg, pol, reporter, releaser, clock, state_path=root + state_file, log=log)
     session = Session(device_id, key, outbox, seq, set_time=clock.set_time, now=clock.time,
                       config_path=root + "config.json", config_keys=pol.config_keys, on_config=app.configure)
     reporter.on_queued = session.notify
@@ -243,7 +269,7 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print, link_
                 log("civicedge: BLE unavailable: %r" % (exc,))
         return links
 
-    if kind == "bin" and cfg["sleep"]["mode"] == "deep":
+    if deep:
         return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session, [],
                        log, make_links, link_test)
     return Runtime(cfg, machine, pol, seq, outbox, ledger, releaser, reporter, hw, clock, app, session,

@@ -21,6 +21,7 @@ class BoardConfigError(ValueError):
 
 
 REQUIRED = ("kind", "io", "links", "cal", "sleep", "wdt_ms", "app")
+# The io roles each kind's app uses: those of hil/boards/kinds.py (tests/firmware checks they match).
 IO_BY_KIND = {
     "streetlight": ("pir", "light", "lamp", "lamp_current"),
     "bin": ("trig", "echo", "temp", "battery", "tilt", "lid"),
