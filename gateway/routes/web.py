@@ -13,7 +13,7 @@ file), 422 (capacity smaller than one bin), 503 (bin data unreadable) or 500 (``
 solution; ``internal``: a defect, logged with its traceback) or 503 (``busy``, with Retry-After;
 ``planning_timeout``). No bins due is not an error: 200 with an empty plan and a ``notice``. Plans
 are solved one at a time in a worker process (:mod:`gateway.routes.worker`), so the gateway keeps
-serving meanwhile, and cached per query for ``cache_s``.
+serving meanwhile, and cached per query and registry state for ``cache_s``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 import math
 import time as _time
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
@@ -99,6 +100,28 @@ def _busy(settings: PlanSettings, retry_after_s: int) -> web.Response:
         status=503, headers={"Retry-After": str(retry_after_s)})
 
 
+def _registry_stamp(source: BinSource) -> tuple[tuple[Any, ...], ...] | None:
+    """What the registry says about the bins (id, zone, place, revoked, last change): part of the cache
+    key, so a revoked or moved bin is not served from a plan made before (whoever changed it: this
+    gateway's API or a ``civicedge device`` command). None for a source without a registry."""
+    if not isinstance(source, GatewayBinSource):
+        return None
+    if isinstance(source.registry, Registry):
+        devices = source.registry.list()
+    else:
+        if not (Path(source.registry) / "devices.sqlite").is_file():
+            return None  # the plan itself says the registry is missing (503 bin_data)
+        try:
+            registry = Registry(Path(source.registry), create=False)
+        except GatewayError:
+            return None
+        try:
+            devices = registry.list()
+        finally:
+            registry.close()
+    return tuple((d.id, d.kind, d.zone, d.lat, d.lon, d.revoked, d.updated_at) for d in devices)
+
+
 class _PlanEndpoint:
     """State of one mounted endpoint: defaults, source, the planning worker, its queue and a small cache."""
 
@@ -151,7 +174,8 @@ class _PlanEndpoint:
     async def plan(self, settings: PlanSettings) -> tuple[Plan, str | None] | int:
         """The plan (cached, joined to the same plan in progress, or queued), or the Retry-After seconds when
         the queue is full."""
-        key = (repr(settings),)  # settings are frozen dataclasses: their repr names every value
+        stamp = await asyncio.to_thread(_registry_stamp, self.source)
+        key = (repr(settings), stamp)  # settings are frozen dataclasses: their repr names every value
         cached = self.cache.get(key)
         if cached is not None and cached[0] > self.clock():
             return cached[1], cached[2]
