@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime
 from typing import Any
 
 from gateway.csv_cells import neutral_cell
@@ -20,7 +21,7 @@ FORMATS: dict[str, str] = {
 
 CSV_COLUMNS: tuple[str, ...] = (
     "vehicle", "stop", "bin_id", "zone", "lat", "lon", "reason", "expected_fill_pct",
-    "fill_now_pct", "load_l", "leg_m", "cumulative_m", "route_distance_m",
+    "fill_now_pct", "load_l", "leg_m", "cumulative_m", "route_distance_m", "reading_at", "reading_age_h",
 )
 
 
@@ -28,7 +29,18 @@ def _pct(x: float) -> int:
     return round(x * 100)
 
 
-def _candidate_dict(c: Candidate) -> dict[str, Any]:
+def _reading(c: Candidate, start: datetime) -> tuple[str | None, float | None]:
+    """When the bin's latest fill reading was taken (ISO, the round's zone) and its age in hours at the
+    round start; (None, None) for a bin without one (in alarm, load assumed)."""
+    if not c.bin.readings:
+        return None, None
+    t = max(r.t for r in c.bin.readings)
+    at = datetime.fromtimestamp(t, tz=start.tzinfo).isoformat(timespec="minutes")
+    return at, round((start.timestamp() - t) / 3600, 1)
+
+
+def _candidate_dict(c: Candidate, start: datetime) -> dict[str, Any]:
+    reading_at, age_h = _reading(c, start)
     return {
         "bin_id": c.bin.id,
         "zone": c.bin.zone,
@@ -41,12 +53,14 @@ def _candidate_dict(c: Candidate) -> dict[str, Any]:
         "fill_rate_per_day": round(c.rate_per_day, 4),
         "load_l": round(c.load_l, 1),
         "load_assumed": c.load_assumed,
+        "reading_at": reading_at,  # the latest fill reading's time: an old one makes the prediction weak
+        "reading_age_h": age_h,
     }
 
 
-def _stop_dict(seq: int, s: Stop) -> dict[str, Any]:
-    d = {"seq": seq}
-    d.update(_candidate_dict(s.candidate))
+def _stop_dict(seq: int, s: Stop, start: datetime) -> dict[str, Any]:
+    d: dict[str, Any] = {"seq": seq}
+    d.update(_candidate_dict(s.candidate, start))
     d["leg_m"] = s.leg_m
     d["cumulative_m"] = s.cumulative_m
     return d
@@ -71,11 +85,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "vehicle": r.vehicle,
                 "distance_m": r.distance_m,
                 "load_l": round(r.load_l, 1),
-                "stops": [_stop_dict(i, s) for i, s in enumerate(r.stops, start=1)],
+                "stops": [_stop_dict(i, s, plan.start) for i, s in enumerate(r.stops, start=1)],
             }
             for r in plan.routes
         ],
-        "unserved": [_candidate_dict(c) for c in plan.unserved],
+        "unserved": [_candidate_dict(c, plan.start) for c in plan.unserved],
         "skipped": [{"bin_id": b, "reason": why} for b, why in plan.skipped],
         "warnings": list(plan.warnings),
     }
@@ -94,6 +108,7 @@ def plan_to_csv(plan: Plan) -> str:
     for r in plan.routes:
         for seq, s in enumerate(r.stops, start=1):
             c = s.candidate
+            reading_at, age_h = _reading(c, plan.start)
             # Every text cell neutralised as in the open-data CSV (a bin id "-rf" or a zone "=A1" would
             # be a formula); a negative coordinate is a number and stays one.
             writer.writerow([
@@ -101,6 +116,7 @@ def plan_to_csv(plan: Plan) -> str:
                 f"{c.bin.lon:.6f}", neutral_cell("+".join(x.value for x in c.reasons)), _pct(c.expected_fill),
                 "" if c.fill_now is None else _pct(c.fill_now),  # empty: no reading (load assumed full)
                 round(c.load_l), s.leg_m, s.cumulative_m, r.distance_m,
+                reading_at or "", "" if age_h is None else age_h,
             ])
     return buf.getvalue()
 
@@ -125,7 +141,7 @@ def plan_to_geojson(plan: Plan) -> dict[str, Any]:
                            "stops": len(r.stops), "load_l": round(r.load_l, 1)},
         })
         for seq, s in enumerate(r.stops, start=1):
-            props = _stop_dict(seq, s)
+            props = _stop_dict(seq, s, plan.start)
             del props["lat"], props["lon"]
             props.update({"kind": "stop", "vehicle": r.vehicle})
             features.append({
@@ -135,7 +151,7 @@ def plan_to_geojson(plan: Plan) -> dict[str, Any]:
                 "properties": props,
             })
     for c in plan.unserved:
-        props = _candidate_dict(c)
+        props = _candidate_dict(c, plan.start)
         del props["lat"], props["lon"]
         props["kind"] = "unserved"
         features.append({

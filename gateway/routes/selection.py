@@ -164,6 +164,22 @@ def evaluate_bin(status: BinStatus, settings: SelectionSettings) -> Candidate | 
     return Candidate(status, tuple(reasons), fill_now, expected, predicted_next, rate, expected * volume)
 
 
+def quiet_reason(status: BinStatus, settings: SelectionSettings) -> str | None:
+    """Why a bin that is not due cannot be trusted to stay so, or None.
+
+    A bin silent for more than ``stale_after_s`` before the round gets no fill rate (no extrapolation
+    without evidence), so it is judged on its last level alone: 70 % three days ago, rising 40 % a day,
+    is likely overflowing now. It is listed (skipped, with this reason), never silently left out.
+    """
+    last = max(status.readings, key=lambda r: r.t)
+    age_s = settings.round_start.timestamp() - last.t
+    if age_s <= settings.stale_after_s:
+        return None
+    at = datetime.fromtimestamp(last.t, tz=settings.round_start.tzinfo).isoformat(timespec="minutes")
+    return (f"no fill reading for {age_s / 3600:.0f} h before the round start (last {round(last.fill * 100)} % "
+            f"at {at}): too old to predict its fill; check the sensor, or look at the bin")
+
+
 def _has_location(status: BinStatus) -> bool:
     return (
         math.isfinite(status.lat)
@@ -205,6 +221,10 @@ def select_bins(
         cand = evaluate_bin(status, settings)
         if cand is not None:
             candidates.append(cand)
+        elif status.readings:
+            quiet = quiet_reason(status, settings)
+            if quiet is not None:
+                skipped.append((status.id, quiet))
     order = {r: i for i, r in enumerate(Reason)}
     candidates.sort(key=lambda c: (order[c.reason], -c.expected_fill, c.bin.id))
     logger.info("selected %s bins (%s in alarm), skipped %s", len(candidates),

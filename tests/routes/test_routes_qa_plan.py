@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from gateway.routes.planner import PlanSettings, plan_collection
+import csv
+import io
+from pathlib import Path
 
-from routes_helpers import DAY, DEPOT, make_bin
+from gateway.routes.outputs import plan_to_dict, plan_to_geojson, render
+from gateway.routes.planner import PlanSettings, plan_collection
+from gateway.routes.source import GatewayBinSource
+
+from routes_helpers import DAY, DEPOT, HOUR, ROUND_START, T0, make_bin
+from routes_store import CityData
+
+P = 6 * HOUR  # a bin releases its fill every 6 hours
 
 
 def settings(**kw: object) -> PlanSettings:
@@ -31,3 +40,29 @@ def test_when_every_due_bin_is_far_the_depot_is_the_suspect_and_no_bin_is_skippe
     plan = plan_collection(bins, settings(depot=type(DEPOT)(4.89, 52.37)))
     assert plan.stop_count == 2 and plan.skipped == ()
     assert any("look swapped" in w for w in plan.warnings)
+
+
+def test_a_quiet_bin_is_listed_and_every_stop_says_how_old_its_reading_is(tmp_path: Path) -> None:
+    """QA: b-stalehalf, last heard 80 h before the round at 70 % rising 40 %/day, was neither a stop nor skipped."""
+    city = CityData(tmp_path)
+    for dev in ("b-full", "b-stale", "b-stalehalf"):
+        city.add_device(dev, lat="52.375")
+    city.fill_releases("b-full", T0 - 5 * P, [50, 60, 70, 80, 90])
+    city.fill_releases("b-stale", T0 - 84 * HOUR - 2 * P, [80, 90])
+    city.fill_releases("b-stalehalf", T0 - 80 * HOUR - 2 * P, [60, 70])
+    bins = GatewayBinSource(city.db_path, city.registry_dir).load(ROUND_START)
+    city.close()
+    plan = plan_collection(bins, settings())
+    assert plan.skipped == (("b-stalehalf", "no fill reading for 80 h before the round start (last 70 % at "
+                                            "2026-11-19T22:00+00:00): too old to predict its fill; check the sensor, "
+                                            "or look at the bin"),)
+    doc = plan_to_dict(plan)
+    stops = {s["bin_id"]: s for s in doc["routes"][0]["stops"]}
+    assert set(stops) == {"b-full", "b-stale"}
+    assert stops["b-stale"]["reading_at"] == "2026-11-19T18:00+00:00" and stops["b-stale"]["reading_age_h"] == 84.0
+    assert stops["b-full"]["reading_age_h"] == 0.0
+    rows = {r["bin_id"]: r for r in csv.DictReader(io.StringIO(render(plan, "csv")))}
+    assert rows["b-stale"]["reading_at"] == "2026-11-19T18:00+00:00" and rows["b-stale"]["reading_age_h"] == "84.0"
+    geo = plan_to_geojson(plan)
+    props = [f["properties"] for f in geo["features"] if f["properties"]["kind"] == "stop"]
+    assert {p["bin_id"]: p["reading_age_h"] for p in props} == {"b-full": 0.0, "b-stale": 84.0}
