@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
+import numpy as np
+
 from gateway.routes.errors import MatrixError, MatrixUnreachableError, counted
 from gateway.routes.parsing import ascii_float, separator_hint
 
@@ -69,14 +71,53 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
+class CheckedMatrix(list[list[int]]):
+    """A distance matrix known to be square whole metres from 0 to :data:`MAX_GREAT_CIRCLE_M`:
+    :func:`check_matrix` passes it through unchecked, so the planner checks a matrix once, not again
+    in the solver (on 4000 bins each check of the 16 million cells took seconds)."""
+
+
+def great_circle_m(lats: Sequence[float], lons: Sequence[float]) -> np.ndarray:
+    """Haversine distances in metres between every pair of points, rounded to whole metres (int64).
+
+    Vectorised: the pure-Python pairwise loop took ~20 s for 2500 bins, this about 1 s.
+    """
+    half_lat = np.radians(np.asarray(lats, dtype=np.float64)) / 2
+    half_lon = np.radians(np.asarray(lons, dtype=np.float64)) / 2
+    # sin((x2 - x1) / 2) as sin x2 cos x1 - cos x2 sin x1 over half angles: outer products, no
+    # trigonometry on the n x n cells but the final arcsin
+    s_lat, c_lat = np.sin(half_lat), np.cos(half_lat)
+    s_lon, c_lon = np.sin(half_lon), np.cos(half_lon)
+    cos_lat = np.cos(2 * half_lat)
+    a = np.multiply.outer(c_lat, s_lat)
+    a -= np.multiply.outer(s_lat, c_lat)
+    a *= a
+    dl = np.multiply.outer(c_lon, s_lon)
+    dl -= np.multiply.outer(s_lon, c_lon)
+    dl *= dl
+    dl *= np.multiply.outer(cos_lat, cos_lat)
+    a += dl
+    del dl
+    np.sqrt(a, out=a)
+    np.minimum(a, 1.0, out=a)
+    np.arcsin(a, out=a)
+    a *= 2 * EARTH_RADIUS_M
+    metres: np.ndarray = np.rint(a).astype(np.int64)
+    return metres
+
+
 class GreatCircle:
     """Great-circle distances (offline, the default)."""
 
     description = "great-circle"
 
     def matrix(self, places: Sequence[Place]) -> list[list[int]]:
-        """Return rounded haversine distances in metres."""
-        return [[round(haversine_m(a.lat, a.lon, b.lat, b.lon)) for b in places] for a in places]
+        """Return rounded haversine distances in metres (at most half the Earth's circumference, so
+        already within the solver's bounds: a :class:`CheckedMatrix`)."""
+        if not places:
+            return CheckedMatrix()
+        d = great_circle_m([p.lat for p in places], [p.lon for p in places])
+        return CheckedMatrix(d.tolist())
 
 
 class CsvMatrix:
@@ -276,7 +317,7 @@ def build_matrix(provider: DistanceProvider, places: Sequence[Place]) -> tuple[l
         text = f"{exc.message}; falling back to great-circle distances"
         logger.warning("%s", text)
         warnings.append(text)
-        return GreatCircle().matrix(places), f"great-circle (fallback: {provider.description} failed)", warnings
+        return check_matrix(GreatCircle().matrix(places), "great-circle", len(places)), f"great-circle (fallback: {provider.description} failed)", warnings
     matrix = check_matrix(matrix, provider.description, len(places))
     if isinstance(provider, OsrmTable) and provider.null_pairs:
         n = provider.null_pairs
@@ -304,15 +345,23 @@ def check_matrix(matrix: Sequence[Sequence[object]], source: str, n: int) -> lis
 
     The built-in providers bound their values where they read them; this guards any other
     :class:`DistanceProvider` so the solver's 64-bit sums cannot overflow. Whole floats (``1500.0``)
-    and any integral type are accepted and returned as int.
+    and any integral type are accepted and returned as int. A :class:`CheckedMatrix` of the right
+    size was checked before and is returned as it is; anything else is checked once and returned as
+    a :class:`CheckedMatrix` (rows of plain ints are checked a row at a time, not cell by cell).
 
     Raises:
         MatrixError: Wrong shape, or a value that is not a whole number of metres in range.
     """
     if len(matrix) != n or any(len(row) != n for row in matrix):
         raise MatrixError(source, f"must be {n}x{n} (depot + bins)")
-    out: list[list[int]] = []
+    if isinstance(matrix, CheckedMatrix):
+        return matrix
+    out = CheckedMatrix()
     for i, row in enumerate(matrix):
+        if isinstance(row, list) and set(map(type, row)) <= {int} and \
+                (not row or (min(row) >= 0 and max(row) <= MAX_GREAT_CIRCLE_M)):
+            out.append(row)  # plain ints in range: the common case, checked at C speed
+            continue
         ints: list[int] = []
         for j, v in enumerate(row):
             whole = whole_metres(v)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -159,7 +160,11 @@ def _search(
     """Build the routing model over the ``kept`` candidates and search; return routes of original indices."""
     # Local node k (1..m) is candidate kept[k - 1]; node 0 is the depot.
     nodes = [0] + [i + 1 for i in kept]
-    sub = [[int(matrix[a][b]) for b in nodes] for a in nodes]
+    if len(nodes) == len(matrix):  # every bin kept: the checked matrix itself, no copy
+        sub = matrix
+    else:
+        pick = operator.itemgetter(*nodes)
+        sub = [list(pick(matrix[a])) for a in nodes]
     all_demands = demands_l(candidates)
     demands = [0] + [all_demands[i] for i in kept]
     m = len(kept)
@@ -169,7 +174,7 @@ def _search(
     # Native matrix/vector evaluators (by node): no Python callback per arc, ~10x faster on 1000 bins.
     transit = routing.RegisterTransitMatrix(sub)
     routing.SetArcCostEvaluatorOfAllVehicles(transit)
-    max_d = max(max(row) for row in sub)
+    max_d = max(map(max, sub))
     if settings.max_route_m is not None:
         routing.AddDimension(transit, 0, settings.max_route_m, True, "distance")
     demand_idx = routing.RegisterUnaryTransitVector(demands)
