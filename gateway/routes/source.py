@@ -7,7 +7,8 @@ queried (see :data:`FIELDS_USED`; a test checks these against firmware/policy.js
 Alarm rule: a ``fire`` or ``tip`` alarm raised within ``alarm_window_s`` before the round is
 active unless a later report shows it handled: the bin was emptied afterwards (a fill level at the
 end of a period ending after the alarm fell by at least ``empty_drop`` from the last level before
-it), or, for ``tip``, a later window reported the bin upright (``tilt`` 0). Fill is released as the
+it), or, for ``tip``, a later window reported the bin upright (``tilt`` 0). A bin whose latest ``tilt`` (within
+``history_s``) is 1 is in ``tip`` whatever its alarm's age: the alarm is sent once, the tilt every window. Fill is released as the
 level at the end of each 6-hour period (firmware/policy.json ``release_every_s``; rows stored before
 that are 15-minute windows): each reading is dated at its period's end.
 """
@@ -97,7 +98,8 @@ class GatewayBinSource:
             raise BinDataError(str(self.db_path), str(exc)) from exc
         try:
             fills = queries.readings(field="fill", start=end - self.history_s, end=end, limit=_NO_LIMIT)
-            tilts = queries.readings(field="tilt", start=end - self.alarm_window_s, end=end, limit=_NO_LIMIT)
+            # over the fill history, not only the alarm window: the latest tilt says whether the bin is still down
+            tilts = queries.readings(field="tilt", start=end - self.history_s, end=end, limit=_NO_LIMIT)
             alarms = queries.alarms(start=end - self.alarm_window_s, end=end)
         except GatewayError as exc:
             raise BinDataError(str(self.db_path), str(exc)) from exc
@@ -115,9 +117,13 @@ class GatewayBinSource:
             if r.kind == BIN_KIND:
                 fill_by_dev[r.device].append((r.w, r.l, r.value))
         upright_after: dict[str, list[int]] = defaultdict(list)
+        latest_tilt: dict[str, tuple[int, int]] = {}  # device -> (w, value) of its latest tilt reading
         for r in tilts:
-            if r.kind == BIN_KIND and r.value == 0:
-                upright_after[r.device].append(r.w)
+            if r.kind == BIN_KIND:
+                if r.value == 0:
+                    upright_after[r.device].append(r.w)
+                if r.device not in latest_tilt or r.w >= latest_tilt[r.device][0]:
+                    latest_tilt[r.device] = (r.w, r.value)
         last_alarm: dict[tuple[str, str], int] = {}
         for a in alarms:
             if a.kind == BIN_KIND and a.code in ALARM_CODES:
@@ -134,6 +140,10 @@ class GatewayBinSource:
                 if (dev.id, code) in last_alarm
                 and not self._handled(code, last_alarm[(dev.id, code)], series, upright_after.get(dev.id, []))
             )
+            if dev.id in latest_tilt and latest_tilt[dev.id][1] != 0:
+                # still on its side: the tip alarm is sent once, the tilt every window; a bin lying there
+                # for more than alarm_window_s after its alarm stays a tip stop until it reports upright
+                active |= {"tip"}
             out.append(BinStatus(
                 id=dev.id,
                 zone=dev.zone,

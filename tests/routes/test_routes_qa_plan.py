@@ -66,3 +66,20 @@ def test_a_quiet_bin_is_listed_and_every_stop_says_how_old_its_reading_is(tmp_pa
     geo = plan_to_geojson(plan)
     props = [f["properties"] for f in geo["features"] if f["properties"]["kind"] == "stop"]
     assert {p["bin_id"]: p["reading_age_h"] for p in props} == {"b-full": 0.0, "b-stale": 84.0}
+
+
+def test_a_bin_still_on_its_side_stays_a_tip_stop_after_the_alarm_window(tmp_path: Path) -> None:
+    """QA: the tip alarm is sent once; a bin still reporting tilt=1 dropped out 24 h after it."""
+    city = CityData(tmp_path)
+    city.add_device("b-down")
+    city.add_device("b-up")
+    for dev in ("b-down", "b-up"):
+        city.alarm(dev, T0 - 30 * HOUR, "tip")
+        city.windows(dev, T0 - 30 * HOUR, [20] * 4, tilt=1)
+    city.windows("b-down", T0 - 2 * HOUR, [20] * 4, tilt=1)  # still down in the latest windows
+    city.windows("b-up", T0 - 2 * HOUR, [20] * 4, tilt=0)  # set upright (the alarm is over a day old anyway)
+    bins = {b.id: b for b in GatewayBinSource(city.db_path, city.registry_dir).load(ROUND_START)}
+    city.close()
+    assert bins["b-down"].alarms == frozenset({"tip"}) and bins["b-up"].alarms == frozenset()
+    plan = plan_collection(list(bins.values()), settings())
+    assert [(s.candidate.bin.id, s.candidate.reason.value) for r in plan.routes for s in r.stops] == [("b-down", "tip")]
