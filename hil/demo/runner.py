@@ -28,6 +28,7 @@ from gateway.storage.store_files import store_writer
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
 from hil.backends.qemu.launcher import free_tcp_port
+from hil.boards import load_board
 from hil.children import spawn_child, stop_gateway
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
@@ -279,9 +280,12 @@ class Demo:
     async def _add_board(self, board: str | Path, dev: str, index: int, registry: Registry, stimuli: str) -> None:
         lat, lon = _place(self.rng)
         zone = "centre" if index % 2 == 0 else "harbour"
-        vb = VirtualBoard(board, device_id=dev, flash_dir=self.workdir / "flash" / dev,
+        definition = load_board(board)
+        # On the radio: a board the gateway reaches only over BLE (a UART board is read on its pty).
+        over_ble = definition.ble is not None and definition.uart is None
+        vb = VirtualBoard(definition, device_id=dev, flash_dir=self.workdir / "flash" / dev,
                           host=self.hosts[index % len(self.hosts)], seed=f"{self.opt.seed}-{dev}",
-                          radio_url=self.relay.url if (self.relay is not None and "bin" in str(board)) else None,
+                          radio_url=self.relay.url if (self.relay is not None and over_ble) else None,
                           zone=zone, lat=lat, lon=lon)
         await vb.start()
         self.boards.append(vb)

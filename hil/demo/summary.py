@@ -41,10 +41,11 @@ def read_summary(db: Path, *, boards: Iterable[Any]) -> FleetSummary:
 
     Args:
         db: the gateway's SQLite file (may not exist yet).
-        boards: objects with ``device_id``, ``name``, ``data_path`` (virtual boards).
+        boards: objects with ``device_id``, ``config`` (``/board.json``, its ``kind``), ``data_path``
+            (virtual boards).
     """
-    rows = {b.device_id: BoardRow(b.device_id, "streetlight" if "streetlight" in b.name else "bin",
-                                  "uart" if b.data_path else "ble") for b in boards}
+    rows = {b.device_id: BoardRow(b.device_id, str(b.config["kind"]), "uart" if b.data_path else "ble")
+            for b in boards}
     total = alarms_total = 0
     if db.exists():
         conn = sqlite3.connect(read_only_uri(db), uri=True, timeout=2)

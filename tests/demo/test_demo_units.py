@@ -229,7 +229,7 @@ def test_latest_values_take_each_field_from_its_newest_report(tmp_path: Path) ->
     conn.execute("INSERT INTO alarms VALUES ('bin-001', 'tilt', 4500)")
     conn.commit()
     conn.close()
-    board = SimpleNamespace(device_id="bin-001", name="bin-esp32c3", data_path=None)
+    board = SimpleNamespace(device_id="bin-001", name="bin-esp32c3", config={"kind": "bin"}, data_path=None)
     summary = read_summary(db, boards=[board])
     assert summary.rows[0].latest == {"lid": 4, "wh": 12, "fill": 20, "temp": 11}
     assert summary.total_alarms == 1
