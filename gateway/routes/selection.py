@@ -155,7 +155,9 @@ def evaluate_bin(status: BinStatus, settings: SelectionSettings) -> Candidate | 
     expected = _clip01(fill_now + rate * max(0.0, start_s - last.t) / _DAY_S)
     predicted_next = _clip01(fill_now + rate * max(0.0, next_s - last.t) / _DAY_S)
     reasons = list(alarms)
-    if fill_now >= settings.threshold - _EPS:
+    # Full when the truck comes: the latest level, or the level expected at the round start (70 % six hours
+    # before, rising fast, is full then and ranks with the full bins, not below them as "predicted").
+    if max(fill_now, expected) >= settings.threshold - _EPS:
         reasons.append(Reason.FULL)
     elif predicted_next >= settings.threshold - _EPS:
         reasons.append(Reason.PREDICTED)

@@ -83,3 +83,17 @@ def test_a_bin_still_on_its_side_stays_a_tip_stop_after_the_alarm_window(tmp_pat
     assert bins["b-down"].alarms == frozenset({"tip"}) and bins["b-up"].alarms == frozenset()
     plan = plan_collection(list(bins.values()), settings())
     assert [(s.candidate.bin.id, s.candidate.reason.value) for r in plan.routes for s in r.stops] == [("b-down", "tip")]
+
+
+def test_a_bin_expected_full_by_the_round_is_full_not_predicted() -> None:
+    """QA: 70 % six hours before the round, rising 40 %/6 h, was 'predicted' and ranked below an 80 % bin."""
+    from gateway.routes.selection import select_bins
+
+    rising = make_bin("b-rising", [30, 70], step_s=6 * HOUR)
+    rising = type(rising)(rising.id, rising.zone, rising.lat, rising.lon,
+                          tuple(type(r)(r.t - 6 * HOUR, r.fill) for r in rising.readings))
+    cands, _ = select_bins([rising, make_bin("b-80", [80, 80])], settings().selection())
+    by_id = {c.bin.id: c for c in cands}
+    assert by_id["b-rising"].fill_now == 0.7 and by_id["b-rising"].expected_fill == 1.0
+    assert by_id["b-rising"].reason.value == "full"
+    assert [c.bin.id for c in cands] == ["b-rising", "b-80"]  # fuller first among the full
