@@ -16,6 +16,11 @@ Tables:
     window_duplicates  version 3: one row per release not stored because that period's release
               was stored under another seq (a board whose clock was set back far releases earlier
               periods again); its seq, period, ε spend map ``e`` and frame digest, no measurement.
+    retired_seqs  per device, the highest seq whose report row retention removed (row_retention.py):
+              every seq up to it counts as committed, so a replayed frame of a removed report is never
+              stored again. Added without a version change (a new table; older gateways open the store
+              as before), so do not run an older gateway on a store whose rows were removed: it does
+              not read this table, and would store a replayed frame of a removed report again.
     counters  persisted counters (e.g. ``outbox_dropped``, ``duplicate_windows``).
 """
 
@@ -105,6 +110,11 @@ CREATE TABLE IF NOT EXISTS window_duplicates (
     gateway_id  TEXT    NOT NULL,
     link        TEXT    NOT NULL,
     PRIMARY KEY (device, seq)
+);
+
+CREATE TABLE IF NOT EXISTS retired_seqs (
+    device TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS counters (

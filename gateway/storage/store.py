@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from gateway.errors import StorageError
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
 from gateway.retention_clock import LargeRemovalHold
-from gateway.storage import provenance
+from gateway.storage import provenance, row_retention
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
 from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE, PUBLISHED_META_PREFIX
 from gateway.storage.queries import DATA_VERSION_COUNTER
@@ -218,6 +218,8 @@ class ReportStore:
             conn.execute("PRAGMA busy_timeout=5000")
             apply_schema(conn)
             self._chain_pos, self._chain_head = provenance.last_hash(conn)
+            # Seqs whose rows retention removed: still committed (row_retention.py).
+            self._retired = row_retention.retired_seqs(conn)
             row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
             if unclean:
                 _checkpoint_at_open(conn, self.path)
@@ -345,17 +347,21 @@ class ReportStore:
     # -- ingest ---------------------------------------------------------------------------
 
     def max_seqs(self) -> dict[str, int]:
-        """Return the highest committed seq per device, stored or recorded as a window duplicate (the
-        persisted replay window)."""
+        """Return the highest committed seq per device, stored, recorded as a window duplicate, or removed by
+        report retention (the persisted replay window)."""
         with self._reading("reading the replay window"):
-            found = {str(d): int(s) for d, s in
-                     self._conn.execute("SELECT device, MAX(seq) FROM reports GROUP BY device")}
+            found = dict(self._retired)
+            for d, s in self._conn.execute("SELECT device, MAX(seq) FROM reports GROUP BY device"):
+                found[str(d)] = max(found.get(str(d), 0), int(s))
             for d, s in self._conn.execute("SELECT device, MAX(seq) FROM window_duplicates GROUP BY device"):
                 found[str(d)] = max(found.get(str(d), 0), int(s))
         return found
 
     def has(self, device: str, seq: int) -> bool:
-        """Return True if ``(device, seq)`` is committed: stored, or recorded as a window duplicate."""
+        """Return True if ``(device, seq)`` is committed: stored, recorded as a window duplicate, or at or below
+        the highest seq of ``device`` whose row report retention removed (a replay of it is never stored)."""
+        if seq <= self._retired.get(device, 0):
+            return True
         with self._reading("looking up %s seq %d" % (device, seq)):
             row = self._conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM reports WHERE device=? AND seq=?)"
@@ -382,6 +388,8 @@ class ReportStore:
         queued: list[tuple[str, bytes]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if self._retired:
+                records = self._drop_retired(records, result)
             records = self._drop_repeated_releases(records, result)
             # Multi-row INSERTs per table instead of a statement per report (the per-row path was the
             # store's cost; see insert_rows). New rows are told apart from duplicates by their rowid: the reports table
@@ -445,6 +453,17 @@ class ReportStore:
         self._chain_pos, self._chain_head = pos, head
         self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
         return result
+
+    def _drop_retired(self, records: list[ReportRecord], result: BatchResult) -> list[ReportRecord]:
+        """Return ``records`` less those at or below their device's retired seq (their rows were removed by
+        report retention: committed long ago), counted as duplicates."""
+        keep: list[ReportRecord] = []
+        for rec in records:
+            if rec.seq <= self._retired.get(rec.device, 0):
+                result.duplicates.append((rec.device, rec.seq))
+            else:
+                keep.append(rec)
+        return keep
 
     def _drop_repeated_releases(self, records: list[ReportRecord], result: BatchResult) -> list[ReportRecord]:
         """Return ``records`` less the releases whose :func:`release_key` is stored, or earlier in
@@ -633,20 +652,28 @@ class ReportStore:
 
     def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float,
                         hold: LargeRemovalHold | None = None) -> int:
-        """Remove every field value older than its retention; return the readings (``m`` values) removed.
+        """Remove every field value older than its retention, then the report rows left without a value that
+        are older than their kind's report retention; return the readings (``m`` values) removed.
 
-        A field losing more than :data:`LARGE_REMOVAL` of its stored values in one pass is logged at
-        WARNING (a retention just shortened, or a clock to check), the total at INFO.
+        A report row (device, type, period, reception time, link, alarm codes, frame digest) of kind K goes
+        once its ``m`` and ``e`` are empty and its period and reception are older than the longest
+        retention of K's fields (gateway/storage/row_retention.py, which says what is kept so that replay
+        protection, report ids and the provenance chain hold); rows go in batches of
+        :data:`gateway.storage.row_retention.ROW_BATCH`, each its own transaction, after the field pass.
+        A field (or a kind's rows) losing more than :data:`LARGE_REMOVAL` of what is stored in one pass is
+        logged at WARNING (a retention just shortened, or a clock to check), the totals at INFO.
 
         Args:
             retention_days: ``(kind, field) -> days`` (policy.json values, possibly shortened by config).
             now: the time to remove by (the gateway's clock, checked by gateway/retention_clock.py).
             hold: when given, a field (not in ``hold.exempt``) that would lose more than ``hold.share`` of its
                 stored values, and at least ``hold.min_values``, holds the whole pass: nothing is removed, 0 is
-                returned and ``hold.held`` names what would have been (the caller logs and reports it).
+                returned and ``hold.held`` names what would have been (the caller logs and reports it). A
+                kind's report rows count the same way (exempt when a field of the kind is).
         """
         removed = 0
         large: list[str] = []
+        row_days = row_retention.row_retention_days(retention_days)
         with self._writing("retention") as conn:
             fields: list[tuple[str, str, int, int, str]] = []  # (kind, field, cutoff, days, JSON path)
             for (kind, fld), days in sorted(retention_days.items()):
@@ -668,6 +695,18 @@ class ReportStore:
                 if old and old > LARGE_REMOVAL * held:
                     large.append(what)
                 fields.append((kind, fld, cutoff, days, path))
+            exempt_kinds = {k for k, _f in hold.exempt} if hold is not None else set()
+            for kind, days in sorted(row_days.items()):
+                cutoff = int(now) - days * 86400
+                old, held = row_retention.count_old_rows(conn, kind, cutoff,
+                                                         sorted(f for k, f in retention_days if k == kind))
+                what = "%d of %d %s report row(s) (report retention %d day(s): before %s)" % (
+                    old, held, kind, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff)))
+                if (hold is not None and kind not in exempt_kinds and old >= hold.min_values
+                        and old > hold.share * held):
+                    hold.held.append(what)
+                if old and old > LARGE_REMOVAL * held:
+                    large.append(what)
             if hold is not None and hold.held:
                 return 0  # held before anything changed (the transaction commits nothing)
             changed = 0
@@ -686,13 +725,44 @@ class ReportStore:
                 # newest report (the open-data CSV's ETag) also name them by this version. Same
                 # transaction as the removal, so no reader sees one without the other.
                 _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
+        rows = self._remove_rows(row_days, now)
         if large:
             log.warning("retention removed %s: more than %d %% of what was stored of %s; check the retention "
                         "settings and the gateway clock (date -u) if that was not expected", "; ".join(large),
                         LARGE_REMOVAL * 100, "that field" if len(large) == 1 else "those fields")
         if removed:
             log.info("retention removed %d reading(s)", removed)
+        if rows:
+            log.info("retention removed %d report row(s) (their alarms and reception records with them)", rows)
         return removed
+
+    def _remove_rows(self, row_days: dict[str, int], now: float) -> int:
+        """The row part of :meth:`apply_retention`: remove emptied rows past their kind's report retention, a
+        batch per transaction; return how many ``reports`` rows went."""
+        with self._reading("retention"):
+            keep_id = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+        total = 0
+        cutoffs = {kind: int(now) - days * 86400 for kind, days in sorted(row_days.items())}
+        for kind, cutoff in cutoffs.items():
+            while True:
+                with self._writing("retention (report rows)") as conn:
+                    gone = row_retention.remove_row_batch(conn, kind, cutoff, keep_id)
+                    if gone:
+                        # a reader naming its answers by the newest report sees the change (as above)
+                        _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
+                    retired = row_retention.retired_seqs(conn)
+                self._retired = retired  # once committed
+                total += sum(gone.values())
+                if sum(gone.values()) < row_retention.ROW_BATCH:
+                    break
+        if cutoffs:
+            # rows a development build recorded without a kind go by the longest report retention
+            with self._writing("retention (window duplicates)") as conn:
+                for kind, cutoff in dict(cutoffs, **{"": min(cutoffs.values())}).items():
+                    row_retention.remove_window_duplicates(conn, kind, cutoff)
+                retired = row_retention.retired_seqs(conn)
+            self._retired = retired
+        return total
 
 
 # One encoder for every row: json.dumps with options builds a new JSONEncoder per call (same output),

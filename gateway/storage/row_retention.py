@@ -1,0 +1,111 @@
+"""Retention of whole report rows: what is left of a report once its field values are gone.
+
+Field retention (:meth:`gateway.storage.store.ReportStore.apply_retention`) removes values from ``m``
+and ``e``; the row itself (device, type, period, reception time, link, alarm codes, frame digest) used to
+stay for good. A row of kind K is removed once it holds no value any more (``m`` and ``e`` empty) and
+both its period end (``w + l``) and its reception time are older than K's **report retention**: the
+longest retention of K's fields (:func:`row_retention_days`), so no row outlives the longest-kept
+value of its kind, and what the transparency page says per field stays the whole promise.
+
+What removal must not undo:
+
+* **Replay protection.** The replay window is rebuilt at start from the highest seq stored per device
+  (``ReportStore.max_seqs``) and an old frame is refused when the store ``has`` it. Before a device's
+  rows go, the highest removed seq is kept in ``retired_seqs`` (one row per device: device and seq, no
+  time, no link, no content) in the same transaction; the store counts every seq up to it as committed,
+  so a replayed frame of a removed report is answered as the duplicate it is and never stored again,
+  also after a restart (the window is rebuilt from it too).
+* **Report ids.** ``reports`` has no AUTOINCREMENT: a new row takes ``MAX(id) + 1``. The open data's
+  publication marks and change feeds name reports by id, so the newest row (the highest id) is never
+  removed: ids are never reused. It also keeps the reception time the retention clock checks the
+  gateway clock against (gateway/retention_clock.py).
+* **The provenance chain** is its own table (device, seq, gateway, frame digest, hashes; no time, no
+  link, no value): removing reports leaves it whole, and ``export-log`` verifies as before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Mapping, Sequence
+
+# Rows removed per transaction: the store has one writer thread, so ingest waits for each batch;
+# a first pass over years of rows is many short transactions, not one long one.
+ROW_BATCH = 2000
+
+# The highest seq per device whose report row retention removed (schema.py creates the table).
+RETIRED_TABLE = "retired_seqs"
+
+
+def row_retention_days(retention_days: Mapping[tuple[str, str], int]) -> dict[str, int]:
+    """The report retention per kind: the longest retention among the kind's fields.
+
+    Args:
+        retention_days: ``(kind, field) -> days`` (effective retention, as apply_retention gets it).
+    """
+    out: dict[str, int] = {}
+    for (kind, _fld), days in retention_days.items():
+        out[kind] = max(out.get(kind, 0), int(days))
+    return out
+
+
+def count_old_rows(conn: sqlite3.Connection, kind: str, cutoff: int, fields: Sequence[str]) -> tuple[int, int]:
+    """``(rows of kind the pass removes, rows of kind)``: what the large-removal hold compares.
+
+    Counted before the field pass: a row past the cutoff is past every field's cutoff of its kind (the
+    report retention is the longest), so it is removed when every field it holds is one of ``fields``.
+    """
+    marks = ",".join("?" * len(fields))
+    old, held = conn.execute(
+        "SELECT COALESCE(SUM(w <= ? AND w + l <= ? AND received_at <= ?"
+        " AND NOT EXISTS (SELECT 1 FROM json_each(m) j WHERE j.key NOT IN (%s))"
+        " AND NOT EXISTS (SELECT 1 FROM json_each(e) j WHERE j.key NOT IN (%s))), 0), COUNT(*)"
+        " FROM reports WHERE kind = ?" % (marks, marks),
+        (cutoff, cutoff, cutoff, *fields, *fields, kind)).fetchone()
+    return int(old), int(held)
+
+
+def remove_row_batch(conn: sqlite3.Connection, kind: str, cutoff: int, keep_id: int) -> dict[str, int]:
+    """Remove up to :data:`ROW_BATCH` emptied rows of ``kind`` older than ``cutoff`` (inside the caller's
+    transaction), never the row ``keep_id`` or above; retire their seqs first. Returns the rows removed
+    per device (empty: nothing left to remove). Their alarms go with them (ON DELETE CASCADE)."""
+    rows = conn.execute(
+        "SELECT id, device, seq FROM reports INDEXED BY reports_w WHERE w <= ?1 AND w + l <= ?1"
+        " AND received_at <= ?1 AND kind = ?2 AND m = '{}' AND e = '{}' AND id < ?3 ORDER BY w LIMIT ?4",
+        (cutoff, kind, keep_id, ROW_BATCH)).fetchall()
+    if not rows:
+        return {}
+    highest: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for _id, device, seq in rows:
+        highest[str(device)] = max(highest.get(str(device), 0), int(seq))
+        count[str(device)] = count.get(str(device), 0) + 1
+    _retire(conn, highest)
+    conn.executemany("DELETE FROM reports WHERE id = ?", [(int(r[0]),) for r in rows])
+    return count
+
+
+def remove_window_duplicates(conn: sqlite3.Connection, kind: str, cutoff: int) -> int:
+    """Remove the ``window_duplicates`` rows of ``kind`` whose stored release (``kept_seq``) is gone and
+    whose reception is older than ``cutoff`` (inside the caller's transaction), retiring their seqs first;
+    return how many. Such a row records why a release was not stored: it goes with the release it names.
+    Rows a development build recorded without a kind (``''``) are passed with the longest cutoff."""
+    where = ("FROM window_duplicates wd WHERE wd.kind = ?1 AND wd.received_at <= ?2 AND NOT EXISTS"
+             " (SELECT 1 FROM reports r WHERE r.device = wd.device AND r.seq = wd.kept_seq)")
+    rows = conn.execute("SELECT wd.device, MAX(wd.seq), COUNT(*) " + where + " GROUP BY wd.device",
+                        (kind, cutoff)).fetchall()
+    if not rows:
+        return 0
+    _retire(conn, {str(d): int(s) for d, s, _n in rows})
+    conn.execute("DELETE FROM window_duplicates WHERE rowid IN (SELECT wd.rowid " + where + ")", (kind, cutoff))
+    return sum(int(n) for _d, _s, n in rows)
+
+
+def _retire(conn: sqlite3.Connection, highest: Mapping[str, int]) -> None:
+    conn.executemany(
+        "INSERT INTO retired_seqs (device, seq) VALUES (?, ?)"
+        " ON CONFLICT(device) DO UPDATE SET seq = MAX(seq, excluded.seq)", sorted(highest.items()))
+
+
+def retired_seqs(conn: sqlite3.Connection) -> dict[str, int]:
+    """The highest removed seq per device."""
+    return {str(d): int(s) for d, s in conn.execute("SELECT device, seq FROM retired_seqs")}
