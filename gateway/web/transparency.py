@@ -145,6 +145,9 @@ def build_transparency(
         # what an alarm report carries besides its code (policy alarms.<code>.fields: the fire alarm's temp)
         alarms = [{"code": c, "label": str(a.get("label", c)), "fields": [str(f) for f in a.get("fields", [])]}
                   for c, a in spec.get("alarms", {}).items()]
+        # As the store applies it (gateway/storage/row_retention.py): a report's record and its alarm codes
+        # go with its kind's longest-kept field.
+        records_days = max((int(f["retention_days"]) for f in fields), default=0)
         kinds.append({
             "kind": kind,
             "title": str(spec.get("title", kind)),
@@ -152,6 +155,8 @@ def build_transparency(
             "fields": fields,
             "personal_fields": [f["field"] for f in fields if f["personal"]],
             "alarms": alarms,
+            "report_records": {"retention_days": records_days, "kept": REPORT_RECORD_ITEMS,
+                               "text": _records_text(records_days, bool(alarms))},
             "config": [str(c) for c in spec.get("config", [])],
         })
     return {
@@ -163,7 +168,30 @@ def build_transparency(
         "not_collected": [str(x) for x in policy.get("not_collected", [])],
         "recipients": [{"who": str(r["who"]), "gets": str(r["gets"])} for r in policy.get("recipients", [])],
         "kinds": kinds,
+        "kept_without_limit": list(KEPT_WITHOUT_LIMIT),
     }
+
+
+# What the gateway keeps of each report besides its values (docs/privacy.md, "How long what is kept").
+REPORT_RECORD_ITEMS = ["device", "report number", "report type", "period", "time received (to the millisecond)",
+                       "link it came on (serial port or Bluetooth address)", "alarm codes", "firmware version"]
+
+# What outlives every retention, and why (gateway/storage/row_retention.py); none of it holds a value.
+KEPT_WITHOUT_LIMIT = (
+    "For each device, the highest report number deleted (no time, no content): so that an old message "
+    "replayed by someone else can never be stored again.",
+    "The provenance log: for each report ever stored, its device, report number and a fingerprint (hash) of "
+    "the message, chained so that a deletion or change shows; no time, link or value.",
+    "The most recent report the gateway received, whatever its age, until a newer one arrives: it keeps report "
+    "numbering in order and lets the gateway check its own clock before deleting anything (its values still "
+    "go after their own retention).",
+)
+
+
+def _records_text(days: int, alarms: bool) -> str:
+    what = "Alarms (code and minute) and the record of each report" if alarms else "The record of each report"
+    return (f"{what} (device, type, period, time received to the millisecond, link it came on) are kept for "
+            f"{format_days(days)}, the longest retention of this kind's fields, then deleted.")
 
 
 def _e(value: object) -> str:
@@ -257,12 +285,14 @@ def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") ->
         parts.append(f"<section class=\"kind\" id=\"kind-{_e(kind['kind'])}\"><h2>{_e(kind['title'])}</h2>")
         parts.append(f"<p>Measurements are summarised per window of {_e(format_duration(kind['window_s']))}.</p>")
         parts.append(
-            "<table><thead><tr><th>field</th><th>what is measured</th><th>sensor</th><th>about people</th>"
+            # Eight columns: on a phone the table scrolls in its box, not the whole page (style.css).
+            "<div class=\"table-wrap\"><table><thead><tr><th>field</th><th>what is measured</th><th>sensor</th>"
+            "<th>about people</th>"
             "<th>what leaves the device</th><th>privacy guarantee</th><th>kept for</th><th>why</th></tr>"
             "</thead><tbody>"
         )
         parts.extend(_field_row(f) for f in kind["fields"])
-        parts.append("</tbody></table>")
+        parts.append("</tbody></table></div>")
         if kind["alarms"]:
             parts.append("<h3>Safety alarms (sent at once, time rounded to the minute)</h3><ul>")
             parts.extend(f"<li><code>{_e(a['code'])}</code>: {_e(a['label'])}"
@@ -270,15 +300,23 @@ def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") ->
                             " (carries no measurement)")
                          + "</li>" for a in kind["alarms"])
             parts.append("</ul>")
+        records = kind.get("report_records")
+        if records:
+            parts.append(f"<p class=\"records\" data-retention-days=\"{_e(records['retention_days'])}\">"
+                         f"{_e(records['text'])}</p>")
         parts.append("</section>")
+    if doc.get("kept_without_limit"):
+        parts.append("<section id=\"kept-without-limit\"><h2>Kept without a time limit (no values)</h2><ul>")
+        parts.extend(f"<li>{_e(x)}</li>" for x in doc["kept_without_limit"])
+        parts.append("</ul></section>")
     if doc["not_collected"]:
         parts.append("<section id=\"not-collected\"><h2>Never collected</h2><ul>")
         parts.extend(f"<li>{_e(x)}</li>" for x in doc["not_collected"])
         parts.append("</ul></section>")
     if doc["recipients"]:
-        parts.append("<section id=\"recipients\"><h2>Who receives what</h2><table><thead><tr><th>who</th>"
-                     "<th>gets</th></tr></thead><tbody>")
+        parts.append("<section id=\"recipients\"><h2>Who receives what</h2><div class=\"table-wrap\"><table>"
+                     "<thead><tr><th>who</th><th>gets</th></tr></thead><tbody>")
         parts.extend(f"<tr><td>{_e(r['who'])}</td><td>{_e(r['gets'])}</td></tr>" for r in doc["recipients"])
-        parts.append("</tbody></table></section>")
+        parts.append("</tbody></table></div></section>")
     parts.append("</main></body></html>")
     return "\n".join(parts)

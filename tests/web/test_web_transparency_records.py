@@ -1,0 +1,40 @@
+"""The transparency page says how long alarms and report records (device, time received, link) are kept
+(QA MEDIUM, privacy transparency: it gave "kept for" per field only, and nothing for alarms or reception
+times), and what outlives every retention. Fails before: no such text, no ``report_records`` in the JSON."""
+
+from __future__ import annotations
+
+import html
+
+from gateway.resources import load_policy
+from gateway.storage.row_retention import row_retention_days
+from gateway.web.transparency import build_transparency, render_transparency_html
+
+
+def test_each_kind_says_how_long_its_alarms_and_report_records_are_kept() -> None:
+    policy = load_policy()
+    doc = build_transparency(policy)
+    # the same figure the store removes rows by (every field of the policy, as the service passes them)
+    store_days = row_retention_days({(k, f): int(s["retention_days"]) for k, ks in policy["kinds"].items()
+                                     for f, s in ks["fields"].items()})
+    by_kind = {k["kind"]: k for k in doc["kinds"]}
+    assert {k: v["report_records"]["retention_days"] for k, v in by_kind.items()} == store_days
+    assert by_kind["bin"]["report_records"]["text"] == (
+        "Alarms (code and minute) and the record of each report (device, type, period, time received to the "
+        "millisecond, link it came on) are kept for 730 days, the longest retention of this kind's fields, "
+        "then deleted.")
+    assert "time received (to the millisecond)" in by_kind["bin"]["report_records"]["kept"]
+    page = html.unescape(render_transparency_html(doc))
+    assert ('<p class="records" data-retention-days="730">Alarms (code and minute) and the record of each report'
+            in page)
+    assert '<section id="kept-without-limit"><h2>Kept without a time limit (no values)</h2>' in page
+    assert "highest report number deleted" in page and "provenance log" in page
+
+
+def test_a_shortened_retention_shortens_the_records_too() -> None:
+    policy = load_policy()
+    fields = policy["kinds"]["bin"]["fields"]
+    doc = build_transparency(policy, retention={"bin": {f: 30 for f in fields}})
+    bin_ = next(k for k in doc["kinds"] if k["kind"] == "bin")
+    assert bin_["report_records"]["retention_days"] == 30
+    assert "are kept for 30 days" in render_transparency_html(doc)
