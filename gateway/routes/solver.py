@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 MAX_SOLVER_SUM = (2**63 - 1) // 4
 #: Drop penalty of an alarm bin relative to the base penalty (full bins 2x, predicted 1x).
 ALARM_PENALTY_FACTOR = 100
+#: Default fixed cost of a vehicle used, in metres: a second truck must save more than 10 km of driving.
+DEFAULT_VEHICLE_COST_M = 10_000
+#: Largest fixed vehicle cost (1 000 km), so it stays well inside the solver's 64-bit sums.
+MAX_VEHICLE_COST_M = 1_000_000
 #: ``source`` of the :class:`MatrixError` the solver raises for distances it cannot take.
 SOLVER_SOURCE = "given to the solver"
 
@@ -60,12 +64,16 @@ class SolverSettings:
         time_limit_s: Search time (at most ``MAX_TIME_LIMIT_S``); 0 keeps the deterministic first
             solution without local search.
         max_route_m: Optional longest route in metres.
+        vehicle_cost_m: Fixed cost of each vehicle that leaves the depot, in metres of driving: a
+            further vehicle is sent only when it saves more than this much distance (a truck and its
+            crew cost far more than a few hundred metres). 0 to :data:`MAX_VEHICLE_COST_M`.
     """
 
     vehicles: int = 2
     capacity_l: float = 10_000.0
     time_limit_s: float = 5.0
     max_route_m: int | None = None
+    vehicle_cost_m: int = DEFAULT_VEHICLE_COST_M
 
     def __post_init__(self) -> None:
         if isinstance(self.vehicles, bool) or not isinstance(self.vehicles, int) or self.vehicles < 1:
@@ -77,6 +85,10 @@ class SolverSettings:
                                     f"must be a positive number of litres, at most {MAX_CAPACITY_L:.0f}")
         if not (0 <= self.time_limit_s <= MAX_TIME_LIMIT_S):
             raise InvalidInputError("time limit", self.time_limit_s, f"must be 0 to {MAX_TIME_LIMIT_S:g} seconds")
+        if isinstance(self.vehicle_cost_m, bool) or not isinstance(self.vehicle_cost_m, int) \
+                or not 0 <= self.vehicle_cost_m <= MAX_VEHICLE_COST_M:
+            raise InvalidInputError("vehicle cost", self.vehicle_cost_m,
+                                    f"must be whole metres from 0 to {MAX_VEHICLE_COST_M}")
         if self.max_route_m is not None and not 0 < self.max_route_m <= MAX_SOLVER_SUM:
             raise InvalidInputError("max route", self.max_route_m,
                                     f"must be a positive number of metres, at most {MAX_SOLVER_SUM}")
@@ -128,12 +140,13 @@ def triage(candidates: Sequence[Candidate], settings: SolverSettings) -> tuple[l
     return sorted(kept), sorted(left)
 
 
-def drop_penalty(m: int, max_d: int, vehicles: int) -> int:
-    """Base penalty for leaving one of ``m`` bins out, above any set of routes over them.
+def drop_penalty(m: int, max_d: int, vehicles: int, vehicle_cost_m: int = 0) -> int:
+    """Base penalty for leaving one of ``m`` bins out, above any set of routes over them (and the fixed
+    cost of every vehicle, so no bin is dropped to save a vehicle).
 
     The solver sums route lengths and penalties in signed 64-bit integers: with ``m`` bins every
     penalty paid (at most ``ALARM_PENALTY_FACTOR`` x base each) plus every arc driven (at most
-    ``m + vehicles`` arcs of ``max_d``) must stay below :data:`MAX_SOLVER_SUM`.
+    ``m + vehicles`` arcs of ``max_d``) plus the vehicles' fixed costs must stay below :data:`MAX_SOLVER_SUM`.
 
     Raises:
         MatrixError: The distances (0 .. ``MAX_GREAT_CIRCLE_M``) or the number of bins would
@@ -142,8 +155,8 @@ def drop_penalty(m: int, max_d: int, vehicles: int) -> int:
     """
     if not 0 <= max_d <= MAX_GREAT_CIRCLE_M:
         raise MatrixError(SOLVER_SOURCE, f"distances must be 0 to {MAX_GREAT_CIRCLE_M} m, got {max_d}")
-    base = (m + 1) * (max_d + 1) + 1
-    worst = m * ALARM_PENALTY_FACTOR * base + (m + vehicles) * max_d
+    base = (m + 1) * (max_d + 1) + vehicles * vehicle_cost_m + 1
+    worst = m * ALARM_PENALTY_FACTOR * base + (m + vehicles) * max_d + vehicles * vehicle_cost_m
     if worst > MAX_SOLVER_SUM:
         raise MatrixError(SOLVER_SOURCE, f"too many bins ({m}) to plan at distances up to {max_d} m within the "
                                          "solver's 64-bit bounds; plan fewer bins at once")
@@ -182,7 +195,8 @@ def _search(
     routing.AddDimensionWithVehicleCapacity(demand_idx, 0, [cap] * settings.vehicles, True, "load")
 
     # Dropping any bin must cost more than any detour it could save.
-    base_penalty = drop_penalty(m, max_d, settings.vehicles)
+    base_penalty = drop_penalty(m, max_d, settings.vehicles, settings.vehicle_cost_m)
+    routing.SetFixedCostOfAllVehicles(settings.vehicle_cost_m)
     fire_indices: list[int] = []
     tip_indices: list[int] = []
     other_indices: list[int] = []
