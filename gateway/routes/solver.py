@@ -118,16 +118,25 @@ def check_capacity(candidates: Sequence[Candidate], capacity_l: float) -> None:
         raise CapacityError(capacity_l, cand.bin.id, cand.load_l)
 
 
-def triage(candidates: Sequence[Candidate], settings: SolverSettings) -> tuple[list[int], list[int]]:
+def triage(candidates: Sequence[Candidate], settings: SolverSettings,
+           matrix: Sequence[Sequence[int]] | None = None) -> tuple[list[int], list[int]]:
     """Split candidate indices into (kept, left over) so the kept loads fit the fleet's total capacity.
 
     Candidates are taken in urgency order (alarms, full, predicted; then fuller first), so when the
     fleet is too small the least urgent bins are left, not whatever the search happens to drop.
+    Among equally urgent bins the nearer to the depot (round trip, ``matrix`` node 0) are kept: the
+    farthest cost the most driving (before, ties went by bin id: bin-0833..bin-0999 were left).
     """
     fleet = settings.vehicles * math.floor(settings.capacity_l + 1e-9)
     demands = demands_l(candidates)
+    depot_row = matrix[0] if matrix is not None else None
+
+    def round_trip(i: int) -> int:
+        return 0 if matrix is None or depot_row is None else depot_row[i + 1] + matrix[i + 1][0]
+
     order = sorted(range(len(candidates)), key=lambda i: (
-        not candidates[i].is_alarm, Reason.FULL not in candidates[i].reasons, -candidates[i].expected_fill, i))
+        not candidates[i].is_alarm, Reason.FULL not in candidates[i].reasons, -candidates[i].expected_fill,
+        round_trip(i), i))
     kept: list[int] = []
     left: list[int] = []
     total = 0
@@ -265,7 +274,7 @@ def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[float]], se
     # whole metres within bounds: OR-Tools takes int64 and sums them (see drop_penalty)
     ints = check_matrix(matrix, SOLVER_SOURCE, n + 1)
     check_capacity(candidates, settings.capacity_l)
-    kept, _ = triage(candidates, settings)
+    kept, _ = triage(candidates, settings, ints)
     if not kept:
         return Solution(tuple(() for _ in range(settings.vehicles)), tuple(range(n)), 0.0, "EMPTY")
     started = time.perf_counter()

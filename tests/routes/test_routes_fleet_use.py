@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 from gateway.routes.distances import Place
@@ -48,3 +49,17 @@ def test_the_vehicle_cost_is_a_setting_and_zero_keeps_the_shortest_distance() ->
     one = solve(candidates, matrix, SolverSettings(vehicles=2, capacity_l=60000, time_limit_s=1))
     assert sum(1 for r in two.routes if r) == 2 and sum(1 for r in one.routes if r) == 1
     assert SolverSettings().vehicle_cost_m == DEFAULT_VEHICLE_COST_M == 10_000
+
+
+def test_a_short_fleet_leaves_the_bins_farthest_from_the_depot_not_the_highest_ids() -> None:
+    """All bins equally full; a fleet for 30 of 40: the 10 left are the farthest from the depot (ids are
+    shuffled against distance). Before, the highest ids were left (bin-0833..bin-0999). Test fails before."""
+    rng = random.Random(4)
+    ids = [f"bin-{i:02d}" for i in range(40)]
+    rng.shuffle(ids)
+    bins = [make_bin(bin_id, [90, 90, 90], lat=DEPOT.lat + 0.001 * (k + 1), lon=DEPOT.lon)
+            for k, bin_id in enumerate(ids)]  # k-th id is k + 1 hundred-odd metres north of the depot
+    load = 0.9 * 240
+    plan = plan_collection(bins, PlanSettings(day=DAY, depot=DEPOT, vehicles=3, capacity_l=10 * load + 1,
+                                              time_limit_s=0))
+    assert sorted(c.bin.id for c in plan.unserved) == sorted(ids[30:])
