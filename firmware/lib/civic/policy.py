@@ -10,6 +10,10 @@ import json
 # transparency page, and what only the gateway checks (valid_range: docs/protocol.md §2). The flash
 # tools leave them out of the board's copy and read this tuple with ast: keep it a literal.
 _DOC_ONLY = ("label", "unit", "source", "purpose", "retention_days", "valid_range")
+# the releases this firmware knows (docs/privacy.md §1): a people-related field (personal: true) leaves
+# only as a noisy count and a noisy count is only for one, so a typo or a copied "aggregate" on a people
+# count is refused here, not published raw
+_RELEASES = ("aggregate", "noisy_count")
 
 
 class PolicyError(ValueError):
@@ -32,7 +36,9 @@ class KindPolicy:
         fields: dict field -> spec (release, report, eps..., k, quantum, refractory_s,
             release_every_s, personal); the documentation-only keys are dropped.
         allowlist: frozenset of field names that may appear in a report's ``m``.
-        personal: frozenset of ``noisy_count`` fields (need epsilon accounting).
+        personal: frozenset of the people-related (``personal: true``, ``noisy_count``) fields (need
+            epsilon accounting); a field whose ``release`` is unknown or does not match its
+            ``personal`` flag is refused with PolicyError.
         alarms: frozenset of alarm codes.
         alarm_fields: dict alarm code -> tuple of the fields its report may carry (policy
             ``fields`` of the alarm; none by default).
@@ -51,6 +57,12 @@ class KindPolicy:
             for key in _DOC_ONLY:
                 if key in fields[f]:
                     del fields[f][key]
+            r = fields[f].get("release")
+            # "is": personal must be the boolean true exactly for noisy_count (1, null or a missing key fail)
+            if r not in _RELEASES or fields[f].get("personal") is not (r == "noisy_count"):
+                raise PolicyError("kind %s field %s: release %r, personal %r (allowed: %s; noisy_count exactly "
+                                  "when personal is true)" % (kind, f, r, fields[f].get("personal"),
+                                                              ", ".join(_RELEASES)), f)
         self.fields = fields
         self.allowlist = frozenset(fields)
         self.personal = frozenset(f for f in fields if fields[f].get("release") == "noisy_count")
