@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.policy_rules import check_release_rules
 
 _PKG_DIR = Path(__file__).resolve().parent
 _CHECKOUT_ROOT = _PKG_DIR.parent
@@ -106,7 +107,17 @@ def policy_path() -> Path:
 
 @lru_cache(maxsize=1)
 def load_policy() -> dict[str, Any]:
-    """Load and return the privacy policy as parsed JSON (cached)."""
+    """Load and return the privacy policy as parsed JSON (cached), its release rules checked.
+
+    Every field needs a known ``release`` and a boolean ``personal``, ``personal: true`` exactly when
+    the release is ``noisy_count`` (:func:`gateway.policy_rules.check_release_rules`): everything that
+    reads the policy (the gate, the transparency page, the config's retention, the board loader) reads
+    it from here, so a gateway, ``run --check`` or a board load refuses such a policy at once.
+
+    Raises:
+        ConfigError: the policy breaks the release rules (``key`` names the field's key).
+    """
     with policy_path().open("rb") as fh:
         data: dict[str, Any] = json.load(fh)
+    check_release_rules(data)
     return data

@@ -13,6 +13,7 @@ import time
 from typing import Any, NamedTuple
 
 from gateway.errors import ConfigError, ProtocolError, RejectedReport
+from gateway.policy_rules import check_release_rules
 from gateway.protocol.frame import FRAME_REPORT, Frame, decode_body, parse_frame, verify_tag
 from gateway.registry import DeviceRecord, Registry
 from gateway.storage.provenance import frame_digest
@@ -119,15 +120,17 @@ class PolicyGate:
     personal field's value (they are logged). The rules are built once per kind.
 
     Raises:
-        ConfigError: the policy lacks a bound the gate compares with (a personal field's ε or k, in
-            the field or in ``defaults``) or has one that is not a whole number >= 1, gives a
-            non-personal field a release period outside win reports, names in an alarm's fields
-            something other than a non-personal field of its kind, or has a ``valid_range`` that is
-            not ``[min, max]`` of whole numbers on the field's quantum with min <= max, or one on a
-            personal field.
+        ConfigError: a field's ``release`` is unknown or does not match its ``personal`` flag
+            (:func:`gateway.policy_rules.check_release_rules`), the policy lacks a bound the gate
+            compares with (a personal field's ε or k, in the field or in ``defaults``) or has one
+            that is not a whole number >= 1, gives a non-personal field a release period outside
+            win reports, names in an alarm's fields something other than a non-personal field of
+            its kind, or has a ``valid_range`` that is not ``[min, max]`` of whole numbers on the
+            field's quantum with min <= max, or one on a personal field.
     """
 
     def __init__(self, policy: dict[str, Any]) -> None:
+        check_release_rules(policy)  # what the gate treats as personal below is then what the policy marks so
         kinds: dict[str, Any] = policy["kinds"]
         defaults: dict[str, Any] = policy.get("defaults", {})
         self.fields = {k: frozenset(spec["fields"]) for k, spec in kinds.items()}

@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from gateway.policy_rules import people_fields
 from gateway.resources import boards_dir, load_policy
 from gateway.toml_text import TomlTextError, read_toml_text
 from hil.boards.chips import CHIPS, ChipSpec
@@ -141,8 +142,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
         recovery.finish()
 
     io = _parse_io(_required_table(root, "io"), spec, pins)
-    noisy = sorted(f for f, spec_f in policy_kinds[kind].get("fields", {}).items()
-                   if spec_f.get("release") == "noisy_count")
+    noisy = people_fields(policy_kinds[kind])  # released only with noise: they need the BLE radio's entropy
     uart, ble = _parse_links(_required_table(root, "links"), chip, pins, kind, noisy)
     calibration = _parse_calibration(_required_table(root, "calibration"), spec)
     sleep = _parse_sleep(_required_table(root, "sleep"), io, chip, source)

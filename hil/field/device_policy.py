@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from gateway.errors import ConfigError
+from gateway.policy_rules import check_release_rules
 from gateway.resources import firmware_dir
 from hil.field.errors import FieldError
 
@@ -33,10 +35,12 @@ _DOC_ONLY_NAME = "_DOC_ONLY"
 
 
 class DevicePolicyError(FieldError):
-    """The device copy of the policy cannot be made (policy not JSON, key list unreadable).
+    """The device copy of the policy cannot be made (policy not JSON, a field's release breaking the
+    release rules, key list unreadable).
 
     Attributes (in ``details``):
         path: the file concerned.
+        key: for a release-rule problem, the dotted policy key at fault (``kinds.bin.fields.lid.release``).
     """
 
 
@@ -104,7 +108,9 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         source: the file ``text`` came from, for the error message.
 
     Raises:
-        DevicePolicyError: ``text`` is not a JSON object, or the firmware's key list cannot be read.
+        DevicePolicyError: ``text`` is not a JSON object, a field's ``release`` is unknown or does not
+            match its ``personal`` flag (:func:`gateway.policy_rules.check_release_rules`; ``key`` in
+            ``details``), or the firmware's key list cannot be read.
     """
     try:
         doc = json.loads(text)
@@ -112,5 +118,9 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         raise DevicePolicyError(f"{source} is not valid JSON ({exc}); the device would refuse it", path=source) from exc
     if not isinstance(doc, dict):
         raise DevicePolicyError(f"{source} is not a JSON object; the device would refuse it", path=source)
+    try:  # a people count with an unknown release, or personal without noisy_count, never reaches a board
+        check_release_rules(doc)
+    except ConfigError as exc:
+        raise DevicePolicyError(f"{source}: {exc}; the device would refuse it", path=source, key=exc.key) from exc
     stripped = device_policy(doc, doc_only_keys(firmware_root))
     return json.dumps(stripped, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

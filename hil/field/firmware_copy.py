@@ -82,7 +82,8 @@ def stage_firmware(out_dir: Path, *, compile_mpy: bool, src: Path | None = None)
     and every hash check (``expected_files``) sees the same bytes.
 
     Raises:
-        DevicePolicyError: ``policy.json`` is not JSON, or the tree's firmware has no readable key list.
+        DevicePolicyError: ``policy.json`` is not JSON or breaks the release rules (a people count not
+            released as a noisy count), or the tree's firmware has no readable key list.
     """
     source = src or firmware_dir()
     staging_src = out_dir / "src"
