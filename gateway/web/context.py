@@ -73,8 +73,21 @@ async def read_json_body(request: web.Request) -> Any:
         raise BadParameter("request body is nested too deeply to be a valid request", param="body") from None
 
 
+# JSON bodies from this size on are compressed for a client that accepts it (the dashboard's 600-device
+# answer every 30 s: ~196 KB as text); smaller ones would gain less than the compression costs.
+COMPRESS_MIN_BYTES = 1024
+
+
 def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:
-    """A JSON response with compact separators and an explicit content type."""
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False), status=status, content_type=content_type
-    )
+    """A JSON response with compact separators and an explicit content type.
+
+    A body of :data:`COMPRESS_MIN_BYTES` or more is sent gzip/deflate-compressed when the request's
+    ``Accept-Encoding`` allows it (aiohttp chooses when the response is prepared), with
+    ``Vary: Accept-Encoding`` so a cache keeps the two forms apart.
+    """
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    response = web.Response(body=body, status=status, content_type=content_type, charset="utf-8")
+    if len(body) >= COMPRESS_MIN_BYTES:
+        response.enable_compression()
+        response.headers["Vary"] = "Accept-Encoding"
+    return response
