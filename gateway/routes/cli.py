@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -22,7 +24,7 @@ from gateway.errors import ConfigError
 from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
 from gateway.routes.distances import CsvMatrix, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError, counted
-from gateway.routes.outputs import FORMATS, render
+from gateway.routes.outputs import FORMATS, render, render_failure
 from gateway.routes.parsing import (
     MAX_BIN_VOLUME_L,
     MAX_CAPACITY_L,
@@ -37,7 +39,8 @@ from gateway.routes.parsing import (
     parse_threshold,
     parse_timezone,
 )
-from gateway.routes.planner import PlanSettings, plan_collection
+from gateway.routes.planner import PlanSettings
+from gateway.routes.worker import plan_or_notice
 from gateway.routes.source import GatewayBinSource
 
 if TYPE_CHECKING:
@@ -271,30 +274,90 @@ def _warnings_shown_by_the_plan() -> Iterator[None]:
             lg.removeFilter(flt)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in its directory and a rename, so a reader (a
+    cron job handing the file to drivers) sees the old file or the new one, never a part. The file
+    keeps the mode of the one it replaces (a new one: 0666 less the umask, as open() makes it).
+
+    Raises:
+        InvalidInputError: The file cannot be written (``field`` ``out``).
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InvalidInputError("out", str(path), exc.strerror or str(exc)) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise InvalidInputError("out", str(path), exc.strerror or str(exc)) from exc
+
+
+class _OutFailed(InvalidInputError):
+    """``--out`` could not be written (nothing to replace it with either)."""
+
+
+def _deliver(args: argparse.Namespace, text: str) -> None:
+    if args.out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        write_atomically(args.out, text)
+    except InvalidInputError as exc:
+        raise _OutFailed(exc.field, exc.value, exc.problem) from exc
+
+
 def run_plan(args: argparse.Namespace) -> int:
-    """Run ``civicedge routes plan``; returns the exit code documented in this module."""
+    """Run ``civicedge routes plan``; returns the exit code documented in this module.
+
+    With ``--out``, a day without a plan still replaces the file: nothing due writes the empty plan of
+    that date with its notice (exit 3), an error writes the date (when known) and the error; the
+    previous day's plan never stays looking current.
+    """
+    settings: PlanSettings | None = None
     try:
         settings = settings_from_args(args)
         bins = _data_source(args).load(settings.round_start)
         with _warnings_shown_by_the_plan():
-            plan = plan_collection(bins, settings)
-        text = render(plan, args.format)
-        if args.out is not None:
-            try:
-                args.out.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise InvalidInputError("out", str(args.out), exc.strerror or str(exc)) from exc
-        else:
-            sys.stdout.write(text)
+            plan, notice = plan_or_notice(bins, settings)
+        if notice is None or args.out is not None:  # no bins due: nothing on stdout, as before
+            _deliver(args, render(plan, args.format, notice))
     except RoutesError as exc:
         print(f"civicedge routes plan: {exc.message}", file=sys.stderr)
+        if args.out is not None and not isinstance(exc, _OutFailed):
+            day = None if settings is None else settings.day.isoformat()
+            start = None if settings is None else settings.round_start.isoformat()
+            try:
+                write_atomically(args.out, render_failure(args.format, exc.to_dict(), day, start))
+                print(f"civicedge routes plan: {args.out} now says: no plan ({exc.reason})", file=sys.stderr)
+            except InvalidInputError as write_exc:
+                print(f"civicedge routes plan: {write_exc.message}", file=sys.stderr)
         return exc.exit_code
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if notice is not None:
+        print(f"civicedge routes plan: {notice}"
+              + (f"; the empty plan of {plan.date} written to {args.out}" if args.out is not None else ""),
+              file=sys.stderr)
+        return EXIT_NO_BINS_DUE
     print(
         f"{plan.date}: {counted(plan.stop_count, 'stop')} on {counted(len(plan.routes), 'route')}, "
         f"{plan.total_distance_m / 1000:.1f} km ({plan.distance_source}), "
-        f"{len(plan.unserved)} unserved, {counted(plan.considered, 'bin')} considered, solver {plan.solver_s:.1f}s"
+        f"{len(plan.unserved)} unserved, {len(plan.skipped)} skipped, {counted(plan.considered, 'bin')} considered, "
+        f"solver {plan.solver_s:.1f}s"
         + (f", written to {args.out}" if args.out is not None else ""),
         file=sys.stderr,
     )

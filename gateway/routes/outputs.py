@@ -22,7 +22,12 @@ FORMATS: dict[str, str] = {
 CSV_COLUMNS: tuple[str, ...] = (
     "vehicle", "stop", "bin_id", "zone", "lat", "lon", "reason", "expected_fill_pct",
     "fill_now_pct", "load_l", "leg_m", "cumulative_m", "route_distance_m", "reading_at", "reading_age_h",
+    "kind", "note", "date", "round_start",
 )
+
+#: ``kind`` of a CSV row: a stop; ``none`` (nothing to collect that day) or ``error`` (planning failed),
+#: the only row of a file written for a day without a plan (its ``note`` says why).
+CSV_KINDS: tuple[str, ...] = ("stop", "none", "error")
 
 
 def _pct(x: float) -> int:
@@ -95,16 +100,26 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_to_json(plan: Plan) -> str:
-    """Return the plan as indented JSON text."""
-    return json.dumps(plan_to_dict(plan), indent=2, ensure_ascii=False) + "\n"
+def plan_to_json(plan: Plan, notice: str | None = None) -> str:
+    """Return the plan as indented JSON text (with ``notice``, e.g. why it has no routes, when given)."""
+    doc = plan_to_dict(plan)
+    if notice is not None:
+        doc["notice"] = notice
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-def plan_to_csv(plan: Plan) -> str:
-    """Return one CSV row per stop, in route order, for crews (header in :data:`CSV_COLUMNS`)."""
+def plan_to_csv(plan: Plan, notice: str | None = None) -> str:
+    """Return one CSV row per stop, in route order, for crews (header in :data:`CSV_COLUMNS`).
+
+    Every row carries the plan's ``date`` and ``round_start``, so a file is never taken for another
+    day's. A plan without stops has one row of ``kind`` ``none`` whose ``note`` is ``notice``.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
+    day = [plan.date, plan.start.isoformat()]
+    if not plan.routes:
+        writer.writerow([""] * 15 + ["none", neutral_cell(notice or "no bins due"), *day])
     for r in plan.routes:
         for seq, s in enumerate(r.stops, start=1):
             c = s.candidate
@@ -116,7 +131,7 @@ def plan_to_csv(plan: Plan) -> str:
                 f"{c.bin.lon:.6f}", neutral_cell("+".join(x.value for x in c.reasons)), _pct(c.expected_fill),
                 "" if c.fill_now is None else _pct(c.fill_now),  # empty: no reading (load assumed full)
                 round(c.load_l), s.leg_m, s.cumulative_m, r.distance_m,
-                reading_at or "", "" if age_h is None else age_h,
+                reading_at or "", "" if age_h is None else age_h, "stop", "", *day,
             ])
     return buf.getvalue()
 
@@ -160,20 +175,54 @@ def plan_to_geojson(plan: Plan) -> dict[str, Any]:
             "properties": props,
         })
     return {"type": "FeatureCollection", "features": features,
-            "properties": {"date": plan.date, "total_distance_m": plan.total_distance_m,
-                           "distance_source": plan.distance_source}}
+            "properties": {"date": plan.date, "round_start": plan.start.isoformat(),
+                           "total_distance_m": plan.total_distance_m, "distance_source": plan.distance_source}}
 
 
-def render(plan: Plan, fmt: str) -> str:
+def render(plan: Plan, fmt: str, notice: str | None = None) -> str:
     """Render the plan as ``json``, ``csv`` or ``geojson`` text.
+
+    Args:
+        plan: The plan (an empty one for a day with nothing to collect).
+        fmt: ``json``, ``csv`` or ``geojson``.
+        notice: Why the plan has no routes (JSON ``notice``, GeoJSON property, the CSV's ``none`` row).
 
     Raises:
         InvalidInputError: Unknown format.
     """
     if fmt == "json":
-        return plan_to_json(plan)
+        return plan_to_json(plan, notice)
     if fmt == "csv":
-        return plan_to_csv(plan)
+        return plan_to_csv(plan, notice)
     if fmt == "geojson":
-        return json.dumps(plan_to_geojson(plan), ensure_ascii=False) + "\n"
+        doc = plan_to_geojson(plan)
+        if notice is not None:
+            doc["properties"]["notice"] = notice
+        return json.dumps(doc, ensure_ascii=False) + "\n"
     raise InvalidInputError("format", fmt, "expected one of " + ", ".join(FORMATS))
+
+
+def render_failure(fmt: str, error: dict[str, Any], day: str | None, round_start: str | None) -> str:
+    """What ``--out`` holds after planning failed: the day (when known) and the error, no plan.
+
+    A crew file must not keep yesterday's plan looking current: JSON ``{"date", "round_start", "error"}``
+    (the API's error shape), a CSV of one ``error`` row, a GeoJSON FeatureCollection without features.
+
+    Args:
+        fmt: ``json``, ``csv`` or ``geojson``.
+        error: ``{"code", "message", ...}`` (:meth:`gateway.routes.errors.RoutesError.to_dict`).
+        day: The plan's date, None when the command line could not be read.
+        round_start: The round start (ISO), None likewise.
+    """
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerow([""] * 15 + ["error", neutral_cell(f"no plan: {error['message']}"), day or "",
+                                     round_start or ""])
+        return buf.getvalue()
+    head = {"date": day, "round_start": round_start}
+    if fmt == "geojson":
+        return json.dumps({"type": "FeatureCollection", "features": [],
+                           "properties": {**head, "error": error}}, ensure_ascii=False) + "\n"
+    return json.dumps({**head, "error": error}, indent=2, ensure_ascii=False) + "\n"

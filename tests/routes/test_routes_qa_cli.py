@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,73 @@ def test_today_follows_the_configs_simulated_clock(tmp_path: Path, capsys: pytes
     code, out, err = run_cli(["routes", "plan", "--config", str(cfg)], capsys)
     assert code == 0, err
     assert json.loads(out)["date"] == "2026-11-23"
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Iterator[CityData]:
+    data = CityData(tmp_path / "city")
+    for i in range(3):
+        data.add_device(f"bin-{i}", lat=f"52.{370 + i}", lon="4.89")
+        data.windows(f"bin-{i}", T0 - 4 * WINDOW_S, [90] * 4)
+    yield data
+    data.close()
+
+
+def plan_argv(city: CityData, *extra: str) -> list[str]:
+    return ["routes", "plan", "--date", "2026-11-23", "--depot", "52.37,4.89", "--db", str(city.db_path),
+            "--time-limit", "0", *extra]
+
+
+def test_out_never_keeps_yesterdays_plan_looking_current(city: CityData, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """QA: a cron job handed drivers yesterday's crews.csv on a day with nothing due (exit 3) or an error."""
+    out = tmp_path / "crews.csv"
+    code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out)), capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert {(r["kind"], r["date"], r["round_start"]) for r in rows} == {("stop", "2026-11-23", "2026-11-23T06:00:00+00:00")}
+
+    code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out), "--date", "2026-11-24",
+                                     "--threshold", "1"), capsys)
+    assert code == 3 and "no bins due on 2026-11-24" in err and f"written to {out}" in err
+    (row,) = csv.DictReader(io.StringIO(out.read_text()))
+    assert row["kind"] == "none" and row["date"] == "2026-11-24" and row["bin_id"] == ""
+    assert row["note"].startswith("no bins due on 2026-11-24")
+
+    code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out), "--date", "2026-11-25",
+                                     "--capacity", "10"), capsys)
+    assert code == 4, err
+    (row,) = csv.DictReader(io.StringIO(out.read_text()))
+    assert row["kind"] == "error" and row["date"] == "2026-11-25" and "no plan: " in row["note"]
+    assert "capacity" in row["note"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["city", "crews.csv"]  # no temporary file left
+
+
+@pytest.mark.parametrize("fmt", ["json", "geojson"])
+def test_json_and_geojson_outs_say_the_day_and_why_there_is_no_plan(city: CityData, tmp_path: Path, fmt: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / f"plan.{fmt}"
+    code, _, _ = run_cli(plan_argv(city, "--format", fmt, "--out", str(out)), capsys)
+    assert code == 0
+    doc = json.loads(out.read_text())
+    head = doc["properties"] if fmt == "geojson" else doc
+    assert head["date"] == "2026-11-23" and head["round_start"] == "2026-11-23T06:00:00+00:00"
+    code, _, _ = run_cli(plan_argv(city, "--format", fmt, "--out", str(out), "--threshold", "1"), capsys)
+    assert code == 3
+    doc = json.loads(out.read_text())
+    head = doc["properties"] if fmt == "geojson" else doc
+    assert head["date"] == "2026-11-23" and head["notice"].startswith("no bins due on 2026-11-23")
+    code, _, _ = run_cli(plan_argv(city, "--format", fmt, "--out", str(out), "--vehicles", "0"), capsys)
+    assert code == 2
+    doc = json.loads(out.read_text())
+    head = doc["properties"] if fmt == "geojson" else doc
+    assert head["date"] is None and head["error"]["code"] == "bad_input"  # the command line was not understood
+    if fmt == "geojson":
+        assert doc["features"] == []
+
+
+def test_an_unwritable_out_exits_2_and_leaves_nothing(city: CityData, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "missing-dir" / "crews.csv"
+    code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out)), capsys)
+    assert code == 2 and "invalid out" in err and not out.parent.exists()
