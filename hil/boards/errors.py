@@ -84,9 +84,8 @@ class UnknownFieldError(BoardError):
     """
 
     def __init__(self, *, source: str, field: str, allowed: list[str]) -> None:
-        super().__init__(
-            f"unknown field {field!r} (allowed here: {', '.join(allowed)})", source=source, field=field, allowed=allowed
-        )
+        where = f"allowed here: {', '.join(allowed)}" if allowed else "none allowed here"
+        super().__init__(f"unknown field {field!r} ({where})", source=source, field=field, allowed=allowed)
         self.field = field
         self.allowed = allowed
 

@@ -28,7 +28,7 @@ from hil.boards.errors import (
     UnknownFieldError,
 )
 from hil.boards.fields import Table, type_name
-from hil.boards.kinds import KINDS, KindSpec
+from hil.boards.kinds import KindSpec, check_deep_sleep, kind_spec
 from hil.boards.model import BleLink, BoardDefinition, IoPin, SleepSettings, UartLink
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
         raise UnknownChipError(source=source, chip=chip_name, known=sorted(CHIPS))
     policy_kinds = load_policy()["kinds"]
     kind = root.string("kind", choices=tuple(sorted(policy_kinds)))
-    spec = KINDS[kind]
+    spec = kind_spec(kind, source=source)
     module = root.string("module", "")
 
     pins = _PinLedger(chip, source)
@@ -146,6 +146,8 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     uart, ble = _parse_links(_required_table(root, "links"), chip, pins, kind, noisy)
     calibration = _parse_calibration(_required_table(root, "calibration"), spec)
     sleep = _parse_sleep(_required_table(root, "sleep"), io, chip, source)
+    if sleep.mode == "deep":
+        check_deep_sleep(spec, kind, sleep.wake_pins, source=source)
     watchdog = _required_table(root, "watchdog")
     watchdog_ms = watchdog.integer("timeout_ms", low=1000, high=3_600_000)
     watchdog.finish()
@@ -246,7 +248,7 @@ def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str,
         # The firmware draws noise only while the radio is on (the ESP32 RNG is truly random only
         # then); without one it would hold these counts forever and never release them.
         raise InvalidValueError(source=table.source, field="links.ble", value=None,
-                                reason=f"a {kind} board needs [links.ble]: its noisy counts ({', '.join(noisy)}) "
+                                reason=f"a board of kind {kind!r} needs [links.ble]: its noisy counts ({', '.join(noisy)}) "
                                        "are released only while the BLE radio is on, the source of entropy "
                                        "for their noise (docs/privacy.md section 5)")
     return uart, ble
