@@ -16,14 +16,18 @@ from typing import Any
 from gateway.errors import RegistryError
 from gateway.registry import key_fingerprint, same_place, validate_device
 from gateway.registry.devices import MAX_DECIMALS
+from gateway.resources import load_policy
 from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
-KINDS = ("streetlight", "bin")
 _DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")  # ASCII digits: the registry takes no others
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
 
+
+def kinds() -> list[str]:
+    """The device kinds, sorted: those of ``firmware/policy.json``, which the gateway registry accepts."""
+    return sorted(load_policy()["kinds"])
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class Identity:
     """A device's identity and key.
 
     Attributes:
-        id: device id. kind: ``streetlight`` or ``bin``. zone: city zone.
+        id: device id. kind: a kind of the policy (:func:`kinds`). zone: city zone.
         lat, lon: decimal strings (no floats anywhere on the privacy path).
         key: the 32-byte HMAC key (never print it: ``repr`` hides it).
     """
@@ -111,13 +115,14 @@ def validate_fields(*, device_id: str, zone: str, kind: str | None = None) -> No
     """
     if not _DEVICE_ID.match(device_id):
         raise IdentityFormatError(f"device id {device_id!r} must be 1-32 of A-Z a-z 0-9 . _ -", device_id=device_id)
-    if kind is not None and kind not in KINDS:
-        raise IdentityFormatError(f"kind {kind!r} must be one of {', '.join(KINDS)}", kind=kind)
+    known = kinds()
+    if kind is not None and kind not in known:
+        raise IdentityFormatError(f"kind {kind!r} must be one of {', '.join(known)}", kind=kind)
     if not _ZONE.match(zone):
         raise IdentityFormatError(f'zone "{zone}" must be 1-64 of letters, digits, space . _ -', zone=zone)
     try:
         # lat/lon are checked by parse_location; a valid kind stands in when it is not known yet.
-        validate_device(device_id, kind=kind or KINDS[0], zone=zone, lat="0", lon="0")
+        validate_device(device_id, kind=kind or known[0], zone=zone, lat="0", lon="0")
     except RegistryError as exc:
         raise IdentityFormatError(str(exc), device_id=device_id, zone=zone) from None
 
