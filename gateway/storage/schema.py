@@ -1,4 +1,4 @@
-"""SQLite schema of the report store (version 3). Documented in docs/gateway.md.
+"""SQLite schema of the report store (version 4). Documented in docs/gateway.md.
 
 Tables:
     reports   one row per accepted report; UNIQUE(device, seq) is the de-duplication key of
@@ -16,11 +16,10 @@ Tables:
     window_duplicates  version 3: one row per release not stored because that period's release
               was stored under another seq (a board whose clock was set back far releases earlier
               periods again); its seq, period, ε spend map ``e`` and frame digest, no measurement.
-    retired_seqs  per device, the highest seq whose report row retention removed (row_retention.py):
-              every seq up to it counts as committed, so a replayed frame of a removed report is never
-              stored again. Added without a version change (a new table; older gateways open the store
-              as before), so do not run an older gateway on a store whose rows were removed: it does
-              not read this table, and would store a replayed frame of a removed report again.
+    retired_seqs  version 4: per device, the highest seq whose report row retention removed
+              (row_retention.py): every seq up to it counts as committed, so a replayed frame of a
+              removed report is never stored again. Its own version, so a gateway that does not read
+              this table (version 3) refuses the store rather than store such a replay again.
     counters  persisted counters (e.g. ``outbox_dropped``, ``duplicate_windows``).
 """
 
@@ -31,7 +30,7 @@ import sqlite3
 
 from gateway.errors import StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +145,8 @@ def apply_schema(conn: sqlite3.Connection) -> None:
         # gateway a store it believes it migrated; leave it untouched.
         raise too_new(found, _main_file(conn))
     _migrate_v1(conn)
-    # Version 2 -> 3 only adds window_duplicates (CREATE ... IF NOT EXISTS below). Releases a version 2
-    # gateway stored twice for one period stay as they are: nothing is deleted.
+    # Version 2 -> 3 only adds window_duplicates, 3 -> 4 only retired_seqs (CREATE ... IF NOT EXISTS
+    # below). Releases a version 2 gateway stored twice for one period stay as they are: nothing is deleted.
     # All tables in one transaction: a first start cut off part-way (a crash, a power cut) leaves an
     # empty database, never one with only some tables, which store_kind would refuse as not_a_store.
     conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + "\nCOMMIT;")

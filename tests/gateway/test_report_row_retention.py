@@ -196,3 +196,29 @@ async def test_ingest_refuses_a_replayed_frame_whose_row_was_removed_also_after_
     await ingest.stop()
     ingest.close()
     ingest.store.close()
+
+
+def test_a_version_3_store_is_migrated_to_4_with_its_reports(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """retired_seqs has its own schema version: a version 3 gateway (which does not read the table and
+    would store a replayed frame of a removed report) refuses a store that may hold it."""
+    from gateway.storage.schema import SCHEMA_VERSION
+
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw")
+    store.insert_batch([rec("b1", 1, T0), rec("b1", 2, T0 + 900)])
+    store.close()
+    conn = sqlite3.connect(db)  # as a version 3 gateway left it
+    conn.execute("DROP TABLE retired_seqs")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with caplog.at_level("WARNING", logger="gateway.storage"):
+        store = ReportStore(db, gateway_id="gw")
+    assert SCHEMA_VERSION == 4
+    assert any("upgraded from schema version 3 to 4" in r.getMessage() for r in caplog.records)
+    assert store.max_seqs() == {"b1": 2}
+    store.close()
+    assert rows(db) == [("b1", 1), ("b1", 2)] and rows(db, "retired_seqs") == []
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    conn.close()

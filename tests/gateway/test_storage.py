@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.errors import ProvenanceError, StorageError
 from gateway.storage import ReportQueries, ReportRecord, ReportStore
 from gateway.storage.provenance import entry_hash, export_chain, verify_export
+from gateway.storage.schema import SCHEMA_VERSION
 
 T0 = 1_700_000_100 - (1_700_000_100 % 3600)
 
@@ -179,7 +180,7 @@ def test_a_version_1_store_is_migrated_without_losing_a_reading(tmp_path: Path) 
     ReportStore(db, gateway_id="gw1").close()
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'readings'").fetchone() == ("view",)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     assert sorted(conn.execute("SELECT device, field, w, value FROM readings").fetchall()) == v1
     conn.close()
     q = ReportQueries(db)
