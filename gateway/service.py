@@ -279,9 +279,10 @@ class Gateway:
         failing = self.ingest.store_problem
         if failing is not None and gone is None and damaged is None:  # the damage says why commits fail
             reasons.append(failing)
-        if disk_space.critical(self.config.storage.path, self.config.storage.min_free_mb):
-            reasons.append(disk_space.low_space(self.config.storage.path, self.config.storage.min_free_mb)
-                           or "report store disk almost full")
+        space = disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb)  # one statvfs
+        low = space.low
+        if space.critical and low is not None:  # critical is below low's threshold: both hold
+            reasons.append(low)
         if self.retention_clock.problem is not None:
             held = self.retention_clock.problem
             reasons.append(held if held.startswith("retention held") else "retention skipped: %s" % held)

@@ -10,6 +10,7 @@ because commits are then minutes from failing at city load (~13 MB a minute at 3
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 MIB = 1024 * 1024
@@ -33,22 +34,45 @@ def free_bytes(path: Path) -> int | None:
     return int(st.f_bavail * st.f_frsize)
 
 
+@dataclass(frozen=True)
+class DiskSpace:
+    """The store's free space, read once (one ``statvfs``), against ``[storage] min_free_mb``.
+
+    Attributes:
+        path: the store. free: bytes free (:func:`free_bytes`), None when it cannot be read.
+        min_free_mb: the early-warning threshold in MiB (0: no warning).
+    """
+
+    path: Path
+    free: int | None
+    min_free_mb: int
+
+    @property
+    def low(self) -> str | None:
+        """Say so when less than ``min_free_mb`` MiB is free (None when not, when ``min_free_mb`` is 0,
+        or when the figure cannot be read)."""
+        if not self.min_free_mb or self.free is None or self.free >= self.min_free_mb * MIB:
+            return None
+        return ("report store disk low: %s free on the file system of %s, below [storage] min_free_mb = %d MiB; "
+                "commits fail when it is full (nothing is acknowledged then): free space or move the data "
+                "directory" % (_size(self.free), self.path, self.min_free_mb))
+
+    @property
+    def critical(self) -> bool:
+        """True when less than ``min_free_mb`` / :data:`CRITICAL_SHARE` MiB is free (then :attr:`low` says so
+        too); never when ``min_free_mb`` is 0."""
+        return bool(self.min_free_mb) and self.free is not None and self.free < self.min_free_mb * MIB // CRITICAL_SHARE
+
+
+def measure(path: Path, min_free_mb: int) -> DiskSpace:
+    """Read the free space of the store ``path``'s file system once, for both the warning and the
+    ``/healthz`` decision."""
+    return DiskSpace(path, free_bytes(path), min_free_mb)
+
+
 def low_space(path: Path, min_free_mb: int) -> str | None:
-    """Say so when the store's file system has less than ``min_free_mb`` MiB free (None when not, when
-    ``min_free_mb`` is 0, or when the figure cannot be read)."""
-    free = free_bytes(path)
-    if not min_free_mb or free is None or free >= min_free_mb * MIB:
-        return None
-    return ("report store disk low: %s free on the file system of %s, below [storage] min_free_mb = %d MiB; "
-            "commits fail when it is full (nothing is acknowledged then): free space or move the data "
-            "directory" % (_size(free), path, min_free_mb))
-
-
-def critical(path: Path, min_free_mb: int) -> bool:
-    """True when the store's file system has less than ``min_free_mb`` / :data:`CRITICAL_SHARE` MiB free;
-    never when ``min_free_mb`` is 0."""
-    free = free_bytes(path)
-    return bool(min_free_mb) and free is not None and free < min_free_mb * MIB // CRITICAL_SHARE
+    """:attr:`DiskSpace.low` of one reading: the warning when less than ``min_free_mb`` MiB is free."""
+    return measure(path, min_free_mb).low
 
 
 def _size(n: int) -> str:
