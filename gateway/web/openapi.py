@@ -321,7 +321,11 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                 "422": _err("a vehicle's capacity is smaller than one bin's expected load (code `capacity`)"),
                 "500": _err("the solver found no solution (code `solver`) or planning failed unexpectedly "
                             "(code `internal`)"),
-                "503": _err("bin data unreadable: report store or registry (code `bin_data`)")}}},
+                "503": {**_err("bin data unreadable: report store or registry (code `bin_data`); the planner is "
+                               "busy with a plan and a full queue (code `busy`, with a `Retry-After` header); the "
+                               "plan ran past its time limit + 60 s and its worker was replaced (code "
+                               "`planning_timeout`)"),
+                        "headers": {"Retry-After": _hdr("with code `busy`: seconds until there is likely room")}}}}},
     }
     return {
         "openapi": "3.1.0",
