@@ -3,6 +3,12 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const STATUS_COLOR = { ok: "#1a7f37", alarm: "#cf222e", stale: "#bc4c00", never: "#8c959f", revoked: "#8c959f" };
+// Not by colour alone: a mark inside the marker (the legend names them); "never" is drawn hollow.
+const STATUS_MARK = { alarm: "!", stale: "?", revoked: "×" };
+// Problem devices first: an operator looks for these among hundreds of "ok" rows.
+const STATUS_ORDER = { alarm: 0, stale: 1, never: 2, revoked: 3, ok: 4 };
+const MAP_LABELS_MAX = 30;  // more names than this overlap into an unreadable blot: hover a marker instead
+const PLAN_REFRESH_MS = 5 * 60 * 1000;
 
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
@@ -24,12 +30,19 @@ let project = null;   // (lat, lon) -> [x, y] of the current map, set by renderM
 let lastPlan = null;  // the collection plan, drawn over the map
 let lastDevices = null;
 let lastGenerated = null;  // the gateway's time of the last /api/dashboard answer (ISO, UTC)
+let lastData = null;       // the last /api/dashboard answer (kept on screen, marked stale, when a refresh fails)
+let planRound = null;      // {date, roundStart, next} of the plan on screen: a new round re-plans at once
 const ROUTE_COLORS = ["#0969da", "#8250df", "#bf3989", "#1a7f37", "#bc4c00"];
 
 function drawPlanOnMap() {
   const svg = document.getElementById("map");
   for (const old of svg.querySelectorAll(".plan-path, .plan-depot")) old.remove();
-  if (!project || !lastPlan || !Array.isArray(lastPlan.routes) || !lastPlan.depot) return;
+  const legend = document.getElementById("plan-legend");
+  const drawn = project && lastPlan && lastPlan.depot && Array.isArray(lastPlan.routes)
+    && lastPlan.routes.some((r) => Array.isArray(r.stops) && r.stops.length > 0);
+  if (legend) legend.hidden = !drawn;
+  // A depot with no route to draw says nothing: it is drawn only with its routes (and then in the legend).
+  if (!drawn) return;
   const depot = project(lastPlan.depot.lat, lastPlan.depot.lon);
   lastPlan.routes.forEach((route, i) => {
     const stops = Array.isArray(route.stops) ? route.stops : [];
@@ -48,6 +61,16 @@ function drawPlanOnMap() {
 }
 
 function isoShort(iso) { return iso ? iso.replace("T", " ").replace("Z", "") : "never"; }
+
+// An age in words, relative to the gateway's clock (not the browser's, which may be off or in another zone).
+function ago(seconds) {
+  if (!Number.isFinite(seconds)) return "";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 172800) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} days ago`;
+}
 
 function renderSummary(data) {
   const box = document.getElementById("summary");
@@ -94,24 +117,69 @@ function renderMap(devices) {
     svg.appendChild(svgEl("line", { x1: pad, y1: y, x2: W - pad, y2: y, stroke: "#eef1f4" }));
     svg.appendChild(svgEl("line", { x1: x, y1: pad, x2: x, y2: H - pad, stroke: "#eef1f4" }));
   }
-  for (const d of placed) {
+  const labels = placed.length <= MAP_LABELS_MAX;
+  const counts = {};
+  // Problem devices are drawn last, on top: an alarm is not hidden under its ok neighbours.
+  const drawOrder = placed.slice().sort((a, b) => (STATUS_ORDER[b.status] ?? 9) - (STATUS_ORDER[a.status] ?? 9));
+  for (const d of drawOrder) {
+    counts[d.status] = (counts[d.status] || 0) + 1;
     const [x, y] = project(d.lat, d.lon);
     const color = STATUS_COLOR[d.status] || "#8c959f";
     const g = svgEl("g", { class: "device-marker", "data-device": d.id, "data-status": d.status });
     const title = svgEl("title", {}, `${d.id} (${d.kind}, ${d.zone}): ${d.status}`);
     g.appendChild(title);
-    if (d.kind === "bin") g.appendChild(svgEl("rect", { x: x - 6, y: y - 6, width: 12, height: 12, fill: color }));
-    else g.appendChild(svgEl("circle", { cx: x, cy: y, r: 7, fill: color }));
-    g.appendChild(svgEl("text", { x: x + 9, y: y + 4, "font-size": 11, fill: "#1b1f24" }, d.id));
+    const hollow = d.status === "never";
+    const shape = { fill: hollow ? "#ffffff" : color, stroke: color, "stroke-width": hollow ? 2 : 0 };
+    if (d.kind === "bin") g.appendChild(svgEl("rect", { x: x - 6, y: y - 6, width: 12, height: 12, ...shape }));
+    else g.appendChild(svgEl("circle", { cx: x, cy: y, r: 7, ...shape }));
+    if (STATUS_MARK[d.status]) {
+      g.appendChild(svgEl("text", { x, y: y + 4, "text-anchor": "middle", "font-size": 11, "font-weight": 700,
+        fill: "#ffffff", class: "status-mark" }, STATUS_MARK[d.status]));
+    }
+    if (labels) {
+      // Near the right edge the name goes on the marker's left, not past the frame.
+      const left = x > W - 90;
+      g.appendChild(svgEl("text", { x: left ? x - 9 : x + 9, y: y + 4, "text-anchor": left ? "end" : "start",
+        class: "map-label", fill: "#1b1f24" }, d.id));
+    }
     svg.appendChild(g);
   }
+  const summary = Object.entries(counts).sort((a, b) => STATUS_ORDER[a[0]] - STATUS_ORDER[b[0]])
+    .map(([s, n]) => `${n} ${s}`).join(", ");
+  svg.setAttribute("aria-label", `Map of ${plural(placed.length, "device")}: ${summary}`);
   drawPlanOnMap();
+}
+
+function sortedDevices(devices, how) {
+  const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  const list = devices.slice();
+  if (how === "id") return list.sort(byId);
+  if (how === "seen") return list.sort((a, b) => ((a.last_seen ?? -1) - (b.last_seen ?? -1)) || byId(a, b));
+  return list.sort((a, b) => ((STATUS_ORDER[a.status] ?? 9) - (STATUS_ORDER[b.status] ?? 9)) || byId(a, b));
+}
+
+function latestText(d, now) {
+  const at = d.latest_at || {};
+  return Object.entries(d.latest).map(([k, v]) => {
+    const unit = units[`${d.kind}.${k}`];
+    const age = Number.isFinite(at[k]) && now ? ` (${ago(now - at[k])})` : "";
+    return `${k}=${v}${unit ? ` ${unit}` : ""}${age}`;
+  }).join(", ");
 }
 
 function renderFleet(devices) {
   const body = document.querySelector("#fleet tbody");
-  clear(body);
-  for (const d of devices) {
+  // The table is rebuilt: the focused link (keyboard users) is found again by its device afterwards.
+  const focused = document.activeElement && body.contains(document.activeElement)
+    ? document.activeElement.closest("tr[data-device]") : null;
+  const focusId = focused ? focused.dataset.device : null;
+  const filter = document.getElementById("fleet-filter").value.trim().toLowerCase();
+  const how = document.getElementById("fleet-sort").value;
+  const now = lastData ? lastData.generated_at : null;
+  const shown = sortedDevices(devices, how).filter((d) => !filter
+    || [d.id, d.kind, d.zone, d.status].some((t) => String(t).toLowerCase().includes(filter)));
+  const rows = document.createDocumentFragment();
+  for (const d of shown) {
     const tr = el("tr", { "data-device": d.id });
     const idCell = el("td");
     idCell.appendChild(el("a", { href: `/api/devices/${encodeURIComponent(d.id)}` }, d.id));
@@ -119,11 +187,19 @@ function renderFleet(devices) {
     tr.appendChild(el("td", {}, d.kind));
     tr.appendChild(el("td", {}, d.zone));
     tr.appendChild(el("td", { class: `status status-${d.status}` }, d.status));
-    tr.appendChild(el("td", {}, isoShort(d.last_seen_iso)));
+    const seen = d.last_seen_iso && now ? `${isoShort(d.last_seen_iso)} (${ago(now - d.last_seen)})` : isoShort(d.last_seen_iso);
+    tr.appendChild(el("td", {}, seen));
     tr.appendChild(el("td", {}, d.link || "—"));
-    const vals = Object.entries(d.latest).map(([k, v]) => `${k}=${v}`).join(" ");
-    tr.appendChild(el("td", {}, vals || "—"));
-    body.appendChild(tr);
+    tr.appendChild(el("td", {}, latestText(d, now) || "—"));
+    rows.appendChild(tr);
+  }
+  clear(body);
+  body.appendChild(rows);
+  document.getElementById("fleet-count").textContent =
+    shown.length === devices.length ? plural(devices.length, "device") : `${shown.length} of ${devices.length} devices`;
+  if (focusId !== null) {
+    const again = body.querySelector(`tr[data-device="${CSS.escape(focusId)}"] a`);
+    if (again) again.focus();
   }
 }
 
@@ -152,6 +228,7 @@ function axes(svg, W, H, pad, maxV) {
 // Release period (seconds) of each charted field, "kind.field" -> period_s, from /transparency.json
 // (generated from the policy): a 6-hour count is one point per 6 hours, not an hourly value.
 let periods = {};
+let units = {};  // "kind.field" -> unit, from the same document
 
 function periodName(s) {
   for (const [unit, name] of [[86400, "day"], [3600, "hour"], [60, "minute"]]) {
@@ -165,7 +242,12 @@ async function loadPeriods() {
     const res = await fetch("/transparency.json");
     if (!res.ok) return;
     const doc = await res.json();
-    for (const k of doc.kinds) for (const f of k.fields) periods[`${k.kind}.${f.field}`] = f.period_s;
+    for (const k of doc.kinds) {
+      for (const f of k.fields) {
+        periods[`${k.kind}.${f.field}`] = f.period_s;
+        if (f.unit) units[`${k.kind}.${f.field}`] = f.unit;
+      }
+    }
   } catch (e) {
     return;  // the captions keep their text without a period, the points their start time
   }
@@ -177,12 +259,19 @@ async function loadPeriods() {
 
 function hhmm(t) { return new Date(t * 1000).toISOString().slice(11, 16); }
 
+function chartLabel(svg, text) {
+  svg.setAttribute("role", "img");
+  const cap = svg.parentNode.querySelector("figcaption");
+  svg.setAttribute("aria-label", `${cap ? cap.textContent : "chart"}: ${text}`);
+}
+
 function lineChart(id, points, color, periodS) {
   const svg = document.getElementById(id);
   clear(svg);
   const W = 400, H = 200, pad = 34;
   if (!points || points.length === 0) {
     svg.appendChild(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#6a737d" }, "no data yet"));
+    chartLabel(svg, "no data yet");
     return;
   }
   const maxV = Math.max(1, ...points.map((p) => p.value));
@@ -201,17 +290,29 @@ function lineChart(id, points, color, periodS) {
     c.appendChild(svgEl("title", {}, `${when} UTC: ${points[i].value}`));
     svg.appendChild(c);
   });
+  // The values are in the label too: the points' tooltips are not reachable by keyboard or screen reader.
+  const vals = points.map((p) => `${hhmm(p.hour)} ${p.value}`);
+  chartLabel(svg, `${plural(points.length, "point")}, ${hhmm(points[0].hour)} to ${hhmm(t1)} UTC, highest ${maxV}`
+    + (points.length <= 48 ? `; ${vals.join(", ")}` : ""));
   svg.appendChild(svgEl("text", { x: pad, y: H - 8, "font-size": 10 }, new Date(t0 * 1000).toISOString().slice(11, 16)));
   svg.appendChild(svgEl("text", { x: W - 10, y: H - 8, "font-size": 10, "text-anchor": "end" }, new Date(t1 * 1000).toISOString().slice(11, 16) + " UTC"));
 }
 
-function fillChart(devices) {
+function fillChart(devices, since) {
   const svg = document.getElementById("chart-fill");
   clear(svg);
   const W = 400, H = 200, pad = 34;
-  const bins = devices.filter((d) => d.kind === "bin" && d.latest.fill !== undefined);
+  const all = devices.filter((d) => d.kind === "bin" && d.latest.fill !== undefined);
+  // Only values of the charts' window: a 38-hour-old fill is not "the last 24 hours" (the fleet table
+  // still shows it, with its age).
+  const at = (d) => (d.latest_at || {}).fill;
+  const bins = all.filter((d) => !Number.isFinite(since) || !Number.isFinite(at(d)) || at(d) > since);
+  const older = all.length - bins.length;
+  document.getElementById("fill-note").textContent =
+    older ? `; ${plural(older, "bin")} with an older value not shown (see the fleet table)` : "";
   if (bins.length === 0) {
     svg.appendChild(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#6a737d" }, "no data yet"));
+    chartLabel(svg, "no data yet");
     return;
   }
   axes(svg, W, H, pad, 100);
@@ -224,8 +325,15 @@ function fillChart(devices) {
     const r = svgEl("rect", { x, y: H - pad - h, width: bw, height: h, fill: color, class: "bar", "data-device": d.id });
     r.appendChild(svgEl("title", {}, `${d.id}: ${v} %`));
     svg.appendChild(r);
-    svg.appendChild(svgEl("text", { x: x + bw / 2, y: H - pad + 12, "font-size": 9, "text-anchor": "middle" }, d.id));
+    if (bins.length <= 12) {
+      svg.appendChild(svgEl("text", { x: x + bw / 2, y: H - pad + 12, "font-size": 9, "text-anchor": "middle" }, d.id));
+    }
   });
+  const fills = bins.map((d) => Math.max(0, Math.min(100, d.latest.fill)));
+  const full = fills.filter((v) => v >= 80).length, half = fills.filter((v) => v >= 50 && v < 80).length;
+  chartLabel(svg, `${plural(bins.length, "bin")}: ${full} at 80 % or more, ${half} at 50–79 %, `
+    + `${bins.length - full - half} below 50 %`
+    + (bins.length <= 48 ? `; ${bins.map((d, i) => `${d.id} ${fills[i]} %`).join(", ")}` : ""));
 }
 
 // One answer of /api/routes/plan: {plan} (2xx), {missing} (404: no planning on this gateway),
@@ -287,9 +395,19 @@ function renderUnserved(box, plan) {
   box.appendChild(table);
 }
 
+// The plan is drawn off-screen and swapped in: a periodic re-plan does not blank the panel meanwhile.
 async function renderPlan() {
-  const box = document.getElementById("plan");
-  clear(box);
+  const box = el("div");
+  try {
+    await buildPlan(box);
+  } finally {
+    const shown = document.getElementById("plan");
+    clear(shown);
+    while (box.firstChild) shown.appendChild(box.firstChild);
+  }
+}
+
+async function buildPlan(box) {
   let answer = await fetchPlan(null);
   // A plan uses the readings up to its round start: once today's round has started (the gateway's
   // time, as /api/dashboard gives it), the plan still to come is the next round's. A failed plan
@@ -306,6 +424,7 @@ async function renderPlan() {
     next ? `Next round's collection plan${nextDate ? ` (${nextDate})` : ""}` : "Today's collection plan";
   const plan = answer.plan || null;
   lastPlan = plan;
+  planRound = { roundStart: todayStart, next, at: lastGenerated };
   if (lastDevices) renderMap(lastDevices);
   if (answer.error) {
     box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": String(answer.error.code || "") },
@@ -350,27 +469,87 @@ async function renderPlan() {
   renderUnserved(box, plan);
 }
 
-async function refresh() {
+// Why a refresh failed, in words: unreachable (no answer), the store damaged or busy (503 with the
+// gateway's own reason, e.g. "gateway backend unavailable (corrupt)"), or another HTTP error.
+async function failureText(res, err) {
+  if (!res) return `gateway unreachable: ${err && err.message ? err.message : "no answer"}`;
+  let message = "", code = "";
   try {
-    const res = await fetch("/api/dashboard");
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const data = await res.json();
-    lastGenerated = data.generated_at_iso;
-    renderSummary(data);
-    renderMap(data.devices);
-    renderFleet(data.devices);
-    renderAlarms(data.alarms);
-    lineChart("chart-mot", data.series.mot, "#0969da", periods["streetlight.mot"]);
-    lineChart("chart-wh", data.series.wh, "#8250df", periods["streetlight.wh"]);
-    fillChart(data.devices);
-    document.getElementById("updated").textContent = `updated ${isoShort(data.generated_at_iso)} UTC`;
-    document.body.setAttribute("data-ready", "1");
+    const body = await res.json();
+    if (body && body.error) { message = String(body.error.message || ""); code = String(body.error.code || ""); }
+  } catch (e) { message = ""; }
+  const what = code === "backend_unavailable" ? "store damaged or unavailable" : `gateway error (HTTP ${res.status})`;
+  return `${what}: ${message || `HTTP ${res.status}`}${code ? ` [${code}]` : ""}`;
+}
+
+// What is on screen is kept but marked as old: a banner with its time and the reason, greyed rows.
+function showStale(reason) {
+  const banner = document.getElementById("banner");
+  const asOf = lastData ? `Data as of ${lastData.generated_at_iso.slice(11, 16)} UTC (${lastData.generated_at_iso.slice(0, 10)})`
+    : "No data loaded";
+  banner.textContent = `${asOf} — ${reason}. Retrying every 30 s.`;
+  banner.hidden = false;
+  document.body.classList.add("data-stale");
+  document.getElementById("updated").textContent = `could not load data: ${reason}`;
+  document.getElementById("live-status").textContent = "";
+}
+
+function clearStale() {
+  const banner = document.getElementById("banner");
+  if (!banner.hidden) document.getElementById("live-status").textContent = "The gateway answers again: data is current.";
+  banner.hidden = true;
+  banner.textContent = "";
+  document.body.classList.remove("data-stale");
+}
+
+function renderAll(data) {
+  renderSummary(data);
+  renderMap(data.devices);
+  renderFleet(data.devices);
+  renderAlarms(data.alarms);
+  document.getElementById("charts-title").textContent = `Last ${plural(data.hours || 24, "hour")}`;
+  lineChart("chart-mot", data.series.mot, "#0969da", periods["streetlight.mot"]);
+  lineChart("chart-wh", data.series.wh, "#8250df", periods["streetlight.wh"]);
+  const now = data.generated_at, hours = data.hours || 24;
+  fillChart(data.devices, now - (now % 3600) - (hours - 1) * 3600);
+}
+
+// A new round (the gateway's day changed, or the planned round has started) is re-planned at once.
+function planIsOld() {
+  if (!planRound || !planRound.at || !lastGenerated) return false;
+  if (lastGenerated.slice(0, 10) !== planRound.at.slice(0, 10)) return true;
+  const start = planRound.roundStart ? Date.parse(planRound.roundStart) : NaN;
+  return start > Date.parse(planRound.at) && start <= Date.parse(lastGenerated);
+}
+
+async function refresh() {
+  let res = null;
+  let data;
+  try {
+    res = await fetch("/api/dashboard");
+    if (!res.ok) { showStale(await failureText(res)); return; }
+    data = await res.json();
   } catch (e) {
-    document.getElementById("updated").textContent = `could not load data: ${e.message}`;
+    showStale(res ? `gateway answered with unreadable data (${e.message})` : await failureText(null, e));
+    return;
   }
+  lastData = data;
+  lastGenerated = data.generated_at_iso;
+  renderAll(data);
+  clearStale();
+  document.getElementById("updated").textContent = `updated ${isoShort(data.generated_at_iso)} UTC`;
+  if (!document.body.hasAttribute("data-ready")) document.getElementById("live-status").textContent = "Dashboard loaded.";
+  document.body.setAttribute("data-ready", "1");
+  if (planIsOld()) renderPlan();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   loadPeriods().then(refresh).then(renderPlan);
   setInterval(refresh, 30000);
+  // The plan changes with the readings and the round: re-planned every 5 minutes (planning costs more
+  // than a fleet refresh) and when a new round begins (see planIsOld).
+  setInterval(renderPlan, PLAN_REFRESH_MS);
+  const redraw = () => { if (lastData) renderFleet(lastData.devices); };
+  document.getElementById("fleet-filter").addEventListener("input", redraw);
+  document.getElementById("fleet-sort").addEventListener("change", redraw);
 });
