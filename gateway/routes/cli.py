@@ -24,7 +24,15 @@ from gateway.errors import ConfigError
 from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
 from gateway.routes.distances import CsvMatrix, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError, counted
-from gateway.routes.outputs import FORMATS, render, render_failure
+from gateway.routes.outputs import (
+    DEFAULT_SERVICE_S,
+    DEFAULT_SPEED_KMH,
+    FORMATS,
+    MAX_SERVICE_S,
+    MAX_SPEED_KMH,
+    render,
+    render_failure,
+)
 from gateway.routes.parsing import (
     MAX_BIN_VOLUME_L,
     MAX_CAPACITY_L,
@@ -39,7 +47,7 @@ from gateway.routes.parsing import (
     parse_threshold,
     parse_timezone,
 )
-from gateway.routes.planner import PlanSettings
+from gateway.routes.planner import MAX_ROUTE_KM, PlanSettings
 from gateway.routes.worker import plan_or_notice
 from gateway.routes.source import GatewayBinSource
 
@@ -125,6 +133,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--time-limit", help=f"seconds the solver improves the routes, at most {MAX_TIME_LIMIT_S:g}; the "
                    "whole limit is always used (no early stop), 0 keeps the first solution without improving it "
                    "(default: [routes] time_limit_s of --config, else 5)")
+    p.add_argument("--speed", help=f"average driving speed in km/h for the estimated times (eta), at most "
+                                   f"{MAX_SPEED_KMH:g} (default {DEFAULT_SPEED_KMH:g})")
+    p.add_argument("--service-time", help=f"seconds to empty one bin, for the estimated times, at most "
+                                          f"{MAX_SERVICE_S:g} (default {DEFAULT_SERVICE_S:g})")
+    p.add_argument("--max-route-km", help=f"longest route a vehicle may drive, km, at most {MAX_ROUTE_KM:g}; bins "
+                                          "beyond it are unserved (default: no limit)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--db", type=Path,
                       help="the gateway's report store (SQLite; default: the store of a gateway run without "
@@ -212,6 +226,13 @@ def _defaults(args: argparse.Namespace) -> PlanDefaults:
     if args.days_to_next is not None:
         changes["days_to_next_round"] = int(parse_positive("days to next round", args.days_to_next, integer=True,
                                                              maximum=MAX_DAYS_TO_NEXT_ROUND))
+    if args.speed is not None:
+        changes["speed_kmh"] = parse_positive("speed", args.speed, maximum=MAX_SPEED_KMH)
+    if args.service_time is not None:
+        changes["service_s"] = parse_positive("service time", args.service_time, allow_zero=True,
+                                              maximum=MAX_SERVICE_S)
+    if args.max_route_km is not None:
+        changes["max_route_km"] = parse_positive("max route", args.max_route_km, maximum=MAX_ROUTE_KM)
     if args.time_limit is not None:
         changes["time_limit_s"] = parse_positive("time limit", args.time_limit, allow_zero=True,
                                                   maximum=MAX_TIME_LIMIT_S)
@@ -334,7 +355,7 @@ def run_plan(args: argparse.Namespace) -> int:
         with _warnings_shown_by_the_plan():
             plan, notice = plan_or_notice(bins, settings)
         if notice is None or args.out is not None:  # no bins due: nothing on stdout, as before
-            _deliver(args, render(plan, args.format, notice))
+            _deliver(args, render(plan, args.format, notice, settings.timing()))
     except RoutesError as exc:
         print(f"civicedge routes plan: {exc.message}", file=sys.stderr)
         if args.out is not None and not isinstance(exc, _OutFailed):

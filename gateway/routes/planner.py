@@ -12,11 +12,15 @@ from typing import Hashable, Iterable, Mapping
 from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix, haversine_m
 from gateway.routes.errors import InvalidInputError, NoBinsDueError
 from gateway.routes.model import BinStatus, Candidate, Depot, Plan, Route, Stop
+from gateway.routes.outputs import DEFAULT_SERVICE_S, DEFAULT_SPEED_KMH, Timing
 from gateway.routes.parsing import MAX_DAYS_TO_NEXT_ROUND, check_date
 from gateway.routes.selection import SelectionSettings, select_bins
 from gateway.routes.solver import SolverSettings, check_capacity, solve
 
 logger = logging.getLogger(__name__)
+
+#: Longest ``max_route_km`` accepted (a day's round is tens of km; the solver bounds its sums).
+MAX_ROUTE_KM = 2000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +39,9 @@ class PlanParameters:
         days_to_next_round: Days until the next round (the prediction horizon), 1 .. 366.
         time_limit_s: Solver time limit in seconds, 0 .. 300.
         distances: Source of distances (great-circle by default).
+        speed_kmh: Average driving speed for the outputs' estimated times, 1 .. 130 km/h.
+        service_s: Time to empty one bin for the estimated times, 0 .. 3600 s.
+        max_route_km: Longest route in km (None: no limit); bins beyond it are unserved.
     """
 
     vehicles: int = 2
@@ -47,6 +54,17 @@ class PlanParameters:
     days_to_next_round: int = 1
     time_limit_s: float = 5.0
     distances: DistanceProvider = field(default_factory=GreatCircle)
+    speed_kmh: float = DEFAULT_SPEED_KMH
+    service_s: float = DEFAULT_SERVICE_S
+    max_route_km: float | None = None
+
+    def timing(self) -> Timing:
+        """The estimated-times settings of the outputs.
+
+        Raises:
+            InvalidInputError: Speed or service time out of range.
+        """
+        return Timing(speed_kmh=self.speed_kmh, service_s=self.service_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +87,9 @@ class PlanSettings(PlanParameters):
         check_date(self.day)  # so the round start, the next round and the history read stay representable
         self.selection()  # the derived settings validate the rest (fleet, volumes, threshold) up front
         self.solver()
+        self.timing()
+        if self.max_route_km is not None and not 0 < self.max_route_km <= MAX_ROUTE_KM:
+            raise InvalidInputError("max route", self.max_route_km, f"must be more than 0 and at most {MAX_ROUTE_KM:g} km")
 
     @property
     def round_start(self) -> datetime:
@@ -88,7 +109,8 @@ class PlanSettings(PlanParameters):
 
     def solver(self) -> SolverSettings:
         """Solver settings derived from these settings."""
-        return SolverSettings(vehicles=self.vehicles, capacity_l=self.capacity_l, time_limit_s=self.time_limit_s)
+        return SolverSettings(vehicles=self.vehicles, capacity_l=self.capacity_l, time_limit_s=self.time_limit_s,
+                              max_route_m=None if self.max_route_km is None else round(self.max_route_km * 1000))
 
 
 def _known_at(bins: Iterable[BinStatus], cutoff: int) -> list[BinStatus]:
@@ -275,8 +297,9 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     unserved = tuple(candidates[i] for i in solution.dropped)
     if unserved:
         n, k = len(unserved), settings.vehicles
+        limit = "" if settings.max_route_km is None else f" (routes of at most {settings.max_route_km:g} km)"
         text = (f"{n} due {'bin does' if n == 1 else 'bins do'} not fit {k} {'vehicle' if k == 1 else 'vehicles'} "
-                f"of {settings.capacity_l:g} L; plan {'it' if n == 1 else 'them'} on another vehicle or round")
+                f"of {settings.capacity_l:g} L{limit}; plan {'it' if n == 1 else 'them'} on another vehicle or round")
         logger.warning("%s", text)
         warnings.append(text)
     return Plan(

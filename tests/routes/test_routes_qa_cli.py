@@ -7,6 +7,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,8 @@ def test_out_never_keeps_yesterdays_plan_looking_current(city: CityData, tmp_pat
     code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out)), capsys)
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert {(r["kind"], r["date"], r["round_start"]) for r in rows} == {("stop", "2026-11-23", "2026-11-23T06:00:00+00:00")}
+    assert {(r["date"], r["round_start"]) for r in rows} == {("2026-11-23", "2026-11-23T06:00:00+00:00")}
+    assert {r["kind"] for r in rows} == {"start", "stop", "return"}
 
     code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out), "--date", "2026-11-24",
                                      "--threshold", "1"), capsys)
@@ -125,3 +127,54 @@ def test_an_unwritable_out_exits_2_and_leaves_nothing(city: CityData, tmp_path: 
     out = tmp_path / "missing-dir" / "crews.csv"
     code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out)), capsys)
     assert code == 2 and "invalid out" in err and not out.parent.exists()
+
+
+def test_crew_csv_has_the_depot_legs_times_and_what_the_plan_leaves_out(city: CityData, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """QA (drivers): no depot row or return leg, no times, warnings and unserved bins missing from the CSV."""
+    city.add_device("bin-silent", lat="52.373", lon="4.89")  # registered, never reported: skipped
+    code, out, err = run_cli(plan_argv(city, "--format", "csv", "--vehicles", "1", "--capacity", "500",
+                                       "--speed", "36", "--service-time", "120"), capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    kinds = [r["kind"] for r in rows]
+    assert kinds == ["start", "stop", "stop", "return", "unserved", "skipped", "warning"], kinds
+    start, first, second, back = rows[:4]
+    assert start["bin_id"] == back["bin_id"] == "depot" and start["eta"] == "2026-11-23T06:00+00:00"
+    assert int(back["leg_m"]) > 0 and int(back["cumulative_m"]) == int(back["route_distance_m"]) \
+        == int(second["cumulative_m"]) + int(back["leg_m"])
+    # 36 km/h is 10 m/s; 120 s at each bin emptied before
+    def eta_s(row: dict[str, str]) -> float:
+        return (datetime.fromisoformat(row["eta"]) - datetime.fromisoformat(start["eta"])).total_seconds()
+    assert abs(eta_s(first) - int(first["cumulative_m"]) / 10) < 60
+    assert abs(eta_s(second) - (int(second["cumulative_m"]) / 10 + 120)) < 60
+    assert abs(eta_s(back) - (int(back["cumulative_m"]) / 10 + 240)) < 60
+    assert rows[4]["bin_id"].startswith("bin-") and "not planned" in rows[4]["note"]
+    assert rows[5]["bin_id"] == "bin-silent" and "no fill reading" in rows[5]["note"]
+    assert "do not fit 1 vehicle" in rows[6]["note"] or "does not fit 1 vehicle" in rows[6]["note"]
+
+    code, out, _ = run_cli(plan_argv(city, "--format", "geojson", "--vehicles", "1", "--capacity", "500"), capsys)
+    props = json.loads(out)["properties"]
+    assert props["unserved"] == 1 and props["skipped"][0]["bin_id"] == "bin-silent"
+    assert any("not fit" in w for w in props["warnings"]) and props["speed_kmh"] == 25.0
+    code, out, _ = run_cli(plan_argv(city, "--vehicles", "1", "--capacity", "500"), capsys)
+    route = json.loads(out)["routes"][0]
+    assert route["start"] == "2026-11-23T06:00+00:00" and route["duration_min"] >= 2 and route["return_leg_m"] > 0
+    assert [s["eta"] for s in route["stops"]] == sorted(s["eta"] for s in route["stops"])
+
+
+def test_max_route_km_leaves_bins_beyond_it_unserved(city: CityData, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(plan_argv(city, "--max-route-km", "0.3"), capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert all(r["distance_m"] <= 300 for r in doc["routes"]) and [u["bin_id"] for u in doc["unserved"]] == ["bin-2"]
+    assert "routes of at most 0.3 km" in err
+    code, _, err = run_cli(plan_argv(city, "--max-route-km", "0"), capsys)
+    assert code == 2 and "invalid max route" in err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--speed", "0"), ("--speed", "200"), ("--service-time", "-1"),
+                                             ("--service-time", "7200")])
+def test_timing_flags_are_bounded(city: CityData, flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(plan_argv(city, f"{flag}={value}"), capsys)
+    assert code == 2 and "invalid" in err, err
