@@ -222,6 +222,7 @@ class Gateway:
             from gateway.web.app import create_app
             from gateway.web.connlimit import CappedSite, connection_cap, raise_fd_limit
             from gateway.web.opendata import OpenDataMeta
+            from gateway.web.published_marks import published_meta_writer
             from gateway.web.retention import RetentionSettings
         except ImportError as exc:
             log.info("web surface not available (%s); HTTP disabled", exc)
@@ -237,14 +238,17 @@ class Gateway:
 
         # A read that finds the file damaged records it where the writer looks before each commit.
         self._queries = ReportQueries(self.config.storage.path, damage=self.store.damage)
+        plan_routes = routes_for_gateway(self.config, self.registry, clock=self.clock)
         app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token,
                          admin_token_file=http.admin_token_file, retention=self._retention_source,
                          health_checks=[self._health], clock=self.clock, ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen),
-                         extra_routes=routes_for_gateway(self.config, self.registry, clock=self.clock),
+                         extra_routes=plan_routes,
                          open_data=OpenDataMeta.of(self.config.open_data),
-                         save_meta=self._save_meta)
+                         # published: keys only, here too: the retention row holds a data-protection hold
+                         save_meta=published_meta_writer(self._save_meta))
+        app.on_cleanup.append(plan_routes.close)  # the planning worker stops with the web app
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.

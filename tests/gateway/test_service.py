@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -335,3 +336,26 @@ def test_the_ble_transport_gets_the_registry_and_the_auth_timeout(tmp_path: Path
     finally:
         gw.store.close()
         gw.registry.close()
+
+
+async def test_the_route_planning_worker_stops_with_the_gateway(tmp_path: Path) -> None:
+    """The worker process OR-Tools plans in (gateway.routes.worker) is stopped by the gateway's stop,
+    not left to the interpreter's exit (a gateway embedded in a longer-lived process kept it)."""
+    from gateway.routes.web import PlanRoutes
+
+    cfg_path = make_env(tmp_path)
+    cfg_path.write_text(cfg_path.read_text().replace("[http]\nenabled = false", "[http]\nport = 0"))
+    gw = Gateway(load_config(cfg_path))
+    await gw.start()
+    try:
+        closers = [c for c in gw._web.app.on_cleanup if isinstance(getattr(c, "__self__", None), PlanRoutes)]
+        assert len(closers) == 1
+        solver = closers[0].__self__._endpoint.solver
+        await asyncio.to_thread(solver._ensure)  # as the first plan starts it
+        pid = solver.pid
+        assert pid is not None
+    finally:
+        await gw.stop()
+    assert solver.pid is None
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not only forgotten
+        os.kill(pid, 0)
