@@ -124,22 +124,18 @@ class FleetState:
         :class:`gateway.errors.StorageError` when the store cannot be read.
         """
         with self._lock:
-            changes = self._store.changes_since(self._watermark, upto=upto)
-            for key, (rid, rep) in changes.latest.items():
-                if key[1] != "win":
-                    continue  # only the newest window is needed (alarms it clears)
-                held = self._latest.get(key)
-                if held is None or (rep.w, rep.seq) > (held[1].w, held[1].seq):
-                    self._latest[key] = (rid, rep)
-            for fkey, value in changes.released.items():
-                held_value = self._released.get(fkey)
-                if held_value is None or value.order > held_value.order:
-                    self._released[fkey] = value
-            self._last.update(changes.last)  # ids only grow: a new report is the last one stored
-            self._watermark = changes.watermark
+            self._read(upto)
             slot = now // self._recheck_s
-            if self._checked_slot is not None and slot != self._checked_slot:
-                self._recheck()
+            if self._checked_slot is not None and slot != self._checked_slot and not self._recheck():
+                # A held row is gone (report-row retention removes emptied rows past their kind's
+                # retention: a device silent that long). What replaces it (the device's newest row
+                # left, or none) is known only to a read of the whole store, as at a cold start.
+                self._latest.clear()
+                self._released.clear()
+                self._last.clear()
+                self._watermark = 0
+                self._read(upto)
+                self._data_key = None
             self._checked_slot = slot
             # Open alarms depend on the time too: derive again on new reports or a new minute.
             data_key = (self._watermark, now // 60)
@@ -148,16 +144,35 @@ class FleetState:
                 self._data_key = data_key
             return self._data
 
-    def _recheck(self) -> None:
-        """Read the held rows again: retention may have removed fields from them since.
+    def _read(self, upto: int | None) -> None:
+        """Merge what was stored after the watermark (up to ``upto``)."""
+        changes = self._store.changes_since(self._watermark, upto=upto)
+        for key, (rid, rep) in changes.latest.items():
+            if key[1] != "win":
+                continue  # only the newest window is needed (alarms it clears)
+            held = self._latest.get(key)
+            if held is None or (rep.w, rep.seq) > (held[1].w, held[1].seq):
+                self._latest[key] = (rid, rep)
+        for fkey, value in changes.released.items():
+            held_value = self._released.get(fkey)
+            if held_value is None or value.order > held_value.order:
+                self._released[fkey] = value
+        self._last.update(changes.last)  # ids only grow: a new report is the last one stored
+        self._watermark = changes.watermark
+
+    def _recheck(self) -> bool:
+        """Read the held rows again: retention may have removed fields from them since. Return
+        False when a held row is gone altogether (the caller reads the store again).
 
         A released value whose field its row no longer holds is dropped: retention removes a
         field from every row whose period ended before its cutoff, so the older periods of that
         field (one release period per field) lost it too.
         """
-        fresh = self._store.reports_by_id(
-            [rid for rid, _ in self._latest.values()] + [rid for rid, _ in self._last.values()]
-            + [v.report_id for v in self._released.values()])
+        held = ([rid for rid, _ in self._latest.values()] + [rid for rid, _ in self._last.values()]
+                + [v.report_id for v in self._released.values()])
+        fresh = self._store.reports_by_id(held)
+        if any(rid not in fresh for rid in held):
+            return False
         for key, (rid, _) in list(self._latest.items()):
             if rid in fresh:
                 self._latest[key] = (rid, fresh[rid])
@@ -169,6 +184,7 @@ class FleetState:
             if rid in fresh:
                 self._last[device] = (rid, fresh[rid])
         self._data_key = None
+        return True
 
     def _derive(self, now: int) -> dict[str, DeviceState]:
         latest: dict[str, dict[str, int]] = {}

@@ -100,13 +100,15 @@ async def _retention_changes_the_csv_etag(client: TestClient, fleet: Fleet) -> N
     assert fleet.queries.data_version() == 0
     # bin temp kept for one day, run a day after the range: the range's temp values go.
     assert fleet.store.apply_retention({("bin", "temp"): 1}, now=NOW + 86400) > 0
-    assert fleet.queries.data_version() == 1
+    # one step for the values' removal, one per batch of the report rows it emptied (row retention)
+    version = fleet.queries.data_version()
+    assert version >= 1
     after = await client.get(path, headers={"If-None-Match": before.headers["ETag"]})
     assert after.status == 200 and after.headers["ETag"] != before.headers["ETag"]
     assert not any(r["field"] == "temp" for r in rows_of(await after.text()))
     # A retention run that removes nothing leaves the version (and every ETag) as it was.
     assert fleet.store.apply_retention({("bin", "temp"): 1}, now=NOW + 86400) == 0
-    assert fleet.queries.data_version() == 1
+    assert fleet.queries.data_version() == version
     assert (await client.get(path, headers={"If-None-Match": after.headers["ETag"]})).status == 304
 
 
