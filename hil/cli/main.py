@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from gateway.errors import GatewayError
 from gateway.version import gateway_version
 
 # (module, description) — each module defines register(subparsers).
@@ -143,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except GatewayError as exc:
+        # One a command did not report itself, e.g. a privacy policy the board loader, flash or the
+        # simulator read and refused (gateway.policy_rules): said as `gateway run --check` says it.
+        from gateway.cli.common import fail
+
+        return fail(exc)
     except BrokenPipeError:
         # The reader went away (`civicedge boards list | head`): stop quietly like a unix tool. Point
         # stdout at /dev/null so the interpreter's final flush does not fail again.
