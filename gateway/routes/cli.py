@@ -134,11 +134,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    "whole limit is always used (no early stop), 0 keeps the first solution without improving it "
                    "(default: [routes] time_limit_s of --config, else 5)")
     p.add_argument("--speed", help=f"average driving speed in km/h for the estimated times (eta), at most "
-                                   f"{MAX_SPEED_KMH:g} (default {DEFAULT_SPEED_KMH:g})")
+                                   f"{MAX_SPEED_KMH:g} (default: [routes] speed_kmh of --config, else "
+                                   f"{DEFAULT_SPEED_KMH:g})")
     p.add_argument("--service-time", help=f"seconds to empty one bin, for the estimated times, at most "
-                                          f"{MAX_SERVICE_S:g} (default {DEFAULT_SERVICE_S:g})")
+                                          f"{MAX_SERVICE_S:g} (default: [routes] service_s of --config, else "
+                                          f"{DEFAULT_SERVICE_S:g})")
     p.add_argument("--max-route-km", help=f"longest route a vehicle may drive, km, at most {MAX_ROUTE_KM:g}; bins "
-                                          "beyond it are unserved (default: no limit)")
+                                          "beyond it are unserved (default: [routes] max_route_km of --config, "
+                                          "else no limit)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--db", type=Path,
                       help="the gateway's report store (SQLite; default: the store of a gateway run without "
