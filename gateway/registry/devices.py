@@ -66,7 +66,7 @@ class DeviceRecord:
     """A registered device (never carries its key).
 
     Attributes:
-        id: device id. kind: ``streetlight`` or ``bin``. zone: city zone. lat, lon: decimal strings.
+        id: device id. kind: a kind of the privacy policy (``streetlight``, ``bin``, ...). zone: city zone. lat, lon: decimal strings.
         revoked: frames from a revoked device are rejected. key_version: bumps on each rotation.
         key_path: file holding the key (0600).
     """
