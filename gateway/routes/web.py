@@ -35,7 +35,7 @@ from gateway.registry import Registry
 from gateway.routes.config import PlanDefaults, load_plan_defaults
 from gateway.routes.errors import CapacityError, InvalidInputError, RoutesError
 from gateway.routes.model import Plan
-from gateway.routes.outputs import FORMATS, plan_to_dict, plan_to_geojson, render
+from gateway.routes.outputs import FORMATS, Timing, plan_to_dict, plan_to_geojson, render
 from gateway.routes.parsing import (
     MAX_CAPACITY_L,
     MAX_VEHICLES,
@@ -208,7 +208,7 @@ class _PlanEndpoint:
                 logger.info("routes plan request refused: %s plans queued", len(self.inflight))
                 return _busy(settings, outcome)
             plan, notice = outcome
-            return _answer(plan, notice, fmt)
+            return _answer(plan, notice, fmt, settings.timing())
         except RoutesError as exc:
             logger.info("routes plan request refused: %s", exc.message)
             return _error(exc, settings)
@@ -224,10 +224,11 @@ class _PlanEndpoint:
                                                 **_round_fields(settings)}}, status=500)
 
 
-def _answer(plan: Plan, notice: str | None, fmt: str) -> web.Response:
+def _answer(plan: Plan, notice: str | None, fmt: str, timing: Timing) -> web.Response:
+    """The 200 answer in ``fmt``; times estimated with ``timing`` (the [routes] speed and service time)."""
     if fmt == "csv":
-        return web.Response(text=render(plan, "csv"), content_type="text/csv", charset="utf-8")
-    body: dict[str, Any] = plan_to_geojson(plan) if fmt == "geojson" else plan_to_dict(plan)
+        return web.Response(text=render(plan, "csv", notice, timing), content_type="text/csv", charset="utf-8")
+    body: dict[str, Any] = plan_to_geojson(plan, timing) if fmt == "geojson" else plan_to_dict(plan, timing)
     if notice is not None:
         (body["properties"] if fmt == "geojson" else body)["notice"] = notice
     return web.Response(text=json.dumps(body, ensure_ascii=False), content_type=FORMATS[fmt], charset="utf-8")

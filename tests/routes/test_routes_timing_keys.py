@@ -1,5 +1,5 @@
-"""``[routes]`` speed_kmh, service_s and max_route_km: read from gateway.toml by `routes plan --config`,
-refused with the key named."""
+"""``[routes]`` speed_kmh, service_s and max_route_km: read from gateway.toml by `routes plan --config` and
+by the gateway's ``/api/routes/plan`` (its CSV, JSON and GeoJSON times), refused with the key named."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.routes.config import load_plan_defaults, parse_plan_defaults
 from gateway.routes.errors import InvalidInputError
+from gateway.routes.web import routes_for_gateway
 
 from routes_helpers import DAY, T0, run_cli
 from routes_store import WINDOW_S, CityData
@@ -159,3 +162,25 @@ def test_help_names_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
     for key, value in (("speed_kmh", "25"), ("service_s", "60"), ("max_route_km", "no limit")):
         assert f"(default: [routes] {key} of --config, else {value})" in text
 
+
+async def test_api_answers_with_the_configured_times(city: CityData) -> None:
+    """The gateway's CSV (and JSON, GeoJSON) carry the times of its [routes] speed_kmh and service_s."""
+    cfg = load_config(gateway_toml(city, "speed_kmh = 36\nservice_s = 600\n"))
+    app = web.Application()
+    app.add_routes(routes_for_gateway(cfg, city.registry, clock=lambda: float(T0 - 3 * 3600)))
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/api/routes/plan", params={"format": "csv"})
+        assert resp.status == 200, await resp.text()
+        assert_times(list(csv.DictReader(io.StringIO(await resp.text()))), 10.0, 600)
+        resp = await client.get("/api/routes/plan")
+        doc = await resp.json()
+        assert (doc["speed_kmh"], doc["service_s"]) == (36, 600)
+        stops = doc["routes"][0]["stops"]
+        assert stops[0]["eta"] != stops[1]["eta"]
+        resp = await client.get("/api/routes/plan", params={"format": "geojson"})
+        props = json.loads(await resp.text())["properties"]
+        assert (props["speed_kmh"], props["service_s"]) == (36, 600)
+        # nothing due: the CSV's 'none' row says why, as the CLI's file does
+        resp = await client.get("/api/routes/plan", params={"format": "csv", "threshold": "0.95"})
+        rows = list(csv.DictReader(io.StringIO(await resp.text())))
+        assert [r["kind"] for r in rows] == ["none"] and "none of 3 bins" in rows[0]["note"], rows
