@@ -312,7 +312,12 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
             ],
             "responses": {
                 "200": {"description": "the plan (routes, unserved, skipped, warnings); no bins due is an empty "
-                                       "plan with a `notice`",
+                                       "plan with a `notice`. Stops and unserved bins carry `reading_at` and "
+                                       "`reading_age_h` (their latest fill reading), stops an estimated `eta`, routes "
+                                       "`start`, `end`, `duration_min` and `return_leg_m` (times from [routes] "
+                                       "speed_kmh and service_s). CSV rows have a `kind`: start, stop, return, "
+                                       "unserved, skipped, warning, or one none row when nothing is due (errors are "
+                                       "answered as JSON, not as an error row)",
                         "content": {"application/json": {"schema": {"type": "object"}},
                                     "application/geo+json": {"schema": {"type": "object"}},
                                     "text/csv": {"schema": {"type": "string"}}}},
