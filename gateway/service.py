@@ -36,6 +36,7 @@ from gateway.retention_clock import SKIPPED_RETRY_S, RetentionClock
 from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
+from gateway.storage.row_retention import RowPass
 from gateway.storage.store import ReportStore
 from gateway.storage.store_files import real_store_path
 from gateway.transports.base import Transport
@@ -412,10 +413,14 @@ class Gateway:
                         self.metrics.retention_skipped.labels("held").inc()
                         delay = min(delay, SKIPPED_RETRY_S)
                     else:
-                        removed = await self.ingest.run_in_store(self.store.apply_retention, days, removal_time,
-                                                                 hold)
-                        assert isinstance(removed, int)
-                        if hold is not None and hold.held:  # nothing removed
+                        rows = await self.ingest.run_in_store(self.store.remove_values, days, removal_time, hold)
+                        assert rows is None or isinstance(rows, RowPass)
+                        if rows is not None:
+                            self.metrics.retention_removed.inc(rows.readings)
+                            # One job per row batch: ingest waits for one batch at most, not the whole part.
+                            while await self.ingest.run_in_store(self.store.remove_rows_batch, rows):
+                                pass
+                        if hold is not None and hold.held:  # a field held it all, or rows held the row part
                             counted = (time.monotonic(), removal_time, dict(days))
                             self.retention_clock.held(now, hold.held)
                             self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
@@ -423,7 +428,6 @@ class Gateway:
                         else:
                             counted = None
                             self.retention_clock.ran(removal_time, days)
-                            self.metrics.retention_removed.inc(removed)
                 state = self.retention_clock.state()
                 if state != saved:  # a hold begun, released or its span grown; a pass that ran
                     await self._save_meta(RETENTION_META_KEY, state)

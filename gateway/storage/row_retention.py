@@ -14,26 +14,69 @@ What removal must not undo:
   rows go, the highest removed seq is kept in ``retired_seqs`` (one row per device: device and seq, no
   time, no link, no content) in the same transaction; the store counts every seq up to it as committed,
   so a replayed frame of a removed report is answered as the duplicate it is and never stored again,
-  also after a restart (the window is rebuilt from it too).
+  also after a restart (the window is rebuilt from it too). Only rows at or below the device's ACK
+  floor (``ack_floor``: every seq up to it is committed or was given up on) are removed, so the retired
+  seq never passes the floor: a seq above it that was never stored (a gap the device still holds, say
+  a fire alarm) is stored when it arrives, not answered as a duplicate and lost. A device without a
+  floor keeps its rows.
 * **Report ids.** ``reports`` has no AUTOINCREMENT: a new row takes ``MAX(id) + 1``. The open data's
   publication marks and change feeds name reports by id, so the newest row (the highest id) is never
   removed: ids are never reused. It also keeps the reception time the retention clock checks the
   gateway clock against (gateway/retention_clock.py).
 * **The provenance chain** is its own table (device, seq, gateway, frame digest, hashes; no time, no
-  link, no value): removing reports leaves it whole, and ``export-log`` verifies as before.
+  link, no measurement: the digest is a SHA-256 of the authenticated frame, from which no value can be
+  read back without the device key): removing reports leaves it whole, and ``export-log`` verifies as before.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-# Rows removed per transaction: the store has one writer thread, so ingest waits for each batch;
-# a first pass over years of rows is many short transactions, not one long one.
+# Rows removed per transaction, each its own job on the store's one writer thread
+# (ReportStore.remove_rows_batch): ingest waits for one batch at most, not for the whole row part.
 ROW_BATCH = 2000
 
 # The highest seq per device whose report row retention removed (schema.py creates the table).
 RETIRED_TABLE = "retired_seqs"
+
+# A row's seq is at or below its device's ACK floor (no floor row: nothing acknowledged, kept).
+_AT_OR_BELOW_FLOOR = "seq <= (SELECT f.floor FROM ack_floor f WHERE f.device = %s.device)"
+
+
+# Where a kind's batches start: before any ``(w, id)``.
+START = (-(2 ** 62), 0)
+
+
+@dataclass
+class RowPass:
+    """The row part of one retention pass, removed a batch at a time (ReportStore.remove_rows_batch).
+
+    Attributes:
+        cutoffs: ``kind -> cutoff`` (unix s): rows of the kind older than it go.
+        keep_id: rows of this id and above are kept (the newest row when the pass began: ids never reused).
+        readings: the field values (``m``) the field pass before it removed.
+        held: what held the row part (a large removal; ReportStore.remove_values): nothing is removed.
+        kind: index in ``cutoffs`` (sorted) of the kind being removed.
+        after: ``(w, id)`` of the last row of that kind removed: the next batch starts after it, so no batch
+            walks again over rows it cannot remove (other kinds, values left, above the ACK floor).
+        rows: report rows removed so far. duplicates_done: the ``window_duplicates`` step ran.
+    """
+
+    cutoffs: dict[str, int]
+    keep_id: int
+    readings: int = 0
+    held: list[str] = field(default_factory=list)
+    kind: int = 0
+    after: tuple[int, int] = START
+    rows: int = 0
+    duplicates_done: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Nothing is left to remove (or the row part is held)."""
+        return bool(self.held) or self.duplicates_done or not self.cutoffs
 
 
 def row_retention_days(retention_days: Mapping[tuple[str, str], int]) -> dict[str, int]:
@@ -53,10 +96,11 @@ def count_old_rows(conn: sqlite3.Connection, kind: str, cutoff: int, fields: Seq
 
     Counted before the field pass: a row past the cutoff is past every field's cutoff of its kind (the
     report retention is the longest), so it is removed when every field it holds is one of ``fields``.
+    A full scan of the kind's rows: only counted when a hold may apply.
     """
     marks = ",".join("?" * len(fields))
     old, held = conn.execute(
-        "SELECT COALESCE(SUM(w <= ? AND w + l <= ? AND received_at <= ?"
+        "SELECT COALESCE(SUM(w <= ? AND w + l <= ? AND received_at <= ? AND " + _AT_OR_BELOW_FLOOR % "reports" +
         " AND NOT EXISTS (SELECT 1 FROM json_each(m) j WHERE j.key NOT IN (%s))"
         " AND NOT EXISTS (SELECT 1 FROM json_each(e) j WHERE j.key NOT IN (%s))), 0), COUNT(*)"
         " FROM reports WHERE kind = ?" % (marks, marks),
@@ -64,32 +108,42 @@ def count_old_rows(conn: sqlite3.Connection, kind: str, cutoff: int, fields: Seq
     return int(old), int(held)
 
 
-def remove_row_batch(conn: sqlite3.Connection, kind: str, cutoff: int, keep_id: int) -> dict[str, int]:
-    """Remove up to :data:`ROW_BATCH` emptied rows of ``kind`` older than ``cutoff`` (inside the caller's
-    transaction), never the row ``keep_id`` or above; retire their seqs first. Returns the rows removed
-    per device (empty: nothing left to remove). Their alarms go with them (ON DELETE CASCADE)."""
+def remove_row_batch(conn: sqlite3.Connection, kind: str, cutoff: int, keep_id: int,
+                     after: tuple[int, int]) -> tuple[dict[str, int], tuple[int, int] | None]:
+    """Remove up to :data:`ROW_BATCH` emptied rows of ``kind`` older than ``cutoff`` whose ``(w, id)`` is after
+    ``after`` and whose seq is at or below their device's ACK floor (inside the caller's transaction), never
+    the row ``keep_id`` or above; retire their seqs first. Their alarms go with them (ON DELETE CASCADE).
+
+    Returns:
+        The rows removed per device, and the ``(w, id)`` to start the next batch after (None: the kind has
+        nothing more to remove).
+    """
     rows = conn.execute(
-        "SELECT id, device, seq FROM reports INDEXED BY reports_w WHERE w <= ?1 AND w + l <= ?1"
-        " AND received_at <= ?1 AND kind = ?2 AND m = '{}' AND e = '{}' AND id < ?3 ORDER BY w LIMIT ?4",
-        (cutoff, kind, keep_id, ROW_BATCH)).fetchall()
+        "SELECT id, device, seq, w FROM reports INDEXED BY reports_w WHERE w <= ?1 AND (w, id) > (?5, ?6)"
+        " AND w + l <= ?1 AND received_at <= ?1 AND kind = ?2 AND m = '{}' AND e = '{}' AND id < ?3 AND "
+        + _AT_OR_BELOW_FLOOR % "reports" + " ORDER BY w, id LIMIT ?4",
+        (cutoff, kind, keep_id, ROW_BATCH, after[0], after[1])).fetchall()
     if not rows:
-        return {}
+        return {}, None
     highest: dict[str, int] = {}
     count: dict[str, int] = {}
-    for _id, device, seq in rows:
+    for _id, device, seq, _w in rows:
         highest[str(device)] = max(highest.get(str(device), 0), int(seq))
         count[str(device)] = count.get(str(device), 0) + 1
     _retire(conn, highest)
     conn.executemany("DELETE FROM reports WHERE id = ?", [(int(r[0]),) for r in rows])
-    return count
+    last = (int(rows[-1][3]), int(rows[-1][0]))
+    return count, (last if len(rows) == ROW_BATCH else None)
 
 
 def remove_window_duplicates(conn: sqlite3.Connection, kind: str, cutoff: int) -> int:
-    """Remove the ``window_duplicates`` rows of ``kind`` whose stored release (``kept_seq``) is gone and
-    whose reception is older than ``cutoff`` (inside the caller's transaction), retiring their seqs first;
-    return how many. Such a row records why a release was not stored: it goes with the release it names.
-    Rows a development build recorded without a kind (``''``) are passed with the longest cutoff."""
-    where = ("FROM window_duplicates wd WHERE wd.kind = ?1 AND wd.received_at <= ?2 AND NOT EXISTS"
+    """Remove the ``window_duplicates`` rows of ``kind`` whose stored release (``kept_seq``) is gone, whose
+    reception is older than ``cutoff`` and whose seq is at or below their device's ACK floor (inside the
+    caller's transaction), retiring their seqs first; return how many. Such a row records why a release was
+    not stored: it goes with the release it names. Rows a development build recorded without a kind (``''``)
+    are passed with the longest cutoff."""
+    where = ("FROM window_duplicates wd WHERE wd.kind = ?1 AND wd.received_at <= ?2 AND wd."
+             + _AT_OR_BELOW_FLOOR % "wd" + " AND NOT EXISTS"
              " (SELECT 1 FROM reports r WHERE r.device = wd.device AND r.seq = wd.kept_seq)")
     rows = conn.execute("SELECT wd.device, MAX(wd.seq), COUNT(*) " + where + " GROUP BY wd.device",
                         (kind, cutoff)).fetchall()

@@ -8,7 +8,8 @@ Tables:
     readings  a VIEW: one row per released measurement (a key of ``reports.m``). Version 1 stored
               these rows in a table with two indexes; writing them was over two thirds of the
               store's cost per report, and they repeated ``reports.m``, so version 2 derives them.
-    alarms    one row per alarm code of an ``alarm`` report.
+    alarms    one row per alarm code of an ``alarm`` report; indexed by ``report_id`` (version 4) for
+              the cascade when report-row retention removes its report.
     chain     provenance hash chain, one entry per stored report, written in the same transaction.
     outbox    MQTT messages waiting for the broker's PUBACK (only used when [mqtt] is configured).
     ack_floor per device, the highest seq acknowledged so far (every seq up to it is committed or
@@ -72,6 +73,9 @@ CREATE TABLE IF NOT EXISTS alarms (
     seq       INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alarms_w ON alarms (w);
+-- ON DELETE CASCADE looks up a removed report's alarms by report_id (report-row retention): without
+-- this index every removed row scans the whole table (IF NOT EXISTS: a store of version 4 gets it too).
+CREATE INDEX IF NOT EXISTS alarms_report ON alarms (report_id);
 
 CREATE TABLE IF NOT EXISTS chain (
     pos     INTEGER PRIMARY KEY,

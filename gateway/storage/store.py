@@ -652,29 +652,51 @@ class ReportStore:
 
     def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float,
                         hold: LargeRemovalHold | None = None) -> int:
-        """Remove every field value older than its retention, then the report rows left without a value that
-        are older than their kind's report retention; return the readings (``m`` values) removed.
+        """A whole retention pass in one call: :meth:`remove_values`, then :meth:`remove_rows_batch` until the
+        row part is done; return the readings (``m`` values) removed.
+
+        The gateway runs the two steps as separate jobs on the store's thread (gateway/service.py), so ingest
+        waits for one row batch at most; this is for callers that own the store (tools, tests).
+
+        Args:
+            retention_days, now, hold: as for :meth:`remove_values`.
+        """
+        rows = self.remove_values(retention_days, now, hold)
+        if rows is None:
+            return 0
+        while self.remove_rows_batch(rows):
+            pass
+        return rows.readings
+
+    def remove_values(self, retention_days: dict[tuple[str, str], int], now: float,
+                      hold: LargeRemovalHold | None = None) -> row_retention.RowPass | None:
+        """Remove every field value older than its retention (one transaction); return the row part of the pass
+        (its ``readings``: the ``m`` values removed), which :meth:`remove_rows_batch` removes batch by batch,
+        or None when a field's large removal held the whole pass (nothing was removed).
 
         A report row (device, type, period, reception time, link, alarm codes, frame digest) of kind K goes
-        once its ``m`` and ``e`` are empty and its period and reception are older than the longest
-        retention of K's fields (gateway/storage/row_retention.py, which says what is kept so that replay
-        protection, report ids and the provenance chain hold); rows go in batches of
-        :data:`gateway.storage.row_retention.ROW_BATCH`, each its own transaction, after the field pass.
-        A field (or a kind's rows) losing more than :data:`LARGE_REMOVAL` of what is stored in one pass is
-        logged at WARNING (a retention just shortened, or a clock to check), the totals at INFO.
+        once its ``m`` and ``e`` are empty, its period and reception are older than the longest retention of
+        K's fields and its seq is at or below its device's ACK floor (gateway/storage/row_retention.py, which
+        says what is kept so that replay protection, report ids and the provenance chain hold). A field losing
+        more than :data:`LARGE_REMOVAL` of what is stored in one pass is logged at WARNING (a retention just
+        shortened, or a clock to check), and so is a kind's rows when they are counted (a hold is given).
 
         Args:
             retention_days: ``(kind, field) -> days`` (policy.json values, possibly shortened by config).
             now: the time to remove by (the gateway's clock, checked by gateway/retention_clock.py).
             hold: when given, a field (not in ``hold.exempt``) that would lose more than ``hold.share`` of its
-                stored values, and at least ``hold.min_values``, holds the whole pass: nothing is removed, 0 is
-                returned and ``hold.held`` names what would have been (the caller logs and reports it). A
-                kind's report rows count the same way (exempt when a field of the kind is).
+                stored values, and at least ``hold.min_values``, holds the whole pass: nothing is removed, None is
+                returned and ``hold.held`` names what would have been (the caller logs and reports it). A kind's
+                report rows count the same way (exempt when a field of the kind is), but hold only the row part:
+                the field values are removed all the same (a privacy step, never held for rows), and the
+                returned row part is ``held`` (its lines are in ``hold.held`` too).
         """
-        removed = 0
         large: list[str] = []
+        large_rows: list[str] = []
+        held_rows: list[str] = []
         row_days = row_retention.row_retention_days(retention_days)
         with self._writing("retention") as conn:
+            removed = 0
             fields: list[tuple[str, str, int, int, str]] = []  # (kind, field, cutoff, days, JSON path)
             for (kind, fld), days in sorted(retention_days.items()):
                 cutoff = int(now) - days * 86400
@@ -695,20 +717,23 @@ class ReportStore:
                 if old and old > LARGE_REMOVAL * held:
                     large.append(what)
                 fields.append((kind, fld, cutoff, days, path))
+            # Counting a kind's rows scans them all (inside this transaction): only when a hold may apply.
             exempt_kinds = {k for k, _f in hold.exempt} if hold is not None else set()
             for kind, days in sorted(row_days.items()):
+                if hold is None or kind in exempt_kinds:
+                    continue
                 cutoff = int(now) - days * 86400
                 old, held = row_retention.count_old_rows(conn, kind, cutoff,
                                                          sorted(f for k, f in retention_days if k == kind))
                 what = "%d of %d %s report row(s) (report retention %d day(s): before %s)" % (
                     old, held, kind, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff)))
-                if (hold is not None and kind not in exempt_kinds and old >= hold.min_values
-                        and old > hold.share * held):
-                    hold.held.append(what)
+                if old >= hold.min_values and old > hold.share * held:
+                    held_rows.append(what)
                 if old and old > LARGE_REMOVAL * held:
-                    large.append(what)
+                    large_rows.append(what)
             if hold is not None and hold.held:
-                return 0  # held before anything changed (the transaction commits nothing)
+                hold.held.extend(held_rows)
+                return None  # a field held the whole pass before anything changed (nothing is committed)
             changed = 0
             for kind, fld, cutoff, days, path in fields:
                 changed += conn.execute(
@@ -725,44 +750,57 @@ class ReportStore:
                 # newest report (the open-data CSV's ETag) also name them by this version. Same
                 # transaction as the removal, so no reader sees one without the other.
                 _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
-        rows = self._remove_rows(row_days, now)
-        if large:
-            log.warning("retention removed %s: more than %d %% of what was stored of %s; check the retention "
-                        "settings and the gateway clock (date -u) if that was not expected", "; ".join(large),
-                        LARGE_REMOVAL * 100, "that field" if len(large) == 1 else "those fields")
+            keep_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+        if hold is not None:
+            hold.held.extend(held_rows)
+        if large or large_rows:
+            about = [("that field" if len(large) == 1 else "those fields") if large else "",
+                     ("the rows of that kind" if len(large_rows) == 1 else "the rows of those kinds")
+                     if large_rows and not held_rows else ""]
+            if any(about):
+                log.warning("retention removed %s: more than %d %% of what was stored of %s; check the retention "
+                            "settings and the gateway clock (date -u) if that was not expected",
+                            "; ".join(large + ([] if held_rows else large_rows)), LARGE_REMOVAL * 100,
+                            " and ".join(x for x in about if x))
         if removed:
             log.info("retention removed %d reading(s)", removed)
-        if rows:
-            log.info("retention removed %d report row(s) (their alarms and reception records with them)", rows)
-        return removed
-
-    def _remove_rows(self, row_days: dict[str, int], now: float) -> int:
-        """The row part of :meth:`apply_retention`: remove emptied rows past their kind's report retention, a
-        batch per transaction; return how many ``reports`` rows went."""
-        with self._reading("retention"):
-            keep_id = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
-        total = 0
         cutoffs = {kind: int(now) - days * 86400 for kind, days in sorted(row_days.items())}
-        for kind, cutoff in cutoffs.items():
-            while True:
-                with self._writing("retention (report rows)") as conn:
-                    gone = row_retention.remove_row_batch(conn, kind, cutoff, keep_id)
-                    if gone:
-                        # a reader naming its answers by the newest report sees the change (as above)
-                        _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
-                    retired = row_retention.retired_seqs(conn)
-                self._retired = retired  # once committed
-                total += sum(gone.values())
-                if sum(gone.values()) < row_retention.ROW_BATCH:
-                    break
-        if cutoffs:
-            # rows a development build recorded without a kind go by the longest report retention
-            with self._writing("retention (window duplicates)") as conn:
-                for kind, cutoff in dict(cutoffs, **{"": min(cutoffs.values())}).items():
-                    row_retention.remove_window_duplicates(conn, kind, cutoff)
+        return row_retention.RowPass(cutoffs=cutoffs, keep_id=keep_id, readings=removed, held=held_rows)
+
+    def remove_rows_batch(self, rows: row_retention.RowPass) -> bool:
+        """Remove the next batch of the row part ``rows`` of a retention pass (:meth:`remove_values`), one
+        transaction of at most :data:`gateway.storage.row_retention.ROW_BATCH` rows (their alarms with them),
+        or, once every kind is through, the ``window_duplicates`` rows whose release is gone; return whether
+        more is left (call again). A held row part removes nothing."""
+        if rows.done:
+            return False
+        kinds = sorted(rows.cutoffs)
+        if rows.kind < len(kinds):
+            kind = kinds[rows.kind]
+            cutoff = rows.cutoffs[kind]
+            with self._writing("retention (report rows)") as conn:
+                gone, after = row_retention.remove_row_batch(conn, kind, cutoff, rows.keep_id, rows.after)
+                if gone:
+                    # a reader naming its answers by the newest report sees the change (as the field pass)
+                    _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
                 retired = row_retention.retired_seqs(conn)
-            self._retired = retired
-        return total
+            self._retired = retired  # once committed
+            rows.rows += sum(gone.values())
+            if after is None:  # this kind is through
+                rows.kind, rows.after = rows.kind + 1, row_retention.START
+            else:
+                rows.after = after
+            return True
+        # rows a development build recorded without a kind go by the longest report retention
+        with self._writing("retention (window duplicates)") as conn:
+            for kind, cutoff in dict(rows.cutoffs, **{"": min(rows.cutoffs.values())}).items():
+                row_retention.remove_window_duplicates(conn, kind, cutoff)
+            retired = row_retention.retired_seqs(conn)
+        self._retired = retired
+        rows.duplicates_done = True
+        if rows.rows:
+            log.info("retention removed %d report row(s) (their alarms and reception records with them)", rows.rows)
+        return False
 
 
 # One encoder for every row: json.dumps with options builds a new JSONEncoder per call (same output),

@@ -37,6 +37,15 @@ def rec(device: str, seq: int, w: int, *, m: dict[str, int] | None = None, a: li
                         digest="%064x" % (seq + 1000 * len(device)))
 
 
+def acked(store: ReportStore, records: list[ReportRecord]) -> None:
+    """Store ``records`` and their devices' ACK floors (every seq up to the highest acknowledged), as the
+    ingest saves them with a batch: only rows at or below the floor are removed."""
+    floors: dict[str, int] = {}
+    for r in records:
+        floors[r.device] = max(floors.get(r.device, 0), r.seq)
+    store.insert_batch(records, floors)
+
+
 def rows(db: Path, table: str = "reports") -> list[tuple[str, int]]:
     conn = sqlite3.connect(db)
     try:
@@ -54,7 +63,7 @@ def test_rows_past_the_report_retention_go_with_their_alarms_and_nothing_else(tm
     db = tmp_path / "r.sqlite"
     store = ReportStore(db, gateway_id="gw")
     old, recent = T0 - 800 * DAY, T0 - 100 * DAY
-    store.insert_batch([
+    acked(store, [
         rec("b1", 1, old),                                  # past 730 days, emptied by the field pass: goes
         rec("b1", 2, old + 120, m={}, a=["tip"]),           # an alarm past 730 days: goes, with its alarms row
         rec("b1", 3, old + 900, m={"fill": 40}, received=recent),  # received late: its value goes, its row stays
@@ -95,7 +104,7 @@ def test_a_removed_report_is_never_stored_again_also_after_a_restart(tmp_path: P
     db = tmp_path / "r.sqlite"
     store = ReportStore(db, gateway_id="gw")
     old = T0 - 800 * DAY
-    store.insert_batch([rec("b1", s, old + 900 * s) for s in range(1, 5)] + [rec("b2", 1, T0)])
+    acked(store, [rec("b1", s, old + 900 * s) for s in range(1, 5)] + [rec("b2", 1, T0)])
     store.apply_retention(POLICY_DAYS, float(T0))
     assert rows(db) == [("b2", 1)]  # every row of b1 gone
     assert store.has("b1", 4) and store.has("b1", 1) and not store.has("b1", 5)
@@ -116,7 +125,7 @@ def test_rows_go_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     db = tmp_path / "r.sqlite"
     store = ReportStore(db, gateway_id="gw")
     old = T0 - 800 * DAY
-    store.insert_batch([rec("b1", s, old + 900 * s) for s in range(1, 31)] + [rec("b2", 1, T0)])
+    acked(store, [rec("b1", s, old + 900 * s) for s in range(1, 31)] + [rec("b2", 1, T0)])
     before = store.counter("data_version")
     store.apply_retention(POLICY_DAYS, float(T0))
     assert rows(db) == [("b2", 1)] and store.max_seqs()["b1"] == 30
@@ -128,8 +137,8 @@ def test_the_exported_chain_still_verifies_after_rows_are_removed(tmp_path: Path
     db = tmp_path / "r.sqlite"
     store = ReportStore(db, gateway_id="gw")
     old = T0 - 800 * DAY
-    store.insert_batch([rec("b1", s, old + 900 * s) for s in range(1, 6)])
-    store.insert_batch([rec("b2", 1, T0)])
+    acked(store, [rec("b1", s, old + 900 * s) for s in range(1, 6)])
+    acked(store, [rec("b2", 1, T0)])
     store.apply_retention(POLICY_DAYS, float(T0))
     store.insert_batch([rec("b2", 2, T0 + 900)])  # the chain goes on from its head
     store.close()
@@ -143,7 +152,7 @@ def test_a_large_row_removal_holds_the_pass_unless_the_retention_changed(tmp_pat
     db = tmp_path / "r.sqlite"
     store = ReportStore(db, gateway_id="gw")
     old = T0 - 800 * DAY
-    store.insert_batch([rec("b1", s, old + 900 * s, m={}) for s in range(1, 61)] + [rec("b2", 1, T0, m={})])
+    acked(store, [rec("b1", s, old + 900 * s, m={}) for s in range(1, 61)] + [rec("b2", 1, T0, m={})])
     hold = LargeRemovalHold()
     assert store.apply_retention(POLICY_DAYS, float(T0), hold) == 0
     assert len(hold.held) == 1 and "60 of 61 bin report row(s)" in hold.held[0]
@@ -178,7 +187,8 @@ async def test_ingest_refuses_a_replayed_frame_whose_row_was_removed_also_after_
 
     ingest = make()
     await ingest.start()
-    await feed(ingest, (1, 2, 3))
+    await feed(ingest, (1, 2))
+    await feed(ingest, (3,))  # the ACK floor of 1, 2 is saved with this batch
     assert rows(db) == [("bin-1", 1), ("bin-1", 2), ("bin-1", 3)]
     now[0] += 731 * DAY
     await ingest.run_in_store(ingest.store.apply_retention, POLICY_DAYS, now[0])
