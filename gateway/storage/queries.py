@@ -509,9 +509,10 @@ class ReportQueries:
         """Return the earliest period start ``w``, at or after ``since``, of the stored value reports
         (``win``, ``hour``, ``day``: not ``boot`` or ``alarm``) with an id up to ``max_id`` (a publication
         mark's bound, when given) of the devices not in ``excluded`` (revoked ones), None when there is
-        none: from the period-start index, seeking to ``since``, one entry as a rule. Reports are never
-        deleted (retention removes their values), so this is where stored reports begin, not where
-        values are still held."""
+        none: from the period-start index, seeking to ``since``, one entry as a rule. A report row stays
+        after retention removed its values, until its kind's report retention (the longest of its fields,
+        gateway/storage/row_retention.py), so this is where stored reports begin, not where values are
+        still held."""
         rows = self._rows(_OLDEST_W_SQL, (int(since), _MAX_ID if max_id is None else int(max_id),
                                           json.dumps(list(excluded))))
         return int(rows[0][0]) if rows else None
@@ -576,8 +577,9 @@ class ReportQueries:
 
         The cost follows the number of new reports: keep the returned ``watermark`` and pass it
         back as ``after_id`` to follow a store incrementally (``after_id=0`` reads it all once).
-        Report ids only grow (reports are never deleted; retention removes fields, see
-        :meth:`reports_by_id` to read rows again). ``upto``: read only the reports with an id up to
+        Report ids only grow and are never reused (report-row retention removes old rows but never
+        the newest, and a new row takes the highest id + 1); retention removes fields from rows already
+        read, and later whole rows: see :meth:`reports_by_id` to read rows again. ``upto``: read only the reports with an id up to
         it (the returned watermark is then at most ``upto``).
         """
         with self._reading() as conn:

@@ -176,15 +176,21 @@ def build_transparency(
 REPORT_RECORD_ITEMS = ["device", "report number", "report type", "period", "time received (to the millisecond)",
                        "link it came on (serial port or Bluetooth address)", "alarm codes", "firmware version"]
 
-# What outlives every retention, and why (gateway/storage/row_retention.py); none of it holds a value.
+# What outlives every retention, and why (gateway/storage/row_retention.py); none of it holds a measured value.
 KEPT_WITHOUT_LIMIT = (
     "For each device, the highest report number deleted (no time, no content): so that an old message "
     "replayed by someone else can never be stored again.",
-    "The provenance log: for each report ever stored, its device, report number and a fingerprint (hash) of "
-    "the message, chained so that a deletion or change shows; no time, link or value.",
+    "For each device, the highest report number the gateway acknowledged (no time, no content): so that after "
+    "a restart it knows which reports the device may still be holding and sending again.",
+    "The provenance log: for each report ever stored, its device, report number and a fingerprint (SHA-256 "
+    "hash) of the authenticated message, chained so that a deletion or change shows; no time or link, and a "
+    "hash from which the values cannot be read back without the device's key.",
     "The most recent report the gateway received, whatever its age, until a newer one arrives: it keeps report "
     "numbering in order and lets the gateway check its own clock before deleting anything (its values still "
     "go after their own retention).",
+    "For each kind of open data (the devices as NGSI-LD and GeoJSON entities, the CSV download), the number of the newest report published "
+    "and when it was received, until a newer one is published: so that open data never goes back to older "
+    "reports after a restart.",
 )
 
 

@@ -38,3 +38,14 @@ def test_a_shortened_retention_shortens_the_records_too() -> None:
     bin_ = next(k for k in doc["kinds"] if k["kind"] == "bin")
     assert bin_["report_records"]["retention_days"] == 30
     assert "are kept for 30 days" in render_transparency_html(doc)
+
+
+def test_what_is_kept_without_a_limit_names_the_ack_floor_and_the_publication_marks() -> None:
+    """Fails before: the list left out the ACK floor (ack_floor: device, highest acknowledged seq) and the
+    open data's publication marks (published:* in meta: a report id and its receive time), and called the
+    frame digest "no value" without saying what it is."""
+    page = html.unescape(render_transparency_html(build_transparency(load_policy())))
+    assert "highest report number the gateway acknowledged" in page
+    assert "the number of the newest report published and when it was received" in page
+    assert "SHA-256 hash) of the authenticated message" in page
+    assert "cannot be read back without the device's key" in page and "no time, link or value" not in page
