@@ -15,6 +15,7 @@ that are 15-minute windows): each reading is dated at its period's end.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import defaultdict
@@ -97,33 +98,24 @@ class GatewayBinSource:
         except GatewayError as exc:
             raise BinDataError(str(self.db_path), str(exc)) from exc
         try:
-            fills = queries.readings(field="fill", start=end - self.history_s, end=end, limit=_NO_LIMIT)
+            registry, owned = self._registry()
+            try:
+                devices = [d for d in registry.list() if d.kind == BIN_KIND]
+            finally:
+                if owned:
+                    registry.close()
+            fills = _fills(queries, end - self.history_s, end)
             # over the fill history, not only the alarm window: the latest tilt says whether the bin is still down
-            tilts = queries.readings(field="tilt", start=end - self.history_s, end=end, limit=_NO_LIMIT)
+            tilts = _tilts(queries, [d.id for d in devices if not d.revoked], end - self.history_s, end)
             alarms = queries.alarms(start=end - self.alarm_window_s, end=end)
         except GatewayError as exc:
             raise BinDataError(str(self.db_path), str(exc)) from exc
         finally:
             queries.close()
-        registry, owned = self._registry()
-        try:
-            devices = [d for d in registry.list() if d.kind == BIN_KIND]
-        finally:
-            if owned:
-                registry.close()
 
         fill_by_dev: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # (w, l, percent)
-        for r in fills:
-            if r.kind == BIN_KIND:
-                fill_by_dev[r.device].append((r.w, r.l, r.value))
-        upright_after: dict[str, list[int]] = defaultdict(list)
-        latest_tilt: dict[str, tuple[int, int]] = {}  # device -> (w, value) of its latest tilt reading
-        for r in tilts:
-            if r.kind == BIN_KIND:
-                if r.value == 0:
-                    upright_after[r.device].append(r.w)
-                if r.device not in latest_tilt or r.w >= latest_tilt[r.device][0]:
-                    latest_tilt[r.device] = (r.w, r.value)
+        for device, w, length, value in fills:
+            fill_by_dev[device].append((w, length, value))
         last_alarm: dict[tuple[str, str], int] = {}
         for a in alarms:
             if a.kind == BIN_KIND and a.code in ALARM_CODES:
@@ -138,9 +130,10 @@ class GatewayBinSource:
             active = frozenset(
                 code for code in ALARM_CODES
                 if (dev.id, code) in last_alarm
-                and not self._handled(code, last_alarm[(dev.id, code)], series, upright_after.get(dev.id, []))
+                and not self._handled(code, last_alarm[(dev.id, code)], series, tilts.get(dev.id))
             )
-            if dev.id in latest_tilt and latest_tilt[dev.id][1] != 0:
+            tilt = tilts.get(dev.id)
+            if tilt is not None and tilt.value != 0:
                 # still on its side: the tip alarm is sent once, the tilt every window; a bin lying there
                 # for more than alarm_window_s after its alarm stays a tip stop until it reports upright
                 active |= {"tip"}
@@ -162,16 +155,59 @@ class GatewayBinSource:
                     len(out), len(fills), len(alarms), self.db_path)
         return out
 
-    def _handled(self, code: str, alarm_w: int, series: list[tuple[int, int, int]], upright: list[int]) -> bool:
+    def _handled(self, code: str, alarm_w: int, series: list[tuple[int, int, int]], tilt: _Tilt | None) -> bool:
         # A fill is the level at the end of its period (w + l): a 6-hourly fill of a period the alarm
         # fell in is the level after the alarm, so it can show the bin emptied since.
-        if code == "tip" and any(w >= alarm_w for w in upright):
+        if code == "tip" and tilt is not None and tilt.upright_w is not None and tilt.upright_w >= alarm_w:
             return True
         before = [v for w, length, v in series if w + length <= alarm_w]
         if not before:
             return False
         drop = round(self.empty_drop * 100)
         return any(v <= before[-1] - drop for w, length, v in series if w + length > alarm_w)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tilt:
+    """A bin's tilt over the history: its latest reading, and the period start of its latest upright one (0)."""
+
+    w: int
+    value: float
+    upright_w: int | None
+
+
+# One row per bin, read through the (device, w) index from the newest report back: firmware reports tilt
+# every 15-minute window (~400 rows a bin over 4 days), and reading them all into Python took seconds and
+# hundreds of MB in the gateway process. Bare json_extract, not the readings view (json_each of every field).
+_TILT_SQL = """
+WITH d(device) AS (SELECT value FROM json_each(?)),
+last(device, id, upright_w) AS (
+  SELECT d.device,
+    (SELECT r.id FROM reports r WHERE r.device = d.device AND r.w >= ? AND r.w < ? AND r.kind = ?
+       AND json_type(r.m, '$.tilt') IN ('integer', 'real') ORDER BY r.w DESC, r.seq DESC LIMIT 1),
+    (SELECT r.w FROM reports r WHERE r.device = d.device AND r.w >= ? AND r.w < ? AND r.kind = ?
+       AND json_extract(r.m, '$.tilt') = 0 ORDER BY r.w DESC LIMIT 1)
+  FROM d)
+SELECT last.device, r.w, json_extract(r.m, '$.tilt'), last.upright_w
+FROM last JOIN reports r ON r.id = last.id
+"""
+
+_FILL_SQL = """
+SELECT device, w, l, json_extract(m, '$.fill') FROM reports
+WHERE w >= ? AND w < ? AND kind = ? AND json_type(m, '$.fill') IN ('integer', 'real')
+"""
+
+
+def _tilts(queries: ReportQueries, devices: list[str], start: int, end: int) -> dict[str, _Tilt]:
+    """The tilt of each of ``devices`` from reports with period start in ``[start, end)``."""
+    rows = queries._rows(_TILT_SQL, (json.dumps(devices), start, end, BIN_KIND, start, end, BIN_KIND))  # noqa: SLF001
+    return {device: _Tilt(int(w), value, None if up is None else int(up)) for device, w, value, up in rows}
+
+
+def _fills(queries: ReportQueries, start: int, end: int) -> list[tuple[str, int, int, int]]:
+    """(device, w, l, percent) of every bin fill reading with period start in ``[start, end)``."""
+    rows = queries._rows(_FILL_SQL, (start, end, BIN_KIND))  # noqa: SLF001
+    return [(device, int(w), int(length), int(value)) for device, w, length, value in rows]
 
 
 def _days(seconds: int) -> str:
