@@ -203,14 +203,20 @@ class RetentionClock:
         exempt = frozenset(k for k, d in retention_days.items() if "%s.%s" % k in saved and saved["%s.%s" % k] != d)
         return LargeRemovalHold(exempt=exempt)
 
-    def held(self, now: float, fields: list[str]) -> None:
-        """The store held the pass (``fields``: what it would have removed): hold retention, ERROR once."""
-        detail = ("a pass would remove %s (more than %d %% of what is stored of a field); held until the gateway "
+    def held(self, now: float, fields: list[str], *, rows_only: bool = False) -> None:
+        """The store held the pass (``fields``: what it would have removed): hold retention, ERROR once.
+
+        ``rows_only``: only report rows were held (ReportStore.remove_values): the field values went.
+        """
+        detail = ("a pass would remove %s (more than %d %% of what is stored of a %s); held until the gateway "
                   "clock has agreed with the stored reports for %s or the operator confirms" % (
-                      "; ".join(fields), HOLD_SHARE * 100, _days(CONFIRM_SPAN_S)))
+                      "; ".join(fields), HOLD_SHARE * 100, "kind's report rows" if rows_only else "field",
+                      _days(CONFIRM_SPAN_S)))
         if self.hold is None or self.hold["reason"] != "large_removal":
-            log.error("retention held: %s: nothing is removed; if the clock (date -u) and the retention are right, "
-                      "run `civicedge gateway retention --confirm`", detail)
+            log.error("retention held: %s: %s; if the clock (date -u) and the retention are right, "
+                      "run `civicedge gateway retention --confirm`", detail,
+                      "the report rows wait, field values past their retention are still removed" if rows_only
+                      else "nothing is removed")
             self.hold = {"reason": "large_removal", "since": now, "detail": detail,
                          "agreed_s": 0.0 if self.hold is None else self.hold["agreed_s"]}
         self.problem, self.reason = "retention held: " + detail, "held"

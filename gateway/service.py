@@ -422,7 +422,7 @@ class Gateway:
                                 pass
                         if hold is not None and hold.held:  # a field held it all, or rows held the row part
                             counted = (time.monotonic(), removal_time, dict(days))
-                            self.retention_clock.held(now, hold.held)
+                            self.retention_clock.held(now, hold.held, rows_only=rows is not None)
                             self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
                             delay = min(delay, SKIPPED_RETRY_S)
                         else:

@@ -167,3 +167,19 @@ def test_a_large_removal_is_a_warning_a_small_one_is_not(tmp_path: Path, caplog:
         assert len(warned) == 1 and "bin.fill" in warned[0] and "40 of 40" in warned[0], warned
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("rows_only", "said"), [
+    (False, "nothing is removed"),
+    (True, "the report rows wait, field values past their retention are still removed"),
+])
+def test_a_held_pass_says_what_waits(rows_only: bool, said: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A hold of the report rows alone (934327f) let the field values go, but the ERROR said 'nothing is
+    removed' and spoke of 'a field'."""
+    clock = RetentionClock(3600)
+    with caplog.at_level(logging.ERROR, logger="gateway.retention_clock"):
+        clock.held(1_800_000_000.0, ["600 of 1000 bin report row(s)"], rows_only=rows_only)
+    (record,) = caplog.records
+    assert said in record.getMessage()
+    assert ("of a kind's report rows" in record.getMessage()) is rows_only
+    assert clock.reason == "held"
