@@ -76,6 +76,9 @@ def plan_or_notice(bins: Sequence[BinStatus], settings: PlanSettings) -> tuple[P
         return empty_plan(settings, exc.considered, exc.skipped, warnings), exc.message
 
 
+_FORMATTER = logging.Formatter()
+
+
 class _Collect(logging.Handler):
     """Keeps the worker's log records of one plan, to be logged by the gateway with its handlers."""
 
@@ -86,8 +89,9 @@ class _Collect(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         record.msg = record.getMessage()  # args may not pickle; the text is what is logged
         record.args = None
-        if record.exc_info:
-            record.exc_text = self.format(record) if record.exc_text is None else record.exc_text
+        if record.exc_info:  # the traceback only: the gateway's formatter puts the message before it
+            if record.exc_text is None:
+                record.exc_text = _FORMATTER.formatException(record.exc_info)
             record.exc_info = None
         self.records.append(record)
 
@@ -153,6 +157,22 @@ def _answer(data: bytes, root: logging.Logger, collect: _Collect) -> bytes:
         return pickle.dumps((("defect", traceback.format_exc()), []))
 
 
+def _stopped(code: int | None, closed: bool) -> str:
+    """Why the worker stopped answering, from its exit code (negative: the signal that ended it)."""
+    if closed:
+        return "the planning worker was closed"
+    if code is None:
+        return "the planning worker stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the planning worker was killed ({name}; out of memory?)" if name == "SIGKILL" \
+            else f"the planning worker was killed ({name})"
+    return f"the planning worker exited with code {code}"
+
+
 def _log_level() -> int:
     """The lowest level any planning logger of this process logs at: the worker sends records from it up."""
     names = ["gateway.routes"] + [n for n in logging.root.manager.loggerDict if n.startswith("gateway.routes.")]
@@ -182,6 +202,7 @@ class SolverProcess:
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self.started = 0  # workers started so far (a killed or dead one is replaced)
+        self.closed = False  # set by close(): no worker is started again
 
     @property
     def pid(self) -> int | None:
@@ -191,6 +212,8 @@ class SolverProcess:
 
     def _ensure(self) -> Connection:
         with self._state:
+            if self.closed:  # a plan that was still reading its bins when close() came: no new worker
+                raise PlannerStopped("the planning worker was closed")
             if self._proc is not None and self._proc.is_alive() and self._conn is not None:
                 return self._conn
             self._discard()
@@ -249,9 +272,12 @@ class SolverProcess:
                 data = conn.recv_bytes()
             except (EOFError, OSError) as exc:
                 with self._state:
-                    code = self._proc.exitcode if self._proc is not None else None
+                    proc = self._proc
+                    if proc is not None:
+                        proc.join(1)  # its exit code says why (killed, out of memory)
+                    code = proc.exitcode if proc is not None else None
                     self._discard()
-                raise PlannerStopped(f"the planning worker stopped (exit code {code})") from exc
+                raise PlannerStopped(_stopped(code, self.closed)) from exc
         (kind, value), records = pickle.loads(data)
         for record in records:
             target = logging.getLogger(record.name)
@@ -265,8 +291,10 @@ class SolverProcess:
         raise RuntimeError(f"planning failed in the worker:\n{value}")
 
     def close(self) -> None:
-        """Stop the worker (a plan in progress ends with :class:`PlannerStopped`); a later plan starts a new one."""
+        """Stop the worker for good: a plan in progress, and any later one, ends with :class:`PlannerStopped`
+        (:func:`shared_solver` hands out a new one after the shared one was closed)."""
         with self._state:
+            self.closed = True
             proc = self._proc
             if proc is None:
                 return
@@ -288,6 +316,6 @@ def shared_solver() -> SolverProcess:
     """The process-wide planning worker (one per gateway process, however many endpoints are mounted)."""
     global _SHARED
     with _SHARED_LOCK:
-        if _SHARED is None:
+        if _SHARED is None or _SHARED.closed:  # an app closed it (its cleanup); a new app gets a new one
             _SHARED = SolverProcess()
         return _SHARED
