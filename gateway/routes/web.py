@@ -10,8 +10,10 @@ Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default 
 ``capacity`` (litres, at most 1 000 000), ``threshold`` (0.8 or 80%); dates from 2000-01-01 to
 2099-12-31. Errors answer ``{"error": {"code", "message", ...}}`` with 400 (bad input, bad matrix
 file), 422 (capacity smaller than one bin), 503 (bin data unreadable) or 500 (``solver``: no
-solution; ``internal``: a defect, logged with its traceback) or 503 (``busy``, with Retry-After;
-``planning_timeout``). No bins due is not an error: 200 with an empty plan and a ``notice``. Plans
+solution; ``internal``: a defect, logged with its traceback), 503 with Retry-After (``busy``;
+``planning_timeout``; ``planner_restarted``: the worker died; ``planner_stopped``: shutting down) or
+429 with Retry-After (``too_many_plans``: one uncached plan per client at a time, and at most
+:data:`CLIENT_PLANS_PER_WINDOW` per :data:`CLIENT_WINDOW_S`). No bins due is not an error: 200 with an empty plan and a ``notice``. Plans
 are solved one at a time in a worker process (:mod:`gateway.routes.worker`), so the gateway keeps
 serving meanwhile, and cached per query and registry state for ``cache_s``.
 """
@@ -23,6 +25,8 @@ import json
 import logging
 import math
 import time as _time
+from collections import deque
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -46,9 +50,9 @@ from gateway.routes.parsing import (
 )
 from gateway.routes.planner import PlanSettings
 from gateway.routes.source import BinSource, GatewayBinSource
-from gateway.routes.worker import PlannerTimeout, SolverProcess, shared_solver
+from gateway.routes.worker import PlannerStopped, PlannerTimeout, SolverProcess, shared_solver
 
-__all__ = ["MAX_QUEUED", "PLAN_PARAMS", "PLAN_PATH", "PlanDefaults", "PlanRoutes", "routes_for_gateway",
+__all__ = ["CLIENT_PLANS_PER_WINDOW", "CLIENT_WINDOW_S", "MAX_QUEUED", "client_address", "PLAN_PARAMS", "PLAN_PATH", "PlanDefaults", "PlanRoutes", "routes_for_gateway",
            "routes_handlers"]
 
 logger = logging.getLogger(__name__)
@@ -90,14 +94,37 @@ def _error(exc: RoutesError, settings: PlanSettings | None = None) -> web.Respon
 
 #: Plans waiting for the worker besides the one being solved; more get 503 ``busy`` with Retry-After.
 MAX_QUEUED = 3
+#: Uncached plans one client address may start per :data:`CLIENT_WINDOW_S` (a cached or joined plan
+#: does not count); more get 429 ``too_many_plans``. With one plan in flight per client, this bounds how
+#: much of the planner one client can take (a dashboard asks the same, cached, query again and again).
+CLIENT_PLANS_PER_WINDOW = 10
+CLIENT_WINDOW_S = 600.0
+#: How often a waiting request checks whether its client is still connected.
+_GONE_POLL_S = 0.25
 
 
-def _busy(settings: PlanSettings, retry_after_s: int) -> web.Response:
-    """503 ``busy``: the worker has a plan and a full queue; ``Retry-After`` estimates when there is room."""
-    return web.json_response(
-        {"error": {"code": "busy", "message": f"route planning is busy with {MAX_QUEUED + 1} other plans; "
-                   f"retry in {retry_after_s} s", **_round_fields(settings)}},
-        status=503, headers={"Retry-After": str(retry_after_s)})
+@dataclass(frozen=True)
+class _Refusal:
+    """A plan request not taken: its status, error code, message and Retry-After seconds."""
+
+    status: int
+    code: str
+    message: str
+    retry_after_s: int
+
+    def response(self, settings: PlanSettings | None) -> web.Response:
+        return web.json_response({"error": {"code": self.code, "message": self.message, **_round_fields(settings)}},
+                                 status=self.status, headers={"Retry-After": str(self.retry_after_s)})
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while its plan was queued or solved."""
+
+
+def client_address(request: web.Request) -> str:
+    """The client of ``request`` for the per-client limits: its peer address (behind a reverse proxy, the
+    proxy's; pass a ``client_key`` to :func:`routes_handlers` that reads the proxy's header instead)."""
+    return request.remote or "unknown"
 
 
 def _registry_stamp(source: BinSource) -> tuple[tuple[Any, ...], ...] | None:
@@ -126,14 +153,20 @@ class _PlanEndpoint:
     """State of one mounted endpoint: defaults, source, the planning worker, its queue and a small cache."""
 
     def __init__(self, source: BinSource, defaults: PlanDefaults, clock: Callable[[], float],
-                 solver: SolverProcess) -> None:
+                 solver: SolverProcess, client_key: Callable[[web.Request], str] = client_address) -> None:
         self.source = source
         self.defaults = defaults
         self.clock = clock
         self.solver = solver
+        self.client_key = client_key
         self.lock = asyncio.Lock()
         self.cache: dict[tuple[Any, ...], tuple[float, Plan, str | None]] = {}
         self.inflight: dict[tuple[Any, ...], asyncio.Task[tuple[Plan, str | None]]] = {}
+        self.running: tuple[Any, ...] | None = None  # the key of the plan in the worker (or reading its bins)
+        self.waiters: dict[tuple[Any, ...], int] = {}  # requests waiting per in-flight plan
+        self.client_waits: dict[str, dict[tuple[Any, ...], int]] = {}  # per client: its waits per plan
+        self.client_starts: dict[str, deque[float]] = {}  # per client: when its uncached plans were started
+        self.closed = False
 
     def settings(self, query: dict[str, str]) -> PlanSettings:
         unknown = sorted(set(query) - PLAN_PARAMS)
@@ -155,6 +188,8 @@ class _PlanEndpoint:
 
     def _solve(self, settings: PlanSettings) -> tuple[Plan, str | None]:
         """Read the bins (in a thread: SQLite) and plan them in the worker process."""
+        if self.closed:  # closed while this plan waited for the thread: read nothing, start nothing
+            raise PlannerStopped("route planning was stopped")
         return self.solver.plan(self.source.load(settings.round_start), settings)
 
     async def _solve_and_cache(self, key: tuple[Any, ...], settings: PlanSettings) -> tuple[Plan, str | None]:
@@ -162,7 +197,11 @@ class _PlanEndpoint:
             cached = self.cache.get(key)
             if cached is not None and cached[0] > self.clock():
                 return cached[1], cached[2]
-            plan, notice = await asyncio.to_thread(self._solve, settings)
+            self.running = key  # from here on the plan runs to its end, waited for or not (it is cached)
+            try:
+                plan, notice = await asyncio.to_thread(self._solve, settings)
+            finally:
+                self.running = None
             self.cache = {k: v for k, v in self.cache.items() if v[0] > self.clock()}
             self.cache[key] = (self.clock() + self.defaults.cache_s, plan, notice)
             return plan, notice
@@ -171,26 +210,86 @@ class _PlanEndpoint:
         """Seconds until the queue has room, roughly: the time limits of the plans ahead, plus a few seconds each."""
         return max(1, math.ceil(sum(self.defaults.time_limit_s + 2 for _ in self.inflight)))
 
-    async def plan(self, settings: PlanSettings) -> tuple[Plan, str | None] | int:
-        """The plan (cached, joined to the same plan in progress, or queued), or the Retry-After seconds when
-        the queue is full."""
+    def _queue_text(self) -> str:
+        running = 1 if self.running is not None else 0
+        return f"{running} plan running, {len(self.inflight) - running} waiting"
+
+    def _refuse_new(self, client: str) -> _Refusal | None:
+        """Why ``client`` may not start another uncached plan now, if it may not."""
+        if self.closed:
+            return _Refusal(503, "planner_stopped", "route planning is stopped (the gateway is shutting down)", 5)
+        if any(self.client_waits.get(client, {})):
+            return _Refusal(429, "too_many_plans", "one uncached plan per client at a time: wait for the answer "
+                            "to your other plan request", self._retry_after())
+        starts = self.client_starts.get(client)
+        now = _time.monotonic()
+        while starts and starts[0] <= now - CLIENT_WINDOW_S:
+            starts.popleft()
+        if starts is not None and len(starts) >= CLIENT_PLANS_PER_WINDOW:
+            wait = max(1, math.ceil(starts[0] + CLIENT_WINDOW_S - now))
+            return _Refusal(429, "too_many_plans", f"at most {CLIENT_PLANS_PER_WINDOW} new plans per client in "
+                            f"{CLIENT_WINDOW_S / 60:g} minutes; retry in {wait} s", wait)
+        if len(self.inflight) > MAX_QUEUED:
+            wait = self._retry_after()
+            return _Refusal(503, "busy", f"route planning is busy ({self._queue_text()}); retry in {wait} s", wait)
+        return None
+
+    async def plan(self, settings: PlanSettings, client: str = "", gone: Callable[[], bool] = lambda: False,
+                   ) -> tuple[Plan, str | None] | _Refusal:
+        """The plan (cached, joined to the same plan in progress, or queued), or why it was refused.
+
+        Raises:
+            _ClientGone: ``gone()`` said the client left while it waited (a queued plan nobody else waits
+                for is cancelled; a running one runs on and is cached).
+        """
         stamp = await asyncio.to_thread(_registry_stamp, self.source)
         key = (repr(settings), stamp)  # settings are frozen dataclasses: their repr names every value
         cached = self.cache.get(key)
         if cached is not None and cached[0] > self.clock():
             return cached[1], cached[2]
         task = self.inflight.get(key)
-        if task is None:
-            if len(self.inflight) > MAX_QUEUED:
-                return self._retry_after()
+        if task is None:  # joining the same query in progress is always allowed
+            refusal = self._refuse_new(client)
+            if refusal is not None:
+                return refusal
             task = asyncio.ensure_future(self._solve_and_cache(key, settings))
             self.inflight[key] = task
             task.add_done_callback(lambda _t: self.inflight.pop(key, None))
-        # shielded: a client that goes away does not cancel the plan others wait for (or the cache)
-        return await asyncio.shield(task)
+            self.client_starts.setdefault(client, deque()).append(_time.monotonic())
+        self.waiters[key] = self.waiters.get(key, 0) + 1
+        waits = self.client_waits.setdefault(client, {})
+        waits[key] = waits.get(key, 0) + 1
+        try:
+            # asyncio.wait, not await: a waiter that goes (or is cancelled) does not cancel the plan itself
+            while not task.done():
+                await asyncio.wait({task}, timeout=_GONE_POLL_S)
+                if not task.done() and gone():
+                    raise _ClientGone()
+            if task.cancelled():  # by close(), not by this request (its own cancellation raises above)
+                raise PlannerStopped("route planning was stopped")
+            return task.result()
+        finally:
+            self._leave(key, client, task)
+
+    def _leave(self, key: tuple[Any, ...], client: str, task: asyncio.Task[tuple[Plan, str | None]]) -> None:
+        """One waiter of ``key`` is done; a plan still queued that nobody waits for any more is cancelled."""
+        self.waiters[key] -= 1
+        if not self.waiters[key]:
+            del self.waiters[key]
+            if not task.done() and self.running != key:
+                logger.info("routes plan cancelled before it started: its clients left")
+                task.cancel()
+        waits = self.client_waits[client]
+        waits[key] -= 1
+        if not waits[key]:
+            del waits[key]
+        if not waits:
+            del self.client_waits[client]
 
     async def close(self) -> None:
-        """Cancel queued plans and stop the worker (for the app's cleanup)."""
+        """Answer the waiting requests 503 ``planner_stopped``, cancel queued plans, stop the worker (for the
+        app's ``on_shutdown``: the requests are answered before aiohttp waits for its handlers)."""
+        self.closed = True
         for task in list(self.inflight.values()):
             task.cancel()
         await asyncio.to_thread(self.solver.close)
@@ -203,18 +302,28 @@ class _PlanEndpoint:
             if fmt not in FORMATS:
                 raise InvalidInputError("format", fmt, "expected one of " + ", ".join(FORMATS))
             settings = self.settings(query)
-            outcome = await self.plan(settings)
-            if isinstance(outcome, int):
-                logger.info("routes plan request refused: %s plans queued", len(self.inflight))
-                return _busy(settings, outcome)
+            outcome = await self.plan(settings, self.client_key(request), lambda: _gone(request))
+            if isinstance(outcome, _Refusal):
+                logger.info("routes plan request refused (%s): %s", outcome.code, outcome.message)
+                return outcome.response(settings)
             plan, notice = outcome
             return _answer(plan, notice, fmt, settings.timing())
         except RoutesError as exc:
             logger.info("routes plan request refused: %s", exc.message)
             return _error(exc, settings)
+        except _ClientGone:
+            logger.info("routes plan request %r: the client left before its plan was ready", request.query_string)
+            return web.Response(status=499)  # nobody reads it
+        except PlannerStopped as exc:
+            if self.closed:
+                return _Refusal(503, "planner_stopped", "route planning was stopped (the gateway is shutting "
+                                "down)", 5).response(settings)
+            logger.warning("routes plan request %r failed: %s", request.query_string, exc)
+            return _Refusal(503, "planner_restarted", f"{exc}; the planner restarts with the next request, "
+                            "retry", 5).response(settings)
         except PlannerTimeout as exc:
-            return web.json_response({"error": {"code": "planning_timeout", "message": str(exc),
-                                                **_round_fields(settings)}}, status=503)
+            logger.warning("routes plan request %r: %s", request.query_string, exc)
+            return _Refusal(503, "planning_timeout", str(exc), self._retry_after()).response(settings)
         except (GatewayError, web.HTTPException):
             raise  # the app's middleware answers these (e.g. 503 backend_unavailable)
         except Exception:  # a defect, not bad input (inputs are bounded where parsed): log it, answer JSON
@@ -222,6 +331,12 @@ class _PlanEndpoint:
             return web.json_response({"error": {"code": "internal", "message": "planning failed unexpectedly; "
                                                 "the gateway log has the details",
                                                 **_round_fields(settings)}}, status=500)
+
+
+def _gone(request: web.Request) -> bool:
+    """Whether the client of ``request`` closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _answer(plan: Plan, notice: str | None, fmt: str, timing: Timing) -> web.Response:
@@ -242,7 +357,8 @@ class PlanRoutes(list[web.RouteDef]):
         self._endpoint = endpoint
 
     async def close(self, app: web.Application | None = None) -> None:
-        """Cancel queued plans and stop the planning worker (a later plan would start a new one)."""
+        """Stop planning: waiting requests answer 503 ``planner_stopped``, queued plans are cancelled, the
+        worker is stopped, later requests get 503 too (for the app's ``on_shutdown``, or ``on_cleanup``)."""
         await self._endpoint.close()
 
 
@@ -252,21 +368,28 @@ def routes_handlers(
     *,
     clock: Callable[[], float] = _time.time,
     solver: SolverProcess | None = None,
+    client_key: Callable[[web.Request], str] = client_address,
 ) -> PlanRoutes:
     """Return the route definitions of the collection-plan API, to pass to ``app.add_routes``.
 
     Plans are solved in a separate worker process (OR-Tools holds the GIL while it searches), one at
     a time; up to :data:`MAX_QUEUED` more wait, further requests get 503 ``busy`` with ``Retry-After``.
-    Add ``routes.close`` to the app's ``on_cleanup`` to stop the worker with the app (it is a daemon
-    process, stopped at the latest when the gateway process exits).
+    A client (``client_key``) waits for at most one uncached plan at a time and starts at most
+    :data:`CLIENT_PLANS_PER_WINDOW` per :data:`CLIENT_WINDOW_S` (429 ``too_many_plans``); a queued plan
+    whose clients all left is cancelled (one already solved runs on and is cached).
+    Add ``routes.close`` to the app's ``on_shutdown`` (waiting requests get 503 ``planner_stopped``
+    before aiohttp waits for its handlers) to stop the worker with the app (it is a daemon process,
+    stopped at the latest when the gateway process exits).
 
     Args:
         source: Where bins come from (e.g. :class:`gateway.routes.source.GatewayBinSource`).
         defaults: Plan settings; query parameters override depot, vehicles, capacity, threshold.
         clock: Unix-time clock (for ``date=today`` and the cache).
         solver: The planning worker (default: the process-wide one, :func:`gateway.routes.worker.shared_solver`).
+        client_key: Who a request is from, for the per-client limits (default: the peer address; behind a
+            reverse proxy every request is the proxy's, so read the header the proxy sets instead).
     """
-    endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock, solver or shared_solver())
+    endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock, solver or shared_solver(), client_key)
     return PlanRoutes([web.get(PLAN_PATH, endpoint.handle)], endpoint)
 
 

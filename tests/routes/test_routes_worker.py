@@ -94,7 +94,8 @@ async def test_excess_plans_get_503_busy_with_retry_after(city: CityData, solver
 
     defaults = PlanDefaults(depot=Depot(52.37, 4.89), vehicles=3, capacity_l=60000, time_limit_s=1)
     routes = routes_handlers(GatewayBinSource(city.db_path, city.registry_dir), defaults,
-                             clock=lambda: float(NOW), solver=solver)
+                             clock=lambda: float(NOW), solver=solver,
+                             client_key=lambda r: r.headers.get("X-Client", ""))  # each request its own client
     app = web.Application()
     app.add_routes(routes)
     app.on_cleanup.append(routes.close)
@@ -102,8 +103,8 @@ async def test_excess_plans_get_503_busy_with_retry_after(city: CityData, solver
     await client.start_server()
     try:
         n = MAX_QUEUED + 3
-        resps = await asyncio.gather(*(client.get("/api/routes/plan", params={"depot": f"52.37,4.8{i}"})
-                                       for i in range(n)))
+        resps = await asyncio.gather(*(client.get("/api/routes/plan", params={"depot": f"52.37,4.8{i}"},
+                                                  headers={"X-Client": f"c{i}"}) for i in range(n)))
         statuses = sorted(r.status for r in resps)
         busy = [r for r in resps if r.status == 503]
         assert statuses.count(200) == MAX_QUEUED + 1 and len(busy) == n - MAX_QUEUED - 1, statuses
@@ -112,8 +113,8 @@ async def test_excess_plans_get_503_busy_with_retry_after(city: CityData, solver
             assert body["error"]["code"] == "busy" and body["error"]["date"] == DAY.isoformat()
             assert int(r.headers["Retry-After"]) >= 1
         # the same query while it is solved joins it: no second solve, no 503
-        same = await asyncio.gather(*(client.get("/api/routes/plan", params={"depot": "52.37,4.99"})
-                                      for _ in range(n)))
+        same = await asyncio.gather(*(client.get("/api/routes/plan", params={"depot": "52.37,4.99"},
+                                                 headers={"X-Client": f"c{i}"}) for i in range(n)))
         assert [r.status for r in same] == [200] * n
     finally:
         await client.close()
