@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import logging
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -62,7 +63,10 @@ EXIT_NO_BINS_DUE = 3
 
 class ConfigFileError(BinDataError):
     """The ``--config`` file cannot be read or is not a valid gateway.toml (exit 5, as unreadable bin data:
-    the store and registry paths come from it). Its message names the config file, not "bin data"."""
+    the store and registry paths come from it). Its message names the config file, not "bin data", and its
+    code (in the ``--out`` file and on stderr) is ``config``."""
+
+    reason = "config"
 
     def __init__(self, path: str, problem: str) -> None:
         RoutesError.__init__(self, f"cannot read the config file {path}: {problem}", source=path, problem=problem)
@@ -159,7 +163,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help=f"seconds to wait for the OSRM endpoint, at most {MAX_OSRM_TIMEOUT_S:g} (default: [routes] "
                         "osrm_timeout_s of --config, else 10); only with --osrm or [routes] osrm")
     p.add_argument("--format", default="json", choices=sorted(FORMATS), help="output format (default json)")
-    p.add_argument("--out", type=Path, help="write the plan to this file (default stdout)")
+    p.add_argument("--out", type=Path, help="write the plan to this file (default stdout), replacing it atomically; "
+                                            "a day with nothing due (its empty plan) or an error (the date and the "
+                                            "error) replaces it too, so yesterday's plan never stays; a FIFO or "
+                                            "device is written, not replaced; a symlink's target is replaced")
     p.set_defaults(func=run_plan)
 
 
@@ -303,20 +310,40 @@ def write_atomically(path: Path, text: str) -> None:
     cron job handing the file to drivers) sees the old file or the new one, never a part. The file
     keeps the mode of the one it replaces (a new one: 0666 less the umask, as open() makes it).
 
+    A symlink is followed (the file it points to is replaced, not the link); a FIFO, a device
+    (``/dev/null``, ``/dev/stdout``) or any other file that is not a regular one is written directly,
+    not replaced by a regular file.
+
     Raises:
         InvalidInputError: The file cannot be written (``field`` ``out``).
     """
-    path = Path(path)
+    shown = str(path)
+    path = Path(os.path.realpath(path))
     try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise InvalidInputError("out", shown, exc.strerror or str(exc)) from exc
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidInputError("out", shown, "is a directory")
+        try:
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise InvalidInputError("out", shown, exc.strerror or str(exc)) from exc
+        return
+    if st is not None:
+        mode = st.st_mode & 0o7777
+    else:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise InvalidInputError("out", str(path), exc.strerror or str(exc)) from exc
+        raise InvalidInputError("out", shown, exc.strerror or str(exc)) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
@@ -327,7 +354,7 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise InvalidInputError("out", str(path), exc.strerror or str(exc)) from exc
+        raise InvalidInputError("out", shown, exc.strerror or str(exc)) from exc
 
 
 class _OutFailed(InvalidInputError):
