@@ -48,7 +48,7 @@ from gateway.routes.parsing import (
     parse_threshold,
     parse_timezone,
 )
-from gateway.routes.planner import MAX_ROUTE_KM, PlanSettings
+from gateway.routes.planner import DEFAULT_FAR_BIN_KM, MAX_FAR_BIN_KM, MAX_ROUTE_KM, PlanSettings
 from gateway.routes.worker import plan_or_notice
 from gateway.routes.source import GatewayBinSource
 
@@ -146,6 +146,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--max-route-km", help=f"longest route a vehicle may drive, km, at most {MAX_ROUTE_KM:g}; bins "
                                           "beyond it are unserved (default: [routes] max_route_km of --config, "
                                           "else no limit)")
+    p.add_argument("--far-bin-km", help=f"due bins farther than this from the middle of the registered bins are "
+                                        f"not planned (a location typo?), km, 0 turns the check off, at most "
+                                        f"{MAX_FAR_BIN_KM:g} (default: [routes] far_bin_km of --config, else "
+                                        f"{DEFAULT_FAR_BIN_KM:g})")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--db", type=Path,
                       help="the gateway's report store (SQLite; default: the store of a gateway run without "
@@ -243,6 +247,8 @@ def _defaults(args: argparse.Namespace) -> PlanDefaults:
                                               maximum=MAX_SERVICE_S)
     if args.max_route_km is not None:
         changes["max_route_km"] = parse_positive("max route", args.max_route_km, maximum=MAX_ROUTE_KM)
+    if args.far_bin_km is not None:
+        changes["far_bin_km"] = parse_positive("far bin", args.far_bin_km, allow_zero=True, maximum=MAX_FAR_BIN_KM)
     if args.time_limit is not None:
         changes["time_limit_s"] = parse_positive("time limit", args.time_limit, allow_zero=True,
                                                   maximum=MAX_TIME_LIMIT_S)

@@ -15,6 +15,7 @@ time_limit_s = 5
 speed_kmh = 25               # average speed for the estimated times (eta)
 service_s = 60               # seconds to empty one bin, for the estimated times
 max_route_km = 80            # longest route; bins beyond it are unserved (default: no limit)
+far_bin_km = 200             # due bins farther from the middle of the registered bins are not planned (0: off)
 matrix = "roads.csv"         # relative to the config file; or instead of matrix:
 # osrm = "http://osrm.city.local:5000"
 # osrm_timeout_s = 10        # only with osrm
@@ -23,7 +24,7 @@ matrix = "roads.csv"         # relative to the config file; or instead of matrix
 Every key is optional; a wrong one raises :class:`InvalidInputError` with ``field`` ``routes.<key>``.
 Numbers are bounded (``gateway.routes.parsing``): vehicles <= 200, capacity_l <= 1 000 000,
 bin_volume_l <= 100 000, days_to_next_round <= 366, time_limit_s and osrm_timeout_s <= 300,
-speed_kmh <= 130, service_s <= 3600 (0 allowed), max_route_km <= 2000.
+speed_kmh <= 130, service_s <= 3600 (0 allowed), max_route_km <= 2000, far_bin_km <= 20100 (0: off).
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ from gateway.routes.parsing import (
     separator_hint,
 )
 from gateway.routes.outputs import MAX_SERVICE_S, MAX_SPEED_KMH
-from gateway.routes.planner import MAX_ROUTE_KM, PlanParameters, PlanSettings
+from gateway.routes.planner import MAX_FAR_BIN_KM, MAX_ROUTE_KM, PlanParameters, PlanSettings
 from gateway.toml_text import TomlTextError, read_toml_text
 
 # The keys of a gateway config's [routes] table (the config loader names unknown ones with it).
 ROUTES_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "bin_volumes", "start", "tz",
                "days_to_next_round", "time_limit_s", "matrix", "osrm", "osrm_timeout_s", "speed_kmh", "service_s",
-               "max_route_km")
+               "max_route_km", "far_bin_km")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +155,10 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
     if "max_route_km" in table:
         out["max_route_km"] = parse_positive("routes.max_route_km", _typed("max_route_km", table["max_route_km"], num,
                                                                            "a number"), maximum=MAX_ROUTE_KM)
+    if "far_bin_km" in table:
+        out["far_bin_km"] = parse_positive("routes.far_bin_km", _typed("far_bin_km", table["far_bin_km"], num,
+                                                                       "a number"), allow_zero=True,
+                                           maximum=MAX_FAR_BIN_KM)
     if "matrix" in table:
         path = Path(_typed("matrix", table["matrix"], (str,), "a file path"))
         out["distances"] = CsvMatrix(path if path.is_absolute() else base / path)

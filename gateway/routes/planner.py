@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import statistics
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
@@ -21,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 #: Longest ``max_route_km`` accepted (a day's round is tens of km; the solver bounds its sums).
 MAX_ROUTE_KM = 2000.0
+#: Default ``far_bin_km``: a due bin farther than this from the middle of the registered bins is left out.
+DEFAULT_FAR_BIN_KM = 200.0
+#: Largest ``far_bin_km`` (half the Earth's circumference: any larger is the same as 0, off).
+MAX_FAR_BIN_KM = 20_100.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +48,8 @@ class PlanParameters:
         speed_kmh: Average driving speed for the outputs' estimated times, 1 .. 130 km/h.
         service_s: Time to empty one bin for the estimated times, 0 .. 3600 s.
         max_route_km: Longest route in km (None: no limit); bins beyond it are unserved.
+        far_bin_km: A due bin farther than this from the middle of the registered bins (median latitude
+            and longitude) is not planned, as a likely location typo; 0 turns the check off.
     """
 
     vehicles: int = 2
@@ -57,6 +65,7 @@ class PlanParameters:
     speed_kmh: float = DEFAULT_SPEED_KMH
     service_s: float = DEFAULT_SERVICE_S
     max_route_km: float | None = None
+    far_bin_km: float = DEFAULT_FAR_BIN_KM
 
     def timing(self) -> Timing:
         """The estimated-times settings of the outputs.
@@ -90,6 +99,8 @@ class PlanSettings(PlanParameters):
         self.timing()
         if self.max_route_km is not None and not 0 < self.max_route_km <= MAX_ROUTE_KM:
             raise InvalidInputError("max route", self.max_route_km, f"must be more than 0 and at most {MAX_ROUTE_KM:g} km")
+        if isinstance(self.far_bin_km, bool) or not 0 <= self.far_bin_km <= MAX_FAR_BIN_KM:
+            raise InvalidInputError("far bin", self.far_bin_km, f"must be 0 (off) to {MAX_FAR_BIN_KM:g} km")
 
     @property
     def round_start(self) -> datetime:
@@ -215,29 +226,50 @@ def depot_warnings(depot: Depot, candidates: Iterable[Candidate]) -> list[str]:
     return [text]
 
 
-def far_bins(depot: Depot, candidates: Iterable[Candidate]) -> tuple[list[Candidate], list[tuple[Candidate, float]]]:
-    """Split due bins into (kept, far): a bin more than :data:`DEPOT_PLAUSIBLE_M` from the depot, when
-    another due bin is within it, is far (with its distance in metres).
+def _middle(bins: Iterable[BinStatus]) -> tuple[float, float] | None:
+    """Median latitude and longitude of ``bins`` with a location: the middle of the city, which a few
+    mistyped locations do not move (an average would)."""
+    places = [(b.lat, b.lon) for b in bins if math.isfinite(b.lat) and math.isfinite(b.lon)]
+    if not places:
+        return None
+    return statistics.median(p[0] for p in places), statistics.median(p[1] for p in places)
+
+
+def far_bins(candidates: Iterable[Candidate], registered: Iterable[BinStatus], depot: Depot, far_bin_km: float,
+             ) -> tuple[list[Candidate], list[tuple[Candidate, float, float, tuple[float, float]]]]:
+    """Split due bins into (kept, far): a bin more than ``far_bin_km`` from the middle of all registered
+    bins (:func:`_middle`, due or not) and from the depot is far, with its distances in metres from that
+    middle and from the depot, and the middle. (The depot counts too: the middle of a city of two bins is halfway between.)
 
     Such a bin is a registry location typo far more often than a real stop (``--location 25.365,4.88``
-    for ``52.365,4.88``): routing it would send a truck on a leg of thousands of kilometres. When no
-    due bin is near the depot the depot is the suspect (:func:`depot_warnings`) and nothing is set aside.
+    for ``52.365,4.88``): routing it would send a truck on a leg of thousands of kilometres, even when it
+    is the only bin due that day. A real bin that far is planned with a larger ``far_bin_km`` (0: off).
     """
     cands = list(candidates)
-    dist = [haversine_m(depot.lat, depot.lon, c.bin.lat, c.bin.lon) for c in cands]
-    if all(d > DEPOT_PLAUSIBLE_M for d in dist):
+    middle = _middle(registered) if far_bin_km > 0 else None
+    if middle is None:
         return cands, []
-    kept = [c for c, d in zip(cands, dist) if d <= DEPOT_PLAUSIBLE_M]
-    far = [(c, d) for c, d in zip(cands, dist) if d > DEPOT_PLAUSIBLE_M]
+    limit_m = far_bin_km * 1000
+    kept: list[Candidate] = []
+    far: list[tuple[Candidate, float, float, tuple[float, float]]] = []
+    for c in cands:
+        d = haversine_m(middle[0], middle[1], c.bin.lat, c.bin.lon)
+        to_depot = haversine_m(depot.lat, depot.lon, c.bin.lat, c.bin.lon)
+        if d > limit_m and to_depot > limit_m:
+            far.append((c, d, to_depot, middle))
+        else:
+            kept.append(c)
     return kept, far
 
 
-def far_bin_reason(c: Candidate, distance_m: float) -> str:
-    """Why a far bin (:func:`far_bins`) is not planned, and how to fix its location."""
-    return (f"registered at {_degrees(c.bin.lat)},{_degrees(c.bin.lon)}, {distance_m / 1000:,.0f} km from the depot "
-            f"(more than {DEPOT_PLAUSIBLE_M / 1000:.0f} km): not planned; a location typo? fix it with "
-            f"'civicedge gateway devices move {c.bin.id} --location LAT,LON' (it is due: "
-            f"{'+'.join(r.value for r in c.reasons)})")
+def far_bin_reason(c: Candidate, distance_m: float, depot_m: float, middle: tuple[float, float],
+                   far_bin_km: float) -> str:
+    """Why a far bin (:func:`far_bins`) is not planned, and how to fix its location (or plan it)."""
+    return (f"registered at {_degrees(c.bin.lat)},{_degrees(c.bin.lon)}, {distance_m / 1000:,.0f} km from the "
+            f"middle of the registered bins ({middle[0]:.4f},{middle[1]:.4f}) and {depot_m / 1000:,.0f} km from "
+            f"the depot (more than far_bin_km {far_bin_km:g} km from both): not planned; a location typo? fix it "
+            f"with 'civicedge gateway devices move {c.bin.id} --location LAT,LON', or raise [routes] far_bin_km "
+            f"(0: off) for a real bin that far (it is due: {'+'.join(r.value for r in c.reasons)})")
 
 
 def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
@@ -269,12 +301,15 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     candidates, skipped = select_bins(known, selection)
     if not candidates:
         raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold, tuple(skipped))
-    candidates, far = far_bins(settings.depot, candidates)
-    far_warnings = [f"bin {c.bin.id} {far_bin_reason(c, d)}" for c, d in far]
-    skipped = skipped + [(c.bin.id, far_bin_reason(c, d)) for c, d in far]
+    candidates, far = far_bins(candidates, known, settings.depot, settings.far_bin_km)
+    far_reasons = [(c.bin.id, far_bin_reason(c, d, dd, mid, settings.far_bin_km)) for c, d, dd, mid in far]
+    far_warnings = [f"bin {bin_id} {reason}" for bin_id, reason in far_reasons]
+    skipped = skipped + far_reasons
     for text in far_warnings:  # per bin and location, as the depot warning (see _first_time)
         key = ("far bin", text)
         logger.log(logging.WARNING if _first_time(key) else logging.INFO, "%s", text)
+    if not candidates:  # every due bin was far: nothing to plan (the skipped list says why)
+        raise NoBinsDueError(settings.day.isoformat(), len(known), settings.threshold, tuple(skipped))
     check_capacity(candidates, settings.capacity_l)
     if any(c.bin.id == DEPOT_ID for c in candidates):
         # the CSV matrix and the outputs name the depot "depot"; a bin of that name would be ambiguous

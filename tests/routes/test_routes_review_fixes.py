@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.routes import web as routes_web
 from gateway.routes.distances import MAX_GREAT_CIRCLE_M, OsrmTable, Place, build_matrix, check_matrix
-from gateway.routes.errors import MatrixError
+from gateway.routes.errors import InvalidInputError, MatrixError, NoBinsDueError
 from gateway.routes.model import Depot
 from gateway.routes.planner import PlanSettings, plan_collection
 from gateway.routes.selection import SelectionSettings, select_bins
@@ -234,3 +234,41 @@ def test_a_provider_of_whole_floats_plans_with_int_distances() -> None:
                                               distances=_FloatDistances()))  # type: ignore[arg-type]
     assert plan.distance_source == "float provider"
     assert plan.total_distance_m == 4500 and type(plan.total_distance_m) is int
+
+
+def _city_with(*extra: tuple[str, float, float, int]) -> list:
+    """Ten registered bins around Amsterdam, half full, plus ``extra`` (id, lat, lon, fill)."""
+    bins = [make_bin(f"c{i}", [90 if i < 5 else 30] * 3, lat=52.36 + i / 500, lon=4.88 + i / 700) for i in range(10)]
+    return bins + [make_bin(b, [fill] * 3, lat=lat, lon=lon) for b, lat, lon, fill in extra]
+
+
+def test_a_mistyped_bin_that_is_the_only_due_bin_is_not_routed() -> None:
+    """It was routed (6 005 km) because 'far' was judged among the day's due bins only. Test fails before."""
+    bins = [b for b in _city_with(("typo", -1.37, 4.89, 90)) if b.id == "typo" or b.id >= "c5"]
+    with pytest.raises(NoBinsDueError) as info:
+        plan_collection(bins, PlanSettings(day=DAY, depot=Depot(52.37, 4.89), time_limit_s=0))
+    ((bin_id, reason),) = [s for s in info.value.skipped if s[0] == "typo"]
+    assert "from the middle of the registered bins" in reason and "far_bin_km 200 km from both" in reason
+
+
+def test_far_bin_km_plans_a_real_bin_farther_away_and_0_turns_the_check_off() -> None:
+    """A real bin 210 km away was skipped for ever, with no way to plan it. Test fails before."""
+    bins = _city_with(("remote", 52.37 + 210 / 111.2, 4.89, 90))
+    depot = Depot(52.37, 4.89)
+    plan = plan_collection(bins, PlanSettings(day=DAY, depot=depot, time_limit_s=0))
+    assert [s[0] for s in plan.skipped if "middle" in s[1]] == ["remote"]
+    for km in (300.0, 0.0):
+        plan = plan_collection(bins, PlanSettings(day=DAY, depot=depot, time_limit_s=0, far_bin_km=km))
+        assert "remote" in {s.candidate.bin.id for r in plan.routes for s in r.stops}
+
+
+def test_far_bin_km_is_a_routes_key_and_a_flag(tmp_path: Path) -> None:
+    from gateway.routes.config import ROUTES_KEYS, parse_plan_defaults
+
+    assert "far_bin_km" in ROUTES_KEYS
+    assert parse_plan_defaults({"far_bin_km": 0}, base=tmp_path).far_bin_km == 0
+    assert parse_plan_defaults({}, base=tmp_path).far_bin_km == 200
+    for bad, needle in ((-1, "must be"), (30000, "at most"), ("200", "must be a number")):
+        with pytest.raises(InvalidInputError, match=needle) as info:
+            parse_plan_defaults({"far_bin_km": bad}, base=tmp_path)
+        assert info.value.field == "routes.far_bin_km"
