@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -71,19 +71,40 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
+_CHECKED = object()  # only this module's checks may make a CheckedMatrix
+
+
 class CheckedMatrix(list[list[int]]):
     """A distance matrix known to be square whole metres from 0 to :data:`MAX_GREAT_CIRCLE_M`:
     :func:`check_matrix` passes it through unchecked, so the planner checks a matrix once, not again
-    in the solver (on 4000 bins each check of the 16 million cells took seconds)."""
+    in the solver (on 4000 bins each check of the 16 million cells took seconds).
+
+    Made only by :func:`check_matrix` and the great-circle provider (a private token): built from
+    anything else, it would let unchecked cells past the bounds the solver's sums rely on.
+
+    Raises:
+        TypeError: Made outside this module.
+    """
+
+    def __init__(self, rows: Iterable[list[int]] = (), *, token: object = None) -> None:
+        if token is not _CHECKED:
+            raise TypeError("a CheckedMatrix is made by check_matrix() or build_matrix() only")
+        super().__init__(rows)
 
 
 def great_circle_m(lats: Sequence[float], lons: Sequence[float]) -> np.ndarray:
     """Haversine distances in metres between every pair of points, rounded to whole metres (int64).
 
     Vectorised: the pure-Python pairwise loop took ~20 s for 2500 bins, this about 1 s.
+
+    Raises:
+        MatrixError: A coordinate is NaN or infinite.
     """
-    half_lat = np.radians(np.asarray(lats, dtype=np.float64)) / 2
-    half_lon = np.radians(np.asarray(lons, dtype=np.float64)) / 2
+    lat_deg, lon_deg = np.asarray(lats, dtype=np.float64), np.asarray(lons, dtype=np.float64)
+    if not (np.isfinite(lat_deg).all() and np.isfinite(lon_deg).all()):  # cast to int64, NaN became INT64_MIN
+        raise MatrixError("great-circle", "a place has no valid latitude/longitude (NaN or infinite)")
+    half_lat = np.radians(lat_deg) / 2
+    half_lon = np.radians(lon_deg) / 2
     # sin((x2 - x1) / 2) as sin x2 cos x1 - cos x2 sin x1 over half angles: outer products, no
     # trigonometry on the n x n cells but the final arcsin
     s_lat, c_lat = np.sin(half_lat), np.cos(half_lat)
@@ -115,9 +136,9 @@ class GreatCircle:
         """Return rounded haversine distances in metres (at most half the Earth's circumference, so
         already within the solver's bounds: a :class:`CheckedMatrix`)."""
         if not places:
-            return CheckedMatrix()
+            return CheckedMatrix(token=_CHECKED)
         d = great_circle_m([p.lat for p in places], [p.lon for p in places])
-        return CheckedMatrix(d.tolist())
+        return CheckedMatrix(d.tolist(), token=_CHECKED)
 
 
 class CsvMatrix:
@@ -356,7 +377,7 @@ def check_matrix(matrix: Sequence[Sequence[object]], source: str, n: int) -> lis
         raise MatrixError(source, f"must be {n}x{n} (depot + bins)")
     if isinstance(matrix, CheckedMatrix):
         return matrix
-    out = CheckedMatrix()
+    out = CheckedMatrix(token=_CHECKED)
     for i, row in enumerate(matrix):
         if isinstance(row, list) and set(map(type, row)) <= {int} and \
                 (not row or (min(row) >= 0 and max(row) <= MAX_GREAT_CIRCLE_M)):

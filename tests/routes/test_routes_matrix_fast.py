@@ -53,3 +53,18 @@ def test_the_row_at_a_time_check_still_refuses_each_bad_value(bad: object) -> No
 def test_whole_floats_and_plain_rows_pass_as_int() -> None:
     out = check_matrix([[0, 1500.0], [1500, 0]], "custom", 2)
     assert out == [[0, 1500], [1500, 0]] and type(out[0][1]) is int and isinstance(out, CheckedMatrix)
+
+
+def test_a_checked_matrix_cannot_be_made_outside_the_checks() -> None:
+    """CheckedMatrix([[0, -5], [10**30, 0]]) passed check_matrix unchecked. Test fails before."""
+    with pytest.raises(TypeError, match="check_matrix"):
+        CheckedMatrix([[0, -5], [10**30, 0]])
+    with pytest.raises(MatrixError, match="not whole metres"):
+        check_matrix([[0, -5], [10**30, 0]], "test", 2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_great_circle_refuses_a_place_without_a_finite_location(bad: float) -> None:
+    """NaN or infinite coordinates became INT64_MIN distances inside a CheckedMatrix. Test fails before."""
+    with pytest.raises(MatrixError, match="latitude/longitude"):
+        GreatCircle().matrix([Place("depot", 52.37, 4.89), Place("b", bad, 4.89)])
