@@ -249,7 +249,9 @@ class Gateway:
                          open_data=OpenDataMeta.of(self.config.open_data),
                          # published: keys only, here too: the retention row holds a data-protection hold
                          save_meta=published_meta_writer(self._save_meta))
-        app.on_cleanup.append(plan_routes.close)  # the planning worker stops with the web app
+        # Before aiohttp waits for open requests: a plan being solved (up to its time limit, 300 s) would hold
+        # the stop past systemd's TimeoutStopSec; its waiters get 503 planner_stopped at once.
+        app.on_shutdown.append(plan_routes.close)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.

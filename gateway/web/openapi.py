@@ -326,11 +326,16 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                 "422": _err("a vehicle's capacity is smaller than one bin's expected load (code `capacity`)"),
                 "500": _err("the solver found no solution (code `solver`) or planning failed unexpectedly "
                             "(code `internal`)"),
+                "429": {**_err("this client already has an uncached plan in flight, or started 10 in the last 10 "
+                               "minutes (code `too_many_plans`); cached answers and joining the same query do not "
+                               "count"),
+                        "headers": {"Retry-After": _hdr("seconds until this client may start another plan")}},
                 "503": {**_err("bin data unreadable: report store or registry (code `bin_data`); the planner is "
-                               "busy with a plan and a full queue (code `busy`, with a `Retry-After` header); the "
-                               "plan ran past its time limit + 60 s and its worker was replaced (code "
-                               "`planning_timeout`)"),
-                        "headers": {"Retry-After": _hdr("with code `busy`: seconds until there is likely room")}}}}},
+                               "busy with a plan and a full queue (code `busy`); the plan ran past its time limit + "
+                               "60 s and its worker was replaced (code `planning_timeout`); the worker died (code "
+                               "`planner_restarted`); the gateway is stopping (code `planner_stopped`)"),
+                        "headers": {"Retry-After": _hdr("except with `bin_data`: seconds until a retry is likely "
+                                                        "to be served")}}}}},
     }
     return {
         "openapi": "3.1.0",

@@ -348,7 +348,7 @@ async def test_the_route_planning_worker_stops_with_the_gateway(tmp_path: Path) 
     gw = Gateway(load_config(cfg_path))
     await gw.start()
     try:
-        closers = [c for c in gw._web.app.on_cleanup if isinstance(getattr(c, "__self__", None), PlanRoutes)]
+        closers = [c for c in gw._web.app.on_shutdown if isinstance(getattr(c, "__self__", None), PlanRoutes)]
         assert len(closers) == 1
         solver = closers[0].__self__._endpoint.solver
         await asyncio.to_thread(solver._ensure)  # as the first plan starts it
