@@ -15,7 +15,6 @@ that are 15-minute windows): each reading is dated at its period's end.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import defaultdict
@@ -176,38 +175,16 @@ class _Tilt:
     upright_w: int | None
 
 
-# One row per bin, read through the (device, w) index from the newest report back: firmware reports tilt
-# every 15-minute window (~400 rows a bin over 4 days), and reading them all into Python took seconds and
-# hundreds of MB in the gateway process. Bare json_extract, not the readings view (json_each of every field).
-_TILT_SQL = """
-WITH d(device) AS (SELECT value FROM json_each(?)),
-last(device, id, upright_w) AS (
-  SELECT d.device,
-    (SELECT r.id FROM reports r WHERE r.device = d.device AND r.w >= ? AND r.w < ? AND r.kind = ?
-       AND json_type(r.m, '$.tilt') IN ('integer', 'real') ORDER BY r.w DESC, r.seq DESC LIMIT 1),
-    (SELECT r.w FROM reports r WHERE r.device = d.device AND r.w >= ? AND r.w < ? AND r.kind = ?
-       AND json_extract(r.m, '$.tilt') = 0 ORDER BY r.w DESC LIMIT 1)
-  FROM d)
-SELECT last.device, r.w, json_extract(r.m, '$.tilt'), last.upright_w
-FROM last JOIN reports r ON r.id = last.id
-"""
-
-_FILL_SQL = """
-SELECT device, w, l, json_extract(m, '$.fill') FROM reports
-WHERE w >= ? AND w < ? AND kind = ? AND json_type(m, '$.fill') IN ('integer', 'real')
-"""
-
-
 def _tilts(queries: ReportQueries, devices: list[str], start: int, end: int) -> dict[str, _Tilt]:
     """The tilt of each of ``devices`` from reports with period start in ``[start, end)``."""
-    rows = queries._rows(_TILT_SQL, (json.dumps(devices), start, end, BIN_KIND, start, end, BIN_KIND))  # noqa: SLF001
-    return {device: _Tilt(int(w), value, None if up is None else int(up)) for device, w, value, up in rows}
+    rows = queries.latest_field_values(BIN_KIND, "tilt", devices, start, end)
+    return {device: _Tilt(w, value, zero_w) for device, w, value, zero_w in rows}
 
 
 def _fills(queries: ReportQueries, start: int, end: int) -> list[tuple[str, int, int, int]]:
     """(device, w, l, percent) of every bin fill reading with period start in ``[start, end)``."""
-    rows = queries._rows(_FILL_SQL, (start, end, BIN_KIND))  # noqa: SLF001
-    return [(device, int(w), int(length), int(value)) for device, w, length, value in rows]
+    return [(device, w, length, int(value)) for device, w, length, value in
+            queries.field_values(BIN_KIND, "fill", start, end)]
 
 
 def _days(seconds: int) -> str:
