@@ -17,6 +17,7 @@ ERROR) instead of raised, so a config that ran before an upgrade tightened a che
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import os
@@ -27,7 +28,7 @@ import tomllib
 import unicodedata
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from gateway.config.model import (
@@ -698,17 +699,23 @@ def _parse_mqtt(sec: _Section, base: Path) -> MqttConfig:
                       cert_file=files["cert_file"], key_file=files["key_file"])
 
 
-def _check_readable(sec: _Section, key: str, path: Path) -> None:
-    """``path`` must be a regular file this user can read."""
+@contextlib.contextmanager
+def _reading_file(sec: _Section, key: str, path: Path) -> Iterator[None]:
+    """Turn an OSError while reading the file ``path`` (named by ``key``) into a ConfigError saying why."""
     try:
-        with path.open("rb"):
-            pass
+        yield
     except FileNotFoundError as exc:
         raise sec.error(key, "%s %s does not exist" % (key, path), "bad_path") from exc
     except IsADirectoryError as exc:
         raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path") from exc
     except OSError as exc:
         raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
+
+
+def _check_readable(sec: _Section, key: str, path: Path) -> None:
+    """``path`` must be a regular file this user can read."""
+    with _reading_file(sec, key, path), path.open("rb"):
+        pass
 
 
 def _read_secret(sec: _Section, key: str, path: Path) -> str:
@@ -728,21 +735,14 @@ def _read_owner_only(sec: _Section, key: str, path: Path) -> str:
     The mode is checked on the descriptor the text is read from, so a file swapped in between (a
     token rotated by rename) cannot be read under the old file's mode.
     """
-    try:
-        with path.open("rb") as f:
-            st = os.fstat(f.fileno())
-            if stat.S_ISDIR(st.st_mode):
-                raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path")
-            if os.name == "posix" and st.st_mode & 0o077:
-                raise sec.error(key, "%s %s is readable by other users (mode %03o); run: chmod 600 %s"
-                                % (key, path, st.st_mode & 0o777, path), "bad_path")
-            data = f.read()
-    except FileNotFoundError as exc:
-        raise sec.error(key, "%s %s does not exist" % (key, path), "bad_path") from exc
-    except IsADirectoryError as exc:
-        raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path") from exc
-    except OSError as exc:
-        raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
+    with _reading_file(sec, key, path), path.open("rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path")
+        if os.name == "posix" and st.st_mode & 0o077:
+            raise sec.error(key, "%s %s is readable by other users (mode %03o); run: chmod 600 %s"
+                            % (key, path, st.st_mode & 0o777, path), "bad_path")
+        data = f.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
