@@ -9,6 +9,13 @@ const STATUS_MARK = { alarm: "!", stale: "?", revoked: "×" };
 const STATUS_ORDER = { alarm: 0, stale: 1, never: 2, revoked: 3, ok: 4 };
 const MAP_LABELS_MAX = 30;  // more names than this overlap into an unreadable blot: hover a marker instead
 const PLAN_REFRESH_MS = 5 * 60 * 1000;
+const REFRESH_MS = 30 * 1000;
+// A gateway that takes the connection but never answers must still end in the "old data" banner.
+const DASHBOARD_TIMEOUT_MS = 20 * 1000;
+// A plan may take the planner's time limit (up to 300 s) plus its queue: the panel waits longer.
+const PLAN_TIMEOUT_MS = 6 * 60 * 1000;
+// A refused plan (429/503) is asked again after its Retry-After, kept within these bounds.
+const RETRY_MIN_MS = 5 * 1000, RETRY_MAX_MS = 10 * 60 * 1000, RETRY_DEFAULT_MS = 60 * 1000;
 
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
@@ -31,7 +38,7 @@ let lastPlan = null;  // the collection plan, drawn over the map
 let lastDevices = null;
 let lastGenerated = null;  // the gateway's time of the last /api/dashboard answer (ISO, UTC)
 let lastData = null;       // the last /api/dashboard answer (kept on screen, marked stale, when a refresh fails)
-let planRound = null;      // {date, roundStart, next} of the plan on screen: a new round re-plans at once
+let planRound = null;      // {roundStart, madeAt} of the plan on screen: a new round re-plans at once
 const ROUTE_COLORS = ["#0969da", "#8250df", "#bf3989", "#1a7f37", "#bc4c00"];
 
 function drawPlanOnMap() {
@@ -94,6 +101,9 @@ function renderMap(devices) {
   const placed = devices.filter((d) => Number.isFinite(d.lat) && Number.isFinite(d.lon) && !(d.lat === 0 && d.lon === 0));
   if (placed.length === 0) {
     svg.appendChild(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#6a737d" }, "no device positions"));
+    svg.setAttribute("aria-label", "Map: no device positions");
+    project = null;
+    drawPlanOnMap();  // hides the plan legend: nothing is drawn
     return;
   }
   // The extent covers the devices and, once a plan is known, its depot.
@@ -167,7 +177,7 @@ function latestText(d, now) {
   }).join(", ");
 }
 
-function renderFleet(devices) {
+function renderFleet(devices, now) {
   const body = document.querySelector("#fleet tbody");
   // The table is rebuilt: the focused link (keyboard users) is found again by its device afterwards.
   const focused = document.activeElement && body.contains(document.activeElement)
@@ -175,7 +185,6 @@ function renderFleet(devices) {
   const focusId = focused ? focused.dataset.device : null;
   const filter = document.getElementById("fleet-filter").value.trim().toLowerCase();
   const how = document.getElementById("fleet-sort").value;
-  const now = lastData ? lastData.generated_at : null;
   const shown = sortedDevices(devices, how).filter((d) => !filter
     || [d.id, d.kind, d.zone, d.status].some((t) => String(t).toLowerCase().includes(filter)));
   const rows = document.createDocumentFragment();
@@ -193,13 +202,15 @@ function renderFleet(devices) {
     tr.appendChild(el("td", {}, latestText(d, now) || "—"));
     rows.appendChild(tr);
   }
-  clear(body);
-  body.appendChild(rows);
+  // One mutation: removing the focused link first makes Chromium lay out the emptied table, and the
+  // page, shorter for a moment, scrolls up.
+  body.replaceChildren(rows);
   document.getElementById("fleet-count").textContent =
     shown.length === devices.length ? plural(devices.length, "device") : `${shown.length} of ${devices.length} devices`;
   if (focusId !== null) {
     const again = body.querySelector(`tr[data-device="${CSS.escape(focusId)}"] a`);
-    if (again) again.focus();
+    // preventScroll: the refresh must not scroll the page back to the link every 30 s.
+    if (again) again.focus({ preventScroll: true });
   }
 }
 
@@ -237,11 +248,23 @@ function periodName(s) {
   return `${s} seconds`;
 }
 
+// The JSON of `url`, or null (an error status); throws when the gateway does not answer within `ms`.
+async function timedJson(url, ms) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), ms);
+  try {
+    const res = await fetch(url, { signal: ctl.signal });
+    return res.ok ? await res.json() : null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function loadPeriods() {
   try {
-    const res = await fetch("/transparency.json");
-    if (!res.ok) return;
-    const doc = await res.json();
+    // Timed: a gateway that never answers must not hold back the first refresh.
+    const doc = await timedJson("/transparency.json", DASHBOARD_TIMEOUT_MS);
+    if (!doc) return;
     for (const k of doc.kinds) {
       for (const f of k.fields) {
         periods[`${k.kind}.${f.field}`] = f.period_s;
@@ -336,18 +359,32 @@ function fillChart(devices, since) {
     + (bins.length <= 48 ? `; ${bins.map((d, i) => `${d.id} ${fills[i]} %`).join(", ")}` : ""));
 }
 
+// When to ask again after a refusal that says "later" (429, or 503 with Retry-After: seconds or a date).
+function retryAfterMs(res) {
+  const h = (res.headers.get("Retry-After") || "").trim();
+  let ms = RETRY_DEFAULT_MS;
+  if (/^\d+$/.test(h)) ms = Number(h) * 1000;
+  else if (h && Number.isFinite(Date.parse(h))) ms = Date.parse(h) - Date.now();
+  return Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, ms));
+}
+
 // One answer of /api/routes/plan: {plan} (2xx), {missing} (404: no planning on this gateway),
-// {error: {code, message, ...}, status} (a planning error: never shown as "nothing to collect").
-async function fetchPlan(date) {
+// {error: {code, message, ...}, status, retryMs} (a planning error: never shown as "nothing to collect";
+// retryMs is set for a temporary refusal, 429 or 503, from its Retry-After).
+async function fetchPlan(date, ctl) {
   let res;
+  const timeout = () => ({ error: { code: "timeout",
+    message: `the gateway did not answer within ${PLAN_TIMEOUT_MS / 60000} minutes` }, status: 0 });
   try {
     // No date: the gateway plans for its own "today" (its clock and time zone).
-    res = await fetch(date ? `/api/routes/plan?date=${date}` : "/api/routes/plan");
+    res = await fetch(date ? `/api/routes/plan?date=${date}` : "/api/routes/plan", { cache: "no-store", signal: ctl.signal });
   } catch (e) {
+    if (ctl.timedOut) return timeout();
     return { error: { code: "unreachable", message: `could not reach the gateway (${e.message})` }, status: 0 };
   }
   if (res.ok) {
     try { return { plan: await res.json() }; } catch (e) {
+      if (ctl.timedOut) return timeout();
       return { error: { code: "bad_answer", message: "the plan is not JSON" }, status: res.status };
     }
   }
@@ -355,7 +392,13 @@ async function fetchPlan(date) {
   let error = null;
   try { const body = await res.json(); error = body && body.error; } catch (e) { error = null; }
   if (!error || typeof error !== "object") error = { code: `http_${res.status}`, message: `HTTP ${res.status}` };
-  return { error, status: res.status };
+  const retryMs = res.status === 429 || res.status === 503 ? retryAfterMs(res) : null;
+  return { error, status: res.status, retryMs };
+}
+
+function inWords(ms) {
+  const s = Math.round(ms / 1000);
+  return s < 120 ? `${s} s` : `${Math.round(s / 60)} min`;
 }
 
 const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
@@ -363,7 +406,8 @@ const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 function planErrorText(answer) {
   const e = answer.error;
   const code = e.code ? `${e.code}${answer.status ? `, HTTP ${answer.status}` : ""}` : `HTTP ${answer.status}`;
-  return `Route planning failed: ${e.message || "no message"} (${code}).`;
+  const retry = answer.retryMs ? ` Retrying in ${inWords(answer.retryMs)}.` : "";
+  return `Route planning failed: ${e.message || "no message"} (${code}).${retry}`;
 }
 
 function renderPlanWarnings(box, plan) {
@@ -395,45 +439,74 @@ function renderUnserved(box, plan) {
   box.appendChild(table);
 }
 
+let planShown = false;  // a plan (not an error) is on screen: a temporary refusal keeps it there
+
 // The plan is drawn off-screen and swapped in: a periodic re-plan does not blank the panel meanwhile.
+// A temporary refusal (429/503) keeps the plan on screen with a note. Returns when to plan again (ms).
 async function renderPlan() {
   const box = el("div");
+  const ctl = new AbortController();
+  const timer = setTimeout(() => { ctl.timedOut = true; ctl.abort(); }, PLAN_TIMEOUT_MS);
+  let result = { delay: PLAN_REFRESH_MS };
   try {
-    await buildPlan(box);
+    result = await buildPlan(box, ctl);
+  } catch (e) {
+    planShown = false;
+    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": "bad_answer" },
+      `Route planning failed: the page could not show the plan (${e.message}).`));
   } finally {
-    const shown = document.getElementById("plan");
+    clearTimeout(timer);
+  }
+  const shown = document.getElementById("plan");
+  if (result.note) {
+    let note = document.getElementById("plan-note");
+    if (!note) { note = el("p", { id: "plan-note", class: "muted" }); shown.prepend(note); }
+    note.textContent = result.note;
+  } else {
     clear(shown);
     while (box.firstChild) shown.appendChild(box.firstChild);
   }
+  return result.delay;
 }
 
-async function buildPlan(box) {
-  let answer = await fetchPlan(null);
+const roundStartOf = (answer) => (answer.plan ? answer.plan.round_start : answer.error ? answer.error.round_start : null) || null;
+
+async function buildPlan(box, ctl) {
+  let answer = await fetchPlan(null, ctl);
   // A plan uses the readings up to its round start: once today's round has started (the gateway's
   // time, as /api/dashboard gives it), the plan still to come is the next round's. A failed plan
   // names its round start too, so the switch happens whether today's plan worked or not.
-  const todayStart = answer.plan ? answer.plan.round_start : answer.error ? answer.error.round_start : null;
+  const todayStart = roundStartOf(answer);
   let next = false;
   if (todayStart && lastGenerated && Date.parse(todayStart) <= Date.parse(lastGenerated)) {
-    const tomorrow = await fetchPlan("tomorrow");
+    const tomorrow = await fetchPlan("tomorrow", ctl);
     if (!tomorrow.missing) { answer = tomorrow; next = true; }
   }
+  if (answer.retryMs && planShown) {
+    // "Later" (too many plans, planner busy or restarting): the last plan stays, marked as not re-planned.
+    const e = answer.error;
+    return { delay: answer.retryMs, note: `Not re-planned just now: ${e.message || "no message"} `
+      + `(${e.code || "error"}, HTTP ${answer.status}). The plan below is kept; retrying in ${inWords(answer.retryMs)}.` };
+  }
+  const delay = answer.retryMs || PLAN_REFRESH_MS;
   const nextDate = answer.plan ? answer.plan.date : answer.error && answer.error.date ? answer.error.date : "";
   // A failed request without a date (network error, a 503 from the middleware) names no day.
   document.querySelector("#plan-section h2").textContent =
     next ? `Next round's collection plan${nextDate ? ` (${nextDate})` : ""}` : "Today's collection plan";
   const plan = answer.plan || null;
   lastPlan = plan;
-  planRound = { roundStart: todayStart, next, at: lastGenerated };
+  planShown = Boolean(plan);
+  // The round of what is shown: once it starts (by the gateway's clock), the plan is made again.
+  planRound = { roundStart: roundStartOf(answer), madeAt: lastGenerated };
   if (lastDevices) renderMap(lastDevices);
   if (answer.error) {
     box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": String(answer.error.code || "") },
       planErrorText(answer)));
-    return;
+    return { delay };
   }
   if (answer.missing) {
     box.appendChild(el("p", { class: "muted", id: "no-plan" }, "Route planning is not available on this gateway."));
-    return;
+    return { delay };
   }
   const routes = Array.isArray(plan.routes) ? plan.routes : [];
   renderPlanWarnings(box, plan);
@@ -442,7 +515,7 @@ async function buildPlan(box) {
     const what = next ? `No plan for the next round, ${plan.date}` : "No plan for today";
     box.appendChild(el("p", { class: "muted", id: "no-plan" }, `${what} (${why}).`));
     renderUnserved(box, plan);
-    return;
+    return { delay };
   }
   const km = (m) => (m / 1000).toFixed(1);
   box.appendChild(el("p", { id: "plan-summary" },
@@ -467,6 +540,7 @@ async function buildPlan(box) {
     box.appendChild(table);
   }
   renderUnserved(box, plan);
+  return { delay };
 }
 
 // Why a refresh failed, in words: unreachable (no answer), the store damaged or busy (503 with the
@@ -482,16 +556,21 @@ async function failureText(res, err) {
   return `${what}: ${message || `HTTP ${res.status}`}${code ? ` [${code}]` : ""}`;
 }
 
+function setText(node, text) {
+  // Unchanged text is not written again: a screen reader would announce a role=alert every 30 s.
+  if (node.textContent !== text) node.textContent = text;
+}
+
 // What is on screen is kept but marked as old: a banner with its time and the reason, greyed rows.
 function showStale(reason) {
   const banner = document.getElementById("banner");
-  const asOf = lastData ? `Data as of ${lastData.generated_at_iso.slice(11, 16)} UTC (${lastData.generated_at_iso.slice(0, 10)})`
-    : "No data loaded";
-  banner.textContent = `${asOf} — ${reason}. Retrying every 30 s.`;
+  const iso = lastData && typeof lastData.generated_at_iso === "string" ? lastData.generated_at_iso : "";
+  const asOf = iso.length >= 16 ? `Data as of ${iso.slice(11, 16)} UTC (${iso.slice(0, 10)})` : "No data loaded";
+  setText(banner, `${asOf} — ${reason}. Retrying every ${REFRESH_MS / 1000} s.`);
   banner.hidden = false;
   document.body.classList.add("data-stale");
-  document.getElementById("updated").textContent = `could not load data: ${reason}`;
-  document.getElementById("live-status").textContent = "";
+  setText(document.getElementById("updated"), `could not load data: ${reason}`);
+  setText(document.getElementById("live-status"), "");
 }
 
 function clearStale() {
@@ -502,10 +581,26 @@ function clearStale() {
   document.body.classList.remove("data-stale");
 }
 
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+// What is wrong with an /api/dashboard answer ("" when it can be shown): a proxy's or a broken
+// gateway's 200 is not drawn half-way.
+function dashboardProblem(d) {
+  if (!isObject(d)) return "not a JSON object";
+  if (!Number.isFinite(d.generated_at) || typeof d.generated_at_iso !== "string") return "no generated_at";
+  if (!Array.isArray(d.devices) || !d.devices.every((x) => isObject(x) && isObject(x.latest))) return "no device list";
+  if (!Array.isArray(d.alarms) || !d.alarms.every(isObject)) return "no alarm list";
+  if (!isObject(d.status_counts)) return "no status_counts";
+  if (!isObject(d.series) || !["mot", "wh"].every((k) => d.series[k] === undefined || Array.isArray(d.series[k]))) {
+    return "no series";
+  }
+  return "";
+}
+
 function renderAll(data) {
   renderSummary(data);
   renderMap(data.devices);
-  renderFleet(data.devices);
+  renderFleet(data.devices, data.generated_at);
   renderAlarms(data.alarms);
   document.getElementById("charts-title").textContent = `Last ${plural(data.hours || 24, "hour")}`;
   lineChart("chart-mot", data.series.mot, "#0969da", periods["streetlight.mot"]);
@@ -514,42 +609,88 @@ function renderAll(data) {
   fillChart(data.devices, now - (now % 3600) - (hours - 1) * 3600);
 }
 
-// A new round (the gateway's day changed, or the planned round has started) is re-planned at once.
+// A new round (the round of the plan on screen has started, by the gateway's clock) is re-planned at
+// once. The round start is the plan answer's own (in the gateway's time zone), so a day change is one
+// too; a plan made before the first /api/dashboard answer (madeAt null) is checked at that answer.
 function planIsOld() {
-  if (!planRound || !planRound.at || !lastGenerated) return false;
-  if (lastGenerated.slice(0, 10) !== planRound.at.slice(0, 10)) return true;
-  const start = planRound.roundStart ? Date.parse(planRound.roundStart) : NaN;
-  return start > Date.parse(planRound.at) && start <= Date.parse(lastGenerated);
+  if (!planRound || !planRound.roundStart || !lastGenerated) return false;
+  const start = Date.parse(planRound.roundStart);
+  if (!(start <= Date.parse(lastGenerated))) return false;
+  // Made after its round had started (no next round to show): not made again every 30 s.
+  return !(planRound.madeAt && start <= Date.parse(planRound.madeAt));
 }
 
+let refreshSeq = 0;     // the newest /api/dashboard request: only its answer is shown
+let refreshCtl = null;  // its AbortController while it is in flight
+
 async function refresh() {
-  let res = null;
-  let data;
+  const seq = ++refreshSeq;
+  // One request in flight: a newer one cancels the older (whose late answer would be older data).
+  if (refreshCtl) refreshCtl.abort();
+  const ctl = new AbortController();
+  refreshCtl = ctl;
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; ctl.abort(); }, DASHBOARD_TIMEOUT_MS);
+  let res = null, data = null, failure = "";
   try {
-    res = await fetch("/api/dashboard");
-    if (!res.ok) { showStale(await failureText(res)); return; }
-    data = await res.json();
+    res = await fetch("/api/dashboard", { cache: "no-store", signal: ctl.signal });
+    if (!res.ok) failure = await failureText(res);
+    else data = await res.json();
   } catch (e) {
-    showStale(res ? `gateway answered with unreadable data (${e.message})` : await failureText(null, e));
-    return;
+    if (timedOut) failure = `gateway did not answer within ${DASHBOARD_TIMEOUT_MS / 1000} s`;
+    else failure = res ? `gateway answered with unreadable data (${e.message})` : await failureText(null, e);
+  } finally {
+    clearTimeout(timer);
+    if (refreshCtl === ctl) refreshCtl = null;
   }
+  if (seq !== refreshSeq) return;  // a newer request was made meanwhile: it decides what is shown
+  if (!failure) {
+    const problem = dashboardProblem(data);
+    if (problem) failure = `gateway answered with unexpected data (${problem})`;
+  }
+  if (!failure) {
+    try {
+      renderAll(data);
+    } catch (e) {
+      failure = `the page could not show the gateway's answer (${e.message})`;
+    }
+  }
+  if (failure) { showStale(failure); return; }
   lastData = data;
   lastGenerated = data.generated_at_iso;
-  renderAll(data);
   clearStale();
   document.getElementById("updated").textContent = `updated ${isoShort(data.generated_at_iso)} UTC`;
   if (!document.body.hasAttribute("data-ready")) document.getElementById("live-status").textContent = "Dashboard loaded.";
   document.body.setAttribute("data-ready", "1");
-  if (planIsOld()) renderPlan();
+  if (planIsOld()) runPlan();
+}
+
+// Each refresh is scheduled when the one before has ended (no pile of requests behind a slow gateway).
+async function refreshLoop() {
+  try { await refresh(); } finally { setTimeout(refreshLoop, REFRESH_MS); }
+}
+
+let planTimer = null;
+let planBusy = null;     // the plan request in flight
+let planAgain = false;   // a re-plan was asked for meanwhile (a new round)
+
+// The plan changes with the readings and the round: re-planned every 5 minutes (planning costs more
+// than a fleet refresh), when a new round begins (see planIsOld), and after a refusal's Retry-After.
+// One plan request at a time.
+async function runPlan() {
+  if (planBusy) { planAgain = true; return planBusy; }
+  clearTimeout(planTimer);
+  let delay = PLAN_REFRESH_MS;
+  planBusy = renderPlan().then((ms) => { delay = ms; }, () => {});
+  await planBusy;
+  planBusy = null;
+  if (planAgain) { planAgain = false; return runPlan(); }
+  planTimer = setTimeout(runPlan, delay);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  loadPeriods().then(refresh).then(renderPlan);
-  setInterval(refresh, 30000);
-  // The plan changes with the readings and the round: re-planned every 5 minutes (planning costs more
-  // than a fleet refresh) and when a new round begins (see planIsOld).
-  setInterval(renderPlan, PLAN_REFRESH_MS);
-  const redraw = () => { if (lastData) renderFleet(lastData.devices); };
+  loadPeriods().then(refreshLoop).then(runPlan);
+  const redraw = () => { if (lastData) renderFleet(lastData.devices, lastData.generated_at); };
   document.getElementById("fleet-filter").addEventListener("input", redraw);
   document.getElementById("fleet-sort").addEventListener("change", redraw);
 });
