@@ -22,7 +22,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ret = sub.add_parser(
         "retention", help="show whether retention is held; --confirm releases it",
         description="Show whether the gateway holds retention (a clock found far ahead of the stored data, or a "
-                    "pass that would remove more than half of a field's values: docs/gateway.md, Storage). "
+                    "pass that would remove more than half of a field's values or of a kind's report rows: "
+                    "docs/gateway.md, Storage). "
                     "--confirm tells the gateway, running or at its next start, that its clock and retention are "
                     "right: its next pass (within a minute while held) removes what it finds, for good.")
     add_config_arg(ret)

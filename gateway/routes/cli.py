@@ -146,10 +146,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--max-route-km", help=f"longest route a vehicle may drive, km, at most {MAX_ROUTE_KM:g}; bins "
                                           "beyond it are unserved (default: [routes] max_route_km of --config, "
                                           "else no limit)")
-    p.add_argument("--far-bin-km", help=f"due bins farther than this from the middle of the registered bins are "
-                                        f"not planned (a location typo?), km, 0 turns the check off, at most "
-                                        f"{MAX_FAR_BIN_KM:g} (default: [routes] far_bin_km of --config, else "
-                                        f"{DEFAULT_FAR_BIN_KM:g})")
+    p.add_argument("--far-bin-km", help="due bins farther than this from both the middle of the registered bins "
+                                        "and the depot are not planned (a location typo?), km, 0 turns the check "
+                                        f"off, at most {MAX_FAR_BIN_KM:g} (default: [routes] far_bin_km of --config, "
+                                        f"else {DEFAULT_FAR_BIN_KM:g})")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--db", type=Path,
                       help="the gateway's report store (SQLite; default: the store of a gateway run without "

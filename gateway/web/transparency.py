@@ -155,7 +155,7 @@ def build_transparency(
             "fields": fields,
             "personal_fields": [f["field"] for f in fields if f["personal"]],
             "alarms": alarms,
-            "report_records": {"retention_days": records_days, "kept": REPORT_RECORD_ITEMS,
+            "report_records": {"retention_days": records_days, "kept": _record_items(bool(alarms)),
                                "text": _records_text(records_days, bool(alarms))},
             "config": [str(c) for c in spec.get("config", [])],
         })
@@ -172,9 +172,11 @@ def build_transparency(
     }
 
 
-# What the gateway keeps of each report besides its values (docs/privacy.md, "How long what is kept").
-REPORT_RECORD_ITEMS = ["device", "report number", "report type", "period", "time received (to the millisecond)",
-                       "link it came on (serial port or Bluetooth address)", "alarm codes", "firmware version"]
+# What the gateway keeps of each report besides its values, until its row is deleted (the `reports` columns
+# but the values: docs/gateway.md, Storage; docs/privacy.md, "How long what is kept").
+REPORT_RECORD_ITEMS = ["device", "zone", "report number", "report type", "period",
+                       "time received (to the millisecond)", "link it came on (serial port or Bluetooth address)",
+                       "alarm codes", "firmware version", "fingerprint (SHA-256 hash) of the authenticated message"]
 
 # What outlives every retention, and why (gateway/storage/row_retention.py); none of it holds a measured value.
 KEPT_WITHOUT_LIMIT = (
@@ -194,10 +196,15 @@ KEPT_WITHOUT_LIMIT = (
 )
 
 
+def _record_items(alarms: bool) -> list[str]:
+    """REPORT_RECORD_ITEMS of a kind (a kind without alarms has no alarm codes to keep)."""
+    return [item for item in REPORT_RECORD_ITEMS if alarms or item != "alarm codes"]
+
+
 def _records_text(days: int, alarms: bool) -> str:
     what = "Alarms (code and minute) and the record of each report" if alarms else "The record of each report"
-    return (f"{what} (device, type, period, time received to the millisecond, link it came on) are kept for "
-            f"{format_days(days)}, the longest retention of this kind's fields, then deleted.")
+    return (f"{what} are kept for {format_days(days)}, the longest retention of this kind's fields, then "
+            f"deleted. A report's record: {', '.join(_record_items(alarms))}.")
 
 
 def _e(value: object) -> str:
