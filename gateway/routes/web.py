@@ -128,9 +128,9 @@ def client_address(request: web.Request) -> str:
 
 
 def _registry_stamp(source: BinSource) -> tuple[tuple[Any, ...], ...] | None:
-    """What the registry says about the bins (id, zone, place, revoked, last change): part of the cache
+    """What the registry says about the bins (id, kind, zone, place, revoked, last change): part of the cache
     key, so a revoked or moved bin is not served from a plan made before (whoever changed it: this
-    gateway's API or a ``civicedge device`` command). None for a source without a registry."""
+    gateway's API or a ``civicedge gateway devices`` command). None for a source without a registry."""
     if not isinstance(source, GatewayBinSource):
         return None
     if isinstance(source.registry, Registry):
@@ -350,7 +350,7 @@ def _answer(plan: Plan, notice: str | None, fmt: str, timing: Timing) -> web.Res
 
 
 class PlanRoutes(list[web.RouteDef]):
-    """The endpoint's route definitions, plus :meth:`close` for the app's ``on_cleanup``."""
+    """The endpoint's route definitions, plus :meth:`close` for the app's ``on_shutdown``."""
 
     def __init__(self, routes: list[web.RouteDef], endpoint: _PlanEndpoint) -> None:
         super().__init__(routes)
