@@ -176,7 +176,8 @@ def build_transparency(
 # but the values: docs/gateway.md, Storage; docs/privacy.md, "How long what is kept").
 REPORT_RECORD_ITEMS = ["device", "zone", "report number", "report type", "period",
                        "time received (to the millisecond)", "link it came on (serial port or Bluetooth address)",
-                       "alarm codes", "firmware version", "fingerprint (SHA-256 hash) of the authenticated message"]
+                       "alarm codes", "firmware version", "the gateway that received it",
+                       "fingerprint (SHA-256 hash) of the authenticated message"]
 
 # What outlives every retention, and why (gateway/storage/row_retention.py); none of it holds a measured value.
 KEPT_WITHOUT_LIMIT = (

@@ -23,7 +23,7 @@ def test_each_kind_says_how_long_its_alarms_and_report_records_are_kept() -> Non
         "Alarms (code and minute) and the record of each report are kept for 730 days, the longest retention "
         "of this kind's fields, then deleted. A report's record: device, zone, report number, report type, "
         "period, time received (to the millisecond), link it came on (serial port or Bluetooth address), alarm "
-        "codes, firmware version, fingerprint (SHA-256 hash) of the authenticated message.")
+        "codes, firmware version, the gateway that received it, fingerprint (SHA-256 hash) of the authenticated message.")
     # the page's text lists what the JSON lists (zone and frame digest included: both stay in the row)
     assert by_kind["bin"]["report_records"]["kept"] == REPORT_RECORD_ITEMS
     assert all(item in by_kind["bin"]["report_records"]["text"] for item in REPORT_RECORD_ITEMS)
