@@ -52,6 +52,12 @@ def gateway(tmp_path: Path, radio: str, max_connections: int,
     return gw, ble
 
 
+# A real device whose first frame is late (a loaded CI machine starves its process) is dropped as
+# unverified after the auth timeout and served again after the gateway's 30 s reconnect delay: by
+# design (impersonators hold no slot). Its reports must arrive even then.
+STORED_WITHIN_S = 45.0
+
+
 async def wait_stored(db: Path, device: str, seqs: list[int], timeout: float) -> float:
     """Seconds until ``seqs`` of ``device`` are stored; fails after ``timeout``."""
     start = time.monotonic()
@@ -70,7 +76,7 @@ async def test_only_registered_non_revoked_names_are_connected(tmp_path: Path, r
     fakes.append(Fake(radio, "C0:00:00:00:00:05", "bin-2"))
     await gw.start()
     try:
-        await wait_stored(gw.config.storage.path, "bin-1", [1, 2, 3], 20)
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2, 3], STORED_WITHIN_S)
         await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 1)  # more scans: still nobody else
         assert all(f.times("connect") == [] for f in fakes), [(f.name, f.events) for f in fakes]
         assert ble.connected == 1
@@ -136,7 +142,7 @@ async def test_a_registered_device_that_is_revoked_later_is_not_reconnected(tmp_
     gw, ble = gateway(tmp_path, radio, max_connections=4)
     await gw.start()
     try:
-        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], 20)
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], STORED_WITHIN_S)
         gw.registry.revoke("bin-1")
         real.command("drop")
         real.wait(lambda e: e["event"] == "disconnect", 10)
@@ -175,7 +181,7 @@ async def test_an_open_link_is_closed_when_its_device_is_revoked_or_re_keyed(
     caplog.set_level(logging.WARNING, logger="gateway.transports.ble_link")
     await gw.start()
     try:
-        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], 20)
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], STORED_WITHIN_S)
         assert ble.connected == 1
         change_registry(gw, change)
         changed = time.monotonic()
@@ -231,7 +237,7 @@ async def test_a_replayed_stored_frame_does_not_authenticate_a_link(tmp_path: Pa
     replayer: BleDevice | None = None
     try:
         real = await asyncio.to_thread(BleDevice, radio, "bin-1", send=(1, 2))
-        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], 20)
+        await wait_stored(gw.config.storage.path, "bin-1", [1, 2], STORED_WITHIN_S)
         await asyncio.to_thread(real.close)
         while ble.connected:
             await asyncio.sleep(0.1)
