@@ -121,3 +121,8 @@ def load_policy() -> dict[str, Any]:
         data: dict[str, Any] = json.load(fh)
     check_release_rules(data)
     return data
+
+
+def policy_kinds() -> list[str]:
+    """The device kinds of the privacy policy, sorted (what the registry and ``provision`` accept)."""
+    return sorted(load_policy()["kinds"])

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator
 from gateway.errors import RegistryError
 from gateway.private_dirs import mkdir_private
 from gateway.protocol.frame import valid_device_id
-from gateway.resources import load_policy
+from gateway.resources import policy_kinds
 
 log = logging.getLogger(__name__)
 
@@ -889,7 +889,7 @@ def _validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str
         # normalising /api/devices/.. away. The wire format allows them; the registry does not.
         raise RegistryError("device id %r is only dots; use at least one letter, digit, _ or -" % device_id,
                             reason="bad_value", device_id=device_id, field="device_id")
-    kinds = sorted(load_policy()["kinds"])
+    kinds = policy_kinds()
     if kind not in kinds:
         raise RegistryError("kind %s is not one of %s" % (_quoted(kind), ", ".join(kinds)), reason="bad_value",
                             device_id=device_id, field="kind")

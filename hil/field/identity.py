@@ -16,7 +16,7 @@ from typing import Any
 from gateway.errors import RegistryError
 from gateway.registry import key_fingerprint, same_place, validate_device
 from gateway.registry.devices import MAX_DECIMALS
-from gateway.resources import load_policy
+from gateway.resources import policy_kinds
 from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
@@ -27,7 +27,7 @@ _ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
 
 def kinds() -> list[str]:
     """The device kinds, sorted: those of ``firmware/policy.json``, which the gateway registry accepts."""
-    return sorted(load_policy()["kinds"])
+    return policy_kinds()
 
 
 @dataclass(frozen=True)
