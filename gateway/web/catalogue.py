@@ -29,11 +29,13 @@ LD_JSON = "application/ld+json"
 GEO_JSON = "application/geo+json"
 CATALOG_PATH = "/opendata/catalog.jsonld"
 DAY_S = 86400
-DEFAULT_TITLE = "City sensor data: streetlights and waste bins"
-DEFAULT_KEYWORDS = ("streetlights", "waste bins", "sensors", "smart city", "NGSI-LD", "differential privacy")
-DEFAULT_DESCRIPTION = ("What the city's streetlight and waste bin sensors released, per device: people-related "
-                       "signals only as noisy counts (noise added on the device, small counts withheld), everything "
-                       "else as coarse aggregates. What is collected and why: the transparency page.")
+# The defaults name the policy's kinds by their titles (a kind the policy gains is named with no code change):
+# DEFAULT_TITLE % "streetlight and waste bin", DEFAULT_DESCRIPTION % the same.
+DEFAULT_TITLE = "City sensor data: %s devices"
+DEFAULT_KEYWORDS = ("sensors", "smart city", "NGSI-LD", "differential privacy")
+DEFAULT_DESCRIPTION = ("What the city's %s devices released, per device: people-related signals only as noisy "
+                       "counts (noise added on the device, small counts withheld), everything else as coarse "
+                       "aggregates. What is collected and why: the transparency page.")
 MODELS = {
     "Streetlight": "https://github.com/smart-data-models/dataModel.Streetlighting/tree/master/Streetlight",
     "WasteContainer": "https://github.com/smart-data-models/dataModel.WasteManagement/tree/master/WasteContainer",
@@ -261,20 +263,37 @@ class Catalogue:
         """The Smart Data Models the published entity types follow, by type (a generic type follows none)."""
         return {t: MODELS[t] for t in self.entity_types() if t in MODELS}
 
+    def kind_names(self) -> list[str]:
+        """The policy's kinds as a text names them: each kind's ``title`` (``Waste bin``), its first letter
+        lowered unless the title starts with an acronym (``CO2 sensor`` stays), in the policy's order."""
+        names = []
+        for k in self.transparency["kinds"]:
+            title = str(k.get("title") or k["kind"])
+            names.append(title[:1].lower() + title[1:] if title[1:2].islower() else title)
+        return names
+
+    def _kinds_text(self) -> str:
+        """:meth:`kind_names` as a list in prose: ``a``, ``a and b``, ``a, b and c``."""
+        names = self.kind_names()
+        return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
     def title(self) -> str:
-        """``[opendata] title``, else :data:`DEFAULT_TITLE`."""
-        return self.meta.title or DEFAULT_TITLE
+        """``[opendata] title``, else :data:`DEFAULT_TITLE` naming the policy's kinds."""
+        return self.meta.title or DEFAULT_TITLE % self._kinds_text()
 
     def description(self) -> str:
-        """``[opendata] description``, else :data:`DEFAULT_DESCRIPTION` and the privacy policy's statement."""
+        """``[opendata] description``, else :data:`DEFAULT_DESCRIPTION` (naming the policy's kinds) and the
+        privacy policy's statement."""
         if self.meta.description:
             return self.meta.description
         statement = str(self.transparency.get("statement") or "")
-        return DEFAULT_DESCRIPTION + (" " + statement if statement else "")
+        return DEFAULT_DESCRIPTION % self._kinds_text() + (" " + statement if statement else "")
 
     def keywords(self) -> list[str]:
-        """``[opendata] keywords``, else :data:`DEFAULT_KEYWORDS`."""
-        return list(self.meta.keywords if self.meta.keywords is not None else DEFAULT_KEYWORDS)
+        """``[opendata] keywords``, else the policy's kinds (:meth:`kind_names`) and :data:`DEFAULT_KEYWORDS`."""
+        if self.meta.keywords is not None:
+            return list(self.meta.keywords)
+        return [*dict.fromkeys(self.kind_names()), *DEFAULT_KEYWORDS]
 
     def bbox(self) -> list[float] | None:
         """``[west, south, east, north]`` of the published devices with a location (GeoJSON's bbox order),

@@ -201,6 +201,12 @@ async def test_the_catalogue_and_openapi_advertise_what_is_published(air_fleet: 
         dcat = await get(client, "/opendata/catalog.jsonld")
         titles = [d["dct:title"] for d in dcat["dcat:dataset"][0]["dcat:distribution"]]
         assert any("Air: no Smart Data Model" in t for t in titles)
+        # The default title, description and keywords name every kind by its policy title (they named
+        # streetlights and bins only, whatever the policy published).
+        title = "City sensor data: streetlight, waste bin and air quality sensor devices"
+        assert index["title"] == dcat["dct:title"] == dcat["dcat:dataset"][0]["dct:title"] == title
+        assert index["description"].startswith("What the city's streetlight, waste bin and air quality sensor devices released")
+        assert index["keywords"][:3] == ["streetlight", "waste bin", "air quality sensor"]
 
         served = await get(client, "/openapi.json")
     for doc in (openapi_document(policy), served):  # served: of the policy the app was built with

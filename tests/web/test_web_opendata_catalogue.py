@@ -70,7 +70,8 @@ async def test_the_index_describes_the_dataset_as_the_city_configured_it(fleet: 
 async def test_without_configuration_the_catalogue_has_sensible_defaults(client: TestClient) -> None:
     index = await get_json(client, "/opendata")
     policy = load_policy()
-    assert index["title"] and index["keywords"] and index["contactPoint"] is None
+    assert index["title"] == "City sensor data: streetlight and waste bin devices"  # the policy's kinds
+    assert index["keywords"][:2] == ["streetlight", "waste bin"] and index["contactPoint"] is None
     assert policy["statement"] in index["description"]
     assert index["formats"]["geojson"] == f"http://127.0.0.1:{client.port}/opendata/devices.geojson"
 
