@@ -244,7 +244,7 @@ class Gateway:
                          metrics_registry=self.metrics.registry, admin_token=token,
                          admin_token_file=http.admin_token_file, retention=self._retention_source,
                          health_checks=[self._health], clock=self.clock, ble_enabled=self.config.ble.enabled,
-                         allowed_hosts=(*http.allowed_hosts, http.listen),
+                         allowed_hosts=(*http.allowed_hosts, http.listen), trusted_proxies=http.trusted_proxies,
                          extra_routes=plan_routes,
                          open_data=OpenDataMeta.of(self.config.open_data),
                          # published: keys only, here too: the retention row holds a data-protection hold

@@ -67,6 +67,9 @@ port = 8080
 # Names this server answers to besides IP addresses, localhost and this machine's own name; a request
 # with any other Host header is refused (a hostile page rebinding its name to this gateway).
 # allowed_hosts = ["data.city.example"]   # e.g. the name a reverse proxy forwards
+# Reverse proxies (addresses or networks) whose X-Forwarded-For header names the client: admin audit
+# lines and the route planner's per-client limit then see the client, not the proxy.
+# trusted_proxies = ["127.0.0.1"]
 
 # Open data (/opendata): shown in the index and in each dataset; "not set" until the city decides
 # (run --check and the start log warn while the licence is not set: such data is legally unusable).

@@ -46,6 +46,7 @@ from gateway.config.sim_clock import FollowFileError, read_follow_file
 from gateway.errors import ConfigError
 from gateway.resources import load_policy
 from gateway.toml_text import TomlTextError, decode_toml_bytes
+from gateway.web.proxies import parse_network
 
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
              "routes", "opendata")  # [routes] is validated by gateway.routes.config (see _check_routes)
@@ -340,7 +341,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
             "username", "password_file", "password", "tls", "ca_file", "cert_file", "key_file")), base)
     http = _parse_http(_Section(top.data.get("http", {}), "http", source,
                                 ("enabled", "listen", "port", "admin_token_file", "allowed_hosts",
-                                 "max_connections")), base)
+                                 "max_connections", "trusted_proxies")), base)
     overrides, interval = _parse_retention(top.data.get("retention", {}), source)
     sim_clock = None
     if "sim_clock" in top.data:
@@ -790,7 +791,8 @@ def _parse_http(sec: _Section, base: Path) -> HttpConfig | None:
     _check_listen(sec, listen, resolve=enabled)
     cfg = HttpConfig(enabled=enabled, listen=listen, port=sec.number("port", int, 8080, 0, 65535),
                      admin_token_file=token_path, allowed_hosts=_parse_allowed_hosts(sec),
-                     max_connections=sec.number("max_connections", int, 256, 8, 1_000_000))
+                     max_connections=sec.number("max_connections", int, 256, 8, 1_000_000),
+                     trusted_proxies=_parse_trusted_proxies(sec))
     return cfg if enabled else None
 
 
@@ -857,6 +859,23 @@ def _parse_allowed_hosts(sec: _Section) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+def _parse_trusted_proxies(sec: _Section) -> tuple[str, ...]:
+    """``http.trusted_proxies``: addresses or networks of reverse proxies whose X-Forwarded-For is believed."""
+    raw = sec.get("trusted_proxies", list, [])
+    networks: list[str] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise sec.error("http.trusted_proxies", "http.trusted_proxies[%d] must be a string, not %r" % (i, item),
+                            "wrong_type")
+        try:
+            network = str(parse_network(item))
+        except ValueError as exc:
+            raise sec.error("http.trusted_proxies", "http.trusted_proxies[%d]: %s" % (i, exc), "bad_value") from None
+        if network not in networks:
+            networks.append(network)
+    return tuple(networks)
 
 
 def _check_routes(data: Any, source: Path | None, base: Path) -> None:

@@ -64,7 +64,8 @@ class HttpConfig:
     ``allowed_hosts``: host names (lower case, no trailing dot) the server answers to besides IP
     literals, ``localhost`` and the machine's own name; any other ``Host`` header is refused
     (DNS rebinding). ``max_connections``: most HTTP connections served at once (lowered at start to
-    leave room under the open-file limit; see gateway.web.connlimit).
+    leave room under the open-file limit; see gateway.web.connlimit). ``trusted_proxies``: addresses or
+    networks of reverse proxies whose ``X-Forwarded-For`` names the client (gateway.web.forwarded).
     """
 
     enabled: bool = True
@@ -73,6 +74,7 @@ class HttpConfig:
     admin_token_file: Path | None = None
     allowed_hosts: tuple[str, ...] = ()
     max_connections: int = 256
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from gateway.registry import decimal_text, unsigned_zero
 from gateway.web import params
 from gateway.web.context import ctx_of, json_response, read_json_body
 from gateway.web.errors import BadParameter
+from gateway.web.forwarded import client_label
 from gateway.web.read_api import device_json
 from gateway.web.retention import policy_retention
 from gateway.web.revocation import REVOKED_OPEN_DATA
@@ -31,10 +32,11 @@ def _authorize(request: web.Request) -> None:
 def _audit(request: web.Request, message: str, *args: Any) -> None:
     """Log an admin change as a WARNING audit line: the quiet gateway (warnings only by default) keeps it.
 
-    The line ends with the caller's remote address (``[from 192.0.2.7]``), as a refused call's line
-    names it; behind a reverse proxy that is the proxy's address. Never the token nor a key.
+    The line ends with the caller's address (``[from 192.0.2.7]``), as a refused call's line names it;
+    behind a proxy of ``[http] trusted_proxies`` the client's (``[from 192.0.2.7 via proxy 127.0.0.1]``,
+    gateway.web.forwarded), behind any other the proxy's. Never the token nor a key.
     """
-    logger.warning("admin API: " + message + " [from %s]", *args, request.remote or "unknown address")
+    logger.warning("admin API: " + message + " [from %s]", *args, client_label(request))
 
 
 def _shown(text: str, limit: int = 40) -> str:

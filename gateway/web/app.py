@@ -27,8 +27,10 @@ from gateway.web.auth import AdminToken
 from gateway.web.connlimit import DEFAULT_MAX_CONNECTIONS, CappedSite, connection_cap, raise_fd_limit
 from gateway.web.context import CONTEXT_KEY, WebContext
 from gateway.web.errors import BadParameter, WebError
+from gateway.web.forwarded import TRUSTED_PROXIES_KEY, forwarded_client
 from gateway.web.hosts import HostAllowlist
 from gateway.web.logsafe import shown_path
+from gateway.web.proxies import TrustedProxies
 from gateway.web.retention import RetentionSettings
 from gateway.web.views import FleetAdmin, FleetSource
 
@@ -261,6 +263,7 @@ def build_app(
     open_data: opendata.OpenDataMeta | None = None,
     admin_token_file: Path | None = None,
     ble_enabled: bool | None = None,
+    trusted_proxies: Iterable[str] = (),
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
 
@@ -283,7 +286,10 @@ def build_app(
         open_data: licence and publisher of the open data (``[opendata]``); both "not set" when None.
         ble_enabled: whether the gateway runs a BLE link (``[ble] enabled``); when False ``/healthz``
             says ``"ble": "disabled"`` instead of a ``ble_connected`` count. None: not known.
+        trusted_proxies: addresses or networks of reverse proxies whose ``X-Forwarded-For`` names the
+            client (``[http] trusted_proxies``, gateway.web.forwarded); a bad entry raises ValueError.
     """
+    proxies = TrustedProxies(trusted_proxies)
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         token=AdminToken(admin_token, path=admin_token_file), health_checks=tuple(health_checks), clock=clock,
@@ -296,10 +302,11 @@ def build_app(
     handler_args = {"keepalive_timeout": keepalive_timeout_s, "max_line_size": 4096, "max_field_size": 4096,
                     "max_headers": 64, "access_log": None, "logger": http_logger}
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=[_allowed_hosts, _cors_preflight, _errors_middleware],
+        client_max_size=max_body_bytes, middlewares=[forwarded_client, _allowed_hosts, _cors_preflight, _errors_middleware],
         handler_args=handler_args,
     )
     app[CONTEXT_KEY] = ctx
+    app[TRUSTED_PROXIES_KEY] = proxies
     app[LOG_LIMITS_KEY] = _RequestLogLimits()
     app[opendata.OPEN_DATA_META_KEY] = open_data or opendata.OpenDataMeta()
     app.on_response_prepare.append(_security_headers)
@@ -333,6 +340,7 @@ def create_app(
     admin_token_file: Path | None = None,
     ble_enabled: bool | None = None,
     save_meta: Callable[[str, str], Awaitable[object]] | None = None,
+    trusted_proxies: Iterable[str] = (),
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -361,6 +369,8 @@ def create_app(
         save_meta: writes a row of the store's ``meta`` table through the store's writer (the gateway's
             ``ReportStore.save_meta`` on its store thread): what the public open data published is
             kept there across restarts. None: in memory only.
+        trusted_proxies: reverse proxies whose ``X-Forwarded-For`` names the client
+            (``[http] trusted_proxies``).
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -376,6 +386,7 @@ def create_app(
         extra_routes=extra_routes, clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
         allowed_hosts=allowed_hosts, open_data=open_data, ble_enabled=ble_enabled,
+        trusted_proxies=trusted_proxies,
     )
 
     async def stop_store_reads(_app: web.Application) -> None:

@@ -15,6 +15,7 @@ from gateway.config.loader import read_admin_token, token_placeholder
 from gateway.errors import ConfigError
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web.errors import Unauthorized, Unavailable
+from gateway.web.forwarded import client_label
 from gateway.web.logsafe import shown_path
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class AdminToken:
     def _refuse(self, request: web.Request, message: str, code: str) -> Unauthorized:
         skipped = self._refused_log.allow()
         if skipped is not None:
-            logger.warning("refused an admin call from %s to %s %s: %s%s", request.remote, request.method,
+            logger.warning("refused an admin call from %s to %s %s: %s%s", client_label(request), request.method,
                            shown_path(request), code, more_since(skipped, "refused admin calls"))
         return Unauthorized(message, code=code)
 
