@@ -23,6 +23,7 @@ import math
 import os
 import re
 import hashlib
+import itertools
 import secrets
 import shlex
 import sqlite3
@@ -327,6 +328,10 @@ def _read_if_present(path: Path) -> bytes | None:
         return None
 
 
+#: Source of the :attr:`Registry.version` markers taken inside a write transaction (each one new).
+_UNSETTLED = itertools.count(1)
+
+
 @contextmanager
 def _storage(registry: Path, what: str, device_id: str | None = None) -> Iterator[None]:
     """Turn SQLite and file errors into ``RegistryError`` (reason ``storage``): the CLI prints one
@@ -474,6 +479,21 @@ class Registry:
     def changes(self) -> int:
         """Rows changed through this instance so far: a cache of records/keys is stale when it moves."""
         return self._conn.total_changes
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        """A cheap marker of the registry's rows (no row is read): it differs whenever a row may have changed
+        since it was last taken, through this instance (:attr:`changes`) or any other connection to the same
+        file, e.g. a ``civicedge gateway devices`` command in another process (SQLite's ``PRAGMA
+        data_version``). While this instance is inside a write transaction (which may still roll back) it
+        is a value never seen before, so nothing is cached against rows that may not stay.
+
+        Raises:
+            RegistryError: ``storage`` (the database cannot be read).
+        """
+        with _storage(self.path, "read the registry's version"):
+            data_version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        return self._conn.total_changes, data_version, next(_UNSETTLED) if self._conn.in_transaction else 0
 
     def key_path(self, device_id: str) -> Path:
         """Return where the key of ``device_id`` is stored."""

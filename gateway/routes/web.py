@@ -24,6 +24,8 @@ import asyncio
 import json
 import logging
 import math
+import os
+import threading
 import time as _time
 from collections import deque
 from dataclasses import dataclass
@@ -127,26 +129,51 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _registry_stamp(source: BinSource) -> tuple[tuple[Any, ...], ...] | None:
-    """What the registry says about the bins (id, kind, zone, place, revoked, last change): part of the cache
-    key, so a revoked or moved bin is not served from a plan made before (whoever changed it: this
-    gateway's API or a ``civicedge gateway devices`` command). None for a source without a registry."""
-    if not isinstance(source, GatewayBinSource):
-        return None
-    if isinstance(source.registry, Registry):
-        devices = source.registry.list()
-    else:
-        if not (Path(source.registry) / "devices.sqlite").is_file():
-            return None  # the plan itself says the registry is missing (503 bin_data)
-        try:
-            registry = Registry(Path(source.registry), create=False)
-        except GatewayError:
+class _RegistryStamp:
+    """The registry's change marker, part of the cache key: a revoked, moved, added or re-kinded bin is never
+    served from a plan made before (whoever changed it: this gateway's API or a ``civicedge gateway devices``
+    command in another process). Cheap enough for every request, cached or refused: no row is read
+    (:attr:`Registry.version`). A registry given as a directory is held open for it (reopened when its
+    ``devices.sqlite`` is replaced); None for a source without a registry or with none to open (the plan
+    itself then says why: 503 bin_data)."""
+
+    def __init__(self, source: BinSource) -> None:
+        self.source = source
+        self._held: Registry | None = None
+        self._held_file: tuple[int, int] | None = None  # (st_dev, st_ino) of the held devices.sqlite
+        self._lock = threading.Lock()  # stamps are taken in threads, maybe two at a time
+
+    def __call__(self) -> tuple[Any, ...] | None:
+        if not isinstance(self.source, GatewayBinSource):
             return None
-        try:
-            devices = registry.list()
-        finally:
-            registry.close()
-    return tuple((d.id, d.kind, d.zone, d.lat, d.lon, d.revoked, d.updated_at) for d in devices)
+        if isinstance(self.source.registry, Registry):
+            return self.source.registry.version
+        with self._lock:
+            try:
+                st = os.stat(Path(self.source.registry) / "devices.sqlite")
+            except OSError:
+                self._release()
+                return None
+            file = (st.st_dev, st.st_ino)
+            try:
+                if self._held is None or self._held_file != file:
+                    self._release()
+                    self._held = Registry(Path(self.source.registry), create=False)
+                    self._held_file = file
+                return (*file, *self._held.version)
+            except GatewayError:
+                self._release()
+                return None
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+        self._held, self._held_file = None, None
+
+    def close(self) -> None:
+        """Close the registry held open for the stamps (if any)."""
+        with self._lock:
+            self._release()
 
 
 class _PlanEndpoint:
@@ -166,6 +193,7 @@ class _PlanEndpoint:
         self.waiters: dict[tuple[Any, ...], int] = {}  # requests waiting per in-flight plan
         self.client_waits: dict[str, dict[tuple[Any, ...], int]] = {}  # per client: its waits per plan
         self.client_starts: dict[str, deque[float]] = {}  # per client: when its uncached plans were started
+        self.stamp = _RegistryStamp(source)
         self.closed = False
 
     def settings(self, query: dict[str, str]) -> PlanSettings:
@@ -242,7 +270,7 @@ class _PlanEndpoint:
             _ClientGone: ``gone()`` said the client left while it waited (a queued plan nobody else waits
                 for is cancelled; a running one runs on and is cached).
         """
-        stamp = await asyncio.to_thread(_registry_stamp, self.source)
+        stamp = await asyncio.to_thread(self.stamp)
         key = (repr(settings), stamp)  # settings are frozen dataclasses: their repr names every value
         cached = self.cache.get(key)
         if cached is not None and cached[0] > self.clock():
@@ -293,6 +321,7 @@ class _PlanEndpoint:
         for task in list(self.inflight.values()):
             task.cancel()
         await asyncio.to_thread(self.solver.close)
+        self.stamp.close()
 
     async def handle(self, request: web.Request) -> web.Response:
         query = dict(request.query)

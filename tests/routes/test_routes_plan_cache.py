@@ -3,6 +3,11 @@ before the change (QA LOW: up to 5 minutes)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,12 +41,7 @@ def _stops(doc: dict) -> dict[str, tuple[float, float]]:  # type: ignore[type-ar
     return {s["bin_id"]: (s["lat"], s["lon"]) for r in doc["routes"] for s in r["stops"]}
 
 
-@pytest.mark.parametrize("registry_kind", ["gateway's own", "another process's"])
-async def test_revoked_and_moved_bins_are_not_served_from_the_cache(city: CityData, registry_kind: str) -> None:
-    """The gateway's own Registry (API changes) and a separate connection (``civicedge device``), both seen.
-    Test fails before."""
-    own = registry_kind == "gateway's own"
-    source = GatewayBinSource(city.db_path, city.registry if own else city.registry_dir)
+async def _client(source: GatewayBinSource) -> TestClient:  # type: ignore[type-arg]
     routes = routes_handlers(source, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, cache_s=300),
                              clock=lambda: float(NOW))
     app = web.Application()
@@ -49,20 +49,91 @@ async def test_revoked_and_moved_bins_are_not_served_from_the_cache(city: CityDa
     app.on_cleanup.append(routes.close)
     client = TestClient(TestServer(app))
     await client.start_server()
-    other = None if own else Registry(city.registry_dir)
-    changer = city.registry if own else other
-    assert changer is not None
+    return client
+
+
+async def _plan(client: TestClient) -> dict[str, tuple[float, float]]:  # type: ignore[type-arg]
+    resp = await client.get("/api/routes/plan")
+    assert resp.status == 200, await resp.text()
+    return _stops(await resp.json())
+
+
+@pytest.mark.parametrize(("source_kind", "changer_kind"), [
+    ("gateway's own", "gateway's own"),  # the admin API's changes
+    ("directory", "another process's"),  # the registry opened from its directory, changed by the CLI
+    ("gateway's own", "another process's"),  # the gateway's open Registry, changed by the CLI
+])
+async def test_revoked_and_moved_bins_are_not_served_from_the_cache(city: CityData, source_kind: str,
+                                                                    changer_kind: str) -> None:
+    """Whoever changes the registry, through whichever connection, the next plan sees it. Test fails before
+    (the first two cases; the third fails with a change marker that only counts the gateway's own changes)."""
+    source = GatewayBinSource(city.db_path, city.registry if source_kind == "gateway's own" else city.registry_dir)
+    client = await _client(source)
+    other = None if changer_kind == "gateway's own" else Registry(city.registry_dir)
+    changer = other or city.registry
     try:
-        first = _stops(await (await client.get("/api/routes/plan")).json())
+        first = await _plan(client)
         assert sorted(first) == ["bin-0", "bin-1", "bin-2", "bin-3"]
-        again = _stops(await (await client.get("/api/routes/plan")).json())
-        assert again == first  # unchanged registry: the cached plan
+        assert await _plan(client) == first  # unchanged registry: the cached plan
         changer.revoke("bin-1")
         changer.move("bin-2", lat="52.3800", lon="4.9100")
-        after = _stops(await (await client.get("/api/routes/plan")).json())
+        after = await _plan(client)
         assert sorted(after) == ["bin-0", "bin-2", "bin-3"]
         assert after["bin-2"] == (52.38, 4.91)
     finally:
         if other is not None:
             other.close()
+        await client.close()
+
+
+@pytest.mark.parametrize("source_kind", ["gateway's own", "directory"])
+async def test_added_and_rekinded_bins_by_another_connection_are_not_served_from_the_cache(
+        city: CityData, source_kind: str) -> None:
+    """A bin added by another Registry, and a kind changed by hand in the database file (no API changes a
+    kind), are seen by the next request although the gateway's own connection changed nothing."""
+    source = GatewayBinSource(city.db_path, city.registry if source_kind == "gateway's own" else city.registry_dir)
+    client = await _client(source)
+    other = Registry(city.registry_dir)
+    try:
+        assert sorted(await _plan(client)) == ["bin-0", "bin-1", "bin-2", "bin-3"]
+        other.add("bin-9", kind="bin", zone="centre", lat="52.3750", lon="4.8950")
+        city.windows("bin-9", T0 - 6 * WINDOW_S, [90] * 5)
+        assert sorted(await _plan(client)) == ["bin-0", "bin-1", "bin-2", "bin-3", "bin-9"]
+        with sqlite3.connect(city.registry_dir / "devices.sqlite") as conn:
+            conn.execute("UPDATE devices SET kind='streetlight' WHERE id='bin-3'")
+        conn.close()
+        assert sorted(await _plan(client)) == ["bin-0", "bin-1", "bin-2", "bin-9"]
+    finally:
+        other.close()
+        await client.close()
+
+
+async def test_a_move_by_the_cli_in_another_process_is_seen_by_the_next_request(city: CityData) -> None:
+    """``civicedge gateway devices move`` run as its own process while the gateway holds its registry open."""
+    client = await _client(GatewayBinSource(city.db_path, city.registry))
+    try:
+        assert (await _plan(client))["bin-0"] == (52.37, 4.89)
+        proc = subprocess.run([sys.executable, "-m", "hil.cli.main", "gateway", "devices", "move", "bin-0",
+                               "--registry", str(city.registry_dir), "--location", "52.3610,4.8810"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert (await _plan(client))["bin-0"] == (52.361, 4.881)
+    finally:
+        await client.close()
+
+
+async def test_the_registry_directory_replaced_on_disk_is_read_again(city: CityData, tmp_path: Path) -> None:
+    """A registry restored from a copy (a new devices.sqlite file) is not taken for the one the cache saw."""
+    client = await _client(GatewayBinSource(city.db_path, city.registry_dir))
+    try:
+        assert sorted(await _plan(client)) == ["bin-0", "bin-1", "bin-2", "bin-3"]
+        db = city.registry_dir / "devices.sqlite"
+        copy = tmp_path / "restored.sqlite"
+        shutil.copyfile(db, copy)
+        with sqlite3.connect(copy) as conn:
+            conn.execute("DELETE FROM devices WHERE id='bin-2'")
+        conn.close()
+        os.replace(copy, db)
+        assert sorted(await _plan(client)) == ["bin-0", "bin-1", "bin-3"]
+    finally:
         await client.close()
