@@ -16,7 +16,7 @@ from gateway.errors import GatewayError
 from gateway.web import catalogue, export, liveness, ngsi, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
-from gateway.web.context import WebContext, ctx_of
+from gateway.web.context import COMPRESS_MIN_BYTES, WebContext, ctx_of
 from gateway.web.errors import BadParameter, NotFound, WebError
 from gateway.web.views import DeviceView
 
@@ -34,6 +34,8 @@ CACHE_CONTROL = "public, max-age=60"
 # report completing it arrives a little after that (devices send at the window's end, then the radio
 # and the batch writer). A row the default range shows is complete unless a report is later than this.
 INGEST_LAG_S = 300
+# Every open-data answer varies with both: media type (Accept) and gzip or not (Accept-Encoding).
+VARY = "Accept, Accept-Encoding"
 
 
 class NotAcceptable(WebError):
@@ -93,6 +95,25 @@ def _http_date(ts: float) -> str:
     return formatdate(ts, usegmt=True)
 
 
+def accepts_gzip(request: web.Request) -> bool:
+    """``Accept-Encoding`` allows gzip: ``gzip`` (or ``x-gzip``) with q > 0, or else ``*`` with q > 0
+    (RFC 9110 12.5.3: the most specific entry decides, so ``gzip;q=0, *`` refuses it). No header:
+    identity, as most servers read it (a client that sends none may not decode gzip)."""
+    header = request.headers.get("Accept-Encoding", "")
+    rated = dict(_media_ranges(header))  # (a lone "*" is read as "*/*" there)
+    for coding in ("gzip", "x-gzip", "*/*"):
+        if coding in rated:
+            return rated[coding] > 0
+    return False
+
+
+def gzip_etag(etag: str) -> str:
+    """The ETag of the gzip-encoded form of the representation ``etag`` names: ``"<hash>-gzip"``
+    (``W/`` kept). A content coding makes another representation (RFC 9110 8.8.3): a cache that stored
+    both must not answer a 304 for one with the other's body."""
+    return etag[:-1] + '-gzip"'
+
+
 def _etag_matches(request: web.Request, etag: str) -> bool:
     """``If-None-Match`` lists ``etag`` (weak comparison, RFC 9110 13.1.2) or is ``*``."""
     header = request.headers.get("If-None-Match")
@@ -112,12 +133,13 @@ def _licence_link(request: web.Request) -> dict[str, str]:
 def _cache_headers(etag: str, last_modified: float | None) -> dict[str, str]:
     """Cache-Control, ETag, Vary and Last-Modified of an open-data answer (200 and 304 alike).
 
-    ``Vary: Accept``: the answer's media type depends on Accept, and a shared cache must not give a
-    client asking for CSV or JSON-LD what another got for ``application/json``. ``Last-Modified`` is
+    ``Vary: Accept, Accept-Encoding``: the answer's media type depends on Accept, and a shared cache must
+    not give a client asking for CSV or JSON-LD what another got for ``application/json``; its content
+    coding on Accept-Encoding (:func:`accepts_gzip`; each coding has its own ETag). ``Last-Modified`` is
     rounded down to the minute: a report's arrival to the second would date an alarm, sent at once,
     finer than the device's minute rounding. It is never later than the wall clock's now (the
     ``Date`` the answer carries; under a simulated clock, [sim_clock], times can be ahead of it)."""
-    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Vary": "Accept"}
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Vary": VARY}
     if last_modified is not None:
         ts = int(min(last_modified, time.time()))
         headers["Last-Modified"] = _http_date(ts - ts % 60)
@@ -136,18 +158,31 @@ def _last_modified(devices: Sequence[DeviceView]) -> float | None:
 
 
 async def _json_answer(request: web.Request, data: Any, content_type: str, *,
-                       last_modified: float | None = None) -> web.Response:
+                       last_modified: float | None = None, cache_control: str = CACHE_CONTROL) -> web.Response:
     """A JSON answer with caching headers: its ``ETag`` is the hash of the body and the media type (so
     it changes with any change of content, a new report or a registry change alike, and the same body
     as ``application/json`` and ``application/ld+json`` are two representations); 304 when
-    ``If-None-Match`` has it."""
+    ``If-None-Match`` has it.
+
+    A body of :data:`COMPRESS_MIN_BYTES` or more is sent gzip-encoded to a client that accepts it
+    (:func:`accepts_gzip`), as the other JSON answers are, with its own ETag (:func:`gzip_etag`): the
+    ETag a client got back is the one its ``If-None-Match`` is compared with, so each form gets its 304.
+    """
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     etag = '"%s"' % hashlib.sha256(content_type.encode() + b"\n" + body).hexdigest()[:32]
+    gzipped = len(body) >= COMPRESS_MIN_BYTES and accepts_gzip(request)
+    if gzipped:
+        etag = gzip_etag(etag)
     headers = _cache_headers(etag, last_modified)
+    headers["Cache-Control"] = cache_control
     headers.update(_licence_link(request))
     if _etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
+    response = web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
+    if gzipped:
+        # aiohttp compresses when the answer is prepared (a large body on its executor, not the loop).
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
 
 
 def warn_unpublished(policy: Mapping[str, Any]) -> ngsi.Plan:
@@ -446,6 +481,11 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
                         withheld, media, meta_of(request).licence, export.CSV_FORMAT_VERSION,
                         policy_digest(ctx.policy)])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
+    # Streamed, so its size is not known beforehand: gzip whenever accepted (a day of rows is kilobytes
+    # of repetitive text), with its own ETag as the JSON answers.
+    gzipped = accepts_gzip(request)
+    if gzipped:
+        etag = gzip_etag(etag)
     headers = {**_cache_headers(etag, published_at), **_licence_link(request)}  # 304 too, as the JSON answers
     if _etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
@@ -454,7 +494,13 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     response.content_type = "text/csv"
     response.charset = "utf-8"
     if request.method == "HEAD":
+        if gzipped:
+            # Named only: a compressor would write gzip's empty-stream bytes after the head, into the
+            # connection's next answer.
+            response.headers["Content-Encoding"] = "gzip"
         return response  # aiohttp sends the headers; a HEAD answer has no body, so nothing is read
+    if gzipped:
+        response.enable_compression(web.ContentCoding.gzip)
     header = True
     try:
         if since == until:
