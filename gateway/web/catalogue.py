@@ -40,6 +40,8 @@ MODELS = {
     "Streetlight": "https://github.com/smart-data-models/dataModel.Streetlighting/tree/master/Streetlight",
     "WasteContainer": "https://github.com/smart-data-models/dataModel.WasteManagement/tree/master/WasteContainer",
 }
+# The index fields made of the published data (the report store); null while it cannot be read.
+STORE_FIELDS = ("modified", "spatial", "temporal")
 # Each format: key, path (literal: it answers as is; the query parameters are optional), media type, title,
 # and its file type in the EU's vocabulary (DCAT-AP's dct:format). The NGSI-LD entry names the entity
 # types the policy's kinds are published as (:func:`formats`).
@@ -236,6 +238,10 @@ class Catalogue:
         modified: the newest time the published data shows (as ``Last-Modified``), or None.
         now: the gateway's time.
         oldest: the earliest period start of the published reports (None: none is published yet).
+        unavailable: the report store's failure (the :class:`gateway.errors.StorageError` reason, e.g.
+            ``corrupt``) when it could not be read for this answer: ``devices`` is then empty and
+            ``modified``/``oldest`` None, and the answer says what is unknown (:meth:`unavailable_note`);
+            None when it was read.
     """
 
     meta: OpenDataMeta
@@ -246,6 +252,7 @@ class Catalogue:
     modified: float | None
     now: int
     oldest: int | None = None
+    unavailable: str | None = None
 
     def url(self, path: str) -> str:
         """The absolute URL of a path of this gateway."""
@@ -335,6 +342,23 @@ class Catalogue:
         name = self.meta.publisher if self.meta.publisher != NOT_SET else self.title()
         return {"name": name, ("url" if is_url(contact) else "email"): contact}
 
+    def unavailable_note(self) -> dict[str, Any] | None:
+        """What the catalogue cannot say while the report store cannot be read (None when it can): the
+        fields made of the published data (null meanwhile) and the formats whose data answers 503, with
+        the store's failure. Everything else (descriptions, licence, publisher, formats, data dictionary,
+        mapping) comes from the configuration and the policy, and stands."""
+        if self.unavailable is None:
+            return None
+        return {
+            "code": "store_unavailable",
+            "reason": self.unavailable,
+            "message": (f"the gateway's report store cannot be read now ({self.unavailable}): "
+                        f"{', '.join(STORE_FIELDS)} are unknown (null) and the formats' data answers 503 until "
+                        "it can; the rest of this catalogue does not depend on it"),
+            "fields": list(STORE_FIELDS),
+            "formats": [key for key, *_rest in self.formats()],
+        }
+
     def index_head(self) -> dict[str, Any]:
         """The descriptive fields of the ``/opendata`` index (DCAT-style names)."""
         bbox = self.bbox()
@@ -351,6 +375,7 @@ class Catalogue:
             "spatial": {"bbox": bbox} if bbox is not None else None,
             "temporal": {"start": _iso(start), "end": None} if start is not None else None,
             "accrualPeriodicity": self.accrual_periodicity(),
+            "unavailable": self.unavailable_note(),
             "updateFrequency": (f"new values with every {format_duration(self.window_s())} window; the CSV has a row "
                                 "per device, field and UTC hour once the hour has ended (longer releases, e.g. 6-hour "
                                 "counts, once their period has ended)"),

@@ -12,7 +12,8 @@ from typing import Any, Collection, Mapping, Sequence
 
 from aiohttp import web
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StorageError
+from gateway.log_limit import LogLimiter, more_since
 from gateway.web import catalogue, export, liveness, ngsi, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
@@ -34,6 +35,8 @@ CACHE_CONTROL = "public, max-age=60"
 # report completing it arrives a little after that (devices send at the window's end, then the radio
 # and the batch writer). A row the default range shows is complete unless a report is later than this.
 INGEST_LAG_S = 300
+# A catalogue answered without the store (:func:`_catalogue`) is logged at most this often.
+_STORE_LOG = LogLimiter(10.0, time.monotonic)
 # Every open-data answer varies with both: media type (Accept) and gzip or not (Accept-Encoding).
 VARY = "Accept, Accept-Encoding"
 
@@ -214,16 +217,36 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
     """What the catalogue says now: from ``[opendata]``, the policy and retention in force, the
     published devices (the fleet snapshot the entities are made of, as of their last publication
     mark, so no store read and no change between marks) and where the reports published at that
-    mark begin (one index lookup per mark)."""
+    mark begin (one index lookup per mark).
+
+    A report store that cannot be read (damaged, gone, timed out) leaves the catalogue without what
+    is made of the published data (``modified``, ``spatial``, ``temporal``), said in its ``unavailable``
+    (:meth:`gateway.web.catalogue.Catalogue.unavailable_note`), rather than a 503: a portal harvesting
+    the catalogue nightly drops the datasets of a catalogue it cannot read (docs/open-data.md)."""
     ctx = ctx_of(request)
     meta = meta_of(request)
     warn_unpublished(ctx.policy)
-    shown = ngsi.publishable(await ctx.fleet.devices(published=True), ctx.policy)
     transparency, now = catalogue.transparency_of(ctx), ctx.now()
-    oldest = await ctx.fleet.oldest_published(since=catalogue.coverage_since(transparency, now))
-    return catalogue.Catalogue(meta=meta, base=catalogue.base_of(request, meta), policy=ctx.policy,
+    base = catalogue.base_of(request, meta)
+    try:
+        shown = ngsi.publishable(await ctx.fleet.devices(published=True), ctx.policy)
+        oldest = await ctx.fleet.oldest_published(since=catalogue.coverage_since(transparency, now))
+    except StorageError as err:
+        skipped = _STORE_LOG.allow()
+        if skipped is not None:
+            logger.warning("%s %s answered without the store's part: StorageError (%s)%s", request.method,
+                           request.path, err.reason, more_since(skipped, "such answers"))
+        return catalogue.Catalogue(meta=meta, base=base, policy=ctx.policy, transparency=transparency, devices=(),
+                                   modified=None, now=now, unavailable=err.reason or "read_failed")
+    return catalogue.Catalogue(meta=meta, base=base, policy=ctx.policy,
                                transparency=transparency, devices=shown,
                                modified=_last_modified(shown), now=now, oldest=oldest)
+
+
+def _catalogue_cache_control(cat: catalogue.Catalogue) -> str:
+    """:data:`CACHE_CONTROL`, or ``no-cache`` for a catalogue without the store's part: a cache asks
+    again each time, so the whole catalogue is served as soon as the store can be read."""
+    return CACHE_CONTROL if cat.unavailable is None else "no-cache"
 
 
 @ROUTES.get("/opendata")
@@ -232,7 +255,8 @@ async def index(request: web.Request) -> web.Response:
     and how device fields map onto the Smart Data Models: a DCAT-style catalogue entry (``title``,
     ``description``, ``publisher``, ``contactPoint``, ``keywords``, ``license``, ``modified``, ``spatial``,
     ``temporal``, ``accrualPeriodicity``), with absolute URLs. The DCAT-AP form is
-    ``/opendata/catalog.jsonld``."""
+    ``/opendata/catalog.jsonld``. Answered while the report store cannot be read, its ``unavailable``
+    then naming the fields it cannot tell (:func:`_catalogue`)."""
     params.reject_unknown(request.query, ())
     media = negotiate(request, ("application/json",))
     cat = await _catalogue(request)
@@ -267,7 +291,7 @@ async def index(request: web.Request) -> web.Response:
         "dataDictionary": catalogue.data_dictionary(cat.transparency, cat.policy),
         "catalog": cat.url(catalogue.CATALOG_PATH),
         "transparency": cat.url("/transparency"),
-    }, media, last_modified=cat.modified)
+    }, media, last_modified=cat.modified, cache_control=_catalogue_cache_control(cat))
 
 
 @ROUTES.get(catalogue.CATALOG_PATH)
@@ -277,7 +301,8 @@ async def catalog_jsonld(request: web.Request) -> web.Response:
     params.reject_unknown(request.query, ())
     media = negotiate(request, (LD_JSON, "application/json"))
     cat = await _catalogue(request)
-    return await _json_answer(request, cat.dcat(), media, last_modified=cat.modified)
+    return await _json_answer(request, cat.dcat(), media, last_modified=cat.modified,
+                              cache_control=_catalogue_cache_control(cat))
 
 
 def _ld_content_type(request: web.Request) -> str:
