@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError, StorageError
 from gateway.log_limit import LogLimiter, more_since
-from gateway.web import catalogue, export, liveness, ngsi, params, publication
+from gateway.web import catalogue, export, liveness, ngsi, opendata_page, pages, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
 from gateway.web.context import COMPRESS_MIN_BYTES, WebContext, ctx_of
@@ -36,7 +36,8 @@ CACHE_CONTROL = "public, max-age=60"
 # and the batch writer). A row the default range shows is complete unless a report is later than this.
 INGEST_LAG_S = 300
 # A catalogue answered without the store (:func:`_catalogue`) is logged at most this often.
-_STORE_LOG = LogLimiter(10.0, time.monotonic)
+STORE_LOG_LIMIT = LogLimiter(10.0, time.monotonic)
+HTML = "text/html"
 # Every open-data answer varies with both: media type (Accept) and gzip or not (Accept-Encoding).
 VARY = "Accept, Accept-Encoding"
 
@@ -162,26 +163,32 @@ def _last_modified(devices: Sequence[DeviceView]) -> float | None:
 
 async def _json_answer(request: web.Request, data: Any, content_type: str, *,
                        last_modified: float | None = None, cache_control: str = CACHE_CONTROL) -> web.Response:
-    """A JSON answer with caching headers: its ``ETag`` is the hash of the body and the media type (so
-    it changes with any change of content, a new report or a registry change alike, and the same body
-    as ``application/json`` and ``application/ld+json`` are two representations); 304 when
-    ``If-None-Match`` has it.
+    """A JSON answer with caching headers (:func:`_answer`)."""
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _answer(request, body, content_type, last_modified=last_modified, cache_control=cache_control)
+
+
+def _answer(request: web.Request, body: bytes, content_type: str, *, last_modified: float | None = None,
+            cache_control: str = CACHE_CONTROL, headers: Mapping[str, str] | None = None) -> web.Response:
+    """An answer of ``body`` (UTF-8 text) with caching headers: its ``ETag`` is the hash of the body and
+    the media type (so it changes with any change of content, a new report or a registry change alike,
+    and the same body as ``application/json`` and ``application/ld+json`` are two representations); 304
+    when ``If-None-Match`` has it. ``headers``: more headers of the 200 (a page's CSP).
 
     A body of :data:`COMPRESS_MIN_BYTES` or more is sent gzip-encoded to a client that accepts it
     (:func:`accepts_gzip`), as the other JSON answers are, with its own ETag (:func:`gzip_etag`): the
     ETag a client got back is the one its ``If-None-Match`` is compared with, so each form gets its 304.
     """
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     etag = '"%s"' % hashlib.sha256(content_type.encode() + b"\n" + body).hexdigest()[:32]
     gzipped = len(body) >= COMPRESS_MIN_BYTES and accepts_gzip(request)
     if gzipped:
         etag = gzip_etag(etag)
-    headers = _cache_headers(etag, last_modified)
-    headers["Cache-Control"] = cache_control
-    headers.update(_licence_link(request))
+    cache = _cache_headers(etag, last_modified)
+    cache["Cache-Control"] = cache_control
+    cache.update(_licence_link(request))
     if _etag_matches(request, etag):
-        return web.Response(status=304, headers=headers)
-    response = web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
+        return web.Response(status=304, headers=cache)
+    response = web.Response(body=body, content_type=content_type, charset="utf-8", headers={**cache, **(headers or {})})
     if gzipped:
         # aiohttp compresses when the answer is prepared (a large body on its executor, not the loop).
         response.enable_compression(web.ContentCoding.gzip)
@@ -232,7 +239,7 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
         shown = ngsi.publishable(await ctx.fleet.devices(published=True), ctx.policy)
         oldest = await ctx.fleet.oldest_published(since=catalogue.coverage_since(transparency, now))
     except StorageError as err:
-        skipped = _STORE_LOG.allow()
+        skipped = STORE_LOG_LIMIT.allow()
         if skipped is not None:
             logger.warning("%s %s answered without the store's part: StorageError (%s)%s", request.method,
                            request.path, err.reason, more_since(skipped, "such answers"))
@@ -256,10 +263,19 @@ async def index(request: web.Request) -> web.Response:
     ``description``, ``publisher``, ``contactPoint``, ``keywords``, ``license``, ``modified``, ``spatial``,
     ``temporal``, ``accrualPeriodicity``), with absolute URLs. The DCAT-AP form is
     ``/opendata/catalog.jsonld``. Answered while the report store cannot be read, its ``unavailable``
-    then naming the fields it cannot tell (:func:`_catalogue`)."""
+    then naming the fields it cannot tell (:func:`_catalogue`). A browser (``text/html`` rated above JSON)
+    gets the catalogue as a page instead (:mod:`gateway.web.opendata_page`)."""
     params.reject_unknown(request.query, ())
-    media = negotiate(request, ("application/json",))
+    # A browser (text/html first) gets the catalogue as a page; any other client the JSON, as before
+    # (no Accept, */*: the first offered).
+    media = negotiate(request, ("application/json", HTML))
     cat = await _catalogue(request)
+    if media == HTML:
+        page = opendata_page.render_opendata_html(
+            cat, catalogue.data_dictionary(cat.transparency, cat.policy), stylesheet=pages.PAGE_STYLE)
+        return _answer(request, page.encode("utf-8"), HTML, last_modified=cat.modified,
+                       cache_control=_catalogue_cache_control(cat),
+                       headers={"Content-Security-Policy": pages.TRANSPARENCY_CSP})
     formats = cat.formats()
     return await _json_answer(request, {
         **cat.index_head(),

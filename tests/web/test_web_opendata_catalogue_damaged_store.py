@@ -22,6 +22,7 @@ from gateway.resources import load_policy
 from gateway.storage import ReportQueries
 from gateway.web.app import create_app
 from gateway.web.catalogue import STORE_FIELDS, OpenDataMeta
+from gateway.web.opendata import STORE_LOG_LIMIT
 from gateway.web.retention import RetentionSettings
 
 from .support import ADMIN_TOKEN, NOW
@@ -90,6 +91,7 @@ async def _json(client: TestClient, path: str, status: int = 200) -> tuple[Any, 
 async def test_the_catalogue_stands_without_the_store_and_says_what_is_unknown(
         sound: TestClient, damaged: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
+    STORE_LOG_LIMIT.reset()  # one limit per process: another test's line may be less than 10 s old
     # The data itself is not available: the store is damaged, and says so.
     body, _ = await _json(damaged, "/opendata/ngsi-ld/v1/entities", 503)
     assert body["error"]["message"] == "gateway backend unavailable (corrupt)"
@@ -132,3 +134,14 @@ async def test_the_dcat_catalogue_keeps_its_dataset_and_distributions_without_th
     assert [d["dct:title"] for d in dataset["dcat:distribution"]] == [
         d["dct:title"] for d in whole_dataset["dcat:distribution"]]
     assert headers["Cache-Control"] == "no-cache"
+
+
+async def test_the_page_for_people_says_the_data_cannot_be_read_now(sound: TestClient, damaged: TestClient) -> None:
+    notice = "The data cannot be read at the moment."
+    whole = await sound.get("/opendata", headers={"Accept": "text/html"})
+    page = await damaged.get("/opendata", headers={"Accept": "text/html"})
+    assert whole.status == page.status == 200 and page.content_type == "text/html"
+    text = await page.text()
+    assert notice in text and notice not in await whole.text()
+    assert 'href="opendata/readings.csv"' in text  # the downloads are still listed
+    assert page.headers["Cache-Control"] == "no-cache"

@@ -337,7 +337,10 @@ async def _validators_and_304(next_hour_client: TestClient, fleet: Fleet, clock:
     ("/opendata/devices.geojson", "text/csv", 406, None),
     ("/opendata/readings.csv", "text/*", 200, "text/csv"),
     ("/opendata/readings.csv", "application/json", 406, None),
-    ("/opendata", "text/html,application/xhtml+xml,*/*;q=0.8", 200, "application/json"),
+    # A browser gets the page for people (it got the JSON); a client ranking JSON as high, the JSON.
+    ("/opendata", "text/html,application/xhtml+xml,*/*;q=0.8", 200, "text/html"),
+    ("/opendata", "application/json, text/html", 200, "application/json"),
+    ("/opendata", "text/csv", 406, None),
 ])
 async def test_accept_is_honoured(client: TestClient, path: str, accept: str, status: int, media: str | None) -> None:
     """QA: NGSI-LD ignored Accept (Accept: text/csv still got 200 application/ld+json)."""

@@ -54,7 +54,21 @@ async def test_the_page_is_styled_and_links_only_public_paths_behind_the_proxy(f
                 assert all(is_public(p) for p in links), links
                 await page.locator("a", has_text="Open data").click()
                 await page.wait_for_url("**/opendata")
-                assert '"licenseUrl"' in await page.content()
+                # A page for people (it was the JSON catalogue), styled the same, its links public.
+                assert await page.locator("h1").inner_text() == "City sensor data: streetlight and waste bin devices"
+                assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
+                assert await page.locator("tr[data-field='streetlight.lux']").count() == 1
+                downloads = {await a.get_attribute("type"): await a.evaluate("a => a.href")
+                             for a in await page.locator("#downloads a[href]").all()}
+                assert set(downloads) == {"text/csv", "application/geo+json", "application/ld+json"}
+                links = [urlsplit(await a.evaluate("a => a.href")).path for a in await page.locator("a[href]").all()]
+                assert all(is_public(p) for p in links), links
+                # Each download answers with its media type.
+                for media, url in downloads.items():
+                    resp = await page.request.get(url)
+                    assert resp.status == 200 and resp.headers["content-type"].startswith(media), (url, resp.status)
+                await page.locator("a", has_text="What is collected and why").click()
+                await page.wait_for_url("**/transparency")
             finally:
                 await browser.close()
     finally:
