@@ -2,12 +2,14 @@
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const STATUS_COLOR = { ok: "#1a7f37", alarm: "#cf222e", stale: "#bc4c00", never: "#8c959f", revoked: "#8c959f" };
+// Grey #6e7781: 4.5:1 on the map's #fbfcfd (graphics need 3:1) and 4.6:1 under the revoked marker's white "×".
+const GREY = "#6e7781";
+const STATUS_COLOR = { ok: "#1a7f37", alarm: "#cf222e", stale: "#bc4c00", never: GREY, revoked: GREY };
 // Not by colour alone: a mark inside the marker (the legend names them); "never" is drawn hollow.
 const STATUS_MARK = { alarm: "!", stale: "?", revoked: "×" };
 // Problem devices first: an operator looks for these among hundreds of "ok" rows.
 const STATUS_ORDER = { alarm: 0, stale: 1, never: 2, revoked: 3, ok: 4 };
-const MAP_LABELS_MAX = 30;  // more names than this overlap into an unreadable blot: hover a marker instead
+const MAP_LABELS_MAX = 30;  // more names than this overlap into an unreadable blot: the fleet table lists them
 const PLAN_REFRESH_MS = 5 * 60 * 1000;
 const REFRESH_MS = 30 * 1000;
 // A gateway that takes the connection but never answers must still end in the "old data" banner.
@@ -39,15 +41,22 @@ let lastDevices = null;
 let lastGenerated = null;  // the gateway's time of the last /api/dashboard answer (ISO, UTC)
 let lastData = null;       // the last /api/dashboard answer (kept on screen, marked stale, when a refresh fails)
 let planRound = null;      // {roundStart, madeAt} of the plan on screen: a new round re-plans at once
-const ROUTE_COLORS = ["#0969da", "#8250df", "#bf3989", "#1a7f37", "#bc4c00"];
+// Routes differ by dash pattern as well as colour (not by colour alone), and use none of the status colours
+// (green, red, orange, grey). Six patterns over five colours: 30 vehicles before a pair repeats.
+const ROUTE_COLORS = ["#0969da", "#8250df", "#bf3989", "#1b1f24", "#0a3069"];
+const ROUTE_DASHES = ["8 4", "2 3", "12 3 2 3", "4 4", "14 4 2 4 2 4", "1 6"];
+const routeStyle = (i) => ({ stroke: ROUTE_COLORS[i % ROUTE_COLORS.length], "stroke-dasharray": ROUTE_DASHES[i % ROUTE_DASHES.length] });
 
 function drawPlanOnMap() {
   const svg = document.getElementById("map");
   for (const old of svg.querySelectorAll(".plan-path, .plan-depot")) old.remove();
   const legend = document.getElementById("plan-legend");
+  const key = document.getElementById("route-key");
   const drawn = project && lastPlan && lastPlan.depot && Array.isArray(lastPlan.routes)
     && lastPlan.routes.some((r) => Array.isArray(r.stops) && r.stops.length > 0);
   if (legend) legend.hidden = !drawn;
+  clear(key);
+  key.hidden = !drawn;
   // A depot with no route to draw says nothing: it is drawn only with its routes (and then in the legend).
   if (!drawn) return;
   const depot = project(lastPlan.depot.lat, lastPlan.depot.lon);
@@ -55,11 +64,18 @@ function drawPlanOnMap() {
     const stops = Array.isArray(route.stops) ? route.stops : [];
     if (stops.length === 0) return;
     const pts = [depot, ...stops.map((s) => project(s.lat, s.lon)), depot];
-    const line = svgEl("polyline", { points: pts.map((q) => q.join(",")).join(" "), fill: "none",
-      stroke: ROUTE_COLORS[i % ROUTE_COLORS.length], "stroke-width": 2, "stroke-dasharray": "6 4",
-      class: "plan-path", "data-vehicle": route.vehicle });
+    const style = routeStyle(i);
+    const line = svgEl("polyline", { points: pts.map((q) => q.join(",")).join(" "), fill: "none", ...style,
+      "stroke-width": 2, class: "plan-path", "data-vehicle": route.vehicle });
     line.appendChild(svgEl("title", {}, `vehicle ${route.vehicle}: ${stops.map((s) => s.bin_id).join(" → ")}`));
     svg.insertBefore(line, svg.firstChild);
+    // The key: a sample of the line next to the vehicle's name.
+    const item = el("li", { "data-vehicle": String(route.vehicle) });
+    const sample = svgEl("svg", { viewBox: "0 0 40 10", "aria-hidden": "true", focusable: "false" });
+    sample.appendChild(svgEl("line", { x1: 0, y1: 5, x2: 40, y2: 5, ...style, "stroke-width": 2 }));
+    item.appendChild(sample);
+    item.appendChild(document.createTextNode(`vehicle ${route.vehicle} (${plural(stops.length, "stop")})`));
+    key.appendChild(item);
   });
   const d = svgEl("rect", { x: depot[0] - 5, y: depot[1] - 5, width: 10, height: 10, fill: "none",
     stroke: "#1b1f24", "stroke-width": 2, class: "plan-depot" });
@@ -134,7 +150,7 @@ function renderMap(devices) {
   for (const d of drawOrder) {
     counts[d.status] = (counts[d.status] || 0) + 1;
     const [x, y] = project(d.lat, d.lon);
-    const color = STATUS_COLOR[d.status] || "#8c959f";
+    const color = STATUS_COLOR[d.status] || GREY;
     const g = svgEl("g", { class: "device-marker", "data-device": d.id, "data-status": d.status });
     const title = svgEl("title", {}, `${d.id} (${d.kind}, ${d.zone}): ${d.status}`);
     g.appendChild(title);
@@ -205,8 +221,9 @@ function renderFleet(devices, now) {
   // One mutation: removing the focused link first makes Chromium lay out the emptied table, and the
   // page, shorter for a moment, scrolls up.
   body.replaceChildren(rows);
-  document.getElementById("fleet-count").textContent =
-    shown.length === devices.length ? plural(devices.length, "device") : `${shown.length} of ${devices.length} devices`;
+  // A status region: the same count is not written again (it would be said again every 30 s).
+  setText(document.getElementById("fleet-count"),
+    shown.length === devices.length ? plural(devices.length, "device") : `${shown.length} of ${devices.length} devices`);
   if (focusId !== null) {
     const again = body.querySelector(`tr[data-device="${CSS.escape(focusId)}"] a`);
     // preventScroll: the refresh must not scroll the page back to the link every 30 s.
@@ -230,8 +247,8 @@ function renderAlarms(alarms) {
 }
 
 function axes(svg, W, H, pad, maxV) {
-  svg.appendChild(svgEl("line", { x1: pad, y1: H - pad, x2: W - 5, y2: H - pad, stroke: "#8c959f" }));
-  svg.appendChild(svgEl("line", { x1: pad, y1: 5, x2: pad, y2: H - pad, stroke: "#8c959f" }));
+  svg.appendChild(svgEl("line", { x1: pad, y1: H - pad, x2: W - 5, y2: H - pad, stroke: GREY, class: "axis" }));
+  svg.appendChild(svgEl("line", { x1: pad, y1: 5, x2: pad, y2: H - pad, stroke: GREY, class: "axis" }));
   svg.appendChild(svgEl("text", { x: pad - 4, y: 14, "font-size": 10, "text-anchor": "end" }, String(maxV)));
   svg.appendChild(svgEl("text", { x: pad - 4, y: H - pad, "font-size": 10, "text-anchor": "end" }, "0"));
 }
@@ -413,9 +430,17 @@ function planErrorText(answer) {
 function renderPlanWarnings(box, plan) {
   const warnings = Array.isArray(plan.warnings) ? plan.warnings : [];
   if (warnings.length === 0) return;
-  const ul = el("ul", { id: "plan-warnings" });
+  const ul = el("ul", { id: "plan-warnings", role: "status", "aria-live": "polite" });
   for (const w of warnings) ul.appendChild(el("li", { class: "plan-warning status-alarm" }, `Warning: ${w}`));
   box.appendChild(ul);
+}
+
+// A table's head row (th scope=col in a thead); returns its tbody, for the rows.
+function tableHead(table, names) {
+  const head = el("tr");
+  for (const h of names) head.appendChild(el("th", { scope: "col" }, h));
+  table.appendChild(el("thead")).appendChild(head);
+  return table.appendChild(el("tbody"));
 }
 
 function renderUnserved(box, plan) {
@@ -423,10 +448,8 @@ function renderUnserved(box, plan) {
   if (unserved.length === 0) return;
   box.appendChild(el("h3", { id: "plan-unserved-title", class: "status-alarm" },
     `${plural(unserved.length, "due bin")} not served: plan ${unserved.length === 1 ? "it" : "them"} on another vehicle or round`));
-  const table = el("table", { id: "plan-unserved" });
-  const head = el("tr");
-  for (const h of ["bin", "zone", "reason", "expected fill", "load"]) head.appendChild(el("th", {}, h));
-  table.appendChild(head);
+  const table = el("table", { id: "plan-unserved", "aria-labelledby": "plan-unserved-title" });
+  const tbody = tableHead(table, ["bin", "zone", "reason", "expected fill", "load"]);
   for (const c of unserved) {
     const tr = el("tr", { "data-bin": c.bin_id });
     tr.appendChild(el("td", {}, c.bin_id));
@@ -434,7 +457,7 @@ function renderUnserved(box, plan) {
     tr.appendChild(el("td", {}, Array.isArray(c.reasons) ? c.reasons.join("+") : c.reason));
     tr.appendChild(el("td", {}, `${Math.round(c.expected_fill * 100)} %${c.load_assumed ? " (assumed, no reading)" : ""}`));
     tr.appendChild(el("td", {}, `${Math.round(c.load_l)} L`));
-    table.appendChild(tr);
+    tbody.appendChild(tr);
   }
   box.appendChild(table);
 }
@@ -452,7 +475,7 @@ async function renderPlan() {
     result = await buildPlan(box, ctl);
   } catch (e) {
     planShown = false;
-    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": "bad_answer" },
+    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": "bad_answer", role: "status", "aria-live": "polite" },
       `Route planning failed: the page could not show the plan (${e.message}).`));
   } finally {
     clearTimeout(timer);
@@ -460,7 +483,7 @@ async function renderPlan() {
   const shown = document.getElementById("plan");
   if (result.note) {
     let note = document.getElementById("plan-note");
-    if (!note) { note = el("p", { id: "plan-note", class: "muted" }); shown.prepend(note); }
+    if (!note) { note = el("p", { id: "plan-note", class: "muted", role: "status", "aria-live": "polite" }); shown.prepend(note); }
     note.textContent = result.note;
   } else {
     clear(shown);
@@ -500,7 +523,8 @@ async function buildPlan(box, ctl) {
   planRound = { roundStart: roundStartOf(answer), madeAt: lastGenerated };
   if (lastDevices) renderMap(lastDevices);
   if (answer.error) {
-    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": String(answer.error.code || "") },
+    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": String(answer.error.code || ""),
+      role: "status", "aria-live": "polite" },
       planErrorText(answer)));
     return { delay };
   }
@@ -520,14 +544,13 @@ async function buildPlan(box, ctl) {
   const km = (m) => (m / 1000).toFixed(1);
   box.appendChild(el("p", { id: "plan-summary" },
     `${plan.date}: ${plural(plan.stops, "stop")}, ${km(plan.total_distance_m)} km, rounds start ${plan.round_start}`));
-  for (const route of routes) {
+  routes.forEach((route, i) => {
     const stops = Array.isArray(route.stops) ? route.stops : [];
-    if (stops.length === 0) continue;
-    box.appendChild(el("h3", {}, `Vehicle ${route.vehicle}: ${plural(stops.length, "stop")}, ${km(route.distance_m)} km`));
-    const table = el("table", { class: "plan-route", "data-vehicle": String(route.vehicle) });
-    const head = el("tr");
-    for (const h of ["#", "bin", "zone", "reason", "expected fill"]) head.appendChild(el("th", {}, h));
-    table.appendChild(head);
+    if (stops.length === 0) return;
+    const id = `plan-vehicle-${i}`;
+    box.appendChild(el("h3", { id }, `Vehicle ${route.vehicle}: ${plural(stops.length, "stop")}, ${km(route.distance_m)} km`));
+    const table = el("table", { class: "plan-route", "data-vehicle": String(route.vehicle), "aria-labelledby": id });
+    const tbody = tableHead(table, ["#", "bin", "zone", "reason", "expected fill"]);
     for (const s of stops) {
       const tr = el("tr", { "data-bin": s.bin_id });
       tr.appendChild(el("td", {}, String(s.seq)));
@@ -535,10 +558,10 @@ async function buildPlan(box, ctl) {
       tr.appendChild(el("td", {}, s.zone));
       tr.appendChild(el("td", {}, s.reason));
       tr.appendChild(el("td", {}, `${Math.round(s.expected_fill * 100)} %${s.load_assumed ? " (assumed, no reading)" : ""}`));
-      table.appendChild(tr);
+      tbody.appendChild(tr);
     }
     box.appendChild(table);
-  }
+  });
   renderUnserved(box, plan);
   return { delay };
 }
@@ -567,7 +590,6 @@ function showStale(reason) {
   const iso = lastData && typeof lastData.generated_at_iso === "string" ? lastData.generated_at_iso : "";
   const asOf = iso.length >= 16 ? `Data as of ${iso.slice(11, 16)} UTC (${iso.slice(0, 10)})` : "No data loaded";
   setText(banner, `${asOf} — ${reason}. Retrying every ${REFRESH_MS / 1000} s.`);
-  banner.hidden = false;
   document.body.classList.add("data-stale");
   setText(document.getElementById("updated"), `could not load data: ${reason}`);
   setText(document.getElementById("live-status"), "");
@@ -575,8 +597,8 @@ function showStale(reason) {
 
 function clearStale() {
   const banner = document.getElementById("banner");
-  if (!banner.hidden) document.getElementById("live-status").textContent = "The gateway answers again: data is current.";
-  banner.hidden = true;
+  if (banner.textContent) document.getElementById("live-status").textContent = "The gateway answers again: data is current.";
+  // Emptied, not hidden: the alert stays in the page for the next failure's text to be spoken.
   banner.textContent = "";
   document.body.classList.remove("data-stale");
 }
