@@ -91,7 +91,8 @@ def render_opendata_html(cat: Catalogue, dictionary: Mapping[str, Any], *, style
                      + (f": {use}" if use else "") + "</li>")
     parts.append("</ul>")
     head = cat.index_head()
-    parts.append(f"<p>{_e(head['updateFrequency'])}.</p>")
+    often = str(head["updateFrequency"])
+    parts.append(f"<p class=\"frequency\">{_e(often[:1].upper() + often[1:])}.</p>")
     if head["modified"] is not None:
         parts.append(f"<p>Last changed: {_e(head['modified'])} (UTC).</p>")
     parts.append("</section>")
