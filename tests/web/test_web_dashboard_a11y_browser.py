@@ -132,9 +132,9 @@ async def test_contrast_structure_and_route_key_when_current_and_when_old(fleet:
                 nav = [await a.inner_text() for a in await page.locator("header nav a").all()]
                 assert nav[2:] == ["API (JSON)", "Metrics (Prometheus text)", "Health (JSON)"], nav
                 assert await page.locator("#fleet-count").get_attribute("role") == "status"
-                fonts = await page.evaluate("""['#fleet-filter', '#fleet-sort'].map(
+                fonts = await page.evaluate("""['#fleet-filter', '#fleet-sort', '#pause'].map(
                     (s) => getComputedStyle(document.querySelector(s)).fontFamily === getComputedStyle(document.body).fontFamily)""")
-                assert fonts == [True, True]
+                assert fonts == [True, True, True]
                 legend = await page.locator("#map-legend").inner_text()
                 assert "fleet table" in legend and "hover" not in legend, legend
 
@@ -193,3 +193,103 @@ async def test_contrast_structure_and_route_key_when_current_and_when_old(fleet:
     finally:
         await server.stop()
 
+
+async def test_pause_focus_and_new_alarm_announcement(fleet: Fleet) -> None:
+    """The refresh can be paused (nothing is asked for while paused, resuming asks at once), does not
+    move or re-focus the focused link, keeps the rows, and says a new alarm once."""
+    from playwright.async_api import Route, async_playwright, expect
+
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, clock=lambda: float(NOW))
+    server = await start_http(app, host="127.0.0.1", port=0, shutdown_timeout_s=1.0)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                requests: list[str] = []
+                page.on("request", lambda r: requests.append(urlsplit(r.url).path))
+                await page.clock.install()
+                await page.goto(server.url + "/", wait_until="load")
+                await page.wait_for_selector("body[data-ready='1']", timeout=15000)
+                news = page.locator("#alarm-news")
+                assert await news.get_attribute("role") == "status"
+                # The alarms open at the first load are listed, not announced.
+                assert await news.text_content() == ""
+                await page.evaluate("""window.__news = []; new MutationObserver(() => window.__news.push(
+                    document.getElementById('alarm-news').textContent)).observe(document.getElementById('alarm-news'),
+                    {childList: true, characterData: true, subtree: true});
+                  window.__focus = 0; document.addEventListener('focusin', () => window.__focus++, true);
+                  document.addEventListener('focusout', () => window.__focus++, true);""")
+
+                # Focus on bin-01's link; a refresh keeps the same row and link elements and fires no focus event.
+                await page.focus("#fleet tbody tr[data-device='bin-01'] a")
+                await page.evaluate("window.__focus = 0; window.__link = document.activeElement;"
+                                    "window.__rows = [...document.querySelectorAll('#fleet tbody tr')]")
+                await page.evaluate("refresh()")
+                assert await page.evaluate("document.activeElement === window.__link && window.__focus === 0")
+                assert await page.evaluate("[...document.querySelectorAll('#fleet tbody tr')]"
+                                           ".every((tr, i) => tr === window.__rows[i])")
+
+                # bin-01 raises a fire alarm: its row moves up among the problems, its link keeps focus
+                # (no blur, no focus again), and the alarm is said once.
+                await fleet.report("bin-01", {"t": "alarm", "k": "bin", "w": NOW - 60, "l": 60, "m": {"temp": 75},
+                                              "a": ["fire"]}, link="ble:AA:BB:CC:00:00:00")
+                await page.evaluate("refresh()")
+                order = [await r.get_attribute("data-device") for r in await page.locator("#fleet tbody tr").all()]
+                assert order[:3] == ["bin-01", "bin-02", "sl-02"], order
+                assert await page.evaluate("document.activeElement === window.__link && window.__focus === 0")
+                assert await news.text_content() == "New alarm: bin-01 fire"
+                await page.evaluate("refresh()")
+                assert await page.evaluate("window.__news") == ["New alarm: bin-01 fire", ""]
+                assert await page.locator("#alarms li[data-alarm]").count() == 3
+
+                # The gateway stops answering: the banner says the page retries.
+                async def refuse(route: Route) -> None:
+                    await route.abort("connectionrefused")
+
+                await page.route("**/api/dashboard", refuse)
+                await page.evaluate("refresh()")
+                banner = page.locator("#banner")
+                await expect(banner).to_contain_text("gateway unreachable")
+                assert (await banner.inner_text()).endswith("Retrying every 30 s.")
+
+                # Pause, by keyboard: the banner no longer promises a retry, and nothing is asked for in
+                # 100 s of the page's clock.
+                pause = page.locator("#pause")
+                assert await pause.inner_text() == "Pause live updates"
+                assert await pause.get_attribute("aria-pressed") == "false"
+                await pause.focus()
+                await page.keyboard.press("Space")
+                assert await pause.get_attribute("aria-pressed") == "true"
+                await expect(page.locator("#updated")).to_contain_text("live updates paused")
+                assert (await banner.inner_text()).endswith("Live updates are paused."), await banner.inner_text()
+                before = requests.count("/api/dashboard")
+                for _ in range(4):  # 100 s
+                    await page.clock.run_for(25_000)
+                    await asyncio.sleep(0.2)
+                assert requests.count("/api/dashboard") == before
+                assert await pause.get_attribute("aria-pressed") == "true"
+
+                # The gateway is back. Resume: asked for at once (no clock time passes), then every 30 s again.
+                await page.unroute("**/api/dashboard", refuse)
+                await page.keyboard.press("Enter")
+                assert await pause.get_attribute("aria-pressed") == "false"
+                for _ in range(50):
+                    if requests.count("/api/dashboard") > before:
+                        break
+                    await asyncio.sleep(0.05)
+                assert requests.count("/api/dashboard") == before + 1
+                await expect(page.locator("#updated")).to_have_text("updated 2026-11-21 12:00:00 UTC")
+                await expect(banner).to_have_text("")
+                await page.clock.run_for(31_000)
+                for _ in range(50):
+                    if requests.count("/api/dashboard") > before + 1:
+                        break
+                    await asyncio.sleep(0.05)
+                assert requests.count("/api/dashboard") == before + 2
+                assert await page.evaluate("document.activeElement.id") == "pause"
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()

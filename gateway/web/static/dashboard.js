@@ -97,16 +97,20 @@ function ago(seconds) {
 
 function renderSummary(data) {
   const box = document.getElementById("summary");
-  clear(box);
   const items = [["devices", data.devices.length]];
   for (const s of ["ok", "alarm", "stale", "never", "revoked"]) items.push([s, data.status_counts[s] || 0]);
   items.push(["open alarms", data.alarms.length]);
-  for (const [label, n] of items) {
-    const div = el("div", { "data-summary": label });
-    div.appendChild(el("span", { class: "count" }, String(n)));
-    div.appendChild(el("span", { class: "muted" }, label));
-    box.appendChild(div);
+  // The same boxes every time, only their numbers change: a screen reader reading them keeps its place.
+  if (box.children.length !== items.length) {
+    clear(box);
+    for (const [label] of items) {
+      const div = el("div", { "data-summary": label });
+      div.appendChild(el("span", { class: "count" }));
+      div.appendChild(el("span", { class: "muted" }, label));
+      box.appendChild(div);
+    }
   }
+  items.forEach(([, n], i) => setText(box.children[i].firstChild, String(n)));
 }
 
 function renderMap(devices) {
@@ -193,57 +197,91 @@ function latestText(d, now) {
   }).join(", ");
 }
 
+function fleetRow(id) {
+  const tr = el("tr", { "data-device": id });
+  const idCell = el("td");
+  idCell.appendChild(el("a", { href: `/api/devices/${encodeURIComponent(id)}` }, id));
+  tr.appendChild(idCell);
+  for (let i = 0; i < 6; i++) tr.appendChild(el("td"));
+  return tr;
+}
+
+// Rows are updated in place: a device's row (and its link) stays the same element from refresh to
+// refresh, only changed cell text is written, and rows move only when the order changes. A keyboard
+// or screen-reader user's focus and reading position survive the 30-second refresh (WCAG 2.2.2).
 function renderFleet(devices, now) {
   const body = document.querySelector("#fleet tbody");
-  // The table is rebuilt: the focused link (keyboard users) is found again by its device afterwards.
-  const focused = document.activeElement && body.contains(document.activeElement)
-    ? document.activeElement.closest("tr[data-device]") : null;
-  const focusId = focused ? focused.dataset.device : null;
+  const active = document.activeElement;
+  const focused = active && body.contains(active) ? active : null;
   const filter = document.getElementById("fleet-filter").value.trim().toLowerCase();
   const how = document.getElementById("fleet-sort").value;
   const shown = sortedDevices(devices, how).filter((d) => !filter
     || [d.id, d.kind, d.zone, d.status].some((t) => String(t).toLowerCase().includes(filter)));
-  const rows = document.createDocumentFragment();
+  const old = new Map([...body.querySelectorAll("tr[data-device]")].map((tr) => [tr.dataset.device, tr]));
+  const rows = [];
   for (const d of shown) {
-    const tr = el("tr", { "data-device": d.id });
-    const idCell = el("td");
-    idCell.appendChild(el("a", { href: `/api/devices/${encodeURIComponent(d.id)}` }, d.id));
-    tr.appendChild(idCell);
-    tr.appendChild(el("td", {}, d.kind));
-    tr.appendChild(el("td", {}, d.zone));
-    tr.appendChild(el("td", { class: `status status-${d.status}` }, d.status));
+    const tr = old.get(d.id) || fleetRow(d.id);
+    old.delete(d.id);
+    const cells = tr.children;
     const seen = d.last_seen_iso && now ? `${isoShort(d.last_seen_iso)} (${ago(now - d.last_seen)})` : isoShort(d.last_seen_iso);
-    tr.appendChild(el("td", {}, seen));
-    tr.appendChild(el("td", {}, d.link || "—"));
-    tr.appendChild(el("td", {}, latestText(d, now) || "—"));
-    rows.appendChild(tr);
+    const texts = [d.kind, d.zone, d.status, seen, d.link || "—", latestText(d, now) || "—"];
+    texts.forEach((t, i) => setText(cells[i + 1], String(t)));
+    const cls = `status status-${d.status}`;
+    if (cells[3].className !== cls) cells[3].className = cls;
+    rows.push(tr);
   }
-  // One mutation: removing the focused link first makes Chromium lay out the emptied table, and the
-  // page, shorter for a moment, scrolls up.
-  body.replaceChildren(rows);
-  // A status region: the same count is not written again (it would be said again every 30 s).
+  for (const tr of old.values()) tr.remove();
+  // Put in order moving as few rows as possible: a row already next in place stays; one out of place is
+  // moved in front of it. The focused row is never moved (a moved element loses focus, and focusing
+  // it again makes a screen reader say it again): the rows in front of it that belong after it are
+  // moved to the end instead, and put in place from there.
+  const focusedRow = focused ? focused.closest("tr") : null;
+  let next = body.firstElementChild;
+  for (const tr of rows) {
+    if (tr === focusedRow) {
+      while (next && next !== tr) { const later = next; next = next.nextElementSibling; body.appendChild(later); }
+    }
+    if (tr === next) next = next.nextElementSibling;
+    else body.insertBefore(tr, next);
+  }
   setText(document.getElementById("fleet-count"),
     shown.length === devices.length ? plural(devices.length, "device") : `${shown.length} of ${devices.length} devices`);
-  if (focusId !== null) {
-    const again = body.querySelector(`tr[data-device="${CSS.escape(focusId)}"] a`);
-    // preventScroll: the refresh must not scroll the page back to the link every 30 s.
-    if (again) again.focus({ preventScroll: true });
-  }
 }
+
+let knownAlarms = null;  // keys of the alarms shown by the last answer (null before the first)
+const alarmKey = (a) => `${a.device}\u0000${a.code}\u0000${a.at_iso}`;
 
 function renderAlarms(alarms) {
   const list = document.getElementById("alarms");
-  clear(list);
-  if (alarms.length === 0) {
-    list.appendChild(el("li", { class: "muted" }, "No open alarms"));
-    return;
+  // Unchanged alarms keep their list items (a screen reader's place in the list is kept).
+  const old = new Map([...list.querySelectorAll("li[data-alarm]")].map((li) => [li.dataset.key, li]));
+  const items = alarms.map((a) => {
+    const key = `${alarmKey(a)}\u0000${a.zone}`;
+    const li = old.get(key);
+    if (li) { old.delete(key); return li; }
+    const item = el("li", { "data-alarm": a.code, "data-device": a.device, "data-key": key });
+    item.appendChild(el("span", { class: "alarm-code" }, a.code));
+    item.appendChild(document.createTextNode(` ${a.device} (${a.zone}) since ${isoShort(a.at_iso)}`));
+    return item;
+  });
+  if (items.length === 0) {
+    const none = list.querySelector("li:not([data-alarm])");
+    list.replaceChildren(none || el("li", { class: "muted" }, "No open alarms"));
+  } else if (items.length !== list.children.length || items.some((li, i) => list.children[i] !== li)) {
+    list.replaceChildren(...items);
   }
-  for (const a of alarms) {
-    const li = el("li", { "data-alarm": a.code, "data-device": a.device });
-    li.appendChild(el("span", { class: "alarm-code" }, a.code));
-    li.appendChild(document.createTextNode(` ${a.device} (${a.zone}) since ${isoShort(a.at_iso)}`));
-    list.appendChild(li);
-  }
+  announceNewAlarms(alarms);
+}
+
+// An alarm that opens while the page is open is said once by a polite live region ("New alarm: bin-02
+// fire"); the alarms already open at the first load are not (the page lists them). The region is
+// emptied at the next refresh, so the next new alarm is said even if its words are the same.
+function announceNewAlarms(alarms) {
+  const news = document.getElementById("alarm-news");
+  const fresh = knownAlarms === null ? [] : alarms.filter((a) => !knownAlarms.has(alarmKey(a)));
+  knownAlarms = new Set(alarms.map(alarmKey));
+  const words = fresh.map((a) => `${a.device} ${a.code}`).join(", ");
+  setText(news, fresh.length === 0 ? "" : `New alarm${fresh.length === 1 ? "" : "s"}: ${words}`);
 }
 
 function axes(svg, W, H, pad, maxV) {
@@ -589,13 +627,18 @@ function showStale(reason) {
   const banner = document.getElementById("banner");
   const iso = lastData && typeof lastData.generated_at_iso === "string" ? lastData.generated_at_iso : "";
   const asOf = iso.length >= 16 ? `Data as of ${iso.slice(11, 16)} UTC (${iso.slice(0, 10)})` : "No data loaded";
-  setText(banner, `${asOf} — ${reason}. Retrying every ${REFRESH_MS / 1000} s.`);
+  lastFailure = reason;
+  const retry = paused ? "Live updates are paused." : `Retrying every ${REFRESH_MS / 1000} s.`;
+  setText(banner, `${asOf} — ${reason}. ${retry}`);
   document.body.classList.add("data-stale");
-  setText(document.getElementById("updated"), `could not load data: ${reason}`);
+  setText(document.getElementById("updated"), `could not load data: ${reason}${paused ? " — live updates paused" : ""}`);
   setText(document.getElementById("live-status"), "");
 }
 
+let lastFailure = "";  // why the last refresh failed ("" once one worked): the banner is redrawn on pause/resume
+
 function clearStale() {
+  lastFailure = "";
   const banner = document.getElementById("banner");
   if (banner.textContent) document.getElementById("live-status").textContent = "The gateway answers again: data is current.";
   // Emptied, not hidden: the alert stays in the page for the next failure's text to be spoken.
@@ -681,15 +724,51 @@ async function refresh() {
   lastData = data;
   lastGenerated = data.generated_at_iso;
   clearStale();
-  document.getElementById("updated").textContent = `updated ${isoShort(data.generated_at_iso)} UTC`;
+  showUpdated();
   if (!document.body.hasAttribute("data-ready")) document.getElementById("live-status").textContent = "Dashboard loaded.";
   document.body.setAttribute("data-ready", "1");
   if (planIsOld()) runPlan();
 }
 
+function showUpdated() {
+  if (!lastData) return;
+  const at = `updated ${isoShort(lastData.generated_at_iso)} UTC`;
+  setText(document.getElementById("updated"), paused ? `${at} — live updates paused` : at);
+}
+
+let paused = false;     // "Pause live updates" pressed: no refresh and no periodic re-plan until resumed
+let loopTimer = null;   // the next refresh of the loop
+let planDue = false;    // a re-plan fell due while paused: made on resume
+
 // Each refresh is scheduled when the one before has ended (no pile of requests behind a slow gateway).
 async function refreshLoop() {
-  try { await refresh(); } finally { setTimeout(refreshLoop, REFRESH_MS); }
+  clearTimeout(loopTimer);
+  loopTimer = null;
+  try { await refresh(); } finally { scheduleRefresh(); }
+}
+
+function scheduleRefresh() {
+  clearTimeout(loopTimer);
+  loopTimer = paused ? null : setTimeout(refreshLoop, REFRESH_MS);
+}
+
+// Pausing stops the loop and drops an answer still on its way (it would replace the rows being read);
+// resuming refreshes at once and restarts the loop, and makes a re-plan that fell due meanwhile.
+function setPaused(on) {
+  paused = on;
+  document.getElementById("pause").setAttribute("aria-pressed", on ? "true" : "false");
+  if (on) {
+    clearTimeout(loopTimer);
+    loopTimer = null;
+    refreshSeq++;
+    if (refreshCtl) refreshCtl.abort();
+  } else {
+    refreshLoop();
+    if (planDue) { planDue = false; runPlan(); }
+  }
+  // The banner's "Retrying every 30 s" or "Live updates are paused", and the paused mark next to the time.
+  if (lastFailure) showStale(lastFailure);
+  else showUpdated();
 }
 
 let planTimer = null;
@@ -701,6 +780,7 @@ let planAgain = false;   // a re-plan was asked for meanwhile (a new round)
 // One plan request at a time.
 async function runPlan() {
   if (planBusy) { planAgain = true; return planBusy; }
+  if (paused) { planDue = true; return undefined; }
   clearTimeout(planTimer);
   let delay = PLAN_REFRESH_MS;
   planBusy = renderPlan().then((ms) => { delay = ms; }, () => {});
@@ -712,6 +792,8 @@ async function runPlan() {
 
 document.addEventListener("DOMContentLoaded", () => {
   loadPeriods().then(refreshLoop).then(runPlan);
+  const pause = document.getElementById("pause");
+  pause.addEventListener("click", () => setPaused(pause.getAttribute("aria-pressed") !== "true"));
   const redraw = () => { if (lastData) renderFleet(lastData.devices, lastData.generated_at); };
   document.getElementById("fleet-filter").addEventListener("input", redraw);
   document.getElementById("fleet-sort").addEventListener("change", redraw);
