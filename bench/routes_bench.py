@@ -14,6 +14,7 @@ next collection), solver time; and the ratios planned / fixed.
 
     .venv/bin/python bench/routes_bench.py            # 1000 bins, 7 days
     .venv/bin/python bench/routes_bench.py --short    # CI: 500 bins, 2 days, seconds
+    .venv/bin/python bench/routes_bench.py --bins 4000 --days 1 --time-limit 0   # a big city's peak RSS
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     vehicles = args.vehicles or max(1, math.ceil(n_bins / 125))
     code = run(n_bins, days, args.seed, vehicles, args.capacity, limit)
     print(f"wall time {time.perf_counter() - started:.1f} s")
+    # planning runs in this process: its peak is the planner's (ru_maxrss is in KiB on Linux)
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
     return code
 
 

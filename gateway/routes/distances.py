@@ -346,6 +346,44 @@ def build_matrix(provider: DistanceProvider, places: Sequence[Place]) -> tuple[l
     return matrix, provider.description, warnings
 
 
+def matrix_array(provider: DistanceProvider, places: Sequence[Place]) -> tuple[np.ndarray, str, list[str]]:
+    """As :func:`build_matrix`, as a checked n x n ``int32`` array (distances are at most
+    :data:`MAX_GREAT_CIRCLE_M` < 2**31): 4 bytes a cell where a list of Python ints takes ~40, so a
+    4,000-bin plan does not hold ~600 MB of ints while OR-Tools searches. Great-circle distances never
+    become a list; other providers' lists are dropped once copied.
+
+    Raises:
+        MatrixError: A CSV matrix is unusable.
+    """
+    if type(provider) is GreatCircle and places:  # exactly the built-in one: a subclass may override matrix()
+        metres = great_circle_m([p.lat for p in places], [p.lon for p in places])
+        return metres.astype(np.int32), provider.description, []
+    matrix, source, warnings = build_matrix(provider, places)
+    n = len(places)
+    return np.array(matrix, dtype=np.int32).reshape(n, n), source, warnings
+
+
+def checked_array(matrix: Sequence[Sequence[object]] | np.ndarray, source: str, n: int) -> np.ndarray:
+    """``matrix`` checked as :func:`check_matrix` does (the same errors), as an n x n ``int32`` array.
+
+    An array of an integer dtype is checked whole (shape, range) without a list; any other input goes
+    through :func:`check_matrix` (a bool or fractional array too, so its bad cell is named).
+
+    Raises:
+        MatrixError: Wrong shape, or a value that is not a whole number of metres in range.
+    """
+    if isinstance(matrix, np.ndarray) and matrix.dtype.kind in "iu" and matrix.ndim == 2:
+        if matrix.shape != (n, n):
+            raise MatrixError(source, f"must be {n}x{n} (depot + bins)")
+        if matrix.size and (int(matrix.min()) < 0 or int(matrix.max()) > MAX_GREAT_CIRCLE_M):
+            i, j = np.argwhere((matrix < 0) | (matrix > MAX_GREAT_CIRCLE_M))[0]
+            raise MatrixError(source, f"distance [{i}][{j}] = {int(matrix[i, j])} is not whole metres from 0 to "
+                                      f"{MAX_GREAT_CIRCLE_M}")
+        return matrix.astype(np.int32, copy=False)
+    rows = matrix.tolist() if isinstance(matrix, np.ndarray) else matrix
+    return np.array(check_matrix(rows, source, n), dtype=np.int32).reshape(n, n)
+
+
 def whole_metres(value: object) -> int | None:
     """``value`` as an int when it is a whole number of metres from 0 to :data:`MAX_GREAT_CIRCLE_M`
     (an int or other :class:`numbers.Integral` such as numpy's, or a whole float such as ``1500.0``),

@@ -11,7 +11,9 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Hashable, Iterable, Mapping
 
-from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, build_matrix, haversine_m
+import numpy as np
+
+from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, haversine_m, matrix_array
 from gateway.routes.errors import InvalidInputError, NoBinsDueError
 from gateway.routes.model import BinStatus, Candidate, Depot, Plan, Route, Stop
 from gateway.routes.outputs import DEFAULT_SERVICE_S, DEFAULT_SPEED_KMH, Timing
@@ -134,16 +136,16 @@ def _known_at(bins: Iterable[BinStatus], cutoff: int) -> list[BinStatus]:
     return out
 
 
-def _assemble(candidates: list[Candidate], matrix: list[list[int]], order: tuple[int, ...], vehicle: int) -> Route:
+def _assemble(candidates: list[Candidate], matrix: np.ndarray, order: tuple[int, ...], vehicle: int) -> Route:
     stops: list[Stop] = []
     prev = 0
     total = 0
     for i in order:
-        leg = matrix[prev][i + 1]
+        leg = int(matrix[prev, i + 1])
         total += leg
         stops.append(Stop(candidates[i], leg, total))
         prev = i + 1
-    total += matrix[prev][0]
+    total += int(matrix[prev, 0])
     return Route(vehicle, tuple(stops), total, sum(candidates[i].load_l for i in order))
 
 
@@ -316,7 +318,8 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
         raise InvalidInputError("bin id", DEPOT_ID, "is reserved for the depot; rename the device")
     places = [Place(DEPOT_ID, settings.depot.lat, settings.depot.lon)]
     places += [Place(c.bin.id, c.bin.lat, c.bin.lon) for c in candidates]
-    matrix, source, matrix_warnings = build_matrix(settings.distances, places)
+    # an int32 array, not a list of Python ints: ~10x smaller through the search (see matrix_array)
+    matrix, source, matrix_warnings = matrix_array(settings.distances, places)
     depot_warning = depot_warnings(settings.depot, candidates)
     if depot_warning:  # once per depot at WARNING, as the bin-volumes warning (see _first_time)
         level = logging.WARNING if _first_time(("depot", settings.depot.lat, settings.depot.lon)) else logging.INFO

@@ -23,3 +23,4 @@ def test_bench_short_city_of_500(repo_root: Path) -> None:
     stops = float(re.search(r"planned/fixed stops ratio ([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     assert 0 < ratio < 1 and 0 < stops < 1
     assert re.search(r"solver time per plan: planned max [0-9.]+ s", out)
+    assert int(re.search(r"peak RSS ([0-9]+) MB", out).group(1)) > 0  # type: ignore[union-attr]
