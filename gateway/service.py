@@ -415,16 +415,18 @@ class Gateway:
                         self.metrics.retention_skipped.labels("held").inc()
                         delay = min(delay, SKIPPED_RETRY_S)
                     else:
-                        rows = await self.ingest.run_in_store(self.store.remove_values, days, removal_time, hold)
-                        assert rows is None or isinstance(rows, RowPass)
-                        if rows is not None:
-                            self.metrics.retention_removed.inc(rows.readings)
-                            # One job per row batch: ingest waits for one batch at most, not the whole part.
-                            while await self.ingest.run_in_store(self.store.remove_rows_batch, rows):
+                        rows = await self.ingest.run_in_store(self.store.begin_retention, days, removal_time, hold)
+                        assert isinstance(rows, RowPass) and rows.values is not None
+                        # One job per batch (counting, values, rows): ingest waits for one batch at most, not
+                        # for the whole pass. The values a pass that fails part-way removed are counted too.
+                        try:
+                            while await self.ingest.run_in_store(self.store.retention_batch, rows):
                                 pass
+                        finally:
+                            self.metrics.retention_removed.inc(rows.readings)
                         if hold is not None and hold.held:  # a field held it all, or rows held the row part
                             counted = (time.monotonic(), removal_time, dict(days))
-                            self.retention_clock.held(now, hold.held, rows_only=rows is not None)
+                            self.retention_clock.held(now, hold.held, rows_only=rows.values.stage != "held")
                             self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
                             delay = min(delay, SKIPPED_RETRY_S)
                         else:

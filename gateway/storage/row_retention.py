@@ -34,6 +34,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from gateway.retention_clock import LargeRemovalHold
+from gateway.storage.field_retention import FieldPass
+
 # Rows removed per transaction, each its own job on the store's one writer thread
 # (ReportStore.remove_rows_batch): ingest waits for one batch at most, not for the whole row part.
 ROW_BATCH = 2000
@@ -62,6 +65,9 @@ class RowPass:
         after: ``(w, id)`` of the last row of that kind removed: the next batch starts after it, so no batch
             walks again over rows it cannot remove (other kinds, values left, above the ACK floor).
         rows: report rows removed so far. duplicates_done: the ``window_duplicates`` step ran.
+        values: the field part of the pass, run before the row part (ReportStore.begin_retention), or None.
+        hold: the large-removal hold the pass is counted for, or None. retention_days: the pass's retention.
+        large_fields, large: what the field part found large (logged, at WARNING, once its values are removed).
     """
 
     cutoffs: dict[str, int]
@@ -72,6 +78,11 @@ class RowPass:
     after: tuple[int, int] = START
     rows: int = 0
     duplicates_done: bool = False
+    values: FieldPass | None = None
+    hold: LargeRemovalHold | None = None
+    retention_days: dict[tuple[str, str], int] = field(default_factory=dict)
+    large_fields: list[str] = field(default_factory=list)
+    large: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -91,20 +102,23 @@ def row_retention_days(retention_days: Mapping[tuple[str, str], int]) -> dict[st
     return out
 
 
-def count_old_rows(conn: sqlite3.Connection, kind: str, cutoff: int, fields: Sequence[str]) -> tuple[int, int]:
+def count_old_rows(conn: sqlite3.Connection, kind: str, cutoff: int, fields: Sequence[str],
+                   ids: tuple[int, int] | None = None) -> tuple[int, int]:
     """``(rows of kind the pass removes, rows of kind)``: what the large-removal hold compares.
 
     Counted before the field pass: a row past the cutoff is past every field's cutoff of its kind (the
     report retention is the longest), so it is removed when every field it holds is one of ``fields``.
-    A full scan of the kind's rows: only counted when a hold may apply.
+    A scan of the kind's rows (only those ``lo < id <= hi`` when ``ids`` is ``(lo, hi)``): only counted when
+    a hold may apply.
     """
     marks = ",".join("?" * len(fields))
+    lo, hi = ids if ids is not None else (-(2 ** 62), 2 ** 62)
     old, held = conn.execute(
         "SELECT COALESCE(SUM(w <= ? AND w + l <= ? AND received_at <= ? AND " + _AT_OR_BELOW_FLOOR % "reports" +
         " AND NOT EXISTS (SELECT 1 FROM json_each(m) j WHERE j.key NOT IN (%s))"
         " AND NOT EXISTS (SELECT 1 FROM json_each(e) j WHERE j.key NOT IN (%s))), 0), COUNT(*)"
-        " FROM reports WHERE kind = ?" % (marks, marks),
-        (cutoff, cutoff, cutoff, *fields, *fields, kind)).fetchone()
+        " FROM reports WHERE kind = ? AND id > ? AND id <= ?" % (marks, marks),
+        (cutoff, cutoff, cutoff, *fields, *fields, kind, lo, hi)).fetchone()
     return int(old), int(held)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from gateway.errors import StorageError
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
 from gateway.retention_clock import LargeRemovalHold
-from gateway.storage import provenance, row_retention
+from gateway.storage import field_retention, provenance, row_retention
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
 from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE, PUBLISHED_META_PREFIX
 from gateway.storage.queries import DATA_VERSION_COUNTER
@@ -652,126 +652,218 @@ class ReportStore:
 
     def apply_retention(self, retention_days: dict[tuple[str, str], int], now: float,
                         hold: LargeRemovalHold | None = None) -> int:
-        """A whole retention pass in one call: :meth:`remove_values`, then :meth:`remove_rows_batch` until the
-        row part is done; return the readings (``m`` values) removed.
+        """A whole retention pass in one call: :meth:`begin_retention`, then :meth:`retention_batch` until it is
+        done; return the readings (``m`` values) removed (0 when a field's large removal held the pass).
 
-        The gateway runs the two steps as separate jobs on the store's thread (gateway/service.py), so ingest
-        waits for one row batch at most; this is for callers that own the store (tools, tests).
+        The gateway runs each batch as its own job on the store's thread (gateway/service.py), so ingest waits
+        for one batch at most; this is for callers that own the store (tools, tests).
 
         Args:
-            retention_days, now, hold: as for :meth:`remove_values`.
+            retention_days, now, hold: as for :meth:`begin_retention`.
         """
-        rows = self.remove_values(retention_days, now, hold)
-        if rows is None:
-            return 0
-        while self.remove_rows_batch(rows):
+        rows = self.begin_retention(retention_days, now, hold)
+        while self.retention_batch(rows):
             pass
         return rows.readings
 
     def remove_values(self, retention_days: dict[tuple[str, str], int], now: float,
                       hold: LargeRemovalHold | None = None) -> row_retention.RowPass | None:
-        """Remove every field value older than its retention (one transaction); return the row part of the pass
-        (its ``readings``: the ``m`` values removed), which :meth:`remove_rows_batch` removes batch by batch,
-        or None when a field's large removal held the whole pass (nothing was removed).
+        """The field part of a pass in one call (:meth:`begin_retention`, then :meth:`retention_batch` until the
+        values are removed); return the row part (for :meth:`remove_rows_batch`), or None when a field's large
+        removal held the whole pass (nothing was removed). For callers that own the store."""
+        rows = self.begin_retention(retention_days, now, hold)
+        assert rows.values is not None
+        while rows.values.stage not in ("rows", "held", "done") and self.retention_batch(rows):
+            pass
+        return None if rows.values.stage == "held" else rows
 
-        A report row (device, type, period, reception time, link, alarm codes, frame digest) of kind K goes
-        once its ``m`` and ``e`` are empty, its period and reception are older than the longest retention of
-        K's fields and its seq is at or below its device's ACK floor (gateway/storage/row_retention.py, which
-        says what is kept so that replay protection, report ids and the provenance chain hold). A field losing
-        more than :data:`LARGE_REMOVAL` of what is stored in one pass is logged at WARNING (a retention just
-        shortened, or a clock to check), and so is a kind's rows when they are counted (a hold is given).
+    def begin_retention(self, retention_days: dict[tuple[str, str], int], now: float,
+                        hold: LargeRemovalHold | None = None) -> row_retention.RowPass:
+        """Start a retention pass: return it, to run a job at a time with :meth:`retention_batch` (nothing is
+        read or removed yet beyond the newest report id, which bounds the pass).
+
+        The pass removes every field value older than its retention from ``m`` and ``e`` (and from the ``e`` of
+        ``window_duplicates``), then the report rows left (``remove_rows_batch``). A report row (device, type,
+        period, reception time, link, alarm codes, frame digest) of kind K goes once its ``m`` and ``e`` are
+        empty, its period and reception are older than the longest retention of K's fields and its seq is at or
+        below its device's ACK floor (gateway/storage/row_retention.py, which says what is kept so that replay
+        protection, report ids and the provenance chain hold). Values are counted before any is removed
+        (gateway/storage/field_retention.py): a field losing more than :data:`LARGE_REMOVAL` of what is stored
+        is logged at WARNING once its values are removed (a retention just shortened, or a clock to check), and
+        so is a kind's rows when they are counted (a hold is given). The pass's ``readings`` are the ``m``
+        values removed.
 
         Args:
             retention_days: ``(kind, field) -> days`` (policy.json values, possibly shortened by config).
             now: the time to remove by (the gateway's clock, checked by gateway/retention_clock.py).
             hold: when given, a field (not in ``hold.exempt``) that would lose more than ``hold.share`` of its
-                stored values, and at least ``hold.min_values``, holds the whole pass: nothing is removed, None is
-                returned and ``hold.held`` names what would have been (the caller logs and reports it). A kind's
-                report rows count the same way (exempt when a field of the kind is), but hold only the row part:
-                the field values are removed all the same (a privacy step, never held for rows), and the
-                returned row part is ``held`` (its lines are in ``hold.held`` too).
+                stored values, and at least ``hold.min_values``, holds the whole pass: nothing is removed, the
+                pass ends with its ``values.stage`` ``held`` and ``hold.held`` names what would have been (the
+                caller logs and reports it). A kind's report rows count the same way (exempt when a field of the
+                kind is), but hold only the row part: the field values are removed all the same (a privacy step,
+                never held for rows), and the row part is ``held`` (its lines are in ``hold.held`` too).
         """
+        fields: list[field_retention.FieldPlan] = []
+        for (kind, fld), days in sorted(retention_days.items()):
+            if '"' in fld:  # no reported field is named so (the policy allowlist), and a path cannot quote it
+                log.warning("retention: field name %r cannot occur in a report; skipped", fld)
+                continue
+            # quoted: a field name is one key, never a path
+            fields.append((kind, fld, int(now) - days * 86400, days, '$."%s"' % fld))
+        with self._reading("retention"):
+            top = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+        cutoffs = {kind: int(now) - days * 86400
+                   for kind, days in sorted(row_retention.row_retention_days(retention_days).items())}
+        rows = row_retention.RowPass(cutoffs=cutoffs, keep_id=top)
+        rows.values = field_retention.FieldPass(fields=fields, top=top)
+        rows.hold, rows.retention_days = hold, dict(retention_days)
+        return rows
+
+    def retention_batch(self, rows: row_retention.RowPass) -> bool:
+        """Run the next job of the pass ``rows`` (:meth:`begin_retention`): one bounded transaction (see
+        gateway/storage/field_retention.py for the stages); return whether more is left (call again)."""
+        values = rows.values
+        if values is None or values.stage == "rows":
+            if rows.done:
+                if values is not None:
+                    values.stage = "done"
+                return False
+            return self.remove_rows_batch(rows)
+        if values.stage in ("held", "done"):
+            return False
+        if values.stage == "count":
+            with self._reading("retention (counting)"):
+                hi = field_retention.next_range(self._conn, "reports", values.after, values.top,
+                                                field_retention.COUNT_BATCH)
+                if hi is not None and self._count_range(rows, values.after, hi):
+                    values.todo.append((values.after, hi))
+            if hi is None:
+                self._decide_hold(rows)
+            else:
+                values.after = hi
+        elif values.stage == "values":
+            while values.todo and values.after >= values.todo[0][1]:
+                del values.todo[0]
+            with self._writing("retention") as conn:
+                hi = None
+                while values.todo and hi is None:  # the next rows of a range the count found values to remove in
+                    values.after = max(values.after, values.todo[0][0])
+                    hi = field_retention.next_range(conn, "reports", values.after, values.todo[0][1],
+                                                    field_retention.FIELD_BATCH)
+                    if hi is None:
+                        del values.todo[0]
+                if hi is not None:
+                    readings, changed = field_retention.remove_values(conn, values.fields, values.after, hi)
+                    if changed:
+                        # Stored values changed without a new report: readers that name their answers by the
+                        # newest report (the open-data CSV's ETag) also name them by this version. Same
+                        # transaction as the removal, so no reader sees one without the other.
+                        _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
+            if hi is None:
+                values.stage, values.after = "duplicates", 0
+                with self._reading("retention"):
+                    values.duplicates_top = int(self._conn.execute(
+                        "SELECT COALESCE(MAX(rowid), 0) FROM window_duplicates").fetchone()[0])
+            else:
+                values.after = hi
+                rows.readings += readings
+        elif values.stage == "duplicates":
+            with self._writing("retention (window duplicates' values)") as conn:
+                hi = field_retention.next_range(conn, "window_duplicates", values.after, values.duplicates_top,
+                                                field_retention.FIELD_BATCH)
+                if hi is not None and field_retention.remove_duplicate_values(conn, values.fields, values.after, hi):
+                    _add_to_counter(conn, DATA_VERSION_COUNTER, 1)  # as for the reports' values
+            if hi is None:
+                values.stage = "rows"
+                self._log_values_removed(rows)
+            else:
+                values.after = hi
+        return True
+
+    def _count_range(self, rows: row_retention.RowPass, lo: int, hi: int) -> bool:
+        """Count what the pass removes from reports ``lo < id <= hi``: every field's values, and the report rows
+        of each kind only when a hold may apply (each kind's row count reads its rows again); return whether
+        the range holds values to remove."""
+        values = rows.values
+        assert values is not None
+        found = field_retention.count_values(self._conn, values.fields, lo, hi, values.counts)
+        hold = rows.hold
+        if hold is None:
+            return found
+        exempt_kinds = {k for k, _f in hold.exempt}
+        for kind, cutoff in rows.cutoffs.items():
+            if kind in exempt_kinds:
+                continue
+            old, held = row_retention.count_old_rows(
+                self._conn, kind, cutoff, sorted(f for k, f in rows.retention_days if k == kind), (lo, hi))
+            got = values.row_counts.setdefault(kind, [0, 0])
+            got[0] += old
+            got[1] += held
+        return found
+
+    def _decide_hold(self, rows: row_retention.RowPass) -> None:
+        """The count is complete: hold the whole pass (a field), or only its row part (a kind's rows), or go on
+        to remove the values."""
+        values, hold = rows.values, rows.hold
+        assert values is not None
         large: list[str] = []
         large_rows: list[str] = []
+        held_fields: list[str] = []
         held_rows: list[str] = []
-        row_days = row_retention.row_retention_days(retention_days)
-        with self._writing("retention") as conn:
-            removed = 0
-            fields: list[tuple[str, str, int, int, str]] = []  # (kind, field, cutoff, days, JSON path)
-            for (kind, fld), days in sorted(retention_days.items()):
-                cutoff = int(now) - days * 86400
-                if '"' in fld:  # no reported field is named so (the policy allowlist), and a path cannot quote it
-                    log.warning("retention: field name %r cannot occur in a report; skipped", fld)
-                    continue
-                path = '$."%s"' % fld  # quoted: a field name is one key, never a path
-                held, old = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(w + l <= ?), 0) FROM reports"
-                    " WHERE kind=? AND json_type(m, ?) IS NOT NULL",
-                    (cutoff, kind, path)).fetchone()
-                what = "%d of %d %s.%s value(s) (retention %d day(s): before %s)" % (
-                    old, held, kind, fld, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff)))
-                if (hold is not None and (kind, fld) not in hold.exempt and old >= hold.min_values
-                        and old > hold.share * held):
-                    hold.held.append(what)
-                removed += int(old)
-                if old and old > LARGE_REMOVAL * held:
-                    large.append(what)
-                fields.append((kind, fld, cutoff, days, path))
-            # Counting a kind's rows scans them all (inside this transaction): only when a hold may apply.
-            exempt_kinds = {k for k, _f in hold.exempt} if hold is not None else set()
-            for kind, days in sorted(row_days.items()):
-                if hold is None or kind in exempt_kinds:
-                    continue
-                cutoff = int(now) - days * 86400
-                old, held = row_retention.count_old_rows(conn, kind, cutoff,
-                                                         sorted(f for k, f in retention_days if k == kind))
-                what = "%d of %d %s report row(s) (report retention %d day(s): before %s)" % (
-                    old, held, kind, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff)))
-                if old >= hold.min_values and old > hold.share * held:
-                    held_rows.append(what)
-                if old and old > LARGE_REMOVAL * held:
-                    large_rows.append(what)
-            if hold is not None and hold.held:
-                hold.held.extend(held_rows)
-                return None  # a field held the whole pass before anything changed (nothing is committed)
-            changed = 0
-            for kind, fld, cutoff, days, path in fields:
-                changed += conn.execute(
-                    "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)"
-                    " WHERE kind=? AND w + l <= ? AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
-                    (path, path, kind, cutoff, path, path),
-                ).rowcount
-                # the spend of a release not stored goes with the stored release's
-                conn.execute(
-                    "UPDATE window_duplicates SET e = json_remove(e, ?)"
-                    " WHERE kind=? AND w + l <= ? AND json_type(e, ?) IS NOT NULL", (path, kind, cutoff, path))
-            if changed:
-                # Stored values changed without a new report: readers that name their answers by the
-                # newest report (the open-data CSV's ETag) also name them by this version. Same
-                # transaction as the removal, so no reader sees one without the other.
-                _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
-            keep_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+        for kind, fld, cutoff, days, _path in values.fields:
+            held, old = values.counts.get((kind, fld), [0, 0])
+            what = "%d of %d %s.%s value(s) (retention %d day(s): before %s)" % (
+                old, held, kind, fld, days, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cutoff)))
+            if (hold is not None and (kind, fld) not in hold.exempt and old >= hold.min_values
+                    and old > hold.share * held):
+                held_fields.append(what)
+            if old and old > LARGE_REMOVAL * held:
+                large.append(what)
+        row_days = row_retention.row_retention_days(rows.retention_days)
+        for kind, (old, held) in sorted(values.row_counts.items()):
+            assert hold is not None  # rows are counted only then
+            what = "%d of %d %s report row(s) (report retention %d day(s): before %s)" % (
+                old, held, kind, row_days[kind], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(rows.cutoffs[kind])))
+            if old >= hold.min_values and old > hold.share * held:
+                held_rows.append(what)
+            if old and old > LARGE_REMOVAL * held:
+                large_rows.append(what)
         if hold is not None:
-            hold.held.extend(held_rows)
-        if large or large_rows:
-            about = [("that field" if len(large) == 1 else "those fields") if large else "",
-                     ("the rows of that kind" if len(large_rows) == 1 else "the rows of those kinds")
-                     if large_rows and not held_rows else ""]
-            if any(about):
-                log.warning("retention removed %s: more than %d %% of what was stored of %s; check the retention "
-                            "settings and the gateway clock (date -u) if that was not expected",
-                            "; ".join(large + ([] if held_rows else large_rows)), LARGE_REMOVAL * 100,
-                            " and ".join(x for x in about if x))
-        if removed:
-            log.info("retention removed %d reading(s)", removed)
-        cutoffs = {kind: int(now) - days * 86400 for kind, days in sorted(row_days.items())}
-        return row_retention.RowPass(cutoffs=cutoffs, keep_id=keep_id, readings=removed, held=held_rows)
+            hold.held.extend(held_fields + held_rows)
+        if held_fields:
+            values.stage = "held"  # a field held the whole pass before anything changed
+            return
+        rows.held = held_rows
+        rows.large = ([] if held_rows else large_rows)
+        rows.large_fields = large
+        values.stage, values.after = "values", 0
+
+    def _log_values_removed(self, rows: row_retention.RowPass) -> None:
+        """The field part is done: say what it removed (a large share at WARNING)."""
+        large, large_rows = rows.large_fields, rows.large
+        about = [("that field" if len(large) == 1 else "those fields") if large else "",
+                 ("the rows of that kind" if len(large_rows) == 1 else "the rows of those kinds") if large_rows else ""]
+        if any(about):
+            log.warning("retention removed %s: more than %d %% of what was stored of %s; check the retention "
+                        "settings and the gateway clock (date -u) if that was not expected",
+                        "; ".join(large + large_rows), LARGE_REMOVAL * 100, " and ".join(x for x in about if x))
+        if rows.readings:
+            log.info("retention removed %d reading(s)", rows.readings)
 
     def remove_rows_batch(self, rows: row_retention.RowPass) -> bool:
         """Remove the next batch of the row part ``rows`` of a retention pass (:meth:`remove_values`), one
         transaction of at most :data:`gateway.storage.row_retention.ROW_BATCH` rows (their alarms with them),
         or, once every kind is through, the ``window_duplicates`` rows whose release is gone; return whether
-        more is left (call again). A held row part removes nothing."""
+        more is left (call again). A held row part removes nothing.
+
+        Raises:
+            ValueError: the field part of ``rows`` (:meth:`retention_batch`) is not done yet.
+        """
+        if rows.values is not None and rows.values.stage not in ("rows", "done"):
+            if rows.values.stage == "held":
+                return False
+            raise ValueError("the row part of a retention pass runs once its field part is done (stage %s)"
+                             % rows.values.stage)
         if rows.done:
             return False
         kinds = sorted(rows.cutoffs)

@@ -342,8 +342,8 @@ async def test_a_held_large_removal_is_counted_once_an_interval_not_every_retry(
         m={"temp": 12}, e={}, a=[], fw="1.0", received_at=now - 60, link="serial:x", digest="%064x" % s)
         for s in range(1, HOLD_MIN_VALUES + 11)])
     counts = []
-    count = gw.store.remove_values
-    monkeypatch.setattr(gw.store, "remove_values", lambda *a: counts.append(1) or count(*a))
+    count = gw.store.begin_retention  # the pass that counts (in jobs on the store's thread) begins here
+    monkeypatch.setattr(gw.store, "begin_retention", lambda *a: counts.append(1) or count(*a))
     await gw.start()
     try:
         await until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 10,

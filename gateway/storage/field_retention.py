@@ -1,0 +1,115 @@
+"""Retention of field values in bounded jobs: a pass over a large store never holds the store's writer for long.
+
+A pass (:meth:`gateway.storage.store.ReportStore.begin_retention`) walks the reports by id, a range of rows per
+job on the store's one writer thread, so ingest (which shares that thread) gets the writer between jobs:
+
+1. **count** (:data:`COUNT_BATCH` rows a job): per field the values stored and those past their retention,
+   per kind the report rows the row part would remove (only when a hold may apply). The large-removal hold is
+   decided on the whole count, before anything is removed;
+2. **values** (:data:`FIELD_BATCH` rows a job, each its own transaction): the values past their retention are
+   removed from ``m`` and ``e``, and the data version moves in the same transaction;
+3. **duplicates**: the same for the ``e`` of ``window_duplicates``;
+4. the row part (gateway/storage/row_retention.py).
+
+Rows inserted after the pass began (ids above :attr:`FieldPass.top`) wait for the next pass: no other writer
+changes stored values, so the count is exactly what the value batches remove. A pass cut off part-way
+(a crash, a stop) leaves every batch before it committed whole; the next pass counts afresh and removes the rest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+# Rows one value-removal job updates (its own transaction: ingest waits for one such job at most).
+FIELD_BATCH = 2000
+# Rows one counting job reads (a read: no page written, so more rows per job for the same time).
+COUNT_BATCH = 10000
+
+# (kind, field, cutoff, days, JSON path) of one field a pass removes values of.
+FieldPlan = tuple[str, str, int, int, str]
+
+
+@dataclass
+class FieldPass:
+    """The field part of one retention pass, walked a job at a time (ReportStore.retention_batch).
+
+    Attributes:
+        fields: what is removed, per field (:data:`FieldPlan`).
+        top: the highest report id when the pass began; the pass covers rows up to it.
+        stage: ``count``, ``values``, ``duplicates``, then ``rows`` (the row part), ``done``;
+            ``held`` when a field's large removal held the whole pass (nothing was removed).
+        after: the id (``window_duplicates``: rowid) the next job of the stage starts after.
+        duplicates_top: the highest ``window_duplicates`` rowid when its stage began.
+        counts: per field ``[values stored, values past retention]`` (rows up to ``top``).
+        row_counts: per kind ``[rows the row part removes, rows]`` (counted only when a hold may apply).
+        todo: the counted id ranges ``(lo, hi]`` holding values to remove: the only ones the value stage
+            visits (a pass an hour after the last one finds an hour of values, not a store to walk again).
+    """
+
+    fields: list[FieldPlan]
+    top: int
+    stage: str = "count"
+    after: int = 0
+    duplicates_top: int = 0
+    counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    row_counts: dict[str, list[int]] = field(default_factory=dict)
+    todo: list[tuple[int, int]] = field(default_factory=list)
+
+
+def next_range(conn: sqlite3.Connection, table: str, after: int, top: int, size: int) -> int | None:
+    """The end of the next range of up to ``size`` rows of ``table`` (by rowid) after ``after`` and at most
+    ``top``, or None when none is left."""
+    row = conn.execute("SELECT MAX(rowid) FROM (SELECT rowid FROM %s WHERE rowid > ? AND rowid <= ? ORDER BY rowid"
+                       " LIMIT ?)" % table, (after, top, size)).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def count_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int,
+                 counts: dict[tuple[str, str], list[int]]) -> bool:
+    """Add to ``counts`` the ``m`` values of each field stored in reports ``lo < id <= hi`` and those past its
+    cutoff; return whether the range holds anything to remove (in ``m`` or ``e``). One read of the range per
+    kind (the CASE keeps SQLite from parsing the JSON of rows past the cutoff only)."""
+    found = False
+    for kind in sorted({f[0] for f in fields}):
+        mine = [f for f in fields if f[0] == kind]
+        parts, args = [], []
+        for _kind, _fld, cutoff, _days, path in mine:
+            parts.append("COALESCE(SUM(json_type(m, ?) IS NOT NULL), 0),"
+                         " COALESCE(SUM(CASE WHEN w + l <= ? THEN json_type(m, ?) IS NOT NULL END), 0),"
+                         " COALESCE(SUM(CASE WHEN w + l <= ? THEN json_type(e, ?) IS NOT NULL END), 0)")
+            args += [path, cutoff, path, cutoff, path]
+        row = conn.execute("SELECT %s FROM reports WHERE id > ? AND id <= ? AND kind = ?" % ", ".join(parts),
+                           (*args, lo, hi, kind)).fetchone()
+        for i, (_kind, fld, _c, _d, _p) in enumerate(mine):
+            got = counts.setdefault((kind, fld), [0, 0])
+            got[0] += int(row[3 * i])
+            got[1] += int(row[3 * i + 1])
+            found = found or bool(row[3 * i + 1] or row[3 * i + 2])
+    return found
+
+
+def remove_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int) -> tuple[int, int]:
+    """Remove the values past their retention from reports ``lo < id <= hi`` (inside the caller's transaction);
+    return ``(m values removed, rows changed)``."""
+    readings = changed = 0
+    for kind, _fld, cutoff, _days, path in fields:
+        where = " WHERE id > ? AND id <= ? AND kind = ? AND w + l <= ?"
+        readings += int(conn.execute("SELECT COUNT(*) FROM reports" + where + " AND json_type(m, ?) IS NOT NULL",
+                                     (lo, hi, kind, cutoff, path)).fetchone()[0])
+        changed += conn.execute(
+            "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)" + where +
+            " AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
+            (path, path, lo, hi, kind, cutoff, path, path)).rowcount
+    return readings, changed
+
+
+def remove_duplicate_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int) -> int:
+    """Remove the ``e`` values past their retention from ``window_duplicates`` rows ``lo < rowid <= hi`` (the
+    spend of a release not stored goes with the stored release's); return the rows changed."""
+    changed = 0
+    for kind, _fld, cutoff, _days, path in fields:
+        changed += conn.execute(
+            "UPDATE window_duplicates SET e = json_remove(e, ?) WHERE rowid > ? AND rowid <= ? AND kind = ?"
+            " AND w + l <= ? AND json_type(e, ?) IS NOT NULL", (path, lo, hi, kind, cutoff, path)).rowcount
+    return changed
