@@ -41,7 +41,7 @@ def _licence(cat: Catalogue) -> str:
 
 def _field_row(f: Mapping[str, Any]) -> str:
     return (f'<tr data-field="{_e(f["kind"])}.{_e(f["field"])}"><td>{_e(f["kind"])}</td>'
-            f'<td><code>{_e(f["field"])}</code></td><td>{_e(f["label"])}</td><td>{_e(f["unit"])}</td>'
+            f'<th scope="row"><code>{_e(f["field"])}</code></th><td>{_e(f["label"])}</td><td>{_e(f["unit"])}</td>'
             f'<td>{_e(f["period"])}</td><td>{"yes" if f["aboutPeople"] else "no"}</td><td>{_e(f["release"])}</td>'
             f'<td>{_e(f["retentionDays"])} days</td></tr>')
 
@@ -96,9 +96,13 @@ def render_opendata_html(cat: Catalogue, dictionary: Mapping[str, Any], *, style
     if head["modified"] is not None:
         parts.append(f"<p>Last changed: {_e(head['modified'])} (UTC).</p>")
     parts.append("</section>")
-    parts.append("<section id=\"fields\"><h2>What each field means</h2>"
-                 "<div class=\"table-wrap\"><table><thead><tr><th>kind</th><th>field</th><th>what</th><th>unit</th>"
-                 "<th>period</th><th>about people</th><th>how it is released</th><th>kept for</th></tr></thead><tbody>")
+    parts.append("<section id=\"fields\"><h2 id=\"h-fields\">What each field means</h2>"
+                 # A scroll box a keyboard can reach and a screen reader names (WCAG 2.1.1).
+                 "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"h-fields\">"
+                 "<table><thead><tr>"
+                 + "".join("<th scope=\"col\">%s</th>" % h for h in (
+                     "kind", "field", "what", "unit", "period", "about people", "how it is released", "kept for"))
+                 + "</tr></thead><tbody>")
     parts.extend(_field_row(f) for f in dictionary["fields"])
     parts.append("</tbody></table></div></section>")
     parts.append("<p class=\"machines\">Programs reading this address get the catalogue as JSON (any "

@@ -245,7 +245,8 @@ def _field_row(f: Mapping[str, Any]) -> str:
     if "policy_retention_days" in f:
         kept += f" (policy allows {_e(f['policy_retention_days'])})"
     return (
-        f'<tr data-field="{_e(f["field"])}"><td><code>{_e(f["field"])}</code></td><td>{_e(f["label"])}</td>'
+        f'<tr data-field="{_e(f["field"])}"><th scope="row"><code>{_e(f["field"])}</code></th>'
+        f'<td>{_e(f["label"])}</td>'
         f"<td>{_e(f['source'])}</td><td>{personal}</td><td>{_e(f['leaves_device'])}</td>"
         f'<td class="privacy">{privacy}</td><td class="kept">{kept}</td><td>{_e(f["purpose"])}</td></tr>'
     )
@@ -263,7 +264,8 @@ def _epsilon_section(doc: Mapping[str, Any]) -> list[str]:
         "<section id=\"epsilon\"><h2>What the privacy guarantee (ε) protects</h2>",
         f"<p>A noisy count hides <strong>one counted event</strong>{of} in one release: with or without "
         "that event, each published value is about "
-        "equally likely, within a factor of e<sup>ε</sup> (smaller ε, more noise). It protects an event, not a "
+        "equally likely, within a factor of e<sup>ε</sup><span class=\"sr-only\"> (e to the power ε)</span>"
+        " (smaller ε, more noise). It protects an event, not a "
         "person. Someone who stays triggers the sensor again and is counted again after its refractory "
         "time (the 'one event per … s' below): m counted events of one person cost up to m × ε. "
         "ε also adds up across releases and devices: someone counted once under each of 20 lamps is in "
@@ -288,7 +290,7 @@ def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") ->
         "<title>What our city sensors collect</title>",
         "<link rel=\"icon\" href=\"data:,\">" + (f"<style>{stylesheet}</style>" if stylesheet else "") + "</head><body>",
         "<header><h1>What our city sensors collect, and why</h1>",
-        "<nav><a href=\"opendata\">Open data</a> · <a href=\"transparency.json\">this page as JSON</a></nav>"
+        "<nav><a href=\"opendata\">Open data</a> · <a href=\"transparency.json\">This page as JSON</a></nav>"
         "</header><main>",
         f"<p class=\"statement\">{_e(doc['statement'])}</p>",
     ]
@@ -296,14 +298,19 @@ def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") ->
         parts.append(f"<p>Privacy policy version {_e(doc['policy_version'])}.</p>")
     parts.extend(_epsilon_section(doc))
     for kind in doc["kinds"]:
-        parts.append(f"<section class=\"kind\" id=\"kind-{_e(kind['kind'])}\"><h2>{_e(kind['title'])}</h2>")
+        heading = f"h-kind-{_e(kind['kind'])}"
+        parts.append(f"<section class=\"kind\" id=\"kind-{_e(kind['kind'])}\">"
+                     f"<h2 id=\"{heading}\">{_e(kind['title'])}</h2>")
         parts.append(f"<p>Measurements are summarised per window of {_e(format_duration(kind['window_s']))}.</p>")
         parts.append(
             # Eight columns: on a phone the table scrolls in its box, not the whole page (style.css).
-            "<div class=\"table-wrap\"><table><thead><tr><th>field</th><th>what is measured</th><th>sensor</th>"
-            "<th>about people</th>"
-            "<th>what leaves the device</th><th>privacy guarantee</th><th>kept for</th><th>why</th></tr>"
-            "</thead><tbody>"
+            # A scroll box a keyboard can reach and a screen reader names (WCAG 2.1.1).
+            f"<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"{heading}\"><table>"
+            f"<caption class=\"sr-only\">Fields of a {_e(kind['title'])} device</caption><thead><tr>"
+            + "".join(f"<th scope=\"col\">{h}</th>" for h in (
+                "field", "what is measured", "sensor", "about people", "what leaves the device",
+                "privacy guarantee", "kept for", "why"))
+            + "</tr></thead><tbody>"
         )
         parts.extend(_field_row(f) for f in kind["fields"])
         parts.append("</tbody></table></div>")
@@ -328,9 +335,11 @@ def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") ->
         parts.extend(f"<li>{_e(x)}</li>" for x in doc["not_collected"])
         parts.append("</ul></section>")
     if doc["recipients"]:
-        parts.append("<section id=\"recipients\"><h2>Who receives what</h2><div class=\"table-wrap\"><table>"
-                     "<thead><tr><th>who</th><th>gets</th></tr></thead><tbody>")
-        parts.extend(f"<tr><td>{_e(r['who'])}</td><td>{_e(r['gets'])}</td></tr>" for r in doc["recipients"])
+        parts.append("<section id=\"recipients\"><h2 id=\"h-recipients\">Who receives what</h2>"
+                     "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"h-recipients\"><table>"
+                     "<thead><tr><th scope=\"col\">who</th><th scope=\"col\">gets</th></tr></thead><tbody>")
+        parts.extend(f"<tr><th scope=\"row\">{_e(r['who'])}</th><td>{_e(r['gets'])}</td></tr>"
+                     for r in doc["recipients"])
         parts.append("</tbody></table></div></section>")
     parts.append("</main></body></html>")
     return "\n".join(parts)
