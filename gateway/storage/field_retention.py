@@ -3,13 +3,15 @@
 A pass (:meth:`gateway.storage.store.ReportStore.begin_retention`) walks the reports by id, a range of rows per
 job on the store's one writer thread, so ingest (which shares that thread) gets the writer between jobs:
 
-1. **count** (:data:`COUNT_BATCH` rows a job): per field the values stored and those past their retention,
+1. **floors**: each device's saved ACK floor is moved over the seqs above it that are committed without a gap
+   (:func:`extend_floors`), so the rows of a device's last batch before it fell silent can go too;
+2. **count** (:data:`COUNT_BATCH` rows a job): per field the values stored and those past their retention,
    per kind the report rows the row part would remove (only when a hold may apply). The large-removal hold is
    decided on the whole count, before anything is removed;
-2. **values** (:data:`FIELD_BATCH` rows a job, each its own transaction): the values past their retention are
+3. **values** (:data:`FIELD_BATCH` rows a job, each its own transaction): the values past their retention are
    removed from ``m`` and ``e``, and the data version moves in the same transaction;
-3. **duplicates**: the same for the ``e`` of ``window_duplicates``;
-4. the row part (gateway/storage/row_retention.py).
+4. **duplicates**: the same for the ``e`` of ``window_duplicates``;
+5. the row part (gateway/storage/row_retention.py).
 
 Rows inserted after the pass began (ids above :attr:`FieldPass.top`) wait for the next pass: no other writer
 changes stored values, so the count is exactly what the value batches remove. A pass cut off part-way
@@ -37,7 +39,7 @@ class FieldPass:
     Attributes:
         fields: what is removed, per field (:data:`FieldPlan`).
         top: the highest report id when the pass began; the pass covers rows up to it.
-        stage: ``count``, ``values``, ``duplicates``, then ``rows`` (the row part), ``done``;
+        stage: ``floors``, ``count``, ``values``, ``duplicates``, then ``rows`` (the row part), ``done``;
             ``held`` when a field's large removal held the whole pass (nothing was removed).
         after: the id (``window_duplicates``: rowid) the next job of the stage starts after.
         duplicates_top: the highest ``window_duplicates`` rowid when its stage began.
@@ -49,12 +51,42 @@ class FieldPass:
 
     fields: list[FieldPlan]
     top: int
-    stage: str = "count"
+    stage: str = "floors"
     after: int = 0
     duplicates_top: int = 0
     counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     row_counts: dict[str, list[int]] = field(default_factory=dict)
     todo: list[tuple[int, int]] = field(default_factory=list)
+
+
+def extend_floors(conn: sqlite3.Connection) -> int:
+    """Move each saved ACK floor over the seqs above it committed without a gap (stored, or recorded as a
+    window duplicate), inside the caller's transaction; return how many floors moved.
+
+    The floor is saved with the next stored batch of reports (and at stop), so the floor of a device's last
+    batch before it fell silent was never saved while the gateway ran on (nor ever, after a kill), and its
+    rows stayed past their retention. Every seq up to the moved floor is committed, which is what the floor
+    means (row_retention.py): a seq the device may still hold is above a gap, and the floor stops before it.
+    A device without a saved floor keeps its rows, as before.
+    """
+    moved = 0
+    for device, floor in conn.execute("SELECT device, floor FROM ack_floor").fetchall():
+        top = int(floor)
+        while True:  # a few hundred seqs at a time: a device waiting on a gap may hold many above it
+            seqs = [int(s) for (s,) in conn.execute(
+                "SELECT seq FROM reports WHERE device = ?1 AND seq > ?2 UNION SELECT seq FROM window_duplicates"
+                " WHERE device = ?1 AND seq > ?2 ORDER BY seq LIMIT 500", (device, top))]
+            start = top
+            for seq in seqs:
+                if seq != top + 1:
+                    break
+                top = seq
+            if top - start < 500:
+                break
+        if top > floor:
+            conn.execute("UPDATE ack_floor SET floor = ? WHERE device = ? AND floor < ?", (top, device, top))
+            moved += 1
+    return moved
 
 
 def next_range(conn: sqlite3.Connection, table: str, after: int, top: int, size: int) -> int | None:

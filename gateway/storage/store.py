@@ -731,7 +731,11 @@ class ReportStore:
             return self.remove_rows_batch(rows)
         if values.stage in ("held", "done"):
             return False
-        if values.stage == "count":
+        if values.stage == "floors":
+            with self._writing("retention (ACK floors)") as conn:
+                field_retention.extend_floors(conn)
+            values.stage = "count"
+        elif values.stage == "count":
             with self._reading("retention (counting)"):
                 hi = field_retention.next_range(self._conn, "reports", values.after, values.top,
                                                 field_retention.COUNT_BATCH)

@@ -1,7 +1,8 @@
 """Field retention in bounded jobs (gateway/storage/field_retention.py): the values of a pass are counted and
 removed a range of rows per job on the store's thread, each removal its own transaction moving the data
 version; the hold is decided on the whole count before anything goes; a pass cut off part-way leaves a
-consistent store that the next pass completes; ingest is not held for the whole field part. Real SQLite files and the real gateway service."""
+consistent store that the next pass completes; ingest is not held for the whole field part; the last batch of a
+device that fell silent goes once its retention is over. Real SQLite files and the real gateway service."""
 
 from __future__ import annotations
 
@@ -122,6 +123,28 @@ def test_a_pass_cut_off_part_way_leaves_a_consistent_store_the_next_pass_complet
     store = ReportStore(db, gateway_id="gw")
     assert store.apply_retention(POLICY_DAYS, float(T0)) == 25 + 1
     assert temps(db) == 5 and version(db) > 3
+    store.close()
+
+
+def test_the_last_batch_of_a_device_that_fell_silent_goes_once_its_retention_is_over(tmp_path: Path) -> None:
+    """d1's floor is saved with the batch after the one it acknowledges: its last batch (seqs 4-6) was
+    acknowledged, but no batch came after it to save its floor (the gateway was killed, or stays up with every
+    device silent). Fails before: seqs 4-6 stayed for good. d2's seq 5 is missing (the device may hold it): 6
+    stays, and 5 is stored when it comes."""
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw")
+    old = T0 - 800 * DAY
+    store.insert_batch([rec(d, s, old + 900 * s, m={}) for d in ("d1", "d2") for s in range(1, 4)])
+    store.insert_batch([rec("d1", s, old + 900 * s, m={}) for s in range(4, 7)]
+                       + [rec("d2", s, old + 900 * s, m={}) for s in (4, 6)], {"d1": 3, "d2": 3})
+    store.insert_batch([rec("zz", 1, T0 - 3600)])  # the newest row is kept whatever its age
+    store.apply_retention(POLICY_DAYS, float(T0))
+    assert read(db, "SELECT device, seq FROM reports ORDER BY device, seq") == [("d2", 6), ("zz", 1)]
+    assert store.has("d1", 6) and not store.has("d1", 7) and not store.has("d2", 5)
+    assert store.insert_batch([rec("d2", 5, old + 4500, m={}, received=float(T0))]).inserted == [("d2", 5)]
+    store.close()
+    store = ReportStore(db, gateway_id="gw")
+    assert store.max_seqs()["d1"] == 6 and store.ack_floors() == {"d1": 6, "d2": 4}
     store.close()
 
 
