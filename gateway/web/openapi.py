@@ -57,11 +57,14 @@ def _hdr(description: str) -> dict[str, Any]:
 
 # Headers of every open-data answer (200 and 304).
 _OD_HEADERS = {
-    "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content and the media type;"
-                 " the content is made of the reports received before the last publication mark (NGSI-LD, GeoJSON:"
-                 " the last quarter hour; CSV: the last hh:05), so it changes only at marks"),
+    "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content, the media type and"
+                 " the content coding (the gzip form's has `-gzip` inside the quotes, and a 304 answers only the ETag"
+                 " of the form asked for); the content is made of the reports received before the last publication"
+                 " mark (NGSI-LD, GeoJSON: the last quarter hour; CSV: the last hh:05), so it changes only at marks"),
+    "Content-Encoding": _hdr("`gzip` for a body of 1 KB or more (and every CSV) when Accept-Encoding allows gzip"),
     "Cache-Control": _hdr("`public, max-age=60`"),
-    "Vary": _hdr("`Accept`: the media type follows the Accept header"),
+    "Vary": _hdr("`Accept, Accept-Encoding`: the media type follows the Accept header, the content coding"
+                 " Accept-Encoding"),
     "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, an open"
                           " alarm's minute, a lamp change); CSV: the hh:05 mark that published the newest report"
                           " of the range; rounded down to the minute, never after Date (absent when there is none)"),
@@ -239,7 +242,12 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                          "licence, coverage, update frequency, the formats' absolute URLs, the data "
                                          "dictionary and the field-to-model mapping (docs/open-data.md, Catalogue)",
                               "tags": ["open data"],
-                              "responses": {"200": _od_ok("index", "application/json"), "304": _OD_304,
+                              "responses": {"200": {**_od_ok("index", "application/json"),
+                                                    "content": {"application/json": {"schema": {"type": "object"}},
+                                                                "text/html": {"schema": {"type": "string"}}},
+                                                    "description": "index as JSON; a browser (text/html rated above "
+                                                                   "JSON in Accept) gets it as a page for people"},
+                                            "304": _OD_304,
                                             "400": _BAD, "406": _OD_406, "503": _STORE}}},
         "/opendata/catalog.jsonld": {"get": {
             "summary": "The open-data catalogue as DCAT-AP JSON-LD (dcat:Catalog, one dcat:Dataset, a "
