@@ -69,7 +69,8 @@ class PlanDefaults(PlanParameters):
 
     Attributes:
         depot: Default depot (None: every plan must be given one).
-        cache_s: How long the HTTP endpoint serves a plan from cache for the same query.
+        cache_s: How long the HTTP endpoint serves a plan from cache for the same query (real seconds, also
+            under ``[sim_clock]``).
         (the rest: :class:`gateway.routes.planner.PlanParameters`)
     """
 

@@ -15,7 +15,8 @@ solution; ``internal``: a defect, logged with its traceback), 503 with Retry-Aft
 429 with Retry-After (``too_many_plans``: one uncached plan per client at a time, and at most
 :data:`CLIENT_PLANS_PER_WINDOW` per :data:`CLIENT_WINDOW_S`). No bins due is not an error: 200 with an empty plan and a ``notice``. Plans
 are solved one at a time in a worker process (:mod:`gateway.routes.worker`), so the gateway keeps
-serving meanwhile, and cached per query and registry state for ``cache_s``.
+serving meanwhile, and cached per query and registry state for ``cache_s`` real seconds (also under
+``[sim_clock]``, like the per-client limit).
 """
 
 from __future__ import annotations
@@ -180,10 +181,12 @@ class _PlanEndpoint:
     """State of one mounted endpoint: defaults, source, the planning worker, its queue and a small cache."""
 
     def __init__(self, source: BinSource, defaults: PlanDefaults, clock: Callable[[], float],
-                 solver: SolverProcess, client_key: Callable[[web.Request], str] = client_address) -> None:
+                 solver: SolverProcess, client_key: Callable[[web.Request], str] = client_address,
+                 timer: Callable[[], float] = _time.monotonic) -> None:
         self.source = source
         self.defaults = defaults
-        self.clock = clock
+        self.clock = clock  # the gateway's (maybe simulated) time: which day "today" is
+        self.timer = timer  # real seconds: the cache and the per-client limits (planner load is real time)
         self.solver = solver
         self.client_key = client_key
         self.lock = asyncio.Lock()
@@ -223,15 +226,16 @@ class _PlanEndpoint:
     async def _solve_and_cache(self, key: tuple[Any, ...], settings: PlanSettings) -> tuple[Plan, str | None]:
         async with self.lock:  # one plan at a time; the queue is the tasks waiting here
             cached = self.cache.get(key)
-            if cached is not None and cached[0] > self.clock():
+            if cached is not None and cached[0] > self.timer():
                 return cached[1], cached[2]
             self.running = key  # from here on the plan runs to its end, waited for or not (it is cached)
             try:
                 plan, notice = await asyncio.to_thread(self._solve, settings)
             finally:
                 self.running = None
-            self.cache = {k: v for k, v in self.cache.items() if v[0] > self.clock()}
-            self.cache[key] = (self.clock() + self.defaults.cache_s, plan, notice)
+            now = self.timer()
+            self.cache = {k: v for k, v in self.cache.items() if v[0] > now}
+            self.cache[key] = (now + self.defaults.cache_s, plan, notice)
             return plan, notice
 
     def _retry_after(self) -> int:
@@ -250,7 +254,7 @@ class _PlanEndpoint:
             return _Refusal(429, "too_many_plans", "one uncached plan per client at a time: wait for the answer "
                             "to your other plan request", self._retry_after())
         starts = self.client_starts.get(client)
-        now = _time.monotonic()
+        now = self.timer()
         while starts and starts[0] <= now - CLIENT_WINDOW_S:
             starts.popleft()
         if starts is not None and len(starts) >= CLIENT_PLANS_PER_WINDOW:
@@ -273,7 +277,7 @@ class _PlanEndpoint:
         stamp = await asyncio.to_thread(self.stamp)
         key = (repr(settings), stamp)  # settings are frozen dataclasses: their repr names every value
         cached = self.cache.get(key)
-        if cached is not None and cached[0] > self.clock():
+        if cached is not None and cached[0] > self.timer():
             return cached[1], cached[2]
         task = self.inflight.get(key)
         if task is None:  # joining the same query in progress is always allowed
@@ -283,7 +287,7 @@ class _PlanEndpoint:
             task = asyncio.ensure_future(self._solve_and_cache(key, settings))
             self.inflight[key] = task
             task.add_done_callback(lambda _t: self.inflight.pop(key, None))
-            self.client_starts.setdefault(client, deque()).append(_time.monotonic())
+            self.client_starts.setdefault(client, deque()).append(self.timer())
         self.waiters[key] = self.waiters.get(key, 0) + 1
         waits = self.client_waits.setdefault(client, {})
         waits[key] = waits.get(key, 0) + 1
@@ -398,6 +402,7 @@ def routes_handlers(
     clock: Callable[[], float] = _time.time,
     solver: SolverProcess | None = None,
     client_key: Callable[[web.Request], str] = client_address,
+    timer: Callable[[], float] = _time.monotonic,
 ) -> PlanRoutes:
     """Return the route definitions of the collection-plan API, to pass to ``app.add_routes``.
 
@@ -413,12 +418,16 @@ def routes_handlers(
     Args:
         source: Where bins come from (e.g. :class:`gateway.routes.source.GatewayBinSource`).
         defaults: Plan settings; query parameters override depot, vehicles, capacity, threshold.
-        clock: Unix-time clock (for ``date=today`` and the cache).
+        clock: Unix-time clock, maybe simulated (for ``date=today``).
         solver: The planning worker (default: the process-wide one, :func:`gateway.routes.worker.shared_solver`).
         client_key: Who a request is from, for the per-client limits (default: the peer address; behind a
             reverse proxy every request is the proxy's, so read the header the proxy sets instead).
+        timer: Real-time seconds (monotonic) of the cache's ``cache_s`` and the per-client window, also
+            under ``[sim_clock]``: at 30x a 5-minute cache timed by the simulated clock lasted 10 s, so
+            a dashboard asking again made a new plan each time and ran into the per-client limit.
     """
-    endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock, solver or shared_solver(), client_key)
+    endpoint = _PlanEndpoint(source, defaults or PlanDefaults(), clock, solver or shared_solver(), client_key,
+                             timer)
     return PlanRoutes([web.get(PLAN_PATH, endpoint.handle)], endpoint)
 
 

@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.registry import Registry
-from gateway.routes.model import Depot
+from gateway.routes.model import BinStatus, Depot
 from gateway.routes.source import GatewayBinSource
-from gateway.routes.web import PlanDefaults, routes_handlers
+from gateway.routes.web import CLIENT_PLANS_PER_WINDOW, PlanDefaults, routes_handlers
 
 from routes_helpers import T0
 from routes_store import WINDOW_S, CityData
@@ -135,5 +137,43 @@ async def test_the_registry_directory_replaced_on_disk_is_read_again(city: CityD
         conn.close()
         os.replace(copy, db)
         assert sorted(await _plan(client)) == ["bin-0", "bin-1", "bin-3"]
+    finally:
+        await client.close()
+
+
+@dataclass
+class _CountingSource(GatewayBinSource):
+    """The gateway's real source, counting the plans it is read for (one read per uncached plan)."""
+
+    loads: int = 0
+
+    def load(self, as_of: datetime) -> list[BinStatus]:
+        self.loads += 1
+        return super().load(as_of)
+
+
+async def test_a_fast_simulated_clock_neither_expires_the_cache_nor_trips_the_client_limit(city: CityData) -> None:
+    """Under ``[sim_clock]`` at 30x, a 5-minute cache lasted 10 real seconds: a dashboard (or a few tabs of
+    it at one address) asking every 20 s made a new plan each time and got 429 too_many_plans at the 11th
+    request, though nothing had changed. The cache is timed in real seconds, as the per-client limit.
+    Test fails before."""
+    real = [1000.0]  # the real (monotonic) clock, stepped by the test
+    source = _CountingSource(city.db_path, city.registry)
+    routes = routes_handlers(source, PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, cache_s=300),
+                             clock=lambda: NOW + 30 * (real[0] - 1000.0), timer=lambda: real[0])
+    app = web.Application()
+    app.add_routes(routes)
+    app.on_cleanup.append(routes.close)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        for _ in range(CLIENT_PLANS_PER_WINDOW + 2):  # 12 requests over 220 real s (110 simulated minutes)
+            resp = await client.get("/api/routes/plan")
+            assert resp.status == 200, await resp.text()
+            real[0] += 20.0
+        assert source.loads == 1  # one plan, served from the cache since
+        real[0] += 300.0  # 5 real minutes after the plan was made: planned again
+        assert (await client.get("/api/routes/plan")).status == 200
+        assert source.loads == 2
     finally:
         await client.close()
