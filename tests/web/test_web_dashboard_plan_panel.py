@@ -72,6 +72,16 @@ async def _open_panel(fleet: Fleet, defaults: Any, selector: str,
                 # markup in a warning must stay text: no element made of it, no handler run
                 shown["injected"] = await page.locator("#plan img, #plan-warnings li *").count()
                 shown["xss"] = await page.evaluate("window.__xss === undefined ? null : window.__xss")
+                # Errors and warnings are status messages: inside a polite live region that was in the
+                # page before them (a region inserted with its text is often not spoken).
+                shown["spoken"] = await page.evaluate("""[...document.querySelectorAll('#plan-error, #plan-warnings')]
+                    .map((n) => Boolean(n.closest('#plan-live[role=status][aria-live=polite]')))""")
+                # The same error at the next re-plan is not put in the region again (said again).
+                if shown["error_code"] is not None:
+                    shown["error_kept"] = await page.evaluate("""async () => {
+                      const before = document.getElementById('plan-error');
+                      await runPlan();
+                      return document.getElementById('plan-error') === before; }""")
             finally:
                 await browser.close()
     finally:
@@ -88,6 +98,7 @@ async def test_a_planning_error_is_shown_as_an_error_and_the_next_round_switch_s
         fleet, PlanDefaults(depot=Depot(52.37, 4.89), capacity_l=100, time_limit_s=0), "#plan-error")
     assert shown["no_plan"] == 0, shown  # not "No plan for today (no bins due ...)"
     assert shown["error_code"] == "capacity"
+    assert shown["spoken"] == [True] and shown["error_kept"] is True
     assert "Route planning failed: vehicle capacity 100 L is smaller than bin" in shown["panel"]
     assert "(capacity, HTTP 422)" in shown["panel"]
     # At NOW (12:00) today's 06:00 round has started: the failed plan still names its round start,
@@ -120,6 +131,7 @@ async def test_the_panel_shows_warnings_and_unserved_bins(fleet: Fleet) -> None:
     (volumes,) = [w for w in shown["warnings"] if "bin-99" in w]
     assert img in volumes, volumes  # shown literally, as text
     assert shown["injected"] == 0 and shown["xss"] is None
+    assert shown["spoken"] == [True]
     assert "Vehicle 1: 1 stop," in shown["panel"]
     assert shown["summary"] is not None and shown["summary"].startswith("2026-11-2") \
         and ": 1 stop, " in shown["summary"], shown["summary"]

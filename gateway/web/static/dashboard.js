@@ -468,7 +468,7 @@ function planErrorText(answer) {
 function renderPlanWarnings(box, plan) {
   const warnings = Array.isArray(plan.warnings) ? plan.warnings : [];
   if (warnings.length === 0) return;
-  const ul = el("ul", { id: "plan-warnings", role: "status", "aria-live": "polite" });
+  const ul = el("ul", { id: "plan-warnings" });
   for (const w of warnings) ul.appendChild(el("li", { class: "plan-warning status-alarm" }, `Warning: ${w}`));
   box.appendChild(ul);
 }
@@ -513,19 +513,27 @@ async function renderPlan() {
     result = await buildPlan(box, ctl);
   } catch (e) {
     planShown = false;
-    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": "bad_answer", role: "status", "aria-live": "polite" },
+    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": "bad_answer" },
       `Route planning failed: the page could not show the plan (${e.message}).`));
   } finally {
     clearTimeout(timer);
   }
-  const shown = document.getElementById("plan");
+  // The error, the warnings and the "not re-planned" note go in #plan-live, a polite status region
+  // that stays in the page (text added to a region already there is spoken; a region inserted with its
+  // text often is not). Each is said when it appears or changes, not again at every re-plan.
+  const live = document.getElementById("plan-live");
   if (result.note) {
     let note = document.getElementById("plan-note");
-    if (!note) { note = el("p", { id: "plan-note", class: "muted", role: "status", "aria-live": "polite" }); shown.prepend(note); }
-    note.textContent = result.note;
+    if (!note) { note = el("p", { id: "plan-note", class: "muted" }); live.prepend(note); }
+    setText(note, result.note);
   } else {
-    clear(shown);
-    while (box.firstChild) shown.appendChild(box.firstChild);
+    const note = document.getElementById("plan-note");
+    if (note) note.remove();
+    const said = [...box.querySelectorAll("#plan-error, #plan-warnings")];
+    const text = (nodes) => nodes.map((n) => `${n.id}:${n.textContent}`).join("\n");
+    if (text(said) !== text([...live.children])) live.replaceChildren(...said);
+    else said.forEach((n) => n.remove());
+    document.getElementById("plan-body").replaceChildren(...box.childNodes);
   }
   return result.delay;
 }
@@ -561,8 +569,7 @@ async function buildPlan(box, ctl) {
   planRound = { roundStart: roundStartOf(answer), madeAt: lastGenerated };
   if (lastDevices) renderMap(lastDevices);
   if (answer.error) {
-    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": String(answer.error.code || ""),
-      role: "status", "aria-live": "polite" },
+    box.appendChild(el("p", { id: "plan-error", class: "status-alarm", "data-code": String(answer.error.code || "") },
       planErrorText(answer)));
     return { delay };
   }
