@@ -25,7 +25,8 @@ months of data in one pass. Two checks keep it to a plausible clock:
 
 A suspicion outlives a restart, and reports do not confirm the clock that stamps them. A pass skipped as
 ``clock_ahead`` *holds* retention (reason ``held``): the hold is saved in the store's ``meta`` table
-(:data:`META_KEY`, with the time of the last pass that ran) and kept after the clock agrees with the
+(:data:`META_KEY`, with the time of the last pass that ran; one that held only its report rows
+removed the field values by that time, and counts) and kept after the clock agrees with the
 data again, because the data after the jump was stamped by the same clock. It is released once the
 clock has agreed with the stored reports for :data:`CONFIRM_SPAN_S` of time measured while the gateway
 runs (the monotonic clock; the gateway's clock under ``[sim_clock]``), or at once when the operator
@@ -153,7 +154,10 @@ class RetentionClock:
         # A hold (saved in the store's meta, restore()): {"reason": "clock_ahead" | "large_removal",
         # "since": clock time it began, "detail": what was seen, "agreed_s": time the clock has agreed since}
         self.hold: dict[str, Any] | None = None
-        self._ran_at: float | None = None  # removal time of the last pass that ran (saved: outlives a restart)
+        # removal time of the last pass that removed field values (one that ran, or held its rows only):
+        # time the clock was trusted at (saved: outlives a restart)
+        self._ran_at: float | None = None
+        self._removal: float | None = None  # the removal time removal_time() last gave
         self._days: dict[str, int] | None = None  # the retention of that pass, "kind.field" -> days
         self._since_pass: tuple[float, float | None] | None = None  # (clock, monotonic) at the previous pass
         self._ahead = ""  # the clock_ahead finding, in short (a hold's detail)
@@ -206,8 +210,17 @@ class RetentionClock:
     def held(self, now: float, fields: list[str], *, rows_only: bool = False) -> None:
         """The store held the pass (``fields``: what it would have removed): hold retention, ERROR once.
 
-        ``rows_only``: only report rows were held (ReportStore.remove_values): the field values went.
+        ``rows_only``: only report rows were held (ReportStore.begin_retention): the field values went, by
+        the removal time this clock gave for the pass. That time is remembered (and saved) as a pass that ran
+        for the clock check against the data: else a gateway whose devices fell silent, restarted during a
+        hold of its rows, found its clock "ahead" of the last pass and held the values too. The retention
+        remembered for the large-removal rule stays that of the last pass that ran whole, so a field whose
+        retention changed keeps its kind's rows exempt until the rows went.
         """
+        if rows_only and self._removal is not None:
+            self._ran_at = self._removal
+            if self._mono is not None:
+                self._ran = (self._removal, self._mono())
         detail = ("a pass would remove %s (more than %d %% of what is stored of a %s); held until the gateway "
                   "clock has agreed with the stored reports for %s or the operator confirms" % (
                       "; ".join(fields), HOLD_SHARE * 100, "kind's report rows" if rows_only else "field",
@@ -263,6 +276,7 @@ class RetentionClock:
                 elif self.hold["reason"] == "large_removal":
                     # The store is asked again (the hold rule applies): a pass no longer that large (the
                     # retention set back, the clock put right) runs and ends the hold. Still held meanwhile.
+                    self._removal = now - self.offset
                     return now - self.offset
                 else:
                     problem, reason = self._held_problem(), "held"
@@ -290,6 +304,7 @@ class RetentionClock:
             return None
         if self._mono is not None:
             self._ran = (now - self.offset, self._mono())
+        self._removal = now - self.offset
         return now - self.offset
 
     def _held_problem(self) -> str:

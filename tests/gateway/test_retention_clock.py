@@ -183,3 +183,32 @@ def test_a_held_pass_says_what_waits(rows_only: bool, said: str, caplog: pytest.
     assert said in record.getMessage()
     assert ("of a kind's report rows" in record.getMessage()) is rows_only
     assert clock.reason == "held"
+
+
+def test_a_rows_only_hold_counts_as_a_pass_that_ran_for_the_clock_check_after_a_restart() -> None:
+    """The fleet fell silent (last report at ``last``); the first passes hold the report rows only and remove
+    the field values by the clock. The gateway stops after 20 h and starts again 10 h later. Fails before:
+    only a pass that ran whole was remembered as time the clock was trusted at, so the restart found the
+    clock 30 h ahead of the last report (more than the interval + 1 day), held retention as clock_ahead,
+    and the values past their retention stayed until an operator confirmed."""
+    last = 1_800_000_000.0
+    mono = [0.0]
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])
+    rows = ["600 of 1000 bin report row(s) (report retention 730 day(s): before ...)"]
+    for hour in range(1, 21):
+        mono[0] = hour * 3600.0
+        now = last + hour * 3600
+        assert clock.removal_time(now, last) == now  # the values are removed by it ...
+        clock.held(now, rows, rows_only=True)  # ... and the rows held (the store's large-row count)
+    saved = clock.state()
+    again = RetentionClock(3600, monotonic=lambda: 5.0)  # a new run: its monotonic clock starts afresh
+    again.restore(saved)
+    now = last + 30 * 3600
+    assert again.removal_time(now, last) == now, again.problem
+    assert again.reason is None and again.hold is not None and again.hold["reason"] == "large_removal"
+    # a field's hold removes nothing: it is not a pass that ran
+    field = RetentionClock(3600, monotonic=lambda: mono[0])
+    field.restore(None)
+    assert field.removal_time(last + 3600, last) == last + 3600
+    field.held(last + 3600, ["600 of 1000 bin.temp value(s)"])
+    assert '"ran_at": null' in field.state()
