@@ -197,6 +197,9 @@ class _PlanEndpoint:
         self.client_waits: dict[str, dict[tuple[Any, ...], int]] = {}  # per client: its waits per plan
         self.client_starts: dict[str, deque[float]] = {}  # per client: when its uncached plans were started
         self.stamp = _RegistryStamp(source)
+        # rendered answers of cached plans, by (id of the plan, format): a 4,000-stop JSON takes ~10 ms to
+        # make; the plan is held with its text, so its id is not reused while the entry lives
+        self.bodies: dict[tuple[int, str], tuple[Plan, str]] = {}
         self.closed = False
 
     def settings(self, query: dict[str, str]) -> PlanSettings:
@@ -236,6 +239,8 @@ class _PlanEndpoint:
             now = self.timer()
             self.cache = {k: v for k, v in self.cache.items() if v[0] > now}
             self.cache[key] = (now + self.defaults.cache_s, plan, notice)
+            live = {id(v[1]) for v in self.cache.values()}
+            self.bodies = {k: v for k, v in self.bodies.items() if k[0] in live}
             return plan, notice
 
     def _retry_after(self) -> int:
@@ -327,6 +332,17 @@ class _PlanEndpoint:
         await asyncio.to_thread(self.solver.close)
         self.stamp.close()
 
+    def _answer(self, plan: Plan, notice: str | None, fmt: str, timing: Timing) -> web.Response:
+        """The 200 answer in ``fmt``, rendered once per cached plan and format."""
+        memo = self.bodies.get((id(plan), fmt))
+        if memo is not None and memo[0] is plan:
+            text = memo[1]
+        else:
+            text = _render(plan, notice, fmt, timing)
+            if any(v[1] is plan for v in self.cache.values()):  # only a cached plan is asked for again
+                self.bodies[(id(plan), fmt)] = (plan, text)
+        return web.Response(text=text, content_type=FORMATS[fmt], charset="utf-8")
+
     async def handle(self, request: web.Request) -> web.Response:
         query = dict(request.query)
         settings: PlanSettings | None = None
@@ -340,7 +356,7 @@ class _PlanEndpoint:
                 logger.info("routes plan request refused (%s): %s", outcome.code, outcome.message)
                 return outcome.response(settings)
             plan, notice = outcome
-            return _answer(plan, notice, fmt, settings.timing())
+            return self._answer(plan, notice, fmt, settings.timing())
         except RoutesError as exc:
             logger.info("routes plan request refused: %s", exc.message)
             return _error(exc, settings)
@@ -372,14 +388,14 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _answer(plan: Plan, notice: str | None, fmt: str, timing: Timing) -> web.Response:
-    """The 200 answer in ``fmt``; times estimated with ``timing`` (the [routes] speed and service time)."""
+def _render(plan: Plan, notice: str | None, fmt: str, timing: Timing) -> str:
+    """The 200 answer's text in ``fmt``; times estimated with ``timing`` (the [routes] speed and service time)."""
     if fmt == "csv":
-        return web.Response(text=render(plan, "csv", notice, timing), content_type="text/csv", charset="utf-8")
+        return render(plan, "csv", notice, timing)
     body: dict[str, Any] = plan_to_geojson(plan, timing) if fmt == "geojson" else plan_to_dict(plan, timing)
     if notice is not None:
         (body["properties"] if fmt == "geojson" else body)["notice"] = notice
-    return web.Response(text=json.dumps(body, ensure_ascii=False), content_type=FORMATS[fmt], charset="utf-8")
+    return json.dumps(body, ensure_ascii=False)
 
 
 class PlanRoutes(list[web.RouteDef]):

@@ -177,3 +177,32 @@ async def test_a_fast_simulated_clock_neither_expires_the_cache_nor_trips_the_cl
         assert source.loads == 2
     finally:
         await client.close()
+
+
+async def test_a_cached_plan_is_rendered_once_per_format_and_never_after_a_change(city: CityData) -> None:
+    """A cached answer is the text rendered for the first request (a 4,000-stop JSON took ~10 ms a request);
+    a registry change still gives a new plan, rendered anew."""
+    routes = routes_handlers(GatewayBinSource(city.db_path, city.registry),
+                             PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, cache_s=300),
+                             clock=lambda: float(NOW))
+    app = web.Application()
+    app.add_routes(routes)
+    app.on_cleanup.append(routes.close)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        texts = {}
+        for fmt in ("json", "csv", "geojson"):
+            first = await client.get("/api/routes/plan", params={"format": fmt})
+            again = await client.get("/api/routes/plan", params={"format": fmt})
+            assert first.status == again.status == 200
+            assert first.content_type == again.content_type
+            texts[fmt] = await first.text()
+            assert await again.text() == texts[fmt]
+        assert len(routes._endpoint.bodies) == 3  # one plan, three formats
+        assert "bin-1" in texts["csv"] and "bin-1" in texts["geojson"]
+        city.registry.move("bin-1", lat="52.3900", lon="4.9200")
+        moved = await (await client.get("/api/routes/plan", params={"format": "csv"})).text()
+        assert moved != texts["csv"] and "52.39" in moved
+    finally:
+        await client.close()
