@@ -9,6 +9,7 @@ for as before (its window report).
 
 from __future__ import annotations
 
+import re
 import asyncio
 import json
 import shutil
@@ -110,7 +111,9 @@ def _firmware_without_link_test(dest: Path) -> Path:
     init = dest / "lib" / "civic" / "__init__.py"
     text = init.read_text()
     assert 'LINK_TEST = "linktest"' in text
-    init.write_text(text.split("\nLINK_TEST = ")[0].replace('VERSION = "0.1.0"', 'VERSION = "0.0.9"') + "\n")
+    older = re.sub(r'^VERSION = "[^"]+"', 'VERSION = "0.0.9"', text.split("\nLINK_TEST = ")[0], count=1, flags=re.M)
+    assert 'VERSION = "0.0.9"' in older
+    init.write_text(older + "\n")
     main = dest / "main.py"
     text = main.read_text()
     assert "link_test = bootstate.take_link_test(machine)" in text

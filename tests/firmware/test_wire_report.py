@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import msgpack
 
+import gateway
 from hil.sim.mprun import MpResult
 
 KEY_HEX = "11" * 32
@@ -49,7 +50,7 @@ def test_reports_are_framed_into_the_outbox(flash_run: Callable[..., Any], tmp_p
     t, dev, seq, body = _parse(frames[0])
     assert (t, dev, seq) == (1, "sl-0042", 1)
     assert body == {"t": "win", "k": "streetlight", "w": 1795000500 - 1795000500 % 21600, "l": 21600,
-                    "m": {"mot": 17}, "e": {"mot": 500}, "fw": "0.1.0",
+                    "m": {"mot": 17}, "e": {"mot": 500}, "fw": gateway.__version__,
                     "h": []}
     assert _parse(frames[1])[3]["m"] == {"wh": 33}
     # h: the seqs below it still in the outbox, as runs (protocol §2)

@@ -6,7 +6,7 @@ persisted seq counter, flash outbox), ``uplink`` (UART and BLE links), ``policy`
 ``report`` (allowlisted report bodies). Hardware objects are always injected.
 """
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 LINK_TEST = "linktest"
 """Name (in the flash root) of ``civicedge check``'s one-shot request for a boot report at the
