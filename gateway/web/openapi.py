@@ -382,6 +382,8 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                     "revoked": {"type": "boolean"},
                     "status": {"type": "string", "enum": ["ok", "alarm", "stale", "never", "revoked"]},
                     "last_seen": {"type": ["integer", "null"]}, "link": {"type": ["string", "null"]},
+                    "fw": {"type": ["string", "null"],
+                           "description": "firmware version its last stored report names (null: none named)"},
                     "latest": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "latest_at": {"type": "object", "additionalProperties": {"type": "integer"},
                                   "description": "per field of latest: unix seconds at the end of its period"},

@@ -48,6 +48,8 @@ def device_json(dev: DeviceView, *, now: int, policy: Mapping[str, Any]) -> dict
         "last_seen": dev.last_seen,
         "last_seen_iso": iso_utc(dev.last_seen) if dev.last_seen is not None else None,
         "link": dev.link,
+        # which release the board runs: what an upgrade's reflash is checked by (docs/upgrading.md)
+        "fw": dev.fw,
         "latest": dict(dev.latest),
         # a field keeps its last released value: say how old each one is (end of its period)
         "latest_at": dict(dev.latest_at),

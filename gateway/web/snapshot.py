@@ -48,6 +48,7 @@ class DeviceState:
         latest_at: field -> end of the period of that value.
         alarms: open alarms.
         lamp_changed_at: when a failed lamp was first seen working again, or None.
+        fw: the firmware version its last stored report names, or None when it named none.
     """
 
     kind: str
@@ -58,6 +59,7 @@ class DeviceState:
     latest_at: Mapping[str, int] = field(default_factory=dict)
     alarms: tuple[AlarmView, ...] = ()
     lamp_changed_at: int | None = None
+    fw: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ class FleetState:
             device: DeviceState(
                 kind=rep.kind, zone=rep.zone, last_seen=int(rep.received_at), link=rep.link,
                 latest=latest.get(device, {}), latest_at=latest_at.get(device, {}),
-                alarms=tuple(alarms.get(device, ())), lamp_changed_at=lamp_changes.get(device),
+                alarms=tuple(alarms.get(device, ())), lamp_changed_at=lamp_changes.get(device), fw=rep.fw,
             )
             for device, (_, rep) in sorted(self._last.items())
         }

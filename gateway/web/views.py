@@ -53,6 +53,7 @@ class DeviceView:
         latest_at: field -> unix seconds at the END of the period of that value.
         alarms: open alarms of this device.
         lamp_changed_at: unix seconds when a failed lamp was last seen working again, or None.
+        fw: firmware version its last stored report names (``civic.VERSION``), or None.
     """
 
     id: str
@@ -67,6 +68,7 @@ class DeviceView:
     latest_at: Mapping[str, int] = field(default_factory=dict)
     alarms: tuple[AlarmView, ...] = ()
     lamp_changed_at: int | None = None
+    fw: str | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,18 @@ async def test_devices_lists_registry_with_status_last_seen_and_link(client: Tes
     assert (by_id["sl-01"]["lat"], by_id["sl-01"]["lon"]) == (52.3702, 4.8952)
 
 
+async def test_a_device_names_the_firmware_its_last_report_named(fleet: Fleet, client: TestClient) -> None:
+    """Upgrade drill: after reflashing boards city IT could not see which release a board runs (reports
+    carry ``fw``, the API did not show it)."""
+    before = await get_json(client, "/api/devices/sl-01")
+    assert before["fw"] is None  # the fixture's reports name none
+    await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": NOW - 900, "l": 900,
+                                 "m": {"lux": 10, "lvl": 50, "lamp": 0}, "fw": "0.2.0"})
+    assert (await get_json(client, "/api/devices/sl-01"))["fw"] == "0.2.0"
+    listed = {d["id"]: d for d in (await get_json(client, "/api/devices"))["devices"]}
+    assert listed["sl-01"]["fw"] == "0.2.0" and listed["sl-03"]["fw"] is None  # sl-03 never reported
+
+
 async def test_devices_filters(client: TestClient) -> None:
     bins = await get_json(client, "/api/devices?kind=bin")
     assert {d["kind"] for d in bins["devices"]} == {"bin"} and bins["count"] == 3
