@@ -1,0 +1,455 @@
+"""``civicedge gateway backup DEST``: a complete, private, checked copy of a gateway's state, running or not.
+
+The databases are copied with SQLite's online backup API from a read-only connection that holds one
+read transaction for the whole copy: a consistent snapshot, while a running gateway keeps committing
+(into its ``-wal``; it is never blocked, and the store's writer lock is never taken). Everything is
+written into a temporary directory beside DEST and renamed to DEST only once every copy passed its
+check and MANIFEST.json is written, so DEST is either absent or a complete backup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
+from gateway.private_dirs import mkdir_private
+from gateway.storage.damage import damaged_error, is_corrupt, primary_code, sqlite_message
+from gateway.storage.schema import stored_version
+from gateway.storage.sqlite_uri import open_for_check, read_only_uri
+from gateway.storage.store_files import real_store_path, store_writer
+from gateway.storage.store_kind import ABSENT, store_kind
+
+MANIFEST = "MANIFEST.json"
+FORMAT = "civicedge-gateway-backup/1"
+RETENTION_FILE = "retention.json"  # as gateway.cli.run_check.RETENTION_FILE (not imported: it pulls in the web layer)
+# A store at least this large is copied under a progress bar (smaller ones take well under a second).
+PROGRESS_BYTES = 64 * 1024 * 1024
+# Pages per backup step: the progress bar moves every few MB. The read transaction spans all steps,
+# so a writer committing meanwhile never restarts the copy.
+STEP_PAGES = 1024
+_CHUNK = 1024 * 1024
+
+DESCRIPTION = """\
+Copy everything a gateway needs to be restored into DEST, a new directory (0700; an existing
+empty directory is used, a non-empty one refused), while the gateway runs or not:
+
+  reports.sqlite   the report store (reports, provenance chain, ACK floors, outbox), a
+                   consistent snapshot taken with SQLite's backup API, read-only
+  devices.sqlite   the device registry     keys/   the device keys
+  retention.json   retention set through the admin API (when present)
+  the config file, the [http] admin_token_file, the [mqtt] password_file and TLS files
+  MANIFEST.json    version, store schema version, time, source paths, size and SHA-256 of each file
+
+Every file is 0600, every directory 0700; nothing is printed of keys or tokens. Each database
+copy is checked (quick_check, integrity_check) before the backup is complete: until then it is a
+temporary directory beside DEST, removed on failure, so DEST never holds half a backup.
+
+Not in the backup: the store's -wal, -shm and .lock (the snapshot holds every committed report),
+retention-confirm, logs, the [sim_clock] follow file, the civicedge install and service unit.
+
+Restore (docs/gateway.md, Storage, "Restoring a backup"): stop the gateway, move the store's -wal
+and -shm aside, copy reports.sqlite, devices.sqlite, keys/, retention.json and the secrets back to
+the sources MANIFEST.json names, as the gateway's user, then `civicedge gateway run --check`."""
+
+
+class BackupError(GatewayError):
+    """A backup could not be made; nothing was left at DEST.
+
+    Attributes:
+        reason: ``exists`` (DEST is not new), ``no_store`` / ``no_registry`` / ``missing`` (a source is
+            absent), ``permission_denied``, ``disk_full``, ``read_failed``, ``write_failed``,
+            ``copy_damaged`` (a copy failed its check).
+        path: the file or directory concerned.
+    """
+
+    def __init__(self, message: str, *, reason: str, path: Path | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.path = path
+
+
+@dataclass
+class Copied:
+    """One file of the backup: its name in DEST, what it is, and where it came from."""
+
+    name: str
+    what: str
+    source: Path
+    note: str = ""
+
+
+@dataclass
+class BackupResult:
+    """What :func:`make_backup` wrote (``manifest`` is MANIFEST.json's content)."""
+
+    dest: Path
+    files: list[Copied] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    running: str | None = None
+    seconds: float = 0.0
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``backup``."""
+    p = sub.add_parser("backup", help="copy the store, registry, keys and secrets into a new directory, safely",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dest", type=Path, metavar="DEST",
+                   help="the backup directory to create (e.g. /backup/gw/$(date +%%Y%%m%%d-%%H%%M%%S))")
+    add_config_arg(p)
+    p.set_defaults(func=cmd_backup)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Make the backup and print a short summary."""
+    try:
+        config = config_from(args, read_only=True)
+        result = make_backup(config, args.dest)
+    except GatewayError as exc:
+        return fail(exc)
+    print(summary(result))
+    return EXIT_OK
+
+
+def summary(result: BackupResult) -> str:
+    """A few lines for the operator: where, each file (keys counted, never shown), total size, time."""
+    lines = ["backup written to %s%s" % (result.dest, "" if result.running is None else
+                                        " (gateway running, pid %s: a consistent snapshot)" % result.running)]
+    entries = {str(e["name"]): int(e["size"]) for e in result.manifest["files"]}
+    keys = [c for c in result.files if c.what == "device key"]
+    for c in result.files:
+        if c.what != "device key":
+            lines.append("  %-16s %9s  %s%s" % (c.name, _size(entries[c.name]), c.what, c.note and ", " + c.note))
+    lines.append("  %-16s %9s  %d device key file(s)" % ("keys/", _size(sum(entries[c.name] for c in keys)),
+                                                          len(keys)))
+    for item in result.manifest["not_copied"]:
+        lines.append("  not copied: %s (%s)" % (item["source"], item["why"]))
+    lines.append("%d file(s), %s, in %.1f s" % (len(entries) + 1, _size(sum(entries.values())), result.seconds))
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return "%d B" % n
+    value = float(n)
+    for unit in ("kB", "MB", "GB"):
+        value /= 1000
+        if value < 1000 or unit == "GB":
+            break
+    return "%.1f %s" % (value, unit)
+
+
+def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROGRESS_BYTES) -> BackupResult:
+    """Back up the gateway of ``config`` into the new directory ``dest``.
+
+    Args:
+        config: the gateway's config (its paths name what is copied).
+        dest: the backup directory; must not exist, or be an empty directory.
+        progress_bytes: a store at least this large is copied under a rich progress bar (on stderr).
+
+    Raises:
+        BackupError: see its reasons; ``dest`` is left as it was.
+        StorageError: the store is not a report store or is damaged (as ``gateway run`` says).
+    """
+    started = time.monotonic()
+    dest = Path(os.path.abspath(dest))
+    _check_new(dest)
+    store, registry_db = config.storage.path, config.registry_dir / "devices.sqlite"
+    running = store_writer(store)
+    if store_kind(real_store_path(store), running=running is not None) == ABSENT:
+        raise BackupError("no report store at %s: nothing to back up (is --config the gateway's config?)" % store,
+                          reason="no_store", path=store)
+    if not registry_db.is_file():
+        raise BackupError("no device registry at %s: nothing to back up (is --config the gateway's config?)"
+                          % registry_db, reason="no_registry", path=registry_db)
+    extra = _named_files(config)
+    try:
+        mkdir_private(dest.parent)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".%s.partial-" % dest.name))
+    except OSError as exc:
+        raise _os_error(exc, dest.parent, "create the backup directory in") from exc
+    result = BackupResult(dest=dest, running=running)
+    try:
+        schema = _copy_store(store, tmp / "reports.sqlite", running=running, progress_bytes=progress_bytes,
+                             result=result)
+        skipped = _copy_registry(config.registry_dir, tmp, result)
+        for what, src in extra:
+            name = _free_name(tmp, src.name, what)
+            _copy_file(src, tmp / name)
+            result.files.append(Copied(name, what, src))
+        result.manifest = _manifest(config, tmp, result, schema, skipped)
+        with _created(tmp / MANIFEST) as fh:
+            fh.write(json.dumps(result.manifest, indent=2).encode() + b"\n")
+        _fsync_dir(tmp)
+        _check_new(dest)  # made meanwhile by someone else: rename would fail or replace an empty one
+        os.rename(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, dest, "write the backup") from exc
+        raise
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _check_new(dest: Path) -> None:
+    try:
+        if not os.path.lexists(dest):
+            return
+        if not dest.is_dir() or dest.is_symlink():
+            raise BackupError("%s exists and is not a directory; give a new directory for the backup" % dest,
+                              reason="exists", path=dest)
+        if any(dest.iterdir()):
+            raise BackupError("%s exists and is not empty; give a new directory for each backup (a backup is "
+                              "never written over another)" % dest, reason="exists", path=dest)
+    except OSError as exc:
+        raise _os_error(exc, dest, "look at") from exc
+
+
+def _named_files(config: GatewayConfig) -> list[tuple[str, Path]]:
+    """The config file and the files it names that a restore needs; each must exist (retention.json may not)."""
+    named: list[tuple[str, Path | None]] = [("config", config.source)]
+    if config.http is not None:
+        named.append(("admin token", config.http.admin_token_file))
+    if config.mqtt is not None:
+        named += [("MQTT password", config.mqtt.password_file), ("MQTT TLS CA", config.mqtt.ca_file),
+                  ("MQTT TLS certificate", config.mqtt.cert_file), ("MQTT TLS key", config.mqtt.key_file)]
+    out = [(what, path) for what, path in named if path is not None]
+    for what, path in out:
+        if not path.is_file():
+            raise BackupError("the %s file %s named by the config does not exist (or is not a file)" % (what, path),
+                              reason="missing", path=path)
+    retention = config.data_dir / RETENTION_FILE
+    if os.path.lexists(retention):
+        out.append(("retention settings", retention))
+    return out
+
+
+def _free_name(tmp: Path, name: str, what: str) -> str:
+    """``name``, or ``<what>-name`` when another source file of that name is already in the backup."""
+    return name if not os.path.lexists(tmp / name) else "%s-%s" % (what.replace(" ", "-"), name)
+
+
+def _copy_store(store: Path, dst: Path, *, running: str | None, progress_bytes: int, result: BackupResult) -> int | None:
+    """Copy the report store, check the copy; its schema version. A gateway that starts during a copy
+    made without one (read as a stopped store: immutable, no locks) has the copy made again, as running."""
+    real = real_store_path(store)
+    for _ in range(2):
+        try:
+            src = open_for_check(real, running=running is not None)
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, store, dst) from exc
+        try:
+            _backup(src, dst, source=store, progress_bytes=progress_bytes)
+        finally:
+            src.close()
+        now = store_writer(store)
+        if running is not None or now is None:
+            break
+        running = result.running = now
+        os.unlink(dst)
+    schema, check = _check_copy(dst, "quick_check", source=store)
+    result.files.append(Copied("reports.sqlite", "report store", store,
+                               "schema %s, %s" % ("none yet" if schema is None else schema, check)))
+    return schema
+
+
+def _copy_registry(registry: Path, tmp: Path, result: BackupResult) -> list[dict[str, str]]:
+    """Copy devices.sqlite and keys/ (regular files only: anything else is listed as not copied)."""
+    db = registry / "devices.sqlite"
+    try:
+        src = sqlite3.connect(read_only_uri(db), uri=True)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, tmp / "devices.sqlite") from exc
+    try:
+        _backup(src, tmp / "devices.sqlite", source=db, progress_bytes=-1)
+    finally:
+        src.close()
+    _, check = _check_copy(tmp / "devices.sqlite", "integrity_check", source=db)
+    result.files.append(Copied("devices.sqlite", "device registry", db, check))
+    keys, skipped = registry / "keys", []
+    try:
+        os.mkdir(tmp / "keys", 0o700)
+        os.chmod(tmp / "keys", 0o700)
+        entries = sorted(os.scandir(keys), key=lambda e: e.name) if keys.is_dir() else []
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False):
+                skipped.append({"source": entry.path, "why": "not a regular file"})
+                continue
+            _copy_file(Path(entry.path), tmp / "keys" / entry.name)
+            result.files.append(Copied("keys/" + entry.name, "device key", Path(entry.path)))
+    except OSError as exc:
+        raise _os_error(exc, keys, "copy the device keys from") from exc
+    return skipped
+
+
+def _backup(src: sqlite3.Connection, dst_path: Path, *, source: Path, progress_bytes: int) -> None:
+    """Copy ``src`` into the new file ``dst_path`` (0600) in one read transaction (a consistent snapshot)."""
+    try:
+        os.close(os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.chmod(dst_path, 0o600)  # whatever the umask
+    except OSError as exc:
+        raise _os_error(exc, dst_path, "create") from exc
+    dst: sqlite3.Connection | None = None
+    try:
+        dst = sqlite3.connect(dst_path)
+        src.execute("BEGIN")
+        pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+        size = pages * int(src.execute("PRAGMA page_size").fetchone()[0])
+        if 0 <= progress_bytes <= size:
+            _backup_with_bar(src, dst, source)
+        else:
+            src.backup(dst)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, source, dst_path) from exc
+    finally:
+        if src.in_transaction:
+            src.rollback()
+        if dst is not None:
+            dst.close()
+
+
+def _backup_with_bar(src: sqlite3.Connection, dst: sqlite3.Connection, source: Path) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("copying %s" % source.name), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("copy", total=None)
+        page = int(src.execute("PRAGMA page_size").fetchone()[0])
+
+        def moved(status: int, remaining: int, total: int) -> None:
+            bar.update(task, total=total * page, completed=(total - remaining) * page)
+
+        progress: Callable[[int, int, int], object] = moved
+        src.backup(dst, pages=STEP_PAGES, progress=progress)
+
+
+def _check_copy(path: Path, pragma: str, *, source: Path) -> tuple[int | None, str]:
+    """Run ``pragma`` (quick_check or integrity_check) on the copy; its schema version (None for the
+    registry or a new store) and what the check said. The copy is read immutable: nothing is created."""
+    try:
+        conn = sqlite3.connect(path.as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            rows = [str(r[0]) for r in conn.execute("PRAGMA %s" % pragma).fetchall()]
+            schema = stored_version(conn) if path.name == "reports.sqlite" else None
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise BackupError("the copy of %s failed its check (%s): %s" % (source, pragma, sqlite_message(exc)),
+                          reason="copy_damaged", path=source) from exc
+    if rows != ["ok"]:
+        raise BackupError("the copy of %s failed %s: %s; the source may be damaged (civicedge gateway run --check, "
+                          "docs/gateway.md, Damaged file)" % (source, pragma, "; ".join(rows[:3])),
+                          reason="copy_damaged", path=source)
+    return schema, "%s ok" % pragma
+
+
+class _created:
+    """A new file opened for writing, 0600 whatever the umask, synced at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Any:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)
+        self.fh = os.fdopen(fd, "wb")
+        return self.fh
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+        finally:
+            self.fh.close()
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` (symlinks followed: a config may link to its secrets) into the new file ``dst``, 0600."""
+    try:
+        fin = open(src, "rb")
+    except OSError as exc:
+        raise _os_error(exc, src, "read") from exc
+    with fin, _created(dst) as fout:
+        while True:
+            try:
+                chunk = fin.read(_CHUNK)
+            except OSError as exc:
+                raise _os_error(exc, src, "read") from exc
+            if not chunk:
+                break
+            fout.write(chunk)
+
+
+def _manifest(config: GatewayConfig, tmp: Path, result: BackupResult, schema: int | None,
+              skipped: list[dict[str, str]]) -> dict[str, Any]:
+    from gateway.version import gateway_version
+
+    files = []
+    for c in result.files:
+        digest, size = hashlib.sha256(), 0
+        with open(tmp / c.name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(chunk)
+                size += len(chunk)
+        files.append({"name": c.name, "what": c.what, "source": str(Path(os.path.abspath(c.source))),
+                      "size": size, "sha256": digest.hexdigest()})
+    return {"format": FORMAT, "civicedge_version": gateway_version(), "gateway_id": config.id,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": None if config.source is None else str(Path(os.path.abspath(config.source))),
+            "data_dir": str(Path(os.path.abspath(config.data_dir))),
+            "registry_dir": str(Path(os.path.abspath(config.registry_dir))),
+            "store_schema_version": schema, "gateway_running_pid": result.running,
+            "files": files, "not_copied": skipped}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _os_error(exc: OSError, path: Path, doing: str) -> GatewayError:
+    """A BackupError naming the path: disk full, permission denied, or the OS's words."""
+    where = exc.filename if exc.filename else path
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BackupError("disk full writing %s: free space there (the partial backup was removed)" % where,
+                           reason="disk_full", path=Path(where))
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return BackupError("permission denied: cannot %s %s (run the backup as the gateway's user, into a "
+                           "directory that user may write)" % (doing, where), reason="permission_denied",
+                           path=Path(where))
+    return BackupError("cannot %s %s: %s" % (doing, where, exc.strerror or exc), reason="write_failed",
+                       path=Path(where))
+
+
+def _sqlite_error(exc: sqlite3.Error, source: Path, dst: Path) -> GatewayError:
+    """SQLite's failure while copying ``source`` to ``dst``: the file concerned, never a stored value."""
+    code = primary_code(exc)
+    if code == sqlite3.SQLITE_FULL:
+        return BackupError("disk full writing %s (SQLite: %s): free space there" % (dst, sqlite_message(exc)),
+                           reason="disk_full", path=dst)
+    if is_corrupt(exc):
+        return damaged_error(source, exc, "backing it up") if source.name != "devices.sqlite" else BackupError(
+            "%s is damaged (SQLite: %s)" % (source, sqlite_message(exc)), reason="copy_damaged", path=source)
+    if code in (sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+        return BackupError("permission denied, or cannot open: %s (SQLite: %s); run the backup as the gateway's "
+                           "user" % (source, sqlite_message(exc)), reason="permission_denied", path=source)
+    return BackupError("cannot copy %s to %s: %s" % (source, dst, sqlite_message(exc)), reason="read_failed",
+                       path=source)

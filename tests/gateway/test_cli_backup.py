@@ -1,0 +1,219 @@
+"""``civicedge gateway backup DEST``: a complete, private, checked copy of a gateway, running or not."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import KEYS, make_env
+
+from gateway.cli import backup_cmd
+from gateway.registry import Registry
+from gateway.storage import ReportRecord, ReportStore
+from gateway.storage.provenance import export_chain_summary, verify_export_summary
+from hil.cli.main import main
+
+TOKEN = "t0ken-" + "x" * 40
+RETENTION = '{"overrides": []}\n'
+
+
+def record(seq: int) -> ReportRecord:
+    return ReportRecord(device="bin-1", seq=seq, kind="bin", zone="north", type="win", w=1_700_000_000 + 900 * seq,
+                        l=900, m={"fill": seq % 100}, e={}, a=[], fw="1.0", received_at=1_700_000_000.0 + seq,
+                        link="serial:x", digest="%064x" % seq)
+
+
+def gateway_dir(tmp_path: Path, reports: int = 20) -> Path:
+    """A gateway as `devices add` and `run` leave it: registry with keys, a store with reports, admin token,
+    retention.json; the config (HTTP on, with the token) is returned."""
+    make_env(tmp_path)  # registers the KEYS devices in tmp_path/data/registry
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    (tmp_path / "data" / "retention.json").write_text(RETENTION)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[gateway]\nid = "gw-test"\ndata_dir = "data"\n[http]\nport = 18801\n'
+                   'admin_token_file = "admin.token"\n')
+    store = ReportStore(tmp_path / "data" / "reports.sqlite", gateway_id="gw-test")
+    if reports:
+        store.insert_batch([record(s) for s in range(1, reports + 1)])
+    store.close()
+    return cfg
+
+
+def reports_of(db: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(db.as_uri() + "?mode=ro&immutable=1", uri=True)
+    try:
+        return conn.execute("SELECT device, seq, m, digest FROM reports ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_backup_holds_everything_private_checked_and_listed(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = gateway_dir(tmp_path)
+    dest = tmp_path / "backups" / "b1"
+    assert main(["gateway", "backup", str(dest), "--config", str(cfg)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("backup written to %s\n" % dest)
+    assert "report store, schema 4, quick_check ok" in out and "integrity_check ok" in out
+    assert "3 device key file(s)" in out
+    for secret in [TOKEN, *(k.hex() for k in KEYS.values())]:
+        assert secret not in out
+
+    found = {str(p.relative_to(dest)) for p in dest.rglob("*")}  # before the reads below add a -shm
+    data = tmp_path / "data"
+    assert reports_of(dest / "reports.sqlite") == reports_of(data / "reports.sqlite")
+    assert len(reports_of(dest / "reports.sqlite")) == 20
+    # The copy's provenance chain verifies as the source's does.
+    export = io.StringIO()
+    summary = export_chain_summary(dest / "reports.sqlite", export)
+    assert summary.count == 20 and verify_export_summary(export.getvalue().splitlines()) == summary
+    copied_registry = Registry(dest, create=False)  # devices.sqlite + keys/ side by side, as in a registry
+    try:
+        assert {r.id for r in copied_registry.list()} == set(KEYS)
+        assert all(copied_registry.key(dev) == key for dev, key in KEYS.items())
+    finally:
+        copied_registry.close()
+    assert (dest / "admin.token").read_text() == TOKEN + "\n"
+    assert (dest / "retention.json").read_text() == RETENTION
+    assert (dest / "gateway.toml").read_bytes() == cfg.read_bytes()
+
+    manifest = json.loads((dest / "MANIFEST.json").read_text())
+    assert manifest["store_schema_version"] == 4 and manifest["gateway_id"] == "gw-test"
+    assert manifest["config"] == str(cfg) and manifest["gateway_running_pid"] is None
+    assert manifest["civicedge_version"] and manifest["created_at"].endswith("Z")
+    names = {f["name"] for f in manifest["files"]}
+    assert names == {"reports.sqlite", "devices.sqlite", "admin.token", "retention.json", "gateway.toml",
+                     *("keys/%s.key" % dev for dev in KEYS)}
+    for entry in manifest["files"]:
+        path = dest / entry["name"]
+        assert entry["sha256"] == sha256(path) and entry["size"] == path.stat().st_size, entry["name"]
+    assert {f["name"]: f["source"] for f in manifest["files"]}["reports.sqlite"] == str(data / "reports.sqlite")
+    assert TOKEN not in (dest / "MANIFEST.json").read_text()
+
+    # Everything owner-only, and only what the manifest lists (no -wal, -shm, journal, temp dir).
+    assert found == names | {"keys", "MANIFEST.json"}
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700 and stat.S_IMODE((dest / "keys").stat().st_mode) == 0o700
+    assert {stat.S_IMODE((dest / n).stat().st_mode) for n in names | {"MANIFEST.json"}} == {0o600}
+    assert sorted(os.listdir(dest.parent)) == ["b1"]
+    # Nothing was left beside the stopped gateway's store (a read-only look creates a -shm and -wal).
+    assert not (data / "reports.sqlite-wal").exists() and not (data / "reports.sqlite-shm").exists()
+
+
+def test_a_backup_under_umask_0_is_still_private(tmp_path: Path) -> None:
+    cfg = gateway_dir(tmp_path, reports=1)
+    old = os.umask(0)
+    try:
+        assert main(["gateway", "backup", str(tmp_path / "b"), "--config", str(cfg)]) == 0
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert modes == {0o600}
+
+
+def test_a_backup_while_a_writer_commits_is_a_consistent_snapshot(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = gateway_dir(tmp_path, reports=0)
+    store = ReportStore(tmp_path / "data" / "reports.sqlite", gateway_id="gw-test")
+    store.insert_batch([record(s) for s in range(1, 3001)])
+    monkeypatch.setattr(backup_cmd, "STEP_PAGES", 4)  # many steps: the writer commits between them
+    stop, seq = threading.Event(), [3000]
+
+    def write() -> None:
+        while not stop.is_set():
+            seq[0] += 1
+            store.insert_batch([record(seq[0])])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        config = backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True)
+        result = backup_cmd.make_backup(config, tmp_path / "b", progress_bytes=0)  # with the progress bar
+    finally:
+        stop.set()
+        writer.join()
+    written = seq[0]
+    assert written > 3000  # the writer committed while the copy ran
+    assert result.running is not None and result.manifest["gateway_running_pid"] == result.running
+    copied = reports_of(tmp_path / "b" / "reports.sqlite")
+    assert 3000 <= len(copied) <= written
+    assert [r[1] for r in copied] == list(range(1, len(copied) + 1))  # a prefix of what was committed
+    export = io.StringIO()
+    assert export_chain_summary(tmp_path / "b" / "reports.sqlite", export).count == len(copied)
+    verify_export_summary(export.getvalue().splitlines())
+    store.insert_batch([record(written + 1)])  # the writer was never disturbed
+    store.close()
+    assert len(reports_of(tmp_path / "data" / "reports.sqlite")) == written + 1
+    assert "(gateway running, pid" in backup_cmd.summary(result)
+
+
+def test_an_existing_non_empty_dest_is_refused_and_left_as_it_was(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = gateway_dir(tmp_path, reports=1)
+    dest = tmp_path / "b"
+    dest.mkdir()
+    (dest / "old.txt").write_text("keep me")
+    assert main(["gateway", "backup", str(dest), "--config", str(cfg)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("error (exists): %s exists and is not empty; give a new directory for each backup (a backup is "
+                   "never written over another)\n" % dest)
+    assert os.listdir(dest) == ["old.txt"] and (dest / "old.txt").read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["admin.token", "b", "data", "gateway.toml"]
+    (dest / "old.txt").unlink()  # an empty directory is taken
+    assert main(["gateway", "backup", str(dest), "--config", str(cfg)]) == 0
+    assert (dest / "MANIFEST.json").is_file() and stat.S_IMODE(dest.stat().st_mode) == 0o700
+
+
+def test_a_missing_store_is_an_error_and_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = gateway_dir(tmp_path, reports=1)
+    (tmp_path / "data" / "reports.sqlite").unlink()
+    assert main(["gateway", "backup", str(tmp_path / "b"), "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err == ("error (no_store): no report store at %s: nothing to back up (is --config the gateway's "
+                   "config?)\n" % (tmp_path / "data" / "reports.sqlite"))
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_missing_config_is_the_usual_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway", "backup", str(tmp_path / "b"), "--config", str(tmp_path / "nope.toml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error (") and str(tmp_path / "nope.toml") in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_failure_midway_leaves_no_half_backup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The databases are copied, then retention.json cannot be read: no DEST, no partial directory."""
+    cfg = gateway_dir(tmp_path, reports=1)
+    retention = tmp_path / "data" / "retention.json"
+    retention.unlink()
+    retention.mkdir()
+    assert main(["gateway", "backup", str(tmp_path / "bk" / "b"), "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error (write_failed): cannot read %s: Is a directory" % retention), err
+    assert os.listdir(tmp_path / "bk") == []
+
+
+def test_help_says_what_is_and_is_not_in_the_backup_and_how_to_restore(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["gateway", "backup", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for words in ("reports.sqlite", "devices.sqlite", "keys/", "retention.json", "admin_token_file",
+                  "password_file", "MANIFEST.json", "0600", "Not in the backup", "-wal", "Restoring a backup",
+                  "run --check", "--config"):
+        assert words in out, words
