@@ -8,6 +8,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -217,3 +219,23 @@ def test_help_says_what_is_and_is_not_in_the_backup_and_how_to_restore(capsys: p
                   "password_file", "MANIFEST.json", "0600", "Not in the backup", "-wal", "Restoring a backup",
                   "run --check", "--config"):
         assert words in out, words
+
+
+def test_a_killed_gateways_store_is_copied_with_its_wal_and_left_as_it_was(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Commits only in the -wal (killed before a checkpoint): the copy holds them; nothing is changed beside it."""
+    cfg = gateway_dir(tmp_path, reports=0)
+    db = tmp_path / "data" / "reports.sqlite"
+    code = ("import os, sys; sys.path[:0] = %r; from pathlib import Path; from test_cli_backup import record; "
+            "from gateway.storage import ReportStore; s = ReportStore(Path(%r), gateway_id='gw-test'); "
+            "s.insert_batch([record(i) for i in range(1, 51)]); os._exit(0)"
+            % ([str(Path(__file__).parent), str(Path(__file__).parents[2])], str(db)))
+    subprocess.run([sys.executable, "-c", code], check=True)
+    wal = db.with_name("reports.sqlite-wal").read_bytes()
+    assert wal  # the reports are in there only
+    os.unlink(db.with_name("reports.sqlite-shm"))  # as after a reboot: no WAL index
+    before = sha256(db)
+    assert main(["gateway", "backup", str(tmp_path / "b"), "--config", str(cfg)]) == 0
+    assert [r[1] for r in reports_of(tmp_path / "b" / "reports.sqlite")] == list(range(1, 51))
+    assert db.with_name("reports.sqlite-wal").read_bytes() == wal and sha256(db) == before
+    assert not db.with_name("reports.sqlite-shm").exists()
