@@ -61,8 +61,9 @@ _OD_HEADERS = {
                  " the content coding (the gzip form's has `-gzip` inside the quotes, and a 304 answers only the ETag"
                  " of the form asked for); the content is made of the reports received before the last publication"
                  " mark (NGSI-LD, GeoJSON: the last quarter hour; CSV: the last hh:05), so it changes only at marks"),
-    "Content-Encoding": _hdr("`gzip` for a body of 1 KB or more (and every CSV) when Accept-Encoding allows gzip"),
-    "Cache-Control": _hdr("`public, max-age=60`"),
+    "Content-Encoding": _hdr("200 only: `gzip` for a body of 1 KB or more (and every CSV) when Accept-Encoding"
+                             " allows gzip"),
+    "Cache-Control": _hdr("`public, max-age=60` (`no-cache` for the catalogue while the store cannot be read)"),
     "Vary": _hdr("`Accept, Accept-Encoding`: the media type follows the Accept header, the content coding"
                  " Accept-Encoding"),
     "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, an open"
@@ -248,13 +249,13 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                                     "description": "index as JSON; a browser (text/html rated above "
                                                                    "JSON in Accept) gets it as a page for people"},
                                             "304": _OD_304,
-                                            "400": _BAD, "406": _OD_406, "503": _STORE}}},
+                                            "400": _BAD, "406": _OD_406}}},
         "/opendata/catalog.jsonld": {"get": {
             "summary": "The open-data catalogue as DCAT-AP JSON-LD (dcat:Catalog, one dcat:Dataset, a "
                        "dcat:Distribution per format), for open-data portals' harvesters",
             "tags": ["open data"],
             "responses": {"200": _od_ok("DCAT-AP catalogue", "application/ld+json", also=("application/json",)),
-                          "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
+                          "304": _OD_304, "400": _BAD, "406": _OD_406}}},
         "/opendata/ngsi-ld/v1/entities": {"get": {
             "summary": _entities_summary(etypes),
             "tags": ["open data"],

@@ -18,7 +18,7 @@ from gateway.web import catalogue, export, liveness, ngsi, opendata_page, pages,
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
 from gateway.web.context import COMPRESS_MIN_BYTES, WebContext, ctx_of
-from gateway.web.errors import BadParameter, NotFound, WebError
+from gateway.web.errors import BadParameter, NotFound, Unavailable, WebError
 from gateway.web.views import DeviceView
 
 __all__ = ["NOT_SET", "OPEN_DATA_META_KEY", "ROUTES", "OpenDataMeta", "meta_of"]
@@ -104,11 +104,12 @@ def accepts_gzip(request: web.Request) -> bool:
     (RFC 9110 12.5.3: the most specific entry decides, so ``gzip;q=0, *`` refuses it). No header:
     identity, as most servers read it (a client that sends none may not decode gzip)."""
     header = request.headers.get("Accept-Encoding", "")
-    rated = dict(_media_ranges(header))  # (a lone "*" is read as "*/*" there)
-    for coding in ("gzip", "x-gzip", "*/*"):
-        if coding in rated:
-            return rated[coding] > 0
-    return False
+    rated = _media_ranges(header)  # (a lone "*" is read as "*/*" there)
+    named = [q for coding, q in rated if coding in ("gzip", "x-gzip")]
+    if named:  # gzip and its alias x-gzip are one coding: either one allowing it is enough
+        return max(named) > 0
+    wildcard = [q for coding, q in rated if coding == "*/*"]
+    return bool(wildcard) and max(wildcard) > 0
 
 
 def gzip_etag(etag: str) -> str:
@@ -187,7 +188,9 @@ def _answer(request: web.Request, body: bytes, content_type: str, *, last_modifi
     cache["Cache-Control"] = cache_control
     cache.update(_licence_link(request))
     if _etag_matches(request, etag):
-        return web.Response(status=304, headers=cache)
+        # The 304's headers replace the stored ones in a browser's cache: the page's CSP goes with it
+        # (else the app's default CSP refuses the page's inline style after a revalidation).
+        return web.Response(status=304, headers={**cache, **(headers or {})})
     response = web.Response(body=body, content_type=content_type, charset="utf-8", headers={**cache, **(headers or {})})
     if gzipped:
         # aiohttp compresses when the answer is prepared (a large body on its executor, not the loop).
@@ -238,13 +241,14 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
     try:
         shown = ngsi.publishable(await ctx.fleet.devices(published=True), ctx.policy)
         oldest = await ctx.fleet.oldest_published(since=catalogue.coverage_since(transparency, now))
-    except StorageError as err:
+    except (StorageError, Unavailable) as err:  # Unavailable: store_timeout (gateway.web.reads)
+        reason = err.reason or "read_failed"
         skipped = STORE_LOG_LIMIT.allow()
         if skipped is not None:
-            logger.warning("%s %s answered without the store's part: StorageError (%s)%s", request.method,
-                           request.path, err.reason, more_since(skipped, "such answers"))
+            logger.warning("%s %s answered without the store's part: %s (%s)%s", request.method,
+                           request.path, type(err).__name__, reason, more_since(skipped, "such answers"))
         return catalogue.Catalogue(meta=meta, base=base, policy=ctx.policy, transparency=transparency, devices=(),
-                                   modified=None, now=now, unavailable=err.reason or "read_failed")
+                                   modified=None, now=now, unavailable=reason)
     return catalogue.Catalogue(meta=meta, base=base, policy=ctx.policy,
                                transparency=transparency, devices=shown,
                                modified=_last_modified(shown), now=now, oldest=oldest)
@@ -265,10 +269,13 @@ async def index(request: web.Request) -> web.Response:
     ``/opendata/catalog.jsonld``. Answered while the report store cannot be read, its ``unavailable``
     then naming the fields it cannot tell (:func:`_catalogue`). A browser (``text/html`` rated above JSON)
     gets the catalogue as a page instead (:mod:`gateway.web.opendata_page`)."""
-    params.reject_unknown(request.query, ())
     # A browser (text/html first) gets the catalogue as a page; any other client the JSON, as before
     # (no Accept, */*: the first offered).
     media = negotiate(request, ("application/json", HTML))
+    if media != HTML:
+        # A page ignores a query (a shared link's ?utm_source=..., as /transparency does); a program's
+        # mistyped parameter is refused rather than silently meaning nothing.
+        params.reject_unknown(request.query, ())
     cat = await _catalogue(request)
     if media == HTML:
         page = opendata_page.render_opendata_html(

@@ -105,7 +105,8 @@ def render_opendata_html(cat: Catalogue, dictionary: Mapping[str, Any], *, style
                  + "</tr></thead><tbody>")
     parts.extend(_field_row(f) for f in dictionary["fields"])
     parts.append("</tbody></table></div></section>")
-    parts.append("<p class=\"machines\">Programs reading this address get the catalogue as JSON (any "
-                 "<code>Accept</code> but <code>text/html</code> first).</p>")
+    parts.append("<p class=\"machines\">Programs reading this address get the catalogue as JSON (an "
+                 "<code>Accept</code> that rates a JSON type at least as high as <code>text/html</code>, or none)."
+                 "</p>")
     parts.append("</main></body></html>")
     return "\n".join(parts)

@@ -264,7 +264,8 @@ def _epsilon_section(doc: Mapping[str, Any]) -> list[str]:
         "<section id=\"epsilon\"><h2>What the privacy guarantee (ε) protects</h2>",
         f"<p>A noisy count hides <strong>one counted event</strong>{of} in one release: with or without "
         "that event, each published value is about "
-        "equally likely, within a factor of e<sup>ε</sup><span class=\"sr-only\"> (e to the power ε)</span>"
+        "equally likely, within a factor of <span aria-hidden=\"true\">e<sup>ε</sup></span>"
+        "<span class=\"sr-only\">e to the power ε</span>"
         " (smaller ε, more noise). It protects an event, not a "
         "person. Someone who stays triggers the sensor again and is counted again after its refractory "
         "time (the 'one event per … s' below): m counted events of one person cost up to m × ε. "

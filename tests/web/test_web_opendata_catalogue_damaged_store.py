@@ -145,3 +145,26 @@ async def test_the_page_for_people_says_the_data_cannot_be_read_now(sound: TestC
     assert notice in text and notice not in await whole.text()
     assert 'href="opendata/readings.csv"' in text  # the downloads are still listed
     assert page.headers["Cache-Control"] == "no-cache"
+
+
+async def test_a_store_read_that_times_out_leaves_the_catalogue_standing_too(fleet: Any) -> None:
+    """Review: a read that timed out (``store_timeout``, an Unavailable rather than a StorageError) still
+    made the catalogue 503, though the docs name timed-out reads among the cases it stands through."""
+    from .test_web_event_loop import DELAY_S, SlowQueries
+
+    STORE_LOG_LIMIT.reset()
+    store = SlowQueries(fleet.store.path, slow=("latest_per_device", "changes_since", "devices", "reports_by_id",
+                                                 "last_report_id", "device_ids"))
+    app = create_app(store=store, registry=fleet.registry, policy=load_policy(), metrics_registry=None,
+                     admin_token=ADMIN_TOKEN, retention=fleet.retention, clock=lambda: float(NOW))
+    from gateway.web.context import CONTEXT_KEY
+
+    app[CONTEXT_KEY].fleet._reads.timeout_s = DELAY_S / 10  # every store read times out
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        for path in ("/opendata", "/opendata/catalog.jsonld"):
+            resp = await client.get(path)
+            assert resp.status == 200, (path, await resp.text())
+            assert resp.headers["Cache-Control"] == "no-cache"
+        index = await (await client.get("/opendata")).json()
+        assert index["unavailable"]["code"] == "store_unavailable" and index["unavailable"]["reason"] == "store_timeout"
+        assert index["title"] and index["dataDictionary"]  # the store-free parts, as with a damaged store
