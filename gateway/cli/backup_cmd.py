@@ -170,7 +170,7 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
     if store_kind(real_store_path(store), running=running is not None) == ABSENT:
         raise BackupError("no report store at %s: nothing to back up (is --config the gateway's config?)" % store,
                           reason="no_store", path=store)
-    if not registry_db.is_file():
+    if not _is_file(registry_db):
         raise BackupError("no device registry at %s: nothing to back up (is --config the gateway's config?)"
                           % registry_db, reason="no_registry", path=registry_db)
     extra = _named_files(config)
@@ -197,8 +197,12 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
         _fsync_dir(dest.parent)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise _os_error(exc, dest, "write the backup") from exc
+        err = _os_error(exc, dest, "write the backup") if isinstance(exc, OSError) else exc
+        if isinstance(err, BackupError) and err.reason == "disk_full":  # name DEST, not the removed temp dir
+            raise BackupError("disk full writing the backup %s: free space on its file system (%s); the partial "
+                              "backup was removed" % (dest, err), reason="disk_full", path=dest) from exc
+        if err is not exc:
+            raise err from exc
         raise
     result.seconds = time.monotonic() - started
     return result
@@ -228,13 +232,21 @@ def _named_files(config: GatewayConfig) -> list[tuple[str, Path]]:
                   ("MQTT TLS certificate", config.mqtt.cert_file), ("MQTT TLS key", config.mqtt.key_file)]
     out = [(what, path) for what, path in named if path is not None]
     for what, path in out:
-        if not path.is_file():
+        if not _is_file(path):
             raise BackupError("the %s file %s named by the config does not exist (or is not a file)" % (what, path),
                               reason="missing", path=path)
     retention = config.data_dir / RETENTION_FILE
     if os.path.lexists(retention):
         out.append(("retention settings", retention))
     return out
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, with a directory this user may not search said as such (not a traceback)."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise _os_error(exc, path, "look at") from exc
 
 
 def _free_name(tmp: Path, name: str, what: str) -> str:
@@ -429,8 +441,7 @@ def _os_error(exc: OSError, path: Path, doing: str) -> GatewayError:
     """A BackupError naming the path: disk full, permission denied, or the OS's words."""
     where = exc.filename if exc.filename else path
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return BackupError("disk full writing %s: free space there (the partial backup was removed)" % where,
-                           reason="disk_full", path=Path(where))
+        return BackupError("%s, writing %s" % (exc.strerror or exc, where), reason="disk_full", path=Path(where))
     if exc.errno in (errno.EACCES, errno.EPERM):
         return BackupError("permission denied: cannot %s %s (run the backup as the gateway's user, into a "
                            "directory that user may write)" % (doing, where), reason="permission_denied",
@@ -443,8 +454,7 @@ def _sqlite_error(exc: sqlite3.Error, source: Path, dst: Path) -> GatewayError:
     """SQLite's failure while copying ``source`` to ``dst``: the file concerned, never a stored value."""
     code = primary_code(exc)
     if code == sqlite3.SQLITE_FULL:
-        return BackupError("disk full writing %s (SQLite: %s): free space there" % (dst, sqlite_message(exc)),
-                           reason="disk_full", path=dst)
+        return BackupError("SQLite: %s, copying %s" % (sqlite_message(exc), source), reason="disk_full", path=dst)
     if is_corrupt(exc):
         return damaged_error(source, exc, "backing it up") if source.name != "devices.sqlite" else BackupError(
             "%s is damaged (SQLite: %s)" % (source, sqlite_message(exc)), reason="copy_damaged", path=source)

@@ -239,3 +239,27 @@ def test_a_killed_gateways_store_is_copied_with_its_wal_and_left_as_it_was(tmp_p
     assert [r[1] for r in reports_of(tmp_path / "b" / "reports.sqlite")] == list(range(1, 51))
     assert db.with_name("reports.sqlite-wal").read_bytes() == wal and sha256(db) == before
     assert not db.with_name("reports.sqlite-shm").exists()
+
+
+def test_the_mqtt_password_file_is_kept_under_its_own_name_and_odd_key_entries_are_listed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = gateway_dir(tmp_path, reports=1)
+    (tmp_path / "mqtt").mkdir()
+    password = tmp_path / "mqtt" / "admin.token"  # the same name as the admin token: both are kept
+    password.write_text("mqtt-secret-password\n")
+    password.chmod(0o600)
+    cfg.write_text(cfg.read_text() + '[mqtt]\nhost = "127.0.0.1"\nport = 18802\nusername = "gw"\n'
+                   'password_file = "mqtt/admin.token"\n')
+    keys = tmp_path / "data" / "registry" / "keys"
+    (keys / "stray.key").symlink_to(keys / "bin-1.key")
+    assert main(["gateway", "backup", str(tmp_path / "b"), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "mqtt-secret-password" not in out and TOKEN not in out
+    assert "not copied: %s (not a regular file)" % (keys / "stray.key") in out
+    assert (tmp_path / "b" / "admin.token").read_text() == TOKEN + "\n"
+    copied = tmp_path / "b" / "MQTT-password-admin.token"
+    assert copied.read_text() == "mqtt-secret-password\n" and stat.S_IMODE(copied.stat().st_mode) == 0o600
+    manifest = json.loads((tmp_path / "b" / "MANIFEST.json").read_text())
+    assert {f["name"]: f["source"] for f in manifest["files"]}["MQTT-password-admin.token"] == str(password)
+    assert manifest["not_copied"] == [{"source": str(keys / "stray.key"), "why": "not a regular file"}]
+    assert not (tmp_path / "b" / "keys" / "stray.key").exists()
