@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from pathlib import Path
 
 from gateway.errors import StorageError
+from gateway.storage.schema_backup import CONFIG_KEY, make_backup, megabytes
 
 SCHEMA_VERSION = 4
 
@@ -132,39 +134,89 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-def apply_schema(conn: sqlite3.Connection) -> None:
+def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
     """Create all tables and indexes (idempotent), migrate an older store, record the schema version.
 
-    Migrating (a store of an older version) is logged as a WARNING naming the store and both
-    versions: it cannot be undone, and an older gateway refuses the store afterwards.
+    Everything is one transaction (``conn`` must be in autocommit mode, as the store opens it): a first
+    start cut off part-way (a kill, a power cut, a failed step) leaves the store exactly as it was, at
+    its old version with its old tables (or, for a new store, an empty database).
+
+    A store of an older version is first copied next to itself (``backup``; see
+    :mod:`gateway.storage.schema_backup`), then a WARNING names the store, both versions and the copy,
+    before anything is changed: the migration cannot be undone, and an older gateway refuses the store
+    afterwards. A new store and one already at :data:`SCHEMA_VERSION` get no copy.
 
     Raises:
         StorageError: reason ``schema_too_new`` when the store was written by a newer gateway (its
             ``schema_version`` is above :data:`SCHEMA_VERSION`), ``schema_unknown`` when that is not a
-            number; nothing is changed then.
+            number, ``no_space_for_backup`` / ``backup_failed`` when the copy before a migration cannot be
+            made; nothing is changed then.
     """
     found = stored_version(conn)
     if found is not None and found > SCHEMA_VERSION:
         # Writing to it would record the older version over the newer one and hand the newer
         # gateway a store it believes it migrated; leave it untouched.
         raise too_new(found, _main_file(conn))
-    _migrate_v1(conn)
-    # Version 2 -> 3 only adds window_duplicates, 3 -> 4 only retired_seqs (CREATE ... IF NOT EXISTS
-    # below). Releases a version 2 gateway stored twice for one period stay as they are: nothing is deleted.
-    # All tables in one transaction: a first start cut off part-way (a crash, a power cut) leaves an
-    # empty database, never one with only some tables, which store_kind would refuse as not_a_store.
-    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + "\nCOMMIT;")
-    _complete_window_duplicates(conn)
-    conn.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-    )
-    conn.commit()
-    if found is not None and found < SCHEMA_VERSION:
-        # One way: an older gateway refuses the store from now on (schema_too_new). Said once, at the
-        # open that migrates it (the next open finds the current version).
+    store = _main_file(conn)
+    old = found if found is not None and found < SCHEMA_VERSION else None
+    copy = None if old is None else _before_migration(conn, store, old, backup)
+    _migrate(conn)
+    if old is not None:
+        # Said again once committed: the one-way step is done (the next open finds the current version).
         log.warning("report store %s upgraded from schema version %d to %d; gateways older than this one can no "
-                    "longer open it (back up before upgrading: docs/gateway.md, Storage, Backups)",
-                    _main_file(conn), found, SCHEMA_VERSION)
+                    "longer open it (%s)", store, old, SCHEMA_VERSION,
+                    "no copy of it was made" if copy is None else "the store as it was: %s" % copy)
+
+
+def _before_migration(conn: sqlite3.Connection, store: str, found: int, backup: bool) -> Path | None:
+    """Copy the store (``backup``, a store in a file) and say, as a WARNING, what is about to happen;
+    return the copy's name (None: none made)."""
+    if backup and store.startswith("/"):
+        copy, size = make_backup(conn, Path(store), found, SCHEMA_VERSION)
+        log.warning("report store %s is at schema version %d; migrating to %d (one way: older gateways refuse it "
+                    "afterwards); a copy of the store as it is now: %s (%s) — keep it until the new version runs "
+                    "well, then delete it", store, found, SCHEMA_VERSION, copy, megabytes(size))
+        return copy
+    log.warning("report store %s is at schema version %d; migrating to %d (one way: older gateways refuse it "
+                "afterwards); no copy of it is made first%s: only a backup made elsewhere runs on an older gateway",
+                store, found, SCHEMA_VERSION, "" if backup else " (%s = false)" % CONFIG_KEY)
+    return None
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the store to :data:`SCHEMA_VERSION` in one transaction (nothing of it stays if any step fails).
+
+    Statement by statement, not ``executescript`` (which commits a pending transaction first): SQLite's
+    DDL is transactional, so the dropped v1 table, the new tables and the version row commit together.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _migrate_v1(conn)
+        # Version 2 -> 3 only adds window_duplicates, 3 -> 4 only retired_seqs (CREATE ... IF NOT EXISTS).
+        # Releases a version 2 gateway stored twice for one period stay as they are: nothing is deleted.
+        for statement in _statements(SCHEMA):
+            conn.execute(statement)
+        _complete_window_duplicates(conn)
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                     (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split an SQL script into its statements (comments go with the statement they precede)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError("incomplete SQL statement at the end of the schema: %r" % pending)
+    return statements
 
 
 def _complete_window_duplicates(conn: sqlite3.Connection) -> None:
@@ -214,16 +266,10 @@ def stored_version(conn: sqlite3.Connection) -> int | None:
 def _migrate_v1(conn: sqlite3.Connection) -> None:
     """Version 1 -> 2: drop the ``readings`` table (its rows repeat ``reports.m``; a view replaces it).
 
+    Runs inside :func:`_migrate`'s transaction: the table is back if anything after it fails.
     Nothing is lost: every readings row was written from, and retention removed it together with,
     the same field of ``reports.m``, which the view reads.
     """
     row = conn.execute("SELECT type FROM sqlite_master WHERE name = 'readings'").fetchone()
-    if row is None or row[0] != "table":
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    if row is not None and row[0] == "table":
         conn.execute("DROP TABLE readings")
-        conn.execute("COMMIT")
-    except sqlite3.Error:
-        conn.execute("ROLLBACK")
-        raise

@@ -155,6 +155,8 @@ class ReportStore:
         outbox_encoder: when set, each stored report is also queued for MQTT as ``(topic, payload)``.
         outbox_max_bytes: cap on the total payload bytes waiting in the outbox.
         outbox_policy: what to do at the cap: ``drop_oldest`` (default) or ``drop_newest``.
+        backup_before_migration: copy a store of an older schema version next to itself before
+            migrating it (``[storage] backup_before_migration``; gateway.storage.schema_backup).
 
     Raises:
         StorageError: at open, reason ``open_failed``, ``in_use`` (another gateway writes it, whether
@@ -162,7 +164,8 @@ class ReportStore:
             ``path_changed`` (a symlinked path was re-pointed while it was being opened),
             ``symlinked`` (its ``-wal`` or ``-shm`` is a symlink), ``not_owned`` (the database,
             ``-wal`` or ``-shm`` belongs to another user, e.g. restored as root),
-            ``schema_too_new`` (written by a newer gateway; left unchanged) or ``schema_unknown``;
+            ``schema_too_new`` (written by a newer gateway; left unchanged), ``schema_unknown``,
+            ``no_space_for_backup`` or ``backup_failed`` (the copy before a migration; left unchanged);
             from :meth:`insert_batch`, reason ``file_gone`` when the file was deleted or replaced, or
             the configured path (a symlink) now names another file (see :meth:`file_problem`);
             from any method, reason ``corrupt`` when SQLite finds the file damaged (the message names
@@ -177,6 +180,7 @@ class ReportStore:
         outbox_encoder: OutboxEncoder | None = None,
         outbox_max_bytes: int = 64 * 1024 * 1024,
         outbox_policy: str = "drop_oldest",
+        backup_before_migration: bool = True,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
@@ -216,7 +220,7 @@ class ReportStore:
             # too, whatever this SQLite build's default (many builds have secure_delete off)
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA busy_timeout=5000")
-            apply_schema(conn)
+            apply_schema(conn, backup=backup_before_migration)
             self._chain_pos, self._chain_head = provenance.last_hash(conn)
             # Seqs whose rows retention removed: still committed (row_retention.py).
             self._retired = row_retention.retired_seqs(conn)

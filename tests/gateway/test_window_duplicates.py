@@ -185,10 +185,14 @@ def test_a_version_2_store_holding_two_releases_of_one_period_opens_and_keeps_th
     caplog.set_level(logging.WARNING, logger="gateway.storage")
     assert not caplog.records  # a new store is created at the current version: nothing to say
     store = ReportStore(db, gateway_id="gw")
-    # the one-way upgrade is said once, at the open that makes it
+    # the one-way upgrade is said at the open that makes it: before (with the copy made first), and once done
+    copy = "%s.schema-v2.bak" % db.resolve()
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "report store %s is at schema version 2; migrating to %d (one way: older gateways refuse it afterwards); a "
+        "copy of the store as it is now: %s (1 MB) — keep it until the new version runs well, then delete it"
+        % (db.resolve(), SCHEMA_VERSION, copy),
         "report store %s upgraded from schema version 2 to %d; gateways older than this one can no longer open it "
-        "(back up before upgrading: docs/gateway.md, Storage, Backups)" % (db.resolve(), SCHEMA_VERSION)]
+        "(the store as it was: %s)" % (db.resolve(), SCHEMA_VERSION, copy)]
     assert [s for _, s, *_ in _rows(db)] == [1, 2, 3]  # nothing lost
     assert store.max_seqs() == {"sl-1": 3}
     res = store.insert_batch([rec("sl-1", 3), rec("sl-1", 4)])  # a re-send of seq 3; a third release of W
@@ -196,7 +200,7 @@ def test_a_version_2_store_holding_two_releases_of_one_period_opens_and_keeps_th
     assert res.window_duplicates == [WindowDuplicate("sl-1", 4, "win", W, 900, 1, MOT)]
     store.close()
     ReportStore(db, gateway_id="gw").close()
-    assert len(caplog.records) == 1  # opened again: already current, not logged again
+    assert len(caplog.records) == 2  # opened again: already current, not logged again
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     assert conn.execute("SELECT COUNT(*) FROM reports").fetchone() == (3,)

@@ -1,0 +1,159 @@
+"""The copy of the report store made before a one-way schema migration (:mod:`gateway.storage.schema`).
+
+A store of an older schema version is migrated at the first start of a newer gateway; older gateways
+refuse it afterwards. Before that, the store as it is is copied next to itself, to
+``<store file>.schema-v<old version>.bak``, with SQLite's online backup API (a consistent copy,
+including what the ``-wal`` holds), mode 0600, written under a temporary name and renamed, so a copy
+cut off part-way is never taken for a whole one. Rolling back: docs/gateway.md, Storage, Backups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import StorageError
+from gateway.storage.disk_space import free_bytes
+
+MB = 1_000_000
+# Room left besides the copy: the migration itself writes to the store's -wal (its transaction), and a
+# disk filled to the last byte fails every commit afterwards.
+MARGIN_BYTES = 64 * MB
+CONFIG_KEY = "[storage] backup_before_migration"
+
+
+def backup_path(store: Path, version: int) -> Path:
+    """Where the copy of the store file ``store`` (symlinks resolved) at schema ``version`` is made."""
+    return store.with_name("%s.schema-v%d.bak" % (store.name, version))
+
+
+def _temp_path(target: Path) -> Path:
+    # One fixed name: a copy cut off by a kill is overwritten by the next attempt, not left to pile up.
+    return target.with_name(target.name + ".tmp")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def megabytes(n: int) -> str:
+    """``n`` bytes as ``N MB`` (decimal, rounded up: a figure to free space by)."""
+    return "%d MB" % -(-n // MB)
+
+
+@dataclass(frozen=True)
+class BackupPlan:
+    """The copy a migration of ``store`` from ``version`` makes, and the room it needs.
+
+    Attributes:
+        store: the store file (symlinks resolved). version: its schema version now.
+        target: the copy's name. need: bytes that must be free (the store, its ``-wal``, a margin).
+        free: bytes free on the store's file system (a stale temporary copy counted as free: it is
+            removed first); None when it cannot be read (then the copy is tried).
+        earlier: size of an earlier copy of the same name (replaced once the new one is whole), or 0.
+    """
+
+    store: Path
+    version: int
+    target: Path
+    need: int
+    free: int | None
+    earlier: int
+
+    @property
+    def enough(self) -> bool:
+        """True when the copy fits (or the free space cannot be read)."""
+        return self.free is None or self.free >= self.need
+
+
+def plan_backup(store: Path, version: int) -> BackupPlan:
+    """Measure the copy :func:`make_backup` would make of ``store`` (read-only)."""
+    target = backup_path(store, version)
+    need = _size(store) + _size(Path(str(store) + "-wal")) + MARGIN_BYTES
+    free = free_bytes(store)
+    if free is not None:
+        free += _size(_temp_path(target))
+    return BackupPlan(store, version, target, need, free, _size(target))
+
+
+def no_space_error(plan: BackupPlan, new_version: int) -> StorageError:
+    """The ``no_space_for_backup`` error: how much is needed and the two ways out."""
+    earlier = ("; the earlier copy %s (%s) can go: the store is still at version %d"
+               % (plan.target, megabytes(plan.earlier), plan.version) if plan.earlier else "")
+    return StorageError(
+        "not enough free space to copy the report store %s before migrating it from schema version %d to %d "
+        "(one way: older gateways refuse it afterwards): the copy %s needs %s free (the store and its -wal plus "
+        "%s), %s is free on its file system. Free space there%s, or make a backup elsewhere (docs/gateway.md, "
+        "Storage, Backups) and set %s = false; the store was left unchanged"
+        % (plan.store, plan.version, new_version, plan.target, megabytes(plan.need), megabytes(MARGIN_BYTES),
+           "an unknown amount" if plan.free is None else megabytes(plan.free), earlier, CONFIG_KEY),
+        reason="no_space_for_backup")
+
+
+def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version: int) -> tuple[Path, int]:
+    """Copy the store open on ``conn`` (its file ``store``, at schema ``version``) to its backup name;
+    return that name and the copy's size in bytes. An earlier copy of that name is replaced.
+
+    Raises:
+        StorageError: ``no_space_for_backup`` when the file system has too little room (checked first,
+            and when the copy runs out of it), ``backup_failed`` when the copy cannot be written. The
+            store is unchanged either way, and no partial copy is left.
+    """
+    target = backup_path(store, version)
+    tmp = _temp_path(target)
+    _remove(tmp)
+    plan = plan_backup(store, version)
+    if not plan.enough:
+        raise no_space_error(plan, new_version)
+    try:
+        # Created 0600 before SQLite opens it: the copy holds every device's reports.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        dst = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.backup(dst)
+            # The copy keeps the store's WAL flag in its header: any open (even read-only) would then add
+            # a -wal and -shm beside it. A rollback-journal file is whole in itself; a gateway opening it
+            # as its store puts it back in WAL mode.
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except (OSError, sqlite3.Error) as exc:
+        _remove(tmp)
+        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+            isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
+        if full:
+            raise no_space_error(plan_backup(store, version), new_version) from exc
+        raise StorageError("cannot copy the report store %s to %s before migrating it from schema version %d to %d: "
+                           "%s; the store was left unchanged. Fix that, or make a backup elsewhere (docs/gateway.md, "
+                           "Storage, Backups) and set %s = false"
+                           % (store, target, version, new_version, exc, CONFIG_KEY), reason="backup_failed") from exc
+    return target, _size(target)
+
+
+def _remove(tmp: Path) -> None:
+    for name in (tmp, *(Path(str(tmp) + end) for end in ("-journal", "-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename durable (a power cut right after must not bring the old name back)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
