@@ -106,6 +106,34 @@ def read_schema_version(path: Path) -> int | None:
     return found
 
 
+def migration_note(config: GatewayConfig) -> str:
+    """What ``run --check`` adds to the store line for a store of an older schema version ("" for a new
+    store or one at the current version): the start migrates it one way, and first copies it next to
+    itself (where, and the room it needs), unless ``[storage] backup_before_migration`` is false.
+
+    Raises:
+        StorageError: ``no_space_for_backup`` when the copy would not fit (``run`` refuses to start
+            then), and what :func:`read_schema_version` raises.
+    """
+    from gateway.storage.schema import SCHEMA_VERSION
+    from gateway.storage.schema_backup import CONFIG_KEY, megabytes, no_space_error, plan_backup
+    from gateway.storage.store_files import real_store_path
+
+    found = read_schema_version(config.storage.path)
+    if found is None or found >= SCHEMA_VERSION:
+        return ""
+    note = ("; schema version %d: migrated to %d at start, one way (older gateways refuse it afterwards)"
+            % (found, SCHEMA_VERSION))
+    if not config.storage.backup_before_migration:
+        return note + "; no copy of it is made first (%s = false): keep the backup made elsewhere" % CONFIG_KEY
+    plan = plan_backup(real_store_path(config.storage.path), found)
+    if not plan.enough:
+        raise no_space_error(plan, SCHEMA_VERSION)
+    free = "" if plan.free is None else ", %s free" % megabytes(plan.free)
+    return note + "; a copy of the store as it is now is made first: %s (needs %s%s)" % (
+        plan.target, megabytes(plan.need), free)
+
+
 def check_registry(registry_dir: Path) -> str:
     """Open ``devices.sqlite`` read-only and check it is a device registry, as ``run`` would open it.
 
@@ -286,6 +314,7 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
         store += "; in use by the running gateway (pid %s): restart it to apply this config" % holder
     elif store == "readable":
         store += unchecked_wal_note(config.storage.path)
+    store += migration_note(config)  # "" for a new store or one at the current version
     lines.append("store %s: %s" % (config.storage.path, store))
     lines.append("registry %s: %s" % (config.registry_dir, check_registry(config.registry_dir)))
     if config.http is not None:

@@ -310,7 +310,7 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
         _check_file(reg, "registry.path", registry_dir / "devices.sqlite", owned=True, read_only=read_only)
 
     st = _Section(top.data.get("storage", {}), "storage", source, ("path", "batch_ms", "batch_max", "max_in_flight",
-                                                                       "min_free_mb"))
+                                                                       "min_free_mb", "backup_before_migration"))
     db_path = st.path("path", data_dir / "reports.sqlite", base, file=True)
     # its directory also holds the -wal, -shm and .lock files (a reader of a store on a read-only mount
     # opens it immutable, gateway.storage.sqlite_uri)
@@ -318,7 +318,8 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
     storage = StorageConfig(path=db_path, batch_ms=st.number("batch_ms", int, 50, 1, 10_000),
                             batch_max=st.number("batch_max", int, 200, 1, 10_000),
                             max_in_flight=st.number("max_in_flight", int, 5000, 10, 1_000_000),
-                            min_free_mb=st.number("min_free_mb", int, 256, 0, 10_000_000))
+                            min_free_mb=st.number("min_free_mb", int, 256, 0, 10_000_000),
+                            backup_before_migration=st.get("backup_before_migration", bool, True))
 
     serial_raw = top.data.get("serial", [])
     if not isinstance(serial_raw, list):

@@ -83,7 +83,9 @@ class StorageConfig:
 
     ``min_free_mb``: free space (MiB) on the store's file system below which the gateway warns (log,
     ``run --check``; ``/healthz`` degraded below an eighth of it, gateway.storage.disk_space);
-    0 turns the warning off.
+    0 turns the warning off. ``backup_before_migration``: copy a store of an older schema version
+    next to itself before the one-way migration (gateway.storage.schema_backup); false only when a
+    backup was made elsewhere.
     """
 
     path: Path
@@ -91,6 +93,7 @@ class StorageConfig:
     batch_max: int = 200
     max_in_flight: int = 5000
     min_free_mb: int = 256
+    backup_before_migration: bool = True
 
 
 @dataclass(frozen=True)
