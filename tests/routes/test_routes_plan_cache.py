@@ -206,3 +206,28 @@ async def test_a_cached_plan_is_rendered_once_per_format_and_never_after_a_chang
         assert moved != texts["csv"] and "52.39" in moved
     finally:
         await client.close()
+
+
+def test_the_registry_version_moves_with_every_change_and_never_repeats_inside_a_transaction(city: CityData) -> None:
+    """The cache key's marker: stable while nothing changes, moved by this connection's and another's
+    commits, and a one-off value while a write transaction (which may roll back) is open."""
+    reg = city.registry
+    other = Registry(city.registry_dir)
+    try:
+        start = reg.version
+        assert reg.version == start
+        other.move("bin-0", lat="52.3650", lon="4.8900")
+        after_other = reg.version
+        assert after_other != start and reg.version == after_other
+        reg.move("bin-0", lat="52.3660", lon="4.8900")
+        after_own = reg.version
+        assert after_own not in (start, after_other)
+        reg._conn.execute("BEGIN IMMEDIATE")  # as _commit_with_key does around a key file write
+        try:
+            reg._conn.execute("UPDATE devices SET zone='north' WHERE id='bin-1'")
+            inside = {reg.version, reg.version}
+        finally:
+            reg._conn.execute("ROLLBACK")
+        assert len(inside) == 2 and reg.version not in inside | {after_own}
+    finally:
+        other.close()
