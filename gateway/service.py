@@ -92,6 +92,7 @@ class Gateway:
             config.storage.path, gateway_id=config.id, outbox_encoder=encoder,
             outbox_max_bytes=config.mqtt.outbox_max_bytes if config.mqtt else 0,
             outbox_policy=config.mqtt.outbox_policy if config.mqtt else "drop_oldest",
+            backup_before_migration=config.storage.backup_before_migration,
         )
         self.metrics.store_damaged.set_function(lambda: 0.0 if self.store.damage.problem is None else 1.0)
         self._check: QuickCheck | None = None  # the start-up quick_check while it runs

@@ -27,6 +27,7 @@ batch_ms = 50                   # commit (and then ACK) at least every 50 ms ...
 batch_max = 200                 # ... or every 200 reports
 max_in_flight = 5000            # backlog at which serial links are paused (twice this: frames shed)
 min_free_mb = 256               # warn (log, /healthz, run --check) below this much free disk; 0: off
+backup_before_migration = true  # copy a store of an older release next to itself before migrating it
 
 # One [[serial]] table per port; a port may come and go (it is reopened when it returns).
 # [[serial]]

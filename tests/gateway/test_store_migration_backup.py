@@ -185,3 +185,24 @@ def test_run_check_of_a_new_or_current_store_says_nothing_of_a_copy(
     ReportStore(db, gateway_id="gw1").close()
     assert main(_config(tmp_path, db)) == 0
     assert "copy" not in capsys.readouterr().out
+
+
+async def test_the_gateway_takes_the_setting_from_its_config(tmp_path: Path) -> None:
+    """The service passes [storage] backup_before_migration to its store (it made the copy whatever the key)."""
+    from gateway.config.loader import load_config
+    from gateway.service import Gateway
+
+    for value, copied in (("true", True), ("false", False)):
+        root = tmp_path / value
+        root.mkdir()
+        db = root / "r.sqlite"
+        v3_store(db)
+        config = root / "gateway.toml"
+        config.write_text('[http]\nenabled = false\n[gateway]\ndata_dir = "%s"\n[storage]\npath = "%s"\n'
+                          'backup_before_migration = %s\n' % (root, db, value))
+        gw = Gateway(load_config(config))
+        try:
+            assert version(db) == str(SCHEMA_VERSION)
+            assert (root / "r.sqlite.schema-v3.bak").exists() is copied, value
+        finally:
+            await gw.stop()
