@@ -269,7 +269,7 @@ def _refuse_hard_links(path: Path, real: Path) -> None:
                            "name would use a lock and a -wal of its own and damage it, and a hard-linked copy is no "
                            "backup; give the store a file of its own while no gateway runs (cp -p %s %s.new && "
                            "mv %s.new %s), take the other names (find / -xdev -samefile %s) out of backup trees and "
-                           "dedup runs, and copy backups with sqlite3 .backup"
+                           "dedup runs, and make backups with civicedge gateway backup"
                            % (_shown(path, real), links, real, real, real, real, real), reason="hard_linked")
 
 

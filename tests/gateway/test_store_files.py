@@ -125,7 +125,7 @@ def test_a_store_with_a_second_name_is_refused(tmp_path: Path) -> None:
     for name in (db, other):
         with pytest.raises(StorageError, match="has 2 names") as info:
             ReportStore(name, gateway_id="gw")
-        assert info.value.reason == "hard_linked" and "sqlite3 .backup" in str(info.value)
+        assert info.value.reason == "hard_linked" and "civicedge gateway backup" in str(info.value)
         with pytest.raises(StorageError) as info:
             check_store_free(name)
         assert info.value.reason == "hard_linked"
