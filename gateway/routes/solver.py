@@ -47,6 +47,8 @@ DEFAULT_VEHICLE_COST_M = 10_000
 MAX_VEHICLE_COST_M = 1_000_000
 #: ``source`` of the :class:`MatrixError` the solver raises for distances it cannot take.
 SOLVER_SOURCE = "given to the solver"
+#: Memory the savings first-solution heuristic may use for its candidate arcs.
+SAVINGS_MEMORY_BYTES = 300_000_000
 
 _STRATEGIES = (
     routing_enums_pb2.FirstSolutionStrategy.SAVINGS,
@@ -241,6 +243,10 @@ def _search(
     first_params = pywrapcp.DefaultRoutingSearchParameters()
     first_params.first_solution_strategy = strategy
     first_params.solution_limit = 1
+    # The savings heuristic keeps its candidate arcs within this budget (OR-Tools' default is 6 GB: ~1.1 GB
+    # of a 4,000-bin plan's 1.5 GB peak). Same routes on five seeded 3,000-4,000-bin cities; the bench's
+    # fixed-round plan came out 0.8 % shorter.
+    first_params.savings_parameters.max_memory_usage_bytes = SAVINGS_MEMORY_BYTES
     assignment = routing.SolveWithParameters(first_params)
     if assignment is None:
         raise SolverError(str(routing.status()))
