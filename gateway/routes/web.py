@@ -125,8 +125,8 @@ class _ClientGone(Exception):
 
 
 def client_address(request: web.Request) -> str:
-    """The client of ``request`` for the per-client limits: its peer address (behind a reverse proxy, the
-    proxy's; pass a ``client_key`` to :func:`routes_handlers` that reads the proxy's header instead)."""
+    """The client of ``request`` for the per-client limits: its address (behind a proxy listed in
+    ``[http] trusted_proxies``, the client it names: gateway.web.forwarded; behind any other, the proxy's)."""
     return request.remote or "unknown"
 
 
