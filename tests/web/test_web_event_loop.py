@@ -256,12 +256,15 @@ async def test_a_store_failure_before_the_csv_starts_is_a_json_503(fleet: Fleet)
         store.close()
 
 
+@pytest.mark.parametrize("coding", ["gzip", "identity"])  # the test client asks for gzip unless told
 async def test_a_store_failure_during_the_csv_cuts_the_transfer_off(
-        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+        fleet: Fleet, caplog: pytest.LogCaptureFixture, coding: str) -> None:
     store = SlowQueries(fleet.store.path, fail=["device_hourly"], fail_from=2)
     try:
         async with app_over(fleet, store, clock=lambda: float(NOW + INGEST_LAG_S)) as client:  # 12:05: the CSV shows the fixture
-            resp = await client.get(f"/opendata/readings.csv?from={NOW - 2 * 86400}&to={NOW}")
+            resp = await client.get(f"/opendata/readings.csv?from={NOW - 2 * 86400}&to={NOW}",
+                                    headers={"Accept-Encoding": coding})
+            assert resp.headers.get("Content-Encoding", "identity") == coding
             assert resp.status == 200  # the first day was sent
             with caplog.at_level(logging.ERROR, logger="gateway.web.opendata"):
                 with pytest.raises(aiohttp.ClientPayloadError):
