@@ -7,7 +7,7 @@ focused link again (a screen reader said "bin-02, link" every 30 s); a new alarm
 stale banner was un-hidden with its text (not spoken); route lines differed by colour only, with no key;
 the plan tables had no header cells for their columns; no skip link.
 
-Contrast is computed here from the computed styles (axe is not a dependency of the project): text
+Contrast is computed here from the computed styles as well as by axe (tests/web/test_web_axe_browser.py): text
 4.5:1 (3:1 when large), graphics 3:1, against the nearest opaque background, with the elements' and
 their ancestors' opacity applied and no CSS filter allowed.
 """
