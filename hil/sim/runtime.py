@@ -242,7 +242,9 @@ def _install_lock(target: Path) -> Iterator[None]:
 def _npm_ci(npm: str, where: Path, timeout_s: float) -> None:
     log.info("npm ci in %s", where)
     try:
-        proc = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+        # --omit=dev: the dev packages (axe-core) are for the project's own browser tests, not the simulator.
+        proc = subprocess.run([npm, "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund",
+                               "--loglevel=error"],
                               cwd=where, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeInstallError(f"npm ci did not finish in {timeout_s:.0f} s", timeout_s=timeout_s) from exc
