@@ -243,6 +243,24 @@ class RetentionClock:
         self._ran_at = removal_time
         self._days = {"%s.%s" % k: d for k, d in sorted(retention_days.items())}
 
+    def resumed(self, now: float, removal_time: float, retention_days: dict[tuple[str, str], int],
+                rows_held: list[str]) -> None:
+        """A pass cut off before (a stop, a failure) was finished by its own ``removal_time`` and retention
+        (gateway/storage/field_retention.py): remembered as a pass that ran (a hold it ran under is over), or,
+        when its report rows were held (``rows_held``), as :meth:`held` with ``rows_only`` remembers one.
+        Unlike :meth:`ran`, it vouches for no clock of this run: the next pass is still checked as the first.
+        """
+        self._ran_at = removal_time if self._ran_at is None else max(self._ran_at, removal_time)
+        if rows_held:
+            removal, self._removal = self._removal, None  # (no time measured since: the pass began before)
+            self.held(now, rows_held, rows_only=True)
+            self._removal = removal
+            return
+        if self.hold is not None:
+            log.warning("retention resumes: the pass held since %s was finished", _when(self.hold["since"]))
+        self.hold, self.problem, self.reason = None, None, None
+        self._days = {"%s.%s" % k: d for k, d in sorted(retention_days.items())}
+
     def not_run(self) -> None:
         """The pass failed before it ran (an error, logged by the caller): a confirmation was for that pass,
         and the next pass is checked as the first one after a gap."""

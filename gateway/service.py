@@ -400,6 +400,16 @@ class Gateway:
                     saved, last = self.retention_clock.state(), first[1]
                 else:
                     last = await self.ingest.run_in_store(self.store.last_received_at)
+                # A pass cut off by a stop (or failed) after it was decided: finished first, by its own removal
+                # time and retention, not held again (gateway/storage/field_retention.py).
+                cut = await self.ingest.run_in_store(self.store.resume_retention)
+                if cut is not None:
+                    assert isinstance(cut, RowPass) and cut.values is not None
+                    await self._run_pass(cut)
+                    self.retention_clock.resumed(self.clock(), cut.values.now, cut.retention_days,
+                                                 list(cut.values.rows_held or []))
+                    if cut.held:
+                        self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
                 assert last is None or isinstance(last, float)
                 now = self.clock()
                 if self._retention_confirmed():
@@ -418,13 +428,7 @@ class Gateway:
                     else:
                         rows = await self.ingest.run_in_store(self.store.begin_retention, days, removal_time, hold)
                         assert isinstance(rows, RowPass) and rows.values is not None
-                        # One job per batch (counting, values, rows): ingest waits for one batch at most, not
-                        # for the whole pass. The values a pass that fails part-way removed are counted too.
-                        try:
-                            while await self.ingest.run_in_store(self.store.retention_batch, rows):
-                                pass
-                        finally:
-                            self.metrics.retention_removed.inc(rows.readings)
+                        await self._run_pass(rows)
                         if hold is not None and hold.held:  # a field held it all, or rows held the row part
                             counted = (time.monotonic(), removal_time, dict(days))
                             self.retention_clock.held(now, hold.held, rows_only=rows.values.stage != "held")
@@ -441,6 +445,33 @@ class Gateway:
                 log.error("retention pass failed: %s", exc)
                 self.retention_clock.not_run()
             await asyncio.sleep(delay)
+
+    async def _run_pass(self, rows: RowPass) -> None:
+        """Run the pass ``rows`` to its end, one job per batch (counting, values, rows): ingest waits for one
+        batch at most, not for the whole pass. Each job gets the effective retention (a field the admin API
+        keeps longer now loses no more values). What a pass cut off or failing part-way removed is counted
+        and logged too."""
+        job: asyncio.Future[object] | None = None
+        try:
+            while True:
+                job = asyncio.ensure_future(self.ingest.run_in_store(self.store.retention_batch, rows,
+                                                                     self.retention()))
+                # shielded: a cancel (the stop) does not drop the job's result while it still runs
+                if not await asyncio.shield(job):
+                    break
+        finally:
+            if job is not None and not job.done():
+                # Cancelled while a job runs on the store's thread: its removal commits all the same, so it is
+                # waited for (one bounded batch) before the pass's count is read.
+                await asyncio.wait([job], timeout=STOP_STEP_S)
+            self.metrics.retention_removed.inc(rows.readings)
+            values = rows.values
+            if values is not None and values.stage not in ("rows", "done", "held") and rows.readings:
+                log.info("retention removed %d reading(s) before the pass was cut off (the rest goes when it is "
+                         "finished)", rows.readings)
+            elif values is not None and values.stage == "rows" and not rows.done and rows.rows:
+                log.info("retention removed %d report row(s) before the pass was cut off (the rest goes when it is "
+                         "finished)", rows.rows)
 
     def _held_count_current(self, counted: tuple[float, float, dict[tuple[str, str], int]] | None,
                             removal_time: float, days: dict[tuple[str, str], int]) -> bool:

@@ -15,13 +15,27 @@ job on the store's one writer thread, so ingest (which shares that thread) gets 
 
 Rows inserted after the pass began (ids above :attr:`FieldPass.top`) wait for the next pass: no other writer
 changes stored values, so the count is exactly what the value batches remove. A pass cut off part-way
-(a crash, a stop) leaves every batch before it committed whole; the next pass counts afresh and removes the rest.
+(a crash, a stop) leaves every batch before it committed whole.
+
+**A pass cut off is finished as decided.** A pass that runs whatever it removes (no hold: the operator
+confirmed, or the time elapsed vouches for the clock) and a pass whose hold let its values go save what they
+decided in the ``meta`` row :data:`PASS_META_KEY` (its removal time, retention, newest report id, and the
+report rows held, if any) and clear it once they are through. The next start (and the next pass after a
+failure) finishes that pass first (:func:`parse_pending`): by the saved removal time, not one taken from a
+clock that may have moved since, and without asking the hold again about values it already let go; the
+first pass with a new removal time is then checked as always.
+
+**A retention made longer during a pass** (the admin API) is followed between jobs: the pass stops removing
+that field's values, and the report rows of its kind go by the longer retention (ReportStore.retention_batch
+gets the effective retention with each job). A shorter retention waits for the next pass.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 # Rows one value-removal job updates (its own transaction: ingest waits for one such job at most).
 FIELD_BATCH = 2000
@@ -30,6 +44,9 @@ COUNT_BATCH = 10000
 
 # (kind, field, cutoff, days, JSON path) of one field a pass removes values of.
 FieldPlan = tuple[str, str, int, int, str]
+
+# The ``meta`` row of a pass in progress that runs whatever it removes (module docstring), as JSON.
+PASS_META_KEY = "retention_pass"
 
 
 @dataclass
@@ -47,10 +64,19 @@ class FieldPass:
         row_counts: per kind ``[rows the row part removes, rows]`` (counted only when a hold may apply).
         todo: the counted id ranges ``(lo, hi]`` holding values to remove: the only ones the value stage
             visits (a pass an hour after the last one finds an hour of values, not a store to walk again).
+        now: the removal time of the pass.
+        saved: the pass is saved as in progress (:data:`PASS_META_KEY`): cleared when it is through.
+        rows_held: for a pass finished after a cut (:func:`parse_pending`): what held its report rows when it
+            was decided (empty: none), in place of a new decision; None for a new pass.
+        kept: ``kind.field`` whose retention was made longer (or removed) during the pass: no more removed.
     """
 
     fields: list[FieldPlan]
     top: int
+    now: float = 0.0
+    saved: bool = False
+    rows_held: list[str] | None = None
+    kept: list[str] = field(default_factory=list)
     stage: str = "floors"
     after: int = 0
     duplicates_top: int = 0
@@ -59,18 +85,50 @@ class FieldPass:
     todo: list[tuple[int, int]] = field(default_factory=list)
 
 
+def pending_row(rows_days: dict[tuple[str, str], int], now: float, top: int, rows_held: list[str]) -> str:
+    """The ``meta`` value (:data:`PASS_META_KEY`) of a pass in progress."""
+    return json.dumps({"now": now, "days": {"%s.%s" % k: d for k, d in sorted(rows_days.items())}, "top": top,
+                       "rows_held": rows_held}, sort_keys=True)
+
+
+def parse_pending(saved: str) -> tuple[float, dict[tuple[str, str], int], int, list[str]]:
+    """``(removal time, retention, newest report id, report rows held)`` of a saved pass in progress.
+
+    Raises:
+        ValueError: the row is not one the gateway writes (saying what is wrong).
+    """
+    state: Any = json.loads(saved)
+    if not isinstance(state, dict):
+        raise ValueError("JSON, but not an object")
+    now, days, top, held = state.get("now"), state.get("days"), state.get("top"), state.get("rows_held")
+    if not isinstance(now, (int, float)) or isinstance(now, bool):
+        raise ValueError("bad removal time %r" % (now,))
+    if not (isinstance(days, dict) and all(isinstance(k, str) and "." in k and isinstance(v, int)
+                                           and not isinstance(v, bool) and v >= 0 for k, v in days.items())):
+        raise ValueError("bad retention %r" % (days,))
+    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+        raise ValueError("bad newest report id %r" % (top,))
+    if not (isinstance(held, list) and all(isinstance(x, str) for x in held)):
+        raise ValueError("bad rows held %r" % (held,))
+    retention = {(k.split(".", 1)[0], k.split(".", 1)[1]): int(v) for k, v in days.items()}
+    return float(now), retention, top, list(held)
+
+
 def extend_floors(conn: sqlite3.Connection) -> int:
-    """Move each saved ACK floor over the seqs above it committed without a gap (stored, or recorded as a
+    """Move each device's ACK floor over the seqs above it committed without a gap (stored, or recorded as a
     window duplicate), inside the caller's transaction; return how many floors moved.
 
     The floor is saved with the next stored batch of reports (and at stop), so the floor of a device's last
     batch before it fell silent was never saved while the gateway ran on (nor ever, after a kill), and its
     rows stayed past their retention. Every seq up to the moved floor is committed, which is what the floor
     means (row_retention.py): a seq the device may still hold is above a gap, and the floor stops before it.
-    A device without a saved floor keeps its rows, as before.
+    A device without a saved floor (its only batch came just before a kill) starts from floor 0: seqs stored
+    from 1 without a gap are just as committed; one whose lowest seq is above 1 keeps its rows.
     """
     moved = 0
-    for device, floor in conn.execute("SELECT device, floor FROM ack_floor").fetchall():
+    saved = {str(d): int(f) for d, f in conn.execute("SELECT device, floor FROM ack_floor")}
+    floors = sorted(saved.items()) + [(d, 0) for d in _devices(conn) if d not in saved]
+    for device, floor in floors:
         top = int(floor)
         while True:  # a few hundred seqs at a time: a device waiting on a gap may hold many above it
             seqs = [int(s) for (s,) in conn.execute(
@@ -84,9 +142,25 @@ def extend_floors(conn: sqlite3.Connection) -> int:
             if top - start < 500:
                 break
         if top > floor:
-            conn.execute("UPDATE ack_floor SET floor = ? WHERE device = ? AND floor < ?", (top, device, top))
+            conn.execute("INSERT INTO ack_floor (device, floor) VALUES (?, ?)"
+                         " ON CONFLICT(device) DO UPDATE SET floor = MAX(floor, excluded.floor)", (device, top))
             moved += 1
     return moved
+
+
+def _devices(conn: sqlite3.Connection) -> list[str]:
+    """Every device with a stored report or window duplicate: one index seek per device (the ``(device, seq)``
+    keys), not a walk over every row."""
+    found: set[str] = set()
+    for table in ("reports", "window_duplicates"):
+        device = ""
+        while True:
+            row = conn.execute("SELECT MIN(device) FROM %s WHERE device > ?" % table, (device,)).fetchone()
+            if row[0] is None:
+                break
+            device = str(row[0])
+            found.add(device)
+    return sorted(found)
 
 
 def next_range(conn: sqlite3.Connection, table: str, after: int, top: int, size: int) -> int | None:

@@ -17,11 +17,12 @@ What removal must not undo:
   also after a restart (the window is rebuilt from it too). Only rows at or below the device's ACK
   floor (``ack_floor``: every seq up to it is committed or was given up on) are removed, so the retired
   seq never passes the floor: a seq above it that was never stored (a gap the device still holds, say
-  a fire alarm) is stored when it arrives, not answered as a duplicate and lost. A device without a
-  floor keeps its rows. Ingest saves a floor with the next stored batch (and at stop), so a pass first
-  moves each saved floor over the seqs above it committed without a gap
+  a fire alarm) is stored when it arrives, not answered as a duplicate and lost. Ingest saves a floor
+  with the next stored batch (and at stop), so a pass first moves each device's floor over the seqs
+  above it committed without a gap, from 0 for a device with no floor saved
   (:func:`gateway.storage.field_retention.extend_floors`): else the last batch of a device that fell
-  silent stayed for good (a gateway killed, or up with every device silent).
+  silent stayed for good (a gateway killed, or up with every device silent). A device whose lowest
+  seq stored is above 1 (and no floor saved) keeps its rows.
 * **Report ids.** ``reports`` has no AUTOINCREMENT: a new row takes ``MAX(id) + 1``. The open data's
   publication marks and change feeds name reports by id, so the newest row (the highest id) is never
   removed: ids are never reused. It also keeps the reception time the retention clock checks the

@@ -670,6 +670,35 @@ class ReportStore:
             pass
         return rows.readings
 
+    def resume_retention(self) -> row_retention.RowPass | None:
+        """The pass a stop (or a failure) cut off after it was decided, to finish with :meth:`retention_batch`
+        before a new one, or None (gateway/storage/field_retention.py: a pass cut off is finished as decided).
+
+        It goes by its saved removal time and retention, over the reports stored when it began, and its
+        values are removed whatever the hold would say now (it said so when they were counted, or the pass
+        had none); its report rows are held if they were. A saved row that cannot be read is logged and
+        removed (the next pass decides afresh, the hold applying as to any first pass of a run).
+        """
+        with self._reading("reading the retention pass in progress"):
+            row = self._conn.execute("SELECT value FROM meta WHERE key=?",
+                                     (field_retention.PASS_META_KEY,)).fetchone()
+        if row is None:
+            return None
+        try:
+            now, days, top, rows_held = field_retention.parse_pending(str(row[0]))
+        except ValueError as exc:
+            log.warning("retention: the pass in progress saved before (meta %s) cannot be read (%s); a new pass "
+                        "decides afresh", field_retention.PASS_META_KEY, exc)
+            with self._writing("clearing the retention pass in progress") as conn:
+                conn.execute("DELETE FROM meta WHERE key=?", (field_retention.PASS_META_KEY,))
+            return None
+        rows = self._plan_retention(days, now, top)
+        assert rows.values is not None
+        rows.values.saved, rows.values.rows_held = True, rows_held
+        log.info("retention: finishing the pass cut off before (removal time %s, reports up to id %d)",
+                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)), top)
+        return rows
+
     def remove_values(self, retention_days: dict[tuple[str, str], int], now: float,
                       hold: LargeRemovalHold | None = None) -> row_retention.RowPass | None:
         """The field part of a pass in one call (:meth:`begin_retention`, then :meth:`retention_batch` until the
@@ -707,6 +736,16 @@ class ReportStore:
                 kind is), but hold only the row part: the field values are removed all the same (a privacy step,
                 never held for rows), and the row part is ``held`` (its lines are in ``hold.held`` too).
         """
+        with self._reading("retention"):
+            top = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
+        rows = self._plan_retention(retention_days, now, top)
+        rows.hold = hold
+        if hold is None:  # runs whatever it removes: a stop part-way must not leave the rest to a hold
+            self._save_pass(rows)
+        return rows
+
+    def _plan_retention(self, retention_days: dict[tuple[str, str], int], now: float,
+                        top: int) -> row_retention.RowPass:
         fields: list[field_retention.FieldPlan] = []
         for (kind, fld), days in sorted(retention_days.items()):
             if '"' in fld:  # no reported field is named so (the policy allowlist), and a path cannot quote it
@@ -714,18 +753,74 @@ class ReportStore:
                 continue
             # quoted: a field name is one key, never a path
             fields.append((kind, fld, int(now) - days * 86400, days, '$."%s"' % fld))
-        with self._reading("retention"):
-            top = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
         cutoffs = {kind: int(now) - days * 86400
                    for kind, days in sorted(row_retention.row_retention_days(retention_days).items())}
         rows = row_retention.RowPass(cutoffs=cutoffs, keep_id=top)
-        rows.values = field_retention.FieldPass(fields=fields, top=top)
-        rows.hold, rows.retention_days = hold, dict(retention_days)
+        rows.values = field_retention.FieldPass(fields=fields, top=top, now=now)
+        rows.retention_days = dict(retention_days)
         return rows
 
-    def retention_batch(self, rows: row_retention.RowPass) -> bool:
+    def _save_pass(self, rows: row_retention.RowPass) -> None:
+        """Save the pass ``rows`` as in progress (what it decided: its report rows held or not)."""
+        assert rows.values is not None
+        value = field_retention.pending_row(rows.retention_days, rows.values.now, rows.values.top, rows.held)
+        with self._writing("saving the retention pass in progress") as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         (field_retention.PASS_META_KEY, value))
+        rows.values.saved = True
+
+    def _end_pass(self, rows: row_retention.RowPass) -> None:
+        """The pass is through (or held): it is no longer in progress."""
+        values = rows.values
+        if values is not None and values.saved:
+            with self._writing("clearing the retention pass in progress") as conn:
+                conn.execute("DELETE FROM meta WHERE key=?", (field_retention.PASS_META_KEY,))
+            values.saved = False
+
+    def _replan(self, rows: row_retention.RowPass, current: dict[tuple[str, str], int]) -> None:
+        """Follow a retention made longer (or removed) since the pass began: its field's values are no longer
+        removed, its kind's report rows go by the longer retention. A shorter one waits for the next pass."""
+        values = rows.values
+        assert values is not None
+        longer = [(kind, fld) for kind, fld, _c, days, _p in values.fields
+                  if current.get((kind, fld)) is None or current[(kind, fld)] > days]
+        if not longer:
+            return
+        for kind, fld in longer:
+            log.info("retention: %s.%s is kept %s now (it was %d day(s) when the pass began); this pass removes no "
+                     "more of it", kind, fld, "%d day(s)" % current[(kind, fld)] if (kind, fld) in current
+                     else "without a retention", rows.retention_days[(kind, fld)])
+            values.kept.append("%s.%s" % (kind, fld))
+            if (kind, fld) in current:
+                rows.retention_days[(kind, fld)] = current[(kind, fld)]
+            else:
+                del rows.retention_days[(kind, fld)]
+        values.fields = [f for f in values.fields if (f[0], f[1]) not in longer]
+        row_days = row_retention.row_retention_days(rows.retention_days)
+        for kind in {k for k, _f in longer}:
+            if kind in rows.cutoffs:  # never later than before (the index of the kind being removed stays)
+                rows.cutoffs[kind] = min(rows.cutoffs[kind], int(values.now) - row_days[kind] * 86400
+                                         if kind in row_days else row_retention.START[0])
+        if values.saved:
+            self._save_pass(rows)
+
+    def retention_batch(self, rows: row_retention.RowPass, current: dict[tuple[str, str], int] | None = None) -> bool:
         """Run the next job of the pass ``rows`` (:meth:`begin_retention`): one bounded transaction (see
-        gateway/storage/field_retention.py for the stages); return whether more is left (call again)."""
+        gateway/storage/field_retention.py for the stages); return whether more is left (call again).
+
+        Args:
+            rows: the pass.
+            current: the effective retention now (the admin API may change it during a pass): a field whose
+                retention is longer now (or that has none) loses no more values in this pass.
+        """
+        if rows.values is not None and current is not None:
+            self._replan(rows, current)
+        more = self._retention_step(rows)
+        if not more:
+            self._end_pass(rows)
+        return more
+
+    def _retention_step(self, rows: row_retention.RowPass) -> bool:
         values = rows.values
         if values is None or values.stage == "rows":
             if rows.done:
@@ -836,6 +931,8 @@ class ReportStore:
                 held_rows.append(what)
             if old and old > LARGE_REMOVAL * held:
                 large_rows.append(what)
+        if values.rows_held is not None:  # a pass finished after a cut: as decided when it was counted
+            held_rows = list(values.rows_held)
         if hold is not None:
             hold.held.extend(held_fields + held_rows)
         if held_fields:
@@ -845,6 +942,8 @@ class ReportStore:
         rows.large = ([] if held_rows else large_rows)
         rows.large_fields = large
         values.stage, values.after = "values", 0
+        if not values.saved:  # decided: a stop from now on leaves the rest to finish as decided, not held again
+            self._save_pass(rows)
 
     def _log_values_removed(self, rows: row_retention.RowPass) -> None:
         """The field part is done: say what it removed (a large share at WARNING)."""
@@ -898,6 +997,7 @@ class ReportStore:
             retired = row_retention.retired_seqs(conn)
         self._retired = retired
         rows.duplicates_done = True
+        self._end_pass(rows)  # (remove_values' callers run the row part with this method alone)
         if rows.rows:
             log.info("retention removed %d report row(s) (their alarms and reception records with them)", rows.rows)
         return False

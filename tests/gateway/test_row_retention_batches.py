@@ -134,10 +134,10 @@ def test_no_row_above_the_ack_floor_is_removed_nor_its_seq_retired(tmp_path: Pat
     store = ReportStore(db, gateway_id="gw")
     old = T0 - 800 * DAY
     store.insert_batch([rec("d3", 4, old - 1800), rec("d3", 6, old), rec("d3", 7, old + 900),
-                        rec("d3", 8, T0 - DAY), rec("d4", 1, old), rec("zz", 1, T0 - 3600)], {"d3": 4})
+                        rec("d3", 8, T0 - DAY), rec("d4", 2, old), rec("zz", 1, T0 - 3600)], {"d3": 4})
     store.apply_retention(POLICY_DAYS, float(T0))
     assert seqs(db, "d3") == [6, 7, 8]  # 4 went (at the floor); 6, 7 above it stay
-    assert seqs(db, "d4") == [1]        # no floor saved: nothing acknowledged, kept
+    assert seqs(db, "d4") == [2]        # no floor saved and seq 1 never stored (a gap): kept
     assert not store.has("d3", 5)
     assert store.insert_batch([rec("d3", 5, old + 450, a=["fire"], received=float(T0))]).inserted == [("d3", 5)]
     store.close()
