@@ -2,7 +2,8 @@
 
 The databases are copied with SQLite's online backup API from a read-only connection that holds one
 read transaction for the whole copy: a consistent snapshot, while a running gateway keeps committing
-(into its ``-wal``; it is never blocked, and the store's writer lock is never taken). Everything is
+(into its ``-wal``; it is never blocked). A stopped store's writer lock is held during its copy
+(:func:`_copy_store`). Everything is
 written into a temporary directory beside DEST and renamed to DEST only once every copy passed its
 check and MANIFEST.json is written, so DEST is either absent or a complete backup.
 """
@@ -25,6 +26,7 @@ from typing import Any, Callable
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
+from gateway.pid_lock import LockHeld, take_pid_lock
 from gateway.private_dirs import mkdir_private
 from gateway.storage.damage import damaged_error, is_corrupt, primary_code, sqlite_message
 from gateway.storage.schema import stored_version
@@ -54,15 +56,21 @@ empty directory is used, a non-empty one refused), while the gateway runs or not
   MANIFEST.json    version, store schema version, time, source paths, size and SHA-256 of each file
 
 Every file is 0600, every directory 0700; nothing is printed of keys or tokens. Each database
-copy is checked (quick_check, integrity_check) before the backup is complete: until then it is a
-temporary directory beside DEST, removed on failure, so DEST never holds half a backup.
+copy is checked with PRAGMA integrity_check (tables and indexes agree) before the backup is
+complete: until then it is a temporary directory beside DEST, removed on failure, so DEST never
+holds half a backup.
+
+A running gateway is never blocked. A stopped gateway's store is read without SQLite locks, so the
+backup holds the store's single-writer lock while copying it: a gateway started meanwhile refuses
+to start (in_use, naming the backup's pid); start it again once the backup is done.
 
 Not in the backup: the store's -wal, -shm and .lock (the snapshot holds every committed report),
 retention-confirm, logs, the [sim_clock] follow file, the civicedge install and service unit.
 
 Restore (docs/gateway.md, Storage, "Restoring a backup"): stop the gateway, move the store's -wal
-and -shm aside, copy reports.sqlite, devices.sqlite, keys/, retention.json and the secrets back to
-the sources MANIFEST.json names, as the gateway's user, then `civicedge gateway run --check`."""
+and -shm and any registry/devices.sqlite-journal aside, copy reports.sqlite, devices.sqlite,
+keys/, retention.json and the secrets back to the sources MANIFEST.json names, as the gateway's
+user, then `civicedge gateway run --check`."""
 
 
 class BackupError(GatewayError):
@@ -255,27 +263,84 @@ def _free_name(tmp: Path, name: str, what: str) -> str:
 
 
 def _copy_store(store: Path, dst: Path, *, running: str | None, progress_bytes: int, result: BackupResult) -> int | None:
-    """Copy the report store, check the copy; its schema version. A gateway that starts during a copy
-    made without one (read as a stopped store: immutable, no locks) has the copy made again, as running."""
+    """Copy the report store, check the copy (integrity_check); its schema version.
+
+    A stopped store is read without SQLite locks (immutable, or its leftover ``-wal`` read in memory),
+    so its single-writer lock is held for the copy: a gateway started meanwhile is refused (``in_use``,
+    naming this process) instead of committing under the copy, which would then mix pages of two states.
+    Where the lock file cannot be made (read-only media, a directory this user may not write) the main
+    file's and ``-wal``'s identity, size and mtime are compared before and after, and a copy during
+    which they changed is made again (as running when a gateway now holds the store)."""
     real = real_store_path(store)
-    for _ in range(2):
-        try:
-            src = open_for_check(real, running=running is not None)
-        except sqlite3.Error as exc:
-            raise _sqlite_error(exc, store, dst) from exc
-        try:
-            _backup(src, dst, source=store, progress_bytes=progress_bytes)
-        finally:
-            src.close()
-        now = store_writer(store)
-        if running is not None or now is None:
-            break
-        running = result.running = now
-        os.unlink(dst)
-    schema, check = _check_copy(dst, "quick_check", source=store)
+    lock = None
+    if running is None:
+        lock, running = _lock_stopped(real)
+        result.running = running
+    try:
+        for _ in range(3):
+            before = _identity(real)
+            try:
+                src = open_for_check(real, running=running is not None)
+            except sqlite3.Error as exc:
+                raise _sqlite_error(exc, store, dst) from exc
+            try:
+                _backup(src, dst, source=store, progress_bytes=progress_bytes)
+            finally:
+                src.close()
+            if running is not None or lock is not None:
+                break
+            now = store_writer(store)
+            if now is None and _identity(real) == before:
+                break
+            running = result.running = now
+            os.unlink(dst)
+        else:
+            raise BackupError("the report store %s kept changing during the copy while no gateway held it (another "
+                              "program writing it?); stop that program and back up again" % store,
+                              reason="read_failed", path=store)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    schema, check = _check_copy(dst, "integrity_check", source=store)
     result.files.append(Copied("reports.sqlite", "report store", store,
                                "schema %s, %s" % ("none yet" if schema is None else schema, check)))
     return schema
+
+
+def _lock_stopped(real: Path) -> tuple[int | None, str | None]:
+    """Hold the single-writer lock of the stopped store file ``real``: (its descriptor, None); (None, the
+    holder's pid) when a gateway took it since; (None, None) when the lock file cannot be opened."""
+    lock_path = real.with_name(real.name + ".lock")  # as gateway.storage.store_files names it
+    existed = os.path.lexists(lock_path)
+    try:
+        fd = take_pid_lock(lock_path, mode=0o600)
+    except LockHeld as held:
+        return None, held.holder or "unknown"
+    except OSError:
+        return None, None
+    if not existed and os.geteuid() == 0:
+        # Made by root (a backup run as root): give it to the store's owner, or the gateway could not open it.
+        try:
+            st = os.stat(real)
+            os.fchown(fd, st.st_uid, st.st_gid)
+        except OSError:
+            pass
+    return fd, None
+
+
+def _identity(real: Path) -> list[tuple[int, int, int, int] | None]:
+    """(device, inode, size, mtime) of the store file and its ``-wal`` (None: absent)."""
+    out: list[tuple[int, int, int, int] | None] = []
+    for p in (real, real.with_name(real.name + "-wal")):
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            out.append(None)
+            continue
+        except OSError as exc:
+            raise _os_error(exc, p, "look at") from exc
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return out
 
 
 def _copy_registry(registry: Path, tmp: Path, result: BackupResult) -> list[dict[str, str]]:

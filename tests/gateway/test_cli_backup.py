@@ -70,7 +70,7 @@ def test_a_backup_holds_everything_private_checked_and_listed(tmp_path: Path,
     out, err = capsys.readouterr()
     assert err == ""
     assert out.startswith("backup written to %s\n" % dest)
-    assert "report store, schema 4, quick_check ok" in out and "integrity_check ok" in out
+    assert "report store, schema 4, integrity_check ok" in out and "device registry, integrity_check ok" in out
     assert "3 device key file(s)" in out
     for secret in [TOKEN, *(k.hex() for k in KEYS.values())]:
         assert secret not in out
@@ -217,7 +217,7 @@ def test_help_says_what_is_and_is_not_in_the_backup_and_how_to_restore(capsys: p
     out = capsys.readouterr().out
     for words in ("reports.sqlite", "devices.sqlite", "keys/", "retention.json", "admin_token_file",
                   "password_file", "MANIFEST.json", "0600", "Not in the backup", "-wal", "Restoring a backup",
-                  "run --check", "--config"):
+                  "run --check", "--config", "integrity_check", "in_use", "devices.sqlite-journal aside"):
         assert words in out, words
 
 
@@ -263,3 +263,43 @@ def test_the_mqtt_password_file_is_kept_under_its_own_name_and_odd_key_entries_a
     assert {f["name"]: f["source"] for f in manifest["files"]}["MQTT-password-admin.token"] == str(password)
     assert manifest["not_copied"] == [{"source": str(keys / "stray.key"), "why": "not a regular file"}]
     assert not (tmp_path / "b" / "keys" / "stray.key").exists()
+
+
+def test_a_gateway_start_during_the_copy_of_a_stopped_store_waits_and_the_copy_is_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test fails before: a stopped store was read immutable without its lock, so a gateway could start,
+    commit and stop during the copy, which then mixed pages of both states (review rev-mb M1)."""
+    from gateway.errors import StorageError
+
+    cfg = gateway_dir(tmp_path, reports=0)
+    db = tmp_path / "data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw-test")
+    store.insert_batch([record(i) for i in range(1, 3001)])
+    store.close()
+    refused: list[str] = []
+
+    def bar(src: sqlite3.Connection, dst: sqlite3.Connection, source: Path) -> None:
+        def progress(status: int, remaining: int, total: int) -> None:
+            if not refused and total - remaining > 20:  # part-way: a gateway starts, commits, stops
+                try:
+                    g = ReportStore(db, gateway_id="gw-test")
+                except StorageError as exc:
+                    refused.append(exc.reason)
+                    return
+                g.insert_batch([record(i) for i in range(3001, 6001)])
+                g.close()
+                refused.append("started")
+        src.backup(dst, pages=4, progress=progress)
+
+    monkeypatch.setattr(backup_cmd, "_backup_with_bar", bar)
+    config = backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True)
+    result = backup_cmd.make_backup(config, tmp_path / "b", progress_bytes=0)
+    assert refused == ["in_use"]
+    assert result.files[0].note == "schema 4, integrity_check ok"
+    copy = tmp_path / "b" / "reports.sqlite"
+    assert [r[1] for r in reports_of(copy)] == list(range(1, 3001))
+    out = io.StringIO()
+    export_chain_summary(copy, out)
+    verify_export_summary(out.getvalue().splitlines())
+    # The lock is released: a gateway starts once the backup is done.
+    ReportStore(db, gateway_id="gw-test").close()
