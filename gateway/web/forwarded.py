@@ -7,8 +7,9 @@ $proxy_add_x_forwarded_for;``), and the web app then uses that address as ``requ
 
 Only the hops the gateway can vouch for are believed: the list is read from the right (the entry the
 nearest proxy appended) and the first address that is not itself a trusted proxy is the client. A
-client cannot pass itself off as another by sending its own ``X-Forwarded-For``, since its entries are
-left of the one its proxy appended. A request from an address not listed keeps that address, header or
+client outside the listed addresses cannot pass itself off as another by sending its own
+``X-Forwarded-For``, since its entries are left of the one its proxy appended (anything connecting from
+a listed address is believed: list proxies, not networks of clients). A request from an address not listed keeps that address, header or
 not. ``X-Forwarded-Host`` and ``-Proto`` are not used: the ``Host`` check (gateway.web.hosts) and the
 links the pages build do not depend on them.
 

@@ -19,29 +19,47 @@ MAX_HOPS = 16
 def parse_network(text: str) -> IpNetwork:
     """One ``trusted_proxies`` entry: an IP address (``10.0.0.5``, ``::1``) or a network (``10.0.0.0/8``).
 
+    An IPv4-mapped IPv6 form (``::ffff:127.0.0.1``) is taken as the IPv4 address it names, which is how a
+    dual-stack socket's peers are compared.
+
     Raises:
-        ValueError: not an address or network, or a network with host bits set (``10.0.0.1/8``: a typo
-            that would trust more or other addresses than meant); the message says which.
+        ValueError: not an address or network, a network with host bits set (``10.0.0.1/8``: a typo
+            that would trust more or other addresses than meant), or every address (``0.0.0.0/0``,
+            ``::/0``: any client could then name any other); the message says which.
     """
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        network = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as exc:
         if "has host bits set" in str(exc):
             raise ValueError("%r has host bits set (did you mean %s?)"
                              % (text, ipaddress.ip_network(text.strip(), strict=False))) from None
         raise ValueError("%r is not an IP address or network (e.g. \"127.0.0.1\", \"10.0.0.0/8\", \"::1\")"
                          % text) from None
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        network = ipaddress.IPv4Network("%s/%d" % (mapped, network.prefixlen - 96))
+    if network.prefixlen == 0:
+        raise ValueError("%r trusts every address: any client could then name any other in X-Forwarded-For;"
+                         " list the proxy's own address" % text)
+    return network
 
 
 def _address(text: str) -> IpAddress | None:
-    """An address in ``X-Forwarded-For``, or None when it is none (``unknown``, a port, garbage)."""
+    """An address in ``X-Forwarded-For``, or None when it is none (``unknown``, a port, garbage, an IPv6
+    zone id: ``fe80::1%<any text>`` would carry that text into audit lines and per-client keys). An
+    IPv4-mapped form (``::ffff:203.0.113.9``) is the IPv4 address, so one client has one form."""
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
+    if "%" in text:
+        return None
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class TrustedProxies:

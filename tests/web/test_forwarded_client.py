@@ -56,12 +56,26 @@ def test_ipv6_and_ipv4_mapped_peers() -> None:
     assert proxies.client("::1", ["2001:db8::7"]) == "2001:db8::7"
     assert proxies.client("::ffff:127.0.0.1", ["203.0.113.9"]) == "203.0.113.9"
     assert proxies.client("::2", ["203.0.113.9"]) == "::2"
+    # One client, one form: a mapped entry is its IPv4 address (review: '::ffff:cb00:7109').
+    assert proxies.client("::1", ["::ffff:203.0.113.9"]) == "203.0.113.9"
+    # A mapped entry in the list is the IPv4 proxy it names (it was accepted and never matched).
+    assert TrustedProxies(["::ffff:127.0.0.1"]).client("127.0.0.1", ["203.0.113.9"]) == "203.0.113.9"
+
+
+def test_a_zone_id_is_no_address_so_no_text_rides_into_audit_lines() -> None:
+    """Review: ipaddress accepts any text after '%' (an IPv6 zone id), so a hop could put fake words
+    into the audit line and a fresh per-client key into the planner's limit."""
+    proxies = TrustedProxies(["127.0.0.1"])
+    assert proxies.client(PROXY, ["::1%] (token of the night operator)"]) == PROXY
+    assert proxies.client(PROXY, ["203.0.113.9, fe80::1%eth0"]) == PROXY
 
 
 @pytest.mark.parametrize(("entry", "message"), [
     ("10.0.0.1/8", "host bits set.*10.0.0.0/8"),
     ("proxy.city.example", "not an IP address or network"),
     ("", "not an IP address or network"),
+    ("0.0.0.0/0", "trusts every address"),
+    ("::/0", "trusts every address"),
 ])
 def test_a_bad_entry_is_refused_with_the_reason(entry: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
