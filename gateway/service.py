@@ -25,6 +25,7 @@ from gateway.config.loader import retention_days
 from gateway.config.model import GatewayConfig
 from gateway.config.sim_clock import SimClock
 from gateway.errors import TransportError
+from gateway.health import Problem
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
@@ -275,40 +276,49 @@ class Gateway:
                         "and listen on 127.0.0.1 (docs/gateway.md, Running as a service), or leave out [http] "
                         "admin_token_file to disable the admin API", host_port(http.listen, self.http_port))
 
-    def _health(self) -> list[str]:
+    def health(self) -> list[Problem]:
+        """The gateway's own health problems (``/healthz`` reasons, each with its code and severity:
+        :mod:`gateway.health`); empty when healthy. Cheap, on the event loop: no store read, one ``statvfs``."""
+        return self._health()
+
+    def _health(self) -> list[Problem]:
         reasons = []
         damaged = self.store.damage.problem
         if damaged is not None:
-            reasons.append("report store damaged, nothing is committed or acknowledged until a restart on a "
-                           "recovered or restored file: %s" % damaged)
+            reasons.append(Problem("store_damaged", "report store damaged, nothing is committed or acknowledged "
+                                   "until a restart on a recovered or restored file: %s" % damaged))
         gone = self.store.file_problem()
         if gone is not None:
-            reasons.append("%s: nothing is committed or acknowledged; restart the gateway" % gone)
+            reasons.append(Problem("store_gone",
+                                   "%s: nothing is committed or acknowledged; restart the gateway" % gone))
         failing = self.ingest.store_problem
         if failing is not None and gone is None and damaged is None:  # the damage says why commits fail
-            reasons.append(failing)
+            reasons.append(Problem("commits_failing", failing))
         space = disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb)  # one statvfs
         low = space.low
         if space.critical and low is not None:  # critical is below low's threshold: both hold
-            reasons.append(low)
+            reasons.append(Problem("disk_critical", low))
         if self.retention_clock.problem is not None:
             held = self.retention_clock.problem
-            reasons.append(held if held.startswith("retention held") else "retention skipped: %s" % held)
+            reasons.append(Problem("retention_held", held) if held.startswith("retention held")
+                           else Problem("retention_skipped", "retention skipped: %s" % held))
         # What fails: unreachable, refused the credentials, TLS handshake failed, ...; or, connected
         # between the broker's closes, stalled behind one message the broker keeps closing on.
         if self.upstream is not None and (not self.upstream.connected or self.upstream.problem == HEALTH_STALLED):
-            reasons.append("%s (outbox depth %d)" % (self.upstream.problem or "mqtt broker unreachable",
-                                                     self.store.outbox_depth))
+            reasons.append(Problem("mqtt_stalled" if self.upstream.problem == HEALTH_STALLED else "mqtt_down",
+                                   "%s (outbox depth %d)" % (self.upstream.problem or "mqtt broker unreachable",
+                                                             self.store.outbox_depth)))
         for t in self.transports:
+            code = "ble_down" if t.name == "ble" else "link_down"
             failed = self._link_failures.get(t.name)
             if failed is not None:
-                reasons.append(failed)
+                reasons.append(Problem(code, failed, t.name))
             elif self.metrics.value("civicedge_link_state", {"link": t.name}) == 0:
                 problem = getattr(t, "problem", None)  # BLE: why it is down (radio/adapter unreachable)
                 if problem:
-                    reasons.append("%s is down: %s" % (t.name, problem))
+                    reasons.append(Problem(code, "%s is down: %s" % (t.name, problem), t.name))
                 elif isinstance(t, SerialTransport):
-                    reasons.append("%s is down" % t.name)
+                    reasons.append(Problem(code, "%s is down" % t.name, t.name))
         return reasons
 
     async def _watch_store(self) -> None:

@@ -1,0 +1,65 @@
+"""The gateway's health problems carry stable codes and severities (gateway.health), so a monitor
+tells a page (nothing stored) from a ticket (one port unplugged, broker away) without parsing text.
+
+Was: every reason was free text with changing figures and paths; one unplugged serial port of two
+was `degraded` exactly like a damaged store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from conftest import make_env
+from gateway.config import load_config
+from gateway.health import CRITICAL, OK, WARNING, overall, summary
+from gateway.service import Gateway
+
+
+async def _until(predicate, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    end = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < end, what
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(60)
+async def test_a_missing_port_and_no_broker_are_warnings_a_damaged_store_is_critical(tmp_path: Path) -> None:
+    missing = str(tmp_path / "ttyUSB1")  # never created: the port cannot be opened
+    gw = Gateway(load_config(make_env(tmp_path, serial=(missing,), mqtt_port=9)))
+    await gw.start()
+    try:
+        await _until(lambda: any(p.code == "link_down" for p in gw.health()), "the port is reported down")
+        problems = gw.health()
+        assert {(p.code, p.severity, p.subject) for p in problems} == {
+            ("mqtt_down", WARNING, None), ("link_down", WARNING, "serial:" + missing)}, problems
+        assert overall(problems) == WARNING
+        assert summary(problems) == "mqtt_down; link_down serial:%s" % missing
+        # The reasons are the same texts as before: each problem is its reason.
+        assert "serial:%s is down" % missing in problems
+
+        gw.store.mark_damaged("PRAGMA quick_check found: On tree page 3 cell 0: invalid page number")
+        problems = gw.health()
+        assert [p.code for p in problems][0] == "store_damaged"
+        assert problems[0].severity == CRITICAL and overall(problems) == CRITICAL
+        assert summary(problems) == "store_damaged; mqtt_down; link_down serial:%s" % missing
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_healthy_gateway_has_no_problems(tmp_path: Path) -> None:
+    gw = Gateway(load_config(make_env(tmp_path)))
+    await gw.start()
+    try:
+        assert gw.health() == [] and overall(gw.health()) == OK and summary(gw.health()) == ""
+    finally:
+        await gw.stop()
+
+
+def test_an_unknown_code_is_refused() -> None:
+    from gateway.health import Problem
+
+    with pytest.raises(ValueError, match="unknown health problem code 'disk_full'"):
+        Problem("disk_full", "disk full")
