@@ -142,6 +142,9 @@ class _RegistryStamp:
         self.source = source
         self._held: Registry | None = None
         self._held_file: tuple[int, int] | None = None  # (st_dev, st_ino) of the held devices.sqlite
+        # Counts the opens: a file replaced twice may get the first one's inode back, and an unchanged file
+        # just opened always has the same version, so (dev, ino, version) alone could repeat an old stamp.
+        self._opens = 0
         self._lock = threading.Lock()  # stamps are taken in threads, maybe two at a time
 
     def __call__(self) -> tuple[Any, ...] | None:
@@ -161,7 +164,8 @@ class _RegistryStamp:
                     self._release()
                     self._held = Registry(Path(self.source.registry), create=False)
                     self._held_file = file
-                return (*file, *self._held.version)
+                    self._opens += 1
+                return (self._opens, *file, *self._held.version)
             except GatewayError:
                 self._release()
                 return None
@@ -243,6 +247,18 @@ class _PlanEndpoint:
             self.bodies = {k: v for k, v in self.bodies.items() if k[0] in live}
             return plan, notice
 
+    def _prune(self) -> None:
+        """Drop expired plans with their rendered bodies, and clients with no start left in the window, so
+        memory does not wait for the next uncached plan (a 4,000-stop plan and its texts are megabytes)."""
+        now = self.timer()
+        if any(v[0] <= now for v in self.cache.values()):
+            self.cache = {k: v for k, v in self.cache.items() if v[0] > now}
+            live = {id(v[1]) for v in self.cache.values()}
+            self.bodies = {k: v for k, v in self.bodies.items() if k[0] in live}
+        for client in [c for c, starts in self.client_starts.items()
+                       if not starts or starts[-1] <= now - CLIENT_WINDOW_S]:
+            del self.client_starts[client]
+
     def _retry_after(self) -> int:
         """Seconds until the queue has room, roughly: the time limits of the plans ahead, plus a few seconds each."""
         return max(1, math.ceil(sum(self.defaults.time_limit_s + 2 for _ in self.inflight)))
@@ -281,6 +297,7 @@ class _PlanEndpoint:
         """
         stamp = await asyncio.to_thread(self.stamp)
         key = (repr(settings), stamp)  # settings are frozen dataclasses: their repr names every value
+        self._prune()
         cached = self.cache.get(key)
         if cached is not None and cached[0] > self.timer():
             return cached[1], cached[2]

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -231,3 +232,63 @@ def test_the_registry_version_moves_with_every_change_and_never_repeats_inside_a
         assert len(inside) == 2 and reg.version not in inside | {after_own}
     finally:
         other.close()
+
+
+def test_a_registry_file_that_gets_an_old_inode_back_is_not_taken_for_the_old_one(
+        city: CityData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: a devices.sqlite replaced twice may get the first file's inode back, and an unchanged file
+    just opened always has the same version, so (dev, ino, version) repeated the first file's stamp and
+    its cached plan was served. The stamp also counts the opens. Test fails before."""
+    from gateway.routes import web as routes_web
+
+    stamp = routes_web._RegistryStamp(GatewayBinSource(city.db_path, city.registry_dir))
+    inodes = iter([1, 2, 1])  # file A, then B, then C on A's inode
+
+    class _Os:  # the stamp's view of the file system: the registry file's inode as the sequence says
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        @staticmethod
+        def stat(path: object) -> os.stat_result:
+            real = list(os.stat(path))  # type: ignore[arg-type]
+            real[1] = next(inodes)
+            return os.stat_result(real)
+
+    monkeypatch.setattr(routes_web, "os", _Os())
+    try:
+        a, b, c = stamp(), stamp(), stamp()
+    finally:
+        stamp.close()
+    assert a is not None and a != b and a != c and b != c
+
+
+async def test_expired_plans_and_idle_clients_are_let_go_without_waiting_for_a_new_plan(city: CityData) -> None:
+    """Review: expired plans (and their rendered texts) and every client that ever started a plan stayed
+    in memory until the next uncached plan, or for good. Test fails before."""
+    real = [1000.0]
+    routes = routes_handlers(GatewayBinSource(city.db_path, city.registry),
+                             PlanDefaults(depot=Depot(52.37, 4.89), time_limit_s=0, cache_s=300),
+                             clock=lambda: float(NOW), timer=lambda: real[0])
+    app = web.Application()
+    app.add_routes(routes)
+    app.on_cleanup.append(routes.close)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        assert (await client.get("/api/routes/plan")).status == 200
+        endpoint = routes._endpoint
+        [old_key] = endpoint.cache
+        assert endpoint.bodies and list(endpoint.client_starts) == ["127.0.0.1"]
+        endpoint.client_starts["203.0.113.9"] = deque([real[0]])  # another client, one plan an hour ago
+        real[0] += 3600.0  # an hour later: the plan expired, both clients' windows are over
+        # The next request goes through the cache (a new plan for another query): the old plan, its texts and
+        # the idle client go.
+        city.registry.move("bin-1", lat="52.3900", lon="4.9200")
+        assert (await client.get("/api/routes/plan", params={"vehicles": "3"})).status == 200
+        assert (await client.get("/api/routes/plan", params={"vehicles": "3"})).status == 200
+        assert old_key not in endpoint.cache and len(endpoint.cache) == 1
+        live = {id(v[1]) for v in endpoint.cache.values()}
+        assert all(plan_id in live for plan_id, _fmt in endpoint.bodies)
+        assert list(endpoint.client_starts) == ["127.0.0.1"] and len(endpoint.client_starts["127.0.0.1"]) == 1
+    finally:
+        await client.close()
