@@ -112,11 +112,13 @@ def migration_note(config: GatewayConfig) -> str:
     itself (where, and the room it needs), unless ``[storage] backup_before_migration`` is false.
 
     Raises:
-        StorageError: ``no_space_for_backup`` when the copy would not fit (``run`` refuses to start
-            then), and what :func:`read_schema_version` raises.
+        StorageError: ``no_space_for_backup`` when the copy would not fit, ``no_space_for_migration``
+            when the migration would not (without the copy; ``run`` refuses to start then), and what
+            :func:`read_schema_version` raises.
     """
     from gateway.storage.schema import SCHEMA_VERSION
-    from gateway.storage.schema_backup import CONFIG_KEY, megabytes, no_space_error, plan_backup
+    from gateway.storage.schema_backup import (CONFIG_KEY, check_migration_space, megabytes, no_space_error,
+                                               plan_backup)
     from gateway.storage.store_files import real_store_path
 
     found = read_schema_version(config.storage.path)
@@ -124,14 +126,31 @@ def migration_note(config: GatewayConfig) -> str:
         return ""
     note = ("; schema version %d: migrated to %d at start, one way (older gateways refuse it afterwards)"
             % (found, SCHEMA_VERSION))
+    real = real_store_path(config.storage.path)
+    writes = _migration_writes(config.storage.path, found)
     if not config.storage.backup_before_migration:
+        check_migration_space(real, found, SCHEMA_VERSION, writes)
         return note + "; no copy of it is made first (%s = false): keep the backup made elsewhere" % CONFIG_KEY
-    plan = plan_backup(real_store_path(config.storage.path), found)
+    plan = plan_backup(real, found, writes)
     if not plan.enough:
         raise no_space_error(plan, SCHEMA_VERSION)
     free = "" if plan.free is None else ", %s free" % megabytes(plan.free)
     return note + "; a copy of the store as it is now is made first: %s (needs %s%s)" % (
         plan.target, megabytes(plan.need), free)
+
+
+def _migration_writes(path: Path, found: int) -> int:
+    """What the migration from ``found`` writes to the store's -wal (gateway.storage.schema_backup.migration_bytes)."""
+    from gateway.storage.schema_backup import migration_bytes
+
+    try:
+        conn = open_for_check(path, running=store_holder(path) is not None)
+        try:
+            return migration_bytes(conn, found)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError("cannot read the report store %s: %s" % (path, exc), reason="read_failed") from exc
 
 
 def check_registry(registry_dir: Path) -> str:

@@ -31,7 +31,9 @@ import sqlite3
 from pathlib import Path
 
 from gateway.errors import StorageError
-from gateway.storage.schema_backup import CONFIG_KEY, make_backup, megabytes
+from gateway.storage.schema_backup import (CONFIG_KEY, MARGIN_BYTES, check_migration_space, make_backup, megabytes,
+                                           migration_bytes, no_space_for_migration)
+from gateway.storage.disk_space import free_bytes
 
 SCHEMA_VERSION = 4
 
@@ -150,7 +152,8 @@ def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
         StorageError: reason ``schema_too_new`` when the store was written by a newer gateway (its
             ``schema_version`` is above :data:`SCHEMA_VERSION`), ``schema_unknown`` when that is not a
             number, ``no_space_for_backup`` / ``backup_failed`` when the copy before a migration cannot be
-            made; nothing is changed then.
+            made, ``no_space_for_migration`` when the migration itself has too little room (checked first
+            from what it will write, and when SQLite runs out of it); nothing is changed then.
     """
     found = stored_version(conn)
     if found is not None and found > SCHEMA_VERSION:
@@ -159,20 +162,33 @@ def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
         raise too_new(found, _main_file(conn))
     store = _main_file(conn)
     old = found if found is not None and found < SCHEMA_VERSION else None
-    copy = None if old is None else _before_migration(conn, store, old, backup)
-    _migrate(conn)
+    writes = 0 if old is None else migration_bytes(conn, old)
+    copy = None if old is None else _before_migration(conn, store, old, backup, writes)
+    try:
+        _migrate(conn)
+    except sqlite3.Error as exc:
+        if old is None or getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+            raise
+        raise no_space_for_migration(Path(store), old, SCHEMA_VERSION, writes + MARGIN_BYTES,
+                                     free_bytes(Path(store)) if store.startswith("/") else None,
+                                     "SQLite: %s" % exc) from exc
     if old is not None:
+        # The migration's pages (from v1: every zeroed page of the dropped readings) are in the -wal: put
+        # them in the main file and empty it now, not at the first stop, so it does not stay that large.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         # Said again once committed: the one-way step is done (the next open finds the current version).
         log.warning("report store %s upgraded from schema version %d to %d; gateways older than this one can no "
                     "longer open it (%s)", store, old, SCHEMA_VERSION,
                     "no copy of it was made" if copy is None else "the store as it was: %s" % copy)
 
 
-def _before_migration(conn: sqlite3.Connection, store: str, found: int, backup: bool) -> Path | None:
-    """Copy the store (``backup``, a store in a file) and say, as a WARNING, what is about to happen;
-    return the copy's name (None: none made)."""
+def _before_migration(conn: sqlite3.Connection, store: str, found: int, backup: bool, writes: int) -> Path | None:
+    """Check the room the migration's ``writes`` to the ``-wal`` need, copy the store (``backup``, a store
+    in a file) and say, as a WARNING, what is about to happen; return the copy's name (None: none made)."""
+    if store.startswith("/") and not backup:
+        check_migration_space(Path(store), found, SCHEMA_VERSION, writes)
     if backup and store.startswith("/"):
-        copy, size = make_backup(conn, Path(store), found, SCHEMA_VERSION)
+        copy, size = make_backup(conn, Path(store), found, SCHEMA_VERSION, writes)
         log.warning("report store %s is at schema version %d; migrating to %d (one way: older gateways refuse it "
                     "afterwards); a copy of the store as it is now: %s (%s) — keep it until the new version runs "
                     "well, then delete it", store, found, SCHEMA_VERSION, copy, megabytes(size))

@@ -48,13 +48,62 @@ def megabytes(n: int) -> str:
     return "%d MB" % -(-n // MB)
 
 
+def migration_bytes(conn: sqlite3.Connection, version: int) -> int:
+    """Bytes the migration from ``version`` writes to the store's ``-wal`` beyond a few pages: from
+    version 1, every page of the ``readings`` table and its indexes.
+
+    The store runs with ``secure_delete=ON`` (so values retention removed do not stay on disk), which
+    makes ``DROP TABLE readings`` zero every page it frees: each is written to the ``-wal`` (a frame of
+    a page plus 24 bytes) before the checkpoint after the migration puts them in the main file. Counted
+    with ``dbstat`` where this SQLite has it, else as every page in use (an upper bound).
+    """
+    if version != 1 or conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings'"
+                                    ).fetchone() is None:
+        return 0
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    try:
+        pages = int(conn.execute("SELECT COUNT(*) FROM dbstat WHERE name IN (SELECT name FROM sqlite_master "
+                                 "WHERE tbl_name = 'readings')").fetchone()[0])
+    except sqlite3.OperationalError:  # no dbstat in this SQLite build
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0]) - int(
+            conn.execute("PRAGMA freelist_count").fetchone()[0])
+    return pages * (page + 24)
+
+
+def no_space_for_migration(store: Path, version: int, new_version: int, need: int, free: int | None,
+                           cause: str = "") -> StorageError:
+    """The ``no_space_for_migration`` error: the store's own migration needs ``need`` bytes free."""
+    return StorageError(
+        "not enough free space to migrate the report store %s from schema version %d to %d%s: the migration writes "
+        "%s to its -wal (from version 1: the dropped readings table's pages, overwritten as secure_delete does, plus "
+        "%s), %s is free on its file system. Free space there and start again; the store was left unchanged"
+        % (store, version, new_version, cause and " (%s)" % cause, megabytes(need), megabytes(MARGIN_BYTES),
+           "an unknown amount" if free is None else megabytes(free)),
+        reason="no_space_for_migration")
+
+
+def check_migration_space(store: Path, version: int, new_version: int, migration: int) -> None:
+    """Refuse the migration (no copy made) when the store's file system has less than ``migration`` bytes
+    (:func:`migration_bytes`) and the margin free. A migration that writes only a few pages (``migration``
+    0: from version 2 or 3) is not refused ahead: SQLite running out of room is still said as
+    ``no_space_for_migration``.
+
+    Raises:
+        StorageError: ``no_space_for_migration``.
+    """
+    need, free = migration + MARGIN_BYTES, free_bytes(store)
+    if migration and free is not None and free < need:
+        raise no_space_for_migration(store, version, new_version, need, free)
+
+
 @dataclass(frozen=True)
 class BackupPlan:
     """The copy a migration of ``store`` from ``version`` makes, and the room it needs.
 
     Attributes:
         store: the store file (symlinks resolved). version: its schema version now.
-        target: the copy's name. need: bytes that must be free (the store, its ``-wal``, a margin).
+        target: the copy's name. need: bytes that must be free (the store, its ``-wal``, what the migration
+            writes to the ``-wal`` (:func:`migration_bytes`), a margin). migration: that last part.
         free: bytes free on the store's file system (a stale temporary copy counted as free: it is
             removed first); None when it cannot be read (then the copy is tried).
         earlier: size of an earlier copy of the same name (replaced once the new one is whole), or 0.
@@ -66,6 +115,7 @@ class BackupPlan:
     need: int
     free: int | None
     earlier: int
+    migration: int = 0
 
     @property
     def enough(self) -> bool:
@@ -73,14 +123,15 @@ class BackupPlan:
         return self.free is None or self.free >= self.need
 
 
-def plan_backup(store: Path, version: int) -> BackupPlan:
-    """Measure the copy :func:`make_backup` would make of ``store`` (read-only)."""
+def plan_backup(store: Path, version: int, migration: int = 0) -> BackupPlan:
+    """Measure the copy :func:`make_backup` would make of ``store`` (read-only), with ``migration`` bytes
+    the migration after it writes (:func:`migration_bytes`)."""
     target = backup_path(store, version)
-    need = _size(store) + _size(Path(str(store) + "-wal")) + MARGIN_BYTES
+    need = _size(store) + _size(Path(str(store) + "-wal")) + migration + MARGIN_BYTES
     free = free_bytes(store)
     if free is not None:
         free += _size(_temp_path(target))
-    return BackupPlan(store, version, target, need, free, _size(target))
+    return BackupPlan(store, version, target, need, free, _size(target), migration)
 
 
 def no_space_error(plan: BackupPlan, new_version: int) -> StorageError:
@@ -90,14 +141,16 @@ def no_space_error(plan: BackupPlan, new_version: int) -> StorageError:
     return StorageError(
         "not enough free space to copy the report store %s before migrating it from schema version %d to %d "
         "(one way: older gateways refuse it afterwards): the copy %s needs %s free (the store and its -wal plus "
-        "%s), %s is free on its file system. Free space there%s, or make a backup elsewhere (docs/gateway.md, "
+        "%s%s), %s is free on its file system. Free space there%s, or make a backup elsewhere (docs/gateway.md, "
         "Storage, Backups) and set %s = false; the store was left unchanged"
         % (plan.store, plan.version, new_version, plan.target, megabytes(plan.need), megabytes(MARGIN_BYTES),
+           "" if not plan.migration else ", and %s the migration writes to the -wal" % megabytes(plan.migration),
            "an unknown amount" if plan.free is None else megabytes(plan.free), earlier, CONFIG_KEY),
         reason="no_space_for_backup")
 
 
-def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version: int) -> tuple[Path, int]:
+def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version: int,
+                migration: int = 0) -> tuple[Path, int]:
     """Copy the store open on ``conn`` (its file ``store``, at schema ``version``) to its backup name;
     return that name and the copy's size in bytes. An earlier copy of that name is replaced.
 
@@ -109,7 +162,7 @@ def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version
     target = backup_path(store, version)
     tmp = _temp_path(target)
     _remove(tmp)
-    plan = plan_backup(store, version)
+    plan = plan_backup(store, version, migration)
     if not plan.enough:
         raise no_space_error(plan, new_version)
     try:
@@ -136,7 +189,7 @@ def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version
         full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
             isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
         if full:
-            raise no_space_error(plan_backup(store, version), new_version) from exc
+            raise no_space_error(plan_backup(store, version, migration), new_version) from exc
         raise StorageError("cannot copy the report store %s to %s before migrating it from schema version %d to %d: "
                            "%s; the store was left unchanged. Fix that, or make a backup elsewhere (docs/gateway.md, "
                            "Storage, Backups) and set %s = false"
