@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, disable_created_metrics
 
 from gateway.storage.disk_space import free_bytes
 from gateway.version import gateway_version
@@ -31,7 +31,8 @@ class GatewayMetrics:
 
     Attributes:
         registry: the CollectorRegistry to expose (``prometheus_client.generate_latest(registry)``).
-        reports_in: frames received, by link type (``serial``/``ble``).
+        reports_in: frames received from devices, by link type (``serial``/``ble``), counted on arrival
+            before any check: stored, duplicate, rejected or shed alike.
         reports_stored: reports newly committed. duplicates: retransmissions re-acknowledged.
         duplicate_windows: releases acknowledged and not stored because a release for the same period and
             fields ``(device, type, w, l, fields of e)`` was stored under another seq (a board whose clock
@@ -41,8 +42,13 @@ class GatewayMetrics:
             (:data:`FIELD_DROP_REASONS`).
         values_out_of_range: non-personal values left out of stored reports because they are outside
             their field's policy ``valid_range`` (a faulty sensor), by kind and field.
-        outbox_depth / outbox_dropped / outbox_refused / mqtt_published: upstream outbox.
-        link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0.
+        outbox_depth / outbox_bytes / outbox_max_bytes / outbox_dropped / outbox_refused / mqtt_published:
+            upstream outbox (messages, payload bytes and the cap on those bytes).
+        link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0 (set through
+            :meth:`set_link`, which also counts ``link_disconnects``).
+        link_disconnects: times a link went from up to down (a flap between two scrapes shows here).
+        seqs_given_up: device seqs acknowledged past without a stored report (a gap given up after the
+            hold: those reports are lost, or were skipped at a reboot and never sent).
         ble_connected: currently connected BLE devices.
         ble_deauthorized: open BLE links closed because the registry no longer vouches for their
             device, by reason (:data:`BLE_DEAUTHORIZED_REASONS`).
@@ -61,11 +67,15 @@ class GatewayMetrics:
     """
 
     def __init__(self, gateway_id: str) -> None:
+        # No <counter>_created series: a start time per counter doubles the exposition and nothing reads it
+        # (process_start_time_seconds says when the gateway started). Process-wide, as prometheus_client has it.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # cached: labels() takes a lock and builds a key on every call, once per received frame
         self.reports_in = functools.lru_cache(maxsize=16)(
-            Counter("civicedge_reports_in", "Frames received from devices", ["link_type"], registry=r).labels)
+            Counter("civicedge_reports_in", "Frames received from devices, by link type, counted on arrival before "
+                    "any check (stored, duplicate, rejected or shed alike)", ["link_type"], registry=r).labels)
         self.reports_stored = Counter("civicedge_reports_stored", "Reports committed to storage", registry=r)
         self.last_commit = Gauge("civicedge_last_commit_timestamp_seconds",
                                  "Unix time of the last successful commit of received reports (0: none since start)",
@@ -90,6 +100,11 @@ class GatewayMetrics:
             "Non-personal values left out of stored reports because they are outside their field's policy "
             "valid_range (a faulty sensor), by kind and field", ["kind", "field"], registry=r)
         self.outbox_depth = Gauge("civicedge_outbox_depth", "MQTT messages waiting in the outbox", registry=r)
+        self.outbox_bytes = Gauge("civicedge_outbox_bytes", "Payload bytes of the MQTT messages waiting in the outbox",
+                                  registry=r)
+        self.outbox_max_bytes = Gauge(
+            "civicedge_outbox_max_bytes", "Cap on civicedge_outbox_bytes ([mqtt] outbox_max_bytes): at it messages "
+            "are dropped (civicedge_outbox_dropped_total); 0 without [mqtt]", registry=r)
         self.outbox_dropped = Counter("civicedge_outbox_dropped", "MQTT messages dropped at the outbox cap",
                                       registry=r)
         self.outbox_refused = Counter("civicedge_outbox_refused", "MQTT messages the client refused to send "
@@ -97,6 +112,9 @@ class GatewayMetrics:
         self.mqtt_published = Counter("civicedge_mqtt_published", "MQTT messages acknowledged by the broker",
                                       registry=r)
         self.link_state = Gauge("civicedge_link_state", "1 if the link is up", ["link"], registry=r)
+        self.link_disconnects = Counter(
+            "civicedge_link_disconnects", "Times a link (serial:<port>, ble, mqtt) went from up to down, "
+            "a gateway stop included", ["link"], registry=r)
         self.ble_connected = Gauge("civicedge_ble_connected", "Connected BLE devices", registry=r)
         self.ble_unverified_dropped = Counter(
             "civicedge_ble_unverified_dropped",
@@ -130,6 +148,9 @@ class GatewayMetrics:
             self.retention_skipped.labels(reason)
         self.retention_removed = Counter("civicedge_retention_removed", "Field values removed by retention",
                                          registry=r)
+        self.seqs_given_up = Counter(
+            "civicedge_seqs_given_up", "Device seqs acknowledged past without a stored report: a gap given up "
+            "after ack_gap_hold_s (reports lost, or seqs a board skipped at a reboot)", registry=r)
         self.ack_gap_waits = Counter(
             "civicedge_ack_gap_waits", "Seq gaps the device still held after ack_gap_hold_s (ACKs wait for them)",
             registry=r)
@@ -167,6 +188,15 @@ class GatewayMetrics:
               registry=self.registry).set_function(size)
         Gauge("civicedge_store_disk_free_bytes", "Bytes free for the gateway on the report store's file system",
               registry=self.registry).set_function(free)
+
+    def set_link(self, link: str, up: bool) -> None:
+        """Set ``civicedge_link_state{link}`` and count a disconnect when an up link goes down. Called on
+        state changes only (not per frame): the current value is read back from the registry."""
+        # created at 0 with the link's first state: increase() misses a counter's first sample
+        disconnects = self.link_disconnects.labels(link)
+        if not up and self.value("civicedge_link_state", {"link": link}) == 1:
+            disconnects.inc()
+        self.link_state.labels(link).set(1 if up else 0)
 
     def reject(self, reason: str) -> None:
         """Count one rejection."""

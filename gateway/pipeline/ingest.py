@@ -607,6 +607,7 @@ class IngestService:
     def _gap_given_up(self, dev: str, first: int, last: int) -> None:
         """Warn that seqs ``first..last`` of ``dev`` are acknowledged past without arriving, at most once per
         :data:`GAP_LOG_EVERY_S` per device, counting the seqs given up since the last such line."""
+        self._metrics.seqs_given_up.inc(last - first + 1)
         counted = self._device_warning(self._gap_warnings, dev, GAP_LOG_EVERY_S,
                                        "seq(s) of %s given up since the last such line (never arrived, acknowledged "
                                        "past)").count(last - first + 1)

@@ -148,7 +148,7 @@ class BleTransport:
 
     def _set_state(self, up: bool) -> None:
         if self._metrics is not None:
-            self._metrics.link_state.labels("ble").set(1 if up else 0)
+            self._metrics.set_link("ble", up)
 
     async def run(self, sink: FrameSink) -> None:
         """Scan and connect until cancelled; a failed scan is retried with backoff (module docstring)."""

@@ -50,7 +50,7 @@ class SerialTransport:
 
     def _set_state(self, up: bool) -> None:
         if self._metrics is not None:
-            self._metrics.link_state.labels(self.name).set(1 if up else 0)
+            self._metrics.set_link(self.name, up)
 
     async def send(self, frame: bytes) -> None:
         """Write one frame (COBS + delimiter) to the port.

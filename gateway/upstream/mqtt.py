@@ -177,7 +177,8 @@ class MqttUpstream:
         store: the report store holding the outbox.
         run_in_store: runs a store method on the store's thread (``IngestService.run_in_store``).
         stored: event set whenever new reports (and outbox messages) were committed.
-        metrics: ``outbox_depth``, ``mqtt_published``, ``link_state{link="mqtt"}``.
+        metrics: ``outbox_depth``, ``outbox_bytes`` (read at each scrape), ``outbox_max_bytes``,
+            ``mqtt_published``, ``link_state{link="mqtt"}`` and ``link_disconnects{link="mqtt"}``.
         gateway_id: default MQTT client id.
     """
 
@@ -189,6 +190,9 @@ class MqttUpstream:
         self._run = run_in_store
         self._stored = stored
         self._metrics = metrics
+        # read when /metrics is scraped (an int the store's thread keeps), so it is never stale
+        metrics.outbox_bytes.set_function(lambda: float(store.outbox_bytes))
+        metrics.outbox_max_bytes.set(config.outbox_max_bytes)
         self._client_id = config.client_id or "civicedge-%s" % gateway_id
         self.connected = False
         self._down_since: float | None = None  # monotonic start of the current outage
@@ -265,7 +269,7 @@ class MqttUpstream:
         messages are delivered or the outbox is empty, not at each connection: a broker that accepts
         the connection and then fails every publish is retried with backoff too.
         """
-        self._metrics.link_state.labels("mqtt").set(0)
+        self._metrics.set_link("mqtt", False)
         while True:
             try:
                 tls = self._tls_context()
@@ -273,7 +277,7 @@ class MqttUpstream:
                 async with self._client(tls) as client:
                     # connected, but still waiting behind the message the broker keeps closing on
                     self.connected, self.problem = True, HEALTH_STALLED if self._stalled is not None else None
-                    self._metrics.link_state.labels("mqtt").set(1)
+                    self._metrics.set_link("mqtt", True)
                     self._log_connected()
                     await self._drain_forever(client)
             except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
@@ -285,7 +289,7 @@ class MqttUpstream:
                 if self.connected and self._stalled is not None:
                     problem = HEALTH_STALLED  # the broker closed on that message again (the log says which)
                 self.connected, self.problem = False, problem
-                self._metrics.link_state.labels("mqtt").set(0)
+                self._metrics.set_link("mqtt", False)
                 await self._pause()
             except Exception as exc:  # noqa: BLE001 - e.g. the outbox unreadable for a moment
                 # Not the broker: without this the task would end, the outbox would grow unseen and
@@ -300,7 +304,7 @@ class MqttUpstream:
                              self._backoff)
                 self.connected = False
                 self.problem = HEALTH_FAILING  # /healthz shows no paths or exception text; the log has them
-                self._metrics.link_state.labels("mqtt").set(0)
+                self._metrics.set_link("mqtt", False)
                 await self._pause()
 
     async def _pause(self) -> None:
