@@ -12,9 +12,10 @@ import importlib
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from gateway.errors import GatewayError
+from gateway.systemd import stderr_is_journal
 from gateway.version import gateway_version
 
 # (module, description) — each module defines register(subparsers).
@@ -121,6 +122,42 @@ def configure_logging(verbosity: int) -> None:
     apply_verbosity(verbosity)
 
 
+class JournalMessages:
+    """stderr while it is the journal (``$JOURNAL_STREAM``, :func:`gateway.systemd.stderr_is_journal`): a
+    message the command prints that starts ``error`` (``error (corrupt): ...``, why ``gateway run`` will not
+    start) gets the syslog priority ``<3>`` on each of its lines, one that starts ``warning`` ``<4>``, so
+    ``journalctl -p err`` shows it like an ERROR log line. Other text passes unchanged (the journal gives it
+    the unit's level); log lines do not pass here (their handler keeps the stream it was given).
+
+    Args:
+        stream: the real stderr; everything else (``fileno``, ``encoding``, ...) is its own.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._prefix = ""
+        self._line_start = True
+
+    def write(self, text: str) -> int:
+        """Write ``text``, each line of an error or warning message starting with its priority."""
+        if not text:
+            return 0
+        if self._line_start:
+            self._prefix = "<3>" if text.startswith("error") else "<4>" if text.startswith("warning") else ""
+        out = text
+        if self._prefix:
+            ends = out.endswith("\n")
+            out = ("\n" + self._prefix).join((out[:-1] if ends else out).split("\n")) + ("\n" if ends else "")
+            if self._line_start:
+                out = self._prefix + out
+        self._line_start = text.endswith("\n")
+        self._stream.write(out)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``civicedge`` command line and return its exit status."""
     try:  # building the parser imports every command's module: Ctrl-C there is no traceback either
@@ -139,6 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    stderr = sys.stderr
+    if stderr_is_journal(stderr):
+        sys.stderr = JournalMessages(stderr)  # a TextIO by delegation (__getattr__)
+    try:
+        return _run_command(func, args)
+    finally:
+        sys.stderr = stderr
+
+
+def _run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run the chosen command; a :class:`GatewayError` it did not report is reported here."""
     try:
         result: int | None = func(args)
         sys.stdout.flush()
