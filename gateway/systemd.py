@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import IO
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,43 @@ def notify(*states: str) -> bool:
         _warn_once("cannot notify the service manager at NOTIFY_SOCKET %s: %s" % (address[:100], exc.strerror))
         return False
     return True
+
+
+# While a long step of the start runs (the copy and migration of an older store), systemd is asked this
+# often to wait this much longer for READY=1: a multi-GB copy on slow storage outlasts the default 90 s
+# TimeoutStartSec, and a start killed there is restarted into the same copy forever.
+EXTEND_EVERY_S = 10.0
+EXTEND_BY_S = 60.0
+# A write rate slow storage (an SD card, a busy USB disk) still reaches: sizes the extension before one
+# long call (SQLite's DROP TABLE of a v1 store's readings is one step, with no progress in between).
+SLOW_WRITE_BPS = 2_000_000
+
+
+class StartExtender:
+    """Call it often during a long start step: at most every :data:`EXTEND_EVERY_S` it sends
+    ``EXTEND_TIMEOUT_USEC=`` (:data:`EXTEND_BY_S`; systemd 236 and later) and ``STATUS=`` with what runs.
+
+    Cheap between sends (a clock read), and nothing is sent without ``$NOTIFY_SOCKET``.
+    """
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        self._last: float | None = None
+
+    def __call__(self, *_: object) -> int:
+        """Send when due; returns 0 (so it can be SQLite's progress handler: 0 lets the statement go on)."""
+        if self._last is None or time.monotonic() - self._last >= EXTEND_EVERY_S:
+            self.send()
+        return 0
+
+    def send(self, status: str | None = None, *, writes: int = 0) -> None:
+        """Send now, with a new ``status`` if given: before one long call that cannot report progress and
+        writes ``writes`` bytes, the extension covers them at :data:`SLOW_WRITE_BPS` (at least :data:`EXTEND_BY_S`)."""
+        if status is not None:
+            self.status = status
+        self._last = time.monotonic()
+        seconds = max(EXTEND_BY_S, writes / SLOW_WRITE_BPS)
+        notify("EXTEND_TIMEOUT_USEC=%d" % int(seconds * 1_000_000), "STATUS=%s" % self.status)
 
 
 _warned = False

@@ -34,6 +34,7 @@ from gateway.errors import StorageError
 from gateway.storage.schema_backup import (CONFIG_KEY, MARGIN_BYTES, check_migration_space, make_backup, megabytes,
                                            migration_bytes, no_space_for_migration)
 from gateway.storage.disk_space import free_bytes
+from gateway.systemd import StartExtender
 
 SCHEMA_VERSION = 4
 
@@ -164,6 +165,11 @@ def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
     old = found if found is not None and found < SCHEMA_VERSION else None
     writes = 0 if old is None else migration_bytes(conn, old)
     copy = None if old is None else _before_migration(conn, store, old, backup, writes)
+    # A v1 store's DROP TABLE readings (every page zeroed into the -wal) is one long step with no progress
+    # in between: systemd (Type=notify) is told beforehand to wait as long as writing those pages may take.
+    extend = StartExtender("migrating the report store from schema version %s to %d" % (old, SCHEMA_VERSION))
+    if old is not None:
+        extend.send(writes=writes)
     try:
         _migrate(conn)
     except sqlite3.Error as exc:
@@ -175,6 +181,7 @@ def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
     if old is not None:
         # The migration's pages (from v1: every zeroed page of the dropped readings) are in the -wal: put
         # them in the main file and empty it now, not at the first stop, so it does not stay that large.
+        extend.send("writing the migrated report store's -wal into it", writes=writes)  # one call, no progress
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         # Said again once committed: the one-way step is done (the next open finds the current version).
         log.warning("report store %s upgraded from schema version %d to %d; gateways older than this one can no "

@@ -18,12 +18,15 @@ from pathlib import Path
 
 from gateway.errors import StorageError
 from gateway.storage.disk_space import free_bytes
+from gateway.systemd import StartExtender
 
 MB = 1_000_000
 # Room left besides the copy: the migration itself writes to the store's -wal (its transaction), and a
 # disk filled to the last byte fails every commit afterwards.
 MARGIN_BYTES = 64 * MB
 CONFIG_KEY = "[storage] backup_before_migration"
+# Pages per step of the copy (4 MB of 4 kB pages): between steps systemd is told the start goes on.
+STEP_PAGES = 1024
 
 
 def backup_path(store: Path, version: int) -> Path:
@@ -170,7 +173,9 @@ def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         dst = sqlite3.connect(str(tmp), isolation_level=None)
         try:
-            conn.backup(dst)
+            # In steps, each telling systemd to wait on (Type=notify): a multi-GB copy outlasts its start timeout.
+            conn.backup(dst, pages=STEP_PAGES,
+                        progress=StartExtender("copying the report store to %s before migrating it" % target.name))
             # The copy keeps the store's WAL flag in its header: any open (even read-only) would then add
             # a -wal and -shm beside it. A rollback-journal file is whole in itself; a gateway opening it
             # as its store puts it back in WAL mode.

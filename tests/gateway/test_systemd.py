@@ -168,3 +168,51 @@ def test_a_stderr_that_is_not_the_journal_named_gets_no_prefix(tmp_path: Path) -
     lines = _journal_run(tmp_path, journal=False)
     assert not any(line.startswith("<") for line in lines), lines
     assert any(" ERROR gateway.web.auth: the admin token in " in line for line in lines), lines
+
+
+def test_a_long_store_copy_and_migration_keep_extending_the_start_timeout(
+        tmp_path: Path, notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test fails before: nothing was sent between the start and READY=1, so under Type=notify a multi-GB
+    copy and migration on slow storage outlasted the 90 s start timeout and was killed and restarted forever."""
+    from gateway import systemd
+    from gateway.storage import ReportStore, schema_backup
+    from tests.gateway.test_store_migration_space import big_v1_store
+
+    sock, address = notify_socket
+    db = tmp_path / "r.sqlite"
+    big_v1_store(db, rows=20_000)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setattr(systemd, "EXTEND_EVERY_S", 0.0)  # every step sends: the store here is small
+    monkeypatch.setattr(schema_backup, "STEP_PAGES", 16)
+    states: list[dict[str, str]] = []
+
+    def receive() -> None:  # as systemd does, while the store opens (a full socket queue blocks the sender)
+        sock.settimeout(2.0)
+        try:
+            while True:
+                data = sock.recv(4096).decode()
+                states.append(dict(line.split("=", 1) for line in data.split("\n")))
+        except socket.timeout:
+            pass
+
+    import threading
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    ReportStore(db, gateway_id="gw1").close()
+    reader.join()
+    statuses = [s["STATUS"] for s in states]
+    assert all(s["EXTEND_TIMEOUT_USEC"] == "60000000" for s in states), states  # at least 60 s each time
+    assert statuses.count("copying the report store to r.sqlite.schema-v1.bak before migrating it") > 3, statuses
+    assert "migrating the report store from schema version 1 to 4" in statuses, statuses
+    assert statuses[-1] == "writing the migrated report store's -wal into it"
+
+
+def test_one_long_step_extends_the_start_timeout_by_what_it_writes(
+        notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import systemd
+
+    sock, address = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    systemd.StartExtender("dropping").send(writes=3 * 60 * systemd.SLOW_WRITE_BPS)  # 3 minutes at the slow rate
+    assert _receive(sock) == {"EXTEND_TIMEOUT_USEC": "180000000", "STATUS": "dropping"}
