@@ -15,6 +15,7 @@ from gateway.cli.verbosity import apply_verbosity
 from gateway.config import GatewayConfig, write_example
 from gateway.config.licence import licence_warning
 from gateway.errors import GatewayError
+from gateway.notify_status import StatusReporter
 from gateway.storage.disk_space import low_space
 from gateway.systemd import notify
 
@@ -169,12 +170,21 @@ async def _run(config: "object") -> int:
     # (Type=notify) is told through NOTIFY_SOCKET.
     print("gateway %s ready%s" % (config.id, "" if gateway.http_port is None else " http=%d" % gateway.http_port),
           flush=True)
-    notify("READY=1", "STATUS=gateway %s running: %d serial port(s), BLE %s, HTTP %s" % (
+    running = "gateway %s running: %d serial port(s), BLE %s, HTTP %s" % (
         config.id, len(config.serial), "on" if config.ble.enabled else "off",
-        "off" if gateway.http_port is None else "on port %d" % gateway.http_port))
-    await stop.wait()
-    notify("STOPPING=1", "STATUS=gateway %s stopping: committing and acknowledging what is in flight" % config.id)
-    await gateway.stop()
+        "off" if gateway.http_port is None else "on port %d" % gateway.http_port)
+    notify("READY=1", "STATUS=" + running)
+    # STATUS= follows the health (degraded: link_down ...; back to running), WATCHDOG=1 if the unit asks.
+    status = StatusReporter(config.id, running, gateway.health)
+    reporter = asyncio.create_task(status.run(), name="sd-status")
+    try:
+        await stop.wait()
+        status.stopping()  # the watchdog is still pinged while the gateway drains
+        notify("STOPPING=1", "STATUS=gateway %s stopping: committing and acknowledging what is in flight" % config.id)
+        await gateway.stop()
+    finally:
+        reporter.cancel()
+        await asyncio.wait([reporter])  # ended before the check for tasks that ignored cancellation below
     sys.stdout.flush()
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
     if leftover:
