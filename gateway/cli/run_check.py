@@ -139,6 +139,15 @@ def migration_note(config: GatewayConfig) -> str:
         plan.target, megabytes(plan.need), free)
 
 
+def _earlier_copies_note(path: Path) -> str:
+    """``; <copy> ...`` for each copy made before an earlier migration (it is outside retention), or ""."""
+    from gateway.storage.schema_backup import earlier_copies_note
+    from gateway.storage.store_files import real_store_path
+
+    note = earlier_copies_note(real_store_path(path))
+    return "; " + note if note else ""
+
+
 def _migration_writes(path: Path, found: int) -> int:
     """What the migration from ``found`` writes to the store's -wal (gateway.storage.schema_backup.migration_bytes)."""
     from gateway.storage.schema_backup import migration_bytes
@@ -334,6 +343,7 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     elif store == "readable":
         store += unchecked_wal_note(config.storage.path)
     store += migration_note(config)  # "" for a new store or one at the current version
+    store += _earlier_copies_note(config.storage.path)
     lines.append("store %s: %s" % (config.storage.path, store))
     lines.append("registry %s: %s" % (config.registry_dir, check_registry(config.registry_dir)))
     if config.http is not None:

@@ -27,12 +27,14 @@ Tables:
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
 from gateway.errors import StorageError
-from gateway.storage.schema_backup import (CONFIG_KEY, MARGIN_BYTES, check_migration_space, make_backup, megabytes,
-                                           migration_bytes, no_space_for_migration)
+from gateway.storage.schema_backup import (CONFIG_KEY, MARGIN_BYTES, check_migration_space, earlier_copies,
+                                           earlier_copies_note, make_backup, megabytes, migration_bytes,
+                                           no_space_for_migration, remove_stale_temps)
 from gateway.storage.disk_space import free_bytes
 from gateway.systemd import StartExtender
 
@@ -162,6 +164,9 @@ def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
         # gateway a store it believes it migrated; leave it untouched.
         raise too_new(found, _main_file(conn))
     store = _main_file(conn)
+    if store.startswith("/"):
+        for tmp in remove_stale_temps(Path(store)):  # under the store's lock: no copy is being made
+            log.info("removed %s, a copy of the report store cut off before it was complete", tmp)
     old = found if found is not None and found < SCHEMA_VERSION else None
     writes = 0 if old is None else migration_bytes(conn, old)
     copy = None if old is None else _before_migration(conn, store, old, backup, writes)
@@ -178,6 +183,9 @@ def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
         raise no_space_for_migration(Path(store), old, SCHEMA_VERSION, writes + MARGIN_BYTES,
                                      free_bytes(Path(store)) if store.startswith("/") else None,
                                      "SQLite: %s" % exc) from exc
+    if old is None and store.startswith("/") and earlier_copies(Path(store)):
+        # Once per start: the copy keeps values retention removes from the store, and nothing else says so.
+        log.warning("report store %s: %s", store, earlier_copies_note(Path(store)))
     if old is not None:
         # The migration's pages (from v1: every zeroed page of the dropped readings) are in the -wal: put
         # them in the main file and empty it now, not at the first stop, so it does not stay that large.
@@ -265,10 +273,17 @@ def _main_file(conn: sqlite3.Connection) -> str:
 
 
 def too_new(found: int, path: object) -> StorageError:
-    """The ``schema_too_new`` error for the store at ``path`` of schema version ``found``."""
+    """The ``schema_too_new`` error for the store at ``path`` of schema version ``found``; it names a copy
+    made before the migration that this gateway can run on (docs/upgrading.md, Going back)."""
+    copies = [] if not str(path).startswith("/") else [
+        p for p, _, _ in earlier_copies(Path(os.path.realpath(str(path))))
+        if int(p.name.rsplit(".schema-v", 1)[1][:-4]) <= SCHEMA_VERSION]
+    back = ("; to go back to this release, stop, put %s in its place (the store as it was before the "
+            "migration: what came after is only in the newer store) and remove its -wal and -shm "
+            "(docs/upgrading.md, Going back)" % copies[-1] if copies else "")
     return StorageError("the report store %s has schema version %d, newer than this gateway's %d: it was written "
                         "by a newer civicedge gateway; run that version (or a newer one) on it, or give this one "
-                        "another [storage] path; the store was left unchanged" % (path, found, SCHEMA_VERSION),
+                        "another [storage] path; the store was left unchanged%s" % (path, found, SCHEMA_VERSION, back),
                         reason="schema_too_new")
 
 

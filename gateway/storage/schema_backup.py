@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,62 @@ STEP_PAGES = 1024
 def backup_path(store: Path, version: int) -> Path:
     """Where the copy of the store file ``store`` (symlinks resolved) at schema ``version`` is made."""
     return store.with_name("%s.schema-v%d.bak" % (store.name, version))
+
+
+def earlier_copies(store: Path) -> list[tuple[Path, float, int]]:
+    """The copies made before earlier migrations next to the store file ``store`` (symlinks resolved):
+    (path, age in seconds, size), oldest version first. Reads the directory only."""
+    prefix = store.name + ".schema-v"
+    found = []
+    try:
+        names = sorted(os.listdir(store.parent))
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".bak") and name[len(prefix):-4].isdigit():
+            try:
+                st = os.stat(store.parent / name)
+            except OSError:
+                continue
+            found.append((store.parent / name, max(0.0, time.time() - st.st_mtime), st.st_size))
+    return found
+
+
+def _age(seconds: float) -> str:
+    days, hours = int(seconds // 86400), int(seconds // 3600)
+    if days:
+        return "%d day%s old" % (days, "" if days == 1 else "s")
+    return "%d hour%s old" % (hours, "" if hours == 1 else "s") if hours else "less than an hour old"
+
+
+def earlier_copies_note(store: Path) -> str:
+    """What the start log and ``run --check`` say of :func:`earlier_copies` ("" when there is none): they
+    hold the store as it was, values retention has since removed from it included."""
+    copies = earlier_copies(store)
+    if not copies:
+        return ""
+    one = len(copies) == 1
+    return ("%s: %s before a store migration still %s the store as it was, values retention has since removed "
+            "included (outside retention): delete %s once this release runs well"
+            % (", ".join("%s (%s, %s)" % (p, _age(age), megabytes(size)) for p, age, size in copies),
+               "the copy made" if one else "copies made", "holds" if one else "hold", "it" if one else "them"))
+
+
+def remove_stale_temps(store: Path) -> list[Path]:
+    """Remove copies cut off part-way (``<store>.schema-vN.bak.tmp`` and their journal) next to the store
+    file ``store``: the gateway's own temporary files, each as large as the store; call only while
+    holding the store's writer lock (no copy is being made). Returns what was removed."""
+    prefix = store.name + ".schema-v"
+    removed = []
+    try:
+        names = os.listdir(store.parent)
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".bak.tmp"):
+            _remove(store.parent / name)
+            removed.append(store.parent / name)
+    return removed
 
 
 def _temp_path(target: Path) -> Path:

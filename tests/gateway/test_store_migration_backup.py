@@ -206,3 +206,68 @@ async def test_the_gateway_takes_the_setting_from_its_config(tmp_path: Path) -> 
             assert (root / "r.sqlite.schema-v3.bak").exists() is copied, value
         finally:
             await gw.stop()
+
+
+def test_every_start_and_run_check_name_the_copy_that_is_outside_retention(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """Test fails before: after the migration's WARNING nothing named the copy again, and it kept every value
+    retention removed from the store, indefinitely (review rev-mb M4)."""
+    real = tmp_path / "disk" / "r.sqlite"
+    real.parent.mkdir()
+    v3_store(real)
+    db = tmp_path / "r.sqlite"
+    db.symlink_to(real)  # [storage] path a symlink: the copy is next to the file itself
+    ReportStore(db, gateway_id="gw1").close()  # the migration, and its copy
+    copy = real.parent / "r.sqlite.schema-v3.bak"
+    old = copy.stat().st_mtime - 3 * 86400
+    os.utime(copy, (old, old))
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="gateway.storage"):
+            ReportStore(db, gateway_id="gw1").close()
+        said = [r.getMessage() for r in caplog.records if ".bak" in r.getMessage()]
+        assert len(said) == 1, said  # once per start
+        size = "%d MB" % -(-copy.stat().st_size // 1_000_000)
+        assert said[0] == ("report store %s: %s (3 days old, %s): the copy made before a store migration still holds "
+                           "the store as it was, values retention has since removed included (outside retention): "
+                           "delete it once this release runs well" % (real, copy, size)), said
+    assert main(_config(tmp_path, db)) == 0
+    out = capsys.readouterr().out
+    assert "store %s: readable; %s (3 days old, " % (db, copy) in out and "outside retention" in out
+    copy.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.storage"):
+        ReportStore(db, gateway_id="gw1").close()
+    assert not [r for r in caplog.records if ".bak" in r.getMessage()]
+
+
+def test_a_copy_cut_off_earlier_is_removed_at_start_whatever_the_setting(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Test fails before: with backup_before_migration = false (or no migration) a full-size .bak.tmp left by a
+    kill during an earlier copy stayed forever (review rev-mb L7)."""
+    db = tmp_path / "r.sqlite"
+    v3_store(db)
+    tmp = tmp_path / "r.sqlite.schema-v3.bak.tmp"
+    tmp.write_bytes(db.read_bytes())
+    (tmp_path / "r.sqlite.schema-v3.bak.tmp-journal").write_bytes(b"x")
+    with caplog.at_level(logging.INFO, logger="gateway.storage"):
+        ReportStore(db, gateway_id="gw1", backup_before_migration=False).close()
+    assert sorted(p.name for p in tmp_path.iterdir() if ".bak" in p.name) == []
+    assert "removed %s, a copy of the report store cut off before it was complete" % tmp in caplog.text
+
+
+def test_schema_too_new_names_the_copy_to_go_back_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test fails before: the error named no way back though the copy made before the migration was there
+    (review rev-mb L8)."""
+    from gateway.storage import schema
+
+    db = tmp_path / "r.sqlite"
+    v3_store(db)
+    ReportStore(db, gateway_id="gw1").close()
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)  # this gateway is now a release of version 3
+    with pytest.raises(StorageError) as info:
+        ReportStore(db, gateway_id="gw1")
+    assert info.value.reason == "schema_too_new"
+    assert ("to go back to this release, stop, put %s.schema-v3.bak in its place (the store as it was before the "
+            "migration: what came after is only in the newer store) and remove its -wal and -shm" % db
+            in str(info.value))
