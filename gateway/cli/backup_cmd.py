@@ -43,10 +43,12 @@ PROGRESS_BYTES = 64 * 1024 * 1024
 # so a writer committing meanwhile never restarts the copy.
 STEP_PAGES = 1024
 _CHUNK = 1024 * 1024
+_READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: a hot journal a read-only connection cannot roll back
 
 DESCRIPTION = """\
 Copy everything a gateway needs to be restored into DEST, a new directory (0700; an existing
-empty directory is used, a non-empty one refused), while the gateway runs or not:
+empty directory is used, a non-empty one refused; an empty mount point is filled in place, its
+MANIFEST.json written last), while the gateway runs or not:
 
   reports.sqlite   the report store (reports, provenance chain, ACK floors, outbox), a
                    consistent snapshot taken with SQLite's backup API, read-only
@@ -79,7 +81,7 @@ class BackupError(GatewayError):
     Attributes:
         reason: ``exists`` (DEST is not new), ``no_store`` / ``no_registry`` / ``missing`` (a source is
             absent), ``permission_denied``, ``disk_full``, ``read_failed``, ``write_failed``,
-            ``copy_damaged`` (a copy failed its check).
+            ``copy_damaged`` (a copy failed its check), ``unfinished_write`` (a hot rollback journal).
         path: the file or directory concerned.
     """
 
@@ -107,6 +109,7 @@ class BackupResult:
     manifest: dict[str, Any] = field(default_factory=dict)
     running: str | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -144,6 +147,7 @@ def summary(result: BackupResult) -> str:
     for item in result.manifest["not_copied"]:
         lines.append("  not copied: %s (%s)" % (item["source"], item["why"]))
     lines.append("%d file(s), %s, in %.1f s" % (len(entries) + 1, _size(sum(entries.values())), result.seconds))
+    lines += ["warning: " + w for w in result.warnings]
     return "\n".join(lines)
 
 
@@ -182,11 +186,16 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
         raise BackupError("no device registry at %s: nothing to back up (is --config the gateway's config?)"
                           % registry_db, reason="no_registry", path=registry_db)
     extra = _named_files(config)
+    # An empty DEST that is a mount point (a USB disk, a backup share) cannot be replaced by a rename, and a
+    # temporary directory beside it is on another file system: the backup is written inside it instead.
+    in_place = _is_mount(dest)
+    moved: list[Path] = []
     try:
         mkdir_private(dest.parent)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".%s.partial-" % dest.name))
+        tmp = Path(tempfile.mkdtemp(dir=dest if in_place else dest.parent,
+                                    prefix=".partial-" if in_place else ".%s.partial-" % dest.name))
     except OSError as exc:
-        raise _os_error(exc, dest.parent, "create the backup directory in") from exc
+        raise _os_error(exc, dest if in_place else dest.parent, "create the backup directory in") from exc
     result = BackupResult(dest=dest, running=running)
     try:
         schema = _copy_store(store, tmp / "reports.sqlite", running=running, progress_bytes=progress_bytes,
@@ -199,12 +208,20 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
         result.manifest = _manifest(config, tmp, result, schema, skipped)
         with _created(tmp / MANIFEST) as fh:
             fh.write(json.dumps(result.manifest, indent=2).encode() + b"\n")
+        _fsync_dir(tmp / "keys")
         _fsync_dir(tmp)
-        _check_new(dest)  # made meanwhile by someone else: rename would fail or replace an empty one
-        os.rename(tmp, dest)
-        _fsync_dir(dest.parent)
+        if in_place:
+            _move_up(tmp, dest, moved)
+        else:
+            _check_new(dest)  # made meanwhile by someone else: rename would fail or replace an empty one
+            os.rename(tmp, dest)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        for path in moved:  # DEST was empty: what a backup written in place moved there goes too
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         err = _os_error(exc, dest, "write the backup") if isinstance(exc, OSError) else exc
         if isinstance(err, BackupError) and err.reason == "disk_full":  # name DEST, not the removed temp dir
             raise BackupError("disk full writing the backup %s: free space on its file system (%s); the partial "
@@ -212,8 +229,31 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
         if err is not exc:
             raise err from exc
         raise
+    try:
+        _fsync_dir(dest.parent)
+    except OSError as exc:  # the backup is there and whole; only the rename's durability is in doubt
+        result.warnings.append("cannot sync %s after the rename (%s): run sync before unplugging its disk"
+                               % (dest.parent, exc.strerror or exc))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _is_mount(dest: Path) -> bool:
+    """True when ``dest`` is an existing directory on another file system than its parent (a mount point)."""
+    try:
+        return dest.is_dir() and not dest.is_symlink() and os.stat(dest).st_dev != os.stat(dest.parent).st_dev
+    except OSError:
+        return False
+
+
+def _move_up(tmp: Path, dest: Path, moved: list[Path]) -> None:
+    """Move the finished backup from ``tmp`` (inside ``dest``) into ``dest``, MANIFEST.json last: a backup cut
+    off part-way there has none, so it is never taken for a whole one. ``moved`` collects what is moved."""
+    for name in sorted(os.listdir(tmp), key=lambda n: (n == MANIFEST, n)):
+        os.rename(tmp / name, dest / name)
+        moved.append(dest / name)
+    os.rmdir(tmp)
+    _fsync_dir(dest)
 
 
 def _check_new(dest: Path) -> None:
@@ -523,6 +563,11 @@ def _sqlite_error(exc: sqlite3.Error, source: Path, dst: Path) -> GatewayError:
     if is_corrupt(exc):
         return damaged_error(source, exc, "backing it up") if source.name != "devices.sqlite" else BackupError(
             "%s is damaged (SQLite: %s)" % (source, sqlite_message(exc)), reason="copy_damaged", path=source)
+    if getattr(exc, "sqlite_errorcode", None) == _READONLY_ROLLBACK:
+        return BackupError("%s has an unfinished write (its %s-journal, left by a process stopped mid-write): a "
+                           "read-only copy cannot roll it back; start the gateway (its open rolls it back, nothing "
+                           "committed is lost), then back up again, the gateway running or stopped"
+                           % (source, source.name), reason="unfinished_write", path=source)
     if code in (sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
         return BackupError("permission denied, or cannot open: %s (SQLite: %s); run the backup as the gateway's "
                            "user" % (source, sqlite_message(exc)), reason="permission_denied", path=source)

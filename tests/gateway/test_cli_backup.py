@@ -303,3 +303,61 @@ def test_a_gateway_start_during_the_copy_of_a_stopped_store_waits_and_the_copy_i
     verify_export_summary(out.getvalue().splitlines())
     # The lock is released: a gateway starts once the backup is done.
     ReportStore(db, gateway_id="gw-test").close()
+
+
+def test_a_registry_with_an_unfinished_write_says_so_and_what_rolls_it_back(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Test fails before: 'permission_denied ... run the backup as the gateway's user', as the gateway's user
+    (review rev-mb L1)."""
+    cfg = gateway_dir(tmp_path)
+    registry = tmp_path / "data" / "registry" / "devices.sqlite"
+    # Killed mid-write: a transaction larger than the page cache has written pages, its journal is hot.
+    code = ("import os, sqlite3; c = sqlite3.connect(%r, isolation_level=None); c.execute('PRAGMA cache_size=10');"
+            "c.execute('BEGIN'); c.execute('UPDATE devices SET zone = zone'); c.execute('CREATE TABLE pad (x)');"
+            "c.execute('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
+            "INSERT INTO pad SELECT randomblob(3000) FROM n'); os._exit(0)" % str(registry))
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert registry.with_name("devices.sqlite-journal").stat().st_size > 0  # hot: its writer is gone
+    assert main(["gateway", "backup", str(tmp_path / "b"), "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error (unfinished_write): %s has an unfinished write (its devices.sqlite-journal" % registry)
+    assert "start the gateway (its open rolls it back, nothing committed is lost)" in err
+    assert not (tmp_path / "b").exists()
+    Registry(tmp_path / "data" / "registry").close()  # what a gateway start does: rolled back
+    assert main(["gateway", "backup", str(tmp_path / "b"), "--config", str(cfg)]) == 0
+
+
+def test_an_empty_mount_point_as_dest_is_filled_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test fails before: the temporary directory was made beside DEST, on the parent's file system, and the
+    rename onto the mount point failed with EBUSY naming it (review rev-mb L2; checked by hand on a tmpfs
+    mounted at DEST). A test cannot mount: DEST is taken for a mount point here."""
+    cfg = gateway_dir(tmp_path)
+    mnt = tmp_path / "usb"
+    mnt.mkdir()
+    monkeypatch.setattr(backup_cmd, "_is_mount", lambda dest: dest == mnt)
+    seen: list[list[str]] = []
+    real_move = backup_cmd._move_up
+
+    def move_up(tmp: Path, dest: Path, moved: list[Path]) -> None:
+        seen.append([str(tmp.relative_to(tmp_path)), *sorted(os.listdir(tmp_path))])
+        real_move(tmp, dest, moved)
+
+    monkeypatch.setattr(backup_cmd, "_move_up", move_up)
+    result = backup_cmd.make_backup(backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True),
+                                    mnt)
+    assert seen[0][0].startswith("usb/.partial-")  # written inside DEST, nothing beside it
+    assert not [n for n in seen[0][1:] if "partial" in n]
+    assert sorted(os.listdir(mnt)) == sorted(["MANIFEST.json", "admin.token", "devices.sqlite", "gateway.toml", "keys",
+                                              "reports.sqlite", "retention.json"])
+    assert result.dest == mnt and reports_of(mnt / "reports.sqlite") == reports_of(tmp_path / "data" / "reports.sqlite")
+
+    # A failure part-way leaves the mount point empty again.
+    empty = tmp_path / "usb2"
+    empty.mkdir()
+    monkeypatch.setattr(backup_cmd, "_is_mount", lambda dest: dest == empty)
+    retention = tmp_path / "data" / "retention.json"
+    retention.unlink()
+    retention.mkdir()
+    with pytest.raises(backup_cmd.BackupError):
+        backup_cmd.make_backup(backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True), empty)
+    assert os.listdir(empty) == []
