@@ -76,6 +76,14 @@ class StatusReporter:
         """The gateway stops (``STOPPING=1`` was sent with its own status): only watchdog pings from now on."""
         self._stopping = True
 
+    def _problems(self) -> Sequence[Problem]:
+        """The health's problems; a health check that raises is one (critical, as in ``/healthz``), and
+        must not end the task: the watchdog pings would stop and systemd kill a gateway that collects."""
+        try:
+            return self._health()
+        except Exception as exc:  # noqa: BLE001 - said in the status, the pings go on
+            return [Problem("health_check_failed", "health check failed (%s)" % type(exc).__name__)]
+
     async def run(self) -> None:
         """Until cancelled: look at the health every ``every_s`` (and ping at half the watchdog interval)."""
         tick = self._every_s if self._watchdog_s is None else min(self._every_s, self._watchdog_s / 2)
@@ -86,7 +94,7 @@ class StatusReporter:
             ticks += 1
             states = ["WATCHDOG=1"] if self._watchdog_s is not None else []
             if not self._stopping and ticks % per == 0:
-                text = status_text(self._id, self._running, self._health())
+                text = status_text(self._id, self._running, self._problems())
                 if text != self._sent:
                     states.append("STATUS=" + text)
                     self._sent = text

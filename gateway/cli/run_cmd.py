@@ -175,7 +175,7 @@ async def _run(config: "object") -> int:
         "off" if gateway.http_port is None else "on port %d" % gateway.http_port)
     notify("READY=1", "STATUS=" + running)
     # STATUS= follows the health (degraded: link_down ...; back to running), WATCHDOG=1 if the unit asks.
-    status = StatusReporter(config.id, running, gateway.health)
+    status = StatusReporter(config.id, running, lambda: gateway.health())  # looked up at each look
     reporter = asyncio.create_task(status.run(), name="sd-status")
     try:
         await stop.wait()

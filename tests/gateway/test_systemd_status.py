@@ -146,3 +146,20 @@ def test_gateway_run_says_a_missing_port_in_its_status_and_pings_the_watchdog(tm
         sock.close()
         os.unlink(path)
         os.rmdir(folder)
+
+
+async def test_a_health_check_that_raises_is_said_and_the_pings_go_on(notify_socket: socket.socket) -> None:
+    """A bug in a health check must not end the task: the watchdog would then kill a gateway that collects."""
+    def broken() -> list[object]:
+        raise RuntimeError("boom")
+
+    reporter = StatusReporter("gw-test", "running", broken, every_s=0.1, watchdog_s=0.2)  # type: ignore[arg-type]
+    task = asyncio.create_task(reporter.run())
+    try:
+        assert await _next(notify_socket) == {
+            "WATCHDOG": "1", "STATUS": "gateway gw-test degraded (critical): health_check_failed"}
+        assert await _next(notify_socket) == {"WATCHDOG": "1"}
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
