@@ -361,3 +361,38 @@ def test_an_empty_mount_point_as_dest_is_filled_in_place(tmp_path: Path, monkeyp
     with pytest.raises(backup_cmd.BackupError):
         backup_cmd.make_backup(backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True), empty)
     assert os.listdir(empty) == []
+
+
+def test_without_a_lock_file_a_copy_during_which_the_store_changed_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the lock file cannot be made (read-only media; taken for one here: a test runs as root), a gateway
+    that started, committed and stopped during the copy changed the files: the copy is made again, whole."""
+    cfg = gateway_dir(tmp_path, reports=0)
+    db = tmp_path / "data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw-test")
+    store.insert_batch([record(i) for i in range(1, 3001)])
+    store.close()
+
+    def no_lock_file(path: Path, *, mode: int) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(backup_cmd, "take_pid_lock", no_lock_file)
+    copies: list[int] = []
+
+    def bar(src: sqlite3.Connection, dst: sqlite3.Connection, source: Path) -> None:
+        copies.append(0)
+
+        def progress(status: int, remaining: int, total: int) -> None:
+            if len(copies) == 1 and copies[0] == 0 and total - remaining > 20:
+                copies[0] = 1
+                g = ReportStore(db, gateway_id="gw-test")  # a gateway starts, commits, stops
+                g.insert_batch([record(i) for i in range(3001, 6001)])
+                g.close()
+        src.backup(dst, pages=4, progress=progress)
+
+    monkeypatch.setattr(backup_cmd, "_backup_with_bar", bar)
+    config = backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True)
+    result = backup_cmd.make_backup(config, tmp_path / "b", progress_bytes=0)
+    assert len(copies) == 2 and result.running is None
+    assert result.files[0].note == "schema 4, integrity_check ok"
+    assert [r[1] for r in reports_of(tmp_path / "b" / "reports.sqlite")] == list(range(1, 6001))
