@@ -215,8 +215,10 @@ def _shown(path: Path, real: Path) -> str:
 
 
 def _in_use(path: Path, holder: str) -> StorageError:
-    return StorageError("report store %s is in use by another gateway (pid %s); stop it first, or give this "
-                        "one its own [storage] path" % (_shown(path, real_store_path(path)), holder or "unknown"),
+    # The holder is a gateway, or a `civicedge gateway backup` copying the store while no gateway runs.
+    return StorageError("report store %s is in use by another gateway or a running civicedge gateway backup "
+                        "(pid %s); stop the gateway first (a backup ends by itself: start again after it), or give "
+                        "this one its own [storage] path" % (_shown(path, real_store_path(path)), holder or "unknown"),
                         reason="in_use")
 
 

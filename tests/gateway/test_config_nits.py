@@ -38,7 +38,7 @@ def test_check_says_when_another_gateway_holds_the_store(tmp_path: Path, capsys:
         # a second gateway is still refused
         assert main(["gateway", "run", "--config", str(cfg)]) == 1
         assert capsys.readouterr().err.startswith("error (in_use): report store %s is in use by another gateway "
-                                                  "(pid %d)" % (tmp_path / "data" / "reports.sqlite", os.getpid()))
+                                                  "or a running civicedge gateway backup (pid %d)" % (tmp_path / "data" / "reports.sqlite", os.getpid()))
     finally:
         running.close()
     assert main(["gateway", "run", "--config", str(cfg), "--check"]) == 0

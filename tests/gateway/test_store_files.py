@@ -102,7 +102,7 @@ def test_a_symlink_to_a_running_store_is_refused_as_in_use(tmp_path: Path, link:
         with pytest.raises(StorageError) as info:
             check_store_free(other)
         assert info.value.reason == "in_use"
-        with pytest.raises(StorageError, match=r"in use by another gateway \(pid %d\)" % os.getpid()) as info:
+        with pytest.raises(StorageError, match=r"in use by another gateway or a running civicedge gateway backup \(pid %d\)" % os.getpid()) as info:
             ReportStore(other, gateway_id="gw4")
         assert info.value.reason == "in_use"
         assert str(info.value).startswith("report store %s (%s) is in use" % (other, db))  # names the file itself

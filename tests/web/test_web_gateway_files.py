@@ -31,7 +31,7 @@ def test_a_second_writer_on_the_same_store_is_refused_until_the_first_closes(tmp
     assert store_writer(db) is None
     first = ReportStore(db, gateway_id="gw-a")
     assert store_writer(db) == str(os.getpid())
-    with pytest.raises(StorageError, match=r"in use by another gateway \(pid %d\)" % os.getpid()) as info:
+    with pytest.raises(StorageError, match=r"in use by another gateway or a running civicedge gateway backup \(pid %d\)" % os.getpid()) as info:
         ReportStore(db, gateway_id="gw-b")
     assert info.value.reason == "in_use"
     first.close()
