@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.health import Problem, as_json, classify, overall
 from gateway.version import gateway_version
 from gateway.web import params
 from gateway.web.context import WebContext, ctx_of, json_response
@@ -119,11 +120,12 @@ def _names_link(reason: str, link: str) -> bool:
 
 @ROUTES.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """``{"status": "ok"|"degraded", "reasons": [...], "checks": {...}, "time": T, "version": V}``; 200 when ok,
-    503 when degraded."""
+    """``{"status": "ok"|"degraded", "severity": "ok"|"warning"|"critical", "reasons": [...], "problems": [...],
+    "checks": {...}, "time": T, "version": V}``; 200 when ok, 503 when degraded (a warning too: what load
+    balancers and existing monitors read; ``severity`` and the problems' codes tell page from ticket)."""
     ctx = ctx_of(request)
     params.reject_unknown(request.query, ())
-    reasons: list[str] = []
+    reasons: list[Problem] = []
     checks: dict[str, Any] = {}
     try:
         # One cheap store read on a worker thread (see device_count): never the fleet snapshot, whose first
@@ -131,30 +133,32 @@ async def healthz(request: web.Request) -> web.Response:
         checks["devices"] = await ctx.fleet.device_count()
     except Unavailable as exc:
         logger.warning("healthz: store probe failed: %s", exc.code)
-        reasons.append("store not answering" if exc.code == "store_timeout" else f"store unavailable ({exc.code})")
+        reasons.append(Problem("store_not_answering", "store not answering") if exc.code == "store_timeout"
+                       else Problem("store_unavailable", f"store unavailable ({exc.code})"))
     except Exception as exc:  # any storage failure is a health finding, not a crash
         logger.warning("healthz: store unreadable: %s", type(exc).__name__)
-        reasons.append(f"store unreadable ({type(exc).__name__})")
+        reasons.append(Problem("store_unreadable", f"store unreadable ({type(exc).__name__})"))
     metric_reasons, figures = _metric_checks(ctx)
     checks.update(figures)
-    probe_reasons: list[str] = []
+    probe_reasons: list[Problem] = []
     for check in ctx.health_checks:
         try:
-            probe_reasons.extend(check())
+            probe_reasons.extend(classify(reason) for reason in check())
         except Exception as exc:  # a failing probe degrades health, it must not hide the others
-            probe_reasons.append(f"health check failed ({type(exc).__name__})")
+            probe_reasons.append(Problem("health_check_failed", f"health check failed ({type(exc).__name__})"))
     # A link the gateway's own probes already report is not reported twice. The probes name a link at
     # the start ("ble is down: ...", "link ble failed ..."): matched there, never anywhere in the text
     # ("ble" is in "mqtt broker unreachable").
     for link in metric_reasons:
         if not any(_names_link(p, link) for p in probe_reasons):
-            reasons.append(f"link {link} is down")
+            reasons.append(Problem("ble_down" if link == "ble" else "link_down", f"link {link} is down", link))
     reasons.extend(probe_reasons)
-    token_problem = ctx.token.problem  # a replaced admin token file that cannot be used (the old token stays)
+    token_problem = ctx.token.problem  # a replaced admin token file that cannot be used (admin calls get 503)
     if token_problem is not None:
-        reasons.append(token_problem)
-    status = "degraded" if reasons else "ok"
+        reasons.append(Problem("admin_token_unusable", token_problem))
     return json_response(
-        {"status": status, "reasons": reasons, "checks": checks, "time": ctx.now(), "version": gateway_version()},
+        {"status": "degraded" if reasons else "ok", "severity": overall(reasons), "reasons": [str(p) for p in reasons],
+         "problems": [as_json(p) for p in reasons], "checks": checks, "time": ctx.now(),
+         "version": gateway_version()},
         status=503 if reasons else 200,
     )
