@@ -66,6 +66,10 @@ class Problem(str):
         self.code, self.severity, self.subject = code, SEVERITIES[code], subject
         return self
 
+    def __reduce__(self) -> tuple[type["Problem"], tuple[str, str, str | None]]:
+        # str's own would rebuild it from the text alone (no code): copies and pickles keep all three.
+        return (Problem, (self.code, str(self), self.subject))
+
 
 def classify(reason: str) -> Problem:
     """``reason`` as a :class:`Problem`: itself when it is one, else :data:`UNCLASSIFIED`."""

@@ -63,3 +63,14 @@ def test_an_unknown_code_is_refused() -> None:
 
     with pytest.raises(ValueError, match="unknown health problem code 'disk_full'"):
         Problem("disk_full", "disk full")
+
+
+def test_a_problem_copied_or_pickled_keeps_its_code() -> None:
+    import copy
+    import pickle
+
+    from gateway.health import Problem
+
+    p = Problem("link_down", "serial:/dev/ttyUSB1 is down", "serial:/dev/ttyUSB1")
+    for q in (copy.copy(p), copy.deepcopy(p), pickle.loads(pickle.dumps(p))):
+        assert (q, q.code, q.severity, q.subject) == (p, "link_down", "warning", "serial:/dev/ttyUSB1")
