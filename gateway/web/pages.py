@@ -15,6 +15,7 @@ from gateway.version import gateway_version
 from gateway.web import params
 from gateway.web.context import WebContext, ctx_of, json_response
 from gateway.web.errors import Unavailable
+from gateway.web.fleet_metrics import fleet_counts, fleet_exposition
 from gateway.web.openapi import openapi_document
 from gateway.web.catalogue import transparency_of
 from gateway.web.transparency import render_transparency_html
@@ -75,7 +76,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 @ROUTES.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of the gateway's CollectorRegistry."""
+    """Prometheus text exposition of the gateway's CollectorRegistry, then the fleet gauges computed for
+    this scrape (:mod:`gateway.web.fleet_metrics`; left without samples when the store cannot be read)."""
     ctx = ctx_of(request)
     # Scrapers send no parameters by default; one configured (``name[]``, a filter some exporters
     # take) would be ignored here and serve everything, so it is refused like anywhere else.
@@ -84,7 +86,7 @@ async def metrics(request: web.Request) -> web.Response:
         raise Unavailable("no metrics registry attached", code="no_metrics")
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    body = generate_latest(ctx.metrics_registry)
+    body = generate_latest(ctx.metrics_registry) + fleet_exposition(await fleet_counts(ctx), ctx.policy)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
