@@ -141,7 +141,10 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                  "responses": {"204": {"description": "no icon"}, "400": _BAD}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
                                   "responses": {"200": _ok("OpenAPI 3.1 document"), "400": _BAD}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["operations"],
+        "/metrics": {"get": {"summary": "Prometheus metrics: ingest, store, links, outbox, retention, process, and"
+                                        " the fleet at scrape time (civicedge_devices{kind,status},"
+                                        " civicedge_open_alarms{kind,code}; docs/gateway.md, Metrics)",
+                             "tags": ["operations"],
                              "responses": {"200": _ok("Prometheus text format 0.0.4", "text/plain", {"type": "string"}),
                                            "400": _BAD, "503": _err("no metrics registry attached")}}},
         "/healthz": {"get": {"summary": "Health: ok or degraded with reasons", "tags": ["operations"],
