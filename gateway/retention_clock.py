@@ -249,8 +249,13 @@ class RetentionClock:
         (gateway/storage/field_retention.py): remembered as a pass that ran (a hold it ran under is over), or,
         when its report rows were held (``rows_held``), as :meth:`held` with ``rows_only`` remembers one.
         Unlike :meth:`ran`, it vouches for no clock of this run: the next pass is still checked as the first.
+        The time remembered is never later than the removal time :meth:`removal_time` last gave (the checked
+        clock): a later one, saved, would hide a clock that jumps ahead after it.
         """
-        self._ran_at = removal_time if self._ran_at is None else max(self._ran_at, removal_time)
+        if self._removal is not None:
+            removal_time = min(removal_time, self._removal)
+        if self._ran_at is None or removal_time > self._ran_at:
+            self._ran_at = removal_time
         if rows_held:
             removal, self._removal = self._removal, None  # (no time measured since: the pass began before)
             self.held(now, rows_held, rows_only=True)

@@ -410,25 +410,17 @@ class Gateway:
                     saved, last = self.retention_clock.state(), first[1]
                 else:
                     last = await self.ingest.run_in_store(self.store.last_received_at)
-                # A pass cut off by a stop (or failed) after it was decided: finished first, by its own removal
-                # time and retention, not held again (gateway/storage/field_retention.py).
-                cut = await self.ingest.run_in_store(self.store.resume_retention)
-                if cut is not None:
-                    assert isinstance(cut, RowPass) and cut.values is not None
-                    await self._run_pass(cut)
-                    self.retention_clock.resumed(self.clock(), cut.values.now, cut.retention_days,
-                                                 list(cut.values.rows_held or []))
-                    if cut.held:
-                        self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
                 assert last is None or isinstance(last, float)
                 now = self.clock()
                 if self._retention_confirmed():
                     self.retention_clock.confirm(now)
                 removal_time = self.retention_clock.removal_time(now, last)
                 if removal_time is None:  # the clock is implausible or retention held (logged): try again soon
+                    # (a pass cut off before waits too: it is finished under a checked clock only)
                     self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
                     delay = min(delay, SKIPPED_RETRY_S)
                 else:
+                    await self._finish_cut_pass(removal_time)
                     days = self.retention()
                     hold = self.retention_clock.large_removal_hold(days)
                     if hold is not None and self._held_count_current(counted, removal_time, days):
@@ -455,6 +447,20 @@ class Gateway:
                 log.error("retention pass failed: %s", exc)
                 self.retention_clock.not_run()
             await asyncio.sleep(delay)
+
+    async def _finish_cut_pass(self, removal_time: float) -> None:
+        """Finish a pass cut off by a stop (or failed) after it was decided, before a new one: by its own
+        retention, not held again, and by the earlier of its saved removal time and ``removal_time`` (this pass's,
+        the clock checked): a pass decided by a clock that was ahead is dropped by the store (a WARNING) rather
+        than removing values still inside their retention (gateway/storage/field_retention.py)."""
+        cut = await self.ingest.run_in_store(self.store.resume_retention, removal_time)
+        if cut is None:
+            return
+        assert isinstance(cut, RowPass) and cut.values is not None
+        await self._run_pass(cut)
+        self.retention_clock.resumed(self.clock(), cut.values.now, cut.retention_days, list(cut.values.rows_held or []))
+        if cut.held:
+            self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
 
     async def _run_pass(self, rows: RowPass) -> None:
         """Run the pass ``rows`` to its end, one job per batch (counting, values, rows): ingest waits for one

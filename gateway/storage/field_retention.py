@@ -3,8 +3,9 @@
 A pass (:meth:`gateway.storage.store.ReportStore.begin_retention`) walks the reports by id, a range of rows per
 job on the store's one writer thread, so ingest (which shares that thread) gets the writer between jobs:
 
-1. **floors**: each device's saved ACK floor is moved over the seqs above it that are committed without a gap
-   (:func:`extend_floors`), so the rows of a device's last batch before it fell silent can go too;
+1. **floors** (:data:`FLOOR_BATCH` seqs or :data:`FLOOR_DEVICES` devices a job): each device's saved ACK
+   floor is moved over the seqs above it that are committed without a gap (:func:`extend_floors`), so the rows
+   of a device's last batch before it fell silent can go too;
 2. **count** (:data:`COUNT_BATCH` rows a job): per field the values stored and those past their retention,
    per kind the report rows the row part would remove (only when a hold may apply). The large-removal hold is
    decided on the whole count, before anything is removed;
@@ -20,10 +21,12 @@ changes stored values, so the count is exactly what the value batches remove. A 
 **A pass cut off is finished as decided.** A pass that runs whatever it removes (no hold: the operator
 confirmed, or the time elapsed vouches for the clock) and a pass whose hold let its values go save what they
 decided in the ``meta`` row :data:`PASS_META_KEY` (its removal time, retention, newest report id, and the
-report rows held, if any) and clear it once they are through. The next start (and the next pass after a
-failure) finishes that pass first (:func:`parse_pending`): by the saved removal time, not one taken from a
-clock that may have moved since, and without asking the hold again about values it already let go; the
-first pass with a new removal time is then checked as always.
+report rows held, if any) and clear it once they are through. The next pass whose clock passes the checks
+(gateway/retention_clock.py; a pass they skip leaves it saved) finishes that pass first (:func:`parse_pending`),
+without asking the hold again about values it already let go, by the earlier of its saved removal time and the
+checked one: never by a clock later than this start's. A saved removal time later than the checked one by more
+than the clock-back tolerance was decided by a clock that was ahead: that pass is dropped with a WARNING (it would
+remove values still inside their retention) and a new pass decides afresh, the hold applying.
 
 **A retention made longer during a pass** (the admin API) is followed between jobs: the pass stops removing
 that field's values, and the report rows of its kind go by the longer retention (ReportStore.retention_batch
@@ -33,6 +36,7 @@ gets the effective retention with each job). A shorter retention waits for the n
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +48,16 @@ COUNT_BATCH = 10000
 
 # (kind, field, cutoff, days, JSON path) of one field a pass removes values of.
 FieldPlan = tuple[str, str, int, int, str]
+
+# Seqs one floors job reads, and devices it visits (a write transaction: bounded like the others; a store of
+# many devices, or one holding a long run of seqs above its floor, takes several jobs).
+FLOOR_BATCH = 20000
+FLOOR_DEVICES = 500
+# What a saved pass in progress may hold (parse_pending): a removal time up to the year 9999 (time.gmtime's
+# range), a retention of at most a century, a report id SQLite can store.
+MAX_TIME = 253402300799.0
+MAX_DAYS = 36500
+MAX_ID = 2**63 - 1
 
 # The ``meta`` row of a pass in progress that runs whatever it removes (module docstring), as JSON.
 PASS_META_KEY = "retention_pass"
@@ -59,6 +73,7 @@ class FieldPass:
         stage: ``floors``, ``count``, ``values``, ``duplicates``, then ``rows`` (the row part), ``done``;
             ``held`` when a field's large removal held the whole pass (nothing was removed).
         after: the id (``window_duplicates``: rowid) the next job of the stage starts after.
+        floor_device: the device the next floors job starts at (by name).
         duplicates_top: the highest ``window_duplicates`` rowid when its stage began.
         counts: per field ``[values stored, values past retention]`` (rows up to ``top``).
         row_counts: per kind ``[rows the row part removes, rows]`` (counted only when a hold may apply).
@@ -79,6 +94,7 @@ class FieldPass:
     kept: list[str] = field(default_factory=list)
     stage: str = "floors"
     after: int = 0
+    floor_device: str = ""
     duplicates_top: int = 0
     counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     row_counts: dict[str, list[int]] = field(default_factory=dict)
@@ -95,18 +111,22 @@ def parse_pending(saved: str) -> tuple[float, dict[tuple[str, str], int], int, l
     """``(removal time, retention, newest report id, report rows held)`` of a saved pass in progress.
 
     Raises:
-        ValueError: the row is not one the gateway writes (saying what is wrong).
+        ValueError: the row is not one the gateway writes (saying what is wrong), including numbers Python's
+            json reads but no pass is planned with (NaN, Infinity, a time after the year 9999, a retention
+            longer than :data:`MAX_DAYS`, an id beyond SQLite's).
     """
     state: Any = json.loads(saved)
     if not isinstance(state, dict):
         raise ValueError("JSON, but not an object")
     now, days, top, held = state.get("now"), state.get("days"), state.get("top"), state.get("rows_held")
-    if not isinstance(now, (int, float)) or isinstance(now, bool):
+    if (not isinstance(now, (int, float)) or isinstance(now, bool) or not math.isfinite(now)
+            or not 0 < now <= MAX_TIME):
         raise ValueError("bad removal time %r" % (now,))
     if not (isinstance(days, dict) and all(isinstance(k, str) and "." in k and isinstance(v, int)
-                                           and not isinstance(v, bool) and v >= 0 for k, v in days.items())):
+                                           and not isinstance(v, bool) and 0 <= v <= MAX_DAYS
+                                           for k, v in days.items())):
         raise ValueError("bad retention %r" % (days,))
-    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+    if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_ID:
         raise ValueError("bad newest report id %r" % (top,))
     if not (isinstance(held, list) and all(isinstance(x, str) for x in held)):
         raise ValueError("bad rows held %r" % (held,))
@@ -114,53 +134,63 @@ def parse_pending(saved: str) -> tuple[float, dict[tuple[str, str], int], int, l
     return float(now), retention, top, list(held)
 
 
-def extend_floors(conn: sqlite3.Connection) -> int:
+def extend_floors(conn: sqlite3.Connection, start: str) -> str | None:
     """Move each device's ACK floor over the seqs above it committed without a gap (stored, or recorded as a
-    window duplicate), inside the caller's transaction; return how many floors moved.
+    window duplicate), inside the caller's transaction, for the devices from ``start`` on (by name) until
+    :data:`FLOOR_DEVICES` devices or :data:`FLOOR_BATCH` seqs are read; return the device the next job starts
+    at (the same one when its seqs went beyond the job), or None when every device was visited.
 
     The floor is saved with the next stored batch of reports (and at stop), so the floor of a device's last
     batch before it fell silent was never saved while the gateway ran on (nor ever, after a kill), and its
     rows stayed past their retention. Every seq up to the moved floor is committed, which is what the floor
     means (row_retention.py): a seq the device may still hold is above a gap, and the floor stops before it.
     A device without a saved floor (its only batch came just before a kill) starts from floor 0: seqs stored
-    from 1 without a gap are just as committed; one whose lowest seq is above 1 keeps its rows.
+    from 1 without a gap are just as committed; one whose lowest seq is above 1 keeps its rows. A floor moved
+    part-way by one job is saved as such (every seq up to it is committed): the next job goes on from it.
+    Only devices with a stored report or window duplicate are visited: a floor moves over nothing else.
     """
-    moved = 0
-    saved = {str(d): int(f) for d, f in conn.execute("SELECT device, floor FROM ack_floor")}
-    floors = sorted(saved.items()) + [(d, 0) for d in _devices(conn) if d not in saved]
-    for device, floor in floors:
-        top = int(floor)
-        while True:  # a few hundred seqs at a time: a device waiting on a gap may hold many above it
+    device: str | None = _next_device(conn, start, inclusive=True)
+    seqs_read = devices = 0
+    while device is not None:
+        if devices >= FLOOR_DEVICES or seqs_read >= FLOOR_BATCH:
+            return device
+        devices += 1
+        row = conn.execute("SELECT floor FROM ack_floor WHERE device = ?", (device,)).fetchone()
+        floor = top = 0 if row is None else int(row[0])
+        full = False
+        while seqs_read < FLOOR_BATCH:  # a few hundred seqs at a time: a device waiting on a gap may hold many
+            chunk = min(500, FLOOR_BATCH - seqs_read)
             seqs = [int(s) for (s,) in conn.execute(
                 "SELECT seq FROM reports WHERE device = ?1 AND seq > ?2 UNION SELECT seq FROM window_duplicates"
-                " WHERE device = ?1 AND seq > ?2 ORDER BY seq LIMIT 500", (device, top))]
-            start = top
+                " WHERE device = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3", (device, top, chunk))]
+            seqs_read += len(seqs)
+            start_top = top
             for seq in seqs:
                 if seq != top + 1:
                     break
                 top = seq
-            if top - start < 500:
+            full = top - start_top == chunk
+            if not full:
                 break
         if top > floor:
             conn.execute("INSERT INTO ack_floor (device, floor) VALUES (?, ?)"
                          " ON CONFLICT(device) DO UPDATE SET floor = MAX(floor, excluded.floor)", (device, top))
-            moved += 1
-    return moved
+        if full:  # the job's seqs ran out inside this device's run: the next job goes on from its new floor
+            return device
+        device = _next_device(conn, device, inclusive=False)
+    return None
 
 
-def _devices(conn: sqlite3.Connection) -> list[str]:
-    """Every device with a stored report or window duplicate: one index seek per device (the ``(device, seq)``
-    keys), not a walk over every row."""
-    found: set[str] = set()
+def _next_device(conn: sqlite3.Connection, after: str, *, inclusive: bool) -> str | None:
+    """The first device (by name) from ``after`` on (``inclusive``) or after it with a stored report or window
+    duplicate: one index seek per table (the ``(device, seq)`` keys), not a walk over every row."""
+    op = ">=" if inclusive else ">"
+    found = []
     for table in ("reports", "window_duplicates"):
-        device = ""
-        while True:
-            row = conn.execute("SELECT MIN(device) FROM %s WHERE device > ?" % table, (device,)).fetchone()
-            if row[0] is None:
-                break
-            device = str(row[0])
-            found.add(device)
-    return sorted(found)
+        row = conn.execute("SELECT MIN(device) FROM %s WHERE device %s ?" % (table, op), (after,)).fetchone()
+        if row[0] is not None:
+            found.append(str(row[0]))
+    return min(found) if found else None
 
 
 def next_range(conn: sqlite3.Connection, table: str, after: int, top: int, size: int) -> int | None:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from gateway.errors import StorageError
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
-from gateway.retention_clock import LargeRemovalHold
+from gateway.retention_clock import CLOCK_BACK_TOLERANCE_S, LargeRemovalHold
 from gateway.storage import field_retention, provenance, row_retention
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
 from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE, PUBLISHED_META_PREFIX
@@ -670,7 +670,7 @@ class ReportStore:
             pass
         return rows.readings
 
-    def resume_retention(self) -> row_retention.RowPass | None:
+    def resume_retention(self, checked: float | None = None) -> row_retention.RowPass | None:
         """The pass a stop (or a failure) cut off after it was decided, to finish with :meth:`retention_batch`
         before a new one, or None (gateway/storage/field_retention.py: a pass cut off is finished as decided).
 
@@ -678,6 +678,14 @@ class ReportStore:
         values are removed whatever the hold would say now (it said so when they were counted, or the pass
         had none); its report rows are held if they were. A saved row that cannot be read is logged and
         removed (the next pass decides afresh, the hold applying as to any first pass of a run).
+
+        Args:
+            checked: the removal time the clock checks gave this start (gateway/retention_clock.py); None for
+                callers that own the store (the saved time as is). The pass removes by the earlier of the two:
+                never by a clock later than the checked one. A saved time later than it by more than
+                :data:`~gateway.retention_clock.CLOCK_BACK_TOLERANCE_S` was decided by a clock that was ahead
+                (values inside their retention would go): the saved pass is dropped with a WARNING, and the
+                next pass decides afresh, the hold applying.
         """
         with self._reading("reading the retention pass in progress"):
             row = self._conn.execute("SELECT value FROM meta WHERE key=?",
@@ -686,18 +694,32 @@ class ReportStore:
             return None
         try:
             now, days, top, rows_held = field_retention.parse_pending(str(row[0]))
-        except ValueError as exc:
+            saved_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+            if checked is not None and now > checked + CLOCK_BACK_TOLERANCE_S:
+                log.warning("retention: the pass cut off before (meta %s) is dropped: its removal time (%s) is later "
+                            "than this start's checked one by %.1f days (it was decided by a clock that was ahead, "
+                            "and would remove values inside their retention); a new pass decides afresh",
+                            field_retention.PASS_META_KEY, saved_at, (now - checked) / 86400)
+                self._drop_saved_pass()
+                return None
+            if checked is not None:
+                now = min(now, checked)
+            rows = self._plan_retention(days, now, top)
+            by = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+        except (ValueError, OverflowError) as exc:  # (parse_pending bounds what planning needs; belt and braces)
             log.warning("retention: the pass in progress saved before (meta %s) cannot be read (%s); a new pass "
                         "decides afresh", field_retention.PASS_META_KEY, exc)
-            with self._writing("clearing the retention pass in progress") as conn:
-                conn.execute("DELETE FROM meta WHERE key=?", (field_retention.PASS_META_KEY,))
+            self._drop_saved_pass()
             return None
-        rows = self._plan_retention(days, now, top)
         assert rows.values is not None
         rows.values.saved, rows.values.rows_held = True, rows_held
-        log.info("retention: finishing the pass cut off before (removal time %s, reports up to id %d)",
-                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)), top)
+        log.info("retention: finishing the pass cut off before (removal time %s%s, reports up to id %d)", by,
+                 "" if by == saved_at else "; saved: %s" % saved_at, top)
         return rows
+
+    def _drop_saved_pass(self) -> None:
+        with self._writing("clearing the retention pass in progress") as conn:
+            conn.execute("DELETE FROM meta WHERE key=?", (field_retention.PASS_META_KEY,))
 
     def remove_values(self, retention_days: dict[tuple[str, str], int], now: float,
                       hold: LargeRemovalHold | None = None) -> row_retention.RowPass | None:
@@ -832,8 +854,11 @@ class ReportStore:
             return False
         if values.stage == "floors":
             with self._writing("retention (ACK floors)") as conn:
-                field_retention.extend_floors(conn)
-            values.stage = "count"
+                next_device = field_retention.extend_floors(conn, values.floor_device)
+            if next_device is None:
+                values.stage = "count"
+            else:
+                values.floor_device = next_device
         elif values.stage == "count":
             with self._reading("retention (counting)"):
                 hi = field_retention.next_range(self._conn, "reports", values.after, values.top,
