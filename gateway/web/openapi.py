@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from gateway import health
 from gateway.resources import load_policy
 from gateway.web import ngsi
 
@@ -368,7 +369,16 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                    "param": {"type": "string"}}}}},
                 "Health": {"type": "object", "required": ["status", "reasons"], "properties": {
                     "status": {"type": "string", "enum": ["ok", "degraded"]},
-                    "reasons": {"type": "array", "items": {"type": "string"}}, "checks": {"type": "object"}}},
+                    "reasons": {"type": "array", "items": {"type": "string"}}, "checks": {"type": "object"},
+                    "severity": {"type": "string", "enum": [health.OK, health.WARNING, health.CRITICAL],
+                                 "description": "the worst of the problems' severities; ok without problems"},
+                    "problems": {"type": "array", "items": {
+                        "type": "object", "required": ["code", "severity", "message"], "properties": {
+                            "code": {"type": "string", "enum": sorted(health.SEVERITIES),
+                                     "description": "stable code (docs/api.md, Health problem codes)"},
+                            "severity": {"type": "string", "enum": [health.WARNING, health.CRITICAL]},
+                            "message": {"type": "string", "description": "the reason, for people"},
+                            "subject": {"type": "string", "description": "the link it is about, if any"}}}}}},
                 "ReadingsPage": {"type": "object", "required": ["from", "to", "readings", "count", "truncated", "next"],
                                  "properties": {
                     "from": {"type": "integer"}, "to": {"type": "integer"},
