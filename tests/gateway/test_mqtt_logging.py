@@ -21,7 +21,7 @@ LOGGER = "gateway.upstream.mqtt"
 
 
 def upstream(port: int = 1883) -> MqttUpstream:
-    store: Any = SimpleNamespace(outbox_depth=7)
+    store: Any = SimpleNamespace(outbox_depth=7, outbox_bytes=700)
     return MqttUpstream(MqttConfig(host="127.0.0.1", port=port), store=store, run_in_store=lambda *a: None,
                         stored=asyncio.Event(), metrics=GatewayMetrics("gw"), gateway_id="gw")
 
