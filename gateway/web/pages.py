@@ -135,8 +135,12 @@ async def healthz(request: web.Request) -> web.Response:
         checks["devices"] = await ctx.fleet.device_count()
     except Unavailable as exc:
         logger.warning("healthz: store probe failed: %s", exc.code)
-        reasons.append(Problem("store_not_answering", "store not answering") if exc.code == "store_timeout"
-                       else Problem("store_unavailable", f"store unavailable ({exc.code})"))
+        if exc.code == "store_timeout":
+            reasons.append(Problem("store_not_answering", "store not answering"))
+        elif exc.code == "registry":  # the reports are readable: the registry's message names it
+            reasons.append(Problem("store_unavailable", exc.message))
+        else:
+            reasons.append(Problem("store_unavailable", f"store unavailable ({exc.code})"))
     except Exception as exc:  # any storage failure is a health finding, not a crash
         logger.warning("healthz: store unreadable: %s", type(exc).__name__)
         reasons.append(Problem("store_unreadable", f"store unreadable ({type(exc).__name__})"))

@@ -189,13 +189,19 @@ class StoreFleetSource:
     async def device_count(self) -> int:
         """Registered devices (else devices that reported), after one cheap read of the store (an
         index lookup, or without a registry the device ids' skip-scan, whatever the store's size);
-        raises when the store cannot be read in time."""
+        raises when the store cannot be read in time, and :class:`Unavailable` (code ``registry``) when
+        the registry cannot be read."""
         store = self._queries()
         if self._registry is None:
             # Reading the device ids is the store probe itself.
             return len(await self._reads.quick(store.device_ids, timeout_s=HEALTH_TIMEOUT_S))
         await self._reads.quick(store.last_report_id, timeout_s=HEALTH_TIMEOUT_S)
-        return len(self._registry.list())
+        try:
+            return len(self._registry.list())
+        except RegistryError as exc:
+            # A registry briefly locked (a CLI ``devices add``) is the documented warning, not the store's
+            # critical ``store_unreadable``: the reports are readable.
+            raise Unavailable(f"registry cannot be read ({exc.reason or 'registry'})", code="registry") from None
 
     async def readings(self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None,
                        limit: int, after: ReadingKey | None = None) -> Sequence[ReadingView]:

@@ -72,3 +72,18 @@ async def test_a_store_that_cannot_be_read_is_critical(fleet: Fleet) -> None:
     status, body = await healthz(fleet, lambda: [])
     assert status == 503 and body["severity"] == "critical"
     assert [p["code"] for p in body["problems"]] == ["store_unreadable"]
+
+
+async def test_a_registry_that_cannot_be_read_is_the_documented_warning(fleet: Fleet, monkeypatch: Any) -> None:
+    """A registry briefly locked (a CLI ``devices add``) is ``store_unavailable`` (warning) naming the registry,
+    not a critical ``store_unreadable`` that blames the report store (review rev-obs M2)."""
+    from gateway.errors import RegistryError
+
+    def locked() -> list[Any]:
+        raise RegistryError("cannot list the devices in registry x: database is locked", reason="storage")
+
+    monkeypatch.setattr(fleet.registry, "list", locked)
+    status, body = await healthz(fleet, lambda: [])
+    assert status == 503 and body["severity"] == "warning"
+    assert body["problems"] == [{"code": "store_unavailable", "severity": "warning",
+                                 "message": "registry cannot be read (storage)"}]
