@@ -15,16 +15,19 @@ systemd restarts the gateway (sd_watchdog_enabled(3)).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Callable, Sequence
 
-from gateway.health import Problem, overall, summary
+from gateway.health import Problem, classify, overall, summary
 from gateway.systemd import notify
 
 # How often the health is looked at, and the least time between two STATUS= changes.
 STATUS_EVERY_S = 5.0
 # systemctl status shows one line: a status naming many links is cut here.
 STATUS_MAX_CHARS = 400
+
+log = logging.getLogger(__name__)
 
 
 def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
@@ -71,6 +74,7 @@ class StatusReporter:
         self._watchdog_s = watchdog_s if watchdog_s is not None else watchdog_interval()
         self._sent = running  # READY=1 carried it
         self._stopping = False
+        self._failure_logged = False
 
     def stopping(self) -> None:
         """The gateway stops (``STOPPING=1`` was sent with its own status): only watchdog pings from now on."""
@@ -80,9 +84,25 @@ class StatusReporter:
         """The health's problems; a health check that raises is one (critical, as in ``/healthz``), and
         must not end the task: the watchdog pings would stop and systemd kill a gateway that collects."""
         try:
-            return self._health()
+            # A bare string (a check outside the gateway) is classified, as /healthz does: unclassified.
+            return [classify(reason) for reason in self._health()]
         except Exception as exc:  # noqa: BLE001 - said in the status, the pings go on
             return [Problem("health_check_failed", "health check failed (%s)" % type(exc).__name__)]
+
+    def _status(self) -> str | None:
+        """The new status text when it changed, else None; never raises: whatever goes wrong in making
+        it (an unexpected value) is logged once and the ping still goes out."""
+        try:
+            text = status_text(self._id, self._running, self._problems())
+        except Exception:  # noqa: BLE001 - the watchdog pings must go on
+            if not self._failure_logged:
+                self._failure_logged = True
+                log.exception("systemd status: cannot make the status text (the watchdog pings go on)")
+            return None
+        if text == self._sent:
+            return None
+        self._sent = text
+        return text
 
     async def run(self) -> None:
         """Until cancelled: look at the health every ``every_s`` (and ping at half the watchdog interval)."""
@@ -94,9 +114,13 @@ class StatusReporter:
             ticks += 1
             states = ["WATCHDOG=1"] if self._watchdog_s is not None else []
             if not self._stopping and ticks % per == 0:
-                text = status_text(self._id, self._running, self._problems())
-                if text != self._sent:
+                text = self._status()
+                if text is not None:
                     states.append("STATUS=" + text)
-                    self._sent = text
             if states:
-                notify(*states)
+                try:
+                    notify(*states)
+                except Exception:  # noqa: BLE001 - notify() logs its socket errors; anything else once, then on
+                    if not self._failure_logged:
+                        self._failure_logged = True
+                        log.exception("systemd status: cannot notify (the task goes on)")

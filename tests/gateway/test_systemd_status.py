@@ -163,3 +163,32 @@ async def test_a_health_check_that_raises_is_said_and_the_pings_go_on(notify_soc
     finally:
         task.cancel()
         await asyncio.wait([task])
+
+
+async def test_unexpected_health_values_never_stop_the_pings(notify_socket: socket.socket,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A bare string is classified (unclassified, critical, as /healthz does); a value that cannot be
+    made into a status is logged once and the watchdog pings go on (review rev-obs L1)."""
+    from gateway.health import Problem
+
+    broken = Problem("mqtt_down", "mqtt down")
+    del broken.code  # a value summary() cannot read: making the status raises
+    answers: list[object] = [["a reason without a code"], [Problem("mqtt_down", "mqtt down"), 42]]
+
+    def health() -> object:
+        return answers.pop(0) if answers else [broken]
+
+    reporter = StatusReporter("gw-test", "running", health, every_s=0.1, watchdog_s=0.2)  # type: ignore[arg-type]
+    task = asyncio.create_task(reporter.run())
+    try:
+        assert await _next(notify_socket) == {
+            "WATCHDOG": "1", "STATUS": "gateway gw-test degraded (critical): unclassified"}
+        assert await _next(notify_socket) == {
+            "WATCHDOG": "1", "STATUS": "gateway gw-test degraded (critical): mqtt_down; unclassified"}
+        for _ in range(4):
+            assert await _next(notify_socket) == {"WATCHDOG": "1"}
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+    assert caplog.text.count("cannot make the status text") == 1, caplog.text
