@@ -247,6 +247,12 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and holder is not None and _listens_on(holder, port):
                     return "in use by the running gateway (pid %s)" % holder
+                older = _gateway_listening(port) if exc.errno == errno.EADDRINUSE and holder is None else None
+                if older is not None:
+                    # A release before 0.2.0 takes no lock file, so the store names no holder: the check
+                    # before an upgrade runs while that gateway still serves (docs/upgrading.md, step 4).
+                    return ("in use by a civicedge gateway (pid %s) that holds no store lock: an older release;"
+                            " free once it stops" % older)
                 raise TransportError("cannot serve HTTP on %s: %s%s" % (
                     host_port(listen, port), exc.strerror,
                     "" if exc.errno != errno.EADDRINUSE else " (by another process; free it or set [http] port)"),
@@ -256,6 +262,31 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
 
 def _listens_on(pid: str, port: int) -> bool:
     """True when process ``pid`` has a listening TCP socket on ``port`` (Linux /proc; False when unknown)."""
+    inodes = _listening_inodes(port)
+    return bool(inodes) and _holds_socket(pid, inodes)
+
+
+def _gateway_listening(port: int) -> str | None:
+    """The pid of a ``civicedge gateway run`` process listening on ``port`` (an older release that takes
+    no store lock), or None (none, another program, or /proc does not let this user see it)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path("/proc/%s/cmdline" % pid).read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode("utf-8", "replace") for a in argv]
+        runs = "gateway" in words and "run" in words[words.index("gateway"):]
+        ours = any("civicedge" in w or w == "hil.cli.main" for w in words)
+        if runs and ours and _holds_socket(pid, inodes):
+            return pid
+    return None
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the listening TCP sockets on ``port`` (Linux /proc/net; empty when unknown)."""
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -267,8 +298,11 @@ def _listens_on(pid: str, port: int) -> bool:
             # local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, column 9 the socket inode
             if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(cols[9])
-    if not inodes:
-        return False
+    return inodes
+
+
+def _holds_socket(pid: str, inodes: set[str]) -> bool:
+    """True when process ``pid`` has one of the sockets ``inodes`` open (False when unknown)."""
     try:
         fds = os.listdir("/proc/%s/fd" % pid)
     except OSError:

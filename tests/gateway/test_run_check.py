@@ -254,3 +254,27 @@ def test_an_ipv6_listen_address_is_shown_in_brackets(tmp_path: Path, capsys: pyt
         holder.listen()
         with pytest.raises(TransportError, match=r"cannot serve HTTP on \[::\]:%d: " % port):
             check_http_port("::", port, None)
+
+
+@pytest.mark.parametrize(("argv", "older"), [(["civicedge", "gateway", "run"], True), (["nginx"], False)])
+def test_the_port_of_an_older_gateway_without_a_store_lock_is_named_not_refused(argv: list[str], older: bool) -> None:
+    """Upgrade drill: `run --check` before an upgrade (docs/upgrading.md, step 4) failed with 'Address
+    already in use' while the 0.1.0 gateway served, since 0.1.0 takes no store lock naming it. A process
+    running `civicedge gateway run` that listens on the port is named; any other program still fails."""
+    code = ("import socket, sys, time\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True)\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        if older:
+            said = check_http_port("127.0.0.1", port, None)
+            assert said == ("in use by a civicedge gateway (pid %d) that holds no store lock: an older release;"
+                            " free once it stops" % proc.pid)
+        else:
+            with pytest.raises(TransportError, match="Address already in use"):
+                check_http_port("127.0.0.1", port, None)
+    finally:
+        proc.kill()
+        proc.wait()
