@@ -29,7 +29,8 @@ def notify(*states: str) -> bool:
 
     Does nothing (False) when ``$NOTIFY_SOCKET`` is not set: the gateway was not started by systemd
     with ``Type=notify``. A socket that cannot be reached is logged once at WARNING and is not an
-    error: the gateway runs on either way.
+    error: the gateway runs on either way. The send never blocks (it runs on the event loop): when the
+    socket's queue is full the notification is dropped (False; logged once too).
     """
     address = os.environ.get("NOTIFY_SOCKET", "")
     if not address:
@@ -45,7 +46,13 @@ def notify(*states: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(target)
-            sock.sendall("\n".join(states).encode("utf-8"))
+            # Never blocks: this runs on the event loop (every few seconds for the watchdog); a service
+            # manager whose queue is full gets nothing this time rather than a loop that stalls.
+            sock.send("\n".join(states).encode("utf-8"), socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        _warn_once("the service manager's notify queue at NOTIFY_SOCKET %s is full: a notification was dropped"
+                   % address[:100])
+        return False
     except OSError as exc:
         _warn_once("cannot notify the service manager at NOTIFY_SOCKET %s: %s" % (address[:100], exc.strerror))
         return False

@@ -216,3 +216,40 @@ def test_one_long_step_extends_the_start_timeout_by_what_it_writes(
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     systemd.StartExtender("dropping").send(writes=3 * 60 * systemd.SLOW_WRITE_BPS)  # 3 minutes at the slow rate
     assert _receive(sock) == {"EXTEND_TIMEOUT_USEC": "180000000", "STATUS": "dropping"}
+
+
+def test_a_full_notify_queue_drops_the_notification_without_blocking(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """notify() runs on the event loop: a service manager that does not read its socket must not stall
+    it (review rev-obs L2). The datagram is dropped and said once."""
+    import gateway.systemd as sd
+
+    folder = tempfile.mkdtemp(prefix="sdq-", dir="/tmp")
+    path = os.path.join(folder, "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        filler.connect(path)
+        filled = 0
+        while True:  # fill the receiver's queue (net.unix.max_dgram_qlen datagrams, or its buffer)
+            try:
+                filler.send(b"WATCHDOG=1", socket.MSG_DONTWAIT)
+                filled += 1
+            except BlockingIOError:
+                break
+        assert filled > 0
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        monkeypatch.setattr(sd, "_warned", False)
+        started = time.monotonic()
+        assert sd.notify("WATCHDOG=1") is False
+        assert sd.notify("WATCHDOG=1") is False
+        assert time.monotonic() - started < 1.0
+        assert caplog.text.count("notify queue at NOTIFY_SOCKET %s is full" % path) == 1, caplog.text
+        receiver.recv(4096)  # room again: sent
+        assert sd.notify("WATCHDOG=1") is True
+    finally:
+        filler.close()
+        receiver.close()
+        os.unlink(path)
+        os.rmdir(folder)
