@@ -8,8 +8,15 @@ sees a 0 before the first one. Labels are bounded: no device ids (a fleet of 1,0
 The counts come from the incrementally refreshed fleet snapshot (:mod:`gateway.web.snapshot`), so a
 scrape reads only what was stored since the previous read. The snapshot's first load reads the
 whole store (seconds on a large one): a scrape waits for it at most :data:`SCRAPE_WAIT_S` and the
-load goes on in the background. When the view is not there in time, or the store cannot be read,
-the two gauges have no samples and ``civicedge_fleet_view_up`` is 0; /metrics still answers.
+load goes on in the background.
+
+When the view is not there in time (the quick read thread busy with a probe or a re-read, a load
+going on) the scrape serves the last counts read, kept in memory, and
+``civicedge_fleet_view_age_seconds`` says how old they are: a series that vanished for one scrape went
+stale in Prometheus, which resolved and fired an alert without ``for:`` again (a second page) and
+restarted the ``for:`` of the others. Only when no read ever succeeded, or the read failed with an
+error (the store cannot be read), do the two gauges have no samples; ``civicedge_fleet_view_up`` is 1
+when they have samples (fresh or last counts), 0 when they have none.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import Counter as Tally
-from typing import Any, Mapping
+from typing import Any, Mapping, Tuple
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -34,21 +42,28 @@ SCRAPE_WAIT_S = 3.0
 FAILURE_LOG_EVERY_S = 600.0
 _failure_log = LogLimiter(FAILURE_LOG_EVERY_S, time.monotonic)
 
+Counts = Tuple[Tally[Tuple[str, str]], Tally[Tuple[str, str]]]
+# The last counts read per fleet source (one per app), and when (time.monotonic()).
+_last: "weakref.WeakKeyDictionary[Any, tuple[Counts, float]]" = weakref.WeakKeyDictionary()
+
 
 def alarm_codes(policy: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """Kind -> the alarm codes the policy declares for it (``kinds.<kind>.alarms``), sorted."""
     return {kind: tuple(sorted(spec.get("alarms", {}))) for kind, spec in policy.get("kinds", {}).items()}
 
 
-def fleet_exposition(counts: tuple[Tally[tuple[str, str]], Tally[tuple[str, str]]] | None,
-                     policy: Mapping[str, Any]) -> bytes:
+def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s: float = 0.0) -> bytes:
     """The fleet gauges in the Prometheus text format: ``counts`` is (devices by (kind, status), open
-    alarms by (kind, code)), or None when the fleet view could not be read (then only
-    ``civicedge_fleet_view_up 0`` and the two gauges' HELP and TYPE, without samples)."""
+    alarms by (kind, code)), read ``age_s`` seconds ago (0: for this scrape), or None when there are none
+    to serve (then only ``civicedge_fleet_view_up 0`` and the gauges' HELP and TYPE, without samples)."""
     registry = CollectorRegistry(auto_describe=True)
-    up = Gauge("civicedge_fleet_view_up", "1 if the fleet view (the store's reports, as /api/devices shows them) "
-               "was read for this scrape; 0: civicedge_devices and civicedge_open_alarms have no samples",
-               registry=registry)
+    up = Gauge("civicedge_fleet_view_up", "1 if civicedge_devices and civicedge_open_alarms have samples (read for "
+               "this scrape, or the last counts read when the read took longer than 3 s: see "
+               "civicedge_fleet_view_age_seconds); 0: no samples (the store could not be read, or no read "
+               "succeeded since the start)", registry=registry)
+    age = Gauge("civicedge_fleet_view_age_seconds", "Age of the counts civicedge_devices and civicedge_open_alarms "
+                "show: 0 when read for this scrape, else seconds since the last read that succeeded; absent "
+                "when civicedge_fleet_view_up is 0", registry=registry)
     devices = Gauge("civicedge_devices", "Devices by kind and status as /api/devices shows them (ok, alarm, stale: "
                     "silent for 3 windows of its kind, never: no report yet, revoked); absent when "
                     "civicedge_fleet_view_up is 0", ["kind", "status"], registry=registry)
@@ -56,6 +71,7 @@ def fleet_exposition(counts: tuple[Tally[tuple[str, str]], Tally[tuple[str, str]
                    "code; absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)
     up.set(0 if counts is None else 1)
     if counts is not None:
+        age.set(round(age_s, 3))
         by_status, by_code = counts
         codes = alarm_codes(policy)
         for kind in sorted(set(codes) | {k for k, _ in by_status}):
@@ -63,22 +79,46 @@ def fleet_exposition(counts: tuple[Tally[tuple[str, str]], Tally[tuple[str, str]
                 devices.labels(kind, status).set(by_status.get((kind, status), 0))
         for kind, code in sorted({(k, c) for k, cs in codes.items() for c in cs} | set(by_code)):
             alarms.labels(kind, code).set(by_code.get((kind, code), 0))
+    else:
+        registry.unregister(age)
     return generate_latest(registry)
 
 
-async def fleet_counts(ctx: WebContext) -> tuple[Tally[tuple[str, str]], Tally[tuple[str, str]]] | None:
-    """(devices by (kind, status), open alarms by (kind, code)) as of now, or None when the fleet view
-    cannot be read within :data:`SCRAPE_WAIT_S` (logged at most once per :data:`FAILURE_LOG_EVERY_S`)."""
+async def fleet_view(ctx: WebContext) -> tuple[Counts | None, float]:
+    """The counts to serve and their age in seconds: read for this scrape (age 0); when the read is not
+    done within :data:`SCRAPE_WAIT_S`, the last counts read (None before any); None when the read failed
+    with an error. A failure or a timeout is logged at most once per :data:`FAILURE_LOG_EVERY_S`."""
     try:
-        # devices() awaits a shielded load/refresh: a timeout here leaves it running for the next scrape.
-        fleet = await asyncio.wait_for(ctx.fleet.devices(), SCRAPE_WAIT_S)
+        counts = await fleet_counts(ctx)
+    except TimeoutError:
+        last = _last.get(ctx.fleet)
+        _log_failure("not read within %.0f s" % SCRAPE_WAIT_S,
+                     "the last counts served" if last is not None else "civicedge_devices and "
+                     "civicedge_open_alarms left out (no read succeeded yet)")
+        return (None, 0.0) if last is None else (last[0], time.monotonic() - last[1])
     except Exception as exc:  # noqa: BLE001 - any store failure leaves the gauges absent, never fails /metrics
-        skipped = _failure_log.allow()
-        if skipped is not None:
-            why = "not read within %.0f s" % SCRAPE_WAIT_S if isinstance(exc, TimeoutError) else type(exc).__name__
-            log.warning("/metrics: fleet view unavailable (%s): civicedge_devices and civicedge_open_alarms left "
-                        "out%s", why, more_since(skipped, "scrape(s) without them"))
-        return None
+        _log_failure(type(exc).__name__, "civicedge_devices and civicedge_open_alarms left out")
+        return None, 0.0
+    _last[ctx.fleet] = (counts, time.monotonic())
+    return counts, 0.0
+
+
+def _log_failure(why: str, outcome: str) -> None:
+    skipped = _failure_log.allow()
+    if skipped is not None:
+        log.warning("/metrics: fleet view unavailable (%s): %s%s", why, outcome,
+                    more_since(skipped, "scrape(s) without a fresh view"))
+
+
+async def fleet_counts(ctx: WebContext) -> Counts:
+    """(devices by (kind, status), open alarms by (kind, code)) as of now.
+
+    Raises:
+        TimeoutError: the fleet view was not read within :data:`SCRAPE_WAIT_S` (the read goes on).
+        Exception: whatever the store's read raised.
+    """
+    # devices() awaits a shielded load/refresh: a timeout here leaves it running for the next scrape.
+    fleet = await asyncio.wait_for(ctx.fleet.devices(), SCRAPE_WAIT_S)
     now = ctx.now()
     by_status: Tally[tuple[str, str]] = Tally()
     by_code: Tally[tuple[str, str]] = Tally()

@@ -15,7 +15,7 @@ from gateway.version import gateway_version
 from gateway.web import params
 from gateway.web.context import WebContext, ctx_of, json_response
 from gateway.web.errors import Unavailable
-from gateway.web.fleet_metrics import fleet_counts, fleet_exposition
+from gateway.web.fleet_metrics import fleet_exposition, fleet_view
 from gateway.web.openapi import openapi_document
 from gateway.web.catalogue import transparency_of
 from gateway.web.transparency import render_transparency_html
@@ -77,7 +77,8 @@ async def openapi(request: web.Request) -> web.Response:
 @ROUTES.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the gateway's CollectorRegistry, then the fleet gauges computed for
-    this scrape (:mod:`gateway.web.fleet_metrics`; left without samples when the store cannot be read)."""
+    this scrape (:mod:`gateway.web.fleet_metrics`: the last counts read when the read takes longer than
+    3 s; without samples when the store cannot be read)."""
     ctx = ctx_of(request)
     # Scrapers send no parameters by default; one configured (``name[]``, a filter some exporters
     # take) would be ignored here and serve everything, so it is refused like anywhere else.
@@ -86,7 +87,8 @@ async def metrics(request: web.Request) -> web.Response:
         raise Unavailable("no metrics registry attached", code="no_metrics")
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    body = generate_latest(ctx.metrics_registry) + fleet_exposition(await fleet_counts(ctx), ctx.policy)
+    counts, age_s = await fleet_view(ctx)
+    body = generate_latest(ctx.metrics_registry) + fleet_exposition(counts, ctx.policy, age_s=age_s)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

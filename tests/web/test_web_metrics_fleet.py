@@ -4,7 +4,10 @@ unreadable, while the rest of /metrics still answers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,6 +17,7 @@ from gateway.resources import load_policy
 from gateway.web.app import create_app
 from gateway.web.fleet_metrics import STATUSES, alarm_codes
 from gateway.web.liveness import STALE_WINDOWS, window_of
+from gateway.web.reads import DEFAULT_BULK_THREADS
 
 
 def _families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -78,3 +82,51 @@ async def test_unreadable_store_leaves_fleet_gauges_out_and_metrics_answering(fl
     assert families["civicedge_fleet_view_up"] == [({}, 0.0)]
     assert families["civicedge_devices"] == [] and families["civicedge_open_alarms"] == []
     assert families["civicedge_reports_stored"]  # the gateway's registry is served as before
+
+
+async def test_a_slow_fleet_read_serves_the_last_counts_with_their_age(fleet: Fleet, monkeypatch: Any) -> None:
+    """A read that takes longer than the scrape's wait (the quick read thread busy with a probe or a
+    re-read) serves the last counts and their age: the series never vanish for a scrape, which made
+    Prometheus resolve and re-fire FireAlarm and restart BoardSilent's `for:` (review rev-obs M1)."""
+    import gateway.web.fleet_metrics as fm
+    from gateway.web.context import CONTEXT_KEY
+
+    monkeypatch.setattr(fm, "SCRAPE_WAIT_S", 0.5)
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=None, clock=lambda: float(NOW))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        first = _families(await (await c.get("/metrics")).text())
+        assert first["civicedge_fleet_view_up"] == [({}, 1.0)]
+        assert first["civicedge_fleet_view_age_seconds"] == [({}, 0.0)]
+        # the single quick read thread busy for 1.5 s: the next refresh waits behind it
+        busy = asyncio.ensure_future(app[CONTEXT_KEY].fleet._reads.quick(lambda: time.sleep(1.5)))  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        second = _families(await (await c.get("/metrics")).text())
+        await busy
+        third = _families(await (await c.get("/metrics")).text())
+    assert second["civicedge_fleet_view_up"] == [({}, 1.0)]
+    assert second["civicedge_devices"] == first["civicedge_devices"]
+    assert second["civicedge_open_alarms"] == first["civicedge_open_alarms"]
+    assert _by(second["civicedge_open_alarms"], "kind", "code")[("bin", "fire")] == 1
+    (_, age), = second["civicedge_fleet_view_age_seconds"]
+    assert 0.5 <= age < 5.0, age
+    assert third["civicedge_fleet_view_age_seconds"] == [({}, 0.0)]
+
+
+async def test_a_slow_first_read_leaves_the_gauges_out(fleet: Fleet, monkeypatch: Any) -> None:
+    """Before any read succeeded there are no last counts: no samples, up 0, and no age."""
+    import gateway.web.fleet_metrics as fm
+    from gateway.web.context import CONTEXT_KEY
+
+    monkeypatch.setattr(fm, "SCRAPE_WAIT_S", 0.3)
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=None, clock=lambda: float(NOW))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        reads = app[CONTEXT_KEY].fleet._reads  # type: ignore[attr-defined]
+        # every bulk thread busy for 1 s: the first load queues behind them
+        busy = [asyncio.ensure_future(reads.bulk(lambda: time.sleep(1.0))) for _ in range(DEFAULT_BULK_THREADS)]
+        await asyncio.sleep(0.05)
+        families = _families(await (await c.get("/metrics")).text())
+        await asyncio.gather(*busy)
+    assert families["civicedge_fleet_view_up"] == [({}, 0.0)]
+    assert families["civicedge_devices"] == [] and "civicedge_fleet_view_age_seconds" not in families
