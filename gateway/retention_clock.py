@@ -141,8 +141,12 @@ class RetentionClock:
         hold: the hold retention is under (saved with :meth:`state`, taken back by :meth:`restore`), or None.
     """
 
-    def __init__(self, interval_s: float, monotonic: Callable[[], float] | None = time.monotonic) -> None:
+    def __init__(self, interval_s: float, monotonic: Callable[[], float] | None = time.monotonic,
+                 confirm_command: str = "civicedge gateway retention --confirm") -> None:
         self._interval = interval_s
+        # What the messages tell the operator to run: with the running gateway's --config, so the command
+        # confirms this gateway's retention, not the built-in defaults' data directory's.
+        self.confirm_command = confirm_command
         self._mono = monotonic
         self._prev: tuple[float, float] | None = None
         # (removal time, monotonic time) of the last pass that ran: while no step is seen, time elapsed
@@ -227,9 +231,9 @@ class RetentionClock:
                       _days(CONFIRM_SPAN_S)))
         if self.hold is None or self.hold["reason"] != "large_removal":
             log.error("retention held: %s: %s; if the clock (date -u) and the retention are right, "
-                      "run `civicedge gateway retention --confirm`", detail,
+                      "run `%s`", detail,
                       "the report rows wait, field values past their retention are still removed" if rows_only
-                      else "nothing is removed")
+                      else "nothing is removed", self.confirm_command)
             self.hold = {"reason": "large_removal", "since": now, "detail": detail,
                          "agreed_s": 0.0 if self.hold is None else self.hold["agreed_s"]}
         self.problem, self.reason = "retention held: " + detail, "held"
@@ -273,7 +277,7 @@ class RetentionClock:
         if self._confirmed:
             self._confirmed = False
             log.warning("retention: the pass the operator confirmed did not run; confirm again if it is still "
-                        "held (civicedge gateway retention --confirm)")
+                        "held (%s)", self.confirm_command)
 
     def removal_time(self, now: float, last_received: float | None) -> float | None:
         """The time to remove values by (``now`` less the steps not followed), or None to skip the pass.
@@ -334,8 +338,8 @@ class RetentionClock:
         assert self.hold is not None
         return ("retention held since %s (%s); reports stamped by the gateway clock since do not confirm it: "
                 "retention resumes once the clock has agreed with the stored reports for %s (%s so far), or after "
-                "`civicedge gateway retention --confirm`" % (_when(self.hold["since"]), self.hold.get("detail", self.hold["reason"]),
-                                          _days(CONFIRM_SPAN_S), _days(self.hold["agreed_s"])))
+                "`%s`" % (_when(self.hold["since"]), self.hold.get("detail", self.hold["reason"]),
+                          _days(CONFIRM_SPAN_S), _days(self.hold["agreed_s"]), self.confirm_command))
 
     def _agreed_since_last_pass(self, now: float) -> float:
         """Time elapsed since the previous pass of this run (monotonic; the clock under [sim_clock]), >= 0."""
@@ -364,8 +368,8 @@ class RetentionClock:
             self._ahead = "the gateway clock (%s) was %s ahead of %s (%s)" % (_when(now), _days(ahead), what, _when(ref))
             return ("the gateway clock (%s) is %s ahead of %s (%s): either the clock jumped or no report arrived for "
                     "that long; nothing is removed until the clock has agreed with reports stamped by it for %s, or "
-                    "the operator confirms it (check the clock: date -u, timedatectl; then civicedge gateway "
-                    "retention --confirm)" % (_when(now), _days(ahead), what, _when(ref), _days(CONFIRM_SPAN_S)),
+                    "the operator confirms it (check the clock: date -u, timedatectl; then %s)"
+                    % (_when(now), _days(ahead), what, _when(ref), _days(CONFIRM_SPAN_S), self.confirm_command),
                     "clock_ahead")
         return None, None
 

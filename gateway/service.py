@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import time
 from typing import Any, Callable
 
@@ -109,8 +110,10 @@ class Gateway:
         self.clock = clock
         # Retention removes for good: it checks the clock against the data and (real clock only) against
         # the time elapsed before each pass (gateway/retention_clock.py).
+        confirm = "civicedge gateway retention --confirm" + (
+            " --config %s" % shlex.quote(str(config.source.resolve())) if config.source is not None else "")
         self.retention_clock = RetentionClock(config.retention_interval_s,
-                                              time.monotonic if sim_clock is None else None)
+                                              time.monotonic if sim_clock is None else None, confirm_command=confirm)
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,

@@ -352,3 +352,17 @@ async def test_a_held_large_removal_is_counted_once_an_interval_not_every_retry(
         assert (gw.retention_clock.problem or "").startswith("retention held: a pass would remove 60 of 60")
     finally:
         await gw.stop()
+
+
+async def test_the_retention_confirm_command_names_the_gateways_config(tmp_path: Path) -> None:
+    """Upgrade QA: the hold's log and /healthz said `civicedge gateway retention --confirm`, which without
+    --config confirmed the built-in defaults' data directory ('retention is not held'); they name the
+    running gateway's config file now."""
+    config = tmp_path / "my gateway.toml"
+    config.write_text('[http]\nenabled = false\n[gateway]\ndata_dir = "%s"\n' % (tmp_path / "data"))
+    gw = Gateway(load_config(config))
+    try:
+        assert gw.retention_clock.confirm_command == (
+            "civicedge gateway retention --confirm --config '%s'" % config.resolve())
+    finally:
+        await gw.stop()
