@@ -47,8 +47,10 @@ class GatewayMetrics:
         link_state: 1 when a link (``serial:<port>``, ``ble``, ``mqtt``) is up, else 0 (set through
             :meth:`set_link`, which also counts ``link_disconnects``).
         link_disconnects: times a link went from up to down (a flap between two scrapes shows here).
-        seqs_given_up: device seqs acknowledged past without a stored report (a gap given up after the
-            hold: those reports are lost, or were skipped at a reboot and never sent).
+        seqs_given_up: device seqs acknowledged past without a stored report after the timed hold, for
+            boards without ``h`` (those reports are lost, or were skipped at a reboot and never sent).
+        seqs_not_held: device seqs acknowledged past without a stored report because the board's ``h``
+            says it no longer holds them (skipped at a reboot, or dropped at its outbox cap).
         ble_connected: currently connected BLE devices.
         ble_deauthorized: open BLE links closed because the registry no longer vouches for their
             device, by reason (:data:`BLE_DEAUTHORIZED_REASONS`).
@@ -149,8 +151,14 @@ class GatewayMetrics:
         self.retention_removed = Counter("civicedge_retention_removed", "Field values removed by retention",
                                          registry=r)
         self.seqs_given_up = Counter(
-            "civicedge_seqs_given_up", "Device seqs acknowledged past without a stored report: a gap given up "
-            "after ack_gap_hold_s (reports lost, or seqs a board skipped at a reboot)", registry=r)
+            "civicedge_seqs_given_up", "Device seqs acknowledged past without a stored report after the timed "
+            "hold (ack_gap_hold_s) of boards whose reports carry no 'h' (older firmware): reports lost, or seqs "
+            "the board skipped at a reboot; see civicedge_seqs_not_held_total for boards that send 'h'",
+            registry=r)
+        self.seqs_not_held = Counter(
+            "civicedge_seqs_not_held", "Device seqs acknowledged past without a stored report because the "
+            "board's 'h' says it no longer holds them: skipped at a reboot or dropped at its own outbox cap "
+            "(the gateway cannot tell which)", registry=r)
         self.ack_gap_waits = Counter(
             "civicedge_ack_gap_waits", "Seq gaps the device still held after ack_gap_hold_s (ACKs wait for them)",
             registry=r)

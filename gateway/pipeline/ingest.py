@@ -591,6 +591,8 @@ class IngestService:
             if gone is not None:
                 log.debug("%s: seqs %d..%d are not in the device's outbox (skipped at a reboot or dropped at its "
                           "cap): acknowledging past them", dev, win.floor + 1, gone)
+                # The stretch stops below the first committed seq: none of it is stored.
+                self._metrics.seqs_not_held.inc(gone - win.floor)
                 win.jump(gone)
                 continue
             now = self._monotonic() if now is None else now

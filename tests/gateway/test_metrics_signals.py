@@ -74,6 +74,45 @@ async def test_seqs_given_up_after_the_hold_are_counted(registry: Registry, tmp_
         store.close()
 
 
+async def test_seqs_a_board_no_longer_holds_are_counted_apart(registry: Registry, tmp_path: Path) -> None:
+    """A board that sends ``h`` has its not-held gaps (a reboot's skip, its own outbox cap's drop) passed
+    at once: counted in civicedge_seqs_not_held_total, never in the timed hold's given-up count, so the
+    alert on lost reports sees current boards too (review rev-obs M3)."""
+    metrics = GatewayMetrics("gw")
+    store = ReportStore(tmp_path / "r.sqlite", gateway_id="gw")
+    ingest = IngestService(store=store, verifier=Verifier(registry, load_policy()), metrics=metrics,
+                           batch_ms=10, gap_hold_s=15.0, monotonic=lambda: 1000.0)
+    await ingest.start()
+    acked: dict[str, int] = {}
+
+    async def ack(frame: bytes) -> None:
+        from gateway.protocol import parse_frame
+
+        parsed = parse_frame(frame)
+        acked[parsed.device_id] = max(acked.get(parsed.device_id, 0), parsed.seq)
+
+    link = Link(name="serial:test", kind="serial", send=ack)
+
+    async def send(seq: int, h: list[int]) -> None:
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"], h=h), link)
+        await _until(lambda: not ingest._tasks and ingest._queue.empty(), 5, "settled")  # noqa: SLF001
+        await asyncio.sleep(0.05)
+
+    try:
+        await send(1, [])
+        await send(36, [])  # a reboot skipped 2..35
+        assert acked["bin-1"] == 36
+        assert metrics.value("civicedge_seqs_not_held_total") == 34
+        await send(39, [38, 38])  # 37 dropped at its cap, 38 held: only 37 passed
+        assert acked["bin-1"] == 37
+        assert metrics.value("civicedge_seqs_not_held_total") == 35
+        assert metrics.value("civicedge_seqs_given_up_total") == 0
+    finally:
+        await ingest.stop()
+        ingest.close()
+        store.close()
+
+
 def test_a_disconnect_is_counted_when_an_up_link_goes_down() -> None:
     metrics = GatewayMetrics("gw")
     metrics.set_link("serial:/dev/ttyUSB0", False)  # starting down is no disconnect
