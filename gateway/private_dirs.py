@@ -1,4 +1,5 @@
-"""Directories only the gateway's user may enter (keys, the report store, retention settings)."""
+"""Directories only the gateway's user may enter (keys, the report store, retention settings), and making
+a rename in a directory durable."""
 
 from __future__ import annotations
 
@@ -23,3 +24,19 @@ def mkdir_private(path: Path) -> None:
         except FileExistsError:
             if not d.is_dir():  # made meanwhile by someone else: fine if it is a directory
                 raise
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename (or a new file) in ``directory`` durable: a power cut right after must not bring the old
+    name back. Where the OS cannot open a directory (Windows: NTFS journals the rename itself) nothing is done."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(directory, flags)
+    except OSError:
+        if os.name == "nt":
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

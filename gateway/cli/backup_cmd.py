@@ -27,7 +27,7 @@ from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.pid_lock import LockHeld, take_pid_lock
-from gateway.private_dirs import mkdir_private
+from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.storage.damage import damaged_error, is_corrupt, primary_code, sqlite_message
 from gateway.storage.schema import stored_version
 from gateway.storage.sqlite_uri import open_for_check, read_only_uri
@@ -208,8 +208,8 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
         result.manifest = _manifest(config, tmp, result, schema, skipped)
         with _created(tmp / MANIFEST) as fh:
             fh.write(json.dumps(result.manifest, indent=2).encode() + b"\n")
-        _fsync_dir(tmp / "keys")
-        _fsync_dir(tmp)
+        fsync_dir(tmp / "keys")
+        fsync_dir(tmp)
         if in_place:
             _move_up(tmp, dest, moved)
         else:
@@ -230,7 +230,7 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
             raise err from exc
         raise
     try:
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except OSError as exc:  # the backup is there and whole; only the rename's durability is in doubt
         result.warnings.append("cannot sync %s after the rename (%s): run sync before unplugging its disk"
                                % (dest.parent, exc.strerror or exc))
@@ -253,7 +253,7 @@ def _move_up(tmp: Path, dest: Path, moved: list[Path]) -> None:
         os.rename(tmp / name, dest / name)
         moved.append(dest / name)
     os.rmdir(tmp)
-    _fsync_dir(dest)
+    fsync_dir(dest)
 
 
 def _check_new(dest: Path) -> None:
@@ -532,14 +532,6 @@ def _manifest(config: GatewayConfig, tmp: Path, result: BackupResult, schema: in
             "registry_dir": str(Path(os.path.abspath(config.registry_dir))),
             "store_schema_version": schema, "gateway_running_pid": result.running,
             "files": files, "not_copied": skipped}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _os_error(exc: OSError, path: Path, doing: str) -> GatewayError:

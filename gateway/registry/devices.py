@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from gateway.errors import RegistryError
-from gateway.private_dirs import mkdir_private
+from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.protocol.frame import valid_device_id
 from gateway.resources import policy_kinds
 
@@ -179,7 +179,7 @@ def _write_private(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _mode(path: Path) -> int:
@@ -303,21 +303,6 @@ def _names(names: list[str], first: int = 3) -> str:
     """``a, b, c and 4 more``: a log line names a few, never hundreds."""
     shown = ", ".join(names[:first])
     return shown if len(names) <= first else "%s and %d more" % (shown, len(names) - first)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (where the OS lets a directory be opened and synced)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(directory, flags)
-    except OSError:
-        if os.name == "nt":  # directories cannot be opened there; NTFS journals the rename itself
-            return
-        raise
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_if_present(path: Path) -> bytes | None:
@@ -755,7 +740,7 @@ class Registry:
                 _write_private(path, previous)
             elif path.exists():
                 path.unlink()
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except OSError as exc:
             log.error("could not put back the key file of device %s after a failed change: %s", device_id, exc)
             if not isinstance(cause, Exception):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StorageError
+from gateway.private_dirs import fsync_dir
 from gateway.storage.disk_space import free_bytes
 from gateway.systemd import StartExtender
 
@@ -245,7 +246,7 @@ def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except (OSError, sqlite3.Error) as exc:
         _remove(tmp)
         full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
@@ -263,12 +264,3 @@ def _remove(tmp: Path) -> None:
     for name in (tmp, *(Path(str(tmp) + end) for end in ("-journal", "-wal", "-shm"))):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable (a power cut right after must not bring the old name back)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

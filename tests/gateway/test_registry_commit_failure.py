@@ -135,7 +135,7 @@ def test_write_private_removes_its_temp_file_on_error(tmp_path: Path, monkeypatc
 
 def test_write_private_syncs_the_directory_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[str] = []
-    monkeypatch.setattr(devices, "_fsync_dir", lambda d: synced.append(str(d)))
+    monkeypatch.setattr(devices, "fsync_dir", lambda d: synced.append(str(d)))
     devices._write_private(tmp_path / "x.key", b"data")
     assert synced == [str(tmp_path)] and (tmp_path / "x.key").read_bytes() == b"data"
 
