@@ -22,6 +22,11 @@ their own level (shown with ``civicedge -vvv``; docs/ble.md §2):
   ``BleakBluetoothNotAvailableError``, the gateway logs the lost radio at WARNING), so the
   record only repeats, as an ERROR, what is reported already. Any other exception there
   (a malformed packet, a defect) stays an ERROR.
+* ``bumble.transport.common`` "!!! Exception in on_packet" with a traceback (ERROR) when the exception
+  is ``asyncio.InvalidStateError`` from ``Host.on_command_processed``: an HCI command's answer came
+  after the command had given up (its wait timed out or was cancelled while the relay restarted), and
+  Bumble sets the result of a future already done. The command's failure was reported by its caller;
+  the late answer is dropped, as it should be.
 """
 
 from __future__ import annotations
@@ -73,9 +78,21 @@ def _command_lost_with_relay(record: logging.LogRecord) -> bool:
             and isinstance(error, TransportLostError))
 
 
+def _late_command_answer(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    # Only Bumble's own answer handling (the future of a command that gave up), not any InvalidStateError.
+    return (isinstance(record.msg, str) and "Exception in on_packet" in record.msg
+            and isinstance(error, asyncio.InvalidStateError)
+            and tb is not None and tb.tb_frame.f_code.co_name == "on_command_processed")
+
+
 def _install_log_filters() -> None:
     """Demote Bumble's expected virtual-radio noise to DEBUG (module docstring); idempotent."""
-    for name, match in (("bumble.transport.common", _relay_closed), ("bumble.gatt_client", _early_notification),
+    for name, match in (("bumble.transport.common", lambda r: _relay_closed(r) or _late_command_answer(r)),
+                        ("bumble.gatt_client", _early_notification),
                         ("bumble.host", _command_lost_with_relay)):
         target = logging.getLogger(name)
         if not any(isinstance(f, _DemoteToDebug) for f in target.filters):
