@@ -12,50 +12,19 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import make_env
 from helpers import until, write_clock
 
 from gateway.config import load_config
-from gateway.resources import load_policy
 from gateway.retention_clock import RetentionClock
 from gateway.service import Gateway
-from gateway.storage import ReportRecord, ReportStore, field_retention
+from gateway.storage import ReportStore, field_retention
+from tests.gateway.test_retention_cut_pass import (  # noqa: F401 (small_batches: a fixture used by name)
+    DAY, POLICY_DAYS, pending, read, rec, small_batches, temps)
 
 pytestmark = pytest.mark.timeout(120)
-
-DAY = 86400
-POLICY_DAYS = {(k, f): int(spec["retention_days"]) for k, kspec in load_policy()["kinds"].items()
-               for f, spec in kspec["fields"].items()}
-
-
-def rec(device: str, seq: int, w: int, received: float) -> ReportRecord:
-    return ReportRecord(device=device, seq=seq, kind="bin", zone="north", type="win", w=w, l=900,
-                        m={"temp": 5}, e={}, a=[], fw="1.0", received_at=received, link="serial:/dev/x",
-                        digest="%064x" % (seq + 7919 * len(device)))
-
-
-def read(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def temps(db: Path) -> int:
-    return int(read(db, "SELECT COUNT(*) FROM reports WHERE json_type(m, '$.temp') IS NOT NULL")[0][0])
-
-
-def pending(db: Path) -> list[tuple[Any, ...]]:
-    return read(db, "SELECT value FROM meta WHERE key = '%s'" % field_retention.PASS_META_KEY)
-
-
-@pytest.fixture
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(field_retention, "FIELD_BATCH", 10)
 
 
 def _cut_pass_under_a_clock_ahead(db: Path, now: float) -> float:
