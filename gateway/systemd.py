@@ -133,11 +133,16 @@ def priority(levelno: int) -> int:
     return DEBUG_PRIORITY
 
 
+def journal_prefix(levelno: int) -> str:
+    """The sd-daemon(3) prefix of a Python log level (``<3>`` for ERROR): what the journal reads off a line."""
+    return "<%d>" % priority(levelno)
+
+
 class JournalFormatter(logging.Formatter):
     """Starts every line of a record (a traceback's too) with ``<priority>``; the journal stores the
     record's lines at that priority and strips the prefix (no timestamp needed: the journal adds it)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record formatted as usual, each line prefixed with its syslog priority."""
-        prefix = "<%d>" % priority(record.levelno)
+        prefix = journal_prefix(record.levelno)
         return "\n".join(prefix + line for line in super().format(record).split("\n"))

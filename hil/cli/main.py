@@ -15,7 +15,7 @@ import sys
 from typing import IO, Any, Callable, Sequence
 
 from gateway.errors import GatewayError
-from gateway.systemd import stderr_is_journal
+from gateway.systemd import journal_prefix, stderr_is_journal
 from gateway.version import gateway_version
 
 # (module, description) — each module defines register(subparsers).
@@ -125,8 +125,9 @@ def configure_logging(verbosity: int) -> None:
 class JournalMessages:
     """stderr while it is the journal (``$JOURNAL_STREAM``, :func:`gateway.systemd.stderr_is_journal`): a
     message the command prints that starts ``error`` (``error (corrupt): ...``, why ``gateway run`` will not
-    start) gets the syslog priority ``<3>`` on each of its lines, one that starts ``warning`` ``<4>``, so
-    ``journalctl -p err`` shows it like an ERROR log line. Other text passes unchanged (the journal gives it
+    start) gets the journal priority of an ERROR log line on each of its lines (``<3>``), one that starts
+    ``warning`` that of a WARNING (``<4>``): :func:`gateway.systemd.journal_prefix`, the log handler's own
+    mapping, so ``journalctl -p err`` shows it like an ERROR log line. Other text passes unchanged (the journal gives it
     the unit's level); log lines do not pass here (their handler keeps the stream it was given).
 
     Args:
@@ -143,7 +144,8 @@ class JournalMessages:
         if not text:
             return 0
         if self._line_start:
-            self._prefix = "<3>" if text.startswith("error") else "<4>" if text.startswith("warning") else ""
+            self._prefix = (journal_prefix(logging.ERROR) if text.startswith("error")
+                            else journal_prefix(logging.WARNING) if text.startswith("warning") else "")
         out = text
         if self._prefix:
             ends = out.endswith("\n")
