@@ -31,6 +31,7 @@ SEVERITIES: Mapping[str, str] = {
     "unclassified": CRITICAL,          # a reason without a code: the state is unknown
     "store_not_answering": WARNING,    # the web's store probe timed out (reads queue; commits say their own)
     "store_unavailable": WARNING,      # the web's store probe refused (e.g. the registry cannot be read)
+    "disk_low": WARNING,               # below [storage] min_free_mb (and above an eighth of it): still storing
     "link_down": WARNING,              # a serial (or other) link is down; the others still collect
     "ble_down": WARNING,               # the BLE link is down
     "mqtt_down": WARNING,              # the broker is not reachable / refuses: reports are kept in the outbox
@@ -44,7 +45,7 @@ UNCLASSIFIED = "unclassified"
 
 class Problem(str):
     """A health reason (the ``str`` itself) with its stable ``code``, ``severity`` and, for a link,
-    the ``subject`` it is about (``serial:/dev/ttyUSB1``).
+    the ``subject`` it is about (``serial:/dev/ttyUSB1``; for ``disk_low`` the store's directory).
 
     Args:
         code: a key of :data:`SEVERITIES`.

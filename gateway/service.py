@@ -297,10 +297,9 @@ class Gateway:
         failing = self.ingest.store_problem
         if failing is not None and gone is None and damaged is None:  # the damage says why commits fail
             reasons.append(Problem("commits_failing", failing))
-        space = disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb)  # one statvfs
-        low = space.low
-        if space.critical and low is not None:  # critical is below low's threshold: both hold
-            reasons.append(Problem("disk_critical", low))
+        disk = disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb).problem  # one statvfs
+        if disk is not None:  # disk_low (warning) or, below an eighth of min_free_mb, disk_critical
+            reasons.append(disk)
         if self.retention_clock.problem is not None:
             held = self.retention_clock.problem
             reasons.append(Problem("retention_held", held) if held.startswith("retention held")

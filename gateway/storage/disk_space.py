@@ -3,8 +3,10 @@
 A full file system fails every commit (nothing is acknowledged: the devices keep their reports, but
 the gateway has stopped collecting). ``[storage] min_free_mb`` (default 256 MiB) is the early warning:
 below it the gateway logs a WARNING (once per :data:`WARN_EVERY_S` while it lasts) and ``run --check``
-warns; below an eighth of it (:data:`CRITICAL_SHARE`: 32 MiB by default) ``/healthz`` is degraded too,
-because commits are then minutes from failing at city load (~13 MB a minute at 333 reports/s).
+warns, and ``/healthz`` has the warning ``disk_low``; below an eighth of it (:data:`CRITICAL_SHARE`: 32 MiB
+by default) that becomes the critical ``disk_critical``, because commits are then minutes from failing at
+city load (~13 MB a minute at 333 reports/s). :attr:`DiskSpace.problem` is the one place that picks between
+them (both thresholds live here).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway.health import Problem
 
 MIB = 1024 * 1024
 # Below min_free_mb divided by this, /healthz is degraded, not only warned about (256 MiB -> 32 MiB).
@@ -62,6 +66,18 @@ class DiskSpace:
         """True when less than ``min_free_mb`` / :data:`CRITICAL_SHARE` MiB is free (then :attr:`low` says so
         too); never when ``min_free_mb`` is 0."""
         return bool(self.min_free_mb) and self.free is not None and self.free < self.min_free_mb * MIB // CRITICAL_SHARE
+
+    @property
+    def problem(self) -> Problem | None:
+        """The health problem of this reading: ``disk_critical`` below :attr:`critical`'s threshold, else
+        ``disk_low`` (a warning, ``subject`` the store's directory) below ``min_free_mb``, else None. One
+        problem, never both: a monitor's ticket on ``disk_low`` becomes its page on ``disk_critical``."""
+        low = self.low
+        if low is None:
+            return None
+        if self.critical:
+            return Problem("disk_critical", low)
+        return Problem("disk_low", low, os.path.dirname(os.path.abspath(self.path)))
 
 
 def measure(path: Path, min_free_mb: int) -> DiskSpace:
