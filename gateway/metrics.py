@@ -14,7 +14,7 @@ from gateway.version import gateway_version
 
 REJECTION_REASONS = (
     "oversize", "cobs", "fragment", "version", "malformed", "body", "unknown_device", "revoked", "hmac",
-    "replay", "policy", "kind", "type",
+    "replay", "policy", "kind", "type", "seq_reused",
 )
 # Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no
 # longer registered, or its key is no longer the one the link authenticated with.

@@ -9,6 +9,8 @@ Guarantees (docs/protocol.md §6):
   not stored (the store decides, :func:`gateway.storage.store.release_key`); its seq is settled like a
   stored one. Aggregates without ``e`` are always stored;
 * a report older than the replay window that is not stored is rejected (``replay``);
+* an authentic report under a committed seq whose stored frame digest differs is not a re-send (devices
+  re-send byte-identical frames) but a restarted seq counter: rejected (``seq_reused``), never acknowledged;
 * the window is rebuilt from the store at start, so it survives restarts;
 * memory stays bounded under overload: at ``max_in_flight`` reports in flight :attr:`IngestService.room`
   is cleared (serial transports stop reading, so the OS buffers and then the devices hold the
@@ -70,6 +72,9 @@ RANGE_LOG_EVERY_S = 60.0
 # (reports acknowledged after a restored backup) or seqs skipped at a reboot. One WARNING per device at
 # most once per 10 min, with the number of seqs given up since.
 GAP_LOG_EVERY_S = 600.0
+# An authentic report under a seq stored with another frame (a board whose seq counter restarted under an id
+# with stored reports): refused, never acknowledged. One WARNING per device at most once per 10 min, with the count.
+REUSED_LOG_EVERY_S = 600.0
 MAX_DEVICE_WARNINGS = 1024  # devices with their own warning limit per kind of warning (a fleet's old boards)
 # A table of per-device warnings: keyed by device id, or (device id, field) for a warning per field.
 _DeviceWarnings = dict[str | tuple[str, str], CountedWarning]
@@ -296,6 +301,8 @@ class IngestService:
         self._range_warnings: _DeviceWarnings = {}
         # seq gaps given up after the timed hold, warned per device (see _gap_given_up)
         self._gap_warnings: _DeviceWarnings = {}
+        # reports under seqs committed with another frame (a restarted counter), warned per device
+        self._reused_warnings: _DeviceWarnings = {}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
 
@@ -427,7 +434,8 @@ class IngestService:
         self._drained.set()  # a batch cut off by the timeout is never ACKed; release its tracker task
         for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning,
                         *self._hmac_warnings.values(), *self._dropped_warnings.values(),
-                        *self._range_warnings.values(), *self._gap_warnings.values()):
+                        *self._range_warnings.values(), *self._gap_warnings.values(),
+                        *self._reused_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -490,7 +498,11 @@ class IngestService:
             return
         old = seq <= win.accepted_hi - REPLAY_WINDOW
         if old or seq <= win.committed_hi:
-            if await self.run_in_store(self.store.has, dev, seq):
+            digest = await self.run_in_store(self.store.committed_digest, dev, seq)
+            if digest is not None:
+                if digest and digest != verified.record.digest:
+                    self._seq_reused(verified, link, win)
+                    return
                 self._metrics.duplicates.inc()
                 if not old:
                     win.recent.add(seq)
@@ -505,8 +517,11 @@ class IngestService:
             if old and seq <= win.floor:
                 # Not stored and already acknowledged past (its gap was given up on): a replay. Above
                 # the floor it is a seq the ACK still waits for (a frame a link kept back): stored.
+                cause = (": its seq counter restarted (reused seqs of it were refused: see the seq_reused warning)"
+                         if dev in self._reused_warnings else
+                         " (a frame whose gap was given up on, or the device's seq counter restarted under this id)")
                 self._reject("replay", "%s seq %d is older than the replay window (newest %d) and below the "
-                             "acknowledged seq %d" % (dev, seq, win.accepted_hi, win.floor), link)
+                             "acknowledged seq %d%s" % (dev, seq, win.accepted_hi, win.floor, cause), link)
                 return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         win.pending[seq] = fut
@@ -525,6 +540,15 @@ class IngestService:
         in_flight = win.pending.get(seq)
         if in_flight is None and seq not in win.recent:
             return False
+        if in_flight is None:
+            # Committed earlier: a re-send is byte-identical; another frame under the seq is a restarted
+            # counter (asked of the store here, on this already slow path, never on the hot one). A copy
+            # arriving while the first is in flight is taken as a re-send: two frames of one key under one
+            # seq at once would need two boards holding one key.
+            digest = await self.run_in_store(self.store.committed_digest, verified.frame.device_id, seq)
+            if digest and digest != verified.record.digest:
+                self._seq_reused(verified, link, win)
+                return True
         self._metrics.duplicates.inc()
         log.debug("duplicate %s seq %d on %s: re-acknowledging", verified.frame.device_id, seq, link.name)
         if in_flight is not None and not await self._committed(in_flight):
@@ -532,6 +556,27 @@ class IngestService:
         self._known_above(win, seq)
         await self._ack(verified, link)
         return True
+
+    def _seq_reused(self, verified: Verified, link: Link, win: _DeviceWindow) -> None:
+        """Refuse an authentic report under a seq committed with another frame: the device's seq counter
+        restarted (a new board took the id over, or its flash was erased). Acknowledged it would be deleted
+        on the device; counted as a duplicate it would vanish. Never acknowledged: the device keeps it; a
+        WARNING per device at most once per :data:`REUSED_LOG_EVERY_S` names the fix (never a key or frame)."""
+        dev, seq = verified.frame.device_id, verified.frame.seq
+        self._reject("seq_reused", "%s seq %d is already stored with another frame: the device's seq counter "
+                     "restarted" % (dev, seq), link)
+        counted = self._device_warning(self._reused_warnings, dev, REUSED_LOG_EVERY_S,
+                                       "report(s) of %s under already stored seqs refused since the last such line "
+                                       "(seq_reused)").count()
+        if counted is None:
+            return
+        highest = max(win.committed_hi, seq)
+        log.warning("%s seq %d on %s: already stored with another frame (highest stored seq %d): the board's seq "
+                    "counter restarted under an id with stored reports (a new board took the id over, or its flash "
+                    "was erased); its reports are refused (seq_reused), not acknowledged, until it counts past %d. "
+                    "Fix: civicedge provision --port PORT --id %s --zone ZONE --location LAT,LON --seq-start %d "
+                    "(--registry DIR | --gateway URL ...), docs/field.md%s", dev, seq, link.name, highest, highest,
+                    dev, highest + 1, more_since(counted[0] - 1, "such report(s) of this device"))
 
     def _known_above(self, win: _DeviceWindow, seq: int) -> None:
         """A re-sent committed seq above the floor is known again (``above`` may have been trimmed

@@ -373,6 +373,20 @@ class ReportStore:
                 (device, seq, device, seq)).fetchone()
         return bool(row[0])
 
+    def committed_digest(self, device: str, seq: int) -> str | None:
+        """Return the frame digest committed under ``(device, seq)`` (stored, or recorded as a window
+        duplicate); ``""`` when it is committed but its digest is gone (report retention removed its row);
+        None when it is not committed. A frame under a committed seq with another digest is not a re-send
+        (the device re-sends byte-identical frames): its seq counter restarted."""
+        if seq <= self._retired.get(device, 0):
+            return ""
+        with self._reading("looking up %s seq %d" % (device, seq)):
+            row = self._conn.execute(
+                "SELECT digest FROM reports WHERE device=? AND seq=?"
+                " UNION ALL SELECT digest FROM window_duplicates WHERE device=? AND seq=? LIMIT 1",
+                (device, seq, device, seq)).fetchone()
+        return None if row is None else str(row[0])
+
     def insert_batch(self, records: list[ReportRecord], floors: dict[str, int] | None = None) -> BatchResult:
         """Store ``records`` in one transaction; duplicates are skipped, not errors.
 

@@ -1,0 +1,165 @@
+"""A board whose seq counter restarted under an id with stored reports (a new board taking the id over,
+a board erased and re-provisioned) sends new reports under seqs the store already holds: they are not
+re-sends (another frame digest), so they are never acknowledged (the board would delete them) nor
+counted as duplicates; they are rejected as ``seq_reused`` and warned about."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import KEYS
+from helpers import report_frame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import IngestService, Link, Verifier
+from gateway.pipeline.ingest import REPLAY_WINDOW
+from gateway.protocol import parse_frame
+from gateway.registry import Registry
+from gateway.resources import load_policy
+from gateway.storage import ReportQueries, ReportStore
+
+EXAMPLES = 100 if os.environ.get("CIVICEDGE_FULL") == "1" else 20
+
+
+class Acks:
+    """ACKs sent on one link: (device, seq)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+        self.link = Link(name="serial:reuse", kind="serial", send=self.send)
+
+    async def send(self, frame: bytes) -> None:
+        parsed = parse_frame(frame)
+        self.sent.append((parsed.device_id, parsed.seq))
+
+
+async def _settle(ingest: IngestService) -> None:
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if not ingest._tasks and ingest._queue.empty():
+            return
+
+
+def _ingest(registry: Registry, db: Path, metrics: GatewayMetrics) -> IngestService:
+    return IngestService(store=ReportStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                         metrics=metrics, batch_ms=10, gap_hold_s=0.0)
+
+
+def new_board_frame(seq: int) -> bytes:
+    """A report of the board that took the id over: same seq as the old board's, another period."""
+    return report_frame("bin-1", seq, KEYS["bin-1"], w=1_800_000_000 + 900 * seq)
+
+
+async def test_a_reused_seq_is_not_acknowledged_nor_a_duplicate(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = _ingest(registry, db, metrics)
+    await ingest.start()
+    old = Acks()
+    for seq in range(1, 6):  # the dead board's reports
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), old.link)
+    await _settle(ingest)
+    assert old.sent[-1] == ("bin-1", 5)
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
+
+    # The gateway restarts (the window comes from the store); the new board starts at seq 1.
+    ingest = _ingest(registry, db, metrics)
+    await ingest.start()
+    new = Acks()
+    caplog.set_level(logging.WARNING, logger="gateway.pipeline.ingest")
+    for seq in (1, 2):
+        ingest.feed(new_board_frame(seq), new.link)
+    await _settle(ingest)
+    assert new.sent == []  # an ACK (cumulative, of 5) would make the board delete seqs 1 and 2
+    assert metrics.value("civicedge_reports_duplicate_total") == 0
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 2
+    assert ReportQueries(db).count_reports() == 5
+    warnings = [r.getMessage() for r in caplog.records if "seq_reused" in r.getMessage() or "reused" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # rate-limited: one line per device
+    assert "bin-1" in warnings[0] and "highest stored seq 5" in warnings[0] and "--seq-start 6" in warnings[0]
+
+    # A re-send of the old board's own frame is still a duplicate: re-acknowledged.
+    ingest.feed(report_frame("bin-1", 3, KEYS["bin-1"]), new.link)
+    await _settle(ingest)
+    assert new.sent == [("bin-1", 5)]
+    assert metrics.value("civicedge_reports_duplicate_total") == 1
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
+
+
+async def test_a_reused_seq_below_the_replay_window_is_told_apart(registry: Registry, tmp_path: Path) -> None:
+    """A stored seq older than the window (asked of the store) with another digest: seq_reused too."""
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = _ingest(registry, db, metrics)
+    await ingest.start()
+    a = Acks()
+    ingest.feed(report_frame("bin-1", 1, KEYS["bin-1"]), a.link)
+    ingest.feed(report_frame("bin-1", 2, KEYS["bin-1"]), a.link)
+    far = 2 + REPLAY_WINDOW + 5
+    ingest.feed(report_frame("bin-1", far, KEYS["bin-1"]), a.link)
+    await _settle(ingest)
+    a.sent.clear()
+    ingest.feed(new_board_frame(2), a.link)
+    await _settle(ingest)
+    assert a.sent == []
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 1
+    ingest.feed(report_frame("bin-1", 2, KEYS["bin-1"]), a.link)  # the real re-send: acknowledged
+    await _settle(ingest)
+    assert a.sent and metrics.value("civicedge_reports_duplicate_total") == 1
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
+
+
+# Arrivals: (seq, from the new board?): old-board re-sends and new-board reports under the same seqs.
+arrivals = st.lists(st.tuples(st.integers(1, 12), st.booleans()), min_size=1, max_size=40)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(old_count=st.integers(1, 12), evs=arrivals)
+def test_property_a_reused_seq_is_never_acknowledged(old_count: int, evs: list[tuple[int, bool]]) -> None:
+    """Whatever the order: no ACK ever covers a seq of the new board that the old board's stored report
+    holds (it would delete the new board's report), and the old board's reports stay as they were."""
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_property_run(Path(tmp), old_count, evs))
+
+
+async def _property_run(tmp: Path, old_count: int, evs: list[tuple[int, bool]]) -> None:
+    reg = Registry(tmp / "reg")
+    reg.add("bin-1", kind="bin", zone="z", lat="1", lon="2", key=KEYS["bin-1"])
+    db = tmp / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = _ingest(reg, db, metrics)
+    await ingest.start()
+    setup = Acks()
+    for seq in range(1, old_count + 1):
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), setup.link)
+    await _settle(ingest)
+    new = Acks()  # the new board's link
+    for seq, from_new in evs:
+        if from_new and seq <= old_count:
+            ingest.feed(new_board_frame(seq), new.link)
+        elif not from_new and seq <= old_count:
+            ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), setup.link)
+    await _settle(ingest)
+    assert new.sent == []  # the new board's link only ever carried reused seqs
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == sum(
+        1 for s, n in evs if n and s <= old_count)
+    stored = ReportQueries(db).reports(device="bin-1")
+    assert sorted(r.seq for r in stored) == list(range(1, old_count + 1))
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
+    reg.close()
