@@ -14,7 +14,7 @@ plain ``str`` from a check that gives no code counts as :data:`UNCLASSIFIED` (cr
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 CRITICAL = "critical"
 WARNING = "warning"
@@ -27,12 +27,13 @@ SEVERITIES: Mapping[str, str] = {
     "commits_failing": CRITICAL,       # commits fail (disk full, I/O error, ...): nothing acknowledged
     "disk_critical": CRITICAL,         # below min_free_mb / 8: commits are minutes from failing
     "store_unreadable": CRITICAL,      # the web's store probe failed with an error
+    "all_links_down": CRITICAL,        # every configured link is down: nothing is received at all
     "health_check_failed": CRITICAL,   # a health probe raised: the state is unknown
     "unclassified": CRITICAL,          # a reason without a code: the state is unknown
     "store_not_answering": WARNING,    # the web's store probe timed out (reads queue; commits say their own)
     "store_unavailable": WARNING,      # the web's store probe refused (e.g. the registry cannot be read)
     "disk_low": WARNING,               # below [storage] min_free_mb (and above an eighth of it): still storing
-    "link_down": WARNING,              # a serial (or other) link is down; the others still collect
+    "link_down": WARNING,              # a serial (or other) link is down (all of them: all_links_down too)
     "ble_down": WARNING,               # the BLE link is down
     "mqtt_down": WARNING,              # the broker is not reachable / refuses: reports are kept in the outbox
     "mqtt_stalled": WARNING,           # the broker keeps closing on one message: the outbox waits
@@ -70,6 +71,16 @@ class Problem(str):
     def __reduce__(self) -> tuple[type["Problem"], tuple[str, str, str | None]]:
         # str's own would rebuild it from the text alone (no code): copies and pickles keep all three.
         return (Problem, (self.code, str(self), self.subject))
+
+
+def all_links_down(links: Sequence[str]) -> Problem:
+    """The critical problem for ``links``, every link the gateway has, all down: it receives nothing.
+
+    Each down link keeps its own ``link_down``/``ble_down`` warning (codes keep one severity, so rules on
+    them stay as they are); this one says that together they stop collection.
+    """
+    return Problem("all_links_down", "every link is down (%s): nothing is received or stored; the devices keep "
+                   "their reports" % ", ".join(links))
 
 
 def classify(reason: str) -> Problem:

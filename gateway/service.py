@@ -26,7 +26,7 @@ from gateway.config.loader import retention_days
 from gateway.config.model import GatewayConfig
 from gateway.config.sim_clock import SimClock
 from gateway.errors import TransportError
-from gateway.health import Problem
+from gateway.health import Problem, all_links_down
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
@@ -310,18 +310,25 @@ class Gateway:
             reasons.append(Problem("mqtt_stalled" if self.upstream.problem == HEALTH_STALLED else "mqtt_down",
                                    "%s (outbox depth %d)" % (self.upstream.problem or "mqtt broker unreachable",
                                                              self.store.outbox_depth)))
+        links: list[Problem] = []
+        down = []
         for t in self.transports:
             code = "ble_down" if t.name == "ble" else "link_down"
             failed = self._link_failures.get(t.name)
             if failed is not None:
-                reasons.append(Problem(code, failed, t.name))
+                links.append(Problem(code, failed, t.name))
+                down.append(t.name)
             elif self.metrics.value("civicedge_link_state", {"link": t.name}) == 0:
+                down.append(t.name)
                 problem = getattr(t, "problem", None)  # BLE: why it is down (radio/adapter unreachable)
                 if problem:
-                    reasons.append(Problem(code, "%s is down: %s" % (t.name, problem), t.name))
+                    links.append(Problem(code, "%s is down: %s" % (t.name, problem), t.name))
                 elif isinstance(t, SerialTransport):
-                    reasons.append(Problem(code, "%s is down" % t.name, t.name))
-        return reasons
+                    links.append(Problem(code, "%s is down" % t.name, t.name))
+        if down and len(down) == len(self.transports):
+            # Ahead of the links: STATUS= cuts a long list of link_down at its end, never the critical code.
+            reasons.append(all_links_down(down))
+        return reasons + links
 
     async def _watch_store(self) -> None:
         """Log an ERROR once when the store's file is deleted or replaced (every commit fails from then on) or

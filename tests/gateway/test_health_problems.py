@@ -7,6 +7,7 @@ was `degraded` exactly like a damaged store."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,12 @@ async def _until(predicate, what: str, timeout: float = 10.0) -> None:  # type: 
 @pytest.mark.timeout(60)
 async def test_a_missing_port_and_no_broker_are_warnings_a_damaged_store_is_critical(tmp_path: Path) -> None:
     missing = str(tmp_path / "ttyUSB1")  # never created: the port cannot be opened
-    gw = Gateway(load_config(make_env(tmp_path, serial=(missing,), mqtt_port=9)))
+    master, slave = os.openpty()  # the other port is plugged in: the gateway still collects
+    gw = Gateway(load_config(make_env(tmp_path, serial=(os.ttyname(slave), missing), mqtt_port=9)))
     await gw.start()
     try:
+        await _until(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:" + os.ttyname(slave)}) == 1,
+                     "the plugged-in port is up")
         await _until(lambda: any(p.code == "link_down" for p in gw.health()), "the port is reported down")
         problems = gw.health()
         assert {(p.code, p.severity, p.subject) for p in problems} == {
@@ -46,6 +50,36 @@ async def test_a_missing_port_and_no_broker_are_warnings_a_damaged_store_is_crit
         assert summary(problems) == "store_damaged; mqtt_down; link_down serial:%s" % missing
     finally:
         await gw.stop()
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.timeout(60)
+async def test_every_link_down_is_critical_ahead_of_the_link_warnings(tmp_path: Path) -> None:
+    """Was: with every port unplugged the gateway collects nothing, yet its health was only a warning."""
+    ports = [tmp_path / "ttyUSB1", tmp_path / "ttyUSB2"]  # symlinks to a pty, made later: plugged in
+    gw = Gateway(load_config(make_env(tmp_path, serial=tuple(map(str, ports)))))
+    await gw.start()
+    master, slave = os.openpty()
+    try:
+        await _until(lambda: len(gw.health()) == 3, "both ports are reported down")
+        problems = gw.health()
+        assert [(p.code, p.severity, p.subject) for p in problems] == [
+            ("all_links_down", CRITICAL, None),
+            ("link_down", WARNING, "serial:%s" % ports[0]), ("link_down", WARNING, "serial:%s" % ports[1])]
+        assert problems[0] == "every link is down (serial:%s, serial:%s): nothing is received or stored; the " \
+                              "devices keep their reports" % (ports[0], ports[1])
+        assert overall(problems) == CRITICAL
+        assert summary(problems) == "all_links_down; link_down serial:%s; link_down serial:%s" % tuple(ports)
+
+        ports[1].symlink_to(os.ttyname(slave))  # one port back: a warning again, the other still down
+        await _until(lambda: len(gw.health()) == 1, "the port is back")
+        assert [(p.code, p.subject) for p in gw.health()] == [("link_down", "serial:%s" % ports[0])]
+        assert overall(gw.health()) == WARNING
+    finally:
+        await gw.stop()
+        os.close(master)
+        os.close(slave)
 
 
 @pytest.mark.timeout(60)

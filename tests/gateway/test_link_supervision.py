@@ -73,7 +73,11 @@ async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
             assert gw.metrics.value("civicedge_link_state", {"link": "ble"}) == 0
             body = await health(gw.http_port)
             assert body["status"] == "degraded"
-            assert body["reasons"] == ["link ble failed (RuntimeError: radio stack fell over); restarting it"], body
+            # its only link: every link is down, which is critical (gateway.health.all_links_down)
+            all_down = "every link is down (ble): nothing is received or stored; the devices keep their reports"
+            assert body["reasons"] == [all_down,
+                                       "link ble failed (RuntimeError: radio stack fell over); restarting it"], body
+            assert body["severity"] == "critical"
             end = time.monotonic() + 5
             while crashing.runs < 2:
                 assert time.monotonic() < end, "not restarted"
@@ -83,7 +87,7 @@ async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
             assert crashing.closed == 1  # closed before it was started again
             # restarted, but not up until the transport says so: still down in /healthz
             body = await health(gw.http_port)
-            assert body["reasons"] == ["link ble is down"], body
+            assert body["reasons"] == ["link ble is down", all_down], body
         finally:
             await gw.stop()
     assert crashing.runs == 2 and crashing.closed == 2  # before the restart, and at stop

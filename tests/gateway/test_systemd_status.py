@@ -63,8 +63,8 @@ async def test_status_follows_the_health_and_back_to_running(tmp_path: Path, not
     reporter = asyncio.create_task(StatusReporter("gw-test", running, gw.health, every_s=0.1).run())
     master, slave = os.openpty()
     try:
-        assert await _next(notify_socket) == {
-            "STATUS": "gateway gw-test degraded (warning): link_down serial:%s" % port}
+        assert await _next(notify_socket) == {  # its only port: every link is down, critical
+            "STATUS": "gateway gw-test degraded (critical): all_links_down; link_down serial:%s" % port}
         port.symlink_to(os.ttyname(slave))
         assert await _next(notify_socket) == {"STATUS": running}
         gw.store.mark_damaged("PRAGMA quick_check found: On tree page 3 cell 0: invalid page number")
@@ -135,7 +135,8 @@ def test_gateway_run_says_a_missing_port_in_its_status_and_pings_the_watchdog(tm
                 got.append(dict(line.split("=", 1) for line in sock.recv(4096).decode().split("\n")))
         assert got[0] == {"READY": "1", "STATUS": "gateway gw-test running: 1 serial port(s), BLE off, HTTP off"}
         assert got[-1] == {"WATCHDOG": "1",
-                           "STATUS": "gateway gw-test degraded (warning): link_down serial:%s" % missing}
+                           "STATUS": "gateway gw-test degraded (critical): all_links_down; link_down serial:%s"
+                                     % missing}
         assert {"WATCHDOG": "1"} in got  # pinged (every 1 s) before the first look at the health (5 s)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
