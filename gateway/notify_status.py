@@ -19,7 +19,7 @@ import logging
 import os
 from typing import Callable, Sequence
 
-from gateway.health import Problem, classify, overall, summary
+from gateway.health import CRITICAL, Problem, classify, overall, summary
 from gateway.systemd import notify
 
 # How often the health is looked at, and the least time between two STATUS= changes.
@@ -47,10 +47,15 @@ def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
 
 
 def status_text(gateway_id: str, running: str, problems: Sequence[Problem]) -> str:
-    """``running`` when there is no problem, else ``gateway <id> degraded (<severity>): <codes>``."""
+    """``running`` when there is no problem, else ``gateway <id> degraded (<severity>): <codes>``. A status
+    longer than :data:`STATUS_MAX_CHARS` has its critical codes first (then the warnings, each in their
+    order) before it is cut: it loses warnings (many ``link_down``), never the code that made it critical."""
     if not problems:
         return running
     text = "gateway %s degraded (%s): %s" % (gateway_id, overall(problems), summary(problems))
+    if len(text) > STATUS_MAX_CHARS:
+        ordered = sorted(problems, key=lambda p: p.severity != CRITICAL)  # stable: critical first
+        text = "gateway %s degraded (%s): %s" % (gateway_id, overall(problems), summary(ordered))
     return text if len(text) <= STATUS_MAX_CHARS else text[:STATUS_MAX_CHARS - 4] + " ..."
 
 

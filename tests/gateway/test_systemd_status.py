@@ -114,6 +114,41 @@ def test_a_long_status_is_cut() -> None:
     assert len(text) == 400 and text.endswith(" ...")
 
 
+def test_a_cut_status_keeps_the_critical_codes() -> None:
+    """Was: the codes in the health's order, so a critical code after many link_down (a health check outside
+    the gateway, or a gateway with many ports and a failing disk) was cut off: `degraded (critical): link_down
+    ...` named no critical problem."""
+    from gateway.health import Problem
+
+    problems = [Problem("link_down", "x is down", "serial:/dev/ttyUSB%d" % i) for i in range(60)]
+    problems += [Problem("mqtt_down", "mqtt broker unreachable"), Problem("disk_critical", "report store disk low: ..."),
+                 Problem("all_links_down", "every link is down (...)")]
+    text = status_text("gw-1", "running", problems)
+    assert text.startswith("gateway gw-1 degraded (critical): disk_critical; all_links_down; "
+                           "link_down serial:/dev/ttyUSB0; link_down serial:/dev/ttyUSB1; "), text
+    assert len(text) == 400 and text.endswith(" ...")
+
+
+async def test_status_says_disk_low_with_the_store_directory(tmp_path: Path, notify_socket: socket.socket) -> None:
+    """The new warning disk_low reaches STATUS= as every health code does (gateway.health, docs/api.md)."""
+    from gateway.storage.disk_space import MIB, free_bytes
+
+    free = free_bytes(tmp_path)
+    assert free is not None and free > 64 * MIB
+    cfg = make_env(tmp_path)  # min_free_mb twice what is free: below it, far above its eighth (disk_critical)
+    cfg.write_text(cfg.read_text().replace("batch_ms = 20\n", "batch_ms = 20\nmin_free_mb = %d\n" % (2 * free // MIB + 1)))
+    gw = Gateway(load_config(cfg))
+    await gw.start()
+    reporter = asyncio.create_task(StatusReporter("gw-test", "running", gw.health, every_s=0.1).run())
+    try:
+        assert await _next(notify_socket) == {
+            "STATUS": "gateway gw-test degraded (warning): disk_low %s" % (tmp_path / "data")}
+    finally:
+        reporter.cancel()
+        await asyncio.wait([reporter])
+        await gw.stop()
+
+
 def test_gateway_run_says_a_missing_port_in_its_status_and_pings_the_watchdog(tmp_path: Path) -> None:
     """The real `gateway run` under a NOTIFY_SOCKET with WatchdogSec=2 s: READY=1 running, then degraded."""
     folder = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
