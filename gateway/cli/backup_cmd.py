@@ -30,7 +30,7 @@ from gateway.pid_lock import LockHeld, take_pid_lock
 from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.storage.damage import damaged_error, is_corrupt, primary_code, sqlite_message
 from gateway.storage.schema import stored_version
-from gateway.storage.sqlite_uri import open_for_check, read_only_uri
+from gateway.storage.sqlite_uri import open_for_check
 from gateway.storage.store_files import real_store_path, store_writer
 from gateway.storage.store_kind import ABSENT, store_kind
 
@@ -62,7 +62,9 @@ copy is checked with PRAGMA integrity_check (tables and indexes agree) before th
 complete: until then it is a temporary directory beside DEST, removed on failure, so DEST never
 holds half a backup.
 
-A running gateway is never blocked. A stopped gateway's store is read without SQLite locks, so the
+A running gateway is never blocked. The registry and the key files are copied as of one moment: a
+key rotation or enrolment made meanwhile waits until the key files are copied (it fails, changing
+nothing, after 5 s). A stopped gateway's store is read without SQLite locks, so the
 backup holds the store's single-writer lock while copying it: a gateway started meanwhile refuses
 to start (in_use, naming the backup's pid); start it again once the backup is done.
 
@@ -384,19 +386,37 @@ def _identity(real: Path) -> list[tuple[int, int, int, int] | None]:
 
 
 def _copy_registry(registry: Path, tmp: Path, result: BackupResult) -> list[dict[str, str]]:
-    """Copy devices.sqlite and keys/ (regular files only: anything else is listed as not copied)."""
+    """Copy devices.sqlite and keys/ (regular files only: anything else is listed as not copied), both
+    as of one moment.
+
+    A key change (``rotate_key``, ``add``/``enroll`` with a key) writes the key file inside its
+    registry write transaction (``BEGIN EXCLUSIVE``), committed after the file is in place. The copy's
+    read transaction holds the registry's SHARED lock from the database copy until the last key file
+    is copied: a key change waits for it (the registry's busy timeout, 5 s), and one already under way
+    is waited for (sqlite3's own 5 s) before the copy starts. So every key file copied is the one its
+    copied row's ``key_version`` was committed with, never one from a rotation a moment later.
+    """
     db = registry / "devices.sqlite"
     try:
-        src = sqlite3.connect(read_only_uri(db), uri=True)
+        # Never immutable=1 (read_only_uri's choice for a directory we may not write): that reads without
+        # locks. The registry is in rollback-journal mode: a plain read-only open needs no file beside it.
+        src = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise _sqlite_error(exc, db, tmp / "devices.sqlite") from exc
     try:
-        _backup(src, tmp / "devices.sqlite", source=db, progress_bytes=-1)
+        _backup(src, tmp / "devices.sqlite", source=db, progress_bytes=-1, keep_reading=True)
+        _, check = _check_copy(tmp / "devices.sqlite", "integrity_check", source=db)  # of the copy: milliseconds
+        result.files.append(Copied("devices.sqlite", "device registry", db, check))
+        return _copy_keys(registry / "keys", tmp, result)
     finally:
+        if src.in_transaction:
+            src.rollback()  # releases the lock: a key change waiting for it goes on
         src.close()
-    _, check = _check_copy(tmp / "devices.sqlite", "integrity_check", source=db)
-    result.files.append(Copied("devices.sqlite", "device registry", db, check))
-    keys, skipped = registry / "keys", []
+
+
+def _copy_keys(keys: Path, tmp: Path, result: BackupResult) -> list[dict[str, str]]:
+    """Copy the key files of ``keys`` into ``tmp``/keys; what is not a regular file is listed, not copied."""
+    skipped: list[dict[str, str]] = []
     try:
         os.mkdir(tmp / "keys", 0o700)
         os.chmod(tmp / "keys", 0o700)
@@ -412,8 +432,10 @@ def _copy_registry(registry: Path, tmp: Path, result: BackupResult) -> list[dict
     return skipped
 
 
-def _backup(src: sqlite3.Connection, dst_path: Path, *, source: Path, progress_bytes: int) -> None:
-    """Copy ``src`` into the new file ``dst_path`` (0600) in one read transaction (a consistent snapshot)."""
+def _backup(src: sqlite3.Connection, dst_path: Path, *, source: Path, progress_bytes: int,
+            keep_reading: bool = False) -> None:
+    """Copy ``src`` into the new file ``dst_path`` (0600) in one read transaction (a consistent snapshot),
+    left open when ``keep_reading`` (the caller ends it; ended here on failure)."""
     try:
         os.close(os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.chmod(dst_path, 0o600)  # whatever the umask
@@ -430,9 +452,13 @@ def _backup(src: sqlite3.Connection, dst_path: Path, *, source: Path, progress_b
         else:
             src.backup(dst)
     except sqlite3.Error as exc:
+        keep_reading = False
         raise _sqlite_error(exc, source, dst_path) from exc
+    except BaseException:
+        keep_reading = False
+        raise
     finally:
-        if src.in_transaction:
+        if src.in_transaction and not keep_reading:
             src.rollback()
         if dst is not None:
             dst.close()
