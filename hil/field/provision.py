@@ -19,6 +19,7 @@ from hil.field.device import count_outbox, read_identity, write_identity
 from hil.field.errors import DamagedIdentityError, DeviceIOError, IdentityExistsError, UnsentReportsError
 from hil.field.identity import Identity, differing_fields, new_identity
 from hil.field.registration import Registration, register_device, registered_device
+from hil.field.seq_floor import raise_board_seq
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,14 @@ class ProvisionResult:
         replaced: the identity the board held before, when it was replaced (``repr`` hides the key);
             when its id differs, that id stays registered with the old key (see
             :func:`hil.field.registration.old_id_status`).
+        seq: the board's seq reservation (before, after) when a seq floor was given, else None.
     """
 
     identity: Identity
     device_changed: bool
     registration: Registration
     replaced: Identity | None = None
+    seq: tuple[int, int] | None = None
 
     def label(self) -> str:
         """The short label for the pole: id, zone, key fingerprint (never the key)."""
@@ -53,7 +56,8 @@ class ProvisionResult:
 def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str, lon: str,
                     registry_dir: Path | None = None, registrar: Registrar | None = None,
                     force: bool = False, take_over: bool = False, discard_unsent: bool = False,
-                    on_registering: Callable[[], None] | None = None) -> ProvisionResult:
+                    on_registering: Callable[[], None] | None = None,
+                    seq_floor: int | None = None) -> ProvisionResult:
     """Give the board an identity and register it.
 
     Args:
@@ -71,6 +75,9 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
         on_registering: called just before a new key is registered (the board is written after it):
             from then on an interruption or failure leaves the registry holding a key the board does
             not have, and only a re-run with ``force`` and ``take_over`` repairs it.
+        seq_floor: the highest seq the gateway stored under ``device_id`` (or one above which the board
+            must count): the board's seq counter is raised so its next report is above it, never lowered
+            (:func:`hil.field.seq_floor.raise_board_seq`); None leaves the counter as it is.
 
     Raises:
         IdentityExistsError: the board has a different identity and ``force`` is not set.
@@ -114,10 +121,12 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
                 f"{current.lon}, key {current.fingerprint}); the requested identity differs in {', '.join(differ)}; "
                 "pass --force to replace it (the old identity stops reporting)",
                 existing_id=current.id, requested_id=device_id, differs=differ)
-        # Same identity already there: keep its key, just make sure the registry has it.
+        # Same identity already there: keep its key, just make sure the registry has it (and that the
+        # board counts above the seqs stored under its id: its flash may have been erased and restored).
+        seq = raise_board_seq(dut, seq_floor) if seq_floor is not None else None
         registration = register(current, False)
         log.info("board %s already provisioned; registry %s", current.id, registration.value)
-        return ProvisionResult(current, False, registration)
+        return ProvisionResult(current, False, registration, seq=seq)
     # Replacing a registration rotates its key: fine for this board's own id (re-keying it), but an
     # id registered with a key this board does not hold belongs to another board: take_over only.
     own_id = current is not None and current.id == device_id and (
@@ -129,6 +138,8 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
             raise UnsentReportsError(
                 f"the board holds {unsent} un-sent report(s) in its outbox, framed under its current key; a new key "
                 "makes the firmware drop them at its next boot", unsent=unsent, device_id=current.id)
+    # The counter first: raised, it only skips seqs, so an interruption after it changes nothing else.
+    seq = raise_board_seq(dut, seq_floor) if seq_floor is not None else None
     # Register first: a board holding a key the gateway does not know would report into the void.
     if on_registering is not None:
         on_registering()
@@ -138,4 +149,4 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
     if written != wanted:
         raise DeviceIOError("the identity read back from the board differs from the one written; retry",
                             port=dut.url)
-    return ProvisionResult(wanted, True, registration, current)
+    return ProvisionResult(wanted, True, registration, current, seq)

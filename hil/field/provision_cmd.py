@@ -33,6 +33,7 @@ from hil.field.identity import parse_location, validate_fields
 from hil.field.ports import require_port
 from hil.field.provision import ProvisionResult, provision_board
 from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, revoke_device
+from hil.field.seq_floor import highest_stored_seq
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     prov.add_argument("--take-over", action="store_true",
                       help="take over an id the registry holds with another board's key (that board is refused "
                            "from then on)")
+    prov.add_argument("--db", type=Path,
+                      help="the gateway's SQLite report store (read-only), to start the board's report seqs above "
+                           "those stored under the id (default with --registry: reports.sqlite beside the registry "
+                           "directory, when there is one)")
+    prov.add_argument("--seq-start", type=_seq_start, metavar="N",
+                      help="the board's next report seq is at least N (never lowered): for a board taking over an id "
+                           "with stored reports when the gateway's store is not at hand (the gateway's seq_reused "
+                           "warning names N)")
     prov.add_argument("--revoke-old", action="store_true",
                       help="with --force and --registry: when the board held another id before, revoke that id in "
                            "the registry once the new identity is written (only while the registry holds it with "
@@ -126,6 +135,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                     "API over TLS (https://) when provisioning from another host")
         elif args.token_file is not None:
             raise GatewayRegistrationError("--token-file goes with --gateway URL (the admin API), not --registry")
+        seq_floor, seq_from = _seq_floor(args)
         with steps(out) as step:
             step("connect to the board")
             try:
@@ -158,7 +168,8 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                     result = provision_board(dut, device_id=args.device_id, kind=kind, zone=args.zone, lat=lat,
                                              lon=lon, registry_dir=args.registry, registrar=registrar,
                                              force=args.force, take_over=args.take_over,
-                                             discard_unsent=args.discard_unsent, on_registering=on_registering)
+                                             discard_unsent=args.discard_unsent, on_registering=on_registering,
+                                             seq_floor=seq_floor)
                 except UnsentReportsError as exc:
                     unsent = int(exc.details.get("unsent", 0))
                     raise UnsentReportsError(
@@ -208,6 +219,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
         what = "written" if result.device_changed else "already on the board (unchanged)"
         out.print(f"identity {what}; registry: {result.registration.value}")
         out.print(f"LABEL: {result.label()}")
+        _say_seq(out, args, result, seq_floor, seq_from, record)
         old_status = _old_id(out, args, result)
         record.update(fingerprint=result.identity.fingerprint, kind=result.identity.kind, zone=result.identity.zone,
                       lat=result.identity.lat, lon=result.identity.lon, label=result.label(),
@@ -277,6 +289,60 @@ def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> 
     return str(status.value)
 
 
+def _seq_start(text: str) -> int:
+    """``--seq-start``: a seq in 1..2**32-1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (a report seq, e.g. 1000)") from None
+    if not 1 <= n <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{n} is outside 1..4294967295 (the report seq space)")
+    return n
+
+
+def _seq_floor(args: argparse.Namespace) -> tuple[int | None, str]:
+    """The seq the board must count above, and where it came from: the larger of ``--seq-start`` - 1 and
+    the id's highest seq in the gateway store (``--db``, or the one beside ``--registry``); None when
+    neither is at hand."""
+    floors: list[tuple[int, str]] = []
+    if args.seq_start is not None:
+        floors.append((args.seq_start - 1, "--seq-start"))
+    db: Path | None = args.db
+    if db is None and args.registry is not None:
+        beside = Path(args.registry).parent / "reports.sqlite"
+        db = beside if beside.is_file() else None
+    if db is not None:
+        floors.append((highest_stored_seq(db, args.device_id), f"the gateway store {db}"))
+    if not floors:
+        return None, ""
+    return max(floors)
+
+
+def _say_seq(out: Console, args: argparse.Namespace, result: ProvisionResult, floor: int | None, source: str,
+             record: dict[str, Any]) -> None:
+    """Say where the board's report seqs start, or warn when a board taking over or re-keying a registered
+    id was given no seq floor: if its counter starts below the seqs the gateway stored under the id, the
+    gateway refuses its reports (``seq_reused``) until it counts past them."""
+    if result.seq is not None:
+        before, after = result.seq
+        record.update(seq_reserved=after)
+        if after > before:
+            out.print(f"report seqs: start above {after} (the highest stored under {result.identity.id}, from "
+                      f"{source}; the board's counter was at {before if before >= 0 else 'an unreadable value'})")
+        return
+    # Another board's id, or one taken by a board without an identity (new, or its flash erased); a board
+    # re-keying its own id keeps its counter.
+    counter_new = result.replaced is None or result.replaced.id != result.identity.id
+    if floor is None and result.device_changed and (args.take_over or (
+            counter_new and result.registration.value == "replaced")):
+        again = shlex.join(["--seq-start", "N"])
+        say(f"warning: {result.identity.id} was registered before and the highest report seq the gateway stored "
+            "under it is not known here (pass --db PATH, the gateway's store, or --seq-start N); if this board's "
+            "counter starts below it (a new board, or one whose flash was erased), the gateway refuses its "
+            f"reports (seq_reused: its log names N) until it counts past them; then re-run this command with "
+            f"{again} (no --force needed: the key stays)")
+
+
 def _check_where(args: argparse.Namespace) -> str:
     """``check``'s options for where the gateway is, from provision's: its admin URL serves the read API;
     a registry directory ``<data_dir>/registry`` has the store beside it (``<data_dir>/reports.sqlite``)."""
@@ -329,6 +395,10 @@ def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = 
         parts += ["--gateway", args.gateway]
         if args.token_file is not None:
             parts += ["--token-file", str(args.token_file)]
+    if getattr(args, "db", None) is not None:
+        parts += ["--db", str(args.db)]
+    if getattr(args, "seq_start", None) is not None:
+        parts += ["--seq-start", str(args.seq_start)]
     if getattr(args, "skip_firmware_check", False):
         parts.append("--skip-firmware-check")
     if args.force or repair or force:

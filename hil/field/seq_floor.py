@@ -1,0 +1,118 @@
+"""Start a board's report seqs above those the gateway stored under its id.
+
+The gateway takes a report under a stored ``(device, seq)`` for a re-send: a board whose seq counter
+starts again (a new board taking over a dead one's id, a board whose flash was erased) would have its
+reports refused (``seq_reused``) until it counts past the stored ones. Provisioning raises the board's
+reservation (``/seq.bin`` and ``/seq.bin.bak``, firmware ``civic.store.seq``: the highest reserved seq,
+4 bytes big-endian, written with ``civic.store.atomic``) to at least the id's highest stored seq, so its
+next report is new to the gateway. A board's counter is never moved down.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from hil.dut import Dut
+from hil.errors import HilError
+from hil.field.errors import DeviceIOError, FieldError
+from gateway.storage.sqlite_uri import read_only_uri
+
+SEQ_PATH = "/seq.bin"
+OUTBOX_DIR = "/outbox"
+MAX_SEQ = 0xFFFFFFFF
+
+# Runs on the board: the reservation as the firmware reads it (the larger readable copy, 0 when there
+# is none; -1 when a copy exists and none is readable: the firmware refuses to start then), raised in
+# both copies to {floor} or the highest seq in the outbox (framed, maybe never sent), when below it.
+# Unreadable and nothing known to raise it to: left alone (the firmware never guesses a seq). Prints
+# (before, after).
+_RAISE_CODE = """\
+import os, struct, sys
+if '/lib' not in sys.path:
+    sys.path.append('/lib')
+from civic.store import atomic
+_civic_floor = {floor}
+try:
+    for _civic_n in os.listdir({outbox!r}):
+        if _civic_n[-2:] in ('.r', '.a'):
+            _civic_floor = max(_civic_floor, int(_civic_n[:-2], 16))
+except (OSError, ValueError):
+    pass
+_civic_found = []
+_civic_bad = False
+for _civic_p in ({path!r}, {path!r} + '.bak'):
+    try:
+        _civic_raw = atomic.read(_civic_p)
+    except ValueError:
+        _civic_bad = True
+        continue
+    if _civic_raw is not None:
+        if len(_civic_raw) == 4:
+            _civic_found.append(struct.unpack('>I', _civic_raw)[0])
+        else:
+            _civic_bad = True
+_civic_before = max(_civic_found) if _civic_found else (-1 if _civic_bad else 0)
+_civic_after = max(_civic_before, _civic_floor)
+if _civic_after > _civic_before and _civic_after > 0:
+    for _civic_p in ({path!r}, {path!r} + '.bak'):
+        atomic.write(_civic_p, struct.pack('>I', _civic_after))
+print(repr((_civic_before, _civic_after)))
+"""
+
+
+def highest_stored_seq(db_path: Path, device_id: str) -> int:
+    """The highest seq the gateway store at ``db_path`` holds for ``device_id`` (stored, recorded as a
+    window duplicate, or removed by report retention), 0 when none. Opened read-only.
+
+    Raises:
+        FieldError: the store cannot be opened or read (not a civicedge store, damaged, locked).
+    """
+    if not db_path.is_file():
+        raise FieldError(f"the gateway store {db_path} does not exist (the gateway's [storage] path, "
+                         "<data_dir>/reports.sqlite by default)", db=str(db_path))
+    try:
+        conn = sqlite3.connect(read_only_uri(db_path), uri=True, timeout=5)
+        try:
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "reports" not in tables:
+                raise FieldError(f"{db_path} is not a civicedge gateway store (no reports table)", db=str(db_path))
+            highest = 0
+            for table in ("reports", "window_duplicates", "retired_seqs"):
+                if table in tables:
+                    row = conn.execute(f"SELECT MAX(seq) FROM {table} WHERE device=?", (device_id,)).fetchone()
+                    if row is not None and row[0] is not None:
+                        highest = max(highest, int(row[0]))
+            return highest
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise FieldError(f"cannot read the gateway store {db_path}: {exc}", db=str(db_path)) from exc
+
+
+def raise_board_seq(dut: Dut, floor: int) -> tuple[int, int]:
+    """Make the board's next report seq at least ``floor + 1``; never lower its counter.
+
+    Args:
+        dut: an open board at its REPL (firmware stopped).
+        floor: the highest seq the gateway stored under the id (0: nothing to do beyond repairing).
+
+    Returns:
+        (reservation before, reservation after); before is -1 when the board's seq files are unreadable
+        (the firmware refuses to start): written afresh when ``floor`` or the outbox gives a seq to start
+        above, else left (after is then -1 too).
+
+    Raises:
+        ValueError: ``floor`` is outside the u32 seq space.
+        DeviceIOError: the board could not be read or written.
+    """
+    if not 0 <= floor < MAX_SEQ:
+        raise ValueError(f"seq floor {floor} outside 0..{MAX_SEQ - 1}")
+    try:
+        got = dut.eval_code(_RAISE_CODE.format(path=SEQ_PATH, outbox=OUTBOX_DIR, floor=int(floor)), timeout_s=15)
+    except HilError as exc:
+        raise DeviceIOError(f"cannot read or raise the report seq counter ({SEQ_PATH}) on {dut.url}: {exc}; retry",
+                            port=dut.url) from exc
+    if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(n, int) for n in got)):
+        raise DeviceIOError(f"the board on {dut.url} answered {got!r} for its seq counter; retry", port=dut.url)
+    return int(got[0]), int(got[1])

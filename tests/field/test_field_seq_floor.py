@@ -1,0 +1,108 @@
+"""provision starts a board's report seqs above those the gateway stored under the id it takes: a new
+board taking over a dead board's id (seq file absent: its counter starts at 1) would otherwise send
+reports under stored seqs, which the gateway refuses (``seq_reused``). The board's counter is never
+lowered. Through the real simulator and the real firmware seq counter."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from field_cli import civicedge
+
+from gateway.registry import Registry
+from gateway.storage import ReportRecord, ReportStore
+from hil.field.device import open_board
+from hil.sim.board import VirtualBoard
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+_NEXT_SEQ = "from civic.store.seq import SeqCounter\nprint(repr(SeqCounter('/seq.bin').next()))"
+
+
+def _stored(db: Path, device: str, seqs: range) -> None:
+    """The dead board's reports in the gateway store."""
+    store = ReportStore(db, gateway_id="gw")
+    try:
+        store.insert_batch([ReportRecord(device=device, seq=s, kind="streetlight", zone="centre", type="win",
+                                         w=1_790_000_100 + 900 * s, l=900, m={"lux": 1, "lvl": 60, "lamp": 0}, e={},
+                                         a=[], fw="0.1.0", received_at=1_790_000_100.0 + 900 * s,
+                                         link="serial:/dev/x", digest="%064x" % s) for s in seqs])
+    finally:
+        store.close()
+
+
+def _registered_elsewhere(registry: Path, device: str) -> None:
+    """``device`` registered with a key no board here holds (the dead board's)."""
+    reg = Registry(registry)
+    try:
+        reg.enroll(device, kind="streetlight", zone="centre", lat="52.37", lon="4.89", key=bytes(range(32)),
+                   replace=True)
+    finally:
+        reg.close()
+
+
+async def test_provision_starts_the_seqs_above_the_stored_ones_and_never_lowers_them(
+        tmp_path: Path, sim_available: None) -> None:
+    data = tmp_path / "data"
+    registry = data / "registry"
+    _registered_elsewhere(registry, "sl-0031")
+    _stored(data / "reports.sqlite", "sl-0031", range(1, 41))
+    board = VirtualBoard("streetlight-esp32", flash_dir=tmp_path / "flash", speed=10)
+    await board.start()
+    try:
+        port = board.console_path
+        await board.wait_console("not provisioned", timeout_s=60)  # booted: the port is free
+
+        async def provision(device_id: str, where: Path, *extra: str) -> tuple[int, str]:
+            rc, out = await civicedge("provision", "--port", port, "--id", device_id, "--zone", "centre",
+                                      "--location", "52.37,4.89", "--registry", str(where), "--board",
+                                      "streetlight-esp32", "--stay-at-repl", *extra)
+            return rc, " ".join(out.split())
+
+        def next_seq() -> int:
+            dut = open_board(port, timeout_s=10)
+            try:
+                return int(dut.eval_code(_NEXT_SEQ))
+            finally:
+                dut.close()
+
+        # A new board (no seq file) takes over sl-0031: the store beside the registry says 40.
+        rc, out = await provision("sl-0031", registry, "--force", "--take-over")
+        assert rc == 0, out
+        assert "report seqs: start above 40" in out and "counter was at 0" in out, out
+        assert await asyncio.to_thread(next_seq) == 41  # the firmware's own counter: new to the gateway
+
+        # Its counter is ahead now (41 used, a block reserved): a lower floor never moves it down, and an
+        # unchanged identity keeps its key (no --force).
+        rc, out = await provision("sl-0031", registry, "--seq-start", "10")
+        assert rc == 0 and "already on the board (unchanged)" in out, out
+        assert "report seqs" not in out, out  # nothing raised
+        # A counter resumes above its reservation: the block reserved with 41 (41..72) stays skipped.
+        assert await asyncio.to_thread(next_seq) == 73
+
+        # Without a store at hand, taking over a registered id warns and names the option ...
+        bare = tmp_path / "bare" / "registry"
+        _registered_elsewhere(bare, "sl-0099")
+        rc, out = await provision("sl-0099", bare, "--force", "--take-over")
+        assert rc == 0, out
+        assert "highest report seq the gateway stored under it is not known here" in out, out
+        assert "--seq-start N" in out and "seq_reused" in out, out
+        # ... which the technician then gives (the gateway's warning names N): the key stays.
+        rc, out = await provision("sl-0099", bare, "--seq-start", "5000")
+        assert rc == 0 and "already on the board (unchanged)" in out and "start above 4999" in out, out
+        assert await asyncio.to_thread(next_seq) == 5000
+    finally:
+        await board.stop()
+
+
+def test_seq_start_and_db_are_checked_before_the_board(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli.main import main as civicedge_main
+
+    base = ["provision", "--port", "/dev/ttyUSB-missing", "--id", "sl-1", "--zone", "centre", "--location",
+            "52.1,4.2", "--registry", str(tmp_path)]
+    for bad in ("0", "x", "4294967296"):
+        with pytest.raises(SystemExit) as exited:
+            civicedge_main([*base, "--seq-start", bad])
+        assert exited.value.code == 2 and "--seq-start" in capsys.readouterr().err
