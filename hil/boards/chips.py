@@ -1,7 +1,8 @@
 """Pin tables of the supported chips: which GPIOs exist and what each can do.
 
-Sources: Espressif ESP32 and ESP32-C3 datasheets (GPIO & RTC GPIO, ADC channel tables) and the
-MicroPython ESP32 port quick reference.
+Sources: Espressif ESP32, ESP32-C3 and ESP32-S3 datasheets (GPIO & RTC GPIO, ADC channel and
+strapping pin tables) and the MicroPython ESP32 port quick reference. Adding a chip: docs/boards.md,
+"Adding a chip".
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ class ChipSpec:
     """What a chip's GPIO matrix offers.
 
     Attributes:
-        name: chip name as written in board files (``esp32``, ``esp32c3``).
+        name: chip name as written in board files (``esp32``, ``esp32c3``, ``esp32s3``).
         gpios: GPIO numbers that exist on the chip.
         adc1: GPIOs with an ADC1 channel (usable with the radio on).
         adc2: GPIOs with an ADC2 channel (ESP32: unusable while Wi-Fi is on).
         input_only: GPIOs that cannot drive an output.
         no_pull: GPIOs without internal pull-up/pull-down resistors.
-        reserved: GPIOs wired to the SPI flash (or its supply), never usable, with the reason.
+        reserved: GPIOs wired to the SPI flash/PSRAM (or its supply) or the USB port, never usable,
+            with the reason.
         strapping: GPIOs sampled at reset; usable with care, never for an input pulled the wrong way.
         wake_capable: GPIOs that can wake the chip from deep sleep (RTC GPIOs).
         console_pins: (tx, rx) of UART0, the MicroPython REPL.
@@ -73,5 +75,31 @@ ESP32C3 = ChipSpec(
     uart_ids=frozenset([1]),
 )
 
-CHIPS: dict[str, ChipSpec] = {spec.name: spec for spec in (ESP32, ESP32C3)}
+# GPIO22-25 do not exist. GPIO26-32 are the SPI flash / quad PSRAM bus on every module; GPIO33-37
+# are its octal lines (SPIIO4-7, SPIDQS) on modules with octal flash or PSRAM (ESP32-S3-WROOM-1
+# N8R8, N16R8, ...). A board file does not say which module variant it has, and a pin used by an
+# octal PSRAM crashes the board at the first PSRAM access, so 33-37 are reserved on every S3 board.
+# GPIO19/20 are the native USB D-/D+: the port MicroPython's ESP32_GENERIC_S3 build also offers its
+# REPL on and esptool flashes through on boards without a USB-UART chip.
+ESP32S3 = ChipSpec(
+    name="esp32s3",
+    gpios=frozenset([*range(0, 22), *range(26, 49)]),
+    adc1=frozenset(range(1, 11)),
+    adc2=frozenset(range(11, 21)),
+    input_only=frozenset(),
+    no_pull=frozenset(),
+    reserved={
+        **{n: "connected to the SPI flash / PSRAM" for n in range(26, 33)},
+        **{n: "octal flash / PSRAM on modules with octal PSRAM (e.g. ESP32-S3-WROOM-1 N8R8); reserved on "
+              "every S3 board, docs/boards.md" for n in range(33, 38)},
+        19: "USB D- (native USB: a REPL of MicroPython's S3 build, and esptool)",
+        20: "USB D+ (native USB: a REPL of MicroPython's S3 build, and esptool)",
+    },
+    strapping=frozenset([0, 3, 45, 46]),
+    wake_capable=frozenset(range(0, 22)),
+    console_pins=(43, 44),
+    uart_ids=frozenset([1, 2]),
+)
+
+CHIPS: dict[str, ChipSpec] = {spec.name: spec for spec in (ESP32, ESP32C3, ESP32S3)}
 """Every supported chip by name."""

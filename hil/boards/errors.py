@@ -135,7 +135,15 @@ class UnknownChipError(BoardError):
     """
 
     def __init__(self, *, source: str, chip: str, known: list[str]) -> None:
-        super().__init__(f"unknown chip {chip!r} (known: {', '.join(known)})", source=source, chip=chip, known=known)
+        # "ESP32-S3", "esp32_s3": the chip is known, only spelt differently.
+        plain = "".join(c for c in chip.lower() if c.isalnum())
+        if plain in known:
+            todo = f"write chip = {plain!r}"
+        else:
+            todo = (f"use one of these, or add the chip: its pin table in hil/boards/chips.py and its flash "
+                    f"facts in hil/field/chips.py (docs/boards.md, \"Adding a chip\")")
+        super().__init__(f"unknown chip {chip!r} (known: {', '.join(known)}); {todo}",
+                         source=source, chip=chip, known=known)
         self.chip = chip
         self.known = known
 

@@ -181,7 +181,7 @@ class _PinLedger:
         if pin in chip.reserved:
             raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason=chip.reserved[pin])
         if need == "adc" and pin not in chip.adc_pins:
-            raise NotAdcPinError(source=src, pin=pin, use=use, chip=chip.name, adc_pins=sorted(chip.adc_pins))
+            raise NotAdcPinError(source=src, pin=pin, use=use, chip=chip.name, adc_pins=sorted(chip.adc_pins - set(chip.reserved)))
         if need == "out" and pin in chip.input_only:
             raise InputOnlyPinError(source=src, pin=pin, use=use, chip=chip.name)
         if pin in chip.console_pins:
