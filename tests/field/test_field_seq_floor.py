@@ -106,3 +106,41 @@ def test_seq_start_and_db_are_checked_before_the_board(tmp_path: Path, capsys: p
         with pytest.raises(SystemExit) as exited:
             civicedge_main([*base, "--seq-start", bad])
         assert exited.value.code == 2 and "--seq-start" in capsys.readouterr().err
+
+
+def test_highest_stored_seq_counts_window_duplicates_and_removed_rows(tmp_path: Path) -> None:
+    """Every seq the gateway holds as committed counts: stored rows, releases recorded as window
+    duplicates (no row), and rows report retention removed (only their highest seq is kept)."""
+    import sqlite3
+
+    from hil.field.errors import FieldError
+    from hil.field.seq_floor import highest_stored_seq
+
+    db = tmp_path / "reports.sqlite"
+    _stored(db, "sl-1", range(1, 4))
+    _stored(db, "sl-2", range(1, 90))
+    assert highest_stored_seq(db, "sl-1") == 3 and highest_stored_seq(db, "sl-9") == 0
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("INSERT INTO retired_seqs (device, seq) VALUES ('sl-1', 120)")
+        conn.commit()
+    finally:
+        conn.close()
+    assert highest_stored_seq(db, "sl-1") == 120 and highest_stored_seq(db, "sl-2") == 89
+    # seq 5 releases mot for the period seq 1 released (its clock was set back): a window duplicate
+    store = ReportStore(db, gateway_id="gw")
+    try:
+        release = ReportRecord(device="sl-3", seq=1, kind="streetlight", zone="centre", type="win", w=1_789_992_000,
+                               l=21600, m={"mot": 7}, e={"mot": 500}, a=[], fw="0.1.0", received_at=1_790_020_000.0,
+                               link="serial:/dev/x", digest="%064x" % 1)
+        result = store.insert_batch([release, release._replace(seq=5, digest="%064x" % 5)])
+        assert [d.seq for d in result.window_duplicates] == [5]
+    finally:
+        store.close()
+    assert highest_stored_seq(db, "sl-3") == 5
+    with pytest.raises(FieldError, match="does not exist"):
+        highest_stored_seq(tmp_path / "nope.sqlite", "sl-1")
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).close()
+    with pytest.raises(FieldError, match="not a civicedge gateway store"):
+        highest_stored_seq(other, "sl-1")

@@ -163,3 +163,31 @@ async def _property_run(tmp: Path, old_count: int, evs: list[tuple[int, bool]]) 
     ingest.close()
     ingest.store.close()
     reg.close()
+
+
+async def test_a_seq_whose_row_retention_removed_has_no_digest_left_and_stays_a_duplicate(
+        registry: Registry, tmp_path: Path) -> None:
+    """Retention keeps only a device's highest removed seq, not the digests: a frame at or below it cannot
+    be told from a re-send, and is re-acknowledged, never stored (as before)."""
+    import sqlite3
+
+    db = tmp_path / "r.sqlite"
+    ReportStore(db, gateway_id="gw").close()
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("INSERT INTO retired_seqs (device, seq) VALUES ('bin-1', 10)")
+        conn.commit()
+    finally:
+        conn.close()
+    metrics = GatewayMetrics("gw")
+    ingest = _ingest(registry, db, metrics)
+    await ingest.start()
+    a = Acks()
+    ingest.feed(new_board_frame(4), a.link)
+    await _settle(ingest)
+    assert metrics.value("civicedge_reports_duplicate_total") == 1
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 0
+    assert ReportQueries(db).count_reports() == 0
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
