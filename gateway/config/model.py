@@ -82,7 +82,8 @@ class StorageConfig:
     """Report store: SQLite file and batching (commit every ``batch_max`` reports or ``batch_ms``).
 
     ``min_free_mb``: free space (MiB) on the store's file system below which the gateway warns (log,
-    ``run --check``; ``/healthz`` degraded below an eighth of it, gateway.storage.disk_space);
+    ``run --check``, ``/healthz`` warning ``disk_low``; critical ``disk_critical`` below an eighth of it,
+    gateway.storage.disk_space);
     0 turns the warning off. ``backup_before_migration``: copy a store of an older schema version
     next to itself before the one-way migration (gateway.storage.schema_backup); false only when a
     backup was made elsewhere.
