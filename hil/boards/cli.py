@@ -82,6 +82,8 @@ def _list(args: argparse.Namespace) -> int:
                               "capabilities": sorted(board.capabilities)}))
         else:
             print(f"{board.name:<22} {board.chip:<8} {board.kind:<12} {', '.join(sorted(board.capabilities))}")
+            for warning in board.warnings:
+                print(f"  warning: {warning}")
     return status
 
 
@@ -111,4 +113,6 @@ def _check(args: argparse.Namespace) -> int:
             status = max(status, EXIT_INVALID)
         else:
             print(f"ok: {board.name} ({board.chip}, {board.kind}; {', '.join(sorted(board.capabilities))})")
+            for warning in board.warnings:
+                print(f"warning: {board.source}: {warning}")
     return status

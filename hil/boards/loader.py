@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ ATTENUATIONS = ("0db", "2.5db", "6db", "11db")
 PULLS = ("none", "up", "down")
 IO_MODES = ("in", "out", "adc", "pwm")
 SLEEP_MODES = ("none", "light", "deep")
+BOARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A board name: letters, digits, ``.``, ``_``, ``-`` (as scenario names), 1-64 characters."""
 
 
 def looks_like_path(text: str) -> bool:
@@ -119,6 +123,10 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     root = Table(data, "", source)
     root.integer("schema", 1, low=1, high=1)
     name = root.string("name")
+    if not BOARD_NAME.fullmatch(name):
+        raise InvalidValueError(source=source, field="name", value=name,
+                                reason="must be letters, digits, '.', '_' or '-' (up to 64, starting with a letter or "
+                                       "digit): it is the board's name in /board.json, `boards list` and --board")
     title = root.string("title", name)
     chip_name = root.string("chip")
     chip = CHIPS.get(chip_name)
@@ -153,11 +161,39 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     watchdog.finish()
     app = _parse_app(_required_table(root, "app"), spec)
     root.finish()
-    return BoardDefinition(
+    board = BoardDefinition(
         name=name, title=title, chip=chip_name, kind=kind, module=module, source=path, io=io, uart=uart, ble=ble,
         recovery_pin=recovery_pin, recovery_level=recovery_level, calibration=calibration, sleep=sleep,
         watchdog_ms=watchdog_ms, app=app,
     )
+    warning = _shipped_name_reused(board)
+    if warning is None:
+        return board
+    logger.warning("board %s: %s", source, warning)
+    return dataclasses.replace(board, warnings=(*board.warnings, warning))
+
+
+def _shipped_name_reused(board: BoardDefinition) -> str | None:
+    """A warning when ``board`` is not the shipped board of its name but differs from it.
+
+    A warning, not an error: a lab variant of a shipped board under its name (the demo's bin kept
+    awake, benchmarks) is legitimate; on a device in the field the name misleads, so the warning
+    is shown by every command that loads the file (``boards check``, ``flash``, ``sim up``).
+    """
+    shipped = boards_dir() / f"{board.name}.toml"
+    try:
+        if not shipped.is_file() or shipped.resolve() == board.source.resolve():
+            return None
+        original = load_board(shipped)
+    except (OSError, BoardError):
+        return None  # a damaged shipped file is reported when it is loaded itself
+    ours, theirs = board.to_device_config(), original.to_device_config()
+    differs = sorted({k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)})
+    if not differs:
+        return None
+    return (f"name {board.name!r} is a shipped board's, but this definition differs from it (in {', '.join(differs)}); "
+            f"a board flashed from it would call itself {board.name!r} with other pins or settings: give it a name "
+            f"of its own (name = \"{board.name}-yoursite\")")
 
 
 def _required_table(parent: Table, key: str) -> Table:

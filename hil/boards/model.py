@@ -102,6 +102,8 @@ class BoardDefinition:
         sleep: sleep settings.
         watchdog_ms: watchdog timeout.
         app: application settings of the kind (dimming schedule as minutes of the day, thresholds).
+        warnings: what is valid but likely a mistake (a shipped board's name on a different
+            definition); each is also logged at WARNING when the board is loaded.
     """
 
     name: str
@@ -119,6 +121,7 @@ class BoardDefinition:
     sleep: SleepSettings
     watchdog_ms: int
     app: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def capabilities(self) -> frozenset[str]:
