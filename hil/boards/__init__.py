@@ -28,11 +28,14 @@ from hil.boards.errors import (
     ReservedPinError,
     UnknownChipError,
     UnknownFieldError,
+    suggest_board,
 )
 from hil.boards.loader import list_boards, load_board, resolve_board_path
+from hil.boards.search import BOARDS_PATH_ENV, BoardDirectory, board_search_path, find_board_files
 from hil.boards.model import CAPABILITY_NAMES, BleLink, BoardDefinition, IoPin, SleepSettings, UartLink
 
 __all__ = [
+    "BOARDS_PATH_ENV", "BoardDirectory", "board_search_path", "find_board_files", "suggest_board",
     "CAPABILITY_NAMES", "CHIPS", "BleLink", "BoardDefinition", "BoardError", "BoardFileNotFoundError", "BoardNotFoundError",
     "BoardSyntaxError", "ChipSpec", "FieldTypeError", "InputOnlyPinError", "InvalidValueError", "IoPin",
     "MissingFieldError", "NotAdcPinError", "NotWakePinError", "PinConflictError", "PinError",

@@ -10,7 +10,8 @@ import sys
 from gateway.resources import boards_dir
 from hil.boards.errors import BoardError
 from hil.boards.errors import BoardFileNotFoundError
-from hil.boards.loader import list_boards, load_board
+from hil.boards.loader import load_board
+from hil.boards.search import BOARDS_PATH_ENV, SHIPPED, board_search_path, find_board_files
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sub = parser.add_subparsers(dest="boards_command", metavar="ACTION")
     ls = sub.add_parser(
         "list", help="list the board definitions with chip, kind and capabilities", formatter_class=raw,
-        description="List the shipped board definitions: name, chip, kind and capabilities, one\n"
+        description="List the board definitions: name, chip, kind, capabilities and where each comes\n"
+                    f"from (a directory of {BOARDS_PATH_ENV}, searched first, or the shipped boards), one\n"
                     "per line. An invalid one is listed as INVALID with the reason (exit status 1).\n"
-                    "No definitions at all (an incomplete installation) is an error too (exit 1).")
+                    "No shipped definitions at all (an incomplete installation) is an error too (exit 1).\n"
+                    "\n"
+                    "example:\n"
+                    f"  {BOARDS_PATH_ENV}=/srv/site-boards civicedge boards list")
     ls.add_argument("--json", action="store_true", help="one JSON object per board")
     ls.set_defaults(func=_list)
     show = sub.add_parser(
@@ -61,8 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _list(args: argparse.Namespace) -> int:
     folder = boards_dir()
-    names = list_boards(folder)
-    if not names:
+    try:
+        dirs = board_search_path(folder)
+    except BoardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if not any(folder.glob("*.toml")):
         # An installation always ships board definitions: none means boards/ is missing or emptied,
         # and every command that needs a board will fail. Exit 1 so a script does not take the empty
         # output for an empty but healthy list.
@@ -70,18 +79,20 @@ def _list(args: argparse.Namespace) -> int:
               "reinstall civicedge, or restore boards/ in the checkout", file=sys.stderr)
         return EXIT_NO_BOARDS
     status = 0
-    for name in names:
+    for name, (path, where) in sorted(find_board_files(dirs).items()):
+        origin = SHIPPED if where.origin == SHIPPED else f"{where.origin}: {where.path}"
         try:
-            board = load_board(name, directory=folder)
+            board = load_board(path)
         except BoardError as exc:
             print(f"{name}: INVALID: {exc}")
             status = EXIT_INVALID
             continue
         if getattr(args, "json", False):
             print(json.dumps({"name": board.name, "chip": board.chip, "kind": board.kind,
-                              "capabilities": sorted(board.capabilities)}))
+                              "capabilities": sorted(board.capabilities), "origin": where.origin,
+                              "file": str(path), "warnings": list(board.warnings)}))
         else:
-            print(f"{board.name:<22} {board.chip:<8} {board.kind:<12} {', '.join(sorted(board.capabilities))}")
+            print(f"{name:<22} {board.chip:<8} {board.kind:<12} {', '.join(sorted(board.capabilities))}  [{origin}]")
             for warning in board.warnings:
                 print(f"  warning: {warning}")
     return status

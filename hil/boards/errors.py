@@ -6,9 +6,21 @@ source plus structured fields, so callers can react to the kind of mistake witho
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from hil.errors import HilError
+
+
+def suggest_board(name: str, available: list[str]) -> str | None:
+    """The board name ``name`` was most likely meant to be (``streetlite-esp32`` -> ``streetlight-esp32``,
+    ``streetlight`` -> ``streetlight-esp32`` when it is the only board starting so), or None."""
+    stem = name[:-5] if name.endswith(".toml") else name
+    close = difflib.get_close_matches(stem, available, n=1)
+    if close:
+        return close[0]
+    starts = [a for a in available if a.startswith(stem)] if stem else []
+    return starts[0] if len(starts) == 1 else None
 
 
 class BoardError(HilError):
@@ -27,14 +39,20 @@ class BoardNotFoundError(BoardError):
     """No board file of that name or path exists.
 
     Attributes:
-        available: names of the boards that do exist in the boards directory.
+        available: names of the boards that do exist (``CIVICEDGE_BOARDS`` directories and ``boards/``).
+        suggestion: the available name most like the one given, or None.
     """
 
     def __init__(self, *, source: str, available: list[str]) -> None:
+        suggestion = suggest_board(source, available)
+        hint = f"did you mean {suggestion!r}? " if suggestion else ""
         super().__init__(
-            f"no such board (available: {', '.join(available) or 'none'})", source=source, available=available
+            f"no such board ({hint}available: {', '.join(available) or 'none'}; a board file of your own: pass its "
+            "path, or put it in a directory listed in CIVICEDGE_BOARDS)",
+            source=source, available=available, suggestion=suggestion,
         )
         self.available = available
+        self.suggestion = suggestion
 
 
 class BoardFileNotFoundError(BoardNotFoundError):
@@ -49,6 +67,7 @@ class BoardFileNotFoundError(BoardNotFoundError):
         BoardError.__init__(self, "no such file; pass an existing .toml file or a board name (boards: %s)"
                             % (", ".join(available) or "none"), source=source, available=available)
         self.available = available
+        self.suggestion = None
 
 
 class BoardSyntaxError(BoardError):

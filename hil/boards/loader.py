@@ -32,6 +32,7 @@ from hil.boards.errors import (
 from hil.boards.fields import Table, type_name
 from hil.boards.kinds import KindSpec, check_deep_sleep, kind_spec
 from hil.boards.model import BleLink, BoardDefinition, IoPin, SleepSettings, UartLink
+from hil.boards.search import BoardDirectory, board_search_path, find_board_files
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,18 @@ def looks_like_path(text: str) -> bool:
 
 
 def list_boards(directory: Path | None = None) -> list[str]:
-    """Return the names of the board definitions in ``directory`` (default: the project's ``boards/``)."""
-    folder = directory if directory is not None else boards_dir()
-    return sorted(p.stem for p in folder.glob("*.toml"))
+    """Return the board names in ``directory``; by default of the search path (``CIVICEDGE_BOARDS``
+    directories and the shipped ``boards/``: :func:`hil.boards.search.board_search_path`)."""
+    if directory is not None:
+        return sorted(p.stem for p in directory.glob("*.toml"))
+    return sorted(find_board_files())
 
 
 def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) -> Path:
     """Find a board file from a board name (``streetlight-esp32``) or a path to a ``.toml`` file.
+
+    A name is looked up in ``directory``, else in the ``CIVICEDGE_BOARDS`` directories and then the
+    shipped ``boards/`` (the first holding ``NAME.toml`` wins).
 
     Raises:
         BoardFileNotFoundError: a path (see :func:`looks_like_path`) that is not an existing file, nor
@@ -63,25 +69,31 @@ def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) 
         BoardNotFoundError: no board of that name exists.
         BoardError: the path is a directory, or cannot be looked at (permissions).
     """
-    folder = directory if directory is not None else boards_dir()
     text = str(name_or_path)
     candidate = Path(text)
     try:
         if candidate.is_file():
             return candidate
+    except OSError as exc:
+        raise _unreadable(text, exc.strerror or type(exc).__name__) from None
+    # Only a name needs the search path (a wrong CIVICEDGE_BOARDS does not stop loading by path).
+    dirs = [BoardDirectory(directory, "directory")] if directory is not None else board_search_path()
+    try:
         if candidate.is_dir() and looks_like_path(text):
             raise BoardError("is a directory, not a board definition file; pass a .toml file or a board name",
                              source=text)
         if "/" not in text:
-            named = folder / (text if text.endswith(".toml") else f"{text}.toml")
-            if named.is_file():
-                return named
+            for folder in dirs:
+                named = folder.path / (text if text.endswith(".toml") else f"{text}.toml")
+                if named.is_file():
+                    return named
         missing_file = looks_like_path(text) and not candidate.exists()
     except OSError as exc:
         raise _unreadable(text, exc.strerror or type(exc).__name__) from None
+    available = sorted(find_board_files(dirs))
     if missing_file:
-        raise BoardFileNotFoundError(source=text, available=list_boards(folder))
-    raise BoardNotFoundError(source=text, available=list_boards(folder))
+        raise BoardFileNotFoundError(source=text, available=available)
+    raise BoardNotFoundError(source=text, available=available)
 
 
 def _unreadable(source: str, strerror: str) -> BoardError:
