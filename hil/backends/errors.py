@@ -207,6 +207,21 @@ class AmbiguousPortError(PortSelectionError):
     """Several serial ports match; give a more specific selection."""
 
 
+class PortInUseError(BackendError):
+    """Another process has the board's port open (a gateway's serial link, a serial monitor, another flash).
+
+    Attributes:
+        port: the port.
+        holders: ``(pid, command name)`` of the processes seen holding it (empty when none can be seen,
+            e.g. another user's process while not root).
+    """
+
+    def __init__(self, message: str, *, port: str, holders: Sequence[tuple[int, str]] = ()) -> None:
+        super().__init__(message, port=port, holders=tuple(holders))
+        self.port = port
+        self.holders = tuple(holders)
+
+
 class BoardIdentityError(BackendError):
     """A real board's own identity stands in the way of the test identity, or could not be put back.
 

@@ -22,6 +22,7 @@ from hil.backends.serial.identity_guard import (
     restore_identity,
 )
 from hil.backends.serial.lease import DEFAULT_LEASE_S, Lease
+from hil.backends.serial.port_use import check_port_free
 from hil.backends.serial.select import URL_SCHEMES, BoardSelector, MacReader, PortInfo, select_board
 from hil.dut import DutError
 from hil.field.board_facts import check_definition_fits, read_board_facts
@@ -93,6 +94,7 @@ class SerialDriver:
 
         Raises:
             BackendError: a port is not found, or the data port is the console port.
+            PortInUseError: another process has the console or data port open (named when it can be seen).
             LeaseHeldError: another run holds the board or its data port.
         """
         leases: list[Lease] = []
@@ -107,6 +109,9 @@ class SerialDriver:
                     raise BackendError(f"--hil-data-port {self.data_selector.resource_id} is the console port "
                                        f"{chosen.url} (--hil-port {self.selector.resource_id}); the data UART "
                                        "needs its own port", spec=self.data_selector.resource_id)
+            check_port_free(chosen.url, role="console")
+            if data_url is not None:
+                check_port_free(data_url, role="data port")
         except BaseException:
             for lease in reversed(leases):
                 lease.release()
