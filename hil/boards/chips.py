@@ -46,6 +46,28 @@ class ChipSpec:
         """All GPIOs with an ADC channel."""
         return self.adc1 | self.adc2
 
+    def usable(self, need: str) -> frozenset[int]:
+        """GPIOs a board may use for ``need`` (``in``, ``out``, ``adc``): not reserved, not the console."""
+        pins = self.gpios - set(self.reserved) - set(self.console_pins)
+        if need == "out":
+            pins -= self.input_only
+        elif need == "adc":
+            pins &= self.adc_pins
+        return pins
+
+    def free_hint(self, need: str, used: set[int]) -> str:
+        """Which free GPIOs can do ``need``, for an error message; strapping pins come last, marked."""
+        free = sorted(self.usable(need) - used)
+        what = {"in": "an input", "out": "an output", "adc": "an ADC input"}.get(need, need)
+        if not free:
+            return f"no GPIO left on {self.name} for {what}"
+        plain = [str(p) for p in free if p not in self.strapping]
+        strap = [str(p) for p in free if p in self.strapping]
+        text = f"free GPIOs for {what}: {', '.join(plain) or 'none'}"
+        if strap:
+            text += f" (strapping pins, only with care: {', '.join(strap)})"
+        return text
+
 
 ESP32 = ChipSpec(
     name="esp32",
@@ -61,6 +83,10 @@ ESP32 = ChipSpec(
     uart_ids=frozenset([1, 2]),
 )
 
+# GPIO18/19 are the USB-Serial/JTAG port: on boards without a USB-UART chip (SuperMini-class, the
+# shipped bin's) it is the only way to the REPL, so to flash, provision and check the board.
+# UART0 (GPIO21/20) stays reserved as the console too: boards with a USB-UART chip wire it there,
+# and the ROM prints its boot log on GPIO21 at every reset.
 ESP32C3 = ChipSpec(
     name="esp32c3",
     gpios=frozenset(range(0, 22)),
@@ -68,7 +94,9 @@ ESP32C3 = ChipSpec(
     adc2=frozenset([5]),
     input_only=frozenset(),
     no_pull=frozenset(),
-    reserved={11: "VDD_SPI (flash supply)", **{n: "connected to the SPI flash" for n in range(12, 18)}},
+    reserved={11: "VDD_SPI (flash supply)", **{n: "connected to the SPI flash" for n in range(12, 18)},
+              18: "USB D- (USB-Serial/JTAG: MicroPython's REPL on boards without a USB-UART chip)",
+              19: "USB D+ (USB-Serial/JTAG: MicroPython's REPL on boards without a USB-UART chip)"},
     strapping=frozenset([2, 8, 9]),
     wake_capable=frozenset(range(0, 6)),
     console_pins=(21, 20),

@@ -174,13 +174,17 @@ class PinError(BoardError):
         pin: the GPIO number.
         use: dotted path of the field that uses it, e.g. ``io.light.pin``.
         chip: the board's chip.
+        hint: which free GPIOs could do the job instead ("" if none is given).
     """
 
-    def __init__(self, message: str, *, source: str, pin: int, use: str, chip: str, **details: Any) -> None:
-        super().__init__(message, source=source, pin=pin, use=use, chip=chip, **details)
+    def __init__(self, message: str, *, source: str, pin: int, use: str, chip: str, hint: str = "",
+                 **details: Any) -> None:
+        super().__init__(f"{message}; {hint}" if hint else message, source=source, pin=pin, use=use, chip=chip,
+                         hint=hint, **details)
         self.pin = pin
         self.use = use
         self.chip = chip
+        self.hint = hint
 
 
 class PinConflictError(PinError):
@@ -190,10 +194,10 @@ class PinConflictError(PinError):
         first_use: the field that claimed the pin first.
     """
 
-    def __init__(self, *, source: str, pin: int, use: str, chip: str, first_use: str) -> None:
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, first_use: str, hint: str = "") -> None:
         super().__init__(
             f"GPIO{pin} used by {use!r} is already used by {first_use!r}",
-            source=source, pin=pin, use=use, chip=chip, first_use=first_use,
+            source=source, pin=pin, use=use, chip=chip, first_use=first_use, hint=hint,
         )
         self.first_use = first_use
 
@@ -201,8 +205,8 @@ class PinConflictError(PinError):
 class PinNotOnChipError(PinError):
     """The chip has no such GPIO."""
 
-    def __init__(self, *, source: str, pin: int, use: str, chip: str) -> None:
-        super().__init__(f"{use!r}: {chip} has no GPIO{pin}", source=source, pin=pin, use=use, chip=chip)
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, hint: str = "") -> None:
+        super().__init__(f"{use!r}: {chip} has no GPIO{pin}", source=source, pin=pin, use=use, chip=chip, hint=hint)
 
 
 class ReservedPinError(PinError):
@@ -212,9 +216,10 @@ class ReservedPinError(PinError):
         reason: why the pin is reserved.
     """
 
-    def __init__(self, *, source: str, pin: int, use: str, chip: str, reason: str) -> None:
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, reason: str, hint: str = "") -> None:
         super().__init__(
-            f"{use!r}: GPIO{pin} on {chip} is not usable ({reason})", source=source, pin=pin, use=use, chip=chip, reason=reason
+            f"{use!r}: GPIO{pin} on {chip} is not usable ({reason})", source=source, pin=pin, use=use, chip=chip,
+            reason=reason, hint=hint,
         )
         self.reason = reason
 
@@ -226,10 +231,10 @@ class NotAdcPinError(PinError):
         adc_pins: the chip's ADC-capable GPIOs.
     """
 
-    def __init__(self, *, source: str, pin: int, use: str, chip: str, adc_pins: list[int]) -> None:
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, adc_pins: list[int], hint: str = "") -> None:
         super().__init__(
             f"{use!r}: GPIO{pin} on {chip} has no ADC channel (ADC pins: {adc_pins})",
-            source=source, pin=pin, use=use, chip=chip, adc_pins=adc_pins,
+            source=source, pin=pin, use=use, chip=chip, adc_pins=adc_pins, hint=hint,
         )
         self.adc_pins = adc_pins
 
@@ -237,10 +242,10 @@ class NotAdcPinError(PinError):
 class InputOnlyPinError(PinError):
     """An output (digital out, PWM, UART TX) is put on an input-only GPIO."""
 
-    def __init__(self, *, source: str, pin: int, use: str, chip: str) -> None:
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, hint: str = "") -> None:
         super().__init__(
             f"{use!r}: GPIO{pin} on {chip} is input-only and cannot drive an output",
-            source=source, pin=pin, use=use, chip=chip,
+            source=source, pin=pin, use=use, chip=chip, hint=hint,
         )
 
 

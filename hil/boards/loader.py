@@ -149,7 +149,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     spec = kind_spec(kind, source=source)
     module = root.string("module", "")
 
-    pins = _PinLedger(chip, source)
+    pins = _PinLedger(chip, source, planned=_pins_named(data))
     recovery_pin: int | None = None
     recovery_level = 0
     recovery = root.table("recovery", required=False)
@@ -214,28 +214,59 @@ def _required_table(parent: Table, key: str) -> Table:
     return table
 
 
-class _PinLedger:
-    """Checks each pin against the chip and records who uses it (to catch double use)."""
+def _pins_named(data: dict[str, Any]) -> dict[str, int]:
+    """Every integer pin the document names (field -> pin), before any is checked: for free-pin hints."""
+    named: dict[str, int] = {}
 
-    def __init__(self, chip: ChipSpec, source: str) -> None:
+    def add(field: str, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            named[field] = value
+
+    for role, entry in (data.get("io") or {}).items() if isinstance(data.get("io"), dict) else ():
+        if isinstance(entry, dict):
+            add(f"io.{role}.pin", entry.get("pin"))
+    links = data.get("links")
+    uart = links.get("uart") if isinstance(links, dict) else None
+    if isinstance(uart, dict):
+        add("links.uart.tx", uart.get("tx"))
+        add("links.uart.rx", uart.get("rx"))
+    recovery = data.get("recovery")
+    if isinstance(recovery, dict):
+        add("recovery.pin", recovery.get("pin"))
+    return named
+
+
+class _PinLedger:
+    """Checks each pin against the chip and records who uses it (to catch double use).
+
+    ``planned`` is every pin the file names (field -> pin), so a hint never offers a pin that a
+    field checked later takes.
+    """
+
+    def __init__(self, chip: ChipSpec, source: str, planned: dict[str, int] | None = None) -> None:
         self.chip = chip
         self.source = source
         self.used: dict[int, str] = {}
+        self.planned = planned or {}
 
     def claim(self, pin: int, use: str, *, need: str) -> int:
         chip, src = self.chip, self.source
+        # Every pin error names the GPIOs no field of the file uses that can do the job.
+        hint = chip.free_hint(need, set(self.used) | {p for f, p in self.planned.items() if f != use})
         if pin not in chip.gpios:
-            raise PinNotOnChipError(source=src, pin=pin, use=use, chip=chip.name)
+            raise PinNotOnChipError(source=src, pin=pin, use=use, chip=chip.name, hint=hint)
         if pin in chip.reserved:
-            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason=chip.reserved[pin])
+            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason=chip.reserved[pin], hint=hint)
         if need == "adc" and pin not in chip.adc_pins:
-            raise NotAdcPinError(source=src, pin=pin, use=use, chip=chip.name, adc_pins=sorted(chip.adc_pins - set(chip.reserved)))
+            raise NotAdcPinError(source=src, pin=pin, use=use, chip=chip.name, adc_pins=sorted(chip.usable("adc")),
+                                 hint=hint)
         if need == "out" and pin in chip.input_only:
-            raise InputOnlyPinError(source=src, pin=pin, use=use, chip=chip.name)
+            raise InputOnlyPinError(source=src, pin=pin, use=use, chip=chip.name, hint=hint)
         if pin in chip.console_pins:
-            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason="UART0, the MicroPython console")
+            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, hint=hint,
+                                   reason="UART0, the civicedge console (docs/boards.md, \"Chips\")")
         if pin in self.used:
-            raise PinConflictError(source=src, pin=pin, use=use, chip=chip.name, first_use=self.used[pin])
+            raise PinConflictError(source=src, pin=pin, use=use, chip=chip.name, first_use=self.used[pin], hint=hint)
         self.used[pin] = use
         return pin
 
