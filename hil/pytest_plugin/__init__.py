@@ -82,8 +82,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where boards under test run: sim (virtual boards), qemu, serial (real boards)")
     group.addoption("--hil-board", default=None, metavar="NAME",
                     help=f"board definition under test: a name from boards/ (e.g. {DEFAULT_BOARD}, bin-esp32c3) or "
-                         f"a path to a board .toml file (default: {DEFAULT_BOARD}; on the serial backend none, "
-                         "so only the console is assumed); an unknown board is a usage error")
+                         f"a path to a board .toml file (default: {DEFAULT_BOARD} on the sim and qemu backends; on "
+                         "the serial backend none: requires(...) assumes only the console, and a test using a board "
+                         "errors until its definition is named here or with @pytest.mark.board(NAME)); an unknown "
+                         "board is a usage error")
     group.addoption("--hil-port", default=None, metavar="SELECTOR",
                     help="serial backend: port or URL (/dev/ttyUSB0, rfc2217://host:4000) or stable identity "
                          "(usb:<serial number>, mac:<chip MAC>)")

@@ -245,6 +245,15 @@ def marker_board(settings: HilSettings, node: pytest.Item, name: str, *, marker:
     pytest.fail(message, pytrace=False)
 
 
+def session_board(settings: HilSettings, *, label: str) -> BoardDefinition:
+    """``--hil-board`` or the default board; on the serial backend without ``--hil-board`` the test
+    FAILS (errors at setup) with one line saying how to name the board's definition."""
+    missing = settings.no_definition_reason()
+    if missing is None:
+        return settings.board()
+    pytest.fail(f"{label}: {missing}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def hil_settings(pytestconfig: pytest.Config) -> HilSettings:
     """The parsed ``--hil-*`` options."""
@@ -260,10 +269,11 @@ def hil_manifest(hil_settings: HilSettings) -> CapabilityManifest:
 @pytest.fixture
 def hil_board_definition(request: pytest.FixtureRequest, hil_settings: HilSettings) -> BoardDefinition:
     """The board definition under test: ``@pytest.mark.board(NAME)`` (a name, or a path relative to the
-    test file), else ``--hil-board``, else the default."""
+    test file), else ``--hil-board``, else the default; on the serial backend there is no default: the
+    test ERRORS at once, before the board is leased or anything written, saying how to name it."""
     name = _board_name(request)
     if name is None:
-        return hil_settings.board()
+        return session_board(hil_settings, label="hil_board_definition")
     return marker_board(hil_settings, request.node, name, marker=f"board({name!r})", label="hil_board")
 
 
@@ -311,7 +321,7 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_pat
     ``hil_board`` of the same test) SKIPS the test at once (:func:`single_board_skip_reason`).
     """
     mark = request.node.get_closest_marker("fleet")
-    mix: dict[str, int] = dict(mark.kwargs) if mark is not None else {hil_settings.board().name: DEFAULT_FLEET_SIZE}
+    mix: dict[str, int] = dict(mark.kwargs) if mark is not None else {"": DEFAULT_FLEET_SIZE}
     if not mix or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in mix.values()):
         raise pytest.UsageError(f"{request.node.nodeid}: fleet(...) needs board_name=count with count >= 1")
     # Skipped at collection when the test names hil_fleet; counted here from the mix itself for a
@@ -321,7 +331,9 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_pat
     if reason is not None:
         pytest.skip(reason)
     if mark is None:
-        definitions = {name: hil_settings.board() for name in mix}
+        session = session_board(hil_settings, label="hil_fleet")
+        mix = {session.name: DEFAULT_FLEET_SIZE}
+        definitions = {session.name: session}
     else:
         definitions = {name: marker_board(hil_settings, request.node, name, marker=fleet_marker_text(mix),
                                           label="hil_fleet") for name in mix}

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hil.backends.capabilities import CapabilityManifest, manifest_for
-from hil.boards import BoardDefinition, BoardError, BoardNotFoundError, load_board
+from hil.backends.errors import BackendError
+from hil.boards import BoardDefinition, BoardError, BoardNotFoundError, list_boards, load_board
 from hil.pytest_plugin.ports import PortRange
 
 DEFAULT_BOARD = "streetlight-esp32"
@@ -68,7 +69,8 @@ class HilSettings:
         )
 
     def board(self, name: str | None = None, *, test_file: Path | None = None) -> BoardDefinition:
-        """Load (once) the board definition ``name``, ``--hil-board``, or the default board.
+        """Load (once) the board definition ``name``, ``--hil-board``, or the default board (not on the
+        serial backend: a real board's definition is never assumed, :meth:`no_definition_reason`).
 
         Args:
             name: a board name or path from a marker (None: ``--hil-board``, else the default).
@@ -77,12 +79,33 @@ class HilSettings:
 
         Raises:
             hil.boards.BoardError: unknown or invalid board.
+            BackendError: the serial backend, and neither ``name`` nor ``--hil-board``.
         """
+        if not name:
+            missing = self.no_definition_reason()
+            if missing is not None:
+                raise BackendError(missing, backend=self.backend)
         key = marker_board_ref(name, test_file) if name and test_file is not None else name
         key = key or self.board_name or DEFAULT_BOARD
         if key not in self._boards:
             self._boards[key] = load_board(key)
         return self._boards[key]
+
+    def no_definition_reason(self) -> str | None:
+        """Why the session has no board definition (the serial backend without ``--hil-board``), else None.
+
+        A real board's definition is never assumed: another board's /board.json on it (pins of another
+        board, another chip) keeps its firmware from starting.
+        """
+        if self.backend != "serial" or self.board_name is not None:
+            return None
+        try:
+            names = ", ".join(list_boards()) or "none"
+        except OSError:  # only the hint's list is lost
+            names = "see boards/"
+        return (f"no board definition for the board on --hil-port {self.port}: the serial backend assumes none; "
+                "name the one it was flashed with (civicedge flash --board NAME) with --hil-board NAME or "
+                f"@pytest.mark.board(NAME) (boards: {names})")
 
     def manifest(self) -> CapabilityManifest:
         """The backend's capability manifest for the session's board (computed once)."""

@@ -299,7 +299,7 @@ def test_every_option_has_help_with_its_default(pytester: pytest.Pytester) -> No
     assert result.ret == pytest.ExitCode.OK
     text = " ".join(result.stdout.str().split())  # help lines are wrapped at the terminal width
     for shown in ("--hil-board=NAME board definition under test: a name from boards/",
-                  "(default: streetlight-esp32;",
+                  "(default: streetlight-esp32 on the sim and qemu backends; on the serial backend none",
                   "--hil-lease-dir=DIR serial backend: directory of board leases",
                   "(default: $XDG_RUNTIME_DIR/civicedge-leases, else <tmp>/civicedge-leases)",
                   "--hil-port=SELECTOR", "--hil-qemu-image=FILE", "--hil-lease-wait=SECONDS",
@@ -373,8 +373,8 @@ def test_board_setup_errors_of_ours_fail_in_one_line(pytester: pytest.Pytester, 
     """No serial port there: the test errors with the message, not a traceback through pytest,
     pytest-asyncio and the strategy (board.py, select.py)."""
     pytester.makepyfile(ONE_BOARD_TEST)
-    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
-                                "--hil-lease-dir", str(tmp_path / "leases"), "-p", "no:cacheprovider")
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", "streetlight-esp32", "--hil-port",
+                                "/dev/ttyNOSUCH0", "--hil-lease-dir", str(tmp_path / "leases"), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*ERROR at setup of test_boots*",
                                  "hil_board: NoMatchingPortError: streetlight-esp32: step to 'flashed' failed: "
@@ -401,8 +401,9 @@ def test_unexpected_exceptions_in_board_setup_keep_their_traceback(pytester: pyt
     """)
     pytester.makepyfile(ONE_BOARD_TEST)
     # In a subprocess: the patched class must not leak into the other in-process runs.
-    result = pytester.runpytest_subprocess("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
-                                           "--hil-lease-dir", str(tmp_path / "leases"), "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--hil-backend", "serial", "--hil-board", "streetlight-esp32",
+                                           "--hil-port", "/dev/ttyNOSUCH0", "--hil-lease-dir",
+                                           str(tmp_path / "leases"), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*def broken_attach*", "*ZeroDivisionError: a bug in attach*",
                                  "*BoardStateError: streetlight-esp32: step to 'flashed' failed: a bug in attach*"])
@@ -520,8 +521,8 @@ def test_serial_board_held_by_another_run_is_reported(pytester: pytest.Pytester,
             def test_board(hil_board):
                 pass
         """)
-        result = pytester.runpytest("--hil-backend", "serial", "--hil-port", repl_peer.path,
-                                    "--hil-lease-dir", str(lease_dir), "--hil-lease-wait", "0.5")
+        result = pytester.runpytest("--hil-backend", "serial", "--hil-board", "streetlight-esp32", "--hil-port",
+                                    repl_peer.path, "--hil-lease-dir", str(lease_dir), "--hil-lease-wait", "0.5")
         result.assert_outcomes(errors=1)
         result.stdout.fnmatch_lines([f"*leased by pid {holder.pid} on * until *-*-*T*:*:* (in 1?? s)*"])
         assert "UNIX time" not in result.stdout.str()

@@ -95,8 +95,8 @@ def test_hil_gateway_on_serial_without_a_data_port_fails_before_touching_the_boa
         def test_console_only(hil_board):
             pass
     """)
-    result = pytester.runpytest("--hil-backend", "serial", "--hil-port", "/dev/ttyNOSUCH0",
-                                "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
+    result = pytester.runpytest("--hil-backend", "serial", "--hil-board", "streetlight-esp32", "--hil-port",
+                                "/dev/ttyNOSUCH0", "--hil-lease-dir", str(lease_dir), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=2)
     # The gateway test errors before the board is looked for; the console-only test did look (none there).
     result.stdout.fnmatch_lines(["*ERROR at setup of test_reports_arrive*",
