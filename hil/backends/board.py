@@ -115,6 +115,29 @@ def make_identity(definition: BoardDefinition, *, device_id: str | None = None, 
     }
 
 
+class SimOnlyControl:
+    """``BoardHandle.control`` off the sim backend: any use raises a :class:`BackendError` saying that
+    stimuli, faults and the virtual clock are the simulator's (falsy, like the None it replaces)."""
+
+    def __init__(self, backend: str) -> None:
+        self._backend = backend
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"SimOnlyControl(backend={self._backend!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise BackendError(
+            f"hil_board.control.{name} is sim-only: stimuli, faults and the virtual clock exist on the sim backend, "
+            f"not on {self._backend}; mark the test @pytest.mark.requires(\"stimuli\") (or \"faults\", "
+            "\"virtual_time\") so it is skipped elsewhere, or drive the board over its REPL (hil_board.dut)",
+            backend=self._backend, attribute=name)
+
+
 @dataclass(eq=False)
 class BoardHandle:
     """What a test gets: one board under test on some backend.
@@ -131,7 +154,8 @@ class BoardHandle:
         ble_address: BLE address on the virtual radio, if any.
         resource: the backend object (``VirtualBoard``, ``QemuMachine``, or a ``Lease``).
         control: backend-specific powers, e.g. :class:`hil.backends.sim_driver.SimControl`
-            (stimuli, faults, virtual clock) on the sim backend; None elsewhere.
+            (stimuli, faults, virtual clock) on the sim backend; elsewhere a :class:`SimOnlyControl`
+            whose every use raises, naming the ``requires("stimuli")`` marker.
         extras: what the steps recorded (sync result, boot console, image).
     """
 
@@ -148,6 +172,10 @@ class BoardHandle:
     extras: dict[str, Any] = field(default_factory=dict)
     _dut: Dut | None = field(default=None, repr=False)
     _strategy: "Strategy | None" = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.control is None and self.backend != "sim":
+            self.control = SimOnlyControl(self.backend)
 
     def __eq__(self, other: object) -> bool:
         """A live board is equal only to itself. Written out (not the dataclass one) because pytest

@@ -2,7 +2,7 @@
 
 * ``sim`` (virtual boards) has what the board definition declares (a virtual board simulates each
   peripheral it has), plus harness-only features (fault injection, virtual time); without a board,
-  everything.
+  everything. Stimuli (``hil_board.control``) are the simulator's only.
 * ``qemu`` (Espressif QEMU) has a console, the UART and GPIO; no ADC, no BLE, no PWM peripheral
   model we can drive, so tests needing them skip.
 * ``serial`` (real boards) has what the board definition declares (``[capabilities]`` of the
@@ -19,9 +19,10 @@ from hil.boards import CAPABILITY_NAMES, BoardDefinition
 
 BACKENDS: tuple[str, ...] = ("sim", "qemu", "serial")
 
-HARNESS_CAPABILITIES: frozenset[str] = frozenset({"faults", "virtual_time"})
+HARNESS_CAPABILITIES: frozenset[str] = frozenset({"faults", "stimuli", "virtual_time"})
 """Capabilities of the harness rather than the board: only the simulator can inject faults in
-the middle of a flash write or run a day in seconds."""
+the middle of a flash write, set its inputs from the test (``hil_board.control.stimulus``) or run
+a day in seconds."""
 
 KNOWN_CAPABILITIES: frozenset[str] = CAPABILITY_NAMES | HARNESS_CAPABILITIES
 
@@ -86,8 +87,8 @@ def manifest_for(backend: str, board: BoardDefinition | None = None) -> Capabili
         # A virtual board has the peripherals its definition declares (a virtual streetlight does
         # not deep-sleep), plus what only the simulator offers.
         return CapabilityManifest("sim", _declared(board) | HARNESS_CAPABILITIES,
-                                  f"a virtual {board.name} has what its definition declares, plus fault injection "
-                                  "and virtual time")
+                                  f"a virtual {board.name} has what its definition declares, plus stimuli, "
+                                  "fault injection and virtual time")
     if backend == "qemu":
         caps = QEMU_CAPABILITIES if board is None else QEMU_CAPABILITIES & (board.capabilities | {"console"})
         return CapabilityManifest("qemu", frozenset(caps), "Espressif QEMU models console, UART and GPIO only")
