@@ -62,9 +62,10 @@ copy is checked with PRAGMA integrity_check (tables and indexes agree) before th
 complete: until then it is a temporary directory beside DEST, removed on failure, so DEST never
 holds half a backup.
 
-A running gateway is never blocked. The registry and the key files are copied as of one moment: a
-key rotation or enrolment made meanwhile waits until the key files are copied (it fails, changing
-nothing, after 5 s). A stopped gateway's store is read without SQLite locks, so the
+Copying the report store never blocks a running gateway. The registry and the key files are copied
+as of one moment: both are read into memory in one read transaction, then checked and written to
+DEST, so a registry change made meanwhile (key rotation, enrolment, revocation, move) waits at most
+the few milliseconds of that read. A stopped gateway's store is read without SQLite locks, so the
 backup holds the store's single-writer lock while copying it: a gateway started meanwhile refuses
 to start (in_use, naming the backup's pid); start it again once the backup is done.
 
@@ -387,55 +388,94 @@ def _identity(real: Path) -> list[tuple[int, int, int, int] | None]:
 
 def _copy_registry(registry: Path, tmp: Path, result: BackupResult) -> list[dict[str, str]]:
     """Copy devices.sqlite and keys/ (regular files only: anything else is listed as not copied), both
-    as of one moment.
+    as of one moment, holding the registry's lock only for the milliseconds of reading them into memory.
 
     A key change (``rotate_key``, ``add``/``enroll`` with a key) writes the key file inside its
-    registry write transaction (``BEGIN EXCLUSIVE``), committed after the file is in place. The copy's
-    read transaction holds the registry's SHARED lock from the database copy until the last key file
-    is copied: a key change waits for it (the registry's busy timeout, 5 s), and one already under way
-    is waited for (sqlite3's own 5 s) before the copy starts. So every key file copied is the one its
-    copied row's ``key_version`` was committed with, never one from a rotation a moment later.
+    registry write transaction (``BEGIN EXCLUSIVE``), committed after the file is in place. The
+    registry's rows and its key files are read in one read transaction (the registry's SHARED lock):
+    a key change made meanwhile waits for it, and one already under way is waited for (sqlite3's own
+    5 s) before the read starts. So every key file copied is the one its copied row's ``key_version``
+    was committed with. Nothing is written to DEST inside it: the check and every write and fsync to
+    the backup's disk (a slow USB or network disk: seconds for many keys) come after it ended, so a
+    key change waits at most those milliseconds, never the registry's 5 s busy timeout, and the
+    running gateway's registry lookups are never held behind a waiting writer.
     """
     db = registry / "devices.sqlite"
+    snapshot, keys, skipped = _read_registry(db, registry / "keys", tmp / "devices.sqlite")
+    try:
+        _backup(snapshot, tmp / "devices.sqlite", source=db, progress_bytes=-1)
+    finally:
+        snapshot.close()
+    _, check = _check_copy(tmp / "devices.sqlite", "integrity_check", source=db)  # of the copy: milliseconds
+    result.files.append(Copied("devices.sqlite", "device registry", db, check))
+    try:
+        os.mkdir(tmp / "keys", 0o700)
+        os.chmod(tmp / "keys", 0o700)
+        for name, data, source in keys:
+            with _created(tmp / "keys" / name) as fout:
+                fout.write(data)
+            result.files.append(Copied("keys/" + name, "device key", source))
+    except OSError as exc:
+        raise _os_error(exc, tmp / "keys", "write the device keys into") from exc
+    return skipped
+
+
+def _read_registry(db: Path, keys: Path, dst: Path) -> tuple[sqlite3.Connection, list[tuple[str, bytes, Path]],
+                                                              list[dict[str, str]]]:
+    """The registry ``db`` copied into memory and the key files of ``keys`` read, in one read transaction
+    (ended before returning): (the in-memory copy, (name, content, source) of each key file, what was not
+    a regular file). ``dst`` is only named in errors."""
     try:
         # Never immutable=1 (read_only_uri's choice for a directory we may not write): that reads without
         # locks. The registry is in rollback-journal mode: a plain read-only open needs no file beside it.
         src = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise _sqlite_error(exc, db, tmp / "devices.sqlite") from exc
+        raise _sqlite_error(exc, db, dst) from exc
+    memory = sqlite3.connect(":memory:")
     try:
-        _backup(src, tmp / "devices.sqlite", source=db, progress_bytes=-1, keep_reading=True)
-        _, check = _check_copy(tmp / "devices.sqlite", "integrity_check", source=db)  # of the copy: milliseconds
-        result.files.append(Copied("devices.sqlite", "device registry", db, check))
-        return _copy_keys(registry / "keys", tmp, result)
+        src.execute("BEGIN")
+        # A read takes the SHARED lock, held until the rollback below; the backup API alone would take and
+        # drop its own at each step, leaving the key files to be read outside it.
+        src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        src.backup(memory)  # the registry is small: its pages in memory, no write to DEST under the lock
+        return memory, *_read_keys(keys)
+    except sqlite3.Error as exc:
+        memory.close()
+        raise _sqlite_error(exc, db, dst) from exc
+    except BaseException:
+        memory.close()
+        raise
     finally:
         if src.in_transaction:
             src.rollback()  # releases the lock: a key change waiting for it goes on
         src.close()
 
 
-def _copy_keys(keys: Path, tmp: Path, result: BackupResult) -> list[dict[str, str]]:
-    """Copy the key files of ``keys`` into ``tmp``/keys; what is not a regular file is listed, not copied."""
+def _read_keys(keys: Path) -> tuple[list[tuple[str, bytes, Path]], list[dict[str, str]]]:
+    """(name, content, path) of each key file of ``keys`` (a few dozen bytes each), and what is not a regular
+    file (listed, not copied)."""
+    read: list[tuple[str, bytes, Path]] = []
     skipped: list[dict[str, str]] = []
     try:
-        os.mkdir(tmp / "keys", 0o700)
-        os.chmod(tmp / "keys", 0o700)
         entries = sorted(os.scandir(keys), key=lambda e: e.name) if keys.is_dir() else []
         for entry in entries:
             if not entry.is_file(follow_symlinks=False):
                 skipped.append({"source": entry.path, "why": "not a regular file"})
                 continue
-            _copy_file(Path(entry.path), tmp / "keys" / entry.name)
-            result.files.append(Copied("keys/" + entry.name, "device key", Path(entry.path)))
+            read.append((entry.name, _read_key(Path(entry.path)), Path(entry.path)))
     except OSError as exc:
         raise _os_error(exc, keys, "copy the device keys from") from exc
-    return skipped
+    return read, skipped
 
 
-def _backup(src: sqlite3.Connection, dst_path: Path, *, source: Path, progress_bytes: int,
-            keep_reading: bool = False) -> None:
-    """Copy ``src`` into the new file ``dst_path`` (0600) in one read transaction (a consistent snapshot),
-    left open when ``keep_reading`` (the caller ends it; ended here on failure)."""
+def _read_key(path: Path) -> bytes:
+    """The content of the key file ``path``."""
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _backup(src: sqlite3.Connection, dst_path: Path, *, source: Path, progress_bytes: int) -> None:
+    """Copy ``src`` into the new file ``dst_path`` (0600) in one read transaction (a consistent snapshot)."""
     try:
         os.close(os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.chmod(dst_path, 0o600)  # whatever the umask
@@ -452,13 +492,9 @@ def _backup(src: sqlite3.Connection, dst_path: Path, *, source: Path, progress_b
         else:
             src.backup(dst)
     except sqlite3.Error as exc:
-        keep_reading = False
         raise _sqlite_error(exc, source, dst_path) from exc
-    except BaseException:
-        keep_reading = False
-        raise
     finally:
-        if src.in_transaction and not keep_reading:
+        if src.in_transaction:
             src.rollback()
         if dst is not None:
             dst.close()

@@ -8,14 +8,19 @@ restored gateway would verify the board with a key the row does not record, or t
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import KEYS, make_env
 
 from gateway.cli import backup_cmd
+from gateway.cli.common import config_from
 from gateway.registry import Registry
 from gateway.storage import ReportStore
 
@@ -52,17 +57,17 @@ def test_a_rotation_during_the_key_copy_waits_for_the_backup(tmp_path: Path, mon
             other.close()
 
     rotation = threading.Thread(target=rotate)
-    real_copy = backup_cmd._copy_file
+    real_read = backup_cmd._read_key
 
-    def copy_racing_a_rotation(src: Path, dst: Path) -> None:
-        # The hook: at the first key file copied (the registry's rows are copied by then), a rotation
-        # starts; it is given a second, ample for one rotation, before the copy goes on.
-        if dst.parent.name == "keys" and not rotation.is_alive() and not rotated:
+    def read_racing_a_rotation(path: Path) -> bytes:
+        # The hook: at the first key file read (the registry's rows are read by then), a rotation
+        # starts; it is given a second, ample for one rotation, before the read goes on.
+        if not rotation.is_alive() and not rotated:
             rotation.start()
             rotation.join(1.0)
-        real_copy(src, dst)
+        return real_read(path)
 
-    monkeypatch.setattr(backup_cmd, "_copy_file", copy_racing_a_rotation)
+    monkeypatch.setattr(backup_cmd, "_read_key", read_racing_a_rotation)
     config = backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True)
     backup_cmd.make_backup(config, tmp_path / "b")
     rotation.join(10)
@@ -73,4 +78,77 @@ def test_a_rotation_during_the_key_copy_waits_for_the_backup(tmp_path: Path, mon
     # The backup is of one moment: the old row with the old key, or the new row with the new key.
     assert pair in {(before, KEYS[DEVICE]), (after, live.key(DEVICE))}, (pair, before, after)
     assert pair == (before, KEYS[DEVICE])  # the rotation waited for the backup (it held the registry's lock)
+    live.close()
+
+
+def test_nothing_is_written_to_the_backup_while_the_registry_is_locked(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: the read transaction lasted through the integrity check and every key file's write and fsync on
+    the backup's disk (seconds on a slow USB or network disk for many keys), so a key change waited and failed
+    after the registry's 5 s busy timeout, and the running gateway's registry lookups queued behind it."""
+    make_env(tmp_path)
+    ReportStore(tmp_path / "data" / "reports.sqlite", gateway_id="gw-test").close()
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[gateway]\nid = "gw-test"\ndata_dir = "data"\n[http]\nenabled = false\n')
+    registry_dir = tmp_path / "data" / "registry"
+    live = Registry(registry_dir)
+    for i in range(40):  # many keys: one write and fsync each on the backup's disk
+        live.add("bin-x%d" % i, kind="bin", zone="north", lat="52.37", lon="4.89", key=hashlib.sha256(b"key %d" % i).digest())
+    before = live.get(DEVICE).key_version
+    locked_during: list[str] = []
+    rotated: list[object] = []
+
+    def registry_locked() -> bool:  # a writer's own attempt, not waiting: does the backup hold the registry?
+        probe = sqlite3.connect(registry_dir / "devices.sqlite", timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN EXCLUSIVE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError as exc:
+            assert "locked" in str(exc), exc
+            return True
+        finally:
+            probe.close()
+
+    def rotate() -> None:  # `devices rotate-key` from another process, with the registry's 5 s busy timeout
+        other = Registry(registry_dir)
+        try:
+            rotated.append(other.rotate_key(DEVICE))
+        except Exception as exc:  # noqa: BLE001 - looked at below
+            rotated.append(exc)
+        finally:
+            other.close()
+
+    class SlowCreated(backup_cmd._created):
+        """Every file written into the backup: the registry's lock is looked at, then the write is slow."""
+
+        def __enter__(self) -> Any:
+            if registry_locked():
+                locked_during.append(str(self.path))
+            if self.path.parent.name == "keys" and not rotated:
+                # A rotation starts while the key files are written; it must be done well within 5 s.
+                rotation = threading.Thread(target=rotate)
+                rotation.start()
+                rotation.join(2.0)
+                assert not rotation.is_alive(), "the rotation waited for the backup's writes"
+            else:
+                time.sleep(0.01)  # a slow backup disk
+            return super().__enter__()
+
+    real_backup = backup_cmd._backup
+
+    def database_copy(src: sqlite3.Connection, dst_path: Path, **kw: Any) -> None:
+        if registry_locked():
+            locked_during.append(str(dst_path))
+        real_backup(src, dst_path, **kw)
+
+    monkeypatch.setattr(backup_cmd, "_created", SlowCreated)
+    monkeypatch.setattr(backup_cmd, "_backup", database_copy)
+    result = backup_cmd.make_backup(config_from(argparse.Namespace(config=cfg), read_only=True), tmp_path / "b")
+    assert locked_during == []
+    assert len(rotated) == 1 and isinstance(rotated[0], Path), rotated
+    assert live.get(DEVICE).key_version == before + 1
+    assert sum(1 for c in result.files if c.what == "device key") == 43
+    # Read before the rotation: the old row with the old key (the rotation came after the registry was read).
+    assert _backup_pair(tmp_path / "b", live.key_path(DEVICE).name) == (before, KEYS[DEVICE])
     live.close()
