@@ -93,8 +93,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="serial backend: the board's data UART the gateway reads (/dev/ttyUSB1, "
                          "usb:<serial number> of a second USB-serial adapter; for a virtual board the data pty "
                          "`civicedge sim up` prints)")
-    group.addoption("--hil-qemu-image", default=None, metavar="FILE",
-                    help="qemu backend: MicroPython release image for the board's chip (ESP32_GENERIC-*.bin)")
+    group.addoption("--hil-qemu-image", action="append", default=None, metavar="[CHIP=]FILE",
+                    help="qemu backend: MicroPython release image (ESP32_GENERIC-*.bin); repeat as CHIP=FILE for "
+                         "boards of several chips (esp32=ESP32_GENERIC-*.bin, esp32c3=ESP32_GENERIC_C3-*.bin); FILE "
+                         "alone is for every chip without its own; tests of a chip without an image are skipped")
     group.addoption("--hil-lease-dir", default=None, metavar="DIR",
                     help="serial backend: directory of board leases, shared by the runs (and rig hosts) that use "
                          "the same boards (default: $XDG_RUNTIME_DIR/civicedge-leases, else "
@@ -221,12 +223,17 @@ def check_prerequisites(settings: HilSettings) -> None:
         if settings.port is not None and same_port(settings.port, settings.data_port):
             raise pytest.UsageError(f"--hil-data-port {settings.data_port} is the console port (--hil-port "
                                     f"{settings.port}); the data UART needs its own port")
+    if settings.qemu_image_problem is not None:
+        raise pytest.UsageError(settings.qemu_image_problem)
     if settings.backend == "qemu":
-        if settings.qemu_image is None:
+        if settings.qemu_image is None and not settings.qemu_images:
             raise pytest.UsageError("--hil-backend qemu needs --hil-qemu-image (a MicroPython release image, e.g. "
-                                    "ESP32_GENERIC-v1.27.0.bin from micropython.org/download)")
-        if not settings.qemu_image.is_file():
-            raise pytest.UsageError(f"--hil-qemu-image {settings.qemu_image}: no such file")
+                                    "ESP32_GENERIC-v1.27.0.bin from micropython.org/download; CHIP=FILE per chip)")
+        images = ([("", settings.qemu_image)] if settings.qemu_image is not None else []) + \
+            [(f"{chip}=", path) for chip, path in settings.qemu_images.items()]
+        for prefix, path in images:
+            if not path.is_file():
+                raise pytest.UsageError(f"--hil-qemu-image {prefix}{path}: no such file")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

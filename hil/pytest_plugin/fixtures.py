@@ -197,9 +197,17 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
     if settings.backend == "qemu":
         from hil.backends.qemu.driver import QemuDriver
 
-        qemu = QemuDriver(release_image=settings.qemu_image, port_range=settings.port_range)
+        chips = list(dict.fromkeys(d.chip for d in definitions))
+        for chip in chips:
+            if settings.qemu_image_for(chip) is None:  # a suite of several chips, run with images of some
+                names = ", ".join(sorted({d.name for d in definitions if d.chip == chip}))
+                pytest.skip(f"qemu backend: no MicroPython image for {chip} ({names}); add --hil-qemu-image "
+                            f"{chip}=FILE (given: {', '.join(sorted(settings.qemu_images))})")
+        qemu = QemuDriver(release_image=settings.qemu_image, release_images=settings.qemu_images,
+                          port_range=settings.port_range)
         try:
-            qemu.check_available(definition.chip)
+            for chip in chips:
+                qemu.check_available(chip)
         except QemuNotFoundError as exc:
             pytest.skip(f"qemu backend unavailable: {exc}")
         except BackendError as exc:

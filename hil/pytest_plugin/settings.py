@@ -27,7 +27,10 @@ class HilSettings:
         board_name: ``--hil-board`` (None: the default board, or none at all for ``serial``).
         port: ``--hil-port`` selector (serial backend).
         data_port: ``--hil-data-port``: the board's data UART (serial backend), or None.
-        qemu_image: ``--hil-qemu-image`` (qemu backend).
+        qemu_image: ``--hil-qemu-image FILE`` (qemu backend): the release image for boards of any chip
+            without one of their own in ``qemu_images``.
+        qemu_images: ``--hil-qemu-image CHIP=FILE``: release images by chip (``esp32``, ``esp32c3``).
+        qemu_image_problem: what is wrong with the ``--hil-qemu-image`` values (a usage error at session start).
         lease_dir: directory of board leases (serial backend).
         lease_wait_s: how long to wait for a board held by another run.
         sim_speed: virtual seconds per wall second for virtual boards (0 = as fast as possible).
@@ -47,19 +50,27 @@ class HilSettings:
     data_port: str | None = None
     port_range: PortRange | None = None
     reprovision: bool = False
+    qemu_images: dict[str, Path] = field(default_factory=dict)
+    qemu_image_problem: str | None = None
     _manifest: CapabilityManifest | None = field(default=None, repr=False)
     _boards: dict[str, BoardDefinition] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "HilSettings":
         """Read the options from a pytest config."""
-        image = config.getoption("--hil-qemu-image", default=None)
+        image_problem: str | None = None
+        try:
+            plain, by_chip = qemu_image_options(config.getoption("--hil-qemu-image", default=None) or [])
+        except pytest.UsageError as exc:  # raised at session start: --help must still work
+            plain, by_chip, image_problem = None, {}, str(exc)
         lease_dir = config.getoption("--hil-lease-dir", default=None)
         return cls(
             backend=str(config.getoption("--hil-backend", default="sim")),
             board_name=config.getoption("--hil-board", default=None),
             port=config.getoption("--hil-port", default=None),
-            qemu_image=Path(image) if image else None,
+            qemu_image=plain,
+            qemu_images=by_chip,
+            qemu_image_problem=image_problem,
             lease_dir=Path(lease_dir) if lease_dir else default_lease_dir(),
             lease_wait_s=float(config.getoption("--hil-lease-wait", default=30.0) or 0.0),
             sim_speed=float(config.getoption("--hil-sim-speed", default=1.0) or 0.0),
@@ -91,6 +102,11 @@ class HilSettings:
             self._boards[key] = load_board(key)
         return self._boards[key]
 
+    def qemu_image_for(self, chip: str) -> Path | None:
+        """The release image for boards of ``chip``: ``--hil-qemu-image CHIP=FILE``, else the plain
+        ``--hil-qemu-image FILE``, else None (tests of that chip are skipped)."""
+        return self.qemu_images.get(chip, self.qemu_image)
+
     def no_definition_reason(self) -> str | None:
         """Why the session has no board definition (the serial backend without ``--hil-board``), else None.
 
@@ -115,6 +131,37 @@ class HilSettings:
             else:
                 self._manifest = manifest_for(self.backend, self.board())
         return self._manifest
+
+
+def qemu_image_options(values: list[str]) -> tuple[Path | None, dict[str, Path]]:
+    """``--hil-qemu-image`` values (repeatable) as (the plain ``FILE``, ``{chip: FILE}`` of ``CHIP=FILE``).
+
+    A value is ``CHIP=FILE`` when the text before its first ``=`` has no ``/`` and the whole value is not
+    an existing file (a file name with ``=`` in it stays a file).
+
+    Raises:
+        pytest.UsageError: an unknown chip, a chip or the plain form given twice.
+    """
+    from hil.backends.qemu.launcher import QEMU_TARGETS
+
+    plain: Path | None = None
+    by_chip: dict[str, Path] = {}
+    for value in values:
+        chip, sep, file = value.partition("=")
+        if sep and "/" not in chip and not Path(value).is_file():
+            key = chip.strip().lower()
+            if key not in QEMU_TARGETS:
+                raise pytest.UsageError(f"--hil-qemu-image {value}: unknown chip {chip!r}; chips: "
+                                        f"{', '.join(sorted(QEMU_TARGETS))} (or give just FILE)")
+            if key in by_chip:
+                raise pytest.UsageError(f"--hil-qemu-image {value}: an image for {key} is given twice")
+            by_chip[key] = Path(file)
+        elif plain is not None:
+            raise pytest.UsageError(f"--hil-qemu-image {value}: a second image without a chip; give the images "
+                                    f"as CHIP=FILE (chips: {', '.join(sorted(QEMU_TARGETS))})")
+        else:
+            plain = Path(value)
+    return plain, by_chip
 
 
 def marker_board_ref(name: str, test_file: Path) -> str:

@@ -302,7 +302,7 @@ def test_every_option_has_help_with_its_default(pytester: pytest.Pytester) -> No
                   "(default: streetlight-esp32 on the sim and qemu backends; on the serial backend none",
                   "--hil-lease-dir=DIR serial backend: directory of board leases",
                   "(default: $XDG_RUNTIME_DIR/civicedge-leases, else <tmp>/civicedge-leases)",
-                  "--hil-port=SELECTOR", "--hil-qemu-image=FILE", "--hil-lease-wait=SECONDS",
+                  "--hil-port=SELECTOR", "--hil-qemu-image=[CHIP=]FILE", "--hil-lease-wait=SECONDS",
                   "--hil-reprovision serial backend: let the test identity replace an identity the board already",
                   "saved on the board and in the test's work dir and put back at teardown"):
         assert shown in text, shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Mapping
 
 from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError
@@ -25,7 +26,10 @@ class QemuDriver:
     """Runs a board definition's firmware in QEMU.
 
     Args:
-        release_image: MicroPython release ``.bin`` for the board's chip (``--hil-qemu-image``).
+        release_image: MicroPython release ``.bin`` for boards of any chip without one in
+            ``release_images`` (``--hil-qemu-image FILE``).
+        release_images: release images by chip (``--hil-qemu-image esp32c3=FILE``), so one run can
+            bring up boards of several chips.
         qemu_binary: explicit QEMU executable (else found on PATH).
         start_timeout_s: limit for the emulated firmware to say it runs (QEMU is slow).
         port_range: TCP ports for QEMU's console, data UART and QMP sockets (``--hil-port-range``);
@@ -34,12 +38,18 @@ class QemuDriver:
 
     backend = "qemu"
 
-    def __init__(self, *, release_image: Path | None, qemu_binary: str | None = None,
-                 start_timeout_s: float = 120.0, port_range: PortRange | None = None) -> None:
+    def __init__(self, *, release_image: Path | None, release_images: Mapping[str, Path] | None = None,
+                 qemu_binary: str | None = None, start_timeout_s: float = 120.0,
+                 port_range: PortRange | None = None) -> None:
         self.release_image = release_image
+        self.release_images = dict(release_images or {})
         self.port_range = port_range
         self.qemu_binary = qemu_binary
         self.start_timeout_s = start_timeout_s
+
+    def image_for(self, chip: str) -> Path | None:
+        """The release image for boards of ``chip``: its own, else the one for any chip, else None."""
+        return self.release_images.get(chip, self.release_image)
 
     def check_available(self, chip: str) -> None:
         """Raise unless a release image for ``chip`` and QEMU for ``chip`` are available.
@@ -54,10 +64,12 @@ class QemuDriver:
             ReleaseImageError: the file is missing or not a MicroPython release image for ``chip``.
             QemuNotFoundError: no Espressif QEMU.
         """
-        if self.release_image is None:
-            raise BackendError("the qemu backend needs --hil-qemu-image (a MicroPython release image, e.g. "
-                               "ESP32_GENERIC-v1.27.0.bin from micropython.org/download)", image=None)
-        check_release_image(self.release_image, chip)
+        image = self.image_for(chip)
+        if image is None:
+            raise BackendError(f"the qemu backend has no MicroPython release image for {chip}: give "
+                               f"--hil-qemu-image {chip}=FILE (or --hil-qemu-image FILE), e.g. "
+                               f"{_example_image(chip)} from micropython.org/download", image=None, chip=chip)
+        check_release_image(image, chip)
         find_qemu(chip, binary=self.qemu_binary)
 
     def flash(self, handle: BoardHandle) -> None:
@@ -71,9 +83,11 @@ class QemuDriver:
         """Add /identity.json and build the flash image."""
         files = dict(handle.extras["files"])
         files["/identity.json"] = json.dumps(handle.identity, sort_keys=True).encode()
-        if self.release_image is None:
-            raise BackendError("no MicroPython release image (--hil-qemu-image)", image=None)
-        image = build_flash_image(release_image=self.release_image, chip=handle.definition.chip, files=files,
+        release = self.image_for(handle.definition.chip)
+        if release is None:
+            raise BackendError(f"no MicroPython release image for {handle.definition.chip} (--hil-qemu-image)",
+                               image=None, chip=handle.definition.chip)
+        image = build_flash_image(release_image=release, chip=handle.definition.chip, files=files,
                                   output=handle.workdir / "flash.bin")
         handle.extras["image"] = image
 
@@ -111,3 +125,9 @@ class QemuDriver:
         machine, handle.resource = handle.resource, None
         if isinstance(machine, QemuMachine):
             machine.stop()
+
+
+def _example_image(chip: str) -> str:
+    """The name of MicroPython's generic release image for ``chip`` (``ESP32_GENERIC_C3-v1.27.0.bin``)."""
+    suffix = chip.upper().removeprefix("ESP32")
+    return f"ESP32_GENERIC{'_' + suffix if suffix else ''}-v1.27.0.bin"
