@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     check = sub.add_parser(
         "check", help="validate board files; exit 1 with the error if one is invalid", formatter_class=raw,
         description="Validate board definitions (names or .toml files): chip, pins, links,\n"
-                    "calibration, sleep and app settings. Prints 'ok' or the error per board. Exit 0:\n"
+                    "calibration, sleep and app settings. Prints 'ok' or every problem of the board\n"
+                    "(one 'error:' line each, with its dotted key). Exit 0:\n"
                     "all valid; 1: one is invalid or no board has that name; 2: a file given by path\n"
                     "does not exist.\n"
                     "\n"
@@ -84,7 +85,8 @@ def _list(args: argparse.Namespace) -> int:
         try:
             board = load_board(path)
         except BoardError as exc:
-            print(f"{name}: INVALID: {exc}")
+            more = len(exc.problems) - 1
+            print(f"{name}: INVALID: {exc}" + (f" (and {more} more: civicedge boards check {path})" if more else ""))
             status = EXIT_INVALID
             continue
         if getattr(args, "json", False):
@@ -105,7 +107,7 @@ def _show(args: argparse.Namespace) -> int:
         print(f"error: {exc}")
         return EXIT_USAGE
     except BoardError as exc:
-        print(f"error: {exc}")
+        _print_problems(exc)
         return EXIT_INVALID
     print(json.dumps(board.to_device_config(), indent=2))
     return 0
@@ -120,10 +122,18 @@ def _check(args: argparse.Namespace) -> int:
             print(f"error: {exc}")
             status = max(status, EXIT_USAGE)
         except BoardError as exc:
-            print(f"error: {exc}")
+            _print_problems(exc)
             status = max(status, EXIT_INVALID)
         else:
             print(f"ok: {board.name} ({board.chip}, {board.kind}; {', '.join(sorted(board.capabilities))})")
             for warning in board.warnings:
                 print(f"warning: {board.source}: {warning}")
     return status
+
+
+def _print_problems(exc: BoardError) -> None:
+    """Every problem of the file, one ``error:`` line each (the first is ``exc`` itself)."""
+    for problem in exc.problems:
+        print(f"error: {problem}")
+    if len(exc.problems) > 1:
+        print(f"{exc.source}: {len(exc.problems)} problems")

@@ -28,11 +28,14 @@ class BoardError(HilError):
 
     Attributes:
         source: board name or file path the error is about.
+        problems: every problem found in the file, this one first (validation goes on after a
+            problem it can step over, so one run reports them all); ``[self]`` otherwise.
     """
 
     def __init__(self, message: str, *, source: str, **details: Any) -> None:
         super().__init__(f"{source}: {message}", source=source, **details)
         self.source = source
+        self.problems: list[BoardError] = [self]
 
 
 class BoardNotFoundError(BoardError):
@@ -206,7 +209,8 @@ class PinNotOnChipError(PinError):
     """The chip has no such GPIO."""
 
     def __init__(self, *, source: str, pin: int, use: str, chip: str, hint: str = "") -> None:
-        super().__init__(f"{use!r}: {chip} has no GPIO{pin}", source=source, pin=pin, use=use, chip=chip, hint=hint)
+        what = f"pin {pin} is not a GPIO number" if pin < 0 else f"{chip} has no GPIO{pin}"
+        super().__init__(f"{use!r}: {what}", source=source, pin=pin, use=use, chip=chip, hint=hint)
 
 
 class ReservedPinError(PinError):

@@ -2,15 +2,58 @@
 
 Every getter records the key as consumed; :meth:`Table.finish` then rejects any key left over
 (usually a typo), so a misspelt field never silently falls back to a default.
+
+With a :class:`Problems` collector, a mistake the reader can step over (a value out of range, a
+wrong type or choice where there is a default, an unknown key) is recorded and reading goes on, so
+one run reports every problem of a file; one it cannot step over (a required field missing or
+unusable) is raised, and the caller's :class:`Section` records it and skips the rest of that part.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 
-from hil.boards.errors import FieldTypeError, InvalidValueError, MissingFieldError, UnknownFieldError
+from hil.boards.errors import BoardError, FieldTypeError, InvalidValueError, MissingFieldError, UnknownFieldError
 
 _MISSING = object()
+
+
+class Problems:
+    """The errors found so far in one board file, in the order they were found."""
+
+    def __init__(self) -> None:
+        self.errors: list[BoardError] = []
+
+    def add(self, error: BoardError) -> None:
+        """Record ``error`` and go on."""
+        self.errors.append(error)
+
+    def raise_if_any(self) -> None:
+        """Raise the first error, carrying all of them in its ``problems``."""
+        if self.errors:
+            first = self.errors[0]
+            first.problems = list(self.errors)
+            raise first
+
+
+class Section:
+    """``with Section(problems) as part:`` records a :class:`BoardError` raised inside (``part.failed``)
+    and carries on after the block: one broken table does not hide the problems of the others."""
+
+    def __init__(self, problems: Problems) -> None:
+        self.problems = problems
+        self.failed = False
+
+    def __enter__(self) -> Section:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if isinstance(exc, BoardError):
+            self.problems.add(exc)
+            self.failed = True
+            return True
+        return False
 
 
 def type_name(value: Any) -> str:
@@ -39,11 +82,23 @@ class Table:
         source: board name or file, for errors.
     """
 
-    def __init__(self, data: dict[str, Any], path: str, source: str) -> None:
+    def __init__(self, data: dict[str, Any], path: str, source: str, problems: Problems | None = None) -> None:
         self.data = data
         self.path = path
         self.source = source
+        self.problems = problems
         self._seen: set[str] = set()
+
+    def soft(self, error: BoardError, fallback: Any = _MISSING) -> Any:
+        """Record ``error`` and return ``fallback`` when collecting and there is one; else raise it."""
+        if self.problems is None or fallback is _MISSING:
+            raise error
+        self.problems.add(error)
+        return fallback
+
+    def skip(self, *keys: str) -> None:
+        """Count ``keys`` as read: parts not checked because what they depend on is wrong."""
+        self._seen.update(keys)
 
     def where(self, key: str) -> str:
         """Dotted path of ``key`` inside this table."""
@@ -65,30 +120,38 @@ class Table:
         """Read a string, optionally restricted to ``choices``."""
         value = self._get(key, default)
         if not isinstance(value, str):
-            raise FieldTypeError(source=self.source, field=self.where(key), expected="a string", actual=type_name(value))
+            return cast(str, self.soft(FieldTypeError(source=self.source, field=self.where(key), expected="a string",
+                                                      actual=type_name(value)), default))
         if choices and value not in choices:
-            raise InvalidValueError(
+            return cast(str, self.soft(InvalidValueError(
                 source=self.source, field=self.where(key), value=value, reason=f"must be one of {', '.join(choices)}"
-            )
+            ), default))
         return value
 
     def integer(self, key: str, default: Any = _MISSING, *, low: int | None = None, high: int | None = None) -> int:
         """Read an integer (not a bool, not a float) within ``[low, high]``."""
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FieldTypeError(source=self.source, field=self.where(key), expected="an integer", actual=type_name(value))
+            return cast(int, self.soft(FieldTypeError(source=self.source, field=self.where(key), expected="an integer",
+                                                      actual=type_name(value)), default))
         if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if low is not None and high is not None else (
-                f">= {low}" if low is not None else f"<= {high}"
-            )
-            raise InvalidValueError(source=self.source, field=self.where(key), value=value, reason=f"must be {bounds}")
+            if low is not None and low == high:
+                bounds = str(low)
+            elif low is not None and high is not None:
+                bounds = f"between {low} and {high}"
+            else:
+                bounds = f">= {low}" if low is not None else f"<= {high}"
+            # The value has the right type: the checks after it can still use it.
+            return cast(int, self.soft(InvalidValueError(source=self.source, field=self.where(key), value=value,
+                                                         reason=f"must be {bounds}"), value))
         return value
 
     def array(self, key: str, default: Any = _MISSING) -> list[Any]:
         """Read an array (elements are checked by the caller)."""
         value = self._get(key, default)
         if not isinstance(value, list):
-            raise FieldTypeError(source=self.source, field=self.where(key), expected="an array", actual=type_name(value))
+            return cast(list[Any], self.soft(FieldTypeError(source=self.source, field=self.where(key),
+                                                            expected="an array", actual=type_name(value)), default))
         return value
 
     def table(self, key: str, *, required: bool = True) -> Table | None:
@@ -98,7 +161,7 @@ class Table:
             return None
         if not isinstance(value, dict):
             raise FieldTypeError(source=self.source, field=self.where(key), expected="a table", actual=type_name(value))
-        return Table(value, self.where(key), self.source)
+        return Table(value, self.where(key), self.source, self.problems)
 
     def keys(self) -> list[str]:
         """Keys present in the table, in file order."""
@@ -112,6 +175,7 @@ class Table:
         """
         for key in self.data:
             if key not in self._seen:
-                raise UnknownFieldError(
-                    source=self.source, field=self.where(key), allowed=sorted(allowed or self._seen)
-                )
+                error = UnknownFieldError(source=self.source, field=self.where(key), allowed=sorted(allowed or self._seen))
+                if self.problems is None:
+                    raise error
+                self.problems.add(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -22,6 +23,7 @@ from hil.boards.errors import (
     InputOnlyPinError,
     InvalidValueError,
     NotAdcPinError,
+    PinError,
     NotWakePinError,
     PinConflictError,
     PinNotOnChipError,
@@ -29,7 +31,7 @@ from hil.boards.errors import (
     UnknownChipError,
     UnknownFieldError,
 )
-from hil.boards.fields import Table, type_name
+from hil.boards.fields import Problems, Section, Table, type_name
 from hil.boards.kinds import KindSpec, check_deep_sleep, kind_spec
 from hil.boards.model import BleLink, BoardDefinition, IoPin, SleepSettings, UartLink
 from hil.boards.search import BoardDirectory, board_search_path, find_board_files
@@ -131,48 +133,89 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
 
 
 def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefinition:
-    """Validate a parsed TOML document (see :func:`load_board`)."""
-    root = Table(data, "", source)
-    root.integer("schema", 1, low=1, high=1)
-    name = root.string("name")
-    if not BOARD_NAME.fullmatch(name):
-        raise InvalidValueError(source=source, field="name", value=name,
-                                reason="must be letters, digits, '.', '_' or '-' (up to 64, starting with a letter or "
-                                       "digit): it is the board's name in /board.json, `boards list` and --board")
-    title = root.string("title", name)
-    chip_name = root.string("chip")
-    chip = CHIPS.get(chip_name)
-    if chip is None:
-        raise UnknownChipError(source=source, chip=chip_name, known=sorted(CHIPS))
-    policy_kinds = load_policy()["kinds"]
-    kind = root.string("kind", choices=tuple(sorted(policy_kinds)))
-    spec = kind_spec(kind, source=source)
-    module = root.string("module", "")
+    """Validate a parsed TOML document (see :func:`load_board`).
 
-    pins = _PinLedger(chip, source, planned=_pins_named(data))
+    Validation goes on after a problem wherever what follows does not depend on it, so the error
+    raised (the first problem found) carries every problem of the file in ``problems``.
+    """
+    problems = Problems()
+    root = Table(data, "", source, problems)
+    with Section(problems):
+        root.integer("schema", 1, low=1, high=1)
+    name = title = module = chip_name = kind = ""
+    with Section(problems):
+        name = root.string("name")
+        if not BOARD_NAME.fullmatch(name):
+            problems.add(InvalidValueError(
+                source=source, field="name", value=name,
+                reason="must be letters, digits, '.', '_' or '-' (up to 64, starting with a letter or digit): it is "
+                       "the board's name in /board.json, `boards list` and --board"))
+    with Section(problems):
+        title = root.string("title", name)
+    chip: ChipSpec | None = None
+    with Section(problems):
+        chip_name = root.string("chip")
+        chip = CHIPS.get(chip_name)
+        if chip is None:  # pins are not checked then: they would all be wrong
+            problems.add(UnknownChipError(source=source, chip=chip_name, known=sorted(CHIPS)))
+    policy_kinds = load_policy()["kinds"]
+    spec: KindSpec | None = None
+    with Section(problems):
+        kind = root.string("kind", choices=tuple(sorted(policy_kinds)))
+        spec = kind_spec(kind, source=source)
+    with Section(problems):
+        module = root.string("module", "")
+
+    pins = _PinLedger(chip, source, planned=_pins_named(data), problems=problems)
     recovery_pin: int | None = None
     recovery_level = 0
-    recovery = root.table("recovery", required=False)
-    if recovery is not None:
-        recovery_pin = pins.claim(recovery.integer("pin"), recovery.where("pin"), need="in")
-        if recovery_pin in chip.no_pull:  # boot.py reads it with the internal pull enabled
-            raise InvalidValueError(source=source, field=recovery.where("pin"), value=recovery_pin,
-                                    reason=f"GPIO{recovery_pin} on {chip.name} has no internal pull resistor")
-        recovery_level = recovery.integer("level", 0, low=0, high=1)
-        recovery.finish()
+    with Section(problems):
+        recovery = root.table("recovery", required=False)
+        if recovery is not None:
+            recovery_pin = pins.claim(recovery.integer("pin"), recovery.where("pin"), need="in")
+            if chip is not None and recovery_pin in chip.no_pull:  # boot.py reads it with the internal pull enabled
+                problems.add(InvalidValueError(source=source, field=recovery.where("pin"), value=recovery_pin,
+                                               reason=f"GPIO{recovery_pin} on {chip.name} has no internal pull resistor"))
+            recovery_level = recovery.integer("level", 0, low=0, high=1)
+            recovery.finish()
 
-    io = _parse_io(_required_table(root, "io"), spec, pins)
-    noisy = people_fields(policy_kinds[kind])  # released only with noise: they need the BLE radio's entropy
-    uart, ble = _parse_links(_required_table(root, "links"), chip, pins, kind, noisy)
-    calibration = _parse_calibration(_required_table(root, "calibration"), spec)
-    sleep = _parse_sleep(_required_table(root, "sleep"), io, chip, source)
-    if sleep.mode == "deep":
-        check_deep_sleep(spec, kind, sleep.wake_pins, source=source)
-    watchdog = _required_table(root, "watchdog")
-    watchdog_ms = watchdog.integer("timeout_ms", low=1000, high=3_600_000)
-    watchdog.finish()
-    app = _parse_app(_required_table(root, "app"), spec)
+    io: dict[str, IoPin] = {}
+    broken_io: set[str] = set()  # io roles with a problem: what refers to them is not checked again
+    uart: UartLink | None = None
+    ble: BleLink | None = None
+    calibration: dict[str, dict[str, Any]] = {}
+    app: dict[str, Any] = {}
+    raw_io = data.get("io")
+    if spec is None:  # io roles, calibration and app settings are the kind's: not checked
+        root.skip("io", "calibration", "app")
+        broken_io = set(raw_io) if isinstance(raw_io, dict) else set()
+    else:
+        with Section(problems) as part:
+            io, broken_io = _parse_io(_required_table(root, "io"), spec, pins)
+        if part.failed:
+            broken_io = set(raw_io) if isinstance(raw_io, dict) else set()
+    with Section(problems):
+        # The kind's noisy counts are released only with noise: they need the BLE radio's entropy.
+        noisy = people_fields(policy_kinds[kind]) if spec is not None else []
+        uart, ble = _parse_links(_required_table(root, "links"), chip, pins, kind, noisy)
+    if spec is not None:
+        with Section(problems):
+            calibration = _parse_calibration(_required_table(root, "calibration"), spec)
+    sleep = SleepSettings(mode="none", interval_s=1)
+    with Section(problems):
+        sleep = _parse_sleep(_required_table(root, "sleep"), io, broken_io, chip, source)
+        if sleep.mode == "deep" and spec is not None:
+            check_deep_sleep(spec, kind, sleep.wake_pins, source=source)
+    watchdog_ms = 0
+    with Section(problems):
+        watchdog = _required_table(root, "watchdog")
+        watchdog_ms = watchdog.integer("timeout_ms", low=1000, high=3_600_000)
+        watchdog.finish()
+    if spec is not None:
+        with Section(problems):
+            app = _parse_app(_required_table(root, "app"), spec)
     root.finish()
+    problems.raise_if_any()
     board = BoardDefinition(
         name=name, title=title, chip=chip_name, kind=kind, module=module, source=path, io=io, uart=uart, ble=ble,
         recovery_pin=recovery_pin, recovery_level=recovery_level, calibration=calibration, sleep=sleep,
@@ -243,64 +286,103 @@ class _PinLedger:
     field checked later takes.
     """
 
-    def __init__(self, chip: ChipSpec, source: str, planned: dict[str, int] | None = None) -> None:
+    def __init__(self, chip: ChipSpec | None, source: str, planned: dict[str, int] | None = None,
+                 problems: Problems | None = None) -> None:
         self.chip = chip
         self.source = source
         self.used: dict[int, str] = {}
         self.planned = planned or {}
+        self.problems = problems
 
     def claim(self, pin: int, use: str, *, need: str) -> int:
+        """Check ``pin`` for ``use`` (a problem is recorded, or raised without a collector) and return it.
+
+        With an unknown chip (None) only double use is checked.
+        """
+        error = self._problem(pin, use, need)
+        if error is None:
+            self.used[pin] = use
+        elif self.problems is None:
+            raise error
+        else:
+            self.problems.add(error)
+        return pin
+
+    def _problem(self, pin: int, use: str, need: str) -> PinError | None:
         chip, src = self.chip, self.source
+        if chip is None:
+            if pin in self.used:
+                return PinConflictError(source=src, pin=pin, use=use, chip="an unknown chip", first_use=self.used[pin])
+            return None
         # Every pin error names the GPIOs no field of the file uses that can do the job.
         hint = chip.free_hint(need, set(self.used) | {p for f, p in self.planned.items() if f != use})
         if pin not in chip.gpios:
-            raise PinNotOnChipError(source=src, pin=pin, use=use, chip=chip.name, hint=hint)
+            return PinNotOnChipError(source=src, pin=pin, use=use, chip=chip.name, hint=hint)
         if pin in chip.reserved:
-            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason=chip.reserved[pin], hint=hint)
+            return ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, reason=chip.reserved[pin], hint=hint)
         if need == "adc" and pin not in chip.adc_pins:
-            raise NotAdcPinError(source=src, pin=pin, use=use, chip=chip.name, adc_pins=sorted(chip.usable("adc")),
-                                 hint=hint)
+            return NotAdcPinError(source=src, pin=pin, use=use, chip=chip.name, adc_pins=sorted(chip.usable("adc")),
+                                  hint=hint)
         if need == "out" and pin in chip.input_only:
-            raise InputOnlyPinError(source=src, pin=pin, use=use, chip=chip.name, hint=hint)
+            return InputOnlyPinError(source=src, pin=pin, use=use, chip=chip.name, hint=hint)
         if pin in chip.console_pins:
-            raise ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, hint=hint,
-                                   reason="UART0, the civicedge console (docs/boards.md, \"Chips\")")
+            return ReservedPinError(source=src, pin=pin, use=use, chip=chip.name, hint=hint,
+                                    reason="UART0, the civicedge console (docs/boards.md, \"Chips\")")
         if pin in self.used:
-            raise PinConflictError(source=src, pin=pin, use=use, chip=chip.name, first_use=self.used[pin], hint=hint)
-        self.used[pin] = use
-        return pin
+            return PinConflictError(source=src, pin=pin, use=use, chip=chip.name, first_use=self.used[pin], hint=hint)
+        return None
 
 
-def _parse_io(table: Table, spec: KindSpec, pins: _PinLedger) -> dict[str, IoPin]:
+def _parse_io(table: Table, spec: KindSpec, pins: _PinLedger) -> tuple[dict[str, IoPin], set[str]]:
+    """The io roles of the kind, and the roles that have a problem (recorded; raised without a collector)."""
     io: dict[str, IoPin] = {}
+    broken: set[str] = set()
     for role in table.keys():
         if role not in spec.io:
-            raise UnknownFieldError(source=table.source, field=table.where(role), allowed=sorted(spec.io))
+            table.soft(UnknownFieldError(source=table.source, field=table.where(role), allowed=sorted(spec.io)), None)
+            table.skip(role)
     for role, modes in spec.io.items():
-        entry = _required_table(table, role)
-        mode = entry.string("mode", choices=modes)
-        need = {"in": "in", "adc": "adc", "out": "out", "pwm": "out"}[mode]
-        pin = pins.claim(entry.integer("pin"), entry.where("pin"), need=need)
-        if mode == "in":
-            pull = entry.string("pull", "none", choices=PULLS)
-            if pull != "none" and pin in pins.chip.no_pull:
-                raise InvalidValueError(source=entry.source, field=entry.where("pull"), value=pull,
-                                        reason=f"GPIO{pin} on {pins.chip.name} has no internal pull resistors; "
-                                               "use an external one and pull = \"none\"")
-            item = IoPin(role, "in", pin, pull=pull, active=entry.integer("active", 1, low=0, high=1))
-        elif mode == "out":
-            item = IoPin(role, "out", pin, active=entry.integer("active", 1, low=0, high=1))
-        elif mode == "adc":
-            item = IoPin(role, "adc", pin, atten=entry.string("atten", "11db", choices=ATTENUATIONS))
-        else:
-            item = IoPin(role, "pwm", pin, freq=entry.integer("freq", 1000, low=1, high=40_000_000))
-        entry.finish()
-        io[role] = item
+        before = len(table.problems.errors) if table.problems is not None else 0
+        with _section_of(table) as part:
+            io[role] = _parse_role(_required_table(table, role), role, modes, pins)
+        if part.failed or (table.problems is not None and len(table.problems.errors) > before):
+            broken.add(role)
     table.finish(sorted(spec.io))
-    return io
+    return io, broken
 
 
-def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str,
+def _section_of(table: Table) -> Any:
+    """A :class:`Section` when collecting; without a collector, nothing is caught."""
+    return Section(table.problems) if table.problems is not None else contextlib.nullcontext(_NoSection())
+
+
+class _NoSection:
+    failed = False
+
+
+def _parse_role(entry: Table, role: str, modes: tuple[str, ...], pins: _PinLedger) -> IoPin:
+    mode = entry.string("mode", choices=modes)
+    need = {"in": "in", "adc": "adc", "out": "out", "pwm": "out"}[mode]
+    pin = pins.claim(entry.integer("pin"), entry.where("pin"), need=need)
+    chip = pins.chip
+    if mode == "in":
+        pull = entry.string("pull", "none", choices=PULLS)
+        if pull != "none" and chip is not None and pin in chip.no_pull:
+            entry.soft(InvalidValueError(source=entry.source, field=entry.where("pull"), value=pull,
+                                         reason=f"GPIO{pin} on {chip.name} has no internal pull resistors; "
+                                                "use an external one and pull = \"none\""), None)
+        item = IoPin(role, "in", pin, pull=pull, active=entry.integer("active", 1, low=0, high=1))
+    elif mode == "out":
+        item = IoPin(role, "out", pin, active=entry.integer("active", 1, low=0, high=1))
+    elif mode == "adc":
+        item = IoPin(role, "adc", pin, atten=entry.string("atten", "11db", choices=ATTENUATIONS))
+    else:
+        item = IoPin(role, "pwm", pin, freq=entry.integer("freq", 1000, low=1, high=40_000_000))
+    entry.finish()
+    return item
+
+
+def _parse_links(table: Table, chip: ChipSpec | None, pins: _PinLedger, kind: str,
                  noisy: list[str]) -> tuple[UartLink | None, BleLink | None]:
     """The data links; ``noisy`` names the kind's noisy_count fields (they need the BLE radio)."""
     uart: UartLink | None = None
@@ -308,9 +390,10 @@ def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str,
     u = table.table("uart", required=False)
     if u is not None:
         uart_id = u.integer("id")
-        if uart_id not in chip.uart_ids:
-            raise InvalidValueError(source=u.source, field=u.where("id"), value=uart_id,
-                                    reason=f"{chip.name} data UARTs are {sorted(chip.uart_ids)} (UART0 is the console)")
+        if chip is not None and uart_id not in chip.uart_ids:
+            u.soft(InvalidValueError(source=u.source, field=u.where("id"), value=uart_id,
+                                     reason=f"{chip.name} data UARTs are {sorted(chip.uart_ids)} (UART0 is the console)"),
+                   None)
         tx = pins.claim(u.integer("tx"), u.where("tx"), need="out")
         rx = pins.claim(u.integer("rx"), u.where("rx"), need="in")
         uart = UartLink(id=uart_id, tx=tx, rx=rx, baud=u.integer("baud", 115200, low=1200, high=5_000_000))
@@ -336,15 +419,17 @@ def _parse_links(table: Table, chip: ChipSpec, pins: _PinLedger, kind: str,
 def _parse_calibration(table: Table, spec: KindSpec) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, consts in spec.calibration.items():
-        entry = _required_table(table, name)
-        values: dict[str, Any] = {}
-        for const in consts:
-            if const == "table":
-                values[const] = _int_table(entry, const)
-            else:
-                values[const] = entry.integer(const)
-        entry.finish()
-        out[name] = values
+        with _section_of(table) as part:
+            entry = _required_table(table, name)
+            values: dict[str, Any] = {}
+            for const in consts:
+                if const == "table":
+                    values[const] = _int_table(entry, const)
+                else:
+                    values[const] = entry.integer(const)
+            entry.finish()
+        if not part.failed:  # cross checks only with every constant of the table
+            out[name] = values
     table.finish(sorted(spec.calibration))
     _check_calibration(table, out)
     return out
@@ -373,33 +458,34 @@ def _check_calibration(table: Table, cal: dict[str, dict[str, Any]]) -> None:
     """Cross-field sanity checks that would otherwise divide by zero or invert a scale on the device."""
     src = table.source
 
-    def bad(field: str, value: Any, reason: str) -> InvalidValueError:
-        return InvalidValueError(source=src, field=f"calibration.{field}", value=value, reason=reason)
+    def bad(field: str, value: Any, reason: str) -> None:
+        table.soft(InvalidValueError(source=src, field=f"calibration.{field}", value=value, reason=reason), None)
 
     if "fill" in cal:
         f = cal["fill"]
         if not 0 < f["full_mm"] < f["empty_mm"]:
-            raise bad("fill.full_mm", f["full_mm"], "must be > 0 and below empty_mm")
+            bad("fill.full_mm", f["full_mm"], "must be > 0 and below empty_mm")
         if not 1 <= f["pings"] <= 15:
-            raise bad("fill.pings", f["pings"], "must be between 1 and 15")
+            bad("fill.pings", f["pings"], "must be between 1 and 15")
     if "battery" in cal:
         b = cal["battery"]
         if b["divider_den"] <= 0 or b["divider_num"] <= 0:
-            raise bad("battery.divider_den", b["divider_den"], "divider terms must be positive")
+            bad("battery.divider_den", b["divider_den"], "divider terms must be positive")
         if b["full_mv"] <= b["empty_mv"]:
-            raise bad("battery.full_mv", b["full_mv"], "must be above empty_mv")
+            bad("battery.full_mv", b["full_mv"], "must be above empty_mv")
     if "lamp" in cal:
         lamp = cal["lamp"]
         for key in ("watts", "mains_v", "ma_full", "ma_per_volt"):
             if lamp[key] <= 0:
-                raise bad(f"lamp.{key}", lamp[key], "must be positive")
+                bad(f"lamp.{key}", lamp[key], "must be positive")
         if not 0 <= lamp["tolerance_pct"] <= 100:
-            raise bad("lamp.tolerance_pct", lamp["tolerance_pct"], "must be between 0 and 100")
+            bad("lamp.tolerance_pct", lamp["tolerance_pct"], "must be between 0 and 100")
         if not 0 <= lamp["min_level"] <= 100:
-            raise bad("lamp.min_level", lamp["min_level"], "must be between 0 and 100")
+            bad("lamp.min_level", lamp["min_level"], "must be between 0 and 100")
 
 
-def _parse_sleep(table: Table, io: dict[str, IoPin], chip: ChipSpec, source: str) -> SleepSettings:
+def _parse_sleep(table: Table, io: dict[str, IoPin], broken_io: set[str], chip: ChipSpec | None,
+                 source: str) -> SleepSettings:
     mode = table.string("mode", choices=SLEEP_MODES)
     interval = table.integer("interval_s", low=1, high=86_400)
     wake_names = table.array("wake_pins", [])
@@ -407,12 +493,19 @@ def _parse_sleep(table: Table, io: dict[str, IoPin], chip: ChipSpec, source: str
     for i, name in enumerate(wake_names):
         where = f"{table.where('wake_pins')}[{i}]"
         if not isinstance(name, str):
-            raise FieldTypeError(source=source, field=where, expected="an io name", actual=type_name(name))
+            table.soft(FieldTypeError(source=source, field=where, expected="an io name", actual=type_name(name)), None)
+            continue
+        if name in broken_io:  # its own problem is reported already
+            wake.append(name)
+            continue
         if name not in io or io[name].mode != "in":
-            raise InvalidValueError(source=source, field=where, value=name, reason="must name a digital input in [io]")
+            table.soft(InvalidValueError(source=source, field=where, value=name,
+                                         reason="must name a digital input in [io]"), None)
+            continue
         pin = io[name].pin
-        if mode == "deep" and pin not in chip.wake_capable:
-            raise NotWakePinError(source=source, pin=pin, use=where, chip=chip.name, wake_pins=sorted(chip.wake_capable))
+        if mode == "deep" and chip is not None and pin not in chip.wake_capable:
+            table.soft(NotWakePinError(source=source, pin=pin, use=where, chip=chip.name,
+                                       wake_pins=sorted(chip.wake_capable)), None)
         wake.append(name)
     table.finish()
     return SleepSettings(mode=mode, interval_s=interval, wake_pins=tuple(wake))  # type: ignore[arg-type]
@@ -426,8 +519,8 @@ def _parse_app(table: Table, spec: KindSpec) -> dict[str, Any]:
         app["schedule"] = _schedule(table)
     table.finish()
     if "on_lux" in app and app["off_lux"] < app["on_lux"]:
-        raise InvalidValueError(source=table.source, field="app.off_lux", value=app["off_lux"],
-                                reason="must be >= on_lux (hysteresis)")
+        table.soft(InvalidValueError(source=table.source, field="app.off_lux", value=app["off_lux"],
+                                     reason="must be >= on_lux (hysteresis)"), None)
     return app
 
 
