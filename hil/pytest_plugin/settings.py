@@ -189,6 +189,13 @@ def board_problem(name: str, test_file: Path | None, exc: BoardError) -> str:
         return str(exc)
     available = ", ".join(exc.available) or "none"
     ref = marker_board_ref(name, test_file) if test_file is not None else name
+    if test_file is not None and ref == name and "/" not in name and name.endswith(".toml"):
+        # A bare x.toml is looked for in three places (marker_board_ref, then load_board): say which.
+        from gateway.resources import boards_dir
+
+        places = (f"{test_file.parent / name} next to the test, {Path.cwd() / name} in the current directory, "
+                  f"{boards_dir() / name}")
+        return f"no board file {name} (looked for {places}); boards by name: {available}"
     if ref != name or "/" in name:
         where = " (a path in a marker is relative to the test file's directory)" if test_file is not None else ""
         return f"no board file {ref}{where}; boards by name: {available}"

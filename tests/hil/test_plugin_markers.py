@@ -61,6 +61,10 @@ def test_fleet_path():
     ("board('boards/nope.toml')", "hil_board",
      "hil_board: BoardFileNotFoundError: @pytest.mark.board('boards/nope.toml'): no board file */boards/nope.toml "
      "(a path in a marker is relative to the test file's directory); boards by name: *"),
+    ("board('my-light.toml')", "hil_board",
+     "hil_board: Board*NotFoundError: @pytest.mark.board('my-light.toml'): no board file my-light.toml (looked for "
+     "*/my-light.toml next to the test, */my-light.toml in the current directory, */boards/my-light.toml); "
+     "boards by name: *bin-esp32c3*"),
     ("board('lamppost-9000')\n@pytest.mark.requires('uart')", "hil_board",
      "requires: BoardNotFoundError: @pytest.mark.board('lamppost-9000'): no such board 'lamppost-9000' (boards: *)"),
 ])
