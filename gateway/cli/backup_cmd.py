@@ -84,7 +84,8 @@ class BackupError(GatewayError):
     Attributes:
         reason: ``exists`` (DEST is not new), ``no_store`` / ``no_registry`` / ``missing`` (a source is
             absent), ``permission_denied``, ``disk_full``, ``read_failed``, ``write_failed``,
-            ``copy_damaged`` (a copy failed its check), ``unfinished_write`` (a hot rollback journal).
+            ``copy_damaged`` (a copy failed its check), ``unfinished_write`` (a hot rollback journal),
+            ``registry_wal`` (the registry is in WAL mode: its rows and key files cannot be read as of one moment).
         path: the file or directory concerned.
     """
 
@@ -424,15 +425,29 @@ def _read_registry(db: Path, keys: Path, dst: Path) -> tuple[sqlite3.Connection,
                                                               list[dict[str, str]]]:
     """The registry ``db`` copied into memory and the key files of ``keys`` read, in one read transaction
     (ended before returning): (the in-memory copy, (name, content, source) of each key file, what was not
-    a regular file). ``dst`` is only named in errors."""
+    a regular file). ``dst`` is only named in errors.
+
+    Raises:
+        BackupError: ``registry_wal`` when the registry is in WAL mode, where a reader does not hold off a
+            key change, so the copy would not be of one moment; the SQLite and file errors of a copy.
+    """
     try:
         # Never immutable=1 (read_only_uri's choice for a directory we may not write): that reads without
-        # locks. The registry is in rollback-journal mode: a plain read-only open needs no file beside it.
+        # locks. The registry is in rollback-journal mode (Registry sets it at every open; WAL is refused
+        # below): a plain read-only open needs no file beside it.
         src = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise _sqlite_error(exc, db, dst) from exc
     memory = sqlite3.connect(":memory:")
     try:
+        mode = str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode == "wal":
+            raise BackupError(
+                "the device registry %s is in WAL journal mode, where a key rotation or enrolment does not wait for "
+                "the backup's read, so its rows and key files could not be copied as of one moment; the gateway "
+                "sets it back to rollback-journal mode when it opens the registry while no other process has it "
+                "open: stop what else has it open (sqlite3, another gateway), restart the gateway, then back up "
+                "again" % db, reason="registry_wal", path=db)
         src.execute("BEGIN")
         # A read takes the SHARED lock, held until the rollback below; the backup API alone would take and
         # drop its own at each step, leaving the key files to be read outside it.

@@ -449,7 +449,34 @@ class Registry:
             conn.close()
             what = "it has no devices table" if not columns else "its devices table lacks %s" % ", ".join(missing)
             raise RegistryError("%s is not a device registry database (%s)" % (db, what), reason="corrupt")
+        self._rollback_journal(conn)
         return conn
+
+    def _rollback_journal(self, conn: sqlite3.Connection) -> None:
+        """Put the registry in rollback-journal mode (``DELETE``; SQLite's default, a no-op when it is in it).
+
+        A key change's ``BEGIN EXCLUSIVE`` waits for readers only in that mode, which is what lets a backup
+        read the rows and the key files as of one moment; WAL (persistent, e.g. set by hand) lets a writer
+        commit under a reader. Leaving WAL needs the database to itself: while another process has it open
+        SQLite says "database is locked" at once. That is no reason to fail the open (a gateway must start
+        beside a running ``devices`` command): it stays in WAL with a WARNING, and ``gateway backup``
+        refuses it until an open that has it to itself.
+        """
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:  # locked, or read-only: the registry works as it is
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            except sqlite3.Error:
+                mode = "unknown"
+            if mode != "wal":
+                return  # rollback-journal already (the change was a no-op that met a lock)
+            log.warning("registry %s is in WAL journal mode and could not be set back to rollback-journal mode (%s: "
+                        "another process has it open); it works, but `gateway backup` refuses it until the next open "
+                        "with nothing else holding it (restart the gateway then)", self.path, exc)
+            return
+        if mode != "delete":
+            log.warning("registry %s: journal mode %s, not rollback-journal (delete)", self.path, mode)
 
     @staticmethod
     def _close_quietly(conn: sqlite3.Connection | None) -> None:
