@@ -224,8 +224,13 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     warning = _shipped_name_reused(board)
     if warning is None:
         return board
-    logger.warning("board %s: %s", source, warning)
+    if (source, warning) not in _WARNED:  # once per file and process: a fleet loads one file many times
+        _WARNED.add((source, warning))
+        logger.warning("board %s: %s", source, warning)
     return dataclasses.replace(board, warnings=(*board.warnings, warning))
+
+
+_WARNED: set[tuple[str, str]] = set()
 
 
 def _shipped_name_reused(board: BoardDefinition) -> str | None:

@@ -75,3 +75,12 @@ def test_a_copy_of_a_shipped_board_and_the_shipped_board_do_not_warn(tmp_path: P
     assert load_board(copy).warnings == ()
     assert load_board("streetlight-esp32").warnings == ()
     assert load_board("bin-esp32c3").warnings == ()
+
+
+def test_the_warning_is_logged_once_per_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A fleet of virtual boards loads one definition per board: one WARNING, not one per board."""
+    path = write(tmp_path, STREETLIGHT.replace("pin = 27\n", "pin = 26\n"), "fleet.toml")
+    with caplog.at_level(logging.WARNING, logger="hil.boards"):
+        boards = [load_board(path) for _ in range(3)]
+    assert all(b.warnings for b in boards)  # every load still carries it
+    assert sum("shipped board's" in r.getMessage() for r in caplog.records) == 1
