@@ -327,6 +327,36 @@ class RangeStamp:
     newest_at: float | None
 
 
+# The tables a device's committed seqs are in: stored reports, releases recorded as window duplicates
+# (no report row), and per device the highest seq whose row report retention removed. A store of an
+# older version (before 3 and 4) lacks the last two: a store file read offline may be one.
+_SEQ_TABLES = ("reports", "window_duplicates", "retired_seqs")
+
+
+def highest_committed_seq(conn: sqlite3.Connection, device: str) -> int:
+    """The highest seq the report store on ``conn`` holds for ``device``: stored, recorded as a window
+    duplicate, or removed by report retention; 0 when none. A board taking the id over must count above
+    it, else the gateway refuses its reports (``seq_reused``).
+
+    One statement (one snapshot), an index lookup per table. The one implementation for the gateway's
+    read API (:meth:`ReportQueries.highest_seq`) and for ``civicedge provision --db``
+    (hil/field/seq_floor.py), which opens a store file read-only itself.
+
+    Raises:
+        StorageError: reason ``not_a_store``: the database has no ``reports`` table.
+        sqlite3.Error: the database could not be read (the caller says which file).
+    """
+    present = {str(r[0]) for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)", _SEQ_TABLES)}
+    if "reports" not in present:
+        raise StorageError("not a civicedge report store (no reports table)", reason="not_a_store")
+    parts = " UNION ALL ".join("SELECT MAX(seq) AS seq FROM %s WHERE device = ?" % t
+                               for t in _SEQ_TABLES if t in present)
+    row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM (%s)" % parts,
+                       (device,) * parts.count("?")).fetchone()
+    return int(row[0])
+
+
 def _report(row: tuple[Any, ...]) -> StoredReport:
     return StoredReport(
         device=row[0], seq=int(row[1]), kind=row[2], zone=row[3], type=row[4], w=int(row[5]), l=int(row[6]),
@@ -523,6 +553,12 @@ class ReportQueries:
     def count_reports(self) -> int:
         """Return the number of stored reports."""
         return int(self._rows("SELECT COUNT(*) FROM reports", ())[0][0])
+
+    def highest_seq(self, device: str) -> int:
+        """Return the highest seq stored for ``device`` (reports, window duplicates, seqs report retention
+        removed), 0 when none (:func:`highest_committed_seq`): a board taking the id over starts above it."""
+        with self._reading() as conn:
+            return highest_committed_seq(conn, device)
 
     def last_report_id(self) -> int:
         """Return the highest report id (0 for an empty store); one index lookup, whatever the store's size."""

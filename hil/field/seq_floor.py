@@ -16,6 +16,8 @@ from pathlib import Path
 from hil.dut import Dut
 from hil.errors import HilError
 from hil.field.errors import DeviceIOError, FieldError
+from gateway.errors import StorageError
+from gateway.storage.queries import highest_committed_seq
 from gateway.storage.sqlite_uri import read_only_uri
 
 SEQ_PATH = "/seq.bin"
@@ -74,18 +76,12 @@ def highest_stored_seq(db_path: Path, device_id: str) -> int:
     try:
         conn = sqlite3.connect(read_only_uri(db_path), uri=True, timeout=5)
         try:
-            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if "reports" not in tables:
-                raise FieldError(f"{db_path} is not a civicedge gateway store (no reports table)", db=str(db_path))
-            highest = 0
-            for table in ("reports", "window_duplicates", "retired_seqs"):
-                if table in tables:
-                    row = conn.execute(f"SELECT MAX(seq) FROM {table} WHERE device=?", (device_id,)).fetchone()
-                    if row is not None and row[0] is not None:
-                        highest = max(highest, int(row[0]))
-            return highest
+            # The gateway's own reading (its admin API answers the same for --gateway).
+            return highest_committed_seq(conn, device_id)
         finally:
             conn.close()
+    except StorageError as exc:  # not_a_store
+        raise FieldError(f"{db_path} is not a civicedge gateway store (no reports table)", db=str(db_path)) from exc
     except sqlite3.Error as exc:
         raise FieldError(f"cannot read the gateway store {db_path}: {exc}", db=str(db_path)) from exc
 
