@@ -1,4 +1,5 @@
-"""Admin endpoints behind the bearer token: devices (list, enroll, move, revoke, rotate key), retention."""
+"""Admin endpoints behind the bearer token: devices (list, enroll, move, revoke, rotate key, highest stored
+seq), retention."""
 
 from __future__ import annotations
 
@@ -163,6 +164,22 @@ async def enroll_device(request: web.Request) -> web.Response:
         _audit(request, "replaced the key of device %s (key version %s): the old key no longer works", device_id,
                result["key_version"])
     return json_response({"device": device_id, **result}, status=201 if result["result"] == "added" else 200)
+
+
+@ROUTES.get("/api/admin/devices/{device_id}/seq")
+async def device_seq(request: web.Request) -> web.Response:
+    """The highest report seq the gateway stored under a registered id (0 when none): where a board
+    taking the id over must start (``civicedge provision --gateway`` raises the board's counter above
+    it); else the gateway refuses its reports as ``seq_reused``. 404 ``unknown_device`` for an id not in
+    the registry. Counts stored reports, window duplicates and the seqs report retention removed."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    admin = ctx.require_admin()
+    # Off the event loop, as every admin read of the registry; the store on its read thread.
+    await asyncio.to_thread(admin.require_registered, device_id)
+    highest = await ctx.fleet.highest_seq(device_id)
+    return json_response({"device": device_id, "highest_seq": highest})
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/revoke")

@@ -225,6 +225,19 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                           "401": _AUTH, "404": _err("unknown device"), "408": _err("body not received in time"),
                           "409": _err("the device is revoked"), "413": _err("body too large"),
                           "503": _err("no registry attached")}}},
+        "/api/admin/devices/{device_id}/seq": {"get": {
+            "summary": "The highest report seq stored under a registered id (0 when none)",
+            "description": "Stored reports, releases recorded as window duplicates and the seqs report retention "
+                           "removed: a board taking the id over must count above it, else its reports are refused "
+                           "as `seq_reused` (`civicedge provision --gateway` raises the board's counter above it).",
+            "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+            "responses": {"200": _ok("the highest stored seq", schema={
+                "type": "object", "required": ["device", "highest_seq"],
+                "properties": {"device": {"type": "string"},
+                               "highest_seq": {"type": "integer", "minimum": 0, "maximum": 4294967295}}}),
+                          "400": _BAD, "401": _AUTH, "404": _err("unknown device (code `unknown_device`)"),
+                          "503": _err("no registry attached, or the store did not answer in time "
+                                      "(`store_timeout`)")}}},
         "/api/admin/devices/{device_id}/rotate-key": {"post": {
             "summary": "Generate a new device key; the answer says where it was written, never the key",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],

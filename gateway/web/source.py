@@ -306,6 +306,12 @@ class StoreFleetSource:
         lookup."""
         return await self._reads.quick(self._queries().last_report_stamp, timeout_s=HEALTH_TIMEOUT_S)
 
+    async def highest_seq(self, device: str) -> int:
+        """The highest seq stored under ``device``, 0 when none: an index lookup per table, on the quick
+        thread (503 ``store_timeout`` when the store does not answer in time)."""
+        return await self._reads.quick(functools.partial(self._queries().highest_seq, device),
+                                       timeout_s=HEALTH_TIMEOUT_S)
+
 
 class RegistryAdmin:
     """Admin operations on ``gateway.registry.Registry`` and :class:`RetentionSettings`.
@@ -332,6 +338,10 @@ class RegistryAdmin:
             if exc.reason == "unknown_device":
                 raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
             raise Unavailable(f"registry error ({exc.reason})", code="registry") from None
+
+    def require_registered(self, device_id: str) -> None:
+        """Return when the registry holds ``device_id``; 404 ``unknown_device`` otherwise."""
+        self._record(device_id)
 
     def locations(self) -> Mapping[str, tuple[str, str]]:
         """Registered ``(lat, lon)`` per device id, as stored (decimal strings with the digits given)."""

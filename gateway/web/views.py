@@ -144,6 +144,11 @@ class FleetSource(Protocol):
         """Id and receive time (unix seconds) of the most recently stored report, None when none is."""
         ...
 
+    async def highest_seq(self, device: str) -> int:
+        """The highest seq stored under ``device`` (reports, window duplicates, seqs report retention
+        removed), 0 when none: a board taking the id over must count above it."""
+        ...
+
     def published_mark(self) -> int:
         """The mark the last published entities are as of (0 before any); held while the clock is
         behind the stored reports, so a device's silence is judged at it."""
@@ -167,6 +172,11 @@ class FleetAdmin(Protocol):
     def locations(self) -> Mapping[str, tuple[str, str]]:
         """Registered ``(lat, lon)`` per device id as the registry stores them: decimal strings keeping
         the digits they were given ("4.80"), the form the admin API reads and writes."""
+        ...
+
+    def require_registered(self, device_id: str) -> None:
+        """Return when the registry holds ``device_id`` (revoked or not); else raise NotFound
+        ``unknown_device`` (param ``device_id``)."""
         ...
 
     def revoke(self, device_id: str) -> None:
