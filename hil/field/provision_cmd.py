@@ -76,11 +76,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     prov.add_argument("--db", type=Path,
                       help="the gateway's SQLite report store (read-only), to start the board's report seqs above "
                            "those stored under the id (default with --registry: reports.sqlite beside the registry "
-                           "directory, when there is one)")
+                           "directory, when there is one; with --gateway: the gateway's admin API says it)")
     prov.add_argument("--seq-start", type=_seq_start, metavar="N",
                       help="the board's next report seq is at least N (never lowered): for a board taking over an id "
-                           "with stored reports when the gateway's store is not at hand (the gateway's seq_reused "
-                           "warning names N)")
+                           "with stored reports when neither the gateway's store nor (with --gateway) a gateway "
+                           "answering GET /api/admin/devices/{id}/seq is at hand (the gateway's seq_reused warning "
+                           "names N)")
     prov.add_argument("--revoke-old", action="store_true",
                       help="with --force and --registry: when the board held another id before, revoke that id in "
                            "the registry once the new identity is written (only while the registry holds it with "
@@ -135,7 +136,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                     "API over TLS (https://) when provisioning from another host")
         elif args.token_file is not None:
             raise GatewayRegistrationError("--token-file goes with --gateway URL (the admin API), not --registry")
-        seq_floor, seq_from = _seq_floor(args)
+        seq_floor, seq_from = _seq_floor(args, registrar)
         with steps(out) as step:
             step("connect to the board")
             try:
@@ -300,10 +301,11 @@ def _seq_start(text: str) -> int:
     return n
 
 
-def _seq_floor(args: argparse.Namespace) -> tuple[int | None, str]:
+def _seq_floor(args: argparse.Namespace, registrar: AdminApiRegistrar | None) -> tuple[int | None, str]:
     """The seq the board must count above, and where it came from: the larger of ``--seq-start`` - 1 and
-    the id's highest seq in the gateway store (``--db``, or the one beside ``--registry``); None when
-    neither is at hand."""
+    the id's highest seq in the gateway store (``--db``, or the one beside ``--registry``), else as the
+    gateway's admin API says it (``--gateway``; 0 for an id it has not registered); None when none of
+    them is at hand. Asked before the board is touched: a refusal changes nothing."""
     floors: list[tuple[int, str]] = []
     if args.seq_start is not None:
         floors.append((args.seq_start - 1, "--seq-start"))
@@ -313,6 +315,18 @@ def _seq_floor(args: argparse.Namespace) -> tuple[int | None, str]:
         db = beside if beside.is_file() else None
     if db is not None:
         floors.append((highest_stored_seq(db, args.device_id), f"the gateway store {db}"))
+    elif registrar is not None:
+        try:
+            stored = registrar.highest_seq(args.device_id)
+        except GatewayRegistrationError as exc:
+            if exc.details.get("reason") != "no_seq_endpoint" or args.seq_start is None:
+                raise
+            # An older gateway, and the technician gave the floor the error asks for.
+            say(f"note: the gateway at {registrar.base_url} cannot say the highest report seq it stored under "
+                f"{args.device_id} (an older version); the board's seqs start at --seq-start {args.seq_start} at "
+                "least")
+        else:
+            floors.append((stored or 0, f"the gateway at {registrar.base_url}"))
     if not floors:
         return None, ""
     return max(floors)

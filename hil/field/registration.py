@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import RegistryError
 from gateway.registry import Registry, same_decimal
@@ -237,24 +238,9 @@ class AdminApiRegistrar:
         body = json.dumps({"kind": identity.kind, "zone": identity.zone, "lat": identity.lat, "lon": identity.lon,
                            "key": identity.key.hex(), "replace": force}).encode()
         try:
-            req = urllib.request.Request(url, data=body, method="PUT", headers={
-                "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=self._timeout_s) as resp:  # noqa: S310 - the URL the user gave
-                raw = resp.read()
+            answer = self._send(url, body=body, method="PUT")
         except urllib.error.HTTPError as exc:
             raise self._refusal(identity.id, exc) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise GatewayRegistrationError(f"cannot reach the gateway at {self.base_url}: {unreachable_reason(exc)}",
-                                           gateway=self.base_url) from None
-        except ValueError:  # http.client: "Invalid header value" (a token with a line break): nothing was sent
-            raise GatewayRegistrationError(
-                "the admin token cannot be sent (it holds a line break or control character); put only the token "
-                "on the first line of the --token-file", gateway=self.base_url) from None
-        try:
-            answer = json.loads(raw or b"{}")
-        except ValueError:
-            raise GatewayRegistrationError(f"the gateway at {self.base_url} answered something that is not JSON",
-                                           gateway=self.base_url) from None
         try:
             outcome = Registration(answer.get("result"))
         except (AttributeError, ValueError):
@@ -263,8 +249,76 @@ class AdminApiRegistrar:
             log.info("registered %s at %s (%s)", identity.id, self.base_url, outcome.value)
         return outcome
 
-    def _refusal(self, device_id: str, exc: urllib.error.HTTPError) -> GatewayRegistrationError:
-        code, message = gateway_error(exc)
+    def highest_seq(self, device_id: str) -> int | None:
+        """The highest report seq the gateway stored under ``device_id`` (``GET /api/admin/devices/{id}/seq``):
+        a board taking the id over must count above it. None when the id is not registered there (the
+        gateway stores no report of an id it has no key for).
+
+        Raises:
+            GatewayRegistrationError: refused or unanswered; ``reason`` ``no_seq_endpoint`` when the gateway
+                is older than the endpoint (HTTP 404 on the route itself, not ``unknown_device``).
+        """
+        url = f"{self.base_url}/api/admin/devices/{urllib.parse.quote(device_id, safe='')}/seq"
+        try:
+            answer = self._send(url)
+        except urllib.error.HTTPError as exc:
+            code, message = gateway_error(exc)
+            if exc.code == 404 and code == "unknown_device":
+                return None
+            if exc.code in (404, 405) and code:
+                # The gateway's JSON 404 for a path it has no route for: a version before the endpoint.
+                raise GatewayRegistrationError(
+                    f"the gateway at {self.base_url} cannot say the highest report seq it stored under {device_id} "
+                    f"(HTTP {exc.code} on GET /api/admin/devices/{{id}}/seq): gateway too old; pass --seq-start "
+                    "N (N: above the highest seq its seq_reused log line names, or its store's with --db PATH)",
+                    gateway=self.base_url, reason="no_seq_endpoint") from None
+            if exc.code == 403:
+                # Not the gateway's own answer (it says 401): a proxy in front of it refused the call.
+                raise GatewayRegistrationError(
+                    f"{self.base_url} refused the admin call (HTTP 403{': ' + code if code else ''}; a proxy in "
+                    "front of the gateway?); pass the gateway's own address with --gateway and the file of its "
+                    "[http] admin_token_file with --token-file", gateway=self.base_url,
+                    reason=code or "forbidden") from None
+            if exc.code == 503 and code == "store_timeout":
+                raise GatewayRegistrationError(
+                    f"the gateway at {self.base_url} did not read its store in time for the highest report seq "
+                    f"of {device_id} ({message}); retry, or pass --seq-start N", gateway=self.base_url,
+                    reason=code) from None
+            raise self._refusal(device_id, exc, code=code, message=message) from None
+        seq = answer.get("highest_seq") if isinstance(answer, dict) else None
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise GatewayRegistrationError(f"unexpected answer from {url}: {answer!r}", gateway=self.base_url)
+        return seq
+
+    def _send(self, url: str, *, body: bytes | None = None, method: str = "GET") -> Any:
+        """One admin call: the JSON answer. HTTP errors are raised as ``urllib.error.HTTPError`` for the
+        caller to read; anything else as GatewayRegistrationError."""
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            req = urllib.request.Request(url, data=body, method=method, headers=headers)
+            with urllib.request.urlopen(req, timeout=self._timeout_s) as resp:  # noqa: S310 - the URL the user gave
+                raw = resp.read()
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError) as exc:
+            raise GatewayRegistrationError(f"cannot reach the gateway at {self.base_url}: {unreachable_reason(exc)}",
+                                           gateway=self.base_url) from None
+        except ValueError:  # http.client: "Invalid header value" (a token with a line break): nothing was sent
+            raise GatewayRegistrationError(
+                "the admin token cannot be sent (it holds a line break or control character); put only the token "
+                "on the first line of the --token-file", gateway=self.base_url) from None
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            raise GatewayRegistrationError(f"the gateway at {self.base_url} answered something that is not JSON",
+                                           gateway=self.base_url) from None
+
+    def _refusal(self, device_id: str, exc: urllib.error.HTTPError, *, code: str | None = None,
+                 message: str = "") -> GatewayRegistrationError:
+        if code is None:
+            code, message = gateway_error(exc)
         if exc.code == 401 and code == "admin_disabled":
             return GatewayRegistrationError(
                 f"the gateway at {self.base_url} has its admin API switched off (no admin token configured); set "
