@@ -348,7 +348,11 @@ def wait_new_report(watch: GatewayWatch, *, device_id: str, timeout_s: float,
         if time.monotonic() >= deadline:
             raise NoReportError(
                 f"the gateway accepted no report from {device_id} within {timeout_s:g} s; check the link "
-                "(UART cable / BLE range), that the gateway runs, and its log for rejected frames (hmac, unknown_device)",
+                "(UART cable / BLE range), that the gateway runs, and its log for rejected frames (hmac, "
+                f"unknown_device, or seq_reused: '{device_id} seq ... already stored with another frame', the "
+                "board's seq counter restarted under an id with stored reports; the fix that line names: "
+                f"civicedge provision --port PORT --id {device_id} ... --seq-start N, or with --gateway URL / --db "
+                "PATH, which read N themselves; no --force needed)",
                 device_id=device_id, timeout_s=timeout_s)
         if console is None:
             time.sleep(poll_s)
