@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gateway.registry import Registry  # noqa: E402
-from gateway.resources import boards_dir  # noqa: E402
+from hil.boards.variants import write_awake_bin  # noqa: E402
 from hil.scenarios.outbox import OutboxWatch  # noqa: E402
 from hil.sim.board import VirtualBoard  # noqa: E402
 from hil.sim.host import SimHost  # noqa: E402
@@ -112,8 +112,7 @@ async def run(windows: int, per_link: int, speed: float, work: Path) -> dict[str
     floor = pty_floor()
     floor_ble = ble_floor()
     relay = start_relay()
-    bin_toml = work / "bin-awake.toml"
-    bin_toml.write_text((boards_dir() / "bin-esp32c3.toml").read_text().replace('mode = "deep"', 'mode = "none"'))
+    bin_toml = write_awake_bin(work)
     start_ms = (int(time.time()) // WINDOW_S + 1) * WINDOW_S * 1000 - LEAD_S * 1000
     specs: list[tuple[str, str, str | None, int]] = [("serial", "streetlight-esp32", None, i) for i in range(per_link)]
     specs += [("ble", str(bin_toml), relay.url, i) for i in range(per_link)]

@@ -28,7 +28,8 @@ from gateway.storage.store_files import store_writer
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
 from hil.backends.qemu.launcher import free_tcp_port
-from hil.boards import load_board
+from hil.boards import BoardError, load_board
+from hil.boards.variants import write_awake_bin
 from hil.children import spawn_child, stop_gateway
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
@@ -267,15 +268,10 @@ class Demo:
         """
         if self.opt.bin_sleep == "deep":
             return "bin-esp32c3"
-        from gateway.resources import boards_dir
-
-        text = (boards_dir() / "bin-esp32c3.toml").read_text()
-        if 'mode = "deep"' not in text:
-            raise DemoError("boards/bin-esp32c3.toml has no [sleep] mode = \"deep\" line to switch off")
-        path = self.workdir / "boards" / "bin-esp32c3.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace('mode = "deep"', 'mode = "none"'))
-        return path
+        try:
+            return write_awake_bin(self.workdir / "boards")
+        except BoardError as exc:
+            raise DemoError(str(exc)) from exc
 
     async def _add_board(self, board: str | Path, dev: str, index: int, registry: Registry, stimuli: str) -> None:
         lat, lon = _place(self.rng)

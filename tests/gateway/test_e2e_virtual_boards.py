@@ -32,11 +32,10 @@ async def test_every_generated_report_arrives_exactly_once(tmp_path: Path, broke
     board_mod = pytest.importorskip("hil.sim.board")
     host_mod = pytest.importorskip("hil.sim.host")
     relay_mod = pytest.importorskip("hil.sim.radio.relay")
-    from gateway.resources import boards_dir
+    from hil.boards.variants import write_awake_bin
 
     relay = relay_mod.start_relay()
-    bin_toml = tmp_path / "bin-awake.toml"
-    bin_toml.write_text((boards_dir() / "bin-esp32c3.toml").read_text().replace('mode = "deep"', 'mode = "none"'))
+    bin_toml = write_awake_bin(tmp_path)
     # Start 5 virtual seconds before an hour boundary: a window and an hour report come at once.
     start_ms = (int(time.time()) // 3600 + 1) * 3600 * 1000 - 5000
     # One host (Node process) per board: boards sharing a host reset each other in this simulator

@@ -30,11 +30,10 @@ async def test_ble_disconnect_storm_loses_and_doubles_nothing(tmp_path: Path) ->
     board_mod = pytest.importorskip("hil.sim.board")
     host_mod = pytest.importorskip("hil.sim.host")
     relay_mod = pytest.importorskip("hil.sim.radio.relay")
-    from gateway.resources import boards_dir
+    from hil.boards.variants import write_awake_bin
 
     relay = relay_mod.start_relay()
-    bin_toml = tmp_path / "bin-awake.toml"
-    bin_toml.write_text((boards_dir() / "bin-esp32c3.toml").read_text().replace('mode = "deep"', 'mode = "none"'))
+    bin_toml = write_awake_bin(tmp_path)
     start_ms = (int(time.time()) // 900 + 1) * 900 * 1000 - 5000  # a window closes 5 virtual s in
     host = host_mod.SimHost(speed=SPEED, start_ms=start_ms)
     board = board_mod.VirtualBoard(bin_toml, device_id="bin-storm", flash_dir=tmp_path / "bin", host=host, seed=5,
