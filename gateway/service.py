@@ -63,6 +63,10 @@ LINK_RESTART_MAX_S = 60.0
 LINK_STABLE_S = 60.0
 # A transport that ended is closed before it is restarted; its close gets this long.
 LINK_CLOSE_S = 5.0
+# Every link down is the critical all_links_down only once it has lasted this long without a break: brief
+# outages are normal (a USB port re-enumerating, a BLE restart until its first scan ends) and monitors page
+# on critical (/healthz has no delay of its own). Meanwhile each link has its own link_down/ble_down warning.
+ALL_LINKS_DOWN_AFTER_S = 60.0
 
 
 class Gateway:
@@ -71,6 +75,8 @@ class Gateway:
     Args:
         config: validated configuration.
         policy: privacy policy (default: firmware/policy.json).
+        health_monotonic: the clock for how long every link has been down (:data:`ALL_LINKS_DOWN_AFTER_S`);
+            ``time.monotonic`` (real time also under ``[sim_clock]``: an outage is the operator's).
 
     Attributes:
         metrics: the gateway's metrics (``metrics.registry`` is the CollectorRegistry for /metrics).
@@ -80,7 +86,8 @@ class Gateway:
             the web surface, the collection plan and retention alike.
     """
 
-    def __init__(self, config: GatewayConfig, *, policy: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: GatewayConfig, *, policy: dict[str, Any] | None = None,
+                 health_monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.policy = policy if policy is not None else load_policy()
         self.metrics = GatewayMetrics(config.id)
@@ -135,6 +142,8 @@ class Gateway:
         self._retention_source: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._link_failures: dict[str, str] = {}  # link name -> why its task ended (until it is restarted)
+        self._health_monotonic = health_monotonic
+        self._all_down_since: float | None = None  # when a look at the health first found every link down
         self._stopping = False  # set first thing in stop(): a transport task that ends now is not restarted
         self._web: Any = None
         self._queries: Any = None  # the web's read connection, closed before the store checkpoints
@@ -311,24 +320,36 @@ class Gateway:
                                    "%s (outbox depth %d)" % (self.upstream.problem or "mqtt broker unreachable",
                                                              self.store.outbox_depth)))
         links: list[Problem] = []
-        down = []
         for t in self.transports:
             code = "ble_down" if t.name == "ble" else "link_down"
             failed = self._link_failures.get(t.name)
             if failed is not None:
                 links.append(Problem(code, failed, t.name))
-                down.append(t.name)
             elif self.metrics.value("civicedge_link_state", {"link": t.name}) == 0:
-                down.append(t.name)
-                problem = getattr(t, "problem", None)  # BLE: why it is down (radio/adapter unreachable)
+                # BLE's link_state is 0 also while its first scan runs after a start: down only with a
+                # problem (radio/adapter unreachable), as it is reported.
+                problem = getattr(t, "problem", None)
                 if problem:
                     links.append(Problem(code, "%s is down: %s" % (t.name, problem), t.name))
                 elif isinstance(t, SerialTransport):
                     links.append(Problem(code, "%s is down" % t.name, t.name))
-        if down and len(down) == len(self.transports):
+        every_link = self._every_link_down([p.subject or "" for p in links])
+        if every_link is not None:
             # Ahead of the links: STATUS= cuts a long list of link_down at its end, never the critical code.
-            reasons.append(all_links_down(down))
+            reasons.append(every_link)
         return reasons + links
+
+    def _every_link_down(self, down: list[str]) -> Problem | None:
+        """``all_links_down`` for the links ``down`` once every configured link has been down for
+        :data:`ALL_LINKS_DOWN_AFTER_S`, as seen by the looks at the health (``/healthz``, ``STATUS=`` every
+        few seconds) without one finding a link up; None before that, and with no link configured."""
+        if not down or len(down) != len(self.transports):
+            self._all_down_since = None
+            return None
+        now = self._health_monotonic()
+        if self._all_down_since is None:
+            self._all_down_since = now
+        return all_links_down(down) if now - self._all_down_since >= ALL_LINKS_DOWN_AFTER_S else None
 
     async def _watch_store(self) -> None:
         """Log an ERROR once when the store's file is deleted or replaced (every commit fails from then on) or

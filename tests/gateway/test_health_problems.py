@@ -15,7 +15,7 @@ import pytest
 from conftest import make_env
 from gateway.config import load_config
 from gateway.health import CRITICAL, OK, WARNING, overall, summary
-from gateway.service import Gateway
+from gateway.service import ALL_LINKS_DOWN_AFTER_S, Gateway
 
 
 async def _until(predicate, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -56,13 +56,16 @@ async def test_a_missing_port_and_no_broker_are_warnings_a_damaged_store_is_crit
 
 @pytest.mark.timeout(60)
 async def test_every_link_down_is_critical_ahead_of_the_link_warnings(tmp_path: Path) -> None:
-    """Was: with every port unplugged the gateway collects nothing, yet its health was only a warning."""
+    """Was: with every port unplugged the gateway collects nothing, yet its health was only a warning.
+    (Critical once it lasted ALL_LINKS_DOWN_AFTER_S: test_all_links_down_delay.)"""
     ports = [tmp_path / "ttyUSB1", tmp_path / "ttyUSB2"]  # symlinks to a pty, made later: plugged in
-    gw = Gateway(load_config(make_env(tmp_path, serial=tuple(map(str, ports)))))
+    now = [0.0]
+    gw = Gateway(load_config(make_env(tmp_path, serial=tuple(map(str, ports)))), health_monotonic=lambda: now[0])
     await gw.start()
     master, slave = os.openpty()
     try:
-        await _until(lambda: len(gw.health()) == 3, "both ports are reported down")
+        await _until(lambda: len(gw.health()) == 2, "both ports are reported down")
+        now[0] += ALL_LINKS_DOWN_AFTER_S
         problems = gw.health()
         assert [(p.code, p.severity, p.subject) for p in problems] == [
             ("all_links_down", CRITICAL, None),

@@ -19,7 +19,7 @@ import pytest
 from conftest import make_env
 
 from gateway.config import load_config
-from gateway.service import Gateway
+from gateway.service import ALL_LINKS_DOWN_AFTER_S, Gateway
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,7 +54,8 @@ async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = make_env(tmp_path)
     cfg.write_text(cfg.read_text().replace("[http]\nenabled = false", "[http]\nport = 0"))
-    gw = Gateway(load_config(cfg))
+    now = [0.0]
+    gw = Gateway(load_config(cfg), health_monotonic=lambda: now[0])
     crashing = CrashingTransport()
     gw.transports.append(crashing)  # type: ignore[arg-type]
     gw.metrics.link_state.labels("ble").set(1)  # as a transport that was up says
@@ -71,12 +72,15 @@ async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
             assert "link ble ended unexpectedly (RuntimeError: radio stack fell over)" in record.getMessage()
             assert record.exc_info is not None  # with its traceback
             assert gw.metrics.value("civicedge_link_state", {"link": "ble"}) == 0
+            failed = "link ble failed (RuntimeError: radio stack fell over); restarting it"
             body = await health(gw.http_port)
             assert body["status"] == "degraded"
-            # its only link: every link is down, which is critical (gateway.health.all_links_down)
+            assert body["reasons"] == [failed] and body["severity"] == "warning", body
+            # its only link: once down that long, every link is down, which is critical (all_links_down)
+            now[0] += ALL_LINKS_DOWN_AFTER_S
+            body = await health(gw.http_port)
             all_down = "every link is down (ble): nothing is received or stored; the devices keep their reports"
-            assert body["reasons"] == [all_down,
-                                       "link ble failed (RuntimeError: radio stack fell over); restarting it"], body
+            assert body["reasons"] == [all_down, failed], body
             assert body["severity"] == "critical"
             end = time.monotonic() + 5
             while crashing.runs < 2:
@@ -85,9 +89,10 @@ async def test_a_transport_task_that_ends_is_logged_reported_down_and_restarted(
             [restarted] = [r for r in caplog.records if r.getMessage() == "link ble restarted"]
             assert restarted.levelno == logging.INFO
             assert crashing.closed == 1  # closed before it was started again
-            # restarted, but not up until the transport says so: still down in /healthz
+            # restarted, but not up until the transport says so: still down in /healthz (from its link_state);
+            # no longer failed and giving no reason (as BLE while its first scan runs): not every link down
             body = await health(gw.http_port)
-            assert body["reasons"] == ["link ble is down", all_down], body
+            assert body["reasons"] == ["link ble is down"] and body["severity"] == "warning", body
         finally:
             await gw.stop()
     assert crashing.runs == 2 and crashing.closed == 2  # before the restart, and at stop

@@ -24,7 +24,7 @@ from procs import REPO
 
 from gateway.config import load_config
 from gateway.notify_status import StatusReporter, status_text, watchdog_interval
-from gateway.service import Gateway
+from gateway.service import ALL_LINKS_DOWN_AFTER_S, Gateway
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -57,13 +57,17 @@ async def _next(sock: socket.socket, timeout: float = 10.0) -> dict[str, str]:
 
 async def test_status_follows_the_health_and_back_to_running(tmp_path: Path, notify_socket: socket.socket) -> None:
     port = tmp_path / "ttyUSB1"  # a symlink to a pty, made later: the port is plugged in
-    gw = Gateway(load_config(make_env(tmp_path, serial=(str(port),))))
+    now = [0.0]
+    gw = Gateway(load_config(make_env(tmp_path, serial=(str(port),))), health_monotonic=lambda: now[0])
     await gw.start()
     running = "gateway gw-test running: 1 serial port(s), BLE off, HTTP off"
     reporter = asyncio.create_task(StatusReporter("gw-test", running, gw.health, every_s=0.1).run())
     master, slave = os.openpty()
     try:
-        assert await _next(notify_socket) == {  # its only port: every link is down, critical
+        assert await _next(notify_socket) == {
+            "STATUS": "gateway gw-test degraded (warning): link_down serial:%s" % port}
+        now[0] += ALL_LINKS_DOWN_AFTER_S  # its only port, down that long: every link is down, critical
+        assert await _next(notify_socket) == {
             "STATUS": "gateway gw-test degraded (critical): all_links_down; link_down serial:%s" % port}
         port.symlink_to(os.ttyname(slave))
         assert await _next(notify_socket) == {"STATUS": running}
@@ -170,7 +174,7 @@ def test_gateway_run_says_a_missing_port_in_its_status_and_pings_the_watchdog(tm
                 got.append(dict(line.split("=", 1) for line in sock.recv(4096).decode().split("\n")))
         assert got[0] == {"READY": "1", "STATUS": "gateway gw-test running: 1 serial port(s), BLE off, HTTP off"}
         assert got[-1] == {"WATCHDOG": "1",
-                           "STATUS": "gateway gw-test degraded (critical): all_links_down; link_down serial:%s"
+                           "STATUS": "gateway gw-test degraded (warning): link_down serial:%s"
                                      % missing}
         assert {"WATCHDOG": "1"} in got  # pinged (every 1 s) before the first look at the health (5 s)
         proc.send_signal(signal.SIGTERM)
