@@ -2,8 +2,9 @@
 
 The databases are copied with SQLite's online backup API from a read-only connection that holds one
 read transaction for the whole copy: a consistent snapshot, while a running gateway keeps committing
-(into its ``-wal``; it is never blocked). A stopped store's writer lock is held during its copy
-(:func:`_copy_store`). Everything is
+(into its ``-wal``; the store's copy never blocks it). The registry and its key files are read into
+memory in one read transaction, which a registry change waits for (milliseconds: :func:`_copy_registry`).
+A stopped store's writer lock is held during its copy (:func:`_copy_store`). Everything is
 written into a temporary directory beside DEST and renamed to DEST only once every copy passed its
 check and MANIFEST.json is written, so DEST is either absent or a complete backup.
 """
