@@ -70,14 +70,18 @@ class DiskSpace:
     @property
     def problem(self) -> Problem | None:
         """The health problem of this reading: ``disk_critical`` below :attr:`critical`'s threshold, else
-        ``disk_low`` (a warning, ``subject`` the store's directory) below ``min_free_mb``, else None. One
-        problem, never both: a monitor's ticket on ``disk_low`` becomes its page on ``disk_critical``."""
+        ``disk_low`` (a warning) below ``min_free_mb``, else None; ``subject`` the store's directory, symlinks
+        resolved (where the free space is measured). One problem, never both: a monitor's ticket on
+        ``disk_low`` becomes its page on ``disk_critical``."""
         low = self.low
         if low is None:
             return None
-        if self.critical:
-            return Problem("disk_critical", low)
-        return Problem("disk_low", low, os.path.dirname(os.path.abspath(self.path)))
+        return Problem("disk_critical" if self.critical else "disk_low", low, self.directory)
+
+    @property
+    def directory(self) -> str:
+        """The store's directory, symlinks resolved: the file system :func:`free_bytes` measures."""
+        return os.path.dirname(os.path.realpath(self.path))
 
 
 def measure(path: Path, min_free_mb: int) -> DiskSpace:

@@ -45,13 +45,27 @@ async def test_below_min_free_mb_is_the_warning_disk_low_naming_the_store_direct
 
 
 @pytest.mark.timeout(60)
-async def test_below_an_eighth_of_it_is_disk_critical_alone(tmp_path: Path) -> None:
+async def test_below_an_eighth_of_it_is_disk_critical_alone_with_the_same_subject(tmp_path: Path) -> None:
+    """Was: disk_critical had no subject, so a monitor keyed on it lost the directory disk_low named."""
     gw = Gateway(load_config(_config(tmp_path, 10_000_000)))  # 10 TB: far more than an eighth is free
     await gw.start()
     try:
-        assert [(p.code, p.severity, p.subject) for p in gw.health()] == [("disk_critical", CRITICAL, None)]
+        assert [(p.code, p.severity, p.subject) for p in gw.health()] == [
+            ("disk_critical", CRITICAL, str(tmp_path / "data"))]
     finally:
         await gw.stop()
+
+
+def test_the_subject_is_the_directory_whose_free_space_is_measured(tmp_path: Path) -> None:
+    """Was: disk_low named the store's directory as given (abspath) while free space is measured where its
+    symlinks lead: a data directory linked to another disk named the link, not the disk that is full."""
+    real = tmp_path / "disk" / "civicedge"
+    real.mkdir(parents=True)
+    (tmp_path / "data").symlink_to(real)
+    store = tmp_path / "data" / "reports.sqlite"
+    for free in (256 * MIB - 1, 0):  # disk_low, disk_critical
+        problem = DiskSpace(store, free, 256).problem
+        assert problem is not None and problem.subject == str(real), (free, problem)
 
 
 def test_the_thresholds_are_min_free_mb_and_its_eighth(tmp_path: Path) -> None:
