@@ -498,7 +498,8 @@ class IngestService:
             return
         old = seq <= win.accepted_hi - REPLAY_WINDOW
         if old or seq <= win.committed_hi:
-            digest = await self.run_in_store(self.store.committed_digest, dev, seq)
+            rec = verified.record
+            digest = await self.run_in_store(self.store.committed_digest, dev, seq, rec.kind, rec.w + rec.l)
             if digest is not None:
                 if digest and digest != verified.record.digest:
                     self._seq_reused(verified, link, win)
@@ -545,7 +546,8 @@ class IngestService:
             # counter (asked of the store here, on this already slow path, never on the hot one). A copy
             # arriving while the first is in flight is taken as a re-send: two frames of one key under one
             # seq at once would need two boards holding one key.
-            digest = await self.run_in_store(self.store.committed_digest, verified.frame.device_id, seq)
+            rec = verified.record
+            digest = await self.run_in_store(self.store.committed_digest, rec.device, seq, rec.kind, rec.w + rec.l)
             if digest and digest != verified.record.digest:
                 self._seq_reused(verified, link, win)
                 return True

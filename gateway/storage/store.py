@@ -224,6 +224,9 @@ class ReportStore:
             self._chain_pos, self._chain_head = provenance.last_hash(conn)
             # Seqs whose rows retention removed: still committed (row_retention.py).
             self._retired = row_retention.retired_seqs(conn)
+            # Report retention per kind (days) of the last retention pass planned; until one is, the
+            # least a kind can have (a config retention is 1 day at least): see committed_digest.
+            self._report_days: dict[str, int] = {}
             row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
             if unclean:
                 _checkpoint_at_open(conn, self.path)
@@ -373,13 +376,23 @@ class ReportStore:
                 (device, seq, device, seq)).fetchone()
         return bool(row[0])
 
-    def committed_digest(self, device: str, seq: int) -> str | None:
+    def committed_digest(self, device: str, seq: int, kind: str | None = None,
+                         period_end: int | None = None) -> str | None:
         """Return the frame digest committed under ``(device, seq)`` (stored, or recorded as a window
-        duplicate); ``""`` when it is committed but its digest is gone (report retention removed its row);
-        None when it is not committed. A frame under a committed seq with another digest is not a re-send
-        (the device re-sends byte-identical frames): its seq counter restarted."""
+        duplicate); None when it is not committed. A frame under a committed seq with another digest is not
+        a re-send (the device re-sends byte-identical frames): its seq counter restarted.
+
+        At or below the device's retired seq (report retention removed the row, and its digest with it):
+        :data:`RETIRED_UNKNOWN` when the frame (``kind``, its period end ``period_end`` = w + l) may be a
+        re-send of a removed row; :data:`RETIRED_TOO_NEW` when its period ends after the kind's report-retention
+        cut-off: retention removes only rows whose period ended before it, so such a frame was never stored
+        (a board whose counter restarted under the id). Without ``kind``/``period_end``: RETIRED_UNKNOWN.
+        """
         if seq <= self._retired.get(device, 0):
-            return ""
+            if kind is None or period_end is None:
+                return RETIRED_UNKNOWN
+            days = self._report_days.get(kind, MIN_REPORT_DAYS)
+            return RETIRED_TOO_NEW if period_end > time.time() - days * 86400 else RETIRED_UNKNOWN
         with self._reading("looking up %s seq %d" % (device, seq)):
             row = self._conn.execute(
                 "SELECT digest FROM reports WHERE device=? AND seq=?"
@@ -789,8 +802,9 @@ class ReportStore:
                 continue
             # quoted: a field name is one key, never a path
             fields.append((kind, fld, int(now) - days * 86400, days, '$."%s"' % fld))
-        cutoffs = {kind: int(now) - days * 86400
-                   for kind, days in sorted(row_retention.row_retention_days(retention_days).items())}
+        report_days = row_retention.row_retention_days(retention_days)
+        self._report_days = report_days  # committed_digest: a retired seq's frame newer than this is no re-send
+        cutoffs = {kind: int(now) - days * 86400 for kind, days in sorted(report_days.items())}
         rows = row_retention.RowPass(cutoffs=cutoffs, keep_id=top)
         rows.values = field_retention.FieldPass(fields=fields, top=top, now=now)
         rows.retention_days = dict(retention_days)
@@ -1053,6 +1067,14 @@ LARGE_REMOVAL = 0.1
 # Rows per multi-row INSERT, largest first: a few fixed sizes keep the statements in sqlite3's
 # statement cache. Sizes whose parameters exceed the library's bound (999 before SQLite 3.32) are skipped.
 _CHUNKS = (256, 64, 16, 4, 1)
+
+
+# committed_digest at or below a device's retired seq: the digest is gone with the row (a frame may be its
+# re-send), or the frame's period is too new for a row retention removed (never stored: not a re-send).
+RETIRED_UNKNOWN = ""
+RETIRED_TOO_NEW = "newer than the report retention"  # never a frame digest (hex)
+# The least report retention a kind can have (config retention: 1 day at least), used before a pass.
+MIN_REPORT_DAYS = 1
 
 
 def report_row(rec: ReportRecord, gateway_id: str) -> tuple[Any, ...]:

@@ -165,28 +165,65 @@ async def _property_run(tmp: Path, old_count: int, evs: list[tuple[int, bool]]) 
     reg.close()
 
 
-async def test_a_seq_whose_row_retention_removed_has_no_digest_left_and_stays_a_duplicate(
-        registry: Registry, tmp_path: Path) -> None:
-    """Retention keeps only a device's highest removed seq, not the digests: a frame at or below it cannot
-    be told from a re-send, and is re-acknowledged, never stored (as before)."""
+def _retire(db: Path, seq: int) -> None:
+    """Record ``seq`` as bin-1's highest seq report retention removed (its rows, digests with them, gone)."""
     import sqlite3
 
-    db = tmp_path / "r.sqlite"
     ReportStore(db, gateway_id="gw").close()
     conn = sqlite3.connect(db)
     try:
-        conn.execute("INSERT INTO retired_seqs (device, seq) VALUES ('bin-1', 10)")
+        conn.execute("INSERT INTO retired_seqs (device, seq) VALUES ('bin-1', ?)", (seq,))
         conn.commit()
     finally:
         conn.close()
+
+
+async def test_a_new_frame_under_a_seq_whose_row_retention_removed_is_refused(
+        registry: Registry, tmp_path: Path) -> None:
+    """Retention keeps only a device's highest removed seq, not the digests; but it removes only rows whose
+    period ended before the kind's report retention: a frame at or below the retired seq whose period is
+    newer was never stored (a new board under a long-lived id), refused as seq_reused, never acknowledged
+    (was: re-acknowledged as a duplicate, silently lost)."""
+    db = tmp_path / "r.sqlite"
+    _retire(db, 10)
     metrics = GatewayMetrics("gw")
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
     a = Acks()
     ingest.feed(new_board_frame(4), a.link)
     await _settle(ingest)
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 1
+    assert metrics.value("civicedge_reports_duplicate_total") == 0
+    assert a.sent == []
+    assert ReportQueries(db).count_reports() == 0
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
+
+
+async def test_a_resend_of_a_row_retention_removed_stays_a_duplicate(registry: Registry, tmp_path: Path) -> None:
+    """A frame at or below the retired seq whose period ended before the kind's report retention may be a
+    re-send of a removed row: re-acknowledged as a duplicate, never stored again. The retention of the last
+    pass counts (here 400 days: a period 100 days old is too new, one 500 days old may be removed)."""
+    import time
+
+    db = tmp_path / "r.sqlite"
+    _retire(db, 10)
+    metrics = GatewayMetrics("gw")
+    ingest = _ingest(registry, db, metrics)
+    await ingest.start()
+    # only plans a pass (nothing to remove in an empty store): the store learns bin's report retention
+    await ingest.run_in_store(ingest.store.apply_retention, {("bin", "fill"): 400}, time.time())
+    now = int(time.time()) // 900 * 900
+    a = Acks()
+    ingest.feed(report_frame("bin-1", 4, KEYS["bin-1"], w=now - 500 * 86400), a.link)
+    await _settle(ingest)
     assert metrics.value("civicedge_reports_duplicate_total") == 1
-    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 0
+    assert [d for d, _ in a.sent] == ["bin-1"]  # re-acknowledged
+    ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"], w=now - 100 * 86400), a.link)
+    await _settle(ingest)
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 1
+    assert metrics.value("civicedge_reports_duplicate_total") == 1
     assert ReportQueries(db).count_reports() == 0
     await ingest.stop()
     ingest.close()
