@@ -101,3 +101,11 @@ async def test_every_metric_the_rules_name_is_exported(tmp_path: Path) -> None:
     # the signals the SRE review asked for are all alerted on
     assert {"civicedge_devices", "civicedge_open_alarms", "civicedge_seqs_given_up_total", "civicedge_outbox_bytes",
             "civicedge_outbox_max_bytes", "civicedge_link_disconnects_total", "civicedge_fleet_view_up"} <= used
+
+
+def test_a_board_stuck_in_seq_reused_is_alerted_on() -> None:
+    """A board counting under stored seqs loses every report until it is re-provisioned: one refusal alerts."""
+    rules = [r for r in _rules() if 'reason="seq_reused"' in str(r["expr"])]
+    assert [r["alert"] for r in rules] == ["CivicedgeSeqReused"]
+    assert rules[0]["labels"] == {"severity": "ticket"}
+    assert "docs/field.md" in rules[0]["annotations"]["runbook"]  # type: ignore[index]
