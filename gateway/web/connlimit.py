@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.log_limit import LogLimiter, more_since
+from gateway.web import accept_errors
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class CappedSite(web.TCPSite):
         super().__init__(runner, host, port, backlog=BACKLOG)
         self.max_connections = max_connections
         self.cap: ConnectionCap | None = None
+        self._accept_log: accept_errors.AcceptErrorFilter | None = None
 
     async def start(self) -> None:
         """Listen, as ``TCPSite.start`` does, with the capped protocol factory; without the aiohttp
@@ -253,12 +255,23 @@ class CappedSite(web.TCPSite):
             return
         await web.BaseSite.start(self)
         assert server is not None
-        self.cap = ConnectionCap(server, self.max_connections)
+        self.cap = cap = ConnectionCap(server, self.max_connections)
         self._server = await asyncio.get_running_loop().create_server(
-            self.cap, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,
+            cap, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,
             reuse_port=self._reuse_port)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        # At the open-file limit asyncio logs an ERROR with a traceback per accept() retry: condensed.
+        self._accept_log = accept_errors.install(self.max_connections, lambda: cap.open)
+
+    async def stop(self) -> None:
+        """Stop listening, as ``TCPSite.stop`` does, and log the accept() failures held back."""
+        try:
+            await super().stop()
+        finally:
+            if self._accept_log is not None:
+                accept_errors.remove(self._accept_log)
+                self._accept_log = None
 
 
 _SITE_INTERNALS = ("_host", "_port", "_backlog", "_reuse_address", "_reuse_port", "_runner")

@@ -1,0 +1,100 @@
+"""At the open-file limit asyncio logs ``socket.accept() out of system resource`` at ERROR with a traceback
+on every accept() retry (QA drill: 76,611 lines, 34 MB, in 60 s; journald then drops other messages). The
+HTTP site condenses them into one WARNING a minute naming the limit and [http] max_connections, and a
+closing count at stop. A real server in a child whose RLIMIT_NOFILE is lowered while it runs (as
+``prlimit`` did in the drill), flooded with idle connections."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.web.accept_errors import ACCEPT_ERROR, AcceptErrorFilter
+
+pytestmark = pytest.mark.timeout(60)
+REPO = Path(__file__).resolve().parents[2]
+
+CHILD = textwrap.dedent("""
+    import asyncio, logging, os, resource, sys
+    sys.path.insert(0, sys.argv[1])
+    from aiohttp import web
+    from gateway.web.app import start_http
+
+    async def main() -> None:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+        app = web.Application()
+        server = await start_http(app, host="127.0.0.1", port=0, max_connections=256)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+        print(server.port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await server.stop()
+
+    asyncio.run(main())
+""")
+
+
+def test_accept_failures_at_the_fd_limit_are_one_warning_naming_the_limits(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    log = tmp_path / "child.log"
+    with open(log, "w") as err:
+        child = subprocess.Popen([sys.executable, str(script), str(REPO)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=err, text=True)
+    flood: list[socket.socket] = []
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        port = int(child.stdout.readline())
+        for _ in range(60):  # idle connections, as in the drill
+            try:
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=1))
+            except OSError:
+                break
+        time.sleep(3)  # asyncio retries accept() many times meanwhile
+        child.stdin.write("stop\n")
+        child.stdin.flush()
+        child.wait(timeout=30)
+    finally:
+        for s in flood:
+            s.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    text = log.read_text()
+    assert child.returncode == 0, text[-2000:]
+    assert "Traceback" not in text and ACCEPT_ERROR not in text, text[:3000]
+    lines = text.splitlines()
+    warnings = [ln for ln in lines if ln.startswith("WARNING asyncio HTTP connections cannot be accepted")]
+    assert len(warnings) == 1, text[:3000]
+    assert "Too many open files" in warnings[0] and "RLIMIT_NOFILE" in warnings[0]
+    assert "[http] max_connections" in warnings[0] and "LimitNOFILE=" in warnings[0]
+    closing = [ln for ln in lines if "more accept() failure(s) at the open-file limit" in ln]
+    assert len(closing) == 1 and closing[0].startswith("WARNING gateway.web.accept_errors"), text[-2000:]
+    assert int(closing[0].split("HTTP connections: ")[1].split()[0]) > 0
+
+
+def test_the_filter_lets_other_records_pass_and_counts_within_the_interval() -> None:
+    now = [100.0]
+    flt = AcceptErrorFilter(200, lambda: 7, clock=lambda: now[0])
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, (), None)
+
+    other = rec("Task exception was never retrieved")
+    assert flt.filter(other) and other.levelno == logging.ERROR
+    first = rec(ACCEPT_ERROR + "\nsocket: <x>")
+    assert flt.filter(first) and first.levelno == logging.WARNING
+    assert "accept() failed 1 time(s)" in first.getMessage() and "cap 200" in first.getMessage()
+    assert not any(flt.filter(rec(ACCEPT_ERROR)) for _ in range(5))
+    now[0] += 61
+    later = rec(ACCEPT_ERROR)
+    assert flt.filter(later)
+    assert "accept() failed 6 time(s) since the last such line" in later.getMessage()
+    assert flt.failures == 7 and flt.unlogged == 0
