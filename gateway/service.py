@@ -144,6 +144,7 @@ class Gateway:
         self._link_failures: dict[str, str] = {}  # link name -> why its task ended (until it is restarted)
         self._health_monotonic = health_monotonic
         self._all_down_since: float | None = None  # when a look at the health first found every link down
+        self._disk = disk_space.DiskHealth()
         self._stopping = False  # set first thing in stop(): a transport task that ends now is not restarted
         self._web: Any = None
         self._queries: Any = None  # the web's read connection, closed before the store checkpoints
@@ -306,7 +307,8 @@ class Gateway:
         failing = self.ingest.store_problem
         if failing is not None and gone is None and damaged is None:  # the damage says why commits fail
             reasons.append(Problem("commits_failing", failing))
-        disk = disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb).problem  # one statvfs
+        # one statvfs; held until free space is clearly back above the threshold (no 200/503 flapping)
+        disk = self._disk.problem(disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb))
         if disk is not None:  # disk_low (warning) or, below an eighth of min_free_mb, disk_critical
             reasons.append(disk)
         if self.retention_clock.problem is not None:

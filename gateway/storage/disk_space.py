@@ -6,7 +6,8 @@ below it the gateway logs a WARNING (once per :data:`WARN_EVERY_S` while it last
 warns, and ``/healthz`` has the warning ``disk_low``; below an eighth of it (:data:`CRITICAL_SHARE`: 32 MiB
 by default) that becomes the critical ``disk_critical``, because commits are then minutes from failing at
 city load (~13 MB a minute at 333 reports/s). :attr:`DiskSpace.problem` is the one place that picks between
-them (both thresholds live here).
+them (both thresholds live here); :class:`DiskHealth` holds the gateway's code until free space is clearly
+back above its threshold (:data:`CLEAR_SHARE`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ MIB = 1024 * 1024
 CRITICAL_SHARE = 8
 # While space stays low, the WARNING is repeated this often (with the figure of the moment).
 WARN_EVERY_S = 3600.0
+# A disk code is cleared only once free space is above its threshold plus this share of it (1/16: 272 MiB
+# for disk_low at 256 MiB): space hovering at a threshold would flap /healthz 200/503 and STATUS=.
+CLEAR_SHARE = 16
 
 
 def free_bytes(path: Path) -> int | None:
@@ -69,10 +73,10 @@ class DiskSpace:
 
     @property
     def problem(self) -> Problem | None:
-        """The health problem of this reading: ``disk_critical`` below :attr:`critical`'s threshold, else
-        ``disk_low`` (a warning) below ``min_free_mb``, else None; ``subject`` the store's directory, symlinks
-        resolved (where the free space is measured). One problem, never both: a monitor's ticket on
-        ``disk_low`` becomes its page on ``disk_critical``."""
+        """The health problem of this reading alone: ``disk_critical`` below :attr:`critical`'s threshold,
+        else ``disk_low`` (a warning) below ``min_free_mb``, else None; ``subject`` the store's directory,
+        symlinks resolved (where the free space is measured). One problem, never both: a monitor's ticket
+        on ``disk_low`` becomes its page on ``disk_critical``. The gateway holds it with :class:`DiskHealth`."""
         low = self.low
         if low is None:
             return None
@@ -82,6 +86,42 @@ class DiskSpace:
     def directory(self) -> str:
         """The store's directory, symlinks resolved: the file system :func:`free_bytes` measures."""
         return os.path.dirname(os.path.realpath(self.path))
+
+
+class DiskHealth:
+    """The gateway's ``disk_low``/``disk_critical``, with hysteresis: a code is raised as soon as free space
+    is below its threshold (:attr:`DiskSpace.problem`) and cleared, or lowered from ``disk_critical`` to
+    ``disk_low``, only once free space is above that threshold plus 1/:data:`CLEAR_SHARE` of it."""
+
+    def __init__(self) -> None:
+        self._code: str | None = None  # the code last given
+
+    def problem(self, space: DiskSpace) -> Problem | None:
+        """The disk problem for the reading ``space``, given what was said before."""
+        found = space.problem
+        code = None if found is None else found.code
+        free = space.free
+        if self._code is not None and code != "disk_critical" and space.min_free_mb and free is not None:
+            low_at = space.min_free_mb * MIB
+            if self._code == "disk_critical" and free < _clear_at(low_at // CRITICAL_SHARE):
+                code = "disk_critical"
+            elif code is None and free < _clear_at(low_at):
+                code = "disk_low"
+        self._code = code
+        if code is None or (found is not None and found.code == code):
+            return found
+        # Held: free space is above the code's threshold, not yet by the margin.
+        threshold = space.min_free_mb * MIB // (CRITICAL_SHARE if code == "disk_critical" else 1)
+        return Problem(code, "report store disk low: %s free on the file system of %s, not yet back above %s "
+                       "(%s[storage] min_free_mb = %d MiB, plus 1/%d of it)"
+                       % (_size(free or 0), space.path, _size(_clear_at(threshold)),
+                          "1/%d of " % CRITICAL_SHARE if code == "disk_critical" else "", space.min_free_mb,
+                          CLEAR_SHARE), space.directory)
+
+
+def _clear_at(threshold: int) -> int:
+    """The free space at and above which the code of ``threshold`` (bytes) is cleared."""
+    return threshold + threshold // CLEAR_SHARE
 
 
 def measure(path: Path, min_free_mb: int) -> DiskSpace:

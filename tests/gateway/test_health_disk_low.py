@@ -17,7 +17,7 @@ from gateway.config import load_config
 from gateway.health import CRITICAL, WARNING, as_json
 from gateway.notify_status import status_text
 from gateway.service import Gateway
-from gateway.storage.disk_space import CRITICAL_SHARE, MIB, DiskSpace, free_bytes
+from gateway.storage.disk_space import CLEAR_SHARE, CRITICAL_SHARE, MIB, DiskHealth, DiskSpace, free_bytes
 
 
 def _config(tmp_path: Path, min_free_mb: int) -> Path:
@@ -78,3 +78,38 @@ def test_the_thresholds_are_min_free_mb_and_its_eighth(tmp_path: Path) -> None:
         assert (problem.code if problem is not None else None) == code, free
     assert DiskSpace(store, 0, 0).problem is None  # min_free_mb = 0: off
     assert DiskSpace(store, None, 256).problem is None  # free space unreadable: said by the metric (NaN)
+
+
+def test_a_code_is_cleared_only_once_free_space_is_back_above_its_threshold_by_a_sixteenth(tmp_path: Path) -> None:
+    """Was: free space hovering at min_free_mb (a log rotating, retention removing) flapped /healthz between
+    200 and 503 and STATUS= between running and degraded at each look."""
+    store = tmp_path / "data" / "reports.sqlite"
+    low_at = 256 * MIB
+    critical_at = low_at // CRITICAL_SHARE
+    health = DiskHealth()
+
+    def code(free: int) -> str | None:
+        problem = health.problem(DiskSpace(store, free, 256))
+        return None if problem is None else problem.code
+
+    assert code(low_at) is None
+    assert code(low_at - 1) == "disk_low"
+    assert code(low_at + 1) == "disk_low"  # back above the threshold, not by the margin: held
+    held = health.problem(DiskSpace(store, low_at + 1, 256))
+    assert held is not None and held.subject == str(tmp_path / "data")
+    assert "not yet back above 272.0 MiB ([storage] min_free_mb = 256 MiB, plus 1/16 of it)" in held
+    assert code(low_at + low_at // CLEAR_SHARE - 1) == "disk_low"
+    assert code(low_at + low_at // CLEAR_SHARE) is None  # 272 MiB: cleared
+    assert code(low_at) is None  # a reading at the threshold again does not raise it
+    assert code(low_at - 1) == "disk_low"  # below it does, at once
+
+    assert code(critical_at - 1) == "disk_critical"
+    assert code(critical_at + 1) == "disk_critical"  # held, though only disk_low by this reading
+    assert code(critical_at + critical_at // CLEAR_SHARE - 1) == "disk_critical"
+    assert code(critical_at + critical_at // CLEAR_SHARE) == "disk_low"  # lowered, still below min_free_mb
+    assert code(critical_at) == "disk_low"  # above the critical threshold: not critical again
+    assert code(critical_at - 1) == "disk_critical"
+    assert code(10 * low_at) is None  # far above: cleared at once
+    assert code(critical_at - 1) == "disk_critical"
+    assert health.problem(DiskSpace(store, critical_at, 0)) is None  # min_free_mb = 0: off, nothing held
+    assert code(low_at + 1) is None
