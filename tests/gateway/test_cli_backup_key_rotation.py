@@ -68,7 +68,7 @@ def test_a_rotation_during_the_key_copy_waits_for_the_backup(tmp_path: Path, mon
         return real_read(path)
 
     monkeypatch.setattr(backup_cmd, "_read_key", read_racing_a_rotation)
-    config = backup_cmd.config_from(backup_cmd.argparse.Namespace(config=cfg), read_only=True)
+    config = config_from(argparse.Namespace(config=cfg), read_only=True)
     backup_cmd.make_backup(config, tmp_path / "b")
     rotation.join(10)
     assert not rotation.is_alive() and len(rotated) == 1 and isinstance(rotated[0], Path), rotated  # it went on

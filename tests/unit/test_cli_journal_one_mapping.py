@@ -23,7 +23,7 @@ def _log_prefix(levelno: int) -> str:
 
 def _message_prefix(text: str) -> str:
     out = io.StringIO()
-    print(text, file=JournalMessages(out))  # type: ignore[arg-type]
+    print(text, file=JournalMessages(out))
     return out.getvalue().split(text)[0]
 
 
