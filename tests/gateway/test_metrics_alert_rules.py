@@ -109,3 +109,39 @@ def test_a_board_stuck_in_seq_reused_is_alerted_on() -> None:
     assert [r["alert"] for r in rules] == ["CivicedgeSeqReused"]
     assert rules[0]["labels"] == {"severity": "ticket"}
     assert "docs/field.md" in rules[0]["annotations"]["runbook"]  # type: ignore[index]
+
+
+def _inhibit_examples() -> list[object]:
+    """The Alertmanager inhibit_rules example as the rules file's comment and docs/gateway.md give it."""
+    text = RULES.read_text(encoding="utf-8")
+    start = text.index("#   inhibit_rules:")
+    lines = []
+    for line in text[start:].splitlines():
+        if not line.strip().startswith("#   "):
+            break
+        lines.append(line.strip()[4:])
+    docs = (RULES.parents[2] / "docs" / "gateway.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(inhibit_rules:\n.*?)```", docs, re.S)
+    assert block is not None, "docs/gateway.md, Alert rules: no inhibit_rules example"
+    return [yaml.safe_load("\n".join(lines)), yaml.safe_load(block.group(1))]
+
+
+def test_the_inhibit_example_names_real_alerts_and_labels_both_carry() -> None:
+    """One outage of every link would page twice (CivicedgeAllLinksDown, then CivicedgeLinkDown per link):
+    the documented inhibition must name rules that exist and labels both alerts have."""
+    rules = {str(r["alert"]): r for r in _rules()}
+    comment, docs = _inhibit_examples()
+    assert comment == docs  # the rules file and the docs give the same example
+    [inhibit] = comment["inhibit_rules"]  # type: ignore[index]
+    names = {}
+    for side in ("source_matchers", "target_matchers"):
+        [matcher] = inhibit[side]
+        label, op, value = MATCHER.fullmatch(matcher).groups()  # type: ignore[union-attr]
+        assert (label, op) == ("alertname", "="), matcher
+        assert value in rules, "%s names no rule: %s" % (side, value)
+        names[side] = value
+    assert names == {"source_matchers": "CivicedgeAllLinksDown", "target_matchers": "CivicedgeLinkDown"}
+    # The source keeps only the labels it aggregates by; `equal` must be among them (else it never matches).
+    by = re.search(r"by \(([^)]*)\)", str(rules["CivicedgeAllLinksDown"]["expr"]))
+    assert by is not None and set(inhibit["equal"]) <= {s.strip() for s in by.group(1).split(",")}
+    assert "by (" not in str(rules["CivicedgeLinkDown"]["expr"])  # the target keeps every label
