@@ -337,7 +337,8 @@ class Gateway:
                     links.append(Problem(code, "%s is down" % t.name, t.name))
         every_link = self._every_link_down([p.subject or "" for p in links])
         if every_link is not None:
-            # Ahead of the links: STATUS= cuts a long list of link_down at its end, never the critical code.
+            # Listed ahead of the links' own warnings, the order /healthz and STATUS= show (a STATUS= too
+            # long for one line keeps its critical codes whatever the order: notify_status.status_text).
             reasons.append(every_link)
         return reasons + links
 
