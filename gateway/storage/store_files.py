@@ -28,20 +28,21 @@ def file_problem(files: list[FileIdentity]) -> str | None:
     """Say which of ``files`` (from :func:`file_identities`) was deleted or replaced since they were
     recorded, and what became of the file the store writes; None when all are as they were.
 
-    See :meth:`gateway.storage.store.ReportStore.file_problem`. A ``stat`` per file.
+    See :meth:`gateway.storage.store.ReportStore.file_problem`. A ``stat`` per file; for a file gone, a
+    look through this process's open descriptors (``/proc/self/fd``).
     """
     for path, ident in files:
         try:
             st = os.stat(path)
         except FileNotFoundError:
             links = _open_links(ident)
-            what = "moved or deleted" if links is None else "moved away" if links else "deleted"
-            return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(path, ident, links))
+            what = ("moved or deleted" if links is None else "moved away" if links[0] else "deleted")
+            return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(path, ident, files))
         except OSError:
             continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
         if (st.st_dev, st.st_ino) != ident:
             now = real_store_path(path)
-            fate = _fate(path, ident, _open_links(ident))
+            fate = _fate(path, ident, files)
             if now != Path(os.path.abspath(path)):  # a symlink (or symlinked directory) on the way
                 return ("report store file %s was replaced by another file while the gateway ran (it now "
                         "names %s)%s" % (path, now, fate))
@@ -49,9 +50,10 @@ def file_problem(files: list[FileIdentity]) -> str | None:
     return None
 
 
-def _open_links(ident: tuple[int, int]) -> int | None:
-    """The link count of the file ``ident`` (st_dev, st_ino) this process has open (Linux ``/proc/self/fd``):
-    0 when it was deleted, above 0 when it still has a name somewhere; None when it cannot be told."""
+def _open_links(ident: tuple[int, int]) -> tuple[int, int] | None:
+    """The link count of the file ``ident`` (st_dev, st_ino) this process has open (Linux ``/proc/self/fd``),
+    0 when it was deleted and above 0 when it still has a name somewhere, with the descriptor it is open
+    under; None when it cannot be told."""
     try:
         fds = os.listdir("/proc/self/fd")
     except OSError:
@@ -62,19 +64,32 @@ def _open_links(ident: tuple[int, int]) -> int | None:
         except OSError:
             continue
         if (st.st_dev, st.st_ino) == ident:
-            return st.st_nlink
+            return st.st_nlink, int(fd)
     return None
 
 
-def _fate(path: Path, ident: tuple[int, int], links: int | None) -> str:
-    """What became of the file the store writes, for :func:`file_problem`'s message."""
+def _fate(path: Path, ident: tuple[int, int], files: list[FileIdentity]) -> str:
+    """What became of the file the store writes (``ident``, watched as ``path``), for :func:`file_problem`'s
+    message; for a file with no name left, how to copy it and the other ``files`` (its ``-wal``) out of
+    this running process through ``/proc/PID/fd``: it commits nothing more once the problem is found, so
+    the copies are as of the last commit."""
+    links = _open_links(ident)
     if links is None:
         return ""
-    if links:
+    if links[0]:
         return (" (the file it writes is still on disk under another name, nothing is lost; find it with "
                 "find %s -xdev -inum %d and put it back while the gateway is stopped)" % (_mount_point(path), ident[1]))
-    return (" (no name is left for the file it writes: what it held is lost when the gateway stops unless a backup "
-            "has it)")
+    db = files[0][0]
+    copies: list[tuple[str, str]] = []  # (cp command, name to move the copy to)
+    for name, other in files:  # the -wal too, deleted or not: SQLite removes it by name at the stop
+        found = links if other == ident else _open_links(other)
+        if found is not None:
+            wal = "-wal" if str(name).endswith("-wal") else ""
+            copies.append(("cp /proc/%d/fd/%d %s.salvaged%s" % (os.getpid(), found[1], db, wal), "%s%s" % (db, wal)))
+    return (" (no name is left for the file it writes: what it held is lost when the gateway stops, unless a backup "
+            "has it or it is copied out first; the gateway commits nothing more, so copy it out now, while it "
+            "still runs, as its user or root: %s; then stop the gateway and move the copies into place as %s,"
+            " together)" % (" && ".join(c for c, _ in copies), " and ".join(n for _, n in copies)))
 
 
 def _mount_point(path: Path) -> str:
