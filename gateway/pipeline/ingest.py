@@ -75,6 +75,9 @@ GAP_LOG_EVERY_S = 600.0
 # An authentic report under a seq stored with another frame (a board whose seq counter restarted under an id
 # with stored reports): refused, never acknowledged. One WARNING per device at most once per 10 min, with the count.
 REUSED_LOG_EVERY_S = 600.0
+# Bytes of a committed frame's digest kept per seq in a device window's ``recent`` (a re-send is compared there).
+DIGEST_PREFIX = 8
+_PREFIX_HEX = 2 * DIGEST_PREFIX
 MAX_DEVICE_WARNINGS = 1024  # devices with their own warning limit per kind of warning (a fleet's old boards)
 # A table of per-device warnings: keyed by device id, or (device id, field) for a warning per field.
 _DeviceWarnings = dict[str | tuple[str, str], CountedWarning]
@@ -145,6 +148,11 @@ class Link:
     fresh: Callable[[], None] | None = None
 
 
+def _prefix(digest: str) -> bytes:
+    """The first :data:`DIGEST_PREFIX` bytes of a hex frame digest (what ``recent`` keeps per seq)."""
+    return bytes.fromhex(digest[:_PREFIX_HEX])
+
+
 @dataclass
 class _DeviceWindow:
     """Per-device state. ``floor``: every seq <= floor is committed or its gap was given up on;
@@ -158,7 +166,9 @@ class _DeviceWindow:
     committed_hi: int = 0
     accepted_hi: int = 0
     floor: int = 0
-    recent: set[int] = field(default_factory=set)
+    # committed seqs near the top -> their frame digest's first DIGEST_PREFIX bytes (None: not known here,
+    # asked of the store): a re-send is byte-identical, another frame under the seq a restarted counter
+    recent: dict[int, bytes | None] = field(default_factory=dict)
     above: dict[int, float] = field(default_factory=dict)
     pending: dict[int, "asyncio.Future[None]"] = field(default_factory=dict)
     info_seq: int = 0
@@ -324,7 +334,7 @@ class IngestService:
             since = self._monotonic()
             self._windows[dev] = _DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=floor,
                                                above=dict.fromkeys(above, since),
-                                               recent=set(above))
+                                               recent=dict.fromkeys(above))
         self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
         self._accepting = True
         log.info("ingest started; replay window restored for %d device(s)", len(maxima))
@@ -506,7 +516,7 @@ class IngestService:
                     return
                 self._metrics.duplicates.inc()
                 if not old:
-                    win.recent.add(seq)
+                    win.recent[seq] = _prefix(str(digest)) if digest else None
                 self._known_above(win, seq)
                 await self._ack(verified, link)
                 return
@@ -543,12 +553,17 @@ class IngestService:
             return False
         if in_flight is None:
             # Committed earlier: a re-send is byte-identical; another frame under the seq is a restarted
-            # counter (asked of the store here, on this already slow path, never on the hot one). A copy
-            # arriving while the first is in flight is taken as a re-send: two frames of one key under one
-            # seq at once would need two boards holding one key.
+            # counter. Compared with the digest prefix kept in ``recent``; the store is asked (on its one
+            # thread) only for a seq whose digest is not kept (loaded at start). A copy arriving while the
+            # first is in flight is taken as a re-send: two frames of one key under one seq at once would
+            # need two boards holding one key.
             rec = verified.record
-            digest = await self.run_in_store(self.store.committed_digest, rec.device, seq, rec.kind, rec.w + rec.l)
-            if digest and digest != verified.record.digest:
+            known = win.recent[seq]
+            if known is None:
+                digest = await self.run_in_store(self.store.committed_digest, rec.device, seq, rec.kind, rec.w + rec.l)
+                if digest and seq in win.recent:
+                    win.recent[seq] = known = _prefix(str(digest))
+            if known is not None and known != _prefix(rec.digest):
                 self._seq_reused(verified, link, win)
                 return True
         self._metrics.duplicates.inc()
@@ -875,6 +890,8 @@ class IngestService:
         now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
         fresh: list[tuple[ReportRecord, Link]] = []
+        # not stored now (another frame may be the one stored under the seq): its digest is asked of the store
+        dup = set(result.duplicates) if result.duplicates else None
         altered: list[Verified] = []  # values rounded or fields dropped: warned about once stored
         for verified, fut, link in batch:
             rec = verified.record
@@ -888,7 +905,7 @@ class IngestService:
             win = self._window(dev)
             win.pending.pop(seq, None)
             recent = win.recent
-            recent.add(seq)
+            recent[seq] = None if dup is not None and (dev, seq) in dup else bytes.fromhex(rec.digest[:_PREFIX_HEX])
             if seq > win.floor:
                 win.above.setdefault(seq, now)
             if seq > win.committed_hi:
@@ -896,7 +913,7 @@ class IngestService:
             # keep the in-memory set bounded to the window
             if len(recent) > 2 * REPLAY_WINDOW:
                 floor = win.committed_hi - REPLAY_WINDOW
-                win.recent = {s for s in recent if s > floor}
+                win.recent = {s: d for s, d in recent.items() if s > floor}
             if not fut.done():
                 fut.set_result(None)
         if altered:  # a re-sent copy of a stored report is not stored again: warned about once

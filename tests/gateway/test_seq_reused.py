@@ -228,3 +228,62 @@ async def test_a_resend_of_a_row_retention_removed_stays_a_duplicate(registry: R
     await ingest.stop()
     ingest.close()
     ingest.store.close()
+
+
+class CountingStore(ReportStore):
+    """The real store, counting the digest lookups ingest asks of its one thread."""
+
+    lookups = 0
+
+    def committed_digest(self, device: str, seq: int, kind: str | None = None,
+                         period_end: int | None = None) -> str | None:
+        CountingStore.lookups += 1
+        return super().committed_digest(device, seq, kind, period_end)
+
+
+async def test_resends_of_recent_seqs_are_compared_in_memory(registry: Registry, tmp_path: Path) -> None:
+    """Re-sends of recently committed seqs (a lost ACK) and another frame under one of them are told apart
+    by the digest prefix kept per seq, without a store lookup on the store's one thread; after a restart
+    the store is asked once per seq. Test fails before (a lookup per re-send)."""
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    CountingStore.lookups = 0
+
+    def counting() -> IngestService:
+        return IngestService(store=CountingStore(db, gateway_id="gw"), verifier=Verifier(registry, load_policy()),
+                             metrics=metrics, batch_ms=10, gap_hold_s=0.0)
+
+    ingest = counting()
+    await ingest.start()
+    a = Acks()
+    old = [report_frame("bin-1", s, KEYS["bin-1"]) for s in range(1, 6)]
+    for f in old:
+        ingest.feed(f, a.link)
+    await _settle(ingest)
+    for _ in range(2):
+        for f in old:
+            ingest.feed(f, a.link)
+        await _settle(ingest)
+    ingest.feed(new_board_frame(3), a.link)
+    await _settle(ingest)
+    assert metrics.value("civicedge_reports_duplicate_total") == 10
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 1
+    assert CountingStore.lookups == 0
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
+
+    ingest = counting()  # restarted: no digest in memory, the store is asked once per seq
+    await ingest.start()
+    for _ in range(2):
+        for f in old:
+            ingest.feed(f, a.link)
+        await _settle(ingest)
+    ingest.feed(new_board_frame(5), a.link)
+    await _settle(ingest)
+    assert CountingStore.lookups == len(old)
+    assert metrics.value("civicedge_reports_duplicate_total") == 10 + 2 * len(old)
+    assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 2
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
