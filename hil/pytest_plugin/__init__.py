@@ -46,8 +46,8 @@ from hil.pytest_plugin.fixtures import (
 )
 from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
 from hil.pytest_plugin.logs import failure_sections
-from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, lease_wait_option, port_range_option, settings_key,
-                                        sim_marker_options, sim_speed_option)
+from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, lease_wait_option, marker_board_ref,
+                                        port_range_option, settings_key, sim_marker_options, sim_speed_option)
 
 __all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
            "hil_settings"]
@@ -291,6 +291,26 @@ def item_boards(item: pytest.Item, settings: HilSettings) -> list[BoardDefinitio
     return [settings.board()]
 
 
+BOARD_FIXTURES = frozenset({"hil_board", "hil_board_definition", "hil_fleet", "hil_manifest"})
+"""Fixtures that load the item's board definitions (``requires(...)`` markers do too, for the manifest)."""
+
+
+def looks_up_board_names(item: pytest.Item, settings: HilSettings) -> bool:
+    """Whether ``item`` loads a board definition by name (through ``CIVICEDGE_BOARDS`` and ``boards/``)
+    rather than only from files that exist; the serial backend's session board without ``--hil-board``
+    is none (:meth:`HilSettings.no_definition_reason` says why)."""
+    if not (BOARD_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("requires")):
+        return False
+    named = marker_board_names(item)
+    if named is not None:
+        refs = [marker_board_ref(name, item.path) for _marker, name in named]
+    elif settings.backend == "serial" and settings.board_name is None:
+        return False
+    else:
+        refs = [settings.board_name or DEFAULT_BOARD]
+    return any(not os.path.isfile(ref) for ref in refs)
+
+
 def marker_board_names(item: pytest.Item) -> list[tuple[str, str]] | None:
     """``(marker, board name or path)`` for each board the ``board(name)`` or ``fleet(...)`` marker of
     ``item`` names (``marker`` as messages show it); None when it has neither."""
@@ -333,6 +353,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     :func:`pytest_runtest_setup`, which errors.
     """
     settings = config.stash[settings_key]
+    problem = settings.board_search_problem()
+    if problem is not None:  # else every test using a board errors with the same traceback
+        for item in items:
+            if looks_up_board_names(item, settings):
+                raise pytest.UsageError(f"{problem}; {item.nodeid} and every other test using a board by name "
+                                        "cannot find it")
     for item in items:
         sim_marker_options(item)  # a bad sim(...) marker is a usage error before anything boots
         too_many = single_board_skip_reason(settings, item)

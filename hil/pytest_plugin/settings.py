@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -12,7 +11,8 @@ import pytest
 
 from hil.backends.capabilities import CapabilityManifest, manifest_for
 from hil.backends.errors import BackendError
-from hil.boards import BoardDefinition, BoardError, BoardNotFoundError, list_boards, load_board
+from hil.boards import (BoardDefinition, BoardError, BoardNotFoundError, board_search_path, list_boards, load_board,
+                        suggest_board)
 from hil.pytest_plugin.ports import PortRange
 
 DEFAULT_BOARD = "streetlight-esp32"
@@ -115,13 +115,26 @@ class HilSettings:
         """
         if self.backend != "serial" or self.board_name is not None:
             return None
+        problem = self.board_search_problem()
         try:
-            names = ", ".join(list_boards()) or "none"
+            names = (", ".join(list_boards()) or "none") if problem is None else f"cannot be listed: {problem}"
         except OSError:  # only the hint's list is lost
             names = "see boards/"
         return (f"no board definition for the board on --hil-port {self.port}: the serial backend assumes none; "
                 "name the one it was flashed with (civicedge flash --board NAME) with --hil-board NAME or "
                 f"@pytest.mark.board(NAME) (boards: {names})")
+
+    def board_search_problem(self) -> str | None:
+        """What is wrong with ``CIVICEDGE_BOARDS`` (an entry that is not a directory), else None.
+
+        Every board-name lookup fails while it is wrong; the plugin says so once, as a usage error
+        (:func:`hil.pytest_plugin.pytest_collection_modifyitems`), not as a traceback in each test.
+        """
+        try:
+            board_search_path()
+        except BoardError as exc:
+            return f"{exc} (fix or unset it)"
+        return None
 
     def manifest(self) -> CapabilityManifest:
         """The backend's capability manifest for the session's board (computed once)."""
@@ -190,17 +203,17 @@ def board_problem(name: str, test_file: Path | None, exc: BoardError) -> str:
     available = ", ".join(exc.available) or "none"
     ref = marker_board_ref(name, test_file) if test_file is not None else name
     if test_file is not None and ref == name and "/" not in name and name.endswith(".toml"):
-        # A bare x.toml is looked for in three places (marker_board_ref, then load_board): say which.
-        from gateway.resources import boards_dir
-
-        places = (f"{test_file.parent / name} next to the test, {Path.cwd() / name} in the current directory, "
-                  f"{boards_dir() / name}")
+        # A bare x.toml is looked for next to the test (marker_board_ref), then by load_board in the
+        # current directory and the board directories (CIVICEDGE_BOARDS's, boards/): say where.
+        places = ", ".join([f"{test_file.parent / name} next to the test", f"{Path.cwd() / name} in the current "
+                            "directory"] + [str(folder.path / name) for folder in board_search_path()])
         return f"no board file {name} (looked for {places}); boards by name: {available}"
     if ref != name or "/" in name:
         where = " (a path in a marker is relative to the test file's directory)" if test_file is not None else ""
         return f"no board file {ref}{where}; boards by name: {available}"
-    close = difflib.get_close_matches(Path(name).stem if name.endswith(".toml") else name, exc.available, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    # One did-you-mean for the whole project: the loader's (a file-not-found error carries none).
+    suggestion = exc.suggestion if exc.suggestion is not None else suggest_board(name, exc.available)
+    hint = f"did you mean {suggestion!r}? " if suggestion else ""
     return f"no such board {name!r} ({hint}boards: {available})"
 
 
