@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from hil.backends.errors import BackendError
+from hil.backends.errors import BackendError, SimOnlyError
 from hil.boards import BoardDefinition
 from hil.dut import Dut
 from hil.dut.watchdog import HOLD_WATCHDOG_MAX_MS, hold_watchdog_code
@@ -116,7 +116,7 @@ def make_identity(definition: BoardDefinition, *, device_id: str | None = None, 
 
 
 class SimOnlyControl:
-    """``BoardHandle.control`` off the sim backend: any use raises a :class:`BackendError` saying that
+    """``BoardHandle.control`` off the sim backend: any use raises a :class:`SimOnlyError` saying that
     stimuli, faults and the virtual clock are the simulator's (falsy, like the None it replaces)."""
 
     def __init__(self, backend: str) -> None:
@@ -131,7 +131,8 @@ class SimOnlyControl:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        raise BackendError(
+        # An AttributeError too: hasattr()/getattr(control, name, None) probe it without a try.
+        raise SimOnlyError(
             f"hil_board.control.{name} is sim-only: stimuli, faults and the virtual clock exist on the sim backend, "
             f"not on {self._backend}; mark the test @pytest.mark.requires(\"stimuli\") (or \"faults\", "
             "\"virtual_time\") so it is skipped elsewhere, or drive the board over its REPL (hil_board.dut)",

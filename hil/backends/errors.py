@@ -17,6 +17,23 @@ class BackendError(HilError):
     """Root of the errors of :mod:`hil.backends`."""
 
 
+class SimOnlyError(BackendError, AttributeError):
+    """A sim-only power (``hil_board.control.stimulus``, faults, the virtual clock) used on another backend.
+
+    An :class:`AttributeError` too, so ``hasattr(control, name)`` and ``getattr(control, name, None)``
+    answer False / None instead of raising.
+
+    Attributes:
+        backend: the backend the board runs on.
+        attribute: the name that was looked up.
+    """
+
+    def __init__(self, message: str, *, backend: str, attribute: str) -> None:
+        super().__init__(message, backend=backend, attribute=attribute)
+        self.backend = backend
+        self.attribute = attribute
+
+
 class UnknownBackendError(BackendError):
     """A backend name that is not one of ``sim``, ``qemu``, ``serial``.
 
