@@ -35,7 +35,6 @@ Format (see docs/scenarios.md)::
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import json
 import re
 import tomllib
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
 from gateway.toml_text import TomlTextError, read_toml_text as read_text_of_toml
-from hil.boards import BoardError, BoardNotFoundError, load_board
+from hil.boards import BoardError, BoardNotFoundError, load_board, suggest_board
 from hil.scenarios.errors import (BadDurationError, ScenarioError, ScenarioErrors, UnknownBoardError,
                                   UnknownExpectationError, UnknownKeyError)
 from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation, Scenario
@@ -273,8 +272,9 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
     try:
         definition = load_board(board_ref)
     except BoardNotFoundError as exc:
-        close = difflib.get_close_matches(Path(name).stem, exc.available, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        # The lookup's own suggestion; a .toml name looked up next to the scenario has none (a path).
+        close = exc.suggestion or suggest_board(Path(name).name, exc.available)
+        hint = f"did you mean {close!r}? " if close else ""
         looked = f"; looked at {board_ref}" if board_ref != name else ""
         errors.fail(UnknownBoardError(
             f"{where}: unknown board {name!r} ({hint}boards: {', '.join(exc.available) or 'none'}{looked})",
