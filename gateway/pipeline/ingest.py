@@ -587,8 +587,11 @@ class IngestService:
                                        "(seq_reused)").count()
         if counted is None:
             return
-        highest = max(win.committed_hi, seq)
-        log.warning("%s seq %d on %s: already stored with another frame (highest stored seq %d): the board's seq "
+        # The ACK floor counts too: refused reports (and gaps given up on) move it past the stored seqs, and a
+        # board counting at or below it ignores every ACK (provision reads the same, highest_committed_seq).
+        highest = max(win.committed_hi, win.floor, seq)
+        log.warning("%s seq %d on %s: already stored with another frame (highest seq stored or acknowledged %d): "
+                    "the board's seq "
                     "counter restarted under an id with stored reports (a new board took the id over, or its flash "
                     "was erased); its reports are refused (seq_reused), not acknowledged, until it counts past %d. "
                     "Fix: civicedge provision --port PORT --id %s --zone ZONE --location LAT,LON --seq-start %d "

@@ -138,6 +138,14 @@ def test_highest_stored_seq_counts_window_duplicates_and_removed_rows(tmp_path: 
     finally:
         store.close()
     assert highest_stored_seq(db, "sl-3") == 5
+    # refused reports (and gaps given up on) moved sl-2's ACK floor past its stored seqs: a board counting
+    # at or below it would ignore every ACK
+    store = ReportStore(db, gateway_id="gw")
+    try:
+        store.save_floors({"sl-2": 95})
+    finally:
+        store.close()
+    assert highest_stored_seq(db, "sl-2") == 95
     with pytest.raises(FieldError, match="does not exist"):
         highest_stored_seq(tmp_path / "nope.sqlite", "sl-1")
     other = tmp_path / "other.sqlite"

@@ -86,7 +86,7 @@ async def test_a_reused_seq_is_not_acknowledged_nor_a_duplicate(
     assert ReportQueries(db).count_reports() == 5
     warnings = [r.getMessage() for r in caplog.records if "seq_reused" in r.getMessage() or "reused" in r.getMessage()]
     assert len(warnings) == 1, warnings  # rate-limited: one line per device
-    assert "bin-1" in warnings[0] and "highest stored seq 5" in warnings[0] and "--seq-start 6" in warnings[0]
+    assert "bin-1" in warnings[0] and "highest seq stored or acknowledged 5" in warnings[0] and "--seq-start 6" in warnings[0]
 
     # A re-send of the old board's own frame is still a duplicate: re-acknowledged.
     ingest.feed(report_frame("bin-1", 3, KEYS["bin-1"]), new.link)
@@ -287,3 +287,35 @@ async def test_resends_of_recent_seqs_are_compared_in_memory(registry: Registry,
     await ingest.stop()
     ingest.close()
     ingest.store.close()
+
+
+async def test_the_warning_names_the_ack_floor_when_refusals_moved_it_past_the_stored_seqs(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An authentic refusal (here fields off the kind's allowlist: policy) moves the ACK floor past the highest stored seq:
+    a board started at that seq + 1 would have its reports stored but ignore every ACK (the floor is above
+    its seqs) and re-send for good. The warning's --seq-start and the store's reading both start above the
+    floor. Test fails before (they named the highest stored seq)."""
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = _ingest(registry, db, metrics)
+    await ingest.start()
+    a = Acks()
+    for seq in range(1, 4):
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), a.link)
+    await _settle(ingest)
+    for seq in (4, 5):  # authentic, refused: never stored
+        ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"], kind="streetlight"), a.link)
+    ingest.feed(report_frame("bin-1", 3, KEYS["bin-1"]), a.link)  # a re-send: its ACK moves the floor over 4, 5
+    await _settle(ingest)
+    assert metrics.value("civicedge_rejections_total", {"reason": "policy"}) == 2
+    assert a.sent[-1] == ("bin-1", 5)
+    caplog.set_level(logging.WARNING, logger="gateway.pipeline.ingest")
+    ingest.feed(new_board_frame(2), a.link)
+    await _settle(ingest)
+    await ingest.stop()  # saves the floor
+    ingest.close()
+    ingest.store.close()
+    warnings = [r.getMessage() for r in caplog.records if "already stored with another frame" in r.getMessage()]
+    assert len(warnings) == 1 and "acknowledged 5" in warnings[0] and "--seq-start 6" in warnings[0], warnings
+    assert ReportQueries(db).count_reports() == 3
+    assert ReportQueries(db).highest_seq("bin-1") == 5
