@@ -264,6 +264,7 @@ def build_app(
     admin_token_file: Path | None = None,
     ble_enabled: bool | None = None,
     trusted_proxies: Iterable[str] = (),
+    links_in_health_checks: bool = False,
 ) -> web.Application:
     """Build the application over already-adapted data sources (see :func:`create_app`).
 
@@ -288,13 +289,16 @@ def build_app(
             says ``"ble": "disabled"`` instead of a ``ble_connected`` count. None: not known.
         trusted_proxies: addresses or networks of reverse proxies whose ``X-Forwarded-For`` names the
             client (``[http] trusted_proxies``, gateway.web.forwarded); a bad entry raises ValueError.
+        links_in_health_checks: ``health_checks`` report every link (the gateway's own check, which
+            knows BLE's first scan is no outage): ``/healthz`` derives no link problem from
+            ``civicedge_link_state``. False: a link whose state is 0 is reported as down.
     """
     proxies = TrustedProxies(trusted_proxies)
     ctx = WebContext(
         fleet=fleet, admin=admin, policy=policy, metrics_registry=metrics_registry,
         token=AdminToken(admin_token, path=admin_token_file), health_checks=tuple(health_checks), clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, hosts=HostAllowlist(allowed_hosts),
-        ble_enabled=ble_enabled,
+        ble_enabled=ble_enabled, links_in_health_checks=links_in_health_checks,
     )
     # Connection limits travel with the app (handler_args override the runner's arguments), so
     # they hold under any AppRunner: idle keep-alive closed, small header limits, no access log
@@ -341,6 +345,7 @@ def create_app(
     ble_enabled: bool | None = None,
     save_meta: Callable[[str, str], Awaitable[object]] | None = None,
     trusted_proxies: Iterable[str] = (),
+    links_in_health_checks: bool = False,
 ) -> web.Application:
     """Build the web application over the gateway's storage read API and device registry.
 
@@ -371,6 +376,7 @@ def create_app(
             kept there across restarts. None: in memory only.
         trusted_proxies: reverse proxies whose ``X-Forwarded-For`` names the client
             (``[http] trusted_proxies``).
+        links_in_health_checks: ``health_checks`` report every link themselves (see :func:`build_app`).
 
     Returns:
         The aiohttp application; serve it with :func:`start_http`.
@@ -386,7 +392,7 @@ def create_app(
         extra_routes=extra_routes, clock=clock,
         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, keepalive_timeout_s=keepalive_timeout_s,
         allowed_hosts=allowed_hosts, open_data=open_data, ble_enabled=ble_enabled,
-        trusted_proxies=trusted_proxies,
+        trusted_proxies=trusted_proxies, links_in_health_checks=links_in_health_checks,
     )
 
     async def stop_store_reads(_app: web.Application) -> None:

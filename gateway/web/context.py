@@ -30,6 +30,8 @@ class WebContext:
     body_timeout_s: float
     hosts: HostAllowlist
     ble_enabled: bool | None = None  # [ble] enabled of the gateway; None when not known (no gateway)
+    # The health checks report every link themselves (the gateway's own): /healthz derives none from link_state
+    links_in_health_checks: bool = False
 
     def now(self) -> int:
         """Current unix seconds from the app's clock."""

@@ -156,8 +156,9 @@ async def healthz(request: web.Request) -> web.Response:
             probe_reasons.append(Problem("health_check_failed", f"health check failed ({type(exc).__name__})"))
     # A link the gateway's own probes already report is not reported twice. The probes name a link at
     # the start ("ble is down: ...", "link ble failed ..."): matched there, never anywhere in the text
-    # ("ble" is in "mqtt broker unreachable").
-    for link in metric_reasons:
+    # ("ble" is in "mqtt broker unreachable"). When they report every link (links_in_health_checks),
+    # none is taken from link_state, which is 0 also while BLE's first scan runs.
+    for link in () if ctx.links_in_health_checks else metric_reasons:
         if not any(_names_link(p, link) for p in probe_reasons):
             reasons.append(Problem("ble_down" if link == "ble" else "link_down", f"link {link} is down", link))
     reasons.extend(probe_reasons)

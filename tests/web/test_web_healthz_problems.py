@@ -87,3 +87,24 @@ async def test_a_registry_that_cannot_be_read_is_the_documented_warning(fleet: F
     assert status == 503 and body["severity"] == "warning"
     assert body["problems"] == [{"code": "store_unavailable", "severity": "warning",
                                  "message": "registry cannot be read (storage)"}]
+
+
+async def test_the_gateways_own_link_check_decides_about_ble_during_its_first_scan(fleet: Fleet) -> None:
+    """BLE's link_state is 0 while its first scan runs after a start; the gateway's own check knows that
+    is no outage (no ble_down, no all_links_down). /healthz took ble_down from the metric anyway. Was:
+    a ble_down warning (503) for every start of a BLE gateway."""
+    fleet.metrics.link_state.labels("ble").set(0)
+    fleet.metrics.link_state.labels("serial:/dev/ttyUSB0").set(0)
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=None, clock=lambda: float(NOW),
+                     health_checks=[lambda: [Problem("link_down", "serial:/dev/ttyUSB0 is down",
+                                                     "serial:/dev/ttyUSB0")]],
+                     links_in_health_checks=True)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as c:
+        resp = await c.get("/healthz")
+        body: dict[str, Any] = await resp.json()
+    assert [(p["code"], p["subject"]) for p in body["problems"]] == [("link_down", "serial:/dev/ttyUSB0")]
+    assert body["checks"]["links"] == {"ble": 0.0, "serial:/dev/ttyUSB0": 0.0}  # the figures stay
+    # Without the gateway's check (an app on its own), a link at 0 is still reported from the metric.
+    status, alone = await healthz(fleet, lambda: [])
+    assert status == 503 and {p["code"] for p in alone["problems"]} == {"ble_down", "link_down"}
