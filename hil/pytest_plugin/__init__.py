@@ -95,7 +95,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "`civicedge sim up` prints)")
     group.addoption("--hil-qemu-image", action="append", default=None, metavar="[CHIP=]FILE",
                     help="qemu backend: MicroPython release image (ESP32_GENERIC-*.bin); repeat as CHIP=FILE for "
-                         "boards of several chips (esp32=ESP32_GENERIC-*.bin, esp32c3=ESP32_GENERIC_C3-*.bin); FILE "
+                         "boards of several chips (esp32=ESP32_GENERIC-*.bin, esp32c3=ESP32_GENERIC_C3-*.bin, "
+                         "esp32s3=ESP32_GENERIC_S3-*.bin); FILE "
                          "alone is for every chip without its own; tests of a chip without an image are skipped")
     group.addoption("--hil-lease-dir", default=None, metavar="DIR",
                     help="serial backend: directory of board leases, shared by the runs (and rig hosts) that use "

@@ -29,7 +29,7 @@ class HilSettings:
         data_port: ``--hil-data-port``: the board's data UART (serial backend), or None.
         qemu_image: ``--hil-qemu-image FILE`` (qemu backend): the release image for boards of any chip
             without one of their own in ``qemu_images``.
-        qemu_images: ``--hil-qemu-image CHIP=FILE``: release images by chip (``esp32``, ``esp32c3``).
+        qemu_images: ``--hil-qemu-image CHIP=FILE``: release images by chip (``esp32``, ``esp32c3``, ``esp32s3``).
         qemu_image_problem: what is wrong with the ``--hil-qemu-image`` values (a usage error at session start).
         lease_dir: directory of board leases (serial backend).
         lease_wait_s: how long to wait for a board held by another run.

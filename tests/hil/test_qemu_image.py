@@ -44,17 +44,22 @@ MPY_LAYOUT = (
 )
 
 
-# Chip id in the extended header of a release image (esptool's IMAGE_CHIP_ID): esp32 at 0x1000, esp32c3 at 0x0.
+# MicroPython's ESP32_GENERIC_S3 layout (partitions-8MiB.csv): the filesystem runs to the end of 8 MiB.
+S3_LAYOUT = MPY_LAYOUT[:3] + (PartitionEntry("vfs", TYPE_DATA, SUBTYPE_DATA_FAT, 0x200000, 0x600000),)
+
+# Chip id in the extended header of a release image (esptool's IMAGE_CHIP_ID): esp32 at 0x1000, esp32c3 at 0x0
+# (the default by offset); the S3 (9) is also at 0x0, so it is asked for with chip_id=.
 FAKE_CHIP_IDS = {0x1000: 0, 0x0: 5}
+ESP32S3_CHIP_ID = 9
 
 
 def fake_release_image(chip_offset: int, entries: tuple[PartitionEntry, ...] = MPY_LAYOUT, *,
-                       app_size: int = 96 * 1024, table: bytes | None = None) -> bytes:
+                       app_size: int = 96 * 1024, table: bytes | None = None, chip_id: int | None = None) -> bytes:
     """A stand-in for a MicroPython release .bin: bootloader bytes, a real partition table, an app."""
     image = bytearray(b"\xff" * (0x10000 - chip_offset + app_size))
     image[0:4] = b"\xe9\x03\x02\x20"  # ESP image header magic, like a real bootloader
     image[4:0x1000] = hashlib.sha256(b"boot").digest() * ((0x1000 - 4) // 32) + b"\x00" * ((0x1000 - 4) % 32)
-    image[12:14] = FAKE_CHIP_IDS[chip_offset].to_bytes(2, "little")  # extended header: the image's chip id
+    image[12:14] = (FAKE_CHIP_IDS[chip_offset] if chip_id is None else chip_id).to_bytes(2, "little")  # extended header: the image's chip id
     blob = table if table is not None else encode_partition_table(entries)
     start = 0x8000 - chip_offset
     image[start:start + len(blob)] = blob
@@ -63,9 +68,10 @@ def fake_release_image(chip_offset: int, entries: tuple[PartitionEntry, ...] = M
     return bytes(image)
 
 
-@pytest.mark.parametrize(("chip", "offset"), [("esp32", 0x1000), ("esp32c3", 0x0)])
-def test_image_round_trip_shows_our_files(tmp_path: Path, chip: str, offset: int) -> None:
-    release = fake_release_image(offset)
+@pytest.mark.parametrize(("chip", "offset", "chip_id"), [("esp32", 0x1000, None), ("esp32c3", 0x0, None),
+                                                       ("esp32s3", 0x0, ESP32S3_CHIP_ID)])
+def test_image_round_trip_shows_our_files(tmp_path: Path, chip: str, offset: int, chip_id: int | None) -> None:
+    release = fake_release_image(offset, chip_id=chip_id)
     files = firmware_files(firmware_dir(), board_config={"board": "t", "chip": chip},
                            identity={"id": "sl-1", "kind": "streetlight", "zone": "z", "lat": "1", "lon": "2",
                                      "key": "00" * 32})
@@ -113,6 +119,33 @@ def test_qemu_flash_step_collects_what_civicedge_flash_installs(tmp_path: Path) 
     assert set(files) == set(manifest["files"]) | {"/firmware.json", "/identity.json"}
     assert {p: h for p, h in manifest["files"].items() if p != "/board.json"} == expected_files("source")
     assert json.loads(files["/identity.json"]) == handle.identity
+
+
+def test_an_s3_image_laid_out_for_8_mib_gets_an_8_mib_flash(tmp_path: Path) -> None:
+    """ESP32_GENERIC_S3's vfs ends at 8 MiB: the flash QEMU gets is sized from the table, not fixed at 4 MiB
+    (which refused it: 'partition vfs ends at 0x800000, past the 0x400000-byte flash')."""
+    rel = tmp_path / "ESP32_GENERIC_S3.bin"
+    rel.write_bytes(fake_release_image(0x0, S3_LAYOUT, chip_id=ESP32S3_CHIP_ID))
+    out = tmp_path / "flash.bin"
+    built = build_flash_image(release_image=rel, chip="esp32s3", files={"/main.py": b"print(3)\n"}, output=out)
+    assert built.flash_size == 8 * MIB and out.stat().st_size == 8 * MIB
+    assert (built.filesystem.offset, built.filesystem.size) == (0x200000, 0x600000)
+    assert out.read_bytes()[:len(rel.read_bytes())] == rel.read_bytes(), "S3 release image not at 0x0"
+    assert read_filesystem(out, chip="esp32s3") == {"/main.py": b"print(3)\n"}
+    # An explicit size is still held to.
+    with pytest.raises(PartitionTableError, match="past the 0x400000-byte flash"):
+        build_flash_image(release_image=rel, chip="esp32s3", files={}, output=tmp_path / "f4.bin", flash_size=4 * MIB)
+
+
+def test_an_s3_image_is_checked_like_the_others(tmp_path: Path) -> None:
+    s3 = tmp_path / "ESP32_GENERIC_S3.bin"
+    s3.write_bytes(fake_release_image(0x0, S3_LAYOUT, chip_id=ESP32S3_CHIP_ID))
+    with pytest.raises(ReleaseImageError, match="MicroPython image for ESP32-S3, but the board definition needs ESP32-C3"):
+        QemuDriver(release_image=s3).check_available("esp32c3")
+    c3 = tmp_path / "ESP32_GENERIC_C3.bin"
+    c3.write_bytes(fake_release_image(0x0))
+    with pytest.raises(ReleaseImageError, match="MicroPython image for ESP32-C3, but the board definition needs ESP32-S3"):
+        QemuDriver(release_image=c3).check_available("esp32s3")
 
 
 def test_partition_read_from_table_not_assumed(tmp_path: Path) -> None:
@@ -242,8 +275,8 @@ def test_bad_table_corrupt_entry_after_valid_one() -> None:
 
 def test_unsupported_chip(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedChipError) as err:
-        build_flash_image(release_image=fake_release_image(0), chip="esp32s3", files={}, output=tmp_path / "f")
-    assert err.value.supported == ("esp32", "esp32c3")
+        build_flash_image(release_image=fake_release_image(0), chip="esp32c6", files={}, output=tmp_path / "f")
+    assert err.value.supported == ("esp32", "esp32c3", "esp32s3")
 
 
 def test_encoder_rejects_bad_entries() -> None:

@@ -175,20 +175,22 @@ def test_data_uart_gets_its_own_serial_in_uart_order(tmp_path: Path) -> None:
     assert serials == ["tcp:127.0.0.1:1,server,nowait", "null", "tcp:127.0.0.1:3,server,nowait"]
 
 
-RELEASE_ESP32 = os.environ.get("CIVICEDGE_MPY_RELEASE_ESP32")
-
-
 @pytest.mark.timeout(300)
-def test_esp32_image_boots_in_espressif_qemu(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chip, variable, example", [
+    ("esp32", "CIVICEDGE_MPY_RELEASE_ESP32", "ESP32_GENERIC-v1.27.0.bin"),
+    ("esp32s3", "CIVICEDGE_MPY_RELEASE_ESP32S3", "ESP32_GENERIC_S3-v1.27.0.bin"),
+])
+def test_image_boots_in_espressif_qemu(tmp_path: Path, chip: str, variable: str, example: str) -> None:
     """Full QEMU path: release image + our littlefs, boot, REPL over socket://, QMP reset."""
-    reason = espressif_qemu_reason("esp32")
+    reason = espressif_qemu_reason(chip)
     if reason is not None:
         pytest.skip(reason)
-    if not RELEASE_ESP32:
-        pytest.skip("no MicroPython release image: set CIVICEDGE_MPY_RELEASE_ESP32=ESP32_GENERIC-v1.27.0.bin")
-    built = build_flash_image(release_image=Path(RELEASE_ESP32), chip="esp32", output=tmp_path / "flash.bin",
+    release = os.environ.get(variable)
+    if not release:
+        pytest.skip(f"no MicroPython release image: set {variable}={example}")
+    built = build_flash_image(release_image=Path(release), chip=chip, output=tmp_path / "flash.bin",
                               files={"/hello.txt": b"hi from littlefs", "/main.py": b"print('civic-qemu-main')\n"})
-    with QemuMachine(image=built.path, chip="esp32") as machine, Dut(machine.serial_url) as dut:
+    with QemuMachine(image=built.path, chip=chip) as machine, Dut(machine.serial_url) as dut:
         machine.reset()  # boot again with the console attached
         dut.expect("civic-qemu-main", timeout_s=180)
         assert dut.read_file("/hello.txt") == b"hi from littlefs"

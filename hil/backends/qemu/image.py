@@ -1,7 +1,7 @@
 """Build the flash image QEMU boots: a MicroPython release image + a littlefs partition of our files.
 
 The user supplies the official MicroPython release image for the chip (``ESP32_GENERIC-*.bin``
-flashed at 0x1000, ``ESP32_GENERIC_C3-*.bin`` at 0x0). It carries the bootloader, the partition
+flashed at 0x1000, ``ESP32_GENERIC_C3-*.bin`` and ``ESP32_GENERIC_S3-*.bin`` at 0x0). It carries the bootloader, the partition
 table at flash offset 0x8000 and the MicroPython app. We read the filesystem partition (``vfs``)
 from that table, format it as littlefs with the parameters MicroPython's ``VfsLfs2`` uses, put
 our files in it, and merge both with esptool's ``merge_bin`` into one raw flash image.
@@ -25,6 +25,7 @@ from hil.backends.errors import (
     ReleaseImageError,
     UnsupportedChipError,
 )
+from hil.backends.qemu.launcher import QEMU_TARGETS
 from hil.backends.qemu.partition_table import (
     PARTITION_TABLE_MAX_LEN,
     PARTITION_TABLE_OFFSET,
@@ -33,12 +34,16 @@ from hil.backends.qemu.partition_table import (
     parse_partition_table,
 )
 from hil.dut.files import device_path, parent_dirs
+from hil.field.chips import CHIPS
 
 log = logging.getLogger(__name__)
 
-# Flash offset of a chip's release image (where its second-stage bootloader starts).
-CHIP_IMAGE_OFFSETS: dict[str, int] = {"esp32": 0x1000, "esp32c3": 0x0}
+# Flash offset of a chip's release image (where its second-stage bootloader starts), for the chips QEMU
+# emulates: from the flasher's table, so `civicedge flash` and QEMU never disagree.
+CHIP_IMAGE_OFFSETS: dict[str, int] = {chip: CHIPS[chip].image_offset for chip in QEMU_TARGETS}
 DEFAULT_FLASH_SIZE = 4 * 1024 * 1024
+FLASH_SIZES: dict[int, str] = {2 << 20: "2MB", 4 << 20: "4MB", 8 << 20: "8MB", 16 << 20: "16MB"}
+"""The flash sizes Espressif QEMU takes (the image file's size), as esptool names them."""
 # MicroPython's ESP32 port formats littlefs with these (extmod/vfs_lfs.c defaults, 4 KiB erase blocks).
 LFS_BLOCK_SIZE = 4096
 LFS_READ_SIZE = 32
@@ -55,7 +60,7 @@ class FlashImage:
 
     Attributes:
         path: the raw image file (``flash_size`` bytes).
-        chip: ``esp32`` or ``esp32c3``.
+        chip: ``esp32``, ``esp32c3`` or ``esp32s3``.
         flash_size: image size in bytes.
         filesystem: the partition holding our littlefs.
         files: device paths written into the filesystem.
@@ -72,7 +77,7 @@ def chip_image_offset(chip: str) -> int:
     """Return the flash offset of ``chip``'s release image.
 
     Raises:
-        UnsupportedChipError: the chip is not esp32/esp32c3.
+        UnsupportedChipError: QEMU does not emulate the chip (not one of :data:`CHIP_IMAGE_OFFSETS`).
     """
     try:
         return CHIP_IMAGE_OFFSETS[chip]
@@ -126,6 +131,13 @@ def release_partition_table(release_image: bytes, chip: str, *, flash_size: int 
             "micropython.org/download)", offset=exc.offset, reason=exc.reason) from None
 
 
+def fitting_flash_size(table: PartitionTable) -> int:
+    """The smallest flash size QEMU takes, at least :data:`DEFAULT_FLASH_SIZE`, that holds every partition
+    of ``table`` (the release image was built for a flash that large)."""
+    end = max((entry.end for entry in table.entries), default=0)
+    return min(size for size in FLASH_SIZES if size >= max(end, DEFAULT_FLASH_SIZE))
+
+
 def build_littlefs(files: Mapping[str, bytes], *, size: int, label: str = "vfs") -> bytes:
     """Format a littlefs image of ``size`` bytes holding ``files`` (device path -> content).
 
@@ -160,7 +172,7 @@ def build_flash_image(
     chip: str,
     files: Mapping[str, bytes],
     output: Path,
-    flash_size: int = DEFAULT_FLASH_SIZE,
+    flash_size: int | None = None,
 ) -> FlashImage:
     """Merge a MicroPython release image and a littlefs partition of ``files`` into one flash image.
 
@@ -169,7 +181,9 @@ def build_flash_image(
         chip: ``esp32`` (image at 0x1000) or ``esp32c3`` (image at 0x0).
         files: device path -> content (see :func:`hil.dut.files.firmware_files`).
         output: where to write the raw image.
-        flash_size: flash size in bytes (QEMU's ESP32 machines take 2, 4, 8 or 16 MiB).
+        flash_size: flash size in bytes (QEMU's ESP32 machines take 2, 4, 8 or 16 MiB); None: the
+            smallest of 4, 8 and 16 MiB that holds every partition of the release image's table
+            (``ESP32_GENERIC_S3`` images are laid out for 8 MiB).
 
     Raises:
         UnsupportedChipError: unknown chip.
@@ -186,6 +200,8 @@ def build_flash_image(
         check_release_image(release_image, chip)
     release = release_image.read_bytes() if isinstance(release_image, Path) else bytes(release_image)
     offset = chip_image_offset(chip)
+    if flash_size is None:
+        flash_size = fitting_flash_size(release_partition_table(release, chip, flash_size=max(FLASH_SIZES)))
     if offset + len(release) > flash_size:
         raise ImageTooBigError("release image", size=offset + len(release), limit=flash_size)
     table = release_partition_table(release, chip, flash_size=flash_size)
@@ -195,7 +211,7 @@ def build_flash_image(
                                size=offset + len(release), limit=fs_part.offset)
     lfs = build_littlefs(files, size=fs_part.size, label=fs_part.label)
     output.parent.mkdir(parents=True, exist_ok=True)
-    sizes = {2 << 20: "2MB", 4 << 20: "4MB", 8 << 20: "8MB", 16 << 20: "16MB"}
+    sizes = FLASH_SIZES
     if flash_size not in sizes:
         raise FlashImageError(f"flash size {flash_size} is not 2, 4, 8 or 16 MiB", flash_size=flash_size)
     chatter = io.StringIO()

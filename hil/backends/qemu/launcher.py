@@ -50,6 +50,8 @@ QEMU_TARGETS: dict[str, QemuTarget] = {
     # The C3 model runs with instruction counting; its watchdog would reset a paused guest.
     "esp32c3": QemuTarget("qemu-system-riscv32", "esp32c3",
                           ("-icount", "3", "-global", "driver=timer.esp32c3.timg,property=wdt_disable,value=true")),
+    # The S3 is an Xtensa chip too: same binary as the ESP32, its own machine.
+    "esp32s3": QemuTarget("qemu-system-xtensa", "esp32s3"),
 }
 
 
@@ -62,7 +64,7 @@ def find_qemu(chip: str, *, binary: str | None = None) -> tuple[str, QemuTarget]
     """Locate a QEMU binary that emulates ``chip``.
 
     Args:
-        chip: ``esp32`` or ``esp32c3``.
+        chip: a chip of :data:`QEMU_TARGETS` (``esp32``, ``esp32c3``, ``esp32s3``).
         binary: explicit path of the QEMU executable (else searched on PATH).
 
     Returns:
@@ -120,7 +122,7 @@ class QemuMachine:
 
     Args:
         image: raw flash image (see :func:`hil.backends.qemu.image.build_flash_image`).
-        chip: ``esp32`` or ``esp32c3``.
+        chip: a chip of :data:`QEMU_TARGETS` (``esp32``, ``esp32c3``, ``esp32s3``).
         binary: QEMU executable; found on PATH when None.
         machine: override the ``-machine`` value (testing the launcher on other QEMU machines).
         extra_args: more QEMU arguments.
