@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -577,8 +578,10 @@ class IngestService:
     def _seq_reused(self, verified: Verified, link: Link, win: _DeviceWindow) -> None:
         """Refuse an authentic report under a seq committed with another frame: the device's seq counter
         restarted (a new board took the id over, or its flash was erased). Acknowledged it would be deleted
-        on the device; counted as a duplicate it would vanish. Never acknowledged: the device keeps it; a
-        WARNING per device at most once per :data:`REUSED_LOG_EVERY_S` names the fix (never a key or frame)."""
+        on the device; counted as a duplicate it would vanish. Never acknowledged, but not kept either: the
+        device drops it at its outbox cap or with the first ACK past its seq (docs/protocol.md), so reports
+        under reused seqs are lost until the board is provisioned again with the seq floor. A WARNING per
+        device at most once per :data:`REUSED_LOG_EVERY_S` names the fix (never a key or frame)."""
         dev, seq = verified.frame.device_id, verified.frame.seq
         self._reject("seq_reused", "%s seq %d is already stored with another frame: the device's seq counter "
                      "restarted" % (dev, seq), link)
@@ -590,13 +593,18 @@ class IngestService:
         # The ACK floor counts too: refused reports (and gaps given up on) move it past the stored seqs, and a
         # board counting at or below it ignores every ACK (provision reads the same, highest_committed_seq).
         highest = max(win.committed_hi, win.floor, seq)
+        # The command as it works on the board holding the id: no --force/--take-over (the key stays; re-keying
+        # would meet the refused reports in its outbox). Zone and location are the registry's, at hand here.
+        device = verified.device
+        fix = shlex.join(["civicedge", "provision", "--port", "PORT", "--id", dev, "--zone", device.zone,
+                          "--location", "%s,%s" % (device.lat, device.lon), "--seq-start", str(highest + 1)])
         log.warning("%s seq %d on %s: already stored with another frame (highest seq stored or acknowledged %d): "
-                    "the board's seq "
-                    "counter restarted under an id with stored reports (a new board took the id over, or its flash "
-                    "was erased); its reports are refused (seq_reused), not acknowledged, until it counts past %d. "
-                    "Fix: civicedge provision --port PORT --id %s --zone ZONE --location LAT,LON --seq-start %d "
-                    "(--registry DIR | --gateway URL ...), docs/field.md%s", dev, seq, link.name, highest, highest,
-                    dev, highest + 1, more_since(counted[0] - 1, "such report(s) of this device"))
+                    "the board's seq counter restarted under an id with stored reports (a new board took the id "
+                    "over, or its flash was erased). Its reports are refused (seq_reused) and lost (never "
+                    "acknowledged; the board drops them at its outbox cap or with the next ACK past them) until it "
+                    "is provisioned again with the seq floor: %s (--registry DIR | --gateway URL ...), "
+                    "docs/field.md%s", dev, seq, link.name, highest, fix,
+                    more_since(counted[0] - 1, "such report(s) of this device"))
 
     def _known_above(self, win: _DeviceWindow, seq: int) -> None:
         """A re-sent committed seq above the floor is known again (``above`` may have been trimmed

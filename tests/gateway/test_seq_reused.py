@@ -87,6 +87,9 @@ async def test_a_reused_seq_is_not_acknowledged_nor_a_duplicate(
     warnings = [r.getMessage() for r in caplog.records if "seq_reused" in r.getMessage() or "reused" in r.getMessage()]
     assert len(warnings) == 1, warnings  # rate-limited: one line per device
     assert "bin-1" in warnings[0] and "highest seq stored or acknowledged 5" in warnings[0] and "--seq-start 6" in warnings[0]
+    # the command works on the board holding the id (no re-keying) and carries its registry zone and location
+    assert "--zone north" in warnings[0] and "--location " in warnings[0] and "ZONE" not in warnings[0]
+    assert "--force" not in warnings[0] and "--take-over" not in warnings[0] and "lost" in warnings[0]
 
     # A re-send of the old board's own frame is still a duplicate: re-acknowledged.
     ingest.feed(report_frame("bin-1", 3, KEYS["bin-1"]), new.link)
