@@ -34,7 +34,7 @@ from hil.boards.errors import (
 from hil.boards.fields import Problems, Section, Table, type_name
 from hil.boards.kinds import KindSpec, check_deep_sleep, kind_spec
 from hil.boards.model import BleLink, BoardDefinition, IoPin, SleepSettings, UartLink
-from hil.boards.search import BoardDirectory, board_search_path, find_board_files
+from hil.boards.search import SHIPPED, BoardDirectory, board_search_path, find_board_files
 
 logger = logging.getLogger(__name__)
 
@@ -71,31 +71,51 @@ def resolve_board_path(name_or_path: str | Path, directory: Path | None = None) 
         BoardNotFoundError: no board of that name exists.
         BoardError: the path is a directory, or cannot be looked at (permissions).
     """
+    return _resolve(name_or_path, directory)[0]
+
+
+def _resolve(name_or_path: str | Path, directory: Path | None) -> tuple[Path, BoardDirectory | None]:
+    """:func:`resolve_board_path`, with the directory a name was found in (None for a path)."""
     text = str(name_or_path)
     candidate = Path(text)
     try:
         if candidate.is_file():
-            return candidate
-    except OSError as exc:
-        raise _unreadable(text, exc.strerror or type(exc).__name__) from None
-    # Only a name needs the search path (a wrong CIVICEDGE_BOARDS does not stop loading by path).
-    dirs = [BoardDirectory(directory, "directory")] if directory is not None else board_search_path()
-    try:
+            return candidate, None
         if candidate.is_dir() and looks_like_path(text):
             raise BoardError("is a directory, not a board definition file; pass a .toml file or a board name",
                              source=text)
-        if "/" not in text:
-            for folder in dirs:
-                named = folder.path / (text if text.endswith(".toml") else f"{text}.toml")
-                if named.is_file():
-                    return named
-        missing_file = looks_like_path(text) and not candidate.exists()
+        exists = candidate.exists()
+    except OSError as exc:
+        raise _unreadable(text, exc.strerror or type(exc).__name__) from None
+    if "/" in text:  # a path: a wrong CIVICEDGE_BOARDS must not stop it, nor be what its error says
+        available = sorted(find_board_files(_dirs_for_listing(directory)))
+        if exists:  # not a file, not a directory (a device, a fifo)
+            raise BoardNotFoundError(source=text, available=available)
+        raise BoardFileNotFoundError(source=text, available=available)
+    dirs = [BoardDirectory(directory, "directory")] if directory is not None else board_search_path()
+    try:
+        for folder in dirs:
+            named = folder.path / (text if text.endswith(".toml") else f"{text}.toml")
+            if named.is_file():
+                return named, folder
+        missing_file = looks_like_path(text) and not exists
     except OSError as exc:
         raise _unreadable(text, exc.strerror or type(exc).__name__) from None
     available = sorted(find_board_files(dirs))
     if missing_file:
         raise BoardFileNotFoundError(source=text, available=available)
     raise BoardNotFoundError(source=text, available=available)
+
+
+def _dirs_for_listing(directory: Path | None) -> list[BoardDirectory]:
+    """The directories whose boards an error lists: the search path, or only the shipped one when
+    ``CIVICEDGE_BOARDS`` is wrong (the error is about something else)."""
+    if directory is not None:
+        return [BoardDirectory(directory, "directory")]
+    try:
+        return board_search_path()
+    except BoardError:
+        return [BoardDirectory(boards_dir(), SHIPPED)]
 
 
 def _unreadable(source: str, strerror: str) -> BoardError:
