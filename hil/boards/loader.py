@@ -137,7 +137,7 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
     Raises:
         BoardError: (a subclass) naming the field and what is wrong with it.
     """
-    path = resolve_board_path(name_or_path, directory)
+    path, folder = _resolve(name_or_path, directory)
     source = str(path)
     try:
         data = tomllib.loads(read_toml_text(path, what="board definition"))
@@ -148,6 +148,9 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
             raise _unreadable(source, exc.strerror) from None
         raise BoardError(str(exc), source=source) from None
     board = parse_board(data, source=source, path=path)
+    warning = _file_name_differs(board, path, folder if folder is not None else _search_folder(path))
+    if warning is not None:
+        board = _with_warning(board, warning)
     logger.debug("loaded board %s (%s, %s) from %s", board.name, board.chip, board.kind, path)
     return board
 
@@ -242,15 +245,46 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
         watchdog_ms=watchdog_ms, app=app,
     )
     warning = _shipped_name_reused(board)
-    if warning is None:
-        return board
-    if (source, warning) not in _WARNED:  # once per file and process: a fleet loads one file many times
+    return board if warning is None else _with_warning(board, warning)
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _with_warning(board: BoardDefinition, warning: str) -> BoardDefinition:
+    """``board`` carrying ``warning``, which is logged once per file and process (a fleet loads one
+    file many times)."""
+    source = str(board.source)
+    if (source, warning) not in _WARNED:
         _WARNED.add((source, warning))
         logger.warning("board %s: %s", source, warning)
     return dataclasses.replace(board, warnings=(*board.warnings, warning))
 
 
-_WARNED: set[tuple[str, str]] = set()
+def _search_folder(path: Path) -> BoardDirectory | None:
+    """The search-path directory holding ``path`` (a site file checked by path), or None."""
+    try:
+        parent = path.parent.resolve()
+        return next((d for d in board_search_path() if d.path.resolve() == parent), None)
+    except (OSError, BoardError):  # a wrong CIVICEDGE_BOARDS does not concern a load by path
+        return None
+
+
+def _file_name_differs(board: BoardDefinition, path: Path, folder: BoardDirectory | None) -> str | None:
+    """A warning when a file of the search path (or ``directory``) is not named after its board.
+
+    Names are looked up as file names, so such a file answers to its file name, under which it
+    calls itself something else, and in a ``CIVICEDGE_BOARDS`` directory with a shipped board's
+    file name it hides that shipped board from every name lookup and from ``boards list``.
+    """
+    stem = path.stem
+    if folder is None or stem == board.name:
+        return None
+    hides = folder.origin != SHIPPED and (boards_dir() / path.name).is_file()
+    instead = f" instead of the shipped board {stem!r}, which this file hides" if hides else ""
+    return (f"file {path.name} holds board {board.name!r}: names are looked up as file names, so --board {stem} "
+            f"loads {board.name!r}{instead}, and --board {board.name} does not find it; rename the file "
+            f"{board.name}.toml")
 
 
 def _shipped_name_reused(board: BoardDefinition) -> str | None:
