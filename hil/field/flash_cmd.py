@@ -16,12 +16,14 @@ from typing import Iterator
 
 from rich.console import Console
 
-from hil.boards import load_board
+from gateway.resources import boards_dir
+from hil.boards import BOARDS_PATH_ENV, BoardDefinition, load_board
+from hil.boards import CHIPS as BOARD_CHIPS
 from hil.dut import Dut
 from hil.dut.errors import DutError
 from hil.errors import HilError
 from hil.field.board_facts import check_definition_fits, read_board_facts
-from hil.field.chips import chip_profile
+from hil.field.chips import CHIPS, chip_profile
 from hil.field.cli_common import EXIT_ERROR, errors, say, seconds
 from hil.field.cli_steps import steps
 from hil.field.device import open_board, read_identity
@@ -47,13 +49,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "is erased first unless --no-erase), then copy the civicedge firmware (compiled to\n"
                     "the board's .mpy version), its /board.json and manifest, and verify every file by\n"
                     "hash. Needs the board definition and the MicroPython image for its chip\n"
-                    "(ESP32_GENERIC-*.bin, ESP32_GENERIC_C3-*.bin from micropython.org/download).\n"
+                    "(micropython.org/download):\n"
+                    + "".join(f"  {chip:<9} {image}\n" for chip, image in micropython_images().items()) +
                     "Next: civicedge provision. See docs/field.md.\n"
                     "\n"
                     "example:\n"
                     "  civicedge flash --board streetlight-esp32 --port /dev/ttyUSB0 \\\n"
                     "      --micropython ESP32_GENERIC-v1.27.0.bin")
-    flash.add_argument("--board", required=True, help="board definition name (boards/<name>.toml) or path")
+    flash.add_argument("--board", required=True, help=f"board definition: a name (<name>.toml in a {BOARDS_PATH_ENV} "
+                                                      "directory, else the shipped boards) or a path")
     flash.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
     flash.add_argument("--micropython", type=Path,
                        help="MicroPython release image (.bin) for the chip (required unless --firmware-only)")
@@ -130,7 +134,9 @@ def _flash(args: argparse.Namespace) -> int:
                     if restarted:
                         step("watch the firmware start")
                         fatal = watch_start(dut, START_WATCH_S)
-        out.print(f"flashed {definition.name} on {args.port}: firmware as {result.mode} "
+        origin = definition_origin(definition, args.board)
+        out.print(f"flashed {definition.name}{f' ({origin})' if origin else ''} on {args.port}: "
+                  f"firmware as {result.mode} "
                   f"(device .mpy v{result.device_mpy}), {len(result.copied)} files copied, "
                   f"{len(result.unchanged)} unchanged, all verified by hash")
         port = shlex.quote(args.port)
@@ -152,6 +158,34 @@ def _flash(args: argparse.Namespace) -> int:
                       f"(--registry DIR | --gateway URL --token-file FILE){force}")
         return 0
     return EXIT_ERROR
+
+
+def micropython_images() -> dict[str, str]:
+    """MicroPython's generic release image for each chip a board definition can name and the flasher
+    knows (:data:`hil.boards.CHIPS` and :data:`hil.field.chips.CHIPS`), as micropython.org names them:
+    ``{"esp32": "ESP32_GENERIC-*.bin", "esp32c3": "ESP32_GENERIC_C3-*.bin", ...}``."""
+    images: dict[str, str] = {}
+    for name, profile in sorted(CHIPS.items()):
+        if name in BOARD_CHIPS:
+            variant = profile.esptool_name.removeprefix("ESP32").replace("-", "_")  # "ESP32-S3" -> "_S3"
+            images[name] = f"ESP32_GENERIC{variant}-*.bin"
+    return images
+
+
+def definition_origin(definition: BoardDefinition, given: str) -> str | None:
+    """Where a board definition that is not a shipped board was read from, for the ``flashed`` line (a
+    technician's log must say which file described the board); None for a shipped board.
+
+    Args:
+        definition: the loaded definition.
+        given: the ``--board`` value: a file (loaded by path) or a name (found through the search path).
+    """
+    source = definition.source.resolve()
+    if source.parent == boards_dir().resolve():
+        return None
+    if Path(given).is_file():  # load_board takes an existing file as it is, before any name lookup
+        return f"definition {source}"
+    return f"definition {source}, found through {BOARDS_PATH_ENV}"
 
 
 def _identity_after_flash(dut: Dut) -> tuple[Identity | None, bool]:
