@@ -94,7 +94,8 @@ def _list(args: argparse.Namespace) -> int:
                               "capabilities": sorted(board.capabilities), "origin": where.origin,
                               "file": str(path), "warnings": list(board.warnings)}))
         else:
-            print(f"{name:<22} {board.chip:<8} {board.kind:<12} {', '.join(sorted(board.capabilities))}  [{origin}]")
+            # board.name, as --json and /board.json say; a file named otherwise carries a warning saying so
+            print(f"{board.name:<22} {board.chip:<8} {board.kind:<12} {', '.join(sorted(board.capabilities))}  [{origin}]")
             for warning in board.warnings:
                 print(f"  warning: {warning}")
     return status

@@ -5,6 +5,7 @@ streetlight-esp32.toml with name = "sl-site" took over `--board streetlight-esp3
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -63,3 +64,17 @@ def test_files_named_after_their_board_and_files_outside_the_path_do_not_warn(si
     elsewhere = tmp_path / "variant.toml"  # by path, outside the search path: its file name is never looked up
     elsewhere.write_text(STREETLIGHT.replace('name = "streetlight-esp32"', 'name = "sl-own"'))
     assert load_board(elsewhere).warnings == ()
+
+
+def test_boards_list_names_a_board_alike_in_text_and_json(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Text and --json both show the board's name; the file-name warning says what --board takes."""
+    (site / "bin-xiao.toml").write_text(BIN.replace('name = "bin-esp32c3"', 'name = "bin-other"'))
+    main(["boards", "list"])
+    lines = capsys.readouterr().out.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith(("bin-other ", "bin-xiao ")))
+    assert lines[row].split()[0] == "bin-other"
+    assert lines[row + 1].startswith("  warning: file bin-xiao.toml holds board 'bin-other'")
+    main(["boards", "list", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [other] = [r for r in rows if r["file"] == str(site / "bin-xiao.toml")]
+    assert other["name"] == "bin-other" and other["warnings"][0].startswith("file bin-xiao.toml holds")
