@@ -279,6 +279,19 @@ class RetentionClock:
             log.warning("retention: the pass the operator confirmed did not run; confirm again if it is still "
                         "held (%s)", self.confirm_command)
 
+    @property
+    def suspects_clock_ahead(self) -> bool:
+        """The last check found the gateway's clock ahead of the stored reports (``clock_ahead``), or a
+        hold it began is not yet confirmed (reports stamped by that clock do not vouch for it).
+
+        The gateway then sends ACKs without a time: a board takes any step forward at once but comes
+        back only 5 min an hour (docs/protocol.md §3), so a clock 200 days ahead would date its reports
+        in the future for years after the gateway's clock is put right.
+        """
+        if self.reason == "clock_ahead":
+            return True
+        return self.hold is not None and self.hold.get("reason") == "clock_ahead" and not self._confirmed
+
     def removal_time(self, now: float, last_received: float | None) -> float | None:
         """The time to remove values by (``now`` less the steps not followed), or None to skip the pass.
 

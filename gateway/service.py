@@ -121,13 +121,14 @@ class Gateway:
             " --config %s" % shlex.quote(str(config.source.resolve())) if config.source is not None else "")
         self.retention_clock = RetentionClock(config.retention_interval_s,
                                               time.monotonic if sim_clock is None else None, confirm_command=confirm)
+        self._time_withheld = False  # ACKs carry no time: the clock is suspected ahead (_ack_time_trusted)
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
                                     gap_hold_s=config.ack_gap_hold_s, monotonic=monotonic,
                                     max_in_flight=config.storage.max_in_flight,
                                     # "one line per 10 s" is for the people reading the log: wall time
-                                    log_monotonic=time.monotonic)
+                                    log_monotonic=time.monotonic, time_sync=self._ack_time_trusted)
         self.transports: list[Transport] = [
             SerialTransport(p.port, baud=p.baud, metrics=self.metrics, flow=self.ingest.room) for p in config.serial
         ]
@@ -294,6 +295,27 @@ class Gateway:
         """The gateway's own health problems (``/healthz`` reasons, each with its code and severity:
         :mod:`gateway.health`); empty when healthy. Cheap, on the event loop: no store read, one ``statvfs``."""
         return self._health()
+
+    def _ack_time_trusted(self) -> bool:
+        """Whether an ACK may carry the gateway's time (ingest asks before each ACK).
+
+        Not while the retention check finds the clock ahead of the stored reports or holds retention for
+        it (RetentionClock.suspects_clock_ahead): a board takes any step forward at once but comes back
+        only 5 min an hour (docs/protocol.md §3), so boards synced to a clock 200 days ahead would date
+        their reports in the future for years after the clock is put right. Logged when it starts and ends.
+        """
+        withheld = self.retention_clock.suspects_clock_ahead
+        if withheld != self._time_withheld:
+            self._time_withheld = withheld
+            if withheld:
+                log.warning("ACK time sync withheld: the gateway clock (%s) is ahead of the stored reports or not yet "
+                            "confirmed since it was (see the retention problem in /healthz); boards keep their own "
+                            "clocks until it is put right or confirmed (%s)",
+                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                            self.retention_clock.confirm_command)
+            else:
+                log.info("ACK time sync resumed: the gateway clock is trusted again")
+        return not withheld
 
     def _health(self) -> list[Problem]:
         reasons = []

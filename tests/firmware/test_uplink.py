@@ -452,6 +452,17 @@ def test_time_sync_only_from_a_fresh_plausible_ack(flash_run: Callable[..., Any]
     ]
 
 
+def test_an_ack_without_a_time_acknowledges_and_leaves_the_clock(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    # A gateway that distrusts its own clock (found ahead of its stored reports) sends ACKs without
+    # "t" (docs/protocol.md §3): they acknowledge as usual and neither set the clock nor count as stale.
+    acks = [gw_frame(2, 2, {}), gw_frame(2, 3, {"t": NOW + 100})]
+    code = COMMON + "queue(3)\n" + "".join(
+        f"print(sess.handle(binascii.unhexlify({a.hex()!r})), synced, sess.stats['stale_time'], len(O))\n"
+        for a in acks)
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    assert lines == ["ack [] 0 1", f"ack [{NOW + 100}] 0 0"]
+
+
 def test_a_config_that_cannot_be_persisted_is_not_applied_and_the_link_goes_on(
         flash_run: Callable[..., Any], tmp_path: Path) -> None:
     # Flash full while a CONFIG arrives: nothing is applied (not even in RAM, or the gateway's

@@ -19,6 +19,7 @@ from typing import IO, Any
 import paho.mqtt.client as mqtt
 
 from gateway.protocol import FRAME_ACK, SerialDeframer, encode_serial, parse_frame, verify_tag
+from gateway.protocol.frame import decode_body
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,6 +79,7 @@ class PtyDevice:
             link.symlink_to(self.path)
         self._deframer = SerialDeframer()
         self.acks: dict[str, int] = {}
+        self.ack_bodies: list[tuple[str, int, dict[str, Any]]] = []  # (device, seq, body) of every ACK read
 
     def send(self, frames: list[bytes]) -> None:
         data = b"".join(encode_serial(f) for f in frames)
@@ -112,6 +114,7 @@ class PtyDevice:
                 assert frame.type == FRAME_ACK
                 assert verify_tag(frame, self.keys[frame.device_id]), "ACK tag does not verify"
                 self.acks[frame.device_id] = max(self.acks.get(frame.device_id, 0), frame.seq)
+                self.ack_bodies.append((frame.device_id, frame.seq, decode_body(frame.body)))
 
     def wait_ack(self, device: str, seq: int, timeout: float = 15.0) -> None:
         end = time.monotonic() + timeout

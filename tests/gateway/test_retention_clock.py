@@ -30,7 +30,9 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     """The QA's repro with a simulated clock: reports stored, the clock moves on 200 days, retention
     (every second) skips, says why (WARNING, metric, /healthz) and keeps every value; a report stamped by
-    the new clock does not confirm it (retention stays held); the operator's confirmation does."""
+    the new clock does not confirm it (retention stays held); the operator's confirmation does. Meanwhile
+    ACKs carry no time (QA on-call drill: the boards were synced 200 days ahead, and a board's clock comes
+    back only 5 min an hour once the gateway's is put right); once confirmed they do again."""
     caplog.set_level(logging.INFO)
     dev = PtyDevice(KEYS)
     clock_file = tmp_path / "sim-clock.json"
@@ -62,9 +64,12 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
         assert any("retention skipped" in reason for reason in gw._health())  # noqa: SLF001 - /healthz reasons
         assert gw.metrics.value("civicedge_retention_removed_total") == 0
 
+        assert dev.ack_bodies and all(set(body) == {"t"} for _, _, body in dev.ack_bodies)  # time sync so far
         # A report received at the new time was stamped by that clock: it does not confirm it (MEDIUM-3).
         dev.send([report_frame("bin-1", 4, KEYS["bin-1"])])
         await until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 4)[1], "no ACK of seq 4")
+        assert [body for _, seq, body in dev.ack_bodies if seq == 4] == [{}]  # no time from a clock found ahead
+        assert any(r.getMessage().startswith("ACK time sync withheld") for r in caplog.records)
         await until(lambda: gw.metrics.value("civicedge_retention_skipped_total", {"reason": "held"}) >= 2,
                      "retention was not held")
         assert all("temp" in r.m for r in q.reports(device="bin-1"))
@@ -74,6 +79,9 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
         await until(lambda: "temp" not in q.reports(device="bin-1")[0].m, "retention did not resume", 10)
         assert not any("retention" in reason for reason in gw._health())  # noqa: SLF001
         assert any(r.getMessage().startswith("retention resumes") for r in caplog.records)
+        dev.send([report_frame("bin-1", 5, KEYS["bin-1"])])  # the confirmed clock is synced to the boards again
+        await until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 5)[1], "no ACK of seq 5")
+        assert [set(body) for _, seq, body in dev.ack_bodies if seq == 5] == [{"t"}]
         assert gw.metrics.value("civicedge_retention_removed_total") >= 6  # temp and bat of 1..3 (90 days each)
     finally:
         q.close()
