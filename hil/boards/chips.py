@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+NEEDS = {"in": "an input", "in-pull": "an input with a pull resistor", "out": "an output", "adc": "an ADC input"}
+"""What a pin can be needed for (:meth:`ChipSpec.usable`), as a free-pin hint words it."""
+
+
 @dataclass(frozen=True)
 class ChipSpec:
     """What a chip's GPIO matrix offers.
@@ -47,10 +51,16 @@ class ChipSpec:
         return self.adc1 | self.adc2
 
     def usable(self, need: str) -> frozenset[int]:
-        """GPIOs a board may use for ``need`` (``in``, ``out``, ``adc``): not reserved, not the console."""
+        """GPIOs a board may use for ``need``: not reserved, not the console.
+
+        ``need`` is one of :data:`NEEDS`: ``in``, ``in-pull`` (an input read with an internal pull
+        resistor: the recovery pin, ``pull = "up"``/``"down"``), ``out``, ``adc``.
+        """
         pins = self.gpios - set(self.reserved) - set(self.console_pins)
         if need == "out":
             pins -= self.input_only
+        elif need == "in-pull":
+            pins -= self.no_pull
         elif need == "adc":
             pins &= self.adc_pins
         return pins
@@ -58,7 +68,7 @@ class ChipSpec:
     def free_hint(self, need: str, used: set[int]) -> str:
         """Which free GPIOs can do ``need``, for an error message; strapping pins come last, marked."""
         free = sorted(self.usable(need) - used)
-        what = {"in": "an input", "out": "an output", "adc": "an ADC input"}.get(need, need)
+        what = NEEDS.get(need, need)
         if not free:
             return f"no GPIO left on {self.name} for {what}"
         plain = [str(p) for p in free if p not in self.strapping]

@@ -195,10 +195,12 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     with Section(problems):
         recovery = root.table("recovery", required=False)
         if recovery is not None:
-            recovery_pin = pins.claim(recovery.integer("pin"), recovery.where("pin"), need="in")
+            recovery_pin = pins.claim(recovery.integer("pin"), recovery.where("pin"), need="in-pull")
             if chip is not None and recovery_pin in chip.no_pull:  # boot.py reads it with the internal pull enabled
-                problems.add(InvalidValueError(source=source, field=recovery.where("pin"), value=recovery_pin,
-                                               reason=f"GPIO{recovery_pin} on {chip.name} has no internal pull resistor"))
+                problems.add(InvalidValueError(
+                    source=source, field=recovery.where("pin"), value=recovery_pin,
+                    reason=f"GPIO{recovery_pin} on {chip.name} has no internal pull resistor; "
+                           f"{pins.hint('in-pull', recovery.where('pin'))}"))
             recovery_level = recovery.integer("level", 0, low=0, high=1)
             recovery.finish()
 
@@ -367,14 +369,18 @@ class _PinLedger:
             self.problems.add(error)
         return pin
 
+    def hint(self, need: str, use: str) -> str:
+        """The GPIOs that can do ``need`` for the field ``use`` and that no other field of the file uses."""
+        assert self.chip is not None
+        return self.chip.free_hint(need, set(self.used) | {p for f, p in self.planned.items() if f != use})
+
     def _problem(self, pin: int, use: str, need: str) -> PinError | None:
         chip, src = self.chip, self.source
         if chip is None:
             if pin in self.used:
                 return PinConflictError(source=src, pin=pin, use=use, chip="an unknown chip", first_use=self.used[pin])
             return None
-        # Every pin error names the GPIOs no field of the file uses that can do the job.
-        hint = chip.free_hint(need, set(self.used) | {p for f, p in self.planned.items() if f != use})
+        hint = self.hint(need, use)
         if pin not in chip.gpios:
             return PinNotOnChipError(source=src, pin=pin, use=use, chip=chip.name, hint=hint)
         if pin in chip.reserved:
@@ -422,6 +428,8 @@ class _NoSection:
 def _parse_role(entry: Table, role: str, modes: tuple[str, ...], pins: _PinLedger) -> IoPin:
     mode = entry.string("mode", choices=modes)
     need = {"in": "in", "adc": "adc", "out": "out", "pwm": "out"}[mode]
+    if mode == "in" and entry.data.get("pull") in ("up", "down"):  # a hint offers pins with pull resistors
+        need = "in-pull"
     pin = pins.claim(entry.integer("pin"), entry.where("pin"), need=need)
     chip = pins.chip
     if mode == "in":
@@ -429,7 +437,8 @@ def _parse_role(entry: Table, role: str, modes: tuple[str, ...], pins: _PinLedge
         if pull != "none" and chip is not None and pin in chip.no_pull:
             entry.soft(InvalidValueError(source=entry.source, field=entry.where("pull"), value=pull,
                                          reason=f"GPIO{pin} on {chip.name} has no internal pull resistors; "
-                                                "use an external one and pull = \"none\""), None)
+                                                f"use an external one and pull = \"none\", or another pin "
+                                                f"({pins.hint('in-pull', entry.where('pin'))})"), None)
         item = IoPin(role, "in", pin, pull=pull, active=entry.integer("active", 1, low=0, high=1))
     elif mode == "out":
         item = IoPin(role, "out", pin, active=entry.integer("active", 1, low=0, high=1))
