@@ -47,7 +47,7 @@ def test_every_problem_in_one_run_in_file_order(tmp_path: Path, capsys: pytest.C
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[0] for line in lines[:-1]] == ["error"] * 8
     assert lines[0] == f"error: {path}: field 'schema' = 2: must be 1"
-    assert lines[2].startswith(f"error: {path}: 'io.pir.pin': pin -1 is not a GPIO number; free GPIOs for an input: ")
+    assert lines[2].startswith(f"error: {path}: 'io.pir.pin': pin -1 is not a GPIO number; free GPIOs for an input with a pull resistor: ")
     assert lines[-1] == f"{path}: 8 problems"
 
 
