@@ -76,6 +76,7 @@ GAP_LOG_EVERY_S = 600.0
 # An authentic report under a seq stored with another frame (a board whose seq counter restarted under an id
 # with stored reports): refused, never acknowledged. One WARNING per device at most once per 10 min, with the count.
 REUSED_LOG_EVERY_S = 600.0
+MAX_SEQ = 0xFFFFFFFF  # the last report seq (u32)
 # Bytes of a committed frame's digest kept per seq in a device window's ``recent`` (a re-send is compared there).
 DIGEST_PREFIX = 8
 _PREFIX_HEX = 2 * DIGEST_PREFIX
@@ -603,6 +604,8 @@ class IngestService:
         device = verified.device
         fix = shlex.join(["civicedge", "provision", "--port", "PORT", "--id", dev, "--zone", device.zone,
                           "--location", "%s,%s" % (device.lat, device.lon), "--seq-start", str(highest + 1)])
+        if highest >= MAX_SEQ:  # no seq above it: --seq-start would be refused
+            fix = "the seq space of this id is used up: provision the board under a new id"
         log.warning("%s seq %d on %s: already stored with another frame (highest seq stored or acknowledged %d): "
                     "the board's seq counter restarted under an id with stored reports (a new board took the id "
                     "over, or its flash was erased). Its reports are refused (seq_reused) and lost (never "

@@ -33,7 +33,7 @@ from hil.field.identity import parse_location, validate_fields
 from hil.field.ports import require_port
 from hil.field.provision import ProvisionResult, provision_board
 from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, revoke_device
-from hil.field.seq_floor import highest_stored_seq
+from hil.field.seq_floor import SEQ_WARN_ABOVE, check_seq_floor, highest_stored_seq
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,12 @@ def _seq_floor(args: argparse.Namespace, registrar: AdminApiRegistrar | None) ->
             floors.append((stored or 0, f"the gateway at {registrar.base_url}"))
     if not floors:
         return None, ""
-    return max(floors)
+    floor, source = max(floors)
+    check_seq_floor(floor)  # the id's seq space used up: refused before the board is touched
+    if floor > SEQ_WARN_ABOVE:
+        say(f"warning: {args.device_id} has used over half its report seq space (seq {floor} from {source}, the "
+            "last is 4294967295): plan to provision its board under a new id")
+    return floor, source
 
 
 def _say_seq(out: Console, args: argparse.Namespace, result: ProvisionResult, floor: int | None, source: str,
@@ -340,9 +345,12 @@ def _say_seq(out: Console, args: argparse.Namespace, result: ProvisionResult, fl
     if result.seq is not None:
         before, after = result.seq
         record.update(seq_reserved=after)
-        if after > before:
+        if before < 0:
+            out.print(f"report seqs: the board's seq files were damaged (its firmware would not start); written "
+                      f"afresh: start above {after} (the highest stored under {result.identity.id}, from {source})")
+        elif after > before:
             out.print(f"report seqs: start above {after} (the highest stored under {result.identity.id}, from "
-                      f"{source}; the board's counter was at {before if before >= 0 else 'an unreadable value'})")
+                      f"{source}; the board's counter was at {before})")
         return
     # Another board's id, or one taken by a board without an identity (new, or its flash erased); a board
     # re-keying its own id keeps its counter.

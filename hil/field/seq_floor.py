@@ -27,8 +27,9 @@ MAX_SEQ = 0xFFFFFFFF
 # Runs on the board: the reservation as the firmware reads it (the larger readable copy, 0 when there
 # is none; -1 when a copy exists and none is readable: the firmware refuses to start then), raised in
 # both copies to {floor} or the highest seq in the outbox (framed, maybe never sent), when below it.
-# Unreadable and nothing known to raise it to: left alone (the firmware never guesses a seq). Prints
-# (before, after).
+# Unreadable copies are written afresh with that (even 0: the floor is the gateway's knowledge, or the
+# technician's --seq-start, so no seq it stored is below it). Prints (before, after); after is before
+# when nothing was written.
 _RAISE_CODE = """\
 import os, struct, sys
 if '/lib' not in sys.path:
@@ -56,9 +57,11 @@ for _civic_p in ({path!r}, {path!r} + '.bak'):
             _civic_bad = True
 _civic_before = max(_civic_found) if _civic_found else (-1 if _civic_bad else 0)
 _civic_after = max(_civic_before, _civic_floor)
-if _civic_after > _civic_before and _civic_after > 0:
+if _civic_after > _civic_before and (_civic_after > 0 or _civic_before < 0):
     for _civic_p in ({path!r}, {path!r} + '.bak'):
         atomic.write(_civic_p, struct.pack('>I', _civic_after))
+else:
+    _civic_after = _civic_before
 print(repr((_civic_before, _civic_after)))
 """
 
@@ -91,19 +94,20 @@ def raise_board_seq(dut: Dut, floor: int) -> tuple[int, int]:
 
     Args:
         dut: an open board at its REPL (firmware stopped).
-        floor: the highest seq the gateway stored under the id (0: nothing to do beyond repairing).
+        floor: the highest seq the gateway stored under the id, or acknowledged to it (0: none; the
+            seq files are still repaired).
 
     Returns:
-        (reservation before, reservation after); before is -1 when the board's seq files are unreadable
-        (the firmware refuses to start): written afresh when ``floor`` or the outbox gives a seq to start
-        above, else left (after is then -1 too).
+        (reservation before, reservation after), equal when nothing was written. Before is -1 when the
+        board's seq files are unreadable (the firmware refuses to start with them, CorruptFile): both are
+        written afresh with ``floor`` or the highest seq in the outbox, whichever is larger.
 
     Raises:
-        ValueError: ``floor`` is outside the u32 seq space.
+        FieldError: ``floor`` leaves no seq for the board (:func:`check_seq_floor`), or the board's seq
+            files are unreadable and were not written (the board answered so).
         DeviceIOError: the board could not be read or written.
     """
-    if not 0 <= floor < MAX_SEQ:
-        raise ValueError(f"seq floor {floor} outside 0..{MAX_SEQ - 1}")
+    check_seq_floor(floor)
     try:
         got = dut.eval_code(_RAISE_CODE.format(path=SEQ_PATH, outbox=OUTBOX_DIR, floor=int(floor)), timeout_s=15)
     except HilError as exc:
@@ -111,4 +115,27 @@ def raise_board_seq(dut: Dut, floor: int) -> tuple[int, int]:
                             port=dut.url) from exc
     if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(n, int) for n in got)):
         raise DeviceIOError(f"the board on {dut.url} answered {got!r} for its seq counter; retry", port=dut.url)
-    return int(got[0]), int(got[1])
+    before, after = int(got[0]), int(got[1])
+    if after < 0:
+        raise FieldError(f"the board on {dut.url} has damaged report seq files ({SEQ_PATH}, {SEQ_PATH}.bak) and no "
+                         "seq was written: its firmware refuses to start with them; pass --seq-start N (above the "
+                         "highest seq the gateway stored under the id: --db/--gateway read it)", port=dut.url)
+    return before, after
+
+
+# Past this, provision warns: half the u32 seq space of the id is used.
+SEQ_WARN_ABOVE = 2 ** 31
+
+
+def check_seq_floor(floor: int) -> None:
+    """Refuse a seq floor that leaves the board no seq: the u32 seq space of the id is used up.
+
+    Raises:
+        FieldError: reason ``seq_space_used_up`` when ``floor`` is at or above :data:`MAX_SEQ` (the
+            firmware would stop at its first report, SeqExhausted); ``bad_seq_floor`` when negative.
+    """
+    if floor < 0:
+        raise FieldError(f"seq floor {floor} is negative", reason="bad_seq_floor")
+    if floor >= MAX_SEQ:
+        raise FieldError(f"the seq space of this id is used up (the gateway holds seq {floor}, the last one is "
+                         f"{MAX_SEQ}): provision the board under a new id", reason="seq_space_used_up", floor=floor)

@@ -152,3 +152,93 @@ def test_highest_stored_seq_counts_window_duplicates_and_removed_rows(tmp_path: 
     sqlite3.connect(other).close()
     with pytest.raises(FieldError, match="not a civicedge gateway store"):
         highest_stored_seq(other, "sl-1")
+
+
+_READ_SEQ_FILES = """\
+import sys
+if '/lib' not in sys.path:
+    sys.path.append('/lib')
+import struct
+from civic.store import atomic
+print(repr(tuple(struct.unpack('>I', atomic.read(p))[0] for p in ('/seq.bin', '/seq.bin.bak'))))"""
+
+_DAMAGE_SEQ_FILES = """\
+for _p in ('/seq.bin', '/seq.bin.bak'):
+    with open(_p, 'wb') as _f:
+        _f.write(b'garbage')
+print(repr(1))"""
+
+_FRAMED_IN_OUTBOX = """\
+import os
+try:
+    os.mkdir('/outbox')
+except OSError:
+    pass
+with open('/outbox/%08x.r' % 300, 'wb') as _f:
+    _f.write(b'x')
+print(repr(1))"""
+
+
+async def test_raise_board_seq_on_the_firmware_counter(tmp_path: Path, sim_available: None) -> None:
+    """raise_board_seq on a virtual board, read back by the firmware's own counter: both copies written
+    (/seq.bin.bak too), damaged copies with a known floor of 0 written afresh (was: nothing written, the
+    firmware still refused to start, and provision said 'start above 0'), the outbox's highest framed seq
+    wins over a lower floor, and a floor at the top of the u32 seq space refused with a FieldError (was a
+    ValueError traceback). Test fails before."""
+    from hil.field.errors import FieldError
+    from hil.field.seq_floor import MAX_SEQ, raise_board_seq
+
+    board = VirtualBoard("streetlight-esp32", flash_dir=tmp_path / "flash", speed=10)
+    await board.start()
+    try:
+        await board.wait_console("not provisioned", timeout_s=60)
+
+        def on_board() -> dict[str, object]:
+            dut = open_board(board.console_path, timeout_s=10)
+            try:
+                got: dict[str, object] = {"fresh": raise_board_seq(dut, 40),
+                                          "copies": dut.eval_code(_READ_SEQ_FILES)}
+                dut.eval_code(_DAMAGE_SEQ_FILES)
+                got["damaged"] = raise_board_seq(dut, 0)
+                got["next_after_repair"] = int(dut.eval_code(_NEXT_SEQ))
+                dut.eval_code(_FRAMED_IN_OUTBOX)
+                got["outbox"] = raise_board_seq(dut, 40)
+                with pytest.raises(FieldError, match="seq space of this id is used up") as used_up:
+                    raise_board_seq(dut, MAX_SEQ)
+                got["used_up"] = used_up.value.details["reason"]
+                got["untouched"] = dut.eval_code(_READ_SEQ_FILES)
+                return got
+            finally:
+                dut.close()
+
+        got = await asyncio.to_thread(on_board)
+    finally:
+        await board.stop()
+    assert got["fresh"] == (0, 40) and got["copies"] == (40, 40)
+    assert got["damaged"] == (-1, 0) and got["next_after_repair"] == 1
+    assert got["outbox"][0] >= 1 and got["outbox"][1] == 300  # type: ignore[index]
+    assert got["used_up"] == "seq_space_used_up" and got["untouched"] == (300, 300)
+
+
+def test_a_used_up_seq_space_is_refused_and_a_high_one_warned_before_the_board(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gateway holds seq 4294967295 under the id: provision refuses before touching the board (was: a
+    ValueError traceback after the board was opened, and the gateway suggested --seq-start 4294967296); past
+    2**31 it warns. Test fails before."""
+    from hil.cli.main import main as civicedge_main
+
+    registry = tmp_path / "registry"
+    db = tmp_path / "reports.sqlite"
+    _stored(db, "sl-1", range(MAX_TOP, MAX_TOP + 1))
+    base = ["provision", "--port", "/dev/ttyUSB-missing", "--zone", "centre", "--location", "52.1,4.2",
+            "--registry", str(registry), "--db", str(db)]
+    rc = civicedge_main([*base, "--id", "sl-1"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "seq space of this id is used up" in err and "new id" in err, err
+    assert "Traceback" not in err and "ttyUSB-missing" not in err, err  # refused before the port
+    rc = civicedge_main([*base, "--id", "sl-2", "--seq-start", str(2 ** 31 + 5)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "over half its report seq space" in err and "ttyUSB-missing" in err, err
+
+
+MAX_TOP = 0xFFFFFFFF

@@ -322,3 +322,26 @@ async def test_the_warning_names_the_ack_floor_when_refusals_moved_it_past_the_s
     assert len(warnings) == 1 and "acknowledged 5" in warnings[0] and "--seq-start 6" in warnings[0], warnings
     assert ReportQueries(db).count_reports() == 3
     assert ReportQueries(db).highest_seq("bin-1") == 5
+
+
+async def test_the_warning_at_the_top_of_the_seq_space_names_a_new_id(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """At seq 4294967295 stored there is no --seq-start to give (provision refuses 4294967296): the warning
+    says to provision under a new id. Test fails before (it suggested --seq-start 4294967296)."""
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    ingest = _ingest(registry, db, metrics)
+    await ingest.start()
+    a = Acks()
+    top = 0xFFFFFFFF
+    ingest.feed(report_frame("bin-1", top, KEYS["bin-1"], w=1_799_991_000), a.link)
+    await _settle(ingest)
+    caplog.set_level(logging.WARNING, logger="gateway.pipeline.ingest")
+    ingest.feed(report_frame("bin-1", top, KEYS["bin-1"], w=1_800_000_000), a.link)
+    await _settle(ingest)
+    await ingest.stop()
+    ingest.close()
+    ingest.store.close()
+    warnings = [r.getMessage() for r in caplog.records if "already stored with another frame" in r.getMessage()]
+    assert len(warnings) == 1 and "provision the board under a new id" in warnings[0], warnings
+    assert "--seq-start" not in warnings[0], warnings
