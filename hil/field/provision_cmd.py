@@ -357,12 +357,11 @@ def _say_seq(out: Console, args: argparse.Namespace, result: ProvisionResult, fl
     counter_new = result.replaced is None or result.replaced.id != result.identity.id
     if floor is None and result.device_changed and (args.take_over or (
             counter_new and result.registration.value == "replaced")):
-        again = shlex.join(["--seq-start", "N"])
         say(f"warning: {result.identity.id} was registered before and the highest report seq the gateway stored "
             "under it is not known here (pass --db PATH, the gateway's store, or --seq-start N); if this board's "
             "counter starts below it (a new board, or one whose flash was erased), the gateway refuses its "
-            f"reports (seq_reused: its log names N) until it counts past them; then re-run this command with "
-            f"{again} (no --force needed: the key stays)")
+            "reports (seq_reused: its log names N) and they are lost until the board is provisioned again with "
+            f"the floor: {_seq_start_command(args)} (its own identity and key: nothing re-keyed)")
 
 
 def _check_where(args: argparse.Namespace) -> str:
@@ -402,6 +401,15 @@ def _check_firmware_for_provision(dut: Dut, args: argparse.Namespace) -> None:
                          f"civicedge flash --firmware-only --board {shlex.quote(board)} --port {shlex.quote(args.port)} "
                          "(or pass --skip-firmware-check to provision it anyway)", port=args.port,
                          firmware_damaged=damaged)
+
+
+def _seq_start_command(args: argparse.Namespace) -> str:
+    """The command that raises a provisioned board's seq floor: the same identity and registry options with
+    ``--seq-start N``, never ``--force``/``--take-over``/``--discard-unsent`` (re-keying would meet the reports
+    the gateway refused, still in its outbox: UnsentReportsError)."""
+    plain = argparse.Namespace(**{**vars(args), "force": False, "take_over": False, "discard_unsent": False,
+                                  "db": None, "seq_start": None})
+    return _provision_command(plain, repair=False) + " --seq-start N"
 
 
 def _provision_command(args: argparse.Namespace, *, repair: bool, force: bool = False, discard: bool = False) -> str:

@@ -89,6 +89,10 @@ async def test_provision_starts_the_seqs_above_the_stored_ones_and_never_lowers_
         assert rc == 0, out
         assert "highest report seq the gateway stored under it is not known here" in out, out
         assert "--seq-start N" in out and "seq_reused" in out, out
+        # the command to re-run keeps the key: without --force --take-over (the board's outbox then holds the
+        # reports the gateway refused, and re-keying would stop at them: UnsentReportsError)
+        assert (f"the floor: civicedge provision --port {port} --id sl-0099 --zone centre --location 52.37,4.89 "
+                f"--board streetlight-esp32 --registry {bare} --seq-start N (its own") in out, out
         # ... which the technician then gives (the gateway's warning names N): the key stays.
         rc, out = await provision("sl-0099", bare, "--seq-start", "5000")
         assert rc == 0 and "already on the board (unchanged)" in out and "start above 4999" in out, out
