@@ -424,3 +424,36 @@ def test_a_release_suppressed_below_k_is_the_periods_release(tmp_path: Path) -> 
     assert later.inserted == [] and later.window_duplicates == [WindowDuplicate("sl-1", 2, "win", W, 900, 1, MOT)]
     store.close()
     assert [r.m for r in ReportQueries(db).reports(device="sl-1")] == [{}]
+
+
+async def test_another_frame_under_a_seq_recorded_only_as_a_window_duplicate_is_seq_reused(
+        registry: Registry, tmp_path: Path) -> None:
+    """A seq recorded only in ``window_duplicates`` (no report row) is committed with its frame digest: another
+    frame under it is a restarted counter, refused as seq_reused and never acknowledged, both from the digest
+    ingest keeps in memory and, after a restart, from the store; the device's own re-send stays a duplicate."""
+    db = tmp_path / "r.sqlite"
+    metrics = GatewayMetrics("gw")
+    c = Collector()
+    other = report_frame("sl-1", 3, KEYS["sl-1"], kind="streetlight", w=W + 900 * 40)
+    for restart in (False, True):
+        ingest = _ingest(registry, db, metrics)
+        await ingest.start()
+        if not restart:
+            for seq in (1, 2):
+                ingest.feed(mot_frame(seq, W + 21600 * (seq - 1)), c.link)
+            await _settle(ingest)
+            ingest.feed(mot_frame(3, W), c.link)  # the clock went back: seq 1's period again
+            await _settle(ingest)
+            assert metrics.value("civicedge_reports_duplicate_window_total") == 1
+        acked = len(c.acks)
+        ingest.feed(other, c.link)
+        await _settle(ingest)
+        assert len(c.acks) == acked  # never acknowledged
+        assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 1 + restart
+        ingest.feed(mot_frame(3, W), c.link)  # the device's own re-send
+        await _settle(ingest)
+        assert len(c.acks) == acked + 1 and metrics.value("civicedge_reports_duplicate_total") == 1 + restart
+        await ingest.stop()
+        ingest.close()
+        ingest.store.close()
+    assert [s for _, s, _, _, _ in _rows(db)] == [1, 2]
