@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-NEEDS = {"in": "an input", "in-pull": "an input with a pull resistor", "out": "an output", "adc": "an ADC input"}
+NEEDS = {"in": "an input", "in-pull": "an input with a pull resistor", "out": "an output", "adc": "an ADC input",
+         "wake": "a deep-sleep wake input", "wake-pull": "a deep-sleep wake input with a pull resistor"}
 """What a pin can be needed for (:meth:`ChipSpec.usable`), as a free-pin hint words it."""
 
 
@@ -53,16 +54,20 @@ class ChipSpec:
     def usable(self, need: str) -> frozenset[int]:
         """GPIOs a board may use for ``need``: not reserved, not the console.
 
-        ``need`` is one of :data:`NEEDS`: ``in``, ``in-pull`` (an input read with an internal pull
-        resistor: the recovery pin, ``pull = "up"``/``"down"``), ``out``, ``adc``.
+        ``need`` is one of :data:`NEEDS`: ``in``, ``out``, ``adc``, ``wake`` (an input that wakes
+        the chip from deep sleep); ``in-pull`` and ``wake-pull`` are such inputs read with an internal
+        pull resistor (the recovery pin, ``pull = "up"``/``"down"``).
         """
         pins = self.gpios - set(self.reserved) - set(self.console_pins)
-        if need == "out":
-            pins -= self.input_only
-        elif need == "in-pull":
+        if need.endswith("-pull"):
             pins -= self.no_pull
-        elif need == "adc":
+        base = need.removesuffix("-pull")
+        if base == "out":
+            pins -= self.input_only
+        elif base == "adc":
             pins &= self.adc_pins
+        elif base == "wake":
+            pins &= self.wake_capable
         return pins
 
     def free_hint(self, need: str, used: set[int]) -> str:

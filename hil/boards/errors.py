@@ -254,11 +254,15 @@ class InputOnlyPinError(PinError):
 
 
 class NotWakePinError(PinError):
-    """A deep-sleep wake source is on a GPIO that cannot wake the chip (not an RTC GPIO)."""
+    """A deep-sleep wake source is on a GPIO that cannot wake the chip (not an RTC GPIO).
 
-    def __init__(self, *, source: str, pin: int, use: str, chip: str, wake_pins: list[int]) -> None:
+    Attributes:
+        wake_pins: the chip's wake-capable GPIOs a board may use (reserved and console pins left out).
+    """
+
+    def __init__(self, *, source: str, pin: int, use: str, chip: str, wake_pins: list[int], hint: str = "") -> None:
         super().__init__(
             f"{use!r}: GPIO{pin} on {chip} cannot wake from deep sleep (wake-capable: {wake_pins})",
-            source=source, pin=pin, use=use, chip=chip, wake_pins=wake_pins,
+            source=source, pin=pin, use=use, chip=chip, wake_pins=wake_pins, hint=hint,
         )
         self.wake_pins = wake_pins

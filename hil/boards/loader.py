@@ -228,7 +228,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
             calibration = _parse_calibration(_required_table(root, "calibration"), spec)
     sleep = SleepSettings(mode="none", interval_s=1)
     with Section(problems):
-        sleep = _parse_sleep(_required_table(root, "sleep"), io, broken_io, chip, source)
+        sleep = _parse_sleep(_required_table(root, "sleep"), io, broken_io, pins, source)
         if sleep.mode == "deep" and spec is not None:
             check_deep_sleep(spec, kind, sleep.wake_pins, source=source)
     watchdog_ms = 0
@@ -552,8 +552,9 @@ def _check_calibration(table: Table, cal: dict[str, dict[str, Any]]) -> None:
             bad("lamp.min_level", lamp["min_level"], "must be between 0 and 100")
 
 
-def _parse_sleep(table: Table, io: dict[str, IoPin], broken_io: set[str], chip: ChipSpec | None,
+def _parse_sleep(table: Table, io: dict[str, IoPin], broken_io: set[str], pins: _PinLedger,
                  source: str) -> SleepSettings:
+    chip = pins.chip
     mode = table.string("mode", choices=SLEEP_MODES)
     interval = table.integer("interval_s", low=1, high=86_400)
     wake_names = table.array("wake_pins", [])
@@ -572,8 +573,10 @@ def _parse_sleep(table: Table, io: dict[str, IoPin], broken_io: set[str], chip: 
             continue
         pin = io[name].pin
         if mode == "deep" and chip is not None and pin not in chip.wake_capable:
+            need = "wake" if io[name].pull == "none" else "wake-pull"
             table.soft(NotWakePinError(source=source, pin=pin, use=where, chip=chip.name,
-                                       wake_pins=sorted(chip.wake_capable)), None)
+                                       wake_pins=sorted(chip.usable("wake")),
+                                       hint=pins.hint(need, f"io.{name}.pin")), None)
         wake.append(name)
     table.finish()
     return SleepSettings(mode=mode, interval_s=interval, wake_pins=tuple(wake))  # type: ignore[arg-type]
