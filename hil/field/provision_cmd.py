@@ -341,7 +341,8 @@ def _say_seq(out: Console, args: argparse.Namespace, result: ProvisionResult, fl
              record: dict[str, Any]) -> None:
     """Say where the board's report seqs start, or warn when a board taking over or re-keying a registered
     id was given no seq floor: if its counter starts below the seqs the gateway stored under the id, the
-    gateway refuses its reports (``seq_reused``) until it counts past them."""
+    gateway refuses its reports (``seq_reused``), and they are lost until the board is provisioned again with the
+    floor."""
     if result.seq is not None:
         before, after = result.seq
         record.update(seq_reserved=after)

@@ -1,11 +1,12 @@
 """Start a board's report seqs above those the gateway stored under its id.
 
-The gateway takes a report under a stored ``(device, seq)`` for a re-send: a board whose seq counter
-starts again (a new board taking over a dead one's id, a board whose flash was erased) would have its
-reports refused (``seq_reused``) until it counts past the stored ones. Provisioning raises the board's
-reservation (``/seq.bin`` and ``/seq.bin.bak``, firmware ``civic.store.seq``: the highest reserved seq,
-4 bytes big-endian, written with ``civic.store.atomic``) to at least the id's highest stored seq, so its
-next report is new to the gateway. A board's counter is never moved down.
+The gateway de-duplicates by ``(device, seq)``: a board whose seq counter starts again (a new board taking
+over a dead one's id, a board whose flash was erased) sends reports under stored seqs, which the gateway
+refuses (``seq_reused``, another frame digest) and which are lost: never acknowledged, the board drops them
+at its outbox cap or with the next ACK past them. Provisioning raises the board's reservation
+(``/seq.bin`` and ``/seq.bin.bak``, firmware ``civic.store.seq``: the highest reserved seq, 4 bytes
+big-endian, written with ``civic.store.atomic``) to at least the id's highest seq stored or acknowledged
+(its ACK floor), so its next report is new to the gateway. A board's counter is never moved down.
 """
 
 from __future__ import annotations
