@@ -32,6 +32,8 @@ class ChipSpec:
         wake_capable: GPIOs that can wake the chip from deep sleep (RTC GPIOs).
         console_pins: (tx, rx) of UART0, the MicroPython REPL.
         uart_ids: UART peripherals a board file may use for a data link (UART0 is the console).
+        adc_unreliable: ADC GPIOs the chip's errata advise against (accepted; a hint lists them
+            last, as a last resort).
     """
 
     name: str
@@ -45,6 +47,7 @@ class ChipSpec:
     wake_capable: frozenset[int]
     console_pins: tuple[int, int]
     uart_ids: frozenset[int]
+    adc_unreliable: frozenset[int] = frozenset()
 
     @property
     def adc_pins(self) -> frozenset[int]:
@@ -76,11 +79,15 @@ class ChipSpec:
         what = NEEDS.get(need, need)
         if not free:
             return f"no GPIO left on {self.name} for {what}"
-        plain = [str(p) for p in free if p not in self.strapping]
-        strap = [str(p) for p in free if p in self.strapping]
+        weak = [str(p) for p in free if need == "adc" and p in self.adc_unreliable]
+        good = [p for p in free if not (need == "adc" and p in self.adc_unreliable)]
+        plain = [str(p) for p in good if p not in self.strapping]
+        strap = [str(p) for p in good if p in self.strapping]
         text = f"free GPIOs for {what}: {', '.join(plain) or 'none'}"
         if strap:
             text += f" (strapping pins, only with care: {', '.join(strap)})"
+        if weak:
+            text += f"; last resort: {', '.join(weak)} (ADC2 on {self.name}, unreliable per Espressif's errata)"
         return text
 
 
@@ -116,6 +123,9 @@ ESP32C3 = ChipSpec(
     wake_capable=frozenset(range(0, 6)),
     console_pins=(21, 20),
     uart_ids=frozenset([1]),
+    # ESP32-C3 errata: ADC2 may give wrong results; ESP-IDF v5 refuses it in oneshot mode unless
+    # CONFIG_ADC_ONESHOT_FORCE_USE_ADC2_ON_C3 is set.
+    adc_unreliable=frozenset([5]),
 )
 
 # GPIO22-25 do not exist. GPIO26-32 are the SPI flash / quad PSRAM bus on every module; GPIO33-37
