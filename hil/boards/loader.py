@@ -292,9 +292,11 @@ def _file_name_differs(board: BoardDefinition, path: Path, folder: BoardDirector
 def _shipped_name_reused(board: BoardDefinition) -> str | None:
     """A warning when ``board`` is not the shipped board of its name but differs from it.
 
-    A warning, not an error: a lab variant of a shipped board under its name (the demo's bin kept
-    awake, benchmarks) is legitimate; on a device in the field the name misleads, so the warning
-    is shown by every command that loads the file (``boards check``, ``flash``, ``sim up``).
+    A warning, not an error: the file is valid, and refusing it would break site files and test
+    variants that loaded before this check (in the simulator the name misleads no one; the
+    project's own kept-awake bin has a name of its own, ``bin-esp32c3-awake``). On a device in the
+    field the name misleads, so every command that loads the file shows it (``boards check``,
+    ``flash``, ``provision``, ``sim up``).
     """
     shipped = boards_dir() / f"{board.name}.toml"
     try:
