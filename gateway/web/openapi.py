@@ -226,12 +226,12 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                           "409": _err("the device is revoked"), "413": _err("body too large"),
                           "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/seq": {"get": {
-            "summary": "The highest report seq stored under a registered id (0 when none)",
-            "description": "Stored reports, releases recorded as window duplicates and the seqs report retention "
-                           "removed: a board taking the id over must count above it, else its reports are refused "
+            "summary": "The highest report seq stored or acknowledged under a registered id (0 when none)",
+            "description": "Stored reports, releases recorded as window duplicates, the seqs report retention "
+                           "removed and the ACK floor: a board taking the id over must count above it, else its reports are refused "
                            "as `seq_reused` (`civicedge provision --gateway` raises the board's counter above it).",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
-            "responses": {"200": _ok("the highest stored seq", schema={
+            "responses": {"200": _ok("the highest seq stored or acknowledged", schema={
                 "type": "object", "required": ["device", "highest_seq"],
                 "properties": {"device": {"type": "string"},
                                "highest_seq": {"type": "integer", "minimum": 0, "maximum": 4294967295}}}),
