@@ -24,6 +24,13 @@ class ChipProfile:
     image_offset: int
     image_chip_id: int
 
+    @property
+    def micropython_image(self) -> str:
+        """MicroPython's generic release image for this chip as micropython.org names it, with ``*`` for
+        the version: ``ESP32_GENERIC-*.bin``, ``ESP32_GENERIC_C3-*.bin`` (from :attr:`esptool_name`)."""
+        variant = self.esptool_name.removeprefix("ESP32").replace("-", "_")  # "ESP32-S3" -> "_S3"
+        return f"ESP32_GENERIC{variant}-*.bin"
+
 
 # MicroPython's combined release images start with the second-stage bootloader, which the ROM
 # loads from 0x1000 on the original ESP32/ESP32-S2 and from 0x0 on the newer chips.

@@ -167,8 +167,7 @@ def micropython_images() -> dict[str, str]:
     images: dict[str, str] = {}
     for name, profile in sorted(CHIPS.items()):
         if name in BOARD_CHIPS:
-            variant = profile.esptool_name.removeprefix("ESP32").replace("-", "_")  # "ESP32-S3" -> "_S3"
-            images[name] = f"ESP32_GENERIC{variant}-*.bin"
+            images[name] = profile.micropython_image
     return images
 
 

@@ -16,6 +16,7 @@ from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError
 from hil.backends.qemu.image import build_flash_image, check_release_image
 from hil.backends.qemu.launcher import QemuMachine, find_qemu
+from hil.field.chips import chip_profile
 from hil.field.firmware_copy import device_files
 from hil.tcp_ports import PortRange
 
@@ -129,5 +130,4 @@ class QemuDriver:
 
 def _example_image(chip: str) -> str:
     """The name of MicroPython's generic release image for ``chip`` (``ESP32_GENERIC_C3-v1.27.0.bin``)."""
-    suffix = chip.upper().removeprefix("ESP32")
-    return f"ESP32_GENERIC{'_' + suffix if suffix else ''}-v1.27.0.bin"
+    return chip_profile(chip).micropython_image.replace("*", "v1.27.0")
