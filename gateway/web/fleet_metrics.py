@@ -4,6 +4,10 @@
 (ok, alarm, stale, never, revoked) and ``civicedge_open_alarms{kind, code}`` the open alarms, with
 every kind of the policy (and, for alarms, every code its kind declares) pre-set to 0, so an alert
 sees a 0 before the first one. Labels are bounded: no device ids (a fleet of 1,000 devices).
+``civicedge_devices_dated_ahead{kind}`` counts devices whose newest value's period ends more than
+:data:`DATED_AHEAD_S` after the gateway's clock: a board whose clock runs ahead (set ahead by a gateway
+clock that was, docs/gateway.md "Boards set ahead by a wrong gateway clock"), whose values open data shows
+with future times.
 
 The counts come from the incrementally refreshed fleet snapshot (:mod:`gateway.web.snapshot`), so a
 scrape reads only what was stored since the previous read. The snapshot's first load reads the
@@ -37,12 +41,16 @@ from gateway.web.read_api import device_status
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "alarm", "stale", "never", "revoked")
+# A value whose period ends later than this after the gateway's clock was dated by a clock running ahead: a
+# board sends a window when it closes, and its clock is synced within seconds (protocol §3).
+DATED_AHEAD_S = 900
 # What a scrape waits for the fleet view: Prometheus' default scrape timeout is 10 s.
 SCRAPE_WAIT_S = 3.0
 FAILURE_LOG_EVERY_S = 600.0
 _failure_log = LogLimiter(FAILURE_LOG_EVERY_S, time.monotonic)
 
-Counts = Tuple[Tally[Tuple[str, str]], Tally[Tuple[str, str]]]
+# (devices by (kind, status), open alarms by (kind, code), devices dated ahead by kind)
+Counts = Tuple[Tally[Tuple[str, str]], Tally[Tuple[str, str]], Tally[str]]
 # The last counts read per fleet source (one per app), and when (time.monotonic()).
 _last: "weakref.WeakKeyDictionary[Any, tuple[Counts, float]]" = weakref.WeakKeyDictionary()
 
@@ -69,14 +77,18 @@ def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s:
                     "civicedge_fleet_view_up is 0", ["kind", "status"], registry=registry)
     alarms = Gauge("civicedge_open_alarms", "Open alarms (raised in the last 24 h and not cleared) by kind and "
                    "code; absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)
+    ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose newest value's period ends more than %d s after "
+                  "the gateway's clock (the board's clock runs ahead; open data shows it with a future time), by "
+                  "kind; absent when civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
     up.set(0 if counts is None else 1)
     if counts is not None:
         age.set(round(age_s, 3))
-        by_status, by_code = counts
+        by_status, by_code, by_ahead = counts
         codes = alarm_codes(policy)
         for kind in sorted(set(codes) | {k for k, _ in by_status}):
             for status in STATUSES:
                 devices.labels(kind, status).set(by_status.get((kind, status), 0))
+            ahead.labels(kind).set(by_ahead.get(kind, 0))
         for kind, code in sorted({(k, c) for k, cs in codes.items() for c in cs} | set(by_code)):
             alarms.labels(kind, code).set(by_code.get((kind, code), 0))
     else:
@@ -111,7 +123,7 @@ def _log_failure(why: str, outcome: str) -> None:
 
 
 async def fleet_counts(ctx: WebContext) -> Counts:
-    """(devices by (kind, status), open alarms by (kind, code)) as of now.
+    """(devices by (kind, status), open alarms by (kind, code), devices dated ahead by kind) as of now.
 
     Raises:
         TimeoutError: the fleet view was not read within :data:`SCRAPE_WAIT_S` (the read goes on).
@@ -122,8 +134,11 @@ async def fleet_counts(ctx: WebContext) -> Counts:
     now = ctx.now()
     by_status: Tally[tuple[str, str]] = Tally()
     by_code: Tally[tuple[str, str]] = Tally()
+    by_ahead: Tally[str] = Tally()
     for dev in fleet:
         by_status[(dev.kind, device_status(dev, now=now, policy=ctx.policy))] += 1
         for alarm in dev.alarms:
             by_code[(dev.kind, alarm.code)] += 1
-    return by_status, by_code
+        if dev.latest_at and max(dev.latest_at.values()) > now + DATED_AHEAD_S:
+            by_ahead[dev.kind] += 1
+    return by_status, by_code, by_ahead

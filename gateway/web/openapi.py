@@ -144,7 +144,8 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                   "responses": {"200": _ok("OpenAPI 3.1 document"), "400": _BAD}}},
         "/metrics": {"get": {"summary": "Prometheus metrics: ingest, store, links, outbox, retention, process, and"
                                         " the fleet at scrape time (civicedge_devices{kind,status},"
-                                        " civicedge_open_alarms{kind,code}, with civicedge_fleet_view_up and"
+                                        " civicedge_open_alarms{kind,code}, civicedge_devices_dated_ahead{kind},"
+                                        " with civicedge_fleet_view_up and"
                                         " civicedge_fleet_view_age_seconds; docs/gateway.md, Metrics)",
                              "tags": ["operations"],
                              "responses": {"200": _ok("Prometheus text format 0.0.4", "text/plain", {"type": "string"}),

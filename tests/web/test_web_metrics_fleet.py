@@ -130,3 +130,17 @@ async def test_a_slow_first_read_leaves_the_gauges_out(fleet: Fleet, monkeypatch
         await asyncio.gather(*busy)
     assert families["civicedge_fleet_view_up"] == [({}, 0.0)]
     assert families["civicedge_devices"] == [] and "civicedge_fleet_view_age_seconds" not in families
+
+
+async def test_devices_whose_values_are_dated_after_the_gateways_clock_are_counted(fleet: Fleet) -> None:
+    """QA on-call drill: boards synced 200 days ahead by a wrong gateway clock kept sending future-dated
+    values after the gateway's clock was put right, and nothing in /metrics showed it."""
+    policy = load_policy()
+    families, devices, _ = await _scrape_and_devices(fleet, NOW)
+    ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
+    assert ahead == {kind: 0.0 for kind in policy["kinds"]}  # every kind pre-set, none ahead
+    # A gateway clock a day behind the stored values: every device with a value is dated ahead of it.
+    families, devices, _ = await _scrape_and_devices(fleet, NOW - 86400)
+    ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
+    want = Counter(d["kind"] for d in devices if d["latest_at"])
+    assert want and ahead == {kind: float(want.get(kind, 0)) for kind in policy["kinds"]}
