@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, disable_created_metrics
 
-from gateway.storage.disk_space import free_bytes
+from gateway.storage.disk_space import open_store_free_bytes
 from gateway.version import gateway_version
 
 REJECTION_REASONS = (
@@ -173,8 +173,9 @@ class GatewayMetrics:
         """Expose the size of the report store at ``path`` and the free space of its file system, read
         at each scrape: ``civicedge_store_size_bytes`` (the database and its write-ahead log) and
         ``civicedge_store_disk_free_bytes`` (what the gateway's user may still write there). NaN while
-        they cannot be read (the store's directory gone). A symlinked ``path`` is followed at each
-        scrape: the write-ahead log lies beside the real file, on its file system."""
+        they cannot be read: the store's file not found (its directory moved or deleted, its file system
+        unmounted; never the free space or size of whatever is there instead). A symlinked ``path`` is
+        followed at each scrape: the write-ahead log lies beside the real file, on its file system."""
 
         def size() -> float:
             real = os.path.realpath(path)
@@ -183,13 +184,15 @@ class GatewayMetrics:
                 try:
                     total += os.stat(file).st_size
                 except FileNotFoundError:
+                    if file == real:
+                        return math.nan  # the store's file gone: its size is unknown, not 0
                     continue  # no WAL between a checkpoint and the next write
                 except OSError:
                     return math.nan
             return float(total)
 
         def free() -> float:
-            got = free_bytes(path)
+            got = open_store_free_bytes(path)
             return math.nan if got is None else float(got)
 
         Gauge("civicedge_store_size_bytes", "Bytes of the report store's database file and its write-ahead log",

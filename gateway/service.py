@@ -390,7 +390,7 @@ class Gateway:
                           "(or restore it: docs/gateway.md, Backups) and start it again", gone)
             logged = gone
             self._log_damage()
-            low = disk_space.low_space(self.config.storage.path, self.config.storage.min_free_mb)
+            low = disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb).low
             now = time.monotonic()
             if low is None and low_warned > -float("inf"):
                 log.info("report store disk space back above [storage] min_free_mb")

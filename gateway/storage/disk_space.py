@@ -31,10 +31,23 @@ CLEAR_SHARE = 16
 def free_bytes(path: Path) -> int | None:
     """Bytes the gateway's user may still write on the file system of the store ``path`` (``statvfs``
     ``f_bavail``, symlinks followed; for a store not created yet, where its nearest existing directory
-    is), or None when it cannot be read."""
+    is), or None when it cannot be read. Before the store is open only (``run --check``, a migration):
+    a running gateway measures its store with :func:`open_store_free_bytes`."""
     where = os.path.dirname(os.path.realpath(path))
     while not os.path.isdir(where) and os.path.dirname(where) != where:
         where = os.path.dirname(where)
+    return _statvfs_free(where)
+
+
+def open_store_free_bytes(path: Path) -> int | None:
+    """Bytes the gateway's user may still write on the file system the store ``path`` is on, measured on
+    the store's file itself (symlinks followed), or None when it cannot be ``stat``-ed there: its file
+    system unmounted, its directory moved or deleted. Never a parent's file system: a lazily unmounted
+    data directory leaves an empty directory on ``/`` whose free space says nothing about the store's."""
+    return _statvfs_free(os.path.realpath(path))
+
+
+def _statvfs_free(where: str) -> int | None:
     try:
         st = os.statvfs(where)
     except OSError:
@@ -47,7 +60,8 @@ class DiskSpace:
     """The store's free space, read once (one ``statvfs``), against ``[storage] min_free_mb``.
 
     Attributes:
-        path: the store. free: bytes free (:func:`free_bytes`), None when it cannot be read.
+        path: the store. free: bytes free (:func:`open_store_free_bytes` or, before the store is open,
+            :func:`free_bytes`), None when it cannot be read.
         min_free_mb: the early-warning threshold in MiB (0: no warning).
     """
 
@@ -84,7 +98,7 @@ class DiskSpace:
 
     @property
     def directory(self) -> str:
-        """The store's directory, symlinks resolved: the file system :func:`free_bytes` measures."""
+        """The store's directory, symlinks resolved: on the file system whose free space is measured."""
         return os.path.dirname(os.path.realpath(self.path))
 
 
@@ -125,14 +139,15 @@ def _clear_at(threshold: int) -> int:
 
 
 def measure(path: Path, min_free_mb: int) -> DiskSpace:
-    """Read the free space of the store ``path``'s file system once, for both the warning and the
-    ``/healthz`` decision."""
-    return DiskSpace(path, free_bytes(path), min_free_mb)
+    """Read the free space of the open store ``path``'s file system once (:func:`open_store_free_bytes`:
+    None while the store's file cannot be found), for both the warning and the ``/healthz`` decision."""
+    return DiskSpace(path, open_store_free_bytes(path), min_free_mb)
 
 
 def low_space(path: Path, min_free_mb: int) -> str | None:
-    """:attr:`DiskSpace.low` of one reading: the warning when less than ``min_free_mb`` MiB is free."""
-    return measure(path, min_free_mb).low
+    """:attr:`DiskSpace.low` of one reading before the store is open (``run --check``: :func:`free_bytes`,
+    where it will be created): the warning when less than ``min_free_mb`` MiB is free."""
+    return DiskSpace(path, free_bytes(path), min_free_mb).low
 
 
 def _size(n: int) -> str:

@@ -77,8 +77,7 @@ def _fate(path: Path, ident: tuple[int, int], files: list[FileIdentity]) -> str:
     if links is None:
         return ""
     if links[0]:
-        return (" (the file it writes is still on disk under another name, nothing is lost; find it with "
-                "find %s -xdev -inum %d and put it back while the gateway is stopped)" % (_mount_point(path), ident[1]))
+        return _where_moved(path, ident)
     db = files[0][0]
     copies: list[tuple[str, str]] = []  # (cp command, name to move the copy to)
     for name, other in files:  # the -wal too, deleted or not: SQLite removes it by name at the stop
@@ -92,9 +91,36 @@ def _fate(path: Path, ident: tuple[int, int], files: list[FileIdentity]) -> str:
             " together)" % (" && ".join(c for c, _ in copies), " and ".join(n for _, n in copies)))
 
 
-def _mount_point(path: Path) -> str:
-    """The mount point of the file system ``path``'s directory is on (where a moved file can be)."""
-    p = os.path.dirname(os.path.abspath(path))
+def _where_moved(path: Path, ident: tuple[int, int]) -> str:
+    """How to find the store's file ``ident`` that still has a name somewhere, for :func:`_fate`: a
+    ``find`` from the mount point of the nearest directory of ``path`` that still exists, or, when that
+    is not on the file's file system (the data directory's mount lazily unmounted or moved), that the
+    file system itself is no longer there and how to look for it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    existing = _nearest_existing(directory)
+    gone = "" if existing == directory else "; its directory %s is gone too (moved or renamed)" % directory
+    try:
+        on_its_fs = os.stat(existing).st_dev == ident[0]
+    except OSError:
+        on_its_fs = False
+    if not on_its_fs:
+        return (" (the file it writes still exists, nothing is lost, but the file system it is on is no longer "
+                "mounted where the store was%s: unmounted (umount -l?) or mounted elsewhere; see findmnt or mount "
+                "for the data directory's mount, then stop the gateway and mount it back at %s)" % (gone, directory))
+    return (" (the file it writes is still on disk under another name, nothing is lost%s; find it with find %s "
+            "-xdev -inum %d and put it back while the gateway is stopped)" % (gone, _mount_point(existing), ident[1]))
+
+
+def _nearest_existing(directory: str) -> str:
+    """``directory`` if it exists, else its nearest ancestor that does (``/`` at the last)."""
+    while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+    return directory
+
+
+def _mount_point(directory: str) -> str:
+    """The mount point of the file system the existing ``directory`` is on (where a moved file can be)."""
+    p = directory
     try:
         dev = os.stat(p).st_dev
         while p != "/" and os.stat(os.path.dirname(p)).st_dev == dev:
