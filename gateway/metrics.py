@@ -14,7 +14,7 @@ from gateway.version import gateway_version
 
 REJECTION_REASONS = (
     "oversize", "cobs", "fragment", "version", "malformed", "body", "unknown_device", "revoked", "hmac",
-    "replay", "policy", "kind", "type", "seq_reused",
+    "replay", "policy", "kind", "type", "seq_reused", "registry_unreadable",
 )
 # Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no
 # longer registered, or its key is no longer the one the link authenticated with.
@@ -61,6 +61,8 @@ class GatewayMetrics:
         store_commit_failures: batches whose commit failed (disk full, store damaged, deleted...);
             their reports were not acknowledged.
         store_damaged: 1 once the report store was found damaged (gateway.storage.damage), until restart.
+        store_gone: 1 while the report store's file was deleted, moved or replaced under the running
+            gateway (``/healthz`` ``store_gone``: nothing is committed or acknowledged), else 0.
         retention_skipped: retention passes skipped because the gateway clock is implausible, by reason
             (:data:`RETENTION_SKIP_REASONS`, see gateway/retention_clock.py).
         retention_removed: field values (readings) removed by retention.
@@ -143,6 +145,10 @@ class GatewayMetrics:
             "civicedge_store_damaged", "1 once the report store was found damaged (SQLite: malformed, not a "
             "database; a quick_check at start): no reports are committed or acknowledged until a restart on a "
             "recovered or restored file", registry=r)
+        self.store_gone = Gauge(
+            "civicedge_store_gone", "1 while the report store's file is deleted, moved away or replaced under the "
+            "running gateway (its data directory moved, its mount gone): nothing is committed or acknowledged "
+            "until it is put back and the gateway restarted", registry=r)
         self.retention_skipped = Counter(
             "civicedge_retention_skipped", "Retention passes skipped: the gateway clock is implausible "
             "(behind or far ahead of the last stored report)", ["reason"], registry=r)

@@ -56,6 +56,10 @@ STOP_STEP_S = 3.0
 # How often the store's files are checked (deleted or replaced under the running gateway); commits
 # check too, this tells the operator also when no reports arrive.
 STORE_WATCH_S = 5.0
+# What to do about store_gone, the same in its ERROR and in /healthz: a restart alone would open a new
+# empty store at the path (or fail), and leave the old file where it went.
+STORE_GONE_ACTION = ("nothing more is committed or acknowledged (the devices keep their reports); stop the gateway, "
+                     "put the store back (or restore it: docs/gateway.md, Backups) and start it again")
 # A transport task that ended unexpectedly is restarted after this long, doubling while it keeps ending
 # within LINK_STABLE_S of its start, up to the max.
 LINK_RESTART_MIN_S = 1.0
@@ -325,8 +329,7 @@ class Gateway:
                                    "until a restart on a recovered or restored file: %s" % damaged))
         gone = self.store.file_problem()
         if gone is not None:
-            reasons.append(Problem("store_gone",
-                                   "%s: nothing is committed or acknowledged; restart the gateway" % gone))
+            reasons.append(Problem("store_gone", "%s: %s" % (gone, STORE_GONE_ACTION)))
         failing = self.ingest.store_problem
         if failing is not None and gone is None and damaged is None:  # the damage says why commits fail
             reasons.append(Problem("commits_failing", failing))
@@ -384,10 +387,10 @@ class Gateway:
         low_warned = -float("inf")
         while True:
             gone = self.store.file_problem()
+            self.metrics.store_gone.set(0 if gone is None else 1)
             if gone is not None and gone != logged:
                 # whether what it held is lost (deleted) or still on disk (moved away) is in the message
-                log.error("%s: nothing more is committed or acknowledged; stop the gateway, put the store back "
-                          "(or restore it: docs/gateway.md, Backups) and start it again", gone)
+                log.error("%s: %s", gone, STORE_GONE_ACTION)
             logged = gone
             self._log_damage()
             low = disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb).low

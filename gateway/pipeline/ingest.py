@@ -76,6 +76,9 @@ GAP_LOG_EVERY_S = 600.0
 # An authentic report under a seq stored with another frame (a board whose seq counter restarted under an id
 # with stored reports): refused, never acknowledged. One WARNING per device at most once per 10 min, with the count.
 REUSED_LOG_EVERY_S = 600.0
+# A frame the registry cannot check (its key file gone: a data directory moved away while the gateway runs)
+# is counted as rejection reason registry_unreadable; its ERROR at most once a minute, with the count.
+UNVERIFIED_LOG_EVERY_S = 60.0
 MAX_SEQ = 0xFFFFFFFF  # the last report seq (u32)
 # Bytes of a committed frame's digest kept per seq in a device window's ``recent`` (a re-send is compared there).
 DIGEST_PREFIX = 8
@@ -296,6 +299,7 @@ class IngestService:
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
+        self._unverified_log = LogLimiter(UNVERIFIED_LOG_EVERY_S, log_clock)
         self._drop_warning = CountedWarning(
             OUTBOX_DROP_LOG_EVERY_S, log_clock, "MQTT outbox at its cap: dropped %d more message(s) since the last "
             "such line; the reports stay stored, only their upstream copies are lost", log)
@@ -498,7 +502,13 @@ class IngestService:
                     win.note_held(exc.seq, exc.held)
                     _trim_above(win)  # refused reports get no ACK, which trims it otherwise
         except GatewayError as exc:  # e.g. a registry key file gone: never break the transport's read loop
-            log.error("frame from %s not verified: %s", link.name, exc)
+            # every frame of every board fails alike (a moved data directory): counted, one line a minute
+            self._metrics.reject("registry_unreadable")
+            skipped = self._unverified_log.allow()
+            if skipped is not None:
+                log.error("frame from %s not verified, not stored and not acknowledged (the board keeps it): %s; "
+                          "the registry cannot be read (its data directory moved or deleted while the gateway "
+                          "runs? see /healthz)%s", link.name, exc, more_since(skipped, "such frame(s)"))
         return None
 
     async def _handle_verified(self, verified: Verified, link: Link) -> None:
