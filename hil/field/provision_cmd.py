@@ -16,7 +16,9 @@ from typing import Any, Callable
 from rich.console import Console
 
 from gateway.cli.devices_cmd import LOCATION_HELP_NOTE, accept_negative_location
-from hil.boards import BoardDefinition, BoardError, list_boards, load_board
+from hil.boards import BoardDefinition, BoardError, load_board
+from gateway.resources import boards_dir
+from hil.boards.search import SHIPPED, BoardDirectory, find_board_files
 from hil.dut import Dut
 from hil.errors import HilError
 from hil.field.board_facts import check_definition_fits, read_board_config, read_board_facts
@@ -502,13 +504,13 @@ def _admin_token(path: Path | None) -> str:
 
 def _board_name(dut: Dut, board: str | None, kind: str) -> str:
     """The board definition for a ``flash`` command: ``--board``, the name in the board's /board.json,
-    or the only shipped definition of ``kind`` (else ``BOARD``, with the choices said by ``boards list``)."""
+    or the only known definition of ``kind`` (else ``BOARD``, with the choices said by ``boards list``)."""
     if board is not None:
         return board
     name = (read_board_config(dut) or {}).get("name")
     if isinstance(name, str) and name:
         return name
-    matching = _shipped_boards(lambda definition: definition.kind == kind)
+    matching = _known_boards(lambda definition: definition.kind == kind)
     return matching[0] if len(matching) == 1 else "BOARD"
 
 
@@ -525,22 +527,29 @@ def _board_kind(dut: Dut, definition: BoardDefinition | None, port: str) -> str:
 
 
 def _first_flash_command(dut: Dut, port: str) -> str:
-    """The ``flash --firmware-only`` command for a board that was never flashed: the shipped definition
+    """The ``flash --firmware-only`` command for a board that was never flashed: the known definition
     for its chip (MicroPython's machine string) when there is one, else BOARD and the choices."""
     chip = read_board_facts(dut).chip
-    names = _shipped_boards(lambda definition: chip is None or definition.chip == chip)
+    names = _known_boards(lambda definition: chip is None or definition.chip == chip)
     command = f"civicedge flash --firmware-only --port {shlex.quote(port)} --board "
     if len(names) == 1:
         return command + shlex.quote(names[0])
     return command + "BOARD" + (f" (BOARD: one of {', '.join(names)})" if names else " (civicedge boards list)")
 
 
-def _shipped_boards(fits: Callable[[BoardDefinition], bool]) -> list[str]:
-    """The names of the shipped board definitions that ``fits`` (one that does not load is passed over)."""
+def _known_boards(fits: Callable[[BoardDefinition], bool]) -> list[str]:
+    """The names of the board definitions ``--board NAME`` finds (a site's ``CIVICEDGE_BOARDS``
+    directories, then the shipped ones) that ``fits``; one that does not load is passed over. A wrong
+    ``CIVICEDGE_BOARDS`` falls back to the shipped boards: this only builds advice, and the command it
+    prints reports the variable itself."""
+    try:
+        found = find_board_files()
+    except BoardError:
+        found = find_board_files([BoardDirectory(boards_dir(), SHIPPED)])
     names = []
-    for name in list_boards():
-        try:
-            if fits(load_board(name)):
+    for name, (path, _folder) in sorted(found.items()):
+        try:  # by the file found, so a site file hiding a shipped name is the one checked, as --board loads it
+            if fits(load_board(path)):
                 names.append(name)
         except BoardError:
             continue
