@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, disable_created_metrics
 
-from gateway.storage.disk_space import open_store_free_bytes
+from gateway.storage.disk_space import MIB, open_store_free_bytes
 from gateway.version import gateway_version
 
 REJECTION_REASONS = (
@@ -175,10 +175,12 @@ class GatewayMetrics:
         # process_cpu_seconds_total, process_virtual_memory_bytes (from /proc/self; none where it is absent).
         ProcessCollector(registry=r)
 
-    def watch_store(self, path: Path) -> None:
+    def watch_store(self, path: Path, min_free_mb: int = 0) -> None:
         """Expose the size of the report store at ``path`` and the free space of its file system, read
         at each scrape: ``civicedge_store_size_bytes`` (the database and its write-ahead log) and
-        ``civicedge_store_disk_free_bytes`` (what the gateway's user may still write there). NaN while
+        ``civicedge_store_disk_free_bytes`` (what the gateway's user may still write there), with
+        ``civicedge_store_disk_min_free_bytes``, ``[storage] min_free_mb`` (``min_free_mb``) in bytes, the
+        threshold the alert rules compare free space with (0: no warning). NaN while
         they cannot be read: the store's file not found (its directory moved or deleted, its file system
         unmounted; never the free space or size of whatever is there instead). A symlinked ``path`` is
         followed at each scrape: the write-ahead log lies beside the real file, on its file system."""
@@ -205,6 +207,9 @@ class GatewayMetrics:
               registry=self.registry).set_function(size)
         Gauge("civicedge_store_disk_free_bytes", "Bytes free for the gateway on the report store's file system",
               registry=self.registry).set_function(free)
+        Gauge("civicedge_store_disk_min_free_bytes", "[storage] min_free_mb in bytes: below it /healthz warns "
+              "disk_low, below an eighth of it disk_critical (0: no warning)",
+              registry=self.registry).set(min_free_mb * MIB)
 
     def set_link(self, link: str, up: bool) -> None:
         """Set ``civicedge_link_state{link}`` and count a disconnect when an up link goes down. Called on

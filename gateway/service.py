@@ -95,7 +95,8 @@ class Gateway:
         self.config = config
         self.policy = policy if policy is not None else load_policy()
         self.metrics = GatewayMetrics(config.id)
-        self.metrics.watch_store(config.storage.path)  # its size and free disk, read at each scrape
+        # its size and free disk, read at each scrape, and min_free_mb for the disk alert rules
+        self.metrics.watch_store(config.storage.path, config.storage.min_free_mb)
         self.registry = Registry(config.registry_dir)
         # Read before the store opens it: a -wal holding pages is what a gateway that did not stop cleanly
         # leaves (gateway.storage.damage.unclean_stop); said with the start-up check of the file.

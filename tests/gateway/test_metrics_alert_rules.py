@@ -16,6 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.service import Gateway
+from gateway.storage.disk_space import CRITICAL_SHARE, MIB
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 from support import pty_gateway_config  # noqa: E402 - tests/web/support.py: a gateway config on a pty
@@ -145,3 +146,24 @@ def test_the_inhibit_example_names_real_alerts_and_labels_both_carry() -> None:
     by = re.search(r"by \(([^)]*)\)", str(rules["CivicedgeAllLinksDown"]["expr"]))
     assert by is not None and set(inhibit["equal"]) <= {s.strip() for s in by.group(1).split(",")}
     assert "by (" not in str(rules["CivicedgeLinkDown"]["expr"])  # the target keeps every label
+
+
+def test_the_disk_rules_compare_with_the_gateways_own_min_free_mb() -> None:
+    """QA drill: no metric exported ``[storage] min_free_mb``, so the rules repeated the default's numbers
+    (256 MiB, 32 MiB) and a gateway set otherwise paged or stayed silent against its own /healthz."""
+    rules = {str(r["alert"]): str(r["expr"]).strip() for r in _rules()}
+    assert rules["CivicedgeDiskLow"] == "civicedge_store_disk_free_bytes < civicedge_store_disk_min_free_bytes"
+    assert rules["CivicedgeDiskCritical"] == (
+        "civicedge_store_disk_free_bytes < civicedge_store_disk_min_free_bytes / %d" % CRITICAL_SHARE)
+    for name in ("CivicedgeDiskLow", "CivicedgeDiskCritical"):
+        assert not re.search(r"\d{2,}", rules[name]), rules[name]  # no threshold of its own
+
+
+@pytest.mark.parametrize("min_free_mb", [0, 64])
+def test_min_free_mb_is_exported_in_bytes(tmp_path: Path, min_free_mb: int) -> None:
+    from gateway.metrics import GatewayMetrics
+
+    (tmp_path / "reports.sqlite").write_bytes(b"x" * 4096)
+    metrics = GatewayMetrics("gw")
+    metrics.watch_store(tmp_path / "reports.sqlite", min_free_mb)
+    assert metrics.value("civicedge_store_disk_min_free_bytes") == min_free_mb * MIB
