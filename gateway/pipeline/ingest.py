@@ -827,10 +827,15 @@ class IngestService:
         if counted is None:
             return
         log.warning("frames of registered device %s fail their HMAC check on %s: not stored and not acknowledged, so "
-                    "all its data is lost while this lasts; the board most likely still holds an old key (was its "
-                    "key rotated? `civicedge gateway devices rotate-key`, or re-provisioned elsewhere): give it the "
-                    "registry's key (`civicedge provision ... --force --take-over`, docs/field.md), or someone sends "
-                    "frames under its id%s", device, link.name, more_since(counted[0] - 1, "such frame(s)"))
+                    "the board keeps its reports (until its outbox cap, then it drops the oldest); it most likely still "
+                    "holds an old key, not the registry's (was its key rotated? `civicedge gateway devices "
+                    "rotate-key`, or re-provisioned elsewhere). Without loss: give the registry the board's key (the "
+                    "\"key\" of its /identity.json, `mpremote connect PORT cat :/identity.json`) with `PUT "
+                    "/api/admin/devices/%s` and \"replace\": true, its registered kind, zone and location "
+                    "(docs/api.md); then it delivers what it holds. Only if the board may not keep that key: re-key "
+                    "it (`civicedge provision ... --force --take-over --discard-unsent`, docs/field.md), which drops "
+                    "its un-sent reports. Or someone sends frames under its id%s",
+                    device, link.name, device, more_since(counted[0] - 1, "such frame(s)"))
 
     def _policy_refused(self, exc: RejectedReport) -> None:
         """Warn about an authentic report the policy gate refused, at most once per

@@ -61,3 +61,22 @@ async def test_a_board_on_its_old_key_is_warned_about_per_device_rate_limited(
                              "not acknowledged)")
     assert metrics.value("civicedge_rejections_total", {"reason": "hmac"}) == 14
     ingest.close()
+
+
+async def test_the_warning_names_the_lossless_fix_first_and_does_not_claim_loss(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """QA drill: the line said "all its data is lost while this lasts" (the board keeps the reports, no ACK)
+    and advised `provision --force --take-over`, which refuses a board with un-sent reports."""
+    registry.rotate_key("bin-1")
+    ingest = IngestService(store=ReportStore(tmp_path / "r.sqlite", gateway_id="gw"),
+                           verifier=Verifier(registry, load_policy()), metrics=GatewayMetrics("gw"), batch_ms=10)
+    await ingest.start()
+    caplog.set_level(logging.WARNING, logger="gateway")
+    ingest.feed(report_frame("bin-1", 1, KEYS["bin-1"]), Link(name="serial:x", kind="serial", send=_ignore))
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "lost while this lasts" not in line and "the board keeps its reports" in line
+    lossless = line.index("PUT /api/admin/devices/bin-1")
+    assert '"replace": true' in line[lossless:] and "/identity.json" in line
+    assert lossless < line.index("--discard-unsent")
+    await ingest.stop()
+    ingest.close()
