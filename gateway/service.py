@@ -27,6 +27,7 @@ from gateway.config.model import GatewayConfig
 from gateway.config.sim_clock import SimClock
 from gateway.errors import TransportError
 from gateway.health import Problem, all_links_down
+from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
@@ -39,7 +40,7 @@ from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
 from gateway.storage.row_retention import RowPass
-from gateway.storage.store import ReportStore
+from gateway.storage.store import ReportRecord, ReportStore
 from gateway.storage.store_files import real_store_path
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
@@ -71,6 +72,11 @@ LINK_CLOSE_S = 5.0
 # outages are normal (a USB port re-enumerating, a BLE restart until its first scan ends) and monitors page
 # on critical (/healthz has no delay of its own). Meanwhile each link has its own link_down/ble_down warning.
 ALL_LINKS_DOWN_AFTER_S = 60.0
+# ACK time sync while the gateway's clock is suspected ahead (_ack_time_trusted): a board whose report ended
+# longer than this before the gateway's now disagrees with it and gets no time; a report dated before
+# CLOCK_SET_AFTER (2024, the firmware's VALID_AFTER) comes from a board whose clock was never set.
+ACK_TIME_AGREE_S = 86400.0
+CLOCK_SET_AFTER = 1704067200
 
 
 class Gateway:
@@ -126,7 +132,8 @@ class Gateway:
             " --config %s" % shlex.quote(str(config.source.resolve())) if config.source is not None else "")
         self.retention_clock = RetentionClock(config.retention_interval_s,
                                               time.monotonic if sim_clock is None else None, confirm_command=confirm)
-        self._time_withheld = False  # ACKs carry no time: the clock is suspected ahead (_ack_time_trusted)
+        self._time_withheld = False  # ACKs went without time: the clock is suspected ahead (_ack_time_trusted)
+        self._time_withheld_log = LogLimiter(600.0, time.monotonic)
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
@@ -301,26 +308,39 @@ class Gateway:
         :mod:`gateway.health`); empty when healthy. Cheap, on the event loop: no store read, one ``statvfs``."""
         return self._health()
 
-    def _ack_time_trusted(self) -> bool:
-        """Whether an ACK may carry the gateway's time (ingest asks before each ACK).
+    def _ack_time_trusted(self, report: ReportRecord) -> bool:
+        """Whether the ACK answering ``report`` may carry the gateway's time (ingest asks before each ACK).
 
         Not while the retention check finds the clock ahead of the stored reports or holds retention for
-        it (RetentionClock.suspects_clock_ahead): a board takes any step forward at once but comes back
-        only 5 min an hour (docs/protocol.md §3), so boards synced to a clock 200 days ahead would date
-        their reports in the future for years after the clock is put right. Logged when it starts and ends.
+        it (RetentionClock.suspects_clock_ahead) *and* the board's own clock disagrees: the report's period
+        ended more than :data:`ACK_TIME_AGREE_S` before the gateway's now. A board takes any step forward at
+        once but comes back only 5 min an hour (docs/protocol.md §3), so boards synced to a clock 200 days
+        ahead would date their reports in the future for years after it is put right. A board whose clock
+        agrees, and one without a set clock (its boot report is dated before 2024: it reports nothing until
+        an ACK sets its clock), still get the time: after a gateway was off for days its clock is ahead of
+        the stored reports too, and the boards that lost power meanwhile must not stay silent until the
+        operator confirms retention. A WARNING at most every 10 minutes while ACKs go without the time, an
+        INFO once the clock is trusted again.
         """
-        withheld = self.retention_clock.suspects_clock_ahead
-        if withheld != self._time_withheld:
-            self._time_withheld = withheld
-            if withheld:
-                log.warning("ACK time sync withheld: the gateway clock (%s) is ahead of the stored reports or not yet "
-                            "confirmed since it was (see the retention problem in /healthz); boards keep their own "
-                            "clocks until it is put right or confirmed (%s)",
-                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
-                            self.retention_clock.confirm_command)
-            else:
+        if not self.retention_clock.suspects_clock_ahead:
+            if self._time_withheld:
+                self._time_withheld = False
+                self._time_withheld_log.reset()
                 log.info("ACK time sync resumed: the gateway clock is trusted again")
-        return not withheld
+            return True
+        end = report.w + report.l
+        if end < CLOCK_SET_AFTER or self.clock() - end <= ACK_TIME_AGREE_S:
+            return True
+        self._time_withheld = True
+        more = self._time_withheld_log.allow()  # per ACK: at most a line every 10 min, with the count
+        if more is not None:
+            log.warning("ACK time sync withheld: the gateway clock (%s) is ahead of the stored reports or not yet "
+                        "confirmed since it was (see the retention problem in /healthz), and %s's clock is %.1f "
+                        "days behind it; boards whose clocks disagree keep them until the gateway's clock is put "
+                        "right or confirmed (%s)%s", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                        report.device, (self.clock() - end) / 86400.0, self.retention_clock.confirm_command,
+                        more_since(more, "ACK(s) sent without the time"))
+        return False
 
     def _health(self) -> list[Problem]:
         reasons = []

@@ -249,9 +249,10 @@ class IngestService:
             the service gives it the wall clock, as the logs are read by people, not devices.
         max_in_flight: reports in flight (received, not yet committed and ACKed) at which
             :attr:`room` is cleared; at twice this many, frames are shed.
-        time_sync: asked before each ACK whether it may carry the clock's time (``t``, protocol §3);
-            False while the gateway distrusts its clock (found ahead of its stored reports), so the
-            boards' clocks are not set ahead with it. None: always.
+        time_sync: asked before each ACK, with the report it answers, whether the ACK may carry the
+            clock's time (``t``, protocol §3); False while the gateway distrusts its clock (found ahead of
+            its stored reports) and the board's own clock disagrees with it, so the boards' clocks are not
+            set ahead with it. None: always.
 
     Attributes:
         room: set while the backlog is below ``max_in_flight`` (set again at 3/4 of it);
@@ -262,7 +263,7 @@ class IngestService:
                  batch_max: int = 200, clock: Callable[[], float] = time.time, gap_hold_s: float = GAP_HOLD_S,
                  monotonic: Callable[[], float] = time.monotonic, max_in_flight: int = MAX_IN_FLIGHT,
                  log_monotonic: Callable[[], float] | None = None,
-                 time_sync: Callable[[], bool] | None = None) -> None:
+                 time_sync: Callable[[ReportRecord], bool] | None = None) -> None:
         self.store = store
         self._time_sync = time_sync
         self._verifier = verifier
@@ -649,7 +650,7 @@ class IngestService:
             ack = lowest - 1  # an earlier report is still uncommitted: do not acknowledge past it
         if ack < 1:
             return
-        body = {"t": int(self._clock())} if self._time_sync is None or self._time_sync() else {}
+        body = {"t": int(self._clock())} if self._time_sync is None or self._time_sync(verified.record) else {}
         frame = build_frame(FRAME_ACK, dev, ack, body, verified.key, verified.frame.version)
         try:
             async with asyncio.timeout(ACK_TIMEOUT_S):  # no extra Task per ACK, unlike wait_for

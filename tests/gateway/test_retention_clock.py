@@ -220,3 +220,35 @@ def test_a_rows_only_hold_counts_as_a_pass_that_ran_for_the_clock_check_after_a_
     assert field.removal_time(last + 3600, last) == last + 3600
     field.held(last + 3600, ["600 of 1000 bin.temp value(s)"])
     assert '"ran_at": null' in field.state()
+
+
+def test_ack_time_goes_to_boards_that_agree_or_have_no_clock_while_the_gateway_clock_is_suspect(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Withheld only from a board whose clock disagrees: after a gateway was off for days its clock is ahead
+    of the stored reports too (clock_ahead), and boards that lost power meanwhile report nothing until an ACK
+    sets their clock (their boot report is dated before 2024); they must not stay silent until the operator
+    confirms retention. Nor do boards whose reports agree with the gateway's clock lose the sync."""
+    caplog.set_level(logging.INFO)
+    gw = Gateway(load_config(make_env(tmp_path)))
+    try:
+        now = gw.clock()
+
+        def rec(w: int, l: int = 900, t: str = "win") -> ReportRecord:
+            return ReportRecord(device="bin-1", seq=1, kind="bin", zone="north", type=t, w=w, l=l, m={}, e={}, a=[],
+                                fw="0.1", received_at=now, link="serial:x", digest="0" * 64)
+
+        recent, old, unset = rec(int(now) - 900), rec(int(now) - 200 * DAY), rec(946684800, 60, "boot")
+        assert all(gw._ack_time_trusted(r) for r in (recent, old, unset))  # noqa: SLF001 - clock trusted
+        assert gw.retention_clock.removal_time(now, now - 200 * DAY) is None  # the data check: clock_ahead
+        assert gw.retention_clock.suspects_clock_ahead
+        assert gw._ack_time_trusted(recent) and gw._ack_time_trusted(unset)  # noqa: SLF001
+        assert not gw._ack_time_trusted(old) and not gw._ack_time_trusted(old)  # noqa: SLF001
+        withheld = [r for r in caplog.records if r.getMessage().startswith("ACK time sync withheld")]
+        assert len(withheld) == 1 and "bin-1's clock is 200.0 days behind it" in withheld[0].getMessage()
+        gw.retention_clock.confirm(now)  # the operator confirms the clock
+        assert gw.retention_clock.removal_time(now, now - 200 * DAY) == now
+        assert gw._ack_time_trusted(old)  # noqa: SLF001
+        assert any(r.getMessage().startswith("ACK time sync resumed") for r in caplog.records)
+    finally:
+        gw.store.close()
+        gw.registry.close()
