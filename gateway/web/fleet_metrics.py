@@ -4,7 +4,7 @@
 (ok, alarm, stale, never, revoked) and ``civicedge_open_alarms{kind, code}`` the open alarms, with
 every kind of the policy (and, for alarms, every code its kind declares) pre-set to 0, so an alert
 sees a 0 before the first one. Labels are bounded: no device ids (a fleet of 1,000 devices).
-``civicedge_devices_dated_ahead{kind}`` counts devices whose newest value's period ends more than
+``civicedge_devices_dated_ahead{kind}`` counts devices whose last stored report's period ends more than
 :data:`DATED_AHEAD_S` after the gateway's clock: a board whose clock runs ahead (set ahead by a gateway
 clock that was, docs/gateway.md "Boards set ahead by a wrong gateway clock"), whose values open data shows
 with future times.
@@ -77,7 +77,7 @@ def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s:
                     "civicedge_fleet_view_up is 0", ["kind", "status"], registry=registry)
     alarms = Gauge("civicedge_open_alarms", "Open alarms (raised in the last 24 h and not cleared) by kind and "
                    "code; absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)
-    ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose newest value's period ends more than %d s after "
+    ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose last stored report's period ends more than %d s after "
                   "the gateway's clock (the board's clock runs ahead; open data shows it with a future time), by "
                   "kind; absent when civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
     up.set(0 if counts is None else 1)
@@ -139,6 +139,8 @@ async def fleet_counts(ctx: WebContext) -> Counts:
         by_status[(dev.kind, device_status(dev, now=now, policy=ctx.policy))] += 1
         for alarm in dev.alarms:
             by_code[(dev.kind, alarm.code)] += 1
-        if dev.latest_at and max(dev.latest_at.values()) > now + DATED_AHEAD_S:
+        # by its last stored report, not its newest values: a board fixed since (power-cycled) reports
+        # right again at once, while its future-dated values stay the newest until their time comes
+        if dev.last_end is not None and dev.last_end > now + DATED_AHEAD_S:
             by_ahead[dev.kind] += 1
     return by_status, by_code, by_ahead

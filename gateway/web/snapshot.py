@@ -49,6 +49,7 @@ class DeviceState:
         alarms: open alarms.
         lamp_changed_at: when a failed lamp was first seen working again, or None.
         fw: the firmware version its last stored report names, or None when it named none.
+        last_end: end of the period of its last stored report (``w + l``), by its clock.
     """
 
     kind: str
@@ -60,6 +61,7 @@ class DeviceState:
     alarms: tuple[AlarmView, ...] = ()
     lamp_changed_at: int | None = None
     fw: str | None = None
+    last_end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ class FleetState:
                 kind=rep.kind, zone=rep.zone, last_seen=int(rep.received_at), link=rep.link,
                 latest=latest.get(device, {}), latest_at=latest_at.get(device, {}),
                 alarms=tuple(alarms.get(device, ())), lamp_changed_at=lamp_changes.get(device), fw=rep.fw,
+                last_end=rep.w + rep.l,
             )
             for device, (_, rep) in sorted(self._last.items())
         }

@@ -182,7 +182,7 @@ class StoreFleetSource:
             out.append(DeviceView(
                 id=dev_id, kind=kind, zone=zone, lat=lat, lon=lon, revoked=revoked, last_seen=st.last_seen,
                 link=st.link, latest=st.latest, latest_at=st.latest_at, alarms=st.alarms,
-                lamp_changed_at=st.lamp_changed_at, fw=st.fw,
+                lamp_changed_at=st.lamp_changed_at, fw=st.fw, last_end=st.last_end,
             ))
         return sorted(out, key=lambda d: d.id)
 

@@ -54,6 +54,8 @@ class DeviceView:
         alarms: open alarms of this device.
         lamp_changed_at: unix seconds when a failed lamp was last seen working again, or None.
         fw: firmware version its last stored report names (``civic.VERSION``), or None.
+        last_end: unix seconds at the end of the period of its last stored report (by the device's
+            clock), or None.
     """
 
     id: str
@@ -69,6 +71,7 @@ class DeviceView:
     alarms: tuple[AlarmView, ...] = ()
     lamp_changed_at: int | None = None
     fw: str | None = None
+    last_end: int | None = None
 
 
 @dataclass(frozen=True)

@@ -139,8 +139,27 @@ async def test_devices_whose_values_are_dated_after_the_gateways_clock_are_count
     families, devices, _ = await _scrape_and_devices(fleet, NOW)
     ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
     assert ahead == {kind: 0.0 for kind in policy["kinds"]}  # every kind pre-set, none ahead
-    # A gateway clock a day behind the stored values: every device with a value is dated ahead of it.
+    # A gateway clock a day behind the stored reports: every device that reported is dated ahead of it.
     families, devices, _ = await _scrape_and_devices(fleet, NOW - 86400)
     ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
-    want = Counter(d["kind"] for d in devices if d["latest_at"])
+    want = Counter(d["kind"] for d in devices if d["last_seen"] is not None)
     assert want and ahead == {kind: float(want.get(kind, 0)) for kind in policy["kinds"]}
+
+
+async def test_a_board_put_right_is_no_longer_counted_though_its_future_values_stay_newest(fleet: Fleet) -> None:
+    """Counted by the device's last stored report: after a power cycle the board reports right at once,
+    while the values it dated in the future stay its newest (by period) until their time comes."""
+    ahead_w = NOW + 200 * 86400 - (NOW + 200 * 86400) % 900
+    await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": ahead_w, "l": 900,
+                                 "m": {"lux": 20, "lvl": 50, "lamp": 0}})
+    families, devices, _ = await _scrape_and_devices(fleet, NOW)
+    ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
+    assert ahead["streetlight"] == 1.0
+    right_w = NOW - NOW % 900 - 900
+    await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": right_w, "l": 900,
+                                 "m": {"lux": 20, "lvl": 50, "lamp": 0}})
+    families, devices, _ = await _scrape_and_devices(fleet, NOW)
+    ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
+    assert ahead["streetlight"] == 0.0
+    [sl01] = [d for d in devices if d["id"] == "sl-01"]
+    assert sl01["latest_at"]["lux"] == ahead_w + 900  # the future value is still the newest by period
