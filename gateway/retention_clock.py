@@ -292,6 +292,19 @@ class RetentionClock:
             return True
         return self.hold is not None and self.hold.get("reason") == "clock_ahead" and not self._confirmed
 
+    def stepped_ahead(self, now: float) -> bool:
+        """The wall clock jumped forward while the gateway ran and retention does not follow the jump: a
+        step found at a pass (:attr:`offset`, kept until a restart or a step back undoes it), or one since the
+        last pass (``now`` against the monotonic clock, without waiting for the next pass), unless the clock
+        was behind the stored reports at the last pass (then a forward step is a correction). Never under
+        ``[sim_clock]`` (no monotonic clock to compare with)."""
+        if self.offset > 0:
+            return True
+        if self._mono is None or self._prev is None or self.reason == "clock_behind":
+            return False
+        prev_now, prev_mono = self._prev
+        return (now - prev_now) - (self._mono() - prev_mono) > STEP_TOLERANCE_S
+
     def removal_time(self, now: float, last_received: float | None) -> float | None:
         """The time to remove values by (``now`` less the steps not followed), or None to skip the pass.
 

@@ -312,33 +312,35 @@ class Gateway:
         """Whether the ACK answering ``report`` may carry the gateway's time (ingest asks before each ACK).
 
         Not while the retention check finds the clock ahead of the stored reports or holds retention for
-        it (RetentionClock.suspects_clock_ahead) *and* the board's own clock disagrees: the report's period
-        ended more than :data:`ACK_TIME_AGREE_S` before the gateway's now. A board takes any step forward at
-        once but comes back only 5 min an hour (docs/protocol.md §3), so boards synced to a clock 200 days
-        ahead would date their reports in the future for years after it is put right. A board whose clock
-        agrees, and one without a set clock (its boot report is dated before 2024: it reports nothing until
-        an ACK sets its clock), still get the time: after a gateway was off for days its clock is ahead of
-        the stored reports too, and the boards that lost power meanwhile must not stay silent until the
-        operator confirms retention. A WARNING at most every 10 minutes while ACKs go without the time, an
-        INFO once the clock is trusted again.
+        it (RetentionClock.suspects_clock_ahead), or the clock jumped forward while the gateway ran
+        (RetentionClock.stepped_ahead: at once, not at the next pass), *and* the board's own clock
+        disagrees: the report's period ended more than :data:`ACK_TIME_AGREE_S` before the gateway's now.
+        A board takes any step forward at once but comes back only 5 min an hour (docs/protocol.md §3), so
+        boards synced to a clock 200 days ahead would date their reports in the future for years after it
+        is put right. A board whose clock agrees, and one without a set clock (its boot report is dated
+        before 2024: it reports nothing until an ACK sets its clock), still get the time: after a gateway
+        was off for days its clock is ahead of the stored reports too, and the boards that lost power
+        meanwhile must not stay silent until the operator confirms retention. A WARNING at most every 10
+        minutes while ACKs go without the time, an INFO once the clock is trusted again.
         """
-        if not self.retention_clock.suspects_clock_ahead:
+        end = report.w + report.l
+        now = self.clock()
+        if end < CLOCK_SET_AFTER or now - end <= ACK_TIME_AGREE_S:
+            return True  # agrees, or was never set (most ACKs: the suspicion is not even looked at)
+        if not (self.retention_clock.suspects_clock_ahead or self.retention_clock.stepped_ahead(now)):
             if self._time_withheld:
                 self._time_withheld = False
                 self._time_withheld_log.reset()
                 log.info("ACK time sync resumed: the gateway clock is trusted again")
             return True
-        end = report.w + report.l
-        if end < CLOCK_SET_AFTER or self.clock() - end <= ACK_TIME_AGREE_S:
-            return True
         self._time_withheld = True
         more = self._time_withheld_log.allow()  # per ACK: at most a line every 10 min, with the count
         if more is not None:
-            log.warning("ACK time sync withheld: the gateway clock (%s) is ahead of the stored reports or not yet "
-                        "confirmed since it was (see the retention problem in /healthz), and %s's clock is %.1f "
-                        "days behind it; boards whose clocks disagree keep them until the gateway's clock is put "
-                        "right or confirmed (%s)%s", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
-                        report.device, (self.clock() - end) / 86400.0, self.retention_clock.confirm_command,
+            log.warning("ACK time sync withheld: the gateway clock (%s) is ahead of the stored reports (or not "
+                        "yet confirmed since it was; see /healthz), or jumped forward while the gateway ran, and %s's "
+                        "clock is %.1f days behind it; boards whose clocks disagree keep them until the gateway's "
+                        "clock is put right or confirmed (%s)%s", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                        report.device, (now - end) / 86400.0, self.retention_clock.confirm_command,
                         more_since(more, "ACK(s) sent without the time"))
         return False
 

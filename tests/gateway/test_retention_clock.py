@@ -252,3 +252,35 @@ def test_ack_time_goes_to_boards_that_agree_or_have_no_clock_while_the_gateway_c
     finally:
         gw.store.close()
         gw.registry.close()
+
+
+def test_a_forward_jump_while_running_is_seen_at_once_not_at_the_next_pass(tmp_path: Path) -> None:
+    """Reviewer: a jump while the gateway runs is followed as an offset at the next pass (up to an hour
+    later), never as clock_ahead; by then every board was synced to it. stepped_ahead() sees it at once."""
+    mono = [1000.0]
+    clock = RetentionClock(3600, monotonic=lambda: mono[0])
+    t = 1_790_000_000.0
+    assert clock.removal_time(t, t - 60) == t  # a pass: the baseline
+    mono[0] += 10
+    assert not clock.stepped_ahead(t + 10)
+    assert clock.stepped_ahead(t + 10 + 200 * DAY)  # 200 days in 10 s of elapsed time
+    clock.removal_time(t + 10 + 200 * DAY, t - 60)  # the next pass takes it as an offset
+    assert clock.offset > 0 and clock.stepped_ahead(t + 20 + 200 * DAY)
+    behind = RetentionClock(3600, monotonic=lambda: mono[0])
+    assert behind.removal_time(t, t + 3600) is None and behind.reason == "clock_behind"
+    assert not behind.stepped_ahead(t + 2 * DAY)  # behind the data: a forward step is a correction
+    assert not RetentionClock(3600, monotonic=None).stepped_ahead(t)  # [sim_clock]: nothing to compare
+
+
+def test_no_ack_time_to_a_disagreeing_board_once_the_clock_jumped_while_running(tmp_path: Path) -> None:
+    gw = Gateway(load_config(make_env(tmp_path)))
+    try:
+        now = gw.clock()
+        old = ReportRecord(device="bin-1", seq=1, kind="bin", zone="north", type="win", w=int(now) - 200 * DAY,
+                           l=900, m={}, e={}, a=[], fw="0.1", received_at=now, link="serial:x", digest="0" * 64)
+        assert gw._ack_time_trusted(old)  # noqa: SLF001 - nothing suspect: a board behind is put right
+        gw.retention_clock.offset = 200 * DAY  # a pass saw the wall clock jump forward while running
+        assert not gw._ack_time_trusted(old)  # noqa: SLF001
+    finally:
+        gw.store.close()
+        gw.registry.close()
