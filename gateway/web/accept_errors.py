@@ -13,6 +13,7 @@ listens: the first such record becomes one WARNING that names the open-file limi
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -71,11 +72,19 @@ class AcceptErrorFilter(logging.Filter):
         failures, self.unlogged = self.unlogged, 0
         exc = record.exc_info[1] if record.exc_info else None
         fds = _open_fds()
-        record.msg = ("HTTP connections cannot be accepted: accept() failed %d time(s)%s (%s): the process is at"
-                      " its open-file limit (RLIMIT_NOFILE %s, %s descriptors open; %d HTTP connection(s) open,"
-                      " cap %d from [http] max_connections); raise LimitNOFILE= or lower [http] max_connections"
-                      " (docs/gateway.md, File descriptors); at most one such line every %d s")
-        record.args = (failures, " since the last such line" if skipped else "", exc or "no error given",
+        code = getattr(exc, "errno", None)
+        # asyncio says "out of system resource" for all four; only EMFILE is this process's own limit
+        if code == errno.ENFILE:
+            cause = "the system's open-file table is full (fs.file-max; another process holds the files)"
+        elif code in (errno.ENOBUFS, errno.ENOMEM):
+            cause = "the kernel is out of memory for sockets"
+        else:
+            cause = "the process is at its open-file limit"
+        record.msg = ("HTTP connections cannot be accepted: accept() failed %d time(s)%s (%s): %s"
+                      " (RLIMIT_NOFILE %s, %s descriptors open; %d HTTP connection(s) open,"
+                      " cap %d from [http] max_connections); at this process's limit raise LimitNOFILE= or lower"
+                      " [http] max_connections (docs/gateway.md, File descriptors); at most one such line every %d s")
+        record.args = (failures, " since the last such line" if skipped else "", exc or "no error given", cause,
                        _soft_fd_limit(), "?" if fds is None else fds, self._open(), self._max, int(EVERY_S))
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         record.exc_info = record.exc_text = None  # the traceback is asyncio's, the same every time

@@ -6,7 +6,9 @@ closing count at stop. A real server in a child whose RLIMIT_NOFILE is lowered w
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -98,3 +100,19 @@ def test_the_filter_lets_other_records_pass_and_counts_within_the_interval() -> 
     assert flt.filter(later)
     assert "accept() failed 6 time(s) since the last such line" in later.getMessage()
     assert flt.failures == 7 and flt.unlogged == 0
+
+
+@pytest.mark.parametrize(("code", "cause"), [
+    (errno.EMFILE, "the process is at its open-file limit"),
+    (errno.ENFILE, "the system's open-file table is full"),
+    (errno.ENOBUFS, "the kernel is out of memory for sockets"),
+])
+def test_the_line_names_the_cause_asyncio_lumps_together(code: int, cause: str) -> None:
+    """asyncio says 'out of system resource' for EMFILE, ENFILE, ENOBUFS and ENOMEM; only EMFILE is the
+    process's own limit (reviewer: the line blamed RLIMIT_NOFILE for all of them)."""
+    flt = AcceptErrorFilter(100, lambda: 3)
+    exc = OSError(code, os.strerror(code))
+    record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, ACCEPT_ERROR + " %s", ("x",),
+                               (OSError, exc, None))
+    assert flt.filter(record)
+    assert cause in record.getMessage() and record.levelno == logging.WARNING
