@@ -114,6 +114,9 @@ def encode_report(prefix: str, gateway_id: str) -> Callable[[ReportRecord], tupl
             "v": PAYLOAD_VERSION, "gateway": gateway_id, "device": rec.device, "seq": rec.seq, "kind": rec.kind,
             "zone": rec.zone, "type": rec.type, "w": rec.w, "l": rec.l, "m": rec.m, "e": rec.e, "a": rec.a,
             "fw": rec.fw, "received_at": round(rec.received_at, 3), "link": rec.link.split(":", 1)[0],
+            # the frame's digest, as stored: across gateways (each de-duplicates only its own store) it
+            # tells a re-delivery of a report from another report under a reused (device, seq)
+            "digest": rec.digest,
         }
         return topic_for(prefix, gateway_id, rec), json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
