@@ -9,7 +9,9 @@ at most ``max_connections`` are open at once.
 Slots are not given to whatever advertises the service UUID (:mod:`gateway.transports.ble_slots`):
 with a registry, only advertisers named after a registered, non-revoked device are connected; a
 link on which the ingest accepted no frame within ``auth_timeout_s`` is dropped and its address
-backed off; candidates are taken known-first, then least recently served, never by address.
+paused, the pause doubling per such drop in a row up to an hour and ending with a verified frame
+(a WARNING when a device's pause starts and when it reaches the cap, not at every drop);
+candidates are taken known-first, then least recently served, never by address.
 An open link is checked against the registry every :data:`LINK_CHECK_S` and closed once its device
 is revoked, no longer registered, or its key is no longer the one the link authenticated with.
 
@@ -43,7 +45,7 @@ from gateway.protocol.ble_fragments import FragmentReassembler, fragment_frame
 from gateway.protocol.frame import parse_frame, verify_tag
 from gateway.registry import Registry
 from gateway.transports.base import FrameSink
-from gateway.transports.ble_slots import NameFilter, SlotPolicy
+from gateway.transports.ble_slots import DropNotices, NameFilter, SlotPolicy
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ WRITE_TIMEOUT_S = 5.0
 # The registry's ids are re-read when it changed through this process, and at least this often
 # (a `devices add` by another process).
 REGISTRY_REFRESH_S = 10.0
-# At most one WARNING per this long about links dropped without a verified frame.
-DROP_LOG_EVERY_S = 60.0
 # Every open link is checked against the registry this often, by a lookup of its device rather than
 # through `changes` (which moves only for changes made through this process): a device revoked or
 # re-keyed by the CLI in another process loses its link as quickly as one revoked by the admin API.
@@ -127,7 +127,7 @@ class BleTransport:
         self._dropped = metrics.ble_unverified_dropped if metrics is not None else None
         self.unverified_dropped = 0
         self.deauthorized = 0
-        self._drop_log = LogLimiter(DROP_LOG_EVERY_S, time.monotonic)
+        self._drop_notices = DropNotices(self._policy.pause_max_s, time.monotonic)
         self._ignored_logged: set[str] = set()
         self._msg = 0
         self._radio_log = LogLimiter(RADIO_WARN_EVERY_S, time.monotonic)
@@ -263,17 +263,31 @@ class BleTransport:
         log.debug("BLE %s advertises the service as %r, not a registered device: not connected", address, name)
 
     def _count_drop(self, address: str, name: str | None, delay: float) -> None:
-        """Count a link dropped without a verified frame; WARNING at most once per DROP_LOG_EVERY_S."""
+        """Count a link dropped without a verified frame; WARNING when the device's pause starts or
+        reaches the cap (:class:`DropNotices`), the other drops at DEBUG."""
         self.unverified_dropped += 1
         if self._dropped is not None:
             self._dropped.inc()
-        more = self._drop_log.allow()
-        if more is None:
-            log.debug("BLE dropped %s (%s): no verified frame within %.1f s; not reconnected for %.0f s",
-                      address, name, self.auth_timeout_s, delay)
+        strikes = self._policy.strikes(address)
+        told = self._drop_notices.dropped(name or address, delay)
+        if told is None:
+            log.debug("BLE dropped %s (%s): no verified frame within %.1f s (%d such drop(s) in a row); "
+                      "not reconnected for %.0f s", address, name, self.auth_timeout_s, strikes, delay)
             return
-        log.warning("BLE dropped %s (%s): no frame from it verified within %.1f s of connecting; not reconnected "
-                    "for %.0f s%s", address, name, self.auth_timeout_s, delay, more_since(more, "such drop(s)"))
+        notice, held = told
+        cap = self._policy.pause_max_s
+        if notice == "start":
+            log.warning("BLE dropped %s (%s): no frame from it verified within %.1f s of connecting; not reconnected "
+                        "for %.0f s, doubling per such drop up to %.0f s until a frame from it verifies. Likely cause: "
+                        "it sends its frames over another link (a streetlight's UART, to this gateway or another) or "
+                        "has none to send; harmless for its data, which the board keeps until a link acknowledges "
+                        "it. Its next such drops at DEBUG, one more WARNING if its pause reaches the cap%s",
+                        address, name, self.auth_timeout_s, delay, cap, more_since(held, "such drop(s) at DEBUG"))
+        else:
+            log.warning("BLE dropped %s (%s) again: no frame from it verified on %d links in a row; now reconnected "
+                        "once every %.0f s (the cap) until a frame from it verifies. Likely cause: it sends its frames "
+                        "over another link (its UART) or has none to send; harmless for its data. Its next such drops "
+                        "at DEBUG%s", address, name, strikes, delay, more_since(held, "such drop(s) at DEBUG"))
 
     def _deauthorized(self, name: str | None, ack: bytes | None) -> tuple[str, str] | None:
         """Why the registry no longer vouches for a link: ``(reason, device id)``, or None to keep it.
@@ -356,6 +370,8 @@ class BleTransport:
                 if not verified.is_set():
                     verified.set()
                     self._policy.verified(address)
+                    if self._drop_notices.verified(name or address):
+                        log.info("BLE %s (%s) delivered a verified frame: its reconnect pause is over", address, name)
 
             async def send(frame: bytes) -> None:
                 # The ingest answers on a link only for a frame whose tag verified (an ACK, after the

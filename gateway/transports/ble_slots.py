@@ -9,7 +9,10 @@ Anything can advertise the civicedge service UUID, so a slot is not given for th
   then least recently served first (ties in random order: never by address), keeps one slot
   for addresses that did when there are several, and sets each address's reconnect backoff,
   much longer after a link that was dropped for delivering no verified frame, or whose device
-  the registry no longer vouches for (:meth:`SlotPolicy.distrust`).
+  the registry no longer vouches for (:meth:`SlotPolicy.distrust`): a pause that doubles per such
+  drop in a row up to :data:`UNVERIFIED_BACKOFF_MAX_S` and ends with a verified frame;
+* :class:`DropNotices` decides which of those drops deserve a WARNING: a device's first one, and
+  the one that brings its pause to the cap, not every drop of a device that is paused for good.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Callable, Literal
 
 # Firmware (civic.uplink.ble.advertising_payloads): an id longer than this does not fit a 31-byte
 # scan response and is advertised as a shortened local name of its first 29 bytes.
@@ -27,12 +31,21 @@ BACKOFF_MAX_S = 30.0
 STABLE_S = 10.0
 # After a link dropped for delivering no verified frame (exponential per consecutive drop):
 # an address that never delivered one waits 30 s, 60 s, 120 s...; one that did (a board that
-# connected with nothing to send) 5 s, 10 s... Capped at UNVERIFIED_BACKOFF_MAX_S.
+# connected with nothing to send) 5 s, 10 s... A streetlight whose UART delivers (to this gateway
+# or another) sends nothing over BLE, so without a cap it would be dropped for ever; the pause
+# grows to UNVERIFIED_BACKOFF_MAX_S, which bounds how long BLE waits to take over once its UART
+# stops (its 64-entry outbox holds 16 h of reports at one per 15-min window: none is lost meanwhile).
 UNVERIFIED_BACKOFF_S = 30.0
 KNOWN_IDLE_BACKOFF_S = 5.0
-UNVERIFIED_BACKOFF_MAX_S = 120.0
+UNVERIFIED_BACKOFF_MAX_S = 3600.0
 # Peers remembered; beyond this, never-verified ones whose backoff is over are forgotten first.
 MAX_PEERS = 4096
+# DropNotices: at most this many WARNINGs per DROP_WARN_WINDOW_S in all (addresses made up by a
+# scanner without a registry are new devices each time); the others are owed and told later.
+DROP_WARN_BURST = 10
+DROP_WARN_WINDOW_S = 60.0
+# Devices whose notices are remembered; beyond this the memory starts afresh.
+MAX_NOTICE_KEYS = 4096
 
 
 class NameFilter:
@@ -79,10 +92,22 @@ class SlotPolicy:
     Args:
         max_connections: slots in all.
         rng: tie-break among equally ranked candidates (seedable for tests).
+        unverified_backoff_s: first pause after a link dropped without a verified frame, for an
+            address that never delivered one.
+        known_idle_backoff_s: the same for an address that did.
+        pause_max_s: the cap of that pause, which doubles per such drop in a row.
     """
 
-    def __init__(self, max_connections: int, *, rng: random.Random | None = None) -> None:
+    def __init__(self, max_connections: int, *, rng: random.Random | None = None,
+                 unverified_backoff_s: float = UNVERIFIED_BACKOFF_S, known_idle_backoff_s: float = KNOWN_IDLE_BACKOFF_S,
+                 pause_max_s: float = UNVERIFIED_BACKOFF_MAX_S) -> None:
+        if not 0 < unverified_backoff_s <= pause_max_s or not 0 < known_idle_backoff_s <= pause_max_s:
+            raise ValueError("SlotPolicy: the first pauses (%r, %r) must be above 0 and at most pause_max_s (%r)"
+                             % (unverified_backoff_s, known_idle_backoff_s, pause_max_s))
         self.max_connections = max_connections
+        self.unverified_backoff_s = unverified_backoff_s
+        self.known_idle_backoff_s = known_idle_backoff_s
+        self.pause_max_s = pause_max_s
         # With several slots, one is kept for addresses that delivered a verified frame before, so
         # a known board that comes back finds a slot even while strangers hold the others.
         self.stranger_slots = max(1, max_connections - 1)
@@ -147,11 +172,21 @@ class SlotPolicy:
         """A connection to ``address`` is being opened (it goes to the back of the queue)."""
         self._peer(address).last_served = now
 
+    def strikes(self, address: str) -> int:
+        """Links to ``address`` in a row dropped for delivering no verified frame."""
+        peer = self._peers.get(address)
+        return 0 if peer is None else peer.strikes
+
     def verified(self, address: str) -> None:
-        """The ingest accepted a frame from the link to ``address``."""
+        """The ingest accepted a frame from the link to ``address``: its pause is over.
+
+        The frame may be committed just after its link was dropped at the auth timeout; the board
+        then had frames to send, so the pause that drop set is lifted too.
+        """
         peer = self._peer(address)
         peer.verified = True
         peer.strikes = 0
+        peer.not_before = 0.0
 
     def distrust(self, address: str) -> None:
         """The device the link to ``address`` authenticated as was revoked, unregistered or re-keyed.
@@ -178,8 +213,8 @@ class SlotPolicy:
         delay: float
         if unverified_drop:
             peer.strikes += 1
-            base = KNOWN_IDLE_BACKOFF_S if peer.verified else UNVERIFIED_BACKOFF_S
-            delay = min(UNVERIFIED_BACKOFF_MAX_S, base * float(2 ** min(peer.strikes - 1, 16)))
+            base = self.known_idle_backoff_s if peer.verified else self.unverified_backoff_s
+            delay = min(self.pause_max_s, base * float(2 ** min(peer.strikes - 1, 16)))
         elif up_for >= STABLE_S:
             delay = BACKOFF_MIN_S
         else:
@@ -187,3 +222,61 @@ class SlotPolicy:
         peer.delay = delay
         peer.not_before = now + delay
         return delay
+
+
+Notice = Literal["start", "cap"]
+
+
+class DropNotices:
+    """Which links dropped for delivering no verified frame deserve a WARNING, per device.
+
+    A device (its advertised name, else its address) is told about once when its pause starts and
+    once when the pause reaches the cap; the drops in between and after are for DEBUG. A verified
+    frame from it ends the streak, so the next drop starts a new one. At most
+    :data:`DROP_WARN_BURST` WARNINGs per :data:`DROP_WARN_WINDOW_S` in all: a notice held back then
+    is owed and given at the device's next drop.
+
+    Args:
+        pause_max_s: the pause's cap (:attr:`SlotPolicy.pause_max_s`).
+        clock: monotonic time source.
+    """
+
+    def __init__(self, pause_max_s: float, clock: Callable[[], float]) -> None:
+        self.pause_max_s = pause_max_s
+        self._clock = clock
+        self._told: dict[str, Notice] = {}
+        self._window_start: float | None = None
+        self._in_window = 0
+        self._held = 0  # drops not told at WARNING since the last WARNING
+
+    def dropped(self, key: str, delay: float) -> tuple[Notice, int] | None:
+        """A link of ``key`` was dropped and paused for ``delay`` seconds.
+
+        Returns:
+            ``(notice, held)`` to log a WARNING now: ``"start"`` for the first of a streak,
+            ``"cap"`` once ``delay`` reached the cap; ``held`` counts the drops (of any device) not
+            told at WARNING since the last one. None: log it at DEBUG.
+        """
+        told = self._told.get(key)
+        notice: Notice = "cap" if delay >= self.pause_max_s else "start"
+        if (told is not None and (told == "cap" or notice == "start")) or not self._allow():
+            self._held += 1
+            return None
+        if key not in self._told and len(self._told) >= MAX_NOTICE_KEYS:
+            self._told.clear()
+        self._told[key] = notice
+        held, self._held = self._held, 0
+        return notice, held
+
+    def verified(self, key: str) -> bool:
+        """A frame from ``key`` verified: its streak is over. True if a WARNING told of it."""
+        return self._told.pop(key, None) is not None
+
+    def _allow(self) -> bool:
+        now = self._clock()
+        if self._window_start is None or now - self._window_start >= DROP_WARN_WINDOW_S:
+            self._window_start, self._in_window = now, 0
+        if self._in_window >= DROP_WARN_BURST:
+            return False
+        self._in_window += 1
+        return True

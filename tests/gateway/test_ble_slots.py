@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from gateway.transports import ble_slots
-from gateway.transports.ble_slots import NameFilter, SlotPolicy
+from gateway.transports.ble_slots import DropNotices, NameFilter, SlotPolicy
 
 LONG_ID = "streetlight-north-district-0001"  # 31 bytes: advertised shortened to its first 29
 
@@ -77,13 +77,15 @@ def test_backoff_after_a_link_dropped_without_a_verified_frame() -> None:
     policy = SlotPolicy(4)
     fake = "C0:00:00:00:00:01"
     delays = []
-    for _ in range(5):
+    for _ in range(10):
         policy.attempt(fake, now=100.0)
         delays.append(policy.ended(fake, now=100.0, up_for=10.0, unverified_drop=True))
-    assert delays == [30.0, 60.0, 120.0, 120.0, 120.0]
-    assert policy.not_before(fake) == 220.0
-    assert policy.choose([fake], open_links=(), now=219.0) == []
-    assert policy.choose([fake], open_links=(), now=220.0) == [fake]
+    assert delays == [30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0, 3600.0, 3600.0]
+    assert ble_slots.UNVERIFIED_BACKOFF_MAX_S == 3600.0  # the cap docs/ble.md §8 states
+    assert policy.strikes(fake) == 10
+    assert policy.not_before(fake) == 3700.0
+    assert policy.choose([fake], open_links=(), now=3699.0) == []
+    assert policy.choose([fake], open_links=(), now=3700.0) == [fake]
     # an address that did deliver a verified frame (a board with nothing to send) waits less,
     # and a verified frame clears the strikes
     board = "EE:00:00:00:00:01"
@@ -128,3 +130,115 @@ def test_peer_table_is_bounded_and_keeps_known_boards(monkeypatch: pytest.Monkey
         policy.attempt("C0:00:00:00:%02X:00" % i, now=float(i))
     assert len(policy._peers) <= 10
     assert policy.known("EE:00:00:00:00:01")
+
+
+AUTH_S = 20.0  # [ble] auth_timeout_s: how long each unproductive link holds a slot
+SL = "D3:25:B6:A0:45:7D"
+
+
+def run_unproductive(policy: SlotPolicy, address: str, start: float, until: float, *,
+                     busy_every: int = 0) -> list[float]:
+    """Connect ``address`` whenever its pause allows (one scan a second) until ``until``; every link
+    delivers nothing and is dropped after AUTH_S (every ``busy_every``-th attempt instead fails
+    because another central holds the board). Returns the times links were opened."""
+    now, opened, attempts = start, [], 0
+    while now < until:
+        if policy.choose([address], open_links=(), now=now) == [address]:
+            policy.attempt(address, now)
+            attempts += 1
+            if busy_every and attempts % busy_every == 0:
+                now += 10.0  # connect timeout: the other gateway holds the board's one central slot
+                policy.ended(address, now, up_for=10.0, unverified_drop=False)
+                continue
+            opened.append(now)
+            now += AUTH_S
+            policy.ended(address, now, up_for=AUTH_S, unverified_drop=True)
+            continue
+        now += 1.0
+    return opened
+
+
+def test_a_streetlight_whose_uart_delivers_elsewhere_is_paused_longer_and_longer() -> None:
+    """The QA case: a streetlight heard over BLE sends nothing there (its UART delivers), so every
+    link is dropped after AUTH_S. Was: 30, 60, then 120 s between links for ever (≈ 600 links a day
+    holding the board's one central slot); now the pause doubles to the cap of an hour."""
+    policy = SlotPolicy(4)
+    day = 24 * 3600.0
+    opened = run_unproductive(policy, SL, 0.0, day, busy_every=3)
+    gaps = [b - a for a, b in zip(opened, opened[1:])]
+    for i, gap in enumerate(gaps):
+        pause = min(ble_slots.UNVERIFIED_BACKOFF_S * 2 ** i, ble_slots.UNVERIFIED_BACKOFF_MAX_S)
+        # a failed attempt in between (10 s, then at most 30 s) neither resets nor stretches the pause
+        assert AUTH_S + pause <= gap <= AUTH_S + pause + 10.0 + 30.0 + 1.0, (i, gaps)
+    assert gaps[-1] >= ble_slots.UNVERIFIED_BACKOFF_MAX_S  # at the cap, and capped: never starved longer
+    assert 24 <= len(opened) <= 40, len(opened)  # about one link an hour once at the cap
+    late = [t for t in opened if t >= 6 * 3600.0]
+    assert len(late) <= 19, late  # hours 6..24: at most one link an hour
+
+
+def test_a_verified_frame_ends_the_pause_at_once() -> None:
+    """A board that had frames after all (its UART stopped) is not held to the pause: the frame
+    that verified (also one committed just after its link was dropped at the auth timeout) lifts
+    it, and the next drop starts again from the first pause."""
+    policy = SlotPolicy(4)
+    run_unproductive(policy, SL, 0.0, 4 * 3600.0)
+    assert policy.strikes(SL) >= 8
+    dropped_at = 4 * 3600.0 + 60.0
+    policy.attempt(SL, dropped_at - AUTH_S)
+    policy.ended(SL, dropped_at, up_for=AUTH_S, unverified_drop=True)
+    assert policy.not_before(SL) == dropped_at + 3600.0
+    policy.verified(SL)  # its frame, committed after the drop
+    assert policy.strikes(SL) == 0
+    assert policy.choose([SL], open_links=(), now=dropped_at + 0.1) == [SL]
+    assert policy.ended(SL, dropped_at + 30.0, up_for=AUTH_S, unverified_drop=True) == ble_slots.KNOWN_IDLE_BACKOFF_S
+
+
+def test_pauses_are_configurable_and_checked() -> None:
+    policy = SlotPolicy(1, unverified_backoff_s=1.0, known_idle_backoff_s=0.5, pause_max_s=4.0)
+    assert [policy.ended("A", now=0.0, up_for=2.0, unverified_drop=True) for _ in range(4)] == [1.0, 2.0, 4.0, 4.0]
+    with pytest.raises(ValueError, match="pause_max_s"):
+        SlotPolicy(1, unverified_backoff_s=60.0, pause_max_s=30.0)
+    with pytest.raises(ValueError, match="above 0"):
+        SlotPolicy(1, known_idle_backoff_s=0.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_drop_notices_tell_a_device_once_when_its_pause_starts_and_once_at_the_cap() -> None:
+    clock = Clock()
+    policy = SlotPolicy(4)
+    notices = DropNotices(policy.pause_max_s, clock)
+    told = []
+    for _ in range(12):  # 30 s ... 3600 s, 3600 s, ...
+        clock.now += 3600.0
+        told.append(notices.dropped("sl-01", policy.ended(SL, clock.now, up_for=AUTH_S, unverified_drop=True)))
+    assert told[0] == ("start", 0)
+    assert told[7] == ("cap", 6)  # the pause reached 3600 s; six drops told at DEBUG meanwhile
+    assert [i for i, t in enumerate(told) if t is not None] == [0, 7]
+    # another device is told on its own
+    assert notices.dropped("bin-01", 30.0) == ("start", 4)
+    # a verified frame ends the streak (True: a WARNING had told of it); the next drop starts one
+    assert notices.verified("sl-01") is True
+    assert notices.verified("sl-01") is False
+    assert notices.dropped("sl-01", 5.0) == ("start", 0)
+    assert notices.dropped("sl-01", 10.0) is None
+
+
+def test_drop_notices_are_bounded_in_a_flood_and_owed_not_lost() -> None:
+    """Made-up names (no registry) are a new device each: at most DROP_WARN_BURST WARNINGs per
+    window; a device held back is told at its next drop after the window."""
+    clock = Clock()
+    notices = DropNotices(3600.0, clock)
+    names = ["x%d" % i for i in range(ble_slots.DROP_WARN_BURST + 5)]
+    told = [notices.dropped(n, 30.0) for n in names]
+    assert sum(t is not None for t in told) == ble_slots.DROP_WARN_BURST
+    assert told[-1] is None
+    clock.now += ble_slots.DROP_WARN_WINDOW_S
+    assert notices.dropped(names[-1], 60.0) == ("start", 5)
+    assert notices.dropped(names[0], 60.0) is None  # told already
