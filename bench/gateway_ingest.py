@@ -32,6 +32,7 @@ from pathlib import Path
 
 import msgpack
 
+from gateway.ack_time import AckTime
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService, Link
 from gateway.pipeline.verify import Verifier
@@ -39,6 +40,7 @@ from gateway.protocol.frame import FRAME_REPORT, build_frame, parse_frame
 from gateway.protocol.serial_codec import SerialDeframer, encode_serial
 from gateway.registry.devices import Registry
 from gateway.resources import load_policy
+from gateway.retention_clock import RetentionClock
 from gateway.storage.provenance import GENESIS
 from gateway.storage.store import INSERT_CHAIN, INSERT_REPORTS, ReportStore, insert_rows, report_row
 
@@ -98,8 +100,10 @@ async def full_rate(frames: list[bytes], registry: Registry, db: Path) -> tuple[
     """Reports/s through the whole ingest pipeline, until every report is committed and ACKed."""
     metrics = GatewayMetrics("bench")
     store = ReportStore(db, gateway_id="bench")
+    # ACK time sync decided per ACK as the gateway does (gateway/ack_time.py)
+    ack_time = AckTime(RetentionClock(3600.0), time.time)
     service = IngestService(store=store, verifier=Verifier(registry, load_policy()), metrics=metrics,
-                            batch_ms=50, batch_max=1000)
+                            batch_ms=50, batch_max=1000, time_sync=ack_time)
     await service.start()
     acks = 0
     expected = len(frames)

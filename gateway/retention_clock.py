@@ -153,6 +153,10 @@ class RetentionClock:
         # since then is real, so a gateway that stops receiving reports keeps removing (not "ahead")
         self._ran: tuple[float, float] | None = None
         self.offset = 0.0
+        # The offset the operator vouched for (confirm): ACK time sync trusts steps up to it (stepped_ahead);
+        # retention still removes by the clock less the offset, until a restart.
+        self._vouched = 0.0
+        self._vouch = False
         self.problem: str | None = None
         self.reason: str | None = None
         # A hold (saved in the store's meta, restore()): {"reason": "clock_ahead" | "large_removal",
@@ -195,6 +199,7 @@ class RetentionClock:
     def confirm(self, now: float) -> None:
         """The operator confirmed the clock and what retention removes: the next pass runs, held or not."""
         self._confirmed = True
+        self._vouch = True  # for stepped_ahead: the steps seen up to this pass are the operator's clock
         if self.hold is not None:
             log.warning("retention: the operator confirmed the gateway clock (%s); the pass held since %s runs now",
                         _when(now), _when(self.hold["since"]))
@@ -294,11 +299,12 @@ class RetentionClock:
 
     def stepped_ahead(self, now: float) -> bool:
         """The wall clock jumped forward while the gateway ran and retention does not follow the jump: a
-        step found at a pass (:attr:`offset`, kept until a restart or a step back undoes it), or one since the
-        last pass (``now`` against the monotonic clock, without waiting for the next pass), unless the clock
-        was behind the stored reports at the last pass (then a forward step is a correction). Never under
-        ``[sim_clock]`` (no monotonic clock to compare with)."""
-        if self.offset > 0:
+        step found at a pass (:attr:`offset`, kept until a restart or a step back undoes it) that the operator
+        has not confirmed since (:meth:`confirm`, taken at the next pass), or one since the last pass (``now``
+        against the monotonic clock, without waiting for the next pass), unless the clock was behind the
+        stored reports at the last pass (then a forward step is a correction). Never under ``[sim_clock]``
+        (no monotonic clock to compare with)."""
+        if self.offset > self._vouched:
             return True
         if self._mono is None or self._prev is None or self.reason == "clock_behind":
             return False
@@ -313,6 +319,8 @@ class RetentionClock:
             last_received: ``received_at`` of the last stored report (None: the store holds none).
         """
         self._follow_steps(now, last_received)
+        if self._vouch:
+            self._vouch, self._vouched = False, self.offset
         agreed = self._agreed_since_last_pass(now)
         problem, reason = self._check(now, last_received)
         if reason == "clock_ahead" and self._confirmed:

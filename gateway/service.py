@@ -22,12 +22,12 @@ import shlex
 import time
 from typing import Any, Callable
 
+from gateway.ack_time import AckTime
 from gateway.config.loader import retention_days
 from gateway.config.model import GatewayConfig
 from gateway.config.sim_clock import SimClock
-from gateway.errors import TransportError
+from gateway.errors import StorageError, TransportError
 from gateway.health import Problem, all_links_down
-from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
@@ -40,7 +40,7 @@ from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
 from gateway.storage.row_retention import RowPass
-from gateway.storage.store import ReportRecord, ReportStore
+from gateway.storage.store import ReportStore
 from gateway.storage.store_files import real_store_path
 from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
@@ -72,11 +72,6 @@ LINK_CLOSE_S = 5.0
 # outages are normal (a USB port re-enumerating, a BLE restart until its first scan ends) and monitors page
 # on critical (/healthz has no delay of its own). Meanwhile each link has its own link_down/ble_down warning.
 ALL_LINKS_DOWN_AFTER_S = 60.0
-# ACK time sync while the gateway's clock is suspected ahead (_ack_time_trusted): a board whose report ended
-# longer than this before the gateway's now disagrees with it and gets no time; a report dated before
-# CLOCK_SET_AFTER (2024, the firmware's VALID_AFTER) comes from a board whose clock was never set.
-ACK_TIME_AGREE_S = 86400.0
-CLOCK_SET_AFTER = 1704067200
 
 
 class Gateway:
@@ -132,15 +127,15 @@ class Gateway:
             " --config %s" % shlex.quote(str(config.source.resolve())) if config.source is not None else "")
         self.retention_clock = RetentionClock(config.retention_interval_s,
                                               time.monotonic if sim_clock is None else None, confirm_command=confirm)
-        self._time_withheld = False  # ACKs went without time: the clock is suspected ahead (_ack_time_trusted)
-        self._time_withheld_log = LogLimiter(600.0, time.monotonic)
+        # ACKs carry no time to boards that disagree while the clock is suspect (gateway/ack_time.py)
+        self.ack_time = AckTime(self.retention_clock, clock, confirm_command=confirm)
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,
                                     gap_hold_s=config.ack_gap_hold_s, monotonic=monotonic,
                                     max_in_flight=config.storage.max_in_flight,
                                     # "one line per 10 s" is for the people reading the log: wall time
-                                    log_monotonic=time.monotonic, time_sync=self._ack_time_trusted)
+                                    log_monotonic=time.monotonic, time_sync=self.ack_time)
         self.transports: list[Transport] = [
             SerialTransport(p.port, baud=p.baud, metrics=self.metrics, flow=self.ingest.room) for p in config.serial
         ]
@@ -307,42 +302,6 @@ class Gateway:
         """The gateway's own health problems (``/healthz`` reasons, each with its code and severity:
         :mod:`gateway.health`); empty when healthy. Cheap, on the event loop: no store read, one ``statvfs``."""
         return self._health()
-
-    def _ack_time_trusted(self, report: ReportRecord) -> bool:
-        """Whether the ACK answering ``report`` may carry the gateway's time (ingest asks before each ACK).
-
-        Not while the retention check finds the clock ahead of the stored reports or holds retention for
-        it (RetentionClock.suspects_clock_ahead), or the clock jumped forward while the gateway ran
-        (RetentionClock.stepped_ahead: at once, not at the next pass), *and* the board's own clock
-        disagrees: the report's period ended more than :data:`ACK_TIME_AGREE_S` before the gateway's now.
-        A board takes any step forward at once but comes back only 5 min an hour (docs/protocol.md §3), so
-        boards synced to a clock 200 days ahead would date their reports in the future for years after it
-        is put right. A board whose clock agrees, and one without a set clock (its boot report is dated
-        before 2024: it reports nothing until an ACK sets its clock), still get the time: after a gateway
-        was off for days its clock is ahead of the stored reports too, and the boards that lost power
-        meanwhile must not stay silent until the operator confirms retention. A WARNING at most every 10
-        minutes while ACKs go without the time, an INFO once the clock is trusted again.
-        """
-        end = report.w + report.l
-        now = self.clock()
-        if end < CLOCK_SET_AFTER or now - end <= ACK_TIME_AGREE_S:
-            return True  # agrees, or was never set (most ACKs: the suspicion is not even looked at)
-        if not (self.retention_clock.suspects_clock_ahead or self.retention_clock.stepped_ahead(now)):
-            if self._time_withheld:
-                self._time_withheld = False
-                self._time_withheld_log.reset()
-                log.info("ACK time sync resumed: the gateway clock is trusted again")
-            return True
-        self._time_withheld = True
-        more = self._time_withheld_log.allow()  # per ACK: at most a line every 10 min, with the count
-        if more is not None:
-            log.warning("ACK time sync withheld: the gateway clock (%s) is ahead of the stored reports (or not "
-                        "yet confirmed since it was; see /healthz), or jumped forward while the gateway ran, and %s's "
-                        "clock is %.1f days behind it; boards whose clocks disagree keep them until the gateway's "
-                        "clock is put right or confirmed (%s)%s", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                        report.device, (now - end) / 86400.0, self.retention_clock.confirm_command,
-                        more_since(more, "ACK(s) sent without the time"))
-        return False
 
     def _health(self) -> list[Problem]:
         reasons = []

@@ -16,6 +16,7 @@ from conftest import KEYS, make_env
 from helpers import WINDOW_T0, report_frame, until, write_clock
 from procs import PtyDevice
 
+from gateway.ack_time import AckTime
 from gateway.config import load_config
 from gateway.retention_clock import AHEAD_MARGIN_S, RetentionClock
 from gateway.service import Gateway
@@ -238,16 +239,16 @@ def test_ack_time_goes_to_boards_that_agree_or_have_no_clock_while_the_gateway_c
                                 fw="0.1", received_at=now, link="serial:x", digest="0" * 64)
 
         recent, old, unset = rec(int(now) - 900), rec(int(now) - 200 * DAY), rec(946684800, 60, "boot")
-        assert all(gw._ack_time_trusted(r) for r in (recent, old, unset))  # noqa: SLF001 - clock trusted
+        assert all(gw.ack_time(r) for r in (recent, old, unset))  # noqa: SLF001 - clock trusted
         assert gw.retention_clock.removal_time(now, now - 200 * DAY) is None  # the data check: clock_ahead
         assert gw.retention_clock.suspects_clock_ahead
-        assert gw._ack_time_trusted(recent) and gw._ack_time_trusted(unset)  # noqa: SLF001
-        assert not gw._ack_time_trusted(old) and not gw._ack_time_trusted(old)  # noqa: SLF001
+        assert gw.ack_time(recent) and gw.ack_time(unset)  # noqa: SLF001
+        assert not gw.ack_time(old) and not gw.ack_time(old)  # noqa: SLF001
         withheld = [r for r in caplog.records if r.getMessage().startswith("ACK time sync withheld")]
-        assert len(withheld) == 1 and "bin-1's clock is 200.0 days behind it" in withheld[0].getMessage()
+        assert len(withheld) == 1 and "bin-1's report ended 200.0 days before it" in withheld[0].getMessage()
         gw.retention_clock.confirm(now)  # the operator confirms the clock
         assert gw.retention_clock.removal_time(now, now - 200 * DAY) == now
-        assert gw._ack_time_trusted(old)  # noqa: SLF001
+        assert gw.ack_time(old)  # noqa: SLF001
         assert any(r.getMessage().startswith("ACK time sync resumed") for r in caplog.records)
     finally:
         gw.store.close()
@@ -278,9 +279,41 @@ def test_no_ack_time_to_a_disagreeing_board_once_the_clock_jumped_while_running(
         now = gw.clock()
         old = ReportRecord(device="bin-1", seq=1, kind="bin", zone="north", type="win", w=int(now) - 200 * DAY,
                            l=900, m={}, e={}, a=[], fw="0.1", received_at=now, link="serial:x", digest="0" * 64)
-        assert gw._ack_time_trusted(old)  # noqa: SLF001 - nothing suspect: a board behind is put right
+        assert gw.ack_time(old)  # noqa: SLF001 - nothing suspect: a board behind is put right
         gw.retention_clock.offset = 200 * DAY  # a pass saw the wall clock jump forward while running
-        assert not gw._ack_time_trusted(old)  # noqa: SLF001
+        assert not gw.ack_time(old)  # noqa: SLF001
     finally:
         gw.store.close()
         gw.registry.close()
+
+
+@pytest.mark.parametrize("jump_h", [2, 14])
+def test_a_jump_of_hours_while_running_is_not_sent_to_the_boards_and_a_confirm_ends_it(jump_h: int) -> None:
+    """Reviewer: a forward jump of less than a day (local time set as UTC) passed the day-long agreement
+    test, so every board was set hours ahead; and a confirmed clock stayed suspect until a restart."""
+    mono = [1000.0]
+    wall = [1_790_000_000.0]
+    rc = RetentionClock(3600, monotonic=lambda: mono[0])
+    ack = AckTime(rc, lambda: wall[0])
+
+    def rec(end: float) -> ReportRecord:
+        w = int(end) - 900
+        return ReportRecord(device="sl-1", seq=1, kind="streetlight", zone="north", type="win", w=w, l=900, m={},
+                            e={}, a=[], fw="0.1", received_at=wall[0], link="serial:x", digest="0" * 64)
+
+    assert rc.removal_time(wall[0], wall[0] - 60) == wall[0]  # a pass: the baseline
+    on_time = rec(wall[0] - 5)
+    assert ack(on_time)
+    mono[0] += 60
+    wall[0] += 60 + jump_h * 3600  # the jump
+    assert not ack(rec(wall[0] - jump_h * 3600 - 5))  # a board on real time: withheld at once
+    assert ack(rec(wall[0] - 5))  # a board already on the jumped clock: harmless
+    assert ack(rec(946684800))  # a board whose clock was never set
+    rc.removal_time(wall[0], wall[0] - jump_h * 3600)  # the next pass: the jump becomes the offset
+    assert rc.offset > 0 and not ack(rec(wall[0] - jump_h * 3600 - 5))
+    rc.confirm(wall[0])  # the operator vouches for the clock; taken at the next pass
+    mono[0] += 60
+    wall[0] += 60
+    rc.removal_time(wall[0], wall[0] - 60)
+    assert rc.offset > 0  # retention still removes by the clock less the offset (until a restart)
+    assert ack(rec(wall[0] - jump_h * 3600 - 5))  # ACK time is trusted again

@@ -1,0 +1,89 @@
+"""Whether an ACK may carry the gateway's time (protocol §3, ``{"t": ...}``), report by report.
+
+A board takes any step of its clock forward at once but steps back only 5 min an hour (protocol §3), so
+boards synced to a gateway clock 200 days ahead date their reports in the future for years after that
+clock is put right. So while the gateway distrusts its own clock, an ACK carries no time (``{}``) to a
+board whose clock disagrees with it:
+
+* **The clock was found ahead of the stored reports** (retention's ``clock_ahead`` check, or a hold it
+  began that nobody confirmed: :attr:`RetentionClock.suspects_clock_ahead`): a clock already wrong at
+  start. A gateway that was off for days is ahead of its stored reports too, so only a board whose
+  report ended more than :data:`DATA_AGREE_S` before the gateway's clock goes without.
+* **The clock jumped forward while the gateway ran** (:meth:`RetentionClock.stepped_ahead`, seen at once
+  against the monotonic clock): every set board whose report ended more than :data:`STEP_AGREE_S` before
+  the gateway's clock goes without, until the gateway restarts or the operator confirms the clock
+  (``civicedge gateway retention --confirm``), which vouches for the steps seen so far.
+
+A board whose clock was never set always gets the time: it reports nothing until an ACK sets its clock
+(its boot report is dated before :data:`CLOCK_SET_AFTER`), and boards that lost power during a long
+gateway outage must not stay silent until the operator acts. A board already ahead (its report ends
+after the gateway's clock) gets it too. The report an ACK answers may be an old one from the board's
+outbox (a backlog after an outage): its ACK then goes without the time, which is harmless, since the
+board takes the time from the ACK of its newest report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from gateway.log_limit import LogLimiter, more_since
+from gateway.retention_clock import RetentionClock
+from gateway.storage.store import ReportRecord
+
+log = logging.getLogger(__name__)
+
+# A report dated before this (2024-01-01, the firmware's VALID_AFTER) comes from a clock never set.
+CLOCK_SET_AFTER = 1704067200
+# Clock found ahead of the stored reports: a board whose report ended longer ago than this disagrees.
+DATA_AGREE_S = 86400.0
+# Clock stepped forward while running: a board whose report ended longer ago than this disagrees (a
+# window report is sent when its window closes, so one of the board's own clock ends within seconds).
+STEP_AGREE_S = 900.0
+WARN_EVERY_S = 600.0
+
+
+class AckTime:
+    """The ``time_sync`` the ingest service asks before each ACK (:class:`gateway.pipeline.ingest.IngestService`).
+
+    Args:
+        retention_clock: the gateway's retention clock check (its suspicion of the clock).
+        clock: the gateway's clock (unix seconds).
+        confirm_command: the command that confirms the clock, for the WARNING.
+    """
+
+    def __init__(self, retention_clock: RetentionClock, clock: Callable[[], float],
+                 confirm_command: str = "civicedge gateway retention --confirm") -> None:
+        self._rc = retention_clock
+        self._clock = clock
+        self._confirm = confirm_command
+        self.withheld = False  # an ACK went without the time since the clock was last trusted
+        self._log = LogLimiter(WARN_EVERY_S, time.monotonic)
+
+    def __call__(self, report: ReportRecord) -> bool:
+        """True when the ACK answering ``report`` may carry the time."""
+        end = report.w + report.l
+        now = self._clock()
+        behind = now - end
+        if end < CLOCK_SET_AFTER or behind <= STEP_AGREE_S:
+            return True  # never set, or agrees: most ACKs never look at the clock's suspicion
+        if self._rc.stepped_ahead(now):
+            why = "jumped forward while the gateway ran"
+        elif self._rc.suspects_clock_ahead and behind > DATA_AGREE_S:
+            why = "is ahead of the stored reports (or not yet confirmed since it was; see /healthz)"
+        else:
+            if self.withheld:
+                self.withheld = False
+                self._log.reset()
+                log.info("ACK time sync resumed: the gateway clock is trusted again")
+            return True
+        self.withheld = True
+        more = self._log.allow()  # per ACK: at most a line every 10 min, with the count
+        if more is not None:
+            log.warning("ACK time sync withheld: the gateway clock (%s) %s, and %s's report ended %.1f days before "
+                        "it (its clock is behind, or it was an old report from its outbox); boards whose clocks "
+                        "disagree keep them until the gateway's clock is put right and confirmed (%s)%s", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), why,
+                        report.device, behind / 86400.0, self._confirm,
+                        more_since(more, "ACK(s) sent without the time"))
+        return False
