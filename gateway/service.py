@@ -364,11 +364,16 @@ class Gateway:
 
     async def _watch_store(self) -> None:
         """Log an ERROR once when the store's file is deleted or replaced (every commit fails from then on) or
-        found damaged, and a WARNING (at most once per disk_space.WARN_EVERY_S) while its disk is low."""
+        found damaged, and a WARNING (at most once per disk_space.WARN_EVERY_S) while its disk is low.
+
+        The file is looked at on the store's thread (ReportStore.check_file): once found gone nothing more is
+        written, and a file with no name left is copied by the store (``<path>.salvaged``), all before the
+        ERROR that names the copy, or the commands that copy it out, is logged."""
         logged: str | None = None
         low_warned = -float("inf")
         while True:
-            gone = self.store.file_problem()
+            gone = await self.ingest.run_in_store(self.store.check_file)
+            assert gone is None or isinstance(gone, str)
             self.metrics.store_gone.set(0 if gone is None else 1)
             if gone is not None and gone != logged:
                 # whether what it held is lost (deleted) or still on disk (moved away) is in the message
@@ -436,7 +441,7 @@ class Gateway:
         counted: tuple[float, float, dict[tuple[str, str], int]] | None = None
         while True:
             delay = self.config.retention_interval_s
-            if self.store.damage.problem is not None:
+            if self.store.damage.problem is not None or self.store.file_gone:
                 # Every write is refused now (logged once, /healthz degraded): nothing to try until a restart.
                 await asyncio.sleep(min(delay, SKIPPED_RETRY_S))
                 continue
@@ -485,7 +490,11 @@ class Gateway:
                     await self._save_meta(RETENTION_META_KEY, state)
                     saved = state
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
-                log.error("retention pass failed: %s", exc)
+                if isinstance(exc, StorageError) and exc.reason == "file_gone":
+                    # the store watch logs the ERROR, once; no pass until a restart (the check above)
+                    log.info("retention pass not run: the report store's file is gone (see the ERROR before)")
+                else:
+                    log.error("retention pass failed: %s", exc)
                 self.retention_clock.not_run()
             await asyncio.sleep(delay)
 

@@ -29,10 +29,11 @@ from gateway.storage import field_retention, provenance, row_retention
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
 from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE, PUBLISHED_META_PREFIX
 from gateway.storage.queries import DATA_VERSION_COUNTER
+from gateway.storage.salvage import salvage
 from gateway.storage.schema import apply_schema
 from gateway.storage.sqlite_uri import wal_has_content
 from gateway.storage.store_files import (file_identities, file_problem, lock_store, make_private, real_store_path,
-                                         store_writer)
+                                         store_writer, unnamed)
 from gateway.storage.store_kind import store_kind
 from gateway.storage.write_hint import io_error, write_failure_hint
 
@@ -166,8 +167,9 @@ class ReportStore:
             ``-wal`` or ``-shm`` belongs to another user, e.g. restored as root),
             ``schema_too_new`` (written by a newer gateway; left unchanged), ``schema_unknown``,
             ``no_space_for_backup`` or ``backup_failed`` (the copy before a migration; left unchanged);
-            from :meth:`insert_batch`, reason ``file_gone`` when the file was deleted or replaced, or
-            the configured path (a symlink) now names another file (see :meth:`file_problem`);
+            from :meth:`insert_batch` and every other write, reason ``file_gone`` once the file was found
+            deleted or replaced, or the configured path (a symlink) now names another file (see
+            :meth:`file_problem`, :meth:`check_file`), until the store is closed;
             from any method, reason ``corrupt`` when SQLite finds the file damaged (the message names
             the file and says to restore a backup), else ``read_failed`` / ``write_failed``.
     """
@@ -246,6 +248,12 @@ class ReportStore:
         # re-pointed at another file is a replaced store (the next start would open that one). The
         # -wal is next to the file itself, where SQLite keeps it.
         self._files = file_identities(self.path, real)
+        # The file found deleted or replaced (by a write or check_file on the store's thread): from then on
+        # nothing is written (see check_file); and what salvage() said of the copy it made, or could not
+        # (tried again at each check while it was only for want of room).
+        self._gone: str | None = None
+        self._salvaged: str | None = None
+        self._salvage_again = True
 
     def file_problem(self) -> str | None:
         """Say so when the database file or its ``-wal`` was deleted or replaced since the store was opened.
@@ -256,9 +264,48 @@ class ReportStore:
         deleted: the link count of the open file, found through ``/proc/self/fd``; the message says
         which). The database is looked up by the configured path, following
         symlinks, so a ``[storage] path`` symlink re-pointed at another file counts as replaced: the
-        next start would open that other file. Cheap (a ``stat`` per file); safe from any thread.
+        next start would open that other file. Cheap (a ``stat`` per file); safe from any thread. Once
+        :meth:`check_file` (or a write) found it, the problem is kept, with the copy the store made of a
+        file with no name left, even should the file be put back meanwhile: nothing is written until a restart.
         """
-        return file_problem(self._files)
+        now = file_problem(self._files, self._salvaged)
+        if now is None and self._gone is not None:
+            return "%s; found earlier, so nothing more is written until the gateway is restarted" % self._gone
+        return now
+
+    @property
+    def file_gone(self) -> bool:
+        """Whether :meth:`check_file` (or a write) found the file deleted or replaced: every write is refused
+        until the store is closed."""
+        return self._gone is not None
+
+    def check_file(self) -> str | None:
+        """:meth:`file_problem`, and on the first problem found, stop writing for good: from then on every
+        write is refused (``file_gone``), and SQLite no longer checkpoints (``wal_autocheckpoint=0``), so the
+        file and its ``-wal`` stay as they were at the last commit; a file with no name left (deleted, or
+        replaced by a ``mv`` over it) is then copied to ``<path>.salvaged`` (gateway.storage.salvage), which the
+        message names: also when a file first moved away loses its name later, and again once there is room
+        when there was none. On the store's thread (a write, or the gateway's watch of the store every few
+        seconds), outside a transaction.
+        """
+        if self._gone is None:
+            problem = file_problem(self._files)
+            if problem is None:
+                return None
+            self._gone = problem  # first: whatever follows fails, nothing more is written
+            try:
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            except sqlite3.Error as exc:  # only a commit checkpoints, and none follows
+                log.warning("report store %s: turning off checkpoints failed: %s", self.path, exc)
+        if self._salvage_again and unnamed(self._files):
+            self._salvaged, self._salvage_again = salvage(self._conn, self._files)
+            self._gone = file_problem(self._files, self._salvaged) or self._gone
+        return self.file_problem()
+
+    def _gone_error(self, what: str) -> StorageError:
+        """The refusal of a write (``what``) once :meth:`check_file` found the file gone."""
+        return StorageError("%s refused, nothing more is committed or acknowledged until the gateway is restarted "
+                            "(devices keep their reports): %s" % (what, self.file_problem()), reason="file_gone")
 
     def close(self) -> None:
         """Checkpoint the WAL into the database file, close, and release the store for another writer.
@@ -336,20 +383,30 @@ class ReportStore:
         already did (a full disk), and a sqlite3 error is a ``write_failed`` StorageError.
 
         Raises:
-            StorageError: reason ``corrupt`` before anything is begun when the store is known damaged.
+            StorageError: reason ``corrupt`` before anything is begun when the store is known damaged;
+                ``file_gone`` when the file was found deleted or replaced, before anything is begun or,
+                found now, instead of the commit (rolled back; see :meth:`check_file`).
         """
         self._refuse_if_damaged(what)
+        if self._gone is not None:
+            raise self._gone_error(what)
         conn = self._conn
+        gone = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
-            conn.execute("COMMIT")
+            # into a file that is gone, a commit could change it under a copy being made (and auto-checkpoint)
+            gone = file_problem(self._files) is not None
+            conn.execute("ROLLBACK" if gone else "COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise self._error(what, exc, "write_failed") from exc
             raise
+        if gone:
+            self.check_file()
+            raise self._gone_error(what)
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -413,6 +470,9 @@ class ReportStore:
             # the reports (not acknowledged) and re-send them to a recovered or restored store.
             raise StorageError("not committing into a damaged store (devices keep their reports): %s" % damaged,
                                reason="corrupt")
+        what = "storing %d reports" % len(records)
+        if self._gone is not None:
+            raise self._gone_error(what)
         result = BatchResult()
         conn = self._conn
         pos, head = self._chain_pos, self._chain_head
@@ -470,17 +530,15 @@ class ReportStore:
             outbox_bytes, outbox_count = self._outbox_bytes, self._outbox_count
             if queued:
                 result.outbox_dropped, outbox_bytes, outbox_count = self._enqueue(queued)
-            gone = self.file_problem()
-            if gone is not None:  # committing would acknowledge reports into a file that is gone
+            if file_problem(self._files) is not None:  # committing would acknowledge reports into a gone file
                 conn.execute("ROLLBACK")
-                raise StorageError("%s: nothing more is committed or acknowledged (devices keep their reports); "
-                                   "stop the gateway, restore the store from a backup if its reports are lost "
-                                   "(docs/gateway.md, Backups), and start it again" % gone, reason="file_gone")
+                self.check_file()  # outside the transaction: the copy is of what was committed
+                raise self._gone_error(what)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise self._error("storing %d reports" % len(records), exc, "write_failed") from exc
+            raise self._error(what, exc, "write_failed") from exc
         self._chain_pos, self._chain_head = pos, head
         self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
         return result
@@ -604,7 +662,11 @@ class ReportStore:
         return dropped, total, count
 
     def outbox_peek(self, limit: int) -> list[OutboxMessage]:
-        """Return up to ``limit`` oldest outbox messages, in order."""
+        """Return up to ``limit`` oldest outbox messages, in order; none once the file was found gone
+        (:meth:`check_file`): their removal once delivered would be refused, and they would be published
+        again at every retry until a restart (the restarted store still holds them)."""
+        if self._gone is not None:
+            return []
         with self._reading("reading the outbox"):
             rows = self._conn.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [OutboxMessage(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]

@@ -5,8 +5,8 @@ files before (and while) SQLite has them open: the file itself behind any symlin
 (:func:`real_store_path`), its ``<db>.lock`` (:func:`lock_store`, :func:`store_writer`), the refusals of a
 hard-linked database, a symlinked ``-wal``/``-shm`` or another user's file (:func:`check_store_free`),
 the owner-only modes (:func:`make_private`), and the identities watched for a file deleted or replaced
-while the gateway runs (:func:`file_identities`, :func:`file_problem`). Reads and ``stat`` calls only,
-apart from the lock file and the chmod; no SQLite.
+while the gateway runs (:func:`file_identities`, :func:`file_problem`, :func:`unnamed`, :func:`copy_out`).
+Reads and ``stat`` calls only, apart from the lock file and the chmod; no SQLite.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from gateway.private_dirs import mkdir_private
 FileIdentity = tuple[Path, tuple[int, int]]
 
 
-def file_problem(files: list[FileIdentity]) -> str | None:
+def file_problem(files: list[FileIdentity], salvaged: str | None = None) -> str | None:
     """Say which of ``files`` (from :func:`file_identities`) was deleted or replaced since they were
     recorded, and what became of the file the store writes; None when all are as they were.
 
     See :meth:`gateway.storage.store.ReportStore.file_problem`. A ``stat`` per file; for a file gone, a
-    look through this process's open descriptors (``/proc/self/fd``).
+    look through this process's open descriptors (``/proc/self/fd``). ``salvaged``: what the gateway did
+    about a file with no name left (gateway.storage.salvage), said instead of the copy commands.
     """
     for path, ident in files:
         try:
@@ -37,17 +38,31 @@ def file_problem(files: list[FileIdentity]) -> str | None:
         except FileNotFoundError:
             links = _open_links(ident)
             what = ("moved or deleted" if links is None else "moved away" if links[0] else "deleted")
-            return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(path, ident, files))
+            return "report store file %s was %s while the gateway ran%s" % (path, what,
+                                                                            _fate(path, ident, files, salvaged))
         except OSError:
             continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
         if (st.st_dev, st.st_ino) != ident:
             now = real_store_path(path)
-            fate = _fate(path, ident, files)
+            fate = _fate(path, ident, files, salvaged)
             if now != Path(os.path.abspath(path)):  # a symlink (or symlinked directory) on the way
                 return ("report store file %s was replaced by another file while the gateway ran (it now "
                         "names %s)%s" % (path, now, fate))
             return "report store file %s was replaced by another file while the gateway ran%s" % (path, fate)
     return None
+
+
+def unnamed(files: list[FileIdentity]) -> bool:
+    """Whether one of ``files`` is open in this process with no name left (deleted, or replaced by a ``mv``
+    over it: what it holds goes when the gateway stops), or the database is gone from its path and this
+    cannot be told (no ``/proc``); not for a file moved away (it still has a name)."""
+    for i, (path, ident) in enumerate(files):
+        links = _open_links(ident)
+        if links is not None and links[0] == 0:
+            return True
+        if links is None and i == 0 and not os.path.lexists(path):
+            return True
+    return False
 
 
 def _open_links(ident: tuple[int, int]) -> tuple[int, int] | None:
@@ -68,27 +83,52 @@ def _open_links(ident: tuple[int, int]) -> tuple[int, int] | None:
     return None
 
 
-def _fate(path: Path, ident: tuple[int, int], files: list[FileIdentity]) -> str:
+def _fate(path: Path, ident: tuple[int, int], files: list[FileIdentity], salvaged: str | None) -> str:
     """What became of the file the store writes (``ident``, watched as ``path``), for :func:`file_problem`'s
-    message; for a file with no name left, how to copy it and the other ``files`` (its ``-wal``) out of
-    this running process through ``/proc/PID/fd``: it commits nothing more once the problem is found, so
-    the copies are as of the last commit."""
+    message; for a file with no name left, ``salvaged`` (what the gateway did about it) or, before the
+    gateway has looked at it, :func:`copy_out`."""
     links = _open_links(ident)
     if links is None:
         return ""
     if links[0]:
         return _where_moved(path, ident)
+    return salvaged if salvaged is not None else copy_out(files)
+
+
+def salvage_name(db: Path) -> Path:
+    """Where a copy of the store ``db`` (its configured path) that is gone goes: ``<db>.salvaged``, or
+    ``<db>.salvaged-<n>`` (n from 2) when that name, or its ``-wal``, is taken (nothing is overwritten)."""
+    n = 1
+    while True:
+        name = db.with_name("%s.salvaged%s" % (db.name, "" if n == 1 else "-%d" % n))
+        if not os.path.lexists(name) and not os.path.lexists(str(name) + "-wal"):
+            return name
+        n += 1
+
+
+def copy_out(files: list[FileIdentity], why: str = "") -> str:
+    """For :func:`file_problem`'s message on a store file with no name left, ``why`` the gateway made no
+    copy itself ("" before it looked): the ``cp`` commands that copy the database and its ``-wal`` out of
+    this running process (``/proc/PID/fd/N``), owner and mode kept (``--preserve=mode,ownership``: run as
+    root, the copies are still the gateway user's, 0600; they hold personal data), under names not taken.
+
+    They are right only because the store commits nothing once it has found the file gone and no longer
+    checkpoints (``wal_autocheckpoint=0``: gateway.storage.store): the two files do not change between the
+    two copies."""
     db = files[0][0]
+    dest = salvage_name(db)
     copies: list[tuple[str, str]] = []  # (cp command, name to move the copy to)
-    for name, other in files:  # the -wal too, deleted or not: SQLite removes it by name at the stop
-        found = links if other == ident else _open_links(other)
+    for name, ident in files:  # the -wal too, deleted or not: SQLite removes it by name at the stop
+        found = _open_links(ident)
         if found is not None:
             wal = "-wal" if str(name).endswith("-wal") else ""
-            copies.append(("cp /proc/%d/fd/%d %s.salvaged%s" % (os.getpid(), found[1], db, wal), "%s%s" % (db, wal)))
+            copies.append(("cp --preserve=mode,ownership /proc/%d/fd/%d %s%s" % (os.getpid(), found[1], dest, wal),
+                           "%s%s" % (db, wal)))
     return (" (no name is left for the file it writes: what it held is lost when the gateway stops, unless a backup "
-            "has it or it is copied out first; the gateway commits nothing more, so copy it out now, while it "
-            "still runs, as its user or root: %s; then stop the gateway and move the copies into place as %s,"
-            " together)" % (" && ".join(c for c, _ in copies), " and ".join(n for _, n in copies)))
+            "has it or it is copied out first%s; the gateway commits nothing more, so copy it out now, while it "
+            "still runs, as its user or root: %s; then stop the gateway, move aside any %s-wal and %s-shm left, "
+            "move the copies into place as %s, together, and start it)"
+            % (why, " && ".join(c for c, _ in copies), db, db, " and ".join(n for _, n in copies)))
 
 
 def _where_moved(path: Path, ident: tuple[int, int]) -> str:
