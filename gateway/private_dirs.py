@@ -26,6 +26,15 @@ def mkdir_private(path: Path) -> None:
                 raise
 
 
+def fsync_file(path: Path | str) -> None:
+    """Flush a file another handle wrote (SQLite's backup of the store, say) to the disk before it is renamed."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename (or a new file) in ``directory`` durable: a power cut right after must not bring the old
     name back. Where the OS cannot open a directory (Windows: NTFS journals the rename itself) nothing is done."""

@@ -21,7 +21,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from gateway.private_dirs import fsync_dir
+from gateway.private_dirs import fsync_dir, fsync_file
 from gateway.storage.disk_space import MIB, free_bytes
 from gateway.storage.schema_backup import megabytes
 from gateway.storage.store_files import FileIdentity, copy_out, salvage_name
@@ -91,11 +91,7 @@ def _write_copy(conn: sqlite3.Connection, db: Path) -> tuple[Path, int, list[str
             reports = int(copy.execute("SELECT COUNT(*) FROM reports").fetchone()[0])
         finally:
             copy.close()
-        fd = os.open(tmp_name, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp_name)
         while True:
             dest = salvage_name(db)
             try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StorageError
-from gateway.private_dirs import fsync_dir
+from gateway.private_dirs import fsync_dir, fsync_file
 from gateway.storage.disk_space import free_bytes
 from gateway.systemd import StartExtender
 
@@ -240,11 +240,7 @@ def make_backup(conn: sqlite3.Connection, store: Path, version: int, new_version
             dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp)
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except (OSError, sqlite3.Error) as exc:
