@@ -9,7 +9,7 @@ at most ``max_connections`` are open at once.
 Slots are not given to whatever advertises the service UUID (:mod:`gateway.transports.ble_slots`):
 with a registry, only advertisers named after a registered, non-revoked device are connected; a
 link on which the ingest accepted no frame within ``auth_timeout_s`` is dropped and its address
-paused, the pause doubling per such drop in a row up to an hour and ending with a verified frame
+paused, the pause doubling per such drop in a row up to 15 minutes and ending with a verified frame
 (a WARNING when a device's pause starts and when it reaches the cap, not at every drop);
 candidates are taken known-first, then least recently served, never by address.
 An open link is checked against the registry every :data:`LINK_CHECK_S` and closed once its device
