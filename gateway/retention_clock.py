@@ -425,6 +425,7 @@ class RetentionClock:
             # make any jump look like this.)
             step = max(0.0, now - max(now - step, last + self._interval + AHEAD_MARGIN_S))
         self.offset = max(0.0, self.offset + step)
+        self._vouched = min(self._vouched, self.offset)  # a step back undoes what was vouched for with it
         if seen > 0 and step == 0:
             what = "retention follows it (the clock was behind the stored reports: a correction)"
         elif step > 0:

@@ -317,3 +317,27 @@ def test_a_jump_of_hours_while_running_is_not_sent_to_the_boards_and_a_confirm_e
     rc.removal_time(wall[0], wall[0] - 60)
     assert rc.offset > 0  # retention still removes by the clock less the offset (until a restart)
     assert ack(rec(wall[0] - jump_h * 3600 - 5))  # ACK time is trusted again
+
+
+def test_a_confirm_does_not_cover_a_later_jump_after_a_step_back() -> None:
+    """Reviewer: +2 h, confirmed, -2 h (offset 0), +2 h again: the old confirm covered the new jump, and
+    every board was synced 2 h ahead."""
+    mono = [1000.0]
+    wall = [1_790_000_000.0]
+    rc = RetentionClock(3600, monotonic=lambda: mono[0])
+
+    def step(wall_s: float) -> None:
+        mono[0] += 60
+        wall[0] += 60 + wall_s
+        rc.removal_time(wall[0], wall[0] - 60)
+
+    step(0)
+    step(2 * 3600)
+    assert rc.stepped_ahead(wall[0])
+    rc.confirm(wall[0])
+    step(0)
+    assert not rc.stepped_ahead(wall[0])  # vouched for
+    step(-2 * 3600)  # stepped back: the offset (and what was vouched for) is undone
+    assert rc.offset == 0 and not rc.stepped_ahead(wall[0])
+    step(2 * 3600)  # a new jump
+    assert rc.stepped_ahead(wall[0])
