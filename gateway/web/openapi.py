@@ -416,6 +416,9 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                     "latest": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "latest_at": {"type": "object", "additionalProperties": {"type": "integer"},
                                   "description": "per field of latest: unix seconds at the end of its period"},
+                    "last_end": {"type": ["integer", "null"],
+                                 "description": "unix seconds at the end of the period of its last stored report, by "
+                                                "the device's clock (later than last_seen: its clock runs ahead)"},
                     "alarms": {"type": "array", "items": {"type": "object"}}}},
             },
         },

@@ -53,6 +53,8 @@ def device_json(dev: DeviceView, *, now: int, policy: Mapping[str, Any]) -> dict
         "latest": dict(dev.latest),
         # a field keeps its last released value: say how old each one is (end of its period)
         "latest_at": dict(dev.latest_at),
+        # its last stored report's period end, by its own clock: later than last_seen = its clock runs ahead
+        "last_end": dev.last_end,
         "alarms": [alarm_json(a) for a in dev.alarms],
     }
 

@@ -155,6 +155,8 @@ async def test_a_board_put_right_is_no_longer_counted_though_its_future_values_s
     families, devices, _ = await _scrape_and_devices(fleet, NOW)
     ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
     assert ahead["streetlight"] == 1.0
+    [sl01] = [d for d in devices if d["id"] == "sl-01"]
+    assert sl01["last_end"] == ahead_w + 900 > sl01["last_seen"] + 900  # /api/devices shows it ahead
     right_w = NOW - NOW % 900 - 900
     await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": right_w, "l": 900,
                                  "m": {"lux": 20, "lvl": 50, "lamp": 0}})
@@ -163,3 +165,4 @@ async def test_a_board_put_right_is_no_longer_counted_though_its_future_values_s
     assert ahead["streetlight"] == 0.0
     [sl01] = [d for d in devices if d["id"] == "sl-01"]
     assert sl01["latest_at"]["lux"] == ahead_w + 900  # the future value is still the newest by period
+    assert sl01["last_end"] == right_w + 900 and sl01["last_end"] <= sl01["last_seen"] + 900  # put right
