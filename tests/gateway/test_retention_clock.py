@@ -78,8 +78,11 @@ async def test_a_clock_jumping_200_days_ahead_removes_nothing(tmp_path: Path,
         # The operator confirms the clock (civicedge gateway retention --confirm writes this file).
         (gw.config.data_dir / "retention-confirm").write_text("confirmed\n")
         await until(lambda: "temp" not in q.reports(device="bin-1")[0].m, "retention did not resume", 10)
+        # The removal commits in the store thread before the pass returns and ends the hold (ran()): wait
+        # for that, not only for the data (CI read the log in between once).
+        await until(lambda: any(r.getMessage().startswith("retention resumes") for r in caplog.records),
+                     "the hold was not ended after the confirmed pass", 10)
         assert not any("retention" in reason for reason in gw._health())  # noqa: SLF001
-        assert any(r.getMessage().startswith("retention resumes") for r in caplog.records)
         dev.send([report_frame("bin-1", 5, KEYS["bin-1"])])  # the confirmed clock is synced to the boards again
         await until(lambda: (dev.pump(0.05), dev.acks.get("bin-1", 0) >= 5)[1], "no ACK of seq 5")
         assert [set(body) for _, seq, body in dev.ack_bodies if seq == 5] == [{"t"}]
