@@ -40,7 +40,8 @@ STABLE_S = 10.0
 UNVERIFIED_BACKOFF_S = 30.0
 KNOWN_IDLE_BACKOFF_S = 5.0
 UNVERIFIED_BACKOFF_MAX_S = 900.0
-# Peers remembered; beyond this, never-verified ones whose backoff is over are forgotten first.
+# Peers remembered; beyond this, half the never-verified ones are forgotten, fewest strikes first
+# (SlotPolicy._prune): a flood of new addresses does not reset a long pause.
 MAX_PEERS = 4096
 # DropNotices: at most this many WARNINGs per DROP_WARN_WINDOW_S in all (addresses made up by a
 # scanner without a registry are new devices each time); the others are owed and told later.
@@ -165,9 +166,20 @@ class SlotPolicy:
         return peer
 
     def _prune(self) -> None:
-        """Forget the least recently served never-verified peers (addresses a scanner made up)."""
-        strangers = sorted((p.last_served, a) for a, p in self._peers.items() if not p.verified)
-        for _, address in strangers[:max(1, len(strangers) // 2)]:
+        """Forget half the never-verified peers (addresses a scanner made up), known boards only when
+        there is no stranger left to forget.
+
+        The fewest strikes go first, then the least recently served: a flood of made-up addresses,
+        each dropped once (30 s), goes before a board paused for long (a streetlight whose UART
+        delivers has many strikes), which would otherwise come back unpaused and start again from 30 s.
+        """
+        strangers = sorted((p.strikes, p.last_served, a) for a, p in self._peers.items() if not p.verified)
+        if strangers:
+            victims = [a for _, _, a in strangers[:max(1, len(strangers) // 2)]]
+        else:  # a fleet of known boards alone beyond MAX_PEERS: still bounded
+            known = sorted((p.last_served, a) for a, p in self._peers.items())
+            victims = [a for _, a in known[:max(1, len(known) // 2)]]
+        for address in victims:
             del self._peers[address]
 
     def attempt(self, address: str, now: float) -> None:

@@ -136,6 +136,37 @@ AUTH_S = 20.0  # [ble] auth_timeout_s: how long each unproductive link holds a s
 SL = "D3:25:B6:A0:45:7D"
 
 
+def test_a_flood_of_addresses_does_not_reset_a_long_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruning forgets the fewest strikes first: a paused board is not forgotten for a flood of
+    made-up addresses (each dropped once) and does not come back unpaused, and the table stays bounded."""
+    monkeypatch.setattr(ble_slots, "MAX_PEERS", 10)
+    policy = SlotPolicy(4)
+    for _ in range(4):  # paused 30, 60, 120, 240 s
+        policy.attempt(SL, now=0.0)
+        policy.ended(SL, now=0.0, up_for=AUTH_S, unverified_drop=True)
+    assert policy.not_before(SL) == 240.0
+    for i in range(100):  # 100 made-up addresses, each connected once and dropped, after the board
+        fake = "C0:00:00:00:%02X:00" % i
+        policy.attempt(fake, now=1.0 + i)
+        policy.ended(fake, now=1.0 + i, up_for=AUTH_S, unverified_drop=True)
+        assert len(policy._peers) <= 10
+    assert policy.strikes(SL) == 4
+    assert policy.choose([SL], open_links=(), now=200.0) == []  # still paused
+    assert policy.choose([SL], open_links=(), now=240.0) == [SL]
+    # the next drop doubles on: 480 s, not a first 30 s
+    assert policy.ended(SL, now=240.0, up_for=AUTH_S, unverified_drop=True) == 480.0
+
+
+def test_a_table_of_known_boards_alone_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ble_slots, "MAX_PEERS", 10)
+    policy = SlotPolicy(4)
+    for i in range(50):
+        policy.attempt("EE:00:00:00:%02X:00" % i, now=float(i))
+        policy.verified("EE:00:00:00:%02X:00" % i)
+    assert len(policy._peers) <= 10
+    assert policy.known("EE:00:00:00:31:00")  # the last one served is kept
+
+
 def run_unproductive(policy: SlotPolicy, address: str, start: float, until: float, *,
                      busy_every: int = 0) -> list[float]:
     """Connect ``address`` whenever its pause allows (one scan a second) until ``until``; every link
