@@ -11,7 +11,9 @@ with a registry, only advertisers named after a registered, non-revoked device a
 link on which the ingest accepted no frame within ``auth_timeout_s`` is dropped and its address
 paused, the pause doubling per such drop in a row up to 15 minutes and ending with a verified frame
 (a WARNING when a device's pause starts and when it reaches the cap, not at every drop);
-candidates are taken known-first, then least recently served, never by address.
+candidates are taken known-first, then least recently served, never by address. Pauses and
+backoffs follow the clock given as ``monotonic`` (the simulated one under ``[sim_clock]``); the
+radio's own timeouts stay in real time.
 An open link is checked against the registry every :data:`LINK_CHECK_S` and closed once its device
 is revoked, no longer registered, or its key is no longer the one the link authenticated with.
 
@@ -106,19 +108,25 @@ class BleTransport:
         auth_timeout_s: drop a link on which the ingest accepted no frame this long after connecting;
             default ``config.auth_timeout_s``.
         policy: the slot policy (default: one for ``config.max_connections``).
+        monotonic: the clock of the reconnect pauses and backoffs (:class:`SlotPolicy`): the
+            gateway's monotonic clock, which under ``[sim_clock]`` is the simulated clock, so a pause
+            follows the boards' time as the ACK gap hold does. The radio's own timing (connect and
+            auth timeouts, scans, link checks) and the log's rate limits stay in real time.
     """
 
     name = "ble"
 
     def __init__(self, config: BleConfig, *, metrics: GatewayMetrics | None = None,
                  backends: tuple[Any, Any] | None = None, registry: Registry | None = None,
-                 auth_timeout_s: float | None = None, policy: SlotPolicy | None = None) -> None:
+                 auth_timeout_s: float | None = None, policy: SlotPolicy | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._metrics = metrics
         self._scanner_cls, self._client_cls = backends if backends is not None else resolve_backends(config)
         self._connections: dict[str, asyncio.Task[None]] = {}
         self._clients: dict[str, BleakClient] = {}
         self._policy = policy if policy is not None else SlotPolicy(config.max_connections)
+        self._monotonic = monotonic
         self._registry = registry
         self._names: NameFilter | None = None
         self._names_changes = -1
@@ -187,8 +195,9 @@ class BleTransport:
                         self._ignore(address, local_name)
                         continue
                     candidates[address] = (device, local_name)
-                for address in self._policy.choose(candidates, open_links=self._connections.keys(), now=now):
-                    self._policy.attempt(address, now)
+                pause_now = self._monotonic()
+                for address in self._policy.choose(candidates, open_links=self._connections.keys(), now=pause_now):
+                    self._policy.attempt(address, pause_now)
                     task = asyncio.create_task(self._serve(*candidates[address], sink), name="ble-%s" % address)
                     self._connections[address] = task
                     task.add_done_callback(self._forget(address))
@@ -427,7 +436,7 @@ class BleTransport:
             reassembler.reset()
             self._clients.pop(address, None)
             self._gauge()
-            delay = self._policy.ended(address, time.monotonic(), up_for=time.monotonic() - started,
+            delay = self._policy.ended(address, self._monotonic(), up_for=time.monotonic() - started,
                                        unverified_drop=unverified_drop or deauthorized is not None)
             if unverified_drop:
                 self._count_drop(address, name, delay)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from conftest import make_env
@@ -45,11 +45,12 @@ class Fake(EventProcess):
 
 
 def gateway(tmp_path: Path, radio: str, max_connections: int, auth_timeout_s: float = AUTH_TIMEOUT_S,
-            policy: SlotPolicy | None = None) -> tuple[Gateway, BleTransport]:
+            policy: SlotPolicy | None = None,
+            monotonic: Callable[[], float] = time.monotonic) -> tuple[Gateway, BleTransport]:
     """The gateway service, its BLE transport given the registry (the wiring service.py needs)."""
     gw = Gateway(load_config(make_env(tmp_path, extra=ble_section(radio, max_connections))))
     ble = BleTransport(gw.config.ble, metrics=gw.metrics, registry=gw.registry, auth_timeout_s=auth_timeout_s,
-                       policy=policy)
+                       policy=policy, monotonic=monotonic)
     gw.transports = [t for t in gw.transports if t.name != "ble"] + [ble]
     return gw, ble
 
@@ -171,6 +172,42 @@ async def test_a_board_that_never_sends_over_ble_is_paused_longer_each_time_and_
         assert "harmless for its data" in warnings[0]
         assert "(sl-1) again" in warnings[1] and "once every 4 s (the cap)" in warnings[1]
         assert ble.unverified_dropped == len(drops)
+    finally:
+        await gw.stop()
+        board.close()
+
+
+class MovedClock:
+    """The gateway's monotonic clock under [sim_clock]: real time plus what the simulation moved it on."""
+
+    def __init__(self) -> None:
+        self.moved = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.moved
+
+
+async def test_a_pause_follows_the_gateways_clock_when_a_simulation_moves_it_on(tmp_path: Path, radio: str) -> None:
+    """A pause (30 s here) is timed by the clock the gateway gives the transport (its simulated clock
+    under [sim_clock]), not by real time: moved on past the pause, the board is connected again at
+    once; until then it is not."""
+    board = Fake(radio, "D3:25:B6:A0:45:7D", "sl-1")  # registered, sends nothing: dropped and paused
+    clock = MovedClock()
+    gw, ble = gateway(tmp_path, radio, max_connections=4, monotonic=clock)
+    await gw.start()
+    try:
+        end = time.monotonic() + AUTH_TIMEOUT_S + 15
+        while not board.times("disconnect"):
+            assert time.monotonic() < end, board.events
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 1)
+        assert len(board.times("connect")) == 1, board.events  # paused (30 s of the gateway's clock)
+        assert ble.unverified_dropped == 1
+        clock.moved += 31.0  # the simulation moves on 31 s
+        end = time.monotonic() + 4 * gw.config.ble.scan_interval_s + 10
+        while len(board.times("connect")) < 2:
+            assert time.monotonic() < end, board.events
+            await asyncio.sleep(0.1)
     finally:
         await gw.stop()
         board.close()
