@@ -5,7 +5,10 @@ stop. Once the store has found it gone it commits nothing more and no longer che
 (gateway.storage.store), and this module copies it, on the store's own thread and through the store's own
 connection, with SQLite's online backup API: a consistent snapshot as of the last commit, with what the
 ``-wal`` holds, by construction (no ``cp`` of two files that might change in between). The copy is
-``<store>.salvaged`` (or ``<store>.salvaged-<n>``; nothing is overwritten), a single file in rollback-journal
+``<store>.salvaged`` (or ``<store>.salvaged-<n>``; nothing is overwritten) beside the file itself that the
+gateway opened: behind a ``[storage] path`` that is a symlink, next to the file it named (where the store's
+``-wal`` and ``-shm`` are, on the file system chosen for the data), so that moving the copy into place keeps
+the link; the message says so. A single file in rollback-journal
 mode, mode 0600 and owned by the gateway's user (it holds personal data), written under a temporary name and
 linked into place only once complete and checked (``PRAGMA quick_check``). Free space is checked first:
 without room for the copy, or when writing it fails, the message gives the ``cp`` commands instead
@@ -36,14 +39,14 @@ SHOWN_PROBLEMS = 3
 
 def salvage(conn: sqlite3.Connection, files: list[FileIdentity]) -> tuple[str, bool]:
     """Copy the store open on ``conn`` (its watched ``files``, from
-    :func:`gateway.storage.store_files.file_identities`: the database under its configured path first) next
-    to its configured path, and say what was done, for :func:`gateway.storage.store_files.file_problem`'s
+    :func:`gateway.storage.store_files.file_identities`: the database first) next to the file itself that was
+    opened (its configured path with symlinks resolved, as at the start), and say what was done, for :func:`gateway.storage.store_files.file_problem`'s
     message: where the copy is, what it holds and what to do next; or, when it cannot be made, why and the
     ``cp`` commands; and whether to try again later (only when there was no room: a look at the free space
     is cheap, a copy that failed part-way is not). Call on the store's thread, outside any transaction,
     once it commits nothing more.
     """
-    db = files[0][0]
+    name, db = files[0].name, files[0].opened
     try:
         size = int(conn.execute("PRAGMA page_count").fetchone()[0]) * int(conn.execute("PRAGMA page_size")
                                                                            .fetchone()[0])
@@ -64,13 +67,15 @@ def salvage(conn: sqlite3.Connection, files: list[FileIdentity]) -> tuple[str, b
         return copy_out(files, "; the gateway copied it to %s but PRAGMA quick_check of the copy found: %s (the "
                         "store itself is damaged, or the copy is); keep that copy and copy the files out too"
                         % (dest, shown)), False
-    log.info("report store %s: copied, with SQLite's backup API, to %s (%d reports, %s, quick_check ok)",
-             db, dest, reports, megabytes(dest.stat().st_size))
+    # Beside the file itself, not the link: say so where the link is elsewhere (an operator looks beside it).
+    beside = "" if db == Path(os.path.abspath(name)) else ", beside the file itself that %s links to" % name
+    log.info("report store %s: copied, with SQLite's backup API, to %s%s (%d reports, %s, quick_check ok)",
+             name, dest, beside, reports, megabytes(dest.stat().st_size))
     return (" (no name is left for the file it writes: what it held is lost when the gateway stops, but the gateway "
-            "copied it, as of its last commit, to %s (%d reports, %s, checked with PRAGMA quick_check: ok; mode 0600, "
-            "the gateway user's); it commits nothing more: stop the gateway, move aside anything left at %s, %s-wal "
-            "and %s-shm, then move the copy into place (mv %s %s) and start it again)"
-            % (dest, reports, megabytes(dest.stat().st_size), db, db, db, dest, db)), False
+            "copied it, as of its last commit, to %s%s (%d reports, %s, checked with PRAGMA quick_check: ok; mode "
+            "0600, the gateway user's); it commits nothing more: stop the gateway, move aside anything left at %s, "
+            "%s-wal and %s-shm, then move the copy into place (mv %s %s) and start it again)"
+            % (dest, beside, reports, megabytes(dest.stat().st_size), db, db, db, dest, db)), False
 
 
 def _write_copy(conn: sqlite3.Connection, db: Path) -> tuple[Path, int, list[str]]:

@@ -15,13 +15,38 @@ import os
 import pwd
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from gateway.errors import StorageError
 from gateway.pid_lock import LockHeld, lock_holder, take_pid_lock
 from gateway.private_dirs import mkdir_private
 
-# A watched file: the name it is looked up by and the (st_dev, st_ino) it had when the store opened.
-FileIdentity = tuple[Path, tuple[int, int]]
+class FileIdentity(NamedTuple):
+    """A watched file of the store (from :func:`file_identities`).
+
+    Attributes:
+        name: the name it is looked up by (the configured ``[storage] path`` for the database).
+        ident: its ``(st_dev, st_ino)`` when the store opened.
+        opened: the file itself that was opened (``name`` with symlinks resolved, then): where the store
+            belongs, and where a salvage copy of it goes.
+    """
+
+    name: Path
+    ident: tuple[int, int]
+    opened: Path
+
+
+class _OpenFile(NamedTuple):
+    """A file this process has open, found by its identity in ``/proc/self/fd`` (:func:`_open_file`)."""
+
+    links: int  # its link count: 0 once it has no name left
+    fd: int
+    at: Path | None  # where it is now, read from its descriptor (readlink) and checked; None: unknown
+    unreachable: bool  # the descriptor names a path that does not lead to it (its file system is detached)
+
+
+# What readlink of /proc/PID/fd/N appends to the last name of a file that has no name left.
+DELETED_SUFFIX = " (deleted)"
 
 
 def file_problem(files: list[FileIdentity], salvaged: str | None = None) -> str | None:
@@ -32,19 +57,19 @@ def file_problem(files: list[FileIdentity], salvaged: str | None = None) -> str 
     look through this process's open descriptors (``/proc/self/fd``). ``salvaged``: what the gateway did
     about a file with no name left (gateway.storage.salvage), said instead of the copy commands.
     """
-    for path, ident in files:
+    for f in files:
+        path, ident = f.name, f.ident
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            links = _open_links(ident)
-            what = ("moved or deleted" if links is None else "moved away" if links[0] else "deleted")
-            return "report store file %s was %s while the gateway ran%s" % (path, what,
-                                                                            _fate(path, ident, files, salvaged))
+            found = _open_file(ident)
+            what = ("moved or deleted" if found is None else "moved away" if found.links else "deleted")
+            return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(f, files, salvaged))
         except OSError:
             continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
         if (st.st_dev, st.st_ino) != ident:
             now = real_store_path(path)
-            fate = _fate(path, ident, files, salvaged)
+            fate = _fate(f, files, salvaged)
             if now != Path(os.path.abspath(path)):  # a symlink (or symlinked directory) on the way
                 return ("report store file %s was replaced by another file while the gateway ran (it now "
                         "names %s)%s" % (path, now, fate))
@@ -56,48 +81,94 @@ def unnamed(files: list[FileIdentity]) -> bool:
     """Whether one of ``files`` is open in this process with no name left (deleted, or replaced by a ``mv``
     over it: what it holds goes when the gateway stops), or the database is gone from its path and this
     cannot be told (no ``/proc``); not for a file moved away (it still has a name)."""
-    for i, (path, ident) in enumerate(files):
-        links = _open_links(ident)
-        if links is not None and links[0] == 0:
+    for i, f in enumerate(files):
+        found = _open_file(f.ident)
+        if found is not None and found.links == 0:
             return True
-        if links is None and i == 0 and not os.path.lexists(path):
+        if found is None and i == 0 and not os.path.lexists(f.name):
             return True
     return False
 
 
-def _open_links(ident: tuple[int, int]) -> tuple[int, int] | None:
-    """The link count of the file ``ident`` (st_dev, st_ino) this process has open (Linux ``/proc/self/fd``),
-    0 when it was deleted and above 0 when it still has a name somewhere, with the descriptor it is open
-    under; None when it cannot be told."""
+def _open_file(ident: tuple[int, int]) -> _OpenFile | None:
+    """The file ``ident`` (st_dev, st_ino) as this process has it open (Linux ``/proc/self/fd``): its link
+    count, the descriptor, and where it is now; None when it cannot be told.
+
+    Where it is comes from the descriptor itself (readlink: the kernel's name of the open file, ``...
+    (deleted)`` once it has none), checked by a ``stat`` of that name: never guessed from the configured
+    path, whose directory may report another device than the file (overlayfs, btrfs subvolumes). A name
+    that does not lead back to the file means no name reaches it from here: its file system was detached
+    (``umount -l``) or mounted over."""
     try:
         fds = os.listdir("/proc/self/fd")
     except OSError:
         return None
     for fd in fds:
+        link = "/proc/self/fd/" + fd
         try:
-            st = os.stat("/proc/self/fd/" + fd)
+            st = os.stat(link)
         except OSError:
             continue
-        if (st.st_dev, st.st_ino) == ident:
-            return st.st_nlink, int(fd)
+        if (st.st_dev, st.st_ino) != ident:
+            continue
+        at: Path | None = None
+        unreachable = False
+        if st.st_nlink:
+            try:
+                name = os.readlink(link)
+            except OSError:
+                name = ""
+            if name.startswith("/"):
+                try:
+                    there = os.stat(name)
+                except OSError:
+                    there = None
+                if there is not None and (there.st_dev, there.st_ino) == ident:
+                    at = Path(name)
+                else:
+                    unreachable = True
+        return _OpenFile(st.st_nlink, int(fd), at, unreachable)
     return None
 
 
-def _fate(path: Path, ident: tuple[int, int], files: list[FileIdentity], salvaged: str | None) -> str:
-    """What became of the file the store writes (``ident``, watched as ``path``), for :func:`file_problem`'s
-    message; for a file with no name left, ``salvaged`` (what the gateway did about it) or, before the
-    gateway has looked at it, :func:`copy_out`."""
-    links = _open_links(ident)
-    if links is None:
+def _fate(f: FileIdentity, files: list[FileIdentity], salvaged: str | None) -> str:
+    """What became of the store's file ``f``, for :func:`file_problem`'s message; for a file with no name
+    left, ``salvaged`` (what the gateway did about it) or, before the gateway has looked at it,
+    :func:`copy_out`."""
+    found = _open_file(f.ident)
+    if found is None:
         return ""
-    if links[0]:
-        return _where_moved(path, ident)
-    return salvaged if salvaged is not None else copy_out(files)
+    if found.links == 0:
+        return salvaged if salvaged is not None else copy_out(files)
+    if found.at is not None:
+        return _moved_to(f, found.at)
+    return _where_moved(f.name, f.ident, unreachable=found.unreachable)
+
+
+def _moved_to(f: FileIdentity, at: Path) -> str:
+    """The message part for the store's file ``f`` that its descriptor says is now at ``at``: where, and
+    the ``mv`` that puts it back where it was opened (of the directory that moved, when the file's
+    directory is gone with it, as after ``mv data data.old``)."""
+    if at == f.opened:
+        return (" (the file it writes is still at %s, nothing is lost, but %s no longer leads to it (a symlink on "
+                "the way re-pointed or removed): while the gateway is stopped, point it back at %s, and start it "
+                "again)" % (at, f.name, at))
+    src, dst = at, f.opened
+    # climb while the destination's directory is gone too: what moved is that directory (or one above)
+    while (src.name == dst.name and not os.path.lexists(dst.parent) and src.parent != src.parent.parent
+           and dst.parent != dst.parent.parent):
+        src, dst = src.parent, dst.parent
+    what = "the file it writes" if src == at else "its directory"
+    aside = ("move aside what is at %s now, then " % dst) if os.path.lexists(dst) else ""
+    return (" (the file it writes is now %s, as its open descriptor says: nothing is lost; to put %s back, stop the "
+            "gateway, %smv %s %s, and start it again)" % (at, what, aside, src, dst))
 
 
 def salvage_name(db: Path) -> Path:
-    """Where a copy of the store ``db`` (its configured path) that is gone goes: ``<db>.salvaged``, or
-    ``<db>.salvaged-<n>`` (n from 2) when that name, or its ``-wal``, is taken (nothing is overwritten)."""
+    """Where a copy of the store ``db`` that is gone goes: ``<db>.salvaged``, or ``<db>.salvaged-<n>`` (n
+    from 2) when that name, or its ``-wal``, is taken (nothing is overwritten). ``db`` is the file itself
+    that the gateway opened (:attr:`FileIdentity.opened`), so the copy is beside it, with its ``-wal`` and
+    ``-shm``, even when ``[storage] path`` is a symlink to it."""
     n = 1
     while True:
         name = db.with_name("%s.salvaged%s" % (db.name, "" if n == 1 else "-%d" % n))
@@ -110,19 +181,20 @@ def copy_out(files: list[FileIdentity], why: str = "") -> str:
     """For :func:`file_problem`'s message on a store file with no name left, ``why`` the gateway made no
     copy itself ("" before it looked): the ``cp`` commands that copy the database and its ``-wal`` out of
     this running process (``/proc/PID/fd/N``), owner and mode kept (``--preserve=mode,ownership``: run as
-    root, the copies are still the gateway user's, 0600; they hold personal data), under names not taken.
+    root, the copies are still the gateway user's, 0600; they hold personal data), under names not taken,
+    beside the file itself that the gateway opened (behind any symlink: where its ``-wal`` and ``-shm`` are).
 
     They are right only because the store commits nothing once it has found the file gone and no longer
     checkpoints (``wal_autocheckpoint=0``: gateway.storage.store): the two files do not change between the
     two copies."""
-    db = files[0][0]
+    db = files[0].opened
     dest = salvage_name(db)
     copies: list[tuple[str, str]] = []  # (cp command, name to move the copy to)
-    for name, ident in files:  # the -wal too, deleted or not: SQLite removes it by name at the stop
-        found = _open_links(ident)
+    for f in files:  # the -wal too, deleted or not: SQLite removes it by name at the stop
+        found = _open_file(f.ident)
         if found is not None:
-            wal = "-wal" if str(name).endswith("-wal") else ""
-            copies.append(("cp --preserve=mode,ownership /proc/%d/fd/%d %s%s" % (os.getpid(), found[1], dest, wal),
+            wal = "-wal" if str(f.name).endswith("-wal") else ""
+            copies.append(("cp --preserve=mode,ownership /proc/%d/fd/%d %s%s" % (os.getpid(), found.fd, dest, wal),
                            "%s%s" % (db, wal)))
     return (" (no name is left for the file it writes: what it held is lost when the gateway stops, unless a backup "
             "has it or it is copied out first%s; the gateway commits nothing more, so copy it out now, while it "
@@ -131,16 +203,18 @@ def copy_out(files: list[FileIdentity], why: str = "") -> str:
             % (why, " && ".join(c for c, _ in copies), db, db, " and ".join(n for _, n in copies)))
 
 
-def _where_moved(path: Path, ident: tuple[int, int]) -> str:
-    """How to find the store's file ``ident`` that still has a name somewhere, for :func:`_fate`: a
-    ``find`` from the mount point of the nearest directory of ``path`` that still exists, or, when that
+def _where_moved(path: Path, ident: tuple[int, int], *, unreachable: bool = False) -> str:
+    """How to find the store's file ``ident`` that still has a name somewhere when its descriptor cannot
+    say where (no ``/proc/self/fd`` names, or a name no path reaches: ``unreachable``), for :func:`_fate`:
+    a ``find`` from the mount point of the nearest directory of ``path`` that still exists, or, when that
     is not on the file's file system (the data directory's mount lazily unmounted or moved), that the
-    file system itself is no longer there and how to look for it."""
+    file system itself is no longer there and how to look for it. Without the descriptor's word this is a
+    guess from device numbers, which overlayfs and btrfs subvolumes can mislead."""
     directory = os.path.dirname(os.path.abspath(path))
     existing = _nearest_existing(directory)
     gone = "" if existing == directory else "; its directory %s is gone too (moved or renamed)" % directory
     try:
-        on_its_fs = os.stat(existing).st_dev == ident[0]
+        on_its_fs = os.stat(existing).st_dev == ident[0] and not unreachable
     except OSError:
         on_its_fs = False
     if not on_its_fs:
@@ -259,20 +333,21 @@ def _user_label(uid: int) -> str:
 
 
 def file_identities(path: Path, real: Path) -> list[FileIdentity]:
-    """``(name, (st_dev, st_ino))`` to watch: the database under its configured name ``path`` and its
-    ``-wal`` next to the file itself ``real`` (SQLite holds both open while the store is; a WAL that is
-    reset is rewritten in place, and removed only at the last close).
+    """The files to watch: the database under its configured name ``path`` and its ``-wal`` next to the
+    file itself ``real`` (SQLite holds both open while the store is; a WAL that is reset is rewritten in
+    place, and removed only at the last close), each with the file opened (:class:`FileIdentity`).
 
     The database's identity is that of the file opened (``real``), looked up later through ``path``
     (symlinks followed): should the link have been re-pointed since, the first check says so.
     """
     found: list[FileIdentity] = []
-    for name, p in ((path, real), (real.with_name(real.name + "-wal"),) * 2):
+    wal = real.with_name(real.name + "-wal")
+    for name, p in ((path, real), (wal, wal)):
         try:
             st = os.stat(p)
         except OSError:
             continue
-        found.append((name, (st.st_dev, st.st_ino)))
+        found.append(FileIdentity(name, (st.st_dev, st.st_ino), p))
     return found
 
 

@@ -46,13 +46,40 @@ async def test_a_moved_data_directory_makes_size_and_free_space_nan(tmp_path: Pa
         await gw.stop()
 
 
-async def test_the_store_gone_hint_for_a_moved_directory_searches_from_a_directory_that_exists(
-        tmp_path: Path) -> None:
+async def test_the_store_gone_hint_for_a_moved_directory_moves_that_directory_back(tmp_path: Path) -> None:
+    """The open descriptor says where the file is now (readlink of /proc/self/fd/N): the hint names it and
+    the ``mv`` of the directory that moved, not a ``find``."""
     gw = Gateway(load_config(make_env(tmp_path)))
     await gw.start()
     try:
         (tmp_path / "data").rename(tmp_path / "data.old")
         [gone] = [p for p in gw._health() if p.code == "store_gone"]
+        moved = tmp_path / "data.old" / "reports.sqlite"
+        assert "the file it writes is now %s, as its open descriptor says" % moved in str(gone), str(gone)
+        assert "to put its directory back, stop the gateway, mv %s %s," % (tmp_path / "data.old", tmp_path / "data") \
+            in str(gone), str(gone)
+        assert "-inum" not in str(gone) and "no longer mounted" not in str(gone)
+    finally:
+        await gw.stop()
+
+
+async def test_without_the_descriptors_name_the_hint_searches_from_a_directory_that_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where /proc/self/fd gives no name (readlink fails: not Linux), the hint is the ``find`` it was."""
+    gw = Gateway(load_config(make_env(tmp_path)))
+    await gw.start()
+    try:
+        (tmp_path / "data").rename(tmp_path / "data.old")
+        real_readlink = os.readlink
+
+        def no_fd_names(path: str | os.PathLike[str], **kw: object) -> str:
+            if str(path).startswith("/proc/self/fd/"):
+                raise OSError(95, "not here")
+            return real_readlink(path)
+
+        monkeypatch.setattr(os, "readlink", no_fd_names)
+        [gone] = [p for p in gw._health() if p.code == "store_gone"]
+        monkeypatch.undo()
         moved = tmp_path / "data.old" / "reports.sqlite"
         assert "its directory %s is gone too" % (tmp_path / "data") in str(gone), str(gone)
         hint = str(gone).split("find it with find ", 1)[1]
