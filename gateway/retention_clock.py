@@ -16,12 +16,32 @@ months of data in one pass. Two checks keep it to a plausible clock:
   clock between passes. A step of more than :data:`STEP_TOLERANCE_S` either way is not followed: the
   removal time is the wall clock less the forward steps seen since the start (never negative), so a
   clock that jumps ahead while reports keep arriving (and keep being stamped by it, which defeats the
-  first check) removes nothing early; a step back that undoes a jump undoes its offset. A forward step
+  first check) removes nothing early; a step back that undoes a jump undoes its offset (and the reports
+  stamped while it was ahead, now ahead of the clock by up to that offset, do not make it ``clock_behind``).
+  A forward step
   of a clock that was *behind* the stored reports is a correction (NTP after a boot without a real-time
   clock) and is followed up to the data check's margin. Logged at WARNING once per step. Time measured
   since a pass that ran is real time: a gateway that stops receiving reports keeps removing by it
   (without this, stored values would outlive their retention once the devices fall silent). Not applied under ``[sim_clock]``: the simulation moves its clock as it likes
   and time elapsed means nothing there (the first check still applies).
+
+  The offset outlives a restart: the part the operator has not confirmed is saved in the store's ``meta``
+  row (:data:`META_KEY`, ``step``: the offset, the clock's reading at the last pass, and how far the stored
+  reports may be ahead), or else the first report after the restart, stamped by the jumped clock, makes the
+  data check agree and retention (past the first pass's large-removal rule) and ACK time sync
+  (:meth:`RetentionClock.stepped_ahead`) trust the jump again. At the first pass after the start (or the
+  first ACK, if earlier) the clock is compared with its saved reading: not set back by more than
+  :data:`STEP_TOLERANCE_S`, the clock ran on as it was, and the offset still counts; set back by more (the
+  clock put right while the gateway was stopped), the step back undoes as much of the offset, as it does
+  while running (the time the gateway was stopped cannot be told, so what is left is at most that time),
+  and a remainder within the data check's margin (the interval plus :data:`AHEAD_MARGIN_S`, a forward error
+  the data check follows anyway) is dropped: the clock was put right. The reports stamped while the clock
+  was ahead are then ahead of it by up to the saved offset: a clock behind the newest of them by no more
+  than that is not skipped as ``clock_behind`` (before, it was until a report stamped by the new clock was
+  stored: with no device reporting, until real time caught up with the jump); the allowance ends once the
+  newest stored report agrees with the clock. A clock set back further is ``clock_behind`` as before. The
+  saved offset ends when the operator confirms (:meth:`RetentionClock.confirm`: vouched steps are not saved;
+  the running gateway removes by the clock less the offset until its restart), or a step back undoes it.
 
 A suspicion outlives a restart, and reports do not confirm the clock that stamps them. A pass skipped as
 ``clock_ahead`` *holds* retention (reason ``held``): the hold is saved in the store's ``meta`` table
@@ -46,6 +66,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -75,6 +96,9 @@ META_KEY = "retention_clock"
 # Written in the data directory by `civicedge gateway retention --confirm`; read (and removed) by the
 # next pass, which then runs whatever it removes.
 CONFIRM_FILE = "retention-confirm"
+# How often (s) the running gateway looks for CONFIRM_FILE between passes (one stat, no store read): a
+# confirm wakes the retention task within this, not at the next pass (interval_s may be an hour).
+CONFIRM_POLL_S = 2.0
 
 
 @dataclass
@@ -103,8 +127,10 @@ def _when(t: float) -> str:
 
 
 
-def parse_saved_state(saved: str) -> tuple[dict[str, Any] | None, float | None, dict[str, int] | None]:
-    """The hold, last pass time and its retention from the ``meta`` row :data:`META_KEY`
+def parse_saved_state(saved: str) -> tuple[dict[str, Any] | None, float | None, dict[str, int] | None,
+                                           dict[str, float] | None]:
+    """The hold, last pass time, its retention and the unconfirmed forward step (``{"offset", "at",
+    "stamped"}``, or None; rows saved before it existed have none) from the ``meta`` row :data:`META_KEY`
     (:meth:`RetentionClock.state`'s JSON).
 
     Raises:
@@ -124,7 +150,13 @@ def parse_saved_state(saved: str) -> tuple[dict[str, Any] | None, float | None, 
         raise ValueError("bad ran_at %r" % (ran_at,))
     if days is not None and not (isinstance(days, dict) and all(isinstance(v, int) for v in days.values())):
         raise ValueError("bad days %r" % (days,))
-    return hold, ran_at, days
+    step = state.get("step")
+    if step is not None and not (isinstance(step, dict) and set(step) == {"offset", "at", "stamped"}
+                                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                         for v in step.values())
+                                 and step["offset"] >= 0 and step["stamped"] >= 0):
+        raise ValueError("bad step %r" % (step,))
+    return hold, ran_at, days, step
 
 
 class RetentionClock:
@@ -137,7 +169,8 @@ class RetentionClock:
     Attributes:
         problem: why passes are skipped now (for ``/healthz``), or None.
         reason: the metric label of :attr:`problem` (``clock_behind`` / ``clock_ahead`` / ``held``), or None.
-        offset: forward steps of the wall clock seen while running, not followed (s).
+        offset: forward steps of the wall clock seen while running (or saved before a restart and not
+            undone since), not followed (s).
         hold: the hold retention is under (saved with :meth:`state`, taken back by :meth:`restore`), or None.
     """
 
@@ -153,6 +186,13 @@ class RetentionClock:
         # since then is real, so a gateway that stops receiving reports keeps removing (not "ahead")
         self._ran: tuple[float, float] | None = None
         self.offset = 0.0
+        # The unconfirmed step saved before this start (offset, clock at the last pass, stamped), judged
+        # against the clock at the first pass or ACK (_take_saved_step), then None.
+        self._saved_step: tuple[float, float, float] | None = None
+        self._judged_at: float | None = None  # the clock it was judged at (saved until a pass has run)
+        # How far the stored reports may be ahead of the clock: stamped while it was ahead by an offset
+        # since undone (a step back, or the clock put right while stopped); 0 once the newest agrees.
+        self._stamped = 0.0
         # The offset the operator vouched for (confirm): ACK time sync trusts steps up to it (stepped_ahead);
         # retention still removes by the clock less the offset, until a restart.
         self._vouched = 0.0
@@ -182,19 +222,64 @@ class RetentionClock:
         if saved is None:
             return
         try:
-            hold, ran_at, days = parse_saved_state(saved)
+            hold, ran_at, days, step = parse_saved_state(saved)
         except ValueError as exc:
             log.warning("retention: the saved state of its clock checks (meta %s) cannot be read (%s); starting "
                         "afresh", META_KEY, exc)
             return
         self.hold, self._ran_at, self._days = hold, ran_at, days
+        if step is not None and self._mono is not None:  # (no step check under [sim_clock])
+            self._saved_step = (float(step["offset"]), float(step["at"]), float(step["stamped"]))
         if hold is not None:
             log.warning("retention is held since %s (saved before this start): %s", _when(hold["since"]),
                         hold.get("detail", hold["reason"]))
 
     def state(self) -> str:
         """What to save in the store's ``meta`` row :data:`META_KEY` (JSON) so a restart does not forget it."""
-        return json.dumps({"hold": self.hold, "ran_at": self._ran_at, "days": self._days}, sort_keys=True)
+        return json.dumps({"hold": self.hold, "ran_at": self._ran_at, "days": self._days, "step": self._step_state()},
+                          sort_keys=True)
+
+    def _step_state(self) -> dict[str, float] | None:
+        """The unconfirmed forward step and the reports' allowance to save (None: nothing to keep)."""
+        if self._saved_step is not None:  # not judged yet (no pass, no ACK): kept as it was
+            offset, saved_at, stamped = self._saved_step
+            return {"offset": offset, "at": saved_at, "stamped": stamped}
+        unconfirmed = max(0.0, self.offset - self._vouched)
+        at = self._prev[0] if self._prev is not None else self._judged_at
+        if at is None or (unconfirmed == 0 and self._stamped == 0):
+            return None
+        return {"offset": unconfirmed, "at": at, "stamped": self._stamped}
+
+    def _take_saved_step(self, now: float) -> None:
+        """Judge the step saved before this start against the clock ``now`` (once; module docstring)."""
+        if self._saved_step is None:
+            return
+        offset, at, stamped = self._saved_step
+        self._saved_step, self._judged_at = None, now
+        self._stamped = max(self._stamped, stamped)
+        back = at - now
+        if back <= STEP_TOLERANCE_S:
+            self.offset = max(self.offset, offset)
+            if offset > 0:
+                log.warning("the gateway clock stepped forward by %s in an earlier run, not confirmed (saved): "
+                            "retention removes by the clock less it, and ACKs carry no time to boards whose clocks "
+                            "disagree, until the clock is put right or the operator confirms it (%s)",
+                            _days(offset), self.confirm_command)
+            return
+        # Set back while the gateway was stopped: the step back undoes as much of the offset (as while
+        # running); what is left is at most the time the gateway was stopped.
+        self._stamped = max(self._stamped, offset)
+        left = offset - back
+        if left > self._interval + AHEAD_MARGIN_S:
+            self.offset = max(self.offset, left)
+            log.warning("the gateway clock is %s behind its reading at the last pass before this start, which had "
+                        "stepped forward by %s (not confirmed): retention removes by the clock less the %s left, and "
+                        "ACKs carry no time to boards whose clocks disagree, until the operator confirms it (%s)",
+                        _days(back), _days(offset), _days(left), self.confirm_command)
+        elif offset > 0:
+            log.warning("the gateway clock is %s behind its reading at the last pass before this start, which had "
+                        "stepped forward by %s (not confirmed): taken as the clock put right while the gateway was "
+                        "stopped; retention follows the clock again", _days(back), _days(offset))
 
     def confirm(self, now: float) -> None:
         """The operator confirmed the clock and what retention removes: the next pass runs, held or not."""
@@ -299,11 +384,12 @@ class RetentionClock:
 
     def stepped_ahead(self, now: float) -> bool:
         """The wall clock jumped forward while the gateway ran and retention does not follow the jump: a
-        step found at a pass (:attr:`offset`, kept until a restart or a step back undoes it) that the operator
+        step found at a pass (:attr:`offset`, saved over a restart until a step back undoes it) that the operator
         has not confirmed since (:meth:`confirm`, taken at the next pass), or one since the last pass (``now``
         against the monotonic clock, without waiting for the next pass), unless the clock was behind the
         stored reports at the last pass (then a forward step is a correction). Never under ``[sim_clock]``
         (no monotonic clock to compare with)."""
+        self._take_saved_step(now)  # an ACK before the first pass of a run: the saved step counts already
         if self.offset > self._vouched:
             return True
         if self._mono is None or self._prev is None or self.reason == "clock_behind":
@@ -384,9 +470,12 @@ class RetentionClock:
         return max(0.0, (mono - prev[1]) if mono is not None and prev[1] is not None else now - prev[0])
 
     def _check(self, now: float, last: float | None) -> tuple[str | None, str | None]:
+        if last is None or now >= last - CLOCK_BACK_TOLERANCE_S:
+            self._stamped = 0.0  # the newest stored report agrees with the clock: no allowance needed any more
         if last is None:
             return None, None
-        if now < last - CLOCK_BACK_TOLERANCE_S:
+        # Reports stamped while the clock was ahead by an offset since undone are ahead of it by up to that.
+        if now < last - self._stamped - CLOCK_BACK_TOLERANCE_S:
             return ("the gateway clock (%s) is %s behind the last stored report's reception time (%s): the clock was "
                     "set back; nothing is removed until it is right again" % (_when(now), _days(last - now),
                                                                              _when(last)), "clock_behind")
@@ -410,6 +499,7 @@ class RetentionClock:
     def _follow_steps(self, now: float, last: float | None) -> None:
         if self._mono is None:
             return
+        self._take_saved_step(now)
         mono = self._mono()
         prev, self._prev = self._prev, (now, mono)
         if prev is None:
@@ -424,13 +514,16 @@ class RetentionClock:
             # a clock ahead of the data. (Judged by the last pass: reports stamped after a jump would
             # make any jump look like this.)
             step = max(0.0, now - max(now - step, last + self._interval + AHEAD_MARGIN_S))
+        if step < 0 and before > 0:
+            self._stamped = max(self._stamped, before)  # the reports stamped while it was ahead
         self.offset = max(0.0, self.offset + step)
         self._vouched = min(self._vouched, self.offset)  # a step back undoes what was vouched for with it
         if seen > 0 and step == 0:
             what = "retention follows it (the clock was behind the stored reports: a correction)"
         elif step > 0:
-            what = "retention does not follow it: it removes by the clock less %s until the gateway restarts" % (
-                _days(self.offset))
+            what = ("retention does not follow it: it removes by the clock less %s until a step back undoes it "
+                    "(kept over a restart), or the operator confirms it (%s) and the gateway restarts" % (
+                        _days(self.offset), self.confirm_command))
         elif before > 0:
             what = "retention removes by the clock less %s now (an earlier forward step undone)" % _days(self.offset)
         else:
