@@ -1,4 +1,4 @@
-"""``civicedge gateway devices add|list|show|move|revoke|rotate-key``. Keys are never printed."""
+"""``civicedge gateway devices add|list|show|move|revoke|retire|reinstate|rotate-key``. Keys are never printed."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def accept_negative_location(parser: argparse.ArgumentParser) -> None:
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``devices`` group."""
     devices = sub.add_parser("devices", help="manage the device registry",
-                             description="Register, list, show, move, revoke devices and rotate their keys in the "
-                                         "gateway's device registry. Keys are never printed.")
+                             description="Register, list, show, move, revoke, retire and reinstate devices and rotate "
+                                         "their keys in the gateway's device registry. Keys are never printed.")
     add_config_arg(devices)
     devices.add_argument("--registry", type=Path, metavar="DIR",
                          help="registry directory (default: the config's [registry] path)")
@@ -55,7 +55,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                      help="file with the 32-byte key (64 hex chars or raw; default: a new random key)")
     add.set_defaults(func=cmd_add)
     ls = dsub.add_parser("list", parents=[common], help="list devices (an empty registry says so on stderr)",
-                         description="List the registered devices: id, kind, zone, location, REVOKED. An empty "
+                         description="List the registered devices: id, kind, zone, location, REVOKED or RETIRED. An "
+                                     "empty "
                                      "registry prints nothing on stdout and says so on stderr.")
     ls.add_argument("--json", action="store_true", help="print a JSON array of device records instead of a table")
     ls.set_defaults(func=cmd_list)
@@ -72,6 +73,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     move.set_defaults(func=cmd_move)
     for name, func, helptext in (("show", cmd_show, "show one device and whether its key file is usable"),
                                  ("revoke", cmd_revoke, "revoke a device (fails if it already is, as the admin API)"),
+                                 ("retire", cmd_retire, "retire a device whose board left this gateway (moved to "
+                                  "another gateway or taken out of service): not silent, its frames refused and not "
+                                  "acknowledged, key and reports kept; not a revocation"),
+                                 ("reinstate", cmd_reinstate, "take a retired device back: its frames are accepted "
+                                  "again"),
                                  ("rotate-key", cmd_rotate, "give a device a new key (prints where it is)")):
         p = dsub.add_parser(name, parents=[common], help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
         p.add_argument("device_id", metavar="ID", help="device id (as in devices list)")
@@ -91,7 +97,7 @@ def _registry(args: argparse.Namespace, *, create: bool = False, read_only: bool
 
 def _as_dict(rec: DeviceRecord) -> dict[str, object]:
     return {"id": rec.id, "kind": rec.kind, "zone": rec.zone, "lat": rec.lat, "lon": rec.lon,
-            "revoked": rec.revoked, "key_version": rec.key_version, "key_file": str(rec.key_path)}
+            "revoked": rec.revoked, "retired": rec.retired, "key_version": rec.key_version, "key_file": str(rec.key_path)}
 
 
 def parse_location(text: str) -> tuple[str, str]:
@@ -132,11 +138,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not records:
         # On stderr: a script reading stdout sees no devices either way.
         print("no devices registered in %s" % reg.path, file=sys.stderr)
-    rows: list[tuple[str, ...]] = [(r.id, r.kind, r.zone, "%s,%s" % (r.lat, r.lon), "REVOKED" if r.revoked else "")
+    rows: list[tuple[str, ...]] = [(r.id, r.kind, r.zone, "%s,%s" % (r.lat, r.lon), _state(r))
                                    for r in records]
     for line in _columns(rows, minimum=(20, 12, 16, 0, 0)):
         print(line)
     return EXIT_OK
+
+
+def _state(rec: DeviceRecord) -> str:
+    """The list's last column: REVOKED (it wins: a retired device may be revoked too), RETIRED or nothing."""
+    return "REVOKED" if rec.revoked else "RETIRED" if rec.retired else ""
 
 
 def _columns(rows: list[tuple[str, ...]], *, minimum: tuple[int, ...]) -> list[str]:
@@ -216,6 +227,32 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         return fail(exc)
     print("revoked %s" % rec.id)
     print("open data: %s" % REVOKED_OPEN_DATA)
+    return EXIT_OK
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    """Retire a device; an already retired one is an error (``already_retired``), as in the admin API."""
+    try:
+        rec = _registry(args).retire(args.device_id)
+    except GatewayError as exc:
+        return fail(exc)
+    print("retired %s: its frames are refused and not acknowledged (the board keeps its reports for the gateway "
+          "that serves it now); its key and stored reports are kept; `civicedge gateway devices reinstate %s` "
+          "takes it back" % (rec.id, rec.id))
+    return EXIT_OK
+
+
+def cmd_reinstate(args: argparse.Namespace) -> int:
+    """Take a retired device back; one that is not retired is an error (``not_retired``)."""
+    try:
+        reg = _registry(args)
+        rec = reg.reinstate(args.device_id)
+        problem = reg.key_problem(args.device_id)
+    except GatewayError as exc:
+        return fail(exc)
+    print("reinstated %s: its frames are accepted again" % rec.id)
+    if problem is not None:
+        print("warning: device %s cannot authenticate its frames: %s" % (rec.id, problem), file=sys.stderr)
     return EXIT_OK
 
 

@@ -2,7 +2,7 @@
 
 Layout of the registry directory (mode 0700)::
 
-    devices.sqlite      metadata: id, kind, zone, lat, lon, revoked, key_version, timestamps (0600)
+    devices.sqlite      metadata: id, kind, zone, lat, lon, revoked, key_version, timestamps, retired (0600)
     keys/<id>.key       the device's 32-byte key as 64 hex chars + newline (0600)
 
 Keys are never logged, printed or placed in exceptions; only their file path is shown.
@@ -57,9 +57,14 @@ CREATE TABLE IF NOT EXISTS devices (
     revoked     INTEGER NOT NULL DEFAULT 0,
     key_version INTEGER NOT NULL DEFAULT 1,
     created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL
+    updated_at  REAL NOT NULL,
+    retired     INTEGER NOT NULL DEFAULT 0
 );
 """
+# Columns added after the first registries were made: (name, definition) for ``ALTER TABLE ... ADD COLUMN``,
+# which fills the existing rows with the default. A registry without one is upgraded when the gateway (or
+# ``devices add``) opens it, or by the first change that needs it; until then it reads as that default.
+_ADDED_COLUMNS = (("retired", "INTEGER NOT NULL DEFAULT 0"),)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ class DeviceRecord:
         id: device id. kind: a kind of the privacy policy (``streetlight``, ``bin``, ...). zone: city zone. lat, lon: decimal strings.
         revoked: frames from a revoked device are rejected. key_version: bumps on each rotation.
         key_path: file holding the key (0600).
+        retired: the board left this gateway (moved to another one, or taken out of service): its frames
+            are refused, never acknowledged, and it is not counted silent; its key and past reports are kept,
+            and :meth:`Registry.reinstate` takes it back.
     """
 
     id: str
@@ -82,6 +90,7 @@ class DeviceRecord:
     created_at: float
     updated_at: float
     key_path: Path
+    retired: bool = False
 
 
 _REGISTRY_FILES = frozenset({"keys", "devices.sqlite", "devices.sqlite-journal", "devices.sqlite-wal",
@@ -450,7 +459,34 @@ class Registry:
             what = "it has no devices table" if not columns else "its devices table lacks %s" % ", ".join(missing)
             raise RegistryError("%s is not a device registry database (%s)" % (db, what), reason="corrupt")
         self._rollback_journal(conn)
+        self._columns = columns
+        if create:
+            try:
+                self._add_columns(conn)
+            except RegistryError:
+                conn.close()
+                raise
         return conn
+
+    def _add_columns(self, conn: sqlite3.Connection) -> None:
+        """Upgrade a registry made by an older version: add the columns of :data:`_ADDED_COLUMNS` it lacks
+        (existing rows get the default: not retired). One statement each, atomic; a registry another process
+        holds locked for longer than the busy timeout is an error (``permissions``), nothing changed."""
+        for name, definition in _ADDED_COLUMNS:
+            if name in self._columns:
+                continue
+            try:
+                conn.execute("ALTER TABLE devices ADD COLUMN %s %s" % (name, definition))
+            except sqlite3.OperationalError as exc:
+                raise RegistryError("cannot upgrade registry %s (add column %s): %s" % (self.path, name, exc),
+                                    reason="permissions") from exc
+            self._columns = self._columns | {name}
+            log.info("registry %s: upgraded (added column %s)", self.path, name)
+
+    def _select(self) -> str:
+        """The columns :meth:`_record` reads, in its order; a registry not upgraded yet reads as not retired."""
+        retired = "retired" if "retired" in self._columns else "0"
+        return "id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at, %s" % retired
 
     def _rollback_journal(self, conn: sqlite3.Connection) -> None:
         """Put the registry in rollback-journal mode (``DELETE``; SQLite's default, a no-op when it is in it).
@@ -568,7 +604,8 @@ class Registry:
                 device another device's key); ``conflict`` (registered with
                 another key and ``replace`` not set); ``moved`` (registered with another kind, or with
                 another zone or location: enrolling never moves a device, :meth:`move` does); ``revoked`` (a
-                revoked id stays revoked: provision the board under a new id).
+                revoked id stays revoked: provision the board under a new id); ``retired`` (enrolling never
+                takes a retired device back: :meth:`reinstate` does).
         """
         rec = self.lookup(device_id) if valid_device_id(device_id) else None
         # A device stored with a zone from before the zone-edge rule ("north ") enrolls again unchanged.
@@ -581,6 +618,15 @@ class Registry:
         if rec.revoked:
             raise RegistryError("device %s is revoked; provision the board under a new id" % device_id,
                                 reason="revoked", device_id=device_id)
+        if rec.retired:
+            # Enrolling never takes a retired board back by accident (its frames would be acknowledged here
+            # again, away from the gateway that serves it now): reinstating it is its own step.
+            raise RegistryError(
+                "device %s is retired from this gateway (moved to another gateway or taken out of service); if the "
+                "board is back, reinstate it first (`civicedge gateway devices reinstate %s --registry %s`, or POST "
+                "/api/admin/devices/%s/reinstate), then enroll it again"
+                % (device_id, device_id, shlex.quote(str(self.path.absolute())), device_id),
+                reason="retired", device_id=device_id)
         if rec.kind != kind:
             raise RegistryError(
                 "device %s is registered as a %s, not a %s; one id is one board of one kind: provision this board "
@@ -627,18 +673,13 @@ class Registry:
     def lookup(self, device_id: str) -> DeviceRecord | None:
         """Return the record of ``device_id`` or None."""
         with _storage(self.path, "read device %s" % device_id, device_id):
-            row = self._conn.execute(
-                "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices WHERE id=?",
-                (device_id,),
-            ).fetchone()
+            row = self._conn.execute("SELECT %s FROM devices WHERE id=?" % self._select(), (device_id,)).fetchone()
         return None if row is None else self._record(row)
 
     def list(self) -> list[DeviceRecord]:
         """Return all devices, sorted by id."""
         with _storage(self.path, "list the devices"):
-            rows = self._conn.execute(
-                "SELECT id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at FROM devices ORDER BY id"
-            ).fetchall()
+            rows = self._conn.execute("SELECT %s FROM devices ORDER BY id" % self._select()).fetchall()
         return [self._record(r) for r in rows]
 
     def revoke(self, device_id: str) -> DeviceRecord:
@@ -659,6 +700,60 @@ class Registry:
         # INFO: a requested action, not a problem (the CLI prints its own result line); the admin API
         # logs its audit line at WARNING, which the quiet gateway keeps.
         log.info("revoked device %s", device_id)
+        return self.get(device_id)
+
+    def retire(self, device_id: str) -> DeviceRecord:
+        """Mark a device retired: its board left this gateway (moved to another gateway, or taken out of
+        service). Not a revocation: the key file stays (:meth:`reinstate` needs it), its past reports stay
+        stored and published, it is no longer counted silent, and its frames are refused (reason
+        ``retired``) and never acknowledged, so a board still in reach keeps its reports for the gateway
+        that serves it now.
+
+        Raises:
+            RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked); ``already_retired``
+                (as the admin API's 409, so a repeated retire does not pass for a new one); ``permissions``
+                (a registry of an older version that cannot be upgraded); ``storage``.
+        """
+        self.get(device_id)  # unknown_device
+        if "retired" not in self._columns:  # opened without create (the CLI) on a registry not upgraded yet
+            with _storage(self.path, "retire device %s" % device_id, device_id):
+                self._columns = {str(row[1]) for row in self._conn.execute("PRAGMA table_info(devices)")}
+            self._add_columns(self._conn)
+        # One conditional UPDATE: two concurrent retires cannot both report success, nor a revoke slip under it.
+        with _storage(self.path, "retire device %s" % device_id, device_id):
+            cur = self._conn.execute("UPDATE devices SET retired=1, updated_at=? WHERE id=? AND revoked=0 AND retired=0",
+                                     (time.time(), device_id))
+        if cur.rowcount == 0:
+            rec = self.get(device_id)
+            if rec.revoked:
+                raise RegistryError("device %s is revoked; a revoked id stays revoked and is not retired" % device_id,
+                                    reason="revoked", device_id=device_id)
+            raise RegistryError("device %s is already retired" % device_id, reason="already_retired",
+                                device_id=device_id)
+        log.info("retired device %s", device_id)
+        return self.get(device_id)
+
+    def reinstate(self, device_id: str) -> DeviceRecord:
+        """Take a retired device back: its frames (under the key it kept) are accepted again.
+
+        Raises:
+            RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked); ``not_retired``
+                (the device is not retired: nothing to take back); ``storage``.
+        """
+        rec = self.get(device_id)
+        if rec.revoked:
+            raise RegistryError("device %s is revoked; a revoked id stays revoked and is not reinstated (provision "
+                                "the board under a new id)" % device_id, reason="revoked", device_id=device_id)
+        if "retired" not in self._columns:
+            raise RegistryError("device %s is not retired" % device_id, reason="not_retired", device_id=device_id)
+        with _storage(self.path, "reinstate device %s" % device_id, device_id):
+            cur = self._conn.execute("UPDATE devices SET retired=0, updated_at=? WHERE id=? AND revoked=0 AND retired=1",
+                                     (time.time(), device_id))
+        if cur.rowcount == 0:
+            if self.get(device_id).revoked:  # revoked by another process meanwhile
+                return self.reinstate(device_id)
+            raise RegistryError("device %s is not retired" % device_id, reason="not_retired", device_id=device_id)
+        log.info("reinstated device %s", device_id)
         return self.get(device_id)
 
     def move(self, device_id: str, *, lat: str, lon: str, zone: str | None = None) -> tuple[DeviceRecord, bool]:
@@ -894,6 +989,7 @@ class Registry:
         return DeviceRecord(
             id=dev, kind=str(row[1]), zone=str(row[2]), lat=str(row[3]), lon=str(row[4]), revoked=bool(row[5]),
             key_version=int(row[6]), created_at=float(row[7]), updated_at=float(row[8]), key_path=self.key_path(dev),
+            retired=bool(row[9]),
         )
 
 
