@@ -13,7 +13,7 @@ from gateway.storage.disk_space import MIB, open_store_free_bytes
 from gateway.version import gateway_version
 
 REJECTION_REASONS = (
-    "oversize", "cobs", "fragment", "version", "malformed", "body", "unknown_device", "revoked", "hmac",
+    "oversize", "cobs", "fragment", "version", "malformed", "body", "unknown_device", "revoked", "retired", "hmac",
     "replay", "policy", "kind", "type", "seq_reused", "registry_unreadable",
 )
 # Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no

@@ -62,6 +62,10 @@ AUTHENTIC_REJECTIONS = frozenset({"policy", "kind", "body"})
 # rotation loses all its data, each frame otherwise only an INFO line. One WARNING per device at most
 # once per 10 min, with the count (never the key or the tag). Registered ids only: bounded by the registry.
 HMAC_LOG_EVERY_S = 600.0
+# Frames of a retired device (its board moved to another gateway, or taken out of service, and still in
+# reach): refused, never acknowledged, not a security event. One WARNING per device at most once per 10 min,
+# with the count, naming `devices reinstate`. Authentic frames of registered ids only: bounded by the registry.
+RETIRED_LOG_EVERY_S = 600.0
 # An authentic report the policy gate refuses is acknowledged past (the device deletes it): its data is
 # lost, most likely because the board runs another policy.json. One warning per minute, with the count.
 POLICY_LOG_EVERY_S = 60.0
@@ -310,6 +314,7 @@ class IngestService:
         self._unregistered = {r: _UnregisteredFrames(r, log_clock) for r in ("unknown_device", "revoked")}
         self._log_clock = log_clock
         self._hmac_warnings: _DeviceWarnings = {}  # device id -> its warning (see _hmac_failed)
+        self._retired_warnings: _DeviceWarnings = {}  # device id -> its warning (see _retired_frame)
         self._policy_warning = CountedWarning(
             POLICY_LOG_EVERY_S, log_clock, "%d more report(s) refused by the privacy policy gate since the last "
             "such line", log)
@@ -457,7 +462,7 @@ class IngestService:
         for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning,
                         *self._hmac_warnings.values(), *self._dropped_warnings.values(),
                         *self._range_warnings.values(), *self._gap_warnings.values(),
-                        *self._reused_warnings.values()):
+                        *self._reused_warnings.values(), *self._retired_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -495,6 +500,8 @@ class IngestService:
                 self._policy_refused(exc)
             if isinstance(exc, RejectedReport) and exc.reason == "hmac" and exc.device_id:
                 self._hmac_failed(exc.device_id, link)
+            if isinstance(exc, RejectedReport) and exc.reason == "retired" and exc.device_id:
+                self._retired_frame(exc.device_id, link)
             if isinstance(exc, RejectedReport) and exc.reason in AUTHENTIC_REJECTIONS and exc.device_id:
                 # The device really sent this seq and it will never be stored: no gap to wait for.
                 win = self._window(exc.device_id)
@@ -837,6 +844,19 @@ class IngestService:
                     "it (`civicedge provision ... --force --take-over --discard-unsent`, docs/field.md), which drops "
                     "its un-sent reports. Or someone sends frames under its id%s",
                     device, link.name, device, more_since(counted[0] - 1, "such frame(s)"))
+
+    def _retired_frame(self, device: str, link: Link) -> None:
+        """Warn that the retired ``device`` still sends, at most once per :data:`RETIRED_LOG_EVERY_S` per
+        device, counting the others since the last such line."""
+        counted = self._device_warning(self._retired_warnings, device, RETIRED_LOG_EVERY_S,
+                                       "frame(s) of retired device %s refused since the last such line (not stored, "
+                                       "not acknowledged)").count()
+        if counted is None:
+            return
+        log.warning("retired device %s still sends on %s: its frames are refused and not acknowledged, so the board "
+                    "keeps its reports for the gateway that serves it now. If it is back with this gateway: "
+                    "`civicedge gateway devices reinstate %s` (or POST /api/admin/devices/%s/reinstate)%s",
+                    device, link.name, device, device, more_since(counted[0] - 1, "such frame(s)"))
 
     def _policy_refused(self, exc: RejectedReport) -> None:
         """Warn about an authentic report the policy gate refused, at most once per

@@ -504,7 +504,7 @@ class Verifier:
 
         Raises:
             ProtocolError: ``oversize``, ``version``, ``malformed``, ``body``.
-            RejectedReport: ``type`` (not a REPORT), ``unknown_device``, ``revoked``, ``hmac``,
+            RejectedReport: ``type`` (not a REPORT), ``unknown_device``, ``revoked``, ``hmac``, ``retired``,
                 ``policy``, ``kind``.
         """
         frame = parse_frame(raw)
@@ -519,6 +519,11 @@ class Verifier:
         if not verify_tag(frame, key):
             raise RejectedReport("tag of %s seq %d does not verify" % (dev_id, seq), reason="hmac",
                                  device_id=dev_id, seq=seq)
+        if device.retired:
+            # After the tag: "retired" says the board itself is still in reach (its key kept for reinstate),
+            # never a frame anyone could forge under its id. Refused, never acknowledged: the board keeps its
+            # reports for the gateway that serves it now.
+            raise RejectedReport("device %s is retired" % dev_id, reason="retired", device_id=dev_id, seq=seq)
         if seq == 0:
             raise RejectedReport("seq 0 is never used by a device", reason="malformed", device_id=dev_id, seq=seq)
         try:
