@@ -20,6 +20,10 @@ gateway outage must not stay silent until the operator acts. A board already ahe
 after the gateway's clock) gets it too. The report an ACK answers may be an old one from the board's
 outbox (a backlog after an outage): its ACK then goes without the time, which is harmless, since the
 board takes the time from the ACK of its newest report.
+
+While time is withheld from any board and the clock is still suspect, :meth:`AckTime.problem` is the
+``/healthz`` warning ``ack_time_withheld`` (naming the boards and the confirm command); it clears once the
+clock is trusted again (confirmed, put right), without waiting for an ACK.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import time
 from typing import Callable
 
+from gateway.health import Problem
 from gateway.log_limit import LogLimiter, more_since
 from gateway.retention_clock import RetentionClock
 from gateway.storage.store import ReportRecord
@@ -42,6 +47,8 @@ DATA_AGREE_S = 86400.0
 # window report is sent when its window closes, so one of the board's own clock ends within seconds).
 STEP_AGREE_S = 900.0
 WARN_EVERY_S = 600.0
+# Boards named in the /healthz message (the count says how many in all).
+NAMED_BOARDS = 5
 
 
 class AckTime:
@@ -51,14 +58,19 @@ class AckTime:
         retention_clock: the gateway's retention clock check (its suspicion of the clock).
         clock: the gateway's clock (unix seconds).
         confirm_command: the command that confirms the clock, for the WARNING.
+        on_withheld: called for each ACK sent without the time (a metric counter), or None.
     """
 
     def __init__(self, retention_clock: RetentionClock, clock: Callable[[], float],
-                 confirm_command: str = "civicedge gateway retention --confirm") -> None:
+                 confirm_command: str = "civicedge gateway retention --confirm",
+                 on_withheld: Callable[[], None] | None = None) -> None:
         self._rc = retention_clock
         self._clock = clock
         self._confirm = confirm_command
+        self._on_withheld = on_withheld
         self.withheld = False  # an ACK went without the time since the clock was last trusted
+        self._boards: dict[str, None] = {}  # the boards it went to since then, in order (the fleet at most)
+        self._why = ""
         self._log = LogLimiter(WARN_EVERY_S, time.monotonic)
 
     def __call__(self, report: ReportRecord) -> bool:
@@ -73,12 +85,12 @@ class AckTime:
         elif self._rc.suspects_clock_ahead and behind > DATA_AGREE_S:
             why = "is ahead of the stored reports (or not yet confirmed since it was; see /healthz)"
         else:
-            if self.withheld:
-                self.withheld = False
-                self._log.reset()
-                log.info("ACK time sync resumed: the gateway clock is trusted again")
+            self._resume()
             return True
-        self.withheld = True
+        self.withheld, self._why = True, why
+        self._boards[report.device] = None
+        if self._on_withheld is not None:
+            self._on_withheld()
         more = self._log.allow()  # per ACK: at most a line every 10 min, with the count
         if more is not None:
             log.warning("ACK time sync withheld: the gateway clock (%s) %s, and %s's report ended %.1f days before "
@@ -87,3 +99,27 @@ class AckTime:
                         report.device, behind / 86400.0, self._confirm,
                         more_since(more, "ACK(s) sent without the time"))
         return False
+
+    def problem(self) -> Problem | None:
+        """The ``/healthz`` warning ``ack_time_withheld`` while ACKs went without the time to a board and the
+        gateway clock is still suspect, else None (cheap: no store read; on the event loop)."""
+        if not self.withheld:
+            return None
+        now = self._clock()
+        if not (self._rc.stepped_ahead(now) or self._rc.suspects_clock_ahead):
+            self._resume()  # confirmed or put right: the next ACK of those boards carries the time
+            return None
+        boards = list(self._boards)
+        named = ", ".join(boards[:NAMED_BOARDS]) + (", ..." if len(boards) > NAMED_BOARDS else "")
+        return Problem("ack_time_withheld",
+                       "ACK time sync withheld from %d board(s) whose clocks disagree with the gateway clock (%s): "
+                       "it %s; they keep their own time until the gateway clock is put right, or confirmed with "
+                       "`%s` after checking it (date -u)" % (len(boards), named, self._why, self._confirm),
+                       "time_sync")
+
+    def _resume(self) -> None:
+        if self.withheld:
+            self.withheld = False
+            self._boards.clear()
+            self._log.reset()
+            log.info("ACK time sync resumed: the gateway clock is trusted again")

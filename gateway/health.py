@@ -39,6 +39,7 @@ SEVERITIES: Mapping[str, str] = {
     "mqtt_stalled": WARNING,           # the broker keeps closing on one message: the outbox waits
     "retention_held": WARNING,         # retention held until the operator confirms (nothing removed)
     "retention_skipped": WARNING,      # retention passes skipped (clock doubts): nothing removed
+    "ack_time_withheld": WARNING,      # ACKs go without the time to boards whose clocks disagree (clock suspect)
     "admin_token_unusable": WARNING,   # the admin token file was replaced by an unusable one (admin API 503)
 }
 UNCLASSIFIED = "unclassified"
@@ -46,7 +47,8 @@ UNCLASSIFIED = "unclassified"
 
 class Problem(str):
     """A health reason (the ``str`` itself) with its stable ``code``, ``severity`` and, for a link,
-    the ``subject`` it is about (``serial:/dev/ttyUSB1``; for ``disk_low`` the store's directory).
+    the ``subject`` it is about (``serial:/dev/ttyUSB1``; for ``disk_low`` the store's directory; for
+    ``ack_time_withheld`` ``time_sync``).
 
     Args:
         code: a key of :data:`SEVERITIES`.

@@ -35,7 +35,7 @@ from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.retention_clock import CONFIRM_FILE as RETENTION_CONFIRM_FILE
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
-from gateway.retention_clock import SKIPPED_RETRY_S, RetentionClock
+from gateway.retention_clock import CONFIRM_POLL_S, SKIPPED_RETRY_S, RetentionClock
 from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
@@ -323,6 +323,9 @@ class Gateway:
             held = self.retention_clock.problem
             reasons.append(Problem("retention_held", held) if held.startswith("retention held")
                            else Problem("retention_skipped", "retention skipped: %s" % held))
+        withheld = self.ack_time.problem()  # ACKs without the time to boards that disagree: confirm the clock
+        if withheld is not None:
+            reasons.append(withheld)
         # What fails: unreachable, refused the credentials, TLS handshake failed, ...; or, connected
         # between the broker's closes, stalled behind one message the broker keeps closing on.
         if self.upstream is not None and (not self.upstream.connected or self.upstream.problem == HEALTH_STALLED):
@@ -441,6 +444,7 @@ class Gateway:
         counted: tuple[float, float, dict[tuple[str, str], int]] | None = None
         while True:
             delay = self.config.retention_interval_s
+            left_confirm = False  # a failed pass left the operator's confirmation unread
             if self.store.damage.problem is not None or self.store.file_gone:
                 # Every write is refused now (logged once, /healthz degraded): nothing to try until a restart.
                 await asyncio.sleep(min(delay, SKIPPED_RETRY_S))
@@ -496,7 +500,24 @@ class Gateway:
                 else:
                     log.error("retention pass failed: %s", exc)
                 self.retention_clock.not_run()
-            await asyncio.sleep(delay)
+                left_confirm = (self.config.data_dir / RETENTION_CONFIRM_FILE).exists()
+            # A confirmation a failed pass left is taken by the next pass, not at once (that would repeat a
+            # failing pass every few seconds).
+            await self._retention_wait(delay, wake_on_confirm=not left_confirm)
+
+    async def _retention_wait(self, delay: float, *, wake_on_confirm: bool) -> None:
+        """Sleep ``delay`` s until the next retention pass, or less: once the operator's confirmation
+        (``civicedge gateway retention --confirm``) appears, within :data:`CONFIRM_POLL_S`, not at the next pass
+        an ``interval_s`` (an hour, say) later. One ``stat`` per look, on the loop; no store read."""
+        confirm = self.config.data_dir / RETENTION_CONFIRM_FILE
+        end = time.monotonic() + delay
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, CONFIRM_POLL_S) if wake_on_confirm else left)
+            if wake_on_confirm and confirm.exists():
+                return  # (the pass takes it and says so)
 
     async def _finish_cut_pass(self, removal_time: float) -> None:
         """Finish a pass cut off by a stop (or failed) after it was decided, before a new one: by its own

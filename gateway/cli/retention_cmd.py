@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
 from gateway.errors import GatewayError, StorageError
-from gateway.retention_clock import CONFIRM_FILE, META_KEY, parse_saved_state
+from gateway.retention_clock import CONFIRM_FILE, CONFIRM_POLL_S, META_KEY, parse_saved_state
 from gateway.storage.damage import damaged_error, is_corrupt, sqlite_message
 from gateway.storage.sqlite_uri import open_for_check
 from gateway.storage.store_files import real_store_path, store_writer
@@ -25,7 +25,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                     "pass that would remove more than half of a field's values or of a kind's report rows: "
                     "docs/gateway.md, Storage). "
                     "--confirm tells the gateway, running or at its next start, that its clock and retention are "
-                    "right: its next pass (within a minute while held) removes what it finds, for good.")
+                    "right: a running gateway takes it within a few seconds (it looks for the confirmation every "
+                    "%g s) and its retention pass then removes what it finds, for good; a stopped one at its next "
+                    "start." % CONFIRM_POLL_S)
     add_config_arg(ret)
     ret.add_argument("--confirm", action="store_true",
                      help="confirm the gateway clock and retention: the next retention pass runs even if held")
@@ -104,5 +106,10 @@ def cmd_retention(args: argparse.Namespace) -> int:
         except OSError as exc:
             print("error (write_failed): cannot write %s: %s" % (path, exc), file=sys.stderr)
             return EXIT_ERROR
-        print("confirmed (%s): the gateway's next retention pass removes what it finds, for good" % path)
+        if store_writer(config.storage.path) is not None:
+            when = "the running gateway takes it within %g s (or once a pass in progress ends)" % CONFIRM_POLL_S
+        else:
+            when = "no gateway runs on this store now: the gateway takes it at its next start"
+        print("confirmed (%s): %s, and its retention pass then removes what it finds, for good (see its log: "
+              "\"retention: the operator confirmed the gateway clock\")" % (path, when))
     return EXIT_OK
