@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from email.utils import formatdate
 from typing import Any, Collection, Mapping, Sequence
@@ -16,6 +15,7 @@ from gateway.errors import GatewayError, StorageError
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web import catalogue, export, liveness, ngsi, opendata_page, pages, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
+from gateway.web.accept import weighted
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
 from gateway.web.context import COMPRESS_MIN_BYTES, WebContext, ctx_of
 from gateway.web.errors import BadParameter, NotFound, Unavailable, WebError
@@ -48,29 +48,6 @@ class NotAcceptable(WebError):
     status = 406
 
 
-def _media_ranges(header: str) -> list[tuple[str, float]]:
-    """``Accept`` as (media range, q) pairs. A q that is not a number from 0 to 1 (``q=x``, ``q=nan``,
-    ``q=2``) is ignored, so the range counts as q = 1; a lone ``*`` (sent by some old clients) is read
-    as ``*/*``."""
-    out = []
-    for part in header.split(","):
-        bits = [b.strip() for b in part.split(";")]
-        if not bits[0]:
-            continue
-        q = 1.0
-        for b in bits[1:]:
-            if b.lower().startswith("q="):
-                try:
-                    q = float(b[2:])
-                except ValueError:
-                    q = 1.0
-                if not (math.isfinite(q) and 0.0 <= q <= 1.0):
-                    q = 1.0
-        rng = bits[0].lower()
-        out.append(("*/*" if rng == "*" else rng, q))
-    return out
-
-
 def negotiate(request: web.Request, offered: Sequence[str]) -> str:
     """The media type to answer with: of ``offered``, the one the ``Accept`` header rates highest
     (by q, then an exact range over ``type/*`` over ``*/*``, then the order of ``offered``); the first
@@ -78,7 +55,7 @@ def negotiate(request: web.Request, offered: Sequence[str]) -> str:
     header = request.headers.get("Accept", "").strip()
     if not header:
         return offered[0]
-    ranges = _media_ranges(header)
+    ranges = weighted(header)
     candidates = []
     for i, media in enumerate(offered):
         # The most specific range that matches a type decides its q (RFC 9110 12.5.1): text/csv;q=0, */*
@@ -104,7 +81,7 @@ def accepts_gzip(request: web.Request) -> bool:
     (RFC 9110 12.5.3: the most specific entry decides, so ``gzip;q=0, *`` refuses it). No header:
     identity, as most servers read it (a client that sends none may not decode gzip)."""
     header = request.headers.get("Accept-Encoding", "")
-    rated = _media_ranges(header)  # (a lone "*" is read as "*/*" there)
+    rated = weighted(header)  # (a lone "*" is read as "*/*" there)
     named = [q for coding, q in rated if coding in ("gzip", "x-gzip")]
     if named:  # gzip and its alias x-gzip are one coding: either one allowing it is enough
         return max(named) > 0

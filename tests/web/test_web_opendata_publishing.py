@@ -341,6 +341,17 @@ async def _validators_and_304(next_hour_client: TestClient, fleet: Fleet, clock:
     ("/opendata", "text/html,application/xhtml+xml,*/*;q=0.8", 200, "text/html"),
     ("/opendata", "application/json, text/html", 200, "application/json"),
     ("/opendata", "text/csv", 406, None),
+    # q=0 is "not acceptable", a higher q wins, equal q keeps the server's order (RFC 9110 12.4.2)
+    ("/opendata/readings.csv", "text/csv;q=0, application/json", 406, None),
+    ("/opendata/readings.csv", "text/csv; Q=0.0, text/*", 406, None),
+    ("/opendata", "application/json;q=0", 406, None),
+    ("/opendata", "application/json;q=0, text/html;q=0.1", 200, "text/html"),
+    ("/opendata/ngsi-ld/v1/entities", "application/json;q=0.5, application/ld+json;q=0.4", 200, "application/json"),
+    ("/opendata/ngsi-ld/v1/entities", "application/json, application/ld+json", 200, "application/ld+json"),
+    ("/opendata/devices.geojson", "application/geo+json;q=0, application/json;q=0.001", 200, "application/json"),
+    # a comma inside a quoted parameter value separates nothing (it made "b\";q=0" a range of its own)
+    ("/opendata/ngsi-ld/v1/entities", 'application/json;v="a,b";q=0, application/ld+json;q=0', 406, None),
+    ("/opendata/readings.csv", 'text/csv;v="x;q=1";q=0', 406, None),
 ])
 async def test_accept_is_honoured(client: TestClient, path: str, accept: str, status: int, media: str | None) -> None:
     """QA: NGSI-LD ignored Accept (Accept: text/csv still got 200 application/ld+json)."""
