@@ -10,7 +10,8 @@ Slots are not given to whatever advertises the service UUID (:mod:`gateway.trans
 with a registry, only advertisers named after a registered, non-revoked device are connected; a
 link on which the ingest accepted no frame within ``auth_timeout_s`` is dropped and its address
 paused, the pause doubling per such drop in a row up to 15 minutes and ending with a verified frame
-(a WARNING when a device's pause starts and when it reaches the cap, not at every drop);
+(a WARNING when an address's pause starts and when it reaches the cap, not at every drop, each line
+naming the address and the advertised name);
 candidates are taken known-first, then least recently served, never by address. Pauses and
 backoffs follow the clock given as ``monotonic`` (the simulated one under ``[sim_clock]``); the
 radio's own timeouts stay in real time.
@@ -278,7 +279,7 @@ class BleTransport:
         if self._dropped is not None:
             self._dropped.inc()
         strikes = self._policy.strikes(address)
-        told = self._drop_notices.dropped(name or address, delay)
+        told = self._drop_notices.dropped(address, delay)  # keyed as the pause is: by address
         if told is None:
             log.debug("BLE dropped %s (%s): no verified frame within %.1f s (%d such drop(s) in a row); "
                       "not reconnected for %.0f s", address, name, self.auth_timeout_s, strikes, delay)
@@ -379,7 +380,7 @@ class BleTransport:
                 if not verified.is_set():
                     verified.set()
                     self._policy.verified(address)
-                    if self._drop_notices.verified(name or address):
+                    if self._drop_notices.verified(address):
                         log.info("BLE %s (%s) delivered a verified frame: its reconnect pause is over", address, name)
 
             async def send(frame: bytes) -> None:
@@ -426,11 +427,11 @@ class BleTransport:
                     self._policy.distrust(address)
                     self._names_changes = -1  # re-read the names before the next choice of candidates
                     return
-            log.info("BLE %s disconnected", address)
+            log.info("BLE %s (%s) disconnected", address, name)
         except (BleakError, OSError, asyncio.TimeoutError, TransportError) as exc:
-            log.info("BLE connection to %s failed: %s", address, exc)
+            log.info("BLE connection to %s (%s) failed: %s", address, name, exc)
         except Exception as exc:  # noqa: BLE001 - a radio stack's undocumented error must not end the task unseen
-            log.warning("BLE connection to %s failed (%s: %s)", address, type(exc).__name__, exc,
+            log.warning("BLE connection to %s (%s) failed (%s: %s)", address, name, type(exc).__name__, exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))
         finally:
             reassembler.reset()

@@ -11,8 +11,8 @@ Anything can advertise the civicedge service UUID, so a slot is not given for th
   much longer after a link that was dropped for delivering no verified frame, or whose device
   the registry no longer vouches for (:meth:`SlotPolicy.distrust`): a pause that doubles per such
   drop in a row up to :data:`UNVERIFIED_BACKOFF_MAX_S` and ends with a verified frame;
-* :class:`DropNotices` decides which of those drops deserve a WARNING: a device's first one, and
-  the one that brings its pause to the cap, not every drop of a device that is paused for good.
+* :class:`DropNotices` decides which of those drops deserve a WARNING: an address's first one, and
+  the one that brings its pause to the cap, not every drop of a board that is paused for good.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ MAX_PEERS = 4096
 # scanner without a registry are new devices each time); the others are owed and told later.
 DROP_WARN_BURST = 10
 DROP_WARN_WINDOW_S = 60.0
-# Devices whose notices are remembered; beyond this the memory starts afresh.
+# Addresses whose notices are remembered; beyond this the memory starts afresh.
 MAX_NOTICE_KEYS = 4096
 
 
@@ -242,10 +242,12 @@ Notice = Literal["start", "cap"]
 
 
 class DropNotices:
-    """Which links dropped for delivering no verified frame deserve a WARNING, per device.
+    """Which links dropped for delivering no verified frame deserve a WARNING, per paused address.
 
-    A device (its advertised name, else its address) is told about once when its pause starts and
-    once when the pause reaches the cap; the drops in between and after are for DEBUG. A verified
+    A paused address (the key the pause has in :class:`SlotPolicy`; the log lines name the address
+    and the advertised name) is told about once when its pause starts and once when the pause
+    reaches the cap, so a board that changes its address, or two boards with one name, are told
+    about per pause and the lines match the pause they speak of; the drops in between and after are for DEBUG. A verified
     frame from it ends the streak, so the next drop starts a new one. At most
     :data:`DROP_WARN_BURST` WARNINGs per :data:`DROP_WARN_WINDOW_S` in all: a notice held back then
     is owed and given at the device's next drop.
