@@ -1,5 +1,5 @@
-"""Admin endpoints behind the bearer token: devices (list, enroll, move, revoke, rotate key, highest stored
-seq), retention."""
+"""Admin endpoints behind the bearer token: devices (list, enroll, move, revoke, retire, reinstate, rotate key,
+highest stored seq), retention."""
 
 from __future__ import annotations
 
@@ -143,8 +143,8 @@ async def enroll_device(request: web.Request) -> web.Response:
     Idempotent: the same identity and key again answers 200 ``unchanged``; a new device 201 ``added``;
     another key for a registered device 409 unless ``replace`` is true (then 200 ``replaced``, the old key
     stops working). Enrolling never moves a device (other kind, zone or location: 409 ``moved``; ``/move``
-    does it explicitly) and a revoked id stays revoked
-    (409). The key is never logged nor echoed.
+    does it explicitly), a revoked id stays revoked (409) and a retired one is not taken back (409
+    ``retired``: ``/reinstate`` does it). The key is never logged nor echoed.
     """
     _authorize(request)
     ctx = ctx_of(request)
@@ -195,6 +195,33 @@ async def revoke_device(request: web.Request) -> web.Response:
     # leave an audit line there (the registry logs the change itself at INFO).
     _audit(request, "revoked device %s (open data: %s)", device_id, REVOKED_OPEN_DATA)
     return json_response({"device": device_id, "revoked": True, "open_data": REVOKED_OPEN_DATA})
+
+
+@ROUTES.post("/api/admin/devices/{device_id}/retire")
+async def retire_device(request: web.Request) -> web.Response:
+    """Retire a device whose board left this gateway (moved to another gateway, or taken out of service).
+    Not a revocation: its key and past reports are kept (and stay published), it is no longer counted silent
+    (status ``retired``), and its frames are refused (rejection reason ``retired``) and never acknowledged.
+    ``/reinstate`` takes it back."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    admin = ctx.require_admin()
+    await asyncio.to_thread(admin.retire, device_id)  # 404 unknown_device, 409 already_retired / revoked
+    _audit(request, "retired device %s (frames refused until it is reinstated; key and reports kept)", device_id)
+    return json_response({"device": device_id, "retired": True})
+
+
+@ROUTES.post("/api/admin/devices/{device_id}/reinstate")
+async def reinstate_device(request: web.Request) -> web.Response:
+    """Take a retired device back: its frames are accepted (and acknowledged) again, under the key it kept."""
+    _authorize(request)
+    ctx = ctx_of(request)
+    device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    admin = ctx.require_admin()
+    await asyncio.to_thread(admin.reinstate, device_id)  # 404 unknown_device, 409 not_retired / revoked
+    _audit(request, "reinstated device %s (its frames are accepted again)", device_id)
+    return json_response({"device": device_id, "retired": False})
 
 
 MOVE_KEYS = ("lat", "lon", "zone")

@@ -1,7 +1,7 @@
 """Fleet gauges for /metrics, computed at each scrape from the fleet view ``/api/devices`` shows.
 
 ``civicedge_devices{kind, status}`` counts devices by :func:`gateway.web.read_api.device_status`
-(ok, alarm, stale, never, revoked) and ``civicedge_open_alarms{kind, code}`` the open alarms, with
+(ok, alarm, stale, never, revoked, retired) and ``civicedge_open_alarms{kind, code}`` the open alarms, with
 every kind of the policy (and, for alarms, every code its kind declares) pre-set to 0, so an alert
 sees a 0 before the first one. Labels are bounded: no device ids (a fleet of 1,000 devices).
 ``civicedge_devices_dated_ahead{kind}`` counts devices whose last stored report's period ends more than
@@ -40,7 +40,7 @@ from gateway.web.read_api import device_status
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "alarm", "stale", "never", "revoked")
+STATUSES = ("ok", "alarm", "stale", "never", "revoked", "retired")
 # A value whose period ends later than this after the gateway's clock was dated by a clock running ahead: a
 # board sends a window when it closes, and its clock is synced within seconds (protocol §3).
 DATED_AHEAD_S = 900
@@ -73,7 +73,8 @@ def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s:
                 "show: 0 when read for this scrape, else seconds since the last read that succeeded; absent "
                 "when civicedge_fleet_view_up is 0", registry=registry)
     devices = Gauge("civicedge_devices", "Devices by kind and status as /api/devices shows them (ok, alarm, stale: "
-                    "silent for 3 windows of its kind, never: no report yet, revoked); absent when "
+                    "silent for 3 windows of its kind, never: no report yet, revoked, retired: moved to another gateway or "
+                    "taken out of service, never stale); absent when "
                     "civicedge_fleet_view_up is 0", ["kind", "status"], registry=registry)
     alarms = Gauge("civicedge_open_alarms", "Open alarms (raised in the last 24 h and not cleared) by kind and "
                    "code; absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)

@@ -196,6 +196,23 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
             "summary": "Revoke a device's key", "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
             "responses": {"200": _ok("revoked"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
                           "409": _err("already revoked"), "503": _err("no registry attached")}}},
+        "/api/admin/devices/{device_id}/retire": {"post": {
+            "summary": "Retire a device whose board left this gateway (moved to another gateway, or taken out of "
+                       "service); not a revocation",
+            "description": "Its key and past reports are kept (and stay published); its status becomes `retired` "
+                           "(never `stale`); its frames are refused (rejection reason `retired`) and never "
+                           "acknowledged, so the board keeps its reports for the gateway that serves it now. "
+                           "`/reinstate` takes it back. A revoked device is not retired (409 `revoked`).",
+            "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+            "responses": {"200": _ok("retired"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+                          "409": _err("already retired (`already_retired`) or revoked (`revoked`)"),
+                          "503": _err("no registry attached")}}},
+        "/api/admin/devices/{device_id}/reinstate": {"post": {
+            "summary": "Take a retired device back: its frames are accepted again, under the key it kept",
+            "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
+            "responses": {"200": _ok("reinstated"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+                          "409": _err("not retired (`not_retired`) or revoked (`revoked`)"),
+                          "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}": {"put": {
             "summary": "Register a device with the key its provisioning tool generated (idempotent; never "
                        "echoes the key)",
@@ -210,7 +227,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                            "description": "replace a registration with another key"}}}}}},
             "responses": {"201": _ok("added"), "200": _ok("unchanged or replaced"), "400": _BAD, "401": _AUTH,
                           "408": _err("body not received in time"),
-                          "409": _err("registered with another key (without replace), elsewhere, or revoked"),
+                          "409": _err("registered with another key (without replace), elsewhere, revoked or retired"),
                           "413": _err("body too large"), "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/move": {"post": {
             "summary": "Correct or change a device's location (and zone); never its key",
@@ -409,7 +426,9 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                     "id": {"type": "string"}, "kind": {"type": "string", "enum": kinds},
                     "zone": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
                     "revoked": {"type": "boolean"},
-                    "status": {"type": "string", "enum": ["ok", "alarm", "stale", "never", "revoked"]},
+                    "retired": {"type": "boolean",
+                                "description": "its board left this gateway (moved or taken out of service)"},
+                    "status": {"type": "string", "enum": ["ok", "alarm", "stale", "never", "revoked", "retired"]},
                     "last_seen": {"type": ["integer", "null"]}, "link": {"type": ["string", "null"]},
                     "fw": {"type": ["string", "null"],
                            "description": "firmware version its last stored report names (null: none named)"},

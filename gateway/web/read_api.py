@@ -21,10 +21,12 @@ MAX_READINGS = 10000
 
 
 def device_status(dev: DeviceView, *, now: int, policy: Mapping[str, Any]) -> str:
-    """One word for the dashboard: revoked, never (no report yet), alarm, stale (silent, the open
-    data's rule: :func:`gateway.web.liveness.is_stale`) or ok."""
+    """One word for the dashboard: revoked, retired (its board left this gateway: never stale), never (no
+    report yet), alarm, stale (silent, the open data's rule: :func:`gateway.web.liveness.is_stale`) or ok."""
     if dev.revoked:
         return "revoked"
+    if dev.retired:
+        return "retired"
     if dev.last_seen is None:
         return "never"
     if dev.alarms:
@@ -44,6 +46,7 @@ def device_json(dev: DeviceView, *, now: int, policy: Mapping[str, Any]) -> dict
     return {
         "id": dev.id, "kind": dev.kind, "zone": dev.zone, "lat": dev.lat, "lon": dev.lon,
         "revoked": dev.revoked,
+        "retired": dev.retired,
         "status": device_status(dev, now=now, policy=policy),
         "last_seen": dev.last_seen,
         "last_seen_iso": iso_utc(dev.last_seen) if dev.last_seen is not None else None,

@@ -170,19 +170,21 @@ class StoreFleetSource:
         when ``published`` as of the entities' last publication mark (the reports received before it)."""
         data = await self._fleet(published)
         if self._registry is not None:
-            base = [(r.id, r.kind, r.zone, float(r.lat), float(r.lon), bool(r.revoked)) for r in self._registry.list()]
+            base = [(r.id, r.kind, r.zone, float(r.lat), float(r.lon), bool(r.revoked), bool(r.retired))
+                    for r in self._registry.list()]
         else:
-            base = [(dev, st.kind, st.zone, 0.0, 0.0, False) for dev, st in data.devices.items()]
+            base = [(dev, st.kind, st.zone, 0.0, 0.0, False, False) for dev, st in data.devices.items()]
         out = []
-        for dev_id, kind, zone, lat, lon, revoked in base:
+        for dev_id, kind, zone, lat, lon, revoked, retired in base:
             st = data.devices.get(dev_id)
             if st is None:
-                out.append(DeviceView(id=dev_id, kind=kind, zone=zone, lat=lat, lon=lon, revoked=revoked))
+                out.append(DeviceView(id=dev_id, kind=kind, zone=zone, lat=lat, lon=lon, revoked=revoked,
+                                      retired=retired))
                 continue
             out.append(DeviceView(
                 id=dev_id, kind=kind, zone=zone, lat=lat, lon=lon, revoked=revoked, last_seen=st.last_seen,
                 link=st.link, latest=st.latest, latest_at=st.latest_at, alarms=st.alarms,
-                lamp_changed_at=st.lamp_changed_at, fw=st.fw, last_end=st.last_end,
+                lamp_changed_at=st.lamp_changed_at, fw=st.fw, last_end=st.last_end, retired=retired,
             ))
         return sorted(out, key=lambda d: d.id)
 
@@ -360,6 +362,29 @@ class RegistryAdmin:
             raise Conflict(f"device '{device_id}' is already revoked", code="already_revoked", param="device_id")
         self._registry.revoke(device_id)
 
+    def retire(self, device_id: str) -> None:
+        """Retire; 404 unknown, 409 ``already_retired`` or ``revoked``."""
+        self._retire_or_reinstate(device_id, retire=True)
+
+    def reinstate(self, device_id: str) -> None:
+        """Take a retired device back; 404 unknown, 409 ``not_retired`` or ``revoked``."""
+        self._retire_or_reinstate(device_id, retire=False)
+
+    def _retire_or_reinstate(self, device_id: str, *, retire: bool) -> None:
+        try:
+            with self._writes:
+                if retire:
+                    self._registry.retire(device_id)
+                else:
+                    self._registry.reinstate(device_id)
+        except RegistryError as exc:
+            reason = exc.reason or "registry"
+            if reason == "unknown_device":
+                raise NotFound(f"no device '{device_id}'", code="unknown_device", param="device_id") from None
+            if reason in ("already_retired", "not_retired", "revoked"):
+                raise Conflict(str(exc), code=reason, param="device_id") from None
+            raise Unavailable(f"registry error ({reason})", code="registry") from None
+
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:
         """New key written to the registry's key file; returns its path and key version (409 when revoked)."""
         with self._writes:
@@ -383,7 +408,7 @@ class RegistryAdmin:
             reason = exc.reason or "registry"
             if reason in ("bad_value", "bad_key"):
                 raise BadParameter(str(exc), param=exc.field or "body") from None
-            if reason in ("conflict", "moved", "revoked", "exists"):
+            if reason in ("conflict", "moved", "revoked", "retired", "exists"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None
         return {"result": result, "key_version": int(self._registry.get(device_id).key_version)}

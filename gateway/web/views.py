@@ -56,6 +56,8 @@ class DeviceView:
         fw: firmware version its last stored report names (``civic.VERSION``), or None.
         last_end: unix seconds at the end of the period of its last stored report (by the device's
             clock), or None.
+        retired: the registry retired it (its board moved to another gateway or was taken out of
+            service): not silent, its frames refused.
     """
 
     id: str
@@ -72,6 +74,7 @@ class DeviceView:
     lamp_changed_at: int | None = None
     fw: str | None = None
     last_end: int | None = None
+    retired: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,16 @@ class FleetAdmin(Protocol):
     def revoke(self, device_id: str) -> None:
         """Revoke a device's key; its reports are rejected from now on. Raises NotFound
         ``unknown_device`` (param ``device_id``) for a device not registered."""
+        ...
+
+    def retire(self, device_id: str) -> None:
+        """Retire a device (its board left this gateway): its frames are refused, its key and reports kept.
+        Raises NotFound ``unknown_device``, Conflict ``already_retired`` or ``revoked`` (param ``device_id``)."""
+        ...
+
+    def reinstate(self, device_id: str) -> None:
+        """Take a retired device back: its frames are accepted again. Raises NotFound ``unknown_device``,
+        Conflict ``not_retired`` or ``revoked`` (param ``device_id``)."""
         ...
 
     def rotate_key(self, device_id: str) -> Mapping[str, Any]:

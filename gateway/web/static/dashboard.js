@@ -4,11 +4,11 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 // Grey #6e7781: 4.5:1 on the map's #fbfcfd (graphics need 3:1) and 4.6:1 under the revoked marker's white "×".
 const GREY = "#6e7781";
-const STATUS_COLOR = { ok: "#1a7f37", alarm: "#cf222e", stale: "#bc4c00", never: GREY, revoked: GREY };
+const STATUS_COLOR = { ok: "#1a7f37", alarm: "#cf222e", stale: "#bc4c00", never: GREY, revoked: GREY, retired: GREY };
 // Not by colour alone: a mark inside the marker (the legend names them); "never" is drawn hollow.
-const STATUS_MARK = { alarm: "!", stale: "?", revoked: "×" };
+const STATUS_MARK = { alarm: "!", stale: "?", revoked: "×", retired: "–" };
 // Problem devices first: an operator looks for these among hundreds of "ok" rows.
-const STATUS_ORDER = { alarm: 0, stale: 1, never: 2, revoked: 3, ok: 4 };
+const STATUS_ORDER = { alarm: 0, stale: 1, never: 2, revoked: 3, retired: 4, ok: 5 };
 const MAP_LABELS_MAX = 30;  // more names than this overlap into an unreadable blot: the fleet table lists them
 const PLAN_REFRESH_MS = 5 * 60 * 1000;
 const REFRESH_MS = 30 * 1000;
@@ -98,7 +98,7 @@ function ago(seconds) {
 function renderSummary(data) {
   const box = document.getElementById("summary");
   const items = [["devices", data.devices.length]];
-  for (const s of ["ok", "alarm", "stale", "never", "revoked"]) items.push([s, data.status_counts[s] || 0]);
+  for (const s of ["ok", "alarm", "stale", "never", "revoked", "retired"]) items.push([s, data.status_counts[s] || 0]);
   items.push(["open alarms", data.alarms.length]);
   // The same boxes every time, only their numbers change: a screen reader reading them keeps its place.
   if (box.children.length !== items.length) {
