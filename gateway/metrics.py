@@ -18,7 +18,7 @@ REJECTION_REASONS = (
 )
 # Why an open BLE link was closed on a registry check (docs/ble.md §8): its device was revoked, is no
 # longer registered, or its key is no longer the one the link authenticated with.
-BLE_DEAUTHORIZED_REASONS = ("revoked", "unknown_device", "key_changed")
+BLE_DEAUTHORIZED_REASONS = ("revoked", "retired", "unknown_device", "key_changed")
 # Why a non-personal field was left out of a stored report: sent over a shorter period than its
 # release_every_s (a board on older firmware); outside its valid_range (a faulty sensor).
 FIELD_DROP_REASONS = ("release_period", "out_of_range")
@@ -66,6 +66,8 @@ class GatewayMetrics:
         retention_skipped: retention passes skipped because the gateway clock is implausible, by reason
             (:data:`RETENTION_SKIP_REASONS`, see gateway/retention_clock.py).
         retention_removed: field values (readings) removed by retention.
+        ack_time_withheld: ACKs sent without the gateway's time to a board whose clock disagrees while the
+            gateway clock is suspect (gateway/ack_time.py; ``/healthz`` ``ack_time_withheld``).
         config_problems: config keys refused at start and left at their defaults (``[opendata]`` keys
             ``gateway run`` loads leniently, each logged as an ERROR); 0 when the config is clean.
     """
@@ -156,6 +158,10 @@ class GatewayMetrics:
             self.retention_skipped.labels(reason)
         self.retention_removed = Counter("civicedge_retention_removed", "Field values removed by retention",
                                          registry=r)
+        self.ack_time_withheld = Counter(
+            "civicedge_ack_time_withheld", "ACKs sent without the gateway's time to a board whose clock disagrees "
+            "while the gateway clock is suspect (stepped forward or ahead of the stored reports, not confirmed)",
+            registry=r)
         self.seqs_given_up = Counter(
             "civicedge_seqs_given_up", "Device seqs acknowledged past without a stored report after the timed "
             "hold (ack_gap_hold_s) of boards whose reports carry no 'h' (older firmware): reports lost, or seqs "

@@ -128,7 +128,8 @@ class Gateway:
         self.retention_clock = RetentionClock(config.retention_interval_s,
                                               time.monotonic if sim_clock is None else None, confirm_command=confirm)
         # ACKs carry no time to boards that disagree while the clock is suspect (gateway/ack_time.py)
-        self.ack_time = AckTime(self.retention_clock, clock, confirm_command=confirm)
+        self.ack_time = AckTime(self.retention_clock, clock, confirm_command=confirm,
+                                on_withheld=self.metrics.ack_time_withheld.inc)
         self.ingest = IngestService(store=self.store, verifier=Verifier(self.registry, self.policy),
                                     metrics=self.metrics, batch_ms=config.storage.batch_ms,
                                     batch_max=config.storage.batch_max, clock=clock,

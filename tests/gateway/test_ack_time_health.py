@@ -43,6 +43,7 @@ def test_healthz_warns_while_ack_time_is_withheld_and_clears_once_confirmed(tmp_
         assert "2 board(s)" in problem and "bin-1, bin-2" in problem
         assert "jumped forward while the gateway ran" in problem and rc.confirm_command in problem
         assert summary([problem]) == "ack_time_withheld time_sync"
+        assert gw.metrics.value("civicedge_ack_time_withheld_total") == 2
         rc.confirm(now)  # the operator confirms; taken at the next pass
         rc.removal_time(now + 1, now - 60)
         # cleared without waiting for an ACK of those boards
