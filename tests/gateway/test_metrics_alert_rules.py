@@ -112,6 +112,15 @@ def test_a_board_stuck_in_seq_reused_is_alerted_on() -> None:
     assert "docs/field.md" in rules[0]["annotations"]["runbook"]  # type: ignore[index]
 
 
+def test_a_clock_stepped_ahead_while_running_is_alerted_on() -> None:
+    """A forward step while running withholds ACK time without skipping retention (its data check agrees
+    with reports stamped by the jumped clock): the withheld counter alerts on its own."""
+    rules = [r for r in _rules() if "civicedge_ack_time_withheld_total" in str(r["expr"])]
+    assert [r["alert"] for r in rules] == ["CivicedgeAckTimeWithheld"]
+    assert rules[0]["labels"] == {"severity": "ticket"}
+    assert "retention --confirm" in rules[0]["annotations"]["description"]  # type: ignore[index]
+
+
 def _inhibit_examples() -> list[object]:
     """The Alertmanager inhibit_rules example as the rules file's comment and docs/gateway.md give it."""
     text = RULES.read_text(encoding="utf-8")
