@@ -254,7 +254,7 @@ class BleTransport:
         changes = registry.changes
         if self._names is None or changes != self._names_changes or now - self._names_read >= REGISTRY_REFRESH_S:
             try:
-                self._names = NameFilter(r.id for r in registry.list() if not r.revoked)
+                self._names = NameFilter(r.id for r in registry.list() if not (r.revoked or r.retired))
                 self._names_changes, self._names_read = changes, now
             except (sqlite3.Error, GatewayError) as exc:  # keep the last list; never stop scanning
                 log.warning("BLE: cannot read the device registry (%s); keeping the last list of %d device(s)",
@@ -317,15 +317,17 @@ class BleTransport:
                 if not name or names is None or names.admits(name):
                     return None
                 record = registry.lookup(name)
-                if record is not None and not record.revoked:
+                if record is not None and not (record.revoked or record.retired):
                     return None  # a shortened name of a revoked id, admitted at connect; the auth timeout holds
-                return ("unknown_device" if record is None else "revoked"), name
+                return ("unknown_device" if record is None else "revoked" if record.revoked else "retired"), name
             frame = parse_frame(ack)
             record = registry.lookup(frame.device_id)
             if record is None:
                 return "unknown_device", frame.device_id
             if record.revoked:
                 return "revoked", frame.device_id
+            if record.retired:  # its board left this gateway: the link would hold it from the one serving it now
+                return "retired", frame.device_id
             try:
                 key = registry.key(frame.device_id)
             except GatewayError:  # key file gone or unreadable: no frame of the device can verify
@@ -346,7 +348,8 @@ class BleTransport:
                         address, device_id, delay)
         else:
             log.warning("BLE closed the link to %s: device %s is %s; it is not connected again", address, device_id,
-                        "revoked" if reason == "revoked" else "not a registered device")
+                        {"revoked": "revoked", "retired": "retired (`civicedge gateway devices reinstate` takes it "
+                         "back)"}.get(reason, "not a registered device"))
 
     def _forget(self, address: str) -> Callable[["asyncio.Task[None]"], None]:
         def done(_task: "asyncio.Task[None]") -> None:
