@@ -160,13 +160,13 @@ def volume_warnings(bins: Iterable[BinStatus], settings: PlanSettings) -> list[s
     """Warnings about ``settings.bin_volumes_l`` entries that name none of ``bins``.
 
     A mistyped id in a bin-volumes CSV would otherwise go unnoticed: the bin it meant gets the
-    default volume. Not an error: the file may list bins that are not installed yet or were revoked.
+    default volume. Not an error: the file may list bins that are not installed yet or were revoked or retired.
     """
     unknown = _unknown_volume_ids(bins, settings)
     if not unknown:
         return []
     shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-    return [f"bin volumes name {len(unknown)} id(s) that are not registered bins (or are revoked), "
+    return [f"bin volumes name {len(unknown)} id(s) that are not registered bins (or are revoked or retired), "
             f"their volume is not used: {shown}"]
 
 

@@ -86,7 +86,7 @@ class GatewayBinSource:
             raise BinDataError(str(reg_dir), str(exc)) from exc
 
     def load(self, as_of: datetime) -> list[BinStatus]:
-        """Return every registered, non-revoked bin with its fill history and active alarms.
+        """Return every registered bin neither revoked nor retired with its fill history and active alarms.
 
         Raises:
             BinDataError: The store or the registry cannot be read.
@@ -105,7 +105,8 @@ class GatewayBinSource:
                     registry.close()
             fills = _fills(queries, end - self.history_s, end)
             # over the fill history, not only the alarm window: the latest tilt says whether the bin is still down
-            tilts = _tilts(queries, [d.id for d in devices if not d.revoked], end - self.history_s, end)
+            tilts = _tilts(queries, [d.id for d in devices if not (d.revoked or d.retired)], end - self.history_s,
+                           end)
             alarms = queries.alarms(start=end - self.alarm_window_s, end=end)
         except GatewayError as exc:
             raise BinDataError(str(self.db_path), str(exc)) from exc
@@ -122,8 +123,9 @@ class GatewayBinSource:
 
         out: list[BinStatus] = []
         for dev in devices:
-            if dev.revoked:
-                logger.info("bin %s is revoked; left out of planning", dev.id)
+            if dev.revoked or dev.retired:
+                # retired: taken off the street or moved to another gateway's round; a crew sent to it finds nothing
+                logger.info("bin %s is %s; left out of planning", dev.id, "revoked" if dev.revoked else "retired")
                 continue
             series = sorted(fill_by_dev.get(dev.id, []))
             active = frozenset(

@@ -82,6 +82,8 @@ async def test_revoked_and_moved_bins_are_not_served_from_the_cache(city: CityDa
         changer.move("bin-2", lat="52.3800", lon="4.9100")
         after = await _plan(client)
         assert sorted(after) == ["bin-0", "bin-2", "bin-3"]
+        changer.retire("bin-3")
+        assert sorted(await _plan(client)) == ["bin-0", "bin-2"]
         assert after["bin-2"] == (52.38, 4.91)
     finally:
         if other is not None:

@@ -52,6 +52,18 @@ def test_revoked_bins_left_out(city: CityData) -> None:
     assert [b.id for b in source(city).load(ROUND_START)] == ["bin-a"]
 
 
+def test_retired_bins_left_out_and_planned_again_once_reinstated(city: CityData) -> None:
+    """A bin taken off the street (or moved to another gateway's district) is retired: no crew is sent to
+    it. Test fails before (the planner left out only revoked bins)."""
+    city.add_device("bin-a")
+    city.add_device("bin-r")
+    city.windows("bin-r", T0 - 2 * WINDOW_S, [95, 95], tilt=0)
+    city.registry.retire("bin-r")
+    assert [b.id for b in source(city).load(ROUND_START)] == ["bin-a"]
+    city.registry.reinstate("bin-r")
+    assert sorted(b.id for b in source(city).load(ROUND_START)) == ["bin-a", "bin-r"]
+
+
 def test_alarm_rules(city: CityData) -> None:
     for d in ("tipped", "righted", "burning", "emptied", "old"):
         city.add_device(d)
