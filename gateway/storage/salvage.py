@@ -8,8 +8,9 @@ connection, with SQLite's online backup API: a consistent snapshot as of the las
 ``<store>.salvaged`` (or ``<store>.salvaged-<n>``; nothing is overwritten) beside the file itself that the
 gateway opened: behind a ``[storage] path`` that is a symlink, next to the file it named (where the store's
 ``-wal`` and ``-shm`` are, on the file system chosen for the data), so that moving the copy into place keeps
-the link; the message says so. A single file in rollback-journal
-mode, mode 0600 and owned by the gateway's user (it holds personal data), written under a temporary name and
+the link; when that directory is gone or not writable, beside the configured path, or in the nearest
+directory that exists (:func:`gateway.storage.store_files.salvage_dir`); the message says where. A single
+file in rollback-journal mode, mode 0600 and owned by the gateway's user (it holds personal data), written under a temporary name and
 linked into place only once complete and checked (``PRAGMA quick_check``). Free space is checked first:
 without room for the copy, or when writing it fails, the message gives the ``cp`` commands instead
 (:func:`gateway.storage.store_files.copy_out`).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -27,7 +29,7 @@ from pathlib import Path
 from gateway.private_dirs import fsync_dir, fsync_file
 from gateway.storage.disk_space import MIB, free_bytes
 from gateway.storage.schema_backup import megabytes
-from gateway.storage.store_files import FileIdentity, copy_out, salvage_name
+from gateway.storage.store_files import FileIdentity, copy_out, put_back, salvage_dir, salvage_name
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +41,29 @@ SHOWN_PROBLEMS = 3
 
 def salvage(conn: sqlite3.Connection, files: list[FileIdentity]) -> tuple[str, bool]:
     """Copy the store open on ``conn`` (its watched ``files``, from
-    :func:`gateway.storage.store_files.file_identities`: the database first) next to the file itself that was
-    opened (its configured path with symlinks resolved, as at the start), and say what was done, for :func:`gateway.storage.store_files.file_problem`'s
-    message: where the copy is, what it holds and what to do next; or, when it cannot be made, why and the
-    ``cp`` commands; and whether to try again later (only when there was no room: a look at the free space
+    :func:`gateway.storage.store_files.file_identities`: the database first) into the directory
+    :func:`gateway.storage.store_files.salvage_dir` chooses (beside the file itself that was opened, when it
+    can), and say what was done, for :func:`gateway.storage.store_files.file_problem`'s message: where the
+    copy is, what it holds and what to do next; or, when it cannot be made, why and the ``cp`` commands; and
+    whether to try again later (only when there was no room: a look at the free space
     is cheap, a copy that failed part-way is not). Call on the store's thread, outside any transaction,
     once it commits nothing more.
     """
     name, db = files[0].name, files[0].opened
+    where, moved = salvage_dir(files)
     try:
         size = int(conn.execute("PRAGMA page_count").fetchone()[0]) * int(conn.execute("PRAGMA page_size")
                                                                            .fetchone()[0])
     except sqlite3.Error as exc:
         return copy_out(files, "; the gateway could not copy it itself: reading its size failed: %s" % exc), False
-    free = free_bytes(db)
+    free = free_bytes(where)
     if free is not None and free < size + MARGIN_BYTES:
         return copy_out(files, "; the gateway could not copy it itself: %s free on the file system of %s, the "
                         "copy needs %s and %s more is kept free: free space there first, or give the commands that "
-                        "follow targets on a file system with room" % (megabytes(free), db.parent, megabytes(size),
+                        "follow targets on a file system with room" % (megabytes(free), where, megabytes(size),
                                                                          megabytes(MARGIN_BYTES))), True
     try:
-        dest, reports, problems = _write_copy(conn, db)
+        dest, reports, problems = _write_copy(conn, where / db.name)
     except (sqlite3.Error, OSError) as exc:
         return copy_out(files, "; the gateway could not copy it itself: %s" % exc), False
     if problems:
@@ -68,18 +72,20 @@ def salvage(conn: sqlite3.Connection, files: list[FileIdentity]) -> tuple[str, b
                         "store itself is damaged, or the copy is); keep that copy and copy the files out too"
                         % (dest, shown)), False
     # Beside the file itself, not the link: say so where the link is elsewhere (an operator looks beside it).
-    beside = "" if db == Path(os.path.abspath(name)) else ", beside the file itself that %s links to" % name
+    beside = moved or ("" if db == Path(os.path.abspath(name)) else ", beside %s, the file %s leads to" % (db, name))
     log.info("report store %s: copied, with SQLite's backup API, to %s%s (%d reports, %s, quick_check ok)",
              name, dest, beside, reports, megabytes(dest.stat().st_size))
     return (" (no name is left for the file it writes: what it held is lost when the gateway stops, but the gateway "
             "copied it, as of its last commit, to %s%s (%d reports, %s, checked with PRAGMA quick_check: ok; mode "
-            "0600, the gateway user's); it commits nothing more: stop the gateway, move aside anything left at %s, "
-            "%s-wal and %s-shm, then move the copy into place (mv %s %s) and start it again)"
-            % (dest, beside, reports, megabytes(dest.stat().st_size), db, db, db, dest, db)), False
+            "0600, the gateway user's); it commits nothing more: stop the gateway, move aside anything left at %s "
+            "(a gateway started meanwhile creates an empty store there), %s-wal and %s-shm, then move the copy into "
+            "place (%smv -T -n %s %s) and start it again)"
+            % (dest, beside, reports, megabytes(dest.stat().st_size), db, db, db, put_back(db),
+               shlex.quote(str(dest)), shlex.quote(str(db)))), False
 
 
 def _write_copy(conn: sqlite3.Connection, db: Path) -> tuple[Path, int, list[str]]:
-    """Back the store up into a new file next to ``db``, check it and link it into place under
+    """Back the store up into a new file next to ``db`` (the store's name in the directory chosen), check it and link it into place under
     :func:`salvage_name`; return that name, the reports it holds and what ``quick_check`` found
     (nothing: sound). A copy cut off part-way is removed (it never has the final name)."""
     fd, tmp_name = tempfile.mkstemp(prefix=db.name + ".salvaged.", suffix=".tmp", dir=db.parent)  # 0600

@@ -284,7 +284,8 @@ class ReportStore:
         write is refused (``file_gone``), and SQLite no longer checkpoints (``wal_autocheckpoint=0``), so the
         file and its ``-wal`` stay as they were at the last commit; a file with no name left (deleted, or
         replaced by a ``mv`` over it) is then copied to ``<file>.salvaged`` beside the file itself (a symlinked
-        path resolved; gateway.storage.salvage), which the message names: also when a file first moved away loses its name later, and again once there is room
+        path resolved; beside the link when the file's directory is gone; gateway.storage.salvage), which the
+        message names: also when a file first moved away loses its name later, and again once there is room
         when there was none. On the store's thread (a write, or the gateway's watch of the store every few
         seconds), outside a transaction.
         """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import stat
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +22,7 @@ from gateway.errors import StorageError
 from gateway.pid_lock import LockHeld, lock_holder, take_pid_lock
 from gateway.private_dirs import mkdir_private
 
+
 class FileIdentity(NamedTuple):
     """A watched file of the store (from :func:`file_identities`).
 
@@ -28,12 +30,18 @@ class FileIdentity(NamedTuple):
         name: the name it is looked up by (the configured ``[storage] path`` for the database).
         ident: its ``(st_dev, st_ino)`` when the store opened.
         opened: the file itself that was opened (``name`` with symlinks resolved, then): where the store
-            belongs, and where a salvage copy of it goes.
+            belongs, and where a salvage copy of it goes when that directory is still there.
+        dirs: the ``(st_dev, st_ino)`` of ``opened``'s directory and each one above it, at the open: a
+            directory moved away is put back only once it is known to be that one.
+        fd: the descriptor the store's writer connection holds it open by (it stays open as long as the
+            store), or None: the one named in ``cp /proc/PID/fd/N`` advice, never a short-lived one.
     """
 
     name: Path
     ident: tuple[int, int]
     opened: Path
+    dirs: tuple[tuple[int, int], ...] = ()
+    fd: int | None = None
 
 
 class _OpenFile(NamedTuple):
@@ -42,10 +50,12 @@ class _OpenFile(NamedTuple):
     links: int  # its link count: 0 once it has no name left
     fd: int
     at: Path | None  # where it is now, read from its descriptor (readlink) and checked; None: unknown
-    unreachable: bool  # the descriptor names a path that does not lead to it (its file system is detached)
+    name: str  # what its descriptor names (readlink), checked or not; "" when unreadable
+    detached: bool | None  # its mount is no longer in this process's mount table (umount -l); None: unknown
 
 
-# What readlink of /proc/PID/fd/N appends to the last name of a file that has no name left.
+# What readlink of /proc/PID/fd/N appends to the last name of a file whose name was removed: with a link
+# count above 0, another name (a hard link) still has it.
 DELETED_SUFFIX = " (deleted)"
 
 
@@ -62,7 +72,7 @@ def file_problem(files: list[FileIdentity], salvaged: str | None = None) -> str 
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            found = _open_file(ident)
+            found = _open_file(f)
             what = ("moved or deleted" if found is None else "moved away" if found.links else "deleted")
             return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(f, files, salvaged))
         except OSError:
@@ -82,7 +92,7 @@ def unnamed(files: list[FileIdentity]) -> bool:
     over it: what it holds goes when the gateway stops), or the database is gone from its path and this
     cannot be told (no ``/proc``); not for a file moved away (it still has a name)."""
     for i, f in enumerate(files):
-        found = _open_file(f.ident)
+        found = _open_file(f)
         if found is not None and found.links == 0:
             return True
         if found is None and i == 0 and not os.path.lexists(f.name):
@@ -90,85 +100,155 @@ def unnamed(files: list[FileIdentity]) -> bool:
     return False
 
 
-def _open_file(ident: tuple[int, int]) -> _OpenFile | None:
-    """The file ``ident`` (st_dev, st_ino) as this process has it open (Linux ``/proc/self/fd``): its link
-    count, the descriptor, and where it is now; None when it cannot be told.
+def _open_file(f: FileIdentity) -> _OpenFile | None:
+    """The file ``f`` as this process has it open (Linux ``/proc/self/fd``): its link count, the
+    descriptor (the writer's own, ``f.fd``, when it still is that file), and where it is now; None when it
+    cannot be told.
 
     Where it is comes from the descriptor itself (readlink: the kernel's name of the open file, ``...
-    (deleted)`` once it has none), checked by a ``stat`` of that name: never guessed from the configured
-    path, whose directory may report another device than the file (overlayfs, btrfs subvolumes). A name
-    that does not lead back to the file means no name reaches it from here: its file system was detached
-    (``umount -l``) or mounted over."""
+    (deleted)`` once that name is removed), checked by a ``stat`` of that name: never guessed from the
+    configured path, whose directory may report another device than the file (overlayfs, btrfs subvolumes)."""
     try:
         fds = os.listdir("/proc/self/fd")
     except OSError:
         return None
-    for fd in fds:
-        link = "/proc/self/fd/" + fd
-        try:
-            st = os.stat(link)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) != ident:
-            continue
-        at: Path | None = None
-        unreachable = False
-        if st.st_nlink:
-            try:
-                name = os.readlink(link)
-            except OSError:
-                name = ""
-            if name.startswith("/"):
-                try:
-                    there = os.stat(name)
-                except OSError:
-                    there = None
-                if there is not None and (there.st_dev, there.st_ino) == ident:
-                    at = Path(name)
-                else:
-                    unreachable = True
-        return _OpenFile(st.st_nlink, int(fd), at, unreachable)
+    for fd in ([f.fd] if f.fd is not None else []) + [int(n) for n in fds if n.isdigit()]:
+        found = _look(fd, f.ident)
+        if found is not None:
+            return found
     return None
+
+
+def _look(fd: int, ident: tuple[int, int]) -> _OpenFile | None:
+    """The descriptor ``fd`` of this process as an :class:`_OpenFile` when it is the file ``ident``.
+
+    A descriptor number is reused as soon as it is closed (a read connection, damage.py's short-lived
+    quick_check): the file is held by a descriptor of its own (``O_PATH``) while it is looked at, so the
+    identity, the name and the mount all come from one file. ``O_PATH``: closing it does not drop the
+    POSIX locks SQLite holds on the file (closing any other descriptor of it would)."""
+    try:
+        st = os.stat("/proc/self/fd/%d" % fd)
+    except OSError:
+        return None
+    if (st.st_dev, st.st_ino) != ident:
+        return None
+    try:
+        own = os.open("/proc/self/fd/%d" % fd, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(own)
+        if (st.st_dev, st.st_ino) != ident:
+            return None  # closed and its number reused meanwhile
+        try:
+            name = os.readlink("/proc/self/fd/%d" % own)
+        except OSError:
+            name = ""
+        detached = _detached(own)
+    finally:
+        os.close(own)
+    at: Path | None = None
+    if st.st_nlink and name.startswith("/") and name != "/":
+        try:
+            there = os.stat(name)
+        except OSError:
+            there = None
+        if there is not None and (there.st_dev, there.st_ino) == ident:
+            at = Path(name)
+    return _OpenFile(st.st_nlink, fd, at, name, detached)
+
+
+def _detached(fd: int) -> bool | None:
+    """Whether the mount the descriptor ``fd`` was opened through is gone from this process's mount
+    table (``umount -l``: the file system lives on for the open files, under no path); None when
+    ``/proc`` cannot tell."""
+    try:
+        with open("/proc/self/fdinfo/%d" % fd, encoding="ascii") as info:
+            mnt = next((int(line.split()[1]) for line in info if line.startswith("mnt_id:")), None)
+        if mnt is None:
+            return None
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as table:
+            return not any(line.split(maxsplit=1)[0] == str(mnt) for line in table if line.strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _fate(f: FileIdentity, files: list[FileIdentity], salvaged: str | None) -> str:
     """What became of the store's file ``f``, for :func:`file_problem`'s message; for a file with no name
     left, ``salvaged`` (what the gateway did about it) or, before the gateway has looked at it,
     :func:`copy_out`."""
-    found = _open_file(f.ident)
+    found = _open_file(f)
     if found is None:
-        return ""
+        return _where_moved(f.name, f.ident)
     if found.links == 0:
         return salvaged if salvaged is not None else copy_out(files)
     if found.at is not None:
         return _moved_to(f, found.at)
-    return _where_moved(f.name, f.ident, unreachable=found.unreachable)
+    if found.detached:
+        return _unmounted(f.name)
+    return _unchecked(f, found.name)
 
 
 def _moved_to(f: FileIdentity, at: Path) -> str:
     """The message part for the store's file ``f`` that its descriptor says is now at ``at``: where, and
-    the ``mv`` that puts it back where it was opened (of the directory that moved, when the file's
-    directory is gone with it, as after ``mv data data.old``)."""
+    the ``mv`` that puts it back where it was opened: of the directory that moved, when the file's
+    directory is gone with it (``mv data data.old``) and that directory is the one it was opened in
+    (its identity recorded at the open); else of the file alone."""
     if at == f.opened:
         return (" (the file it writes is still at %s, nothing is lost, but %s no longer leads to it (a symlink on "
                 "the way re-pointed or removed): while the gateway is stopped, point it back at %s, and start it "
                 "again)" % (at, f.name, at))
     src, dst = at, f.opened
-    # climb while the destination's directory is gone too: what moved is that directory (or one above)
-    while (src.name == dst.name and not os.path.lexists(dst.parent) and src.parent != src.parent.parent
-           and dst.parent != dst.parent.parent):
-        src, dst = src.parent, dst.parent
+    if at.name == f.opened.name:  # a file renamed is put back alone: its directory holds it under another name
+        for recorded in f.dirs:  # climb while the destination's directory is gone and what moved is that one
+            if os.path.lexists(dst.parent) or src.parent == src.parent.parent or dst.parent == dst.parent.parent:
+                break
+            try:
+                st = os.stat(src.parent)
+            except OSError:
+                break
+            if (st.st_dev, st.st_ino) != recorded:
+                break
+            src, dst = src.parent, dst.parent
     what = "the file it writes" if src == at else "its directory"
-    aside = ("move aside what is at %s now, then " % dst) if os.path.lexists(dst) else ""
-    return (" (the file it writes is now %s, as its open descriptor says: nothing is lost; to put %s back, stop the "
-            "gateway, %smv %s %s, and start it again)" % (at, what, aside, src, dst))
+    steps = "mv -T -n %s %s" % (shlex.quote(str(src)), shlex.quote(str(dst)))
+    apart = ""
+    if src == at and not os.path.isdir(dst.parent):
+        steps = "mkdir -p %s && %s" % (shlex.quote(str(dst.parent)), steps)
+        apart = ("; it moved without its directory %s, whose other files (the device registry, the store's -wal) "
+                 "are elsewhere now or gone: put them back beside it too" % dst.parent)
+    return (" (the file it writes is now %s, as its open descriptor says: nothing is lost%s; to put %s back, stop the "
+            "gateway; if %s exists (a gateway started meanwhile creates an empty store), move it aside first; then "
+            "%s, and start it again)" % (at, apart, what, dst, steps))
+
+
+def salvage_dir(files: list[FileIdentity]) -> tuple[Path, str]:
+    """Where a copy of the store that is gone goes, and why there when not beside the file itself: beside
+    the file that was opened (where its ``-wal`` and ``-shm`` are, on the file system chosen for the data,
+    so that moving the copy into place keeps any ``[storage] path`` symlink), or, when that directory is
+    gone or not writable (a symlink's target directory removed with ``rm -rf``), beside the configured
+    path, or else the nearest directory above it that exists: a copy made is never lost for want of its
+    directory."""
+    opened, name = files[0].opened, Path(os.path.abspath(files[0].name))
+    if _writable(opened.parent):
+        return opened.parent, ""
+    why = "gone" if not os.path.isdir(opened.parent) else "not writable"
+    if name.parent != opened.parent and _writable(name.parent):
+        return name.parent, " (its own directory %s is %s: beside %s instead)" % (opened.parent, why, name)
+    nearest = Path(_nearest_existing(str(opened.parent)))
+    return nearest, " (its own directory %s is %s: in %s instead, the nearest that exists)" % (opened.parent, why,
+                                                                                             nearest)
+
+
+def _writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` by this process."""
+    return os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
 
 
 def salvage_name(db: Path) -> Path:
     """Where a copy of the store ``db`` that is gone goes: ``<db>.salvaged``, or ``<db>.salvaged-<n>`` (n
-    from 2) when that name, or its ``-wal``, is taken (nothing is overwritten). ``db`` is the file itself
-    that the gateway opened (:attr:`FileIdentity.opened`), so the copy is beside it, with its ``-wal`` and
-    ``-shm``, even when ``[storage] path`` is a symlink to it."""
+    from 2) when that name, or its ``-wal``, is taken (nothing is overwritten). ``db`` is the store's name in
+    the directory :func:`salvage_dir` chose."""
     n = 1
     while True:
         name = db.with_name("%s.salvaged%s" % (db.name, "" if n == 1 else "-%d" % n))
@@ -177,52 +257,101 @@ def salvage_name(db: Path) -> Path:
         n += 1
 
 
+def put_back(db: Path) -> str:
+    """``mkdir -p <its directory> && `` when the directory of the store's file ``db`` is gone, else ""."""
+    return "" if os.path.isdir(db.parent) else "mkdir -p %s && " % shlex.quote(str(db.parent))
+
+
 def copy_out(files: list[FileIdentity], why: str = "") -> str:
     """For :func:`file_problem`'s message on a store file with no name left, ``why`` the gateway made no
     copy itself ("" before it looked): the ``cp`` commands that copy the database and its ``-wal`` out of
-    this running process (``/proc/PID/fd/N``), owner and mode kept (``--preserve=mode,ownership``: run as
-    root, the copies are still the gateway user's, 0600; they hold personal data), under names not taken,
-    beside the file itself that the gateway opened (behind any symlink: where its ``-wal`` and ``-shm`` are).
+    this running process (``/proc/PID/fd/N``, N the writer connection's own descriptor, open as long as the
+    store), owner and mode kept (``--preserve=mode,ownership``: run as root, the copies are still the
+    gateway user's, 0600; they hold personal data), under names not taken, in the directory
+    :func:`salvage_dir` chooses (one that exists).
 
     They are right only because the store commits nothing once it has found the file gone and no longer
     checkpoints (``wal_autocheckpoint=0``: gateway.storage.store): the two files do not change between the
     two copies."""
     db = files[0].opened
-    dest = salvage_name(db)
+    where, moved = salvage_dir(files)
+    dest = salvage_name(where / db.name)
     copies: list[tuple[str, str]] = []  # (cp command, name to move the copy to)
     for f in files:  # the -wal too, deleted or not: SQLite removes it by name at the stop
-        found = _open_file(f.ident)
+        found = _open_file(f)
         if found is not None:
             wal = "-wal" if str(f.name).endswith("-wal") else ""
-            copies.append(("cp --preserve=mode,ownership /proc/%d/fd/%d %s%s" % (os.getpid(), found.fd, dest, wal),
+            copies.append(("cp --preserve=mode,ownership /proc/%d/fd/%d %s" % (os.getpid(), found.fd,
+                                                                               shlex.quote("%s%s" % (dest, wal))),
                            "%s%s" % (db, wal)))
     return (" (no name is left for the file it writes: what it held is lost when the gateway stops, unless a backup "
             "has it or it is copied out first%s; the gateway commits nothing more, so copy it out now, while it "
-            "still runs, as its user or root: %s; then stop the gateway, move aside any %s-wal and %s-shm left, "
-            "move the copies into place as %s, together, and start it)"
-            % (why, " && ".join(c for c, _ in copies), db, db, " and ".join(n for _, n in copies)))
+            "still runs, as its user or root%s: %s; then stop the gateway, move aside any %s-wal and %s-shm left, "
+            "%smove the copies into place as %s, together (mv -T -n), and start it)"
+            % (why, moved, " && ".join(c for c, _ in copies), db, db, put_back(db).replace(" && ", ", then "),
+               " and ".join(n for _, n in copies)))
 
 
-def _where_moved(path: Path, ident: tuple[int, int], *, unreachable: bool = False) -> str:
-    """How to find the store's file ``ident`` that still has a name somewhere when its descriptor cannot
-    say where (no ``/proc/self/fd`` names, or a name no path reaches: ``unreachable``), for :func:`_fate`:
-    a ``find`` from the mount point of the nearest directory of ``path`` that still exists, or, when that
-    is not on the file's file system (the data directory's mount lazily unmounted or moved), that the
-    file system itself is no longer there and how to look for it. Without the descriptor's word this is a
-    guess from device numbers, which overlayfs and btrfs subvolumes can mislead."""
+def _where_moved(path: Path, ident: tuple[int, int]) -> str:
+    """How to look for the store's file ``ident`` when no descriptor can be looked at (no ``/proc``), for
+    :func:`_fate`: a guess from device numbers (which overlayfs and btrfs subvolumes can mislead): a
+    ``find`` from the mount point of the nearest directory of ``path`` that still exists when that is on
+    the file's file system, else that its file system may no longer be mounted there."""
     directory = os.path.dirname(os.path.abspath(path))
     existing = _nearest_existing(directory)
-    gone = "" if existing == directory else "; its directory %s is gone too (moved or renamed)" % directory
     try:
-        on_its_fs = os.stat(existing).st_dev == ident[0] and not unreachable
+        on_its_fs = os.stat(existing).st_dev == ident[0]
     except OSError:
         on_its_fs = False
     if not on_its_fs:
-        return (" (the file it writes still exists, nothing is lost, but the file system it is on is no longer "
-                "mounted where the store was%s: unmounted (umount -l?) or mounted elsewhere; see findmnt or mount "
-                "for the data directory's mount, then stop the gateway and mount it back at %s)" % (gone, directory))
-    return (" (the file it writes is still on disk under another name, nothing is lost%s; find it with find %s "
-            "-xdev -inum %d and put it back while the gateway is stopped)" % (gone, _mount_point(existing), ident[1]))
+        return _unmounted(path)
+    return (" (if it was moved, not deleted, it is still on disk under another name%s: find it with %s and put it "
+            "back while the gateway is stopped; this process cannot look at its open files to tell)"
+            % (_gone(directory, existing), _find(existing, ident)))
+
+
+def _unmounted(path: Path) -> str:
+    """The message part for a store file on a file system that is no longer mounted where it was."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return (" (the file it writes still exists, nothing is lost, but the file system it is on is no longer "
+            "mounted where the store was%s: unmounted (umount -l?) or mounted elsewhere; see findmnt or mount "
+            "for the data directory's mount, then stop the gateway and mount it back at %s)"
+            % (_gone(directory, _nearest_existing(directory)), directory))
+
+
+def _unchecked(f: FileIdentity, named: str) -> str:
+    """The message part for the store's file ``f`` that has a name, on a file system still mounted, whose
+    descriptor's name ``named`` (readlink) does not lead to it from here: a name removed while another hard
+    link keeps it, a directory this process may not enter (``ProtectHome=``, a mode), one mounted over in its
+    view (``PrivateTmp=``), or a place outside the tree mounted here (``/``: a bind mount's source)."""
+    directory = os.path.dirname(os.path.abspath(f.name))
+    existing = _nearest_existing(directory)
+    if named.endswith(DELETED_SUFFIX):
+        what = ("the name %s was removed but another name (a hard link) still has it"
+                % named[:-len(DELETED_SUFFIX)])
+    elif named.startswith("/") and named != "/":
+        what = "its descriptor names %s (the gateway cannot check it from its own view)" % named
+    else:
+        what = "its descriptor gives no usable name (moved out of the tree mounted here, as from a bind mount's source)"
+    return (" (the file it writes still has a name, nothing is lost: %s%s; find it with %s and put it back while "
+            "the gateway is stopped)" % (what, _gone(directory, existing), _find(existing, f.ident)))
+
+
+def _gone(directory: str, existing: str) -> str:
+    """``; its directory D is gone too ...`` when ``directory`` no longer exists, else ""."""
+    return "" if existing == directory else "; its directory %s is gone too (moved or renamed)" % directory
+
+
+def _find(existing: str, ident: tuple[int, int]) -> str:
+    """The ``find`` of the file ``ident``: from the mount point of ``existing`` when it is on the file's file
+    system, else from that file system's mount point (findmnt names it)."""
+    try:
+        same = os.stat(existing).st_dev == ident[0]
+    except OSError:
+        same = False
+    root = _mount_point(existing) if same else "<the mount point of device %d:%d (findmnt)>" % (
+        os.major(ident[0]), os.minor(ident[0]))
+    return "find %s -xdev -inum %d" % (shlex.quote(root) if same else root, ident[1])
 
 
 def _nearest_existing(directory: str) -> str:
@@ -301,13 +430,14 @@ def _store_files(path: Path) -> list[tuple[Path, os.stat_result]]:
                                "next to the database (SQLite refuses such a link with a bare 'unable to open "
                                "database file', or writes through it into the file it names); put the file itself "
                                "in its place (mv %s %s) or, if the gateway was stopped cleanly, remove the link"
-                               % (p, os.readlink(p), what, target, p), reason="symlinked")
+                               % (p, os.readlink(p), what, shlex.quote(target), shlex.quote(str(p))),
+                               reason="symlinked")
         if stat.S_ISREG(st.st_mode):
             files.append((p, st))
     euid = os.geteuid()
     foreign = [(p, st.st_uid) for p, st in files if st.st_uid != euid]
     if foreign and euid != 0:  # root may chmod and open anyone's file; any other user can do neither
-        names = " ".join(str(p) for p, _ in foreign)
+        names = " ".join(shlex.quote(str(p)) for p, _ in foreign)
         owners = ", ".join(sorted({_user_label(uid) for _, uid in foreign}))
         one = len(foreign) == 1
         raise StorageError("report store file%s %s %s owned by %s, not by the gateway's user %s (restored as root?): "
@@ -338,16 +468,26 @@ def file_identities(path: Path, real: Path) -> list[FileIdentity]:
     place, and removed only at the last close), each with the file opened (:class:`FileIdentity`).
 
     The database's identity is that of the file opened (``real``), looked up later through ``path``
-    (symlinks followed): should the link have been re-pointed since, the first check says so.
+    (symlinks followed): should the link have been re-pointed since, the first check says so. Called right
+    after the store's writer connection opened the files: the descriptor found then is that connection's.
     """
     found: list[FileIdentity] = []
     wal = real.with_name(real.name + "-wal")
+    dirs: list[tuple[int, int]] = []
+    for d in real.parents:
+        try:
+            st = os.stat(d)
+        except OSError:
+            break
+        dirs.append((st.st_dev, st.st_ino))
     for name, p in ((path, real), (wal, wal)):
         try:
             st = os.stat(p)
         except OSError:
             continue
-        found.append(FileIdentity(name, (st.st_dev, st.st_ino), p))
+        ident = (st.st_dev, st.st_ino)
+        opened = _open_file(FileIdentity(name, ident, p))  # only the writer's connection has it open yet
+        found.append(FileIdentity(name, ident, p, tuple(dirs), None if opened is None else opened.fd))
     return found
 
 
@@ -428,7 +568,7 @@ def _refuse_hard_links(path: Path, real: Path) -> None:
                            "backup; give the store a file of its own while no gateway runs (cp -p %s %s.new && "
                            "mv %s.new %s), take the other names (find / -xdev -samefile %s) out of backup trees and "
                            "dedup runs, and make backups with civicedge gateway backup"
-                           % (_shown(path, real), links, real, real, real, real, real), reason="hard_linked")
+                           % ((_shown(path, real), links) + (shlex.quote(str(real)),) * 5), reason="hard_linked")
 
 
 def lock_store(path: Path, real: Path) -> int:

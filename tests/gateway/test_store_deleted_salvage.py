@@ -109,7 +109,7 @@ def test_the_gateway_salvages_a_deleted_store_whole_and_it_can_be_moved_into_pla
         assert "was deleted" in problem and "copied it, as of its last commit, to %s (30 reports" % copy in problem, \
             problem
         assert store.file_problem() == problem  # /healthz says the same
-        move = re.search(r"\(mv (\S+) (\S+)\)", problem)
+        move = re.search(r"\(mv -T -n (\S+) (\S+)\)", problem)
         assert move is not None and move.groups() == (str(copy), str(db)), problem
         st = copy.stat()
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()

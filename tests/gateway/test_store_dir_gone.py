@@ -56,16 +56,47 @@ async def test_the_store_gone_hint_for_a_moved_directory_moves_that_directory_ba
         [gone] = [p for p in gw._health() if p.code == "store_gone"]
         moved = tmp_path / "data.old" / "reports.sqlite"
         assert "the file it writes is now %s, as its open descriptor says" % moved in str(gone), str(gone)
-        assert "to put its directory back, stop the gateway, mv %s %s," % (tmp_path / "data.old", tmp_path / "data") \
+        assert "to put its directory back, stop the gateway; if %s exists" % (tmp_path / "data") in str(gone), str(gone)
+        assert "then mv -T -n %s %s," % (tmp_path / "data.old", tmp_path / "data") \
             in str(gone), str(gone)
         assert "-inum" not in str(gone) and "no longer mounted" not in str(gone)
     finally:
         await gw.stop()
 
 
+async def test_without_proc_the_hint_searches_from_a_directory_that_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``/proc`` (its descriptors cannot be listed: not Linux, or /proc not mounted) the hint is a
+    ``find`` guessed from device numbers, as docs/gateway.md says; it gave no hint at all (review M4)."""
+    gw = Gateway(load_config(make_env(tmp_path)))
+    await gw.start()
+    try:
+        (tmp_path / "data").rename(tmp_path / "data.old")
+        real_listdir = os.listdir
+
+        def no_proc(path: str | os.PathLike[str] = ".") -> list[str]:
+            if str(path).startswith("/proc"):
+                raise FileNotFoundError(2, "No such file or directory", str(path))
+            return real_listdir(path)
+
+        monkeypatch.setattr(os, "listdir", no_proc)
+        [gone] = [p for p in gw._health() if p.code == "store_gone"]
+        monkeypatch.undo()
+        moved = tmp_path / "data.old" / "reports.sqlite"
+        assert "was moved or deleted" in str(gone), str(gone)
+        assert "its directory %s is gone too" % (tmp_path / "data") in str(gone), str(gone)
+        hint = str(gone).split("find it with find ", 1)[1]
+        root, rest = hint.split(" -xdev -inum ", 1)
+        assert int(rest.split()[0]) == moved.stat().st_ino
+        assert os.path.isdir(root) and moved.is_relative_to(root), root
+        assert os.stat(root).st_dev == moved.stat().st_dev
+    finally:
+        await gw.stop()
+
+
 async def test_without_the_descriptors_name_the_hint_searches_from_a_directory_that_exists(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where /proc/self/fd gives no name (readlink fails: not Linux), the hint is the ``find`` it was."""
+    """Where /proc/self/fd gives no name (readlink fails), the hint is a ``find``."""
     gw = Gateway(load_config(make_env(tmp_path)))
     await gw.start()
     try:
@@ -81,12 +112,12 @@ async def test_without_the_descriptors_name_the_hint_searches_from_a_directory_t
         [gone] = [p for p in gw._health() if p.code == "store_gone"]
         monkeypatch.undo()
         moved = tmp_path / "data.old" / "reports.sqlite"
+        assert "no longer mounted" not in str(gone), str(gone)
         assert "its directory %s is gone too" % (tmp_path / "data") in str(gone), str(gone)
         hint = str(gone).split("find it with find ", 1)[1]
         root, rest = hint.split(" -xdev -inum ", 1)
         assert int(rest.split()[0]) == moved.stat().st_ino
         assert os.path.isdir(root) and moved.is_relative_to(root), root
-        assert os.stat(root).st_dev == moved.stat().st_dev
     finally:
         await gw.stop()
 

@@ -74,7 +74,7 @@ def test_a_store_moved_on_overlayfs_is_named_where_it_is_not_as_unmounted(overla
         moved = overlay / "data.old" / "reports.sqlite"
         assert "was moved away" in problem and "no longer mounted" not in problem, problem
         assert "now %s, as its open descriptor says: nothing is lost" % moved in problem, problem
-        assert "mv %s %s," % (overlay / "data.old", data) in problem, problem
+        assert "mv -T -n %s %s," % (overlay / "data.old", data) in problem, problem
     finally:
         store.close()
 
@@ -88,7 +88,8 @@ def test_a_file_moved_aside_and_replaced_says_to_move_the_replacement_aside(tmp_
         db.write_bytes(b"")
         problem = store.file_problem() or ""
         assert "replaced by another file" in problem, problem
-        assert "move aside what is at %s now, then mv %s %s" % (db, tmp_path / "old.sqlite", db) in problem, problem
+        assert "if %s exists (a gateway started meanwhile creates an empty store), move it aside first; then mv -T -n %s %s" % (
+            db, tmp_path / "old.sqlite", db) in problem, problem
     finally:
         store.close()
 
@@ -125,11 +126,12 @@ def test_a_deleted_store_behind_a_symlink_is_salvaged_beside_the_file_and_the_li
         real.unlink()
         problem = store.check_file() or ""
         copy = disk / "reports.sqlite.salvaged"
-        assert "to %s, beside the file itself that %s links to (10 reports" % (copy, link) in problem, problem
+        assert "to %s, beside %s, the file %s leads to (10 reports" % (copy, real, link) in problem, problem
         assert not list(link.parent.glob("*.salvaged*"))
-        assert "(mv %s %s)" % (copy, real) in problem, problem
-        assert "move aside anything left at %s, %s-wal and %s-shm" % (real, real, real) in problem, problem
-        assert any(str(copy) in r.getMessage() and "links to" in r.getMessage() for r in caplog.records)
+        assert "(mv -T -n %s %s)" % (copy, real) in problem, problem
+        assert "move aside anything left at %s (a gateway started meanwhile creates an empty store there), %s-wal and %s-shm" % (
+            real, real, real) in problem, problem
+        assert any(str(copy) in r.getMessage() and "leads to" in r.getMessage() for r in caplog.records)
     finally:
         store.close()
     # the recovery as the message says it: the link still names the store, which holds every report

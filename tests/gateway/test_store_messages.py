@@ -40,7 +40,7 @@ def test_a_moved_store_is_not_called_lost_a_deleted_one_is(tmp_path: Path) -> No
         problem = store.file_problem() or ""
         assert "was moved away while the gateway ran" in problem and "nothing is lost" in problem
         assert "now %s, as its open descriptor says" % moved in problem, problem
-        assert "mv %s %s" % (moved, db) in problem and "lost when the gateway stops" not in problem
+        assert "mv -T -n %s %s" % (moved, db) in problem and "lost when the gateway stops" not in problem
         moved.unlink()
         problem = store.file_problem() or ""
         assert "was deleted while the gateway ran" in problem and "lost when the gateway stops" in problem

@@ -1,0 +1,275 @@
+"""The commands ``store_gone`` gives put the store back without harm, and its words match what happened.
+
+Review findings (all failed before): the "put its directory back" ``mv`` climbed to whatever directory now
+holds the file (``mv srv/backups var/data`` for a file moved into a backup directory); a deleted store
+behind a ``[storage] path`` symlink whose target directory was removed was not salvaged at all; a hard link,
+an over-mounted directory or a bind mount's source were all called "no longer mounted"; the ``cp`` advice
+could name a read connection's short-lived descriptor; paths with spaces or newlines split the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.storage import ReportRecord, ReportStore
+
+T0 = 1_700_000_100 - (1_700_000_100 % 3600)
+
+
+def rec(seq: int) -> ReportRecord:
+    return ReportRecord(device="b1", seq=seq, kind="bin", zone="north", type="win", w=T0 + 900 * seq, l=900,
+                        m={"fill": 40}, e={}, a=[], fw="1.0", received_at=T0 + 900 * seq + 5.0,
+                        link="serial:/dev/x", digest="%064x" % seq)
+
+
+def seqs(db: Path) -> list[int]:
+    conn = sqlite3.connect(db)
+    try:
+        return [s for (s,) in conn.execute("SELECT seq FROM reports ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def advised(problem: str) -> str:
+    """The shell command of a "put it back" hint: after "then " up to ", and start it again"."""
+    m = re.search(r"move it aside first; then (.*), and start it again\)", problem, re.S)
+    assert m is not None, problem
+    return m.group(1)
+
+
+def test_a_file_moved_into_another_directory_is_moved_back_alone_not_that_directory(tmp_path: Path) -> None:
+    data, backups = tmp_path / "var" / "data", tmp_path / "srv" / "backups"
+    data.mkdir(parents=True)
+    backups.mkdir(parents=True)
+    (backups / "other-precious.tar").write_text("x")
+    db = data / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        db.rename(backups / "reports.sqlite")
+        data.rename(tmp_path / "var" / "data.trash")
+        problem = store.file_problem() or ""
+        command = advised(problem)
+        assert shlex.split(command) == ["mkdir", "-p", str(data), "&&", "mv", "-T", "-n",
+                                        str(backups / "reports.sqlite"), str(db)], problem
+        assert "moved without its directory %s" % data in problem and "device registry" in problem, problem
+    finally:
+        store.close()
+    subprocess.run(["bash", "-c", command], check=True)
+    assert seqs(db) == [1] and (backups / "other-precious.tar").read_text() == "x"
+
+
+def test_a_data_directory_moved_with_its_parent_is_put_back_by_the_parent(tmp_path: Path) -> None:
+    (tmp_path / "var" / "data").mkdir(parents=True)
+    db = tmp_path / "var" / "data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        (tmp_path / "var").rename(tmp_path / "var.old")
+        problem = store.file_problem() or ""
+        assert shlex.split(advised(problem)) == ["mv", "-T", "-n", str(tmp_path / "var.old"), str(tmp_path / "var")]
+    finally:
+        store.close()
+
+
+def test_a_file_moved_to_a_directory_of_the_same_name_is_not_mistaken_for_its_directory(tmp_path: Path) -> None:
+    """``/root/reports.sqlite`` once advised ``mv /root /var/lib/civicedge/data``: same last name, gone
+    destination, so the old climb took /root for the data directory."""
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "b" / "data").mkdir(parents=True)
+    db = tmp_path / "a" / "data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        db.rename(tmp_path / "b" / "data" / "reports.sqlite")
+        shutil.rmtree(tmp_path / "a")
+        problem = store.file_problem() or ""
+        assert shlex.split(advised(problem))[-2:] == [str(tmp_path / "b" / "data" / "reports.sqlite"), str(db)]
+    finally:
+        store.close()
+
+
+def test_paths_in_the_commands_are_quoted(tmp_path: Path) -> None:
+    (tmp_path / "civic data").mkdir()
+    db = tmp_path / "civic data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        moved = tmp_path / "civic data.old\nx"
+        (tmp_path / "civic data").rename(moved)
+        problem = store.file_problem() or ""
+        command = advised(problem)
+        assert shlex.split(command) == ["mv", "-T", "-n", str(moved), str(tmp_path / "civic data")], problem
+    finally:
+        store.close()
+    subprocess.run(["bash", "-c", command], check=True)
+    assert seqs(db) == [1]
+
+
+def test_the_directory_move_never_lands_inside_a_new_data_directory(tmp_path: Path) -> None:
+    """After a restart created an empty data directory, ``mv data.old data`` would have moved into it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        data.rename(tmp_path / "data.old")
+        problem = store.file_problem() or ""
+        command = advised(problem)
+        assert "if %s exists" % data in problem, problem
+    finally:
+        store.close()
+    data.mkdir()
+    (data / "reports.sqlite").write_bytes(b"")  # the new, empty store of a gateway started meanwhile
+    subprocess.run(["bash", "-c", command])
+    assert not (data / "data.old").exists() and (data / "reports.sqlite").read_bytes() == b""
+    assert seqs(tmp_path / "data.old" / "reports.sqlite") == [1]
+
+
+def test_a_store_whose_symlinked_directory_was_removed_is_salvaged_beside_the_link(tmp_path: Path) -> None:
+    disk, etc = tmp_path / "disk", tmp_path / "etc"
+    disk.mkdir()
+    etc.mkdir()
+    real, link = disk / "reports.sqlite", etc / "reports.sqlite"
+    link.symlink_to(real)
+    store = ReportStore(link, gateway_id="gw1")
+    try:
+        for seq in range(1, 6):
+            store.insert_batch([rec(seq)])
+        shutil.rmtree(disk)
+        problem = store.check_file() or ""
+        copy = etc / "reports.sqlite.salvaged"
+        assert "copied it, as of its last commit, to %s" % copy in problem, problem
+        assert "its own directory %s is gone: beside %s instead" % (disk, link) in problem, problem
+        m = re.search(r"move the copy into place \((.*)\) and start it again", problem)
+        assert m is not None, problem
+    finally:
+        store.close()
+    assert seqs(copy) == [1, 2, 3, 4, 5]
+    subprocess.run(["bash", "-c", m.group(1)], check=True)
+    again = ReportStore(link, gateway_id="gw1")
+    try:
+        assert again.max_seqs() == {"b1": 5}
+    finally:
+        again.close()
+
+
+def test_without_room_the_cp_commands_name_a_directory_that_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.storage import salvage
+
+    monkeypatch.setattr(salvage, "free_bytes", lambda _path: 1_000)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    link = tmp_path / "reports.sqlite"
+    link.symlink_to(disk / "reports.sqlite")
+    store = ReportStore(link, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        shutil.rmtree(disk)
+        problem = store.check_file() or ""
+        cps = re.findall(r"cp --preserve=mode,ownership /proc/\d+/fd/\d+ \S+", problem)
+        assert len(cps) == 2, problem
+        subprocess.run(["bash", "-c", " && ".join(cps)], check=True)
+    finally:
+        store.close()
+    assert seqs(tmp_path / "reports.sqlite.salvaged") == [1]
+
+
+def test_the_cp_advice_names_the_writers_own_descriptor_not_a_reader(tmp_path: Path) -> None:
+    """A reader opened on a lower descriptor number (freed before it) came first in /proc/self/fd."""
+    db = tmp_path / "reports.sqlite"
+    low = os.open("/dev/null", os.O_RDONLY)
+    store = ReportStore(db, gateway_id="gw1")
+    os.close(low)
+    reader = sqlite3.connect(db)  # takes the lowest free number: below the writer's
+    try:
+        reader.execute("SELECT COUNT(*) FROM reports").fetchone()
+        store.insert_batch([rec(1)])
+        db.unlink()
+        problem = store.file_problem() or ""
+        named = [int(n) for n in re.findall(r"/proc/%d/fd/(\d+)" % os.getpid(), problem)]
+        assert named and named[0] != low, problem
+        reader.close()
+        assert os.stat("/proc/self/fd/%d" % named[0]).st_nlink == 0  # still the deleted store
+    finally:
+        store.close()
+
+
+def test_a_name_removed_while_a_hard_link_keeps_the_file_is_not_called_unmounted(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "keep").mkdir()
+    db = tmp_path / "data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        os.link(db, tmp_path / "keep" / "reports.sqlite")
+        db.unlink()
+        problem = store.file_problem() or ""
+        assert "no longer mounted" not in problem and "another name (a hard link) still has it" in problem, problem
+        assert "-inum %d" % (tmp_path / "keep" / "reports.sqlite").stat().st_ino in problem, problem
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def can_mount(tmp_path: Path) -> Iterator[list[Path]]:
+    """Mount points to undo (skips where this process may not mount)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(probe)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount here (needs root and mount permission)")
+    mounted = [probe]
+    yield mounted
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_file_moved_under_a_directory_mounted_over_is_named_not_called_unmounted(
+        tmp_path: Path, can_mount: list[Path]) -> None:
+    """What the descriptor names but this process cannot reach (PrivateTmp=, ProtectHome=)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "tmp").mkdir()
+    db = tmp_path / "data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        (tmp_path / "data").rename(tmp_path / "tmp" / "data.old")
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tmp_path / "tmp")], check=True)
+        can_mount.append(tmp_path / "tmp")
+        problem = store.file_problem() or ""
+        assert "no longer mounted" not in problem, problem
+        assert ("its descriptor names %s (the gateway cannot check it from its own view)"
+                % (tmp_path / "tmp" / "data.old" / "reports.sqlite")) in problem, problem
+        assert "-inum" in problem
+    finally:
+        store.close()
+
+
+def test_a_file_moved_out_of_a_bind_mounts_tree_is_not_called_unmounted(
+        tmp_path: Path, can_mount: list[Path]) -> None:
+    (tmp_path / "srv" / "civic" / "data").mkdir(parents=True)
+    (tmp_path / "var").mkdir()
+    subprocess.run(["mount", "--bind", str(tmp_path / "srv" / "civic"), str(tmp_path / "var")], check=True)
+    can_mount.append(tmp_path / "var")
+    db = tmp_path / "var" / "data" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        (tmp_path / "srv" / "civic" / "data").rename(tmp_path / "srv" / "data.old")
+        problem = store.file_problem() or ""
+        assert "no longer mounted" not in problem and "gives no usable name" in problem, problem
+        assert "-inum %d" % (tmp_path / "srv" / "data.old" / "reports.sqlite").stat().st_ino in problem
+    finally:
+        store.close()
