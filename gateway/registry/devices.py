@@ -470,21 +470,73 @@ class Registry:
 
     def _add_columns(self, conn: sqlite3.Connection) -> None:
         """Upgrade a registry made by an older version: add the columns of :data:`_ADDED_COLUMNS` it lacks
-        (existing rows get the default: not retired). One statement each, atomic; a registry another process
-        holds locked for longer than the busy timeout is an error (``permissions``), nothing changed."""
-        for name, definition in _ADDED_COLUMNS:
-            if name in self._columns:
-                continue
+        (existing rows get the default: not retired), all in one ``BEGIN IMMEDIATE`` transaction.
+
+        Two processes may open an older registry at once (a gateway starting beside a ``devices``
+        command): the columns are read again under the write lock and only those still missing are
+        added, so the second finds the first one's upgrade done instead of failing on "duplicate column
+        name" (taken as done too, after the columns are read again). Nothing changes unless all is added.
+
+        Raises:
+            RegistryError: ``storage`` (another process held the registry locked for longer than the busy
+                timeout: retry), ``permissions`` (it cannot be written: read-only file or mount).
+        """
+        if all(name in self._columns for name, _ in _ADDED_COLUMNS):
+            return
+        added: list[str] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("ALTER TABLE devices ADD COLUMN %s %s" % (name, definition))
-            except sqlite3.OperationalError as exc:
-                raise RegistryError("cannot upgrade registry %s (add column %s): %s" % (self.path, name, exc),
-                                    reason="permissions") from exc
-            self._columns = self._columns | {name}
+                self._columns = self._read_columns(conn)  # as of the lock: another process may have upgraded
+                for name, definition in _ADDED_COLUMNS:
+                    if name in self._columns:
+                        continue
+                    try:
+                        conn.execute("ALTER TABLE devices ADD COLUMN %s %s" % (name, definition))
+                    except sqlite3.OperationalError as exc:
+                        if "duplicate column name" not in str(exc):
+                            raise
+                        if name not in self._read_columns(conn):
+                            raise
+                        continue  # added meanwhile after all: what this upgrade wanted
+                    added.append(name)
+                    self._columns = self._columns | {name}
+                conn.execute("COMMIT")
+            except BaseException:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error as exc:  # the connection is gone; SQLite rolls back on the next open
+                    log.debug("rollback failed: %s", exc)
+                raise
+        except sqlite3.OperationalError as exc:
+            self._columns = self._columns - set(added)
+            locked = "locked" in str(exc) or "busy" in str(exc)
+            raise RegistryError("cannot upgrade registry %s (add column %s): %s%s"
+                                % (self.path, ", ".join(n for n, _ in _ADDED_COLUMNS if n not in self._columns),
+                                   exc, " (another process holds it; retry)" if locked else ""),
+                                reason="storage" if locked else "permissions") from exc
+        except sqlite3.Error as exc:
+            self._columns = self._columns - set(added)
+            raise RegistryError("cannot upgrade registry %s: %s" % (self.path, exc), reason="storage") from exc
+        for name in added:
             log.info("registry %s: upgraded (added column %s)", self.path, name)
 
+    @staticmethod
+    def _read_columns(conn: sqlite3.Connection) -> set[str]:
+        """The devices table's columns as the database has them now (another process may have added some)."""
+        return {str(row[1]) for row in conn.execute("PRAGMA table_info(devices)")}
+
     def _select(self) -> str:
-        """The columns :meth:`_record` reads, in its order; a registry not upgraded yet reads as not retired."""
+        """The columns :meth:`_record` reads, in its order; a registry not upgraded yet reads as not retired.
+
+        While ``retired`` is missing the columns are read again each time (one PRAGMA; only an instance
+        opened without ``create`` on an older registry pays it): another process may have upgraded the
+        registry since this one opened it, and its retirements must be seen.
+        """
+        if "retired" not in self._columns:
+            with _storage(self.path, "read the registry's columns"):
+                self._columns = self._read_columns(self._conn)
         retired = "retired" if "retired" in self._columns else "0"
         return "id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at, %s" % retired
 
@@ -712,12 +764,11 @@ class Registry:
         Raises:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked); ``already_retired``
                 (as the admin API's 409, so a repeated retire does not pass for a new one); ``permissions``
-                (a registry of an older version that cannot be upgraded); ``storage``.
+                (a registry of an older version that cannot be upgraded: read-only); ``storage`` (also: another
+                process held it locked longer than the busy timeout while upgrading it).
         """
         self.get(device_id)  # unknown_device
         if "retired" not in self._columns:  # opened without create (the CLI) on a registry not upgraded yet
-            with _storage(self.path, "retire device %s" % device_id, device_id):
-                self._columns = {str(row[1]) for row in self._conn.execute("PRAGMA table_info(devices)")}
             self._add_columns(self._conn)
         # One conditional UPDATE: two concurrent retires cannot both report success, nor a revoke slip under it.
         with _storage(self.path, "retire device %s" % device_id, device_id):
