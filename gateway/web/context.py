@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from aiohttp import web
 
+from gateway.web.accept import gzip_allowed
 from gateway.web.auth import AdminToken
 from gateway.web.errors import BadParameter, RequestTimeout, Unavailable
 from gateway.web.hosts import HostAllowlist
@@ -80,16 +81,29 @@ async def read_json_body(request: web.Request) -> Any:
 COMPRESS_MIN_BYTES = 1024
 
 
+class _JsonResponse(web.Response):
+    """A JSON answer that decides its compression when it is sent, with the request at hand."""
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        """Compress with gzip, named explicitly, only when ``Accept-Encoding`` allows it by q-value
+        (:func:`gateway.web.accept.gzip_allowed`): aiohttp's own choice, left to it, looks for the
+        substring ``gzip`` and so sent gzip to ``gzip;q=0``."""
+        if gzip_allowed(request.headers.get("Accept-Encoding", "")):
+            self.enable_compression(web.ContentCoding.gzip)
+        return await super().prepare(request)
+
+
 def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:
     """A JSON response with compact separators and an explicit content type.
 
-    A body of :data:`COMPRESS_MIN_BYTES` or more is sent gzip/deflate-compressed when the request's
-    ``Accept-Encoding`` allows it (aiohttp chooses when the response is prepared), with
-    ``Vary: Accept-Encoding`` so a cache keeps the two forms apart.
+    A body of :data:`COMPRESS_MIN_BYTES` or more is sent gzip-compressed when the request's
+    ``Accept-Encoding`` allows it by q-value (decided when the response is sent, by the parser of every
+    negotiating endpoint, gateway.web.accept), with ``Vary: Accept-Encoding`` so a cache keeps the two
+    forms apart.
     """
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    response = web.Response(body=body, status=status, content_type=content_type, charset="utf-8")
-    if len(body) >= COMPRESS_MIN_BYTES:
-        response.enable_compression()
-        response.headers["Vary"] = "Accept-Encoding"
+    if len(body) < COMPRESS_MIN_BYTES:
+        return web.Response(body=body, status=status, content_type=content_type, charset="utf-8")
+    response = _JsonResponse(body=body, status=status, content_type=content_type, charset="utf-8")
+    response.headers["Vary"] = "Accept-Encoding"
     return response

@@ -40,3 +40,16 @@ async def test_a_small_json_answer_is_sent_as_it_is(client: TestClient) -> None:
     missing = await client.get("/api/devices/nope-1", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
     assert missing.status == 404 and "Content-Encoding" not in missing.headers
     assert json.loads(await missing.read())["error"]["code"] == "unknown_device"
+
+
+async def test_gzip_refused_by_q_0_is_not_sent(client: TestClient) -> None:
+    """aiohttp's own choice looked for the substring "gzip", so ``gzip;q=0`` still got gzip (review M5)."""
+    for refused in ("gzip;q=0", "gzip;q=0, identity", "x-gzip;q=0.000", "gzip;q=0, *"):
+        resp = await client.get("/api/dashboard", headers={"Accept-Encoding": refused}, auto_decompress=False)
+        assert resp.status == 200 and "Content-Encoding" not in resp.headers, refused
+        assert json.loads(await resp.read())["devices"], refused
+        assert resp.headers["Vary"] == "Accept-Encoding"
+    for allowed in ("gzip;q=0.5", "*", "deflate;q=0, gzip", "br, x-gzip"):
+        resp = await client.get("/api/dashboard", headers={"Accept-Encoding": allowed}, auto_decompress=False)
+        assert resp.headers.get("Content-Encoding") == "gzip", allowed
+        assert json.loads(zlib.decompress(await resp.read(), wbits=31))["devices"], allowed
