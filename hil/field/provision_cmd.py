@@ -259,7 +259,7 @@ def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> 
     ``absent`` or ``unknown`` (behind the admin API), or None when the id did not change.
 
     A ghost id is a usable key no board holds: it is never kept silently. It is only revoked with
-    ``--revoke-old`` (revoking is final: a mistyped --id would retire a working board's id).
+    ``--revoke-old`` (revoking is final: a mistyped --id would revoke a working board's id).
     """
     old = result.replaced
     if old is None or old.id == result.identity.id:
@@ -267,8 +267,8 @@ def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> 
     if args.registry is None:
         revoke_there = shlex.join(["civicedge", "gateway", "devices", "revoke", old.id])
         say(f"warning: the board's old id {old.id} stays registered at the gateway with the key this board "
-            "held (no board holds it now, unless another board took the id over); if it is retired, revoke "
-            f"it on the gateway's host: {revoke_there} (or POST /api/admin/devices/{old.id}/revoke)")
+            "held (no board holds it now, unless another board took the id over); if it is no longer used, "
+            f"revoke it on the gateway's host: {revoke_there} (or POST /api/admin/devices/{old.id}/revoke)")
         return "unknown"
     # Echoed arguments are shell-quoted: the command must paste as is (a registry path with a space).
     revoke = shlex.join(["civicedge", "gateway", "devices", "revoke", old.id, "--registry", str(args.registry)])
@@ -284,7 +284,7 @@ def _old_id(out: Console, args: argparse.Namespace, result: ProvisionResult) -> 
         return "revoked"
     if status is OldId.GHOST:
         say(f"warning: the board's old id {old.id} stays registered with the key this board held, and no "
-            f"board holds it now; if {old.id} is retired, revoke it: {revoke} (or pass --revoke-old when "
+            f"board holds it now; if {old.id} is no longer used, revoke it: {revoke} (or pass --revoke-old when "
             "re-provisioning)")
         return "registered"
     if status is OldId.OTHER_KEY:

@@ -46,6 +46,7 @@ class Registered:
     revoked: bool
     key: bytes | None = field(repr=False)
     key_problem: str | None = None  # why ``key`` is None: e.g. "no key file at .../keys/ID.key"
+    retired: bool = False  # left this gateway (moved to another one, taken out of service): reports refused
 
 
 def registered_device(registry_dir: Path, device_id: str) -> Registered | None:
@@ -61,7 +62,7 @@ def registered_device(registry_dir: Path, device_id: str) -> Registered | None:
             return None
         problem = reg.key_problem(device_id)
         key = reg.key(device_id) if problem is None else None
-        return Registered(rec.kind, rec.zone, rec.lat, rec.lon, bool(rec.revoked), key, problem)
+        return Registered(rec.kind, rec.zone, rec.lat, rec.lon, bool(rec.revoked), key, problem, bool(rec.retired))
     except RegistryError as exc:
         raise GatewayRegistrationError(f"cannot read registry {registry_dir}: {exc}",
                                        registry=str(registry_dir)) from exc
@@ -102,6 +103,13 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str, unsen
                 f"revoked; provision the board under a new id: "
                 f"{provision('NEW-ID', identity.zone, identity.lat, identity.lon, '--force', '--discard-unsent')}"
                 f"{lost}")
+    if rec.retired:
+        # Reinstated first: a registration of a retired id is refused, so no provision command helps until then.
+        reinstate = shlex.join(["civicedge", "gateway", "devices", "reinstate", identity.id,
+                                "--registry", str(registry_dir)])
+        return ("registry: RETIRED",
+                f"{identity.id} is retired at this gateway (moved to another gateway or taken out of service): its "
+                f"reports are refused and not acknowledged; if the board is back here: {reinstate}")
     same_meta = (rec.kind, rec.zone) == (identity.kind, identity.zone) and same_decimal(
         rec.lat, identity.lat) and same_decimal(rec.lon, identity.lon)
     if not same_meta:

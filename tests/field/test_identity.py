@@ -148,3 +148,23 @@ def test_registry_problem_names_the_command_that_repairs_each_case(tmp_path: Pat
     assert problem.endswith("--force --discard-unsent")
     for text in (status, problem):
         assert ident.key.hex() not in text and other_key.key.hex() not in text
+
+
+def test_registry_problem_says_a_retired_board_is_refused_and_how_to_take_it_back(tmp_path: Path) -> None:
+    # Before: "registered with this key", and check waited a whole window for a report the gateway refuses.
+    Registry(tmp_path).close()
+    ident = new_identity(device_id="bin-7", kind="bin", zone="old town", lat="52.1", lon="4.2")
+    register_device(tmp_path, ident)
+    reg = Registry(tmp_path)
+    reg.retire("bin-7")
+    reg.close()
+    status, problem = registry_problem(tmp_path, ident, port="/dev/ttyUSB0")
+    assert status == "registry: RETIRED"
+    assert problem == (f"bin-7 is retired at this gateway (moved to another gateway or taken out of service): its "
+                       f"reports are refused and not acknowledged; if the board is back here: civicedge gateway "
+                       f"devices reinstate bin-7 --registry {tmp_path}")
+    # The advice works: once reinstated the same board is registered with its key again.
+    reg = Registry(tmp_path, create=False)
+    reg.reinstate("bin-7")
+    reg.close()
+    assert registry_problem(tmp_path, ident, port="/dev/ttyUSB0") == ("registry: registered with this key", None)
