@@ -68,6 +68,8 @@ class GatewayMetrics:
         retention_removed: field values (readings) removed by retention.
         ack_time_withheld: ACKs sent without the gateway's time to a board whose clock disagrees while the
             gateway clock is suspect (gateway/ack_time.py; ``/healthz`` ``ack_time_withheld``).
+        retention_clock_offset: the forward steps of the gateway clock retention does not follow (s; saved
+            over a restart until a step back undoes them or the operator confirms), 0 when none.
         config_problems: config keys refused at start and left at their defaults (``[opendata]`` keys
             ``gateway run`` loads leniently, each logged as an ERROR); 0 when the config is clean.
     """
@@ -161,6 +163,10 @@ class GatewayMetrics:
         self.ack_time_withheld = Counter(
             "civicedge_ack_time_withheld", "ACKs sent without the gateway's time to a board whose clock disagrees "
             "while the gateway clock is suspect (stepped forward or ahead of the stored reports, not confirmed)",
+            registry=r)
+        self.retention_clock_offset = Gauge(
+            "civicedge_retention_clock_offset_seconds", "Forward steps of the gateway clock retention does not "
+            "follow (it removes by the clock less this) until a step back undoes them or the operator confirms",
             registry=r)
         self.seqs_given_up = Counter(
             "civicedge_seqs_given_up", "Device seqs acknowledged past without a stored report after the timed "

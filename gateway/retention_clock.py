@@ -29,19 +29,33 @@ months of data in one pass. Two checks keep it to a plausible clock:
   row (:data:`META_KEY`, ``step``: the offset, the clock's reading at the last pass, and how far the stored
   reports may be ahead), or else the first report after the restart, stamped by the jumped clock, makes the
   data check agree and retention (past the first pass's large-removal rule) and ACK time sync
-  (:meth:`RetentionClock.stepped_ahead`) trust the jump again. At the first pass after the start (or the
-  first ACK, if earlier) the clock is compared with its saved reading: not set back by more than
-  :data:`STEP_TOLERANCE_S`, the clock ran on as it was, and the offset still counts; set back by more (the
-  clock put right while the gateway was stopped), the step back undoes as much of the offset, as it does
-  while running (the time the gateway was stopped cannot be told, so what is left is at most that time),
-  and a remainder within the data check's margin (the interval plus :data:`AHEAD_MARGIN_S`, a forward error
-  the data check follows anyway) is dropped: the clock was put right. The reports stamped while the clock
-  was ahead are then ahead of it by up to the saved offset: a clock behind the newest of them by no more
-  than that is not skipped as ``clock_behind`` (before, it was until a report stamped by the new clock was
-  stored: with no device reporting, until real time caught up with the jump); the allowance ends once the
-  newest stored report agrees with the clock. A clock set back further is ``clock_behind`` as before. The
-  saved offset ends when the operator confirms (:meth:`RetentionClock.confirm`: vouched steps are not saved;
-  the running gateway removes by the clock less the offset until its restart), or a step back undoes it.
+  (:meth:`RetentionClock.stepped_ahead`) trust the jump again. It is saved when a pass sees it: the running
+  gateway runs its pass as soon as it sees a step (:meth:`RetentionClock.stepped_since_pass`, looked at every
+  :data:`CONFIRM_POLL_S`), and a stop records a step since the last pass (:meth:`RetentionClock.note_stop`).
+  At the first pass after the start (or the first ACK, if earlier) the clock is compared with its saved
+  reading:
+
+  - not set back by more than :data:`STEP_TOLERANCE_S`: the offset still counts, but until a pass has run in
+    this run the data check is made in the clock's own terms, against the later of the last stored report
+    and that saved reading (the offset counts there only for steps measured in this run): a clock that jumped
+    again while the gateway was stopped is ``clock_ahead`` (held) as it is without a saved step, not hidden by
+    the saved offset;
+  - set back by more (the clock put right while the gateway was stopped): the step back undoes as much of the
+    offset, as it does while running. The time the gateway was stopped cannot be told, so what is left is at
+    most that time, or a clock set back only part of the way: within the data check's margin (the interval
+    plus :data:`AHEAD_MARGIN_S`, a forward error the data check follows anyway) it is dropped (the clock was
+    put right); beyond it, retention is *held* as for ``clock_ahead`` (below: ``/healthz`` ``retention_held``,
+    released after :data:`CONFIRM_SPAN_S` of agreement or by a confirm), never kept as an offset that would
+    delay removal for good unseen.
+
+  The reports stamped while the clock was ahead are then ahead of it by up to the offset undone: a clock
+  behind the newest of them by no more than that is not skipped as ``clock_behind`` (before, it was until a
+  report stamped by the new clock was stored: with no device reporting, until real time caught up with the
+  jump); the allowance ends once the newest stored report agrees with the clock, and is set afresh at a step
+  back once a report was stored since the last one. A clock set back further is ``clock_behind`` as before.
+  The offset ends when the operator confirms (:meth:`RetentionClock.confirm`, taken at the next pass: that
+  pass and the next remove by the clock itself, and nothing is saved), or a step back undoes it. While it
+  lasts it is the gauge ``civicedge_retention_clock_offset_seconds`` and ``civicedge gateway retention`` shows it.
 
 A suspicion outlives a restart, and reports do not confirm the clock that stamps them. A pass skipped as
 ``clock_ahead`` *holds* retention (reason ``held``): the hold is saved in the store's ``meta`` table
@@ -122,8 +136,22 @@ def _days(seconds: float) -> str:
     return "%.1f days" % (seconds / 86400) if abs(seconds) >= 86400 else "%.0f s" % seconds
 
 
-def _when(t: float) -> str:
+def _when(t: float | None) -> str:
+    if not _plausible(t):
+        return "an unknown time"  # (a saved time that could not be read)
+    assert t is not None
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+# Saved times and spans beyond this (s; the year 5138) are not the gateway's: NaN, 1e300 and the like made
+# time.gmtime raise at every pass.
+_PLAUSIBLE_MAX_S = 1e11
+
+
+def _plausible(v: object) -> bool:
+    """A finite number of seconds in [0, 1e11] (not a bool): a time or span the gateway can have saved."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and 0 <= v <= _PLAUSIBLE_MAX_S)
 
 
 
@@ -132,6 +160,11 @@ def parse_saved_state(saved: str) -> tuple[dict[str, Any] | None, float | None, 
     """The hold, last pass time, its retention and the unconfirmed forward step (``{"offset", "at",
     "stamped"}``, or None; rows saved before it existed have none) from the ``meta`` row :data:`META_KEY`
     (:meth:`RetentionClock.state`'s JSON).
+
+    A field that cannot be read is left out on its own, with a WARNING, and the rest kept: a hold stays a
+    hold (a ``since`` that is not a plausible time becomes None, shown as an unknown time; an ``agreed_s``
+    that is not a plausible span starts the span again), a bad ``ran_at`` or ``step`` is dropped (a step
+    with keys of a later version is read by the three it needs).
 
     Raises:
         ValueError: the row is not one the gateway writes (saying what is wrong); the gateway then starts
@@ -142,20 +175,29 @@ def parse_saved_state(saved: str) -> tuple[dict[str, Any] | None, float | None, 
         raise ValueError("JSON, but not an object")
     hold = state.get("hold")
     if hold is not None and not (isinstance(hold, dict) and hold.get("reason") in ("clock_ahead", "large_removal")
-                                 and isinstance(hold.get("since"), (int, float))
-                                 and isinstance(hold.get("agreed_s"), (int, float))):
+                                 and "since" in hold and "agreed_s" in hold):
         raise ValueError("bad hold %r" % (hold,))
+    if hold is not None:
+        if hold["since"] is not None and not _plausible(hold["since"]):
+            log.warning("retention: the saved hold's start %r is not a time; kept as unknown", hold["since"])
+            hold["since"] = None
+        if not _plausible(hold["agreed_s"]):
+            log.warning("retention: the saved hold's agreed span %r is not a span; it starts again", hold["agreed_s"])
+            hold["agreed_s"] = 0.0
     ran_at, days = state.get("ran_at"), state.get("days")
-    if ran_at is not None and not isinstance(ran_at, (int, float)):
-        raise ValueError("bad ran_at %r" % (ran_at,))
+    if ran_at is not None and not _plausible(ran_at):
+        log.warning("retention: the saved time of the last pass %r is not a time; left out", ran_at)
+        ran_at = None
     if days is not None and not (isinstance(days, dict) and all(isinstance(v, int) for v in days.values())):
         raise ValueError("bad days %r" % (days,))
     step = state.get("step")
-    if step is not None and not (isinstance(step, dict) and set(step) == {"offset", "at", "stamped"}
-                                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                         for v in step.values())
-                                 and step["offset"] >= 0 and step["stamped"] >= 0):
-        raise ValueError("bad step %r" % (step,))
+    if step is not None:
+        if (isinstance(step, dict) and all(k in step and _plausible(step[k]) for k in ("offset", "at", "stamped"))):
+            step = {k: float(step[k]) for k in ("offset", "at", "stamped")}
+        else:
+            log.warning("retention: the saved clock step %r cannot be read; left out (the rest of the saved "
+                        "state is kept)", step)
+            step = None
     return hold, ran_at, days, step
 
 
@@ -190,13 +232,17 @@ class RetentionClock:
         # against the clock at the first pass or ACK (_take_saved_step), then None.
         self._saved_step: tuple[float, float, float] | None = None
         self._judged_at: float | None = None  # the clock it was judged at (saved until a pass has run)
+        # A saved step that still counts (clock not set back while stopped): (its offset, the clock's reading
+        # at the last pass before this start). Until a pass has run in this run, the data check is made in the
+        # clock's own terms against that reading: the saved offset says nothing of a jump made while stopped.
+        self._carried: tuple[float, float] | None = None
         # How far the stored reports may be ahead of the clock: stamped while it was ahead by an offset
         # since undone (a step back, or the clock put right while stopped); 0 once the newest agrees.
         self._stamped = 0.0
-        # The offset the operator vouched for (confirm): ACK time sync trusts steps up to it (stepped_ahead);
-        # retention still removes by the clock less the offset, until a restart.
-        self._vouched = 0.0
-        self._vouch = False
+        # The newest stored report's reception time when that allowance was set: a newer one since was stamped
+        # under the offset in force then, so a later step back sets the allowance afresh (not the larger of both).
+        self._stamped_last: float | None = None
+        self._vouch = False  # the operator confirmed: the next pass ends the offset
         self.problem: str | None = None
         self.reason: str | None = None
         # A hold (saved in the store's meta, restore()): {"reason": "clock_ahead" | "large_removal",
@@ -244,11 +290,10 @@ class RetentionClock:
         if self._saved_step is not None:  # not judged yet (no pass, no ACK): kept as it was
             offset, saved_at, stamped = self._saved_step
             return {"offset": offset, "at": saved_at, "stamped": stamped}
-        unconfirmed = max(0.0, self.offset - self._vouched)
         at = self._prev[0] if self._prev is not None else self._judged_at
-        if at is None or (unconfirmed == 0 and self._stamped == 0):
+        if at is None or (self.offset == 0 and self._stamped == 0):
             return None
-        return {"offset": unconfirmed, "at": at, "stamped": self._stamped}
+        return {"offset": self.offset, "at": at, "stamped": self._stamped}
 
     def _take_saved_step(self, now: float) -> None:
         """Judge the step saved before this start against the clock ``now`` (once; module docstring)."""
@@ -261,6 +306,7 @@ class RetentionClock:
         if back <= STEP_TOLERANCE_S:
             self.offset = max(self.offset, offset)
             if offset > 0:
+                self._carried = (offset, at)
                 log.warning("the gateway clock stepped forward by %s in an earlier run, not confirmed (saved): "
                             "retention removes by the clock less it, and ACKs carry no time to boards whose clocks "
                             "disagree, until the clock is put right or the operator confirms it (%s)",
@@ -271,20 +317,27 @@ class RetentionClock:
         self._stamped = max(self._stamped, offset)
         left = offset - back
         if left > self._interval + AHEAD_MARGIN_S:
-            self.offset = max(self.offset, left)
-            log.warning("the gateway clock is %s behind its reading at the last pass before this start, which had "
-                        "stepped forward by %s (not confirmed): retention removes by the clock less the %s left, and "
-                        "ACKs carry no time to boards whose clocks disagree, until the operator confirms it (%s)",
-                        _days(back), _days(offset), _days(left), self.confirm_command)
+            # Put right, or set back only part of the way: the time stopped cannot be told, so what is left is
+            # not taken as an offset (it would delay removal for good, unseen) but held, as a clock found ahead.
+            detail = ("the gateway clock (%s) was %s behind its reading at the last pass before this start, which "
+                      "had stepped forward by %s (not confirmed): %s unexplained (the gateway stopped that long, or "
+                      "the clock was set back only part of the way)" % (_when(now), _days(back), _days(offset),
+                                                                         _days(left)))
+            if self.hold is None:
+                self.hold = {"reason": "clock_ahead", "since": now, "detail": detail, "agreed_s": 0.0}
+            log.warning("retention held: %s; nothing is removed until the clock has agreed with the stored reports "
+                        "for %s, or the operator confirms it (check the clock: date -u; then %s)", detail,
+                        _days(CONFIRM_SPAN_S), self.confirm_command)
         elif offset > 0:
             log.warning("the gateway clock is %s behind its reading at the last pass before this start, which had "
                         "stepped forward by %s (not confirmed): taken as the clock put right while the gateway was "
                         "stopped; retention follows the clock again", _days(back), _days(offset))
 
     def confirm(self, now: float) -> None:
-        """The operator confirmed the clock and what retention removes: the next pass runs, held or not."""
+        """The operator confirmed the clock and what retention removes: the next pass runs, held or not, by
+        the clock itself (the offset of the steps seen up to it ends: they are the operator's clock)."""
         self._confirmed = True
-        self._vouch = True  # for stepped_ahead: the steps seen up to this pass are the operator's clock
+        self._vouch = True
         if self.hold is not None:
             log.warning("retention: the operator confirmed the gateway clock (%s); the pass held since %s runs now",
                         _when(now), _when(self.hold["since"]))
@@ -334,6 +387,7 @@ class RetentionClock:
             log.warning("retention resumes: the pass held since %s ran", _when(self.hold["since"]))
         self.hold, self._confirmed, self.problem, self.reason = None, False, None, None
         self._continuous = True
+        self._carried = None  # time measured since this pass is real time (the step check takes over)
         self._ran_at = removal_time
         self._days = {"%s.%s" % k: d for k, d in sorted(retention_days.items())}
 
@@ -390,12 +444,27 @@ class RetentionClock:
         stored reports at the last pass (then a forward step is a correction). Never under ``[sim_clock]``
         (no monotonic clock to compare with)."""
         self._take_saved_step(now)  # an ACK before the first pass of a run: the saved step counts already
-        if self.offset > self._vouched:
+        if self.offset > 0:
             return True
         if self._mono is None or self._prev is None or self.reason == "clock_behind":
             return False
         prev_now, prev_mono = self._prev
         return (now - prev_now) - (self._mono() - prev_mono) > STEP_TOLERANCE_S
+
+    def stepped_since_pass(self, now: float) -> bool:
+        """The wall clock stepped (either way, more than :data:`STEP_TOLERANCE_S`) since the last pass, against
+        the monotonic clock; no store read. The retention task then runs its pass at once, so the step is
+        recorded (and saved) before a restart could forget it. Never under ``[sim_clock]``."""
+        if self._mono is None or self._prev is None:
+            return False
+        prev_now, prev_mono = self._prev
+        return abs((now - prev_now) - (self._mono() - prev_mono)) > STEP_TOLERANCE_S
+
+    def note_stop(self, now: float, last_received: float | None) -> None:
+        """The gateway stops: a step since the last pass is recorded as a pass would (then saved with
+        :meth:`state`), else the next start would trust the clock it stepped to."""
+        if self.stepped_since_pass(now):
+            self._follow_steps(now, last_received)
 
     def removal_time(self, now: float, last_received: float | None) -> float | None:
         """The time to remove values by (``now`` less the steps not followed), or None to skip the pass.
@@ -406,7 +475,11 @@ class RetentionClock:
         """
         self._follow_steps(now, last_received)
         if self._vouch:
-            self._vouch, self._vouched = False, self.offset
+            if self.offset > 0:
+                log.warning("retention: the operator confirmed the gateway clock: the forward step(s) of %s not "
+                            "followed so far are the clock's; retention removes by the clock from now on",
+                            _days(self.offset))
+            self._vouch, self.offset, self._carried = False, 0.0, None
         agreed = self._agreed_since_last_pass(now)
         problem, reason = self._check(now, last_received)
         if reason == "clock_ahead" and self._confirmed:
@@ -474,6 +547,8 @@ class RetentionClock:
             self._stamped = 0.0  # the newest stored report agrees with the clock: no allowance needed any more
         if last is None:
             return None, None
+        if self._stamped > 0 and self._stamped_last is None:
+            self._stamped_last = last  # (an allowance saved before this start)
         # Reports stamped while the clock was ahead by an offset since undone are ahead of it by up to that.
         if now < last - self._stamped - CLOCK_BACK_TOLERANCE_S:
             return ("the gateway clock (%s) is %s behind the last stored report's reception time (%s): the clock was "
@@ -484,6 +559,14 @@ class RetentionClock:
         if self._ran_at is not None and self._ran_at > last + CLOCK_BACK_TOLERANCE_S:
             ref, what = self._ran_at, "the last retention pass that ran"
         ahead = now - self.offset - max(last, self._ran_at or last)
+        if self._carried is not None:
+            # No pass has run in this run under a saved step: in the clock's own terms against its reading at the
+            # last pass (a jump made while stopped is not in the saved offset); the offset counts only for
+            # the steps measured in this run.
+            carried, at = self._carried
+            wall_ahead = now - max(0.0, self.offset - carried) - max(last, at, self._ran_at or last)
+            if wall_ahead > ahead:
+                ahead, ref, what = wall_ahead, max(last, at), "its reading at the last pass before this start"
         if self._ran is not None and self._mono is not None:
             # time measured since a pass that ran is real time, reports or not
             ahead = min(ahead, now - self.offset - (self._ran[0] + self._mono() - self._ran[1]))
@@ -515,14 +598,17 @@ class RetentionClock:
             # make any jump look like this.)
             step = max(0.0, now - max(now - step, last + self._interval + AHEAD_MARGIN_S))
         if step < 0 and before > 0:
-            self._stamped = max(self._stamped, before)  # the reports stamped while it was ahead
+            # The reports stamped while it was ahead: by up to the offset undone, or (no report stored since an
+            # earlier allowance) by as much as those newest reports were.
+            same = last is not None and last == self._stamped_last
+            self._stamped = max(self._stamped, before) if same else before
+            self._stamped_last = last
         self.offset = max(0.0, self.offset + step)
-        self._vouched = min(self._vouched, self.offset)  # a step back undoes what was vouched for with it
         if seen > 0 and step == 0:
             what = "retention follows it (the clock was behind the stored reports: a correction)"
         elif step > 0:
             what = ("retention does not follow it: it removes by the clock less %s until a step back undoes it "
-                    "(kept over a restart), or the operator confirms it (%s) and the gateway restarts" % (
+                    "(kept over a restart), or the operator confirms it (%s)" % (
                         _days(self.offset), self.confirm_command))
         elif before > 0:
             what = "retention removes by the clock less %s now (an earlier forward step undone)" % _days(self.offset)

@@ -149,6 +149,9 @@ class Gateway:
             self.upstream = MqttUpstream(config.mqtt, store=self.store, run_in_store=self.ingest.run_in_store,
                                          stored=self.ingest.stored, metrics=self.metrics, gateway_id=config.id)
         self._retention_source: Any = None
+        # The retention clock's meta row as last saved; None until the retention task has read it (then
+        # nothing of the clock checks is saved at a stop: it would overwrite what the store holds).
+        self._retention_saved: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._link_failures: dict[str, str] = {}  # link name -> why its task ended (until it is restarted)
         self._health_monotonic = health_monotonic
@@ -438,7 +441,6 @@ class Gateway:
             log.info("report store %s checked %s: sound (quick_check, %.1f s)", self.config.storage.path, why, took)
 
     async def _retention_loop(self) -> None:
-        saved: str | None = None  # the meta row as last saved; None until read (no pass runs before)
         # The store's last count of a held large removal: (time.monotonic(), removal time, retention). The
         # count runs inside the store's write transaction, on its only writer thread: while the hold lasts
         # it is repeated once an interval (or when the retention or the clock moved back), not every minute.
@@ -446,19 +448,20 @@ class Gateway:
         while True:
             delay = self.config.retention_interval_s
             left_confirm = False  # a failed pass left the operator's confirmation unread
+            failed = False
             if self.store.damage.problem is not None or self.store.file_gone:
                 # Every write is refused now (logged once, /healthz degraded): nothing to try until a restart.
                 await asyncio.sleep(min(delay, SKIPPED_RETRY_S))
                 continue
             try:
-                if saved is None:
+                if self._retention_saved is None:
                     # First on the store's thread (the task starts before the links), in one call: what the
                     # checks knew before this start, and the last report stored before it.
                     first = await self.ingest.run_in_store(
                         lambda: (self.store.retention_meta(), self.store.last_received_at()))
                     assert isinstance(first, tuple)
                     self.retention_clock.restore(first[0])
-                    saved, last = self.retention_clock.state(), first[1]
+                    self._retention_saved, last = self.retention_clock.state(), first[1]
                 else:
                     last = await self.ingest.run_in_store(self.store.last_received_at)
                 assert last is None or isinstance(last, float)
@@ -490,10 +493,11 @@ class Gateway:
                         else:
                             counted = None
                             self.retention_clock.ran(removal_time, days)
+                self.metrics.retention_clock_offset.set(self.retention_clock.offset)
                 state = self.retention_clock.state()
-                if state != saved:  # a hold begun, released or its span grown; a pass that ran
+                if state != self._retention_saved:  # a hold begun, released or its span grown; a pass that ran
                     await self._save_meta(RETENTION_META_KEY, state)
-                    saved = state
+                    self._retention_saved = state
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
                 if isinstance(exc, StorageError) and exc.reason == "file_gone":
                     # the store watch logs the ERROR, once; no pass until a restart (the check above)
@@ -502,23 +506,29 @@ class Gateway:
                     log.error("retention pass failed: %s", exc)
                 self.retention_clock.not_run()
                 left_confirm = (self.config.data_dir / RETENTION_CONFIRM_FILE).exists()
+                failed = True
             # A confirmation a failed pass left is taken by the next pass, not at once (that would repeat a
-            # failing pass every few seconds).
-            await self._retention_wait(delay, wake_on_confirm=not left_confirm)
+            # failing pass every few seconds); so is a clock step after a failed pass.
+            await self._retention_wait(delay, wake_on_confirm=not left_confirm, wake_on_step=not failed)
 
-    async def _retention_wait(self, delay: float, *, wake_on_confirm: bool) -> None:
+    async def _retention_wait(self, delay: float, *, wake_on_confirm: bool, wake_on_step: bool = True) -> None:
         """Sleep ``delay`` s until the next retention pass, or less: once the operator's confirmation
         (``civicedge gateway retention --confirm``) appears, within :data:`CONFIRM_POLL_S`, not at the next pass
-        an ``interval_s`` (an hour, say) later. One ``stat`` per look, on the loop; no store read."""
+        an ``interval_s`` (an hour, say) later; and once the wall clock stepped against the monotonic clock
+        (:meth:`RetentionClock.stepped_since_pass`), so the pass records and saves the step before a restart
+        could forget it. One ``stat`` and one clock comparison per look, on the loop; no store read."""
         confirm = self.config.data_dir / RETENTION_CONFIRM_FILE
         end = time.monotonic() + delay
+        poll = wake_on_confirm or wake_on_step
         while True:
             left = end - time.monotonic()
             if left <= 0:
                 return
-            await asyncio.sleep(min(left, CONFIRM_POLL_S) if wake_on_confirm else left)
+            await asyncio.sleep(min(left, CONFIRM_POLL_S) if poll else left)
             if wake_on_confirm and confirm.exists():
                 return  # (the pass takes it and says so)
+            if wake_on_step and self.retention_clock.stepped_since_pass(self.clock()):
+                return  # (the pass logs the step)
 
     async def _finish_cut_pass(self, removal_time: float) -> None:
         """Finish a pass cut off by a stop (or failed) after it was decided, before a new one: by its own
@@ -569,6 +579,25 @@ class Gateway:
         return (counted is not None and time.monotonic() - counted[0] < self.config.retention_interval_s
                 and counted[2] == days and removal_time >= counted[1])
 
+    async def _save_clock_step(self) -> None:
+        """At a stop, before the store closes: a clock step since the last retention pass is recorded and saved
+        (else the next start would trust the clock it stepped to, and set boards' clocks by it). Only once the
+        retention task has read the saved state; a failure is logged, the stop goes on."""
+        if self._retention_saved is None or self.store.file_gone or self.store.damage.problem is not None:
+            return
+        try:
+            if not self.retention_clock.stepped_since_pass(self.clock()):
+                return
+            last = await self.ingest.run_in_store(self.store.last_received_at)
+            assert last is None or isinstance(last, float)
+            self.retention_clock.note_stop(self.clock(), last)
+            state = self.retention_clock.state()
+            if state != self._retention_saved:
+                await self._save_meta(RETENTION_META_KEY, state)
+                self._retention_saved = state
+        except Exception as exc:  # noqa: BLE001 - the stop goes on; the step is then forgotten (logged)
+            log.error("stopping: the gateway clock step since the last retention pass could not be saved: %s", exc)
+
     def _retention_confirmed(self) -> bool:
         """Whether the operator confirmed retention (``civicedge gateway retention --confirm``); the file is
         removed: one confirmation, one pass."""
@@ -599,6 +628,7 @@ class Gateway:
             await _bounded_wait([t for t in self._tasks if t.get_name() == "store-check"], "the store check",
                                 failures=logging.DEBUG)
         await _cancel([t for t in self._tasks if t not in link_tasks], "upstream and housekeeping")
+        await self._save_clock_step()
         if self.upstream is not None:
             self.upstream.flush_logs()  # refused messages a rate limit held back
         # All transports at once, one bound for all; one that fails or hangs does not keep the store open.

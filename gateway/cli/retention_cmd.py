@@ -35,7 +35,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def held_state(db: Path) -> str | None:
-    """What the store says retention is held for (one line), or None when it is not held.
+    """What the store says retention is held for, and the saved forward step of the gateway clock retention
+    does not follow (a line each), or None when neither is saved.
 
     Read as ``gateway run`` reads a store before opening it (:func:`gateway.storage.store_kind.store_kind`,
     then :func:`gateway.storage.sqlite_uri.open_for_check`): nothing beside the file is created or
@@ -51,13 +52,25 @@ def held_state(db: Path) -> str | None:
     if raw is None:
         return None
     try:
-        hold = parse_saved_state(raw)[0]
+        hold, _, _, step = parse_saved_state(raw)
     except ValueError as exc:  # as RetentionClock.restore: the gateway then starts afresh, not held
         return _unreadable(str(exc))
-    if hold is None:
-        return None
-    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(hold["since"])))
-    return "retention held since %s (gateway clock): %s" % (since, hold.get("detail", hold["reason"]))
+    lines = []
+    if hold is not None:
+        since = ("an unknown time" if hold["since"] is None
+                 else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(hold["since"]))))
+        lines.append("retention held since %s (gateway clock): %s" % (since, hold.get("detail", hold["reason"])))
+    if step is not None and step["offset"] > 0:
+        lines.append(_step_line(step))
+    return "\n".join(lines) or None
+
+
+def _step_line(step: dict[str, float]) -> str:
+    """The saved forward step of the gateway clock (not confirmed), as ``held_state`` shows it."""
+    return ("clock step saved: the gateway clock stepped forward by %.1f days (not confirmed; its reading at the "
+            "last pass %s): retention removes by the clock less that, and ACKs carry no time to boards whose "
+            "clocks disagree, until a step back undoes it or --confirm" % (
+                step["offset"] / 86400.0, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(step["at"]))))
 
 
 def _unreadable(why: str) -> str:
@@ -97,7 +110,9 @@ def cmd_retention(args: argparse.Namespace) -> int:
         held = held_state(config.storage.path)
     except StorageError as exc:
         return fail(exc)
-    print(held or "retention is not held")
+    if held is None or held.startswith("clock step saved"):  # (a step without a hold: not held, but said)
+        held = "retention is not held" + ("" if held is None else "\n" + held)
+    print(held)
     if args.confirm:
         path = config.data_dir / CONFIRM_FILE
         try:
@@ -107,9 +122,11 @@ def cmd_retention(args: argparse.Namespace) -> int:
             print("error (write_failed): cannot write %s: %s" % (path, exc), file=sys.stderr)
             return EXIT_ERROR
         if store_writer(config.storage.path) is not None:
-            when = "the running gateway takes it within %g s (or once a pass in progress ends)" % CONFIRM_POLL_S
+            when = ("the running gateway takes it within %g s (or once a pass in progress ends; after a retention "
+                    "pass that failed, at its next pass, up to an interval later)" % CONFIRM_POLL_S)
         else:
             when = "no gateway runs on this store now: the gateway takes it at its next start"
-        print("confirmed (%s): %s, and its retention pass then removes what it finds, for good (see its log: "
+        print("confirmed (%s): %s; its retention pass then removes, for good, what is past its retention by the "
+              "gateway clock as it reads then (any forward step it was not following ends) (see its log: "
               "\"retention: the operator confirmed the gateway clock\")" % (path, when))
     return EXIT_OK

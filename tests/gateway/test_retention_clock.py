@@ -7,6 +7,7 @@ value older than its retention by that clock, for good, logged at INFO only.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -317,8 +318,8 @@ def test_a_jump_of_hours_while_running_is_not_sent_to_the_boards_and_a_confirm_e
     rc.confirm(wall[0])  # the operator vouches for the clock; taken at the next pass
     mono[0] += 60
     wall[0] += 60
-    rc.removal_time(wall[0], wall[0] - 60)
-    assert rc.offset > 0  # retention still removes by the clock less the offset (until a restart)
+    assert rc.removal_time(wall[0], wall[0] - 60) == wall[0]  # the confirmed clock: the offset ends at once
+    assert rc.offset == 0 and json.loads(rc.state())["step"] is None
     assert ack(rec(wall[0] - jump_h * 3600 - 5))  # ACK time is trusted again
 
 

@@ -121,9 +121,10 @@ def test_a_clock_put_right_while_stopped_clears_the_step_and_does_not_skip_as_cl
     assert json.loads(again.state())["step"] is None
 
 
-def test_a_clock_set_back_only_part_of_the_jump_while_stopped_keeps_what_is_left() -> None:
-    """Set back 100 of 200 days: the step back undoes 100 days of the offset, never more (the clock may still
-    be 100 days ahead); a board on real time still gets no time."""
+def test_a_clock_set_back_only_part_of_the_jump_while_stopped_is_held_not_kept_as_an_offset() -> None:
+    """Set back 100 of 200 days: what is left (100 days: the gateway stopped that long, or the clock still
+    ahead) cannot be told apart; it was kept as a silent offset (removal 100 days late for good, /healthz
+    quiet). Now it holds retention (retention_held) and ACK time, until a confirm, which runs by the clock."""
     host = Host()
     saved = _jumped_run(host, 200 * DAY)
     last = host.wall - 30
@@ -131,16 +132,87 @@ def test_a_clock_set_back_only_part_of_the_jump_while_stopped_keeps_what_is_left
     host.mono = 5.0
     rc = RetentionClock(3600, monotonic=lambda: host.mono)
     rc.restore(saved)
-    assert rc.removal_time(host.wall, last) == pytest.approx(host.wall - 100 * DAY), rc.problem
-    assert rc.stepped_ahead(host.wall)
+    assert rc.removal_time(host.wall, last) is None and rc.reason == "held", rc.problem
+    assert rc.problem is not None and rc.problem.startswith("retention held") and "100.0 days unexplained" in rc.problem
+    assert rc.offset == 0 and rc.suspects_clock_ahead
     assert not AckTime(rc, lambda: host.wall)(_board(host.wall - 100 * DAY - 5, host.wall))
+    rc.confirm(host.wall)
+    host.mono += 60
+    host.wall += 60
+    assert rc.removal_time(host.wall, last) == host.wall
+    rc.ran(host.wall, {})
+    assert rc.problem is None and json.loads(rc.state())["hold"] is None
     # a remainder within the data check's margin is dropped (the data check follows such an error anyway)
     host2 = Host()
     saved2 = _jumped_run(host2, 200 * DAY)
     host2.wall -= 200 * DAY - (3600 + AHEAD_MARGIN_S - 60)
     near = RetentionClock(3600, monotonic=lambda: 5.0)
     near.restore(saved2)
-    assert near.removal_time(host2.wall, host2.wall - 30) == host2.wall and near.offset == 0
+    assert near.removal_time(host2.wall, host2.wall - 30) == host2.wall and near.offset == 0 and near.hold is None
+
+
+def test_a_clock_put_right_after_a_stop_longer_than_the_interval_and_a_day_is_held_then_released_by_time() -> None:
+    """Review H2: jump +200 days, stop 3 days, clock put right: the 3 days left were a permanent offset (removal
+    3 days late for good, `gateway retention` said "not held"). Now a hold, released after CONFIRM_SPAN_S of
+    agreement with the stored reports, by the clock."""
+    host = Host()
+    saved = _jumped_run(host, 200 * DAY)
+    last = host.wall - 30
+    true = host.wall - 200 * DAY + 3 * DAY
+    host.wall, host.mono = true, 5.0
+    rc = RetentionClock(3600, monotonic=lambda: host.mono)
+    rc.restore(saved)
+    assert rc.removal_time(host.wall, last) is None and rc.reason == "held"
+    assert json.loads(rc.state())["hold"]["reason"] == "clock_ahead"
+    for _ in range(25):  # reports on the right clock again, an hour apart
+        host.run(3600)
+        removal = rc.removal_time(host.wall, host.wall - 60)
+    assert removal == host.wall and rc.offset == 0
+
+
+def test_a_second_jump_while_stopped_is_not_hidden_by_the_saved_step() -> None:
+    """Review H1, fails before: +200 days seen at a pass (saved), stop 1 h, +150 days more at boot: the saved
+    offset made the clock look 50 days *behind* the data check's reference and the pass removed by real time +
+    150 days. Now the first pass after the restart is checked in the clock's own terms: clock_ahead."""
+    host = Host()
+    saved = _jumped_run(host, 200 * DAY)
+    last = host.wall - 30
+    host.wall += 3600 + 150 * DAY
+    host.mono = 5.0
+    rc = RetentionClock(3600, monotonic=lambda: host.mono)
+    rc.restore(saved)
+    assert rc.removal_time(host.wall, last) is None and rc.reason == "clock_ahead", rc.problem
+    assert "before this start" in (rc.problem or "") and rc.suspects_clock_ahead
+    # without the second jump the saved step still counts, and the pass runs by the clock less it
+    host2 = Host()
+    saved2 = _jumped_run(host2, 200 * DAY)
+    last2 = host2.wall - 30
+    host2.wall += 3600
+    again = RetentionClock(3600, monotonic=lambda: 5.0)
+    again.restore(saved2)
+    assert again.removal_time(host2.wall, last2) == pytest.approx(host2.wall - 200 * DAY)
+
+
+def test_a_step_after_the_last_pass_is_saved_at_the_stop() -> None:
+    """Review H3: pass, +200 days 20 min later, stop before the next pass: the step was lost (meta written only
+    after a pass) and the next start trusted the jumped clock. note_stop records it (the service calls it
+    before the store closes), so the next start removes by the clock less it and withholds ACK time."""
+    host = Host()
+    rc = RetentionClock(3600, monotonic=lambda: host.mono)
+    assert rc.removal_time(host.wall, host.wall - 60) == host.wall
+    host.run(1200)
+    host.wall += 200 * DAY
+    assert rc.stepped_since_pass(host.wall)
+    host.run(600)
+    rc.note_stop(host.wall, host.wall - 30)
+    saved = rc.state()
+    assert json.loads(saved)["step"]["offset"] == pytest.approx(200 * DAY)
+    host.run(60)
+    host.mono = 5.0
+    again = RetentionClock(3600, monotonic=lambda: host.mono)
+    again.restore(saved)
+    assert again.removal_time(host.wall, host.wall - 30) == pytest.approx(host.wall - 200 * DAY)
+    assert not AckTime(again, lambda: host.wall)(_board(host.wall - 200 * DAY - 5, host.wall))
 
 
 def test_a_step_back_while_running_does_not_skip_as_clock_behind_for_the_reports_stamped_ahead() -> None:
@@ -159,18 +231,41 @@ def test_a_step_back_while_running_does_not_skip_as_clock_behind_for_the_reports
     assert rc.offset == 0
 
 
-def test_saved_rows_without_a_step_are_read_and_a_bad_step_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+def test_saved_rows_without_a_step_are_read_and_a_bad_step_is_dropped_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """Review M1: a bad or extra key in ``step`` refused the whole row and dropped a valid hold with it."""
     old = json.dumps({"hold": None, "ran_at": T0, "days": {"bin.temp": 90}})  # written before the step existed
     assert parse_saved_state(old) == (None, T0, {"bin.temp": 90}, None)
     rc = RetentionClock(3600, monotonic=lambda: 5.0)
     rc.restore(old)
     assert rc.removal_time(T0 + 60, T0) == T0 + 60 and json.loads(rc.state())["step"] is None
-    for bad in ({"offset": -1, "at": T0, "stamped": 0}, {"offset": 1, "at": T0}, {"offset": True, "at": T0, "stamped": 0}):
-        with pytest.raises(ValueError, match="bad step"):
-            parse_saved_state(json.dumps({"hold": None, "ran_at": None, "days": None, "step": bad}))
+    hold = {"reason": "clock_ahead", "since": T0, "detail": "x", "agreed_s": 0.0}
     caplog.set_level(logging.WARNING)
-    rc.restore(json.dumps({"step": {"offset": "x"}}))
-    assert any("cannot be read (bad step" in r.getMessage() for r in caplog.records)
+    for bad in ({"offset": -1, "at": T0, "stamped": 0}, {"offset": 1, "at": T0}, {"offset": True, "at": T0, "stamped": 0},
+                {"offset": 1e300, "at": T0, "stamped": 0}, {"offset": 1, "at": float("nan"), "stamped": 0}, "x"):
+        caplog.clear()
+        row = json.dumps({"hold": hold, "ran_at": T0 - 5, "days": {"a.b": 30}, "step": bad})
+        assert parse_saved_state(row) == (hold, T0 - 5, {"a.b": 30}, None)
+        assert any("saved clock step" in r.getMessage() for r in caplog.records)
+        held = RetentionClock(3600, monotonic=lambda: 5.0)
+        held.restore(row)
+        assert held.hold == hold and held.removal_time(T0 + 60, T0) is None and held.reason == "held"
+    extra = {"offset": 1.0, "at": T0, "stamped": 0.0, "note": 1}  # a later version's key: read by the three
+    assert parse_saved_state(json.dumps({"step": extra}))[3] == {"offset": 1.0, "at": T0, "stamped": 0.0}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1e300, -5.0, "x"])
+def test_implausible_saved_times_are_left_out_not_failing_every_pass(bad: object) -> None:
+    """Review L4: a hold.since / agreed_s / ran_at of NaN or 1e300 was read, then formatting it raised at every
+    pass for good. Now such a field is left out (the hold kept, its start unknown, its span restarted)."""
+    row = json.dumps({"hold": {"reason": "clock_ahead", "since": bad, "detail": "d", "agreed_s": bad}, "ran_at": bad})
+    hold, ran_at, _, _ = parse_saved_state(row)
+    assert hold is not None and hold["since"] is None and hold["agreed_s"] == 0.0 and ran_at is None
+    rc = RetentionClock(3600, monotonic=lambda: 5.0)
+    rc.restore(row)
+    assert rc.removal_time(T0, T0 - 10) is None and rc.reason == "held"
+    assert rc.problem is not None and "held since an unknown time" in rc.problem
+    rc.confirm(T0)
+    assert rc.removal_time(T0 + 1, T0 - 10) == T0 + 1
 
 
 def test_under_sim_clock_a_saved_step_is_ignored() -> None:
@@ -179,3 +274,34 @@ def test_under_sim_clock_a_saved_step_is_ignored() -> None:
     sim = RetentionClock(3600, monotonic=None)
     sim.restore(saved)
     assert sim.removal_time(host.wall, host.wall - 30) == host.wall and not sim.stepped_ahead(host.wall)
+
+
+def test_the_allowance_for_reports_stamped_ahead_follows_the_newest_report() -> None:
+    """Review L1, fails before: the allowance only grew. +200 days and back (allowance 200 days), reports stored
+    on +10 days and back: the newest report is 10 days ahead, yet a clock set back 100 days more passed the data
+    check (200 days allowed) instead of clock_behind."""
+    host = Host()
+    rc = RetentionClock(3600, monotonic=lambda: host.mono)
+    assert rc.removal_time(host.wall, host.wall - 60) == host.wall
+
+    def step(wall_s: float, last: float) -> float | None:
+        host.run(600)
+        host.wall += wall_s
+        return rc.removal_time(host.wall, last)
+
+    ahead = host.wall + 600 + 200 * DAY - 30
+    step(200 * DAY, ahead)
+    assert step(-200 * DAY, ahead) is not None and rc.reason is None  # stamped ahead: allowed
+    assert step(10 * DAY, ahead) is not None
+    newest = host.wall - 30  # reports stored on the +10 days clock
+    assert step(-10 * DAY, newest) is not None and rc.reason is None  # allowed: 10 days
+    assert step(-100 * DAY, newest) is None and rc.reason == "clock_behind"
+    # no report stored between two step backs: the larger allowance stays (those reports are still newest)
+    host2 = Host()
+    again = RetentionClock(3600, monotonic=lambda: host2.mono)
+    assert again.removal_time(host2.wall, host2.wall - 60) == host2.wall
+    far = host2.wall + 600 + 200 * DAY - 30
+    for jump in (200 * DAY, -200 * DAY, 10 * DAY, -10 * DAY):
+        host2.run(600)
+        host2.wall += jump
+        assert again.removal_time(host2.wall, far) is not None and again.reason is None, again.problem

@@ -6,6 +6,7 @@ hour by default; a held pass retries every minute), while the command said the n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -56,3 +57,35 @@ async def test_a_confirm_is_taken_within_seconds_and_the_command_says_so(
     capsys.readouterr()
     assert main(["gateway", "retention", "--config", str(cfg), "--confirm"]) == 0  # stopped: taken at its start
     assert "no gateway runs on this store now: the gateway takes it at its next start" in capsys.readouterr().out
+
+
+async def test_a_confirm_a_failed_pass_left_waits_for_the_next_pass(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A pass that fails (its store read, here) before it takes the confirmation leaves the file: the next pass
+    takes it, an interval later, not the next 2 s look (that would repeat a failing pass every 2 s)."""
+    interval = 8.0
+    cfg = make_env(tmp_path, extra="[retention]\ninterval_s = %g\n" % interval)
+    gw = Gateway(load_config(cfg))
+    await gw.start()
+    try:
+        await until(lambda: gw._retention_saved is not None, "no first pass")  # noqa: SLF001
+        real = gw.store.last_received_at
+        failed: list[float] = []
+
+        def fail_once() -> float | None:
+            gw.store.last_received_at = real  # type: ignore[method-assign]
+            failed.append(time.monotonic())
+            raise RuntimeError("disk I/O error (test)")
+
+        gw.store.last_received_at = fail_once  # type: ignore[method-assign]
+        confirm = gw.config.data_dir / "retention-confirm"
+        confirm.write_text("confirmed\n")
+        await until(lambda: failed, "the confirmation did not wake the retention task", 5 * CONFIRM_POLL_S)
+        await until(lambda: any("retention pass failed" in r.getMessage() for r in caplog.records), "no failure")
+        await asyncio.sleep(2 * CONFIRM_POLL_S + 0.5)
+        assert confirm.exists()  # not taken by a 2 s look after the failed pass
+        await until(lambda: not confirm.exists(), "the next pass did not take the confirmation", interval + 5)
+        assert time.monotonic() - failed[0] >= interval - 0.5
+        assert any("the operator confirmed the gateway clock" in r.getMessage() for r in caplog.records)
+    finally:
+        await gw.stop()
