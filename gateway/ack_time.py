@@ -11,8 +11,9 @@ board whose clock disagrees with it:
   report ended more than :data:`DATA_AGREE_S` before the gateway's clock goes without.
 * **The clock jumped forward while the gateway ran** (:meth:`RetentionClock.stepped_ahead`, seen at once
   against the monotonic clock): every set board whose report ended more than :data:`STEP_AGREE_S` before
-  the gateway's clock goes without, until the gateway restarts or the operator confirms the clock
-  (``civicedge gateway retention --confirm``), which vouches for the steps seen so far.
+  the gateway's clock goes without, until a step back undoes it or the operator confirms the clock
+  (``civicedge gateway retention --confirm``), which ends the steps seen so far (saved over a restart until
+  then: gateway/retention_clock.py).
 
 A board whose clock was never set always gets the time: it reports nothing until an ACK sets its clock
 (its boot report is dated before :data:`CLOCK_SET_AFTER`), and boards that lost power during a long
@@ -23,7 +24,8 @@ board takes the time from the ACK of its newest report.
 
 While time is withheld from any board and the clock is still suspect, :meth:`AckTime.problem` is the
 ``/healthz`` warning ``ack_time_withheld`` (naming the boards and the confirm command); it clears once the
-clock is trusted again (confirmed, put right), without waiting for an ACK.
+clock is trusted again (confirmed, put right), without waiting for an ACK; an ACK that carries the time to a
+board within a day of the clock while the clock is still found ahead does not clear it.
 """
 
 from __future__ import annotations
@@ -80,12 +82,14 @@ class AckTime:
         behind = now - end
         if end < CLOCK_SET_AFTER or behind <= STEP_AGREE_S:
             return True  # never set, or agrees: most ACKs never look at the clock's suspicion
-        if self._rc.stepped_ahead(now):
+        stepped, suspect = self._rc.stepped_ahead(now), self._rc.suspects_clock_ahead
+        if stepped:
             why = "jumped forward while the gateway ran"
-        elif self._rc.suspects_clock_ahead and behind > DATA_AGREE_S:
+        elif suspect and behind > DATA_AGREE_S:
             why = "is ahead of the stored reports (or not yet confirmed since it was; see /healthz)"
         else:
-            self._resume()
+            if not suspect:  # (a board within a day while the clock is suspect: the warning stays)
+                self._resume()
             return True
         self.withheld, self._why = True, why
         self._boards[report.device] = None
@@ -112,7 +116,8 @@ class AckTime:
         boards = list(self._boards)
         named = ", ".join(boards[:NAMED_BOARDS]) + (", ..." if len(boards) > NAMED_BOARDS else "")
         return Problem("ack_time_withheld",
-                       "ACK time sync withheld from %d board(s) whose clocks disagree with the gateway clock (%s): "
+                       "ACK time sync withheld from %d board(s) whose clocks disagree with the gateway clock, or "
+                       "that sent an old report from their outbox (%s): "
                        "it %s; they keep their own time until the gateway clock is put right, or confirmed with "
                        "`%s` after checking it (date -u)" % (len(boards), named, self._why, self._confirm),
                        "time_sync")

@@ -6,8 +6,11 @@ nothing, so an operator watching the health did not know boards were left out of
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import make_env
 
 from gateway.ack_time import AckTime
@@ -20,13 +23,32 @@ from gateway.storage import ReportRecord
 DAY = 86400
 
 
+class SteppedTime:
+    """The ``time`` module as gateway.service sees it, with a wall clock the test steps forward."""
+
+    def __init__(self) -> None:
+        self.step = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def _report(device: str, end: float) -> ReportRecord:
     return ReportRecord(device=device, seq=1, kind="bin", zone="north", type="win", w=int(end) - 900, l=900, m={},
                         e={}, a=[], fw="0.1", received_at=end, link="serial:x", digest="0" * 64)
 
 
-def test_healthz_warns_while_ack_time_is_withheld_and_clears_once_confirmed(tmp_path: Path) -> None:
-    """Fails before: no health problem while the ACKs went without the time."""
+def test_healthz_warns_while_ack_time_is_withheld_and_clears_once_confirmed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails before: no health problem while the ACKs went without the time. The step is a real one: the
+    gateway's wall clock moves 200 days against its monotonic clock (the retention clock detects it)."""
+    import gateway.service
+
+    stepped = SteppedTime()
+    monkeypatch.setattr(gateway.service, "time", stepped)
     gw = Gateway(load_config(make_env(tmp_path)))
     try:
         now = gw.clock()
@@ -34,9 +56,10 @@ def test_healthz_warns_while_ack_time_is_withheld_and_clears_once_confirmed(tmp_
         assert rc.removal_time(now, now - 60) is not None  # a pass: the baseline
         assert gw.ack_time(_report("bin-1", now - 200 * DAY))  # noqa: SLF001 - trusted: a board behind is set
         assert not [p for p in gw._health() if p.code == "ack_time_withheld"]  # noqa: SLF001
-        rc.offset = 200 * DAY  # a pass saw the wall clock jump forward while running
+        stepped.step = 200 * DAY  # the wall clock jumps forward while the gateway runs
+        now = gw.clock()
         assert not [p for p in gw._health() if p.code == "ack_time_withheld"]  # noqa: SLF001 - none withheld yet
-        assert not gw.ack_time(_report("bin-1", now - 200 * DAY))  # noqa: SLF001
+        assert not gw.ack_time(_report("bin-1", now - 200 * DAY))  # noqa: SLF001 - seen before any pass
         assert not gw.ack_time(_report("bin-2", now - 200 * DAY))  # noqa: SLF001
         (problem,) = [p for p in gw._health() if p.code == "ack_time_withheld"]  # noqa: SLF001 - /healthz
         assert as_json(problem)["severity"] == WARNING and problem.subject == "time_sync"
@@ -44,13 +67,31 @@ def test_healthz_warns_while_ack_time_is_withheld_and_clears_once_confirmed(tmp_
         assert "jumped forward while the gateway ran" in problem and rc.confirm_command in problem
         assert summary([problem]) == "ack_time_withheld time_sync"
         assert gw.metrics.value("civicedge_ack_time_withheld_total") == 2
+        assert rc.removal_time(now, now - 60) == pytest.approx(now - 200 * DAY, abs=60)  # the pass: an offset
+        assert [p for p in gw._health() if p.code == "ack_time_withheld"]  # noqa: SLF001 - still suspect
         rc.confirm(now)  # the operator confirms; taken at the next pass
-        rc.removal_time(now + 1, now - 60)
+        assert rc.removal_time(now + 1, now - 60) == now + 1
         # cleared without waiting for an ACK of those boards
         assert not [p for p in gw._health() if p.code == "ack_time_withheld"]  # noqa: SLF001
     finally:
         gw.store.close()
         gw.registry.close()
+
+
+def test_an_ack_to_a_board_within_a_day_does_not_clear_the_warning_while_the_clock_is_suspect() -> None:
+    """Review M2, fails before: a backlog report 2 h old (within the day DATA_AGREE_S allows) got the time, and
+    that cleared the /healthz warning although the clock was still found ahead of the data."""
+    rc = RetentionClock(3600, monotonic=None)
+    now = 1_790_000_000.0
+    ack = AckTime(rc, lambda: now)
+    assert rc.removal_time(now, now - 200 * DAY) is None and rc.suspects_clock_ahead
+    assert not ack(_report("bin-1", now - 200 * DAY))
+    assert ack(_report("bin-3", now - 7200))  # within a day: gets the time
+    problem = ack.problem()
+    assert problem is not None and "1 board(s)" in problem and "bin-1" in problem
+    rc.confirm(now)
+    assert rc.removal_time(now, now - 200 * DAY) == now and ack(_report("bin-3", now - 7200))
+    assert ack.problem() is None and not ack.withheld
 
 
 def test_the_withheld_acks_are_counted_and_a_clock_found_ahead_of_the_data_is_named() -> None:
@@ -63,7 +104,7 @@ def test_the_withheld_acks_are_counted_and_a_clock_found_ahead_of_the_data_is_na
     assert ack.problem() is None and counted == []
     assert not ack(_report("bin-1", now - 200 * DAY))
     problem = ack.problem()
-    assert problem is not None and "1 board(s) whose clocks disagree with the gateway clock (bin-1)" in problem
+    assert problem is not None and "1 board(s) whose clocks disagree with the gateway clock, or that sent an old report from their outbox (bin-1)" in problem
     assert "ahead of the stored reports" in problem and counted == [1]
     rc.confirm(now)
     assert rc.removal_time(now, now - 200 * DAY) == now
