@@ -14,6 +14,7 @@ from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.cli.verbosity import apply_verbosity
 from gateway.config import GatewayConfig, write_example
 from gateway.config.licence import licence_warning
+from gateway.config.retention_warning import retention_interval_warning
 from gateway.errors import GatewayError
 from gateway.notify_status import StatusReporter
 from gateway.storage.disk_space import low_space
@@ -65,25 +66,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Data published without a usable licence is legally unusable: said at every check and start (a
     # licence the SPDX list does not have was refused with the config).
     licence_warning = open_data_licence_warning(config)
+    short_retention = retention_warning(config)
     if args.check:
         try:
             store = _store_schema(config.storage.path)
         except GatewayError as exc:
             return fail(exc)
-        if licence_warning is not None:
-            print("warning: %s" % licence_warning, file=sys.stderr)
+        for warning in (licence_warning, short_retention):
+            if warning is not None:
+                print("warning: %s" % warning, file=sys.stderr)
         low = low_space(config.storage.path, config.storage.min_free_mb)
         if low is not None:  # not refused: run starts and commits while there is room
             print("warning: %s" % low, file=sys.stderr)
         print("config OK: gateway %s, store %s (%s)" % (config.id, config.storage.path, store))
         return EXIT_OK
-    if licence_warning is not None:
-        log.warning("%s", licence_warning)
+    for warning in (licence_warning, short_retention):
+        if warning is not None:
+            log.warning("%s", warning)
     _stop_with_parent()
     try:
         return asyncio.run(_run(config))
     except GatewayError as exc:
         return fail(exc)
+
+
+def retention_warning(config: GatewayConfig) -> str | None:
+    """:func:`gateway.config.retention_warning.retention_interval_warning` on the retentions the gateway
+    will use: the policy's, the config's ``[retention.<kind>]`` and the admin API's ``retention.json`` (read
+    as the start reads it; a file it refuses is left to that refusal). At ``run`` and ``run --check``, not
+    at every config load: each CLI command loads the config."""
+    from gateway.config.loader import retention_days
+    from gateway.resources import load_policy
+    from gateway.web.errors import BadParameter
+    from gateway.web.retention import RetentionSettings
+
+    effective = retention_days(config)
+    try:
+        effective.update(RetentionSettings(load_policy(), path=config.data_dir / "retention.json",
+                                           overrides=config.retention_overrides).effective())
+    except BadParameter:
+        pass  # run --check and the start refuse it with their own error
+    return retention_interval_warning(effective, config.retention_interval_s, configured=config.retention_overrides)
 
 
 # A refused licence's problem holds its key so (gateway.config.loader: "error (<reason>) [<key>]: ...").

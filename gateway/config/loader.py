@@ -945,42 +945,9 @@ def _parse_retention(data: Any, source: Path | None) -> tuple[dict[tuple[str, st
                                  "policy's retention, which may only be shortened)" % (kind, fld, days, limit, limit),
                                  "bad_value")
             overrides[(kind, fld)] = days
-    warning = retention_interval_warning(overrides, interval)
-    if warning is not None:
-        log.warning("%s%s", "" if source is None else "%s: " % source, warning)
+    # a retention shorter than interval_s is warned about at the start, on the retentions in effect
+    # (gateway.cli.run_cmd), not here: every CLI command loads the config
     return overrides, interval
-
-
-def retention_interval_warning(overrides: dict[tuple[str, str], int], interval_s: float) -> str | None:
-    """The warning for ``[retention]`` retentions shorter than ``interval_s``, or None.
-
-    A pass removes what is past its retention at the time it runs, so a value can outlive its retention
-    by up to ``interval_s``: for a retention shorter than that, by more than the retention itself. Such a
-    retention is still honoured (within retention + interval, at most 8 days here: ``interval_s`` is at
-    most 7 days, a retention at least 1), so the config loads with this warning rather than being refused.
-    The policy's own retentions (90 days and more) are never shorter than the longest interval allowed.
-
-    Args:
-        overrides: ``(kind, field) -> days`` from ``[retention.<kind>]``.
-        interval_s: ``[retention] interval_s``.
-    """
-    short = sorted((days, kind, fld) for (kind, fld), days in overrides.items() if days * 86400 < interval_s)
-    if not short:
-        return None
-    keys = ", ".join("retention.%s.%s = %d day%s" % (kind, fld, days, "" if days == 1 else "s")
-                     for days, kind, fld in short)
-    shortest = short[0][0]
-    return ("[retention] interval_s = %g (%s) is longer than %s: a pass runs only every interval_s, so such values "
-            "outlive their retention by up to %s (kept up to %s instead of %d day%s); set [retention] interval_s to "
-            "at most %d (the shortest retention, in seconds) or lengthen those retentions"
-            % (interval_s, _days(interval_s), keys, _days(interval_s), _days(shortest * 86400 + interval_s), shortest,
-               "" if shortest == 1 else "s", shortest * 86400))
-
-
-def _days(seconds: float) -> str:
-    """``seconds`` for messages: ``2 days``, ``1.5 days``."""
-    days = seconds / 86400
-    return "%g day%s" % (round(days, 2), "" if days == 1 else "s")
 
 
 def retention_days(config: GatewayConfig) -> dict[tuple[str, str], int]:

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
+from gateway.config.retention_warning import retention_interval_warning
 from gateway.web.errors import BadParameter
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ class RetentionSettings:
         path: JSON file for the admin API's overrides (written atomically, owner-only); None keeps
             them in memory only.
         overrides: the gateway config's ``[retention]`` values: caps on what the API may set.
+        interval_s: the config's ``[retention] interval_s``: a value set shorter than it is warned about
+            (its data outlives it by up to the interval); None: not checked.
 
     Raises:
         BadParameter: a config value outside 1..policy maximum, or an unreadable ``path``.
@@ -123,9 +126,10 @@ class RetentionSettings:
 
     def __init__(
         self, policy: Mapping[str, Any], *, path: Path | None = None,
-        overrides: Mapping[tuple[str, str], int] | None = None,
+        overrides: Mapping[tuple[str, str], int] | None = None, interval_s: float | None = None,
     ) -> None:
         self._maxima = policy_retention(policy)
+        self._interval_s = interval_s
         self._path = path
         self._lock = threading.Lock()
         self._configured: dict[tuple[str, str], int] = {}
@@ -192,6 +196,10 @@ class RetentionSettings:
             if self._path is not None:
                 self._save(self._path)
         logger.info("retention of %s.%s set to %s days", kind, fname, days)
+        short = None if self._interval_s is None else retention_interval_warning({(kind, fname): days},
+                                                                                  self._interval_s)
+        if short is not None:
+            logger.warning("%s", short)
 
     def _save(self, path: Path) -> None:
         doc = {"overrides": [{"kind": k, "field": f, "days": d} for (k, f), d in sorted(self._overrides.items())]}

@@ -197,26 +197,66 @@ def test_ble_auth_timeout_is_read_and_checked(tmp_path: Path) -> None:
     ("[retention]\ninterval_s = 604800\n", False),  # the policy's retentions are all longer
     ("", False),
 ])
-def test_a_retention_shorter_than_the_interval_loads_with_a_warning_naming_both_keys(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str, warned: bool) -> None:
+def test_a_retention_shorter_than_the_interval_is_warned_about_once_by_run_check_not_at_every_load(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], text: str,
+        warned: bool) -> None:
     """Review finding: a retention shorter than [retention] interval_s loaded silently, though its values
-    outlive it by up to the interval (docs/gateway.md, retention holds)."""
+    outlive it by up to the interval (docs/gateway.md, retention holds). Then (L2): it was logged by the
+    parser, so every CLI command repeated it, and ``run --check`` showed it in log format, unlike its other
+    ``warning: ...`` lines. Fails before: the load logged it, --check printed no ``warning:`` line."""
     import logging
 
-    caplog.set_level(logging.WARNING, logger="gateway.config")
-    path = write(tmp_path, text)
-    cfg = load_config(path)  # still loads: such a retention is honoured, late
-    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    caplog.set_level(logging.WARNING)
+    path = write(tmp_path, '[gateway]\nid = "gw"\ndata_dir = "data"\n' + text)
+    cfg = load_config(path)  # still loads: such a retention is honoured, late; and silently
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert main(["gateway", "run", "--config", str(path), "--check"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "interval_s" in line]
     if not warned:
         assert lines == []
         return
     assert len(lines) == 1, lines
     interval = int(cfg.retention_interval_s)
     short = sorted((d, k, f) for (k, f), d in cfg.retention_overrides.items() if d * 86400 < interval)
-    assert lines[0].startswith("%s: [retention] interval_s = %d" % (path, interval)), lines[0]
+    assert lines[0].startswith("warning: [retention] interval_s = %d" % interval), lines[0]
     for days, kind, fld in short:
-        assert "retention.%s.%s = %d day" % (kind, fld, days) in lines[0], lines[0]
+        assert "[retention.%s] %s = %d day" % (kind, fld, days) in lines[0], lines[0]
     assert "set [retention] interval_s to at most %d" % (short[0][0] * 86400) in lines[0], lines[0]
     if text.startswith("[retention]\ninterval_s = 172800"):
-        assert "retention.bin.bat" not in lines[0]  # 5 days: longer than the 2-day interval
+        assert "[retention.bin] bat" not in lines[0]  # 5 days: longer than the 2-day interval
         assert "outlive their retention by up to 2 days (kept up to 3 days instead of 1 day)" in lines[0], lines[0]
+
+
+def test_the_warning_never_contradicts_itself() -> None:
+    """L1: 172800.5 s was shown as "172800 (2 days) is longer than ... 2 days", and 1.000004 days as "1 days"."""
+    from gateway.config.retention_warning import retention_interval_warning
+
+    text = retention_interval_warning({("bin", "temp"): 2}, 172800.5, configured={("bin", "temp"): 2}) or ""
+    assert text.startswith("[retention] interval_s = 172800.5 (about 2 days) is longer than [retention.bin] "
+                           "temp = 2 days:"), text
+    text = retention_interval_warning({("bin", "temp"): 1}, 86400.4) or ""
+    assert "1 days" not in text and "interval_s = 86400.4 (about 1 day)" in text, text
+    assert "bin.temp = 1 day (set through PUT /api/admin/retention" in text, text
+
+
+def test_a_retention_set_through_the_admin_api_shorter_than_the_interval_is_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """L2: retention.json (PUT /api/admin/retention) shorter than interval_s was never warned about."""
+    import logging
+
+    from gateway.resources import load_policy
+    from gateway.web.retention import RetentionSettings
+
+    caplog.set_level(logging.WARNING)
+    (tmp_path / "data").mkdir()
+    settings = RetentionSettings(load_policy(), path=tmp_path / "data" / "retention.json", interval_s=172800)
+    settings.set("bin", "temp", 3)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    settings.set("bin", "temp", 1)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "bin.temp = 1 day (set through PUT /api/admin/retention" in warning, warning
+    # and at the next run --check, from retention.json
+    path = write(tmp_path, '[gateway]\nid = "gw"\ndata_dir = "data"\n[retention]\ninterval_s = 172800\n')
+    assert main(["gateway", "run", "--config", str(path), "--check"]) == 0
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "interval_s" in line]
+    assert line.startswith("warning: [retention] interval_s = 172800 (2 days) is longer than bin.temp = 1 day"), line
