@@ -273,3 +273,24 @@ def test_a_file_moved_out_of_a_bind_mounts_tree_is_not_called_unmounted(
         assert "-inum %d" % (tmp_path / "srv" / "data.old" / "reports.sqlite").stat().st_ino in problem
     finally:
         store.close()
+
+
+def test_a_link_re_pointed_at_another_file_names_both(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    real, other = tmp_path / "a" / "reports.sqlite", tmp_path / "b" / "reports.sqlite"
+    link = tmp_path / "reports.sqlite"
+    link.symlink_to(real)
+    store = ReportStore(link, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        other.write_bytes(b"")
+        link.unlink()
+        link.symlink_to(other)
+        problem = store.file_problem() or ""
+        assert "was replaced by another file while the gateway ran (it now names %s)" % other in problem, problem
+        assert "the file it writes is still at %s, nothing is lost, but %s no longer leads to it" % (real, link) \
+            in problem, problem
+    finally:
+        store.close()
+    assert seqs(real) == [1]
