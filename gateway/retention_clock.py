@@ -323,7 +323,7 @@ class RetentionClock:
                       "had stepped forward by %s (not confirmed): %s unexplained (the gateway stopped that long, or "
                       "the clock was set back only part of the way)" % (_when(now), _days(back), _days(offset),
                                                                          _days(left)))
-            if self.hold is None:
+            if self.hold is None or self.hold["reason"] != "clock_ahead":  # (a large removal's is asked again)
                 self.hold = {"reason": "clock_ahead", "since": now, "detail": detail, "agreed_s": 0.0}
             log.warning("retention held: %s; nothing is removed until the clock has agreed with the stored reports "
                         "for %s, or the operator confirms it (check the clock: date -u; then %s)", detail,

@@ -305,3 +305,17 @@ def test_the_allowance_for_reports_stamped_ahead_follows_the_newest_report() -> 
         host2.run(600)
         host2.wall += jump
         assert again.removal_time(host2.wall, far) is not None and again.reason is None, again.problem
+
+
+def test_a_saved_large_removal_hold_becomes_a_clock_hold_when_a_remainder_is_left() -> None:
+    """A large-removal hold is asked again at each pass and ends once the pass is no longer that large: the
+    remainder of a clock set back part of the way must not end with it (nor leave ACK time sync trusting)."""
+    host = Host()
+    saved = json.loads(_jumped_run(host, 200 * DAY))
+    last = host.wall - 30
+    saved["hold"] = {"reason": "large_removal", "since": host.wall, "detail": "x", "agreed_s": 0.0}
+    host.wall -= 190 * DAY
+    rc = RetentionClock(3600, monotonic=lambda: 5.0)
+    rc.restore(json.dumps(saved))
+    assert rc.removal_time(host.wall, last) is None and rc.reason == "held"
+    assert rc.hold is not None and rc.hold["reason"] == "clock_ahead" and rc.suspects_clock_ahead
