@@ -143,7 +143,9 @@ class Gateway:
         if config.ble.enabled:
             from gateway.transports.ble_link import BleTransport
 
-            self.transports.append(BleTransport(config.ble, metrics=self.metrics, registry=self.registry))
+            # its pauses follow the simulated clock under [sim_clock] (docs/ble.md §8, Which clock)
+            self.transports.append(BleTransport(config.ble, metrics=self.metrics, registry=self.registry,
+                                                monotonic=monotonic))
         self.upstream: MqttUpstream | None = None
         if config.mqtt is not None:
             self.upstream = MqttUpstream(config.mqtt, store=self.store, run_in_store=self.ingest.run_in_store,
@@ -260,8 +262,10 @@ class Gateway:
             from gateway.config.loader import read_admin_token
 
             token = read_admin_token(http.admin_token_file)  # checked again: it may have changed since the load
+        # interval_s: a retention set below it through the admin API is warned about (values outlive it)
         self._retention_source = RetentionSettings(self.policy, path=self.config.data_dir / "retention.json",
-                                                   overrides=self.config.retention_overrides)
+                                                   overrides=self.config.retention_overrides,
+                                                   interval_s=self.config.retention_interval_s)
         from gateway.routes.web import routes_for_gateway  # GET /api/routes/plan, [routes] of the config
 
         # A read that finds the file damaged records it where the writer looks before each commit.

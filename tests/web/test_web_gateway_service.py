@@ -131,3 +131,26 @@ async def test_under_a_simulated_clock_the_web_asks_about_the_same_now_as_ingest
         await gw.stop()
         os.close(master)
         os.close(slave)
+
+
+async def test_a_retention_set_below_the_retention_interval_is_warned_about(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """PUT /api/admin/retention of 1 day on a gateway whose passes run every 2 days: values outlive it by up to
+    a day, and the running gateway says so. Test fails before (the service built its retention settings
+    without the interval: nothing was logged)."""
+    master, slave = os.openpty()
+    gw = Gateway(pty_gateway_config(tmp_path, "gw-short", slave, admin=True, retention={"interval_s": 172800}))
+    await gw.start()
+    try:
+        base = f"http://127.0.0.1:{gw.http_port}"
+        caplog.clear()
+        async with aiohttp.ClientSession() as http:
+            async with http.put(base + "/api/admin/retention", json={"kind": "bin", "field": "temp", "days": 1},
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                assert r.status == 200, await r.text()
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "interval_s" in r.getMessage()]
+        assert len(warned) == 1 and "temp" in warned[0], warned
+    finally:
+        await gw.stop()
+        os.close(master)
+        os.close(slave)
