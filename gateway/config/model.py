@@ -168,7 +168,8 @@ class GatewayConfig:
         http: web surface settings, or None when disabled.
         retention_overrides: ``(kind, field) -> days``; may only shorten policy.json retention.
         retention_interval_s: how often the retention task runs; a value outlives its retention by up to
-            this, so a retention shorter than it is warned about at load (``retention_interval_warning``).
+            this, so a retention shorter than it is warned about at ``run`` and ``run --check``, on the retentions in
+            effect, and when the admin API sets one (gateway.config.retention_warning).
         sim_clock: virtual clock of a simulated fleet, or None (system clock).
         ack_gap_hold_s: after how long a wait at a gap the device still holds is logged; for firmware
             without ``h``, how long cumulative ACKs wait at a gap before passing it.

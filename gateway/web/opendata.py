@@ -15,7 +15,7 @@ from gateway.errors import GatewayError, StorageError
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web import catalogue, export, liveness, ngsi, opendata_page, pages, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
-from gateway.web.accept import weighted
+from gateway.web.accept import gzip_allowed, weighted
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
 from gateway.web.context import COMPRESS_MIN_BYTES, WebContext, ctx_of
 from gateway.web.errors import BadParameter, NotFound, Unavailable, WebError
@@ -77,16 +77,9 @@ def _http_date(ts: float) -> str:
 
 
 def accepts_gzip(request: web.Request) -> bool:
-    """``Accept-Encoding`` allows gzip: ``gzip`` (or ``x-gzip``) with q > 0, or else ``*`` with q > 0
-    (RFC 9110 12.5.3: the most specific entry decides, so ``gzip;q=0, *`` refuses it). No header:
-    identity, as most servers read it (a client that sends none may not decode gzip)."""
-    header = request.headers.get("Accept-Encoding", "")
-    rated = weighted(header)  # (a lone "*" is read as "*/*" there)
-    named = [q for coding, q in rated if coding in ("gzip", "x-gzip")]
-    if named:  # gzip and its alias x-gzip are one coding: either one allowing it is enough
-        return max(named) > 0
-    wildcard = [q for coding, q in rated if coding == "*/*"]
-    return bool(wildcard) and max(wildcard) > 0
+    """``Accept-Encoding`` of ``request`` allows gzip (:func:`gateway.web.accept.gzip_allowed`: the same rule
+    as the JSON answers)."""
+    return gzip_allowed(request.headers.get("Accept-Encoding", ""))
 
 
 def gzip_etag(etag: str) -> str:
