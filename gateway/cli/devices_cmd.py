@@ -12,7 +12,7 @@ from pathlib import Path
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.errors import GatewayError, RegistryError
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
-from gateway.web.revocation import REVOKED_OPEN_DATA
+from gateway.web.revocation import REINSTATED_OPEN_DATA, RETIRED_OPEN_DATA, REVOKED_OPEN_DATA
 
 
 # argparse takes "-33.8688,151.2093" (south or west) for an unknown option ("expected one argument"):
@@ -239,6 +239,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
     print("retired %s: its frames are refused and not acknowledged (the board keeps its reports for the gateway "
           "that serves it now); its key and stored reports are kept; `civicedge gateway devices reinstate %s` "
           "takes it back" % (rec.id, rec.id))
+    print("open data: %s" % RETIRED_OPEN_DATA)
     return EXIT_OK
 
 
@@ -251,6 +252,7 @@ def cmd_reinstate(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         return fail(exc)
     print("reinstated %s: its frames are accepted again" % rec.id)
+    print("open data: %s" % REINSTATED_OPEN_DATA)
     if problem is not None:
         print("warning: device %s cannot authenticate its frames: %s" % (rec.id, problem), file=sys.stderr)
     return EXIT_OK

@@ -16,7 +16,7 @@ from gateway.web.errors import BadParameter
 from gateway.web.forwarded import client_label
 from gateway.web.read_api import device_json
 from gateway.web.retention import policy_retention
-from gateway.web.revocation import REVOKED_OPEN_DATA
+from gateway.web.revocation import REINSTATED_OPEN_DATA, RETIRED_OPEN_DATA, REVOKED_OPEN_DATA
 
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
@@ -200,28 +200,32 @@ async def revoke_device(request: web.Request) -> web.Response:
 @ROUTES.post("/api/admin/devices/{device_id}/retire")
 async def retire_device(request: web.Request) -> web.Response:
     """Retire a device whose board left this gateway (moved to another gateway, or taken out of service).
-    Not a revocation: its key and past reports are kept (and stay published), it is no longer counted silent
-    (status ``retired``), and its frames are refused (rejection reason ``retired``) and never acknowledged.
-    ``/reinstate`` takes it back."""
+    Not a revocation: its key and past reports are kept, it is no longer counted silent (status ``retired``),
+    and its frames are refused (rejection reason ``retired``) and never acknowledged. Its entity leaves the
+    open-data listings, its past rows stay in the CSV: the answer's ``open_data`` says so
+    (:data:`gateway.web.revocation.RETIRED_OPEN_DATA`). ``/reinstate`` takes it back."""
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
     await asyncio.to_thread(admin.retire, device_id)  # 404 unknown_device, 409 already_retired / revoked
-    _audit(request, "retired device %s (frames refused until it is reinstated; key and reports kept)", device_id)
-    return json_response({"device": device_id, "retired": True})
+    _audit(request, "retired device %s (frames refused until it is reinstated; key and reports kept; open data: %s)",
+           device_id, RETIRED_OPEN_DATA)
+    return json_response({"device": device_id, "retired": True, "open_data": RETIRED_OPEN_DATA})
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/reinstate")
 async def reinstate_device(request: web.Request) -> web.Response:
-    """Take a retired device back: its frames are accepted (and acknowledged) again, under the key it kept."""
+    """Take a retired device back: its frames are accepted (and acknowledged) again, under the key it kept, and
+    its entity is back in the open-data listings (``open_data``: :data:`gateway.web.revocation.REINSTATED_OPEN_DATA`)."""
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
     await asyncio.to_thread(admin.reinstate, device_id)  # 404 unknown_device, 409 not_retired / revoked
-    _audit(request, "reinstated device %s (its frames are accepted again)", device_id)
-    return json_response({"device": device_id, "retired": False})
+    _audit(request, "reinstated device %s (its frames are accepted again; open data: %s)", device_id,
+           REINSTATED_OPEN_DATA)
+    return json_response({"device": device_id, "retired": False, "open_data": REINSTATED_OPEN_DATA})
 
 
 MOVE_KEYS = ("lat", "lon", "zone")

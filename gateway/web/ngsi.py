@@ -349,11 +349,12 @@ def _has_type(kind: str) -> bool:
 
 def publishable(devices: Iterable[DeviceView], policy: Mapping[str, Any] | None = None) -> list[DeviceView]:
     """Devices that belong in the entities: of a kind that has an entity type (one :func:`plan` of
-    ``policy`` gives it; without a policy, see :func:`_has_type`), not revoked, and have released
-    something."""
+    ``policy`` gives it; without a policy, see :func:`_has_type`), neither revoked nor retired (a retired
+    board left this gateway: moved to another one, whose entity speaks for it now, or taken off the street),
+    and have released something."""
     kinds = plan(policy).types if policy is not None else None
     return [d for d in devices if (d.kind in kinds if kinds is not None else _has_type(d.kind))
-            and not d.revoked and d.latest]
+            and not (d.revoked or d.retired) and d.latest]
 
 
 def entities(

@@ -25,6 +25,15 @@ def _ok(description: str, media: str = "application/json", schema: dict[str, Any
     return {"description": description, "content": {media: {"schema": schema or {"type": "object"}}}}
 
 
+def _retirement(retired: bool) -> dict[str, Any]:
+    """The answer of ``/retire`` (``retired`` true) and ``/reinstate`` (false)."""
+    return {"type": "object", "required": ["device", "retired", "open_data"], "properties": {
+        "device": {"type": "string"}, "retired": {"type": "boolean", "enum": [retired]},
+        "open_data": {"type": "string", "description": "what becomes of the device's public data: its entity "
+                      + ("leaves the open-data listings, its past rows stay in the CSV until their retention ends"
+                         if retired else "is back in the open-data listings")}}}
+
+
 def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
 
@@ -199,18 +208,21 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
         "/api/admin/devices/{device_id}/retire": {"post": {
             "summary": "Retire a device whose board left this gateway (moved to another gateway, or taken out of "
                        "service); not a revocation",
-            "description": "Its key and past reports are kept (and stay published); its status becomes `retired` "
-                           "(never `stale`); its frames are refused (rejection reason `retired`) and never "
-                           "acknowledged, so the board keeps its reports for the gateway that serves it now. "
-                           "`/reinstate` takes it back. A revoked device is not retired (409 `revoked`).",
+            "description": "Its key and past reports are kept; its status becomes `retired` (never `stale`); its "
+                           "frames are refused (rejection reason `retired`) and never acknowledged, so the board "
+                           "keeps its reports for the gateway that serves it now. Its entity leaves the open-data "
+                           "listings (NGSI-LD entities, devices.geojson), its past rows stay in "
+                           "/opendata/readings.csv until their retention ends: `open_data` says so. `/reinstate` "
+                           "takes it back. A revoked device is not retired (409 `revoked`).",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
-            "responses": {"200": _ok("retired"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+            "responses": {"200": _ok("retired", schema=_retirement(True)), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
                           "409": _err("already retired (`already_retired`) or revoked (`revoked`)"),
                           "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/reinstate": {"post": {
-            "summary": "Take a retired device back: its frames are accepted again, under the key it kept",
+            "summary": "Take a retired device back: its frames are accepted again, under the key it kept, and its "
+                       "entity is back in the open-data listings",
             "tags": ["admin"], "security": _ADMIN, "parameters": [_DEVICE],
-            "responses": {"200": _ok("reinstated"), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
+            "responses": {"200": _ok("reinstated", schema=_retirement(False)), "400": _BAD, "401": _AUTH, "404": _err("unknown device"),
                           "409": _err("not retired (`not_retired`) or revoked (`revoked`)"),
                           "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}": {"put": {

@@ -279,27 +279,30 @@ class StoreFleetSource:
     async def oldest_published(self, *, since: int = 0) -> int | None:
         """The earliest period start, at or after ``since``, of the value reports (``win``, ``hour``,
         ``day``: not a board's ``boot`` report, its period near the epoch when its clock was never set,
-        nor alarms) the entities publish: received before their last mark, of the devices not revoked.
+        nor alarms) the entities publish: received before their last mark, of the devices neither revoked nor
+        retired (:func:`gateway.web.ngsi.publishable`).
         None when there is none: where the published data can begin (the catalogue's ``temporal``;
         ``since``, the day values older than the longest retention are removed by, keeps the index
         walk short). When every such report is older than ``since`` (retention held or skipped keeps
-        their values), ``since`` itself. One index walk per entities' bound, ``since`` and revocation, on the quick thread."""
+        their values), ``since`` itself. One index walk per entities' bound, ``since`` and set of revoked or
+        retired devices, on the quick thread."""
         bound = (await self._marks.current("entities"))[0]
-        revoked = tuple(sorted(r.id for r in self._registry.list() if r.revoked)) if self._registry is not None else ()
-        key = (bound, int(since), revoked)
+        excluded = (tuple(sorted(r.id for r in self._registry.list() if r.revoked or r.retired))
+                   if self._registry is not None else ())
+        key = (bound, int(since), excluded)
         held = self._oldest
         if held is None or held[0] != key:
-            oldest = await self._oldest_from(bound, int(since), revoked) if bound > 0 else None
+            oldest = await self._oldest_from(bound, int(since), excluded) if bound > 0 else None
             if oldest is None and bound > 0 and since > 0:
                 # Nothing from ``since`` on, but published values may all be older (retention held or
                 # skipped keeps them): the data then begins at or before ``since``, not nowhere.
-                older = await self._oldest_from(bound, 0, revoked)
+                older = await self._oldest_from(bound, 0, excluded)
                 oldest = None if older is None else int(since)
             self._oldest = held = (key, oldest)
         return held[1]
 
-    async def _oldest_from(self, bound: int, since: int, revoked: tuple[str, ...]) -> int | None:
-        read = functools.partial(self._queries().oldest_period_start, max_id=bound, since=since, excluded=revoked)
+    async def _oldest_from(self, bound: int, since: int, excluded: tuple[str, ...]) -> int | None:
+        read = functools.partial(self._queries().oldest_period_start, max_id=bound, since=since, excluded=excluded)
         result: int | None = await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
         return result
 

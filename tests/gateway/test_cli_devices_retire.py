@@ -15,6 +15,7 @@ from conftest import KEYS, make_env
 from gateway.errors import RegistryError
 from gateway.registry import Registry
 from gateway.storage import ReportStore
+from gateway.web.revocation import REINSTATED_OPEN_DATA
 from hil.cli.main import main
 
 WHERE = {"kind": "bin", "zone": "north", "lat": "52.1", "lon": "4.2"}
@@ -80,6 +81,9 @@ def test_retire_then_reinstate_keeps_the_key_and_says_what_it_does(reg: Registry
     out = capsys.readouterr().out
     assert out.startswith("retired b1: its frames are refused and not acknowledged")
     assert "devices reinstate b1" in out
+    # As revoke does: what becomes of its public data (out of the listings, CSV rows kept, back on reinstate).
+    assert "\nopen data: its entity leaves the open-data listings now" in out
+    assert "reinstating it brings its entity back\n" in out
     rec = reg.get("b1")
     assert rec.retired and not rec.revoked and rec.key_version == 1
     assert reg.key_path("b1").read_bytes() == key_file  # reinstate needs it
@@ -93,7 +97,8 @@ def test_retire_then_reinstate_keeps_the_key_and_says_what_it_does(reg: Registry
     assert {d["id"]: d["retired"] for d in json.loads(capsys.readouterr().out)} == {"b1": True, "b2": False}
 
     assert main(devices(reg.path, "reinstate", "b1")) == 0
-    assert capsys.readouterr().out == "reinstated b1: its frames are accepted again\n"
+    assert capsys.readouterr().out.splitlines() == ["reinstated b1: its frames are accepted again",
+                                                   "open data: " + REINSTATED_OPEN_DATA]
     assert not reg.get("b1").retired
     assert reg.key_path("b1").read_bytes() == key_file
 

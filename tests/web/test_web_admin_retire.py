@@ -14,6 +14,8 @@ from .support import ADMIN_TOKEN, NOW, Fleet, admin_headers
 from gateway.resources import load_policy
 from gateway.web.app import create_app
 from gateway.web.liveness import STALE_WINDOWS, window_of
+from gateway.web.openapi import openapi_document
+from gateway.web.revocation import REINSTATED_OPEN_DATA, RETIRED_OPEN_DATA
 
 WIN = {"t": "win", "k": "streetlight", "w": NOW, "l": 900, "m": {"lux": 10}}
 
@@ -46,8 +48,10 @@ async def test_a_retired_silent_device_is_not_stale_and_its_past_readings_stay(c
     assert statuses["sl-01"] == "stale" and gauges[("streetlight", "stale")] == 1 and readings > 0
     caplog.set_level(logging.WARNING, logger="gateway.web")
     resp = await client.post("/api/admin/devices/sl-01/retire", headers=admin_headers())
-    assert resp.status == 200 and await resp.json() == {"device": "sl-01", "retired": True}
-    assert [r.getMessage() for r in caplog.records if "retired device sl-01" in r.getMessage()], caplog.text
+    assert resp.status == 200 and await resp.json() == {"device": "sl-01", "retired": True,
+                                                         "open_data": RETIRED_OPEN_DATA}
+    audit = [r.getMessage() for r in caplog.records if "retired device sl-01" in r.getMessage()]
+    assert audit and "open data: " + RETIRED_OPEN_DATA in audit[0], caplog.text
     statuses, gauges, after = await _state(fleet, later)
     assert statuses["sl-01"] == "retired"
     assert gauges[("streetlight", "stale")] == 0 and gauges[("streetlight", "retired")] == 1  # the alert's expr: 0
@@ -59,7 +63,8 @@ async def test_a_retired_silent_device_is_not_stale_and_its_past_readings_stay(c
     assert [d["status"] for d in admin if d["id"] == "sl-01"] == ["retired"]
 
     resp = await client.post("/api/admin/devices/sl-01/reinstate", headers=admin_headers())
-    assert resp.status == 200 and await resp.json() == {"device": "sl-01", "retired": False}
+    assert resp.status == 200 and await resp.json() == {"device": "sl-01", "retired": False,
+                                                         "open_data": REINSTATED_OPEN_DATA}
     statuses, gauges, _ = await _state(fleet, later)
     assert statuses["sl-01"] == "stale" and gauges[("streetlight", "retired")] == 0
 
@@ -124,3 +129,16 @@ async def test_retire_and_reinstate_need_the_token_and_a_registered_id(client: T
         resp = await client.post(f"/api/admin/devices/sl-01/{action}?dry_run=1", headers=admin_headers())
         assert resp.status == 400
     assert not fleet.registry.get("sl-01").retired
+
+
+async def test_the_retire_and_reinstate_answers_are_the_ones_openapi_describes(client: TestClient) -> None:
+    # Before: described as any object, without the open_data the answers now carry.
+    doc = openapi_document()
+    for action, retired in (("retire", True), ("reinstate", False)):
+        resp = await client.post("/api/admin/devices/sl-02/%s" % action, headers=admin_headers())
+        answer = await resp.json()
+        schema = doc["paths"]["/api/admin/devices/{device_id}/%s" % action]["post"]["responses"]["200"][
+            "content"]["application/json"]["schema"]
+        assert resp.status == 200 and set(answer) == set(schema["required"]) == set(schema["properties"])
+        assert schema["properties"]["retired"]["enum"] == [answer["retired"]] == [retired]
+        assert all(isinstance(answer[k], str) for k in ("device", "open_data"))

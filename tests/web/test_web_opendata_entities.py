@@ -6,16 +6,19 @@ real aiohttp app and the real SQLite store of the fed fleet (tests/web/conftest.
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any, Callable
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.resources import load_policy
 from gateway.web.app import create_app
+from gateway.web.opendata import INGEST_LAG_S
 from gateway.web.liveness import STALE_WINDOWS, window_of
 from gateway.web.publication import ENTITY_MARK_S, entity_mark
 
-from .support import ADMIN_TOKEN, RECEIVED_AT, Fleet, admin_headers
+from .support import ADMIN_TOKEN, NOW, RECEIVED_AT, Fleet, admin_headers
 from .test_web_opendata import check_key_values, normalized_to_key_values
 
 ENTITIES = "/opendata/ngsi-ld/v1/entities"
@@ -129,3 +132,40 @@ async def test_a_revocation_says_what_becomes_of_the_public_data_and_does_it(cli
     assert "urn:ngsi-ld:Streetlight:sl-01" not in {e["id"] for e in await get_json(client, ENTITIES)}
     geo = await get_json(client, "/opendata/devices.geojson")
     assert "sl-01" not in {f["id"] for f in geo["features"]}
+
+
+async def _csv_rows_of(client: TestClient, device: str) -> list[dict[str, str]]:
+    resp = await client.get(f"/opendata/readings.csv?from={NOW - 6 * 3600}&to={NOW}")
+    assert resp.status == 200, await resp.text()
+    return [r for r in csv.DictReader(io.StringIO(await resp.text())) if r["device"] == device]
+
+
+async def test_a_retirement_says_what_becomes_of_the_public_data_and_does_it(fleet: Fleet) -> None:
+    """A retired board left this gateway (moved to another one, whose entity speaks for it now, or taken off
+    the street): before, its entity stayed listed, claiming a current state nobody observes, and the retire
+    answer said nothing of the public data. Its past rows stay in the CSV; reinstating brings it back."""
+    async with app_client(fleet, lambda: float(NOW + INGEST_LAG_S)) as client:  # the 11:00 hour in the CSV
+        urn = "urn:ngsi-ld:Streetlight:sl-01"
+        assert urn in {e["id"] for e in await get_json(client, ENTITIES)}
+        rows = await _csv_rows_of(client, "sl-01")
+        assert rows
+        resp = await client.post("/api/admin/devices/sl-01/retire", headers=admin_headers())
+        answer = await resp.json()
+        assert resp.status == 200 and answer["retired"] is True
+        for words in ("leaves the open-data listings", "NGSI-LD", "devices.geojson", "/opendata/readings.csv",
+                      "until their retention ends", "reinstating it brings its entity back"):
+            assert words in answer["open_data"], answer
+        # What it says holds from the next request on: out of the listings, its rows kept.
+        assert urn not in {e["id"] for e in await get_json(client, ENTITIES)}
+        assert (await client.get(ENTITIES + "/" + urn)).status == 404
+        geo = await get_json(client, "/opendata/devices.geojson")
+        assert "sl-01" not in {f["properties"]["device"] for f in geo["features"]}
+        assert await _csv_rows_of(client, "sl-01") == rows
+
+        resp = await client.post("/api/admin/devices/sl-01/reinstate", headers=admin_headers())
+        answer = await resp.json()
+        assert resp.status == 200 and answer["retired"] is False
+        assert "is back in the open-data listings" in answer["open_data"], answer
+        assert urn in {e["id"] for e in await get_json(client, ENTITIES)}
+        geo = await get_json(client, "/opendata/devices.geojson")
+        assert "sl-01" in {f["properties"]["device"] for f in geo["features"]}

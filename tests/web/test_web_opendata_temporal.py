@@ -77,6 +77,19 @@ async def test_the_coverage_starts_on_the_day_of_the_oldest_published_report(fle
         assert temporal["start"] == dct["dcat:startDate"]["@value"] == _iso(YESTERDAY - 2 * DAY)
 
 
+async def test_a_retired_devices_reports_leave_the_coverage_as_its_entity_leaves_the_listings(fleet: Fleet) -> None:
+    """The coverage starts where the entities' data does: a retired device's entity is not listed, so its
+    oldest report no longer sets the start (before: only revoked devices were left out, and the start was
+    cached against the revoked ones only, so a retirement never moved it); reinstated, it does again."""
+    fleet.store.insert_batch([old_report(YESTERDAY - 2 * DAY + 3600)])  # sl-01's, received before the mark
+    async with _client(fleet.queries, fleet, [float(NOW)]) as c:
+        assert (await _coverage(c))[0]["start"] == _iso(YESTERDAY - 2 * DAY)
+        fleet.registry.retire("sl-01")
+        assert (await _coverage(c))[0]["start"] == _iso(YESTERDAY)
+        fleet.registry.reinstate("sl-01")
+        assert (await _coverage(c))[0]["start"] == _iso(YESTERDAY - 2 * DAY)
+
+
 async def test_reports_older_than_every_retention_start_it_at_the_retention(fleet: Fleet) -> None:
     """Retention removes a report's values but keeps the report: the oldest report no longer says where
     values begin; the longest retention in force does. (A report starting more than a week before the
