@@ -77,7 +77,8 @@ def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s:
                     "taken out of service, never stale); absent when "
                     "civicedge_fleet_view_up is 0", ["kind", "status"], registry=registry)
     alarms = Gauge("civicedge_open_alarms", "Open alarms (raised in the last 24 h and not cleared) by kind and "
-                   "code; absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)
+                   "code, of devices neither retired nor revoked (their frames are refused: nothing could clear "
+                   "them); absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)
     ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose last stored report's period ends more than %d s after "
                   "the gateway's clock (the board's clock runs ahead; open data shows it with a future time), by "
                   "kind; absent when civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
@@ -125,6 +126,7 @@ def _log_failure(why: str, outcome: str) -> None:
 
 async def fleet_counts(ctx: WebContext) -> Counts:
     """(devices by (kind, status), open alarms by (kind, code), devices dated ahead by kind) as of now.
+    The alarms of retired and revoked devices are not counted (no report of theirs is stored to clear them).
 
     Raises:
         TimeoutError: the fleet view was not read within :data:`SCRAPE_WAIT_S` (the read goes on).
@@ -138,8 +140,11 @@ async def fleet_counts(ctx: WebContext) -> Counts:
     by_ahead: Tally[str] = Tally()
     for dev in fleet:
         by_status[(dev.kind, device_status(dev, now=now, policy=ctx.policy))] += 1
-        for alarm in dev.alarms:
-            by_code[(dev.kind, alarm.code)] += 1
+        # Not a retired or revoked device's: its frames are refused, so no report can clear its alarm, and
+        # a bin taken off the street after a fire alarm would keep CivicedgeFireAlarm (page) firing 24 h.
+        if not (dev.retired or dev.revoked):
+            for alarm in dev.alarms:
+                by_code[(dev.kind, alarm.code)] += 1
         # by its last stored report, not its newest values: a board fixed since (power-cycled) reports
         # right again at once, while its future-dated values stay the newest until their time comes
         if dev.last_end is not None and dev.last_end > now + DATED_AHEAD_S:

@@ -59,6 +59,28 @@ async def test_fleet_gauges_count_what_api_devices_shows(fleet: Fleet) -> None:
     assert open_alarms[("bin", "fire")] == 1 and open_alarms[("bin", "tip")] == 0
 
 
+async def test_a_retired_or_revoked_devices_alarm_is_not_counted_open(fleet: Fleet) -> None:
+    """A bin taken off the street after its fire alarm is retired: its frames are refused, so nothing clears
+    the alarm, and before it kept civicedge_open_alarms{code="fire"} (CivicedgeFireAlarm, page) up for 24 h.
+    Reinstated, its alarm counts again; revoked, it does not."""
+    families, _, _ = await _scrape_and_devices(fleet, NOW)
+    assert _by(families["civicedge_open_alarms"], "kind", "code")[("bin", "fire")] == 1  # bin-02's
+    fleet.registry.retire("bin-02")
+    families, devices, alarms = await _scrape_and_devices(fleet, NOW)
+    open_alarms = _by(families["civicedge_open_alarms"], "kind", "code")
+    assert open_alarms[("bin", "fire")] == 0
+    assert set(open_alarms) == {(k, c) for k, codes in alarm_codes(load_policy()).items() for c in codes}
+    assert [d["status"] for d in devices if d["id"] == "bin-02"] == ["retired"]
+    assert [a["code"] for a in alarms if a["device"] == "bin-02"] == ["fire"]  # still listed, for the record
+    assert _by(families["civicedge_open_alarms"], "kind", "code")[("streetlight", "lamp_fail")] == 1
+    fleet.registry.reinstate("bin-02")
+    families, _, _ = await _scrape_and_devices(fleet, NOW)
+    assert _by(families["civicedge_open_alarms"], "kind", "code")[("bin", "fire")] == 1
+    fleet.registry.revoke("bin-02")
+    families, _, _ = await _scrape_and_devices(fleet, NOW)
+    assert _by(families["civicedge_open_alarms"], "kind", "code")[("bin", "fire")] == 0
+
+
 async def test_silent_devices_count_as_stale(fleet: Fleet) -> None:
     policy = load_policy()
     # past every kind's silence limit, within the 24 h alarms stay open
