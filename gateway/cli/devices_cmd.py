@@ -191,14 +191,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         data["key_status"] = "%s; too open: %s" % (data["key_status"], wide)
         print("warning: device %s: %s" % (rec.id, wide), file=sys.stderr)
     if problem is not None and not unreadable:
-        print("warning: device %s cannot authenticate its frames: %s; give it a key again with civicedge provision "
-              "--port PORT --id %s ... --force --take-over (docs/field.md)" % (rec.id, problem, rec.id), file=sys.stderr)
+        print("warning: device %s cannot authenticate its frames: %s; %s" % (rec.id, problem, _key_advice(rec)),
+              file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         for line in _columns([(k, str(v)) for k, v in data.items()], minimum=(0, 0)):
             print(line)
     return EXIT_OK
+
+
+def _key_advice(rec: DeviceRecord) -> str:
+    """What to do about a device whose key is unusable, by its state: a provision with ``--take-over`` is
+    refused for a retired or revoked id, and a retired board's key is the one it still holds."""
+    if rec.revoked:
+        return "it is revoked, so its frames are refused anyway (a revoked id stays revoked)"
+    if rec.retired:
+        return ("it is retired, so its frames are refused anyway; if its board comes back here, put its key file "
+                "back first (from a backup of the registry: the board still holds that key), then civicedge gateway "
+                "devices reinstate %s" % rec.id)
+    return ("give it a key again with civicedge provision --port PORT --id %s ... --force --take-over "
+            "(docs/field.md)" % rec.id)
 
 
 def cmd_move(args: argparse.Namespace) -> int:

@@ -202,3 +202,26 @@ def test_a_backup_keeps_the_retired_state(tmp_path: Path, capsys: pytest.Capture
     restored.close()
     assert main(devices(place, "reinstate", "bin-2")) == 0
     assert not Registry(place).get("bin-2").retired
+
+
+def test_show_gives_a_retired_device_with_a_missing_key_advice_that_works(
+        reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "give it a key again with civicedge provision ... --force --take-over", which is refused for a
+    # retired id (and would re-key a board that still holds its key).
+    reg.retire("b1")
+    reg.key_path("b1").unlink()
+    assert main(devices(reg.path, "show", "b1")) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "device b1 cannot authenticate its frames: no key file at" in err
+    assert "it is retired, so its frames are refused anyway" in err
+    assert "put its key file back first" in err and "civicedge gateway devices reinstate b1" in err
+    assert "--take-over" not in err
+    reg.revoke("b2")
+    reg.key_path("b2").unlink()
+    assert main(devices(reg.path, "show", "b2")) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "it is revoked, so its frames are refused anyway" in err and "--take-over" not in err
+    reg.add("b3", key=bytes(range(2, 34)), **WHERE)  # active: re-keying the board is the repair
+    reg.key_path("b3").unlink()
+    assert main(devices(reg.path, "show", "b3")) == 0
+    assert "--id b3 ... --force --take-over" in " ".join(capsys.readouterr().err.split())
