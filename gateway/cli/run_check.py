@@ -165,11 +165,17 @@ def _migration_writes(path: Path, found: int) -> int:
 def check_registry(registry_dir: Path) -> str:
     """Open ``devices.sqlite`` read-only and check it is a device registry, as ``run`` would open it.
 
+    Also says what ``run`` will write to it: the columns an older registry lacks, added at start
+    ("upgraded at start (adds column retired)"). A registry this user cannot write (a read-only mount,
+    a file or directory without write permission) is fatal when it needs that upgrade (``run`` would
+    fail opening it) and a warning otherwise: the gateway runs, but every registry change made through
+    it (the admin API's enrol, revoke, retire, ...) fails.
+
     Raises:
         RegistryError: reason ``not_a_directory``, ``corrupt`` (not a registry database) or
-            ``permissions`` (cannot be read).
+            ``permissions`` (cannot be read, or cannot be written and needs an upgrade).
     """
-    from gateway.registry.devices import _COLUMNS  # the columns the registry checks at open
+    from gateway.registry.devices import _ADDED_COLUMNS, _COLUMNS  # the columns the registry checks at open
 
     if registry_dir.exists() and not registry_dir.is_dir():
         raise RegistryError("registry path %s is not a directory" % registry_dir, reason="not_a_directory")
@@ -188,11 +194,28 @@ def check_registry(registry_dir: Path) -> str:
     except sqlite3.Error as exc:
         raise RegistryError("%s is not a device registry database (corrupt or another kind of file): %s; restore "
                             "the registry directory from a backup" % (db, exc), reason="corrupt") from exc
-    missing = sorted(_COLUMNS - {str(r[1]) for r in rows})
+    columns = {str(r[1]) for r in rows}
+    missing = sorted(_COLUMNS - columns)
     if missing:
         what = "it has no devices table" if not rows else "its devices table lacks %s" % ", ".join(missing)
         raise RegistryError("%s is not a device registry database (%s)" % (db, what), reason="corrupt")
-    return "%d device(s)" % count
+    added = [name for name, _ in _ADDED_COLUMNS if name not in columns]
+    upgrade = "adds column%s %s" % ("s" if len(added) > 1 else "", ", ".join(added))
+    # access() says EROFS for a read-only mount, also to root; the directory takes the rollback journal.
+    unwritable = [str(p) for p in (db, registry_dir) if not os.access(p, os.W_OK)]
+    if unwritable and added:
+        raise RegistryError("registry %s cannot be written by this user (%s: read-only mount or permissions), and "
+                            "run must upgrade it at start (%s, made by a version before 0.2.0): run would fail; "
+                            "make it writable for the gateway's user" % (registry_dir, ", ".join(unwritable), upgrade),
+                            reason="permissions")
+    line = "%d device(s)" % count
+    if added:
+        line += "; upgraded at start (%s)" % upgrade
+    if unwritable:
+        line += ("; warning: cannot be written by this user (%s: read-only mount or permissions): the gateway runs, "
+                 "but registering, moving, revoking, retiring or re-keying a device (admin API, devices commands) "
+                 "fails" % ", ".join(unwritable))
+    return line
 
 
 def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
