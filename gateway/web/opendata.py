@@ -425,9 +425,9 @@ def policy_digest(policy: Mapping[str, Any]) -> str:
 
 def csv_devices(devices: Sequence[DeviceView], reported: Collection[str] | None = None, *,
                 policy: Mapping[str, Any] | None = None) -> list[str]:
-    """The devices whose stored rows the CSV publishes: every device of a kind of ``policy``, revoked
-    or not (the entities list only devices not revoked); of ``reported`` only, when given (the devices
-    with a report received before the CSV's mark: the others have no row it may show)."""
+    """The devices whose stored rows the CSV publishes: every device of a kind of ``policy``, revoked,
+    retired or not (the entities list only devices neither revoked nor retired); of ``reported`` only, when
+    given (the devices with a report received before the CSV's mark: the others have no row it may show)."""
     kinds = _kinds(policy)
     return [d.id for d in devices if d.kind in kinds and (reported is None or d.id in reported)]
 
