@@ -424,6 +424,11 @@ class RetentionClock:
                         "held (%s)", self.confirm_command)
 
     @property
+    def hold_reason(self) -> str | None:
+        """The reason of the hold retention is under (``clock_ahead`` / ``large_removal``), or None."""
+        return None if self.hold is None else str(self.hold["reason"])
+
+    @property
     def suspects_clock_ahead(self) -> bool:
         """The last check found the gateway's clock ahead of the stored reports (``clock_ahead``), or a
         hold it began is not yet confirmed (reports stamped by that clock do not vouch for it).

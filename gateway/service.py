@@ -472,7 +472,12 @@ class Gateway:
                 now = self.clock()
                 if self._retention_confirmed():
                     self.retention_clock.confirm(now)
+                was = (self.retention_clock.offset, self.retention_clock.hold_reason)
                 removal_time = self.retention_clock.removal_time(now, last)
+                if (self.retention_clock.offset, self.retention_clock.hold_reason) != was:
+                    # A step recorded or a hold begun or ended: saved before the store work (a pass may count or
+                    # remove for long), or a stop cutting it off would lose what this pass found.
+                    await self._save_retention_state()
                 if removal_time is None:  # the clock is implausible or retention held (logged): try again soon
                     # (a pass cut off before waits too: it is finished under a checked clock only)
                     self.metrics.retention_skipped.labels(self.retention_clock.reason).inc()
@@ -498,10 +503,8 @@ class Gateway:
                             counted = None
                             self.retention_clock.ran(removal_time, days)
                 self.metrics.retention_clock_offset.set(self.retention_clock.offset)
-                state = self.retention_clock.state()
-                if state != self._retention_saved:  # a hold begun, released or its span grown; a pass that ran
-                    await self._save_meta(RETENTION_META_KEY, state)
-                    self._retention_saved = state
+                # (a hold begun, released or its span grown; a pass that ran)
+                await self._save_retention_state()
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
                 if isinstance(exc, StorageError) and exc.reason == "file_gone":
                     # the store watch logs the ERROR, once; no pass until a restart (the check above)
@@ -590,17 +593,22 @@ class Gateway:
         if self._retention_saved is None or self.store.file_gone or self.store.damage.problem is not None:
             return
         try:
-            if not self.retention_clock.stepped_since_pass(self.clock()):
-                return
-            last = await self.ingest.run_in_store(self.store.last_received_at)
-            assert last is None or isinstance(last, float)
-            self.retention_clock.note_stop(self.clock(), last)
-            state = self.retention_clock.state()
-            if state != self._retention_saved:
-                await self._save_meta(RETENTION_META_KEY, state)
-                self._retention_saved = state
+            if self.retention_clock.stepped_since_pass(self.clock()):
+                last = await self.ingest.run_in_store(self.store.last_received_at)
+                assert last is None or isinstance(last, float)
+                self.retention_clock.note_stop(self.clock(), last)
+            # Saved whenever it differs from what was last saved, step or not: a pass cut off by this stop may
+            # have recorded a step (or begun a hold) it had no time to save, and no step is seen since it.
+            await self._save_retention_state()
         except Exception as exc:  # noqa: BLE001 - the stop goes on; the step is then forgotten (logged)
             log.error("stopping: the gateway clock step since the last retention pass could not be saved: %s", exc)
+
+    async def _save_retention_state(self) -> None:
+        """Save the retention clock's state in the store's ``meta`` row when it differs from what was last saved."""
+        state = self.retention_clock.state()
+        if state != self._retention_saved:
+            await self._save_meta(RETENTION_META_KEY, state)
+            self._retention_saved = state
 
     def _retention_confirmed(self) -> bool:
         """Whether the operator confirmed retention (``civicedge gateway retention --confirm``); the file is
