@@ -22,7 +22,12 @@ months of data in one pass. Two checks keep it to a plausible clock:
   of a clock that was *behind* the stored reports is a correction (NTP after a boot without a real-time
   clock) and is followed up to the data check's margin. Logged at WARNING once per step. Time measured
   since a pass that ran is real time: a gateway that stops receiving reports keeps removing by it
-  (without this, stored values would outlive their retention once the devices fall silent). Not applied under ``[sim_clock]``: the simulation moves its clock as it likes
+  (without this, stored values would outlive their retention once the devices fall silent). The gateway
+  measures elapsed time with :func:`elapsed_clock`, which counts suspend (``CLOCK_BOOTTIME`` on Linux;
+  ``time.monotonic`` does not): a suspended host or VM that resumes with its wall clock right is not a
+  forward step (else each resume added the time suspended to the offset, saved for good, and withheld ACK
+  time). (A VM paused by its hypervisor stops both clocks: NTP stepping its wall clock forward by the pause
+  afterwards is a forward step like any other, recorded as an offset until the operator confirms.) Not applied under ``[sim_clock]``: the simulation moves its clock as it likes
   and time elapsed means nothing there (the first check still applies).
 
   The offset outlives a restart: the part the operator has not confirmed is saved in the store's ``meta``
@@ -113,6 +118,16 @@ CONFIRM_FILE = "retention-confirm"
 # How often (s) the running gateway looks for CONFIRM_FILE between passes (one stat, no store read): a
 # confirm wakes the retention task within this, not at the next pass (interval_s may be an hour).
 CONFIRM_POLL_S = 2.0
+
+
+def elapsed_clock() -> Callable[[], float]:
+    """The clock the step check measures elapsed time with: one that counts time suspended
+    (``CLOCK_BOOTTIME``, Linux) where there is one, else ``time.monotonic``."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return time.monotonic
+    clock_gettime = time.clock_gettime
+    return lambda: clock_gettime(boottime)
 
 
 @dataclass

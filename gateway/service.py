@@ -35,7 +35,7 @@ from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.retention_clock import CONFIRM_FILE as RETENTION_CONFIRM_FILE
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
-from gateway.retention_clock import CONFIRM_POLL_S, SKIPPED_RETRY_S, RetentionClock
+from gateway.retention_clock import CONFIRM_POLL_S, SKIPPED_RETRY_S, RetentionClock, elapsed_clock
 from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
@@ -125,8 +125,9 @@ class Gateway:
         # the time elapsed before each pass (gateway/retention_clock.py).
         confirm = "civicedge gateway retention --confirm" + (
             " --config %s" % shlex.quote(str(config.source.resolve())) if config.source is not None else "")
+        # (elapsed time that counts suspend: a resumed host or VM is not a forward step of its clock)
         self.retention_clock = RetentionClock(config.retention_interval_s,
-                                              time.monotonic if sim_clock is None else None, confirm_command=confirm)
+                                              elapsed_clock() if sim_clock is None else None, confirm_command=confirm)
         # ACKs carry no time to boards that disagree while the clock is suspect (gateway/ack_time.py)
         self.ack_time = AckTime(self.retention_clock, clock, confirm_command=confirm,
                                 on_withheld=self.metrics.ack_time_withheld.inc)
