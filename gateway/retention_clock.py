@@ -50,8 +50,10 @@ months of data in one pass. Two checks keep it to a plausible clock:
     most that time, or a clock set back only part of the way: within the data check's margin (the interval
     plus :data:`AHEAD_MARGIN_S`, a forward error the data check follows anyway) it is dropped (the clock was
     put right); beyond it, retention is *held* as for ``clock_ahead`` (below: ``/healthz`` ``retention_held``,
-    released after :data:`CONFIRM_SPAN_S` of agreement or by a confirm), never kept as an offset that would
-    delay removal for good unseen.
+    released after :data:`CONFIRM_SPAN_S` of agreement or by a confirm) *and* what is left is kept as the
+    offset until the operator confirms: the reports that end the hold by agreement are stamped by that clock,
+    which may still be ahead, so removal is late (by at most the time stopped) rather than early, and ACK time
+    stays withheld (:meth:`RetentionClock.stepped_ahead`).
 
   The reports stamped while the clock was ahead are then ahead of it by up to the offset undone: a clock
   behind the newest of them by no more than that is not skipped as ``clock_behind`` (before, it was until a
@@ -333,7 +335,10 @@ class RetentionClock:
         left = offset - back
         if left > self._interval + AHEAD_MARGIN_S:
             # Put right, or set back only part of the way: the time stopped cannot be told, so what is left is
-            # not taken as an offset (it would delay removal for good, unseen) but held, as a clock found ahead.
+            # both held, as a clock found ahead (seen), and kept as the offset until the operator confirms:
+            # reports stamped by a clock still ahead would release the hold by agreement, and removal (and ACK
+            # time) must then still be late, never early.
+            self.offset = max(self.offset, left)
             detail = ("the gateway clock (%s) was %s behind its reading at the last pass before this start, which "
                       "had stepped forward by %s (not confirmed): %s unexplained (the gateway stopped that long, or "
                       "the clock was set back only part of the way)" % (_when(now), _days(back), _days(offset),
@@ -341,8 +346,9 @@ class RetentionClock:
             if self.hold is None or self.hold["reason"] != "clock_ahead":  # (a large removal's is asked again)
                 self.hold = {"reason": "clock_ahead", "since": now, "detail": detail, "agreed_s": 0.0}
             log.warning("retention held: %s; nothing is removed until the clock has agreed with the stored reports "
-                        "for %s, or the operator confirms it (check the clock: date -u; then %s)", detail,
-                        _days(CONFIRM_SPAN_S), self.confirm_command)
+                        "for %s, then by the clock less %s (ACKs carry no time meanwhile), until the operator confirms "
+                        "it (check the clock: date -u; then %s)", detail, _days(CONFIRM_SPAN_S), _days(left),
+                        self.confirm_command)
         elif offset > 0:
             log.warning("the gateway clock is %s behind its reading at the last pass before this start, which had "
                         "stepped forward by %s (not confirmed): taken as the clock put right while the gateway was "

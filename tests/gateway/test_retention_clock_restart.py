@@ -121,10 +121,11 @@ def test_a_clock_put_right_while_stopped_clears_the_step_and_does_not_skip_as_cl
     assert json.loads(again.state())["step"] is None
 
 
-def test_a_clock_set_back_only_part_of_the_jump_while_stopped_is_held_not_kept_as_an_offset() -> None:
+def test_a_clock_set_back_only_part_of_the_jump_while_stopped_is_held_and_kept_as_an_offset() -> None:
     """Set back 100 of 200 days: what is left (100 days: the gateway stopped that long, or the clock still
     ahead) cannot be told apart; it was kept as a silent offset (removal 100 days late for good, /healthz
-    quiet). Now it holds retention (retention_held) and ACK time, until a confirm, which runs by the clock."""
+    quiet). Now it holds retention (retention_held) and ACK time, and stays the offset, until a confirm, which
+    runs by the clock."""
     host = Host()
     saved = _jumped_run(host, 200 * DAY)
     last = host.wall - 30
@@ -134,7 +135,7 @@ def test_a_clock_set_back_only_part_of_the_jump_while_stopped_is_held_not_kept_a
     rc.restore(saved)
     assert rc.removal_time(host.wall, last) is None and rc.reason == "held", rc.problem
     assert rc.problem is not None and rc.problem.startswith("retention held") and "100.0 days unexplained" in rc.problem
-    assert rc.offset == 0 and rc.suspects_clock_ahead
+    assert rc.offset == 100 * DAY and rc.suspects_clock_ahead
     assert not AckTime(rc, lambda: host.wall)(_board(host.wall - 100 * DAY - 5, host.wall))
     rc.confirm(host.wall)
     host.mono += 60
@@ -154,7 +155,8 @@ def test_a_clock_set_back_only_part_of_the_jump_while_stopped_is_held_not_kept_a
 def test_a_clock_put_right_after_a_stop_longer_than_the_interval_and_a_day_is_held_then_released_by_time() -> None:
     """Review H2: jump +200 days, stop 3 days, clock put right: the 3 days left were a permanent offset (removal
     3 days late for good, `gateway retention` said "not held"). Now a hold, released after CONFIRM_SPAN_S of
-    agreement with the stored reports, by the clock."""
+    agreement with the stored reports; the 3 days stay the offset (late, never early: the clock cannot be told
+    from one still 3 days ahead) until the operator confirms, then retention removes by the clock."""
     host = Host()
     saved = _jumped_run(host, 200 * DAY)
     last = host.wall - 30
@@ -167,7 +169,35 @@ def test_a_clock_put_right_after_a_stop_longer_than_the_interval_and_a_day_is_he
     for _ in range(25):  # reports on the right clock again, an hour apart
         host.run(3600)
         removal = rc.removal_time(host.wall, host.wall - 60)
-    assert removal == host.wall and rc.offset == 0
+    assert removal == pytest.approx(host.wall - 3 * DAY) and rc.offset == pytest.approx(3 * DAY)
+    rc.ran(removal, {})
+    rc.confirm(host.wall)
+    host.run(3600)
+    assert rc.removal_time(host.wall, host.wall - 60) == host.wall and rc.offset == 0
+
+
+def test_a_clock_set_back_part_of_the_way_released_by_agreement_removes_nothing_early() -> None:
+    """Review clock2 (B), fails before: +200 days seen, stop 1 h, clock set back only 100 days (still 100 days
+    ahead). Reports stamped by it released the hold after CONFIRM_SPAN_S with offset 0: retention removed 100
+    days early and ACKs set boards on real time 100 days ahead. Now the 100 days left stay the offset."""
+    host = Host()
+    saved = _jumped_run(host, 200 * DAY)
+    true = host.wall - 200 * DAY + 3600
+    host.wall, host.mono = true + 100 * DAY, 5.0
+    rc = RetentionClock(3600, monotonic=lambda: host.mono)
+    rc.restore(saved)
+    ack = AckTime(rc, lambda: host.wall)
+    removal = None
+    for _ in range(30 * 24):  # a month of hourly passes, reports stamped by the gateway clock
+        removal = rc.removal_time(host.wall, host.wall - 60)
+        if removal is not None:
+            break
+        host.run(3600)
+        true += 3600
+    assert removal is not None and removal <= true  # released by agreement: late, never early
+    assert rc.stepped_ahead(host.wall)
+    assert not ack(_board(true, host.wall))  # a board on real time is not set 100 days ahead
+    assert json.loads(rc.state())["step"]["offset"] == pytest.approx(100 * DAY, abs=3600)
 
 
 def test_a_second_jump_while_stopped_is_not_hidden_by_the_saved_step() -> None:
