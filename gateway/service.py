@@ -128,6 +128,8 @@ class Gateway:
         # (elapsed time that counts suspend: a resumed host or VM is not a forward step of its clock)
         self.retention_clock = RetentionClock(config.retention_interval_s,
                                               elapsed_clock() if sim_clock is None else None, confirm_command=confirm)
+        # Read at each scrape: a step recorded at a stop, or by a pass cut off or failing, shows too.
+        self.metrics.retention_clock_offset.set_function(lambda: self.retention_clock.offset)
         # ACKs carry no time to boards that disagree while the clock is suspect (gateway/ack_time.py)
         self.ack_time = AckTime(self.retention_clock, clock, confirm_command=confirm,
                                 on_withheld=self.metrics.ack_time_withheld.inc)
@@ -503,7 +505,6 @@ class Gateway:
                         else:
                             counted = None
                             self.retention_clock.ran(removal_time, days)
-                self.metrics.retention_clock_offset.set(self.retention_clock.offset)
                 # (a hold begun, released or its span grown; a pass that ran)
                 await self._save_retention_state()
             except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval

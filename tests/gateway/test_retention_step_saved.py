@@ -105,7 +105,8 @@ async def test_a_step_since_the_last_pass_is_saved_at_the_stop(tmp_path: Path, m
         stepped.step = 200 * DAY
     finally:
         await gw.stop()
-    assert gw.metrics.value("civicedge_retention_clock_offset_seconds") == 0  # no pass saw it: the stop did
+    # No pass saw it: the stop did, and the gauge shows it (it was set at the end of a pass only, so read 0).
+    assert gw.metrics.value("civicedge_retention_clock_offset_seconds") == pytest.approx(200 * DAY, abs=600)
     monkeypatch.setattr(gateway.service, "CONFIRM_POLL_S", 2.0)
     await _restart_sees_the_step(cfg)
 
