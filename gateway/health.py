@@ -39,6 +39,7 @@ SEVERITIES: Mapping[str, str] = {
     "mqtt_stalled": WARNING,           # the broker keeps closing on one message: the outbox waits
     "retention_held": WARNING,         # retention held until the operator confirms (nothing removed)
     "retention_skipped": WARNING,      # retention passes skipped (clock doubts): nothing removed
+    "retention_clock_offset": WARNING, # retention removes by the clock less unconfirmed forward steps (late)
     "ack_time_withheld": WARNING,      # ACKs go without the time to boards whose clocks disagree (clock suspect)
     "admin_token_unusable": WARNING,   # the admin token file was replaced by an unusable one (admin API 503)
 }

@@ -444,6 +444,15 @@ class RetentionClock:
             log.warning("retention: the pass the operator confirmed did not run; confirm again if it is still "
                         "held (%s)", self.confirm_command)
 
+    def offset_problem(self) -> str | None:
+        """The ``/healthz`` warning ``retention_clock_offset`` while :attr:`offset` is not 0, else None."""
+        if self.offset <= 0:
+            return None
+        return ("retention removes by the gateway clock less %s: forward step(s) of the clock not followed, not "
+                "confirmed (kept over a restart): values are kept that much past their retention and ACKs carry no "
+                "time to boards whose clocks disagree; check the clock (date -u, timedatectl), then `%s`"
+                % (_days(self.offset), self.confirm_command))
+
     @property
     def hold_reason(self) -> str | None:
         """The reason of the hold retention is under (``clock_ahead`` / ``large_removal``), or None."""

@@ -334,6 +334,9 @@ class Gateway:
             held = self.retention_clock.problem
             reasons.append(Problem("retention_held", held) if held.startswith("retention held")
                            else Problem("retention_skipped", "retention skipped: %s" % held))
+        offset = self.retention_clock.offset_problem()  # removal late by unconfirmed steps: confirm the clock
+        if offset is not None:
+            reasons.append(Problem("retention_clock_offset", offset))
         withheld = self.ack_time.problem()  # ACKs without the time to boards that disagree: confirm the clock
         if withheld is not None:
             reasons.append(withheld)

@@ -109,3 +109,29 @@ def test_the_withheld_acks_are_counted_and_a_clock_found_ahead_of_the_data_is_na
     rc.confirm(now)
     assert rc.removal_time(now, now - 200 * DAY) == now
     assert ack.problem() is None and ack(_report("bin-1", now - 200 * DAY)) and counted == [1]
+
+
+def test_healthz_warns_while_retention_removes_by_an_offset_and_names_the_confirm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails before: an unconfirmed offset (removal late, for good until a confirm) showed only on a gauge."""
+    import gateway.service
+
+    stepped = SteppedTime()
+    monkeypatch.setattr(gateway.service, "time", stepped)
+    gw = Gateway(load_config(make_env(tmp_path)))
+    try:
+        rc = gw.retention_clock
+        now = gw.clock()
+        assert rc.removal_time(now, now - 60) is not None  # a pass: the baseline
+        assert not [p for p in gw._health() if p.code == "retention_clock_offset"]  # noqa: SLF001
+        stepped.step = 200 * DAY
+        now = gw.clock()
+        assert rc.removal_time(now, now - 60) is not None and rc.offset > 0
+        offset = [p for p in gw._health() if p.code == "retention_clock_offset"]  # noqa: SLF001
+        assert len(offset) == 1 and offset[0].severity == WARNING
+        assert "200.0 days" in offset[0] and rc.confirm_command in offset[0]
+        rc.confirm(now)
+        assert rc.removal_time(now + 60, now) is not None and rc.offset == 0
+        assert not [p for p in gw._health() if p.code == "retention_clock_offset"]  # noqa: SLF001
+    finally:
+        gw.store.close()
