@@ -25,6 +25,7 @@ from gateway.errors import TransportError
 from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.storage.store import OutboxMessage, ReportRecord, ReportStore
+from gateway.upstream.aiomqtt_fd import guard_write_registration
 
 T = TypeVar("T")
 
@@ -252,6 +253,8 @@ class MqttUpstream:
                                 timeout=PUBLISH_TIMEOUT_S, username=cfg.username, password=cfg.password,
                                 tls_context=tls)
         client.pending_calls_threshold = PENDING_CALLS_WARN_ABOVE
+        # no asyncio "Bad file descriptor" ERROR (nor another socket's fd taken) when the broker drops
+        guard_write_registration(client)
         return client
 
     async def _peek(self) -> list[OutboxMessage]:
