@@ -18,18 +18,21 @@ def _split(text: str, sep: str) -> list[str]:
     parts: list[str] = []
     cur: list[str] = []
     quoted = escaped = False
+    last = ""  # the last character of cur that is not a space (linear time: a header of quotes cannot stall the loop)
     for ch in text:
         if escaped:
             escaped = False
         elif quoted and ch == "\\":
             escaped = True
-        elif ch == '"' and (quoted or "".join(cur).rstrip().endswith("=")):
+        elif ch == '"' and (quoted or last == "="):
             quoted = not quoted  # a quoted string only as a parameter's value: a stray quote elsewhere is text
         elif ch == sep and not quoted:
             parts.append("".join(cur))
-            cur = []
+            cur, last = [], ""
             continue
         cur.append(ch)
+        if not ch.isspace():
+            last = ch
     parts.append("".join(cur))
     return parts
 
