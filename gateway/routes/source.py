@@ -81,7 +81,8 @@ class GatewayBinSource:
         if not (reg_dir / "devices.sqlite").is_file():
             raise BinDataError(str(reg_dir), "no device registry there (devices.sqlite missing); bin locations come from it")
         try:
-            return Registry(reg_dir), True
+            # create=False: planning only reads; it must not upgrade (write) a registry, which may be read-only
+            return Registry(reg_dir, create=False), True
         except GatewayError as exc:
             raise BinDataError(str(reg_dir), str(exc)) from exc
 

@@ -36,7 +36,7 @@ def guard_write_registration(client: aiomqtt.Client) -> bool:
     loop that runs ``client`` (it is the loop the registrations go to), before connecting.
 
     Returns:
-        False, leaving aiomqtt's own callbacks (one DEBUG line per process), when the aiomqtt internals
+        False, leaving aiomqtt's own callbacks (one WARNING per process: the guard is off), when the aiomqtt internals
         this relies on are not there: ``Client._client`` (the paho client) with aiomqtt's own
         ``_on_socket_(un)register_write`` set on it, and ``Client._disconnected`` (an asyncio Future).
     """
@@ -47,7 +47,7 @@ def guard_write_registration(client: aiomqtt.Client) -> bool:
             and _bound_to(paho.on_socket_unregister_write, client)):
         if not _missing_noted:
             _missing_noted = True
-            log.debug("aiomqtt %s lacks the internals the fd-checked write registration relies on; using"
+            log.warning("aiomqtt %s lacks the internals the fd-checked write registration relies on; using"
                       " its own (a broker disconnect may log 'Bad file descriptor' from asyncio)",
                       getattr(aiomqtt, "__version__", "?"))
         return False

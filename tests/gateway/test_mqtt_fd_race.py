@@ -123,7 +123,12 @@ async def test_a_write_registration_for_a_socket_paho_closed_meanwhile_is_skippe
             assert sock.fileno() == -1
             writes = asyncio.Event()
             if fd_reused:
-                other.extend(socket.socketpair())  # the lowest free fd numbers: the one paho's socket had
+                for _ in range(8):  # the lowest free fd numbers: the one paho's socket had, unless lower ones are free
+                    other.extend(socket.socketpair())
+                    if any(s.fileno() == fd for s in other):
+                        break
+                else:
+                    pytest.skip("no new socket got fd %d back (free fd numbers below it)" % fd)
                 reuser = next(s for s in other if s.fileno() == fd)
                 loop.add_writer(reuser, writes.set)
             await asyncio.sleep(0.1)
@@ -143,7 +148,7 @@ async def test_a_write_registration_for_a_socket_paho_closed_meanwhile_is_skippe
 async def test_without_the_aiomqtt_internals_it_relies_on_aiomqtt_keeps_its_own_callbacks(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """An aiomqtt that no longer sets its own write callbacks on paho (a changed internal): left alone,
-    with one DEBUG line per process."""
+    with one WARNING per process (the guard is off: an fd race may be back)."""
     monkeypatch.setattr(aiomqtt_fd, "_missing_noted", False)
     caplog.set_level(logging.DEBUG, logger=aiomqtt_fd.__name__)
     clients = [aiomqtt.Client("127.0.0.1", 1883) for _ in range(2)]
@@ -151,4 +156,4 @@ async def test_without_the_aiomqtt_internals_it_relies_on_aiomqtt_keeps_its_own_
         client._client.on_socket_register_write = None
     assert [guard_write_registration(c) for c in clients] == [False, False]
     assert all(c._client.on_socket_register_write is None for c in clients)
-    assert len([r for r in caplog.records if "internals" in r.getMessage()]) == 1
+    assert [r.levelname for r in caplog.records if "internals" in r.getMessage()] == ["WARNING"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,22 @@ def test_open_registry_object_accepted(city: CityData) -> None:
     bins = GatewayBinSource(city.db_path, city.registry).load(ROUND_START)
     assert [b.id for b in bins] == ["bin-a"]
     city.registry.list()  # still open: the source did not close a registry it was given
+
+
+def test_planning_reads_an_older_registry_without_upgrading_it(tmp_path: Path) -> None:
+    """The planner only reads the registry: one an older version left (no retired column, possibly on a
+    read-only mount) is read as nothing retired, not upgraded. Test fails before (it opened the registry to
+    write and added the column; on a read-only mount, planning failed)."""
+    data = CityData(tmp_path)
+    data.add_device("bin-a")
+    data.close()
+    conn = sqlite3.connect(data.registry_dir / "devices.sqlite")
+    conn.execute("ALTER TABLE devices DROP COLUMN retired")
+    conn.commit()
+    conn.close()
+    assert [b.id for b in GatewayBinSource(data.db_path, data.registry_dir).load(ROUND_START)] == ["bin-a"]
+    conn = sqlite3.connect(data.registry_dir / "devices.sqlite")
+    try:
+        assert "retired" not in {str(row[1]) for row in conn.execute("PRAGMA table_info(devices)")}
+    finally:
+        conn.close()
