@@ -24,13 +24,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Sequence
 
 import numpy as np
-from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
 from gateway.routes.distances import MAX_GREAT_CIRCLE_M, checked_array
-from gateway.routes.errors import CapacityError, InvalidInputError, MatrixError, SolverError
+from gateway.routes.errors import CapacityError, InvalidInputError, MatrixError, RoutesError, SolverError
 from gateway.routes.model import Candidate, Reason
 from gateway.routes.parsing import MAX_CAPACITY_L, MAX_TIME_LIMIT_S, MAX_VEHICLES
 
@@ -50,10 +50,47 @@ SOLVER_SOURCE = "given to the solver"
 #: Memory the savings first-solution heuristic may use for its candidate arcs.
 SAVINGS_MEMORY_BYTES = 300_000_000
 
-_STRATEGIES = (
-    routing_enums_pb2.FirstSolutionStrategy.SAVINGS,
-    routing_enums_pb2.FirstSolutionStrategy.PARALLEL_CHEAPEST_INSERTION,
-)
+#: First-solution strategies tried in turn (names of OR-Tools' ``FirstSolutionStrategy``).
+_STRATEGIES = ("SAVINGS", "PARALLEL_CHEAPEST_INSERTION")
+#: The package OR-Tools is installed as (named in :class:`SolverUnavailableError`).
+ORTOOLS_PACKAGE = "ortools"
+
+
+class SolverUnavailableError(RoutesError):
+    """OR-Tools cannot be imported (not installed, or no wheel for this platform, e.g. 32-bit ARM).
+
+    OR-Tools is imported on the first plan, not with the gateway (~35 MB of memory and ~100 shared
+    libraries a gateway that never plans has no use for), so a gateway without it still runs and
+    only planning fails.
+
+    Attributes:
+        package: The missing package (``ortools``).
+        problem: Why the import failed.
+    """
+
+    reason = "solver_unavailable"
+    http_status = 503
+    exit_code = 7
+
+    def __init__(self, package: str, problem: str) -> None:
+        super().__init__(f"route planning is unavailable: the {package} package cannot be imported ({problem}); "
+                         f"install it (pip install {package}) on a platform it has wheels for (64-bit Linux "
+                         f"x86_64 or aarch64)", package=package, problem=problem)
+        self.package = package
+        self.problem = problem
+
+
+def _ortools() -> tuple[ModuleType, ModuleType]:
+    """OR-Tools' routing modules (``pywrapcp``, ``routing_enums_pb2``), imported on first use.
+
+    Raises:
+        SolverUnavailableError: OR-Tools cannot be imported.
+    """
+    try:
+        from ortools.constraint_solver import pywrapcp as wrap, routing_enums_pb2 as enums
+    except ImportError as exc:  # also a wheel whose shared library does not load on this system
+        raise SolverUnavailableError(ORTOOLS_PACKAGE, str(exc) or type(exc).__name__) from exc
+    return wrap, enums
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +228,10 @@ def _search(
     kept: list[int],
     matrix: np.ndarray,
     settings: SolverSettings,
-    strategy: int,
+    strategy: str,
 ) -> tuple[list[tuple[int, ...]], str]:
     """Build the routing model over the ``kept`` candidates and search; return routes of original indices."""
+    pywrapcp, routing_enums_pb2 = _ortools()
     # Local node k (1..m) is candidate kept[k - 1]; node 0 is the depot.
     nodes = [0] + [i + 1 for i in kept]
     # every bin kept: the checked matrix itself, no copy
@@ -241,7 +279,7 @@ def _search(
 
     # Phase 1: the first solution alone, never cut short by the time limit (it is polynomial).
     first_params = pywrapcp.DefaultRoutingSearchParameters()
-    first_params.first_solution_strategy = strategy
+    first_params.first_solution_strategy = getattr(routing_enums_pb2.FirstSolutionStrategy, strategy)
     first_params.solution_limit = 1
     # The savings heuristic keeps its candidate arcs within this budget (OR-Tools' default is 6 GB: ~1.1 GB
     # of a 4,000-bin plan's 1.5 GB peak). Same routes on five seeded 3,000-4,000-bin cities; the bench's
@@ -288,6 +326,7 @@ def solve(candidates: Sequence[Candidate], matrix: Sequence[Sequence[float]] | n
         MatrixError: ``matrix`` is not (n + 1) x (n + 1) whole metres (ints, or whole floats such as
             1500.0) from 0 to ``MAX_GREAT_CIRCLE_M``.
         SolverError: OR-Tools found no solution in the time limit.
+        SolverUnavailableError: OR-Tools cannot be imported (only raised when there is a route to search).
     """
     n = len(candidates)
     # whole metres within bounds: OR-Tools takes int64 and sums them (see drop_penalty)

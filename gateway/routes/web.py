@@ -9,7 +9,8 @@ Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default 
 ``format`` (json, geojson, csv; default json), ``depot`` (LAT,LON), ``vehicles`` (at most 200),
 ``capacity`` (litres, at most 1 000 000), ``threshold`` (0.8 or 80%); dates from 2000-01-01 to
 2099-12-31. Errors answer ``{"error": {"code", "message", ...}}`` with 400 (bad input, bad matrix
-file), 422 (capacity smaller than one bin), 503 (bin data unreadable) or 500 (``solver``: no
+file), 422 (capacity smaller than one bin), 503 (``bin_data``: bin data unreadable;
+``solver_unavailable``: OR-Tools cannot be imported, e.g. no wheel for this platform) or 500 (``solver``: no
 solution; ``internal``: a defect, logged with its traceback), 503 with Retry-After (``busy``;
 ``planning_timeout``; ``planner_restarted``: the worker died; ``planner_stopped``: shutting down) or
 429 with Retry-After (``too_many_plans``: one uncached plan per client at a time, and at most
@@ -22,6 +23,7 @@ serving meanwhile, and cached per query and registry state for ``cache_s`` real 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import math
@@ -52,6 +54,7 @@ from gateway.routes.parsing import (
     parse_threshold,
 )
 from gateway.routes.planner import PlanSettings
+from gateway.routes.solver import ORTOOLS_PACKAGE
 from gateway.routes.source import BinSource, GatewayBinSource
 from gateway.routes.worker import PlannerStopped, PlannerTimeout, SolverProcess, shared_solver
 
@@ -478,5 +481,9 @@ def routes_for_gateway(config: GatewayConfig, registry: Registry | None = None, 
         MatrixError: The configured matrix CSV is unusable.
     """
     defaults = load_plan_defaults(config.source) if config.source is not None else PlanDefaults()
+    # Looked for, not imported: OR-Tools is loaded by the planning worker on the first plan (solver._ortools).
+    if importlib.util.find_spec(ORTOOLS_PACKAGE) is None:
+        logger.warning("route planning unavailable: the %s package is not installed (no wheel for this platform?); "
+                       "%s answers 503 solver_unavailable, the rest of the gateway runs", ORTOOLS_PACKAGE, PLAN_PATH)
     source = GatewayBinSource(config.storage.path, registry if registry is not None else config.registry_dir)
     return routes_handlers(source, defaults, clock=clock)
