@@ -23,7 +23,6 @@ import time
 from typing import Any, Callable
 
 from gateway.ack_time import AckTime
-from gateway.config.loader import retention_days
 from gateway.config.model import GatewayConfig
 from gateway.config.sim_clock import SimClock
 from gateway.errors import StorageError, TransportError
@@ -46,7 +45,9 @@ from gateway.transports.base import Transport
 from gateway.transports.serial_link import SerialTransport
 from gateway.upstream.mqtt import HEALTH_STALLED, MqttUpstream, encode_report
 from gateway.version import gateway_version
+from gateway.web.errors import BadParameter
 from gateway.web.hosts import host_port
+from gateway.web.retention import RetentionSettings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,16 @@ class Gateway:
                  health_monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.policy = policy if policy is not None else load_policy()
+        # What the retention task removes by, whether or not the web surface (its admin API sets it) is up: a
+        # retention shortened through PUT /api/admin/retention (retention.json) applies with [http] off too.
+        # Read before the store opens: a file it refuses leaves nothing open. interval_s: a retention set below
+        # it through the admin API is warned about (values outlive it).
+        try:
+            self._retention_source = RetentionSettings(self.policy, path=config.data_dir / "retention.json",
+                                                       overrides=config.retention_overrides,
+                                                       interval_s=config.retention_interval_s)
+        except BadParameter as exc:  # in the words and reason of `run --check` (gateway.cli.run_check)
+            raise StorageError(exc.message, reason="bad_retention_file") from exc
         self.metrics = GatewayMetrics(config.id)
         # its size and free disk, read at each scrape, and min_free_mb for the disk alert rules
         self.metrics.watch_store(config.storage.path, config.storage.min_free_mb)
@@ -153,7 +164,6 @@ class Gateway:
         if config.mqtt is not None:
             self.upstream = MqttUpstream(config.mqtt, store=self.store, run_in_store=self.ingest.run_in_store,
                                          stored=self.ingest.stored, metrics=self.metrics, gateway_id=config.id)
-        self._retention_source: Any = None
         # The retention clock's meta row as last saved; None until the retention task has read it (then
         # nothing of the clock checks is saved at a stop: it would overwrite what the store holds).
         self._retention_saved: str | None = None
@@ -168,11 +178,9 @@ class Gateway:
         self.http_port: int | None = None
 
     def retention(self) -> dict[tuple[str, str], int]:
-        """Effective retention in days per (kind, field) (admin API changes apply when the web is up)."""
-        if self._retention_source is not None:
-            eff: dict[tuple[str, str], int] = self._retention_source.effective()
-            return eff
-        return retention_days(self.config)
+        """Effective retention in days per (kind, field): the policy's, the config's ``[retention.<kind>]`` and
+        the admin API's (``retention.json``, and what it sets while the gateway runs), with ``[http]`` off too."""
+        return self._retention_source.effective()
 
     async def start(self) -> None:
         """Start ingest, every transport, upstream, the retention task and (if available) the web surface.
@@ -256,7 +264,6 @@ class Gateway:
             from gateway.web.connlimit import CappedSite, connection_cap, raise_fd_limit
             from gateway.web.opendata import OpenDataMeta
             from gateway.web.published_marks import published_meta_writer
-            from gateway.web.retention import RetentionSettings
         except ImportError as exc:
             log.info("web surface not available (%s); HTTP disabled", exc)
             return
@@ -265,10 +272,6 @@ class Gateway:
             from gateway.config.loader import read_admin_token
 
             token = read_admin_token(http.admin_token_file)  # checked again: it may have changed since the load
-        # interval_s: a retention set below it through the admin API is warned about (values outlive it)
-        self._retention_source = RetentionSettings(self.policy, path=self.config.data_dir / "retention.json",
-                                                   overrides=self.config.retention_overrides,
-                                                   interval_s=self.config.retention_interval_s)
         from gateway.routes.web import routes_for_gateway  # GET /api/routes/plan, [routes] of the config
 
         # A read that finds the file damaged records it where the writer looks before each commit.
@@ -276,7 +279,7 @@ class Gateway:
         plan_routes = routes_for_gateway(self.config, self.registry, clock=self.clock)
         app = create_app(store=self._queries, registry=self.registry, policy=self.policy,
                          metrics_registry=self.metrics.registry, admin_token=token,
-                         admin_token_file=http.admin_token_file, retention=self._retention_source,
+                         admin_token_file=http.admin_token_file, retention=self._retention_source,  # the task's
                          health_checks=[self._health], links_in_health_checks=True, clock=self.clock,
                          ble_enabled=self.config.ble.enabled,
                          allowed_hosts=(*http.allowed_hosts, http.listen), trusted_proxies=http.trusted_proxies,

@@ -66,13 +66,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Data published without a usable licence is legally unusable: said at every check and start (a
     # licence the SPDX list does not have was refused with the config).
     licence_warning = open_data_licence_warning(config)
-    short_retention = retention_warning(config)
+    short_retention, retention_ignored = retention_warning(config)
     if args.check:
         try:
             store = _store_schema(config.storage.path)
         except GatewayError as exc:
             return fail(exc)
-        for warning in (licence_warning, short_retention):
+        for warning in (licence_warning, short_retention, *retention_ignored):
             if warning is not None:
                 print("warning: %s" % warning, file=sys.stderr)
         low = low_space(config.storage.path, config.storage.min_free_mb)
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("warning: %s" % low, file=sys.stderr)
         print("config OK: gateway %s, store %s (%s)" % (config.id, config.storage.path, store))
         return EXIT_OK
-    for warning in (licence_warning, short_retention):
+    for warning in (licence_warning, short_retention):  # retention_ignored: the gateway logs it as it starts
         if warning is not None:
             log.warning("%s", warning)
     _stop_with_parent()
@@ -90,23 +90,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(exc)
 
 
-def retention_warning(config: GatewayConfig) -> str | None:
+def retention_warning(config: GatewayConfig) -> tuple[str | None, list[str]]:
     """:func:`gateway.config.retention_warning.retention_interval_warning` on the retentions the gateway
     will use: the policy's, the config's ``[retention.<kind>]`` and the admin API's ``retention.json`` (read
     as the start reads it; a file it refuses is left to that refusal). At ``run`` and ``run --check``, not
-    at every config load: each CLI command loads the config."""
+    at every config load: each CLI command loads the config.
+
+    Returns:
+        That warning or None, and what ``retention.json`` keeps longer than the config allows
+        (:attr:`gateway.web.retention.RetentionSettings.ignored`: not logged here; the gateway logs it
+        once as it starts, ``run --check`` prints it).
+    """
     from gateway.config.loader import retention_days
     from gateway.resources import load_policy
     from gateway.web.errors import BadParameter
     from gateway.web.retention import RetentionSettings
 
     effective = retention_days(config)
+    ignored: list[str] = []
     try:
-        effective.update(RetentionSettings(load_policy(), path=config.data_dir / "retention.json",
-                                           overrides=config.retention_overrides).effective())
+        settings = RetentionSettings(load_policy(), path=config.data_dir / "retention.json",
+                                     overrides=config.retention_overrides, log_ignored=False)
     except BadParameter:
         pass  # run --check and the start refuse it with their own error
-    return retention_interval_warning(effective, config.retention_interval_s, configured=config.retention_overrides)
+    else:
+        effective.update(settings.effective())
+        ignored = settings.ignored
+    return (retention_interval_warning(effective, config.retention_interval_s,
+                                       configured=config.retention_overrides), ignored)
 
 
 # A refused licence's problem holds its key so (gateway.config.loader: "error (<reason>) [<key>]: ...").

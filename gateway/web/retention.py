@@ -119,6 +119,11 @@ class RetentionSettings:
         overrides: the gateway config's ``[retention]`` values: caps on what the API may set.
         interval_s: the config's ``[retention] interval_s``: a value set shorter than it is warned about
             (its data outlives it by up to the interval); None: not checked.
+        log_ignored: log a WARNING for each value of ``path`` longer than the config allows (the config wins);
+            False for a caller that reports :attr:`ignored` itself (``run --check``), so it is not said twice.
+
+    Attributes:
+        ignored: what ``path`` kept longer than the config allows, one sentence each (the config's value is used).
 
     Raises:
         BadParameter: a config value outside 1..policy maximum, or an unreadable ``path``.
@@ -127,6 +132,7 @@ class RetentionSettings:
     def __init__(
         self, policy: Mapping[str, Any], *, path: Path | None = None,
         overrides: Mapping[tuple[str, str], int] | None = None, interval_s: float | None = None,
+        log_ignored: bool = True,
     ) -> None:
         self._maxima = policy_retention(policy)
         self._interval_s = interval_s
@@ -137,8 +143,12 @@ class RetentionSettings:
             self._check(kind, fname, days)
             self._configured[(kind, fname)] = days
         self._overrides: dict[tuple[str, str], int] = {}
+        self.ignored: list[str] = []
         if path is not None and path.is_file():
             self._load(path)
+        if log_ignored:
+            for note in self.ignored:
+                logger.warning("%s", note)
 
     def _cap(self, key: tuple[str, str]) -> int:
         return self._configured.get(key, self._maxima[key])
@@ -154,8 +164,8 @@ class RetentionSettings:
         for kind, fname, days in items:
             cap = self._cap((kind, fname))
             if days > cap:  # the config was made stricter since the API set this: the config wins
-                logger.warning("%s keeps %s.%s for %d days, longer than the gateway config's %d: using %d",
-                               path, kind, fname, days, cap, cap)
+                self.ignored.append("%s keeps %s.%s for %d days, longer than the gateway config's %d: using %d"
+                                    % (path, kind, fname, days, cap, cap))
                 continue
             self._overrides[(kind, fname)] = days
 
