@@ -11,6 +11,7 @@ Reads and ``stat`` calls only, apart from the lock file and the chmod; no SQLite
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shlex
@@ -214,7 +215,7 @@ def _moved_to(f: FileIdentity, at: Path) -> str:
     steps = "mv -T -n %s %s" % (shlex.quote(str(src)), shlex.quote(str(dst)))
     apart = ""
     if src == at and not os.path.isdir(dst.parent):
-        steps = "mkdir -p %s && %s" % (shlex.quote(str(dst.parent)), steps)
+        steps = "%s && %s" % (make_dir(dst.parent), steps)
         apart = ("; it moved without its directory %s, whose other files (the device registry, the store's -wal) "
                  "are elsewhere now or gone: put them back beside it too" % dst.parent)
     return (" (the file it writes is now %s, as its open descriptor says: nothing is lost%s; to put %s back, stop the "
@@ -258,8 +259,26 @@ def salvage_name(db: Path) -> Path:
 
 
 def put_back(db: Path) -> str:
-    """``mkdir -p <its directory> && `` when the directory of the store's file ``db`` is gone, else ""."""
-    return "" if os.path.isdir(db.parent) else "mkdir -p %s && " % shlex.quote(str(db.parent))
+    """:func:`make_dir` of the directory of the store's file ``db`` and `` && `` when it is gone, else ""."""
+    return "" if os.path.isdir(db.parent) else "%s && " % make_dir(db.parent)
+
+
+def make_dir(directory: Path) -> str:
+    """The command that recreates the data directory ``directory`` as the gateway would: ``install -d -m 0700
+    -o USER -g GROUP``, USER and GROUP this process's (the gateway's), naming each missing directory from the
+    topmost down. Not ``mkdir -p``: run with sudo, as such advice is, it creates them root's and 0755, and the
+    gateway, under its own user, then fails with "Permission denied" (and the data directory must be 0700).
+    ``install -d`` gives mode and owner only to the directories it names (a parent it creates is root's, 0755),
+    hence every missing one is named."""
+    missing: list[str] = []
+    here = os.path.abspath(directory)
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        missing.append(here)
+        here = os.path.dirname(here)
+    names = list(reversed(missing)) or [os.path.abspath(directory)]
+    return "install -d -m 0700 -o %s -g %s %s" % (shlex.quote(_user_name(os.geteuid())),
+                                                  shlex.quote(_group_name(os.getegid())),
+                                                  " ".join(shlex.quote(n) for n in names))
 
 
 def copy_out(files: list[FileIdentity], why: str = "") -> str:
@@ -454,6 +473,14 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    """The name of the group ``gid``, or the number when it has none."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _user_label(uid: int) -> str:

@@ -14,8 +14,9 @@ import re
 import shlex
 import shutil
 import sqlite3
+import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ import pytest
 from gateway.storage import ReportRecord, ReportStore
 
 T0 = 1_700_000_100 - (1_700_000_100 % 3600)
+# the gateway's user and group, as the advice names them (this process is the gateway here)
+USER = __import__("pwd").getpwuid(os.geteuid()).pw_name
+GROUP = __import__("grp").getgrgid(os.getegid()).gr_name
 
 
 def rec(seq: int) -> ReportRecord:
@@ -59,13 +63,104 @@ def test_a_file_moved_into_another_directory_is_moved_back_alone_not_that_direct
         data.rename(tmp_path / "var" / "data.trash")
         problem = store.file_problem() or ""
         command = advised(problem)
-        assert shlex.split(command) == ["mkdir", "-p", str(data), "&&", "mv", "-T", "-n",
-                                        str(backups / "reports.sqlite"), str(db)], problem
+        assert shlex.split(command) == ["install", "-d", "-m", "0700", "-o", USER, "-g", GROUP, str(data), "&&",
+                                        "mv", "-T", "-n", str(backups / "reports.sqlite"), str(db)], problem
         assert "moved without its directory %s" % data in problem and "device registry" in problem, problem
     finally:
         store.close()
     subprocess.run(["bash", "-c", command], check=True)
     assert seqs(db) == [1] and (backups / "other-precious.tar").read_text() == "x"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+def test_the_recreated_directories_are_the_gateway_users_and_0700_each_of_them_named(tmp_path: Path) -> None:
+    """install -d gives mode and owner to the directories it names only: every missing one is named, topmost first.
+    Fails before (mkdir -p: umask's modes)."""
+    from gateway.storage.store_files import make_dir
+
+    command = shlex.split(make_dir(tmp_path / "a" / "b c" / "data"))
+    assert command == ["install", "-d", "-m", "0700", "-o", USER, "-g", GROUP, str(tmp_path / "a"),
+                       str(tmp_path / "a" / "b c"), str(tmp_path / "a" / "b c" / "data")]
+    subprocess.run(command, check=True)
+    for d in (tmp_path / "a", tmp_path / "a" / "b c", tmp_path / "a" / "b c" / "data"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700 and d.stat().st_uid == os.geteuid(), d
+
+
+def _as_user(uid: int, gid: int, work: Callable[[], str]) -> tuple[int, str]:
+    """Run ``work`` in a forked child with the user and group ``uid``/``gid`` (no other group, umask 077, as the
+    gateway's service would); its exit status and what it returned (or the error it raised). A fork, not a new
+    interpreter: this one may live where that user cannot read (``/root``)."""
+    import codecs
+
+    codecs.lookup("ascii")  # looked up (imported) by the store's checks: the child may not read the interpreter's files
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            os.umask(0o077)
+            os.write(w, work().encode())
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - said to the parent
+            os.write(w, ("%s: %s" % (type(exc).__name__, exc)).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as out:
+        said = out.read().decode()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), said
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="runs the gateway as another user: root")
+def test_the_advice_run_by_root_leaves_a_directory_the_gateway_user_can_use() -> None:
+    """The gateway runs as its own user (nobody here); its store's file moved alone and its directory removed; root
+    (sudo, umask 022) runs the advised command; the gateway starts on the store again. Fails before (mkdir -p made
+    the directory root's, 0755: the restart failed with "unable to open database file")."""
+    import grp
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="storefix-advice-"))  # tmp_path is root's 0700: nobody cannot enter it
+    db = base / "var" / "data" / "reports.sqlite"
+
+    def gateway_breaks() -> str:
+        (base / "var" / "data").mkdir(parents=True, mode=0o700)
+        (base / "keep").mkdir(mode=0o700)
+        store = ReportStore(db, gateway_id="gw1")
+        try:
+            store.insert_batch([rec(1)])
+            db.rename(base / "keep" / "reports.sqlite")
+            (base / "var" / "data").rename(base / "var" / "trash")
+            return store.file_problem() or ""
+        finally:
+            store.close()
+
+    def gateway_starts() -> str:
+        store = ReportStore(db, gateway_id="gw1")
+        try:
+            return repr(store.max_seqs())
+        finally:
+            store.close()
+
+    try:
+        os.chmod(base, 0o755)
+        os.chown(base, nobody.pw_uid, nobody.pw_gid)
+        code, problem = _as_user(nobody.pw_uid, nobody.pw_gid, gateway_breaks)
+        assert code == 0, problem
+        command = advised(problem)
+        subprocess.run(["bash", "-c", "umask 022 && " + command], check=True)
+        code, seqs_after = _as_user(nobody.pw_uid, nobody.pw_gid, gateway_starts)
+        assert (code, seqs_after) == (0, "{'b1': 1}"), command
+        assert command.startswith("install -d -m 0700 -o nobody -g %s %s " % (
+            shlex.quote(grp.getgrgid(nobody.pw_gid).gr_name), db.parent)), command
+        assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700 and db.parent.stat().st_uid == nobody.pw_uid
+    finally:
+        shutil.rmtree(base)
 
 
 def test_a_data_directory_moved_with_its_parent_is_put_back_by_the_parent(tmp_path: Path) -> None:
