@@ -326,15 +326,57 @@ def _read_if_present(path: Path) -> bytes | None:
 _UNSETTLED = itertools.count(1)
 
 
+def _sqlite_code(exc: sqlite3.Error) -> int | None:
+    """The primary SQLite result code of ``exc`` (extended codes share its low byte), None when unknown."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    """True when another connection held the registry past the busy timeout (worth a retry)."""
+    code = _sqlite_code(exc)
+    if code is None:  # raised without a code (not by SQLite itself): its message says it
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _read_only(exc: sqlite3.Error) -> bool:
+    """True when SQLite refused a write because the registry cannot be written: a read-only file, directory
+    (no journal can be made next to it) or mount (``SQLITE_READONLY`` and its extended codes)."""
+    return _sqlite_code(exc) == sqlite3.SQLITE_READONLY
+
+
+def _disk_hint(exc: sqlite3.Error) -> str:
+    """`` (...)`` naming the disk for a full disk or an I/O error; ``""`` for other errors."""
+    if _sqlite_code(exc) not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return ""
+    return " (the disk holding the registry is full or failing; nothing was changed: free space or see the system log)"
+
+
+#: What a read-only registry means, for the messages that meet one.
+_READ_ONLY = ("the registry is read-only (a read-only mount, or no write permission on devices.sqlite or its "
+              "directory for this user)")
+
+
+def _storage_error(registry: Path, what: str, exc: sqlite3.Error, device_id: str | None) -> RegistryError:
+    """The ``RegistryError`` for a failed SQLite call: ``permissions`` when the registry is read-only (no
+    retry helps), ``storage`` otherwise, with the retry hint only for a lock."""
+    if _read_only(exc):
+        return RegistryError("cannot %s in registry %s: %s: %s; make it writable for this user"
+                             % (what, registry, exc, _READ_ONLY), reason="permissions", device_id=device_id)
+    hint = " (another process may hold the registry; retry)" if _locked(exc) else _disk_hint(exc)
+    return RegistryError("cannot %s in registry %s: %s%s" % (what, registry, exc, hint), reason="storage",
+                         device_id=device_id)
+
+
 @contextmanager
 def _storage(registry: Path, what: str, device_id: str | None = None) -> Iterator[None]:
-    """Turn SQLite and file errors into ``RegistryError`` (reason ``storage``): the CLI prints one
-    ``error:`` line, the admin API answers 503."""
+    """Turn SQLite and file errors into ``RegistryError`` (reason ``storage``; ``permissions`` for a
+    read-only registry): the CLI prints one ``error:`` line, the admin API answers 503."""
     try:
         yield
     except sqlite3.Error as exc:
-        raise RegistryError("cannot %s in registry %s: %s (another process may hold the registry; retry)"
-                            % (what, registry, exc), reason="storage", device_id=device_id) from exc
+        raise _storage_error(registry, what, exc, device_id) from exc
     except OSError as exc:
         raise RegistryError("cannot %s in registry %s: %s" % (what, registry, exc), reason="storage",
                             device_id=device_id) from exc
@@ -444,6 +486,7 @@ class Registry:
             conn.execute("PRAGMA busy_timeout=5000")
             if create:
                 conn.executescript(_SCHEMA)
+            columns_seen = int(conn.execute("PRAGMA data_version").fetchone()[0])  # before the columns: see _select
             columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(devices)")}
         except sqlite3.OperationalError as exc:
             # Cannot open, read-only, locked: the file may be fine, the access is not.
@@ -460,17 +503,22 @@ class Registry:
             raise RegistryError("%s is not a device registry database (%s)" % (db, what), reason="corrupt")
         self._rollback_journal(conn)
         self._columns = columns
+        self._columns_seen = columns_seen
         if create:
             try:
-                self._add_columns(conn)
+                self._add_columns(conn, read_only_ok=True)
             except RegistryError:
                 conn.close()
                 raise
         return conn
 
-    def _add_columns(self, conn: sqlite3.Connection) -> None:
+    def _add_columns(self, conn: sqlite3.Connection, *, read_only_ok: bool = False) -> None:
         """Upgrade a registry made by an older version: add the columns of :data:`_ADDED_COLUMNS` it lacks
         (existing rows get the default: not retired), all in one ``BEGIN IMMEDIATE`` transaction.
+
+        With ``read_only_ok`` (the gateway's open) a registry that cannot be written is left as it is with
+        one WARNING: it cannot hold a retirement, so the missing column reads as "nothing retired", as
+        0.1.0 ran on it; only retire and reinstate need the column.
 
         Two processes may open an older registry at once (a gateway starting beside a ``devices``
         command): the columns are read again under the write lock and only those still missing are
@@ -479,7 +527,8 @@ class Registry:
 
         Raises:
             RegistryError: ``storage`` (another process held the registry locked for longer than the busy
-                timeout: retry), ``permissions`` (it cannot be written: read-only file or mount).
+                timeout: retry; or another SQLite error, e.g. disk full or I/O error), ``permissions`` (it
+                cannot be written: read-only file, directory or mount; only without ``read_only_ok``).
         """
         if all(name in self._columns for name, _ in _ADDED_COLUMNS):
             return
@@ -509,16 +558,24 @@ class Registry:
                 except sqlite3.Error as exc:  # the connection is gone; SQLite rolls back on the next open
                     log.debug("rollback failed: %s", exc)
                 raise
-        except sqlite3.OperationalError as exc:
-            self._columns = self._columns - set(added)
-            locked = "locked" in str(exc) or "busy" in str(exc)
-            raise RegistryError("cannot upgrade registry %s (add column %s): %s%s"
-                                % (self.path, ", ".join(n for n, _ in _ADDED_COLUMNS if n not in self._columns),
-                                   exc, " (another process holds it; retry)" if locked else ""),
-                                reason="storage" if locked else "permissions") from exc
         except sqlite3.Error as exc:
             self._columns = self._columns - set(added)
-            raise RegistryError("cannot upgrade registry %s: %s" % (self.path, exc), reason="storage") from exc
+            missing = ", ".join(n for n, _ in _ADDED_COLUMNS if n not in self._columns)
+            if _read_only(exc):
+                if read_only_ok:
+                    log.warning("registry %s was made by a version before 0.2.0 (no column %s) and cannot be "
+                                "upgraded: %s (%s); the gateway uses it as it is (no device retired), but "
+                                "retiring or reinstating a device needs a writable registry", self.path, missing,
+                                _READ_ONLY, exc)
+                    return
+                raise RegistryError("cannot upgrade registry %s (add column %s, made by a version before 0.2.0): "
+                                    "%s: %s; retire and reinstate need a writable registry"
+                                    % (self.path, missing, exc, _READ_ONLY), reason="permissions") from exc
+            if _locked(exc):
+                raise RegistryError("cannot upgrade registry %s (add column %s): %s (another process holds it; "
+                                    "retry)" % (self.path, missing, exc), reason="storage") from exc
+            raise RegistryError("cannot upgrade registry %s (add column %s): %s%s"
+                                % (self.path, missing, exc, _disk_hint(exc)), reason="storage") from exc
         for name in added:
             log.info("registry %s: upgraded (added column %s)", self.path, name)
 
@@ -530,13 +587,17 @@ class Registry:
     def _select(self) -> str:
         """The columns :meth:`_record` reads, in its order; a registry not upgraded yet reads as not retired.
 
-        While ``retired`` is missing the columns are read again each time (one PRAGMA; only an instance
-        opened without ``create`` on an older registry pays it): another process may have upgraded the
-        registry since this one opened it, and its retirements must be seen.
+        While ``retired`` is missing (an instance opened without ``create`` on an older registry, or any on
+        a read-only one) another process may upgrade the registry, and its retirements must be seen: the
+        columns are read again when ``PRAGMA data_version`` says another connection committed a change
+        since they were read, so a frame's lookup pays that cheap PRAGMA and not a ``table_info`` per call.
         """
         if "retired" not in self._columns:
             with _storage(self.path, "read the registry's columns"):
-                self._columns = self._read_columns(self._conn)
+                seen = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+                if seen != self._columns_seen:
+                    self._columns = self._read_columns(self._conn)
+                    self._columns_seen = seen
         retired = "retired" if "retired" in self._columns else "0"
         return "id, kind, zone, lat, lon, revoked, key_version, created_at, updated_at, %s" % retired
 
@@ -764,8 +825,8 @@ class Registry:
         Raises:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked); ``already_retired``
                 (as the admin API's 409, so a repeated retire does not pass for a new one); ``permissions``
-                (a registry of an older version that cannot be upgraded: read-only); ``storage`` (also: another
-                process held it locked longer than the busy timeout while upgrading it).
+                (the registry is read-only, also one of an older version that cannot be upgraded); ``storage``
+                (also: another process held it locked longer than the busy timeout while upgrading it).
         """
         self.get(device_id)  # unknown_device
         if "retired" not in self._columns:  # opened without create (the CLI) on a registry not upgraded yet
