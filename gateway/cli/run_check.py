@@ -167,13 +167,13 @@ def check_registry(registry_dir: Path) -> str:
 
     Also says what ``run`` will write to it: the columns an older registry lacks, added at start
     ("upgraded at start (adds column retired)"). A registry this user cannot write (a read-only mount,
-    a file or directory without write permission) is fatal when it needs that upgrade (``run`` would
-    fail opening it) and a warning otherwise: the gateway runs, but every registry change made through
-    it (the admin API's enrol, revoke, retire, ...) fails.
+    a file or directory without write permission) is a warning on the line: the gateway runs, but every
+    registry change made through it (the admin API's enrol, revoke, retire, ...) fails; an older one
+    is then used as it is, without the upgrade (nothing retired), as ``run`` does with a WARNING.
 
     Raises:
         RegistryError: reason ``not_a_directory``, ``corrupt`` (not a registry database) or
-            ``permissions`` (cannot be read, or cannot be written and needs an upgrade).
+            ``permissions`` (cannot be read).
     """
     from gateway.registry.devices import _ADDED_COLUMNS, _COLUMNS  # the columns the registry checks at open
 
@@ -203,18 +203,17 @@ def check_registry(registry_dir: Path) -> str:
     upgrade = "adds column%s %s" % ("s" if len(added) > 1 else "", ", ".join(added))
     # access() says EROFS for a read-only mount, also to root; the directory takes the rollback journal.
     unwritable = [str(p) for p in (db, registry_dir) if not os.access(p, os.W_OK)]
-    if unwritable and added:
-        raise RegistryError("registry %s cannot be written by this user (%s: read-only mount or permissions), and "
-                            "run must upgrade it at start (%s, made by a version before 0.2.0): run would fail; "
-                            "make it writable for the gateway's user" % (registry_dir, ", ".join(unwritable), upgrade),
-                            reason="permissions")
     line = "%d device(s)" % count
-    if added:
+    if added and not unwritable:
         line += "; upgraded at start (%s)" % upgrade
     if unwritable:
         line += ("; warning: cannot be written by this user (%s: read-only mount or permissions): the gateway runs, "
                  "but registering, moving, revoking, retiring or re-keying a device (admin API, devices commands) "
                  "fails" % ", ".join(unwritable))
+    if unwritable and added:
+        # As run: a read-only registry cannot hold a retirement, so it is used without the column.
+        line += ("; made by a version before 0.2.0 and not upgraded (%s): used as it is, no device retired; "
+                 "retiring or reinstating needs a writable registry" % upgrade)
     return line
 
 

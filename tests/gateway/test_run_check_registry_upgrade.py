@@ -1,6 +1,6 @@
 """``civicedge gateway run --check`` says what ``run`` writes to the registry at start (the retired column
-of a registry made before 0.2.0) and flags a registry it cannot write before ``run`` fails on it: fatal
-when it needs the upgrade, a warning otherwise (the gateway runs; registry changes through it fail)."""
+of a registry made before 0.2.0) and flags a registry it cannot write with a warning: the gateway runs, registry
+changes through it fail, and one made before 0.2.0 is used without the upgrade (nothing retired), as ``run`` does."""
 
 from __future__ import annotations
 
@@ -67,17 +67,20 @@ def _on_read_only_mount(place: Path) -> dict[str, list[str]]:
     return answer
 
 
-def test_a_read_only_registry_is_fatal_when_it_needs_the_upgrade_and_a_warning_otherwise(tmp_path: Path) -> None:
-    # Before: "2 device(s)" for both, then run failed at start on the old one (permissions, add column).
+def test_a_read_only_registry_is_a_warning_also_when_it_was_made_before_0_2_0(tmp_path: Path) -> None:
+    # Before: fatal (permissions, "run would fail") for the old one; run now uses it as it is
+    # (test_registry_read_only.py).
     place = tmp_path / "mnt"
     old_registry(place / "old")
     make_env(tmp_path / "env")
     shutil.copytree(tmp_path / "env" / "data" / "registry", place / "new")
     found = _on_read_only_mount(place)
     reason, text = found["old"]
-    assert reason == "permissions", found
-    assert "cannot be written by this user" in text and "read-only mount" in text
-    assert "adds column retired" in text and "run would fail" in text
+    assert reason == "ok", found
+    assert text.startswith("2 device(s); warning: cannot be written by this user")
+    assert "upgraded at start" not in text
+    assert text.endswith("; made by a version before 0.2.0 and not upgraded (adds column retired): used as it is, no "
+                         "device retired; retiring or reinstating needs a writable registry")
     reason, text = found["new"]
     assert reason == "ok", found
     assert text.startswith("3 device(s); warning: cannot be written by this user")
