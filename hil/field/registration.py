@@ -107,9 +107,19 @@ def registry_problem(registry_dir: Path, identity: Identity, *, port: str, unsen
         # Reinstated first: a registration of a retired id is refused, so no provision command helps until then.
         reinstate = shlex.join(["civicedge", "gateway", "devices", "reinstate", identity.id,
                                 "--registry", str(registry_dir)])
+        # A board re-keyed elsewhere meanwhile: reinstating alone leaves it refused (hmac), so say so now.
+        if rec.key is None:
+            rekey = f"; and the registry holds it without a usable key ({rec.key_problem})"
+        elif not hmac.compare_digest(rec.key, identity.key):
+            rekey = "; and it holds another key than the board's"
+        else:
+            rekey = ""
+        if rekey:
+            rekey += (f": once reinstated, give the board a new key and register it: "
+                      f"{provision(*same_place, '--force', '--take-over', '--discard-unsent')}{lost}")
         return ("registry: RETIRED",
                 f"{identity.id} is retired at this gateway (moved to another gateway or taken out of service): its "
-                f"reports are refused and not acknowledged; if the board is back here: {reinstate}")
+                f"reports are refused and not acknowledged; if the board is back here: {reinstate}{rekey}")
     same_meta = (rec.kind, rec.zone) == (identity.kind, identity.zone) and same_decimal(
         rec.lat, identity.lat) and same_decimal(rec.lon, identity.lon)
     if not same_meta:

@@ -168,3 +168,37 @@ def test_registry_problem_says_a_retired_board_is_refused_and_how_to_take_it_bac
     reg.reinstate("bin-7")
     reg.close()
     assert registry_problem(tmp_path, ident, port="/dev/ttyUSB0") == ("registry: registered with this key", None)
+
+
+def test_registry_problem_says_a_retired_id_holds_another_key_than_the_board(tmp_path: Path) -> None:
+    # Before: only the reinstate command; once reinstated the board was refused as hmac (a board re-keyed
+    # at another gateway), and check only then said REGISTERED WITH ANOTHER KEY.
+    Registry(tmp_path).close()
+    ident = new_identity(device_id="bin-7", kind="bin", zone="old town", lat="52.1", lon="4.2")
+    register_device(tmp_path, ident)
+    reg = Registry(tmp_path)
+    reg.retire("bin-7")
+    reg.close()
+    rekeyed = new_identity(device_id="bin-7", kind="bin", zone="old town", lat="52.1", lon="4.2")
+    status, problem = registry_problem(tmp_path, rekeyed, port="/dev/ttyUSB0", unsent=3)
+    take_over = (f"civicedge provision --port /dev/ttyUSB0 --id bin-7 --zone 'old town' --location 52.1,4.2 "
+                 f"--registry {tmp_path} --force --take-over --discard-unsent")
+    assert status == "registry: RETIRED"
+    assert problem == (f"bin-7 is retired at this gateway (moved to another gateway or taken out of service): its "
+                       f"reports are refused and not acknowledged; if the board is back here: civicedge gateway "
+                       f"devices reinstate bin-7 --registry {tmp_path}; and it holds another key than the board's: "
+                       f"once reinstated, give the board a new key and register it: {take_over} (its 3 un-sent "
+                       f"report(s) are framed under a key the gateway refuses: they can never be delivered)")
+    assert rekeyed.key.hex() not in problem and ident.key.hex() not in problem
+    # The same board with the registered key is told only to reinstate (test above); the key file gone:
+    (tmp_path / "keys" / "bin-7.key").unlink()
+    status, problem = registry_problem(tmp_path, ident, port="/dev/ttyUSB0")
+    assert problem is not None and problem.endswith(
+        f"; and the registry holds it without a usable key (no key file at {tmp_path / 'keys' / 'bin-7.key'}): "
+        f"once reinstated, give the board a new key and register it: {take_over}")
+    # The advice holds: once reinstated, check names the same repair.
+    reg = Registry(tmp_path, create=False)
+    reg.reinstate("bin-7")
+    reg.close()
+    status, problem = registry_problem(tmp_path, rekeyed, port="/dev/ttyUSB0")
+    assert status == "registry: REGISTERED WITHOUT A USABLE KEY" and problem is not None and take_over in problem
