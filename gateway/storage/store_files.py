@@ -74,7 +74,8 @@ def file_problem(files: list[FileIdentity], salvaged: str | None = None) -> str 
             st = os.stat(path)
         except FileNotFoundError:
             found = _open_file(f)
-            what = ("moved or deleted" if found is None else "moved away" if found.links else "deleted")
+            what = ("moved or deleted" if found is None else "deleted" if not found.links
+                    else "hidden by a file system mounted over it" if _mounted_over(f, found) else "moved away")
             return "report store file %s was %s while the gateway ran%s" % (path, what, _fate(f, files, salvaged))
         except OSError:
             continue  # cannot tell (e.g. a directory made unreadable): SQLite's own errors will say
@@ -187,7 +188,27 @@ def _fate(f: FileIdentity, files: list[FileIdentity], salvaged: str | None) -> s
         return _moved_to(f, found.at)
     if found.detached:
         return _unmounted(f.name)
-    return _unchecked(f, found.name)
+    if _mounted_over(f, found):
+        return _over_mount(found.name)
+    return _unchecked(f, found.name, found.detached)
+
+
+def _mounted_over(f: FileIdentity, found: _OpenFile) -> bool:
+    """Whether the store's file ``f``, which has a name its descriptor gives but that name does not lead to it,
+    is hidden by a file system mounted over its directory: the descriptor still names the path it was opened
+    at (nothing renamed it), on a mount still in this process's table."""
+    return (found.links > 0 and found.at is None and not found.detached
+            and found.name in (str(f.opened), os.path.abspath(f.name)))
+
+
+def _over_mount(named: str) -> str:
+    """The message part for a store file still at ``named``, where a file system mounted later over its
+    directory (or one above) hides it."""
+    directory = os.path.dirname(named)
+    return (" (the file it writes is still at %s, nothing is lost, but a file system was mounted over its directory "
+            "since the gateway opened it: that path now leads into the other file system; findmnt -T %s shows "
+            "it; stop the gateway, unmount it (umount <its TARGET>), and start it again)"
+            % (named, shlex.quote(directory)))
 
 
 def _moved_to(f: FileIdentity, at: Path) -> str:
@@ -338,22 +359,42 @@ def _unmounted(path: Path) -> str:
             % (_gone(directory, _nearest_existing(directory)), directory))
 
 
-def _unchecked(f: FileIdentity, named: str) -> str:
+def _unchecked(f: FileIdentity, named: str, detached: bool | None = False) -> str:
     """The message part for the store's file ``f`` that has a name, on a file system still mounted, whose
     descriptor's name ``named`` (readlink) does not lead to it from here: a name removed while another hard
     link keeps it, a directory this process may not enter (``ProtectHome=``, a mode), one mounted over in its
-    view (``PrivateTmp=``), or a place outside the tree mounted here (``/``: a bind mount's source)."""
+    view (``PrivateTmp=``), or a place outside the tree mounted here (``/``: a bind mount's source).
+    ``detached`` None: whether its mount is still in this process's table is not known (a kernel before 3.15
+    gives no ``mnt_id``), so a file system no longer mounted is among the causes said (:func:`_hidden`)."""
     directory = os.path.dirname(os.path.abspath(f.name))
     existing = _nearest_existing(directory)
     if named.endswith(DELETED_SUFFIX):
         what = ("the name %s was removed but another name (a hard link) still has it"
                 % named[:-len(DELETED_SUFFIX)])
     elif named.startswith("/") and named != "/":
-        what = "its descriptor names %s (the gateway cannot check it from its own view)" % named
+        what = "its descriptor names %s (the gateway cannot check it from its own view%s)" % (
+            named, _hidden(named, f.ident, detached))
     else:
         what = "its descriptor gives no usable name (moved out of the tree mounted here, as from a bind mount's source)"
     return (" (the file it writes still has a name, nothing is lost: %s%s; find it with %s and put it back while "
             "the gateway is stopped)" % (what, _gone(directory, existing), _find(existing, f.ident)))
+
+
+def _hidden(named: str, ident: tuple[int, int], detached: bool | None) -> str:
+    """``: ... on another file system ...`` when the nearest existing directory of the name ``named`` is on a
+    device other than the file's ``ident`` (a rename never leaves its file system): one mounted over it hides
+    the file (a ``PrivateTmp=`` /tmp), or, when ``detached`` is None (not known), the file's file system may no
+    longer be mounted (``umount -l``); else ""."""
+    existing = _nearest_existing(os.path.dirname(named))
+    try:
+        other = os.stat(existing).st_dev != ident[0]
+    except OSError:
+        return ""
+    if not other:
+        return ""
+    return ": %s is on another file system than the file: one mounted over it hides the file (findmnt -T %s)%s" % (
+        existing, shlex.quote(existing), "" if detached is not None else
+        ", or the file's file system is no longer mounted (umount -l; this kernel does not say which)")
 
 
 def _gone(directory: str, existing: str) -> str:

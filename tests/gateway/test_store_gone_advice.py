@@ -345,9 +345,55 @@ def test_a_file_moved_under_a_directory_mounted_over_is_named_not_called_unmount
         can_mount.append(tmp_path / "tmp")
         problem = store.file_problem() or ""
         assert "no longer mounted" not in problem, problem
-        assert ("its descriptor names %s (the gateway cannot check it from its own view)"
-                % (tmp_path / "tmp" / "data.old" / "reports.sqlite")) in problem, problem
+        assert ("its descriptor names %s (the gateway cannot check it from its own view: %s is on another file "
+                "system than the file: one mounted over it hides the file (findmnt -T %s))"
+                % (tmp_path / "tmp" / "data.old" / "reports.sqlite", tmp_path / "tmp", tmp_path / "tmp")) in problem, \
+            problem
         assert "-inum" in problem
+    finally:
+        store.close()
+
+
+def test_a_file_system_mounted_over_the_data_directory_is_said_not_moved_away(
+        tmp_path: Path, can_mount: list[Path]) -> None:
+    """A late mount over the data directory (a disk's fstab entry mounted while the gateway runs): the descriptor
+    names the configured path itself. Fails before ("moved away ... its descriptor names <the same path>")."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(data)], check=True)
+        can_mount.append(data)
+        problem = store.file_problem() or ""
+        assert problem.startswith("report store file %s was hidden by a file system mounted over it while the "
+                                  "gateway ran (the file it writes is still at %s, nothing is lost" % (db, db)), problem
+        assert "findmnt -T %s" % data in problem and "unmount it" in problem and "moved away" not in problem, problem
+    finally:
+        store.close()
+    subprocess.run(["umount", str(data)], check=True)  # what the advice says: the store is there again
+    can_mount.remove(data)
+    assert seqs(db) == [1]
+
+
+def test_without_mnt_id_an_unmounted_file_system_is_among_the_causes_said(
+        tmp_path: Path, can_mount: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """umount -l of the data directory's mount on a kernel whose fdinfo has no mnt_id (before 3.15; this one has
+    it, so _detached answers None as there). Fails before (only "moved away", a find on that device)."""
+    import gateway.storage.store_files as store_files
+
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
+    (mnt / "data").mkdir()
+    store = ReportStore(mnt / "data" / "reports.sqlite", gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+        monkeypatch.setattr(store_files, "_detached", lambda fd: None)
+        problem = store.file_problem() or ""
+        assert "or the file's file system is no longer mounted (umount -l" in problem, problem
     finally:
         store.close()
 
