@@ -9,7 +9,8 @@ connection, with SQLite's online backup API: a consistent snapshot as of the las
 gateway opened: behind a ``[storage] path`` that is a symlink, next to the file it named (where the store's
 ``-wal`` and ``-shm`` are, on the file system chosen for the data), so that moving the copy into place keeps
 the link; when that directory is gone or not writable, beside the configured path, or in the nearest
-directory that exists (:func:`gateway.storage.store_files.salvage_dir`); the message says where. A single
+directory above it the gateway's user can write (:func:`gateway.storage.store_files.salvage_dir`); the message
+says where, or that there is none. A single
 file in rollback-journal mode, mode 0600 and owned by the gateway's user (it holds personal data), written under a temporary name and
 linked into place only once complete and checked (``PRAGMA quick_check``). Free space is checked first:
 without room for the copy, or when writing it fails, the message gives the ``cp`` commands instead

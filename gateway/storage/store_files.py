@@ -249,17 +249,25 @@ def salvage_dir(files: list[FileIdentity]) -> tuple[Path, str]:
     the file that was opened (where its ``-wal`` and ``-shm`` are, on the file system chosen for the data,
     so that moving the copy into place keeps any ``[storage] path`` symlink), or, when that directory is
     gone or not writable (a symlink's target directory removed with ``rm -rf``), beside the configured
-    path, or else the nearest directory above it that exists: a copy made is never lost for want of its
-    directory."""
+    path, or else the nearest directory above it this process can write: a copy made is never lost for
+    want of its directory. When there is none, the nearest that exists, and the reason says no directory
+    could be written (the copy, or the ``cp`` commands, fail there: the operator gives them another)."""
     opened, name = files[0].opened, Path(os.path.abspath(files[0].name))
     if _writable(opened.parent):
         return opened.parent, ""
     why = "gone" if not os.path.isdir(opened.parent) else "not writable"
     if name.parent != opened.parent and _writable(name.parent):
         return name.parent, " (its own directory %s is %s: beside %s instead)" % (opened.parent, why, name)
+    here = opened.parent
+    while here != here.parent:
+        here = here.parent
+        if _writable(here):
+            return here, " (its own directory %s is %s: in %s instead, the nearest above it this user can write)" % (
+                opened.parent, why, here)
     nearest = Path(_nearest_existing(str(opened.parent)))
-    return nearest, " (its own directory %s is %s: in %s instead, the nearest that exists)" % (opened.parent, why,
-                                                                                             nearest)
+    return nearest, (" (its own directory %s is %s, and no directory above it can be written by this user (read-only "
+                     "mount?): the commands below name %s; give them a directory on a writable file system instead)"
+                     % (opened.parent, why, nearest))
 
 
 def _writable(directory: Path) -> bool:

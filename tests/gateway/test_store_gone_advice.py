@@ -435,3 +435,30 @@ def test_a_link_re_pointed_at_another_file_names_both(tmp_path: Path) -> None:
     finally:
         store.close()
     assert seqs(real) == [1]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="runs the gateway as another user: root")
+def test_the_salvage_directory_is_one_the_gateway_user_can_write_never_the_one_refused() -> None:
+    """The store's directory (and the one above it) exist but are not the gateway user's to write: the copy goes to
+    the nearest directory above them it can write. Fails before (the refused directory itself was returned, as
+    "the nearest that exists")."""
+    import pwd
+    import tempfile
+
+    from gateway.storage.store_files import FileIdentity, salvage_dir
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="storefix-salvage-"))  # tmp_path is root's 0700: nobody cannot enter it
+    try:
+        os.chmod(base, 0o755)
+        os.chown(base, nobody.pw_uid, nobody.pw_gid)  # the gateway's to write
+        (base / "ro" / "data").mkdir(parents=True)  # root's, 0755
+        os.chmod(base / "ro", 0o755)
+        os.chmod(base / "ro" / "data", 0o755)
+        db = base / "ro" / "data" / "reports.sqlite"
+        code, said = _as_user(nobody.pw_uid, nobody.pw_gid, lambda: repr(salvage_dir([FileIdentity(db, (0, 0), db)])))
+        assert code == 0, said
+        assert said == repr((base, " (its own directory %s is not writable: in %s instead, the nearest above it this "
+                                   "user can write)" % (db.parent, base))), said
+    finally:
+        shutil.rmtree(base)
