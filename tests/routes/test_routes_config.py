@@ -143,7 +143,7 @@ def test_bin_volumes_csv(tmp_path: Path) -> None:
     assert loads == {"bin-a": 1100.0, "bin-c": 120.0}
     # bin-b is in the file but not among the bins: planned anyway, with a warning naming it
     assert [w for w in plan.warnings if "bin volumes" in w] == [
-        "bin volumes name 1 id(s) that are not registered bins (or are revoked), their volume is not used: bin-b"]
+        "bin volumes name 1 id(s) that are not registered bins (or are revoked or retired), their volume is not used: bin-b"]
     with pytest.raises(InvalidInputError) as info:  # routes.bin_volumes named, as the other keys
         parse_plan_defaults({"bin_volumes": "absent.csv"}, base=tmp_path)
     assert info.value.field == "routes.bin_volumes"
