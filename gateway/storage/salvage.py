@@ -30,7 +30,8 @@ from pathlib import Path
 from gateway.private_dirs import fsync_dir, fsync_file
 from gateway.storage.disk_space import MIB, free_bytes
 from gateway.storage.schema_backup import megabytes
-from gateway.storage.store_files import FileIdentity, copy_out, put_back, salvage_dir, salvage_name
+from gateway.storage.store_files import (NEW_STORE_ASIDE, FileIdentity, copy_out, put_back, salvage_dir,
+                                         salvage_name)
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,14 @@ def salvage(conn: sqlite3.Connection, files: list[FileIdentity]) -> tuple[str, b
                         % (dest, shown)), False
     # Beside the file itself, not the link: say so where the link is elsewhere (an operator looks beside it).
     beside = moved or ("" if db == Path(os.path.abspath(name)) else ", beside %s, the file %s leads to" % (db, name))
-    log.info("report store %s: copied, with SQLite's backup API, to %s%s (%d reports, %s, quick_check ok)",
+    log.info("report store %s: copied, with SQLite's backup API, to %s%s (%d report(s), %s, quick_check ok)",
              name, dest, beside, reports, megabytes(dest.stat().st_size))
     return (" (no name is left for the file it writes: what it held is lost when the gateway stops, but the gateway "
-            "copied it, as of its last commit, to %s%s (%d reports, %s, checked with PRAGMA quick_check: ok; mode "
+            "copied it, as of its last commit, to %s%s (%d report%s, %s, checked with PRAGMA quick_check: ok; mode "
             "0600, the gateway user's); it commits nothing more: stop the gateway, move aside anything left at %s "
-            "(a gateway started meanwhile creates an empty store there), %s-wal and %s-shm, then move the copy into "
-            "place (%smv -T -n %s %s) and start it again)"
-            % (dest, beside, reports, megabytes(dest.stat().st_size), db, db, db, put_back(db),
-               shlex.quote(str(dest)), shlex.quote(str(db)))), False
+            "%s, %s-wal and %s-shm, then move the copy into place (%smv -T -n %s %s) and start it again)"
+            % (dest, beside, reports, "" if reports == 1 else "s", megabytes(dest.stat().st_size), db,
+               NEW_STORE_ASIDE, db, db, put_back(db), shlex.quote(str(dest)), shlex.quote(str(db)))), False
 
 
 def _write_copy(conn: sqlite3.Connection, db: Path) -> tuple[Path, int, list[str]]:

@@ -240,8 +240,13 @@ def _moved_to(f: FileIdentity, at: Path) -> str:
         apart = ("; it moved without its directory %s, whose other files (the device registry, the store's -wal) "
                  "are elsewhere now or gone: put them back beside it too" % dst.parent)
     return (" (the file it writes is now %s, as its open descriptor says: nothing is lost%s; to put %s back, stop the "
-            "gateway; if %s exists (a gateway started meanwhile creates an empty store), move it aside first; then "
-            "%s, and start it again)" % (at, apart, what, dst, steps))
+            "gateway; if %s exists %s, move it aside first; then %s, and start it again)"
+            % (at, apart, what, dst, NEW_STORE_ASIDE, steps))
+
+
+# Said wherever the advice moves aside what is at the store's path: not deleted, as an empty store would be.
+NEW_STORE_ASIDE = ("(a gateway started meanwhile creates a new store there: keep what you move aside, it may hold "
+                   "reports already acknowledged to boards, which then no longer hold them)")
 
 
 def salvage_dir(files: list[FileIdentity]) -> tuple[Path, str]:
@@ -329,15 +334,18 @@ def copy_out(files: list[FileIdentity], why: str = "") -> str:
         found = _open_file(f)
         if found is not None:
             wal = "-wal" if str(f.name).endswith("-wal") else ""
-            copies.append(("cp --preserve=mode,ownership /proc/%d/fd/%d %s" % (os.getpid(), found.fd,
-                                                                               shlex.quote("%s%s" % (dest, wal))),
+            # Only while that descriptor is still this file: a PID reused after the gateway stopped (or a number
+            # reused for another file) must not copy some other file into place.
+            fd = "/proc/%d/fd/%d" % (os.getpid(), found.fd)
+            copies.append(("test \"$(readlink %s)\" = %s && cp -n --preserve=mode,ownership %s %s"
+                           % (fd, shlex.quote(found.name), fd, shlex.quote("%s%s" % (dest, wal))),
                            "%s%s" % (db, wal)))
     return (" (no name is left for the file it writes: what it held is lost when the gateway stops, unless a backup "
             "has it or it is copied out first%s; the gateway commits nothing more, so copy it out now, while it "
-            "still runs, as its user or root%s: %s; then stop the gateway, move aside any %s-wal and %s-shm left, "
-            "%smove the copies into place as %s, together (mv -T -n), and start it)"
-            % (why, moved, " && ".join(c for c, _ in copies), db, db, put_back(db).replace(" && ", ", then "),
-               " and ".join(n for _, n in copies)))
+            "still runs, as its user or root%s: %s; then stop the gateway, move aside anything left at %s %s, "
+            "%s-wal and %s-shm, %smove the copies into place as %s, together (mv -T -n), and start it)"
+            % (why, moved, " && ".join(c for c, _ in copies), db, NEW_STORE_ASIDE, db, db,
+               put_back(db).replace(" && ", ", then "), " and ".join(n for _, n in copies)))
 
 
 def _where_moved(path: Path, ident: tuple[int, int]) -> str:

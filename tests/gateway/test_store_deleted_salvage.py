@@ -148,9 +148,11 @@ def test_without_room_for_the_copy_the_message_gives_cp_commands_that_stay_consi
         assert not list(tmp_path.glob("r.sqlite.salvaged*"))
         found = re.search(r"as its user or root: (.*?); then stop the gateway", problem)
         assert found is not None, problem
-        commands = found.group(1).split(" && ")
-        assert len(commands) == 2 and all(c.startswith("cp --preserve=mode,ownership /proc/%d/fd/" % os.getpid())
-                                          for c in commands), commands
+        parts = found.group(1).split(" && ")  # each cp after the check that its descriptor is still the file
+        commands = [" && ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+        assert len(commands) == 2 and all(
+            c.startswith('test "$(readlink /proc/%d/fd/' % os.getpid())
+            and " && cp -n --preserve=mode,ownership /proc/%d/fd/" % os.getpid() in c for c in commands), commands
         # the reviewer's race: writes between the two copies (a retention meta row, an MQTT publish)
         subprocess.run(commands[0], shell=True, check=True)
         for write in sorted(WRITES):

@@ -273,9 +273,10 @@ def test_without_room_the_cp_commands_name_a_directory_that_exists(
         store.insert_batch([rec(1)])
         shutil.rmtree(disk)
         problem = store.check_file() or ""
-        cps = re.findall(r"cp --preserve=mode,ownership /proc/\d+/fd/\d+ \S+", problem)
-        assert len(cps) == 2, problem
-        subprocess.run(["bash", "-c", " && ".join(cps)], check=True)
+        found = re.search(r": (test .*?); then stop the gateway", problem)
+        assert found is not None, problem
+        assert len(re.findall(r"&& cp -n --preserve=mode,ownership /proc/\d+/fd/\d+ \S+", found.group(1))) == 2, problem
+        subprocess.run(["bash", "-c", found.group(1)], check=True)
     finally:
         store.close()
     assert seqs(tmp_path / "reports.sqlite.salvaged") == [1]
@@ -462,3 +463,51 @@ def test_the_salvage_directory_is_one_the_gateway_user_can_write_never_the_one_r
                                    "user can write)" % (db.parent, base))), said
     finally:
         shutil.rmtree(base)
+
+
+def test_the_cp_advice_copies_nothing_once_its_descriptor_names_another_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cp commands name /proc/PID/fd/N: run after the gateway stopped, that PID (or N) may be another process's
+    file. Each cp runs only while the descriptor still names the deleted store. Fails before (the other file was
+    copied, as the store, into place for the mv)."""
+    from gateway.storage import salvage
+
+    monkeypatch.setattr(salvage, "free_bytes", lambda _path: 1_000)  # no room: the cp advice
+    db = tmp_path / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        db.unlink()
+        problem = store.check_file() or ""
+    finally:
+        store.close()
+    found = re.search(r": (test .*?); then stop the gateway", problem)
+    assert found is not None, problem
+    numbers = [int(n) for n in re.findall(r"cp -n --preserve=mode,ownership /proc/%d/fd/(\d+)" % os.getpid(),
+                                          found.group(1))]
+    assert len(numbers) == 2, problem
+    other = tmp_path / "someone-elses.txt"
+    other.write_text("not the store")
+    with pytest.raises(OSError):
+        os.fstat(numbers[0])  # closed with the store (dup2 below must not take a number something else holds)
+    fd = os.open(other, os.O_RDONLY)
+    try:
+        os.dup2(fd, numbers[0])  # the number reused for another file
+        done = subprocess.run(["bash", "-c", found.group(1)], capture_output=True)
+    finally:
+        os.close(numbers[0])
+        os.close(fd)
+    assert done.returncode != 0 and not list(tmp_path.glob("reports.sqlite.salvaged*")), done
+
+
+def test_one_report_salvaged_is_said_in_the_singular(tmp_path: Path) -> None:
+    """Fails before ("(1 reports, ...")."""
+    db = tmp_path / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw1")
+    try:
+        store.insert_batch([rec(1)])
+        db.unlink()
+        problem = store.check_file() or ""
+    finally:
+        store.close()
+    assert "copied it, as of its last commit, to %s.salvaged (1 report, " % db in problem, problem

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.storage import ReportRecord, ReportStore
+from gateway.storage.store_files import NEW_STORE_ASIDE
 
 T0 = 1_700_000_100 - (1_700_000_100 % 3600)
 
@@ -88,8 +89,8 @@ def test_a_file_moved_aside_and_replaced_says_to_move_the_replacement_aside(tmp_
         db.write_bytes(b"")
         problem = store.file_problem() or ""
         assert "replaced by another file" in problem, problem
-        assert "if %s exists (a gateway started meanwhile creates an empty store), move it aside first; then mv -T -n %s %s" % (
-            db, tmp_path / "old.sqlite", db) in problem, problem
+        assert "if %s exists %s, move it aside first; then mv -T -n %s %s" % (
+            db, NEW_STORE_ASIDE, tmp_path / "old.sqlite", db) in problem, problem
     finally:
         store.close()
 
@@ -129,8 +130,8 @@ def test_a_deleted_store_behind_a_symlink_is_salvaged_beside_the_file_and_the_li
         assert "to %s, beside %s, the file %s leads to (10 reports" % (copy, real, link) in problem, problem
         assert not list(link.parent.glob("*.salvaged*"))
         assert "(mv -T -n %s %s)" % (copy, real) in problem, problem
-        assert "move aside anything left at %s (a gateway started meanwhile creates an empty store there), %s-wal and %s-shm" % (
-            real, real, real) in problem, problem
+        assert "move aside anything left at %s %s, %s-wal and %s-shm" % (
+            real, NEW_STORE_ASIDE, real, real) in problem, problem
         assert any(str(copy) in r.getMessage() and "leads to" in r.getMessage() for r in caplog.records)
     finally:
         store.close()
