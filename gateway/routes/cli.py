@@ -3,7 +3,7 @@
 Exit codes (also in docs/routes.md):
     0 plan written; 2 invalid input (date, depot, number, format, matrix file);
     3 no bins due; 4 vehicle capacity smaller than one bin's load; 5 bin data unreadable
-    (store or registry); 6 solver found no solution.
+    (store or registry); 6 solver found no solution; 7 the solver's package (ortools) cannot be imported.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Select the bins to empty (full, predicted full before the next round, fire or "
                     "tip-over alarm first) and solve the capacitated vehicle routing problem. "
                     "Exit codes: 0 ok, 2 invalid input, 3 no bins due, 4 capacity smaller than one bin, "
-                    "5 bin data unreadable, 6 no solution.",
+                    "5 bin data unreadable, 6 no solution, 7 solver package (ortools) missing.",
     )
     p.add_argument("--date", default="today", help="collection date YYYY-MM-DD (2000-01-01 to 2099-12-31), "
                                                    "'today' or 'tomorrow' (default today; by the simulated "

@@ -390,9 +390,10 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                 "503": {**_err("bin data unreadable: report store or registry (code `bin_data`); the planner is "
                                "busy with a plan and a full queue (code `busy`); the plan ran past its time limit + "
                                "60 s and its worker was replaced (code `planning_timeout`); the worker died (code "
-                               "`planner_restarted`); the gateway is stopping (code `planner_stopped`)"),
-                        "headers": {"Retry-After": _hdr("except with `bin_data`: seconds until a retry is likely "
-                                                        "to be served")}}}}},
+                               "`planner_restarted`); the gateway is stopping (code `planner_stopped`); the route solver's package "
+                               "(ortools) cannot be imported on this machine (code `solver_unavailable`)"),
+                        "headers": {"Retry-After": _hdr("except with `bin_data` and `solver_unavailable`: seconds "
+                                                        "until a retry is likely to be served")}}}}},
     }
     return {
         "openapi": "3.1.0",
