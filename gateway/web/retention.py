@@ -189,8 +189,12 @@ class RetentionSettings:
             out.setdefault(kind, {})[fname] = days
         return out
 
-    def set(self, kind: str, fname: str, days: int) -> None:
+    def set(self, kind: str, fname: str, days: int) -> str | None:
         """Set one override and persist it.
+
+        Returns:
+            The warning when ``days`` is shorter than ``[retention] interval_s`` allows (its values outlive it by
+            up to the interval; also logged), for the admin API's answer; else None.
 
         Raises:
             BadParameter: unknown field, or days outside 1..policy maximum or above the gateway
@@ -210,6 +214,7 @@ class RetentionSettings:
                                                                                   self._interval_s)
         if short is not None:
             logger.warning("%s", short)
+        return short
 
     def _save(self, path: Path) -> None:
         doc = {"overrides": [{"kind": k, "field": f, "days": d} for (k, f), d in sorted(self._overrides.items())]}

@@ -250,10 +250,11 @@ def test_a_retention_set_through_the_admin_api_shorter_than_the_interval_is_warn
     caplog.set_level(logging.WARNING)
     (tmp_path / "data").mkdir()
     settings = RetentionSettings(load_policy(), path=tmp_path / "data" / "retention.json", interval_s=172800)
-    settings.set("bin", "temp", 3)
+    assert settings.set("bin", "temp", 3) is None
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
-    settings.set("bin", "temp", 1)
+    returned = settings.set("bin", "temp", 1)  # for the PUT's answer
     [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert returned == warning
     assert "bin.temp = 1 day (set through PUT /api/admin/retention" in warning, warning
     # and at the next run --check, from retention.json
     path = write(tmp_path, '[gateway]\nid = "gw"\ndata_dir = "data"\n[retention]\ninterval_s = 172800\n')
