@@ -72,6 +72,10 @@ class ReportRecord(NamedTuple):
 # reboots) in one minute are two events, so every one is stored.
 RELEASE_PERIOD_TYPES = frozenset({"win", "hour", "day"})
 
+#: Size the ``-wal`` is cut back to after a checkpoint (``PRAGMA journal_size_limit``): a retention pass
+#: that removes much grew it to ~52 MB, kept on a small box's SD card until the next clean stop.
+WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+
 ReleaseKey = tuple[str, str, int, int, tuple[str, ...]]
 
 
@@ -222,6 +226,10 @@ class ReportStore:
             # too, whatever this SQLite build's default (many builds have secure_delete off)
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA busy_timeout=5000")
+            # A large transaction (a retention pass, a migration) grew the -wal to tens of MB and it kept that
+            # size until a clean stop; SQLite cuts it back to this when it next starts the log over after a
+            # checkpoint. Routine commits stay far below it (autocheckpoint at 1000 pages, ~4 MB).
+            conn.execute("PRAGMA journal_size_limit=%d" % WAL_SIZE_LIMIT_BYTES)
             apply_schema(conn, backup=backup_before_migration)
             self._chain_pos, self._chain_head = provenance.last_hash(conn)
             # Seqs whose rows retention removed: still committed (row_retention.py).
