@@ -60,10 +60,10 @@ def config_from(args: argparse.Namespace, *, read_only: bool = False, store_free
                 print(line)
         else:
             check_store_free(config.storage.path)
-            if config.http is not None:  # start-up reads it with the web surface; say in plain words what is wrong
-                from gateway.resources import load_policy
+            # start-up applies it whatever [http] says (9636f0d); say in plain words what is wrong first
+            from gateway.resources import load_policy
 
-                check_retention_file(config.data_dir / RETENTION_FILE, load_policy())
+            check_retention_file(config.data_dir / RETENTION_FILE, load_policy())
     return config
 
 

@@ -402,13 +402,13 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     store += _earlier_copies_note(config.storage.path)
     lines.append("store %s: %s" % (config.storage.path, store))
     lines.append("registry %s: %s" % (config.registry_dir, check_registry(config.registry_dir)))
-    if config.http is not None:
-        if policy is None:
-            from gateway.resources import load_policy
+    if policy is None:
+        from gateway.resources import load_policy
 
-            policy = load_policy()
-        retention = config.data_dir / RETENTION_FILE
-        lines.append("%s: %s" % (retention, check_retention_file(retention, policy)))
+        policy = load_policy()
+    retention = config.data_dir / RETENTION_FILE  # applied whatever [http] says: checked either way
+    lines.append("%s: %s" % (retention, check_retention_file(retention, policy)))
+    if config.http is not None:
         lines.append("http %s: %s" % (host_port(config.http.listen, config.http.port),
                                          check_http_port(config.http.listen, config.http.port, holder)))
     if config.mqtt is not None:

@@ -108,3 +108,16 @@ def test_run_check_prints_a_capped_retention_json_value_once_as_a_warning_line(
     err = capsys.readouterr().err
     [line] = [line for line in err.splitlines() if words in line]
     assert line.startswith("warning: %s" % (tmp_path / "data" / "retention.json")), line
+
+
+def test_run_check_refuses_a_broken_retention_json_with_http_off(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --check` checked retention.json only with HTTP on, so with HTTP off it said the config was fine and
+    `run` then refused to start on the same file (9636f0d reads it either way). Fails before (exit 0)."""
+    from hil.cli.main import main
+
+    cfg = make_env(tmp_path)
+    (tmp_path / "data" / "retention.json").write_text('{"overrides": [{"kind": "bin", "field": "temp", "days": "x"}]}')
+    assert main(["gateway", "run", "--config", str(cfg), "--check"]) != 0
+    out = capsys.readouterr()
+    assert 'days is "x", not a whole number of days' in out.out + out.err
