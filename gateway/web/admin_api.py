@@ -326,7 +326,10 @@ async def set_retention(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     admin = ctx.require_admin()
     kind, fname, days = _validate_retention(await read_json_body(request), ctx.policy)
-    admin.set_retention(kind, fname, days)
+    warning = admin.set_retention(kind, fname, days)
     # An audit line the quiet gateway keeps (WARNING, as every admin change): stored readings go sooner.
     _audit(request, "set the retention of %s.%s to %s days", kind, fname, days)
-    return json_response({"kind": kind, "field": fname, "days": days, "retention_days": admin.retention()})
+    answer: dict[str, Any] = {"kind": kind, "field": fname, "days": days, "retention_days": admin.retention()}
+    if warning is not None:  # shorter than [retention] interval_s: the caller should know, not only the log
+        answer["warning"] = warning
+    return json_response(answer)

@@ -284,7 +284,9 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                         "type": "object", "required": ["kind", "field", "days"], "additionalProperties": False,
                         "properties": {"kind": {"type": "string"}, "field": {"type": "string"},
                                        "days": {"type": "integer", "minimum": 1}}}}}},
-                    "responses": {"200": _ok("updated retention"), "400": _BAD, "401": _AUTH,
+                    "responses": {"200": _ok("updated retention: kind, field, days, retention_days, and "
+                                             "`warning` when days is shorter than [retention] interval_s (its "
+                                             "values outlive it by up to the interval)"), "400": _BAD, "401": _AUTH,
                                   "408": _err("body not received in time"), "413": _err("body too large"),
                                   "503": _err("no registry attached")}}},
         "/opendata": {"get": {"summary": "Open-data catalogue: title, description, publisher, contact, keywords, "

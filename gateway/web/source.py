@@ -438,6 +438,7 @@ class RegistryAdmin:
         """Effective retention ``kind -> field -> days``."""
         return self._retention.as_json()
 
-    def set_retention(self, kind: str, field: str, days: int) -> None:
-        """Shorten one field's retention (validated against the policy)."""
-        self._retention.set(kind, field, days)
+    def set_retention(self, kind: str, field: str, days: int) -> str | None:
+        """Shorten one field's retention (validated against the policy); the warning when it is shorter than
+        ``[retention] interval_s`` (else None)."""
+        return self._retention.set(kind, field, days)

@@ -220,6 +220,7 @@ class FleetAdmin(Protocol):
         """Effective retention in days: kind -> field -> days."""
         ...
 
-    def set_retention(self, kind: str, field: str, days: int) -> None:
-        """Override the retention of one field of a kind (never longer than the policy allows)."""
+    def set_retention(self, kind: str, field: str, days: int) -> str | None:
+        """Override the retention of one field of a kind (never longer than the policy allows); return the
+        warning when it is shorter than the retention interval (its values outlive it by up to that), else None."""
         ...

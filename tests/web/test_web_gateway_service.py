@@ -148,8 +148,14 @@ async def test_a_retention_set_below_the_retention_interval_is_warned_about(tmp_
             async with http.put(base + "/api/admin/retention", json={"kind": "bin", "field": "temp", "days": 1},
                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
                 assert r.status == 200, await r.text()
+                answer = await r.json()
+            # a value kept as long as the interval allows gets no warning in its answer
+            async with http.put(base + "/api/admin/retention", json={"kind": "bin", "field": "fill", "days": 2},
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                assert r.status == 200 and "warning" not in await r.json()
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "interval_s" in r.getMessage()]
         assert len(warned) == 1 and "temp" in warned[0], warned
+        assert answer["days"] == 1 and answer["warning"] == warned[0]  # the caller is told too, not only the log
     finally:
         await gw.stop()
         os.close(master)
