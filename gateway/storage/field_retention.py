@@ -8,7 +8,15 @@ job on the store's one writer thread, so ingest (which shares that thread) gets 
    of a device's last batch before it fell silent can go too;
 2. **count** (:data:`COUNT_BATCH` rows a job): per field the values stored and those past their retention,
    per kind the report rows the row part would remove (only when a hold may apply). The large-removal hold is
-   decided on the whole count, before anything is removed;
+   decided on the whole count, before anything is removed. This reads the whole store, so it runs only where
+   the hold applies or no earlier pass of this open store went through (:class:`Cleared`); any other pass
+   **finds** what expires instead
+   (:data:`COUNT_BATCH` index entries or rows a job): per field the reports whose period end passed the cut-off
+   since that pass (through the index on ``w``, from the cut-off it reached less the longest period stored),
+   and the reports stored since it (by id), then counts the field's stored values only as far as it takes to
+   tell whether the pass removes more than :data:`~gateway.storage.store.LARGE_REMOVAL` of them (the WARNING),
+   newest reports first (**share**). A pass an hour after the last one reads about an hour's reports plus the
+   longest period's, not the store (QA: a full read of the store every pass, on the writer's thread);
 3. **values** (:data:`FIELD_BATCH` rows a job, each its own transaction): the values past their retention are
    removed from ``m`` and ``e``, and the data version moves in the same transaction;
 4. **duplicates**: the same for the ``e`` of ``window_duplicates``;
@@ -27,6 +35,15 @@ without asking the hold again about values it already let go, by the earlier of 
 checked one: never by a clock later than this start's. A saved removal time later than the checked one by more
 than the clock-back tolerance was decided by a clock that was ahead: that pass is dropped with a WARNING (it would
 remove values still inside their retention) and a new pass decides afresh, the hold applying.
+
+**What an earlier pass cleared is known only to the open store** (:class:`Cleared`, in memory): a restart,
+and any pass the hold applies to, counts the whole store again. The store's only writer adds rows with new ids
+and never adds a value to a stored row, so once a pass of this open store went through, no value past a cut-off
+it reached is left in the reports up to its newest id; a row written outside the gateway (a backup merged into
+a stopped store, docs/gateway.md) is in a store opened afresh, whose first pass counts it. A field's own cut-off
+and newest id are kept, so a retention changed (longer: the cut-off moves back, nothing is left before it
+either; shorter: the band from the old cut-off to the new one is searched) or a field kept longer during a
+pass (its mark stays where its last complete pass left it) is still searched from where it is clean.
 
 **A retention made longer during a pass** (the admin API) is followed between jobs: the pass stops removing
 that field's values, and the report rows of its kind go by the longer retention (ReportStore.retention_batch
@@ -70,12 +87,14 @@ class FieldPass:
     Attributes:
         fields: what is removed, per field (:data:`FieldPlan`).
         top: the highest report id when the pass began; the pass covers rows up to it.
-        stage: ``floors``, ``count``, ``values``, ``duplicates``, then ``rows`` (the row part), ``done``;
+        stage: ``floors``, ``count`` (or ``find`` then ``share``), ``values``, ``duplicates``, then ``rows`` (the
+            row part), ``done``;
             ``held`` when a field's large removal held the whole pass (nothing was removed).
         after: the id (``window_duplicates``: rowid) the next job of the stage starts after.
         floor_device: the device the next floors job starts at (by name).
         duplicates_top: the highest ``window_duplicates`` rowid when its stage began.
-        counts: per field ``[values stored, values past retention]`` (rows up to ``top``).
+        counts: per field ``[values stored, values past retention]`` (rows up to ``top``; after a find, the
+            values stored are counted only as far as the share needs, :func:`share_threshold`).
         row_counts: per kind ``[rows the row part removes, rows]`` (counted only when a hold may apply).
         todo: the counted id ranges ``(lo, hi]`` holding values to remove: the only ones the value stage
             visits (a pass an hour after the last one finds an hour of values, not a store to walk again).
@@ -84,6 +103,11 @@ class FieldPass:
         rows_held: for a pass finished after a cut (:func:`parse_pending`): what held its report rows when it
             was decided (empty: none), in place of a new decision; None for a new pass.
         kept: ``kind.field`` whose retention was made longer (or removed) during the pass: no more removed.
+        searches: the find stage's searches left (:func:`plan_searches`); found: the ids they found.
+        longest: the longest period of the reports the count read (:class:`Cleared`).
+        share: per field the values stored the share stage still has to count (:func:`share_threshold`);
+            it walks down from ``top``, ``after`` being the id its next range ends at, ``share_rows`` its size
+            (twice the last, up to :data:`COUNT_BATCH`: a few jobs however far it has to go).
     """
 
     fields: list[FieldPlan]
@@ -99,6 +123,147 @@ class FieldPass:
     counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     row_counts: dict[str, list[int]] = field(default_factory=dict)
     todo: list[tuple[int, int]] = field(default_factory=list)
+    searches: list[Search] = field(default_factory=list)
+    found: list[int] = field(default_factory=list)
+    longest: int | None = None
+    share: dict[tuple[str, str], int] = field(default_factory=dict)
+    share_rows: int = 0
+
+
+@dataclass
+class Cleared:
+    """What the passes of one open store left without a value past its retention (module docstring).
+
+    Attributes:
+        fields: per ``(kind, field)``, ``(cut-off, top)`` of the last pass that went through its values: no
+            report up to id ``top`` holds a value of the field (in ``m`` or ``e``) whose period ended
+            (``w + l``) at or before ``cut-off``.
+        longest: the longest period (``l``) of the reports up to id ``upto``: a report with ``w`` at or before
+            a cut-off less it ended before that cut-off (the lower end of the band searched on ``w``).
+        upto: see ``longest``.
+    """
+
+    fields: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    longest: int = 0
+    upto: int = 0
+
+    def covers(self, fields: list[FieldPlan]) -> bool:
+        """Whether every field of a pass has a mark (else the pass counts the whole store)."""
+        return all((kind, fld) in self.fields for kind, fld, _c, _d, _p in fields)
+
+    def passed(self, fields: list[FieldPlan], top: int) -> None:
+        """The values of ``fields`` past their cut-offs are gone from every report up to ``top``."""
+        for kind, fld, cutoff, _days, _path in fields:
+            mark = self.fields.get((kind, fld))
+            if mark is None or top >= mark[1]:  # (a pass resumed over fewer reports leaves the later mark)
+                self.fields[(kind, fld)] = (cutoff, top)
+
+    def periods(self, longest: int | None, upto: int) -> None:
+        """Add the longest period of the reports up to ``upto`` (None: there are none)."""
+        if longest is not None:
+            self.longest = max(self.longest, longest)
+        self.upto = max(self.upto, upto)
+
+
+@dataclass
+class Search:
+    """One search of the find stage: the reports of ``kind`` that may hold a value of ``fields`` (one cut-off)
+    past it: with ``lo < w <= hi`` and id at most ``top`` through the index on ``w`` (``by_w``), or with
+    ``lo < id <= hi`` by id. ``after`` is the ``(w, id)`` (by id: ``(0, id)``) the next job starts after."""
+
+    kind: str
+    fields: list[FieldPlan]
+    by_w: bool
+    lo: int
+    hi: int
+    top: int
+    after: tuple[int, int]
+
+
+def plan_searches(fields: list[FieldPlan], cleared: Cleared, top: int) -> list[Search]:
+    """The searches that find every value of ``fields`` past its cut-off in reports up to ``top``, given what
+    earlier passes ``cleared`` (which must cover the fields and know the periods up to ``top``). Fields of one
+    kind, cut-off and mark share a search."""
+    groups: dict[tuple[str, int, int, int], list[FieldPlan]] = {}
+    for plan in fields:
+        kind, fld, cutoff = plan[0], plan[1], plan[2]
+        was, upto = cleared.fields[(kind, fld)]
+        groups.setdefault((kind, cutoff, was, min(upto, top)), []).append(plan)
+    out: list[Search] = []
+    for (kind, cutoff, was, upto), mine in sorted(groups.items(), key=lambda g: g[0]):
+        if cutoff > was:  # clean up to `was`: a report ending after it starts after `was` less the longest period
+            low = was - cleared.longest
+            out.append(Search(kind, mine, True, low, cutoff, upto, (low, 0)))
+        if upto < top:  # stored since: any period (a board's late batch, a clock set back)
+            out.append(Search(kind, mine, False, upto, top, top, (0, upto)))
+    return out
+
+
+def longest_period(conn: sqlite3.Connection, lo: int, hi: int) -> int | None:
+    """The longest period (``l``) of the reports ``lo < id <= hi`` (None: there are none)."""
+    row = conn.execute("SELECT MAX(l) FROM reports WHERE id > ? AND id <= ?", (lo, hi)).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def find_values(conn: sqlite3.Connection, search: Search, size: int,
+                counts: dict[tuple[str, str], list[int]]) -> tuple[list[int], bool]:
+    """Run the next job of ``search`` (at most ``size`` index entries or rows read): return the ids of the
+    reports holding a value to remove (in ``m`` or ``e``), having added to ``counts`` (``[values stored,
+    values past retention]`` per field) the ``m`` values past the cut-off, and whether the search is through."""
+    cutoff = search.fields[0][2]
+    olds = ", ".join("json_type(m, ?) IS NOT NULL" for _f in search.fields)
+    anyv = " OR ".join("json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL" for _f in search.fields)
+    paths = [f[4] for f in search.fields]
+    if search.by_w:
+        # the job's last index entry: only the index is read to find it
+        end = conn.execute("SELECT w, id FROM reports INDEXED BY reports_w WHERE w > ? AND w <= ? AND (w, id) > (?, ?)"
+                           " ORDER BY w, id LIMIT 1 OFFSET ?", (search.lo, search.hi, *search.after, size - 1)).fetchone()
+        last = (search.hi, MAX_ID) if end is None else (int(end[0]), int(end[1]))
+        where = ("FROM reports INDEXED BY reports_w WHERE w > ? AND w <= ? AND (w, id) > (?, ?) AND (w, id) <= (?, ?)"
+                 " AND id <= ?")
+        args: list[Any] = [search.lo, search.hi, *search.after, *last, search.top]
+        done = end is None
+    else:
+        hi = next_range(conn, "reports", search.after[1], search.hi, size)
+        last = (0, search.hi if hi is None else hi)
+        where = "FROM reports WHERE id > ? AND id <= ?"
+        args = [search.after[1], last[1]]
+        done = hi is None or hi >= search.hi
+    rows = conn.execute("SELECT id, %s %s AND kind = ? AND w + l <= ? AND (%s)" % (olds, where, anyv),
+                        (*paths, *args, search.kind, cutoff, *[p for p in paths for _ in (0, 1)])).fetchall()
+    search.after = last
+    for i, (kind, fld, _c, _d, _p) in enumerate(search.fields):
+        counts.setdefault((kind, fld), [0, 0])[1] += sum(int(r[1 + i]) for r in rows)
+    return [int(r[0]) for r in rows], done
+
+
+def id_ranges(ids: list[int], gap: int) -> list[tuple[int, int]]:
+    """The ids as ranges ``(lo, hi]``, ids less than ``gap`` apart sharing one (fewer, larger value jobs; the
+    removal's own conditions pass over the reports between)."""
+    out: list[tuple[int, int]] = []
+    for i in sorted(set(ids)):
+        if out and i - out[-1][1] < gap:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i - 1, i))
+    return out
+
+
+def share_threshold(old: int, share: float) -> int:
+    """The fewest values stored of which ``old`` is not more than ``share``: counting that many tells the
+    removal is not large, without counting the rest."""
+    need = max(0, int(old / share) - 1)
+    while old > share * need:
+        need += 1
+    return need
+
+
+def previous_range(conn: sqlite3.Connection, table: str, below: int, size: int) -> int | None:
+    """The start (exclusive) of the range of up to ``size`` rows of ``table`` (by rowid) at or below ``below``,
+    walking down: the range is ``(returned, below]``; None when no row is left."""
+    row = conn.execute("SELECT MIN(rowid) FROM (SELECT rowid FROM %s WHERE rowid <= ? ORDER BY rowid DESC LIMIT ?)"
+                       % table, (below, size)).fetchone()
+    return None if row[0] is None else int(row[0]) - 1
 
 
 def pending_row(rows_days: dict[tuple[str, str], int], now: float, top: int, rows_held: list[str]) -> str:

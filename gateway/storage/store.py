@@ -237,6 +237,9 @@ class ReportStore:
             # Report retention per kind (days) of the last retention pass planned; until one is, the
             # least a kind can have (a config retention is 1 day at least): see committed_digest.
             self._report_days: dict[str, int] = {}
+            # What the retention passes of this open store left clean: a later pass finds what expires since
+            # instead of counting every stored value (field_retention.py); a new open counts again.
+            self._cleared = field_retention.Cleared()
             row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
             if unclean:
                 _checkpoint_at_open(conn, self.path)
@@ -955,7 +958,15 @@ class ReportStore:
             with self._writing("retention (ACK floors)") as conn:
                 next_device = field_retention.extend_floors(conn, values.floor_device)
             if next_device is None:
-                values.stage = "count"
+                # Count the whole store where the hold applies (its share needs every stored value) or no
+                # pass of this open store went through; else find what expires since the last one.
+                find = rows.hold is None and self._cleared.covers(values.fields)
+                values.stage = "find" if find else "count"
+                if find:
+                    with self._reading("retention (finding)"):
+                        self._cleared.periods(field_retention.longest_period(
+                            self._conn, self._cleared.upto, values.top), values.top)
+                    values.searches = field_retention.plan_searches(values.fields, self._cleared, values.top)
             else:
                 values.floor_device = next_device
         elif values.stage == "count":
@@ -965,9 +976,46 @@ class ReportStore:
                 if hi is not None and self._count_range(rows, values.after, hi):
                     values.todo.append((values.after, hi))
             if hi is None:
+                self._cleared.periods(values.longest, values.top)
                 self._decide_hold(rows)
             else:
                 values.after = hi
+        elif values.stage == "find":
+            if values.searches:
+                with self._reading("retention (finding)"):
+                    found, through = field_retention.find_values(self._conn, values.searches[0],
+                                                                 field_retention.COUNT_BATCH, values.counts)
+                values.found += found
+                if through:
+                    del values.searches[0]
+            else:
+                values.todo = field_retention.id_ranges(values.found, FIND_GAP)
+                values.found = []
+                values.share = {k: field_retention.share_threshold(old, LARGE_REMOVAL)
+                                for k, (_stored, old) in values.counts.items() if old}
+                values.stage, values.after = "share", values.top
+                # the first range: about what the largest threshold needs; each next one twice as large
+                values.share_rows = min(field_retention.COUNT_BATCH, 2 * max(values.share.values(), default=0) + 100)
+        elif values.stage == "share":
+            # the values stored of each field losing some, newest reports first, until there are enough of them
+            # that what it loses is no large share (or every report was counted: the share is exact)
+            lo = None
+            if values.share:
+                with self._reading("retention (counting)"):
+                    lo = field_retention.previous_range(self._conn, "reports", values.after, values.share_rows)
+                    values.share_rows = min(field_retention.COUNT_BATCH, 2 * values.share_rows)
+                    if lo is not None:
+                        got: dict[tuple[str, str], list[int]] = {}
+                        field_retention.count_values(self._conn, [f for f in values.fields if (f[0], f[1])
+                                                                  in values.share], lo, values.after, got)
+                        for key, (stored, _old) in got.items():
+                            values.counts[key][0] += stored
+                            if values.counts[key][0] >= values.share[key]:
+                                del values.share[key]
+            if lo is None or not values.share:
+                self._decide_hold(rows)
+            else:
+                values.after = lo
         elif values.stage == "values":
             while values.todo and values.after >= values.todo[0][1]:
                 del values.todo[0]
@@ -987,6 +1035,7 @@ class ReportStore:
                         # transaction as the removal, so no reader sees one without the other.
                         _add_to_counter(conn, DATA_VERSION_COUNTER, 1)
             if hi is None:
+                self._cleared.passed(values.fields, values.top)  # every value past its cut-off is gone
                 values.stage, values.after = "duplicates", 0
                 with self._reading("retention"):
                     values.duplicates_top = int(self._conn.execute(
@@ -1014,6 +1063,9 @@ class ReportStore:
         values = rows.values
         assert values is not None
         found = field_retention.count_values(self._conn, values.fields, lo, hi, values.counts)
+        longest = field_retention.longest_period(self._conn, lo, hi)
+        if longest is not None:
+            values.longest = longest if values.longest is None else max(values.longest, longest)
         hold = rows.hold
         if hold is None:
             return found
@@ -1134,6 +1186,8 @@ _dump = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 # A retention pass removing more than this share of one field's stored values logs a WARNING.
 LARGE_REMOVAL = 0.1
+# Report ids found by a retention pass (field_retention.find_values) closer than this share one value job.
+FIND_GAP = 64
 
 # Rows per multi-row INSERT, largest first: a few fixed sizes keep the statements in sqlite3's
 # statement cache. Sizes whose parameters exceed the library's bound (999 before SQLite 3.32) are skipped.
