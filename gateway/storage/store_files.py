@@ -298,21 +298,22 @@ def put_back(db: Path) -> str:
 
 
 def make_dir(directory: Path) -> str:
-    """The command that recreates the data directory ``directory`` as the gateway would: ``install -d -m 0700
-    -o USER -g GROUP``, USER and GROUP this process's (the gateway's), naming each missing directory from the
-    topmost down. Not ``mkdir -p``: run with sudo, as such advice is, it creates them root's and 0755, and the
+    """The command that recreates the data directory ``directory`` as the gateway would: for each missing
+    directory, topmost first, ``mkdir -m 0700 D && chown USER:GROUP D``, USER and GROUP this process's (the
+    gateway's). Not ``mkdir -p``: run with sudo, as such advice is, it creates them root's and 0755, and the
     gateway, under its own user, then fails with "Permission denied" (and the data directory must be 0700).
-    ``install -d`` gives mode and owner only to the directories it names (a parent it creates is root's, 0755),
-    hence every missing one is named."""
+    Not ``install -d`` either: it also changes the owner and mode of a directory that exists by the time the
+    command runs (recreated by systemd or tmpfiles meanwhile, a shared parent); ``mkdir`` without ``-p`` fails
+    on one, and the ``&&`` chain stops there, changing nothing more."""
     missing: list[str] = []
     here = os.path.abspath(directory)
     while not os.path.lexists(here) and os.path.dirname(here) != here:
         missing.append(here)
         here = os.path.dirname(here)
     names = list(reversed(missing)) or [os.path.abspath(directory)]
-    return "install -d -m 0700 -o %s -g %s %s" % (shlex.quote(_user_name(os.geteuid())),
-                                                  shlex.quote(_group_name(os.getegid())),
-                                                  " ".join(shlex.quote(n) for n in names))
+    owner = "%s:%s" % (_user_name(os.geteuid()), _group_name(os.getegid()))
+    return " && ".join("mkdir -m 0700 %s && chown %s %s" % (shlex.quote(n), shlex.quote(owner), shlex.quote(n))
+                       for n in names)
 
 
 def copy_out(files: list[FileIdentity], why: str = "") -> str:

@@ -63,8 +63,8 @@ def test_a_file_moved_into_another_directory_is_moved_back_alone_not_that_direct
         data.rename(tmp_path / "var" / "data.trash")
         problem = store.file_problem() or ""
         command = advised(problem)
-        assert shlex.split(command) == ["install", "-d", "-m", "0700", "-o", USER, "-g", GROUP, str(data), "&&",
-                                        "mv", "-T", "-n", str(backups / "reports.sqlite"), str(db)], problem
+        assert shlex.split(command) == ["mkdir", "-m", "0700", str(data), "&&", "chown", "%s:%s" % (USER, GROUP),
+                                        str(data), "&&", "mv", "-T", "-n", str(backups / "reports.sqlite"), str(db)], problem
         assert "moved without its directory %s" % data in problem and "device registry" in problem, problem
     finally:
         store.close()
@@ -74,16 +74,31 @@ def test_a_file_moved_into_another_directory_is_moved_back_alone_not_that_direct
 
 
 def test_the_recreated_directories_are_the_gateway_users_and_0700_each_of_them_named(tmp_path: Path) -> None:
-    """install -d gives mode and owner to the directories it names only: every missing one is named, topmost first.
-    Fails before (mkdir -p: umask's modes)."""
+    """Every missing directory is made 0700 and the gateway user's, topmost first. Fails before (mkdir -p: umask's
+    modes)."""
     from gateway.storage.store_files import make_dir
 
-    command = shlex.split(make_dir(tmp_path / "a" / "b c" / "data"))
-    assert command == ["install", "-d", "-m", "0700", "-o", USER, "-g", GROUP, str(tmp_path / "a"),
-                       str(tmp_path / "a" / "b c"), str(tmp_path / "a" / "b c" / "data")]
-    subprocess.run(command, check=True)
-    for d in (tmp_path / "a", tmp_path / "a" / "b c", tmp_path / "a" / "b c" / "data"):
+    dirs = (tmp_path / "a", tmp_path / "a" / "b c", tmp_path / "a" / "b c" / "data")
+    command = make_dir(dirs[-1])
+    assert command == " && ".join("mkdir -m 0700 %s && chown %s %s" % (shlex.quote(str(d)),
+                                                                       shlex.quote("%s:%s" % (USER, GROUP)),
+                                                                       shlex.quote(str(d))) for d in dirs)
+    subprocess.run(["bash", "-c", "umask 022 && " + command], check=True)
+    for d in dirs:
         assert stat.S_IMODE(d.stat().st_mode) == 0o700 and d.stat().st_uid == os.geteuid(), d
+
+
+def test_the_recreating_command_changes_nothing_of_a_directory_made_meanwhile(tmp_path: Path) -> None:
+    """A directory that exists by the time the operator runs the command (systemd, tmpfiles, a shared parent)
+    keeps its owner and mode, and nothing below it is made (install -d chowned and chmodded it: reviewer)."""
+    from gateway.storage.store_files import make_dir
+
+    command = make_dir(tmp_path / "shared" / "data")
+    (tmp_path / "shared").mkdir(mode=0o755)
+    (tmp_path / "shared").chmod(0o755)
+    assert subprocess.run(["bash", "-c", command], capture_output=True).returncode != 0
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755
+    assert not (tmp_path / "shared" / "data").exists()
 
 
 def _as_user(uid: int, gid: int, work: Callable[[], str]) -> tuple[int, str]:
@@ -156,8 +171,8 @@ def test_the_advice_run_by_root_leaves_a_directory_the_gateway_user_can_use() ->
         subprocess.run(["bash", "-c", "umask 022 && " + command], check=True)
         code, seqs_after = _as_user(nobody.pw_uid, nobody.pw_gid, gateway_starts)
         assert (code, seqs_after) == (0, "{'b1': 1}"), command
-        assert command.startswith("install -d -m 0700 -o nobody -g %s %s " % (
-            shlex.quote(grp.getgrgid(nobody.pw_gid).gr_name), db.parent)), command
+        assert command.startswith("mkdir -m 0700 %s && chown %s %s && " % (
+            db.parent, shlex.quote("nobody:%s" % grp.getgrgid(nobody.pw_gid).gr_name), db.parent)), command
         assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700 and db.parent.stat().st_uid == nobody.pw_uid
     finally:
         shutil.rmtree(base)
