@@ -40,7 +40,9 @@ remove values still inside their retention) and a new pass decides afresh, the h
 and any pass the hold applies to, counts the whole store again. The store's only writer adds rows with new ids
 and never adds a value to a stored row, so once a pass of this open store went through, no value past a cut-off
 it reached is left in the reports up to its newest id; a row written outside the gateway (a backup merged into
-a stopped store, docs/gateway.md) is in a store opened afresh, whose first pass counts it. A field's own cut-off
+a stopped store, docs/gateway.md) is in a store opened afresh, whose first pass counts it, and one written into
+the running store by another connection moves ``PRAGMA data_version``: the next pass forgets what was cleared
+and counts the whole store. A field's own cut-off
 and newest id are kept, so a retention changed (longer: the cut-off moves back, nothing is left before it
 either; shorter: the band from the old cut-off to the new one is searched) or a field kept longer during a
 pass (its mark stays where its last complete pass left it) is still searched from where it is clean.
@@ -141,11 +143,17 @@ class Cleared:
         longest: the longest period (``l``) of the reports up to id ``upto``: a report with ``w`` at or before
             a cut-off less it ended before that cut-off (the lower end of the band searched on ``w``).
         upto: see ``longest``.
+        data_version: the store connection's ``PRAGMA data_version`` when the last pass began its values (None:
+            no pass yet). It moves only when another connection commits (a backup merged into the running
+            store keeps the backup's ids, below ``top``, and old ``w``: no search finds those rows), so a pass
+            that sees it moved starts from a new :class:`Cleared` and counts the whole store
+            (:meth:`ReportStore._retention_step`).
     """
 
     fields: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     longest: int = 0
     upto: int = 0
+    data_version: int | None = None
 
     def covers(self, fields: list[FieldPlan]) -> bool:
         """Whether every field of a pass has a mark (else the pass counts the whole store)."""

@@ -958,6 +958,15 @@ class ReportStore:
             with self._writing("retention (ACK floors)") as conn:
                 next_device = field_retention.extend_floors(conn, values.floor_device)
             if next_device is None:
+                with self._reading("retention (data version)"):
+                    version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+                if self._cleared.data_version not in (None, version):
+                    # another connection committed since the last pass (a backup merged into the running
+                    # store: old ids and old w, which no search finds): what was cleared is no longer known
+                    log.info("retention: the store was written by another connection since the last pass;"
+                             " this pass counts every stored value")
+                    self._cleared = field_retention.Cleared()
+                self._cleared.data_version = version
                 # Count the whole store where the hold applies (its share needs every stored value) or no
                 # pass of this open store went through; else find what expires since the last one.
                 find = rows.hold is None and self._cleared.covers(values.fields)

@@ -244,3 +244,36 @@ def test_the_share_is_counted_only_as_far_as_it_needs(tmp_path: Path, monkeypatc
             break
     assert "find" not in stages and rows.values.counts[("bin", "temp")][0] == 1000 - 3
     store.close()
+
+
+def test_a_backup_merged_into_the_running_store_is_counted_by_the_next_pass(tmp_path: Path) -> None:
+    """Fails before: a row merged by another connection (docs/gateway.md's INSERT OR IGNORE ... SELECT *
+    keeps the backup's id, below the last pass's newest, and its old w) was found by no later pass: its
+    values past retention stayed until a restart. The store's own writes leave the passes finding."""
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw")
+    store.insert_batch([rec("b1", s, T0 - 800 * DAY + 900 * s) for s in range(1, 11)]
+                       + [rec("b1", 10 + s, T0 - HOUR * s) for s in range(1, 4)], {"b1": 13})
+    backup = store._conn.execute("SELECT * FROM reports WHERE id = 5").fetchone()
+    run_pass(store, POLICY_DAYS, float(T0))  # the 800-day-old reports go (values and rows)
+    assert store._conn.execute("SELECT COUNT(*) FROM reports WHERE id = 5").fetchone()[0] == 0
+    # a pass after the store's own writes still finds (no count stage)
+    store.insert_batch([rec("b1", 14, T0)], {"b1": 14})
+    rows = store.begin_retention(POLICY_DAYS, float(T0 + HOUR))
+    assert rows.values is not None
+    stages = []
+    while True:
+        stages.append(rows.values.stage)
+        if not store.retention_batch(rows):
+            break
+    assert "find" in stages and "count" not in stages, stages
+    other = sqlite3.connect(db, isolation_level=None)  # the operator's sqlite3, the gateway running
+    try:
+        other.execute("INSERT OR IGNORE INTO reports VALUES (%s)" % ",".join("?" * len(backup)), backup)
+    finally:
+        other.close()
+    now = float(T0 + 2 * HOUR)
+    assert left_past(db, cutoffs(POLICY_DAYS, now)) != []
+    run_pass(store, POLICY_DAYS, now)
+    assert left_past(db, cutoffs(POLICY_DAYS, now)) == []
+    store.close()
