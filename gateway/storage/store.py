@@ -994,12 +994,12 @@ class ReportStore:
                 with self._reading("retention (finding)"):
                     found, through = field_retention.find_values(self._conn, values.searches[0],
                                                                  field_retention.COUNT_BATCH, values.counts)
-                values.found += found
+                values.found_gap = field_retention.add_found(values.found, values.found_gap or FIND_GAP, found)
                 if through:
                     del values.searches[0]
             else:
-                values.todo = field_retention.id_ranges(values.found, FIND_GAP)
-                values.found = []
+                values.todo = field_retention.found_ranges(values.found, values.found_gap or FIND_GAP, values.top)
+                values.found = set()
                 values.share = {k: field_retention.share_threshold(old, LARGE_REMOVAL)
                                 for k, (_stored, old) in values.counts.items() if old}
                 values.stage, values.after = "share", values.top
@@ -1195,7 +1195,8 @@ _dump = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 # A retention pass removing more than this share of one field's stored values logs a WARNING.
 LARGE_REMOVAL = 0.1
-# Report ids found by a retention pass (field_retention.find_values) closer than this share one value job.
+# Report ids found by a retention pass (field_retention.find_values) in one bucket of this many share one value
+# job (field_retention.add_found: larger buckets when it finds much).
 FIND_GAP = 64
 
 # Rows per multi-row INSERT, largest first: a few fixed sizes keep the statements in sqlite3's
