@@ -1000,8 +1000,9 @@ class ReportStore:
             else:
                 values.todo = field_retention.found_ranges(values.found, values.found_gap or FIND_GAP, values.top)
                 values.found = set()
+                live = {(f[0], f[1]) for f in values.fields}  # not a field kept longer since: it loses nothing
                 values.share = {k: field_retention.share_threshold(old, LARGE_REMOVAL)
-                                for k, (_stored, old) in values.counts.items() if old}
+                                for k, (_stored, old) in values.counts.items() if old and k in live}
                 values.stage, values.after = "share", values.top
                 # the first range: about what the largest threshold needs; each next one twice as large
                 values.share_rows = min(field_retention.COUNT_BATCH, 2 * max(values.share.values(), default=0) + 100)
@@ -1009,6 +1010,9 @@ class ReportStore:
             # the values stored of each field losing some, newest reports first, until there are enough of them
             # that what it loses is no large share (or every report was counted: the share is exact)
             lo = None
+            live = {(f[0], f[1]) for f in values.fields}
+            for key in [k for k in values.share if k not in live]:  # kept longer since: its share is not needed
+                del values.share[key]
             if values.share:
                 with self._reading("retention (counting)"):
                     lo = field_retention.previous_range(self._conn, "reports", values.after, values.share_rows)

@@ -311,3 +311,39 @@ def test_a_pass_that_finds_much_holds_a_bounded_set(tmp_path: Path, monkeypatch:
     run_pass(store, days, now + 60)
     assert left_past(db, cutoffs(days, now + 60)) == []
     store.close()
+
+
+def test_a_field_kept_longer_during_a_pass_is_not_counted_for_its_share(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails before: a field kept longer (the admin API) during the find or share stage kept its share entry,
+    which nothing then counted down: the share stage walked every report, newest first."""
+    monkeypatch.setattr(field_retention, "COUNT_BATCH", 50)
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw")
+    store.insert_batch([rec("b1", s, T0 - 85 * DAY + 1800 * s) for s in range(1, 1001)], {"b1": 1000})
+    run_pass(store, POLICY_DAYS, float(T0))  # nothing past 90 days yet
+    kept = dict(POLICY_DAYS)
+    kept.update({("bin", "temp"): 200, ("bin", "tilt"): 200, ("bin", "bat"): 200})
+
+    def run(now: float, keep_at: str, jobs_before: int) -> list[str]:
+        rows = store.begin_retention(POLICY_DAYS, now)
+        assert rows.values is not None
+        stages: list[str] = []
+        current = dict(POLICY_DAYS)
+        while True:
+            stages.append(rows.values.stage)
+            if stages.count(keep_at) > jobs_before:
+                current = kept
+            if not store.retention_batch(rows, current):
+                break
+        return stages
+
+    # 3 values of temp, tilt and bat expire; kept longer when the find stage is through (the share not yet built)
+    stages = run(float(T0 + 5 * DAY + 2 * HOUR), "find", 0)
+    assert "find" in stages and stages.count("share") == 1, stages
+    # 30 more expire: a share of 300 values to count, 50 a job; the fields are kept longer after its first job
+    stages = run(float(T0 + 5 * DAY + 54900), "share", 1)
+    assert stages.count("share") == 2, stages
+    cut = cutoffs(kept, T0 + 5 * DAY + 54900)
+    assert left_past(db, cut) == []
+    store.close()
