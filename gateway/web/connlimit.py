@@ -149,7 +149,10 @@ class _Tracked(asyncio.Protocol):
         self.handler.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.handler.connection_lost(exc)
+        try:
+            self.handler.connection_lost(exc)
+        finally:
+            self._cap._lost(self.handler)
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()
@@ -199,6 +202,11 @@ class ConnectionCap:
     def _prune(self) -> None:
         self._live = {h: partial for h, partial in self._live.items() if not _gone(h)}
 
+    def _lost(self, handler: RequestHandler) -> None:
+        # Dropped as its connection closes: a closed connection's handler (its request, buffers) is not
+        # kept until the next time the cap is reached.
+        self._live.pop(handler, None)
+
     def _active(self, handler: RequestHandler, partial: bool) -> None:
         if self._live.pop(handler, None) is not None:
             self._live[handler] = partial  # now the most recently active
@@ -218,7 +226,7 @@ class ConnectionCap:
         return False
 
     def __call__(self) -> asyncio.BaseProtocol:
-        # Pruned only at the cap: below it nothing is scanned per connection.
+        # Handlers leave at connection_lost (_lost); pruned at the cap too, for any aiohttp lost otherwise.
         if len(self._live) >= self.limit:
             self._prune()
             if len(self._live) >= self.limit and not self._evict_idle():

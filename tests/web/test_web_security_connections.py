@@ -246,6 +246,31 @@ async def test_at_the_cap_the_least_recently_active_idle_connection_is_closed() 
         await server.stop()
 
 
+async def test_closed_connections_are_not_kept_below_the_cap() -> None:
+    """Fails before: the cap dropped a closed connection's request handler only when it reached the cap
+    (256 by default), so up to that many dead handlers were kept."""
+    app, _ = await _busy_app()
+    server = await start_http(app, host="127.0.0.1", port=0)
+    try:
+        for _ in range(40):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (await reader.read()).endswith(b"ok")
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(20):  # closed by the client, no request
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.2)
+        assert server.site is not None and server.site.cap is not None
+        assert len(server.site.cap._live) == 0, len(server.site.cap._live)
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/ok") as r:
+            assert r.status == 200 and await r.text() == "ok"
+    finally:
+        await server.stop()
+
+
 async def _closed(reader: asyncio.StreamReader) -> bool:
     try:
         return await asyncio.wait_for(reader.read(1), 0.1) == b""
