@@ -26,6 +26,8 @@ FIGURE: dict[str, str] = {
     "routes_bench.py": r"planned/fixed stops ratio \d+\.\d+",
     "sim_fleet.py": r"\d+/\d+ boards running .* MB RSS per board \(floor: empty host [\d.]+ MB\)",
     "sim_time.py": r"simulated h per wall s \(idle floor [\d.]+, ratio [\d.]+\)",
+    "retention_pass.py": r"\d+ reports: counted pass [\d.]+ s CPU \(floor\), continuous pass an hour later [\d.]+ s "
+                         r"CPU: ratio \d+\.\d+",
     # One serial sample in --short mode, and the start point (the outbox write seen by inotify) can land
     # ~10 ms after the frame left: the figure may be negative (the bench says so in a note line).
     "latency.py": r"serial p50 -?[\d.]+ ms[\s\S]*ratio serial p50 / floor p50: -?[\d.]+",

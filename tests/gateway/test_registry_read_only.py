@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_env  # at import: at run time 'conftest' may be another test dir's
 from test_cli_devices_retire import KEY_A, columns, old_registry
 
 from gateway.errors import RegistryError
@@ -128,8 +129,6 @@ def test_the_gateway_starts_and_ingests_on_a_read_only_registry_made_before_0_2_
     # (permissions). The config check (gateway.config.loader) refuses a registry directory this user cannot
     # write, so the registry is made read-only after the config is loaded, as a file system remounted
     # read-only under it (errors=remount-ro) does.
-    from conftest import make_env
-
     config = make_env(tmp_path)
     registry = tmp_path / "data" / "registry"
     shutil.rmtree(registry)
