@@ -12,7 +12,7 @@ import io
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway.csv_cells import neutral_cell
@@ -64,8 +64,21 @@ class Timing:
             raise InvalidInputError("service time", self.service_s, f"must be 0 to {MAX_SERVICE_S:g} seconds")
 
     def after(self, start: datetime, distance_m: float, bins: int) -> datetime:
-        """When a vehicle leaving at ``start`` has driven ``distance_m`` and emptied ``bins`` bins."""
-        return start + timedelta(seconds=distance_m * 3.6 / self.speed_kmh + bins * self.service_s)
+        """When a vehicle leaving at ``start`` has driven ``distance_m`` and emptied ``bins`` bins, in ``start``'s
+        zone. Added in UTC: an aware datetime plus a timedelta is clock-face arithmetic in Python, an hour off
+        across a DST change during the round (and a local time that does not exist in the skipped hour)."""
+        elapsed = timedelta(seconds=distance_m * 3.6 / self.speed_kmh + bins * self.service_s)
+        if start.tzinfo is None:
+            return start + elapsed
+        return (start.astimezone(timezone.utc) + elapsed).astimezone(start.tzinfo)
+
+
+def elapsed_s(start: datetime, end: datetime) -> float:
+    """Real seconds from ``start`` to ``end`` (through UTC when aware: subtracting two datetimes of one zone is
+    clock-face arithmetic too)."""
+    if start.tzinfo is None or end.tzinfo is None:
+        return (end - start).total_seconds()
+    return (end.astimezone(timezone.utc) - start.astimezone(timezone.utc)).total_seconds()
 
 
 def _pct(x: float) -> int:
@@ -121,7 +134,7 @@ def _return_leg_m(r: Route) -> int:
 def _route_times(plan: Plan, r: Route, timing: Timing) -> dict[str, Any]:
     end = timing.after(plan.start, r.distance_m, len(r.stops))
     return {"start": _minutes(plan.start), "end": _minutes(end),
-            "duration_min": round((end - plan.start).total_seconds() / 60), "return_leg_m": _return_leg_m(r)}
+            "duration_min": round(elapsed_s(plan.start, end) / 60), "return_leg_m": _return_leg_m(r)}
 
 
 def plan_to_dict(plan: Plan, timing: Timing | None = None) -> dict[str, Any]:

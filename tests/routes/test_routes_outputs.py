@@ -80,3 +80,34 @@ def test_unknown_format(plan: Plan) -> None:
     with pytest.raises(InvalidInputError) as info:
         render(plan, "xml")
     assert info.value.field == "format"
+
+
+@pytest.mark.parametrize(("start", "zone"), [
+    ("2026-10-25T02:30:00+02:00", "Europe/Amsterdam"),  # clocks go back at 03:00 CEST during the round
+    ("2027-03-28T01:30:00+01:00", "Europe/Amsterdam"),  # clocks go forward at 02:00 CET during the round
+    ("2026-10-04T01:00:00+10:30", "Australia/Lord_Howe"),  # a half-hour DST step
+])
+def test_times_across_a_dst_change_are_the_start_plus_the_real_time_elapsed(plan: Plan, start: str, zone: str) -> None:
+    """DST QA: an aware datetime plus a timedelta is clock-face arithmetic in Python, so every eta and end after
+    a DST change during the round was an hour (Lord Howe: 30 min) off, and duration_min agreed with the wrong
+    end. Test fails before."""
+    from dataclasses import replace
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from gateway.routes.outputs import Timing
+
+    begin = datetime.fromisoformat(start).astimezone(ZoneInfo(zone))
+    shifted = replace(plan, start=begin)
+    timing = Timing()
+    doc = plan_to_dict(shifted, timing)
+    for r, route in zip(plan.routes, doc["routes"]):
+        real = timing.after(begin.astimezone(timezone.utc), r.distance_m, len(r.stops))  # in UTC: no DST
+        end = datetime.fromisoformat(route["end"])
+        assert 0 <= (real - end).total_seconds() < 60, (route["end"], real)  # printed to the minute
+        assert end.utcoffset() == real.astimezone(ZoneInfo(zone)).utcoffset(), (route["end"], real)
+        assert route["duration_min"] == round((real - begin).total_seconds() / 60)
+        for s, stop in zip(r.stops, route["stops"]):
+            eta = datetime.fromisoformat(stop["eta"])
+            assert abs((eta - timing.after(begin.astimezone(timezone.utc), s.cumulative_m,
+                                           stop["seq"] - 1)).total_seconds()) < 60, stop["eta"]
