@@ -66,6 +66,9 @@ FIELD_BATCH = 2000
 COUNT_BATCH = 10000
 # Buckets of report ids the find stage holds at most (add_found): a bounded set however much it finds.
 FOUND_BUCKETS = 4096
+# Report ids found (find_values) in one bucket of this many share one value job, to begin with (add_found: larger
+# buckets when it finds much).
+FIND_GAP = 64
 
 # (kind, field, cutoff, days, JSON path) of one field a pass removes values of.
 FieldPlan = tuple[str, str, int, int, str]
@@ -130,7 +133,7 @@ class FieldPass:
     todo: list[tuple[int, int]] = field(default_factory=list)
     searches: list[Search] = field(default_factory=list)
     found: set[int] = field(default_factory=set)
-    found_gap: int = 0
+    found_gap: int = FIND_GAP
     longest: int | None = None
     share: dict[tuple[str, str], int] = field(default_factory=dict)
     share_rows: int = 0

@@ -994,11 +994,11 @@ class ReportStore:
                 with self._reading("retention (finding)"):
                     found, through = field_retention.find_values(self._conn, values.searches[0],
                                                                  field_retention.COUNT_BATCH, values.counts)
-                values.found_gap = field_retention.add_found(values.found, values.found_gap or FIND_GAP, found)
+                values.found_gap = field_retention.add_found(values.found, values.found_gap, found)
                 if through:
                     del values.searches[0]
             else:
-                values.todo = field_retention.found_ranges(values.found, values.found_gap or FIND_GAP, values.top)
+                values.todo = field_retention.found_ranges(values.found, values.found_gap, values.top)
                 values.found = set()
                 live = {(f[0], f[1]) for f in values.fields}  # not a field kept longer since: it loses nothing
                 values.share = {k: field_retention.share_threshold(old, LARGE_REMOVAL)
@@ -1199,9 +1199,6 @@ _dump = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 # A retention pass removing more than this share of one field's stored values logs a WARNING.
 LARGE_REMOVAL = 0.1
-# Report ids found by a retention pass (field_retention.find_values) in one bucket of this many share one value
-# job (field_retention.add_found: larger buckets when it finds much).
-FIND_GAP = 64
 
 # Rows per multi-row INSERT, largest first: a few fixed sizes keep the statements in sqlite3's
 # statement cache. Sizes whose parameters exceed the library's bound (999 before SQLite 3.32) are skipped.
