@@ -9,10 +9,16 @@ so nothing else says why. :class:`AcceptErrorFilter` sits on the ``asyncio`` log
 listens: the first such record becomes one WARNING that names the open-file limit and the connection cap
 (``[http] max_connections``), the next ones are counted and dropped for :data:`EVERY_S`, and the next line
 (or the closing line at stop) says how many there were.
+
+After such a failure asyncio retries listening :data:`RETRY_DELAY_S` later by a timer that closing the server
+does not cancel: if the site stopped meanwhile, the retry fails on the closed socket (``ValueError: Invalid
+file descriptor: -1``, an ERROR with a traceback). The filter drops that one record too, and the site keeps
+it installed until the retry has run (:meth:`AcceptErrorFilter.retry_pending_s`).
 """
 
 from __future__ import annotations
 
+import asyncio.constants
 import errno
 import logging
 import os
@@ -26,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 ACCEPT_ERROR = "socket.accept() out of system resource"  # asyncio's message (selector_events)
 EVERY_S = 60.0
+RETRY_DELAY_S = float(asyncio.constants.ACCEPT_RETRY_DELAY)  # asyncio's accept() retry timer
+STALE_RETRY = "Exception in callback BaseSelectorEventLoop._start_serving("  # the retry after close
 
 
 def _soft_fd_limit() -> int:
@@ -56,14 +64,33 @@ class AcceptErrorFilter(logging.Filter):
         self._max = max_connections
         self._open = open_connections
         self._limit = LogLimiter(EVERY_S, clock)
+        self._clock = clock
         self.failures = 0  # every accept() failure seen
         self.unlogged = 0  # failures since the last line about them
+        self.last_failure: float | None = None  # clock() at the last one
+        self.stale_retries = 0  # asyncio retries that ran after the site had closed (dropped)
+
+    def retry_pending_s(self) -> float:
+        """Seconds until asyncio's retry timer for the last accept() failure has run (0: none pending)."""
+        if self.last_failure is None:
+            return 0.0
+        return max(0.0, self.last_failure + RETRY_DELAY_S + 0.1 - self._clock())
+
+    @staticmethod
+    def _stale_retry(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return (isinstance(record.msg, str) and record.msg.startswith(STALE_RETRY)
+                and isinstance(exc, ValueError))
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Let other records pass; rewrite the first accept failure of an interval into the WARNING,
         drop (and count) the others."""
+        if self._stale_retry(record):
+            self.stale_retries += 1
+            return False
         if not isinstance(record.msg, str) or not record.msg.startswith(ACCEPT_ERROR):
             return True
+        self.last_failure = self._clock()
         self.failures += 1
         self.unlogged += 1
         skipped = self._limit.allow()

@@ -273,9 +273,13 @@ class CappedSite(web.TCPSite):
         self._accept_log = accept_errors.install(self.max_connections, lambda: cap.open)
 
     async def stop(self) -> None:
-        """Stop listening, as ``TCPSite.stop`` does, and log the accept() failures held back."""
+        """Stop listening, as ``TCPSite.stop`` does, and log the accept() failures held back (after asyncio's
+        retry of the last one has run: at most :data:`accept_errors.RETRY_DELAY_S` more)."""
         try:
             await super().stop()
+            if self._accept_log is not None:
+                # asyncio's accept() retry still pending fails on the closed socket: let it run filtered
+                await asyncio.sleep(self._accept_log.retry_pending_s())
         finally:
             if self._accept_log is not None:
                 accept_errors.remove(self._accept_log)

@@ -38,6 +38,7 @@ CHILD = textwrap.dedent("""
         print(server.port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         await server.stop()
+        await asyncio.sleep(1.5)  # a gateway's loop runs on after the HTTP site stops
 
     asyncio.run(main())
 """)
@@ -116,3 +117,27 @@ def test_the_line_names_the_cause_asyncio_lumps_together(code: int, cause: str) 
                                (OSError, exc, None))
     assert flt.filter(record)
     assert cause in record.getMessage() and record.levelno == logging.WARNING
+
+
+def test_only_asyncio_retry_on_the_closed_socket_is_dropped_and_the_site_waits_for_it() -> None:
+    """After an accept() failure asyncio retries by a timer that closing the server does not cancel; run after
+    the site closed, it raised ``ValueError: Invalid file descriptor: -1`` with a traceback (CI, 1 run in 4)."""
+    now = [50.0]
+    flt = AcceptErrorFilter(10, lambda: 0, clock=lambda: now[0])
+    assert flt.retry_pending_s() == 0.0
+    flt.filter(logging.LogRecord("asyncio", logging.ERROR, __file__, 1, ACCEPT_ERROR, (), None))
+    assert 1.0 < flt.retry_pending_s() < 1.2
+    now[0] += 0.6
+    assert 0.4 < flt.retry_pending_s() < 0.6
+
+    def callback_error(msg: str, exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, (), (type(exc), exc, None))
+
+    stale = callback_error("Exception in callback BaseSelectorEventLoop._start_serving(<x>)\nhandle: <TimerHandle>",
+                           ValueError("Invalid file descriptor: -1"))
+    assert not flt.filter(stale) and flt.stale_retries == 1
+    other_callback = callback_error("Exception in callback Gateway._tick()", ValueError("bad"))
+    assert flt.filter(other_callback) and other_callback.levelno == logging.ERROR
+    other_error = callback_error("Exception in callback BaseSelectorEventLoop._start_serving(<x>)",
+                                 RuntimeError("not the closed socket"))
+    assert flt.filter(other_error) and flt.stale_retries == 1
