@@ -62,6 +62,23 @@ def write_clock(path: Path, virtual_at: float) -> None:
     os.replace(tmp, path)
 
 
+class SteppedTime:
+    """The ``time`` module as gateway.service sees it, with a wall clock the test steps forward.
+
+    Set it with ``monkeypatch.setattr(gateway.service, "time", stepped)``; ``stepped.step`` seconds are added
+    to ``time()``, every other attribute (``monotonic``, ``sleep``...) is the real ``time`` module's.
+    """
+
+    def __init__(self) -> None:
+        self.step = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 async def until(check: Callable[[], object], what: str, timeout: float = 15.0) -> None:
     """Wait (polling every 0.1 s) until ``check()`` is true; fail with ``what`` after ``timeout`` seconds."""
     end = time.monotonic() + timeout

@@ -6,12 +6,11 @@ nothing, so an operator watching the health did not know boards were left out of
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import make_env
+from helpers import SteppedTime
 
 from gateway.ack_time import AckTime
 from gateway.config import load_config
@@ -21,19 +20,6 @@ from gateway.service import Gateway
 from gateway.storage import ReportRecord
 
 DAY = 86400
-
-
-class SteppedTime:
-    """The ``time`` module as gateway.service sees it, with a wall clock the test steps forward."""
-
-    def __init__(self) -> None:
-        self.step = 0.0
-
-    def time(self) -> float:
-        return time.time() + self.step
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 def _report(device: str, end: float) -> ReportRecord:

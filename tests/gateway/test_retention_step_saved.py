@@ -10,13 +10,11 @@ the stop records and saves a step seen since the last pass before the store clos
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import make_env
-from helpers import until
+from helpers import SteppedTime, until
 
 from gateway.config import load_config
 from gateway.service import Gateway
@@ -25,19 +23,6 @@ from gateway.storage import ReportRecord, ReportStore
 pytestmark = pytest.mark.timeout(60)
 
 DAY = 86400.0
-
-
-class SteppedTime:
-    """The ``time`` module as gateway.service sees it, with a wall clock the test steps forward."""
-
-    def __init__(self) -> None:
-        self.step = 0.0
-
-    def time(self) -> float:
-        return time.time() + self.step
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 async def _saved_step(gw: Gateway) -> dict[str, float] | None:

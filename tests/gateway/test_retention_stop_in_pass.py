@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import make_env
-from helpers import until
+from helpers import SteppedTime, until
 
 from gateway.config import load_config
 from gateway.service import Gateway
@@ -26,19 +26,6 @@ from gateway.storage import ReportStore
 pytestmark = pytest.mark.timeout(60)
 
 DAY = 86400.0
-
-
-class SteppedTime:
-    """The ``time`` module as gateway.service sees it, with a wall clock the test steps forward."""
-
-    def __init__(self) -> None:
-        self.step = 0.0
-
-    def time(self) -> float:
-        return time.time() + self.step
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 async def test_a_stop_during_the_pass_that_found_a_step_keeps_the_step(
