@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.cli.verbosity import apply_verbosity
@@ -66,8 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Data published without a usable licence is legally unusable: said at every check and start (a
     # licence the SPDX list does not have was refused with the config).
     licence_warning = open_data_licence_warning(config)
-    short_retention, retention_ignored = retention_warning(config)
     if args.check:
+        # No gateway is built here (it would open the store): the retentions are read as start-up reads them.
+        short_retention, retention_ignored = retention_warning(config)
         try:
             store = _store_schema(config.storage.path)
         except GatewayError as exc:
@@ -80,9 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("warning: %s" % low, file=sys.stderr)
         print("config OK: gateway %s, store %s (%s)" % (config.id, config.storage.path, store))
         return EXIT_OK
-    for warning in (licence_warning, short_retention):  # retention_ignored: the gateway logs it as it starts
-        if warning is not None:
-            log.warning("%s", warning)
+    if licence_warning is not None:
+        log.warning("%s", licence_warning)
+    # the retention warning: once the gateway has read retention.json (_run)
     _stop_with_parent()
     try:
         return asyncio.run(_run(config))
@@ -90,16 +92,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(exc)
 
 
+def short_retention_warning(config: GatewayConfig, effective: Mapping[tuple[str, str], int]) -> str | None:
+    """:func:`gateway.config.retention_warning.retention_interval_warning` on ``effective``, the retentions the
+    gateway uses (the policy's, the config's ``[retention.<kind>]``, the admin API's ``retention.json``), or None.
+    At ``run`` and ``run --check``, not at every config load: each CLI command loads the config."""
+    return retention_interval_warning(effective, config.retention_interval_s, configured=config.retention_overrides)
+
+
 def retention_warning(config: GatewayConfig) -> tuple[str | None, list[str]]:
-    """:func:`gateway.config.retention_warning.retention_interval_warning` on the retentions the gateway
-    will use: the policy's, the config's ``[retention.<kind>]`` and the admin API's ``retention.json`` (read
-    as the start reads it; a file it refuses is left to that refusal). At ``run`` and ``run --check``, not
-    at every config load: each CLI command loads the config.
+    """For ``run --check``, which builds no gateway: :func:`short_retention_warning` on the retentions the
+    gateway will use, ``retention.json`` read as the start reads it (a file it refuses is left to that
+    refusal). ``run`` itself warns from what its gateway loaded (:func:`_run`): the file is read once.
 
     Returns:
         That warning or None, and what ``retention.json`` keeps longer than the config allows
-        (:attr:`gateway.web.retention.RetentionSettings.ignored`: not logged here; the gateway logs it
-        once as it starts, ``run --check`` prints it).
+        (:attr:`gateway.web.retention.RetentionSettings.ignored`: not logged here, printed by ``run --check``;
+        the gateway logs it once as it starts).
     """
     from gateway.config.loader import retention_days
     from gateway.resources import load_policy
@@ -116,8 +124,7 @@ def retention_warning(config: GatewayConfig) -> tuple[str | None, list[str]]:
     else:
         effective.update(settings.effective())
         ignored = settings.ignored
-    return (retention_interval_warning(effective, config.retention_interval_s,
-                                       configured=config.retention_overrides), ignored)
+    return short_retention_warning(config, effective), ignored
 
 
 # A refused licence's problem holds its key so (gateway.config.loader: "error (<reason>) [<key>]: ...").
@@ -188,7 +195,10 @@ async def _run(config: "object") -> int:
     from gateway.service import Gateway
 
     assert isinstance(config, GatewayConfig)
-    gateway = Gateway(config)
+    gateway = Gateway(config)  # reads retention.json; logs what of it the config caps
+    short_retention = short_retention_warning(config, gateway.retention())
+    if short_retention is not None:
+        log.warning("%s", short_retention)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # SIGHUP too: a closed terminal or SSH session ended the gateway with 129 (no drain, WAL left
