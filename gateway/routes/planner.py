@@ -106,8 +106,13 @@ class PlanSettings(PlanParameters):
 
     @property
     def round_start(self) -> datetime:
-        """Start of this round, timezone-aware."""
-        return datetime.combine(self.day, self.start, tzinfo=self.tz)
+        """Start of this round, timezone-aware, as the wall clock shows it (:func:`resolve_local`)."""
+        return resolve_local(self.day, self.start, self.tz)[0]
+
+    def start_warnings(self) -> list[str]:
+        """A warning when ``start`` falls in the hour skipped or repeated by a daylight-saving change that
+        day (:func:`resolve_local`); empty otherwise."""
+        return resolve_local(self.day, self.start, self.tz)[1]
 
     def selection(self) -> SelectionSettings:
         """Selection settings derived from these settings."""
@@ -124,6 +129,38 @@ class PlanSettings(PlanParameters):
         """Solver settings derived from these settings."""
         return SolverSettings(vehicles=self.vehicles, capacity_l=self.capacity_l, time_limit_s=self.time_limit_s,
                               max_route_m=None if self.max_route_km is None else round(self.max_route_km * 1000))
+
+
+def _zone_name(tz: tzinfo) -> str:
+    return str(getattr(tz, "key", None) or tz)
+
+
+def resolve_local(day: date, start: time, tz: tzinfo) -> tuple[datetime, list[str]]:
+    """The instant ``start`` o'clock on ``day`` in ``tz``, and a warning when that wall-clock time is ambiguous.
+
+    In the hour the clocks skip (spring forward) the time does not exist: the round starts when the
+    clock shows the same minutes past the new hour (02:30 in Europe/Amsterdam on 2027-03-28 is
+    03:30+02:00, one hour after 01:30+01:00). In the hour the clocks repeat (fall back) the time
+    exists twice: the first occurrence (before the change) is used. The returned datetime always shows
+    a local time that exists, so no output prints 02:30+01:00 for a day without it.
+    """
+    naive = datetime.combine(day, start)
+    first = naive.replace(tzinfo=tz)  # fold=0: the offset in force before a change
+    resolved = datetime.fromtimestamp(first.timestamp(), tz=tz)  # as the wall clock shows that instant
+    second = naive.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return resolved, []
+    clock, zone = start.strftime("%H:%M"), _zone_name(tz)
+    if resolved.replace(tzinfo=None) != naive:  # the clocks skipped it
+        shown = resolved.isoformat(timespec="minutes")
+        return resolved, [f"round start {clock} does not exist on {day.isoformat()} in {zone} (the clocks go "
+                          f"forward that night): the round starts at {shown}, the time the clock shows then"]
+    later = datetime.fromtimestamp(second.timestamp(), tz=tz)
+    utc = later.astimezone(timezone.utc)
+    return resolved, [f"round start {clock} occurs twice on {day.isoformat()} in {zone} (the clocks go back "
+                      f"that night): the first, {resolved.isoformat(timespec='minutes')}, is used; for the "
+                      f"second, {later.isoformat(timespec='minutes')}, give the start in UTC (--tz UTC --date "
+                      f"{utc.date().isoformat()} --start {utc.strftime('%H:%M')}; times are then shown in UTC)"]
 
 
 def _known_at(bins: Iterable[BinStatus], cutoff: int) -> list[BinStatus]:
@@ -294,6 +331,10 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
     solver_settings = settings.solver()
     start = settings.round_start
     known = _known_at(bins, int(start.timestamp()))
+    start_warnings = settings.start_warnings()
+    for text in start_warnings:  # logged now, as the bin-volumes warning; once per day, start and zone
+        first = _first_time(("round start", settings.day, settings.start, _zone_name(settings.tz)))
+        logger.log(logging.WARNING if first else logging.INFO, "%s", text)
     input_warnings = volume_warnings(known, settings)
     if input_warnings:  # logged now: a NoBinsDueError below has no plan to carry it
         unknown = frozenset(_unknown_volume_ids(known, settings))
@@ -325,7 +366,7 @@ def plan_collection(bins: Iterable[BinStatus], settings: PlanSettings) -> Plan:
         level = logging.WARNING if _first_time(("depot", settings.depot.lat, settings.depot.lon)) else logging.INFO
         for text in depot_warning:
             logger.log(level, "%s", text)
-    warnings = input_warnings + depot_warning + far_warnings + matrix_warnings
+    warnings = start_warnings + input_warnings + depot_warning + far_warnings + matrix_warnings
     solution = solve(candidates, matrix, solver_settings)
     routes = tuple(
         _assemble(candidates, matrix, order, vehicle)

@@ -72,7 +72,7 @@ def plan_or_notice(bins: Sequence[BinStatus], settings: PlanSettings) -> tuple[P
     try:
         return plan_collection(bins, settings), None
     except NoBinsDueError as exc:  # the empty plan still carries the warnings about its input
-        warnings = tuple(volume_warnings(bins, settings))
+        warnings = tuple(settings.start_warnings() + volume_warnings(bins, settings))
         return empty_plan(settings, exc.considered, exc.skipped, warnings), exc.message
 
 
