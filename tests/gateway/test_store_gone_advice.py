@@ -20,27 +20,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from store_gone import filled_store, rec, seqs
 
-from gateway.storage import ReportRecord, ReportStore
+from gateway.storage import ReportStore
 
-T0 = 1_700_000_100 - (1_700_000_100 % 3600)
 # the gateway's user and group, as the advice names them (this process is the gateway here)
 USER = __import__("pwd").getpwuid(os.geteuid()).pw_name
 GROUP = __import__("grp").getgrgid(os.getegid()).gr_name
-
-
-def rec(seq: int) -> ReportRecord:
-    return ReportRecord(device="b1", seq=seq, kind="bin", zone="north", type="win", w=T0 + 900 * seq, l=900,
-                        m={"fill": 40}, e={}, a=[], fw="1.0", received_at=T0 + 900 * seq + 5.0,
-                        link="serial:/dev/x", digest="%064x" % seq)
-
-
-def seqs(db: Path) -> list[int]:
-    conn = sqlite3.connect(db)
-    try:
-        return [s for (s,) in conn.execute("SELECT seq FROM reports ORDER BY seq")]
-    finally:
-        conn.close()
 
 
 def advised(problem: str) -> str:
@@ -56,9 +42,7 @@ def test_a_file_moved_into_another_directory_is_moved_back_alone_not_that_direct
     backups.mkdir(parents=True)
     (backups / "other-precious.tar").write_text("x")
     db = data / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         db.rename(backups / "reports.sqlite")
         data.rename(tmp_path / "var" / "data.trash")
         problem = store.file_problem() or ""
@@ -66,8 +50,6 @@ def test_a_file_moved_into_another_directory_is_moved_back_alone_not_that_direct
         assert shlex.split(command) == ["mkdir", "-m", "0700", str(data), "&&", "chown", "%s:%s" % (USER, GROUP),
                                         str(data), "&&", "mv", "-T", "-n", str(backups / "reports.sqlite"), str(db)], problem
         assert "moved without its directory %s" % data in problem and "device registry" in problem, problem
-    finally:
-        store.close()
     subprocess.run(["bash", "-c", command], check=True)
     assert seqs(db) == [1] and (backups / "other-precious.tar").read_text() == "x"
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
@@ -146,14 +128,10 @@ def test_the_advice_run_by_root_leaves_a_directory_the_gateway_user_can_use() ->
     def gateway_breaks() -> str:
         (base / "var" / "data").mkdir(parents=True, mode=0o700)
         (base / "keep").mkdir(mode=0o700)
-        store = ReportStore(db, gateway_id="gw1")
-        try:
-            store.insert_batch([rec(1)])
+        with filled_store(db) as store:
             db.rename(base / "keep" / "reports.sqlite")
             (base / "var" / "data").rename(base / "var" / "trash")
             return store.file_problem() or ""
-        finally:
-            store.close()
 
     def gateway_starts() -> str:
         store = ReportStore(db, gateway_id="gw1")
@@ -181,14 +159,10 @@ def test_the_advice_run_by_root_leaves_a_directory_the_gateway_user_can_use() ->
 def test_a_data_directory_moved_with_its_parent_is_put_back_by_the_parent(tmp_path: Path) -> None:
     (tmp_path / "var" / "data").mkdir(parents=True)
     db = tmp_path / "var" / "data" / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         (tmp_path / "var").rename(tmp_path / "var.old")
         problem = store.file_problem() or ""
         assert shlex.split(advised(problem)) == ["mv", "-T", "-n", str(tmp_path / "var.old"), str(tmp_path / "var")]
-    finally:
-        store.close()
 
 
 def test_a_file_moved_to_a_directory_of_the_same_name_is_not_mistaken_for_its_directory(tmp_path: Path) -> None:
@@ -197,30 +171,22 @@ def test_a_file_moved_to_a_directory_of_the_same_name_is_not_mistaken_for_its_di
     (tmp_path / "a" / "data").mkdir(parents=True)
     (tmp_path / "b" / "data").mkdir(parents=True)
     db = tmp_path / "a" / "data" / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         db.rename(tmp_path / "b" / "data" / "reports.sqlite")
         shutil.rmtree(tmp_path / "a")
         problem = store.file_problem() or ""
         assert shlex.split(advised(problem))[-2:] == [str(tmp_path / "b" / "data" / "reports.sqlite"), str(db)]
-    finally:
-        store.close()
 
 
 def test_paths_in_the_commands_are_quoted(tmp_path: Path) -> None:
     (tmp_path / "civic data").mkdir()
     db = tmp_path / "civic data" / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         moved = tmp_path / "civic data.old\nx"
         (tmp_path / "civic data").rename(moved)
         problem = store.file_problem() or ""
         command = advised(problem)
         assert shlex.split(command) == ["mv", "-T", "-n", str(moved), str(tmp_path / "civic data")], problem
-    finally:
-        store.close()
     subprocess.run(["bash", "-c", command], check=True)
     assert seqs(db) == [1]
 
@@ -230,15 +196,11 @@ def test_the_directory_move_never_lands_inside_a_new_data_directory(tmp_path: Pa
     data = tmp_path / "data"
     data.mkdir()
     db = data / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         data.rename(tmp_path / "data.old")
         problem = store.file_problem() or ""
         command = advised(problem)
         assert "if %s exists" % data in problem, problem
-    finally:
-        store.close()
     data.mkdir()
     (data / "reports.sqlite").write_bytes(b"")  # the new, empty store of a gateway started meanwhile
     subprocess.run(["bash", "-c", command])
@@ -252,10 +214,7 @@ def test_a_store_whose_symlinked_directory_was_removed_is_salvaged_beside_the_li
     etc.mkdir()
     real, link = disk / "reports.sqlite", etc / "reports.sqlite"
     link.symlink_to(real)
-    store = ReportStore(link, gateway_id="gw1")
-    try:
-        for seq in range(1, 6):
-            store.insert_batch([rec(seq)])
+    with filled_store(link, reports=5) as store:
         shutil.rmtree(disk)
         problem = store.check_file() or ""
         copy = etc / "reports.sqlite.salvaged"
@@ -263,8 +222,6 @@ def test_a_store_whose_symlinked_directory_was_removed_is_salvaged_beside_the_li
         assert "its own directory %s is gone: beside %s instead" % (disk, link) in problem, problem
         m = re.search(r"move the copy into place \((.*)\) and start it again", problem)
         assert m is not None, problem
-    finally:
-        store.close()
     assert seqs(copy) == [1, 2, 3, 4, 5]
     subprocess.run(["bash", "-c", m.group(1)], check=True)
     again = ReportStore(link, gateway_id="gw1")
@@ -283,17 +240,13 @@ def test_without_room_the_cp_commands_name_a_directory_that_exists(
     disk.mkdir()
     link = tmp_path / "reports.sqlite"
     link.symlink_to(disk / "reports.sqlite")
-    store = ReportStore(link, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(link) as store:
         shutil.rmtree(disk)
         problem = store.check_file() or ""
         found = re.search(r": (test .*?); then stop the gateway", problem)
         assert found is not None, problem
         assert len(re.findall(r"&& cp -n --preserve=mode,ownership /proc/\d+/fd/\d+ \S+", found.group(1))) == 2, problem
         subprocess.run(["bash", "-c", found.group(1)], check=True)
-    finally:
-        store.close()
     assert seqs(tmp_path / "reports.sqlite.salvaged") == [1]
 
 
@@ -321,16 +274,12 @@ def test_a_name_removed_while_a_hard_link_keeps_the_file_is_not_called_unmounted
     (tmp_path / "data").mkdir()
     (tmp_path / "keep").mkdir()
     db = tmp_path / "data" / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         os.link(db, tmp_path / "keep" / "reports.sqlite")
         db.unlink()
         problem = store.file_problem() or ""
         assert "no longer mounted" not in problem and "another name (a hard link) still has it" in problem, problem
         assert "-inum %d" % (tmp_path / "keep" / "reports.sqlite").stat().st_ino in problem, problem
-    finally:
-        store.close()
 
 
 @pytest.fixture
@@ -353,9 +302,7 @@ def test_a_file_moved_under_a_directory_mounted_over_is_named_not_called_unmount
     (tmp_path / "data").mkdir()
     (tmp_path / "tmp").mkdir()
     db = tmp_path / "data" / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         (tmp_path / "data").rename(tmp_path / "tmp" / "data.old")
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tmp_path / "tmp")], check=True)
         can_mount.append(tmp_path / "tmp")
@@ -366,8 +313,6 @@ def test_a_file_moved_under_a_directory_mounted_over_is_named_not_called_unmount
                 % (tmp_path / "tmp" / "data.old" / "reports.sqlite", tmp_path / "tmp", tmp_path / "tmp")) in problem, \
             problem
         assert "-inum" in problem
-    finally:
-        store.close()
 
 
 def test_a_file_system_mounted_over_the_data_directory_is_said_not_moved_away(
@@ -377,17 +322,13 @@ def test_a_file_system_mounted_over_the_data_directory_is_said_not_moved_away(
     data = tmp_path / "data"
     data.mkdir()
     db = data / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(data)], check=True)
         can_mount.append(data)
         problem = store.file_problem() or ""
         assert problem.startswith("report store file %s was hidden by a file system mounted over it while the "
                                   "gateway ran (the file it writes is still at %s, nothing is lost" % (db, db)), problem
         assert "findmnt -T %s" % data in problem and "unmount it" in problem and "moved away" not in problem, problem
-    finally:
-        store.close()
     subprocess.run(["umount", str(data)], check=True)  # what the advice says: the store is there again
     can_mount.remove(data)
     assert seqs(db) == [1]
@@ -403,15 +344,11 @@ def test_without_mnt_id_an_unmounted_file_system_is_among_the_causes_said(
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
     (mnt / "data").mkdir()
-    store = ReportStore(mnt / "data" / "reports.sqlite", gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(mnt / "data" / "reports.sqlite") as store:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
         monkeypatch.setattr(store_files, "_detached", lambda fd: None)
         problem = store.file_problem() or ""
         assert "or the file's file system is no longer mounted (umount -l" in problem, problem
-    finally:
-        store.close()
 
 
 def test_a_file_moved_out_of_a_bind_mounts_tree_is_not_called_unmounted(
@@ -421,15 +358,11 @@ def test_a_file_moved_out_of_a_bind_mounts_tree_is_not_called_unmounted(
     subprocess.run(["mount", "--bind", str(tmp_path / "srv" / "civic"), str(tmp_path / "var")], check=True)
     can_mount.append(tmp_path / "var")
     db = tmp_path / "var" / "data" / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         (tmp_path / "srv" / "civic" / "data").rename(tmp_path / "srv" / "data.old")
         problem = store.file_problem() or ""
         assert "no longer mounted" not in problem and "gives no usable name" in problem, problem
         assert "-inum %d" % (tmp_path / "srv" / "data.old" / "reports.sqlite").stat().st_ino in problem
-    finally:
-        store.close()
 
 
 def test_a_link_re_pointed_at_another_file_names_both(tmp_path: Path) -> None:
@@ -438,9 +371,7 @@ def test_a_link_re_pointed_at_another_file_names_both(tmp_path: Path) -> None:
     real, other = tmp_path / "a" / "reports.sqlite", tmp_path / "b" / "reports.sqlite"
     link = tmp_path / "reports.sqlite"
     link.symlink_to(real)
-    store = ReportStore(link, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(link) as store:
         other.write_bytes(b"")
         link.unlink()
         link.symlink_to(other)
@@ -448,8 +379,6 @@ def test_a_link_re_pointed_at_another_file_names_both(tmp_path: Path) -> None:
         assert "was replaced by another file while the gateway ran (it now names %s)" % other in problem, problem
         assert "the file it writes is still at %s, nothing is lost, but %s no longer leads to it" % (real, link) \
             in problem, problem
-    finally:
-        store.close()
     assert seqs(real) == [1]
 
 
@@ -489,13 +418,9 @@ def test_the_cp_advice_copies_nothing_once_its_descriptor_names_another_file(
 
     monkeypatch.setattr(salvage, "free_bytes", lambda _path: 1_000)  # no room: the cp advice
     db = tmp_path / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         db.unlink()
         problem = store.check_file() or ""
-    finally:
-        store.close()
     found = re.search(r": (test .*?); then stop the gateway", problem)
     assert found is not None, problem
     numbers = [int(n) for n in re.findall(r"cp -n --preserve=mode,ownership /proc/%d/fd/(\d+)" % os.getpid(),
@@ -518,11 +443,7 @@ def test_the_cp_advice_copies_nothing_once_its_descriptor_names_another_file(
 def test_one_report_salvaged_is_said_in_the_singular(tmp_path: Path) -> None:
     """Fails before ("(1 reports, ...")."""
     db = tmp_path / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         db.unlink()
         problem = store.check_file() or ""
-    finally:
-        store.close()
     assert "copied it, as of its last commit, to %s.salvaged (1 report, " % db in problem, problem

@@ -17,28 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store_gone import filled_store, seqs
 
-from gateway.storage import ReportRecord, ReportStore
+from gateway.storage import ReportStore
 from gateway.storage.store_files import NEW_STORE_ASIDE
-
-T0 = 1_700_000_100 - (1_700_000_100 % 3600)
-
-
-def rec(seq: int) -> ReportRecord:
-    return ReportRecord(device="b1", seq=seq, kind="bin", zone="north", type="win", w=T0 + 900 * seq, l=900,
-                        m={"fill": 40}, e={}, a=[], fw="1.0", received_at=T0 + 900 * seq + 5.0,
-                        link="serial:/dev/x", digest="%064x" % seq)
-
-
-def seqs(db: Path) -> list[int]:
-    import sqlite3
-
-    conn = sqlite3.connect(db)
-    try:
-        return [s for (s,) in conn.execute("SELECT seq FROM reports ORDER BY seq")]
-    finally:
-        conn.close()
-
 
 @pytest.fixture
 def overlay(tmp_path: Path) -> Iterator[Path]:
@@ -66,9 +48,7 @@ def test_a_store_moved_on_overlayfs_is_named_where_it_is_not_as_unmounted(overla
     data = overlay / "data"
     data.mkdir()
     db = data / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         assert os.stat(db).st_dev != os.stat(overlay).st_dev  # what misled the guess
         data.rename(overlay / "data.old")
         problem = store.file_problem() or ""
@@ -76,23 +56,17 @@ def test_a_store_moved_on_overlayfs_is_named_where_it_is_not_as_unmounted(overla
         assert "was moved away" in problem and "no longer mounted" not in problem, problem
         assert "now %s, as its open descriptor says: nothing is lost" % moved in problem, problem
         assert "mv -T -n %s %s," % (overlay / "data.old", data) in problem, problem
-    finally:
-        store.close()
 
 
 def test_a_file_moved_aside_and_replaced_says_to_move_the_replacement_aside(tmp_path: Path) -> None:
     db = tmp_path / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(db) as store:
         db.rename(tmp_path / "old.sqlite")
         db.write_bytes(b"")
         problem = store.file_problem() or ""
         assert "replaced by another file" in problem, problem
         assert "if %s exists %s, move it aside first; then mv -T -n %s %s" % (
             db, NEW_STORE_ASIDE, tmp_path / "old.sqlite", db) in problem, problem
-    finally:
-        store.close()
 
 
 def test_a_symlink_re_pointed_says_the_file_is_still_where_it_was(tmp_path: Path) -> None:
@@ -100,15 +74,11 @@ def test_a_symlink_re_pointed_says_the_file_is_still_where_it_was(tmp_path: Path
     real = tmp_path / "a" / "reports.sqlite"
     link = tmp_path / "reports.sqlite"
     link.symlink_to(real)
-    store = ReportStore(link, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(link) as store:
         link.unlink()
         problem = store.file_problem() or ""
         assert "the file it writes is still at %s, nothing is lost, but %s no longer leads to it" % (real, link) \
             in problem, problem
-    finally:
-        store.close()
 
 
 def test_a_deleted_store_behind_a_symlink_is_salvaged_beside_the_file_and_the_link_kept(
@@ -120,10 +90,7 @@ def test_a_deleted_store_behind_a_symlink_is_salvaged_beside_the_file_and_the_li
     link.parent.mkdir()
     link.symlink_to(real)
     caplog.set_level(logging.INFO, logger="gateway")
-    store = ReportStore(link, gateway_id="gw1")
-    try:
-        for seq in range(1, 11):
-            store.insert_batch([rec(seq)])
+    with filled_store(link, reports=10) as store:
         real.unlink()
         problem = store.check_file() or ""
         copy = disk / "reports.sqlite.salvaged"
@@ -133,8 +100,6 @@ def test_a_deleted_store_behind_a_symlink_is_salvaged_beside_the_file_and_the_li
         assert "move aside anything left at %s %s, %s-wal and %s-shm" % (
             real, NEW_STORE_ASIDE, real, real) in problem, problem
         assert any(str(copy) in r.getMessage() and "leads to" in r.getMessage() for r in caplog.records)
-    finally:
-        store.close()
     # the recovery as the message says it: the link still names the store, which holds every report
     for name in ("reports.sqlite-wal", "reports.sqlite-shm"):
         if (disk / name).exists():
@@ -159,13 +124,9 @@ def test_without_room_the_cp_commands_copy_beside_the_file_behind_a_symlink(
     real = disk / "reports.sqlite"
     link = tmp_path / "reports.sqlite"
     link.symlink_to(real)
-    store = ReportStore(link, gateway_id="gw1")
-    try:
-        store.insert_batch([rec(1)])
+    with filled_store(link) as store:
         real.unlink()
         problem = store.check_file() or ""
         targets = re.findall(r"/proc/\d+/fd/\d+ (\S+)", problem)
         assert targets and all(t.startswith(str(disk / "reports.sqlite.salvaged")) for t in targets), problem
         assert "move the copies into place as %s" % real in problem, problem
-    finally:
-        store.close()
