@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import zoneinfo
 from datetime import date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -72,12 +74,36 @@ def parse_depot(text: str, *, field: str = "depot") -> Depot:
     return Depot(lat, lon)
 
 
+#: Keys zoneinfo opens that are no IANA zone: this machine's own setting (``localtime``, a copy or link of
+#: /etc/localtime's zone), tzdata's placeholder without any offset (``Factory``) and its POSIX default rules.
+_HOST_KEYS = frozenset({"localtime", "factory", "posixrules"})
+
+
+@functools.lru_cache(maxsize=1)
+def _iana_names() -> frozenset[str]:
+    """The zone names zoneinfo offers (the tzdata package and the system's database): no ``posix/`` or
+    ``right/`` copies, nor path-like keys."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 def parse_timezone(name: str, *, field: str = "timezone") -> tzinfo:
-    """Return the IANA time zone ``name`` (e.g. ``Europe/Paris``, ``UTC``); ``field`` names it in errors."""
+    """Return the IANA time zone ``name`` (e.g. ``Europe/Amsterdam``, ``UTC``); ``field`` names it in errors.
+
+    Refuses what zoneinfo would also open but that ties a plan to the machine it runs on or is no zone
+    (``localtime``, ``Factory``, ``posixrules``, ``posix/...``, ``right/...``): moved to another
+    host, or after its ``/etc/localtime`` changed, the same config would plan other round starts.
+
+    Raises:
+        InvalidInputError: Not such a name.
+    """
+    if name.lower() in _HOST_KEYS or name not in _iana_names():
+        why = ("names this machine's settings, not a time zone" if name.lower() in _HOST_KEYS
+               else "not an IANA time zone name")
+        raise InvalidInputError(field, name, f"{why}: give an IANA name such as Europe/Amsterdam or UTC")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInputError(field, name, "not an IANA time zone name such as Europe/Paris or UTC") from None
+        raise InvalidInputError(field, name, "not an IANA time zone name such as Europe/Amsterdam or UTC") from None
 
 
 def parse_date(text: str, tz: tzinfo, *, now: datetime | None = None) -> date:
