@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+from datetime import datetime, timezone
 from typing import IO, Any, Callable, Sequence
 
 from gateway.errors import GatewayError
@@ -99,11 +100,22 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     return args
 
 
+class IsoTimeFormatter(logging.Formatter):
+    """Stamps each line with its local time and UTC offset, ISO 8601 to the millisecond
+    (``2026-10-25T02:30:00.123+02:00``): the hour the clocks go back repeats, and a time without its
+    offset named two moments (journalctl ``-o short-iso`` shows the offset too)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``record.created`` in the machine's zone (``TZ``), with its offset."""
+        return datetime.fromtimestamp(record.created, timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
 def configure_logging(verbosity: int) -> None:
     """Quiet by default (warnings), ``-v`` info, ``-vv`` debug of civicedge's loggers, ``-vvv`` debug of all.
 
     When stderr is the journal (``$JOURNAL_STREAM``), lines start with their syslog priority
-    (:mod:`gateway.systemd`) and carry no timestamp.
+    (:mod:`gateway.systemd`) and carry no timestamp; elsewhere each starts with its local time and UTC
+    offset (:class:`IsoTimeFormatter`).
 
     Libraries (websockets, Bumble, bleak, aiomqtt/paho, aiohttp) stay at WARNING below ``-vvv``
     (:mod:`gateway.cli.verbosity`).
@@ -118,7 +130,9 @@ def configure_logging(verbosity: int) -> None:
         handler.setFormatter(JournalFormatter("%(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(handlers=[handler])
     else:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(IsoTimeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(handlers=[handler])
     apply_verbosity(verbosity)
 
 
