@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+import tomllib
 import zoneinfo
 from pathlib import Path
 
@@ -50,3 +53,17 @@ def test_the_command_line_refuses_localtime() -> None:
                           capture_output=True, text=True, timeout=50)
     assert proc.returncode == 2, proc.stderr
     assert "invalid timezone 'localtime'" in proc.stderr and "Europe/Amsterdam" in proc.stderr, proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_the_zone_database_is_a_declared_dependency() -> None:
+    """Without a system zone database (PYTHONTZPATH empty) zoneinfo reads the tzdata package: it must be
+    declared, not arrive only through another package (it came through pandas)."""
+    root = Path(__file__).resolve().parents[2]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "tzdata" in {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() for d in deps}, deps
+    code = ("from gateway.routes.parsing import parse_timezone; "
+            "print(parse_timezone('Europe/Amsterdam'), parse_timezone('UTC'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50,
+                          env={**os.environ, "PYTHONTZPATH": ""})
+    assert proc.returncode == 0 and proc.stdout.split() == ["Europe/Amsterdam", "UTC"], proc.stderr
