@@ -40,8 +40,10 @@ def parse_time(value: str, name: str) -> int:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
+            # an unencoded '+02:00' arrives as ' 02:00': the usual cause of a space inside the value
+            hint = " (a '+' in a URL is a space; write %2B, e.g. 12:00:00%2B02:00)" if " " in text else ""
             raise BadParameter(
-                f"'{name}' must be unix seconds or an ISO 8601 date-time, got {value!r}", param=name
+                f"'{name}' must be unix seconds or an ISO 8601 date-time{hint}, got {value!r}", param=name
             ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
