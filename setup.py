@@ -8,11 +8,17 @@ copies their files into the built ``gateway`` package as ``gateway/_bundle/firmw
 the top of the checkout otherwise. A new firmware module, sub-package or board file ships without a
 pyproject.toml edit.
 
-Which files ship (:func:`bundled_files`): in a git checkout, exactly the files git tracks under the
-two trees (``git ls-files``), so an untracked key backup, an editor's ``~`` file or a tool's cache
+What a user of the installed package reads but never sees in a checkout ships the same way: the
+documentation (``docs/*.md``, which messages and ``--help`` texts point to), ``CHANGELOG.md`` (what
+docs/upgrading.md has one read before an upgrade), the systemd unit and the Prometheus alert rules
+(``scripts/...``), at the same relative paths under ``gateway/_bundle``; ``civicedge docs`` finds
+them.
+
+Which files ship (:func:`bundled_files`): in a git checkout, exactly the files git tracks of those
+trees and files (``git ls-files``), so an untracked key backup, an editor's ``~`` file or a tool's cache
 never does; elsewhere (an unpacked sdist, which holds only those files) the files on disk. Caches
 and backups are left out in both cases. A symlink is shipped as the file it points to only when
-that file is inside the same tree; one pointing out of it, at a directory, or at nothing stops the
+that file is inside the same tree (the repository, for a single file); one pointing out of it, at a directory, or at nothing stops the
 build with an error naming it. The sdist gets the same list through ``get_source_files`` (setuptools
 adds a ``build_py``'s source files to the sdist), so MANIFEST.in does not graft the trees.
 """
@@ -30,7 +36,10 @@ from setuptools.command.build_py import build_py
 from setuptools.errors import FileError
 
 ROOT = Path(__file__).resolve().parent
-BUNDLED_TREES = ("firmware", "boards")
+BUNDLED_TREES = ("firmware", "boards", "docs")
+# Of a tree named here only the files matching the pattern ship (docs/: the pages, not their test data).
+TREE_PATTERNS = {"docs": "*.md"}
+BUNDLED_FILES = ("CHANGELOG.md", "scripts/civicedge-gateway.service", "scripts/prometheus/civicedge-alerts.yml")
 BUNDLE_DIR = Path("gateway") / "_bundle"  # gateway.resources.BUNDLE_DIR
 # Never shipped, tracked or not: byte-code, tool caches, npm's packages, editor and manual backups.
 NOT_SHIPPED = ("__pycache__", "*.py[cod]", ".mypy_cache", ".pytest_cache", ".hypothesis", ".ruff_cache",
@@ -41,13 +50,22 @@ def _not_shipped(rel: PurePosixPath) -> bool:
     return any(fnmatch.fnmatch(part, pattern) for part in rel.parts for pattern in NOT_SHIPPED)
 
 
+def _wanted(rel: PurePosixPath) -> bool:
+    """``rel`` is one of the bundled files, or in a bundled tree and matching its pattern."""
+    if rel.as_posix() in BUNDLED_FILES:
+        return True
+    pattern = TREE_PATTERNS.get(rel.parts[0])
+    return rel.parts[0] in BUNDLED_TREES and (pattern is None or fnmatch.fnmatch(rel.name, pattern))
+
+
 def _git_tracked(root: Path) -> list[str]:
-    """The files git tracks under the bundled trees (index entries, so a staged new file too)."""
+    """The files git tracks under the bundled trees and of the bundled files (index entries, so a staged
+    new file too)."""
     git = shutil.which("git")
     if git is None:
         raise FileError(f"{root} is a git checkout but git is not on PATH: it decides which files of "
-                        f"{' and '.join(BUNDLED_TREES)}/ ship (only tracked ones); install git")
-    proc = subprocess.run([git, "-C", str(root), "ls-files", "-z", "--", *BUNDLED_TREES],
+                        f"{', '.join(BUNDLED_TREES)}/ ship (only tracked ones); install git")
+    proc = subprocess.run([git, "-C", str(root), "ls-files", "-z", "--", *BUNDLED_TREES, *BUNDLED_FILES],
                           capture_output=True, check=False)
     if proc.returncode != 0:
         raise FileError(f"git ls-files in {root} failed (exit status {proc.returncode}): "
@@ -56,8 +74,8 @@ def _git_tracked(root: Path) -> list[str]:
 
 
 def _on_disk(root: Path) -> list[str]:
-    """The files under the bundled trees (symlinks listed, never followed; caches pruned)."""
-    found = []
+    """The files under the bundled trees and the bundled files (symlinks listed, never followed; caches pruned)."""
+    found = [rel for rel in BUNDLED_FILES if (root / rel).is_symlink() or (root / rel).exists()]
     for tree in BUNDLED_TREES:
         for dirpath, dirnames, filenames in os.walk(root / tree):  # followlinks=False
             here = Path(dirpath)
@@ -68,13 +86,15 @@ def _on_disk(root: Path) -> list[str]:
 
 
 def _check_link(root: Path, rel: str) -> None:
-    """Refuse a symlink that points out of its tree, at a directory, or at nothing."""
+    """Refuse a symlink that points out of its tree (a single file's: the repository), at a directory, or
+    at nothing."""
     path = root / rel
-    tree = (root / PurePosixPath(rel).parts[0]).resolve()
+    single = rel in BUNDLED_FILES
+    tree = (root if single else root / PurePosixPath(rel).parts[0]).resolve()
     where = f"{rel} -> {os.readlink(path)}"
     target = path.resolve()
     if not target.is_relative_to(tree):
-        raise FileError(f"{where} points out of {tree.name}/: refusing to ship a file from outside the "
+        raise FileError(f"{where} points out of {'the repository' if single else tree.name + '/'}: refusing to ship a file from outside the "
                         "repository; replace the link with the file, or remove it")
     if not target.exists():
         raise FileError(f"{where} is a dangling symlink; fix or remove it")
@@ -83,21 +103,25 @@ def _check_link(root: Path, rel: str) -> None:
 
 
 def bundled_files(root: Path = ROOT) -> list[str]:
-    """The files of ``firmware/`` and ``boards/`` that ship, as paths relative to ``root`` (sorted).
+    """The files that ship in ``gateway/_bundle``, as paths relative to ``root`` (sorted): those of
+    :data:`BUNDLED_TREES` (matching :data:`TREE_PATTERNS`) and :data:`BUNDLED_FILES`.
 
     Raises:
-        FileError: a tree is missing, git cannot list a checkout's files, or a shipped path is a
+        FileError: a tree or file is missing, git cannot list a checkout's files, or a shipped path is a
             symlink out of its tree, to a directory or dangling.
     """
     for tree in BUNDLED_TREES:
         if not (root / tree).is_dir():
             raise FileError(f"{root / tree} is missing: the civicedge distribution cannot be built without it")
+    for rel in BUNDLED_FILES:
+        if not (root / rel).is_file():
+            raise FileError(f"{root / rel} is missing: the civicedge distribution cannot be built without it")
     # A tracked file deleted on disk is not shipped (the build is of the working tree).
     listed = _git_tracked(root) if (root / ".git").exists() else _on_disk(root)
     files = []
     for rel in sorted(set(listed)):
         path = root / rel
-        if _not_shipped(PurePosixPath(rel)) or not (path.is_symlink() or path.exists()):
+        if not _wanted(PurePosixPath(rel)) or _not_shipped(PurePosixPath(rel)) or not (path.is_symlink() or path.exists()):
             continue
         if path.is_symlink():
             _check_link(root, rel)
@@ -108,7 +132,8 @@ def bundled_files(root: Path = ROOT) -> list[str]:
 
 
 class BuildPyWithBundle(build_py):
-    """``build_py`` that also copies ``firmware/`` and ``boards/`` into ``gateway/_bundle/``."""
+    """``build_py`` that also copies :func:`bundled_files` (``firmware/``, ``boards/``, the docs, ...) into
+    ``gateway/_bundle/``."""
 
     def get_source_files(self) -> list[str]:
         """The package sources and the bundled files: what the sdist carries."""
@@ -117,7 +142,7 @@ class BuildPyWithBundle(build_py):
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False):
-            return  # an editable install reads the checkout's own firmware/ and boards/
+            return  # an editable install reads the checkout's own files
         files = bundled_files()
         target = Path(self.build_lib) / BUNDLE_DIR
         shutil.rmtree(target, ignore_errors=True)  # a file deleted since the last build must not linger

@@ -1,4 +1,5 @@
-"""Where the project's shared data lives: firmware sources, board definitions, privacy policy.
+"""Where the project's shared data lives: firmware sources, board definitions, privacy policy, and
+what an installed package's user reads: the docs, the changelog, the systemd unit, the alert rules.
 
 The firmware's privacy policy (``firmware/policy.json``) is the single source of truth for
 what a device may send; the gateway's policy gate and the transparency page read the same file.
@@ -98,6 +99,26 @@ def firmware_dir() -> Path:
 def boards_dir() -> Path:
     """Return the directory of board definitions (``*.toml``)."""
     return project_root() / "boards"
+
+
+def docs_dir() -> Path:
+    """Return the directory of the documentation pages (``docs/*.md``; a wheel ships only the pages)."""
+    return project_root() / "docs"
+
+
+def changelog_path() -> Path:
+    """Return the path of ``CHANGELOG.md`` (docs/upgrading.md: read a release's entry before upgrading)."""
+    return project_root() / "CHANGELOG.md"
+
+
+def service_unit_path() -> Path:
+    """Return the path of the gateway's systemd unit, ``scripts/civicedge-gateway.service``."""
+    return project_root() / "scripts" / "civicedge-gateway.service"
+
+
+def alert_rules_path() -> Path:
+    """Return the path of the Prometheus alert rules, ``scripts/prometheus/civicedge-alerts.yml``."""
+    return project_root() / "scripts" / "prometheus" / "civicedge-alerts.yml"
 
 
 def policy_path() -> Path:

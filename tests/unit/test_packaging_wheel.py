@@ -1,9 +1,10 @@
 """The built distribution carries what the installed commands read (firmware/, boards/, the policy,
-the licence), and those commands work from an installed wheel, far from any checkout.
+the licence) and what their users read (docs/*.md, CHANGELOG.md, the systemd unit, the alert rules),
+and those commands work from an installed wheel, far from any checkout.
 
 The sdist is built from a git copy of the checkout, and the wheel from the unpacked sdist (what
 ``python -m build`` does), with this venv's setuptools and no network (``--no-build-isolation``).
-Of firmware/ and boards/ exactly the files git tracks ship: the copy also holds untracked files,
+Of firmware/, boards/, docs/*.md and the single files exactly the files git tracks ship: the copy also holds untracked files,
 caches and symlinks out of the tree, which must stay out of both.
 """
 
@@ -26,7 +27,8 @@ import gateway
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLED_TREES = ("firmware", "boards")
+BUNDLED_TREES = ("firmware", "boards", "docs")
+BUNDLED_FILES = ("CHANGELOG.md", "scripts/civicedge-gateway.service", "scripts/prometheus/civicedge-alerts.yml")
 # Not sources: what installs, builds, caches and test runs leave in a working tree.
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", "*.py[cod]", ".mypy_cache",
                                      ".hypothesis", ".pytest_cache", "artifacts", "var", "build", "dist",
@@ -44,10 +46,16 @@ def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=60).stdout
 
 
+def _shipped(name: str) -> bool:
+    """A path git lists that ships: all of firmware/ and boards/, the pages of docs/, the single files."""
+    return name in BUNDLED_FILES or name.split("/")[0] in ("firmware", "boards") or (
+        name.startswith("docs/") and name.endswith(".md"))
+
+
 def _tracked(src: Path) -> dict[str, bytes]:
-    """The files git tracks under firmware/ and boards/ of ``src`` (path -> bytes)."""
-    names = _git(src, "ls-files", "-z", "--", *BUNDLED_TREES).split("\0")
-    return {name: (src / name).read_bytes() for name in names if name}
+    """The files git tracks of ``src`` that ship (path -> bytes)."""
+    names = _git(src, "ls-files", "-z", "--", *BUNDLED_TREES, *BUNDLED_FILES).split("\0")
+    return {name: (src / name).read_bytes() for name in names if name and _shipped(name)}
 
 
 def _build_sdist(src: Path, dist: Path) -> subprocess.CompletedProcess[str]:
@@ -66,9 +74,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
     src = tmp / "src"
     shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
     _git(src, "init", "-q")
-    _git(src, "add", "--", *BUNDLED_TREES)
+    _git(src, "add", "--", *BUNDLED_TREES, *BUNDLED_FILES)
     tracked = _tracked(src)
     assert "firmware/policy.json" in tracked and "boards/manifest.py" in tracked
+    assert {"docs/gateway.md", "docs/upgrading.md", *BUNDLED_FILES} <= set(tracked)
+    assert (src / "docs" / "protocol-vectors.json").is_file()  # tracked, not a page: does not ship
     outside = tmp / "outside"
     (outside / "certs").mkdir(parents=True)
     (outside / "hostname").write_text("gateway-host\n")
@@ -79,6 +89,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
         "firmware/lib/civic/report.py~": "# an editor's backup",
         "firmware/node_modules/left-pad/package.json": "{}",
         "boards/.mypy_cache/3.11/manifest.data.json": "{}",
+        "docs/draft-notes.md": "# an untracked draft page",
+        "scripts/prometheus/local-extra-alerts.yml": "groups: []",
         "firmware/lib/civic/__pycache__/report.cpython-311.pyc": "\0",
         "hil/sim/node_modules/left-pad/package.json": "{}",
         # A stale bundle in the source tree (an old in-tree build): never shipped in its place.
@@ -104,22 +116,23 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
     return sdist, wheel, tracked
 
 
-def test_sdist_carries_exactly_the_tracked_firmware_and_boards_and_the_licence(
+def test_sdist_carries_exactly_the_tracked_firmware_boards_docs_unit_alerts_and_the_licence(
         built: tuple[Path, Path, dict[str, bytes]]) -> None:
     sdist, _, tracked = built
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
         bundled = {name: tar.extractfile(m).read() for name, m in members.items()  # type: ignore[union-attr]
-                   if name.split("/")[0] in BUNDLED_TREES and m.isfile()}
+                   if _shipped(name) and m.isfile()}
     names = set(members)
     assert bundled == tracked
+    assert "docs/draft-notes.md" not in names and "scripts/prometheus/local-extra-alerts.yml" not in names
     assert not [n for n in names if n.split("/")[0] in BUNDLED_TREES and not members[n].isfile()
                 and not members[n].isdir()], "a link or special file in the sdist"
     assert {"LICENSE", "setup.py", "MANIFEST.in", "pyproject.toml"} <= names
     assert not [n for n in names if "node_modules" in n or n.endswith(".pyc") or n.startswith("gateway/_bundle")]
 
 
-def test_wheel_carries_exactly_the_tracked_firmware_and_boards_policy_and_licence(
+def test_wheel_carries_exactly_the_tracked_firmware_boards_docs_changelog_unit_alerts_and_licence(
         built: tuple[Path, Path, dict[str, bytes]]) -> None:
     _, wheel, tracked = built
     with zipfile.ZipFile(wheel) as zf:
@@ -132,6 +145,10 @@ def test_wheel_carries_exactly_the_tracked_firmware_and_boards_policy_and_licenc
         metadata = zf.read(f"{dist_info}/METADATA").decode()
     assert "gateway/_bundle/firmware/policy.json" in names
     assert "gateway/_bundle/boards/manifest.py" in names
+    pages = {f"gateway/_bundle/docs/{p.name}" for p in (REPO / "docs").glob("*.md")}
+    assert pages and pages <= names
+    assert {f"gateway/_bundle/{rel}" for rel in BUNDLED_FILES} <= names
+    assert "gateway/_bundle/docs/protocol-vectors.json" not in names
     assert f"\nVersion: {gateway.__version__}\n" in metadata
     assert "\nLicense-Expression: MIT\n" in metadata
     assert "\nLicense-File: LICENSE\n" in metadata
@@ -178,6 +195,59 @@ def test_installed_wheel_commands_work_outside_the_checkout(built: tuple[Path, P
     assert "config OK" in check.stdout + check.stderr
 
 
+def test_installed_wheel_finds_its_docs_changelog_unit_and_alert_rules(built: tuple[Path, Path, dict[str, bytes]],
+                                                                       tmp_path: Path) -> None:
+    _, wheel, _ = built
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True, timeout=120)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    # `civicedge docs` through its own parser (main.py's list of command modules is not this test's).
+    program = ("import argparse, sys\n"
+               "import gateway.resources as r\n"
+               "from hil.cli import docs_cmd\n"
+               "print(r.docs_dir()); print(r.changelog_path()); print(r.service_unit_path()); print(r.alert_rules_path())\n"
+               "parser = argparse.ArgumentParser(prog='civicedge')\n"
+               "docs_cmd.register(parser.add_subparsers(dest='command'))\n"
+               "args = parser.parse_args(sys.argv[1:])\n"
+               "sys.exit(args.func(args))\n")
+
+    def docs(*args: str) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+        proc = subprocess.run([sys.executable, "-P", "-c", program, "docs", *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines(keepends=True)
+        return [line.rstrip("\n") for line in lines[:4]], proc
+
+    bundle = target / "gateway" / "_bundle"
+    where, listed = docs()
+    assert [Path(p) for p in where] == [bundle / "docs", bundle / "CHANGELOG.md",
+                                        bundle / "scripts" / "civicedge-gateway.service",
+                                        bundle / "scripts" / "prometheus" / "civicedge-alerts.yml"]
+    rows = dict(line.split(None, 1) for line in listed.stdout.splitlines()[4:])
+    assert rows["gateway"] == str(bundle / "docs" / "gateway.md")
+    assert rows["changelog"] == str(bundle / "CHANGELOG.md")
+    assert set(rows) == {p.stem for p in (REPO / "docs").glob("*.md")} | {"changelog", "--unit", "--alerts"}
+    for rel in ("docs/gateway.md", "docs/upgrading.md", *BUNDLED_FILES):
+        assert (bundle / rel).read_bytes() == (REPO / rel).read_bytes(), rel
+
+    _, path = docs("docs/upgrading.md")
+    assert path.stdout.splitlines()[4:] == [str(bundle / "docs" / "upgrading.md")]
+    _, changelog = docs("changelog", "--show")
+    assert "".join(changelog.stdout.splitlines(keepends=True)[4:]) == (REPO / "CHANGELOG.md").read_text()
+    _, alerts = docs("--alerts")
+    assert "".join(alerts.stdout.splitlines(keepends=True)[4:]) == (REPO / BUNDLED_FILES[2]).read_text()
+    _, unit = docs("--unit")
+    printed = unit.stdout.splitlines()[4:]
+    # The unit's Documentation= names the installed page, which exists; the rest is the shipped file.
+    assert f"Documentation={(bundle / 'docs' / 'gateway.md').as_uri()}" in printed
+    original = (REPO / BUNDLED_FILES[1]).read_text().splitlines()
+    assert [line for line in printed if not line.startswith("Documentation=")] == \
+        [line for line in original if not line.startswith("Documentation=")]
+
+
 def _small_project(root: Path) -> Path:
     """The build files of the checkout with a small firmware/ and boards/ (a build in a second or two)."""
     root.mkdir()
@@ -189,11 +259,17 @@ def _small_project(root: Path) -> Path:
     (root / "firmware" / "policy.json").write_text("{}")
     (root / "boards").mkdir()
     (root / "boards" / "manifest.py").write_text("# freeze manifest\n")
+    (root / "docs").mkdir()
+    (root / "docs" / "gateway.md").write_text("# Gateway\n")
+    for rel in BUNDLED_FILES:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"# {rel}\n")
     return root
 
 
 @pytest.mark.parametrize("case", ["tracked link out of the tree", "link out of the tree in an sdist",
-                                  "dangling link in an sdist", "link to a directory"])
+                                  "dangling link in an sdist", "link to a directory",
+                                  "single file linked out of the repository"])
 def test_a_symlink_out_of_the_tree_dangling_or_to_a_directory_stops_the_build_naming_it(
         tmp_path: Path, case: str) -> None:
     _need_setuptools()
@@ -205,6 +281,9 @@ def test_a_symlink_out_of_the_tree_dangling_or_to_a_directory_stops_the_build_na
         link, points_to, says = src / "boards" / "certs", tmp_path, "points out of boards/"
     elif case == "dangling link in an sdist":
         link, points_to, says = src / "boards" / "gone.toml", src / "boards" / "old.toml", "is a dangling symlink"
+    elif case == "single file linked out of the repository":
+        link, points_to, says = src / "CHANGELOG.md", tmp_path / "hostname", "points out of the repository"
+        link.unlink()
     else:
         link, points_to, says = src / "firmware" / "lib", src / "firmware" / "inner", "points at a directory"
         (points_to).mkdir()
@@ -218,3 +297,14 @@ def test_a_symlink_out_of_the_tree_dangling_or_to_a_directory_stops_the_build_na
     rel = link.relative_to(src).as_posix()
     assert f"{rel} -> {points_to} {says}" in proc.stderr, proc.stderr
     assert not list((tmp_path / "dist").glob("*.tar.gz"))
+
+
+@pytest.mark.parametrize("rel", ["CHANGELOG.md", "scripts/civicedge-gateway.service",
+                                 "scripts/prometheus/civicedge-alerts.yml", "docs"])
+def test_a_missing_page_tree_changelog_unit_or_alert_rules_stops_the_build_naming_it(tmp_path: Path, rel: str) -> None:
+    _need_setuptools()
+    src = _small_project(tmp_path / "src")
+    shutil.rmtree(src / rel) if (src / rel).is_dir() else (src / rel).unlink()
+    proc = _build_sdist(src, tmp_path / "dist")
+    assert proc.returncode != 0
+    assert f"{src / rel} is missing: the civicedge distribution cannot be built without it" in proc.stderr, proc.stderr
