@@ -9,9 +9,10 @@ import threading
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
-from typing import Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Hashable, Iterable, Mapping
 
-import numpy as np
+if TYPE_CHECKING:  # numpy (the routes extra) is imported by distances/solver where they compute
+    import numpy as np
 
 from gateway.routes.distances import DEPOT_ID, DistanceProvider, GreatCircle, Place, haversine_m, matrix_array
 from gateway.routes.errors import InvalidInputError, NoBinsDueError
@@ -119,7 +120,9 @@ class PlanSettings(PlanParameters):
         start = self.round_start
         return SelectionSettings(
             round_start=start,
-            next_round=start + timedelta(days=self.days_to_next_round),
+            # the next round's own start o'clock (not this start + n days: after a skipped hour that was
+            # an hour late, and the longer look-ahead could add stops)
+            next_round=resolve_local(self.day + timedelta(days=self.days_to_next_round), self.start, self.tz)[0],
             threshold=self.threshold,
             default_volume_l=self.bin_volume_l,
             volumes_l=self.bin_volumes_l,
@@ -138,9 +141,9 @@ def _zone_name(tz: tzinfo) -> str:
 def resolve_local(day: date, start: time, tz: tzinfo) -> tuple[datetime, list[str]]:
     """The instant ``start`` o'clock on ``day`` in ``tz``, and a warning when that wall-clock time is ambiguous.
 
-    In the hour the clocks skip (spring forward) the time does not exist: the round starts when the
-    clock shows the same minutes past the new hour (02:30 in Europe/Amsterdam on 2027-03-28 is
-    03:30+02:00, one hour after 01:30+01:00). In the hour the clocks repeat (fall back) the time
+    In the gap the clocks skip (spring forward) the time does not exist: the round starts the length of the
+    gap later on the clock, the instant the old offset gives (02:30 in Europe/Amsterdam on 2027-03-28 is
+    03:30+02:00; 02:15 in Australia/Lord_Howe, whose clocks skip 30 minutes, is 02:45). In the hour the clocks repeat (fall back) the time
     exists twice: the first occurrence (before the change) is used. The returned datetime always shows
     a local time that exists, so no output prints 02:30+01:00 for a day without it.
     """
@@ -159,8 +162,8 @@ def resolve_local(day: date, start: time, tz: tzinfo) -> tuple[datetime, list[st
     utc = later.astimezone(timezone.utc)
     return resolved, [f"round start {clock} occurs twice on {day.isoformat()} in {zone} (the clocks go back "
                       f"that night): the first, {resolved.isoformat(timespec='minutes')}, is used; for the "
-                      f"second, {later.isoformat(timespec='minutes')}, give the start in UTC (--tz UTC --date "
-                      f"{utc.date().isoformat()} --start {utc.strftime('%H:%M')}; times are then shown in UTC)"]
+                      f"second, {later.isoformat(timespec='minutes')}, plan that day in UTC (civicedge routes plan --tz UTC "
+                      f"--date {utc.date().isoformat()} --start {utc.strftime('%H:%M')}; times are then shown in UTC)"]
 
 
 def _known_at(bins: Iterable[BinStatus], cutoff: int) -> list[BinStatus]:

@@ -60,10 +60,23 @@ def test_a_repeated_start_uses_the_first_and_says_how_to_get_the_second() -> Non
     assert len(dst) == 1, plan.warnings
     assert "02:30 occurs twice on 2026-10-25 in Europe/Amsterdam" in dst[0]
     assert "the first, 2026-10-25T02:30+02:00, is used" in dst[0] and "2026-10-25T02:30+01:00" in dst[0]
-    assert "--tz UTC --date 2026-10-25 --start 01:30" in dst[0]
+    assert "civicedge routes plan --tz UTC --date 2026-10-25 --start 01:30" in dst[0]
     # the way the warning names gives the second occurrence, without a warning
     other = settings(AUTUMN, time(1, 30), timezone.utc)
     assert other.round_start.timestamp() == AUTUMN_SECOND.timestamp() and other.start_warnings() == []
+
+
+@pytest.mark.parametrize(("zone", "day", "start", "next_start"), [
+    ("Europe/Amsterdam", SPRING, time(2, 30), "2027-03-29T02:30:00+02:00"),
+    ("Australia/Lord_Howe", date(2026, 10, 4), time(2, 15), "2026-10-05T02:15:00+11:00"),
+    ("Europe/Amsterdam", date(2027, 3, 27), time(2, 30), "2027-03-28T03:30:00+02:00"),  # the next day skips it
+])
+def test_the_next_round_after_a_skipped_start_is_at_its_own_start_oclock(
+        zone: str, day: date, start: time, next_start: str) -> None:
+    """Review: next_round was this (moved) start + 1 day, an hour (Lord Howe: 30 min) late, and the longer
+    look-ahead to it could plan a bin that is not due."""
+    s = settings(day, start, ZoneInfo(zone))
+    assert s.selection().next_round.isoformat() == next_start
 
 
 @pytest.mark.parametrize(("day", "start"), [
