@@ -28,6 +28,9 @@ INTEGER_RE = re.compile(r"-?[0-9]{1,18}")
 SPACE = " \t\r\n\f\v"
 
 
+_LOST_OFFSET_SIGN_RE = re.compile(r":\d{2}(?:\.\d+)? \d{2}(?::?\d{2})?$")  # '...12:00:00 02:00': the '+' decoded to a space
+
+
 def parse_time(value: str, name: str) -> int:
     """Parse unix seconds (``1700000000``) or ISO 8601 (``2026-01-02T03:00:00Z``) to unix seconds."""
     text = value.strip(SPACE)
@@ -41,7 +44,8 @@ def parse_time(value: str, name: str) -> int:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
             # an unencoded '+02:00' arrives as ' 02:00': the usual cause of a space inside the value
-            hint = " (a '+' in a URL is a space; write %2B, e.g. 12:00:00%2B02:00)" if " " in text else ""
+            lost_sign = _LOST_OFFSET_SIGN_RE.search(text)
+            hint = " (a '+' in a URL is a space; write %2B, e.g. 12:00:00%2B02:00)" if lost_sign else ""
             raise BadParameter(
                 f"'{name}' must be unix seconds or an ISO 8601 date-time{hint}, got {value!r}", param=name
             ) from None
