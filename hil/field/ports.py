@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import grp
 import os
+import shlex
 import stat
 import sys
+from pathlib import Path
 
 import serial
 
@@ -20,11 +22,24 @@ def is_url(port: str) -> bool:
     return port.startswith(_URL_SCHEMES)
 
 
+def list_ports_command() -> str:
+    """The command that lists serial ports with this installation's pyserial, for error hints.
+
+    pyserial's ``pyserial-ports`` script beside this interpreter (a venv's ``bin/``, on PATH only when the
+    venv is active, so named by its full path), else this interpreter with ``-m serial.tools.list_ports``:
+    a bare ``python`` may be another Python, without pyserial.
+    """
+    script = Path(sys.executable).parent / "pyserial-ports"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m serial.tools.list_ports"
+
+
 def require_port(port: str) -> None:
     """Raise :class:`PortNotFoundError` for an empty ``--port`` (``--port ""``, an unset variable)."""
     if not port.strip():
         raise PortNotFoundError("no port given (--port is empty); pass the board's serial port, e.g. --port "
-                                "/dev/ttyUSB0 (list ports: python -m serial.tools.list_ports)", port=port)
+                                f"/dev/ttyUSB0 (list ports: {list_ports_command()})", port=port)
 
 
 def check_port_available(port: str) -> None:
@@ -42,13 +57,13 @@ def check_port_available(port: str) -> None:
         return
     if not os.path.exists(port):
         raise PortNotFoundError(
-            f"serial port {port} does not exist; is the board plugged in? (list ports: python -m serial.tools.list_ports)",
+            f"serial port {port} does not exist; is the board plugged in? (list ports: {list_ports_command()})",
             port=port,
         )
     if not stat.S_ISCHR(os.stat(port).st_mode):
         what = "a directory" if os.path.isdir(port) else "a regular file" if os.path.isfile(port) else "not a device"
         raise PortNotFoundError(
-            f"serial port {port} is {what}, not a serial device (list ports: python -m serial.tools.list_ports)",
+            f"serial port {port} is {what}, not a serial device (list ports: {list_ports_command()})",
             port=port,
         )
     try:
@@ -65,8 +80,8 @@ def check_port_available(port: str) -> None:
             raise PortPermissionError(permission_message(port), port=port) from exc
         if "Inappropriate ioctl" in str(exc):  # pyserial's "Could not configure port: (25, ...)": ENOTTY
             raise PortNotFoundError(
-                f"serial port {port} is not a serial device: it takes no serial settings (list ports: python -m "
-                "serial.tools.list_ports)", port=port) from exc
+                f"serial port {port} is not a serial device: it takes no serial settings (list ports: "
+                f"{list_ports_command()})", port=port) from exc
         raise PortNotFoundError(f"cannot open serial port {port}: {exc}", port=port) from exc
     else:
         probe.close()
