@@ -54,6 +54,8 @@ _MANIFESTS = ("package.json", "package-lock.json")
 NPM_TIMEOUT_S = 900.0
 HOOK_NODE_VERSION = (20, 6, 0)
 """Oldest Node with ``module.register``, which a runtime outside ``hil/sim`` needs (js/runtime_resolve.mjs)."""
+NODE_MINIMUM = ".".join(map(str, HOOK_NODE_VERSION[:2]))
+"""The Node.js version messages ask for (``20.6``): a wheel's runtime is always outside ``hil/sim``."""
 
 
 class RuntimeMissingError(SimError):
@@ -159,8 +161,8 @@ def node_binary() -> str:
     """
     node = shutil.which("node")
     if node is None:
-        raise RuntimeMissingError("node is not on PATH: install Node.js >= 20 (in a checkout, scripts/setup "
-                                  f"installs it), then `{INSTALL_COMMAND}` if the simulator's packages are missing",
+        raise RuntimeMissingError(f"node is not on PATH: install Node.js >= {NODE_MINIMUM} (in a checkout, "
+                                  f"scripts/setup installs it), then `{INSTALL_COMMAND}` if the simulator's packages are missing",
                                   searched=[])
     return node
 
@@ -197,10 +199,9 @@ def node_command(environ: Mapping[str, str] | None = None, *, sim_dir: Path = SI
         return [node]  # Node finds hil/sim/node_modules by itself
     version = node_version(node)
     if version < HOOK_NODE_VERSION:
-        need = ".".join(map(str, HOOK_NODE_VERSION[:2]))
         raise RuntimeMissingError(
             f"{node} is Node v{'.'.join(map(str, version))}; the simulator's packages in {runtime} (outside hil/sim) "
-            f"are loaded through a resolve hook (module.register), which needs Node >= {need}: install a newer "
+            f"are loaded through a resolve hook (module.register), which needs Node >= {NODE_MINIMUM}: install a newer "
             "Node.js", searched=[str(runtime)], node=node)
     hook = (sim_dir / "js" / "runtime_resolve.mjs").as_uri() + "?" + urlencode({"dir": str(runtime)})
     return [node, "--import", hook]
@@ -303,7 +304,7 @@ def install_runtime(target: Path, *, force: bool = False, sim_dir: Path = SIM_DI
         _check_ours(target)
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeInstallError("npm is not on PATH: install Node.js >= 20 with npm", path=str(target))
+        raise RuntimeInstallError(f"npm is not on PATH: install Node.js >= {NODE_MINIMUM} with npm", path=str(target))
     try:
         target.mkdir(parents=True, exist_ok=True)
         if not checkout:
