@@ -6,12 +6,13 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from gateway.resources import boards_dir
 from hil.boards.errors import BoardError
 from hil.boards.errors import BoardFileNotFoundError
 from hil.boards.loader import load_board
-from hil.boards.search import BOARDS_PATH_ENV, SHIPPED, board_search_path, find_board_files
+from hil.boards.search import BOARDS_PATH_ENV, SHIPPED, BoardDirectory, board_search_path, find_board_files
 
 logger = logging.getLogger(__name__)
 
@@ -54,33 +55,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "check", help="validate board files; exit 1 with the error if one is invalid", formatter_class=raw,
         description="Validate board definitions (names or .toml files): chip, pins, links,\n"
                     "calibration, sleep and app settings. Prints 'ok' or every problem of the board\n"
-                    "(one 'error:' line each, with its dotted key). Exit 0:\n"
-                    "all valid; 1: one is invalid or no board has that name; 2: a file given by path\n"
-                    "does not exist.\n"
+                    "(one 'error:' line each, with its dotted key). Without arguments: every board\n"
+                    f"`civicedge boards list` shows (the shipped ones and those of {BOARDS_PATH_ENV}).\n"
+                    "Exit 0: all valid; 1: one is invalid, no board has that name, or there are no\n"
+                    "board definitions; 2: a file given by path does not exist.\n"
                     "\n"
-                    "example:\n"
+                    "examples:\n"
+                    "  civicedge boards check\n"
                     "  civicedge boards check boards/*.toml my-board.toml")
-    check.add_argument("boards", nargs="+", help="board names or paths of .toml files")
+    check.add_argument("boards", nargs="*",
+                       help="board names or paths of .toml files (default: every board of `boards list`)")
     check.set_defaults(func=_check)
     parser.set_defaults(func=_list, json=False)
 
 
-def _list(args: argparse.Namespace) -> int:
+def _every_board() -> dict[str, tuple[Path, BoardDirectory]] | None:
+    """Every board of the search path (``CIVICEDGE_BOARDS``'s directories, then the shipped one) by name,
+    or None after printing why there is none to list or check (exit 1 either way)."""
     folder = boards_dir()
     try:
         dirs = board_search_path(folder)
     except BoardError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return None
     if not any(folder.glob("*.toml")):
         # An installation always ships board definitions: none means boards/ is missing or emptied,
         # and every command that needs a board will fail. Exit 1 so a script does not take the empty
         # output for an empty but healthy list.
         print(f"error: no board definitions in {folder} (boards/*.toml); the installation is incomplete: "
               "reinstall civicedge, or restore boards/ in the checkout", file=sys.stderr)
-        return EXIT_NO_BOARDS
+        return None
+    return find_board_files(dirs)
+
+
+def _list(args: argparse.Namespace) -> int:
+    boards = _every_board()
+    if boards is None:
+        return EXIT_NO_BOARDS  # == EXIT_INVALID, what a bad search path exits with too
     status = 0
-    for name, (path, where) in sorted(find_board_files(dirs).items()):
+    for name, (path, where) in sorted(boards.items()):
         origin = SHIPPED if where.origin == SHIPPED else f"{where.origin}: {where.path}"
         try:
             board = load_board(path)
@@ -116,7 +129,13 @@ def _show(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     status = 0
-    for item in args.boards:
+    items: list[str] = args.boards
+    if not items:
+        boards = _every_board()
+        if boards is None:
+            return EXIT_NO_BOARDS
+        items = [str(path) for _, (path, _) in sorted(boards.items())]
+    for item in items:
         try:
             board = load_board(item)
         except BoardFileNotFoundError as exc:
