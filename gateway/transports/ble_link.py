@@ -454,7 +454,7 @@ class BleTransport:
                     pass
 
     async def close(self) -> None:
-        """Cancel every connection task and disconnect."""
+        """Cancel every connection task, disconnect, and leave the virtual radio (its central lingers)."""
         tasks = list(self._connections.values())
         for task in tasks:
             task.cancel()
@@ -463,6 +463,11 @@ class BleTransport:
         self._connections.clear()
         self._clients.clear()
         self._gauge()
+        # The virtual radio's central stays joined a while after the last scan (as an adapter stays
+        # powered on): a stopping transport leaves it now, so nothing of it outlives the gateway.
+        leave_radio = getattr(self._scanner_cls, "leave_radio", None)
+        if leave_radio is not None:
+            await leave_radio()
 
 
 async def _first_of(*events: asyncio.Event, deadline: float) -> bool:

@@ -6,6 +6,10 @@ Was (review of d623792): an HCI command that timed out gave up whichever device 
 one joined again meanwhile (after the device the command went to was lost) by another user; and a
 cancel during ``VirtualBleakScanner.start()`` kept the central's reference and the scanner entry
 (only Bumble's errors stopped the scan), so the central never left the radio.
+
+The central lingers after its last release (an adapter stays powered on between scans): a radio lost
+meanwhile must not be re-used dead, also when the next scan comes before the loop ran the callback of
+the transport's end.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from bumble.transport.common import TransportLostError
 from hil.sim.radio import central as central_mod
 from hil.sim.radio.bleak_backend import make_backends
 from hil.sim.radio.central import SharedCentral
+from hil.sim.radio.errors import RadioConnectError
 
 pytestmark = pytest.mark.timeout(30)
 URL = "ws://127.0.0.1:9/units"
@@ -137,3 +142,39 @@ async def test_a_cancel_during_scan_start_gives_back_the_reference_and_the_scann
         await task
     assert central._users == 1 and central._scanners == {}
     assert getattr(scanner, "_central") is None
+
+
+async def test_an_acquire_within_the_linger_keeps_the_device_and_the_linger_ends_it_after(
+        central: SharedCentral) -> None:
+    device = FakeDevice()
+    transport = joined(central, device)
+    central._users = 1
+    await central.release(linger_s=0.2)
+    await central.acquire()  # the next scan, within the linger: no join (the fake URL has no relay)
+    await asyncio.sleep(0.3)
+    assert id(central._device) == id(device) and not transport.closed and central._users == 1
+    await central.release(linger_s=0.05)
+    for _ in range(100):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert transport.closed and central._device is None and central.generation == 0
+
+
+@pytest.mark.parametrize("callback_ran", [True, False])
+async def test_a_radio_lost_while_the_central_lingers_is_not_reused(
+        central: SharedCentral, callback_ran: bool) -> None:
+    transport = joined(central, FakeDevice())
+    transport.source.terminated.add_done_callback(central._on_terminated(transport))  # type: ignore[arg-type]
+    central._users = 1
+    await central.release(linger_s=30)
+    assert central._device is not None and not transport.closed  # lingering
+    transport.source.terminated.set_result(None)  # the relay closed the connection
+    if callback_ran:
+        await asyncio.sleep(0)
+    # the next scan joins again (and fails here: no relay) rather than using the dead device
+    with pytest.raises(RadioConnectError):
+        await central.acquire(timeout_s=1.0)
+    assert central.generation == 1 and central._device is None and central._users == 0
+    await asyncio.sleep(0.05)
+    assert transport.closed

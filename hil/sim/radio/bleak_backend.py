@@ -11,7 +11,9 @@ Both classes run on a :class:`~hil.sim.radio.central.SharedCentral` (one Bumble 
 event loop and radio, like one adapter per host). ``BleakClient(..., mtu=23)`` (a backend
 keyword, passed through by bleak) chooses the ATT MTU to request; the default is the
 ``mtu`` given to :func:`make_backends` (247). MTU 23 means "no exchange", as with a central
-that never sends Exchange MTU.
+that never sends Exchange MTU. The central stays joined ``linger_s`` (30 s) after its last scanner or
+client is done, as an adapter stays powered on between scans; a process that stops using the radio
+calls ``Scanner.leave_radio()`` to leave at once.
 
 Errors follow bleak's conventions: a connect that does not complete raises ``TimeoutError``;
 operations on a dropped link raise :class:`bleak.exc.BleakError`; ATT errors raise
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 ATT_DEFAULT_MTU = 23
 DEFAULT_OP_TIMEOUT_S = 10.0
+DEFAULT_LINGER_S = 30.0
 _background: set[asyncio.Task[None]] = set()  # keep release tasks alive until done
 
 
@@ -110,6 +113,7 @@ class VirtualBleakScanner(BaseBleakScanner):
     """bleak scanner backend on the virtual radio (see :func:`make_backends`)."""
 
     radio_url: str = ""
+    linger_s: float = 0.0
 
     def __init__(self, detection_callback: Optional[AdvertisementDataCallback],
                  service_uuids: Optional[list[str]],
@@ -120,6 +124,11 @@ class VirtualBleakScanner(BaseBleakScanner):
         self._active = scanning_mode == "active"
         self._central: SharedCentral | None = None
         self._generation = 0
+
+    @classmethod
+    async def leave_radio(cls) -> None:
+        """Make this radio's central leave now if no scanner or client uses it (rather than after its linger)."""
+        await shared_central(cls.radio_url).leave_if_idle()
 
     async def start(self) -> None:
         """Start scanning (clears :attr:`seen_devices`).
@@ -160,7 +169,7 @@ class VirtualBleakScanner(BaseBleakScanner):
         except core.BaseBumbleError as exc:
             raise _radio_failure(central, "stopping a scan", exc, generation=self._generation) from exc
         finally:
-            await central.release()
+            await central.release(self.linger_s)
         if central.generation != self._generation:
             raise BleakBluetoothNotAvailableError(f"the virtual radio {central.radio_url} was lost during the scan",
                                                   BleakBluetoothNotAvailableReason.NO_BLUETOOTH)
@@ -198,6 +207,7 @@ class VirtualBleakClient(BaseBleakClient):
 
     radio_url: str = ""
     default_mtu: int = 247
+    linger_s: float = 0.0
 
     def __init__(self, address_or_ble_device: BLEDevice | str, *,
                  disconnected_callback: Callable[[], None] | None, timeout: float = 10.0,
@@ -323,7 +333,7 @@ class VirtualBleakClient(BaseBleakClient):
             return  # disconnect() releases the central itself, after this event
         central, self._central = self._central, None
         if central is not None:
-            task = asyncio.get_running_loop().create_task(central.release())
+            task = asyncio.get_running_loop().create_task(central.release(self.linger_s))
             _background.add(task)
             task.add_done_callback(_background.discard)
             self._release_task = task
@@ -342,10 +352,10 @@ class VirtualBleakClient(BaseBleakClient):
         self._connection, self._peer = None, None
         central, self._central = self._central, None
         if central is not None:
-            await central.release()
+            await central.release(self.linger_s)
         release, self._release_task = self._release_task, None
         if release is not None:
-            await release  # after a drop: leave the radio before returning
+            await release  # after a drop: its release is done before returning
 
     async def disconnect(self) -> None:
         """Disconnect (no-op when not connected); the disconnected callback is not called."""
@@ -418,22 +428,30 @@ class VirtualBleakClient(BaseBleakClient):
         await self._remote(characteristic.obj.unsubscribe(subscriber), "unsubscribe")
 
 
-def make_backends(radio_url: str, *, mtu: int = 247) -> tuple[type[BaseBleakScanner], type[BaseBleakClient]]:
+def make_backends(radio_url: str, *, mtu: int = 247,
+                  linger_s: float = DEFAULT_LINGER_S) -> tuple[type[VirtualBleakScanner], type[VirtualBleakClient]]:
     """bleak backend classes bound to one virtual radio.
 
     Args:
         radio_url: ``ws://HOST:PORT/ROOM`` of a running relay (:mod:`hil.sim.radio.relay`).
         mtu: default ATT MTU the client requests (``BleakClient(..., mtu=N)`` overrides).
+        linger_s: seconds the shared central stays joined after its last scanner or client is done,
+            re-used by the next one within that time (0: it leaves the radio at once, and each scan
+            after an idle moment joins again). ``ScannerClass.leave_radio()`` leaves earlier.
 
     Returns:
         ``(ScannerClass, ClientClass)`` for ``BleakScanner(backend=...)`` / ``BleakClient(backend=...)``.
 
     Raises:
         RadioUrlError: ``radio_url`` is malformed.
+        BleakError: ``mtu`` or ``linger_s`` is out of range.
     """
     url = parse_radio_url(radio_url).url
     if not ATT_DEFAULT_MTU <= mtu <= 517:
         raise BleakError(f"mtu must be 23..517, got {mtu}")
-    scanner = type("VirtualRadioScanner", (VirtualBleakScanner,), {"radio_url": url})
-    client = type("VirtualRadioClient", (VirtualBleakClient,), {"radio_url": url, "default_mtu": mtu})
+    if not 0 <= linger_s < float("inf"):  # NaN fails too
+        raise BleakError(f"linger_s must be a finite number of seconds >= 0, got {linger_s!r}")
+    scanner = type("VirtualRadioScanner", (VirtualBleakScanner,), {"radio_url": url, "linger_s": linger_s})
+    client = type("VirtualRadioClient", (VirtualBleakClient,),
+                  {"radio_url": url, "default_mtu": mtu, "linger_s": linger_s})
     return scanner, client

@@ -1,9 +1,16 @@
 """A shared central on the virtual radio: one Bumble device per (event loop, radio URL).
 
 Like one Bluetooth adapter on a host, every bleak scanner and client of a process on the same
-radio uses the same central (reference-counted; closed when the last user releases it).
-Scanning is shared between scanners; LE connection attempts are serialised (one controller
-has one pending connection at a time, as on real hardware).
+radio uses the same central (reference-counted). Scanning is shared between scanners; LE connection
+attempts are serialised (one controller has one pending connection at a time, as on real hardware).
+
+After its last user releases it, the central stays joined for ``linger_s`` (an adapter stays powered
+on between scans): the next scan or connection within that time re-uses it, and only then does it
+leave the radio. Joining per scan cost a WebSocket, a Bumble ``Device``/``Host`` and a power-on each
+time; those objects form reference cycles, freed only by the collector's full passes, so a process
+scanning every second piled them up between passes. A lingering central also leaves at once when
+:meth:`SharedCentral.leave_if_idle` is called, and when its task is cancelled at the event loop's
+shutdown (``asyncio.run``, ``asyncio.Runner``).
 
 When the relay goes away (stopped, restarted, crashed: the HCI transport closes) or an HCI command
 to it times out, the central forgets its device (:attr:`SharedCentral.generation` moves on) and the
@@ -46,6 +53,7 @@ class SharedCentral:
         self._scanners: dict[object, AdvertisementListener] = {}
         self._active_scan = False
         self._closing: set[asyncio.Task[None]] = set()
+        self._linger: asyncio.Task[None] | None = None
         self.generation = 0
         """Moves on each time the device is given up (radio lost); a user compares it to tell."""
 
@@ -63,6 +71,10 @@ class SharedCentral:
             RadioConnectError: the relay cannot be reached, or its controller did not answer.
         """
         async with self._open_lock:
+            self._stop_lingering()
+            if self._transport is not None and self._transport.source.terminated.done():
+                # the relay closed it and the terminated callback has not run yet: not reusable
+                self._lost(self._transport, "the relay closed the connection")
             if self._device is None:
                 transport, device = await open_radio_device(
                     self.radio_url, name="civicedge-central", address=self.address, timeout_s=timeout_s)
@@ -103,6 +115,7 @@ class SharedCentral:
             return  # released on purpose, or given up already
         self._transport, self._device = None, None
         self._scanners.clear()
+        self._stop_lingering()
         self.generation += 1
         logger.info("central %s lost the virtual radio %s (%s); it joins again at its next use",
                     self.address, self.radio_url, reason)
@@ -110,17 +123,55 @@ class SharedCentral:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def release(self) -> None:
-        """Drop a reference; the last one leaves the radio."""
+    async def release(self, linger_s: float = 0.0) -> None:
+        """Drop a reference; after the last one the central leaves the radio ``linger_s`` later.
+
+        Args:
+            linger_s: how long the central stays joined, unused, for the next :meth:`acquire` (0: it
+                leaves now). The last release before the central goes idle decides.
+        """
         async with self._open_lock:
             self._users = max(0, self._users - 1)
-            if self._users or self._device is None:
+            if self._users or self._transport is None:
                 return
-            transport, self._transport, self._device = self._transport, None, None
-            self._scanners.clear()
-            if transport is not None:
-                await _close_quietly(transport)
-            logger.debug("central %s left %s", self.address, self.radio_url)
+            if linger_s > 0:
+                self._stop_lingering()
+                self._linger = asyncio.get_running_loop().create_task(
+                    self._leave_later(self._transport, linger_s), name=f"radio-central-linger {self.radio_url}")
+                return
+            await self._leave(self._transport)
+
+    async def leave_if_idle(self) -> None:
+        """Leave the radio now if no one uses the central (it lingers, or it left already)."""
+        async with self._open_lock:
+            if self._users == 0 and self._transport is not None:
+                self._stop_lingering()
+                await self._leave(self._transport)
+
+    def _stop_lingering(self) -> None:
+        linger, self._linger = self._linger, None
+        if linger is not None:
+            linger.cancel()  # it sees it is no longer self._linger: the device is kept (or lost already)
+
+    async def _leave_later(self, transport: Transport, linger_s: float) -> None:
+        try:
+            await asyncio.sleep(linger_s)
+        except asyncio.CancelledError:
+            if self._linger is asyncio.current_task():  # not from acquire()/_lost(): the loop shuts down
+                self._linger = None
+                if self._users == 0 and self._transport is transport:
+                    await self._leave(transport)
+            raise
+        if self._linger is asyncio.current_task() and self._users == 0 and self._transport is transport:
+            self._linger = None  # from here acquire() joins afresh and cannot cancel the close below
+            await self._leave(transport)
+
+    async def _leave(self, transport: Transport) -> None:
+        """Forget the device and close its transport (the caller checked it is the current one, unused)."""
+        self._transport, self._device = None, None
+        self._scanners.clear()
+        await _close_quietly(transport)
+        logger.debug("central %s left %s", self.address, self.radio_url)
 
     async def add_scanner(self, token: object, listener: AdvertisementListener, active: bool) -> None:
         """Start delivering advertisements to ``listener`` (starts scanning if needed)."""
