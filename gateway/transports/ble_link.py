@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from typing import Any, Callable
@@ -69,6 +70,13 @@ RADIO_RETRY_MAX_S = 30.0
 RADIO_WARN_EVERY_S = 60.0
 # A scan that has not returned this long after its scan interval is abandoned as a failure.
 SCAN_GRACE_S = 15.0
+# D-Bus's default system bus (dbus-fast, which bleak's BlueZ backend uses, reads the same).
+DEFAULT_SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"
+
+def system_bus_address() -> str:
+    """The D-Bus system bus bleak's BlueZ backend connects to (``DBUS_SYSTEM_BUS_ADDRESS``, else the default)."""
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS
+
 
 def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
     """Return ``(scanner_backend, client_backend)`` for bleak: None for the OS default (BlueZ).
@@ -226,6 +234,10 @@ class BleTransport:
         # Anything else bleak or the OS reports is a scan that failed on a radio that answered.
         if isinstance(exc, (BleakBluetoothNotAvailableError, TimeoutError)):
             self.problem = "cannot reach the BLE radio/adapter (%s)" % why
+        elif self._config.backend == "bluez" and isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+            # bleak's D-Bus connect names no path: "[Errno 2] No such file or directory" alone said nothing
+            self.problem = ("cannot reach BlueZ: no D-Bus system bus at %s (%s: %s; is dbus running, and"
+                            " bluetoothd?)" % (system_bus_address(), type(exc).__name__, why))
         else:
             self.problem = "BLE scan failed (%s: %s)" % (type(exc).__name__, why)
         more = self._radio_log.allow()
