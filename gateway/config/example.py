@@ -86,7 +86,8 @@ port = 8080
 
 [retention]
 interval_s = 3600               # how often old field values are removed
-# Retention comes from firmware/policy.json (retention_days per field); it may only be shortened:
+# Retention comes from the privacy policy shipped with civicedge (retention_days per field: the public
+# GET /transparency.json, or policy_max_days in GET /api/admin/retention); it may only be shortened:
 # [retention.streetlight]
 # lux = 30
 '''
