@@ -15,12 +15,13 @@ docs/upgrading.md has one read before an upgrade), the systemd unit and the Prom
 them.
 
 Which files ship (:func:`bundled_files`): in a git checkout, exactly the files git tracks of those
-trees and files (``git ls-files``), so an untracked key backup, an editor's ``~`` file or a tool's cache
-never does; elsewhere (an unpacked sdist, which holds only those files) the files on disk. Caches
-and backups are left out in both cases. A symlink is shipped as the file it points to only when
-that file is inside the same tree (the repository, for a single file); one pointing out of it, at a directory, or at nothing stops the
-build with an error naming it. The sdist gets the same list through ``get_source_files`` (setuptools
-adds a ``build_py``'s source files to the sdist), so MANIFEST.in does not graft the trees.
+trees and files (``git ls-files``), so an untracked key backup, an editor's ``~`` file or a tool's
+cache never does; elsewhere (an unpacked sdist, which holds only those files) the files on disk.
+Caches and backups are left out in both cases. A symlink is shipped as the file it points to only
+when that file is inside the same tree (the repository, for a single file); one pointing out of it,
+at a directory, or at nothing stops the build with an error naming it. The sdist gets the same list
+through ``get_source_files`` (setuptools adds a ``build_py``'s source files to the sdist), so
+MANIFEST.in does not graft the trees.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def _check_link(root: Path, rel: str) -> None:
     where = f"{rel} -> {os.readlink(path)}"
     target = path.resolve()
     if not target.is_relative_to(tree):
-        raise FileError(f"{where} points out of {'the repository' if single else tree.name + '/'}: refusing to ship a file from outside the "
+        out_of = "the repository" if single else f"{tree.name}/"
+        raise FileError(f"{where} points out of {out_of}: refusing to ship a file from outside the "
                         "repository; replace the link with the file, or remove it")
     if not target.exists():
         raise FileError(f"{where} is a dangling symlink; fix or remove it")
@@ -121,7 +123,9 @@ def bundled_files(root: Path = ROOT) -> list[str]:
     files = []
     for rel in sorted(set(listed)):
         path = root / rel
-        if not _wanted(PurePosixPath(rel)) or _not_shipped(PurePosixPath(rel)) or not (path.is_symlink() or path.exists()):
+        if not _wanted(PurePosixPath(rel)) or _not_shipped(PurePosixPath(rel)):
+            continue
+        if not (path.is_symlink() or path.exists()):
             continue
         if path.is_symlink():
             _check_link(root, rel)

@@ -4,8 +4,8 @@ and those commands work from an installed wheel, far from any checkout.
 
 The sdist is built from a git copy of the checkout, and the wheel from the unpacked sdist (what
 ``python -m build`` does), with this venv's setuptools and no network (``--no-build-isolation``).
-Of firmware/, boards/, docs/*.md and the single files exactly the files git tracks ship: the copy also holds untracked files,
-caches and symlinks out of the tree, which must stay out of both.
+Of firmware/, boards/, docs/*.md and the single files exactly the files git tracks ship: the copy
+also holds untracked files, caches and symlinks out of the tree, which must stay out of both.
 """
 
 from __future__ import annotations
@@ -208,7 +208,8 @@ def test_installed_wheel_finds_its_docs_changelog_unit_and_alert_rules(built: tu
     program = ("import argparse, sys\n"
                "import gateway.resources as r\n"
                "from hil.cli import docs_cmd\n"
-               "print(r.docs_dir()); print(r.changelog_path()); print(r.service_unit_path()); print(r.alert_rules_path())\n"
+               "print(r.docs_dir()); print(r.changelog_path())\n"
+               "print(r.service_unit_path()); print(r.alert_rules_path())\n"
                "parser = argparse.ArgumentParser(prog='civicedge')\n"
                "docs_cmd.register(parser.add_subparsers(dest='command'))\n"
                "args = parser.parse_args(sys.argv[1:])\n"
