@@ -19,9 +19,10 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from gateway.routes.errors import MatrixError, MatrixUnreachableError, counted
 from gateway.routes.parsing import ascii_float, separator_hint
@@ -38,6 +39,24 @@ MAX_DISTANCE_M = 1_000_000
 #: Longest great-circle distance (half the Earth's circumference, ~20 016 km, rounded up): any
 #: matrix the planner hands the solver holds distances of at most this many metres.
 MAX_GREAT_CIRCLE_M = 20_100_000
+
+
+def require_numpy() -> None:
+    """Check that numpy (the ``routes`` extra, with OR-Tools) can be imported, before the planner uses it.
+
+    numpy is imported by the functions that compute, not with this module: the gateway imports the
+    routes package at start, and only the planning worker computes.
+
+    Raises:
+        SolverUnavailableError: numpy cannot be imported (the plan answers 503 ``solver_unavailable``,
+            ``routes plan`` exits 7, as without OR-Tools).
+    """
+    try:
+        import numpy  # noqa: F401
+    except ImportError as exc:
+        from gateway.routes.solver import SolverUnavailableError  # solver imports this module
+
+        raise SolverUnavailableError("numpy", str(exc) or type(exc).__name__) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +119,9 @@ def great_circle_m(lats: Sequence[float], lons: Sequence[float]) -> np.ndarray:
     Raises:
         MatrixError: A coordinate is NaN or infinite.
     """
+    require_numpy()
+    import numpy as np  # here, not at module level: the gateway imports routes, only the planner computes
+
     lat_deg, lon_deg = np.asarray(lats, dtype=np.float64), np.asarray(lons, dtype=np.float64)
     if not (np.isfinite(lat_deg).all() and np.isfinite(lon_deg).all()):  # cast to int64, NaN became INT64_MIN
         raise MatrixError("great-circle", "a place has no valid latitude/longitude (NaN or infinite)")
@@ -355,6 +377,9 @@ def matrix_array(provider: DistanceProvider, places: Sequence[Place]) -> tuple[n
     Raises:
         MatrixError: A CSV matrix is unusable.
     """
+    require_numpy()
+    import numpy as np  # here, not at module level: the gateway imports routes, only the planner computes
+
     if type(provider) is GreatCircle and places:  # exactly the built-in one: a subclass may override matrix()
         metres = great_circle_m([p.lat for p in places], [p.lon for p in places])
         return metres.astype(np.int32), provider.description, []
@@ -372,6 +397,9 @@ def checked_array(matrix: Sequence[Sequence[object]] | np.ndarray, source: str, 
     Raises:
         MatrixError: Wrong shape, or a value that is not a whole number of metres in range.
     """
+    require_numpy()
+    import numpy as np  # here, not at module level: the gateway imports routes, only the planner computes
+
     if isinstance(matrix, np.ndarray) and matrix.dtype.kind in "iu" and matrix.ndim == 2:
         if matrix.shape != (n, n):
             raise MatrixError(source, f"must be {n}x{n} (depot + bins)")

@@ -25,9 +25,10 @@ import math
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from gateway.routes.distances import MAX_GREAT_CIRCLE_M, checked_array
 from gateway.routes.errors import CapacityError, InvalidInputError, MatrixError, RoutesError, SolverError
@@ -57,14 +58,15 @@ ORTOOLS_PACKAGE = "ortools"
 
 
 class SolverUnavailableError(RoutesError):
-    """OR-Tools cannot be imported (not installed, or no wheel for this platform, e.g. 32-bit ARM).
+    """OR-Tools or numpy (the ``routes`` extra) cannot be imported (not installed, or no wheel for this
+    platform, e.g. 32-bit ARM).
 
     OR-Tools is imported on the first plan, not with the gateway (~35 MB of memory and ~100 shared
     libraries a gateway that never plans has no use for), so a gateway without it still runs and
     only planning fails.
 
     Attributes:
-        package: The missing package (``ortools``).
+        package: The missing package (``ortools``, or ``numpy``: checked first, by the distance matrix).
         problem: Why the import failed.
     """
 
@@ -74,8 +76,8 @@ class SolverUnavailableError(RoutesError):
 
     def __init__(self, package: str, problem: str) -> None:
         super().__init__(f"route planning is unavailable: the {package} package cannot be imported ({problem}); "
-                         f"install it (pip install {package}) on a platform it has wheels for (64-bit Linux "
-                         f"x86_64 or aarch64)", package=package, problem=problem)
+                         f"install civicedge's routes extra (pip install 'civicedge[routes]') on a platform "
+                         f"{package} has wheels for (64-bit Linux x86_64 or aarch64)", package=package, problem=problem)
         self.package = package
         self.problem = problem
 
@@ -216,6 +218,8 @@ def drop_penalty(m: int, max_d: int, vehicles: int, vehicle_cost_m: int = 0) -> 
 def _rows(matrix: np.ndarray) -> list[list[int]]:
     """``matrix`` as the list of lists OR-Tools takes, one int object per distinct distance shared by
     every cell holding it: 8 bytes a cell instead of ~40 for ``tolist()`` (4,000 bins: ~130 MB, not ~640)."""
+    import numpy as np  # here, not at module level: the gateway imports routes, only the planner computes
+
     top = int(matrix.max()) if matrix.size else 0
     if top >= matrix.size:  # more possible values than cells (far-apart places): one int per cell anyway
         return matrix.tolist()  # type: ignore[no-any-return]
@@ -231,7 +235,9 @@ def _search(
     strategy: str,
 ) -> tuple[list[tuple[int, ...]], str]:
     """Build the routing model over the ``kept`` candidates and search; return routes of original indices."""
-    pywrapcp, routing_enums_pb2 = _ortools()
+    pywrapcp, routing_enums_pb2 = _ortools()  # first: it names the missing package (numpy comes with it)
+    import numpy as np  # here, not at module level: the gateway imports routes, only the planner computes
+
     # Local node k (1..m) is candidate kept[k - 1]; node 0 is the depot.
     nodes = [0] + [i + 1 for i in kept]
     # every bin kept: the checked matrix itself, no copy
