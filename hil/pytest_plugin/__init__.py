@@ -26,12 +26,12 @@ consoles and gateway log, kept as files in its ``tmp_path`` (:mod:`hil.pytest_pl
 from __future__ import annotations
 
 import os
+import sys
 from typing import Generator
 
 import pytest
 
 from hil.backends.capabilities import BACKENDS, KNOWN_CAPABILITIES, manifest_for
-from hil.dut.errors import DeviceError
 from hil.pytest_plugin.fixtures import (
     fleet_marker_text,
     hil_board,
@@ -57,7 +57,7 @@ EMBEDDED_WARNING_FILTERS: tuple[str, ...] = (
     "ignore:record_xml_attribute is an experimental feature:pytest.PytestExperimentalApiWarning",
     "ignore:record_xml_attribute is incompatible with junit_family:pytest.PytestWarning",
 )
-"""pytest-embedded (installed with civicedge, auto-loaded) calls ``record_xml_attribute`` for every
+"""pytest-embedded (installed with civicedge's hil extra, auto-loaded) calls ``record_xml_attribute`` for every
 test: two warnings per test in any project using this plugin, hiding real ones. Only these two
 messages are ignored, and only while pytest-embedded is loaded."""
 
@@ -200,13 +200,15 @@ def check_prerequisites(settings: HilSettings) -> None:
             naming the console port.
     """
     from hil.backends.errors import BackendError
-    from hil.backends.serial.driver import parse_data_port, same_port
-    from hil.backends.serial.select import BoardSelector
 
+    # The serial backend's modules (hil.dut: mpremote, the field extra) only when it is the one chosen:
+    # pytest loads this plugin wherever civicedge is installed.
     if settings.backend == "serial" and not settings.port:
         raise pytest.UsageError("--hil-backend serial needs --hil-port (a port such as /dev/ttyUSB0, "
                                 "rfc2217://host:port, usb:<USB serial number> or mac:<chip MAC>)")
     if settings.backend == "serial" and settings.port:
+        from hil.backends.serial.select import BoardSelector
+
         try:  # a malformed selector is the user's typo: once, up front, not an error in every test
             BoardSelector.parse(settings.port)
         except BackendError as exc:
@@ -215,6 +217,8 @@ def check_prerequisites(settings: HilSettings) -> None:
         if settings.backend != "serial":
             raise pytest.UsageError(f"--hil-data-port is for --hil-backend serial (the {settings.backend} backend "
                                     "wires the data link itself)")
+        from hil.backends.serial.driver import parse_data_port, same_port
+
         try:
             parse_data_port(settings.data_port)
         except BackendError as exc:
@@ -402,8 +406,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     while err is not None and err not in chain:
         chain.append(err)
         err = err.__cause__ or err.__context__
+    # Looked up, not imported: hil.dut needs mpremote (the field extra), and pytest loads this plugin
+    # wherever civicedge is installed. No DeviceError was raised unless hil.dut.errors is loaded.
+    device_error = getattr(sys.modules.get("hil.dut.errors"), "DeviceError", None)
     for exc in chain:
-        if isinstance(exc, DeviceError):
+        if device_error is not None and isinstance(exc, device_error):
             report.sections.append((f"device traceback ({exc.url})", exc.traceback.rstrip()))
             break
     if report.failed:

@@ -13,20 +13,25 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from hil.backends.board import BoardDriver, BoardHandle, BoardStateError, Strategy, make_identity
 from hil.backends.capabilities import CapabilityManifest
 from hil.backends.errors import BackendError, QemuNotFoundError
 from hil.boards import BoardDefinition, BoardError
+from hil.cli.extras import extra_for
 from hil.errors import HilError
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
 from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints, slow_clock_hints
 from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
 from hil.pytest_plugin.ports import PortRange, free_ports, port_free
 from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
+
+# hil.backends.board drives boards through hil.dut (mpremote, the field extra): imported when a fixture
+# brings a board up (require_harness), not with the plugin, which pytest loads wherever civicedge is.
+if TYPE_CHECKING:
+    from hil.backends.board import BoardDriver, BoardHandle, BoardStateError, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +152,8 @@ def setup_failure_message(fixture: str, exc: BoardStateError) -> str | None:
 def bring_up(strategy: Strategy, handle: BoardHandle, *, fixture: str) -> None:
     """Bring ``handle`` to "reporting"; FAIL the test with just the message (no traceback through
     pytest, pytest-asyncio and the strategy) when one of our errors stops it."""
+    from hil.backends.board import BoardStateError
+
     try:
         strategy.transition(handle, "reporting")
         return
@@ -172,6 +179,21 @@ def power_off_or_fail(power_off: Callable[[], None], *, fixture: str) -> None:
     pytest.fail(message, pytrace=False)
 
 
+def require_harness(fixture: str) -> None:
+    """FAIL the test with one line when the modules that drive boards are not installed: ``hil_board
+    needs the 'hil' extra: pip install 'civicedge[hil]' (missing module mpremote)``."""
+    try:
+        import hil.backends.board  # noqa: F401
+        return
+    except ModuleNotFoundError as exc:
+        missing = extra_for(exc)
+        if missing is None:
+            raise
+    # Failed outside the except block: inside it, pytest prints the exception chain even with pytrace=False.
+    pytest.fail(f"{fixture} needs the 'hil' extra: pip install 'civicedge[hil]' (missing module {missing[1]})",
+                pytrace=False)
+
+
 def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
                 request: pytest.FixtureRequest) -> BoardDriver:
     """The driver of the session's backend.
@@ -179,8 +201,9 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
     SKIPS the test when Espressif QEMU is not on PATH (hardware that cannot exist here); FAILS it
     (an error at setup) when the sim backend's runtime is missing: scripts/setup (a checkout) or
     ``civicedge sim install-runtime`` (a wheel) installs it, so its absence is a broken install that
-    must not turn CI green.
+    must not turn CI green. FAILS it when the harness's packages are not installed (:func:`require_harness`).
     """
+    require_harness(request.fixturename or "hil_board")
     if settings.backend == "sim":
         from hil.backends.sim_driver import SimDriver, simulator_unavailable_reason
 
@@ -288,6 +311,8 @@ def hil_board_definition(request: pytest.FixtureRequest, hil_settings: HilSettin
 def new_handle(backend: str, definition: BoardDefinition, test_dir: Path) -> BoardHandle:
     """A board handle with a fresh identity, its work directory ``<test_dir>/<device id>`` (flash
     directory or image, ``console.log``)."""
+    from hil.backends.board import BoardHandle, make_identity
+
     identity = make_identity(definition)
     workdir = test_dir / identity["id"]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -303,6 +328,8 @@ def hil_board(request: pytest.FixtureRequest, hil_settings: HilSettings, hil_boa
     (:mod:`hil.pytest_plugin.logs`).
     """
     driver = make_driver(hil_settings, [hil_board_definition], request)
+    from hil.backends.board import Strategy  # make_driver checked that it imports
+
     strategy = Strategy(driver)
     handle = new_handle(driver.backend, hil_board_definition, tmp_path)
     console = keep_board_console(request.node, handle)
@@ -346,6 +373,8 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_pat
         definitions = {name: marker_board(hil_settings, request.node, name, marker=fleet_marker_text(mix),
                                           label="hil_fleet") for name in mix}
     driver = make_driver(hil_settings, list(definitions.values()), request)
+    from hil.backends.board import Strategy  # make_driver checked that it imports
+
     fleet = Fleet(Strategy(driver))
     consoles: list[KeptLog] = []
     try:
@@ -369,13 +398,17 @@ def hil_radio(hil_settings: HilSettings) -> Iterator[Any]:
     shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join. It
     listens on a port of ``--hil-port-range`` when given, else on any free port.
 
-    Bumble is a dependency of civicedge: failing to import it is a broken install, so the test
-    errors (never skips).
+    Bumble comes with civicedge's ``hil`` extra: without it the test errors naming the extra, and
+    failing to import it otherwise is a broken install; it errors too (never skips).
     """
     try:
         from hil.sim.radio.relay import start_relay
     except ImportError as exc:
-        raise pytest.fail.Exception(f"virtual radio unavailable: {exc} (bumble is a civicedge dependency: "
+        missing = extra_for(exc)
+        if missing is not None:
+            raise pytest.fail.Exception(f"hil_radio needs the '{missing[0]}' extra: pip install "
+                                        f"'civicedge[{missing[0]}]' (missing module {missing[1]})", pytrace=False) from None
+        raise pytest.fail.Exception(f"virtual radio unavailable: {exc} (bumble comes with civicedge's hil extra: "
                                     "reinstall, e.g. scripts/setup)", pytrace=False) from None
     handle = start_relay() if hil_settings.port_range is None else _relay_in_range(start_relay, hil_settings.port_range)
     try:

@@ -19,12 +19,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from hil.backends.board import BoardHandle
 from hil.backends.errors import BackendError
 from hil.children import spawn_child
 from hil.pytest_plugin.ports import PortRange, free_ports, port_free
+
+# Annotations only: hil.backends.board drives boards through hil.dut (mpremote, the field extra), which
+# the plugin does not import when pytest loads it.
+if TYPE_CHECKING:
+    from hil.backends.board import BoardHandle
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,14 @@ wall minutes, :func:`slow_clock_hints`). Each gives a ``failure_hint`` for the g
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from hil.backends.board import BoardHandle
 from hil.sleep_limits import DEEP_SLEEP_AWAKE_S, MAX_DEEP_SLEEP_SPEED, MIN_AWAKE_WALL_S
+
+# Annotations only: hil.backends.board drives boards through hil.dut (mpremote, the field extra), which
+# the plugin does not import when pytest loads it.
+if TYPE_CHECKING:
+    from hil.backends.board import BoardHandle
 
 __all__ = ["DEEP_SLEEP_AWAKE_S", "MAX_DEEP_SLEEP_SPEED", "MIN_AWAKE_WALL_S"]  # re-exported
 

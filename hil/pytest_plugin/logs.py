@@ -19,11 +19,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import pytest
 
-from hil.backends.board import REFUSAL_PATTERN, BoardHandle, running_pattern
+# Annotations only: hil.backends.board drives boards through hil.dut (mpremote, the field extra), which
+# the plugin does not import when pytest loads it.
+if TYPE_CHECKING:
+    from hil.backends.board import BoardHandle
+
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,8 @@ def console_failure_hint(boards: Sequence[BoardHandle]) -> Callable[[str | None]
             text = board_console_text(board)
             if not text:
                 continue
+            from hil.backends.board import REFUSAL_PATTERN, running_pattern  # a board exists: it was imported
+
             console = text.encode("utf-8", errors="replace")
             since = 0
             for match in running_pattern(board.device_id).finditer(console):

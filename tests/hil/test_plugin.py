@@ -558,7 +558,8 @@ def test_pytest_embedded_warnings_are_quieted_in_an_integrator_project(pytester:
 
 
 def test_hil_radio_without_bumble_is_an_error_not_a_skip(pytester: pytest.Pytester) -> None:
-    # bumble is a hard dependency: a failed import is a broken install, which must not go green.
+    # A failed import of the radio's own module is a broken install, which must not go green (without the
+    # hil extra the error names it: tests/hil/test_plugin_without_extras.py).
     pytester.makeconftest("""
         import sys
         sys.modules["hil.sim.radio.relay"] = None  # makes the import fail as without bumble
@@ -569,4 +570,4 @@ def test_hil_radio_without_bumble_is_an_error_not_a_skip(pytester: pytest.Pytest
     """)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*virtual radio unavailable:*bumble is a civicedge dependency*"])
+    result.stdout.fnmatch_lines(["*virtual radio unavailable:*bumble comes with civicedge's hil extra*"])
