@@ -12,10 +12,10 @@ import importlib
 import logging
 import os
 import sys
-from datetime import datetime, timezone
 from typing import IO, Any, Callable, Sequence
 
 from gateway.errors import GatewayError
+from gateway.log_time import LINE_FORMAT, IsoTimeFormatter
 from gateway.systemd import journal_prefix, stderr_is_journal
 from gateway.version import gateway_version
 from hil.cli.extras import COMMANDS_OF_MODULE, add_unavailable, extra_for, report_missing_extra
@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli",               # civicedge gateway ...
     "gateway.routes.cli",        # civicedge routes ...
     "hil.boards.cli",            # civicedge boards list / show / check
+    "hil.cli.docs_cmd",          # civicedge docs [NAME [--show]] | --unit | --alerts
 )
 
 
@@ -108,16 +109,6 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     return args
 
 
-class IsoTimeFormatter(logging.Formatter):
-    """Stamps each line with its local time and UTC offset, ISO 8601 to the millisecond
-    (``2026-10-25T02:30:00.123+02:00``): the hour the clocks go back repeats, and a time without its
-    offset named two moments (journalctl ``-o short-iso`` shows the offset too)."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """``record.created`` in the machine's zone (``TZ``), with its offset."""
-        return datetime.fromtimestamp(record.created, timezone.utc).astimezone().isoformat(timespec="milliseconds")
-
-
 def configure_logging(verbosity: int) -> None:
     """Quiet by default (warnings), ``-v`` info, ``-vv`` debug of civicedge's loggers, ``-vvv`` debug of all.
 
@@ -139,7 +130,7 @@ def configure_logging(verbosity: int) -> None:
         logging.basicConfig(handlers=[handler])
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(IsoTimeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(IsoTimeFormatter(LINE_FORMAT))
         logging.basicConfig(handlers=[handler])
     apply_verbosity(verbosity)
 

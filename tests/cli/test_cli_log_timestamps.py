@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hil.cli.main import IsoTimeFormatter
+from gateway.log_time import IsoTimeFormatter
 
 LINE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2} WARNING civicedge\.test: hello\Z")
 
@@ -59,3 +59,25 @@ def test_the_configured_handler_writes_the_offset() -> None:
     stamp = datetime.fromisoformat(line.split(" ", 1)[0])
     assert abs(stamp.timestamp() - time.time()) < 50  # now, in Amsterdam's winter or summer time
     assert stamp.utcoffset() in (timedelta(hours=1), timedelta(hours=2)), line
+
+
+@pytest.mark.timeout(60)
+def test_the_standalone_radio_relay_writes_the_offset_too() -> None:
+    """Review of d3de4c9: ``python -m hil.sim.radio`` set up its own logging without the offset."""
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    env["TZ"] = "Europe/Amsterdam"
+    proc = subprocess.Popen([sys.executable, "-m", "hil.sim.radio", "-v", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("ws://127.0.0.1:")  # listening, so it has logged that
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    line = next(ln for ln in err.splitlines() if "virtual radio listening" in ln)
+    stamp = datetime.fromisoformat(line.split(" ", 1)[0])
+    assert stamp.utcoffset() in (timedelta(hours=1), timedelta(hours=2)), line
+    assert " INFO hil.sim.radio.relay: " in line

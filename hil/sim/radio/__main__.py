@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from gateway.cli.verbosity import apply_verbosity
+from gateway.log_time import LINE_FORMAT, IsoTimeFormatter
 from hil.sim.radio.relay import RadioServer
 
 
@@ -41,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="-v info, -vv debug of civicedge's loggers, -vvv debug of everything (websockets "
                              "frames, Bumble HCI dumps); or CIVICEDGE_LOG_DEBUG=bumble,websockets")
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(IsoTimeFormatter(LINE_FORMAT))  # with its UTC offset, as the civicedge CLI's lines
+    logging.basicConfig(handlers=[handler])
     apply_verbosity(args.verbose)
     try:
         asyncio.run(_serve(args.host, args.port, args.json))
