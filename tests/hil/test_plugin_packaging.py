@@ -68,6 +68,6 @@ def test_what_the_plugin_imports_at_load_is_a_runtime_dependency() -> None:
 
 
 def test_pytest_embedded_is_installed_with_civicedge_as_the_docs_say() -> None:
-    assert "pytest-embedded is installed with civicedge" in (ROOT / "docs" / "hil.md").read_text()
+    assert "pytest-embedded is installed with civicedge's `hil` extra" in (ROOT / "docs" / "hil.md").read_text()
     closure = _runtime_closure()
     assert {"pytest-embedded", "pytest-embedded-serial"} <= closure
