@@ -80,6 +80,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         low = low_space(config.storage.path, config.storage.min_free_mb)
         if low is not None:  # not refused: run starts and commits while there is room
             print("warning: %s" % low, file=sys.stderr)
+        from gateway.transports.ble_link import system_bus_missing  # bleak: only when checking
+
+        no_bus = system_bus_missing(config.ble)
+        if no_bus is not None:  # not refused: the serial links work, and BLE retries until the bus is there
+            print("warning: %s" % no_bus, file=sys.stderr)
         print("config OK: gateway %s, store %s (%s)" % (config.id, config.storage.path, store))
         return EXIT_OK
     if licence_warning is not None:

@@ -78,6 +78,21 @@ def system_bus_address() -> str:
     return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS
 
 
+def system_bus_missing(config: BleConfig) -> str | None:
+    """For ``run --check``: why the BlueZ backend cannot work here, when its D-Bus system bus socket is not
+    there (None: BLE off, the virtual radio, the socket present, or an address that cannot be checked)."""
+    if not config.enabled or config.backend != "bluez":
+        return None
+    address = system_bus_address()
+    for entry in address.split(";"):  # D-Bus tries the addresses in turn
+        transport, _, params = entry.partition(":")
+        keys = dict(kv.partition("=")[::2] for kv in params.split(",") if kv)
+        if transport != "unix" or "path" not in keys or os.path.exists(keys["path"]):
+            return None  # abstract sockets, tcp, or a socket file that is there
+    return ("[ble] enabled with the BlueZ backend, but there is no D-Bus system bus at %s: BLE will not work"
+            " (is dbus running, and bluetoothd?)" % address)
+
+
 def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
     """Return ``(scanner_backend, client_backend)`` for bleak: None for the OS default (BlueZ).
 

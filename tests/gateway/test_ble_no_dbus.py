@@ -10,9 +10,11 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import make_env
 
 from gateway.config.model import BleConfig
 from gateway.transports.ble_link import DEFAULT_SYSTEM_BUS, BleTransport, system_bus_address
+from hil.cli.main import main
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -56,3 +58,25 @@ def test_the_default_bus_is_dbus_fasts(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
     assert system_bus_address() == DEFAULT_SYSTEM_BUS == get_system_bus_address()
+
+
+def test_run_check_warns_of_a_missing_bus_only_for_bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    bus = tmp_path / "gone" / "system_bus_socket"
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={bus}")
+    off = make_env(tmp_path / "off")
+    assert main(["gateway", "run", "--config", str(off), "--check"]) == 0
+    assert "D-Bus" not in capsys.readouterr().err  # BLE off: nothing to say
+    on = make_env(tmp_path / "on", extra='[ble]\nenabled = true\n')
+    assert main(["gateway", "run", "--config", str(on), "--check"]) == 0  # serial links still work: a warning
+    out = capsys.readouterr()
+    assert f"warning: [ble] enabled with the BlueZ backend, but there is no D-Bus system bus at unix:path={bus}" \
+        in out.err and "config OK" in out.out
+    bus.parent.mkdir()
+    live = socket.socket(socket.AF_UNIX)
+    live.bind(str(bus))
+    try:
+        assert main(["gateway", "run", "--config", str(on), "--check"]) == 0
+        assert "D-Bus" not in capsys.readouterr().err
+    finally:
+        live.close()
