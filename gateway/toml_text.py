@@ -2,9 +2,9 @@
 
 Gateway configs, board definitions, scenarios and stimuli files are all edited by hand, some on
 Windows: a UTF-8 byte-order mark (Notepad writes one) is skipped, since ``tomllib`` would fail at
-line 1, column 1 on it; a UTF-16 file is named as such; other bytes that are not UTF-8 are named
-with their offset. Each caller wraps :class:`TomlTextError` in its own error type, so the message
-says which kind of file it was.
+line 1, column 1 on it; a UTF-16 file is named as such; the first byte that is not UTF-8 is named
+with its line, column and offset (and the Windows-1252 letter it would be). Each caller wraps
+:class:`TomlTextError` in its own error type, so the message says which kind of file it was.
 """
 
 from __future__ import annotations
@@ -38,8 +38,26 @@ def decode_toml_bytes(data: bytes, *, what: str = "file") -> str:
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise TomlTextError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the {what} "
-                            "as UTF-8", reason="not_utf8") from None
+        raise TomlTextError(f"not UTF-8 text ({_where_not_utf8(data, exc.start)}); save the {what} as UTF-8",
+                            reason="not_utf8") from None
+
+
+def _where_not_utf8(data: bytes, start: int) -> str:
+    """Where the first byte that is not UTF-8 is, as an editor shows it: "line 3, column 14: byte 0xfc at
+    offset 20, ü in Windows-1252?" (the guess only when that byte is a letter in Windows-1252, the usual
+    cause: a file saved as "ANSI" on Windows)."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    before = data[line_start:start].decode("utf-8")  # valid: the first bad byte is at start
+    if line_start == 0:
+        before = before.removeprefix("\ufeff")  # an editor shows no column for the byte-order mark
+    byte = data[start]
+    where = "line %d, column %d: byte 0x%02x at offset %d" % (data.count(b"\n", 0, start) + 1, len(before) + 1,
+                                                              byte, start)
+    try:
+        guess = bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d: not in Windows-1252
+        return where
+    return where + ", %s in Windows-1252?" % guess if guess.isalpha() else where
 
 
 def read_toml_text(path: Path, *, what: str = "file") -> str:

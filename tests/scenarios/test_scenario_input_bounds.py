@@ -52,7 +52,7 @@ def _error(doc: dict[str, Any], kind: type[ScenarioError] = ScenarioError) -> Sc
 
 @pytest.mark.parametrize("data,words", [
     (b"\xff\xfe n\x00a\x00", "UTF-16 byte-order mark"),
-    (b'name = "x" # \xe9clairage\n', "not UTF-8 text (byte 0xe9 at offset 13)"),
+    (b'name = "x" # \xe9clairage\n', "not UTF-8 text (line 1, column 14: byte 0xe9 at offset 13, é in Windows-1252?)"),
 ])
 def test_a_scenario_file_that_is_not_utf8_is_refused(tmp_path: Path, data: bytes, words: str) -> None:
     path = tmp_path / "s.toml"

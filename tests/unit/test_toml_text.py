@@ -65,7 +65,7 @@ def test_board_definition_with_bom_loads_and_latin1_is_named(tmp_path: Path) -> 
     latin1.write_bytes(b"# \xe9clairage\n" + shipped)
     with pytest.raises(BoardError) as info:
         load_board(latin1)
-    assert "not UTF-8 text (byte 0xe9 at offset 2)" in str(info.value) and str(latin1) in str(info.value)
+    assert "not UTF-8 text (line 1, column 3: byte 0xe9 at offset 2, é in Windows-1252?)" in str(info.value) and str(latin1) in str(info.value)
 
 
 def test_stimuli_file_utf16_named(tmp_path: Path) -> None:
