@@ -76,11 +76,13 @@ class AcceptErrorFilter(logging.Filter):
             return 0.0
         return max(0.0, self.last_failure + RETRY_DELAY_S + 0.1 - self._clock())
 
-    @staticmethod
-    def _stale_retry(record: logging.LogRecord) -> bool:
+    def _stale_retry(self, record: logging.LogRecord) -> bool:
+        # only the retry of a failure this filter saw, when it is due: another server's is not ours to hide
+        if self.last_failure is None or self._clock() - self.last_failure > RETRY_DELAY_S + 1.0:
+            return False
         exc = record.exc_info[1] if record.exc_info else None
         return (isinstance(record.msg, str) and record.msg.startswith(STALE_RETRY)
-                and isinstance(exc, ValueError))
+                and isinstance(exc, ValueError) and "Invalid file descriptor" in str(exc))
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Let other records pass; rewrite the first accept failure of an interval into the WARNING,
