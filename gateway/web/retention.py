@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gateway.config.retention_warning import retention_interval_warning
+from gateway.toml_text import TomlTextError, decode_toml_bytes
 from gateway.web.errors import BadParameter
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,11 @@ def _whole_days(value: object) -> int | None:
     return None
 
 
-def parse_retention_file(text: str, maxima: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:
+def parse_retention_file(text: str | bytes, maxima: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:
     """The ``(kind, field, days)`` entries of a ``retention.json`` (:data:`RETENTION_FILE_FORM`).
+
+    The file may have been edited by hand on Windows: a UTF-8 byte-order mark is skipped, and ``text``
+    given as the file's bytes that is not UTF-8 is named as for a config file (:mod:`gateway.toml_text`).
 
     The one reading of the file: the gateway at start (:class:`RetentionSettings`) and
     ``gateway run --check`` both use it, so a file the check passes is one start-up loads. Days are
@@ -69,15 +73,21 @@ def parse_retention_file(text: str, maxima: Mapping[tuple[str, str], int]) -> li
     gateway config's lower caps are applied after, by the caller.
 
     Raises:
-        RetentionFileError: the text is not JSON of that form, an entry lacks a key, names a field
+        RetentionFileError: the text is not UTF-8 or not JSON of that form, an entry lacks a key, names a field
             the policy does not have or holds days that are not a whole number in range.
     """
+    if isinstance(text, bytes):
+        try:
+            text = decode_toml_bytes(text)
+        except TomlTextError as exc:
+            raise RetentionFileError(f"is {exc}") from None
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        line = getattr(exc, "lineno", None)
-        raise RetentionFileError("is not valid JSON%s" % ("" if line is None else " (line %d, column %d)"
-                                                          % (line, getattr(exc, "colno", 0)))) from None
+        doc = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark: Notepad saves one
+    except json.JSONDecodeError as exc:
+        raise RetentionFileError("is not valid JSON (line %d, column %d): %s" % (exc.lineno, exc.colno, exc.msg)) \
+            from None
+    except ValueError as exc:  # a number too long to convert
+        raise RetentionFileError("is not valid JSON: %s" % exc) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("overrides"), list):
         raise RetentionFileError("is not of the form %s" % RETENTION_FILE_FORM)
     entries: list[tuple[str, str, int]] = []
@@ -155,8 +165,8 @@ class RetentionSettings:
 
     def _load(self, path: Path) -> None:
         try:
-            items = parse_retention_file(path.read_text(encoding="utf-8"), self._maxima)
-        except (OSError, UnicodeDecodeError) as exc:
+            items = parse_retention_file(path.read_bytes(), self._maxima)  # only read, never rewritten here
+        except OSError as exc:
             raise BadParameter(f"retention settings file {path} cannot be read ({exc})", param="retention") from exc
         except RetentionFileError as exc:
             raise BadParameter(f"retention settings file {path} {exc}; fix it or remove it (the admin API writes "
