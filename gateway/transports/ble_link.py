@@ -104,7 +104,7 @@ def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
         return None, None
     try:
         # Imported lazily: production gateways do not need the simulator.
-        from hil.sim.radio.bleak_backend import make_backends
+        from hil.sim.radio.bleak_backend import DEFAULT_LINGER_S, make_backends
         from hil.sim.radio.errors import RadioUrlError
     except ImportError as exc:
         raise TransportError("virtual BLE backend unavailable: %s" % exc, reason="open_failed", link="ble") from exc
@@ -112,7 +112,8 @@ def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
         raise TransportError("[ble] backend = \"virtual\" needs radio = \"ws://HOST:PORT/ROOM\"", reason="open_failed",
                              link="ble")
     try:
-        return make_backends(config.radio)
+        # joined between scans, as an adapter stays powered (BleTransport.close leaves the radio)
+        return make_backends(config.radio, linger_s=DEFAULT_LINGER_S)
     except RadioUrlError as exc:  # the config loader refuses these; a BleConfig built in code may not
         raise TransportError("[ble] radio: %s" % exc, reason="open_failed", link="ble") from exc
 

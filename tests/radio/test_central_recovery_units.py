@@ -178,3 +178,42 @@ async def test_a_radio_lost_while_the_central_lingers_is_not_reused(
     assert central.generation == 1 and central._device is None and central._users == 0
     await asyncio.sleep(0.05)
     assert transport.closed
+
+
+async def test_leave_if_idle_waits_for_the_close_the_linger_started(central: SharedCentral) -> None:
+    """Review of bb09afc: once the linger had begun closing, leave_if_idle() saw no transport and returned
+    while the close still ran, so a stopping gateway left the linger's tasks behind."""
+    closing = asyncio.Event()
+    finish = asyncio.Event()
+
+    class SlowTransport(FakeTransport):
+        async def close(self) -> None:
+            closing.set()
+            await finish.wait()
+            self.closed = True
+
+    transport = SlowTransport()
+    central._transport, central._device = transport, FakeDevice()  # type: ignore[assignment]
+    central._users = 1
+    await central.release(linger_s=0.01)
+    await asyncio.wait_for(closing.wait(), 5)  # the linger's own leave is closing the connection
+    leaving = asyncio.create_task(central.leave_if_idle())
+    await asyncio.sleep(0.05)
+    assert not leaving.done()  # waits for that close
+    finish.set()
+    await asyncio.wait_for(leaving, 5)
+    assert transport.closed and central._linger is None
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("radio-central-linger")]
+
+
+async def test_make_backends_does_not_linger_unless_asked_and_the_gateway_asks() -> None:
+    """Review of bb09afc: a 30 s default kept the central (and its loop) alive on loops closed without
+    cancelling their tasks; only the gateway's transport, which leaves the radio at close, lingers."""
+    from gateway.config.model import BleConfig
+    from gateway.transports.ble_link import resolve_backends
+    from hil.sim.radio.bleak_backend import DEFAULT_LINGER_S, make_backends
+
+    scanner, client = make_backends(URL)
+    assert scanner.linger_s == 0 and client.linger_s == 0
+    gw_scanner, gw_client = resolve_backends(BleConfig(enabled=True, backend="virtual", radio=URL))
+    assert gw_scanner.linger_s == gw_client.linger_s == DEFAULT_LINGER_S > 0

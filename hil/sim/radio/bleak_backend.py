@@ -11,9 +11,11 @@ Both classes run on a :class:`~hil.sim.radio.central.SharedCentral` (one Bumble 
 event loop and radio, like one adapter per host). ``BleakClient(..., mtu=23)`` (a backend
 keyword, passed through by bleak) chooses the ATT MTU to request; the default is the
 ``mtu`` given to :func:`make_backends` (247). MTU 23 means "no exchange", as with a central
-that never sends Exchange MTU. The central stays joined ``linger_s`` (30 s) after its last scanner or
-client is done, as an adapter stays powered on between scans; a process that stops using the radio
-calls ``Scanner.leave_radio()`` to leave at once.
+that never sends Exchange MTU. With ``linger_s`` (the gateway's transport gives :data:`DEFAULT_LINGER_S`)
+the central stays joined that long after its last scanner or client is done, as an adapter stays
+powered on between scans; a process that stops using the radio calls ``Scanner.leave_radio()`` to
+leave at once. Lingering needs the loop's tasks cancelled at its end (``asyncio.run``, ``asyncio.Runner``):
+a loop merely closed keeps the central joined, hence the default 0.
 
 Errors follow bleak's conventions: a connect that does not complete raises ``TimeoutError``;
 operations on a dropped link raise :class:`bleak.exc.BleakError`; ATT errors raise
@@ -64,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 ATT_DEFAULT_MTU = 23
 DEFAULT_OP_TIMEOUT_S = 10.0
-DEFAULT_LINGER_S = 30.0
+DEFAULT_LINGER_S = 30.0  # the gateway's BLE transport (gateway.transports.ble_link.resolve_backends)
 _background: set[asyncio.Task[None]] = set()  # keep release tasks alive until done
 
 
@@ -429,7 +431,7 @@ class VirtualBleakClient(BaseBleakClient):
 
 
 def make_backends(radio_url: str, *, mtu: int = 247,
-                  linger_s: float = DEFAULT_LINGER_S) -> tuple[type[VirtualBleakScanner], type[VirtualBleakClient]]:
+                  linger_s: float = 0.0) -> tuple[type[VirtualBleakScanner], type[VirtualBleakClient]]:
     """bleak backend classes bound to one virtual radio.
 
     Args:

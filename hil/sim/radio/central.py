@@ -162,9 +162,11 @@ class SharedCentral:
                 if self._users == 0 and self._transport is transport:
                     await self._leave(transport)
             raise
-        if self._linger is asyncio.current_task() and self._users == 0 and self._transport is transport:
-            self._linger = None  # from here acquire() joins afresh and cannot cancel the close below
-            await self._leave(transport)
+        # under the lock, so leave_if_idle() (a stopping gateway) waits for this close, and acquire() joins afresh
+        async with self._open_lock:
+            if self._linger is asyncio.current_task() and self._users == 0 and self._transport is transport:
+                self._linger = None  # from here nothing cancels the close below
+                await self._leave(transport)
 
     async def _leave(self, transport: Transport) -> None:
         """Forget the device and close its transport (the caller checked it is the current one, unused)."""
