@@ -648,6 +648,26 @@ def check_topic_prefix(prefix: str) -> str | None:
     return None
 
 
+# MQTT 3.1.1 §1.5.3: a string is at most 65535 bytes of UTF-8 (a 16-bit length prefix).
+MQTT_STRING_MAX_BYTES = 65535
+
+
+def check_client_id(client_id: str) -> str | None:
+    """Why ``client_id`` cannot be sent in an MQTT CONNECT, or None when it can (MQTT 3.1.1 §1.5.3).
+
+    Longer than a string may be, the client could never build the packet and retried forever; with
+    U+0000 (which the broker must refuse) or another control character, the broker closed the
+    connection and it looked like a timeout.
+    """
+    size = len(client_id.encode("utf-8", "surrogatepass"))
+    if size > MQTT_STRING_MAX_BYTES:
+        return "is %d bytes of UTF-8, above %d (the most an MQTT string holds)" % (size, MQTT_STRING_MAX_BYTES)
+    for c in client_id:
+        if unicodedata.category(c) in ("Cc", "Cs"):
+            return "must not contain the control character U+%04X (MQTT forbids it in a string)" % ord(c)
+    return None
+
+
 def _parse_mqtt(sec: _Section, base: Path) -> MqttConfig:
     host = sec.get("host", str, required=True)
     if not _is_host(host):
@@ -657,6 +677,10 @@ def _parse_mqtt(sec: _Section, base: Path) -> MqttConfig:
     if client_id is not None and not client_id:
         raise sec.error("mqtt.client_id", "mqtt.client_id must not be empty (leave it out for the default"
                         " civicedge-<gateway id>)", "bad_value")
+    id_problem = None if client_id is None else check_client_id(client_id)
+    if client_id is not None and id_problem is not None:
+        shown = client_id if len(client_id) <= 80 else client_id[:60] + "..."
+        raise sec.error("mqtt.client_id", "mqtt.client_id %r %s" % (shown, id_problem), "bad_value")
     prefix = sec.get("topic_prefix", str, "civicedge")
     problem = check_topic_prefix(prefix)
     if problem is not None:
@@ -749,9 +773,15 @@ def _read_owner_only(sec: _Section, key: str, path: Path) -> str:
                             % (key, path, st.st_mode & 0o777, path), "bad_path")
         data = f.read()
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise sec.error(key, "cannot read %s %s: not UTF-8 text" % (key, path), "bad_path") from exc
+    if text.startswith("\ufeff"):
+        # Notepad's byte-order mark: no part of the secret (the broker refused it as part of the password,
+        # and the token check called it not ASCII, which the editor did not show).
+        log.debug("%s %s starts with a UTF-8 byte-order mark: skipped", key, path)
+        return text[1:]
+    return text
 
 
 def _holds_private_key(sec: _Section, key: str, path: Path) -> bool:
