@@ -171,7 +171,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
         if not BOARD_NAME.fullmatch(name):
             problems.add(InvalidValueError(
                 source=source, field="name", value=name,
-                reason="must be letters, digits, '.', '_' or '-' (up to 64, starting with a letter or digit): it is "
+                reason="must be ASCII letters, digits, '.', '_' or '-' (up to 64, starting with a letter or digit): it is "
                        "the board's name in /board.json, `boards list` and --board"))
     with Section(problems):
         title = root.string("title", name)

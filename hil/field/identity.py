@@ -119,7 +119,7 @@ def validate_fields(*, device_id: str, zone: str, kind: str | None = None) -> No
     if kind is not None and kind not in known:
         raise IdentityFormatError(f"kind {kind!r} must be one of {', '.join(known)}", kind=kind)
     if not _ZONE.match(zone):
-        raise IdentityFormatError(f'zone "{zone}" must be 1-64 of letters, digits, space . _ -', zone=zone)
+        raise IdentityFormatError(f'zone "{zone}" must be 1-64 of ASCII letters, digits, space . _ -', zone=zone)
     try:
         # lat/lon are checked by parse_location; a valid kind stands in when it is not known yet.
         validate_device(device_id, kind=kind or known[0], zone=zone, lat="0", lon="0")

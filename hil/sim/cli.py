@@ -72,7 +72,7 @@ def _device_id(text: str) -> str:
     from gateway.protocol.frame import valid_device_id
 
     if not valid_device_id(text) or not text.strip("."):
-        raise argparse.ArgumentTypeError(f"device id must be 1..32 chars of letters, digits, . _ - (not only dots), "
+        raise argparse.ArgumentTypeError(f"device id must be 1..32 chars of ASCII letters, digits, . _ - (not only dots), "
                                          f"got {text!r}")
     return text
 

@@ -49,6 +49,13 @@ def test_bad_fields_are_refused(field: str, value: str) -> None:
         new_identity(lat="1.0", lon="2.0", **fields)
 
 
+def test_a_non_ascii_zone_is_refused_as_not_ascii() -> None:
+    # "letters" alone reads as if Ś were one (i18n QA): the registry's rule is ASCII letters
+    with pytest.raises(IdentityFormatError) as info:
+        new_identity(device_id="sl-1", kind="streetlight", zone="Śródmieście", lat="1.0", lon="2.0")
+    assert str(info.value) == 'zone "Śródmieście" must be 1-64 of ASCII letters, digits, space . _ -'
+
+
 def test_location_parses_to_decimal_strings() -> None:
     assert parse_location(" 52.3702 , -4.8952 ") == ("52.3702", "-4.8952")
     with pytest.raises(IdentityFormatError, match="out of range"):

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
     (["up", "--board", "streetlight-esp32", "--stimuli", "/nonexist.toml"], "no stimuli file"),
     (["up", "--board", "streetlight-esp32", "--id", "../evil id"], "device id"),
     (["up", "--board", "streetlight-esp32", "--id", ".."], "device id"),
+    (["up", "--board", "streetlight-esp32", "--id", "laterne-süd"], "device id must be 1..32 chars of ASCII letters"),
     (["up", "--board", "streetlight-esp32", "--seed", "x"], "seed must be an integer"),
     (["fleet", "--board", "streetlight-esp32", "--count", "2", "--processes", "0"], "--processes"),
     (["fleet", "--board", "streetlight-esp32", "--count", "0"], "--count"),

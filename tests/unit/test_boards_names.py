@@ -30,7 +30,7 @@ def test_a_name_that_is_not_an_id_is_refused(tmp_path: Path, bad: str, capsys: p
     with pytest.raises(InvalidValueError) as info:
         load_board(path)
     assert info.value.field == "name" and info.value.value == bad
-    assert "letters, digits, '.', '_' or '-'" in info.value.reason
+    assert "must be ASCII letters, digits, '.', '_' or '-'" in info.value.reason  # 'straße' is refused
     assert main(["boards", "check", str(path)]) == 1
     assert "field 'name'" in capsys.readouterr().out
 
