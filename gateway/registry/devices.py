@@ -140,16 +140,33 @@ def read_key_file(path: Path, *, regular_only: bool = False) -> bytes:
         raw = _read_regular(path) if regular_only else Path(path).read_bytes()
     except OSError as exc:
         raise RegistryError("cannot read key file %s: %s" % (path, exc.strerror or exc), reason="bad_key") from exc
+    hex_key = _hex_key(raw)
+    if hex_key is None and raw.startswith(_UTF8_BOM):
+        # Notepad's byte-order mark before hex text. Only then: a raw key may begin with these bytes.
+        hex_key = _hex_key(raw[len(_UTF8_BOM):])
+    if hex_key is not None:
+        return hex_key
+    if len(raw) == KEY_LEN:
+        return raw
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise RegistryError("key file %s is UTF-16 text (it starts with a UTF-16 byte-order mark); save the 64 hex "
+                            "characters as UTF-8 or ASCII" % path, reason="bad_key")
+    raise RegistryError("key file %s does not hold a 32-byte key (64 hex chars or 32 raw bytes)" % path,
+                        reason="bad_key")
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _hex_key(raw: bytes) -> bytes | None:
+    """The key ``raw`` holds as 64 hex characters (whitespace around ignored), or None."""
     text = raw.strip()
     if len(text) == 2 * KEY_LEN:
         try:
             return bytes.fromhex(text.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             pass
-    if len(raw) == KEY_LEN:
-        return raw
-    raise RegistryError("key file %s does not hold a 32-byte key (64 hex chars or 32 raw bytes)" % path,
-                        reason="bad_key")
+    return None
 
 
 def _read_regular(path: Path) -> bytes:
