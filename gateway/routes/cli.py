@@ -41,9 +41,12 @@ from gateway.routes.parsing import (
     MAX_OSRM_TIMEOUT_S,
     MAX_TIME_LIMIT_S,
     MAX_VEHICLES,
+    MIN_BIN_VOLUME_L,
+    MIN_CAPACITY_L,
     parse_clock,
     parse_date,
     parse_depot,
+    parse_litres,
     parse_positive,
     parse_threshold,
     parse_timezone,
@@ -126,9 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                    "(default: [routes] depot in gateway.toml; one of them is required)")
     p.add_argument("--vehicles", help=f"number of vehicles, at most {MAX_VEHICLES} (default: [routes] vehicles of --config, else 2)")
     p.add_argument("--capacity",
-                   help=f"capacity of each vehicle in litres, at most {MAX_CAPACITY_L:.0f} (default: [routes] capacity_l of --config, else 10000)")
+                   help=f"capacity of each vehicle in litres, {MIN_CAPACITY_L:.0f} to {MAX_CAPACITY_L:.0f}, no thousands separator (default: [routes] capacity_l of --config, else 10000)")
     p.add_argument("--threshold", help="fill at or above which a bin is due: 0.8 or 80%% (default: [routes] threshold of --config, else 0.8)")
-    p.add_argument("--bin-volume", help=f"volume of a bin in litres, at most {MAX_BIN_VOLUME_L:.0f} (default: [routes] bin_volume_l of --config, else 240)")
+    p.add_argument("--bin-volume", help=f"volume of a bin in litres, {MIN_BIN_VOLUME_L:.0f} to {MAX_BIN_VOLUME_L:.0f}, no thousands separator (default: [routes] bin_volume_l of --config, else 240)")
     p.add_argument("--bin-volumes", type=Path, help="CSV id,volume_l giving some bins their own volume (default: [routes] bin_volumes of --config)")
     p.add_argument("--start", help="local time the round starts, HH:MM (default: [routes] start of --config, else 06:00)")
     p.add_argument("--tz", help="IANA time zone of --date and --start (default: [routes] tz of --config, else UTC)")
@@ -230,7 +233,8 @@ def _defaults(args: argparse.Namespace) -> PlanDefaults:
     elif timeout is not None and configured is not None:
         changes["distances"] = OsrmTable(configured.base_url, timeout_s=timeout)  # the flag wins over the key
     if args.bin_volume is not None:
-        changes["bin_volume_l"] = parse_positive("bin volume", args.bin_volume, maximum=MAX_BIN_VOLUME_L)
+        changes["bin_volume_l"] = parse_litres("bin volume", args.bin_volume, minimum=MIN_BIN_VOLUME_L,
+                                               maximum=MAX_BIN_VOLUME_L)
     if args.bin_volumes is not None:
         changes["bin_volumes_l"] = load_bin_volumes(args.bin_volumes)
     if args.start is not None:
@@ -267,7 +271,7 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
         depot=parse_depot(args.depot) if args.depot is not None else None,
         vehicles=int(parse_positive("vehicles", args.vehicles, integer=True, maximum=MAX_VEHICLES))
         if args.vehicles is not None else None,
-        capacity_l=parse_positive("capacity", args.capacity, maximum=MAX_CAPACITY_L)
+        capacity_l=parse_litres("capacity", args.capacity, minimum=MIN_CAPACITY_L, maximum=MAX_CAPACITY_L)
         if args.capacity is not None else None,
         threshold=parse_threshold(args.threshold) if args.threshold is not None else None,
     )

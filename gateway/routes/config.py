@@ -22,20 +22,20 @@ matrix = "roads.csv"         # relative to the config file; or instead of matrix
 ```
 
 Every key is optional; a wrong one raises :class:`InvalidInputError` with ``field`` ``routes.<key>``.
-Numbers are bounded (``gateway.routes.parsing``): vehicles <= 200, capacity_l <= 1 000 000,
-bin_volume_l <= 100 000, days_to_next_round <= 366, time_limit_s and osrm_timeout_s <= 300,
+Numbers are bounded (``gateway.routes.parsing``): vehicles <= 200, capacity_l 100 to 1 000 000,
+bin_volume_l 10 to 100 000, days_to_next_round <= 366, time_limit_s and osrm_timeout_s <= 300,
 speed_kmh <= 130, service_s <= 3600 (0 allowed), max_route_km <= 2000, far_bin_km <= 20100 (0: off).
 """
 
 from __future__ import annotations
 
-import csv
 import tomllib
 from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from gateway.routes.csv_text import CsvTextError, csv_table, decode_csv_bytes, number_text
 from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError
 from gateway.routes.model import Depot
@@ -46,8 +46,11 @@ from gateway.routes.parsing import (
     MAX_OSRM_TIMEOUT_S,
     MAX_TIME_LIMIT_S,
     MAX_VEHICLES,
+    MIN_BIN_VOLUME_L,
+    MIN_CAPACITY_L,
     parse_clock,
     parse_depot,
+    parse_litres,
     parse_positive,
     parse_threshold,
     parse_timezone,
@@ -122,16 +125,16 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
                                                                          "a whole number"), integer=True,
                                              maximum=MAX_VEHICLES))
     if "capacity_l" in table:
-        out["capacity_l"] = parse_positive("routes.capacity_l",
-                                           _typed("capacity_l", table["capacity_l"], num, "a number"),
-                                           maximum=MAX_CAPACITY_L)
+        out["capacity_l"] = parse_litres("routes.capacity_l",
+                                         _typed("capacity_l", table["capacity_l"], num, "a number"),
+                                         minimum=MIN_CAPACITY_L, maximum=MAX_CAPACITY_L)
     if "threshold" in table:
         out["threshold"] = parse_threshold(_typed("threshold", table["threshold"], (int, float, str),
                                                   "0.8 or \"80%\""), field="routes.threshold")
     if "bin_volume_l" in table:
-        out["bin_volume_l"] = parse_positive("routes.bin_volume_l",
-                                             _typed("bin_volume_l", table["bin_volume_l"], num, "a number"),
-                                             maximum=MAX_BIN_VOLUME_L)
+        out["bin_volume_l"] = parse_litres("routes.bin_volume_l",
+                                           _typed("bin_volume_l", table["bin_volume_l"], num, "a number"),
+                                           minimum=MIN_BIN_VOLUME_L, maximum=MAX_BIN_VOLUME_L)
     if "bin_volumes" in table:
         path = Path(_typed("bin_volumes", table["bin_volumes"], (str,), "a file path"))
         out["bin_volumes_l"] = load_bin_volumes(path if path.is_absolute() else base / path,
@@ -171,10 +174,11 @@ def parse_plan_defaults(table: dict[str, Any], *, base: Path) -> PlanDefaults:
 
 
 def load_bin_volumes(path: Path, *, field: str = "bin volumes") -> dict[str, float]:
-    """Read a bin-volumes CSV: header ``id,volume_l``, then one bin per row (litres > 0, ASCII digits).
+    """Read a bin-volumes CSV: header ``id,volume_l``, then one bin per row (litres, ASCII digits).
 
-    UTF-8, with or without a byte order mark; cells separated by commas (a ``;``-separated header is
-    refused with a message naming the separator).
+    UTF-8, with or without a byte order mark; cells separated by commas, or by ``;`` when the header
+    is ``id;volume_l`` (then ``240,5`` is 240.5 L), as German Excel saves it. Volumes are 10 to
+    100 000 L; ``1.100`` (a thousands separator) is refused, not read as 1.1 L.
 
     Args:
         path: The CSV file.
@@ -185,23 +189,26 @@ def load_bin_volumes(path: Path, *, field: str = "bin volumes") -> dict[str, flo
             the problem names the line).
     """
     try:
-        # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first cell
-        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as exc:
+        data = Path(path).read_bytes()
+    except OSError as exc:
         raise InvalidInputError(field, str(path), f"cannot read ({exc})") from exc
+    try:
+        rows, sep = csv_table(decode_csv_bytes(data))
+    except CsvTextError as exc:
+        raise InvalidInputError(field, str(path), str(exc)) from None
     if not rows or [c.strip() for c in rows[0]] != ["id", "volume_l"]:
         hint = separator_hint(rows[0]) if rows else ""
-        raise InvalidInputError(field, str(path), f"first row must be the header id,volume_l{hint}")
+        raise InvalidInputError(field, str(path), f"first row must be the header id,volume_l or id;volume_l{hint}")
     volumes: dict[str, float] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) != 2 or not row[0].strip():
-            raise InvalidInputError(field, str(path), f"line {lineno}: expected id,volume_l")
+            raise InvalidInputError(field, str(path), f"line {lineno}: expected id{sep}volume_l")
         bin_id = row[0].strip()
         if bin_id in volumes:
             raise InvalidInputError(field, str(path), f"line {lineno}: duplicate id {bin_id!r}")
         try:
-            volumes[bin_id] = parse_positive("volume_l", row[1], maximum=MAX_BIN_VOLUME_L)
+            volumes[bin_id] = parse_litres("volume_l", number_text(row[1], sep), minimum=MIN_BIN_VOLUME_L,
+                                           maximum=MAX_BIN_VOLUME_L)
         except InvalidInputError as exc:
             raise InvalidInputError(field, str(path), f"line {lineno}: volume_l {row[1]!r} of {bin_id!r}: "
                                     f"{exc.problem}") from None

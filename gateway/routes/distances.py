@@ -7,7 +7,6 @@ matrices are whole metres, ``matrix[i][j]`` = from point i to point j (may be as
 
 from __future__ import annotations
 
-import csv
 import http.client
 import json
 import logging
@@ -25,7 +24,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 from gateway.routes.errors import MatrixError, MatrixUnreachableError, counted
-from gateway.routes.parsing import ascii_float, separator_hint
+from gateway.routes.csv_text import CsvTextError, csv_table, decode_csv_bytes, number_text
+from gateway.routes.parsing import ascii_float, separator_hint, thousands_problem
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,9 @@ class CsvMatrix:
     Format: the first row is ``id`` followed by place ids; each further row is a place id
     followed by the distances in metres from it to the header's places. The depot's id is
     ``depot``. Extra places are allowed; every planned place must be present. UTF-8, with or
-    without a byte order mark; cells separated by commas.
+    without a byte order mark; cells separated by commas, or by ``;`` when the header's first cell
+    is ``id`` (German Excel): then a cell may have a decimal comma (``1500,5``), and ``1.500`` (a
+    thousands separator) is refused rather than read as 1.5 m.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -180,13 +182,14 @@ class CsvMatrix:
     def _load(self) -> dict[str, dict[str, float]]:
         src = str(self.path)
         try:
-            # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first cell
-            with self.path.open(newline="", encoding="utf-8-sig") as fh:
-                table = [row for row in csv.reader(fh) if row and any(c.strip() for c in row)]
+            data = self.path.read_bytes()
         except OSError as exc:
             raise MatrixError(src, f"cannot read file ({exc.strerror or exc})") from exc
-        except UnicodeDecodeError as exc:
-            raise MatrixError(src, "not UTF-8 text") from exc
+        try:
+            table, sep = csv_table(decode_csv_bytes(data))
+        except CsvTextError as exc:
+            raise MatrixError(src, str(exc)) from None
+        del data
         if len(table) < 2:
             raise MatrixError(src, "needs a header row and at least one data row")
         header = [c.strip() for c in table[0][1:]]
@@ -203,8 +206,10 @@ class CsvMatrix:
                 raise MatrixError(src, f"line {lineno}: duplicate row id {rid!r}")
             values: dict[str, float] = {}
             for col, cell in zip(header, row[1:]):
+                if sep == ";" and (problem := thousands_problem(cell)) is not None:
+                    raise MatrixError(src, f"line {lineno}, column {col!r}: {problem}")
                 try:
-                    value = ascii_float(cell)  # ASCII digits only, as every number the planner reads
+                    value = ascii_float(number_text(cell, sep))  # ASCII digits only, as every number the planner reads
                 except ValueError:
                     raise MatrixError(src, f"line {lineno}, column {col!r}: {cell!r} is not a number") from None
                 if not math.isfinite(value) or value < 0:

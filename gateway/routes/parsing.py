@@ -23,6 +23,12 @@ MAX_TIME_LIMIT_S = 300.0
 MAX_CAPACITY_L = 1_000_000.0
 #: Litres per bin (the largest underground containers hold about 5 000).
 MAX_BIN_VOLUME_L = 100_000.0
+# Lower bounds of the litre values: a German "1.100" (1 100 L written with a thousands separator)
+# reads as 1.1 L and planned every stop with a load of 0 L, without a word.
+#: Litres per bin at least (the smallest kerbside caddies hold about 10; wheeled bins 40 and more).
+MIN_BIN_VOLUME_L = 10.0
+#: Litres of bin contents per vehicle at least (less than one 120 L wheeled bin is no vehicle).
+MIN_CAPACITY_L = 100.0
 #: Days until the next round (the prediction horizon).
 MAX_DAYS_TO_NEXT_ROUND = 366
 #: Seconds to wait for an OSRM endpoint.
@@ -37,6 +43,8 @@ _DEPOT_RE = re.compile(r"([-+]?[0-9]+(?:\.[0-9]+)?)[ \t]*,[ \t]*([-+]?[0-9]+(?:\
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _CLOCK_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})\Z")
 _DECIMAL_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+#: A number with ``.`` between groups of three digits: ``1.100`` is 1 100 in German, not 1.1.
+THOUSANDS_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{3})+\Z")
 _SPECIAL_FLOATS = frozenset({"inf", "infinity", "nan"})  # read, then refused as "not finite" by the callers
 #: White space around a value that is ignored (ASCII only: ``str.strip()`` also drops U+3000).
 SPACE = " \t\r\n\f\v"
@@ -178,6 +186,39 @@ def parse_positive(name: str, text: str | float | int, *, integer: bool = False,
     return value
 
 
+def thousands_problem(text: str) -> str | None:
+    """The problem to report when ``text`` looks like a number with thousands separators (``1.100``), else None."""
+    word = text.strip(SPACE)
+    if not THOUSANDS_RE.match(word):
+        return None
+    whole = word.replace(".", "")
+    return f"{word} looks like {whole} written with a thousands separator; write {whole}"
+
+
+def parse_litres(name: str, text: str | float | int, *, minimum: float, maximum: float) -> float:
+    """Parse a volume in litres between ``minimum`` and ``maximum`` (:func:`parse_positive`, with a floor).
+
+    Text that looks like a number with thousands separators (``1.100``, ``60.000``) is refused
+    whatever its value: read as a decimal it is 1.1 or 60, which nobody means in litres. A float
+    (from TOML, which reads ``1.100`` as 1.1) below ``minimum`` is refused with that guess named.
+
+    Raises:
+        InvalidInputError: Not a number, out of range, or thousands separators.
+    """
+    if isinstance(text, str):
+        problem = thousands_problem(text)
+        if problem is not None:
+            raise InvalidInputError(name, text, problem)
+    value = parse_positive(name, text, maximum=maximum)
+    if value < minimum:
+        problem = f"{_number(value)} L is below the minimum of {_number(minimum)} L"
+        thousand = value * 1000
+        if isinstance(text, float) and abs(thousand - round(thousand)) < 1e-6 and thousand <= maximum:
+            problem += f" (a thousands separator? write {round(thousand)})"
+        raise InvalidInputError(name, text, problem)
+    return value
+
+
 def parse_threshold(text: str | float, *, field: str = "threshold") -> float:
     """Parse a fill threshold: a fraction ``0.8`` or a percentage ``80%`` (ASCII digits).
 
@@ -196,11 +237,13 @@ def parse_threshold(text: str | float, *, field: str = "threshold") -> float:
 def separator_hint(first_row: list[str]) -> str:
     """What to add to a "wrong header" error of a comma-separated file read with :mod:`csv`.
 
-    A spreadsheet in a European locale exports ``;`` (or a tab) between cells, so the header arrives
-    as one cell: the hint names that separator. Empty when the row does not look like that.
+    A ``;``-separated file is read as such when its header's first cell is ``id``
+    (:func:`gateway.routes.csv_text.csv_table`); otherwise, or with a tab between cells, the header
+    arrives as one cell: the hint names that separator. Empty when the row does not look like that.
     """
     if len(first_row) == 1:
-        for sep, name in ((";", "';' (semicolon)"), ("\t", "a tab")):
-            if sep in first_row[0]:
-                return f" (this file separates cells with {name}: save it as comma-separated CSV)"
+        if ";" in first_row[0]:
+            return " (this file separates cells with ';' (semicolon): its first cell must then be id)"
+        if "\t" in first_row[0]:
+            return " (this file separates cells with a tab: save it as CSV, with ',' or ';' between cells)"
     return ""

@@ -7,7 +7,7 @@ Mount it next to the other API routes::
 
 Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default today),
 ``format`` (json, geojson, csv; default json), ``depot`` (LAT,LON), ``vehicles`` (at most 200),
-``capacity`` (litres, at most 1 000 000), ``threshold`` (0.8 or 80%); dates from 2000-01-01 to
+``capacity`` (litres, 100 to 1 000 000), ``threshold`` (0.8 or 80%); dates from 2000-01-01 to
 2099-12-31. Errors answer ``{"error": {"code", "message", ...}}`` with 400 (bad input, bad matrix
 file), 422 (capacity smaller than one bin), 503 (``bin_data``: bin data unreadable;
 ``solver_unavailable``: OR-Tools cannot be imported, e.g. no wheel for this platform) or 500 (``solver``: no
@@ -48,8 +48,10 @@ from gateway.routes.outputs import FORMATS, Timing, plan_to_dict, plan_to_geojso
 from gateway.routes.parsing import (
     MAX_CAPACITY_L,
     MAX_VEHICLES,
+    MIN_CAPACITY_L,
     parse_date,
     parse_depot,
+    parse_litres,
     parse_positive,
     parse_threshold,
 )
@@ -222,7 +224,7 @@ class _PlanEndpoint:
             day,
             depot=parse_depot(query["depot"]) if "depot" in query else None,
             vehicles=vehicles,
-            capacity_l=parse_positive("capacity", query["capacity"], maximum=MAX_CAPACITY_L)
+            capacity_l=parse_litres("capacity", query["capacity"], minimum=MIN_CAPACITY_L, maximum=MAX_CAPACITY_L)
             if "capacity" in query else None,
             threshold=parse_threshold(query["threshold"]) if "threshold" in query else None,
         )

@@ -91,7 +91,7 @@ def test_out_never_keeps_yesterdays_plan_looking_current(city: CityData, tmp_pat
     assert row["note"].startswith("no bins due on 2026-11-24")
 
     code, _, err = run_cli(plan_argv(city, "--format", "csv", "--out", str(out), "--date", "2026-11-25",
-                                     "--capacity", "10"), capsys)
+                                     "--capacity", "100"), capsys)
     assert code == 4, err
     (row,) = csv.DictReader(io.StringIO(out.read_text()))
     assert row["kind"] == "error" and row["date"] == "2026-11-25" and "no plan: " in row["note"]

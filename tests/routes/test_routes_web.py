@@ -91,7 +91,9 @@ async def test_overrides_and_no_bins_due(client: "TestClient[web.Request, web.Ap
     ({"capacity": "inf"}, 400, "bad_input", "capacity"),
     ({"threshold": "1e308%"}, 400, "bad_input", "threshold"),
     ({"format": "kml"}, 400, "bad_input", "format"),
-    ({"capacity": "10"}, 422, "capacity", None),
+    ({"capacity": "100"}, 422, "capacity", None),  # the smallest allowed, less than one bin's load
+    ({"capacity": "99"}, 400, "bad_input", "capacity"),
+    ({"capacity": "10.000"}, 400, "bad_input", "capacity"),  # German 10 000 L, not 10 L
 ])
 async def test_errors(client: "TestClient[web.Request, web.Application]", params: dict[str, str], status: int, code: str, field: str | None) -> None:
     resp = await client.get("/api/routes/plan", params=params)
@@ -114,11 +116,11 @@ async def test_unknown_parameter_is_named_in_param(client: "TestClient[web.Reque
 
 
 async def test_capacity_error_names_its_param(client: "TestClient[web.Request, web.Application]") -> None:
-    resp = await client.get("/api/routes/plan", params={"capacity": "50", "date": "2026-11-23"})
+    resp = await client.get("/api/routes/plan", params={"capacity": "100", "date": "2026-11-23"})
     assert resp.status == 422
     err = (await resp.json())["error"]
     assert err["code"] == "capacity" and err["param"] == "capacity" and err["message"]
-    assert err["capacity_l"] == 50.0 and err["bin_id"].startswith("bin-") and err["load_l"] > 50
+    assert err["capacity_l"] == 100.0 and err["bin_id"].startswith("bin-") and err["load_l"] > 100
 
 
 @pytest.mark.parametrize(("params", "param"), [
