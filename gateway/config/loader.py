@@ -30,7 +30,7 @@ import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from gateway.config.model import (
     BleConfig,
@@ -495,14 +495,81 @@ def _opendata_text(od: _Section, key: str, limit: int, *, lines: bool = False) -
 
 
 def _opendata_contact(od: _Section) -> str | None:
-    """``[opendata] contact``: None when absent or empty; else an e-mail address or an http(s) URL."""
+    """``[opendata] contact``: None when absent or empty; else an e-mail address or an http(s) URL.
+
+    An internationalised domain (``opendata@stadt-köln.de``) is kept in its ASCII (``xn--``) form and
+    other non-ASCII characters of a URL percent-encoded (RFC 3987 §3.1): the catalogue publishes the
+    contact as a ``mailto:`` or ``https:`` URI (DCAT ``contactPoint``), which portals take as ASCII.
+    """
     value: str = od.get("contact", str, "").strip()
     if not value:
         return None
-    if (len(value) <= 254 and _EMAIL.fullmatch(value)) or _http_url(value):
-        return value
+    try:
+        ascii_value = _ascii_contact(value)
+    except _DeviatingDomain as exc:
+        raise od.error("opendata.contact", "opendata.contact %r: the domain %r has %s, which the two IDNA standards"
+                       " encode as different domains; write the domain in its xn-- form (as the registrar shows it)"
+                       % (_shown(value), exc.domain, exc.chars), "bad_value") from None
+    if ascii_value is not None and ((len(ascii_value) <= 254 and _EMAIL.fullmatch(ascii_value))
+                                    or _http_url(ascii_value)):
+        return ascii_value
     raise od.error("opendata.contact", "opendata.contact %r must be an e-mail address (opendata@city.example) or an "
-                   "absolute http:// or https:// URL of a contact page" % _shown(value), "bad_value")
+                   "absolute http:// or https:// URL of a contact page, in ASCII but for the domain (an "
+                   "internationalised domain such as stadt-köln.de is published in its xn-- form)" % _shown(value),
+                   "bad_value")
+
+
+# Characters IDNA 2003 (Python's "idna" codec) maps away but IDNA 2008 (registries, DENIC) keeps, so the two
+# name different domains: straße.de is strasse.de in one and xn--strae-oqa.de in the other (UTS #46 deviations).
+_IDNA_DEVIATIONS = frozenset("ßςẞ\u200c\u200d")
+
+
+class _DeviatingDomain(ValueError):
+    def __init__(self, domain: str, chars: str) -> None:
+        super().__init__(domain)
+        self.domain, self.chars = domain, chars
+
+
+def _ascii_domain(domain: str) -> str | None:
+    """``domain`` with its non-ASCII labels IDNA-encoded (``xn--``), or None when it cannot be.
+
+    Raises:
+        _DeviatingDomain: it has a character IDNA 2003 and 2008 encode differently.
+    """
+    if domain.isascii():
+        return domain
+    deviating = sorted(_IDNA_DEVIATIONS & set(domain))
+    if deviating:
+        raise _DeviatingDomain(domain, ", ".join("%r (U+%04X)" % (c, ord(c)) for c in deviating))
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:  # an empty or too long label, a prohibited character
+        return None
+
+
+def _ascii_contact(value: str) -> str | None:
+    """``value`` (an e-mail address or URL, unchecked) with an internationalised domain in its ``xn--`` form and,
+    in a URL, other non-ASCII characters percent-encoded as UTF-8; None when the domain cannot be encoded.
+
+    Raises:
+        _DeviatingDomain: see :func:`_ascii_domain`.
+    """
+    if value.isascii():
+        return value
+    scheme, sep, rest = value.partition("://")
+    if not sep:  # an e-mail address: only its domain may be internationalised (the local part stays ASCII)
+        local, at, domain = value.rpartition("@")
+        encoded = _ascii_domain(domain) if at else None
+        return None if encoded is None else local + at + encoded
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hostport = authority.rpartition("@")
+    host, colon, port = hostport.rpartition(":") if re.fullmatch(r".*:\d*", hostport) else (hostport, "", "")
+    encoded = _ascii_domain(host)
+    if encoded is None:
+        return None
+    tail = re.sub(r"[^\x00-\x7f]+", lambda m: quote(m.group(0), safe=""), tail)
+    return scheme + sep + userinfo + at + encoded + colon + port + tail
 
 
 def _opendata_keywords(od: _Section) -> tuple[str, ...] | None:
