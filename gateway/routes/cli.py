@@ -120,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Select the bins to empty (full, predicted full before the next round, fire or "
                     "tip-over alarm first) and solve the capacitated vehicle routing problem. "
                     "Exit codes: 0 ok, 2 invalid input, 3 no bins due, 4 capacity smaller than one bin, "
-                    "5 bin data unreadable, 6 no solution, 7 solver package (ortools) missing.",
+                    "5 bin data unreadable, 6 no solution, 7 solver packages missing (the 'routes' extra: ortools, numpy).",
     )
     p.add_argument("--date", default="today", help="collection date YYYY-MM-DD (2000-01-01 to 2099-12-31), "
                                                    "'today' or 'tomorrow' (default today; by the simulated "

@@ -484,8 +484,10 @@ def routes_for_gateway(config: GatewayConfig, registry: Registry | None = None, 
     """
     defaults = load_plan_defaults(config.source) if config.source is not None else PlanDefaults()
     # Looked for, not imported: OR-Tools is loaded by the planning worker on the first plan (solver._ortools).
-    if importlib.util.find_spec(ORTOOLS_PACKAGE) is None:
-        logger.warning("route planning unavailable: the %s package is not installed (no wheel for this platform?); "
-                       "%s answers 503 solver_unavailable, the rest of the gateway runs", ORTOOLS_PACKAGE, PLAN_PATH)
+    missing = [name for name in (ORTOOLS_PACKAGE, "numpy") if importlib.util.find_spec(name) is None]
+    if missing:
+        logger.warning("route planning unavailable: %s not installed (the 'routes' extra: pip install "
+                       "'civicedge[routes]'; or no wheel for this platform); %s answers 503 solver_unavailable"
+                       " when bins are due, the rest of the gateway runs", " and ".join(missing), PLAN_PATH)
     source = GatewayBinSource(config.storage.path, registry if registry is not None else config.registry_dir)
     return routes_handlers(source, defaults, clock=clock)

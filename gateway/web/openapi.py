@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from gateway import health
 from gateway.resources import load_policy
+from gateway.routes.parsing import MIN_CAPACITY_L
 from gateway.web import ngsi
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -365,7 +366,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                    {"type": "string", "pattern": r"^\s*[-+]?\d+(\.\d+)?\s*,\s*[-+]?\d+(\.\d+)?\s*$"}),
                 _q("vehicles", "number of vehicles", {"type": "integer", "minimum": 1, "maximum": 200}),
                 _q("capacity", "capacity of each vehicle in litres of bin contents",
-                   {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000}),
+                   {"type": "number", "minimum": MIN_CAPACITY_L, "maximum": 1000000}),
                 _q("threshold", "fill at or above which a bin is due: a fraction in (0, 1] such as 0.8, or a "
                                 "percentage such as 80%", {"type": "string", "examples": ["0.8", "80%"]}),
             ],

@@ -105,7 +105,8 @@ def test_without_ortools_the_gateway_runs_and_the_plan_answers_503_naming_it(gat
     assert error["code"] == "solver_unavailable" and error["package"] == "ortools"
     assert "ortools" in error["message"] and error["date"] == "2026-11-23"
     # said once at start too, before anyone asks for a plan
-    assert "route planning unavailable: the ortools package is not installed" in done.stderr
+    assert "route planning unavailable: ortools not installed (the 'routes' extra: pip install 'civicedge[routes]'" \
+        in done.stderr
 
 
 def test_without_ortools_the_routes_command_exits_7_naming_it(gateway_toml: Path, tmp_path: Path) -> None:
