@@ -18,8 +18,10 @@ Which files ship (:func:`bundled_files`): in a git checkout, exactly the files g
 trees and files (``git ls-files``), so an untracked key backup, an editor's ``~`` file or a tool's
 cache never does; elsewhere (an unpacked sdist, which holds only those files) the files on disk.
 Caches and backups are left out in both cases. A symlink is shipped as the file it points to only
-when that file is inside the same tree (the repository, for a single file); one pointing out of it,
-at a directory, or at nothing stops the build with an error naming it. The sdist gets the same list
+when that file is inside the same tree (the repository, for a single file) and would ship itself: in
+a git checkout tracked, and never a cache or backup, nor (in a tree) a file its pattern leaves out;
+any other link (out of the tree, at a directory, at nothing, at an untracked or left-out file) stops
+the build with an error naming it and its target. The sdist gets the same list
 through ``get_source_files`` (setuptools adds a ``build_py``'s source files to the sdist), so
 MANIFEST.in does not graft the trees.
 """
@@ -38,8 +40,9 @@ from setuptools.errors import FileError
 
 ROOT = Path(__file__).resolve().parent
 BUNDLED_TREES = ("firmware", "boards", "docs")
-# Of a tree named here only the files matching the pattern ship (docs/: the pages, not their test data).
-TREE_PATTERNS = {"docs": "*.md"}
+# Of a tree named here only the files matching a pattern ship (docs/: the pages and the data files
+# they give integrators, protocol-vectors.json of docs/protocol.md §7).
+TREE_PATTERNS = {"docs": ("*.md", "*.json")}
 BUNDLED_FILES = ("CHANGELOG.md", "scripts/civicedge-gateway.service", "scripts/prometheus/civicedge-alerts.yml")
 BUNDLE_DIR = Path("gateway") / "_bundle"  # gateway.resources.BUNDLE_DIR
 # Never shipped, tracked or not: byte-code, tool caches, npm's packages, editor and manual backups.
@@ -52,22 +55,22 @@ def _not_shipped(rel: PurePosixPath) -> bool:
 
 
 def _wanted(rel: PurePosixPath) -> bool:
-    """``rel`` is one of the bundled files, or in a bundled tree and matching its pattern."""
+    """``rel`` is one of the bundled files, or in a bundled tree and matching one of its patterns."""
     if rel.as_posix() in BUNDLED_FILES:
         return True
-    pattern = TREE_PATTERNS.get(rel.parts[0])
-    return rel.parts[0] in BUNDLED_TREES and (pattern is None or fnmatch.fnmatch(rel.name, pattern))
+    patterns = TREE_PATTERNS.get(rel.parts[0])
+    return rel.parts[0] in BUNDLED_TREES and (
+        patterns is None or any(fnmatch.fnmatch(rel.name, pattern) for pattern in patterns))
 
 
 def _git_tracked(root: Path) -> list[str]:
-    """The files git tracks under the bundled trees and of the bundled files (index entries, so a staged
-    new file too)."""
+    """The files git tracks in the checkout (index entries, so a staged new file too): those of the bundled
+    trees and files ship; a shipped link's target must be one."""
     git = shutil.which("git")
     if git is None:
         raise FileError(f"{root} is a git checkout but git is not on PATH: it decides which files of "
                         f"{', '.join(BUNDLED_TREES)}/ ship (only tracked ones); install git")
-    proc = subprocess.run([git, "-C", str(root), "ls-files", "-z", "--", *BUNDLED_TREES, *BUNDLED_FILES],
-                          capture_output=True, check=False)
+    proc = subprocess.run([git, "-C", str(root), "ls-files", "-z"], capture_output=True, check=False)
     if proc.returncode != 0:
         raise FileError(f"git ls-files in {root} failed (exit status {proc.returncode}): "
                         f"{proc.stderr.decode(errors='replace').strip()}")
@@ -86,9 +89,10 @@ def _on_disk(root: Path) -> list[str]:
     return found
 
 
-def _check_link(root: Path, rel: str) -> None:
-    """Refuse a symlink that points out of its tree (a single file's: the repository), at a directory, or
-    at nothing."""
+def _check_link(root: Path, rel: str, tracked: set[str] | None) -> None:
+    """Refuse a symlink that points out of its tree (a single file's: the repository), at a directory, at
+    nothing, or at a file that would not ship itself: untracked (``tracked``: git's files, None outside a
+    checkout), a cache or backup, or (in a tree) not matching the tree's patterns."""
     path = root / rel
     single = rel in BUNDLED_FILES
     tree = (root if single else root / PurePosixPath(rel).parts[0]).resolve()
@@ -102,6 +106,16 @@ def _check_link(root: Path, rel: str) -> None:
         raise FileError(f"{where} is a dangling symlink; fix or remove it")
     if not target.is_file():
         raise FileError(f"{where} points at a directory; only files are shipped: put the files in place of the link")
+    # The link ships the target's bytes: the target must be a file that would ship itself.
+    name = PurePosixPath(target.relative_to(root.resolve()).as_posix())
+    if tracked is not None and name.as_posix() not in tracked:
+        raise FileError(f"{where} points at {name}, which git does not track: refusing to ship an untracked "
+                        "file's contents; commit the file, or remove the link")
+    if _not_shipped(name):
+        raise FileError(f"{where} points at {name}, a cache or backup file, which never ships; remove the link")
+    if not single and not _wanted(name):
+        raise FileError(f"{where} points at {name}, which {name.parts[0]}/ does not ship (only "
+                        f"{', '.join(TREE_PATTERNS[name.parts[0]])}); remove the link")
 
 
 def bundled_files(root: Path = ROOT) -> list[str]:
@@ -110,7 +124,7 @@ def bundled_files(root: Path = ROOT) -> list[str]:
 
     Raises:
         FileError: a tree or file is missing, git cannot list a checkout's files, or a shipped path is a
-            symlink out of its tree, to a directory or dangling.
+            symlink out of its tree, to a directory, dangling, or to a file that would not ship itself.
     """
     for tree in BUNDLED_TREES:
         if not (root / tree).is_dir():
@@ -119,7 +133,9 @@ def bundled_files(root: Path = ROOT) -> list[str]:
         if not (root / rel).is_file():
             raise FileError(f"{root / rel} is missing: the civicedge distribution cannot be built without it")
     # A tracked file deleted on disk is not shipped (the build is of the working tree).
-    listed = _git_tracked(root) if (root / ".git").exists() else _on_disk(root)
+    tracked = set(_git_tracked(root)) if (root / ".git").exists() else None
+    listed = _on_disk(root) if tracked is None else [
+        rel for rel in tracked if PurePosixPath(rel).parts[0] in BUNDLED_TREES or rel in BUNDLED_FILES]
     files = []
     for rel in sorted(set(listed)):
         path = root / rel
@@ -128,7 +144,7 @@ def bundled_files(root: Path = ROOT) -> list[str]:
         if not (path.is_symlink() or path.exists()):
             continue
         if path.is_symlink():
-            _check_link(root, rel)
+            _check_link(root, rel, tracked)
         elif not path.is_file():
             continue  # a submodule entry; none is expected
         files.append(rel)

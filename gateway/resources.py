@@ -102,7 +102,8 @@ def boards_dir() -> Path:
 
 
 def docs_dir() -> Path:
-    """Return the directory of the documentation pages (``docs/*.md``; a wheel ships only the pages)."""
+    """Return the directory of the documentation pages (``docs/*.md``) and their data files (``docs/*.json``:
+    the protocol's test vectors); a wheel ships only those."""
     return project_root() / "docs"
 
 

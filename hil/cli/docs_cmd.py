@@ -1,15 +1,17 @@
 """``civicedge docs``: where the documentation, changelog, systemd unit and alert rules of this installation are.
 
-Messages and ``--help`` texts name pages as ``docs/gateway.md``; a wheel carries those pages, ``CHANGELOG.md``,
-the gateway's systemd unit and the Prometheus alert rules inside the package (:mod:`gateway.resources`),
-where a user would not look. This command lists them, prints a page's path or text, and prints the unit or
-the alert rules for redirecting into place.
+Messages and ``--help`` texts name pages as ``docs/gateway.md``; a wheel carries those pages, their data files
+(``docs/protocol-vectors.json``), ``CHANGELOG.md``, the gateway's systemd unit and the Prometheus alert rules
+inside the package (:mod:`gateway.resources`), where a user would not look. This command lists them, prints a
+page's path or text, and prints the unit or the alert rules for redirecting into place.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,12 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "examples:\n"
                     "  civicedge docs gateway             # the path of docs/gateway.md\n"
                     "  civicedge docs upgrading --show    # its text\n"
+                    "  civicedge docs protocol-vectors    # the path of docs/protocol-vectors.json\n"
                     "  civicedge docs changelog --show | less\n"
                     "  civicedge docs --unit > /etc/systemd/system/civicedge-gateway.service\n"
                     "  civicedge docs --alerts > /etc/prometheus/rules/civicedge-alerts.yml")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("page", nargs="?", metavar="NAME",
-                      help=f"a page: gateway, gateway.md or docs/gateway.md; {CHANGELOG} for CHANGELOG.md")
+                      help=f"a page: gateway, gateway.md or docs/gateway.md; a data file: protocol-vectors, "
+                           f"protocol-vectors.json or docs/protocol-vectors.json; {CHANGELOG} for CHANGELOG.md")
     what.add_argument("--unit", action="store_true",
                       help="print the gateway's systemd unit (scripts/civicedge-gateway.service), its "
                            "Documentation= pointing at this installation's docs/gateway.md")
@@ -49,18 +53,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def pages() -> dict[str, Path]:
-    """The documentation pages by name (``gateway`` for ``docs/gateway.md``), then ``changelog``."""
+    """The documentation pages by name (``gateway`` for ``docs/gateway.md``), the data files by file name
+    (``protocol-vectors.json``), then ``changelog``."""
     found = {path.stem: path for path in sorted(docs_dir().glob("*.md"))}
+    found.update((path.name, path) for path in sorted(docs_dir().glob("*.json")))
     found[CHANGELOG] = changelog_path()
     return found
 
 
 def page_path(name: str) -> Path | None:
     """The page ``name`` (``gateway``, ``gateway.md``, ``docs/gateway.md``, ``changelog``, ``CHANGELOG.md``)
-    names, or None when there is no such page."""
-    key = name.strip().removeprefix("docs/").removesuffix(".md")
+    or data file (``protocol-vectors``, ``protocol-vectors.json``, ``docs/protocol-vectors.json``) names, or
+    None when there is none. A bare name is a page before a data file of that stem."""
+    known = pages()
+    key = name.strip().removeprefix("docs/")
+    if key.endswith(".json"):
+        return known.get(key)
+    key = key.removesuffix(".md")
     key = CHANGELOG if key.lower() == CHANGELOG else key
-    return pages().get(key)
+    return known.get(key) or known.get(f"{key}.json")
 
 
 def service_unit_text() -> str:
@@ -71,14 +82,36 @@ def service_unit_text() -> str:
     return "".join(f"Documentation={doc}\n" if line.startswith("Documentation=") else line for line in lines)
 
 
+def running_civicedge() -> Path | None:
+    """The ``civicedge`` script running now (resolved), else the one on PATH, else None.
+
+    Not the one beside ``sys.executable``: ``pip install --user`` puts it in ``~/.local/bin`` and runs it
+    with ``/usr/bin/python3``.
+    """
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "civicedge" and script.is_file():
+        return script.resolve()
+    found = shutil.which("civicedge")
+    return Path(found).resolve() if found else None
+
+
 def _exec_start_note(unit: str) -> str | None:
-    """A warning when the unit's ``ExecStart=`` runs another ``civicedge`` than this one, else None."""
-    here = Path(sys.executable).parent / "civicedge"
+    """A warning when the unit's ``ExecStart=`` program does not exist or is another ``civicedge`` than this
+    one, else None."""
+    here = running_civicedge()
     for line in unit.splitlines():
         if line.startswith("ExecStart="):
-            there = shlex.split(line.removeprefix("ExecStart="))[0]
-            if Path(there) != here and here.exists():
-                return (f"warning: the unit's ExecStart= runs {there}; this civicedge is {here}: edit ExecStart= "
+            words = shlex.split(line.removeprefix("ExecStart="))
+            if not words:
+                return None
+            there = words[0].lstrip("@-:+!")  # systemd's prefixes (ignore failure, run privileged, ...)
+            this = f"this civicedge is {here}" if here else "no civicedge is on PATH"
+            program = there if "/" in there else shutil.which(there)  # systemd looks a bare name up
+            if program is None or not os.path.isfile(program):
+                return (f"warning: the unit's ExecStart= runs {there}, which does not exist; {this}: edit "
+                        "ExecStart= to the civicedge the service should run")
+            if here is not None and Path(program).resolve() != here:
+                return (f"warning: the unit's ExecStart= runs {there}; {this}: edit ExecStart= "
                         "if the service should run this one")
     return None
 

@@ -1,10 +1,10 @@
 """The built distribution carries what the installed commands read (firmware/, boards/, the policy,
-the licence) and what their users read (docs/*.md, CHANGELOG.md, the systemd unit, the alert rules),
+the licence) and what their users read (docs/*.md and *.json, CHANGELOG.md, the systemd unit, the alert rules),
 and those commands work from an installed wheel, far from any checkout.
 
 The sdist is built from a git copy of the checkout, and the wheel from the unpacked sdist (what
 ``python -m build`` does), with this venv's setuptools and no network (``--no-build-isolation``).
-Of firmware/, boards/, docs/*.md and the single files exactly the files git tracks ship: the copy
+Of firmware/, boards/, docs/*.md and *.json and the single files exactly the files git tracks ship: the copy
 also holds untracked files, caches and symlinks out of the tree, which must stay out of both.
 """
 
@@ -47,15 +47,22 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def _shipped(name: str) -> bool:
-    """A path git lists that ships: all of firmware/ and boards/, the pages of docs/, the single files."""
+    """A path git lists that ships: all of firmware/ and boards/, the pages and data files of docs/, the
+    single files."""
     return name in BUNDLED_FILES or name.split("/")[0] in ("firmware", "boards") or (
-        name.startswith("docs/") and name.endswith(".md"))
+        name.startswith("docs/") and name.endswith((".md", ".json")))
 
 
 def _tracked(src: Path) -> dict[str, bytes]:
     """The files git tracks of ``src`` that ship (path -> bytes)."""
     names = _git(src, "ls-files", "-z", "--", *BUNDLED_TREES, *BUNDLED_FILES).split("\0")
     return {name: (src / name).read_bytes() for name in names if name and _shipped(name)}
+
+
+def _vectors_in(wheel: Path) -> bytes:
+    """The protocol's test vectors as the wheel carries them."""
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read("gateway/_bundle/docs/protocol-vectors.json")
 
 
 def _build_sdist(src: Path, dist: Path) -> subprocess.CompletedProcess[str]:
@@ -78,7 +85,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
     tracked = _tracked(src)
     assert "firmware/policy.json" in tracked and "boards/manifest.py" in tracked
     assert {"docs/gateway.md", "docs/upgrading.md", *BUNDLED_FILES} <= set(tracked)
-    assert (src / "docs" / "protocol-vectors.json").is_file()  # tracked, not a page: does not ship
+    assert "docs/protocol-vectors.json" in tracked  # docs/protocol.md §7 sends integrators to it
     outside = tmp / "outside"
     (outside / "certs").mkdir(parents=True)
     (outside / "hostname").write_text("gateway-host\n")
@@ -90,6 +97,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
         "firmware/node_modules/left-pad/package.json": "{}",
         "boards/.mypy_cache/3.11/manifest.data.json": "{}",
         "docs/draft-notes.md": "# an untracked draft page",
+        "docs/draft-vectors.json": "{}",
+        "docs/notes.txt": "not a page",
         "scripts/prometheus/local-extra-alerts.yml": "groups: []",
         "firmware/lib/civic/__pycache__/report.cpython-311.pyc": "\0",
         "hil/sim/node_modules/left-pad/package.json": "{}",
@@ -126,6 +135,7 @@ def test_sdist_carries_exactly_the_tracked_firmware_boards_docs_unit_alerts_and_
     names = set(members)
     assert bundled == tracked
     assert "docs/draft-notes.md" not in names and "scripts/prometheus/local-extra-alerts.yml" not in names
+    assert "docs/draft-vectors.json" not in names and "docs/notes.txt" not in names
     assert not [n for n in names if n.split("/")[0] in BUNDLED_TREES and not members[n].isfile()
                 and not members[n].isdir()], "a link or special file in the sdist"
     assert {"LICENSE", "setup.py", "MANIFEST.in", "pyproject.toml"} <= names
@@ -148,7 +158,7 @@ def test_wheel_carries_exactly_the_tracked_firmware_boards_docs_changelog_unit_a
     pages = {f"gateway/_bundle/docs/{p.name}" for p in (REPO / "docs").glob("*.md")}
     assert pages and pages <= names
     assert {f"gateway/_bundle/{rel}" for rel in BUNDLED_FILES} <= names
-    assert "gateway/_bundle/docs/protocol-vectors.json" not in names
+    assert _vectors_in(wheel) == (REPO / "docs" / "protocol-vectors.json").read_bytes()
     assert f"\nVersion: {gateway.__version__}\n" in metadata
     assert "\nLicense-Expression: MIT\n" in metadata
     assert "\nLicense-File: LICENSE\n" in metadata
@@ -230,12 +240,17 @@ def test_installed_wheel_finds_its_docs_changelog_unit_and_alert_rules(built: tu
     rows = dict(line.split(None, 1) for line in listed.stdout.splitlines()[4:])
     assert rows["gateway"] == str(bundle / "docs" / "gateway.md")
     assert rows["changelog"] == str(bundle / "CHANGELOG.md")
-    assert set(rows) == {p.stem for p in (REPO / "docs").glob("*.md")} | {"changelog", "--unit", "--alerts"}
+    assert set(rows) == ({p.stem for p in (REPO / "docs").glob("*.md")}
+                         | {p.name for p in (REPO / "docs").glob("*.json")} | {"changelog", "--unit", "--alerts"})
+    assert rows["protocol-vectors.json"] == str(bundle / "docs" / "protocol-vectors.json")
     for rel in ("docs/gateway.md", "docs/upgrading.md", *BUNDLED_FILES):
         assert (bundle / rel).read_bytes() == (REPO / rel).read_bytes(), rel
 
     _, path = docs("docs/upgrading.md")
     assert path.stdout.splitlines()[4:] == [str(bundle / "docs" / "upgrading.md")]
+    _, vectors = docs("protocol-vectors", "--show")
+    assert "".join(vectors.stdout.splitlines(keepends=True)[4:]) == \
+        (REPO / "docs" / "protocol-vectors.json").read_text()
     _, changelog = docs("changelog", "--show")
     assert "".join(changelog.stdout.splitlines(keepends=True)[4:]) == (REPO / "CHANGELOG.md").read_text()
     _, alerts = docs("--alerts")
@@ -309,3 +324,49 @@ def test_a_missing_page_tree_changelog_unit_or_alert_rules_stops_the_build_namin
     proc = _build_sdist(src, tmp_path / "dist")
     assert proc.returncode != 0
     assert f"{src / rel} is missing: the civicedge distribution cannot be built without it" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("case", ["untracked page", "untracked firmware file", "tracked backup", "tracked non-page"])
+def test_a_tracked_symlink_to_a_file_that_would_not_ship_itself_stops_the_build_naming_both(
+        tmp_path: Path, case: str) -> None:
+    # The link is tracked and inside its tree, so only what it points at can keep the file out.
+    _need_setuptools()
+    src = _small_project(tmp_path / "src")
+    if case == "untracked page":  # an unfinished page, linked from a committed one
+        link, target, says = "docs/leak.md", "docs/draft.md", "which git does not track"
+    elif case == "untracked firmware file":  # would go onto every board
+        link, target, says = "firmware/config.py", "firmware/secrets.py", "which git does not track"
+    elif case == "tracked backup":
+        link, target, says = "firmware/main.py", "firmware/main.py.bak", "a cache or backup file, which never ships"
+    else:
+        link, target, says = "docs/leak.md", "docs/notes.txt", "which docs/ does not ship (only *.md, *.json)"
+    (src / target).write_text("KEY = 'not for the wheel'\n")
+    (src / link).symlink_to(Path(target).name)
+    _git(src, "init", "-q")
+    _git(src, "add", "--", *BUNDLED_TREES, *BUNDLED_FILES)
+    if case == "untracked page" or case == "untracked firmware file":
+        _git(src, "rm", "-q", "--cached", "--", target)
+    else:
+        _git(src, "add", "-f", "--", target)
+    assert _git(src, "ls-files", "--", link).strip() == link
+    proc = _build_sdist(src, tmp_path / "dist")
+    assert proc.returncode != 0
+    assert f"{link} -> {Path(target).name} points at {target}, {says}" in proc.stderr, proc.stderr
+    assert not list((tmp_path / "dist").glob("*.tar.gz"))
+
+
+def test_a_tracked_symlink_to_a_tracked_page_ships_the_pages_text(tmp_path: Path) -> None:
+    _need_setuptools()
+    src = _small_project(tmp_path / "src")
+    (src / "docs" / "gw.md").symlink_to("gateway.md")
+    (src / "docs" / "vectors.json").write_text('{"v": 1}\n')
+    _git(src, "init", "-q")
+    _git(src, "add", "--", *BUNDLED_TREES, *BUNDLED_FILES)
+    proc = _build_sdist(src, tmp_path / "dist")
+    assert proc.returncode == 0, proc.stderr
+    (sdist,) = (tmp_path / "dist").glob("civicedge-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        files = {m.name.split("/", 1)[1]: tar.extractfile(m).read()  # type: ignore[union-attr]
+                 for m in tar.getmembers() if m.isfile() and "/docs/" in m.name}
+    assert files == {"docs/gateway.md": b"# Gateway\n", "docs/gw.md": b"# Gateway\n",
+                     "docs/vectors.json": b'{"v": 1}\n'}
