@@ -235,11 +235,11 @@ def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
                             "PUT /api/admin/retention)" % (path, what), reason="bad_retention_file")
 
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        content = path.read_bytes()  # decoded by the parser: a BOM skipped, a Windows-1252 file named as such
+    except OSError as exc:
         raise bad("cannot be read (%s)" % exc) from exc
     try:
-        entries = parse_retention_file(text, policy_retention(policy))
+        entries = parse_retention_file(content, policy_retention(policy))
     except RetentionFileError as exc:
         raise bad(str(exc)) from None
     return "%d retention override(s)" % len(entries)

@@ -55,3 +55,7 @@ def test_windows_1252_text_is_named_as_for_a_config_and_kept(tmp_path: Path) -> 
     assert (f"retention settings file {path} is not UTF-8 text (line 1, column 30: byte 0xfc at offset 29, "
             "ü in Windows-1252?); save the file as UTF-8; fix it or remove it") in info.value.message
     assert path.read_bytes() == data
+    with pytest.raises(StorageError) as check:  # run and run --check read it through check_retention_file
+        check_retention_file(path, load_policy())
+    assert "is not UTF-8 text (line 1, column 30: byte 0xfc at offset 29, ü in Windows-1252?)" in str(check.value)
+    assert path.read_bytes() == data
