@@ -24,6 +24,7 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hil.cli.text import plain
 from hil.errors import HilError
 from hil.scenarios import ScenarioError, list_examples, load_scenario
 from hil.scenarios.model import Scenario
@@ -203,7 +204,7 @@ class _Signals:
         if self.phase == "load":
             raise KeyboardInterrupt(name)
         if self.phase == "run":
-            _say(f"{name}: stopping… (press Ctrl-C again to force)\n")
+            _say(plain(f"{name}: stopping… (press Ctrl-C again to force)\n", sys.stderr))
             if self._loop is not None and self._stop is not None:
                 self._loop.call_soon_threadsafe(self._stop.set)
 
@@ -223,7 +224,8 @@ def _say(text: str) -> None:
     """Write to stderr from a signal handler: straight to the descriptor (the handler may run while
     ``sys.stderr`` is in the middle of a write, and a hung-up terminal must not raise here)."""
     try:
-        os.write(2, text.encode(errors="replace"))
+        # in the terminal's encoding, as sys.stderr writes (UTF-8 bytes are mojibake on a Latin-1 one)
+        os.write(2, text.encode(getattr(sys.stderr, "encoding", None) or "utf-8", errors="backslashreplace"))
     except OSError:
         pass
 

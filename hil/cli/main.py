@@ -19,6 +19,7 @@ from gateway.log_time import LINE_FORMAT, IsoTimeFormatter
 from gateway.systemd import journal_prefix, stderr_is_journal
 from gateway.version import gateway_version
 from hil.cli.extras import COMMANDS_OF_MODULE, add_unavailable, extra_for, report_missing_extra
+from hil.cli.text import safe_streams
 
 # (module, description) — each module defines register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -175,6 +176,8 @@ class JournalMessages:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``civicedge`` command line and return its exit status."""
+    # A non-UTF-8 locale (de_DE.ISO-8859-1) cannot encode every name or path we print: escape, never crash.
+    safe_streams()
     try:  # building the parser imports every command's module: Ctrl-C there is no traceback either
         parser = build_parser()
         args = parse_command_line(parser, argv)

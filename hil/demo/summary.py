@@ -12,6 +12,7 @@ from typing import Any, Iterable
 from rich.table import Table
 
 from gateway.storage.sqlite_uri import read_only_uri
+from hil.cli.text import plain
 
 
 @dataclass
@@ -84,9 +85,10 @@ def render(summary: FleetSummary, *, virtual_now_s: float | None, url: str, elap
     """A rich table for the live display."""
     when = "" if virtual_now_s is None else dt.datetime.fromtimestamp(virtual_now_s, dt.timezone.utc).strftime(
         "%a %H:%M UTC")
-    table = Table(title=f"civicedge demo — virtual time {when} — dashboard {url}",
-                  caption=f"{_plural(summary.total_reports, 'report')} stored, {_plural(summary.total_alarms, 'alarm')}, "
-                          f"{elapsed_s:.0f} s wall time — Ctrl-C to stop")
+    # plain(): an ASCII or Latin-1 terminal gets '-' for the dashes (the table goes to sys.stdout)
+    table = Table(title=plain(f"civicedge demo — virtual time {when} — dashboard {url}"),
+                  caption=plain(f"{_plural(summary.total_reports, 'report')} stored, "
+                                f"{_plural(summary.total_alarms, 'alarm')}, {elapsed_s:.0f} s wall time — Ctrl-C to stop"))
     for col in ("board", "kind", "link", "reports", "last window", "latest released values", "alarms"):
         table.add_column(col)
     for row in summary.rows:

@@ -9,6 +9,8 @@ from rich.console import Console, RenderableType
 from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from hil.cli.text import encodes_everything, plain
+
 
 class Steps:
     """Steps on a rich progress display: each call starts a step and completes the previous one."""
@@ -44,22 +46,25 @@ class _StepMark(ProgressColumn):
     """✓ for a done step, ✗ for the step that failed or was interrupted, a spinner while one runs (on a
     terminal only: a log or a pipe gets no spinner frames)."""
 
-    def __init__(self, animate: bool) -> None:
+    def __init__(self, out: Console) -> None:
         super().__init__()
-        self._spinner = SpinnerColumn() if animate else None
+        # rich's default spinner is braille, which an ASCII or Latin-1 terminal shows escaped: - \ | / there
+        spinner = "dots" if encodes_everything(out.encoding) else "line"
+        self._spinner = SpinnerColumn(spinner) if out.is_terminal else None
+        self._failed, self._done = plain("✗", out), plain("✓", out)  # 'x' and 'ok' where out cannot show them
 
     def render(self, task: Task) -> RenderableType:
         if task.fields.get("failed"):
-            return Text("✗", style="bold red")
+            return Text(self._failed, style="bold red")
         if task.finished:
-            return Text("✓", style="green")
+            return Text(self._done, style="green")
         return self._spinner.render(task) if self._spinner is not None else Text("-")
 
 
 @contextmanager
 def steps(out: Console) -> Iterator[Steps]:
     """A rich progress display of :class:`Steps`; the step running when it ends by an exception is marked ✗."""
-    with Progress(_StepMark(animate=out.is_terminal), TextColumn("{task.description}"), TimeElapsedColumn(),
+    with Progress(_StepMark(out), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=out, transient=False) as progress:
         shown = Steps(progress)
         try:
