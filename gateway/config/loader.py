@@ -446,7 +446,7 @@ def _opendata_licence(od: _Section) -> str:
                            "for a licence of the city's own, or the licence's URL" % (value, near), "bad_value") from None
     if _http_url(value):
         return value
-    raise od.error("opendata.licence", "opendata.licence %r must be an SPDX licence id (letters, digits, '.', '+',"
+    raise od.error("opendata.licence", "opendata.licence %r must be an SPDX licence id (ASCII letters, digits, '.', '+',"
                    " '-', at most 64 characters, e.g. \"CC-BY-4.0\" or \"LicenseRef-city-1.0\") or an absolute"
                    " http:// or https:// URL (ASCII, at most %d characters, no spaces, control characters, '<', '>'"
                    " or '\"')" % (_shown(value), MAX_LICENCE_URL_LEN), "bad_value")

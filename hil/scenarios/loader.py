@@ -338,7 +338,7 @@ def _group_ids(where: str, raw: dict[str, Any], kind: str, taken: set[str]) -> l
     if "ids" in raw:
         ids = raw["ids"]
         if not isinstance(ids, list) or not ids or not all(isinstance(d, str) and _ID.match(d) for d in ids):
-            raise ScenarioError(f"{where}: ids must be a non-empty list of ids (letters, digits, . _ -; max 32)",
+            raise ScenarioError(f"{where}: ids must be a non-empty list of ids (ASCII letters, digits, . _ -; max 32)",
                                 key="ids", value=ids)
     else:
         count = raw.get("count", 1)
@@ -631,9 +631,9 @@ def _check_name(name: Any, doc: dict[str, Any], path: Path | None) -> None:
     if not isinstance(name, str) or not _ID.match(name):
         if "name" not in doc and path is not None:
             raise ScenarioError(f"scenario: no 'name' key, and the file name {path.name!r} gives {name!r}, which is not "
-                                "a short id (letters, digits, . _ -; max 32): set name = \"...\" in the file",
+                                "a short id (ASCII letters, digits, . _ -; max 32): set name = \"...\" in the file",
                                 key="name", value=name)
-        raise ScenarioError(f"scenario: name must be a short id (letters, digits, . _ -), got {name!r}", key="name")
+        raise ScenarioError(f"scenario: name must be a short id (ASCII letters, digits, . _ -), got {name!r}", key="name")
 
 
 def _scenario_duration(doc: dict[str, Any], path: Path | None) -> int:
