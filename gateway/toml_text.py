@@ -43,7 +43,8 @@ def decode_toml_bytes(data: bytes, *, what: str = "file") -> str:
 
 
 def _where_not_utf8(data: bytes, start: int) -> str:
-    """Where the first byte that is not UTF-8 is, as an editor shows it: "line 3, column 14: byte 0xfc at
+    """Where the first byte that is not UTF-8 is, in characters as tomllib counts them (an editor may count
+    a wide character or a tab as more): "line 3, column 14: byte 0xfc at
     offset 20, ü in Windows-1252?" (the guess only when that byte is a letter in Windows-1252, the usual
     cause: a file saved as "ANSI" on Windows)."""
     line_start = data.rfind(b"\n", 0, start) + 1

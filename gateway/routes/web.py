@@ -10,7 +10,7 @@ Query parameters (all optional): ``date`` (YYYY-MM-DD, today, tomorrow; default 
 ``capacity`` (litres, 100 to 1 000 000), ``threshold`` (0.8 or 80%); dates from 2000-01-01 to
 2099-12-31. Errors answer ``{"error": {"code", "message", ...}}`` with 400 (bad input, bad matrix
 file), 422 (capacity smaller than one bin), 503 (``bin_data``: bin data unreadable;
-``solver_unavailable``: OR-Tools cannot be imported, e.g. no wheel for this platform) or 500 (``solver``: no
+``solver_unavailable``: OR-Tools or numpy cannot be imported: the 'routes' extra is not installed, or no wheel for this platform) or 500 (``solver``: no
 solution; ``internal``: a defect, logged with its traceback), 503 with Retry-After (``busy``;
 ``planning_timeout``; ``planner_restarted``: the worker died; ``planner_stopped``: shutting down) or
 429 with Retry-After (``too_many_plans``: one uncached plan per client at a time, and at most

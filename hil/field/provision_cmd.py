@@ -482,7 +482,8 @@ def _admin_token(path: Path | None) -> str:
         raise GatewayRegistrationError("--gateway needs the admin token: --token-file FILE (the gateway's "
                                        "[http] admin_token_file)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # a Notepad byte-order mark is not part of the token (the gateway drops it too: config loader)
+        lines = path.read_text(encoding="utf-8").removeprefix("\ufeff").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise GatewayRegistrationError(f"cannot read the admin token file {path}: {exc}", token_file=str(path)) from None
     token = lines[0].strip() if lines else ""

@@ -218,3 +218,14 @@ async def test_switching_between_source_and_mpy_leaves_no_shadowing_modules(tmp_
         assert "/board.json" not in rest[1:]  # unchanged config is not rewritten
     finally:
         await board.stop()
+
+
+def test_the_admin_token_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """Review of 192b6ca: the gateway drops a Notepad BOM from its admin_token_file; provision sent it as part
+    of the token (refused as 'a line break or control character')."""
+    from hil.field.provision_cmd import _admin_token
+
+    token = tmp_path / "admin.token"
+    token.write_bytes(b"\xef\xbb\xbf" + b"k3Jd9sLq0ZxV7mPa4RtY2wEe\r\n")
+    token.chmod(0o600)
+    assert _admin_token(token) == "k3Jd9sLq0ZxV7mPa4RtY2wEe"

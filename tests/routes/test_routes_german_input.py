@@ -59,6 +59,10 @@ def loads(out: str) -> dict[str, float]:
     ("--bin-volume", "5", "invalid bin volume '5': 5 L is below the minimum of 10 L"),
     ("--bin-volume", "1.1", "1.1 L is below the minimum of 10 L"),
     ("--capacity", "99", "invalid capacity '99': 99 L is below the minimum of 100 L"),
+    # review: a sign got past the thousands check (+100.000 planned as 100 L); 0.500 is a decimal, not 0500
+    ("--capacity", "+100.000", "+100.000 looks like 100000 written with a thousands separator; write 100000"),
+    ("--bin-volume", "+60.000", "write 60000"),
+    ("--bin-volume", "0.500", "0.5 L is below the minimum of 10 L"),
 ])
 def test_litre_flags_refuse_thousands_separators_and_tiny_values(
         city: CityData, capsys: pytest.CaptureFixture[str], flag: str, value: str, needle: str) -> None:
