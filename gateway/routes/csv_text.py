@@ -19,6 +19,8 @@ from gateway.toml_text import UTF16_MARKS
 #: The header's first cell in both CSV inputs.
 ID_CELL = "id"
 _DECIMAL_COMMA_RE = re.compile(r"([-+]?[0-9]+),([0-9]+)\Z")
+# Excel's number format with thousands separators in a decimal-comma locale: 1.100,5
+_GROUPED_DECIMAL_COMMA_RE = re.compile(r"([-+]?[1-9][0-9]{0,2}(?:\.[0-9]{3})+),([0-9]+)\Z")
 
 
 class CsvTextError(ValueError):
@@ -42,7 +44,8 @@ def decode_csv_bytes(data: bytes) -> str:
         line_start = data.rfind(b"\n", 0, start) + 1
         line = data.count(b"\n", 0, start) + 1
         # the bytes before it on its line are valid UTF-8: count characters, not bytes
-        column = len(data[line_start:start].decode("utf-8").removeprefix("\ufeff")) + 1
+        before = data[line_start:start].decode("utf-8")
+        column = len(before.removeprefix("\ufeff") if line_start == 0 else before) + 1  # the BOM: line 1 only
         byte = data[start]
         try:
             as_1252 = f" ({bytes([byte]).decode('cp1252')!r} in Windows-1252)"
@@ -72,8 +75,17 @@ def csv_table(text: str) -> tuple[list[list[str]], str]:
         semi = _first_row(text, ";")
         if len(semi) > 1 and semi[0].strip() == ID_CELL:
             delimiter = ";"
-    rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r and any(c.strip() for c in r)]
+    rows = [_without_trailing_empty(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+            if r and any(c.strip() for c in r)]
     return rows, delimiter
+
+
+def _without_trailing_empty(row: list[str]) -> list[str]:
+    """``row`` without the empty cells at its end (Excel writes them when its used range is wider)."""
+    end = len(row)
+    while end > 1 and not row[end - 1].strip():
+        end -= 1
+    return row[:end]
 
 
 def number_text(cell: str, delimiter: str) -> str:
@@ -81,10 +93,14 @@ def number_text(cell: str, delimiter: str) -> str:
 
     The result is still text for the callers' checks (ASCII digits, bounds, thousands separators);
     a converted one is the float's shortest form (``1,100`` gives ``1.1``: a decimal comma is no
-    thousands separator).
+    thousands separator; ``1.100,5``, Excel's grouped format, gives ``1100.5``).
     """
     if delimiter == ";":
-        match = _DECIMAL_COMMA_RE.match(cell.strip(" \t\r\n\f\v"))
+        text = cell.strip(" \t\r\n\f\v")
+        grouped = _GROUPED_DECIMAL_COMMA_RE.match(text)
+        if grouped:  # the comma is the decimal mark, so the points can only group thousands
+            return repr(float(f"{grouped.group(1).replace('.', '')}.{grouped.group(2)}"))
+        match = _DECIMAL_COMMA_RE.match(text)
         if match:
             return repr(float(f"{match.group(1)}.{match.group(2)}"))
     return cell
