@@ -359,7 +359,8 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
                          sim_clock=sim_clock, ack_gap_hold_s=gap_hold_s, source=source, open_data=open_data)
 
 
-_OPENDATA_KEYS = ("licence", "licence_url", "publisher", "title", "description", "contact", "keywords", "base_url")
+_OPENDATA_KEYS = ("licence", "licence_url", "publisher", "title", "description", "contact", "keywords", "base_url",
+                  "language")
 
 
 def _parse_opendata(data: Any, source: Path | None, *, lenient: bool) -> OpenDataConfig:
@@ -395,7 +396,8 @@ def _parse_opendata(data: Any, source: Path | None, *, lenient: bool) -> OpenDat
                                            None),
                           contact=kept(lambda: _opendata_contact(od), None),
                           keywords=kept(lambda: _opendata_keywords(od), None),
-                          base_url=kept(lambda: _opendata_base_url(od), None), problems=tuple(problems))
+                          base_url=kept(lambda: _opendata_base_url(od), None),
+                          language=kept(lambda: _opendata_language(od), "en"), problems=tuple(problems))
 
 
 # [opendata] licence: an SPDX-style id (CC-BY-4.0, LicenseRef-city-1.0) or an absolute http(s) URL. Both
@@ -593,6 +595,27 @@ def _opendata_keywords(od: _Section) -> tuple[str, ...] | None:
         raise od.error("opendata.keywords", "opendata.keywords has %d items; at most %d" % (len(words), MAX_KEYWORDS),
                        "bad_value")
     return tuple(words)
+
+
+# [opendata] language: a BCP 47 tag of a language subtag (ISO 639, 2 or 3 letters), an optional script
+# (ISO 15924, 4 letters) and an optional region (ISO 3166 2 letters, or UN M.49 3 digits). Its form only:
+# whether the subtags are registered (IANA Language Subtag Registry) is not checked (no registry offline).
+_LANGUAGE_TAG = re.compile(r"([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?")
+
+
+def _opendata_language(od: _Section) -> str:
+    """``[opendata] language``: "en" when absent or empty; else a BCP 47 tag ``language[-Script][-REGION]``
+    in its conventional case (``de-DE``, ``zh-Hant-TW``): the page's ``lang`` and the catalogue's language."""
+    value: str = od.get("language", str, "").strip()
+    if not value:
+        return "en"
+    match = _LANGUAGE_TAG.fullmatch(value)
+    if match is None:
+        raise od.error("opendata.language", "opendata.language %r must be a BCP 47 language tag: a 2- or 3-letter "
+                       "language code, optionally a 4-letter script and a 2-letter or 3-digit region, joined by '-' "
+                       "(e.g. \"de\", \"de-DE\", \"pl\", \"ja\", \"zh-Hant-TW\")" % _shown(value), "bad_value")
+    language, script, region = match.groups()
+    return "-".join([language.lower()] + ([script.title()] if script else []) + ([region.upper()] if region else []))
 
 
 def _opendata_base_url(od: _Section) -> str | None:

@@ -134,6 +134,9 @@ class OpenDataConfig:
             privacy policy's statement).
         contact: where to ask about the data: an e-mail address or an http(s) URL; None: none.
         keywords: the catalogue's keywords; None: the gateway's default.
+        language: the BCP 47 tag (``de``, ``de-DE``, ``ja``) of the language the city writes ``title``,
+            ``description``, ``publisher`` and ``keywords`` in; "en" (the language of the gateway's own
+            texts) by default.
         base_url: the public address the open data is reached at (``https://data.city.example``,
             perhaps with a path prefix), which makes the catalogue's URLs absolute; None: the
             address each request was sent to.
@@ -150,6 +153,7 @@ class OpenDataConfig:
     contact: str | None = None
     keywords: tuple[str, ...] | None = None
     base_url: str | None = None
+    language: str = "en"
     problems: tuple[str, ...] = ()
 
 

@@ -70,6 +70,30 @@ FREQUENCY_BASE = "http://publications.europa.eu/resource/authority/frequency/"
 _FREQUENCY_BY_WINDOW = {60: "1MIN", 300: "5MIN", 600: "10MIN", 900: "15MIN", 1800: "30MIN", 3600: "HOURLY"}
 FILE_TYPE_BASE = "http://publications.europa.eu/resource/authority/file-type/"
 IANA_MEDIA = "https://www.iana.org/assignments/media-types/"
+# DCAT-AP's dct:language is an IRI of the EU's language authority table (its codes are ISO 639-2/T's),
+# by the BCP 47 tag's language subtag: the EU's 24 official languages and a few common others. A language
+# not here gets no dct:language (DCAT-AP admits only the table's IRIs, a literal fails its validation).
+LANGUAGE_BASE = "http://publications.europa.eu/resource/authority/language/"
+EU_LANGUAGES = {
+    "bg": "BUL", "cs": "CES", "da": "DAN", "de": "DEU", "el": "ELL", "en": "ENG", "es": "SPA", "et": "EST",
+    "fi": "FIN", "fr": "FRA", "ga": "GLE", "hr": "HRV", "hu": "HUN", "it": "ITA", "lt": "LIT", "lv": "LAV",
+    "mt": "MLT", "nl": "NLD", "pl": "POL", "pt": "POR", "ro": "RON", "sk": "SLK", "sl": "SLV", "sv": "SWE",
+    # others common in European cities and beyond
+    "ar": "ARA", "bs": "BOS", "ca": "CAT", "eu": "EUS", "gl": "GLG", "he": "HEB", "hi": "HIN", "is": "ISL",
+    "ja": "JPN", "ko": "KOR", "lb": "LTZ", "mk": "MKD", "nb": "NOB", "nn": "NNO", "no": "NOR", "ru": "RUS",
+    "sq": "SQI", "sr": "SRP", "tr": "TUR", "uk": "UKR", "zh": "ZHO",
+}
+# The language of the gateway's own texts (default title and description, formats, data dictionary).
+GATEWAY_LANGUAGE = "en"
+
+
+def language_iri(tag: str) -> str | None:
+    """The EU language authority IRI of BCP 47 ``tag``'s language (``de-AT`` -> ``.../language/DEU``);
+    None for a language not in :data:`EU_LANGUAGES`."""
+    code = EU_LANGUAGES.get(tag.split("-", 1)[0].lower())
+    return LANGUAGE_BASE + code if code else None
+
+
 # What each CSV column holds (keys: export.CSV_STATUS_COLUMNS, in that order; a test compares them).
 # ``kind``'s %s: the policy's kinds (data_dictionary).
 CSV_COLUMN_MEANINGS = {
@@ -302,6 +326,30 @@ class Catalogue:
             return list(self.meta.keywords)
         return [*dict.fromkeys(self.kind_names()), *DEFAULT_KEYWORDS]
 
+    def city_texts(self) -> bool:
+        """Whether the city wrote any of the texts shown (title, description, publisher, keywords) in
+        ``[opendata] language``; the others are the gateway's own, in English."""
+        m = self.meta
+        return bool(m.title or m.description or m.keywords is not None or m.publisher != NOT_SET)
+
+    def languages(self) -> list[str]:
+        """The BCP 47 tags of the catalogue's texts: ``[opendata] language`` when the city wrote any of
+        them (:meth:`city_texts`), and English, the gateway's own texts' (format titles, data dictionary)."""
+        city = [self.meta.language] if self.city_texts() else []
+        return list(dict.fromkeys([*city, GATEWAY_LANGUAGE]))
+
+    def content_language(self) -> str:
+        """:meth:`languages` as a ``Content-Language`` value (RFC 9110 8.5): ``de, en``."""
+        return ", ".join(self.languages())
+
+    def dcat_languages(self) -> list[dict[str, str]] | None:
+        """:meth:`languages` as ``dct:language`` IRIs (:func:`language_iri`); None when one has none:
+        a list without the city's language would declare its texts English."""
+        iris = [language_iri(tag) for tag in self.languages()]
+        if None in iris:
+            return None
+        return [{"@id": iri} for iri in dict.fromkeys(i for i in iris if i is not None)]
+
     def bbox(self) -> list[float] | None:
         """``[west, south, east, north]`` of the published devices with a location (GeoJSON's bbox order),
         None for none. A device at 0,0 has none: without a registry every device is listed at 0,0, which
@@ -369,6 +417,7 @@ class Catalogue:
             "publisher": self.meta.publisher,
             "contactPoint": self.contact_point(),
             "keywords": self.keywords(),
+            "language": self.meta.language,
             "license": self.meta.licence,
             "licenseUrl": self.meta.licence_url(),
             "modified": _iso(self.modified),
@@ -401,6 +450,9 @@ class Catalogue:
         }
         if publisher is not None:
             dataset["dct:publisher"] = publisher
+        languages = self.dcat_languages()
+        if languages is not None:
+            dataset["dct:language"] = languages
         contact = self.contact_point()
         if contact is not None:
             card: dict[str, Any] = {"@type": "vcard:Kind", "vcard:fn": contact["name"]}
@@ -434,6 +486,8 @@ class Catalogue:
         }
         if publisher is not None:
             catalog["dct:publisher"] = publisher
+        if languages is not None:
+            catalog["dct:language"] = languages  # the language of its metadata (DCAT-AP)
         if licence is not None:
             catalog["dct:license"] = {"@id": licence}
         return catalog

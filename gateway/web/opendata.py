@@ -133,10 +133,12 @@ def _last_modified(devices: Sequence[DeviceView]) -> float | None:
 
 
 async def _json_answer(request: web.Request, data: Any, content_type: str, *,
-                       last_modified: float | None = None, cache_control: str = CACHE_CONTROL) -> web.Response:
-    """A JSON answer with caching headers (:func:`_answer`)."""
+                       last_modified: float | None = None, cache_control: str = CACHE_CONTROL,
+                       headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON answer with caching headers (:func:`_answer`; ``headers``: more headers)."""
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return _answer(request, body, content_type, last_modified=last_modified, cache_control=cache_control)
+    return _answer(request, body, content_type, last_modified=last_modified, cache_control=cache_control,
+                   headers=headers)
 
 
 def _answer(request: web.Request, body: bytes, content_type: str, *, last_modified: float | None = None,
@@ -252,7 +254,8 @@ async def index(request: web.Request) -> web.Response:
             cat, catalogue.data_dictionary(cat.transparency, cat.policy), stylesheet=pages.PAGE_STYLE)
         return _answer(request, page.encode("utf-8"), HTML, last_modified=cat.modified,
                        cache_control=_catalogue_cache_control(cat),
-                       headers={"Content-Security-Policy": pages.TRANSPARENCY_CSP})
+                       headers={"Content-Security-Policy": pages.TRANSPARENCY_CSP,
+                                "Content-Language": cat.content_language()})
     formats = cat.formats()
     return await _json_answer(request, {
         **cat.index_head(),
@@ -284,7 +287,8 @@ async def index(request: web.Request) -> web.Response:
         "dataDictionary": catalogue.data_dictionary(cat.transparency, cat.policy),
         "catalog": cat.url(catalogue.CATALOG_PATH),
         "transparency": cat.url("/transparency"),
-    }, media, last_modified=cat.modified, cache_control=_catalogue_cache_control(cat))
+    }, media, last_modified=cat.modified, cache_control=_catalogue_cache_control(cat),
+        headers={"Content-Language": cat.content_language()})
 
 
 @ROUTES.get(catalogue.CATALOG_PATH)
@@ -295,7 +299,8 @@ async def catalog_jsonld(request: web.Request) -> web.Response:
     media = negotiate(request, (LD_JSON, "application/json"))
     cat = await _catalogue(request)
     return await _json_answer(request, cat.dcat(), media, last_modified=cat.modified,
-                              cache_control=_catalogue_cache_control(cat))
+                              cache_control=_catalogue_cache_control(cat),
+                              headers={"Content-Language": cat.content_language()})
 
 
 def _ld_content_type(request: web.Request) -> str:

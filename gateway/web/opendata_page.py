@@ -4,6 +4,10 @@ Machine clients get the JSON catalogue at the same URL (``gateway.web.opendata.i
 says the same in words, with a download link per format and the data dictionary as a table. Like the
 transparency page it links only public paths, relatively (``opendata/readings.csv``), so the links work
 wherever a reverse proxy publishes it, and it inlines its stylesheet (no other path needed).
+
+The page is English (``<html lang="en">``, its own texts); what the city wrote in ``[opendata]``
+(title, description, publisher, keywords) is marked with ``[opendata] language`` on the element that
+holds it, so a screen reader reads each text in its language (WCAG 3.1.2, Language of Parts).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import html
 from typing import Any, Mapping
 
-from gateway.web.catalogue import NOT_SET, Catalogue
+from gateway.web.catalogue import GATEWAY_LANGUAGE, NOT_SET, Catalogue
 
 # What each format is for a reader who is not a developer, by format key (catalogue.formats).
 FORMAT_USE = {
@@ -29,6 +33,19 @@ def _e(value: object) -> str:
 def _href(path: str) -> str:
     """A path of this gateway (``/opendata/...``) as a link relative to the page at ``/opendata``."""
     return _e(path.removeprefix("/"))
+
+
+def _lang(cat: Catalogue, city: object) -> str:
+    """A ``lang`` attribute for an element holding a text the city wrote (``city`` truthy: the
+    ``[opendata]`` value) in a language other than the page's; else nothing (the page's English)."""
+    language = cat.meta.language
+    return f' lang="{_e(language)}"' if city and language != GATEWAY_LANGUAGE else ""
+
+
+def _in_lang(cat: Catalogue, text: str, city: object) -> str:
+    """``text`` escaped, in a ``<span>`` with its ``lang`` when :func:`_lang` gives one."""
+    lang = _lang(cat, city)
+    return f"<span{lang}>{_e(text)}</span>" if lang else _e(text)
 
 
 def _licence(cat: Catalogue) -> str:
@@ -65,20 +82,23 @@ def render_opendata_html(cat: Catalogue, dictionary: Mapping[str, Any], *, style
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         f"<title>{_e(cat.title())}: open data</title>",
         "<link rel=\"icon\" href=\"data:,\">" + (f"<style>{stylesheet}</style>" if stylesheet else "") + "</head><body>",
-        f"<header><h1>{_e(cat.title())}</h1>",
+        f"<header><h1{_lang(cat, cat.meta.title)}>{_e(cat.title())}</h1>",
         "<nav><a href=\"transparency\">What is collected and why</a> · "
         f"<a href=\"{_href('/opendata/catalog.jsonld')}\">catalogue for open-data portals (DCAT-AP)</a></nav>"
         "</header><main>",
-        f"<p class=\"description\">{_e(cat.description())}</p>",
+        f"<p class=\"description\"{_lang(cat, cat.meta.description)}>{_e(cat.description())}</p>",
     ]
     publisher = cat.meta.publisher if cat.meta.publisher != NOT_SET else None
     contact = cat.contact_point()
-    who = [f"Published by {_e(publisher)}." if publisher else ""]
+    who = [f"Published by {_in_lang(cat, publisher, publisher)}." if publisher else ""]
     if contact is not None:
         link = contact.get("url") or "mailto:" + contact.get("email", "")
         who.append(f'Contact: <a href="{_e(link)}">{_e(contact.get("url") or contact.get("email"))}</a>.')
     who.append(_licence(cat))
     parts.append("<p class=\"publisher\">" + " ".join(w for w in who if w) + "</p>")
+    keywords = cat.keywords()
+    if keywords:
+        parts.append(f"<p class=\"keywords\">Keywords: {_in_lang(cat, ', '.join(keywords), cat.meta.keywords)}.</p>")
     note = cat.unavailable_note()
     if note is not None:
         parts.append("<p class=\"unavailable\" role=\"status\"><strong>The data cannot be read at the moment.</strong> "
