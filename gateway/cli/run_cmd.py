@@ -82,6 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("warning: %s" % low, file=sys.stderr)
         from gateway.transports.ble_link import system_bus_missing  # bleak: only when checking
 
+        missing = _virtual_radio_missing(config)
+        if missing is not None:  # refused as `gateway run` would refuse it (resolve_backends), not at start
+            return fail(missing)
         no_bus = system_bus_missing(config.ble)
         if no_bus is not None:  # not refused: the serial links work, and BLE retries until the bus is there
             print("warning: %s" % no_bus, file=sys.stderr)
@@ -95,6 +98,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(_run(config))
     except GatewayError as exc:
         return fail(exc)
+
+
+def _virtual_radio_missing(config: GatewayConfig) -> GatewayError | None:
+    """For ``run --check``: the error ``gateway run`` would stop with when ``[ble] backend = "virtual"``
+    is enabled and the virtual radio's modules (the ``hil`` extra) are not installed; None otherwise."""
+    if not (config.ble.enabled and config.ble.backend == "virtual"):
+        return None
+    import importlib.util
+
+    from gateway.errors import TransportError
+    from gateway.transports.ble_link import VIRTUAL_BACKEND
+    from hil.cli.extras import EXTRA_OF_MODULE, needs_extra_message  # hil ships with gateway; stdlib only
+
+    for module in ("bumble", "websockets"):  # what hil.sim.radio.bleak_backend imports from the extra
+        if importlib.util.find_spec(module) is None:
+            return TransportError(needs_extra_message(VIRTUAL_BACKEND, EXTRA_OF_MODULE[module], module),
+                                  reason="open_failed", link="ble")
+    return None
 
 
 def short_retention_warning(config: GatewayConfig, effective: Mapping[tuple[str, str], int]) -> str | None:

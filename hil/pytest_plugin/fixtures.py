@@ -398,7 +398,7 @@ def hil_radio(hil_settings: HilSettings) -> Iterator[Any]:
     shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join. It
     listens on a port of ``--hil-port-range`` when given, else on any free port.
 
-    Bumble comes with civicedge's ``hil`` extra: without it the test errors naming the extra, and
+    Bumble and websockets come with civicedge's ``hil`` extra: without it the test errors naming the extra, and
     failing to import it otherwise is a broken install; it errors too (never skips).
     """
     try:
@@ -409,7 +409,8 @@ def hil_radio(hil_settings: HilSettings) -> Iterator[Any]:
             raise pytest.fail.Exception(f"hil_radio needs the '{missing[0]}' extra: pip install "
                                         f"'civicedge[{missing[0]}]' (missing module {missing[1]})", pytrace=False) from None
         raise pytest.fail.Exception(f"virtual radio unavailable: {exc} (bumble comes with civicedge's hil extra: "
-                                    "reinstall, e.g. scripts/setup)", pytrace=False) from None
+                                    "pip install 'civicedge[hil]'; in a checkout: scripts/setup)",
+                                    pytrace=False) from None
     handle = start_relay() if hil_settings.port_range is None else _relay_in_range(start_relay, hil_settings.port_range)
     try:
         yield handle

