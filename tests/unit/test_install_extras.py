@@ -212,3 +212,20 @@ def test_virtual_ble_backend_needs_the_hil_extra(blocker_dir: Path, tmp_path: Pa
     ok = subprocess.run([*CIVICEDGE, "gateway", "run", "--check", "--config", str(config)], capture_output=True,
                         text=True, env=_env(None), cwd=tmp_path, timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_the_standalone_radio_relay_names_the_hil_extra(blocker_dir: Path, tmp_path: Path) -> None:
+    """Review of 278d9fa: ``python -m hil.sim.radio`` imported the relay at module level (a traceback)."""
+    out = subprocess.run([sys.executable, "-m", "hil.sim.radio"], capture_output=True, text=True,
+                         env=_env(blocker_dir), cwd=tmp_path, timeout=30)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == ("radio: python -m hil.sim.radio needs the 'hil' extra: pip install 'civicedge[hil]'"
+                                  " (missing module websockets)"), out.stderr
+
+
+def test_paho_is_a_declared_core_dependency() -> None:
+    """gateway/upstream imports paho directly; it came only through aiomqtt."""
+    from importlib.metadata import requires
+
+    core = [r for r in requires("civicedge") or [] if "extra ==" not in r]
+    assert any(r.replace(" ", "").startswith("paho-mqtt") for r in core), core

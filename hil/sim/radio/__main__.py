@@ -12,10 +12,11 @@ from typing import Sequence
 
 from gateway.cli.verbosity import apply_verbosity
 from gateway.log_time import LINE_FORMAT, IsoTimeFormatter
-from hil.sim.radio.relay import RadioServer
 
 
 async def _serve(host: str, port: int, as_json: bool) -> None:
+    from hil.sim.radio.relay import RadioServer  # Bumble and websockets: the 'hil' extra (checked in main)
+
     server = RadioServer(host=host, port=port)
     await server.start()
     stop = asyncio.Event()
@@ -42,6 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="-v info, -vv debug of civicedge's loggers, -vvv debug of everything (websockets "
                              "frames, Bumble HCI dumps); or CIVICEDGE_LOG_DEBUG=bumble,websockets")
     args = parser.parse_args(argv)
+    try:
+        import hil.sim.radio.relay  # noqa: F401 - its modules come with the 'hil' extra
+    except ModuleNotFoundError as exc:
+        from hil.cli.extras import extra_for, needs_extra_message
+
+        missing = extra_for(exc)
+        if missing is None:
+            raise
+        print(f"radio: {needs_extra_message('python -m hil.sim.radio', *missing)}", file=sys.stderr)
+        return 1
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(IsoTimeFormatter(LINE_FORMAT))  # with its UTC offset, as the civicedge CLI's lines
     logging.basicConfig(handlers=[handler])
