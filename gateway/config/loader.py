@@ -544,9 +544,15 @@ def _ascii_domain(domain: str) -> str | None:
     if deviating:
         raise _DeviatingDomain(domain, ", ".join("%r (U+%04X)" % (c, ord(c)) for c in deviating))
     try:
-        return domain.encode("idna").decode("ascii")
+        encoded = domain.encode("idna").decode("ascii")
     except UnicodeError:  # an empty or too long label, a prohibited character
         return None
+    # IDNA 2003 maps fullwidth '＠' '／' '：' to '@' '/' ':' (NFKC) without STD3's host-name rules: a host
+    # that became another host's userinfo or path is refused, not published
+    labels = encoded.split(".")
+    if labels[-1] == "":  # a trailing dot
+        labels.pop()
+    return encoded if labels and all(re.fullmatch(r"[A-Za-z0-9-]+", label) for label in labels) else None
 
 
 def _ascii_contact(value: str) -> str | None:

@@ -40,6 +40,11 @@ def test_an_internationalised_domain_is_kept_in_its_ascii_form(tmp_path: Path, c
     ("opendata@köln..de", "in ASCII but for the domain"),
     ("https://www.köln.de/a b", "in ASCII but for the domain"),
     # IDNA 2003 makes straße.de strasse.de, IDNA 2008 (DENIC) xn--strae-oqa.de: not guessed
+    # review: IDNA 2003 folds fullwidth '＠' '／' into '@' '/': the published host would be another one
+    ("https://stadt-köln.de＠evil.example/", "in ASCII but for the domain"),
+    ("https://evil.example＠stadt-köln.de/kontakt", "in ASCII but for the domain"),
+    ("https://stadt-köln.de／evil", "in ASCII but for the domain"),
+    ("opendata@stadt-köln.de／x", "in ASCII but for the domain"),
     ("opendata@straße.de", "the domain 'straße.de' has 'ß' (U+00DF), which the two IDNA standards encode as different"
                            " domains; write the domain in its xn-- form"),
 ])
