@@ -82,6 +82,7 @@ port = 8080
 # description = "Anonymised values of the city's streetlights and waste bins."
 # contact = "opendata@city.example"       # an e-mail address or the URL of a contact page
 # keywords = ["lighting", "waste", "sensors"]
+# language = "en"                         # BCP 47 tag of the texts above, e.g. "de" or "pl" (default "en")
 # base_url = "https://data.city.example"  # the public address (behind a reverse proxy), makes URLs absolute
 
 [retention]

@@ -291,7 +291,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                   "408": _err("body not received in time"), "413": _err("body too large"),
                                   "503": _err("no registry attached")}}},
         "/opendata": {"get": {"summary": "Open-data catalogue: title, description, publisher, contact, keywords, "
-                                         "licence, coverage, update frequency, the formats' absolute URLs, the data "
+                                         "language ([opendata] language; also as Content-Language), licence, coverage, update frequency, the formats' absolute URLs, the data "
                                          "dictionary and the field-to-model mapping (docs/open-data.md, Catalogue)",
                               "tags": ["open data"],
                               "responses": {"200": {**_od_ok("index", "application/json"),
