@@ -397,7 +397,8 @@ def _parse_opendata(data: Any, source: Path | None, *, lenient: bool) -> OpenDat
                           contact=kept(lambda: _opendata_contact(od), None),
                           keywords=kept(lambda: _opendata_keywords(od), None),
                           base_url=kept(lambda: _opendata_base_url(od), None),
-                          language=kept(lambda: _opendata_language(od), "en"), problems=tuple(problems))
+                          # refused at run: unknown (""), never "en", which would declare the city's texts English
+                          language=kept(lambda: _opendata_language(od), ""), problems=tuple(problems))
 
 
 # [opendata] licence: an SPDX-style id (CC-BY-4.0, LicenseRef-city-1.0) or an absolute http(s) URL. Both
@@ -603,10 +604,16 @@ def _opendata_keywords(od: _Section) -> tuple[str, ...] | None:
     return tuple(words)
 
 
-# [opendata] language: a BCP 47 tag of a language subtag (ISO 639, 2 or 3 letters), an optional script
-# (ISO 15924, 4 letters) and an optional region (ISO 3166 2 letters, or UN M.49 3 digits). Its form only:
-# whether the subtags are registered (IANA Language Subtag Registry) is not checked (no registry offline).
-_LANGUAGE_TAG = re.compile(r"([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?")
+# [opendata] language: a BCP 47 (RFC 5646) language tag: a language subtag (ISO 639, 2 or 3 letters, with up
+# to three 3-letter extlangs: zh-yue), an optional script (ISO 15924, 4 letters), an optional region (ISO 3166
+# 2 letters, or UN M.49 3 digits), variants (ca-ES-valencia, de-CH-1996), extensions (de-DE-u-co-phonebk) and a
+# private use part (x-...). Its form only: whether the subtags are registered (IANA Language Subtag
+# Registry) is not checked (no registry offline).
+_LANGUAGE_TAG = re.compile(
+    r"([A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?"
+    r"((?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*)"
+    r"((?:-[0-9A-WY-Za-wy-z](?:-[A-Za-z0-9]{2,8})+)*)"
+    r"(-[xX](?:-[A-Za-z0-9]{1,8})+)?")
 
 
 def _opendata_language(od: _Section) -> str:
@@ -620,8 +627,9 @@ def _opendata_language(od: _Section) -> str:
         raise od.error("opendata.language", "opendata.language %r must be a BCP 47 language tag: a 2- or 3-letter "
                        "language code, optionally a 4-letter script and a 2-letter or 3-digit region, joined by '-' "
                        "(e.g. \"de\", \"de-DE\", \"pl\", \"ja\", \"zh-Hant-TW\")" % _shown(value), "bad_value")
-    language, script, region = match.groups()
-    return "-".join([language.lower()] + ([script.title()] if script else []) + ([region.upper()] if region else []))
+    language, script, region, variants, extensions, private = match.groups()
+    return ("-".join([language.lower()] + ([script.title()] if script else []) + ([region.upper()] if region else []))
+            + (variants + extensions + (private or "")).lower())
 
 
 def _opendata_base_url(od: _Section) -> str | None:

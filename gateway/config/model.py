@@ -136,7 +136,7 @@ class OpenDataConfig:
         keywords: the catalogue's keywords; None: the gateway's default.
         language: the BCP 47 tag (``de``, ``de-DE``, ``ja``) of the language the city writes ``title``,
             ``description``, ``publisher`` and ``keywords`` in; "en" (the language of the gateway's own
-            texts) by default.
+            texts) by default; "" when unknown (a tag ``gateway run`` refused: never published as English).
         base_url: the public address the open data is reached at (``https://data.city.example``,
             perhaps with a path prefix), which makes the catalogue's URLs absolute; None: the
             address each request was sent to.

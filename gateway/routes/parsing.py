@@ -44,7 +44,7 @@ _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _CLOCK_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})\Z")
 _DECIMAL_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
 #: A number with ``.`` between groups of three digits: ``1.100`` is 1 100 in German, not 1.1.
-THOUSANDS_RE = re.compile(r"[-+]?[1-9][0-9]{0,2}(?:\.[0-9]{3})+\Z")  # a sign too; 0.500 is a decimal
+THOUSANDS_RE = re.compile(r"\+?[1-9][0-9]{0,2}(?:\.[0-9]{3})+\Z")  # "+" too (a "-" is refused as negative first); 0.500 is a decimal
 _SPECIAL_FLOATS = frozenset({"inf", "infinity", "nan"})  # read, then refused as "not finite" by the callers
 #: White space around a value that is ignored (ASCII only: ``str.strip()`` also drops U+3000).
 SPACE = " \t\r\n\f\v"

@@ -330,12 +330,13 @@ class Catalogue:
         """Whether the city wrote any of the texts shown (title, description, publisher, keywords) in
         ``[opendata] language``; the others are the gateway's own, in English."""
         m = self.meta
-        return bool(m.title or m.description or m.keywords is not None or m.publisher != NOT_SET)
+        return bool(m.title or m.description or m.keywords or m.publisher != NOT_SET)
 
     def languages(self) -> list[str]:
         """The BCP 47 tags of the catalogue's texts: ``[opendata] language`` when the city wrote any of
         them (:meth:`city_texts`), and English, the gateway's own texts' (format titles, data dictionary)."""
-        city = [self.meta.language] if self.city_texts() else []
+        # an unknown language ("": refused at run) is left out rather than guessed
+        city = [self.meta.language] if self.city_texts() and self.meta.language else []
         return list(dict.fromkeys([*city, GATEWAY_LANGUAGE]))
 
     def content_language(self) -> str:
@@ -346,7 +347,7 @@ class Catalogue:
         """:meth:`languages` as ``dct:language`` IRIs (:func:`language_iri`); None when one has none:
         a list without the city's language would declare its texts English."""
         iris = [language_iri(tag) for tag in self.languages()]
-        if None in iris:
+        if None in iris or (self.city_texts() and not self.meta.language):
             return None
         return [{"@id": iri} for iri in dict.fromkeys(i for i in iris if i is not None)]
 
@@ -417,7 +418,7 @@ class Catalogue:
             "publisher": self.meta.publisher,
             "contactPoint": self.contact_point(),
             "keywords": self.keywords(),
-            "language": self.meta.language,
+            "language": self.meta.language or None,
             "license": self.meta.licence,
             "licenseUrl": self.meta.licence_url(),
             "modified": _iso(self.modified),

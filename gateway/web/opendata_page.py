@@ -39,6 +39,7 @@ def _lang(cat: Catalogue, city: object) -> str:
     """A ``lang`` attribute for an element holding a text the city wrote (``city`` truthy: the
     ``[opendata]`` value) in a language other than the page's; else nothing (the page's English)."""
     language = cat.meta.language
+    # lang="" is HTML's "unknown language": a tag refused at run is not taken for English
     return f' lang="{_e(language)}"' if city and language != GATEWAY_LANGUAGE else ""
 
 

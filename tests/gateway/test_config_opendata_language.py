@@ -34,13 +34,16 @@ def test_the_default_is_english_the_language_of_the_gateways_own_texts(tmp_path:
     ("de", "de"), ("de-DE", "de-DE"), ("pl", "pl"), ("ja", "ja"), ("gsw", "gsw"), ("es-419", "es-419"),
     # kept in BCP 47's conventional case: language lower, script title, region upper
     ("DE-de", "de-DE"), ("zh-hant-tw", "zh-Hant-TW"), ("sr-Latn", "sr-Latn"), (" fr-CH ", "fr-CH"),
+    # review: RFC 5646's variants, extlangs, extensions and private use (Valencian was refused)
+    ("ca-ES-valencia", "ca-ES-valencia"), ("de-CH-1996", "de-CH-1996"), ("zh-yue", "zh-yue"),
+    ("en-GB-oxendict", "en-GB-oxendict"), ("de-DE-u-co-phonebk", "de-DE-u-co-phonebk"), ("de-x-Stadt", "de-x-stadt"),
 ])
 def test_a_well_formed_tag_is_accepted_in_its_conventional_case(tmp_path: Path, value: str, tag: str) -> None:
     assert _language(tmp_path, value) == tag
 
 
 @pytest.mark.parametrize("value", [
-    "german", "Deutsch", "d", "de_DE", "de-", "de-DE-x", "de DE", "de-Germany", "de-1996-DE", "dé", "日本語",
+    "german", "Deutsch", "d", "de_DE", "de-", "de-DE-x", "de DE", "de-Deutschland", "de-1996-DE", "de-DE-u", "dé", "日本語",
     "en\nX-Injected: 1", "de-DE,en",
 ])
 def test_a_malformed_tag_is_refused_with_one_line_naming_the_key(tmp_path: Path, value: str) -> None:
@@ -57,10 +60,11 @@ def test_a_language_that_is_not_a_string_is_a_wrong_type(tmp_path: Path) -> None
     assert (err.value.reason, err.value.key) == ("wrong_type", "opendata.language")
 
 
-def test_gateway_run_leaves_a_refused_language_english_and_reports_it(tmp_path: Path) -> None:
+def test_gateway_run_leaves_a_refused_language_unknown_and_reports_it(tmp_path: Path) -> None:
+    """Review of 5c540cf: it fell back to "en", declaring the city's German texts English."""
     path = _config(tmp_path, '[opendata]\npublisher = "Stadt Köln"\nlanguage = "Deutsch"')
     od = load_config(path, lenient_opendata=True).open_data
-    assert (od.language, od.publisher) == ("en", "Stadt Köln")
+    assert (od.language, od.publisher) == ("", "Stadt Köln")
     assert len(od.problems) == 1 and od.problems[0].startswith("error (bad_value) [opendata.language]")
 
 

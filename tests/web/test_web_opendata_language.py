@@ -140,3 +140,22 @@ def test_the_authority_iri_is_of_the_language_subtag() -> None:
     assert language_iri("de") == language_iri("de-AT") == LANGUAGE_BASE + "DEU"
     assert language_iri("zh-Hant-TW") == LANGUAGE_BASE + "ZHO" and language_iri("pt-BR") == LANGUAGE_BASE + "POR"
     assert language_iri("gsw") is None
+
+
+async def test_an_unknown_language_is_not_taken_for_english(fleet: Fleet) -> None:
+    """Review of 5c540cf: a language refused at run (unknown, "") made the city's texts English everywhere."""
+    async with app_client(fleet, open_data=OpenDataMeta(title="Sensors de la ciutat", language="")) as client:
+        page, content_language = await _page(client)
+        index = await (await client.get("/opendata")).json()
+        catalog, catalog_language = await _catalog(client)
+    assert page.language_of("Sensors de la ciutat") == ""  # lang="": HTML's unknown language
+    assert content_language == catalog_language == "en"  # the gateway's own texts only
+    assert "dct:language" not in catalog and "dct:language" not in catalog["dcat:dataset"][0]
+    assert index["language"] is None
+
+
+async def test_empty_keywords_are_no_text_of_the_city(fleet: Fleet) -> None:
+    async with app_client(fleet, open_data=OpenDataMeta(keywords=(), language="de")) as client:
+        _page_langs, content_language = await _page(client)
+        catalog, _ = await _catalog(client)
+    assert content_language == "en" and _languages(catalog) == [LANGUAGE_BASE + "ENG"]
