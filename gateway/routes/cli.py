@@ -54,6 +54,7 @@ from gateway.routes.parsing import (
 from gateway.routes.planner import DEFAULT_FAR_BIN_KM, MAX_FAR_BIN_KM, MAX_ROUTE_KM, PlanSettings
 from gateway.routes.worker import plan_or_notice
 from gateway.routes.source import GatewayBinSource
+from gateway.stdout_data import write_utf8
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -373,7 +374,7 @@ class _OutFailed(InvalidInputError):
 
 def _deliver(args: argparse.Namespace, text: str) -> None:
     if args.out is None:
-        sys.stdout.write(text)
+        write_utf8(text)  # JSON, CSV and GeoJSON are UTF-8 whatever the terminal's locale
         return
     try:
         write_atomically(args.out, text)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from gateway.resources import alert_rules_path, changelog_path, docs_dir, service_unit_path
+from gateway.stdout_data import write_utf8
 
 EXIT_MISSING = 1  # the installation lacks the file (an incomplete or older install)
 EXIT_USAGE = 2  # no page of that name
@@ -85,12 +86,15 @@ def service_unit_text() -> str:
 def running_civicedge() -> Path | None:
     """The ``civicedge`` script running now (resolved), else the one on PATH, else None.
 
-    Not the one beside ``sys.executable``: ``pip install --user`` puts it in ``~/.local/bin`` and runs it
-    with ``/usr/bin/python3``.
+    The running script first: ``pip install --user`` puts it in ``~/.local/bin`` and runs it with
+    ``/usr/bin/python3``; run as ``python -m hil.cli.main``, the one beside ``sys.executable``.
     """
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if script is not None and script.name == "civicedge" and script.is_file():
         return script.resolve()
+    beside = Path(sys.executable).parent / "civicedge"  # python -m hil.cli.main: this interpreter's own
+    if beside.is_file():
+        return beside.resolve()
     found = shutil.which("civicedge")
     return Path(found).resolve() if found else None
 
@@ -136,7 +140,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
         note = _exec_start_note(text) if args.unit else None
         if note:
             print(note, file=sys.stderr)  # stderr: stdout is redirected into the unit file
-        sys.stdout.write(text)
+        write_utf8(text)  # the file as it is, whatever the terminal's locale
         return 0
     if args.page is None:
         return _list()
@@ -147,7 +151,11 @@ def cmd_docs(args: argparse.Namespace) -> int:
     if not page.is_file():
         return _missing(page)
     if args.show:
-        sys.stdout.write(page.read_text(encoding="utf-8"))
+        text = page.read_text(encoding="utf-8")
+        if page.suffix == ".md" and sys.stdout.isatty():
+            sys.stdout.write(text)  # a person reads it: what the terminal cannot show is escaped
+        else:
+            write_utf8(text)  # into a file or a program (protocol-vectors.json): the file's UTF-8
     else:
         print(page)
     return 0

@@ -69,6 +69,19 @@ def needs_extra_message(what: str, extra: str, module: str) -> str:
     return f"{what} needs the '{extra}' extra: pip install 'civicedge[{extra}]' (missing module {module})"
 
 
+def _options(words: list[str], names: tuple[str, ...]) -> dict[str, str]:
+    """The values of ``names`` among ``words`` (``--id X`` or ``--id=X``; the last one given wins)."""
+    found: dict[str, str] = {}
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if name in names:
+            if eq:
+                found[name] = value
+            elif i + 1 < len(words):
+                found[name] = words[i + 1]
+    return found
+
+
 def report_missing_extra(command: str, extra: str, module: str) -> int:
     """Print the error for ``command`` on stderr and return its exit status."""
     print("error: " + missing_extra_message(command, extra, module), file=sys.stderr)
@@ -97,7 +110,9 @@ def add_unavailable(subparsers: "argparse._SubParsersAction[argparse.ArgumentPar
         if command in _JSON_COMMANDS and (args.json or "--json" in args.arguments):
             from hil.field.cli_common import _json_record  # core modules only (rich, hil.boards)
 
-            record = _json_record(exit=status, error=missing_extra_message(command, extra, module))
+            given = _options(getattr(args, "command_line", args.arguments), ("--id", "--port"))
+            record = _json_record(id=given.get("--id"), port=given.get("--port"), exit=status,
+                                  error=missing_extra_message(command, extra, module))
             print(json.dumps(record, sort_keys=True), flush=True)
         return status
 

@@ -107,6 +107,8 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     args, extras = parser.parse_known_args(argv)
     if extras and getattr(args, "missing_extra", None) is None:  # a command without its extra takes any
         selected_parser(parser, args).error("unrecognized arguments: %s" % " ".join(extras))
+    if getattr(args, "missing_extra", None) is not None:  # its --json record names the --id and --port given
+        args.command_line = list(sys.argv[1:] if argv is None else argv)
     return args
 
 

@@ -66,11 +66,17 @@ def safe_streams() -> None:
     """Make ``sys.stdout`` and ``sys.stderr`` escape (``\\xfc``) what their encoding cannot encode.
 
     A board file named ``laterne-süd`` or a config path under ``中央区`` is then printed escaped on an
-    ASCII or Latin-1 terminal instead of ending the command with a traceback. A UTF-8 stream, or one
-    that already does not raise on such text, is left as it is.
+    ASCII or Latin-1 terminal instead of ending the command with a traceback. A strict UTF-8 stream
+    writes a file name's undecodable bytes back as they were (``surrogateescape``); one that already does
+    not raise is left as it is. Data (JSON, CSV, a file's content) bypasses this: :mod:`gateway.stdout_data`.
     """
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
-        if (isinstance(stream, io.TextIOWrapper) and stream.errors == "strict"
-                and not encodes_everything(stream.encoding)):
+        if not isinstance(stream, io.TextIOWrapper) or stream.errors != "strict":
+            continue
+        if not encodes_everything(stream.encoding):
             stream.reconfigure(errors="backslashreplace")
+        else:
+            # UTF-8 cannot encode the stand-ins of a file name's undecodable bytes (laterne-s\xfcd.toml on a
+            # UTF-8 system): write those bytes back, as Python does itself in the C locale
+            stream.reconfigure(errors="surrogateescape")

@@ -151,3 +151,28 @@ def test_field_steps_spin_in_ascii_on_an_ascii_terminal() -> None:
     out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", ascii_.stdout.decode("ascii"))  # the terminal's colours
     assert "\\u28" not in out  # no escaped braille
     assert "- wait for a report" in out and "\\ wait for a report" in out and "ok wait for a report" in out
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+def test_data_on_stdout_stays_utf8_on_a_non_utf8_terminal(encoding: str) -> None:
+    """Review of ab65b25: the escaping made `docs protocol-vectors --show > v.json` invalid JSON (exit 0)."""
+    import json
+
+    from gateway.resources import docs_dir
+
+    shown = _civicedge(["docs", "protocol-vectors", "--show"], encoding)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == (docs_dir() / "protocol-vectors.json").read_bytes()
+    json.loads(shown.stdout.decode("utf-8"))
+    unit = _civicedge(["docs", "--unit"], encoding)
+    assert unit.returncode == 0 and b"[Service]" in unit.stdout and b"\\x" not in unit.stdout
+
+
+def test_a_file_name_that_is_not_utf8_is_written_back_on_a_utf8_terminal(tmp_path: Path) -> None:
+    """Review of ab65b25: a strict UTF-8 stdout (de_DE.UTF-8) still crashed on a Latin-1 file name."""
+    site = tmp_path / "boards"
+    site.mkdir()
+    (site / os.fsdecode(b"laterne-s\xfcd.toml")).write_text("chip = = \n", encoding="utf-8")
+    done = _civicedge(["boards", "list"], "utf-8", extra_env={BOARDS_PATH_ENV: str(site)})
+    assert b"Traceback" not in done.stderr, done.stderr.decode("utf-8", "replace")
+    assert b"laterne-s\xfcd" in done.stdout + done.stderr  # the name's own bytes

@@ -145,9 +145,10 @@ def test_unit_warns_when_its_exec_start_is_another_existing_civicedge(
 
 def test_unit_without_a_civicedge_script_running_compares_with_the_one_on_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # python -m hil.cli.main: argv[0] is a module file, so the civicedge on PATH is the one to compare with.
+    # python -m hil.cli.main with an interpreter that has no civicedge beside it: the one on PATH.
     on_path = _script(tmp_path / "bin" / "civicedge")
     monkeypatch.setattr(sys, "argv", [str(REPO / "hil" / "cli" / "main.py")])
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python-without-civicedge" / "python3"))
     monkeypatch.setenv("PATH", str(on_path.parent))
     other = _script(tmp_path / "opt" / "civicedge")
     note = docs_cmd._exec_start_note(_unit(str(other)))
@@ -159,6 +160,18 @@ def test_unit_without_a_civicedge_script_running_compares_with_the_one_on_path(
     assert docs_cmd._exec_start_note(_unit("/opt/civicedge/.venv/bin/civicedge")) == (
         "warning: the unit's ExecStart= runs /opt/civicedge/.venv/bin/civicedge, which does not exist; no "
         "civicedge is on PATH: edit ExecStart= to the civicedge the service should run")
+
+
+def test_python_m_compares_with_the_civicedge_beside_its_interpreter_before_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of d6bd448: `python -m hil.cli.main docs --unit` compared with whichever civicedge was first on
+    PATH, another installation's."""
+    venv = _script(tmp_path / "venv" / "bin" / "civicedge")
+    other = _script(tmp_path / "elsewhere" / "civicedge")
+    monkeypatch.setattr(sys, "argv", [str(REPO / "hil" / "cli" / "main.py")])
+    monkeypatch.setattr(sys, "executable", str(venv.parent / "python3"))
+    monkeypatch.setenv("PATH", str(other.parent))
+    assert docs_cmd.running_civicedge() == venv.resolve()
 
 
 def test_a_civicedge_script_outside_the_interpreters_directory_warns_about_the_shipped_unit(tmp_path: Path) -> None:

@@ -166,16 +166,21 @@ def test_ble_commands_name_the_hil_extra(blocker_dir: Path, tmp_path: Path, args
     assert not left, f"processes left behind: {left}"
 
 
-@pytest.mark.parametrize("args", [["provision", "--json"], ["check", "--port", "/dev/ttyUSB0", "--json"],
-                                  ["check", "--json", "--help"], ["provision", "--id", "x", "--json"]])
-def test_json_field_commands_print_one_record(blocker_dir: Path, tmp_path: Path, args: list[str]) -> None:
+@pytest.mark.parametrize(("args", "given"), [
+    (["provision", "--json"], {}), (["check", "--port", "/dev/ttyUSB0", "--json"], {"port": "/dev/ttyUSB0"}),
+    (["check", "--json", "--help"], {}), (["provision", "--id", "x", "--json"], {"id": "x"}),
+    # review of 278d9fa: the batch example of docs/field.md builds its inventory from .id
+    (["provision", "--port=/dev/x", "--id=bin-01", "--json"], {"id": "bin-01", "port": "/dev/x"}),
+])
+def test_json_field_commands_print_one_record(blocker_dir: Path, tmp_path: Path, args: list[str],
+                                              given: dict[str, str]) -> None:
     out = _run(args, blocker_dir, tmp_path)
     assert out.returncode == 2, out
     message = (f"civicedge {args[0]} needs the 'field' extra: pip install 'civicedge[field]' "
                "(missing module mpremote)")
     # exactly one JSON object on stdout, as docs/field.md ("Batches: --json") promises whatever happens
     assert json.loads(out.stdout) == {"id": None, "port": None, "fingerprint": None, "result": "error",
-                                      "error": message, "exit": 2}, out.stdout
+                                      "error": message, "exit": 2, **given}, out.stdout
     assert out.stdout.count("\n") == 1
     assert out.stderr == f"error: {message}\n"
 
