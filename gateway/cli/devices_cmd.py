@@ -47,7 +47,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                       "0600 in the registry's keys/ directory; it is never printed.")
     add.add_argument("--id", required=True, dest="device_id", metavar="ID", help="device id, as the firmware sends it")
     add.add_argument("--kind", required=True, help="a kind of the privacy policy (streetlight, bin, ...)")
-    add.add_argument("--zone", required=True, help="city zone (ASCII letters, digits, space . _ -)")
+    add.add_argument("--zone", required=True, help="city zone: 1..64 letters and digits of any script, space . _ -")
     add.add_argument("--location", required=True, metavar="LAT,LON",
                      help="decimal degrees, e.g. 52.37,4.89" + LOCATION_HELP_NOTE)
     accept_negative_location(add)

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator
 from gateway.errors import RegistryError
 from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.protocol.frame import valid_device_id
+from gateway.registry.zones import normalize_zone, zone_problem
 from gateway.resources import policy_kinds
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 KEY_LEN = 32
 # Registry values are ASCII: ``\d`` and ``float()`` also take other scripts' digits ("５２.３" is 52.3).
 _DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")
-_ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -687,6 +687,7 @@ class Registry:
                 registry stayed locked: nothing was registered, no key file is left), ``storage_partial``
                 (as ``storage``, but a key file without a row may be left).
         """
+        zone = normalize_zone(zone)  # "Su\u0308dstadt" is stored, listed and filtered as "Südstadt"
         validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon)
         if key is None:
             key = generate_key()  # 256 fresh random bits: no need to compare with the other keys
@@ -737,6 +738,7 @@ class Registry:
                 revoked id stays revoked: provision the board under a new id); ``retired`` (enrolling never
                 takes a retired device back: :meth:`reinstate` does).
         """
+        zone = normalize_zone(zone)  # a board or tool sending NFD enrols into the same zone
         rec = self.lookup(device_id) if valid_device_id(device_id) else None
         # A device stored with a zone from before the zone-edge rule ("north ") enrolls again unchanged.
         _validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon,
@@ -902,7 +904,7 @@ class Registry:
                 (a revoked id stays revoked: nothing to move); ``storage``.
         """
         rec = self.get(device_id)
-        new_zone = rec.zone if zone is None else zone
+        new_zone = rec.zone if zone is None else normalize_zone(zone)
         _validate_device(device_id, kind=rec.kind, zone=new_zone, lat=lat, lon=lon, zone_stored=zone is None)
         if rec.revoked:
             raise RegistryError("device %s is revoked; it is not moved (a revoked id stays revoked)" % device_id,
@@ -1125,8 +1127,9 @@ class Registry:
 def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str) -> None:
     """Check a device's registry values (as :meth:`Registry.add` does) without a registry.
 
-    Every value is ASCII: id and zone from fixed character sets, lat/lon decimals of ``[0-9]``
-    (other scripts' digits, which ``float()`` would read, are refused). A zone must not start or end
+    The id is ASCII ``[A-Za-z0-9._-]``; lat/lon are decimals of ``[0-9]`` (other scripts' digits, which
+    ``float()`` would read, are refused). The zone is checked in NFC (:func:`gateway.registry.zones.zone_problem`:
+    letters and digits of any script, space . _ -; at most 64 characters) and must not start or end
     with a space nor be only dots.
 
     Raises:
@@ -1150,9 +1153,11 @@ def _validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str
     if kind not in kinds:
         raise RegistryError("kind %s is not one of %s" % (_quoted(kind), ", ".join(kinds)), reason="bad_value",
                             device_id=device_id, field="kind")
-    if not _ZONE.match(zone):
-        raise RegistryError("zone %s must be 1..64 chars of ASCII letters, digits, space . _ -" % _quoted(zone),
-                            reason="bad_value", device_id=device_id, field="zone")
+    zone = normalize_zone(zone)
+    problem = zone_problem(zone)
+    if problem:
+        raise RegistryError("zone %s %s" % (_quoted(zone), problem), reason="bad_value", device_id=device_id,
+                            field="zone")
     if not zone_stored:
         _check_zone_edges(device_id, zone)
     for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):

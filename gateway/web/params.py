@@ -9,11 +9,11 @@ import re
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
+from gateway.registry.zones import normalize_zone, zone_problem
 from gateway.web.errors import BadParameter
 from gateway.web.views import ReadingKey
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
-ZONE_RE = re.compile(r"[A-Za-z0-9 ._-]{1,64}")  # as the registry accepts (fullmatch)
 FIELD_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 MAX_CURSOR_CHARS = 256
 MAX_LISTED_ZONES = 50  # how many known zones an unknown-zone error names
@@ -119,13 +119,16 @@ def parse_device_id(value: str, name: str = "device") -> str:
 
 def parse_zone(query: Mapping[str, str], known: Iterable[str], name: str = "zone") -> str | None:
     """Read an optional zone name; it must be one of ``known`` (the zones of the registered devices),
-    compared exactly: zone names are case-sensitive. An unknown zone is refused as an unknown field
-    is, naming the known ones (a typo must not answer an empty list as if the zone had no data)."""
+    compared exactly after NFC normalisation (the registry stores NFC): zone names are case-sensitive.
+    An unknown zone is refused as an unknown field is, naming the known ones (a typo must not answer an
+    empty list as if the zone had no data)."""
     if name not in query:
         return None
-    value = query[name]
-    if not ZONE_RE.fullmatch(value):
-        raise BadParameter(f"'{name}' must be 1..64 of [A-Za-z0-9 ._-] (as the registry's zones)", param=name)
+    value = normalize_zone(query[name])  # the registry stores NFC: ?zone=Su%CC%88dstadt is "Südstadt"
+    problem = zone_problem(value)
+    if problem:
+        shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"
+        raise BadParameter(f"{name} {shown} {problem} (as the registry's zones)", param=name)
     zones = sorted(set(known))
     if value not in zones:
         same_letters = [z for z in zones if z.lower() == value.lower()]

@@ -16,13 +16,13 @@ from typing import Any
 from gateway.errors import RegistryError
 from gateway.registry import key_fingerprint, same_place, validate_device
 from gateway.registry.devices import MAX_DECIMALS
+from gateway.registry.zones import normalize_zone, zone_problem
 from gateway.resources import policy_kinds
 from hil.field.errors import IdentityFormatError
 
 KEY_BYTES = 32
 _DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")  # ASCII digits: the registry takes no others
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
-_ZONE = re.compile(r"[A-Za-z0-9 ._-]{1,64}\Z")
 
 
 def kinds() -> list[str]:
@@ -103,6 +103,7 @@ def new_identity(*, device_id: str, kind: str, zone: str, lat: str, lon: str) ->
     Raises:
         IdentityFormatError: a field is malformed.
     """
+    zone = normalize_zone(zone)  # the board and the registry hold the NFC form
     validate_fields(device_id=device_id, kind=kind, zone=zone)
     return Identity(device_id, kind, zone, lat, lon, secrets.token_bytes(KEY_BYTES))
 
@@ -118,8 +119,10 @@ def validate_fields(*, device_id: str, zone: str, kind: str | None = None) -> No
     known = kinds()
     if kind is not None and kind not in known:
         raise IdentityFormatError(f"kind {kind!r} must be one of {', '.join(known)}", kind=kind)
-    if not _ZONE.match(zone):
-        raise IdentityFormatError(f'zone "{zone}" must be 1-64 of ASCII letters, digits, space . _ -', zone=zone)
+    zone = normalize_zone(zone)
+    problem = zone_problem(zone)
+    if problem:
+        raise IdentityFormatError(f"zone {zone!r} {problem}", zone=zone)
     try:
         # lat/lon are checked by parse_location; a valid kind stands in when it is not known yet.
         validate_device(device_id, kind=kind or known[0], zone=zone, lat="0", lon="0")
@@ -149,4 +152,5 @@ def parse_identity(data: bytes) -> Identity:
         key = b""
     if len(key) != KEY_BYTES:
         raise IdentityFormatError("the device's /identity.json key is not 64 hex characters")
-    return Identity(doc["id"], doc["kind"], doc["zone"], doc["lat"], doc["lon"], key)
+    # NFC as every zone the gateway stores: a hand-written NFD zone compares equal to the registry's.
+    return Identity(doc["id"], doc["kind"], normalize_zone(doc["zone"]), doc["lat"], doc["lon"], key)

@@ -31,6 +31,7 @@ from hil.field.errors import (
 )
 from hil.field.firmware_copy import read_manifest, verify_manifest, write_board_config
 from hil.field.firmware_restart import START_WATCH_S, restart_quietly, restart_step, watch_start
+from gateway.registry.zones import normalize_zone
 from hil.field.identity import parse_location, validate_fields
 from hil.field.ports import require_port
 from hil.field.provision import ProvisionResult, provision_board
@@ -56,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "      --location 52.3702,4.8952 --registry /srv/civicedge/registry")
     prov.add_argument("--port", required=True, help="serial port of the board")
     prov.add_argument("--id", required=True, dest="device_id", help="device id, e.g. sl-0042")
-    prov.add_argument("--zone", required=True, help="city zone, e.g. centre")
+    prov.add_argument("--zone", required=True, help="city zone, e.g. centre or Südstadt (letters and digits of any "
+                      "script, space . _ -; up to 64 characters)")
     prov.add_argument("--location", required=True, metavar="LAT,LON",
                       help="decimal degrees, e.g. 52.3702,4.8952" + LOCATION_HELP_NOTE)
     accept_negative_location(prov)
@@ -122,6 +124,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
     with errors(record):
         require_port(args.port)
         lat, lon = parse_location(args.location)
+        args.zone = normalize_zone(args.zone)  # NFC on the board, in the registry and in the echoed commands
         validate_fields(device_id=args.device_id, zone=args.zone)  # the registry's rules, before the port
         if float(lat) == 0 and float(lon) == 0:
             say(f"warning: location {args.location} is 0,0 (in the sea off West Africa): what a GPS without a fix "

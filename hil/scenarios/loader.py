@@ -318,6 +318,9 @@ def _board_group(i: int, raw: Any, scenario_start: int, scenario_end: int, base:
                                                value=place[key]))
             bad_place.add(key)
     zone, lat, lon = place.get("zone", "sim"), place.get("lat", "52.3702"), place.get("lon", "4.8952")
+    if isinstance(zone, str):  # NFC, as the registry stores it: "Su\u0308dstadt" and "Südstadt" are one zone
+        from gateway.registry.zones import normalize_zone
+        zone = normalize_zone(zone)
     if not bad_place:  # the registry's rules need the three as text
         with errors.check():
             _check_registry_fields(where, ids, kind=kind, zone=zone, lat=lat, lon=lon)

@@ -108,7 +108,7 @@ def test_zone_error_quotes_plainly() -> None:
     from hil.field.errors import IdentityFormatError
     from hil.field.identity import validate_fields
 
-    with pytest.raises(IdentityFormatError, match='zone "a/b" must be'):
+    with pytest.raises(IdentityFormatError, match="zone 'a/b' must be"):
         validate_fields(device_id="sl-1", kind="streetlight", zone="a/b")
 
 

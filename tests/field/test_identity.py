@@ -49,11 +49,14 @@ def test_bad_fields_are_refused(field: str, value: str) -> None:
         new_identity(lat="1.0", lon="2.0", **fields)
 
 
-def test_a_non_ascii_zone_is_refused_as_not_ascii() -> None:
-    # "letters" alone reads as if Ś were one (i18n QA): the registry's rule is ASCII letters
+def test_a_zone_of_any_script_is_taken_and_a_bad_one_names_the_rule() -> None:
+    # i18n QA: zones are the city's own names ("Śródmieście"), letters and digits of any script
+    assert new_identity(device_id="sl-1", kind="streetlight", zone="Śródmieście", lat="1.0", lon="2.0").zone \
+        == "Śródmieście"
     with pytest.raises(IdentityFormatError) as info:
-        new_identity(device_id="sl-1", kind="streetlight", zone="Śródmieście", lat="1.0", lon="2.0")
-    assert str(info.value) == 'zone "Śródmieście" must be 1-64 of ASCII letters, digits, space . _ -'
+        new_identity(device_id="sl-1", kind="streetlight", zone="Śródmieście/2", lat="1.0", lon="2.0")
+    assert str(info.value) == ("zone 'Śródmieście/2' must be 1..64 characters: letters and digits of any script, "
+                               "space . _ -; U+002F SOLIDUS is not a letter, digit, space . _ -")
 
 
 def test_location_parses_to_decimal_strings() -> None:

@@ -240,7 +240,7 @@ def test_devices_add_before_the_first_run_makes_the_data_directory_private(
 @pytest.mark.parametrize(("option", "value", "field"), [
     ("--location", "５２.１,4.2", "lat"),   # full-width digits: float() would read 52.1
     ("--location", "52.1,٤.٢", "lon"),      # Arabic-Indic digits
-    ("--zone", "nörth", "zone"),
+    ("--zone", "nörth\u2028", "zone"),       # a letter of any script is a zone's, a line separator not
     ("--id", "b１", "device id"),
 ])
 def test_cli_add_refuses_non_ascii_digits_and_letters(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -163,8 +163,10 @@ NON_ASCII = [
     ("lon", {"lon": "٤.٢"}),                # Arabic-Indic digits
     ("lon", {"lon": "4.२"}),                # a Devanagari digit in the fraction
     ("lat", {"lat": "52.1\n"}),             # a trailing newline is not part of the number
-    ("zone", {"zone": "Zentrüm"}),          # a non-ASCII letter
-    ("zone", {"zone": "zone１"}),           # a non-ASCII digit
+    # zones take letters and digits of any script ("Zentrüm", "zone１": tests/gateway/test_zone_names_unicode.py),
+    # not other scripts' spaces nor invisible characters
+    ("zone", {"zone": "Zentr\u00fcm\u00a0Nord"}),  # a no-break space
+    ("zone", {"zone": "zone\u200b1"}),              # a zero-width space
     ("device_id", {"device_id": "sl-１"}),  # a non-ASCII digit in the id
 ]
 

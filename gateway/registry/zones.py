@@ -1,0 +1,53 @@
+"""Zone names: the one rule every entry point (registry, admin API, CLI, provisioning, scenarios, ``?zone=``) uses.
+
+A zone is a city's own name for an area ("centre", "Südstadt", "Śródmieście", "中央区"). It is stored
+in SQLite and shown in JSON, CSV, HTML and query parameters only: never an MQTT topic level, a metric
+label, a file path, nor read by the firmware. So any script's letters and digits are allowed, plus
+space ``.`` ``_`` ``-``; combining marks too after a letter or digit (Devanagari, Thai and Arabic
+names need vowel signs that have no precomposed form). Zones are NFC-normalised first, so
+``"Su\\u0308dstadt"`` and ``"Südstadt"`` are one zone, and the 64 limit counts NFC characters (code
+points); no store has a byte bound.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_ZONE_CHARS = 64
+ZONE_RULE = f"1..{MAX_ZONE_CHARS} characters: letters and digits of any script, space . _ -"
+_PUNCTUATION = frozenset(" ._-")
+_MARKS = frozenset({"Mn", "Mc", "Me"})
+# Invisible or unstorable characters named in the message (they never pass: none is alphanumeric).
+_REFUSED = {"Cc": "a control character", "Cf": "an invisible format character", "Cs": "a lone surrogate",
+            "Co": "a private-use character", "Zl": "a line separator", "Zp": "a paragraph separator"}
+
+
+def normalize_zone(zone: str) -> str:
+    """``zone`` in Unicode NFC (a lone surrogate, which NFC cannot take, is returned unchanged for
+    :func:`zone_problem` to refuse)."""
+    try:
+        return unicodedata.normalize("NFC", zone)
+    except UnicodeError:
+        return zone
+
+
+def zone_problem(zone: str) -> str | None:
+    """Why ``zone`` (already NFC) is not a valid zone name, or None when it is.
+
+    The reason is the rule (:data:`ZONE_RULE`) and, for a character outside it, which one
+    (``U+200B`` and its Unicode name or category). The edge rules (no space at either end, not only
+    dots) are the registry's (:func:`gateway.registry.validate_device`).
+    """
+    if not 1 <= len(zone) <= MAX_ZONE_CHARS:
+        return f"must be {ZONE_RULE} (it has {len(zone)})"
+    previous_ok = False
+    for ch in zone:
+        category = unicodedata.category(ch)
+        if ch.isalnum() or ch in _PUNCTUATION or (category in _MARKS and previous_ok):
+            previous_ok = ch.isalnum() or category in _MARKS
+            continue
+        what = _REFUSED.get(category) or ("a combining mark without a letter before it" if category in _MARKS
+                                          else "not a letter, digit, space . _ -")
+        name = unicodedata.name(ch, "")
+        return f"must be {ZONE_RULE}; U+{ord(ch):04X}{' ' + name if name else ''} is {what}"
+    return None
