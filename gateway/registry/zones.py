@@ -17,6 +17,13 @@ MAX_ZONE_CHARS = 64
 ZONE_RULE = f"1..{MAX_ZONE_CHARS} characters: letters and digits of any script, space . _ -"
 _PUNCTUATION = frozenset(" ._-")
 _MARKS = frozenset({"Mn", "Mc", "Me"})
+# Unicode's default-ignorable characters that are letters or marks (DerivedCoreProperties.txt): a zone made of
+# them looks blank, or like another zone ("centre" + U+FE0F is a second "centre"). Cf ones are refused below.
+_INVISIBLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
+              (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+# Combining marks in a row after one letter: a script needs a few (Unicode's stream-safe text allows 30),
+# more is "zalgo" text drawn over the lines above and below it.
+MAX_MARKS_IN_A_ROW = 8
 # Invisible or unstorable characters named in the message (they never pass: none is alphanumeric).
 _REFUSED = {"Cc": "a control character", "Cf": "an invisible format character", "Cs": "a lone surrogate",
             "Co": "a private-use character", "Zl": "a line separator", "Zp": "a paragraph separator"}
@@ -41,8 +48,17 @@ def zone_problem(zone: str) -> str | None:
     if not 1 <= len(zone) <= MAX_ZONE_CHARS:
         return f"must be {ZONE_RULE} (it has {len(zone)})"
     previous_ok = False
+    marks = 0
     for ch in zone:
         category = unicodedata.category(ch)
+        code = ord(ch)
+        if any(low <= code <= high for low, high in _INVISIBLE):
+            name = unicodedata.name(ch, "")
+            return (f"must be {ZONE_RULE}; U+{code:04X}{' ' + name if name else ''} is invisible (a zone that"
+                    " shows as blank or as another zone's name)")
+        marks = marks + 1 if category in _MARKS else 0
+        if marks > MAX_MARKS_IN_A_ROW:
+            return f"must be {ZONE_RULE}; more than {MAX_MARKS_IN_A_ROW} combining marks in a row"
         if ch.isalnum() or ch in _PUNCTUATION or (category in _MARKS and previous_ok):
             previous_ok = ch.isalnum() or category in _MARKS
             continue

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from gateway.registry import decimal_text, unsigned_zero
+from gateway.registry.zones import normalize_zone
 from gateway.web import params
 from gateway.web.context import ctx_of, json_response, read_json_body
 from gateway.web.errors import BadParameter
@@ -158,8 +159,8 @@ async def enroll_device(request: web.Request) -> web.Response:
     # WARNING, as revoke/rotate/move: a device added, or a key replaced, over the network is an admin
     # change the quiet gateway (warnings only by default) must still record. Never the key itself.
     if result["result"] == "added":
-        _audit(request, "added device %s (%s, zone %s at %s,%s; key version %s)", device_id, kind, zone, lat, lon,
-               result["key_version"])
+        _audit(request, "added device %s (%s, zone %s at %s,%s; key version %s)", device_id, kind,
+               normalize_zone(zone), lat, lon, result["key_version"])  # as stored (NFC), so a grep finds it
     elif result["result"] == "replaced":
         _audit(request, "replaced the key of device %s (key version %s): the old key no longer works", device_id,
                result["key_version"])

@@ -131,7 +131,7 @@ def parse_zone(query: Mapping[str, str], known: Iterable[str], name: str = "zone
         raise BadParameter(f"{name} {shown} {problem} (as the registry's zones)", param=name)
     zones = sorted(set(known))
     if value not in zones:
-        same_letters = [z for z in zones if z.lower() == value.lower()]
+        same_letters = [z for z in zones if z.casefold() == value.casefold()]  # STRASSE finds Straße
         hint = f" (zone names are case-sensitive: {same_letters[0]!r}?)" if same_letters else ""
         shown = ", ".join(zones[:MAX_LISTED_ZONES]) or "none"
         more = f" and {len(zones) - MAX_LISTED_ZONES} more" if len(zones) > MAX_LISTED_ZONES else ""

@@ -143,3 +143,23 @@ def test_a_scenario_zone_is_stored_nfc_and_checked_by_the_same_rule() -> None:
 def test_normalize_zone_keeps_a_lone_surrogate_for_the_rule_to_refuse() -> None:
     assert normalize_zone("a\ud800") == "a\ud800"
     assert zone_problem("a\ud800") is not None
+
+
+@pytest.mark.parametrize("zone", ["\u3164", "centre\ufe0f", "centre\u034f", "\uffa0x", "ab\u180bc", "x\U000e0100"])
+def test_invisible_letters_and_marks_are_refused(zone: str) -> None:
+    """Review of f2bff90: Hangul fillers are letters and variation selectors marks: a blank zone, or a second
+    'centre' beside the real one, split aggregates and open data between zones that look the same."""
+    problem = zone_problem(normalize_zone(zone))
+    assert problem is not None and problem.startswith(RULE) and "is invisible" in problem
+
+
+def test_stacked_combining_marks_are_bounded() -> None:
+    assert zone_problem("e" + "\u0301\u0302\u0303" * 2) is None  # a few marks: scripts need them
+    problem = zone_problem("a" + "\u0301" * 9)
+    assert problem is not None and "more than 8 combining marks in a row" in problem
+
+
+def test_the_unknown_zone_hint_folds_case_as_unicode_does() -> None:
+    with pytest.raises(BadParameter) as err:
+        parse_zone({"zone": "STRASSE"}, ["Straße", "centre"])
+    assert "'Straße'?" in str(err.value.message if hasattr(err.value, "message") else err.value)

@@ -91,13 +91,17 @@ async def test_open_data_publishes_the_zone_as_written(sud: Fleet) -> None:
         assert rows and {(r["device"], r["zone"]) for r in rows} == {("sl-sud", NFC)}
 
 
-async def test_the_admin_api_enrols_and_moves_into_the_nfc_zone(fleet: Fleet) -> None:
+async def test_the_admin_api_enrols_and_moves_into_the_nfc_zone(fleet: Fleet,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     key = bytes(range(1, 33))
     body = {"kind": "streetlight", "zone": NFD, "lat": "52.3600", "lon": "4.8800", "key": key.hex()}
     async with app_client(fleet) as client:
         resp = await client.put("/api/admin/devices/sl-adm", headers=admin_headers(), json=body)
         assert resp.status == 201, await resp.text()
         assert fleet.registry.get("sl-adm").zone == NFC
+        # review: the audit line named the zone as sent (decomposed); a grep for the stored name missed it
+        added = [r.getMessage() for r in caplog.records if "added device sl-adm" in r.getMessage()]
+        assert len(added) == 1 and f"zone {NFC} at" in added[0], added
         resp = await client.put("/api/admin/devices/sl-adm", headers=admin_headers(), json=dict(body, zone=NFC))
         assert resp.status == 200 and (await resp.json())["result"] == "unchanged"  # one zone, not a move
         moved = {"lat": "52.3600", "lon": "4.8800", "zone": unicodedata.normalize("NFD", "Śródmieście")}
