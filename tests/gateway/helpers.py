@@ -85,3 +85,18 @@ async def until(check: Callable[[], object], what: str, timeout: float = 15.0) -
     while not check():
         assert time.monotonic() < end, what
         await asyncio.sleep(0.1)
+
+
+async def first_problem(ble: Any) -> str:
+    """Run a ``BleTransport`` until it reports a problem (a failed scan) and return it; within 5 s."""
+    task = asyncio.create_task(ble.run(lambda _item, _link: None))
+    try:
+        for _ in range(500):
+            if ble.problem is not None:
+                return str(ble.problem)
+            assert not task.done(), task
+            await asyncio.sleep(0.01)
+        raise AssertionError("no problem reported")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

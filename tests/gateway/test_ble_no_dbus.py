@@ -5,32 +5,18 @@ not there (``DBUS_SYSTEM_BUS_ADDRESS``), now says what it could not reach."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
 import pytest
 from conftest import make_env
+from helpers import first_problem
 
 from gateway.config.model import BleConfig
 from gateway.transports.ble_link import DEFAULT_SYSTEM_BUS, BleTransport, system_bus_address
 from hil.cli.main import main
 
 pytestmark = pytest.mark.timeout(30)
-
-
-async def first_problem(ble: BleTransport) -> str:
-    task = asyncio.create_task(ble.run(lambda _item, _link: None))
-    try:
-        for _ in range(500):
-            if ble.problem is not None:
-                return ble.problem
-            assert not task.done(), task
-            await asyncio.sleep(0.01)
-        raise AssertionError("no problem reported")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_missing_system_bus_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

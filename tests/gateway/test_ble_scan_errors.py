@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakError
+from helpers import first_problem
 
 from gateway.config.model import BleConfig
 from gateway.transports import ble_link
@@ -46,20 +47,6 @@ def scanner_raising(error: BaseException | None) -> type[BaseBleakScanner]:
 def transport(error: BaseException | None) -> BleTransport:
     config = BleConfig(enabled=True, scan_interval_s=0.05)
     return BleTransport(config, backends=(scanner_raising(error), object))
-
-
-async def first_problem(ble: BleTransport) -> str:
-    task = asyncio.create_task(ble.run(lambda _item, _link: None))
-    try:
-        for _ in range(200):
-            if ble.problem is not None:
-                return ble.problem
-            assert not task.done(), task
-            await asyncio.sleep(0.01)
-        raise AssertionError("no problem reported")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.mark.parametrize("defect", [TypeError("discover() got an unexpected keyword argument 'x'"),
