@@ -9,6 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from rich.cells import cell_len
+
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.errors import GatewayError, RegistryError
 from gateway.registry import DeviceRecord, Registry, key_fingerprint, read_key_file
@@ -152,9 +154,10 @@ def _state(rec: DeviceRecord) -> str:
 
 def _columns(rows: list[tuple[str, ...]], *, minimum: tuple[int, ...]) -> list[str]:
     """Rows as lines of left-aligned columns, each as wide as its longest cell (at least ``minimum``),
-    two spaces apart from the last but one column on; no trailing spaces."""
-    widths = [max([m, *(len(row[i]) for row in rows)]) for i, m in enumerate(minimum)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    two spaces apart from the last but one column on; no trailing spaces. Widths are terminal cells
+    (``中央区`` takes 6, a combining mark none), so zones in any script stay aligned."""
+    widths = [max([m, *(cell_len(row[i]) for row in rows)]) for i, m in enumerate(minimum)]
+    return ["  ".join(cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -428,3 +428,15 @@ def test_the_cannot_move_refusal_prints_a_move_command_that_runs_as_printed(
         assert reg.enroll("b1", kind="bin", zone="west side", lat="52.37", lon="4.89", key=KEY_A) == "unchanged"
     finally:
         reg.close()
+
+
+def test_list_aligns_zones_of_wide_and_combining_characters(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review of f2bff90: widths were len(), so 中央区 (6 terminal cells) and a decomposed ü pushed the columns."""
+    from rich.cells import cell_len
+
+    reg.add("b2", key=KEY_B, kind="bin", zone="中央区中央区中央区中央区", lat="52.37", lon="4.81")
+    reg.add("b3", kind="bin", zone="Su\u0308dstadt", lat="52.3702", lon="4.8952")
+    assert main(devices(reg.path, "list")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    located = [cell_len(line[:line.index(loc)]) for line, loc in zip(lines, ("52.1,4.2", "52.37,4.81", "52.3702,4.8952"))]
+    assert len(set(located)) == 1, lines
