@@ -33,21 +33,29 @@ def _module_level_imports(tree: ast.Module) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
             elif isinstance(node, ast.If):
-                test = ast.unparse(node.test)
-                if "TYPE_CHECKING" not in test:
+                # only `if TYPE_CHECKING:` itself is skipped (`if not TYPE_CHECKING:` runs at load)
+                if ast.unparse(node.test) not in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
                     visit(node.body)
                 visit(node.orelse)
             elif isinstance(node, ast.Try):
-                # an import guarded by `except ImportError` is optional; the others still run at load
-                guarded = any(h.type is not None and "ImportError" in ast.unparse(h.type) for h in node.handlers)
+                # an import guarded by `except ImportError` (or ModuleNotFoundError) is optional; others run
+                guarded = any(h.type is not None and ("ImportError" in ast.unparse(h.type)
+                                                      or "ModuleNotFoundError" in ast.unparse(h.type))
+                              for h in node.handlers)
                 if not guarded:
                     visit(node.body)
                 for handler in node.handlers:
                     visit(handler.body)
                 visit(node.orelse)
                 visit(node.finalbody)
-            elif isinstance(node, (ast.With, ast.AsyncWith)):
+            elif isinstance(node, (ast.With, ast.AsyncWith, ast.ClassDef)):
+                visit(node.body)  # a class body runs when the module loads
+            elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
                 visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Match):
+                for case in node.cases:
+                    visit(case.body)
 
     visit(tree.body)
     return found
@@ -111,3 +119,27 @@ def test_what_we_import_from_an_extra_is_declared_by_it() -> None:
         if extra is not None and not distributions_of(module) & _declared(extra):
             problems.append(f"{module} (imported by {sorted(files)[0]}) is not declared in the '{extra}' extra")
     assert not problems, "\n".join(problems)
+
+
+def test_the_scan_sees_what_runs_at_load_and_skips_what_does_not() -> None:
+    """Review of 278d9fa: class bodies, loops and `if not TYPE_CHECKING:` run at load and were not read."""
+    tree = ast.parse("""
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    import skipped_typing
+if not TYPE_CHECKING:
+    import seen_not_typing
+class A:
+    import seen_in_class
+for _ in ():
+    import seen_in_loop
+try:
+    import skipped_optional
+except ModuleNotFoundError:
+    pass
+def f():
+    import skipped_in_function
+""")
+    found = _module_level_imports(tree)
+    assert {"seen_not_typing", "seen_in_class", "seen_in_loop"} <= found
+    assert not {"skipped_typing", "skipped_optional", "skipped_in_function"} & found
