@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from hil.cli.extras import RADIO_MODULES, require_modules
 from hil.pace import PaceWatch
 from hil.demo.runner import SILENT_AFTER_S, Demo, DemoError, DemoOptions, HostExit
 from hil.demo.summary import render
@@ -110,6 +111,8 @@ def _plural(n: int, word: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; see the exit statuses in the command's help (:data:`EXIT_STATUSES`)."""
+    if args.bins:
+        require_modules(RADIO_MODULES)  # the bins' virtual radio: its extra named before anything starts
     console, err = _consoles()
     try:
         start = None if args.start is None else dt.datetime.fromisoformat(args.start.replace("Z", "+00:00"))

@@ -9,6 +9,7 @@ every other command keeps working (``civicedge --help`` lists them all).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 
@@ -46,6 +47,18 @@ _EXIT_STATUS: dict[str, int] = {"flash": 2, "provision": 2, "check": 2, "routes"
 #: The commands with ``--json`` (hil.field.cli_common.JSON_COMMANDS, which needs rich: not imported here,
 #: the gateway imports this module for its messages; tests/unit/test_install_extras.py holds them equal).
 _JSON_COMMANDS = ("provision", "check")
+
+
+#: What the virtual BLE radio imports when a command starts it (demo with bins, a scenario with a BLE link).
+RADIO_MODULES: tuple[str, ...] = ("bumble", "websockets")
+
+
+def require_modules(names: tuple[str, ...]) -> None:
+    """Raise :class:`ModuleNotFoundError` for the first of ``names`` that is not installed, so a command says
+    which extra it needs before it prints or starts anything (the CLI reports it: :func:`extra_for`)."""
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
 def extra_for(exc: BaseException) -> tuple[str, str] | None:

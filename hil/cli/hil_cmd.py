@@ -24,6 +24,7 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hil.cli.extras import RADIO_MODULES, require_modules
 from hil.cli.text import plain
 from hil.errors import HilError
 from hil.scenarios import ScenarioError, list_examples, load_scenario
@@ -316,6 +317,8 @@ def _prepare(args: argparse.Namespace, out: _Console, err: _Console, signals: _S
         if problems:
             raise ScenarioError("; ".join(problems), key="output")
         scenario = load_scenario(args.scenario)
+        if any(group.link == "ble" for group in scenario.boards):
+            require_modules(RADIO_MODULES)  # the virtual radio's extra, named before the banner
         speed = args.speed if args.speed is not None else scenario.speed
         if not MIN_SPEED <= speed <= MAX_SPEED:  # also NaN; the file's speed too (the gateway's clock bound)
             what = "--speed" if args.speed is not None else f"the scenario's speed ({scenario.path})"

@@ -217,7 +217,9 @@ def _run_command(func: Callable[[argparse.Namespace], int | None], args: argpars
         missing = extra_for(exc)
         if missing is None:
             raise
-        return report_missing_extra(str(getattr(args, "command", None) or "command"), *missing)
+        command = str(getattr(args, "command", None) or "command")
+        sub_command = getattr(args, "hil_command", None)  # "civicedge hil run", not "civicedge hil"
+        return report_missing_extra(f"{command} {sub_command}" if sub_command else command, *missing)
     except GatewayError as exc:
         # One a command did not report itself, e.g. a privacy policy the board loader, flash or the
         # simulator read and refused (gateway.policy_rules): said as `gateway run --check` says it.
