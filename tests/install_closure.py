@@ -41,7 +41,7 @@ def closure(extras: tuple[str, ...] = (), *, core: bool = True, roots: tuple[str
     optional: dict[str, list[str]] = project["optional-dependencies"]  # type: ignore[assignment]
     core_deps: list[str] = project["dependencies"]  # type: ignore[assignment]
     env = {**default_environment(), "extra": ""}
-    todo = [Requirement(r) for r in (core_deps if core else [])] + [Requirement(r) for r in roots]
+    todo = [(Requirement(r), "") for r in (core_deps if core else [])] + [(Requirement(r), "") for r in roots]
     pending, done = list(extras), set()
     while pending:
         extra = pending.pop()
@@ -53,21 +53,27 @@ def closure(extras: tuple[str, ...] = (), *, core: bool = True, roots: tuple[str
             if dist_name(req.name) == "civicedge":
                 pending.extend(req.extras)
             else:
-                todo.append(req)
-    seen: set[str] = set()
+                todo.append((req, ""))
+    # (distribution, extra) pairs: a dependency's own extras (esptool wants esp-pylib[cli,ide,serial]) bring
+    # what their markers ("extra == 'cli'") name, evaluated with that extra
+    seen: set[tuple[str, str]] = set()
+    dists: set[str] = set()
     while todo:
-        req = todo.pop()
-        if req.marker is not None and not req.marker.evaluate(env):
+        req, under = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({**env, "extra": under}):
             continue
         name = dist_name(req.name)
-        if name in seen:
+        wanted = [e for e in ("", *sorted(req.extras)) if (name, e) not in seen]
+        if not wanted:
             continue
-        seen.add(name)
+        seen.update((name, e) for e in wanted)
+        dists.add(name)
         try:
-            todo.extend(Requirement(r) for r in md.requires(req.name) or [])
+            requires = md.requires(req.name) or []
         except md.PackageNotFoundError:
-            pass
-    return seen
+            continue
+        todo.extend((Requirement(r), extra) for extra in wanted for r in requires)
+    return dists
 
 
 @functools.cache

@@ -234,3 +234,24 @@ def test_paho_is_a_declared_core_dependency() -> None:
 
     core = [r for r in requires("civicedge") or [] if "extra ==" not in r]
     assert any(r.replace(" ", "").startswith("paho-mqtt") for r in core), core
+
+
+def test_the_closure_follows_a_dependencys_own_extras(tmp_path: Path) -> None:
+    """Review of 278d9fa: `pkg[extra]` requirements were followed without their extra's dependencies, so a
+    module reachable only that way stayed visible in the simulated core-only install."""
+    from install_closure import closure
+
+    with_extras = closure(core=False, roots=("esptool",))
+    if not {"esptool", "esp-pylib"} <= with_extras:
+        pytest.skip("esptool (the field extra) is not installed here")
+    from importlib.metadata import requires
+
+    by_extra = [r for r in requires("esp-pylib") or [] if "extra ==" in r]
+    asked = [r for r in requires("esptool") or [] if r.replace(" ", "").startswith("esp-pylib[")]
+    if not by_extra or not asked:
+        pytest.skip("this esptool asks for no esp-pylib extra")
+    from packaging.requirements import Requirement
+
+    needed = {Requirement(r).name.lower().replace("_", "-") for r in by_extra
+              if any(Requirement(r).marker.evaluate({"extra": e}) for e in Requirement(asked[0]).extras)}
+    assert needed and needed <= with_extras, (needed, with_extras)
