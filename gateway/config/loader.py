@@ -617,7 +617,7 @@ _LANGUAGE_TAG = re.compile(
 
 
 def _opendata_language(od: _Section) -> str:
-    """``[opendata] language``: "en" when absent or empty; else a BCP 47 tag ``language[-Script][-REGION]``
+    """``[opendata] language``: "en" when absent or empty; else a BCP 47 tag ``language[-Script][-REGION][-variant...]``
     in its conventional case (``de-DE``, ``zh-Hant-TW``): the page's ``lang`` and the catalogue's language."""
     value: str = od.get("language", str, "").strip()
     if not value:
@@ -625,7 +625,7 @@ def _opendata_language(od: _Section) -> str:
     match = _LANGUAGE_TAG.fullmatch(value)
     if match is None:
         raise od.error("opendata.language", "opendata.language %r must be a BCP 47 language tag: a 2- or 3-letter "
-                       "language code, optionally a 4-letter script and a 2-letter or 3-digit region, joined by '-' "
+                       "language code, optionally a 4-letter script, a 2-letter or 3-digit region and variants, joined by '-' "
                        "(e.g. \"de\", \"de-DE\", \"pl\", \"ja\", \"zh-Hant-TW\")" % _shown(value), "bad_value")
     language, script, region, variants, extensions, private = match.groups()
     return ("-".join([language.lower()] + ([script.title()] if script else []) + ([region.upper()] if region else []))
