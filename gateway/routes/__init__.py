@@ -12,8 +12,9 @@ the planner's modules with it.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from gateway.lazy_exports import lazy_attribute
 
 if TYPE_CHECKING:
     from gateway.routes.distances import CsvMatrix, DistanceProvider, GreatCircle, OsrmTable, haversine_m
@@ -54,9 +55,4 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """``gateway.routes.<name>``: imports the submodule defining it on first use."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _HOMES, globals(), name)

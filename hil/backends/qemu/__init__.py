@@ -7,8 +7,9 @@ littlefs-python (the ``field`` extra).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from gateway.lazy_exports import lazy_attribute
 
 if TYPE_CHECKING:
     from hil.backends.qemu.image import FlashImage, build_flash_image, build_littlefs, check_release_image, read_filesystem
@@ -33,9 +34,4 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """``hil.backends.qemu.<name>``: imports the submodule defining it on first use."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _HOMES, globals(), name)
