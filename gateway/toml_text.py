@@ -42,18 +42,25 @@ def decode_toml_bytes(data: bytes, *, what: str = "file") -> str:
                             reason="not_utf8") from None
 
 
+def utf8_error_position(data: bytes, start: int) -> tuple[int, int]:
+    """``(line, column)`` of the byte at ``start``, the first that is not UTF-8 in ``data``; the column in
+    characters as tomllib counts them, a byte-order mark at the very start not counted (an editor shows no
+    column for it)."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    before = data[line_start:start].decode("utf-8")  # valid: the first bad byte is at start
+    if line_start == 0:
+        before = before.removeprefix("\ufeff")
+    return data.count(b"\n", 0, start) + 1, len(before) + 1
+
+
 def _where_not_utf8(data: bytes, start: int) -> str:
     """Where the first byte that is not UTF-8 is, in characters as tomllib counts them (an editor may count
     a wide character or a tab as more): "line 3, column 14: byte 0xfc at
     offset 20, ü in Windows-1252?" (the guess only when that byte is a letter in Windows-1252, the usual
     cause: a file saved as "ANSI" on Windows)."""
-    line_start = data.rfind(b"\n", 0, start) + 1
-    before = data[line_start:start].decode("utf-8")  # valid: the first bad byte is at start
-    if line_start == 0:
-        before = before.removeprefix("\ufeff")  # an editor shows no column for the byte-order mark
+    line, column = utf8_error_position(data, start)
     byte = data[start]
-    where = "line %d, column %d: byte 0x%02x at offset %d" % (data.count(b"\n", 0, start) + 1, len(before) + 1,
-                                                              byte, start)
+    where = "line %d, column %d: byte 0x%02x at offset %d" % (line, column, byte, start)
     try:
         guess = bytes([byte]).decode("cp1252")
     except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d: not in Windows-1252

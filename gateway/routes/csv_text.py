@@ -14,7 +14,7 @@ import csv
 import io
 import re
 
-from gateway.toml_text import UTF16_MARKS
+from gateway.toml_text import UTF16_MARKS, utf8_error_position
 
 #: The header's first cell in both CSV inputs.
 ID_CELL = "id"
@@ -41,11 +41,7 @@ def decode_csv_bytes(data: bytes) -> str:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         start = exc.start
-        line_start = data.rfind(b"\n", 0, start) + 1
-        line = data.count(b"\n", 0, start) + 1
-        # the bytes before it on its line are valid UTF-8: count characters, not bytes
-        before = data[line_start:start].decode("utf-8")
-        column = len(before.removeprefix("\ufeff") if line_start == 0 else before) + 1  # the BOM: line 1 only
+        line, column = utf8_error_position(data, start)
         byte = data[start]
         try:
             as_1252 = f" ({bytes([byte]).decode('cp1252')!r} in Windows-1252)"
