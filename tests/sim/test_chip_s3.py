@@ -49,9 +49,11 @@ async def test_a_streetlight_on_an_s3_definition_reports(make_board, open_serial
     # running again before the window is advanced through, in small steps (the reboot is handled after the
     # write returns: advancing 16 minutes before it ran left them without the firmware, so no report)
     for _ in range(50):
-        if b"civicedge: streetlight sl-s3-1 running" in board.console_log[rebooted_from:]:
+        try:  # the reboot itself takes wall time too (CI, loaded: 50 bare advances ran before it did)
+            await board.wait_console("civicedge: streetlight sl-s3-1 running", since=rebooted_from, timeout_s=0.5)
             break
-        await board.advance(0.2)
+        except asyncio.TimeoutError:
+            await board.advance(0.2)
     assert b"civicedge: streetlight sl-s3-1 running" in board.console_log[rebooted_from:], \
         board.console_log[rebooted_from:].decode(errors="replace")
     port = open_serial(board.data_path)
