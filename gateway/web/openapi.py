@@ -68,8 +68,8 @@ def _hdr(description: str) -> dict[str, Any]:
 
 # Headers of every open-data answer (200 and 304).
 _OD_HEADERS = {
-    "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content, the media type and"
-                 " the content coding (the gzip form's has `-gzip` inside the quotes, and a 304 answers only the ETag"
+    "ETag": _hdr("validator: send it back in If-None-Match for a 304; changes with the content, the media type, the"
+                 " headers describing it (Content-Language, the licence Link) and the content coding (the gzip form's has `-gzip` inside the quotes, and a 304 answers only the ETag"
                  " of the form asked for); the content is made of the reports received before the last publication"
                  " mark (NGSI-LD, GeoJSON: the last quarter hour; CSV: the last hh:05), so it changes only at marks"),
     "Content-Encoding": _hdr("200 only: `gzip` for a body of 1 KB or more (and every CSV) when Accept-Encoding"

@@ -143,27 +143,32 @@ async def _json_answer(request: web.Request, data: Any, content_type: str, *,
 
 def _answer(request: web.Request, body: bytes, content_type: str, *, last_modified: float | None = None,
             cache_control: str = CACHE_CONTROL, headers: Mapping[str, str] | None = None) -> web.Response:
-    """An answer of ``body`` (UTF-8 text) with caching headers: its ``ETag`` is the hash of the body and
-    the media type (so it changes with any change of content, a new report or a registry change alike,
-    and the same body as ``application/json`` and ``application/ld+json`` are two representations); 304
-    when ``If-None-Match`` has it. ``headers``: more headers of the 200 (a page's CSP).
+    """An answer of ``body`` (UTF-8 text) with caching headers: its ``ETag`` is the hash of the body, the
+    media type and the headers that describe it (``headers`` and the licence ``Link``), so it changes with
+    any change of content, a new report or a registry change alike, the same body as ``application/json``
+    and ``application/ld+json`` are two representations, and so are the same catalogue in ``de-DE`` and
+    ``de-AT`` (one ``dct:language``, two ``Content-Language``); 304 when ``If-None-Match`` has it.
+    ``headers``: more headers of the 200 (a page's CSP, the catalogue's Content-Language).
 
     A body of :data:`COMPRESS_MIN_BYTES` or more is sent gzip-encoded to a client that accepts it
     (:func:`accepts_gzip`), as the other JSON answers are, with its own ETag (:func:`gzip_etag`): the
     ETag a client got back is the one its ``If-None-Match`` is compared with, so each form gets its 304.
     """
-    etag = '"%s"' % hashlib.sha256(content_type.encode() + b"\n" + body).hexdigest()[:32]
+    described = {**_licence_link(request), **(headers or {})}
+    # One line per header before the body (sorted, so the ETag does not depend on the order they are given in).
+    head = "".join("%s: %s\n" % (name, value) for name, value in sorted(described.items()))
+    etag = '"%s"' % hashlib.sha256(content_type.encode() + b"\n" + head.encode() + b"\n" + body).hexdigest()[:32]
     gzipped = len(body) >= COMPRESS_MIN_BYTES and accepts_gzip(request)
     if gzipped:
         etag = gzip_etag(etag)
     cache = _cache_headers(etag, last_modified)
     cache["Cache-Control"] = cache_control
-    cache.update(_licence_link(request))
+    cache.update(described)
     if _etag_matches(request, etag):
         # The 304's headers replace the stored ones in a browser's cache: the page's CSP goes with it
         # (else the app's default CSP refuses the page's inline style after a revalidation).
-        return web.Response(status=304, headers={**cache, **(headers or {})})
-    response = web.Response(body=body, content_type=content_type, charset="utf-8", headers={**cache, **(headers or {})})
+        return web.Response(status=304, headers=cache)
+    response = web.Response(body=body, content_type=content_type, charset="utf-8", headers=cache)
     if gzipped:
         # aiohttp compresses when the answer is prepared (a large body on its executor, not the loop).
         response.enable_compression(web.ContentCoding.gzip)

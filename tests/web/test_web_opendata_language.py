@@ -9,11 +9,13 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.resources import load_policy
+from gateway.web.app import create_app
 from gateway.web.catalogue import LANGUAGE_BASE, OpenDataMeta, language_iri
 
-from .support import Fleet
+from .support import ADMIN_TOKEN, NOW, Fleet
 from .test_web_opendata_page import BROWSER
 from .test_web_opendata_publishing import app_client
 
@@ -159,3 +161,39 @@ async def test_empty_keywords_are_no_text_of_the_city(fleet: Fleet) -> None:
         _page_langs, content_language = await _page(client)
         catalog, _ = await _catalog(client)
     assert content_language == "en" and _languages(catalog) == [LANGUAGE_BASE + "ENG"]
+
+
+
+# The catalogue's URLs are absolute (the request's host and port): a revalidation is only a 304 when the
+# gateway answers on the port it answered on before, as a restarted gateway does. In the helper's range.
+PORT = 18231
+
+
+def _on_port(fleet: Fleet, meta: OpenDataMeta) -> TestClient:
+    app = create_app(store=fleet.queries, registry=fleet.registry, policy=load_policy(),
+                     metrics_registry=fleet.metrics.registry, admin_token=ADMIN_TOKEN, retention=fleet.retention,
+                     clock=lambda: float(NOW), open_data=meta)
+    return TestClient(TestServer(app, host="127.0.0.1", port=PORT))
+
+
+async def _get(fleet: Fleet, meta: OpenDataMeta, path: str, headers: dict[str, str]) -> tuple[int, str, str]:
+    """(status, ETag, Content-Language) of ``path`` from the gateway run with ``meta`` (a restart)."""
+    async with _on_port(fleet, meta) as client:
+        resp = await client.get(path, headers=headers)
+        await resp.read()
+        return resp.status, resp.headers["ETag"], resp.headers["Content-Language"]
+
+
+async def test_a_changed_language_is_not_a_304_where_the_body_does_not_show_it(fleet: Fleet) -> None:
+    """de-DE and de-AT are one dct:language IRI (DEU), so the DCAT catalogue's body is the same: its ETag
+    hashed only the body, and a cache that had the de-DE catalogue got a 304 after the change to de-AT
+    and kept "Content-Language: de-DE, en"."""
+    austrian = OpenDataMeta(**{**GERMAN.__dict__, "language": "de-AT"})
+    for path, accept in (("/opendata/catalog.jsonld", {}), ("/opendata", {"Accept": BROWSER}), ("/opendata", {})):
+        status, etag, language = await _get(fleet, GERMAN, path, accept)
+        assert (status, language) == (200, "de-DE, en"), path
+        # the same configuration revalidates ...
+        assert (await _get(fleet, GERMAN, path, {**accept, "If-None-Match": etag}))[0] == 304, path
+        # ... the changed language does not
+        status, new_etag, language = await _get(fleet, austrian, path, {**accept, "If-None-Match": etag})
+        assert (status, language) == (200, "de-AT, en") and new_etag != etag, path
