@@ -100,8 +100,13 @@ def _check_link(root: Path, rel: str, tracked: set[str] | None) -> None:
     target = path.resolve()
     if not target.is_relative_to(tree):
         out_of = "the repository" if single else f"{tree.name}/"
-        raise FileError(f"{where} points out of {out_of}: refusing to ship a file from outside the "
-                        "repository; replace the link with the file, or remove it")
+        if not target.is_relative_to(root.resolve()):
+            raise FileError(f"{where} points out of {out_of}: refusing to ship a file from outside the "
+                            "repository; replace the link with the file, or remove it")
+        # In the repository but another tree's (or none's) file: a tree's link ships only its own tree's files.
+        name = target.relative_to(root.resolve()).as_posix()
+        raise FileError(f"{where} points out of {out_of} at {name}: a link in {out_of} may only point at a file "
+                        f"of {out_of}; copy the file into {out_of}, or remove the link")
     if not target.exists():
         raise FileError(f"{where} is a dangling symlink; fix or remove it")
     if not target.is_file():

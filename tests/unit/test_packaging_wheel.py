@@ -370,3 +370,23 @@ def test_a_tracked_symlink_to_a_tracked_page_ships_the_pages_text(tmp_path: Path
                  for m in tar.getmembers() if m.isfile() and "/docs/" in m.name}
     assert files == {"docs/gateway.md": b"# Gateway\n", "docs/gw.md": b"# Gateway\n",
                      "docs/vectors.json": b'{"v": 1}\n'}
+
+
+@pytest.mark.parametrize("tracked", [True, False])
+def test_a_symlink_into_another_bundled_tree_is_refused_for_pointing_out_of_its_tree_not_out_of_the_repository(
+        tmp_path: Path, tracked: bool) -> None:
+    # The target is in the repository (and ships itself, from firmware/): the message used to say the link
+    # shipped "a file from outside the repository".
+    _need_setuptools()
+    src = _small_project(tmp_path / "src")
+    (src / "boards" / "policy.json").symlink_to(Path("..") / "firmware" / "policy.json")
+    if tracked:
+        _git(src, "init", "-q")
+        _git(src, "add", "--", *BUNDLED_TREES, *BUNDLED_FILES)
+    proc = _build_sdist(src, tmp_path / "dist")
+    assert proc.returncode != 0
+    says = ("boards/policy.json -> ../firmware/policy.json points out of boards/ at firmware/policy.json: a link "
+            "in boards/ may only point at a file of boards/; copy the file into boards/, or remove the link")
+    assert says in proc.stderr, proc.stderr
+    assert "outside the repository" not in proc.stderr
+    assert not list((tmp_path / "dist").glob("*.tar.gz"))
