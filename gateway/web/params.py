@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
-from gateway.registry.zones import normalize_zone, zone_problem
+from gateway.registry.zones import normalize_zone, unknown_zone_hint, zone_problem
 from gateway.web.errors import BadParameter
 from gateway.web.views import ReadingKey
 
@@ -131,8 +131,7 @@ def parse_zone(query: Mapping[str, str], known: Iterable[str], name: str = "zone
         raise BadParameter(f"{name} {shown} {problem} (as the registry's zones)", param=name)
     zones = sorted(set(known))
     if value not in zones:
-        same_letters = [z for z in zones if z.casefold() == value.casefold()]  # STRASSE finds Straße
-        hint = f" (zone names are case-sensitive: {same_letters[0]!r}?)" if same_letters else ""
+        hint = unknown_zone_hint(value, zones)  # STRASSE finds Straße, fullwidth Ｃentre centre
         shown = ", ".join(zones[:MAX_LISTED_ZONES]) or "none"
         more = f" and {len(zones) - MAX_LISTED_ZONES} more" if len(zones) > MAX_LISTED_ZONES else ""
         raise BadParameter(f"unknown zone {value!r}{hint}; known: {shown}{more}", param=name)

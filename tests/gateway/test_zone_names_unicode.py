@@ -14,7 +14,9 @@ import pytest
 
 from gateway.errors import RegistryError
 from gateway.registry import Registry, validate_device
-from gateway.registry.zones import MAX_ZONE_CHARS, normalize_zone, zone_problem
+from gateway.registry.zones import (
+    MAX_ZONE_CHARS, compatibility_characters, lookalike_zones, normalize_zone, zone_fold, zone_problem,
+)
 from gateway.web.errors import BadParameter
 from gateway.web.params import parse_zone
 from hil.field.errors import IdentityFormatError
@@ -163,3 +165,51 @@ def test_the_unknown_zone_hint_folds_case_as_unicode_does() -> None:
     with pytest.raises(BadParameter) as err:
         parse_zone({"zone": "STRASSE"}, ["Straße", "centre"])
     assert "'Straße'?" in str(err.value.message if hasattr(err.value, "message") else err.value)
+
+
+CYRILLIC_ES = "\u0441"  # looks like Latin "c"
+
+
+@pytest.mark.parametrize("given,known,hint", [
+    # fullwidth C (what an East Asian input method types): NFKC makes it "C", casefold "c"
+    ("\uff23entre", ["centre", "north"],
+     "(zone names are compared exactly: 'centre'? '\uff23entre' has U+FF23 FULLWIDTH LATIN CAPITAL LETTER C)"),
+    # the reverse: the registry holds the fullwidth zone, the hint names it and its odd character
+    ("centre", ["\uff23entre"],
+     "(zone names are compared exactly: '\uff23entre'? '\uff23entre' has U+FF23 FULLWIDTH LATIN CAPITAL LETTER C)"),
+    # a ligature is no case: casefold maps it too, but the hint must not say "case-sensitive"
+    ("\ufb01eld", ["field"],
+     "(zone names are compared exactly: 'field'? '\ufb01eld' has U+FB01 LATIN SMALL LIGATURE FI)"),
+    # all fullwidth, and another case: three characters are named
+    ("\uff43\uff45\uff4e\uff54\uff52\uff45", ["Centre"],
+     "has U+FF43 FULLWIDTH LATIN SMALL LETTER C, U+FF45 FULLWIDTH LATIN SMALL LETTER E, U+FF4E FULLWIDTH LATIN "
+     "SMALL LETTER N and 2 more)"),
+    ("Centre", ["centre", "\uff23entre"], "(zone names are case-sensitive: 'centre'?)"),
+])
+def test_the_unknown_zone_hint_names_a_zone_of_the_same_nfkc_casefold_form(given: str, known: list[str],
+                                                                           hint: str) -> None:
+    """Look-alike zones stay separate zones (both are accepted); the message for the one that is not known
+    names the one that is, and the character that tells them apart (they look the same)."""
+    assert zone_problem(given) is None and all(zone_problem(z) is None for z in known)
+    with pytest.raises(BadParameter) as err:
+        parse_zone({"zone": given}, known)
+    message = str(err.value)
+    assert f"unknown zone {given!r} (" in message and hint in message, message
+    assert message.endswith("; known: %s" % ", ".join(sorted(known))), message
+
+
+def test_a_cyrillic_look_alike_gets_no_hint_nfkc_keeps_scripts_apart() -> None:
+    """"сentre" with a Cyrillic es is another zone too, but NFKC and casefold do not map scripts onto each
+    other and the gateway keeps no confusables table: the message lists the known zones without a guess."""
+    given = CYRILLIC_ES + "entre"
+    assert zone_problem(given) is None and lookalike_zones(given, ["centre"]) == []
+    with pytest.raises(BadParameter) as err:
+        parse_zone({"zone": given}, ["centre", "north"])
+    assert str(err.value).endswith(f"unknown zone {given!r}; known: centre, north"), str(err.value)
+
+
+def test_zone_fold_is_nfkc_casefold() -> None:
+    assert zone_fold("\uff23ENTRE") == zone_fold("centre") == "centre"
+    assert zone_fold("STRASSE") == zone_fold("Straße") == "strasse"
+    assert zone_fold(CYRILLIC_ES + "entre") != "centre"
+    assert compatibility_characters("centre") == [] and compatibility_characters("Straße") == []
