@@ -262,6 +262,7 @@ class Gateway:
             from gateway.storage.queries import ReportQueries
             from gateway.web.app import create_app
             from gateway.web.connlimit import CappedSite, connection_cap, raise_fd_limit
+            from gateway.web.exposure import exposure_warning
             from gateway.web.opendata import OpenDataMeta
             from gateway.web.published_marks import published_meta_writer
         except ImportError as exc:
@@ -305,12 +306,11 @@ class Gateway:
         sockets = getattr(site._server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else http.port
         log.info("HTTP on %s (at most %d connections)", host_port(http.listen, self.http_port), cap)
-        if token is not None and not _loopback_only(http.listen):
-            # Once, at start: the bearer token would cross the network in clear text.
-            log.warning("the admin API is served over plain HTTP on %s, which other machines can reach: the admin "
-                        "token and admin calls cross the network unencrypted; put a TLS reverse proxy in front "
-                        "and listen on 127.0.0.1 (docs/gateway.md, Running as a service), or leave out [http] "
-                        "admin_token_file to disable the admin API", host_port(http.listen, self.http_port))
+        # Once, at start: the operators' reads answer anyone who reaches the port (and a token would cross
+        # the network in clear text); said, not refused, since a firewall may keep the port to the operators.
+        exposed = exposure_warning(http.listen, self.http_port, admin_token=token is not None)
+        if exposed is not None:
+            log.warning("%s", exposed)
 
     def health(self) -> list[Problem]:
         """The gateway's own health problems (``/healthz`` reasons, each with its code and severity:
@@ -662,23 +662,6 @@ class Gateway:
         self.store.close()
         self.registry.close()
         log.info("gateway %s stopped (outbox depth %d)", self.config.id, self.store.outbox_depth)
-
-
-def _loopback_only(listen: str) -> bool:
-    """True if ``[http] listen`` is reachable from this machine only (a loopback address or a name that
-    resolves to loopback addresses only); a wildcard (``0.0.0.0``, ``::``) or any other address is not."""
-    import ipaddress
-    import socket
-
-    try:
-        return ipaddress.ip_address(listen).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(listen, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def _cancelling() -> bool:

@@ -282,6 +282,18 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
     return "free"
 
 
+def http_exposure_note(config: GatewayConfig) -> str:
+    """What ``run --check`` adds to the http line when other machines can reach ``[http] listen``: the
+    warning start-up logs (:func:`gateway.web.exposure.exposure_warning`), or "" for a loopback address."""
+    from gateway.web.exposure import exposure_warning
+
+    http = config.http
+    if http is None:
+        return ""
+    warning = exposure_warning(http.listen, http.port, admin_token=http.admin_token_file is not None)
+    return "" if warning is None else "; warning: " + warning
+
+
 def _listens_on(pid: str, port: int) -> bool:
     """True when process ``pid`` has a listening TCP socket on ``port`` (Linux /proc; False when unknown)."""
     inodes = _listening_inodes(port)
@@ -409,8 +421,9 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     retention = config.data_dir / RETENTION_FILE  # applied whatever [http] says: checked either way
     lines.append("%s: %s" % (retention, check_retention_file(retention, policy)))
     if config.http is not None:
-        lines.append("http %s: %s" % (host_port(config.http.listen, config.http.port),
-                                         check_http_port(config.http.listen, config.http.port, holder)))
+        lines.append("http %s: %s%s" % (host_port(config.http.listen, config.http.port),
+                                           check_http_port(config.http.listen, config.http.port, holder),
+                                           http_exposure_note(config)))
     if config.mqtt is not None:
         lines.append("mqtt %s: %s" % (host_port(config.mqtt.host, config.mqtt.port), check_mqtt(config.mqtt)))
     if config.http is not None:
