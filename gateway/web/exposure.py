@@ -5,9 +5,8 @@ The gateway serves plain HTTP, and only ``/api/admin/`` asks for a token: the op
 ``/healthz`` answer anyone who reaches the port. docs/api.md ("Public paths") has the public reach
 the gateway through a reverse proxy that forwards only :data:`PUBLIC` to a gateway listening on
 127.0.0.1. A listen address beyond loopback is warned about (at start and by ``run --check``), not
-refused: a city may firewall the port to its operators' network (docs/gateway.md, "Scraping from a central Prometheus").
-
-No aiohttp here: ``run --check`` imports it without the web extra.
+refused: a city may firewall the port to its operators' network (docs/gateway.md, "Scraping from a
+central Prometheus").
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import ipaddress
 import socket
 
 from gateway.web.hosts import host_port
+from gateway.web.pages import PUBLIC_PATHS as PUBLIC  # what the city publishes
 
-# What the city publishes (gateway.web.pages.PUBLIC_PATHS, a test keeps the two equal).
-PUBLIC = ("/opendata", "/opendata/", "/transparency", "/transparency.json")
 ADMIN_PREFIX = "/api/admin/"
 # Every other route answers without a token (a test checks it against the app's routes): the read API
 # (gateway.web.read_api, gateway.routes.web), then the dashboard page and the operations endpoints.
