@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection, Iterable, Mapping
 
+from gateway.web.liveness import DEFAULT_WINDOW_S, window_of
 from gateway.web.views import DeviceView
 
 logger = logging.getLogger(__name__)
@@ -188,10 +189,21 @@ class _Attr:
     unit: str | None = None
 
 
-def _observed(dev: DeviceView, *fields: str, alarms: Collection[str] = ()) -> int | None:
-    """The newest time among the periods of ``fields`` and the open alarms with a code in ``alarms``."""
+def public_alarm_time(at: int, window_s: int = DEFAULT_WINDOW_S) -> int:
+    """When the open data says an alarm raised at ``at`` (unix s, the device's minute) happened: the
+    start of the window of ``window_s`` (the kind's, 15 minutes in the shipped policy) that holds it.
+    A tipped bin is mostly a person, a fire often a cigarette: the minute would date that person's
+    act finer than the window values already published (a tilt in that window) do. The operators'
+    ``/api`` keeps the minute."""
+    return at - at % window_s if window_s > 0 else at
+
+
+def _observed(dev: DeviceView, *fields: str, alarms: Collection[str] = (),
+              window_s: int = DEFAULT_WINDOW_S) -> int | None:
+    """The newest time among the periods of ``fields`` and the open alarms with a code in ``alarms``
+    (each at :func:`public_alarm_time` in windows of ``window_s``)."""
     times = [dev.latest_at[f] for f in fields if f in dev.latest_at]
-    times += [a.at for a in dev.alarms if a.code in alarms]
+    times += [public_alarm_time(a.at, window_s) for a in dev.alarms if a.code in alarms]
     return max(times) if times else None
 
 
@@ -199,7 +211,7 @@ def _number(name: str, value: float, at: int | None) -> _Attr:
     return _Attr(value, at, unit=ATTRIBUTE_UNITS[name])
 
 
-def _streetlight_attrs(dev: DeviceView, stale: bool) -> dict[str, _Attr]:
+def _streetlight_attrs(dev: DeviceView, stale: bool, window_s: int = DEFAULT_WINDOW_S) -> dict[str, _Attr]:
     """The attributes of a streetlight's entity.
 
     A silent (``stale``) lamp has no ``powerState`` or ``illuminanceLevel``: both say how it is set
@@ -211,7 +223,8 @@ def _streetlight_attrs(dev: DeviceView, stale: bool) -> dict[str, _Attr]:
     lamp_failed = latest.get("lamp") == 1 or "lamp_fail" in codes
     attrs: dict[str, _Attr] = {
         # The published enum has no "unknown": a lamp we have no failure evidence for is "ok".
-        "status": _Attr("defectiveLamp" if lamp_failed else "ok", _observed(dev, "lamp", alarms=("lamp_fail",))),
+        "status": _Attr("defectiveLamp" if lamp_failed else "ok",
+                        _observed(dev, "lamp", alarms=("lamp_fail",), window_s=window_s)),
     }
     if "lvl" in latest and not stale:
         lvl = max(0, min(100, latest["lvl"]))
@@ -229,16 +242,16 @@ def _streetlight_attrs(dev: DeviceView, stale: bool) -> dict[str, _Attr]:
     return attrs
 
 
-def _container_attrs(dev: DeviceView, stale: bool) -> dict[str, _Attr]:
+def _container_attrs(dev: DeviceView, stale: bool, window_s: int = DEFAULT_WINDOW_S) -> dict[str, _Attr]:
     """As :func:`_streetlight_attrs`. A silent (``stale``) bin is ``unknown`` unless an open alarm
     says otherwise (an alarm stays open for 24 h, as on the dashboard, where it outranks "stale")."""
     codes = {a.code for a in dev.alarms}
     latest = dev.latest
     # The status and what it was observed from: an alarm's minute, or the period of the values read.
     if "fire" in codes:
-        status = _Attr("burning", _observed(dev, alarms=("fire",)))
+        status = _Attr("burning", _observed(dev, alarms=("fire",), window_s=window_s))
     elif "tip" in codes:
-        status = _Attr("dropped", _observed(dev, alarms=("tip",)))
+        status = _Attr("dropped", _observed(dev, alarms=("tip",), window_s=window_s))
     elif stale:
         status = _Attr("unknown")
     elif latest.get("tilt") == 1:
@@ -291,7 +304,8 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
     """Build the NGSI-LD entity of one device.
 
     In the normalized form each Property carries its own ``observedAt`` (the end of the period of the
-    value it shows, or the minute of the alarm that decides a ``status``) and a number its
+    value it shows, or the start of the window holding the alarm that decides a ``status``,
+    :func:`public_alarm_time`) and a number its
     ``unitCode`` (UN/CEFACT, :data:`UNIT_CODES`); keyValues has the values only.
 
     Args:
@@ -301,7 +315,8 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
         stale: the device has been silent for a while (:func:`gateway.web.liveness.is_stale`, the
             rule ``/api/devices`` calls "stale"): its current state is not claimed.
         policy: the privacy policy: the units of a generic kind's fields (the normalized form's
-            ``unitCode`` or ``unitText``); None gives them no unit (keyValues has none anyway).
+            ``unitCode`` or ``unitText``; None gives them no unit, keyValues has none anyway) and the
+            kind's window an alarm's time is published in (None: 15 minutes).
 
     Returns:
         The entity as a JSON-serialisable dict (of type :func:`entity_type`; check that the kind is
@@ -309,10 +324,12 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
     """
     etype = entity_type(dev.kind)
     specs = plan(policy).specs if policy is not None and dev.kind not in ENTITY_TYPE_BY_KIND else None
+    # An alarm's time is published as the start of its window (public_alarm_time).
+    window_s = window_of(policy, dev.kind) if policy is not None else DEFAULT_WINDOW_S
     if dev.kind == "streetlight":
-        attrs = _streetlight_attrs(dev, stale)
+        attrs = _streetlight_attrs(dev, stale, window_s)
     elif dev.kind == "bin":
-        attrs = _container_attrs(dev, stale)
+        attrs = _container_attrs(dev, stale, window_s)
     else:
         attrs = _generic_attrs(dev, specs)
     point = {"type": "Point", "coordinates": [dev.lon, dev.lat]}

@@ -77,9 +77,10 @@ _OD_HEADERS = {
     "Cache-Control": _hdr("`public, max-age=60` (`no-cache` for the catalogue while the store cannot be read)"),
     "Vary": _hdr("`Accept, Accept-Encoding`: the media type follows the Accept header, the content coding"
                  " Accept-Encoding"),
-    "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, an open"
-                          " alarm's minute, a lamp change); CSV: the hh:05 mark that published the newest report"
-                          " of the range; rounded down to the minute, never after Date (absent when there is none)"),
+    "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, the start of"
+                          " the window holding an open alarm, never its minute; a lamp change); CSV: the hh:05"
+                          " mark that published the newest report of the range; rounded down to the minute, never"
+                          " after Date (absent when there is none)"),
     "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set and has a URL (the SPDX page of an "
                  "SPDX id, the URL given, or `[opendata] licence_url`; none for a `LicenseRef-` id without it)"),
 }

@@ -121,13 +121,14 @@ def _cache_headers(etag: str, last_modified: float | None) -> dict[str, str]:
     return headers
 
 
-def _last_modified(devices: Sequence[DeviceView]) -> float | None:
+def _last_modified(devices: Sequence[DeviceView], policy: Mapping[str, Any]) -> float | None:
     """The newest time the answer made of ``devices`` shows: the end of a value's period (its
-    ``observedAt``), an open alarm's minute or a lamp change; None when there is none. Not the
-    arrival time of a report (a public arrival time dates an alarm to the second); taken from the
-    fleet snapshot the answer is made of, so no store read."""
+    ``observedAt``), the start of the window holding an open alarm (as the entities publish it,
+    :func:`gateway.web.ngsi.public_alarm_time`, never its minute) or a lamp change; None when there is
+    none. Not the arrival time of a report (a public arrival time dates an alarm to the second); taken
+    from the fleet snapshot the answer is made of, so no store read."""
     times = [t for d in devices for t in d.latest_at.values()]
-    times += [a.at for d in devices for a in d.alarms]
+    times += [ngsi.public_alarm_time(a.at, liveness.window_of(policy, d.kind)) for d in devices for a in d.alarms]
     times += [d.lamp_changed_at for d in devices if d.lamp_changed_at is not None]
     return float(max(times)) if times else None
 
@@ -228,7 +229,7 @@ async def _catalogue(request: web.Request) -> catalogue.Catalogue:
                                    modified=None, now=now, unavailable=reason)
     return catalogue.Catalogue(meta=meta, base=base, policy=ctx.policy,
                                transparency=transparency, devices=shown,
-                               modified=_last_modified(shown), now=now, oldest=oldest)
+                               modified=_last_modified(shown, ctx.policy), now=now, oldest=oldest)
 
 
 def _catalogue_cache_control(cat: catalogue.Catalogue) -> str:
@@ -325,7 +326,7 @@ async def entities(request: web.Request) -> web.Response:
     devices = await ctx.fleet.devices(published=True)
     shown = ngsi.published(devices, etypes, ctx.policy)
     items = ngsi.entities(shown, key_values=_options(request), stale=_stale(request, shown), policy=ctx.policy)
-    return await _json_answer(request, items, media, last_modified=_last_modified(shown))
+    return await _json_answer(request, items, media, last_modified=_last_modified(shown, ctx.policy))
 
 
 @ROUTES.get("/opendata/ngsi-ld/v1/entities/{entity_id}")
@@ -340,7 +341,7 @@ async def entity(request: web.Request) -> web.Response:
         if ngsi.entity_id(ngsi.entity_type(dev.kind), dev.id) == wanted:
             entity = ngsi.device_entity(dev, key_values=_options(request), stale=dev.id in _stale(request, [dev]),
                                         policy=ctx.policy)
-            return await _json_answer(request, entity, media, last_modified=_last_modified([dev]))
+            return await _json_answer(request, entity, media, last_modified=_last_modified([dev], ctx.policy))
     raise NotFound(f"no published entity '{wanted}'", code="unknown_entity", param="entity_id")
 
 
@@ -578,4 +579,4 @@ async def devices_geojson(request: web.Request) -> web.Response:
     shown = ngsi.publishable(await ctx.fleet.devices(published=True), ctx.policy)
     doc = export.devices_geojson(shown, stale=_stale(request, shown))
     doc.update(meta_of(request).as_json())
-    return await _json_answer(request, doc, media, last_modified=_last_modified(shown))
+    return await _json_answer(request, doc, media, last_modified=_last_modified(shown, ctx.policy))

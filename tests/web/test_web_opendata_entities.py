@@ -112,8 +112,9 @@ async def test_each_property_is_dated_by_what_it_was_observed_from(client: TestC
     assert sl1["powerConsumption"]["observedAt"] == "2026-11-21T12:00:00Z"
     assert sl1["illuminanceLevel"]["observedAt"] == sl1["powerState"]["observedAt"] == "2026-11-21T12:00:00Z"
     assert bin2["fillingLevel"]["observedAt"] == "2026-11-21T12:00:00Z"
-    # bin-02 burns: its status comes from the fire alarm raised at 11:40, not from its 12:00 tilt value.
-    assert bin2["status"]["value"] == "burning" and bin2["status"]["observedAt"] == "2026-11-21T11:40:00Z"
+    # bin-02 burns: its status comes from the fire alarm raised at 11:40, not from its 12:00 tilt value;
+    # published as the start of its 15-minute window, not the minute (test_web_opendata_alarm_times.py).
+    assert bin2["status"]["value"] == "burning" and bin2["status"]["observedAt"] == "2026-11-21T11:30:00Z"
     # Date-time values are themselves the time: they carry no observedAt.
     assert "observedAt" not in sl1["observationDateTime"] and "observedAt" not in bin2["binLoggedTime"]
 
