@@ -783,6 +783,26 @@ class ReportQueries:
         return [DeviceHourAggregate(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]))
                 for r in self._rows(sql, params)]
 
+    def privacy_spend(self, *, start: int, end: int, devices: Sequence[str], fields: Sequence[str],
+                      max_period_s: int, max_id: int, repeats_received_before: float,
+                      zone: str | None = None) -> SpendRead:
+        """Return the milli-ε ``devices`` spent on ``fields`` per UTC day, device and field, for the days
+        from ``start`` to ``end`` (UTC midnights; a release counts on the day its period ends): the ``e``
+        of the stored reports with an id up to ``max_id`` and of the repeat releases
+        (``window_duplicates``) received before ``repeats_received_before``, as the store holds them now
+        (retention removes ``e`` entries and rows: what it removed is not counted). ``max_period_s``: the
+        longest period a report may cover (how far before ``start`` a period ending in the range may
+        begin). ``zone``: only the releases stored with it (a repeat release: its stored release's zone).
+
+        One read of the period index over the range, in one snapshot; ``window_duplicates`` (a few rows:
+        one per period a device released again) is read whole."""
+        rows = self._rows(_SPEND_SQL, (int(start), int(end), int(start) - int(max_period_s), int(max_id),
+                                       json.dumps(list(devices)), json.dumps(list(fields)), zone,
+                                       float(repeats_received_before)))
+        spend = [DaySpend(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
+        newest = [float(r[6]) for r in rows if r[6] is not None]
+        return SpendRead(rows=spend, newest_repeat_at=max(newest) if newest else None)
+
     def hourly_aggregates_of(self, *, fields: Sequence[str], start: int, end: int,
                              zone: str | None = None) -> list[HourlyAggregate]:
         """Return per-zone, per-hour count/sum/min/max of each of ``fields`` in the value reports
@@ -796,6 +816,68 @@ class ReportQueries:
                % (_VALUE_READINGS, where))
         return [HourlyAggregate(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
                 for r in self._rows(sql, params)]
+
+
+@dataclass(frozen=True)
+class DaySpend:
+    """The ε one device spent on one field on one UTC day, as the store holds it.
+
+    Attributes:
+        day: unix seconds of the UTC midnight the day starts at: the day of the end of the released
+            periods (a device releases a period at its end, and its ledger charges the day its clock
+            shows then).
+        device: device id.
+        field: the released (people-related) field.
+        eps_milli: the milli-ε of every release counted, summed.
+        releases: how many releases spent it: stored reports naming the field in ``e`` (a withheld
+            count too) and repeat releases.
+        repeat_releases: of those, the releases of a period released already (``window_duplicates``:
+            a device whose ledger was lost released it again; its value is not stored, its ε was spent).
+    """
+
+    day: int
+    device: str
+    field: str
+    eps_milli: int
+    releases: int
+    repeat_releases: int
+
+
+@dataclass(frozen=True)
+class SpendRead:
+    """What :meth:`ReportQueries.privacy_spend` read.
+
+    Attributes:
+        rows: per UTC day, device and field, ordered by day, device and field.
+        newest_repeat_at: the latest ``received_at`` of the repeat releases counted (None: none).
+    """
+
+    rows: list[DaySpend]
+    newest_repeat_at: float | None
+
+
+# The ε map entries of the releases whose period ends in [?1, ?2) (the day of that end is the row's), of the
+# reports with a period start from ?3 (the end less the longest period) and an id up to ?4, of the devices
+# in the JSON list ?5 and fields in ?6, of zone ?7 (NULL: any); and of the repeat releases
+# (window_duplicates) received before ?8, whose zone is their stored release's. An ``e`` is written as {}
+# when empty, so most reports are passed over without json_each. Non-integer entries (none passes the
+# gateway's check) are left out rather than summed.
+_SPEND_SQL = """
+WITH spent(day, device, field, milli, repeats, received_at) AS (
+    SELECT ((r.w + r.l) / 86400) * 86400, r.device, j.key, j.value, 0, NULL
+    FROM reports r, json_each(r.e) j
+    WHERE r.w >= ?3 AND r.w < ?2 AND r.w + r.l >= ?1 AND r.w + r.l < ?2 AND +r.id <= ?4 AND r.e != '{}'
+      AND j.type = 'integer' AND (?7 IS NULL OR r.zone = ?7)
+    UNION ALL
+    SELECT ((d.w + d.l) / 86400) * 86400, d.device, j.key, j.value, 1, d.received_at
+    FROM window_duplicates d, json_each(d.e) j
+    WHERE d.w >= ?3 AND d.w < ?2 AND d.w + d.l >= ?1 AND d.w + d.l < ?2 AND d.received_at < ?8 AND d.e != '{}'
+      AND j.type = 'integer'
+      AND (?7 IS NULL OR (SELECT k.zone FROM reports k WHERE k.device = d.device AND k.seq = d.kept_seq) = ?7))
+SELECT day, device, field, SUM(milli), COUNT(*), SUM(repeats), MAX(received_at) FROM spent
+WHERE device IN (SELECT value FROM json_each(?5)) AND field IN (SELECT value FROM json_each(?6))
+GROUP BY day, device, field ORDER BY day, device, field
+"""
 
 
 def _filters(*, device: str | None = None, zone: str | None = None, start: int | None = None,

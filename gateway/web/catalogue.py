@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.config.licence import NOT_SET as NOT_SET  # re-exported (gateway.web.opendata)
 from gateway.config.licence import LICENCE_REF_PREFIX, is_url
 from gateway.config.model import OpenDataConfig
-from gateway.web import export, ngsi
+from gateway.web import export, ngsi, opendata_budget
 from gateway.web.context import WebContext
 from gateway.web.liveness import window_of
 from gateway.web.transparency import build_transparency, format_duration
@@ -49,6 +49,8 @@ Format = tuple[str, str, str, str, str]
 _OTHER_FORMATS: tuple[Format, ...] = (
     ("csv", "/opendata/readings.csv", "text/csv", "Released values per device, UTC hour, zone and field (CSV)", "CSV"),
     ("geojson", "/opendata/devices.geojson", GEO_JSON, "Devices with their latest values (GeoJSON)", "GEOJSON"),
+    ("privacy-budget", opendata_budget.PATH, "text/csv",
+     "Privacy budget spent: ε per device, people-related field and UTC day, in milli-ε (CSV)", "CSV"),
 )
 
 
@@ -242,7 +244,7 @@ def data_dictionary(transparency: Mapping[str, Any], policy: Mapping[str, Any]) 
             fields.append(entry)
     columns = dict(CSV_COLUMN_MEANINGS)
     columns["kind"] = columns["kind"] % ", ".join(str(k["kind"]) for k in transparency["kinds"])
-    return {"csvColumns": columns, "fields": fields}
+    return {"csvColumns": columns, "privacyBudgetColumns": dict(opendata_budget.COLUMN_MEANINGS), "fields": fields}
 
 
 def _iso(ts: float | None) -> str | None:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError, StorageError
 from gateway.log_limit import LogLimiter, more_since
-from gateway.web import catalogue, export, liveness, ngsi, opendata_page, pages, params, publication
+from gateway.web import catalogue, export, liveness, ngsi, opendata_budget, opendata_page, pages, params, publication
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.accept import gzip_allowed, weighted
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
@@ -286,6 +286,13 @@ async def index(request: web.Request) -> web.Response:
                 "zone": "zone name (default: all)",
                 "withheld": "omit (default) or include: also a row per withheld noisy count (below k), with an"
                             " empty value, and a trailing status column (released or withheld)",
+            },
+            "privacy-budget": {
+                "from": "as csv; the export holds the UTC days that end after from (default: the last complete"
+                        " UTC day)",
+                "to": "as csv; the days that end at or before to",
+                "field": "comma list of the people-related (noisy count) fields (default: all)",
+                "zone": "as csv: the releases stored with that zone",
             },
         },
         "models": cat.models(),
@@ -564,6 +571,44 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
         # public endpoint, not a server error; aiohttp ends the response without logging it.
         logger.debug("readings.csv: client went away during the export")
     return response
+
+
+@ROUTES.get(opendata_budget.PATH)
+async def privacy_budget_csv(request: web.Request) -> web.Response:
+    """The ε each device spent per people-related field and UTC day, in milli-ε, repeat releases
+    included (:mod:`gateway.web.opendata_budget`); the days that end in the readings CSV's range
+    (``from``/``to`` as there; default: the last complete UTC day), of its devices (revoked ones too),
+    ``field`` and ``zone`` as there. Made of the reports the CSV publishes at its last hh:05 mark; the
+    ``ETag`` hashes the body."""
+    ctx = ctx_of(request)
+    q = request.query
+    params.reject_unknown(q, ("from", "to", "field", "zone"))
+    now = ctx.now()
+    since, until = csv_range(q, now=now)
+    first, end = opendata_budget.day_range(since, until)
+    known = opendata_budget.noisy_fields(ctx.policy)
+    fields = params.parse_fields(q, known) or known
+    mark = publication.csv_mark(now)
+    devices = await ctx.fleet.devices(published=True)
+    reported = await _csv_reported(ctx, devices, mark)
+    zone = params.parse_zone(q, csv_zones(devices, reported, policy=ctx.policy))
+    media = negotiate(request, ("text/csv",))
+    reads = opendata_budget.spend_reads_of(request)
+    longest = opendata_budget.max_period_s(ctx.policy)
+    # The newest report received before the CSV's mark among the periods that may end in the range
+    # (the fleet reads that range at least as far back): its id bounds the reports read as the readings
+    # CSV's publication bound does, within the range. Repeat releases have no report id: bounded by the
+    # same mark on their own receive time.
+    _version, newest_id, published_at = await ctx.fleet.range_stamp(since=first, until=end, received_before=mark)
+    got = await reads.spend(start=first, end=end, devices=csv_devices(devices, reported, policy=ctx.policy),
+                            fields=fields, max_period_s=longest, max_id=newest_id,
+                            repeats_received_before=mark, zone=zone)
+    if got.newest_repeat_at is not None:
+        repeat_at = float(publication.csv_published_at(got.newest_repeat_at))
+        published_at = repeat_at if published_at is None else max(published_at, repeat_at)
+    body = export.rows_to_csv(opendata_budget.rows_of(got.rows), columns=opendata_budget.COLUMNS)
+    return _answer(request, body.encode("utf-8"), media, last_modified=published_at,
+                   headers={"Content-Disposition": f'inline; filename="{opendata_budget.filename(first, end)}"'})
 
 
 @ROUTES.get("/opendata/devices.geojson")

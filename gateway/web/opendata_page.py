@@ -23,6 +23,8 @@ FORMAT_USE = {
            "?from=…&amp;to=… (dates such as 2026-12-01T00:00:00Z) for another range of up to 31 days",
     "geojson": "the devices on a map, with their latest values (opens in GIS tools such as QGIS)",
     "ngsi-ld": "the latest values per device for developers (FIWARE NGSI-LD)",
+    "privacy-budget": "how much privacy budget (ε, in thousandths) each device spent per people count and UTC "
+                      "day, repeat releases included: the last complete day; add ?from=…&amp;to=… for up to 31 days",
 }
 
 

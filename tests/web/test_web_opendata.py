@@ -425,7 +425,7 @@ async def test_the_index_advertises_urls_that_work(client: TestClient) -> None:
     QA: the CSV was advertised as ``/opendata/readings.csv?from=&to=&field=&zone=``, answered 400 (empty
     ``to``)."""
     index = await (await client.get("/opendata")).json()
-    assert set(index["formats"]) == {"ngsi-ld", "csv", "geojson"}
+    assert set(index["formats"]) == {"ngsi-ld", "csv", "geojson", "privacy-budget"}
     for name, url in index["formats"].items():
         # Absolute (QA: relative URLs are unusable once the index is saved or harvested elsewhere), on the
         # address the request came to when no [opendata] base_url is set.

@@ -103,7 +103,7 @@ async def test_the_catalogue_stands_without_the_store_and_says_what_is_unknown(
     note = index["unavailable"]
     assert note["code"] == "store_unavailable" and note["reason"] == "corrupt"
     assert note["fields"] == ["modified", "spatial", "temporal"] == list(STORE_FIELDS)
-    assert note["formats"] == ["ngsi-ld", "csv", "geojson"] == list(whole["formats"])
+    assert note["formats"] == ["ngsi-ld", "csv", "geojson", "privacy-budget"] == list(whole["formats"])
     assert "corrupt" in note["message"] and "503" in note["message"]
     for name in STORE_FIELDS:
         assert index[name] is None, name
@@ -130,7 +130,7 @@ async def test_the_dcat_catalogue_keeps_its_dataset_and_distributions_without_th
         assert prop in whole_dataset and prop not in dataset, prop
     # What a harvester needs to keep the dataset on the portal is all there.
     assert dataset["dct:title"] == whole_dataset["dct:title"] and dataset["dct:description"]
-    assert len(dataset["dcat:distribution"]) == len(whole_dataset["dcat:distribution"]) == 3
+    assert len(dataset["dcat:distribution"]) == len(whole_dataset["dcat:distribution"]) == 4
     assert [d["dct:title"] for d in dataset["dcat:distribution"]] == [
         d["dct:title"] for d in whole_dataset["dcat:distribution"]]
     assert headers["Cache-Control"] == "no-cache"
