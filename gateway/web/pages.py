@@ -14,19 +14,20 @@ from gateway.health import Problem, as_json, classify, overall
 from gateway.version import gateway_version
 from gateway.web import params
 from gateway.web.context import WebContext, ctx_of, json_response
-from gateway.web.errors import Unavailable
 from gateway.web.fleet_metrics import fleet_exposition, fleet_view
 from gateway.web.openapi import openapi_document
-from gateway.web.catalogue import transparency_of
-from gateway.web.transparency import render_transparency_html
+from gateway.web.catalogue import meta_of, transparency_of
+from gateway.web.errors import Unavailable
+from gateway.web.policy_file import policy_file
+from gateway.web.transparency import render_transparency_html, with_publication
 
 logger = logging.getLogger(__name__)
 ROUTES = web.RouteTableDef()
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # What the city publishes through its reverse proxy (docs/gateway.md, "Publishing open data"): the open
-# data under /opendata and the transparency page with its JSON form. Everything else (dashboard, /api,
-# /static, /openapi.json, /metrics, /healthz) is for the city's operators.
-PUBLIC_PATHS = ("/opendata", "/opendata/", "/transparency", "/transparency.json")
+# data under /opendata, the transparency page with its JSON form, and the policy file the page is made
+# from. Everything else (dashboard, /api, /static, /openapi.json, /metrics, /healthz) is for the city's operators.
+PUBLIC_PATHS = ("/opendata", "/opendata/", "/transparency", "/transparency.json", "/policy.json")
 # The transparency page is public, /static is not: the page inlines the stylesheet and allows that one
 # <style> element by its hash (the app's policy allows no inline style), so it is styled wherever it is
 # published. No script, no other resource.
@@ -52,10 +53,19 @@ async def favicon(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
 
 
+def _transparency(request: web.Request) -> dict[str, Any]:
+    """The transparency document with the policy file's fingerprint and ``[opendata]`` publisher and contact."""
+    ctx = ctx_of(request)
+    meta = meta_of(request)
+    served = policy_file(ctx.policy)
+    return with_publication(transparency_of(ctx), policy_sha256=served.sha256 if served else None,
+                            publisher=meta.publisher, contact=meta.contact)
+
+
 @ROUTES.get("/transparency")
 async def transparency_html(request: web.Request) -> web.Response:
     """What is collected and why, generated from the privacy policy (and shortened retention)."""
-    doc = transparency_of(ctx_of(request))
+    doc = _transparency(request)
     return web.Response(text=render_transparency_html(doc, stylesheet=PAGE_STYLE), content_type="text/html",
                         charset="utf-8", headers={"Content-Security-Policy": TRANSPARENCY_CSP})
 
@@ -64,7 +74,27 @@ async def transparency_html(request: web.Request) -> web.Response:
 async def transparency_json(request: web.Request) -> web.Response:
     """The transparency page's content as JSON."""
     params.reject_unknown(request.query, ())
-    return json_response(transparency_of(ctx_of(request)))
+    return json_response(_transparency(request))
+
+
+@ROUTES.get("/policy.json")
+async def policy_json(request: web.Request) -> web.Response:
+    """The privacy policy file the gateway runs with, byte for byte (its SHA-256 is the ETag and the
+    ``policy_sha256`` of /transparency), so a citizen can hash it and compare with a release's. Never
+    compressed: the bytes on the wire are the file's. 503 ``policy_file_changed`` when the file on disk no
+    longer holds the policy in force."""
+    params.reject_unknown(request.query, ())
+    served = policy_file(ctx_of(request).policy)
+    if served is None:
+        raise Unavailable("the privacy policy file on the gateway no longer holds the policy the gateway runs "
+                          "with (changed since it started); a restart of the gateway applies and serves it",
+                          code="policy_file_changed")
+    etag = '"%s"' % served.sha256
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if_none = request.headers.get("If-None-Match")
+    if if_none is not None and any(t.strip().removeprefix("W/") in (etag, "*") for t in if_none.split(",")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=served.body, content_type="application/json", charset="utf-8", headers=headers)
 
 
 @ROUTES.get("/openapi.json")

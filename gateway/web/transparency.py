@@ -10,12 +10,16 @@ from __future__ import annotations
 import html
 from typing import Any, Mapping
 
+from gateway.config.licence import NOT_SET
 from gateway.web.errors import WebError
 
 _RELEASE_TEXT = {
     "noisy_count": "count with random (discrete Laplace) noise added on the device; small counts are withheld",
     "aggregate": "aggregate over the period (no individual events)",
 }
+# A non-counted field with its own release period (a bin's fill) is not summarised over its period: the
+# device sends its last reading in it (gateway.web.export calls that aggregate ``last``).
+_LEVEL_AT_END_TEXT = "its value at the end of the period (the last reading in it, not a mean)"
 _REPORT_TEXT = {"win": "per window", "hour": "per hour", "day": "per day", "alarm": "at once (alarm)"}
 
 
@@ -60,10 +64,18 @@ def _need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
+def _release_text(release: str, spec: Mapping[str, Any]) -> str:
+    """What leaves the device of a field, in words (a level released once per period: its end value)."""
+    if release == "aggregate" and isinstance(spec.get("release_every_s"), int):
+        return _LEVEL_AT_END_TEXT
+    return _RELEASE_TEXT.get(release, release)
+
+
 def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
                  retention: Mapping[str, Mapping[str, int]] | None) -> dict[str, Any]:
     where = f"kinds.{kind}.fields.{name}"
     release = str(_need(spec, "release", where))
+    release_text = _release_text(release, spec)
     report = str(_need(spec, "report", where))
     period_s = {"win": window_s, "hour": 3600, "day": 86400}.get(report, window_s)
     if report == "win" and isinstance(spec.get("release_every_s"), int):
@@ -79,13 +91,13 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
         "personal": bool(_need(spec, "personal", where)),
         "purpose": str(_need(spec, "purpose", where)),
         "release": release,
-        "release_text": _RELEASE_TEXT.get(release, release),
+        "release_text": release_text,
         "report": report,
         "period_s": period_s,
         "leaves_device": (
-            f"{_RELEASE_TEXT.get(release, release)}, {_REPORT_TEXT.get(report, report)}"
+            f"{release_text}, {_REPORT_TEXT.get(report, report)}"
             f" ({format_duration(period_s)})" if report != "win" or period_s == window_s
-            else f"{_RELEASE_TEXT.get(release, release)}, once every {format_duration(period_s)}"
+            else f"{release_text}, once every {format_duration(period_s)}"
         ),
         "retention_days": int(_need(spec, "retention_days", where)),
     }
@@ -105,7 +117,12 @@ def _field_model(name: str, spec: Mapping[str, Any], kind: str, window_s: int,
         for key in ("eps_per_release_milli", "eps_per_day_milli", "k"):
             field[key] = int(_need(spec, key, where))
         field["eps_per_release"] = format_milli(field["eps_per_release_milli"])
-        field["eps_per_day"] = format_milli(field["eps_per_day_milli"])
+        # The policy's daily budget (what the device's ledger allows per UTC day), named as such beside
+        # eps_per_day_max; eps_per_day(_milli) are the same values under their old, ambiguous names
+        # (deprecated, docs/api.md: removed in the release after next).
+        field["eps_daily_budget_milli"] = field["eps_per_day_milli"]
+        field["eps_daily_budget"] = format_milli(field["eps_per_day_milli"])
+        field["eps_per_day"] = field["eps_daily_budget"]
         # What one device can actually spend on a UTC day: the budget, or fewer releases' worth
         # when the release period allows fewer (the lid's one daily release: ε 0.5, not the ε 2 budget).
         field["releases_per_day"] = -(-86400 // period_s)
@@ -169,7 +186,68 @@ def build_transparency(
         "recipients": [{"who": str(r["who"]), "gets": str(r["gets"])} for r in policy.get("recipients", [])],
         "kinds": kinds,
         "kept_without_limit": list(KEPT_WITHOUT_LIMIT),
+        "not_covered": not_covered(kinds),
     }
+
+
+def _names(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def not_covered(kinds: list[dict[str, Any]]) -> list[str]:
+    """What the guarantees on the page do not cover (docs/privacy.md), for the kinds of the policy.
+
+    Args:
+        kinds: the ``kinds`` of :func:`build_transparency`.
+
+    Returns:
+        One sentence per limit: the unencrypted radio, copies outside retention, a privacy ledger that
+        can be lost (only when some field is a noisy count), the public device ids and locations.
+    """
+    titles = [str(k["title"]).lower() for k in kinds]
+    what = _names(titles) if titles else "device"
+    noisy = [f for k in kinds for f in k["fields"] if f["release"] == "noisy_count"]
+    items = [
+        f"Radio and cable are signed, not encrypted. Each {what} signs what it sends, so nobody can forge or "
+        "change it, but anyone within Bluetooth range (tens of metres, more with a directional antenna) or "
+        "tapping its cable can read it: the device's id (also its Bluetooth name), the released values, and "
+        "when each message was sent, to the second (so an alarm is dated finer than the minute it carries).",
+        "Copies are outside the retention times above: a backup the operators make (civicedge gateway backup) "
+        "and the copy of the store made before a software upgrade changes its format "
+        "(reports.sqlite.schema-v<N>.bak) keep every value as it was when copied, until the operators "
+        "delete them.",
+    ]
+    if noisy:
+        fields = _names([str(f["field"]) for f in noisy])
+        items.append(
+            f"The per-day ε of the noisy counts ({fields}) holds for as long as a device keeps its privacy "
+            "ledger, a file in its memory that records what it released. If the ledger is lost or damaged, "
+            "the device is re-flashed, or someone with access to the device deletes the file, the device can "
+            "release the same period again with fresh noise, so the per-day bound holds per ledger lifetime. "
+            "The gateway stores and publishes only the first release of each period, but a radio listener "
+            "may receive both and average them.")
+    items.append(
+        "Each device's id, kind, zone and location (its coordinates as the city registered them) are public "
+        "in the open data.")
+    return items
+
+
+def with_publication(doc: Mapping[str, Any], *, policy_sha256: str | None, publisher: str,
+                     contact: str | None) -> dict[str, Any]:
+    """The transparency document with what the gateway adds to the policy's content.
+
+    Args:
+        doc: from :func:`build_transparency`.
+        policy_sha256: SHA-256 (hex) of the policy file the gateway runs with, served at ``policy.json``
+            (:mod:`gateway.web.policy_file`); None when it cannot be served.
+        publisher: ``[opendata] publisher`` ("not set" when the city set none).
+        contact: ``[opendata] contact`` (an e-mail address or URL), None when not set.
+
+    Returns:
+        A copy of ``doc`` with ``policy_sha256``, ``publisher`` and ``contact``.
+    """
+    return {**doc, "policy_sha256": policy_sha256, "publisher": publisher, "contact": contact}
 
 
 # What the gateway keeps of each report besides its values, until its row is deleted (the `reports` columns
@@ -186,8 +264,10 @@ KEPT_WITHOUT_LIMIT = (
     "For each device, the highest report number the gateway acknowledged (no time, no content): so that after "
     "a restart it knows which reports the device may still be holding and sending again.",
     "The provenance log: for each report ever stored, its device, report number and a fingerprint (SHA-256 "
-    "hash) of the authenticated message, chained so that a deletion or change shows; no time or link, and a "
-    "hash from which the values cannot be read back without the device's key.",
+    "hash) of the authenticated message; no time or link, and a hash from which the values cannot be read "
+    "back without the device's key. Each entry also hashes the one before it, so that the city's operators "
+    "or an auditor they give the log to can check that no entry was deleted or changed (civicedge gateway "
+    "export-log, then verify-log); the log itself is not published.",
     "The most recent report the gateway received, whatever its age, until a newer one arrives: it keeps report "
     "numbering in order and lets the gateway check its own clock before deleting anything (its values still "
     "go after their own retention).",
@@ -271,8 +351,58 @@ def _epsilon_section(doc: Mapping[str, Any]) -> list[str]:
         "time (the 'one event per … s' below): m counted events of one person cost up to m × ε. "
         "ε also adds up across releases and devices: someone counted once under each of 20 lamps is in "
         f"20 releases, up to ε {_e(format_milli(20 * eps))} at ε {_e(format_milli(eps))} per release. "
-        "The per-day figures below are for one device.</p></section>",
+        "The per-day figures below are for one device.</p>"
+        f"<p>{_e(_days_add_up(noisy))}</p></section>",
     ]
+
+
+def _days_add_up(noisy: list[Mapping[str, Any]]) -> str:
+    """ε adds up across days too, over the days a count is kept (its field with the longest retention)."""
+    f = max(noisy, key=lambda x: int(x["retention_days"]) * int(x["eps_per_day_max_milli"]))
+    days = int(f["retention_days"])
+    return (f"The per-day guarantee adds up across days as well: someone counted by one device every day for "
+            f"the {format_days(days)} its {f['field']} counts are kept is in releases worth up to "
+            f"ε {format_milli(days * int(f['eps_per_day_max_milli']))} ({days} × ε {f['eps_per_day_max']}).")
+
+
+def _publisher_section(doc: Mapping[str, Any]) -> list[str]:
+    """Who publishes the page and whom to ask (``[opendata]``), when the document has them."""
+    if "publisher" not in doc:
+        return []
+    publisher = str(doc["publisher"])
+    contact = doc.get("contact")
+    who = (_e(publisher) if publisher != NOT_SET
+           else "not set (the city has not named the publisher in the gateway's configuration)")
+    ask = _e(contact) if contact else "not set (the city has not given a contact in the gateway's configuration)"
+    return [f"<p id=\"publisher\">Published by: <span class=\"publisher\">{who}</span>. "
+            f"Contact: <span class=\"contact\">{ask}</span>.</p>"]
+
+
+def _breakable(text: str, every: int = 16) -> str:
+    """``text`` escaped, with a line-break opportunity every ``every`` characters (``<wbr>``, which copies
+    as nothing): a 64-digit hash would otherwise widen the page beyond a phone's screen."""
+    return "<wbr>".join(_e(text[i:i + every]) for i in range(0, len(text), every))
+
+
+def _policy_file_section(doc: Mapping[str, Any]) -> list[str]:
+    """The policy file this page is generated from, its fingerprint and how to check it."""
+    if "policy_sha256" not in doc:
+        return []
+    version = doc.get("policy_version")
+    fmt = (f" The file's \"version\": {_e(version)} is the version of its layout, which devices and gateway "
+           "must understand, not of what it says: the fingerprint changes with any change." if version is not None
+           else "")
+    if doc["policy_sha256"] is None:
+        body = ("The privacy policy file this gateway runs with cannot be served at the moment (the file was "
+                "changed since the gateway started), so its fingerprint is not shown.")
+    else:
+        body = ("This page is generated from the privacy policy file this gateway runs with: "
+                "<a href=\"policy.json\">policy.json</a>, SHA-256 fingerprint "
+                f"<code class=\"policy-sha256\">{_breakable(str(doc['policy_sha256']))}</code>. To check that it is the policy of a "
+                "published civicedge release, download it and compare: <code>sha256sum policy.json</code> "
+                "prints this fingerprint, as it does for the release's <code>firmware/policy.json</code>.")
+    return ["<section id=\"policy-file\"><h2>The policy this page is made from</h2>"
+            f"<p>{body}{fmt}</p></section>"]
 
 
 def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") -> str:
@@ -295,8 +425,7 @@ def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") ->
         "</header><main>",
         f"<p class=\"statement\">{_e(doc['statement'])}</p>",
     ]
-    if doc.get("policy_version") is not None:
-        parts.append(f"<p>Privacy policy version {_e(doc['policy_version'])}.</p>")
+    parts.extend(_publisher_section(doc))
     parts.extend(_epsilon_section(doc))
     for kind in doc["kinds"]:
         heading = f"h-kind-{_e(kind['kind'])}"
@@ -335,6 +464,11 @@ def render_transparency_html(doc: Mapping[str, Any], *, stylesheet: str = "") ->
         parts.append("<section id=\"not-collected\"><h2>Never collected</h2><ul>")
         parts.extend(f"<li>{_e(x)}</li>" for x in doc["not_collected"])
         parts.append("</ul></section>")
+    if doc.get("not_covered"):
+        parts.append("<section id=\"not-covered\"><h2>What this does not cover</h2><ul>")
+        parts.extend(f"<li>{_e(x)}</li>" for x in doc["not_covered"])
+        parts.append("</ul></section>")
+    parts.extend(_policy_file_section(doc))
     if doc["recipients"]:
         parts.append("<section id=\"recipients\"><h2 id=\"h-recipients\">Who receives what</h2>"
                      "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"h-recipients\"><table>"
