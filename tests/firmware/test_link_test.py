@@ -22,6 +22,7 @@ from gateway.protocol.frame import FRAME_ACK, FRAME_REPORT, build_frame, decode_
 from gateway.protocol.serial_codec import SerialDeframer, encode_serial
 from hil.sim.board import VirtualBoard
 from hil.sim.mprun import MpResult
+from board_boot import wait_while_booting
 from test_apps_support import FAKE_MACHINE, prelude
 
 Mpy = Callable[..., MpResult]
@@ -192,10 +193,12 @@ def _frames(port: serial.Serial) -> list[bytes]:
 async def _advance_until(board: VirtualBoard, text: str, since: int, max_s: int = 30) -> None:
     """Advance the clock a second at a time until ``text`` is printed: ``max_s`` virtual seconds, and on
     a loaded machine on for 10 s of wall time at least (a reset board's restart, and the host's writes
-    of the console pty after advance() returned, were seen to lag in CI)."""
+    of the console pty after advance() returned, were seen to lag in CI). A booting board is waited
+    for in wall time, not advanced: its boot report's window is the minute the firmware came up in."""
     deadline = time.monotonic() + 10
     advanced = 0
     while advanced < max_s or time.monotonic() < deadline:
+        await wait_while_booting(board)
         if text in board.console_text()[since:]:
             return
         await board.advance(1, chunk_s=1)
