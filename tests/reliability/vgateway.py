@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
+from board_boot import wait_while_booting
 from hil.scenarios.outbox import OutboxWatch
 
 from gateway.errors import ProtocolError
@@ -68,9 +69,14 @@ class VirtualClockGateway:
         self._task = asyncio.create_task(transport.run(feed))
 
     async def run(self, seconds: int) -> None:
-        """Advance virtual time one second at a time, letting the gateway read, commit and ACK in between."""
+        """Advance virtual time one second at a time, letting the gateway read, commit and ACK in between.
+
+        A boot (after a reset, a power loss) is waited out in wall time, not advanced through: under
+        load it can outlast many steps, and a firmware that came up over 10 virtual s late in the reboot
+        storm would be reset before its 60 s stable mark (one unclean boot more: safe mode)."""
         for _ in range(seconds):
             self.now = await self.board.advance(1, chunk_s=1) / 1000.0
+            await wait_while_booting(self.board)
             await asyncio.sleep(0.003)
 
     def generated(self) -> set[int]:
