@@ -347,6 +347,22 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                           "304": _OD_304, "400": _BAD, "406": _OD_406,
                           "503": _err("the store cannot be read (code `backend_unavailable` or `store_timeout`) "
                                       "before the first row is sent; later the transfer is cut off instead")}}},
+        "/opendata/privacy-budget.csv": {"get": {
+            "summary": "Privacy budget spent: milli-ε per device, people-related field and UTC day (the day a "
+                       "release's period ends), repeat releases (a period released again after a lost ledger) "
+                       "included, for the UTC days that end in (from, to] (default: the last complete day); what "
+                       "retention removed is not counted",
+            "tags": ["open data"],
+            "parameters": [_CSV_FROM, _CSV_TO,
+                           _q("field", "comma-separated people-related (noisy count) fields of the privacy policy; "
+                                       "another field or an empty item is 400 `bad_parameter`"),
+                           _CSV_ZONE],
+            "responses": {"200": {**_od_ok("CSV with header day,device,field,eps_milli_spent,releases,"
+                                           "repeat_releases", "text/csv", {"type": "string"}),
+                                  "headers": {**_OD_HEADERS, "Content-Disposition": _hdr(
+                                      "`inline; filename=\"civicedge-privacy-budget-<first day>-<day after the "
+                                      "last>.csv\"`")}},
+                          "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
         "/opendata/devices.geojson": {"get": {
             "summary": "Published devices as GeoJSON Points with latest public values", "tags": ["open data"],
             "responses": {"200": _od_ok("FeatureCollection", "application/geo+json", also=("application/json",)),
