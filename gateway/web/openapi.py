@@ -87,6 +87,12 @@ _OD_HEADERS = {
 _CSV_DISPOSITION = _hdr('`inline; filename="civicedge-readings-<from>-<to>.csv"`: the range the export holds, in '
                         'whole UTC hours (a `to` after the default one is the default one), e.g. '
                         '`civicedge-readings-2026-12-05T00-2026-12-06T00.csv`')
+# Headers of /policy.json (200 and 304).
+_POLICY_HEADERS = {
+    "ETag": _hdr("the file's SHA-256 in lower-case hex, in quotes (what `sha256sum` prints): send it back in"
+                 " If-None-Match for a 304"),
+    "Cache-Control": _hdr("`no-cache`: revalidate (the file changes with a gateway upgrade)"),
+}
 _OD_304 = {"description": "not modified: If-None-Match names the current ETag (no body)", "headers": _OD_HEADERS}
 _OD_406 = _err("the Accept header allows none of the answer's media types (code `not_acceptable`)")
 
@@ -147,8 +153,22 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                   "tags": ["pages"],
                                   "responses": {"200": _ok("HTML page", "text/html", {"type": "string"})}}},
         "/transparency.json": {"get": {"summary": "Transparency page content as JSON", "tags": ["pages"],
-                                       "responses": {"200": _ok("per kind: fields, ε, k, retention, recipients"),
+                                       "responses": {"200": _ok("per kind: fields, ε, k, retention, recipients;"
+                                                                " not_covered, policy_sha256 (null when the"
+                                                                " policy file cannot be served), publisher,"
+                                                                " contact (docs/api.md)"),
                                                      "400": _BAD}}},
+        "/policy.json": {"get": {"summary": "The privacy policy file the gateway runs with, byte for byte (its SHA-256"
+                                            " is /transparency's policy_sha256); public",
+                                 "tags": ["pages"],
+                                 "responses": {
+                                     "200": {**_ok("the file's bytes, never compressed"),
+                                             "headers": _POLICY_HEADERS},
+                                     "304": {"description": "not modified: If-None-Match names the ETag (no body)",
+                                             "headers": _POLICY_HEADERS},
+                                     "400": _BAD,
+                                     "503": _err("the file on disk no longer holds the policy in force (changed"
+                                                 " since the gateway started; code `policy_file_changed`)")}}},
         "/favicon.ico": {"get": {"summary": "No icon (204): browsers ask it on every page", "tags": ["meta"],
                                  "responses": {"204": {"description": "no icon"}, "400": _BAD}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
