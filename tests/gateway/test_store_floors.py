@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from gateway.storage.store import ReportStore
+from gateway.storage.store import ReportRecord, ReportStore
 
 
 def test_floors_of_many_devices_are_saved_and_never_lowered(tmp_path: Path) -> None:
@@ -23,5 +24,26 @@ def test_floors_of_many_devices_are_saved_and_never_lowered(tmp_path: Path) -> N
             want[dev] = max(want.get(dev, 0), floor)
         assert store.ack_floors() == want
         assert want["dev-003"] == 13 and want["dev-000"] == 20   # kept / raised
+    finally:
+        store.close()
+
+
+def test_a_batch_of_only_retired_seqs_on_a_store_retention_emptied(tmp_path: Path) -> None:
+    """Row retention removed every report (retired seqs kept); a board re-sends an old seq: the whole
+    batch drops out as duplicates. MAX(id) of the empty table was None: a TypeError out of the store
+    thread instead of a committed batch with its ACK floor."""
+    db = tmp_path / "reports.sqlite"
+    ReportStore(db, gateway_id="gw").close()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO retired_seqs (device, seq) VALUES ('bin-1', 40)")
+    conn.close()
+    store = ReportStore(db, gateway_id="gw")
+    try:
+        old = ReportRecord("bin-1", 12, "bin", "centre", "win", 1795377600, 900, {"fill": 50}, {}, [], "0.2.0",
+                           1795378600.0, "serial:/dev/ttyUSB0", "ab" * 32)
+        result = store.insert_batch([old], {"bin-1": 41})
+        assert result.duplicates == [("bin-1", 12)] and result.inserted == []
+        assert store.ack_floors() == {"bin-1": 41}
     finally:
         store.close()
