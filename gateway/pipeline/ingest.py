@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Coroutine
 
-from gateway.errors import GatewayError, ProtocolError, RejectedReport
+from gateway.errors import GatewayError, ProtocolError, RejectedReport, StorageError
 from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.verify import OutOfRange, Verified, Verifier
@@ -304,6 +304,7 @@ class IngestService:
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
+        self._bug_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # tracebacks of unexpected commit errors
         self._unverified_log = LogLimiter(UNVERIFIED_LOG_EVERY_S, log_clock)
         self._drop_warning = CountedWarning(
             OUTBOX_DROP_LOG_EVERY_S, log_clock, "MQTT outbox at its cap: dropped %d more message(s) since the last "
@@ -924,7 +925,16 @@ class IngestService:
         records = [v.record for v, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
         try:
-            result = await self.run_in_store(self.store.insert_batch, records, floors)
+            try:
+                result = await self.run_in_store(self.store.insert_batch, records, floors)
+            except (GatewayError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # a bug, not the disk: the writer must outlive it (devices re-send)
+                if self._bug_log.allow() is not None:
+                    log.error("commit of %d report(s) failed with an unexpected error (a civicedge bug: please "
+                              "report it with this traceback)", len(batch), exc_info=True)
+                raise StorageError("storing %d reports failed: unexpected %s (see the traceback logged)"
+                                   % (len(batch), type(exc).__name__), reason="internal") from exc
         except GatewayError as exc:
             self._commit_failed(len(batch), exc)
             for dev, floor in floors.items():

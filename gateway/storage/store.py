@@ -547,10 +547,13 @@ class ReportStore:
                 self.check_file()  # outside the transaction: the copy is of what was committed
                 raise self._gone_error(what)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Any error, not only SQLite's: a transaction left open would fail every later BEGIN.
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise self._error(what, exc, "write_failed") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(what, exc, "write_failed") from exc
+            raise
         self._chain_pos, self._chain_head = pos, head
         self._outbox_bytes, self._outbox_count = outbox_bytes, outbox_count
         return result
