@@ -14,8 +14,11 @@ stray ``firmware/`` directory beside an installed package is never taken for our
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import tomllib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -139,10 +142,41 @@ def load_policy() -> dict[str, Any]:
     Raises:
         ConfigError: the policy breaks the release rules (``key`` names the field's key).
     """
-    with policy_path().open("rb") as fh:
-        data: dict[str, Any] = json.load(fh)
+    path = policy_path()
+    body = path.read_bytes()
+    data: dict[str, Any] = json.loads(body)
     check_release_rules(data)
+    global _loaded_source
+    with _source_lock:
+        # parsed again: a caller changing the returned dict must not change what the bytes say
+        _loaded_source = PolicySource(path=path, body=body, sha256=hashlib.sha256(body).hexdigest(), parsed=json.loads(body))
     return data
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """The file :func:`load_policy` read, the exact bytes it read (what the gateway runs with), their
+    SHA-256 (lower-case hex, as ``sha256sum`` prints it) and their parse."""
+
+    path: Path
+    body: bytes
+    sha256: str
+    parsed: Any
+
+
+_loaded_source: PolicySource | None = None
+_source_lock = threading.Lock()
+
+
+def loaded_policy_source() -> PolicySource | None:
+    """The bytes of the policy file as :func:`load_policy` last read them, or None before any load.
+
+    What is published as the policy in force (``GET /policy.json``, ``policy_sha256``) is these bytes,
+    not the file as it is on disk now: a file re-formatted or replaced since still parses, maybe equal,
+    but is not what was loaded.
+    """
+    with _source_lock:
+        return _loaded_source
 
 
 def policy_kinds() -> list[str]:

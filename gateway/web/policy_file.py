@@ -5,23 +5,26 @@ the ``policy_sha256`` that ``/transparency`` shows, and the same as ``sha256sum 
 of the release. So what is served and hashed is the file's bytes, never a re-serialisation of the
 parsed policy (which would hash to something no release contains).
 
-The gateway parses the policy once, at start (:func:`gateway.resources.load_policy`). The file is
-read again here and served only if it still parses to exactly the policy the gateway runs with: a file
-replaced on disk since the start (an upgrade without a restart) is not what the gateway applies, and is
-not served under its name (:func:`policy_file` returns None).
+The bytes are those :func:`gateway.resources.load_policy` read when the gateway started, kept in
+memory (:func:`gateway.resources.loaded_policy_source`), never the file as it is on disk now: a file
+re-formatted, or with ``1`` written ``1.0``, since the start parses to the same policy but hashes to
+another value, and a file replaced since (an upgrade without a restart) is not what the gateway applies.
+Either way the gateway goes on serving what it applies, so the hash names the release whose policy it
+runs; the difference on disk is logged for the operator (a restart applies and serves the new file).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from gateway.resources import policy_path
+from gateway.resources import loaded_policy_source
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,46 +35,47 @@ class PolicyFile:
     sha256: str
 
 
-# (path, inode, size, mtime_ns) -> (bytes, parsed): the file is re-read only when it changes.
-_cache: dict[tuple[str, int, int, int], tuple[bytes, Any]] = {}
+# (path, inode, size, mtime_ns) of the file last compared with the loaded bytes: the file on disk is
+# read again only when it changes, and a difference is logged once per change.
+_seen: tuple[str, int, int, int] | None = None
 _lock = threading.Lock()
 
 
-def _read(path: Path) -> tuple[bytes, Any] | None:
-    """The file's bytes and their parse, or None when it cannot be read or is not JSON."""
+def _warn_if_changed_on_disk(path: Path, loaded: bytes) -> None:
+    """Log a warning when the file at ``path`` no longer holds the bytes the gateway loaded."""
+    global _seen
     try:
         st = os.stat(path)
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
     except OSError:
-        return None
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        key = (str(path), -1, -1, -1)
     with _lock:
-        hit = _cache.get(key)
-    if hit is not None:
-        return hit
+        if key == _seen:
+            return
+        _seen = key
     try:
-        body = path.read_bytes()
-        parsed = json.loads(body)
-    except (OSError, ValueError):
-        return None
-    with _lock:
-        _cache.clear()  # one file: keep only its current version
-        _cache[key] = (body, parsed)
-    return body, parsed
+        same = path.read_bytes() == loaded
+        reason = "differs from the bytes the gateway loaded at start"
+    except OSError as exc:
+        same, reason = False, "cannot be read (%s)" % exc.strerror
+    if not same:
+        logger.warning("the privacy policy file %s %s; /policy.json and policy_sha256 go on naming the policy "
+                       "the gateway applies, the one it loaded; a restart applies and serves the file", path, reason)
 
 
-def policy_file(policy: Mapping[str, Any], path: Path | None = None) -> PolicyFile | None:
+def policy_file(policy: Mapping[str, Any]) -> PolicyFile | None:
     """The policy file whose contents are ``policy``, the policy the gateway runs with.
 
     Args:
         policy: the parsed policy in force (``WebContext.policy``).
-        path: the file (default: :func:`gateway.resources.policy_path`, what the gateway loaded).
 
     Returns:
-        Its bytes and SHA-256; None when the file cannot be read, or no longer parses to ``policy``
-        (changed on disk since the gateway loaded it, or the gateway was given another policy).
+        The bytes :func:`gateway.resources.load_policy` read and their SHA-256 (the file it read is
+        compared with them, to warn the operator of a change); None when no policy was loaded or the
+        gateway was given another policy than the one loaded.
     """
-    read = _read(path or policy_path())
-    if read is None or read[1] != policy:
+    source = loaded_policy_source()
+    if source is None or source.parsed != policy:
         return None
-    body, _ = read
-    return PolicyFile(body=body, sha256=hashlib.sha256(body).hexdigest())
+    _warn_if_changed_on_disk(source.path, source.body)
+    return PolicyFile(body=source.body, sha256=source.sha256)
