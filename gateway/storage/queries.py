@@ -784,24 +784,35 @@ class ReportQueries:
                 for r in self._rows(sql, params)]
 
     def privacy_spend(self, *, start: int, end: int, devices: Sequence[str], fields: Sequence[str],
-                      max_period_s: int, max_id: int, repeats_received_before: float,
-                      zone: str | None = None) -> SpendRead:
+                      max_period_s: int, max_id: int, max_repeat: int, zone: str | None = None) -> list[DaySpend]:
         """Return the milli-ε ``devices`` spent on ``fields`` per UTC day, device and field, for the days
         from ``start`` to ``end`` (UTC midnights; a release counts on the day its period ends): the ``e``
         of the stored reports with an id up to ``max_id`` and of the repeat releases
-        (``window_duplicates``) received before ``repeats_received_before``, as the store holds them now
-        (retention removes ``e`` entries and rows: what it removed is not counted). ``max_period_s``: the
+        (``window_duplicates``) with a rowid up to ``max_repeat`` (the publication bounds of a mark), as
+        the store holds them now (retention removes ``e`` entries and rows: what it removed is not
+        counted, nor a repeat release whose stored release row retention removed). ``max_period_s``: the
         longest period a report may cover (how far before ``start`` a period ending in the range may
         begin). ``zone``: only the releases stored with it (a repeat release: its stored release's zone).
 
-        One read of the period index over the range, in one snapshot; ``window_duplicates`` (a few rows:
-        one per period a device released again) is read whole."""
+        Meant for a day at a time (a short read): both branches read only ``devices``' index entries
+        (``(device, w)`` of the reports, the primary key of the repeat releases), filtered by zone and
+        field before any sum."""
         rows = self._rows(_SPEND_SQL, (int(start), int(end), int(start) - int(max_period_s), int(max_id),
-                                       json.dumps(list(devices)), json.dumps(list(fields)), zone,
-                                       float(repeats_received_before)))
-        spend = [DaySpend(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
-        newest = [float(r[6]) for r in rows if r[6] is not None]
-        return SpendRead(rows=spend, newest_repeat_at=max(newest) if newest else None)
+                                       json.dumps(list(devices)), json.dumps(list(fields)), zone, int(max_repeat)))
+        return [DaySpend(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
+
+    def last_repeat_received_before(self, at: float, *, above: int = 0) -> int:
+        """Return the highest ``window_duplicates`` rowid above ``above`` of the repeat releases received
+        before ``at``, or ``above`` when none is: the publication bound of the repeat releases at a mark
+        (as :meth:`last_id_received_before` is the reports'); walks back from the newest row to ``above``."""
+        rows = self._rows("SELECT rowid FROM window_duplicates WHERE rowid > ? AND received_at < ?"
+                          " ORDER BY rowid DESC LIMIT 1", (int(above), float(at)))
+        return int(rows[0][0]) if rows else int(above)
+
+    def repeat_received_at(self, rowid: int) -> float | None:
+        """Return the ``received_at`` of the ``window_duplicates`` row ``rowid``, None when there is none."""
+        rows = self._rows("SELECT received_at FROM window_duplicates WHERE rowid = ?", (int(rowid),))
+        return float(rows[0][0]) if rows else None
 
     def hourly_aggregates_of(self, *, fields: Sequence[str], start: int, end: int,
                              zone: str | None = None) -> list[HourlyAggregate]:
@@ -843,39 +854,28 @@ class DaySpend:
     repeat_releases: int
 
 
-@dataclass(frozen=True)
-class SpendRead:
-    """What :meth:`ReportQueries.privacy_spend` read.
-
-    Attributes:
-        rows: per UTC day, device and field, ordered by day, device and field.
-        newest_repeat_at: the latest ``received_at`` of the repeat releases counted (None: none).
-    """
-
-    rows: list[DaySpend]
-    newest_repeat_at: float | None
-
-
 # The ε map entries of the releases whose period ends in [?1, ?2) (the day of that end is the row's), of the
-# reports with a period start from ?3 (the end less the longest period) and an id up to ?4, of the devices
-# in the JSON list ?5 and fields in ?6, of zone ?7 (NULL: any); and of the repeat releases
-# (window_duplicates) received before ?8, whose zone is their stored release's. An ``e`` is written as {}
-# when empty, so most reports are passed over without json_each. Non-integer entries (none passes the
+# devices in the JSON list ?5 (their index entries: reports by (device, w), repeat releases by their primary
+# key), fields in ?6 and zone ?7 (NULL: any). Reports: a period start from ?3 (the end less the longest
+# period) and an id up to ?4. Repeat releases (window_duplicates): a rowid up to ?8, and their stored
+# release still stored (its zone is theirs; one that row retention removed is not counted, with or
+# without a zone: retention removes such a repeat release soon after). An ``e`` is written as {} when
+# empty, so most reports are passed over without json_each. Non-integer entries (none passes the
 # gateway's check) are left out rather than summed.
 _SPEND_SQL = """
-WITH spent(day, device, field, milli, repeats, received_at) AS (
-    SELECT ((r.w + r.l) / 86400) * 86400, r.device, j.key, j.value, 0, NULL
-    FROM reports r, json_each(r.e) j
-    WHERE r.w >= ?3 AND r.w < ?2 AND r.w + r.l >= ?1 AND r.w + r.l < ?2 AND +r.id <= ?4 AND r.e != '{}'
-      AND j.type = 'integer' AND (?7 IS NULL OR r.zone = ?7)
+WITH spent(day, device, field, milli, repeats) AS (
+    SELECT ((r.w + r.l) / 86400) * 86400, r.device, j.key, j.value, 0
+    FROM reports r INDEXED BY reports_device_w, json_each(r.e) j
+    WHERE r.device IN (SELECT value FROM json_each(?5)) AND r.w >= ?3 AND r.w < ?2
+      AND r.w + r.l >= ?1 AND r.w + r.l < ?2 AND r.id <= ?4 AND r.e != '{}' AND (?7 IS NULL OR r.zone = ?7)
+      AND j.type = 'integer' AND j.key IN (SELECT value FROM json_each(?6))
     UNION ALL
-    SELECT ((d.w + d.l) / 86400) * 86400, d.device, j.key, j.value, 1, d.received_at
-    FROM window_duplicates d, json_each(d.e) j
-    WHERE d.w >= ?3 AND d.w < ?2 AND d.w + d.l >= ?1 AND d.w + d.l < ?2 AND d.received_at < ?8 AND d.e != '{}'
-      AND j.type = 'integer'
-      AND (?7 IS NULL OR (SELECT k.zone FROM reports k WHERE k.device = d.device AND k.seq = d.kept_seq) = ?7))
-SELECT day, device, field, SUM(milli), COUNT(*), SUM(repeats), MAX(received_at) FROM spent
-WHERE device IN (SELECT value FROM json_each(?5)) AND field IN (SELECT value FROM json_each(?6))
+    SELECT ((d.w + d.l) / 86400) * 86400, d.device, j.key, j.value, 1
+    FROM window_duplicates d JOIN reports k ON k.device = d.device AND k.seq = d.kept_seq, json_each(d.e) j
+    WHERE d.device IN (SELECT value FROM json_each(?5)) AND d.rowid <= ?8 AND d.w >= ?3 AND d.w < ?2
+      AND d.w + d.l >= ?1 AND d.w + d.l < ?2 AND d.e != '{}' AND (?7 IS NULL OR k.zone = ?7)
+      AND j.type = 'integer' AND j.key IN (SELECT value FROM json_each(?6)))
+SELECT day, device, field, SUM(milli), COUNT(*), SUM(repeats) FROM spent
 GROUP BY day, device, field ORDER BY day, device, field
 """
 

@@ -22,7 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.errors import GatewayError
 from gateway.log_limit import LogLimiter, more_since
-from gateway.web import admin_api, opendata, opendata_budget, pages, read_api
+from gateway.web import admin_api, opendata, pages, read_api
 from gateway.web.auth import AdminToken
 from gateway.web.connlimit import DEFAULT_MAX_CONNECTIONS, CappedSite, connection_cap, raise_fd_limit
 from gateway.web.context import CONTEXT_KEY, WebContext
@@ -395,14 +395,7 @@ def create_app(
         trusted_proxies=trusted_proxies, links_in_health_checks=links_in_health_checks,
     )
 
-    # The open data's ε spent per device and day reads the store on threads of its own (opendata_budget).
-    spend_reads = opendata_budget.SpendReads(store) if store is not None else None
-    if spend_reads is not None:
-        app[opendata_budget.SPEND_READS_KEY] = spend_reads
-
     async def stop_store_reads(_app: web.Application) -> None:
-        if spend_reads is not None:
-            spend_reads.close()
         await fleet.aclose()
 
     app.on_cleanup.append(stop_store_reads)

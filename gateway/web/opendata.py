@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from email.utils import formatdate
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Collection, Mapping, Sequence
 
 from aiohttp import web
 
@@ -517,6 +517,25 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
                         withheld, media, meta_of(request).licence, export.CSV_FORMAT_VERSION,
                         policy_digest(ctx.policy)])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+    async def day_text(lo: int, hi: int, header: bool) -> str:
+        groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields,
+                                              zone=zone, received_before=mark)
+        return export.rows_to_csv(export.device_hour_rows(groups, ctx.policy, withheld=withheld),
+                                  header=header, columns=columns)
+
+    return await _stream_csv(request, etag=etag, published_at=published_at, filename=csv_filename(since, until),
+                             slices=day_slices(since, until) if since < until else [],
+                             empty=export.rows_to_csv([], header=True, columns=columns), day_text=day_text)
+
+
+async def _stream_csv(request: web.Request, *, etag: str, published_at: float | None, filename: str,
+                      slices: Sequence[tuple[int, int]], empty: str,
+                      day_text: Callable[[int, int, bool], Awaitable[str]]) -> web.StreamResponse:
+    """Answer a CSV export read a day at a time: 304 when ``If-None-Match`` names ``etag`` (a weak ETag
+    made of what the export is made of, so nothing is read for it), else the rows of each of ``slices``
+    (``day_text(lo, hi, header)``: that day's CSV text, the header with the first), or ``empty`` (the
+    header alone) when there is none; HEAD gets the headers only."""
     # Streamed, so its size is not known beforehand: gzip whenever accepted (a day of rows is kilobytes
     # of repetitive text), with its own ETag as the JSON answers.
     gzipped = accepts_gzip(request)
@@ -525,8 +544,7 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     headers = {**_cache_headers(etag, published_at), **_licence_link(request)}  # 304 too, as the JSON answers
     if _etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
-    response = web.StreamResponse(headers={**headers,
-                                           "Content-Disposition": f'inline; filename="{csv_filename(since, until)}"'})
+    response = web.StreamResponse(headers={**headers, "Content-Disposition": f'inline; filename="{filename}"'})
     response.content_type = "text/csv"
     response.charset = "utf-8"
     if request.method == "HEAD":
@@ -537,29 +555,27 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
         return response  # aiohttp sends the headers; a HEAD answer has no body, so nothing is read
     if gzipped:
         response.enable_compression(web.ContentCoding.gzip)
+    name = request.path.rsplit("/", 1)[-1]
     header = True
     try:
-        if since == until:
+        if not slices:
             await response.prepare(request)
-            await response.write(export.rows_to_csv([], header=True, columns=columns).encode("utf-8"))
-        for lo, hi in day_slices(since, until) if since < until else ():
+            await response.write(empty.encode("utf-8"))
+        for lo, hi in slices:
             if _client_gone(request):
-                logger.debug("readings.csv: client went away before %s; export ended", lo)
+                logger.debug("%s: client went away before %s; export ended", name, lo)
                 return response
             try:
-                groups = await ctx.fleet.device_hours(since=lo, until=hi, devices=published, fields=fields,
-                                                      zone=zone, received_before=mark)
-                text = export.rows_to_csv(export.device_hour_rows(groups, ctx.policy, withheld=withheld),
-                                          header=header, columns=columns)
+                text = await day_text(lo, hi, header)
             except Exception as exc:
                 if not response.prepared:
                     raise  # nothing sent yet: the client gets the JSON error
                 # Rows were sent already: end the connection without the closing chunk, so the client
                 # sees a cut-off transfer rather than a complete-looking CSV with days missing.
                 if isinstance(exc, GatewayError):
-                    logger.error("readings.csv cut off at %s: %s (%s)", lo, type(exc).__name__, exc.reason)
+                    logger.error("%s cut off at %s: %s (%s)", name, lo, type(exc).__name__, exc.reason)
                 else:
-                    logger.exception("readings.csv cut off at %s by an unexpected error", lo)
+                    logger.exception("%s cut off at %s by an unexpected error", name, lo)
                 raise ConnectionAbortedError("CSV export failed after rows were sent") from None
             header = False
             if not response.prepared:
@@ -569,17 +585,18 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         # The client hung up mid-export (aiohttp's ClientConnectionResetError): an everyday event on a
         # public endpoint, not a server error; aiohttp ends the response without logging it.
-        logger.debug("readings.csv: client went away during the export")
+        logger.debug("%s: client went away during the export", name)
     return response
 
 
 @ROUTES.get(opendata_budget.PATH)
-async def privacy_budget_csv(request: web.Request) -> web.Response:
+async def privacy_budget_csv(request: web.Request) -> web.StreamResponse:
     """The ε each device spent per people-related field and UTC day, in milli-ε, repeat releases
     included (:mod:`gateway.web.opendata_budget`); the days that end in the readings CSV's range
-    (``from``/``to`` as there; default: the last complete UTC day), of its devices (revoked ones too),
-    ``field`` and ``zone`` as there. Made of the reports the CSV publishes at its last hh:05 mark; the
-    ``ETag`` hashes the body."""
+    (``from``/``to`` as there, at most 31 days; default: the last complete UTC day), of its devices
+    (revoked and retired ones too), ``field`` and ``zone`` as there. Made of the reports and repeat
+    releases published at the CSV's last hh:05 mark; read a day at a time and cached as the readings
+    CSV (a weak ``ETag`` of what it is made of, so a 304 reads no row)."""
     ctx = ctx_of(request)
     q = request.query
     params.reject_unknown(q, ("from", "to", "field", "zone"))
@@ -593,22 +610,28 @@ async def privacy_budget_csv(request: web.Request) -> web.Response:
     reported = await _csv_reported(ctx, devices, mark)
     zone = params.parse_zone(q, csv_zones(devices, reported, policy=ctx.policy))
     media = negotiate(request, ("text/csv",))
-    reads = opendata_budget.spend_reads_of(request)
-    longest = opendata_budget.max_period_s(ctx.policy)
-    # The newest report received before the CSV's mark among the periods that may end in the range
-    # (the fleet reads that range at least as far back): its id bounds the reports read as the readings
-    # CSV's publication bound does, within the range. Repeat releases have no report id: bounded by the
-    # same mark on their own receive time.
-    _version, newest_id, published_at = await ctx.fleet.range_stamp(since=first, until=end, received_before=mark)
-    got = await reads.spend(start=first, end=end, devices=csv_devices(devices, reported, policy=ctx.policy),
-                            fields=fields, max_period_s=longest, max_id=newest_id,
-                            repeats_received_before=mark, zone=zone)
-    if got.newest_repeat_at is not None:
-        repeat_at = float(publication.csv_published_at(got.newest_repeat_at))
-        published_at = repeat_at if published_at is None else max(published_at, repeat_at)
-    body = export.rows_to_csv(opendata_budget.rows_of(got.rows), columns=opendata_budget.COLUMNS)
-    return _answer(request, body.encode("utf-8"), media, last_modified=published_at,
-                   headers={"Content-Disposition": f'inline; filename="{opendata_budget.filename(first, end)}"'})
+    published = csv_devices(devices, reported, policy=ctx.policy)
+    # As the readings CSV's: the store's data version (retention removals), the newest report published at
+    # the mark among the periods that may end in the days (the fleet reads that range at least as far
+    # back), the repeat releases' bound at the mark (a rowid: a new one anywhere changes it, they are few),
+    # the devices, the normalised request, media type, licence, format and policy. Last-Modified: the
+    # mark that first published that newest report (repeat releases left out: when one arrived is not
+    # published, docs/privacy.md "Who gets arrival times").
+    version, newest_id, published_at = await ctx.fleet.range_stamp(since=first, until=end, received_before=mark)
+    repeats = await ctx.fleet.repeats_bound(received_before=mark)
+    basis = json.dumps([version, newest_id, repeats, published, first, end, sorted(set(fields)), zone, media,
+                        meta_of(request).licence, opendata_budget.FORMAT_VERSION, policy_digest(ctx.policy)])
+    etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+    async def day_text(lo: int, _hi: int, header: bool) -> str:
+        spend = await ctx.fleet.privacy_spend(day=lo, devices=published, fields=fields, zone=zone,
+                                              received_before=mark)
+        return export.rows_to_csv(opendata_budget.rows_of(spend), header=header, columns=opendata_budget.COLUMNS)
+
+    return await _stream_csv(request, etag=etag, published_at=published_at, filename=opendata_budget.filename(first, end),
+                             slices=opendata_budget.days(first, end),
+                             empty=export.rows_to_csv([], header=True, columns=opendata_budget.COLUMNS),
+                             day_text=day_text)
 
 
 @ROUTES.get("/opendata/devices.geojson")

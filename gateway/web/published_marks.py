@@ -1,7 +1,8 @@
 """What the public open data published: its bound per kind of answer, kept across marks and restarts.
 
 Each kind of public answer (``entities``, ``csv``) shows the reports received before its publication
-mark (:mod:`gateway.web.publication`). :class:`PublishedMarks` reads the bound of a mark (the newest
+mark (:mod:`gateway.web.publication`); the privacy-budget CSV also the repeat releases (``window_duplicates``)
+received before the CSV's mark, under the kind ``repeats``, whose bound is a rowid of that table. :class:`PublishedMarks` reads the bound of a mark (the newest
 report id received before it) once, keeps it from ever going back (a clock set back, a boot before
 NTP: the mark is then held), saves it in the store's ``meta`` table under ``published:<kind>`` in the
 background and reads it back at start. The web layer writes only those keys
@@ -43,17 +44,30 @@ class _Published(NamedTuple):
         return self.bound == 0 or self.received < self.mark
 
     @classmethod
-    def of_saved(cls, queries: ReportQueries, saved: tuple[int, int, int]) -> _Published | None:
-        """The value saved as ``(bound, mark, receive time in µs)``, if this store's publication can have
-        saved it (:meth:`PublishedMarks._read_published`), else None; on a store thread."""
+    def of_saved(cls, queries: ReportQueries, saved: tuple[int, int, int], kind: str) -> _Published | None:
+        """The value saved as ``(bound, mark, receive time in µs)`` for ``kind``, if this store's publication
+        can have saved it (:meth:`PublishedMarks._read_published`), else None; on a store thread."""
         bound, mark, received_us = saved
         if bound == 0:
             return cls(0, mark, 0.0) if received_us == 0 else None
-        row = queries.reports_by_id([bound]).get(bound)
-        if row is None or publication.micros(row.received_at) != received_us:
+        received = _received_at(queries, kind, bound)
+        if received is None or publication.micros(received) != received_us:
             return None
-        got = cls(bound, mark, row.received_at)
+        got = cls(bound, mark, received)
         return got if got.consistent() else None
+
+
+# The kind whose bound is a ``window_duplicates`` rowid (the repeat releases the privacy-budget CSV counts,
+# published at the CSV's marks); the other kinds' bounds are report ids.
+REPEATS = "repeats"
+
+
+def _received_at(queries: ReportQueries, kind: str, bound: int) -> float | None:
+    """The receive time of row ``bound`` of ``kind``'s table (a repeat release or a report), None when gone."""
+    if kind == REPEATS:
+        return queries.repeat_received_at(bound)
+    row = queries.reports_by_id([bound]).get(bound)
+    return None if row is None else row.received_at
 
 
 _NOTHING = _Published(0, 0, 0.0)
@@ -117,7 +131,8 @@ class PublishedMarks:
         # The mark function of each kind of public answer (a bound is kept per kind: the CSV's is older).
         entity_step = publication.entity_mark_s(policy)
         self._mark_of: dict[str, Callable[[float], int]] = {
-            "entities": functools.partial(publication.entity_mark, step=entity_step), "csv": publication.csv_mark}
+            "entities": functools.partial(publication.entity_mark, step=entity_step), "csv": publication.csv_mark,
+            REPEATS: publication.csv_mark}
 
     async def current(self, kind: str) -> tuple[int, int]:
         """:meth:`bound` at the current mark of ``kind`` (``entities`` or ``csv``)."""
@@ -242,7 +257,8 @@ class PublishedMarks:
         for key, text in sorted(saved.items()):
             kind = key[len(publication.PUBLISHED_KEY_PREFIX):]
             decoded = publication.decode_published(text)
-            got = _Published.of_saved(queries, decoded) if kind in self._mark_of and decoded is not None else None
+            got = (_Published.of_saved(queries, decoded, kind) if kind in self._mark_of and decoded is not None
+                   else None)
             if got is None:
                 logger.warning("open data: ignoring meta %s = %r of the report store: not what this store's "
                                "publication saved (its report id, receive time and mark disagree with the "
@@ -275,10 +291,16 @@ class PublishedMarks:
                 return floor, behind_s
             mark = self._mark_of[kind](stamp[1])
         above = floor if floor is not None else _NOTHING
-        bound = queries.last_id_received_before(mark, above=above.bound)
+        if kind == REPEATS:
+            bound = queries.last_repeat_received_before(mark, above=above.bound)
+        else:
+            bound = queries.last_id_received_before(mark, above=above.bound)
         if bound == above.bound:
             return above._replace(mark=mark), behind_s
-        return _Published(bound, mark, queries.reports_by_id([bound])[bound].received_at), behind_s
+        received = _received_at(queries, kind, bound)
+        if received is None:  # removed by retention since (an old row): published at the next mark's read
+            return above._replace(mark=mark), behind_s
+        return _Published(bound, mark, received), behind_s
 
     def _note_clock(self, behind_s: float) -> None:
         """One WARNING when the clock falls behind the stored reports, one INFO when it has caught up."""

@@ -27,11 +27,11 @@ from gateway.errors import RegistryError, StorageError
 from gateway.storage.queries import ReportQueries
 from gateway.web import publication
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
-from gateway.web.published_marks import PublishedMarks
+from gateway.web.published_marks import REPEATS, PublishedMarks
 from gateway.web.reads import StoreReads
 from gateway.web.retention import RetentionSettings
 from gateway.web.snapshot import FleetData, FleetState
-from gateway.web.views import DeviceHourAggregate, DeviceView, HourlyAggregate, ReadingKey, ReadingView
+from gateway.web.views import DaySpend, DeviceHourAggregate, DeviceView, HourlyAggregate, ReadingKey, ReadingView
 
 HEALTH_TIMEOUT_S = 5.0
 
@@ -275,6 +275,29 @@ class StoreFleetSource:
         if received_before is not None and at is not None:
             at = float(publication.csv_published_at(at))
         return stamp.data_version, stamp.newest_id, at
+
+    async def repeats_bound(self, *, received_before: int) -> int:
+        """The highest ``window_duplicates`` rowid of the repeat releases published at the CSV mark
+        ``received_before`` (0: none): read once per mark and never lowered, saved with the other
+        publication bounds (:class:`gateway.web.published_marks.PublishedMarks`, kind ``repeats``), so a
+        clock set back does not take a published repeat release back, and one committed after the mark
+        shows at the next."""
+        return (await self._marks.bound(REPEATS, received_before))[0]
+
+    async def privacy_spend(self, *, day: int, devices: Sequence[str], fields: Sequence[str], zone: str | None,
+                            received_before: int) -> Sequence[DaySpend]:
+        """The milli-ε ``devices`` spent on ``fields`` on the UTC day starting at ``day``, per device and
+        field (``ReportQueries.privacy_spend``): of the reports and repeat releases published at the CSV
+        mark ``received_before`` (their bounds as :meth:`device_hours` and :meth:`repeats_bound`), one
+        short read on a bulk thread."""
+        if not devices or not fields:
+            return []
+        max_id = (await self._marks.bound("csv", received_before))[0]
+        max_repeat = await self.repeats_bound(received_before=received_before)
+        read = functools.partial(self._queries().privacy_spend, start=day, end=day + 86400, devices=list(devices),
+                                 fields=list(fields), max_period_s=self._max_period_s(), max_id=max_id,
+                                 max_repeat=max_repeat, zone=zone)
+        return await self._reads.bulk(read)
 
     async def oldest_published(self, *, since: int = 0) -> int | None:
         """The earliest period start, at or after ``since``, of the value reports (``win``, ``hour``,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 # Re-exported: frozen rows, no SQL.
+from gateway.storage.queries import DaySpend as DaySpend
 from gateway.storage.queries import DeviceHourAggregate as DeviceHourAggregate
 from gateway.storage.queries import HourlyAggregate as HourlyAggregate
 from gateway.storage.queries import ReadingKey as ReadingKey
@@ -144,6 +145,18 @@ class FleetSource(Protocol):
         :meth:`device_hours` rows for ``(since, until]`` are made of: changes whenever those rows may.
         With ``received_before`` (a CSV publication mark): of the reports received before it, and
         the CSV mark that first published the newest one instead of its receive time."""
+        ...
+
+    async def repeats_bound(self, *, received_before: int) -> int:
+        """The highest ``window_duplicates`` rowid of the repeat releases published at the CSV mark
+        ``received_before`` (0: none); never lower than at an earlier mark, whatever the clock does."""
+        ...
+
+    async def privacy_spend(self, *, day: int, devices: Sequence[str], fields: Sequence[str], zone: str | None,
+                            received_before: int) -> Sequence[DaySpend]:
+        """The milli-ε ``devices`` spent on ``fields`` on the UTC day starting at ``day`` (the day the
+        releases' periods end), per device and field, ordered by device and field: of the reports and
+        repeat releases published at the CSV mark ``received_before``; of zone ``zone`` only, when given."""
         ...
 
     async def latest_stored(self) -> tuple[int, float] | None:
