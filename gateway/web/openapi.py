@@ -382,7 +382,8 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                   "headers": {**_OD_HEADERS, "Content-Disposition": _hdr(
                                       "`inline; filename=\"civicedge-privacy-budget-<first day>-<day after the "
                                       "last>.csv\"`")}},
-                          "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _STORE}}},
+                          "304": _OD_304, "400": _BAD, "406": _OD_406, "503": _err("the store cannot be read (code `backend_unavailable` or `store_timeout`) "
+                                      "before the first row is sent; later the transfer is cut off instead")}}},
         "/opendata/devices.geojson": {"get": {
             "summary": "Published devices as GeoJSON Points with latest public values", "tags": ["open data"],
             "responses": {"200": _od_ok("FeatureCollection", "application/geo+json", also=("application/json",)),

@@ -377,7 +377,7 @@ def test_the_docs_literal_examples_name_the_demo_fleet() -> None:
 
     source = Path(runner.__file__).read_text(encoding="utf-8")
     urls = _doc_urls()
-    assert len(urls) == 3
+    assert len(urls) == 4
     entity = next(u for u in urls if "/entities/" in u)
     device = entity.rsplit(":", 1)[1]
     assert device == "sl-001" and 'f"sl-{i + 1:03d}"' in source  # the demo's first streetlight
