@@ -409,7 +409,7 @@ def read_report_due(dut: Dut, kind: str, config: dict[str, Any] | None) -> Repor
         board_unix = None
     window_s = DEFAULT_WINDOW_S
     try:
-        # the device copy keeps window_s (only field documentation is left out of it)
+        # the device copy keeps window_s (only documentation is left out of it)
         policy: Any = json.loads(read_text(dut, POLICY_DEVICE_PATH) or "{}")
         spec = policy.get("kinds", {}).get(kind, {})
         window_s = int(spec.get("window_s", policy.get("defaults", {}).get("window_s", DEFAULT_WINDOW_S)))

@@ -1,17 +1,22 @@
 """The device's copy of the privacy policy: ``firmware/policy.json`` less what the firmware drops at load.
 
 The firmware parses ``/policy.json`` whole at boot, then drops each field's documentation-only keys
-(``civic.policy._DOC_ONLY``: label, unit, source, purpose, retention_days, valid_range). Boot's heap
-high-water (the firmware's peak) pays for the whole text and the parsed keys, so ``flash`` (and the
-simulator's and QEMU's installs, through :func:`hil.field.firmware_copy.stage_firmware`) writes
-:func:`device_policy_bytes` instead: the same rules, without those keys, compact. The full policy stays
-where people read it: the repository's ``firmware/policy.json`` and the gateway's ``/transparency`` page.
+(``civic.policy._DOC_ONLY``: label, unit, source, purpose, retention_days, valid_range) and the
+top-level text for people (``civic.policy._DOC_ONLY_TOP``: statement, not_collected, recipients).
+Boot's heap high-water (the firmware's peak) pays for the whole text and the parsed keys, so ``flash``
+(and the simulator's and QEMU's installs, through :func:`hil.field.firmware_copy.stage_firmware`) writes
+:func:`device_policy_bytes` instead: the same rules, without those keys, compact. So a change of the
+wording of those keys (the recipients' lines, the statement) leaves the device copy's bytes, and what
+``civicedge check`` expects a board to hold, as they were. The full policy stays where people read it:
+the repository's ``firmware/policy.json`` and the gateway's ``/transparency`` page and ``/policy.json``.
 
-The key list has one source, the firmware: :func:`doc_only_keys` reads the ``_DOC_ONLY`` tuple out of
-``lib/civic/policy.py`` of the firmware tree being installed, with :mod:`ast`. The firmware module is
-not imported on the host: it is MicroPython code (a ``civic`` package on ``sys.path`` would shadow or be
-shadowed by host packages, and importing runs device code); the tuple is a literal, which ``ast`` reads
-without running anything, and a tree whose tuple is missing or not a literal is refused.
+The key lists have one source, the firmware: :func:`doc_only_keys` and :func:`doc_only_top_keys` read
+the tuples out of ``lib/civic/policy.py`` of the firmware tree being installed, with :mod:`ast`. The
+firmware module is not imported on the host: it is MicroPython code (a ``civic`` package on ``sys.path``
+would shadow or be shadowed by host packages, and importing runs device code); the tuples are literals,
+which ``ast`` reads without running anything, and a tree whose tuple is not a literal is refused (a
+tree without ``_DOC_ONLY``, too; one without ``_DOC_ONLY_TOP`` is a firmware older than that tuple,
+which drops no top-level key).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ POLICY_DEVICE_PATH = "/policy.json"
 #: The firmware module holding the ``_DOC_ONLY`` tuple, relative to the firmware tree.
 POLICY_MODULE = Path("lib") / "civic" / "policy.py"
 _DOC_ONLY_NAME = "_DOC_ONLY"
+_DOC_ONLY_TOP_NAME = "_DOC_ONLY_TOP"
 
 
 class DevicePolicyError(FieldError):
@@ -42,6 +48,41 @@ class DevicePolicyError(FieldError):
         path: the file concerned.
         key: for a release-rule problem, the dotted policy key at fault (``kinds.bin.fields.lid.release``).
     """
+
+
+def _firmware_tuple(firmware_root: Path | None, name: str) -> tuple[str, ...] | None:
+    """The tuple of strings assigned to ``name`` at the top of the tree's ``civic/policy.py``, None when
+    ``name`` is not assigned there.
+
+    Raises:
+        DevicePolicyError: the module cannot be read, or ``name`` is assigned something other than a
+            literal tuple of strings.
+    """
+    module = (firmware_root or firmware_dir()) / POLICY_MODULE
+    try:
+        tree = ast.parse(module.read_text(encoding="utf-8"), filename=str(module))
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        raise DevicePolicyError(f"cannot read the policy keys the firmware drops from {module}: {exc}",
+                                path=str(module)) from exc
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == name):
+            try:
+                keys = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError) as exc:
+                raise _no_tuple(firmware_root, name) from exc
+            if isinstance(keys, tuple) and all(isinstance(k, str) for k in keys):
+                return keys
+            raise _no_tuple(firmware_root, name)
+    return None
+
+
+def _no_tuple(firmware_root: Path | None, name: str) -> DevicePolicyError:
+    """The error for a firmware tree whose ``civic/policy.py`` assigns ``name`` no literal tuple of strings."""
+    module = (firmware_root or firmware_dir()) / POLICY_MODULE
+    return DevicePolicyError(f"{module} has no {name} = (a tuple of key names): the device copy of "
+                             "the policy cannot be made without the list of keys the firmware drops",
+                             path=str(module))
 
 
 def doc_only_keys(firmware_root: Path | None = None) -> tuple[str, ...]:
@@ -56,35 +97,41 @@ def doc_only_keys(firmware_root: Path | None = None) -> tuple[str, ...]:
     Raises:
         DevicePolicyError: the module is missing, or has no ``_DOC_ONLY`` assigned a tuple of strings.
     """
-    module = (firmware_root or firmware_dir()) / POLICY_MODULE
-    try:
-        tree = ast.parse(module.read_text(encoding="utf-8"), filename=str(module))
-    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-        raise DevicePolicyError(f"cannot read the policy keys the firmware drops from {module}: {exc}",
-                                path=str(module)) from exc
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == _DOC_ONLY_NAME):
-            try:
-                keys = ast.literal_eval(node.value)
-            except ValueError:
-                break
-            if isinstance(keys, tuple) and all(isinstance(k, str) for k in keys):
-                return keys
-            break
-    raise DevicePolicyError(f"{module} has no {_DOC_ONLY_NAME} = (a tuple of key names): the device copy of "
-                            "the policy cannot be made without the list of keys the firmware drops",
-                            path=str(module))
+    keys = _firmware_tuple(firmware_root, _DOC_ONLY_NAME)
+    if keys is None:
+        raise _no_tuple(firmware_root, _DOC_ONLY_NAME)
+    return keys
 
 
-def device_policy(policy: Mapping[str, Any], doc_only: Iterable[str]) -> dict[str, Any]:
-    """The device copy of a parsed ``policy``: every field spec without the keys in ``doc_only``.
+def doc_only_top_keys(firmware_root: Path | None = None) -> tuple[str, ...]:
+    """The top-level policy keys the firmware of ``firmware_root`` drops when it loads its policy.
+
+    Args:
+        firmware_root: a firmware tree (default: this host's ``firmware/``).
+
+    Returns:
+        ``civic.policy._DOC_ONLY_TOP`` of that tree, in its order; empty for a firmware without it
+        (older than the tuple: it drops none, and reads none of them either).
+
+    Raises:
+        DevicePolicyError: the module is missing, or assigns ``_DOC_ONLY_TOP`` something other than a
+            tuple of strings.
+    """
+    return _firmware_tuple(firmware_root, _DOC_ONLY_TOP_NAME) or ()
+
+
+def device_policy(policy: Mapping[str, Any], doc_only: Iterable[str],
+                  doc_only_top: Iterable[str] = ()) -> dict[str, Any]:
+    """The device copy of a parsed ``policy``: without the top-level keys in ``doc_only_top``, and every
+    field spec without the keys in ``doc_only``.
 
     Only what the firmware drops is dropped (a field spec of every kind, as ``civic.policy`` does for its
     own kind); anything else, malformed parts included, is kept as it is, so the firmware refuses a bad
     policy exactly as it would the full one. ``policy`` is not modified.
     """
     doc: dict[str, Any] = copy.deepcopy(dict(policy))
+    for key in doc_only_top:
+        doc.pop(key, None)
     drop = tuple(doc_only)
     kinds = doc.get("kinds")
     for spec in kinds.values() if isinstance(kinds, dict) else ():
@@ -104,7 +151,8 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
 
     Args:
         text: the full policy file.
-        firmware_root: the firmware tree the copy is for (its ``_DOC_ONLY``; default ``firmware/``).
+        firmware_root: the firmware tree the copy is for (its ``_DOC_ONLY`` and ``_DOC_ONLY_TOP``;
+            default ``firmware/``).
         source: the file ``text`` came from, for the error message.
 
     Raises:
@@ -122,5 +170,5 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         check_release_rules(doc)
     except ConfigError as exc:
         raise DevicePolicyError(f"{source}: {exc}; the device would refuse it", path=source, key=exc.key) from exc
-    stripped = device_policy(doc, doc_only_keys(firmware_root))
+    stripped = device_policy(doc, doc_only_keys(firmware_root), doc_only_top_keys(firmware_root))
     return json.dumps(stripped, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

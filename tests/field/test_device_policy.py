@@ -1,5 +1,6 @@
-"""The device's copy of the policy (hil.field.device_policy): the full policy less the field keys the
-firmware drops at load, read from the firmware's own ``_DOC_ONLY``, written by every install."""
+"""The device's copy of the policy (hil.field.device_policy): the full policy less the field keys and
+the top-level keys the firmware drops at load, read from the firmware's own ``_DOC_ONLY`` and
+``_DOC_ONLY_TOP``, written by every install."""
 
 from __future__ import annotations
 
@@ -11,37 +12,50 @@ from pathlib import Path
 import pytest
 
 from gateway.resources import firmware_dir, load_policy, policy_path
-from hil.field.device_policy import DevicePolicyError, device_policy, device_policy_bytes, doc_only_keys
+from hil.field.device_policy import (DevicePolicyError, device_policy, device_policy_bytes, doc_only_keys,
+                                     doc_only_top_keys)
 from hil.field.firmware_copy import device_files, expected_files, stage_firmware
 from hil.sim.errors import FlashError
 from hil.sim.flash import install_firmware
 
 
-def _tree(tmp_path: Path, doc_only: str | None) -> Path:
-    """A copy of the firmware tree whose ``civic/policy.py`` assigns ``_DOC_ONLY = doc_only`` (None: none)."""
+_KEEP = object()
+
+
+def _tree(tmp_path: Path, doc_only: str | None | object = _KEEP, doc_only_top: str | None | object = _KEEP) -> Path:
+    """A copy of the firmware tree whose ``civic/policy.py`` assigns ``_DOC_ONLY = doc_only`` and
+    ``_DOC_ONLY_TOP = doc_only_top`` (None: not assigned; left out: as shipped)."""
     tree = tmp_path / "firmware"
     shutil.copytree(firmware_dir(), tree, ignore=shutil.ignore_patterns("__pycache__"))
     module = tree / "lib" / "civic" / "policy.py"
     lines = module.read_text().splitlines(keepends=True)
-    at = [i for i, line in enumerate(lines) if line.startswith("_DOC_ONLY = ")]
-    assert len(at) == 1
-    lines[at[0]] = "" if doc_only is None else f"_DOC_ONLY = {doc_only}\n"
+    for name, value in (("_DOC_ONLY", doc_only), ("_DOC_ONLY_TOP", doc_only_top)):
+        if value is _KEEP:
+            continue
+        at = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")]
+        assert len(at) == 1
+        lines[at[0]] = "" if value is None else f"{name} = {value}\n"
     module.write_text("".join(lines))
     return tree
 
 
 def test_the_device_copy_holds_every_rule_and_no_key_the_firmware_drops() -> None:
     keys = doc_only_keys()
+    top = doc_only_top_keys()
     full = load_policy()
     copy = json.loads(device_policy_bytes(policy_path().read_bytes()))
     assert {"label", "purpose", "valid_range", "retention_days"} <= set(keys)
+    # the policy's text for people: in the full file, not in the device copy
+    assert top == ("statement", "not_collected", "recipients") and set(top) <= set(full)
     for kind, spec in full["kinds"].items():
         for name, fspec in spec["fields"].items():
             assert copy["kinds"][kind]["fields"][name] == {k: v for k, v in fspec.items() if k not in keys}
         # what is not a field's documentation is copied as it is (window, alarms, config, ...)
         assert {k: v for k, v in copy["kinds"][kind].items() if k != "fields"} == {
             k: v for k, v in spec.items() if k != "fields"}
-    assert {k: v for k, v in copy.items() if k != "kinds"} == {k: v for k, v in full.items() if k != "kinds"}
+    assert {k: v for k, v in copy.items() if k != "kinds"} == {
+        k: v for k, v in full.items() if k != "kinds" and k not in top}
+    assert set(copy) == {"version", "defaults", "kinds"}
     assert len(device_policy_bytes(policy_path().read_bytes())) < len(policy_path().read_bytes()) * 2 // 3
     assert load_policy() == full  # the parsed policy was not modified
 
@@ -49,15 +63,21 @@ def test_the_device_copy_holds_every_rule_and_no_key_the_firmware_drops() -> Non
 def test_the_key_list_is_the_firmware_trees_own(tmp_path: Path) -> None:
     # The host has no list of its own: a firmware that drops more (or fewer) keys gets a copy without
     # (or with) them.
-    tree = _tree(tmp_path, '("label", "refractory_s")')
-    assert doc_only_keys(tree) == ("label", "refractory_s")
+    tree = _tree(tmp_path, '("label", "refractory_s")', '("statement",)')
+    assert doc_only_keys(tree) == ("label", "refractory_s") and doc_only_top_keys(tree) == ("statement",)
     copy = json.loads(device_policy_bytes(policy_path().read_bytes(), firmware_root=tree))
     mot = copy["kinds"]["streetlight"]["fields"]["mot"]
     assert "refractory_s" not in mot and "label" not in mot and "purpose" in mot and "valid_range" in (
         copy["kinds"]["streetlight"]["fields"]["lux"])
+    assert "statement" not in copy and copy["recipients"] == load_policy()["recipients"]
     # a firmware that drops nothing gets the whole policy (compacted)
-    nothing = _tree(tmp_path / "none", "()")
+    nothing = _tree(tmp_path / "none", "()", "()")
     assert json.loads(device_policy_bytes(policy_path().read_bytes(), firmware_root=nothing)) == load_policy()
+    # a firmware older than _DOC_ONLY_TOP drops no top-level key: its copy keeps them, as its flash wrote
+    older = _tree(tmp_path / "older", doc_only_top=None)
+    assert doc_only_top_keys(older) == ()
+    assert set(json.loads(device_policy_bytes(policy_path().read_bytes(), firmware_root=older))) == set(
+        load_policy())
 
 
 @pytest.mark.parametrize("assigned", [None, "tuple(['label'])", "['label']", "('label', 3)"])
@@ -70,6 +90,35 @@ def test_a_firmware_without_a_literal_key_list_is_refused(tmp_path: Path, assign
         device_policy_bytes(policy_path().read_bytes(), firmware_root=tree)
     with pytest.raises(DevicePolicyError, match="cannot read"):
         doc_only_keys(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("assigned", ["tuple(['statement'])", "['statement']", "('statement', 3)"])
+def test_a_firmware_whose_top_level_key_list_is_no_literal_is_refused(tmp_path: Path, assigned: str) -> None:
+    tree = _tree(tmp_path, doc_only_top=assigned)
+    with pytest.raises(DevicePolicyError, match="_DOC_ONLY_TOP") as err:
+        doc_only_top_keys(tree)
+    assert err.value.details["path"].endswith("lib/civic/policy.py")
+    with pytest.raises(DevicePolicyError, match="_DOC_ONLY_TOP"):
+        device_policy_bytes(policy_path().read_bytes(), firmware_root=tree)
+
+
+@pytest.mark.parametrize("key", ["recipients", "statement", "not_collected"])
+def test_a_change_of_the_policys_text_for_people_leaves_the_device_copy_as_it_was(key: str) -> None:
+    """3d0099d re-worded the MQTT recipient line, which changed the device copy's bytes, so ``civicedge
+    check`` asked for every board to be re-flashed for a text the firmware never reads."""
+    full = policy_path().read_bytes()
+    reworded = json.loads(full)
+    if key == "recipients":
+        reworded["recipients"][0]["gets"] += " (re-worded)"
+    elif key == "statement":
+        reworded["statement"] += " Re-worded."
+    else:
+        reworded["not_collected"].append("a new line of text")
+    changed = json.dumps(reworded, indent=2, ensure_ascii=False).encode("utf-8")
+    assert json.loads(changed) != json.loads(full)
+    assert device_policy_bytes(changed) == device_policy_bytes(full)
+    # what check compares: the expected hash of /policy.json
+    assert hashlib.sha256(device_policy_bytes(changed)).hexdigest() == expected_files("source")["/policy.json"]
 
 
 def test_the_same_policy_gives_the_same_bytes_whatever_its_layout() -> None:

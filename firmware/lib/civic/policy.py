@@ -10,6 +10,10 @@ import json
 # transparency page, and what only the gateway checks (valid_range: docs/protocol.md §2). The flash
 # tools leave them out of the board's copy and read this tuple with ast: keep it a literal.
 _DOC_ONLY = ("label", "unit", "source", "purpose", "retention_days", "valid_range")
+# top-level policy keys that are text for people only (the transparency page): dropped on load like
+# _DOC_ONLY, and left out of the board's copy the same way (read with ast: keep it a literal), so a
+# change of their wording never changes what a board must hold. The firmware reads version, kinds, defaults.
+_DOC_ONLY_TOP = ("statement", "not_collected", "recipients")
 # the releases this firmware knows (docs/privacy.md §1): a people-related field (personal: true) leaves
 # only as a noisy count and a noisy count is only for one, so a typo or a copied "aggregate" on a people
 # count is refused here, not published raw
@@ -106,6 +110,9 @@ def parse(text, kind):
         raise PolicyError("policy.json is not valid JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("kinds"), dict):
         raise PolicyError("policy.json has no kinds")
+    for key in _DOC_ONLY_TOP:
+        if key in doc:
+            del doc[key]
     if doc.get("version") != 1:
         raise PolicyError("unsupported policy version %r" % (doc.get("version"),))
     spec = doc["kinds"].get(kind)
