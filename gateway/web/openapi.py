@@ -167,8 +167,10 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                      "304": {"description": "not modified: If-None-Match names the ETag (no body)",
                                              "headers": _POLICY_HEADERS},
                                      "400": _BAD,
-                                     "503": _err("the file on disk no longer holds the policy in force (changed"
-                                                 " since the gateway started; code `policy_file_changed`)")}}},
+                                     "503": _err("the policy in force was not read from the policy file (an app"
+                                                 " given another policy by its caller; code `policy_file_changed`);"
+                                                 " a file changed since the start is not this: the bytes read at"
+                                                 " start are served until a restart")}}},
         "/favicon.ico": {"get": {"summary": "No icon (204): browsers ask it on every page", "tags": ["meta"],
                                  "responses": {"204": {"description": "no icon"}, "400": _BAD}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],

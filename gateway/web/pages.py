@@ -81,14 +81,14 @@ async def transparency_json(request: web.Request) -> web.Response:
 async def policy_json(request: web.Request) -> web.Response:
     """The privacy policy file the gateway runs with, byte for byte (its SHA-256 is the ETag and the
     ``policy_sha256`` of /transparency), so a citizen can hash it and compare with a release's. Never
-    compressed: the bytes on the wire are the file's. 503 ``policy_file_changed`` when the file on disk no
-    longer holds the policy in force."""
+    compressed: the bytes on the wire are the file's. They are the bytes read at start, also when the file
+    was changed since (the operator is warned; a restart applies it). 503 ``policy_file_changed`` only when
+    the policy in force was not read from the policy file (an app given another policy by its caller)."""
     params.reject_unknown(request.query, ())
     served = policy_file(ctx_of(request).policy)
     if served is None:
-        raise Unavailable("the privacy policy file on the gateway no longer holds the policy the gateway runs "
-                          "with (changed since it started); a restart of the gateway applies and serves it",
-                          code="policy_file_changed")
+        raise Unavailable("the privacy policy the gateway runs with was not read from its policy file, so there "
+                          "are no policy file bytes to serve", code="policy_file_changed")
     etag = '"%s"' % served.sha256
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if_none = request.headers.get("If-None-Match")
