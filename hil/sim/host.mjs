@@ -84,6 +84,7 @@ let flushScheduled = false;
 const host = {
   clock,
   realImmediate: (fn) => real.setImmediate(fn),
+  realDelay: (fn, ms) => real.setTimeout(fn, ms),
   emit(obj) {
     outLines.push(JSON.stringify(obj));
     host.scheduleFlush();
@@ -200,14 +201,58 @@ function drive() {
   else real.setTimeout(drive, 5);
 }
 
+// A boot (reset, wake, soft reboot, power-on) loads the interpreter in wall time; real hardware
+// spends no clock on that. A paused clock asked to advance therefore waits (in wall time) while
+// a board is "booting" instead of moving past it, for at most bootWaitMs per chunk (then it goes
+// on and says which board it gave up on: a "boot_wait_timeout" event), so nothing hangs.
+let bootWaitMs = 60000;
+
+/** The first board that is loading its interpreter (state "booting"), or null. */
+function bootingBoard() {
+  for (const b of boards.values()) if (b.state === "booting") return b;
+  return null;
+}
+
+/**
+ * Tick the paused clock by step ms, timer by timer, waiting out any boot that starts (or is
+ * under way) before the clock moves on; `budget` holds the wall ms this chunk may still wait.
+ */
+async function tickPastBoots(step, budget) {
+  let left = step;
+  for (;;) {
+    let b = bootingBoard();
+    while (b !== null && budget.ms > 0) {
+      const t0 = real.now();
+      await new Promise((r) => real.setTimeout(r, 2));
+      budget.ms -= real.now() - t0;
+      b = bootingBoard();
+      if (b !== null && budget.ms <= 0) {
+        host.log(`board ${b.id} still booting after ${budget.waited} ms of wall time; the clock goes on`);
+        host.emit({ ev: "boot_wait_timeout", board: b.id, waited_ms: budget.waited });
+      }
+    }
+    if (left <= 0) return;
+    // Up to the next timer only: one that resets or wakes a board starts its boot, waited out above.
+    // A time.sleep() in a timer moves the clock by itself (setSystemTime): that is not counted in step.
+    // (An overdue timer, were there one, is one no tick fires: tick the rest as one tick(step) would.)
+    const first = clock.timerHeap ? clock.timerHeap.peek() : null; // no heap before the first timer
+    const due = first ? first.callAt - clock.now : Infinity;
+    const dt = due >= 0 ? Math.min(due, left) : left;
+    runTimers(() => clock.tick(dt));
+    left -= dt;
+  }
+}
+
 /** Advance virtual time by ms in chunks, letting I/O through between chunks. */
 async function advance(ms, chunk) {
+  if (!(chunk > 0)) throw new Error(`advance needs a chunk > 0 ms, not ${chunk}`);
   advancing = true;
   try {
     let left = ms;
     while (left > 0) {
       const step = Math.min(left, chunk);
-      runTimers(() => clock.tick(step));
+      if (speed < 0) await tickPastBoots(step, { ms: bootWaitMs, waited: bootWaitMs });
+      else runTimers(() => clock.tick(step)); // a running clock does not wait for boots
       left -= step;
       flush();
       await new Promise((r) => real.setImmediate(r));
@@ -221,6 +266,13 @@ async function advance(ms, chunk) {
 function need(req, key) {
   if (req[key] === undefined) throw new Error(`op ${req.op} needs "${key}"`);
   return req[key];
+}
+
+/** req[key] as a number >= 0 (wall or virtual ms), or a clear error. */
+function msOf(req, key) {
+  const v = Number(need(req, key));
+  if (!Number.isFinite(v) || v < 0) throw new Error(`"${key}" must be a number of ms >= 0, not ${JSON.stringify(req[key])}`);
+  return v;
 }
 
 function board(req) {
@@ -259,6 +311,7 @@ function applyFault(b, f) {
     case "power_loss": b.powerLoss(f.off_ms ?? 100); break;
     case "power_loss_write": b.faults.cutWrite = { match: f.match || null, fraction: f.fraction ?? 0.5, off_ms: f.off_ms ?? 100 }; break;
     case "clock_skew": b.clockOffsetMs += need(f, "ms"); break;
+    case "slow_boot": b.slowBootMs = msOf(f, "ms"); break; // test hook: wall ms per boot
     case "ble_disconnect": host.emit({ ev: "fault", board: b.id, kind: "ble_disconnect" }); break;
     default: throw new Error(`unknown fault kind ${f.kind}`);
   }
@@ -306,7 +359,8 @@ async function handle(req) {
     case "clock":
       if (req.speed !== undefined) speed = Number(req.speed);
       if (req.hold_at !== undefined) holdAt = req.hold_at === null ? null : Number(req.hold_at);
-      return reply(req, { now: Date.now(), speed, hold_at: holdAt });
+      if (req.boot_wait_ms !== undefined) bootWaitMs = msOf(req, "boot_wait_ms");
+      return reply(req, { now: Date.now(), speed, hold_at: holdAt, boot_wait_ms: bootWaitMs });
     case "advance":
       await advance(Number(need(req, "ms")), Number(req.chunk ?? 1000));
       return reply(req, { now: Date.now() });

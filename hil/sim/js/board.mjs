@@ -98,7 +98,7 @@ except Exception:
 
 export class Board {
   /**
-   * @param {object} host the Host (emit(), clock, realImmediate)
+   * @param {object} host the Host (emit(), clock, realImmediate, realDelay)
    * @param {string} id board id
    * @param {object} o {config, flash, pins, adc_pins, uart_ids, lamp, heap, seed, mpyDir, uid}
    */
@@ -125,6 +125,7 @@ export class Board {
     this.pwm = new Map();      // pin -> {freq, duty}
     this.echo = new Map();     // pin -> echo pulse length (us)
     this.lampFailed = false;
+    this.slowBootMs = 0;       // wall ms added to every boot (fault "slow_boot", a test hook)
     this.rx = new Map();       // uart id -> Buffer
     this.rtcMem = Buffer.alloc(0);
     this.clockOffsetMs = 0;
@@ -159,6 +160,36 @@ export class Board {
     this.state = "booting";
     this.resetCause = cause;
     this.stats.boots++;
+    try {
+      await this.load(gen);
+    } catch (e) {
+      // A boot that fails (the interpreter does not load, the prelude raises) must not stay
+      // "booting": a paused clock waits for booting boards. It ends off, like a dead board.
+      if (gen === this.gen) {
+        this.halt();
+        this.host.emit({ ev: "boot_failed", board: this.id, cause, error: String(e && e.message ? e.message : e) });
+      }
+      throw e;
+    }
+    if (gen !== this.gen) return;
+    this.state = "running";
+    this.host.emit({ ev: "boot", board: this.id, cause, gen });
+    const raw = this.mode === "raw";
+    this.runFile(gen, "boot.py");
+    if (gen !== this.gen) return;
+    if (runMain && !raw) this.runFile(gen, "main.py");
+    if (gen !== this.gen) return;
+    enter(this.ctx);
+    this.mp.replInit();
+    if (raw) this.mp.replProcessChar(1);
+    this.pump();
+  }
+
+  /** Load a fresh interpreter with the board's modules and flash (sets this.mp unless reset meanwhile). */
+  async load(gen) {
+    // Test hook (fault "slow_boot"): a host too loaded to load the interpreter for this long.
+    if (this.slowBootMs > 0) await new Promise((r) => this.host.realDelay(r, this.slowBootMs));
+    if (gen !== this.gen) return;
     const write = (b) => { if (gen === this.gen) this.console(b); };
     const mp = await loadMicroPython({ heapsize: this.heap, linebuffer: false, stdout: write, stderr: write });
     const ctx = capture(mp); // several interpreters share the glue's globals: see mpcontext.mjs
@@ -180,17 +211,6 @@ export class Board {
     mp.FS.root.mount.mountpoint = "/";
     mp.runPython("import os\nos.chdir('/')\n");
     this.mp = mp;
-    this.state = "running";
-    this.host.emit({ ev: "boot", board: this.id, cause, gen });
-    const raw = this.mode === "raw";
-    this.runFile(gen, "boot.py");
-    if (gen !== this.gen) return;
-    if (runMain && !raw) this.runFile(gen, "main.py");
-    if (gen !== this.gen) return;
-    enter(this.ctx);
-    mp.replInit();
-    if (raw) mp.replProcessChar(1);
-    this.pump();
   }
 
   runFile(gen, name) {
