@@ -30,6 +30,25 @@ def _board(tmp_path: Path, start_s: int, seed: int):  # type: ignore[no-untyped-
                                   seed=seed, start_ms=start_s * 1000, paced=False)
 
 
+def _write_fault_fired(gw: VirtualClockGateway) -> bool:
+    return any(e.get("kind") == "power_loss_write" for e in gw.board.events)
+
+
+async def _until_the_write_fault(gw: VirtualClockGateway, *, close_s: int) -> None:
+    """Step 1 s at a time until the armed write fault fires, at most until the window ending at
+    ``close_s`` (unix s, the board's clock) must have been written: the firmware closes it at its
+    first sample at or after ``close_s``, and samples every ``sleep.interval_s`` (a fixed step count
+    had no margin: the write landed on its last step, and an ACK's time sync can set the board's
+    clock a little behind the virtual clock)."""
+    sample_s = int(gw.board.config["sleep"]["interval_s"])
+    since_close = 0
+    while not _write_fault_fired(gw) and since_close <= sample_s:
+        await gw.run(1)
+        st = await gw.board.state()
+        if (st["now"] + st["clock_offset_ms"]) // 1000 >= close_s:
+            since_close += 1
+
+
 async def test_outage_power_loss_and_reboots_lose_and_double_nothing(tmp_path: Path) -> None:
     gw = VirtualClockGateway(_board(tmp_path, DAY0 + 5 * 3600 + 54 * 60, seed=3), tmp_path / "gw")
     try:
@@ -45,7 +64,7 @@ async def test_outage_power_loss_and_reboots_lose_and_double_nothing(tmp_path: P
         await gw.run(60)
         # Power loss in the middle of the next outbox write (06:15 window).
         await gw.board.fault("power_loss_write outbox")
-        await gw.run(9 * 60)
+        await _until_the_write_fault(gw, close_s=DAY0 + 6 * 3600 + 15 * 60)
         assert any(e.get("kind") == "power_loss_write" for e in gw.board.events), "the write fault never fired"
         await gw.run(2 * 60)  # the firmware marks itself stable after 60 s
         # Reboot storm: 3 resets 10 virtual s apart, then 4 more 70 s apart. (4 unclean boots in a row, each
