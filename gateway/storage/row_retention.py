@@ -26,7 +26,12 @@ What removal must not undo:
 * **Report ids.** ``reports`` has no AUTOINCREMENT: a new row takes ``MAX(id) + 1``. The open data's
   publication marks and change feeds name reports by id, so the newest row (the highest id) is never
   removed: ids are never reused. It also keeps the reception time the retention clock checks the
-  gateway clock against (gateway/retention_clock.py).
+  gateway clock against (gateway/retention_clock.py). The same holds for ``window_duplicates`` (no
+  AUTOINCREMENT either): the privacy-budget CSV publishes its repeat releases up to a rowid per mark
+  (gateway/web/published_marks.py, ``published:repeats``), so its newest row (the highest rowid) is never
+  removed either. Else, once retention removed every row, a new repeat release took a rowid at or below
+  the published bound and showed before its mark, and the saved bound named a row gone at the next start.
+  The row kept counts nowhere: its stored release is gone (the budget counts a repeat release only with it).
 * **The provenance chain** is its own table (device, seq, gateway, frame digest, hashes; no time, no
   link, no measurement: the digest is a SHA-256 of the authenticated frame, from which no value can be
   read back without the device key): removing reports leaves it whole, and ``export-log`` verifies as before.
@@ -158,11 +163,12 @@ def remove_window_duplicates(conn: sqlite3.Connection, kind: str, cutoff: int) -
     """Remove the ``window_duplicates`` rows of ``kind`` whose stored release (``kept_seq``) is gone, whose
     reception is older than ``cutoff`` and whose seq is at or below their device's ACK floor (inside the
     caller's transaction), retiring their seqs first; return how many. Such a row records why a release was
-    not stored: it goes with the release it names. Rows a development build recorded without a kind (``''``)
-    are passed with the longest cutoff."""
+    not stored: it goes with the release it names. The newest row (the highest rowid) stays, as the newest
+    report does: its rowid is never reused (see "Report ids" above). Rows a development build recorded
+    without a kind (``''``) are passed with the longest cutoff."""
     where = ("FROM window_duplicates wd WHERE wd.kind = ?1 AND wd.received_at <= ?2 AND wd."
-             + _AT_OR_BELOW_FLOOR % "wd" + " AND NOT EXISTS"
-             " (SELECT 1 FROM reports r WHERE r.device = wd.device AND r.seq = wd.kept_seq)")
+             + _AT_OR_BELOW_FLOOR % "wd" + " AND wd.rowid < (SELECT MAX(rowid) FROM window_duplicates)"
+             " AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.device = wd.device AND r.seq = wd.kept_seq)")
     rows = conn.execute("SELECT wd.device, MAX(wd.seq), COUNT(*) " + where + " GROUP BY wd.device",
                         (kind, cutoff)).fetchall()
     if not rows:
