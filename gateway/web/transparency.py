@@ -393,8 +393,10 @@ def _policy_file_section(doc: Mapping[str, Any]) -> list[str]:
            "must understand, not of what it says: the fingerprint changes with any change." if version is not None
            else "")
     if doc["policy_sha256"] is None:
-        body = ("The privacy policy file this gateway runs with cannot be served at the moment (the file was "
-                "changed since the gateway started), so its fingerprint is not shown.")
+        # None only when the policy in force was not read from the policy file (an app given another
+        # policy by its caller): there are no file bytes to serve or hash (gateway/web/policy_file.py).
+        body = ("The privacy policy this gateway runs with was not read from its policy file, so that file "
+                "cannot be served as the policy in force and no fingerprint is shown.")
     else:
         body = ("This page is generated from the privacy policy file this gateway runs with: "
                 "<a href=\"policy.json\">policy.json</a>, SHA-256 fingerprint "
