@@ -99,14 +99,17 @@ def _assert_names(exc: BaseException, key: str, says: tuple[str, ...]) -> None:
 
 
 @pytest.fixture
-def policy_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A policy file that :func:`load_policy` reads instead of firmware/policy.json (cache cleared around)."""
+def policy_file(tmp_path: Path) -> Iterator[Path]:
+    """A policy file that :func:`load_policy` reads instead of firmware/policy.json (cache cleared around;
+    the shipped file loaded again after)."""
     path = tmp_path / "policy.json"
     path.write_bytes(resources.policy_path().read_bytes())
-    monkeypatch.setattr(resources, "policy_path", lambda: path)
+    with pytest.MonkeyPatch.context() as mp:  # undone before the shipped file is loaded again
+        mp.setattr(resources, "policy_path", lambda: path)
+        load_policy.cache_clear()
+        yield path
     load_policy.cache_clear()
-    yield path
-    load_policy.cache_clear()
+    load_policy()  # the shipped file is again what was loaded, for the tests after this one
 
 
 def test_the_shipped_policy_keeps_the_rule() -> None:

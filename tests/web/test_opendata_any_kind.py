@@ -76,9 +76,12 @@ def use_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: dict[str
 
 
 @pytest.fixture
-async def air_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Fleet, dict[str, Any]]]:
+async def air_fleet(tmp_path: Path) -> AsyncIterator[tuple[Fleet, dict[str, Any]]]:
     """A gateway whose policy has the ``air`` kind, with a streetlight, a bin and two air sensors that
     reported the hour before NOW (aq-02 only a withheld people count and one pm25 value)."""
+    # Its own patch, undone before the shipped file is loaded again at the end (the monkeypatch fixture's
+    # is undone after this fixture's teardown, too late for that).
+    monkeypatch = pytest.MonkeyPatch()
     policy = use_policy(monkeypatch, tmp_path, policy_with(air=AIR))
     try:
         registry = Registry(tmp_path / "registry")
@@ -113,7 +116,9 @@ async def air_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
             store.close()
             registry.close()
     finally:
+        monkeypatch.undo()
         resources.load_policy.cache_clear()
+        resources.load_policy()  # the shipped file is again what was loaded, for the tests after this one
 
 
 def app_client(fl: Fleet, policy: dict[str, Any], now: int) -> TestClient:
