@@ -51,8 +51,8 @@ class DevicePolicyError(FieldError):
 
 
 def _firmware_tuple(firmware_root: Path | None, name: str) -> tuple[str, ...] | None:
-    """The tuple of strings assigned to ``name`` at the top of the tree's ``civic/policy.py``, None when
-    ``name`` is not assigned there.
+    """The tuple of strings assigned to ``name`` at the top of the tree's ``civic/policy.py`` (``name = ...``
+    or annotated, ``name: tuple[str, ...] = ...``), None when ``name`` is not assigned there.
 
     Raises:
         DevicePolicyError: the module cannot be read, or ``name`` is assigned something other than a
@@ -65,15 +65,21 @@ def _firmware_tuple(firmware_root: Path | None, name: str) -> tuple[str, ...] | 
         raise DevicePolicyError(f"cannot read the policy keys the firmware drops from {module}: {exc}",
                                 path=str(module)) from exc
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == name):
-            try:
-                keys = ast.literal_eval(node.value)
-            except (ValueError, TypeError, SyntaxError) as exc:
-                raise _no_tuple(firmware_root, name) from exc
-            if isinstance(keys, tuple) and all(isinstance(k, str) for k in keys):
-                return keys
-            raise _no_tuple(firmware_root, name)
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:  # (an annotation alone assigns nothing)
+            target, value = node.target, node.value
+        else:
+            continue
+        if not (isinstance(target, ast.Name) and target.id == name):
+            continue
+        try:
+            keys = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError) as exc:
+            raise _no_tuple(firmware_root, name) from exc
+        if isinstance(keys, tuple) and all(isinstance(k, str) for k in keys):
+            return keys
+        raise _no_tuple(firmware_root, name)
     return None
 
 
