@@ -89,7 +89,7 @@ def published_meta_writer(save: Callable[[str, str], Awaitable[object]]) -> Call
 
 
 class PublishedMarks:
-    """The bound and mark each kind of public answer (``entities``, ``csv``) is published at.
+    """The bound and mark each kind of public answer (``entities``, ``csv``, ``repeats``) is published at.
 
     Args:
         queries: returns the storage read API (raises StorageError when there is none).
@@ -135,7 +135,7 @@ class PublishedMarks:
             REPEATS: publication.csv_mark}
 
     async def current(self, kind: str) -> tuple[int, int]:
-        """:meth:`bound` at the current mark of ``kind`` (``entities`` or ``csv``)."""
+        """:meth:`bound` at the current mark of ``kind`` (``entities``, ``csv`` or ``repeats``)."""
         return await self.bound(kind, self._mark_of[kind](self._clock()))
 
     def published_mark(self) -> int:
@@ -157,8 +157,9 @@ class PublishedMarks:
 
     async def bound(self, kind: str, mark: int) -> tuple[int, int]:
         """The highest id of the reports received before ``mark`` (read once per mark) and the mark the
-        answer is as of. The id is never below what was published before for that ``kind`` (``entities``
-        or ``csv``), whatever the clock does, nor below what the store's ``meta`` says was published; the
+        answer is as of (for ``repeats``, the highest ``window_duplicates`` rowid of the repeat releases
+        received before it). The id is never below what was published before for that ``kind`` (``entities``,
+        ``csv`` or ``repeats``), whatever the clock does, nor below what the store's ``meta`` says was published; the
         mark neither while the clock is behind the newest stored report, and is ``mark`` once it is not."""
         await self._restore()
         got = self._bounds.get((kind, mark))

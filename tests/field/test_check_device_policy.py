@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from pathlib import Path
-
 import shutil
+from pathlib import Path
 
 import pytest
 

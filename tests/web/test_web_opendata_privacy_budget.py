@@ -211,13 +211,17 @@ async def test_releases_received_after_the_mark_show_at_the_next(fleet: Fleet) -
     """A report and a repeat release received at 00:07, after the 00:05 mark, show at 01:05, not before."""
     now = [float(NEXT_DAY)]
     async with app_client(fleet, clock=lambda: now[0]) as c:
-        before = _spend(await (await c.get(PATH)).text())
+        resp = await c.get(PATH)
+        before, etag = _spend(await resp.text()), resp.headers["ETag"]
         got = fleet.store.insert_batch([_release(50_000, NOW - 6 * H, 6 * H, {"mot": 77}, NEXT_DAY - 180),
                                         _release(49_000, NOW - 12 * H, 6 * H, {"mot": 9}, NEXT_DAY - 180)])
         assert len(got.window_duplicates) == 1 and len(got.inserted) == 1
+        assert (await c.get(PATH, headers={"If-None-Match": etag})).status == 304
         assert _spend(await (await c.get(PATH)).text()) == before
         now[0] = NEXT_DAY + H
-        after = _spend(await (await c.get(PATH)).text())
+        resp = await c.get(PATH, headers={"If-None-Match": etag})
+        assert resp.status == 200 and resp.headers["ETag"] != etag  # the 01:05 mark: a new answer, a new tag
+        after = _spend(await resp.text())
     assert before[("2026-11-21", "sl-01", "mot")] == (500, 1, 0)
     assert after[("2026-11-21", "sl-01", "mot")] == (1500, 3, 1)
 
