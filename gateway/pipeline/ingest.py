@@ -305,6 +305,7 @@ class IngestService:
         self._failing_error: GatewayError | None = None
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._bug_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # tracebacks of unexpected commit errors
+        self._batch_settled = False  # _commit settled the batch it handles (_abandon must not again)
         self._unverified_log = LogLimiter(UNVERIFIED_LOG_EVERY_S, log_clock)
         self._drop_warning = CountedWarning(
             OUTBOX_DROP_LOG_EVERY_S, log_clock, "MQTT outbox at its cap: dropped %d more message(s) since the last "
@@ -764,7 +765,32 @@ class IngestService:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
-            await self._commit(batch)
+            self._batch_settled = False
+            try:
+                await self._commit(batch)
+            except Exception:  # a bug after the store call: the writer must outlive it (module docstring)
+                self._abandon(batch)
+
+    def _abandon(self, batch: list[_Queued]) -> None:
+        """After an unexpected error in :meth:`_commit`: log it with its traceback (once per burst), fail the
+        reports of ``batch`` not yet answered (not acknowledged now: their devices re-send, and a copy of a
+        stored one is answered as a duplicate), and settle the batch if that did not happen yet."""
+        more = self._bug_log.allow()
+        if more is not None:
+            log.error("handling a commit of %d report(s) failed with an unexpected error (a civicedge bug: please "
+                      "report it with this traceback); their devices re-send them%s", len(batch),
+                      more_since(more, "such error(s)"), exc_info=True)
+        exc = StorageError("handling the commit failed: unexpected error (see the traceback logged)", reason="internal")
+        for verified, fut, _ in batch:
+            if fut.done():
+                continue
+            win = self._window(verified.record.device)
+            if win.pending.get(verified.record.seq) is fut:
+                del win.pending[verified.record.seq]
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiting handlers see it via shield
+        if not self._batch_settled:
+            self._settled(sum(1 for _, _, link in batch if link is not None))
 
     def _commit_failed(self, size: int, exc: GatewayError) -> None:
         """Count a failed commit and log it, at most one line per :data:`OVERLOAD_LOG_EVERY_S` (a full
@@ -930,9 +956,11 @@ class IngestService:
             except (GatewayError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # a bug, not the disk: the writer must outlive it (devices re-send)
-                if self._bug_log.allow() is not None:
+                more = self._bug_log.allow()
+                if more is not None:
                     log.error("commit of %d report(s) failed with an unexpected error (a civicedge bug: please "
-                              "report it with this traceback)", len(batch), exc_info=True)
+                              "report it with this traceback)%s", len(batch), more_since(more, "such error(s)"),
+                              exc_info=True)
                 raise StorageError("storing %d reports failed: unexpected %s (see the traceback logged)"
                                    % (len(batch), type(exc).__name__), reason="internal") from exc
         except GatewayError as exc:
@@ -945,13 +973,19 @@ class IngestService:
                 if not fut.done():
                     fut.set_exception(exc)
                 fut.exception()  # retrieved: waiting handlers saw it via shield
+            self._batch_settled = True
             self._settled(sum(1 for _, _, link in batch if link is not None))
             return
         assert isinstance(result, BatchResult)
+        # Counted first: what the store holds now is counted even should handling the batch fail below.
+        self._metrics.reports_stored.inc(len(result.inserted))
+        self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
+        self._metrics.duplicates.inc(len(result.duplicates))
         if self._failing:
             log.warning("report store commits succeed again, after %d failed commit(s)", self._failing)
             self._failing, self._failing_error = 0, None
             self._fail_log.reset()
+            self._bug_log.reset()
         self._saved_floor.update(floors)
         now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
@@ -1010,10 +1044,8 @@ class IngestService:
         # One cumulative ACK per device and link covers every report of it in this commit.
         for verified, link in acks.values():
             self._spawn(self._ack(verified, link))
+        self._batch_settled = True
         self._settled(sum(1 for _, _, link in batch if link is not None))
-        self._metrics.reports_stored.inc(len(result.inserted))
-        self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
-        self._metrics.duplicates.inc(len(result.duplicates))
         if result.window_duplicates:
             self._window_duplicates(result.window_duplicates)
         if result.outbox_dropped:

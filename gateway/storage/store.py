@@ -411,8 +411,7 @@ class ReportStore:
             gone = file_problem(self._files) is not None
             conn.execute("ROLLBACK" if gone else "COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _roll_back(conn, what)
             if isinstance(exc, sqlite3.Error):
                 raise self._error(what, exc, "write_failed") from exc
             raise
@@ -549,8 +548,7 @@ class ReportStore:
             conn.execute("COMMIT")
         except BaseException as exc:
             # Any error, not only SQLite's: a transaction left open would fail every later BEGIN.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _roll_back(conn, what)
             if isinstance(exc, sqlite3.Error):
                 raise self._error(what, exc, "write_failed") from exc
             raise
@@ -1230,6 +1228,18 @@ INSERT_REPORTS = ("INSERT OR IGNORE INTO reports (device, seq, kind, zone, type,
 INSERT_CHAIN = ("INSERT INTO chain (pos, device, seq, gateway, digest, prev, hash) VALUES ", 7)
 INSERT_FLOORS = ("INSERT INTO ack_floor (device, floor) VALUES ", 2)
 UPSERT_FLOORS = " ON CONFLICT(device) DO UPDATE SET floor = MAX(floor, excluded.floor)"
+
+
+def _roll_back(conn: sqlite3.Connection, what: str) -> None:
+    """Roll back the open transaction, if any, after a failure in it. A ROLLBACK that fails itself (an I/O
+    error, a damaged page) is logged, never raised: the error being handled is the one to report (a
+    damaged file is recognised from it), not the rollback's."""
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.error("rolling back after %s failed as well: %s", what, sqlite_message(exc))
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]], *,

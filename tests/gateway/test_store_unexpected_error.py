@@ -83,3 +83,74 @@ async def test_the_ingest_writer_outlives_an_unexpected_store_error(
         assert "report store commits succeed again, after 1 failed commit(s)" in caplog.text
     finally:
         await gw.stop()
+
+
+class _RollbackFails:
+    """The store's connection, whose ROLLBACK fails as on a disk that stopped answering (an I/O error
+    cannot be produced on this machine's disk at will); everything else is the real connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def test_a_failing_rollback_does_not_hide_the_error_being_handled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    store = ReportStore(tmp_path / "reports.sqlite", gateway_id="gw")
+    real = store._conn
+    try:
+        monkeypatch.setattr(store, "_conn", _RollbackFails(real))
+        bad = ReportRecord("bin-1", 1, "bin", "north", "win", T0, 900, {"fill": object()},  # type: ignore[dict-item]
+                           {}, [], "1.0", T0 + 5.0, "serial:/dev/x", "%064x" % 1)
+        with pytest.raises(TypeError):               # the error being handled, not the rollback's OperationalError
+            store.insert_batch([bad], {})
+        assert "rolling back after storing 1 reports failed as well: disk I/O error" in caplog.text
+    finally:
+        monkeypatch.setattr(store, "_conn", real)
+        if real.in_transaction:
+            real.execute("ROLLBACK")
+        store.close()
+
+
+@pytest.mark.timeout(60)
+async def test_the_ingest_writer_outlives_an_unexpected_error_after_the_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Stored, then the ACK could not be started (a bug): the writer goes on, the batch is settled once,
+    and the device's re-send is answered as a duplicate."""
+    caplog.set_level(logging.INFO)
+    dev = PtyDevice(KEYS)
+    gw = Gateway(load_config(make_env(tmp_path, serial=(dev.path,))))
+    await gw.start()
+    try:
+        await _wait(lambda: gw.metrics.value("civicedge_link_state", {"link": "serial:%s" % dev.path}) == 1,
+                    "link", dev)
+        ingest = gw.ingest
+        assert ingest is not None
+        real_spawn = ingest._spawn
+        broken = {"left": 1}
+
+        def spawn(coro):  # type: ignore[no-untyped-def]
+            if broken["left"] and getattr(coro, "__name__", "") == "_ack":
+                broken["left"] -= 1
+                coro.close()
+                raise RuntimeError("a bug")
+            real_spawn(coro)
+
+        monkeypatch.setattr(ingest, "_spawn", spawn)
+        dev.send([report_frame("bin-1", 1, KEYS["bin-1"])])
+        await _wait(lambda: gw.metrics.value("civicedge_reports_stored_total") == 1, "stored", dev)
+        await _wait(lambda: any("handling a commit of 1 report(s) failed" in r.getMessage() and r.exc_info
+                                for r in caplog.records), "traceback logged", dev)
+        assert dev.acks.get("bin-1", 0) == 0 and ingest.backlog == 0   # settled once, not acknowledged
+        dev.send([report_frame("bin-1", 1, KEYS["bin-1"]), report_frame("bin-1", 2, KEYS["bin-1"])])
+        await _wait(lambda: dev.acks.get("bin-1", 0) >= 2, "no ACK after the error: %r" % dev.acks, dev)
+        assert gw.metrics.value("civicedge_reports_stored_total") == 2 and ingest.backlog == 0
+    finally:
+        await gw.stop()
