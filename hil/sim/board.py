@@ -281,7 +281,7 @@ class VirtualBoard:
         return await self.host.advance(int(seconds * 1000), chunk_ms=int(chunk_s * 1000))
 
     async def state(self) -> dict[str, Any]:
-        """Host-side state: ``state`` (running/sleep/off), reset ``cause``, REPL ``mode``, link
+        """Host-side state: ``state`` (booting/running/sleep/off), reset ``cause``, REPL ``mode``, link
         ``stats``, ``pwm`` and ``out`` pin levels, ``clock_offset_ms``, virtual ``now``."""
         return await self.host.request({"op": "state", "board": self.device_id})
 
