@@ -92,7 +92,7 @@ async def test_the_policy_file_is_served_byte_for_byte_and_its_sha256_is_on_the_
 
 
 async def test_a_policy_other_than_the_file_is_never_served_under_its_name(fleet: Fleet) -> None:
-    """A gateway running a policy the file on disk no longer holds (the file replaced since the start)
+    """A gateway given a policy that was not read from the policy file (by the program embedding it)
     must not publish the file's bytes or hash as the policy in force."""
     policy = copy.deepcopy(load_policy())
     policy["statement"] = "a different statement than the file's"
