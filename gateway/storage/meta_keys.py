@@ -6,8 +6,9 @@ without importing the store.
 
 from __future__ import annotations
 
-# What the public open data published last (``published:entities``, ``published:csv``, ``published:repeats``): the only rows
-# the web layer may write (through :meth:`gateway.storage.store.ReportStore.save_meta`).
+# What the public open data published last (``published:entities``, ``published:csv``,
+# ``published:repeats``): the only rows the web layer may write (through
+# :meth:`gateway.storage.store.ReportStore.save_meta`).
 PUBLISHED_META_PREFIX = "published:"
 # The longest key and value ReportStore.save_meta writes, in characters.
 MAX_META_KEY = 64
