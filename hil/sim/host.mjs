@@ -203,33 +203,65 @@ function drive() {
 
 // A boot (reset, wake, soft reboot, power-on) loads the interpreter in wall time; real hardware
 // spends no clock on that. A paused clock asked to advance therefore waits (in wall time) while
-// a board is "booting" instead of moving past it, for at most bootWaitMs per chunk (then it goes
-// on and says which board it gave up on: a "boot_wait_timeout" event), so nothing hangs.
+// a board is "booting" instead of moving past it. Bounded per board and per advance: a board is
+// waited for at most bootWaitMs of wall time in one advance, and not at all once it booted more
+// than BOOT_LOOP_BOOTS times within BOOT_LOOP_MS of virtual time (firmware that resets at start
+// would otherwise cost a boot's wall time per virtual ms); either way the host says so with a
+// "boot_wait_timeout" event naming the board, and the clock goes on, so nothing hangs.
 let bootWaitMs = 60000;
+const BOOT_LOOP_BOOTS = 5;
+const BOOT_LOOP_MS = 1000;
 
-/** The first board that is loading its interpreter (state "booting"), or null. */
-function bootingBoard() {
-  for (const b of boards.values()) if (b.state === "booting") return b;
-  return null;
+/** What one advance() knows about the boots it waited for (per board id). */
+function bootWaits() {
+  return { waited: new Map(), skip: new Set(), boots: new Map(), seen: new Map() };
+}
+
+/** The boards loading their interpreter (state "booting") that this advance still waits for. */
+function bootingBoards(w) {
+  const out = [];
+  for (const b of boards.values()) {
+    if (b.state !== "booting" || w.skip.has(b.id)) continue;
+    if (w.seen.get(b.id) !== b.gen) { // a new boot of it: a boot loop is given up on
+      w.seen.set(b.id, b.gen);
+      const recent = (w.boots.get(b.id) ?? []).filter((t) => clock.now - t < BOOT_LOOP_MS);
+      recent.push(clock.now);
+      w.boots.set(b.id, recent);
+      if (recent.length > BOOT_LOOP_BOOTS) {
+        giveUp(w, b, `it booted ${recent.length} times within ${BOOT_LOOP_MS} virtual ms (a boot loop)`, "boot_loop");
+        continue;
+      }
+    }
+    out.push(b);
+  }
+  return out;
+}
+
+function giveUp(w, b, why, reason) {
+  w.skip.add(b.id);
+  const waited = Math.round(w.waited.get(b.id) ?? 0);
+  host.log(`board ${b.id}: the paused clock stops waiting for its boots in this advance: ${why}`);
+  host.emit({ ev: "boot_wait_timeout", board: b.id, reason, waited_ms: waited });
 }
 
 /**
  * Tick the paused clock by step ms, timer by timer, waiting out any boot that starts (or is
- * under way) before the clock moves on; `budget` holds the wall ms this chunk may still wait.
+ * under way) before the clock moves on, within the limits of `w` (bootWaits(), one per advance).
  */
-async function tickPastBoots(step, budget) {
+async function tickPastBoots(step, w) {
   let left = step;
   for (;;) {
-    let b = bootingBoard();
-    while (b !== null && budget.ms > 0) {
+    let booting = bootingBoards(w);
+    while (booting.length) {
       const t0 = real.now();
       await new Promise((r) => real.setTimeout(r, 2));
-      budget.ms -= real.now() - t0;
-      b = bootingBoard();
-      if (b !== null && budget.ms <= 0) {
-        host.log(`board ${b.id} still booting after ${budget.waited} ms of wall time; the clock goes on`);
-        host.emit({ ev: "boot_wait_timeout", board: b.id, waited_ms: budget.waited });
+      const dt = real.now() - t0;
+      for (const b of booting) {
+        const waited = (w.waited.get(b.id) ?? 0) + dt;
+        w.waited.set(b.id, waited);
+        if (waited >= bootWaitMs && b.state === "booting") giveUp(w, b, `still booting after ${Math.round(waited)} ms of wall time`, "timeout");
       }
+      booting = bootingBoards(w);
     }
     if (left <= 0) return;
     // Up to the next timer only: one that resets or wakes a board starts its boot, waited out above.
@@ -248,10 +280,12 @@ async function advance(ms, chunk) {
   if (!(chunk > 0)) throw new Error(`advance needs a chunk > 0 ms, not ${chunk}`);
   advancing = true;
   try {
+    const waits = bootWaits();
+    if (bootWaitMs === 0) for (const b of boards.values()) waits.skip.add(b.id); // 0: never wait
     let left = ms;
     while (left > 0) {
       const step = Math.min(left, chunk);
-      if (speed < 0) await tickPastBoots(step, { ms: bootWaitMs, waited: bootWaitMs });
+      if (speed < 0 && bootWaitMs > 0) await tickPastBoots(step, waits);
       else runTimers(() => clock.tick(step)); // a running clock does not wait for boots
       left -= step;
       flush();
@@ -268,10 +302,12 @@ function need(req, key) {
   return req[key];
 }
 
-/** req[key] as a number >= 0 (wall or virtual ms), or a clear error. */
+/** req[key] as a number >= 0 (wall or virtual ms), or a clear error (null, "", true are not numbers). */
 function msOf(req, key) {
-  const v = Number(need(req, key));
-  if (!Number.isFinite(v) || v < 0) throw new Error(`"${key}" must be a number of ms >= 0, not ${JSON.stringify(req[key])}`);
+  const v = need(req, key);
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+    throw new Error(`"${key}" must be a number of ms >= 0, not ${JSON.stringify(v)}`);
+  }
   return v;
 }
 
@@ -356,13 +392,16 @@ async function handle(req) {
       return reply(req, { state: b.state, cause: b.resetCause, mode: b.mode, stats: b.stats,
         pwm: Object.fromEntries(b.pwm), out: Object.fromEntries(b.out), clock_offset_ms: b.clockOffsetMs, now: Date.now() });
     }
-    case "clock":
+    case "clock": {
+      // every field checked before any is applied: a refused request changes nothing
+      const wait = req.boot_wait_ms !== undefined ? msOf(req, "boot_wait_ms") : bootWaitMs;
       if (req.speed !== undefined) speed = Number(req.speed);
       if (req.hold_at !== undefined) holdAt = req.hold_at === null ? null : Number(req.hold_at);
-      if (req.boot_wait_ms !== undefined) bootWaitMs = msOf(req, "boot_wait_ms");
+      bootWaitMs = wait;
       return reply(req, { now: Date.now(), speed, hold_at: holdAt, boot_wait_ms: bootWaitMs });
+    }
     case "advance":
-      await advance(Number(need(req, "ms")), Number(req.chunk ?? 1000));
+      await advance(msOf(req, "ms"), req.chunk === undefined ? 1000 : msOf(req, "chunk"));
       return reply(req, { now: Date.now() });
     case "shutdown":
       for (const b of boards.values()) b.halt();

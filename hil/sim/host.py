@@ -176,6 +176,11 @@ class SimHost:
         """
         await self.request({"op": "clock", "hold_at": None if virtual_ms is None else int(virtual_ms)})
 
+    async def set_boot_wait(self, wall_ms: int) -> None:
+        """Bound the wall time a paused clock's ``advance`` waits for one board's boots (per advance;
+        default 60000; 0: never wait, a boot then costs the virtual time it takes)."""
+        await self.request({"op": "clock", "boot_wait_ms": int(wall_ms)})
+
     async def ping(self) -> dict[str, Any]:
         """Return ``{"now", "rss", "boards"}`` of the host process."""
         return await self.request({"op": "ping"})

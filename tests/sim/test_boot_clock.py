@@ -87,16 +87,47 @@ async def test_an_unpowered_board_does_not_hold_the_clock_and_boots_at_power_on(
 async def test_a_boot_that_outlasts_the_wait_bound_is_named_and_the_clock_goes_on(make_board):
     board = await make_board(files={"main.py": UPTIME})
     await board.wait_console("UP ")
-    reply = await board.host.request({"op": "clock", "boot_wait_ms": 300})
-    assert reply["boot_wait_ms"] == 300
+    await board.host.set_boot_wait(300)
     await slow_boot(board, 5000)
     await board.fault("reset")
     t0 = time.monotonic()
-    await board.advance(2)  # two chunks: each waits at most 300 ms, then names the board
-    assert time.monotonic() - t0 < 4
+    await board.advance(5)  # five chunks: the board is waited for 300 ms in the whole advance, then named once
+    assert time.monotonic() - t0 < 2.5
     timeouts = [e for e in board.events if e.get("ev") == "boot_wait_timeout"]
-    assert timeouts and all(e["board"] == board.device_id and e["waited_ms"] == 300 for e in timeouts)
+    assert len(timeouts) == 1 and timeouts[0]["board"] == board.device_id and timeouts[0]["reason"] == "timeout"
+    assert 300 <= timeouts[0]["waited_ms"] < 1000   # what it really waited
     assert (await board.state())["state"] == "booting"
+
+
+# Resets as soon as it runs: each boot is a wall-time load, one per virtual ms.
+BOOT_LOOP = "import machine\nmachine.reset()\n"
+
+
+async def test_a_boot_loop_is_given_up_on_and_the_advance_stays_short(make_board):
+    board = await make_board(files={"main.py": UPTIME})
+    await board.wait_console("UP ")
+    (board.flash_dir / "main.py").write_text(BOOT_LOOP)
+    await board.fault("reset")
+    t0 = time.monotonic()
+    await board.advance(3)
+    # Before: the clock waited out every boot, ~25 ms of wall time per virtual ms (3 s: over a minute).
+    assert time.monotonic() - t0 < 20
+    loops = [e for e in board.events if e.get("ev") == "boot_wait_timeout"]
+    assert len(loops) == 1 and loops[0]["board"] == board.device_id and loops[0]["reason"] == "boot_loop"
+
+
+async def test_refused_clock_settings_change_nothing(make_board):
+    board = await make_board(files={"main.py": UPTIME})
+    await board.wait_console("UP ")
+    before = await board.host.request({"op": "clock"})
+    for bad in ({"speed": 0, "boot_wait_ms": "x"}, {"boot_wait_ms": None}, {"boot_wait_ms": True}, {"boot_wait_ms": -1}):
+        with pytest.raises(Exception, match="boot_wait_ms"):
+            await board.host.request({"op": "clock", **bad})
+    after = await board.host.request({"op": "clock"})
+    assert (after["speed"], after["boot_wait_ms"]) == (before["speed"], before["boot_wait_ms"])
+    for bad in ({"ms": "abc"}, {"ms": -5}, {"ms": 1000, "chunk": 0}):
+        with pytest.raises(Exception, match="ms|chunk"):
+            await board.host.request({"op": "advance", **bad})
 
 
 async def test_a_boot_that_fails_ends_off_and_does_not_hold_the_clock(make_board):
