@@ -371,7 +371,12 @@ async function handle(req) {
       if (boards.has(id)) throw new Error(`board ${id} exists`);
       const b = new Board(host, id, Object.assign({}, req.opts, { mpyFiles }));
       boards.set(id, b);
-      await b.boot(CAUSE.PWRON);
+      try {
+        await b.boot(CAUSE.PWRON);
+      } catch (e) {
+        boards.delete(id); // a board that never came up is not left behind: a retry may create it
+        throw e;
+      }
       return reply(req, { ok: true, now: Date.now() });
     }
     case "destroy": { const b = board(req); b.halt(); boards.delete(b.id); return reply(req, { ok: true }); }

@@ -146,3 +146,20 @@ async def test_a_boot_that_fails_ends_off_and_does_not_hold_the_clock(make_board
     assert failed and failed[0]["board"] == board.device_id and failed[0]["cause"] == 2
     assert (await board.state())["state"] == "off"
     assert not [e for e in board.events if e.get("ev") == "boot_wait_timeout"]
+
+
+async def test_a_create_whose_boot_fails_leaves_no_board_behind(make_board, tmp_path):
+    from hil.sim.board import board_host_options
+
+    board = await make_board(files={"main.py": UPTIME})
+    await board.wait_console("UP ")
+    gone = tmp_path / "no-such-flash"
+    opts = board_host_options(board.config, flash=gone, seed=1, heap_bytes=board.heap_bytes)
+    with pytest.raises(Exception):
+        await board.host.request({"op": "create", "board": "late", "opts": opts})
+    assert [e for e in board.events if e.get("ev") == "boot_failed"] == []   # the other board's events only
+    gone.mkdir()
+    opts = board_host_options(board.config, flash=gone, seed=1, heap_bytes=board.heap_bytes)
+    reply = await board.host.request({"op": "create", "board": "late", "opts": opts})   # was: board late exists
+    assert reply["ok"] is True
+    await board.host.request({"op": "destroy", "board": "late"})
