@@ -107,3 +107,12 @@ def json_response(data: Any, *, status: int = 200, content_type: str = "applicat
     response = _JsonResponse(body=body, status=status, content_type=content_type, charset="utf-8")
     response.headers["Vary"] = "Accept-Encoding"
     return response
+
+
+def etag_matches(request: web.Request, etag: str) -> bool:
+    """``If-None-Match`` lists ``etag`` (weak comparison, RFC 9110 13.1.2) or is ``*``: answer 304."""
+    header = request.headers.get("If-None-Match")
+    if header is None:
+        return False
+    wanted = etag.removeprefix("W/")
+    return any(t.strip() == "*" or t.strip().removeprefix("W/") == wanted for t in header.split(","))

@@ -17,7 +17,7 @@ from gateway.web import catalogue, export, liveness, ngsi, opendata_budget, open
 # The open data's metadata (``[opendata]``) lives with the catalogue; re-exported for the app and the gateway.
 from gateway.web.accept import gzip_allowed, weighted
 from gateway.web.catalogue import GEO_JSON, LD_JSON, NOT_SET, OPEN_DATA_META_KEY, OpenDataMeta, meta_of
-from gateway.web.context import COMPRESS_MIN_BYTES, WebContext, ctx_of
+from gateway.web.context import COMPRESS_MIN_BYTES, WebContext, ctx_of, etag_matches
 from gateway.web.errors import BadParameter, NotFound, Unavailable, WebError
 from gateway.web.views import DeviceView
 
@@ -89,15 +89,6 @@ def gzip_etag(etag: str) -> str:
     return etag[:-1] + '-gzip"'
 
 
-def _etag_matches(request: web.Request, etag: str) -> bool:
-    """``If-None-Match`` lists ``etag`` (weak comparison, RFC 9110 13.1.2) or is ``*``."""
-    header = request.headers.get("If-None-Match")
-    if header is None:
-        return False
-    wanted = etag.removeprefix("W/")
-    return any(t.strip() == "*" or t.strip().removeprefix("W/") == wanted for t in header.split(","))
-
-
 def _licence_link(request: web.Request) -> dict[str, str]:
     """``Link: <licence URL>; rel="license"`` (RFC 8288, the IANA ``license`` relation) when a licence
     is configured: the place a licence has in formats without a metadata field (CSV, NGSI-LD)."""
@@ -165,7 +156,7 @@ def _answer(request: web.Request, body: bytes, content_type: str, *, last_modifi
     cache = _cache_headers(etag, last_modified)
     cache["Cache-Control"] = cache_control
     cache.update(described)
-    if _etag_matches(request, etag):
+    if etag_matches(request, etag):
         # The 304's headers replace the stored ones in a browser's cache: the page's CSP goes with it
         # (else the app's default CSP refuses the page's inline style after a revalidation).
         return web.Response(status=304, headers=cache)
@@ -542,7 +533,7 @@ async def _stream_csv(request: web.Request, *, etag: str, published_at: float | 
     if gzipped:
         etag = gzip_etag(etag)
     headers = {**_cache_headers(etag, published_at), **_licence_link(request)}  # 304 too, as the JSON answers
-    if _etag_matches(request, etag):
+    if etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
     response = web.StreamResponse(headers={**headers, "Content-Disposition": f'inline; filename="{filename}"'})
     response.content_type = "text/csv"

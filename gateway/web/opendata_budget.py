@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
+from gateway.policy_rules import people_fields
 from gateway.web.views import DaySpend
 
 PATH = "/opendata/privacy-budget.csv"
@@ -35,16 +36,16 @@ COLUMN_MEANINGS = {
 
 
 def noisy_fields(policy: Mapping[str, Any]) -> list[str]:
-    """The fields of ``policy`` released as noisy counts (the only ones that spend ε), sorted."""
-    return sorted({name for kspec in policy.get("kinds", {}).values() for name, spec in kspec.get("fields", {}).items()
-                   if isinstance(spec, Mapping) and spec.get("release") == "noisy_count"})
+    """The fields of ``policy`` released as noisy counts (the only ones that spend ε), sorted: the
+    people-related fields of every kind (:func:`gateway.policy_rules.people_fields`)."""
+    return sorted({name for kspec in policy.get("kinds", {}).values() for name in people_fields(kspec)})
 
 
 def day_range(since: int, until: int) -> tuple[int, int]:
     """The UTC days a range ``(since, until]`` (the readings CSV's, whole hours) holds: those that *end*
     after ``since`` and at or before ``until``, as ``[first day, end)`` (UTC midnights; empty when
     ``end <= first day``), so a day is never cut and consecutive ranges give every day once."""
-    first = (since // DAY_S + 1) * DAY_S - DAY_S
+    first = since // DAY_S * DAY_S
     end = until // DAY_S * DAY_S
     return first, max(first, end)
 

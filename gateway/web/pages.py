@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.health import Problem, as_json, classify, overall
 from gateway.version import gateway_version
 from gateway.web import params
-from gateway.web.context import WebContext, ctx_of, json_response
+from gateway.web.context import WebContext, ctx_of, etag_matches, json_response
 from gateway.web.fleet_metrics import fleet_exposition, fleet_view
 from gateway.web.openapi import openapi_document
 from gateway.web.catalogue import meta_of, transparency_of
@@ -91,8 +91,7 @@ async def policy_json(request: web.Request) -> web.Response:
                           "are no policy file bytes to serve", code="policy_file_changed")
     etag = '"%s"' % served.sha256
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if_none = request.headers.get("If-None-Match")
-    if if_none is not None and any(t.strip().removeprefix("W/") in (etag, "*") for t in if_none.split(",")):
+    if etag_matches(request, etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=served.body, content_type="application/json", charset="utf-8", headers=headers)
 

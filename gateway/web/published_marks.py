@@ -1,11 +1,11 @@
 """What the public open data published: its bound per kind of answer, kept across marks and restarts.
 
 Each kind of public answer (``entities``, ``csv``) shows the reports received before its publication
-mark (:mod:`gateway.web.publication`); the privacy-budget CSV also the repeat releases (``window_duplicates``)
-received before the CSV's mark, under the kind ``repeats``, whose bound is a rowid of that table. :class:`PublishedMarks` reads the bound of a mark (the newest
-report id received before it) once, keeps it from ever going back (a clock set back, a boot before
-NTP: the mark is then held), saves it in the store's ``meta`` table under ``published:<kind>`` in the
-background and reads it back at start. The web layer writes only those keys
+mark (:mod:`gateway.web.publication`); the privacy-budget CSV also the repeat releases
+(``window_duplicates``) received before the CSV's mark, under the kind ``repeats``, whose bound is a rowid
+of that table. :class:`PublishedMarks` reads the bound of a mark (the newest report id received before it)
+once, keeps it from ever going back (a clock set back, a boot before NTP: the mark is then held), saves it
+in the store's ``meta`` table under ``published:<kind>`` in the background and reads it back at start. The web layer writes only those keys
 (:func:`published_meta_writer`).
 """
 
