@@ -180,8 +180,8 @@ def warn_unpublished(policy: Mapping[str, Any]) -> Plan:
 @dataclass(frozen=True)
 class _Attr:
     """One attribute of an entity: its value, when it was observed (unix s, the end of the value's
-    period or an alarm's minute; None for a date-time that is itself the time), whether the value is
-    a date-time, and the unit of a number."""
+    period or an alarm's :func:`public_alarm_time`; None for a date-time that is itself the time),
+    whether the value is a date-time, and the unit of a number."""
 
     value: Any
     observed_at: int | None = None
@@ -189,19 +189,26 @@ class _Attr:
     unit: str | None = None
 
 
+# The finest period an alarm's public time is given in (15 minutes), whatever the kind's window: the
+# docs promise a quarter hour, and the entities' marks are never shorter either (publication.py).
+ALARM_TIME_MIN_S = 900
+
+
 def public_alarm_time(at: int, window_s: int = DEFAULT_WINDOW_S) -> int:
     """When the open data says an alarm raised at ``at`` (unix s, the device's minute) happened: the
-    start of the window of ``window_s`` (the kind's, 15 minutes in the shipped policy) that holds it.
-    A tipped bin is mostly a person, a fire often a cigarette: the minute would date that person's
-    act finer than the window values already published (a tilt in that window) do. The operators'
-    ``/api`` keeps the minute."""
-    return at - at % window_s if window_s > 0 else at
+    start of the period that holds it, the kind's window ``window_s`` or :data:`ALARM_TIME_MIN_S`
+    (15 minutes), whichever is longer. A tipped bin is mostly a person, a fire often a cigarette: the
+    minute would date that person's act finer than the window values already published (a tilt in
+    that window) do, and a policy's 5-minute window must not make it finer than the documented
+    quarter hour. The operators' ``/api`` keeps the minute."""
+    period = max(window_s, ALARM_TIME_MIN_S)
+    return at - at % period
 
 
 def _observed(dev: DeviceView, *fields: str, alarms: Collection[str] = (),
               window_s: int = DEFAULT_WINDOW_S) -> int | None:
     """The newest time among the periods of ``fields`` and the open alarms with a code in ``alarms``
-    (each at :func:`public_alarm_time` in windows of ``window_s``)."""
+    (each at :func:`public_alarm_time` for the kind's window ``window_s``)."""
     times = [dev.latest_at[f] for f in fields if f in dev.latest_at]
     times += [public_alarm_time(a.at, window_s) for a in dev.alarms if a.code in alarms]
     return max(times) if times else None
@@ -247,7 +254,7 @@ def _container_attrs(dev: DeviceView, stale: bool, window_s: int = DEFAULT_WINDO
     says otherwise (an alarm stays open for 24 h, as on the dashboard, where it outranks "stale")."""
     codes = {a.code for a in dev.alarms}
     latest = dev.latest
-    # The status and what it was observed from: an alarm's minute, or the period of the values read.
+    # The status and what it was observed from: an alarm's public time, or the period of the values read.
     if "fire" in codes:
         status = _Attr("burning", _observed(dev, alarms=("fire",), window_s=window_s))
     elif "tip" in codes:
@@ -316,7 +323,8 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
             rule ``/api/devices`` calls "stale"): its current state is not claimed.
         policy: the privacy policy: the units of a generic kind's fields (the normalized form's
             ``unitCode`` or ``unitText``; None gives them no unit, keyValues has none anyway) and the
-            kind's window an alarm's time is published in (None: 15 minutes).
+            kind's window an alarm's time is published in (never finer than 15 minutes; None: 15
+            minutes).
 
     Returns:
         The entity as a JSON-serialisable dict (of type :func:`entity_type`; check that the kind is
@@ -324,7 +332,7 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
     """
     etype = entity_type(dev.kind)
     specs = plan(policy).specs if policy is not None and dev.kind not in ENTITY_TYPE_BY_KIND else None
-    # An alarm's time is published as the start of its window (public_alarm_time).
+    # An alarm's time is published as the start of its window, at least 15 minutes (public_alarm_time).
     window_s = window_of(policy, dev.kind) if policy is not None else DEFAULT_WINDOW_S
     if dev.kind == "streetlight":
         attrs = _streetlight_attrs(dev, stale, window_s)

@@ -114,8 +114,8 @@ def _cache_headers(etag: str, last_modified: float | None) -> dict[str, str]:
 
 def _last_modified(devices: Sequence[DeviceView], policy: Mapping[str, Any]) -> float | None:
     """The newest time the answer made of ``devices`` shows: the end of a value's period (its
-    ``observedAt``), the start of the window holding an open alarm (as the entities publish it,
-    :func:`gateway.web.ngsi.public_alarm_time`, never its minute) or a lamp change; None when there is
+    ``observedAt``), the start of the window (at least 15 minutes) holding an open alarm (as the
+    entities publish it, :func:`gateway.web.ngsi.public_alarm_time`, never its minute) or a lamp change; None when there is
     none. Not the arrival time of a report (a public arrival time dates an alarm to the second); taken
     from the fleet snapshot the answer is made of, so no store read."""
     times = [t for d in devices for t in d.latest_at.values()]
