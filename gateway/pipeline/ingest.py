@@ -9,6 +9,9 @@ Guarantees (docs/protocol.md §6):
   not stored (the store decides, :func:`gateway.storage.store.release_key`); its seq is settled like a
   stored one. Aggregates without ``e`` are always stored;
 * a report older than the replay window that is not stored is rejected (``replay``);
+* a batch whose commit fails with an unexpected error (a bug set off by one odd record) is committed
+  again in halves, down to single records: only the reports setting it off fail (not acknowledged, and
+  no ACK of their device passes them while it re-sends them). A StorageError fails the batch unsplit;
 * an authentic report under a committed seq whose stored frame digest differs is not a re-send (devices
   re-send byte-identical frames) but a restarted seq counter: rejected (``seq_reused``), never acknowledged;
 * the window is rebuilt from the store at start, so it survives restarts;
@@ -236,6 +239,20 @@ def _trim_above(win: _DeviceWindow) -> None:
 _Queued = tuple[Verified, "asyncio.Future[None]", "Link | None"]
 
 
+@dataclass
+class _Stored:
+    """What :meth:`IngestService._store_parts` made of a batch: indexes into it, committed or failed (each
+    once), the committed parts' results merged, and why parts failed."""
+
+    result: BatchResult = field(default_factory=BatchResult)
+    committed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    error: GatewayError | None = None  # the store failed (not split): the rest of the batch failed with it
+    bug: Exception | None = None  # the first unexpected error
+    poison: list[tuple[ReportRecord, Exception]] = field(default_factory=list)  # records failing alone
+    floors_saved: bool = False
+
+
 class IngestService:
     """Turns frames from any transport into committed, acknowledged reports.
 
@@ -303,6 +320,7 @@ class IngestService:
         # freed): logged once per OVERLOAD_LOG_EVERY_S with a count, reported by :attr:`store_problem`.
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
+        self._failing_partly = False  # some of those commits stored the reports not setting off a bug
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._bug_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # tracebacks of unexpected commit errors
         self._batch_settled = False  # _commit settled the batch it handles (_abandon must not again)
@@ -403,6 +421,9 @@ class IngestService:
         """Why the last commit failed, while commits fail (None once one succeeds); for health checks."""
         if not self._failing:
             return None
+        if self._failing_partly:
+            return ("report store commits failing (%d in a row, for some reports: the others are stored and "
+                    "acknowledged): %s" % (self._failing, self._failing_error))
         return "report store commits failing (%d in a row, nothing acknowledged meanwhile): %s" % (
             self._failing, self._failing_error)
 
@@ -792,12 +813,14 @@ class IngestService:
         if not self._batch_settled:
             self._settled(sum(1 for _, _, link in batch if link is not None))
 
-    def _commit_failed(self, size: int, exc: GatewayError) -> None:
+    def _commit_failed(self, size: int, exc: GatewayError, *, partly: bool = False) -> None:
         """Count a failed commit and log it, at most one line per :data:`OVERLOAD_LOG_EVERY_S` (a full
-        disk fails every batch: hundreds of lines a minute), saying how many it left out."""
+        disk fails every batch: hundreds of lines a minute), saying how many it left out. ``partly``: the
+        rest of the batch was stored."""
         self._metrics.store_commit_failures.inc()
         self._failing += 1
         self._failing_error = exc
+        self._failing_partly = self._failing_partly or partly
         more = self._fail_log.allow()
         if more is not None:
             log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
@@ -947,53 +970,147 @@ class IngestService:
                 log.warning("%s", frames.take())
             frames.limit.reset()
 
+    async def _store_parts(self, records: list[ReportRecord], floors: dict[str, int]) -> _Stored:
+        """Commit ``records`` with ``floors``; a part failing with an unexpected error (a bug, likely set off
+        by one odd record) is retried in halves, down to single records, so that record fails alone.
+
+        Parts are committed in record order. At most ``2 * len(records).bit_length()`` parts are split, so
+        a batch holding one such record costs about ``2 * log2(n) + 1`` commits, and a bug that every
+        record sets off does not cost ``2n - 1``. A :class:`GatewayError` (a full disk, a locked or damaged
+        store) is not about a record: not split, and what was not committed yet fails with it. Each failed
+        part's transaction was rolled back by the store (its chain head and outbox totals in memory only
+        move on a commit), so committing the halves again is safe.
+        """
+        out = _Stored()
+        parts = [(0, len(records))]  # a stack of [lo, hi) ranges, the lowest on top
+        splits = 2 * len(records).bit_length()
+        saved: dict[str, int] | None = floors  # ACK floors ride with the first part committed
+        while parts:
+            lo, hi = parts.pop()
+            if out.error is not None:  # the store fails (not a record): the rest is not tried
+                out.failed.extend(range(lo, hi))
+                continue
+            try:
+                result = await self.run_in_store(self.store.insert_batch, records[lo:hi], saved)
+            except asyncio.CancelledError:
+                raise
+            except GatewayError as exc:
+                out.error = exc
+                out.failed.extend(range(lo, hi))
+                continue
+            except Exception as exc:  # a bug, not the disk: the writer must outlive it (devices re-send)
+                if out.bug is None:
+                    out.bug = exc
+                if hi - lo == 1:
+                    out.poison.append((records[lo], exc))
+                elif splits > 0:
+                    splits -= 1
+                    mid = (lo + hi) // 2
+                    parts += [(mid, hi), (lo, mid)]
+                    continue
+                out.failed.extend(range(lo, hi))
+                continue
+            assert isinstance(result, BatchResult)
+            merged = out.result
+            merged.inserted += result.inserted
+            merged.duplicates += result.duplicates
+            merged.window_duplicates += result.window_duplicates
+            merged.outbox_dropped += result.outbox_dropped
+            out.committed.extend(range(lo, hi))
+            saved = None
+        out.floors_saved = saved is None
+        return out
+
+    def _bug_failed(self, stored: _Stored, size: int) -> StorageError:
+        """Log an unexpected error of a commit (once per burst, with the traceback: of the record that set it
+        off alone when one was found, named by device and seq) and return the error its reports fail with."""
+        bug = stored.bug
+        assert bug is not None
+        failed = len(stored.failed)
+        more = self._bug_log.allow()
+        if more is not None:
+            if stored.poison:
+                shown = stored.poison[:UNREGISTERED_NAMED]
+                names = ", ".join("%s seq %d" % (rec.device, rec.seq) for rec, _ in shown)
+                if len(stored.poison) > len(shown):
+                    names += " and %d more" % (len(stored.poison) - len(shown))
+                exc = shown[0][1]
+                log.error("storing %s failed with an unexpected error (a civicedge bug: please report it with this "
+                          "traceback): not stored and not acknowledged (the device re-sends it); %d of the %d "
+                          "report(s) committed with it failed, the others are stored%s", names, failed, size,
+                          more_since(more, "such error(s)"), exc_info=(type(exc), exc, exc.__traceback__))
+            else:
+                log.error("commit of %d report(s) failed with an unexpected error (a civicedge bug: please report it "
+                          "with this traceback); %d of them not stored%s", size, failed,
+                          more_since(more, "such error(s)"), exc_info=(type(bug), bug, bug.__traceback__))
+        error = StorageError("storing %d of %d reports failed: unexpected %s (see the traceback logged)"
+                             % (failed, size, type(bug).__name__), reason="internal")
+        error.__cause__ = bug
+        return error
+
+    def _fail(self, batch: list[_Queued], failed: list[int], exc: GatewayError) -> None:
+        """Fail the reports ``batch[i]`` for ``i`` in ``failed``: not stored, not acknowledged (the device
+        re-sends them, verified again). Each device's ACK stays below its lowest failed seq while the device
+        re-sends it: a timed gap hold (devices without ``h``) counts from this failure, not from when the
+        seq above it became known, so a report that keeps failing is never acknowledged past."""
+        now = self._monotonic()
+        lowest: dict[str, int] = {}
+        for i in failed:
+            verified, fut, _ = batch[i]
+            rec = verified.record
+            win = self._window(rec.device)
+            if win.pending.get(rec.seq) is fut:
+                del win.pending[rec.seq]
+            if not fut.done():
+                fut.set_exception(exc)
+            fut.exception()  # retrieved: waiting handlers saw it via shield
+            if rec.seq < lowest.get(rec.device, MAX_SEQ + 1):
+                lowest[rec.device] = rec.seq
+        for dev, seq in lowest.items():
+            win = self._window(dev)
+            if seq > win.floor:
+                past = min((s for s in win.above if s > seq), default=None)
+                if past is not None:
+                    win.above[past] = now
+
     async def _commit(self, batch: list[_Queued]) -> None:
         records = [v.record for v, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
-        try:
-            try:
-                result = await self.run_in_store(self.store.insert_batch, records, floors)
-            except (GatewayError, asyncio.CancelledError):
-                raise
-            except Exception as exc:  # a bug, not the disk: the writer must outlive it (devices re-send)
-                more = self._bug_log.allow()
-                if more is not None:
-                    log.error("commit of %d report(s) failed with an unexpected error (a civicedge bug: please "
-                              "report it with this traceback)%s", len(batch), more_since(more, "such error(s)"),
-                              exc_info=True)
-                raise StorageError("storing %d reports failed: unexpected %s (see the traceback logged)"
-                                   % (len(batch), type(exc).__name__), reason="internal") from exc
-        except GatewayError as exc:
-            self._commit_failed(len(batch), exc)
+        outcome = await self._store_parts(records, floors)
+        if not outcome.floors_saved:
             for dev, floor in floors.items():
                 self._dirty_floors.setdefault(dev, floor)
-            for rec, (_, fut, _) in zip(records, batch):  # not stored: the device re-sends, verified again
-                win = self._window(rec.device)
-                win.pending.pop(rec.seq, None)
-                if not fut.done():
-                    fut.set_exception(exc)
-                fut.exception()  # retrieved: waiting handlers saw it via shield
+        if outcome.failed:
+            error = outcome.error
+            if outcome.bug is not None:
+                internal = self._bug_failed(outcome, len(batch))
+                error = internal if error is None else error  # a failing store says more than the bug
+            assert error is not None
+            self._commit_failed(len(outcome.failed), error, partly=bool(outcome.committed))
+            self._fail(batch, outcome.failed, error)
+        if not outcome.committed:
             self._batch_settled = True
             self._settled(sum(1 for _, _, link in batch if link is not None))
             return
-        assert isinstance(result, BatchResult)
+        result = outcome.result
         # Counted first: what the store holds now is counted even should handling the batch fail below.
         self._metrics.reports_stored.inc(len(result.inserted))
         self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
         self._metrics.duplicates.inc(len(result.duplicates))
-        if self._failing:
+        if self._failing and not outcome.failed:
             log.warning("report store commits succeed again, after %d failed commit(s)", self._failing)
-            self._failing, self._failing_error = 0, None
+            self._failing, self._failing_error, self._failing_partly = 0, None, False
             self._fail_log.reset()
             self._bug_log.reset()
-        self._saved_floor.update(floors)
+        if outcome.floors_saved:
+            self._saved_floor.update(floors)
         now = self._monotonic()
         acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
         fresh: list[tuple[ReportRecord, Link]] = []
         # not stored now (another frame may be the one stored under the seq): its digest is asked of the store
         dup = set(result.duplicates) if result.duplicates else None
         altered: list[Verified] = []  # values rounded or fields dropped: warned about once stored
-        for verified, fut, link in batch:
+        for verified, fut, link in (batch if not outcome.failed else [batch[i] for i in outcome.committed]):
             rec = verified.record
             dev, seq = rec.device, rec.seq
             if link is not None:
