@@ -51,10 +51,32 @@ class _Published(NamedTuple):
         if bound == 0:
             return cls(0, mark, 0.0) if received_us == 0 else None
         received = _received_at(queries, kind, bound)
-        if received is None or publication.micros(received) != received_us:
+        if received is None:
+            return cls._of_removed(queries, saved, kind)
+        if publication.micros(received) != received_us:
             return None
         got = cls(bound, mark, received)
         return got if got.consistent() else None
+
+    @classmethod
+    def _of_removed(cls, queries: ReportQueries, saved: tuple[int, int, int], kind: str) -> _Published | None:
+        """A saved value whose bound row is gone: retention removed it since (the bound's row was no longer
+        the newest, a later one had arrived before the next mark) if the bound is below the table's newest
+        row, which retention never removes, so ids are never reused (gateway/storage/row_retention.py), and
+        its saved receive time is not after that row's (ids follow receive times). Its receive time can no
+        longer be checked, but every row at or below it was stored before it and retention took it as old:
+        the value publishes nothing received after its mark. Anything else is None (another store's value)."""
+        bound, mark, received_us = saved
+        newest = _newest_row(queries, kind)
+        received = received_us / 1_000_000
+        if newest is None or bound >= newest[0] or received > newest[1] + CLOCK_BACK_TOLERANCE_S:
+            return None
+        got = cls(bound, mark, received)
+        if not got.consistent():
+            return None
+        logger.debug("open data: the %s bound %d saved in the store's meta names a row retention removed since "
+                     "(below the newest, %d); taken as saved", kind, bound, newest[0])
+        return got
 
 
 # The kind whose bound is a ``window_duplicates`` rowid (the repeat releases the privacy-budget CSV counts,
@@ -68,6 +90,15 @@ def _received_at(queries: ReportQueries, kind: str, bound: int) -> float | None:
         return queries.repeat_received_at(bound)
     row = queries.reports_by_id([bound]).get(bound)
     return None if row is None else row.received_at
+
+
+def _newest_row(queries: ReportQueries, kind: str) -> tuple[int, float] | None:
+    """The id and receive time of the newest row of ``kind``'s table (None when it is empty)."""
+    if kind == REPEATS:
+        rowid = queries.last_repeat_received_before(float("inf"))
+        received = queries.repeat_received_at(rowid) if rowid else None
+        return None if received is None else (rowid, received)
+    return queries.last_report_stamp()
 
 
 _NOTHING = _Published(0, 0, 0.0)
@@ -249,8 +280,10 @@ class PublishedMarks:
 
         A value is used only if this store's publication can have saved it: report ``bound`` is in the
         store, with the receive time saved with it (a value copied from another store, or edited, names
-        another), and was received before the saved mark. Anything else is ignored with a WARNING: it
-        could publish at once reports received after the last mark (review MEDIUM 3). One id lookup.
+        another), and was received before the saved mark; or row ``bound`` was removed by retention since
+        (:meth:`_Published._of_removed`: below the newest row, saved receive time not after its). Anything
+        else is ignored with a WARNING: it could publish at once reports received after the last mark
+        (review MEDIUM 3). One id lookup (two more for a removed row).
         """
         queries = self._queries()
         saved = queries.meta_values(publication.PUBLISHED_KEY_PREFIX)
