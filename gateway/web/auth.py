@@ -25,7 +25,9 @@ REFUSED_LOG_EVERY_S = 10.0
 # The admin token file is looked at (one stat) at most this often, on an admin call or /healthz.
 TOKEN_RECHECK_S = 1.0
 # A changed token file is read once it has not changed for this long: an editor or `echo > file`
-# writing it in place is not caught half-written (which would be refused as unusable).
+# writing it in place is not caught half-written (which would be refused as unusable). Counted from the
+# file's last change (its change time, which only this host's clock sets) when that is in the past, else
+# from when the gateway first saw the change: an idle gateway's first call after a rename takes the file.
 TOKEN_SETTLE_S = 1.0
 
 
@@ -57,8 +59,12 @@ class AdminToken:
     With ``path`` (the ``[http] admin_token_file``), a token file replaced or rewritten while the
     gateway runs is taken without a restart: the file is stat'ed at most every :data:`TOKEN_RECHECK_S`
     (on an admin call or a ``/healthz``), and once a change has stayed the same for
-    :data:`TOKEN_SETTLE_S` (measured here, not by the file's times) it is read and checked as at start
-    (:func:`gateway.config.loader.read_admin_token`: owner-only, not a placeholder, ...). A usable new
+    :data:`TOKEN_SETTLE_S` it is read and checked as at start
+    (:func:`gateway.config.loader.read_admin_token`: owner-only, not a placeholder, ...). The settle time
+    counts from the file's last change as its times say (the later of mtime and ctime), at most
+    :data:`TOKEN_SETTLE_S` back from when the gateway first saw it, and never from a time ahead of the
+    wall clock (a copy with times kept from a host whose clock is ahead then waits the full settle time
+    from the first look). A usable new
     token replaces the old one at once (a WARNING says so). An unusable file (or one that is gone)
     fails closed: a file is replaced when the old token may have leaked, so every admin call gets 503
     ``token_file_unusable`` until a usable file is back, with an ERROR naming the problem once per
@@ -87,8 +93,8 @@ class AdminToken:
             except OSError:
                 pass  # compared at the first look: any state differs
         self._looked = clock()
-        # a changed file state and when (monotonic) it was first seen: it is read once it has stayed
-        # the same for TOKEN_SETTLE_S (not by its mtime, which a copy with -p or a skewed host sets anywhere)
+        # a changed file state and when (monotonic) it last changed (_changed_at): it is read once it
+        # has stayed the same for TOKEN_SETTLE_S
         self._pending: tuple[object, float] | None = None
         self._problem: str | None = None
         self._logged_state: object = None  # the file state an ERROR was logged for (once per change)
@@ -114,7 +120,7 @@ class AdminToken:
             self._pending = None
             return
         if self._pending is None or self._pending[0] != state:
-            self._pending = (state, self._clock())
+            self._pending = (state, self._changed_at(st))
         if self._clock() - self._pending[1] < TOKEN_SETTLE_S:
             self._looked -= TOKEN_RECHECK_S  # may still be being written: look again at the next call
             return
@@ -132,6 +138,16 @@ class AdminToken:
                            self._path)
         else:
             logger.info("admin token file %s is usable again (same token)", self._path)
+
+    def _changed_at(self, st: os.stat_result) -> float:
+        """When (on :attr:`_clock`) the file seen now as ``st`` last changed, as its times say: the later of
+        mtime and ctime (``cp -p`` or ``touch -d`` set the mtime to any time; the ctime is when this host
+        last changed the inode: a write, rename or chmod),
+        taken as at most :data:`TOKEN_SETTLE_S` ago, and as now when it is ahead of the wall clock. A file
+        being written in place has times of about now (this host's clock) and so still waits; a file last
+        changed a second or more ago is read at the first look."""
+        age = time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
+        return self._clock() - min(max(age, 0.0), TOKEN_SETTLE_S)
 
     def _unusable(self, state: object, why: str) -> None:
         # Fail closed: a token file is replaced when the old token may have leaked, so a replacement
