@@ -24,8 +24,9 @@ from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.storage.sqlite_uri import open_for_check, read_only_uri, wal_has_content
-from gateway.storage.store_files import check_store_free, store_writer
+from gateway.storage.store_files import check_store_free, real_store_path, store_writer
 from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
+from gateway.storage.wal_index import check_wal_present
 from gateway.web.hosts import host_port
 
 RETENTION_FILE = "retention.json"
@@ -119,8 +120,6 @@ def migration_note(config: GatewayConfig) -> str:
     from gateway.storage.schema import SCHEMA_VERSION
     from gateway.storage.schema_backup import (CONFIG_KEY, check_migration_space, megabytes, no_space_error,
                                                plan_backup)
-    from gateway.storage.store_files import real_store_path
-
     found = read_schema_version(config.storage.path)
     if found is None or found >= SCHEMA_VERSION:
         return ""
@@ -142,7 +141,6 @@ def migration_note(config: GatewayConfig) -> str:
 def _earlier_copies_note(path: Path) -> str:
     """``; <copy> ...`` for each copy made before an earlier migration (it is outside retention), or ""."""
     from gateway.storage.schema_backup import earlier_copies_note
-    from gateway.storage.store_files import real_store_path
 
     note = earlier_copies_note(real_store_path(path))
     return "; " + note if note else ""
@@ -405,6 +403,8 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     """
     lines = []
     holder = store_holder(config.storage.path)
+    if holder is None:  # as the start refuses it, before anything reads the file: a -shm whose -wal is gone
+        check_wal_present(config.storage.path, real_store_path(config.storage.path))
     store = check_store_file(config.storage.path, running=holder is not None)
     if holder is not None:
         store += "; in use by the running gateway (pid %s): restart it to apply this config" % holder

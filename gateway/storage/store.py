@@ -35,6 +35,7 @@ from gateway.storage.sqlite_uri import wal_has_content
 from gateway.storage.store_files import (file_identities, file_problem, lock_store, make_private, real_store_path,
                                          store_writer, unnamed)
 from gateway.storage.store_kind import store_kind
+from gateway.storage.wal_index import check_wal_present
 from gateway.storage.write_hint import io_error, write_failure_hint
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ class ReportStore:
             ``symlinked`` (its ``-wal`` or ``-shm`` is a symlink), ``not_owned`` (the database,
             ``-wal`` or ``-shm`` belongs to another user, e.g. restored as root),
             ``schema_too_new`` (written by a newer gateway; left unchanged), ``schema_unknown``,
-            ``no_space_for_backup`` or ``backup_failed`` (the copy before a migration; left unchanged);
+            ``no_space_for_backup`` or ``backup_failed`` (the copy before a migration; left unchanged),
+            ``wal_missing`` (its ``-shm`` says the ``-wal`` held commits, and that ``-wal`` is gone; untouched);
             from :meth:`insert_batch` and every other write, reason ``file_gone`` once the file was found
             deleted or replaced, or the configured path (a symlink) now names another file (see
             :meth:`file_problem`, :meth:`check_file`), until the store is closed;
@@ -209,6 +211,15 @@ class ReportStore:
         if store_writer(self.path) is None:
             store_kind(real)
         self._lock_fd = lock_store(self.path, real)
+        # A -shm whose -wal was deleted (after a kill): SQLite would silently drop the commits that -wal held.
+        try:
+            orphan = check_wal_present(self.path, real)
+        except StorageError:
+            os.close(self._lock_fd)
+            raise
+        if orphan is not None:
+            log.info("report store %s: %s-shm was left without its -wal, and says that -wal held nothing the file "
+                     "lacks (%d frame(s), all checkpointed): nothing is lost", self.path, real.name, orphan.frames)
         # Left by a gateway killed, or stopped on a full disk, before its last checkpoint ended: the
         # main file alone may be half-checkpointed; the store is whole only with this -wal.
         unclean = wal_has_content(real)

@@ -1,0 +1,112 @@
+"""A ``-shm`` left without its ``-wal``: did that ``-wal`` hold commits the main file lacks?
+
+SQLite keeps the WAL's index in ``<db>-shm`` (file format docs, "WAL-index format"): two copies of the
+48-byte ``WalIndexHdr`` (``mxFrame``, the last valid frame of the WAL, a u32 at offset 16; ``isInit`` a u8
+at 12; a checksum over its first 40 bytes at 40), then ``WalCkptInfo``, whose first u32 ``nBackfill`` (at
+offset 96) says how many of those frames a checkpoint copied into the database file. Native byte order.
+
+A clean stop removes the ``-wal`` and ``-shm`` both; a gateway killed (or a power cut) leaves both. A
+``-shm`` alone, saying ``mxFrame > nBackfill``, means a ``-wal`` holding committed (acknowledged) reports
+was deleted or moved: SQLite would open the store without them, recreate an empty ``-wal`` and rebuild
+the index, losing them silently. Read-only (a plain read of the ``-shm``; SQLite has nothing open then).
+"""
+
+from __future__ import annotations
+
+import shlex
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+from gateway.errors import StorageError
+
+WAL_INDEX_VERSION = 3007000  # WalIndexHdr.iVersion
+_HDR = 48
+_NEEDED = 2 * _HDR + 4  # both header copies and nBackfill
+
+
+class WalIndex(NamedTuple):
+    """What a ``-shm`` says of its WAL: ``frames`` (``mxFrame``), ``backfilled`` (``nBackfill``)."""
+
+    frames: int
+    backfilled: int
+
+    @property
+    def pending(self) -> int:
+        """Frames of commits not copied into the database file (held by the ``-wal`` only)."""
+        return max(0, self.frames - self.backfilled)
+
+
+def _checksum(data: bytes) -> tuple[int, int]:
+    """SQLite's WAL checksum (native byte order) over ``data`` (a multiple of 8 bytes)."""
+    s1 = s2 = 0
+    for x0, x1 in struct.iter_unpack("=II", data):
+        s1 = (s1 + x0 + s2) & 0xFFFFFFFF
+        s2 = (s2 + x1 + s1) & 0xFFFFFFFF
+    return s1, s2
+
+
+def _header(raw: bytes) -> int | None:
+    """``mxFrame`` of one 48-byte ``WalIndexHdr`` copy, or None when it is not a valid, initialised one."""
+    version, _unused, _change, is_init, _big, _page, mx_frame = struct.unpack_from("=IIIBBHI", raw)
+    if version != WAL_INDEX_VERSION or not is_init:
+        return None
+    if _checksum(raw[:40]) != struct.unpack_from("=II", raw, 40):
+        return None
+    return int(mx_frame)
+
+
+def read_wal_index(shm: Path) -> WalIndex | None:
+    """What ``shm`` says of its WAL, or None when that cannot be told (absent, short, never initialised,
+    torn: both header copies invalid, or valid but different and neither can be trusted over the other).
+
+    Of two valid copies that differ (a writer cut off between the two writes) the larger ``mxFrame`` is taken:
+    that WAL held at least that many frames.
+    """
+    try:
+        with open(shm, "rb") as f:
+            raw = f.read(_NEEDED)
+    except OSError:
+        return None
+    if len(raw) < _NEEDED:
+        return None
+    frames = [h for h in (_header(raw[:_HDR]), _header(raw[_HDR:2 * _HDR])) if h is not None]
+    if not frames:
+        return None
+    (backfilled,) = struct.unpack_from("=I", raw, 2 * _HDR)
+    return WalIndex(max(frames), int(backfilled))
+
+
+def check_wal_present(path: Path, real: Path) -> WalIndex | None:
+    """Refuse a store whose ``-shm`` says its ``-wal`` held commits when that ``-wal`` is gone.
+
+    ``path`` is the configured name (for messages), ``real`` the file itself (symlinks resolved: the
+    ``-wal`` and ``-shm`` are next to it). Call it with no gateway holding the store (its ``-wal`` is there
+    while it runs). Returns the index of a ``-shm`` left alone that holds nothing pending (the caller may
+    say so), None when there is nothing to say (no ``-shm``, a ``-wal`` next to it, an index that cannot be
+    read).
+
+    Raises:
+        StorageError: reason ``wal_missing``, saying what is lost and the ``mv`` commands that put the
+            ``-wal`` back or accept the loss.
+    """
+    wal = real.with_name(real.name + "-wal")
+    shm = real.with_name(real.name + "-shm")
+    if wal.exists() or wal.is_symlink() or not shm.is_file():
+        return None
+    index = read_wal_index(shm)
+    if index is None or not index.pending:
+        return index
+    q = shlex.quote
+    raise StorageError(
+        "report store %s: its write-ahead log %s is missing, but %s (its index, left by a gateway that did not "
+        "stop cleanly) says it held %d frame(s) of committed, acknowledged reports that are not in %s; started "
+        "without it, the store would go back to its last checkpoint and those reports would be lost for good "
+        "(the devices no longer hold them). With the gateway stopped: if the -wal was moved or copied "
+        "elsewhere, put it back (mv -n /where/it/is/%s %s) and start again; only if it is lost (no copy "
+        "anywhere), accept the loss by moving the index aside (mv -n %s %s.orphaned) and start again, or "
+        "restore the last backup (docs/gateway.md, Restoring a backup). A -shm left over from the file a "
+        "restored backup replaced is moved aside the same way"
+        % (path, q(str(wal)), q(str(shm)), index.pending, q(str(real)), q(wal.name), q(str(wal)), q(str(shm)),
+           q(str(shm))),
+        reason="wal_missing")
