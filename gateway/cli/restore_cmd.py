@@ -1,0 +1,716 @@
+"""``civicedge gateway restore BACKUP_DIR``: put a ``civicedge gateway backup`` back in place, checked and reversible.
+
+The order keeps every step undoable: the backup is checked against its MANIFEST.json (SHA-256 and size of
+every file, no unlisted store file) and the store's single-writer lock is taken (a running gateway refuses
+the restore, and no gateway starts during it). The backup's files are copied next to their places under
+temporary names; the backup's registry copy gets every registry change made since the backup carried over
+through the :class:`~gateway.registry.Registry` API (revocations, key rotations, new devices, retirements,
+moves). Only then are the current files moved aside (renames into ``<data_dir>/replaced-<time>/``, never
+deleted, the store's ``-wal``/``-shm`` and the registry's journal with them) and the copies renamed into
+place. A failure after the first move puts every moved file back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError, RegistryError
+from gateway.private_dirs import fsync_dir, mkdir_private
+from gateway.registry import Registry
+from gateway.registry.devices import DeviceRecord, same_place
+from gateway.storage.store_files import lock_store, real_store_path, store_writer
+
+MANIFEST = "MANIFEST.json"
+FORMAT = "civicedge-gateway-backup/1"  # as gateway.cli.backup_cmd.FORMAT
+RETENTION_FILE = "retention.json"
+META_KEY = "restored_from"
+_CHUNK = 1024 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_NAME = re.compile(r"(keys/)?[^/\\\x00]+\Z")
+# Files beside a database that SQLite would apply to it: never taken from a backup (not in its checksums).
+_STORE_PREFIXES = ("reports.sqlite", "devices.sqlite")
+
+DESCRIPTION = """\
+Restore a backup made by `civicedge gateway backup` into the gateway named by --config, with the
+gateway stopped:
+
+  1. checks BACKUP_DIR: MANIFEST.json readable, every file it lists present with its size and
+     SHA-256, and no store file it does not list (a -wal or -journal beside a copy would change it);
+     a mismatch is refused, nothing is changed
+  2. refuses while the gateway runs (it holds reports.sqlite.lock); holds that lock meanwhile, so
+     no gateway starts during the restore
+  3. carries every registry change made since the backup over to the restored registry: devices
+     revoked since stay revoked, keys rotated since keep the current key (the board holds it),
+     devices enrolled since are kept with their key, retirements, reinstatements and moves are
+     kept; each carried change is printed
+  4. moves the current reports.sqlite, its -wal and -shm, devices.sqlite (and its -journal), keys/
+     and retention.json aside into <data_dir>/replaced-<UTC time>/ (renames: nothing is deleted),
+     then puts the backup's copies in place, 0600 (keys/ 0700), owned as the files they replace;
+     on any failure the moved files are put back
+  5. records the restore in the restored store (meta row restored_from) and prints what was
+     restored and what it means: reports acknowledged after the backup was made are lost (unless
+     in your MQTT archive), open data and /opendata/privacy-budget.csv go back to the backup's
+     state, and the provenance chain continues from the backup's head (an auditor holding a
+     later head sees a fork)
+
+The admin token is put back only when its file is missing (a token changed since is kept). The
+config, the MQTT password and TLS files are never written: copy them from BACKUP_DIR by hand if
+they were lost (MANIFEST.json names where each came from).
+
+Then: civicedge gateway run --config gateway.toml --check, and start the gateway.
+Manual steps, when this command cannot be used: docs/gateway.md, Storage, "Restoring a backup"."""
+
+
+class RestoreError(GatewayError):
+    """A restore was refused or failed; the gateway's files are as they were.
+
+    Attributes:
+        reason: ``bad_backup`` (no or unreadable MANIFEST.json, a file missing, unlisted or not a file),
+            ``checksum_mismatch``, ``in_use`` (the gateway runs), ``cross_device`` (a file to move aside is
+            on another file system than the data directory), ``registry`` (a change since the backup could
+            not be carried over), ``write_failed`` / ``disk_full`` / ``permission_denied``.
+        path: the file concerned.
+    """
+
+    def __init__(self, message: str, *, reason: str, path: Path | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.path = path
+
+
+@dataclass
+class Backup:
+    """A checked backup: its directory, MANIFEST.json (and its SHA-256), its files by what they are."""
+
+    path: Path
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    store: str = ""
+    registry: str = ""
+    keys: list[str] = field(default_factory=list)
+    retention: str | None = None
+    token: str | None = None
+    others: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RestoreResult:
+    """What :func:`restore` did, for the summary."""
+
+    backup: Backup
+    aside: Path | None = None
+    moved: list[tuple[Path, Path]] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    reports: int = 0
+    newest: float | None = None
+    recorded: bool = False
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``restore``."""
+    p = sub.add_parser("restore", help="put a backup back in place (gateway stopped), checked, reversible",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("backup", type=Path, metavar="BACKUP_DIR", help="a directory written by civicedge gateway backup")
+    add_config_arg(p)
+    p.set_defaults(func=cmd_restore)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore and print the summary."""
+    try:
+        config = config_from(args)
+        result = restore(config, args.backup)
+    except GatewayError as exc:
+        return fail(exc)
+    print(summary(result, args.config))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- checking
+
+
+def check_backup(path: Path) -> Backup:
+    """Read BACKUP_DIR's MANIFEST.json and check every file against it.
+
+    Raises:
+        RestoreError: ``bad_backup`` or ``checksum_mismatch``, naming the file.
+    """
+    path = Path(os.path.abspath(path))
+    mpath = path / MANIFEST
+    if not path.is_dir():
+        raise RestoreError("%s is not a directory (give the directory civicedge gateway backup wrote)" % path,
+                           reason="bad_backup", path=path)
+    try:
+        raw = mpath.read_bytes()
+    except FileNotFoundError:
+        raise RestoreError("%s has no MANIFEST.json: not a complete civicedge gateway backup (a backup cut off part-way "
+                           "has none)" % path, reason="bad_backup", path=mpath) from None
+    except OSError as exc:
+        raise RestoreError("cannot read %s: %s" % (mpath, exc.strerror or exc), reason="bad_backup", path=mpath) from exc
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RestoreError("%s is not valid JSON (%s): the backup cannot be checked" % (mpath, exc),
+                           reason="bad_backup", path=mpath) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), list):
+        raise RestoreError("%s is not a civicedge gateway backup manifest (format %r, expected %r)"
+                           % (mpath, manifest.get("format") if isinstance(manifest, dict) else None, FORMAT),
+                           reason="bad_backup", path=mpath)
+    backup = Backup(path, manifest, hashlib.sha256(raw).hexdigest())
+    listed: set[str] = set()
+    for entry in manifest["files"]:
+        name = _entry(entry, mpath)
+        listed.add(name)
+        _check_file(path / name, entry)
+        what = entry["what"]
+        if what == "report store":
+            backup.store = name
+        elif what == "device registry":
+            backup.registry = name
+        elif what == "device key" and name.startswith("keys/"):
+            backup.keys.append(name)
+        elif what == "retention settings":
+            backup.retention = name
+        elif what == "admin token":
+            backup.token = name
+        else:
+            backup.others.append(entry)
+    for needed, what in ((backup.store, "report store"), (backup.registry, "device registry")):
+        if not needed:
+            raise RestoreError("%s lists no %s: not a gateway backup" % (mpath, what), reason="bad_backup", path=mpath)
+    _refuse_unlisted(path, listed)
+    return backup
+
+
+def _entry(entry: Any, mpath: Path) -> str:
+    """The checked name of one MANIFEST.json entry (a plain name or ``keys/NAME``: never a path out)."""
+    ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("what"), str)
+          and isinstance(entry.get("sha256"), str) and _HEX64.match(entry["sha256"]) is not None
+          and isinstance(entry.get("size"), int))
+    if not ok or not _NAME.match(entry["name"]) or entry["name"] in (".", "..", "keys/.", "keys/.."):
+        raise RestoreError("%s has a malformed file entry: %.200s" % (mpath, json.dumps(entry)),
+                           reason="bad_backup", path=mpath)
+    return str(entry["name"])
+
+
+def _check_file(path: Path, entry: dict[str, Any]) -> None:
+    """Raise unless ``path`` is a regular file with the entry's size and SHA-256."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise RestoreError("%s is listed in MANIFEST.json but missing from the backup" % path,
+                           reason="bad_backup", path=path) from None
+    except OSError as exc:
+        raise RestoreError("cannot read %s: %s" % (path, exc.strerror or exc), reason="bad_backup", path=path) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise RestoreError("%s is not a regular file (a symlink or something else): a backup holds copies only"
+                           % path, reason="bad_backup", path=path)
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise RestoreError("cannot read %s: %s" % (path, exc.strerror or exc), reason="bad_backup", path=path) from exc
+    if st.st_size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+        raise RestoreError("%s does not match MANIFEST.json (size %d, listed %d; SHA-256 %s, listed %s): the backup was "
+                           "altered or damaged since it was made; nothing was restored, use another backup"
+                           % (path, st.st_size, entry["size"], digest.hexdigest()[:16] + "...", entry["sha256"][:16]
+                              + "..."), reason="checksum_mismatch", path=path)
+
+
+def _refuse_unlisted(path: Path, listed: set[str]) -> None:
+    """Refuse a store file or key file the manifest does not list (e.g. a ``-wal`` made by opening the copy)."""
+    found = [n for n in os.listdir(path) if n.startswith(_STORE_PREFIXES)]
+    if (path / "keys").is_dir():
+        found += ["keys/" + n for n in os.listdir(path / "keys")]
+    extra = sorted(n for n in found if n not in listed)
+    if extra:
+        raise RestoreError("%s holds %s, not listed in MANIFEST.json (a -wal, -shm or -journal appears when a copy is "
+                           "opened with sqlite3 and may hold changes the checksums do not cover): nothing was "
+                           "restored; use an untouched backup, or move that file out of it if you know it is empty"
+                           % (path, ", ".join(extra[:5])), reason="bad_backup", path=path / extra[0])
+
+
+# --------------------------------------------------------------------------------------------- restoring
+
+
+class _Undo:
+    """The renames done so far, undone in reverse order on failure."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[Path, Path]] = []
+
+    def rename(self, src: Path, dst: Path) -> None:
+        _place(src, dst)
+        self.done.append((src, dst))
+
+    def rollback(self) -> list[str]:
+        """Put everything back; the problems met (each one names what is left where)."""
+        problems = []
+        for src, dst in reversed(self.done):
+            try:
+                os.rename(dst, src)
+            except OSError as exc:
+                problems.append("could not move %s back to %s: %s" % (dst, src, exc.strerror or exc))
+        return problems
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (same file system); a file or directory already at ``dst`` is never replaced."""
+    if os.path.lexists(dst):
+        raise OSError(errno.EEXIST, "already exists", str(dst))
+    os.rename(src, dst)
+
+
+def restore(config: GatewayConfig, backup_dir: Path) -> RestoreResult:
+    """Restore ``backup_dir`` into the gateway of ``config`` (see the module docstring).
+
+    Raises:
+        RestoreError: see its reasons; the gateway's files are as they were.
+        StorageError: the store's lock file cannot be made (``open_failed``), the store is hard-linked.
+    """
+    backup = check_backup(backup_dir)
+    result = RestoreResult(backup)
+    store = config.storage.path
+    holder = store_writer(store)
+    if holder is not None:
+        raise _running(store, holder)
+    real = real_store_path(store)
+    try:
+        lock = lock_store(store, real)
+    except GatewayError as exc:
+        if exc.reason == "in_use":
+            raise _running(store, store_writer(store) or "unknown") from None
+        raise
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    staged: list[Path] = []
+    try:
+        for d in (config.data_dir, config.registry_dir):
+            try:
+                mkdir_private(d)
+            except OSError as exc:
+                raise RestoreError("cannot create %s: %s" % (d, exc.strerror or exc), reason=_os_reason(exc),
+                                   path=d) from exc
+        current = _read_current(config.registry_dir, result)
+        places = _stage(config, backup, real, stamp, current, result, staged)
+        _swap(config, real, stamp, places, result)
+    finally:
+        for p in staged:
+            if os.path.lexists(p):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else os.unlink(p)
+        os.close(lock)
+    return result
+
+
+def _running(store: Path, holder: str) -> RestoreError:
+    return RestoreError("report store %s is in use by the running gateway (pid %s): stop it and wait until it has "
+                        "exited (systemctl stop civicedge-gateway), then restore; nothing was changed"
+                        % (store, holder), reason="in_use", path=store)
+
+
+def _read_current(registry_dir: Path, result: RestoreResult) -> dict[str, tuple[DeviceRecord, bytes | None]] | None:
+    """Every device of the current registry with its key (None: unreadable), or None without a readable registry."""
+    if not (registry_dir / "devices.sqlite").exists():
+        result.warnings.append("no current registry at %s: the backup's is restored as it is; devices revoked or keys "
+                               "rotated since the backup cannot be checked: revoke and rotate them again"
+                               % registry_dir)
+        return None
+    try:
+        reg = Registry(registry_dir, create=False)
+    except RegistryError as exc:
+        result.warnings.append("the current registry cannot be read (%s): the backup's is restored as it is; devices "
+                               "revoked or keys rotated since the backup cannot be checked: revoke and rotate them "
+                               "again" % exc)
+        return None
+    try:
+        devices = {}
+        for rec in reg.list():
+            try:
+                key: bytes | None = reg.key(rec.id)
+            except RegistryError:
+                key = None
+            devices[rec.id] = (rec, key)
+        return devices
+    except RegistryError as exc:
+        result.warnings.append("the current registry cannot be read (%s): the backup's is restored as it is; devices "
+                               "revoked or keys rotated since the backup cannot be checked" % exc)
+        return None
+    finally:
+        reg.close()
+
+
+def _stage(config: GatewayConfig, backup: Backup, real: Path, stamp: str,
+           current: dict[str, tuple[DeviceRecord, bytes | None]] | None, result: RestoreResult,
+           staged: list[Path]) -> list[tuple[Path, Path, Path]]:
+    """Copy the backup's files beside their places under temporary names: (temporary, place, owner reference)."""
+    b = backup.path
+    places: list[tuple[Path, Path, Path]] = []
+    tmp_store = real.with_name(".%s.restore-%s" % (real.name, stamp))
+    staged.append(tmp_store)
+    _copy(b / backup.store, tmp_store, owner_of=real)
+    result.recorded = _record(tmp_store, backup, result)
+    result.reports, result.newest = _count(tmp_store)
+    places.append((tmp_store, real, real))
+
+    reg_dir = config.registry_dir / (".restore-%s" % stamp)
+    staged.append(reg_dir)
+    _mkdir(reg_dir, owner_of=config.registry_dir)
+    _mkdir(reg_dir / "keys", owner_of=config.registry_dir / "keys")
+    _copy(b / backup.registry, reg_dir / "devices.sqlite", owner_of=config.registry_dir / "devices.sqlite")
+    for name in backup.keys:
+        _copy(b / name, reg_dir / name, owner_of=config.registry_dir / name)
+    if current is not None:
+        try:
+            reg = Registry(reg_dir, create=False)
+        except RegistryError as exc:
+            raise RestoreError("the backup's registry cannot be opened: %s" % exc, reason="registry") from exc
+        try:
+            result.carried, notes = carry_over(reg, current)
+            result.warnings += notes
+        except RegistryError as exc:
+            raise RestoreError("a registry change made since the backup could not be carried over (%s); nothing was "
+                               "restored" % exc, reason="registry") from exc
+        finally:
+            reg.close()
+        _tighten_tree(reg_dir)
+    places += [(reg_dir / "devices.sqlite", config.registry_dir / "devices.sqlite", config.registry_dir),
+               (reg_dir / "keys", config.registry_dir / "keys", config.registry_dir)]
+
+    retention = config.data_dir / RETENTION_FILE
+    if backup.retention is not None:
+        tmp = retention.with_name(".%s.restore-%s" % (RETENTION_FILE, stamp))
+        staged.append(tmp)
+        _copy(b / backup.retention, tmp, owner_of=retention)
+        places.append((tmp, retention, retention))
+    elif os.path.lexists(retention):
+        result.notes.append("the backup has no retention.json (retention was the policy's then): the current one is "
+                            "moved aside")
+    token = config.http.admin_token_file if config.http is not None else None
+    if backup.token is not None and token is not None:
+        if os.path.lexists(token):
+            if _digest(token) != _digest(b / backup.token):
+                result.notes.append("admin token %s changed since the backup: the current one is kept" % token)
+        else:
+            tmp = token.with_name(".%s.restore-%s" % (token.name, stamp))
+            staged.append(tmp)
+            _copy(b / backup.token, tmp, owner_of=token)
+            places.append((tmp, token, token))
+    for entry in backup.others:
+        src = Path(str(entry.get("source", "")))
+        if not os.path.lexists(src):
+            result.notes.append("%s %s is missing; the backup's copy is %s (not restored by this command: copy it "
+                                "into place, 0600)" % (entry["what"], src, b / entry["name"]))
+    return places
+
+
+def _swap(config: GatewayConfig, real: Path, stamp: str, places: list[tuple[Path, Path, Path]],
+          result: RestoreResult) -> None:
+    """Move the current files aside, then the staged copies into place; on failure put everything back."""
+    reg = config.registry_dir
+    to_move = [real.with_name(real.name + s) for s in ("", "-wal", "-shm")]
+    to_move += [reg / ("devices.sqlite" + s) for s in ("", "-journal", "-wal", "-shm")] + [reg / "keys"]
+    to_move.append(config.data_dir / RETENTION_FILE)
+    to_move = [p for p in to_move if os.path.lexists(p)]
+    aside = config.data_dir / ("replaced-%s" % stamp)
+    if to_move:
+        _same_fs(to_move, config.data_dir)
+    undo = _Undo()
+    try:
+        if to_move:
+            mkdir_private(aside)
+            result.aside = aside
+            for p in to_move:
+                sub = aside / "registry" if p.parent == reg and reg != config.data_dir else aside
+                mkdir_private(sub)
+                undo.rename(p, sub / p.name)
+                result.moved.append((p, sub / p.name))
+        for tmp, place, _ in places:
+            undo.rename(tmp, place)
+        for d in {real.parent, reg, reg / "keys", config.data_dir, aside}:
+            if d.is_dir():
+                fsync_dir(d)
+    except OSError as exc:
+        problems = undo.rollback()
+        where = exc.filename or ""
+        if problems:
+            raise RestoreError("restore failed (%s: %s) and could not be rolled back fully: %s; files moved aside are "
+                               "in %s" % (where, exc.strerror or exc, "; ".join(problems), aside),
+                               reason=_os_reason(exc), path=Path(where) if where else None) from exc
+        with_aside = " (%s removed)" % aside if to_move and _rmdir_empty(aside) else ""
+        raise RestoreError("restore failed: %s: %s; rolled back: every moved file is back in its place%s, nothing was "
+                           "restored" % (where, exc.strerror or exc, with_aside), reason=_os_reason(exc),
+                           path=Path(where) if where else None) from exc
+
+
+def _rmdir_empty(aside: Path) -> bool:
+    """Remove the rolled-back, empty aside directory (and its empty registry/); True when it is gone."""
+    try:
+        if (aside / "registry").is_dir():
+            os.rmdir(aside / "registry")
+        os.rmdir(aside)
+        return True
+    except OSError:
+        return False
+
+
+def _same_fs(paths: list[Path], data_dir: Path) -> None:
+    dev = os.stat(data_dir).st_dev
+    for p in paths:
+        if os.lstat(p).st_dev != dev:
+            raise RestoreError("%s is on another file system than the data directory %s: it cannot be moved aside by a "
+                               "rename; nothing was changed; restore by hand (docs/gateway.md, Restoring a backup)"
+                               % (p, data_dir), reason="cross_device", path=p)
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission_denied"
+    return "write_failed"
+
+
+# -------------------------------------------------------------------------------------------- registry
+
+
+def carry_over(restored: Registry, current: dict[str, tuple[DeviceRecord, bytes | None]]) -> tuple[list[str], list[str]]:
+    """Apply to the backup's registry ``restored`` every change the current registry holds since the backup.
+
+    Returns:
+        (one line per carried change, warnings).
+
+    Raises:
+        RegistryError: a change could not be made (nothing of the restore is in place yet).
+    """
+    carried: list[str] = []
+    warnings: list[str] = []
+    for dev, (cur, ckey) in sorted(current.items()):
+        old = restored.lookup(dev)
+        if old is None:
+            if ckey is None:
+                warnings.append("device %s was added since the backup but its current key cannot be read: not "
+                                "carried over (enrol it again)" % dev)
+                continue
+            restored.add(dev, kind=cur.kind, zone=cur.zone, lat=cur.lat, lon=cur.lon, key=ckey)
+            if cur.retired and not cur.revoked:
+                restored.retire(dev)
+            if cur.revoked:
+                restored.revoke(dev)
+            state = " (revoked)" if cur.revoked else " (retired)" if cur.retired else ""
+            carried.append("device %s: added since the backup: kept, with its current key%s" % (dev, state))
+            continue
+        carried += _changes(restored, old, cur, ckey, warnings)
+    for rec in restored.list():
+        if rec.id not in current:
+            warnings.append("device %s is in the backup but not in the current registry: restored from the backup "
+                            "(check it: civicedge gateway devices show %s)" % (rec.id, rec.id))
+    return carried, warnings
+
+
+def _changes(restored: Registry, old: DeviceRecord, cur: DeviceRecord, ckey: bytes | None,
+             warnings: list[str]) -> list[str]:
+    """Carry the changes of one device (in the order the API allows: a revoked device changes no more)."""
+    dev, out = cur.id, list[str]()
+    if old.revoked:
+        if not cur.revoked:
+            warnings.append("device %s is revoked in the backup but not in the current registry: kept revoked (a "
+                            "revoked id stays revoked)" % dev)
+        return out
+    try:
+        bkey: bytes | None = restored.key(dev)
+    except RegistryError:
+        bkey = None
+    if ckey is None:
+        warnings.append("the current key of device %s cannot be read: the backup's key is restored" % dev)
+    elif bkey != ckey:
+        restored.rotate_key(dev, key=ckey)
+        out.append("device %s: key rotated since the backup: kept the current key (the board holds it)" % dev)
+    if cur.kind != old.kind:
+        warnings.append("device %s is a %s now and a %s in the backup: kept the backup's kind" % (dev, cur.kind, old.kind))
+    if not cur.revoked and (cur.zone != old.zone or not same_place((cur.lat, cur.lon), (old.lat, old.lon))):
+        restored.move(dev, lat=cur.lat, lon=cur.lon, zone=cur.zone)
+        out.append("device %s: moved since the backup: kept zone %s at %s,%s" % (dev, cur.zone, cur.lat, cur.lon))
+    if cur.retired and not old.retired:
+        restored.retire(dev)
+        out.append("device %s: retired since the backup: kept retired" % dev)
+    elif old.retired and not cur.retired and not cur.revoked:
+        restored.reinstate(dev)
+        out.append("device %s: reinstated since the backup: kept reinstated" % dev)
+    if cur.revoked:
+        restored.revoke(dev)
+        out.append("device %s: revoked since the backup: kept revoked (its frames stay refused)" % dev)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _owner(ref: Path) -> tuple[int, int] | None:
+    """(uid, gid) of ``ref``, else of its nearest existing directory."""
+    p = ref
+    while True:
+        try:
+            st = os.lstat(p)
+            return st.st_uid, st.st_gid
+        except OSError:
+            if p.parent == p:
+                return None
+            p = p.parent
+
+
+def _chown(fd_or_path: int | Path, owner_of: Path) -> None:
+    """As root, give the new file the owner of what it replaces (the gateway's user), not root."""
+    if os.geteuid() != 0:
+        return
+    owner = _owner(owner_of)
+    if owner is None:
+        return
+    if isinstance(fd_or_path, int):
+        os.fchown(fd_or_path, *owner)
+    else:
+        os.chown(fd_or_path, *owner, follow_symlinks=False)
+
+
+def _copy(src: Path, dst: Path, *, owner_of: Path) -> None:
+    """Copy ``src`` into the new file ``dst``: 0600, owned as ``owner_of``, synced."""
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            _chown(fd, owner_of)
+            with open(src, "rb") as fin:
+                for chunk in iter(lambda: fin.read(_CHUNK), b""):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise RestoreError("cannot copy %s to %s: %s; nothing was changed" % (src, dst, exc.strerror or exc),
+                           reason=_os_reason(exc), path=dst) from exc
+
+
+def _mkdir(path: Path, *, owner_of: Path) -> None:
+    try:
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)
+        _chown(path, owner_of)
+    except OSError as exc:
+        raise RestoreError("cannot create %s: %s; nothing was changed" % (path, exc.strerror or exc),
+                           reason=_os_reason(exc), path=path) from exc
+
+
+def _tighten_tree(reg_dir: Path) -> None:
+    """Key files written by the Registry API while carrying changes over: 0600, owned as the others."""
+    for p in [reg_dir / "devices.sqlite", *sorted((reg_dir / "keys").iterdir())]:
+        os.chmod(p, 0o600)
+        _chown(p, reg_dir)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+def _record(db: Path, backup: Backup, result: RestoreResult) -> bool:
+    """Write meta ``restored_from`` into the staged store copy (not in use by anyone); False when it has no meta."""
+    value = json.dumps({"backup": str(backup.path), "backup_created_at": backup.manifest.get("created_at"),
+                        "manifest_sha256": backup.manifest_sha256,
+                        "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, sort_keys=True)
+    try:
+        conn = sqlite3.connect(db)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+                result.notes.append("the backup's store has no meta table (no reports yet): the restore is not "
+                                    "recorded in it")
+                return False
+            with conn:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_KEY, value))
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise RestoreError("cannot write the restore record into the copy %s: %s; nothing was changed" % (db, exc),
+                           reason="write_failed", path=db) from exc
+    for suffix in ("-wal", "-shm", "-journal"):  # the last close checkpointed the copy's -wal into it
+        side = db.with_name(db.name + suffix)
+        if os.path.lexists(side):
+            os.unlink(side)
+    return True
+
+
+def _count(db: Path) -> tuple[int, float | None]:
+    """(reports, newest received_at) of the staged store copy."""
+    try:
+        conn = sqlite3.connect(db.as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='reports'").fetchone() is None:
+                return 0, None
+            n, newest = conn.execute("SELECT count(*), max(received_at) FROM reports").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise RestoreError("cannot read the backup's store %s: %s" % (db, exc), reason="bad_backup", path=db) from exc
+    return int(n), None if newest is None else float(newest)
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def summary(result: RestoreResult, config: Path | None) -> str:
+    """What was restored, where the old files went, what it means and what to run next."""
+    b = result.backup
+    created = str(b.manifest.get("created_at", "unknown"))
+    lines = ["restored backup %s (made %s, MANIFEST.json SHA-256 %s)" % (b.path, created, b.manifest_sha256),
+             "  report store: %d report(s), newest received %s" % (result.reports, "none" if result.newest is None
+                                                                    else _utc(result.newest)),
+             "  device registry and %d device key file(s)%s" % (len(b.keys), ", retention.json" if b.retention else "")]
+    if result.aside is not None:
+        lines.append("the replaced files were moved (not deleted) to %s:" % result.aside)
+        lines += ["  %s" % src for src, _ in result.moved]
+    else:
+        lines.append("there were no current files to move aside")
+    if result.carried:
+        lines.append("registry changes made since the backup, carried over:")
+        lines += ["  " + c for c in result.carried]
+    lines += ["note: " + n for n in result.notes]
+    lines.append("note: %s" % ("the restore is recorded in the store (meta %s)" % META_KEY if result.recorded
+                               else "the restore is not recorded in the store"))
+    lines += ["warning: " + w for w in result.warnings]
+    lines += [
+        "what this means:",
+        "  - reports acknowledged after %s are lost (the boards deleted them at their ACK) unless your MQTT "
+        "archive holds them" % created,
+        "  - open data and /opendata/privacy-budget.csv go back to the backup's state",
+        "  - the provenance chain continues from the backup's head: an auditor holding a later head sees a fork; "
+        "tell them the restore time and this backup",
+        "next: civicedge gateway run%s --check, then start the gateway"
+        % ("" if config is None else " --config %s" % config),
+    ]
+    return "\n".join(lines)
+
