@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection, Iterable, Mapping
 
-from gateway.web.liveness import DEFAULT_WINDOW_S, window_of
+from gateway.web.publication import ENTITY_MARK_S, entity_mark_s
 from gateway.web.views import DeviceView
 
 logger = logging.getLogger(__name__)
@@ -189,28 +189,62 @@ class _Attr:
     unit: str | None = None
 
 
-# The finest period an alarm's public time is given in (15 minutes), whatever the kind's window: the
-# docs promise a quarter hour, and the entities' marks are never shorter either (publication.py).
+# The finest period an alarm's public time is ever given in (15 minutes): the docs promise no finer.
 ALARM_TIME_MIN_S = 900
 
 
-def public_alarm_time(at: int, window_s: int = DEFAULT_WINDOW_S) -> int:
+def alarm_period_s(policy: Mapping[str, Any] | None) -> int:
+    """The period an open alarm's public time is given in under ``policy`` (None: the shipped 15
+    minutes), for every kind alike: the entities' mark step (:func:`gateway.web.publication.entity_mark_s`,
+    at least 15 minutes and at least every kind's window).
+
+    Why the mark step and not the kind's window: an alarm is sent at once, so the mark at which it
+    first shows says when it arrived to one mark step. Its public time must cover that whole step, else
+    the two together date it finer: with marks every 20 minutes (a 20-minute streetlight window) and a
+    bin's tip dated to its quarter hour, a tip first shown at 00:20 and dated 00:15 fell in 00:15-00:20.
+    Periods of the mark step start at the marks themselves, so the mark adds nothing to the public time.
+    """
+    return max(entity_mark_s(policy) if policy is not None else ENTITY_MARK_S, ALARM_TIME_MIN_S)
+
+
+def public_alarm_time(at: int, period_s: int = ENTITY_MARK_S) -> int:
     """When the open data says an alarm raised at ``at`` (unix s, the device's minute) happened: the
-    start of the period that holds it, the kind's window ``window_s`` or :data:`ALARM_TIME_MIN_S`
-    (15 minutes), whichever is longer. A tipped bin is mostly a person, a fire often a cigarette: the
-    minute would date that person's act finer than the window values already published (a tilt in
-    that window) do, and a policy's 5-minute window must not make it finer than the documented
-    quarter hour. The operators' ``/api`` keeps the minute."""
-    period = max(window_s, ALARM_TIME_MIN_S)
+    start of the period of ``period_s`` (:func:`alarm_period_s`; never under :data:`ALARM_TIME_MIN_S`)
+    that holds it. A tipped bin is mostly a person, a fire often a cigarette: the minute would date that
+    person's act finer than the window values already published (a tilt in that window) do, and no
+    policy may make it finer than the documented quarter hour. The operators' ``/api`` keeps the minute."""
+    period = max(period_s, ALARM_TIME_MIN_S)
     return at - at % period
 
 
-def _observed(dev: DeviceView, *fields: str, alarms: Collection[str] = (),
-              window_s: int = DEFAULT_WINDOW_S) -> int | None:
-    """The newest time among the periods of ``fields`` and the open alarms with a code in ``alarms``
-    (each at :func:`public_alarm_time` for the kind's window ``window_s``)."""
+def status_alarms(dev: DeviceView) -> tuple[str, ...]:
+    """The codes of ``dev``'s open alarms that decide its entity's ``status`` (and so are shown, dated
+    by :func:`public_alarm_time`): a streetlight's ``lamp_fail``; a bin's ``fire``, else its ``tip``
+    (a tip under a fire is not shown). No other alarm is shown anywhere in the open data, so nothing
+    else (its ``Last-Modified`` included) may be dated by one."""
+    codes = {a.code for a in dev.alarms}
+    if dev.kind == "streetlight":
+        return ("lamp_fail",) if "lamp_fail" in codes else ()
+    if dev.kind == "bin":
+        return ("fire",) if "fire" in codes else ("tip",) if "tip" in codes else ()
+    return ()
+
+
+def status_alarm_time(dev: DeviceView, period_s: int = ENTITY_MARK_S) -> int | None:
+    """The public time of the newest alarm that decides ``dev``'s ``status`` (:func:`status_alarms`,
+    :func:`public_alarm_time` in periods of ``period_s``); None when none does."""
+    shown = status_alarms(dev)
+    times = [public_alarm_time(a.at, period_s) for a in dev.alarms if a.code in shown]
+    return max(times) if times else None
+
+
+def _observed(dev: DeviceView, *fields: str, alarm_period_s: int | None = None) -> int | None:
+    """The newest time among the periods of ``fields`` and, given ``alarm_period_s``, the alarms that
+    decide the status (:func:`status_alarm_time`)."""
     times = [dev.latest_at[f] for f in fields if f in dev.latest_at]
-    times += [public_alarm_time(a.at, window_s) for a in dev.alarms if a.code in alarms]
+    alarm = status_alarm_time(dev, alarm_period_s) if alarm_period_s is not None else None
+    if alarm is not None:
+        times.append(alarm)
     return max(times) if times else None
 
 
@@ -218,20 +252,18 @@ def _number(name: str, value: float, at: int | None) -> _Attr:
     return _Attr(value, at, unit=ATTRIBUTE_UNITS[name])
 
 
-def _streetlight_attrs(dev: DeviceView, stale: bool, window_s: int = DEFAULT_WINDOW_S) -> dict[str, _Attr]:
+def _streetlight_attrs(dev: DeviceView, stale: bool, period_s: int = ENTITY_MARK_S) -> dict[str, _Attr]:
     """The attributes of a streetlight's entity.
 
     A silent (``stale``) lamp has no ``powerState`` or ``illuminanceLevel``: both say how it is set
     now, which nobody knows. Its ``status`` stays what the last evidence says (the model's enum has
     no "unknown", and silence is no evidence of a fault); ``observationDateTime`` tells how old it is.
     """
-    codes = {a.code for a in dev.alarms}
     latest = dev.latest
-    lamp_failed = latest.get("lamp") == 1 or "lamp_fail" in codes
+    lamp_failed = latest.get("lamp") == 1 or "lamp_fail" in status_alarms(dev)
     attrs: dict[str, _Attr] = {
         # The published enum has no "unknown": a lamp we have no failure evidence for is "ok".
-        "status": _Attr("defectiveLamp" if lamp_failed else "ok",
-                        _observed(dev, "lamp", alarms=("lamp_fail",), window_s=window_s)),
+        "status": _Attr("defectiveLamp" if lamp_failed else "ok", _observed(dev, "lamp", alarm_period_s=period_s)),
     }
     if "lvl" in latest and not stale:
         lvl = max(0, min(100, latest["lvl"]))
@@ -249,16 +281,14 @@ def _streetlight_attrs(dev: DeviceView, stale: bool, window_s: int = DEFAULT_WIN
     return attrs
 
 
-def _container_attrs(dev: DeviceView, stale: bool, window_s: int = DEFAULT_WINDOW_S) -> dict[str, _Attr]:
+def _container_attrs(dev: DeviceView, stale: bool, period_s: int = ENTITY_MARK_S) -> dict[str, _Attr]:
     """As :func:`_streetlight_attrs`. A silent (``stale``) bin is ``unknown`` unless an open alarm
     says otherwise (an alarm stays open for 24 h, as on the dashboard, where it outranks "stale")."""
-    codes = {a.code for a in dev.alarms}
+    deciding = status_alarms(dev)
     latest = dev.latest
     # The status and what it was observed from: an alarm's public time, or the period of the values read.
-    if "fire" in codes:
-        status = _Attr("burning", _observed(dev, alarms=("fire",), window_s=window_s))
-    elif "tip" in codes:
-        status = _Attr("dropped", _observed(dev, alarms=("tip",), window_s=window_s))
+    if deciding:
+        status = _Attr("burning" if deciding == ("fire",) else "dropped", status_alarm_time(dev, period_s))
     elif stale:
         status = _Attr("unknown")
     elif latest.get("tilt") == 1:
@@ -311,8 +341,8 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
     """Build the NGSI-LD entity of one device.
 
     In the normalized form each Property carries its own ``observedAt`` (the end of the period of the
-    value it shows, or the start of the window holding the alarm that decides a ``status``,
-    :func:`public_alarm_time`) and a number its
+    value it shows, or the start of the period holding the alarm that decides a ``status``,
+    :func:`public_alarm_time` in periods of :func:`alarm_period_s`) and a number its
     ``unitCode`` (UN/CEFACT, :data:`UNIT_CODES`); keyValues has the values only.
 
     Args:
@@ -323,8 +353,8 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
             rule ``/api/devices`` calls "stale"): its current state is not claimed.
         policy: the privacy policy: the units of a generic kind's fields (the normalized form's
             ``unitCode`` or ``unitText``; None gives them no unit, keyValues has none anyway) and the
-            kind's window an alarm's time is published in (never finer than 15 minutes; None: 15
-            minutes).
+            period an alarm's time is published in (:func:`alarm_period_s`: the entities' mark step,
+            never finer than 15 minutes; None: 15 minutes).
 
     Returns:
         The entity as a JSON-serialisable dict (of type :func:`entity_type`; check that the kind is
@@ -332,12 +362,12 @@ def device_entity(dev: DeviceView, *, key_values: bool, with_context: bool = Tru
     """
     etype = entity_type(dev.kind)
     specs = plan(policy).specs if policy is not None and dev.kind not in ENTITY_TYPE_BY_KIND else None
-    # An alarm's time is published as the start of its window, at least 15 minutes (public_alarm_time).
-    window_s = window_of(policy, dev.kind) if policy is not None else DEFAULT_WINDOW_S
+    # An alarm's time is published as the start of the mark step holding it (alarm_period_s).
+    period_s = alarm_period_s(policy)
     if dev.kind == "streetlight":
-        attrs = _streetlight_attrs(dev, stale, window_s)
+        attrs = _streetlight_attrs(dev, stale, period_s)
     elif dev.kind == "bin":
-        attrs = _container_attrs(dev, stale, window_s)
+        attrs = _container_attrs(dev, stale, period_s)
     else:
         attrs = _generic_attrs(dev, specs)
     point = {"type": "Point", "coordinates": [dev.lon, dev.lat]}

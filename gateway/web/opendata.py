@@ -114,12 +114,15 @@ def _cache_headers(etag: str, last_modified: float | None) -> dict[str, str]:
 
 def _last_modified(devices: Sequence[DeviceView], policy: Mapping[str, Any]) -> float | None:
     """The newest time the answer made of ``devices`` shows: the end of a value's period (its
-    ``observedAt``), the start of the window (at least 15 minutes) holding an open alarm (as the
-    entities publish it, :func:`gateway.web.ngsi.public_alarm_time`, never its minute) or a lamp change; None when there is
-    none. Not the arrival time of a report (a public arrival time dates an alarm to the second); taken
-    from the fleet snapshot the answer is made of, so no store read."""
+    ``observedAt``), the public time of an open alarm that decides a ``status`` (as the entities date
+    it, :func:`gateway.web.ngsi.status_alarm_time`: the start of the mark step holding it, never its
+    minute) or a lamp change; None when there is none. An alarm no entity shows (a tip under a fire, a
+    kind's alarm without a status) is not counted: it would date what the body hides. Not the arrival
+    time of a report (a public arrival time dates an alarm to the second); taken from the fleet
+    snapshot the answer is made of, so no store read."""
     times = [t for d in devices for t in d.latest_at.values()]
-    times += [ngsi.public_alarm_time(a.at, liveness.window_of(policy, d.kind)) for d in devices for a in d.alarms]
+    period_s = ngsi.alarm_period_s(policy)
+    times += [t for d in devices if (t := ngsi.status_alarm_time(d, period_s)) is not None]
     times += [d.lamp_changed_at for d in devices if d.lamp_changed_at is not None]
     return float(max(times)) if times else None
 

@@ -38,9 +38,12 @@ CSV_MARK_OFFSET_S = 300
 
 
 def entity_mark_s(policy: Mapping[str, Any]) -> int:
-    """The entities' mark interval under ``policy``: :data:`ENTITY_MARK_S`, or the longest ``window_s``
-    of its kinds (all published) when longer (review LOW6)."""
-    windows = [int(kind.get("window_s", 0) or 0) for kind in policy.get("kinds", {}).values()]
+    """The entities' mark interval under ``policy``: :data:`ENTITY_MARK_S`, or the longest window of its
+    kinds (all published) when longer (review LOW6): a kind's ``window_s``, else the policy's default
+    ``window_s``, as ``gateway.web.liveness.window_of`` reads it. Open alarms are dated in periods of
+    this length too (``gateway.web.ngsi.alarm_period_s``)."""
+    default = policy.get("defaults", {}).get("window_s", 0)
+    windows = [int(kind.get("window_s", default) or 0) for kind in policy.get("kinds", {}).values()]
     return max([ENTITY_MARK_S, *windows])
 
 

@@ -3,7 +3,7 @@
 The open data dated an alarm to the start of its kind's window (test_web_opendata_alarm_times.py):
 under a policy with 5-minute windows a tip at 12:28 was published as 12:25, finer than the quarter
 hour docs/open-data.md ("Alarm times") promises. It is now the start of the 900 s period holding it
-(or of the kind's window when that is longer); the operators' ``/api`` keeps the minute.
+(the entities' mark step, which is longer only when a window is); the operators' ``/api`` keeps the minute.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gateway.resources import load_policy
 from gateway.storage.store import ReportRecord
 from gateway.web.app import create_app
 from gateway.web.liveness import window_of
-from gateway.web.ngsi import public_alarm_time
+from gateway.web.ngsi import alarm_period_s, public_alarm_time
 from gateway.web.opendata import INGEST_LAG_S
 
 from .support import ADMIN_TOKEN, NOW, Fleet
@@ -65,13 +65,16 @@ def _raise_alarms(fleet: Fleet) -> None:
                               _alarm("sl-03", "streetlight", 60_001, LAMP_FAIL_AT, "lamp_fail")])
 
 
-def test_the_public_time_is_the_longer_of_the_window_and_a_quarter_hour() -> None:
+def test_the_public_time_is_never_finer_than_a_quarter_hour() -> None:
+    """The period is the entities' mark step (test_web_opendata_alarm_times_marks.py), a quarter hour
+    under 5-minute windows, and no period given makes it finer."""
     policy = _short_policy()
     assert window_of(policy, "bin") == SHORT_S
-    assert public_alarm_time(TIP_AT, window_of(policy, "bin")) == QUARTER
-    assert public_alarm_time(TIP_AT, 900) == QUARTER
-    assert public_alarm_time(TIP_AT, H) == NOW  # a longer window coarsens more: its own start
-    assert public_alarm_time(TIP_AT, 0) == QUARTER  # no window at all is no minute either
+    assert alarm_period_s(policy) == 900
+    assert public_alarm_time(TIP_AT, alarm_period_s(policy)) == QUARTER
+    assert public_alarm_time(TIP_AT, SHORT_S) == QUARTER  # a shorter period is raised to the quarter hour
+    assert public_alarm_time(TIP_AT, H) == NOW  # a longer one coarsens more: its own start
+    assert public_alarm_time(TIP_AT, 0) == QUARTER  # no period at all is no minute either
 
 
 async def test_a_short_window_dates_an_alarm_to_its_quarter_hour(fleet: Fleet) -> None:
