@@ -78,7 +78,8 @@ _OD_HEADERS = {
     "Vary": _hdr("`Accept, Accept-Encoding`: the media type follows the Accept header, the content coding"
                  " Accept-Encoding"),
     "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, the start of"
-                          " the quarter hour (or longer window) holding an open alarm, never its minute; a lamp change); CSV: the hh:05"
+                          " the mark step (15 minutes, or the longest window) holding an open alarm that decides a"
+                          " status, never its minute; a lamp change); CSV: the hh:05"
                           " mark that published the newest report of the range; rounded down to the minute, never"
                           " after Date (absent when there is none)"),
     "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set and has a URL (the SPDX page of an "
