@@ -40,21 +40,38 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     run.set_defaults(func=cmd_run)
     init = sub.add_parser("init", help="write a commented example config",
                           description="Write a commented example config to PATH. Missing parent directories "
-                                      "are created (mode 0700, as the gateway's data directories).")
+                                      "are created (mode 0700, as the gateway's data directories). For a "
+                                      "service, as root: gateway init --group civicedge "
+                                      "/etc/civicedge/gateway.toml (docs/gateway.md, Running as a service).")
     init.add_argument("path", nargs="?", type=Path, default=Path("gateway.toml"),
                       help="default: ./gateway.toml; missing parent directories are created (0700)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--group", metavar="GROUP",
+                      help="the service user's group (e.g. civicedge): the directories created get it with mode "
+                           "0750 and the config file with mode 0640, so that user can read the config")
     init.set_defaults(func=cmd_init)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Write the example config."""
     try:
-        write_example(args.path, force=args.force)
+        created = write_example(args.path, force=args.force, group=args.group)
     except GatewayError as exc:
         return fail(exc)
     print("wrote %s" % args.path)
+    if created and args.group is None and os.name == "posix" and os.geteuid() == 0:
+        print(root_only_note(args.path, created), file=sys.stderr)
     return EXIT_OK
+
+
+def root_only_note(path: Path, created: list[Path]) -> str:
+    """What ``init`` run as root says when it created ``created`` (0700, root's) without ``--group``: a
+    service user (the unit's ``User=civicedge``) could not enter them to read ``path``, nor `run --check`."""
+    dirs = " ".join(str(d) for d in created)
+    return ("note: %s %s created for root only (mode 0700): a service user cannot read %s. For the service "
+            "user civicedge (scripts/civicedge-gateway.service), run:\n  chgrp civicedge %s %s && chmod 750 %s "
+            "&& chmod 640 %s\nor write it again with: civicedge gateway init --force --group civicedge %s"
+            % (dirs, "was" if len(created) == 1 else "were", path.name, dirs, path, dirs, path, path))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

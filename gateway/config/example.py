@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from gateway.errors import ConfigError
@@ -94,15 +95,23 @@ interval_s = 3600               # how often old field values are removed
 '''
 
 
-def write_example(path: Path, *, force: bool = False) -> None:
+def write_example(path: Path, *, force: bool = False, group: str | None = None) -> list[Path]:
     """Write the commented example config to ``path``, creating its missing parent directories.
 
     Missing parents are created 0700 like the gateway's data directories (the config's directory
-    usually holds its data directory and the admin token file too), as ``init`` tools do.
+    usually holds its data directory and the admin token file too), as ``init`` tools do. With
+    ``group`` (the service user's group, when root writes a config a service user runs), the
+    directories it creates are given that group and mode 0750 and the file that group and mode 0640,
+    so the service user can enter the directory and read the config (an admin token file its user owns,
+    mode 600, is then readable there too). A parent that already exists is left as it is.
+
+    Returns:
+        The directories created, outermost first.
 
     Raises:
         ConfigError: reason ``bad_path`` if ``path`` is a directory, the file exists (and not ``force``),
-            a parent cannot be created or the file cannot be written.
+            a parent cannot be created or the file cannot be written; reason ``bad_value`` if ``group``
+            is no group of this system.
     """
     path = Path(path)
     if path.is_dir():  # with --force too: the write would only fail "Is a directory"
@@ -110,6 +119,8 @@ def write_example(path: Path, *, force: bool = False) -> None:
                           reason="bad_path", key="", path=path)
     if path.exists() and not force:
         raise ConfigError("%s already exists (use --force to overwrite)" % path, reason="bad_path", key="", path=path)
+    gid = None if group is None else _group_id(group, path)
+    created = _missing_dirs(path.parent)
     try:
         mkdir_private(path.parent)
     except OSError as exc:
@@ -118,5 +129,37 @@ def write_example(path: Path, *, force: bool = False) -> None:
                           path=path) from exc
     try:
         path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+        if gid is not None:
+            for d in created:
+                os.chown(d, -1, gid)
+                d.chmod(0o750)  # group: enter only (list and read), never write
+            os.chown(path, -1, gid)
+            path.chmod(0o640)
     except OSError as exc:
-        raise ConfigError("cannot write %s: %s" % (path, exc.strerror), reason="bad_path", key="", path=path) from exc
+        raise ConfigError("cannot write %s: %s" % (exc.filename or path, exc.strerror), reason="bad_path", key="",
+                          path=path) from exc
+    return created
+
+
+def _missing_dirs(directory: Path) -> list[Path]:
+    """``directory`` and its parents that do not exist yet, outermost first."""
+    missing: list[Path] = []
+    d = directory
+    while not os.path.lexists(d) and d.parent != d:
+        missing.append(d)
+        d = d.parent
+    return missing[::-1]
+
+
+def _group_id(group: str, path: Path) -> int:
+    """The id of the group named (or numbered) ``group``."""
+    try:
+        import grp
+    except ImportError:  # Windows
+        raise ConfigError("a group for the config is for POSIX systems only", reason="bad_value", key="",
+                          path=path) from None
+    try:
+        return grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError("no group %r on this system (create the service user first, e.g. useradd --system "
+                          "--user-group civicedge)" % group, reason="bad_value", key="", path=path) from None
