@@ -253,7 +253,8 @@ class StoreFleetSource:
     def _max_period_s(self) -> int:
         """The longest period a stored value can have: a day (``day`` reports), or a longer window or
         release period of the policy."""
-        periods = [86400]
+        # the policy's default window is the window of a kind without its own (liveness.window_of)
+        periods = [86400, int(self._policy.get("defaults", {}).get("window_s", 0) or 0)]
         for kspec in self._policy.get("kinds", {}).values():
             periods.append(int(kspec.get("window_s", 0) or 0))
             periods.extend(int(f.get("release_every_s", 0) or 0) for f in kspec.get("fields", {}).values())
