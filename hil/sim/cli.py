@@ -288,9 +288,12 @@ def _cmd_install_runtime(args: argparse.Namespace) -> int:
     from hil.sim import runtime
 
     target = args.dir if args.dir is not None else runtime.install_dir()
-    print(f"installing the simulator's Node packages into {target} (npm ci)...", flush=True)
+
+    def announce(into: Path) -> None:  # only once the checks passed: a refused install is not "installing"
+        print(f"installing the simulator's Node packages into {into} (npm ci)...", flush=True)
+
     try:
-        result = runtime.install_runtime(target, force=args.force)
+        result = runtime.install_runtime(target, force=args.force, announce=announce)
     except runtime.RuntimeInstallError as exc:
         print(f"civicedge sim install-runtime: {exc}", file=sys.stderr)
         return 1

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 from urllib.parse import urlencode
 
 from hil.sim import SIM_DIR
@@ -285,10 +285,13 @@ def _check_ours(target: Path) -> None:
 
 
 def install_runtime(target: Path, *, force: bool = False, sim_dir: Path = SIM_DIR,
-                    timeout_s: float = NPM_TIMEOUT_S) -> InstallResult:
+                    timeout_s: float = NPM_TIMEOUT_S,
+                    announce: Callable[[Path], None] | None = None) -> InstallResult:
     """Install the simulator's Node packages into ``target`` with ``npm ci`` from the shipped lockfile.
 
     A runtime whose stamp already names the shipped lockfile is left as it is (``force`` reinstalls).
+    ``announce`` is called with the resolved target just before ``npm ci`` starts, once every check
+    passed, so a refused install is never announced as starting.
     ``npm ci`` runs in a temporary directory inside ``target``; only when it succeeded is its
     ``node_modules`` renamed into place, so a failed or interrupted run leaves a working runtime
     working. The stamp that makes the directory usable is written last. One install at a time
@@ -314,6 +317,8 @@ def install_runtime(target: Path, *, force: bool = False, sim_dir: Path = SIM_DI
     with _install_lock(target):
         if not force and not checkout and _stamp_matches(target, sim_dir):
             return InstallResult(target, already_installed=True)
+        if announce is not None:
+            announce(target)
         for stale in target.glob(f"{_STAGING_PREFIX}*"):  # left by an install that was killed
             shutil.rmtree(stale, ignore_errors=True)
         try:
