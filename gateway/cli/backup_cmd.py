@@ -73,10 +73,9 @@ to start (in_use, naming the backup's pid); start it again once the backup is do
 Not in the backup: the store's -wal, -shm and .lock (the snapshot holds every committed report),
 retention-confirm, logs, the [sim_clock] follow file, the civicedge install and service unit.
 
-Restore (docs/gateway.md, Storage, "Restoring a backup"): stop the gateway, move the store's -wal
-and -shm and any registry/devices.sqlite-journal aside, copy reports.sqlite, devices.sqlite,
-keys/, retention.json and the secrets back to the sources MANIFEST.json names, as the gateway's
-user, then `civicedge gateway run --check`."""
+Restore: stop the gateway, then `civicedge gateway restore DEST --config gateway.toml` (checks
+MANIFEST.json, moves the current files aside, carries registry changes made since over), then
+`civicedge gateway run --check`. The manual steps: docs/gateway.md, Storage, "Restoring a backup"."""
 
 
 class BackupError(GatewayError):

@@ -217,7 +217,7 @@ def test_help_says_what_is_and_is_not_in_the_backup_and_how_to_restore(capsys: p
     out = capsys.readouterr().out
     for words in ("reports.sqlite", "devices.sqlite", "keys/", "retention.json", "admin_token_file",
                   "password_file", "MANIFEST.json", "0600", "Not in the backup", "-wal", "Restoring a backup",
-                  "run --check", "--config", "integrity_check", "in_use", "devices.sqlite-journal aside"):
+                  "run --check", "--config", "integrity_check", "in_use", "gateway restore DEST"):
         assert words in out, words
 
 
