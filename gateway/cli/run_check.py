@@ -24,6 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.storage.sqlite_uri import open_for_check, read_only_uri, wal_has_content
+from gateway.storage.store_devices import check_registry_present
 from gateway.storage.store_files import check_store_free, real_store_path, store_writer
 from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
 from gateway.storage.wal_index import check_wal_present
@@ -413,6 +414,8 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     store += migration_note(config)  # "" for a new store or one at the current version
     store += _earlier_copies_note(config.storage.path)
     lines.append("store %s: %s" % (config.storage.path, store))
+    # as the start refuses it: no registry (it would be created empty) while the store knows devices
+    check_registry_present(config.registry_dir, config.storage.path, config.source)
     lines.append("registry %s: %s" % (config.registry_dir, check_registry(config.registry_dir)))
     if policy is None:
         from gateway.resources import load_policy
