@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.registry import decimal_text, unsigned_zero
 from gateway.registry.zones import normalize_zone
 from gateway.web import params
-from gateway.web.context import ctx_of, json_response, read_json_body
+from gateway.web.context import ctx_of, json_response, read_json_body, require_no_body
 from gateway.web.errors import BadParameter
 from gateway.web.forwarded import client_label
 from gateway.web.read_api import device_json
@@ -190,6 +190,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    await require_no_body(request)  # 400 for any body: it takes none, and acting anyway may be irreversible
     admin = ctx.require_admin()
     await asyncio.to_thread(admin.revoke, device_id)  # 404 unknown_device, 409 already_revoked
     # WARNING: the gateway logs warnings only by default, and a device cut off over the network must
@@ -208,6 +209,7 @@ async def retire_device(request: web.Request) -> web.Response:
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    await require_no_body(request)  # 400 for any body: it takes none, and acting anyway may be irreversible
     admin = ctx.require_admin()
     await asyncio.to_thread(admin.retire, device_id)  # 404 unknown_device, 409 already_retired / revoked
     _audit(request, "retired device %s (frames refused until it is reinstated; key and reports kept; open data: %s)",
@@ -222,6 +224,7 @@ async def reinstate_device(request: web.Request) -> web.Response:
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    await require_no_body(request)  # 400 for any body: it takes none, and acting anyway may be irreversible
     admin = ctx.require_admin()
     await asyncio.to_thread(admin.reinstate, device_id)  # 404 unknown_device, 409 not_retired / revoked
     _audit(request, "reinstated device %s (its frames are accepted again; open data: %s)", device_id,
@@ -271,6 +274,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
+    await require_no_body(request)  # 400 for any body: it takes none, and acting anyway may be irreversible
     admin = ctx.require_admin()
     # Off the event loop like enrolling: it writes and syncs a key file and the registry database.
     result = dict(await asyncio.to_thread(admin.rotate_key, device_id))  # 404 unknown_device, 409 revoked
