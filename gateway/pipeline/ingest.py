@@ -11,7 +11,9 @@ Guarantees (docs/protocol.md §6):
 * a report older than the replay window that is not stored is rejected (``replay``);
 * a batch whose commit fails with an unexpected error (a bug set off by one odd record) is committed
   again in halves, down to single records: only the reports setting it off fail (not acknowledged, and
-  no ACK of their device passes them while it re-sends them). A StorageError fails the batch unsplit;
+  no ACK of their device passes them while it re-sends them). A StorageError fails the batch unsplit.
+  Reports failing alone while others are stored are :attr:`IngestService.reports_problem` (a warning),
+  commits storing nothing :attr:`IngestService.store_problem` (critical);
 * an authentic report under a committed seq whose stored frame digest differs is not a re-send (devices
   re-send byte-identical frames) but a restarted seq counter: rejected (``seq_reused``), never acknowledged;
 * the window is rebuilt from the store at start, so it survives restarts;
@@ -86,6 +88,14 @@ REUSED_LOG_EVERY_S = 600.0
 # A frame the registry cannot check (its key file gone: a data directory moved away while the gateway runs)
 # is counted as rejection reason registry_unreadable; its ERROR at most once a minute, with the count.
 UNVERIFIED_LOG_EVERY_S = 60.0
+# A report failing alone with an unexpected error (a bug it sets off; the reports committed with it are stored)
+# stays in reports_problem until it commits, its device's ACK floor passes it, or it was not re-sent for
+# POISON_FORGET_S (a device re-sends at most 60 s apart while it holds it). At most POISON_MAX are kept, the
+# least recently failed forgotten first. Their ERROR, with the traceback, at most once per device per
+# POISON_LOG_EVERY_S, counting the failures since (a device re-sends such a report every 5 s).
+POISON_FORGET_S = 600.0
+POISON_MAX = 64
+POISON_LOG_EVERY_S = 600.0
 MAX_SEQ = 0xFFFFFFFF  # the last report seq (u32)
 # Bytes of a committed frame's digest kept per seq in a device window's ``recent`` (a re-send is compared there).
 DIGEST_PREFIX = 8
@@ -240,6 +250,17 @@ _Queued = tuple[Verified, "asyncio.Future[None]", "Link | None"]
 
 
 @dataclass
+class _Poisoned:
+    """A report (device, seq) failing alone with an unexpected error: when it first and last failed (monotonic
+    time), how many times, and the latest error's type name."""
+
+    first: float
+    last: float
+    times: int = 0
+    error: str = ""
+
+
+@dataclass
 class _Stored:
     """What :meth:`IngestService._store_parts` made of a batch: indexes into it, committed or failed (each
     once), the committed parts' results merged, and why parts failed."""
@@ -320,7 +341,14 @@ class IngestService:
         # freed): logged once per OVERLOAD_LOG_EVERY_S with a count, reported by :attr:`store_problem`.
         self._failing: int = 0
         self._failing_error: GatewayError | None = None
-        self._failing_partly = False  # some of those commits stored the reports not setting off a bug
+        # the latest failing commit stored this many of its ``_failing_size`` reports before the store failed
+        self._failing_stored = 0
+        self._failing_size = 0
+        # Reports failing alone (the rest of their commits stored: a bug each one sets off), by (device, seq),
+        # until resolved (see POISON_FORGET_S): :attr:`reports_problem`, never :attr:`store_problem`.
+        self._poisoned: dict[tuple[str, int], _Poisoned] = {}
+        self._poison_warnings: _DeviceWarnings = {}  # device id -> its ERROR limit (see _reports_failed)
+        self._stored_last = False  # the latest commit stored its reports (the store works; none yet at start)
         self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._bug_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # tracebacks of unexpected commit errors
         self._batch_settled = False  # _commit settled the batch it handles (_abandon must not again)
@@ -418,14 +446,47 @@ class IngestService:
 
     @property
     def store_problem(self) -> str | None:
-        """Why the last commit failed, while commits fail (None once one succeeds); for health checks."""
+        """Why the last commit failed, while commits fail (None once one stores its reports again); for health
+        checks (``commits_failing``). Reports failing alone while the others are stored are not this: they are
+        :attr:`reports_problem`."""
         if not self._failing:
             return None
-        if self._failing_partly:
-            return ("report store commits failing (%d in a row, for some reports: the others are stored and "
-                    "acknowledged): %s" % (self._failing, self._failing_error))
+        if self._failing_stored:  # the store failed part way through a batch committed in parts
+            return ("report store commits failing (%d in a row; the latest stored %d of its %d reports, then the "
+                    "store failed: the others are not acknowledged): %s" % (
+                        self._failing, self._failing_stored, self._failing_size, self._failing_error))
         return "report store commits failing (%d in a row, nothing acknowledged meanwhile): %s" % (
             self._failing, self._failing_error)
+
+    @property
+    def reports_problem(self) -> str | None:
+        """Reports that fail alone with an unexpected error (a bug each one sets off) while the other reports
+        are stored and acknowledged, or None; for health checks (``reports_failing``, a warning). A report
+        stays here while its device re-sends it, until it is stored, its device's ACK floor passes it, or it
+        was not re-sent for :data:`POISON_FORGET_S`."""
+        self._forget_poisoned()
+        if not self._poisoned:
+            return None
+        failing = sorted(self._poisoned.items(), key=lambda item: item[1].first)
+        shown = ", ".join("%s seq %d (%s, failed %d time(s) in %.0f s)" % (dev, seq, p.error, p.times,
+                                                                           p.last - p.first)
+                          for (dev, seq), p in failing[:UNREGISTERED_NAMED])
+        if len(failing) > UNREGISTERED_NAMED:
+            shown += " and %d more" % (len(failing) - UNREGISTERED_NAMED)
+        return ("%d report(s) fail alone with an unexpected error (a civicedge bug: see the ERROR logged with its "
+                "traceback), not stored or acknowledged while the other reports are: %s; their devices keep and "
+                "re-send them" % (len(failing), shown))
+
+    def _forget_poisoned(self) -> None:
+        """Drop the reports failing alone that are resolved: their device's ACK floor passed them (a gap
+        given up, or a device no longer holding it), or not re-sent for :data:`POISON_FORGET_S`."""
+        if not self._poisoned:
+            return
+        now = self._monotonic()
+        for key, p in list(self._poisoned.items()):
+            win = self._windows.get(key[0])
+            if now - p.last > POISON_FORGET_S or (win is not None and key[1] <= win.floor):
+                del self._poisoned[key]
 
     @property
     def backlog(self) -> int:
@@ -485,7 +546,8 @@ class IngestService:
         for warning in (self._drop_warning, self._window_dup_warning, self._policy_warning, self._coarse_warning,
                         *self._hmac_warnings.values(), *self._dropped_warnings.values(),
                         *self._range_warnings.values(), *self._gap_warnings.values(),
-                        *self._reused_warnings.values(), *self._retired_warnings.values()):
+                        *self._reused_warnings.values(), *self._retired_warnings.values(),
+                        *self._poison_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -813,14 +875,15 @@ class IngestService:
         if not self._batch_settled:
             self._settled(sum(1 for _, _, link in batch if link is not None))
 
-    def _commit_failed(self, size: int, exc: GatewayError, *, partly: bool = False) -> None:
+    def _commit_failed(self, size: int, exc: GatewayError, *, stored: int = 0) -> None:
         """Count a failed commit and log it, at most one line per :data:`OVERLOAD_LOG_EVERY_S` (a full
-        disk fails every batch: hundreds of lines a minute), saying how many it left out. ``partly``: the
-        rest of the batch was stored."""
+        disk fails every batch: hundreds of lines a minute), saying how many it left out. ``stored``: how
+        many reports of the batch parts committed before it failed (:attr:`store_problem` describes the
+        latest failing commit)."""
         self._metrics.store_commit_failures.inc()
         self._failing += 1
         self._failing_error = exc
-        self._failing_partly = self._failing_partly or partly
+        self._failing_stored, self._failing_size = stored, size + stored
         more = self._fail_log.allow()
         if more is not None:
             log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
@@ -1021,32 +1084,96 @@ class IngestService:
         out.floors_saved = saved is None
         return out
 
+    @staticmethod
+    def _internal(stored: _Stored, size: int) -> StorageError:
+        """The error the reports of a commit failing with an unexpected error fail with."""
+        bug = stored.bug
+        assert bug is not None
+        error = StorageError("storing %d of %d reports failed: unexpected %s (see the traceback logged)"
+                             % (len(stored.failed), size, type(bug).__name__), reason="internal")
+        error.__cause__ = bug
+        return error
+
     def _bug_failed(self, stored: _Stored, size: int) -> StorageError:
-        """Log an unexpected error of a commit (once per burst, with the traceback: of the record that set it
-        off alone when one was found, named by device and seq) and return the error its reports fail with."""
+        """Log an unexpected error of a commit storing nothing (or failing at the store after some parts) once
+        per burst, with the traceback (of a report that set it off alone when one was found, named by device
+        and seq), and return the error its reports fail with."""
         bug = stored.bug
         assert bug is not None
         failed = len(stored.failed)
         more = self._bug_log.allow()
         if more is not None:
+            exc = stored.poison[0][1] if stored.poison else bug
+            what = "commit of %d report(s)" % size
             if stored.poison:
                 shown = stored.poison[:UNREGISTERED_NAMED]
-                names = ", ".join("%s seq %d" % (rec.device, rec.seq) for rec, _ in shown)
+                what = "storing " + ", ".join("%s seq %d" % (rec.device, rec.seq) for rec, _ in shown)
                 if len(stored.poison) > len(shown):
-                    names += " and %d more" % (len(stored.poison) - len(shown))
-                exc = shown[0][1]
-                log.error("storing %s failed with an unexpected error (a civicedge bug: please report it with this "
-                          "traceback): not stored and not acknowledged (the device re-sends it); %d of the %d "
-                          "report(s) committed with it failed, the others are stored%s", names, failed, size,
-                          more_since(more, "such error(s)"), exc_info=(type(exc), exc, exc.__traceback__))
+                    what += " and %d more" % (len(stored.poison) - len(shown))
+            log.error("%s failed with an unexpected error (a civicedge bug: please report it with this traceback): "
+                      "%d of the %d report(s) of the commit not stored or acknowledged (their devices re-send them), "
+                      "%d stored%s", what, failed, size, len(stored.committed), more_since(more, "such error(s)"),
+                      exc_info=(type(exc), exc, exc.__traceback__))
+        return self._internal(stored, size)
+
+    def _fails_alone(self, stored: _Stored) -> bool:
+        """Whether the reports failing in ``stored`` fail by themselves (each sets off a bug) rather than the
+        commit: only unexpected errors, and the rest of the batch stored, or, the whole batch failing,
+        each failed report failing alone (the split isolated it) and known to fail alone already, but for
+        at most one new one right after a commit that stored its reports (the store works: one report's
+        re-send committed on its own, between other devices' batches, is not an outage; two new ones in a
+        row, or a bug every report sets off, are)."""
+        if stored.error is not None or stored.bug is None:
+            return False
+        if stored.committed:
+            return True
+        if len(stored.poison) != len(stored.failed):
+            return False
+        new = sum(1 for rec, _ in stored.poison if (rec.device, rec.seq) not in self._poisoned)
+        return new == 0 or (new == 1 and self._stored_last)
+
+    def _reports_failed(self, batch: list[_Queued], stored: _Stored) -> StorageError:
+        """Note the reports of ``stored`` failing alone for :attr:`reports_problem` and log them: an ERROR with
+        the traceback at most once per :data:`POISON_LOG_EVERY_S` per device, counting its failures since
+        (its device re-sends such a report every few seconds). Counted in ``store_commit_failures``, but not a
+        failing commit (:attr:`store_problem`): the others are stored. Returns the error they fail with."""
+        self._metrics.store_commit_failures.inc()
+        bug = stored.bug
+        assert bug is not None
+        alone = {(rec.device, rec.seq): exc for rec, exc in stored.poison}
+        now = self._monotonic()
+        self._forget_poisoned()
+        logged: list[tuple[ReportRecord, Exception, int]] = []
+        for i in stored.failed:
+            rec = batch[i][0].record
+            key = (rec.device, rec.seq)
+            exc = alone.get(key, bug)
+            entry = self._poisoned.get(key)
+            if entry is None:
+                if len(self._poisoned) >= POISON_MAX:  # bounded: the least recently failed is forgotten
+                    del self._poisoned[min(self._poisoned, key=lambda k: self._poisoned[k].last)]
+                entry = self._poisoned[key] = _Poisoned(first=now, last=now)
+            entry.last, entry.times, entry.error = now, entry.times + 1, type(exc).__name__
+            counted = self._device_warning(self._poison_warnings, rec.device, POISON_LOG_EVERY_S,
+                                           "report(s) of %s failed alone with an unexpected error since the last "
+                                           "such line (not stored, not acknowledged)").count()
+            if counted is not None:
+                logged.append((rec, exc, counted[0] - 1))
             else:
-                log.error("commit of %d report(s) failed with an unexpected error (a civicedge bug: please report it "
-                          "with this traceback); %d of them not stored%s", size, failed,
-                          more_since(more, "such error(s)"), exc_info=(type(bug), bug, bug.__traceback__))
-        error = StorageError("storing %d of %d reports failed: unexpected %s (see the traceback logged)"
-                             % (failed, size, type(bug).__name__), reason="internal")
-        error.__cause__ = bug
-        return error
+                log.debug("storing %s seq %d failed again with an unexpected %s (not acknowledged)", rec.device,
+                          rec.seq, type(exc).__name__)
+        if logged:
+            rec, exc, _ = logged[0]
+            names = ", ".join("%s seq %d%s" % (r.device, r.seq, more_since(n, "such failure(s) of this device"))
+                              for r, _, n in logged[:UNREGISTERED_NAMED])
+            if len(logged) > UNREGISTERED_NAMED:
+                names += " and %d more" % (len(logged) - UNREGISTERED_NAMED)
+            log.error("storing %s failed with an unexpected error (a civicedge bug: please report it with this "
+                      "traceback): not stored and not acknowledged (its device re-sends it; /healthz "
+                      "reports_failing while it fails), %d report(s) committed with it stored; logged at most once "
+                      "per %.0f min per device", names, len(stored.committed), POISON_LOG_EVERY_S / 60,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+        return self._internal(stored, len(batch))
 
     def _fail(self, batch: list[_Queued], failed: list[int], exc: GatewayError) -> None:
         """Fail the reports ``batch[i]`` for ``i`` in ``failed``: not stored, not acknowledged (the device
@@ -1073,21 +1200,36 @@ class IngestService:
                 if past is not None:
                     win.above[past] = now
 
+    def _keep_floors(self, floors: dict[str, int]) -> None:
+        """ACK floors a commit took and did not save: kept for the next commit or :meth:`stop` (a newer
+        floor of a device taken meanwhile wins)."""
+        for dev, floor in floors.items():
+            self._dirty_floors.setdefault(dev, floor)
+
     async def _commit(self, batch: list[_Queued]) -> None:
         records = [v.record for v, _, _ in batch]
         floors, self._dirty_floors = self._dirty_floors, {}
-        outcome = await self._store_parts(records, floors)
+        try:
+            outcome = await self._store_parts(records, floors)
+        except BaseException:
+            # Cancelled (stop() timing out during a slow or split commit) or a bug between the parts: the floors
+            # may not be saved; stop() or the next commit saves them (again is harmless: the store keeps the MAX).
+            self._keep_floors(floors)
+            raise
         if not outcome.floors_saved:
-            for dev, floor in floors.items():
-                self._dirty_floors.setdefault(dev, floor)
+            self._keep_floors(floors)
         if outcome.failed:
-            error = outcome.error
-            if outcome.bug is not None:
-                internal = self._bug_failed(outcome, len(batch))
-                error = internal if error is None else error  # a failing store says more than the bug
+            if self._fails_alone(outcome):
+                error: GatewayError | None = self._reports_failed(batch, outcome)
+            else:
+                internal = self._bug_failed(outcome, len(batch)) if outcome.bug is not None else None
+                error = outcome.error or internal  # a failing store says more than the bug
+                assert error is not None
+                self._commit_failed(len(outcome.failed), error, stored=len(outcome.committed))
             assert error is not None
-            self._commit_failed(len(outcome.failed), error, partly=bool(outcome.committed))
             self._fail(batch, outcome.failed, error)
+        # the store works when its latest commit stored its reports (see _fails_alone)
+        self._stored_last = bool(outcome.committed) and outcome.error is None
         if not outcome.committed:
             self._batch_settled = True
             self._settled(sum(1 for _, _, link in batch if link is not None))
@@ -1097,9 +1239,9 @@ class IngestService:
         self._metrics.reports_stored.inc(len(result.inserted))
         self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
         self._metrics.duplicates.inc(len(result.duplicates))
-        if self._failing and not outcome.failed:
+        if self._failing and outcome.error is None:  # reports stored again (some failing alone is not an outage)
             log.warning("report store commits succeed again, after %d failed commit(s)", self._failing)
-            self._failing, self._failing_error, self._failing_partly = 0, None, False
+            self._failing, self._failing_error, self._failing_stored = 0, None, 0
             self._fail_log.reset()
             self._bug_log.reset()
         if outcome.floors_saved:
@@ -1110,6 +1252,7 @@ class IngestService:
         # not stored now (another frame may be the one stored under the seq): its digest is asked of the store
         dup = set(result.duplicates) if result.duplicates else None
         altered: list[Verified] = []  # values rounded or fields dropped: warned about once stored
+        poisoned = self._poisoned
         for verified, fut, link in (batch if not outcome.failed else [batch[i] for i in outcome.committed]):
             rec = verified.record
             dev, seq = rec.device, rec.seq
@@ -1121,6 +1264,8 @@ class IngestService:
                 altered.append(verified)
             win = self._window(dev)
             win.pending.pop(seq, None)
+            if poisoned:
+                poisoned.pop((dev, seq), None)  # it failed alone before: stored now (the bug was fixed)
             recent = win.recent
             recent[seq] = None if dup is not None and (dev, seq) in dup else bytes.fromhex(rec.digest[:_PREFIX_HEX])
             if seq > win.floor:
