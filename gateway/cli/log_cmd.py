@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
+from gateway.config import GatewayConfig, default_config
 from gateway.errors import GatewayError, ProvenanceError, StorageError
+from gateway.output_guard import GatewayFiles, OutputRefused, check_output
 from gateway.storage.damage import damaged_error, is_corrupt
 from gateway.storage.provenance import ChainSummary, export_chain_summary, verify_export_summary
 from gateway.storage.sqlite_uri import read_only_uri
@@ -27,7 +29,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add_config_arg(exp)
     exp.add_argument("--db", type=Path, help="report store (default: the config's [storage] path)")
     exp.add_argument("-o", "--output", type=Path,
-                     help="output file, replaced only once the export is complete (default: stdout)")
+                     help="output file, replaced only once the export is complete (default: stdout); an "
+                          "existing file is replaced only if it is empty or an earlier export (else --force); "
+                          "the gateway's own files and SQLite databases are always refused")
+    exp.add_argument("--force", action="store_true",
+                     help="replace an existing --output file that is not an earlier export (never a gateway "
+                          "file or a database)")
     exp.set_defaults(func=cmd_export)
     ver = sub.add_parser("verify-log", help="verify an exported provenance log; exit 1 at the first broken link",
                          description="Verify every link of an exported provenance log and print its entry count "
@@ -85,10 +92,45 @@ def _store_problem(db: Path) -> tuple[str, str] | None:
     return None
 
 
+def _protected(args: argparse.Namespace, db: Path, config: GatewayConfig | None) -> GatewayFiles:
+    """The gateway files ``-o`` must never replace: those of the store exported, of its data directory
+    (the usual layout: registry and retention.json next to it) and of the config (or the defaults)."""
+    files = GatewayFiles()
+    files.add_store(db)
+    files.add_registry(db.parent / "registry")
+    files.add_data_dir(db.parent)
+    if args.config is not None:
+        files.add(Path(args.config), "the gateway's config file")
+    if config is None:  # --db given: the config's files (if any) are the gateway's all the same
+        try:
+            config = config_from(args, read_only=True) if args.config is not None else default_config(read_only=True)
+        except GatewayError:
+            config = None  # not needed to export from --db; its store cannot be told, the header check stays
+    if config is not None:
+        files.add_config(config)
+    return files
+
+
+def _is_export(path: Path) -> bool:
+    """Whether ``path`` is evidently an earlier export: its first line verifies as a chain's first entry."""
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(1 << 16)
+        verify_export_summary([first.decode("utf-8")])
+    except (OSError, UnicodeDecodeError, ProvenanceError):
+        return False
+    return True
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the chain to stdout or, atomically, to ``--output``."""
+    config = None
     try:
-        db = Path(args.db) if args.db is not None else config_from(args, read_only=True).storage.path
+        if args.db is not None:
+            db = Path(args.db)
+        else:
+            config = config_from(args, read_only=True)
+            db = config.storage.path
     except GatewayError as exc:
         return fail(exc)
     if not db.is_file():
@@ -113,6 +155,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             return _error("bad_path", "%s is a directory; give the export a file name" % output)
         if target.exists() and os.path.samefile(target, db):
             return _error("bad_path", "%s is the report store itself; export to another file" % output)
+        try:
+            check_output(output, _protected(args, db, config), force=args.force, previous=_is_export,
+                         command="export-log", kind="an earlier provenance log export")
+        except OutputRefused as exc:
+            return _error(exc.reason, exc.message)
         try:
             with atomic_text_file(target) as fh:
                 summary = export_chain_summary(db, fh)

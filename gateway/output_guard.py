@@ -1,0 +1,181 @@
+"""Refusing an output file that would replace stored data (``export-log -o``, ``routes plan --out``).
+
+An output option names a file the command replaces. Before it does, :func:`check_output` refuses:
+
+* any of the gateway's own files (:class:`GatewayFiles`: the report store and its ``-wal``, ``-shm``,
+  ``-journal`` and ``.lock``, the registry's ``devices.sqlite`` and its journals, the keys directory and
+  everything in it, ``retention.json``, the config file, the admin token and the MQTT secrets), found by
+  path with symlinks resolved (a file not there yet, e.g. a ``-wal`` while no gateway runs, too) and,
+  for a file with more than one name, by identity (a hard link); always, ``--force`` or not;
+* a file that starts with the SQLite header (a store, a registry, a backup copy of one); always;
+* any other existing regular file that is not empty and not evidently an earlier output of the same
+  command (the caller's ``previous`` test), unless ``--force`` is given.
+
+A FIFO or a device (``/dev/null``, ``/dev/stdout``) is written into, not replaced: it is not refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+#: The first 16 bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_RETENTION_FILE = "retention.json"  # as gateway.cli.run_check.RETENTION_FILE (not imported: the web layer)
+_CONFIRM_FILE = "retention-confirm"  # as gateway.retention_clock.CONFIRM_FILE
+
+
+class OutputRefused(Exception):
+    """The output file may not be written.
+
+    Attributes:
+        reason: ``gateway_file`` (one of the gateway's own files), ``sqlite_file`` (a database),
+            ``exists`` (another file, without ``--force``), ``bad_path`` (it cannot be looked at).
+        message: What is wrong and what to do, naming the file as given.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path  # absolute, symlinks resolved
+    what: str
+    tree: bool = False  # a directory: everything under it is protected too
+
+
+class GatewayFiles:
+    """The gateway files an output must never replace, with what each one is (for the message)."""
+
+    def __init__(self) -> None:
+        self._entries: list[_Entry] = []
+
+    def add(self, path: Path, what: str, *, tree: bool = False) -> None:
+        """Protect ``path`` (and, with ``tree``, everything under it), named ``what`` in messages."""
+        self._entries.append(_Entry(Path(os.path.realpath(path)), what, tree))
+
+    def add_store(self, db: Path) -> None:
+        """Protect the report store ``db`` and its SQLite and lock files (next to its name and to the file)."""
+        for base in dict.fromkeys((Path(os.path.abspath(db)), Path(os.path.realpath(db)))):
+            self.add(base, "the report store")
+            self.add(base.with_name(base.name + "-wal"), "the report store's write-ahead log")
+            self.add(base.with_name(base.name + "-shm"), "the report store's shared-memory index")
+            self.add(base.with_name(base.name + "-journal"), "the report store's journal")
+            self.add(base.with_name(base.name + ".lock"), "the report store's single-writer lock")
+
+    def add_registry(self, registry_dir: Path) -> None:
+        """Protect the device registry in ``registry_dir``: ``devices.sqlite``, its journals, the keys."""
+        db = registry_dir / "devices.sqlite"
+        self.add(db, "the device registry")
+        for suffix in ("-journal", "-wal", "-shm"):
+            self.add(db.with_name(db.name + suffix), "the device registry's journal")
+        self.add(registry_dir / "keys", "the device keys directory", tree=True)
+
+    def add_data_dir(self, data_dir: Path) -> None:
+        """Protect the files the gateway keeps in its data directory besides the store and registry."""
+        self.add(data_dir / _RETENTION_FILE, "the gateway's retention settings (retention.json)")
+        self.add(data_dir / _CONFIRM_FILE, "the gateway's retention confirmation")
+
+    def add_config(self, config: GatewayConfig) -> None:
+        """Protect every file ``config`` names: store, registry, data directory files, the config, secrets."""
+        self.add_store(config.storage.path)
+        self.add_registry(config.registry_dir)
+        self.add_data_dir(config.data_dir)
+        if config.source is not None:
+            self.add(config.source, "the gateway's config file")
+        if config.http is not None and config.http.admin_token_file is not None:
+            self.add(config.http.admin_token_file, "the admin token file")
+        if config.mqtt is not None:
+            for path, what in ((config.mqtt.password_file, "the MQTT password file"),
+                               (config.mqtt.ca_file, "the MQTT CA file"),
+                               (config.mqtt.cert_file, "the MQTT client certificate"),
+                               (config.mqtt.key_file, "the MQTT client key")):
+                if path is not None:
+                    self.add(path, what)
+        if config.sim_clock is not None and config.sim_clock.follow_file is not None:
+            self.add(config.sim_clock.follow_file, "the simulated clock's file")
+
+    def which(self, target: Path) -> str | None:
+        """What ``target`` (symlinks resolved) is among the protected files, or None."""
+        real = Path(os.path.realpath(target))
+        for e in self._entries:
+            if real == e.path or (e.tree and e.path in real.parents):
+                return e.what
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        if st.st_nlink < 2 or not stat.S_ISREG(st.st_mode):
+            return None  # one name only: the path comparison above is the whole answer
+        ident = (st.st_dev, st.st_ino)
+        for e in self._entries:
+            if _identity(e.path) == ident:
+                return e.what
+            if e.tree and e.path.is_dir():
+                for root, _dirs, names in os.walk(e.path):
+                    if any(_identity(Path(root) / n) == ident for n in names):
+                        return e.what
+        return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_output(output: Path, protected: GatewayFiles, *, force: bool, previous: Callable[[Path], bool],
+                 command: str, kind: str) -> None:
+    """Refuse to replace ``output`` unless it is new, empty, an earlier output or ``force`` is given.
+
+    Args:
+        output: The file as given on the command line (a symlink is judged by the file it points to).
+        protected: The gateway's files, refused even with ``force``.
+        force: ``--force``: replace another existing file.
+        previous: Whether an existing, non-empty regular file is evidently an earlier output of the
+            command (it is then replaced without ``force``); given the resolved path, never raises.
+        command: The command, for messages (``export-log``).
+        kind: What ``previous`` recognises, for messages (``a provenance log export``).
+
+    Raises:
+        OutputRefused: See the module docstring; nothing has been written.
+    """
+    real = Path(os.path.realpath(output))
+    what = protected.which(real)
+    if what is not None:
+        raise OutputRefused("%s is %s; %s never writes over the gateway's own files, not even with --force: "
+                            "give another file name" % (output, what, command), "gateway_file")
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputRefused("cannot look at %s: %s" % (output, exc.strerror or exc), "bad_path") from exc
+    if not stat.S_ISREG(st.st_mode):
+        return  # a directory is the caller's error; a FIFO or a device is written into, not replaced
+    try:
+        with open(real, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise OutputRefused("cannot read %s to check what it holds before replacing it: %s"
+                            % (output, exc.strerror or exc), "bad_path") from exc
+    if head == SQLITE_HEADER:
+        raise OutputRefused("%s is an SQLite database (a report store, a registry or a copy of one?); %s never "
+                            "writes over a database, not even with --force: give another file name"
+                            % (output, command), "sqlite_file")
+    if st.st_size == 0 or force or previous(real):
+        return
+    raise OutputRefused("%s exists and is not %s; give a new file name, or --force to replace it"
+                        % (output, kind), "exists")
