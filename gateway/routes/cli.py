@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import json
 import logging
 import os
 import stat
@@ -22,10 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 from gateway.errors import ConfigError
+from gateway.output_guard import GatewayFiles, OutputRefused, check_output
 from gateway.routes.config import PlanDefaults, load_bin_volumes, load_plan_defaults
 from gateway.routes.distances import CsvMatrix, OsrmTable
 from gateway.routes.errors import BinDataError, InvalidInputError, RoutesError, counted
 from gateway.routes.outputs import (
+    CSV_COLUMNS,
     DEFAULT_SERVICE_S,
     DEFAULT_SPEED_KMH,
     FORMATS,
@@ -174,7 +178,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--out", type=Path, help="write the plan to this file (default stdout), replacing it atomically; "
                                             "a day with nothing due (its empty plan) or an error (the date and the "
                                             "error) replaces it too, so yesterday's plan never stays; a FIFO or "
-                                            "device is written, not replaced; a symlink's target is replaced")
+                                            "device is written, not replaced; a symlink's target is replaced. "
+                                            "An existing file is replaced only if it is empty or an earlier "
+                                            "plan (JSON, GeoJSON or CSV) unless --force; the gateway's own files "
+                                            "and SQLite databases are always refused")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out file that is not an earlier plan (never a gateway file or a "
+                        "database)")
     p.set_defaults(func=run_plan)
 
 
@@ -372,10 +382,87 @@ class _OutFailed(InvalidInputError):
     """``--out`` could not be written (nothing to replace it with either)."""
 
 
+class _OutRefused(_OutFailed):
+    """``--out`` names a file the plan must not replace (:func:`gateway.output_guard.check_output`)."""
+
+    def __init__(self, out: Path, refused: OutputRefused) -> None:
+        RoutesError.__init__(self, f"error ({refused.reason}): {refused.message}", field="out", value=str(out),
+                             problem=refused.message)
+        self.field = "out"
+        self.value = str(out)
+        self.problem = refused.message
+
+
+def _protected(args: argparse.Namespace) -> GatewayFiles:
+    """The gateway files ``--out`` must never replace: those of the data the plan reads from (and of the
+    config), whether or not that data can be read."""
+    files = GatewayFiles()
+    if args.config is not None:
+        files.add(args.config, "the gateway's config file")
+        try:
+            files.add_config(_gateway_config(args.config))
+        except ConfigFileError:
+            pass  # planning fails on it (exit 5); the SQLite header check still keeps a store
+    elif args.db is not None:
+        files.add_store(args.db)
+        files.add_registry(args.db.parent / "registry")
+        files.add_data_dir(args.db.parent)
+    else:
+        from gateway.config import default_config
+
+        with contextlib.suppress(ConfigError):
+            files.add_config(default_config(read_only=True))
+    if args.registry is not None:
+        files.add_registry(args.registry)
+    return files
+
+
+_CSV_HEAD_MIN = 3  # an earlier plan CSV starts with at least vehicle,stop,bin_id (columns are added at the end)
+_MAX_PLAN_BYTES = 256 << 20  # a larger JSON file is not read whole to find out whether it is a plan
+
+
+def _is_plan_output(path: Path) -> bool:
+    """Whether ``path`` evidently holds what ``routes plan`` writes: a JSON plan or failure (``date`` and
+    ``routes``, ``notice`` or ``error``), a GeoJSON FeatureCollection whose properties have the ``date``,
+    or a CSV whose header is the plan's columns (those of an older version: a first part of them)."""
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(1 << 16).decode("utf-8-sig").rstrip("\r\n")
+            header = next(csv.reader([first]), [])
+            if len(header) >= _CSV_HEAD_MIN and tuple(header) == CSV_COLUMNS[:len(header)]:
+                return True
+            if path.stat().st_size > _MAX_PLAN_BYTES:
+                return False
+            fh.seek(0)
+            doc = json.loads(fh.read().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("type") == "FeatureCollection":
+        props = doc.get("properties")
+        return isinstance(doc.get("features"), list) and isinstance(props, dict) and "date" in props
+    return "date" in doc and any(key in doc for key in ("routes", "notice", "error"))
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` that must not be replaced, before anything is written.
+
+    Raises:
+        _OutRefused: The reason and what to do (exit 2, as other unusable ``--out`` files).
+    """
+    try:
+        check_output(args.out, _protected(args), force=args.force, previous=_is_plan_output,
+                     command="routes plan", kind="an earlier plan (JSON, GeoJSON or CSV)")
+    except OutputRefused as exc:
+        raise _OutRefused(args.out, exc) from exc
+
+
 def _deliver(args: argparse.Namespace, text: str) -> None:
     if args.out is None:
         write_utf8(text)  # JSON, CSV and GeoJSON are UTF-8 whatever the terminal's locale
         return
+    _check_out(args)  # again: planning took a while
     try:
         write_atomically(args.out, text)
     except InvalidInputError as exc:
@@ -391,6 +478,8 @@ def run_plan(args: argparse.Namespace) -> int:
     """
     settings: PlanSettings | None = None
     try:
+        if args.out is not None:
+            _check_out(args)  # before planning, so nothing is written to a refused file
         settings = settings_from_args(args)
         bins = _data_source(args).load(settings.round_start)
         with _warnings_shown_by_the_plan():
@@ -403,6 +492,7 @@ def run_plan(args: argparse.Namespace) -> int:
             day = None if settings is None else settings.day.isoformat()
             start = None if settings is None else settings.round_start.isoformat()
             try:
+                _check_out(args)
                 write_atomically(args.out, render_failure(args.format, exc.to_dict(), day, start))
                 print(f"civicedge routes plan: {args.out} now says: no plan ({exc.reason})", file=sys.stderr)
             except InvalidInputError as write_exc:
