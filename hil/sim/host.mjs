@@ -275,9 +275,22 @@ async function tickPastBoots(step, w) {
   }
 }
 
+// Bounds of one advance request (docs/simulator.md): chunks of at least 1 virtual ms, at most 366
+// virtual days, and at most 10 million chunks (a chunk with nothing due costs a few wall us; 10 million
+// is under a minute), so no request keeps the host busy for hours while later requests wait behind it.
+const MIN_CHUNK_MS = 1;
+const MAX_ADVANCE_MS = 366 * 86400 * 1000;
+const MAX_ADVANCE_CHUNKS = 10_000_000;
+
 /** Advance virtual time by ms in chunks, letting I/O through between chunks. */
 async function advance(ms, chunk) {
-  if (!(chunk > 0)) throw new Error(`advance needs a chunk > 0 ms, not ${chunk}`);
+  if (!(chunk >= MIN_CHUNK_MS)) throw new Error(`advance needs a "chunk" >= ${MIN_CHUNK_MS} ms, not ${chunk}`);
+  if (ms > MAX_ADVANCE_MS) throw new Error(`advance "ms" must be at most ${MAX_ADVANCE_MS} (366 days), not ${ms}`);
+  const chunks = Math.ceil(ms / chunk);
+  if (chunks > MAX_ADVANCE_CHUNKS) {
+    throw new Error(`advance of ${ms} ms in chunks of ${chunk} ms is ${chunks} chunks, at most ${MAX_ADVANCE_CHUNKS}: ` +
+      `use a "chunk" of at least ${Math.ceil(ms / MAX_ADVANCE_CHUNKS)} ms`);
+  }
   advancing = true;
   try {
     const waits = bootWaits();
@@ -307,6 +320,30 @@ function msOf(req, key) {
   const v = need(req, key);
   if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
     throw new Error(`"${key}" must be a number of ms >= 0, not ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+// The clock's speed: virtual ms per wall ms, 0 as fast as possible, < 0 paused (host.py sends -1);
+// at most the gateway's [sim_clock] bound. hold_at: a virtual unix ms within Date's range, or null.
+const MAX_SPEED = 1e6;
+const MAX_TIME_MS = 8.64e15;
+
+/** req.speed as a finite number <= MAX_SPEED (negative: paused), or a clear error ("nan", 1e309 are not). */
+function speedOf(req) {
+  const v = req.speed;
+  if (typeof v !== "number" || !Number.isFinite(v) || v > MAX_SPEED) {
+    throw new Error(`"speed" must be a number <= ${MAX_SPEED} (0: as fast as possible, < 0: paused), not ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** req.hold_at as null or a virtual unix time in ms within 0..MAX_TIME_MS, or a clear error. */
+function holdAtOf(req) {
+  const v = req.hold_at;
+  if (v === null) return null;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || v > MAX_TIME_MS) {
+    throw new Error(`"hold_at" must be null or a virtual time in ms within 0..${MAX_TIME_MS}, not ${JSON.stringify(v)}`);
   }
   return v;
 }
@@ -400,8 +437,10 @@ async function handle(req) {
     case "clock": {
       // every field checked before any is applied: a refused request changes nothing
       const wait = req.boot_wait_ms !== undefined ? msOf(req, "boot_wait_ms") : bootWaitMs;
-      if (req.speed !== undefined) speed = Number(req.speed);
-      if (req.hold_at !== undefined) holdAt = req.hold_at === null ? null : Number(req.hold_at);
+      const newSpeed = req.speed !== undefined ? speedOf(req) : speed;
+      const newHold = req.hold_at !== undefined ? holdAtOf(req) : holdAt;
+      speed = newSpeed;
+      holdAt = newHold;
       bootWaitMs = wait;
       return reply(req, { now: Date.now(), speed, hold_at: holdAt, boot_wait_ms: bootWaitMs });
     }
@@ -428,6 +467,12 @@ rl.on("line", (line) => {
     req = JSON.parse(line);
   } catch {
     host.emit({ ev: "error", error: "bad JSON line" });
+    return;
+  }
+  if (req === null || typeof req !== "object" || Array.isArray(req)) {
+    // null, 1, "x", [...]: nothing to read an op (or a rid to answer) from; the host and its boards go on
+    const shown = line.length > 40 ? line.slice(0, 40) + "..." : line;
+    host.emit({ ev: "error", error: `request is not a JSON object: ${shown}` });
     return;
   }
   const fail = (e) => host.emit({ ev: "reply", rid: req.rid, error: String(e && e.message ? e.message : e) });
