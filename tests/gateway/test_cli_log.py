@@ -75,7 +75,7 @@ def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path: Path, db: 
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "chain.jsonl"
-    out.write_text("yesterday's export\n")
+    out.write_text("yesterday's export\n")  # not an export: replaced only with --force
     out.chmod(0o640)
 
     def fails_halfway(path: Path, fh: IO[str]) -> ChainSummary:
@@ -83,12 +83,12 @@ def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path: Path, db: 
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(log_cmd, "export_chain_summary", fails_halfway)
-    assert main(export(db, "-o", str(out))) == 1
+    assert main(export(db, "-o", str(out), "--force")) == 1
     assert "error (read_failed)" in capsys.readouterr().err
     assert out.read_text() == "yesterday's export\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
     monkeypatch.setattr(log_cmd, "export_chain_summary", export_chain_summary)
-    assert main(export(db, "-o", str(out))) == 0
+    assert main(export(db, "-o", str(out), "--force")) == 0
     assert len(out.read_text().splitlines()) == 5 and out.stat().st_mode & 0o777 == 0o640
 
 

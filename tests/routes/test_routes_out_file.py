@@ -33,7 +33,7 @@ def test_out_through_a_symlink_replaces_the_target_and_keeps_the_link(city: City
     """The link was replaced by a regular file (and the file it pointed to kept the old plan). Test fails before."""
     target = tmp_path / "plans" / "crews.csv"
     target.parent.mkdir()
-    target.write_text("old plan\n")
+    target.write_text("vehicle,stop,bin_id\nold plan\n")  # an earlier plan CSV: replaced without --force
     link = tmp_path / "crews.csv"
     link.symlink_to(target)
     code, _, err = run_cli(plan_argv(city, "--out", str(link)), capsys)
