@@ -32,8 +32,9 @@ from gateway.storage.queries import DATA_VERSION_COUNTER
 from gateway.storage.salvage import salvage
 from gateway.storage.schema import apply_schema
 from gateway.storage.sqlite_uri import wal_has_content
-from gateway.storage.store_files import (file_identities, file_problem, lock_store, make_private, real_store_path,
-                                         store_writer, unnamed)
+from gateway.storage.store_files import (MainStamp, file_identities, file_problem, lock_store, main_stamp,
+                                         make_private, overwritten, real_store_path, store_writer, unnamed,
+                                         wal_aside_names)
 from gateway.storage.store_kind import store_kind
 from gateway.storage.wal_index import check_wal_present
 from gateway.storage.write_hint import io_error, write_failure_hint
@@ -270,6 +271,12 @@ class ReportStore:
         # re-pointed at another file is a replaced store (the next start would open that one). The
         # -wal is next to the file itself, where SQLite keeps it.
         self._files = file_identities(self.path, real)
+        # The main file as the gateway's own last write left it: SQLite writes it only when it checkpoints,
+        # inside one of the gateway's commits (or at the open above), so a change found between commits is
+        # another program writing it: a cp over the running store keeps the file (same inode) and
+        # replaces its content, which the identity check cannot see (store_files.overwritten).
+        self._stamp: MainStamp | None = main_stamp(self._files[0]) if self._files else None
+        self._overwritten = False
         # The file found deleted or replaced (by a write or check_file on the store's thread): from then on
         # nothing is written (see check_file); and what salvage() said of the copy it made, or could not
         # (tried again at each check while it was only for want of room).
@@ -290,6 +297,8 @@ class ReportStore:
         :meth:`check_file` (or a write) found it, the problem is kept, with the copy the store made of a
         file with no name left, even should the file be put back meanwhile: nothing is written until a restart.
         """
+        if self._overwritten:
+            return self._gone  # the file is still there, with content not the gateway's
         now = file_problem(self._files, self._salvaged)
         if now is None and self._gone is not None:
             return "%s; found earlier, so nothing more is written until the gateway is restarted" % self._gone
@@ -314,6 +323,9 @@ class ReportStore:
         if self._gone is None:
             problem = file_problem(self._files)
             if problem is None:
+                problem = self._overwrite_problem()
+                self._overwritten = problem is not None
+            if problem is None:
                 return None
             self._gone = problem  # first: whatever follows fails, nothing more is written
             try:
@@ -324,6 +336,20 @@ class ReportStore:
             self._salvaged, self._salvage_again = salvage(self._conn, self._files)
             self._gone = file_problem(self._files, self._salvaged) or self._gone
         return self.file_problem()
+
+    def _overwrite_problem(self) -> str | None:
+        """Whether the main file changed since the gateway's own last write to it (store_files.overwritten).
+        On the store's thread only, between transactions or before a COMMIT: an autocheckpoint changes the file
+        inside a commit, and the stamp is taken again right after (:meth:`_restamp`)."""
+        if self._stamp is None:
+            return None
+        now = main_stamp(self._files[0])
+        return None if now is None else overwritten(self._files[0], self._stamp, now)
+
+    def _restamp(self) -> None:
+        """Record the main file as a COMMIT of the gateway's left it (it may have checkpointed)."""
+        if self._stamp is not None:
+            self._stamp = main_stamp(self._files[0]) or self._stamp
 
     def _gone_error(self, what: str) -> StorageError:
         """The refusal of a write (``what``) once :meth:`check_file` found the file gone."""
@@ -338,6 +364,9 @@ class ReportStore:
         When the checkpoint fails (a full disk) committed reports stay in the ``-wal`` only, and the
         main file may be half-written; the WARNING says both files belong together until the next start.
         """
+        if self._overwritten:
+            self._close_overwritten()
+            return
         try:
             # A reader mid-query (another process: export-log, an operator's sqlite3) blocks the
             # checkpoint; wait briefly, not the whole busy timeout, and say so: nothing is lost (the
@@ -359,6 +388,42 @@ class ReportStore:
         finally:
             self._conn.close()
             os.close(self._lock_fd)
+
+    def _close_overwritten(self) -> None:
+        """Close a store whose file was overwritten in place without checkpointing its ``-wal`` into it, and
+        move that ``-wal`` and ``-shm`` aside: they belong to the content that was overwritten, and SQLite would
+        replay them onto whatever the file holds now at the next open (a mix of two stores, damaged).
+
+        SQLite checkpoints at the close of the last connection that can take the file's exclusive lock: a
+        read-only connection of this process holding a read lock meanwhile prevents it (and, read-only,
+        never checkpoints or removes the ``-wal`` itself)."""
+        real = self._real
+        blocker: sqlite3.Connection | None = None
+        try:
+            blocker = sqlite3.connect(real.as_uri() + "?mode=ro", uri=True)
+            blocker.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # takes the read lock it keeps
+        except sqlite3.Error as exc:
+            log.warning("report store %s: could not hold off the checkpoint at close: %s", self.path, exc)
+        try:
+            self._conn.close()
+        finally:
+            if blocker is not None:
+                blocker.close()
+            os.close(self._lock_fd)
+        moved = []
+        for src, dst in zip((real.with_name(real.name + "-wal"), real.with_name(real.name + "-shm")),
+                            wal_aside_names(real)):
+            try:
+                os.rename(src, dst)
+                moved.append(str(dst))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.error("report store %s: could not move %s aside (%s): move it aside before the next start, "
+                          "SQLite would replay it onto the file copied in", self.path, src, exc)
+        log.warning("report store %s was overwritten in place while the gateway ran: closed without checkpointing "
+                    "into it; its -wal and -shm were kept aside (%s); the file holds what was copied over it",
+                    self.path, ", ".join(moved) or "none was left")
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -419,8 +484,10 @@ class ReportStore:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
             # into a file that is gone, a commit could change it under a copy being made (and auto-checkpoint)
-            gone = file_problem(self._files) is not None
+            gone = file_problem(self._files) is not None or self._overwrite_problem() is not None
             conn.execute("ROLLBACK" if gone else "COMMIT")
+            if not gone:
+                self._restamp()
         except BaseException as exc:
             _roll_back(conn, what)
             if isinstance(exc, sqlite3.Error):
@@ -552,11 +619,13 @@ class ReportStore:
             outbox_bytes, outbox_count = self._outbox_bytes, self._outbox_count
             if queued:
                 result.outbox_dropped, outbox_bytes, outbox_count = self._enqueue(queued)
-            if file_problem(self._files) is not None:  # committing would acknowledge reports into a gone file
+            # committing would acknowledge reports into a gone file, or checkpoint into one overwritten
+            if file_problem(self._files) is not None or self._overwrite_problem() is not None:
                 conn.execute("ROLLBACK")
                 self.check_file()  # outside the transaction: the copy is of what was committed
                 raise self._gone_error(what)
             conn.execute("COMMIT")
+            self._restamp()
         except BaseException as exc:
             # Any error, not only SQLite's: a transaction left open would fail every later BEGIN.
             _roll_back(conn, what)

@@ -691,3 +691,71 @@ def lock_store(path: Path, real: Path) -> int:
                            "nothing was written; start the gateway again once the link is settled"
                            % (path, real, now), reason="path_changed")
     return fd
+
+
+class MainStamp(NamedTuple):
+    """What the database file looked like after the gateway's own last write to it (a checkpoint): with
+    ``wal_autocheckpoint`` SQLite writes the main file only when it checkpoints, inside a commit of the
+    gateway's, so any other change is another program writing it (:func:`main_stamp`)."""
+
+    size: int
+    mtime_ns: int
+    header: bytes  # the 100-byte database header, b"" when it could not be read
+
+
+def main_stamp(f: FileIdentity) -> MainStamp | None:
+    """The :class:`MainStamp` of the database file ``f`` (the first of :func:`file_identities`), or None
+    when it cannot be read.
+
+    Read through the writer connection's own descriptor (``fstat``, ``pread``: no offset moved, nothing
+    opened or closed, so SQLite's POSIX locks on the file stay), which is the file the store writes even
+    when its name was taken away; without one (no ``/proc``), a ``stat`` of the file opened and no header
+    (opening and closing a descriptor of it here would drop those locks)."""
+    try:
+        if f.fd is not None:
+            st = os.fstat(f.fd)
+            if (st.st_dev, st.st_ino) == f.ident:
+                return MainStamp(st.st_size, st.st_mtime_ns, os.pread(f.fd, 100, 0))
+        st = os.stat(f.opened)
+        if (st.st_dev, st.st_ino) != f.ident:
+            return None  # replaced: file_problem says so
+        return MainStamp(st.st_size, st.st_mtime_ns, b"")
+    except OSError:
+        return None
+
+
+def overwritten(f: FileIdentity, was: MainStamp, now: MainStamp) -> str | None:
+    """Say so when the database file ``f`` changed from ``was`` to ``now`` (:func:`main_stamp`) though the
+    gateway did not write it meanwhile: overwritten in place (``cp`` over it keeps the file, its inode, and
+    replaces its content), which the identity check of :func:`file_problem` cannot see. None when unchanged."""
+    if now.size == was.size and now.mtime_ns == was.mtime_ns and (
+            not now.header or not was.header or now.header == was.header):
+        return None
+    what = []
+    if now.size != was.size:
+        what.append("its size went from %d to %d bytes" % (was.size, now.size))
+    if now.mtime_ns != was.mtime_ns:
+        what.append("its modification time changed")
+    if now.header and was.header and now.header != was.header:
+        what.append("its database header changed")
+    aside = wal_aside_names(f.opened)
+    return ("report store file %s was overwritten in place while the gateway ran (the same file with new content, "
+            "written by another program: %s, at no checkpoint of the gateway's own; e.g. a backup copied over it "
+            "with cp): its pages no longer match the gateway's -wal, and a checkpoint would mix the two into a "
+            "damaged store, so the gateway writes nothing more into it and, at its stop, does not checkpoint: it "
+            "keeps that -wal and -shm aside as %s and %s. What the overwritten file held since the backup copied "
+            "over it (reports acknowledged since) cannot be recovered from them. Never copy over a running "
+            "gateway's store: stop the gateway, then restore a backup as docs/gateway.md, Restoring a backup says "
+            "(with it stopped, copy the backup to %s again), and start it"
+            % (f.name, ", ".join(what), aside[0], aside[1], shlex.quote(str(f.opened))))
+
+
+def wal_aside_names(real: Path) -> tuple[Path, Path]:
+    """Where a store overwritten in place keeps its ``-wal`` and ``-shm`` at the stop (names not taken)."""
+    n = 1
+    while True:
+        tail = ".overwritten" if n == 1 else ".overwritten-%d" % n
+        wal, shm = (real.with_name(real.name + s + tail) for s in ("-wal", "-shm"))
+        if not os.path.lexists(wal) and not os.path.lexists(shm):
+            return wal, shm
+        n += 1
