@@ -743,8 +743,9 @@ def overwritten(f: FileIdentity, was: MainStamp, now: MainStamp) -> str | None:
             "written by another program: %s, at no checkpoint of the gateway's own; e.g. a backup copied over it "
             "with cp): its pages no longer match the gateway's -wal, and a checkpoint would mix the two into a "
             "damaged store, so the gateway writes nothing more into it and, at its stop, does not checkpoint: it "
-            "keeps that -wal and -shm aside as %s and %s. What the overwritten file held since the backup copied "
-            "over it (reports acknowledged since) cannot be recovered from them. Never copy over a running "
+            "keeps that -wal and -shm aside as %s and %s. Reports the overwritten content held and the copy lacks "
+            "(acknowledged after the copy was made) are lost: that -wal holds only the pages of the last commits, "
+            "unreadable without the file they belong to. Never copy over a running "
             "gateway's store: stop the gateway, then restore a backup as docs/gateway.md, Restoring a backup says "
             "(with it stopped, copy the backup to %s again), and start it"
             % (f.name, ", ".join(what), aside[0], aside[1], shlex.quote(str(f.opened))))
