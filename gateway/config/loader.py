@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import socket
-import stat
 import tomllib
 import unicodedata
 import uuid
@@ -46,6 +45,15 @@ from gateway.config.licence import UnknownLicence, canonical_licence_id
 from gateway.config.sim_clock import FollowFileError, read_follow_file
 from gateway.errors import ConfigError
 from gateway.resources import load_policy
+from gateway.small_files import (
+    CONFIG_MAX,
+    SECRET_MAX,
+    NestedTooDeeplyError,
+    loads_toml,
+    open_regular,
+    read_fd_limited,
+    read_limited,
+)
 from gateway.toml_text import TomlTextError, decode_toml_bytes
 from gateway.web.proxies import parse_network
 
@@ -92,16 +100,20 @@ def load_config(path: Path, *, read_only: bool = False, lenient_opendata: bool =
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        # A bounded read (--config /dev/zero read until the OOM killer came); a pipe is taken, with a
+        # bounded wait, for ``--config <(...)``; a device is refused.
+        raw = read_limited(path, CONFIG_MAX, pipes=True)
     except OSError as exc:
         raise ConfigError("cannot read config %s: %s" % (path, exc.strerror), reason="bad_path", key="",
                           path=path) from exc
     try:
-        data = tomllib.loads(decode_toml_bytes(raw, what="config"))
+        data = loads_toml(decode_toml_bytes(raw, what="config"))
     except TomlTextError as exc:
         raise ConfigError("%s: %s" % (path, exc), reason="syntax", key="", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("%s is not valid TOML: %s" % (path, exc), reason="syntax", key="", path=path) from exc
+    except NestedTooDeeplyError as exc:
+        raise ConfigError("%s: %s" % (path, exc), reason="syntax", key="", path=path) from None
     return parse_config(data, source=path, read_only=read_only, lenient_opendata=lenient_opendata)
 
 
@@ -846,9 +858,9 @@ def _reading_file(sec: _Section, key: str, path: Path) -> Iterator[None]:
 
 
 def _check_readable(sec: _Section, key: str, path: Path) -> None:
-    """``path`` must be a regular file this user can read."""
-    with _reading_file(sec, key, path), path.open("rb"):
-        pass
+    """``path`` must be a regular file this user can read (opened without blocking: a FIFO hung the check)."""
+    with _reading_file(sec, key, path):
+        os.close(open_regular(path))
 
 
 def _read_secret(sec: _Section, key: str, path: Path) -> str:
@@ -866,16 +878,20 @@ def _read_owner_only(sec: _Section, key: str, path: Path) -> str:
     readable private key).
 
     The mode is checked on the descriptor the text is read from, so a file swapped in between (a
-    token rotated by rename) cannot be read under the old file's mode.
+    token rotated by rename) cannot be read under the old file's mode. Only a regular file is read,
+    opened without blocking and at most :data:`SECRET_MAX` bytes of it: the web layer reads a replaced
+    token file on the event loop, where a FIFO put there hung the whole gateway.
     """
-    with _reading_file(sec, key, path), path.open("rb") as f:
-        st = os.fstat(f.fileno())
-        if stat.S_ISDIR(st.st_mode):
-            raise sec.error(key, "%s %s is a directory, not a file" % (key, path), "bad_path")
-        if os.name == "posix" and st.st_mode & 0o077:
-            raise sec.error(key, "%s %s is readable by other users (mode %03o); run: chmod 600 %s"
-                            % (key, path, st.st_mode & 0o777, path), "bad_path")
-        data = f.read()
+    with _reading_file(sec, key, path):
+        fd = open_regular(path)
+        try:
+            st = os.fstat(fd)
+            if os.name == "posix" and st.st_mode & 0o077:
+                raise sec.error(key, "%s %s is readable by other users (mode %03o); run: chmod 600 %s"
+                                % (key, path, st.st_mode & 0o777, path), "bad_path")
+            data = read_fd_limited(fd, SECRET_MAX)
+        finally:
+            os.close(fd)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -891,7 +907,7 @@ def _read_owner_only(sec: _Section, key: str, path: Path) -> str:
 def _holds_private_key(sec: _Section, key: str, path: Path) -> bool:
     """Whether the PEM file ``path`` holds a private key (``-----BEGIN ... PRIVATE KEY-----``)."""
     try:
-        return b"PRIVATE KEY-----" in path.read_bytes()
+        return b"PRIVATE KEY-----" in read_limited(path, CONFIG_MAX)
     except OSError as exc:
         raise sec.error(key, "cannot read %s %s: %s" % (key, path, exc.strerror), "bad_path") from exc
 

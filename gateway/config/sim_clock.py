@@ -18,7 +18,6 @@ the clock steps back to it, with a warning, rather than staying wrong until a re
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gateway.config.model import SimClockConfig
+from gateway.small_files import STATE_MAX, NestedTooDeeplyError, loads_json, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def read_follow_file(path: Path) -> tuple[float, float, float]:
         FollowFileError: unreadable, or its content cannot be used (:func:`parse_follow_file`).
     """
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, STATE_MAX)
     except OSError as exc:
         raise FollowFileError(f"cannot read {path}: {exc.strerror or exc}", "bad_path") from exc
     return parse_follow_file(raw, path)
@@ -102,7 +102,9 @@ def parse_follow_file(raw: bytes, path: Path) -> tuple[float, float, float]:
             0..1e6; the message says which (``bad_value``).
     """
     try:
-        data: Any = json.loads(raw)
+        data: Any = loads_json(raw)
+    except NestedTooDeeplyError as exc:
+        raise FollowFileError(f"{path} is not a follow file: {exc}", "bad_value") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise FollowFileError(f"{path} is not valid JSON: {exc}", "bad_value") from exc
     if not isinstance(data, dict):
@@ -182,8 +184,8 @@ class SimClock:
         The file is tiny: its bytes are compared, not its inode/mtime/size (an atomic replace may
         reuse the inode, mtimes are coarse, and two JSON floats often have the same length).
         """
-        try:
-            raw = path.read_bytes()
+        try:  # never blocks (a FIFO put there hung the gateway: the clock is read on its event loop)
+            raw = read_limited(path, STATE_MAX)
         except OSError as exc:
             self._seen = None  # read again once it is back, even with the same content
             self._unusable(f"cannot read {path}: {exc.strerror or exc}")
