@@ -129,15 +129,15 @@ def read_key_file(path: Path, *, regular_only: bool = False) -> bytes:
 
     Args:
         regular_only: for the registry's own key files, read on the event loop: anything but a
-            regular file (a FIFO would block the gateway, ``/dev/zero`` would read forever) is refused,
-            and at most ``_KEY_FILE_MAX`` bytes are read. A key given on the command line may be a
-            pipe (``--key-file /dev/stdin``).
+            regular file (a FIFO would block the gateway) is refused. A key given on the command line
+            may be a pipe or a terminal (``--key-file /dev/stdin``). Either way at most
+            ``_KEY_FILE_MAX`` + 1 bytes are read (``/dev/zero`` read until the OOM killer came).
 
     Raises:
         RegistryError: reason ``bad_key`` if unreadable or not a 32-byte key (content never shown).
     """
     try:
-        raw = _read_regular(path) if regular_only else Path(path).read_bytes()
+        raw = _read_regular(path) if regular_only else _read_head(path)
     except OSError as exc:
         raise RegistryError("cannot read key file %s: %s" % (path, exc.strerror or exc), reason="bad_key") from exc
     hex_key = _hex_key(raw)
@@ -182,6 +182,13 @@ def _read_regular(path: Path) -> bytes:
         return os.read(fd, _KEY_FILE_MAX + 1)
     finally:
         os.close(fd)
+
+
+def _read_head(path: Path) -> bytes:
+    """The first ``_KEY_FILE_MAX`` + 1 bytes of ``path``, whatever it is (a pipe, ``/dev/stdin``): more
+    than a key file holds, so a longer one is refused as not a key, never read to its end."""
+    with open(path, "rb") as f:
+        return f.read(_KEY_FILE_MAX + 1)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -481,7 +488,23 @@ class Registry:
 
     def _check_place(self, db: Path, create: bool) -> None:
         """Refuse a registry path that is a file, a missing registry (``create`` off), or a directory
-        holding other files (e.g. a gateway's data_dir given for its data_dir/registry)."""
+        holding other files (e.g. a gateway's data_dir given for its data_dir/registry).
+
+        Raises:
+            RegistryError: as above, or reason ``bad_path`` for a path that cannot be looked up (a name
+                too long, a symlink loop: ``Path.exists`` raises these).
+            PermissionError: a directory on the way may not be searched (the caller says so).
+        """
+        try:
+            self._check_place_of(db, create)
+        except PermissionError:
+            raise
+        except OSError as exc:
+            raise RegistryError("cannot open registry %s: %s" % (self.path, exc.strerror or exc),
+                                reason="bad_path") from exc
+
+    def _check_place_of(self, db: Path, create: bool) -> None:
+        """:meth:`_check_place` without turning OSError into RegistryError."""
         if self.path.exists() and not self.path.is_dir():
             raise RegistryError("registry path %s is not a directory" % self.path, reason="not_a_directory")
         if not create and not db.is_file():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gateway.config.retention_warning import retention_interval_warning
+from gateway.small_files import STATE_MAX, NestedTooDeeplyError, loads_json, read_limited
 from gateway.toml_text import TomlTextError, decode_toml_bytes
 from gateway.web.errors import BadParameter
 
@@ -82,7 +83,9 @@ def parse_retention_file(text: str | bytes, maxima: Mapping[tuple[str, str], int
         except TomlTextError as exc:
             raise RetentionFileError(f"is {exc}") from None
     try:
-        doc = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark: Notepad saves one
+        doc = loads_json(text.removeprefix("\ufeff"))  # a byte-order mark: Notepad saves one
+    except NestedTooDeeplyError as exc:
+        raise RetentionFileError("is not of the form %s: it is %s" % (RETENTION_FILE_FORM, exc)) from None
     except json.JSONDecodeError as exc:
         raise RetentionFileError("is not valid JSON (line %d, column %d): %s" % (exc.lineno, exc.colno, exc.msg)) \
             from None
@@ -111,6 +114,16 @@ def parse_retention_file(text: str | bytes, maxima: Mapping[tuple[str, str], int
                                      % (n, days, kind, fname, maxima[(kind, fname)]))
         entries.append((kind, fname, days))
     return entries
+
+
+def read_retention_bytes(path: Path) -> bytes:
+    """The bytes of the retention settings file ``path`` for :func:`parse_retention_file`: a regular file
+    of at most :data:`gateway.small_files.STATE_MAX` bytes (a FIFO is refused, not waited on).
+
+    Raises:
+        OSError: cannot be read, not a regular file, or larger than that (``strerror`` says which).
+    """
+    return read_limited(path, STATE_MAX)
 
 
 def _shown(value: object, limit: int = 40) -> str:
@@ -165,9 +178,10 @@ class RetentionSettings:
 
     def _load(self, path: Path) -> None:
         try:
-            items = parse_retention_file(path.read_bytes(), self._maxima)  # only read, never rewritten here
+            items = parse_retention_file(read_retention_bytes(path), self._maxima)  # only read, never rewritten here
         except OSError as exc:
-            raise BadParameter(f"retention settings file {path} cannot be read ({exc})", param="retention") from exc
+            raise BadParameter(f"retention settings file {path} cannot be read ({exc.strerror or exc})",
+                               param="retention") from exc
         except RetentionFileError as exc:
             raise BadParameter(f"retention settings file {path} {exc}; fix it or remove it (the admin API writes "
                                "it: PUT /api/admin/retention)", param="retention") from exc
