@@ -12,7 +12,15 @@ from typing import Any
 
 from gateway.policy_rules import people_fields
 from gateway.resources import boards_dir, load_policy
-from gateway.toml_text import TomlTextError, read_toml_text
+from gateway.small_files import (
+    CONFIG_MAX,
+    FileTooLargeError,
+    NestedTooDeeplyError,
+    NotRegularFileError,
+    loads_toml,
+    read_limited,
+)
+from gateway.toml_text import TomlTextError, decode_toml_bytes
 from hil.boards.chips import CHIPS, ChipSpec
 from hil.boards.errors import (
     BoardFileNotFoundError,
@@ -140,9 +148,11 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
     path, folder = _resolve(name_or_path, directory)
     source = str(path)
     try:
-        data = tomllib.loads(read_toml_text(path, what="board definition"))
+        data = loads_toml(_board_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise BoardSyntaxError(source=source, reason=str(exc)) from exc
+    except NestedTooDeeplyError as exc:  # was a RecursionError traceback (and ended `boards list`)
+        raise BoardSyntaxError(source=source, reason=str(exc)) from None
     except TomlTextError as exc:  # no permission, the file vanished / turned into a directory meanwhile, not UTF-8
         if exc.strerror:
             raise _unreadable(source, exc.strerror) from None
@@ -153,6 +163,26 @@ def load_board(name_or_path: str | Path, *, directory: Path | None = None) -> Bo
         board = _with_warning(board, warning)
     logger.debug("loaded board %s (%s, %s) from %s", board.name, board.chip, board.kind, path)
     return board
+
+
+def _board_text(path: Path) -> str:
+    """The text of the board file ``path``: a regular file of at most :data:`CONFIG_MAX` bytes (one swapped
+    for a FIFO after it was found is refused, not waited on), decoded as every TOML file is.
+
+    Raises:
+        TomlTextError: a directory, unreadable, not a regular file, too large or not UTF-8.
+    """
+    what = "board definition"
+    try:
+        data = read_limited(path, CONFIG_MAX)
+    except IsADirectoryError:
+        raise TomlTextError(f"is a directory, not a {what}", reason="directory") from None
+    except (NotRegularFileError, FileTooLargeError) as exc:  # no permission problem: not "make it readable"
+        raise TomlTextError(f"cannot read the {what}: {exc.strerror}", reason="unreadable") from None
+    except OSError as exc:
+        strerror = exc.strerror or type(exc).__name__
+        raise TomlTextError(f"cannot read the {what}: {strerror}", reason="unreadable", strerror=strerror) from None
+    return decode_toml_bytes(data, what=what)
 
 
 def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefinition:

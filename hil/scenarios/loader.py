@@ -42,7 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
-from gateway.toml_text import TomlTextError, read_toml_text as read_text_of_toml
+from gateway.small_files import CONFIG_MAX, NestedTooDeeplyError, loads_toml, read_limited
+from gateway.toml_text import TomlTextError, decode_toml_bytes
 from hil.boards import BoardError, BoardNotFoundError, load_board, suggest_board
 from hil.scenarios.errors import (BadDurationError, ScenarioError, ScenarioErrors, UnknownBoardError,
                                   UnknownExpectationError, UnknownKeyError)
@@ -133,14 +134,37 @@ def read_toml_text(path: Path, *, what: str) -> str:
     """The text of a TOML file: UTF-8, a leading UTF-8 byte-order mark (as some Windows editors write)
     skipped.
 
+    Only a regular file of at most :data:`CONFIG_MAX` bytes is read (one swapped for a FIFO is refused,
+    not waited on; a huge one is refused, not read into memory).
+
     Raises:
-        ScenarioError: cannot be read (a directory, no permission) or not UTF-8 text (a UTF-16 file
-            is named as such), naming the file and the first bad byte.
+        ScenarioError: cannot be read (a directory, no permission, not a regular file, too large) or
+            not UTF-8 text (a UTF-16 file is named as such), naming the file and the first bad byte.
     """
     try:
-        return read_text_of_toml(path, what=what)
+        data = read_limited(path, CONFIG_MAX)
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a directory, not a {what}", path=str(path)) from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read the {what}: {exc.strerror or type(exc).__name__}",
+                            path=str(path)) from None
+    try:
+        return decode_toml_bytes(data, what=what)
     except TomlTextError as exc:
         raise ScenarioError(f"{path}: {exc}", path=str(path)) from None
+
+
+def _loads(text: str, path: Path, what: str) -> dict[str, Any]:
+    """``text`` parsed as TOML; a document nested too deeply (a RecursionError before) is a ScenarioError.
+
+    Raises:
+        tomllib.TOMLDecodeError: not TOML.
+        ScenarioError: nested too deeply.
+    """
+    try:
+        return loads_toml(text)
+    except NestedTooDeeplyError as exc:
+        raise ScenarioError(f"{path}: {what} is not usable TOML: {exc}", path=str(path)) from None
 
 
 def _duration(value: Any, key: str, path: Path | None) -> int:
@@ -240,7 +264,7 @@ def _stimuli_doc(raw: Any, where: str, base: Path, path: Path | None) -> dict[st
             raise ScenarioError(f"{where}: stimuli file {raw!r} not found (looked at {file})", key="stimuli",
                                 value=raw, path=str(file))
         try:
-            doc = tomllib.loads(read_toml_text(file, what="stimuli file"))
+            doc = _loads(read_toml_text(file, what="stimuli file"), file, "stimuli file")
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(f"{where}: stimuli file {file} is not TOML: {exc}", key="stimuli", path=str(file)) from exc
         except ScenarioError as exc:
@@ -672,7 +696,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     path = find_scenario(name_or_path)
     text = read_toml_text(path, what="scenario file")
     try:
-        doc = tomllib.loads(text)
+        doc = _loads(text, path, "scenario file")
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not TOML: {exc}", path=str(path)) from exc
     try:
