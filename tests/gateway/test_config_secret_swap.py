@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway import small_files
 from gateway.config import load_config
 from gateway.config.loader import read_admin_token
 from gateway.errors import ConfigError
@@ -17,15 +18,15 @@ PRIVATE_TOKEN = "owner-only-abcdef987654"
 
 def _swap_after_open(monkeypatch: pytest.MonkeyPatch, target: Path, replacement: Path) -> None:
     """Rename ``replacement`` over ``target`` just after ``target`` is opened (a rotation by rename)."""
-    real_open = Path.open
+    real_open = small_files._open
 
-    def opening(self: Path, *args: Any, **kwargs: Any) -> Any:
-        f = real_open(self, *args, **kwargs)
-        if self == target and replacement.exists():
+    def opening(path: str | Path) -> int:
+        fd = real_open(path)
+        if Path(path) == target and replacement.exists():
             os.replace(replacement, target)
-        return f
+        return fd
 
-    monkeypatch.setattr(Path, "open", opening)
+    monkeypatch.setattr(small_files, "_open", opening)
 
 
 def test_a_world_readable_token_read_before_a_swap_is_refused(tmp_path: Path,

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.config.loader import parse_config
 from gateway.errors import ConfigError, StorageError
+from gateway.registry import Registry
 from gateway.storage import ReportStore
 from gateway.storage import schema_backup
 from gateway.storage.schema import SCHEMA_VERSION
@@ -149,6 +150,8 @@ def test_the_config_key(tmp_path: Path) -> None:
 
 def _config(tmp_path: Path, db: Path, extra: str = "") -> list[str]:
     config = tmp_path / "gateway.toml"
+    # the store holds reports: a gateway refuses to start with no registry beside it (registry_missing)
+    Registry(tmp_path / "registry").close()
     config.write_text('[http]\nenabled = false\n[gateway]\ndata_dir = "%s"\n[storage]\npath = "%s"\n%s'
                       % (tmp_path, db, extra))
     return ["gateway", "run", "--config", str(config), "--check"]
@@ -197,6 +200,7 @@ async def test_the_gateway_takes_the_setting_from_its_config(tmp_path: Path) -> 
         root.mkdir()
         db = root / "r.sqlite"
         v3_store(db)
+        Registry(root / "registry").close()  # the store holds reports: no start without a registry
         config = root / "gateway.toml"
         config.write_text('[http]\nenabled = false\n[gateway]\ndata_dir = "%s"\n[storage]\npath = "%s"\n'
                           'backup_before_migration = %s\n' % (root, db, value))
