@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import os
+import stat
+import tomllib
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
+from gateway.output_guard import SQLITE_HEADER, GatewayFiles, OutputRefused, check_output
 from gateway.private_dirs import mkdir_private
+from gateway.small_files import (
+    CONFIG_MAX,
+    NestedTooDeeplyError,
+    file_kind,
+    loads_toml,
+    open_regular,
+    read_limited,
+)
+from gateway.toml_text import TomlTextError, decode_toml_bytes
 
 EXAMPLE_CONFIG = '''\
 # civicedge gateway configuration. Every key is optional unless marked "required".
@@ -108,17 +120,31 @@ def write_example(path: Path, *, force: bool = False, group: str | None = None) 
     Returns:
         The directories created, outermost first.
 
+    ``force`` replaces an old config only: a file that is clearly something else is refused even then
+    (:func:`_check_replaceable`).
+
     Raises:
-        ConfigError: reason ``bad_path`` if ``path`` is a directory, the file exists (and not ``force``),
-            a parent cannot be created or the file cannot be written; reason ``bad_value`` if ``group``
+        ConfigError: reason ``bad_path`` if ``path`` cannot be looked up (a name too long), is a
+            directory, the file exists (and not ``force``), a parent cannot be created or the file cannot
+            be written; with ``force``, reason ``gateway_file``, ``sqlite_file`` or ``not_config`` if the
+            existing file is not a config (:func:`_check_replaceable`); reason ``bad_value`` if ``group``
             is no group of this system.
     """
     path = Path(path)
-    if path.is_dir():  # with --force too: the write would only fail "Is a directory"
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # not there (a file in the way of a parent: said below)
+        st = None
+    except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES: was a traceback from path.is_dir()
+        raise ConfigError("cannot write %s: %s" % (path, exc.strerror or exc), reason="bad_path", key="",
+                          path=path) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):  # with --force too: the write would only fail "Is a directory"
         raise ConfigError("%s is a directory; give the config file's name, e.g. %s" % (path, path / "gateway.toml"),
                           reason="bad_path", key="", path=path)
-    if path.exists() and not force:
+    if st is not None and not force:
         raise ConfigError("%s already exists (use --force to overwrite)" % path, reason="bad_path", key="", path=path)
+    if st is not None:
+        _check_replaceable(path, st)
     gid = None if group is None else _group_id(group, path)
     created = _missing_dirs(path.parent)
     try:
@@ -139,6 +165,75 @@ def write_example(path: Path, *, force: bool = False, group: str | None = None) 
         raise ConfigError("cannot write %s: %s" % (exc.filename or path, exc.strerror), reason="bad_path", key="",
                           path=path) from exc
     return created
+
+
+def _check_replaceable(path: Path, st: os.stat_result) -> None:
+    """Refuse to replace the existing ``path`` (``init --force``) unless it may be an old config.
+
+    ``--force`` is for writing the example over an old config. Refused, saying what the file is: a
+    FIFO, device or socket; one of the gateway's own files (those of the default config, and the
+    journals and lock of an SQLite database next to it), which :mod:`gateway.output_guard` knows; any
+    SQLite database (a store, a registry, a backup); a non-empty file that is not a TOML document of at
+    most 1 MiB, or whose tables are none of a gateway config's. An empty file is replaced.
+
+    Raises:
+        ConfigError: reason ``bad_path``, ``gateway_file``, ``sqlite_file`` or ``not_config``.
+    """
+    hint = "gateway init --force replaces only an old config: give another file name"
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the write until some program read it
+        raise ConfigError("%s is %s, not a config file; %s" % (path, file_kind(st.st_mode), hint),
+                          reason="bad_path", key="", path=path)
+    try:
+        check_output(path, _gateway_files(path), force=True, previous=lambda _p: True, command="gateway init",
+                     kind="a config")
+    except OutputRefused as exc:
+        raise ConfigError(exc.message, reason=exc.reason, key="", path=path) from None
+    if st.st_size == 0:
+        return
+    try:
+        doc = loads_toml(decode_toml_bytes(read_limited(path, CONFIG_MAX), what="config"))
+    except OSError as exc:  # larger than 1 MiB (no config is), or unreadable
+        raise ConfigError("%s cannot be a config (%s); %s" % (path, exc.strerror or exc, hint), reason="not_config",
+                          key="", path=path) from None
+    except (TomlTextError, tomllib.TOMLDecodeError, NestedTooDeeplyError) as exc:
+        raise ConfigError("%s is not a config: it is not valid TOML (%s); %s" % (path, exc, hint),
+                          reason="not_config", key="", path=path) from None
+    from gateway.config.loader import _SECTIONS  # here: the loader imports this module's package
+
+    if doc and not any(name in _SECTIONS for name in doc):
+        raise ConfigError("%s is a TOML file but not a gateway config (it has %s, none of a config's sections); %s"
+                          % (path, ", ".join(sorted(doc)[:5]), hint), reason="not_config", key="", path=path)
+
+
+def _gateway_files(path: Path) -> GatewayFiles:
+    """The gateway files ``init --force`` must not replace: those of the default config (the one used
+    without ``--config``) and, when ``path`` is named as the ``-wal``, ``-shm``, ``-journal`` or
+    ``.lock`` of an SQLite database beside it, that database's files."""
+    files = GatewayFiles()
+    from gateway.config.loader import default_config
+
+    try:
+        files.add_config(default_config(read_only=True))
+    except GatewayError:
+        pass  # no usable defaults (e.g. no home directory): the other checks still hold
+    for suffix in ("-wal", "-shm", "-journal", ".lock"):
+        if path.name.endswith(suffix) and _is_sqlite(path.with_name(path.name[:-len(suffix)])):
+            files.add_store(path.with_name(path.name[:-len(suffix)]))
+    return files
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether ``path`` is a regular file starting with the SQLite header (a FIFO there does not block)."""
+    try:
+        fd = open_regular(path)
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _missing_dirs(directory: Path) -> list[Path]:
