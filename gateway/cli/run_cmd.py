@@ -45,7 +45,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                       "/etc/civicedge/gateway.toml (docs/gateway.md, Running as a service).")
     init.add_argument("path", nargs="?", type=Path, default=Path("gateway.toml"),
                       help="default: ./gateway.toml; missing parent directories are created (0700)")
-    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--force", action="store_true",
+                      help="replace an existing old config (never a database, one of the gateway's files or a "
+                           "file that is not a config)")
     init.add_argument("--group", metavar="GROUP",
                       help="the service user's group (e.g. civicedge): the directories created get it with mode "
                            "0750 and the config file with mode 0640, so that user can read the config")
