@@ -224,7 +224,7 @@ def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
     Raises:
         StorageError: reason ``bad_retention_file``.
     """
-    from gateway.web.retention import RetentionFileError, parse_retention_file, policy_retention
+    from gateway.web.retention import RetentionFileError, parse_retention_file, policy_retention, read_retention_bytes
 
     if not path.exists():
         return "no retention overrides"
@@ -234,9 +234,11 @@ def check_retention_file(path: Path, policy: Mapping[str, Any]) -> str:
                             "PUT /api/admin/retention)" % (path, what), reason="bad_retention_file")
 
     try:
-        content = path.read_bytes()  # decoded by the parser: a BOM skipped, a Windows-1252 file named as such
+        # As start-up reads it: regular only, bounded (a FIFO there hung --check; /dev/zero read until the OOM
+        # killer). Decoded by the parser: a BOM skipped, a Windows-1252 file named as such.
+        content = read_retention_bytes(path)
     except OSError as exc:
-        raise bad("cannot be read (%s)" % exc) from exc
+        raise bad("cannot be read (%s)" % (exc.strerror or exc)) from exc
     try:
         entries = parse_retention_file(content, policy_retention(policy))
     except RetentionFileError as exc:
