@@ -42,6 +42,7 @@ SEVERITIES: Mapping[str, str] = {
     "retention_clock_offset": WARNING, # retention removes by the clock less unconfirmed forward steps (late)
     "ack_time_withheld": WARNING,      # ACKs go without the time to boards whose clocks disagree (clock suspect)
     "admin_token_unusable": WARNING,   # the admin token file was replaced by an unusable one (admin API 503)
+    "reports_failing": WARNING,        # reports failing alone with a store bug; the others stored and acknowledged
 }
 UNCLASSIFIED = "unclassified"
 

@@ -60,6 +60,9 @@ class GatewayMetrics:
         ingest_shed: frames not taken at twice the cap (not acknowledged: the device re-sends).
         store_commit_failures: batches whose commit failed (disk full, store damaged, deleted...);
             their reports were not acknowledged.
+        store_report_failures: reports failing alone with an unexpected error (a bug each one sets off)
+            while the others of their commit were stored and acknowledged, counted at each failure (their
+            devices re-send them); not in ``store_commit_failures`` (``/healthz`` ``reports_failing``).
         store_damaged: 1 once the report store was found damaged (gateway.storage.damage), until restart.
         store_gone: 1 while the report store's file was deleted, moved or replaced under the running
             gateway (``/healthz`` ``store_gone``: nothing is committed or acknowledged), else 0.
@@ -145,6 +148,10 @@ class GatewayMetrics:
                                    registry=r)
         self.store_commit_failures = Counter("civicedge_store_commit_failures",
                                              "Report batches whose commit failed (not acknowledged)", registry=r)
+        self.store_report_failures = Counter(
+            "civicedge_store_report_failures", "Reports that failed alone with an unexpected error (a civicedge bug "
+            "each one sets off) while the others of their commit were stored and acknowledged; counted at each "
+            "failure (not acknowledged: their devices re-send them)", registry=r)
         self.store_damaged = Gauge(
             "civicedge_store_damaged", "1 once the report store was found damaged (SQLite: malformed, not a "
             "database; a quick_check at start): no reports are committed or acknowledged until a restart on a "

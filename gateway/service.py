@@ -333,6 +333,9 @@ class Gateway:
         failing = self.ingest.store_problem
         if failing is not None and gone is None and damaged is None:  # the damage says why commits fail
             reasons.append(Problem("commits_failing", failing))
+        failing_alone = self.ingest.reports_problem  # a bug some reports set off: the others are stored
+        if failing_alone is not None and gone is None and damaged is None:
+            reasons.append(Problem("reports_failing", failing_alone))
         # one statvfs; held until free space is clearly back above the threshold (no 200/503 flapping)
         disk = self._disk.problem(disk_space.measure(self.config.storage.path, self.config.storage.min_free_mb))
         if disk is not None:  # disk_low (warning) or, below an eighth of min_free_mb, disk_critical

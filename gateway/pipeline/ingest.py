@@ -1135,9 +1135,10 @@ class IngestService:
     def _reports_failed(self, batch: list[_Queued], stored: _Stored) -> StorageError:
         """Note the reports of ``stored`` failing alone for :attr:`reports_problem` and log them: an ERROR with
         the traceback at most once per :data:`POISON_LOG_EVERY_S` per device, counting its failures since
-        (its device re-sends such a report every few seconds). Counted in ``store_commit_failures``, but not a
-        failing commit (:attr:`store_problem`): the others are stored. Returns the error they fail with."""
-        self._metrics.store_commit_failures.inc()
+        (its device re-sends such a report every few seconds). Counted in ``store_report_failures``, per report,
+        not in ``store_commit_failures`` (whose alert pages): not a failing commit (:attr:`store_problem`), the
+        others are stored. Returns the error they fail with."""
+        self._metrics.store_report_failures.inc(len(stored.failed))
         bug = stored.bug
         assert bug is not None
         alone = {(rec.device, rec.seq): exc for rec, exc in stored.poison}
