@@ -9,7 +9,17 @@ with its line, column and offset (and the Windows-1252 letter it would be). Each
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
+
+from gateway.small_files import (
+    CONFIG_MAX,
+    FileTooLargeError,
+    NestedTooDeeplyError,
+    NotRegularFileError,
+    loads_toml,
+    read_limited,
+)
 
 UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 
@@ -18,7 +28,8 @@ class TomlTextError(ValueError):
     """A TOML file that cannot be read as UTF-8 text.
 
     ``str(error)`` is the problem without the file's name (callers add it), ending in what to do.
-    ``reason`` is ``directory``, ``unreadable`` (``strerror`` set), ``utf16`` or ``not_utf8``.
+    ``reason`` is ``directory``, ``unreadable`` (``strerror`` set when the file could not be opened or
+    read), ``utf16``, ``not_utf8`` or ``nested`` (nested too deeply to parse).
     """
 
     def __init__(self, message: str, *, reason: str, strerror: str | None = None) -> None:
@@ -71,14 +82,31 @@ def _where_not_utf8(data: bytes, start: int) -> str:
 def read_toml_text(path: Path, *, what: str = "file") -> str:
     """The text of the TOML file at ``path`` (see :func:`decode_toml_bytes`).
 
+    Only a regular file (a symlink to one is fine) of at most :data:`gateway.small_files.CONFIG_MAX`
+    bytes is read, opened without blocking: a FIFO is refused, not waited on for ever, and ``/dev/zero``
+    is not read until memory runs out. A text nested too deeply for ``tomllib`` (its RecursionError
+    traceback in the caller's ``tomllib.loads``) is refused here; a text that is not TOML is returned,
+    for the caller's own parse to report.
+
     Raises:
-        TomlTextError: a directory, a file that cannot be read (no permission, gone), or not UTF-8.
+        TomlTextError: a directory; a file that cannot be read (no permission, gone: ``strerror`` set);
+            not a regular file or too large (reason ``unreadable``, no ``strerror``: not a permission
+            problem); not UTF-8; nested too deeply (reason ``nested``).
     """
     try:
-        data = Path(path).read_bytes()
+        data = read_limited(path, CONFIG_MAX)
     except IsADirectoryError:
         raise TomlTextError(f"is a directory, not a {what}", reason="directory") from None
+    except (NotRegularFileError, FileTooLargeError) as exc:
+        raise TomlTextError(f"cannot read the {what}: {exc.strerror}", reason="unreadable") from None
     except OSError as exc:
         strerror = exc.strerror or type(exc).__name__
         raise TomlTextError(f"cannot read the {what}: {strerror}", reason="unreadable", strerror=strerror) from None
-    return decode_toml_bytes(data, what=what)
+    text = decode_toml_bytes(data, what=what)
+    try:
+        loads_toml(text)  # callers parse with tomllib.loads: the depth is checked here, once, for all of them
+    except tomllib.TOMLDecodeError:
+        pass  # the caller's parse says what is wrong, in its own words
+    except NestedTooDeeplyError as exc:
+        raise TomlTextError(f"not valid TOML: {exc}", reason="nested") from None
+    return text
