@@ -272,15 +272,20 @@ def _interrupted_before_start(args: argparse.Namespace, out: _Console, err: _Con
 
 def _suite_name(scenario: Path) -> str:
     """The scenario's ``name`` when its file parses far enough to have a valid one, else the file's
-    stem: the JUnit suite of a bad-input report matches the one a good run of that file writes."""
+    stem: the JUnit suite of a bad-input report matches the one a good run of that file writes.
+
+    Only called once the scenario's own error is said: a file too deeply nested to parse (a
+    RecursionError traceback here before, instead of its report) gets the stem too."""
     import tomllib
 
+    from gateway.small_files import NestedTooDeeplyError, loads_toml
+
     try:
-        doc = tomllib.loads(read_toml_text(find_scenario(scenario), what="scenario file"))
+        doc = loads_toml(read_toml_text(find_scenario(scenario), what="scenario file"))
         name = doc.get("name")
         if isinstance(name, str) and SCENARIO_ID.match(name):
             return name
-    except (ScenarioError, tomllib.TOMLDecodeError, OSError):
+    except (ScenarioError, tomllib.TOMLDecodeError, NestedTooDeeplyError, OSError):
         pass
     return scenario.stem or "scenario"
 
