@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, Coroutine
 from gateway.errors import GatewayError, ProtocolError, RejectedReport, StorageError
 from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
+from gateway.pipeline.seq_gaps import acknowledged_before
 from gateway.pipeline.verify import OutOfRange, Verified, Verifier
 from gateway.protocol.frame import FRAME_ACK, build_frame
 from gateway.storage.store import BatchResult, ReportRecord, ReportStore, WindowDuplicate
@@ -82,6 +83,10 @@ RANGE_LOG_EVERY_S = 60.0
 # (reports acknowledged after a restored backup) or seqs skipped at a reboot. One WARNING per device at
 # most once per 10 min, with the number of seqs given up since.
 GAP_LOG_EVERY_S = 600.0
+# Seqs a device's 'h' says it no longer holds that were acknowledged before and are not in this store
+# (gateway.pipeline.seq_gaps: a restored older backup, a replaced store, a board on two gateways): one
+# WARNING per device at most once per 10 min, with the number of such seqs since.
+LOST_LOG_EVERY_S = 600.0
 # An authentic report under a seq stored with another frame (a board whose seq counter restarted under an id
 # with stored reports): refused, never acknowledged. One WARNING per device at most once per 10 min, with the count.
 REUSED_LOG_EVERY_S = 600.0
@@ -376,6 +381,7 @@ class IngestService:
         self._range_warnings: _DeviceWarnings = {}
         # seq gaps given up after the timed hold, warned per device (see _gap_given_up)
         self._gap_warnings: _DeviceWarnings = {}
+        self._lost_warnings: _DeviceWarnings = {}  # device id -> its limit of _seqs_lost
         # reports under seqs committed with another frame (a restarted counter), warned per device
         self._reused_warnings: _DeviceWarnings = {}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
@@ -547,7 +553,7 @@ class IngestService:
                         *self._hmac_warnings.values(), *self._dropped_warnings.values(),
                         *self._range_warnings.values(), *self._gap_warnings.values(),
                         *self._reused_warnings.values(), *self._retired_warnings.values(),
-                        *self._poison_warnings.values()):
+                        *self._poison_warnings.values(), *self._lost_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -778,6 +784,8 @@ class IngestService:
                           "cap): acknowledging past them", dev, win.floor + 1, gone)
                 # The stretch stops below the first committed seq: none of it is stored.
                 self._metrics.seqs_not_held.inc(gone - win.floor)
+                if acknowledged_before(win.floor, gone, win.info_runs):
+                    self._seqs_lost(dev, win.floor + 1, gone)
                 win.jump(gone)
                 continue
             now = self._monotonic() if now is None else now
@@ -790,6 +798,24 @@ class IngestService:
                 return win.floor
             self._gap_given_up(dev, win.floor + 1, past - 1)
             win.jump(past - 1)
+
+    def _seqs_lost(self, dev: str, first: int, last: int) -> None:
+        """Warn that seqs ``first..last`` of ``dev``, which it no longer holds, were acknowledged before but are
+        not in this store (:func:`~gateway.pipeline.seq_gaps.acknowledged_before`), at most once per
+        :data:`LOST_LOG_EVERY_S` per device, counting such seqs since the last such line."""
+        counted = self._device_warning(self._lost_warnings, dev, LOST_LOG_EVERY_S,
+                                       "seq(s) of %s acknowledged before but not in this store since the last "
+                                       "such line (no longer held by the device, acknowledged past)"
+                                       ).count(last - first + 1)
+        if counted is None:
+            return
+        log.warning("%s: seqs %d..%d were acknowledged before but are not in this store: the device no longer holds "
+                    "them (its 'h'), more than a reboot skips, with its outbox below its cap; acknowledging past "
+                    "them. Likely a restored older backup, a store moved or replaced, or another gateway acknowledged "
+                    "them (a board on two gateways); or, once, a board re-provisioned with a --seq-start far above "
+                    "its last seq. Their reports are not here (in the newer store or the other gateway, if anywhere)"
+                    "%s", dev, first, last,
+                    more_since(counted[0] - (last - first + 1), "such seq(s) of this device"))
 
     def _gap_given_up(self, dev: str, first: int, last: int) -> None:
         """Warn that seqs ``first..last`` of ``dev`` are acknowledged past without arriving, at most once per
