@@ -122,7 +122,8 @@ async def test_only_the_poison_record_fails_the_rest_of_its_batch_is_stored_and_
     assert rig.acked == {"bin-1": 3, "bin-2": 2, "sl-1": 1}
     n = len(batch)
     assert rig.commits <= 2 * math.ceil(math.log2(n)) + 1, rig.commits   # bisection, not one commit per record
-    assert rig.metrics.value("civicedge_store_commit_failures_total") == 1
+    assert rig.metrics.value("civicedge_store_report_failures_total") == 1  # counted per failure
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 0  # not a failing commit (it pages)
     assert rig.metrics.value("civicedge_reports_stored_total") == n - 1
     # one report failing alone is not an outage (commits_failing: nothing stored): reports_failing, a warning
     assert rig.ingest.store_problem is None
@@ -139,7 +140,8 @@ async def test_only_the_poison_record_fails_the_rest_of_its_batch_is_stored_and_
         rig.now += 10.0
         await rig.send(("bin-2", 3), ("bin-2", 4))
         assert rig.acked["bin-2"] == 2
-    assert rig.metrics.value("civicedge_store_commit_failures_total") == 4
+    assert rig.metrics.value("civicedge_store_report_failures_total") == 4  # counted per failure
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 0  # not a failing commit (it pages)
     assert len([r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]) == 1
 
     # A later batch without the poison record is stored and acknowledged (bin-2 still held below 3).
@@ -251,7 +253,8 @@ async def test_a_poison_record_resent_between_clean_batches_is_one_warning_not_a
         await rig.send(("sl-1", 2 + i))
         assert rig.ingest.store_problem is None and rig.ingest.reports_problem == problem
     assert rig.acked == {"bin-2": 2, "sl-1": 6}
-    assert rig.metrics.value("civicedge_store_commit_failures_total") == 6  # still counted
+    assert rig.metrics.value("civicedge_store_report_failures_total") == 6  # counted per failure
+    assert rig.metrics.value("civicedge_store_commit_failures_total") == 0  # not a failing commit (it pages)
     assert len(_tracebacks(caplog)) == 1  # one per device per POISON_LOG_EVERY_S (the log clock stands still here)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and not r.exc_info], \
         [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
