@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from gateway.routes.errors import MatrixError, MatrixUnreachableError, counted
 from gateway.routes.csv_text import CsvTextError, csv_table, decode_csv_bytes, number_text
 from gateway.routes.parsing import ascii_float, separator_hint, thousands_problem
+from gateway.small_files import MIB, FileTooLargeError, read_limited
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ MAX_DISTANCE_M = 1_000_000
 #: Longest great-circle distance (half the Earth's circumference, ~20 016 km, rounded up): any
 #: matrix the planner hands the solver holds distances of at most this many metres.
 MAX_GREAT_CIRCLE_M = 20_100_000
+#: Largest CSV matrix file read. A plan of 4,000 bins (the largest docs/routes.md describes) needs a
+#: matrix of 4,001 x 4,001 cells: about 100 MB with cells of 5 digits, 160 MB with 1 000 000.5 in
+#: every cell; 256 MiB holds it with cells of up to 15 characters (and extra places the file may have).
+MATRIX_MAX = 256 * MIB
 
 
 def require_numpy() -> None:
@@ -181,8 +186,11 @@ class CsvMatrix:
 
     def _load(self) -> dict[str, dict[str, float]]:
         src = str(self.path)
-        try:
-            data = self.path.read_bytes()
+        try:  # regular files only, bounded: a FIFO hung `routes plan --matrix` (and the gateway's [routes] matrix)
+            data = read_limited(self.path, MATRIX_MAX)
+        except FileTooLargeError as exc:
+            raise MatrixError(src, f"cannot read file ({exc.strerror}: a matrix of 4,000 bins and the depot "
+                                   "takes about 100 MB)") from exc
         except OSError as exc:
             raise MatrixError(src, f"cannot read file ({exc.strerror or exc})") from exc
         try:
