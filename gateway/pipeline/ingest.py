@@ -85,8 +85,9 @@ RANGE_LOG_EVERY_S = 60.0
 GAP_LOG_EVERY_S = 600.0
 # Seqs a device's 'h' says it no longer holds that were acknowledged before and are not in this store
 # (gateway.pipeline.seq_gaps: a restored older backup, a replaced store, a board on two gateways): one
-# WARNING per device at most once per 10 min, with the number of such seqs since.
-LOST_LOG_EVERY_S = 600.0
+# WARNING per device per gateway run, at the first such stretch. A restore shows at the first contact after
+# the start; a board on two gateways (docs/scale-out.md) would otherwise warn every time the other one
+# acknowledged it, so later stretches are DEBUG lines, counted in civicedge_seqs_not_held_total.
 # An authentic report under a seq stored with another frame (a board whose seq counter restarted under an id
 # with stored reports): refused, never acknowledged. One WARNING per device at most once per 10 min, with the count.
 REUSED_LOG_EVERY_S = 600.0
@@ -381,7 +382,7 @@ class IngestService:
         self._range_warnings: _DeviceWarnings = {}
         # seq gaps given up after the timed hold, warned per device (see _gap_given_up)
         self._gap_warnings: _DeviceWarnings = {}
-        self._lost_warnings: _DeviceWarnings = {}  # device id -> its limit of _seqs_lost
+        self._lost_warned: set[str] = set()  # devices _seqs_lost warned about in this run
         # reports under seqs committed with another frame (a restarted counter), warned per device
         self._reused_warnings: _DeviceWarnings = {}
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
@@ -553,7 +554,7 @@ class IngestService:
                         *self._hmac_warnings.values(), *self._dropped_warnings.values(),
                         *self._range_warnings.values(), *self._gap_warnings.values(),
                         *self._reused_warnings.values(), *self._retired_warnings.values(),
-                        *self._poison_warnings.values(), *self._lost_warnings.values()):
+                        *self._poison_warnings.values()):
             warning.flush()
         self._unregistered_ended()
         floors, self._dirty_floors = self._dirty_floors, {}
@@ -801,21 +802,21 @@ class IngestService:
 
     def _seqs_lost(self, dev: str, first: int, last: int) -> None:
         """Warn that seqs ``first..last`` of ``dev``, which it no longer holds, were acknowledged before but are
-        not in this store (:func:`~gateway.pipeline.seq_gaps.acknowledged_before`), at most once per
-        :data:`LOST_LOG_EVERY_S` per device, counting such seqs since the last such line."""
-        counted = self._device_warning(self._lost_warnings, dev, LOST_LOG_EVERY_S,
-                                       "seq(s) of %s acknowledged before but not in this store since the last "
-                                       "such line (no longer held by the device, acknowledged past)"
-                                       ).count(last - first + 1)
-        if counted is None:
+        not in this store (:func:`~gateway.pipeline.seq_gaps.acknowledged_before`): once per device per run
+        (later stretches at DEBUG; all are counted in ``civicedge_seqs_not_held_total``)."""
+        if dev in self._lost_warned:
+            log.debug("%s: seqs %d..%d acknowledged before, not in this store (warned once in this run)",
+                      dev, first, last)
             return
+        if len(self._lost_warned) < MAX_DEVICE_WARNINGS:  # authentic ids only (h is signed): bounded anyway
+            self._lost_warned.add(dev)
         log.warning("%s: seqs %d..%d were acknowledged before but are not in this store: the device no longer holds "
                     "them (its 'h'), more than a reboot skips, with its outbox below its cap; acknowledging past "
                     "them. Likely a restored older backup, a store moved or replaced, or another gateway acknowledged "
                     "them (a board on two gateways); or, once, a board re-provisioned with a --seq-start far above "
-                    "its last seq. Their reports are not here (in the newer store or the other gateway, if anywhere)"
-                    "%s", dev, first, last,
-                    more_since(counted[0] - (last - first + 1), "such seq(s) of this device"))
+                    "its last seq. Their reports are not here (in the newer store or the other gateway, if anywhere). "
+                    "Said once per device until the gateway restarts; later such seqs count in "
+                    "civicedge_seqs_not_held_total", dev, first, last)
 
     def _gap_given_up(self, dev: str, first: int, last: int) -> None:
         """Warn that seqs ``first..last`` of ``dev`` are acknowledged past without arriving, at most once per
