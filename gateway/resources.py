@@ -23,8 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import GatewayError
-from gateway.policy_rules import check_release_rules
+from gateway.errors import ConfigError, GatewayError
+from gateway.policy_check import check_policy
 
 _PKG_DIR = Path(__file__).resolve().parent
 _CHECKOUT_ROOT = _PKG_DIR.parent
@@ -132,20 +132,37 @@ def policy_path() -> Path:
 
 @lru_cache(maxsize=1)
 def load_policy() -> dict[str, Any]:
-    """Load and return the privacy policy as parsed JSON (cached), its release rules checked.
+    """Load and return the privacy policy as parsed JSON (cached), its shape and values checked.
 
-    Every field needs a known ``release`` and a boolean ``personal``, ``personal: true`` exactly when
-    the release is ``noisy_count`` (:func:`gateway.policy_rules.check_release_rules`): everything that
-    reads the policy (the gate, the transparency page, the config's retention, the board loader) reads
-    it from here, so a gateway, ``run --check`` or a board load refuses such a policy at once.
+    :func:`gateway.policy_check.check_policy` (the release rules of
+    :func:`gateway.policy_rules.check_release_rules` among them): everything that reads the policy (the
+    gate, the transparency page, the config's retention, the board loader) reads it from here, so
+    ``run``, ``run --check`` and a board load refuse such a policy at once, and alike. A refusal is
+    not cached: the next call reads the file again.
 
     Raises:
-        ConfigError: the policy breaks the release rules (``key`` names the field's key).
+        ConfigError: the file cannot be read (``bad_path``), is not JSON (``syntax``, with its line and
+            column), or its content is refused (``bad_value``, ``key`` the value's dotted path); ``path``
+            is the file.
     """
     path = policy_path()
-    body = path.read_bytes()
-    data: dict[str, Any] = json.loads(body)
-    check_release_rules(data)
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("cannot read the privacy policy %s: %s" % (path, exc.strerror or exc), reason="bad_path",
+                          key="", path=path) from None
+    try:
+        data: dict[str, Any] = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("the privacy policy %s is not valid JSON: %s at line %d, column %d"
+                          % (path, exc.msg, exc.lineno, exc.colno), reason="syntax", key="", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("the privacy policy %s is not UTF-8 text: byte %d cannot be decoded" % (path, exc.start),
+                          reason="syntax", key="", path=path) from None
+    except RecursionError:
+        raise ConfigError("the privacy policy %s nests lists or objects too deeply to be read" % path,
+                          reason="syntax", key="", path=path) from None
+    check_policy(data, source=path)
     global _loaded_source
     with _source_lock:
         # parsed again: a caller changing the returned dict must not change what the bytes say

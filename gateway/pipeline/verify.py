@@ -13,7 +13,9 @@ import time
 from typing import Any, NamedTuple
 
 from gateway.errors import ConfigError, ProtocolError, RejectedReport
-from gateway.policy_rules import check_release_rules
+from gateway.policy_check import check_policy
+from gateway.policy_check import valid_range as _valid_range
+from gateway.policy_check import whole as _whole
 from gateway.protocol.frame import FRAME_REPORT, Frame, decode_body, parse_frame, verify_tag
 from gateway.registry import DeviceRecord, Registry
 from gateway.storage.provenance import frame_digest
@@ -51,14 +53,6 @@ class _Release(NamedTuple):
     k: int       # a released (noisy) value is at least k; below it the value is left out
 
 
-def _whole(value: Any, where: str) -> int:
-    """``value`` if it is a whole number >= 1 (a policy bound the gate compares with), else ConfigError."""
-    if type(value) is not int or value < 1:
-        raise ConfigError("privacy policy: %s must be a whole number >= 1, not %r" % (where, value),
-                          reason="bad_value", key=where)
-    return value
-
-
 class OutOfRange(NamedTuple):
     """A non-personal value outside its field's policy ``valid_range``, dropped from its report."""
 
@@ -66,33 +60,6 @@ class OutOfRange(NamedTuple):
     value: int
     low: int
     high: int
-
-
-def _valid_range(field: dict[str, Any], *, personal: bool, quantum: int, where: str) -> tuple[int, int]:
-    """The ``(min, max)`` of a field's policy ``valid_range`` (both included).
-
-    Raises:
-        ConfigError: on a personal field (its noise has no bound: any range would drop genuine
-            releases), not two whole numbers, min above max, or a bound off the field's quantum.
-    """
-    key = where + ".valid_range"
-    value = field["valid_range"]
-    if personal:
-        raise ConfigError("privacy policy: %s: a people-related field (personal or noisy_count) takes no valid_range: "
-                          "its released value carries discrete Laplace noise, which has no bound, so any range would "
-                          "drop genuine releases" % key, reason="bad_value", key=key)
-    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value)):
-        raise ConfigError("privacy policy: %s must be [min, max], two whole numbers in the field's unit, not %r"
-                          % (key, value), reason="bad_value", key=key)
-    low, high = value
-    if low > high:
-        raise ConfigError("privacy policy: %s = [%d, %d]: min is above max" % (key, low, high), reason="bad_value",
-                          key=key)
-    if low % quantum or high % quantum:
-        raise ConfigError("privacy policy: %s = [%d, %d]: the bounds must be multiples of the field's quantum %d (a "
-                          "value in range then stays in range when rounded to it)" % (key, low, high, quantum),
-                          reason="bad_value", key=key)
-    return low, high
 
 
 def _requantise(value: int, quantum: int) -> int:
@@ -120,17 +87,20 @@ class PolicyGate:
     personal field's value (they are logged). The rules are built once per kind.
 
     Raises:
-        ConfigError: a field's ``release`` is unknown or does not match its ``personal`` flag
-            (:func:`gateway.policy_rules.check_release_rules`), the policy lacks a bound the gate
-            compares with (a personal field's ε or k, in the field or in ``defaults``) or has one
-            that is not a whole number >= 1, gives a non-personal field a release period outside
-            win reports, names in an alarm's fields something other than a non-personal field of
-            its kind, or has a ``valid_range`` that is not ``[min, max]`` of whole numbers on the
-            field's quantum with min <= max, or one on a personal field.
+        ConfigError: the policy's shape or values are refused (:func:`gateway.policy_check.check_policy`,
+            what ``load_policy`` checks too): among them a field's ``release`` unknown or not matching its
+            ``personal`` flag, a personal field without ε per release or k (in the field or in
+            ``defaults``) or with one that is not a whole number >= 1, a non-personal field with a release
+            period outside win reports, an alarm naming something other than a non-personal field of its
+            kind, a ``valid_range`` that is not ``[min, max]`` of whole numbers on the field's quantum with
+            min <= max, or one on a personal field.
     """
 
     def __init__(self, policy: dict[str, Any]) -> None:
-        check_release_rules(policy)  # what the gate treats as personal below is then what the policy marks so
+        # shape, types and ranges (gateway.policy_check), the release rule among them: what the gate treats as
+        # personal below is then what the policy marks so, and every bound below a whole number in range; a
+        # personal field's ε and k may come from defaults here (_release)
+        check_policy(policy, own_bounds=False)
         kinds: dict[str, Any] = policy["kinds"]
         defaults: dict[str, Any] = policy.get("defaults", {})
         self.fields = {k: frozenset(spec["fields"]) for k, spec in kinds.items()}
