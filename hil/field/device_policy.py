@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from gateway.errors import ConfigError
-from gateway.policy_rules import check_release_rules
+from gateway.policy_check import check_policy
 from gateway.resources import firmware_dir
 from hil.field.errors import FieldError
 
@@ -162,8 +162,8 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         source: the file ``text`` came from, for the error message.
 
     Raises:
-        DevicePolicyError: ``text`` is not a JSON object, a field's ``release`` is unknown or does not
-            match its ``personal`` flag (:func:`gateway.policy_rules.check_release_rules`; ``key`` in
+        DevicePolicyError: ``text`` is not a JSON object, or the gateway would refuse it
+            (:func:`gateway.policy_check.check_policy`: shape, ranges, release rules; ``key`` in
             ``details``), or the firmware's key list cannot be read.
     """
     try:
@@ -172,8 +172,8 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         raise DevicePolicyError(f"{source} is not valid JSON ({exc}); the device would refuse it", path=source) from exc
     if not isinstance(doc, dict):
         raise DevicePolicyError(f"{source} is not a JSON object; the device would refuse it", path=source)
-    try:  # a people count with an unknown release, or personal without noisy_count, never reaches a board
-        check_release_rules(doc)
+    try:  # a policy the gateway refuses (shape, ranges, release rules) never reaches a board
+        check_policy(doc)
     except ConfigError as exc:
         raise DevicePolicyError(f"{source}: {exc}; the device would refuse it", path=source, key=exc.key) from exc
     stripped = device_policy(doc, doc_only_keys(firmware_root), doc_only_top_keys(firmware_root))

@@ -160,3 +160,19 @@ def test_a_virtual_board_install_of_a_policy_that_is_no_json_says_so(tmp_path: P
     (tree / "policy.json").write_text('{"version": 1,')
     with pytest.raises(FlashError, match="policy.json is not valid JSON"):
         install_firmware(tmp_path / "flash", {"kind": "streetlight"}, source=tree)
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    (lambda p: p["kinds"]["bin"]["fields"]["fill"].__setitem__("retention_days", -5),
+     "kinds.bin.fields.fill.retention_days"),
+    (lambda p: p["kinds"]["bin"].__setitem__("window_s", "x"), "kinds.bin.window_s"),
+    (lambda p: p.__setitem__("defaults", None), "defaults"),
+])
+def test_a_policy_the_gateway_refuses_never_reaches_a_board(change: object, key: str) -> None:
+    """The flash tools check the policy as the gateway loads it (gateway.policy_check), not only its release rules:
+    a board is never given a policy its gateway would refuse."""
+    policy = json.loads(policy_path().read_text(encoding="utf-8"))
+    change(policy)  # type: ignore[operator]
+    with pytest.raises(DevicePolicyError, match="device would refuse it") as err:
+        device_policy_bytes(json.dumps(policy), source="policy.json")
+    assert err.value.details.get("key") == key
