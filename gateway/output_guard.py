@@ -5,13 +5,17 @@ An output option names a file the command replaces. Before it does, :func:`check
 * any of the gateway's own files (:class:`GatewayFiles`: the report store and its ``-wal``, ``-shm``,
   ``-journal`` and ``.lock``, the registry's ``devices.sqlite`` and its journals, the keys directory and
   everything in it, ``retention.json``, the config file, the admin token and the MQTT secrets), found by
-  path with symlinks resolved (a file not there yet, e.g. a ``-wal`` while no gateway runs, too) and,
-  for a file with more than one name, by identity (a hard link); always, ``--force`` or not;
-* a file that starts with the SQLite header (a store, a registry, a backup copy of one); always;
+  path with symlinks resolved (a file not there yet, e.g. a ``-wal`` while no gateway runs, too) and by
+  identity (a hard link, a bind mount: the file's, its directory's); always, ``--force`` or not;
+* a file that starts with the SQLite header (a store, a registry, a backup copy of one), a write-ahead log
+  or a rollback journal (by their magic numbers), and a file named as the ``-wal``, ``-shm``,
+  ``-journal`` or ``.lock`` of an SQLite database beside it (a store the command was not told about);
+  always;
 * any other existing regular file that is not empty and not evidently an earlier output of the same
   command (the caller's ``previous`` test), unless ``--force`` is given.
 
-A FIFO or a device (``/dev/null``, ``/dev/stdout``) is written into, not replaced: it is not refused.
+A FIFO or a device (``/dev/null``, ``/dev/stdout``) is written into, not replaced: it is not refused
+(the caller must then open it as given, not replace it with a regular file).
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ if TYPE_CHECKING:
 
 #: The first 16 bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: What an SQLite write-ahead log starts with (big-endian magic, the low bit the checksum byte order).
+WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
+#: What an SQLite rollback journal starts with.
+JOURNAL_MAGIC = b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7"
+#: The names of the files SQLite (and the gateway's single-writer lock) keeps beside a database.
+SIDE_SUFFIXES = ("-wal", "-shm", "-journal", ".lock")
 
 _RETENTION_FILE = "retention.json"  # as gateway.cli.run_check.RETENTION_FILE (not imported: the web layer)
 _CONFIRM_FILE = "retention-confirm"  # as gateway.retention_clock.CONFIRM_FILE
@@ -106,26 +116,70 @@ class GatewayFiles:
             self.add(config.sim_clock.follow_file, "the simulated clock's file")
 
     def which(self, target: Path) -> str | None:
-        """What ``target`` (symlinks resolved) is among the protected files, or None."""
+        """What ``target`` (symlinks resolved) is among the protected files, or None.
+
+        By path, and always by identity too: an existing ``target`` that is a protected file under another
+        name (a hard link, a bind mount: same device and inode), a ``target`` whose directory is a protected
+        file's directory reached by another path (its name then compared: a ``-wal`` not there yet), and one
+        inside the keys directory reached by another path (a parent directory's identity).
+        """
         real = Path(os.path.realpath(target))
         for e in self._entries:
             if real == e.path or (e.tree and e.path in real.parents):
                 return e.what
+        ident = _identity(real)
+        parent = _identity(real.parent)
+        ancestors = [a for a in (_identity(d) for d in real.parents) if a is not None]
+        for e in self._entries:
+            e_ident = _identity(e.path)
+            if ident is not None and e_ident == ident:
+                return e.what
+            if parent is not None and e.path.name == real.name and _identity(e.path.parent) == parent:
+                return e.what
+            if e.tree and e_ident is not None and e_ident in ancestors:
+                return e.what
+        if ident is None:
+            return None
         try:
             st = os.stat(real)
         except OSError:
             return None
         if st.st_nlink < 2 or not stat.S_ISREG(st.st_mode):
-            return None  # one name only: the path comparison above is the whole answer
-        ident = (st.st_dev, st.st_ino)
+            return None  # one name only: no other name inside a protected tree
         for e in self._entries:
-            if _identity(e.path) == ident:
-                return e.what
             if e.tree and e.path.is_dir():
                 for root, _dirs, names in os.walk(e.path):
                     if any(_identity(Path(root) / n) == ident for n in names):
                         return e.what
         return None
+
+
+_SIDE_NAMES = {"-wal": "write-ahead log", "-shm": "shared-memory index", "-journal": "rollback journal",
+               ".lock": "lock file"}
+
+
+def _side_file_of(path: Path) -> tuple[str, Path] | None:
+    """``(what, database)`` when ``path`` is named as a side file of an SQLite database beside it."""
+    for suffix, what in _SIDE_NAMES.items():
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            base = path.with_name(path.name[:-len(suffix)])
+            if _starts_with(base, SQLITE_HEADER):
+                return what, base
+    return None
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    """Whether ``path`` is a regular file starting with ``magic`` (opened without blocking: a FIFO does not)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, len(magic)) == magic
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -157,6 +211,12 @@ def check_output(output: Path, protected: GatewayFiles, *, force: bool, previous
     if what is not None:
         raise OutputRefused("%s is %s; %s never writes over the gateway's own files, not even with --force: "
                             "give another file name" % (output, what, command), "gateway_file")
+    side = _side_file_of(Path(os.path.abspath(output))) or _side_file_of(real)
+    if side is not None:
+        # the files of a store this command was not told about (a live one, while a backup is exported)
+        raise OutputRefused("%s is the %s of the SQLite database %s; %s never writes over a database's files, not "
+                            "even with --force: give another file name" % (output, side[0], side[1], command),
+                            "sqlite_file")
     try:
         st = os.stat(real)
     except FileNotFoundError:
@@ -175,6 +235,11 @@ def check_output(output: Path, protected: GatewayFiles, *, force: bool, previous
         raise OutputRefused("%s is an SQLite database (a report store, a registry or a copy of one?); %s never "
                             "writes over a database, not even with --force: give another file name"
                             % (output, command), "sqlite_file")
+    if head[:4] in WAL_MAGICS or head[:8] == JOURNAL_MAGIC:
+        raise OutputRefused("%s is an SQLite %s (of a database beside it or moved away); %s never writes over "
+                            "a database's files, not even with --force: give another file name"
+                            % (output, "write-ahead log" if head[:4] in WAL_MAGICS else "rollback journal",
+                               command), "sqlite_file")
     if st.st_size == 0 or force or previous(real):
         return
     raise OutputRefused("%s exists and is not %s; give a new file name, or --force to replace it"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sqlite3
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Iterator
@@ -28,10 +30,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                      "hash (head) go to stderr.")
     add_config_arg(exp)
     exp.add_argument("--db", type=Path, help="report store (default: the config's [storage] path)")
-    exp.add_argument("-o", "--output", type=Path,
-                     help="output file, replaced only once the export is complete (default: stdout); an "
+    exp.add_argument("-o", "--output", metavar="FILE",
+                     help="output file, replaced only once the export is complete (default, or -: stdout); an "
                           "existing file is replaced only if it is empty or an earlier export (else --force); "
-                          "the gateway's own files and SQLite databases are always refused")
+                          "the gateway's own files and SQLite databases are always refused; a FIFO or a device "
+                          "(/dev/stdout) is written into")
     exp.add_argument("--force", action="store_true",
                      help="replace an existing --output file that is not an earlier export (never a gateway "
                           "file or a database)")
@@ -122,6 +125,27 @@ def _is_export(path: Path) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _output_stream(output: Path, target: Path) -> Iterator[IO[str]]:
+    """The stream the export goes to: an existing FIFO or device (``/dev/null``, ``/dev/stdout``) opened as
+    given and written into (replacing it would put a regular file in its place, and ``/dev/stdout`` has no
+    directory to put one in); else :func:`atomic_text_file` on ``target``, the file ``output`` resolves to.
+
+    Raises:
+        OSError: ``output`` cannot be looked at, opened or written.
+    """
+    try:
+        st = os.stat(output)  # follows /dev/stdout -> /proc/self/fd/1 -> the pipe, which realpath cannot
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        with open(output, "w", encoding="utf-8") as fh:
+            yield fh
+        return
+    with atomic_text_file(target) as fh:
+        yield fh
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the chain to stdout or, atomically, to ``--output``."""
     config = None
@@ -138,7 +162,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     problem = _store_problem(db)
     if problem is not None:
         return _error(*problem)
-    if args.output is None:
+    if args.output is None or args.output == "-":  # `-o -`: stdout, as verify-log reads `-` (./- is a file)
         try:
             # A reader that goes away (`| head`) raises BrokenPipeError: the civicedge entry point
             # ends quietly on it, like a unix tool.
@@ -161,7 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except OutputRefused as exc:
             return _error(exc.reason, exc.message)
         try:
-            with atomic_text_file(target) as fh:
+            with _output_stream(output, target) as fh:
                 summary = export_chain_summary(db, fh)
         except StorageError as exc:
             return _error(exc.reason, "%s (%s left unchanged)" % (exc, output))
