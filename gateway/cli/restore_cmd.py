@@ -29,15 +29,18 @@ from typing import Any
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, RegistryError
-from gateway.private_dirs import fsync_dir, mkdir_private
+from gateway.cli import restore_swap as swap_files
+from gateway.cli.restore_registry import Current, LiveLock, carry_over, fingerprint, manifest_time, read_current
+from gateway.private_dirs import mkdir_private
 from gateway.registry import Registry
-from gateway.registry.devices import DeviceRecord, same_place
+from gateway.storage.schema import SCHEMA_VERSION, stored_version
 from gateway.storage.store_files import lock_store, real_store_path, store_writer
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "civicedge-gateway-backup/1"  # as gateway.cli.backup_cmd.FORMAT
 RETENTION_FILE = "retention.json"
 META_KEY = "restored_from"
+EXIT_INTERRUPTED = 130  # as a Ctrl-C anywhere else
 _CHUNK = 1024 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _NAME = re.compile(r"(keys/)?[^/\\\x00]+\Z")
@@ -56,11 +59,16 @@ gateway stopped:
   3. carries every registry change made since the backup over to the restored registry: devices
      revoked since stay revoked, keys rotated since keep the current key (the board holds it),
      devices enrolled since are kept with their key, retirements, reinstatements and moves are
-     kept; each carried change is printed
+     kept; each carried change is printed. A change is carried only where the current record is
+     newer than the backup's: restoring an older backup and then a newer one keeps the newer's
+     registry (a warning names each device where the current registry looks older). The current
+     registry is locked against changes from the check until the swap is done
   4. moves the current reports.sqlite, its -wal and -shm, devices.sqlite (and its -journal), keys/
      and retention.json aside into <data_dir>/replaced-<UTC time>/ (renames: nothing is deleted),
-     then puts the backup's copies in place, 0600 (keys/ 0700), owned as the files they replace;
-     on any failure the moved files are put back
+     then puts the backup's copies in place, 0600 (keys/ 0700), owned as the files they replace
+     (as root: as the data directory); no place is ever left empty, <data_dir>/restore-in-progress
+     marks the swap; on any failure, Ctrl-C, SIGTERM or SIGHUP the moved files are put back (exit
+     130 when interrupted)
   5. records the restore in the restored store (meta row restored_from) and prints what was
      restored and what it means: reports acknowledged after the backup was made are lost (unless
      in your MQTT archive), open data and /opendata/privacy-budget.csv go back to the backup's
@@ -70,6 +78,9 @@ gateway stopped:
 The admin token is put back only when its file is missing (a token changed since is kept). The
 config, the MQTT password and TLS files are never written: copy them from BACKUP_DIR by hand if
 they were lost (MANIFEST.json names where each came from).
+
+Refused before anything changes: a backup of another gateway id (unless --other-gateway), a store
+schema newer than this release reads, and no --config while the default data directory does not exist.
 
 Then: civicedge gateway run --config gateway.toml --check, and start the gateway.
 Manual steps, when this command cannot be used: docs/gateway.md, Storage, "Restoring a backup"."""
@@ -127,6 +138,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("backup", type=Path, metavar="BACKUP_DIR", help="a directory written by civicedge gateway backup")
     add_config_arg(p)
+    p.add_argument("--other-gateway", action="store_true",
+                   help="restore a backup made by a gateway with another id (refused otherwise: replay windows, "
+                        "provenance and MQTT topics are per gateway)")
     p.set_defaults(func=cmd_restore)
 
 
@@ -134,9 +148,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """Restore and print the summary."""
     try:
         config = config_from(args)
-        result = restore(config, args.backup)
+        if args.config is None and not config.data_dir.is_dir():
+            raise RestoreError("no --config given and the built-in default data directory %s does not exist: nothing "
+                               "was changed; give the gateway's config (civicedge gateway restore %s --config "
+                               "/etc/civicedge/gateway.toml) so the backup goes where that gateway reads it"
+                               % (config.data_dir, args.backup), reason="no_config", path=config.data_dir)
+        print("restoring into %s (config %s)" % (config.data_dir, "built-in defaults" if args.config is None
+                                                   else args.config), flush=True)
+        result = restore(config, args.backup, other_gateway=args.other_gateway)
     except GatewayError as exc:
-        return fail(exc)
+        code = fail(exc)
+        return EXIT_INTERRUPTED if exc.reason == "interrupted" else code
     print(summary(result, args.config))
     return EXIT_OK
 
@@ -250,48 +272,43 @@ def _refuse_unlisted(path: Path, listed: set[str]) -> None:
 # --------------------------------------------------------------------------------------------- restoring
 
 
-class _Undo:
-    """The renames done so far, undone in reverse order on failure."""
-
-    def __init__(self) -> None:
-        self.done: list[tuple[Path, Path]] = []
-
-    def rename(self, src: Path, dst: Path) -> None:
-        _place(src, dst)
-        self.done.append((src, dst))
-
-    def rollback(self) -> list[str]:
-        """Put everything back; the problems met (each one names what is left where)."""
-        problems = []
-        for src, dst in reversed(self.done):
-            try:
-                os.rename(dst, src)
-            except OSError as exc:
-                problems.append("could not move %s back to %s: %s" % (dst, src, exc.strerror or exc))
-        return problems
+def _missing(paths: list[Path]) -> list[Path]:
+    """The directories among ``paths`` and their parents that do not exist yet, outermost first."""
+    out: list[Path] = []
+    for path in paths:
+        d = path
+        chain = []
+        while not os.path.lexists(d) and d.parent != d:
+            chain.append(d)
+            d = d.parent
+        out += [c for c in reversed(chain) if c not in out]
+    return out
 
 
-def _place(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst`` (same file system); a file or directory already at ``dst`` is never replaced."""
-    if os.path.lexists(dst):
-        raise OSError(errno.EEXIST, "already exists", str(dst))
-    os.rename(src, dst)
-
-
-def restore(config: GatewayConfig, backup_dir: Path) -> RestoreResult:
+def restore(config: GatewayConfig, backup_dir: Path, *, other_gateway: bool = False) -> RestoreResult:
     """Restore ``backup_dir`` into the gateway of ``config`` (see the module docstring).
+
+    Args:
+        other_gateway: restore a backup whose gateway id is not ``config.id`` (refused otherwise).
 
     Raises:
         RestoreError: see its reasons; the gateway's files are as they were.
         StorageError: the store's lock file cannot be made (``open_failed``), the store is hard-linked.
     """
     backup = check_backup(backup_dir)
+    check_compatible(config, backup, other_gateway=other_gateway)
     result = RestoreResult(backup)
     store = config.storage.path
     holder = store_writer(store)
     if holder is not None:
         raise _running(store, holder)
     real = real_store_path(store)
+    # As root, everything made here gets the owner of the data directory (or its nearest existing parent):
+    # the service user must be able to open what the restore leaves, not only what it replaced.
+    owner = _owner(config.data_dir)
+    created = _missing([real.parent, config.data_dir, config.registry_dir])
+    lock_path = real.with_name(real.name + ".lock")
+    new_lock = not os.path.lexists(lock_path)
     try:
         lock = lock_store(store, real)
     except GatewayError as exc:
@@ -300,6 +317,7 @@ def restore(config: GatewayConfig, backup_dir: Path) -> RestoreResult:
         raise
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     staged: list[Path] = []
+    live = LiveLock(config.registry_dir)
     try:
         for d in (config.data_dir, config.registry_dir):
             try:
@@ -307,15 +325,56 @@ def restore(config: GatewayConfig, backup_dir: Path) -> RestoreResult:
             except OSError as exc:
                 raise RestoreError("cannot create %s: %s" % (d, exc.strerror or exc), reason=_os_reason(exc),
                                    path=d) from exc
-        current = _read_current(config.registry_dir, result)
-        places = _stage(config, backup, real, stamp, current, result, staged)
-        _swap(config, real, stamp, places, result)
+        for p in created + ([lock_path] if new_lock else []):
+            if os.path.lexists(p):
+                swap_files.chown(p, owner)
+        places = _stage_store(config, backup, real, stamp, result, staged)
+        places += _stage_registry_locked(config, backup, stamp, result, staged, live)
+        _swap(config, real, stamp, places, result, owner)
     finally:
+        live.release()
         for p in staged:
             if os.path.lexists(p):
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else os.unlink(p)
         os.close(lock)
     return result
+
+
+def check_compatible(config: GatewayConfig, backup: Backup, *, other_gateway: bool) -> None:
+    """Refuse, before anything changes, a backup of a newer store schema or (unless asked) of another gateway.
+
+    Raises:
+        RestoreError: ``schema_too_new`` or ``other_gateway``.
+    """
+    m = backup.manifest
+    listed = m.get("store_schema_version")
+    found = _copy_schema(backup.path / backup.store)
+    for what, version in (("MANIFEST.json says its store has", listed), ("its store copy records", found)):
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise RestoreError("backup %s was made by a newer civicedge: %s schema version %d, this release reads up "
+                               "to %d; the gateway would refuse the restored store (schema_too_new); nothing was "
+                               "changed: upgrade civicedge first, then restore" % (backup.path, what, version,
+                                                                                  SCHEMA_VERSION),
+                               reason="schema_too_new", path=backup.path / backup.store)
+    gid = m.get("gateway_id")
+    if isinstance(gid, str) and gid != config.id and not other_gateway:
+        raise RestoreError("backup %s is of gateway %r, this config is gateway %r: nothing was changed. Replay "
+                           "windows and ACK floors, the provenance chain's gateway id and the MQTT topics are per "
+                           "gateway, so a restore normally goes into the same gateway id; set [gateway] id = %r in "
+                           "the config, or give --other-gateway if you mean to restore another gateway's data here"
+                           % (backup.path, gid, config.id, gid), reason="other_gateway", path=backup.path)
+
+
+def _copy_schema(db: Path) -> int | None:
+    """The schema version recorded in the backup's store copy (read-only, nothing written next to it)."""
+    try:
+        conn = sqlite3.connect(db.as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            return stored_version(conn)
+        finally:
+            conn.close()
+    except (sqlite3.Error, GatewayError) as exc:
+        raise RestoreError("cannot read the backup's store %s: %s" % (db, exc), reason="bad_backup", path=db) from exc
 
 
 def _running(store: Path, holder: str) -> RestoreError:
@@ -324,80 +383,94 @@ def _running(store: Path, holder: str) -> RestoreError:
                         % (store, holder), reason="in_use", path=store)
 
 
-def _read_current(registry_dir: Path, result: RestoreResult) -> dict[str, tuple[DeviceRecord, bytes | None]] | None:
-    """Every device of the current registry with its key (None: unreadable), or None without a readable registry."""
-    if not (registry_dir / "devices.sqlite").exists():
-        result.warnings.append("no current registry at %s: the backup's is restored as it is; devices revoked or keys "
-                               "rotated since the backup cannot be checked: revoke and rotate them again"
-                               % registry_dir)
-        return None
-    try:
-        reg = Registry(registry_dir, create=False)
-    except RegistryError as exc:
-        result.warnings.append("the current registry cannot be read (%s): the backup's is restored as it is; devices "
-                               "revoked or keys rotated since the backup cannot be checked: revoke and rotate them "
-                               "again" % exc)
-        return None
-    try:
-        devices = {}
-        for rec in reg.list():
-            try:
-                key: bytes | None = reg.key(rec.id)
-            except RegistryError:
-                key = None
-            devices[rec.id] = (rec, key)
-        return devices
-    except RegistryError as exc:
-        result.warnings.append("the current registry cannot be read (%s): the backup's is restored as it is; devices "
-                               "revoked or keys rotated since the backup cannot be checked" % exc)
-        return None
-    finally:
-        reg.close()
+_NO_CURRENT = ("%s: the backup's registry is restored as it is; devices revoked or keys rotated since the backup "
+               "cannot be checked: revoke and rotate them again")
 
 
-def _stage(config: GatewayConfig, backup: Backup, real: Path, stamp: str,
-           current: dict[str, tuple[DeviceRecord, bytes | None]] | None, result: RestoreResult,
-           staged: list[Path]) -> list[tuple[Path, Path, Path]]:
-    """Copy the backup's files beside their places under temporary names: (temporary, place, owner reference)."""
+def _stage_store(config: GatewayConfig, backup: Backup, real: Path, stamp: str, result: RestoreResult,
+                 staged: list[Path]) -> list[tuple[Path, Path]]:
+    """Copy the backup's store, retention.json and (when missing) admin token beside their places."""
     b = backup.path
-    places: list[tuple[Path, Path, Path]] = []
+    places: list[tuple[Path, Path]] = []
     tmp_store = real.with_name(".%s.restore-%s" % (real.name, stamp))
     staged.append(tmp_store)
     _copy(b / backup.store, tmp_store, owner_of=real)
     result.recorded = _record(tmp_store, backup, result)
     result.reports, result.newest = _count(tmp_store)
-    places.append((tmp_store, real, real))
+    places.append((tmp_store, real))
+    return places + _stage_small(config, backup, stamp, result, staged)
 
-    reg_dir = config.registry_dir / (".restore-%s" % stamp)
-    staged.append(reg_dir)
+
+def _stage_registry_locked(config: GatewayConfig, backup: Backup, stamp: str, result: RestoreResult,
+                           staged: list[Path], live: LiveLock) -> list[tuple[Path, Path]]:
+    """Stage the backup's registry with the live changes carried over, and return holding ``live``'s lock.
+
+    The live registry is read, the carry-over made on the staged copy, then the live registry locked and
+    compared with what was read: a change made meanwhile (a ``devices revoke`` while the store was copied)
+    means the carry-over is made again, up to three times.
+    """
+    for attempt in range(3):
+        before = fingerprint(config.registry_dir)
+        current, why = read_current(config.registry_dir)
+        reg_dir = config.registry_dir / (".restore-%s-%d" % (stamp, attempt))
+        staged.append(reg_dir)
+        carried, warnings = _stage_registry(config, backup, reg_dir, current)
+        try:
+            live.acquire()
+        except RegistryError as exc:
+            raise RestoreError(str(exc), reason="registry_busy", path=config.registry_dir) from exc
+        if live.fingerprint() == before:
+            result.carried, result.warnings = carried, result.warnings + warnings
+            if why is not None:
+                result.warnings.append(_NO_CURRENT % why)
+            return [(reg_dir / "devices.sqlite", config.registry_dir / "devices.sqlite"),
+                    (reg_dir / "keys", config.registry_dir / "keys")]
+        live.release()
+        shutil.rmtree(reg_dir)
+        result.notes.append("the current registry changed while the restore read it: its changes were carried over "
+                            "again")
+    raise RestoreError("the current registry %s kept changing during the restore (a `devices` command or the admin "
+                       "API writing it): nothing was changed; run the restore again when nothing else writes the "
+                       "registry" % config.registry_dir, reason="registry_busy", path=config.registry_dir)
+
+
+def _stage_registry(config: GatewayConfig, backup: Backup, reg_dir: Path,
+                    current: Current | None) -> tuple[list[str], list[str]]:
+    """Copy the backup's registry into ``reg_dir`` and carry ``current``'s newer changes over to it."""
+    b = backup.path
     _mkdir(reg_dir, owner_of=config.registry_dir)
     _mkdir(reg_dir / "keys", owner_of=config.registry_dir / "keys")
     _copy(b / backup.registry, reg_dir / "devices.sqlite", owner_of=config.registry_dir / "devices.sqlite")
     for name in backup.keys:
         _copy(b / name, reg_dir / name, owner_of=config.registry_dir / name)
-    if current is not None:
-        try:
-            reg = Registry(reg_dir, create=False)
-        except RegistryError as exc:
-            raise RestoreError("the backup's registry cannot be opened: %s" % exc, reason="registry") from exc
-        try:
-            result.carried, notes = carry_over(reg, current)
-            result.warnings += notes
-        except RegistryError as exc:
-            raise RestoreError("a registry change made since the backup could not be carried over (%s); nothing was "
-                               "restored" % exc, reason="registry") from exc
-        finally:
-            reg.close()
-        _tighten_tree(reg_dir)
-    places += [(reg_dir / "devices.sqlite", config.registry_dir / "devices.sqlite", config.registry_dir),
-               (reg_dir / "keys", config.registry_dir / "keys", config.registry_dir)]
+    if current is None:
+        return [], []
+    try:
+        reg = Registry(reg_dir, create=False)
+    except RegistryError as exc:
+        raise RestoreError("the backup's registry cannot be opened: %s" % exc, reason="registry") from exc
+    try:
+        out = carry_over(reg, current, manifest_time(backup.manifest.get("created_at")))
+    except RegistryError as exc:
+        raise RestoreError("a registry change made since the backup could not be carried over (%s); nothing was "
+                           "restored" % exc, reason="registry") from exc
+    finally:
+        reg.close()
+    _tighten_tree(reg_dir)
+    return out
 
+
+def _stage_small(config: GatewayConfig, backup: Backup, stamp: str, result: RestoreResult,
+                 staged: list[Path]) -> list[tuple[Path, Path]]:
+    """retention.json and the admin token (only when its file is missing)."""
+    b = backup.path
+    places: list[tuple[Path, Path]] = []
     retention = config.data_dir / RETENTION_FILE
     if backup.retention is not None:
         tmp = retention.with_name(".%s.restore-%s" % (RETENTION_FILE, stamp))
         staged.append(tmp)
         _copy(b / backup.retention, tmp, owner_of=retention)
-        places.append((tmp, retention, retention))
+        places.append((tmp, retention))
     elif os.path.lexists(retention):
         result.notes.append("the backup has no retention.json (retention was the policy's then): the current one is "
                             "moved aside")
@@ -410,7 +483,7 @@ def _stage(config: GatewayConfig, backup: Backup, real: Path, stamp: str,
             tmp = token.with_name(".%s.restore-%s" % (token.name, stamp))
             staged.append(tmp)
             _copy(b / backup.token, tmp, owner_of=token)
-            places.append((tmp, token, token))
+            places.append((tmp, token))
     for entry in backup.others:
         src = Path(str(entry.get("source", "")))
         if not os.path.lexists(src):
@@ -419,43 +492,67 @@ def _stage(config: GatewayConfig, backup: Backup, real: Path, stamp: str,
     return places
 
 
-def _swap(config: GatewayConfig, real: Path, stamp: str, places: list[tuple[Path, Path, Path]],
-          result: RestoreResult) -> None:
-    """Move the current files aside, then the staged copies into place; on failure put everything back."""
+def _swap(config: GatewayConfig, real: Path, stamp: str, staged: list[tuple[Path, Path]], result: RestoreResult,
+          owner: tuple[int, int] | None) -> None:
+    """Move the current files aside, then the staged copies into place; on failure or interrupt put everything back."""
     reg = config.registry_dir
-    to_move = [real.with_name(real.name + s) for s in ("", "-wal", "-shm")]
-    to_move += [reg / ("devices.sqlite" + s) for s in ("", "-journal", "-wal", "-shm")] + [reg / "keys"]
-    to_move.append(config.data_dir / RETENTION_FILE)
-    to_move = [p for p in to_move if os.path.lexists(p)]
     aside = config.data_dir / ("replaced-%s" % stamp)
-    if to_move:
-        _same_fs(to_move, config.data_dir)
-    undo = _Undo()
+    aside_reg = aside / "registry" if reg != config.data_dir else aside
+    by_place = {place: tmp for tmp, place in staged}
+    # Side files first: a -wal or -journal left beside a replaced database would be applied to it.
+    order = [real.with_name(real.name + s) for s in ("-wal", "-shm", "-journal")] + [real]
+    order += [reg / ("devices.sqlite" + s) for s in ("-journal", "-wal", "-shm")] + [reg / "devices.sqlite", reg / "keys"]
+    order.append(config.data_dir / RETENTION_FILE)
+    order += [place for place in by_place if place not in order]
+    places = [swap_files.Place(p, by_place.get(p), (aside_reg if p.parent == reg else aside) / p.name) for p in order
+              if p in by_place or os.path.lexists(p)]
+    current = [p.place for p in places if os.path.lexists(p.place)]
+    if current:
+        _same_fs(current, config.data_dir)
+    marker = config.data_dir / swap_files.MARKER
+    if os.path.lexists(marker):
+        result.warnings.append("%s was there: an earlier restore was cut off during its swap (%s); this restore "
+                               "replaced the files as they were" % (marker, _head(marker)))
+    info = {"backup": str(result.backup.path), "data_dir": str(config.data_dir), "aside": str(aside)}
     try:
-        if to_move:
-            mkdir_private(aside)
-            result.aside = aside
-            for p in to_move:
-                sub = aside / "registry" if p.parent == reg and reg != config.data_dir else aside
-                mkdir_private(sub)
-                undo.rename(p, sub / p.name)
-                result.moved.append((p, sub / p.name))
-        for tmp, place, _ in places:
-            undo.rename(tmp, place)
-        for d in {real.parent, reg, reg / "keys", config.data_dir, aside}:
-            if d.is_dir():
-                fsync_dir(d)
-    except OSError as exc:
-        problems = undo.rollback()
+        sw = swap_files.swap(places, [aside, aside_reg] if current else [],
+                             [real.parent, reg, reg / "keys", config.data_dir, aside, aside_reg], config.data_dir,
+                             info, owner)
+    except BaseException as exc:
+        problems: list[str] = getattr(exc, "rollback_problems", [])
+        if isinstance(exc, (KeyboardInterrupt, swap_files.Interrupted)):
+            name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            if problems:
+                raise RestoreError("restore interrupted (%s) during the swap and could not be rolled back fully: %s; "
+                                   "files moved aside are in %s; %s stays until this is sorted out"
+                                   % (name, "; ".join(problems), aside, marker), reason="interrupted") from exc
+            raise RestoreError("restore interrupted (%s) during the swap; rolled back: every moved file is back in "
+                               "its place%s, nothing was restored" % (name, _removed(aside, current)),
+                               reason="interrupted") from exc
+        if not isinstance(exc, OSError):
+            raise
         where = exc.filename or ""
         if problems:
             raise RestoreError("restore failed (%s: %s) and could not be rolled back fully: %s; files moved aside are "
-                               "in %s" % (where, exc.strerror or exc, "; ".join(problems), aside),
+                               "in %s; %s stays until this is sorted out" % (where, exc.strerror or exc,
+                                                                             "; ".join(problems), aside, marker),
                                reason=_os_reason(exc), path=Path(where) if where else None) from exc
-        with_aside = " (%s removed)" % aside if to_move and _rmdir_empty(aside) else ""
         raise RestoreError("restore failed: %s: %s; rolled back: every moved file is back in its place%s, nothing was "
-                           "restored" % (where, exc.strerror or exc, with_aside), reason=_os_reason(exc),
-                           path=Path(where) if where else None) from exc
+                           "restored" % (where, exc.strerror or exc, _removed(aside, current)),
+                           reason=_os_reason(exc), path=Path(where) if where else None) from exc
+    result.moved = sw.moved
+    result.aside = aside if current else None
+
+
+def _head(marker: Path) -> str:
+    try:
+        return marker.read_text(encoding="utf-8", errors="replace")[:300].replace("\n", " ")
+    except OSError as exc:
+        return "unreadable: %s" % (exc.strerror or exc)
+
+
+def _removed(aside: Path, current: list[Path]) -> str:
+    return " (%s removed)" % aside if current and _rmdir_empty(aside) else ""
 
 
 def _rmdir_empty(aside: Path) -> bool:
@@ -484,78 +581,6 @@ def _os_reason(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission_denied"
     return "write_failed"
-
-
-# -------------------------------------------------------------------------------------------- registry
-
-
-def carry_over(restored: Registry, current: dict[str, tuple[DeviceRecord, bytes | None]]) -> tuple[list[str], list[str]]:
-    """Apply to the backup's registry ``restored`` every change the current registry holds since the backup.
-
-    Returns:
-        (one line per carried change, warnings).
-
-    Raises:
-        RegistryError: a change could not be made (nothing of the restore is in place yet).
-    """
-    carried: list[str] = []
-    warnings: list[str] = []
-    for dev, (cur, ckey) in sorted(current.items()):
-        old = restored.lookup(dev)
-        if old is None:
-            if ckey is None:
-                warnings.append("device %s was added since the backup but its current key cannot be read: not "
-                                "carried over (enrol it again)" % dev)
-                continue
-            restored.add(dev, kind=cur.kind, zone=cur.zone, lat=cur.lat, lon=cur.lon, key=ckey)
-            if cur.retired and not cur.revoked:
-                restored.retire(dev)
-            if cur.revoked:
-                restored.revoke(dev)
-            state = " (revoked)" if cur.revoked else " (retired)" if cur.retired else ""
-            carried.append("device %s: added since the backup: kept, with its current key%s" % (dev, state))
-            continue
-        carried += _changes(restored, old, cur, ckey, warnings)
-    for rec in restored.list():
-        if rec.id not in current:
-            warnings.append("device %s is in the backup but not in the current registry: restored from the backup "
-                            "(check it: civicedge gateway devices show %s)" % (rec.id, rec.id))
-    return carried, warnings
-
-
-def _changes(restored: Registry, old: DeviceRecord, cur: DeviceRecord, ckey: bytes | None,
-             warnings: list[str]) -> list[str]:
-    """Carry the changes of one device (in the order the API allows: a revoked device changes no more)."""
-    dev, out = cur.id, list[str]()
-    if old.revoked:
-        if not cur.revoked:
-            warnings.append("device %s is revoked in the backup but not in the current registry: kept revoked (a "
-                            "revoked id stays revoked)" % dev)
-        return out
-    try:
-        bkey: bytes | None = restored.key(dev)
-    except RegistryError:
-        bkey = None
-    if ckey is None:
-        warnings.append("the current key of device %s cannot be read: the backup's key is restored" % dev)
-    elif bkey != ckey:
-        restored.rotate_key(dev, key=ckey)
-        out.append("device %s: key rotated since the backup: kept the current key (the board holds it)" % dev)
-    if cur.kind != old.kind:
-        warnings.append("device %s is a %s now and a %s in the backup: kept the backup's kind" % (dev, cur.kind, old.kind))
-    if not cur.revoked and (cur.zone != old.zone or not same_place((cur.lat, cur.lon), (old.lat, old.lon))):
-        restored.move(dev, lat=cur.lat, lon=cur.lon, zone=cur.zone)
-        out.append("device %s: moved since the backup: kept zone %s at %s,%s" % (dev, cur.zone, cur.lat, cur.lon))
-    if cur.retired and not old.retired:
-        restored.retire(dev)
-        out.append("device %s: retired since the backup: kept retired" % dev)
-    elif old.retired and not cur.retired and not cur.revoked:
-        restored.reinstate(dev)
-        out.append("device %s: reinstated since the backup: kept reinstated" % dev)
-    if cur.revoked:
-        restored.revoke(dev)
-        out.append("device %s: revoked since the backup: kept revoked (its frames stay refused)" % dev)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ files

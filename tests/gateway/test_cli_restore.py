@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import KEYS, make_env
 
-from gateway.cli import restore_cmd
+from gateway.cli import restore_swap
 from gateway.registry import Registry
 from gateway.storage import ReportRecord, ReportStore
 from hil.cli.main import main
@@ -296,14 +296,14 @@ def test_a_failure_after_moving_files_aside_rolls_everything_back(tmp_path: Path
     cfg, bk = backed_up(tmp_path)
     add_reports(tmp_path / "data", 21, 25)
     before = snapshot(tmp_path)
-    real_place = restore_cmd._place
+    real_exchange = restore_swap.exchange
 
-    def full_disk_at_keys(src: Path, dst: Path) -> None:
-        if dst == tmp_path / "data" / "registry" / "keys" and not src.parent.name.startswith("replaced-"):
+    def full_disk_at_keys(src: Path, dst: Path) -> bool:
+        if dst == tmp_path / "data" / "registry" / "keys":
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))  # the disk filled up mid-way
-        real_place(src, dst)
+        return real_exchange(src, dst)
 
-    monkeypatch.setattr(restore_cmd, "_place", full_disk_at_keys)
+    monkeypatch.setattr(restore_swap, "exchange", full_disk_at_keys)
     capsys.readouterr()
     assert main(["gateway", "restore", str(bk), "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
