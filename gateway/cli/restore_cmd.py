@@ -130,6 +130,7 @@ class RestoreResult:
     reports: int = 0
     newest: float | None = None
     recorded: bool = False
+    keys_in_place: int = 0
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -197,7 +198,13 @@ def check_backup(path: Path) -> Backup:
     listed: set[str] = set()
     for entry in manifest["files"]:
         name = _entry(entry, mpath)
+        if name in listed:
+            raise RestoreError("%s lists %s twice: not a manifest civicedge gateway backup wrote" % (mpath, name),
+                               reason="bad_backup", path=mpath)
         listed.add(name)
+        if name.startswith("keys/") and os.path.islink(path / "keys"):
+            raise RestoreError("%s is a symlink: a backup holds copies only" % (path / "keys"), reason="bad_backup",
+                               path=path / "keys")
         _check_file(path / name, entry)
         what = entry["what"]
         if what == "report store":
@@ -542,6 +549,7 @@ def _swap(config: GatewayConfig, real: Path, stamp: str, staged: list[tuple[Path
                            reason=_os_reason(exc), path=Path(where) if where else None) from exc
     result.moved = sw.moved
     result.aside = aside if current else None
+    result.keys_in_place = sum(1 for n in os.listdir(reg / "keys") if n.endswith(".key"))
 
 
 def _head(marker: Path) -> str:
@@ -714,7 +722,8 @@ def summary(result: RestoreResult, config: Path | None) -> str:
     lines = ["restored backup %s (made %s, MANIFEST.json SHA-256 %s)" % (b.path, created, b.manifest_sha256),
              "  report store: %d report(s), newest received %s" % (result.reports, "none" if result.newest is None
                                                                     else _utc(result.newest)),
-             "  device registry and %d device key file(s)%s" % (len(b.keys), ", retention.json" if b.retention else "")]
+             "  device registry and %d device key file(s) in place (%d from the backup)%s"
+             % (result.keys_in_place, len(b.keys), ", retention.json" if b.retention else "")]
     if result.aside is not None:
         lines.append("the replaced files were moved (not deleted) to %s:" % result.aside)
         lines += ["  %s" % src for src, _ in result.moved]
@@ -727,6 +736,12 @@ def summary(result: RestoreResult, config: Path | None) -> str:
     lines.append("note: %s" % ("the restore is recorded in the store (meta %s)" % META_KEY if result.recorded
                                else "the restore is not recorded in the store"))
     lines += ["warning: " + w for w in result.warnings]
+    cfg = "" if config is None else " --config %s" % config
+    if result.newest is not None and time.time() - result.newest > 86400:
+        lines.append("note: the newest restored report is %.1f days old: at its start the gateway may hold retention "
+                     "(its clock looks far ahead of the stored data: clock_ahead); see civicedge gateway retention%s, "
+                     "and once the clock is right release it with civicedge gateway retention%s --confirm"
+                     % ((time.time() - result.newest) / 86400, cfg, cfg))
     lines += [
         "what this means:",
         "  - reports acknowledged after %s are lost (the boards deleted them at their ACK) unless your MQTT "

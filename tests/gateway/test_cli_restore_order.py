@@ -250,3 +250,41 @@ def test_a_registry_writer_is_kept_out_during_the_swap(tmp_path: Path, monkeypat
         reg.close()
     # Either it waited and revoked in the restored registry, or it failed loudly: never "revoked" and lost.
     assert revoked or results[0].returncode != 0, (out, err)
+
+
+def test_a_key_listed_twice_or_a_keys_symlink_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, bk = backed_up(tmp_path, port=PORT + 9)
+    before = snapshot(tmp_path / "data")
+    raw = (bk / "MANIFEST.json").read_text()
+    manifest = json.loads(raw)
+    manifest["files"].append(dict(next(e for e in manifest["files"] if e["name"] == "keys/bin-1.key")))
+    (bk / "MANIFEST.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["gateway", "restore", str(bk), "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "error (bad_backup)" in err and "lists keys/bin-1.key twice" in err
+    (bk / "MANIFEST.json").write_text(raw)
+    os.rename(bk / "keys", tmp_path / "keys-elsewhere")
+    os.symlink(tmp_path / "keys-elsewhere", bk / "keys")
+    assert main(["gateway", "restore", str(bk), "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "error (bad_backup)" in err and "is a symlink: a backup holds copies only" in err
+    assert snapshot(tmp_path / "data") == before
+
+
+def test_the_summary_counts_the_keys_in_place_and_says_retention_may_hold(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, bk = backed_up(tmp_path, port=PORT + 10)
+    reg = registry(tmp_path)
+    try:
+        reg.add("bin-9", kind="bin", zone="east", lat="52.36", lon="4.88", key=bytes(range(200, 232)))
+    finally:
+        reg.close()
+    capsys.readouterr()
+    assert main(["gateway", "restore", str(bk), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "device registry and 4 device key file(s) in place (3 from the backup)" in out
+    assert "registered and key version start again now" in out
+    # the test reports were received in 2023: a gateway started on them may hold retention
+    assert "the gateway may hold retention" in out
+    assert "civicedge gateway retention --config %s --confirm" % cfg in out
