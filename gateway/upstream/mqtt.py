@@ -12,8 +12,11 @@ import asyncio
 import json
 import logging
 import math
+import os
+import re
 import ssl
 import time
+from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
 import aiomqtt
@@ -24,6 +27,7 @@ from gateway.config.model import MqttConfig
 from gateway.errors import TransportError
 from gateway.log_limit import CountedWarning, LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
+from gateway.small_files import MIB, open_regular, read_fd_limited
 from gateway.storage.store import OutboxMessage, ReportRecord, ReportStore
 from gateway.upstream.aiomqtt_fd import guard_write_registration
 
@@ -124,22 +128,99 @@ def encode_report(prefix: str, gateway_id: str) -> Callable[[ReportRecord], tupl
     return encode
 
 
+# A CA bundle (the system's has ~150 certificates, ~200 KiB), a certificate chain or a key: far less.
+TLS_FILE_MAX = 4 * MIB
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?-----END \1-----", re.DOTALL)
+
+
+class TlsFileError(ValueError):
+    """One of the ``[mqtt]`` TLS files cannot be used; the message names it (``ca_file /etc/..: why``)."""
+
+
+def _read_tls_file(key: str, path: Path) -> tuple[int, bytes]:
+    """An open descriptor on the regular file ``path`` and its bytes (at most :data:`TLS_FILE_MAX`), opened
+    without blocking: a FIFO there is an error, not a gateway stuck in ``open()``."""
+    try:
+        fd = open_regular(path)
+    except OSError as exc:
+        raise TlsFileError("%s %s: %s" % (key, path, exc.strerror or exc)) from exc
+    try:
+        return fd, read_fd_limited(fd, TLS_FILE_MAX)
+    except OSError as exc:
+        os.close(fd)
+        raise TlsFileError("%s %s: %s" % (key, path, exc.strerror or exc)) from exc
+
+
+def _fd_path(fd: int, path: Path) -> str:
+    """A name for the file open as ``fd`` that OpenSSL can open: Linux's ``/proc/self/fd/N`` reopens that very
+    (regular, already checked) file, whatever was renamed into ``path`` since; elsewhere ``path`` itself."""
+    proc = "/proc/self/fd/%d" % fd
+    return proc if os.path.exists(proc) else str(path)
+
+
 def tls_context(config: MqttConfig) -> ssl.SSLContext:
     """The TLS context for ``config``, read from the files now: the broker verified against ``ca_file``
     (the system's CAs without one), its host name checked; the client certificate when configured.
 
+    Each file is read as a regular file only (a FIFO or device is refused at once, never waited on), at
+    most :data:`TLS_FILE_MAX` bytes. Blocking file I/O all the same: call it off the event loop.
+
     Raises:
-        OSError: a file is unreadable (``ssl.SSLError``, an OSError too: not PEM, key not the certificate's).
-        ValueError: ``cert_file`` holds no private key and there is no ``key_file``.
+        TlsFileError: (a ValueError) naming the file that cannot be used and why: not a regular file,
+            unreadable, too large, no PEM certificate in it, no private key, key not the certificate's.
     """
-    ctx = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+    if config.ca_file is None:
+        ctx = ssl.create_default_context()  # the system's CAs
+    else:
+        fd, data = _read_tls_file("ca_file", config.ca_file)
+        os.close(fd)
+        # the certificates alone: OpenSSL's cadata wants ASCII PEM, text around them (Bag Attributes with
+        # a non-ASCII friendly name) is not theirs
+        pem = "\n".join(m.group(0).decode("ascii") for m in _PEM_BLOCK.finditer(data)
+                        if m.group(1) in (b"CERTIFICATE", b"TRUSTED CERTIFICATE", b"X509 CERTIFICATE"))
+        if not pem:
+            raise TlsFileError("ca_file %s: holds no PEM certificate (-----BEGIN CERTIFICATE-----)" % config.ca_file)
+        try:
+            ctx = ssl.create_default_context(cadata=pem)  # these CAs only, not the system's too
+        except (ssl.SSLError, ValueError) as exc:
+            raise TlsFileError("ca_file %s: not usable as CA certificates: %s" % (config.ca_file, exc)) from exc
     if config.cert_file is not None:
-        if config.key_file is None and b"PRIVATE KEY-----" not in config.cert_file.read_bytes():
-            # OpenSSL would only say "[SSL] PEM lib"
-            raise ValueError("mqtt.cert_file %s holds no private key: name the key with mqtt.key_file"
-                             % config.cert_file)
-        ctx.load_cert_chain(str(config.cert_file), str(config.key_file) if config.key_file else None)
+        cert_fd, cert = _read_tls_file("cert_file", config.cert_file)
+        key_fd = None
+        try:
+            if config.key_file is None and b"PRIVATE KEY-----" not in cert:
+                # OpenSSL would only say "[SSL] PEM lib"
+                raise TlsFileError("mqtt.cert_file %s holds no private key: name the key with mqtt.key_file"
+                                   % config.cert_file)
+            if b"CERTIFICATE-----" not in cert:
+                raise TlsFileError("cert_file %s: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                                   % config.cert_file)
+            key_path = None
+            if config.key_file is not None:
+                key_fd, key = _read_tls_file("key_file", config.key_file)
+                if b"PRIVATE KEY-----" not in key:
+                    raise TlsFileError("key_file %s: holds no PEM private key" % config.key_file)
+                key_path = _fd_path(key_fd, config.key_file)
+            try:
+                ctx.load_cert_chain(_fd_path(cert_fd, config.cert_file), key_path)
+            except (ssl.SSLError, OSError) as exc:
+                raise TlsFileError(_cert_chain_problem(config, exc)) from exc
+        finally:
+            os.close(cert_fd)
+            if key_fd is not None:
+                os.close(key_fd)
     return ctx
+
+
+def _cert_chain_problem(config: MqttConfig, exc: BaseException) -> str:
+    """Which of ``cert_file`` and ``key_file`` OpenSSL refused, as far as its error tells."""
+    text = str(exc)
+    if "KEY_VALUES_MISMATCH" in text or "key values mismatch" in text:
+        return "key_file %s is not the key of cert_file %s: %s" % (config.key_file or config.cert_file,
+                                                                   config.cert_file, text)
+    if config.key_file is None:
+        return "cert_file %s (certificate and key): %s" % (config.cert_file, text)
+    return "cert_file %s or its key_file %s: %s" % (config.cert_file, config.key_file, text)
 
 
 def _tls_hint(exc: BaseException, text: str) -> str:
@@ -243,7 +324,7 @@ class MqttUpstream:
         try:
             return tls_context(self._config)
         except (OSError, ValueError) as exc:
-            raise RuntimeError("cannot use the TLS files of [mqtt] (ca_file, cert_file, key_file): %s" % exc) from exc
+            raise RuntimeError("cannot use the TLS files of [mqtt]: %s" % exc) from exc
 
     def _client(self, tls: ssl.SSLContext | None) -> aiomqtt.Client:
         cfg = self._config
@@ -278,7 +359,8 @@ class MqttUpstream:
         self._metrics.set_link("mqtt", False)
         while True:
             try:
-                tls = self._tls_context()
+                # off the event loop: file reads (a slow or hung mount must not stop ingest and /healthz)
+                tls = await asyncio.to_thread(self._tls_context)
                 _LIBRARY_LOG.last = None
                 async with self._client(tls) as client:
                     # connected, but still waiting behind the message the broker keeps closing on
