@@ -54,6 +54,14 @@ ONE_WRITE_MAX = 200
 # Bytes of file content per exec when writing (base64 inflates by 4/3; stays small for an ESP32 heap).
 WRITE_CHUNK = 2048
 READ_CHUNK = 2048
+# A wait for an answer (_read_until) keeps at most this much of what it reads: an exec's output, a soft
+# reset's console text; more ends the wait (as a timeout), instead of filling memory from a port that streams.
+_READ_MAX = 16 * 1024 * 1024
+_TAIL_KEEP = 8192  # a wait for the raw REPL banner keeps only its last bytes (they explain a failure)
+# Bytes received this recently when a wait ends without its answer: they were still arriving (a flood,
+# not a board that fell silent).
+_BUSY_GAP_S = 0.5
+_IDLE_S = 0.01  # a wait's sleep while no byte waits (as mpremote's read_until)
 
 _HASH_CODE = """\
 import hashlib, binascii
@@ -84,6 +92,23 @@ for d in {dirs!r}:
     except OSError:
         pass
 """
+
+
+class ReplFloodError(DeviceTimeoutError):
+    """No raw REPL banner within the time while bytes kept arriving on the port: not a silent board but
+    one sending at another baud rate, or another program writing to the port. A :class:`DeviceTimeoutError`
+    (operation ``enter raw REPL``) whose message says so.
+
+    Attributes:
+        total: bytes received during the wait (``received`` holds only the last of them).
+    """
+
+    def __init__(self, *, url: str, timeout_s: float, received: bytes, total: int, secret: bool = False) -> None:
+        super().__init__(url=url, operation="enter raw REPL", timeout_s=timeout_s, received=received, secret=secret)
+        self.total = total
+        self.details["received_total"] = total
+        self.message += (f"; {total} bytes kept arriving without a REPL prompt: wrong baud rate? another program "
+                         "writing to the port?")
 
 
 @dataclass(frozen=True)
@@ -142,6 +167,7 @@ class Dut:
         self._serial: serial.Serial = cast(serial.Serial, self._transport.serial)
         self._in_raw_repl = False
         self._pending = b""  # console output read by expect() past its match
+        self._last_wait: tuple[int, bool] = (0, False)  # of the last _read_until: bytes read, still arriving
         # Set when an exec timeout's recovery gave up: its Ctrl-A may still be queued on the board,
         # which then prints a stale raw REPL banner once the code ends.
         self._resync = False
@@ -208,12 +234,12 @@ class Dut:
             # One Ctrl-A only: a second would print a second banner that the next exec would
             # mistake for its answer.
             self._serial.write(b"\r\x01")
-            received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()))
+            received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()),
+                                        tail_only=True)
             if received.endswith(RAW_REPL_BANNER) and self._resync:
                 received = self._skip_stale_banners(deadline)
             if not received.endswith(RAW_REPL_BANNER):
-                raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
-                                         received=received, secret=self._secret)
+                raise self._no_banner(timeout_s, received)
             self._resync = False
             self._in_raw_repl = True
             self._transport.in_raw_repl = True
@@ -235,13 +261,13 @@ class Dut:
         self._serial.write(_one_write_payload(code))
         time.sleep(0.05)
         self._serial.write(b"\r\x03")
-        received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()))
+        received = self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.1, deadline - time.monotonic()),
+                                    tail_only=True)
         if not received.endswith(RAW_REPL_BANNER):
             # The board may still answer all this later (a firmware slow to stop): the next entry
             # must read until quiet first, or it takes that late answer for its own.
             self._resync = True
-            raise DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s,
-                                     received=received, secret=self._secret)
+            raise self._no_banner(timeout_s, received)
         parts: list[bytes] = []
         for _ in range(2):
             data = self._read_until(b"\x04", timeout_overall=max(0.1, deadline - time.monotonic()))
@@ -294,7 +320,8 @@ class Dut:
         stale = self._read_quiet(RESYNC_QUIET_S, until=deadline)
         log.debug("skipped stale raw REPL output on %s: %r", self.url, stale)
         self._serial.write(b"\r\x01")
-        return self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.5, deadline - time.monotonic()))
+        return self._read_until(RAW_REPL_BANNER, timeout_overall=max(0.5, deadline - time.monotonic()),
+                                tail_only=True)
 
     def _read_quiet(self, quiet_s: float, *, until: float) -> bytes:
         """Read until nothing arrives for ``quiet_s`` (or ``until``, a monotonic time, passes)."""
@@ -478,11 +505,58 @@ class Dut:
             pass
         self._in_raw_repl = False
 
-    def _read_until(self, ending: bytes, *, timeout_overall: float) -> bytes:
-        """mpremote's read_until with no inter-character limit, only an overall one."""
-        transport: Any = self._transport  # mpremote is untyped: timeout=None is valid there
-        data: bytes = transport.read_until(1, ending, timeout=None, timeout_overall=timeout_overall)
-        return data
+    def _read_until(self, ending: bytes, *, timeout_overall: float, tail_only: bool = False) -> bytes:
+        """The bytes received up to and including ``ending``, or those received when ``timeout_overall``
+        seconds have passed, however many keep arriving.
+
+        Replaces mpremote's read_until, which checks its overall timeout only while no byte waits: a
+        port that keeps sending (a wrong baud rate, another program writing to it) held the wait until
+        the bytes stopped, and everything received was kept. One byte is read at a time, as mpremote
+        does, so nothing after ``ending`` is taken from the next reader.
+
+        Args:
+            tail_only: keep only the last :data:`_TAIL_KEEP` bytes (a wait for a banner, whose bytes
+                before it only explain a failure); otherwise at most :data:`_READ_MAX` bytes are read
+                and the wait ends there, without ``ending``.
+
+        Sets :attr:`_last_wait` (bytes received, whether they were still arriving at the end).
+        """
+        deadline = time.monotonic() + timeout_overall
+        keep = _TAIL_KEEP if tail_only else _READ_MAX
+        data = bytearray()
+        total = 0
+        last_rx: float | None = None
+        # The port's timeout is left as it is (setting it renegotiates an rfc2217 port): a byte is read
+        # only once one waits, so the read returns at once; between bytes, short sleeps up to the deadline.
+        while not data.endswith(ending):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not self._serial.in_waiting:
+                time.sleep(min(_IDLE_S, left))
+                continue
+            byte = self._serial.read(1)
+            if not byte:
+                continue
+            data += byte
+            total += 1
+            last_rx = time.monotonic()
+            if len(data) >= keep:
+                if not tail_only:
+                    break
+                del data[:len(data) - keep // 2]  # the tail: an ending split across the cut stays whole
+        busy = last_rx is not None and not data.endswith(ending) and time.monotonic() - last_rx < _BUSY_GAP_S
+        self._last_wait = (total, busy)
+        return bytes(data)
+
+    def _no_banner(self, timeout_s: float, received: bytes) -> DeviceTimeoutError:
+        """The error for a raw REPL entry that got no banner within ``timeout_s`` (see :class:`ReplFloodError`)."""
+        total, busy = self._last_wait
+        if busy:
+            return ReplFloodError(url=self.url, timeout_s=timeout_s, received=received, total=total,
+                                  secret=self._secret)
+        return DeviceTimeoutError(url=self.url, operation="enter raw REPL", timeout_s=timeout_s, received=received,
+                                  secret=self._secret)
 
     def _drain(self) -> None:
         end = time.monotonic() + 0.3
