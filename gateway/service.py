@@ -40,6 +40,7 @@ from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
 from gateway.storage.row_retention import RowPass
 from gateway.storage.store import ReportStore
+from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.store_devices import check_registry_present
 from gateway.storage.store_files import real_store_path
 from gateway.transports.base import Transport
@@ -110,6 +111,7 @@ class Gateway:
         self.metrics = GatewayMetrics(config.id)
         # its size and free disk, read at each scrape, and min_free_mb for the disk alert rules
         self.metrics.watch_store(config.storage.path, config.storage.min_free_mb)
+        check_no_restore_marker(config.data_dir)  # a restore cut off in its swap: half old, half restored files
         # Before Registry() creates an empty one: a registry moved away while the store knows devices would
         # have every frame of theirs refused (gateway.storage.store_devices).
         check_registry_present(config.registry_dir, config.storage.path, config.source)

@@ -30,6 +30,7 @@ from gateway.errors import GatewayError
 from gateway.pid_lock import LockHeld, take_pid_lock
 from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.storage.damage import damaged_error, is_corrupt, primary_code, sqlite_message
+from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.schema import stored_version
 from gateway.storage.sqlite_uri import open_for_check
 from gateway.storage.store_files import real_store_path, store_writer
@@ -176,11 +177,13 @@ def make_backup(config: GatewayConfig, dest: Path, *, progress_bytes: int = PROG
 
     Raises:
         BackupError: see its reasons; ``dest`` is left as it was.
-        StorageError: the store is not a report store or is damaged (as ``gateway run`` says).
+        StorageError: the store is not a report store or is damaged (as ``gateway run`` says); a restore
+            was cut off in this data directory (``restore_in_progress``).
     """
     started = time.monotonic()
     dest = Path(os.path.abspath(dest))
     _check_new(dest)
+    check_no_restore_marker(config.data_dir)  # a restore cut off in its swap: a mix is no backup
     store, registry_db = config.storage.path, config.registry_dir / "devices.sqlite"
     running = store_writer(store)
     if store_kind(real_store_path(store), running=running is not None) == ABSENT:

@@ -28,8 +28,8 @@ from types import FrameType
 from typing import Callable, Iterator
 
 from gateway.private_dirs import fsync_dir
+from gateway.storage.restore_marker import MARKER as MARKER  # re-exported: restore_cmd names it
 
-MARKER = "restore-in-progress"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100

@@ -24,6 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
 from gateway.storage.sqlite_uri import open_for_check, read_only_uri, wal_has_content
+from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.store_devices import check_registry_present
 from gateway.storage.store_files import check_store_free, real_store_path, store_writer
 from gateway.storage.store_kind import ABSENT, EMPTY, store_kind
@@ -405,6 +406,7 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
         GatewayError: the first thing ``run`` would refuse (StorageError, RegistryError, TransportError).
     """
     lines = []
+    check_no_restore_marker(config.data_dir)  # as the start refuses it: a restore cut off in its swap
     holder = store_holder(config.storage.path)
     if holder is None:  # as the start refuses it, before anything reads the file: a -shm whose -wal is gone
         check_wal_present(config.storage.path, real_store_path(config.storage.path))
