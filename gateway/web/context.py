@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -160,18 +161,24 @@ async def read_json_body(request: web.Request) -> Any:
         raise BadParameter("request body is nested too deeply to be a valid request", param="body") from None
 
 
+# JSON's whitespace (RFC 8259) around an empty object or null: what generic clients send as "no data"
+_EMPTY_JSON = re.compile(rb"[ \t\n\r]*(?:\{[ \t\n\r]*\}|null)[ \t\n\r]*")
+
+
 async def require_no_body(request: web.Request) -> None:
-    """Refuse (400) a non-empty body sent to an endpoint that takes none, before it acts.
+    """Refuse (400) a body sent to an endpoint that takes none, before it acts.
 
     A caller sending ``{"dry_run": true}`` to ``/revoke`` meant something the endpoint does not do;
-    acting anyway could be irreversible. An empty body (``Content-Length: 0``) is fine.
+    acting anyway could be irreversible. No body is fine: an empty one (``Content-Length: 0``), and the
+    empty JSON object ``{}`` or ``null`` (whitespace around them too), which generic clients send for
+    "no data" (``requests.post(url, json={})``, axios).
     """
     if not request.body_exists:
         return
     raw = await _read_body(request)
-    if raw:
+    if raw and _EMPTY_JSON.fullmatch(raw) is None:
         raise BadParameter(f"{request.method} {request.path} takes no request body; got {len(raw)} bytes "
-                           "(nothing was changed)", param="body")
+                           "(nothing was changed; send none, {} or null)", param="body")
 
 
 # JSON bodies from this size on are compressed for a client that accepts it (the dashboard's 600-device
