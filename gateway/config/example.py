@@ -8,14 +8,13 @@ import tomllib
 from pathlib import Path
 
 from gateway.errors import ConfigError, GatewayError
-from gateway.output_guard import SQLITE_HEADER, GatewayFiles, OutputRefused, check_output
+from gateway.output_guard import GatewayFiles, OutputRefused, check_output
 from gateway.private_dirs import mkdir_private
 from gateway.small_files import (
     CONFIG_MAX,
     NestedTooDeeplyError,
     file_kind,
     loads_toml,
-    open_regular,
     read_limited,
 )
 from gateway.toml_text import TomlTextError, decode_toml_bytes
@@ -171,9 +170,9 @@ def _check_replaceable(path: Path, st: os.stat_result) -> None:
     """Refuse to replace the existing ``path`` (``init --force``) unless it may be an old config.
 
     ``--force`` is for writing the example over an old config. Refused, saying what the file is: a
-    FIFO, device or socket; one of the gateway's own files (those of the default config, and the
-    journals and lock of an SQLite database next to it), which :mod:`gateway.output_guard` knows; any
-    SQLite database (a store, a registry, a backup); a non-empty file that is not a TOML document of at
+    FIFO, device or socket; one of the gateway's own files (those of the default config), any SQLite
+    database (a store, a registry, a backup) or a file of one (its WAL, journal or lock), as
+    :mod:`gateway.output_guard` tells them; a non-empty file that is not a TOML document of at
     most 1 MiB, or whose tables are none of a gateway config's. An empty file is replaced.
 
     Raises:
@@ -184,7 +183,7 @@ def _check_replaceable(path: Path, st: os.stat_result) -> None:
         raise ConfigError("%s is %s, not a config file; %s" % (path, file_kind(st.st_mode), hint),
                           reason="bad_path", key="", path=path)
     try:
-        check_output(path, _gateway_files(path), force=True, previous=lambda _p: True, command="gateway init",
+        check_output(path, _gateway_files(), force=True, previous=lambda _p: True, command="gateway init",
                      kind="a config")
     except OutputRefused as exc:
         raise ConfigError(exc.message, reason=exc.reason, key="", path=path) from None
@@ -205,10 +204,10 @@ def _check_replaceable(path: Path, st: os.stat_result) -> None:
                           % (path, ", ".join(sorted(doc)[:5]), hint), reason="not_config", key="", path=path)
 
 
-def _gateway_files(path: Path) -> GatewayFiles:
+def _gateway_files() -> GatewayFiles:
     """The gateway files ``init --force`` must not replace: those of the default config (the one used
-    without ``--config``) and, when ``path`` is named as the ``-wal``, ``-shm``, ``-journal`` or
-    ``.lock`` of an SQLite database beside it, that database's files."""
+    without ``--config``). The side files of any SQLite database and the database itself are refused by
+    :func:`gateway.output_guard.check_output` whatever this holds."""
     files = GatewayFiles()
     from gateway.config.loader import default_config
 
@@ -216,24 +215,7 @@ def _gateway_files(path: Path) -> GatewayFiles:
         files.add_config(default_config(read_only=True))
     except GatewayError:
         pass  # no usable defaults (e.g. no home directory): the other checks still hold
-    for suffix in ("-wal", "-shm", "-journal", ".lock"):
-        if path.name.endswith(suffix) and _is_sqlite(path.with_name(path.name[:-len(suffix)])):
-            files.add_store(path.with_name(path.name[:-len(suffix)]))
     return files
-
-
-def _is_sqlite(path: Path) -> bool:
-    """Whether ``path`` is a regular file starting with the SQLite header (a FIFO there does not block)."""
-    try:
-        fd = open_regular(path)
-    except OSError:
-        return False
-    try:
-        return os.read(fd, len(SQLITE_HEADER)) == SQLITE_HEADER
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _missing_dirs(directory: Path) -> list[Path]:

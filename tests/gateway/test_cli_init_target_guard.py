@@ -46,21 +46,32 @@ def test_force_refuses_a_report_store(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_force_refuses_the_default_gateways_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """retention.json of the data directory used without --config, and the lock beside a store."""
+    """retention.json of the data directory used without --config."""
     data = tmp_path / "xdg" / "civicedge" / "gateway"
     data.mkdir(parents=True)
     retention = data / "retention.json"
     retention.write_text("{}\n")  # refused as the gateway's file, before what it holds is looked at
-    store = tmp_path / "elsewhere" / "reports.sqlite"
-    ReportStore(store, gateway_id="gw-test").close()
-    lock = store.with_name("reports.sqlite.lock")
-    lock.write_bytes(b"")
-    for target, what in ((retention, "the gateway's retention settings"), (lock, "the report store's single-writer lock")):
-        before = digest(target)
-        assert main(["gateway", "init", "--force", str(target)]) == 1
-        out, err = capsys.readouterr()
-        assert out == "" and err.startswith("error (gateway_file): %s is %s" % (target, what)), err
-        assert digest(target) == before
+    assert main(["gateway", "init", "--force", str(retention)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error (gateway_file): %s is the gateway's retention settings" % retention)
+    assert retention.read_text() == "{}\n"
+
+
+def test_force_refuses_the_files_beside_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The lock (empty: it would pass as an empty file) and the live WAL of a store no config names."""
+    db = tmp_path / "elsewhere" / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw-test")  # open: its -wal exists
+    try:
+        lock = db.with_name("reports.sqlite.lock")
+        lock.write_bytes(b"")
+        for target, what in ((lock, "lock file of the SQLite database"), (db.with_name("reports.sqlite-wal"), "of the SQLite database")):
+            before = digest(target)
+            assert main(["gateway", "init", "--force", str(target)]) == 1
+            out, err = capsys.readouterr()
+            assert out == "" and err.startswith("error (sqlite_file): %s is the " % target) and what in err, err
+            assert digest(target) == before
+    finally:
+        store.close()
 
 
 def test_force_refuses_what_is_clearly_not_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
