@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import serial
 
+from gateway import small_files
 from hil.cli.main import main as civicedge_main
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -195,14 +196,14 @@ def test_board_file_that_cannot_be_read_is_one_error_line(
         board.mkdir()
     else:
         board.write_text('schema = 1\nname = "x"\n')
-        real_open = Path.open
+        real_open = small_files._open  # how the boards loader opens a definition (regular files, bounded)
 
-        def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
-            if self == board:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real_open(self, *args, **kwargs)
+        def denied(path: str | Path) -> int:
+            if Path(path) == board:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path)
 
-        monkeypatch.setattr(Path, "open", denied)
+        monkeypatch.setattr(small_files, "_open", denied)
     rc = civicedge_main(["flash", "--firmware-only", "--board", str(board), "--port", "/dev/ttyUSB-civicedge-missing"])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
