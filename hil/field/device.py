@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 from hil.dut import Dut
+from hil.dut.dut import ReplFloodError
 from hil.dut.errors import DeviceConnectError, DeviceDisconnectedError, DeviceError, DeviceTimeoutError, DutError
 from hil.dut.watchdog import HOLD_WATCHDOG_CODE
 from hil.field.errors import BoardNotAnsweringError, DamagedIdentityError, DeviceIOError, IdentityFormatError
@@ -89,6 +90,13 @@ def _stop_firmware(dut: Dut, port: str, timeout_s: float) -> Dut:
     try:
         dut.enter_raw_repl(timeout_s=timeout_s)
     except DutError as exc:
+        if isinstance(exc, ReplFloodError):  # not silent: another baud rate, or another program writing
+            raise BoardNotAnsweringError(
+                f"no MicroPython REPL answered on {port} within {timeout_s:g} s, but {exc.total} bytes kept arriving "
+                "without a REPL prompt: wrong baud rate? another program writing to the port? a board sending "
+                "its firmware's log? press RESET and retry; check that this is the board's console port",
+                port=port, timeout_s=timeout_s,
+            ) from exc
         raise BoardNotAnsweringError(
             f"no MicroPython REPL answered on {port} within {timeout_s:g} s; is this the board's console port "
             "(its USB serial), not the data UART? another program (a serial monitor, cat) may have the port open "

@@ -89,3 +89,4 @@ def test_provision_gives_up_after_repl_timeout(streaming_pty: tuple[str, list[in
     assert rc != 0 and took < 15.0, (took, err)  # not the feeder's 38 s
     assert "no MicroPython REPL answered on %s within 3 s" % port in err, err
     assert "Traceback" not in err
+    assert "bytes kept arriving without a REPL prompt: wrong baud rate?" in err, err  # not a silent board
