@@ -60,7 +60,9 @@ class ConfigError(GatewayError):
     Attributes:
         path: the config file (None for built-in defaults).
         key: dotted key that is wrong (``"mqtt.port"``), or ``""`` for the file itself.
-        reason: ``unknown_key``, ``wrong_type``, ``missing``, ``bad_value``, ``bad_path``, ``syntax``.
+        reason: ``unknown_key``, ``wrong_type``, ``missing``, ``bad_value``, ``bad_path``, ``syntax``;
+            ``gateway init --force`` also ``gateway_file``, ``sqlite_file``, ``not_config`` (a target that is
+            no config: gateway.config.example).
     """
 
     def __init__(self, message: str, *, reason: str, key: str, path: Path | None = None) -> None:
