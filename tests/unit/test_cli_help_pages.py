@@ -87,13 +87,29 @@ def test_help_describes_the_command(name: str, capsys: pytest.CaptureFixture[str
     assert " ".join(first_line.split()[:6]) in " ".join(out.split()), out
 
 
-@pytest.mark.parametrize("name", ["civicedge", *NAMES])
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    """The subcommands action of ``parser`` (a command group), or None for a leaf command."""
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+# the command groups (civicedge itself, gateway, gateway devices, ...): those that have subcommands
+GROUPS = sorted(" ".join(path) or "civicedge" for path, parser in COMMANDS.items() if _subcommands(parser))
+
+
+def test_the_walk_finds_the_command_groups() -> None:
+    # civicedge, sim, hil, gateway, gateway devices, routes, boards: the parametrization below is not empty
+    assert len(GROUPS) >= 7, GROUPS
+    assert {"civicedge", "gateway", "gateway devices"} <= set(GROUPS), GROUPS
+
+
+@pytest.mark.parametrize("name", GROUPS)
 def test_every_subcommand_is_listed_with_a_summary(name: str) -> None:
-    parser = COMMANDS[() if name == "civicedge" else tuple(name.split())]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            missing = [choice.dest for choice in action._choices_actions if not choice.help]
-            assert missing == [], f"civicedge {name} --help lists {missing} without a summary"
+    action = _subcommands(COMMANDS[() if name == "civicedge" else tuple(name.split())])
+    assert action is not None
+    listed = [choice.dest for choice in action._choices_actions]
+    assert listed, f"civicedge {name} --help lists no subcommand"
+    missing = [dest for dest, choice in zip(listed, action._choices_actions) if not choice.help]
+    assert missing == [], f"civicedge {name} --help lists {missing} without a summary"
 
 
 @pytest.mark.parametrize(("command", "option"), OPTIONS_WITH_DEFAULTS)
