@@ -48,6 +48,27 @@ def _file_state(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _hold(path: Path) -> int | None:
+    """A descriptor on ``path`` (opened without blocking: a FIFO there does not), or None."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                       | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+
+
+def _state_after(path: Path, held: int | None, before: object) -> object:
+    """The state of ``path`` after a read (as :func:`_file_state`; ``"gone"`` when it cannot be stat'ed), or
+    ``None`` when it is still ``before`` and the file held open during the read (``held``) is that file,
+    unchanged: what was read is what the file held all along."""
+    try:
+        now: object = _file_state(os.stat(path))
+        same = now == before and (held is None or _file_state(os.fstat(held)) == now)
+    except OSError:
+        return "gone"
+    return None if same else now
+
+
 class AdminToken:
     """Holds the admin token and checks ``Authorization: Bearer <token>`` headers.
 
@@ -64,7 +85,10 @@ class AdminToken:
     counts from the file's last change as its times say (the later of mtime and ctime), at most
     :data:`TOKEN_SETTLE_S` back from when the gateway first saw it, and never from a time ahead of the
     wall clock (a copy with times kept from a host whose clock is ahead then waits the full settle time
-    from the first look). A usable new
+    from the first look). The file is stat'ed again after it is read (its path, and the descriptor held
+    open across the read): a file written to or replaced during the read is not taken, nor called
+    unusable, but read again once its new state has stayed the same for :data:`TOKEN_SETTLE_S` on the
+    gateway's clock (file times set by an NFS, SMB or FUSE server's clock cannot be trusted). A usable new
     token replaces the old one at once (a WARNING says so). An unusable file (or one that is gone)
     fails closed: a file is replaced when the old token may have leaked, so every admin call gets 503
     ``token_file_unusable`` until a usable file is back, with an ERROR naming the problem once per
@@ -124,10 +148,28 @@ class AdminToken:
         if self._clock() - self._pending[1] < TOKEN_SETTLE_S:
             self._looked -= TOKEN_RECHECK_S  # may still be being written: look again at the next call
             return
+        held = _hold(self._path)  # the file being read, to tell whether it changed during the read
         try:
-            token = read_admin_token(self._path).encode()
-        except ConfigError as exc:
-            self._unusable(state, str(exc))
+            try:
+                token = read_admin_token(self._path).encode()
+            except ConfigError as exc:
+                error: ConfigError | None = exc
+            else:
+                error = None
+            after = _state_after(self._path, held, state)
+        finally:
+            if held is not None:
+                os.close(held)
+        if after is not None:
+            # Written to (or replaced) while it was read: what was read may be half a token. The file
+            # times cannot tell (NFS, SMB or FUSE servers set them by their own clocks): it is read
+            # again once its new state has stayed the same for TOKEN_SETTLE_S (counted from now),
+            # and is neither taken nor called unusable now.
+            self._pending = (after, self._clock())
+            self._looked -= TOKEN_RECHECK_S
+            return
+        if error is not None:
+            self._unusable(state, str(error))
             return
         changed = self._token is not None and not hmac.compare_digest(token, self._token)
         self._token, self._state, self._problem, self._logged_state = token, state, None, None
