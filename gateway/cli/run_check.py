@@ -378,7 +378,7 @@ def check_mqtt(mqtt: MqttConfig) -> str:
         try:
             tls_context(mqtt)
         except (OSError, ValueError) as exc:
-            raise TransportError("cannot use the TLS files of [mqtt] (ca_file, cert_file, key_file): %s" % exc,
+            raise TransportError("cannot use the TLS files of [mqtt]: %s" % exc,
                                  reason="open_failed", link="mqtt") from exc
         parts.append("TLS (%s%s)" % ("CA %s" % mqtt.ca_file if mqtt.ca_file else "system CAs",
                                      ", client certificate %s" % mqtt.cert_file if mqtt.cert_file else ""))
