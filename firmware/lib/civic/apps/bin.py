@@ -71,7 +71,9 @@ class BinApp(AppBase):
         self.lid_refractory_s = lid.get("refractory_s", 5)
         self.lid_every_s = lid.get("release_every_s", 86400)
         self.wake = Signal()
-        self.lid_irq = EventCounter(self.lid_refractory_s * 1000, on_edge=self.wake)
+        # keep_ms=0: the time since an opening is never asked; each poll (run_awake) forgets the
+        # stamps it no longer needs, so none is compared after ticks wrap (2**30 ms)
+        self.lid_irq = EventCounter(self.lid_refractory_s * 1000, on_edge=self.wake, keep_ms=0)
         self.feed_ms = max(cfg["wdt_ms"] // 3, 1)
         self.q_fill = kind_policy.field("fill").get("quantum", 10)
         self.fill_every_s = kind_policy.field("fill").get("release_every_s", kind_policy.window_s)

@@ -12,7 +12,7 @@ from civic.apps.base import AppBase
 from civic.hal.hardware import Lamp
 from civic.hal.signal import Signal
 from civic.sense.convert import lux_from_uv, ma_from_uv, quantise, round_div
-from civic.sense.detect import LampMonitor
+from civic.sense.detect import LAMP_CLEAR_S, LAMP_REPEAT_S, LampMonitor
 from civic.sense.energy import EnergyIntegrator
 from civic.sense.events import EventCounter
 from civic.sense.schedule import Dimmer
@@ -23,6 +23,7 @@ from civic.sense.window import Mean, period_for
 # light, reflected into the sensor, would carry the boosts, i.e. the passes, into lux. It counts as
 # a settled one instead (see StreetlightApp._lux_sample), so every window has lux from all its
 # readings and a pass changes neither whether lux is sent nor, on a steady sky, its value.
+# The lamp current read then is not judged as the scheduled level's either (see sample).
 LUX_SETTLE_MS = 2000
 
 
@@ -46,15 +47,16 @@ class StreetlightApp(AppBase):
         self.cal_lamp = cal["lamp"]
         mot = kind_policy.field("mot")
         self.wake = Signal()
-        self.pir = EventCounter(mot["refractory_s"] * 1000, on_edge=self.wake)
         self.mot_every_s = mot.get("release_every_s", kind_policy.window_s)
         self.lux_quantum = kind_policy.field("lux").get("quantum", 1)
         self.window_s = kind_policy.window_s
         self.lamp = Lamp(hw.lamp)
         self.dimmer = Dimmer(app["schedule"], app["tz_offset_min"], app["on_lux"], app["off_lux"],
                              app["boost_level"], app["courtesy_s"])
+        # the time since the last pass is needed for the courtesy time only (ticks wrap)
+        self.pir = EventCounter(mot["refractory_s"] * 1000, on_edge=self.wake, keep_ms=self.dimmer.courtesy_ms)
         self.monitor = LampMonitor(self.cal_lamp["ma_full"], self.cal_lamp["tolerance_pct"],
-                                   self.cal_lamp["min_level"])
+                                   self.cal_lamp["min_level"], clear_s=LAMP_CLEAR_S, repeat_s=LAMP_REPEAT_S)
         self.energy = EnergyIntegrator()
         self.sample_ms = cfg["sleep"]["interval_s"] * 1000
         self.feed_ms = max(cfg["wdt_ms"] // 3, 1)  # sleep at most this long: the watchdog is fed
@@ -71,6 +73,7 @@ class StreetlightApp(AppBase):
         self._base = None       # scheduled level set at the last sample
         self._base_mw = None    # (level, mW) last measured without a boost
         self.lamp_bad = 0
+        self.boost_ok = True    # False: a boost gave less light than the scheduled level (see sample)
         self.last_lux = None
         self.last_ma = None
 
@@ -82,11 +85,12 @@ class StreetlightApp(AppBase):
     def configure(self, values):
         """Apply CONFIG values from the gateway (dim_schedule, courtesy_s, boost_level)."""
         self.dimmer.configure(values)
+        self.pir.keep_ms = self.dimmer.courtesy_ms
 
     def tick(self, now_ms):
         """React to motion at once; sample sensors every ``sleep.interval_s``."""
         now_s = self.clock.time()
-        if self.pir.poll(now_ms) and self.dimmer.dark:
+        if self.pir.poll(now_ms) and self.dimmer.dark and self.boost_ok:
             self.lamp.set_level(self.dimmer.level(now_s, 0))  # brighten now, not at the next sample
         if self._last_sample is None or time.ticks_diff(now_ms, self._last_sample) >= self.sample_ms:
             self._last_sample = now_ms
@@ -103,12 +107,27 @@ class StreetlightApp(AppBase):
         # boosted while ``lux`` was read: above the level scheduled at the last sample
         base_then = self._base if self._base is not None else self.dimmer.scheduled(now_s)
         boosted = commanded > base_then
-        settled = self._boost_off_ms is None or time.ticks_diff(now_ms, self._boost_off_ms) >= LUX_SETTLE_MS
-        if self.monitor.update(commanded, ma):
-            self._alarm(["lamp_fail"], now_s)
+        off = self._boost_off_ms
+        if off is not None:
+            d = time.ticks_diff(now_ms, off)
+            if d < 0 or d >= LUX_SETTLE_MS:
+                self._boost_off_ms = off = None  # settled: forget the stamp before ticks wrap
+        settled = off is None
+        # The lamp is judged at the scheduled level only: a reading at the boost (or fading from
+        # it) that cleared or raised the failure would time a pass, by the alarm or by ``lamp``.
+        # A boost darker than the scheduled level is dropped instead (no worse light), so a lamp
+        # that died under a boost is judged, a sample later, at the scheduled level.
+        if not boosted and settled:
+            if self.monitor.update(commanded, ma, now_s):
+                self._alarm(["lamp_fail"], now_s)
+            if self.monitor.bad_streak == 0:
+                self.boost_ok = True
+        elif boosted and self.monitor.dark_at(base_then, ma):
+            self.boost_ok = False
         self.dimmer.update_light(lux)
         base = self.dimmer.scheduled(now_s)  # without a motion boost: what level and energy report
-        self.lamp.set_level(self.dimmer.boosted(base, self.pir.since_event_ms(now_ms)))
+        since = self.pir.since_event_ms(now_ms)  # called at each sample: forgets a stale stamp
+        self.lamp.set_level(self.dimmer.boosted(base, since) if self.boost_ok else base)
         if boosted and (self.lamp.level or 0) < commanded:
             self._boost_off_ms = now_ms  # the boost ends now: the light settles from here
         mw = self.cal_lamp["mains_v"] * ma

@@ -69,23 +69,37 @@ class FireDetector:
         self.raised_s = s[3] if s and len(s) > 3 and isinstance(s[3], int) else None
 
 
+LAMP_CLEAR_S = 3600  # a failed lamp counts as repaired after good readings for this long
+LAMP_REPEAT_S = 86400  # at most one lamp_fail alarm a day; the window's ``lamp`` says it goes on
+
+
 class LampMonitor:
-    """Lamp failure: measured current does not match the commanded level.
+    """Lamp failure: measured current does not match the level the lamp runs at.
 
     Expected current is linear in the level (``ma_full * level / 100``). A reading is bad
     when it deviates by more than ``tolerance_pct`` of the expected current; below
     ``min_level`` the expected current is too small to judge, so only a lamp stuck on is
     caught (current above the tolerance band of full power). ``confirm`` consecutive bad
     readings are needed, riding over the driver's soft start after a level change.
+
+    ``failed`` stays set until the readings have been good for ``clear_s`` (0: the first
+    good one clears it), and :meth:`update` announces a failure at most once per
+    ``repeat_s`` (0: every time it trips). The streetlight feeds only readings at the
+    scheduled level: an alarm or a ``failed`` that changed with the motion boost would tell
+    when someone passed under the lamp.
     """
 
-    def __init__(self, ma_full, tolerance_pct, min_level, confirm=3):
+    def __init__(self, ma_full, tolerance_pct, min_level, confirm=3, clear_s=0, repeat_s=0):
         self.ma_full = ma_full
         self.tolerance_pct = tolerance_pct
         self.min_level = min_level
         self.confirm = confirm
+        self.clear_s = clear_s
+        self.repeat_s = repeat_s
         self.bad_streak = 0
         self.failed = False
+        self.good_since_s = None  # first of the good readings since the last bad one, while failed
+        self.raised_s = None  # when a failure was last announced
 
     def expected_ma(self, level):
         """Expected lamp current (mA) at ``level`` percent."""
@@ -101,14 +115,37 @@ class LampMonitor:
             dev = -dev
         return dev * 100 <= expected * self.tolerance_pct
 
-    def update(self, level, measured_ma):
-        """Feed one reading; return True only when the lamp is newly judged failed."""
+    def update(self, level, measured_ma, now_s=0):
+        """Feed one reading taken with the lamp settled at ``level``; return True only when the
+        lamp is newly judged failed and no failure was announced in the last ``repeat_s``."""
         if self.reading_ok(level, measured_ma):
             self.bad_streak = 0
-            self.failed = False
+            if self.failed:
+                since = self.good_since_s
+                if since is None or now_s < since:
+                    self.good_since_s = since = now_s  # first good one (or the clock was set back)
+                if now_s - since >= self.clear_s:
+                    self.failed = False
+                    self.good_since_s = None
             return False
+        return self._bad(now_s)
+
+    def dark_at(self, level, measured_ma):
+        """Whether the current is below the lowest one good at ``level`` (False below
+        ``min_level``). Judges nothing: the streetlight drops a boost that gives less light than
+        the scheduled level, and so judges the lamp at that level."""
+        if level < self.min_level:
+            return False
+        return measured_ma * 100 < self.expected_ma(level) * (100 - self.tolerance_pct)
+
+    def _bad(self, now_s):
         self.bad_streak += 1
-        if not self.failed and self.bad_streak >= self.confirm:
-            self.failed = True
-            return True
-        return False
+        self.good_since_s = None
+        if self.failed or self.bad_streak < self.confirm:
+            return False
+        self.failed = True
+        raised = self.raised_s
+        if self.repeat_s and raised is not None and 0 <= now_s - raised < self.repeat_s:
+            return False  # announced lately: the window reports carry ``lamp``
+        self.raised_s = now_s
+        return True
