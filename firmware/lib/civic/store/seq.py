@@ -9,6 +9,10 @@ The reservation is written twice, to ``path`` and then to ``path + ".bak"``, bot
 number of the block is used: every seq ever used is at most either copy, so one damaged copy is
 recovered from the other (the larger of the readable ones). Only when no copy is readable does
 the counter refuse to start: a guessed seq could repeat one the gateway already stored.
+
+With both copies absent (a fresh device, or files lost) other flash may still hold seqs used
+before: the owner passes them to :meth:`SeqCounter.at_least` (the runtime: the outbox's highest),
+so counting resumes above them instead of at 1 (a reused seq the gateway may drop as a replay).
 """
 
 import struct
@@ -57,6 +61,21 @@ class SeqCounter:
             self._write(self._reserved)
             self.repaired = damaged
         self._last = self._reserved  # first next() returns reserved + 1
+
+    def at_least(self, seq):
+        """Make every seq handed out from now on greater than ``seq`` (one used before, e.g. found
+        in the outbox); a lower ``seq`` changes nothing. The raised floor is written to flash with
+        the next reservation, before a number above it is used.
+
+        Raises:
+            ValueError: ``seq`` is not an int in 0..MAX_SEQ.
+        """
+        if not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+            raise ValueError("seq: floor %r is not a u32" % (seq,))
+        if seq > self._last:
+            self._last = seq
+            if seq > self._reserved:
+                self._reserved = seq  # next() reserves a new block above it before using one
 
     def _write(self, reserved):
         payload = struct.pack(">I", reserved)

@@ -13,6 +13,7 @@ from micropython import const
 
 from civic.hal.signal import Signal
 from civic.wire import ble_frag
+from civic.wire.frame import MAX_LEN
 
 try:
     from typing import TYPE_CHECKING
@@ -34,6 +35,12 @@ _FLAG_WRITE_NO_RESPONSE = const(0x0004)
 _FLAG_WRITE = const(0x0008)
 _FLAG_NOTIFY = const(0x0010)
 _RX_QUEUE_MAX = const(64)
+# Any central may connect (no pairing): what its writes may hold of the heap is bounded. Writes
+# wait for the link task in a queue of at most RX_QUEUE_BYTES (two largest frames); beyond, they
+# are dropped (a gateway sends the frame again). A central that writes more than UNVERIFIED_MAX
+# bytes without one frame that verifies is disconnected, freeing the single connection.
+RX_QUEUE_BYTES = 2 * MAX_LEN
+UNVERIFIED_MAX = 4 * MAX_LEN
 _ADV_INTERVAL_US = const(250000)
 _MAX_NAME = const(29)
 PUMP_LIMIT = 4  # frames notified per wake-up before yielding to the other tasks
@@ -82,6 +89,9 @@ class BleLink:
         mtu: negotiated ATT MTU (23 until an exchange happens).
         reassembler: :class:`civic.wire.ble_frag.Reassembler` for RX writes.
         notify_errors: notifications the stack refused (frame retried later).
+        rx_dropped: RX writes dropped because the queue was full (or the central was being
+            disconnected).
+        kicked: centrals disconnected for writing ``UNVERIFIED_MAX`` bytes with no verified frame.
     """
 
     def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247, idle_ms=IDLE_MS):
@@ -97,7 +107,11 @@ class BleLink:
         self.reassembler = ble_frag.Reassembler()
         self.notify_errors = 0
         self._msg = 0
+        self.rx_dropped = 0
+        self.kicked = 0
         self._rx_queue = []
+        self._rx_bytes = 0  # bytes in _rx_queue
+        self._unverified = 0  # bytes this central wrote since its last frame that verified
         ble.active(True)
         try:
             ble.config(mtu=preferred_mtu)
@@ -125,28 +139,51 @@ class BleLink:
                 self.conn = data[0]
                 self.mtu = ble_frag.MIN_MTU
                 self.reassembler.reset()
+                self._unverified = 0
                 self.cur.restart()
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if data[0] == self.conn:
                 self.conn = None
                 self.reassembler.reset()
                 self._rx_queue = []
+                self._rx_bytes = 0
+                self._unverified = 0
                 self.advertise()
         elif event == _IRQ_GATTS_WRITE:
             conn, handle = data[0], data[1]
-            if conn == self.conn and handle == self.rx_handle and len(self._rx_queue) < _RX_QUEUE_MAX:
-                self._rx_queue.append(self.ble.gatts_read(handle))
+            if conn == self.conn and handle == self.rx_handle:  # another central's writes: ignored
+                data = self.ble.gatts_read(handle)
+                n = len(data)
+                self._unverified += n
+                if (self._unverified > UNVERIFIED_MAX or len(self._rx_queue) >= _RX_QUEUE_MAX
+                        or self._rx_bytes + n > RX_QUEUE_BYTES):
+                    self.rx_dropped += 1
+                else:
+                    self._rx_queue.append(data)
+                    self._rx_bytes += n
         elif event == _IRQ_MTU_EXCHANGED:
             if data[0] == self.conn:
                 self.mtu = max(ble_frag.MIN_MTU, min(data[1], 512))
         self.wake.set()
 
     def poll(self):
-        """Reassemble queued RX writes and hand complete frames to the session."""
-        while self._rx_queue:
-            frame = self.reassembler.feed(self._rx_queue.pop(0))
-            if frame is not None:
-                self.session.handle(frame, self.cur)
+        """Reassemble queued RX writes and hand complete frames to the session.
+
+        Disconnects a central that wrote over ``UNVERIFIED_MAX`` bytes with no frame that verifies.
+        """
+        # take the whole queue at once (no call in between: the IRQ cannot run there)
+        queue, self._rx_queue, self._rx_bytes = self._rx_queue, [], 0
+        for data in queue:
+            frame = self.reassembler.feed(data)
+            if frame is not None and self.session.handle(frame, self.cur) != "bad":
+                self._unverified = 0  # parsed, tag verified, our id
+        if self.conn is not None and self._unverified > UNVERIFIED_MAX:
+            self._unverified = 0  # once per flood; the disconnect event resets the rest
+            self.kicked += 1
+            try:
+                self.ble.gap_disconnect(self.conn)
+            except OSError:
+                pass  # gone already: the disconnect event follows
 
     def pump(self, limit=PUMP_LIMIT):
         """Notify up to ``limit`` due frames to the connected gateway; return how many."""

@@ -45,18 +45,29 @@ class UartLink:
         self._skipping = False  # inside an over-long chunk: drop until the next 0x00
 
     def feed(self, data):
-        """Split received bytes on 0x00 and hand each decoded frame to the session."""
+        """Split received bytes on 0x00 and hand each decoded frame to the session.
+
+        If the session raises for a frame (a MemoryError), the rest of ``data`` is still split,
+        so the next frame is not lost or corrupted, and the first exception is raised at the end.
+        """
         data = bytes(data)
         start = 0
         n = len(data)
+        err = None
         while start < n:
             end = data.find(b"\x00", start)
             if end < 0:
                 self._append(data[start:])
-                return
+                break
             self._append(data[start:end])
-            self._chunk_done()
+            try:
+                self._chunk_done()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest of data
+                if err is None:
+                    err = exc
             start = end + 1
+        if err is not None:
+            raise err
 
     def _append(self, part):
         if self._skipping or not part:
@@ -68,16 +79,16 @@ class UartLink:
             self._skipping = True
 
     def _chunk_done(self):
-        if self._skipping:
+        rx, self._rx = self._rx, bytearray()  # cleared first: a handler that raises (MemoryError)
+        if self._skipping:                    # must not leave this chunk before the next one
             self._skipping = False
-        elif self._rx:
+        elif rx:
             try:
-                frame = cobs.decode(self._rx)
+                frame = cobs.decode(rx)
             except ValueError:
                 self.cobs_errors += 1
             else:
                 self.session.handle(frame, self.cur)
-        self._rx = bytearray()
 
     def poll(self):
         """Read whatever the UART has buffered and process it (non-blocking)."""
