@@ -132,7 +132,7 @@ async def test_a_transport_that_returns_when_cancelled_is_not_restarted_at_stop(
         await gw.stop()
         took = time.monotonic() - started
         await asyncio.sleep(1.5)  # past LINK_RESTART_MIN_S: a restart would have run it again
-    assert took < 1.0, took
+    assert took < 10.0, took  # a stop that hangs; not restarting it is runs == 1 below, not a time
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [], caplog.text
     assert "ended unexpectedly" not in caplog.text and "restarted" not in caplog.text
     assert quiet.runs == 1 and quiet.closed == 1

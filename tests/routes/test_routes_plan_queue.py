@@ -128,7 +128,8 @@ async def test_a_client_that_leaves_does_not_stop_its_plan_which_is_cached(serve
         t = time.monotonic()
         status, body, _ = await _get(http, served.url(), "b")
     assert status == 200 and body["stops"] and source.loads == 1
-    assert time.monotonic() - t < 0.9  # from the cache, not a second 1 s search
+    # from the cache, not a second search: source.loads == 1 above says so; this bound only catches a hang
+    assert time.monotonic() - t < 10.0
 
 
 async def test_a_queued_plan_is_cancelled_when_its_clients_leave(served: Served, source: CountingSource) -> None:

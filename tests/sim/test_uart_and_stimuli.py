@@ -45,8 +45,9 @@ async def test_uart_output_is_paced_at_the_baud_rate(make_board, open_serial):
     t0 = time.monotonic()
     await port.read_until(b"E")
     elapsed = time.monotonic() - t0
-    # 11521 bytes * 10 bits at 115200 baud = 1.0 s on the wire
-    assert 0.8 < elapsed < 2.5, elapsed
+    # 11521 bytes * 10 bits at 115200 baud = 1.0 s on the wire: not sooner (the claim); the upper bound
+    # is wide (the Node host shares a loaded CPU) and still below 9600 baud's 12 s
+    assert 0.8 < elapsed < 8.0, elapsed
 
 
 async def test_adc_pir_irq_pwm_and_lamp_current_model(make_board, open_serial):
