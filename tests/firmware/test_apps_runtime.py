@@ -299,3 +299,24 @@ def test_a_streetlight_with_its_radio_on_releases_its_passes(mpy: Mpy) -> None:
     r = res[-1]
     assert r["links"] == ["UartLink", "BleLink"]
     assert r["held"] == {} and r["spent"] == 500
+
+
+def test_a_board_that_lost_both_seq_files_resumes_above_its_outbox(mpy: Mpy) -> None:
+    # seq.bin and its copy gone (flash worn, a file system repaired) while the outbox still holds reports: a
+    # fresh counter would hand out their seqs again (each new report refused as "seq not above", an ACK for
+    # the held ones above seq.last). The runtime seeds the counter above the outbox at build.
+    res = run(mpy, "streetlight-esp32", "sl-0001", f"""
+import os
+rt = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")
+rt.clock = FakeClock(946684800 + 30)   # never set: the board frames a boot report
+rt.ask_time()
+held = rt.outbox.pending()
+for name in os.listdir("/"):
+    if name.startswith("seq.bin"):
+        os.remove("/" + name)
+rt2 = runtime.build(CFG, IDENTITY, FakeMachine, None, root="/")      # reboot without the seq files
+print(json.dumps({{"held": held, "next": rt2.seq.next(), "pending": rt2.outbox.pending()}}))
+""")
+    r = res[-1]
+    assert r["held"] and r["pending"] == r["held"]
+    assert r["next"] > max(r["held"]), r

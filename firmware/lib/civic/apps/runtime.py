@@ -236,6 +236,9 @@ def build(cfg, identity_doc, machine, bluetooth=None, root="/", log=print, link_
                     owner=hashlib.sha256(device_id.encode() + key).digest()[:8])
     if outbox.foreign:
         log("civicedge: %d outbox frame(s) framed under another identity or key dropped" % outbox.foreign)
+    held = outbox.pending()
+    if held:  # seq.bin and its copy lost (a fresh counter): never hand out a seq the outbox still holds
+        seq.at_least(held[-1])
     ledger = Ledger(root + "ledger.json", pol.day_budgets())
     radios = []  # BLE objects of the links: os.urandom is truly random only while one is active
     releaser = Releaser(pol.fields, ledger, rng_ready=lambda: _radio_on(radios))
