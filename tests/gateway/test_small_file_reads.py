@@ -241,14 +241,39 @@ def test_devices_list_with_a_registry_name_too_long(tmp_path: Path, capsys: pyte
     assert "error (bad_path): cannot open registry %s: File name too long" % path in err, err
 
 
-def test_a_key_file_is_read_no_further_than_a_key(tmp_path: Path) -> None:
+# read_key_file in a child limited to 1 GiB of address space; prints its error and the bytes it read
+# (the kernel's count, /proc/self/io rchar, taken around the call only)
+_READ_KEY_CHILD = """
+import sys
+from pathlib import Path
+from gateway.errors import RegistryError
+from gateway.registry import read_key_file
+
+def rchar():
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+before = rchar()
+try:
+    read_key_file(Path(sys.argv[1]), regular_only=sys.argv[2] == "1")
+except RegistryError as exc:
+    print(exc)
+print(rchar() - before)
+"""
+
+
+@pytest.mark.parametrize("regular_only", [False, True])
+def test_a_key_file_is_read_no_further_than_a_key(tmp_path: Path, regular_only: bool) -> None:
     big = tmp_path / "key.hex"
     with big.open("wb") as f:
-        f.truncate(1 << 28)  # sparse: read whole before, 256 MiB of memory for a key
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(RegistryError, match="does not hold a 32-byte key"):
-        read_key_file(big)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # KiB: never read whole
+        f.truncate(1 << 32)  # sparse: read whole (as before), 4 GiB, past the child's address space
+    result = subprocess.run([sys.executable, "-c", _READ_KEY_CHILD, str(big), "1" if regular_only else "0"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)))
+    assert result.returncode == 0, result.stderr
+    error, read = result.stdout.splitlines()
+    assert error == "key file %s does not hold a 32-byte key (64 hex chars or 32 raw bytes)" % big
+    assert int(read) < 1 << 20, read  # a key file holds 4 KiB at most: read no further than that, not 4 GiB
 
 
 def test_devices_add_with_dev_zero_as_key_file_is_refused(tmp_path: Path) -> None:
