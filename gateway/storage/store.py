@@ -12,6 +12,7 @@ are synchronous; the async service calls them from one dedicated thread.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import json
 import logging
@@ -34,7 +35,7 @@ from gateway.storage.schema import apply_schema
 from gateway.storage.sqlite_uri import wal_has_content
 from gateway.storage.store_files import (MainStamp, file_identities, file_problem, lock_store, main_stamp,
                                          make_private, overwritten, real_store_path, store_writer, unnamed,
-                                         wal_aside_names)
+                                         wal_aside_names, wal_frames_at_least)
 from gateway.storage.store_kind import store_kind
 from gateway.storage.wal_index import check_wal_present
 from gateway.storage.write_hint import io_error, write_failure_hint
@@ -77,6 +78,10 @@ RELEASE_PERIOD_TYPES = frozenset({"win", "hour", "day"})
 #: Size the ``-wal`` is cut back to after a checkpoint (``PRAGMA journal_size_limit``): a retention pass
 #: that removes much grew it to ~52 MB, kept on a small box's SD card until the next clean stop.
 WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+
+#: WAL frames after which the store checkpoints, after a COMMIT (SQLite's own autocheckpoint default; it is off:
+#: the gateway's checkpoints are its only writes to the main file, see ReportStore._overwrite_problem).
+CHECKPOINT_FRAMES = 1000
 
 ReleaseKey = tuple[str, str, int, int, tuple[str, ...]]
 
@@ -240,7 +245,7 @@ class ReportStore:
             conn.execute("PRAGMA busy_timeout=5000")
             # A large transaction (a retention pass, a migration) grew the -wal to tens of MB and it kept that
             # size until a clean stop; SQLite cuts it back to this when it next starts the log over after a
-            # checkpoint. Routine commits stay far below it (autocheckpoint at 1000 pages, ~4 MB).
+            # checkpoint. Routine commits stay far below it (a checkpoint at CHECKPOINT_FRAMES, ~4 MB).
             conn.execute("PRAGMA journal_size_limit=%d" % WAL_SIZE_LIMIT_BYTES)
             apply_schema(conn, backup=backup_before_migration)
             self._chain_pos, self._chain_head = provenance.last_hash(conn)
@@ -255,6 +260,12 @@ class ReportStore:
             row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
             if unclean:
                 _checkpoint_at_open(conn, self.path)
+            # From here on only the store's own checkpoints write the main file (_checkpoint, close): an
+            # autocheckpoint inside a COMMIT could not be told from a cp landing during that COMMIT.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            # Commits of another connection (an operator's sqlite3 writing the running store) move it.
+            self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         except (sqlite3.Error, OSError, StorageError) as exc:
             if conn is not None:
                 conn.close()
@@ -277,6 +288,7 @@ class ReportStore:
         # replaces its content, which the identity check cannot see (store_files.overwritten).
         self._stamp: MainStamp | None = main_stamp(self._files[0]) if self._files else None
         self._overwritten = False
+        self._wal = real.with_name(real.name + "-wal")
         # The file found deleted or replaced (by a write or check_file on the store's thread): from then on
         # nothing is written (see check_file); and what salvage() said of the copy it made, or could not
         # (tried again at each check while it was only for want of room).
@@ -321,17 +333,13 @@ class ReportStore:
         seconds), outside a transaction.
         """
         if self._gone is None:
-            problem = file_problem(self._files)
+            problem = file_problem(self._files) or self._foreign_problem()
             if problem is None:
                 problem = self._overwrite_problem()
                 self._overwritten = problem is not None
             if problem is None:
                 return None
-            self._gone = problem  # first: whatever follows fails, nothing more is written
-            try:
-                self._conn.execute("PRAGMA wal_autocheckpoint=0")
-            except sqlite3.Error as exc:  # only a commit checkpoints, and none follows
-                log.warning("report store %s: turning off checkpoints failed: %s", self.path, exc)
+            self._gone = problem  # first: whatever follows fails, nothing more is written (nor checkpointed)
         if self._salvage_again and unnamed(self._files):
             self._salvaged, self._salvage_again = salvage(self._conn, self._files)
             self._gone = file_problem(self._files, self._salvaged) or self._gone
@@ -339,17 +347,64 @@ class ReportStore:
 
     def _overwrite_problem(self) -> str | None:
         """Whether the main file changed since the gateway's own last write to it (store_files.overwritten).
-        On the store's thread only, between transactions or before a COMMIT: an autocheckpoint changes the file
-        inside a commit, and the stamp is taken again right after (:meth:`_restamp`)."""
+        On the store's thread only. The gateway writes the main file only in its own checkpoints
+        (:meth:`_checkpoint`, :meth:`close`; ``wal_autocheckpoint=0``), compared right before and stamped right
+        after; a COMMIT writes the ``-wal`` only, so a change found before or after one is another program's."""
         if self._stamp is None:
             return None
         now = main_stamp(self._files[0])
         return None if now is None else overwritten(self._files[0], self._stamp, now)
 
+    def _foreign_problem(self) -> str | None:
+        """Whether another connection committed to the store since the last look (``PRAGMA data_version`` of the
+        writer moves only then): another program wrote the running store through SQLite (an operator's
+        ``sqlite3 reports.sqlite ".restore backup"``). Every other connection of the gateway's is read-only."""
+        try:
+            version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None  # the next write says what is wrong
+        if version == self._data_version:
+            return None
+        return ("report store file %s was written by another program while the gateway ran (another SQLite "
+                "connection committed to it, e.g. sqlite3 \".restore\" or a DELETE run on the running store): the "
+                "gateway's view of it (replay window, provenance chain) no longer holds, so it writes nothing more "
+                "into it; what that program wrote stays (it went through SQLite's locks: the file and its -wal "
+                "agree, and the stop checkpoints them as usual). Never write a running gateway's store: stop the "
+                "gateway, then restore as docs/gateway.md, Restoring a backup says, and start it" % self.path)
+
     def _restamp(self) -> None:
-        """Record the main file as a COMMIT of the gateway's left it (it may have checkpointed)."""
+        """Record the main file as the gateway's own checkpoint left it."""
         if self._stamp is not None:
             self._stamp = main_stamp(self._files[0]) or self._stamp
+
+    def _after_commit(self) -> bool:
+        """Right after a COMMIT: return True when the main file changed meanwhile (a cp landing during the
+        COMMIT: the caller must not acknowledge what it committed; the -wal is set aside at the stop); else
+        checkpoint once the WAL holds :data:`CHECKPOINT_FRAMES` frames (what ``wal_autocheckpoint`` did)."""
+        if self._overwrite_problem() is not None:
+            return True
+        if wal_frames_at_least(self._wal, self._page_size, CHECKPOINT_FRAMES):
+            self._checkpoint()
+        return False
+
+    def _checkpoint(self) -> None:
+        """A PASSIVE checkpoint of the WAL into the main file (the caller compared the file just before), and
+        the stamp taken again right after. One a reader's snapshot keeps from finishing is tried again after the
+        next COMMIT, as SQLite's autocheckpoint did; the -wal keeps every commit meanwhile."""
+        try:
+            _busy, frames, moved = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+        except sqlite3.Error as exc:
+            log.warning("report store %s: checkpoint failed: %s; the -wal keeps every commit (tried again after the "
+                        "next commit)", self.path, exc)
+            self._restamp()
+            return
+        self._restamp()
+        stamp = self._stamp
+        if 0 < frames == moved and stamp is not None and stamp.size != pages * self._page_size:
+            # A whole checkpoint leaves the file exactly the database's size (SQLite truncates it to that): a cp
+            # landing during the checkpoint, after the compare before it, can leave another size (found here).
+            self._stamp = stamp._replace(size=-1)  # the next look (check_file, the next COMMIT) says so
 
     def _gone_error(self, what: str) -> StorageError:
         """The refusal of a write (``what``) once :meth:`check_file` found the file gone."""
@@ -364,6 +419,16 @@ class ReportStore:
         When the checkpoint fails (a full disk) committed reports stay in the ``-wal`` only, and the
         main file may be half-written; the WARNING says both files belong together until the next start.
         """
+        # A cp over the file since the last look (the 5 s watch, a commit): the checkpoint below would write
+        # the -wal into the copy. Looked at first, as the watch does.
+        before = self._gone
+        try:
+            problem = self.check_file()
+        except Exception as exc:  # noqa: BLE001 - the stop goes on; a salvage copy failing must not keep it open
+            problem = None
+            log.warning("report store %s: the look at the file before the stop's checkpoint failed: %s", self.path, exc)
+        if before is None and problem is not None:
+            log.error("%s", problem)  # found at the stop: no watch is left to say it
         if self._overwritten:
             self._close_overwritten()
             return
@@ -396,23 +461,34 @@ class ReportStore:
 
         SQLite checkpoints at the close of the last connection that can take the file's exclusive lock: a
         read-only connection of this process holding a read lock meanwhile prevents it (and, read-only,
-        never checkpoints or removes the ``-wal`` itself)."""
+        never checkpoints or removes the ``-wal`` itself). When that lock cannot be had (the copy is no
+        database SQLite can read, say), the writer is not closed at all: it is kept, never freed, until the
+        process ends (as a kill would leave it; the ``.lock`` stays held too, so nothing in this process opens
+        the store again meanwhile). Renaming the ``-wal`` first would not help: SQLite checkpoints through the
+        descriptor it holds."""
         real = self._real
         blocker: sqlite3.Connection | None = None
         try:
             blocker = sqlite3.connect(real.as_uri() + "?mode=ro", uri=True)
             blocker.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # takes the read lock it keeps
         except sqlite3.Error as exc:
-            log.warning("report store %s: could not hold off the checkpoint at close: %s", self.path, exc)
-        try:
-            self._conn.close()
-        finally:
             if blocker is not None:
                 blocker.close()
-            os.close(self._lock_fd)
+                blocker = None
+            log.error("report store %s: could not hold off SQLite's checkpoint at close (%s): the store is left "
+                      "open until the gateway's process ends, so nothing is written into the copy", self.path, exc)
+            keep_open_until_exit(self._conn)
+        if blocker is not None:
+            try:
+                self._conn.close()
+            finally:
+                blocker.close()
+                os.close(self._lock_fd)
         moved = []
-        for src, dst in zip((real.with_name(real.name + "-wal"), real.with_name(real.name + "-shm")),
-                            wal_aside_names(real)):
+        # The -wal first: a stop cut off between the two leaves a -shm alone, which SQLite (a sqlite3 shell,
+        # an older gateway) rebuilds and ignores; a -wal alone would be replayed onto the copy. The next start
+        # refuses either way while a .overwritten file is there (wal_index.check_no_overwritten).
+        for src, dst in zip((self._wal, real.with_name(real.name + "-shm")), wal_aside_names(real)):
             try:
                 os.rename(src, dst)
                 moved.append(str(dst))
@@ -422,7 +498,9 @@ class ReportStore:
                 log.error("report store %s: could not move %s aside (%s): move it aside before the next start, "
                           "SQLite would replay it onto the file copied in", self.path, src, exc)
         log.warning("report store %s was overwritten in place while the gateway ran: closed without checkpointing "
-                    "into it; its -wal and -shm were kept aside (%s); the file holds what was copied over it",
+                    "into it; its -wal and -shm were kept aside (%s); the file holds what was copied over it; the "
+                    "next start refuses until they are put back (the file was only touched) or moved away (it "
+                    "was overwritten): the ERROR logged when it was found says which fields changed",
                     self.path, ", ".join(moved) or "none was left")
 
     # -- errors ---------------------------------------------------------------------------
@@ -484,10 +562,11 @@ class ReportStore:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
             # into a file that is gone, a commit could change it under a copy being made (and auto-checkpoint)
-            gone = file_problem(self._files) is not None or self._overwrite_problem() is not None
+            gone = (file_problem(self._files) is not None or self._overwrite_problem() is not None
+                    or self._foreign_problem() is not None)
             conn.execute("ROLLBACK" if gone else "COMMIT")
             if not gone:
-                self._restamp()
+                gone = self._after_commit()
         except BaseException as exc:
             _roll_back(conn, what)
             if isinstance(exc, sqlite3.Error):
@@ -620,12 +699,15 @@ class ReportStore:
             if queued:
                 result.outbox_dropped, outbox_bytes, outbox_count = self._enqueue(queued)
             # committing would acknowledge reports into a gone file, or checkpoint into one overwritten
-            if file_problem(self._files) is not None or self._overwrite_problem() is not None:
+            if (file_problem(self._files) is not None or self._overwrite_problem() is not None
+                    or self._foreign_problem() is not None):
                 conn.execute("ROLLBACK")
                 self.check_file()  # outside the transaction: the copy is of what was committed
                 raise self._gone_error(what)
             conn.execute("COMMIT")
-            self._restamp()
+            if self._after_commit():  # overwritten during the COMMIT: not acknowledged (its -wal goes aside)
+                self.check_file()
+                raise self._gone_error(what)
         except BaseException as exc:
             # Any error, not only SQLite's: a transaction left open would fail every later BEGIN.
             _roll_back(conn, what)
@@ -1385,6 +1467,19 @@ def _checkpoint_at_open(conn: sqlite3.Connection, path: Path) -> None:
     else:
         log.info("report store %s: the -wal the last stop left is checkpointed into it (the file is whole again)",
                  path)
+
+
+# Writer connections of stores overwritten in place that could not be closed without a checkpoint into the copy
+# (ReportStore._close_overwritten): one reference each kept here, never dropped.
+_KEPT_OPEN: list[sqlite3.Connection] = []
+
+
+def keep_open_until_exit(conn: sqlite3.Connection) -> None:
+    """Keep ``conn`` from ever being closed in this process: freeing it (even at interpreter shutdown, which
+    frees module globals) would close it, and SQLite's close checkpoints. The process's exit ends it as a kill
+    would: no checkpoint, nothing written."""
+    _KEPT_OPEN.append(conn)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))  # never freed, even when _KEPT_OPEN is
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:

@@ -694,9 +694,9 @@ def lock_store(path: Path, real: Path) -> int:
 
 
 class MainStamp(NamedTuple):
-    """What the database file looked like after the gateway's own last write to it (a checkpoint): with
-    ``wal_autocheckpoint`` SQLite writes the main file only when it checkpoints, inside a commit of the
-    gateway's, so any other change is another program writing it (:func:`main_stamp`)."""
+    """What the database file looked like after the gateway's own last write to it (a checkpoint): in WAL
+    mode SQLite writes the main file only when it checkpoints, and the store runs every checkpoint itself
+    (``wal_autocheckpoint=0``), so any other change is another program writing it (:func:`main_stamp`)."""
 
     size: int
     mtime_ns: int
@@ -727,28 +727,42 @@ def main_stamp(f: FileIdentity) -> MainStamp | None:
 def overwritten(f: FileIdentity, was: MainStamp, now: MainStamp) -> str | None:
     """Say so when the database file ``f`` changed from ``was`` to ``now`` (:func:`main_stamp`) though the
     gateway did not write it meanwhile: overwritten in place (``cp`` over it keeps the file, its inode, and
-    replaces its content), which the identity check of :func:`file_problem` cannot see. None when unchanged."""
-    if now.size == was.size and now.mtime_ns == was.mtime_ns and (
-            not now.header or not was.header or now.header == was.header):
+    replaces its content), which the identity check of :func:`file_problem` cannot see. None when unchanged.
+
+    The message names what changed: the size, the database header, or only the modification time (size and
+    header as before: maybe only a ``touch``, the content still the gateway's), and what to do in each case;
+    the next start refuses while the ``-wal``/``-shm`` set aside are there (gateway.storage.wal_index)."""
+    header_changed = bool(now.header and was.header and now.header != was.header)
+    if now.size == was.size and now.mtime_ns == was.mtime_ns and not header_changed:
         return None
     what = []
     if now.size != was.size:
         what.append("its size went from %d to %d bytes" % (was.size, now.size))
+    if header_changed:
+        what.append("its database header changed")
     if now.mtime_ns != was.mtime_ns:
         what.append("its modification time changed")
-    if now.header and was.header and now.header != was.header:
-        what.append("its database header changed")
     aside = wal_aside_names(f.opened)
+    keep = ("so the gateway writes nothing more into it and, at its stop, does not checkpoint: it keeps that -wal "
+            "and -shm aside as %s and %s, and the next start refuses until they are put back or moved away "
+            "(docs/gateway.md, Overwritten in place)" % aside)
+    if now.size == was.size and not header_changed and now.header and was.header:
+        return ("report store file %s was changed in place while the gateway ran, by another program: only its "
+                "modification time changed (size and database header as before): this may be only a touch, not "
+                "a copy. It cannot be told apart from a copy of the same size, %s. If it was only touched, the "
+                "file is the gateway's own and that -wal holds its last acknowledged reports: once the gateway "
+                "is stopped, put both back (mv -n %s %s-wal && mv -n %s %s-shm) and start it"
+                % (f.name, keep, shlex.quote(str(aside[0])), shlex.quote(str(f.opened)),
+                   shlex.quote(str(aside[1])), shlex.quote(str(f.opened))))
     return ("report store file %s was overwritten in place while the gateway ran (the same file with new content, "
             "written by another program: %s, at no checkpoint of the gateway's own; e.g. a backup copied over it "
             "with cp): its pages no longer match the gateway's -wal, and a checkpoint would mix the two into a "
-            "damaged store, so the gateway writes nothing more into it and, at its stop, does not checkpoint: it "
-            "keeps that -wal and -shm aside as %s and %s. Reports the overwritten content held and the copy lacks "
+            "damaged store, %s. Reports the overwritten content held and the copy lacks "
             "(acknowledged after the copy was made) are lost: that -wal holds only the pages of the last commits, "
             "unreadable without the file they belong to. Never copy over a running "
             "gateway's store: stop the gateway, then restore a backup as docs/gateway.md, Restoring a backup says "
             "(with it stopped, copy the backup to %s again), and start it"
-            % (f.name, ", ".join(what), aside[0], aside[1], shlex.quote(str(f.opened))))
+            % (f.name, ", ".join(what), keep, shlex.quote(str(f.opened))))
 
 
 def wal_aside_names(real: Path) -> tuple[Path, Path]:
@@ -760,3 +774,24 @@ def wal_aside_names(real: Path) -> tuple[Path, Path]:
         if not os.path.lexists(wal) and not os.path.lexists(shm):
             return wal, shm
         n += 1
+
+
+def wal_frames_at_least(wal: Path, page_size: int, frames: int) -> bool:
+    """Whether the ``-wal`` ``wal`` holds at least ``frames`` frames of its current log (SQLite's WAL format:
+    a 32-byte header whose salts every frame header of the current log repeats at bytes 8..16; a log started
+    over after a checkpoint rewrites the file from its start, with new salts). Two reads on a short-lived
+    descriptor: SQLite takes no locks on the ``-wal`` (they are on the file and the ``-shm``), so closing it
+    drops none. False when it cannot be read."""
+    at = 32 + (frames - 1) * (page_size + 24)
+    try:
+        fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        head = os.pread(fd, 32, 0)
+        frame = os.pread(fd, 24, at)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return len(head) == 32 and len(frame) == 24 and frame[8:16] == head[16:24]

@@ -13,6 +13,7 @@ the index, losing them silently. Read-only (a plain read of the ``-shm``; SQLite
 
 from __future__ import annotations
 
+import os
 import shlex
 import struct
 from pathlib import Path
@@ -88,8 +89,9 @@ def check_wal_present(path: Path, real: Path) -> WalIndex | None:
 
     Raises:
         StorageError: reason ``wal_missing``, saying what is lost and the ``mv`` commands that put the
-            ``-wal`` back or accept the loss.
+            ``-wal`` back or accept the loss; reason ``overwritten_aside`` first (:func:`check_no_overwritten`).
     """
+    check_no_overwritten(path, real)
     wal = real.with_name(real.name + "-wal")
     shm = real.with_name(real.name + "-shm")
     if wal.exists() or wal.is_symlink() or not shm.is_file():
@@ -110,3 +112,50 @@ def check_wal_present(path: Path, real: Path) -> WalIndex | None:
         % (path, q(str(wal)), q(str(shm)), index.pending, q(str(real)), q(wal.name), q(str(wal)), q(str(shm)),
            q(str(shm))),
         reason="wal_missing")
+
+
+def overwritten_aside(real: Path) -> list[Path]:
+    """The ``-wal``/``-shm`` a gateway set aside next to the store ``real`` when it found the file overwritten
+    in place (``<db>-wal.overwritten``, ``-shm.overwritten``, ``...overwritten-N``; gateway.storage.store), in
+    name order; also one of a pair whose stop was cut off between the two renames."""
+    try:
+        names = os.listdir(real.parent)
+    except OSError:
+        return []
+    heads = (real.name + "-wal.overwritten", real.name + "-shm.overwritten")
+    return [real.parent / n for n in sorted(names) if n.startswith(heads)]
+
+
+def check_no_overwritten(path: Path, real: Path) -> None:
+    """Refuse to start while a ``-wal``/``-shm`` set aside by :meth:`ReportStore.close` of a store found
+    overwritten in place is next to it: whether that store was really overwritten (a copy: keep them out of
+    the way) or only touched (the file is the gateway's own and that ``-wal`` holds its last acknowledged
+    reports: put them back) cannot be told now; started either way, the wrong choice loses reports for good.
+
+    Raises:
+        StorageError: reason ``overwritten_aside``, with the ``mv`` commands of both cases.
+    """
+    found = overwritten_aside(real)
+    if not found:
+        return
+    q = shlex.quote
+    aside = real.with_name(real.name + ".set-aside")
+    back = []
+    for part in ("-wal", "-shm"):
+        mine = [f for f in found if f.name.startswith(real.name + part + ".overwritten")]
+        if mine:  # the newest of a kind (a name taken gets -2, -3, ...): the last stop's
+            newest = max(mine, key=lambda f: (len(f.name), f.name))
+            back.append("mv -n %s %s" % (q(str(newest)), q(str(real.with_name(real.name + part)))))
+    raise StorageError(
+        "report store %s: %s %s beside it (%s): a gateway found the file changed in place while it ran and, at its "
+        "stop, set its -wal and -shm aside instead of letting SQLite replay them onto the file. Decide before "
+        "starting, by the ERROR it logged when it found it (journalctl: 'report store file ... in place', which "
+        "says what changed), with the gateway stopped: if the file's size or database header changed (a backup "
+        "was copied over it: what it holds now is the store), move them out of the way: mkdir -p -m 0700 %s && "
+        "mv -n %s %s/ and start; if only its modification time changed (a touch: the file is the gateway's own "
+        "and that -wal holds its last acknowledged reports), put them back: %s and start "
+        "(docs/gateway.md, Overwritten in place)"
+        % (path, ", ".join(q(f.name) for f in found), "are" if len(found) > 1 else "is",
+           ", ".join(q(str(f)) for f in found), q(str(aside)), " ".join(q(str(f)) for f in found), q(str(aside)),
+           " && ".join(back)),
+        reason="overwritten_aside")
