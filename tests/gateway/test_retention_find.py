@@ -246,10 +246,11 @@ def test_the_share_is_counted_only_as_far_as_it_needs(tmp_path: Path, monkeypatc
     store.close()
 
 
-def test_a_backup_merged_into_the_running_store_is_counted_by_the_next_pass(tmp_path: Path) -> None:
-    """Fails before: a row merged by another connection (docs/gateway.md's INSERT OR IGNORE ... SELECT *
-    keeps the backup's id, below the last pass's newest, and its old w) was found by no later pass: its
-    values past retention stayed until a restart. The store's own writes leave the passes finding."""
+def test_a_backup_merged_into_the_store_is_counted_by_the_next_pass(tmp_path: Path) -> None:
+    """A row merged by another connection (docs/gateway.md's INSERT OR IGNORE ... SELECT *, the gateway
+    stopped: a running store refuses writes after another connection wrote it, d58eea4) keeps the backup's
+    id, below the last pass's newest, and its old w: the next pass after the restart finds it. The store's
+    own writes leave the passes finding."""
     db = tmp_path / "r.sqlite"
     store = ReportStore(db, gateway_id="gw")
     store.insert_batch([rec("b1", s, T0 - 800 * DAY + 900 * s) for s in range(1, 11)]
@@ -267,11 +268,13 @@ def test_a_backup_merged_into_the_running_store_is_counted_by_the_next_pass(tmp_
         if not store.retention_batch(rows):
             break
     assert "find" in stages and "count" not in stages, stages
-    other = sqlite3.connect(db, isolation_level=None)  # the operator's sqlite3, the gateway running
+    store.close()  # the gateway stopped, as the merge steps say
+    other = sqlite3.connect(db, isolation_level=None)  # the operator's sqlite3
     try:
         other.execute("INSERT OR IGNORE INTO reports VALUES (%s)" % ",".join("?" * len(backup)), backup)
     finally:
         other.close()
+    store = ReportStore(db, gateway_id="gw")
     now = float(T0 + 2 * HOUR)
     assert left_past(db, cutoffs(POLICY_DAYS, now)) != []
     run_pass(store, POLICY_DAYS, now)
