@@ -178,9 +178,12 @@ class ReportStore:
             ``-wal`` or ``-shm`` belongs to another user, e.g. restored as root),
             ``schema_too_new`` (written by a newer gateway; left unchanged), ``schema_unknown``,
             ``no_space_for_backup`` or ``backup_failed`` (the copy before a migration; left unchanged),
-            ``wal_missing`` (its ``-shm`` says the ``-wal`` held commits, and that ``-wal`` is gone; untouched);
+            ``wal_missing`` (its ``-shm`` says the ``-wal`` held commits, and that ``-wal`` is gone; untouched),
+            ``overwritten_aside`` (a ``-wal``/``-shm`` set aside as ``.overwritten`` by a stop that found the
+            file overwritten is beside it: the operator decides);
             from :meth:`insert_batch` and every other write, reason ``file_gone`` once the file was found
-            deleted or replaced, or the configured path (a symlink) now names another file (see
+            deleted, replaced, overwritten in place or written by another program, or the configured path
+            (a symlink) now names another file (see
             :meth:`file_problem`, :meth:`check_file`), until the store is closed;
             from any method, reason ``corrupt`` when SQLite finds the file damaged (the message names
             the file and says to restore a backup), else ``read_failed`` / ``write_failed``.
