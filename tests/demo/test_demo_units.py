@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
-import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -20,6 +18,17 @@ from typing import Any
 
 import pytest
 
+from aiohttp.test_utils import TestServer
+
+from gateway.health import Problem
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline.ingest import IngestService, Link
+from gateway.pipeline.verify import Verifier
+from gateway.protocol.frame import FRAME_REPORT, build_frame
+from gateway.registry import Registry
+from gateway.resources import load_policy
+from gateway.storage import ReportQueries, ReportRecord, ReportStore
+from gateway.web.app import create_app
 from hil.children import spawn_child, stop_gateway
 from hil.cli import demo_cmd
 from hil.pace import PaceWatch
@@ -152,23 +161,12 @@ def test_pace_watch_tells_a_slow_machine_after_the_window() -> None:
     assert all(ok.check(t, t * 590_000) is None for t in range(0, 61, 5))
 
 
-_METRICS = "# TYPE civicedge_store_commit_failures_total counter\ncivicedge_store_commit_failures_total 3.0\n"
-
-
-class _Health(BaseHTTPRequestHandler):
-    body: dict[str, Any] = {"status": "ok", "reasons": []}
-    metrics = _METRICS
+class _NotMetrics(BaseHTTPRequestHandler):
+    """A server whose /metrics is not the exposition format (no gateway answers so)."""
 
     def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/metrics":
-            data = self.metrics.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        data = json.dumps(self.body).encode()
-        self.send_response(503 if self.body["reasons"] else 200)
+        data = b"civicedge_store_commit_failures_total{ oops\n"
+        self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -177,58 +175,105 @@ class _Health(BaseHTTPRequestHandler):
         pass
 
 
-def test_health_watch_warns_once_per_change_and_remembers_store_failures() -> None:
-    server = HTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+async def test_health_watch_warns_once_per_change_and_remembers_store_failures(tmp_path: Path) -> None:
+    """Against the real gateway web app (/healthz, /metrics) with the metrics of a real ingest whose store's
+    commits fail (its WAL deleted under it): the reason and the commit-failure count are the gateway's own.
+    The app reads another, sound store: its own probe of a store without its WAL would say so too."""
+    key = bytes(range(32))
+    registry = Registry(tmp_path / "registry")
+    registry.enroll("bin-1", kind="bin", zone="north", lat="52.37", lon="4.89", key=key)
+    db = tmp_path / "reports.sqlite"
+    store = ReportStore(db, gateway_id="gw")
+    metrics = GatewayMetrics("gw")
+    ingest = IngestService(store=store, verifier=Verifier(registry, load_policy()), metrics=metrics, batch_ms=10)
+    await ingest.start()
+    ReportStore(tmp_path / "web.sqlite", gateway_id="gw").close()
+    queries = ReportQueries(tmp_path / "web.sqlite")
+    acks: list[bytes] = []
+
+    async def send(frame: bytes) -> None:
+        acks.append(frame)
+    shown: list[Problem] = []  # what the gateway's health check says now (the app asks at each /healthz)
+    server = TestServer(create_app(store=queries, registry=registry, policy=load_policy(),
+                                   metrics_registry=metrics.registry, admin_token=None, health_checks=[lambda: shown]),
+                        host="127.0.0.1", port=0)
+    await server.start_server()
+    other = HTTPServer(("127.0.0.1", 0), _NotMetrics)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    failures = "civicedge_store_commit_failures_total"
+    w = int(time.time()) // 900 * 900 - 900
+
+    async def feed(seq: int) -> None:
+        body = {"t": "win", "k": "bin", "w": w - 900 * seq, "l": 900, "m": {"temp": 12, "tilt": 0, "bat": 80}}
+        ingest.feed(build_frame(FRAME_REPORT, "bin-1", seq, body, key), Link(name="serial:x", kind="serial", send=send))
+
+    async def until(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.02)
+
     try:
-        demo = SimpleNamespace(dashboard_url=f"http://127.0.0.1:{server.server_port}/")
+        await feed(1)
+        await until(lambda: len(acks) == 1, "the first report stored and acknowledged")
+        (tmp_path / "reports.sqlite-wal").unlink()  # it held that commit: the next ones fail
+        for seq in (2, 3, 4):  # one batch each
+            await feed(seq)
+            await until(lambda: metrics.value(failures) == seq - 1, "commit failure %d" % (seq - 1))
+        failing = ingest.store_problem
+        assert failing is not None and failing.startswith("report store commits failing (3 in a row")
+        assert len(acks) == 1  # none of the failed ones acknowledged
+
+        demo = SimpleNamespace(dashboard_url=f"http://127.0.0.1:{server.port}/")
         watch = demo_cmd._Watch(demo, 30.0)  # type: ignore[arg-type]
 
-        def poll() -> str | None:
+        async def poll() -> str | None:
             watch.next_health = 0.0
-            return asyncio.run(watch.health_line())
+            return await watch.health_line()
 
-        assert poll() is None
-        _Health.body = {"status": "degraded", "reasons": ["report store commits failing (disk full)"]}
-        line = poll()
-        assert line is not None and "degraded: report store commits failing (disk full)" in line
-        assert poll() is None  # once per change
-        _Health.body = {"status": "ok", "reasons": []}
-        assert poll() == "gateway healthy again"
+        assert await poll() is None  # healthy (nothing shown yet)
+        shown[:] = [Problem("commits_failing", failing)]  # what gateway.service's health check says for it
+        line = await poll()
+        assert line is not None and "gateway degraded: report store commits failing (3 in a row" in line, line
+        assert await poll() is None  # once per change
+        shown.clear()
+        assert await poll() == "gateway healthy again"
         # a slow answer of the store to /healthz is no failure (review: it made a run exit 1)
-        _Health.body = {"status": "degraded", "reasons": ["store not answering"]}
-        assert poll() is not None
-        assert watch.store_failures == ["report store commits failing (disk full)"]
+        shown[:] = [Problem("store_not_answering", "store not answering")]
+        assert await poll() is not None
+        assert watch.store_failures == [failing]
         # the final look counts failed commits from /metrics, however briefly they failed
-        assert demo_cmd._commit_failures(demo.dashboard_url + "metrics") == 3
-        assert demo_cmd._commit_failures("http://127.0.0.1:9/metrics") is None  # nothing answers: unknown
-        _Health.metrics = "civicedge_store_commit_failures_total{ oops\n"  # not the exposition format: unknown
-        assert demo_cmd._commit_failures(demo.dashboard_url + "metrics") is None
+        assert await asyncio.to_thread(demo_cmd._commit_failures, demo.dashboard_url + "metrics") == 3
+        assert await asyncio.to_thread(demo_cmd._commit_failures, "http://127.0.0.1:9/metrics") is None  # no answer
+        not_metrics = f"http://127.0.0.1:{other.server_port}/metrics"  # not the exposition format: unknown
+        assert await asyncio.to_thread(demo_cmd._commit_failures, not_metrics) is None
     finally:
-        server.shutdown()
-        _Health.body = {"status": "ok", "reasons": []}
-        _Health.metrics = _METRICS
+        other.shutdown()
+        other.server_close()
+        await server.close()
+        await ingest.stop()
+        ingest.close()
+        queries.close()
+        registry.close()
 
 
 def test_latest_values_take_each_field_from_its_newest_report(tmp_path: Path) -> None:
     # a '#' in the work directory ended a hand-built file: URI's file name there
     (tmp_path / "demo#1").mkdir()
     db = tmp_path / "demo#1" / "r.sqlite"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE reports (id INTEGER PRIMARY KEY, device TEXT, type TEXT, w INTEGER, l INTEGER,"
-                 " m TEXT)")
-    conn.execute("CREATE TABLE alarms (device TEXT, code TEXT, w INTEGER)")
     # the fill level leaves every 6 h in its own "win" report (w the period start, before the newest
     # 15-minute windows'): it is shown all the same, the newest of two such releases
     rows = [("bin-001", "day", 0, 86400, {"lid": 4}), ("bin-001", "hour", 3600, 3600, {"wh": 12}),
             ("bin-001", "win", 0, 21600, {"fill": 10}), ("bin-001", "win", 21600, 21600, {"fill": 20}),
-            ("bin-001", "win", 36000, 900, {"temp": 9}), ("bin-001", "win", 36900, 900, {"temp": 11})]
-    for dev, typ, w, l, m in rows:
-        conn.execute("INSERT INTO reports (device, type, w, l, m) VALUES (?, ?, ?, ?, ?)",
-                     (dev, typ, w, l, json.dumps(m)))
-    conn.execute("INSERT INTO alarms VALUES ('bin-001', 'tilt', 4500)")
-    conn.commit()
-    conn.close()
+            ("bin-001", "win", 36000, 900, {"temp": 9}), ("bin-001", "win", 36900, 900, {"temp": 11}),
+            ("bin-001", "alarm", 4500, 60, {})]
+    store = ReportStore(db, gateway_id="gw")  # the gateway's own schema
+    try:
+        store.insert_batch([ReportRecord(dev, seq, "bin", "north", typ, w, l, m, {}, ["tilt"] if typ == "alarm" else [],
+                                         "1.0", 1.0, "serial:x", "%064x" % seq)
+                            for seq, (dev, typ, w, l, m) in enumerate(rows, 1)])
+    finally:
+        store.close()
     board = SimpleNamespace(device_id="bin-001", name="bin-esp32c3", config={"kind": "bin"}, data_path=None)
     summary = read_summary(db, boards=[board])
     assert summary.rows[0].latest == {"lid": 4, "wh": 12, "fill": 20, "temp": 11}
