@@ -64,7 +64,7 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def radio() -> Iterator[str]:
     """A virtual BLE radio (the simulator's link relay); its ws:// URL."""
-    relay = pytest.importorskip("hil.sim.radio.relay")
+    import hil.sim.radio.relay as relay
     handle = relay.start_relay()
     yield handle.url
     handle.stop()

@@ -412,7 +412,7 @@ print(json.dumps([VERSION, out]))
 def firmware_bodies(policy: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """The firmware version and every report body the real streetlight and bin apps build over two
     days under ``policy`` (MicroPython, with the firmware tests' fake hardware and clock)."""
-    mprun = pytest.importorskip("hil.sim.mprun")
+    import hil.sim.mprun as mprun
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
     from test_apps_support import prelude  # the firmware tests' hardware doubles (not a conftest)
 

@@ -27,9 +27,9 @@ RUN_LIMIT_S = 120.0
 
 
 async def test_ble_disconnect_storm_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    board_mod = pytest.importorskip("hil.sim.board")
-    host_mod = pytest.importorskip("hil.sim.host")
-    relay_mod = pytest.importorskip("hil.sim.radio.relay")
+    import hil.sim.board as board_mod
+    import hil.sim.host as host_mod
+    import hil.sim.radio.relay as relay_mod
     from hil.boards.variants import write_awake_bin
 
     relay = relay_mod.start_relay()

@@ -25,7 +25,7 @@ DAY0 = 1767225600  # 2026-01-01 00:00 UTC
 
 
 def _board(tmp_path: Path, start_s: int, seed: int):  # type: ignore[no-untyped-def]
-    board_mod = pytest.importorskip("hil.sim.board")
+    import hil.sim.board as board_mod
     return board_mod.VirtualBoard("streetlight-esp32", device_id="sl-rel", flash_dir=tmp_path / "flash", speed=None,
                                   seed=seed, start_ms=start_s * 1000, paced=False)
 
