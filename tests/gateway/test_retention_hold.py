@@ -167,7 +167,9 @@ def test_a_pass_removing_most_of_a_field_is_held_before_anything_is_removed(tmp_
         hold = LargeRemovalHold()
         assert store.apply_retention(days, now=t + 40 * 900, hold=hold) == 0
         assert len(hold.held) == 1 and "%d of %d bin.temp" % (old, old + 40) in hold.held[0], hold.held
-        assert all("temp" in m for m in _values(store))  # nothing removed, not even the other fields
+        values = _values(store)
+        assert len(values) == old + 40  # every row read (not a page of them)
+        assert all("temp" in m and "fill" in m for m in values)  # nothing removed, not even the other fields
 
         before = RetentionClock(3600, monotonic=None)
         before.ran(float(t), {("bin", "temp"): 120, ("bin", "fill"): 730})

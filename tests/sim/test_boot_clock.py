@@ -150,13 +150,15 @@ async def test_a_boot_that_fails_ends_off_and_does_not_hold_the_clock(make_board
 
 async def test_a_create_whose_boot_fails_leaves_no_board_behind(make_board, tmp_path):
     from hil.sim.board import board_host_options
+    from hil.sim.errors import SimHostError
 
     board = await make_board(files={"main.py": UPTIME})
     await board.wait_console("UP ")
     gone = tmp_path / "no-such-flash"
     opts = board_host_options(board.config, flash=gone, seed=1, heap_bytes=board.heap_bytes)
-    with pytest.raises(Exception):
+    with pytest.raises(SimHostError, match="^simulator host: No such file or directory$") as info:  # the flash dir
         await board.host.request({"op": "create", "board": "late", "opts": opts})
+    assert info.value.details["op"] == "create" and info.value.details["board"] == "late"
     assert [e for e in board.events if e.get("ev") == "boot_failed"] == []   # the other board's events only
     gone.mkdir()
     opts = board_host_options(board.config, flash=gone, seed=1, heap_bytes=board.heap_bytes)
