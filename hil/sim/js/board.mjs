@@ -205,6 +205,11 @@ export class Board {
       beforeWrite: (p, n) => this.beforeFlashWrite(p, n),
       afterCutWrite: () => { throw new PowerLoss(); },
     });
+    let st = null;
+    try { st = fs.statSync(this.flash); } catch { /* named below */ }
+    if (!st || !st.isDirectory()) {
+      throw new Error(`flash directory ${this.flash} ${st ? "is not a directory" : "does not exist"}`);
+    }
     mp.FS.mkdir("/flash");
     mp.FS.mount(hostfs, { root: this.flash }, "/flash");
     mp.FS.root = mp.FS.lookupPath("/flash").node;
