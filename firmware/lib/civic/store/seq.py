@@ -64,18 +64,21 @@ class SeqCounter:
 
     def at_least(self, seq):
         """Make every seq handed out from now on greater than ``seq`` (one used before, e.g. found
-        in the outbox); a lower ``seq`` changes nothing. The raised floor is written to flash with
-        the next reservation, before a number above it is used.
+        in the outbox); a lower ``seq`` changes nothing. A floor above the reservation is written
+        to flash at once (it is raised only when the seq files were lost): a reboot before the next
+        :meth:`next` must not start below it again.
 
         Raises:
             ValueError: ``seq`` is not an int in 0..MAX_SEQ.
+            OSError: the floor could not be written (nothing changed).
         """
         if not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
             raise ValueError("seq: floor %r is not a u32" % (seq,))
         if seq > self._last:
-            self._last = seq
             if seq > self._reserved:
-                self._reserved = seq  # next() reserves a new block above it before using one
+                self._write(seq)  # next() reserves a new block above it before using one
+                self._reserved = seq
+            self._last = seq
 
     def _write(self, reserved):
         payload = struct.pack(">I", reserved)

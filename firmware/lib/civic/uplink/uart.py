@@ -59,10 +59,14 @@ class UartLink:
             if end < 0:
                 self._append(data[start:])
                 break
-            self._append(data[start:end])
             try:
+                self._append(data[start:end])
                 self._chunk_done()
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest of data
+                # a MemoryError while slicing or appending leaves part of this chunk: drop it, or
+                # it would be glued to the next one
+                self._rx = bytearray()
+                self._skipping = False
                 if err is None:
                     err = exc
             start = end + 1
