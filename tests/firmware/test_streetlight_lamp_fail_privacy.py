@@ -17,6 +17,7 @@ from hil.sim.mprun import MpResult
 from test_apps_support import prelude
 
 Mpy = Callable[..., MpResult]
+LAMP_CLEAR_S = 3600  # civic.sense.detect: a failure clears after good readings for this long
 START = 1767225600 + 3600  # 02:00 local: the schedule says 40 %
 
 SETUP = """
@@ -47,12 +48,14 @@ def run(seconds, driver, passes):
 PASSES = [637, 1513, 2451, 2500, 2690, 3590, 4000, 4200]
 
 
-def run_both(mpy: Mpy, seconds: int, driver: str) -> tuple[Any, Any]:
-    """The same night with and without the passes; ``driver(duty, t)`` gives the lamp's microvolts."""
+def run_both(mpy: Mpy, seconds: int, driver: str, cfg: str = "", extra: str = "") -> tuple[Any, Any]:
+    """The same night with and without the passes; ``driver(duty, t)`` gives the lamp's microvolts.
+    ``cfg`` changes CFG before the app is built; ``extra`` (with ``passes`` set) replaces the run."""
     out = []
     for passes in (PASSES, []):
-        code = (prelude("streetlight-esp32") + f"START = {START}\n" + SETUP + driver
-                + f"\nprint(json.dumps(run({seconds}, driver, {passes!r})))\n")
+        tail = (f"\npasses = {passes!r}\n" + extra) if extra else (
+            f"\nprint(json.dumps(run({seconds}, driver, {passes!r})))\n")
+        code = prelude("streetlight-esp32") + f"START = {START}\n" + cfg + SETUP + driver + tail
         out.append(json.loads(mpy(code, seed=3).stdout.strip().splitlines()[-1]))
     return out[0], out[1]
 
@@ -135,3 +138,107 @@ print(json.dumps([first, flicker, still, repaired, cleared, again, failed_again,
     assert again == [] and failed_again is True
     assert len(next_day) == 1
     assert [full, dark, low_ok, below_min] == [False, True, False, False]
+
+
+def test_a_lamp_that_stays_dead_has_an_open_alarm_and_lamp_1_day_and_night(mpy: Mpy) -> None:
+    # Dead for good over four days with daylight (dusk 2 min earlier each day). In daylight the lamp
+    # is off, where a dead lamp reads like a good one: that must not count as repaired, or ``lamp``
+    # went 0 each morning, the gateway closed the alarm and the next dusk raised none.
+    from gateway.web.snapshot import ALARM_OPEN_S
+    start = 1767225600 + 12 * 3600  # 12:00 UTC
+    code = prelude("streetlight-esp32") + f"START = {start}\n" + SETUP + """
+def dark(t):
+    d = t // 86400; s = t % 86400          # s = 0 at 12:00 UTC
+    return 7 * 3600 - d * 120 <= s < 17 * 3600
+while clock.time() < START + 4 * 86400:
+    light.uv = 10000 if dark(clock.time() - START) else 1000000
+    cur.uv = 0
+    app.tick(clock.ms)
+    clock.ms += 5000
+print(json.dumps({"alarms": [b["w"] for b in rep.of("alarm")],
+                  "wins": [[b["w"], b["l"], b["m"]["lamp"], b["m"]["lvl"]] for b in rep.of("win") if "lamp" in b["m"]]}))
+"""
+    out = json.loads(mpy(code, seed=3).stdout.strip().splitlines()[-1])
+    alarms, wins = out["alarms"], out["wins"]
+    first = alarms[0]
+    assert start + 7 * 3600 <= first < start + 7 * 3600 + 120  # at the first dusk
+    after = [(w + length, bad, lvl) for w, length, bad, lvl in wins if w >= first]
+    assert any(lvl == 0 for _, _, lvl in after) and any(lvl > 0 for _, _, lvl in after)  # days and nights
+    assert all(bad == 1 for _, bad, _ in after)
+    # at every window's end an alarm is open by the gateway's rule (raised in the last 24 h)
+    assert all(any(end - ALARM_OPEN_S <= a <= end for a in alarms) for end, _, _ in after)
+
+
+def test_a_healthy_driver_fading_down_slowly_does_not_time_the_passes(mpy: Mpy) -> None:
+    # a 30 s fade from 100 % to 40 % (2 %/s), sampled every second and every 5 s: the fade after
+    # each boost must not read as a failure
+    driver = """
+eff = [40.0 * 65535 / 100]
+def driver(duty, t):
+    e = eff[0]
+    step = 2 * 65535 / 100
+    e = min(duty, e + step) if e < duty else max(duty, e - step)
+    eff[0] = e
+    return healthy(int(e))
+"""
+    for interval in (1, 5):
+        with_passes, without = run_both(mpy, 5400, driver, f"CFG['sleep']['interval_s'] = {interval}\n")
+        assert with_passes["boosts"] >= 6
+        assert with_passes["alarms"] == without["alarms"] == []
+        assert with_passes["lamp"] == without["lamp"]
+        assert len(with_passes["lamp"]) == 5 and all(bad == 0 for _, bad in with_passes["lamp"])
+
+
+def test_a_driver_tripping_at_full_power_shows_at_most_the_first_pass_of_the_day(mpy: Mpy) -> None:
+    # trips at full power and stays dark 2 min whatever the level: each boost after a pass would dim
+    # the lamp, and show in wh, lamp or an alarm. After the first, boosts stay off for a day.
+    driver = """
+trip = [None]
+def driver(duty, t):
+    if duty >= 65535 and trip[0] is None:
+        trip[0] = t
+    if trip[0] is not None and t - trip[0] < 120:
+        return 0
+    trip[0] = None
+    return healthy(duty)
+"""
+    seconds = 4 * 3600
+    with_passes, without = run_both(mpy, seconds, driver, "", extra="""
+out = run(%d, driver, passes)
+out["wh"] = [[b["w"], b["m"]["wh"]] for b in rep.of("hour")]
+clock.ms += 86400 * 1000          # a day later the boost is tried again at a pass
+pir.pulse(); app.tick(clock.ms)
+out["next_day"] = lamp.duty
+print(json.dumps(out))
+""" % seconds)
+    first = START + PASSES[0]
+    assert len(with_passes["alarms"]) <= 1 and without["alarms"] == []
+    # the first pass's trip shows in its hour's wh and in lamp until the hour's latch clears; the
+    # later passes (seven, four of them within the next hour) show nowhere
+    for key, later in (("wh", START + 3600), ("lamp", first + 120 + LAMP_CLEAR_S + 900)):
+        assert [r for r in with_passes[key] if r[0] >= later] == [r for r in without[key] if r[0] >= later]
+        assert len([r for r in with_passes[key] if r[0] >= later]) >= 2
+    assert with_passes["next_day"] == 65535
+
+
+def test_below_min_level_readings_never_repair_and_a_failed_lamp_is_announced_again(mpy: Mpy) -> None:
+    out = mpy("""
+import json
+from civic.sense.detect import LAMP_CLEAR_S, LAMP_REPEAT_S, LampMonitor
+m = LampMonitor(260, 30, 10, confirm=3, clear_s=LAMP_CLEAR_S, repeat_s=LAMP_REPEAT_S)
+alarms = []
+t = 0
+for i in range(3):
+    if m.update(40, 0, t): alarms.append(t)
+    t += 60
+mid = None
+while t < 3 * LAMP_REPEAT_S:                  # a day of readings with the lamp off (level 0)
+    if m.update(0, 0, t): alarms.append(t)
+    if m.repeat(t): alarms.append(t)
+    t += 60
+print(json.dumps([alarms, m.failed, LAMP_REPEAT_S]))
+""", seed=1).stdout.strip().splitlines()[-1]
+    alarms, failed, repeat_s = json.loads(out)
+    assert failed is True
+    assert alarms[0] == 120 and len(alarms) == 3
+    assert all(b - a == repeat_s for a, b in zip(alarms, alarms[1:]))

@@ -23,8 +23,15 @@ from civic.sense.window import Mean, period_for
 # light, reflected into the sensor, would carry the boosts, i.e. the passes, into lux. It counts as
 # a settled one instead (see StreetlightApp._lux_sample), so every window has lux from all its
 # readings and a pass changes neither whether lux is sent nor, on a steady sky, its value.
-# The lamp current read then is not judged as the scheduled level's either (see sample).
 LUX_SETTLE_MS = 2000
+# The lamp current is judged at the scheduled level only from this long after a boost's end,
+# whatever ``sleep.interval_s``: a healthy driver that fades down slowly (a 30 s fade from 100 %)
+# would otherwise read as failed after some passes only, and the alarm and ``lamp`` would tell when.
+LAMP_SETTLE_MS = 60000
+# A boost that read darker than the scheduled level (a driver that trips at full power) is not tried
+# again for this long: each try after a pass would dim the lamp, and show in ``wh``, ``lamp`` or an
+# alarm, so at most one pass a day can.
+BOOST_RETRY_S = 86400
 
 
 class StreetlightApp(AppBase):
@@ -70,10 +77,12 @@ class StreetlightApp(AppBase):
         self._lux_done = 0      # readings since it already filled in at a window's close
         self.lvl = Mean()       # of the scheduled level: a motion boost must not show in it
         self._boost_off_ms = None  # ticks when the lamp last left a boost (set down at a sample)
+        self._settle_ms = LAMP_SETTLE_MS  # its current is judged this long after (see sample)
         self._base = None       # scheduled level set at the last sample
         self._base_mw = None    # (level, mW) last measured without a boost
         self.lamp_bad = 0
         self.boost_ok = True    # False: a boost gave less light than the scheduled level (see sample)
+        self._boost_dark_s = None  # when it did (boosts are tried again BOOST_RETRY_S later)
         self.last_lux = None
         self.last_ma = None
 
@@ -108,28 +117,44 @@ class StreetlightApp(AppBase):
         base_then = self._base if self._base is not None else self.dimmer.scheduled(now_s)
         boosted = commanded > base_then
         off = self._boost_off_ms
+        settled = judged = True  # lux / lamp current settled since the last boost
+        dark = False  # a boost read darker than the scheduled level
         if off is not None:
             d = time.ticks_diff(now_ms, off)
-            if d < 0 or d >= LUX_SETTLE_MS:
+            if d < 0 or d >= self._settle_ms:
                 self._boost_off_ms = off = None  # settled: forget the stamp before ticks wrap
-        settled = off is None
+            else:
+                settled = d >= LUX_SETTLE_MS
+                judged = False
         # The lamp is judged at the scheduled level only: a reading at the boost (or fading from
         # it) that cleared or raised the failure would time a pass, by the alarm or by ``lamp``.
         # A boost darker than the scheduled level is dropped instead (no worse light), so a lamp
-        # that died under a boost is judged, a sample later, at the scheduled level.
-        if not boosted and settled:
+        # that died under a boost is judged at the scheduled level at once (LUX_SETTLE_MS).
+        if not boosted and judged:
             if self.monitor.update(commanded, ma, now_s):
                 self._alarm(["lamp_fail"], now_s)
-            if self.monitor.bad_streak == 0:
-                self.boost_ok = True
         elif boosted and self.monitor.dark_at(base_then, ma):
             self.boost_ok = False
+            self._boost_dark_s = now_s
+            dark = True
+        if self.monitor.repeat(now_s):  # at every sample: its time must not follow the boosts
+            self._alarm(["lamp_fail"], now_s)
+        dark_s = self._boost_dark_s
+        if dark_s is not None and (now_s < dark_s or now_s - dark_s >= BOOST_RETRY_S):
+            if now_s < dark_s:
+                self._boost_dark_s = now_s  # the clock was set back: count from now
+            else:
+                self.boost_ok = True
+                self._boost_dark_s = None
         self.dimmer.update_light(lux)
         base = self.dimmer.scheduled(now_s)  # without a motion boost: what level and energy report
         since = self.pir.since_event_ms(now_ms)  # called at each sample: forgets a stale stamp
         self.lamp.set_level(self.dimmer.boosted(base, since) if self.boost_ok else base)
         if boosted and (self.lamp.level or 0) < commanded:
             self._boost_off_ms = now_ms  # the boost ends now: the light settles from here
+            # a boost dropped as dark fades down from no brighter than the scheduled level: its
+            # current is judged as soon as the light is settled, as it would be without the pass
+            self._settle_ms = LUX_SETTLE_MS if dark else LAMP_SETTLE_MS
         mw = self.cal_lamp["mains_v"] * ma
         if self._base is not None and commanded > self._base:
             # A motion boost ran since the last sample. Level and energy leave the device at the

@@ -1,8 +1,9 @@
 """Safety detectors: fire in a bin, a failed lamp. Each reports the moment it trips (an edge),
 so the app sends one alarm per incident rather than one per reading. A fire that goes on burning
 is announced again every :data:`FIRE_REPEAT_S`: nothing else in a bin's reports says it still
-burns, and the gateway keeps an alarm open for 24 h after it was raised (a failed lamp and a
-tipped bin show in every report: ``lamp`` and ``tilt``).
+burns, and the gateway keeps an alarm open for 24 h after it was raised. A lamp that stays failed
+is announced again every :data:`LAMP_REPEAT_S` for the same reason (its window reports' ``lamp``
+says it goes on, but does not reopen a closed alarm); a tipped bin shows in every report (``tilt``).
 """
 
 FIRE_CLEAR_MARGIN_DECI = 50  # must cool 5 degrees below the threshold (and stop rising) to clear
@@ -70,7 +71,10 @@ class FireDetector:
 
 
 LAMP_CLEAR_S = 3600  # a failed lamp counts as repaired after good readings for this long
-LAMP_REPEAT_S = 86400  # at most one lamp_fail alarm a day; the window's ``lamp`` says it goes on
+# lamp_fail again this often while the lamp stays failed: the gateway keeps an alarm open for 24 h
+# after it was raised, so four announcements inside that window (as for a fire) keep it open
+# although one is lost or late; the window's ``lamp`` says it goes on in between
+LAMP_REPEAT_S = 21600
 
 
 class LampMonitor:
@@ -83,8 +87,12 @@ class LampMonitor:
     readings are needed, riding over the driver's soft start after a level change.
 
     ``failed`` stays set until the readings have been good for ``clear_s`` (0: the first
-    good one clears it), and :meth:`update` announces a failure at most once per
-    ``repeat_s`` (0: every time it trips). The streetlight feeds only readings at the
+    good one clears it). Once a reading at ``min_level`` or above was bad, one below it (where a
+    dead lamp reads like a good one) neither starts nor continues that time: a dead lamp stays
+    failed through the day. A failure seen only below it (stuck on) is cleared by any good one.
+    :meth:`update` announces a failure when it trips, unless one was announced within
+    ``repeat_s``, and :meth:`repeat` again every ``repeat_s`` while it stays failed
+    (``repeat_s`` 0: at every trip, never repeated). The streetlight feeds only readings at the
     scheduled level: an alarm or a ``failed`` that changed with the motion boost would tell
     when someone passed under the lamp.
     """
@@ -99,6 +107,7 @@ class LampMonitor:
         self.bad_streak = 0
         self.failed = False
         self.good_since_s = None  # first of the good readings since the last bad one, while failed
+        self.lit_bad = False  # failed with a bad reading at min_level or above: only such clear it
         self.raised_s = None  # when a failure was last announced
 
     def expected_ma(self, level):
@@ -120,14 +129,20 @@ class LampMonitor:
         lamp is newly judged failed and no failure was announced in the last ``repeat_s``."""
         if self.reading_ok(level, measured_ma):
             self.bad_streak = 0
-            if self.failed:
+            if not self.failed:
+                self.lit_bad = False  # the streak is over
+            elif self.lit_bad and level < self.min_level:
+                self.good_since_s = None  # proves only that the lamp is not stuck on: no repair
+            else:
                 since = self.good_since_s
                 if since is None or now_s < since:
                     self.good_since_s = since = now_s  # first good one (or the clock was set back)
                 if now_s - since >= self.clear_s:
-                    self.failed = False
+                    self.failed = self.lit_bad = False
                     self.good_since_s = None
             return False
+        if level >= self.min_level:
+            self.lit_bad = True  # for this streak, and while failed
         return self._bad(now_s)
 
     def dark_at(self, level, measured_ma):
@@ -147,5 +162,20 @@ class LampMonitor:
         raised = self.raised_s
         if self.repeat_s and raised is not None and 0 <= now_s - raised < self.repeat_s:
             return False  # announced lately: the window reports carry ``lamp``
+        self.raised_s = now_s
+        return True
+
+    def repeat(self, now_s):
+        """Return True when the lamp is still failed ``repeat_s`` after the last announcement
+        (and count the next one from now). The streetlight asks at every sample, whatever the
+        boost, so a repeat's time follows the first announcement, not the passes."""
+        raised = self.raised_s
+        if not (self.failed and self.repeat_s) or raised is None:
+            return False
+        if now_s < raised:
+            self.raised_s = now_s  # the clock was set back: count from now
+            return False
+        if now_s - raised < self.repeat_s:
+            return False
         self.raised_s = now_s
         return True
