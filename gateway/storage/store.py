@@ -35,9 +35,10 @@ from gateway.storage.schema import apply_schema
 from gateway.storage.sqlite_uri import wal_has_content
 from gateway.storage.store_files import (MainStamp, file_identities, file_problem, lock_store, main_stamp,
                                          make_private, overwritten, real_store_path, store_writer, unnamed,
-                                         wal_aside_names, wal_frames_at_least)
+                                         shm_file, shm_head, wal_aside_names, wal_frames_at_least)
 from gateway.storage.store_kind import store_kind
-from gateway.storage.wal_index import check_wal_present
+from gateway.storage.wal_index import (WalState, check_wal_present, checkpoint_could_leave, checkpointed_since,
+                                       wal_state)
 from gateway.storage.write_hint import io_error, write_failure_hint
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,10 @@ class ReportStore:
         # another program writing it: a cp over the running store keeps the file (same inode) and
         # replaces its content, which the identity check cannot see (store_files.overwritten).
         self._stamp: MainStamp | None = main_stamp(self._files[0]) if self._files else None
+        # The log as that checkpoint left it (the -shm, through SQLite's own descriptor): a checkpoint another
+        # connection runs (an operator's sqlite3 "PRAGMA wal_checkpoint") writes the file too, harmlessly.
+        self._shm = shm_file(real)
+        self._log: WalState | None = self._log_state()
         self._overwritten = False
         self._wal = real.with_name(real.name + "-wal")
         # The file found deleted or replaced (by a write or check_file on the store's thread): from then on
@@ -356,7 +361,38 @@ class ReportStore:
         if self._stamp is None:
             return None
         now = main_stamp(self._files[0])
-        return None if now is None else overwritten(self._files[0], self._stamp, now)
+        problem = None if now is None else overwritten(self._files[0], self._stamp, now)
+        if problem is None or now is None or not self._checkpointed_by_another(now):
+            return problem
+        log.warning("report store %s: another program checkpointed the store (e.g. sqlite3 \"PRAGMA wal_checkpoint\" "
+                    "on the running store): harmless, its write went through SQLite's locks and the file is as that "
+                    "checkpoint leaves it; don't write the running store from other programs", self.path)
+        self._stamp = now
+        return None
+
+    def _log_state(self) -> WalState | None:
+        """What the -shm says of the log now, read twice alike (a header being written reads torn); None
+        when that cannot be told."""
+        if self._shm is None:
+            return None
+        for _ in range(3):
+            state = wal_state(shm_head(self._shm))
+            if state is not None and state == wal_state(shm_head(self._shm)):
+                return state
+        return None
+
+    def _checkpointed_by_another(self, now: MainStamp) -> bool:
+        """Whether the main file's change from the stamp to ``now`` is a checkpoint another connection ran
+        through SQLite's locks (the -shm's ``nBackfill`` grew, or the log was started over, since the store's
+        own last checkpoint; the file as one leaves it), not another program writing it; on True the log
+        state is recorded anew. Another connection's commit is caught first (``PRAGMA data_version``)."""
+        was, state = self._log, self._log_state()
+        if was is None or state is None or self._stamp is None or not checkpointed_since(was, state):
+            return False
+        if not checkpoint_could_leave(self._stamp.size, now.size, now.header, state, self._page_size):
+            return False
+        self._log = state
+        return True
 
     def _foreign_problem(self) -> str | None:
         """Whether another connection committed to the store since the last look (``PRAGMA data_version`` of the
@@ -379,6 +415,7 @@ class ReportStore:
         """Record the main file as the gateway's own checkpoint left it."""
         if self._stamp is not None:
             self._stamp = main_stamp(self._files[0]) or self._stamp
+            self._log = self._log_state()
 
     def _after_commit(self) -> bool:
         """Right after a COMMIT: return True when the main file changed meanwhile (a cp landing during the

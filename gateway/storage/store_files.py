@@ -724,6 +724,33 @@ def main_stamp(f: FileIdentity) -> MainStamp | None:
         return None
 
 
+def shm_file(real: Path) -> FileIdentity | None:
+    """The ``-shm`` of the store file ``real`` with the descriptor SQLite holds it open by (one per process,
+    shared by its connections, open as long as any is), or None when there is none (no ``/proc``). Read
+    only through that descriptor (:func:`shm_head`): closing another one of this process would drop the
+    POSIX locks SQLite holds on the ``-shm``."""
+    shm = real.with_name(real.name + "-shm")
+    try:
+        st = os.stat(shm)
+    except OSError:
+        return None
+    ident = (st.st_dev, st.st_ino)
+    opened = _open_file(FileIdentity(shm, ident, shm))
+    return None if opened is None else FileIdentity(shm, ident, shm, (), opened.fd)
+
+
+def shm_head(f: FileIdentity) -> bytes:
+    """The first 100 bytes of the ``-shm`` ``f`` (:func:`shm_file`; the WAL-index header copies and
+    ``nBackfill``: gateway.storage.wal_index.wal_state), b"" when its descriptor is no longer that file."""
+    if f.fd is None:
+        return b""
+    try:
+        st = os.fstat(f.fd)
+        return os.pread(f.fd, 100, 0) if (st.st_dev, st.st_ino) == f.ident else b""
+    except OSError:
+        return b""
+
+
 def overwritten(f: FileIdentity, was: MainStamp, now: MainStamp) -> str | None:
     """Say so when the database file ``f`` changed from ``was`` to ``now`` (:func:`main_stamp`) though the
     gateway did not write it meanwhile: overwritten in place (``cp`` over it keeps the file, its inode, and
@@ -736,7 +763,9 @@ def overwritten(f: FileIdentity, was: MainStamp, now: MainStamp) -> str | None:
     if now.size == was.size and now.mtime_ns == was.mtime_ns and not header_changed:
         return None
     what = []
-    if now.size != was.size:
+    if was.size < 0:  # the gateway's own whole checkpoint did not leave the database's size (ReportStore._checkpoint)
+        what.append("its size (%d bytes) is not the database's after a whole checkpoint" % now.size)
+    elif now.size != was.size:
         what.append("its size went from %d to %d bytes" % (was.size, now.size))
     if header_changed:
         what.append("its database header changed")

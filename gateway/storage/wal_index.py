@@ -78,6 +78,68 @@ def read_wal_index(shm: Path) -> WalIndex | None:
     return WalIndex(max(frames), int(backfilled))
 
 
+class WalState(NamedTuple):
+    """What a running store's ``-shm`` says of its log (:func:`wal_state`), to tell a checkpoint another
+    connection ran through SQLite's locks from another program writing the main file.
+
+    Attributes:
+        generation: the first salt of the log (``aSalt[0]``, big-endian), one more at each start over of the
+            log (SQLite's ``walRestartHdr``: after a whole checkpoint, by the next writer or a
+            ``wal_checkpoint(RESTART|TRUNCATE)``).
+        frames: ``mxFrame``, the last valid frame of the log.
+        backfilled: ``nBackfill``, the frames of this log a checkpoint copied into the main file.
+        pages: ``nPage``, the database's size in pages at the last commit.
+    """
+
+    generation: int
+    frames: int
+    backfilled: int
+    pages: int
+
+
+def wal_state(raw: bytes) -> WalState | None:
+    """The :class:`WalState` of the first 100 bytes of a ``-shm`` (read through SQLite's own descriptor of
+    it), or None when they cannot be trusted (short, not initialised, torn: the two header copies differ)."""
+    if len(raw) < _NEEDED or raw[:_HDR] != raw[_HDR:2 * _HDR] or _header(raw[:_HDR]) is None:
+        return None
+    _version, _unused, _change, _init, _big, _page, mx_frame, n_page = struct.unpack_from("=IIIBBHII", raw)
+    (generation,) = struct.unpack_from(">I", raw, 32)
+    (backfilled,) = struct.unpack_from("=I", raw, 2 * _HDR)
+    return WalState(int(generation), int(mx_frame), int(backfilled), int(n_page))
+
+
+def checkpointed_since(was: WalState, now: WalState) -> bool:
+    """Whether a checkpoint copied frames of the log into the main file between ``was`` and ``now``.
+
+    In one log that is ``nBackfill`` growing. A log started over since (its generation moved on) was first
+    checkpointed whole, except once when ``was`` already was whole: the writer starts the log over at its
+    first commit after a whole checkpoint, which writes only the ``-wal``; any frame backfilled in the
+    new log is a checkpoint too."""
+    if now.generation == was.generation:
+        return now.backfilled > was.backfilled
+    restarts = (now.generation - was.generation) & 0xFFFFFFFF
+    own = 1 if was.backfilled >= was.frames else 0
+    return now.backfilled > 0 or restarts > own
+
+
+def checkpoint_could_leave(was_size: int, size: int, header: bytes, now: WalState, page_size: int) -> bool:
+    """Whether a main file of ``size`` bytes beginning with ``header`` is what a checkpoint of the log
+    ``now`` could leave of one of ``was_size`` bytes: whole pages of the store's page size, a database
+    header, at most the database's size (or the file's before, a checkpoint cut short truncating nothing),
+    exactly the database's after a whole checkpoint (SQLite truncates the file to it)."""
+    if was_size < 0 or size <= 0 or size % page_size or len(header) < 100:
+        return False
+    (stored,) = struct.unpack_from(">H", header, 16)
+    if header[:16] != b"SQLite format 3\x00" or (65536 if stored == 1 else stored) != page_size:
+        return False
+    if now.pages == 0:
+        return False
+    db = now.pages * page_size
+    if now.backfilled >= now.frames:
+        return size == db
+    return size <= max(was_size, db)
+
+
 def check_wal_present(path: Path, real: Path) -> WalIndex | None:
     """Refuse a store whose ``-shm`` says its ``-wal`` held commits when that ``-wal`` is gone.
 
