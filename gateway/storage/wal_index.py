@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shlex
 import struct
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -201,7 +202,12 @@ def check_no_overwritten(path: Path, real: Path) -> None:
     if not found:
         return
     q = shlex.quote
-    aside = real.with_name(real.name + ".set-aside")
+    # A name of its own each time: a second incident's mv -n into the first one's directory would skip what
+    # is already there, silently (the files left beside the store, the start refused again).
+    base = real.name + ".set-aside-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside, n = real.with_name(base), 2
+    while os.path.lexists(aside):
+        aside, n = real.with_name("%s-%d" % (base, n)), n + 1
     back = []
     for part in ("-wal", "-shm"):
         mine = [f for f in found if f.name.startswith(real.name + part + ".overwritten")]
@@ -215,7 +221,8 @@ def check_no_overwritten(path: Path, real: Path) -> None:
         "says what changed), with the gateway stopped: if the file's size or database header changed (a backup "
         "was copied over it: what it holds now is the store), move them out of the way: mkdir -p -m 0700 %s && "
         "mv -n %s %s/ and start; if only its modification time changed (a touch: the file is the gateway's own "
-        "and that -wal holds its last acknowledged reports), put them back: %s and start "
+        "and that -wal holds its last acknowledged reports), and only if you know nothing was copied over it (a "
+        "copy of the same size looks the same), put them back: %s and start "
         "(docs/gateway.md, Overwritten in place)"
         % (path, ", ".join(q(f.name) for f in found), "are" if len(found) > 1 else "is",
            ", ".join(q(str(f)) for f in found), q(str(aside)), " ".join(q(str(f)) for f in found), q(str(aside)),
