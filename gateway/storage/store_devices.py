@@ -78,7 +78,8 @@ def check_registry_present(registry_dir: Path, store: Path, config: Path | None)
         where = Path(os.path.realpath(registry_dir))
     reg = q(str(where))
     # the store's directory exists (the store is in it): only the registry's own is made, the user's and 0700
-    mkdir = "" if where.is_dir() else "mkdir -m 0700 %s && " % reg
+    # (a dangling link's target may lack its parents too: a card not mounted, where -p makes them)
+    mkdir = "" if where.is_dir() else "mkdir %s-m 0700 %s && " % ("" if where == registry_dir else "-p ", reg)
     cfg = " --config %s" % q(str(config.resolve())) if config is not None else ""
     raise RegistryError(
         "device registry %s is missing (no %s), but the report store %s holds reports or ACK floors of %d "
@@ -90,7 +91,8 @@ def check_registry_present(registry_dir: Path, store: Path, config: Path | None)
         "register the devices anew, which creates the registry (civicedge gateway devices%s add --id ID --kind KIND "
         "--zone ZONE --location LAT,LON; each board then needs its new key), then start"
         % (registry_dir, REGISTRY_DB, store, devices,
-           "" if where == registry_dir else " %s is a symlink to %s, which does not exist: the commands below go "
-           "there (or remove the link: rm %s)." % (registry_dir, where, q(str(registry_dir))),
+           "" if where == registry_dir else " %s is a symlink to %s, which does not exist: if it is on a card or disk "
+           "that is not mounted, mount it first; else the commands below go there (or remove the link: rm %s)."
+           % (registry_dir, where, q(str(registry_dir))),
            reg, mkdir, REGISTRY_DB, reg, cfg),
         reason="registry_missing")

@@ -27,9 +27,11 @@ def known_store(config: Path) -> Path:
     return db
 
 
-def test_a_dangling_registry_link_gets_advice_that_works(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mounted", [True, False])
+def test_a_dangling_registry_link_gets_advice_that_works(tmp_path: Path, mounted: bool) -> None:
     """L4, fails before: the advice was mkdir -m 0700 LINK && cp ... ("File exists") and mv -T -n onto the link
-    (does nothing): the commands now go where the link points."""
+    (does nothing): the commands now go where the link points. Review E LOW 4, fails before: with the target's
+    parent missing too (a card not mounted) that mkdir failed; now mkdir -p, and the message says to mount it."""
     config = make_env(tmp_path)
     db = known_store(config)
     reg = config.parent / "data" / "registry"
@@ -38,17 +40,20 @@ def test_a_dangling_registry_link_gets_advice_that_works(tmp_path: Path) -> None
     shutil.copytree(reg, backup / "registry")
     shutil.rmtree(reg)
     target = tmp_path / "mnt" / "registry"
-    (tmp_path / "mnt").mkdir()
+    if mounted:
+        (tmp_path / "mnt").mkdir()
     os.symlink(target, reg)  # the registry on a disk not mounted (yet)
     with pytest.raises(RegistryError) as refused:
         check_registry_present(reg, db, config)
     msg = str(refused.value)
-    assert "is a symlink to %s, which does not exist" % target in msg
+    assert "is a symlink to %s, which does not exist: if it is on a card or disk that is not mounted, mount it " \
+        "first" % target in msg
     restore = msg.split("civicedge gateway backup directory: ")[1].split("; docs/gateway.md")[0]
-    assert restore.startswith("mkdir -m 0700 %s && " % target)
+    assert restore.startswith("mkdir -p -m 0700 %s && " % target)
     src = backup / "registry"
     subprocess.run(restore, shell=True, check=True, env=dict(os.environ, B=str(src)))
     check_registry_present(reg, db, config)  # the registry is there again, through the link
+    assert (target.stat().st_mode & 0o777) == 0o700
 
 
 def test_a_store_that_cannot_be_read_is_no_store_without_devices(tmp_path: Path) -> None:
