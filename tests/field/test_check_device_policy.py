@@ -50,7 +50,7 @@ async def test_check_tells_the_full_copy_of_the_same_policy_from_another_policy(
     fields = doctored["kinds"]["streetlight"]["fields"]
     fields["mot"]["retention_days"] = 3650
     fields["mot"]["purpose"] = "profile who walks past the lamp"
-    fields["lux"]["valid_range"] = [0, 1]
+    fields["lux"]["valid_range"] = [0, 10]  # on the quantum: a policy the gateway loads
     assert device_policy_bytes(json.dumps(doctored)) == device_policy_bytes(full)  # the same rules
 
     def inspect() -> BoardState:

@@ -29,8 +29,9 @@ import runpy, sys
 def hook(event, args):
     if event == "open" and str(args[0]).endswith("retention.json"):
         frame = sys._getframe(1)
-        while frame is not None and frame.f_code.co_filename.endswith("pathlib.py"):
-            frame = frame.f_back
+        while frame is not None and (frame.f_code.co_filename.endswith(("pathlib.py", "small_files.py"))
+                                     or frame.f_code.co_name == "read_retention_bytes"):
+            frame = frame.f_back  # the helpers that open files: the reader is their caller
         if frame is not None:
             sys.stderr.write("AUDIT retention.json read by %s.%s\\n"
                              % (frame.f_globals.get("__name__"), frame.f_code.co_qualname))

@@ -40,16 +40,19 @@ def _old_releases(fleet: Fleet) -> None:
 def _retention_removes_the_old_releases(fleet: Fleet) -> list[int]:
     """What a pass does once their retention is past: row retention removes the stored release (done here by
     hand, as its data version moves), then ``remove_window_duplicates`` the repeats of it. The rowids left."""
-    conn = sqlite3.connect(fleet.queries.db_path)
+    # through the store's own connection: a running store refuses writes after another connection wrote it
+    conn = fleet.store._conn  # noqa: SLF001
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        with conn:
-            assert conn.execute("DELETE FROM reports WHERE device = 'sl-01' AND seq = 40000").rowcount == 1
-            conn.execute("INSERT INTO counters (name, value) VALUES ('data_version', 1) ON CONFLICT (name)"
-                         " DO UPDATE SET value = value + 1")
-            row_retention.remove_window_duplicates(conn, "streetlight", NEXT_DAY)
-        return [int(r) for (r,) in conn.execute("SELECT rowid FROM window_duplicates ORDER BY rowid")]
-    finally:
-        conn.close()
+        assert conn.execute("DELETE FROM reports WHERE device = 'sl-01' AND seq = 40000").rowcount == 1
+        conn.execute("INSERT INTO counters (name, value) VALUES ('data_version', 1) ON CONFLICT (name)"
+                     " DO UPDATE SET value = value + 1")
+        row_retention.remove_window_duplicates(conn, "streetlight", NEXT_DAY)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return [int(r) for (r,) in conn.execute("SELECT rowid FROM window_duplicates ORDER BY rowid")]
 
 
 async def test_a_repeat_release_after_retention_waits_for_its_mark(fleet: Fleet,
