@@ -40,6 +40,7 @@ from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.protocol.frame import valid_device_id
 from gateway.registry.zones import normalize_zone, zone_problem
 from gateway.resources import policy_kinds
+from gateway.small_files import file_kind
 
 log = logging.getLogger(__name__)
 
@@ -302,15 +303,6 @@ def _secure_key_file(path: str | Path) -> tuple[str, int]:
         return "tightened", old
     finally:
         os.close(fd)
-
-
-def _file_kind(mode: int) -> str:
-    """What a file that is not a regular file is, from its ``st_mode`` (for messages)."""
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def _target_mode(path: str | Path) -> int:
@@ -1067,7 +1059,7 @@ class Registry:
                 return "key file %s is a symlink to nothing (%s)" % (path, exc.strerror)
             return "no key file at %s" % path
         if not stat.S_ISREG(st.st_mode):
-            return "key file %s is not a regular file (%s)" % (path, _file_kind(st.st_mode))
+            return "key file %s is not a regular file (%s)" % (path, file_kind(st.st_mode))
         try:
             self.key(device_id)
         except RegistryError as exc:
