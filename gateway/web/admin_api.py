@@ -12,7 +12,8 @@ from aiohttp import web
 from gateway.registry import decimal_text, unsigned_zero
 from gateway.registry.zones import normalize_zone
 from gateway.web import params
-from gateway.web.context import ctx_of, json_response, read_json_body, require_no_body
+from gateway.web.bodies import check_body_headers, read_json_body, require_no_body
+from gateway.web.context import ctx_of, json_response
 from gateway.web.errors import BadParameter
 from gateway.web.forwarded import client_label
 from gateway.web.read_api import device_json
@@ -26,9 +27,13 @@ MAX_RETENTION_DAYS = 36500
 
 def _authorize(request: web.Request) -> None:
     """Check the bearer token, then refuse any query parameter: no admin endpoint takes one, and a
-    write must never run when the caller meant something else (``?dry_run=1`` is not a dry run)."""
-    ctx_of(request).token.check(request)
+    write must never run when the caller meant something else (``?dry_run=1`` is not a dry run); then
+    the body's headers (413 too large, 415 a coding not decoded). In that order: a caller without the
+    token learns nothing of the query or body handling (gateway.web.app leaves /api/admin/ to this)."""
+    ctx = ctx_of(request)
+    ctx.token.check(request)
     params.reject_unknown(request.query, ())
+    check_body_headers(request, ctx.max_body_bytes)
 
 
 def _audit(request: web.Request, message: str, *args: Any) -> None:

@@ -24,6 +24,7 @@ from gateway.errors import GatewayError
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web import admin_api, opendata, pages, read_api
 from gateway.web.auth import AdminToken
+from gateway.web.bodies import check_body_headers
 from gateway.web.connlimit import DEFAULT_MAX_CONNECTIONS, CappedSite, connection_cap, raise_fd_limit
 from gateway.web.context import CONTEXT_KEY, WebContext
 from gateway.web.errors import BadParameter, WebError
@@ -102,17 +103,13 @@ async def _errors_middleware(
 ) -> web.StreamResponse:
     """Turn WebErrors, aiohttp's own HTTP errors (404 no route, 405 wrong method, ...) and defects (500) into JSON bodies."""
     ctx: WebContext = request.app[CONTEXT_KEY]
-    length = request.content_length
-    if length is not None and length > ctx.max_body_bytes:
-        # Refuse before reading a byte of an oversized body.
-        return web.json_response(
-            {"error": {"code": "body_too_large",
-                       "message": f"request body of {length} bytes exceeds the limit of {ctx.max_body_bytes}"}},
-            status=413,
-        )
     try:
-        if request.path not in pages.QUERY_IGNORED_PATHS:
-            _reject_repeated(request.query)
+        if not _is_admin(request):
+            # A body the API would not take, refused from its headers before a byte is read (413, 415).
+            # Under /api/admin/ the handlers check the token first, then the query, then this (_authorize).
+            check_body_headers(request, ctx.max_body_bytes)
+            if request.path not in pages.QUERY_IGNORED_PATHS:
+                _reject_repeated(request.query)
         return await handler(request)
     except WebError as err:
         if err.status >= 500:
@@ -149,7 +146,7 @@ async def _errors_middleware(
                 headers = {"Allow": _open_data_allow(exc.allowed_methods) if _is_open_data(request)
                            else ", ".join(sorted(exc.allowed_methods))}
             return web.json_response(
-                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason}},
+                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": _http_error_message(request, exc)}},
                 status=exc.status, headers=headers,
             )
         raise
@@ -187,6 +184,22 @@ async def _allowed_hosts(
                               " [http] allowed_hosts in the gateway config (key http.allowed_hosts)"}},
         status=400,
     )
+
+
+def _is_admin(request: web.BaseRequest) -> bool:
+    """Under ``/api/admin``: the handlers check the token before anything about the query or body."""
+    return request.path == "/api/admin" or request.path.startswith("/api/admin/")
+
+
+def _http_error_message(request: web.BaseRequest, exc: web.HTTPException) -> str:
+    """The ``message`` of an aiohttp HTTP error (no route, wrong method, ...): what to do instead."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = _open_data_allow(exc.allowed_methods) if _is_open_data(request) else ", ".join(
+            sorted(exc.allowed_methods))
+        return f"method {request.method[:16]!r} is not allowed on this path; allowed: {allowed}"
+    if isinstance(exc, web.HTTPNotFound) and exc.text == "404: Not Found":
+        return "nothing is served at this path (/openapi.json lists the API's paths)"
+    return exc.text or exc.reason
 
 
 def _is_open_data(request: web.BaseRequest) -> bool:
@@ -304,7 +317,10 @@ def build_app(
     # they hold under any AppRunner: idle keep-alive closed, small header limits, no access log
     # (a request line could carry a mistyped token).
     handler_args = {"keepalive_timeout": keepalive_timeout_s, "max_line_size": 4096, "max_field_size": 4096,
-                    "max_headers": 64, "access_log": None, "logger": http_logger}
+                    "max_headers": 64, "access_log": None, "logger": http_logger,
+                    # Bodies are decoded by gateway.web.bodies: aiohttp's parser refused a br or zstd body
+                    # with a plain-text 400 before any gateway code (the token check included) ran.
+                    "auto_decompress": False}
     app = web.Application(
         client_max_size=max_body_bytes, middlewares=[forwarded_client, _allowed_hosts, _cors_preflight, _errors_middleware],
         handler_args=handler_args,

@@ -86,3 +86,10 @@ class RequestTimeout(WebError):
 
     status = 408
     default_code = "body_timeout"
+
+
+class BodyTooLarge(WebError):
+    """The request body (decoded, for a compressed one) is above the app's ``max_body_bytes`` (413)."""
+
+    status = 413
+    default_code = "body_too_large"

@@ -447,7 +447,9 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                 "Each operation lists the statuses it answers; besides those, any path answers 400 "
                                 "host_not_allowed for a Host that names no gateway, 404 not_found, 405 "
                                 "method_not_allowed (with Allow), 413 body_too_large for a body above the limit, "
-                                "and 500 internal on a defect."},
+                                "415 unsupported_encoding for a body in a Content-Encoding other than gzip, deflate "
+                                "or identity (with Accept-Encoding), and 500 internal on a defect; an admin path "
+                                "answers these body errors only after its token check."},
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
