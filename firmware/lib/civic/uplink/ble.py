@@ -8,6 +8,7 @@ frames as fragments sized to the negotiated MTU, and reassembles gateway writes 
 """
 
 import struct
+import time
 
 from micropython import const
 
@@ -43,6 +44,13 @@ RX_QUEUE_BYTES = 2 * MAX_LEN
 UNVERIFIED_MAX = 4 * MAX_LEN
 _ADV_INTERVAL_US = const(250000)
 _MAX_NAME = const(29)
+# A central must write one frame that verifies under the device key (the gateway's ACK to the
+# first report it receives; a CONFIG) within this long of connecting, else it is disconnected and
+# the board advertises again: a central that connects and does nothing would hold the board's one
+# connection for ever. The subscription that comes first at a gateway is invisible here (NimBLE
+# handles the CCCD and MicroPython raises no event for it). Above the gateway's own
+# [ble] auth_timeout_s (20 s), so a gateway drops a link with nothing on it first (docs/ble.md §8).
+HANDSHAKE_MS = 30000
 PUMP_LIMIT = 4  # frames notified per wake-up before yielding to the other tasks
 IDLE_MS = 10000  # longest sleep with nothing to do (a lost event costs at most this)
 
@@ -82,6 +90,8 @@ class BleLink:
         poll_ms: retry period after the stack refused a notification.
         idle_ms: longest sleep with nothing to do; BLE events and new frames wake the task.
         preferred_mtu: MTU offered in the exchange (``ble.config(mtu=...)``).
+        handshake_ms: a central with no verified frame this long after connecting is disconnected.
+        ticks_ms: millisecond tick source (``time.ticks_ms``; compared with ``time.ticks_diff``).
 
     Attributes:
         cur: this link's :class:`civic.uplink.session.Cursor` (its own send position).
@@ -92,9 +102,11 @@ class BleLink:
         rx_dropped: RX writes dropped because the queue was full (or the central was being
             disconnected).
         kicked: centrals disconnected for writing ``UNVERIFIED_MAX`` bytes with no verified frame.
+        idle_cut: centrals disconnected for no verified frame within ``handshake_ms``.
     """
 
-    def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247, idle_ms=IDLE_MS):
+    def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247, idle_ms=IDLE_MS,
+                 handshake_ms=HANDSHAKE_MS, ticks_ms=time.ticks_ms):
         self.ble = ble
         self.session = session
         self.poll_ms = poll_ms
@@ -109,6 +121,10 @@ class BleLink:
         self._msg = 0
         self.rx_dropped = 0
         self.kicked = 0
+        self.idle_cut = 0
+        self.handshake_ms = handshake_ms
+        self.ticks_ms = ticks_ms
+        self._since = None  # tick the current central connected (or was last cut) at; None: verified
         self._rx_queue = []
         self._rx_bytes = 0  # bytes in _rx_queue
         self._unverified = 0  # bytes this central wrote since its last frame that verified
@@ -140,6 +156,7 @@ class BleLink:
                 self.mtu = ble_frag.MIN_MTU
                 self.reassembler.reset()
                 self._unverified = 0
+                self._since = self.ticks_ms()
                 self.cur.restart()
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if data[0] == self.conn:
@@ -148,6 +165,7 @@ class BleLink:
                 self._rx_queue = []
                 self._rx_bytes = 0
                 self._unverified = 0
+                self._since = None
                 self.advertise()
         elif event == _IRQ_GATTS_WRITE:
             conn, handle = data[0], data[1]
@@ -169,7 +187,9 @@ class BleLink:
     def poll(self):
         """Reassemble queued RX writes and hand complete frames to the session.
 
-        Disconnects a central that wrote over ``UNVERIFIED_MAX`` bytes with no frame that verifies.
+        Disconnects a central that wrote over ``UNVERIFIED_MAX`` bytes with no frame that verifies,
+        and one that wrote no frame that verifies within ``handshake_ms`` of connecting (it then
+        advertises again: the disconnect event).
         """
         # take the whole queue at once (no call in between: the IRQ cannot run there)
         queue, self._rx_queue, self._rx_bytes = self._rx_queue, [], 0
@@ -177,13 +197,29 @@ class BleLink:
             frame = self.reassembler.feed(data)
             if frame is not None and self.session.handle(frame, self.cur) != "bad":
                 self._unverified = 0  # parsed, tag verified, our id
-        if self.conn is not None and self._unverified > UNVERIFIED_MAX:
+                self._since = None  # the protocol started: never cut for idling
+        conn = self.conn
+        if conn is None:
+            return
+        since = self._since
+        if self._unverified > UNVERIFIED_MAX:
             self._unverified = 0  # once per flood; the disconnect event resets the rest
             self.kicked += 1
-            try:
-                self.ble.gap_disconnect(self.conn)
-            except OSError:
-                pass  # gone already: the disconnect event follows
+            self._disconnect(conn)
+        elif since is not None and self._handshake_left(since) <= 0:
+            self._since = self.ticks_ms()  # once per timeout: cut again only if the event never comes
+            self.idle_cut += 1
+            self._disconnect(conn)
+
+    def _handshake_left(self, since):
+        # ticks_diff: right across the tick counter's wrap (checked at least every idle_ms)
+        return self.handshake_ms - time.ticks_diff(self.ticks_ms(), since)
+
+    def _disconnect(self, conn):
+        try:
+            self.ble.gap_disconnect(conn)
+        except OSError:
+            pass  # gone already: the disconnect event follows
 
     def pump(self, limit=PUMP_LIMIT):
         """Notify up to ``limit`` due frames to the connected gateway; return how many."""
@@ -211,7 +247,13 @@ class BleLink:
             return self.idle_ms  # a connect wakes the task
         if refused:
             return self.poll_ms  # the stack's buffers are full: retry soon
-        return 0 if sent >= PUMP_LIMIT else self.cur.resend_in_ms(self.idle_ms)
+        if sent >= PUMP_LIMIT:
+            return 0
+        wait = self.cur.resend_in_ms(self.idle_ms)
+        since = self._since
+        if since is not None:
+            wait = max(1, min(wait, self._handshake_left(since)))  # wake to cut an idle central
+        return wait
 
     async def run(self):
         """Until :meth:`stop`: process writes, notify due frames, sleep until woken or due."""
