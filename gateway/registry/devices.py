@@ -1,9 +1,5 @@
-"""Device registry stored in a private directory.
-
-Layout of the registry directory (mode 0700)::
-
-    devices.sqlite      metadata: id, kind, zone, lat, lon, revoked, key_version, timestamps, retired (0600)
-    keys/<id>.key       the device's 32-byte key as 64 hex chars + newline (0600)
+"""The device registry: :class:`Registry`, stored in a private directory (mode 0700) holding
+``devices.sqlite`` and ``keys/<id>.key`` (layout: :mod:`gateway.registry.records`).
 
 Keys are never logged, printed or placed in exceptions; only their file path is shown.
 Other tools (provisioning, the web admin API) use this class directly::
@@ -11,185 +7,44 @@ Other tools (provisioning, the web admin API) use this class directly::
     reg = Registry(Path("data/registry"))
     rec = reg.add("sl-001", kind="streetlight", zone="centre", lat="52.37", lon="4.89")
     key = reg.key("sl-001")          # bytes, for writing /identity.json on the device
+
+The parts the class is built on live beside it: key files in :mod:`gateway.registry.key_files`, the
+database's table and errors in :mod:`gateway.registry.records`, value checks in
+:mod:`gateway.registry.values`. Their names stay importable from here, where other code imported them.
 """
 
 from __future__ import annotations
 
-import errno
 import hmac
+import itertools
 import json
 import logging
-import math
 import os
-import re
-import hashlib
-import itertools
-import secrets
 import shlex
 import sqlite3
 import stat
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from gateway.errors import RegistryError
 from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.protocol.frame import valid_device_id
-from gateway.registry.zones import normalize_zone, zone_problem
-from gateway.resources import policy_kinds
-from gateway.small_files import file_kind
+# Names other code imports from here ("X as X": re-exported), then what the class uses.
+from gateway.registry.key_files import KEY_LEN as KEY_LEN, generate_key as generate_key
+from gateway.registry.key_files import key_fingerprint as key_fingerprint, read_key_file as read_key_file
+from gateway.registry.records import _ADDED_COLUMNS as _ADDED_COLUMNS, _COLUMNS as _COLUMNS
+from gateway.registry.records import DeviceRecord as DeviceRecord
+from gateway.registry.values import MAX_DECIMALS as MAX_DECIMALS, decimal_text as decimal_text
+from gateway.registry.values import same_decimal as same_decimal, same_place as same_place
+from gateway.registry.values import unsigned_zero as unsigned_zero, validate_device as validate_device
+from gateway.registry.key_files import (_SECURED_WARNINGS, _check_key, _key_file_problem, _key_mode_problem,
+                                        _secure_key_file_outcome)
+from gateway.registry.records import _READ_ONLY, _SCHEMA, _check_place_of, _disk_hint, _locked, _read_only, _storage
+from gateway.registry.values import _validate_device
+from gateway.registry.zones import normalize_zone
 
 log = logging.getLogger(__name__)
-
-KEY_LEN = 32
-# Registry values are ASCII: ``\d`` and ``float()`` also take other scripts' digits ("５２.３" is 52.3).
-_DECIMAL = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,9})?\Z")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id          TEXT PRIMARY KEY,
-    kind        TEXT NOT NULL,
-    zone        TEXT NOT NULL,
-    lat         TEXT NOT NULL,
-    lon         TEXT NOT NULL,
-    revoked     INTEGER NOT NULL DEFAULT 0,
-    key_version INTEGER NOT NULL DEFAULT 1,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL,
-    retired     INTEGER NOT NULL DEFAULT 0
-);
-"""
-# Columns added after the first registries were made: (name, definition) for ``ALTER TABLE ... ADD COLUMN``,
-# which fills the existing rows with the default. A registry without one is upgraded when the gateway (or
-# ``devices add``) opens it, or by the first change that needs it; until then it reads as that default.
-_ADDED_COLUMNS = (("retired", "INTEGER NOT NULL DEFAULT 0"),)
-
-
-@dataclass(frozen=True)
-class DeviceRecord:
-    """A registered device (never carries its key).
-
-    Attributes:
-        id: device id. kind: a kind of the privacy policy (``streetlight``, ``bin``, ...). zone: city zone. lat, lon: decimal strings.
-        revoked: frames from a revoked device are rejected. key_version: bumps on each rotation.
-        key_path: file holding the key (0600).
-        retired: the board left this gateway (moved to another one, or taken out of service): its frames
-            are refused, never acknowledged, and it is not counted silent; its key and past reports are kept,
-            and :meth:`Registry.reinstate` takes it back.
-    """
-
-    id: str
-    kind: str
-    zone: str
-    lat: str
-    lon: str
-    revoked: bool
-    key_version: int
-    created_at: float
-    updated_at: float
-    key_path: Path
-    retired: bool = False
-
-
-_REGISTRY_FILES = frozenset({"keys", "devices.sqlite", "devices.sqlite-journal", "devices.sqlite-wal",
-                             "devices.sqlite-shm"})
-_COLUMNS = frozenset({"id", "kind", "zone", "lat", "lon", "revoked", "key_version", "created_at", "updated_at"})
-
-
-def _check_key(device_id: str, key: bytes) -> None:
-    """Raise ``bad_key`` unless ``key`` is a 32-byte key with some entropy (never shows the key)."""
-    if len(key) != KEY_LEN:
-        raise RegistryError("a device key must be 32 bytes", reason="bad_key", device_id=device_id, field="key")
-    # One byte repeated (all zeros, all 0xff, ...) is a placeholder, not a secret; a real weakness
-    # test is impossible, but this catches the keys people type by hand.
-    if key == key[:1] * KEY_LEN:
-        raise RegistryError("the key for device %s is one byte repeated 32 times, which is no secret; use a random "
-                            "key" % device_id, reason="bad_key", device_id=device_id, field="key")
-
-
-def generate_key() -> bytes:
-    """Return 32 fresh random bytes from the OS CSPRNG."""
-    return secrets.token_bytes(KEY_LEN)
-
-
-def key_fingerprint(key: bytes) -> str:
-    """The key's fingerprint as ``civicedge provision`` prints it on the label: the hex of the first 8
-    bytes of SHA-256(``key``). It identifies a key without revealing it."""
-    return hashlib.sha256(key).digest()[:8].hex()
-
-
-# More than any key file holds (64 hex characters, whitespace, a BOM): a stored key is read no further.
-_KEY_FILE_MAX = 4096
-
-
-def read_key_file(path: Path, *, regular_only: bool = False) -> bytes:
-    """Read a key file holding 64 hex characters (whitespace ignored) or 32 raw bytes.
-
-    Args:
-        regular_only: for the registry's own key files, read on the event loop: anything but a
-            regular file (a FIFO would block the gateway) is refused. A key given on the command line
-            may be a pipe or a terminal (``--key-file /dev/stdin``). Either way at most
-            ``_KEY_FILE_MAX`` + 1 bytes are read (``/dev/zero`` read until the OOM killer came).
-
-    Raises:
-        RegistryError: reason ``bad_key`` if unreadable or not a 32-byte key (content never shown).
-    """
-    try:
-        raw = _read_regular(path) if regular_only else _read_head(path)
-    except OSError as exc:
-        raise RegistryError("cannot read key file %s: %s" % (path, exc.strerror or exc), reason="bad_key") from exc
-    hex_key = _hex_key(raw)
-    if hex_key is None and raw.startswith(_UTF8_BOM):
-        # Notepad's byte-order mark before hex text. Only then: a raw key may begin with these bytes.
-        hex_key = _hex_key(raw[len(_UTF8_BOM):])
-    if hex_key is not None:
-        return hex_key
-    if len(raw) == KEY_LEN:
-        return raw
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise RegistryError("key file %s is UTF-16 text (it starts with a UTF-16 byte-order mark); save the 64 hex "
-                            "characters as UTF-8 or ASCII" % path, reason="bad_key")
-    raise RegistryError("key file %s does not hold a 32-byte key (64 hex chars or 32 raw bytes)" % path,
-                        reason="bad_key")
-
-
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
-def _hex_key(raw: bytes) -> bytes | None:
-    """The key ``raw`` holds as 64 hex characters (whitespace around ignored), or None."""
-    text = raw.strip()
-    if len(text) == 2 * KEY_LEN:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
-    return None
-
-
-def _read_regular(path: Path) -> bytes:
-    """The first ``_KEY_FILE_MAX`` + 1 bytes of ``path`` if it is a regular file (never blocks on a FIFO).
-
-    Raises:
-        OSError: unreadable, or not a regular file.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return os.read(fd, _KEY_FILE_MAX + 1)
-    finally:
-        os.close(fd)
-
-
-def _read_head(path: Path) -> bytes:
-    """The first ``_KEY_FILE_MAX`` + 1 bytes of ``path``, whatever it is (a pipe, ``/dev/stdin``): more
-    than a key file holds, so a longer one is refused as not a key, never read to its end."""
-    with open(path, "rb") as f:
-        return f.read(_KEY_FILE_MAX + 1)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -221,98 +76,6 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-# What _warn_secured says per outcome of _secure_key_file_outcome, for one file (its name and detail
-# are filled in) and for several (their count and names).
-_SECURED_WARNINGS = {
-    "tightened": ("could be read or written by group or others (%s), set to 0600",
-                  "could be read or written by group or others, set to 0600: %s"),
-    "foreign": ("can be read or written by group or others (%s) and was not changed (not owned by this user); "
-                "chmod 600 it",
-                "can be read or written by group or others and were not changed (not owned by this user): %s; "
-                "chmod 600 them"),
-    "symlink": ("is a symlink to a file group or others may read or write (%s) and was not changed (a link is "
-                "never followed to chmod); put the file itself in its place, mode 0600",
-                "are symlinks to files group or others may read or write and were not changed (a link is never "
-                "followed to chmod): %s; put the files themselves in their place, mode 0600"),
-    "failed": ("could not be checked or set to 0600: %s",
-               "could not be checked or set to 0600: %s"),
-}
-
-
-def _secure_key_file_outcome(path: str | Path) -> tuple[str, str, str]:
-    """:func:`_secure_key_file` for a warning: ``(what, file name, detail)``, ``what`` a key of
-    :data:`_SECURED_WARNINGS` or ``ok`` (nothing to say), ``detail`` the old mode or the error."""
-    name = os.path.basename(path)
-    try:
-        what, old = _secure_key_file(path)
-    except OSError as exc:
-        return "failed", name, str(exc.strerror or exc)
-    if what == "symlink" and not old & 0o077:
-        what = "ok"  # a link to a private file: nothing to warn about
-    return (what if what in _SECURED_WARNINGS else "ok"), name, "%04o" % old
-
-
-def _secure_key_file(path: str | Path) -> tuple[str, int]:
-    """Set the key file at ``path`` to 0600 when group or others may use it, through its own
-    descriptor: opened without following a symlink (``O_NOFOLLOW``; ``O_NONBLOCK`` so a FIFO put
-    there does not block), checked with ``fstat`` and changed with ``fchmod``, so a file swapped in
-    between the check and the change is never the one changed.
-
-    Returns ``(what, mode)``, ``mode`` being the file's permission bits before (for a symlink, its
-    target's, 0 when unknown) and ``what`` one of ``ok`` (not too open: nothing to do),
-    ``tightened``, ``foreign`` (too open, owned by another user: left as it is), ``symlink``
-    (never followed nor changed) or ``not_regular`` (a directory, FIFO, ...: left as it is).
-
-    Raises:
-        OSError: the file cannot be opened or changed.
-    """
-    uid = os.geteuid() if hasattr(os, "geteuid") else None
-    try:
-        lst = os.lstat(path)
-    except OSError:
-        lst = None
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    if lst is not None:  # the usual answers without opening the file (another user's 0600 may not be)
-        if stat.S_ISLNK(lst.st_mode):  # O_NOFOLLOW would say ELOOP; also where it is missing
-            return "symlink", _target_mode(path)
-        if not stat.S_ISREG(lst.st_mode):
-            return "not_regular", stat.S_IMODE(lst.st_mode)
-        if not stat.S_IMODE(lst.st_mode) & 0o077:
-            return "ok", stat.S_IMODE(lst.st_mode)
-        if uid is not None and lst.st_uid != uid:
-            return "foreign", stat.S_IMODE(lst.st_mode)
-    try:
-        fd = os.open(path, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # became a symlink after the lstat
-            return "symlink", _target_mode(path)
-        raise
-    try:  # checked again on what was opened: the path may have been given another file since
-        st = os.fstat(fd)
-        old = stat.S_IMODE(st.st_mode)
-        if not stat.S_ISREG(st.st_mode):
-            return "not_regular", old
-        if not old & 0o077:
-            return "ok", old
-        if uid is not None and st.st_uid != uid:
-            return "foreign", old
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)
-        else:  # no fchmod (Windows): no symlinks to follow there without privileges either
-            os.chmod(path, 0o600)
-        return "tightened", old
-    finally:
-        os.close(fd)
-
-
-def _target_mode(path: str | Path) -> int:
-    """The permission bits of what the symlink ``path`` points to (0 when it points nowhere)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return 0
-
-
 def _tighten(path: Path, mode: int, changed: list[str]) -> None:
     """Set ``path`` to ``mode`` when it differs, noting ``name 0755 -> 0700`` in ``changed``.
 
@@ -340,63 +103,6 @@ def _read_if_present(path: Path) -> bytes | None:
 
 #: Source of the :attr:`Registry.version` markers taken inside a write transaction (each one new).
 _UNSETTLED = itertools.count(1)
-
-
-def _sqlite_code(exc: sqlite3.Error) -> int | None:
-    """The primary SQLite result code of ``exc`` (extended codes share its low byte), None when unknown."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else code & 0xFF
-
-
-def _locked(exc: sqlite3.Error) -> bool:
-    """True when another connection held the registry past the busy timeout (worth a retry)."""
-    code = _sqlite_code(exc)
-    if code is None:  # raised without a code (not by SQLite itself): its message says it
-        return "locked" in str(exc) or "busy" in str(exc)
-    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def _read_only(exc: sqlite3.Error) -> bool:
-    """True when SQLite refused a write because the registry cannot be written: a read-only file, directory
-    (no journal can be made next to it) or mount (``SQLITE_READONLY`` and its extended codes)."""
-    return _sqlite_code(exc) == sqlite3.SQLITE_READONLY
-
-
-def _disk_hint(exc: sqlite3.Error) -> str:
-    """`` (...)`` naming the disk for a full disk or an I/O error; ``""`` for other errors."""
-    if _sqlite_code(exc) not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
-        return ""
-    return " (the disk holding the registry is full or failing; nothing was changed: free space or see the system log)"
-
-
-#: What a read-only registry means, for the messages that meet one.
-_READ_ONLY = ("the registry is read-only (a read-only mount, or no write permission on devices.sqlite or its "
-              "directory for this user)")
-
-
-def _storage_error(registry: Path, what: str, exc: sqlite3.Error, device_id: str | None) -> RegistryError:
-    """The ``RegistryError`` for a failed SQLite call: ``permissions`` when the registry is read-only (no
-    retry helps), ``storage`` otherwise, with the retry hint only for a lock."""
-    if _read_only(exc):
-        return RegistryError("cannot %s in registry %s: %s: %s; make it writable for this user"
-                             % (what, registry, exc, _READ_ONLY), reason="permissions", device_id=device_id)
-    hint = " (another process may hold the registry; retry)" if _locked(exc) else _disk_hint(exc)
-    return RegistryError("cannot %s in registry %s: %s%s" % (what, registry, exc, hint), reason="storage",
-                         device_id=device_id)
-
-
-@contextmanager
-def _storage(registry: Path, what: str, device_id: str | None = None) -> Iterator[None]:
-    """Turn SQLite and file errors into ``RegistryError`` (reason ``storage``; ``permissions`` for a
-    read-only registry): the CLI prints one ``error:`` line, the admin API answers 503."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise _storage_error(registry, what, exc, device_id) from exc
-    except OSError as exc:
-        raise RegistryError("cannot %s in registry %s: %s" % (what, registry, exc), reason="storage",
-                            device_id=device_id) from exc
-
 
 class Registry:
     """The device registry.
@@ -488,27 +194,12 @@ class Registry:
             PermissionError: a directory on the way may not be searched (the caller says so).
         """
         try:
-            self._check_place_of(db, create)
+            _check_place_of(self.path, db, create)
         except PermissionError:
             raise
         except OSError as exc:
             raise RegistryError("cannot open registry %s: %s" % (self.path, exc.strerror or exc),
                                 reason="bad_path") from exc
-
-    def _check_place_of(self, db: Path, create: bool) -> None:
-        """:meth:`_check_place` without turning OSError into RegistryError."""
-        if self.path.exists() and not self.path.is_dir():
-            raise RegistryError("registry path %s is not a directory" % self.path, reason="not_a_directory")
-        if not create and not db.is_file():
-            raise RegistryError("no registry at %s (`civicedge gateway devices add` creates one)" % self.path,
-                                reason="no_registry")
-        if create and not db.exists() and self.path.is_dir():
-            others = sorted(p.name for p in self.path.iterdir() if p.name not in _REGISTRY_FILES)
-            if others:
-                raise RegistryError(
-                    "%s is not a registry (no devices.sqlite) and holds other files (%s); give the registry's own "
-                    "directory (a gateway's is <data_dir>/registry) or a new one" % (self.path, ", ".join(others[:3])),
-                    reason="no_registry")
 
     def _connect(self, db: Path, *, create: bool) -> sqlite3.Connection:
         """Open ``db`` and check it holds the devices table (created when ``create`` is set)."""
@@ -1047,19 +738,9 @@ class Registry:
         The text names the key file, never its content. A device whose key is unusable cannot
         authenticate a single frame.
         """
-        path = self.key_path(device_id)
-        try:
-            st = path.stat()
-        except OSError as exc:
-            # As Path.is_file: a missing file (or path) is an answer, a directory this user may not
-            # search is not (the caller says who may read it).
-            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                raise
-            if path.is_symlink():
-                return "key file %s is a symlink to nothing (%s)" % (path, exc.strerror)
-            return "no key file at %s" % path
-        if not stat.S_ISREG(st.st_mode):
-            return "key file %s is not a regular file (%s)" % (path, file_kind(st.st_mode))
+        problem = _key_file_problem(self.key_path(device_id))
+        if problem is not None:
+            return problem
         try:
             self.key(device_id)
         except RegistryError as exc:
@@ -1075,30 +756,7 @@ class Registry:
         symlink nor another user's file; this tells a read-only look (``devices show``) what the
         gateway would fix or what to fix by hand.
         """
-        path = self.key_path(device_id)
-        try:
-            lst = os.lstat(path)  # the link itself: the gateway never follows one to chmod
-        except OSError:
-            return None
-        if stat.S_ISLNK(lst.st_mode):
-            try:
-                target = os.stat(path)
-            except OSError:
-                return None  # points nowhere: key_problem says so
-            if not stat.S_ISREG(target.st_mode) or not stat.S_IMODE(target.st_mode) & 0o077:
-                return None
-            return ("key file %s is a symlink to a file of mode %04o: group or others may read or write it; the "
-                    "gateway reads it but never changes its mode: chmod 600 its target (%s) yourself"
-                    % (path, stat.S_IMODE(target.st_mode), os.path.realpath(path)))
-        mode = stat.S_IMODE(lst.st_mode)
-        if not stat.S_ISREG(lst.st_mode) or not mode & 0o077:
-            return None
-        uid = os.geteuid() if hasattr(os, "geteuid") else None
-        if uid is not None and lst.st_uid != uid:
-            return ("key file %s has mode %04o: group or others may read or write it; it is another user's file, "
-                    "which the gateway leaves as it is: chmod 600 it as its owner" % (path, mode))
-        return ("key file %s has mode %04o: group or others may read or write it (chmod 600 it; the gateway does "
-                "when it opens the registry)" % (path, mode))
+        return _key_mode_problem(self.key_path(device_id))
 
     def _refuse_shared_key(self, device_id: str, key: bytes) -> None:
         """Raise ``bad_key`` when another registered device (revoked ones too) already has ``key``.
@@ -1137,115 +795,3 @@ class Registry:
             key_version=int(row[6]), created_at=float(row[7]), updated_at=float(row[8]), key_path=self.key_path(dev),
             retired=bool(row[9]),
         )
-
-
-def validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str) -> None:
-    """Check a device's registry values (as :meth:`Registry.add` does) without a registry.
-
-    The id is ASCII ``[A-Za-z0-9._-]``; lat/lon are decimals of ``[0-9]`` (other scripts' digits, which
-    ``float()`` would read, are refused). The zone is checked in NFC (:func:`gateway.registry.zones.zone_problem`:
-    letters and digits of any script, space . _ -; at most 64 characters) and must not start or end
-    with a space nor be only dots.
-
-    Raises:
-        RegistryError: reason ``bad_value``, with ``field`` naming the value at fault.
-    """
-    _validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon, zone_stored=False)
-
-
-def _validate_device(device_id: str, *, kind: str, zone: str, lat: str, lon: str, zone_stored: bool) -> None:
-    """:func:`validate_device`; ``zone_stored`` (the device's zone as stored, unchanged) skips the rule on
-    the zone's edges, so a device stored before that rule can still be moved to another location."""
-    if not valid_device_id(device_id):
-        raise RegistryError("device id %s must be 1..32 chars of [A-Za-z0-9._-]" % _quoted(device_id),
-                            reason="bad_value", device_id=device_id, field="device_id")
-    if not device_id.strip("."):
-        # "." and ".." name directories in paths and URLs: key files keys/...key, HTTP clients
-        # normalising /api/devices/.. away. The wire format allows them; the registry does not.
-        raise RegistryError("device id %r is only dots; use at least one letter, digit, _ or -" % device_id,
-                            reason="bad_value", device_id=device_id, field="device_id")
-    kinds = policy_kinds()
-    if kind not in kinds:
-        raise RegistryError("kind %s is not one of %s" % (_quoted(kind), ", ".join(kinds)), reason="bad_value",
-                            device_id=device_id, field="kind")
-    zone = normalize_zone(zone)
-    problem = zone_problem(zone)
-    if problem:
-        raise RegistryError("zone %s %s" % (_quoted(zone), problem), reason="bad_value", device_id=device_id,
-                            field="zone")
-    if not zone_stored:
-        _check_zone_edges(device_id, zone)
-    for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
-        if not _DECIMAL.match(value) or abs(float(value)) > limit:
-            raise RegistryError("%s %s must be a decimal number in ASCII digits (at most 3 before the point and 9 "
-                                "after) within ±%d" % (name, _quoted(value), limit),
-                                reason="bad_value", device_id=device_id, field=name)
-
-
-def _check_zone_edges(device_id: str, zone: str) -> None:
-    """Refuse a zone with a space at either end or only dots ("north " and "north" would be two zones in
-    every aggregate and filter; "." and ".." name directories in paths and URLs)."""
-    name = zone.strip(" ")
-    if not name:
-        raise RegistryError("zone %r is only spaces; name the zone with letters or digits" % zone,
-                            reason="bad_value", device_id=device_id, field="zone")
-    if name != zone:
-        raise RegistryError("zone %r starts or ends with a space; give it without: %r" % (zone, name),
-                            reason="bad_value", device_id=device_id, field="zone")
-    if not zone.strip("."):
-        raise RegistryError("zone %r is only dots; use at least one letter, digit, _ or -" % zone,
-                            reason="bad_value", device_id=device_id, field="zone")
-
-
-def _quoted(value: str, limit: int = 40) -> str:
-    """``repr(value)`` for a message, cut to ``limit`` characters with the full length said (a value
-    may come from a 64 KB request body: the answer and the log quote its start, not all of it)."""
-    if len(value) <= limit:
-        return repr(value)
-    return "%r... (%d characters)" % (value[:limit], len(value))
-
-
-MAX_DECIMALS = 9  # digits after the point of a stored lat/lon (_DECIMAL)
-
-
-def decimal_text(value: int | float) -> str:
-    """A number (a JSON or TOML lat/lon) as the plain decimal text the registry stores: 52.37 is
-    "52.37", 1e-05 is "0.00001", and a negative zero is "0.0" (the same place, one spelling).
-
-    repr() is the shortest text that reads back as the same float (no 52.370000000000005); it writes
-    small and large values in exponent form, which the registry refuses, so the text is written out.
-
-    Raises:
-        ValueError: ``value`` is nan or inf, or has more than 3 digits before the point or
-            :data:`MAX_DECIMALS` after it (1e308, 1e-300: not written out); the message follows the
-            value's name ("must be ...").
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("must be a finite decimal number, got %r" % value)
-    number = Decimal(repr(value)) if abs(value) < 1000 else None  # a 1000-digit int is not written out
-    exponent = number.as_tuple().exponent if number is not None else 0
-    if number is None or (isinstance(exponent, int) and exponent < -MAX_DECIMALS):
-        shown = repr(value) if number is not None or isinstance(value, float) else "a %d-digit number" % len(str(value))
-        raise ValueError("must be a decimal number with at most 3 digits before the point and %d after, got %s"
-                         % (MAX_DECIMALS, shown[:32]))
-    return unsigned_zero(format(number, "f"))
-
-
-def unsigned_zero(text: str) -> str:
-    """``text`` without the minus of a negative zero ("-0.00" is "0.00"): the same place, one spelling."""
-    if text.startswith("-") and text[1:2].isdigit() and not text[1:].strip("0."):
-        return text[1:]
-    return text
-
-
-def same_decimal(a: str, b: str) -> bool:
-    """True when two decimal strings are the same number ("52.370" is "52.37"); other text compares as is."""
-    try:
-        return Decimal(a) == Decimal(b)
-    except InvalidOperation:
-        return a == b
-
-
-def same_place(a: tuple[str, str], b: tuple[str, str]) -> bool:
-    """True if two (lat, lon) decimal strings name the same point."""
-    return all(same_decimal(x, y) for x, y in zip(a, b))

@@ -283,17 +283,17 @@ def test_show_of_a_key_file_this_user_may_not_read_does_not_advise_a_take_over(
         reg: Registry, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Review: `show` run by another user than the gateway's said to re-key the board (--force --take-over)
     for a key file that is fine, only unreadable to that user."""
-    from gateway.registry import devices as devices_module
+    from gateway.registry import key_files
 
     path = reg.key_path("b1")
-    real = devices_module._read_regular  # noqa: SLF001 - root reads every file: the denial is simulated
+    real = key_files.read_limited  # root reads every file: the denial is simulated where key files are read
 
-    def denied(file: Path) -> bytes:
+    def denied(file: str | Path, limit: int, *, pipes: bool = False) -> bytes:
         if Path(file) == path:
             raise PermissionError(13, "Permission denied", str(file))
-        return real(file)
+        return real(file, limit, pipes=pipes)
 
-    monkeypatch.setattr(devices_module, "_read_regular", denied)
+    monkeypatch.setattr(key_files, "read_limited", denied)
     reg.close()
     assert main(devices(path.parent.parent, "show", "b1", "--json")) == 0
     out, err = capsys.readouterr()
