@@ -104,9 +104,10 @@ async def _errors_middleware(
     """Turn WebErrors, aiohttp's own HTTP errors (404 no route, 405 wrong method, ...) and defects (500) into JSON bodies."""
     ctx: WebContext = request.app[CONTEXT_KEY]
     try:
-        if not _is_admin(request):
-            # A body the API would not take, refused from its headers before a byte is read (413, 415).
-            # Under /api/admin/ the handlers check the token first, then the query, then this (_authorize).
+        if not _is_admin(request) and request.match_info.http_exception is None:
+            # A body the API would not take, refused from its headers before a byte is read (413, 415); after
+            # routing (404, 405 come first, as on admin paths). Under /api/admin/ the handlers check the
+            # token first, then the query, then this (admin_api._authorize).
             check_body_headers(request, ctx.max_body_bytes)
             if request.path not in pages.QUERY_IGNORED_PATHS:
                 _reject_repeated(request.query)

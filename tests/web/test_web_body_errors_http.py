@@ -59,8 +59,7 @@ async def test_a_body_in_a_coding_the_api_does_not_decode_is_415_json_on_admin_a
     data = ENCODED[coding]
     for method, path, auth in [("PUT", "/api/admin/retention", True), ("POST", "/api/admin/devices/sl-01/revoke", True),
                                ("GET", "/api/admin/devices", True), ("GET", "/api/devices", False),
-                               ("GET", "/opendata/entities", False), ("GET", "/healthz", False),
-                               ("POST", "/api/devices", False)]:
+                               ("GET", "/opendata/ngsi-ld/v1/entities", False), ("GET", "/healthz", False)]:
         headers = {"Content-Encoding": coding, "Content-Type": "application/json",
                    **(admin_headers() if auth else {})}
         resp = await client.request(method, path, data=data, headers=headers)
@@ -94,10 +93,10 @@ async def test_the_gateways_own_server_answers_br_and_zstd_with_json_too(fleet: 
                      clock=lambda: float(NOW), max_body_bytes=LIMIT)
     server = await start_http(app, host="127.0.0.1", port=0)
     try:
-        for coding, path in [("br", "/api/admin/retention"), ("zstd", "/api/devices")]:
+        for coding, method, path in [("br", "PUT", "/api/admin/retention"), ("zstd", "GET", "/api/devices")]:
             status, headers, body = await _raw(
                 (server.host, server.port),
-                f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
                 f"Content-Encoding: {coding}\r\nContent-Length: {len(ENCODED[coding])}\r\n\r\n".encode()
                 + ENCODED[coding])
             _json_error(status, headers, body, 415, "unsupported_encoding")
@@ -167,8 +166,9 @@ async def test_gzip_members_one_after_another_are_one_body_and_bare_deflate_is_r
 async def test_oversize_is_413_json_by_header_by_chunks_and_once_decoded(client: TestClient, fleet: Fleet) -> None:
     big = json.dumps({**RETENTION, "pad": " " * LIMIT * 4}).encode()
     # By Content-Length, on a public path too, before a byte is read.
-    for path, auth in [("/api/admin/retention", True), ("/api/devices", False), ("/metrics", False)]:
-        status, headers, body = await _raw(client, f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+    for method, path, auth in [("PUT", "/api/admin/retention", True), ("GET", "/api/devices", False),
+                               ("GET", "/metrics", False)]:
+        status, headers, body = await _raw(client, f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
                                            + (b"Authorization: " + admin_headers()["Authorization"].encode() + b"\r\n"
                                               if auth else b"")
                                            + f"Content-Length: {len(big)}\r\n\r\n".encode())
@@ -206,6 +206,13 @@ async def test_method_and_path_errors_are_json_everywhere(client: TestClient) ->
             assert f"'{method}' is not allowed" in error["message"] and resp.headers["Allow"] in error["message"]
         else:
             assert "/openapi.json" in error["message"]
+    # Routing answers first, as on admin paths: a path nothing serves is 404 whatever its body or query.
+    status, headers, body = await _raw(client, b"PUT /api/nope?a=1&a=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                       b"Content-Encoding: br\r\nContent-Length: 100000\r\n\r\n")
+    _json_error(status, headers, body, 404, "not_found")
+    status, headers, body = await _raw(client, b"DELETE /api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                       b"Content-Encoding: zstd\r\nContent-Length: 2\r\n\r\nxx")
+    _json_error(status, headers, body, 405, "method_not_allowed")
     # HEAD: the status and the JSON content type of the GET, no body.
     for path, status in [("/api/nope", 404), ("/api/devices/nope-9", 404), ("/api/admin/devices", 401)]:
         resp = await client.head(path)
