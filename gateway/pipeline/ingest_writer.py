@@ -1,0 +1,496 @@
+"""The ingest service's batch writer: queued reports -> commits on the store's thread -> their futures settled
+and ACKs started; a commit failing with an unexpected error is split down to the reports setting it off.
+
+Part of :class:`gateway.pipeline.ingest.IngestService` (a mixin holding the writer's state); see that
+module's docstring for the guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Coroutine
+
+from gateway.errors import GatewayError, StorageError
+from gateway.log_limit import LogLimiter, more_since
+from gateway.pipeline.device_window import MAX_SEQ, PREFIX_HEX, REPLAY_WINDOW, DeviceWindow
+from gateway.pipeline.ingest_warnings import OVERLOAD_LOG_EVERY_S, UNREGISTERED_NAMED, IngestWarnings
+from gateway.pipeline.link import Link
+from gateway.pipeline.verify import Verified
+from gateway.storage.store import BatchResult, ReportRecord, ReportStore
+
+# The ingest service's logger, as before these lines had a module of their own: operators and tests filter on it.
+log = logging.getLogger("gateway.pipeline.ingest")
+
+# A report failing alone with an unexpected error (a bug it sets off; the reports committed with it are stored)
+# stays in reports_problem until it commits, its device's ACK floor passes it, or it was not re-sent for
+# POISON_FORGET_S (a device re-sends at most 60 s apart while it holds it). At most POISON_MAX are kept, the
+# least recently failed forgotten first. Their ERROR, with the traceback, at most once per device per
+# POISON_LOG_EVERY_S, counting the failures since (a device re-sends such a report every 5 s).
+POISON_FORGET_S = 600.0
+POISON_MAX = 64
+POISON_LOG_EVERY_S = 600.0
+# (report, commit future, link to ACK it on after the commit, or None when a handler task acks)
+Queued = tuple[Verified, "asyncio.Future[None]", "Link | None"]
+
+
+@dataclass
+class _Poisoned:
+    """A report (device, seq) failing alone with an unexpected error: when it first and last failed (monotonic
+    time), how many times, and the latest error's type name."""
+
+    first: float
+    last: float
+    times: int = 0
+    error: str = ""
+
+
+@dataclass
+class _Stored:
+    """What :meth:`IngestService._store_parts` made of a batch: indexes into it, committed or failed (each
+    once), the committed parts' results merged, and why parts failed."""
+
+    result: BatchResult = field(default_factory=BatchResult)
+    committed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    error: GatewayError | None = None  # the store failed (not split): the rest of the batch failed with it
+    bug: Exception | None = None  # the first unexpected error
+    poison: list[tuple[ReportRecord, Exception]] = field(default_factory=list)  # records failing alone
+    floors_saved: bool = False
+
+
+class IngestWriter(IngestWarnings):
+    """The batch writer of :class:`~gateway.pipeline.ingest.IngestService` (its base class)."""
+
+    # IngestService's (the writer is one part of it)
+    store: ReportStore
+    stored: asyncio.Event
+    _queue: asyncio.Queue[Queued]
+    _windows: dict[str, DeviceWindow]
+    _dirty_floors: dict[str, int]
+    _saved_floor: dict[str, int]
+    _monotonic: Callable[[], float]
+    _batch_s: float
+    _batch_max: int
+    _outstanding: int
+    _drained: asyncio.Event
+    run_in_store: Callable[..., Coroutine[Any, Any, object]]
+    _window: Callable[[str], DeviceWindow]
+    _spawn: Callable[[Coroutine[Any, Any, Any]], None]
+    _ack: Callable[[Verified, Link], Coroutine[Any, Any, None]]
+    _pressure: Callable[[], None]
+
+    def _init_writer(self, log_clock: Callable[[], float]) -> None:
+        """Start with no commit failed, spacing the failures' lines by ``log_clock``."""
+        # Failed commits since the last one that succeeded (a full disk fails every batch until space is
+        # freed): logged once per OVERLOAD_LOG_EVERY_S with a count, reported by :attr:`store_problem`.
+        self._failing: int = 0
+        self._failing_error: GatewayError | None = None
+        # the latest failing commit stored this many of its ``_failing_size`` reports before the store failed
+        self._failing_stored = 0
+        self._failing_size = 0
+        # Reports failing alone (the rest of their commits stored: a bug each one sets off), by (device, seq),
+        # until resolved (see POISON_FORGET_S): :attr:`reports_problem`, never :attr:`store_problem`.
+        self._poisoned: dict[tuple[str, int], _Poisoned] = {}
+        self._stored_last = False  # the latest commit stored its reports (the store works; none yet at start)
+        self._fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
+        self._bug_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # tracebacks of unexpected commit errors
+        self._batch_settled = False  # _commit settled the batch it handles (_abandon must not again)
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the last commit failed, while commits fail (None once one stores its reports again); for health
+        checks (``commits_failing``). Reports failing alone while the others are stored are not this: they are
+        :attr:`reports_problem`."""
+        if not self._failing:
+            return None
+        if self._failing_stored:  # the store failed part way through a batch committed in parts
+            return ("report store commits failing (%d in a row; the latest stored %d of its %d reports, then the "
+                    "store failed: the others are not acknowledged): %s" % (
+                        self._failing, self._failing_stored, self._failing_size, self._failing_error))
+        return "report store commits failing (%d in a row, nothing acknowledged meanwhile): %s" % (
+            self._failing, self._failing_error)
+
+    @property
+    def reports_problem(self) -> str | None:
+        """Reports that fail alone with an unexpected error (a bug each one sets off) while the other reports
+        are stored and acknowledged, or None; for health checks (``reports_failing``, a warning). A report
+        stays here while its device re-sends it, until it is stored, its device's ACK floor passes it, or it
+        was not re-sent for :data:`POISON_FORGET_S`."""
+        self._forget_poisoned()
+        if not self._poisoned:
+            return None
+        failing = sorted(self._poisoned.items(), key=lambda item: item[1].first)
+        shown = ", ".join("%s seq %d (%s, failed %d time(s) in %.0f s)" % (dev, seq, p.error, p.times,
+                                                                           p.last - p.first)
+                          for (dev, seq), p in failing[:UNREGISTERED_NAMED])
+        if len(failing) > UNREGISTERED_NAMED:
+            shown += " and %d more" % (len(failing) - UNREGISTERED_NAMED)
+        return ("%d report(s) fail alone with an unexpected error (a civicedge bug: see the ERROR logged with its "
+                "traceback), not stored or acknowledged while the other reports are: %s; their devices keep and "
+                "re-send them" % (len(failing), shown))
+
+    def _forget_poisoned(self) -> None:
+        """Drop the reports failing alone that are resolved: their device's ACK floor passed them (a gap
+        given up, or a device no longer holding it), or not re-sent for :data:`POISON_FORGET_S`."""
+        if not self._poisoned:
+            return
+        now = self._monotonic()
+        for key, p in list(self._poisoned.items()):
+            win = self._windows.get(key[0])
+            if now - p.last > POISON_FORGET_S or (win is not None and key[1] <= win.floor):
+                del self._poisoned[key]
+
+    def _settled(self, count: int) -> None:
+        """``count`` reports queued by feed() are committed (their ACK tasks exist) or failed."""
+        self._outstanding -= count
+        if self._outstanding <= 0:
+            self._outstanding = 0
+            self._drained.set()
+        self._pressure()
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self._batch_s
+            while len(batch) < self._batch_max:
+                try:  # take what is already queued without a wait_for per report
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            self._batch_settled = False
+            try:
+                await self._commit(batch)
+            except Exception:  # a bug after the store call: the writer must outlive it (module docstring)
+                self._abandon(batch)
+
+    def _abandon(self, batch: list[Queued]) -> None:
+        """After an unexpected error in :meth:`_commit`: log it with its traceback (once per burst), fail the
+        reports of ``batch`` not yet answered (not acknowledged now: their devices re-send, and a copy of a
+        stored one is answered as a duplicate), and settle the batch if that did not happen yet."""
+        more = self._bug_log.allow()
+        if more is not None:
+            log.error("handling a commit of %d report(s) failed with an unexpected error (a civicedge bug: please "
+                      "report it with this traceback); their devices re-send them%s", len(batch),
+                      more_since(more, "such error(s)"), exc_info=True)
+        exc = StorageError("handling the commit failed: unexpected error (see the traceback logged)", reason="internal")
+        for verified, fut, _ in batch:
+            if fut.done():
+                continue
+            win = self._window(verified.record.device)
+            if win.pending.get(verified.record.seq) is fut:
+                del win.pending[verified.record.seq]
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiting handlers see it via shield
+        if not self._batch_settled:
+            self._settled(sum(1 for _, _, link in batch if link is not None))
+
+    def _commit_failed(self, size: int, exc: GatewayError, *, stored: int = 0) -> None:
+        """Count a failed commit and log it, at most one line per :data:`OVERLOAD_LOG_EVERY_S` (a full
+        disk fails every batch: hundreds of lines a minute), saying how many it left out. ``stored``: how
+        many reports of the batch parts committed before it failed (:attr:`store_problem` describes the
+        latest failing commit)."""
+        self._metrics.store_commit_failures.inc()
+        self._failing += 1
+        self._failing_error = exc
+        self._failing_stored, self._failing_size = stored, size + stored
+        more = self._fail_log.allow()
+        if more is not None:
+            log.error("commit of %d report(s) failed, not acknowledging them (devices re-send): %s%s", size, exc,
+                      more_since(more, "failed commit(s)"))
+
+    async def _store_parts(self, records: list[ReportRecord], floors: dict[str, int]) -> _Stored:
+        """Commit ``records`` with ``floors``; a part failing with an unexpected error (a bug, likely set off
+        by one odd record) is retried in halves, down to single records, so that record fails alone.
+
+        Parts are committed in record order. At most ``2 * len(records).bit_length()`` parts are split, so
+        a batch holding one such record costs about ``2 * log2(n) + 1`` commits, and a bug that every
+        record sets off does not cost ``2n - 1``. A :class:`GatewayError` (a full disk, a locked or damaged
+        store) is not about a record: not split, and what was not committed yet fails with it. Each failed
+        part's transaction was rolled back by the store (its chain head and outbox totals in memory only
+        move on a commit), so committing the halves again is safe.
+        """
+        out = _Stored()
+        parts = [(0, len(records))]  # a stack of [lo, hi) ranges, the lowest on top
+        splits = 2 * len(records).bit_length()
+        saved: dict[str, int] | None = floors  # ACK floors ride with the first part committed
+        while parts:
+            lo, hi = parts.pop()
+            if out.error is not None:  # the store fails (not a record): the rest is not tried
+                out.failed.extend(range(lo, hi))
+                continue
+            try:
+                result = await self.run_in_store(self.store.insert_batch, records[lo:hi], saved)
+            except asyncio.CancelledError:
+                raise
+            except GatewayError as exc:
+                out.error = exc
+                out.failed.extend(range(lo, hi))
+                continue
+            except Exception as exc:  # a bug, not the disk: the writer must outlive it (devices re-send)
+                if out.bug is None:
+                    out.bug = exc
+                if hi - lo == 1:
+                    out.poison.append((records[lo], exc))
+                elif splits > 0:
+                    splits -= 1
+                    mid = (lo + hi) // 2
+                    parts += [(mid, hi), (lo, mid)]
+                    continue
+                out.failed.extend(range(lo, hi))
+                continue
+            assert isinstance(result, BatchResult)
+            merged = out.result
+            merged.inserted += result.inserted
+            merged.duplicates += result.duplicates
+            merged.window_duplicates += result.window_duplicates
+            merged.outbox_dropped += result.outbox_dropped
+            out.committed.extend(range(lo, hi))
+            saved = None
+        out.floors_saved = saved is None
+        return out
+
+    @staticmethod
+    def _internal(stored: _Stored, size: int) -> StorageError:
+        """The error the reports of a commit failing with an unexpected error fail with."""
+        bug = stored.bug
+        assert bug is not None
+        error = StorageError("storing %d of %d reports failed: unexpected %s (see the traceback logged)"
+                             % (len(stored.failed), size, type(bug).__name__), reason="internal")
+        error.__cause__ = bug
+        return error
+
+    def _bug_failed(self, stored: _Stored, size: int) -> StorageError:
+        """Log an unexpected error of a commit storing nothing (or failing at the store after some parts) once
+        per burst, with the traceback (of a report that set it off alone when one was found, named by device
+        and seq), and return the error its reports fail with."""
+        bug = stored.bug
+        assert bug is not None
+        failed = len(stored.failed)
+        more = self._bug_log.allow()
+        if more is not None:
+            exc = stored.poison[0][1] if stored.poison else bug
+            what = "commit of %d report(s)" % size
+            if stored.poison:
+                shown = stored.poison[:UNREGISTERED_NAMED]
+                what = "storing " + ", ".join("%s seq %d" % (rec.device, rec.seq) for rec, _ in shown)
+                if len(stored.poison) > len(shown):
+                    what += " and %d more" % (len(stored.poison) - len(shown))
+            log.error("%s failed with an unexpected error (a civicedge bug: please report it with this traceback): "
+                      "%d of the %d report(s) of the commit not stored or acknowledged (their devices re-send them), "
+                      "%d stored%s", what, failed, size, len(stored.committed), more_since(more, "such error(s)"),
+                      exc_info=(type(exc), exc, exc.__traceback__))
+        return self._internal(stored, size)
+
+    def _fails_alone(self, stored: _Stored) -> bool:
+        """Whether the reports failing in ``stored`` fail by themselves (each sets off a bug) rather than the
+        commit: only unexpected errors, and the rest of the batch stored, or, the whole batch failing,
+        each failed report failing alone (the split isolated it) and known to fail alone already, but for
+        at most one new one right after a commit that stored its reports (the store works: one report's
+        re-send committed on its own, between other devices' batches, is not an outage; two new ones in a
+        row, or a bug every report sets off, are)."""
+        if stored.error is not None or stored.bug is None:
+            return False
+        if stored.committed:
+            return True
+        if len(stored.poison) != len(stored.failed):
+            return False
+        new = sum(1 for rec, _ in stored.poison if (rec.device, rec.seq) not in self._poisoned)
+        return new == 0 or (new == 1 and self._stored_last)
+
+    def _reports_failed(self, batch: list[Queued], stored: _Stored) -> StorageError:
+        """Note the reports of ``stored`` failing alone for :attr:`reports_problem` and log them: an ERROR with
+        the traceback at most once per :data:`POISON_LOG_EVERY_S` per device, counting its failures since
+        (its device re-sends such a report every few seconds). Counted in ``store_report_failures``, per report,
+        not in ``store_commit_failures`` (whose alert pages): not a failing commit (:attr:`store_problem`), the
+        others are stored. Returns the error they fail with."""
+        self._metrics.store_report_failures.inc(len(stored.failed))
+        bug = stored.bug
+        assert bug is not None
+        alone = {(rec.device, rec.seq): exc for rec, exc in stored.poison}
+        now = self._monotonic()
+        self._forget_poisoned()
+        logged: list[tuple[ReportRecord, Exception, int]] = []
+        for i in stored.failed:
+            rec = batch[i][0].record
+            key = (rec.device, rec.seq)
+            exc = alone.get(key, bug)
+            entry = self._poisoned.get(key)
+            if entry is None:
+                if len(self._poisoned) >= POISON_MAX:  # bounded: the least recently failed is forgotten
+                    del self._poisoned[min(self._poisoned, key=lambda k: self._poisoned[k].last)]
+                entry = self._poisoned[key] = _Poisoned(first=now, last=now)
+            entry.last, entry.times, entry.error = now, entry.times + 1, type(exc).__name__
+            counted = self._device_warning(self._poison_warnings, rec.device, POISON_LOG_EVERY_S,
+                                           "report(s) of %s failed alone with an unexpected error since the last "
+                                           "such line (not stored, not acknowledged)").count()
+            if counted is not None:
+                logged.append((rec, exc, counted[0] - 1))
+            else:
+                log.debug("storing %s seq %d failed again with an unexpected %s (not acknowledged)", rec.device,
+                          rec.seq, type(exc).__name__)
+        if logged:
+            rec, exc, _ = logged[0]
+            names = ", ".join("%s seq %d%s" % (r.device, r.seq, more_since(n, "such failure(s) of this device"))
+                              for r, _, n in logged[:UNREGISTERED_NAMED])
+            if len(logged) > UNREGISTERED_NAMED:
+                names += " and %d more" % (len(logged) - UNREGISTERED_NAMED)
+            log.error("storing %s failed with an unexpected error (a civicedge bug: please report it with this "
+                      "traceback): not stored and not acknowledged (its device re-sends it; /healthz "
+                      "reports_failing while it fails), %d report(s) committed with it stored; logged at most once "
+                      "per %.0f min per device", names, len(stored.committed), POISON_LOG_EVERY_S / 60,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+        return self._internal(stored, len(batch))
+
+    def _fail(self, batch: list[Queued], failed: list[int], exc: GatewayError) -> None:
+        """Fail the reports ``batch[i]`` for ``i`` in ``failed``: not stored, not acknowledged (the device
+        re-sends them, verified again). Each device's ACK stays below its lowest failed seq while the device
+        re-sends it: a timed gap hold (devices without ``h``) counts from this failure, not from when the
+        seq above it became known, so a report that keeps failing is never acknowledged past."""
+        now = self._monotonic()
+        lowest: dict[str, int] = {}
+        for i in failed:
+            verified, fut, _ = batch[i]
+            rec = verified.record
+            win = self._window(rec.device)
+            if win.pending.get(rec.seq) is fut:
+                del win.pending[rec.seq]
+            if not fut.done():
+                fut.set_exception(exc)
+            fut.exception()  # retrieved: waiting handlers saw it via shield
+            if rec.seq < lowest.get(rec.device, MAX_SEQ + 1):
+                lowest[rec.device] = rec.seq
+        for dev, seq in lowest.items():
+            win = self._window(dev)
+            if seq > win.floor:
+                past = min((s for s in win.above if s > seq), default=None)
+                if past is not None:
+                    win.above[past] = now
+
+    def _keep_floors(self, floors: dict[str, int]) -> None:
+        """ACK floors a commit took and did not save: kept for the next commit or :meth:`stop` (a newer
+        floor of a device taken meanwhile wins)."""
+        for dev, floor in floors.items():
+            self._dirty_floors.setdefault(dev, floor)
+
+    async def _commit(self, batch: list[Queued]) -> None:
+        records = [v.record for v, _, _ in batch]
+        floors, self._dirty_floors = self._dirty_floors, {}
+        try:
+            outcome = await self._store_parts(records, floors)
+        except BaseException:
+            # Cancelled (stop() timing out during a slow or split commit) or a bug between the parts: the floors
+            # may not be saved; stop() or the next commit saves them (again is harmless: the store keeps the MAX).
+            self._keep_floors(floors)
+            raise
+        if not outcome.floors_saved:
+            self._keep_floors(floors)
+        if outcome.failed:
+            if self._fails_alone(outcome):
+                error: GatewayError | None = self._reports_failed(batch, outcome)
+            else:
+                internal = self._bug_failed(outcome, len(batch)) if outcome.bug is not None else None
+                error = outcome.error or internal  # a failing store says more than the bug
+                assert error is not None
+                self._commit_failed(len(outcome.failed), error, stored=len(outcome.committed))
+            assert error is not None
+            self._fail(batch, outcome.failed, error)
+        # the store works when its latest commit stored its reports (see _fails_alone)
+        self._stored_last = bool(outcome.committed) and outcome.error is None
+        if not outcome.committed:
+            self._batch_settled = True
+            self._settled(sum(1 for _, _, link in batch if link is not None))
+            return
+        result = outcome.result
+        # Counted first: what the store holds now is counted even should handling the batch fail below.
+        self._metrics.reports_stored.inc(len(result.inserted))
+        self._metrics.last_commit.set_to_current_time()  # also a batch of re-sent reports only (0 stored)
+        self._metrics.duplicates.inc(len(result.duplicates))
+        if self._failing and outcome.error is None:  # reports stored again (some failing alone is not an outage)
+            log.warning("report store commits succeed again, after %d failed commit(s)", self._failing)
+            self._failing, self._failing_error, self._failing_stored = 0, None, 0
+            self._fail_log.reset()
+            self._bug_log.reset()
+        if outcome.floors_saved:
+            self._saved_floor.update(floors)
+        now = self._monotonic()
+        acks: dict[tuple[str, str], tuple[Verified, Link]] = {}
+        fresh: list[tuple[ReportRecord, Link]] = []
+        # not stored now (another frame may be the one stored under the seq): its digest is asked of the store
+        dup = set(result.duplicates) if result.duplicates else None
+        altered: list[Verified] = []  # values rounded or fields dropped: warned about once stored
+        poisoned = self._poisoned
+        for verified, fut, link in (batch if not outcome.failed else [batch[i] for i in outcome.committed]):
+            rec = verified.record
+            dev, seq = rec.device, rec.seq
+            if link is not None:
+                acks[(dev, link.name)] = (verified, link)
+                if link.fresh is not None:
+                    fresh.append((rec, link))
+            if verified.coarsened or verified.dropped or verified.out_of_range:
+                altered.append(verified)
+            win = self._window(dev)
+            win.pending.pop(seq, None)
+            if poisoned:
+                poisoned.pop((dev, seq), None)  # it failed alone before: stored now (the bug was fixed)
+            recent = win.recent
+            recent[seq] = None if dup is not None and (dev, seq) in dup else bytes.fromhex(rec.digest[:PREFIX_HEX])
+            if seq > win.floor:
+                win.above.setdefault(seq, now)
+            if seq > win.committed_hi:
+                win.committed_hi = seq
+            # keep the in-memory set bounded to the window
+            if len(recent) > 2 * REPLAY_WINDOW:
+                floor = win.committed_hi - REPLAY_WINDOW
+                win.recent = {s: d for s, d in recent.items() if s > floor}
+            if not fut.done():
+                fut.set_result(None)
+        if altered:  # a re-sent copy of a stored report is not stored again: warned about once
+            # INSERT OR IGNORE keeps the first copy of a key in the batch, so only that one is counted.
+            stored = set(result.inserted)
+            first: list[Verified] = []
+            for v in altered:
+                key = (v.record.device, v.record.seq)
+                if key in stored:
+                    stored.discard(key)
+                    first.append(v)
+            altered = first
+            for v in altered:
+                if v.coarsened:
+                    self._coarsened(v.record.device, v.record.seq, v.coarsened)
+            for v in altered:
+                if v.dropped:
+                    self._dropped(v.record.device, v.record.seq, v.dropped)
+            for v in altered:
+                if v.out_of_range:
+                    self._out_of_range(v.record, v.out_of_range)
+        if fresh:
+            # A release not stored is a new frame too (its seq was never stored): the device holds its key.
+            inserted = set(result.inserted).union((d.device, d.seq) for d in result.window_duplicates)
+            for rec, link in fresh:
+                if (rec.device, rec.seq) in inserted and link.fresh is not None:
+                    link.fresh()
+        # One cumulative ACK per device and link covers every report of it in this commit.
+        for verified, link in acks.values():
+            self._spawn(self._ack(verified, link))
+        self._batch_settled = True
+        self._settled(sum(1 for _, _, link in batch if link is not None))
+        if result.window_duplicates:
+            self._window_duplicates(result.window_duplicates)
+        if result.outbox_dropped:
+            self._metrics.outbox_dropped.inc(result.outbox_dropped)
+            self._outbox_dropped(result.outbox_dropped)
+        elif self._drop_warning.unlogged:
+            self._drop_warning.flush()  # the broker drains again: say so now, not with the next outage's first drop
+        self._metrics.outbox_depth.set(self.store.outbox_depth)
+        self.stored.set()
