@@ -31,6 +31,7 @@ from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlit
 from gateway.storage.meta_keys import MAX_META_KEY, MAX_META_VALUE, PUBLISHED_META_PREFIX
 from gateway.storage.queries import DATA_VERSION_COUNTER
 from gateway.storage.salvage import salvage
+from gateway.storage.shm_locks import checkpoint_running
 from gateway.storage.schema import apply_schema
 from gateway.storage.sqlite_uri import wal_has_content
 from gateway.storage.store_files import (MainStamp, file_identities, file_problem, lock_store, main_stamp,
@@ -268,8 +269,15 @@ class ReportStore:
             # autocheckpoint inside a COMMIT could not be told from a cp landing during that COMMIT.
             conn.execute("PRAGMA wal_autocheckpoint=0")
             self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            # Commits of another connection (an operator's sqlite3 writing the running store) move it.
-            self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            self._conn = conn
+            # Commits of another connection (an operator's sqlite3 writing the running store) move it, and so does
+            # another program's checkpoint that starts the log over (wal_checkpoint(TRUNCATE)), which leaves the
+            # -shm's count of commits as it was: the count as the store's own last commit left it tells the two
+            # apart (None: unknown, every move is then taken for another program's commit). The -shm is read
+            # through SQLite's own descriptor of it (_log_state).
+            self._shm = shm_file(real)
+            self._excused = 0  # the moves of data_version so told to be checkpoints, not commits
+            self._data_version, self._commits = self._sample_commits()
         except (sqlite3.Error, OSError, StorageError) as exc:
             if conn is not None:
                 conn.close()
@@ -280,7 +288,6 @@ class ReportStore:
                 raise  # its message names the store
             reason = exc.reason if isinstance(exc, StorageError) else "open_failed"
             raise StorageError("cannot open report store %s: %s" % (self.path, exc), reason=reason) from exc
-        self._conn = conn
         self._outbox_bytes, self._outbox_count = int(row[0]), int(row[1])
         # The database is watched through the configured name (symlinks followed): a [storage] path
         # re-pointed at another file is a replaced store (the next start would open that one). The
@@ -290,12 +297,12 @@ class ReportStore:
         # inside one of the gateway's commits (or at the open above), so a change found between commits is
         # another program writing it: a cp over the running store keeps the file (same inode) and
         # replaces its content, which the identity check cannot see (store_files.overwritten).
-        self._stamp: MainStamp | None = main_stamp(self._files[0]) if self._files else None
-        # The log as that checkpoint left it (the -shm, through SQLite's own descriptor): a checkpoint another
-        # connection runs (an operator's sqlite3 "PRAGMA wal_checkpoint") writes the file too, harmlessly.
-        self._shm = shm_file(real)
+        # The log as that checkpoint left it (the -shm): a checkpoint another connection runs (an operator's
+        # sqlite3 "PRAGMA wal_checkpoint") writes the file too, harmlessly. Read before the file (_restamp).
         self._log: WalState | None = self._log_state()
+        self._stamp: MainStamp | None = main_stamp(self._files[0]) if self._files else None
         self._overwritten = False
+        self._settled = True  # False while another program's checkpoint was found writing the file (_overwrite_problem)
         self._wal = real.with_name(real.name + "-wal")
         # The file found deleted or replaced (by a write or check_file on the store's thread): from then on
         # nothing is written (see check_file); and what salvage() said of the copy it made, or could not
@@ -357,12 +364,28 @@ class ReportStore:
         """Whether the main file changed since the gateway's own last write to it (store_files.overwritten).
         On the store's thread only. The gateway writes the main file only in its own checkpoints
         (:meth:`_checkpoint`, :meth:`close`; ``wal_autocheckpoint=0``), compared right before and stamped right
-        after; a COMMIT writes the ``-wal`` only, so a change found before or after one is another program's."""
+        after; a COMMIT writes the ``-wal`` only, so a change found before or after one is another program's:
+        a checkpoint another connection ran (the -shm says so, :meth:`_checkpointed_by_another`) is logged and
+        excused; one still running (its lock held, gateway.storage.shm_locks) is left to the next look."""
+        self._settled = True
         if self._stamp is None:
             return None
-        now = main_stamp(self._files[0])
-        problem = None if now is None else overwritten(self._files[0], self._stamp, now)
-        if problem is None or now is None or not self._checkpointed_by_another(now):
+        for _ in range(3):
+            running = checkpoint_running(self._shm)
+            state = self._log_state()  # before the file: what a checkpoint wrote it says only after (_restamp)
+            now = main_stamp(self._files[0])
+            problem = None if now is None else overwritten(self._files[0], self._stamp, now)
+            if problem is None or now is None:
+                return problem
+            if self._checkpointed_by_another(now, state):
+                break
+            if running or checkpoint_running(self._shm):
+                # Another process's checkpoint is writing the file now and tells the -shm what it copied only as
+                # it ends: the next look (the next commit, the watch) decides. The store's own checkpoint waits.
+                self._settled = False
+                return None
+            # A checkpoint may have begun and ended between the two looks at its lock: looked at again.
+        else:
             return problem
         log.warning("report store %s: another program checkpointed the store (e.g. sqlite3 \"PRAGMA wal_checkpoint\" "
                     "on the running store): harmless, its write went through SQLite's locks and the file is as that "
@@ -381,12 +404,13 @@ class ReportStore:
                 return state
         return None
 
-    def _checkpointed_by_another(self, now: MainStamp) -> bool:
+    def _checkpointed_by_another(self, now: MainStamp, state: WalState | None) -> bool:
         """Whether the main file's change from the stamp to ``now`` is a checkpoint another connection ran
-        through SQLite's locks (the -shm's ``nBackfill`` grew, or the log was started over, since the store's
-        own last checkpoint; the file as one leaves it), not another program writing it; on True the log
-        state is recorded anew. Another connection's commit is caught first (``PRAGMA data_version``)."""
-        was, state = self._log, self._log_state()
+        through SQLite's locks (the -shm's ``nBackfill`` grew, or the log was started over, between the store's
+        own last checkpoint and ``state``, read just before ``now``; the file as one leaves it), not another
+        program writing it; on True the log state is recorded anew. Another connection's commit is caught
+        first (``PRAGMA data_version``)."""
+        was = self._log
         if was is None or state is None or self._stamp is None or not checkpointed_since(was, state):
             return False
         if not checkpoint_could_leave(self._stamp.size, now.size, now.header, state, self._page_size):
@@ -394,15 +418,72 @@ class ReportStore:
         self._log = state
         return True
 
-    def _foreign_problem(self) -> str | None:
-        """Whether another connection committed to the store since the last look (``PRAGMA data_version`` of the
-        writer moves only then): another program wrote the running store through SQLite (an operator's
-        ``sqlite3 reports.sqlite ".restore backup"``). Every other connection of the gateway's is read-only."""
+    def _version(self) -> int:
+        """The writer's ``PRAGMA data_version``: it moves when another connection changed the -shm's log header
+        since the writer last read it (a commit, or a checkpoint starting the log over)."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _log_commits(self) -> int | None:
+        """The -shm's count of commits (:class:`~gateway.storage.wal_index.WalState` ``commits``), None when it
+        cannot be told."""
+        state = self._log_state()
+        return None if state is None else state.commits
+
+    def _sample_commits(self) -> tuple[int, int | None]:
+        """``PRAGMA data_version`` and the -shm's count of commits of the log as that version saw it: read between
+        two equal versions (any change of the log header in between moves the second), a few tries; the count
+        None when it cannot be told. Inside a write transaction neither can move."""
+        version = self._version()
+        for _ in range(3):
+            commits = self._log_commits()
+            again = self._version()
+            if again == version:
+                return version, commits
+            version = again
+        return version, None
+
+    def _committed(self, before: int | None, wrote: bool) -> None:
+        """Right after the store's own COMMIT: record the -shm's count of commits as it left it, for
+        :meth:`_foreign_problem`. ``before``: the count read under the write lock just before the COMMIT;
+        ``wrote``: whether the transaction changed rows (only then does its COMMIT write a commit frame)."""
         try:
-            version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            seen, commits = self._sample_commits()
+        except sqlite3.Error:
+            seen, commits = None, None
+        if seen == self._data_version and commits is not None:
+            self._commits = commits  # no other connection changed the log since the COMMIT: exactly its count
+        else:  # another program's checkpoint (or commit) landed right after the COMMIT: counted from before it
+            self._commits = None if before is None else (before + (1 if wrote else 0)) & 0xFFFFFFFF
+
+    def _commit_version(self) -> int:
+        """``PRAGMA data_version`` less its moves that were other programs' checkpoints starting the log over:
+        it moves only when another connection committed."""
+        if self._foreign_problem() is None:
+            return self._data_version - self._excused
+        return self._version() - self._excused
+
+    def _foreign_problem(self) -> str | None:
+        """Whether another connection committed to the store since the last look: another program wrote the
+        running store through SQLite (an operator's ``sqlite3 reports.sqlite ".restore backup"``). Every other
+        connection of the gateway's is read-only.
+
+        ``PRAGMA data_version`` of the writer moves when another connection commits, and also when another
+        program's ``wal_checkpoint(TRUNCATE)`` starts the log over (which writes nothing but what the gateway
+        committed): told apart by the -shm's count of commits (``iChange``), which only a commit moves. Equal to
+        the count the store's own last commit left, the move is that checkpoint: logged, and nothing refused."""
+        try:
+            version = self._version()
+            if version == self._data_version:
+                return None
+            seen, commits = self._sample_commits()
         except sqlite3.Error:
             return None  # the next write says what is wrong
-        if version == self._data_version:
+        if commits is not None and commits == self._commits:
+            log.info("report store %s: another program started its -wal over, checkpointed (e.g. sqlite3 \"PRAGMA "
+                     "wal_checkpoint(TRUNCATE)\" on the running store): harmless, nothing but the gateway's own "
+                     "commits is in it; don't write the running store from other programs", self.path)
+            self._excused += seen - self._data_version
+            self._data_version = seen
             return None
         return ("report store file %s was written by another program while the gateway ran (another SQLite "
                 "connection committed to it, e.g. sqlite3 \".restore\" or a DELETE run on the running store): the "
@@ -412,10 +493,12 @@ class ReportStore:
                 "gateway, then restore as docs/gateway.md, Restoring a backup says, and start it" % self.path)
 
     def _restamp(self) -> None:
-        """Record the main file as the gateway's own checkpoint left it."""
+        """Record the main file as the gateway's own checkpoint left it, and the log before it: a checkpoint
+        of another program writes the file first and says so in the -shm as it ends, so a write of one found
+        in the file later than this stamp is told by a log that moved on since (_checkpointed_by_another)."""
         if self._stamp is not None:
-            self._stamp = main_stamp(self._files[0]) or self._stamp
             self._log = self._log_state()
+            self._stamp = main_stamp(self._files[0]) or self._stamp
 
     def _after_commit(self) -> bool:
         """Right after a COMMIT: return True when the main file changed meanwhile (a cp landing during the
@@ -423,7 +506,7 @@ class ReportStore:
         checkpoint once the WAL holds :data:`CHECKPOINT_FRAMES` frames (what ``wal_autocheckpoint`` did)."""
         if self._overwrite_problem() is not None:
             return True
-        if wal_frames_at_least(self._wal, self._page_size, CHECKPOINT_FRAMES):
+        if self._settled and wal_frames_at_least(self._wal, self._page_size, CHECKPOINT_FRAMES):
             self._checkpoint()
         return False
 
@@ -600,12 +683,15 @@ class ReportStore:
         gone = False
         try:
             conn.execute("BEGIN IMMEDIATE")
+            changes = conn.total_changes
             yield conn
             # into a file that is gone, a commit could change it under a copy being made (and auto-checkpoint)
             gone = (file_problem(self._files) is not None or self._overwrite_problem() is not None
                     or self._foreign_problem() is not None)
+            commits = None if gone else self._log_commits()  # under the write lock: no other commit, no restart
             conn.execute("ROLLBACK" if gone else "COMMIT")
             if not gone:
+                self._committed(commits, conn.total_changes != changes)
                 gone = self._after_commit()
         except BaseException as exc:
             _roll_back(conn, what)
@@ -687,6 +773,7 @@ class ReportStore:
         queued: list[tuple[str, bytes]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            changes = conn.total_changes
             if self._retired:
                 records = self._drop_retired(records, result)
             records = self._drop_repeated_releases(records, result)
@@ -744,7 +831,9 @@ class ReportStore:
                 conn.execute("ROLLBACK")
                 self.check_file()  # outside the transaction: the copy is of what was committed
                 raise self._gone_error(what)
+            commits = self._log_commits()  # under the write lock: no other commit, no restart
             conn.execute("COMMIT")
+            self._committed(commits, conn.total_changes != changes)
             if self._after_commit():  # overwritten during the COMMIT: not acknowledged (its -wal goes aside)
                 self.check_file()
                 raise self._gone_error(what)
@@ -1161,7 +1250,7 @@ class ReportStore:
                 next_device = field_retention.extend_floors(conn, values.floor_device)
             if next_device is None:
                 with self._reading("retention (data version)"):
-                    version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+                    version = self._commit_version()
                 if self._cleared.data_version not in (None, version):
                     # another connection committed since the last pass (a backup merged into the running
                     # store: old ids and old w, which no search finds): what was cleared is no longer known

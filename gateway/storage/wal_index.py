@@ -90,12 +90,17 @@ class WalState(NamedTuple):
         frames: ``mxFrame``, the last valid frame of the log.
         backfilled: ``nBackfill``, the frames of this log a checkpoint copied into the main file.
         pages: ``nPage``, the database's size in pages at the last commit.
+        commits: ``iChange``, one more at every commit of any connection (SQLite's ``walIndexWriteHdr`` from
+            ``sqlite3WalFrames``) and unchanged when a checkpoint starts the log over (``walRestartHdr``): a
+            ``wal_checkpoint(TRUNCATE)`` moves the other connections' ``PRAGMA data_version`` as a commit would,
+            but not this.
     """
 
     generation: int
     frames: int
     backfilled: int
     pages: int
+    commits: int
 
 
 def wal_state(raw: bytes) -> WalState | None:
@@ -103,23 +108,24 @@ def wal_state(raw: bytes) -> WalState | None:
     it), or None when they cannot be trusted (short, not initialised, torn: the two header copies differ)."""
     if len(raw) < _NEEDED or raw[:_HDR] != raw[_HDR:2 * _HDR] or _header(raw[:_HDR]) is None:
         return None
-    _version, _unused, _change, _init, _big, _page, mx_frame, n_page = struct.unpack_from("=IIIBBHII", raw)
+    _version, _unused, change, _init, _big, _page, mx_frame, n_page = struct.unpack_from("=IIIBBHII", raw)
     (generation,) = struct.unpack_from(">I", raw, 32)
     (backfilled,) = struct.unpack_from("=I", raw, 2 * _HDR)
-    return WalState(int(generation), int(mx_frame), int(backfilled), int(n_page))
+    return WalState(int(generation), int(mx_frame), int(backfilled), int(n_page), int(change))
 
 
 def checkpointed_since(was: WalState, now: WalState) -> bool:
     """Whether a checkpoint copied frames of the log into the main file between ``was`` and ``now``.
 
     In one log that is ``nBackfill`` growing. A log started over since (its generation moved on) was first
-    checkpointed whole, except once when ``was`` already was whole: the writer starts the log over at its
-    first commit after a whole checkpoint, which writes only the ``-wal``; any frame backfilled in the
-    new log is a checkpoint too."""
+    checkpointed whole, except once when ``was`` already was whole and not empty: the writer starts the log
+    over at its first commit after a whole checkpoint (SQLite's ``walRestartLog``, only when ``nBackfill`` is
+    above 0), which writes only the ``-wal``; an empty log (as a TRUNCATE leaves it) it writes on as it is.
+    Any frame backfilled in the new log is a checkpoint too."""
     if now.generation == was.generation:
         return now.backfilled > was.backfilled
     restarts = (now.generation - was.generation) & 0xFFFFFFFF
-    own = 1 if was.backfilled >= was.frames else 0
+    own = 1 if 0 < was.frames <= was.backfilled else 0
     return now.backfilled > 0 or restarts > own
 
 

@@ -89,22 +89,6 @@ def test_a_checkpoint_a_reader_cuts_short_is_harmless(tmp_path: Path, caplog: py
     assert integrity(db) == "ok" and seqs(db) == (150, 150)
 
 
-def test_a_truncate_checkpoint_is_still_taken_for_another_programs_write(tmp_path: Path) -> None:
-    """Not told apart (yet): wal_checkpoint(TRUNCATE) starts the log over itself, which moves the writer's
-    data_version as a commit would, and a commit just before it would leave the same -shm. Conservative:
-    store_gone 'written by another program'; its write went through SQLite's locks, so the stop checkpoints
-    as usual and nothing is set aside or lost."""
-    db, store = open_store(tmp_path, 200)
-    try:
-        external(db, "PRAGMA wal_checkpoint(TRUNCATE)")
-        problem = store.check_file()
-        assert problem is not None and "written by another program" in problem
-    finally:
-        store.close()
-    assert not side(db, "-wal.overwritten").exists() and not side(db, "-wal").exists()
-    assert integrity(db) == "ok" and seqs(db) == (200, 200)
-
-
 def test_a_cp_after_another_programs_checkpoint_is_still_found(tmp_path: Path) -> None:
     """The checkpoint moves the stamp on; a backup copied over the file afterwards is still an overwrite."""
     db, store = open_store(tmp_path, 600)
