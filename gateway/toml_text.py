@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from gateway.small_files import (
     CONFIG_MAX,
@@ -80,7 +81,8 @@ def _where_not_utf8(data: bytes, start: int) -> str:
 
 
 def read_toml_text(path: Path, *, what: str = "file") -> str:
-    """The text of the TOML file at ``path`` (see :func:`decode_toml_bytes`).
+    """The text of the TOML file at ``path`` (see :func:`decode_toml_bytes`), for a caller that needs the
+    text; one that parses it right away takes :func:`read_toml_doc`, which parses it once.
 
     Only a regular file (a symlink to one is fine) of at most :data:`gateway.small_files.CONFIG_MAX`
     bytes is read, opened without blocking: a FIFO is refused, not waited on for ever, and ``/dev/zero``
@@ -93,6 +95,26 @@ def read_toml_text(path: Path, *, what: str = "file") -> str:
             not a regular file or too large (reason ``unreadable``, no ``strerror``: not a permission
             problem); not UTF-8; nested too deeply (reason ``nested``).
     """
+    text = _read_text(path, what)
+    try:
+        _parse(text)  # callers parse with tomllib.loads: the depth is checked here, once, for all of them
+    except tomllib.TOMLDecodeError:
+        pass  # the caller's parse says what is wrong, in its own words
+    return text
+
+
+def read_toml_doc(path: Path, *, what: str = "file") -> dict[str, Any]:
+    """The TOML document in the file at ``path``, read as :func:`read_toml_text` reads it and parsed once.
+
+    Raises:
+        TomlTextError: as :func:`read_toml_text` (a directory, unreadable, not UTF-8, nested too deeply).
+        tomllib.TOMLDecodeError: the text is not TOML (the caller says so in its own words).
+    """
+    return _parse(_read_text(path, what))
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The file's text, unparsed (the reading and decoding errors of :func:`read_toml_text`)."""
     try:
         data = read_limited(path, CONFIG_MAX)
     except IsADirectoryError:
@@ -102,11 +124,16 @@ def read_toml_text(path: Path, *, what: str = "file") -> str:
     except OSError as exc:
         strerror = exc.strerror or type(exc).__name__
         raise TomlTextError(f"cannot read the {what}: {strerror}", reason="unreadable", strerror=strerror) from None
-    text = decode_toml_bytes(data, what=what)
+    return decode_toml_bytes(data, what=what)
+
+
+def _parse(text: str) -> dict[str, Any]:
+    """``text`` parsed (:func:`gateway.small_files.loads_toml`); too deep a nesting a TomlTextError ``nested``.
+
+    Raises:
+        tomllib.TOMLDecodeError: not TOML.
+    """
     try:
-        loads_toml(text)  # callers parse with tomllib.loads: the depth is checked here, once, for all of them
-    except tomllib.TOMLDecodeError:
-        pass  # the caller's parse says what is wrong, in its own words
+        return loads_toml(text)
     except NestedTooDeeplyError as exc:
         raise TomlTextError(f"not valid TOML: {exc}", reason="nested") from None
-    return text

@@ -58,7 +58,7 @@ from gateway.routes.parsing import (
 )
 from gateway.routes.outputs import MAX_SERVICE_S, MAX_SPEED_KMH
 from gateway.routes.planner import MAX_FAR_BIN_KM, MAX_ROUTE_KM, PlanParameters, PlanSettings
-from gateway.toml_text import TomlTextError, read_toml_text
+from gateway.toml_text import TomlTextError, read_toml_doc
 
 # The keys of a gateway config's [routes] table (the config loader names unknown ones with it).
 ROUTES_KEYS = ("depot", "vehicles", "capacity_l", "threshold", "bin_volume_l", "bin_volumes", "start", "tz",
@@ -224,7 +224,7 @@ def load_plan_defaults(config_path: Path) -> PlanDefaults:
     """
     path = Path(config_path)
     try:
-        data = tomllib.loads(read_toml_text(path, what="config"))
+        data = read_toml_doc(path, what="config")
     except TomlTextError as exc:
         raise BinDataError(str(path), str(exc)) from None
     except tomllib.TOMLDecodeError as exc:

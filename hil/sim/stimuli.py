@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.toml_text import TomlTextError, read_toml_text
+from gateway.toml_text import TomlTextError, read_toml_doc
 from hil.sim.errors import StimulusError
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -365,12 +365,11 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
         StimulusError: bad syntax, unknown names or values (``details['line']`` names the entry).
     """
     is_file = isinstance(source, Path) or "\n" not in str(source) and Path(str(source)).is_file()
-    try:
-        text = read_toml_text(Path(source), what="stimuli file") if is_file else str(source).removeprefix("\ufeff")
+    try:  # a file is read and parsed once; TOML text given inline is parsed here
+        doc = (read_toml_doc(Path(source), what="stimuli file") if is_file
+               else tomllib.loads(str(source).removeprefix("\ufeff")))
     except TomlTextError as exc:
         raise StimulusError(f"{source}: {exc}", value=str(source)) from None
-    try:
-        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StimulusError(f"stimuli file is not TOML: {exc}", value=str(source)) from exc
     plan = StimuliPlan()
