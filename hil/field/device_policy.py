@@ -50,20 +50,28 @@ class DevicePolicyError(FieldError):
     """
 
 
-def _firmware_tuple(firmware_root: Path | None, name: str) -> tuple[str, ...] | None:
-    """The tuple of strings assigned to ``name`` at the top of the tree's ``civic/policy.py`` (``name = ...``
-    or annotated, ``name: tuple[str, ...] = ...``), None when ``name`` is not assigned there.
+def _policy_module(firmware_root: Path | None) -> ast.Module:
+    """The tree's ``civic/policy.py``, parsed (read once for both of its key tuples).
 
     Raises:
-        DevicePolicyError: the module cannot be read, or ``name`` is assigned something other than a
-            literal tuple of strings.
+        DevicePolicyError: the module cannot be read or parsed.
     """
     module = (firmware_root or firmware_dir()) / POLICY_MODULE
     try:
-        tree = ast.parse(module.read_text(encoding="utf-8"), filename=str(module))
+        return ast.parse(module.read_text(encoding="utf-8"), filename=str(module))
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
         raise DevicePolicyError(f"cannot read the policy keys the firmware drops from {module}: {exc}",
                                 path=str(module)) from exc
+
+
+def _firmware_tuple(tree: ast.Module, firmware_root: Path | None, name: str) -> tuple[str, ...] | None:
+    """The tuple of strings assigned to ``name`` at the top of ``tree``, the parsed ``civic/policy.py`` of
+    ``firmware_root`` (``name = ...`` or annotated, ``name: tuple[str, ...] = ...``), None when ``name`` is
+    not assigned there.
+
+    Raises:
+        DevicePolicyError: ``name`` is assigned something other than a literal tuple of strings.
+    """
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
@@ -103,7 +111,12 @@ def doc_only_keys(firmware_root: Path | None = None) -> tuple[str, ...]:
     Raises:
         DevicePolicyError: the module is missing, or has no ``_DOC_ONLY`` assigned a tuple of strings.
     """
-    keys = _firmware_tuple(firmware_root, _DOC_ONLY_NAME)
+    return _doc_only(_policy_module(firmware_root), firmware_root)
+
+
+def _doc_only(tree: ast.Module, firmware_root: Path | None) -> tuple[str, ...]:
+    """:func:`doc_only_keys` of the parsed module ``tree``."""
+    keys = _firmware_tuple(tree, firmware_root, _DOC_ONLY_NAME)
     if keys is None:
         raise _no_tuple(firmware_root, _DOC_ONLY_NAME)
     return keys
@@ -123,7 +136,12 @@ def doc_only_top_keys(firmware_root: Path | None = None) -> tuple[str, ...]:
         DevicePolicyError: the module is missing, or assigns ``_DOC_ONLY_TOP`` something other than a
             tuple of strings.
     """
-    return _firmware_tuple(firmware_root, _DOC_ONLY_TOP_NAME) or ()
+    return _doc_only_top(_policy_module(firmware_root), firmware_root)
+
+
+def _doc_only_top(tree: ast.Module, firmware_root: Path | None) -> tuple[str, ...]:
+    """:func:`doc_only_top_keys` of the parsed module ``tree``."""
+    return _firmware_tuple(tree, firmware_root, _DOC_ONLY_TOP_NAME) or ()
 
 
 def device_policy(policy: Mapping[str, Any], doc_only: Iterable[str],
@@ -176,5 +194,6 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         check_policy(doc)
     except ConfigError as exc:
         raise DevicePolicyError(f"{source}: {exc}; the device would refuse it", path=source, key=exc.key) from exc
-    stripped = device_policy(doc, doc_only_keys(firmware_root), doc_only_top_keys(firmware_root))
+    tree = _policy_module(firmware_root)  # read and parsed once for both key lists
+    stripped = device_policy(doc, _doc_only(tree, firmware_root), _doc_only_top(tree, firmware_root))
     return json.dumps(stripped, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
