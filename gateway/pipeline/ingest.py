@@ -388,6 +388,9 @@ class IngestService(IngestWriter):
             known = win.recent[seq]
             if known is None:
                 digest = await self.run_in_store(self.store.committed_digest, rec.device, seq, rec.kind, rec.w + rec.l)
+                if digest and digest != rec.digest:  # as in _handle_old: RETIRED_TOO_NEW is no digest (not hex)
+                    self._seq_reused(verified, link, win)
+                    return True
                 if digest and seq in win.recent:
                     win.recent[seq] = known = digest_prefix(str(digest))
             if known is not None and known != digest_prefix(rec.digest):
