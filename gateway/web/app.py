@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.errors import GatewayError
@@ -203,6 +203,34 @@ def _http_error_message(request: web.BaseRequest, exc: web.HTTPException) -> str
     return exc.text or exc.reason
 
 
+async def _expect_continue(request: web.Request) -> None:
+    """``Expect`` of a routed request. aiohttp's own handler sent ``100 Continue`` before any check and
+    answered any other expectation with a ``text/plain`` 417 before the middlewares ran (no JSON, no Host
+    check). Here ``100 Continue`` goes out only when the body will be read: not to an admin call without
+    the token, a refused ``Host`` or a body the headers already refuse (413, 415), whose final JSON answer
+    then comes without the body being sent. Any other expectation is ignored, as RFC 9110 10.1.1 allows:
+    the request is answered as without it."""
+    if request.version != HttpVersion11 or request.headers.get("Expect", "").strip().lower() != "100-continue":
+        return None
+    ctx: WebContext = request.app[CONTEXT_KEY]
+    if not ctx.hosts.allows(request.headers.get("Host")) or (_is_admin(request) and not ctx.token.accepts(request)):
+        return None
+    try:
+        check_body_headers(request, ctx.max_body_bytes)
+    except WebError:
+        return None
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # (as aiohttp's handler) the answer itself has not started
+    return None
+
+
+def _with_expect_handler(routes: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
+    """``routes`` with :func:`_expect_continue` as the ``Expect`` handler of each route definition
+    (a route that names its own keeps it)."""
+    return [web.RouteDef(d.method, d.path, d.handler, {"expect_handler": _expect_continue, **d.kwargs})
+            if isinstance(d, web.RouteDef) else d for d in routes]
+
+
 def _is_open_data(request: web.BaseRequest) -> bool:
     return request.path == "/opendata" or request.path.startswith("/opendata/")
 
@@ -331,11 +359,8 @@ def build_app(
     app[LOG_LIMITS_KEY] = _RequestLogLimits()
     app[opendata.OPEN_DATA_META_KEY] = open_data or opendata.OpenDataMeta()
     app.on_response_prepare.append(_security_headers)
-    app.add_routes(pages.ROUTES)
-    app.add_routes(read_api.ROUTES)
-    app.add_routes(admin_api.ROUTES)
-    app.add_routes(opendata.ROUTES)
-    app.add_routes(list(extra_routes))
+    for routes in (pages.ROUTES, read_api.ROUTES, admin_api.ROUTES, opendata.ROUTES, extra_routes):
+        app.add_routes(_with_expect_handler(routes))
     app.router.add_static("/static", pages.STATIC_DIR, name="static", append_version=False)
     opendata.warn_unpublished(policy)  # a kind of the policy open data cannot carry: said at start
     logger.info("web app built (admin API %s)", "enabled" if ctx.token.configured else "disabled")

@@ -214,6 +214,20 @@ class AdminToken:
                            shown_path(request), code, more_since(skipped, "refused admin calls"))
         return Unauthorized(message, code=code)
 
+    def _matches(self, presented: str) -> bool:
+        assert self._token is not None
+        # Header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise (a 500).
+        return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), self._token)
+
+    def accepts(self, request: web.BaseRequest) -> bool:
+        """True when :meth:`check` would let ``request`` through; logs nothing (a refusal is logged once,
+        by :meth:`check`). Whether to send ``100 Continue`` to an admin call (gateway.web.app)."""
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        self.refresh()
+        if self._token is None or self._problem is not None or scheme.lower() != "bearer" or not presented:
+            return False
+        return self._matches(presented)
+
     def check(self, request: web.Request) -> None:
         """Raise :class:`Unauthorized` unless the request carries the admin bearer token."""
         header = request.headers.get("Authorization", "")
@@ -225,6 +239,5 @@ class AdminToken:
             raise Unavailable(self._problem, code="token_file_unusable")
         if scheme.lower() != "bearer" or not presented:
             raise self._refuse(request, "missing bearer token (Authorization: Bearer <token>)", "missing_token")
-        # Header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise (a 500).
-        if not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), self._token):
+        if not self._matches(presented):
             raise self._refuse(request, "wrong admin token", "wrong_token")

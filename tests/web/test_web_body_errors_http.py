@@ -218,3 +218,57 @@ async def test_method_and_path_errors_are_json_everywhere(client: TestClient) ->
         resp = await client.head(path)
         assert resp.status == status and resp.headers["Content-Type"].startswith("application/json"), path
         assert await resp.read() == b""
+
+
+async def _expect(client: TestClient, head: bytes) -> tuple[bytes, int, dict[str, str], bytes]:
+    """Send ``head`` (ending with an Expect header) and no body; the first line the gateway answers,
+    then (when it was 100 Continue, after sending a 2-byte body) the final answer."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(head + b"\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)
+        if b" 100 " in first:
+            await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)  # the blank line after 100 Continue
+            writer.write(b"{}")
+            await writer.drain()
+            first = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)
+            interim = b"100"
+        else:
+            interim = b""
+        rest = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        lines = (first + rest).decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), timeout=5)
+        return interim, int(lines[0].split()[1]), headers, body
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue_only_when_the_body_will_be_read_and_other_expectations_are_json(
+        client: TestClient, fleet: Fleet) -> None:
+    """aiohttp sent 100 Continue to anyone, token or not, and a text/plain 417 to ``Expect: foo``."""
+    token = admin_headers()["Authorization"].encode()
+    put = b"PUT /api/admin/retention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    # Without the token: the final 401 at once, no 100 Continue (the body is never asked for).
+    interim, status, headers, body = await _expect(client, put + b"Content-Length: 2\r\nExpect: 100-continue\r\n")
+    assert interim == b""
+    _json_error(status, headers, body, 401, "missing_token")
+    # A body the headers refuse: the 415 at once.
+    interim, status, headers, body = await _expect(client, put + b"Authorization: " + token + b"\r\n"
+                                                   b"Content-Encoding: br\r\nContent-Length: 2\r\nExpect: 100-continue\r\n")
+    assert interim == b""
+    _json_error(status, headers, body, 415, "unsupported_encoding")
+    # With the token: 100 Continue, then the body is read ({} is not a retention change: 400 naming it).
+    interim, status, headers, body = await _expect(client, put + b"Authorization: " + token + b"\r\n"
+                                                   b"Content-Length: 2\r\nExpect: 100-continue\r\n")
+    assert interim == b"100"
+    assert _json_error(status, headers, body, 400, "bad_parameter")["param"] == "kind"
+    # An expectation other than 100-continue is ignored: the answer is the one without it, JSON.
+    interim, status, headers, body = await _expect(client, b"GET /api/devices/nope-9 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                   b"Expect: foo\r\n")
+    assert interim == b""
+    _json_error(status, headers, body, 404, "unknown_device")
+    interim, status, headers, body = await _expect(client, put + b"Expect: foo\r\nContent-Length: 0\r\n")
+    _json_error(status, headers, body, 401, "missing_token")
+    assert fleet.retention.effective()[("bin", "temp")] == 90
