@@ -34,6 +34,9 @@ FIXED_PERIODS = {"hour": 3600, "day": 86400, "alarm": 60, "boot": 60}  # protoco
 # through the same Registry instance (revoke, rotate) invalidate the cache at once; this bounds how
 # long a change made by another process (the CLI) or a hand-edited key file takes to be seen.
 REGISTRY_CACHE_S = 1.0
+# How many unknown device ids the verifier remembers (each for REGISTRY_CACHE_S). Misses have their
+# own small cache: frames under made-up ids must not fill the cache of known devices.
+MISS_CACHE_MAX = 1024
 FW_PATTERN = re.compile(r"[0-9A-Za-z.+-]{1,32}")  # what firmware puts in fw: civic.VERSION, e.g. "0.1.0"
 # Release period of a personal field without release_every_s, by its report type (the firmware's
 # default: a "win" release every window, a "day" release every day).
@@ -448,8 +451,10 @@ class Verifier:
         self._registry = registry
         self._gate = PolicyGate(policy)
         self._cache_s = cache_s
-        # device id -> (expires at (monotonic), record, key or None when unknown/revoked)
-        self._cache: dict[str, tuple[float, DeviceRecord | None, bytes | None]] = {}
+        # registered device id -> (expires at (monotonic), record, key or None when revoked)
+        self._cache: dict[str, tuple[float, DeviceRecord, bytes | None]] = {}
+        # unknown device id -> expires at (monotonic); insertion order is expiry order (one TTL)
+        self._misses: dict[str, float] = {}
         self._cache_changes = -1
 
     def _device(self, dev_id: str) -> tuple[DeviceRecord | None, bytes | None]:
@@ -457,15 +462,30 @@ class Verifier:
         changes = self._registry.changes
         if changes != self._cache_changes:
             self._cache.clear()
+            self._misses.clear()
             self._cache_changes = changes
         now = time.monotonic()
         hit = self._cache.get(dev_id)
         if hit is not None and hit[0] > now:
             return hit[1], hit[2]
+        misses = self._misses
+        missed = misses.get(dev_id)
+        if missed is not None and missed > now:
+            return None, None
         device = self._registry.lookup(dev_id)
-        key = self._registry.key(dev_id) if device is not None and not device.revoked else None
+        if device is None:
+            # Bounded: a flood of made-up ids only pushes out the oldest misses (the soonest to expire).
+            if missed is not None:
+                del misses[dev_id]  # re-inserted at the end, keeping insertion order = expiry order
+            elif len(misses) >= MISS_CACHE_MAX:
+                del misses[next(iter(misses))]
+            misses[dev_id] = now + self._cache_s
+            return None, None
+        if missed is not None:
+            del misses[dev_id]
+        key = self._registry.key(dev_id) if not device.revoked else None
         if len(self._cache) > 100_000:
-            self._cache.clear()  # bound memory against floods of unknown ids
+            self._cache.clear()  # registered devices only; a safety bound all the same
         self._cache[dev_id] = (now + self._cache_s, device, key)
         return device, key
 
