@@ -1,10 +1,13 @@
-"""Serial transport: one pyserial port per board, read by the event loop, reopened when it returns."""
+"""Serial transport: one pyserial port per board, read and written by the event loop without blocking it,
+reopened when it returns."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import termios
+import time
 
 import serial
 
@@ -13,8 +16,13 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import Link
 from gateway.protocol.serial_codec import SerialDeframer, encode_serial
 from gateway.transports.base import FrameSink
+from gateway.transports.serial_writer import MAX_QUEUED_BYTES, STALL_WARN_S, FrameWriter
 
 log = logging.getLogger(__name__)
+
+# At a close, output still unsent after this long is discarded rather than waited for: the last ACKs
+# of a stop reach a board that reads, and a board that does not read never holds the close up.
+DRAIN_ON_CLOSE_S = 0.2
 
 
 class SerialTransport:
@@ -24,50 +32,72 @@ class SerialTransport:
     through the event loop's reader on its file descriptor. When the port disappears (USB unplug,
     simulator restart), it is reopened every ``reopen_s`` seconds until it returns.
 
+    ACKs are written without blocking (:class:`FrameWriter`): a board that stops reading fills the OS
+    buffer, then a bounded queue; ACKs that do not fit are dropped (the board re-sends, and an ACK's
+    floor is cumulative) and a WARNING says so, rate-limited. The port is not reopened for it: that
+    would not make the board read, and its reports still arrive.
+
     Args:
         port: device path (``/dev/ttyUSB0``, a pty path).
         baud: baud rate.
         metrics: link state gauge ``serial:<port>``.
         reopen_s: delay between reopen attempts.
-        write_timeout_s: how long an ACK write may block on a stalled port.
+        max_queued_bytes: encoded frames kept while the port's OS buffer is full.
+        stall_warn_s: the WARNING once the board has read nothing for this long while ACKs wait.
         flow: while this event is clear (the ingest backlog is full), the port is not read: the
             OS buffer and then the device hold the data (backpressure instead of memory growth).
     """
 
     def __init__(self, port: str, *, baud: int = 115200, metrics: GatewayMetrics | None = None,
-                 reopen_s: float = 0.5, write_timeout_s: float = 1.0, flow: asyncio.Event | None = None) -> None:
+                 reopen_s: float = 0.5, flow: asyncio.Event | None = None, max_queued_bytes: int = MAX_QUEUED_BYTES,
+                 stall_warn_s: float = STALL_WARN_S) -> None:
         self.port = port
         self.baud = baud
         self.name = "serial:%s" % port
         self._metrics = metrics
         self._reopen_s = reopen_s
-        self._write_timeout_s = write_timeout_s
+        self._max_queued_bytes = max_queued_bytes
+        self._stall_warn_s = stall_warn_s
         self._ser: serial.Serial | None = None
+        self._writer: FrameWriter | None = None
+        self._closed: asyncio.Future[None] | None = None  # resolved when the open port went away
         self._deframer = SerialDeframer()
         self._flow = flow
         self.opens = 0
         self.pauses = 0
+        self.dropped = 0  # ACKs refused because the board was not reading
 
     def _set_state(self, up: bool) -> None:
         if self._metrics is not None:
             self._metrics.set_link(self.name, up)
 
     async def send(self, frame: bytes) -> None:
-        """Write one frame (COBS + delimiter) to the port.
+        """Write one frame (COBS + delimiter) to the port, or queue it; never blocks.
 
         Raises:
-            TransportError: ``disconnected`` if the port is closed, ``timeout`` if the write stalls.
+            TransportError: ``disconnected`` if the port is closed or failed, ``timeout`` if the board
+                has stopped reading and the frame does not fit in the queue (it is dropped whole).
         """
-        ser = self._ser
-        if ser is None:
+        writer = self._writer
+        if writer is None:
             raise TransportError("%s is not open" % self.port, reason="disconnected", link=self.name)
         try:
-            ser.write(encode_serial(frame))
-        except serial.SerialTimeoutException as exc:
-            raise TransportError("write to %s timed out" % self.port, reason="timeout", link=self.name) from exc
-        except (serial.SerialException, OSError) as exc:
+            taken = writer.write(encode_serial(frame))
+        except OSError as exc:
+            self._port_failed(exc)
             raise TransportError("write to %s failed: %s" % (self.port, exc), reason="disconnected",
                                  link=self.name) from exc
+        if not taken:
+            self.dropped += 1
+            raise TransportError("%s is not reading: %d bytes already wait, frame dropped"
+                                 % (self.port, writer.queued_bytes), reason="timeout", link=self.name)
+
+    def _port_failed(self, exc: OSError) -> None:
+        """A write failed: end this open of the port (the run loop reopens it)."""
+        closed = self._closed
+        if closed is not None and not closed.done():
+            log.debug("write to %s failed: %s", self.port, exc)
+            closed.set_result(None)
 
     async def run(self, sink: FrameSink) -> None:
         """Read frames until cancelled, reopening the port whenever it goes away."""
@@ -77,8 +107,7 @@ class SerialTransport:
         while True:
             try:
                 # exclusive: a second gateway on the same port would steal half the frames
-                ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=self._write_timeout_s,
-                                    exclusive=True)
+                ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
             except (serial.SerialException, OSError) as exc:
                 if not warned:
                     log.warning("cannot open %s (%s); retrying every %.1f s", self.port, exc, self._reopen_s)
@@ -96,10 +125,7 @@ class SerialTransport:
             finally:
                 self._ser = None
                 self._set_state(False)
-                try:
-                    ser.close()
-                except (serial.SerialException, OSError):
-                    pass
+                await self._release(ser)
             log.warning("%s went away; reopening", self.port)
             await asyncio.sleep(self._reopen_s)
 
@@ -107,6 +133,10 @@ class SerialTransport:
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
         fd = ser.fileno()
+        os.set_blocking(fd, False)  # pyserial opens it so; every write relies on it
+        self._closed = closed
+        self._writer = FrameWriter(loop, fd, name=self.name, on_error=self._port_failed,
+                                   max_queued_bytes=self._max_queued_bytes, stall_warn_s=self._stall_warn_s)
 
         def on_readable() -> None:
             try:
@@ -145,11 +175,40 @@ class SerialTransport:
             for task in resumer:
                 task.cancel()
 
-    async def close(self) -> None:
-        """Close the port if open."""
-        ser, self._ser = self._ser, None
-        if ser is not None:
+    async def _release(self, ser: serial.Serial) -> None:
+        """Close ``ser`` after at most :data:`DRAIN_ON_CLOSE_S` of draining what is unsent."""
+        writer, self._writer = self._writer, None  # no new frames (send says disconnected)
+        self._closed = None
+        try:
+            end = time.monotonic() + DRAIN_ON_CLOSE_S
+            while time.monotonic() < end and _unsent(ser, writer):
+                await asyncio.sleep(0.01)
+        finally:
+            if writer is not None:
+                writer.close()
+            try:
+                # A UART driver's close waits (up to its closing_wait, 30 s on many) for output that
+                # a board which stopped reading never takes: discard it first.
+                termios.tcflush(ser.fileno(), termios.TCOFLUSH)
+            except (termios.error, serial.SerialException, OSError, ValueError):
+                pass
             try:
                 ser.close()
             except (serial.SerialException, OSError):
                 pass
+
+    async def close(self) -> None:
+        """Close the port if open; waits at most :data:`DRAIN_ON_CLOSE_S` for unsent output."""
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            await self._release(ser)
+
+
+def _unsent(ser: serial.Serial, writer: FrameWriter | None) -> bool:
+    """Whether output waits, in the writer's queue or the port's OS buffer."""
+    if writer is not None and writer.queued_bytes:
+        return True
+    try:
+        return bool(ser.out_waiting)
+    except (serial.SerialException, OSError, ValueError):  # the port went away: nothing will drain
+        return False
