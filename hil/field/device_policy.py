@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 from gateway.errors import ConfigError
 from gateway.policy_check import check_policy
 from gateway.resources import firmware_dir
+from gateway.small_files import loads_json
 from hil.field.errors import FieldError
 
 #: Where the policy lives on the device.
@@ -180,13 +181,13 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         source: the file ``text`` came from, for the error message.
 
     Raises:
-        DevicePolicyError: ``text`` is not a JSON object, or the gateway would refuse it
+        DevicePolicyError: ``text`` is not a JSON object (or is nested too deeply), or the gateway would refuse it
             (:func:`gateway.policy_check.check_policy`: shape, ranges, release rules; ``key`` in
             ``details``), or the firmware's key list cannot be read.
     """
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:  # UnicodeDecodeError included
+    try:  # the shared parser: a policy nested thousands deep is "nested too deeply", not a RecursionError
+        doc = loads_json(text)
+    except ValueError as exc:  # UnicodeDecodeError and NestedTooDeeplyError included
         raise DevicePolicyError(f"{source} is not valid JSON ({exc}); the device would refuse it", path=source) from exc
     if not isinstance(doc, dict):
         raise DevicePolicyError(f"{source} is not a JSON object; the device would refuse it", path=source)
