@@ -154,7 +154,6 @@ async def test_the_stall_is_warned_once_per_period_and_its_end_is_told(board: Bo
     frame = bytes(range(1, 61))
     taken, reasons = await _send_all(board.transport, [frame] * 2000)  # fills the pty and the queue
     assert reasons
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # refused, but not stalled for long yet
     await asyncio.sleep(0.3)  # stall_warn_s = 0.2
     for _ in range(3):
         await _send_all(board.transport, [frame] * 100)
@@ -227,3 +226,43 @@ async def test_a_partial_write_is_finished_before_the_next_frame() -> None:
         writer.close()
         ours.close()
         theirs.close()
+
+
+def test_the_stall_warning_waits_for_stall_warn_s_and_repeats_once_per_period(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The writer on its own, on a clock of the test's: a socket nobody reads."""
+    import socket
+
+    from gateway.transports.serial_writer import STALL_LOG_EVERY_S
+
+    caplog.set_level(logging.INFO, logger="gateway.transports.serial_writer")
+    loop = asyncio.new_event_loop()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    now = [1000.0]
+    writer = FrameWriter(loop, ours.fileno(), name="serial:test", on_error=lambda exc: None, max_queued_bytes=256,
+                         stall_warn_s=10.0, clock=lambda: now[0])
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    try:
+        frame = encode_serial(bytes(range(1, 100)))
+        while writer.write(frame):  # the socket's buffer, then the queue
+            pass
+        assert writer.dropped == 1 and not warnings()
+        now[0] += 9.9
+        assert not writer.write(frame) and not warnings()  # refused, but not stalled for 10 s yet
+        now[0] += 0.2
+        assert not writer.write(frame)
+        assert len(warnings()) == 1 and "serial:test has not read for 10 s" in warnings()[0]
+        now[0] += STALL_LOG_EVERY_S - 1
+        assert not writer.write(frame) and len(warnings()) == 1
+        now[0] += 1.5
+        assert not writer.write(frame) and len(warnings()) == 2
+        assert "(5 so far)" in warnings()[1]
+    finally:
+        writer.close()
+        ours.close()
+        theirs.close()
+        loop.close()
