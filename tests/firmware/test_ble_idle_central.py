@@ -1,9 +1,9 @@
 """A central that connects and does nothing must not hold the board's one BLE connection for ever.
 
 The firmware's ``BleLink`` (MicroPython, the real session, outbox and seq counter) disconnects a
-central that wrote no frame verifying under the device key within ``HANDSHAKE_MS`` (30 s) of
-connecting, and advertises again; a gateway whose ACK verified is never cut, however long the link
-stays idle afterwards. The tick source wraps like the device's (``time.ticks_add``), so a timer that
+central that wrote no frame verifying under the device key within ``HANDSHAKE_MS`` (30 s) of the
+first frame notified to it, and advertises again; a gateway whose ACK verified is never cut, however
+long the link stays idle afterwards, nor is one waiting while the board has nothing to send. The tick source wraps like the device's (``time.ticks_add``), so a timer that
 compared ticks without ``time.ticks_diff`` fails here. The BLE object is the hardware-edge double of
 tests/firmware/test_uplink.py; tests/firmware/test_ble_idle_central_radio.py runs the same on the
 virtual radio.
@@ -47,7 +47,8 @@ def test_a_central_that_does_nothing_is_cut_after_the_timeout_and_the_board_adve
         flash_run: Callable[..., Any], tmp_path: Path) -> None:
     code = BLE_TIMED + (
         "print(blemod.HANDSHAKE_MS, L.handshake_ms)\n"
-        "B.handler(1, (7, 0, b'a'))\n"                                     # connects at tick 0
+        "queue(1)\nB.handler(1, (7, 0, b'a'))\nprint(L.pump())\n"            # connects at tick 0, is sent seq 1
+        "L.cur.wait_ms = 600000\n"                                         # no re-send in the way of _wait_ms
         "print(at(10000))\n"
         "print(L._wait_ms(0, False))\n"                                    # nothing to send: sleeps at most idle_ms
         "ticks[0] = 25000\nprint(L._wait_ms(0, False))\n"                  # ... but wakes for the deadline
@@ -60,6 +61,7 @@ def test_a_central_that_does_nothing_is_cut_after_the_timeout_and_the_board_adve
     lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
     assert lines == [
         "30000 30000",
+        "1",
         "(7, 0, [], 1)",
         "10000",
         "5000",
@@ -68,6 +70,21 @@ def test_a_central_that_does_nothing_is_cut_after_the_timeout_and_the_board_adve
         "(7, 1, [7], 1)",
         "None 2 True 10000",  # advertising again with the same payloads; idle until the next connect
     ]
+
+
+def test_the_timer_starts_with_the_first_frame_notified_not_at_the_connect(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    # A gateway may wait for a board with nothing to send (it drops the link itself after its
+    # auth_timeout_s); a squatter then holds nothing anyone could collect. Once a frame is due, the
+    # central has HANDSHAKE_MS to answer it.
+    code = BLE_TIMED + (
+        "B.handler(1, (7, 0, b'a'))\nprint(L.pump())\n"                      # nothing to send
+        "print(at(30000), at(100000), L._wait_ms(0, False))\n"
+        "ticks[0] = 100000\nqueue(1)\nprint(L.pump())\n"                     # a report: notified now
+        "print(at(129999), at(130000))\n"
+    )
+    lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
+    assert lines == ["0", "(7, 0, [], 1) (7, 0, [], 1) 10000", "1", "(7, 0, [], 1) (7, 1, [7], 1)"]
 
 
 def test_junk_writes_and_frames_that_do_not_verify_do_not_count_as_the_first_step(
@@ -101,7 +118,7 @@ def test_a_gateway_whose_ack_verified_is_never_cut_however_long_it_stays_idle(
         "print(sorted(cuts), L._wait_ms(0, False))\n"
         "queue(1)\nprint(L.pump())\n"                                      # and it still carries the next report
         # the next central starts afresh: a link verified before does not exempt it
-        "B.handler(2, (7, 0, b'a'))\nticks[0] = 90000000\nB.handler(1, (8, 0, b'b'))\n"
+        "B.handler(2, (7, 0, b'a'))\nticks[0] = 90000000\nB.handler(1, (8, 0, b'b'))\nprint(L.pump())\n"
         "print(at(90029999), at(90030000))\n"
     )
     lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
@@ -110,6 +127,7 @@ def test_a_gateway_whose_ack_verified_is_never_cut_however_long_it_stays_idle(
         "(7, 0, [], 1) []",
         "[(7, 0, 0)] 10000",
         "1",
+        "1",
         "(8, 0, [], 2) (8, 1, [8], 2)",
     ]
 
@@ -117,7 +135,7 @@ def test_a_gateway_whose_ack_verified_is_never_cut_however_long_it_stays_idle(
 def test_a_verified_config_is_a_first_step_too(flash_run: Callable[..., Any], tmp_path: Path) -> None:
     config = gw_frame(3, 4, {"courtesy_s": 45})
     code = BLE_TIMED + (
-        "B.handler(1, (7, 0, b'a'))\n"
+        "queue(1)\nB.handler(1, (7, 0, b'a'))\nL.pump()\n"
         f"frags(binascii.unhexlify({config.hex()!r}), 1, 7)\n"
         "print(at(20000), configs)\n"
         f"frags(binascii.unhexlify({config.hex()!r}), 2, 7)\n"             # the same again: stale, still verified
@@ -133,7 +151,7 @@ def test_the_timeout_is_right_across_the_tick_counter_wrap(flash_run: Callable[.
     code = BLE_TIMED + (
         "period = time.ticks_add(0, -1) + 1\n"
         "base[0] = period - 10000\n"
-        "B.handler(1, (7, 0, b'a'))\n"
+        "queue(1)\nB.handler(1, (7, 0, b'a'))\nL.pump()\n"
         "print(period == 2 ** 30, L._since, tk() < L._since)\n"
         "print(at(9999), tk() < L._since)\n"                              # just before the wrap
         "print(at(20000), tk() < L._since)\n"                             # wrapped: 20 s in
@@ -167,7 +185,7 @@ def test_the_link_task_wakes_by_itself_to_cut_an_idle_central(mpy: Callable[...,
         "plain = B.gap_disconnect\n"
         "def timed(conn):\n    cut_at.append(real())\n    return plain(conn)\n"
         "B.gap_disconnect = timed\n"
-        "B.handler(1, (7, 0, b'a'))\n"
+        "queue(1)\nB.handler(1, (7, 0, b'a'))\n"
         "async def main():\n"
         "    task = asyncio.create_task(L.run())\n"
         "    for _ in range(200):\n"                                      # up to ~10 s of real time

@@ -45,11 +45,12 @@ UNVERIFIED_MAX = 4 * MAX_LEN
 _ADV_INTERVAL_US = const(250000)
 _MAX_NAME = const(29)
 # A central must write one frame that verifies under the device key (the gateway's ACK to the
-# first report it receives; a CONFIG) within this long of connecting, else it is disconnected and
-# the board advertises again: a central that connects and does nothing would hold the board's one
-# connection for ever. The subscription that comes first at a gateway is invisible here (NimBLE
-# handles the CCCD and MicroPython raises no event for it). Above the gateway's own
-# [ble] auth_timeout_s (20 s), so a gateway drops a link with nothing on it first (docs/ble.md §8).
+# first report it receives; a CONFIG) within this long of the first frame notified to it, else it
+# is disconnected and the board advertises again: a central that connects and does nothing would
+# hold the board's one connection for ever. The subscription that comes first at a gateway is
+# invisible here (NimBLE handles the CCCD and MicroPython raises no event for it). Timed from the
+# first frame, not the connect: a gateway waiting for a board with nothing to send is left alone
+# (it drops the link itself after its [ble] auth_timeout_s, docs/ble.md §8).
 HANDSHAKE_MS = 30000
 PUMP_LIMIT = 4  # frames notified per wake-up before yielding to the other tasks
 IDLE_MS = 10000  # longest sleep with nothing to do (a lost event costs at most this)
@@ -90,7 +91,8 @@ class BleLink:
         poll_ms: retry period after the stack refused a notification.
         idle_ms: longest sleep with nothing to do; BLE events and new frames wake the task.
         preferred_mtu: MTU offered in the exchange (``ble.config(mtu=...)``).
-        handshake_ms: a central with no verified frame this long after connecting is disconnected.
+        handshake_ms: a central with no verified frame this long after the first frame notified to
+            it is disconnected.
         ticks_ms: millisecond tick source (``time.ticks_ms``; compared with ``time.ticks_diff``).
 
     Attributes:
@@ -103,6 +105,7 @@ class BleLink:
             disconnected).
         kicked: centrals disconnected for writing ``UNVERIFIED_MAX`` bytes with no verified frame.
         idle_cut: centrals disconnected for no verified frame within ``handshake_ms``.
+        proven: the current central wrote a frame that verified (never cut for idling).
     """
 
     def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247, idle_ms=IDLE_MS,
@@ -124,7 +127,8 @@ class BleLink:
         self.idle_cut = 0
         self.handshake_ms = handshake_ms
         self.ticks_ms = ticks_ms
-        self._since = None  # tick the current central connected (or was last cut) at; None: verified
+        self.proven = False
+        self._since = None  # tick of the first frame notified to an unproven central (or its last cut)
         self._rx_queue = []
         self._rx_bytes = 0  # bytes in _rx_queue
         self._unverified = 0  # bytes this central wrote since its last frame that verified
@@ -156,7 +160,8 @@ class BleLink:
                 self.mtu = ble_frag.MIN_MTU
                 self.reassembler.reset()
                 self._unverified = 0
-                self._since = self.ticks_ms()
+                self.proven = False
+                self._since = None
                 self.cur.restart()
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if data[0] == self.conn:
@@ -188,8 +193,8 @@ class BleLink:
         """Reassemble queued RX writes and hand complete frames to the session.
 
         Disconnects a central that wrote over ``UNVERIFIED_MAX`` bytes with no frame that verifies,
-        and one that wrote no frame that verifies within ``handshake_ms`` of connecting (it then
-        advertises again: the disconnect event).
+        and one that wrote no frame that verifies within ``handshake_ms`` of the first frame
+        notified to it (it then advertises again: the disconnect event).
         """
         # take the whole queue at once (no call in between: the IRQ cannot run there)
         queue, self._rx_queue, self._rx_bytes = self._rx_queue, [], 0
@@ -197,7 +202,8 @@ class BleLink:
             frame = self.reassembler.feed(data)
             if frame is not None and self.session.handle(frame, self.cur) != "bad":
                 self._unverified = 0  # parsed, tag verified, our id
-                self._since = None  # the protocol started: never cut for idling
+                self.proven = True  # the protocol started: never cut for idling
+                self._since = None
         conn = self.conn
         if conn is None:
             return
@@ -239,6 +245,8 @@ class BleLink:
                 self.notify_errors += 1
                 break
             self.cur.mark_sent(s)
+            if not self.proven and self._since is None:
+                self._since = self.ticks_ms()  # it has something to answer from now
             sent += 1
         return sent
 
