@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.small_files import NestedTooDeeplyError, loads_toml
 from gateway.toml_text import TomlTextError, read_toml_doc
 from hil.sim.errors import StimulusError
 
@@ -242,6 +243,44 @@ def stimulus_op(io: BoardIo, name: str, value: Any) -> dict[str, Any]:
 
 
 FAULT_KINDS = ("drop", "corrupt", "reset", "power_loss", "power_loss_write", "clock_skew", "ble_disconnect")
+FAULT_LINKS: dict[str, tuple[str, ...]] = {"drop": ("uart", "ble", "all"), "corrupt": ("uart", "all")}
+"""The links each link fault takes (its optional first argument; default ``all``)."""
+# Why corrupt takes no `ble`: the simulator flips bits in UART bytes only. On air, BLE's link layer checks
+# every packet's CRC and resends a bad one, so a flipped bit is a delay, never bad data reaching the firmware.
+_CORRUPT_BLE = ("corrupt acts on UART bytes only (link uart or all), not ble: BLE's link layer checks every packet's "
+                "CRC and resends a bad one, so a flipped bit never reaches the firmware; use drop ble or ble_disconnect")
+
+
+def _is_word(token: str) -> bool:
+    """A token that reads as a name (``uarts``, ``BLE``), not a number or a duration (``60s``, ``0.01``)."""
+    return token[:1].isalpha() and not _DURATION.match(token)
+
+
+def _fault_link(kind: str, args: list[str], line: str) -> str:
+    """Pop the link argument of a ``drop``/``corrupt`` line from ``args`` (default ``all``).
+
+    A word where the link goes that is no link of ``kind`` is named as such (with the closest link), not
+    reported as a missing duration or rate; a lone word that is not close to any link is named as neither.
+
+    Raises:
+        StimulusError: a link ``kind`` does not take.
+    """
+    links = FAULT_LINKS[kind]
+    if args and args[0] in links:
+        return args.pop(0)
+    if not args or not _is_word(args[0]):
+        return "all"
+    word = args[0]
+    if kind == "corrupt" and word.lower() == "ble":
+        raise StimulusError(f"{_CORRUPT_BLE}: {line!r}", value=line, link=word)
+    close = difflib.get_close_matches(word.lower(), links, n=1)
+    what = "a duration (e.g. 60s)" if kind == "drop" else "a rate 0..1 (e.g. 0.01)"
+    if len(args) == 1 and not close:  # `drop ten`: a bad duration as much as a bad link
+        raise StimulusError(f"{kind}: {word!r} is neither a link ({', '.join(links)}) nor {what}: {line!r}",
+                            value=line, link=word)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise StimulusError(f"unknown link {word!r} for {kind} ({hint}links: {', '.join(links)}): {line!r}", value=line,
+                        link=word)
 
 
 def parse_fault(line: str) -> dict[str, Any]:
@@ -252,19 +291,23 @@ def parse_fault(line: str) -> dict[str, Any]:
     ``ble_disconnect``.
 
     Raises:
-        StimulusError: unknown fault or bad argument.
+        StimulusError: unknown fault (with the closest kind), a link the fault does not take (``drop
+            uarts``, ``corrupt ble``; ``details['link']``), or a bad argument.
     """
     parts = line.split()
     if not parts or parts[0] not in FAULT_KINDS:
-        raise StimulusError(f"unknown fault {line!r} (one of {', '.join(FAULT_KINDS)})", value=line)
+        close = difflib.get_close_matches(parts[0].lower(), FAULT_KINDS, n=1) if parts else []
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise StimulusError(f"unknown fault {line!r} ({hint}one of {', '.join(FAULT_KINDS)})", value=line)
     kind, args = parts[0], parts[1:]
     if kind == "drop":
-        link = args.pop(0) if args and args[0] in ("uart", "ble", "all") else "all"
+        link = _fault_link(kind, args, line)
         if len(args) != 1:
-            raise StimulusError(f"drop needs a duration: {line!r}", value=line)
+            raise StimulusError(f"drop needs one duration: drop [uart|ble|all] DURATION, e.g. drop uart 60s: {line!r}",
+                                value=line)
         return {"kind": "drop", "link": link, "ms": parse_duration_ms(args[0])}
     if kind == "corrupt":
-        link = args.pop(0) if args and args[0] in ("uart", "all") else "all"
+        link = _fault_link(kind, args, line)
         try:
             rate = float(args[0])
         except (IndexError, ValueError) as exc:
@@ -275,7 +318,7 @@ def parse_fault(line: str) -> dict[str, Any]:
         if len(args) == 3 and args[1] == "for":
             out["ms"] = parse_duration_ms(args[2])
         elif len(args) != 1:
-            raise StimulusError(f"corrupt syntax: corrupt [uart] RATE [for DURATION]: {line!r}", value=line)
+            raise StimulusError(f"corrupt syntax: corrupt [uart|all] RATE [for DURATION]: {line!r}", value=line)
         return out
     if kind == "power_loss":
         if args[:1] == ["off"] and len(args) == 2:
@@ -289,7 +332,11 @@ def parse_fault(line: str) -> dict[str, Any]:
         if len(args) != 1:
             raise StimulusError(f"clock_skew needs +/-DURATION: {line!r}", value=line)
         sign = -1 if args[0].startswith("-") else 1
-        return {"kind": "clock_skew", "ms": sign * parse_duration_ms(args[0].lstrip("+-"))}
+        try:
+            return {"kind": "clock_skew", "ms": sign * parse_duration_ms(args[0].lstrip("+-"))}
+        except StimulusError as exc:
+            raise StimulusError(f"clock_skew needs +/-DURATION (e.g. +30s, -2m), got {args[0]!r}: {line!r}",
+                                value=line) from exc
     if args:
         raise StimulusError(f"{kind} takes no arguments: {line!r}", value=line)
     return {"kind": kind}
@@ -327,23 +374,77 @@ STIMULUS_NAMES: tuple[str, ...] = ("pir", "light", "lamp_current", "lamp_failed"
                                     "lid", "battery")
 """Named stimuli (besides ``pin:N`` and ``adc:N``), see :func:`stimulus_op`."""
 TIMELINE_KEYS: tuple[str, ...] = ("time", "every", "until", "fault")
+"""Keys of a timeline entry other than stimulus names."""
 # The shortest repeat of a timeline entry: a "1ms" repeat without an `until` would be 86 million events
 # a virtual day, each woken on the board's host; no sensor stimulus changes faster than this.
 MIN_EVERY_MS = 100
-"""Keys of a timeline entry other than stimulus names."""
 
 
-def _check_entry_keys(entry: dict[str, Any], line: int) -> None:
+def _check_entry_keys(entry: dict[str, Any], line: int, where: str | None = None) -> None:
     """Refuse a key of a timeline entry that is neither a timing key, ``fault`` nor a stimulus name
     (a typo such as ``tme`` is named as such, not reported as a missing ``time``)."""
+    where = where or f"timeline entry {line}"
     for key in entry:
         if key in TIMELINE_KEYS or key in STIMULUS_NAMES or key.startswith(("pin:", "adc:")):
             continue
         close = difflib.get_close_matches(key, TIMELINE_KEYS + STIMULUS_NAMES, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise StimulusError(f"timeline entry {line}: unknown key {key!r} ({hint}an entry needs time and may have "
+        raise StimulusError(f"{where}: unknown key {key!r} ({hint}an entry needs time and may have "
                             f"{', '.join(TIMELINE_KEYS[1:])} and stimuli: {', '.join(STIMULUS_NAMES)}, pin:N, adc:N)",
                             name=key, line=line, unknown_key=key)
+
+
+def timeline_entry(entry: dict[str, Any], io: BoardIo, start_ms: int, *, line: int = 1,
+                   where: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One ``[[at]]`` entry -> its stimuli and its faults (host operations, each with ``at`` and, when
+    given, ``every``/``until``), checked against the board.
+
+    Args:
+        entry: the parsed entry (``time``, ``every``, ``until``, ``fault`` and stimulus names).
+        start_ms: the virtual start (unix ms) that ``+90s`` and times of day count from.
+        line: the entry's number in its file (``details['line']``).
+        where: how messages name the entry (default ``timeline entry <line>``; a scenario passes its
+            dotted key, ``boards[1].faults[2]``).
+
+    Raises:
+        StimulusError: as :func:`load_stimuli`, for this entry.
+    """
+    where = where or f"timeline entry {line}"
+    if "time" not in entry:
+        _check_entry_keys(entry, line, where)  # a typo (tme = ...) is named, not only the missing 'time'
+        raise StimulusError(f"{where} needs 'time'", line=line)
+    at = parse_at_ms(entry["time"], start_ms)
+    timing: dict[str, Any] = {"at": at}
+    if "every" in entry:
+        timing["every"] = parse_duration_ms(entry["every"])
+        if timing["every"] < MIN_EVERY_MS:
+            raise StimulusError(f"{where}: every = {entry['every']!r} is too often: the shortest "
+                                f"repeat is {MIN_EVERY_MS} ms (each repeat is an event the simulator "
+                                f"runs; use e.g. every = \"1s\")", line=line, value=entry["every"])
+    if "until" in entry:
+        timing["until"] = parse_at_ms(entry["until"], start_ms)
+        if timing["until"] < at:
+            timing["until"] += 86_400_000
+    stimuli: list[dict[str, Any]] = []
+    faults: list[dict[str, Any]] = []
+    for name, value in entry.items():
+        if name in ("time", "every", "until"):
+            continue
+        try:
+            if name == "fault":
+                for text in [value] if isinstance(value, str) else list(value):
+                    faults.append({**timing, **check_fault_link(io, str(text), parse_fault(str(text)))})
+            else:
+                stimuli.append({**timing, **stimulus_op(io, name, value)})
+        except StimulusError as exc:
+            exc.details["line"] = line
+            raise
+    return stimuli, faults
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    """The start of ``text`` for an error's details (a deeply nested text can be megabytes)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
@@ -365,11 +466,13 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
         StimulusError: bad syntax, unknown names or values (``details['line']`` names the entry).
     """
     is_file = isinstance(source, Path) or "\n" not in str(source) and Path(str(source)).is_file()
-    try:  # a file is read and parsed once; TOML text given inline is parsed here
+    try:  # a file is read and parsed once; TOML text given inline is parsed here, its depth checked as a file's
         doc = (read_toml_doc(Path(source), what="stimuli file") if is_file
-               else tomllib.loads(str(source).removeprefix("\ufeff")))
+               else loads_toml(str(source).removeprefix("\ufeff")))
     except TomlTextError as exc:
         raise StimulusError(f"{source}: {exc}", value=str(source)) from None
+    except NestedTooDeeplyError as exc:  # tomllib would recurse until a RecursionError
+        raise StimulusError(f"stimuli text is not valid TOML: {exc}", value=_excerpt(str(source))) from None
     except tomllib.TOMLDecodeError as exc:
         raise StimulusError(f"stimuli file is not TOML: {exc}", value=str(source)) from exc
     plan = StimuliPlan()
@@ -388,31 +491,7 @@ def load_stimuli(source: str | Path, io: BoardIo, start_ms: int) -> StimuliPlan:
     for name, value in doc.get("set", {}).items():
         plan.initial.append(stimulus_op(io, name, value))
     for i, entry in enumerate(entries):
-        if "time" not in entry:
-            _check_entry_keys(entry, i + 1)  # a typo (tme = ...) is named, not only the missing 'time'
-            raise StimulusError(f"timeline entry {i + 1} needs 'time'", line=i + 1)
-        at = parse_at_ms(entry["time"], start_ms)
-        timing: dict[str, Any] = {"at": at}
-        if "every" in entry:
-            timing["every"] = parse_duration_ms(entry["every"])
-            if timing["every"] < MIN_EVERY_MS:
-                raise StimulusError(f"timeline entry {i + 1}: every = {entry['every']!r} is too often: the shortest "
-                                    f"repeat is {MIN_EVERY_MS} ms (each repeat is an event the simulator "
-                                    f"runs; use e.g. every = \"1s\")", line=i + 1, value=entry["every"])
-        if "until" in entry:
-            timing["until"] = parse_at_ms(entry["until"], start_ms)
-            if timing["until"] < at:
-                timing["until"] += 86_400_000
-        for name, value in entry.items():
-            if name in ("time", "every", "until"):
-                continue
-            try:
-                if name == "fault":
-                    for line in [value] if isinstance(value, str) else list(value):
-                        plan.faults.append({**timing, **check_fault_link(io, str(line), parse_fault(str(line)))})
-                else:
-                    plan.stimuli.append({**timing, **stimulus_op(io, name, value)})
-            except StimulusError as exc:
-                exc.details["line"] = i + 1
-                raise
+        stimuli, faults = timeline_entry(entry, io, start_ms, line=i + 1)
+        plan.stimuli += stimuli
+        plan.faults += faults
     return plan
