@@ -51,7 +51,15 @@ from hil.scenarios.model import OPS, BoardGroup, Expectations, FieldExpectation,
 from hil.scenarios.stimuli_doc import check_fault_entry, check_keys, check_stimuli_doc
 from hil.scenarios.timeline import check_timeline
 from hil.sim.errors import StimulusError
-from hil.sim.stimuli import BoardIo, load_stimuli, parse_at_ms, parse_duration_ms, parse_fault
+from hil.sim.stimuli import (
+    BoardIo,
+    load_stimuli,
+    parse_at_ms,
+    parse_duration_ms,
+    parse_fault,
+    stimulus_op,
+    timeline_entry,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 # Speeds a scenario (and `hil run --speed`) may ask for: the gateway's [sim_clock] takes >= 0.001
@@ -385,6 +393,10 @@ def _timeline(where: str, raw: dict[str, Any], config: dict[str, Any], link: str
               scenario_end: int, base: Path, path: Path | None, *, timed: bool) -> tuple[dict[str, Any], str]:
     """A board group's stimuli document with its ``faults`` merged into ``at``, and its TOML text.
 
+    Each ``set`` value, ``at`` entry and ``faults`` entry is checked on its own, so every mistake is
+    reported, each named by its dotted key (``boards[1].stimuli.set.light``, ``boards[1].stimuli.at[2]``,
+    ``boards[1].faults[3]``).
+
     Raises:
         ScenarioError: a bad stimuli document or fault entry (several: :class:`ScenarioErrors`), a
             fault the group's link makes do nothing, a timeline that cannot do what it says.
@@ -402,23 +414,52 @@ def _timeline(where: str, raw: dict[str, Any], config: dict[str, Any], link: str
             f"{type(faults).__name__} {faults!r}", key="faults", value=repr(faults)))
         faults = []
     at = list(doc.get("at", []))
+    labels = [(f"{where}.stimuli.at[{i + 1}]", "stimuli") for i in range(len(at))]
     for j, f in enumerate(faults):
         with errors.check():
             check_fault_entry(f, f"{where}.faults[{j + 1}]", str(path) if path else None)
             at.append(dict(f))
+            labels.append((f"{where}.faults[{j + 1}]", "faults"))
     errors.raise_any()
     doc = {**doc, "at": at}
     text = toml_text(doc)
-    try:
-        plan = load_stimuli(text, BoardIo(config), scenario_start)
+    # the entries as the simulator reads them from `text` (an unquoted TOML time becomes its ISO text)
+    parsed = tomllib.loads(text)
+    io = BoardIo(config)
+    for name, value in parsed.get("set", {}).items():
+        with errors.check():
+            try:
+                stimulus_op(io, name, value)
+            except StimulusError as exc:
+                raise _timeline_error(f"{where}.stimuli.set.{name}", "stimuli", exc, path) from exc
+    for (label, key), entry, raw_entry in zip(labels, parsed.get("at", []), at):
+        with errors.check():
+            try:
+                _, entry_faults = timeline_entry(entry, io, scenario_start, where=label)
+            except StimulusError as exc:
+                raise _timeline_error(label, key, exc, path) from exc
+            _check_fault_links(label, [raw_entry], link)
+            if timed:
+                check_timeline(label, [raw_entry], entry_faults, scenario_start, scenario_end)
+    errors.raise_any()
+    try:  # the whole text as the run will load it (each part passed above)
+        load_stimuli(text, io, scenario_start)
     except StimulusError as exc:
-        # A typo in a timeline entry (tme = "+1m") is an unknown key, as in a faults entry.
-        error = UnknownKeyError if "unknown_key" in exc.details else ScenarioError
-        raise error(f"{where}: stimuli/faults: {exc}", key="stimuli", **exc.details) from exc
-    _check_fault_links(where, at, link)
-    if timed:
-        check_timeline(where, at, plan.faults, scenario_start, scenario_end)
+        raise _timeline_error(f"{where}.stimuli", "stimuli", exc, path) from exc
     return doc, text
+
+
+def _timeline_error(label: str, key: str, exc: StimulusError, path: Path | None) -> ScenarioError:
+    """The scenario error for a stimulus or fault the simulator refuses, named by its dotted ``label``.
+
+    A typo in a timeline entry (``tme = "+1m"``) is an :class:`UnknownKeyError`, as in a ``faults`` entry.
+    """
+    error = UnknownKeyError if "unknown_key" in exc.details else ScenarioError
+    message = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
+    details = {**exc.details, "key": key, "where": label, "path": str(path) if path else None}
+    if "unknown_key" in exc.details:
+        details["key"] = exc.details["unknown_key"]
+    return error(message, **details)
 
 
 def _check_fault_links(where: str, entries: list[Any], link: str) -> None:

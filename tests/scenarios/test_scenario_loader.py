@@ -104,7 +104,7 @@ def test_specific_errors(tmp_path: Path, edit, error, key) -> None:  # type: ign
     (lambda t: t.replace('set = { light = 4 }', 'set = { "pin:99" = 1 }'),
      "defines no pin on GPIO 99 (its pins: 0 (recovery), 25 (lamp), 27 (pir), 34 (light), 35 (lamp_current))"),
     (lambda t: t + '[[boards]]\nboard = "bin-esp32c3"\nstimuli = { set = { battery = 3700 } }\n',
-     "boards[2]: stimuli/faults: stimulus 'battery' = 3700 is outside 0..100 %"),
+     "boards[2].stimuli.set.battery: stimulus 'battery' = 3700 is outside 0..100 %"),
     (lambda t: t + '[[boards]]\nboard = "bin-esp32c3"\nfaults = [{ time = "+1m", fault = "drop uart 1m" }]\n',
      "fault 'drop uart 1m': board bin-esp32c3 has no uart link (its links: ble)"),
     (lambda t: t.replace('pir = "pulse 2s"', 'pri = "pulse 2s"'), "did you mean 'pir'?"),
