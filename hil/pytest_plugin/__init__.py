@@ -13,8 +13,10 @@ on PATH) makes tests skip.
 Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=)`` choose what the
 fixtures bring up (docs/hil.md).
 
-Marker ``@pytest.mark.requires("ble", "adc")``: the test runs only where its board (``board(name)``
-marker, each board of a ``fleet(...)`` marker, else ``--hil-board``/the default board) declares
+Marker ``@pytest.mark.requires("ble", "adc")``: the test runs only where each board its fixtures bring up
+(:func:`hil.pytest_plugin.markers.board_refs`: ``hil_board``'s ``board(name)`` marker, each board of
+``hil_fleet``'s ``fleet(...)`` marker, else ``--hil-board``/the default board; a marker the test's fixtures
+would ignore is a usage error) declares
 every board capability in its definition AND the backend's capability manifest
 (:func:`hil.backends.manifest_for`) has every capability; it is SKIPPED with the reason otherwise,
 on every backend (a board without a UART has none on the simulator either). Fixtures: ``hil_board``, ``hil_fleet``, ``hil_gateway``, ``hil_radio`` (see
@@ -33,7 +35,6 @@ import pytest
 
 from hil.backends.capabilities import BACKENDS, KNOWN_CAPABILITIES, manifest_for
 from hil.pytest_plugin.fixtures import (
-    fleet_marker_text,
     hil_board,
     hil_board_definition,
     hil_fleet,
@@ -46,7 +47,8 @@ from hil.pytest_plugin.fixtures import (
 )
 from hil.boards import CAPABILITY_NAMES, BoardDefinition, BoardError
 from hil.pytest_plugin.logs import failure_sections
-from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, lease_wait_option, marker_board_ref,
+from hil.pytest_plugin.markers import board_refs, check_marker_shapes, ignored_marker_problem, unknown_capability_message
+from hil.pytest_plugin.settings import (DEFAULT_BOARD, HilSettings, board_error_suffix, lease_wait_option, marker_board_ref,
                                         port_range_option, settings_key, sim_marker_options, sim_speed_option)
 
 __all__ = ["hil_board", "hil_board_definition", "hil_fleet", "hil_gateway", "hil_manifest", "hil_radio",
@@ -81,7 +83,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hil-backend", choices=BACKENDS, default="sim",
                     help="where boards under test run: sim (virtual boards), qemu, serial (real boards)")
     group.addoption("--hil-board", default=None, metavar="NAME",
-                    help=f"board definition under test: a name from boards/ (e.g. {DEFAULT_BOARD}, bin-esp32c3) or "
+                    help=f"board definition under test: a board name (e.g. {DEFAULT_BOARD}, bin-esp32c3), looked up in the "
+                         "CIVICEDGE_BOARDS directories and the boards/ shipped inside civicedge (not ./boards/), or "
                          f"a path to a board .toml file (default: {DEFAULT_BOARD} on the sim and qemu backends; on "
                          "the serial backend none: requires(...) assumes only the console, and a test using a board "
                          "errors until its definition is named here or with @pytest.mark.board(NAME)); an unknown "
@@ -183,7 +186,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         try:  # a typo in --hil-board is a usage error up front, not an INTERNALERROR later
             settings.board()
         except BoardError as exc:
-            raise pytest.UsageError(f"--hil-board {settings.board_name}: {exc}") from exc
+            raise pytest.UsageError(f"--hil-board {settings.board_name}: {exc}"
+                                    f"{board_error_suffix(settings.board_name, exc)}") from exc
     check_prerequisites(settings)
 
 
@@ -281,19 +285,18 @@ def required_capabilities(item: pytest.Item) -> list[str]:
 
 
 def item_boards(item: pytest.Item, settings: HilSettings) -> list[BoardDefinition] | None:
-    """The board definitions ``item`` runs on: its ``board(name)`` marker, the boards of its
-    ``fleet(...)`` marker, else the session board; None for the serial backend without
-    ``--hil-board`` (a real board nobody described).
+    """The board definitions ``item`` runs on, the ones its fixtures bring up (:func:`board_refs`):
+    ``hil_board``'s ``board(name)`` marker, each board of ``hil_fleet``'s ``fleet(...)`` marker, else
+    the session board; None where the session board is needed and the serial backend has none
+    (no ``--hil-board``: a real board nobody described).
 
     Raises:
         hil.boards.BoardError: a marker names an unknown board.
     """
-    named = marker_board_names(item)
-    if named is not None:
-        return [settings.board(name, test_file=item.path) for _marker, name in named]
-    if settings.backend == "serial" and settings.board_name is None:
+    refs = board_refs(item)
+    if None in refs and settings.backend == "serial" and settings.board_name is None:
         return None
-    return [settings.board()]
+    return [settings.board() if ref is None else settings.board(ref[1], test_file=item.path) for ref in refs]
 
 
 BOARD_FIXTURES = frozenset({"hil_board", "hil_board_definition", "hil_fleet", "hil_manifest"})
@@ -306,26 +309,20 @@ def looks_up_board_names(item: pytest.Item, settings: HilSettings) -> bool:
     is none (:meth:`HilSettings.no_definition_reason` says why)."""
     if not (BOARD_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("requires")):
         return False
-    named = marker_board_names(item)
-    if named is not None:
-        refs = [marker_board_ref(name, item.path) for _marker, name in named]
-    elif settings.backend == "serial" and settings.board_name is None:
-        return False
-    else:
-        refs = [settings.board_name or DEFAULT_BOARD]
+    refs: list[str] = []
+    for ref in board_refs(item):
+        if ref is not None:
+            refs.append(marker_board_ref(ref[1], item.path))
+        elif not (settings.backend == "serial" and settings.board_name is None):
+            refs.append(settings.board_name or DEFAULT_BOARD)
     return any(not os.path.isfile(ref) for ref in refs)
 
 
 def marker_board_names(item: pytest.Item) -> list[tuple[str, str]] | None:
-    """``(marker, board name or path)`` for each board the ``board(name)`` or ``fleet(...)`` marker of
-    ``item`` names (``marker`` as messages show it); None when it has neither."""
-    mark = item.get_closest_marker("board")
-    if mark is not None and len(mark.args) == 1 and isinstance(mark.args[0], str):
-        return [(f"board({mark.args[0]!r})", mark.args[0])]
-    fleet = item.get_closest_marker("fleet")
-    if fleet is not None and fleet.kwargs:
-        return [(fleet_marker_text(dict(fleet.kwargs)), name) for name in fleet.kwargs]
-    return None
+    """``(marker, board name or path)`` for each board the markers of ``item`` name that its fixtures
+    bring up (:func:`board_refs`, ``marker`` as messages show it); None when it has none."""
+    named = [ref for ref in board_refs(item) if ref is not None]
+    return named or None
 
 
 def capability_skip_reason(settings: HilSettings, boards: list[BoardDefinition] | None,
@@ -354,7 +351,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the backend drives (a fleet on the serial backend), as skipped (never failed).
 
     Done at collection so the skip is reported at the test's own location, with the reason.
-    Unknown capability names and unknown boards in markers are left to
+    Malformed ``board``/``fleet``/``sim``/``requires`` markers and a ``board(...)``/``fleet(...)``
+    marker the test's fixtures would ignore (:func:`hil.pytest_plugin.markers.ignored_marker_problem`)
+    are usage errors here. Unknown capability names and unknown boards in markers are left to
     :func:`pytest_runtest_setup`, which errors.
     """
     settings = config.stash[settings_key]
@@ -366,6 +365,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                         "cannot find it")
     for item in items:
         sim_marker_options(item)  # a bad sim(...) marker is a usage error before anything boots
+        check_marker_shapes(item)  # board(), board(a, b), fleet() too
+        ignored = ignored_marker_problem(item, getattr(item, "fixturenames", ()))
+        if ignored is not None:  # requires(...) would check a board the test never gets
+            raise pytest.UsageError(ignored)
         too_many = single_board_skip_reason(settings, item)
         if too_many is not None:  # before anything is leased: a fleet would wait for its own first board
             item.add_marker(pytest.mark.skip(reason=too_many))
@@ -384,11 +387,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Error (not skip) on a capability name nobody defines or an unknown board in a marker of a
-    test that requires capabilities: a typo must not hide a test."""
+    test that requires capabilities: a typo must not hide a test. One line each, with the closest
+    name (a traceback through the plugin would say the plugin has a bug)."""
     needed = required_capabilities(item)
     if needed:
         settings = item.config.stash[settings_key]
-        settings.manifest().missing(needed)
+        unknown = [name for name in needed if name not in KNOWN_CAPABILITIES]
+        if unknown:
+            pytest.fail("requires: UnknownCapabilityError: " + unknown_capability_message(unknown[0], KNOWN_CAPABILITIES),
+                        pytrace=False)
         for marker, name in marker_board_names(item) or ():
             marker_board(settings, item, name, marker=marker, label="requires")
 

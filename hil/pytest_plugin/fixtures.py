@@ -25,6 +25,7 @@ from hil.errors import HilError
 from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
 from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints, slow_clock_hints
 from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
+from hil.pytest_plugin.markers import fleet_marker_text, ignored_marker_problem
 from hil.pytest_plugin.ports import PortRange, free_ports, port_free
 from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
 
@@ -211,14 +212,15 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
         if reason is not None:
             # reason names what installs the missing part (hil.sim.runtime: `civicedge sim install-runtime`).
             pytest.fail(f"sim backend unavailable: {reason} (or choose --hil-backend qemu|serial)", pytrace=False)
-        # Boards whose only link is BLE report over the virtual radio.
-        ble_only = any(d.ble is not None and d.uart is None for d in definitions)
         speed, seed = sim_marker_options(request.node)
-        return SimDriver(radio_url=request.getfixturevalue("hil_radio").url if ble_only else None,
+        return SimDriver(radio_url=request.getfixturevalue("hil_radio").url if wants_radio(definitions, request) else None,
                          speed=settings.sim_speed if speed is None else speed, seed=seed)
     definition = definitions[0]
     if settings.backend == "qemu":
         from hil.backends.qemu.driver import QemuDriver
+
+        if "hil_gateway" in request.fixturenames:  # fail before building images and booting QEMU
+            pytest.fail(qemu_gateway_message(definitions), pytrace=False)
 
         chips = list(dict.fromkeys(d.chip for d in definitions))
         for chip in chips:
@@ -249,6 +251,34 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
                         data_port=settings.data_port, reprovision=settings.reprovision)
 
 
+def wants_radio(definitions: list[BoardDefinition], request: pytest.FixtureRequest) -> bool:
+    """Whether the sim backend puts the test's BLE boards on the virtual radio: always for a board whose
+    only link is BLE (its reports leave that way), and for every BLE board when the test uses
+    ``hil_radio`` or ``requires("ble")`` (a UART+BLE board otherwise gets no ``ble_address``)."""
+    if any(d.ble is not None and d.uart is None for d in definitions):
+        return True
+    if not any(d.ble is not None for d in definitions):
+        return False
+    needs_ble = any("ble" in mark.args for mark in request.node.iter_markers(name="requires"))
+    return needs_ble or "hil_radio" in request.fixturenames
+
+
+def qemu_gateway_message(definitions: list[BoardDefinition]) -> str:
+    """Why ``hil_gateway`` cannot serve boards on the qemu backend (one line)."""
+    names = ", ".join(sorted({d.name for d in definitions}))
+    return (f"hil_gateway: the qemu backend's data UART ({names}) is a TCP socket (socket://127.0.0.1:PORT), which "
+            "the gateway's serial transport cannot open (it opens device paths such as ptys and /dev/ttyUSB0), so no "
+            "report could arrive; run gateway tests on --hil-backend sim, or serial with --hil-data-port")
+
+
+def _fail_on_ignored_marker(request: pytest.FixtureRequest) -> None:
+    """FAIL with one line when a marker of the test is one this fixture ignores (:func:`ignored_marker_problem`);
+    at collection that is a usage error, here it catches a fixture asked for with ``getfixturevalue``."""
+    problem = ignored_marker_problem(request.node, [*request.fixturenames, request.fixturename or ""])
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+
+
 def _board_name(request: pytest.FixtureRequest) -> str | None:
     mark = request.node.get_closest_marker("board")
     if mark is None:
@@ -256,11 +286,6 @@ def _board_name(request: pytest.FixtureRequest) -> str | None:
     if len(mark.args) != 1 or not isinstance(mark.args[0], str):
         raise pytest.UsageError(f"{request.node.nodeid}: use @pytest.mark.board('<board name or path>')")
     return mark.args[0]
-
-
-def fleet_marker_text(mix: dict[str, int]) -> str:
-    """``fleet(streetlight-esp32=3)``: a fleet marker as messages show it."""
-    return "fleet(" + ", ".join(f"{name}={n}" for name, n in mix.items()) + ")"
 
 
 def marker_board(settings: HilSettings, node: pytest.Item, name: str, *, marker: str, label: str) -> BoardDefinition:
@@ -327,6 +352,7 @@ def hil_board(request: pytest.FixtureRequest, hil_settings: HilSettings, hil_boa
     Its work directory is ``<tmp_path>/<device id>``; its console is kept there as ``console.log``
     (:mod:`hil.pytest_plugin.logs`).
     """
+    _fail_on_ignored_marker(request)
     driver = make_driver(hil_settings, [hil_board_definition], request)
     from hil.backends.board import Strategy  # make_driver checked that it imports
 
@@ -355,6 +381,7 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_pat
     On a backend that drives one board (serial) a fleet of more than one board (counting a
     ``hil_board`` of the same test) SKIPS the test at once (:func:`single_board_skip_reason`).
     """
+    _fail_on_ignored_marker(request)
     mark = request.node.get_closest_marker("fleet")
     mix: dict[str, int] = dict(mark.kwargs) if mark is not None else {"": DEFAULT_FLEET_SIZE}
     if not mix or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in mix.values()):
@@ -438,7 +465,8 @@ def hil_gateway(request: pytest.FixtureRequest, hil_settings: HilSettings,
     """A running ``civicedge gateway run`` on a temporary config, wired to the test's boards.
 
     Boards of ``hil_board``/``hil_fleet`` (when the test uses them) are registered with their
-    keys; UART boards are read over their data ptys, BLE-only boards over ``hil_radio``. Its work
+    keys; UART boards (those with BLE too) are read over their data ptys, BLE-only boards over
+    ``hil_radio``; on the qemu backend it FAILS at once (:func:`qemu_gateway_message`). Its work
     directory (config, registry, store) is ``<tmp_path>/gateway``, its output kept there as
     ``gateway.log``.
     """
@@ -447,6 +475,9 @@ def hil_gateway(request: pytest.FixtureRequest, hil_settings: HilSettings,
         boards.append(request.getfixturevalue("hil_board"))
     if "hil_fleet" in request.fixturenames:
         boards.extend(request.getfixturevalue("hil_fleet").boards)
+    on_qemu = [b.definition for b in boards if b.backend == "qemu"]
+    if on_qemu:  # a fixture asked for with getfixturevalue: make_driver did not see hil_gateway
+        pytest.fail(qemu_gateway_message(on_qemu), pytrace=False)
     unreachable = [b for b in boards if b.data_url is None and not b.ble_address]
     if unreachable:
         pytest.fail(no_data_link_message(unreachable), pytrace=False)

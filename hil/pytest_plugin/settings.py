@@ -195,9 +195,30 @@ def marker_board_ref(name: str, test_file: Path) -> str:
     return name
 
 
+def board_error_suffix(name: str, exc: BoardError) -> str:
+    """What to add to the first problem ``exc`` of the board ``name`` (``--hil-board`` or a marker) says:
+    how many more the file has, as ``civicedge boards list`` says it (`` (and 3 more: civicedge boards
+    check FILE)``); for a board name not found, that ``./boards/NAME.toml`` exists in the current
+    directory but is not where names are looked up."""
+    more = len(exc.problems) - 1
+    if more > 0:
+        return f" (and {more} more: civicedge boards check {exc.source})"
+    if isinstance(exc, BoardNotFoundError) and "/" not in name and os.sep not in name:
+        local = Path("boards") / (name if name.endswith(".toml") else f"{name}.toml")
+        if local.is_file():
+            return (f"; {local} exists in the current directory, but board names are looked up in the "
+                    f"CIVICEDGE_BOARDS directories and the boards/ shipped inside civicedge only: pass its path "
+                    f"({local}) or add ./boards to CIVICEDGE_BOARDS")
+    return ""
+
+
 def board_problem(name: str, test_file: Path | None, exc: BoardError) -> str:
     """One line saying what is wrong with the board ``name`` a marker gives, with a did-you-mean for a
-    mistyped board name (``streetlite-esp32``, ``streetlight``)."""
+    mistyped board name (``streetlite-esp32``, ``streetlight``) and :func:`board_error_suffix`."""
+    return _board_problem(name, test_file, exc) + board_error_suffix(name, exc)
+
+
+def _board_problem(name: str, test_file: Path | None, exc: BoardError) -> str:
     if not isinstance(exc, BoardNotFoundError):
         return str(exc)
     available = ", ".join(exc.available) or "none"

@@ -298,7 +298,8 @@ def test_every_option_has_help_with_its_default(pytester: pytest.Pytester) -> No
     result = pytester.runpytest_subprocess("--help")
     assert result.ret == pytest.ExitCode.OK
     text = " ".join(result.stdout.str().split())  # help lines are wrapped at the terminal width
-    for shown in ("--hil-board=NAME board definition under test: a name from boards/",
+    for shown in ("--hil-board=NAME board definition under test: a board name (e.g. streetlight-esp32, bin-esp32c3), "
+                  "looked up in the CIVICEDGE_BOARDS directories and the boards/ shipped inside civicedge (not ./boards/)",
                   "(default: streetlight-esp32 on the sim and qemu backends; on the serial backend none",
                   "--hil-lease-dir=DIR serial backend: directory of board leases",
                   "(default: $XDG_RUNTIME_DIR/civicedge-leases, else <tmp>/civicedge-leases)",
@@ -467,7 +468,6 @@ def test_runtime_default_fleet(request):
 def fleet_at_run_time(request):
     return request.getfixturevalue("hil_fleet")
 
-@pytest.mark.fleet(**{"streetlight-esp32": 1})
 def test_runtime_fleet_and_board(fleet_at_run_time, hil_board):
     pass
 
@@ -492,7 +492,7 @@ def test_a_fleet_requested_at_run_time_on_the_serial_backend_skips_too(pytester:
         "fleet(streetlight-esp32=3) needs 3 boards (run it on the sim or qemu backend)",
         "SKIPPED [[]1[]] *.py*: the serial backend drives one board (--hil-port /dev/ttyNOSUCH0); "
         "hil_fleet (default: 3 of the session board) needs 3 boards*",
-        "SKIPPED [[]1[]] *.py*: *; hil_board + fleet(streetlight-esp32=1) needs 2 boards*",
+        "SKIPPED [[]1[]] *.py*: *; hil_board + hil_fleet (default: 3 of the session board) needs 4 boards*",
         "hil_fleet: NoMatchingPortError: streetlight-esp32: step to 'flashed' failed: no serial port *",
     ])
     assert result.stdout.str().count("NoMatchingPortError") == 1  # only the fleet of one tried a board
