@@ -214,14 +214,22 @@ async def _expect_continue(request: web.Request) -> None:
         return None
     ctx: WebContext = request.app[CONTEXT_KEY]
     if not ctx.hosts.allows(request.headers.get("Host")) or (_is_admin(request) and not ctx.token.accepts(request)):
+        request[CONTINUE_WITHHELD] = True
         return None
     try:
         check_body_headers(request, ctx.max_body_bytes)
     except WebError:
+        request[CONTINUE_WITHHELD] = True
         return None
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # (as aiohttp's handler) the answer itself has not started
     return None
+
+
+# Set on a request answered without 100 Continue: its body may still follow (a client may send it after
+# waiting) or never come; either way the connection is out of step after the answer, so the answer closes
+# it (``Connection: close``, RFC 9110 10.1.1) instead of the next request's bytes being read as this body.
+CONTINUE_WITHHELD = web.RequestKey("civicedge.continue_withheld", bool)
 
 
 def _with_expect_handler(routes: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
@@ -267,6 +275,10 @@ async def _cors_preflight(
 
 async def _security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """Headers on every response, set as it is prepared (so streamed bodies and errors carry them too)."""
+    if request.get(CONTINUE_WITHHELD):
+        # The headers are already computed when this hook runs: say it, and have the server close after.
+        response.force_close()
+        response.headers["Connection"] = "close"
     if _is_open_data(request):
         # Public data without credentials: any origin may read it (no cookies or tokens are involved).
         response.headers.setdefault("Access-Control-Allow-Origin", "*")
