@@ -114,5 +114,5 @@ def test_a_cp_during_the_stores_own_checkpoint_says_the_size_is_wrong(tmp_path: 
     db.write_bytes(b"x")
     f = FileIdentity(db, (0, 0), db)
     said = overwritten(f, MainStamp(-1, 1, b"h" * 100), MainStamp(8192, 2, b"h" * 100))
-    assert said is not None and "-1" not in said
+    assert said is not None and "-1" not in said.replace(str(tmp_path), "<tmp>")  # (pytest-1NN in the path)
     assert "its size (8192 bytes) is not the database's after a whole checkpoint" in said
