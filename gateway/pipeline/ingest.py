@@ -13,7 +13,9 @@ Guarantees (docs/protocol.md §6):
   again in halves, down to single records: only the reports setting it off fail (not acknowledged, and
   no ACK of their device passes them while it re-sends them). A StorageError fails the batch unsplit.
   Reports failing alone while others are stored are :attr:`IngestService.reports_problem` (a warning),
-  commits storing nothing :attr:`IngestService.store_problem` (critical);
+  commits storing nothing :attr:`IngestService.store_problem` (critical). A store read failing for a
+  re-sent or old seq (its stored digest) leaves that report unacknowledged too, counted with the failing
+  commits and logged at most once per :data:`OVERLOAD_LOG_EVERY_S`;
 * an authentic report under a committed seq whose stored frame digest differs is not a re-send (devices
   re-send byte-identical frames) but a restarted seq counter: rejected (``seq_reused``), never acknowledged;
 * the window is rebuilt from the store at start, so it survives restarts;
@@ -35,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Coroutine
 
-from gateway.errors import GatewayError, ProtocolError, RejectedReport
+from gateway.errors import GatewayError, ProtocolError, RejectedReport, StorageError
 from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.device_window import (ABOVE_MAX, DIGEST_PREFIX, MAX_SEQ, REPLAY_WINDOW, DeviceWindow,
@@ -144,6 +146,8 @@ class IngestService(IngestWriter):
         self._handling = 0  # _handle_verified tasks running
         self._init_writer(log_clock)
         self._unverified_log = LogLimiter(UNVERIFIED_LOG_EVERY_S, log_clock)
+        self._read_fail_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)  # store reads of re-sent seqs failing
+        self._handler_bug_log = LogLimiter(OVERLOAD_LOG_EVERY_S, log_clock)
         self._init_warnings(log_clock)
         # read when /metrics is scraped, not set on every frame (a locked update per frame)
         metrics.ingest_backlog.set_function(lambda: self.backlog)
@@ -324,9 +328,31 @@ class IngestService(IngestWriter):
     async def _handle_verified(self, verified: Verified, link: Link) -> None:
         try:
             await self._handle_old(verified, link)
+        except StorageError as exc:  # a store read (the digest of a re-sent or old seq) failed
+            self._read_failed(verified, link, exc)
+        except Exception:  # a bug: the frame is dropped unanswered (the device re-sends it), logged once a burst
+            more = self._handler_bug_log.allow()
+            if more is not None:
+                log.error("handling %s seq %d from %s failed with an unexpected error (a civicedge bug: please "
+                          "report it with this traceback): not acknowledged, the device re-sends it%s",
+                          verified.frame.device_id, verified.frame.seq, link.name, more_since(more, "such error(s)"),
+                          exc_info=True)
         finally:
             self._handling -= 1
             self._pressure()
+
+    def _read_failed(self, verified: Verified, link: Link, exc: StorageError) -> None:
+        """A report whose seq needs the store (a re-send, or a seq at or below the newest committed) found it
+        unreadable: not acknowledged (the device re-sends it), counted with the failing commits (the store fails
+        either way: the devices keep their reports until it works again) and logged at most once per
+        :data:`OVERLOAD_LOG_EVERY_S` with the reason and how many more failed since (a device re-sends every few
+        seconds)."""
+        self._metrics.store_commit_failures.inc()
+        more = self._read_fail_log.allow()
+        if more is not None:
+            log.error("reading the report store failed for %s seq %d from %s (a re-sent or old seq): not acknowledged "
+                      "(the device re-sends it): %s (reason %s)%s", verified.frame.device_id, verified.frame.seq,
+                      link.name, exc, exc.reason, more_since(more, "such failed read(s)"))
 
     async def _handle_old(self, verified: Verified, link: Link) -> None:
         dev, seq = verified.frame.device_id, verified.frame.seq
