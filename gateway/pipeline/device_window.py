@@ -8,7 +8,10 @@ re-send is compared with.
 from __future__ import annotations
 
 import asyncio
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 REPLAY_WINDOW = 256
 # Committed seqs above a device's ACK floor kept in memory (and reloaded at a restart); more are
@@ -20,9 +23,76 @@ DIGEST_PREFIX = 8
 PREFIX_HEX = 2 * DIGEST_PREFIX
 
 
-def digest_prefix(digest: str) -> bytes:
-    """The first :data:`DIGEST_PREFIX` bytes of a hex frame digest (what ``recent`` keeps per seq)."""
-    return bytes.fromhex(digest[:PREFIX_HEX])
+def digest_prefix(digest: str) -> int:
+    """The first :data:`DIGEST_PREFIX` bytes of a hex frame digest as an int (what ``recent`` keeps per seq)."""
+    return int(digest[:PREFIX_HEX], 16)
+
+
+class RecentDigests:
+    """A device's committed seqs near the top -> their frame digest's first :data:`DIGEST_PREFIX` bytes
+    (:func:`digest_prefix`), or None where the digest is not known here (loaded at start: asked of the store).
+
+    A mapping kept compact, as a fleet has one per device with up to ``2 * REPLAY_WINDOW`` seqs: the seqs in a
+    sorted ``array('I')`` and the prefixes in a parallel ``array('Q')``, 12 bytes per seq where a dict of
+    ``bytes`` took about 109 (an int and a bytes object per entry). Seqs come in mostly rising, so a new
+    one is appended; a lookup is a binary search (it is off the per-frame path: ``feed()`` needs no lookup,
+    as every seq kept is at most the device's ``committed_hi``). A prefix 0 is kept as "not known": such a
+    seq's digest is asked of the store, which gives the same answer (one extra read, odds 2**-64).
+    """
+
+    __slots__ = ("_seqs", "_prefixes")
+
+    def __init__(self, unknown: Iterable[int] = ()) -> None:
+        """Start with the seqs ``unknown``, their digests not known here."""
+        seqs = sorted(set(unknown))
+        self._seqs = array("I", seqs)
+        self._prefixes = array("Q", bytes(8 * len(seqs)))
+
+    def _find(self, seq: int) -> int:
+        """The index of ``seq`` in ``_seqs``, or -1."""
+        seqs = self._seqs
+        i = bisect_left(seqs, seq)
+        return i if i < len(seqs) and seqs[i] == seq else -1
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def __contains__(self, seq: object) -> bool:
+        return isinstance(seq, int) and self._find(seq) >= 0
+
+    def __getitem__(self, seq: int) -> int | None:
+        i = self._find(seq)
+        if i < 0:
+            raise KeyError(seq)
+        return self._prefixes[i] or None
+
+    def __setitem__(self, seq: int, prefix: int | None) -> None:
+        seqs = self._seqs
+        value = prefix or 0
+        if not seqs or seq > seqs[-1]:  # the usual case: a new report above the others
+            seqs.append(seq)
+            self._prefixes.append(value)
+            return
+        i = bisect_left(seqs, seq)
+        if seqs[i] == seq:
+            self._prefixes[i] = value
+        else:
+            seqs.insert(i, seq)
+            self._prefixes.insert(i, value)
+
+    def items(self) -> Iterator[tuple[int, int | None]]:
+        """(seq, prefix or None) in rising seq order."""
+        return ((s, p or None) for s, p in zip(self._seqs, self._prefixes))
+
+    def keep_above(self, floor: int) -> None:
+        """Forget the seqs at or below ``floor``."""
+        i = bisect_left(self._seqs, floor + 1)
+        if i:
+            del self._seqs[:i]
+            del self._prefixes[:i]
+
+    def __repr__(self) -> str:
+        return "RecentDigests(%d seqs)" % len(self._seqs)
 
 
 @dataclass
@@ -38,9 +108,10 @@ class DeviceWindow:
     committed_hi: int = 0
     accepted_hi: int = 0
     floor: int = 0
-    # committed seqs near the top -> their frame digest's first DIGEST_PREFIX bytes (None: not known here,
-    # asked of the store): a re-send is byte-identical, another frame under the seq a restarted counter
-    recent: dict[int, bytes | None] = field(default_factory=dict)
+    # committed seqs near the top (each <= committed_hi) -> their frame digest's first DIGEST_PREFIX bytes
+    # (None: not known here, asked of the store): a re-send is byte-identical, another frame under the seq a
+    # restarted counter
+    recent: RecentDigests = field(default_factory=RecentDigests)
     above: dict[int, float] = field(default_factory=dict)
     pending: dict[int, "asyncio.Future[None]"] = field(default_factory=dict)
     info_seq: int = 0

@@ -41,7 +41,7 @@ from gateway.errors import GatewayError, ProtocolError, RejectedReport, StorageE
 from gateway.log_limit import LogLimiter, more_since
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.device_window import (ABOVE_MAX, DIGEST_PREFIX, MAX_SEQ, REPLAY_WINDOW, DeviceWindow,
-                                            digest_prefix, trim_above)
+                                            RecentDigests, digest_prefix, trim_above)
 from gateway.pipeline.ingest_warnings import (GAP_LOG_EVERY_S, HMAC_LOG_EVERY_S, MAX_DEVICE_WARNINGS,
                                               OUTBOX_DROP_LOG_EVERY_S, OVERLOAD_LOG_EVERY_S, POLICY_LOG_EVERY_S,
                                               RANGE_LOG_EVERY_S, RETIRED_LOG_EVERY_S, REUSED_LOG_EVERY_S,
@@ -170,7 +170,7 @@ class IngestService(IngestWriter):
             since = self._monotonic()
             self._windows[dev] = DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=floor,
                                                above=dict.fromkeys(above, since),
-                                               recent=dict.fromkeys(above))
+                                               recent=RecentDigests(above))
         self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
         self._accepting = True
         log.info("ingest started; replay window restored for %d device(s)", len(maxima))
@@ -196,8 +196,8 @@ class IngestService(IngestWriter):
         seq = frame.seq
         win = self._window(frame.device_id)
         win.note_held(seq, verified.held)
-        if (seq in win.pending or seq in win.recent or seq <= win.committed_hi
-                or seq <= win.accepted_hi - REPLAY_WINDOW):
+        # (every seq in win.recent is <= committed_hi: no lookup there per frame)
+        if seq <= win.committed_hi or seq in win.pending or seq <= win.accepted_hi - REPLAY_WINDOW:
             self._handling += 1
             self._spawn(self._handle_verified(verified, link))
             self._pressure()

@@ -444,15 +444,14 @@ class IngestWriter(IngestWarnings):
             if poisoned:
                 poisoned.pop((dev, seq), None)  # it failed alone before: stored now (the bug was fixed)
             recent = win.recent
-            recent[seq] = None if dup is not None and (dev, seq) in dup else bytes.fromhex(rec.digest[:PREFIX_HEX])
+            recent[seq] = None if dup is not None and (dev, seq) in dup else int(rec.digest[:PREFIX_HEX], 16)
             if seq > win.floor:
                 win.above.setdefault(seq, now)
             if seq > win.committed_hi:
                 win.committed_hi = seq
             # keep the in-memory set bounded to the window
             if len(recent) > 2 * REPLAY_WINDOW:
-                floor = win.committed_hi - REPLAY_WINDOW
-                win.recent = {s: d for s, d in recent.items() if s > floor}
+                recent.keep_above(win.committed_hi - REPLAY_WINDOW)
             if not fut.done():
                 fut.set_result(None)
         if altered:  # a re-sent copy of a stored report is not stored again: warned about once

@@ -73,7 +73,7 @@ async def test_a_new_frame_under_a_recent_seq_the_store_reads_as_retired_too_new
 
     ingest = _ingest(registry, db, metrics)  # seq 5 is above the floor: loaded into recent, digest unknown
     await ingest.start()
-    assert ingest._windows["bin-1"].recent == {5: None}  # noqa: SLF001 - the state this is about
+    assert dict(ingest._windows["bin-1"].recent.items()) == {5: None}  # noqa: SLF001 - the state this is about
     # a board that took the id over: seq 5 again, a period newer than any retention could have removed
     ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"], w=1_800_000_000 + 900 * 5), a.link)
     await _settle(ingest)
