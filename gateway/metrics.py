@@ -58,8 +58,8 @@ class GatewayMetrics:
         ingest_paused: 1 while the backlog is at its cap and serial links are not read.
         ingest_pauses: times the backlog reached its cap and serial reads paused.
         ingest_shed: frames not taken at twice the cap (not acknowledged: the device re-sends).
-        store_commit_failures: batches whose commit failed (disk full, store damaged, deleted...);
-            their reports were not acknowledged.
+        store_commit_failures: batches whose commit failed (disk full, store damaged, deleted...), and
+            re-sent reports whose stored digest could not be read; their reports were not acknowledged.
         store_report_failures: reports failing alone with an unexpected error (a bug each one sets off)
             while the others of their commit were stored and acknowledged, counted at each failure (their
             devices re-send them); not in ``store_commit_failures`` (``/healthz`` ``reports_failing``).
@@ -147,7 +147,8 @@ class GatewayMetrics:
         self.ingest_shed = Counter("civicedge_ingest_shed", "Frames not taken at twice the backlog cap (re-sent later)",
                                    registry=r)
         self.store_commit_failures = Counter("civicedge_store_commit_failures",
-                                             "Report batches whose commit failed (not acknowledged)", registry=r)
+                                             "Report batches whose commit failed, and re-sent reports whose stored digest could "
+                                             "not be read (not acknowledged)", registry=r)
         self.store_report_failures = Counter(
             "civicedge_store_report_failures", "Reports that failed alone with an unexpected error (a civicedge bug "
             "each one sets off) while the others of their commit were stored and acknowledged; counted at each "
@@ -197,6 +198,7 @@ class GatewayMetrics:
     def watch_store(self, path: Path, min_free_mb: int = 0) -> None:
         """Expose the size of the report store at ``path`` and the free space of its file system, read
         at each scrape: ``civicedge_store_size_bytes`` (the database and its write-ahead log) and
+        ``civicedge_store_wal_bytes`` (its write-ahead log alone),
         ``civicedge_store_disk_free_bytes`` (what the gateway's user may still write there), with
         ``civicedge_store_disk_min_free_bytes``, ``[storage] min_free_mb`` (``min_free_mb``) in bytes, the
         threshold the alert rules compare free space with (0: no warning). NaN while
@@ -224,6 +226,16 @@ class GatewayMetrics:
 
         Gauge("civicedge_store_size_bytes", "Bytes of the report store's database file and its write-ahead log",
               registry=self.registry).set_function(size)
+        def wal() -> float:
+            try:
+                return float(os.stat(os.path.realpath(path) + "-wal").st_size)
+            except FileNotFoundError:
+                return 0.0  # none between a clean checkpoint and the next write
+            except OSError:
+                return math.nan
+
+        Gauge("civicedge_store_wal_bytes", "Bytes of the report store's write-ahead log (-wal); over 64 MiB, web reads "
+              "wait for a checkpoint", registry=self.registry).set_function(wal)
         Gauge("civicedge_store_disk_free_bytes", "Bytes free for the gateway on the report store's file system",
               registry=self.registry).set_function(free)
         Gauge("civicedge_store_disk_min_free_bytes", "[storage] min_free_mb in bytes: below it /healthz warns "
