@@ -1,10 +1,12 @@
 """A central that connects and does nothing must not hold the board's one BLE connection for ever.
 
 The firmware's ``BleLink`` (MicroPython, the real session, outbox and seq counter) disconnects a
-central that wrote no frame verifying under the device key within ``HANDSHAKE_MS`` (30 s) of the
-first frame notified to it, and advertises again; a gateway whose ACK verified is never cut, however
-long the link stays idle afterwards, nor is one waiting while the board has nothing to send. The tick source wraps like the device's (``time.ticks_add``), so a timer that
-compared ticks without ``time.ticks_diff`` fails here. The BLE object is the hardware-edge double of
+central that wrote no fresh frame verifying under the device key (an ACK that is no replay, a CONFIG
+that was applied) within ``HANDSHAKE_MS`` (30 s) of the first frame notified to it, and advertises
+again; a gateway whose ACK verified is never cut, however long the link stays idle afterwards, nor
+is one waiting while the board has nothing to send. The tick source wraps like the device's
+(``time.ticks_add``), so a timer that compared ticks without ``time.ticks_diff`` fails here.
+Replayed ACKs: tests/firmware/test_ble_idle_central_replay.py. The BLE object is the hardware-edge double of
 tests/firmware/test_uplink.py; tests/firmware/test_ble_idle_central_radio.py runs the same on the
 virtual radio.
 """
@@ -132,17 +134,31 @@ def test_a_gateway_whose_ack_verified_is_never_cut_however_long_it_stays_idle(
     ]
 
 
-def test_a_verified_config_is_a_first_step_too(flash_run: Callable[..., Any], tmp_path: Path) -> None:
+def test_an_applied_config_is_a_first_step_a_stale_one_is_not(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    # A CONFIG newer than the applied one is fresh: only the gateway (the key's holder) can have
+    # made it now. The same frame again is stale: it verifies, but anyone who recorded it can
+    # replay it, so it no longer counts as an answer (it did before the replay fix).
     config = gw_frame(3, 4, {"courtesy_s": 45})
     code = BLE_TIMED + (
         "queue(1)\nB.handler(1, (7, 0, b'a'))\nL.pump()\n"
         f"frags(binascii.unhexlify({config.hex()!r}), 1, 7)\n"
-        "print(at(20000), configs)\n"
-        f"frags(binascii.unhexlify({config.hex()!r}), 2, 7)\n"             # the same again: stale, still verified
-        "print(at(60000), at(600000))\n"
+        "print(at(20000), configs, L.proven)\n"
+        "print(at(60000), at(600000))\n"                                 # applied: never cut
+        # the next central writes that CONFIG again (stale) and then idles: cut 30 s on
+        "B.handler(2, (7, 0, b'a'))\nticks[0] = 700000\nB.handler(1, (8, 0, b'b'))\nprint(L.pump())\n"
+        f"frags(binascii.unhexlify({config.hex()!r}), 2, 8)\n"
+        "print(at(700000), L.proven, L._unverified, len(configs), sess.stats['bad'])\n"
+        "print(at(729999), at(730000))\n"
     )
     lines = flash_run(code, tmp_path / "flash").stdout.splitlines()
-    assert lines == ["(7, 0, [], 1) [{'courtesy_s': 45}]", "(7, 0, [], 1) (7, 0, [], 1)"]
+    assert lines == [
+        "(7, 0, [], 1) [{'courtesy_s': 45}] True",
+        "(7, 0, [], 1) (7, 0, [], 1)",
+        "1",
+        "(8, 0, [], 2) False 0 1 0",   # verified (not bad, flood count reset), not applied again
+        "(8, 0, [], 2) (8, 1, [8], 2)",
+    ]
 
 
 def test_the_timeout_is_right_across_the_tick_counter_wrap(flash_run: Callable[..., Any], tmp_path: Path) -> None:

@@ -44,13 +44,16 @@ RX_QUEUE_BYTES = 2 * MAX_LEN
 UNVERIFIED_MAX = 4 * MAX_LEN
 _ADV_INTERVAL_US = const(250000)
 _MAX_NAME = const(29)
-# A central must write one frame that verifies under the device key (the gateway's ACK to the
-# first report it receives; a CONFIG) within this long of the first frame notified to it, else it
-# is disconnected and the board advertises again: a central that connects and does nothing would
-# hold the board's one connection for ever. The subscription that comes first at a gateway is
-# invisible here (NimBLE handles the CCCD and MicroPython raises no event for it). Timed from the
-# first frame, not the connect: a gateway waiting for a board with nothing to send is left alone
-# (it drops the link itself after its [ble] auth_timeout_s, docs/ble.md §8).
+# A central must write one fresh frame that verifies under the device key (the gateway's ACK to
+# the first report it receives; a CONFIG newer than the applied one) within this long of the first
+# frame notified to it, else it is disconnected and the board advertises again: a central that
+# connects and does nothing would hold the board's one connection for ever. The subscription that
+# comes first at a gateway is invisible here (NimBLE handles the CCCD and MicroPython raises no
+# event for it). Timed from the first frame, not the connect: a gateway waiting for a board with
+# nothing to send is left alone (it drops the link itself after its [ble] auth_timeout_s,
+# docs/ble.md §8). Fresh, because a recorded ACK or CONFIG replayed by anyone still verifies: an
+# ACK counts if it removed an outbox entry or covers a frame notified on this connection
+# (Cursor.answered), a CONFIG only if applied.
 HANDSHAKE_MS = 30000
 PUMP_LIMIT = 4  # frames notified per wake-up before yielding to the other tasks
 IDLE_MS = 10000  # longest sleep with nothing to do (a lost event costs at most this)
@@ -91,8 +94,8 @@ class BleLink:
         poll_ms: retry period after the stack refused a notification.
         idle_ms: longest sleep with nothing to do; BLE events and new frames wake the task.
         preferred_mtu: MTU offered in the exchange (``ble.config(mtu=...)``).
-        handshake_ms: a central with no verified frame this long after the first frame notified to
-            it is disconnected.
+        handshake_ms: a central with no fresh verified frame this long after the first frame
+            notified to it is disconnected.
         ticks_ms: millisecond tick source (``time.ticks_ms``; compared with ``time.ticks_diff``).
 
     Attributes:
@@ -104,8 +107,9 @@ class BleLink:
         rx_dropped: RX writes dropped because the queue was full (or the central was being
             disconnected).
         kicked: centrals disconnected for writing ``UNVERIFIED_MAX`` bytes with no verified frame.
-        idle_cut: centrals disconnected for no verified frame within ``handshake_ms``.
-        proven: the current central wrote a frame that verified (never cut for idling).
+        idle_cut: centrals disconnected for no fresh verified frame within ``handshake_ms``.
+        proven: the current central wrote a fresh frame that verified (never cut for idling): an
+            ACK that was no replay (``cur.answered``) or a CONFIG that was applied.
     """
 
     def __init__(self, ble: "bluetooth.BLE", uuid, session, poll_ms=20, preferred_mtu=247, idle_ms=IDLE_MS,
@@ -193,17 +197,22 @@ class BleLink:
         """Reassemble queued RX writes and hand complete frames to the session.
 
         Disconnects a central that wrote over ``UNVERIFIED_MAX`` bytes with no frame that verifies,
-        and one that wrote no frame that verifies within ``handshake_ms`` of the first frame
-        notified to it (it then advertises again: the disconnect event).
+        and one that wrote no fresh frame that verifies within ``handshake_ms`` of the first frame
+        notified to it (it then advertises again: the disconnect event). A replayed ACK or stale
+        CONFIG verifies (it ends a flood count) but is not fresh: it does not stop the timer.
         """
         # take the whole queue at once (no call in between: the IRQ cannot run there)
         queue, self._rx_queue, self._rx_bytes = self._rx_queue, [], 0
         for data in queue:
             frame = self.reassembler.feed(data)
-            if frame is not None and self.session.handle(frame, self.cur) != "bad":
+            if frame is None:
+                continue
+            r = self.session.handle(frame, self.cur)
+            if r != "bad":
                 self._unverified = 0  # parsed, tag verified, our id
-                self.proven = True  # the protocol started: never cut for idling
-                self._since = None
+                if r == "config" or self.cur.answered:
+                    self.proven = True  # the protocol started: never cut for idling
+                    self._since = None
         conn = self.conn
         if conn is None:
             return

@@ -76,6 +76,9 @@ class Cursor:
         last_send: tick of the last send still waiting for an ACK, or None.
         wait_ms: this link's current resend interval (backoff).
         works: no round sent on this link went unanswered since its start or its last ACK.
+        answered: since its (re)start an ACK came on this link that was fresh (it removed an outbox
+            entry) or covers a frame this link sent since then (another link's ACK may have removed
+            it first). A replayed ACK is neither: its frames left the outbox before any sent now.
     """
 
     def __init__(self, session):
@@ -84,6 +87,8 @@ class Cursor:
         self.last_send = None
         self.wait_ms = session.resend_ms
         self.works = True
+        self.answered = False
+        self._first = None  # seq of the first frame sent since the (re)start, or None
         self._held = None  # (seq, tick) of the frame held back for an earlier link, or None
         self._hold_ms = None  # how much longer it is held
 
@@ -93,6 +98,8 @@ class Cursor:
         self.last_send = None
         self.wait_ms = self.session.resend_ms
         self.works = True
+        self.answered = False
+        self._first = None
         self._held = None
 
     def resend_in_ms(self, idle_ms):
@@ -142,14 +149,19 @@ class Cursor:
     def mark_sent(self, s):
         """Record that the frame with seq ``s`` was handed to the link."""
         self.sent_upto = s
+        if self._first is None:
+            self._first = s
         self.last_send = self.session.ticks_ms()
         self._held = None
         self.session.stats["sent"] += 1
 
-    def _acked(self, s, on_this_link):
+    def _acked(self, s, on_this_link, fresh):
         if on_this_link:
             self.wait_ms = self.session.resend_ms  # the link works: no backoff
             self.works = True
+            first = self._first
+            if fresh or (first is not None and s >= first):
+                self.answered = True
         if self.sent_upto <= s:
             self.last_send = None  # everything this link sent is answered
 
@@ -247,7 +259,7 @@ class Session:
         """Handle one received frame; return ``"ack"``, ``"config"``, ``"stale"``, ``"bad"`` or ``"error"``.
 
         ``cursor`` is the receiving link's :class:`Cursor`: an ACK ends the backoff of that link
-        only (None: of every link).
+        only (None: of every link), and sets its ``answered`` if it is not a replay.
 
         Frames that fail to parse, do not verify, are addressed to another id, or are
         not ACK/CONFIG are counted in ``stats["bad"]`` and otherwise ignored. A flash error
@@ -281,7 +293,7 @@ class Session:
             return "bad"  # acknowledges something never sent
         fresh = self.outbox.ack(s) > 0  # answers a frame the gateway cannot have seen before it was sent
         for cur in self._cursors:
-            cur._acked(s, cursor is None or cur is cursor)
+            cur._acked(s, cursor is None or cur is cursor, fresh)
         self.stats["acks"] += 1
         t = obj.get("t")
         set_time = self.set_time
