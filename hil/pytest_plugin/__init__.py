@@ -361,19 +361,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if problem is not None:  # else every test using a board errors with the same traceback
         for item in items:
             if looks_up_board_names(item, settings):
-                raise pytest.UsageError(f"{problem}; {item.nodeid} and every other test using a board by name "
-                                        "cannot find it")
+                _usage_error(config, item, f"{problem}; {item.nodeid} and every other test using a board by name "
+                                           "cannot find it")
     for item in items:
-        sim_marker_options(item)  # a bad sim(...) marker is a usage error before anything boots
-        check_marker_shapes(item)  # board(), board(a, b), fleet() too
-        ignored = ignored_marker_problem(item, getattr(item, "fixturenames", ()))
-        if ignored is not None:  # requires(...) would check a board the test never gets
-            raise pytest.UsageError(ignored)
+        try:
+            sim_marker_options(item)  # a bad sim(...) marker is a usage error before anything boots
+            check_marker_shapes(item)  # board(), board(a, b), fleet() too
+            ignored = ignored_marker_problem(item, getattr(item, "fixturenames", ()))
+            if ignored is not None:  # requires(...) would check a board the test never gets
+                raise pytest.UsageError(ignored)
+            needed = required_capabilities(item)
+        except pytest.UsageError as exc:
+            _usage_error(config, item, str(exc))
+            continue
         too_many = single_board_skip_reason(settings, item)
         if too_many is not None:  # before anything is leased: a fleet would wait for its own first board
             item.add_marker(pytest.mark.skip(reason=too_many))
             continue
-        needed = required_capabilities(item)
         if not needed or any(name not in KNOWN_CAPABILITIES for name in needed):
             continue
         try:
@@ -385,10 +389,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+USAGE_ERROR_KEY = pytest.StashKey[str]()
+"""A usage error found at collection in a pytest-xdist worker (:func:`_usage_error`)."""
+
+
+def _usage_error(config: pytest.Config, item: pytest.Item, message: str) -> None:
+    """Raise ``message`` as a usage error (exit 4, one ``ERROR:`` line); in a pytest-xdist worker keep it
+    on ``item`` instead, for :func:`pytest_runtest_setup` to error that test in one line: a
+    ``UsageError`` raised at a worker's collection crashes the worker, and xdist shows an INTERNALERROR
+    without the message."""
+    if hasattr(config, "workerinput"):
+        item.stash[USAGE_ERROR_KEY] = message
+        return
+    raise pytest.UsageError(message)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Error (not skip) on a capability name nobody defines or an unknown board in a marker of a
     test that requires capabilities: a typo must not hide a test. One line each, with the closest
-    name (a traceback through the plugin would say the plugin has a bug)."""
+    name (a traceback through the plugin would say the plugin has a bug). Under pytest-xdist, a
+    usage error found at collection errors its test here (:func:`_usage_error`)."""
+    usage = item.stash.get(USAGE_ERROR_KEY, None)
+    if usage is not None:
+        pytest.fail(f"usage error: {usage}", pytrace=False)
     needed = required_capabilities(item)
     if needed:
         settings = item.config.stash[settings_key]

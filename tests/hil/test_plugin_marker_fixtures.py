@@ -184,3 +184,28 @@ def test_local(hil_board_definition):
     # The way the message gives works.
     monkeypatch.setenv("CIVICEDGE_BOARDS", str(pytester.path / "boards"))
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_under_xdist_a_collection_usage_error_errors_its_test_with_the_line(pytester: pytest.Pytester) -> None:
+    """A UsageError raised in an xdist worker's collection crashed it: INTERNALERROR, the message lost."""
+    pytester.makepyfile(test_xdist="""
+import pytest
+
+@pytest.mark.board("bin-esp32c3")
+def test_bins(hil_fleet):
+    raise AssertionError("must not run")
+
+@pytest.mark.sim(speed="fast")
+def test_sim():
+    raise AssertionError("must not run")
+
+def test_plain():
+    pass
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "1", timeout=110)
+    result.assert_outcomes(passed=1, errors=2)
+    out = result.stdout.str()
+    assert "INTERNALERROR" not in out, out
+    result.stdout.fnmatch_lines_random([
+        "usage error: test_xdist.py::test_bins: @pytest.mark.board('bin-esp32c3') is read by hil_board only, *",
+        "usage error: test_xdist.py::test_sim: sim(speed=...) must be a number >= 0 *"])
