@@ -66,6 +66,7 @@ from gateway.errors import ConfigError as ConfigError
 from gateway.resources import load_policy
 from gateway.small_files import CONFIG_MAX, NestedTooDeeplyError, loads_toml, read_limited
 from gateway.toml_text import TomlTextError, decode_toml_bytes
+from gateway.transports.serial_link import serial_url_problem
 
 _SECTIONS = ("gateway", "registry", "storage", "serial", "ble", "mqtt", "http", "retention", "sim_clock",
              "routes", "opendata")  # [routes] is validated by gateway.routes.config (see _check_routes)
@@ -193,6 +194,9 @@ def parse_config(data: dict[str, Any], *, source: Path | None, read_only: bool =
         port = sp.get("port", str, required=True)
         if not port or any(p.port == port for p in ports):
             raise sp.error("serial[%d].port" % i, "serial port %r is empty or listed twice" % port, "bad_value")
+        url_problem = serial_url_problem(port)
+        if url_problem is not None:
+            raise sp.error("serial[%d].port" % i, "serial[%d].port %s" % (i, url_problem), "bad_value")
         ports.append(SerialPortConfig(port=port, baud=sp.number("baud", int, 115200, 300, 4_000_000)))
 
     ble = _parse_ble(Section(top.data.get("ble", {}), "ble", source, (

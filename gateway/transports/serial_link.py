@@ -1,13 +1,16 @@
 """Serial transport: one pyserial port per board, read and written by the event loop without blocking it,
-reopened when it returns."""
+reopened when it returns. A port is a device path or a ``socket://HOST:PORT`` URL (a TCP serial bridge,
+QEMU's emulated UART)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import termios
 import time
+from urllib.parse import urlsplit
 
 import serial
 
@@ -23,6 +26,29 @@ log = logging.getLogger(__name__)
 # At a close, output still unsent after this long is discarded rather than waited for: the last ACKs
 # of a stop reach a board that reads, and a board that does not read never holds the close up.
 DRAIN_ON_CLOSE_S = 0.2
+# pyserial URL schemes whose port is a plain byte stream on one descriptor the loop can read and write.
+# rfc2217:// (telnet escaping on the wire) and loop:// (no descriptor) are not.
+URL_SCHEMES = ("socket",)
+
+
+def serial_url_problem(port: str) -> str | None:
+    """None when ``port`` is a device path or a URL the transport reads; otherwise why not (one line).
+
+    Only ``socket://HOST:PORT`` (no query: pyserial's ``?logging=`` would log through the root logger).
+    """
+    if "://" not in port:
+        return None
+    parts = urlsplit(port)
+    if parts.scheme not in URL_SCHEMES:
+        return ("%r: the gateway reads device paths (/dev/ttyUSB0) and socket://HOST:PORT URLs only, not %s://"
+                % (port, parts.scheme or "''"))
+    try:
+        number = parts.port
+    except ValueError:
+        number = None
+    if not parts.hostname or not number or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "%r: expected socket://HOST:PORT with a port 1-65535 and nothing after it" % port
+    return None
 
 
 class SerialTransport:
@@ -32,13 +58,18 @@ class SerialTransport:
     through the event loop's reader on its file descriptor. When the port disappears (USB unplug,
     simulator restart), it is reopened every ``reopen_s`` seconds until it returns.
 
+    A ``socket://HOST:PORT`` port is opened with ``serial.serial_for_url`` in a worker thread (pyserial
+    connects blocking, up to 5 s) and read and written the same way through the socket's descriptor;
+    no termios call touches it. The server closing or resetting the connection is a disconnect, and the
+    port is reconnected like a device path is reopened.
+
     ACKs are written without blocking (:class:`FrameWriter`): a board that stops reading fills the OS
     buffer, then a bounded queue; ACKs that do not fit are dropped (the board re-sends, and an ACK's
     floor is cumulative) and a WARNING says so, rate-limited. The port is not reopened for it: that
     would not make the board read, and its reports still arrive.
 
     Args:
-        port: device path (``/dev/ttyUSB0``, a pty path).
+        port: device path (``/dev/ttyUSB0``, a pty path) or ``socket://HOST:PORT``.
         baud: baud rate.
         metrics: link state gauge ``serial:<port>``.
         reopen_s: delay between reopen attempts.
@@ -46,19 +77,26 @@ class SerialTransport:
         stall_warn_s: the WARNING once the board has read nothing for this long while ACKs wait.
         flow: while this event is clear (the ingest backlog is full), the port is not read: the
             OS buffer and then the device hold the data (backpressure instead of memory growth).
+
+    Raises:
+        TransportError: ``open_failed`` for a URL it cannot read (:func:`serial_url_problem`).
     """
 
     def __init__(self, port: str, *, baud: int = 115200, metrics: GatewayMetrics | None = None,
                  reopen_s: float = 0.5, flow: asyncio.Event | None = None, max_queued_bytes: int = MAX_QUEUED_BYTES,
                  stall_warn_s: float = STALL_WARN_S) -> None:
+        problem = serial_url_problem(port)
+        if problem is not None:
+            raise TransportError(problem, reason="open_failed", link="serial:%s" % port)
         self.port = port
         self.baud = baud
         self.name = "serial:%s" % port
+        self._is_url = "://" in port
         self._metrics = metrics
         self._reopen_s = reopen_s
         self._max_queued_bytes = max_queued_bytes
         self._stall_warn_s = stall_warn_s
-        self._ser: serial.Serial | None = None
+        self._ser: serial.SerialBase | None = None
         self._writer: FrameWriter | None = None
         self._closed: asyncio.Future[None] | None = None  # resolved when the open port went away
         self._deframer = SerialDeframer()
@@ -106,8 +144,7 @@ class SerialTransport:
         warned = False
         while True:
             try:
-                # exclusive: a second gateway on the same port would steal half the frames
-                ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
+                ser = await self._open()
             except (serial.SerialException, OSError) as exc:
                 if not warned:
                     log.warning("cannot open %s (%s); retrying every %.1f s", self.port, exc, self._reopen_s)
@@ -119,7 +156,10 @@ class SerialTransport:
             self._ser = ser
             self._deframer.reset()
             self._set_state(True)
-            log.info("opened %s at %d baud", self.port, self.baud)
+            if self._is_url:
+                log.info("opened %s", self.port)  # no baud rate on a socket
+            else:
+                log.info("opened %s at %d baud", self.port, self.baud)
             try:
                 await self._read_until_closed(ser, sink, link)
             finally:
@@ -129,11 +169,27 @@ class SerialTransport:
             log.warning("%s went away; reopening", self.port)
             await asyncio.sleep(self._reopen_s)
 
-    async def _read_until_closed(self, ser: serial.Serial, sink: FrameSink, link: Link) -> None:
+    async def _open(self) -> serial.SerialBase:
+        """Open the port: a device path on the loop, as always; a URL in a worker thread."""
+        if not self._is_url:
+            # exclusive: a second gateway on the same port would steal half the frames
+            return serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, functools.partial(serial.serial_for_url, self.port, self.baud,
+                                                               timeout=0, write_timeout=0))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Cancelled while connecting: close the connection the thread may still make.
+            opening.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
+                                      else _close_in_thread(loop, f.result()))
+            raise
+
+    async def _read_until_closed(self, ser: serial.SerialBase, sink: FrameSink, link: Link) -> None:
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
         fd = ser.fileno()
-        os.set_blocking(fd, False)  # pyserial opens it so; every write relies on it
+        os.set_blocking(fd, False)  # pyserial opens a tty and a socket so; every write relies on it
         self._closed = closed
         self._writer = FrameWriter(loop, fd, name=self.name, on_error=self._port_failed,
                                    max_queued_bytes=self._max_queued_bytes, stall_warn_s=self._stall_warn_s)
@@ -143,7 +199,7 @@ class SerialTransport:
                 data = os.read(fd, 4096)
             except BlockingIOError:
                 return
-            except OSError as exc:  # EIO when the other end of a pty closes, ENXIO on unplug
+            except OSError as exc:  # EIO when the other end of a pty closes, ENXIO on unplug, ECONNRESET
                 log.debug("read from %s failed: %s", self.port, exc)
                 data = b""
             if not data:
@@ -175,17 +231,22 @@ class SerialTransport:
             for task in resumer:
                 task.cancel()
 
-    async def _release(self, ser: serial.Serial) -> None:
+    async def _release(self, ser: serial.SerialBase) -> None:
         """Close ``ser`` after at most :data:`DRAIN_ON_CLOSE_S` of draining what is unsent."""
         writer, self._writer = self._writer, None  # no new frames (send says disconnected)
         self._closed = None
         try:
             end = time.monotonic() + DRAIN_ON_CLOSE_S
-            while time.monotonic() < end and _unsent(ser, writer):
+            while time.monotonic() < end and _unsent(ser, writer, os_buffer=not self._is_url):
                 await asyncio.sleep(0.01)
         finally:
             if writer is not None:
                 writer.close()
+            if self._is_url:
+                # A socket's close never waits for the peer (the kernel sends what it holds); pyserial's
+                # sleeps 0.3 s after it, so off the loop.
+                await asyncio.get_running_loop().run_in_executor(None, _close_quietly, ser)
+                return
             try:
                 # A UART driver's close waits (up to its closing_wait, 30 s on many) for output that
                 # a board which stopped reading never takes: discard it first.
@@ -204,10 +265,26 @@ class SerialTransport:
             await self._release(ser)
 
 
-def _unsent(ser: serial.Serial, writer: FrameWriter | None) -> bool:
-    """Whether output waits, in the writer's queue or the port's OS buffer."""
+def _close_quietly(ser: serial.SerialBase) -> None:
+    try:
+        ser.close()
+    except (serial.SerialException, OSError):
+        pass
+
+
+def _close_in_thread(loop: asyncio.AbstractEventLoop, ser: serial.SerialBase) -> None:
+    try:
+        loop.run_in_executor(None, _close_quietly, ser)
+    except RuntimeError:  # the loop or its executor is shutting down: close here
+        _close_quietly(ser)
+
+
+def _unsent(ser: serial.SerialBase, writer: FrameWriter | None, *, os_buffer: bool = True) -> bool:
+    """Whether output waits, in the writer's queue or (``os_buffer``: a tty) the port's OS buffer."""
     if writer is not None and writer.queued_bytes:
         return True
+    if not os_buffer:
+        return False
     try:
         return bool(ser.out_waiting)
     except (serial.SerialException, OSError, ValueError):  # the port went away: nothing will drain

@@ -1,4 +1,5 @@
-"""Non-blocking frame writes to a serial port: the event loop never waits for a board to read."""
+"""Non-blocking frame writes to a serial port (a tty or a ``socket://`` connection): the event loop never
+waits for a board to read."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class FrameWriter:
 
     Args:
         loop: the running event loop (its writer callback drains the FIFO).
-        fd: the port's file descriptor, in non-blocking mode.
+        fd: the port's file descriptor (a tty or a connected socket), in non-blocking mode.
         name: the link name, for the log.
         on_error: called once with the error when a queued write fails (the port went away).
         max_queued_bytes: bound of the FIFO.
@@ -96,7 +97,7 @@ class FrameWriter:
                 n = os.write(self._fd, head)
             except BlockingIOError:
                 break
-            except OSError as exc:  # EIO/ENXIO: the port went away; the reader sees it too
+            except OSError as exc:  # EIO/ENXIO, EPIPE/ECONNRESET: the port went away; the reader sees it too
                 log.debug("write to %s failed: %s", self._name, exc)
                 self.close()
                 self._on_error(exc)
