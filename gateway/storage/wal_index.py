@@ -114,6 +114,37 @@ def wal_state(raw: bytes) -> WalState | None:
     return WalState(int(generation), int(mx_frame), int(backfilled), int(n_page), int(change))
 
 
+class WalLog(NamedTuple):
+    """A running store's log as its ``-shm`` says it now (:func:`read_wal_log`): its :class:`WalState` and the
+    database's page size (``szPage``), hence how many bytes of the ``-wal`` the log fills."""
+
+    state: WalState
+    page_size: int
+
+    @property
+    def log_bytes(self) -> int:
+        """Bytes of the ``-wal`` the current log fills (its 32-byte header and ``mxFrame`` frames); the file may
+        be longer (SQLite writes a log started over from the file's beginning and cuts it back only to
+        ``journal_size_limit``)."""
+        return 32 + self.state.frames * (self.page_size + 24) if self.state.frames else 0
+
+
+def read_wal_log(shm: Path) -> WalLog | None:
+    """The :class:`WalLog` a running store's ``-shm`` says now, through a plain read of its first 100 bytes
+    (another process's look: no SQLite lock is taken, nothing written), or None when it cannot be told (no
+    ``-shm``, unreadable, or torn: a writer was between the two header copies; look again)."""
+    try:
+        with open(shm, "rb") as f:
+            raw = f.read(_NEEDED)
+    except OSError:
+        return None
+    state = wal_state(raw)
+    if state is None:
+        return None
+    (page,) = struct.unpack_from("=H", raw, 14)
+    return WalLog(state, 65536 if page == 1 else int(page))
+
+
 def checkpointed_since(was: WalState, now: WalState) -> bool:
     """Whether a checkpoint copied frames of the log into the main file between ``was`` and ``now``.
 

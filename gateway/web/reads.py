@@ -11,6 +11,12 @@ through a :class:`StoreReads`:
 
 Each thread reads through its own SQLite connection (:class:`gateway.storage.ReportQueries` opens
 one per thread). A read that does not finish within its timeout answers 503 ``store_timeout``.
+
+Given the store's path, a :class:`gateway.web.wal_gate.WalGate` holds new reads back (a few seconds at
+most) while the store's ``-wal`` is over its limit and reads running keep it from being checkpointed, so
+overlapping reads cannot make it grow without limit. Each read holds its snapshot for its own statements
+only: the read connections run in autocommit, a ``BEGIN`` of :class:`gateway.storage.ReportQueries`
+ends in the same call.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from gateway.web.errors import Unavailable
+from gateway.web.wal_gate import WalGate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,13 +44,21 @@ class StoreReads:
         bulk_threads: threads for range reads (readings, aggregates, exports).
         timeout_s: how long a read may take before the request answers 503 ``store_timeout``
             (the worker finishes its query in the background).
+        store_path: the report store's file: reads wait for its ``-wal`` to be checkpointed when it grew
+            over the limit (:class:`gateway.web.wal_gate.WalGate`); None: they never wait.
+        wal_gate: that gate, built by the caller (tests); ``store_path`` is then ignored.
+
+    Attributes:
+        wal_gate: the gate reads pass (None: none).
     """
 
     def __init__(self, *, bulk_threads: int = DEFAULT_BULK_THREADS,
-                 timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_READ_TIMEOUT_S, store_path: Path | None = None,
+                 wal_gate: WalGate | None = None) -> None:
         self._quick = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-read")
         self._bulk = ThreadPoolExecutor(max_workers=bulk_threads, thread_name_prefix="web-bulk")
         self.timeout_s = timeout_s
+        self.wal_gate = wal_gate if wal_gate is not None else (None if store_path is None else WalGate(store_path))
 
     async def quick(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
         """Run ``fn()`` (a cheap read) on the quick thread."""
@@ -54,6 +70,8 @@ class StoreReads:
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T], timeout_s: float | None) -> T:
         limit = self.timeout_s if timeout_s is None else timeout_s
+        if self.wal_gate is not None:
+            await self.wal_gate.admit()  # bounded: runs anyway after wal_gate.wait_s
         future = asyncio.get_running_loop().run_in_executor(pool, fn)
         try:
             return await asyncio.wait_for(future, limit)

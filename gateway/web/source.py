@@ -61,7 +61,8 @@ class StoreFleetSource:
         self._registry = registry
         self._policy = policy
         self._clock = clock
-        self._reads = reads if reads is not None else StoreReads()
+        # Given the store's file, reads wait (bounded) while its -wal is over its limit (gateway.web.wal_gate).
+        self._reads = reads if reads is not None else StoreReads(store_path=getattr(store, "db_path", None))
         # The operators' fleet: None until the first read, which forks it from the published one.
         self._state: FleetState | None = None
         # The fleet as published at the entities' last mark (module gateway.web.publication).
