@@ -80,6 +80,19 @@ class RecentDigests:
             seqs.insert(i, seq)
             self._prefixes.insert(i, value)
 
+    def __iter__(self) -> Iterator[int]:
+        """The seqs, rising (as a dict's keys; without it ``for s in recent`` fell back to ``__getitem__``)."""
+        return iter(self._seqs)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecentDigests):
+            return self._seqs == other._seqs and self._prefixes == other._prefixes
+        if isinstance(other, dict):
+            return dict(self.items()) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dict
+
     def items(self) -> Iterator[tuple[int, int | None]]:
         """(seq, prefix or None) in rising seq order."""
         return ((s, p or None) for s, p in zip(self._seqs, self._prefixes))

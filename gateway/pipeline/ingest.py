@@ -167,6 +167,14 @@ class IngestService(IngestWriter):
             # lowest ABOVE_MAX; the device re-sends the others, and then they are known again).
             above = await self.run_in_store(self.store.seqs_above, dev, floor, ABOVE_MAX)
             assert isinstance(above, list)
+            outside = [s for s in above if not 0 < s <= MAX_SEQ]
+            if outside:
+                # No frame carries such a seq (u32, never 0): only another program can have written it.
+                # Left out of the window (it can never be re-sent) instead of failing the start.
+                log.warning("store holds %d report seq(s) of %s outside 1..%d (e.g. %d), which no frame can "
+                            "carry: not in the replay window (the store was written by another program?)",
+                            len(outside), dev, MAX_SEQ, outside[0])
+                above = [s for s in above if 0 < s <= MAX_SEQ]
             since = self._monotonic()
             self._windows[dev] = DeviceWindow(committed_hi=hi, accepted_hi=hi, floor=floor,
                                                above=dict.fromkeys(above, since),

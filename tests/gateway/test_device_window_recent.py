@@ -82,3 +82,18 @@ def test_a_full_window_takes_a_fraction_of_the_dict_of_bytes_it_replaced() -> No
         tracemalloc.stop()
     assert len(recent) == 2 * REPLAY_WINDOW
     assert 8 * 2 * REPLAY_WINDOW < size < 20 * 2 * REPLAY_WINDOW, size  # measured where it is held
+
+
+def test_it_iterates_and_compares_as_a_dict_of_its_seqs() -> None:
+    """Review 2: without ``__iter__``, ``for s in recent`` fell back to ``__getitem__`` (KeyError: 0) and
+    ``recent == {...}`` was always False."""
+    recent = RecentDigests([7, 3])
+    recent[9] = 0x1122
+    assert list(recent) == [3, 7, 9]
+    assert recent == {3: None, 7: None, 9: 0x1122}
+    assert recent != {3: None, 7: None, 9: 0x1123}
+    other = RecentDigests([3, 7])
+    other[9] = 0x1122
+    assert recent == other
+    with pytest.raises(TypeError):
+        hash(recent)
