@@ -406,21 +406,27 @@ def _timeline(where: str, raw: dict[str, Any], config: dict[str, Any], link: str
     with errors.check():
         doc = _stimuli_doc(raw.get("stimuli"), where, base, path)
         if "start" in doc:
-            raise ScenarioError(f"{where}: stimuli may not set 'start' (the scenario's start is used)", key="stimuli")
+            raise ScenarioError(f"{where}: stimuli may not set 'start' (the scenario's start is used)", key="stimuli",
+                                where=f"{where}.stimuli")
     faults = raw.get("faults", [])
     if not isinstance(faults, list):
         errors.errors.append(ScenarioError(
             f"{where}.faults: must be an array of tables such as [{{ time = \"+5m\", fault = \"reset\" }}], got "
-            f"{type(faults).__name__} {faults!r}", key="faults", value=repr(faults)))
+            f"{type(faults).__name__} {faults!r}", key="faults", value=repr(faults), where=f"{where}.faults"))
         faults = []
     at = list(doc.get("at", []))
-    labels = [(f"{where}.stimuli.at[{i + 1}]", "stimuli") for i in range(len(at))]
+    # Each timeline entry in order: its label, key and the errors of its shape check. A faults entry
+    # that fails that check is left out of `at` (and so of the text the simulator reads below), so
+    # the others are still checked, each under its own label, and the board's errors stay in order.
+    entries: list[tuple[str, str, list[ScenarioError]]] = [
+        (f"{where}.stimuli.at[{i + 1}]", "stimuli", []) for i in range(len(at))]
     for j, f in enumerate(faults):
-        with errors.check():
-            check_fault_entry(f, f"{where}.faults[{j + 1}]", str(path) if path else None)
+        label = f"{where}.faults[{j + 1}]"
+        shape = _Errors()
+        with shape.check(), _located(label):
+            check_fault_entry(f, label, str(path) if path else None)
             at.append(dict(f))
-            labels.append((f"{where}.faults[{j + 1}]", "faults"))
-    errors.raise_any()
+        entries.append((label, "faults", shape.errors))
     doc = {**doc, "at": at}
     text = toml_text(doc)
     # the entries as the simulator reads them from `text` (an unquoted TOML time becomes its ISO text)
@@ -432,8 +438,13 @@ def _timeline(where: str, raw: dict[str, Any], config: dict[str, Any], link: str
                 stimulus_op(io, name, value)
             except StimulusError as exc:
                 raise _timeline_error(f"{where}.stimuli.set.{name}", "stimuli", exc, path) from exc
-    for (label, key), entry, raw_entry in zip(labels, parsed.get("at", []), at):
-        with errors.check():
+    checked = iter(list(zip(parsed.get("at", []), at, strict=True)))  # one parsed entry per `at` entry
+    for label, key, refused in entries:
+        if refused:
+            errors.errors.extend(refused)
+            continue
+        entry, raw_entry = next(checked)
+        with errors.check(), _located(label):
             try:
                 _, entry_faults = timeline_entry(entry, io, scenario_start, where=label)
             except StimulusError as exc:
@@ -447,6 +458,19 @@ def _timeline(where: str, raw: dict[str, Any], config: dict[str, Any], link: str
     except StimulusError as exc:
         raise _timeline_error(f"{where}.stimuli", "stimuli", exc, path) from exc
     return doc, text
+
+
+@contextmanager
+def _located(label: str) -> Iterator[None]:
+    """Run the block; a :class:`ScenarioError` it raises (each member of a :class:`ScenarioErrors`)
+    that names no place gets ``label`` as its ``details['where']``, then goes on up."""
+    try:
+        yield
+    except ScenarioError as exc:
+        for error in [exc, *exc.errors] if isinstance(exc, ScenarioErrors) else [exc]:
+            if not error.details.get("where"):
+                error.details["where"] = label
+        raise
 
 
 def _timeline_error(label: str, key: str, exc: StimulusError, path: Path | None) -> ScenarioError:
@@ -480,7 +504,7 @@ def _check_fault_links(where: str, entries: list[Any], link: str) -> None:
                 use = f" (use drop {link} or drop all)" if fault["kind"] == "drop" else ""
                 raise ScenarioError(f"{where}: fault {line!r} at {entry.get('time')!r} would do nothing: it acts on the "
                                     f"{acts_on} link, and the group's boards report over {link} (link = \"{link}\"){use}",
-                                    key="faults", value=line, link=link)
+                                    key="faults", value=line, link=link, where=where)
 
 
 def decimal_degrees_text(value: int | float, *, where: str) -> str:

@@ -70,7 +70,7 @@ def _check_until(where: str, entry: dict[str, Any], start_ms: int) -> None:
         return  # load_stimuli reported it already
     if until < at:
         raise ScenarioError(f"{where}: timeline entry {entry!r}: until {entry['until']!r} is before time "
-                            f"{entry['time']!r}", key="until", value=str(entry["until"]))
+                            f"{entry['time']!r}", key="until", value=str(entry["until"]), where=where)
 
 
 def _check_stimulus_every(where: str, entry: dict[str, Any]) -> None:
@@ -87,12 +87,12 @@ def _check_stimulus_every(where: str, entry: dict[str, Any]) -> None:
         if every < MIN_STIMULUS_EVERY_MS:
             raise ScenarioError(f"{where}: {line} is too often: at least every {MIN_STIMULUS_EVERY_MS // 1000} s "
                                 "(virtual; the simulator would do nothing else)", key="every",
-                                value=str(entry["every"]))
+                                value=str(entry["every"]), where=where)
         pulse = _pulse_ms(value)
         if pulse is not None and every <= pulse:
             raise ScenarioError(f"{where}: {line}: the pulse ({_span(pulse)}) is not shorter than its repeat "
                                 f"interval ({_span(every)}), so the next one starts before it ends; repeat it less "
-                                "often or shorten the pulse", key="every", value=str(entry["every"]))
+                                "often or shorten the pulse", key="every", value=str(entry["every"]), where=where)
 
 
 def _fault_length_ms(fault: dict[str, Any]) -> int | None:
@@ -108,15 +108,15 @@ def _check_fault(where: str, fault: dict[str, Any], start_ms: int, end_ms: int) 
     at, kind = int(fault["at"]), str(fault.get("kind"))
     line = f"fault {kind} at {_offset(at - start_ms)}"
     if at < start_ms:
-        raise ScenarioError(f"{where}: {line} is before the scenario's start", key="faults", value=kind)
+        raise ScenarioError(f"{where}: {line} is before the scenario's start", key="faults", value=kind, where=where)
     if at > end_ms:
         raise ScenarioError(f"{where}: {line} is after the scenario's end ({_offset(end_ms - start_ms)}): it never "
-                            "fires", key="faults", value=kind)
+                            "fires", key="faults", value=kind, where=where)
     if kind == "clock_skew" and abs(int(fault["ms"])) > MAX_CLOCK_SKEW_MS:
         raise ScenarioError(f"{where}: {line}: a skew of {abs(int(fault['ms'])) / 86_400_000:g} d is beyond the "
                             f"{MAX_CLOCK_SKEW_MS // 86_400_000} d either way a clock_skew may jump (an RTC drifts by "
                             "seconds to minutes; a lost clock is power_loss; a skew of decades only makes the gateway "
-                            "refuse every report)", key="faults", value=kind)
+                            "refuse every report)", key="faults", value=kind, where=where)
     every = fault.get("every")
     if every is None:
         return
@@ -125,18 +125,18 @@ def _check_fault(where: str, fault: dict[str, Any], start_ms: int, end_ms: int) 
         why = ("a board needs time to boot after a reset" if kind in RESET_FAULTS
                else "the simulator would do nothing else")
         raise ScenarioError(f"{where}: {line} every {_span(every)} is too often: at least every "
-                            f"{least // 1000} s ({why})", key="every", value=every)
+                            f"{least // 1000} s ({why})", key="every", value=every, where=where)
     length = _fault_length_ms(fault)
     if length is None:
         return
     if kind == "power_loss" and every < length + MIN_RESET_EVERY_MS:
         raise ScenarioError(f"{where}: {line}: power off for {_span(length)} every {_span(every)}: the board would "
                             f"hardly be on; repeat it no more often than every {_span(length + MIN_RESET_EVERY_MS)} (the off time "
-                            f"plus {MIN_RESET_EVERY_MS // 1000} s to boot)", key="every", value=every)
+                            f"plus {MIN_RESET_EVERY_MS // 1000} s to boot)", key="every", value=every, where=where)
     if every <= length:
         raise ScenarioError(f"{where}: {line}: it lasts {_span(length)}, not less than its repeat interval "
                             f"({_span(every)}), so the next one starts before it ends; use one longer fault or "
-                            "repeat it less often", key="every", value=every)
+                            "repeat it less often", key="every", value=every, where=where)
 
 
 def check_timeline(where: str, entries: list[Any], faults: list[dict[str, Any]], start_ms: int,
@@ -144,7 +144,7 @@ def check_timeline(where: str, entries: list[Any], faults: list[dict[str, Any]],
     """Refuse timeline entries that cannot do what they say (see the module docstring).
 
     Args:
-        where: dotted location for messages, e.g. ``boards[1]``.
+        where: dotted location for messages and each error's ``details['where']``, e.g. ``boards[1].faults[2]``.
         entries: the board's raw timeline entries (stimuli ``at`` and ``faults``, merged).
         faults: the parsed faults (:attr:`hil.sim.stimuli.StimuliPlan.faults`: ``at``, ``every``, ``kind``, ...).
         start_ms, end_ms: the scenario's virtual start and end (unix ms).
