@@ -8,6 +8,7 @@ import asyncio
 import functools
 import logging
 import os
+import socket
 import termios
 import time
 from urllib.parse import urlsplit
@@ -29,6 +30,12 @@ DRAIN_ON_CLOSE_S = 0.2
 # pyserial URL schemes whose port is a plain byte stream on one descriptor the loop can read and write.
 # rfc2217:// (telnet escaping on the wire) and loop:// (no descriptor) are not.
 URL_SCHEMES = ("socket",)
+# A socket port whose peer vanishes without closing (a TCP serial bridge's host loses power) is declared
+# gone after about KEEPALIVE_IDLE_S + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL_S (25 s) of unanswered probes,
+# then reconnected; without them the link would stay "up" and silent for hours.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
 
 
 def serial_url_problem(port: str) -> str | None:
@@ -61,7 +68,8 @@ class SerialTransport:
     A ``socket://HOST:PORT`` port is opened with ``serial.serial_for_url`` in a worker thread (pyserial
     connects blocking, up to 5 s) and read and written the same way through the socket's descriptor;
     no termios call touches it. The server closing or resetting the connection is a disconnect, and the
-    port is reconnected like a device path is reopened.
+    port is reconnected like a device path is reopened; TCP keepalive declares a peer that vanished
+    without closing gone after about 25 s.
 
     ACKs are written without blocking (:class:`FrameWriter`): a board that stops reading fills the OS
     buffer, then a bounded queue; ACKs that do not fit are dropped (the board re-sends, and an ACK's
@@ -175,8 +183,7 @@ class SerialTransport:
             # exclusive: a second gateway on the same port would steal half the frames
             return serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(None, functools.partial(serial.serial_for_url, self.port, self.baud,
-                                                               timeout=0, write_timeout=0))
+        opening = loop.run_in_executor(None, functools.partial(_open_url, self.port, self.baud))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -199,7 +206,7 @@ class SerialTransport:
                 data = os.read(fd, 4096)
             except BlockingIOError:
                 return
-            except OSError as exc:  # EIO when the other end of a pty closes, ENXIO on unplug, ECONNRESET
+            except OSError as exc:  # EIO when the other end of a pty closes, ENXIO on unplug, ECONNRESET, ETIMEDOUT
                 log.debug("read from %s failed: %s", self.port, exc)
                 data = b""
             if not data:
@@ -263,6 +270,23 @@ class SerialTransport:
         ser, self._ser = self._ser, None
         if ser is not None:
             await self._release(ser)
+
+
+def _open_url(url: str, baud: int) -> serial.SerialBase:
+    """Connect a ``socket://`` port (blocking: runs in a worker thread) and turn TCP keepalive on."""
+    ser = serial.serial_for_url(url, baud, timeout=0, write_timeout=0)
+    try:
+        # A second socket object on a duplicate descriptor: the options belong to the connection.
+        with socket.socket(fileno=os.dup(ser.fileno())) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's keepalive timers apply
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    except OSError:
+        _close_quietly(ser)
+        raise
+    return ser
 
 
 def _close_quietly(ser: serial.SerialBase) -> None:

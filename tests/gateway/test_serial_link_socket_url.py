@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +25,12 @@ from gateway.protocol import FRAME_ACK, SerialDeframer, encode_serial, parse_fra
 from gateway.service import Gateway
 from gateway.storage import ReportQueries
 from gateway.transports import SerialTransport
-from gateway.transports.serial_link import serial_url_problem
+from gateway.transports.serial_link import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_S,
+    KEEPALIVE_INTERVAL_S,
+    serial_url_problem,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,6 +38,7 @@ pytestmark = pytest.mark.timeout(60)
 PORT_SERVICE = 22811
 PORT_STALL = 22812
 PORT_CANCEL = 22813
+PORT_KEEPALIVE = 22814
 MAX_LAG_S = 0.25  # as tests/gateway/test_serial_link_stalled_reader.py
 
 
@@ -241,6 +249,29 @@ async def test_close_of_a_socket_port_does_not_block_the_loop() -> None:
             await transport.send(b"x")
         assert info.value.reason == "disconnected"
     finally:
+        await board.stop()
+
+
+async def test_a_socket_port_has_tcp_keepalive_so_a_vanished_peer_is_a_disconnect() -> None:
+    board = SocketBoard(PORT_KEEPALIVE)
+    await board.start()
+    transport = SerialTransport("socket://127.0.0.1:%d" % PORT_KEEPALIVE, reopen_s=0.1)
+    task = asyncio.create_task(transport.run(lambda item, link: None))
+    try:
+        await board.wait_connected(1)
+        while transport._ser is None:  # noqa: SLF001
+            await asyncio.sleep(0.01)
+        with socket.socket(fileno=os.dup(transport._ser.fileno())) as sock:  # noqa: SLF001
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+            interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+            count = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+        assert (idle, interval, count) == (KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+        assert idle + interval * count <= 30
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         await board.stop()
 
 
