@@ -200,6 +200,10 @@ class SerialTransport:
         self._closed = closed
         self._writer = FrameWriter(loop, fd, name=self.name, on_error=self._port_failed,
                                    max_queued_bytes=self._max_queued_bytes, stall_warn_s=self._stall_warn_s)
+        # The last close may have cut a frame (its rest forgotten or flushed), leaving the board half of it:
+        # a delimiter first ends that there, so this open's first ACK is not read as its tail (the board's
+        # deframer, as ours, skips an empty chunk).
+        self._writer.write(b"\x00")
 
         def on_readable() -> None:
             try:

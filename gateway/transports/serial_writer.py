@@ -56,6 +56,7 @@ class FrameWriter:
         self._warned_at: float | None = None
         self._closed = False
         self.dropped = 0  # frames refused because the FIFO was full
+        self._stall_dropped = 0  # of those, since frames last began to wait (the current stall)
 
     @property
     def queued_bytes(self) -> int:
@@ -73,6 +74,7 @@ class FrameWriter:
         if self._queue:
             if self._queued + len(data) > self._max:
                 self.dropped += 1
+                self._stall_dropped += 1
                 self._warn_if_stalled()
                 return False
             self._queue.append(memoryview(data))
@@ -114,8 +116,9 @@ class FrameWriter:
         if not self._queue:
             self._loop.remove_writer(self._fd)
             if self._warned_at is not None:
-                log.info("%s reads again; %d ACKs were dropped while it did not", self._name, self.dropped)
+                log.info("%s reads again; %d ACKs were dropped while it did not", self._name, self._stall_dropped)
                 self._warned_at = None
+            self._stall_dropped = 0  # the stall is over: the next one counts its own
 
     def _warn_if_stalled(self) -> None:
         now = self._clock()
@@ -125,9 +128,9 @@ class FrameWriter:
         if self._warned_at is not None and now - self._warned_at < STALL_LOG_EVERY_S:
             return
         self._warned_at = now
-        log.warning("%s has not read for %.0f s (%d bytes wait): ACKs that do not fit are dropped (%d so far); "
-                    "the board re-sends its reports, a later ACK covers them", self._name, stalled, self._queued,
-                    self.dropped)
+        log.warning("%s has not read for %.0f s (%d bytes wait): ACKs that do not fit are dropped (%d since it "
+                    "stopped reading); the board re-sends its reports, a later ACK covers them", self._name, stalled,
+                    self._queued, self._stall_dropped)
 
     def close(self) -> None:
         """Stop writing and forget what waits (idempotent; never blocks)."""

@@ -260,9 +260,71 @@ def test_the_stall_warning_waits_for_stall_warn_s_and_repeats_once_per_period(
         assert not writer.write(frame) and len(warnings()) == 1
         now[0] += 1.5
         assert not writer.write(frame) and len(warnings()) == 2
-        assert "(5 so far)" in warnings()[1]
+        assert "(5 since it stopped reading)" in warnings()[1]
     finally:
         writer.close()
         ours.close()
         theirs.close()
         loop.close()
+
+
+def test_the_reads_again_line_counts_the_drops_of_its_own_stall(caplog: pytest.LogCaptureFixture) -> None:
+    """Review 2: the INFO line gave the lifetime total of dropped ACKs, not this stall's."""
+    import socket
+
+    caplog.set_level(logging.INFO, logger="gateway.transports.serial_writer")
+    loop = asyncio.new_event_loop()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    now = [1000.0]
+    writer = FrameWriter(loop, ours.fileno(), name="serial:test", on_error=lambda exc: None, max_queued_bytes=256,
+                         stall_warn_s=10.0, clock=lambda: now[0])
+
+    def drain() -> None:
+        while True:
+            try:
+                if not theirs.recv(65536):
+                    break
+            except BlockingIOError:
+                break
+
+    def stall(drops: int) -> str:
+        frame = encode_serial(bytes(range(1, 100)))
+        while writer.write(frame):
+            pass
+        now[0] += 11
+        for _ in range(drops - 1):
+            writer.write(frame)
+        drain()
+        while writer.queued_bytes:
+            writer._on_writable()  # noqa: SLF001 - what the loop calls once the socket is writable
+            drain()
+        infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "reads again" in r.getMessage()]
+        return infos[-1]
+
+    try:
+        assert "6 ACKs were dropped" in stall(6)
+        assert "4 ACKs were dropped" in stall(4)
+        assert writer.dropped == 10
+    finally:
+        writer.close()
+        ours.close()
+        theirs.close()
+        loop.close()
+
+
+async def test_an_open_starts_with_a_delimiter_so_a_frame_cut_at_the_last_close_ends_there(board: Board) -> None:
+    """Review 2: a close forgets the rest of a frame partly written (or flushes it), leaving the board half a
+    frame with no delimiter; the next open's first ACK was read as its tail and lost."""
+    cut = encode_serial(bytes(range(1, 60)))[:19]  # what the board holds of the frame the last close cut
+    deframer = SerialDeframer()
+    assert list(deframer.feed(cut)) == []
+    frame = bytes(range(100, 140))
+    await board.transport.send(frame)
+    await asyncio.sleep(0.1)
+    data = os.read(board.master, 4096)  # this open's bytes: the delimiter, then the ACK
+    assert data.startswith(b"\x00")
+    got = list(deframer.feed(data))
+    assert got[-1] == frame  # whole; the cut chunk alone is the error
+    assert len(got) == 2 and isinstance(got[0], ProtocolError)
