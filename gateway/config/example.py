@@ -43,7 +43,7 @@ backup_before_migration = true  # copy a store of an older release next to itsel
 
 # One [[serial]] table per port; a port may come and go (it is reopened when it returns).
 # [[serial]]
-# port = "/dev/ttyUSB0"         # required in each [[serial]]
+# port = "/dev/ttyUSB0"         # required in each [[serial]]; or "socket://127.0.0.1:5555" (QEMU, a TCP serial bridge)
 # baud = 115200
 
 [ble]

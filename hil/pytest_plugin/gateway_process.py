@@ -63,7 +63,7 @@ class GatewayProcess:
 
     Attributes:
         workdir: directory holding config, registry and store.
-        serial_ports: data-link URLs it reads (the boards' UART ptys).
+        serial_ports: data-link URLs it reads (the boards' UART ptys, or a QEMU board's socket://HOST:PORT).
         radio_url: virtual BLE radio URL, or None for no BLE.
         http: serve the HTTP API/dashboard on a free port.
         admin_token: when set (with ``http``), the admin API is enabled with this token, written to
