@@ -17,6 +17,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
@@ -305,7 +306,37 @@ _RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX
                      " WHERE w >= ? AND w < ? AND id <= ?)")
 # How long close() waits for an interrupted statement of another thread to stop.
 _CLOSE_WAIT_S = 2.0
+#: The longest one statement of a read connection may run before it is interrupted (StorageError
+#: ``read_timeout``): a read holds the store's write-ahead log (no checkpoint copies past its snapshot) and a
+#: worker thread until it ends, and the web's 60 s ``store_timeout`` answers without stopping it.
+STATEMENT_LIMIT_S = 30.0
+#: SQLite VM steps between two looks at the clock (one Python call: microseconds per ~10,000 steps).
+_CLOCK_EVERY_STEPS = 10_000
 log = logging.getLogger(__name__)
+
+
+class _StatementClock:
+    """When the running statement of one read connection started, and whether it was stopped for its time.
+
+    A trace callback (SQLite calls it as each statement starts) restarts the clock; a progress handler
+    (every :data:`_CLOCK_EVERY_STEPS` VM steps) interrupts the statement once it ran past ``limit_s``.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.started = time.monotonic()
+        self.stopped = False  # set by the handler; cleared when the connection is taken for a new read
+
+    def restart(self, _sql: str) -> None:
+        """A statement starts (the trace callback): its time counts from now."""
+        self.started = time.monotonic()
+
+    def over(self) -> int:
+        """The progress handler: non-zero (interrupt) once the running statement ran past the limit."""
+        if time.monotonic() - self.started > self.limit_s:
+            self.stopped = True
+            return 1
+        return 0
 
 
 # The ``counters`` row gateway.storage.store increments whenever retention removed stored values.
@@ -371,6 +402,11 @@ def _report(row: tuple[Any, ...]) -> StoredReport:
     )
 
 
+class _Stopped(Exception):
+    """A statement was interrupted by its connection's :class:`_StatementClock` (internal to
+    :meth:`ReportQueries._reading`)."""
+
+
 class ReportQueries:
     """Read-only queries on a report store.
 
@@ -378,18 +414,24 @@ class ReportQueries:
         db_path: the gateway's SQLite file (``[storage] path``).
         damage: where a read that finds the file damaged records it (the gateway passes its store's,
             so ``/healthz`` and the writer learn of it); a latch of its own when None.
+        statement_limit_s: the longest one statement may run (:data:`STATEMENT_LIMIT_S`); a statement
+            running longer is interrupted, so its snapshot no longer holds the store's write-ahead log,
+            and the read fails ``read_timeout``. None: no limit.
 
     Attributes:
         damage: the first damage a read met (:class:`gateway.storage.damage.StoreDamage`).
 
     Raises:
         StorageError: reason ``open_failed`` if the file does not exist or is not a report store; from a
-            query, ``corrupt`` when SQLite finds the file damaged (recorded in :attr:`damage`), else
+            query, ``corrupt`` when SQLite finds the file damaged (recorded in :attr:`damage`),
+            ``read_timeout`` when a statement ran past ``statement_limit_s`` and was stopped, else
             ``read_failed``.
     """
 
-    def __init__(self, db_path: Path, *, damage: StoreDamage | None = None) -> None:
+    def __init__(self, db_path: Path, *, damage: StoreDamage | None = None,
+                 statement_limit_s: float | None = STATEMENT_LIMIT_S) -> None:
         self.db_path = Path(db_path)
+        self.statement_limit_s = statement_limit_s
         self.damage = damage if damage is not None else StoreDamage()
         if not self.db_path.is_file():
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
@@ -397,6 +439,8 @@ class ReportQueries:
         self._lock = threading.Lock()
         # Every thread's connection, with the lock its thread holds while a statement runs.
         self._conns: dict[sqlite3.Connection, threading.Lock] = {}
+        # Each connection's statement clock (none without a statement limit); read by its own thread only.
+        self._clocks: dict[sqlite3.Connection, _StatementClock] = {}
         self._closed = False
         try:
             self._open()
@@ -414,12 +458,20 @@ class ReportQueries:
         except sqlite3.Error:
             conn.close()
             raise
+        clock: _StatementClock | None = None
+        if self.statement_limit_s is not None:
+            # Only these read-only connections: the store's writer is a connection of its own, never capped.
+            clock = _StatementClock(self.statement_limit_s)
+            conn.set_trace_callback(clock.restart)
+            conn.set_progress_handler(clock.over, _CLOCK_EVERY_STEPS)
         in_use = threading.Lock()
         with self._lock:
             if self._closed:
                 conn.close()
                 raise sqlite3.ProgrammingError("the report queries were closed")
             self._conns[conn] = in_use
+            if clock is not None:
+                self._clocks[conn] = clock
         self._local.conn = (conn, in_use)
         return conn, in_use
 
@@ -439,19 +491,43 @@ class ReportQueries:
                                    reason="read_failed", sqlite=sqlite_message(exc)) from exc
         conn, in_use = held
         with in_use:
+            clock = self._clocks.get(conn)
+            if clock is not None:
+                clock.stopped = False
             yield conn
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        """:meth:`_using`, with a failing statement raised as StorageError ``corrupt`` (the file is damaged)
-        or ``read_failed``."""
+        """:meth:`_using`, with a failing statement raised as StorageError ``corrupt`` (the file is damaged),
+        ``read_timeout`` (stopped by the statement limit) or ``read_failed``; a transaction it left open is
+        ended."""
         try:
             with self._using() as conn:
-                yield conn
+                try:
+                    yield conn
+                except sqlite3.Error:
+                    self._end_snapshot(conn)
+                    clock = self._clocks.get(conn)
+                    if clock is not None and clock.stopped:
+                        raise _Stopped() from None
+                    raise
+        except _Stopped:
+            raise StorageError("a store read ran longer than %g s and was stopped" % (self.statement_limit_s or 0),
+                               reason="read_timeout") from None
         except sqlite3.Error as exc:
             if is_corrupt(exc):
                 raise self._damaged(exc, "reading") from exc
             raise StorageError("query failed: %s" % exc, reason="read_failed", sqlite=sqlite_message(exc)) from exc
+
+    @staticmethod
+    def _end_snapshot(conn: sqlite3.Connection) -> None:
+        """After a failed statement: end a ``BEGIN`` left open (an interrupted read's ``COMMIT`` may not have
+        run), so the connection holds no snapshot of the write-ahead log between reads."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # closed under it (close()): nothing left to end
+            log.debug("ending a failed read's transaction: %s", exc)
 
     def _damaged(self, exc: sqlite3.Error, what: str) -> StorageError:
         """The ``corrupt`` error for ``exc``, recorded in :attr:`damage` (the gateway logs the first)."""
@@ -469,6 +545,7 @@ class ReportQueries:
         with self._lock:
             self._closed = True
             conns, self._conns = list(self._conns.items()), {}
+            self._clocks = {}
         for conn, _ in conns:
             conn.interrupt()
         for conn, in_use in conns:

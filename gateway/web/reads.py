@@ -10,7 +10,10 @@ through a :class:`StoreReads`:
   the open-data CSV), so a long export never queues in front of ``/healthz``.
 
 Each thread reads through its own SQLite connection (:class:`gateway.storage.ReportQueries` opens
-one per thread). A read that does not finish within its timeout answers 503 ``store_timeout``.
+one per thread). A read that does not finish within its timeout answers 503 ``store_timeout``, and so
+does a read whose statement ran past the connections' statement limit
+(:data:`gateway.storage.queries.STATEMENT_LIMIT_S`): SQLite stopped it, so its snapshot no longer holds
+the ``-wal`` and its thread is free for the next read.
 
 Given the store's path, a :class:`gateway.web.wal_gate.WalGate` holds new reads back (a few seconds at
 most) while the store's ``-wal`` is over its limit and reads running keep it from being checkpointed, so
@@ -27,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from gateway.errors import StorageError
 from gateway.web.errors import Unavailable
 from gateway.web.wal_gate import WalGate
 
@@ -76,12 +80,22 @@ class StoreReads:
         try:
             return await asyncio.wait_for(future, limit)
         except TimeoutError:
-            name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "read")
-            logger.warning("store read %s did not finish within %.1f s", name, limit)
+            logger.warning("store read %s did not finish within %.1f s", _name(fn), limit)
             raise Unavailable(f"the store did not answer within {limit:g} s", code="store_timeout") from None
+        except StorageError as exc:
+            if exc.reason != "read_timeout":
+                raise
+            # The statement limit stopped it: the same answer as a read the client waited too long for.
+            logger.warning("store read %s was stopped: %s", _name(fn), exc)
+            raise Unavailable(f"the store did not answer in time ({exc})", code="store_timeout") from None
 
     def close(self) -> None:
         """Stop the threads once their current read ends; queued reads are dropped."""
         self._quick.shutdown(wait=False, cancel_futures=True)
         self._bulk.shutdown(wait=False, cancel_futures=True)
 
+
+
+def _name(fn: Callable[[], object]) -> str:
+    """A read's function name for the log (a ``functools.partial``'s function's)."""
+    return str(getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "read"))
