@@ -43,6 +43,7 @@ SEVERITIES: Mapping[str, str] = {
     "ack_time_withheld": WARNING,      # ACKs go without the time to boards whose clocks disagree (clock suspect)
     "admin_token_unusable": WARNING,   # the admin token file was replaced by an unusable one (admin API 503)
     "reports_failing": WARNING,        # reports failing alone with a store bug; the others stored and acknowledged
+    "store_wal_unchecked": WARNING,    # the store's -wal is over its limit and reads ran before it was checkpointed
 }
 UNCLASSIFIED = "unclassified"
 

@@ -175,6 +175,10 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:  # any storage failure is a health finding, not a crash
         logger.warning("healthz: store unreadable: %s", type(exc).__name__)
         reasons.append(Problem("store_unreadable", f"store unreadable ({type(exc).__name__})"))
+    # The store reads' own findings (StoreFleetSource: a -wal they could not wait out); other sources have none.
+    store_problems = getattr(ctx.fleet, "store_problems", None)
+    if store_problems is not None:
+        reasons.extend(store_problems())
     metric_reasons, figures = _metric_checks(ctx)
     checks.update(figures)
     probe_reasons: list[Problem] = []

@@ -24,6 +24,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from gateway.errors import RegistryError, StorageError
+from gateway.health import Problem
 from gateway.storage.queries import ReportQueries
 from gateway.web import publication
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
@@ -335,6 +336,20 @@ class StoreFleetSource:
         """Id and receive time of the most recently stored report (None for an empty store); one index
         lookup."""
         return await self._reads.quick(self._queries().last_report_stamp, timeout_s=HEALTH_TIMEOUT_S)
+
+    def store_problems(self) -> list[Problem]:
+        """The store read side's health problems for ``/healthz``: ``store_wal_unchecked`` while the reads' last
+        wait for a checkpoint of the over-limit ``-wal`` ran out and it is still not checkpointed whole
+        (:meth:`gateway.web.wal_gate.WalGate.held`); none once it is. Cheap (at most one read of the
+        ``-shm``'s header), on the event loop."""
+        gate = self._reads.wal_gate
+        log = gate.held() if gate is not None else None
+        if gate is None or log is None:
+            return []
+        return [Problem("store_wal_unchecked", "the report store's write-ahead log holds %.1f MiB (over %.0f MiB) "
+                        "not checkpointed: reads waited %.0f s for a checkpoint and ran anyway (%d times so far); "
+                        "it keeps growing while store reads overlap every commit"
+                        % (log.log_bytes / 1048576, gate.limit_bytes / 1048576, gate.wait_s, gate.gave_up))]
 
     async def highest_seq(self, device: str) -> int:
         """The highest seq stored under ``device``, 0 when none: an index lookup per table, on the quick

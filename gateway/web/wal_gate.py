@@ -96,6 +96,20 @@ class WalGate:
         """Whether the log is longer than the limit and frames of it are not in the database file yet."""
         return log.log_bytes > self.limit_bytes and not _whole(log)
 
+    def held(self) -> WalLog | None:
+        """The log, while the last wait ran out and the log is still over the limit and not checkpointed whole
+        (reads ran anyway: ``/healthz`` says so); None once a checkpoint copied it (or it started over), and
+        before any wait ran out. Reads the ``-shm``'s header (a few hundred bytes) only then."""
+        if self._gave_up_at is None:
+            return None
+        log = read_wal_log(self._shm)
+        if log is None:  # cannot be told now (no -shm, or torn by a writer): not said, looked at again next time
+            return None
+        if not self._must_wait(log):
+            self._gave_up_at = None  # checkpointed again (or started over): reads wait again if it grows again
+            return None
+        return log
+
     async def admit(self) -> float:
         """Wait, if the ``-wal``'s log is over the limit and not checkpointed whole, until it is (or it started
         over), at most :attr:`wait_s`; return the seconds waited (0.0 when the read may start at once)."""
