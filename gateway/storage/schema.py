@@ -22,6 +22,11 @@ Tables:
               removed report is never stored again. Its own version, so a gateway that does not read
               this table (version 3) refuses the store rather than store such a replay again.
     counters  persisted counters (e.g. ``outbox_dropped``, ``duplicate_windows``).
+    store_stamp  one row: a random token the gateway writes anew right before each of its own checkpoints,
+              on a page of its own that no other write touches, so the main file's copy of it says whose
+              content the file holds (gateway.storage.store_guard: a backup copied over the running
+              store is found even after another program checkpointed into it). No version of its own:
+              CREATE ... IF NOT EXISTS adds it to a version 4 store, and older gateways ignore it.
 """
 
 from __future__ import annotations
@@ -135,6 +140,10 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS store_stamp (
+    token BLOB NOT NULL
 );
 """
 

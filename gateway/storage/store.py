@@ -31,7 +31,7 @@ from gateway.storage.sqlite_uri import wal_has_content
 from gateway.storage.store_files import (file_identities, file_problem, lock_store, main_stamp, make_private,
                                          real_store_path, shm_file, store_writer)
 from gateway.storage.store_guard import (CHECKPOINT_FRAMES, WAL_SIZE_LIMIT_BYTES, GuardedStore, checkpoint_at_open,
-                                         keep_open_until_exit)
+                                         keep_open_until_exit, open_stamp)
 from gateway.storage.store_kind import store_kind
 from gateway.storage.store_retention import LARGE_REMOVAL, RetentionStore
 from gateway.storage.store_rows import (INSERT_CHAIN, INSERT_FLOORS, INSERT_REPORTS, SELECT_PERIODS, UPSERT_FLOORS,
@@ -160,6 +160,11 @@ class ReportStore(RetentionStore):
             # instead of counting every stored value (field_retention.py); a new open counts again.
             self._cleared = field_retention.Cleared()
             row = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
+            # The stamp whose copy in the main file tells the gateway's content from a copy another program put
+            # there, even once another program checkpointed into it (GuardedStore._renew_token). A clean stop
+            # renewed it before its last checkpoint; after an unclean one it is renewed before the checkpoint
+            # below, so a copy of the file taken before either holds another.
+            self._token_page, self._tokens = open_stamp(conn, renew=unclean)
             if unclean:
                 checkpoint_at_open(conn, self.path)
             # From here on only the store's own checkpoints write the main file (_checkpoint, close): an
@@ -207,6 +212,12 @@ class ReportStore(RetentionStore):
         self._gone: str | None = None
         self._salvaged: str | None = None
         self._salvage_again = True
+        # Whether the main file was found holding one of the store's stamp tokens (GuardedStore._renew_token):
+        # until then (a new store, a checkpoint a reader cut short), another program's checkpoint is not checked
+        # against them.
+        self._token_known = False
+        if self._stamp is not None:
+            self._confirm_token()
 
     # -- ingest ---------------------------------------------------------------------------
 

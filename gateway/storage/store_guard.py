@@ -6,8 +6,9 @@ through: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (:meth:`GuardedStore._writing`) with
 after each commit: deleted or replaced (gateway.storage.store_files), overwritten in place (the main file's stamp
 against the store's own checkpoints, which it runs itself), written by another connection (``PRAGMA
 data_version`` and the -shm's count of commits, which tell another program's checkpoint from its commit); the
-damage latch; the store's checkpoints and its close, which sets a ``-wal`` aside instead of checkpointing it into
-a file overwritten in place.
+damage latch; the store's checkpoints, each after a new stamp token that says, even after another program's
+checkpoint, whether the file holds the gateway's content (:meth:`GuardedStore._renew_token`); and its close, which
+sets a ``-wal`` aside instead of checkpointing it into a file overwritten in place.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import Iterator
@@ -65,6 +67,9 @@ class GuardedStore:
     _gone: str | None
     _salvaged: str | None
     _salvage_again: bool
+    _token_page: int | None  # the page of the store_stamp table (its one row), None: not checked
+    _tokens: list[bytes]  # the stamp tokens the main file may hold, oldest first (_confirm_token)
+    _token_known: bool  # whether the main file was found holding one of them since the open
 
     def file_problem(self) -> str | None:
         """Say so when the database file or its ``-wal`` was deleted or replaced since the store was opened.
@@ -142,11 +147,94 @@ class GuardedStore:
             # A checkpoint may have begun and ended between the two looks at its lock: looked at again.
         else:
             return problem
+        if not self._confirm_token() and self._token_known:
+            return self._mixed_problem()
         log.warning("report store %s: another program checkpointed the store (e.g. sqlite3 \"PRAGMA wal_checkpoint\" "
                     "on the running store): harmless, its write went through SQLite's locks and the file is as that "
                     "checkpoint leaves it; don't write the running store from other programs", self.path)
         self._stamp = now
         return None
+
+    def _main_page(self, page: int) -> bytes | None:
+        """Page ``page`` of the main file as it is on disk (not through SQLite, which reads the -wal's copy of a
+        page first), through the writer's own descriptor; None without one (opening another would drop SQLite's
+        locks on the file) or when it cannot be read."""
+        fd = self._files[0].fd if self._files else None
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, self._page_size, (page - 1) * self._page_size)
+        except OSError:
+            return None
+
+    def _confirm_token(self) -> bool:
+        """Whether the main file holds one of the stamp tokens the store wrote (:meth:`_renew_token`) on the
+        stamp table's page; the older ones are then forgotten (one a later checkpoint copied in replaces
+        them), and the file is known to hold the gateway's stamp from then on. True when that cannot be told (no
+        stamp page, no token yet, no descriptor)."""
+        if self._token_page is None or not self._tokens:
+            return True
+        page = self._main_page(self._token_page)
+        if page is None:
+            return True
+        for i in range(len(self._tokens) - 1, -1, -1):
+            if self._tokens[i] in page:
+                del self._tokens[:i]
+                self._token_known = True
+                return True
+        return False
+
+    def _renew_token(self, *, stopping: bool = False) -> None:
+        """Right before the store's own checkpoint: commit a new random token to the ``store_stamp`` row, whose
+        page no other write touches, so the checkpoint puts it in the main file and no later checkpoint of
+        another program copies that page again (it copies only frames past the ones already checkpointed, and
+        the gateway's next commit starts the log over). A backup of the file taken before this checkpoint
+        holds an older token: copied over the running store and then checkpointed into by another program,
+        the file is found not the gateway's (:meth:`_overwrite_problem`), where its size and header cannot
+        tell (such a checkpoint sets both as the gateway's log says). Not renewed while the last one is not
+        known to be in the file (a reader kept the checkpoint from finishing): the file then holds either;
+        always at the stop (``stopping``: its checkpoint is the last, the next open starts from its token)."""
+        if self._token_page is None or (len(self._tokens) > 1 and not stopping):
+            return
+        if self._gone is not None or self._damage.problem is not None:
+            return  # nothing more is written
+        token = os.urandom(16)
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if self._foreign_problem() is not None:  # the next look says so; nothing of the gateway's is added
+                conn.execute("ROLLBACK")
+                return
+            commits = self._log_commits()  # under the write lock, as for every commit (_committed)
+            conn.execute("INSERT OR REPLACE INTO store_stamp (rowid, token) VALUES (1, ?)", (token,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            roll_back(conn, "renewing the store's stamp")
+            # Only the check of another program's checkpoint against it is weaker meanwhile; the checkpoint that
+            # follows says what matters (a full disk).
+            log.info("report store %s: could not renew its stamp before a checkpoint: %s (tried again at the next "
+                     "checkpoint)", self.path, exc)
+            return
+        self._committed(commits, True)
+        self._tokens.append(token)
+
+    def _mixed_problem(self) -> str:
+        """The problem of a main file another program checkpointed into (the -shm says so, and its size and
+        header are what that checkpoint leaves) that does not hold the gateway's stamp: content copied over
+        the running store before that checkpoint (a backup with cp), which now holds the gateway's latest
+        pages over the copy's."""
+        aside = wal_aside_names(self._files[0].opened)
+        return ("report store file %s was overwritten in place while the gateway ran (the same file with new content, "
+                "written by another program, then checkpointed into by another program, e.g. a backup copied over "
+                "it with cp and sqlite3 \"PRAGMA wal_checkpoint\" run on it: the file's stamp page does not hold "
+                "the token of the gateway's own last checkpoint, though its size and header are what a checkpoint "
+                "leaves): the file now mixes the copy's pages with the gateway's latest ones and may read as "
+                "damaged, so the gateway writes nothing more into it and, at its stop, does not checkpoint: it "
+                "keeps its -wal and -shm aside as %s and %s, and the next start refuses until they are moved away "
+                "(docs/gateway.md, Overwritten in place). Reports the overwritten content held and the copy lacks "
+                "are lost. Never copy over a running gateway's store: stop the gateway, then restore a backup as "
+                "docs/gateway.md, Restoring a backup says (with it stopped, copy the backup to %s again), and "
+                "start it" % (self._files[0].name, aside[0], aside[1], shlex.quote(str(self._files[0].opened))))
 
     def _log_state(self) -> WalState | None:
         """What the -shm says of the log now, read twice alike (a header being written reads torn); None
@@ -269,6 +357,7 @@ class GuardedStore:
         """A PASSIVE checkpoint of the WAL into the main file (the caller compared the file just before), and
         the stamp taken again right after. One a reader's snapshot keeps from finishing is tried again after the
         next COMMIT, as SQLite's autocheckpoint did; the -wal keeps every commit meanwhile."""
+        self._renew_token()
         try:
             _busy, frames, moved = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
@@ -283,6 +372,7 @@ class GuardedStore:
             # A whole checkpoint leaves the file exactly the database's size (SQLite truncates it to that): a cp
             # landing during the checkpoint, after the compare before it, can leave another size (found here).
             self._stamp = stamp._replace(size=-1)  # the next look (check_file, the next COMMIT) says so
+        self._confirm_token()
 
     def _gone_error(self, what: str) -> StorageError:
         """The refusal of a write (``what``) once :meth:`check_file` found the file gone."""
@@ -315,6 +405,7 @@ class GuardedStore:
             # checkpoint; wait briefly, not the whole busy timeout, and say so: nothing is lost (the
             # WAL is replayed at the next open), but a copy of the database file alone is incomplete.
             self._conn.execute("PRAGMA busy_timeout=500")
+            self._renew_token(stopping=True)  # put in the file by this checkpoint: the next open starts from it
             busy, wal_pages, _moved = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
                 log.warning("report store %s: another process was reading it at close, so %d WAL page(s) stay "
@@ -456,6 +547,27 @@ class GuardedStore:
         if gone:
             self.check_file()
             raise self._gone_error(what)
+
+
+def open_stamp(conn: sqlite3.Connection, *, renew: bool) -> tuple[int | None, list[bytes]]:
+    """The page of the ``store_stamp`` table and the tokens the main file may hold, at the open
+    (GuardedStore._renew_token); with ``renew`` (before the checkpoint of an unclean stop's -wal), a new token
+    committed first. A new store (or one from before the table) has none: the first checkpoint writes one."""
+    found = conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'store_stamp'").fetchone()
+    if found is None or not found[0]:
+        return None, []
+    if renew:
+        token = os.urandom(16)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR REPLACE INTO store_stamp (rowid, token) VALUES (1, ?)", (token,))
+            conn.execute("COMMIT")
+            return int(found[0]), [token]
+        except sqlite3.Error as exc:
+            roll_back(conn, "renewing the store's stamp")
+            log.info("could not renew the report store's stamp at the open: %s (renewed at its next checkpoint)", exc)
+    row = conn.execute("SELECT token FROM store_stamp WHERE rowid = 1").fetchone()
+    return int(found[0]), ([] if row is None or not isinstance(row[0], bytes) else [row[0]])
 
 
 def checkpoint_at_open(conn: sqlite3.Connection, path: Path) -> None:
