@@ -26,6 +26,8 @@ from typing import Any, Iterable, Iterator, Sequence
 from gateway.errors import StorageError
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
 from gateway.storage.sqlite_uri import read_only_uri
+from gateway.storage.statement_clock import CLOCK_EVERY_STEPS, StatementClock
+from gateway.storage.statement_clock import STATEMENT_LIMIT_S as STATEMENT_LIMIT_S
 
 
 @dataclass(frozen=True)
@@ -306,37 +308,7 @@ _RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX
                      " WHERE w >= ? AND w < ? AND id <= ?)")
 # How long close() waits for an interrupted statement of another thread to stop.
 _CLOSE_WAIT_S = 2.0
-#: The longest one statement of a read connection may run before it is interrupted (StorageError
-#: ``read_timeout``): a read holds the store's write-ahead log (no checkpoint copies past its snapshot) and a
-#: worker thread until it ends, and the web's 60 s ``store_timeout`` answers without stopping it.
-STATEMENT_LIMIT_S = 30.0
-#: SQLite VM steps between two looks at the clock (one Python call: microseconds per ~10,000 steps).
-_CLOCK_EVERY_STEPS = 10_000
 log = logging.getLogger(__name__)
-
-
-class _StatementClock:
-    """When the running statement of one read connection started, and whether it was stopped for its time.
-
-    A trace callback (SQLite calls it as each statement starts) restarts the clock; a progress handler
-    (every :data:`_CLOCK_EVERY_STEPS` VM steps) interrupts the statement once it ran past ``limit_s``.
-    """
-
-    def __init__(self, limit_s: float) -> None:
-        self.limit_s = limit_s
-        self.started = time.monotonic()
-        self.stopped = False  # set by the handler; cleared when the connection is taken for a new read
-
-    def restart(self, _sql: str) -> None:
-        """A statement starts (the trace callback): its time counts from now."""
-        self.started = time.monotonic()
-
-    def over(self) -> int:
-        """The progress handler: non-zero (interrupt) once the running statement ran past the limit."""
-        if time.monotonic() - self.started > self.limit_s:
-            self.stopped = True
-            return 1
-        return 0
 
 
 # The ``counters`` row gateway.storage.store increments whenever retention removed stored values.
@@ -403,7 +375,7 @@ def _report(row: tuple[Any, ...]) -> StoredReport:
 
 
 class _Stopped(Exception):
-    """A statement was interrupted by its connection's :class:`_StatementClock` (internal to
+    """A statement was interrupted by its connection's :class:`StatementClock` (internal to
     :meth:`ReportQueries._reading`)."""
 
 
@@ -440,7 +412,7 @@ class ReportQueries:
         # Every thread's connection, with the lock its thread holds while a statement runs.
         self._conns: dict[sqlite3.Connection, threading.Lock] = {}
         # Each connection's statement clock (none without a statement limit); read by its own thread only.
-        self._clocks: dict[sqlite3.Connection, _StatementClock] = {}
+        self._clocks: dict[sqlite3.Connection, StatementClock] = {}
         self._closed = False
         try:
             self._open()
@@ -458,12 +430,12 @@ class ReportQueries:
         except sqlite3.Error:
             conn.close()
             raise
-        clock: _StatementClock | None = None
+        clock: StatementClock | None = None
         if self.statement_limit_s is not None:
             # Only these read-only connections: the store's writer is a connection of its own, never capped.
-            clock = _StatementClock(self.statement_limit_s)
+            clock = StatementClock(self.statement_limit_s)
             conn.set_trace_callback(clock.restart)
-            conn.set_progress_handler(clock.over, _CLOCK_EVERY_STEPS)
+            conn.set_progress_handler(clock.over, CLOCK_EVERY_STEPS)
         in_use = threading.Lock()
         with self._lock:
             if self._closed:

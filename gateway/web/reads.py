@@ -12,7 +12,7 @@ through a :class:`StoreReads`:
 Each thread reads through its own SQLite connection (:class:`gateway.storage.ReportQueries` opens
 one per thread). A read that does not finish within its timeout answers 503 ``store_timeout``, and so
 does a read whose statement ran past the connections' statement limit
-(:data:`gateway.storage.queries.STATEMENT_LIMIT_S`): SQLite stopped it, so its snapshot no longer holds
+(:data:`gateway.storage.statement_clock.STATEMENT_LIMIT_S`): SQLite stopped it, so its snapshot no longer holds
 the ``-wal`` and its thread is free for the next read.
 
 Given the store's path, a :class:`gateway.web.wal_gate.WalGate` holds new reads back (a few seconds at
