@@ -5,6 +5,7 @@ QEMU's emulated UART)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import os
@@ -53,6 +54,9 @@ def serial_url_problem(port: str) -> str | None:
         number = parts.port
     except ValueError:
         number = None
+    if parts.username is not None or parts.password is not None:
+        # pyserial would drop them silently, and the port string names the link in logs and metrics
+        return "a socket:// port takes no user or password (a raw TCP port has no login): socket://HOST:PORT"
     if not parts.hostname or not number or parts.path not in ("", "/") or parts.query or parts.fragment:
         return "%r: expected socket://HOST:PORT with a port 1-65535 and nothing after it" % port
     return None
@@ -100,6 +104,10 @@ class SerialTransport:
         self.baud = baud
         self.name = "serial:%s" % port
         self._is_url = "://" in port
+        # A socket port connects and closes in a thread of its own, never in the loop's default executor:
+        # a bridge that does not answer holds a thread ~90 % of the time (pyserial connects for up to 5 s),
+        # and the admin API, the store check and the route solver share the default one.
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._metrics = metrics
         self._reopen_s = reopen_s
         self._max_queued_bytes = max_queued_bytes
@@ -183,14 +191,22 @@ class SerialTransport:
             # exclusive: a second gateway on the same port would steal half the frames
             return serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(None, functools.partial(_open_url, self.port, self.baud))
+        executor = self._url_executor()
+        opening = loop.run_in_executor(executor, functools.partial(_open_url, self.port, self.baud))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
             # Cancelled while connecting: close the connection the thread may still make.
             opening.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
-                                      else _close_in_thread(loop, f.result()))
+                                      else _close_in_thread(loop, executor, f.result()))
             raise
+
+    def _url_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """This socket port's own thread for connecting and closing (made again after :meth:`close`)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="serial-%s" % self.port.rpartition("/")[2])
+        return self._executor
 
     async def _read_until_closed(self, ser: serial.SerialBase, sink: FrameSink, link: Link) -> None:
         loop = asyncio.get_running_loop()
@@ -203,7 +219,10 @@ class SerialTransport:
         # The last close may have cut a frame (its rest forgotten or flushed), leaving the board half of it:
         # a delimiter first ends that there, so this open's first ACK is not read as its tail (the board's
         # deframer, as ours, skips an empty chunk).
-        self._writer.write(b"\x00")
+        try:
+            self._writer.write(b"\x00")
+        except OSError as exc:  # the port failed already (a socket reset right after connecting, EIO)
+            self._port_failed(exc)  # a disconnect like any other: reopened by the run loop
 
         def on_readable() -> None:
             try:
@@ -256,7 +275,7 @@ class SerialTransport:
             if self._is_url:
                 # A socket's close never waits for the peer (the kernel sends what it holds); pyserial's
                 # sleeps 0.3 s after it, so off the loop.
-                await asyncio.get_running_loop().run_in_executor(None, _close_quietly, ser)
+                await asyncio.get_running_loop().run_in_executor(self._url_executor(), _close_quietly, ser)
                 return
             try:
                 # A UART driver's close waits (up to its closing_wait, 30 s on many) for output that
@@ -274,6 +293,9 @@ class SerialTransport:
         ser, self._ser = self._ser, None
         if ser is not None:
             await self._release(ser)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)  # a connect still running ends by itself (within 5 s)
 
 
 def _open_url(url: str, baud: int) -> serial.SerialBase:
@@ -300,10 +322,11 @@ def _close_quietly(ser: serial.SerialBase) -> None:
         pass
 
 
-def _close_in_thread(loop: asyncio.AbstractEventLoop, ser: serial.SerialBase) -> None:
+def _close_in_thread(loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor,
+                     ser: serial.SerialBase) -> None:
     try:
-        loop.run_in_executor(None, _close_quietly, ser)
-    except RuntimeError:  # the loop or its executor is shutting down: close here
+        loop.run_in_executor(executor, _close_quietly, ser)
+    except RuntimeError:  # the loop or the executor is shutting down: close here
         _close_quietly(ser)
 
 

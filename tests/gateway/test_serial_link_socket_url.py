@@ -292,6 +292,9 @@ async def test_a_socket_port_has_tcp_keepalive_so_a_vanished_peer_is_a_disconnec
     ("socket://127.0.0.1:5555?logging=debug", "'socket://127.0.0.1:5555?logging=debug': expected "
                                               "socket://HOST:PORT with a port 1-65535 and nothing after it"),
     ("socket://:5555", "'socket://:5555': expected socket://HOST:PORT with a port 1-65535 and nothing after it"),
+    # review 3: accepted, then the secret named the link in logs, metrics and /healthz
+    ("socket://user:secret@bridge:5555", "a socket:// port takes no user or password (a raw TCP port has no "
+                                         "login): socket://HOST:PORT"),
 ])
 def test_which_port_strings_the_transport_reads(port: str, problem: str | None) -> None:
     assert serial_url_problem(port) == problem
@@ -310,3 +313,83 @@ def test_the_config_refuses_a_url_the_gateway_cannot_read_and_accepts_socket(tmp
                                     "(/dev/ttyUSB0) and socket://HOST:PORT URLs only, not rfc2217://"), info.value
     path.write_text(path.read_text().replace("rfc2217://rig:4000", "socket://127.0.0.1:5555"))
     assert [p.port for p in load_config(path).serial] == ["socket://127.0.0.1:5555"]
+
+
+async def test_a_server_that_resets_each_connection_at_once_is_a_disconnect_never_a_crash(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 3: the delimiter written at each open raised ConnectionResetError out of run() (the link
+    supervisor logged 'ended unexpectedly' and backed off) when the peer reset right after accepting."""
+    import struct
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(50)
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    transport = SerialTransport("socket://127.0.0.1:%d" % srv.getsockname()[1], reopen_s=0.01)
+    task = asyncio.create_task(transport.run(lambda item, link: None))
+    try:
+        end = time.monotonic() + 20
+        while transport.opens < 30 and time.monotonic() < end:
+            assert not task.done(), "run() ended: %r" % (task.exception(),)
+            await asyncio.sleep(0.02)
+        assert not task.done(), "run() ended: %r" % (task.exception(),)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await transport.close()
+        stop.set()
+        thread.join(5)
+        srv.close()
+
+
+async def test_socket_ports_that_cannot_connect_leave_the_default_executor_free() -> None:
+    """Review 3: six socket ports to a host that does not answer (pyserial connects for up to 5 s) held the
+    loop's default executor, so asyncio.to_thread (admin API, store check, route solver) waited seconds."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fill = []
+    for _ in range(3):  # fill the accept queue: later SYNs are dropped, as by a host that does not answer
+        client = socket.socket()
+        client.settimeout(0.3)
+        try:
+            client.connect(("127.0.0.1", port))
+        except OSError:
+            pass
+        fill.append(client)
+    transports = [SerialTransport("socket://127.0.0.1:%d" % port, reopen_s=0.5) for _ in range(6)]
+    tasks = [asyncio.create_task(t.run(lambda item, link: None)) for t in transports]
+    try:
+        await asyncio.sleep(1.0)
+        worst = 0.0
+        for _ in range(5):
+            start = time.monotonic()
+            await asyncio.to_thread(lambda: None)
+            worst = max(worst, time.monotonic() - start)
+            await asyncio.sleep(0.2)
+        assert worst < 1.0, "the default executor waited %.2f s behind socket connects" % worst
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t in transports:
+            await t.close()
+        for client in fill:
+            client.close()
+        srv.close()

@@ -36,16 +36,18 @@ def parse_data_port(spec: str) -> BoardSelector:
     """``--hil-data-port`` as a selector: a local port (``/dev/ttyUSB1``, a pty) or ``usb:<serial>``.
 
     Raises:
-        BackendError: ``mac:`` (a MAC names a chip, not one of its UARTs) or a URL (the gateway
-            opens local serial ports only).
+        BackendError: ``mac:`` (a MAC names a chip, not one of its UARTs) or a URL (the data UART is
+            leased like the console, which a URL cannot be).
     """
     selector = BoardSelector.parse(spec)
     if selector.mac is not None:
         raise BackendError(f"--hil-data-port {spec}: a chip MAC cannot name the data UART; give its port or "
                            "usb:<serial number of its USB-serial adapter>", spec=spec)
     if selector.port is not None and selector.port.startswith(URL_SCHEMES):
-        raise BackendError(f"--hil-data-port {spec}: the gateway reads local serial ports only (a device path "
-                           "or usb:<serial number>), not URLs", spec=spec)
+        raise BackendError(f"--hil-data-port {spec}: the serial backend takes a local port (a device path) or "
+                           "usb:<serial number> here, not a URL: it leases the data UART like the console (the "
+                           "gateway itself reads socket:// ports, but a rig's TCP serial bridge is not leased yet)",
+                           spec=spec)
     return selector
 
 
