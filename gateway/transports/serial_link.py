@@ -37,6 +37,7 @@ URL_SCHEMES = ("socket",)
 KEEPALIVE_IDLE_S = 10
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 3
+USER_TIMEOUT_MS = (KEEPALIVE_IDLE_S + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL_S) * 1000
 
 
 def serial_url_problem(port: str) -> str | None:
@@ -309,6 +310,10 @@ def _open_url(url: str, baud: int) -> serial.SerialBase:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):
+                # Keepalive probes are sent only while nothing is unacknowledged: a peer that vanished
+                # with an ACK in flight would be retransmitted to for ~15 min. Same bound for that case.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
     except OSError:
         _close_quietly(ser)
         raise

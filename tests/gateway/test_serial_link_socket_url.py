@@ -266,7 +266,10 @@ async def test_a_socket_port_has_tcp_keepalive_so_a_vanished_peer_is_a_disconnec
             idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
             interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
             count = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+            # unanswered data in flight (keepalive waits while any is unacknowledged): the same 25 s
+            user_timeout_ms = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
         assert (idle, interval, count) == (KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+        assert user_timeout_ms == (idle + interval * count) * 1000
         assert idle + interval * count <= 30
     finally:
         task.cancel()
