@@ -17,7 +17,8 @@ the ``-wal`` and its thread is free for the next read.
 
 Given the store's path, a :class:`gateway.web.wal_gate.WalGate` holds new reads back (a few seconds at
 most) while the store's ``-wal`` is over its limit and reads running keep it from being checkpointed, so
-overlapping reads cannot make it grow without limit. Each read holds its snapshot for its own statements
+overlapping reads cannot make it grow without limit. Only bulk reads pass it: a quick read holds its snapshot
+for microseconds, and the ``/healthz`` probe must answer within its own timeout. Each read holds its snapshot for its own statements
 only: the read connections run in autocommit, a ``BEGIN`` of :class:`gateway.storage.ReportQueries`
 ends in the same call.
 """
@@ -65,16 +66,17 @@ class StoreReads:
         self.wal_gate = wal_gate if wal_gate is not None else (None if store_path is None else WalGate(store_path))
 
     async def quick(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
-        """Run ``fn()`` (a cheap read) on the quick thread."""
-        return await self._run(self._quick, fn, timeout_s)
+        """Run ``fn()`` (a cheap read) on the quick thread; it never waits at the WAL gate."""
+        return await self._run(self._quick, fn, timeout_s, gated=False)
 
     async def bulk(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
         """Run ``fn()`` (a read whose cost follows a requested range) on a bulk thread."""
-        return await self._run(self._bulk, fn, timeout_s)
+        return await self._run(self._bulk, fn, timeout_s, gated=True)
 
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T], timeout_s: float | None) -> T:
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T], timeout_s: float | None, *,
+                   gated: bool) -> T:
         limit = self.timeout_s if timeout_s is None else timeout_s
-        if self.wal_gate is not None:
+        if gated and self.wal_gate is not None:
             await self.wal_gate.admit()  # bounded: runs anyway after wal_gate.wait_s
         future = asyncio.get_running_loop().run_in_executor(pool, fn)
         try:

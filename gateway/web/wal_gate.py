@@ -10,7 +10,10 @@ then grows by every commit, without limit (~26 KB per one-report commit).
 and its ``-shm`` says frames are not checkpointed yet, new reads wait (at most :data:`WAL_WAIT_S`) for the
 reads running to end and the store's next checkpoint to copy every frame (or the log to start over); a
 read that starts then reads the database file alone and does not hold the log. After the bound a read
-runs anyway, and a rate-limited WARNING says the log could not be checkpointed.
+runs anyway, and a rate-limited WARNING says the log could not be checkpointed; reads then do not wait again
+for :data:`GIVE_UP_QUIET_S` and until another commit (a wait that cannot help costs a read at most
+:data:`WAL_WAIT_S` once a minute, not once per commit). :class:`gateway.web.reads.StoreReads` gates its bulk
+reads only: its quick reads (``/healthz`` probes, small lookups) hold a snapshot for microseconds.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ logger = logging.getLogger(__name__)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 #: The most a read waits for that checkpoint before it runs anyway.
 WAL_WAIT_S = 3.0
+#: After a wait ran out, reads do not wait again for this long (and until another commit): when commits come
+#: less often than :data:`WAL_WAIT_S`, reads running at each commit keep every checkpoint partial, and a wait
+#: per commit would only stall reads.
+GIVE_UP_QUIET_S = 60.0
 #: How often the ``-wal``'s size is looked at (one ``os.stat``), at most.
 WAL_LOOK_EVERY_S = 1.0
 #: How often a waiting read looks at the ``-shm`` again.
@@ -52,6 +59,7 @@ class WalGate:
         limit_bytes: the ``-wal`` size above which reads wait (None: :data:`WAL_LIMIT_BYTES`).
         wait_s: the most one read waits (None: :data:`WAL_WAIT_S`).
         look_every_s: how often the ``-wal``'s size is looked at, at most.
+        quiet_s: after a wait ran out, how long reads do not wait again (None: :data:`GIVE_UP_QUIET_S`).
         clock: monotonic seconds (tests).
 
     Attributes:
@@ -60,7 +68,8 @@ class WalGate:
     """
 
     def __init__(self, store_path: Path, *, limit_bytes: int | None = None, wait_s: float | None = None,
-                 look_every_s: float = WAL_LOOK_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 look_every_s: float = WAL_LOOK_EVERY_S, quiet_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         real = Path(os.path.realpath(store_path))
         self.path = Path(store_path)
         self._wal = real.with_name(real.name + "-wal")
@@ -68,12 +77,15 @@ class WalGate:
         self.limit_bytes = WAL_LIMIT_BYTES if limit_bytes is None else limit_bytes
         self.wait_s = WAL_WAIT_S if wait_s is None else wait_s
         self._look_every_s = look_every_s
+        self.quiet_s = GIVE_UP_QUIET_S if quiet_s is None else quiet_s
         self._clock = clock
         self._looked_at: float | None = None
         self._over = False
         # The -shm's commit count when a wait last ran out: until another commit, no checkpoint can follow
-        # (the store checkpoints after a commit) and the log cannot grow, so reads do not wait again.
+        # (the store checkpoints after a commit) and the log cannot grow, so reads do not wait again; nor
+        # before _quiet_until (clock), so a gate that cannot help stalls a read at most once per quiet_s.
         self._gave_up_at: int | None = None
+        self._quiet_until = 0.0
         self._warned_at: float | None = None
         self.waits = 0
         self.gave_up = 0
@@ -117,7 +129,12 @@ class WalGate:
         if not self._over_limit(start):
             return 0.0
         first = read_wal_log(self._shm)
-        if first is None or not self._must_wait(first) or first.state.commits == self._gave_up_at:
+        if first is None:
+            return 0.0
+        if not self._must_wait(first):
+            self._gave_up_at = None  # checkpointed whole (or started over) since any give-up
+            return 0.0
+        if self._gave_up_at is not None and (first.state.commits == self._gave_up_at or start < self._quiet_until):
             return 0.0
         self.waits += 1
         log: WalLog | None = first
@@ -133,6 +150,7 @@ class WalGate:
         self.gave_up += 1
         held = log if log is not None else first
         self._gave_up_at = held.state.commits
+        self._quiet_until = now + self.quiet_s
         if self._warned_at is None or now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
             logger.warning(

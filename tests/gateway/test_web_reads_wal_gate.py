@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import pytest
 
@@ -23,6 +24,7 @@ from gateway.storage.queries import ReportQueries
 from gateway.storage.store import ReportRecord, ReportStore
 from gateway.storage.wal_index import read_wal_log
 from gateway.web.reads import StoreReads
+from gateway.web import wal_gate
 from gateway.web.wal_gate import WalGate
 
 MIB = 1024 * 1024
@@ -122,26 +124,33 @@ def test_gate_bounds_the_wal_and_every_read_succeeds(tmp_path: Path, caplog: pyt
         queries.close()
 
 
+def _held(db: Path) -> tuple[ReportStore, sqlite3.Connection, int]:
+    """A store whose -wal is over 2 MiB and cannot be checkpointed whole: a reader outside any gate (the
+    returned connection) holds a snapshot. Returns the store, that reader and the last report's seq."""
+    store = ReportStore(db, gateway_id="gw")
+    blocker = sqlite3.connect("file:%s?mode=ro" % db, uri=True, isolation_level=None, check_same_thread=False)
+    store.insert_batch([_record(1)])
+    blocker.execute("BEGIN")
+    blocker.execute("SELECT count(*) FROM reports").fetchone()
+    seq = 1
+    while True:  # past the store's checkpoint threshold and the limit, the log held by the blocker
+        seq += 1
+        store.insert_batch([_record(seq)])
+        log = read_wal_log(Path(str(db) + "-shm"))
+        assert log is not None
+        if log.log_bytes > 2 * MIB and log.state.frames > 1000:
+            break
+    assert log.state.backfilled < log.state.frames
+    return store, blocker, seq
+
+
 def test_gate_gives_up_after_the_bound_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A reader outside the gate keeps a snapshot open: the checkpoint can never be whole; reads wait the bound
-    once, then run (one WARNING), and do not wait again until another commit."""
+    once, then run (one WARNING), and do not wait again for the quiet period and until another commit."""
     db = tmp_path / "reports.sqlite"
-    store = ReportStore(db, gateway_id="gw")
-    blocker = sqlite3.connect("file:%s?mode=ro" % db, uri=True, isolation_level=None)
+    store, blocker, seq = _held(db)
     try:
-        store.insert_batch([_record(1)])
-        blocker.execute("BEGIN")
-        blocker.execute("SELECT count(*) FROM reports").fetchone()
-        seq = 1
-        while True:  # past the store's checkpoint threshold and the limit, the log held by the blocker
-            seq += 1
-            store.insert_batch([_record(seq)])
-            log = read_wal_log(Path(str(db) + "-shm"))
-            assert log is not None
-            if log.log_bytes > 2 * MIB and log.state.frames > 1000:
-                break
-        assert log.state.backfilled < log.state.frames
-        gate = WalGate(db, limit_bytes=2 * MIB, wait_s=0.3, look_every_s=0)
+        gate = WalGate(db, limit_bytes=2 * MIB, wait_s=0.3, look_every_s=0, quiet_s=0.6)
         caplog.set_level(logging.WARNING, logger="gateway.web.wal_gate")
         t0 = time.monotonic()
         waited = asyncio.run(gate.admit())
@@ -151,14 +160,91 @@ def test_gate_gives_up_after_the_bound_and_says_so(tmp_path: Path, caplog: pytes
         assert len(caplog.records) == 1
         assert asyncio.run(gate.admit()) == 0.0  # no commit since: nothing to wait for
         store.insert_batch([_record(seq + 1)])
-        assert asyncio.run(gate.admit()) >= 0.3  # a commit: waits again, bounded
+        assert asyncio.run(gate.admit()) == 0.0  # a commit, but within the quiet period: no wait
+        assert gate.held() is not None  # /healthz still says the log is unchecked
+        time.sleep(0.7)
+        store.insert_batch([_record(seq + 2)])
+        assert asyncio.run(gate.admit()) >= 0.3  # quiet period over and a commit: waits again, bounded
+        assert gate.gave_up == 2
         assert len(caplog.records) == 1  # the WARNING is rate-limited
         blocker.execute("COMMIT")
-        store.insert_batch([_record(seq + 2)])  # its checkpoint is whole now
+        store.insert_batch([_record(seq + 3)])  # its checkpoint is whole now
         assert asyncio.run(gate.admit()) == 0.0
+        assert gate.held() is None
     finally:
         blocker.close()
         store.close()
+
+
+def test_quick_reads_never_wait_at_the_gate(tmp_path: Path) -> None:
+    """StoreReads' quick reads (/healthz probes, small lookups) pass the gate by even while it holds bulk reads
+    back: they hold a snapshot for microseconds, and the probe has its own short timeout."""
+    db = tmp_path / "reports.sqlite"
+    store, blocker, _seq = _held(db)
+    gate = WalGate(db, limit_bytes=2 * MIB, wait_s=0.5, look_every_s=0)
+    reads = StoreReads(wal_gate=gate)
+
+    async def timed(run: Callable[[Callable[[], int]], Awaitable[int]]) -> float:
+        t0 = time.monotonic()
+        assert await run(lambda: 7) == 7
+        return time.monotonic() - t0
+
+    try:
+        assert asyncio.run(timed(reads.quick)) < 0.25
+        assert gate.waits == 0
+        assert asyncio.run(timed(reads.bulk)) >= 0.5  # the control: the gate does hold a bulk read
+        assert gate.waits == 1 and gate.gave_up == 1
+        assert asyncio.run(timed(reads.quick)) < 0.25  # nor after a give-up
+        assert gate.waits == 1
+    finally:
+        reads.close()
+        blocker.close()
+        store.close()
+
+
+def test_commits_slower_than_the_wait_stall_reads_once_per_quiet_period(tmp_path: Path) -> None:
+    """The reviewer's case: a commit every 4 s (longer than WAL_WAIT_S) with a snapshot always held, so every
+    wait runs out. Reads then wait once per GIVE_UP_QUIET_S, not once per commit. The gate's clock runs 20 times
+    faster than real time: 90 of its seconds (22 commits) take 4.5 s."""
+    db = tmp_path / "reports.sqlite"
+    store, blocker, seq = _held(db)
+    origin, speed = time.monotonic(), 20.0
+
+    def clock() -> float:
+        return (time.monotonic() - origin) * speed
+
+    gate = WalGate(db, limit_bytes=2 * MIB, clock=clock)
+    assert (gate.wait_s, gate.quiet_s) == (wal_gate.WAL_WAIT_S, wal_gate.GIVE_UP_QUIET_S) == (3.0, 60.0)
+    waited: list[float] = []
+    unchecked: list[bool] = []
+
+    async def commits() -> None:
+        nonlocal seq
+        while clock() < 90:
+            seq += 1
+            store.insert_batch([_record(seq)])
+            await asyncio.sleep(4 / speed)
+
+    async def reads() -> None:
+        while clock() < 90:
+            waited.append(await gate.admit())
+            unchecked.append(gate.held() is not None)
+            await asyncio.sleep(0.5 / speed)
+
+    async def both() -> None:
+        await asyncio.gather(commits(), reads())
+
+    try:
+        asyncio.run(both())
+    finally:
+        blocker.close()
+        store.close()
+    stalled = [w for w in waited if w > 0]
+    # At gate time ~0 and ~63 (the quiet period after the first give-up); the next would be at >= 126.
+    assert gate.gave_up == gate.waits == len(stalled) == 2, (gate.waits, stalled)
+    assert all(wal_gate.WAL_WAIT_S <= w < wal_gate.WAL_WAIT_S + 1.5 for w in stalled), stalled
+    assert len(waited) > 100
+    assert all(unchecked)  # /healthz's store_wal_unchecked holds throughout (never checkpointed whole)
 
 
 def test_no_wait_below_the_limit_or_without_a_store(tmp_path: Path) -> None:
