@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import pytest
 from conftest import make_env
+from helpers import until
 from procs import REPO, EventProcess
 from test_ble_transport import BleDevice, ble_section, stored
 
@@ -22,11 +23,15 @@ from gateway.config import load_config
 from gateway.registry import Registry
 from gateway.service import Gateway
 from gateway.transports.ble_link import LINK_CHECK_S, BleTransport
-from gateway.transports.ble_slots import SlotPolicy
+from gateway.transports.ble_slots import UNVERIFIED_BACKOFF_S, SlotPolicy
 
 pytestmark = pytest.mark.timeout(180)
 IDLE = REPO / "tests" / "radio" / "idle_peripheral.py"
 AUTH_TIMEOUT_S = 2.0
+# Tests that drop no link for want of a verified frame give the real device this long for its first
+# one: on a loaded CI machine (2 cores, 3 workers) it took over AUTH_TIMEOUT_S, its link was dropped,
+# counted and paused 30 s, and the test failed on a count or a deadline that is not its subject.
+REAL_AUTH_TIMEOUT_S = 10.0
 
 
 class Fake(EventProcess):
@@ -35,7 +40,7 @@ class Fake(EventProcess):
     def __init__(self, radio: str, address: str, name: str) -> None:
         self.address, self.name = address, name
         super().__init__([str(IDLE), radio, "--address", address, "--name", name])
-        end = time.monotonic() + 20
+        end = time.monotonic() + 60  # a Python + Bumble start: over 20 s on a loaded 2-core machine
         while not any(e["event"] == "ready" for e in list(self.events)):
             assert time.monotonic() < end and self.proc.poll() is None, "fake %s did not start" % address
             time.sleep(0.05)
@@ -74,7 +79,7 @@ async def test_only_registered_non_revoked_names_are_connected(tmp_path: Path, r
     """dos.py: four fakes with made-up names at the lowest addresses; plus one named after a revoked device."""
     fakes = [Fake(radio, "C0:00:00:00:00:0%d" % (i + 1), "x%d" % i) for i in range(4)]
     real = BleDevice(radio, "bin-1", send=(1, 3))
-    gw, ble = gateway(tmp_path, radio, max_connections=4)
+    gw, ble = gateway(tmp_path, radio, max_connections=4, auth_timeout_s=REAL_AUTH_TIMEOUT_S)
     gw.registry.revoke("bin-2")
     fakes.append(Fake(radio, "C0:00:00:00:00:05", "bin-2"))
     await gw.start()
@@ -90,6 +95,7 @@ async def test_only_registered_non_revoked_names_are_connected(tmp_path: Path, r
             f.close()
 
 
+@pytest.mark.timeout(300)  # a device dropped twice on a loaded machine waits out 90 s of pauses (below)
 @pytest.mark.parametrize("max_connections", [4, 1])
 async def test_impersonators_are_dropped_and_the_real_device_gets_a_slot(
         tmp_path: Path, radio: str, max_connections: int, caplog: pytest.LogCaptureFixture) -> None:
@@ -109,10 +115,27 @@ async def test_impersonators_are_dropped_and_the_real_device_gets_a_slot(
             assert time.monotonic() < end, ble.connected
             await asyncio.sleep(0.05)
         real = await asyncio.to_thread(BleDevice, radio, "bin-1", send=(1, 3))
-        # Worst case: every fake is served once before it (AUTH_TIMEOUT_S each, one at a time with one slot).
+        real_address = next(e["address"] for e in list(real.events) if e["event"] == "ready")
+
+        def real_count(event: str) -> int:
+            return sum(1 for e in list(real.events) if e["event"] == event)
+
+        # The property: the fakes do not keep it from a slot. Worst case: every fake is served once
+        # before it (AUTH_TIMEOUT_S each, one at a time with one slot).
         bound = 4 * (AUTH_TIMEOUT_S + 2.5) + 5
-        took = await wait_stored(gw.config.storage.path, "bin-1", [1, 2, 3], bound)
-        print("bin-1 stored %.1f s after it started, with %d slot(s)" % (took, max_connections))
+        started = time.monotonic()
+        while not real_count("connect"):
+            assert time.monotonic() - started < bound, ("bin-1 got no slot", real.events)
+            await asyncio.sleep(0.05)
+        print("bin-1 connected %.1f s after it started, with %d slot(s)" % (time.monotonic() - started,
+                                                                              max_connections))
+        # Its reports: on a loaded machine its first link (and then its second) can miss the scaled-down
+        # auth timeout and be dropped like a fake's, by design, and paused 30 s (then 60 s) before it is
+        # served again. Was one 23 s bound on the reports, which such a drop broke under load; the bound
+        # that is this test's subject, a slot, is the one above.
+        took = await wait_stored(gw.config.storage.path, "bin-1", [1, 2, 3],
+                                 STORED_WITHIN_S + 2 * UNVERIFIED_BACKOFF_S)
+        print("bin-1 stored %.1f s after its first connect" % took)
         # every fake that got a slot lost it AUTH_TIMEOUT_S after connecting
         connected = [f for f in fakes if f.times("connect")]
         assert len(connected) >= holding
@@ -121,21 +144,31 @@ async def test_impersonators_are_dropped_and_the_real_device_gets_a_slot(
             assert time.monotonic() < end, [(f.address, f.events) for f in connected]
             await asyncio.sleep(0.1)
         for f in connected:
-            held = f.times("disconnect")[0] - f.times("connect")[0]
-            assert AUTH_TIMEOUT_S - 0.5 < held < AUTH_TIMEOUT_S + 2.0, (f.address, held)
-            assert len(f.times("connect")) == 1, f.events  # backed off, not given the slot again at once
-        drops = sum(len(f.times("disconnect")) for f in fakes)
-        assert ble.unverified_dropped == drops
-        assert gw.metrics.value("civicedge_ble_unverified_dropped_total") == drops
+            connects, disconnects = f.times("connect"), f.times("disconnect")
+            for held in (d - c for c, d in zip(connects, disconnects)):
+                assert AUTH_TIMEOUT_S - 0.5 < held < AUTH_TIMEOUT_S + 2.0, (f.address, held)
+            # backed off, not given the slot again at once: a second link (only when the run outlasts
+            # the pause, after a drop of bin-1 above) comes a whole pause after the first was dropped
+            for again, dropped in zip(connects[1:], disconnects):
+                assert again - dropped > UNVERIFIED_BACKOFF_S - 0.5, f.events
+
+        def drops() -> int:  # bin-1's links dropped before its reports were stored count too
+            return sum(len(f.times("disconnect")) for f in fakes) + real_count("disconnect")
+
+        # a disconnect reaches the peripheral just after the gateway counted the drop: wait for the count
+        await until(lambda: ble.unverified_dropped == drops(), "unverified drops %d, seen %d"
+                    % (ble.unverified_dropped, drops()))
+        assert gw.metrics.value("civicedge_ble_unverified_dropped_total") == ble.unverified_dropped
         # One WARNING per paused address, each naming the address and the device: two fakes share each
         # name, and the operator must tell which address a pause is on (was one per name, the second
         # address's pause at DEBUG only).
         warnings = [r.getMessage() for r in caplog.records if "no frame from it verified" in r.getMessage()]
-        warned = [(f.address, f.name) for w in warnings for f in fakes if "%s (%s)" % (f.address, f.name) in w]
+        addresses = [(f.address, f.name) for f in fakes] + [(real_address, "bin-1")]
+        warned = [a for w in warnings for a in addresses if "%s (%s)" % a in w]
         assert len(warned) == len(warnings) == len(set(warned)), warnings  # one line per address
         assert {(f.address, f.name) for f in connected} <= set(warned), warnings
-        # the real device keeps its slot
-        assert not any(e["event"] == "disconnect" for e in real.events)
+        # the real device keeps its slot once its reports are stored
+        assert real_count("connect") == real_count("disconnect") + 1, real.events
     finally:
         await gw.stop()
         if real is not None:
@@ -219,7 +252,7 @@ async def test_a_pause_follows_the_gateways_clock_when_a_simulation_moves_it_on(
 async def test_a_registered_device_that_is_revoked_later_is_not_reconnected(tmp_path: Path, radio: str) -> None:
     """The transport re-reads the registry: a revoked id stops getting slots."""
     real = BleDevice(radio, "bin-1", send=(1, 2))
-    gw, ble = gateway(tmp_path, radio, max_connections=4)
+    gw, ble = gateway(tmp_path, radio, max_connections=4, auth_timeout_s=REAL_AUTH_TIMEOUT_S)
     await gw.start()
     try:
         await wait_stored(gw.config.storage.path, "bin-1", [1, 2], STORED_WITHIN_S)
@@ -267,22 +300,25 @@ async def test_an_open_link_is_closed_when_its_device_is_revoked_or_re_keyed(
     slot while every frame on it was rejected. It is closed within about LINK_CHECK_S, counted, and
     the address is not connected again at once (revoked: never; re-keyed: a stranger's backoff)."""
     real = BleDevice(radio, "bin-1", send=(1, 2))
-    gw, ble = gateway(tmp_path, radio, max_connections=4)
+    gw, ble = gateway(tmp_path, radio, max_connections=4, auth_timeout_s=REAL_AUTH_TIMEOUT_S)
     caplog.set_level(logging.WARNING, logger="gateway.transports.ble_link")
     await gw.start()
     try:
         await wait_stored(gw.config.storage.path, "bin-1", [1, 2], STORED_WITHIN_S)
         assert ble.connected == 1
+        changed = time.time()  # the clock of the log records' timestamps
         change_registry(gw, change)
-        changed = time.monotonic()
         await asyncio.to_thread(real.wait, lambda e: e["event"] == "disconnect", LINK_CHECK_S + 10)
-        took = time.monotonic() - changed
+        closed = [r for r in caplog.records if "BLE closed the link" in r.getMessage()]
+        assert closed, caplog.text
+        # timed by the gateway's own record of closing it: the disconnect's way through the radio to
+        # the device process is not the gateway's doing, and on a loaded machine took seconds
+        took = closed[0].created - changed
         print("%s: link closed %.1f s after the registry change" % (change, took))
         assert took < LINK_CHECK_S + 2.0
         reason = "key_changed" if change == "rotate_key" else "revoked"
         assert ble.deauthorized == 1 and ble.unverified_dropped == 0
         assert gw.metrics.value("civicedge_ble_deauthorized_total", {"reason": reason}) == 1
-        assert [r.getMessage() for r in caplog.records if "BLE closed the link" in r.getMessage()], caplog.text
         # the board re-advertises and has more to send: it gets no slot (and nothing is stored)
         real.command("send 3 4")
         await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 2)
@@ -294,22 +330,30 @@ async def test_an_open_link_is_closed_when_its_device_is_revoked_or_re_keyed(
         real.close()
 
 
-async def test_a_link_not_yet_authenticated_is_closed_when_its_name_is_revoked(tmp_path: Path, radio: str) -> None:
+async def test_a_link_not_yet_authenticated_is_closed_when_its_name_is_revoked(
+        tmp_path: Path, radio: str, caplog: pytest.LogCaptureFixture) -> None:
     """A link admitted under a name that is revoked before any frame verified on it does not wait out
     the auth timeout."""
     fake = Fake(radio, "C0:00:00:00:00:01", "sl-1")
     gw, ble = gateway(tmp_path, radio, max_connections=4, auth_timeout_s=60.0)
+    caplog.set_level(logging.INFO, logger="gateway.transports.ble_link")
+
+    def logged(text: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if text in r.getMessage()]
+
     await gw.start()
     try:
-        end = time.monotonic() + 15
-        while not fake.times("connect"):
+        # the gateway's link is up (subscribed, its checks running), not only the peripheral's connect
+        await until(lambda: logged("BLE connected to C0:00:00:00:00:01"), "no link to the fake", timeout=30)
+        changed = time.time()  # the clock of the log records' timestamps
+        gw.registry.revoke("sl-1")
+        end = time.monotonic() + LINK_CHECK_S + 15  # the disconnect's way to the fake: slow under load
+        while not fake.times("disconnect"):
             assert time.monotonic() < end, fake.events
             await asyncio.sleep(0.05)
-        gw.registry.revoke("sl-1")
-        changed = time.monotonic()
-        while not fake.times("disconnect"):
-            assert time.monotonic() - changed < LINK_CHECK_S + 2.0, fake.events
-            await asyncio.sleep(0.05)
+        # timed by the gateway's own record of closing it (as in the test above)
+        closed = logged("BLE closed the link to C0:00:00:00:00:01")
+        assert closed and closed[0].created - changed < LINK_CHECK_S + 2.0, (changed, caplog.text)
         assert ble.deauthorized == 1 and ble.unverified_dropped == 0
         assert gw.metrics.value("civicedge_ble_deauthorized_total", {"reason": "revoked"}) == 1
         await asyncio.sleep(4 * gw.config.ble.scan_interval_s + 1)
@@ -333,9 +377,20 @@ async def test_a_replayed_stored_frame_does_not_authenticate_a_link(tmp_path: Pa
             await asyncio.sleep(0.1)
         dropped = ble.unverified_dropped
         replayer = await asyncio.to_thread(BleDevice, radio, "bin-1", send=(1, 1), replay=True)
-        await asyncio.to_thread(replayer.wait, lambda e: e["event"] == "ack", 20)  # re-acknowledged, as it must
-        await asyncio.to_thread(replayer.wait, lambda e: e["event"] == "disconnect", AUTH_TIMEOUT_S + 8)
-        assert ble.unverified_dropped == dropped + 1
+        # Deadlines generous for a loaded machine (the drop is timed by the gateway: AUTH_TIMEOUT_S after
+        # the connect; here only that it comes is asserted).
+        await asyncio.to_thread(replayer.wait, lambda e: e["event"] == "ack", 40)  # re-acknowledged, as it must
+        await asyncio.to_thread(replayer.wait, lambda e: e["event"] == "disconnect", AUTH_TIMEOUT_S + 30)
+        # every link of it dropped as unverified (a second one, once its known address's 5 s pause is over,
+        # when the first disconnect was slow to reach it): counted as the gateway counted them
+        replayed = replayer
+
+        def links_dropped() -> int:
+            return sum(1 for e in list(replayed.events) if e["event"] == "disconnect")
+
+        await until(lambda: ble.unverified_dropped - dropped == links_dropped(),
+                    "the replayer's links were not all counted as unverified drops")
+        assert links_dropped() >= 1
         assert stored(gw.config.storage.path, "bin-1") == [1, 2]
     finally:
         await gw.stop()
