@@ -22,7 +22,7 @@ class BleDevice(EventProcess):
                  replay: bool = False) -> None:
         super().__init__([str(APP), radio, "--id", dev_id, "--key", KEYS[dev_id].hex(), "--kind", kind,
                           "--mtu", str(mtu), "--send", str(send[0]), str(send[1]), *(["--replay"] if replay else [])])
-        self.wait(lambda e: e["event"] == "ready", 20)
+        self.wait(lambda e: e["event"] == "ready", 60)  # a Python + bumble start-up: 20 s was short at load 20
 
     def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
