@@ -34,8 +34,9 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _fail(message: str, *, key: str, value: Any, path: str | None) -> ScenarioError:
-    return ScenarioError(message, key=key, value=repr(value), path=path)
+def _fail(message: str, *, key: str, value: Any, path: str | None, where: str) -> ScenarioError:
+    """A ScenarioError at the dotted location ``where`` (``details['where']``, as the scenario loader's)."""
+    return ScenarioError(message, key=key, value=repr(value), path=path, where=where)
 
 
 def unknown_keys_text(unknown: list[str], allowed: Iterable[str]) -> str:
@@ -58,22 +59,24 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str, path: str |
                     f"{', '.join(sorted(allowed))})", path=str(path) if path else None, key=unknown[0], where=where)
 
 
-def _check_name(name: str, where: str, key: str, path: str | None) -> None:
+def _check_name(name: str, where: str, key: str, path: str | None, located: str | None = None) -> None:
+    """``located``: ``details['where']`` (a timeline entry's own location); else ``where.name``."""
     m = _PIN_NAME.match(name)
     if m and not m.group(2).isdigit():
         raise _fail(f"{where}.{name}: {m.group(1)}:N needs a GPIO number N, got {name!r}", key=key, value=name,
-                    path=path)
+                    path=path, where=located or f"{where}.{name}")
 
 
-def _check_value(name: str, value: Any, where: str, key: str, path: str | None) -> None:
+def _check_value(name: str, value: Any, where: str, key: str, path: str | None, located: str | None = None) -> None:
+    """``located``: as for :func:`_check_name`."""
     if name == "fault":
         if isinstance(value, str) or isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return
         raise _fail(f"{where}.fault: must be a fault line or a list of fault lines (strings), got {_kind(value)}",
-                    key=key, value=value, path=path)
+                    key=key, value=value, path=path, where=located or f"{where}.fault")
     if not isinstance(value, _SCALARS):
         raise _fail(f"{where}.{name}: must be a number, string or boolean, got {_kind(value)}", key=key,
-                    value=value, path=path)
+                    value=value, path=path, where=located or f"{where}.{name}")
 
 
 def check_stimuli_doc(doc: Any, where: str, path: str | None) -> None:
@@ -91,7 +94,7 @@ def check_stimuli_doc(doc: Any, where: str, path: str | None) -> None:
     """
     if not isinstance(doc, dict):
         raise _fail(f"{where}: must be a table (start, [set], [[at]]), got {_kind(doc)}", key="stimuli", value=doc,
-                    path=path)
+                    path=path, where=where)
     unknown = sorted(set(doc) - set(STIMULI_KEYS))
     if unknown:
         raise UnknownKeyError(f"{where}: unknown key(s) {unknown_keys_text(unknown, STIMULI_KEYS)} (a stimuli document has: "
@@ -100,13 +103,14 @@ def check_stimuli_doc(doc: Any, where: str, path: str | None) -> None:
     values = doc.get("set", {})
     if not isinstance(values, dict):
         raise _fail(f"{where}.set: must be a table of stimulus = value ([set] or set = {{ light = 4 }}), got "
-                    f"{_kind(values)}", key="set", value=values, path=path)
+                    f"{_kind(values)}", key="set", value=values, path=path, where=f"{where}.set")
     for name, value in values.items():
         _check_name(name, f"{where}.set", "set", path)
         _check_value(name, value, f"{where}.set", "set", path)
     entries = doc.get("at", [])
     if not isinstance(entries, list):
-        raise _fail(f"{where}.at: must be {_AT_FORM}, got {_kind(entries)}", key="at", value=entries, path=path)
+        raise _fail(f"{where}.at: must be {_AT_FORM}, got {_kind(entries)}", key="at", value=entries, path=path,
+                    where=f"{where}.at")
     for j, entry in enumerate(entries):
         check_timeline_entry(entry, f"{where}.at[{j + 1}]", "at", path)
 
@@ -119,10 +123,10 @@ def check_timeline_entry(entry: Any, where: str, key: str, path: str | None) -> 
     """
     if not isinstance(entry, dict):
         raise _fail(f"{where}: must be a table such as {{ time = \"+1m\", pir = \"pulse 2s\" }}, got {_kind(entry)}",
-                    key=key, value=entry, path=path)
+                    key=key, value=entry, path=path, where=where)
     for name, value in entry.items():
-        _check_name(name, where, key, path)
-        _check_value(name, value, where, key, path)
+        _check_name(name, where, key, path, located=where)  # located at the entry, as the loader's timeline errors
+        _check_value(name, value, where, key, path, located=where)
 
 
 def check_fault_entry(entry: Any, where: str, path: str | None) -> None:
@@ -134,12 +138,12 @@ def check_fault_entry(entry: Any, where: str, path: str | None) -> None:
     """
     if not isinstance(entry, dict):
         raise _fail(f"{where}: must be a table {{ time = \"+5m\", fault = \"reset\" }}, got {_kind(entry)}",
-                    key="faults", value=entry, path=path)
+                    key="faults", value=entry, path=path, where=where)
     check_keys(entry, set(FAULT_KEYS), where, path)
     missing = [k for k in ("time", "fault") if k not in entry]
     if missing:
         raise _fail(f"{where}: needs 'time' and 'fault' (missing: {', '.join(missing)})", key=missing[0],
-                    value=entry, path=path)
+                    value=entry, path=path, where=where)
     check_timeline_entry(entry, where, "faults", path)
 
 

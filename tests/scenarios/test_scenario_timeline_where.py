@@ -104,3 +104,18 @@ def test_the_shipped_examples_still_load() -> None:
     assert examples
     for path in examples:
         assert load_scenario(path).boards, path
+
+
+def test_stimuli_shape_errors_carry_where(tmp_path: Path) -> None:
+    """The shape checks of a stimuli document (hil/scenarios/stimuli_doc.py: a set value or an at entry of the
+    wrong type) carry details['where'] too, as the loader's own timeline errors do."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, light="[1, 2]"))
+    assert located(info.value) == [("boards[1].stimuli.set.light", "boards[1].stimuli.set.light")]
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, at=GOOD_AT + ', 5'))
+    assert [where for where, _ in located(info.value)] == ["boards[1].stimuli.at[2]"]
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, at=GOOD_AT + ', { time = "+2m", light = [1] }'))
+    assert [where for where, _ in located(info.value)] == ["boards[1].stimuli.at[2]"]
+    assert "boards[1].stimuli.at[2].light: must be a number, string or boolean" in str(info.value)
