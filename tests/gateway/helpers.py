@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from gateway.protocol import FRAME_REPORT, build_frame
+from gateway.pipeline import IngestService, Link
+from gateway.protocol import FRAME_REPORT, build_frame, parse_frame
 
 WINDOW_T0 = 1_790_000_100 - (1_790_000_100 % 900)
 MOT_PERIOD = 21600  # the streetlight's mot release_every_s in firmware/policy.json
@@ -100,3 +101,24 @@ async def first_problem(ble: Any) -> str:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class AckLog:
+    """ACKs an ingest service sends on one link, as (device, seq)."""
+
+    def __init__(self, link_name: str = "serial:test") -> None:
+        self.sent: list[tuple[str, int]] = []
+        self.link = Link(name=link_name, kind="serial", send=self.send)
+
+    async def send(self, frame: bytes) -> None:
+        parsed = parse_frame(frame)
+        self.sent.append((parsed.device_id, parsed.seq))
+
+
+async def settle(ingest: IngestService, timeout: float = 3.0) -> None:
+    """Wait until ``ingest`` has no task in flight and nothing queued; fail after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.01)):
+        await asyncio.sleep(0.01)
+        if not ingest._tasks and ingest._queue.empty():  # noqa: SLF001 - nothing in flight
+            return
+    raise AssertionError("ingest did not settle")

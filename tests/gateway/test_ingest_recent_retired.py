@@ -5,39 +5,17 @@ been removed: never a frame digest (not hex), so a new board under the id (seq_r
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
 from conftest import KEYS
-from helpers import report_frame
+from helpers import AckLog, report_frame, settle
 
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import IngestService, Link, Verifier
-from gateway.protocol import parse_frame
+from gateway.pipeline import IngestService, Verifier
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.storage import ReportQueries, ReportStore
-
-
-class Acks:
-    """ACKs sent on one link: (device, seq)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int]] = []
-        self.link = Link(name="serial:recent", kind="serial", send=self.send)
-
-    async def send(self, frame: bytes) -> None:
-        parsed = parse_frame(frame)
-        self.sent.append((parsed.device_id, parsed.seq))
-
-
-async def _settle(ingest: IngestService) -> None:
-    for _ in range(300):
-        await asyncio.sleep(0.01)
-        if not ingest._tasks and ingest._queue.empty():  # noqa: SLF001 - nothing in flight
-            return
-    raise AssertionError("ingest did not settle")
 
 
 def _ingest(registry: Registry, db: Path, metrics: GatewayMetrics) -> IngestService:
@@ -54,9 +32,9 @@ async def test_a_new_frame_under_a_recent_seq_the_store_reads_as_retired_too_new
     metrics = GatewayMetrics("gw")
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:recent")
     ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"]), a.link)  # 1..4 missing: the floor stays at 0
-    await _settle(ingest)
+    await settle(ingest)
     assert ReportQueries(db).count_reports() == 1
     await ingest.stop()
     ingest.close()
@@ -76,7 +54,7 @@ async def test_a_new_frame_under_a_recent_seq_the_store_reads_as_retired_too_new
     assert dict(ingest._windows["bin-1"].recent.items()) == {5: None}  # noqa: SLF001 - the state this is about
     # a board that took the id over: seq 5 again, a period newer than any retention could have removed
     ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"], w=1_800_000_000 + 900 * 5), a.link)
-    await _settle(ingest)
+    await settle(ingest)
     assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 1
     assert metrics.value("civicedge_reports_duplicate_total") == 0
     assert a.sent == []

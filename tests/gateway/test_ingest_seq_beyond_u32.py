@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import KEYS
-from helpers import report_frame
-from test_ingest_recent_retired import Acks, _ingest, _settle
+from helpers import AckLog, report_frame, settle
+from test_ingest_recent_retired import _ingest
 
 from gateway.metrics import GatewayMetrics
 from gateway.registry import Registry
@@ -21,10 +21,10 @@ async def test_a_stored_seq_beyond_u32_is_left_out_of_the_window_with_a_warning(
     db = tmp_path / "r.sqlite"
     ingest = _ingest(registry, db, GatewayMetrics("gw"))
     await ingest.start()
-    acks = Acks()
+    acks = AckLog("serial:u32")
     for seq in (5, 6):
         ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), acks.link)
-    await _settle(ingest)
+    await settle(ingest)
     await ingest.stop()
     ingest.close()
     ingest.store.close()
@@ -40,7 +40,7 @@ async def test_a_stored_seq_beyond_u32_is_left_out_of_the_window_with_a_warning(
         assert 4294967296 not in window.recent and 6 in window.recent
         assert any("outside 1..4294967295" in r.getMessage() and "bin-1" in r.getMessage() for r in caplog.records)
         ingest.feed(report_frame("bin-1", 7, KEYS["bin-1"]), acks.link)  # the board's next report is still stored
-        await _settle(ingest)
+        await settle(ingest)
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("SELECT count(*) FROM reports WHERE device = 'bin-1' AND seq = 7").fetchone() == (1,)

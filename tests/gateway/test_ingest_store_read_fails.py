@@ -9,35 +9,21 @@ would be; no method is patched, so the test goes through the store's real error 
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from pathlib import Path
 
 import pytest
 from conftest import KEYS
-from helpers import report_frame
+from helpers import AckLog, report_frame, settle
 
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import IngestService, Link, Verifier
-from gateway.protocol import parse_frame
+from gateway.pipeline import IngestService, Verifier
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.storage import ReportStore
 
 FAILURES = "civicedge_store_commit_failures_total"
-
-
-class Acks:
-    """ACKs sent on one link: (device, seq)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int]] = []
-        self.link = Link(name="serial:readfail", kind="serial", send=self.send)
-
-    async def send(self, frame: bytes) -> None:
-        parsed = parse_frame(frame)
-        self.sent.append((parsed.device_id, parsed.seq))
 
 
 class Clock:
@@ -48,14 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def _settle(ingest: IngestService) -> None:
-    for _ in range(300):
-        await asyncio.sleep(0.01)
-        if not ingest._tasks and ingest._queue.empty():  # noqa: SLF001 - nothing in flight
-            return
-    raise AssertionError("ingest did not settle")
 
 
 def _ingest(registry: Registry, db: Path, metrics: GatewayMetrics, log_clock: Clock) -> IngestService:
@@ -84,9 +62,9 @@ async def test_re_sends_needing_a_failing_store_read_are_counted_logged_once_and
     clock = Clock()
     ingest = _ingest(registry, db, metrics, clock)
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:readfail")
     ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"]), a.link)  # 1..4 missing: the floor stays at 0
-    await _settle(ingest)
+    await settle(ingest)
     await ingest.stop()
     ingest.close()
     ingest.store.close()
@@ -102,7 +80,7 @@ async def test_re_sends_needing_a_failing_store_read_are_counted_logged_once_and
     frames = [report_frame("bin-1", 5, KEYS["bin-1"])] * 3 + [report_frame("bin-1", 2, KEYS["bin-1"])]
     for raw in frames:
         ingest.feed(raw, a.link)
-        await _settle(ingest)
+        await settle(ingest)
     assert a.sent == []  # not acknowledged: the device keeps them and re-sends
     assert metrics.value(FAILURES) == before + 4
     assert metrics.value("civicedge_reports_duplicate_total") == 0
@@ -119,7 +97,7 @@ async def test_re_sends_needing_a_failing_store_read_are_counted_logged_once_and
 
     clock.now += 11.0  # the next interval: one more line, counting those held back
     ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"]), a.link)
-    await _settle(ingest)
+    await settle(ingest)
     errors = _read_errors(caplog)
     assert len(errors) == 2
     assert "(3 more such failed read(s) since the last such line)" in errors[1].getMessage()
@@ -140,9 +118,9 @@ async def test_a_bug_in_a_handler_task_is_logged_once_a_burst_with_its_traceback
     clock = Clock()
     ingest = _ingest(registry, tmp_path / "r.sqlite", metrics, clock)
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:readfail")
     ingest.feed(report_frame("bin-1", 5, KEYS["bin-1"]), a.link)
-    await _settle(ingest)
+    await settle(ingest)
     a.sent.clear()
 
     def bug(*_args: object) -> str:
@@ -152,7 +130,7 @@ async def test_a_bug_in_a_handler_task_is_logged_once_a_burst_with_its_traceback
     caplog.clear()
     for _ in range(3):
         ingest.feed(report_frame("bin-1", 3, KEYS["bin-1"]), a.link)  # below the newest committed: asked
-        await _settle(ingest)
+        await settle(ingest)
     assert a.sent == []
     bugs = [r for r in caplog.records if r.name == "gateway.pipeline.ingest" and r.levelno == logging.ERROR]
     assert len(bugs) == 1, [r.getMessage() for r in bugs]

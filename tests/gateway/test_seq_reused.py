@@ -13,31 +13,18 @@ from pathlib import Path
 
 import pytest
 from conftest import KEYS
-from helpers import report_frame
+from helpers import AckLog, report_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import IngestService, Link, Verifier
+from gateway.pipeline import IngestService, Verifier
 from gateway.pipeline.ingest import REPLAY_WINDOW
-from gateway.protocol import parse_frame
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.storage import ReportQueries, ReportStore
 
 EXAMPLES = 100 if os.environ.get("CIVICEDGE_FULL") == "1" else 20
-
-
-class Acks:
-    """ACKs sent on one link: (device, seq)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int]] = []
-        self.link = Link(name="serial:reuse", kind="serial", send=self.send)
-
-    async def send(self, frame: bytes) -> None:
-        parsed = parse_frame(frame)
-        self.sent.append((parsed.device_id, parsed.seq))
 
 
 async def _settle(ingest: IngestService) -> None:
@@ -63,7 +50,7 @@ async def test_a_reused_seq_is_not_acknowledged_nor_a_duplicate(
     metrics = GatewayMetrics("gw")
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
-    old = Acks()
+    old = AckLog("serial:reuse")
     for seq in range(1, 6):  # the dead board's reports
         ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), old.link)
     await _settle(ingest)
@@ -75,7 +62,7 @@ async def test_a_reused_seq_is_not_acknowledged_nor_a_duplicate(
     # The gateway restarts (the window comes from the store); the new board starts at seq 1.
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
-    new = Acks()
+    new = AckLog("serial:reuse")
     caplog.set_level(logging.WARNING, logger="gateway.pipeline.ingest")
     for seq in (1, 2):
         ingest.feed(new_board_frame(seq), new.link)
@@ -107,7 +94,7 @@ async def test_a_reused_seq_below_the_replay_window_is_told_apart(registry: Regi
     metrics = GatewayMetrics("gw")
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:reuse")
     ingest.feed(report_frame("bin-1", 1, KEYS["bin-1"]), a.link)
     ingest.feed(report_frame("bin-1", 2, KEYS["bin-1"]), a.link)
     far = 2 + REPLAY_WINDOW + 5
@@ -146,11 +133,11 @@ async def _property_run(tmp: Path, old_count: int, evs: list[tuple[int, bool]]) 
     metrics = GatewayMetrics("gw")
     ingest = _ingest(reg, db, metrics)
     await ingest.start()
-    setup = Acks()
+    setup = AckLog("serial:reuse")
     for seq in range(1, old_count + 1):
         ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), setup.link)
     await _settle(ingest)
-    new = Acks()  # the new board's link
+    new = AckLog("serial:reuse")  # the new board's link
     for seq, from_new in evs:
         if from_new and seq <= old_count:
             ingest.feed(new_board_frame(seq), new.link)
@@ -192,7 +179,7 @@ async def test_a_new_frame_under_a_seq_whose_row_retention_removed_is_refused(
     metrics = GatewayMetrics("gw")
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:reuse")
     ingest.feed(new_board_frame(4), a.link)
     await _settle(ingest)
     assert metrics.value("civicedge_rejections_total", {"reason": "seq_reused"}) == 1
@@ -218,7 +205,7 @@ async def test_a_resend_of_a_row_retention_removed_stays_a_duplicate(registry: R
     # only plans a pass (nothing to remove in an empty store): the store learns bin's report retention
     await ingest.run_in_store(ingest.store.apply_retention, {("bin", "fill"): 400}, time.time())
     now = int(time.time()) // 900 * 900
-    a = Acks()
+    a = AckLog("serial:reuse")
     ingest.feed(report_frame("bin-1", 4, KEYS["bin-1"], w=now - 500 * 86400), a.link)
     await _settle(ingest)
     assert metrics.value("civicedge_reports_duplicate_total") == 1
@@ -258,7 +245,7 @@ async def test_resends_of_recent_seqs_are_compared_in_memory(registry: Registry,
 
     ingest = counting()
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:reuse")
     old = [report_frame("bin-1", s, KEYS["bin-1"]) for s in range(1, 6)]
     for f in old:
         ingest.feed(f, a.link)
@@ -302,7 +289,7 @@ async def test_the_warning_names_the_ack_floor_when_refusals_moved_it_past_the_s
     metrics = GatewayMetrics("gw")
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:reuse")
     for seq in range(1, 4):
         ingest.feed(report_frame("bin-1", seq, KEYS["bin-1"]), a.link)
     await _settle(ingest)
@@ -332,7 +319,7 @@ async def test_the_warning_at_the_top_of_the_seq_space_names_a_new_id(
     metrics = GatewayMetrics("gw")
     ingest = _ingest(registry, db, metrics)
     await ingest.start()
-    a = Acks()
+    a = AckLog("serial:reuse")
     top = 0xFFFFFFFF
     ingest.feed(report_frame("bin-1", top, KEYS["bin-1"], w=1_799_991_000), a.link)
     await _settle(ingest)
