@@ -16,21 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from test_uplink import BLE, NOW, gw_frame
+from test_uplink import BLE, BLE_LINK_LINE, NOW, STACK_BLE, gw_frame
 
 # the link under test reads the wrapping tick ``tk()``; the session keeps the shared fake ticks
-BLE_TIMED = BLE.replace("L = blemod.BleLink(B, FakeUUID, sess)", """
-import time
-class CutBle(FakeBle):
-    def __init__(self):
-        FakeBle.__init__(self)
-        self.disconnects = []
-    def gatts_read(self, h):
-        return bytes(self.values[h])
-    def gap_disconnect(self, conn):
-        self.disconnects.append(conn)
-        return True
-B = CutBle()
+BLE_TIMED = BLE.replace(BLE_LINK_LINE, "import time" + STACK_BLE + """B = StackBle()
 base = [0]
 def tk():
     return time.ticks_add(base[0], ticks[0])

@@ -245,6 +245,22 @@ B = FakeBle()
 L = blemod.BleLink(B, FakeUUID, sess)
 """
 
+# The BLE double as the real stack behaves where a test needs it: a fresh bytes object per gatts_read (the
+# shared double returns the stored one) and the disconnects the link asked for. Tests put it in place of the
+# shared double's board: BLE.replace(BLE_LINK_LINE, STACK_BLE + "B = StackBle()\n" + their own link line).
+BLE_LINK_LINE = "L = blemod.BleLink(B, FakeUUID, sess)"
+STACK_BLE = """
+class StackBle(FakeBle):
+    def __init__(self):
+        FakeBle.__init__(self)
+        self.disconnects = []
+    def gatts_read(self, h):
+        return bytes(self.values[h])
+    def gap_disconnect(self, conn):
+        self.disconnects.append(conn)
+        return True
+"""
+
 
 def _reassemble(notes: list[tuple[int, int, bytes]]) -> list[bytes]:
     frames, cur = [], bytearray()

@@ -11,24 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from test_uplink import BLE, NOW, UART, gw_frame
+from test_uplink import BLE, BLE_LINK_LINE, NOW, STACK_BLE, UART, gw_frame
 
 from gateway.resources import firmware_dir
 from hil.sim.mprun import run_micropython
 
-# the stack hands out a fresh bytes object per gatts_read (the shared double returns the stored one)
-BLE_COPYING = BLE.replace("L = blemod.BleLink(B, FakeUUID, sess)", """
-import gc
-class CopyingBle(FakeBle):
-    def __init__(self):
-        FakeBle.__init__(self)
-        self.disconnects = []
-    def gatts_read(self, h):
-        return bytes(self.values[h])
-    def gap_disconnect(self, conn):
-        self.disconnects.append(conn)
-        return True
-B = CopyingBle()
+# the stack hands out a fresh bytes object per gatts_read (test_uplink.STACK_BLE)
+BLE_COPYING = BLE.replace(BLE_LINK_LINE, "import gc" + STACK_BLE + """B = StackBle()
 L = blemod.BleLink(B, FakeUUID, sess)
 def junk(conn, n, size=507):
     for i in range(n):
