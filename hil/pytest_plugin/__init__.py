@@ -2,7 +2,8 @@
 
 Options: ``--hil-backend sim|qemu|serial``, ``--hil-board NAME``, ``--hil-port SELECTOR``
 (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``usb:<serial>``, ``mac:<addr>``),
-``--hil-data-port PORT`` (serial backend: the board's data UART), ``--hil-qemu-image RELEASE.bin``,
+``--hil-data-port PORT`` (serial backend: the board's data UART, a port, ``usb:<serial>`` or
+``socket://HOST:PORT``), ``--hil-qemu-image RELEASE.bin``,
 ``--hil-lease-dir DIR``, ``--hil-lease-wait S``, ``--hil-reprovision`` (serial backend: a board that already
 has an identity is re-keyed for the test, its identity saved and put back), ``--hil-sim-speed X``,
 ``--hil-port-range LOW-HIGH``.
@@ -94,8 +95,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(usb:<serial number>, mac:<chip MAC>)")
     group.addoption("--hil-data-port", default=None, metavar="PORT",
                     help="serial backend: the board's data UART the gateway reads (/dev/ttyUSB1, "
-                         "usb:<serial number> of a second USB-serial adapter; for a virtual board the data pty "
-                         "`civicedge sim up` prints)")
+                         "usb:<serial number> of a second USB-serial adapter, socket://HOST:PORT of a raw TCP serial "
+                         "bridge such as ser2net; for a virtual board the data pty `civicedge sim up` prints)")
     group.addoption("--hil-qemu-image", action="append", default=None, metavar="[CHIP=]FILE",
                     help="qemu backend: MicroPython release image (ESP32_GENERIC-*.bin); repeat as CHIP=FILE for "
                          "boards of several chips (esp32=ESP32_GENERIC-*.bin, esp32c3=ESP32_GENERIC_C3-*.bin, "
@@ -200,8 +201,10 @@ def check_prerequisites(settings: HilSettings) -> None:
     Raises:
         pytest.UsageError: ``serial`` without ``--hil-port`` or with a malformed one (``mac:zz``,
             ``usb:`` without a serial number), ``qemu`` without an existing
-            ``--hil-qemu-image``, ``--hil-data-port`` with another backend than ``serial`` or
-            naming the console port.
+            ``--hil-qemu-image``, ``--hil-data-port`` with another backend than ``serial``, naming the
+            console port (``socket://localhost:P`` and ``rfc2217://127.0.0.1:P`` are one port) or a URL
+            the gateway does not read (anything but ``socket://HOST:PORT``; credentials are refused
+            without being repeated).
     """
     from hil.backends.errors import BackendError
 

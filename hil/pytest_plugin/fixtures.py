@@ -490,8 +490,9 @@ def no_data_link_message(boards: list[BoardHandle]) -> str:
 
 def _no_link_how(backend: str, definition: BoardDefinition) -> str:
     if backend == "serial" and definition.uart is not None:
-        return ("give the board's data UART with --hil-data-port PORT (e.g. /dev/ttyUSB1 or usb:<serial number> "
-                "of a second USB-serial adapter; for a virtual board, the data pty `civicedge sim up` prints)")
+        return ("give the board's data UART with --hil-data-port PORT (e.g. /dev/ttyUSB1, usb:<serial number> "
+                "of a second USB-serial adapter or socket://HOST:PORT of a TCP serial bridge; for a virtual "
+                "board, the data pty `civicedge sim up` prints)")
     if definition.uart is None:
         return (f"board {definition.name!r} has no UART data link and its BLE is reached only on the "
                 "sim backend's virtual radio")

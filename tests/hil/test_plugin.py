@@ -264,7 +264,7 @@ def test_boots(hil_board):
     (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "mac:aa:bb:cc:dd:ee:ff"],
      "*--hil-data-port mac:*cannot name the data UART*"),
     (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "rfc2217://rig:4001"],
-     "*--hil-data-port rfc2217://rig:4001: the serial backend takes a local port (a device path) or usb:*"),
+     "*--hil-data-port rfc2217://rig:4001: the data UART is a local port, usb:<serial number> or socket://HOST:PORT*"),
     (["--hil-backend", "serial", "--hil-port", "/dev/ttyUSB0", "--hil-data-port", "/dev/ttyUSB0"],
      "*--hil-data-port /dev/ttyUSB0 is the console port (--hil-port /dev/ttyUSB0)*"),
     (["--hil-backend", "serial", "--hil-port", "usb:A1", "--hil-data-port", "usb:A1"],

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlsplit
 
 from hil.backends.board import BoardHandle, wait_reporting_dut
 from hil.backends.errors import BackendError, BoardIdentityError
@@ -33,22 +34,57 @@ log = logging.getLogger(__name__)
 
 
 def parse_data_port(spec: str) -> BoardSelector:
-    """``--hil-data-port`` as a selector: a local port (``/dev/ttyUSB1``, a pty) or ``usb:<serial>``.
+    """``--hil-data-port`` as a selector: a local port (``/dev/ttyUSB1``, a pty), ``usb:<serial>``, or
+    ``socket://HOST:PORT`` (a raw TCP serial bridge such as ser2net's, or QEMU's data UART), which the
+    gateway reads as it is. A socket port's selector holds its normalized URL (host lower-cased, no
+    trailing ``/``): the lease name, so two spellings of one bridge port are one lease.
 
     Raises:
-        BackendError: ``mac:`` (a MAC names a chip, not one of its UARTs) or a URL (the data UART is
-            leased like the console, which a URL cannot be).
+        BackendError: ``mac:`` (a MAC names a chip, not one of its UARTs), a URL the gateway does not
+            read (``rfc2217://``, ``loop://``), or a ``socket://`` URL that is not ``socket://HOST:PORT``
+            (no port, a path or query, a user or password: refused without repeating them).
     """
     selector = BoardSelector.parse(spec)
     if selector.mac is not None:
         raise BackendError(f"--hil-data-port {spec}: a chip MAC cannot name the data UART; give its port or "
                            "usb:<serial number of its USB-serial adapter>", spec=spec)
-    if selector.port is not None and selector.port.startswith(URL_SCHEMES):
-        raise BackendError(f"--hil-data-port {spec}: the serial backend takes a local port (a device path) or "
-                           "usb:<serial number> here, not a URL: it leases the data UART like the console (the "
-                           "gateway itself reads socket:// ports, but a rig's TCP serial bridge is not leased yet)",
-                           spec=spec)
+    if selector.port is not None and "://" in selector.port:
+        return BoardSelector(port=socket_data_url(selector.port))
     return selector
+
+
+def socket_data_url(url: str) -> str:
+    """``url`` (``socket://HOST:PORT``) normalized: scheme and host lower-cased, no trailing ``/``.
+
+    The gateway's own check (:func:`gateway.transports.serial_link.serial_url_problem`) decides what it
+    reads; its refusal is said here once, before a board is leased.
+
+    Raises:
+        BackendError: a scheme other than ``socket://``, or not exactly ``socket://HOST:PORT``.
+    """
+    from gateway.transports.serial_link import serial_url_problem
+
+    parts = urlsplit(url)
+    shown = _without_credentials(url)
+    if parts.scheme.lower() != "socket":
+        raise BackendError(f"--hil-data-port {shown}: the data UART is a local port, usb:<serial number> or "
+                           f"socket://HOST:PORT (a raw TCP serial bridge), not {parts.scheme or ''}:// (the gateway "
+                           "reads no other URL)", spec=shown)
+    problem = serial_url_problem("socket" + url[len(parts.scheme):])
+    if problem is not None:
+        # the gateway's text quotes the URL only when it has no credentials in it
+        raise BackendError(f"--hil-data-port {shown}: {problem}", spec=shown)
+    host = (parts.hostname or "").lower()
+    return f"socket://{f'[{host}]' if ':' in host else host}:{parts.port}"
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``: an error message must not repeat a secret."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    return f"{scheme}{sep}***@{netloc.rpartition('@')[2]}{slash}{tail}"
 
 
 class SerialDriver:
@@ -56,8 +92,9 @@ class SerialDriver:
 
     Args:
         selector: ``--hil-port`` value (port, URL, ``usb:<serial>``, ``mac:<addr>``).
-        data_port: ``--hil-data-port``: the board's data UART (a local port or ``usb:<serial>`` of a
-            second USB-serial adapter, leased like the console), which becomes ``handle.data_url``
+        data_port: ``--hil-data-port``: the board's data UART (a local port, ``usb:<serial>`` of a
+            second USB-serial adapter or ``socket://HOST:PORT`` of a TCP serial bridge, leased like the
+            console; :func:`parse_data_port`), which becomes ``handle.data_url``
             for the gateway; None when the rig does not wire it (then ``hil_gateway`` cannot
             receive reports).
         lease_dir: directory of leases shared by the rig's runs.
@@ -263,9 +300,29 @@ def _board_mode(handle: BoardHandle) -> str | None:
 
 
 def same_port(console_url: str, data_url: str) -> bool:
-    """Whether two selected ports are one device (``/dev/serial/by-id/...`` links resolved)."""
+    """Whether two selected ports are one device (``/dev/serial/by-id/...`` links resolved) or one TCP
+    port (``rfc2217://`` or ``socket://`` on the same host and port, ``localhost`` and ``127.0.0.1`` alike)."""
     if console_url == data_url:
         return True
+    if "://" in console_url and "://" in data_url:
+        return _tcp_endpoint(console_url) is not None and _tcp_endpoint(console_url) == _tcp_endpoint(data_url)
     if "://" in console_url or "://" in data_url:
         return False
     return os.path.realpath(console_url) == os.path.realpath(data_url)
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Host names one loopback TCP port is reached by (a console and data port on it are one port)."""
+
+
+def _tcp_endpoint(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` a ``scheme://HOST:PORT`` URL connects to (loopback names as one), or None."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if not host or port is None:
+        return None
+    return ("localhost" if host in LOOPBACK_NAMES else host), port
