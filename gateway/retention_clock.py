@@ -88,8 +88,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,10 @@ META_KEY = "retention_clock"
 # Written in the data directory by `civicedge gateway retention --confirm`; read (and removed) by the
 # next pass, which then runs whatever it removes.
 CONFIRM_FILE = "retention-confirm"
+# How a pass that took the operator's confirmation ended without finishing (CONFIRM_FILE is used up by it: a
+# confirmation is for the clock as it read then, never carried over a restart), as the state saves it.
+CONFIRM_ENDED = {"stopped": "the gateway stopped or was killed during it", "failed": "it failed",
+                 "skipped": "it was skipped (the clock was behind the stored reports)"}
 # How often (s) the running gateway looks for CONFIRM_FILE between passes (one stat, no store read): a
 # confirm wakes the retention task within this, not at the next pass (interval_s may be an hour).
 CONFIRM_POLL_S = 2.0
@@ -218,6 +224,41 @@ def parse_saved_state(saved: str) -> tuple[dict[str, Any] | None, float | None, 
     return hold, ran_at, days, step
 
 
+def parse_saved_confirm(saved: str) -> dict[str, Any] | None:
+    """The operator's confirmation a pass took and did not finish with (``{"given", "taken", "ended"}``: when
+    it was written, the gateway clock at the pass, and how the pass ended: None while it runs, else a key of
+    :data:`CONFIRM_ENDED`) from the ``meta`` row :data:`META_KEY`, or None (none saved, or one that cannot be
+    read: it only informs, so it is left out with a WARNING)."""
+    try:
+        state = json.loads(saved)
+    except ValueError:
+        return None  # (parse_saved_state says so)
+    use = state.get("confirm") if isinstance(state, dict) else None
+    if use is None:
+        return None
+    if not (isinstance(use, dict) and use.get("ended") in (None, *CONFIRM_ENDED)
+            and all(use.get(k) is None or _plausible(use.get(k)) for k in ("given", "taken"))):
+        log.warning("retention: the saved confirmation %r cannot be read; left out", use)
+        return None
+    return {"given": use.get("given"), "taken": use.get("taken"), "ended": use.get("ended")}
+
+
+def confirm_command_for(config_file: Path | None) -> str:
+    """The confirm command the operator is told to run: with the gateway's ``--config`` (when it has a config
+    file), so it confirms this gateway's retention, not the built-in defaults' data directory's."""
+    return "civicedge gateway retention --confirm" + (
+        "" if config_file is None else " --config %s" % shlex.quote(str(config_file.resolve())))
+
+
+def confirm_note(use: dict[str, Any], confirm_command: str) -> str:
+    """What the operator is told of a confirmation used by a pass that did not finish (``use``: as
+    :func:`parse_saved_confirm` gives it, ``ended`` None read as ``stopped``)."""
+    return ("the operator's confirmation given at %s was used by the retention pass of %s (gateway clock), which did "
+            "not finish: %s; a confirmation is good for one pass, so nothing is removed on it any more: confirm "
+            "again: %s" % (_when(use["given"]), _when(use["taken"]), CONFIRM_ENDED[use["ended"] or "stopped"],
+                           confirm_command))
+
+
 class RetentionClock:
     """Decides, before each retention pass, the time to remove by, or that the pass is skipped.
 
@@ -273,6 +314,14 @@ class RetentionClock:
         self._since_pass: tuple[float, float | None] | None = None  # (clock, monotonic) at the previous pass
         self._ahead = ""  # the clock_ahead finding, in short (a hold's detail)
         self._confirmed = False  # the operator confirmed (or the hold's span ended): the next pass runs
+        # The operator's confirmation taken by a pass ({"given": the file's time, "taken": the clock at the pass,
+        # "ended": None while that pass runs}): saved with the state until that pass ran (or the hold it was
+        # for ended), so a start after a stop during the pass tells the operator it is used up, not silently
+        # held again. _confirm_told: the operator was told so (a WARNING) in this run.
+        self._confirm_use: dict[str, Any] | None = None
+        self._confirm_told = False
+        # restore() found a confirmation saved while its pass ran: what it read differs from state() (to save).
+        self.confirm_cut_off = False
         # A pass ran in this run and none was skipped since: the large-removal rule does not apply (the
         # time elapsed vouches for the clock since, see the module docstring).
         self._continuous = False
@@ -291,6 +340,10 @@ class RetentionClock:
                         "afresh", META_KEY, exc)
             return
         self.hold, self._ran_at, self._days = hold, ran_at, days
+        use = parse_saved_confirm(saved)
+        if use is not None:  # saved while its pass ran (ended None): the gateway stopped (or was killed) during it
+            self.confirm_cut_off = use["ended"] is None
+            self._confirm_use = dict(use, ended=use["ended"] or "stopped")
         if step is not None and self._mono is not None:  # (no step check under [sim_clock])
             self._saved_step = (float(step["offset"]), float(step["at"]), float(step["stamped"]))
         if hold is not None:
@@ -299,8 +352,11 @@ class RetentionClock:
 
     def state(self) -> str:
         """What to save in the store's ``meta`` row :data:`META_KEY` (JSON) so a restart does not forget it."""
-        return json.dumps({"hold": self.hold, "ran_at": self._ran_at, "days": self._days, "step": self._step_state()},
-                          sort_keys=True)
+        state: dict[str, Any] = {"hold": self.hold, "ran_at": self._ran_at, "days": self._days,
+                                 "step": self._step_state()}
+        if self._confirm_use is not None:  # (left out when none: rows saved before it are unchanged)
+            state["confirm"] = self._confirm_use
+        return json.dumps(state, sort_keys=True)
 
     def _step_state(self) -> dict[str, float] | None:
         """The unconfirmed forward step and the reports' allowance to save (None: nothing to keep)."""
@@ -354,11 +410,13 @@ class RetentionClock:
                         "stepped forward by %s (not confirmed): taken as the clock put right while the gateway was "
                         "stopped; retention follows the clock again", _days(back), _days(offset))
 
-    def confirm(self, now: float) -> None:
+    def confirm(self, now: float, given: float | None = None) -> None:
         """The operator confirmed the clock and what retention removes: the next pass runs, held or not, by
-        the clock itself (the offset of the steps seen up to it ends: they are the operator's clock)."""
+        the clock itself (the offset of the steps seen up to it ends: they are the operator's clock).
+        ``given``: when the confirmation was written (its file's time), to name it if its pass does not finish."""
         self._confirmed = True
         self._vouch = True
+        self._confirm_use, self._confirm_told = {"given": given, "taken": now, "ended": None}, False
         if self.hold is not None:
             log.warning("retention: the operator confirmed the gateway clock (%s); the pass held since %s runs now",
                         _when(now), _when(self.hold["since"]))
@@ -400,13 +458,14 @@ class RetentionClock:
                       else "nothing is removed", self.confirm_command)
             self.hold = {"reason": "large_removal", "since": now, "detail": detail,
                          "agreed_s": 0.0 if self.hold is None else self.hold["agreed_s"]}
-        self.problem, self.reason = "retention held: " + detail, "held"
+        self.problem, self.reason = self._noted("retention held: " + detail), "held"
 
     def ran(self, removal_time: float, retention_days: dict[tuple[str, str], int]) -> None:
         """A pass ran (it removed what it found): any hold is over."""
         if self.hold is not None:
             log.warning("retention resumes: the pass held since %s ran", _when(self.hold["since"]))
         self.hold, self._confirmed, self.problem, self.reason = None, False, None, None
+        self._confirm_use = None  # (its pass ran, or the hold it was for is over)
         self._continuous = True
         self._carried = None  # time measured since this pass is real time (the step check takes over)
         self._ran_at = removal_time
@@ -433,6 +492,8 @@ class RetentionClock:
         if self.hold is not None:
             log.warning("retention resumes: the pass held since %s was finished", _when(self.hold["since"]))
         self.hold, self.problem, self.reason = None, None, None
+        if self._confirm_use is not None and self._confirm_use["ended"] is not None:
+            self._confirm_use = None  # the hold it was for is over (a confirmation in use is for the pass after)
         self._days = {"%s.%s" % k: d for k, d in sorted(retention_days.items())}
 
     def not_run(self) -> None:
@@ -441,6 +502,7 @@ class RetentionClock:
         self._continuous = False
         if self._confirmed:
             self._confirmed = False
+            self._end_confirm_use("failed")
             log.warning("retention: the pass the operator confirmed did not run; confirm again if it is still "
                         "held (%s)", self.confirm_command)
 
@@ -547,13 +609,15 @@ class RetentionClock:
                 self.hold = {"reason": "clock_ahead", "since": now, "detail": self._ahead, "agreed_s": 0.0}
             if reason != self.reason:
                 log.warning("retention skipped: %s", problem)
-        self.problem, self.reason = problem, reason
+        self.problem, self.reason = (None if problem is None else self._noted(problem)), reason
         if problem is not None:
             # A skip breaks the continuity the large-removal rule relies on, and uses up a confirmation
             # (else one consumed by a pass skipped as clock_behind would later let a genuine clock_ahead by).
             self._continuous = False
             if self._confirmed and reason != "held":
                 self._confirmed = False
+                self._end_confirm_use("skipped")
+                self.problem = self._noted(problem)
                 log.warning("retention: the pass the operator confirmed was skipped (%s); confirm again once the "
                             "clock is right", reason)
             return None
@@ -561,6 +625,25 @@ class RetentionClock:
             self._ran = (now - self.offset, self._mono())
         self._removal = now - self.offset
         return now - self.offset
+
+    def _end_confirm_use(self, ended: str) -> None:
+        """The pass that took the operator's confirmation ended without running (``ended``: failed, skipped);
+        the caller logs it (so it is not said again with the problem)."""
+        if self._confirm_use is not None and self._confirm_use["ended"] is None:
+            self._confirm_use["ended"] = ended
+        self._confirm_told = True
+
+    def _noted(self, problem: str) -> str:
+        """``problem`` (why retention is held or skipped now) and, while a hold lasts, the operator's confirmation
+        its pass used up without finishing (:func:`confirm_note`; said at WARNING once a run, the first time)."""
+        use = self._confirm_use
+        if use is None or use["ended"] is None or self.hold is None:
+            return problem
+        note = confirm_note(use, self.confirm_command)
+        if not self._confirm_told:
+            self._confirm_told = True
+            log.warning("retention: %s", note)
+        return "%s; %s" % (problem, note)
 
     def _held_problem(self) -> str:
         assert self.hold is not None

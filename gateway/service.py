@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 import time
 from typing import Any, Callable
 
@@ -34,7 +33,8 @@ from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.retention_clock import CONFIRM_FILE as RETENTION_CONFIRM_FILE
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
-from gateway.retention_clock import CONFIRM_POLL_S, SKIPPED_RETRY_S, RetentionClock, elapsed_clock
+from gateway.retention_clock import (CONFIRM_POLL_S, SKIPPED_RETRY_S, RetentionClock, confirm_command_for,
+                                     elapsed_clock)
 from gateway.storage import disk_space
 from gateway.storage.damage import DOCS as DAMAGE_DOCS
 from gateway.storage.damage import QuickCheck, damaged_error, is_corrupt, unclean_stop
@@ -140,8 +140,7 @@ class Gateway:
         self.clock = clock
         # Retention removes for good: it checks the clock against the data and (real clock only) against
         # the time elapsed before each pass (gateway/retention_clock.py).
-        confirm = "civicedge gateway retention --confirm" + (
-            " --config %s" % shlex.quote(str(config.source.resolve())) if config.source is not None else "")
+        confirm = confirm_command_for(config.source)
         # (elapsed time that counts suspend: a resumed host or VM is not a forward step of its clock)
         self.retention_clock = RetentionClock(config.retention_interval_s,
                                               elapsed_clock() if sim_clock is None else None, confirm_command=confirm)
@@ -484,17 +483,21 @@ class Gateway:
                     assert isinstance(first, tuple)
                     self.retention_clock.restore(first[0])
                     self._retention_saved, last = self.retention_clock.state(), first[1]
+                    if self.retention_clock.confirm_cut_off:  # (saved "in use": saved as cut off by this pass)
+                        self._retention_saved = first[0]
                 else:
                     last = await self.ingest.run_in_store(self.store.last_received_at)
                 assert last is None or isinstance(last, float)
                 now = self.clock()
-                if self._retention_confirmed():
-                    self.retention_clock.confirm(now)
+                confirmed, given = self._retention_confirmed()
+                if confirmed:
+                    self.retention_clock.confirm(now, given)
                 was = (self.retention_clock.offset, self.retention_clock.hold_reason)
                 removal_time = self.retention_clock.removal_time(now, last)
-                if (self.retention_clock.offset, self.retention_clock.hold_reason) != was:
-                    # A step recorded or a hold begun or ended: saved before the store work (a pass may count or
-                    # remove for long), or a stop cutting it off would lose what this pass found.
+                if (self.retention_clock.offset, self.retention_clock.hold_reason) != was or confirmed:
+                    # A step recorded, a hold begun or ended, or the operator's confirmation taken (its file is
+                    # gone: a start after a stop or kill during this pass says it was used up): saved before the
+                    # store work (a pass may count or remove for long), or a stop cutting it off would lose it.
                     await self._save_retention_state()
                 if removal_time is None:  # the clock is implausible or retention held (logged): try again soon
                     # (a pass cut off before waits too: it is finished under a checked clock only)
@@ -627,15 +630,20 @@ class Gateway:
             await self._save_meta(RETENTION_META_KEY, state)
             self._retention_saved = state
 
-    def _retention_confirmed(self) -> bool:
-        """Whether the operator confirmed retention (``civicedge gateway retention --confirm``); the file is
-        removed: one confirmation, one pass."""
+    def _retention_confirmed(self) -> tuple[bool, float | None]:
+        """Whether the operator confirmed retention (``civicedge gateway retention --confirm``), and when (the
+        file's time; None if it cannot be read); the file is removed: one confirmation, one pass. Never kept
+        for a pass after a restart: it confirmed the clock as it read then."""
         path = self.config.data_dir / RETENTION_CONFIRM_FILE
+        try:
+            given: float | None = path.stat().st_mtime
+        except OSError:
+            given = None
         try:
             path.unlink()
         except FileNotFoundError:
-            return False
-        return True
+            return False, None
+        return True, given
 
     async def stop(self) -> None:
         """Drain and stop: stop accepting, commit and ACK what is in flight, close links, upstream, web, store."""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, atomic_text_file, config_from, fail
 from gateway.errors import GatewayError, StorageError
-from gateway.retention_clock import CONFIRM_FILE, CONFIRM_POLL_S, META_KEY, parse_saved_state
+from gateway.retention_clock import (CONFIRM_FILE, CONFIRM_POLL_S, META_KEY, confirm_command_for, confirm_note,
+                                     parse_saved_confirm, parse_saved_state)
 from gateway.storage.damage import damaged_error, is_corrupt, sqlite_message
 from gateway.storage.sqlite_uri import open_for_check
 from gateway.storage.store_files import real_store_path, store_writer
@@ -34,9 +35,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ret.set_defaults(func=cmd_retention)
 
 
-def held_state(db: Path) -> str | None:
-    """What the store says retention is held for, and the saved forward step of the gateway clock retention
-    does not follow (a line each), or None when neither is saved.
+def held_state(db: Path, confirm_command: str = "civicedge gateway retention --confirm") -> str | None:
+    """What the store says retention is held for, the operator's confirmation a pass used without finishing
+    (or is using, in a running gateway) while held, and the saved forward step of the gateway clock retention
+    does not follow (a line each), or None when none is saved. ``confirm_command``: the command named.
 
     Read as ``gateway run`` reads a store before opening it (:func:`gateway.storage.store_kind.store_kind`,
     then :func:`gateway.storage.sqlite_uri.open_for_check`): nothing beside the file is created or
@@ -60,9 +62,19 @@ def held_state(db: Path) -> str | None:
         since = ("an unknown time" if hold["since"] is None
                  else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(hold["since"]))))
         lines.append("retention held since %s (gateway clock): %s" % (since, hold.get("detail", hold["reason"])))
+        use = parse_saved_confirm(raw)
+        if use is not None and use["ended"] is None and store_writer(db) is not None:
+            lines.append("the operator's confirmation given at %s is in use: the gateway runs the pass it took at %s "
+                         "(gateway clock)" % (_utc(use["given"]), _utc(use["taken"])))
+        elif use is not None:  # (ended None, no gateway running: it stopped or was killed during the pass)
+            lines.append(confirm_note(use, confirm_command))
     if step is not None and step["offset"] > 0:
         lines.append(_step_line(step))
     return "\n".join(lines) or None
+
+
+def _utc(t: float | None) -> str:
+    return "an unknown time" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def _step_line(step: dict[str, float]) -> str:
@@ -107,7 +119,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         return fail(exc)
     try:
-        held = held_state(config.storage.path)
+        held = held_state(config.storage.path, confirm_command_for(config.source))
     except StorageError as exc:
         return fail(exc)
     if held is None or held.startswith("clock step saved"):  # (a step without a hold: not held, but said)
