@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.cli import backup_cmd, devices_cmd, log_cmd, restore_cmd, retention_cmd, run_cmd
+from gateway.cli import archive_log_cmd, backup_cmd, devices_cmd, log_cmd, restore_cmd, retention_cmd, run_cmd
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -15,6 +15,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     run_cmd.register(sub)
     devices_cmd.register(sub)
     log_cmd.register(sub)
+    archive_log_cmd.register(sub)
     retention_cmd.register(sub)
     backup_cmd.register(sub)
     restore_cmd.register(sub)

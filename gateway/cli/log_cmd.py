@@ -17,7 +17,8 @@ from gateway.config import GatewayConfig, default_config
 from gateway.errors import GatewayError, ProvenanceError, StorageError
 from gateway.output_guard import GatewayFiles, OutputRefused, check_output
 from gateway.storage.damage import damaged_error, is_corrupt
-from gateway.storage.provenance import ChainSummary, export_chain_summary, verify_export_summary
+from gateway.storage.provenance import (ChainSummary, archive_files, export_chain_summary,
+                                          verify_export_summary)
 from gateway.storage.sqlite_uri import read_only_uri
 
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
@@ -47,6 +48,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ver.add_argument("--expect-head", type=_chain_hash, metavar="HEX",
                      help="fail unless the log ends at this hash (as printed by export-log or verify-log)")
     ver.add_argument("--expect-count", type=_count, metavar="N", help="fail unless the log holds exactly N entries")
+    ver.add_argument("--after", type=_chain_hash, metavar="HEX",
+                     help="fail unless the log continues after this hash: the head of the archive before it "
+                          "(archive-log); a log that starts with a checkpoint line is verified without it too, "
+                          "but only together with the archive ending at that hash does it prove the whole chain")
     ver.add_argument("--allow-empty", action="store_true",
                      help="accept an empty log (what export-log writes for a store with no reports); without it, "
                           "or an expectation (--expect-count, --expect-head) to compare it with, empty input is "
@@ -102,6 +107,8 @@ def _protected(args: argparse.Namespace, db: Path, config: GatewayConfig | None)
     files.add_store(db)
     files.add_registry(db.parent / "registry")
     files.add_data_dir(db.parent)
+    for archive in archive_files(db):  # its entries are no longer in the store: replacing it would lose them
+        files.add(Path(archive), "an archive of the store's provenance chain (archive-log)")
     if args.config is not None:
         files.add(Path(args.config), "the gateway's config file")
     if config is None:  # --db given: the config's files (if any) are the gateway's all the same
@@ -193,7 +200,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             return _error("read_failed", "cannot read the report store %s (%s left unchanged): %s" % (db, output, exc))
         except OSError as exc:
             return _error("write_failed", "cannot write %s: %s" % (output, exc.strerror or exc))
-    print("exported %d entries, head %s" % (summary.count, summary.head), file=sys.stderr)
+    if summary.continues:  # older entries archived (archive-log): the first line is the checkpoint
+        print("exported %d entries (pos %d to %d) after the archived pos %d, hash %s; head %s"
+              % (summary.count, summary.after_pos + 1, summary.after_pos + summary.count, summary.after_pos,
+                 summary.after, summary.head), file=sys.stderr)
+    else:
+        print("exported %d entries, head %s" % (summary.count, summary.head), file=sys.stderr)
     return EXIT_OK
 
 
@@ -207,11 +219,11 @@ def _utf8_lines(stream: IO[bytes]) -> Iterator[str]:
                                   % (lineno, raw[exc.start], exc.start + 1), reason="syntax", line=lineno) from None
 
 
-def _verify(file: Path) -> ChainSummary:
+def _verify(file: Path, after: str | None = None) -> ChainSummary:
     if str(file) == "-":
-        return verify_export_summary(_utf8_lines(sys.stdin.buffer))
+        return verify_export_summary(_utf8_lines(sys.stdin.buffer), after=after)
     with file.open("rb") as fh:
-        return verify_export_summary(_utf8_lines(fh))
+        return verify_export_summary(_utf8_lines(fh), after=after)
 
 
 def _mismatch(summary: ChainSummary, args: argparse.Namespace) -> str | None:
@@ -233,7 +245,7 @@ def _mismatch(summary: ChainSummary, args: argparse.Namespace) -> str | None:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify an export (a file or ``-`` for stdin) and compare its end with what is expected."""
     try:
-        summary = _verify(args.file)
+        summary = _verify(args.file, args.after)
     except OSError as exc:
         return _error("bad_path", "cannot read %s: %s" % (args.file, exc.strerror or exc))
     except ProvenanceError as exc:
@@ -250,5 +262,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if mismatch is not None:
         print("MISMATCH: %s" % mismatch)
         return EXIT_ERROR
-    print("OK: %d entries, chain intact, head %s" % (summary.count, summary.head))
+    if not summary.continues:
+        print("OK: %d entries, chain intact, head %s" % (summary.count, summary.head))
+        return EXIT_OK
+    print("OK: %d entries (pos %d to %d), chain intact after pos %d, hash %s, head %s"
+          % (summary.count, summary.after_pos + 1, summary.after_pos + summary.count, summary.after_pos,
+             summary.after, summary.head))
+    if args.after is None:
+        print("note: this log continues an archived part (its first line is a checkpoint): it proves the chain "
+              "from its start only with the archive ending at that hash (verify-log ARCHIVE --expect-head %s); "
+              "give --after HASH to require it" % summary.after, file=sys.stderr)
     return EXIT_OK

@@ -6,6 +6,11 @@ SHA-256 over a canonical JSON encoding of those fields; ``prev`` is the previous
 An export is JSON Lines, one entry per line, in chain order; :func:`verify_export` recomputes
 every link and names the first broken one. A chain cut off at its end still links, so both sides
 also give its :class:`ChainSummary` (entry count and final hash) to compare with a saved one.
+
+A store whose oldest entries were archived (``civicedge gateway archive-log``, gateway.storage.chain_archive)
+exports a *continuation*: its first line is a checkpoint ``{"after":{"pos":P,"hash":H}}`` (the last entry
+before it), then entries from pos P+1, the first with ``prev`` H. The earlier export that ends at H proves the
+entries before; ``verify_export_summary(..., after=H)`` checks that a log continues from exactly there.
 """
 
 from __future__ import annotations
@@ -47,10 +52,20 @@ class ChainSummary:
         count: number of entries.
         head: hash of the last entry (``GENESIS`` for an empty chain); it commits to every entry
             before it, so equal heads mean equal chains.
+        after_pos: for a continuation, the pos of the last entry before it (0: the log starts at the chain's
+            start); its entries are ``after_pos + 1`` to ``after_pos + count``.
+        after: for a continuation, the hash its first entry links to (``GENESIS`` otherwise).
     """
 
     count: int
     head: str
+    after_pos: int = 0
+    after: str = GENESIS
+
+    @property
+    def continues(self) -> bool:
+        """Whether the log starts after an archived part (a checkpoint line) rather than at the chain's start."""
+        return self.after_pos > 0
 
 
 # Characters json.dumps writes unchanged inside a string: device ids, hex digests and usual gateway ids.
@@ -78,13 +93,52 @@ def frame_digest(frame: bytes) -> str:
 
 
 def last_hash(conn: sqlite3.Connection) -> tuple[int, str]:
-    """Return ``(pos, hash)`` of the newest entry, or ``(0, GENESIS)`` for an empty chain."""
+    """Return ``(pos, hash)`` of the newest entry, else of the newest archive checkpoint (every entry was
+    archived), or ``(0, GENESIS)`` for an empty chain."""
     row = conn.execute("SELECT pos, hash FROM chain ORDER BY pos DESC LIMIT 1").fetchone()
+    if row is None:
+        row = last_checkpoint(conn)
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
-def iter_chain(conn: sqlite3.Connection) -> Iterator[ChainEntry]:
-    """Yield every chain entry in order.
+#: The archive checkpoints table (also in gateway.storage.schema.SCHEMA; created here too for a store that a
+#: gateway of this release has not opened yet).
+CHECKPOINTS_TABLE = """CREATE TABLE IF NOT EXISTS chain_checkpoints (
+    pos         INTEGER PRIMARY KEY,
+    hash        TEXT    NOT NULL,
+    count       INTEGER NOT NULL,
+    archived_at REAL    NOT NULL,
+    sha256      TEXT    NOT NULL,
+    file        TEXT    NOT NULL
+)"""
+
+
+def last_checkpoint(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    """``(pos, hash)`` of the last entry of the newest archive (``chain_checkpoints``), or None when the
+    store has none (or no such table: a store from before archive-log)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain_checkpoints'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT pos, hash FROM chain_checkpoints ORDER BY pos DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def archive_files(db_path: Path) -> list[str]:
+    """The archive files ``chain_checkpoints`` records for the store at ``db_path`` (read-only; [] when it has
+    none or cannot be read: the caller's own reads of the store say what is wrong)."""
+    try:
+        conn = sqlite3.connect(read_only_uri(db_path), uri=True)
+        try:
+            if last_checkpoint(conn) is None:
+                return []
+            return [str(r[0]) for r in conn.execute("SELECT file FROM chain_checkpoints ORDER BY pos")]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def iter_chain(conn: sqlite3.Connection, upto: int | None = None) -> Iterator[ChainEntry]:
+    """Yield every chain entry in order (with ``upto``, those at pos ``upto`` and before).
 
     Raises:
         StorageError: reason ``corrupt``: an entry's stored values are not what the gateway writes (an
@@ -92,7 +146,10 @@ def iter_chain(conn: sqlite3.Connection) -> Iterator[ChainEntry]:
             names the entry by its ``pos`` and the last sound entry before it; no value is quoted.
     """
     last: ChainEntry | None = None
-    for row in conn.execute("SELECT pos, device, seq, gateway, digest, prev, hash FROM chain ORDER BY pos"):
+    query = "SELECT pos, device, seq, gateway, digest, prev, hash FROM chain"
+    rows = conn.execute(query + " ORDER BY pos") if upto is None else conn.execute(
+        query + " WHERE pos <= ? ORDER BY pos", (upto,))
+    for row in rows:
         bad = _damaged_fields(row)
         if bad:
             after = "the first entry" if last is None else "after entry %d (device %s seq %d)" % (
@@ -145,18 +202,46 @@ def export_chain_summary(db_path: Path, out: IO[str]) -> ChainSummary:
         sqlite3.Error: the store cannot be read otherwise (it is opened read-only, never changed).
     """
     conn = sqlite3.connect(read_only_uri(db_path), uri=True)
-    count, head = 0, GENESIS
+    progress = [0]
     try:
-        for entry in iter_chain(conn):
-            out.write(json.dumps({f: getattr(entry, f) for f in _FIELDS}, separators=(",", ":")) + "\n")
-            count, head = count + 1, entry.hash
-        return ChainSummary(count=count, head=head)
+        return write_entries(conn, out, progress=progress)
     except sqlite3.Error as exc:
         if is_corrupt(exc):
-            raise damaged_error(db_path, exc, "reading the provenance chain after %d entries" % count) from exc
+            raise damaged_error(db_path, exc, "reading the provenance chain after %d entries" % progress[0]) from exc
         raise
     finally:
         conn.close()
+
+
+def write_entries(conn: sqlite3.Connection, out: IO[str], upto: int | None = None,
+                  progress: list[int] | None = None) -> ChainSummary:
+    """Write the chain of ``conn`` (up to pos ``upto``) as an export; return its summary as written.
+
+    The first entry not at pos 1 (older entries archived) is preceded by the checkpoint line of the entry
+    before it, ``{"after":{"pos":P,"hash":H}}`` from its pos and ``prev``; a chain whose every entry was
+    archived is written as the newest archive's checkpoint line alone (see the module docstring).
+    ``progress[0]``, when given, counts the entries written so far (for an error's message).
+    """
+    count, head, after_pos, after = 0, GENESIS, 0, GENESIS
+    for entry in iter_chain(conn, upto):
+        if count == 0 and entry.pos != 1:
+            after_pos, after = entry.pos - 1, entry.prev
+            out.write(checkpoint_line(after_pos, after))
+        out.write(json.dumps({f: getattr(entry, f) for f in _FIELDS}, separators=(",", ":")) + "\n")
+        count, head = count + 1, entry.hash
+        if progress is not None:
+            progress[0] = count
+    if count == 0 and upto is None:
+        cp = last_checkpoint(conn)
+        if cp is not None:
+            after_pos, after, head = cp[0], cp[1], cp[1]
+            out.write(checkpoint_line(after_pos, after))
+    return ChainSummary(count=count, head=head, after_pos=after_pos, after=after)
+
+
+def checkpoint_line(pos: int, hash_: str) -> str:
+    """The first line of a continuation: the log's entries follow the entry at ``pos`` whose hash is ``hash_``."""
+    return json.dumps({"after": {"pos": pos, "hash": hash_}}, separators=(",", ":")) + "\n"
 
 
 def verify_export(lines: Iterable[str]) -> int:
@@ -164,19 +249,27 @@ def verify_export(lines: Iterable[str]) -> int:
     return verify_export_summary(lines).count
 
 
-def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
+def verify_export_summary(lines: Iterable[str], after: str | None = None) -> ChainSummary:
     """Verify an export line by line and return its entry count and final hash.
+
+    Args:
+        after: the hash the log must continue from (the head of the archive before it): its first line must
+            be a checkpoint line of that hash (``GENESIS``: the log must start at the chain's start). None:
+            either is accepted, as the log says (the summary tells which).
 
     Raises:
         ProvenanceError: at the first broken link, with its 1-based ``line`` and a ``reason``:
-            ``syntax`` (not a JSON object), ``missing_field``, ``unknown_field`` (a key that is not
-            an entry field: the export writes exactly those), ``pos_mismatch`` (``pos`` is not the
-            entry's place in the log: 1 on the first entry, then one more on each), ``prev_mismatch``
-            (does not link to the previous entry, i.e. an entry was removed, inserted or reordered),
-            ``hash_mismatch`` (the entry's content was altered).
+            ``syntax`` (not a JSON object, or a malformed checkpoint line), ``missing_field``,
+            ``unknown_field`` (a key that is not an entry field: the export writes exactly those; a
+            checkpoint line is only the first line), ``pos_mismatch`` (``pos`` is not the entry's place
+            in the log: 1 on the first entry, or one more than a checkpoint line's, then one more on each),
+            ``prev_mismatch`` (does not link to the previous entry, i.e. an entry was removed, inserted or
+            reordered; or the log does not continue from ``after``), ``hash_mismatch`` (the entry's content
+            was altered).
     """
-    prev = GENESIS
-    count = 0
+    prev = start = GENESIS
+    base = count = 0
+    first = True
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -186,6 +279,14 @@ def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
             raise ProvenanceError("line %d is not JSON: %s" % (lineno, exc), reason="syntax", line=lineno) from exc
         if not isinstance(obj, dict):
             raise ProvenanceError("line %d is not a JSON object" % lineno, reason="syntax", line=lineno)
+        if first and list(obj) == ["after"]:
+            first = False
+            base, prev = _checkpoint(obj, lineno)
+            start = prev
+            if after is not None and prev != after:
+                raise ProvenanceError("line %d: the log continues after pos %d, hash %s, not after %s (--after)"
+                                      % (lineno, base, prev, after), reason="prev_mismatch", line=lineno)
+            continue
         unknown = sorted(str(k) for k in obj if k not in _FIELDS)
         if unknown:
             raise ProvenanceError("line %d has %s, not a field of a chain entry" % (lineno, ", ".join(unknown)),
@@ -193,6 +294,11 @@ def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
         missing = [f for f in _FIELDS if f not in obj]
         if missing:
             raise ProvenanceError("line %d lacks %s" % (lineno, ", ".join(missing)), reason="missing_field", line=lineno)
+        if first and after is not None and after != GENESIS:
+            raise ProvenanceError(
+                "line %d (device %s seq %s) starts the chain, not a continuation after %s (--after): the log has no "
+                "checkpoint line" % (lineno, obj["device"], obj["seq"], after), reason="prev_mismatch", line=lineno)
+        first = False
         if obj["prev"] != prev:
             raise ProvenanceError(
                 "line %d (device %s seq %s) does not link to the previous entry" % (lineno, obj["device"], obj["seq"]),
@@ -210,12 +316,24 @@ def verify_export_summary(lines: Iterable[str]) -> ChainSummary:
             )
         # ``pos`` is not hashed: without this check an export's positions could be rewritten unnoticed
         # (checked after the links, so a removed or altered entry is named as such).
-        # The first entry links to GENESIS, so it is entry 1 of the chain, and positions run on from it.
-        if type(obj["pos"]) is not int or obj["pos"] != count + 1:
+        # The first entry links to GENESIS (or the checkpoint), so it is entry 1 (or the checkpoint's pos + 1)
+        # of the chain, and positions run on from it.
+        if type(obj["pos"]) is not int or obj["pos"] != base + count + 1:
             shown = json.dumps(obj["pos"])
             raise ProvenanceError("line %d has pos %s where entry %d of the chain belongs"
-                                  % (lineno, shown if len(shown) <= 24 else shown[:21] + "...", count + 1),
+                                  % (lineno, shown if len(shown) <= 24 else shown[:21] + "...", base + count + 1),
                                   reason="pos_mismatch", line=lineno)
         prev = obj["hash"]
         count += 1
-    return ChainSummary(count=count, head=prev)
+    return ChainSummary(count=count, head=prev, after_pos=base, after=start)
+
+
+def _checkpoint(obj: dict[str, object], lineno: int) -> tuple[int, str]:
+    """The ``(pos, hash)`` of a checkpoint line, ``{"after":{"pos":P,"hash":H}}`` exactly (P >= 1)."""
+    value = obj.get("after")
+    if (len(obj) != 1 or not isinstance(value, dict) or sorted(value) != ["hash", "pos"]
+            or type(value["pos"]) is not int or value["pos"] < 1
+            or not isinstance(value["hash"], str) or not _HEX64.match(value["hash"])):
+        raise ProvenanceError('line %d is not a checkpoint line {"after":{"pos":P,"hash":H}} (P a position from 1, '
+                              'H a 64-digit hex hash) nor a chain entry' % lineno, reason="syntax", line=lineno)
+    return value["pos"], value["hash"]

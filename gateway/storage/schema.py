@@ -27,6 +27,11 @@ Tables:
               content the file holds (gateway.storage.store_guard: a backup copied over the running
               store is found even after another program checkpointed into it). No version of its own:
               CREATE ... IF NOT EXISTS adds it to a version 4 store, and older gateways ignore it.
+    chain_checkpoints  one row per ``civicedge gateway archive-log`` run: the last archived entry's pos and
+              hash, the entry count, time and the archive file's sha256 and name; those entries are no longer in
+              ``chain``, which continues from the newest row (gateway.storage.chain_archive). No version of its
+              own, as ``store_stamp``: archive-log always leaves the head entry in ``chain``, so an older
+              gateway, which ignores the table, still continues the chain from it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from gateway.storage.schema_backup import (CONFIG_KEY, MARGIN_BYTES, check_migra
                                            earlier_copies_note, make_backup, megabytes, migration_bytes,
                                            no_space_for_migration, remove_stale_temps)
 from gateway.storage.disk_space import free_bytes
+from gateway.storage.provenance import CHECKPOINTS_TABLE
 from gateway.systemd import StartExtender
 
 SCHEMA_VERSION = 4
@@ -145,7 +151,7 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS store_stamp (
     token BLOB NOT NULL
 );
-"""
+""" + CHECKPOINTS_TABLE + ";\n"
 
 
 def apply_schema(conn: sqlite3.Connection, *, backup: bool = True) -> None:
