@@ -180,6 +180,9 @@ class Gateway:
         self._stopping = False  # set first thing in stop(): a transport task that ends now is not restarted
         self._web: Any = None
         self._queries: Any = None  # the web's read connection, closed before the store checkpoints
+        # The web's store reads' findings (StoreFleetSource.store_problems: /healthz adds them itself, health()
+        # for STATUS=); None while the web surface is not up.
+        self._store_read_problems: Callable[[], list[Problem]] | None = None
         self.http_port: int | None = None
 
     def retention(self) -> dict[tuple[str, str], int]:
@@ -267,6 +270,7 @@ class Gateway:
             from gateway.storage.queries import ReportQueries
             from gateway.web.app import create_app
             from gateway.web.connlimit import CappedSite, connection_cap, raise_fd_limit
+            from gateway.web.context import CONTEXT_KEY
             from gateway.web.exposure import exposure_warning
             from gateway.web.opendata import OpenDataMeta
             from gateway.web.published_marks import published_meta_writer
@@ -296,6 +300,7 @@ class Gateway:
         # Before aiohttp waits for open requests: a plan being solved (up to its time limit, 300 s) would hold
         # the stop past systemd's TimeoutStopSec; its waiters get 503 planner_stopped at once.
         app.on_shutdown.append(plan_routes.close)
+        self._store_read_problems = getattr(app[CONTEXT_KEY].fleet, "store_problems", None)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.
@@ -318,9 +323,12 @@ class Gateway:
             log.warning("%s", exposed)
 
     def health(self) -> list[Problem]:
-        """The gateway's own health problems (``/healthz`` reasons, each with its code and severity:
-        :mod:`gateway.health`); empty when healthy. Cheap, on the event loop: no store read, one ``statvfs``."""
-        return self._health()
+        """The gateway's health problems (``/healthz`` reasons, each with its code and severity:
+        :mod:`gateway.health`), what ``STATUS=`` shows; empty when healthy: its own, after the web's store reads'
+        (``store_wal_unchecked``, in ``/healthz``'s order; none with ``[http]`` off). Cheap, on the event loop: no
+        store read, one ``statvfs``, at most one read of the ``-shm``'s header."""
+        reads = self._store_read_problems
+        return (reads() if reads is not None else []) + self._health()
 
     def _health(self) -> list[Problem]:
         reasons = []
@@ -672,6 +680,7 @@ class Gateway:
         closing = [asyncio.create_task(t.close(), name=type(t).__name__) for t in self.transports]
         await _bounded_wait(closing, "transports", failures=logging.WARNING)
         if self._web is not None:
+            self._store_read_problems = None  # (its reads end with the web surface)
             await self._web.cleanup()
         if self._queries is not None:
             self._queries.close()
