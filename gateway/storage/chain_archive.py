@@ -19,6 +19,7 @@ The caller holds the store's single-writer lock: no gateway writes the store mea
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import sqlite3
@@ -122,8 +123,15 @@ def _write_file(conn: sqlite3.Connection, target: Path, upto: int) -> ChainSumma
         try:
             os.link(tmp, target)  # fails on an existing file: an archive is never written over
         except FileExistsError:
-            raise StorageError("%s exists (made while the archive was written); nothing was written over it and "
-                               "the store was not changed: give a new file name" % target, reason="exists") from None
+            raise _appeared(target) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                raise
+            # A file system without hard links (FAT on a USB stick): a rename, after a last look (a file made
+            # in between these two calls would be replaced; only the -o check before guards it).
+            if os.path.lexists(target):
+                raise _appeared(target) from None
+            os.rename(tmp, target)
         _sync_dir(target.parent)
     except OSError as exc:
         raise StorageError("cannot write the archive %s: %s; the store was not changed"
@@ -132,6 +140,11 @@ def _write_file(conn: sqlite3.Connection, target: Path, upto: int) -> ChainSumma
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     return summary
+
+
+def _appeared(target: Path) -> StorageError:
+    return StorageError("%s exists (made while the archive was written); nothing was written over it and the store "
+                        "was not changed: give a new file name" % target, reason="exists")
 
 
 def _sync_dir(directory: Path) -> None:

@@ -321,3 +321,16 @@ def test_a_backup_and_restore_carry_the_checkpoint(tmp_path: Path, capsys: pytes
     assert export(db, live) == 0
     capsys.readouterr()
     assert verify(live, "--after", head_of(arc), "--expect-count", "5") == 0
+
+
+def test_a_file_system_without_hard_links_gets_the_archive_by_rename(tmp_path: Path, db: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what vfat says
+
+    monkeypatch.setattr("gateway.storage.chain_archive.os.link", no_links)
+    arc = tmp_path / "a.jsonl"
+    assert archive(db, arc, "--before", "4") == 0
+    assert verify(arc, "--expect-count", "3") == 0
+    assert [r[0] for r in rows(db)] == list(range(4, 11))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "data"]
