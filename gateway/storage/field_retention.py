@@ -155,12 +155,15 @@ class Cleared:
             store keeps the backup's ids, below ``top``, and old ``w``: no search finds those rows), so a pass
             that sees it moved starts from a new :class:`Cleared` and counts the whole store
             (:meth:`ReportStore._retention_step`).
+        rows: per kind, what the row part of the last pass that went through the kind left
+            (:class:`RowMark`; gateway/storage/row_retention.py): the next one reads only what expired since.
     """
 
     fields: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     longest: int = 0
     upto: int = 0
     data_version: int | None = None
+    rows: dict[str, RowMark] = field(default_factory=dict)
 
     def covers(self, fields: list[FieldPlan]) -> bool:
         """Whether every field of a pass has a mark (else the pass counts the whole store)."""
@@ -178,6 +181,17 @@ class Cleared:
         if longest is not None:
             self.longest = max(self.longest, longest)
         self.upto = max(self.upto, upto)
+
+
+@dataclass(frozen=True)
+class RowMark:
+    """What the row part of a pass of this open store left of one kind: no report row of the kind with ``w`` at or
+    before ``cutoff`` and an id below ``keep_id`` is left but the rows ``stuck`` (ids, sorted): rows it could not
+    remove yet (a period or reception after the cut-off, values left, a seq above its device's ACK floor)."""
+
+    cutoff: int
+    keep_id: int
+    stuck: tuple[int, ...]
 
 
 @dataclass

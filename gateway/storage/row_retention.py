@@ -35,16 +35,27 @@ What removal must not undo:
 * **The provenance chain** is its own table (device, seq, gateway, frame digest, hashes; no time, no
   link, no measurement: the digest is a SHA-256 of the authenticated frame, from which no value can be
   read back without the device key): removing reports leaves it whole, and ``export-log`` verifies as before.
+
+**What is read.** The first pass of an open store reads, per kind K, every row with ``w`` at or before K's cut-off
+(through the index on ``w``: rows of every kind). Once a pass went through K, the next reads only what may have
+expired for K since (:class:`gateway.storage.field_retention.RowMark`, in memory): the rows of K that pass could
+not remove yet (by id), the rows stored since (by id) and the rows whose ``w`` is between its cut-off and this one
+(the index on ``w``). So a store older than the shortest report retention no longer reads, every pass, the rows of
+the kinds kept longer that lie between the two cut-offs (bench/retention_pass.py ``--days``), and no index on
+``(kind, w)`` is needed (it would cost every insert, the space, and its build when a large store is opened). The
+whole range is read again by the first pass after another connection wrote the store (as the field part), and
+by the pass after one that left more than :data:`STUCK_MAX` rows of K it could not remove.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from gateway.retention_clock import LargeRemovalHold
-from gateway.storage.field_retention import FieldPass
+from gateway.storage.field_retention import MAX_ID, FieldPass, RowMark
 
 # Rows removed per transaction, each its own job on the store's one writer thread
 # (ReportStore.remove_rows_batch): ingest waits for one batch at most, not for the whole row part.
@@ -60,6 +71,15 @@ _AT_OR_BELOW_FLOOR = "seq <= (SELECT f.floor FROM ack_floor f WHERE f.device = %
 # Where a kind's batches start: before any ``(w, id)``.
 START = (-(2 ** 62), 0)
 
+# Rows a kind may leave past its cut-off (not removable yet) for the next pass to read again by id
+# (:class:`~gateway.storage.field_retention.RowMark`); with more, the next pass reads the kind's whole range.
+STUCK_MAX = 10000
+
+# A row past the cut-off ``:cutoff`` (its ``w``) that can go: its period and reception are past it too, it holds
+# no value, and its seq is at or below its device's ACK floor.
+_REMOVABLE = ("w + l <= :cutoff AND received_at <= :cutoff AND m = '{}' AND e = '{}' AND "
+              + _AT_OR_BELOW_FLOOR % "reports")
+
 
 @dataclass
 class RowPass:
@@ -71,8 +91,14 @@ class RowPass:
         readings: the field values (``m``) the field pass before it removed.
         held: what held the row part (a large removal; ReportStore.remove_values): nothing is removed.
         kind: index in ``cutoffs`` (sorted) of the kind being removed.
-        after: ``(w, id)`` of the last row of that kind removed: the next batch starts after it, so no batch
-            walks again over rows it cannot remove (other kinds, values left, above the ACK floor).
+        phase: what of that kind the next batch reads (:func:`remove_row_batch`): ``stuck`` (the rows the last
+            pass left, ``mark.stuck``), ``new`` (rows stored since it), ``band`` (by ``w``); ``""``: not begun.
+        mark: what the last pass through the kind left (None: this pass reads its whole range).
+        stuck: the rows of that kind found past its cut-off but not removable yet (None: more than
+            :data:`STUCK_MAX`).
+        after: where the next batch of the phase starts after: ``(w, id)`` of the last row of that kind read
+            (``band``), so no batch walks again over rows it cannot remove; ``(0, id)`` (``new``); ``(0, index in
+            mark.stuck)`` (``stuck``).
         rows: report rows removed so far. duplicates_done: the ``window_duplicates`` step ran.
         values: the field part of the pass, run before the row part (ReportStore.begin_retention), or None.
         hold: the large-removal hold the pass is counted for, or None. retention_days: the pass's retention.
@@ -84,6 +110,9 @@ class RowPass:
     readings: int = 0
     held: list[str] = field(default_factory=list)
     kind: int = 0
+    phase: str = ""
+    mark: RowMark | None = None
+    stuck: list[int] | None = field(default_factory=list)
     after: tuple[int, int] = START
     rows: int = 0
     duplicates_done: bool = False
@@ -131,32 +160,67 @@ def count_old_rows(conn: sqlite3.Connection, kind: str, cutoff: int, fields: Seq
     return int(old), int(held)
 
 
-def remove_row_batch(conn: sqlite3.Connection, kind: str, cutoff: int, keep_id: int,
-                     after: tuple[int, int]) -> tuple[dict[str, int], tuple[int, int] | None]:
-    """Remove up to :data:`ROW_BATCH` emptied rows of ``kind`` older than ``cutoff`` whose ``(w, id)`` is after
-    ``after`` and whose seq is at or below their device's ACK floor (inside the caller's transaction), never
-    the row ``keep_id`` or above; retire their seqs first. Their alarms go with them (ON DELETE CASCADE).
+def remove_row_batch(conn: sqlite3.Connection, kind: str, cutoff: int, keep_id: int, after: tuple[int, int],
+                     phase: str = "band", stuck: Sequence[int] = ()
+                     ) -> tuple[dict[str, int], tuple[int, int] | None, list[int]]:
+    """Remove up to :data:`ROW_BATCH` emptied rows of ``kind`` older than ``cutoff`` whose seq is at or below their
+    device's ACK floor (inside the caller's transaction), never the row ``keep_id`` or above; retire their seqs
+    first. Their alarms go with them (ON DELETE CASCADE). The rows read (:class:`RowPass` ``phase``): ``band``,
+    up to :data:`ROW_BATCH` rows of ``kind`` with ``w`` at or before ``cutoff`` whose ``(w, id)`` is after
+    ``after`` (the index on ``w``); ``new``, the rows with an id after ``after[1]`` (up to :data:`ROW_BATCH` ids);
+    ``stuck``, up to :data:`ROW_BATCH` of the ids ``stuck`` from index ``after[1]`` on.
 
     Returns:
-        The rows removed per device, and the ``(w, id)`` to start the next batch after (None: the kind has
-        nothing more to remove).
+        The rows removed per device, the ``after`` to start the phase's next batch after (None: the phase has
+        nothing more to read), and the ids of the rows of ``kind`` read with ``w`` at or before ``cutoff`` and an
+        id below ``keep_id`` that cannot go yet.
     """
-    rows = conn.execute(
-        "SELECT id, device, seq, w FROM reports INDEXED BY reports_w WHERE w <= ?1 AND (w, id) > (?5, ?6)"
-        " AND w + l <= ?1 AND received_at <= ?1 AND kind = ?2 AND m = '{}' AND e = '{}' AND id < ?3 AND "
-        + _AT_OR_BELOW_FLOOR % "reports" + " ORDER BY w, id LIMIT ?4",
-        (cutoff, kind, keep_id, ROW_BATCH, after[0], after[1])).fetchall()
-    if not rows:
-        return {}, None
+    args: dict[str, Any] = {"cutoff": cutoff, "kind": kind, "keep": keep_id, "batch": ROW_BATCH}
+    select = ("SELECT id, device, seq, w, " + _REMOVABLE + " FROM reports ")
+    mine = " AND w <= :cutoff AND kind = :kind AND id < :keep"
+    nxt: tuple[int, int] | None
+    if phase == "band":
+        rows = conn.execute(select + "INDEXED BY reports_w WHERE w <= :cutoff AND (w, id) > (:aw, :aid)" + mine
+                            + " ORDER BY w, id LIMIT :batch", dict(args, aw=after[0], aid=after[1])).fetchall()
+        nxt = (int(rows[-1][3]), int(rows[-1][0])) if len(rows) == ROW_BATCH else None
+    elif phase == "new":
+        hi = min(after[1] + ROW_BATCH, keep_id - 1)
+        rows = conn.execute(select + "WHERE id > :lo AND id <= :hi" + mine, dict(args, lo=after[1], hi=hi)).fetchall()
+        nxt = (0, hi) if hi < keep_id - 1 else None
+    elif phase == "stuck":
+        ids = list(stuck[after[1]:after[1] + ROW_BATCH])
+        rows = conn.execute(select + "WHERE id IN (SELECT value FROM json_each(:ids))" + mine,
+                            dict(args, ids=json.dumps(ids))).fetchall()
+        nxt = (0, after[1] + ROW_BATCH) if after[1] + ROW_BATCH < len(stuck) else None
+    else:
+        raise ValueError("no such phase of the row part: %r" % (phase,))
+    gone = [r for r in rows if r[4]]
+    left = [int(r[0]) for r in rows if not r[4]]
     highest: dict[str, int] = {}
     count: dict[str, int] = {}
-    for _id, device, seq, _w in rows:
+    for _id, device, seq, _w, _ok in gone:
         highest[str(device)] = max(highest.get(str(device), 0), int(seq))
         count[str(device)] = count.get(str(device), 0) + 1
-    _retire(conn, highest)
-    conn.executemany("DELETE FROM reports WHERE id = ?", [(int(r[0]),) for r in rows])
-    last = (int(rows[-1][3]), int(rows[-1][0]))
-    return count, (last if len(rows) == ROW_BATCH else None)
+    if gone:
+        _retire(conn, highest)
+        conn.executemany("DELETE FROM reports WHERE id = ?", [(int(r[0]),) for r in gone])
+    return count, nxt, left
+
+
+def next_phase(rows: RowPass, mark: RowMark | None) -> str:
+    """Move ``rows`` to the next phase of the kind it removes (``mark``: what the last pass through the kind
+    left, or None) and return it (``""``: the kind is through)."""
+    order = ["band"] if mark is None else ["stuck", "new", "band"]
+    following = order[order.index(rows.phase) + 1:] if rows.phase in order else order
+    rows.phase = following[0] if following else ""
+    if rows.phase == "band":
+        rows.after = START if mark is None else (mark.cutoff, MAX_ID)  # w after the mark's cut-off
+    elif rows.phase == "new":
+        assert mark is not None
+        rows.after = (0, mark.keep_id - 1)  # from the row the last pass kept as the newest on
+    else:
+        rows.after = (0, 0)
+    return rows.phase
 
 
 def remove_window_duplicates(conn: sqlite3.Connection, kind: str, cutoff: int) -> int:

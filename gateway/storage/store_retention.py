@@ -456,18 +456,34 @@ class RetentionStore(GuardedStore):
         if rows.kind < len(kinds):
             kind = kinds[rows.kind]
             cutoff = rows.cutoffs[kind]
+            if not rows.phase:  # the kind begins: what the last pass through it left, if this pass can go by it
+                mark = self._cleared.rows.get(kind)
+                usable = rows.values is not None and mark is not None and mark.keep_id <= rows.keep_id
+                rows.mark, rows.stuck = (mark if usable else None), []
+                row_retention.next_phase(rows, rows.mark)
             with self._writing("retention (report rows)") as conn:
-                gone, after = row_retention.remove_row_batch(conn, kind, cutoff, rows.keep_id, rows.after)
+                gone, after, left = row_retention.remove_row_batch(
+                    conn, kind, cutoff, rows.keep_id, rows.after, rows.phase,
+                    () if rows.mark is None else rows.mark.stuck)
                 if gone:
                     # a reader naming its answers by the newest report sees the change (as the field pass)
                     add_to_counter(conn, DATA_VERSION_COUNTER, 1)
                 retired = row_retention.retired_seqs(conn)
             self._retired = retired  # once committed
             rows.rows += sum(gone.values())
-            if after is None:  # this kind is through
-                rows.kind, rows.after = rows.kind + 1, row_retention.START
-            else:
+            if rows.stuck is not None:
+                rows.stuck.extend(left)
+                if len(rows.stuck) > row_retention.STUCK_MAX:
+                    rows.stuck = None
+            if after is not None:
                 rows.after = after
+            elif not row_retention.next_phase(rows, rows.mark):  # this kind is through
+                if rows.stuck is None:
+                    self._cleared.rows.pop(kind, None)
+                else:  # (a row read in two phases is listed once)
+                    self._cleared.rows[kind] = field_retention.RowMark(cutoff, rows.keep_id,
+                                                                       tuple(sorted(set(rows.stuck))))
+                rows.kind, rows.after, rows.mark, rows.stuck = rows.kind + 1, row_retention.START, None, []
             return True
         # rows a development build recorded without a kind go by the longest report retention
         with self._writing("retention (window duplicates)") as conn:
