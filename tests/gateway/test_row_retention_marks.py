@@ -5,12 +5,13 @@ first pass over the same store removes. Real SQLite files."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from gateway.resources import load_policy
-from gateway.storage import ReportRecord, ReportStore
+from gateway.storage import ReportRecord, ReportStore, row_retention
 
 DAY = 86400
 NOW = 1_800_000_000 - 1_800_000_000 % DAY
@@ -133,3 +134,25 @@ def test_a_later_pass_does_not_read_the_rows_of_a_kind_kept_longer(tmp_path: Pat
     few = row_part_steps(tmp_path / "few.sqlite", 10)
     many = row_part_steps(tmp_path / "many.sqlite", 500)
     assert many - few < 30, (few, many)  # 30 = 3,000 VM steps: a few per row of 3,000 rows is more (before: 531)
+
+
+def test_a_kind_leaving_more_rows_than_it_keeps_track_of_is_read_whole_again(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """More rows past the cut-off that cannot go yet (here above their device's ACK floor) than STUCK_MAX: no mark
+    is kept for the kind, and once the floor moves the next pass removes them all."""
+    monkeypatch.setattr(row_retention, "STUCK_MAX", 3)
+    db = tmp_path / "r.sqlite"
+    store = ReportStore(db, gateway_id="gw", backup_before_migration=False)
+    seqs: dict[str, int] = {}
+    store.insert_batch(history(NOW - 800 * DAY, NOW, 6 * 3600, seqs, ("bin-1", "sl-1")), dict(seqs))
+    old = NOW - 760 * DAY
+    store.insert_batch([rec("bin-gap", s, old + 900 * s) for s in (1, 2, 4, 5, 6, 7, 8)], {"bin-gap": 2})
+    store.apply_retention(DAYS, float(NOW))
+    assert "bin" not in store._cleared.rows and "streetlight" in store._cleared.rows
+    assert [s for d, s in ids(db) if d == "bin-gap"] and ("bin-gap", 2) not in ids(db)
+    seqs["bin-1"] += 1
+    store.insert_batch([rec("bin-gap", 3, old + 2700, received=float(NOW - 740 * DAY)), rec("bin-1", seqs["bin-1"], NOW)],
+                       {"bin-gap": 8, "bin-1": seqs["bin-1"]})
+    store.apply_retention(DAYS, float(NOW + 3600))
+    store.close()
+    assert not [s for d, s in ids(db) if d == "bin-gap"]
