@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
+from gateway.pid_lock import lock_holder
 from gateway.storage.sqlite_uri import open_for_check, read_only_uri, wal_has_content
 from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.store_devices import check_registry_present
@@ -271,15 +272,18 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and holder is not None and _listens_on(holder, port):
                     return "in use by the running gateway (pid %s)" % holder
-                older = _gateway_listening(port) if exc.errno == errno.EADDRINUSE and holder is None else None
-                if older is not None:
+                gateway = _gateway_listening(port) if exc.errno == errno.EADDRINUSE and holder is None else None
+                if gateway is not None and not _held_store_locks(gateway):
                     # A release before 0.2.0 takes no lock file, so the store names no holder: the check
                     # before an upgrade runs while that gateway still serves (docs/upgrading.md, step 4).
                     return ("in use by a civicedge gateway (pid %s) that holds no store lock: an older release;"
-                            " free once it stops" % older)
+                            " free once it stops" % gateway)
+                by = " (by another process; free it or set [http] port)"
+                if gateway is not None:  # a current gateway on another store (a demo left running): run fails
+                    by = " (by another civicedge gateway, pid %s, on the store %s; stop it or set [http] port)" % (
+                        gateway, ", ".join(str(s) for s in _held_store_locks(gateway)))
                 raise TransportError("cannot serve HTTP on %s: %s%s" % (
-                    host_port(listen, port), exc.strerror,
-                    "" if exc.errno != errno.EADDRINUSE else " (by another process; free it or set [http] port)"),
+                    host_port(listen, port), exc.strerror, "" if exc.errno != errno.EADDRINUSE else by),
                     reason="open_failed", link="http") from exc
     return "free"
 
@@ -303,8 +307,9 @@ def _listens_on(pid: str, port: int) -> bool:
 
 
 def _gateway_listening(port: int) -> str | None:
-    """The pid of a ``civicedge gateway run`` process listening on ``port`` (an older release that takes
-    no store lock), or None (none, another program, or /proc does not let this user see it)."""
+    """The pid of a ``civicedge gateway run`` process listening on ``port`` (``civicedge demo`` runs its
+    gateway as such a child), or None (none, another program, or /proc does not let this user see it).
+    Whether it is an older release that takes no store lock is :func:`_held_store_locks`'s to say."""
     inodes = _listening_inodes(port)
     if not inodes:
         return None
@@ -319,6 +324,27 @@ def _gateway_listening(port: int) -> str | None:
         if runs and ours and _holds_socket(pid, inodes):
             return pid
     return None
+
+
+def _held_store_locks(pid: str) -> list[Path]:
+    """The stores whose single-writer lock (``<db>.lock``, :func:`gateway.storage.store_files.lock_store`)
+    process ``pid`` holds: a lock file it has open that is locked and names it (empty when none, or when
+    /proc does not let this user see its descriptors)."""
+    stores = []
+    try:
+        fds = os.listdir("/proc/%s/fd" % pid)
+    except OSError:
+        return []
+    for fd in fds:
+        try:
+            target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if not target.startswith("/") or not target.endswith(".lock"):
+            continue  # a socket, a pipe, a deleted file ("... (deleted)"), or no lock file
+        if lock_holder(Path(target)) == pid:
+            stores.append(Path(target[:-len(".lock")]))
+    return sorted(set(stores))
 
 
 def _listening_inodes(port: int) -> set[str]:

@@ -278,3 +278,28 @@ def test_the_port_of_an_older_gateway_without_a_store_lock_is_named_not_refused(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_port_of_a_current_gateway_on_another_store_fails_the_check(tmp_path: Path) -> None:
+    """City IT QA: a `civicedge demo` left running (its gateway is a `gateway run` child holding its own
+    store's lock) on this config's port was named 'an older release ... free once it stops', the check
+    said config OK, and `run` then failed with 'Address already in use'. A gateway that holds another
+    store's lock is refused, naming its pid and its store; the same port's own gateway is still not."""
+    port = free_port()
+    other = config_with_http(tmp_path / "demo", port)
+    gw = GatewayProcess(other, tmp_path / "gw.log")
+    try:
+        gw.start()
+        assert gw.proc is not None
+        mine = config_with_http(tmp_path / "mine", port)
+        done = civicedge("gateway", "run", "--config", str(mine), "--check")
+        assert done.returncode == 1, done.stdout
+        assert "config OK" not in done.stdout
+        assert ("error (open_failed): cannot serve HTTP on 127.0.0.1:%d: Address already in use (by another civicedge "
+                "gateway, pid %d, on the store %s; stop it or set [http] port)"
+                % (port, gw.proc.pid, (tmp_path / "demo" / "data" / "reports.sqlite").resolve())) in done.stderr
+        # the restart case the check names instead of refusing: the gateway on this config's own store
+        own = civicedge("gateway", "run", "--config", str(other), "--check")
+        assert own.returncode == 0 and "in use by the running gateway (pid %d)" % gw.proc.pid in own.stdout
+    finally:
+        gw.kill()
