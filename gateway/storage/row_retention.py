@@ -161,37 +161,42 @@ def count_old_rows(conn: sqlite3.Connection, kind: str, cutoff: int, fields: Seq
 
 
 def remove_row_batch(conn: sqlite3.Connection, kind: str, cutoff: int, keep_id: int, after: tuple[int, int],
-                     phase: str = "band", stuck: Sequence[int] = ()
-                     ) -> tuple[dict[str, int], tuple[int, int] | None, list[int]]:
-    """Remove up to :data:`ROW_BATCH` emptied rows of ``kind`` older than ``cutoff`` whose seq is at or below their
-    device's ACK floor (inside the caller's transaction), never the row ``keep_id`` or above; retire their seqs
-    first. Their alarms go with them (ON DELETE CASCADE). The rows read (:class:`RowPass` ``phase``): ``band``,
-    up to :data:`ROW_BATCH` rows of ``kind`` with ``w`` at or before ``cutoff`` whose ``(w, id)`` is after
-    ``after`` (the index on ``w``); ``new``, the rows with an id after ``after[1]`` (up to :data:`ROW_BATCH` ids);
-    ``stuck``, up to :data:`ROW_BATCH` of the ids ``stuck`` from index ``after[1]`` on.
+                     phase: str = "band", stuck: Sequence[int] = (), limit: int | None = None
+                     ) -> tuple[dict[str, int], tuple[int, int] | None, list[int], int]:
+    """Remove up to ``limit`` (default :data:`ROW_BATCH`) emptied rows of ``kind`` older than ``cutoff`` whose seq
+    is at or below their device's ACK floor (inside the caller's transaction), never the row ``keep_id`` or above;
+    retire their seqs first. Their alarms go with them (ON DELETE CASCADE). The rows read (:class:`RowPass`
+    ``phase``): ``band``, up to ``limit`` rows of ``kind`` with ``w`` at or before ``cutoff`` whose ``(w, id)`` is
+    after ``after`` (the index on ``w``); ``new``, the rows with an id after ``after[1]`` (up to ``limit`` ids);
+    ``stuck``, up to ``limit`` of the ids ``stuck`` from index ``after[1]`` on.
 
     Returns:
         The rows removed per device, the ``after`` to start the phase's next batch after (None: the phase has
-        nothing more to read), and the ids of the rows of ``kind`` read with ``w`` at or before ``cutoff`` and an
-        id below ``keep_id`` that cannot go yet.
+        nothing more to read), the ids of the rows of ``kind`` read with ``w`` at or before ``cutoff`` and an id
+        below ``keep_id`` that cannot go yet, and how many rows (``band``) or ids the batch read.
     """
-    args: dict[str, Any] = {"cutoff": cutoff, "kind": kind, "keep": keep_id, "batch": ROW_BATCH}
+    batch = ROW_BATCH if limit is None else max(1, limit)
+    args: dict[str, Any] = {"cutoff": cutoff, "kind": kind, "keep": keep_id, "batch": batch}
     select = ("SELECT id, device, seq, w, " + _REMOVABLE + " FROM reports ")
     mine = " AND w <= :cutoff AND kind = :kind AND id < :keep"
     nxt: tuple[int, int] | None
     if phase == "band":
         rows = conn.execute(select + "INDEXED BY reports_w WHERE w <= :cutoff AND (w, id) > (:aw, :aid)" + mine
                             + " ORDER BY w, id LIMIT :batch", dict(args, aw=after[0], aid=after[1])).fetchall()
-        nxt = (int(rows[-1][3]), int(rows[-1][0])) if len(rows) == ROW_BATCH else None
+        nxt = (int(rows[-1][3]), int(rows[-1][0])) if len(rows) == batch else None
+        read = len(rows)
     elif phase == "new":
-        hi = min(after[1] + ROW_BATCH, keep_id - 1)
-        rows = conn.execute(select + "WHERE id > :lo AND id <= :hi" + mine, dict(args, lo=after[1], hi=hi)).fetchall()
+        hi = min(after[1] + batch, keep_id - 1)
+        rows = [] if hi <= after[1] else conn.execute(select + "WHERE id > :lo AND id <= :hi" + mine,
+                                                      dict(args, lo=after[1], hi=hi)).fetchall()
         nxt = (0, hi) if hi < keep_id - 1 else None
+        read = max(0, hi - after[1])
     elif phase == "stuck":
-        ids = list(stuck[after[1]:after[1] + ROW_BATCH])
-        rows = conn.execute(select + "WHERE id IN (SELECT value FROM json_each(:ids))" + mine,
-                            dict(args, ids=json.dumps(ids))).fetchall()
-        nxt = (0, after[1] + ROW_BATCH) if after[1] + ROW_BATCH < len(stuck) else None
+        ids = list(stuck[after[1]:after[1] + batch])
+        rows = [] if not ids else conn.execute(select + "WHERE id IN (SELECT value FROM json_each(:ids))" + mine,
+                                               dict(args, ids=json.dumps(ids))).fetchall()
+        nxt = (0, after[1] + batch) if after[1] + batch < len(stuck) else None
+        read = len(ids)
     else:
         raise ValueError("no such phase of the row part: %r" % (phase,))
     gone = [r for r in rows if r[4]]
@@ -204,7 +209,7 @@ def remove_row_batch(conn: sqlite3.Connection, kind: str, cutoff: int, keep_id: 
     if gone:
         _retire(conn, highest)
         conn.executemany("DELETE FROM reports WHERE id = ?", [(int(r[0]),) for r in gone])
-    return count, nxt, left
+    return count, nxt, left, read
 
 
 def next_phase(rows: RowPass, mark: RowMark | None) -> str:

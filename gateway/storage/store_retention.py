@@ -7,6 +7,7 @@ row_retention.py say what each stage does and what is kept). :class:`RetentionSt
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
@@ -454,36 +455,28 @@ class RetentionStore(GuardedStore):
             return False
         kinds = sorted(rows.cutoffs)
         if rows.kind < len(kinds):
-            kind = kinds[rows.kind]
-            cutoff = rows.cutoffs[kind]
-            if not rows.phase:  # the kind begins: what the last pass through it left, if this pass can go by it
-                mark = self._cleared.rows.get(kind)
-                usable = rows.values is not None and mark is not None and mark.keep_id <= rows.keep_id
-                rows.mark, rows.stuck = (mark if usable else None), []
-                row_retention.next_phase(rows, rows.mark)
             with self._writing("retention (report rows)") as conn:
-                gone, after, left = row_retention.remove_row_batch(
-                    conn, kind, cutoff, rows.keep_id, rows.after, rows.phase,
-                    () if rows.mark is None else rows.mark.stuck)
-                if gone:
+                # Phases (and kinds) that read little share one job, up to ROW_BATCH rows or ids read: a later
+                # pass reads a few rows per phase, and a job per phase cost more than the reading.
+                budget, removed = row_retention.ROW_BATCH, 0
+                marks: dict[str, field_retention.RowMark | None] = {}  # the kinds through, kept once committed
+                while rows.kind < len(kinds) and budget > 0:
+                    used, full = self._remove_rows_step(conn, rows, kinds[rows.kind], budget, marks)
+                    removed += used[0]
+                    budget -= max(1, used[1])
+                    if full:
+                        break
+                if removed:
                     # a reader naming its answers by the newest report sees the change (as the field pass)
                     add_to_counter(conn, DATA_VERSION_COUNTER, 1)
                 retired = row_retention.retired_seqs(conn)
             self._retired = retired  # once committed
-            rows.rows += sum(gone.values())
-            if rows.stuck is not None:
-                rows.stuck.extend(left)
-                if len(rows.stuck) > row_retention.STUCK_MAX:
-                    rows.stuck = None
-            if after is not None:
-                rows.after = after
-            elif not row_retention.next_phase(rows, rows.mark):  # this kind is through
-                if rows.stuck is None:
+            for kind, mark in marks.items():  # (a failed job fails the pass: the next one reads the kind whole)
+                if mark is None:
                     self._cleared.rows.pop(kind, None)
-                else:  # (a row read in two phases is listed once)
-                    self._cleared.rows[kind] = field_retention.RowMark(cutoff, rows.keep_id,
-                                                                       tuple(sorted(set(rows.stuck))))
-                rows.kind, rows.after, rows.mark, rows.stuck = rows.kind + 1, row_retention.START, None, []
+                else:
+                    self._cleared.rows[kind] = mark
+            rows.rows += removed
             return True
         # rows a development build recorded without a kind go by the longest report retention
         with self._writing("retention (window duplicates)") as conn:
@@ -496,3 +489,30 @@ class RetentionStore(GuardedStore):
         if rows.rows:
             log.info("retention removed %d report row(s) (their alarms and reception records with them)", rows.rows)
         return False
+
+    def _remove_rows_step(self, conn: sqlite3.Connection, rows: row_retention.RowPass, kind: str, limit: int,
+                          marks: dict[str, field_retention.RowMark | None]) -> tuple[tuple[int, int], bool]:
+        """One batch (at most ``limit`` rows or ids read) of the phase of ``kind`` that ``rows`` is in, inside the
+        caller's transaction; return ``((rows removed, rows or ids read), whether the phase has more)``. Once the
+        kind is through, what it left goes in ``marks`` (None: too many rows left to list)."""
+        cutoff = rows.cutoffs[kind]
+        if not rows.phase:  # the kind begins: what the last pass through it left, if this pass can go by it
+            mark = self._cleared.rows.get(kind)
+            usable = rows.values is not None and mark is not None and mark.keep_id <= rows.keep_id
+            rows.mark, rows.stuck = (mark if usable else None), []
+            row_retention.next_phase(rows, rows.mark)
+        gone, after, left, read = row_retention.remove_row_batch(
+            conn, kind, cutoff, rows.keep_id, rows.after, rows.phase, () if rows.mark is None else rows.mark.stuck,
+            limit)
+        if rows.stuck is not None:
+            rows.stuck.extend(left)
+            if len(rows.stuck) > row_retention.STUCK_MAX:
+                rows.stuck = None
+        if after is not None:
+            rows.after = after
+        elif not row_retention.next_phase(rows, rows.mark):  # this kind is through
+            # (a row read in two phases is listed once)
+            marks[kind] = (None if rows.stuck is None
+                           else field_retention.RowMark(cutoff, rows.keep_id, tuple(sorted(set(rows.stuck)))))
+            rows.kind, rows.after, rows.mark, rows.stuck = rows.kind + 1, row_retention.START, None, []
+        return (sum(gone.values()), read), after is not None
