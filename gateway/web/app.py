@@ -109,7 +109,7 @@ async def _errors_middleware(
             # routing (404, 405 come first, as on admin paths). Under /api/admin/ the handlers check the
             # token first, then the query, then this (admin_api._authorize).
             check_body_headers(request, ctx.max_body_bytes)
-            if request.path not in pages.QUERY_IGNORED_PATHS:
+            if not pages.query_ignored(request.path):
                 _reject_repeated(request.query)
         return await handler(request)
     except WebError as err:

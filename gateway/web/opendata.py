@@ -371,8 +371,8 @@ def complete_until(now: int) -> int:
 
 def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     """``(since, until)`` of a CSV export: ``from``/``to`` rounded down to whole UTC hours (defaults:
-    ``to`` = :func:`complete_until`, ``from`` = 24 h before the ``to`` in force, after the cut below),
-    checked as given; the export holds the rows whose period ends in ``(since, until]``, so no row is
+    ``to`` = :func:`complete_until`, ``from`` = 24 h before the ``to`` in force, after the cut below, and
+    not before 2000-01-01T00:00Z: :func:`gateway.web.params.default_since`), checked as given; the export holds the rows whose period ends in ``(since, until]``, so no row is
     ever a cut hour.
     ``since == until`` (both in one hour) is an empty export.
 
@@ -396,11 +396,8 @@ def csv_range(query: Mapping[str, str], *, now: int) -> tuple[int, int]:
     # from it, so a 'to' ahead of that bound gives the same 24 h as no 'to'.
     until = min(asked_until, complete)
     if given_from is None:
-        since = until - CSV_DEFAULT_RANGE_S
-        if since < params.MIN_TS:
-            # The same bound as a 'from' given there; blame 'to', the parameter the client gave.
-            raise BadParameter(f"the default 'from' (24 h before 'to') would be {since}, before 2000; give a later"
-                               " 'to' or a 'from'", param="to")
+        # Clamped to 2000-01-01T00:00Z (a whole hour), as on every endpoint: only a 'from' given is refused there.
+        since = params.default_since(until, CSV_DEFAULT_RANGE_S)
     else:
         since = given_from // HOUR_S * HOUR_S
     # The 31-day limit counts the range as asked (from 'from' to 'to'), so it does not move with the

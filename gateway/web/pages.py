@@ -38,6 +38,17 @@ TRANSPARENCY_CSP = ("default-src 'none'; style-src 'sha256-%s'; img-src data:; b
 # The HTML pages ignore their query string (a link shared with ?utm_source=... still opens), also a
 # parameter given twice, which every other endpoint refuses (gateway.web.app).
 QUERY_IGNORED_PATHS = frozenset({"/", "/transparency"})
+# Static files (the dashboard's script and styles under /static/, and /favicon.ico) ignore their query
+# string too: a cache-busting ``?v=3`` is how a page asks for a newer copy, and a file has no parameter
+# a typo could widen (QA LOW: docs/api.md said only / and /transparency ignore one).
+STATIC_PREFIX = "/static/"
+FAVICON_PATH = "/favicon.ico"
+
+
+def query_ignored(path: str) -> bool:
+    """Whether the answer at ``path`` ignores the query string, a parameter given twice included: the HTML
+    pages (:data:`QUERY_IGNORED_PATHS`) and the static files (``/static/...``, ``/favicon.ico``)."""
+    return path in QUERY_IGNORED_PATHS or path == FAVICON_PATH or path.startswith(STATIC_PREFIX)
 
 
 @ROUTES.get("/")
@@ -46,7 +57,7 @@ async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
 
 
-@ROUTES.get("/favicon.ico")
+@ROUTES.get(FAVICON_PATH)
 async def favicon(request: web.Request) -> web.Response:
     """No icon, said as 204: a browser asks every page's /favicon.ico (the JSON pages too), and a 404
     showed as an error in its console."""

@@ -61,9 +61,17 @@ def parse_time(value: str, name: str) -> int:
 def parse_range(
     query: Mapping[str, str], *, now: int, default_s: int, max_s: int = MAX_RANGE_S
 ) -> tuple[int, int]:
-    """Read ``from``/``to`` (defaults: the last ``default_s`` seconds up to ``now``; at most ``max_s``)."""
+    """Read ``from``/``to`` (defaults: the last ``default_s`` seconds up to ``now``; at most ``max_s``).
+
+    A ``from`` or ``to`` given outside 2000..2100 is refused (:func:`parse_time`); the default ``from``,
+    counted back from ``to``, is clamped to :data:`MIN_TS` instead (``to=2000-01-01T12:00:00Z`` reads
+    from 2000-01-01T00:00:00Z), as every endpoint with a range does (:func:`default_since`)."""
     until = parse_time(query["to"], "to") if "to" in query else now + 1
-    since = parse_time(query["from"], "from") if "from" in query else until - default_s
+    since = parse_time(query["from"], "from") if "from" in query else default_since(until, default_s)
+    if "from" not in query and since >= until:
+        # 'to' at 2000-01-01T00:00:00Z: no time is left after the earliest 'from'.
+        raise BadParameter(f"'to' ({until}) leaves no time after 2000-01-01T00:00:00Z, the earliest 'from';"
+                           " give a later 'to'", param="to")
     if since >= until:
         raise BadParameter(f"'from' ({since}) must be before 'to' ({until})", param="from")
     if until - since > max_s:
@@ -71,6 +79,14 @@ def parse_range(
         raise BadParameter(f"time range longer than {max_s // 86400} days",
                            param="to" if "to" in query else "from")
     return since, until
+
+
+def default_since(until: int, span_s: int) -> int:
+    """The default ``from`` of a range ending at ``until``: ``span_s`` before it, but not before
+    :data:`MIN_TS` (2000-01-01T00:00:00Z), where a ``from`` given must begin: a default the client did
+    not write is clamped there rather than refused (QA LOW: ``to=2000-01-01T12:00:00Z`` gave 200 from
+    1999-12-31T12:00Z on /api but 400 on the CSV exports)."""
+    return max(until - span_s, MIN_TS)
 
 
 def parse_int(query: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.web import params
 from gateway.web.context import ctx_of, json_response
-from gateway.web.errors import NotFound
+from gateway.web.errors import BadParameter, NotFound
 from gateway.web.liveness import is_stale
 from gateway.web.ngsi import iso_utc
 from gateway.web.views import AlarmView, DeviceView, HourlyAggregate, ReadingView
@@ -120,6 +120,12 @@ async def list_readings(request: web.Request) -> web.Response:
     since, until = params.parse_range(q, now=ctx.now(), default_s=DAY_S)
     device = params.parse_device_id(q["device"]) if "device" in q else None
     fields = params.parse_fields(q, ctx.known_fields())
+    if device is not None and not await ctx.fleet.device_known(device):
+        # As an unknown zone or field: a typo must not answer an empty page as if the device had no data.
+        # Only close ids are named (a did-you-mean), never the whole fleet.
+        near = await ctx.fleet.similar_devices(device)
+        hint = " (did you mean %s?)" % " or ".join(repr(d) for d in near) if near else ""
+        raise BadParameter(f"unknown device {device!r}{hint}; GET /api/devices lists the devices", param="device")
     limit = params.parse_int(q, "limit", default=1000, low=1, high=MAX_READINGS)
     after = params.parse_cursor(q, "after")
     rows = await ctx.fleet.readings(since=since, until=until, device=device, fields=fields, limit=limit + 1,

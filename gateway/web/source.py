@@ -18,6 +18,7 @@ ingest pipeline also reads on the loop, is read on the loop.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import threading
 import time
@@ -206,6 +207,32 @@ class StoreFleetSource:
             # A registry briefly locked (a CLI ``devices add``) is the documented warning, not the store's
             # critical ``store_unreadable``: the reports are readable.
             raise Unavailable(f"registry cannot be read ({exc.reason or 'registry'})", code="registry") from None
+
+    async def device_known(self, device: str) -> bool:
+        """Whether ``device`` is registered (revoked and retired ones too) or has stored reports (a store
+        without a registry, or a device the registry no longer lists): what ``/api/readings?device=``
+        accepts. The registry read on the loop; the store's device ids (one index seek per device) only
+        for an id the registry does not list, on the quick thread."""
+        if self._registry is not None:
+            try:
+                if self._registry.lookup(device) is not None:
+                    return True
+            except RegistryError as exc:
+                raise Unavailable(f"registry cannot be read ({exc.reason or 'registry'})", code="registry") from None
+        stored = await self._reads.quick(self._queries().device_ids, timeout_s=HEALTH_TIMEOUT_S)
+        return device in stored
+
+    async def similar_devices(self, device: str) -> list[str]:
+        """The known device ids (:meth:`device_known`) close to ``device`` (a typo's did-you-mean), at most
+        three, closest first."""
+        ids: set[str] = set()
+        if self._registry is not None:
+            try:
+                ids.update(r.id for r in self._registry.list())
+            except RegistryError as exc:
+                raise Unavailable(f"registry cannot be read ({exc.reason or 'registry'})", code="registry") from None
+        ids.update(await self._reads.quick(self._queries().device_ids, timeout_s=HEALTH_TIMEOUT_S))
+        return difflib.get_close_matches(device, sorted(ids), n=3, cutoff=0.6)
 
     async def readings(self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None,
                        limit: int, after: ReadingKey | None = None) -> Sequence[ReadingView]:

@@ -114,6 +114,14 @@ class FleetSource(Protocol):
         """How many devices there are; a cheap probe that raises when the store cannot be read."""
         ...
 
+    async def device_known(self, device: str) -> bool:
+        """Whether ``device`` is registered (revoked or retired too) or has stored reports."""
+        ...
+
+    async def similar_devices(self, device: str) -> list[str]:
+        """Known device ids close to ``device`` (a did-you-mean), closest first, at most a few."""
+        ...
+
     async def readings(
         self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None, limit: int,
         after: ReadingKey | None = None,
