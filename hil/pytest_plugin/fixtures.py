@@ -22,10 +22,10 @@ from hil.backends.errors import BackendError, QemuNotFoundError
 from hil.boards import BoardDefinition, BoardError
 from hil.cli.extras import extra_for
 from hil.errors import HilError
-from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for
+from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for, reads_over_ble
 from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints, slow_clock_hints
 from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
-from hil.pytest_plugin.markers import fleet_marker_text, ignored_marker_problem
+from hil.pytest_plugin.markers import fleet_marker_text, gateway_link, ignored_marker_problem
 from hil.pytest_plugin.ports import PortRange, free_ports, port_free
 from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
 
@@ -251,13 +251,14 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
 def wants_radio(definitions: list[BoardDefinition], request: pytest.FixtureRequest) -> bool:
     """Whether the sim backend puts the test's BLE boards on the virtual radio: always for a board whose
     only link is BLE (its reports leave that way), and for every BLE board when the test uses
-    ``hil_radio`` or ``requires("ble")`` (a UART+BLE board otherwise gets no ``ble_address``)."""
+    ``hil_radio``, ``requires("ble")`` or ``gateway(link="ble")`` (a UART+BLE board otherwise gets no
+    ``ble_address``)."""
     if any(d.ble is not None and d.uart is None for d in definitions):
         return True
     if not any(d.ble is not None for d in definitions):
         return False
     needs_ble = any("ble" in mark.args for mark in request.node.iter_markers(name="requires"))
-    return needs_ble or "hil_radio" in request.fixturenames
+    return needs_ble or "hil_radio" in request.fixturenames or gateway_link(request.node) == "ble"
 
 
 def _fail_on_ignored_marker(request: pytest.FixtureRequest) -> None:
@@ -455,22 +456,29 @@ def hil_gateway(request: pytest.FixtureRequest, hil_settings: HilSettings,
 
     Boards of ``hil_board``/``hil_fleet`` (when the test uses them) are registered with their
     keys; UART boards (those with BLE too) are read over their data links (a pty, QEMU's
-    ``socket://127.0.0.1:PORT`` data UART, a rig's serial port), BLE-only boards over ``hil_radio``. Its work
-    directory (config, registry, store) is ``<tmp_path>/gateway``, its output kept there as
-    ``gateway.log``.
+    ``socket://127.0.0.1:PORT`` data UART, a rig's serial port), BLE-only boards over ``hil_radio``.
+    ``@pytest.mark.gateway(link="ble")`` reads every board over BLE instead (a UART+BLE board's UART is
+    left unread, so its firmware sends over BLE once a UART round goes unanswered; sim backend only, the
+    marker requires ``ble`` and skips elsewhere); ``gateway(link="uart")`` insists on the UART. A board
+    the chosen link cannot reach errors the test at once. Its work directory (config, registry, store) is
+    ``<tmp_path>/gateway``, its output kept there as ``gateway.log``.
     """
     boards: list[BoardHandle] = []
     if "hil_board" in request.fixturenames:
         boards.append(request.getfixturevalue("hil_board"))
     if "hil_fleet" in request.fixturenames:
         boards.extend(request.getfixturevalue("hil_fleet").boards)
-    unreachable = [b for b in boards if b.data_url is None and not b.ble_address]
+    link = gateway_link(request.node)
+    unreachable = [b for b in boards if b.data_url is None and (link == "uart" or not b.ble_address)]
     if unreachable:
         pytest.fail(no_data_link_message(unreachable), pytrace=False)
-    needs_radio = any(b.data_url is None and b.ble_address for b in boards)
+    off_radio = [b for b in boards if link == "ble" and not b.ble_address]
+    if off_radio:
+        pytest.fail(no_ble_link_message(off_radio), pytrace=False)
+    needs_radio = any(reads_over_ble(b, link) for b in boards)
     radio_url: str | None = request.getfixturevalue("hil_radio").url if needs_radio else None
     gateway = gateway_for(boards, workdir=tmp_path / "gateway", radio_url=radio_url,
-                          port_range=hil_settings.port_range)
+                          port_range=hil_settings.port_range, link=link)
     gateway.failure_hint = combined_hints(console_failure_hint(boards), deep_sleep_hints(boards),
                                           slow_clock_hints(boards))
     keep_log(request.node, KeptLog("gateway log", gateway.log_path, lambda: None, write=False), name="gateway")
@@ -486,6 +494,19 @@ def no_data_link_message(boards: list[BoardHandle]) -> str:
     names = ", ".join(f"{b.device_id} ({b.definition.name}, {b.backend})" for b in boards)
     return f"hil_gateway: no data link to {names}, so no report can arrive: " \
            f"{_no_link_how(boards[0].backend, boards[0].definition)}"
+
+
+def no_ble_link_message(boards: list[BoardHandle]) -> str:
+    """Why ``hil_gateway`` under ``gateway(link="ble")`` cannot read ``boards`` over BLE."""
+    names = ", ".join(f"{b.device_id} ({b.definition.name}, {b.backend})" for b in boards)
+    board = boards[0]
+    if board.definition.ble is None:
+        why = f"board {board.definition.name!r} has no BLE link in its definition"
+    elif board.backend != "sim":
+        why = f"hil_gateway reads BLE only over the sim backend's virtual radio, not on the {board.backend} backend"
+    else:
+        why = "the board is not on the virtual radio (no ble_address)"
+    return f"hil_gateway: gateway(link='ble'): no BLE link to {names}: {why}"
 
 
 def _no_link_how(backend: str, definition: BoardDefinition) -> str:

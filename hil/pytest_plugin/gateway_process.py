@@ -315,12 +315,20 @@ def decode_report_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def reads_over_ble(board: BoardHandle, link: str | None = None) -> bool:
+    """Whether a gateway wired by :func:`gateway_for` reads ``board`` over BLE: a board on the radio (its
+    ``ble_address`` set) when ``link`` is ``"ble"`` or it has no UART data link; with ``link`` None or
+    ``"uart"`` a board with both links is read over its UART."""
+    return bool(board.ble_address) and (link == "ble" or board.data_url is None)
+
+
 def gateway_for(boards: Sequence[BoardHandle], *, workdir: Path, radio_url: str | None,
-                port_range: PortRange | None = None) -> GatewayProcess:
-    """A gateway wired to ``boards``: UART boards as serial ports, BLE-only boards over the radio; its
-    HTTP server on a port of ``port_range`` (None: any free port)."""
-    ports = [b.data_url for b in boards if b.data_url]
-    needs_ble = any(b.data_url is None and b.ble_address for b in boards)
+                port_range: PortRange | None = None, link: str | None = None) -> GatewayProcess:
+    """A gateway wired to ``boards``: UART boards as serial ports, BLE-only boards over the radio; with
+    ``link="ble"`` every board on the radio over BLE, its UART left unread (a board with both links sends
+    over BLE once its UART goes unanswered); its HTTP server on a port of ``port_range`` (None: any free port)."""
+    ports = [b.data_url for b in boards if b.data_url and not reads_over_ble(b, link)]
+    needs_ble = any(reads_over_ble(b, link) for b in boards)
     gw = GatewayProcess(workdir=workdir, serial_ports=[p for p in ports if p],
                         radio_url=radio_url if needs_ble else None, port_range=port_range)
     for board in boards:
