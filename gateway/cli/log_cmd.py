@@ -84,7 +84,7 @@ def _error(reason: str, message: str) -> int:
 def _store_problem(db: Path) -> tuple[str, str] | None:
     """Return ``(reason, message)`` when ``db`` cannot be exported from, before any output is made."""
     try:
-        conn = sqlite3.connect(read_only_uri(db), uri=True)
+        conn = sqlite3.connect(read_only_uri(db, one_shot=True), uri=True)
         try:
             row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone()
         finally:

@@ -165,7 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     data.add_argument("--config", type=Path,
                       help="gateway.toml: its [storage] and [registry] paths, and [routes] defaults, are used")
     p.add_argument("--registry", type=Path,
-                   help="device registry directory (default: 'registry' next to --db, or the --config's)")
+                   help="device registry directory (default: 'registry' next to --db, or --db's directory when it "
+                        "holds devices.sqlite, as a backup does; or the --config's)")
     dist = p.add_mutually_exclusive_group()
     dist.add_argument("--matrix", type=Path,
                       help="road distance matrix CSV (metres; see docs/routes.md; default: great-circle distances, "
@@ -209,12 +210,22 @@ def _now(args: argparse.Namespace) -> float:
     return time.time()
 
 
+def db_registry(db: Path) -> Path:
+    """The registry directory read with ``--db`` alone: ``registry`` next to the store (a data directory),
+    or the store's own directory when that holds ``devices.sqlite`` and no ``registry`` (a backup made by
+    ``civicedge gateway backup``)."""
+    beside = db.parent / "registry"
+    if not beside.exists() and (db.parent / "devices.sqlite").is_file():
+        return db.parent
+    return beside
+
+
 def _data_source(args: argparse.Namespace) -> GatewayBinSource:
     if args.config is not None:
         cfg = _gateway_config(args.config)
         return GatewayBinSource(cfg.storage.path, args.registry or cfg.registry_dir)
     if args.db is not None:
-        return GatewayBinSource(args.db, args.registry or args.db.parent / "registry")
+        return GatewayBinSource(args.db, args.registry or db_registry(args.db))
     from gateway.config import default_config
 
     cfg = default_config(read_only=True)
@@ -405,7 +416,7 @@ def _protected(args: argparse.Namespace) -> GatewayFiles:
             pass  # planning fails on it (exit 5); the SQLite header check still keeps a store
     elif args.db is not None:
         files.add_store(args.db)
-        files.add_registry(args.db.parent / "registry")
+        files.add_registry(db_registry(args.db))
         files.add_data_dir(args.db.parent)
     else:
         from gateway.config import default_config

@@ -94,7 +94,7 @@ class GatewayBinSource:
         """
         end = int(as_of.timestamp()) + 1
         try:
-            queries = ReportQueries(Path(self.db_path))
+            queries = ReportQueries(Path(self.db_path), one_shot=True)  # closed below: a backup's store left as it was
         except GatewayError as exc:
             raise BinDataError(str(self.db_path), str(exc)) from exc
         try:

@@ -126,7 +126,7 @@ def archive_files(db_path: Path) -> list[str]:
     """The archive files ``chain_checkpoints`` records for the store at ``db_path`` (read-only; [] when it has
     none or cannot be read: the caller's own reads of the store say what is wrong)."""
     try:
-        conn = sqlite3.connect(read_only_uri(db_path), uri=True)
+        conn = sqlite3.connect(read_only_uri(db_path, one_shot=True), uri=True)
         try:
             if last_checkpoint(conn) is None:
                 return []
@@ -201,7 +201,7 @@ def export_chain_summary(db_path: Path, out: IO[str]) -> ChainSummary:
             damaged (SQLITE_CORRUPT / SQLITE_NOTADB: its message, and how far the export got).
         sqlite3.Error: the store cannot be read otherwise (it is opened read-only, never changed).
     """
-    conn = sqlite3.connect(read_only_uri(db_path), uri=True)
+    conn = sqlite3.connect(read_only_uri(db_path, one_shot=True), uri=True)
     progress = [0]
     try:
         return write_entries(conn, out, progress=progress)

@@ -389,6 +389,8 @@ class ReportQueries:
         statement_limit_s: the longest one statement may run (:data:`STATEMENT_LIMIT_S`); a statement
             running longer is interrupted, so its snapshot no longer holds the store's write-ahead log,
             and the read fails ``read_timeout``. None: no limit.
+        one_shot: closed right after a command's reads (``routes plan``): a store no gateway holds is
+            then read without leaving a ``-wal``/``-shm`` beside it (:func:`gateway.storage.sqlite_uri.read_only_uri`).
 
     Attributes:
         damage: the first damage a read met (:class:`gateway.storage.damage.StoreDamage`).
@@ -401,10 +403,11 @@ class ReportQueries:
     """
 
     def __init__(self, db_path: Path, *, damage: StoreDamage | None = None,
-                 statement_limit_s: float | None = STATEMENT_LIMIT_S) -> None:
+                 statement_limit_s: float | None = STATEMENT_LIMIT_S, one_shot: bool = False) -> None:
         self.db_path = Path(db_path)
         self.statement_limit_s = statement_limit_s
         self.damage = damage if damage is not None else StoreDamage()
+        self._one_shot = one_shot
         if not self.db_path.is_file():
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
         self._local = threading.local()
@@ -423,7 +426,8 @@ class ReportQueries:
 
     def _open(self) -> tuple[sqlite3.Connection, threading.Lock]:
         """Open this thread's read-only connection (sqlite connections are not shared between threads)."""
-        conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, check_same_thread=False)
+        conn = sqlite3.connect(read_only_uri(self.db_path, one_shot=self._one_shot), uri=True,
+                               check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("SELECT 1 FROM reports LIMIT 1")

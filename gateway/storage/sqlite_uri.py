@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
 
 
-def read_only_uri(db_path: Path | str) -> str:
+def read_only_uri(db_path: Path | str, *, one_shot: bool = False) -> str:
     """``file:`` URI opening ``db_path`` read-only (``sqlite3.connect(..., uri=True)``).
 
     ``as_uri()`` escapes ``?`` and ``#``, which in a hand-built ``file:PATH?mode=ro`` would end the
@@ -15,12 +16,45 @@ def read_only_uri(db_path: Path | str) -> str:
 
     A store in a directory this process cannot write to (a read-only mount, a copy on someone else's
     share) and without a ``-wal`` file (or with an empty one) is opened ``immutable=1``; see :func:`_frozen`.
+
+    Args:
+        db_path: The store file.
+        one_shot: A command's read, its connection closed before it does anything else (``export-log``,
+            ``verify-log``, ``routes plan --db``): a store that no gateway holds (its ``<db>.lock`` is not
+            locked: :func:`store_is_held`) and whose ``-wal`` holds nothing is opened ``immutable=1``
+            wherever it is, so SQLite leaves no empty ``-wal`` and ``-shm`` beside it (a backup's store
+            stays as ``civicedge gateway restore`` accepts it). A held store (a gateway writing it, its
+            main file changing at each checkpoint) and a ``-wal`` with content are read as any reader
+            reads them. Not for a connection kept open: a gateway started afterwards would write under it.
     """
     path = Path(db_path).resolve()
     uri = path.as_uri() + "?mode=ro"
     if _frozen(path):
         uri += "&immutable=1"
+    elif one_shot and _wal_size(path) == 0 and store_is_held(path) is False:
+        uri += "&immutable=1"
     return uri
+
+
+def store_is_held(db_path: Path | str) -> bool | None:
+    """Whether a process holds the single-writer lock (``<db>.lock``) of the store ``db_path``: a gateway,
+    or a backup, restore or archive-log at work (None when this user cannot tell: a lock file it
+    cannot open). No lock file: False. Creates nothing; :func:`gateway.pid_lock.lock_holder` as a yes/no
+    that tells "cannot tell" apart."""
+    path = Path(db_path).resolve()
+    try:
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a conflict with the holder's LOCK_EX, even in this process
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the shared lock taken
+    return False
 
 
 def check_uri(db_path: Path | str, *, running: bool, main_file_only: bool = False) -> str:

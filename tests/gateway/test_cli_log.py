@@ -238,13 +238,15 @@ def test_export_reads_a_cleanly_stopped_store_on_a_read_only_mount(tmp_path: Pat
     db = make_store(store_dir / "reports.sqlite", 5)
     files = sorted(p.name for p in store_dir.iterdir())
     expected = io.StringIO()
-    summary = export_chain_summary(db, expected)  # (a reader leaves an empty -wal and -shm behind)
+    summary = export_chain_summary(db, expected)  # leaves nothing beside the stopped store
+    assert sorted(p.name for p in store_dir.iterdir()) == files
     out = tmp_path / "chain.jsonl"
-    if with_reader_files:
+    if with_reader_files:  # what an ordinary reader (sqlite3) leaves: an empty -wal and a -shm
+        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+        conn.execute("SELECT COUNT(*) FROM chain").fetchone()
+        conn.close()
         files = sorted(p.name for p in store_dir.iterdir())
-    else:
-        for name in ("reports.sqlite-wal", "reports.sqlite-shm"):
-            (store_dir / name).unlink()
+        assert "reports.sqlite-shm" in files and (store_dir / "reports.sqlite-wal").stat().st_size == 0
     proc = _on_read_only_mount(store_dir, [sys.executable, "-m", "hil.cli.main", "gateway", "export-log",
                                            "--db", str(db), "-o", str(out)])
     assert proc.returncode == 0, proc.stderr
@@ -259,6 +261,7 @@ def test_a_store_is_read_as_immutable_only_without_a_wal_in_a_directory_not_writ
 
     db = make_store(tmp_path / "reports.sqlite", 1)
     assert not sqlite_uri.read_only_uri(db).endswith("immutable=1")  # writable: SQLite makes its -shm
+    assert sqlite_uri.read_only_uri(db, one_shot=True).endswith("?mode=ro&immutable=1")  # no gateway holds it
     monkeypatch.setattr(sqlite_uri.os, "access", lambda path, mode: False)
     assert sqlite_uri.read_only_uri(db).endswith("?mode=ro&immutable=1")
     (tmp_path / "reports.sqlite-wal").write_bytes(b"")  # what a read-only reader leaves behind
