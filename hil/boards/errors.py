@@ -90,11 +90,15 @@ class MissingFieldError(BoardError):
 
     Attributes:
         field: dotted path of the missing field, e.g. ``io.pir.pin``.
+        found: dotted path of a key there that the schema does not know and that looks like a
+            misspelling of ``field`` (``calibration.lamp.tolerence_pct``), or None.
     """
 
-    def __init__(self, *, source: str, field: str) -> None:
-        super().__init__(f"missing required field {field!r}", source=source, field=field)
+    def __init__(self, *, source: str, field: str, found: str | None = None) -> None:
+        hint = f" (found {found!r}: misspelt?)" if found else ""
+        super().__init__(f"missing required field {field!r}{hint}", source=source, field=field, found=found)
         self.field = field
+        self.found = found
 
 
 class UnknownFieldError(BoardError):

@@ -11,8 +11,9 @@ unusable) is raised, and the caller's :class:`Section` records it and skips the 
 
 from __future__ import annotations
 
+import difflib
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Iterable, cast
 
 from hil.boards.errors import BoardError, FieldTypeError, InvalidValueError, MissingFieldError, UnknownFieldError
 
@@ -88,6 +89,26 @@ class Table:
         self.source = source
         self.problems = problems
         self._seen: set[str] = set()
+        self._expected: frozenset[str] | None = None
+
+    def expect(self, keys: Iterable[str]) -> Table:
+        """Declare every key the schema accepts in this table; returns the table.
+
+        A missing required key then names a key present that the schema does not know and that
+        looks like its misspelling (``tolerence_pct`` for ``tolerance_pct``): reading stops at the
+        missing key, before :meth:`finish` would report the unknown one. Without it (the schema's keys
+        unknown) no key is suggested: a valid key is never called a misspelling of another.
+        """
+        self._expected = frozenset(keys)
+        return self
+
+    def misspelt(self, key: str) -> str | None:
+        """Dotted path of the unknown key (see :meth:`expect`) most like ``key``, or None."""
+        if self._expected is None:
+            return None
+        unknown = [k for k in self.data if k not in self._expected]
+        close = difflib.get_close_matches(key, unknown, n=1)
+        return self.where(close[0]) if close else None
 
     def soft(self, error: BoardError, fallback: Any = _MISSING) -> Any:
         """Record ``error`` and return ``fallback`` when collecting and there is one; else raise it."""
@@ -112,7 +133,7 @@ class Table:
         self._seen.add(key)
         if key not in self.data:
             if default is _MISSING:
-                raise MissingFieldError(source=self.source, field=self.where(key))
+                raise MissingFieldError(source=self.source, field=self.where(key), found=self.misspelt(key))
             return default
         return self.data[key]
 

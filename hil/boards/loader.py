@@ -192,7 +192,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     raised (the first problem found) carries every problem of the file in ``problems``.
     """
     problems = Problems()
-    root = Table(data, "", source, problems)
+    root = Table(data, "", source, problems).expect(_ROOT_KEYS)
     with Section(problems):
         root.integer("schema", 1, low=1, high=1)
     name = title = module = chip_name = kind = ""
@@ -225,6 +225,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
     with Section(problems):
         recovery = root.table("recovery", required=False)
         if recovery is not None:
+            recovery.expect(("pin", "level"))
             recovery_pin = pins.claim(recovery.integer("pin"), recovery.where("pin"), need="in-pull")
             if chip is not None and recovery_pin in chip.no_pull:  # boot.py reads it with the internal pull enabled
                 problems.add(InvalidValueError(
@@ -263,7 +264,7 @@ def parse_board(data: dict[str, Any], *, source: str, path: Path) -> BoardDefini
             check_deep_sleep(spec, kind, sleep.wake_pins, source=source)
     watchdog_ms = 0
     with Section(problems):
-        watchdog = _required_table(root, "watchdog")
+        watchdog = _required_table(root, "watchdog").expect(("timeout_ms",))
         watchdog_ms = watchdog.integer("timeout_ms", low=1000, high=3_600_000)
         watchdog.finish()
     if spec is not None:
@@ -342,6 +343,11 @@ def _shipped_name_reused(board: BoardDefinition) -> str | None:
     return (f"name {board.name!r} is a shipped board's, but this definition differs from it (in {', '.join(differs)}); "
             f"a board flashed from it would call itself {board.name!r} with other pins or settings: give it a name "
             f"of its own (name = \"{board.name}-yoursite\")")
+
+
+_ROOT_KEYS = ("schema", "name", "title", "chip", "kind", "module", "recovery", "io", "links", "calibration", "sleep",
+              "watchdog", "app")
+_ROLE_KEYS = ("mode", "pin", "pull", "active", "atten", "freq")
 
 
 def _required_table(parent: Table, key: str) -> Table:
@@ -434,6 +440,7 @@ def _parse_io(table: Table, spec: KindSpec, pins: _PinLedger) -> tuple[dict[str,
     """The io roles of the kind, and the roles that have a problem (recorded; raised without a collector)."""
     io: dict[str, IoPin] = {}
     broken: set[str] = set()
+    table.expect(spec.io)
     for role in table.keys():
         if role not in spec.io:
             table.soft(UnknownFieldError(source=table.source, field=table.where(role), allowed=sorted(spec.io)), None)
@@ -441,7 +448,7 @@ def _parse_io(table: Table, spec: KindSpec, pins: _PinLedger) -> tuple[dict[str,
     for role, modes in spec.io.items():
         before = len(table.problems.errors) if table.problems is not None else 0
         with _section_of(table) as part:
-            io[role] = _parse_role(_required_table(table, role), role, modes, pins)
+            io[role] = _parse_role(_required_table(table, role).expect(_ROLE_KEYS), role, modes, pins)
         if part.failed or (table.problems is not None and len(table.problems.errors) > before):
             broken.add(role)
     table.finish(sorted(spec.io))
@@ -487,9 +494,9 @@ def _parse_links(table: Table, chip: ChipSpec | None, pins: _PinLedger, kind: st
     """The data links; ``noisy`` names the kind's noisy_count fields (they need the BLE radio)."""
     uart: UartLink | None = None
     ble: BleLink | None = None
-    u = table.table("uart", required=False)
+    u = table.expect(("ble", "uart")).table("uart", required=False)
     if u is not None:
-        uart_id = u.integer("id")
+        uart_id = u.expect(("id", "tx", "rx", "baud")).integer("id")
         if chip is not None and uart_id not in chip.uart_ids:
             u.soft(InvalidValueError(source=u.source, field=u.where("id"), value=uart_id,
                                      reason=f"{chip.name} data UARTs are {sorted(chip.uart_ids)} (UART0 is the console)"),
@@ -518,9 +525,10 @@ def _parse_links(table: Table, chip: ChipSpec | None, pins: _PinLedger, kind: st
 
 def _parse_calibration(table: Table, spec: KindSpec) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
+    table.expect(spec.calibration)
     for name, consts in spec.calibration.items():
         with _section_of(table) as part:
-            entry = _required_table(table, name)
+            entry = _required_table(table, name).expect(consts)
             values: dict[str, Any] = {}
             for const in consts:
                 if const == "table":
@@ -587,7 +595,7 @@ def _check_calibration(table: Table, cal: dict[str, dict[str, Any]]) -> None:
 def _parse_sleep(table: Table, io: dict[str, IoPin], broken_io: set[str], pins: _PinLedger,
                  source: str) -> SleepSettings:
     chip = pins.chip
-    mode = table.string("mode", choices=SLEEP_MODES)
+    mode = table.expect(("mode", "interval_s", "wake_pins")).string("mode", choices=SLEEP_MODES)
     interval = table.integer("interval_s", low=1, high=86_400)
     wake_names = table.array("wake_pins", [])
     wake: list[str] = []
@@ -616,6 +624,7 @@ def _parse_sleep(table: Table, io: dict[str, IoPin], broken_io: set[str], pins: 
 
 def _parse_app(table: Table, spec: KindSpec) -> dict[str, Any]:
     app: dict[str, Any] = {}
+    table.expect([*spec.app_ints, *(["schedule"] if spec.needs_schedule else [])])
     for key, (low, high) in spec.app_ints.items():
         app[key] = table.integer(key, low=low, high=high)
     if spec.needs_schedule:
