@@ -39,6 +39,15 @@ def _fs_type(path: Path) -> str | None:
     return fstype
 
 
+def _read_only_fs(path: Path) -> bool:
+    """True when ``path`` is on a file system mounted read-only (``statvfs`` says ``ST_RDONLY``): no one
+    writes there, root included, whatever the modes say; False when it cannot be told."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _existing(sec: Section, key: str, path: Path) -> Path:
     """Return ``path`` if it exists, else its nearest existing ancestor (where run would create it)."""
     probe = path
@@ -77,7 +86,7 @@ def check_dir(sec: Section, key: str, path: Path, *, owned: bool = False, read_o
         if not os.access(probe, os.R_OK | os.X_OK):
             raise refuse("is not readable by this user")
     elif not os.access(probe, os.R_OK | os.W_OK | os.X_OK if probe == path else os.W_OK | os.X_OK):
-        raise refuse("is not writable by this user")
+        raise refuse("is on a read-only file system" if _read_only_fs(probe) else "is not writable by this user")
     fs = _fs_type(probe)
     if fs in _PSEUDO_FS:
         raise refuse("is on the kernel's %s file system, which holds no files" % fs)
@@ -99,6 +108,8 @@ def check_file(sec: Section, key: str, path: Path, *, owned: bool = False, read_
         if not os.access(path, os.R_OK):
             raise sec.error(key, "%s: %s is not readable by this user" % (key, path), "bad_path")
     elif not os.access(path, os.R_OK | os.W_OK):
-        raise sec.error(key, "%s: %s is not readable and writable by this user" % (key, path), "bad_path")
+        why = ("is on a read-only file system" if os.access(path, os.R_OK) and _read_only_fs(path)
+               else "is not readable and writable by this user")
+        raise sec.error(key, "%s: %s %s" % (key, path, why), "bad_path")
     if owned and not read_only and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
         raise sec.error(key, "%s: %s belongs to another user (the gateway makes it 0600)" % (key, path), "bad_path")

@@ -136,4 +136,4 @@ if touch "$DATA/probe" 2>/dev/null; then echo "mount is not read-only"; exit 99;
     listed = run("devices", "-c", str(cfg), "list")
     assert listed.returncode == 0 and listed.stdout.startswith("bin-1 "), listed.stderr
     checked = run("run", "-c", str(cfg), "--check")
-    assert checked.returncode == 1 and "is not writable by this user" in checked.stderr
+    assert checked.returncode == 1 and "data is on a read-only file system" in checked.stderr
