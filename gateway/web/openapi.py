@@ -40,7 +40,8 @@ def _err(description: str) -> dict[str, Any]:
 
 
 _TIME = {"oneOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}]}
-_FROM = _q("from", "start, unix seconds or ISO 8601 (default: `to` minus 24 h)", _TIME)
+_FROM = _q("from", "start, unix seconds or ISO 8601 (default: `to` minus 24 h, not before 2000-01-01T00:00:00Z;"
+                   " a value given outside 2000..2100 is 400)", _TIME)
 _TO = _q("to", "end (exclusive), unix seconds or ISO 8601 (default: now)", _TIME)
 _FIELD = _q("field", "comma-separated field names from the privacy policy (e.g. `mot,wh`); an unknown field or "
                     "an empty item (`mot,`, `mot,,wh`) is 400 `bad_parameter`")
@@ -80,7 +81,7 @@ _OD_HEADERS = {
     "Last-Modified": _hdr("NGSI-LD, GeoJSON: the newest time the body shows (a value's period end, the start of"
                           " the mark step (15 minutes, or the longest window) holding an open alarm that decides a"
                           " status, never its minute; a lamp change); CSV: the hh:05"
-                          " mark that published the newest report of the range; rounded down to the minute, never"
+                          " mark that published the newest report whose values the rows hold; rounded down to the minute, never"
                           " after Date (absent when there is none)"),
     "Link": _hdr("`<licence URL>; rel=\"license\"` when `[opendata] licence` is set and has a URL (the SPDX page of an "
                  "SPDX id, the URL given, or `[opendata] licence_url`; none for a `LicenseRef-` id without it)"),
@@ -172,7 +173,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                                  " given another policy by its caller; code `policy_file_changed`);"
                                                  " a file changed since the start is not this: the bytes read at"
                                                  " start are served until a restart")}}},
-        "/favicon.ico": {"get": {"summary": "No icon (204): browsers ask it on every page", "tags": ["meta"],
+        "/favicon.ico": {"get": {"summary": "No icon (204): browsers ask it on every page; the query string is ignored", "tags": ["meta"],
                                  "responses": {"204": {"description": "no icon"}, "400": _BAD}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
                                   "responses": {"200": _ok("OpenAPI 3.1 document"), "400": _BAD}}},
@@ -201,7 +202,8 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
             "description": "Ordered by (start, device, report, field). When `truncated`, pass `next` as `after`, "
                            "with the same other parameters, for the following page: pages neither repeat nor "
                            "skip a reading, however many share a start.",
-            "parameters": [_FROM, _TO, _q("device", "device id"), _FIELD,
+            "parameters": [_FROM, _TO, _q("device", "device id: a registered one (revoked or retired too) or one with stored reports; another"
+                                          " is 400 `bad_parameter` `unknown device` (close ids named)"), _FIELD,
                            _q("limit", "maximum rows (1..10000, default 1000)", {"type": "integer"}),
                            _q("after", "page cursor: the `next` of the previous page, unchanged (opaque)")],
             "responses": {"200": _ok("a page of readings", schema={"$ref": "#/components/schemas/ReadingsPage"}),

@@ -497,14 +497,15 @@ async def readings_csv(request: web.Request) -> web.StreamResponse:
     # before its revocation. (The registry keeps no revocation time of its own, and a wall-clock time
     # could not be compared with period starts from the devices' clocks, e.g. under [sim_clock].)
     published = csv_devices(devices, reported, policy=ctx.policy)
-    version, newest_id, published_at = await ctx.fleet.range_stamp(since=since, until=until, received_before=mark)
+    version, newest_id, count, published_at = await ctx.fleet.rows_stamp(
+        since=since, until=until, devices=published, zone=zone, received_before=mark)
     # The export is streamed, so its ETag names what it is made of rather than hashing its bytes: the
-    # store's data version (retention removals), the newest report among the periods the range reads
-    # (a report for another range leaves it unchanged, so a past range gets 304), the devices read
+    # store's data version (retention removals), the newest report whose values its rows hold and how many
+    # they hold (a report for another range leaves both unchanged, so a past range gets 304), the devices read
     # (a device added), the normalised request, the media type and the licence of the Link; and how the
     # rows are made of the stored values: the CSV's format version and the policy (labels, units, periods
     # and the aggregate follow from it), so a past range answered differently is not a 304 (review M2).
-    basis = json.dumps([version, newest_id, published, since, until, sorted(set(fields)) if fields else None, zone,
+    basis = json.dumps([version, newest_id, count, published, since, until, sorted(set(fields)) if fields else None, zone,
                         withheld, media, meta_of(request).licence, export.CSV_FORMAT_VERSION,
                         policy_digest(ctx.policy)])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
@@ -602,15 +603,16 @@ async def privacy_budget_csv(request: web.Request) -> web.StreamResponse:
     zone = params.parse_zone(q, csv_zones(devices, reported, policy=ctx.policy))
     media = negotiate(request, ("text/csv",))
     published = csv_devices(devices, reported, policy=ctx.policy)
-    # As the readings CSV's: the store's data version (retention removals), the newest report published at
-    # the mark among the periods that may end in the days (the fleet reads that range at least as far
-    # back), the repeat releases' bound at the mark (a rowid: a new one anywhere changes it, they are few),
-    # the devices, the normalised request, media type, licence, format and policy. Last-Modified: the
-    # mark that first published that newest report (repeat releases left out: when one arrived is not
-    # published, docs/privacy.md "Who gets arrival times").
-    version, newest_id, published_at = await ctx.fleet.range_stamp(since=first, until=end, received_before=mark)
+    # As the readings CSV's: the store's data version (retention removals), the newest of the stored releases
+    # published at the mark whose period ends in the days and how many there are (a report for other days
+    # leaves both unchanged), the repeat releases' bound at the mark (a rowid: a new one anywhere changes
+    # it, they are few), the devices, the normalised request, media type, licence, format and policy.
+    # Last-Modified: the mark that first published that newest release (repeat releases left out: when one
+    # arrived is not published, docs/privacy.md "Who gets arrival times").
+    version, newest_id, count, published_at = await ctx.fleet.spend_stamp(
+        first=first, end=end, devices=published, zone=zone, received_before=mark)
     repeats = await ctx.fleet.repeats_bound(received_before=mark)
-    basis = json.dumps([version, newest_id, repeats, published, first, end, sorted(set(fields)), zone, media,
+    basis = json.dumps([version, newest_id, count, repeats, published, first, end, sorted(set(fields)), zone, media,
                         meta_of(request).licence, opendata_budget.FORMAT_VERSION, policy_digest(ctx.policy)])
     etag = 'W/"%s"' % hashlib.sha256(basis.encode()).hexdigest()[:32]
 

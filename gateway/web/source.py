@@ -7,7 +7,7 @@ changes on the registry and the retention settings.
 The public open data reads the same store only up to a publication mark
 (:mod:`gateway.web.publication`): ``published=True`` on :meth:`StoreFleetSource.devices` (the
 entities' mark), ``received_before`` (the CSV's mark) on :meth:`~StoreFleetSource.device_hours` and
-:meth:`~StoreFleetSource.range_stamp`; :class:`gateway.web.published_marks.PublishedMarks` keeps those
+:meth:`~StoreFleetSource.rows_stamp`; :class:`gateway.web.published_marks.PublishedMarks` keeps those
 marks' bounds from going back and saves them in the store.
 
 Store reads run on worker threads (:class:`gateway.web.reads.StoreReads`): the event loop that
@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 from gateway.errors import RegistryError, StorageError
 from gateway.health import Problem
 from gateway.storage.queries import ReportQueries
-from gateway.web import publication
+from gateway.web import publication, range_stamps
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
 from gateway.web.published_marks import REPEATS, PublishedMarks
 from gateway.web.reads import StoreReads
@@ -289,22 +289,34 @@ class StoreFleetSource:
             periods.extend(int(f.get("release_every_s", 0) or 0) for f in kspec.get("fields", {}).values())
         return max(periods)
 
-    async def range_stamp(self, *, since: int, until: int,
-                          received_before: int | None = None) -> tuple[int, int, float | None]:
-        """What the rows :meth:`device_hours` gives for ``(since, until]`` are made of: the store's data
-        version (retention removals), and the id and receive time of the newest report among the
-        periods those rows may hold (0 and None when there is none). With ``received_before`` (a CSV
-        publication mark): of the reports received before it, and instead of the receive time the
-        CSV mark that first published that report (no arrival finer than the hour). Read on a bulk
-        thread: a range scan of the period-start index."""
-        max_id = (await self._marks.bound("csv", received_before))[0] if received_before is not None else None
-        read = functools.partial(self._queries().range_stamp, start=since - self._max_period_s() - 3600, end=until,
-                                 max_id=max_id)
-        stamp = await self._reads.bulk(read)
+    async def rows_stamp(self, *, since: int, until: int, devices: Sequence[str], zone: str | None,
+                         received_before: int) -> tuple[int, int, int, float | None]:
+        """What the rows :meth:`device_hours` gives for ``(since, until]`` of ``devices`` (and ``zone``) are
+        made of, of the reports published at the CSV mark ``received_before``: the store's data version
+        (retention removals), the id of the newest report those rows hold and how many they hold
+        (:func:`gateway.web.range_stamps.csv_rows_stamp`; a report for another range changes neither), and
+        the CSV mark that first published that newest report (None when there is none; no arrival finer
+        than the hour). One index range read on a bulk thread, no value read."""
+        max_id = (await self._marks.bound("csv", received_before))[0]
+        read = functools.partial(range_stamps.csv_rows_stamp, self._queries(), since=since, until=until,
+                                 devices=list(devices), max_period_s=self._max_period_s(), max_id=max_id, zone=zone)
+        return self._published_stamp(await self._reads.bulk(read))
+
+    async def spend_stamp(self, *, first: int, end: int, devices: Sequence[str], zone: str | None,
+                          received_before: int) -> tuple[int, int, int, float | None]:
+        """As :meth:`rows_stamp`, of the stored releases :meth:`privacy_spend` counts for the days
+        ``[first, end)`` (:func:`gateway.web.range_stamps.spend_stamp`: the period ends in them); the
+        repeat releases are bounded apart (:meth:`repeats_bound`)."""
+        max_id = (await self._marks.bound("csv", received_before))[0]
+        read = functools.partial(range_stamps.spend_stamp, self._queries(), first=first, end=end,
+                                 devices=list(devices), max_period_s=self._max_period_s(), max_id=max_id, zone=zone)
+        return self._published_stamp(await self._reads.bulk(read))
+
+    @staticmethod
+    def _published_stamp(stamp: range_stamps.RowsStamp) -> tuple[int, int, int, float | None]:
         at = stamp.newest_at
-        if received_before is not None and at is not None:
-            at = float(publication.csv_published_at(at))
-        return stamp.data_version, stamp.newest_id, at
+        return (stamp.data_version, stamp.newest_id, stamp.count,
+                float(publication.csv_published_at(at)) if at is not None else None)
 
     async def repeats_bound(self, *, received_before: int) -> int:
         """The highest ``window_duplicates`` rowid of the repeat releases published at the CSV mark

@@ -146,13 +146,20 @@ class FleetSource(Protocol):
         ``received_before`` only, when given (a publication mark)."""
         ...
 
-    async def range_stamp(
-        self, *, since: int, until: int, received_before: int | None = None,
-    ) -> tuple[int, int, float | None]:
-        """(data version, newest report id, its receive time or None) of the reports the
-        :meth:`device_hours` rows for ``(since, until]`` are made of: changes whenever those rows may.
-        With ``received_before`` (a CSV publication mark): of the reports received before it, and
-        the CSV mark that first published the newest one instead of its receive time."""
+    async def rows_stamp(
+        self, *, since: int, until: int, devices: Sequence[str], zone: str | None, received_before: int,
+    ) -> tuple[int, int, int, float | None]:
+        """(data version, newest report id, report count, the CSV mark that first published the newest or
+        None) of the reports published at the CSV mark ``received_before`` whose values the
+        :meth:`device_hours` rows for ``(since, until]`` of ``devices`` (and ``zone``) hold: changes
+        whenever those rows may, and not for a report of another range."""
+        ...
+
+    async def spend_stamp(
+        self, *, first: int, end: int, devices: Sequence[str], zone: str | None, received_before: int,
+    ) -> tuple[int, int, int, float | None]:
+        """As :meth:`rows_stamp`, of the stored releases :meth:`privacy_spend` counts for the days
+        ``[first, end)`` (those whose period ends in them)."""
         ...
 
     async def repeats_bound(self, *, received_before: int) -> int:
