@@ -124,7 +124,9 @@ async def list_readings(request: web.Request) -> web.Response:
         # As an unknown zone or field: a typo must not answer an empty page as if the device had no data.
         # Only close ids are named (a did-you-mean), never the whole fleet.
         near = await ctx.fleet.similar_devices(device)
-        hint = " (did you mean %s?)" % " or ".join(repr(d) for d in near) if near else ""
+        named = [repr(d) for d in near]
+        listed = ", ".join(named[:-1]) + " or " + named[-1] if len(named) > 1 else "".join(named)
+        hint = f" (did you mean {listed}?)" if named else ""
         raise BadParameter(f"unknown device {device!r}{hint}; GET /api/devices lists the devices", param="device")
     limit = params.parse_int(q, "limit", default=1000, low=1, high=MAX_READINGS)
     after = params.parse_cursor(q, "after")
