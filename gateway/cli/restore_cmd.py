@@ -115,6 +115,7 @@ class Backup:
     retention: str | None = None
     token: str | None = None
     others: list[dict[str, Any]] = field(default_factory=list)
+    left_by_readers: list[str] = field(default_factory=list)  # an empty -wal, a -shm: tolerated, not restored
 
 
 @dataclass
@@ -222,7 +223,7 @@ def check_backup(path: Path) -> Backup:
     for needed, what in ((backup.store, "report store"), (backup.registry, "device registry")):
         if not needed:
             raise RestoreError("%s lists no %s: not a gateway backup" % (mpath, what), reason="bad_backup", path=mpath)
-    _refuse_unlisted(path, listed)
+    backup.left_by_readers = _refuse_unlisted(path, listed)
     return backup
 
 
@@ -263,17 +264,49 @@ def _check_file(path: Path, entry: dict[str, Any]) -> None:
                               + "..."), reason="checksum_mismatch", path=path)
 
 
-def _refuse_unlisted(path: Path, listed: set[str]) -> None:
-    """Refuse a store file or key file the manifest does not list (e.g. a ``-wal`` made by opening the copy)."""
+def _refuse_unlisted(path: Path, listed: set[str]) -> list[str]:
+    """Refuse a store file or key file the manifest does not list (e.g. a ``-wal`` made by opening the copy).
+
+    An empty ``-wal`` and a ``-shm`` of a listed database (what a read-only SQLite reader, an older
+    ``export-log --db`` or ``sqlite3``, leaves beside it) are not refused: an empty ``-wal`` holds no
+    commit, the ``-shm`` is only an index of the ``-wal``, and the restore copies the listed file alone,
+    whose checksum covers every change. A ``-wal`` with content is refused (it may hold changes).
+
+    Returns:
+        The names tolerated so (not restored, left in place).
+    """
     found = [n for n in os.listdir(path) if n.startswith(_STORE_PREFIXES)]
     if (path / "keys").is_dir():
         found += ["keys/" + n for n in os.listdir(path / "keys")]
     extra = sorted(n for n in found if n not in listed)
+    empty = [n for n in extra if _reader_leftover(path, n, listed)]
+    extra = [n for n in extra if n not in empty]
     if extra:
         raise RestoreError("%s holds %s, not listed in MANIFEST.json (a -wal, -shm or -journal appears when a copy is "
                            "opened with sqlite3 and may hold changes the checksums do not cover): nothing was "
                            "restored; use an untouched backup, or move that file out of it if you know it is empty"
                            % (path, ", ".join(extra[:5])), reason="bad_backup", path=path / extra[0])
+    return empty
+
+
+def _reader_leftover(path: Path, name: str, listed: set[str]) -> bool:
+    """True when ``name`` is a listed database's empty ``-wal``, or its ``-shm`` with no ``-wal`` or an empty
+    one beside it: regular files only."""
+    base, suffix = name[:-4], name[-4:]
+    if suffix not in ("-wal", "-shm") or base not in listed:
+        return False
+    for file, must_be_empty in ((name, suffix == "-wal"), (base + "-wal", True)):
+        try:
+            st = os.lstat(path / file)
+        except FileNotFoundError:
+            if file == name:
+                return False
+            continue  # a -shm without its -wal
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or (must_be_empty and st.st_size != 0):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------- restoring
@@ -305,6 +338,9 @@ def restore(config: GatewayConfig, backup_dir: Path, *, other_gateway: bool = Fa
     backup = check_backup(backup_dir)
     check_compatible(config, backup, other_gateway=other_gateway)
     result = RestoreResult(backup)
+    if backup.left_by_readers:
+        result.notes.append("the backup holds %s, left by a program that read its copy: no changes in them (no -wal "
+                            "with content), not restored, left in place" % ", ".join(backup.left_by_readers))
     store = config.storage.path
     holder = store_writer(store)
     if holder is not None:

@@ -88,3 +88,38 @@ def test_a_held_store_is_read_with_its_wal_and_a_free_one_immutable(tmp_path: Pa
     if os.geteuid() != 0:  # root opens it all the same
         assert store_is_held(db) is None  # cannot tell: not read immutable
         assert read_only_uri(db, one_shot=True) == db.resolve().as_uri() + "?mode=ro"
+
+
+def test_restore_accepts_what_a_reader_left_beside_the_backups_store_but_no_wal_with_content(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backup read by sqlite3 (or an export-log before this fix) holds an empty -wal and a -shm: no
+    change in them, the restore copies the checksummed file alone, so it goes ahead and says so; a
+    -wal with content (changes the checksums do not cover) is still refused, with its -shm."""
+    import sqlite3
+
+    cfg, bk = gateway_with_backup(tmp_path)
+    db = bk / "reports.sqlite"
+    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)  # an ordinary reader
+    conn.execute("SELECT COUNT(*) FROM reports").fetchone()
+    conn.close()
+    assert (bk / "reports.sqlite-wal").stat().st_size == 0 and (bk / "reports.sqlite-shm").is_file()
+    os.replace(bk / "reports.sqlite-wal", tmp_path / "empty-wal")
+    (bk / "reports.sqlite-wal").write_bytes(b"x" * 100)
+    capsys.readouterr()
+    assert main(["gateway", "restore", str(bk), "--config", str(cfg)]) == 1
+    assert capsys.readouterr().err.startswith(
+        "error (bad_backup): %s holds reports.sqlite-shm, reports.sqlite-wal, not listed in MANIFEST.json" % bk)
+    os.replace(tmp_path / "empty-wal", bk / "reports.sqlite-wal")
+
+    assert main(["gateway", "restore", str(bk), "--config", str(cfg)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert ("note: the backup holds reports.sqlite-shm, reports.sqlite-wal, left by a program that read its copy: no "
+            "changes in them (no -wal with content), not restored, left in place") in out
+    assert "20 report(s)" in out
+    conn = sqlite3.connect((tmp_path / "data" / "reports.sqlite").as_uri() + "?mode=ro&immutable=1", uri=True)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 20
+    finally:
+        conn.close()
+    assert sorted(p.name for p in bk.iterdir() if p.name.startswith("reports.sqlite-")) == [
+        "reports.sqlite-shm", "reports.sqlite-wal"]
