@@ -18,6 +18,7 @@ from hil.dut import Dut
 from hil.field.device import count_outbox, read_identity, write_identity
 from hil.field.errors import DamagedIdentityError, DeviceIOError, IdentityExistsError, UnsentReportsError
 from hil.field.identity import Identity, differing_fields, new_identity
+from hil.field.provision_write import check_identity_room, previous_registration, undo_failed_write
 from hil.field.registration import Registration, register_device, registered_device
 from hil.field.seq_floor import raise_board_seq
 
@@ -74,7 +75,8 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
             under its current key, the firmware drops them at its next boot).
         on_registering: called just before a new key is registered (the board is written after it):
             from then on an interruption or failure leaves the registry holding a key the board does
-            not have, and only a re-run with ``force`` and ``take_over`` repairs it.
+            not have, and only a re-run with ``force`` and ``take_over`` repairs it (except a write the
+            board refused, whose registration is put back when it is known: see DeviceIOError).
         seq_floor: the highest seq the gateway stored under ``device_id`` (or one above which the board
             must count): the board's seq counter is raised so its next report is above it, never lowered
             (:func:`hil.field.seq_floor.raise_board_seq`); None leaves the counter as it is.
@@ -87,7 +89,11 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
         DamagedIdentityError: the board's identity file is malformed and ``force`` is not set.
         GatewayRegistrationError: the registry refused the device (``conflict``: the id is registered
             with another board's key and ``take_over`` is not set).
-        DeviceIOError: the board could not be read or written.
+        BoardFullError: the board's flash has no room for the new identity; nothing was changed.
+        DeviceIOError: the board could not be read or written; when the write of the new identity failed
+            on a board that still holds its identity as before, the registry's previous registration of
+            the id is put back (``details["registry_restored"]``: the key the board holds, or the one the
+            registry directory held) whenever it is known.
     """
     if (registry_dir is None) == (registrar is None):
         raise ValueError("pass exactly one of registry_dir and registrar")
@@ -140,11 +146,17 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
                 "makes the firmware drop them at its next boot", unsent=unsent, device_id=current.id)
     # The counter first: raised, it only skips seqs, so an interruption after it changes nothing else.
     seq = raise_board_seq(dut, seq_floor) if seq_floor is not None else None
+    # Room for the new identity first: registering a key the board then cannot store helps nobody.
+    check_identity_room(dut, wanted)
     # Register first: a board holding a key the gateway does not know would report into the void.
     if on_registering is not None:
         on_registering()
+    previous = previous_registration(device_id, registered, current, own_id, registry_read=registry_dir is not None)
     registration = register(wanted, own_id or take_over)
-    write_identity(dut, wanted)
+    try:
+        write_identity(dut, wanted)
+    except DeviceIOError as exc:
+        raise undo_failed_write(dut, exc, current=current, previous=previous, register=register) from None
     written = read_identity(dut)
     if written != wanted:
         raise DeviceIOError("the identity read back from the board differs from the one written; retry",

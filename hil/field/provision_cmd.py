@@ -35,7 +35,7 @@ from gateway.registry.zones import normalize_zone
 from hil.field.identity import parse_location, validate_fields
 from hil.field.ports import require_port
 from hil.field.provision import ProvisionResult, provision_board
-from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, revoke_device
+from hil.field.registration import AdminApiRegistrar, OldId, old_id_status, registered_device, revoke_device
 from hil.field.seq_floor import SEQ_WARN_ABOVE, check_seq_floor, highest_stored_seq
 
 log = logging.getLogger(__name__)
@@ -152,18 +152,26 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                     f"10 minutes, or press RESET); re-run: {_provision_command(args, repair=False)}")
                 raise
             try:
-                if definition is not None:
-                    step("check the board")
-                    # Only the chip: provisioning gives the board a new identity of the definition's kind.
-                    check_definition_fits(read_board_facts(dut), definition, port=args.port,
-                                          check_kind=False)
-                kind = _board_kind(dut, definition, args.port)
-                board_name = _board_name(dut, args.board, kind)
-                if not args.skip_firmware_check:
-                    step("check the firmware")
-                    _check_firmware_for_provision(dut, args)
-                step("write identity and register")
-                unsent = count_outbox(dut) if args.force else 0  # for the advice of a stopped re-keying
+                try:
+                    if definition is not None:
+                        step("check the board")
+                        # Only the chip: provisioning gives the board a new identity of the definition's kind.
+                        check_definition_fits(read_board_facts(dut), definition, port=args.port,
+                                              check_kind=False)
+                    kind = _board_kind(dut, definition, args.port)
+                    board_name = _board_name(dut, args.board, kind)
+                    if not args.skip_firmware_check:
+                        step("check the firmware")
+                        _check_firmware_for_provision(dut, args)
+                    step("write identity and register")
+                    unsent = count_outbox(dut) if args.force else 0  # for the advice of a stopped re-keying
+                except KeyboardInterrupt:
+                    # Only read so far; the handler below gives the firmware back (unless --stay-at-repl).
+                    left = ("it stays at the REPL (it restarts by itself within 10 minutes, or press RESET)"
+                            if args.stay_at_repl else "its firmware is restarted")
+                    say("interrupted while checking the board: nothing was written to it and nothing was "
+                        f"registered; {left}; re-run: {_provision_command(args, repair=False)}")
+                    raise
                 registering = False
 
                 def on_registering() -> None:
@@ -188,8 +196,7 @@ def _run_provision(args: argparse.Namespace, out: Console, record: dict[str, Any
                 except DamagedIdentityError as exc:  # only without --force
                     raise DamagedIdentityError(
                         f"the board on {args.port} has a damaged /identity.json ({exc.details.get('reason')}); "
-                        f"replace it with: {_provision_command(args, repair=False, force=True)}",
-                        **exc.details) from None
+                        f"replace it with: {_damaged_identity_command(args)}", **exc.details) from None
                 except (HilError, BoardError, KeyboardInterrupt) as exc:
                     _provision_stopped(args, registering, exc, unsent=unsent)
                     raise
@@ -390,23 +397,40 @@ def _check_firmware_for_provision(dut: Dut, args: argparse.Namespace) -> None:
     try:
         manifest = read_manifest(dut)
     except FirmwareVerifyError as exc:
-        problem = str(exc).split(";")[0]
+        problem = ": " + str(exc).split(";")[0]
     else:
         if manifest is None:
-            problem = ("has no /firmware.json (not flashed with civicedge flash, or its flash was interrupted)")
+            problem = (" has no /firmware.json (not flashed with civicedge flash, or its flash was interrupted)")
         else:
             changed = verify_manifest(dut, {str(k): str(v) for k, v in manifest["files"].items()})
             damaged = bool(changed)
-            problem = "" if not changed else ("firmware files differ from its /firmware.json (an interrupted flash?): "
+            problem = "" if not changed else (": its firmware files differ from its /firmware.json (an interrupted "
+                                              "flash?): "
                                               + ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""))
     if problem:
         board = args.board or read_board_facts(dut).config_name or "BOARD"
         # Damaged code is not restarted (as after a failed flash): it would not start, or half-run.
         left = "; its firmware was not restarted (damaged code)" if damaged else ""
-        raise FieldError(f"the board on {args.port} {problem}; nothing was registered{left}; flash it first: "
+        raise FieldError(f"the board on {args.port}{problem}; nothing was registered{left}; flash it first: "
                          f"civicedge flash --firmware-only --board {shlex.quote(board)} --port {shlex.quote(args.port)} "
                          "(or pass --skip-firmware-check to provision it anyway)", port=args.port,
                          firmware_damaged=damaged)
+
+
+def _damaged_identity_command(args: argparse.Namespace) -> str:
+    """The command that replaces a damaged ``/identity.json``: ``--force``, and ``--take-over`` when the
+    registry directory holds the id (the board's old key cannot be read, so the registration counts as
+    another board's: ``--force`` alone is refused). Behind the admin API the registration is not known
+    here: the command is followed by when ``--take-over`` is needed."""
+    if args.registry is None:
+        return (f"{_provision_command(args, repair=False, force=True)} (add --take-over if the gateway already "
+                f"holds {args.device_id} with another key)")
+    try:
+        held = registered_device(args.registry, args.device_id)
+    except GatewayRegistrationError as exc:  # only advice: the re-run says what is wrong with the registry
+        log.info("cannot read %s for the advice: %s", args.registry, exc)
+        held = None
+    return _provision_command(args, repair=held is not None and not held.revoked, force=True)
 
 
 def _seq_start_command(args: argparse.Namespace) -> str:
@@ -462,6 +486,8 @@ def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseExc
     if isinstance(exc, GatewayRegistrationError) and exc.details.get("reason") not in (
             "storage_partial", "registry", "backend_unavailable"):
         return  # the registry refused the key: nothing changed there
+    if isinstance(exc, FieldError) and exc.details.get("registry_restored"):
+        return  # the board refused the write and the registry holds the key the board has again: said so
     if not registering:
         if isinstance(exc, KeyboardInterrupt):
             say("interrupted: nothing was registered and the board's identity is unchanged; re-run: "

@@ -53,7 +53,8 @@ async def test_provision_refuses_a_board_without_our_firmware_and_reports_a_star
         good = module.read_bytes()
         module.write_bytes(good[: len(good) // 2])  # as an interrupted copy leaves it
         rc, out = await run(*prov)
-        assert rc == 2 and "firmware files differ from its /firmware.json" in out and "/lib/civic/report.mpy" in out, out
+        assert rc == 2 and f"the board on {port}: its firmware files differ from its /firmware.json" in out, out
+        assert "/lib/civic/report.mpy" in out, out
         assert registered() == []
 
         # A flash that fails mid-copy does not restart the now incomplete firmware, and says so.

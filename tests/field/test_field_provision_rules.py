@@ -96,7 +96,7 @@ async def test_provision_stopped_after_registering_says_so_and_its_advice_repair
         def broken(dut: object, ident: object) -> None:
             if stop == "ctrl-c":
                 raise KeyboardInterrupt
-            raise DeviceIOError("writing /identity.json failed: the link dropped")
+            raise DeviceIOError("writing /identity.json failed: the link dropped", link_lost=True)
 
         with monkeypatch.context() as patch:
             patch.setattr(provision_module, "write_identity", broken)

@@ -58,7 +58,7 @@ async def test_force_refuses_to_drop_unsent_reports_unless_told(
 
         # Interrupted after registering: the printed repair drops the reports explicitly, and says so.
         def broken(dut: object, ident: object) -> None:
-            raise DeviceIOError("writing /identity.json failed: the link dropped")
+            raise DeviceIOError("writing /identity.json failed: the link dropped", link_lost=True)
 
         with monkeypatch.context() as patch:
             patch.setattr("hil.field.provision.write_identity", broken)
