@@ -66,7 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
         register: Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None] = getattr(module, "register")
         register(sub)
     _add_version(parser, "civicedge " + gateway_version())
+    _add_verbose(parser)
     return parser
+
+
+# The dest of ``-v`` given after the subcommand at depth N (``civicedge gateway -v devices -vv list``):
+# one per depth, so that a nested subcommand's count does not overwrite its parent's; summed by verbosity().
+VERBOSE_AFTER = "verbose_after_"
+
+
+def _add_verbose(parser: argparse.ArgumentParser, depth: int = 0) -> None:
+    """Give every subcommand under ``parser`` the top level's ``-v``/``--verbose``: ``civicedge provision
+    ... -v`` logs as ``civicedge -v provision ...`` does (and both together add up). A subcommand with its
+    own ``-v`` (``gateway run``, which adds it to the top level's) and one that only says which extra it
+    needs (it takes any argument) are left as they are."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in set(action.choices.values()):
+            own = any(option in ("-v", "--verbose") for a in child._actions for option in a.option_strings)
+            if not own and child.get_default("missing_extra") is None:
+                child.add_argument("-v", "--verbose", dest=f"{VERBOSE_AFTER}{depth + 1}", action="count",
+                                   default=argparse.SUPPRESS,
+                                   help="more log detail, as civicedge -v: -v info, -vv civicedge debug, -vvv "
+                                        "debug of the libraries too (default: warnings only)")
+            _add_verbose(child, depth + 1)
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """How many ``-v`` the command line gave, before the subcommand and after it (at any depth)."""
+    return int(getattr(args, "verbose", 0) or 0) + sum(
+        int(value) for name, value in vars(args).items() if name.startswith(VERBOSE_AFTER))
 
 
 def _add_version(parser: argparse.ArgumentParser, text: str) -> None:
@@ -191,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             usage_error_json(list(sys.argv[1:] if argv is None else argv), exc.code)
         raise
+    args.verbose = verbosity(args)  # what gateway run adds its own -v to
     configure_logging(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
