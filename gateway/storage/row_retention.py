@@ -45,6 +45,9 @@ the kinds kept longer that lie between the two cut-offs (bench/retention_pass.py
 ``(kind, w)`` is needed (it would cost every insert, the space, and its build when a large store is opened). The
 whole range is read again by the first pass after another connection wrote the store (as the field part), and
 by the pass after one that left more than :data:`STUCK_MAX` rows of K it could not remove.
+These marks rely on ids never going down (see *Report ids*): any new code that deletes report rows
+must keep the highest-id row, or drop the marks (``Cleared.rows``), or a pass would skip rows stored
+after such a delete.
 """
 
 from __future__ import annotations
