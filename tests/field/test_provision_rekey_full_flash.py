@@ -112,6 +112,11 @@ async def test_a_failed_identity_write_puts_the_registration_back_and_removes_it
         key = bytes.fromhex(json.loads(on_board)["key"])
         _fill_disk(flash)
 
+        # As QA found it (the flash's disk full): refused before registering.
+        rc, out = await run(*prov, "--id", "sl-0070", "--force", "--discard-unsent")
+        assert rc == 2 and "error: the board's filesystem is full (0 KB free" in out, out
+        assert _registered_key(registry, "sl-0070") == key
+
         # The board says it has room (as a board without os.statvfs) but its write fails: the
         # registration is put back.
         monkeypatch.setattr("hil.field.provision.check_identity_room", lambda *_a, **_k: None)
