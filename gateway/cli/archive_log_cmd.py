@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, StorageError
 from gateway.output_guard import OutputRefused, check_output
 from gateway.storage.chain_archive import ArchiveResult, archive_chain, plan
+from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.schema import SCHEMA_VERSION, stored_version
 from gateway.storage.store_files import lock_store, real_store_path, store_writer
 
@@ -112,14 +113,17 @@ def cmd_archive(args: argparse.Namespace) -> int:
         return _error("not_owned", "the report store %s belongs to uid %d, not to this user (uid %d): run archive-log "
                                    "as the gateway's user (sudo -u civicedge ...); nothing was archived"
                                    % (db, owner, os.geteuid()))
-    holder = store_writer(db)
-    if holder is not None:
-        return _running(db, holder)
+    try:  # a restore cut off in its swap: the store may be half old, half restored (as run and backup refuse)
+        check_no_restore_marker(config.data_dir if config is not None else db.parent)
+    except StorageError as exc:
+        return _error(exc.reason, "%s; nothing was archived" % exc)
+    if store_writer(db) is not None:
+        return _running(db, real)
     try:
         lock = lock_store(db, real)
     except StorageError as exc:
         if exc.reason == "in_use":
-            return _running(db, store_writer(db) or "unknown")
+            return _running(db, real)
         return _error(exc.reason, str(exc))
     try:
         result = _archive(args, real)
@@ -149,14 +153,60 @@ def _archive(args: argparse.Namespace, real: Path) -> ArchiveResult:
         conn.close()
 
 
-def _running(db: Path, holder: str) -> int:
-    return _error("in_use", "report store %s is in use by the running gateway (pid %s): archive-log writes the store, "
-                            "which only one process may do; stop the gateway (systemctl stop civicedge-gateway), "
-                            "archive, then start it again; nothing was archived" % (db, holder))
+def _running(db: Path, real: Path) -> int:
+    """Refuse a store whose lock another process holds: a writer (gateway, backup, restore, another archive-log)
+    holds it exclusively, readers (export-log, verify-log's store reads) shared."""
+    lock = real.with_name(real.name + ".lock")
+    writer = store_writer(db)
+    if writer is not None:
+        pid = writer if writer.isdigit() else ""
+        return _error("in_use", "report store %s is in use by another civicedge process (pid %s%s): archive-log writes "
+                                "the store, which only one process may do; a gateway must be stopped (systemctl stop "
+                                "civicedge-gateway), a backup, restore or archive-log be let finish; then archive "
+                                "again; nothing was archived" % (db, writer, _command_of(pid)))
+    readers = [pid for pid in _flock_pids(lock) if pid != str(os.getpid())]
+    shown = ", ".join("pid %s%s" % (pid, _command_of(pid)) for pid in readers[:3]) or "pid unknown"
+    return _error("in_use", "report store %s is being read by another civicedge command (%s; export-log and "
+                            "verify-log hold its lock shared while they read): archive again once it has finished; "
+                            "nothing was archived" % (db, shown))
+
+
+def _command_of(pid: str) -> str:
+    """``": <command line>"`` of process ``pid`` when it can be read, else ""."""
+    if not pid.isdigit():
+        return ""
+    try:
+        raw = Path("/proc", pid, "cmdline").read_bytes()
+    except OSError:
+        return ""
+    text = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    return ": %s" % (text if len(text) <= 120 else text[:117] + "...") if text else ""
+
+
+def _flock_pids(lock: Path) -> list[str]:
+    """The pids holding a flock on the file ``lock``, as /proc/locks lists them (best effort: [] when unknown)."""
+    try:
+        st = os.stat(lock)
+        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":  # "->": a waiter, not a holder
+            continue
+        dev_ino = fields[5].split(":")
+        if len(dev_ino) == 3 and dev_ino[2] == str(st.st_ino) and fields[4] not in pids:
+            pids.append(fields[4])
+    return pids
 
 
 def _report(result: ArchiveResult, output: Path) -> None:
     s = result.summary
+    if result.already is not None:
+        print("note: the store already recorded an archive of the entries up to pos %d with the same head (%s; they "
+              "were put back since): %s is a copy of it, not recorded again" % (result.upto, result.already, output),
+              file=sys.stderr)
     after = " --after %s" % s.after if s.continues else ""
     print("archived %d entries (pos %d to %d), head %s, to %s (sha256 %s)" % (s.count, result.first, result.upto,
                                                                              s.head, output, result.sha256),

@@ -50,8 +50,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     ver.add_argument("--expect-count", type=_count, metavar="N", help="fail unless the log holds exactly N entries")
     ver.add_argument("--after", type=_chain_hash, metavar="HEX",
                      help="fail unless the log continues after this hash: the head of the archive before it "
-                          "(archive-log); a log that starts with a checkpoint line is verified without it too, "
-                          "but only together with the archive ending at that hash does it prove the whole chain")
+                          "(archive-log); a log that starts with a checkpoint line is verified without it too "
+                          "(with a note), but only together with the archive ending at that hash does it prove "
+                          "the whole chain, so with --expect-head or --expect-count it is required")
     ver.add_argument("--allow-empty", action="store_true",
                      help="accept an empty log (what export-log writes for a store with no reports); without it, "
                           "or an expectation (--expect-count, --expect-head) to compare it with, empty input is "
@@ -258,6 +259,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         # entries or the GENESIS head (which only an empty log ends at).
         return _error("empty", "no log entries to verify: the input is empty (did the export fail?); the log of "
                                "a store without reports is empty too: pass --allow-empty (or --expect-count 0)")
+    if summary.continues and args.after is None and expected:
+        # --expect-head/--expect-count only say where the log ends: a log whose oldest entries are missing
+        # must not pass them on its own checkpoint line's word (archive-log's H1 review).
+        return _error("continuation", "the log starts after pos %d, hash %s (its first line is a checkpoint: the "
+                                      "entries before are in an archive, or missing), so --expect-head/--expect-count "
+                                      "cannot prove the chain from its start: give --after <the head of the archive "
+                                      "before it> (verify that archive with verify-log ARCHIVE --expect-head ...)"
+                                      % (summary.after_pos, summary.after))
     mismatch = _mismatch(summary, args)
     if mismatch is not None:
         print("MISMATCH: %s" % mismatch)

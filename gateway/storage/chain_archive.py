@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from gateway.errors import ProvenanceError, StorageError
-from gateway.storage.provenance import CHECKPOINTS_TABLE, ChainSummary, verify_export_summary, write_entries
+from gateway.storage.provenance import (CHECKPOINTS_TABLE, ChainSummary, has_checkpoint, verify_export_summary,
+                                          write_entries)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class ArchiveResult:
     first: int
     upto: int
     sha256: str
+    already: str | None = None  # the file of a checkpoint recorded at ``upto`` before (archived again after a
+    # recovery merge put the entries back): no new row was recorded
+
 
 
 def plan(conn: sqlite3.Connection, *, before: int | None = None, keep: int | None = None) -> tuple[int, int]:
@@ -65,6 +69,10 @@ def plan(conn: sqlite3.Connection, *, before: int | None = None, keep: int | Non
         raise StorageError("the store's provenance chain has gaps (%d entries from pos %d to %d): entries were "
                            "removed other than by archive-log; export-log | verify-log names the first; nothing was "
                            "archived" % (count, first, head), reason="corrupt")
+    if first != 1:
+        start = conn.execute("SELECT prev FROM chain WHERE pos = ?", (first,)).fetchone()[0]
+        if not has_checkpoint(conn, first - 1, start):
+            raise StorageError(_missing_start(conn, first), reason="corrupt")
     if before is not None and before > head:
         raise StorageError("--before %d is past the chain's head entry (pos %d), which always stays in the store "
                            "(the gateway continues the chain from it): give --before %d or less"
@@ -74,7 +82,56 @@ def plan(conn: sqlite3.Connection, *, before: int | None = None, keep: int | Non
         raise StorageError("nothing to archive: the store's chain holds pos %d to %d%s and the head entry stays"
                            % (first, head, "" if first == 1 else " (the entries before were archived)"),
                            reason="nothing_to_archive")
+    _check_recorded(conn, upto)
     return first, upto
+
+
+def _missing_start(conn: sqlite3.Connection, first: int) -> str:
+    """Why a chain starting at pos ``first`` (> 1) with no archive recorded just before it is refused."""
+    cp = conn.execute("SELECT max(pos) FROM chain_checkpoints WHERE pos < ?", (first,)).fetchone() if _has_table(
+        conn) else None
+    after = cp[0] if cp is not None and cp[0] is not None else 0
+    if after == first - 1:  # an archive ends there, but the entry after it does not link to it
+        why = ("its first entry (pos %d) does not link to the archive recorded at pos %d (a different chain, or "
+               "entries replaced)" % (first, after))
+    else:
+        why = ("entries pos %d to %d are missing and no archive records them (%s): they were removed other than "
+               "by archive-log, or lost" % (after + 1, first - 1,
+                                              "the last archive ends at pos %d" % after if after else "none was made"))
+    return ("the store's provenance chain starts at pos %d: %s; export-log | verify-log - names the broken link; "
+            "nothing was archived (an archive would hide the gap)" % (first, why))
+
+
+def _has_table(conn: sqlite3.Connection) -> bool:
+    """Whether the store has the ``chain_checkpoints`` table (a store from before archive-log has not)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain_checkpoints'"
+                        ).fetchone() is not None
+
+
+def _check_recorded(conn: sqlite3.Connection, upto: int) -> None:
+    """Refuse an archive up to ``upto`` when a checkpoint at ``upto`` records another hash than the entry there
+    (a fork); the same hash (its entries put back by a recovery merge, archived again) is fine: the row stays.
+
+    Raises:
+        StorageError: ``corrupt``.
+    """
+    recorded = _recorded(conn, upto)
+    if recorded is None:
+        return
+    here = conn.execute("SELECT hash FROM chain WHERE pos = ?", (upto,)).fetchone()
+    if here is not None and here[0] != recorded[0]:
+        raise StorageError("the store's chain entry at pos %d has hash %s, but the archive recorded at that pos (%s) "
+                           "ends at hash %s: the chain forked from the archived one (entries replaced, or merged from "
+                           "another store); nothing was archived: export-log | verify-log - and verify-log %s say "
+                           "which is sound" % (upto, here[0], recorded[1], recorded[0], recorded[1]), reason="corrupt")
+
+
+def _recorded(conn: sqlite3.Connection, pos: int) -> tuple[str, str] | None:
+    """``(hash, file)`` of the checkpoint recorded at ``pos``, or None."""
+    if not _has_table(conn):
+        return None
+    row = conn.execute("SELECT hash, file FROM chain_checkpoints WHERE pos = ?", (pos,)).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 def archive_chain(conn: sqlite3.Connection, target: Path, *, first: int, upto: int) -> ArchiveResult:
@@ -96,13 +153,13 @@ def archive_chain(conn: sqlite3.Connection, target: Path, *, first: int, upto: i
                            "check the disk, remove the file and archive again" % (target, read_back, summary),
                            reason="write_failed")
     try:
-        _trim(conn, summary, upto, sha256, target)
+        already = _trim(conn, summary, upto, sha256, target)
     except sqlite3.Error as exc:
         raise StorageError("the archive %s is complete (%d entries, head %s, sha256 %s), but removing its entries "
                            "from the store failed: %s; the store was left unchanged (its chain still holds them): "
                            "keep or delete the file and archive again"
                            % (target, summary.count, summary.head, sha256, exc), reason="write_failed") from exc
-    return ArchiveResult(summary=summary, first=first, upto=upto, sha256=sha256)
+    return ArchiveResult(summary=summary, first=first, upto=upto, sha256=sha256, already=already)
 
 
 def _write_file(conn: sqlite3.Connection, target: Path, upto: int) -> ChainSummary:
@@ -119,7 +176,11 @@ def _write_file(conn: sqlite3.Connection, target: Path, upto: int) -> ChainSumma
             os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)
+        except OSError as exc:  # vfat without `quiet` refuses chmod: the file's mode is then the mount's
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
         try:
             os.link(tmp, target)  # fails on an existing file: an archive is never written over
         except FileExistsError:
@@ -177,9 +238,9 @@ def _read_back(target: Path) -> tuple[str, ChainSummary]:
     return digest.hexdigest(), summary
 
 
-def _trim(conn: sqlite3.Connection, summary: ChainSummary, upto: int, sha256: str, target: Path) -> None:
+def _trim(conn: sqlite3.Connection, summary: ChainSummary, upto: int, sha256: str, target: Path) -> str | None:
     """In one transaction: remove the archived entries and record the checkpoint (after a last look that the
-    entries are still those written)."""
+    entries are still those written); return the file of the same checkpoint recorded before, if any."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute("SELECT count(*), (SELECT hash FROM chain WHERE pos = ?) FROM chain WHERE pos <= ?",
@@ -189,10 +250,17 @@ def _trim(conn: sqlite3.Connection, summary: ChainSummary, upto: int, sha256: st
                                         "head %s)" % (row[0], upto, row[1]))
         conn.execute("DELETE FROM chain WHERE pos <= ?", (upto,))
         conn.execute(CHECKPOINTS_TABLE)
-        conn.execute("INSERT INTO chain_checkpoints (pos, hash, count, archived_at, sha256, file) "
-                     "VALUES (?, ?, ?, ?, ?, ?)", (upto, summary.head, summary.count, time.time(), sha256,
-                                                   str(target)))
+        recorded = _recorded(conn, upto)
+        if recorded is None:
+            conn.execute("INSERT INTO chain_checkpoints (pos, hash, count, archived_at, sha256, file) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (upto, summary.head, summary.count, time.time(), sha256,
+                                                       str(target)))
+        elif recorded[0] != summary.head:  # plan() looked; a last look in the transaction that deletes
+            raise sqlite3.DatabaseError("an archive recorded at pos %d ends at hash %s, not %s"
+                                        % (upto, recorded[0], summary.head))
+        # else: the same archive again (its entries put back by a recovery merge): already recorded
         conn.execute("COMMIT")
+        return None if recorded is None else recorded[1]
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

@@ -15,8 +15,11 @@ entries before; ``verify_export_summary(..., after=H)`` checks that a log contin
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -122,17 +125,57 @@ def last_checkpoint(conn: sqlite3.Connection) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+def has_checkpoint(conn: sqlite3.Connection, pos: int, hash_: str) -> bool:
+    """Whether ``chain_checkpoints`` records an archive ending at ``pos`` with the hash ``hash_``: the only
+    reason a store's chain may start after pos 1 (False for a store without that table)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain_checkpoints'").fetchone() is None:
+        return False
+    return conn.execute("SELECT 1 FROM chain_checkpoints WHERE pos = ? AND hash = ?", (pos, hash_)).fetchone() is not None
+
+
+@contextlib.contextmanager
+def one_shot_read(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection for one command's read of the store (:func:`read_only_uri` ``one_shot``), with a
+    shared lock on the store's ``<db>.lock`` held until it is closed.
+
+    An unheld store is read ``immutable=1`` (no -wal/-shm left beside a backup), i.e. without SQLite's
+    locks: a writer that took the store meanwhile (archive-log deleting and checkpointing, a gateway
+    starting) would change the main file under the read, which then reads as damaged. The shared lock makes
+    such a writer's exclusive lock (``lock_store``) fail with ``in_use`` until the read ends. A store held by
+    a writer already (the lock not granted) is read as any reader reads it; a store without a lock file (never
+    opened by a gateway: a copy) is read without one. Nothing is created.
+    """
+    path = Path(db_path).resolve()
+    fd: int | None
+    try:
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # a writer holds it: read_only_uri sees it held and reads as a plain reader
+            os.close(fd)
+            fd = None
+    try:
+        conn = sqlite3.connect(read_only_uri(path, one_shot=True), uri=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def archive_files(db_path: Path) -> list[str]:
     """The archive files ``chain_checkpoints`` records for the store at ``db_path`` (read-only; [] when it has
     none or cannot be read: the caller's own reads of the store say what is wrong)."""
     try:
-        conn = sqlite3.connect(read_only_uri(db_path, one_shot=True), uri=True)
-        try:
+        with one_shot_read(db_path) as conn:
             if last_checkpoint(conn) is None:
                 return []
             return [str(r[0]) for r in conn.execute("SELECT file FROM chain_checkpoints ORDER BY pos")]
-        finally:
-            conn.close()
     except sqlite3.Error:
         return []
 
@@ -201,30 +244,31 @@ def export_chain_summary(db_path: Path, out: IO[str]) -> ChainSummary:
             damaged (SQLITE_CORRUPT / SQLITE_NOTADB: its message, and how far the export got).
         sqlite3.Error: the store cannot be read otherwise (it is opened read-only, never changed).
     """
-    conn = sqlite3.connect(read_only_uri(db_path, one_shot=True), uri=True)
     progress = [0]
     try:
-        return write_entries(conn, out, progress=progress)
+        with one_shot_read(db_path) as conn:
+            return write_entries(conn, out, progress=progress)
     except sqlite3.Error as exc:
         if is_corrupt(exc):
             raise damaged_error(db_path, exc, "reading the provenance chain after %d entries" % progress[0]) from exc
         raise
-    finally:
-        conn.close()
 
 
 def write_entries(conn: sqlite3.Connection, out: IO[str], upto: int | None = None,
                   progress: list[int] | None = None) -> ChainSummary:
     """Write the chain of ``conn`` (up to pos ``upto``) as an export; return its summary as written.
 
-    The first entry not at pos 1 (older entries archived) is preceded by the checkpoint line of the entry
-    before it, ``{"after":{"pos":P,"hash":H}}`` from its pos and ``prev``; a chain whose every entry was
+    The first entry not at pos 1 is preceded by the checkpoint line of the entry before it,
+    ``{"after":{"pos":P,"hash":H}}`` from its pos and ``prev``, only when ``chain_checkpoints`` records that
+    archive (:func:`has_checkpoint`). Oldest entries missing otherwise (removed or lost other than by
+    archive-log) are written as they are, without a checkpoint line, so verifying the export fails at its
+    first line (``prev_mismatch``), as it did before archives existed. A chain whose every entry was
     archived is written as the newest archive's checkpoint line alone (see the module docstring).
     ``progress[0]``, when given, counts the entries written so far (for an error's message).
     """
     count, head, after_pos, after = 0, GENESIS, 0, GENESIS
     for entry in iter_chain(conn, upto):
-        if count == 0 and entry.pos != 1:
+        if count == 0 and entry.pos != 1 and has_checkpoint(conn, entry.pos - 1, entry.prev):
             after_pos, after = entry.pos - 1, entry.prev
             out.write(checkpoint_line(after_pos, after))
         out.write(json.dumps({f: getattr(entry, f) for f in _FIELDS}, separators=(",", ":")) + "\n")
@@ -333,7 +377,9 @@ def _checkpoint(obj: dict[str, object], lineno: int) -> tuple[int, str]:
     value = obj.get("after")
     if (len(obj) != 1 or not isinstance(value, dict) or sorted(value) != ["hash", "pos"]
             or type(value["pos"]) is not int or value["pos"] < 1
-            or not isinstance(value["hash"], str) or not _HEX64.match(value["hash"])):
+            or not isinstance(value["hash"], str) or not _HEX64.match(value["hash"]) or value["hash"] == GENESIS):
+        # GENESIS is no entry's hash: a checkpoint always follows at least one (archived) entry.
         raise ProvenanceError('line %d is not a checkpoint line {"after":{"pos":P,"hash":H}} (P a position from 1, '
-                              'H a 64-digit hex hash) nor a chain entry' % lineno, reason="syntax", line=lineno)
+                              'H the 64-digit hex hash of that entry, not all zeros) nor a chain entry' % lineno,
+                              reason="syntax", line=lineno)
     return value["pos"], value["hash"]
