@@ -17,9 +17,8 @@ from gateway.config import GatewayConfig, default_config
 from gateway.errors import GatewayError, ProvenanceError, StorageError
 from gateway.output_guard import GatewayFiles, OutputRefused, check_output
 from gateway.storage.damage import damaged_error, is_corrupt
-from gateway.storage.provenance import (ChainSummary, archive_files, export_chain_summary,
+from gateway.storage.provenance import (ChainSummary, archive_files, export_chain_summary, one_shot_read,
                                           verify_export_summary)
-from gateway.storage.sqlite_uri import read_only_uri
 
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -85,11 +84,8 @@ def _error(reason: str, message: str) -> int:
 def _store_problem(db: Path) -> tuple[str, str] | None:
     """Return ``(reason, message)`` when ``db`` cannot be exported from, before any output is made."""
     try:
-        conn = sqlite3.connect(read_only_uri(db, one_shot=True), uri=True)
-        try:
+        with one_shot_read(db) as conn:  # <db>.lock held shared: no archive-log deletes under the read
             row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone()
-        finally:
-            conn.close()
     except sqlite3.Error as exc:
         if is_corrupt(exc) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:  # NOTADB: not a store
             return "corrupt", str(damaged_error(db, exc, "reading its schema"))
