@@ -6,6 +6,8 @@ import errno
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,24 @@ def test_archive_log_is_refused_while_an_export_reads_the_store(tmp_path: Path, 
     export_file.write_text(out.getvalue())
     assert verify(export_file, "--expect-count", "10") == 0
     assert archive(db, arc, "--keep", "1") == 0  # the export over, the archive goes ahead
+
+
+def test_a_reader_in_another_process_is_named_with_its_command_line(tmp_path: Path, db: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    code = ("import sys; sys.path[:0] = %r; from pathlib import Path; from gateway.storage.provenance import "
+            "one_shot_read\nwith one_shot_read(Path(%r)) as c:\n    c.execute('SELECT count(*) FROM chain')\n"
+            "    print('reading', flush=True); sys.stdin.read()" % ([str(repo)], str(db)))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "reading\n"
+        arc = tmp_path / "a.jsonl"
+        assert archive(db, arc, "--keep", "1") == 1
+        assert ("error (in_use): report store %s is being read by another civicedge command (pid %d: %s -c import sys"
+                % (db, proc.pid, sys.executable)) in capsys.readouterr().err
+        assert not arc.exists() and len(sql(db, "SELECT pos FROM chain")) == 10
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert archive(db, tmp_path / "a.jsonl", "--keep", "1") == 0
