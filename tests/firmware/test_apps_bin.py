@@ -146,8 +146,10 @@ print(json.dumps([[b["a"] for b in rep.of("alarm")], plan_tilted, plan_upright, 
 """)
     alarms, plan_tilted, plan_upright, tilt_field = res
     assert alarms == [["tip"]]
-    assert plan_tilted == [300000, ["lid"]]
-    assert plan_upright == [300000, ["lid", "tilt"]]
+    # the tip alarm is never acknowledged here: the bin wakes at the next alarm retry slot
+    # (a multiple of 120 s: START + 360, START + 960), before the next reading
+    assert plan_tilted == [50000, ["lid"]]
+    assert plan_upright == [50000, ["lid", "tilt"]]
     assert tilt_field == 1
 
 
@@ -207,7 +209,9 @@ print(json.dumps([slept, app.state["lid"], app.state["next"], [b["a"] for b in r
     assert slept[0] == [300000, ["lid", "tilt"]]
     assert slept[1] == [200000, ["tilt"]]             # lid still open: not armed; reading not yet due
     assert slept[2] == [190000, ["lid", "tilt"]]
-    assert slept[3] == [180000, ["lid"]]              # tipped over: tilt not armed
+    # tipped over: tilt not armed; the alarm waits (no gateway): the next alarm retry slot
+    # (START + 240, on the ALARM_RETRY_S grid) comes before the reading (START + 300)
+    assert slept[3] == [120000, ["lid"]]
     assert lid_count == 2 and next_due == T0 + 300   # 100 s and 110 s: 10 s apart, beyond the 5 s refractory
     assert alarms == [["tip"]]
 
@@ -405,9 +409,11 @@ reading_at(START + 100)""")
 
 def test_a_lid_opening_alone_does_not_start_the_radio(mpy: Mpy) -> None:
     # QA: every lid opening woke the bin, which started its links and sent pending frames at once:
-    # the gateway's received_at then told when the lid was opened. A plain lid wake now only
-    # counts the opening and sleeps; the frames go at the next timer wake. A reading due or an
-    # unacknowledged alarm (fire, tip) still starts the links.
+    # the gateway's received_at then told when the lid was opened. Privacy audit (MEDIUM-1): an
+    # unacknowledged alarm still started the radio at every lid wake. A lid wake now never starts
+    # the links, not with a reading due nor with an alarm waiting; only timer wakes (readings,
+    # alarm retry slots every ALARM_RETRY_S = 120 s on the RTC) and the wake that raises a tip
+    # alarm do.
     res = run_app(mpy, T0, """
 started = []
 slept = []
@@ -428,23 +434,101 @@ out.append(wake(False, START))                  # timer wake: reading due
 lid.v = 1
 out.append(wake(True, START + 100))             # lid: nothing due, frames pending -> radio stays off
 lid.v = 0
-out.append(wake(True, START + 300))             # lid, but the reading is due
+out.append(wake(True, START + 300))             # lid, the reading due: no reading, radio off
+n_read = app.state["tn"]
+out.append(wake(False, START + 300))            # the timer wake that follows at once reads
 tilt.v = 1
 out.append(wake(True, START + 320))             # tipped over: the alarm goes at once
 tilt.v = 0
 lid.v = 1
-out.append(wake(True, START + 330))             # the tip alarm is not acknowledged yet
+out.append(wake(True, START + 330))             # the tip alarm is not acknowledged: radio still off
 lid.v = 0
-out.append(wake(True, START + 340, ack=rep.seq.last))  # the gateway acknowledges it
+out.append(wake(False, START + 360, ack=rep.seq.last))  # alarm retry slot: the gateway acknowledges
 lid.v = 1
-out.append(wake(True, START + 350))             # plain lid opening again
-print(json.dumps([out, app.state["lid"], slept, len(rep.outbox)]))
+out.append(wake(True, START + 370))             # plain lid opening again
+print(json.dumps([out, app.state["lid"], slept, len(rep.outbox), n_read, app.state["tn"]]))
 """)
-    started, lid_count, slept, left = res
-    assert started == [True, False, True, True, True, True, False]
-    assert lid_count == 5                       # every pin wake but the tilt one counts the lid
+    started, lid_count, slept, left, n_before, n_after = res
+    assert started == [True, False, False, True, True, False, True, False]
+    assert lid_count == 4                       # every pin wake but the tilt one counts the lid
     assert slept[1] == 200000                   # the lid wake sleeps until the reading
+    assert slept[2] == 0                        # reading overdue: the timer wake follows at once
+    assert n_after == n_before + 1              # ... and it, not the lid wake, takes the reading
+    assert slept[5] == 30000                    # alarm waiting: the lid wake sleeps to the slot at +360
+    assert slept[7] == 230000                   # alarm acknowledged: back to the reading at +600
     assert left == 0
+
+
+DEEP_SIM = """
+lids = %r          # seconds after START of lid openings
+GW = %r            # the gateway is in range (acknowledges) from START + GW on; None: never
+started = []
+lid_radio = []
+acked = []
+plan = [START]
+def sleeper(ms, pins):
+    plan[0] = clock.time() + ms // 1000      # the timer wake the bin armed
+def wake(by_pin, t):
+    # one deep-sleep wake; the app is built afresh from its state file (the chip resets)
+    global app
+    app = make_app()
+    clock.set_time(t)
+    n = len(started)
+    def pending():
+        if GW is not None and t >= START + GW and len(rep.outbox):
+            gateway_ack(rep.seq.last)
+            if not acked:
+                acked.append(t - START)
+        return len(rep.outbox)
+    drive(app.run_deep(by_pin, pending, sleeper, linger_s=0, start_links=lambda: started.append(t - START)))
+    return len(started) > n
+wake(False, START)                       # first reading (the next at START + 300)
+tilt.v = 1
+wake(True, START + 200)                  # tipped over: tip alarm, no gateway in range
+tilt.v = 0                               # someone puts it upright
+todo = sorted(lids)
+while plan[0] < START + 6 * 3600:
+    if todo and START + todo[0] < plan[0]:
+        lid.v = 1                        # a lid opening before the armed timer
+        lid_radio.append(wake(True, START + todo.pop(0)))
+        lid.v = 0
+    else:
+        wake(False, plan[0])
+print(json.dumps([started, lid_radio, acked, app.state["lid"], [b["a"] for b in rep.of("alarm")]]))
+"""
+
+LIDS = [437, 1111, 3907, 3913, 7777, 14444, 20011]
+
+
+def test_an_unacknowledged_alarm_never_starts_the_radio_at_a_lid_wake(mpy: Mpy) -> None:
+    """Privacy audit MEDIUM-1: a deep-sleeping bin with an unacknowledged tip alarm started BLE at
+    every lid wake, advertising from the second of the opening. Lid openings at arbitrary times
+    while the alarm waits (no gateway): none starts the radio, the radio starts at exactly the
+    same times as without the openings, and the alarm is retried every ALARM_RETRY_S (120 s)."""
+    with_lids = run_app(mpy, T0, DEEP_SIM % (LIDS, None))
+    without = run_app(mpy, T0, DEEP_SIM % ([], None))
+    started, lid_radio, acked, lid_count, alarms = with_lids
+    assert lid_radio == [False] * len(LIDS)
+    assert lid_count == len(LIDS)
+    assert alarms == [["tip"]]
+    assert started == without[0]                 # the radio's times do not depend on the lid
+    assert 200 in started                        # the tip wake itself sends the alarm at once
+    retries = [t for t in started if t > 200]
+    gaps = [b - a for a, b in zip([200] + retries, retries)]
+    assert retries and max(gaps) <= 120          # the alarm is offered at least every 2 minutes
+    assert all(t % 120 == 0 or t % 300 == 0 for t in retries)   # slots and readings only
+    assert not set(started) & set(LIDS)
+
+
+def test_a_waiting_alarm_reaches_a_returning_gateway_within_a_retry_slot(mpy: Mpy) -> None:
+    # the gateway comes back at an arbitrary second; the alarm goes at the next timer wake (a
+    # retry slot), at most ALARM_RETRY_S later, never at a lid wake, however many openings
+    gw = 5000 + 77
+    started, lid_radio, acked, lid_count, alarms = run_app(mpy, T0, DEEP_SIM % (LIDS, gw))
+    assert lid_radio == [False] * len(LIDS)
+    assert len(acked) == 1 and gw <= acked[0] <= gw + 120 and acked[0] in started
+    # acknowledged: no more retry slots, only the readings (every 300 s)
+    assert all(t % 300 == 0 for t in started if t > acked[0])
 
 
 WAKE = """
@@ -497,8 +581,8 @@ print(json.dumps([out, [b["t"] for b in rep.sent], alarm, saved, rep.outbox.pend
 
 
 def test_an_alarm_flag_saved_by_older_firmware_waits_for_an_empty_outbox(mpy: Mpy) -> None:
-    # Older firmware saved "alarm": true (no seq): it still loads, and keeps starting the radio at
-    # lid wakes until the outbox is empty, as that firmware did.
+    # Older firmware saved "alarm": true (no seq): it still loads, and the bin retries it at the
+    # alarm retry slots (timer wakes, never at a lid wake) until the outbox is empty.
     res = run_app(mpy, T0, WAKE + """
 atomic.makedirs("/state")
 atomic.write(STATE, json.dumps({"next": START + 3000, "alarm": True}).encode())
@@ -506,16 +590,22 @@ rep.report("win", START - 900, 900, {"temp": 20})
 loaded = make_app().state["alarm"]
 out = []
 lid.v = 1
-out.append(wake(True, START + 10))              # alarm unsent, seq unknown: radio on
-out.append(wake(True, START + 20, ack=rep.seq.last))  # the outbox empties: flag cleared
+out.append(wake(True, START + 10))              # alarm unsent, seq unknown: still no radio at a lid
+lid.v = 0
+out.append(wake(False, START + 120))            # the retry slot: radio on, no gateway
+out.append(wake(False, START + 240, ack=rep.seq.last))  # the outbox empties: flag cleared
 kept = json.loads(atomic.read(STATE))["alarm"]
-out.append(wake(True, START + 30))              # plain lid opening: radio off
-print(json.dumps([loaded, out, kept]))
+lid.v = 1
+out.append(wake(True, START + 250))             # plain lid opening: radio off
+print(json.dumps([loaded, out, kept, app.sleep_plan()[0]]))
 """)
-    loaded, started, kept = res
+    loaded, started, kept, plan_ms = res
     assert loaded is True
-    assert started == [True, True, False]
+    assert started == [False, True, True, False]
     assert kept is False
+    # no alarm: straight to the reading, which the first wake brought forward to one interval
+    # (START + 310: next further than interval_s, as after a clock set back) and kept
+    assert plan_ms == 60000
 
 
 DEPOSIT_DAY = """

@@ -28,6 +28,10 @@ from civic.store import atomic
 PING_GAP_MS = 60  # let the previous ping's echoes die out
 WATCH_S = 60  # reading interval while a fire may be starting
 WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
+# An unacknowledged alarm is sent again at timer wakes on a fixed grid of the RTC (multiples of
+# this, UTC), never at a lid wake: the grid does not depend on when the lid was opened, and an
+# alarm waits at most this long (plus the gateway's scan) once a gateway is in range.
+ALARM_RETRY_S = 120
 
 
 def fresh_state():
@@ -106,7 +110,7 @@ class BinApp(AppBase):
 
     def _alarm(self, codes, now_s, m=None):
         # The latest alarm's seq is kept until the outbox no longer holds it (acknowledged):
-        # until then a lid wake still starts the radio. ACKs are cumulative and the cap drops
+        # until then the bin wakes on the alarm retry grid (ALARM_RETRY_S). ACKs are cumulative and the cap drops
         # alarms oldest first, so an earlier alarm is gone from the outbox when this one is.
         s = AppBase._alarm(self, codes, now_s, m)
         if s is not None:
@@ -303,30 +307,41 @@ class BinApp(AppBase):
         tilt counts as a lid opening.
 
         Returns:
-            True if this wake needs the radio (a reading is due, or an alarm waits to be sent);
-            False for a plain lid opening, after which the bin sleeps again with the radio off:
-            frames sent now would tell the gateway when the lid was opened.
+            True only if this wake raised a tip alarm (its time is in the alarm itself). Any other
+            pin wake (a lid opening) never starts the radio, not even with a reading due or an
+            alarm unacknowledged: radio or adverts starting then would tell any scanner, and the
+            gateway's ``received_at``, when the lid was opened. Readings and alarm retries happen
+            at timer wakes (:meth:`sleep_plan`), whose times never depend on a lid opening.
         """
         now = self.clock.time()
         tilted = self.tilt.active()
         if self.lid.active() or not tilted:
             self.lid_opened(now)
+        before = self.alarms
         self.tip_check(now, tilted)
         self.alarm_waits()  # an alarm acknowledged at an earlier wake no longer needs the radio
         self.save()
-        return self.needs_radio()
+        return self.alarms != before
 
-    def needs_radio(self):
-        """Whether this wake must start the links: a reading is due or an alarm is unacknowledged."""
-        return self.due() or bool(self.state["alarm"])
+    def alarm_retry_s(self):
+        """Seconds from now to the next alarm retry slot (a multiple of ``ALARM_RETRY_S`` on the
+        RTC, 1..ALARM_RETRY_S away), or None if no alarm waits."""
+        if not self.state["alarm"]:
+            return None
+        return ALARM_RETRY_S - self.clock.time() % ALARM_RETRY_S
 
     def sleep_plan(self):
-        """``(ms until the next reading, io names to arm as wake sources)``.
+        """``(ms until the next timer wake, io names to arm as wake sources)``.
 
-        A switch that is active now (lid left open, bin lying on its side) is not armed:
-        a level wake would fire again at once and drain the battery.
+        The next timer wake is the next reading, or the next alarm retry slot if an alarm waits
+        and the slot comes first. A switch that is active now (lid left open, bin lying on its
+        side) is not armed: a level wake would fire again at once and drain the battery.
         """
-        ms = max(0, self._next_s()) * 1000
+        s = max(0, self._next_s())
+        r = self.alarm_retry_s()
+        if r is not None and r < s:
+            s = r
+        ms = s * 1000
         pins = []
         for name in self.wake_names:
             sw = self.lid if name == "lid" else self.tilt if name == "tilt" else None
@@ -354,9 +369,14 @@ class BinApp(AppBase):
             sleeper: callable(ms, io_names) that arms the wake pins and deep-sleeps (does not
                 return on a board; the simulator resets the board after the time).
             linger_s: longest time to stay awake for the gateway to collect the reports.
-            start_links: callable starting the links, called only when the wake needs the
-                radio (not for a plain lid opening; see :meth:`on_pin_wake`).
+            start_links: callable starting the links, called at timer wakes (a reading due,
+                an alarm retry slot) and at a wake that raised a tip alarm; never for a lid
+                opening (see :meth:`on_pin_wake`).
         """
+        n = self.state["next"]
+        self._next_s()  # a reading planned too far ahead (clock set back) is brought forward ...
+        if n != self.state["next"] and not woke_by_pin:
+            self.save()  # ... and kept: frequent wakes (alarm retries) must not push it on for ever
         if not woke_by_pin or self.on_pin_wake():
             if start_links is not None:
                 start_links()
