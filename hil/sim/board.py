@@ -26,7 +26,9 @@ from typing import Any, Callable
 
 from hil.boards import BoardDefinition, load_board
 from hil.sim.errors import FlashError, SimError, StimulusError
-from hil.sim.flash import IDENTITY_FILE, identity_id, install_firmware, provision_identity
+from hil.sim.flash import (
+    IDENTITY_FILE, FlashLock, check_flash_kind, identity_id, install_firmware, lock_flash, provision_identity,
+)
 from hil.sim.host import SimHost
 from hil.sim import console_registry
 from hil.sim.pty_bridge import PtyBridge
@@ -81,13 +83,16 @@ class VirtualBoard:
         paced: pace the data UART at the board's baud rate (False: unthrottled).
         radio_url: virtual BLE radio to put the board's peripheral on (boards with BLE).
         heap_bytes: MicroPython heap.
+        check_kind: refuse a flash that holds the identity of another kind, or (without ``install``)
+            firmware for another kind (``FlashKindError``), as ``civicedge sim up`` does. Off by default:
+            a test may simulate a board flashed or provisioned for another kind on purpose.
     """
 
     def __init__(self, board: str | Path | BoardDefinition, *, device_id: str | None = None,
                  flash_dir: str | Path | None = None, host: SimHost | None = None, speed: float | None = 1.0,
                  seed: int | str | None = None, start_ms: int | None = None, install: bool = True,
                  paced: bool = True, radio_url: str | None = None, heap_bytes: int = 512 * 1024,
-                 zone: str = "sim", lat: str = "0.0", lon: str = "0.0") -> None:
+                 zone: str = "sim", lat: str = "0.0", lon: str = "0.0", check_kind: bool = False) -> None:
         self.definition = board if isinstance(board, BoardDefinition) else load_board(board)
         self.config: dict[str, Any] = self.definition.to_device_config()
         self.name: str = self.definition.name
@@ -96,12 +101,13 @@ class VirtualBoard:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if flash_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"civicedge-{self.device_id}-")
-            flash_dir = self._tmp.name
+            flash_dir = Path(self._tmp.name) / "flash"  # its lock file goes next to it, inside the temp dir
         self.flash_dir = Path(flash_dir).resolve()
         self._own_host = host is None
         self.host = host or SimHost(speed=speed, start_ms=start_ms)
         self.seed = seed
         self.install = install
+        self.check_kind = check_kind
         self.paced = paced
         self.radio_url = radio_url
         self.heap_bytes = heap_bytes
@@ -117,6 +123,8 @@ class VirtualBoard:
         self.boots = 0
         self._listeners: dict[str, list[Callable[[str], Any]]] = {}
         self._console_waiters: list[asyncio.Event] = []
+        self._flash_lock: FlashLock | None = None
+        self._created = False
         self.started = False
 
     # ------------------------------------------------------------------ properties
@@ -157,12 +165,49 @@ class VirtualBoard:
                 "pid": self.host.pid}
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        """Prepare the flash, open the ptys, boot the board (boot.py, main.py) and attach BLE.
+    def claim_flash(self) -> None:
+        """Lock the flash directory for this board until :meth:`stop` and, with ``check_kind``, check
+        it may run on it (:meth:`start` does it too; call it first to refuse before anything else starts).
 
         Raises:
-            SimHostError: the Node host failed; FlashError: the flash cannot be prepared.
+            FlashInUseError: another board holds the flash. FlashKindError (``check_kind``): the flash
+                holds another board kind's identity (or, with ``install=False``, firmware). FlashError:
+                the lock file cannot be created.
         """
+        if self._flash_lock is not None:
+            return
+        lock = lock_flash(self.flash_dir)
+        try:
+            if self.check_kind:
+                check_flash_kind(self.flash_dir, board=self.name, kind=str(self.config["kind"]), install=self.install)
+        except BaseException:
+            lock.release()
+            raise
+        self._flash_lock = lock
+
+    def _release_flash(self) -> None:
+        lock, self._flash_lock = self._flash_lock, None
+        if lock is not None:
+            lock.release()
+
+    async def start(self) -> None:
+        """Lock and prepare the flash, open the ptys, boot the board (boot.py, main.py) and attach BLE.
+
+        Raises:
+            SimHostError: the Node host failed; FlashError: the flash cannot be prepared (FlashInUseError:
+                another board runs on it; FlashKindError, with ``check_kind``: it holds another kind's
+                identity or firmware).
+        """
+        self.claim_flash()
+        self._created = False
+        try:
+            await self._start()
+        except BaseException:
+            if not self._created:  # no board was asked to run on the flash: the next one may have it
+                self._release_flash()
+            raise
+
+    async def _start(self) -> None:
         try:
             self.flash_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -187,6 +232,7 @@ class VirtualBoard:
         opts = board_host_options(self.config, flash=self.flash_dir, seed=self.seed, heap_bytes=self.heap_bytes)
         if self.radio_url and "ble" in self.config.get("links", {}):
             self._attach_ble()
+        self._created = True  # from here the Node host may write to the flash until stop()
         await self.host.request({"op": "create", "board": self.device_id, "opts": opts}, timeout_s=120)
         self.started = True
         if self.ble_bridge is not None:
@@ -222,6 +268,7 @@ class VirtualBoard:
         for bridge in (self.console, self.data):
             if bridge is not None:
                 await bridge.close()
+        self._release_flash()  # the Node host no longer writes to it
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -133,7 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     up.add_argument("--id", type=_device_id,
                     help="device id (provisions /identity.json with a random key if missing; default: the id the "
                          "flash's identity holds, else an unprovisioned board named vb-<random>)")
-    up.add_argument("--flash", type=Path, help="flash directory (default: a temporary directory)")
+    up.add_argument("--flash", type=Path, help="flash directory, locked while the board runs: one board at a time, "
+                                               "of the kind whose identity it holds (default: a temporary directory)")
     up.add_argument("--stimuli", type=_stimuli_file,
                     help="stimuli file (TOML) with values, timelines and faults (default: none)")
     up.set_defaults(func=_cmd_up)
@@ -213,10 +214,12 @@ async def _up(args: argparse.Namespace) -> int:
         plan = load_stimuli(args.stimuli, BoardIo(load_board(args.board).to_device_config()), int(time.time() * 1000))
         start_ms = plan.start_ms
     host = SimHost(speed=args.speed, start_ms=start_ms)
-    await host.start()
     board = VirtualBoard(args.board, device_id=args.id, flash_dir=args.flash, host=host, seed=args.seed,
-                         install=not args.no_install, paced=not args.unthrottled, radio_url=args.radio)
+                         install=not args.no_install, paced=not args.unthrottled, radio_url=args.radio,
+                         check_kind=True)
     try:
+        board.claim_flash()  # refused (another board on the flash, another kind's) before Node starts
+        await host.start()
         await board.start()
         if args.stimuli is not None:
             await board.load_stimuli(args.stimuli)
@@ -234,7 +237,7 @@ async def _fleet(args: argparse.Namespace) -> int:
     stop = _stop_event()
     fleet = Fleet(args.board, count=args.count, id_prefix=args.id_prefix, flash_root=args.flash_root,
                   processes=args.processes, speed=args.speed, seed=args.seed, start_ms=args.start,
-                  install=not args.no_install, paced=not args.unthrottled, radio_url=args.radio)
+                  install=not args.no_install, paced=not args.unthrottled, radio_url=args.radio, check_kind=True)
     try:
         await fleet.start(on_board=lambda b: _print(args, b.info()))
         await stop.wait()
@@ -244,8 +247,13 @@ async def _fleet(args: argparse.Namespace) -> int:
 
 
 def _run(coro_fn: Any, args: argparse.Namespace) -> int:
+    from hil.sim.errors import FlashInUseError, FlashKindError
+
     try:
         return int(asyncio.run(coro_fn(args)))
+    except (FlashInUseError, FlashKindError) as exc:  # refused before a board started on the flash
+        print(f"civicedge sim {args.sim_command}: {exc}", file=sys.stderr)
+        return 2
     except HilError as exc:
         print(f"civicedge sim: {exc}", file=sys.stderr)
         return 1
@@ -268,6 +276,14 @@ def _check_inputs(args: argparse.Namespace, command: str) -> int | None:
         if held is not None and held != args.id:
             print(f"civicedge sim up: --id {args.id}: the flash {args.flash} already holds the identity of {held}, "
                   f"which the board runs as; drop --id, or give another --flash", file=sys.stderr)
+            return 2
+    if command == "up" and args.flash is not None:
+        from hil.sim.flash import flash_kind_problem
+
+        problem = flash_kind_problem(Path(args.flash).resolve(), board=board.name, kind=board.kind,
+                                     install=not args.no_install)
+        if problem is not None:
+            print(f"civicedge sim up: --flash: {problem}", file=sys.stderr)
             return 2
     stimuli = getattr(args, "stimuli", None)
     if stimuli is not None:

@@ -23,3 +23,11 @@ class StimulusError(SimError):
 
 class FlashError(SimError):
     """The flash directory cannot be prepared (``details``: path)."""
+
+
+class FlashInUseError(FlashError):
+    """Another virtual board holds the flash directory's lock (``details``: path, holder_pid)."""
+
+
+class FlashKindError(FlashError):
+    """The flash directory holds another board kind's identity or firmware (``details``: path, kind)."""

@@ -18,13 +18,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gateway.pid_lock import LockHeld, take_pid_lock
 from gateway.resources import firmware_dir
 from hil.field.device_policy import DevicePolicyError
-from hil.sim.errors import FlashError
+from hil.sim.errors import FlashError, FlashInUseError, FlashKindError
+from hil.workdir import lock_path
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
+BOARD_FILE = "board.json"
 
 
 def install_firmware(flash: Path, device_config: dict[str, Any], *, source: Path | None = None) -> None:
@@ -46,6 +49,10 @@ def install_firmware(flash: Path, device_config: dict[str, Any], *, source: Path
             dest = flash / device_path.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
+            if dest.suffix == ".py":
+                # As `flash --source` does: a compiled twin left by an earlier `flash` (X.mpy next to
+                # X.py) is removed, so the flash holds one firmware, not two.
+                dest.with_suffix(".mpy").unlink(missing_ok=True)
             manifest[device_path] = digest
         board = json.dumps(device_config, separators=(",", ":")).encode()
         (flash / "board.json").write_bytes(board)
@@ -115,3 +122,110 @@ def provision_identity(flash: Path, *, device_id: str, kind: str, zone: str = "s
         raise FlashError(f"cannot write {path}: {exc}", path=str(path)) from exc
     logger.info("provisioned virtual board %s (identity at %s)", device_id, path)
     return path
+
+
+class FlashLock:
+    """The lock :func:`lock_flash` took; :meth:`release` removes its file and releases it."""
+
+    def __init__(self, flash: Path, path: Path, fd: int) -> None:
+        self.flash = flash
+        self.path = path
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        """True until :meth:`release`."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Remove the lock file, then release the lock (safe to call more than once).
+
+        Removed while still held, so no other board can hold it then; one that opened it before
+        finds, once it has the lock, that the file is no longer at its path and tries again.
+        """
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:  # left in place: harmless, the next board locks it
+            logger.info("cannot remove %s: %s", self.path, exc)
+        os.close(fd)
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def lock_flash(flash: Path) -> FlashLock:
+    """Take the exclusive lock of flash directory ``flash`` (resolved) for a board's life.
+
+    Two boards on one flash would share its seq counter, outbox and key (a seq used twice) and
+    install over each other's firmware. The lock is the work directories' (:func:`hil.workdir.lock_path`,
+    :func:`gateway.pid_lock.take_pid_lock`): an ``flock`` on ``.<name>.lock`` next to the directory
+    naming its holder's pid, released by the kernel when the holder dies, so a crashed board never
+    blocks the next one. Unlike a work directory's, the file is removed on release (a flash root of a
+    fleet is not left with a lock file per board).
+
+    Raises:
+        FlashInUseError: another board (``holder_pid``) holds it.
+        FlashError: the lock file cannot be created.
+    """
+    lock = lock_path(flash)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = take_pid_lock(lock, mode=0o644)
+            if _same_file(lock, fd):
+                return FlashLock(flash, lock, fd)
+            os.close(fd)  # its holder removed it as it released it: this lock locks nothing
+    except LockHeld as held:
+        holder = held.holder
+        raise FlashInUseError(f"the flash {flash} is in use by another virtual board (pid {holder or '?'}); "
+                              "stop that board first, or use another flash directory", path=str(flash),
+                              holder_pid=int(holder) if holder.isdigit() else None) from None
+    except OSError as exc:
+        raise FlashError(f"cannot lock the flash {flash} ({lock}): {exc.strerror or exc}", path=str(flash)) from exc
+    raise FlashError(f"cannot lock the flash {flash}: its lock file {lock} keeps being replaced", path=str(flash))
+
+
+def _json_doc(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def flash_kind_problem(flash: Path, *, board: str, kind: str, install: bool) -> str | None:
+    """Why a ``board`` (of ``kind``) may not run on ``flash``, or None when it may.
+
+    An identity of another kind is always refused: it is a device the gateway registered as that
+    kind, and installing firmware does not change it. Firmware installed for another kind
+    (``/board.json``) is refused only without ``install``: installing writes this board's over it.
+    """
+    identity = _json_doc(flash / IDENTITY_FILE)
+    held = identity.get("kind")
+    if isinstance(held, str) and held and held != kind:
+        return (f"the flash {flash} holds the identity of {identity.get('id') or '?'}, a {held} board, not a {kind} "
+                f"board ({board}); use another flash directory for {board}")
+    if not install:
+        firmware = _json_doc(flash / BOARD_FILE)
+        held = firmware.get("kind")
+        if isinstance(held, str) and held and held != kind:
+            return (f"the flash {flash} holds the firmware of a {held} board ({firmware.get('name') or '?'}), not "
+                    f"of a {kind} board ({board}); install {board}'s firmware over it (without --no-install, "
+                    "install=True), or use another flash directory")
+    return None
+
+
+def check_flash_kind(flash: Path, *, board: str, kind: str, install: bool) -> None:
+    """Raise :class:`FlashKindError` with :func:`flash_kind_problem`'s reason, if there is one."""
+    problem = flash_kind_problem(flash, board=board, kind=kind, install=install)
+    if problem is not None:
+        raise FlashKindError(problem, path=str(flash), kind=kind)

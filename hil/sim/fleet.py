@@ -28,14 +28,16 @@ class Fleet:
         processes: Node processes (None: ``os.cpu_count()``).
         speed, seed, start_ms, install, paced, radio_url, heap_bytes: as for :class:`VirtualBoard`.
         concurrency: boards booting at once per host.
+        check_kind: each board refuses a flash of another kind (:class:`VirtualBoard`).
     """
 
     def __init__(self, board: str | Path, *, count: int, id_prefix: str = "vb", flash_root: Path | None = None,
                  processes: int | None = None, speed: float | None = 1.0, seed: int | str | None = None,
                  start_ms: int | None = None, install: bool = True, paced: bool = True,
                  radio_url: str | None = None, heap_bytes: int = 256 * 1024, concurrency: int = 4,
-                 provision: bool = True) -> None:
+                 provision: bool = True, check_kind: bool = False) -> None:
         self.provision = provision
+        self.check_kind = check_kind
         self.board = board
         self.count = count
         self.id_prefix = id_prefix
@@ -61,7 +63,7 @@ class Fleet:
                                             flash_dir=self.flash_root / dev,
                                             host=self.hosts[i % len(self.hosts)], seed=self.seed,
                                             install=self.install, paced=self.paced, radio_url=self.radio_url,
-                                            heap_bytes=self.heap_bytes))
+                                            heap_bytes=self.heap_bytes, check_kind=self.check_kind))
 
         async def worker(boards: list[VirtualBoard]) -> None:
             for b in boards:
