@@ -283,8 +283,9 @@ def test_a_deleted_ledger_fails_closed_while_the_high_water_file_is_there(flash_
 
 
 def test_a_damaged_high_water_file_alone_changes_nothing(flash_run: Callable[..., Any], tmp_path: Path) -> None:
-    """While the ledger is readable it alone decides; the next grant rewrites the high-water file.
-    A power loss after the high-water write and before the ledger's leaves the ledger in charge."""
+    """A damaged high-water file beside a readable ledger: the ledger decides; the next grant rewrites
+    the high-water file. A power loss after the high-water write and before the ledger's: the later
+    values win, so the cut grant counts as spent (nothing was released; at most its epsilon is lost)."""
     flash = tmp_path / "flash"
     assert _spend(flash_run, flash, [("mot", 500, D)]) == ["True"]
     _damage(flash / "ledger.json.hw")
@@ -301,4 +302,52 @@ def test_a_damaged_high_water_file_alone_changes_nothing(flash_run: Callable[...
         f"L.spend('mot', 500, {D + 2 * DAY})\n"
     )
     assert flash_run(code, flash, expect_error=True).error is not None
-    assert _spend(flash_run, flash, [("mot", 2000, D + 2 * DAY)]) == ["True"]
+    assert _spend(flash_run, flash, [("mot", 2000, D + 2 * DAY), ("mot", 1500, D + 2 * DAY + 1),
+                                     ("mot", 1, D + 2 * DAY + 2)]) == ["False", "True", "False"]
+
+
+def _copy(flash: Path, src: str, dst: str) -> None:
+    (flash / dst).write_bytes((flash / src).read_bytes())
+
+
+def test_an_older_ledger_copied_back_beside_a_newer_high_water_file_reopens_nothing(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """Privacy audit LOW-2: an older valid /ledger.json copied back while the newer high-water file
+    survived decided alone, so periods released since could be released again (fresh noise: a
+    listener averages them). The later of the two files' values now win: day, spend, period ends."""
+    flash = tmp_path / "flash"
+    assert _spend_periods(flash_run, flash, [(D + H6, D)]) == ["True"]          # 00-06 h, at 06 h
+    _copy(flash, "ledger.json", "old.json")
+    assert _spend_periods(flash_run, flash, [(D + 2 * H6, D + H6)]) == ["True"]  # 06-12 h, at 12 h
+    _copy(flash, "old.json", "ledger.json")                                      # the older ledger back
+    # the 06-12 h period again (the audit's probe: it was granted), and the 00-06 h one
+    assert _spend_periods(flash_run, flash, [(D + 2 * H6 + 30, D + H6), (D + 2 * H6 + 40, D)]) == ["False", "False"]
+    # the day's spend is the newer file's too: 1000 of 2000 spent, so two more releases fit, not three
+    assert _spend_periods(flash_run, flash, [(D + 3 * H6, D + 2 * H6), (D + 4 * H6 - 10, D + 3 * H6)]) == [
+        "True", "True"]
+    _copy(flash, "old.json", "ledger.json")
+    code = SETUP + f"print(L.remaining('mot', {D + 4 * H6 - 5}), L.spend('mot', 1, {D + 4 * H6 - 5}))\n"
+    assert flash_run(code, flash).stdout.split() == ["0", "False"]
+    # a later day in the newer file: that day and its spend, not the older file's day
+    assert _spend_periods(flash_run, flash, [(D + DAY + H6, D + DAY)]) == ["True"]
+    _copy(flash, "old.json", "ledger.json")
+    code = SETUP + (f"print(L.latest_day, L.remaining('mot', {D + DAY + H6 + 9}), "
+                    f"L.spend('mot', 500, {D + DAY + H6 + 9}, {D + DAY}, {D + DAY + H6}))\n")
+    assert flash_run(code, flash).stdout.split() == [str(D // DAY + 1), "1500", "False"]
+
+
+def test_a_high_water_file_of_older_firmware_ahead_of_the_ledger_fails_closed(
+        flash_run: Callable[..., Any], tmp_path: Path) -> None:
+    """A high-water file without a spend (older firmware) ahead of the ledger: its day's spend is
+    unknown, so the day counts as spent; one level with the ledger changes nothing."""
+    flash = tmp_path / "flash"
+    assert _spend_periods(flash_run, flash, [(D + H6, D)]) == ["True"]
+    (flash / "ledger.json.hw").unlink()
+    code = SETUP + (
+        "from civic.store import atomic\nimport json\n"
+        f"atomic.write('/flash/ledger.json.hw', json.dumps({{'day': {D // DAY}, 'last': {{'mot': {D + H6}}}}}).encode())\n"
+        f"print(Ledger('/flash/ledger.json', {{'mot': 2000}}).remaining('mot', {D + H6 + 5}))\n"
+        f"atomic.write('/flash/ledger.json.hw', json.dumps({{'day': {D // DAY}, 'last': {{'mot': {D + 2 * H6}}}}}).encode())\n"
+        f"print(Ledger('/flash/ledger.json', {{'mot': 2000}}).remaining('mot', {D + H6 + 5}))\n"
+    )
+    assert flash_run(code, flash).stdout.split() == ["1500", "0"]

@@ -16,12 +16,17 @@ has seen and what each field spent on it. Rules:
   A reset between a release and the app saving its own state, or a clock set back, cannot
   release one period twice with fresh noise.
 
-The high-water file (``path + ".hw"``) holds the latest day and the period ends again, written
-atomically *before* the ledger at every save: it is never behind the ledger. The ledger alone
-decides while it is readable; when it is damaged or missing but the high-water file survives, the
-fail-closed day is the later of the high-water day and today, and its period ends still refuse
-those periods. Only with both gone (or both damaged) does the fail-closed rule cover just the day
-the clock shows when the damage is found.
+The high-water file (``path + ".hw"``) holds the same state again (latest day, that day's spend,
+period ends), written atomically *before* the ledger at every save: it is never behind the ledger.
+While both are readable the later values win: the later day (with that file's spend), per field the
+larger spend on a common day and the later period end. An older ledger copied back beside a newer
+high-water file therefore reopens nothing, and a power loss between the two writes counts the cut
+grant as spent (nothing was released; at most that grant's epsilon is lost). A high-water file
+written by older firmware has no spend: when it is ahead of the ledger, its day fails closed. When
+the ledger is damaged or missing but the high-water file survives, the fail-closed day is the later
+of the high-water day and today, and its period ends still refuse those periods. Only with both gone
+(or both damaged) does the fail-closed rule cover just the day the clock shows when the damage is
+found.
 """
 
 import json
@@ -76,14 +81,16 @@ class Ledger:
         self._spent = {}
         self._last = {}  # field -> end (unix s) of the last period released
         state = self._read(path, True)
+        hw = self._read(path + HW_SUFFIX, False)
         if state:
             self._day = state["day"]
             self._spent = state["spent"]
             self._last = state["last"]
+            if hw:
+                self._later(hw)
             return
         # ledger damaged (False) or missing (None); a missing one is damage too when the
         # high-water file (written before it) is there
-        hw = self._read(path + HW_SUFFIX, False)
         if state is None and hw is None:
             return  # nothing ever written: a fresh ledger
         self._corrupt = True
@@ -91,9 +98,36 @@ class Ledger:
             self._day = hw["day"]
             self._last = hw["last"]
 
+    def _later(self, hw):
+        """Take the later of the ledger's and the high-water file's values (both readable).
+
+        The high-water file is written first, so it is ahead after a power loss between the two
+        writes, or when an older ledger was copied back over a newer one (privacy audit LOW-2:
+        the older copy alone decided and released periods again)."""
+        behind = False
+        last = self._last
+        for f, end in hw["last"].items():
+            if end > last.get(f, 0):
+                last[f] = end
+                behind = True
+        spent = hw["spent"]
+        if hw["day"] > self._day:
+            self._day = hw["day"]
+            self._spent = {} if spent is None else spent
+            behind = True
+        elif hw["day"] == self._day and spent is not None:
+            for f, v in spent.items():
+                if v > self._spent.get(f, 0):
+                    self._spent[f] = v
+        if behind and spent is None:
+            self._corrupt = True  # older firmware's high-water file: its day's spend is unknown
+
     @staticmethod
     def _read(path, with_spent):
-        """The file's state (dict), None if absent, False if damaged or unreadable."""
+        """The file's state (dict), None if absent, False if damaged or unreadable.
+
+        ``with_spent``: the spend is required (the ledger); otherwise it is optional and None when
+        absent (a high-water file written by older firmware)."""
         try:
             raw = atomic.read(path)
         except atomic.CorruptFile:
@@ -103,8 +137,10 @@ class Ledger:
         try:
             doc = json.loads(raw)
             state = {"day": _int(doc["day"]), "last": _ints(doc.get("last", {}))}
-            if with_spent:
+            if with_spent or "spent" in doc:
                 state["spent"] = _ints(doc["spent"])
+            else:
+                state["spent"] = None
             return state
         except (ValueError, KeyError, TypeError):
             return False
@@ -139,8 +175,9 @@ class Ledger:
 
     def _save(self):
         # the high-water file first: after a power loss between the two it is ahead, never behind
-        atomic.write(self.path + HW_SUFFIX, json.dumps({"day": self._day, "last": self._last}).encode())
-        atomic.write(self.path, json.dumps({"day": self._day, "spent": self._spent, "last": self._last}).encode())
+        raw = json.dumps({"day": self._day, "spent": self._spent, "last": self._last}).encode()
+        atomic.write(self.path + HW_SUFFIX, raw)
+        atomic.write(self.path, raw)
 
     def remaining(self, field, now_s):
         """Milli-epsilon ``field`` may still spend on the day of ``now_s`` (0 if refused)."""
