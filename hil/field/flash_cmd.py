@@ -33,7 +33,7 @@ from hil.field.errors import (
 )
 from hil.field.esp_flash import FlashStep, execute_flash, plan_flash
 from hil.field.firmware_copy import copy_firmware, firmware_version, read_manifest, verify_manifest
-from hil.field.firmware_restart import START_WATCH_S, restart_quietly, restart_step, watch_start
+from hil.field.firmware_restart import START_WATCH_S, restart, restart_step, watch_start
 from hil.field.identity import Identity
 from hil.field.ports import check_port_available, require_port
 
@@ -114,16 +114,21 @@ def _flash(args: argparse.Namespace) -> int:
                     done.writing_started = done.writing_started or copying
                     step(name)
 
+                def on_copied(copied: int, to_copy: int) -> None:
+                    done.to_copy, done.copied = to_copy, copied
+                    step.count(copied, to_copy)
+
                 try:
                     step("check the board")
                     check_definition_fits(read_board_facts(dut), definition, port=args.port)
                     try:
                         result = copy_firmware(dut, board_config=definition.to_device_config(), source_only=args.source,
-                                               on_progress=on_progress, on_copied=step.count)
+                                               on_progress=on_progress, on_copied=on_copied)
                     except BoardFullError as exc:
                         raise BoardFullError(f"{exc}: {_flash_command(args)}", **exc.details) from None
                 except BaseException as exc:
-                    _after_failed_flash(dut, args, copying=copying, interrupted=isinstance(exc, KeyboardInterrupt))
+                    _after_failed_flash(dut, args, copying=copying, interrupted=isinstance(exc, KeyboardInterrupt),
+                                        done=done)
                     raise
                 identity, damaged = _identity_after_flash(dut)
                 restarted, fatal = False, None
@@ -195,18 +200,25 @@ def _identity_after_flash(dut: Dut) -> tuple[Identity | None, bool]:
         return None, True
 
 
-def _after_failed_flash(dut: Dut, args: argparse.Namespace, *, copying: bool, interrupted: bool) -> None:
-    """A refused or failed ``flash`` restarts the firmware it stopped, unless it left it incomplete.
+def _after_failed_flash(dut: Dut, args: argparse.Namespace, *, copying: bool, interrupted: bool,
+                        done: "_FlashProgress | None" = None) -> None:
+    """A refused, failed or interrupted ``flash`` restarts the firmware it stopped, unless it left it incomplete.
 
-    Before the copy started nothing on the board changed: the firmware runs again as before (a street
-    light must not stay dark until its watchdog resets it). After, only firmware whose files still
-    all match its ``/firmware.json`` is restarted; broken code is not started, and that is said. A dead
-    link is noticed within seconds (not after the retries of a manifest check) and said as such: whether
-    the firmware is whole cannot be told then.
+    Before the copy started, or when an interrupted copy had found every file up to date (0 to copy),
+    nothing of the firmware changed: it runs again as before (a street light must not stay dark until its watchdog
+    resets it). After, only firmware whose files still all match its ``/firmware.json`` is restarted;
+    broken code is not started, and that is said. An interrupted copy is checked so only when it had
+    not replaced a file yet (it may have removed the other mode's twins); after that it is incomplete.
+    A dead link is noticed within seconds (not after the retries of a manifest check) and said as such:
+    whether the firmware is whole cannot be told then. ``done`` gets whether the firmware was found
+    intact and restarted (for the interruption's message).
     """
-    intact = not copying
+    done = done if done is not None else _FlashProgress()
+    # An interrupted sync that had nothing to copy changed no file (a failed one is checked: its verify
+    # may have failed on a file that changed under it).
+    intact = not copying or (interrupted and done.to_copy == 0)
     unknown = False
-    if copying and not interrupted:
+    if not intact and (not interrupted or not done.copied):
         try:
             if not _link_answers(dut):
                 raise DeviceIOError(f"no answer on {args.port}", port=args.port)
@@ -217,7 +229,13 @@ def _after_failed_flash(dut: Dut, args: argparse.Namespace, *, copying: bool, in
             log.info("cannot tell whether the firmware on %s is intact: %s", args.port, exc)
             unknown = True
     if intact:
-        restart_quietly(dut, port=args.port, timeout_s=args.repl_timeout)
+        done.firmware_intact = True
+        try:
+            restart(dut, args.repl_timeout)
+            done.firmware_restarted = True
+            log.info("firmware on %s restarted", args.port)
+        except HilError as exc:
+            say(f"warning: could not restart the firmware: {exc}")
     elif unknown:
         say(f"could not check the firmware on {args.port} (link lost), so it was not restarted; once the board "
             f"answers again, re-run to repair it: {_flash_command(args)}")
@@ -278,6 +296,10 @@ class _FlashProgress:
 
     erase_started: bool = False
     writing_started: bool = False  # esptool erased or wrote, or the firmware copy changed a file
+    to_copy: int | None = None  # files the copy's sync found differing (None: it had not hashed them yet)
+    copied: int = 0  # of those, written
+    firmware_intact: bool = False  # a failed or interrupted copy left the firmware whole (nothing of it changed)
+    firmware_restarted: bool = False  # ... and restarted it
 
 
 def _flash_command(args: argparse.Namespace) -> str:
@@ -311,6 +333,14 @@ def _interrupted(args: argparse.Namespace, done: _FlashProgress) -> Iterator[Non
         if not done.writing_started:
             say("interrupted: nothing was written to the board (its MicroPython, firmware and identity are as "
                 f"they were); re-run: {_flash_command(args)}")
+            raise
+        if done.firmware_intact and not done.erase_started:
+            mp = "" if args.firmware_only else "MicroPython was written; "
+            restarted = ("the firmware is intact and was restarted" if done.firmware_restarted else
+                         "the firmware is intact but could not be restarted (press RESET)")
+            counted = "" if done.to_copy is None else f" ({done.copied} of {done.to_copy} copied)"
+            say(f"interrupted: {mp}no firmware file on the board was changed{counted}: {restarted}; its identity, "
+                f"if any, is kept; re-run to update it: {_flash_command(args)}")
             raise
         written = "firmware" if args.firmware_only else "MicroPython or firmware"
         if done.erase_started:
