@@ -16,10 +16,8 @@ entries before; ``verify_export_summary(..., after=H)`` checks that a log contin
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from typing import IO, Iterable, Iterator
 
 from gateway.errors import ProvenanceError, StorageError
 from gateway.storage.damage import damaged_error, is_corrupt
-from gateway.storage.sqlite_uri import read_only_uri
+from gateway.storage.sqlite_uri import ReadHold
 
 GENESIS = "0" * 64
 _FIELDS = ("pos", "device", "seq", "gateway", "digest", "prev", "hash")
@@ -135,37 +133,20 @@ def has_checkpoint(conn: sqlite3.Connection, pos: int, hash_: str) -> bool:
 
 @contextlib.contextmanager
 def one_shot_read(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection for one command's read of the store (:func:`read_only_uri` ``one_shot``), with a
-    shared lock on the store's ``<db>.lock`` held until it is closed.
+    """A read-only connection for one command's read of the store, with a shared lock on the store's
+    ``<db>.lock`` held until it is closed (:class:`gateway.storage.sqlite_uri.ReadHold`, which also chooses
+    the URI: ``immutable=1`` only while the hold is kept, or for a store without a lock file).
 
-    An unheld store is read ``immutable=1`` (no -wal/-shm left beside a backup), i.e. without SQLite's
-    locks: a writer that took the store meanwhile (archive-log deleting and checkpointing, a gateway
-    starting) would change the main file under the read, which then reads as damaged. The shared lock makes
-    such a writer's exclusive lock (``lock_store``) fail with ``in_use`` until the read ends. A store held by
-    a writer already (the lock not granted) is read as any reader reads it; a store without a lock file (never
-    opened by a gateway: a copy) is read without one. Nothing is created.
+    A writer that would take the store meanwhile (archive-log deleting and checkpointing, a gateway
+    starting) is refused ``in_use`` until the read ends. A store held by a writer already (the lock not
+    granted) is read as any reader reads it, even if that writer stops before the open. Nothing is created.
     """
-    path = Path(db_path).resolve()
-    fd: int | None
-    try:
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
-    except OSError:
-        fd = None
-    if fd is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:  # a writer holds it: read_only_uri sees it held and reads as a plain reader
-            os.close(fd)
-            fd = None
-    try:
-        conn = sqlite3.connect(read_only_uri(path, one_shot=True), uri=True)
+    with ReadHold(db_path) as hold:
+        conn = sqlite3.connect(hold.uri, uri=True)
         try:
             yield conn
         finally:
             conn.close()
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def archive_files(db_path: Path) -> list[str]:

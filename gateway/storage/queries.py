@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from gateway.errors import StorageError
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
-from gateway.storage.sqlite_uri import read_only_uri
+from gateway.storage.sqlite_uri import ReadHold, read_only_uri
 from gateway.storage.statement_clock import CLOCK_EVERY_STEPS, StatementClock
 from gateway.storage.statement_clock import STATEMENT_LIMIT_S as STATEMENT_LIMIT_S
 
@@ -389,8 +389,10 @@ class ReportQueries:
         statement_limit_s: the longest one statement may run (:data:`STATEMENT_LIMIT_S`); a statement
             running longer is interrupted, so its snapshot no longer holds the store's write-ahead log,
             and the read fails ``read_timeout``. None: no limit.
-        one_shot: closed right after a command's reads (``routes plan``): a store no gateway holds is
-            then read without leaving a ``-wal``/``-shm`` beside it (:func:`gateway.storage.sqlite_uri.read_only_uri`).
+        one_shot: closed right after a command's reads (``routes plan``): the store's ``<db>.lock`` is held
+            shared until :meth:`close` (:class:`gateway.storage.sqlite_uri.ReadHold`), so no gateway can
+            start on it meanwhile, and a store no writer held is read ``immutable=1``, without leaving a
+            ``-wal``/``-shm`` beside it; a store a writer holds is read as any reader reads it.
 
     Attributes:
         damage: the first damage a read met (:class:`gateway.storage.damage.StoreDamage`).
@@ -407,9 +409,11 @@ class ReportQueries:
         self.db_path = Path(db_path)
         self.statement_limit_s = statement_limit_s
         self.damage = damage if damage is not None else StoreDamage()
-        self._one_shot = one_shot
         if not self.db_path.is_file():
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
+        # One decision for every thread's connection: immutable only while the shared hold is kept.
+        self._hold = ReadHold(self.db_path) if one_shot else None
+        self._uri = self._hold.uri if self._hold is not None else read_only_uri(self.db_path)
         self._local = threading.local()
         self._lock = threading.Lock()
         # Every thread's connection, with the lock its thread holds while a statement runs.
@@ -420,14 +424,22 @@ class ReportQueries:
         try:
             self._open()
         except sqlite3.Error as exc:
+            self._release_hold()
             if is_corrupt(exc):
                 raise self._damaged(exc, "opening it") from exc
             raise StorageError("cannot read report store %s: %s" % (self.db_path, exc), reason="open_failed") from exc
+        except BaseException:
+            self._release_hold()
+            raise
+
+    def _release_hold(self) -> None:
+        """Give up a one-shot read's shared hold on ``<db>.lock`` (its connections closed first)."""
+        if self._hold is not None:
+            self._hold.release()
 
     def _open(self) -> tuple[sqlite3.Connection, threading.Lock]:
         """Open this thread's read-only connection (sqlite connections are not shared between threads)."""
-        conn = sqlite3.connect(read_only_uri(self.db_path, one_shot=self._one_shot), uri=True,
-                               check_same_thread=False)
+        conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("SELECT 1 FROM reports LIMIT 1")
@@ -524,6 +536,7 @@ class ReportQueries:
             self._clocks = {}
         for conn, _ in conns:
             conn.interrupt()
+        left_open = False
         for conn, in_use in conns:
             if in_use.acquire(timeout=_CLOSE_WAIT_S):
                 try:
@@ -531,8 +544,11 @@ class ReportQueries:
                 finally:
                     in_use.release()
             else:
+                left_open = True
                 log.warning("a read of %s did not stop within %.0f s; its connection is left open",
                             self.db_path, _CLOSE_WAIT_S)
+        if not left_open:  # an immutable read still open keeps the hold (released when the process ends)
+            self._release_hold()
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._reading() as conn:

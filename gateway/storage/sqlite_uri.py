@@ -19,31 +19,85 @@ def read_only_uri(db_path: Path | str, *, one_shot: bool = False) -> str:
 
     Args:
         db_path: The store file.
-        one_shot: A command's read, its connection closed before it does anything else (``export-log``,
-            ``verify-log``, ``routes plan --db``): a store that no gateway holds (its ``<db>.lock`` is not
-            locked: :func:`store_is_held`) and whose ``-wal`` holds nothing is opened ``immutable=1``
-            wherever it is, so SQLite leaves no empty ``-wal`` and ``-shm`` beside it (a backup's store
-            stays as ``civicedge gateway restore`` accepts it). A held store (a gateway writing it, its
-            main file changing at each checkpoint) and a ``-wal`` with content are read as any reader
-            reads them. Not for a connection kept open: a gateway started afterwards would write under it.
+        one_shot: The caller made sure no writer can take the store for the life of the connection: it holds
+            the store's ``<db>.lock`` shared, or the store has no lock file (see :class:`ReadHold`, the one
+            place that decides it). A store whose ``-wal`` holds nothing is then opened ``immutable=1``
+            wherever it is, so SQLite leaves no empty ``-wal`` and ``-shm`` beside it (a backup's store stays
+            as ``civicedge gateway restore`` accepts it). Never pass True on the strength of a lock test made
+            without keeping the lock: a gateway starting after the test would write under the read.
     """
     path = Path(db_path).resolve()
     uri = path.as_uri() + "?mode=ro"
     if _frozen(path):
         uri += "&immutable=1"
-    elif one_shot and _wal_size(path) == 0 and store_is_held(path) is False:
+    elif one_shot and _wal_size(path) == 0:
         uri += "&immutable=1"
     return uri
+
+
+class ReadHold:
+    """A shared hold on the store's single-writer lock (``<db>.lock``) for a command's one-shot read, and the
+    URI that read uses (:attr:`uri`): the one helper behind ``export-log``/``verify-log``
+    (:func:`gateway.storage.provenance.one_shot_read`) and ``routes plan`` (``ReportQueries(one_shot=True)``).
+
+    An unheld store is read ``immutable=1`` (no ``-wal``/``-shm`` left beside a backup's store), i.e.
+    without SQLite's locks: a writer taking the store meanwhile (a gateway starting, archive-log deleting
+    and checkpointing) would change the main file under the read, which then reads wrong counts or as
+    damaged. While this hold is kept, such a writer's exclusive lock (``lock_store``, ``take_pid_lock``)
+    is refused (``in_use``), so the read may be immutable. The decision is made once, here, from whether
+    the hold was granted: when it was not (a writer holds the lock, or the lock file cannot be opened) the
+    read is a plain read-only one, even if the writer has stopped since. A store without a lock file
+    (never opened by a gateway: a copy) is read immutable without a hold; a gateway started on it during
+    the read would create the lock file then. Nothing is created. Release with :meth:`release` (or use it
+    as a context manager) after the read's connections are closed.
+    """
+
+    def __init__(self, db_path: Path | str) -> None:
+        path = Path(db_path).resolve()
+        self.path = path
+        self._fd: int | None = None
+        #: True: this process holds the lock shared; False: not held (a writer has it, or it cannot be opened);
+        #: None: there is no lock file.
+        self.granted: bool | None
+        try:
+            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self.granted = None
+        except OSError:
+            self.granted = False
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with a holder's LOCK_EX, even in this process
+            except OSError:
+                os.close(fd)
+                self.granted = False
+            else:
+                self._fd = fd
+                self.granted = True
+        self.uri = read_only_uri(path, one_shot=self.granted is not False)
+
+    def release(self) -> None:
+        """Give up the shared lock (after the read's connections are closed); idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> "ReadHold":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def store_is_held(db_path: Path | str) -> bool | None:
     """Whether a process holds the single-writer lock (``<db>.lock``) of the store ``db_path``: a gateway,
     or a backup, restore or archive-log at work (None when this user cannot tell: a lock file it
     cannot open). No lock file: False. Creates nothing; :func:`gateway.pid_lock.lock_holder` as a yes/no
-    that tells "cannot tell" apart."""
+    that tells "cannot tell" apart. A snapshot: a read relying on the store staying unheld keeps a
+    :class:`ReadHold` instead."""
     path = Path(db_path).resolve()
     try:
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     except OSError:

@@ -20,7 +20,7 @@ from conftest import make_env
 
 from gateway.storage import ReportRecord, ReportStore
 from gateway.storage.provenance import export_chain_summary
-from gateway.storage.sqlite_uri import read_only_uri, store_is_held
+from gateway.storage.sqlite_uri import ReadHold, read_only_uri, store_is_held
 from hil.cli.main import main
 
 
@@ -64,6 +64,12 @@ def test_export_log_and_routes_plan_on_a_backup_leave_it_restorable(tmp_path: Pa
     assert main(["gateway", "restore", str(bk), "--config", str(cfg)]) == 0, capsys.readouterr().err
 
 
+def _one_shot_uri(db: Path) -> str:
+    """The URI a one-shot read of ``db`` chooses (its hold released right after)."""
+    with ReadHold(db) as hold:
+        return hold.uri
+
+
 def test_a_held_store_is_read_with_its_wal_and_a_free_one_immutable(tmp_path: Path) -> None:
     """The one-shot read's choice: immutable only for a store no gateway holds with nothing in its -wal."""
     db = tmp_path / "reports.sqlite"
@@ -71,7 +77,7 @@ def test_a_held_store_is_read_with_its_wal_and_a_free_one_immutable(tmp_path: Pa
     try:
         store.insert_batch([record(s, time.time()) for s in range(1, 4)])
         assert store_is_held(db) is True  # the lock of a store open in this very process is seen too
-        assert read_only_uri(db, one_shot=True) == db.resolve().as_uri() + "?mode=ro"
+        assert _one_shot_uri(db) == db.resolve().as_uri() + "?mode=ro"
         # the live store's commits, still in its -wal, are read
         assert export_chain_summary(db, io.StringIO()).count == 3
         store.insert_batch([record(4, time.time())])
@@ -79,15 +85,15 @@ def test_a_held_store_is_read_with_its_wal_and_a_free_one_immutable(tmp_path: Pa
     finally:
         store.close()
     assert store_is_held(db) is False
-    assert read_only_uri(db, one_shot=True) == db.resolve().as_uri() + "?mode=ro&immutable=1"
+    assert _one_shot_uri(db) == db.resolve().as_uri() + "?mode=ro&immutable=1"
     assert read_only_uri(db) == db.resolve().as_uri() + "?mode=ro"  # a kept connection: as before
     (tmp_path / "reports.sqlite-wal").write_bytes(b"\0" * 32)  # a killed gateway's commits: read with them
-    assert read_only_uri(db, one_shot=True) == db.resolve().as_uri() + "?mode=ro"
+    assert _one_shot_uri(db) == db.resolve().as_uri() + "?mode=ro"
     os.unlink(tmp_path / "reports.sqlite-wal")
     (tmp_path / "reports.sqlite.lock").chmod(0)
     if os.geteuid() != 0:  # root opens it all the same
         assert store_is_held(db) is None  # cannot tell: not read immutable
-        assert read_only_uri(db, one_shot=True) == db.resolve().as_uri() + "?mode=ro"
+        assert _one_shot_uri(db) == db.resolve().as_uri() + "?mode=ro"
 
 
 def test_restore_accepts_what_a_reader_left_beside_the_backups_store_but_no_wal_with_content(
