@@ -116,6 +116,7 @@ class Backup:
     token: str | None = None
     others: list[dict[str, Any]] = field(default_factory=list)
     left_by_readers: list[str] = field(default_factory=list)  # an empty -wal, a -shm: tolerated, not restored
+    listed: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (size, SHA-256) from MANIFEST.json
 
 
 @dataclass
@@ -207,6 +208,7 @@ def check_backup(path: Path) -> Backup:
             raise RestoreError("%s is a symlink: a backup holds copies only" % (path / "keys"), reason="bad_backup",
                                path=path / "keys")
         _check_file(path / name, entry)
+        backup.listed[name] = (entry["size"], entry["sha256"])
         what = entry["what"]
         if what == "report store":
             backup.store = name
@@ -437,7 +439,7 @@ def _stage_store(config: GatewayConfig, backup: Backup, real: Path, stamp: str, 
     places: list[tuple[Path, Path]] = []
     tmp_store = real.with_name(".%s.restore-%s" % (real.name, stamp))
     staged.append(tmp_store)
-    _copy(b / backup.store, tmp_store, owner_of=real)
+    _copy(b / backup.store, tmp_store, owner_of=real, listed=backup.listed[backup.store])
     result.recorded = _record(tmp_store, backup, result)
     result.reports, result.newest = _count(tmp_store)
     places.append((tmp_store, real))
@@ -483,9 +485,10 @@ def _stage_registry(config: GatewayConfig, backup: Backup, reg_dir: Path,
     b = backup.path
     _mkdir(reg_dir, owner_of=config.registry_dir)
     _mkdir(reg_dir / "keys", owner_of=config.registry_dir / "keys")
-    _copy(b / backup.registry, reg_dir / "devices.sqlite", owner_of=config.registry_dir / "devices.sqlite")
+    _copy(b / backup.registry, reg_dir / "devices.sqlite", owner_of=config.registry_dir / "devices.sqlite",
+          listed=backup.listed[backup.registry])
     for name in backup.keys:
-        _copy(b / name, reg_dir / name, owner_of=config.registry_dir / name)
+        _copy(b / name, reg_dir / name, owner_of=config.registry_dir / name, listed=backup.listed[name])
     if current is None:
         return [], []
     try:
@@ -512,7 +515,7 @@ def _stage_small(config: GatewayConfig, backup: Backup, stamp: str, result: Rest
     if backup.retention is not None:
         tmp = retention.with_name(".%s.restore-%s" % (RETENTION_FILE, stamp))
         staged.append(tmp)
-        _copy(b / backup.retention, tmp, owner_of=retention)
+        _copy(b / backup.retention, tmp, owner_of=retention, listed=backup.listed[backup.retention])
         places.append((tmp, retention))
     elif os.path.lexists(retention):
         result.notes.append("the backup has no retention.json (retention was the policy's then): the current one is "
@@ -525,7 +528,7 @@ def _stage_small(config: GatewayConfig, backup: Backup, stamp: str, result: Rest
         else:
             tmp = token.with_name(".%s.restore-%s" % (token.name, stamp))
             staged.append(tmp)
-            _copy(b / backup.token, tmp, owner_of=token)
+            _copy(b / backup.token, tmp, owner_of=token, listed=backup.listed[backup.token])
             places.append((tmp, token))
     for entry in backup.others:
         src = Path(str(entry.get("source", "")))
@@ -656,8 +659,21 @@ def _chown(fd_or_path: int | Path, owner_of: Path) -> None:
         os.chown(fd_or_path, *owner, follow_symlinks=False)
 
 
-def _copy(src: Path, dst: Path, *, owner_of: Path) -> None:
-    """Copy ``src`` into the new file ``dst``: 0600, owned as ``owner_of``, synced."""
+def _copy(src: Path, dst: Path, *, owner_of: Path, listed: tuple[int, str]) -> None:
+    """Copy ``src`` into the new file ``dst``: 0600, owned as ``owner_of``, synced; what was copied must have
+    ``listed``'s size and SHA-256 (MANIFEST.json's).
+
+    :func:`check_backup` checked the file earlier, but a backup may change between that check and this copy (an
+    operator's ``sqlite3`` session left open on the backup's store shows as the empty ``-wal`` and ``-shm`` restore
+    tolerates, and its commit or last close checkpoints into the file), so the bytes copied are hashed as they are
+    read. Every copy is staged before anything is swapped into place (:func:`_swap`), so a mismatch here
+    leaves the gateway's files as they were.
+
+    Raises:
+        RestoreError: ``checksum_mismatch`` (the backup changed during the restore), or an OS error's reason.
+    """
+    digest = hashlib.sha256()
+    size = 0
     try:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -665,6 +681,8 @@ def _copy(src: Path, dst: Path, *, owner_of: Path) -> None:
             _chown(fd, owner_of)
             with open(src, "rb") as fin:
                 for chunk in iter(lambda: fin.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
@@ -674,6 +692,13 @@ def _copy(src: Path, dst: Path, *, owner_of: Path) -> None:
     except OSError as exc:
         raise RestoreError("cannot copy %s to %s: %s; nothing was changed" % (src, dst, exc.strerror or exc),
                            reason=_os_reason(exc), path=dst) from exc
+    if (size, digest.hexdigest()) != listed:
+        raise RestoreError("the backup changed during the restore: %s no longer matches MANIFEST.json (size %d, listed "
+                           "%d; SHA-256 %s, listed %s), a program wrote it after it was checked (an sqlite3 session "
+                           "still open on the backup?); nothing was restored: end that program, check the backup "
+                           "(it is no longer the one made) and restore again"
+                           % (src, size, listed[0], digest.hexdigest()[:16] + "...", listed[1][:16] + "..."),
+                           reason="checksum_mismatch", path=src)
 
 
 def _mkdir(path: Path, *, owner_of: Path) -> None:
