@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, StorageError
 from gateway.output_guard import OutputRefused, check_output
 from gateway.storage.chain_archive import ArchiveResult, archive_chain, plan
+from gateway.storage.lock_holders import flock_pids as _flock_pids  # moved: store_files and restore use it too
 from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.schema import SCHEMA_VERSION, stored_version
 from gateway.storage.store_files import lock_store, real_store_path, store_writer
@@ -181,24 +182,6 @@ def _command_of(pid: str) -> str:
         return ""
     text = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
     return ": %s" % (text if len(text) <= 120 else text[:117] + "...") if text else ""
-
-
-def _flock_pids(lock: Path) -> list[str]:
-    """The pids holding a flock on the file ``lock``, as /proc/locks lists them (best effort: [] when unknown)."""
-    try:
-        st = os.stat(lock)
-        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
-    except OSError:
-        return []
-    pids = []
-    for line in lines:
-        fields = line.split()
-        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":  # "->": a waiter, not a holder
-            continue
-        dev_ino = fields[5].split(":")
-        if len(dev_ino) == 3 and dev_ino[2] == str(st.st_ino) and fields[4] not in pids:
-            pids.append(fields[4])
-    return pids
 
 
 def _report(result: ArchiveResult, output: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from gateway.config import GatewayConfig
 from gateway.config.model import MqttConfig
 from gateway.errors import RegistryError, StorageError, TransportError
-from gateway.pid_lock import lock_holder
+from gateway.storage.lock_holders import flocks
 from gateway.storage.sqlite_uri import open_for_check, read_only_uri, wal_has_content
 from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.store_devices import check_registry_present
@@ -273,7 +273,8 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
                 if exc.errno == errno.EADDRINUSE and holder is not None and _listens_on(holder, port):
                     return "in use by the running gateway (pid %s)" % holder
                 gateway = _gateway_listening(port) if exc.errno == errno.EADDRINUSE and holder is None else None
-                if gateway is not None and not _held_store_locks(gateway):
+                stores = _held_store_locks(gateway) if gateway is not None else []
+                if gateway is not None and not stores:
                     # A release before 0.2.0 takes no lock file, so the store names no holder: the check
                     # before an upgrade runs while that gateway still serves (docs/upgrading.md, step 4).
                     return ("in use by a civicedge gateway (pid %s) that holds no store lock: an older release;"
@@ -281,7 +282,7 @@ def check_http_port(listen: str, port: int, holder: str | None) -> str:
                 by = " (by another process; free it or set [http] port)"
                 if gateway is not None:  # a current gateway on another store (a demo left running): run fails
                     by = " (by another civicedge gateway, pid %s, on the store %s; stop it or set [http] port)" % (
-                        gateway, ", ".join(str(s) for s in _held_store_locks(gateway)))
+                        gateway, ", ".join(stores))
                 raise TransportError("cannot serve HTTP on %s: %s%s" % (
                     host_port(listen, port), exc.strerror, "" if exc.errno != errno.EADDRINUSE else by),
                     reason="open_failed", link="http") from exc
@@ -326,25 +327,37 @@ def _gateway_listening(port: int) -> str | None:
     return None
 
 
-def _held_store_locks(pid: str) -> list[Path]:
+def _held_store_locks(pid: str) -> list[str]:
     """The stores whose single-writer lock (``<db>.lock``, :func:`gateway.storage.store_files.lock_store`)
-    process ``pid`` holds: a lock file it has open that is locked and names it (empty when none, or when
-    /proc does not let this user see its descriptors)."""
-    stores = []
+    process ``pid`` holds, for a message: each a lock file it has open that the kernel lists as its exclusive
+    ``flock`` (``/proc/locks``, matched by inode), named as ``/proc/PID/fd`` shows it with control characters
+    escaped (a newline in a path must not break the one-line error). Empty when none, or when /proc does not
+    let this user see its descriptors.
+
+    Not the pid text in the lock file, nor the file reopened by its name: a gateway in another pid namespace
+    (a container) writes its own pid there ("1"), its file name may be another mount namespace's or deleted,
+    and opening a name could block (a FIFO named ``*.lock``). ``stat`` on ``/proc/PID/fd/N`` reaches the open
+    file itself without opening anything."""
+    exclusive = {f.inode for f in flocks() if f.write and f.pid == pid}
+    if not exclusive:
+        return []
     try:
         fds = os.listdir("/proc/%s/fd" % pid)
     except OSError:
         return []
+    stores = set()
     for fd in fds:
         try:
             target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+            st = os.stat("/proc/%s/fd/%s" % (pid, fd))
         except OSError:
             continue
-        if not target.startswith("/") or not target.endswith(".lock"):
-            continue  # a socket, a pipe, a deleted file ("... (deleted)"), or no lock file
-        if lock_holder(Path(target)) == pid:
-            stores.append(Path(target[:-len(".lock")]))
-    return sorted(set(stores))
+        name = target[:-len(" (deleted)")] if target.endswith(" (deleted)") else target
+        if not name.startswith("/") or not name.endswith(".lock") or st.st_ino not in exclusive:
+            continue  # a socket, a pipe, another lock (not a store's), a lock it does not hold
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name[:-len(".lock")])
+        stores.add(shown + (" (its lock file deleted)" if name != target else ""))
+    return sorted(stores)
 
 
 def _listening_inodes(port: int) -> set[str]:
