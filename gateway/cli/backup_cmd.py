@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.pid_lock import LockHeld, take_pid_lock
+from gateway.storage.lock_holders import flock_pids
 from gateway.private_dirs import fsync_dir, mkdir_private
 from gateway.storage.damage import damaged_error, is_corrupt, primary_code, sqlite_message
 from gateway.storage.restore_marker import check_no_restore_marker
@@ -362,6 +364,12 @@ def _lock_stopped(real: Path) -> tuple[int | None, str | None]:
     try:
         fd = take_pid_lock(lock_path, mode=0o600)
     except LockHeld as held:
+        if not flock_pids(lock_path, write=True) and flock_pids(lock_path, write=False):
+            # Only readers (export-log, routes plan) hold it, shared: no gateway runs, and the pid text in the
+            # file is its last writer's, stale. Share their hold: it keeps a gateway out as well.
+            shared = _lock_shared(lock_path)
+            if shared is not None:
+                return shared, None
         return None, held.holder or "unknown"
     except OSError:
         return None, None
@@ -373,6 +381,20 @@ def _lock_stopped(real: Path) -> tuple[int | None, str | None]:
         except OSError:
             pass
     return fd, None
+
+
+def _lock_shared(lock_path: Path) -> int | None:
+    """A descriptor holding ``lock_path`` shared, or None when a writer has it (or it cannot be opened)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _identity(real: Path) -> list[tuple[int, int, int, int] | None]:

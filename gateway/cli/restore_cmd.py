@@ -34,7 +34,7 @@ from gateway.cli.restore_registry import Current, LiveLock, carry_over, fingerpr
 from gateway.private_dirs import mkdir_private
 from gateway.registry import Registry
 from gateway.storage.schema import SCHEMA_VERSION, stored_version
-from gateway.storage.store_files import lock_store, real_store_path, store_writer
+from gateway.storage.store_files import lock_store, real_store_path, store_readers, store_writer
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "civicedge-gateway-backup/1"  # as gateway.cli.backup_cmd.FORMAT
@@ -358,7 +358,13 @@ def restore(config: GatewayConfig, backup_dir: Path, *, other_gateway: bool = Fa
         lock = lock_store(store, real)
     except GatewayError as exc:
         if exc.reason == "in_use":
-            raise _running(store, store_writer(store) or "unknown") from None
+            writer = store_writer(store)
+            readers = store_readers(store) if writer is None else None
+            if readers is not None:  # held shared only: no gateway, a one-shot read (export-log, routes plan)
+                raise RestoreError("report store %s is being read by another civicedge command (%s), which holds its "
+                                   "lock shared while it reads: restore again when it ends; nothing was changed"
+                                   % (store, readers), reason="in_use", path=store) from None
+            raise _running(store, writer or "unknown") from None
         raise
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     staged: list[Path] = []

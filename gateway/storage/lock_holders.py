@@ -69,8 +69,8 @@ def command_of(pid: str) -> str:
     return ": %s" % (text if len(text) <= 120 else text[:117] + "...") if text else ""
 
 
-def readers_text(lock: Path) -> str:
-    """``pid N: <command line>`` of up to three processes holding ``lock`` shared (not this one), or
-    ``pid unknown``."""
-    readers = [pid for pid in flock_pids(lock, write=False) if pid != str(os.getpid())]
+def readers_text(lock: Path, *, include_self: bool = False) -> str:
+    """``pid N: <command line>`` of up to three processes holding ``lock`` shared (this one only with
+    ``include_self``), or ``pid unknown``."""
+    readers = [pid for pid in flock_pids(lock, write=False) if include_self or pid != str(os.getpid())]
     return ", ".join("pid %s%s" % (pid, command_of(pid)) for pid in readers[:3]) or "pid unknown"

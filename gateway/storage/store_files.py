@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from gateway.errors import StorageError
 from gateway.pid_lock import LockHeld, lock_holder, take_pid_lock
+from gateway.storage.lock_holders import flock_pids, readers_text
 from gateway.private_dirs import mkdir_private
 
 
@@ -596,11 +597,31 @@ def _shown(path: Path, real: Path) -> str:
 
 
 def _in_use(path: Path, holder: str) -> StorageError:
+    """The ``in_use`` error for a store whose single-writer lock could not be taken; ``holder`` is the pid text
+    in the lock file, which names its last writer and may be stale: a store only read (its lock held shared)
+    is said to be read, and a writer is named by the pid the kernel gives (:mod:`gateway.storage.lock_holders`)."""
+    shown = _shown(path, real_store_path(path))
+    readers = store_readers(path)
+    if readers is not None:
+        return StorageError("report store %s is being read by another civicedge command (%s), which holds its lock "
+                            "shared while it reads (export-log, verify-log, routes plan, a backup); start again when "
+                            "it ends" % (shown, readers), reason="in_use")
+    writers = flock_pids(_lock_file(real_store_path(path)), write=True)
+    pid = writers[0] if writers else holder or "unknown"
     # The holder is a gateway, or a `civicedge gateway backup` copying the store while no gateway runs.
     return StorageError("report store %s is in use by another gateway or a running civicedge gateway backup "
                         "(pid %s); stop the gateway first (a backup ends by itself: start again after it), or give "
-                        "this one its own [storage] path" % (_shown(path, real_store_path(path)), holder or "unknown"),
-                        reason="in_use")
+                        "this one its own [storage] path" % (shown, pid), reason="in_use")
+
+
+def store_readers(path: Path) -> str | None:
+    """``pid N: <command line>`` of the processes holding the store's ``<db>.lock`` shared (one-shot reads:
+    :class:`gateway.storage.sqlite_uri.ReadHold`), when no process holds it exclusive; None when a writer
+    holds it, nobody does, or /proc/locks cannot tell."""
+    lock = _lock_file(real_store_path(path))
+    if flock_pids(lock, write=True) or not flock_pids(lock, write=False):
+        return None
+    return readers_text(lock, include_self=True)
 
 
 def store_writer(path: Path) -> str | None:
