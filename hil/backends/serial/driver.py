@@ -8,6 +8,7 @@ means the test identity is on it, the board's own one saved (:mod:`hil.backends.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -37,7 +38,7 @@ def parse_data_port(spec: str) -> BoardSelector:
     """``--hil-data-port`` as a selector: a local port (``/dev/ttyUSB1``, a pty), ``usb:<serial>``, or
     ``socket://HOST:PORT`` (a raw TCP serial bridge such as ser2net's, or QEMU's data UART), which the
     gateway reads as it is. A socket port's selector holds its normalized URL (host lower-cased, no
-    trailing ``/``): the lease name, so two spellings of one bridge port are one lease.
+    trailing ``/``); it is leased by its TCP endpoint (:func:`lease_name`), as an ``rfc2217://`` console is.
 
     Raises:
         BackendError: ``mac:`` (a MAC names a chip, not one of its UARTs), a URL the gateway does not
@@ -70,21 +71,30 @@ def socket_data_url(url: str) -> str:
         raise BackendError(f"--hil-data-port {shown}: the data UART is a local port, usb:<serial number> or "
                            f"socket://HOST:PORT (a raw TCP serial bridge), not {parts.scheme or ''}:// (the gateway "
                            "reads no other URL)", spec=shown)
+    if shown != url:
+        # Said here, not by the gateway's check: its other messages quote the URL, and a password typed with a
+        # '/', '?' or '#' in it ends the URL's authority early, so the gateway would not see a user in it.
+        raise BackendError(f"--hil-data-port {shown}: a socket:// port takes no user or password (a raw TCP port "
+                           "has no login): socket://HOST:PORT", spec=shown)
     problem = serial_url_problem("socket" + url[len(parts.scheme):])
     if problem is not None:
-        # the gateway's text quotes the URL only when it has no credentials in it
         raise BackendError(f"--hil-data-port {shown}: {problem}", spec=shown)
     host = (parts.hostname or "").lower()
     return f"socket://{f'[{host}]' if ':' in host else host}:{parts.port}"
 
 
 def _without_credentials(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``: an error message must not repeat a secret."""
+    """``url`` with everything from its ``//`` to its last ``@`` replaced by ``***``: an error message must not
+    repeat a secret.
+
+    A URL's user and password cannot hold an unencoded ``/``, ``?``, ``#`` or ``@``, but a password is typed as it
+    is (``socket://admin:pa/ss@rig:4001``), so any ``@`` after the ``//`` counts as the end of credentials, the
+    last one, wherever it is: a URL with an ``@`` in a path or query is shown masked too (it is refused anyway).
+    """
     scheme, sep, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    if "@" not in netloc:
+    if not sep or "@" not in rest:
         return url
-    return f"{scheme}{sep}***@{netloc.rpartition('@')[2]}{slash}{tail}"
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
 
 
 class SerialDriver:
@@ -164,7 +174,7 @@ class SerialDriver:
                  handle.data_url or "none")
 
     def _lease(self, resource_id: str) -> Lease:
-        lease = Lease(resource_id, lease_dir=self.lease_dir, duration_s=self.lease_s)
+        lease = Lease(lease_name(resource_id), lease_dir=self.lease_dir, duration_s=self.lease_s)
         lease.acquire(wait_s=self.lease_wait_s)
         return lease
 
@@ -301,7 +311,7 @@ def _board_mode(handle: BoardHandle) -> str | None:
 
 def same_port(console_url: str, data_url: str) -> bool:
     """Whether two selected ports are one device (``/dev/serial/by-id/...`` links resolved) or one TCP
-    port (``rfc2217://`` or ``socket://`` on the same host and port, ``localhost`` and ``127.0.0.1`` alike)."""
+    port (``rfc2217://`` or ``socket://`` on the same host and port, ``localhost``, ``127.0.0.1`` and ``::1`` alike)."""
     if console_url == data_url:
         return True
     if "://" in console_url and "://" in data_url:
@@ -309,6 +319,20 @@ def same_port(console_url: str, data_url: str) -> bool:
     if "://" in console_url or "://" in data_url:
         return False
     return os.path.realpath(console_url) == os.path.realpath(data_url)
+
+
+def lease_name(resource_id: str) -> str:
+    """The lease a port is held under: a TCP port (``rfc2217://``, ``socket://``) as ``tcp:HOST:PORT``, its
+    endpoint (host lower-cased, loopback names as one: :func:`_tcp_endpoint`), so a console and a data port
+    on one TCP port exclude each other across runs, however each run spells them; anything else (a device
+    path, ``usb:<serial>``, ``mac:<address>``) as it is."""
+    if "://" not in resource_id:
+        return resource_id
+    endpoint = _tcp_endpoint(resource_id)
+    if endpoint is None:
+        return resource_id
+    host, port = endpoint
+    return f"tcp:{f'[{host}]' if ':' in host else host}:{port}"
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -325,4 +349,14 @@ def _tcp_endpoint(url: str) -> tuple[str, int] | None:
     host = (parts.hostname or "").lower()
     if not host or port is None:
         return None
-    return ("localhost" if host in LOOPBACK_NAMES else host), port
+    return ("localhost" if _is_loopback(host) else host), port
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``::1`` or any address of 127.0.0.0/8."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
