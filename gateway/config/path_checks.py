@@ -48,6 +48,19 @@ def _read_only_fs(path: Path) -> bool:
         return False
 
 
+def _not_writable(probe: Path, also: int) -> str:
+    """Why a directory run must write in is refused: a read-only mount, the mode bits ``also`` (R_OK, X_OK)
+    it needs besides w that this user lacks, or both (fixing one alone would not do)."""
+    lacking = [word for bit, word in ((os.R_OK, "readable"), (os.X_OK, "searchable (x)"))
+               if also & bit and not os.access(probe, bit)]
+    if not _read_only_fs(probe):
+        return "is not writable by this user" if not lacking else "is not %s by this user" % " or ".join(
+            ["writable"] * (not os.access(probe, os.W_OK)) + lacking)
+    if lacking:
+        return "is on a read-only file system, and is not %s by this user either" % " or ".join(lacking)
+    return "is on a read-only file system"
+
+
 def _existing(sec: Section, key: str, path: Path) -> Path:
     """Return ``path`` if it exists, else its nearest existing ancestor (where run would create it)."""
     probe = path
@@ -86,7 +99,7 @@ def check_dir(sec: Section, key: str, path: Path, *, owned: bool = False, read_o
         if not os.access(probe, os.R_OK | os.X_OK):
             raise refuse("is not readable by this user")
     elif not os.access(probe, os.R_OK | os.W_OK | os.X_OK if probe == path else os.W_OK | os.X_OK):
-        raise refuse("is on a read-only file system" if _read_only_fs(probe) else "is not writable by this user")
+        raise refuse(_not_writable(probe, os.R_OK | os.X_OK if probe == path else os.X_OK))
     fs = _fs_type(probe)
     if fs in _PSEUDO_FS:
         raise refuse("is on the kernel's %s file system, which holds no files" % fs)
