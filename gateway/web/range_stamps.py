@@ -9,23 +9,34 @@ range they merely started in, body byte-identical).
 
 * :func:`csv_rows_stamp`, the readings CSV (``ReportQueries.device_hourly``): a row is a device's UTC hour,
   stored zone and field, and it is in the range ``(since, until]`` when its end, the latest period end of
-  its values rounded up to a whole hour, is. The stamp groups the value reports the same way, by
-  ``(hour, device, zone, l)`` instead of the field, so it reads the index and the rows but no JSON: under
-  one policy each field has one period (docs/protocol.md, the policy gate), so a field's row and the
-  period's group end alike. It gives the newest report of the groups in the range and how many reports
-  they hold: the newest grows with any report added to them (ids only grow), and the count falls when a
-  late report moves a group out of the range (a 40-minute window's group end past ``until``).
+  its values rounded up to a whole hour, is. The stamp reads the index and the rows but no JSON, so it
+  cannot tell the fields apart: it groups an hour's value reports of a device and zone by their period
+  ``l`` instead, each group spanning its reports' rounded ends ``[lo, hi]``, and counts all of the hour's
+  reports when one of its groups' spans meets the range, else none. It gives the newest counted report and
+  how many are counted. That covers every change of the body (review M1: grouping by ``l`` alone missed a
+  late 00:00-00:40 window adding a ``lux`` row to (00:00, 01:00] when the 00:40 window, carrying ``lvl``
+  only, had moved its group's end to 02:00; and one field under two periods in an hour, a policy change):
+  a row ends at the end of one of its reports, which lies in its period group's span, so every report of
+  a row in the range is counted; a report added to an hour whose row was or becomes in the range is
+  counted (spans only widen), so the newest id moves (ids only grow); a report added to an hour counted
+  neither before nor after changes no row in the range. The price is a superset: an hour holding two
+  periods (a 6-hour ``mot`` release beside the 15-minute windows) is counted in the ranges of both ends,
+  so the range holding the windows' row changes its stamp once more when the release arrives (the body
+  does not; a re-download, never a stale 304), while a range the release merely starts before is left as
+  it was (the QA MEDIUM above).
 * :func:`spend_stamp`, the privacy-budget CSV (``ReportQueries.privacy_spend``): each release counts on
   the day its period ends, so the reports whose ``e`` is not empty and whose period ends in the days.
 
-Both are one statement (one snapshot, with the store's data version: retention removals) on the
-report store's read connection, through the period-start index ``reports_w`` over the periods that may
-end in the range, or ``reports_device_w`` per device, as the exports' own reads.
+Both are one statement (one snapshot, with the store's data version: retention removals) on the report
+store's read connection, through ``reports_device_w`` per device, as the exports' own reads; a month of
+a hundred devices takes seconds, so :class:`StampCache` keeps each stamp, exactly, and a repeated request
+(a 304) reads the data version alone.
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -34,27 +45,27 @@ from gateway.storage.queries import DATA_VERSION_COUNTER, VALUE_REPORT_TYPES, Re
 HOUR_S = 3600
 _MAX_ID = 2**63 - 1
 _VALUE_TYPES = ", ".join("'%s'" % t for t in VALUE_REPORT_TYPES)
-# ?1 since, ?2 until, ?3 the earliest period start a row ending after since may have, ?4 the id bound,
-# ?5 the devices (JSON list), ?6 the zone (NULL: any), ?7 the data version's counter. A value report
-# without a value or a withheld one (m and e empty) has no row. A row's end is device_hourly's (MAX(w + l)
-# of its values rounded up to the hour) in (since, until]. A report of a period that divides the hour or
-# is a whole number of hours (w a multiple of l, docs/protocol.md) ends its group's row itself: every
-# report of its group ends at the same whole hour, so its own end decides, read from the row. Only a
-# period that does neither (a 40-minute window: 00:00-00:40 ends at 01:00, 00:40-01:20 at 02:00, both of
-# hour 00) needs its group's latest end: a seek in the (device, w) index over that hour.
-_ROW_END = "((%s + 3599) / 3600) * 3600"
-_GROUP_END = ("(SELECT MAX(g.w + g.l) FROM reports g WHERE g.device = r.device AND g.w >= r.w / 3600 * 3600"
-              " AND g.w < r.w / 3600 * 3600 + 3600 AND g.zone = r.zone AND g.l = r.l AND g.type IN (%s)"
-              " AND +g.id <= ?4 AND (g.m != '{}' OR g.e != '{}'))")
+# ?1 since, ?2 until, ?3 the earliest period start (a whole hour) of a row ending after since, ?4 the id bound,
+# ?5 the devices (JSON list), ?6 the zone (NULL: any), ?7 the data version's counter, ?8 the end of the hours
+# rows of the range can start in (until rounded up to an hour). A value report without a value or a withheld
+# one (m and e empty) has no row. The reports are grouped by device, UTC hour, stored zone and period
+# (``lg``): a group's rounded period ends span [lo, hi], and every row of its hour (``device_hourly`` groups by
+# the field instead, which needs the JSON) ends at one of its groups' ends. An hour's reports are all counted
+# when one of its period groups spans into (since, until] (``hg``), else none: see the module's docstring for
+# why that covers every change of the body.
+_ROW_END = "((w + l + 3599) / 3600) * 3600"
 _ROWS_SQL = """
-SELECT (SELECT value FROM counters WHERE name = ?7), g.top, g.n,
-       (SELECT received_at FROM reports WHERE id = g.top)
-FROM (SELECT MAX(r.id) AS top, COUNT(*) AS n FROM reports r
-      WHERE r.w >= ?3 AND r.w < ?2 AND +r.id <= ?4 AND r.type IN (%(types)s) AND (r.m != '{}' OR r.e != '{}')
-        AND r.device IN (SELECT value FROM json_each(?5)) AND (?6 IS NULL OR r.zone = ?6)
-        AND CASE WHEN 3600 %% r.l = 0 OR r.l %% 3600 = 0 THEN r.w + r.l > ?1 AND r.w + r.l <= ?2
-            ELSE %(group_end)s > ?1 AND %(group_end)s <= ?2 END) g
-""" % {"types": _VALUE_TYPES, "group_end": _ROW_END % (_GROUP_END % _VALUE_TYPES)}
+WITH lg AS (
+  SELECT device, w / 3600 AS hr, zone, MAX(id) AS top, COUNT(*) AS n, MIN(%(end)s) AS lo, MAX(%(end)s) AS hi
+  FROM reports
+  WHERE w >= ?3 AND w < ?8 AND +id <= ?4 AND type IN (%(types)s) AND (m != '{}' OR e != '{}')
+    AND device IN (SELECT value FROM json_each(?5)) AND (?6 IS NULL OR zone = ?6)
+  GROUP BY device, hr, zone, l),
+hg AS (
+  SELECT MAX(top) AS top, SUM(n) AS n FROM lg GROUP BY device, hr, zone HAVING MAX(lo <= ?2 AND hi > ?1))
+SELECT (SELECT value FROM counters WHERE name = ?7), g.top, g.n, (SELECT received_at FROM reports WHERE id = g.top)
+FROM (SELECT MAX(top) AS top, SUM(n) AS n FROM hg) g
+""" % {"types": _VALUE_TYPES, "end": _ROW_END}
 # ?1 the first day, ?2 the end of the days, ?3 the earliest period start ending in them, ?4 ?5 ?6 as above:
 # the reports privacy_spend reads (a non-empty e, period end in [?1, ?2)).
 _SPEND_SQL = """
@@ -83,10 +94,10 @@ class RowsStamp:
     newest_at: float | None
 
 
-def _stamp(queries: ReportQueries, sql: str, params: tuple[Any, ...]) -> RowsStamp:
+def _stamp(queries: ReportQueries, sql: str, params: tuple[Any, ...], *more: Any) -> RowsStamp:
     # ReportQueries' own read path (its thread's read-only connection, statement clock, damage latch and
     # errors): the storage read API has no such query of its own yet.
-    rows = queries._rows(sql, params + (DATA_VERSION_COUNTER,))  # noqa: SLF001
+    rows = queries._rows(sql, params + (DATA_VERSION_COUNTER,) + more)  # noqa: SLF001
     version, top, count, at = rows[0]
     return RowsStamp(data_version=int(version or 0), newest_id=int(top or 0), count=int(count or 0),
                      newest_at=float(at) if at is not None else None)
@@ -97,8 +108,9 @@ def csv_rows_stamp(queries: ReportQueries, *, since: int, until: int, devices: S
     """The stamp of the readings CSV's rows ending in ``(since, until]`` (whole hours), of ``devices``
     (and ``zone``), of the reports with an id up to ``max_id``; ``max_period_s``: the longest period a
     value may have (how far before ``since`` a row ending after it may begin)."""
-    return _stamp(queries, _ROWS_SQL, (int(since), int(until), int(since) - int(max_period_s) - HOUR_S,
-                                       _MAX_ID if max_id is None else int(max_id), json.dumps(list(devices)), zone))
+    earliest = (int(since) - int(max_period_s) - HOUR_S) // HOUR_S * HOUR_S  # whole hours: whole groups
+    return _stamp(queries, _ROWS_SQL, (int(since), int(until), earliest, _MAX_ID if max_id is None else int(max_id),
+                                       json.dumps(list(devices)), zone), -(-int(until) // HOUR_S) * HOUR_S)
 
 
 def spend_stamp(queries: ReportQueries, *, first: int, end: int, devices: Sequence[str], max_period_s: int,
@@ -108,3 +120,36 @@ def spend_stamp(queries: ReportQueries, *, first: int, end: int, devices: Sequen
     Repeat releases are not in it: their bound is stamped apart (a rowid)."""
     return _stamp(queries, _SPEND_SQL, (int(first), int(end), int(first) - int(max_period_s), int(max_id),
                                         json.dumps(list(devices)), zone))
+
+
+class StampCache:
+    """The stamps read last, each under everything that decides it, so a repeated request (a 304 above all)
+    reads the store's data version alone instead of the range's reports (review L1: ~1 s for a month of 100
+    devices, on every request).
+
+    Exact, not a guess: a stamp is decided by its query (the range, devices, zone and longest period, all in
+    ``key``), the id bound of the publication mark (in ``key`` too) and the stored reports with ids up to that
+    bound. A report stored later has a higher id than any bound read before it (ids only grow, retention keeps
+    the highest-id row), and only retention changes or removes a stored report, counting each such change in
+    the store's data version in the same transaction. So an entry is used only under the data version it was
+    read with, which :meth:`get` is given as read just before. Kept in memory only, the newest ``size``.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = max(1, size)
+        self._held: OrderedDict[tuple[Any, ...], RowsStamp] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], data_version: int) -> RowsStamp | None:
+        """The stamp held for ``key`` if it was read under ``data_version`` (the store's now), else None."""
+        held = self._held.get(key)
+        if held is None or held.data_version != data_version:
+            return None
+        self._held.move_to_end(key)
+        return held
+
+    def put(self, key: tuple[Any, ...], stamp: RowsStamp) -> None:
+        """Hold ``stamp`` (read under its own data version) for ``key``; the least recently used goes."""
+        self._held[key] = stamp
+        self._held.move_to_end(key)
+        while len(self._held) > self._size:
+            self._held.popitem(last=False)

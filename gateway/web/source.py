@@ -79,6 +79,8 @@ class StoreFleetSource:
         self._oldest: tuple[tuple[int, int, tuple[str, ...]], int | None] | None = None
         # CSV bound -> device -> whether it has a report up to that bound (devices_reported)
         self._reported: dict[int, dict[str, bool]] = {}
+        # the CSV exports' stamps, per query, mark bound and data version (review L1)
+        self._stamps = range_stamps.StampCache()
 
     async def aclose(self) -> None:
         """Let a save of what was published finish (at most :data:`HEALTH_TIMEOUT_S`), then stop the
@@ -296,11 +298,14 @@ class StoreFleetSource:
         (retention removals), the id of the newest report those rows hold and how many they hold
         (:func:`gateway.web.range_stamps.csv_rows_stamp`; a report for another range changes neither), and
         the CSV mark that first published that newest report (None when there is none; no arrival finer
-        than the hour). One index range read on a bulk thread, no value read."""
+        than the hour). One read of the range's report rows on a bulk thread (no value read), kept per
+        query, mark bound and data version (:meth:`_cached_stamp`)."""
         max_id = (await self._marks.bound("csv", received_before))[0]
+        period = self._max_period_s()
         read = functools.partial(range_stamps.csv_rows_stamp, self._queries(), since=since, until=until,
-                                 devices=list(devices), max_period_s=self._max_period_s(), max_id=max_id, zone=zone)
-        return self._published_stamp(await self._reads.bulk(read))
+                                 devices=list(devices), max_period_s=period, max_id=max_id, zone=zone)
+        key = ("rows", int(since), int(until), tuple(devices), zone, period, max_id)
+        return self._published_stamp(await self._cached_stamp(key, read))
 
     async def spend_stamp(self, *, first: int, end: int, devices: Sequence[str], zone: str | None,
                           received_before: int) -> tuple[int, int, int, float | None]:
@@ -308,9 +313,23 @@ class StoreFleetSource:
         ``[first, end)`` (:func:`gateway.web.range_stamps.spend_stamp`: the period ends in them); the
         repeat releases are bounded apart (:meth:`repeats_bound`)."""
         max_id = (await self._marks.bound("csv", received_before))[0]
+        period = self._max_period_s()
         read = functools.partial(range_stamps.spend_stamp, self._queries(), first=first, end=end,
-                                 devices=list(devices), max_period_s=self._max_period_s(), max_id=max_id, zone=zone)
-        return self._published_stamp(await self._reads.bulk(read))
+                                 devices=list(devices), max_period_s=period, max_id=max_id, zone=zone)
+        key = ("spend", int(first), int(end), tuple(devices), zone, period, max_id)
+        return self._published_stamp(await self._cached_stamp(key, read))
+
+    async def _cached_stamp(self, key: tuple[Any, ...],
+                            read: Callable[[], range_stamps.RowsStamp]) -> range_stamps.RowsStamp:
+        """The stamp ``read`` gives, held per ``key`` (the query and the mark's id bound) and the store's data
+        version (:class:`gateway.web.range_stamps.StampCache`): a repeated request reads that one counter on
+        the quick thread, a new one (or one after a retention change) the range's reports on a bulk thread."""
+        version = await self._reads.quick(self._queries().data_version, timeout_s=HEALTH_TIMEOUT_S)
+        stamp = self._stamps.get(key, version)
+        if stamp is None:
+            stamp = await self._reads.bulk(read)
+            self._stamps.put(key, stamp)  # under the version it was read with (its own snapshot's)
+        return stamp
 
     @staticmethod
     def _published_stamp(stamp: range_stamps.RowsStamp) -> tuple[int, int, int, float | None]:
