@@ -36,6 +36,8 @@ from gateway.web.snapshot import FleetData, FleetState
 from gateway.web.views import DaySpend, DeviceHourAggregate, DeviceView, HourlyAggregate, ReadingKey, ReadingView
 
 HEALTH_TIMEOUT_S = 5.0
+# No bound on a report id (SQLite's largest integer): "any stored report".
+_ANY_ID = 2**63 - 1
 
 
 class StoreFleetSource:
@@ -81,6 +83,8 @@ class StoreFleetSource:
         self._reported: dict[int, dict[str, bool]] = {}
         # the CSV exports' stamps, per query, mark bound and data version (review L1)
         self._stamps = range_stamps.StampCache()
+        # (the registry's version, its device ids): an unknown device's did-you-mean reads them once per change
+        self._registry_ids: tuple[object, tuple[str, ...]] | None = None
 
     async def aclose(self) -> None:
         """Let a save of what was published finish (at most :data:`HEALTH_TIMEOUT_S`), then stop the
@@ -213,28 +217,46 @@ class StoreFleetSource:
     async def device_known(self, device: str) -> bool:
         """Whether ``device`` is registered (revoked and retired ones too) or has stored reports (a store
         without a registry, or a device the registry no longer lists): what ``/api/readings?device=``
-        accepts. The registry read on the loop; the store's device ids (one index seek per device) only
-        for an id the registry does not list, on the quick thread."""
+        accepts. The registry read on the loop (its primary key); the store only for an id the registry
+        does not list: one seek in its ``(device, w)`` index, on the quick thread."""
         if self._registry is not None:
             try:
                 if self._registry.lookup(device) is not None:
                     return True
             except RegistryError as exc:
                 raise Unavailable(f"registry cannot be read ({exc.reason or 'registry'})", code="registry") from None
-        stored = await self._reads.quick(self._queries().device_ids, timeout_s=HEALTH_TIMEOUT_S)
-        return device in stored
+        read = functools.partial(self._queries().devices_reported, [device], max_id=_ANY_ID)
+        return device in await self._reads.quick(read, timeout_s=HEALTH_TIMEOUT_S)
 
     async def similar_devices(self, device: str) -> list[str]:
         """The known device ids (:meth:`device_known`) close to ``device`` (a typo's did-you-mean), at most
-        three, closest first."""
-        ids: set[str] = set()
-        if self._registry is not None:
-            try:
-                ids.update(r.id for r in self._registry.list())
-            except RegistryError as exc:
-                raise Unavailable(f"registry cannot be read ({exc.reason or 'registry'})", code="registry") from None
-        ids.update(await self._reads.quick(self._queries().device_ids, timeout_s=HEALTH_TIMEOUT_S))
+        three, closest first. The stored ids are the operators' fleet's, held in memory (refreshed with the
+        reports stored since its last read, as ``/api/devices``); only before its first load, one walk of the
+        store's device ids. The registry's ids are read again only when it changed (its version)."""
+        ids = set(self._registered_ids())
+        state = self._state
+        if state is not None and state.loaded:
+            ids.update((await self._fleet()).devices)
+        else:
+            ids.update(await self._reads.quick(self._queries().device_ids, timeout_s=HEALTH_TIMEOUT_S))
         return difflib.get_close_matches(device, sorted(ids), n=3, cutoff=0.6)
+
+    def _registered_ids(self) -> tuple[str, ...]:
+        """The registry's device ids (none without one), listed again only when its version moved (a
+        registry without a version: every time)."""
+        if self._registry is None:
+            return ()
+        try:
+            version = getattr(self._registry, "version", None)
+            held = self._registry_ids
+            if version is not None and held is not None and held[0] == version:
+                return held[1]
+            ids = tuple(r.id for r in self._registry.list())
+        except RegistryError as exc:
+            raise Unavailable(f"registry cannot be read ({exc.reason or 'registry'})", code="registry") from None
+        if version is not None:
+            self._registry_ids = (version, ids)
+        return ids
 
     async def readings(self, *, since: int, until: int, device: str | None, fields: Sequence[str] | None,
                        limit: int, after: ReadingKey | None = None) -> Sequence[ReadingView]:
