@@ -15,7 +15,7 @@ import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from gateway.pipeline.verify import FW_PATTERN
 from gateway.resources import firmware_dir
@@ -212,6 +212,32 @@ del _civic_space
 """
 
 
+# Blocks kept free beyond the files' own: LittleFS writes its metadata copy-on-write (a rename, a
+# file's directory entry), so a write that fits its data exactly can still fail.
+ROOM_MARGIN_BLOCKS = 2
+
+
+def read_space(dut: Dut, paths: Iterable[str]) -> tuple[int, int, dict[str, int]] | None:
+    """(block size, free blocks, the size of each of ``paths`` that exists) on the board's filesystem, or
+    None when the board cannot say: its ``os`` has no ``statvfs`` (optional on MicroPython).
+
+    Raises:
+        DutError: the link failed (lost, timed out) or the board raised anything else.
+        ValueError: the answer is not the expected one (a garbled line).
+    """
+    try:
+        answer = with_retries(dut, lambda: dut.eval_code(_SPACE.format(paths=sorted(paths)), timeout_s=30))
+    except DeviceError as exc:
+        if exc.exception_type == "AttributeError" and "statvfs" in (exc.exception_message or ""):
+            return None
+        raise
+    try:
+        block, avail, have = answer
+        return int(block) or 4096, int(avail), {str(p): int(n) for p, n in dict(have).items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"unexpected free-space answer from {dut.url}: {type(answer).__name__}") from exc
+
+
 def is_no_space(exc: BaseException) -> bool:
     """True when the device raised ``OSError`` ENOSPC (28, MicroPython's number)."""
     return (isinstance(exc, DeviceError) and exc.exception_type == "OSError"
@@ -233,20 +259,22 @@ def _room(dut: Dut, files: Mapping[str, bytes]) -> tuple[int, int] | None:
     mode's twins, ``.part`` files) are credited: source on a nearly full flash has room for .mpy."""
     removed = _removed_before_copy(files)
     try:
-        block, avail, have = with_retries(dut, lambda: dut.eval_code(
-            _SPACE.format(paths=sorted({*files, *removed})), timeout_s=30))
-    except (DutError, TypeError, ValueError) as exc:
+        space = read_space(dut, {*files, *removed})
+    except (DutError, ValueError) as exc:
         log.info("cannot read the free space on %s: %s", dut.url, exc)
         return None
-    block = int(block) or 4096
+    if space is None:
+        return None
+    block, avail, have = space
 
     def blocks(size: int) -> int:
         return -(-size // block)
 
     # Each file is written to X.part, then renamed over X: the largest needs room twice for a moment.
-    grow = sum(max(0, blocks(len(data)) - blocks(int(have.get(p, 0)))) for p, data in files.items())
-    freed = sum(blocks(int(have[p])) for p in removed if p in have)
-    need = max(0, grow + max((blocks(len(d)) for d in files.values()), default=0) + 2 - freed) * block  # + manifest
+    grow = sum(max(0, blocks(len(data)) - blocks(have.get(p, 0))) for p, data in files.items())
+    freed = sum(blocks(have[p]) for p in removed if p in have)
+    need = max(0, grow + max((blocks(len(d)) for d in files.values()), default=0) + ROOM_MARGIN_BLOCKS
+               - freed) * block  # + manifest
     return int(avail) * block, need
 
 
