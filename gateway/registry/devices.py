@@ -429,8 +429,12 @@ class Registry:
         return self.get(device_id)
 
     def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,
-               replace: bool = False) -> str:
+               replace: bool = False, expect_key: bytes | None = None) -> str:
         """Register a device with the key its provisioning tool generated; idempotent.
+
+        ``expect_key`` (with ``replace``): replace the key only while the device is still registered with
+        ``expect_key``, checked under the write lock (compare-and-swap): a tool undoing its own registration
+        never overwrites a key another tool registered meanwhile (a take-over, a key rotation).
 
         Returns:
             ``added`` (new device), ``unchanged`` (already registered exactly so, same key) or
@@ -439,10 +443,12 @@ class Registry:
         Raises:
             RegistryError: ``bad_value`` / ``bad_key`` (as :meth:`add`, also when ``replace`` would give the
                 device another device's key); ``conflict`` (registered with
-                another key and ``replace`` not set); ``moved`` (registered with another kind, or with
-                another zone or location: enrolling never moves a device, :meth:`move` does); ``revoked`` (a
-                revoked id stays revoked: provision the board under a new id); ``retired`` (enrolling never
-                takes a retired device back: :meth:`reinstate` does).
+                another key and ``replace`` not set, or with another key than ``expect_key``, or revoked or
+                retired meanwhile; with ``expect_key`` an id not registered is ``unknown_device``, never
+                added); ``moved`` (registered with another kind, or with another zone or location: enrolling
+                never moves a device, :meth:`move` does); ``revoked`` (a revoked id stays revoked: provision
+                the board under a new id); ``retired`` (enrolling never takes a retired device back:
+                :meth:`reinstate` does).
         """
         zone = normalize_zone(zone)  # a board or tool sending NFD enrols into the same zone
         rec = self.lookup(device_id) if valid_device_id(device_id) else None
@@ -450,6 +456,9 @@ class Registry:
         _validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon,
                          zone_stored=rec is not None and rec.zone == zone)
         _check_key(device_id, key)
+        if rec is None and expect_key is not None:
+            raise RegistryError("device %s is no longer registered; it is not registered again with the key it "
+                                "had" % device_id, reason="unknown_device", device_id=device_id)
         if rec is None:
             self.add(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key)
             return "added"
@@ -494,7 +503,7 @@ class Registry:
                                     device_id=device_id)
             raise RegistryError("device %s is already registered with another key" % device_id, reason="conflict",
                                 device_id=device_id)
-        self.rotate_key(device_id, key=key)
+        self.rotate_key(device_id, key=key, expect_key=expect_key)
         return "replaced"
 
     def get(self, device_id: str) -> DeviceRecord:
@@ -627,8 +636,11 @@ class Registry:
                  new_zone, lat, lon)
         return self.get(device_id), True
 
-    def rotate_key(self, device_id: str, *, key: bytes | None = None) -> Path:
+    def rotate_key(self, device_id: str, *, key: bytes | None = None, expect_key: bytes | None = None) -> Path:
         """Replace the device's key (generated when ``key`` is None); return the key file path.
+
+        ``expect_key``: only while the device's key file holds it, read under the write lock (another
+        tool's change in between makes this a ``conflict``, nothing changed).
 
         The device keeps its old key until it is re-provisioned, so its frames fail HMAC until then.
 
@@ -636,7 +648,8 @@ class Registry:
             RegistryError: ``unknown_device``; ``revoked`` (a revoked id stays revoked: a new key would
                 serve nothing, provision the board under a new id); ``bad_key`` (as :meth:`add`);
                 ``storage`` (SQLite or file error: the old key and version are kept); ``storage_partial``
-                (the row kept the old version but the old key file could not be put back).
+                (the row kept the old version but the old key file could not be put back); ``conflict``
+                (``expect_key`` given and the device holds another key, or none usable).
         """
         if self.get(device_id).revoked:
             raise RegistryError("device %s is revoked; its key is not rotated (a revoked id stays revoked: "
@@ -651,10 +664,23 @@ class Registry:
         # The row is updated in a transaction committed after the key file is replaced (atomically):
         # interrupted, the device keeps a whole key file, old or new, and its row; failed (COMMIT
         # refused, disk error), the old key file is put back.
-        self._commit_with_key(
-            device_id, new_key,
-            lambda: self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?"),
-            keep_previous=True, what="rotate the key of device %s" % device_id)
+
+        def change() -> None:
+            if expect_key is not None:
+                # Under BEGIN EXCLUSIVE: every key change holds it, so the file read is the key now.
+                try:
+                    held: bytes | None = read_key_file(self.key_path(device_id), regular_only=True)
+                except RegistryError:
+                    held = None
+                row = self._conn.execute("SELECT revoked, retired FROM devices WHERE id=?", (device_id,)).fetchone()
+                if row is None or any(row) or held is None or not hmac.compare_digest(held, expect_key):
+                    raise RegistryError("device %s changed meanwhile (another take-over, a key rotation or a "
+                                        "revocation); its key is left as it is" % device_id, reason="conflict",
+                                        device_id=device_id)
+            self._update(device_id, "UPDATE devices SET key_version=key_version+1, updated_at=? WHERE id=?")
+
+        self._commit_with_key(device_id, new_key, change, keep_previous=True,
+                              what="rotate the key of device %s" % device_id)
         log.info("rotated the key of device %s", device_id)
         return self.key_path(device_id)
 
