@@ -18,7 +18,10 @@ from hil.dut import Dut
 from hil.field.device import count_outbox, read_identity, write_identity
 from hil.field.errors import DamagedIdentityError, DeviceIOError, IdentityExistsError, UnsentReportsError
 from hil.field.identity import Identity, differing_fields, new_identity
-from hil.field.provision_write import check_identity_room, previous_registration, undo_failed_write
+from hil.field.provision_write import (
+    Restore, check_identity_room, gateway_holds_own_key, previous_registration, restore_in_registry, restore_through,
+    undo_failed_write,
+)
 from hil.field.registration import Registration, register_device, registered_device
 from hil.field.seq_floor import raise_board_seq
 
@@ -91,19 +94,27 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
             with another board's key and ``take_over`` is not set).
         BoardFullError: the board's flash has no room for the new identity; nothing was changed.
         DeviceIOError: the board could not be read or written; when the write of the new identity failed
-            on a board that still holds its identity as before, the registry's previous registration of
-            the id is put back (``details["registry_restored"]``: the key the board holds, or the one the
-            registry directory held) whenever it is known.
+            on a board that still holds its identity as before, the id's previous registration is put back
+            (``details["registry_restored"]``) when it is proven: the one the registry directory held, or
+            behind the admin API the board's own key the gateway confirmed holding; and only while the
+            registry still holds the new key (else ``details["registry_changed"]``: kept as it is).
+            Behind the admin API an id the gateway holds with another key than the board's needs
+            ``take_over`` (GatewayRegistrationError ``conflict``), as with a registry directory.
     """
     if (registry_dir is None) == (registrar is None):
         raise ValueError("pass exactly one of registry_dir and registrar")
+    restore: Restore
     if registrar is not None:
         register = registrar
+        restore = restore_through(registrar)
     else:
         directory = Path(str(registry_dir))
 
         def register(ident: Identity, replace: bool) -> Registration:
             return register_device(directory, ident, force=replace)
+
+        def restore(previous: Identity, registered_now: Identity) -> None:
+            restore_in_registry(directory, previous, registered_now)
 
     wanted = new_identity(device_id=device_id, kind=kind, zone=zone, lat=lat, lon=lon)
     try:
@@ -135,6 +146,7 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
         return ProvisionResult(current, False, registration, seq=seq)
     # Replacing a registration rotates its key: fine for this board's own id (re-keying it), but an
     # id registered with a key this board does not hold belongs to another board: take_over only.
+    # (Behind the admin API the gateway is asked below, once the board is known to have room.)
     own_id = current is not None and current.id == device_id and (
         registered is None or (registered.key is not None and hmac.compare_digest(registered.key, current.key)))
     if current is not None and not discard_unsent:
@@ -148,15 +160,22 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
     seq = raise_board_seq(dut, seq_floor) if seq_floor is not None else None
     # Room for the new identity first: registering a key the board then cannot store helps nobody.
     check_identity_room(dut, wanted)
+    if registrar is not None:
+        # The admin API cannot be read: the gateway is asked whether it holds the board's own key (a
+        # rotated-away key, another gateway's board: --take-over, and nothing of before to put back).
+        own_id, previous = gateway_holds_own_key(registrar, wanted, current)
+    else:
+        previous = previous_registration(device_id, registered)
     # Register first: a board holding a key the gateway does not know would report into the void.
     if on_registering is not None:
         on_registering()
-    previous = previous_registration(device_id, registered, current, own_id, registry_read=registry_dir is not None)
     registration = register(wanted, own_id or take_over)
     try:
         write_identity(dut, wanted)
     except DeviceIOError as exc:
-        raise undo_failed_write(dut, exc, current=current, previous=previous, register=register) from None
+        error = undo_failed_write(dut, exc, current=current, wanted=wanted, previous=previous, restore=restore)
+        if error is not None:
+            raise error from None
     written = read_identity(dut)
     if written != wanted:
         raise DeviceIOError("the identity read back from the board differs from the one written; retry",

@@ -422,15 +422,17 @@ def _damaged_identity_command(args: argparse.Namespace) -> str:
     registry directory holds the id (the board's old key cannot be read, so the registration counts as
     another board's: ``--force`` alone is refused). Behind the admin API the registration is not known
     here: the command is followed by when ``--take-over`` is needed."""
+    caution = f"only if {args.device_id} was this board's; a board holding it is refused from then on"
     if args.registry is None:
         return (f"{_provision_command(args, repair=False, force=True)} (add --take-over if the gateway already "
-                f"holds {args.device_id} with another key)")
+                f"holds {args.device_id} with another key: {caution})")
     try:
         held = registered_device(args.registry, args.device_id)
     except GatewayRegistrationError as exc:  # only advice: the re-run says what is wrong with the registry
         log.info("cannot read %s for the advice: %s", args.registry, exc)
         held = None
-    return _provision_command(args, repair=held is not None and not held.revoked, force=True)
+    take_over = held is not None and not held.revoked
+    return _provision_command(args, repair=take_over, force=True) + (f" (--take-over: {caution})" if take_over else "")
 
 
 def _seq_start_command(args: argparse.Namespace) -> str:
@@ -488,6 +490,10 @@ def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseExc
         return  # the registry refused the key: nothing changed there
     if isinstance(exc, FieldError) and exc.details.get("registry_restored"):
         return  # the board refused the write and the registry holds the key the board has again: said so
+    if isinstance(exc, FieldError) and exc.details.get("registry_changed"):
+        # Someone else re-registered the id meanwhile: whether it is still this board's is theirs to say.
+        raise FieldError(f"{exc}; if {args.device_id} is still meant for this board (ask who registered it): "
+                         f"{_provision_command(args, repair=True, discard=unsent > 0)}", **exc.details) from exc
     if not registering:
         if isinstance(exc, KeyboardInterrupt):
             say("interrupted: nothing was registered and the board's identity is unchanged; re-run: "

@@ -1,5 +1,6 @@
 """Writing a new identity onto a board that may have no room for it: the free-flash check made before
-a key is registered, and what a failed write leaves behind (its ``.part`` temp file, a registry holding
+a key is registered, which registration a failed write may put back (only one proven to be the one the
+gateway held before), and what a failed write leaves behind (its ``.part`` temp file, a registry holding
 a key the board does not have) put back as it was.
 """
 
@@ -7,32 +8,40 @@ from __future__ import annotations
 
 import logging
 import shlex
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
+from gateway.errors import RegistryError
+from gateway.registry import Registry
 from hil.dut import Dut
-from hil.dut.errors import DutError
-from hil.field.device import IDENTITY_PATH, read_identity, with_retries
+from hil.dut.errors import DeviceDisconnectedError, DeviceTimeoutError, DutError
 from hil.errors import HilError
-from hil.field.errors import BoardFullError, DeviceIOError, FieldError
-from hil.field.identity import Identity
+from hil.field.device import IDENTITY_PATH
+from hil.field.errors import BoardFullError, DeviceIOError, FieldError, GatewayRegistrationError, IdentityFormatError
+from hil.field.firmware_copy import ROOM_MARGIN_BLOCKS, read_space
+from hil.field.identity import Identity, parse_identity
 from hil.field.registration import Registered, Registration
 
 log = logging.getLogger(__name__)
 
 PART_PATH = IDENTITY_PATH + ".part"  # hil.dut.Dut.write_file writes here, then renames
+# Each board call after a failed write: a dead link ends the clean-up within seconds, not minutes.
+CLEANUP_TIMEOUT_S = 5.0
 
-# (block size, free blocks, size of a stale .part) or raises: os.statvfs is optional on MicroPython.
-_SPACE = """\
+Registrar = Callable[[Identity, bool], Registration]
+# Puts ``previous`` back while the registry still holds ``registered_now`` (else GatewayRegistrationError).
+Restore = Callable[[Identity, Identity], None]
+
+_SIZES = f"""\
 import os
-def _civic_room(part):
-    s = os.statvfs('/')
+def _civic_size(p):
     try:
-        have = os.stat(part)[6]
+        return os.stat(p)[6]
     except OSError:
-        have = 0
-    return [s[1] or s[0], s[4], have]
-print(repr(_civic_room({part!r})))
-del _civic_room
+        return -1
+print(repr([_civic_size({IDENTITY_PATH!r}), _civic_size({PART_PATH!r})]))
+del _civic_size
 """
 
 _REMOVE_PART = f"""\
@@ -46,79 +55,181 @@ except OSError:
 
 def check_identity_room(dut: Dut, identity: Identity) -> None:
     """Refuse, before anything is registered, a board whose flash has no room for the new
-    ``/identity.json`` (written to a temp file next to the old one, then renamed over it). A board
-    that cannot say (no ``os.statvfs``) passes: the write itself then says it.
+    ``/identity.json`` (written to a temp file next to the old one, then renamed over it; LittleFS also
+    needs a few blocks for its own records, as ``flash`` counts them). Only a board that cannot say
+    (no ``os.statvfs``) passes unchecked: the write itself then says it.
 
     Raises:
         BoardFullError: not enough free blocks (``free_kb``, ``need_kb``).
+        DeviceIOError: the link was lost or the board's answer garbled; nothing was registered.
     """
     try:
-        block, avail, stale = with_retries(dut, lambda: dut.eval_code(_SPACE.format(part=PART_PATH), timeout_s=30))
-        block, avail, stale = int(block) or 4096, int(avail), int(stale)
-    except (DutError, TypeError, ValueError) as exc:
-        log.info("cannot read the free space on %s: %s", dut.url, exc)
+        space = read_space(dut, [PART_PATH])
+    except (DeviceDisconnectedError, DeviceTimeoutError) as exc:
+        raise DeviceIOError(
+            f"the connection to the board on {dut.url} was lost while checking its free flash ({type(exc).__name__}); "
+            "nothing was registered and the board's identity is unchanged; check the cable and retry",
+            port=dut.url, link_lost=True) from None
+    except (DutError, ValueError) as exc:
+        raise DeviceIOError(
+            f"cannot read the free flash of the board on {dut.url} ({type(exc).__name__}: a noisy link?); nothing "
+            "was registered and the board's identity is unchanged; check the cable and retry", port=dut.url) from None
+    if space is None:
+        log.info("the board on %s cannot say its free space (no os.statvfs)", dut.url)
         return
-    size = len(identity.to_json_bytes())
-    need = -(-size // block)
-    free = avail + -(-stale // block)  # a stale temp file is overwritten: its blocks count as free
+    block, avail, have = space
+    need = -(-len(identity.to_json_bytes()) // block) + ROOM_MARGIN_BLOCKS
+    free = avail + -(-have.get(PART_PATH, 0) // block)  # a stale temp file is overwritten: its blocks count
     if need > free:
         port = shlex.quote(dut.url)
         raise BoardFullError(
             f"the board's filesystem is full ({free * block // 1024} KB free, its new {IDENTITY_PATH} needs "
-            f"{-(-need * block // 1024)} KB): nothing was registered and the board's identity is unchanged; remove "
-            f"files (mpremote connect {port} fs ls : lists them, mpremote connect {port} fs rm ':PATH' removes "
-            "one), then run provision again", port=dut.url, free_kb=free * block // 1024,
-            need_kb=-(-need * block // 1024))
+            f"{need * block // 1024} KB with the filesystem's own records): nothing was registered and the board's "
+            f"identity is unchanged; remove files (mpremote connect {port} fs ls : lists them, mpremote connect "
+            f"{port} fs rm ':PATH' removes one), then run provision again", port=dut.url,
+            free_kb=free * block // 1024, need_kb=need * block // 1024)
 
 
-def previous_registration(identity_id: str, registered: Registered | None, current: Identity | None,
-                          own_id: bool, *, registry_read: bool) -> Identity | None:
-    """The registration of ``identity_id`` to put back should the board not take its new identity, or
-    None when it cannot be (the id was not registered: there is nothing to put back, and registering is
-    not undone): with the registry directory read (``registry_read``), ``registered`` with its key;
-    through the admin API, the board's own identity when it is re-keying its own id (the key on the
-    board)."""
-    if registry_read:
-        if registered is None:
-            return None
-        if registered.key is None or registered.revoked or registered.retired:
-            return None
-        return Identity(id=identity_id, kind=registered.kind, zone=registered.zone, lat=registered.lat,
-                        lon=registered.lon, key=registered.key)
-    if own_id and current is not None and current.id == identity_id:
-        return current
-    return None
+def previous_registration(identity_id: str, registered: Registered | None) -> Identity | None:
+    """The registration of ``identity_id`` the registry directory held (``registered``, with its key)
+    to put back should the board not take its new identity, or None when there is none to put back
+    (not registered, revoked, retired, or without a usable key)."""
+    if registered is None or registered.key is None or registered.revoked or registered.retired:
+        return None
+    return Identity(id=identity_id, kind=registered.kind, zone=registered.zone, lat=registered.lat,
+                    lon=registered.lon, key=registered.key)
 
 
-def undo_failed_write(dut: Dut, exc: DeviceIOError, *, current: Identity | None, previous: Identity | None,
-                      register: Callable[[Identity, bool], Registration]) -> FieldError:
-    """The error of a failed ``/identity.json`` write after the new key was registered. When the board
-    refused the write (not a lost link: the board may hold the new identity by the time it answers
-    again), its temp file is removed and, when it still holds its identity as before and ``previous``
-    is known, the registry gets ``previous`` back (``details["registry_restored"]``). Otherwise ``exc``
-    as it was (the caller says how to finish the provisioning)."""
+def gateway_holds_own_key(registrar: Registrar, wanted: Identity,
+                          current: Identity | None) -> tuple[bool, Identity | None]:
+    """Behind the admin API, where the registration cannot be read: whether the board re-keys its own
+    registration (``own``: the id may be replaced without ``--take-over``) and the registration proven to
+    be the one the gateway holds now (to put back after a failed write), as the registry directory path
+    reads them. Only the board's own id is asked: not registered there (``highest_seq`` None), nothing
+    to put back; else registering the board's own key unchanged proves the gateway holds it, and a
+    ``conflict`` that the id holds another board's key (or a rotated one): ``--take-over`` then, as
+    with ``--registry``.
+
+    Raises:
+        GatewayRegistrationError: the gateway refused or did not answer (nothing was registered).
+    """
+    if current is None or current.id != wanted.id:
+        return False, None
+    highest_seq = getattr(registrar, "highest_seq", None)
+    if callable(highest_seq):
+        try:
+            if highest_seq(wanted.id) is None:
+                return True, None  # not registered there: registering adds it, nothing to put back
+        except GatewayRegistrationError as exc:
+            log.info("cannot ask %s whether it holds %s: %s", getattr(registrar, "base_url", "the gateway"),
+                     wanted.id, exc)
+    held = replace(wanted, key=current.key)  # the registration asked for, with the board's key
+    try:
+        outcome = registrar(held, False)
+    except GatewayRegistrationError as exc:
+        if exc.details.get("reason") == "conflict":
+            return False, None  # another key: not this board's registration
+        raise
+    if outcome is Registration.UNCHANGED:
+        return True, held
+    # Added: the gateway did not hold the id (now it holds the key on the board): not a registration of before.
+    log.info("%s was not registered at the gateway; registered with the board's key", wanted.id)
+    return True, None
+
+
+def restore_in_registry(directory: Path, previous: Identity, registered_now: Identity) -> None:
+    """Put ``previous`` back in the registry directory, only while it holds ``registered_now``'s key
+    (checked under its write lock: a take-over or key rotation made meanwhile is kept).
+
+    Raises:
+        GatewayRegistrationError: ``conflict``/``unknown_device`` (changed meanwhile: left as it is), or
+            the registry could not be opened or written.
+    """
+    try:
+        reg = Registry(directory, create=False)
+    except RegistryError as exc:
+        raise GatewayRegistrationError(f"cannot open registry {directory}: {exc}", reason=exc.reason) from exc
+    try:
+        reg.enroll(previous.id, kind=previous.kind, zone=previous.zone, lat=previous.lat, lon=previous.lon,
+                   key=previous.key, replace=True, expect_key=registered_now.key)
+    except RegistryError as exc:
+        raise GatewayRegistrationError(str(exc), device_id=previous.id, reason=exc.reason) from exc
+    finally:
+        reg.close()
+
+
+def restore_through(registrar: Registrar) -> Restore:
+    """:data:`Restore` behind the admin API, which has no compare-and-swap: the gateway is asked just
+    before whether it still holds the key registered (the window left is that of two requests)."""
+
+    def restore(previous: Identity, registered_now: Identity) -> None:
+        if registrar(registered_now, False) is not Registration.UNCHANGED:  # else conflict: raised
+            raise GatewayRegistrationError(f"{previous.id} was no longer registered at the gateway",
+                                           device_id=previous.id, reason="unknown_device")
+        registrar(previous, True)
+
+    return restore
+
+
+def _read(dut: Dut, path: str, size: int) -> Identity | None:
+    """The identity in ``path`` (``size`` from stat; -1 missing), or None when missing or not one."""
+    if size < 0:
+        return None
+    try:
+        return parse_identity(dut.read_file(path, timeout_s=CLEANUP_TIMEOUT_S, secret=True))
+    except IdentityFormatError:
+        return None
+
+
+def undo_failed_write(dut: Dut, exc: DeviceIOError, *, current: Identity | None, wanted: Identity,
+                      previous: Identity | None, restore: Restore) -> FieldError | None:
+    """What a failed ``/identity.json`` write after the new key was registered leaves: None when the
+    board holds ``wanted`` after all (its answer was lost after the rename: provisioned), else the error
+    to raise. The board is read back first (each call bounded: a dead link ends it in seconds); its temp
+    file is removed unless it is the only copy of the new identity (``/identity.json`` gone: kept, and
+    said). When the board still holds ``current`` and ``previous`` is known, the registry gets
+    ``previous`` back while it still holds ``wanted`` (``details["registry_restored"]``); a registration
+    changed meanwhile is kept (``details["registry_changed"]``). A lost link: ``exc`` as it was (the
+    caller says how to finish the provisioning)."""
     if exc.details.get("link_lost"):
         return exc
     try:
-        with_retries(dut, lambda: dut.exec(_REMOVE_PART, timeout_s=10))
-    except DutError as err:
-        log.info("could not remove %s on %s: %s", PART_PATH, dut.url, err)
-    if previous is None or current is None:
-        return exc
-    try:
-        # Only when the board provably holds what it held: a write cut off at its rename may have
-        # given it the new identity, which the registry must then keep.
-        unchanged = read_identity(dut) == current
-    except HilError as err:
+        target_size, part_size = dut.eval_code(_SIZES, timeout_s=CLEANUP_TIMEOUT_S)
+        on_board = _read(dut, IDENTITY_PATH, int(target_size))
+        part = _read(dut, PART_PATH, int(part_size))
+    except (DutError, TypeError, ValueError) as err:
         log.info("cannot read the identity back from %s: %s", dut.url, err)
-        return exc
-    if not unchanged:
+        return exc  # nothing proven: the .part may be the only copy, and the registry keeps the new key
+    if part is not None and part == wanted and on_board is None and int(target_size) < 0:
+        return DeviceIOError(
+            f"{exc}; the board has no {IDENTITY_PATH} now and its new identity (key {wanted.fingerprint}, the one "
+            f"registered) is only in {PART_PATH}, which was kept", **{**exc.details, "part_kept": True})
+    if int(part_size) >= 0:
+        try:
+            dut.exec(_REMOVE_PART, timeout_s=CLEANUP_TIMEOUT_S)
+        except DutError as err:
+            log.info("could not remove %s on %s: %s", PART_PATH, dut.url, err)
+    if on_board is not None and on_board == wanted:
+        log.info("the board on %s holds its new identity despite the error: %s", dut.url, exc)
+        return None
+    if previous is None or current is None or on_board != current:
         return exc
     try:
-        register(previous, True)
+        restore(previous, wanted)
+    except GatewayRegistrationError as err:
+        if err.details.get("reason") in ("conflict", "unknown_device"):
+            log.warning("registration of %s changed meanwhile, not put back: %s", previous.id, err)
+            return DeviceIOError(
+                f"{exc}; the board's identity is unchanged; the registry was not put back: {previous.id} was "
+                "changed meanwhile (another take-over, a key rotation or a revocation), which is kept",
+                **{**exc.details, "registry_changed": True})
+        log.warning("could not put the registration of %s back: %s", previous.id, err)
+        return DeviceIOError(f"{exc}; putting the previous registration of {previous.id} back failed ({err})",
+                             **exc.details)
     except HilError as err:
         log.warning("could not put the registration of %s back: %s", previous.id, err)
-        return exc
+        return DeviceIOError(f"{exc}; putting the previous registration of {previous.id} back failed ({err})",
+                             **exc.details)
     log.info("registration of %s put back (key %s)", previous.id, previous.fingerprint)
     return DeviceIOError(f"{exc}; the registry was restored ({previous.id} is registered with key "
                          f"{previous.fingerprint} again, as before) and the board's identity is unchanged",

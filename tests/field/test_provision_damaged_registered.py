@@ -35,7 +35,9 @@ async def test_the_advice_for_a_damaged_identity_of_a_registered_id_works_as_giv
         rc, out = await run(*prov)
         assert rc == 2, out
         advice = shlex.join(["civicedge", *prov, "--force", "--take-over"])
-        assert out.endswith(f"has a damaged /identity.json (is not valid JSON); replace it with: {advice}"), out
+        assert out.endswith(f"has a damaged /identity.json (is not valid JSON); replace it with: {advice} "
+                            "(--take-over: only if sl-0080 was this board's; a board holding it is refused from then "
+                            "on)"), out
 
         rc, out = await run(*shlex.split(advice)[1:])
         assert rc == 0, out
