@@ -12,7 +12,7 @@ existing ``--hil-qemu-image``) is a usage error at session start; the sim backen
 missing errors the tests that need a board. Only hardware that cannot exist here (no Espressif QEMU
 on PATH) makes tests skip.
 Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=)`` choose what the
-fixtures bring up, ``gateway(link="uart"|"ble")`` which link ``hil_gateway`` reads boards with both over
+fixtures bring up, ``hil_gateway(link="uart"|"ble")`` which link ``hil_gateway`` reads boards with both over
 (it requires that link as ``requires(...)`` does; docs/hil.md).
 
 Marker ``@pytest.mark.requires("ble", "adc")``: the test runs only where each board its fixtures bring up
@@ -137,7 +137,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sim(speed=X, seed=N): virtual clock speed and noise seed of the test's "
                             "virtual boards (sim backend only; other backends ignore it)")
     config.addinivalue_line("markers", "fleet(**counts): board mix of the hil_fleet fixture, board_name=count")
-    config.addinivalue_line("markers", f"gateway(link={'|'.join(GATEWAY_LINKS)}): the link the hil_gateway fixture reads "
+    config.addinivalue_line("markers", f"hil_gateway(link={'|'.join(GATEWAY_LINKS)}): the link the hil_gateway fixture reads "
                             "the test's boards over (default: a board's UART when it has one, else BLE); "
                             "requires that link like requires(...)")
     if config.pluginmanager.has_plugin("pytest_embedded"):
@@ -359,9 +359,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the backend drives (a fleet on the serial backend), as skipped (never failed).
 
     Done at collection so the skip is reported at the test's own location, with the reason.
-    A ``gateway(link=X)`` marker requires X like ``requires(X)``; ``link='ble'`` skips off the sim backend
+    A ``hil_gateway(link=X)`` marker requires X like ``requires(X)``; ``link='ble'`` skips off the sim backend
     (:func:`gateway_link_skip_reason`). Malformed ``board``/``fleet``/``sim``/``requires``/``gateway`` markers
-    and a ``board(...)``/``fleet(...)``/``gateway(...)`` marker the test's fixtures would ignore (:func:`hil.pytest_plugin.markers.ignored_marker_problem`)
+    and a ``board(...)``/``fleet(...)``/``hil_gateway(...)`` marker the test's fixtures would ignore (:func:`hil.pytest_plugin.markers.ignored_marker_problem`)
     are usage errors here. Unknown capability names and unknown boards in markers are left to
     :func:`pytest_runtest_setup`, which errors.
     """
@@ -376,7 +376,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             sim_marker_options(item)  # a bad sim(...) marker is a usage error before anything boots
             check_marker_shapes(item)  # board(), board(a, b), fleet() too
-            link = gateway_link(item)  # gateway(link=X) needs the boards' link X, as requires(X) would
+            link = gateway_link(item)  # hil_gateway(link=X) needs the boards' link X, as requires(X) would
             ignored = ignored_marker_problem(item, getattr(item, "fixturenames", ()))
             if ignored is not None:  # requires(...) would check a board the test never gets
                 raise pytest.UsageError(ignored)
@@ -406,7 +406,7 @@ def gateway_link_skip_reason(backend: str, link: str | None) -> str | None:
     and the backend's manifest have it, or None: the gateway's only BLE is the sim backend's virtual radio
     (a real board's BLE would need the gateway's bleak backend and a radio on the test host)."""
     if link == "ble" and backend != "sim":
-        return (f"hil_gateway reads BLE only over the sim backend's virtual radio; gateway(link='ble') cannot run "
+        return (f"hil_gateway reads BLE only over the sim backend's virtual radio; hil_gateway(link='ble') cannot run "
                 f"on the {backend} backend")
     return None
 

@@ -251,7 +251,7 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
 def wants_radio(definitions: list[BoardDefinition], request: pytest.FixtureRequest) -> bool:
     """Whether the sim backend puts the test's BLE boards on the virtual radio: always for a board whose
     only link is BLE (its reports leave that way), and for every BLE board when the test uses
-    ``hil_radio``, ``requires("ble")`` or ``gateway(link="ble")`` (a UART+BLE board otherwise gets no
+    ``hil_radio``, ``requires("ble")`` or ``hil_gateway(link="ble")`` (a UART+BLE board otherwise gets no
     ``ble_address``)."""
     if any(d.ble is not None and d.uart is None for d in definitions):
         return True
@@ -457,10 +457,12 @@ def hil_gateway(request: pytest.FixtureRequest, hil_settings: HilSettings,
     Boards of ``hil_board``/``hil_fleet`` (when the test uses them) are registered with their
     keys; UART boards (those with BLE too) are read over their data links (a pty, QEMU's
     ``socket://127.0.0.1:PORT`` data UART, a rig's serial port), BLE-only boards over ``hil_radio``.
-    ``@pytest.mark.gateway(link="ble")`` reads every board over BLE instead (a UART+BLE board's UART is
+    ``@pytest.mark.hil_gateway(link="ble")`` reads every board over BLE instead (a UART+BLE board's UART is
     left unread, so its firmware sends over BLE once a UART round goes unanswered; sim backend only, the
-    marker requires ``ble`` and skips elsewhere); ``gateway(link="uart")`` insists on the UART. A board
-    the chosen link cannot reach errors the test at once. Its work directory (config, registry, store) is
+    marker requires ``ble`` and skips elsewhere); ``hil_gateway(link="uart")`` insists on the UART. A board
+    the chosen link cannot reach errors the test at once. Over BLE, virtual boards' links may go one report window
+    of their clock without a verified frame (:func:`~hil.pytest_plugin.gateway_process.ble_auth_timeout_for`). Its
+    work directory (config, registry, store) is
     ``<tmp_path>/gateway``, its output kept there as ``gateway.log``.
     """
     boards: list[BoardHandle] = []
@@ -497,7 +499,7 @@ def no_data_link_message(boards: list[BoardHandle]) -> str:
 
 
 def no_ble_link_message(boards: list[BoardHandle]) -> str:
-    """Why ``hil_gateway`` under ``gateway(link="ble")`` cannot read ``boards`` over BLE."""
+    """Why ``hil_gateway`` under the ``hil_gateway(link="ble")`` marker cannot read ``boards`` over BLE."""
     names = ", ".join(f"{b.device_id} ({b.definition.name}, {b.backend})" for b in boards)
     board = boards[0]
     if board.definition.ble is None:
@@ -506,7 +508,7 @@ def no_ble_link_message(boards: list[BoardHandle]) -> str:
         why = f"hil_gateway reads BLE only over the sim backend's virtual radio, not on the {board.backend} backend"
     else:
         why = "the board is not on the virtual radio (no ble_address)"
-    return f"hil_gateway: gateway(link='ble'): no BLE link to {names}: {why}"
+    return f"hil_gateway: @pytest.mark.hil_gateway(link='ble'): no BLE link to {names}: {why}"
 
 
 def _no_link_how(backend: str, definition: BoardDefinition) -> str:

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 READY = re.compile(r"gateway (\S+) ready(?: http=(\d+))?")
 TEST_LICENCE = "CC0-1.0"
 """The ``[opendata] licence`` of the test gateway's config (any valid one would do)."""
+DEFAULT_BLE_AUTH_TIMEOUT_S = 20.0
+"""The gateway's ``[ble] auth_timeout_s`` default (wall seconds; gateway.config.model.BleConfig)."""
+MAX_BLE_AUTH_TIMEOUT_S = 600.0
+"""The largest ``[ble] auth_timeout_s`` the gateway's config takes."""
 PORT_TRIES = 10
 """Gateway starts on ports of a ``port_range`` that another process took after the probe, before giving up."""
 
@@ -73,6 +77,8 @@ class GatewayProcess:
             error message and is its ``hint`` detail; None: no hint.
         port_range: the ports the HTTP server may listen on (``--hil-port-range``); None: any free
             port, which the gateway binds itself.
+        ble_auth_timeout_s: the config's ``[ble] auth_timeout_s`` (wall seconds a BLE link may go without a
+            verified frame); None: the gateway's default (:data:`DEFAULT_BLE_AUTH_TIMEOUT_S`).
     """
 
     workdir: Path
@@ -85,6 +91,7 @@ class GatewayProcess:
     admin_token: str | None = field(default=None, repr=False)
     failure_hint: Callable[[str | None], str | None] | None = field(default=None, repr=False)
     port_range: PortRange | None = None
+    ble_auth_timeout_s: float | None = None
     _output: list[str] = field(default_factory=list, repr=False)
     _reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -142,7 +149,10 @@ class GatewayProcess:
         for port in self.serial_ports:
             lines += ["[[serial]]", f"port = {_toml_str(port)}", ""]
         if self.radio_url is not None:
-            lines += ["[ble]", "enabled = true", 'backend = "virtual"', f"radio = {_toml_str(self.radio_url)}", ""]
+            lines += ["[ble]", "enabled = true", 'backend = "virtual"', f"radio = {_toml_str(self.radio_url)}"]
+            if self.ble_auth_timeout_s is not None:
+                lines.append(f"auth_timeout_s = {self.ble_auth_timeout_s:.1f}")
+            lines.append("")
         if self.http:
             # Port 0 at the first start: the gateway binds a free port itself and names it in its ready
             # line (a port probed free here could be taken by a parallel test worker before the gateway
@@ -326,11 +336,35 @@ def gateway_for(boards: Sequence[BoardHandle], *, workdir: Path, radio_url: str 
                 port_range: PortRange | None = None, link: str | None = None) -> GatewayProcess:
     """A gateway wired to ``boards``: UART boards as serial ports, BLE-only boards over the radio; with
     ``link="ble"`` every board on the radio over BLE, its UART left unread (a board with both links sends
-    over BLE once its UART goes unanswered); its HTTP server on a port of ``port_range`` (None: any free port)."""
+    over BLE once its UART goes unanswered); its HTTP server on a port of ``port_range`` (None: any free port);
+    its BLE auth timeout long enough for sped-up virtual boards (:func:`ble_auth_timeout_for`)."""
     ports = [b.data_url for b in boards if b.data_url and not reads_over_ble(b, link)]
     needs_ble = any(reads_over_ble(b, link) for b in boards)
     gw = GatewayProcess(workdir=workdir, serial_ports=[p for p in ports if p],
-                        radio_url=radio_url if needs_ble else None, port_range=port_range)
+                        radio_url=radio_url if needs_ble else None, port_range=port_range,
+                        ble_auth_timeout_s=ble_auth_timeout_for([b for b in boards if reads_over_ble(b, link)]))
     for board in boards:
         gw.register(board)
     return gw
+
+
+def ble_auth_timeout_for(ble_boards: Sequence[BoardHandle]) -> float | None:
+    """The ``[ble] auth_timeout_s`` for a gateway reading ``ble_boards`` over the radio, or None for the default.
+
+    A board on the radio advertises while it has nothing to send, and the gateway connects at once; its first
+    report comes when a report window of the board's clock closes, up to one window (900 s) after boot. The
+    gateway times ``auth_timeout_s`` in wall seconds (also under ``[sim_clock]``): at sim speed 30 a window is
+    30 wall seconds, longer than the default 20, so the link was dropped as unverified in about one run in three
+    (depending on the time of day the board booted at), then not retried for the 30-s reconnect pause. A virtual
+    board at a known speed gets one report window of wall time plus a margin (at most
+    :data:`MAX_BLE_AUTH_TIMEOUT_S`); speed 0, a paused clock, and other backends keep the default.
+    """
+    from hil.pytest_plugin.hints import report_window_s
+
+    longest: float | None = None
+    for board in ble_boards:
+        speed = board.extras.get("sim_speed") if board.backend == "sim" else None
+        if isinstance(speed, (int, float)) and not isinstance(speed, bool) and speed > 0:
+            wall_s = report_window_s(board) / speed + DEFAULT_BLE_AUTH_TIMEOUT_S
+            longest = wall_s if longest is None else max(longest, wall_s)
+    return None if longest is None else min(longest, MAX_BLE_AUTH_TIMEOUT_S)

@@ -19,27 +19,31 @@ BOARD_MARKER_FIXTURES = frozenset({"hil_board", "hil_board_definition"})
 FLEET_MARKER_FIXTURES = frozenset({"hil_fleet"})
 """Fixtures that read the ``fleet(...)`` marker."""
 
+GATEWAY_MARKER = "hil_gateway"
+"""The marker that chooses ``hil_gateway``'s link, named after its fixture: this plugin loads in every pytest session
+where civicedge is installed, and a bare ``gateway`` marker is a name a project's own tests (a city gateway's) use."""
+
 GATEWAY_LINKS: tuple[str, ...] = ("uart", "ble")
-"""What ``gateway(link=...)`` takes: the link ``hil_gateway`` reads every board of the test over. The names are
+"""What ``hil_gateway(link=...)`` takes: the link ``hil_gateway`` reads every board of the test over. The names are
 the board capabilities of those links, which the marker therefore requires (as ``requires(...)`` does)."""
 
 
 def gateway_link(item: pytest.Item) -> str | None:
-    """The ``link`` of the item's closest ``gateway(...)`` marker (None: no marker, each board over its UART
+    """The ``link`` of the item's closest ``hil_gateway(...)`` marker (None: no marker, each board over its UART
     when it has one, else over BLE).
 
     Raises:
         pytest.UsageError: positional arguments, other keywords, or a link not in :data:`GATEWAY_LINKS`.
     """
-    mark = item.get_closest_marker("gateway")
+    mark = item.get_closest_marker(GATEWAY_MARKER)
     if mark is None:
         return None
     link = mark.kwargs.get("link")
     if mark.args or set(mark.kwargs) != {"link"} or link not in GATEWAY_LINKS:
         given = ", ".join([repr(a) for a in mark.args] + [f"{k}={v!r}" for k, v in mark.kwargs.items()])
-        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.gateway({given}): gateway(...) takes link= only, "
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.hil_gateway({given}): hil_gateway(...) takes link= only, "
                                 f"one of {', '.join(repr(name) for name in GATEWAY_LINKS)} (the link hil_gateway "
-                                "reads the test's boards over), e.g. @pytest.mark.gateway(link='ble')")
+                                "reads the test's boards over), e.g. @pytest.mark.hil_gateway(link='ble')")
     return str(link)
 
 
@@ -70,22 +74,22 @@ def check_marker_shapes(item: pytest.Item) -> None:
 
 
 def ignored_marker_problem(node: pytest.Item, fixturenames: Iterable[str]) -> str | None:
-    """Why a ``board(...)``/``fleet(...)``/``gateway(...)`` marker of ``node`` would be ignored by the fixtures
+    """Why a ``board(...)``/``fleet(...)``/``hil_gateway(...)`` marker of ``node`` would be ignored by the fixtures
     the test uses (``fixturenames``), or None.
 
     ``board(...)`` with ``hil_fleet`` but no ``hil_board``, or ``fleet(...)`` with ``hil_board`` but no
     ``hil_fleet``: the fixture would bring up the session board while ``requires(...)`` checked the
-    marker's. ``gateway(...)`` without ``hil_gateway``: the marker would require a link nothing reads. A
+    marker's. The ``hil_gateway(...)`` marker without the ``hil_gateway`` fixture would require a link nothing reads. A
     ``board``/``fleet`` marker on a test that uses no board fixture only chooses what ``requires(...)`` checks.
     """
     names = set(fixturenames)
     uses_board, uses_fleet = bool(BOARD_MARKER_FIXTURES & names), bool(FLEET_MARKER_FIXTURES & names)
     board = node.get_closest_marker("board")
     fleet = node.get_closest_marker("fleet")
-    gateway = node.get_closest_marker("gateway")
+    gateway = node.get_closest_marker(GATEWAY_MARKER)
     if gateway is not None and "hil_gateway" not in names:
         link = gateway.kwargs.get("link", "...")
-        return (f"{node.nodeid}: @pytest.mark.gateway(link={link!r}) is read by hil_gateway only, and this test does "
+        return (f"{node.nodeid}: @pytest.mark.hil_gateway(link={link!r}) is read by hil_gateway only, and this test does "
                 "not use it (a test that gets hil_gateway through request.getfixturevalue names hil_gateway in its "
                 "arguments instead)")
     if board is not None and uses_fleet and not uses_board:
@@ -139,5 +143,5 @@ def unknown_capability_message(name: object, known: Iterable[str]) -> str:
     return f"@pytest.mark.requires({name!r}): unknown capability {name!r} ({hint}known: {', '.join(known)})"
 
 
-__all__ = ["BOARD_MARKER_FIXTURES", "FLEET_MARKER_FIXTURES", "GATEWAY_LINKS", "board_refs", "check_marker_shapes",
+__all__ = ["BOARD_MARKER_FIXTURES", "FLEET_MARKER_FIXTURES", "GATEWAY_LINKS", "GATEWAY_MARKER", "board_refs", "check_marker_shapes",
            "fleet_marker_text", "gateway_link", "ignored_marker_problem", "unknown_capability_message"]
