@@ -4,9 +4,24 @@ All randomness comes from ``os.urandom`` (ESP32 hardware RNG: truly random only 
 radio is on or the bootloader RNG source is enabled; see docs/privacy.md). Uniform integers
 are drawn by rejection sampling on whole bytes, so there is no modulo bias. Parameters are
 rationals ``num/den`` with positive ints; nothing here uses floats, ``math`` or ``random``.
+
+The sampler's number of draws grows with the geometric part of the sample (and its rejections), so
+its running time would tell about the noise (a timing side channel: Jin et al., IEEE S&P 2022).
+:func:`noise_for_milli_eps` therefore pads every sample to ``PAD_DRAWS`` calls of the byte source:
+the draws after the sample is decided are discarded, so the output (and its distribution) is the
+unpadded sampler's. A sample needing more than ``PAD_DRAWS`` draws is not padded; docs/privacy.md
+section 2 gives that residual probability per epsilon.
 """
 
+import gc
 import os
+
+# Calls of the byte source per noise sample (see the module docstring and docs/privacy.md §2).
+PAD_DRAWS = 128
+# A garbage collection after every this many draws of a sample: each draw leaves a bytes object
+# (128 of them: about 4 KB on a board). The collections come at fixed draw numbers, so how many
+# run does not depend on the sample either.
+GC_EVERY = 32
 
 
 def _check_ratio(num, den):
@@ -102,8 +117,26 @@ def discrete_laplace(scale_num, scale_den, rand=os.urandom):
         return y
 
 
-def noise_for_milli_eps(eps_milli, rand=os.urandom):
-    """Discrete Laplace noise giving ``eps_milli``/1000-DP for a sensitivity-1 count."""
+def noise_for_milli_eps(eps_milli, rand=os.urandom, pad=None):
+    """Discrete Laplace noise giving ``eps_milli``/1000-DP for a sensitivity-1 count.
+
+    Calls ``rand`` ``pad`` times (None: ``PAD_DRAWS``) whatever the sample, more only if the
+    sample itself needs more: the draws left over are made and discarded after the sample is
+    decided, so they do not change it, and the time a release takes does not depend on its noise.
+    """
     if not isinstance(eps_milli, int) or eps_milli < 1:
         raise ValueError("dlaplace: eps_milli must be an int >= 1")
-    return discrete_laplace(1000, eps_milli, rand)
+    if pad is None:
+        pad = PAD_DRAWS
+    drawn = [0]
+
+    def counted(n):
+        drawn[0] += 1
+        if drawn[0] % GC_EVERY == 0:
+            gc.collect()
+        return rand(n)
+
+    z = discrete_laplace(1000, eps_milli, counted)
+    while drawn[0] < pad:
+        int.from_bytes(counted(2), "big")  # the work of one draw of uniform(); the value is discarded
+    return z
