@@ -101,7 +101,7 @@ class VirtualBoard:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if flash_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"civicedge-{self.device_id}-")
-            flash_dir = Path(self._tmp.name) / "flash"  # its lock file goes next to it, inside the temp dir
+            flash_dir = self._tmp.name
         self.flash_dir = Path(flash_dir).resolve()
         self._own_host = host is None
         self.host = host or SimHost(speed=speed, start_ms=start_ms)

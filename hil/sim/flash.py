@@ -9,6 +9,8 @@ firmware they expect. State the firmware writes (seq, outbox, ledger) is left al
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -18,11 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.pid_lock import LockHeld, take_pid_lock
 from gateway.resources import firmware_dir
 from hil.field.device_policy import DevicePolicyError
 from hil.sim.errors import FlashError, FlashInUseError, FlashKindError
-from hil.workdir import lock_path
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +125,10 @@ def provision_identity(flash: Path, *, device_id: str, kind: str, zone: str = "s
 
 
 class FlashLock:
-    """The lock :func:`lock_flash` took; :meth:`release` removes its file and releases it."""
+    """The lock :func:`lock_flash` took on a flash directory; :meth:`release` releases it."""
 
-    def __init__(self, flash: Path, path: Path, fd: int) -> None:
+    def __init__(self, flash: Path, fd: int) -> None:
         self.flash = flash
-        self.path = path
         self._fd: int | None = fd
 
     @property
@@ -138,60 +137,59 @@ class FlashLock:
         return self._fd is not None
 
     def release(self) -> None:
-        """Remove the lock file, then release the lock (safe to call more than once).
-
-        Removed while still held, so no other board can hold it then; one that opened it before
-        finds, once it has the lock, that the file is no longer at its path and tries again.
-        """
+        """Release the lock (safe to call more than once)."""
         fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:  # left in place: harmless, the next board locks it
-            logger.info("cannot remove %s: %s", self.path, exc)
-        os.close(fd)
-
-
-def _same_file(path: Path, fd: int) -> bool:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return False
-    own = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+        if fd is not None:
+            os.close(fd)
 
 
 def lock_flash(flash: Path) -> FlashLock:
-    """Take the exclusive lock of flash directory ``flash`` (resolved) for a board's life.
+    """Create flash directory ``flash`` (resolved) if needed and lock it exclusively for a board's life.
 
     Two boards on one flash would share its seq counter, outbox and key (a seq used twice) and
-    install over each other's firmware. The lock is the work directories' (:func:`hil.workdir.lock_path`,
-    :func:`gateway.pid_lock.take_pid_lock`): an ``flock`` on ``.<name>.lock`` next to the directory
-    naming its holder's pid, released by the kernel when the holder dies, so a crashed board never
-    blocks the next one. Unlike a work directory's, the file is removed on release (a flash root of a
-    fleet is not left with a lock file per board).
+    install over each other's firmware. The lock is an ``flock`` on the directory itself, as
+    :func:`gateway.pid_lock.take_pid_lock` takes on a file: the kernel releases it when the holder
+    dies, so a crashed board never blocks the next one. Unlike a work directory's lock it needs no
+    file: a lock file on the flash would be a file the board sees, and one next to it an entry in a
+    fleet's flash root that is not a board. The holder's pid comes from ``/proc/locks``.
 
     Raises:
-        FlashInUseError: another board (``holder_pid``) holds it.
-        FlashError: the lock file cannot be created.
+        FlashInUseError: another board (``holder_pid``, None when it cannot be told) holds it.
+        FlashError: the directory cannot be created or opened.
     """
-    lock = lock_path(flash)
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(10):
-            fd = take_pid_lock(lock, mode=0o644)
-            if _same_file(lock, fd):
-                return FlashLock(flash, lock, fd)
-            os.close(fd)  # its holder removed it as it released it: this lock locks nothing
-    except LockHeld as held:
-        holder = held.holder
+        flash.mkdir(parents=True, exist_ok=True)
+        fd = os.open(flash, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise FlashError(f"cannot create flash directory {flash}: {exc}", path=str(flash)) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        st = os.fstat(fd)
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise FlashError(f"cannot lock the flash {flash}: {exc.strerror or exc}", path=str(flash)) from exc
+        holder = _flock_holder(st.st_dev, st.st_ino)
         raise FlashInUseError(f"the flash {flash} is in use by another virtual board (pid {holder or '?'}); "
                               "stop that board first, or use another flash directory", path=str(flash),
-                              holder_pid=int(holder) if holder.isdigit() else None) from None
-    except OSError as exc:
-        raise FlashError(f"cannot lock the flash {flash} ({lock}): {exc.strerror or exc}", path=str(flash)) from exc
-    raise FlashError(f"cannot lock the flash {flash}: its lock file {lock} keeps being replaced", path=str(flash))
+                              holder_pid=holder) from None
+    return FlashLock(flash, fd)
+
+
+def _flock_holder(dev: int, ino: int) -> int | None:
+    """The pid holding an ``flock`` on the file (dev, ino), from ``/proc/locks``; None if not listed."""
+    where = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2493636 0 EOF" ("->" marks a waiter: none, LOCK_NB)
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where and fields[4].isdigit():
+            return int(fields[4])
+    return None
 
 
 def _json_doc(path: Path) -> dict[str, Any]:
