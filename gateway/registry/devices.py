@@ -15,6 +15,7 @@ database's table and errors in :mod:`gateway.registry.records`, value checks in
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import json
@@ -85,6 +86,24 @@ def _tighten(path: Path, mode: int, changed: list[str]) -> None:
     if old != mode:
         os.chmod(path, mode)
         changed.append("%s %04o -> %04o" % (path.name, old, mode))
+
+
+def _check_expectation(device_id: str, expect_key: bytes | None, expect_key_sha256: bytes | None) -> bool:
+    """Whether a key change is a compare-and-swap; refuses both expectations at once or a digest of the
+    wrong length (``bad_value``): a malformed one would never match, and a silent ``conflict`` misleads."""
+    if expect_key is not None and expect_key_sha256 is not None:
+        raise RegistryError("pass expect_key or expect_key_sha256, not both", reason="bad_value", device_id=device_id)
+    if expect_key_sha256 is not None and len(expect_key_sha256) != hashlib.sha256().digest_size:
+        raise RegistryError("expect_key_sha256 must be a SHA-256 digest (32 bytes), not %d bytes"
+                            % len(expect_key_sha256), reason="bad_value", device_id=device_id)
+    return expect_key is not None or expect_key_sha256 is not None
+
+
+def _holds(held: bytes, expect_key: bytes | None, expect_key_sha256: bytes | None) -> bool:
+    """Whether the key ``held`` is the one expected (by value or by SHA-256 digest), in constant time."""
+    if expect_key is not None:
+        return hmac.compare_digest(held, expect_key)
+    return expect_key_sha256 is not None and hmac.compare_digest(hashlib.sha256(held).digest(), expect_key_sha256)
 
 
 def _names(names: list[str], first: int = 3) -> str:
@@ -429,12 +448,15 @@ class Registry:
         return self.get(device_id)
 
     def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,
-               replace: bool = False, expect_key: bytes | None = None) -> str:
+               replace: bool = False, expect_key: bytes | None = None,
+               expect_key_sha256: bytes | None = None) -> str:
         """Register a device with the key its provisioning tool generated; idempotent.
 
         ``expect_key`` (with ``replace``): replace the key only while the device is still registered with
         ``expect_key``, checked under the write lock (compare-and-swap): a tool undoing its own registration
         never overwrites a key another tool registered meanwhile (a take-over, a key rotation).
+        ``expect_key_sha256``: the same with the SHA-256 digest (32 bytes) of the expected key, for a caller
+        that must not send the key itself (the admin API); at most one of the two.
 
         Returns:
             ``added`` (new device), ``unchanged`` (already registered exactly so, same key) or
@@ -456,7 +478,8 @@ class Registry:
         _validate_device(device_id, kind=kind, zone=zone, lat=lat, lon=lon,
                          zone_stored=rec is not None and rec.zone == zone)
         _check_key(device_id, key)
-        if rec is None and expect_key is not None:
+        expecting = _check_expectation(device_id, expect_key, expect_key_sha256)
+        if rec is None and expecting:
             raise RegistryError("device %s is no longer registered; it is not registered again with the key it "
                                 "had" % device_id, reason="unknown_device", device_id=device_id)
         if rec is None:
@@ -503,7 +526,7 @@ class Registry:
                                     device_id=device_id)
             raise RegistryError("device %s is already registered with another key" % device_id, reason="conflict",
                                 device_id=device_id)
-        self.rotate_key(device_id, key=key, expect_key=expect_key)
+        self.rotate_key(device_id, key=key, expect_key=expect_key, expect_key_sha256=expect_key_sha256)
         return "replaced"
 
     def get(self, device_id: str) -> DeviceRecord:
@@ -636,11 +659,13 @@ class Registry:
                  new_zone, lat, lon)
         return self.get(device_id), True
 
-    def rotate_key(self, device_id: str, *, key: bytes | None = None, expect_key: bytes | None = None) -> Path:
+    def rotate_key(self, device_id: str, *, key: bytes | None = None, expect_key: bytes | None = None,
+                   expect_key_sha256: bytes | None = None) -> Path:
         """Replace the device's key (generated when ``key`` is None); return the key file path.
 
         ``expect_key``: only while the device's key file holds it, read under the write lock (another
-        tool's change in between makes this a ``conflict``, nothing changed).
+        tool's change in between makes this a ``conflict``, nothing changed). ``expect_key_sha256``: the
+        same, given as the SHA-256 digest (32 bytes) of the expected key; at most one of the two.
 
         The device keeps its old key until it is re-provisioned, so its frames fail HMAC until then.
 
@@ -649,8 +674,10 @@ class Registry:
                 serve nothing, provision the board under a new id); ``bad_key`` (as :meth:`add`);
                 ``storage`` (SQLite or file error: the old key and version are kept); ``storage_partial``
                 (the row kept the old version but the old key file could not be put back); ``conflict``
-                (``expect_key`` given and the device holds another key, or none usable).
+                (``expect_key`` given and the device holds another key, or none usable); ``bad_value``
+                (both expectations given, or a digest that is not 32 bytes).
         """
+        expecting = _check_expectation(device_id, expect_key, expect_key_sha256)
         if self.get(device_id).revoked:
             raise RegistryError("device %s is revoked; its key is not rotated (a revoked id stays revoked: "
                                 "provision the board under a new id)" % device_id, reason="revoked",
@@ -666,14 +693,14 @@ class Registry:
         # refused, disk error), the old key file is put back.
 
         def change() -> None:
-            if expect_key is not None:
+            if expecting:
                 # Under BEGIN EXCLUSIVE: every key change holds it, so the file read is the key now.
                 try:
                     held: bytes | None = read_key_file(self.key_path(device_id), regular_only=True)
                 except RegistryError:
                     held = None
                 row = self._conn.execute("SELECT revoked, retired FROM devices WHERE id=?", (device_id,)).fetchone()
-                if row is None or any(row) or held is None or not hmac.compare_digest(held, expect_key):
+                if row is None or any(row) or held is None or not _holds(held, expect_key, expect_key_sha256):
                     raise RegistryError("device %s changed meanwhile (another take-over, a key rotation or a "
                                         "revocation); its key is left as it is" % device_id, reason="conflict",
                                         device_id=device_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from aiohttp import web
 
@@ -81,14 +81,26 @@ async def admin_devices(request: web.Request) -> web.Response:
     return json_response({"devices": devices, "count": len(devices)})
 
 
-ENROLL_KEYS = ("kind", "zone", "lat", "lon", "key", "replace")
+ENROLL_KEYS = ("kind", "zone", "lat", "lon", "key", "replace", "expect_key_sha256")
 
 
-def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
+class Enrollment(NamedTuple):
+    """A ``PUT /api/admin/devices/{id}`` body, checked for types and shape."""
+
+    kind: str
+    zone: str
+    lat: str
+    lon: str
+    key: bytes
+    replace: bool
+    expect_key_sha256: bytes | None
+
+
+def _validate_enrollment(body: Any) -> Enrollment:
     """Types and shape only (the registry checks the values); never echoes the key."""
     if not isinstance(body, dict):
-        raise BadParameter('body must be a JSON object {"kind", "zone", "lat", "lon", "key"[, "replace"]}',
-                           param="body")
+        raise BadParameter('body must be a JSON object {"kind", "zone", "lat", "lon", "key"[, "replace"]'
+                           '[, "expect_key_sha256"]}', param="body")
     unknown = sorted(set(body) - set(ENROLL_KEYS))
     if unknown:
         raise _unknown_keys(unknown)
@@ -102,14 +114,31 @@ def _validate_enrollment(body: Any) -> tuple[str, str, str, str, bytes, bool]:
     replace = body.get("replace", False)
     if not isinstance(replace, bool):
         raise BadParameter("'replace' must be true or false", param="replace")
-    key_hex = body["key"]
-    try:
-        key = bytes.fromhex(key_hex) if len(key_hex) == 64 else b""
-    except ValueError:
-        key = b""
-    if len(key) != 32:
+    key = _hex32(body["key"])
+    if key is None:
         raise BadParameter("'key' must be 64 hex characters (the 32-byte device key)", param="key")
-    return body["kind"], body["zone"], coordinate(body, "lat"), coordinate(body, "lon"), key, replace
+    expected = None
+    if body.get("expect_key_sha256") is not None:
+        expected = _hex32(body["expect_key_sha256"])
+        if expected is None:
+            raise BadParameter("'expect_key_sha256' must be 64 hex characters (the SHA-256 of the key the device "
+                               "must still hold)", param="expect_key_sha256")
+        if not replace:
+            # Without replace another key is refused anyway: an expectation there is a caller's mistake.
+            raise BadParameter("'expect_key_sha256' replaces a key only with '\"replace\": true'",
+                               param="expect_key_sha256")
+    return Enrollment(body["kind"], body["zone"], coordinate(body, "lat"), coordinate(body, "lon"), key, replace,
+                      expected)
+
+
+def _hex32(value: Any) -> bytes | None:
+    """The 32 bytes written as 64 hex characters in ``value``, else None (never quoted back)."""
+    if not isinstance(value, str) or len(value) != 64:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
 
 
 MAX_COORDINATE_CHARS = 32
@@ -151,16 +180,23 @@ async def enroll_device(request: web.Request) -> web.Response:
     stops working). Enrolling never moves a device (other kind, zone or location: 409 ``moved``; ``/move``
     does it explicitly), a revoked id stays revoked (409) and a retired one is not taken back (409
     ``retired``: ``/reinstate`` does it). The key is never logged nor echoed.
+
+    ``expect_key_sha256`` (with ``replace``): a compare-and-swap, the key is replaced only while the
+    device holds the key of that SHA-256 (checked under the registry's write lock): 409 ``conflict``
+    when it holds another (a take-over or key rotation made meanwhile is kept), 404 ``unknown_device``
+    when the id is not registered (never added). ``civicedge provision`` puts a registration back so.
     """
     _authorize(request)
     ctx = ctx_of(request)
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
-    kind, zone, lat, lon, key, replace = _validate_enrollment(await read_json_body(request))
+    body = _validate_enrollment(await read_json_body(request))
     # Off the event loop: enrolling compares the key with every other device's key file, which on a
     # large registry would pause ingest and ACKs (the registry's SQLite connection is serialized).
-    result = dict(await asyncio.to_thread(admin.enroll, device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
-                                          replace=replace))
+    result = dict(await asyncio.to_thread(admin.enroll, device_id, kind=body.kind, zone=body.zone, lat=body.lat,
+                                          lon=body.lon, key=body.key, replace=body.replace,
+                                          expect_key_sha256=body.expect_key_sha256))
+    kind, zone, lat, lon = body.kind, body.zone, body.lat, body.lon
     # WARNING, as revoke/rotate/move: a device added, or a key replaced, over the network is an admin
     # change the quiet gateway (warnings only by default) must still record. Never the key itself.
     if result["result"] == "added":

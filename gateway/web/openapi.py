@@ -263,10 +263,17 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
                                "key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$",
                                        "description": "the 32-byte device key, hex"},
                                "replace": {"type": "boolean", "default": False,
-                                           "description": "replace a registration with another key"}}}}}},
+                                           "description": "replace a registration with another key"},
+                               "expect_key_sha256": {
+                                   "type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$",
+                                   "description": "with replace: compare-and-swap, replace only while the device "
+                                                  "holds the key of this SHA-256 (hex), else 409 `conflict`; an id "
+                                                  "not registered is 404 `unknown_device`, never added"}}}}}},
             "responses": {"201": _ok("added"), "200": _ok("unchanged or replaced"), "400": _BAD, "401": _AUTH,
+                          "404": _err("with expect_key_sha256: the id is not registered (`unknown_device`)"),
                           "408": _err("body not received in time"),
-                          "409": _err("registered with another key (without replace), elsewhere, revoked or retired"),
+                          "409": _err("registered with another key (without replace, or not the one "
+                                      "expect_key_sha256 names: `conflict`), elsewhere, revoked or retired"),
                           "413": _err("body too large"), "503": _err("no registry attached")}}},
         "/api/admin/devices/{device_id}/move": {"post": {
             "summary": "Correct or change a device's location (and zone); never its key",

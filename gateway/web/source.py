@@ -521,16 +521,20 @@ class RegistryAdmin:
         return {"key_file": str(path), "key_version": int(self._registry.get(device_id).key_version)}
 
     def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,
-               replace: bool) -> Mapping[str, Any]:
-        """Register (or confirm) a device; 400 for bad values, 409 when registered differently."""
+               replace: bool, expect_key_sha256: bytes | None = None) -> Mapping[str, Any]:
+        """Register (or confirm) a device; 400 for bad values, 409 when registered differently; with
+        ``expect_key_sha256`` a compare-and-swap (409 ``conflict`` when another key is held, 404
+        ``unknown_device`` when the id is not registered: never added)."""
         try:
             with self._writes:
                 result = self._registry.enroll(device_id, kind=kind, zone=zone, lat=lat, lon=lon, key=key,
-                                               replace=replace)
+                                               replace=replace, expect_key_sha256=expect_key_sha256)
         except RegistryError as exc:
             reason = exc.reason or "registry"
             if reason in ("bad_value", "bad_key"):
                 raise BadParameter(str(exc), param=exc.field or "body") from None
+            if reason == "unknown_device":
+                raise NotFound(str(exc), code=reason, param="device_id") from None
             if reason in ("conflict", "moved", "revoked", "retired", "exists"):
                 raise Conflict(str(exc), code=reason, param="device_id") from None
             raise Unavailable(f"registry error ({reason})", code="registry") from None

@@ -234,9 +234,11 @@ class FleetAdmin(Protocol):
         ...
 
     def enroll(self, device_id: str, *, kind: str, zone: str, lat: str, lon: str, key: bytes,
-               replace: bool) -> Mapping[str, Any]:
+               replace: bool, expect_key_sha256: bytes | None = None) -> Mapping[str, Any]:
         """Register a device with the key its provisioning tool generated; idempotent. Returns
-        ``{"result": "added" | "unchanged" | "replaced", "key_version": n}`` (never the key)."""
+        ``{"result": "added" | "unchanged" | "replaced", "key_version": n}`` (never the key). With
+        ``expect_key_sha256`` (and ``replace``) only while the device holds the key of that SHA-256 digest:
+        Conflict ``conflict`` otherwise, NotFound ``unknown_device`` for an id not registered."""
         ...
 
     def move(self, device_id: str, *, lat: str, lon: str, zone: str | None) -> Mapping[str, Any]:
