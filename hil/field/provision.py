@@ -97,7 +97,10 @@ def provision_board(dut: Dut, *, device_id: str, kind: str, zone: str, lat: str,
             on a board that still holds its identity as before, the id's previous registration is put back
             (``details["registry_restored"]``) when it is proven: the one the registry directory held, or
             behind the admin API the board's own key the gateway confirmed holding; and only while the
-            registry still holds the new key (else ``details["registry_changed"]``: kept as it is).
+            registry still holds the new key (else ``details["registry_changed"]``: kept as it is;
+            ``details["registry_ended"]`` ``revoked``/``retired`` when the id was so meanwhile). Behind the
+            admin API that check and the put-back are one compare-and-swap request; a gateway older than
+            it gets nothing put back.
             Behind the admin API an id the gateway holds with another key than the board's needs
             ``take_over`` (GatewayRegistrationError ``conflict``), as with a registry directory.
     """

@@ -490,6 +490,8 @@ def _provision_stopped(args: argparse.Namespace, registering: bool, exc: BaseExc
         return  # the registry refused the key: nothing changed there
     if isinstance(exc, FieldError) and exc.details.get("registry_restored"):
         return  # the board refused the write and the registry holds the key the board has again: said so
+    if isinstance(exc, FieldError) and exc.details.get("registry_ended"):
+        return  # revoked or retired meanwhile at the gateway, and said so: a take-over would be refused
     if isinstance(exc, FieldError) and exc.details.get("registry_changed"):
         # Someone else re-registered the id meanwhile: whether it is still this board's is theirs to say.
         raise FieldError(f"{exc}; if {args.device_id} is still meant for this board (ask who registered it): "

@@ -108,7 +108,8 @@ def gateway_holds_own_key(registrar: Registrar, wanted: Identity,
     reads them. Only the board's own id is asked: not registered there (``highest_seq`` None), nothing
     to put back; else registering the board's own key unchanged proves the gateway holds it, and a
     ``conflict`` that the id holds another board's key (or a rotated one): ``--take-over`` then, as
-    with ``--registry``.
+    with ``--registry``. A gateway that cannot say (``highest_seq`` failed or missing) is not asked by
+    registering anything (that would add the key for an id it does not hold): ``(False, None)``.
 
     Raises:
         GatewayRegistrationError: the gateway refused or did not answer (nothing was registered).
@@ -116,13 +117,18 @@ def gateway_holds_own_key(registrar: Registrar, wanted: Identity,
     if current is None or current.id != wanted.id:
         return False, None
     highest_seq = getattr(registrar, "highest_seq", None)
-    if callable(highest_seq):
-        try:
-            if highest_seq(wanted.id) is None:
-                return True, None  # not registered there: registering adds it, nothing to put back
-        except GatewayRegistrationError as exc:
-            log.info("cannot ask %s whether it holds %s: %s", getattr(registrar, "base_url", "the gateway"),
-                     wanted.id, exc)
+    where = getattr(registrar, "base_url", "the gateway")
+    if not callable(highest_seq):
+        return False, None  # cannot ask without registering: as another board's id (--take-over)
+    try:
+        if highest_seq(wanted.id) is None:
+            return True, None  # not registered there: registering adds it, nothing to put back
+    except GatewayRegistrationError as exc:
+        # Registering the board's key to find out would add it for an id the gateway does not hold, before
+        # the caller knows anything is registered: nothing is asked, as for another board's id.
+        log.warning("cannot ask %s whether it holds %s (%s): re-keying it needs --take-over, and nothing is put "
+                    "back should the board refuse its new identity", where, wanted.id, exc)
+        return False, None
     held = replace(wanted, key=current.key)  # the registration asked for, with the board's key
     try:
         outcome = registrar(held, False)
@@ -159,14 +165,18 @@ def restore_in_registry(directory: Path, previous: Identity, registered_now: Ide
 
 
 def restore_through(registrar: Registrar) -> Restore:
-    """:data:`Restore` behind the admin API, which has no compare-and-swap: the gateway is asked just
-    before whether it still holds the key registered (the window left is that of two requests)."""
+    """:data:`Restore` behind the admin API: one compare-and-swap request (``replace_expecting``: the
+    gateway replaces the key only while it still holds the one registered, under its write lock).
+
+    Raises (from the restore): GatewayRegistrationError ``no_compare_and_swap`` when the registrar or
+    the gateway cannot (an older gateway: nothing is put back, its registration is left as it is)."""
 
     def restore(previous: Identity, registered_now: Identity) -> None:
-        if registrar(registered_now, False) is not Registration.UNCHANGED:  # else conflict: raised
-            raise GatewayRegistrationError(f"{previous.id} was no longer registered at the gateway",
-                                           device_id=previous.id, reason="unknown_device")
-        registrar(previous, True)
+        swap = getattr(registrar, "replace_expecting", None)
+        if not callable(swap):
+            raise GatewayRegistrationError(f"{previous.id} cannot be put back by a compare-and-swap here",
+                                           device_id=previous.id, reason="no_compare_and_swap")
+        swap(previous, registered_now)
 
     return restore
 
@@ -217,12 +227,25 @@ def undo_failed_write(dut: Dut, exc: DeviceIOError, *, current: Identity | None,
     try:
         restore(previous, wanted)
     except GatewayRegistrationError as err:
-        if err.details.get("reason") in ("conflict", "unknown_device"):
+        reason = err.details.get("reason")
+        if reason in ("conflict", "unknown_device"):
             log.warning("registration of %s changed meanwhile, not put back: %s", previous.id, err)
             return DeviceIOError(
                 f"{exc}; the board's identity is unchanged; the registry was not put back: {previous.id} was "
                 "changed meanwhile (another take-over, a key rotation or a revocation), which is kept",
                 **{**exc.details, "registry_changed": True})
+        if reason in ("revoked", "retired"):
+            # Ended meanwhile by whoever administers the gateway: nothing to put back, and a take-over of a
+            # revoked id is refused (a retired one needs its reinstatement first): no advice to retry.
+            log.warning("%s was %s meanwhile, not put back: %s", previous.id, reason, err)
+            return DeviceIOError(
+                f"{exc}; the board's identity is unchanged; {previous.id} was {reason} meanwhile at the gateway, "
+                "which is kept: nothing was put back", **{**exc.details, "registry_ended": reason})
+        if reason == "no_compare_and_swap":
+            log.warning("registration of %s not put back: %s", previous.id, err)
+            return DeviceIOError(
+                f"{exc}; the board's identity is unchanged; the previous registration of {previous.id} was not "
+                f"put back ({err}): the gateway still holds the new key", **exc.details)
         log.warning("could not put the registration of %s back: %s", previous.id, err)
         return DeviceIOError(f"{exc}; putting the previous registration of {previous.id} back failed ({err})",
                              **exc.details)

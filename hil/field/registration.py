@@ -6,6 +6,7 @@ Both end in :meth:`gateway.registry.Registry.enroll`, so they accept and refuse 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -228,6 +229,16 @@ def _refused(device_id: str, reason: str | None, message: str) -> GatewayRegistr
                                     reason=reason)
 
 
+# The answers of a compare-and-swap enroll that are not errors of the call: the registration changed
+# meanwhile, or (400 naming expect_key_sha256) the gateway is older than the field.
+_SWAP_REFUSALS = {(409, "conflict"), (404, "unknown_device"), (409, "revoked"), (409, "retired"),
+                  (400, "bad_parameter")}
+
+
+class _Changed(Exception):
+    """Internal: a compare-and-swap enroll refused (``args``: the gateway's code and message)."""
+
+
 class AdminApiRegistrar:
     """Registers devices through a gateway's admin API (``PUT /api/admin/devices/{id}``).
 
@@ -252,13 +263,45 @@ class AdminApiRegistrar:
 
     def __call__(self, identity: Identity, force: bool) -> Registration:
         """Register ``identity`` (see :func:`register_device` for the meaning of ``force``)."""
+        return self._enroll(identity, {"replace": force})
+
+    def replace_expecting(self, identity: Identity, expected: Identity) -> Registration:
+        """Register ``identity`` in place of ``expected``, only while the gateway still holds ``expected``'s
+        key: one request, compared under the registry's write lock (``expect_key_sha256``, the SHA-256 of
+        that key: never the key itself), so a take-over or key rotation made meanwhile is kept.
+
+        Raises:
+            GatewayRegistrationError: ``reason`` ``conflict`` (another key is held now), ``unknown_device``
+                (no longer registered), ``revoked``/``retired`` (meanwhile); ``no_compare_and_swap`` (a
+                gateway older than ``expect_key_sha256``: it refuses the field, nothing changed); or as
+                :meth:`__call__`.
+        """
+        expect = hashlib.sha256(expected.key).hexdigest()
+        try:
+            return self._enroll(identity, {"replace": True, "expect_key_sha256": expect}, swap=True)
+        except _Changed as changed:
+            code, message = changed.args
+            if code == "bad_parameter" and not ("unknown key" in message and "expect_key_sha256" in message):
+                raise _refused(identity.id, code, message) from None
+            if code == "bad_parameter":
+                raise GatewayRegistrationError(
+                    f"the gateway at {self.base_url} cannot replace a key only while it holds another (no "
+                    "expect_key_sha256: an older version); nothing was changed there", gateway=self.base_url,
+                    device_id=identity.id, reason="no_compare_and_swap") from None
+            raise GatewayRegistrationError(f"{identity.id} changed meanwhile at the gateway ({code}): {message}",
+                                           gateway=self.base_url, device_id=identity.id, reason=code) from None
+
+    def _enroll(self, identity: Identity, extra: dict[str, Any], *, swap: bool = False) -> Registration:
         url = f"{self.base_url}/api/admin/devices/{urllib.parse.quote(identity.id, safe='')}"
         body = json.dumps({"kind": identity.kind, "zone": identity.zone, "lat": identity.lat, "lon": identity.lon,
-                           "key": identity.key.hex(), "replace": force}).encode()
+                           "key": identity.key.hex(), **extra}).encode()
         try:
             answer = self._send(url, body=body, method="PUT")
         except urllib.error.HTTPError as exc:
-            raise self._refusal(identity.id, exc) from None
+            code, message = gateway_error(exc)
+            if swap and (exc.code, code) in _SWAP_REFUSALS:
+                raise _Changed(code, message) from None
+            raise self._refusal(identity.id, exc, code=code, message=message) from None
         try:
             outcome = Registration(answer.get("result"))
         except (AttributeError, ValueError):

@@ -40,6 +40,18 @@ class Gateway:
         self.calls.append((identity.fingerprint, force))
         return register_device(self.directory, identity, force=force)
 
+    def replace_expecting(self, identity: Identity, expected: Identity) -> Registration:
+        """PUT with expect_key_sha256 = Registry.enroll's compare-and-swap."""
+        reg = Registry(self.directory)
+        try:
+            return Registration(reg.enroll(identity.id, kind=identity.kind, zone=identity.zone, lat=identity.lat,
+                                           lon=identity.lon, key=identity.key, replace=True,
+                                           expect_key=expected.key))
+        except RegistryError as exc:
+            raise GatewayRegistrationError(str(exc), reason=exc.reason) from None
+        finally:
+            reg.close()
+
     def highest_seq(self, device_id: str) -> int | None:
         return 0 if self.key(device_id) is not None else None
 
