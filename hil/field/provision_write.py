@@ -105,17 +105,34 @@ def gateway_holds_own_key(registrar: Registrar, wanted: Identity,
     """Behind the admin API, where the registration cannot be read: whether the board re-keys its own
     registration (``own``: the id may be replaced without ``--take-over``) and the registration proven to
     be the one the gateway holds now (to put back after a failed write), as the registry directory path
-    reads them. Only the board's own id is asked: not registered there (``highest_seq`` None), nothing
-    to put back; else registering the board's own key unchanged proves the gateway holds it, and a
-    ``conflict`` that the id holds another board's key (or a rotated one): ``--take-over`` then, as
-    with ``--registry``. A gateway that cannot say (``highest_seq`` failed or missing) is not asked by
-    registering anything (that would add the key for an id it does not hold): ``(False, None)``.
+    reads them. Only the board's own id is asked, and nothing is ever added by asking (the caller has not
+    said yet that it registers). A gateway with the compare-and-swap (``replace_expecting``) is asked to
+    replace the board's key by itself: ``unchanged`` proves it holds it, ``unknown_device`` that it does
+    not (nothing to put back), ``conflict`` that the id holds another board's key (or a rotated one):
+    ``--take-over`` then, as with ``--registry``. An older gateway: not registered there (``highest_seq``
+    None), nothing to put back; else registering the board's own key unchanged proves the gateway holds
+    it (and a ``conflict`` it does not). One that cannot say (``highest_seq`` failed or missing) is not
+    asked by registering anything (that would add the key for an id it does not hold): ``(False, None)``.
 
     Raises:
         GatewayRegistrationError: the gateway refused or did not answer (nothing was registered).
     """
     if current is None or current.id != wanted.id:
         return False, None
+    held = replace(wanted, key=current.key)  # the registration asked for, with the board's key
+    probe = getattr(registrar, "replace_expecting", None)
+    if callable(probe):
+        try:
+            probe(held, held)  # never added, never replaced: the key it expects is the one it would put
+            return True, held
+        except GatewayRegistrationError as exc:
+            reason = exc.details.get("reason")
+            if reason == "unknown_device":
+                return True, None  # not registered there: registering adds it, nothing to put back
+            if reason == "conflict":
+                return False, None  # another key: not this board's registration
+            if reason != "no_compare_and_swap":
+                raise
     highest_seq = getattr(registrar, "highest_seq", None)
     where = getattr(registrar, "base_url", "the gateway")
     if not callable(highest_seq):
@@ -129,7 +146,6 @@ def gateway_holds_own_key(registrar: Registrar, wanted: Identity,
         log.warning("cannot ask %s whether it holds %s (%s): re-keying it needs --take-over, and nothing is put "
                     "back should the board refuse its new identity", where, wanted.id, exc)
         return False, None
-    held = replace(wanted, key=current.key)  # the registration asked for, with the board's key
     try:
         outcome = registrar(held, False)
     except GatewayRegistrationError as exc:
@@ -138,7 +154,8 @@ def gateway_holds_own_key(registrar: Registrar, wanted: Identity,
         raise
     if outcome is Registration.UNCHANGED:
         return True, held
-    # Added: the gateway did not hold the id (now it holds the key on the board): not a registration of before.
+    # Added (deleted since highest_seq, on a gateway without the compare-and-swap): now it holds the key on
+    # the board, not a registration of before.
     log.info("%s was not registered at the gateway; registered with the board's key", wanted.id)
     return True, None
 

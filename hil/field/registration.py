@@ -288,8 +288,9 @@ class AdminApiRegistrar:
                     f"the gateway at {self.base_url} cannot replace a key only while it holds another (no "
                     "expect_key_sha256: an older version); nothing was changed there", gateway=self.base_url,
                     device_id=identity.id, reason="no_compare_and_swap") from None
-            raise GatewayRegistrationError(f"{identity.id} changed meanwhile at the gateway ({code}): {message}",
-                                           gateway=self.base_url, device_id=identity.id, reason=code) from None
+            raise GatewayRegistrationError(f"the gateway at {self.base_url} did not replace the key of {identity.id} "
+                                           f"({code}): {message}", gateway=self.base_url, device_id=identity.id,
+                                           reason=code) from None
 
     def _enroll(self, identity: Identity, extra: dict[str, Any], *, swap: bool = False) -> Registration:
         url = f"{self.base_url}/api/admin/devices/{urllib.parse.quote(identity.id, safe='')}"

@@ -176,9 +176,29 @@ async def test_an_id_revoked_or_retired_meanwhile_is_said_so_without_take_over_a
     _provision_stopped(_args(), True, error)  # no advice added (a take-over would be refused): returns
 
 
-async def test_a_gateway_that_cannot_say_whether_it_holds_the_id_is_given_nothing(
+async def test_asking_whether_the_gateway_holds_the_boards_key_never_adds_nor_replaces_it(
+        gateway: _Gateway) -> None:
+    old, new, thief = _identities()
+    registrar = gateway.registrar()
+    before = gateway.puts
+    assert await asyncio.to_thread(gateway_holds_own_key, registrar, new, old) == (True, None)
+    assert gateway.key("sl-1") is None  # not registered there: not added by asking
+    gateway.registry.enroll("sl-1", key=old.key, **FIELDS)
+    assert await asyncio.to_thread(gateway_holds_own_key, registrar, new, old) == (True, old)
+    gateway.registry.rotate_key("sl-1", key=thief.key)  # rotated after a leak: another key now
+    assert await asyncio.to_thread(gateway_holds_own_key, registrar, new, old) == (False, None)
+    assert gateway.key("sl-1") == thief.key and gateway.registry.get("sl-1").key_version == 2
+    gateway.registry.revoke("sl-1")
+    with pytest.raises(GatewayRegistrationError) as revoked:
+        await asyncio.to_thread(gateway_holds_own_key, registrar, new, old)
+    assert revoked.value.details.get("reason") == "revoked" and gateway.registry.get("sl-1").revoked
+    assert gateway.puts == before + 4  # one request each
+
+
+async def test_an_older_gateway_that_cannot_say_whether_it_holds_the_id_is_given_nothing(
         gateway: _Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     old, new, _ = _identities()
+    _older_gateway(monkeypatch)
     registrar = gateway.registrar()
 
     def no_seq_endpoint(device_id: str) -> int | None:
@@ -188,15 +208,17 @@ async def test_a_gateway_that_cannot_say_whether_it_holds_the_id_is_given_nothin
     monkeypatch.setattr(registrar, "highest_seq", no_seq_endpoint)
     before = gateway.puts
     assert await asyncio.to_thread(gateway_holds_own_key, registrar, new, old) == (False, None)
-    assert gateway.puts == before and gateway.key("sl-1") is None  # the board's old key was not added
-    # Registered there with the board's key: still nothing asked (re-keying needs --take-over).
+    # Only the compare-and-swap it refused was sent: the board's old key was not added.
+    assert gateway.puts == before + 1 and gateway.key("sl-1") is None
+    # Registered there with the board's key: still nothing registered (re-keying needs --take-over).
     gateway.registry.enroll("sl-1", key=old.key, **FIELDS)
     assert await asyncio.to_thread(gateway_holds_own_key, registrar, new, old) == (False, None)
-    assert gateway.puts == before and gateway.key("sl-1") == old.key
-    # Able to say: the board's own key is proven by registering it unchanged.
-    monkeypatch.undo()
-    assert await asyncio.to_thread(gateway_holds_own_key, gateway.registrar(), new, old) == (True, old)
-    assert await asyncio.to_thread(gateway.registrar(), old, False) is Registration.UNCHANGED
+    assert gateway.puts == before + 2 and gateway.key("sl-1") == old.key
+    assert gateway.registry.get("sl-1").key_version == 1
+    # Able to say (its seq endpoint answers): the board's own key is proven by registering it unchanged.
+    monkeypatch.setattr(registrar, "highest_seq", AdminApiRegistrar.highest_seq.__get__(registrar))
+    assert await asyncio.to_thread(gateway_holds_own_key, registrar, new, old) == (True, old)
+    assert await asyncio.to_thread(registrar, old, False) is Registration.UNCHANGED
 
 
 def test_registry_enroll_by_key_digest_keeps_expect_key_semantics(tmp_path: Path) -> None:
