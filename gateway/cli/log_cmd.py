@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -84,7 +86,7 @@ def _error(reason: str, message: str) -> int:
 def _store_problem(db: Path) -> tuple[str, str] | None:
     """Return ``(reason, message)`` when ``db`` cannot be exported from, before any output is made."""
     try:
-        with one_shot_read(db) as conn:  # <db>.lock held shared: no archive-log deletes under the read
+        with one_shot_read(db) as conn:  # one snapshot (or <db>.lock held shared where the read is immutable)
             row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone()
     except sqlite3.Error as exc:
         if is_corrupt(exc) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:  # NOTADB: not a store
@@ -150,6 +152,60 @@ def _output_stream(output: Path, target: Path) -> Iterator[IO[str]]:
         yield fh
 
 
+def _is_stream(output: Path) -> bool:
+    """Whether ``output`` is written into as a stream (a FIFO, a device: :func:`_output_stream`), whose writes
+    may block for as long as its reader pleases."""
+    try:
+        st = os.stat(output)
+    except OSError:
+        return False
+    return not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode)
+
+
+class SpoolFailed(GatewayError):
+    """The export could not be written to its temporary file (TMPDIR full or not writable): ``write_failed``."""
+
+
+def _export_spooled(db: Path, out: IO[str]) -> ChainSummary:
+    """Export the chain of ``db`` to a temporary file first (in ``TMPDIR``, unlinked), then copy it to ``out``.
+
+    Written straight into a pipe (``export-log | less``) the store read would last as long as the reader
+    takes: its snapshot would keep the gateway's checkpoints from emptying the -wal, and a read under the
+    shared hold on ``<db>.lock`` (a store in a directory this user cannot write) would refuse a gateway's start
+    meanwhile. Spooled, the store read ends as soon as the chain is read.
+
+    Raises:
+        SpoolFailed: the temporary file could not be made or written.
+        StorageError, sqlite3.Error: as :func:`export_chain_summary`.
+        OSError: writing ``out`` (BrokenPipeError: its reader went away).
+    """
+    try:
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="civicedge-export-")
+    except OSError as exc:
+        raise SpoolFailed("cannot make a temporary file for the export in %s: %s"
+                          % (tempfile.gettempdir(), exc.strerror or exc), reason="write_failed") from exc
+    with spool:
+        try:
+            summary = export_chain_summary(db, spool)
+        except (StorageError, sqlite3.Error):
+            _copy(spool, out)  # the entries read before the failure, as an export written straight out gave them
+            raise
+        except OSError as exc:
+            raise SpoolFailed("cannot write the export to a temporary file in %s (set TMPDIR to a directory "
+                              "with room, or give -o FILE): %s" % (tempfile.gettempdir(), exc.strerror or exc),
+                              reason="write_failed") from exc
+        _copy(spool, out)  # the store is closed (and any hold given back) by now
+    return summary
+
+
+def _copy(spool: IO[str], out: IO[str]) -> None:
+    """Copy what ``spool`` holds to ``out`` (from its start)."""
+    spool.flush()
+    spool.seek(0)
+    shutil.copyfileobj(spool, out, 1 << 16)
+    out.flush()
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the chain to stdout or, atomically, to ``--output``."""
     config = None
@@ -170,7 +226,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             # A reader that goes away (`| head`) raises BrokenPipeError: the civicedge entry point
             # ends quietly on it, like a unix tool.
-            summary = export_chain_summary(db, sys.stdout)
+            summary = _export_spooled(db, sys.stdout)
+        except SpoolFailed as exc:
+            return _error("write_failed", str(exc))
         except StorageError as exc:  # corrupt: the damaged entry or SQLite's message, and where
             return _error(exc.reason, str(exc))
         except sqlite3.Error as exc:
@@ -189,8 +247,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         except OutputRefused as exc:
             return _error(exc.reason, exc.message)
         try:
+            stream = _is_stream(output)  # a FIFO or device: spooled, as stdout
             with _output_stream(output, target) as fh:
-                summary = export_chain_summary(db, fh)
+                summary = _export_spooled(db, fh) if stream else export_chain_summary(db, fh)
+        except SpoolFailed as exc:
+            return _error("write_failed", "%s (%s left unchanged)" % (exc, output))
         except StorageError as exc:
             return _error(exc.reason, "%s (%s left unchanged)" % (exc, output))
         except sqlite3.Error as exc:

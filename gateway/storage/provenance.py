@@ -133,20 +133,23 @@ def has_checkpoint(conn: sqlite3.Connection, pos: int, hash_: str) -> bool:
 
 @contextlib.contextmanager
 def one_shot_read(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection for one command's read of the store, with a shared lock on the store's
-    ``<db>.lock`` held until it is closed (:class:`gateway.storage.sqlite_uri.ReadHold`, which also chooses
-    the URI: ``immutable=1`` only while the hold is kept, or for a store without a lock file).
+    """A read-only connection for one command's read of the store, inside ONE read transaction (every
+    statement sees the same snapshot), opened as :class:`gateway.storage.sqlite_uri.ReadHold` decides.
 
-    A writer that would take the store meanwhile (archive-log deleting and checkpointing, a gateway
-    starting) is refused ``in_use`` until the read ends. A store held by a writer already (the lock not
-    granted) is read as any reader reads it, even if that writer stops before the open. Nothing is created.
+    A gateway's live data directory (its lock file there, the directory writable) is read plainly with no hold
+    on ``<db>.lock``: the snapshot stays whole while a gateway starts, inserts and checkpoints, or archive-log
+    deletes (a checkpoint never passes a reader's snapshot), so a slow reader (``export-log | less``) keeps no
+    gateway from starting. A copy without a lock file is read ``immutable=1`` (nothing left beside it); a store
+    in a directory this user cannot write keeps ``<db>.lock`` shared until the connection is closed (writers
+    refused ``in_use`` meanwhile). Nothing is created but the live store's own ``-wal``/``-shm``.
     """
     with ReadHold(db_path) as hold:
-        conn = sqlite3.connect(hold.uri, uri=True)
+        conn = sqlite3.connect(hold.uri, uri=True, isolation_level=None)
         try:
+            conn.execute("BEGIN")  # deferred: the snapshot is taken at the first read and kept to the end
             yield conn
         finally:
-            conn.close()
+            conn.close()  # ends the read transaction
 
 
 def archive_files(db_path: Path) -> list[str]:

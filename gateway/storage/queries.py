@@ -389,10 +389,12 @@ class ReportQueries:
         statement_limit_s: the longest one statement may run (:data:`STATEMENT_LIMIT_S`); a statement
             running longer is interrupted, so its snapshot no longer holds the store's write-ahead log,
             and the read fails ``read_timeout``. None: no limit.
-        one_shot: closed right after a command's reads (``routes plan``): the store's ``<db>.lock`` is held
-            shared until :meth:`close` (:class:`gateway.storage.sqlite_uri.ReadHold`), so no gateway can
-            start on it meanwhile, and a store no writer held is read ``immutable=1``, without leaving a
-            ``-wal``/``-shm`` beside it; a store a writer holds is read as any reader reads it.
+        one_shot: closed right after a command's reads (``routes plan``), opened as
+            :class:`gateway.storage.sqlite_uri.ReadHold` decides: a gateway's live data directory is read as
+            any reader reads it, with no hold (a gateway may start meanwhile); a copy without a lock file
+            (a backup) is read ``immutable=1``, leaving no ``-wal``/``-shm`` beside it; a store in a directory
+            this user cannot write keeps ``<db>.lock`` shared until :meth:`close` (no gateway starts under
+            that immutable read).
 
     Attributes:
         damage: the first damage a read met (:class:`gateway.storage.damage.StoreDamage`).
@@ -411,7 +413,7 @@ class ReportQueries:
         self.damage = damage if damage is not None else StoreDamage()
         if not self.db_path.is_file():
             raise StorageError("no report store at %s" % self.db_path, reason="open_failed")
-        # One decision for every thread's connection: immutable only while the shared hold is kept.
+        # One decision for every thread's connection: immutable only while the shared hold is kept (or no lock file).
         self._hold = ReadHold(self.db_path) if one_shot else None
         self._uri = self._hold.uri if self._hold is not None else read_only_uri(self.db_path)
         self._local = threading.local()

@@ -36,31 +36,53 @@ def read_only_uri(db_path: Path | str, *, one_shot: bool = False) -> str:
 
 
 class ReadHold:
-    """A shared hold on the store's single-writer lock (``<db>.lock``) for a command's one-shot read, and the
-    URI that read uses (:attr:`uri`): the one helper behind ``export-log``/``verify-log``
+    """How a command's one-shot read opens the store, and the shared hold on the store's single-writer lock
+    (``<db>.lock``) it keeps when it needs one: the one helper behind ``export-log``/``verify-log``
     (:func:`gateway.storage.provenance.one_shot_read`) and ``routes plan`` (``ReportQueries(one_shot=True)``).
 
-    An unheld store is read ``immutable=1`` (no ``-wal``/``-shm`` left beside a backup's store), i.e.
-    without SQLite's locks: a writer taking the store meanwhile (a gateway starting, archive-log deleting
-    and checkpointing) would change the main file under the read, which then reads wrong counts or as
-    damaged. While this hold is kept, such a writer's exclusive lock (``lock_store``, ``take_pid_lock``)
-    is refused (``in_use``), so the read may be immutable. The decision is made once, here, from whether
-    the hold was granted: when it was not (a writer holds the lock, or the lock file cannot be opened) the
-    read is a plain read-only one, even if the writer has stopped since. A store without a lock file
-    (never opened by a gateway: a copy) is read immutable without a hold; a gateway started on it during
-    the read would create the lock file then. Nothing is created. Release with :meth:`release` (or use it
-    as a context manager) after the read's connections are closed.
+    Three cases, decided once, here:
+
+    * **A live data directory** (the lock file is there and this user can write the directory: a gateway's
+      own, running or stopped): a plain ``mode=ro`` read, with no hold (:attr:`live`). The caller makes its
+      reads in ONE read transaction (a consistent snapshot: a writer's checkpoint never passes a reader's
+      snapshot), so a gateway, archive-log or restore may take the store meanwhile: a slow reader
+      (``export-log | less``) keeps no gateway from starting. The ``-wal``/``-shm`` SQLite uses there are the
+      gateway's own files.
+    * **No lock file** (a copy no gateway opened: a backup): ``immutable=1`` with no hold, so no
+      ``-wal``/``-shm`` is left beside it (``gateway restore`` accepts it as it was). A gateway started on that
+      very path during the read would write under it (docs/gateway.md, Provenance log).
+    * **A lock file in a directory this user cannot write** (a read-only mount, another user's data directory):
+      a plain read cannot make its ``-shm`` there, so the read is ``immutable=1`` (without SQLite's locks) when
+      its ``-wal`` is empty, and the shared hold is kept until :meth:`release`: a writer's exclusive lock
+      (``lock_store``, ``take_pid_lock``: a gateway starting, archive-log) is refused ``in_use`` meanwhile.
+      When the hold is not granted (a writer holds the lock, or the lock file cannot be opened) the read is a
+      plain read-only one, even if the writer has stopped since (never immutable on a second look).
+
+    Nothing is created. Release with :meth:`release` (or use it as a context manager) after the read's
+    connections are closed.
+
+    Args:
+        db_path: The store file.
+        hold_live: Take the hold on a live data directory too (and read it ``immutable=1`` when granted),
+            as before reads of a live store went without one; for tests of what a held lock looks like.
     """
 
-    def __init__(self, db_path: Path | str) -> None:
+    def __init__(self, db_path: Path | str, *, hold_live: bool = False) -> None:
         path = Path(db_path).resolve()
         self.path = path
         self._fd: int | None = None
-        #: True: this process holds the lock shared; False: not held (a writer has it, or it cannot be opened);
-        #: None: there is no lock file.
+        lock = path.with_name(path.name + ".lock")
+        #: True: a gateway's own data directory, read plainly in one transaction with no hold.
+        self.live = not hold_live and os.path.lexists(lock) and os.access(path.parent, os.W_OK)
+        #: True: this process holds the lock shared; False: not held (a live read, a writer has it, or it
+        #: cannot be opened); None: there is no lock file.
         self.granted: bool | None
+        if self.live:
+            self.granted = False
+            self.uri = read_only_uri(path)  # plain mode=ro: the directory is writable
+            return
         try:
-            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             self.granted = None
         except OSError:

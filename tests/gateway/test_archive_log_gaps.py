@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -186,10 +187,31 @@ def test_a_file_system_refusing_chmod_and_links_gets_the_archive(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "data"]
 
 
-def test_archive_log_is_refused_while_an_export_reads_the_store(tmp_path: Path, db: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """export-log reads an unheld store immutable=1 (no locks): archive-log deleting under it made the sound
-    store read as damaged. The export's shared hold on <db>.lock keeps archive-log out until it ends."""
+def _not_writable(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """os.access says ``directory`` cannot be written (as on a read-only mount; tests run as root)."""
+    from gateway.storage import sqlite_uri
+
+    real_access = os.access
+    denied = directory.resolve()
+
+    def access(path: object, mode: int, **kw: object) -> bool:
+        if mode == os.W_OK and Path(str(path)).resolve() == denied:
+            return False
+        return real_access(path, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_uri.os, "access", access)
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_archive_log_while_an_export_reads_the_store(tmp_path: Path, db: Path, writable: bool,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway's data directory (writable) is exported from one snapshot with no hold: archive-log goes ahead
+    during the export, which still writes the whole chain it began reading. Where the directory cannot be written
+    the export reads immutable=1 (no locks): archive-log deleting under it made the sound store read as damaged,
+    so the export's shared hold on <db>.lock keeps archive-log out until it ends."""
+    if not writable:
+        _not_writable(monkeypatch, db.parent)
     arc = tmp_path / "a.jsonl"
     tried: list[int] = []
 
@@ -201,21 +223,29 @@ def test_archive_log_is_refused_while_an_export_reads_the_store(tmp_path: Path, 
 
     out = Out()
     summary = export_chain_summary(db, out)
-    assert tried == [1] and summary.count == 10
-    err = capsys.readouterr().err
-    assert "error (in_use): report store %s is being read by another civicedge command" % db in err
-    assert not arc.exists() and len(sql(db, "SELECT pos FROM chain")) == 10
+    assert summary.count == 10
     export_file = tmp_path / "e.jsonl"
     export_file.write_text(out.getvalue())
     assert verify(export_file, "--expect-count", "10") == 0
+    err = capsys.readouterr().err
+    if writable:
+        assert tried == [0]
+        assert [r[0] for r in sql(db, "SELECT pos FROM chain")] == [10]
+        assert verify(arc, "--expect-count", "9") == 0
+        assert head_of(arc) == json.loads(out.getvalue().splitlines()[8])["hash"]
+        return
+    assert tried == [1]
+    assert "error (in_use): report store %s is being read by another civicedge command" % db in err
+    assert not arc.exists() and len(sql(db, "SELECT pos FROM chain")) == 10
     assert archive(db, arc, "--keep", "1") == 0  # the export over, the archive goes ahead
 
 
 def test_a_reader_in_another_process_is_named_with_its_command_line(tmp_path: Path, db: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     repo = Path(__file__).resolve().parents[2]
-    code = ("import sys; sys.path[:0] = %r; from pathlib import Path; from gateway.storage.provenance import "
-            "one_shot_read\nwith one_shot_read(Path(%r)) as c:\n    c.execute('SELECT count(*) FROM chain')\n"
+    # a reader holding the lock shared, as one_shot_read does where the directory cannot be written
+    code = ("import sys; sys.path[:0] = %r; from pathlib import Path; from gateway.storage.sqlite_uri import "
+            "ReadHold\nwith ReadHold(Path(%r), hold_live=True) as h:\n    assert h.granted\n"
             "    print('reading', flush=True); sys.stdin.read()" % ([str(repo)], str(db)))
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

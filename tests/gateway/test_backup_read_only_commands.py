@@ -65,8 +65,10 @@ def test_export_log_and_routes_plan_on_a_backup_leave_it_restorable(tmp_path: Pa
 
 
 def _one_shot_uri(db: Path) -> str:
-    """The URI a one-shot read of ``db`` chooses (its hold released right after)."""
-    with ReadHold(db) as hold:
+    """The URI a one-shot read of ``db`` chooses where it takes the hold (a directory it cannot write; here
+    ``hold_live=True``: a gateway's writable data directory is read plainly, see below), the hold released
+    right after."""
+    with ReadHold(db, hold_live=True) as hold:
         return hold.uri
 
 
@@ -86,6 +88,8 @@ def test_a_held_store_is_read_with_its_wal_and_a_free_one_immutable(tmp_path: Pa
         store.close()
     assert store_is_held(db) is False
     assert _one_shot_uri(db) == db.resolve().as_uri() + "?mode=ro&immutable=1"
+    with ReadHold(db) as hold:  # the lock file there, the directory writable: a live data directory, read plainly
+        assert hold.live and hold.granted is False and hold.uri == db.resolve().as_uri() + "?mode=ro"
     assert read_only_uri(db) == db.resolve().as_uri() + "?mode=ro"  # a kept connection: as before
     (tmp_path / "reports.sqlite-wal").write_bytes(b"\0" * 32)  # a killed gateway's commits: read with them
     assert _one_shot_uri(db) == db.resolve().as_uri() + "?mode=ro"

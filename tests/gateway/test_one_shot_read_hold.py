@@ -1,6 +1,8 @@
-"""A one-shot read (routes plan's ReportQueries(one_shot=True), export-log's one_shot_read) keeps the store's
-<db>.lock shared for its whole life, so no gateway starts and checkpoints under its immutable read (review M2),
-and it chooses immutable only when it got that hold (review L3)."""
+"""A one-shot read (routes plan's ReportQueries(one_shot=True), export-log's one_shot_read) that reads the store
+immutable keeps the store's <db>.lock shared for its whole life, so no gateway starts and checkpoints under it
+(review M2), and it chooses immutable only when it got that hold (review L3). Since a gateway's live data directory
+(lock file there, directory writable) is read plainly with no hold (tests/gateway/test_live_store_read_no_hold.py),
+the hold is taken where the directory cannot be written (simulated: os.access denied for it)."""
 
 from __future__ import annotations
 
@@ -37,10 +39,24 @@ def _stopped_store(tmp_path: Path, rows: int) -> Path:
     return db
 
 
-def test_no_gateway_starts_under_routes_plans_immutable_read(tmp_path: Path) -> None:
+def _not_writable(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """os.access says ``directory`` cannot be written (a read-only mount; tests run as root, chmod does not do)."""
+    real_access = os.access
+    denied = directory.resolve()
+
+    def access(path: object, mode: int, **kw: object) -> bool:
+        if mode == os.W_OK and Path(str(path)).resolve() == denied:
+            return False
+        return real_access(path, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_uri.os, "access", access)
+
+
+def test_no_gateway_starts_under_routes_plans_immutable_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reviewer's repro: a gateway started, inserted and checkpointed under the immutable read, which then
     counted wrong rows and quick_check said 'invalid page number' (a false 'damaged store')."""
     db = _stopped_store(tmp_path, 2000)
+    _not_writable(monkeypatch, tmp_path)
     queries = ReportQueries(db, one_shot=True)
     try:
         conn, _ = queries._open()
@@ -58,7 +74,8 @@ def test_no_gateway_starts_under_routes_plans_immutable_read(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports.sqlite", "reports.sqlite.lock"]
 
 
-def test_a_failed_one_shot_open_gives_the_hold_back(tmp_path: Path) -> None:
+def test_a_failed_one_shot_open_gives_the_hold_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _not_writable(monkeypatch, tmp_path)
     db = tmp_path / "reports.sqlite"
     db.write_bytes(b"not a database" * 100)
     (tmp_path / "reports.sqlite.lock").write_bytes(b"")
@@ -73,7 +90,8 @@ def test_a_failed_one_shot_open_gives_the_hold_back(tmp_path: Path) -> None:
 
 def test_immutable_only_when_the_hold_was_granted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """L3: a writer holding the lock when the read asks for it, then stopping before the open (the old code
-    tested the lock again there), still gets the plain read: the decision is the hold's."""
+    tested the lock again there), still gets the plain read: the decision is the hold's. (ReadHold(hold_live=True):
+    the hold case in this writable directory; ReadHold(db) itself reads a live data directory plainly.)"""
     db = _stopped_store(tmp_path, 10)
     plain = db.resolve().as_uri() + "?mode=ro"
     store = ReportStore(db, gateway_id="gw-test")
@@ -91,18 +109,20 @@ def test_immutable_only_when_the_hold_was_granted(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(sqlite_uri, "read_only_uri", stop_then_uri)
     try:
-        with one_shot_read(db) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM reports").fetchone() == (10,)
-        assert chosen == [plain]  # not immutable: this read holds no lock
+        with sqlite_uri.ReadHold(db, hold_live=True) as hold:
+            assert hold.granted is False and hold.uri == plain  # not immutable: this read holds no lock
+        assert chosen == [plain]
     finally:
         if not closed:
             store.close()
     monkeypatch.undo()
-    with sqlite_uri.ReadHold(db) as hold:
+    with sqlite_uri.ReadHold(db, hold_live=True) as hold:
         assert hold.granted is True and hold.uri == plain + "&immutable=1"
+    with sqlite_uri.ReadHold(db) as hold:  # a live data directory: plain, no hold (intended since the MEDIUM fix)
+        assert hold.live and hold.granted is False and hold.uri == plain
     store = ReportStore(db, gateway_id="gw-test")
     try:
-        with sqlite_uri.ReadHold(db) as hold:
+        with sqlite_uri.ReadHold(db, hold_live=True) as hold:
             assert hold.granted is False and hold.uri == plain
     finally:
         store.close()

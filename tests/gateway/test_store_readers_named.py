@@ -20,7 +20,7 @@ from hil.cli.main import main
 _STALE = "4000000"  # no such process: the pid text a gateway long gone left in the lock file
 _READER = ("import sys, time\n"
            "from gateway.storage.sqlite_uri import ReadHold\n"
-           "hold = ReadHold(sys.argv[1])\n"
+           "hold = ReadHold(sys.argv[1], hold_live=True)\n"  # as where the directory is not writable
            "print(hold.granted, flush=True)\n"
            "time.sleep(60)\n")
 
