@@ -4,7 +4,9 @@ The lock file names the pid of its last writer (:func:`gateway.pid_lock.take_pid
 process ended, says nothing of the readers holding the lock shared (``export-log``, ``routes plan``:
 :class:`gateway.storage.sqlite_uri.ReadHold`), and is the pid as seen in the writer's own pid namespace (a
 gateway in a container writes "1"). ``/proc/locks`` lists every holder by its pid in the reader's namespace and
-the file by its inode. All best effort (Linux): an empty answer means "unknown", never "free".
+the file by its device (major:minor, hex) and inode: both are compared, an inode number alone being reused on
+every other file system. All best effort (Linux): an empty answer means "unknown", never "free" (btrfs, whose
+``stat`` gives a subvolume's device rather than the one ``/proc/locks`` names, answers so).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class Flock(NamedTuple):
     pid: str
     write: bool  # LOCK_EX ("WRITE"), else LOCK_SH ("READ")
     inode: int
+    major: int = -1  # the file's device, as ``os.major``/``os.minor`` of its ``st_dev``
+    minor: int = -1
 
 
 def flocks() -> list[Flock]:
@@ -28,29 +32,39 @@ def flocks() -> list[Flock]:
         lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
     except OSError:
         return []
-    out = []
-    for line in lines:
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "->" marks a waiter, not a holder
-        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK" or not fields[4].isdigit():
-            continue
-        dev_ino = fields[5].split(":")
-        if len(dev_ino) != 3 or not dev_ino[2].isdigit():
-            continue
-        out.append(Flock(fields[4], fields[3] == "WRITE", int(dev_ino[2])))
-    return out
+    return [f for f in map(parse_flock, lines) if f is not None]
+
+
+def parse_flock(line: str) -> Flock | None:
+    """One ``/proc/locks`` line as a granted :class:`Flock`, or None (a POSIX lock, a waiter, a line not understood).
+
+    ``"1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"``: pid 1234, device major 0xfd minor 0x01 (the kernel
+    prints them in hex), inode 5678 (decimal); ``->`` marks a waiter, not a holder.
+    """
+    fields = line.split()
+    if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK" or not fields[4].isdigit():
+        return None
+    dev_ino = fields[5].split(":")
+    if len(dev_ino) != 3 or not dev_ino[2].isdigit():
+        return None
+    try:
+        major, minor = int(dev_ino[0], 16), int(dev_ino[1], 16)
+    except ValueError:
+        return None
+    return Flock(fields[4], fields[3] == "WRITE", int(dev_ino[2]), major, minor)
 
 
 def flock_pids(lock: Path, *, write: bool | None = None) -> list[str]:
     """The pids holding a flock on the file ``lock`` (only exclusive ones with ``write=True``, only shared ones
     with ``write=False``), in /proc/locks order, each once; [] when unknown."""
     try:
-        ino = os.stat(lock).st_ino
+        st = os.stat(lock)
     except OSError:
         return []
+    file = (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
     pids: list[str] = []
     for f in flocks():
-        if f.inode == ino and (write is None or f.write == write) and f.pid not in pids:
+        if (f.inode, f.major, f.minor) == file and (write is None or f.write == write) and f.pid not in pids:
             pids.append(f.pid)
     return pids
 
