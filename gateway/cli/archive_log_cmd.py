@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 
 from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
-from gateway.cli.log_cmd import _error, _protected, _store_problem
+from gateway.cli.log_cmd import _error, _protected, _store_problem, store_of
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, StorageError
 from gateway.output_guard import OutputRefused, check_output
 from gateway.storage.chain_archive import ArchiveResult, archive_chain, plan
+from gateway.storage.lock_holders import command_of
 from gateway.storage.lock_holders import flock_pids as _flock_pids  # moved: store_files and restore use it too
 from gateway.storage.restore_marker import check_no_restore_marker
 from gateway.storage.schema import SCHEMA_VERSION, stored_version
@@ -90,13 +91,8 @@ def _output_problem(args: argparse.Namespace, db: Path, config: GatewayConfig | 
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """Archive the chain up to ``--before``/``--keep`` into ``--output``; print what was done on stderr."""
-    config: GatewayConfig | None = None
     try:
-        if args.db is not None:
-            db = Path(args.db)
-        else:
-            config = config_from(args, read_only=True)
-            db = config.storage.path
+        db, config = store_of(args)
     except GatewayError as exc:
         return fail(exc)
     if not db.is_file():
@@ -164,24 +160,12 @@ def _running(db: Path, real: Path) -> int:
         return _error("in_use", "report store %s is in use by another civicedge process (pid %s%s): archive-log writes "
                                 "the store, which only one process may do; a gateway must be stopped (systemctl stop "
                                 "civicedge-gateway), a backup, restore or archive-log be let finish; then archive "
-                                "again; nothing was archived" % (db, writer, _command_of(pid)))
+                                "again; nothing was archived" % (db, writer, command_of(pid)))
     readers = [pid for pid in _flock_pids(lock) if pid != str(os.getpid())]
-    shown = ", ".join("pid %s%s" % (pid, _command_of(pid)) for pid in readers[:3]) or "pid unknown"
+    shown = ", ".join("pid %s%s" % (pid, command_of(pid)) for pid in readers[:3]) or "pid unknown"
     return _error("in_use", "report store %s is being read by another civicedge command (%s; export-log and "
                             "verify-log hold its lock shared while they read): archive again once it has finished; "
                             "nothing was archived" % (db, shown))
-
-
-def _command_of(pid: str) -> str:
-    """``": <command line>"`` of process ``pid`` when it can be read, else ""."""
-    if not pid.isdigit():
-        return ""
-    try:
-        raw = Path("/proc", pid, "cmdline").read_bytes()
-    except OSError:
-        return ""
-    text = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    return ": %s" % (text if len(text) <= 120 else text[:117] + "...") if text else ""
 
 
 def _report(result: ArchiveResult, output: Path) -> None:

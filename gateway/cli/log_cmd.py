@@ -206,15 +206,19 @@ def _copy(spool: IO[str], out: IO[str]) -> None:
     out.flush()
 
 
+def store_of(args: argparse.Namespace) -> tuple[Path, GatewayConfig | None]:
+    """The report store ``--db`` names, else the one of ``--config``'s gateway (with that config); raises
+    :class:`GatewayError` for a config that does not load."""
+    if args.db is not None:
+        return Path(args.db), None
+    config = config_from(args, read_only=True)
+    return config.storage.path, config
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the chain to stdout or, atomically, to ``--output``."""
-    config = None
     try:
-        if args.db is not None:
-            db = Path(args.db)
-        else:
-            config = config_from(args, read_only=True)
-            db = config.storage.path
+        db, config = store_of(args)
     except GatewayError as exc:
         return fail(exc)
     if not db.is_file():

@@ -23,6 +23,7 @@ from typing import Any
 from gateway.resources import firmware_dir
 from hil.field.device_policy import DevicePolicyError
 from hil.sim.errors import FlashError, FlashInUseError, FlashKindError
+from hil.workdir import WorkdirLock
 
 logger = logging.getLogger(__name__)
 
@@ -124,23 +125,14 @@ def provision_identity(flash: Path, *, device_id: str, kind: str, zone: str = "s
     return path
 
 
-class FlashLock:
-    """The lock :func:`lock_flash` took on a flash directory; :meth:`release` releases it."""
-
-    def __init__(self, flash: Path, fd: int) -> None:
-        self.flash = flash
-        self._fd: int | None = fd
+class FlashLock(WorkdirLock):
+    """The lock :func:`lock_flash` took on a flash directory (an ``flock`` on the directory itself, no lock
+    file the board could see); :meth:`release` releases it."""
 
     @property
-    def held(self) -> bool:
-        """True until :meth:`release`."""
-        return self._fd is not None
-
-    def release(self) -> None:
-        """Release the lock (safe to call more than once)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+    def flash(self) -> Path:
+        """The flash directory locked."""
+        return self.path
 
 
 def lock_flash(flash: Path) -> FlashLock:
