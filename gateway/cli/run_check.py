@@ -330,7 +330,7 @@ def _gateway_listening(port: int) -> str | None:
 def _held_store_locks(pid: str) -> list[str]:
     """The stores whose single-writer lock (``<db>.lock``, :func:`gateway.storage.store_files.lock_store`)
     process ``pid`` holds, for a message: each a lock file it has open that the kernel lists as its exclusive
-    ``flock`` (``/proc/locks``, matched by device and inode), named as ``/proc/PID/fd`` shows it with control characters
+    ``flock`` (``/proc/locks``, matched by inode), named as ``/proc/PID/fd`` shows it with control characters
     escaped (a newline in a path must not break the one-line error). Empty when none, or when /proc does not
     let this user see its descriptors.
 
@@ -338,7 +338,7 @@ def _held_store_locks(pid: str) -> list[str]:
     (a container) writes its own pid there ("1"), its file name may be another mount namespace's or deleted,
     and opening a name could block (a FIFO named ``*.lock``). ``stat`` on ``/proc/PID/fd/N`` reaches the open
     file itself without opening anything."""
-    exclusive = {(f.inode, f.major, f.minor) for f in flocks() if f.write and f.pid == pid}
+    exclusive = {f.inode for f in flocks() if f.write and f.pid == pid}
     if not exclusive:
         return []
     try:
@@ -353,8 +353,7 @@ def _held_store_locks(pid: str) -> list[str]:
         except OSError:
             continue
         name = target[:-len(" (deleted)")] if target.endswith(" (deleted)") else target
-        held = (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev)) in exclusive
-        if not name.startswith("/") or not name.endswith(".lock") or not held:
+        if not name.startswith("/") or not name.endswith(".lock") or st.st_ino not in exclusive:
             continue  # a socket, a pipe, another lock (not a store's), a lock it does not hold
         shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name[:-len(".lock")])
         stores.add(shown + (" (its lock file deleted)" if name != target else ""))
