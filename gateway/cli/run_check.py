@@ -330,7 +330,8 @@ def _gateway_listening(port: int) -> str | None:
 def _held_store_locks(pid: str) -> list[str]:
     """The stores whose single-writer lock (``<db>.lock``, :func:`gateway.storage.store_files.lock_store`)
     process ``pid`` holds, for a message: each a lock file it has open that the kernel lists as its exclusive
-    ``flock`` (``/proc/locks``, matched by inode), named as ``/proc/PID/fd`` shows it with control characters
+    ``flock`` (``/proc/locks``, matched by inode among that pid's own locks: not by device too, which btrfs's
+    ``stat`` gives as a subvolume's, not the one ``/proc/locks`` names, so a gateway there would pass as "older"), named as ``/proc/PID/fd`` shows it with control characters
     escaped (a newline in a path must not break the one-line error). Empty when none, or when /proc does not
     let this user see its descriptors.
 
