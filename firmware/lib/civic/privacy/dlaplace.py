@@ -10,7 +10,10 @@ its running time would tell about the noise (a timing side channel: Jin et al., 
 :func:`noise_for_milli_eps` therefore pads every sample to ``PAD_DRAWS`` calls of the byte source:
 the draws after the sample is decided are discarded, so the output (and its distribution) is the
 unpadded sampler's. A sample needing more than ``PAD_DRAWS`` draws is not padded; docs/privacy.md
-section 2 gives that residual probability per epsilon.
+section 2 gives that residual probability per epsilon. The padding makes the NUMBER of calls
+constant, not the time: a padding draw costs less than a sampler draw (about a third under
+MicroPython), so most of the noise-dependent time difference remains (docs/privacy.md section 2
+gives the measurement and the mitigation that is still missing).
 """
 
 import gc
@@ -122,7 +125,9 @@ def noise_for_milli_eps(eps_milli, rand=os.urandom, pad=None):
 
     Calls ``rand`` ``pad`` times (None: ``PAD_DRAWS``) whatever the sample, more only if the
     sample itself needs more: the draws left over are made and discarded after the sample is
-    decided, so they do not change it, and the time a release takes does not depend on its noise.
+    decided, so they do not change it. Only the number of ``rand`` calls is constant: the time
+    still depends on the noise (a padding draw is cheaper than a sampler draw; docs/privacy.md
+    section 2), so this alone does not close the timing side channel.
     """
     if not isinstance(eps_milli, int) or eps_milli < 1:
         raise ValueError("dlaplace: eps_milli must be an int >= 1")
