@@ -184,26 +184,51 @@ def _export_spooled(db: Path, out: IO[str]) -> ChainSummary:
     except OSError as exc:
         raise SpoolFailed("cannot make a temporary file for the export in %s: %s"
                           % (tempfile.gettempdir(), exc.strerror or exc), reason="write_failed") from exc
-    with spool:
+    try:
         try:
             summary = export_chain_summary(db, spool)
         except (StorageError, sqlite3.Error):
             _copy(spool, out)  # the entries read before the failure, as an export written straight out gave them
             raise
         except OSError as exc:
-            raise SpoolFailed("cannot write the export to a temporary file in %s (set TMPDIR to a directory "
-                              "with room, or give -o FILE): %s" % (tempfile.gettempdir(), exc.strerror or exc),
-                              reason="write_failed") from exc
+            raise _spool_failed(exc) from exc
         _copy(spool, out)  # the store is closed (and any hold given back) by now
+    finally:
+        # After a failed write the file still buffers what did not fit: closing it tries that write again, whose
+        # OSError must not replace the error that says what happened. (A temporary file loses nothing closed so.)
+        with contextlib.suppress(OSError):
+            spool.close()
     return summary
 
 
+def _spool_failed(exc: OSError) -> SpoolFailed:
+    return SpoolFailed("cannot write the export to a temporary file in %s (set TMPDIR to a directory with room, or "
+                       "give -o FILE): %s" % (tempfile.gettempdir(), exc.strerror or exc), reason="write_failed")
+
+
 def _copy(spool: IO[str], out: IO[str]) -> None:
-    """Copy what ``spool`` holds to ``out`` (from its start)."""
-    spool.flush()
+    """Copy what ``spool`` holds to ``out`` (from its start).
+
+    Raises:
+        SpoolFailed: the spool's last buffered write failed (its file system full).
+        OSError: writing ``out``.
+    """
+    try:
+        spool.flush()
+    except OSError as exc:
+        raise _spool_failed(exc) from exc
     spool.seek(0)
     shutil.copyfileobj(spool, out, 1 << 16)
     out.flush()
+
+
+def _is_regular_file(out: IO[str]) -> bool:
+    """Whether ``out`` is an open regular file (``export-log > FILE``): written straight, as no reader can hold
+    the export (and the store read) up, and a spool would only cost room in TMPDIR."""
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor (a test's captured stdout): spooled as a pipe would be
+        return False
 
 
 def store_of(args: argparse.Namespace) -> tuple[Path, GatewayConfig | None]:
@@ -230,13 +255,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             # A reader that goes away (`| head`) raises BrokenPipeError: the civicedge entry point
             # ends quietly on it, like a unix tool.
-            summary = _export_spooled(db, sys.stdout)
+            if _is_regular_file(sys.stdout):
+                summary = export_chain_summary(db, sys.stdout)
+                sys.stdout.flush()  # a full disk said here, not at exit
+            else:
+                summary = _export_spooled(db, sys.stdout)
         except SpoolFailed as exc:
             return _error("write_failed", str(exc))
         except StorageError as exc:  # corrupt: the damaged entry or SQLite's message, and where
             return _error(exc.reason, str(exc))
         except sqlite3.Error as exc:
             return _error("read_failed", "cannot read the report store %s: %s" % (db, exc))
+        except BrokenPipeError:
+            raise  # the civicedge entry point ends quietly on it
+        except OSError as exc:  # stdout a regular file on a full disk
+            return _error("write_failed", "cannot write the export to stdout: %s" % (exc.strerror or exc))
     else:
         output = Path(args.output)
         # Through a symlink, replace the file it points to, not the link.
