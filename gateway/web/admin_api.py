@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, Mapping, NamedTuple
 
 from aiohttp import web
@@ -132,13 +133,16 @@ def _validate_enrollment(body: Any) -> Enrollment:
 
 
 def _hex32(value: Any) -> bytes | None:
-    """The 32 bytes written as 64 hex characters in ``value``, else None (never quoted back)."""
-    if not isinstance(value, str) or len(value) != 64:
+    """The 32 bytes written as 64 hex characters in ``value``, else None (never quoted back).
+
+    Matched whole before decoding: ``bytes.fromhex`` skips whitespace, so ``"  " + "ab" * 31`` would pass the length
+    check as 31 bytes and the registry refuse it later with a less clear message."""
+    if not isinstance(value, str) or _HEX64.fullmatch(value) is None:
         return None
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        return None
+    return bytes.fromhex(value)
+
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 MAX_COORDINATE_CHARS = 32
