@@ -164,7 +164,8 @@ def _running(db: Path, real: Path) -> int:
     readers = [pid for pid in _flock_pids(lock) if pid != str(os.getpid())]
     shown = ", ".join("pid %s%s" % (pid, command_of(pid)) for pid in readers[:3]) or "pid unknown"
     return _error("in_use", "report store %s is being read by another civicedge command (%s; export-log and "
-                            "verify-log hold its lock shared while they read): archive again once it has finished; "
+                            "verify-log hold its lock shared while they read a store in a directory they cannot "
+                            "write): archive again once it has finished; "
                             "nothing was archived" % (db, shown))
 
 
