@@ -677,3 +677,71 @@ print(json.dumps([at, app.state["fe"] - START]))
     assert [(w, f) for _, w, f in at] == [(0, 50), (21600, 70)]
     assert all(t >= w + 21600 for t, w, _ in at)      # never before the period's end
     assert fe == 43200
+
+
+DEEP_MS = """
+lids_ms = %r       # ms after START * 1000 of lid openings
+BOOT_MS = 173      # from a wake to the app's first look at the clock
+WORK_MS = 1234     # a timer wake's radio and reading before it sleeps again
+armed = []
+plan = [START * 1000]
+def at(x):
+    clock.ms = x - clock.t0 * 1000       # the fake clock now shows unix ms x
+def sleeper(ms, pins):
+    plan[0] = clock.time_ms() + ms        # the instant the armed timer wakes the chip
+    armed.append(plan[0] - START * 1000)
+def wake(by_pin, x):
+    # one deep-sleep wake at unix ms x; the app is built afresh from its state file (the chip resets)
+    global app
+    at(x + BOOT_MS)
+    app = make_app()
+    drive(app.run_deep(by_pin, lambda: len(rep.outbox), sleeper, linger_s=0,
+                       start_links=lambda: at(clock.time_ms() + WORK_MS)))
+wake(False, START * 1000)                # first reading
+tilt.v = 1
+wake(True, START * 1000 + 200457)        # tipped over: an alarm no gateway acknowledges
+tilt.v = 0
+timer = []
+todo = sorted(lids_ms)
+while plan[0] < (START + 4 * 3600) * 1000:
+    if todo and START * 1000 + todo[0] < plan[0]:
+        assert START * 1000 + todo[0] > clock.time_ms()   # a lid wake, not during a timer wake
+        lid.v = 1
+        wake(True, START * 1000 + todo.pop(0))
+        lid.v = 0
+    else:
+        timer.append(plan[0] - START * 1000)
+        wake(False, plan[0])
+print(json.dumps([timer, app.state["lid"], armed]))
+"""
+
+LIDS_MS = [437613, 1111002, 3907999, 3916450, 7777321, 9001999, 12444777]
+
+
+def test_timer_wakes_land_on_whole_seconds_whatever_the_lid(mpy: Mpy) -> None:
+    """Review MEDIUM-2: the bin armed its timer for whole seconds from the RTC's whole seconds, so
+    a timer wake landed at the fraction of the second the bin went to sleep in, and after a lid wake
+    that fraction was the lid's (the gateway, knowing to the ms when the bin slept, could tell a lid
+    was opened). The timer is now armed from the RTC in ms: every timer wake is at .000 of its
+    second, at the same instants to the ms with and without lid openings."""
+    with_lids = run_app(mpy, T0, DEEP_MS % (LIDS_MS,))
+    without = run_app(mpy, T0, DEEP_MS % ([],))
+    timer, lid_count, armed = with_lids
+    assert lid_count == len(LIDS_MS)
+    assert len(timer) > 100                           # readings and alarm retry slots over 4 h
+    assert timer == without[0]                        # identical to the millisecond
+    assert all(t % 1000 == 0 for t in timer + armed)  # every armed wake is on a whole second
+    assert len(armed) == len(timer) + 2 + len(LIDS_MS)
+
+
+def test_the_device_clock_reads_milliseconds_on_the_seconds_it_shows(mpy: Mpy) -> None:
+    # Clock.time_ms (time.time_ns) is what sleep_plan re-arms from: the same epoch as Clock.time
+    out = mpy("""
+import json
+from civic.hal.clock import Clock
+c = Clock()
+a = c.time(); m = c.time_ms(); b = c.time()
+print(json.dumps([a, m, b]))
+""").stdout.strip().splitlines()
+    a, m, b = json.loads(out[-1])
+    assert a > 1_600_000_000 and a <= m // 1000 <= b and isinstance(m, int)

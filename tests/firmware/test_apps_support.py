@@ -64,6 +64,8 @@ class FakeClock:
         return self.t0 + self.ms // 1000
     def valid(self):
         return self.time() >= 1704067200
+    def time_ms(self):
+        return self.t0 * 1000 + self.ms
     def ticks_ms(self):
         return self.ms
     def set_time(self, t):

@@ -285,10 +285,11 @@ class BinApp(AppBase):
         self.record(self.clock.time(), fill, deci, tilted, bat)
         self.save()
 
-    def _next_s(self):
+    def _next_s(self, now=None):
         # The next reading is never more than one interval away: a clock set back (time sync)
         # would otherwise leave a reading planned far in the future (a bin asleep for days).
-        now = self.clock.time()
+        if now is None:
+            now = self.clock.time()
         if self.state["next"] > now + self.interval_s:
             self.state["next"] = now + self.interval_s
         return self.state["next"] - now
@@ -323,12 +324,14 @@ class BinApp(AppBase):
         self.save()
         return self.alarms != before
 
-    def alarm_retry_s(self):
-        """Seconds from now to the next alarm retry slot (a multiple of ``ALARM_RETRY_S`` on the
-        RTC, 1..ALARM_RETRY_S away), or None if no alarm waits."""
+    def alarm_retry_s(self, now=None):
+        """Seconds from ``now`` (None: the clock's time) to the next alarm retry slot (a multiple
+        of ``ALARM_RETRY_S`` on the RTC, 1..ALARM_RETRY_S away), or None if no alarm waits."""
         if not self.state["alarm"]:
             return None
-        return ALARM_RETRY_S - self.clock.time() % ALARM_RETRY_S
+        if now is None:
+            now = self.clock.time()
+        return ALARM_RETRY_S - now % ALARM_RETRY_S
 
     def sleep_plan(self):
         """``(ms until the next timer wake, io names to arm as wake sources)``.
@@ -336,12 +339,19 @@ class BinApp(AppBase):
         The next timer wake is the next reading, or the next alarm retry slot if an alarm waits
         and the slot comes first. A switch that is active now (lid left open, bin lying on its
         side) is not armed: a level wake would fire again at once and drain the battery.
+
+        The time is read once, in milliseconds, and the timer is armed to the whole second of the
+        wake: every timer wake lands at .000 of its second (plus a constant boot time), not at the
+        fraction of the second this wake went to sleep in, which after a lid wake would be set by
+        the lid opening (the gateway knows to the millisecond when the bin slept: after its ACK).
         """
-        s = max(0, self._next_s())
-        r = self.alarm_retry_s()
+        now_ms = self.clock.time_ms()
+        now = now_ms // 1000
+        s = max(0, self._next_s(now))
+        r = self.alarm_retry_s(now)
         if r is not None and r < s:
             s = r
-        ms = s * 1000
+        ms = max(0, s * 1000 - now_ms % 1000)
         pins = []
         for name in self.wake_names:
             sw = self.lid if name == "lid" else self.tilt if name == "tilt" else None

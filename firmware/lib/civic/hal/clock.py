@@ -30,6 +30,12 @@ class Clock:
         """Current unix time in whole seconds."""
         return int(time.time()) + self.offset
 
+    def time_ms(self):
+        """Current unix time in milliseconds (``time.time_ns``: the RTC to the microsecond on an
+        ESP32). A timer is re-armed from this so that its wake lands on a whole second whatever
+        the instant it was armed at (docs/privacy.md, lid openings)."""
+        return time.time_ns() // 1000000 + self.offset * 1000
+
     def valid(self):
         """Whether the clock has been set (by the gateway's ACK time sync)."""
         return self.time() >= VALID_AFTER
