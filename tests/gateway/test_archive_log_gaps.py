@@ -13,26 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage import ReportRecord, ReportStore
 from gateway.storage.provenance import GENESIS, export_chain_summary
 from gateway.storage.restore_marker import MARKER
-from hil.cli.main import main
-
-
-def record(seq: int) -> ReportRecord:
-    return ReportRecord(device="b1", seq=seq, kind="bin", zone="north", type="win", w=1_700_000_000 + 900 * seq, l=900,
-                        m={"fill": 40}, e={}, a=[], fw="1.0", received_at=1_700_000_000.0, link="serial:x",
-                        digest="%064x" % seq)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "data" / "reports.sqlite"
-    path.parent.mkdir()
-    store = ReportStore(path, gateway_id="gw1")
-    store.insert_batch([record(s) for s in range(1, 11)])
-    store.close()
-    return path
+from tests.gateway.test_cli_archive_log import (  # noqa: F401 (db: a fixture used by name)
+    archive, db, export, head_of, verify)
 
 
 def sql(db: Path, statement: str, *params: object) -> list[tuple[object, ...]]:
@@ -43,22 +27,6 @@ def sql(db: Path, statement: str, *params: object) -> list[tuple[object, ...]]:
         return found
     finally:
         conn.close()
-
-
-def archive(db: Path, out: Path, *how: str) -> int:
-    return main(["gateway", "archive-log", "--db", str(db), *how, "-o", str(out)])
-
-
-def export(db: Path, out: Path) -> int:
-    return main(["gateway", "export-log", "--db", str(db), "-o", str(out)])
-
-
-def verify(path: Path, *argv: str) -> int:
-    return main(["gateway", "verify-log", str(path), *argv])
-
-
-def head_of(path: Path) -> str:
-    return str(json.loads(path.read_text().splitlines()[-1])["hash"])
 
 
 def test_oldest_entries_removed_without_an_archive_break_the_log_and_are_not_archived(
