@@ -7,10 +7,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gateway.pipeline import IngestService, Link
 from gateway.protocol import FRAME_REPORT, build_frame, parse_frame
+
+if TYPE_CHECKING:
+    import pytest
 
 WINDOW_T0 = 1_790_000_100 - (1_790_000_100 % 900)
 MOT_PERIOD = 21600  # the streetlight's mot release_every_s in firmware/policy.json
@@ -122,3 +125,19 @@ async def settle(ingest: IngestService, timeout: float = 3.0) -> None:
         if not ingest._tasks and ingest._queue.empty():  # noqa: SLF001 - nothing in flight
             return
     raise AssertionError("ingest did not settle")
+
+
+def store_dir_not_writable(monkeypatch: "pytest.MonkeyPatch", directory: Path) -> None:
+    """``os.access`` as the store readers see it (gateway.storage.sqlite_uri) says ``directory`` cannot be
+    written, as on a read-only mount (tests run as root, so chmod does not do)."""
+    from gateway.storage import sqlite_uri
+
+    real_access = os.access
+    denied = directory.resolve()
+
+    def access(path: object, mode: int, **kw: object) -> bool:
+        if mode == os.W_OK and Path(str(path)).resolve() == denied:
+            return False
+        return real_access(path, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_uri.os, "access", access)

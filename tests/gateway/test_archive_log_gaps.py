@@ -15,6 +15,7 @@ import pytest
 
 from gateway.storage.provenance import GENESIS, export_chain_summary
 from gateway.storage.restore_marker import MARKER
+from helpers import store_dir_not_writable
 from tests.gateway.test_cli_archive_log import (  # noqa: F401 (db: a fixture used by name)
     archive, db, export, head_of, verify)
 
@@ -155,21 +156,6 @@ def test_a_file_system_refusing_chmod_and_links_gets_the_archive(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "data"]
 
 
-def _not_writable(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
-    """os.access says ``directory`` cannot be written (as on a read-only mount; tests run as root)."""
-    from gateway.storage import sqlite_uri
-
-    real_access = os.access
-    denied = directory.resolve()
-
-    def access(path: object, mode: int, **kw: object) -> bool:
-        if mode == os.W_OK and Path(str(path)).resolve() == denied:
-            return False
-        return real_access(path, mode, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sqlite_uri.os, "access", access)
-
-
 @pytest.mark.parametrize("writable", [True, False])
 def test_archive_log_while_an_export_reads_the_store(tmp_path: Path, db: Path, writable: bool,
                                                      capsys: pytest.CaptureFixture[str],
@@ -179,7 +165,7 @@ def test_archive_log_while_an_export_reads_the_store(tmp_path: Path, db: Path, w
     the export reads immutable=1 (no locks): archive-log deleting under it made the sound store read as damaged,
     so the export's shared hold on <db>.lock keeps archive-log out until it ends."""
     if not writable:
-        _not_writable(monkeypatch, db.parent)
+        store_dir_not_writable(monkeypatch, db.parent)
     arc = tmp_path / "a.jsonl"
     tried: list[int] = []
 

@@ -5,7 +5,6 @@ and the export is still one consistent chain; export-log spools before writing t
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from gateway.storage import ReportQueries, ReportRecord, ReportStore
 from gateway.storage import sqlite_uri
 from gateway.storage.provenance import export_chain_summary, one_shot_read, verify_export_summary
 from hil.cli.main import main
+from helpers import store_dir_not_writable
 
 
 def _records(first: int, count: int, device: str = "bin-1") -> list[ReportRecord]:
@@ -146,15 +146,7 @@ def test_a_directory_not_writable_keeps_the_hold(tmp_path: Path, monkeypatch: py
     from gateway.errors import StorageError
 
     db = _stopped_store(tmp_path, 10)
-    real_access = os.access
-    denied = db.parent.resolve()
-
-    def access(path: object, mode: int, **kw: object) -> bool:
-        if mode == os.W_OK and Path(str(path)).resolve() == denied:
-            return False
-        return real_access(path, mode, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sqlite_uri.os, "access", access)
+    store_dir_not_writable(monkeypatch, db.parent)
     with one_shot_read(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM reports").fetchone() == (10,)
         with pytest.raises(StorageError) as err:

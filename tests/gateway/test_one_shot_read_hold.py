@@ -17,6 +17,7 @@ from gateway.errors import StorageError
 from gateway.storage import ReportQueries, ReportRecord, ReportStore
 from gateway.storage import sqlite_uri
 from gateway.storage.provenance import one_shot_read
+from helpers import store_dir_not_writable
 
 
 def _records(device: str, first: int, count: int) -> list[ReportRecord]:
@@ -39,24 +40,11 @@ def _stopped_store(tmp_path: Path, rows: int) -> Path:
     return db
 
 
-def _not_writable(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
-    """os.access says ``directory`` cannot be written (a read-only mount; tests run as root, chmod does not do)."""
-    real_access = os.access
-    denied = directory.resolve()
-
-    def access(path: object, mode: int, **kw: object) -> bool:
-        if mode == os.W_OK and Path(str(path)).resolve() == denied:
-            return False
-        return real_access(path, mode, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sqlite_uri.os, "access", access)
-
-
 def test_no_gateway_starts_under_routes_plans_immutable_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reviewer's repro: a gateway started, inserted and checkpointed under the immutable read, which then
     counted wrong rows and quick_check said 'invalid page number' (a false 'damaged store')."""
     db = _stopped_store(tmp_path, 2000)
-    _not_writable(monkeypatch, tmp_path)
+    store_dir_not_writable(monkeypatch, tmp_path)
     queries = ReportQueries(db, one_shot=True)
     try:
         conn, _ = queries._open()
@@ -75,7 +63,7 @@ def test_no_gateway_starts_under_routes_plans_immutable_read(tmp_path: Path, mon
 
 
 def test_a_failed_one_shot_open_gives_the_hold_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _not_writable(monkeypatch, tmp_path)
+    store_dir_not_writable(monkeypatch, tmp_path)
     db = tmp_path / "reports.sqlite"
     db.write_bytes(b"not a database" * 100)
     (tmp_path / "reports.sqlite.lock").write_bytes(b"")
