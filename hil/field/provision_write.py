@@ -44,15 +44,6 @@ print(repr([_civic_size({IDENTITY_PATH!r}), _civic_size({PART_PATH!r})]))
 del _civic_size
 """
 
-_REMOVE_PART = f"""\
-import os
-try:
-    os.remove({PART_PATH!r})
-except OSError:
-    pass
-"""
-
-
 def check_identity_room(dut: Dut, identity: Identity) -> None:
     """Refuse, before anything is registered, a board whose flash has no room for the new
     ``/identity.json`` (written to a temp file next to the old one, then renamed over it; LittleFS also
@@ -233,7 +224,7 @@ def undo_failed_write(dut: Dut, exc: DeviceIOError, *, current: Identity | None,
             f"registered) is only in {PART_PATH}, which was kept", **{**exc.details, "part_kept": True})
     if int(part_size) >= 0:
         try:
-            dut.exec(_REMOVE_PART, timeout_s=CLEANUP_TIMEOUT_S)
+            dut.remove_file(PART_PATH, timeout_s=CLEANUP_TIMEOUT_S)
         except DutError as err:
             log.info("could not remove %s on %s: %s", PART_PATH, dut.url, err)
     if on_board is not None and on_board == wanted:
