@@ -115,7 +115,7 @@ def _flash(args: argparse.Namespace) -> int:
                     step(name)
 
                 def on_copied(copied: int, to_copy: int) -> None:
-                    done.to_copy, done.copied = to_copy, copied
+                    done.count(copied, to_copy)
                     step.count(copied, to_copy)
 
                 try:
@@ -298,8 +298,16 @@ class _FlashProgress:
     writing_started: bool = False  # esptool erased or wrote, or the firmware copy changed a file
     to_copy: int | None = None  # files the copy's sync found differing (None: it had not hashed them yet)
     copied: int = 0  # of those, written
+    copied_before: int = 0  # files written by earlier attempts of the sync (retried after a link error)
     firmware_intact: bool = False  # a failed or interrupted copy left the firmware whole (nothing of it changed)
     firmware_restarted: bool = False  # ... and restarted it
+
+    def count(self, copied: int, to_copy: int) -> None:
+        """The sync wrote ``copied`` of the ``to_copy`` files it found differing. A retried sync starts
+        again at 0 with only the files still differing: what the earlier attempt wrote is kept apart."""
+        if copied == 0 and self.to_copy is not None:
+            self.copied_before += self.copied
+        self.to_copy, self.copied = to_copy, copied
 
 
 def _flash_command(args: argparse.Namespace) -> str:
@@ -338,6 +346,12 @@ def _interrupted(args: argparse.Namespace, done: _FlashProgress) -> Iterator[Non
             mp = "" if args.firmware_only else "MicroPython was written; "
             restarted = ("the firmware is intact and was restarted" if done.firmware_restarted else
                          "the firmware is intact but could not be restarted (press RESET)")
+            if done.copied_before:
+                # A retried sync had found nothing left to copy: files did change, into the new firmware's.
+                say(f"interrupted: {mp}every firmware file on the board already matches the new firmware "
+                    f"({done.copied_before} copied before a retry) but its manifest was not written: {restarted}; "
+                    f"its identity, if any, is kept; re-run to finish: {_flash_command(args)}")
+                raise
             counted = "" if done.to_copy is None else f" ({done.copied} of {done.to_copy} copied)"
             say(f"interrupted: {mp}no firmware file on the board was changed{counted}: {restarted}; its identity, "
                 f"if any, is kept; re-run to update it: {_flash_command(args)}")
