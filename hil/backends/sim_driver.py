@@ -118,13 +118,15 @@ class SimDriver:
         speed: virtual seconds per wall second (0 = as fast as possible, None = paused).
         seed: deterministic ``os.urandom`` (privacy noise) and faults; simulation only.
         start_timeout_s: limit for the firmware to report it runs.
+        start_ms: the virtual clock's start (unix ms) for the shared host; None: the wall clock now.
     """
 
     backend = "sim"
 
     def __init__(self, *, radio_url: str | None = None, speed: float | None = 1.0, seed: int | None = None,
-                 start_timeout_s: float = 60.0) -> None:
+                 start_timeout_s: float = 60.0, start_ms: int | None = None) -> None:
         self.radio_url = radio_url
+        self.start_ms = start_ms
         self.speed = speed
         self.seed = seed
         self.start_timeout_s = start_timeout_s
@@ -142,7 +144,7 @@ class SimDriver:
         return self._loop
 
     async def _new_host(self, cls: Any) -> Any:
-        host = cls(speed=self.speed)
+        host = cls(speed=self.speed, start_ms=self.start_ms)
         await host.start()
         return host
 

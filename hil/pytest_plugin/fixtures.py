@@ -27,7 +27,8 @@ from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints, slow_clock
 from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
 from hil.pytest_plugin.markers import fleet_marker_text, gateway_link, ignored_marker_problem
 from hil.pytest_plugin.ports import PortRange, free_ports, port_free
-from hil.pytest_plugin.settings import HilSettings, board_problem, settings_key, sim_marker_options
+from hil.pytest_plugin.settings import (HilSettings, board_problem, settings_key, sim_marker_options,
+                                        sim_marker_start_ms)
 
 # hil.backends.board drives boards through hil.dut (mpremote, the field extra): imported when a fixture
 # brings a board up (require_harness), not with the plugin, which pytest loads wherever civicedge is.
@@ -214,7 +215,8 @@ def make_driver(settings: HilSettings, definitions: list[BoardDefinition],
             pytest.fail(f"sim backend unavailable: {reason} (or choose --hil-backend qemu|serial)", pytrace=False)
         speed, seed = sim_marker_options(request.node)
         return SimDriver(radio_url=request.getfixturevalue("hil_radio").url if wants_radio(definitions, request) else None,
-                         speed=settings.sim_speed if speed is None else speed, seed=seed)
+                         speed=settings.sim_speed if speed is None else speed, seed=seed,
+                         start_ms=sim_marker_start_ms(request.node))
     definition = definitions[0]
     if settings.backend == "qemu":
         from hil.backends.qemu.driver import QemuDriver

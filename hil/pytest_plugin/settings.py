@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -280,10 +281,12 @@ def port_range_option(text: str) -> PortRange:
 
 
 def sim_marker_options(item: pytest.Item) -> tuple[float | None, int | None]:
-    """``(speed, seed)`` of the item's closest ``sim`` marker (None where not given).
+    """``(speed, seed)`` of the item's closest ``sim`` marker (None where not given); its ``start=`` is
+    :func:`sim_marker_start_ms`.
 
     Raises:
-        pytest.UsageError: positional arguments, unknown keys, or a speed that is not a number >= 0.
+        pytest.UsageError: positional arguments, unknown keys, a speed that is not a number >= 0, a seed
+            that is not an integer, or a bad ``start=``.
     """
     import math
 
@@ -291,9 +294,9 @@ def sim_marker_options(item: pytest.Item) -> tuple[float | None, int | None]:
     if mark is None:
         return None, None
     opts = dict(mark.kwargs)
-    unknown = set(opts) - {"speed", "seed"}
+    unknown = set(opts) - {"speed", "seed", "start"}
     if unknown or mark.args:
-        raise pytest.UsageError(f"{item.nodeid}: sim(...) takes speed= and seed= only")
+        raise pytest.UsageError(f"{item.nodeid}: sim(...) takes speed=, seed= and start= only")
     speed = opts.get("speed")
     if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed < 0):
         raise pytest.UsageError(f"{item.nodeid}: sim(speed=...) must be a number >= 0 (0 = as fast as possible), "
@@ -301,7 +304,46 @@ def sim_marker_options(item: pytest.Item) -> tuple[float | None, int | None]:
     seed = opts.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise pytest.UsageError(f"{item.nodeid}: sim(seed=...) must be an integer, got {seed!r}")
+    sim_marker_start_ms(item)
     return (None if speed is None else float(speed)), seed
+
+
+# The firmware takes a clock before 2024 for one that was never set and reports nothing (clock.VALID_AFTER).
+SIM_EARLIEST_START = dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)
+SIM_LATEST_START = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def sim_marker_start_ms(item: pytest.Item) -> int | None:
+    """The virtual clock's start (unix ms) from the item's closest ``sim(start=...)`` marker: an ISO 8601
+    time with its offset (``"2026-12-21T22:00:00Z"``) or an aware :class:`datetime.datetime`; None: the
+    wall clock now (no marker or no ``start=``).
+
+    Raises:
+        pytest.UsageError: not a time, a time without an offset (whose zone would be the test host's),
+            or outside 2024-01-02 .. 2100.
+    """
+    mark = item.get_closest_marker("sim")
+    if mark is None or mark.kwargs.get("start") is None:
+        return None
+    value = mark.kwargs["start"]
+    where = f"{item.nodeid}: sim(start=...)"
+    if isinstance(value, str):
+        try:
+            start = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        except ValueError:
+            raise pytest.UsageError(f"{where} must be an ISO 8601 time such as \"2026-12-21T22:00:00Z\", "
+                                    f"got {value!r}") from None
+    elif isinstance(value, dt.datetime):
+        start = value
+    else:
+        raise pytest.UsageError(f"{where} must be an ISO 8601 string or a datetime, got {value!r}")
+    if start.tzinfo is None or start.utcoffset() is None:
+        raise pytest.UsageError(f"{where} {value!r} has no UTC offset (add Z or +HH:MM): the board's clock is UTC, "
+                                "and a local time would depend on the machine running the test")
+    if not SIM_EARLIEST_START <= start < SIM_LATEST_START:
+        raise pytest.UsageError(f"{where} must be from {SIM_EARLIEST_START:%Y-%m-%d} to {SIM_LATEST_START:%Y} "
+                                f"(the firmware takes an earlier clock for one never set), got {value!r}")
+    return int(start.timestamp() * 1000)
 
 
 settings_key = pytest.StashKey[HilSettings]()

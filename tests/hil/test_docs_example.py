@@ -105,7 +105,9 @@ def test_bad_hil_sim_speed_is_a_usage_error(pytester: pytest.Pytester, value: st
     result.stderr.fnmatch_lines(["*--hil-sim-speed*"])
 
 
-@pytest.mark.parametrize("marker", ["sim(speed=-5)", "sim(speed='x')", "sim(seed=1.5)", "sim(5)"])
+@pytest.mark.parametrize("marker", ["sim(speed=-5)", "sim(speed='x')", "sim(seed=1.5)", "sim(5)",
+                                    "sim(start='yesterday')", "sim(start='2031-03-04T05:06:07')",
+                                    "sim(start='2020-01-01T00:00:00Z')", "sim(start=1930000000)"])
 def test_bad_sim_marker_is_a_usage_error_at_collection(pytester: pytest.Pytester, marker: str) -> None:
     pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\ndef test_x(hil_board):\n    pass\n")
     result = pytester.runpytest_subprocess()
