@@ -29,20 +29,34 @@ PING_GAP_MS = 60  # let the previous ping's echoes die out
 WATCH_S = 60  # reading interval while a fire may be starting
 WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 # An unacknowledged alarm is sent again at timer wakes on a fixed grid of the RTC (multiples of
-# this, UTC), never at a lid wake: the grid does not depend on when the lid was opened, and an
-# alarm waits at most this long (plus the gateway's scan) once a gateway is in range.
+# the retry step, UTC), never at a lid wake: the grid does not depend on when the lid was opened.
+# The step starts at ALARM_RETRY_S when an alarm is raised and doubles after each retry slot the
+# gateway did not acknowledge, up to ALARM_RETRY_MAX_S: a bin out of reach wakes for its alarm
+# at most once an hour (about 30 s of radio an hour) instead of every 2 minutes for ever. Once
+# a gateway is in range the alarm waits at most one step, and no longer than the next reading.
+# The cap is a multiple of ALARM_RETRY_S, so every retry is still on a multiple of 120 s (and,
+# at the cap, on the whole UTC hour).
 ALARM_RETRY_S = 120
+ALARM_RETRY_MAX_S = 3600
 
 
 def fresh_state():
     """State of a bin that has never read anything.
 
     ``alarm`` is the seq of the latest unacknowledged alarm, or False (``True``: saved by older
-    firmware, seq unknown). ``fill`` is the latest fill reading of the fill period starting at ``fp``;
-    ``fe`` is the end of the last fill period released (0: none yet).
+    firmware, seq unknown); ``ars`` is its retry step (s) and ``ard`` its next retry slot (RTC s, a
+    multiple of ``ars``; 0: none planned, as in state saved by firmware without a back-off).
+    ``fill`` is the latest fill reading of the fill period starting at ``fp``; ``fe`` is the end of
+    the last fill period released (0: none yet).
     """
     return {"next": 0, "win": None, "fp": None, "fill": None, "fe": 0, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
-            "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False}
+            "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False,
+            "ars": ALARM_RETRY_S, "ard": 0}
+
+
+def _next_slot(now, step):
+    # the first multiple of step (RTC seconds, UTC) after now: 1..step away
+    return now + step - now % step
 
 
 class BinApp(AppBase):
@@ -110,12 +124,45 @@ class BinApp(AppBase):
 
     def _alarm(self, codes, now_s, m=None):
         # The latest alarm's seq is kept until the outbox no longer holds it (acknowledged):
-        # until then the bin wakes on the alarm retry grid (ALARM_RETRY_S). ACKs are cumulative and the cap drops
+        # until then the bin wakes on the alarm retry grid. ACKs are cumulative and the cap drops
         # alarms oldest first, so an earlier alarm is gone from the outbox when this one is.
+        # A new alarm (also one raised while another waits, or a fire announced again) is news:
+        # its retries start again at the shortest step, from the next slot of that grid.
         s = AppBase._alarm(self, codes, now_s, m)
         if s is not None:
-            self.state["alarm"] = s
+            st = self.state
+            st["alarm"] = s
+            st["ars"] = ALARM_RETRY_S
+            st["ard"] = _next_slot(now_s, ALARM_RETRY_S)
         return s
+
+    def _alarm_delivered(self):
+        # acknowledged: no retry grid until the next alarm (which starts at the shortest step)
+        st = self.state
+        st["alarm"] = False
+        st["ars"] = ALARM_RETRY_S
+        st["ard"] = 0
+
+    def alarm_backoff(self, now):
+        """Account a wake with the links on at which the alarm still waits (after the linger).
+
+        If the wake was at or after the planned retry slot, the slot went unacknowledged: the step
+        doubles (up to ``ALARM_RETRY_MAX_S``) and the next slot is the next multiple of the new step.
+        A reading before the slot changes nothing. State without a planned slot (older firmware)
+        or with one further than a step ahead (clock set back) gets the next slot of the grid.
+        Called only at timer wakes and at a wake that raised an alarm, never at a lid wake, so the
+        slots do not depend on when a lid was opened. Returns whether the state changed.
+        """
+        st = self.state
+        step = st["ars"]
+        due = st["ard"]
+        if due and due <= now:
+            step = min(step * 2, ALARM_RETRY_MAX_S)
+        elif due and due <= now + step:
+            return False
+        st["ars"] = step
+        st["ard"] = _next_slot(now, step)
+        return True
 
     def alarm_waits(self):
         """Whether an alarm waits to be delivered: its seq is still in the outbox.
@@ -128,7 +175,7 @@ class BinApp(AppBase):
             return bool(a)
         if self.reporter.outbox.next_after(a - 1) == a:  # membership, without allocating
             return True
-        self.state["alarm"] = False
+        self._alarm_delivered()
         return False
 
     # -- persistence -------------------------------------------------------------------------
@@ -144,6 +191,14 @@ class BinApp(AppBase):
                 st.update(json.loads(raw))
             except ValueError:
                 pass
+        # A retry step out of its range would stop the back-off (or divide by zero), a slot off its
+        # grid would send off the grid: start them afresh (the next slot comes from the grid).
+        v = st["ars"]
+        if isinstance(v, bool) or not isinstance(v, int) or not ALARM_RETRY_S <= v <= ALARM_RETRY_MAX_S:
+            st["ars"] = v = ALARM_RETRY_S
+        d = st["ard"]
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0 or d % v:
+            st["ard"] = 0
         return st
 
     def save(self):
@@ -325,13 +380,23 @@ class BinApp(AppBase):
         return self.alarms != before
 
     def alarm_retry_s(self, now=None):
-        """Seconds from ``now`` (None: the clock's time) to the next alarm retry slot (a multiple
-        of ``ALARM_RETRY_S`` on the RTC, 1..ALARM_RETRY_S away), or None if no alarm waits."""
-        if not self.state["alarm"]:
+        """Seconds from ``now`` (None: the clock's time) to the next alarm retry slot, or None if no
+        alarm waits.
+
+        The slot is the one planned (``ard``, a multiple of the step ``ars`` on the RTC) if it lies
+        ahead, within a step; otherwise (none planned, or passed during a lid wake) the next
+        multiple of the step: 1..step away, never 0, so a lid wake never starts a timer wake at once.
+        """
+        st = self.state
+        if not st["alarm"]:
             return None
         if now is None:
             now = self.clock.time()
-        return ALARM_RETRY_S - now % ALARM_RETRY_S
+        step = st["ars"]
+        due = st["ard"]
+        if now < due <= now + step:
+            return due - now
+        return step - now % step
 
     def sleep_plan(self):
         """``(ms until the next timer wake, io names to arm as wake sources)``.
@@ -395,9 +460,11 @@ class BinApp(AppBase):
             await self.linger(pending, linger_s)
             a = self.state["alarm"]
             if a is True and not pending():
-                self.state["alarm"] = False  # older firmware's flag (no seq): the outbox is empty
+                self._alarm_delivered()  # older firmware's flag (no seq): the outbox is empty
             if a and not self.alarm_waits():
                 self.save()  # the gateway has the alarm; other reports may still wait
+            elif a and self.alarm_backoff(self.clock.time()):
+                self.save()  # the slot went unacknowledged: the next is a step further
         ms, pins = self.sleep_plan()
         sleeper(ms, pins)
 
