@@ -13,14 +13,21 @@ the most :mod:`gateway.pipeline.verify` accepts of a report's ``l``), and retent
 --check`` agree), and :class:`gateway.pipeline.verify.PolicyGate` to any policy it is given. Errors
 are :class:`~gateway.errors.ConfigError` with ``reason`` ``bad_value``, ``key`` the dotted path of
 the value at fault (``kinds.bin.window_s``; ``recipients[1].who`` in a list) and ``path`` the file.
+
+What it takes but says something about comes back as :class:`PolicyWarning` (``run --check`` prints it):
+an ε per release whose noise samples need more ``os.urandom`` calls than the firmware's padding hides more
+often than :data:`PAD_EXCEED_WARN` (:func:`gateway.noise_padding.exceed_probability`).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from gateway.errors import ConfigError
+from gateway.noise_padding import PAD_DRAWS, exceed_probability
 from gateway.policy_rules import NOISY_COUNT, check_release_rules, policy_error
 
 POLICY_VERSION = 1
@@ -34,6 +41,27 @@ REPORT_TYPES = ("win", "hour", "day")
 """The periodic report types a field may travel in (docs/protocol.md §2)."""
 NOISY_BOUNDS = ("eps_per_release_milli", "eps_per_day_milli", "k")
 """What a noisy count needs in its own spec: the firmware and the transparency page read them there."""
+PAD_EXCEED_WARN = 2.0 ** -20
+"""Warn when a noise sample needs more than the firmware's ``PAD_DRAWS`` calls (its release then unpadded, its
+time telling about the noise: docs/privacy.md §2) with a probability above this, about one release in a million:
+a field released every 15 minutes (35,040 releases a year) then has an unpadded release less than once in 30
+years. From the sampler's algorithm (:func:`gateway.noise_padding.exceed_probability`), no ε per release up to
+1.169 is above it; above that, it depends on the fraction 1000/m (1.17 is: 2^-19.97; 1.5 is not: 2^-27.4; 1.99
+is: 2^-15.7; 2 is not: 2^-45.8)."""
+
+
+@dataclass(frozen=True)
+class PolicyWarning:
+    """A policy value the gateway and the firmware take, but that weakens what the policy promises: said (by
+    ``run --check``), never refused.
+
+    Attributes:
+        key: the dotted path of the value (``kinds.bin.fields.mot.eps_per_release_milli``).
+        message: what it weakens and what would not, for the operator.
+    """
+
+    key: str
+    message: str
 
 
 def whole(value: Any, where: str, *, low: int = 1, high: int | None = None, note: str = "",
@@ -87,6 +115,7 @@ class _Check:
     def __init__(self, source: Path | None, own_bounds: bool) -> None:
         self.source = source
         self.own_bounds = own_bounds
+        self.warnings: list[PolicyWarning] = []
 
     def error(self, where: str, message: str) -> ConfigError:
         return policy_error(where, message, self.source)
@@ -228,6 +257,21 @@ class _Check:
         if per_release is not None and per_day is not None and per_release > per_day:
             raise self.error(where + ".eps_per_release_milli", "%s.eps_per_release_milli = %d is above the daily "
                              "budget eps_per_day_milli = %d (a board refuses it)" % (where, per_release, per_day))
+        if per_release is not None:
+            self.padding(where + ".eps_per_release_milli", per_release)
+
+    def padding(self, key: str, eps_milli: int) -> None:
+        """A :class:`PolicyWarning` when the samples at ``eps_milli`` outgrow the padding too often
+        (:data:`PAD_EXCEED_WARN`)."""
+        p = exceed_probability(eps_milli)
+        if p <= PAD_EXCEED_WARN:
+            return
+        self.warnings.append(PolicyWarning(key, (
+            "%s = %d: a noise sample at this epsilon needs more than the %d os.urandom calls the firmware pads to "
+            "with probability %.2g (2^%.1f, about one release in %s; this check warns above 2^-20): such a release "
+            "is not padded and its time tells about its noise (docs/privacy.md section 2). Every epsilon per "
+            "release up to 1.169 stays below 2^-20, and so do 0.25, 0.5, 1 and 2 (scales 1000/m that reduce to "
+            "small fractions)" % (key, eps_milli, PAD_DRAWS, p, math.log2(p), format(round(1 / p), ",")))))
 
 
 def _shown(value: Any) -> str:
@@ -239,8 +283,9 @@ def _shown(value: Any) -> str:
         else names.get(type(value), type(value).__name__)
 
 
-def check_policy(policy: Any, *, source: Path | None = None, own_bounds: bool = True) -> None:
-    """Refuse a privacy policy whose shape or values the gateway or the firmware cannot use.
+def check_policy(policy: Any, *, source: Path | None = None, own_bounds: bool = True) -> list[PolicyWarning]:
+    """Refuse a privacy policy whose shape or values the gateway or the firmware cannot use; return what it
+    takes but warns about.
 
     Args:
         policy: the parsed policy file.
@@ -264,5 +309,11 @@ def check_policy(policy: Any, *, source: Path | None = None, own_bounds: bool = 
             count lacks its own ε per release, daily budget or k (see ``own_bounds``), or spends more
             per release than per day; a non-personal field with a release period is not in win reports; an alarm names
             anything but a non-personal field of its kind.
+
+    Returns:
+        One :class:`PolicyWarning` per noisy count whose ε per release makes a noise sample need more calls than
+        the firmware's padding with a probability above :data:`PAD_EXCEED_WARN` (none for the shipped policy).
     """
-    _Check(source, own_bounds).top(policy)
+    check = _Check(source, own_bounds)
+    check.top(policy)
+    return check.warnings

@@ -439,8 +439,23 @@ def open_data_licence_line(config: GatewayConfig) -> str:
     return "opendata licence: %s" % (licence if url is None or url == licence else "%s (%s)" % (licence, url))
 
 
+def policy_warning_lines(policy: Mapping[str, Any], source: Path | None = None) -> list[str]:
+    """``privacy policy <file>: warning: ...``, one line per :class:`gateway.policy_check.PolicyWarning` of
+    ``policy`` (none for the shipped one): what the gateway and the boards take but the operator should know
+    (an ε per release whose noise outgrows the firmware's padding too often).
+
+    Raises:
+        ConfigError: ``policy`` is refused (:func:`gateway.policy_check.check_policy`).
+    """
+    from gateway.policy_check import check_policy
+
+    where = "privacy policy" if source is None else "privacy policy %s" % source
+    return ["%s: warning: %s" % (where, warning.message) for warning in check_policy(policy, source=source)]
+
+
 def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None) -> list[str]:
-    """Everything ``run`` opens at start, checked read-only; one line per item for the operator.
+    """Everything ``run`` opens at start, checked read-only; one line per item for the operator (and one per
+    warning about the privacy policy, :func:`policy_warning_lines`).
 
     Raises:
         GatewayError: the first thing ``run`` would refuse (StorageError, RegistryError, TransportError).
@@ -461,10 +476,13 @@ def check_for_run(config: GatewayConfig, policy: Mapping[str, Any] | None = None
     # as the start refuses it: no registry (it would be created empty) while the store knows devices
     check_registry_present(config.registry_dir, config.storage.path, config.source)
     lines.append("registry %s: %s" % (config.registry_dir, check_registry(config.registry_dir)))
+    source = None
     if policy is None:
-        from gateway.resources import load_policy
+        from gateway.resources import load_policy, policy_path
 
         policy = load_policy()
+        source = policy_path()
+    lines.extend(policy_warning_lines(policy, source))
     retention = config.data_dir / RETENTION_FILE  # applied whatever [http] says: checked either way
     lines.append("%s: %s" % (retention, check_retention_file(retention, policy)))
     if config.http is not None:
