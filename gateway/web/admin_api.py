@@ -1,21 +1,26 @@
 """Admin endpoints behind the bearer token: devices (list, enroll, move, revoke, retire, reinstate, rotate key,
-highest stored seq), retention."""
+highest stored seq), retention.
+
+Every change leaves a WARNING audit line, and so does every refused write of a caller holding the token
+(:func:`_audited`); a caller without it is logged by :class:`gateway.web.auth.AdminToken`."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Awaitable, Callable, Mapping, NamedTuple
 
 from aiohttp import web
 
+from gateway.errors import GatewayError
 from gateway.registry import decimal_text, unsigned_zero
 from gateway.registry.zones import normalize_zone
 from gateway.web import params
 from gateway.web.bodies import check_body_headers, read_json_body, require_no_body
 from gateway.web.context import ctx_of, json_response
-from gateway.web.errors import BadParameter
+from gateway.web.errors import BadParameter, WebError
 from gateway.web.forwarded import client_label
 from gateway.web.read_api import device_json
 from gateway.web.retention import policy_retention
@@ -33,18 +38,78 @@ def _authorize(request: web.Request) -> None:
     token learns nothing of the query or body handling (gateway.web.app leaves /api/admin/ to this)."""
     ctx = ctx_of(request)
     ctx.token.check(request)
+    request[_AUTHORIZED] = True  # from here on a refused write is this module's audit line (see _audited)
     params.reject_unknown(request.query, ())
     check_body_headers(request, ctx.max_body_bytes)
 
 
 def _audit(request: web.Request, message: str, *args: Any) -> None:
-    """Log an admin change as a WARNING audit line: the quiet gateway (warnings only by default) keeps it.
+    """Log an admin change, or a refused admin write (:func:`_audited`), as a WARNING audit line: the quiet
+    gateway (warnings only by default) keeps it.
 
     The line ends with the caller's address (``[from 192.0.2.7]``), as a refused call's line names it;
     behind a proxy of ``[http] trusted_proxies`` the client's (``[from 192.0.2.7 via proxy 127.0.0.1]``,
     gateway.web.forwarded), behind any other the proxy's. Never the token nor a key.
     """
     logger.warning("admin API: " + message + " [from %s]", *args, client_label(request))
+
+
+# Set by _authorize once the token matched: a refusal before that is AdminToken's (rate-limited) line, one after
+# it :func:`_audited`'s (so each refused call is logged once, and a caller without the token cannot flood the log).
+_AUTHORIZED = web.RequestKey("civicedge.admin_authorized", bool)
+# What a write was about to do, named once its body was read (``_audited`` adds it to a refusal's line).
+_ATTEMPT = web.RequestKey("civicedge.admin_attempt", str)
+# Body and parameter names a refusal's line may name (``param`` of the error). Any other ``param`` is the
+# caller's own text (an unknown body key or query parameter; a key could be sent as one): never logged.
+_LOGGED_PARAMS = frozenset(("body", "device_id", "kind", "zone", "lat", "lon", "key", "replace",
+                            "expect_key_sha256", "field", "days"))
+_Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _audited(handler: _Handler) -> _Handler:
+    """Wrap an admin write so that a refused one leaves a WARNING audit line, as a change does.
+
+    Once the token matched (a refusal before that is logged by :class:`gateway.web.auth.AdminToken`, at most
+    one line per 10 s counting the others), every error answer (400 bad body, 404, 409 such as a
+    compare-and-swap ``conflict``, 413, 415, 408, 503) and a backend failure leave one line::
+
+        admin API: refused PUT /api/admin/devices/{device_id} (device sl-09; a key replacement expecting
+        a key SHA-256): 409 conflict, param device_id [from 192.0.2.7]
+
+    Who (the caller's address, as :func:`_audit`), what (method, the route's path template, the device id when
+    it is a valid one, what the body asked for once read) and why (status, error code, the parameter at fault
+    when it is one of the API's own names). Never the error's message, a body value, the token nor a key: a
+    message may quote the caller's text (an unknown body key, 40 characters of it), and the caller's text may
+    be key material.
+    """
+    @functools.wraps(handler)
+    async def audited(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except WebError as err:
+            if request.get(_AUTHORIZED):
+                _audit_refusal(request, "%d %s" % (err.status, err.code), err.param)
+            raise
+        except GatewayError as err:  # gateway.web.app answers 503 backend_unavailable (and logs the error)
+            if request.get(_AUTHORIZED):
+                _audit_refusal(request, "503 backend_unavailable (%s)" % type(err).__name__, None)
+            raise
+    return audited
+
+
+def _audit_refusal(request: web.Request, why: str, param: str | None) -> None:
+    """The line of :func:`_audited` (see there)."""
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else "?"
+    what = []
+    if "device_id" in request.match_info:
+        shown = request.match_info["device_id"]
+        what.append("device %s" % shown if params.DEVICE_ID_RE.fullmatch(shown) else "an invalid device id")
+    if _ATTEMPT in request:
+        what.append(request[_ATTEMPT])
+    at_fault = "" if param is None else ", param %s" % (param if param in _LOGGED_PARAMS else "(not one of the API's)")
+    _audit(request, "refused %s %s%s: %s%s", request.method, path, " (%s)" % "; ".join(what) if what else "",
+           why, at_fault)
 
 
 def _shown(text: str, limit: int = 40) -> str:
@@ -176,6 +241,7 @@ def coordinate(body: Mapping[str, Any], name: str) -> str:
 
 
 @ROUTES.put("/api/admin/devices/{device_id}")
+@_audited
 async def enroll_device(request: web.Request) -> web.Response:
     """Register a device with the key its provisioning tool generated (``civicedge provision --gateway``).
 
@@ -195,6 +261,8 @@ async def enroll_device(request: web.Request) -> web.Response:
     device_id = params.parse_device_id(request.match_info["device_id"], "device_id")
     admin = ctx.require_admin()
     body = _validate_enrollment(await read_json_body(request))
+    request[_ATTEMPT] = ("a key replacement expecting a key SHA-256" if body.expect_key_sha256 is not None
+                         else "an enrollment with replace" if body.replace else "an enrollment")
     # Off the event loop: enrolling compares the key with every other device's key file, which on a
     # large registry would pause ingest and ACKs (the registry's SQLite connection is serialized).
     result = dict(await asyncio.to_thread(admin.enroll, device_id, kind=body.kind, zone=body.zone, lat=body.lat,
@@ -229,6 +297,7 @@ async def device_seq(request: web.Request) -> web.Response:
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/revoke")
+@_audited
 async def revoke_device(request: web.Request) -> web.Response:
     """Revoke a device's key: its reports are rejected from now on. The answer's ``open_data`` says what
     happens to its public data (:data:`gateway.web.revocation.REVOKED_OPEN_DATA`)."""
@@ -245,6 +314,7 @@ async def revoke_device(request: web.Request) -> web.Response:
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/retire")
+@_audited
 async def retire_device(request: web.Request) -> web.Response:
     """Retire a device whose board left this gateway (moved to another gateway, or taken out of service).
     Not a revocation: its key and past reports are kept, it is no longer counted silent (status ``retired``),
@@ -263,6 +333,7 @@ async def retire_device(request: web.Request) -> web.Response:
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/reinstate")
+@_audited
 async def reinstate_device(request: web.Request) -> web.Response:
     """Take a retired device back: its frames are accepted (and acknowledged) again, under the key it kept, and
     its entity is back in the open-data listings (``open_data``: :data:`gateway.web.revocation.REINSTATED_OPEN_DATA`)."""
@@ -297,6 +368,7 @@ def _validate_move(body: Any) -> tuple[str, str, str | None]:
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/move")
+@_audited
 async def move_device(request: web.Request) -> web.Response:
     """Correct or change a device's location (and zone): the explicit move that enrolling refuses
     (409 ``moved``). Only the registry row changes; the key stays, stored reports keep their zone."""
@@ -314,6 +386,7 @@ async def move_device(request: web.Request) -> web.Response:
 
 
 @ROUTES.post("/api/admin/devices/{device_id}/rotate-key")
+@_audited
 async def rotate_key(request: web.Request) -> web.Response:
     """Generate a new key for a device; the answer says where it was written, never the key."""
     _authorize(request)
@@ -370,6 +443,7 @@ def _validate_retention(body: Any, policy: Mapping[str, Any]) -> tuple[str, str,
 
 
 @ROUTES.put("/api/admin/retention")
+@_audited
 async def set_retention(request: web.Request) -> web.Response:
     """Shorten the retention of one field of a kind (never beyond the privacy policy)."""
     _authorize(request)

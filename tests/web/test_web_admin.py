@@ -199,7 +199,11 @@ async def test_enroll_adds_a_device_whose_reports_are_then_accepted_and_never_sh
     assert ("admin API: replaced the key of device sl-09 (key version 2): the old key no longer works"
             " [from 127.0.0.1]"
             in warnings)
-    assert not any("sl-09" in w for w in warnings if "added" not in w and "replaced" not in w)  # unchanged: silent
+    # The refused one (another key without replace) leaves its own line (test_web_admin_refusal_audit.py).
+    assert ("admin API: refused PUT /api/admin/devices/{device_id} (device sl-09; an enrollment): 409 conflict, "
+            "param device_id [from 127.0.0.1]" in warnings)
+    assert not any("sl-09" in w for w in warnings if not w.startswith(("admin API: added", "admin API: replaced",
+                                                                        "admin API: refused")))  # unchanged: silent
 
 
 async def test_enroll_refuses_moves_revoked_ids_and_bad_bodies_without_changing_anything(
