@@ -26,10 +26,10 @@ says minus and ``u + t v < s``)::
 
 Every series is summed to degree ``pad`` (each loop round makes at least one call, so nothing is cut
 but the ``k`` loop of ``bernoulli_exp`` after :data:`K_MAX` rounds, whose mass, at most 1/(K_MAX-1)!,
-is counted as exceeding). The result is exact up to float rounding: all sums before the last subtraction
-add non-negative terms, so the answer is within :data:`RESOLUTION` of the true probability, and never
-below it by more. ``tests/gateway/test_noise_padding.py`` checks it against the real firmware sampler's
-call counts under MicroPython.
+is counted as exceeding, so the cut can only raise the answer). The result is exact up to float rounding,
+well within :data:`RESOLUTION` (sums of non-negative terms but for Round - Restart, where Restart is at most
+about half of Round). ``tests/gateway/test_policy_padding_warning.py`` checks it against the real firmware
+sampler's call counts under MicroPython.
 """
 
 from __future__ import annotations
