@@ -29,6 +29,7 @@ from gateway.health import Problem, all_links_down
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.ingest import IngestService
 from gateway.pipeline.verify import Verifier
+from gateway.policy_check import check_policy
 from gateway.registry import Registry
 from gateway.resources import load_policy
 from gateway.retention_clock import CONFIRM_FILE as RETENTION_CONFIRM_FILE
@@ -98,6 +99,8 @@ class Gateway:
                  health_monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.policy = policy if policy is not None else load_policy()
+        for warning in check_policy(self.policy):  # what `run --check` prints; an operator reads the start log
+            log.warning("privacy policy: %s", warning.message)
         # What the retention task removes by, whether or not the web surface (its admin API sets it) is up: a
         # retention shortened through PUT /api/admin/retention (retention.json) applies with [http] off too.
         # Read before the store opens: a file it refuses leaves nothing open. interval_s: a retention set below

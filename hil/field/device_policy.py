@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -32,6 +33,8 @@ from gateway.policy_check import check_policy
 from gateway.resources import firmware_dir
 from gateway.small_files import loads_json
 from hil.field.errors import FieldError
+
+log = logging.getLogger(__name__)
 
 #: Where the policy lives on the device.
 POLICY_DEVICE_PATH = "/policy.json"
@@ -192,7 +195,8 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
     if not isinstance(doc, dict):
         raise DevicePolicyError(f"{source} is not a JSON object; the device would refuse it", path=source)
     try:  # a policy the gateway refuses (shape, ranges, release rules) never reaches a board
-        check_policy(doc)
+        for warning in check_policy(doc):  # taken, but the technician hears what `gateway run --check` says
+            log.warning("%s: %s", source, warning.message)
     except ConfigError as exc:
         raise DevicePolicyError(f"{source}: {exc}; the device would refuse it", path=source, key=exc.key) from exc
     tree = _policy_module(firmware_root)  # read and parsed once for both key lists

@@ -157,3 +157,42 @@ def test_run_check_prints_the_warning_and_still_passes(
     assert line.startswith("privacy policy %s: warning: kinds.bin.fields.lid.eps_per_release_milli = %d:"
                            % (path, eps_milli)), line
     assert "config OK" in out
+
+
+@pytest.mark.parametrize("eps_milli", [1990, 500])
+def test_the_gateway_logs_the_warning_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                               eps_milli: int) -> None:
+    """`run` without --check: the warning `run --check` prints is in the start log (once), not only there."""
+    from gateway.config import load_config
+    from gateway.service import Gateway
+
+    caplog.set_level("WARNING", logger="gateway.service")
+    gw = Gateway(load_config(make_env(tmp_path)), policy=_with_eps(eps_milli))
+    try:
+        warned = [r.getMessage() for r in caplog.records if r.name == "gateway.service" and "privacy policy" in
+                  r.getMessage()]
+        if eps_milli == 500:
+            assert warned == []
+            return
+        [line] = warned
+        assert line.startswith("privacy policy: kinds.bin.fields.lid.eps_per_release_milli = 1990:"), line
+    finally:
+        gw.store.close()
+        gw.registry.close()
+
+
+@pytest.mark.parametrize("eps_milli", [1990, 500])
+def test_flashing_a_policy_that_warns_says_so(caplog: pytest.LogCaptureFixture, eps_milli: int) -> None:
+    """The board's copy is staged by hil.field.device_policy (flash, sim): the policy is taken and the
+    technician gets the warning `gateway run --check` would print."""
+    from hil.field.device_policy import device_policy_bytes
+
+    caplog.set_level("WARNING", logger="hil.field.device_policy")
+    staged = device_policy_bytes(json.dumps(_with_eps(eps_milli)), source="city-policy.json")
+    assert json.loads(staged)["kinds"]["bin"]["fields"]["lid"]["eps_per_release_milli"] == eps_milli
+    warned = [r.getMessage() for r in caplog.records if r.name == "hil.field.device_policy"]
+    if eps_milli == 500:
+        assert warned == []
+        return
+    [line] = warned
+    assert line.startswith("city-policy.json: kinds.bin.fields.lid.eps_per_release_milli = 1990:"), line
