@@ -4,6 +4,9 @@ Opens the database read-only (WAL lets readers run while the gateway writes), on
 thread that uses it (a :class:`ReportQueries` may be shared by worker threads). All times are
 unix seconds; ranges are half-open ``[start, end)`` on the period start ``w``.
 
+What the methods return lives in :mod:`gateway.storage.read_models`, the open-data reads' statements in
+:mod:`gateway.storage.open_data_reads`; both are importable from here too.
+
 Example:
     q = ReportQueries(Path("data/reports.sqlite"))
     q.latest_per_device(kind="bin")
@@ -17,191 +20,43 @@ import json
 import logging
 import sqlite3
 import threading
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from gateway.errors import StorageError
+from gateway.storage import open_data_reads
+from gateway.storage.committed_seq import highest_committed_seq as highest_committed_seq
 from gateway.storage.damage import StoreDamage, damaged_error, is_corrupt, sqlite_message
+# The SQL of the open-data reads, where tests and tools have looked for it (its home: open_data_reads).
+from gateway.storage.open_data_reads import _DEVICE_REPORTED_SQL as _DEVICE_REPORTED_SQL
+from gateway.storage.open_data_reads import _OLDEST_W_SQL as _OLDEST_W_SQL
+from gateway.storage.open_data_reads import _RANGE_NEWEST_SQL as _RANGE_NEWEST_SQL
+# The read API's values and constants, importable from here as before the split (their home: read_models).
+from gateway.storage.read_models import DATA_VERSION_COUNTER as DATA_VERSION_COUNTER
+from gateway.storage.read_models import MAX_ID as _MAX_ID
+from gateway.storage.read_models import VALUE_REPORT_TYPES as VALUE_REPORT_TYPES
+from gateway.storage.read_models import VALUE_TYPES_SQL as _VALUE_TYPES_SQL
+from gateway.storage.read_models import (
+    AlarmRecord as AlarmRecord,
+    DaySpend as DaySpend,
+    DeviceActivity as DeviceActivity,
+    DeviceHourAggregate as DeviceHourAggregate,
+    HourlyAggregate as HourlyAggregate,
+    RangeStamp as RangeStamp,
+    Reading as Reading,
+    ReadingKey as ReadingKey,
+    ReleasedValue as ReleasedValue,
+    ReportChanges as ReportChanges,
+    RowsStamp as RowsStamp,
+    StoredReport as StoredReport,
+)
+from gateway.storage.read_transaction import one_read_transaction
 from gateway.storage.sqlite_uri import ReadHold, read_only_uri
 from gateway.storage.statement_clock import CLOCK_EVERY_STEPS, StatementClock
 from gateway.storage.statement_clock import STATEMENT_LIMIT_S as STATEMENT_LIMIT_S
 
-
-@dataclass(frozen=True)
-class StoredReport:
-    """One stored report as read back (``m``/``e`` may lack fields removed by retention)."""
-
-    device: str
-    seq: int
-    kind: str
-    zone: str
-    type: str
-    w: int
-    l: int  # noqa: E741 - protocol field name
-    m: dict[str, int]
-    e: dict[str, int]
-    a: list[str]
-    fw: str | None
-    received_at: float
-    gateway_id: str
-    link: str
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One released measurement of one device for one period."""
-
-    device: str
-    zone: str
-    kind: str
-    field: str
-    w: int
-    l: int  # noqa: E741 - protocol field name
-    value: int
-    report_id: int = 0
-
-
-# Position of a reading in the order of :meth:`ReportQueries.readings_page`:
-# (period start w, device, report id, field).
-ReadingKey = tuple[int, str, int, str]
-
-
-@dataclass(frozen=True)
-class DeviceHourAggregate:
-    """Released values of one device, stored zone and field whose period starts in one UTC hour.
-
-    Attributes:
-        hour: unix seconds of the start of the hour.
-        device: device id.
-        kind: device kind.
-        zone: zone name.
-        field: field name.
-        count: number of released values.
-        total: sum of the values.
-        until: where the last of the values' periods ends (unix seconds).
-        withheld: releases of the field in the row's periods whose value was withheld (``e`` names
-            the field, ``m`` does not: a noisy count below k); not in ``count``.
-    """
-
-    hour: int
-    device: str
-    kind: str
-    zone: str
-    field: str
-    count: int
-    total: int
-    until: int
-    withheld: int = 0
-
-
-@dataclass(frozen=True)
-class ReleasedValue:
-    """One released value of one field of a device, with the report it came in.
-
-    Attributes:
-        report_id: id of the report that released it.
-        w: start of the report's period (unix seconds).
-        l: length of the report's period (seconds).
-        seq: the report's seq (orders two reports of one period start).
-        value: the released integer.
-    """
-
-    report_id: int
-    w: int
-    l: int  # noqa: E741 - protocol field name
-    seq: int
-    value: int
-
-    @property
-    def order(self) -> tuple[int, int]:
-        """What "newest" compares: period start, then seq."""
-        return (self.w, self.seq)
-
-
-@dataclass(frozen=True)
-class ReportChanges:
-    """Reports stored after a report id (see :meth:`ReportQueries.changes_since`).
-
-    Attributes:
-        watermark: the highest report id in the store (pass it back as ``after_id`` next time).
-        latest: ``(device, type) -> (report id, report)``: the newest (by period start, then seq)
-            of the new reports of that device and type.
-        last: ``device -> (report id, report)``: the device's most recently stored new report.
-        released: ``(device, field) -> value``: per field, the newest (by period start, then seq)
-            value the new ``win``/``hour``/``day`` reports of that device released (a field
-            released in its own report, such as a 6-hourly ``win`` count, or absent from the
-            newest report, keeps its own newest value).
-    """
-
-    watermark: int
-    latest: dict[tuple[str, str], tuple[int, StoredReport]]
-    last: dict[str, tuple[int, StoredReport]]
-    released: dict[tuple[str, str], ReleasedValue] = dataclass_field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class HourlyAggregate:
-    """Readings of one field in one zone, grouped by the UTC hour their period starts in.
-
-    Attributes:
-        zone: zone name.
-        hour: unix seconds of the start of the hour.
-        field: field name.
-        count: number of released values that fell in the hour.
-        total: sum of the values.
-        minimum: smallest value.
-        maximum: largest value.
-        devices: number of distinct devices contributing.
-    """
-
-    zone: str
-    hour: int
-    field: str
-    count: int
-    total: int
-    minimum: int
-    maximum: int
-    devices: int
-
-    @property
-    def mean(self) -> float:
-        """Mean value in the hour (presentation only; stored values stay integers)."""
-        return self.total / self.count if self.count else 0.0
-
-
-@dataclass(frozen=True)
-class DeviceActivity:
-    """What the store knows about a device's reporting."""
-
-    device: str
-    kind: str
-    zone: str
-    last_seq: int
-    last_w: int
-    last_received_at: float
-    last_link: str
-    reports: int
-
-
-@dataclass(frozen=True)
-class AlarmRecord:
-    """One alarm code raised by a device."""
-
-    device: str
-    zone: str
-    kind: str
-    code: str
-    w: int
-    seq: int
-
-
 _REPORT_COLS = "device, seq, kind, zone, type, w, l, m, e, a, fw, received_at, gateway_id, link"
-# Report types whose ``m`` holds the values released for a period (alarm and boot reports do not).
-VALUE_REPORT_TYPES = ("win", "hour", "day")
-_VALUE_TYPES_SQL = ", ".join("'%s'" % t for t in VALUE_REPORT_TYPES)
 # The ``readings`` view restricted to the value reports: what hourly means and sums are made of. An
 # alarm report's values (a fire alarm's temperature) are not one more sample of the period they fall
 # in: they are sent at once, over a minute, whenever the alarm fires. The view keeps every report's
@@ -291,79 +146,11 @@ def _field_path(field: str) -> str:
     if '"' in field:
         raise StorageError("field name %r cannot be a report field" % field, reason="bad_value")
     return '$."%s"' % field
-# No bound on the report id (SQLite's largest integer).
-_MAX_ID = 2**63 - 1
-# The newest report (id, received_at) with a period start in [?1, ?2) and an id up to ?3: the ids are
-# in the period index, so only the newest row is read.
-# Whether a device has a report with an id up to ?2: its (device, w) index entries hold the ids.
-_DEVICE_REPORTED_SQL = "SELECT 1 FROM reports INDEXED BY reports_device_w WHERE device = ? AND id <= ? LIMIT 1"
-# The earliest period start at or after ?1 of the value reports (what the open data publishes: not the
-# boot reports a board sends before its clock is set, their period near 2000-01-01 or 1970, nor alarms)
-# with an id up to ?2, of devices not in the JSON list ?3: the period index walked from ?1, stopping at
-# the first such report (the first entry, as a rule: ids follow the arrival, and alarms and excluded
-# devices are few).
-_OLDEST_W_SQL = ("SELECT w FROM reports INDEXED BY reports_w WHERE w >= ?1 AND id <= ?2 AND type IN (%s)"
-                 " AND device NOT IN (SELECT value FROM json_each(?3)) ORDER BY w LIMIT 1" % _VALUE_TYPES_SQL)
-_RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX(id) FROM reports INDEXED BY reports_w"
-                     " WHERE w >= ? AND w < ? AND id <= ?)")
+
+
 # How long close() waits for an interrupted statement of another thread to stop.
 _CLOSE_WAIT_S = 2.0
 log = logging.getLogger(__name__)
-
-
-# The ``counters`` row gateway.storage.store increments whenever retention removed stored values.
-DATA_VERSION_COUNTER = "data_version"
-
-
-@dataclass(frozen=True)
-class RangeStamp:
-    """What the content of a range of periods changes with (see :meth:`ReportQueries.range_stamp`).
-
-    Attributes:
-        data_version: removals of stored values so far (retention runs that removed any).
-        newest_id: the highest report id with a period start in the range (0: none).
-        newest_at: that report's ``received_at`` (None: none).
-    """
-
-    data_version: int
-    newest_id: int
-    newest_at: float | None
-
-
-# The tables a device's committed seqs are in: stored reports, releases recorded as window duplicates
-# (no report row), and per device the highest seq whose row report retention removed. A store of an
-# older version (before 3 and 4) lacks the last two: a store file read offline may be one.
-_SEQ_TABLES = ("reports", "window_duplicates", "retired_seqs")
-# The device's ACK floor: authentic refusals (and gaps given up on) move it past the highest stored seq,
-# and a board counting at or below it ignores every ACK (floor above its own last seq).
-_FLOOR_TABLE = "ack_floor"
-
-
-def highest_committed_seq(conn: sqlite3.Connection, device: str) -> int:
-    """The highest seq the report store on ``conn`` holds for ``device``: stored, recorded as a window
-    duplicate, removed by report retention, or acknowledged (its ACK floor, which refused reports and
-    gaps given up on move past the stored ones); 0 when none. A board taking the id over must count above
-    it, else the gateway refuses its reports (``seq_reused``) or the board ignores the ACKs (the floor is
-    above its seqs) and re-sends for good.
-
-    One statement (one snapshot), an index lookup per table. The one implementation for the gateway's
-    read API (:meth:`ReportQueries.highest_seq`) and for ``civicedge provision --db``
-    (hil/field/seq_floor.py), which opens a store file read-only itself.
-
-    Raises:
-        StorageError: reason ``not_a_store``: the database has no ``reports`` table.
-        sqlite3.Error: the database could not be read (the caller says which file).
-    """
-    present = {str(r[0]) for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?)", (*_SEQ_TABLES, _FLOOR_TABLE))}
-    if "reports" not in present:
-        raise StorageError("not a civicedge report store (no reports table)", reason="not_a_store")
-    parts = ["SELECT MAX(seq) AS seq FROM %s WHERE device = ?" % t for t in _SEQ_TABLES if t in present]
-    if _FLOOR_TABLE in present:
-        parts.append("SELECT MAX(floor) AS seq FROM %s WHERE device = ?" % _FLOOR_TABLE)
-    row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM (%s)" % " UNION ALL ".join(parts),
-                       (device,) * len(parts)).fetchone()
-    return int(row[0])
 
 
 def _report(row: tuple[Any, ...]) -> StoredReport:
@@ -672,24 +459,15 @@ class ReportQueries:
         after retention removed its values, until its kind's report retention (the longest of its fields,
         gateway/storage/row_retention.py), so this is where stored reports begin, not where values are
         still held."""
-        rows = self._rows(_OLDEST_W_SQL, (int(since), _MAX_ID if max_id is None else int(max_id),
-                                          json.dumps(list(excluded))))
-        return int(rows[0][0]) if rows else None
+        with self._reading() as conn:
+            return open_data_reads.oldest_period_start(conn, max_id=max_id, since=since, excluded=excluded)
 
     def devices_reported(self, devices: Sequence[str], *, max_id: int) -> set[str]:
         """Return those of ``devices`` that have a stored report with an id up to ``max_id`` (a
         publication mark's bound): one seek per device in its (device, w) index entries, which hold
         the ids, stopping at the first at or below the bound (its oldest periods, as a rule)."""
-        out: set[str] = set()
         with self._reading() as conn:
-            conn.execute("BEGIN")  # one snapshot for every device
-            try:
-                for dev in devices:
-                    if conn.execute(_DEVICE_REPORTED_SQL, (dev, int(max_id))).fetchone():
-                        out.add(dev)
-            finally:
-                conn.execute("COMMIT")
-        return out
+            return open_data_reads.devices_reported(conn, devices, max_id=max_id)
 
     def meta_values(self, prefix: str) -> dict[str, str]:
         """Return the rows of the store's ``meta`` table (key -> value) whose key starts with ``prefix``."""
@@ -709,16 +487,31 @@ class ReportQueries:
         made of that range's reports changes with. The id is read from the period-start index alone
         (it holds the ids; no row is read but the newest)."""
         with self._reading() as conn:
-            conn.execute("BEGIN")  # one snapshot for both reads
-            try:
-                row = conn.execute("SELECT value FROM counters WHERE name = ?", (DATA_VERSION_COUNTER,)).fetchone()
-                newest = conn.execute(_RANGE_NEWEST_SQL,
-                                      (int(start), int(end), _MAX_ID if max_id is None else int(max_id))).fetchone()
-            finally:
-                conn.execute("COMMIT")
-        return RangeStamp(data_version=int(row[0]) if row else 0,
-                          newest_id=int(newest[0]) if newest else 0,
-                          newest_at=float(newest[1]) if newest else None)
+            return open_data_reads.range_stamp(conn, start=start, end=end, max_id=max_id)
+
+    def csv_rows_stamp(self, *, since: int, until: int, devices: Sequence[str], max_period_s: int,
+                       max_id: int | None = None, zone: str | None = None) -> RowsStamp:
+        """Return what the rows of :meth:`device_hourly` ending in ``(since, until]`` (whole hours) of
+        ``devices`` (and ``zone``) are made of, of the reports with an id up to ``max_id``: the data version,
+        the newest such report (id, ``received_at``) and how many there are, from one statement (one
+        snapshot). What the open-data readings CSV's ``ETag``/``Last-Modified`` are made of: it changes
+        whenever those rows do, a report for another range leaves it as it was (a superset: see
+        :mod:`gateway.storage.open_data_reads`). Reads index entries and rows but no JSON.
+        ``max_period_s``: the longest period a value may have (how far before ``since`` a row ending after
+        it may begin)."""
+        with self._reading() as conn:
+            return open_data_reads.csv_rows_stamp(conn, since=since, until=until, devices=devices,
+                                                  max_period_s=max_period_s, max_id=max_id, zone=zone)
+
+    def spend_stamp(self, *, first: int, end: int, devices: Sequence[str], max_period_s: int, max_id: int,
+                    zone: str | None = None) -> RowsStamp:
+        """Return what the stored releases :meth:`privacy_spend` counts for the days ``[first, end)`` (UTC
+        midnights; a release counts on the day its period ends) of ``devices`` (and ``zone``), ids up to
+        ``max_id``, are made of, as :meth:`csv_rows_stamp` (the privacy-budget CSV's ``ETag``). The repeat
+        releases are not in it: their bound is stamped apart (a rowid, :meth:`last_repeat_received_before`)."""
+        with self._reading() as conn:
+            return open_data_reads.spend_stamp(conn, first=first, end=end, devices=devices,
+                                               max_period_s=max_period_s, max_id=max_id, zone=zone)
 
     def device_ids(self) -> list[str]:
         """Return the ids of devices that reported, sorted; one index seek per device (a skip-scan)."""
@@ -748,8 +541,7 @@ class ReportQueries:
     def _changes(self, conn: sqlite3.Connection, after_id: int, upto: int | None) -> tuple[
             int, dict[tuple[str, str], tuple[int, StoredReport]], dict[str, tuple[int, StoredReport]],
             dict[tuple[str, str], ReleasedValue]]:
-        conn.execute("BEGIN")  # one snapshot for every statement below
-        try:
+        with one_read_transaction(conn):  # one snapshot for every statement below
             hi = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()[0])
             if upto is not None:
                 hi = min(hi, int(upto))
@@ -769,8 +561,6 @@ class ReportQueries:
             by_id = self._by_id(conn, sorted(last_ids.values()))
             released = self._released(conn, after_id, hi)
             return hi, latest, {device: (rid, by_id[rid]) for device, rid in last_ids.items()}, released
-        finally:
-            conn.execute("COMMIT")
 
     @staticmethod
     def _released(conn: sqlite3.Connection, after_id: int, hi: int) -> dict[tuple[str, str], ReleasedValue]:
@@ -868,9 +658,10 @@ class ReportQueries:
         Meant for a day at a time (a short read): both branches read only ``devices``' index entries
         (``(device, w)`` of the reports, the primary key of the repeat releases), filtered by zone and
         field before any sum."""
-        rows = self._rows(_SPEND_SQL, (int(start), int(end), int(start) - int(max_period_s), int(max_id),
-                                       json.dumps(list(devices)), json.dumps(list(fields)), zone, int(max_repeat)))
-        return [DaySpend(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
+        with self._reading() as conn:
+            return open_data_reads.privacy_spend(conn, start=start, end=end, devices=devices, fields=fields,
+                                                 max_period_s=max_period_s, max_id=max_id, max_repeat=max_repeat,
+                                                 zone=zone)
 
     def last_repeat_received_before(self, at: float, *, above: int = 0) -> int:
         """Return the highest ``window_duplicates`` rowid above ``above`` of the repeat releases received
@@ -898,57 +689,6 @@ class ReportQueries:
                % (_VALUE_READINGS, where))
         return [HourlyAggregate(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
                 for r in self._rows(sql, params)]
-
-
-@dataclass(frozen=True)
-class DaySpend:
-    """The ε one device spent on one field on one UTC day, as the store holds it.
-
-    Attributes:
-        day: unix seconds of the UTC midnight the day starts at: the day of the end of the released
-            periods (a device releases a period at its end, and its ledger charges the day its clock
-            shows then).
-        device: device id.
-        field: the released (people-related) field.
-        eps_milli: the milli-ε of every release counted, summed.
-        releases: how many releases spent it: stored reports naming the field in ``e`` (a withheld
-            count too) and repeat releases.
-        repeat_releases: of those, the releases of a period released already (``window_duplicates``:
-            a device whose ledger was lost released it again; its value is not stored, its ε was spent).
-    """
-
-    day: int
-    device: str
-    field: str
-    eps_milli: int
-    releases: int
-    repeat_releases: int
-
-
-# The ε map entries of the releases whose period ends in [?1, ?2) (the day of that end is the row's), of the
-# devices in the JSON list ?5 (their index entries: reports by (device, w), repeat releases by their primary
-# key), fields in ?6 and zone ?7 (NULL: any). Reports: a period start from ?3 (the end less the longest
-# period) and an id up to ?4. Repeat releases (window_duplicates): a rowid up to ?8, and their stored
-# release still stored (its zone is theirs; one that row retention removed is not counted, with or
-# without a zone: retention removes such a repeat release soon after). An ``e`` is written as {} when
-# empty, so most reports are passed over without json_each. Non-integer entries (none passes the
-# gateway's check) are left out rather than summed.
-_SPEND_SQL = """
-WITH spent(day, device, field, milli, repeats) AS (
-    SELECT ((r.w + r.l) / 86400) * 86400, r.device, j.key, j.value, 0
-    FROM reports r INDEXED BY reports_device_w, json_each(r.e) j
-    WHERE r.device IN (SELECT value FROM json_each(?5)) AND r.w >= ?3 AND r.w < ?2
-      AND r.w + r.l >= ?1 AND r.w + r.l < ?2 AND r.id <= ?4 AND r.e != '{}' AND (?7 IS NULL OR r.zone = ?7)
-      AND j.type = 'integer' AND j.key IN (SELECT value FROM json_each(?6))
-    UNION ALL
-    SELECT ((d.w + d.l) / 86400) * 86400, d.device, j.key, j.value, 1
-    FROM window_duplicates d JOIN reports k ON k.device = d.device AND k.seq = d.kept_seq, json_each(d.e) j
-    WHERE d.device IN (SELECT value FROM json_each(?5)) AND d.rowid <= ?8 AND d.w >= ?3 AND d.w < ?2
-      AND d.w + d.l >= ?1 AND d.w + d.l < ?2 AND d.e != '{}' AND (?7 IS NULL OR k.zone = ?7)
-      AND j.type = 'integer' AND j.key IN (SELECT value FROM json_each(?6)))
-SELECT day, device, field, SUM(milli), COUNT(*), SUM(repeats) FROM spent
-GROUP BY day, device, field ORDER BY day, device, field
-"""
 
 
 def _filters(*, device: str | None = None, zone: str | None = None, start: int | None = None,
