@@ -104,11 +104,14 @@ class GatewayBinSource:
             finally:
                 if owned:
                     registry.close()
-            fills = _fills(queries, end - self.history_s, end)
-            # over the fill history, not only the alarm window: the latest tilt says whether the bin is still down
-            tilts = _tilts(queries, [d.id for d in devices if not (d.revoked or d.retired)], end - self.history_s,
-                           end)
-            alarms = queries.alarms(start=end - self.alarm_window_s, end=end)
+            # one snapshot of the store for the three reads: an ingest batch or a retention pass committed
+            # between them would give a plan of two states (an alarm of a bin whose fills were removed)
+            with queries.snapshot():
+                fills = _fills(queries, end - self.history_s, end)
+                # over the fill history, not only the alarm window: the latest tilt says whether the bin is still down
+                tilts = _tilts(queries, [d.id for d in devices if not (d.revoked or d.retired)],
+                               end - self.history_s, end)
+                alarms = queries.alarms(start=end - self.alarm_window_s, end=end)
         except GatewayError as exc:
             raise BinDataError(str(self.db_path), str(exc)) from exc
         finally:

@@ -2,7 +2,8 @@
 
 Opens the database read-only (WAL lets readers run while the gateway writes), one connection per
 thread that uses it (a :class:`ReportQueries` may be shared by worker threads). All times are
-unix seconds; ranges are half-open ``[start, end)`` on the period start ``w``.
+unix seconds; ranges are half-open ``[start, end)`` on the period start ``w``. Each method reads in
+one snapshot of the store; :meth:`ReportQueries.snapshot` puts several in one.
 
 What the methods return lives in :mod:`gateway.storage.read_models`, the open-data reads' statements in
 :mod:`gateway.storage.open_data_reads`; both are importable from here too.
@@ -11,7 +12,9 @@ Example:
     q = ReportQueries(Path("data/reports.sqlite"))
     q.latest_per_device(kind="bin")
     q.readings(field="fill", start=t0, end=t1, zone="north")
-    q.hourly_aggregates(field="mot", start=t0, end=t1)
+    with q.snapshot():  # both from one state of the store
+        q.hourly_aggregates(field="mot", start=t0, end=t1)
+        q.alarms(start=t0, end=t1)
 """
 
 from __future__ import annotations
@@ -268,6 +271,10 @@ class ReportQueries:
                                    reason="read_failed", sqlite=sqlite_message(exc)) from exc
         conn, in_use = held
         with in_use:
+            if getattr(self._local, "snapshot_depth", 0) and not conn.in_transaction:
+                # A read of the snapshot failed and ended it: a later read would see a newer store.
+                raise StorageError("a read of %s in a snapshot after the snapshot ended (a read in it failed)"
+                                   % self.db_path, reason="read_failed")
             clock = self._clocks.get(conn)
             if clock is not None:
                 clock.stopped = False
@@ -295,6 +302,59 @@ class ReportQueries:
             if is_corrupt(exc):
                 raise self._damaged(exc, "reading") from exc
             raise StorageError("query failed: %s" % exc, reason="read_failed", sqlite=sqlite_message(exc)) from exc
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run the reads of the ``with`` block, on this thread, in one read transaction: every query method
+        called in it reads the store as it was when the block began, whatever a writer (an ingest batch, a
+        retention pass) commits meanwhile.
+
+        For a caller that combines several reads into one answer (``routes plan``: fills, tilts, alarms),
+        which separate reads could give from different states of the store (an alarm whose bin's fill
+        retention removed in between). Per thread (each thread has its own read connection): the reads of
+        other threads are not in it. Nested blocks share the outermost's snapshot; the methods that read in
+        one transaction of their own (:meth:`changes_since`, :meth:`range_stamp`, ...) read in it too.
+
+        Keep the block short: its snapshot holds the write-ahead log from the block's start to its end (the
+        gateway cannot checkpoint past it), and the statement limit counts each statement, not the block.
+        A read in it that fails ends the snapshot: the later reads of the block fail too (``read_failed``),
+        never reading a newer store.
+
+        Example:
+            with queries.snapshot():
+                fills = queries.field_values("bin", "fill", start, end)
+                alarms = queries.alarms(start=start, end=end)
+
+        Raises:
+            StorageError: as the query methods, when the snapshot cannot be begun.
+        """
+        depth = getattr(self._local, "snapshot_depth", 0)
+        if depth:
+            self._local.snapshot_depth = depth + 1
+            try:
+                yield
+            finally:
+                self._local.snapshot_depth = depth
+            return
+        with self._reading() as conn:
+            conn.execute("BEGIN")
+            # A deferred BEGIN takes its snapshot at the first read: take it now, where the block begins.
+            conn.execute("SELECT 1 FROM reports LIMIT 1").fetchall()
+        self._local.snapshot_depth = 1
+        try:
+            yield
+        finally:
+            self._local.snapshot_depth = 0
+            self._leave_snapshot(conn)
+
+    def _leave_snapshot(self, conn: sqlite3.Connection) -> None:
+        """End the read transaction :meth:`snapshot` began on ``conn`` (nothing once :meth:`close` closed it)."""
+        with self._lock:
+            in_use = self._conns.get(conn)
+        if in_use is None:
+            return
+        with in_use:
+            self._end_snapshot(conn)
 
     @staticmethod
     def _end_snapshot(conn: sqlite3.Connection) -> None:
