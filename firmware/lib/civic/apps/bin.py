@@ -33,11 +33,18 @@ WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 # The step starts at ALARM_RETRY_S when an alarm is raised and doubles after each retry slot the
 # gateway did not acknowledge, up to ALARM_RETRY_MAX_S: a bin out of reach wakes for its alarm
 # at most once an hour (about 30 s of radio an hour) instead of every 2 minutes for ever. Once
-# a gateway is in range the alarm waits at most one step, and no longer than the next reading.
+# a gateway is in range the alarm waits at most one step (outside a watch: no longer than the next
+# reading).
 # The cap is a multiple of ALARM_RETRY_S, so every retry is still on a multiple of 120 s (and,
 # at the cap, on the whole UTC hour).
 ALARM_RETRY_S = 120
 ALARM_RETRY_MAX_S = 3600
+# A watch reading (every WATCH_S, on the device) does not start the radio once a radio session
+# reached no gateway (frames waited and none was acknowledged): the 30-s linger at every reading
+# kept the radio on half the time while a bin stayed hot out of reach (a sensor stuck hot: for
+# ever). It starts the radio only for a new alarm, at the waiting alarm's retry slot, or, with no
+# alarm waiting, at the first reading in each interval_s of the RTC grid (a watch then costs the
+# radio no more than the normal readings); its reports wait in the outbox for that session.
 
 
 def fresh_state():
@@ -47,11 +54,13 @@ def fresh_state():
     firmware, seq unknown); ``ars`` is its retry step (s) and ``ard`` its next retry slot (RTC s, a
     multiple of ``ars``; 0: none planned, as in state saved by firmware without a back-off).
     ``fill`` is the latest fill reading of the fill period starting at ``fp``; ``fe`` is the end of
-    the last fill period released (0: none yet).
+    the last fill period released (0: none yet). ``wt``: the last reading planned the next one at
+    ``WATCH_S`` (a watch). ``gw``: the last radio session with frames waiting had some acknowledged
+    (a gateway in reach; True until a session finds none).
     """
     return {"next": 0, "win": None, "fp": None, "fill": None, "fe": 0, "tsum": 0, "tn": 0, "tilt": 0, "bat": None,
             "day": None, "lid": 0, "lid_t": None, "fire": None, "tip": False, "held": {}, "alarm": False,
-            "ars": ALARM_RETRY_S, "ard": 0}
+            "ars": ALARM_RETRY_S, "ard": 0, "wt": False, "gw": True}
 
 
 def _next_slot(now, step):
@@ -199,6 +208,9 @@ class BinApp(AppBase):
         d = st["ard"]
         if isinstance(d, bool) or not isinstance(d, int) or d < 0 or d % v:
             st["ard"] = 0
+        for k, dv in (("wt", False), ("gw", True)):
+            if not isinstance(st[k], bool):
+                st[k] = dv  # damaged: as a bin that never watched, the radio as before
         return st
 
     def save(self):
@@ -253,7 +265,9 @@ class BinApp(AppBase):
         if tilted:
             st["tilt"] = 1
         st["bat"] = bat
-        st["next"] = now_s + self.next_interval(deci, now_s, prev)
+        i = self.next_interval(deci, now_s, prev)
+        st["wt"] = i < self.interval_s
+        st["next"] = now_s + i
 
     def next_interval(self, deci, now_s, prev):
         """Seconds to the next reading: ``interval_s``, or ``WATCH_S`` while the temperature is
@@ -398,6 +412,26 @@ class BinApp(AppBase):
             return due - now
         return step - now % step
 
+    def radio_due(self, now):
+        """Whether a timer wake at ``now`` starts the radio before its reading.
+
+        Yes unless the last reading planned this one as a watch reading (``WATCH_S``) and the last
+        radio session reached no gateway (``gw``). Then only at the waiting alarm's retry slot (or
+        with none planned yet), or, with no alarm waiting, at the first reading in an ``interval_s``
+        of the RTC grid. A reading that raises an alarm starts it anyway (:meth:`run_deep`). All of
+        it depends only on readings, the alarm grid and earlier sessions (timer wakes), never on a
+        lid opening.
+        """
+        st = self.state
+        if not st["wt"] or st["gw"]:
+            return True
+        if self.alarm_waits():
+            d = st["ard"]
+            return not d or d <= now
+        prev = self.fire.prev
+        i = self.interval_s
+        return prev is None or now < prev[1] or now // i > prev[1] // i
+
     def sleep_plan(self):
         """``(ms until the next timer wake, io names to arm as wake sources)``.
 
@@ -446,27 +480,49 @@ class BinApp(AppBase):
             linger_s: longest time to stay awake for the gateway to collect the reports.
             start_links: callable starting the links, called at timer wakes (a reading due,
                 an alarm retry slot) and at a wake that raised a tip alarm; never for a lid
-                opening (see :meth:`on_pin_wake`).
+                opening (see :meth:`on_pin_wake`); at a watch reading out of a gateway's reach
+                only as :meth:`radio_due` says or when the reading raised an alarm.
         """
         n = self.state["next"]
         self._next_s()  # a reading planned too far ahead (clock set back) is brought forward ...
         if n != self.state["next"] and not woke_by_pin:
             self.save()  # ... and kept: frequent wakes (alarm retries) must not push it on for ever
         if not woke_by_pin or self.on_pin_wake():
-            if start_links is not None:
+            radio = woke_by_pin or self.radio_due(self.clock.time())
+            if radio and start_links is not None:
                 start_links()
+            before = self.alarms
             if self.due():
                 await self.cycle()
-            await self.linger(pending, linger_s)
-            a = self.state["alarm"]
-            if a is True and not pending():
-                self._alarm_delivered()  # older firmware's flag (no seq): the outbox is empty
-            if a and not self.alarm_waits():
-                self.save()  # the gateway has the alarm; other reports may still wait
-            elif a and self.alarm_backoff(self.clock.time()):
-                self.save()  # the slot went unacknowledged: the next is a step further
+            if not radio and self.alarms != before:
+                radio = True  # a new alarm goes at once
+                if start_links is not None:
+                    start_links()
+            if radio:
+                await self.session(pending, linger_s)
         ms, pins = self.sleep_plan()
         sleeper(ms, pins)
+
+    async def session(self, pending, linger_s):
+        """Linger with the links on, then account the session: the alarm (delivered, or its slot
+        unacknowledged) and whether a gateway took frames (``gw``); save what changed."""
+        st = self.state
+        n = pending()
+        await self.linger(pending, linger_s)
+        left = pending()
+        changed = False
+        if n and st["gw"] != (left < n):
+            st["gw"] = left < n
+            changed = True
+        a = st["alarm"]
+        if a is True and not left:
+            self._alarm_delivered()  # older firmware's flag (no seq): the outbox is empty
+        if a and not self.alarm_waits():
+            changed = True  # the gateway has the alarm; other reports may still wait
+        elif a and self.alarm_backoff(self.clock.time()):
+            changed = True  # the slot went unacknowledged: the next is a step further
+        if changed:
+            self.save()
 
     async def run_awake(self):
         """Boards that stay powered: lid by IRQ, a reading every ``interval_s``; sleeps between."""

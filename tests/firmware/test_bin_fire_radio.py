@@ -1,0 +1,195 @@
+"""How long the bin's radio is on while a fire may be starting, under real MicroPython (simulator).
+
+While the fire alarm is on, or the temperature is near the threshold or rising ("watch"), the bin
+reads every 60 s (``WATCH_S``). Until 2026-12-07 every such reading also started the radio and, with
+no gateway in range (the outbox never empties), advertised for the full 30-s linger: the radio was
+on about half the time for as long as the bin stayed hot, without a bound (a temperature sensor
+stuck hot drained the battery). Now, once a radio session reached no gateway, a watch reading starts
+the radio only for a new alarm, at the alarm's retry slot (the back-off grid of
+``test_bin_alarm_backoff.py``), or, with no alarm waiting, at the first reading in each
+``interval_s`` of the RTC; its reports wait in the outbox for that session.
+
+Each wake rebuilds the app from its state file (a deep-sleep wake resets the chip). The linger runs
+on the simulated clock: a wake's radio time is from the links' start to the deep sleep. A gateway
+in range acknowledges everything 2 s after the radio started (its scan finding the adverts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_apps_bin import T0, Mpy, run_app
+
+# EV: events in seconds after START: "hot" / "warm" / "cool" (the temperature from then on: 70 C,
+# the fire threshold; 60 C, near it; 20 C), "lid" (a lid wake), "tip" (a tilt wake) / "up".
+# GW: the gateway is in range during each [from, to).
+SIM = """
+PRE
+EV = %r
+GW = %r
+END = %r
+LEVELS = {"hot": 493838, "warm": 682000, "cool": 1835632}
+sessions = []                              # [radio start (ms after START), ms on, wake time (s)]
+acked = []
+on = [None]
+plan = [START]
+class Wake:                                # the linger's wait on the simulated clock
+    def set(self):
+        pass
+    async def wait_ms(self, ms):
+        clock.ms += ms
+def now_ms():
+    return clock.time_ms() - START * 1000
+def sleeper(ms, pins):
+    if on[0] is not None:
+        sessions[-1][1] = now_ms() - on[0]
+        on[0] = None
+    plan[0] = (clock.time_ms() + ms) // 1000
+def start_links():
+    on[0] = now_ms()
+    sessions.append([on[0], 0, clock.time() - START])
+def in_range(t):
+    for a, b in GW:
+        if START + a <= t < START + b:
+            return True
+    return False
+def pending():
+    if len(rep.outbox) and on[0] is not None and in_range(clock.time()) and now_ms() - on[0] >= 2000:
+        gateway_ack(rep.seq.last)
+        acked.append(clock.time() - START)
+    return len(rep.outbox)
+def wake(by_pin, t):
+    global app
+    app = make_app()                       # the chip resets: the app is rebuilt from its state file
+    app.wake = Wake()
+    clock.t0 = t; clock.ms = 0             # ticks restart at a reset; the wake lands on .000
+    drive(app.run_deep(by_pin, pending, sleeper, linger_s=30, start_links=start_links))
+todo = sorted(EV)
+while plan[0] < START + END:
+    if todo and START + todo[0][0] < plan[0]:
+        at, what = todo.pop(0)
+        if what == "lid":
+            lid.v = 1
+            wake(True, START + at)
+            lid.v = 0
+        elif what == "tip":
+            tilt.v = 1
+            wake(True, START + at)
+        elif what == "up":
+            tilt.v = 0
+        else:
+            temp.uv = LEVELS[what]
+    else:
+        wake(False, plan[0])
+wins = [[b["w"] - START, b["l"]] for b in rep.of("win")]
+print(json.dumps([sessions, acked, [[b["a"], b["w"] - START] for b in rep.of("alarm")], wins, len(rep.outbox),
+                  rep.outbox.dropped]))
+"""
+
+H = 3600
+
+
+def sim(mpy: Mpy, events: list[list[Any]], gw: list[list[int]], end: int, pre: str = "") -> Any:
+    return run_app(mpy, T0, SIM.replace("PRE", pre) % (events, gw, end))
+
+
+def on_ms(sessions: list[list[int]], start: int, end: int) -> int:
+    """Radio time (ms) of the sessions that started in [start, end) s."""
+    return sum(ms for at, ms, _ in sessions if start * 1000 <= at < end * 1000)
+
+
+def starts(sessions: list[list[int]], start: int = 0) -> list[int]:
+    """The wake times (s) of the radio sessions from ``start`` on."""
+    return [t for _, _, t in sessions if t >= start]
+
+
+def test_a_burning_bin_out_of_reach_starts_its_radio_only_for_the_alarm_and_its_retry_slots(mpy: Mpy) -> None:
+    # hot (70 C) from +250: the reading at +300 raises the fire alarm and starts the radio; then a
+    # reading every 60 s (on the device) but radio only at the retry slots, 120 s doubling to 1 h.
+    # Before: a 30-s linger at every reading, 356 sessions and 49 % radio time in the 6 h.
+    sessions, acked, alarms, wins, left, dropped = sim(mpy, [[250, "hot"]], [], 6 * H)
+    assert alarms == [[["fire"], 300]] and acked == []
+    assert starts(sessions) == [0, 300, 360, 480, 960, 1920, 3840, 7200, 10800, 14400, 18000]
+    # the bound: from 2 h on one session an hour, at most 30 s (0.83 %); over the 6 h under 5 %
+    late = on_ms(sessions, 2 * H, 6 * H)
+    assert late <= 4 * 30000 and late / (4 * H * 1000) < 0.01, late
+    assert on_ms(sessions, 0, 6 * H) / (6 * H * 1000) < 0.05
+    # nothing is lost meanwhile: the alarm and every window wait in the outbox (a window per 15 min,
+    # not a report per reading: 64 slots hold 16 h of them)
+    assert [w for w in wins if w[1] == 900] == [[w, 900] for w in range(0, 6 * H - 900, 900)]
+    assert left == 1 + len(wins) and dropped == 0
+
+
+def test_a_new_alarm_still_goes_at_once_and_backs_off_afresh(mpy: Mpy) -> None:
+    # the fire waits out of reach; the bin is tipped over at +5030 (the tilt wake sends it) and the
+    # burning bin announces its fire again 6 h after the first (the reading at +21900): each starts
+    # the radio at its own wake, and its retries start again from the 120-s grid
+    sessions, acked, alarms, wins, left, dropped = sim(mpy, [[250, "hot"], [5030, "tip"], [5050, "up"]], [],
+                                                       6 * H + 1800)
+    assert alarms == [[["fire"], 300], [["tip"], 4980], [["fire"], 21900]]
+    t = starts(sessions)
+    # the tip wake lingers until the reading at +5040, its first slot (120-s grid): the step doubles
+    assert [x for x in t if 3840 < x < 21900] == [5030, 5280, 5760, 6720, 7680, 10800, 14400, 18000, 21600]
+    assert [x for x in t if x >= 21900] == [21900, 21960, 22080, 22560, 23040]
+    assert [ms > 0 for at, ms, x in sessions if x in (300, 5030, 21900)] == [True] * 3   # each lingered
+
+
+def test_window_reports_wait_and_all_arrive_when_a_gateway_comes_back(mpy: Mpy) -> None:
+    # out of reach for 4.7 h with the fire on, then a gateway: the next retry slot (+18000, the whole
+    # hour) reaches it, the gateway acknowledges the alarm and every window since +0 at once; from
+    # then on every watch reading starts the radio again (back to normal)
+    end = 6 * H
+    sessions, acked, alarms, wins, left, dropped = sim(mpy, [[250, "hot"]], [[17000, 10 * H]], end)
+    assert 18000 <= acked[0] < 18030
+    assert starts(sessions, 7200) == [7200, 10800, 14400] + list(range(18000, end, 60))
+    assert [w for w in wins if w[1] == 900] == [[w, 900] for w in range(0, end - 900, 900)]
+    assert left == 0 and dropped == 0                      # all acknowledged, none dropped
+
+
+def test_with_a_gateway_in_reach_every_watch_reading_still_starts_the_radio(mpy: Mpy) -> None:
+    # unchanged with a gateway: the alarm goes at its reading (+300) and is acknowledged there; every
+    # reading, each 60 s, starts the radio and the windows go as they close
+    sessions, acked, alarms, wins, left, dropped = sim(mpy, [[250, "hot"]], [[0, 10 * H]], 2 * H)
+    assert alarms == [[["fire"], 300]] and 300 <= acked[0] < 330
+    assert starts(sessions) == [0] + list(range(300, 2 * H, 60))
+    assert [a for a in acked if a > 330] == [t + 10 for t in range(900, 2 * H, 900)]
+    assert left == 0
+
+
+def test_a_warm_bin_out_of_reach_uses_the_radio_no_more_than_its_normal_readings(mpy: Mpy) -> None:
+    # 60 C (near the threshold: a reading every 60 s, no alarm). Out of reach from the start: the
+    # first window (+900) finds no gateway; from then on the radio starts at the first reading in each
+    # 300 s (interval_s) of the RTC grid, as the normal readings would: 10 % (before: 50 %)
+    sessions, acked, alarms, wins, left, dropped = sim(mpy, [[-1, "warm"]], [], 3 * H)
+    assert alarms == [] and acked == []
+    assert starts(sessions, 900) == list(range(900, 3 * H, 300))
+    assert on_ms(sessions, 900, 3 * H) <= (3 * H - 900) * 1000 // 10
+    # a burning bin whose alarm the gateway took before it went out of reach (+3600): the same
+    sessions, acked, alarms, wins, left, dropped = sim(mpy, [[250, "hot"]], [[0, H]], 3 * H)
+    assert starts(sessions, 3000) == list(range(3000, 3600, 60)) + list(range(3600, 3 * H, 300))
+    assert on_ms(sessions, 3900, 3 * H) <= (3 * H - 3900) * 1000 // 10
+
+
+def test_lid_openings_do_not_move_the_radio_of_a_watching_bin(mpy: Mpy) -> None:
+    # the same sessions, at the same instants, with lid openings (one a second before a slot or a
+    # session of the interval grid, one just after): none at a lid wake
+    for events in ([[250, "hot"]], [[-1, "warm"]]):
+        plain, *_ = sim(mpy, events, [], 3 * H)
+        lids = [[t, "lid"] for t in (359, 361, 479, 1199, 1201, 3839, 7199, 5000, 9000)]
+        with_lids, *_ = sim(mpy, events + lids, [], 3 * H)
+        assert with_lids == plain
+        assert not {t for _, t in lids} & set(starts(with_lids))
+
+
+def test_state_without_the_watch_keys_loads_as_before(mpy: Mpy) -> None:
+    # state saved by firmware without "wt"/"gw", or with values that cannot be: no watch, radio as before
+    res = run_app(mpy, T0, """
+atomic.makedirs("/state")
+out = []
+for extra in ({}, {"wt": "x", "gw": None}, {"wt": 1, "gw": 0}):
+    atomic.write(STATE, json.dumps(dict({"next": START}, **extra)).encode())
+    a = make_app()
+    out.append([a.state["wt"], a.state["gw"], a.radio_due(START)])
+print(json.dumps(out))
+""")
+    assert res == [[False, True, True]] * 3
