@@ -11,7 +11,7 @@ A prerequisite the user asked for (``--hil-backend serial`` without ``--hil-port
 existing ``--hil-qemu-image``) is a usage error at session start; the sim backend's Node runtime
 missing errors the tests that need a board. Only hardware that cannot exist here (no Espressif QEMU
 on PATH) makes tests skip.
-Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=)`` choose what the
+Markers ``board(name)``, ``fleet(**{name: count})``, ``sim(speed=, seed=, start=)`` choose what the
 fixtures bring up, ``hil_gateway(link="uart"|"ble")`` which link ``hil_gateway`` reads boards with both over
 (it requires that link as ``requires(...)`` does; docs/hil.md).
 
@@ -134,8 +134,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "capabilities "
         f"({', '.join(sorted(KNOWN_CAPABILITIES))}); skipped with the reason otherwise")
     config.addinivalue_line("markers", "board(name): board definition for the hil_board fixture")
-    config.addinivalue_line("markers", "sim(speed=X, seed=N): virtual clock speed and noise seed of the test's "
-                            "virtual boards (sim backend only; other backends ignore it)")
+    config.addinivalue_line("markers", "sim(speed=X, seed=N, start=ISO): virtual clock speed, noise seed and start "
+                            "time (ISO 8601 with its offset, \"2026-12-21T22:00:00Z\") of the test's virtual boards "
+                            "(sim backend only; other backends ignore it)")
     config.addinivalue_line("markers", "fleet(**counts): board mix of the hil_fleet fixture, board_name=count")
     config.addinivalue_line("markers", f"hil_gateway(link={'|'.join(GATEWAY_LINKS)}): the link the hil_gateway fixture reads "
                             "the test's boards over (default: a board's UART when it has one, else BLE); "
