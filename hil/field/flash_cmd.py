@@ -142,8 +142,8 @@ def _flash(args: argparse.Namespace) -> int:
         origin = definition_origin(definition, args.board)
         out.print(f"flashed {definition.name}{f' ({origin})' if origin else ''} on {args.port}: "
                   f"firmware as {result.mode} "
-                  f"(device .mpy v{result.device_mpy}), {len(result.copied)} files copied, "
-                  f"{len(result.unchanged)} unchanged, all verified by hash")
+                  f"(device .mpy v{result.device_mpy}), {len(result.copied) + done.copied_before} files copied, "
+                  f"{max(0, len(result.unchanged) - done.copied_before)} unchanged, all verified by hash")
         port = shlex.quote(args.port)
         if identity is not None and fatal is not None:
             raise FirmwareStartError(f"the new firmware on {args.port} does not run with the board's identity "
@@ -218,7 +218,9 @@ def _after_failed_flash(dut: Dut, args: argparse.Namespace, *, copying: bool, in
     # may have failed on a file that changed under it).
     intact = not copying or (interrupted and done.to_copy == 0)
     unknown = False
-    if not intact and (not interrupted or not done.copied):
+    # A retried sync that wrote nothing yet is not "nothing written" when an earlier attempt had written files
+    # (new ones, maybe, that the old manifest does not list): incomplete, not checked against that manifest.
+    if not intact and (not interrupted or not (done.copied or done.copied_before)):
         try:
             if not _link_answers(dut):
                 raise DeviceIOError(f"no answer on {args.port}", port=args.port)
@@ -346,7 +348,7 @@ def _interrupted(args: argparse.Namespace, done: _FlashProgress) -> Iterator[Non
             mp = "" if args.firmware_only else "MicroPython was written; "
             restarted = ("the firmware is intact and was restarted" if done.firmware_restarted else
                          "the firmware is intact but could not be restarted (press RESET)")
-            if done.copied_before:
+            if done.copied_before and done.to_copy == 0:
                 # A retried sync had found nothing left to copy: files did change, into the new firmware's.
                 say(f"interrupted: {mp}every firmware file on the board already matches the new firmware "
                     f"({done.copied_before} copied before a retry) but its manifest was not written: {restarted}; "

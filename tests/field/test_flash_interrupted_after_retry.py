@@ -52,3 +52,25 @@ def test_interrupted_with_nothing_to_copy_still_says_nothing_changed(capsys: pyt
     text = _message(done, capsys)
     assert "no firmware file on the board was changed (0 of 0 copied)" in text, text
     assert "copied before a retry" not in text, text
+
+
+def test_interrupted_retry_with_files_left_to_copy_is_partly_written(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review LOW-1: the first attempt wrote files new in this release (the old /firmware.json does not list
+    them), the retry found 4 still differing and was interrupted before writing one. The old manifest still
+    verified, so the old firmware was restarted and the message said every file matched the new firmware."""
+    from hil.field import flash_cmd
+
+    def no_check(*_args: object, **_kwargs: object) -> bool:
+        raise AssertionError("an incomplete copy is not checked against the old manifest")
+
+    monkeypatch.setattr(flash_cmd, "_link_answers", no_check)
+    done = _FlashProgress(writing_started=True)
+    done.count(0, 7)
+    done.count(3, 7)  # the link failed
+    done.count(0, 4)  # the retry: Ctrl-C before it wrote one
+    flash_cmd._after_failed_flash(None, _args(), copying=True, interrupted=True, done=done)  # type: ignore[arg-type]
+    assert not done.firmware_intact and not done.firmware_restarted
+    text = _message(done, capsys)
+    assert "already matches" not in text and "no firmware file" not in text, text
+    assert "the board may hold a partly written firmware" in text, text
