@@ -35,6 +35,7 @@ from gateway.small_files import loads_json
 from hil.field.errors import FieldError
 
 log = logging.getLogger(__name__)
+_warned: set[tuple[str, str]] = set()  # policy warnings said already (source, message)
 
 #: Where the policy lives on the device.
 POLICY_DEVICE_PATH = "/policy.json"
@@ -196,7 +197,9 @@ def device_policy_bytes(text: bytes | str, *, firmware_root: Path | None = None,
         raise DevicePolicyError(f"{source} is not a JSON object; the device would refuse it", path=source)
     try:  # a policy the gateway refuses (shape, ranges, release rules) never reaches a board
         for warning in check_policy(doc):  # taken, but the technician hears what `gateway run --check` says
-            log.warning("%s: %s", source, warning.message)
+            if (source, warning.message) not in _warned:  # once a process: check, a fleet, a QEMU image stage it too
+                _warned.add((source, warning.message))
+                log.warning("%s: %s", source, warning.message)
     except ConfigError as exc:
         raise DevicePolicyError(f"{source}: {exc}; the device would refuse it", path=source, key=exc.key) from exc
     tree = _policy_module(firmware_root)  # read and parsed once for both key lists

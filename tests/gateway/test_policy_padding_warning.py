@@ -188,11 +188,12 @@ def test_flashing_a_policy_that_warns_says_so(caplog: pytest.LogCaptureFixture, 
     from hil.field.device_policy import device_policy_bytes
 
     caplog.set_level("WARNING", logger="hil.field.device_policy")
-    staged = device_policy_bytes(json.dumps(_with_eps(eps_milli)), source="city-policy.json")
+    staged = device_policy_bytes(json.dumps(_with_eps(eps_milli)), source="city-policy-%d.json" % eps_milli)
+    device_policy_bytes(json.dumps(_with_eps(eps_milli)), source="city-policy-%d.json" % eps_milli)  # said once
     assert json.loads(staged)["kinds"]["bin"]["fields"]["lid"]["eps_per_release_milli"] == eps_milli
     warned = [r.getMessage() for r in caplog.records if r.name == "hil.field.device_policy"]
     if eps_milli == 500:
         assert warned == []
         return
     [line] = warned
-    assert line.startswith("city-policy.json: kinds.bin.fields.lid.eps_per_release_milli = 1990:"), line
+    assert line.startswith("city-policy-1990.json: kinds.bin.fields.lid.eps_per_release_milli = 1990:"), line
