@@ -498,10 +498,10 @@ print(json.dumps([started, lid_radio, acked, app.state["lid"], [b["a"] for b in 
 """
 
 # lid openings at arbitrary seconds, and just before (479, 959, ...) and after (241) retry slots
-LIDS = [241, 437, 479, 959, 1111, 1919, 3839, 3907, 3913, 7199, 7777, 10799, 14444, 20011]
+LIDS = [241, 437, 479, 959, 1111, 1919, 2879, 3839, 3907, 3913, 7199, 7679, 7777, 10559, 14444, 20011]
 # the tip alarm (raised at +200) is retried with no gateway: the step doubles after each slot
-# (120, 240, 480, 960, 1920, then capped at 3600 s); each slot is the next multiple of the step
-RETRIES = [240, 480, 960, 1920, 3840, 7200, 10800, 14400, 18000]
+# (120, 240, 480, then capped at 960 s); each slot is the next multiple of the step
+RETRIES = [240, 480] + list(range(960, 6 * 3600, 960))
 
 
 def test_an_unacknowledged_alarm_never_starts_the_radio_at_a_lid_wake(mpy: Mpy) -> None:
@@ -509,7 +509,7 @@ def test_an_unacknowledged_alarm_never_starts_the_radio_at_a_lid_wake(mpy: Mpy) 
     every lid wake, advertising from the second of the opening. Lid openings at arbitrary times
     while the alarm waits (no gateway): none starts the radio, the radio starts at exactly the
     same times as without the openings, and the alarm is retried on the RTC grid of a step that
-    doubles after each unacknowledged slot (ALARM_RETRY_S = 120 s up to ALARM_RETRY_MAX_S = 3600 s;
+    doubles after each unacknowledged slot (ALARM_RETRY_S = 120 s up to ALARM_RETRY_MAX_S = 960 s;
     before, every 120 s for ever). The back-off state lives in the state file: the app is rebuilt
     from it at every wake."""
     with_lids = run_app(mpy, T0, DEEP_SIM % (LIDS, None))
@@ -523,16 +523,16 @@ def test_an_unacknowledged_alarm_never_starts_the_radio_at_a_lid_wake(mpy: Mpy) 
     readings = list(range(0, 6 * 3600, 300))
     assert started == sorted(set(readings + [200] + RETRIES))   # readings, the tip wake, the retries
     steps = [b - a for a, b in zip(RETRIES, RETRIES[1:])]
-    assert steps == [240, 480, 960, 1920, 3360, 3600, 3600, 3600]
+    assert steps == [240, 480] + [960] * 21
     # every slot is a multiple of the step in force on the RTC (UTC; T0 is a multiple of 3600)
-    assert [t % s for t, s in zip(RETRIES, [120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600])] == [0] * 9
+    assert [t % s for t, s in zip(RETRIES, [120, 240, 480] + [960] * 21)] == [0] * 24
     assert not set(started) & set(LIDS)
 
 
 def test_a_waiting_alarm_reaches_a_returning_gateway_at_the_next_timer_wake(mpy: Mpy) -> None:
     # the gateway comes back at an arbitrary second; the alarm goes at the next timer wake, never
-    # at a lid wake, however many openings: here the reading at +5100 (the retry step is 3600 s by
-    # then, the next slot +7200; readings every 300 s offer the alarm too)
+    # at a lid wake, however many openings: here the reading at +5100 (the retry step is 960 s by
+    # then, the next slot +5760; readings every 300 s offer the alarm too)
     gw = 5000 + 77
     started, lid_radio, acked, lid_count, alarms = run_app(mpy, T0, DEEP_SIM % (LIDS, gw))
     assert lid_radio == [False] * len(LIDS)
@@ -739,8 +739,8 @@ def test_timer_wakes_land_on_whole_seconds_whatever_the_lid(mpy: Mpy) -> None:
     timer, lid_count, armed = with_lids
     assert lid_count == len(LIDS_MS)
     # 4 h: the readings (every 301 s here: each starts WORK_MS late) and the alarm's retry slots,
-    # on multiples of its step (doubling from 120 s to 3600 s), the only wakes on the 120-s grid
-    assert [t for t in timer if t % 120000 == 0] == [240000, 480000, 960000, 1920000, 3840000, 7200000, 10800000]
+    # on multiples of its step (doubling from 120 s to 960 s), the only wakes on the 120-s grid
+    assert [t for t in timer if t % 120000 == 0] == [240000, 480000] + list(range(960000, 4 * 3600000, 960000))
     assert len(timer) > 50
     assert timer == without[0]                        # identical to the millisecond
     assert all(t % 1000 == 0 for t in timer + armed)  # every armed wake is on a whole second

@@ -32,13 +32,15 @@ WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 # the retry step, UTC), never at a lid wake: the grid does not depend on when the lid was opened.
 # The step starts at ALARM_RETRY_S when an alarm is raised and doubles after each retry slot the
 # gateway did not acknowledge, up to ALARM_RETRY_MAX_S: a bin out of reach wakes for its alarm
-# at most once an hour (about 30 s of radio an hour) instead of every 2 minutes for ever. Once
-# a gateway is in range the alarm waits at most one step (outside a watch: no longer than the next
-# reading).
-# The cap is a multiple of ALARM_RETRY_S, so every retry is still on a multiple of 120 s (and,
-# at the cap, on the whole UTC hour).
+# every 16 min (up to 30 s of radio each: 3.1 %, a third of what the readings cost at interval_s
+# 300) instead of every 2 minutes for ever. Once a gateway is in range the alarm waits at most one
+# step (outside a watch: no longer than the next reading). During a watch out of reach only the
+# slots start the radio (below), so the cap is what a fire alarm may wait for a returning gateway:
+# 16 min, not the hour it was until 2026-12-07 (3600 s).
+# The cap is ALARM_RETRY_S * 2**3: the grids nest, every retry is on a multiple of 120 s and, at
+# the cap, of 960 s (UTC).
 ALARM_RETRY_S = 120
-ALARM_RETRY_MAX_S = 3600
+ALARM_RETRY_MAX_S = 960
 # A watch reading (every WATCH_S, on the device) does not start the radio once a radio session
 # reached no gateway (frames waited and none was acknowledged): the 30-s linger at every reading
 # kept the radio on half the time while a bin stayed hot out of reach (a sensor stuck hot: for
