@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -59,12 +60,30 @@ class _LoopThread:
         except TimeoutError:
             future.cancel()
             raise BackendError(f"simulator call did not finish within {timeout_s:g} s", timeout_s=timeout_s) from None
+        except BaseException:
+            # A Ctrl-C (KeyboardInterrupt) in the waiting thread: the call must not run on unattended (a host
+            # start finishing after it would leave a Node process no one stops).
+            future.cancel()
+            raise
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         if not self.loop.is_running():
             self.loop.close()
+
+
+def check_advance_seconds(seconds: object) -> None:
+    """Refuse a clock advance that is not a finite number of seconds >= 0 (``advance(-10)``, ``"5"``, NaN, inf, True).
+
+    Raises:
+        ValueError: naming the value given, in seconds.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"advance(seconds): seconds must be a number of seconds >= 0, not {seconds!r} "
+                         f"({type(seconds).__name__})")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"advance(seconds): seconds must be a finite number of seconds >= 0, not {seconds!r}")
 
 
 class SimControl:
@@ -96,7 +115,13 @@ class SimControl:
         return self.call(self.board.load_stimuli, source)
 
     def advance(self, seconds: float) -> int:
-        """Advance a paused virtual clock by ``seconds``; returns virtual unix ms."""
+        """Advance a paused virtual clock by ``seconds``; returns virtual unix ms.
+
+        Raises:
+            ValueError: ``seconds`` is not a finite number >= 0 (checked here, in the unit the caller used,
+                not as the simulator host's milliseconds).
+        """
+        check_advance_seconds(seconds)
         now_ms: int = self.call(self.board.advance, seconds, timeout_s=600.0)
         return now_ms
 
@@ -140,13 +165,23 @@ class SimDriver:
         if self._loop is None:
             self._loop = _LoopThread()
         if self._host is None:
-            self._host = self._loop.run(self._new_host(SimHost), timeout_s=60.0)
+            host = SimHost(speed=self.speed, start_ms=self.start_ms)
+            try:
+                self._loop.run(host.start(), timeout_s=60.0)
+            except BaseException:
+                # Failed, timed out or interrupted (Ctrl-C): a Node process the start spawned must not outlive it.
+                self._close_host(host)
+                raise
+            self._host = host
         return self._loop
 
-    async def _new_host(self, cls: Any) -> Any:
-        host = cls(speed=self.speed, start_ms=self.start_ms)
-        await host.start()
-        return host
+    def _close_host(self, host: Any) -> None:
+        """Stop ``host``'s Node process (graceful, then killed: SimHost.close); a failure is logged."""
+        assert self._loop is not None
+        try:
+            self._loop.run(host.close(), timeout_s=30.0)
+        except BackendError as exc:
+            log.warning("closing the simulator host: %s", exc)
 
     def flash(self, handle: BoardHandle) -> None:
         """Install firmware/ + /policy.json + /board.json into the board's flash directory."""
@@ -207,10 +242,7 @@ class SimDriver:
         if self._loop is None:
             return
         if self._host is not None:
-            try:
-                self._loop.run(self._host.close(), timeout_s=30.0)
-            except BackendError as exc:
-                log.warning("closing the simulator host: %s", exc)
-            self._host = None
+            host, self._host = self._host, None
+            self._close_host(host)
         self._loop.close()
         self._loop = None

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -26,7 +27,7 @@ from hil.pytest_plugin.gateway_process import GatewayProcess, gateway_for, reads
 from hil.pytest_plugin.hints import combined_hints, deep_sleep_hints, slow_clock_hints
 from hil.pytest_plugin.logs import KeptLog, console_failure_hint, keep_board_console, keep_log
 from hil.pytest_plugin.markers import fleet_marker_text, gateway_link, ignored_marker_problem
-from hil.pytest_plugin.ports import PortRange, free_ports, port_free
+from hil.pytest_plugin.ports import PortRange, free_ports, port_free, range_exhausted_message
 from hil.pytest_plugin.settings import (HilSettings, board_problem, settings_key, sim_marker_options,
                                         sim_marker_start_ms)
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from hil.backends.board import BoardDriver, BoardHandle, BoardStateError, Strategy
 
 log = logging.getLogger(__name__)
+
+radio_port_key = pytest.StashKey[int | None]()
+"""The port the session's virtual radio (``hil_radio``) listens on while it runs."""
 
 DEFAULT_FLEET_SIZE = 3
 """Boards of ``hil_fleet`` without a ``fleet(...)`` marker (all of the session board)."""
@@ -412,7 +416,7 @@ def hil_fleet(request: pytest.FixtureRequest, hil_settings: HilSettings, tmp_pat
 
 
 @pytest.fixture(scope="session")
-def hil_radio(hil_settings: HilSettings) -> Iterator[Any]:
+def hil_radio(hil_settings: HilSettings, pytestconfig: pytest.Config) -> Iterator[Any]:
     """The virtual BLE radio (a running Bumble link relay, :class:`hil.sim.radio.relay.RadioHandle`),
     shared by the session: ``hil_radio.url`` is what boards and the gateway's bleak backend join. It
     listens on a port of ``--hil-port-range`` when given, else on any free port.
@@ -431,9 +435,13 @@ def hil_radio(hil_settings: HilSettings) -> Iterator[Any]:
                                     "pip install 'civicedge[hil]'; in a checkout: scripts/setup)",
                                     pytrace=False) from None
     handle = start_relay() if hil_settings.port_range is None else _relay_in_range(start_relay, hil_settings.port_range)
+    port = urlsplit(handle.url).port
     try:
+        if port is not None:  # named when the range runs out for a server started after it (the gateway)
+            pytestconfig.stash[radio_port_key] = port
         yield handle
     finally:
+        pytestconfig.stash[radio_port_key] = None
         handle.stop()
 
 
@@ -448,7 +456,35 @@ def _relay_in_range(start_relay: Any, ports: PortRange) -> Any:
             if port_free(port):  # not a port taken meanwhile: a failure of its own
                 raise
             log.info("port %d was taken before the radio bound it; trying another", port)
-    pytest.fail(f"hil_radio: no free port in --hil-port-range {ports} for the virtual radio", pytrace=False)
+    pytest.fail(f"hil_radio: {range_exhausted_message(ports, 'the virtual radio', {})}", pytrace=False)
+
+
+def session_ports(boards: list[BoardHandle], radio_port: int | None) -> dict[int, str]:
+    """The TCP ports the session's own servers hold (port -> what), for the error of a server that finds
+    no free port of ``--hil-port-range``: the virtual radio's, and the boards' TCP serial ports (a QEMU
+    board's console and data UART, ``socket://HOST:PORT``) and QMP socket."""
+    held: dict[int, str] = {}
+    if radio_port is not None:
+        held[radio_port] = "virtual radio (hil_radio)"
+    for board in boards:
+        for url, what in ((board.console_url, "console"), (board.data_url, "data UART")):
+            port = _url_port(url)
+            if port is not None:
+                held[port] = f"board {board.device_id}'s {what}"
+        qmp_port = getattr(board.resource, "qmp_port", None)
+        if isinstance(qmp_port, int) and qmp_port > 0:
+            held[qmp_port] = f"board {board.device_id}'s QMP socket"
+    return held
+
+
+def _url_port(url: str | None) -> int | None:
+    """The TCP port of a ``socket://``/``rfc2217://`` URL, else None (a pty path, None)."""
+    if not url or "://" not in url:
+        return None
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
 
 
 @pytest.fixture
@@ -485,9 +521,11 @@ def hil_gateway(request: pytest.FixtureRequest, hil_settings: HilSettings,
                           port_range=hil_settings.port_range, link=link)
     gateway.failure_hint = combined_hints(console_failure_hint(boards), deep_sleep_hints(boards),
                                           slow_clock_hints(boards))
+    gateway.session_ports = session_ports(boards, request.config.stash.get(radio_port_key, None))
     keep_log(request.node, KeptLog("gateway log", gateway.log_path, lambda: None, write=False), name="gateway")
-    gateway.start()
     try:
+        # In the try: whatever ends the start (a Ctrl-C included) still stops what it started.
+        gateway.start()
         yield gateway
     finally:
         gateway.stop()

@@ -7,6 +7,8 @@ radio when one is given.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import logging
 import os
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hil.backends.errors import BackendError
 from hil.children import spawn_child
-from hil.pytest_plugin.ports import PortRange, free_ports, port_free
+from hil.pytest_plugin.ports import PortRange, free_ports, port_free, range_exhausted_message
 
 # Annotations only: hil.backends.board drives boards through hil.dut (mpremote, the field extra), which
 # the plugin does not import when pytest loads it.
@@ -39,6 +41,8 @@ DEFAULT_BLE_AUTH_TIMEOUT_S = 20.0
 """The gateway's ``[ble] auth_timeout_s`` default (wall seconds; gateway.config.model.BleConfig)."""
 MAX_BLE_AUTH_TIMEOUT_S = 600.0
 """The largest ``[ble] auth_timeout_s`` the gateway's config takes."""
+STOP_ON_FAILED_START_S = 5.0
+"""How long a gateway whose start failed or was interrupted gets to stop on SIGTERM before it is killed."""
 PORT_TRIES = 10
 """Gateway starts on ports of a ``port_range`` that another process took after the probe, before giving up."""
 
@@ -52,7 +56,9 @@ class GatewayStartError(BackendError):
     """
 
     def __init__(self, message: str, *, returncode: int | None, output: str) -> None:
-        super().__init__(f"{message}\n--- gateway output ---\n{output[-3000:]}", returncode=returncode)
+        # No output section when it printed nothing (e.g. no port was free, so it never ran).
+        text = f"{message}\n--- gateway output ---\n{output[-3000:]}" if output.strip() else message
+        super().__init__(text, returncode=returncode)
         self.returncode = returncode
         self.output = output
 
@@ -79,6 +85,8 @@ class GatewayProcess:
             port, which the gateway binds itself.
         ble_auth_timeout_s: the config's ``[ble] auth_timeout_s`` (wall seconds a BLE link may go without a
             verified frame); None: the gateway's default (:data:`DEFAULT_BLE_AUTH_TIMEOUT_S`).
+        session_ports: ports of :attr:`port_range` the test session's other servers hold (port -> what, e.g.
+            the virtual radio), named when no port of the range is free for the HTTP server.
     """
 
     workdir: Path
@@ -92,6 +100,7 @@ class GatewayProcess:
     failure_hint: Callable[[str | None], str | None] | None = field(default=None, repr=False)
     port_range: PortRange | None = None
     ble_auth_timeout_s: float | None = None
+    session_ports: dict[int, str] = field(default_factory=dict, repr=False)
     _output: list[str] = field(default_factory=list, repr=False)
     _reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -197,8 +206,8 @@ class GatewayProcess:
                 if exc.returncode is None or port_free(port) or tries >= PORT_TRIES:
                     raise
                 log.info("port %d was taken before the gateway bound it; trying another", port)
-        raise GatewayStartError(f"no free port in --hil-port-range {self.port_range} for the gateway's HTTP server",
-                                returncode=None, output="")
+        raise GatewayStartError(range_exhausted_message(self.port_range, "the gateway's HTTP server",
+                                                        self.session_ports), returncode=None, output="")
 
     def _start(self, *, timeout_s: float) -> None:
         self.write_config()
@@ -225,20 +234,31 @@ class GatewayProcess:
             finally:
                 log_file.close()
 
-        self._reader = threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True)
-        self._reader.start()
+        try:
+            self._reader = threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True)
+            self._reader.start()
+            self._wait_ready(ready, timeout_s=timeout_s)
+        except BaseException:
+            # Anything, a Ctrl-C (KeyboardInterrupt) included: the child this call started must not outlive it
+            # (the fixture's teardown never sees a gateway whose start raised).
+            self.stop(timeout_s=STOP_ON_FAILED_START_S)
+            raise
+        log.info("gateway up (config %s)", self.config_path)
+
+    def _wait_ready(self, ready: threading.Event, *, timeout_s: float) -> None:
+        """Wait until the reader saw the ready line; raise when the child exited or ``timeout_s`` passed."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while not ready.wait(0.05):
             if self.proc.poll() is not None:
-                self._reader.join(2)
+                if self._reader is not None:
+                    self._reader.join(2)
                 code = self.proc.returncode
-                self.proc = None
+                self.stop()  # reaped already: closes its pipe
                 raise GatewayStartError("gateway exited at start", returncode=code, output=self.output)
             if time.monotonic() > deadline:
-                self.stop()
                 raise GatewayStartError(f"gateway not ready within {timeout_s:g} s", returncode=None,
                                         output=self.output)
-        log.info("gateway up (config %s)", self.config_path)
 
     def stop(self, *, timeout_s: float = 15.0) -> int | None:
         """SIGTERM (clean drain), then SIGKILL if needed; returns the exit status."""
@@ -250,8 +270,10 @@ class GatewayProcess:
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _kill_session(proc)
+            except BaseException:
+                _kill_session(proc)  # a second Ctrl-C during the clean stop: no drain, but no orphan either
+                raise
         if self._reader is not None:
             self._reader.join(5)
         if proc.stdout is not None:
@@ -295,8 +317,17 @@ class GatewayProcess:
             All the reports stored by then, as :meth:`stored_reports` gives them (possibly more than ``count``).
 
         Raises:
-            BackendError: fewer arrived within ``timeout_s`` (shows the gateway output).
+            ValueError: ``count`` is not a whole number >= 1 (a wait for nothing would pass a test that
+                checks nothing).
+            BackendError: ``device_id`` is not in this gateway's registry (at once, naming the registered
+                ids: its reports can never be stored), or fewer arrived within ``timeout_s`` (shows the
+                gateway output).
         """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"wait_for_reports(count=...): count must be a whole number >= 1 (the reports to wait "
+                             f"for), not {count!r}; to look at what is stored without waiting, use stored_reports()")
+        if device_id is not None:
+            self._check_registered(device_id)
         deadline = time.monotonic() + timeout_s
         while True:
             rows = self.stored_reports(device_id)
@@ -310,6 +341,41 @@ class GatewayProcess:
                     raise BackendError(message, count=len(rows))
                 raise BackendError(f"{message}\n{hint}", count=len(rows), hint=hint)
             time.sleep(0.2)
+
+    def registered_ids(self) -> list[str]:
+        """The device ids in this gateway's registry, sorted (the boards :meth:`register` added, and any other)."""
+        if not self.registry_dir.exists():
+            return []
+        from gateway.registry import Registry
+
+        registry = Registry(self.registry_dir)
+        try:
+            return [record.id for record in registry.list()]
+        finally:
+            registry.close()
+
+    def _check_registered(self, device_id: str) -> None:
+        """Raise at once when the gateway's registry has no record of ``device_id`` (nor its store reports of it):
+        waiting for its reports could only time out. No registry yet (never started, nothing registered): nothing
+        to check against."""
+        if not self.registry_dir.exists():
+            return
+        known = self.registered_ids()
+        if device_id in known or self.stored_reports(device_id):
+            return
+        close = difflib.get_close_matches(device_id, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        listed = ", ".join(known) if known else "none"
+        raise BackendError(f"wait_for_reports: device {device_id!r} is not registered with this gateway, so no "
+                           f"report of it can be stored{hint}; registered: {listed} (a board's id is "
+                           "hil_board.device_id)", device_id=device_id, registered=known)
+
+
+def _kill_session(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the child's whole session (spawn_child started it in its own) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 REPORT_JSON_COLUMNS: tuple[str, ...] = ("m", "e", "a")

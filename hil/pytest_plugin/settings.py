@@ -196,11 +196,13 @@ def marker_board_ref(name: str, test_file: Path) -> str:
     return name
 
 
-def board_error_suffix(name: str, exc: BoardError) -> str:
-    """What to add to the first problem ``exc`` of the board ``name`` (``--hil-board`` or a marker) says:
-    how many more the file has, as ``civicedge boards list`` says it (`` (and 3 more: civicedge boards
-    check FILE)``); for a board name not found, that ``./boards/NAME.toml`` exists in the current
-    directory but is not where names are looked up."""
+def board_error_suffix(name: str, exc: BoardError, test_file: Path | None = None) -> str:
+    """What to add to the first problem ``exc`` of the board ``name`` (``--hil-board``, or a marker of the
+    test in ``test_file``) says: how many more the file has, as ``civicedge boards list`` says it (`` (and 3
+    more: civicedge boards check FILE)``); for a board name not found, that ``./boards/NAME.toml`` exists in
+    the current directory but is not where names are looked up, and the path to pass instead: relative to
+    the current directory for ``--hil-board``, relative to the test file's directory for a marker (a path
+    in a marker is: :func:`marker_board_ref`)."""
     more = len(exc.problems) - 1
     if more > 0:
         return f" (and {more} more: civicedge boards check {exc.source})"
@@ -208,15 +210,27 @@ def board_error_suffix(name: str, exc: BoardError) -> str:
         local = Path("boards") / (name if name.endswith(".toml") else f"{name}.toml")
         if local.is_file():
             return (f"; {local} exists in the current directory, but board names are looked up in the "
-                    f"CIVICEDGE_BOARDS directories and the boards/ shipped inside civicedge only: pass its path "
-                    f"({local}) or add ./boards to CIVICEDGE_BOARDS")
+                    f"CIVICEDGE_BOARDS directories and the boards/ shipped inside civicedge only: "
+                    f"{_pass_path_advice(local, test_file)} or add ./boards to CIVICEDGE_BOARDS")
     return ""
+
+
+def _pass_path_advice(local: Path, test_file: Path | None) -> str:
+    """How to name the board file ``local`` (relative to the current directory) by its path instead."""
+    target = Path.cwd() / local
+    if test_file is None or test_file.parent.resolve() == Path.cwd().resolve():
+        return f"pass its path ({local})"  # a marker's path is relative to the test's directory: here the same
+    # Resolved both: the OS resolves test_dir/../boards through a symlinked test directory.
+    relative = Path(os.path.relpath(target.resolve(), test_file.parent.resolve())).as_posix()
+    if "/" not in relative:  # x.toml next to the test: a bare name is looked up as a board name first
+        relative = f"./{relative}"
+    return f"pass its path, relative to the test file's directory as paths in markers are ({relative}, or absolute: {target}),"
 
 
 def board_problem(name: str, test_file: Path | None, exc: BoardError) -> str:
     """One line saying what is wrong with the board ``name`` a marker gives, with a did-you-mean for a
     mistyped board name (``streetlite-esp32``, ``streetlight``) and :func:`board_error_suffix`."""
-    return _board_problem(name, test_file, exc) + board_error_suffix(name, exc)
+    return _board_problem(name, test_file, exc) + board_error_suffix(name, exc, test_file)
 
 
 def _board_problem(name: str, test_file: Path | None, exc: BoardError) -> str:
