@@ -211,11 +211,13 @@ class BleTransport:
                         )
                 except (BleakError, OSError, TimeoutError) as exc:  # the radio stack's failures: down, told, retried
                     # anything else is a defect: it ends run() and reaches the supervisor (ERROR, restart)
+                    _raise_lost_cancel()  # a stop, not a failure: no retry
                     self._set_state(False)
                     self._radio_failed(exc, retry, limit_s=limit if deadline.expired() else None)
                     await asyncio.sleep(retry)
                     retry = min(RADIO_RETRY_MAX_S, retry * 2)
                     continue
+                _raise_lost_cancel()
                 retry = RADIO_RETRY_MIN_S
                 self._radio_works()
                 self._set_state(True)
@@ -506,6 +508,21 @@ class BleTransport:
         leave_radio = getattr(self._scanner_cls, "leave_radio", None)
         if leave_radio is not None:
             await leave_radio()
+
+
+def _raise_lost_cancel() -> None:
+    """Raise CancelledError if this task was cancelled but the scan returned or failed instead.
+
+    The radio stack can swallow a cancel: Python 3.11's ``asyncio.wait_for`` returns its inner call's
+    result (or raises its error) when the cancel arrives as that call completes, and the virtual
+    radio's and bleak's connects use it. The scan then ends as a radio failure (``cannot reach the
+    virtual radio``) with the cancel consumed, the loop would retry with backoff forever, and
+    whatever cancelled the task (a stopping gateway, ``asyncio.run`` cancelling what is left) would
+    wait for it forever. ``Task.cancelling()`` still counts the request: it is honoured here.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > 0:
+        raise asyncio.CancelledError()
 
 
 async def _first_of(*events: asyncio.Event, deadline: float) -> bool:
