@@ -8,10 +8,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
-from gateway.cli.common import EXIT_OK, add_config_arg, config_from, fail
+from gateway.cli.common import EXIT_ERROR, EXIT_OK, add_config_arg, config_from, fail
 from gateway.cli.verbosity import apply_verbosity
 from gateway.config import GatewayConfig, write_example
 from gateway.config.licence import licence_warning
@@ -20,6 +21,9 @@ from gateway.errors import GatewayError
 from gateway.notify_status import StatusReporter
 from gateway.storage.disk_space import low_space
 from gateway.systemd import notify
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +214,20 @@ def _apply_verbosity(args: argparse.Namespace) -> None:
         apply_verbosity(int(getattr(args, "verbose", 0) or 0) + extra)
 
 
-# Each of them stops the gateway cleanly (drain, ACKs, WAL checkpoint, exit 0).
+# Each of them stops the gateway cleanly (drain, ACKs, WAL checkpoint, exit 0). Once the stop has begun
+# (by one of them, a closed stdout or an error), the next one ends the process at once (_StopSignals).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+# A stop that has not ended this long after it began ends the process (a radio stack or a disk that hangs
+# must not keep it, and its port, for ever). Gateway.stop bounds its own steps (ingest 10 s, then a few
+# of STOP_STEP_S); this is the backstop, under systemd's TimeoutStopSec=60 (scripts/civicedge-gateway.service).
+STOP_GRACE_S = 50.0
+
+# Tasks left after the stop are cancelled and get this long to end before the process exits past them.
+LEFTOVER_WAIT_S = 3.0
+
+# The exit status when stdout's reader went away (128 + SIGPIPE, as civicedge's other commands, hil.cli.main).
+EXIT_STDOUT_CLOSED = 141
 
 # Set by a tool that runs the gateway as its child (civicedge demo) to its own pid.
 STOP_WITH_PARENT_ENV = "CIVICEDGE_STOP_WITH_PARENT"
@@ -235,6 +251,81 @@ def _stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class _StopSignals:
+    """SIGTERM, SIGINT and SIGHUP during ``gateway run``.
+
+    Until the stop begins, each calls ``stop`` (a clean drain). From :meth:`stopping` on (called at the first
+    signal, and on every other way the stop begins: a closed stdout, an error), the next one ends the process
+    at once: its default action is restored, so it works even while a stuck store call blocks the event
+    loop. A signal the gateway was started with ignored (``nohup``) stays ignored then. A watchdog thread
+    ends the process (``os._exit``, :data:`EXIT_ERROR`) if the stop has not ended ``grace_s`` (default
+    :data:`STOP_GRACE_S`) later. Both lose nothing committed: SQLite keeps every committed transaction in
+    the store or its ``-wal`` (replayed at the next start), ACKs follow commits, and the kernel releases
+    the store's lock.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], None], *,
+                 grace_s: float | None = None) -> None:
+        self._loop = loop
+        self._stop = stop
+        self._grace_s = STOP_GRACE_S if grace_s is None else grace_s
+        # Restored by stopped(): asyncio.run's own SIGINT handler, or a test process's handlers.
+        self._before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        self._stopped = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._first, sig)
+
+    def _first(self, sig: int) -> None:
+        log.info("%s: stopping; another SIGTERM/SIGINT/SIGHUP ends the gateway at once", signal.Signals(sig).name)
+        self.stopping()
+        self._stop()
+
+    def stopping(self) -> None:
+        """The stop begins: the next stop signal ends the process, and so does the grace period's end."""
+        if self._watchdog is not None or self._stopped.is_set():
+            return
+        for sig in STOP_SIGNALS:
+            self._loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN if self._before[sig] == signal.SIG_IGN else signal.SIG_DFL)
+        self._watchdog = threading.Thread(target=self._watch, name="stop-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def stopped(self) -> None:
+        """The stop has ended: the watchdog ends without a word, the signals are handled as before the run."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for sig in STOP_SIGNALS:
+            self._loop.remove_signal_handler(sig)
+            before = self._before[sig]
+            signal.signal(sig, before if before is not None else signal.SIG_DFL)
+
+    def _watch(self) -> None:
+        if self._stopped.wait(self._grace_s):
+            return
+        # Said from another thread, waited for briefly: the stuck main thread may hold the log handler's lock
+        # (a write to a stderr pipe nobody reads), and nothing may keep this exit from happening.
+        said = threading.Thread(target=log.error, daemon=True, args=(
+            "the gateway's stop has not ended %.0f s after it began: exiting now (committed reports are kept, in the "
+            "store or its -wal; what was not acknowledged the devices send again)", self._grace_s))
+        said.start()
+        said.join(1.0)
+        os._exit(EXIT_ERROR)
+
+
+def _hard_exit(code: int) -> None:
+    """Flush what can be flushed and end the process at once (no asyncio.run teardown)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe: nothing more can be said there
+    logging.shutdown()
+    os._exit(code)
+
+
 async def _run(config: "object") -> int:
     from gateway.config import GatewayConfig
     from gateway.service import Gateway
@@ -245,42 +336,126 @@ async def _run(config: "object") -> int:
     if short_retention is not None:
         log.warning("%s", short_retention)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     # SIGHUP too: a closed terminal or SSH session ended the gateway with 129 (no drain, WAL left
     # behind). The gateway has no configuration to reload, so it is a stop like the others.
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+    signals = _StopSignals(asyncio.get_running_loop(), stop.set)
+    try:
+        code = await _serve(config, gateway, stop, signals)
+    except BaseException as exc:
+        # asyncio.run would wait for ever for a task that ignores cancellation before this error is reported.
+        await _exit_past_stuck_tasks(exc)
+        raise
+    finally:
+        signals.stopped()
+    await _exit_past_stuck_tasks(code)
+    return code
+
+
+async def _serve(config: GatewayConfig, gateway: "Gateway", stop: asyncio.Event, signals: _StopSignals) -> int:
+    """Start ``gateway``, say it is ready, wait for ``stop``; stop the gateway on every way out (a normal stop
+    commits, acknowledges, closes the store and releases its lock). Returns the exit status."""
     try:
         await gateway.start()
     except BaseException:
+        signals.stopping()
         await gateway.stop()
         raise
-    # A line on stdout tells supervisors (and tests) that the gateway is accepting frames; systemd
-    # (Type=notify) is told through NOTIFY_SOCKET.
-    print("gateway %s ready%s" % (config.id, "" if gateway.http_port is None else " http=%d" % gateway.http_port),
-          flush=True)
-    running = "gateway %s running: %d serial port(s), BLE %s, HTTP %s" % (
-        config.id, len(config.serial), "on" if config.ble.enabled else "off",
-        "off" if gateway.http_port is None else "on port %d" % gateway.http_port)
-    notify("READY=1", "STATUS=" + running)
-    # STATUS= follows the health (degraded: link_down ...; back to running), WATCHDOG=1 if the unit asks.
-    status = StatusReporter(config.id, running, lambda: gateway.health())  # looked up at each look
-    reporter = asyncio.create_task(status.run(), name="sd-status")
+    code = EXIT_OK
+    reporter: asyncio.Task[None] | None = None
     try:
-        await stop.wait()
-        status.stopping()  # the watchdog is still pinged while the gateway drains
-        notify("STOPPING=1", "STATUS=gateway %s stopping: committing and acknowledging what is in flight" % config.id)
-        await gateway.stop()
+        # A line on stdout tells supervisors (and tests) that the gateway is accepting frames; systemd
+        # (Type=notify) is told through NOTIFY_SOCKET.
+        code = _say_ready("gateway %s ready%s" % (
+            config.id, "" if gateway.http_port is None else " http=%d" % gateway.http_port))
+        if code == EXIT_OK:
+            running = "gateway %s running: %d serial port(s), BLE %s, HTTP %s" % (
+                config.id, len(config.serial), "on" if config.ble.enabled else "off",
+                "off" if gateway.http_port is None else "on port %d" % gateway.http_port)
+            notify("READY=1", "STATUS=" + running)
+            # STATUS= follows the health (degraded: link_down ...; back to running), WATCHDOG=1 if the unit asks.
+            status = StatusReporter(config.id, running, lambda: gateway.health())  # looked up at each look
+            reporter = asyncio.create_task(status.run(), name="sd-status")
+            await stop.wait()
+            status.stopping()  # the watchdog is still pinged while the gateway drains
+            notify("STOPPING=1",
+                   "STATUS=gateway %s stopping: committing and acknowledging what is in flight" % config.id)
     finally:
-        reporter.cancel()
-        await asyncio.wait([reporter])  # ended before the check for tasks that ignored cancellation below
-    sys.stdout.flush()
-    leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    if leftover:
-        # Everything is committed and closed; a task that ignored cancellation (a hung radio stack)
-        # must not keep the process from exiting (asyncio.run would wait for it forever).
-        log.warning("exiting past %d task(s) that ignored cancellation: %s", len(leftover),
-                    ", ".join(sorted(t.get_name() for t in leftover)))
-        logging.shutdown()
-        os._exit(EXIT_OK)
+        signals.stopping()
+        try:
+            await gateway.stop()
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+                await asyncio.wait([reporter])  # ended before the check for tasks that ignored cancellation
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _stdout_to_devnull()  # its reader went away after the ready line: the stop was still clean
+    return code
+
+
+def _say_ready(line: str) -> int:
+    """Print the ready line; :data:`EXIT_OK`, or the exit status of a stop because stdout cannot take it.
+
+    A reader that went away (``| head -c0``, a supervisor that closed the pipe) is :data:`EXIT_STDOUT_CLOSED`
+    as for every civicedge command; another write error (a full disk under a redirect) :data:`EXIT_ERROR`.
+    Either way the gateway then stops as on SIGTERM, and stdout is pointed at /dev/null so no later
+    write or the interpreter's final flush fails again.
+    """
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        closed = isinstance(exc, BrokenPipeError)
+        _stdout_to_devnull()
+        log.warning("%s: stopping the gateway (exit status %d)",
+                    "stdout was closed before the ready line (its reader went away)" if closed
+                    else "cannot write the ready line to stdout (%s)" % exc,
+                    EXIT_STDOUT_CLOSED if closed else EXIT_ERROR)
+        return EXIT_STDOUT_CLOSED if closed else EXIT_ERROR
     return EXIT_OK
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout's descriptor at /dev/null (what it still buffers is dropped there)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _failure_status(exc: BaseException) -> int:
+    """Report ``exc``, which ends ``gateway run``, as :func:`cmd_run` and the entry point would; its exit status."""
+    if isinstance(exc, GatewayError):
+        return fail(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    log.critical("gateway run failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return EXIT_ERROR
+
+
+async def _exit_past_stuck_tasks(outcome: int | BaseException) -> None:
+    """End the process now if a task is left that does not end when cancelled; return if none is.
+
+    ``outcome``: the exit status, or the exception that ends the run (reported here before the exit).
+    The gateway is stopped (committed, closed) before this is called. A task that ignores cancellation (a
+    hung radio stack) must not keep the process: asyncio.run would wait for it for ever, and the stop
+    signals no longer reach a running gateway.
+    """
+    current = asyncio.current_task()
+    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if not leftover:
+        return
+    for task in leftover:
+        task.cancel()
+    _done, pending = await asyncio.wait(leftover, timeout=LEFTOVER_WAIT_S)
+    if not pending:
+        return
+    code = _failure_status(outcome) if isinstance(outcome, BaseException) else outcome
+    log.warning("exiting past %d task(s) that ignored cancellation: %s", len(pending),
+                ", ".join(sorted(t.get_name() for t in pending)))
+    _hard_exit(code)
