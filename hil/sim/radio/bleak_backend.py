@@ -347,8 +347,10 @@ class VirtualBleakClient(BaseBleakClient):
         if connection is not None:
             self._disconnecting = True
             try:
-                await asyncio.wait_for(connection.disconnect(), self._op_timeout)
-                await asyncio.wait_for(self._disconnected.wait(), self._op_timeout)
+                async with asyncio.timeout(self._op_timeout):  # not wait_for: it can lose a cancel (hostlink)
+                    await connection.disconnect()
+                async with asyncio.timeout(self._op_timeout):
+                    await self._disconnected.wait()
             except (asyncio.TimeoutError, core.BaseBumbleError) as exc:
                 logger.debug("disconnect from %s: %s", self.address, exc)
         self._connection, self._peer = None, None
@@ -384,7 +386,8 @@ class VirtualBleakClient(BaseBleakClient):
             awaitable.close()  # never started: avoid a "never awaited" warning
         connection = self._require_connection()
         try:
-            return await asyncio.wait_for(connection.cancel_on_disconnection(awaitable), self._op_timeout)
+            async with asyncio.timeout(self._op_timeout):  # not wait_for: it can lose a cancel (hostlink)
+                return await connection.cancel_on_disconnection(awaitable)
         except asyncio.TimeoutError as exc:
             raise TimeoutError(f"{what} on {self.address} took longer than {self._op_timeout} s") from exc
         except ATT_Error as exc:

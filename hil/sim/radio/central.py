@@ -80,7 +80,8 @@ class SharedCentral:
                     self.radio_url, name="civicedge-central", address=self.address, timeout_s=timeout_s)
                 try:
                     device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
-                    await asyncio.wait_for(device.power_on(), timeout_s)
+                    async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancel (hostlink)
+                        await device.power_on()
                 except BaseException as exc:
                     await _close_quietly(transport)
                     if isinstance(exc, (asyncio.TimeoutError, core.BaseBumbleError)):

@@ -111,7 +111,10 @@ async def open_radio_device(radio_url: str, *, name: str, address: str,
     """
     spec = parse_radio_url(radio_url).transport_spec
     try:
-        transport = await asyncio.wait_for(open_transport(spec), timeout_s)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for raises a connect error that coincides with a
+        # cancel instead of the cancel, and a caller that retries on connect errors never ends (gateway run hung).
+        async with asyncio.timeout(timeout_s):
+            transport = await open_transport(spec)
     except (OSError, asyncio.TimeoutError, WebSocketException) as exc:  # refused, no answer, not a relay
         raise RadioConnectError(f"cannot reach the virtual radio at {radio_url}: {exc}",
                                 url=radio_url) from exc

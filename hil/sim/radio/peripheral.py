@@ -185,7 +185,8 @@ class VirtualPeripheral:
         device.gatt_server.max_mtu = self.preferred_mtu
         device.on(device.EVENT_CONNECTION, self._on_connection)
         self._device = device
-        await asyncio.wait_for(device.power_on(), timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancel (hostlink)
+            await device.power_on()
         logger.debug("peripheral %s on %s", self.address, self.radio_url)
 
     async def close(self) -> None:
