@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from hil.pytest_plugin.gateway_process import GatewayProcess, GatewayStartError
+from hil.pytest_plugin import ports
 from hil.pytest_plugin.ports import PortRange, port_free, range_use_text
 
 pytest_plugins = ["pytester"]
@@ -19,14 +20,15 @@ pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.timeout(120)
 
 
-def free_block(size: int) -> PortRange:
-    """``size`` consecutive free ports of 7850-7899 (the ports these tests may use)."""
-    lows = list(range(7850, 7900 - size + 1))
+def free_block(size: int, low: int, high: int) -> PortRange:
+    """``size`` consecutive free ports of ``low``-``high``: each test of this file has its own part of 7860-7879,
+    the other tests of these changes use 7850-7859 and 7880-7889 (parallel workers do not take each other's)."""
+    lows = list(range(low, high - size + 2))
     random.shuffle(lows)  # parallel workers rarely pick the same block
-    for low in lows:
-        if all(port_free(p) for p in range(low, low + size)):
-            return PortRange(low, low + size - 1)
-    pytest.skip("no block of free ports in 7850-7899")
+    for first in lows:
+        if all(port_free(p) for p in range(first, first + size)):
+            return PortRange(first, first + size - 1)
+    pytest.skip(f"no block of free ports in {low}-{high}")
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def test_a_range_the_radio_and_another_process_fill_names_both(pytester: pytest.
                                                                taken: list[socket.socket]) -> None:
     """The integrator's run: --hil-port-range LOW-HIGH of two ports, LOW held by another program; the virtual
     radio takes HIGH, and the gateway finds none."""
-    block = free_block(2)
+    block = free_block(2, 7860, 7869)
     _take(block.low, taken)
     pytester.makepyfile(RADIO_THEN_GATEWAY)
     result = pytester.runpytest_subprocess(f"--hil-port-range={block}", "-p", "no:cacheprovider")
@@ -68,7 +70,7 @@ def test_a_range_the_radio_and_another_process_fill_names_both(pytester: pytest.
 
 def test_a_full_range_for_the_gateway_alone_names_the_busy_ports_and_no_empty_output(
         tmp_path: Path, taken: list[socket.socket]) -> None:
-    block = free_block(3)
+    block = free_block(3, 7870, 7879)
     for port in range(block.low, block.high + 1):
         _take(port, taken)
     with pytest.raises(GatewayStartError) as info:
@@ -82,18 +84,19 @@ def test_a_full_range_for_the_gateway_alone_names_the_busy_ports_and_no_empty_ou
                        "free its ports"), message
 
 
-def test_a_long_list_of_busy_ports_is_counted(taken: list[socket.socket]) -> None:
-    block = free_block(10)
-    for port in range(block.low, block.high + 1):
-        _take(port, taken)
-    text = range_use_text(block, {})
-    listed = ", ".join(str(p) for p in range(block.low, block.low + 8))
-    assert text == f"{listed} and 2 more are in use by other processes", text
+def test_a_long_list_of_busy_ports_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No real ports: every port of the range is "held" by another process (as port_free would say).
+    monkeypatch.setattr(ports, "port_free", lambda port, host=ports.HOST: False)
+    block = PortRange(40000, 40011)
+    text = range_use_text(block, {40011: "virtual radio (hil_radio)"})
+    listed = ", ".join(str(p) for p in range(40000, 40008))
+    assert text == f"40011 is this session's virtual radio (hil_radio); {listed} and 3 more are in use by other processes", text
 
 
-def test_a_port_let_go_since_is_said_to_be_free_again() -> None:
-    block = free_block(1)
-    assert range_use_text(block, {}) == f"{block.low} is free again now (taken when tried)"
+def test_a_port_let_go_since_is_said_to_be_free_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ports, "port_free", lambda port, host=ports.HOST: port == 40001)
+    assert range_use_text(PortRange(40000, 40001), {}) == ("40000 is in use by another process; "
+                                                           "40001 is free again now (taken when tried)")
 
 
 def test_a_gateway_that_printed_keeps_its_output_section() -> None:
