@@ -197,3 +197,32 @@ def test_image_boots_in_espressif_qemu(tmp_path: Path, chip: str, variable: str,
         assert dut.eval("__import__('sys').platform") == "esp32"
         machine.reset()
         dut.expect("civic-qemu-main", timeout_s=180)
+
+
+@needs_upstream
+@pytest.mark.timeout(60)
+def test_a_ctrl_c_while_qemu_starts_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA: an interrupt while the launcher waited for QEMU's ports left QEMU running (the caller had no handle
+    on it yet) until the test process exited."""
+    assert UPSTREAM_RISCV is not None
+    image = tmp_path / "flash.bin"
+    with image.open("wb") as fh:
+        fh.truncate(32 * 1024 * 1024)
+    machine = QemuMachine(image=image, chip="esp32c3", binary=UPSTREAM_RISCV, machine="sifive_u",
+                          extra_args=("-bios", "none"))
+    started: list[int] = []
+
+    def interrupted(self: QemuMachine) -> bool:
+        assert self._proc is not None  # noqa: SLF001 - the QEMU being waited for
+        started.append(self._proc.pid)  # noqa: SLF001
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(QemuMachine, "_qmp_answers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        machine.start()
+    [pid] = started
+    assert machine.pid is None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive_not_zombie(pid):
+        time.sleep(0.05)
+    assert not _alive_not_zombie(pid), "QEMU still running after an interrupted start"

@@ -222,6 +222,16 @@ class QemuMachine:
         # spawn_child: QEMU gets SIGTERM when this process dies; a killed pytest left it running a
         # core for good (seen: 45 minutes at 80 % CPU after a CI run was stopped).
         self._proc = spawn_child(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self._wait_started(cmd)
+        except BaseException:
+            # A Ctrl-C (or any error) during the wait: QEMU was started here, so it is stopped here; the caller
+            # has no handle on it yet (it would run until this process exits).
+            self.stop()
+            raise
+
+    def _wait_started(self, cmd: list[str]) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + self._start_timeout_s
         while time.monotonic() < deadline:
             returncode = self._proc.poll()
@@ -236,7 +246,6 @@ class QemuMachine:
             if _port_open(self.qmp_port) and self._qmp_answers():
                 return
             time.sleep(0.05)
-        self.stop()
         raise QemuStartError(f"QEMU did not open its ports within {self._start_timeout_s:g} s", command=cmd,
                              returncode=None, stderr="")
 
