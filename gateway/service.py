@@ -304,7 +304,9 @@ class Gateway:
         # the stop past systemd's TimeoutStopSec; its waiters get 503 planner_stopped at once.
         app.on_shutdown.append(plan_routes.close)
         self._store_read_problems = getattr(app[CONTEXT_KEY].fleet, "store_problems", None)
-        runner = web.AppRunner(app, access_log=None)
+        # shutdown_timeout: a request still answered at stop (a client that stopped reading a CSV export) is cancelled
+        # after a step, as every other part of the stop; aiohttp's default 60 s outlasted the run's grace period.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_STEP_S)
         await runner.setup()
         # A flood of idle connections must not use up the descriptors the links and the store need.
         cap = connection_cap(http.max_connections, raise_fd_limit(http.max_connections))
