@@ -344,11 +344,11 @@ class GatewayProcess:
 
     def registered_ids(self) -> list[str]:
         """The device ids in this gateway's registry, sorted (the boards :meth:`register` added, and any other)."""
-        if not self.registry_dir.exists():
+        if not (self.registry_dir / "devices.sqlite").exists():
             return []
         from gateway.registry import Registry
 
-        registry = Registry(self.registry_dir)
+        registry = Registry(self.registry_dir, create=False)  # a reader: the running gateway's files stay as they are
         try:
             return [record.id for record in registry.list()]
         finally:

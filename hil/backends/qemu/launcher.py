@@ -277,7 +277,9 @@ class QemuMachine:
                 with QmpClient("127.0.0.1", self.qmp_port, timeout_s=1.0) as qmp:
                     qmp.execute("quit")
             except Exception as exc:  # noqa: BLE001 - fall through to signals whatever QMP says
+                # Not answering (an interrupted start: QMP not up yet): no quit is coming, signal at once.
                 log.debug("QMP quit failed (%s); terminating", exc)
+                proc.terminate()
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
