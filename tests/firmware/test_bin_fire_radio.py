@@ -21,9 +21,12 @@ from typing import Any
 from test_apps_bin import T0, Mpy, run_app
 
 # EV: events in seconds after START: "hot" / "warm" / "cool" (the temperature from then on: 70 C,
-# the fire threshold; 60 C, near it; 20 C), "lid" (a lid wake), "tip" (a tilt wake) / "up".
-# GW: the gateway is in range during each [from, to).
+# the fire threshold; 60 C, near it; 20 C), "lid" (a lid wake), "lid+" (a lid wake that holds the
+# next second: the lid opened at +0.7 s, its wake's code runs until +1.3 s), "tip" (a tilt wake) / "up".
+# GW: the gateway is in range during each [from, to); it acknowledges ACK_MS after the radio started.
+# armed: every instant (ms after START) a wake armed its timer for.
 SIM = """
+ACK_MS = 2000
 PRE
 EV = %r
 GW = %r
@@ -31,6 +34,7 @@ END = %r
 LEVELS = {"hot": 493838, "warm": 682000, "cool": 1835632}
 sessions = []                              # [radio start (ms after START), ms on, wake time (s)]
 acked = []
+armed = []
 on = [None]
 plan = [START]
 class Wake:                                # the linger's wait on the simulated clock
@@ -45,6 +49,7 @@ def sleeper(ms, pins):
         sessions[-1][1] = now_ms() - on[0]
         on[0] = None
     plan[0] = (clock.time_ms() + ms) // 1000
+    armed.append(clock.time_ms() + ms - START * 1000)
 def start_links():
     on[0] = now_ms()
     sessions.append([on[0], 0, clock.time() - START])
@@ -54,15 +59,15 @@ def in_range(t):
             return True
     return False
 def pending():
-    if len(rep.outbox) and on[0] is not None and in_range(clock.time()) and now_ms() - on[0] >= 2000:
+    if len(rep.outbox) and on[0] is not None and in_range(clock.time()) and now_ms() - on[0] >= ACK_MS:
         gateway_ack(rep.seq.last)
         acked.append(clock.time() - START)
     return len(rep.outbox)
-def wake(by_pin, t):
+def wake(by_pin, t, ms=0):
     global app
     app = make_app()                       # the chip resets: the app is rebuilt from its state file
     app.wake = Wake()
-    clock.t0 = t; clock.ms = 0             # ticks restart at a reset; the wake lands on .000
+    clock.t0 = t; clock.ms = ms            # ticks restart at a reset; a timer wake lands on .000
     drive(app.run_deep(by_pin, pending, sleeper, linger_s=30, start_links=start_links))
 todo = sorted(EV)
 while plan[0] < START + END:
@@ -71,6 +76,10 @@ while plan[0] < START + END:
         if what == "lid":
             lid.v = 1
             wake(True, START + at)
+            lid.v = 0
+        elif what == "lid+":
+            lid.v = 1
+            wake(True, START + at, 1300)
             lid.v = 0
         elif what == "tip":
             tilt.v = 1
@@ -83,14 +92,17 @@ while plan[0] < START + END:
         wake(False, plan[0])
 wins = [[b["w"] - START, b["l"]] for b in rep.of("win")]
 print(json.dumps([sessions, acked, [[b["a"], b["w"] - START] for b in rep.of("alarm")], wins, len(rep.outbox),
-                  rep.outbox.dropped]))
+                  rep.outbox.dropped, armed]))
 """
 
 H = 3600
 
 
-def sim(mpy: Mpy, events: list[list[Any]], gw: list[list[int]], end: int, pre: str = "") -> Any:
-    return run_app(mpy, T0, SIM.replace("PRE", pre) % (events, gw, end))
+def sim(mpy: Mpy, events: list[list[Any]], gw: list[list[int]], end: int, pre: str = "", start: int = T0,
+        armed: bool = False) -> Any:
+    """``[sessions, acked, alarms, wins, left, dropped]`` (and the armed instants if ``armed``)."""
+    res = run_app(mpy, start, SIM.replace("PRE", pre) % (events, gw, end))
+    return res if armed else res[:6]
 
 
 def on_ms(sessions: list[list[int]], start: int, end: int) -> int:
@@ -198,3 +210,56 @@ for extra in ({}, {"wt": "x", "gw": None}, {"wt": 1, "gw": 0}):
 print(json.dumps(out))
 """)
     assert res == [[False, True, True]] * 3
+
+
+def _slot_at_or_after(start: int, t: int, step: int = 960) -> int:
+    """The first retry slot of ``step`` (a multiple of it on the RTC) at or after ``start + t``, in s after start."""
+    a = start + t
+    return -(-a // step) * step - start
+
+
+def test_a_slot_session_lingers_through_a_reading_that_falls_due_in_it(mpy: Mpy) -> None:
+    # Review HIGH: the watch readings run on their own 60-s chain, which is off the slot grid when the
+    # bin started at an odd second. A retry slot's session ended as soon as a reading fell due, d s
+    # after the slot, and that reading (a watch, the alarm waiting, no slot) did not start the radio:
+    # with d shorter than the gateway's scan and ACK (10 s here) no session ever lasted long enough and
+    # the alarm and every window waited for the fire's 6-h re-announce. The reading is now taken in the
+    # session, at its time, and the session lingers on: the first slot after the gateway came back
+    # (+3000) delivers the alarm, whatever the offset
+    for offset in (1, 7, 23, 0):
+        start = T0 + offset
+        sessions, acked, alarms, wins, left, dropped = sim(mpy, [[250, "hot"]], [[3000, 4 * H]], 2 * H,
+                                                           pre="ACK_MS = 10000", start=start)
+        assert alarms == [[["fire"], 300 - offset]], offset
+        slot = _slot_at_or_after(start, 3000)
+        assert acked and slot <= acked[0] < slot + 30, (offset, acked[:1], slot)
+        # out of reach, every session lingered its 30 s (none cut short by a reading), on the grid
+        out = [(t, ms) for _, ms, t in sessions if 300 <= t < 3000]
+        assert out and all(ms == 30000 for t, ms in out), (offset, out)
+        assert [t for t, ms in out] == [300, 360 - offset, 480 - offset, 960 - offset, 1920 - offset, 2880 - offset]
+
+
+UPGRADE = """
+atomic.makedirs("/state")
+seq = rep.alarm(["fire"], START - 600)       # raised 10 min before, never acknowledged
+atomic.write(STATE, json.dumps({"next": START, "alarm": seq, "ars": ARS, "ard": START + ARD, "wt": True,
+                                "gw": False, "fire": [700, START - 60, True, START - 600]}).encode())
+temp.uv = 493838                             # 70 C: still burning
+"""
+
+
+def test_a_retry_slot_far_ahead_does_not_hold_a_watch_alarm_back(mpy: Mpy) -> None:
+    # Review MEDIUM: during a watch out of reach only the retry slots start the radio, and the planned
+    # slot counted once reached: state saved by the 1-h-cap firmware (step 3600 s, reset to 120 s at
+    # load, its slot at the next whole hour kept) or a slot two steps ahead after the clock was set back
+    # held the alarm for up to an hour with a gateway in range. A step reset now drops its slot, and a
+    # slot further than a step ahead counts as none planned: the radio starts at the first wake
+    for ars, ard in ((3600, 3600), (960, 1920)):
+        pre = UPGRADE.replace("ARS", str(ars)).replace("ARD", str(ard))
+        sessions, acked, alarms, wins, left, dropped = sim(mpy, [], [[0, 4 * H]], H, pre=pre)
+        assert starts(sessions)[:1] == [0] and acked and acked[0] < 30, (ars, ard, starts(sessions)[:3], acked[:1])
+        # no gateway: back off on the grid from that first session (120 s doubling; or from the 960-s step)
+        sessions, acked, alarms, wins, left, dropped = sim(mpy, [], [], 2 * H, pre=pre)
+        grid = [120, 240, 480] if ars == 3600 else []
+        assert acked == [] and starts(sessions) == [0] + grid + list(range(960, 2 * H, 960)), (ars, ard)
+

@@ -46,7 +46,9 @@ ALARM_RETRY_MAX_S = 960
 # kept the radio on half the time while a bin stayed hot out of reach (a sensor stuck hot: for
 # ever). It starts the radio only for a new alarm, at the waiting alarm's retry slot, or, with no
 # alarm waiting, at the first reading in each interval_s of the RTC grid (a watch then costs the
-# radio no more than the normal readings); its reports wait in the outbox for that session.
+# radio no more than the normal readings); its reports wait in the outbox for that session. A session
+# takes the readings that fall due in it and lingers on: the reading chain is not on the slot grid,
+# and a slot session that ended at a reading a second later never reached a gateway.
 
 
 def fresh_state():
@@ -203,11 +205,14 @@ class BinApp(AppBase):
             except ValueError:
                 pass
         # A retry step out of its range would stop the back-off (or divide by zero), a slot off its
-        # grid would send off the grid: start them afresh (the next slot comes from the grid).
+        # grid would send off the grid: start them afresh (the next slot comes from the grid). A
+        # step reset drops its slot too: a slot of a longer step (the 1-h cap of older firmware)
+        # can lie further ahead than the new step and would hold the alarm back until then.
         v = st["ars"]
+        d = st["ard"]
         if isinstance(v, bool) or not isinstance(v, int) or not ALARM_RETRY_S <= v <= ALARM_RETRY_MAX_S:
             st["ars"] = v = ALARM_RETRY_S
-        d = st["ard"]
+            d = None
         if isinstance(d, bool) or not isinstance(d, int) or d < 0 or d % v:
             st["ard"] = 0
         for k, dv in (("wt", False), ("gw", True)):
@@ -418,18 +423,22 @@ class BinApp(AppBase):
         """Whether a timer wake at ``now`` starts the radio before its reading.
 
         Yes unless the last reading planned this one as a watch reading (``WATCH_S``) and the last
-        radio session reached no gateway (``gw``). Then only at the waiting alarm's retry slot (or
-        with none planned yet), or, with no alarm waiting, at the first reading in an ``interval_s``
-        of the RTC grid. A reading that raises an alarm starts it anyway (:meth:`run_deep`). All of
-        it depends only on readings, the alarm grid and earlier sessions (timer wakes), never on a
-        lid opening.
+        radio session reached no gateway (``gw``). Then only at the waiting alarm's retry slot once
+        it is reached, or at once with no slot planned (older state) or one further than a step
+        ahead (clock set back, as in :meth:`alarm_retry_s`). With no alarm waiting, at the first
+        reading in an ``interval_s`` of the RTC grid. A reading that raises an alarm starts it
+        anyway (:meth:`run_deep`). All of it depends only on readings, the alarm grid and earlier
+        sessions (timer wakes), never on a lid opening.
         """
         st = self.state
         if not st["wt"] or st["gw"]:
             return True
         if self.alarm_waits():
             d = st["ard"]
-            return not d or d <= now
+            step = st["ars"]
+            if not d or d > now + step:
+                return True
+            return d <= now
         prev = self.fire.prev
         i = self.interval_s
         return prev is None or now < prev[1] or now // i > prev[1] // i
@@ -461,15 +470,25 @@ class BinApp(AppBase):
         return ms, pins
 
     async def linger(self, pending, max_s):
-        """Stay awake (advertising) until the outbox is empty, ``max_s`` passed or a reading is due."""
+        """Stay awake (advertising) until the outbox is empty or ``max_s`` passed.
+
+        A reading that falls due meanwhile is taken then, at its time, and the session goes on: a
+        session that ended at the reading lasted only as long as the reading's offset from the
+        retry slot, which could be too short for any gateway, for every slot of a watch. Returns
+        how many frames those readings queued.
+        """
         start = self.clock.ticks_ms()
-        while pending():
+        queued = 0
+        while True:
+            if self.due():
+                n = self.reports + self.alarms
+                await self.cycle()
+                queued += self.reports + self.alarms - n
             left_ms = max_s * 1000 - time.ticks_diff(self.clock.ticks_ms(), start)
-            next_ms = self._next_s() * 1000
-            if left_ms <= 0 or next_ms <= 0:
-                return
+            if left_ms <= 0 or not pending():
+                return queued
             self.hw.feed()
-            await self.wake.wait_ms(min(left_ms, next_ms, self.feed_ms))
+            await self.wake.wait_ms(min(left_ms, self._next_s() * 1000, self.feed_ms))
 
     async def run_deep(self, woke_by_pin, pending, sleeper, linger_s=30, start_links=None):
         """One wake of a deep-sleeping bin: handle the wake, read if due, upload, sleep.
@@ -510,7 +529,7 @@ class BinApp(AppBase):
         unacknowledged) and whether a gateway took frames (``gw``); save what changed."""
         st = self.state
         n = pending()
-        await self.linger(pending, linger_s)
+        n += await self.linger(pending, linger_s)
         left = pending()
         changed = False
         if n and st["gw"] != (left < n):
