@@ -436,7 +436,7 @@ out.append(wake(True, START + 100))             # lid: nothing due, frames pendi
 lid.v = 0
 out.append(wake(True, START + 300))             # lid, the reading due: no reading, radio off
 n_read = app.state["tn"]
-out.append(wake(False, START + 300))            # the timer wake that follows at once reads
+out.append(wake(False, START + 301))            # the timer wake that follows (next second) reads
 tilt.v = 1
 out.append(wake(True, START + 320))             # tipped over: the alarm goes at once
 tilt.v = 0
@@ -452,7 +452,8 @@ print(json.dumps([out, app.state["lid"], slept, len(rep.outbox), n_read, app.sta
     assert started == [True, False, False, True, True, False, True, False]
     assert lid_count == 4                       # every pin wake but the tilt one counts the lid
     assert slept[1] == 200000                   # the lid wake sleeps until the reading
-    assert slept[2] == 0                        # reading overdue: the timer wake follows at once
+    assert slept[2] == 1000                     # reading's second begun: the timer wake follows at the
+                                                # next whole second (not at once, at the lid's fraction)
     assert n_after == n_before + 1              # ... and it, not the lid wake, takes the reading
     assert slept[5] == 30000                    # alarm waiting: the lid wake sleeps to the slot at +360
     assert slept[7] == 230000                   # alarm acknowledged: back to the reading at +600
@@ -725,7 +726,7 @@ while plan[0] < (START + 4 * 3600) * 1000:
 print(json.dumps([timer, app.state["lid"], armed]))
 """
 
-LIDS_MS = [437613, 479500, 1111002, 3839700, 3907999, 3916450, 7777321, 9001999, 12444777]
+LIDS_MS = [437613, 479500, 1111002, 3839700, 3907999, 3916450, 7777321, 9003999, 12444777]
 
 
 def test_timer_wakes_land_on_whole_seconds_whatever_the_lid(mpy: Mpy) -> None:
@@ -738,7 +739,8 @@ def test_timer_wakes_land_on_whole_seconds_whatever_the_lid(mpy: Mpy) -> None:
     without = run_app(mpy, T0, DEEP_MS % ([],))
     timer, lid_count, armed = with_lids
     assert lid_count == len(LIDS_MS)
-    # 4 h: the readings (every 301 s here: each starts WORK_MS late) and the alarm's retry slots,
+    # 4 h: the readings (+301, then every 300 s: the first reading starts WORK_MS late, the next
+    # ones follow the times planned, not when each was taken) and the alarm's retry slots,
     # on multiples of its step (doubling from 120 s to 960 s), the only wakes on the 120-s grid
     assert [t for t in timer if t % 120000 == 0] == [240000, 480000] + list(range(960000, 4 * 3600000, 960000))
     assert len(timer) > 50

@@ -263,3 +263,36 @@ def test_a_retry_slot_far_ahead_does_not_hold_a_watch_alarm_back(mpy: Mpy) -> No
         grid = [120, 240, 480] if ars == 3600 else []
         assert acked == [] and starts(sessions) == [0] + grid + list(range(960, 2 * H, 960)), (ars, ard)
 
+
+def test_a_lid_wake_that_holds_a_slot_second_does_not_move_the_radio_off_the_grid(mpy: Mpy) -> None:
+    # Review LOW: readings at +10 s of each RTC minute (START = T0 + 10), the fire alarm waiting out of
+    # reach. A lid opened 0.3 s before the slot at RTC 1920 (+1910) still runs when the slot's second
+    # begins: the timer can no longer wake the bin at that slot's .000. The radio then started at the
+    # next reading (+1920, RTC 1930: off the grid, set by the lid); now the slot is missed and the
+    # next slot of the grid sends: every radio start stays on the grid, none at the lid wake. (The same
+    # starts as without the opening are impossible: that instant has passed when the lid wake ends.)
+    start = T0 + 10
+    plain, *_ = sim(mpy, [[250, "hot"]], [], 2 * H, start=start)
+    lid, _, alarms, _, _, _, armed = sim(mpy, [[250, "hot"], [1909, "lid+"]], [], 2 * H, start=start, armed=True)
+    assert alarms == [[["fire"], 290]]
+    assert 1910 in starts(plain) and 1910 not in starts(lid)
+    assert starts(lid) == [t for t in starts(plain) if t != 1910]
+    assert all((start + t) % 120 == 0 for t in starts(lid, 301))          # after the alarm: slots only
+    assert all(a % 1000 == 0 for a in armed)
+
+
+def test_a_lid_wake_that_holds_a_reading_second_leaves_the_timer_wakes_on_whole_seconds(mpy: Mpy) -> None:
+    # Review LOW: a lid wake still running when a reading's second begins (+2400.3) armed its timer
+    # for 0 ms: the reading's wake, and any radio it starts, came at the lid wake's fraction of a
+    # second, not at .000. It now wakes at the next whole second (+2401.000), and the reading chain
+    # stays where it was: the next readings at +2460, +2520, ... as without the opening
+    start = T0 + 10
+    for gw in ([], [[0, 4 * H]]):                         # out of reach (watch, alarm waiting) / in reach
+        plain, _, _, _, _, _, armed_plain = sim(mpy, [[250, "hot"]], gw, H, start=start, armed=True)
+        lid, _, _, _, _, _, armed = sim(mpy, [[250, "hot"], [2399, "lid+"]], gw, H, start=start, armed=True)
+        assert all(a % 1000 == 0 for a in armed)
+        assert 2401000 in armed and [a for a in armed if a != 2401000] == armed_plain
+        if gw:  # every watch reading starts the radio: that one a second late, the rest unchanged
+            assert 2400 in starts(plain) and starts(lid) == [t + 1 if t == 2400 else t for t in starts(plain)]
+        else:   # not a slot: no radio at that reading, with or without the opening
+            assert starts(lid) == starts(plain) and 2400 not in starts(plain)

@@ -274,7 +274,10 @@ class BinApp(AppBase):
         st["bat"] = bat
         i = self.next_interval(deci, now_s, prev)
         st["wt"] = i < self.interval_s
-        st["next"] = now_s + i
+        # the next reading follows the one planned, not this one's time: a reading pushed to the
+        # next second by a lid wake that held its second (sleep_plan) leaves the chain where it was
+        n = st["next"]
+        st["next"] = (n if n <= now_s < n + i else now_s) + i
 
     def next_interval(self, deci, now_s, prev):
         """Seconds to the next reading: ``interval_s``, or ``WATCH_S`` while the temperature is
@@ -423,10 +426,12 @@ class BinApp(AppBase):
         """Whether a timer wake at ``now`` starts the radio before its reading.
 
         Yes unless the last reading planned this one as a watch reading (``WATCH_S``) and the last
-        radio session reached no gateway (``gw``). Then only at the waiting alarm's retry slot once
-        it is reached, or at once with no slot planned (older state) or one further than a step
-        ahead (clock set back, as in :meth:`alarm_retry_s`). With no alarm waiting, at the first
-        reading in an ``interval_s`` of the RTC grid. A reading that raises an alarm starts it
+        radio session reached no gateway (``gw``). Then only at the waiting alarm's retry slot: on
+        the grid (a multiple of the step) once the planned slot is reached, or at once with no slot
+        planned (older state) or one further than a step ahead (clock set back, as in
+        :meth:`alarm_retry_s`); a slot missed (its second taken by a lid wake) is not made up off
+        the grid at a later reading: the next slot of the grid sends. With no alarm waiting, at the
+        first reading in an ``interval_s`` of the RTC grid. A reading that raises an alarm starts it
         anyway (:meth:`run_deep`). All of it depends only on readings, the alarm grid and earlier
         sessions (timer wakes), never on a lid opening.
         """
@@ -438,7 +443,7 @@ class BinApp(AppBase):
             step = st["ars"]
             if not d or d > now + step:
                 return True
-            return d <= now
+            return d <= now and not now % step
         prev = self.fire.prev
         i = self.interval_s
         return prev is None or now < prev[1] or now // i > prev[1] // i
@@ -454,10 +459,12 @@ class BinApp(AppBase):
         wake: every timer wake lands at .000 of its second (plus a constant boot time), not at the
         fraction of the second this wake went to sleep in, which after a lid wake would be set by
         the lid opening (the gateway knows to the millisecond when the bin slept: after its ACK).
+        A reading whose second has begun (a lid wake that held it) wakes at the next whole
+        second, never at once: the reading is then a second late, its chain unchanged (:meth:`record`).
         """
         now_ms = self.clock.time_ms()
         now = now_ms // 1000
-        s = max(0, self._next_s(now))
+        s = max(1, self._next_s(now))
         r = self.alarm_retry_s(now)
         if r is not None and r < s:
             s = r
