@@ -4,8 +4,17 @@ file descriptors (the serial and BLE links, the SQLite store and /healthz need s
 aiohttp has no connection limit of its own: every accepted socket gets a request handler and is held
 until its keep-alive timeout. :class:`CappedSite` serves the app like ``aiohttp.web.TCPSite`` but
 through :class:`ConnectionCap`, which, at the cap, first closes the connection idle the longest (no
-request in progress; the least recently active first) and otherwise answers 503 (a lingering close, so
-a client that already sent its request reads the 503 instead of a reset).
+request in progress; the least recently active first), then the one stalled in writing the longest (see
+below) and otherwise answers 503 (a lingering close, so a client that already sent its request reads the
+503 instead of a reset).
+
+Nor does aiohttp time out a write: a client that never reads its answer holds its connection, and the
+handler blocked in ``drain()``, for as long as it stays connected. Each connection's transport keeps no
+bytes beyond what the kernel takes (write buffer high-water mark 0: any byte left over pauses the
+writer), and the time since the client last took bytes while writing is paused is its stall: a connection
+stalled :data:`STALL_TIMEOUT_S` is aborted, and at the cap one stalled :data:`STALL_EVICT_S` may be closed
+for a new one. Progress, not the answer's total time, is measured: a slow client that keeps reading a
+large CSV export is never cut off.
 
 The cap relies on private attributes of aiohttp's ``RequestHandler`` and ``TCPSite`` (tested with the
 aiohttp range pinned in pyproject.toml). :meth:`CappedSite.start` checks they exist and otherwise serves
@@ -48,6 +57,21 @@ MIN_CONNECTIONS = 4
 MAX_LINGERING = 16
 LINGER_S = 1.0
 REFUSED_LOG_EVERY_S = 60.0
+# A connection whose client takes no byte of its answer for this long is aborted. A reading client's TCP
+# window opens within a retransmission timeout or two (a mobile client's radio hand-over: a few seconds);
+# 30 s without a byte taken is a client that stopped reading, and of the order of the keep-alive (15 s) and
+# body (10 s) timeouts. Measured as progress, so a slow download of any size is kept.
+STALL_TIMEOUT_S = 30.0
+# At the cap, a connection stalled this long is closed for a new one (the longest stalled first, after the
+# idle ones). Not 0: every fast download pauses for milliseconds many times; a client that takes nothing for
+# 2 s while the cap is reached yields its slot to one that may read.
+STALL_EVICT_S = 2.0
+# Stalls are looked at this many times per STALL_TIMEOUT_S (progress seen with that granularity).
+STALL_CHECKS = 4
+# Bytes kept in a transport's own buffer before its writer is paused: none beyond the kernel's send buffer,
+# so every stalled client pauses its writer (the stall clock runs) and a closed connection frees its
+# descriptor (asyncio keeps a closing transport with unsent bytes open until they are sent).
+WRITE_BUFFER_HIGH = 0
 
 _BUSY_BODY = (b'{"error":{"code":"too_many_connections","message":"the gateway serves its maximum number of'
               b' HTTP connections ([http] max_connections); retry later"}}')
@@ -131,13 +155,22 @@ class _Refused(asyncio.Protocol):
 
 
 class _Tracked(asyncio.Protocol):
-    """Passes everything to an aiohttp request handler and tells the cap when the client sends data."""
+    """Passes everything to an aiohttp request handler, tells the cap when the client sends data and
+    times the client's stall while writing is paused (see the module docstring)."""
 
     def __init__(self, cap: ConnectionCap, handler: RequestHandler) -> None:
         self._cap = cap
         self.handler = handler
+        self.partial = False  # the client's last data left a partly received request
+        self.transport: asyncio.Transport | None = None
+        self.stalled_since: float | None = None  # loop time of the last progress while writing is paused
+        self._buffered = 0  # the transport's write buffer size when last looked at
+        self._check: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self.handler.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -149,6 +182,11 @@ class _Tracked(asyncio.Protocol):
         self.handler.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.stalled_since = None
+        self.transport = None
+        if self._check is not None:
+            self._check.cancel()
+            self._check = None
         try:
             self.handler.connection_lost(exc)
         finally:
@@ -156,9 +194,46 @@ class _Tracked(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()
+        if self.transport is not None:
+            self.stalled_since = asyncio.get_running_loop().time()
+            self._buffered = self.transport.get_write_buffer_size()
+            if self._check is None:
+                self._check = asyncio.get_running_loop().call_later(self._cap.stall_timeout_s / STALL_CHECKS,
+                                                                    self._check_stall)
 
     def resume_writing(self) -> None:
+        self.stalled_since = None  # the buffer drained (the pending check finds nothing to do)
         self.handler.resume_writing()
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the client has taken no byte while writing is paused (0.0 when it is not paused)."""
+        if self.stalled_since is None or self.transport is None:
+            return 0.0
+        size = self.transport.get_write_buffer_size()
+        if size < self._buffered:  # the kernel took bytes: the client read some
+            self.stalled_since = now
+        self._buffered = size  # a write while paused raises the mark to compare with
+        return now - self.stalled_since
+
+    def _check_stall(self) -> None:
+        self._check = None
+        loop = asyncio.get_running_loop()
+        stalled = self.stalled_for(loop.time())
+        if self.stalled_since is None or self.transport is None:
+            return
+        timeout = self._cap.stall_timeout_s
+        if stalled >= timeout:
+            self._cap._stalled(self, stalled)
+            return
+        self._check = loop.call_later(min(timeout / STALL_CHECKS, timeout - stalled), self._check_stall)
+
+    def close(self, abort: bool = False) -> None:
+        """Close now: the handler stops, and unsent bytes (any when ``abort``) are dropped with a reset
+        rather than kept with the descriptor until a client that does not read takes them."""
+        self.handler.force_close()
+        transport = self.transport
+        if transport is not None and (abort or transport.get_write_buffer_size() > 0):
+            transport.abort()
 
 
 def _gone(handler: RequestHandler) -> bool:
@@ -179,19 +254,25 @@ class ConnectionCap:
     Args:
         server: the runner's ``aiohttp.web.Server`` (the factory of request handlers).
         limit: most connections served at once.
-        clock: monotonic clock (rate of the "refused" WARNING).
+        clock: monotonic clock (rate of the "refused" WARNING and the "stalled" INFO line).
+        stall_timeout_s: a connection whose client takes no byte of its answer this long is aborted
+            (None: :data:`STALL_TIMEOUT_S`).
     """
 
-    def __init__(self, server: web.Server, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, server: web.Server, limit: int, clock: Callable[[], float] = time.monotonic,
+                 stall_timeout_s: float | None = None) -> None:
         self._server = server
         self.limit = limit
-        # Open handlers, least recently active first (accepted or last received data), each with
-        # whether its last data left a partly received request.
-        self._live: dict[RequestHandler, bool] = {}
+        self.stall_timeout_s = STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s
+        # Open handlers, least recently active first (accepted or last received data), each with its
+        # protocol (whether its last data left a partly received request, its write stall).
+        self._live: dict[RequestHandler, _Tracked] = {}
         self.lingering = 0  # refused connections in their lingering close
         self.refused = 0
         self.evicted = 0
+        self.stalled = 0  # connections aborted after STALL_TIMEOUT_S without progress
         self._warn = LogLimiter(REFUSED_LOG_EVERY_S, clock)
+        self._warn_stalled = LogLimiter(REFUSED_LOG_EVERY_S, clock)
 
     @property
     def open(self) -> int:
@@ -200,7 +281,7 @@ class ConnectionCap:
         return len(self._live)
 
     def _prune(self) -> None:
-        self._live = {h: partial for h, partial in self._live.items() if not _gone(h)}
+        self._live = {h: conn for h, conn in self._live.items() if not _gone(h)}
 
     def _lost(self, handler: RequestHandler) -> None:
         # Dropped as its connection closes: a closed connection's handler (its request, buffers) is not
@@ -208,38 +289,65 @@ class ConnectionCap:
         self._live.pop(handler, None)
 
     def _active(self, handler: RequestHandler, partial: bool) -> None:
-        if self._live.pop(handler, None) is not None:
-            self._live[handler] = partial  # now the most recently active
+        conn = self._live.pop(handler, None)
+        if conn is not None:
+            conn.partial = partial
+            self._live[handler] = conn  # now the most recently active
 
-    def _evict_idle(self) -> bool:
-        """Close the connection idle the longest (least recently active); False when every one is busy.
+    def _stalled(self, conn: _Tracked, stalled_s: float) -> None:
+        # A client that took no byte for stall_timeout_s: aborted (its descriptor freed at once).
+        self._live.pop(conn.handler, None)
+        conn.close(abort=True)
+        self.stalled += 1
+        skipped = self._warn_stalled.allow()
+        if skipped is not None:
+            logger.info("closed an HTTP connection whose client took no byte of its answer for %.0f s%s",
+                        stalled_s, more_since(skipped, "closed"))
+
+    def _evict(self) -> bool:
+        """Close the connection idle the longest (least recently active), else the one stalled in writing
+        the longest if it is stalled at least :data:`STALL_EVICT_S`; False when none is.
 
         A connection holding a partly received request is closed only when no other is idle (else a
-        flood of slowly sent requests could hold every slot)."""
+        flood of slowly sent requests could hold every slot). A stalled writer only after every idle one:
+        a client that reads again, however slowly, restarts its stall clock, so many connections that never
+        read (one attacker) are closed before a slow download."""
         for spare_partial in (True, False):
-            for handler, partial in self._live.items():
-                if _idle(handler) and not (partial and spare_partial):
+            for handler, conn in self._live.items():
+                if _idle(handler) and not (conn.partial and spare_partial):
                     del self._live[handler]
-                    handler.force_close()
+                    conn.close()
                     self.evicted += 1
                     return True
-        return False
+        now = asyncio.get_running_loop().time()
+        longest: _Tracked | None = None
+        longest_s = STALL_EVICT_S
+        for conn in self._live.values():
+            stalled_s = conn.stalled_for(now)
+            if stalled_s >= longest_s:
+                longest, longest_s = conn, stalled_s
+        if longest is None:
+            return False
+        del self._live[longest.handler]
+        longest.close(abort=True)
+        self.evicted += 1
+        return True
 
     def __call__(self) -> asyncio.BaseProtocol:
         # Handlers leave at connection_lost (_lost); pruned at the cap too, for any aiohttp lost otherwise.
         if len(self._live) >= self.limit:
             self._prune()
-            if len(self._live) >= self.limit and not self._evict_idle():
+            if len(self._live) >= self.limit and not self._evict():
                 self.refused += 1
                 skipped = self._warn.allow()
                 if skipped is not None:
                     logger.warning("refused an HTTP connection: %d connections are open, the most allowed"
                                    " ([http] max_connections, lowered to fit the open-file limit), and none is"
-                                   " idle%s", len(self._live), more_since(skipped, "refused"))
+                                   " idle or stalled%s", len(self._live), more_since(skipped, "refused"))
                 return _Refused(self, linger=self.lingering < MAX_LINGERING)
         handler = self._server()
-        self._live[handler] = False
-        return _Tracked(self, handler)
+        conn = self._live[handler] = _Tracked(self, handler)
+        return conn
 
 
 class CappedSite(web.TCPSite):
