@@ -41,6 +41,8 @@ WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 # the cap, of 960 s (UTC).
 ALARM_RETRY_S = 120
 ALARM_RETRY_MAX_S = 960
+LATE_S = 2  # a reading this late (a boot, a lid wake holding its second) keeps its chain's times
+SLOT_BOOT_S = 3  # a timer wake reading the clock this soon after its retry slot is that slot's wake
 # A watch reading (every WATCH_S, on the device) does not start the radio once a radio session
 # reached no gateway (frames waited and none was acknowledged): the 30-s linger at every reading
 # kept the radio on half the time while a bin stayed hot out of reach (a sensor stuck hot: for
@@ -276,8 +278,11 @@ class BinApp(AppBase):
         st["wt"] = i < self.interval_s
         # the next reading follows the one planned, not this one's time: a reading pushed to the
         # next second by a lid wake that held its second (sleep_plan) leaves the chain where it was
+        # ... only when late by a boot or a lid wake's second (LATE_S): a reading found later (the clock
+        # moved on by an ACK's time sync) plans from now, or two readings could come a second apart and
+        # the rate-of-rise check divide a sensor's noise by that second (a false fire alarm)
         n = st["next"]
-        st["next"] = (n if n <= now_s < n + i else now_s) + i
+        st["next"] = (n if n <= now_s <= n + LATE_S else now_s) + i
 
     def next_interval(self, deci, now_s, prev):
         """Seconds to the next reading: ``interval_s``, or ``WATCH_S`` while the temperature is
@@ -443,7 +448,9 @@ class BinApp(AppBase):
             step = st["ars"]
             if not d or d > now + step:
                 return True
-            return d <= now and not now % step
+            # on the grid, allowing the boot (SLOT_BOOT_S): a wake that reads the clock a second after
+            # its slot is that slot's, or no slot would ever send on a board that boots slowly
+            return d <= now and now % step < SLOT_BOOT_S
         prev = self.fire.prev
         i = self.interval_s
         return prev is None or now < prev[1] or now // i > prev[1] // i
@@ -488,9 +495,11 @@ class BinApp(AppBase):
         queued = 0
         while True:
             if self.due():
-                n = self.reports + self.alarms
+                # counted by the outbox, not by frames made: at its cap a new frame pushes out the
+                # oldest, and counting it made a session no gateway answered look answered (gw)
+                n = pending()
                 await self.cycle()
-                queued += self.reports + self.alarms - n
+                queued += max(0, pending() - n)
             left_ms = max_s * 1000 - time.ticks_diff(self.clock.ticks_ms(), start)
             if left_ms <= 0 or not pending():
                 return queued
