@@ -112,6 +112,28 @@ print(json.dumps([slow, fast, again, g.active, clear, hot]))
     assert res == [[False, False, False], True, False, False, False, True]
 
 
+def test_a_rate_of_rise_is_judged_over_30_s_at_least(mpy: Mpy) -> None:
+    """Review: two readings a second apart (a reading late by a clock set forward, then the next on time)
+    made 0.1 degree of ADC noise a rise of 6 degrees a minute: a fire alarm. A real fast rise still trips."""
+    res = run_json(mpy, """
+from civic.sense.detect import FireDetector
+noise = FireDetector(70, 5)
+noise.update(588, 179)
+one_step = noise.update(589, 180)      # +0.1 degree in 1 s
+tiny = FireDetector(70, 5)
+tiny.update(588, 0)
+soon = tiny.update(600, 10)            # +1.2 degrees in 10 s: 2.4 a minute over 30 s
+burn = FireDetector(70, 5)
+burn.update(300, 0)
+flash = burn.update(330, 5)            # +3 degrees in 5 s: over 30 s still 6 a minute
+slow = FireDetector(70, 5)
+slow.update(300, 0)
+minute = slow.update(360, 60)          # +6 degrees in a minute: as before
+print(json.dumps([one_step, soon, flash, minute]))
+""")
+    assert res == [False, False, True, True]
+
+
 def test_a_fire_still_burning_is_announced_again_every_6_hours(mpy: Mpy) -> None:
     """The gateway keeps an alarm open for 24 h: a bin still burning a day later must say so again."""
     res = run_json(mpy, """

@@ -7,6 +7,7 @@ says it goes on, but does not reopen a closed alarm); a tipped bin shows in ever
 """
 
 FIRE_CLEAR_MARGIN_DECI = 50  # must cool 5 degrees below the threshold (and stop rising) to clear
+RATE_MIN_DT_S = 30  # the shortest interval a rate of rise is judged over (a watch reads every 60 s)
 FIRE_REPEAT_S = 21600  # 6 h: four announcements inside the gateway's 24-h window, so one lost or late does not close it
 
 
@@ -32,7 +33,9 @@ class FireDetector:
         dt = now_s - self.prev[1]
         if dt <= 0:
             return False
-        return (deci_c - self.prev[0]) * 60 >= self.rise_c_per_min * 10 * dt
+        # judged over RATE_MIN_DT_S at least: two readings a second apart would make one ADC step of
+        # noise (0.1 degree) a rise of 6 degrees a minute
+        return (deci_c - self.prev[0]) * 60 >= self.rise_c_per_min * 10 * max(dt, RATE_MIN_DT_S)
 
     def update(self, deci_c, now_s):
         """Feed one reading; return True when the alarm trips, and again every :data:`FIRE_REPEAT_S`
