@@ -34,13 +34,19 @@ import time
 from typing import Callable
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_fileresponse
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web import accept_errors
 
 logger = logging.getLogger(__name__)
+
+# Files (/static, the dashboard page) go through the connection's write buffer, not the kernel's sendfile,
+# which bypasses it: a client that stopped reading a file was never seen stalled, so clients asking for
+# /static/dashboard.js and not reading held every slot (aiohttp's AIOHTTP_NOSENDFILE, set for this process;
+# the files are a few KB).
+setattr(web_fileresponse, "NOSENDFILE", True)
 
 DEFAULT_MAX_CONNECTIONS = 256
 # File descriptors kept for everything but HTTP: serial/BLE links, the SQLite store and its worker

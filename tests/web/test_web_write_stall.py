@@ -176,3 +176,34 @@ async def test_a_slow_client_that_keeps_reading_a_large_answer_is_not_cut_off(
         assert _cap(server).stalled == 0
     finally:
         await server.stop()
+
+
+async def test_files_are_sent_through_the_write_buffer_so_a_stalled_file_reader_is_seen(tmp_path: object) -> None:
+    """Security review: the same attack on /static/dashboard.js held every slot, since aiohttp sent files with
+    the kernel's sendfile, past the connection's write buffer (the stall was never seen). Fails before."""
+    from pathlib import Path
+
+    static = Path(str(tmp_path)) / "static"
+    static.mkdir()
+    (static / "big.js").write_bytes(b"x" * BIG)
+    app = _app()
+    app.router.add_static("/static", static)
+    server = await start_http(app, host="127.0.0.1", port=0, max_connections=8)
+    stalled = []
+    for _ in range(8):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(b"GET /static/big.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2)
+        stalled.append(s)
+    try:
+        cap = _cap(server)
+        assert await _until(lambda: cap.open == 8, 5)
+        await asyncio.sleep(connlimit.STALL_EVICT_S + 0.5)
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/healthz") as r:
+            assert r.status == 200, await r.text()
+        assert cap.evicted >= 1 and cap.refused == 0
+    finally:
+        for s in stalled:
+            s.close()
+        await server.stop()
