@@ -19,7 +19,7 @@ from civic.apps.base import AppBase
 from civic.hal.hardware import Switch, Ultrasonic
 from civic.hal.signal import Signal
 from civic.sense.convert import battery_pct, c_from_deci, deci_c_from_uv, fill_pct, quantise, round_div
-from civic.sense.detect import FireDetector
+from civic.sense.detect import RATE_MIN_DT_S, FireDetector
 from civic.sense.events import EventCounter
 from civic.sense.ultrasonic import robust_mm
 from civic.sense.window import period_for
@@ -41,7 +41,12 @@ WATCH_MARGIN_DECI = 150  # "near the threshold": within 15 degrees of it
 # the cap, of 960 s (UTC).
 ALARM_RETRY_S = 120
 ALARM_RETRY_MAX_S = 960
-LATE_S = 2  # a reading this late (a boot, a lid wake holding its second) keeps its chain's times
+# A reading at most this late keeps its chain's times: a lid wake holding its second makes it a second
+# late, plus the boot, the links' start and the pings before it reads the clock; planned from its own
+# time, every later reading and radio start moved with it (a lid opening told for good). Later (a clock
+# set forward by a time sync) it plans from now: the next reading then comes at least 30 s after, the
+# fire detector's rate floor (RATE_MIN_DT_S), which a chain kept across a longer delay would not give.
+LATE_S = 30
 SLOT_BOOT_S = 3  # a timer wake reading the clock this soon after its retry slot is that slot's wake
 # A watch reading (every WATCH_S, on the device) does not start the radio once a radio session
 # reached no gateway (frames waited and none was acknowledged): the 30-s linger at every reading
@@ -293,7 +298,7 @@ class BinApp(AppBase):
         rising = False
         if prev is not None:
             dt = now_s - prev[1]
-            rising = dt > 0 and (deci - prev[0]) * 60 * 2 >= f.rise_c_per_min * 10 * dt
+            rising = dt > 0 and (deci - prev[0]) * 60 * 2 >= f.rise_c_per_min * 10 * max(dt, RATE_MIN_DT_S)
         if near or rising or f.active:
             return min(self.interval_s, WATCH_S)
         return self.interval_s
@@ -495,11 +500,13 @@ class BinApp(AppBase):
         queued = 0
         while True:
             if self.due():
-                # counted by the outbox, not by frames made: at its cap a new frame pushes out the
-                # oldest, and counting it made a session no gateway answered look answered (gw)
-                n = pending()
+                # frames made less frames the outbox dropped at its cap (a new frame pushes out the
+                # oldest: counted, a session no gateway answered looked answered); not the change of
+                # pending(), which an ACK during the reading's pings lowers (gw then went False)
+                box = self.reporter.outbox
+                n, d = self.reports + self.alarms, box.dropped
                 await self.cycle()
-                queued += max(0, pending() - n)
+                queued += max(0, self.reports + self.alarms - n - (box.dropped - d))
             left_ms = max_s * 1000 - time.ticks_diff(self.clock.ticks_ms(), start)
             if left_ms <= 0 or not pending():
                 return queued

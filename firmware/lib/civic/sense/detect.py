@@ -15,7 +15,7 @@ class FireDetector:
     """Fire alarm when the temperature reaches ``threshold_c`` or rises at ``rise_c_per_min`` or faster.
 
     Temperatures are tenths of a degree; the rate is judged between consecutive readings
-    (``(t1 - t0) * 60 >= rise * 10 * dt_s``, integers only). State survives deep sleep via
+    (``(t1 - t0) * 60 >= rise * 10 * max(dt_s, RATE_MIN_DT_S)``, integers only). State survives deep sleep via
     :meth:`state` / :meth:`restore`.
     """
 
