@@ -487,7 +487,7 @@ async def start_http(
     ``max_connections`` connections are served at once, fewer if the open-file limit leaves less room
     (see :mod:`gateway.web.connlimit`): above that the connection idle the longest, else the one whose
     client stopped reading its answer the longest ago, is closed, or the new one gets 503. A connection
-    whose client takes no byte of its answer for ``connlimit.STALL_TIMEOUT_S`` is closed.
+    whose client acknowledges no byte of its answer for ``connlimit.STALL_TIMEOUT_S`` is closed.
     """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()

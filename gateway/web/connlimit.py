@@ -11,10 +11,11 @@ below) and otherwise answers 503 (a lingering close, so a client that already se
 Nor does aiohttp time out a write: a client that never reads its answer holds its connection, and the
 handler blocked in ``drain()``, for as long as it stays connected. Each connection's transport keeps no
 bytes beyond what the kernel takes (write buffer high-water mark 0: any byte left over pauses the
-writer), and the time since the client last took bytes while writing is paused is its stall: a connection
-stalled :data:`STALL_TIMEOUT_S` is aborted, and at the cap one stalled :data:`STALL_EVICT_S` may be closed
-for a new one. Progress, not the answer's total time, is measured: a slow client that keeps reading a
-large CSV export is never cut off.
+writer), and the time since the client's kernel last acknowledged bytes while writing is paused is its
+stall: at the cap one stalled :data:`STALL_EVICT_S` may be closed for a new one (the longest stalled
+first), and one stalled :data:`STALL_TIMEOUT_S` (an hour) is aborted anyway. Progress, not the answer's
+total time, is measured: a slow client that keeps reading a large CSV export is not cut off while the
+cap is not reached, and yields its slot only after clients that stopped reading.
 
 The cap relies on private attributes of aiohttp's ``RequestHandler`` and ``TCPSite`` (tested with the
 aiohttp range pinned in pyproject.toml). :meth:`CappedSite.start` checks they exist and otherwise serves
@@ -28,8 +29,11 @@ limit is raised only as far as the connections need, and ``[http] max_connection
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import resource
+import struct
+import termios
 import time
 from typing import Callable
 
@@ -41,6 +45,8 @@ from gateway.log_limit import LogLimiter, more_since
 from gateway.web import accept_errors
 
 logger = logging.getLogger(__name__)
+# Linux's SIOCOUTQ (the same number as TIOCOUTQ): a TCP socket's bytes not yet acknowledged by the peer.
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 # Files (/static, the dashboard page) go through the connection's write buffer, not the kernel's sendfile,
 # which bypasses it: a client that stopped reading a file was never seen stalled, so clients asking for
@@ -63,17 +69,22 @@ MIN_CONNECTIONS = 4
 MAX_LINGERING = 16
 LINGER_S = 1.0
 REFUSED_LOG_EVERY_S = 60.0
-# A connection whose client takes no byte of its answer for this long is aborted. A reading client's TCP
-# window opens within a retransmission timeout or two (a mobile client's radio hand-over: a few seconds);
-# 30 s without a byte taken is a client that stopped reading, and of the order of the keep-alive (15 s) and
-# body (10 s) timeouts. Measured as progress, so a slow download of any size is kept.
-STALL_TIMEOUT_S = 30.0
+# A connection whose client acknowledges no byte of its answer for this long is aborted. Progress is what the
+# client's kernel acknowledged (the transport's buffer plus the socket's unacknowledged bytes, SIOCOUTQ,
+# going down), not what our kernel took. Still, a client reading slowly through large socket buffers reopens
+# its window in steps that grow to half its receive buffer (Linux autotunes it to megabytes), so at a few KB/s
+# even acknowledgements can be many minutes apart (a review measured none for 15 s at 20 KB/s): a short
+# timeout cut slow consumers (`curl | a script inserting rows`). So the slots are kept free under pressure
+# (STALL_EVICT_S, the longest stalled first), and this only ends a client that took nothing for an hour.
+STALL_TIMEOUT_S = 3600.0
 # At the cap, a connection stalled this long is closed for a new one (the longest stalled first, after the
 # idle ones). Not 0: every fast download pauses for milliseconds many times; a client that takes nothing for
 # 2 s while the cap is reached yields its slot to one that may read.
 STALL_EVICT_S = 2.0
-# Stalls are looked at this many times per STALL_TIMEOUT_S (progress seen with that granularity).
-STALL_CHECKS = 4
+# A paused connection's progress is sampled this often (s): a progress is dated to the sample that saw it, so
+# one long ago (the client's kernel acknowledging what was in flight when the writer paused) does not look
+# recent to the first look at the cap (STALL_EVICT_S), minutes later.
+STALL_SAMPLE_S = 0.5
 # Bytes kept in a transport's own buffer before its writer is paused: none beyond the kernel's send buffer,
 # so every stalled client pauses its writer (the stall clock runs) and a closed connection frees its
 # descriptor (asyncio keeps a closing transport with unsent bytes open until they are sent).
@@ -202,21 +213,34 @@ class _Tracked(asyncio.Protocol):
         self.handler.pause_writing()
         if self.transport is not None:
             self.stalled_since = asyncio.get_running_loop().time()
-            self._buffered = self.transport.get_write_buffer_size()
+            self._buffered = self._unacknowledged()
             if self._check is None:
-                self._check = asyncio.get_running_loop().call_later(self._cap.stall_timeout_s / STALL_CHECKS,
+                self._check = asyncio.get_running_loop().call_later(min(self._cap.stall_timeout_s, STALL_SAMPLE_S),
                                                                     self._check_stall)
 
     def resume_writing(self) -> None:
         self.stalled_since = None  # the buffer drained (the pending check finds nothing to do)
         self.handler.resume_writing()
 
+    def _unacknowledged(self) -> int:
+        """Bytes of the answer the client has not acknowledged yet: the transport's buffer and the socket's
+        send queue (SIOCOUTQ: sent or not, unacknowledged; 0 where the platform cannot say)."""
+        assert self.transport is not None
+        size = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            try:
+                size += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+            except (OSError, ValueError):
+                pass
+        return size
+
     def stalled_for(self, now: float) -> float:
-        """Seconds the client has taken no byte while writing is paused (0.0 when it is not paused)."""
+        """Seconds the client has acknowledged no byte while writing is paused (0.0 when it is not paused)."""
         if self.stalled_since is None or self.transport is None:
             return 0.0
-        size = self.transport.get_write_buffer_size()
-        if size < self._buffered:  # the kernel took bytes: the client read some
+        size = self._unacknowledged()
+        if size < self._buffered:  # the client's kernel acknowledged bytes: it read some
             self.stalled_since = now
         self._buffered = size  # a write while paused raises the mark to compare with
         return now - self.stalled_since
@@ -231,7 +255,7 @@ class _Tracked(asyncio.Protocol):
         if stalled >= timeout:
             self._cap._stalled(self, stalled)
             return
-        self._check = loop.call_later(min(timeout / STALL_CHECKS, timeout - stalled), self._check_stall)
+        self._check = loop.call_later(min(STALL_SAMPLE_S, timeout - stalled), self._check_stall)
 
     def close(self, abort: bool = False) -> None:
         """Close now: the handler stops, and unsent bytes (any when ``abort``) are dropped with a reset
@@ -261,7 +285,7 @@ class ConnectionCap:
         server: the runner's ``aiohttp.web.Server`` (the factory of request handlers).
         limit: most connections served at once.
         clock: monotonic clock (rate of the "refused" WARNING and the "stalled" INFO line).
-        stall_timeout_s: a connection whose client takes no byte of its answer this long is aborted
+        stall_timeout_s: a connection whose client acknowledges no byte of its answer this long is aborted
             (None: :data:`STALL_TIMEOUT_S`).
     """
 
