@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 import socket
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from held_ports import take, taken  # noqa: F401 - taken: a fixture
 
 from hil.pytest_plugin.gateway_process import GatewayProcess, GatewayStartError
 from hil.pytest_plugin import ports
@@ -31,21 +31,6 @@ def free_block(size: int, low: int, high: int) -> PortRange:
     pytest.skip(f"no block of free ports in {low}-{high}")
 
 
-@pytest.fixture
-def taken() -> Iterator[list[socket.socket]]:
-    held: list[socket.socket] = []
-    yield held
-    for sock in held:
-        sock.close()
-
-
-def _take(port: int, held: list[socket.socket]) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
-    sock.listen()
-    held.append(sock)
-
-
 RADIO_THEN_GATEWAY = """
 def test_radio_and_gateway(hil_radio, hil_gateway):
     pass
@@ -57,7 +42,7 @@ def test_a_range_the_radio_and_another_process_fill_names_both(pytester: pytest.
     """The integrator's run: --hil-port-range LOW-HIGH of two ports, LOW held by another program; the virtual
     radio takes HIGH, and the gateway finds none."""
     block = free_block(2, 7860, 7869)
-    _take(block.low, taken)
+    take(block.low, taken)
     pytester.makepyfile(RADIO_THEN_GATEWAY)
     result = pytester.runpytest_subprocess(f"--hil-port-range={block}", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
@@ -72,7 +57,7 @@ def test_a_full_range_for_the_gateway_alone_names_the_busy_ports_and_no_empty_ou
         tmp_path: Path, taken: list[socket.socket]) -> None:
     block = free_block(3, 7870, 7879)
     for port in range(block.low, block.high + 1):
-        _take(port, taken)
+        take(port, taken)
     with pytest.raises(GatewayStartError) as info:
         GatewayProcess(workdir=tmp_path / "gw", port_range=block, session_ports={block.low: "virtual radio (hil_radio)"},
                        http=True).start()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 import socket
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from held_ports import take, taken  # noqa: F401 - taken: a fixture
 
 from hil.pytest_plugin.gateway_process import GatewayProcess, GatewayStartError
 from hil.pytest_plugin.ports import PortRange, port_free
@@ -26,21 +26,6 @@ def free_block(size: int) -> PortRange:
     pytest.skip("no block of free ports found")
 
 
-@pytest.fixture
-def taken() -> Iterator[list[socket.socket]]:
-    held: list[socket.socket] = []
-    yield held
-    for sock in held:
-        sock.close()
-
-
-def _take(port: int, held: list[socket.socket]) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
-    sock.listen()
-    held.append(sock)
-
-
 def test_the_plugins_servers_listen_in_the_range(pytester: pytest.Pytester) -> None:
     block = free_block(6)
     pytester.makepyfile("""
@@ -56,7 +41,7 @@ def test_the_plugins_servers_listen_in_the_range(pytester: pytest.Pytester) -> N
 def test_the_gateway_skips_ports_in_use(tmp_path: Path, taken: list[socket.socket]) -> None:
     block = free_block(4)
     for port in range(block.low, block.high):  # all but the last
-        _take(port, taken)
+        take(port, taken)
     gateway = GatewayProcess(workdir=tmp_path / "gw", port_range=block)
     gateway.start()
     try:
@@ -70,7 +55,7 @@ def test_the_gateway_skips_ports_in_use(tmp_path: Path, taken: list[socket.socke
 def test_a_full_range_is_a_clear_error(tmp_path: Path, taken: list[socket.socket]) -> None:
     block = free_block(2)
     for port in range(block.low, block.high + 1):
-        _take(port, taken)
+        take(port, taken)
     with pytest.raises(GatewayStartError, match=f"no free port in --hil-port-range {block} for the gateway's HTTP"):
         GatewayProcess(workdir=tmp_path / "gw", port_range=block).start()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from held_ports import take, taken  # noqa: F401 - taken: a fixture
 
 from hil.backends.errors import QemuStartError
 from hil.backends.qemu.launcher import QemuMachine
@@ -30,21 +31,6 @@ pytestmark = pytest.mark.timeout(120)
 
 RANGE = PortRange(19500, 19549)
 TCP_SERVER = re.compile(r"tcp:127\.0\.0\.1:(\d+),server,nowait")
-
-
-@pytest.fixture
-def taken() -> Iterator[list[socket.socket]]:
-    held: list[socket.socket] = []
-    yield held
-    for sock in held:
-        sock.close()
-
-
-def _take(port: int, held: list[socket.socket]) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
-    sock.listen()
-    held.append(sock)
 
 
 def _free_block(size: int) -> PortRange:
@@ -75,7 +61,7 @@ def test_the_command_uses_ports_of_the_range(tmp_path: Path) -> None:
 def test_ports_in_use_are_skipped(tmp_path: Path, taken: list[socket.socket]) -> None:
     block = _free_block(5)
     for port in range(block.low, block.low + 2):
-        _take(port, taken)
+        take(port, taken)
     machine = _machine(tmp_path, block)
     machine.command()
     assert {machine.serial_port, machine.data_port, machine.qmp_port} == set(range(block.low + 2, block.high + 1))
@@ -83,7 +69,7 @@ def test_ports_in_use_are_skipped(tmp_path: Path, taken: list[socket.socket]) ->
 
 def test_too_few_free_ports_is_a_clear_error(tmp_path: Path, taken: list[socket.socket]) -> None:
     block = _free_block(3)
-    _take(block.low, taken)
+    take(block.low, taken)
     with pytest.raises(NoFreePortError, match=f"no 3 free ports in --hil-port-range {block} for QEMU's console, "
                                               "data UART and QMP") as err:
         _machine(tmp_path, block).command()
