@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from test_child_lifetime import _alive, _wait_gone
 
 from hil.pytest_plugin import gateway_process
 from hil.pytest_plugin.gateway_process import GatewayProcess
@@ -28,24 +29,6 @@ pytestmark = [pytest.mark.timeout(120),
 # A gateway that never gets ready: it says it is starting and waits; one also ignores SIGTERM.
 NEVER_READY = "import time; print('gateway starting', flush=True); time.sleep(120)"
 DEAF = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('starting', flush=True); time.sleep(120)"
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, exited but not reaped, does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _gone_within(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -92,7 +75,7 @@ def test_an_interrupt_in_the_ready_wait_stops_the_gateway_child(tmp_path: Path, 
     with pytest.raises(KeyboardInterrupt):
         gateway.start(timeout_s=30)
     assert len(spawned) == 1
-    assert _gone_within(spawned[0], 1.0), f"the gateway child {spawned[0]} outlived the interrupted start"
+    assert _wait_gone(spawned[0], 1.0), f"the gateway child {spawned[0]} outlived the interrupted start"
     assert procs[0].returncode is not None  # reaped: no zombie either
     assert gateway.proc is None
 
@@ -130,7 +113,7 @@ def test_an_interrupt_right_after_the_gateway_started_is_cleaned_up_by_the_fixtu
     assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR), result.ret
     result.stdout.fnmatch_lines(["*!!! KeyboardInterrupt !!!*"])
     assert len(spawned) == 1
-    assert _gone_within(spawned[0], 20), f"gateway {spawned[0]} still runs after the interrupted session"
+    assert _wait_gone(spawned[0], 20), f"gateway {spawned[0]} still runs after the interrupted session"
 
 
 def test_an_interrupted_simulator_host_start_leaves_no_node_process(
@@ -166,4 +149,4 @@ def test_an_interrupted_simulator_host_start_leaves_no_node_process(
         signal.signal(signal.SIGINT, previous)
         driver.close()  # what the fixtures' teardown does
     assert len(spawned) == 1
-    assert _gone_within(spawned[0], 10), f"the simulator host {spawned[0]} outlived the interrupted start"
+    assert _wait_gone(spawned[0], 10), f"the simulator host {spawned[0]} outlived the interrupted start"
