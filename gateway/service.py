@@ -78,6 +78,12 @@ LINK_CLOSE_S = 5.0
 ALL_LINKS_DOWN_AFTER_S = 60.0
 
 
+def _log_cut_job(job: "asyncio.Future[object]") -> None:
+    """Log the failure of a retention batch a stop cut off and waited for (nothing else awaits its result)."""
+    if not job.cancelled() and job.exception() is not None:
+        log.warning("stopping: the retention batch running at the stop failed: %s", job.exception())
+
+
 class Gateway:
     """One gateway instance.
 
@@ -130,6 +136,9 @@ class Gateway:
             backup_before_migration=config.storage.backup_before_migration,
         )
         self.metrics.store_damaged.set_function(lambda: 0.0 if self.store.damage.problem is None else 1.0)
+        # read at each scrape from what /healthz reads (a stat per file): a deletion a commit or a retention
+        # pass found before the next watch shows in both at once
+        self.metrics.store_gone.set_function(lambda: 0.0 if self.store.file_problem() is None else 1.0)
         self._check: QuickCheck | None = None  # the start-up quick_check while it runs
         self._damage_logged = False
         sim_clock = config.sim_clock
@@ -415,7 +424,6 @@ class Gateway:
         while True:
             gone = await self.ingest.run_in_store(self.store.check_file)
             assert gone is None or isinstance(gone, str)
-            self.metrics.store_gone.set(0 if gone is None else 1)
             if gone is not None and gone != logged:
                 # whether what it held is lost (deleted) or still on disk (moved away) is in the message
                 log.error("%s: %s", gone, STORE_GONE_ACTION)
@@ -602,6 +610,13 @@ class Gateway:
                 # Cancelled while a job runs on the store's thread: its removal commits all the same, so it is
                 # waited for (one bounded batch) before the pass's count is read.
                 await asyncio.wait([job], timeout=STOP_STEP_S)
+                # Its failure (the store gone under the stop, say) is said here, not left to asyncio's
+                # "exception was never retrieved" whenever the task is collected; one still running is said
+                # when it ends.
+                if job.done():
+                    _log_cut_job(job)
+                else:
+                    job.add_done_callback(_log_cut_job)
             self.metrics.retention_removed.inc(rows.readings)
             values = rows.values
             if values is not None and values.stage not in ("rows", "done", "held") and rows.readings:

@@ -7,6 +7,7 @@ Real SQLite files, the real store and the real gateway service (its retention lo
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import sqlite3
@@ -23,6 +24,7 @@ from gateway.config import load_config
 from gateway.resources import load_policy
 from gateway.retention_clock import HOLD_MIN_VALUES, LargeRemovalHold
 from gateway.service import Gateway
+from gateway.errors import StorageError
 from gateway.storage import ReportRecord, ReportStore, field_retention
 from gateway.web.retention import RetentionSettings
 
@@ -251,6 +253,42 @@ async def test_a_pass_cut_by_a_stop_counts_and_logs_what_it_removed(
     assert gw.metrics.value("civicedge_retention_removed_total") == removed
     assert "retention removed %d reading(s) before the pass was cut off" % removed in caplog.text
     assert pending(gw.config.storage.path) != []  # left for the next start to finish
+
+
+async def test_a_batch_failing_after_the_stop_cut_its_pass_is_logged_not_left_to_asyncio(
+        tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A stop while a value job runs, and the job then fails (its data directory unmounted under it, seen in CI):
+    its failure is one WARNING of the stop, not asyncio's "Task exception was never retrieved" logged into
+    whatever runs when the task is collected. Fails before (the stop waited for the job, never read its result)."""
+    caplog.set_level(logging.INFO)
+    cfg = make_env(tmp_path, extra="[retention]\ninterval_s = 3600\n")
+    now = time.time()
+    t = int(now) - int(now) % 900
+    gw = Gateway(load_config(cfg))
+    gw.store.insert_batch([rec("b1", s, t - 100 * DAY + 900 * s, received=now - 60) for s in range(1, 41)])
+    gw.store.save_meta("retention_clock", json.dumps({"hold": None, "ran_at": None, "days": {
+        "%s.%s" % k: (30 if k == ("bin", "temp") else d) for k, d in sorted(gw.retention().items())}}))
+    real = gw.store.retention_batch
+    running = threading.Event()
+
+    def batch(rows: Any, *current: Any) -> bool:
+        if rows.values is not None and rows.values.stage == "values" and rows.readings:
+            running.set()
+            time.sleep(0.5)  # the stop comes while it runs
+            raise StorageError("retention (values) refused: the file system was unmounted", reason="file_gone")
+        return real(rows, *current)
+
+    monkeypatch.setattr(gw.store, "retention_batch", batch)
+    await gw.start()
+    try:
+        await until(running.is_set, "no second value job")
+    finally:
+        await gw.stop()
+    gc.collect()  # a task whose exception nobody read logs it when it is collected
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
+    [said] = [r.getMessage() for r in caplog.records if "retention batch running at the stop failed" in r.getMessage()]
+    assert "the file system was unmounted" in said
 
 
 def test_a_device_without_a_saved_floor_has_its_old_rows_removed(tmp_path: Path) -> None:
