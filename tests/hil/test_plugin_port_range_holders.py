@@ -4,31 +4,20 @@ gateway that never ran."""
 
 from __future__ import annotations
 
-import random
 import socket
 from pathlib import Path
+from typing import Callable
 
 import pytest
-from held_ports import take, taken  # noqa: F401 - taken: a fixture
+from held_ports import port_block, take, taken  # noqa: F401 - port_block, taken: fixtures
 
 from hil.pytest_plugin.gateway_process import GatewayProcess, GatewayStartError
 from hil.pytest_plugin import ports
-from hil.pytest_plugin.ports import PortRange, port_free, range_use_text
+from hil.pytest_plugin.ports import PortRange, range_use_text
 
 pytest_plugins = ["pytester"]
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_block(size: int, low: int, high: int) -> PortRange:
-    """``size`` consecutive free ports of ``low``-``high``: each test of this file has its own part of 7860-7879,
-    the other tests of these changes use 7850-7859 and 7880-7889 (parallel workers do not take each other's)."""
-    lows = list(range(low, high - size + 2))
-    random.shuffle(lows)  # parallel workers rarely pick the same block
-    for first in lows:
-        if all(port_free(p) for p in range(first, first + size)):
-            return PortRange(first, first + size - 1)
-    pytest.skip(f"no block of free ports in {low}-{high}")
 
 
 RADIO_THEN_GATEWAY = """
@@ -37,11 +26,11 @@ def test_radio_and_gateway(hil_radio, hil_gateway):
 """
 
 
-def test_a_range_the_radio_and_another_process_fill_names_both(pytester: pytest.Pytester,
-                                                               taken: list[socket.socket]) -> None:
+def test_a_range_the_radio_and_another_process_fill_names_both(
+        pytester: pytest.Pytester, taken: list[socket.socket], port_block: Callable[[int], PortRange]) -> None:
     """The integrator's run: --hil-port-range LOW-HIGH of two ports, LOW held by another program; the virtual
     radio takes HIGH, and the gateway finds none."""
-    block = free_block(2, 7860, 7869)
+    block = port_block(2)
     take(block.low, taken)
     pytester.makepyfile(RADIO_THEN_GATEWAY)
     result = pytester.runpytest_subprocess(f"--hil-port-range={block}", "-p", "no:cacheprovider")
@@ -54,8 +43,8 @@ def test_a_range_the_radio_and_another_process_fill_names_both(pytester: pytest.
 
 
 def test_a_full_range_for_the_gateway_alone_names_the_busy_ports_and_no_empty_output(
-        tmp_path: Path, taken: list[socket.socket]) -> None:
-    block = free_block(3, 7870, 7879)
+        tmp_path: Path, taken: list[socket.socket], port_block: Callable[[int], PortRange]) -> None:
+    block = port_block(3)
     for port in range(block.low, block.high + 1):
         take(port, taken)
     with pytest.raises(GatewayStartError) as info:

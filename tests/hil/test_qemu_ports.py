@@ -3,7 +3,8 @@
 Espressif's QEMU (the ESP32 machines) is seldom installed, so the plugin's way to QEMU is checked with a
 stand-in executable on PATH where it would be (it answers ``-machine help`` like Espressif's QEMU, logs the command
 line it was started with and exits, as QEMU does when it cannot start). A real (upstream) QEMU is started
-in the range where one is installed. Ports: 19500-19549.
+in the range where one is installed. Each test's range is a block of free ports of its own, picked at random
+(held_ports.port_block).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import socket
 import stat
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
-from held_ports import take, taken  # noqa: F401 - taken: a fixture
+from held_ports import port_block, take, taken  # noqa: F401 - port_block, taken: fixtures
 
 from hil.backends.errors import QemuStartError
 from hil.backends.qemu.launcher import QemuMachine
@@ -29,15 +30,15 @@ pytest_plugins = ["pytester"]
 
 pytestmark = pytest.mark.timeout(120)
 
-RANGE = PortRange(19500, 19549)
+RANGE_SIZE = 20
+"""Ports of the range the tests that start QEMU give it: three a start, and room to start again on others."""
 TCP_SERVER = re.compile(r"tcp:127\.0\.0\.1:(\d+),server,nowait")
 
 
-def _free_block(size: int) -> PortRange:
-    for low in range(RANGE.low, RANGE.high - size + 2):
-        if all(port_free(p) for p in range(low, low + size)):
-            return PortRange(low, low + size - 1)
-    pytest.skip(f"no {size} consecutive free ports in {RANGE}")
+@pytest.fixture
+def port_range(port_block: Callable[[int], PortRange]) -> PortRange:
+    """A ``--hil-port-range`` of :data:`RANGE_SIZE` free ports, the test's own."""
+    return port_block(RANGE_SIZE)
 
 
 def _machine(tmp_path: Path, ports: PortRange | None, *, data_uart_id: int | None = 2) -> QemuMachine:
@@ -46,20 +47,21 @@ def _machine(tmp_path: Path, ports: PortRange | None, *, data_uart_id: int | Non
                        data_uart_id=data_uart_id, port_range=ports)
 
 
-def test_the_command_uses_ports_of_the_range(tmp_path: Path) -> None:
-    machine = _machine(tmp_path, RANGE)
+def test_the_command_uses_ports_of_the_range(tmp_path: Path, port_range: PortRange) -> None:
+    machine = _machine(tmp_path, port_range)
     cmd = machine.command()
     ports = [int(p) for p in TCP_SERVER.findall(" ".join(cmd))]
     assert len(ports) == 3 and len(set(ports)) == 3, cmd  # console, data UART, QMP
-    assert all(port in RANGE for port in ports), cmd
+    assert all(port in port_range for port in ports), cmd
     assert cmd[cmd.index("-qmp") + 1] == f"tcp:127.0.0.1:{machine.qmp_port},server,nowait"
     assert machine.serial_url == f"socket://127.0.0.1:{machine.serial_port}"
     assert machine.data_url == f"socket://127.0.0.1:{machine.data_port}"
     assert {machine.serial_port, machine.data_port, machine.qmp_port} == set(ports)
 
 
-def test_ports_in_use_are_skipped(tmp_path: Path, taken: list[socket.socket]) -> None:
-    block = _free_block(5)
+def test_ports_in_use_are_skipped(tmp_path: Path, taken: list[socket.socket],
+                                  port_block: Callable[[int], PortRange]) -> None:
+    block = port_block(5)
     for port in range(block.low, block.low + 2):
         take(port, taken)
     machine = _machine(tmp_path, block)
@@ -67,8 +69,9 @@ def test_ports_in_use_are_skipped(tmp_path: Path, taken: list[socket.socket]) ->
     assert {machine.serial_port, machine.data_port, machine.qmp_port} == set(range(block.low + 2, block.high + 1))
 
 
-def test_too_few_free_ports_is_a_clear_error(tmp_path: Path, taken: list[socket.socket]) -> None:
-    block = _free_block(3)
+def test_too_few_free_ports_is_a_clear_error(tmp_path: Path, taken: list[socket.socket],
+                                             port_block: Callable[[int], PortRange]) -> None:
+    block = port_block(3)
     take(block.low, taken)
     with pytest.raises(NoFreePortError, match=f"no 3 free ports in --hil-port-range {block} for QEMU's console, "
                                               "data UART and QMP") as err:
@@ -76,8 +79,8 @@ def test_too_few_free_ports_is_a_clear_error(tmp_path: Path, taken: list[socket.
     assert (err.value.needed, err.value.free, err.value.port_range) == (3, 2, str(block))
 
 
-def test_without_a_data_uart_two_ports(tmp_path: Path) -> None:
-    block = _free_block(2)
+def test_without_a_data_uart_two_ports(tmp_path: Path, port_block: Callable[[int], PortRange]) -> None:
+    block = port_block(2)
     machine = _machine(tmp_path, block, data_uart_id=None)
     cmd = machine.command()
     assert sorted(int(p) for p in TCP_SERVER.findall(" ".join(cmd))) == [block.low, block.high]
@@ -178,36 +181,39 @@ def _logged_ports(log: Path) -> list[list[int]]:
 
 
 def test_a_port_taken_after_the_probe_is_retried_on_others(tmp_path: Path, standin: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           port_range: PortRange) -> None:
     monkeypatch.setenv("STANDIN_STEAL", "1")
-    machine = QemuMachine(image=tmp_path / "flash.bin", chip="esp32", data_uart_id=2, port_range=RANGE,
+    machine = QemuMachine(image=tmp_path / "flash.bin", chip="esp32", data_uart_id=2, port_range=port_range,
                           start_timeout_s=10)
     with pytest.raises(QemuStartError, match="stand-in qemu cannot start"):
         machine.start()
     first, second = _logged_ports(standin)  # started again once, then its own failure is raised
-    assert all(port in RANGE for port in first + second)
+    assert all(port in port_range for port in first + second)
     assert first[0] not in second, "the stolen console port was tried again"
 
 
 def test_an_address_in_use_exit_is_retried_though_its_ports_read_free(tmp_path: Path, standin: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      port_range: PortRange) -> None:
     # The process that took the port may have closed it again before the harness probes.
     monkeypatch.setenv("STANDIN_IN_USE", "1")
-    machine = QemuMachine(image=tmp_path / "flash.bin", chip="esp32", port_range=RANGE, start_timeout_s=10)
+    machine = QemuMachine(image=tmp_path / "flash.bin", chip="esp32", port_range=port_range, start_timeout_s=10)
     with pytest.raises(QemuStartError, match="stand-in qemu cannot start"):
         machine.start()
     assert len(_logged_ports(standin)) == 2  # started again once, then its own failure is raised
 
 
-def test_an_exit_with_ports_free_is_not_retried(tmp_path: Path, standin: Path) -> None:
-    machine = QemuMachine(image=tmp_path / "flash.bin", chip="esp32", port_range=RANGE, start_timeout_s=10)
+def test_an_exit_with_ports_free_is_not_retried(tmp_path: Path, standin: Path, port_range: PortRange) -> None:
+    machine = QemuMachine(image=tmp_path / "flash.bin", chip="esp32", port_range=port_range, start_timeout_s=10)
     with pytest.raises(QemuStartError) as err:
         machine.start()
     assert err.value.returncode == 1
     assert len(_logged_ports(standin)) == 1
 
 
-def test_the_plugin_starts_qemu_on_ports_of_the_range(pytester: pytest.Pytester, standin: Path) -> None:
+def test_the_plugin_starts_qemu_on_ports_of_the_range(pytester: pytest.Pytester, standin: Path,
+                                                       port_range: PortRange) -> None:
     image = pytester.path / "ESP32_GENERIC-stand-in.bin"
     image.write_bytes(fake_release_image(0x1000))
     pytester.makepyfile("""
@@ -215,26 +221,26 @@ def test_the_plugin_starts_qemu_on_ports_of_the_range(pytester: pytest.Pytester,
             pass
     """)
     result = pytester.runpytest("--hil-backend", "qemu", "--hil-qemu-image", str(image),
-                                f"--hil-port-range={RANGE}", "-p", "no:cacheprovider")
+                                f"--hil-port-range={port_range}", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*stand-in qemu cannot start*"])
     (ports,) = _logged_ports(standin)
-    assert len(ports) == 3 and all(port in RANGE for port in ports), ports  # the streetlight has a data UART
+    assert len(ports) == 3 and all(port in port_range for port in ports), ports  # the streetlight has a data UART
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-riscv32") is None,
                     reason="qemu-system-riscv32 not installed (Debian: apt-get install qemu-system-misc); "
                            "starting a real QEMU in the range runs the upstream sifive_u machine")
-def test_a_real_qemu_listens_in_the_range(tmp_path: Path) -> None:
+def test_a_real_qemu_listens_in_the_range(tmp_path: Path, port_range: PortRange) -> None:
     binary = shutil.which("qemu-system-riscv32")
     assert binary is not None
     image = tmp_path / "flash.bin"
     with image.open("wb") as fh:  # sifive_u's SPI flash model wants a 32 MiB image
         fh.truncate(32 * 1024 * 1024)
     machine = QemuMachine(image=image, chip="esp32c3", binary=binary, machine="sifive_u",
-                          extra_args=("-bios", "none"), port_range=RANGE)
+                          extra_args=("-bios", "none"), port_range=port_range)
     with machine:
-        assert machine.serial_port in RANGE and machine.qmp_port in RANGE
+        assert machine.serial_port in port_range and machine.qmp_port in port_range
         with machine.qmp() as qmp:
             assert qmp.execute("query-status")["status"] == "running"
         assert not port_free(machine.serial_port)
