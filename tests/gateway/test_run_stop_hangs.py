@@ -21,6 +21,7 @@ import pytest
 from conftest import KEYS, make_env
 from helpers import report_frame
 from procs import REPO, PtyDevice
+from stuck_gateway import StuckStart, command
 
 from gateway.config.model import BleConfig
 from gateway.pid_lock import lock_holder
@@ -169,52 +170,11 @@ def test_a_stop_that_hangs_ends_after_the_grace_period(tmp_path: Path, radio: st
     assert_store_whole(tmp_path / "data" / "reports.sqlite", [1, 2, 3, 4, 5])
 
 
-# A gateway whose start fails (as on an HTTP port in use) after a task that ignores cancellation began.
-STUCK_START = """
-import asyncio, sys
-from gateway import service
-from gateway.cli import run_cmd
-from gateway.config.loader import default_config
-from gateway.errors import TransportError
-
-
-class StuckStart:
-    http_port = None
-
-    def __init__(self, config):
-        pass
-
-    def retention(self):
-        return {}
-
-    async def start(self):
-        async def stuck():
-            while True:
-                try:
-                    await asyncio.sleep(10)
-                except asyncio.CancelledError:
-                    pass
-        self.task = asyncio.create_task(stuck(), name="stuck-radio")
-        await asyncio.sleep(0.1)
-        raise TransportError("cannot serve HTTP on port 1: in use", reason="open_failed", link="http")
-
-    async def stop(self):
-        print("stopped", flush=True)
-
-
-service.Gateway = StuckStart
-try:
-    code = asyncio.run(run_cmd._run(default_config()))
-except Exception as exc:
-    code = "raised %r" % exc
-sys.exit(code)
-"""
-
-
 def test_an_error_with_a_task_that_ignores_cancellation_still_ends_the_process(tmp_path: Path) -> None:
     """The exit past stuck tasks covers a run that ends with an error too (asyncio.run waited for ever)."""
     try:
-        proc = subprocess.run([sys.executable, "-c", STUCK_START], capture_output=True, text=True, timeout=20,
+        # A gateway whose start fails (as on an HTTP port in use) after a task that ignores cancellation began.
+        proc = subprocess.run(command(StuckStart), capture_output=True, text=True, timeout=20,
                               cwd=tmp_path, env={**os.environ, "XDG_DATA_HOME": str(tmp_path)})
     except subprocess.TimeoutExpired as exc:
         raise AssertionError("the run did not end") from exc

@@ -231,48 +231,14 @@ async def test_a_task_that_ignores_cancellation_does_not_hold_up_the_stop(monkey
     await asyncio.wait(tasks, timeout=1)
 
 
-STUCK_GATEWAY = """
-import asyncio, os, signal, sys
-from gateway import service
-from gateway.cli import run_cmd
-from gateway.config.loader import default_config
-
-
-class StuckGateway:
-    http_port = None
-
-    def __init__(self, config):
-        pass
-
-    def retention(self):  # run warns from it (none shorter than interval_s here)
-        return {}
-
-    async def start(self):
-        async def stuck():
-            while True:
-                try:
-                    await asyncio.sleep(10)
-                except asyncio.CancelledError:
-                    pass
-        self.task = asyncio.create_task(stuck(), name="stuck-radio")
-        asyncio.get_running_loop().call_later(0.3, os.kill, os.getpid(), signal.SIGTERM)
-
-    async def stop(self):
-        print("stopped", flush=True)
-
-
-service.Gateway = StuckGateway
-sys.exit(asyncio.run(run_cmd._run(default_config())))
-"""
-
-
 def test_the_gateway_process_exits_past_a_task_that_ignores_cancellation(tmp_path: Path) -> None:
     """`civicedge gateway run` exits after its stop even if a task would keep asyncio.run waiting."""
     import subprocess
-    import sys
 
-    proc = subprocess.run([sys.executable, "-c", STUCK_GATEWAY], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path, env={**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path)})
+    from stuck_gateway import StuckGateway, command
+
+    proc = subprocess.run(command(StuckGateway), capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env={**os.environ, "XDG_DATA_HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     assert "stopped" in proc.stdout
     assert "exiting past 1 task(s) that ignored cancellation: stuck-radio" in proc.stderr
