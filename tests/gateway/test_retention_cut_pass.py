@@ -221,11 +221,11 @@ async def test_an_admin_api_retention_set_back_during_a_pass_keeps_the_rest(
         await gw.stop()
 
 
-async def test_a_pass_cut_by_a_stop_counts_and_logs_what_it_removed(
-        tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """A stop while a value job runs on the store's thread: the job commits; the metric and the log say what went.
-    Fails before (the count was read while the job still ran, and nothing was logged)."""
-    caplog.set_level(logging.INFO)
+async def _stop_during_a_value_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   failure: Exception | None = None) -> Gateway:
+    """A gateway whose store holds 40 temps of b1 past a 30-day retention, stopped while its second value job
+    runs (slowly: 0.5 s on the store's thread), the job then ending in ``failure`` if given; the stopped
+    gateway."""
     cfg = make_env(tmp_path, extra="[retention]\ninterval_s = 3600\n")
     now = time.time()
     t = int(now) - int(now) % 900
@@ -240,6 +240,8 @@ async def test_a_pass_cut_by_a_stop_counts_and_logs_what_it_removed(
         if rows.values is not None and rows.values.stage == "values" and rows.readings:
             running.set()
             time.sleep(0.5)  # a slow job: the stop comes while it runs
+            if failure is not None:
+                raise failure
         return real(rows, *current)
 
     monkeypatch.setattr(gw.store, "retention_batch", batch)
@@ -248,6 +250,15 @@ async def test_a_pass_cut_by_a_stop_counts_and_logs_what_it_removed(
         await until(running.is_set, "no second value job")
     finally:
         await gw.stop()
+    return gw
+
+
+async def test_a_pass_cut_by_a_stop_counts_and_logs_what_it_removed(
+        tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A stop while a value job runs on the store's thread: the job commits; the metric and the log say what went.
+    Fails before (the count was read while the job still ran, and nothing was logged)."""
+    caplog.set_level(logging.INFO)
+    gw = await _stop_during_a_value_job(tmp_path, monkeypatch)
     removed = 40 - temps(gw.config.storage.path)
     assert 20 <= removed < 40  # the job running at the stop went whole (and later ones did not start)
     assert gw.metrics.value("civicedge_retention_removed_total") == removed
@@ -261,29 +272,8 @@ async def test_a_batch_failing_after_the_stop_cut_its_pass_is_logged_not_left_to
     its failure is one WARNING of the stop, not asyncio's "Task exception was never retrieved" logged into
     whatever runs when the task is collected. Fails before (the stop waited for the job, never read its result)."""
     caplog.set_level(logging.INFO)
-    cfg = make_env(tmp_path, extra="[retention]\ninterval_s = 3600\n")
-    now = time.time()
-    t = int(now) - int(now) % 900
-    gw = Gateway(load_config(cfg))
-    gw.store.insert_batch([rec("b1", s, t - 100 * DAY + 900 * s, received=now - 60) for s in range(1, 41)])
-    gw.store.save_meta("retention_clock", json.dumps({"hold": None, "ran_at": None, "days": {
-        "%s.%s" % k: (30 if k == ("bin", "temp") else d) for k, d in sorted(gw.retention().items())}}))
-    real = gw.store.retention_batch
-    running = threading.Event()
-
-    def batch(rows: Any, *current: Any) -> bool:
-        if rows.values is not None and rows.values.stage == "values" and rows.readings:
-            running.set()
-            time.sleep(0.5)  # the stop comes while it runs
-            raise StorageError("retention (values) refused: the file system was unmounted", reason="file_gone")
-        return real(rows, *current)
-
-    monkeypatch.setattr(gw.store, "retention_batch", batch)
-    await gw.start()
-    try:
-        await until(running.is_set, "no second value job")
-    finally:
-        await gw.stop()
+    await _stop_during_a_value_job(tmp_path, monkeypatch, StorageError(
+        "retention (values) refused: the file system was unmounted", reason="file_gone"))
     gc.collect()  # a task whose exception nobody read logs it when it is collected
     await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
