@@ -12,14 +12,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
+from held_ports import port_block  # noqa: F401 - a fixture
 from test_child_lifetime import _alive, _wait_gone
 
 from hil.pytest_plugin import gateway_process
 from hil.pytest_plugin.gateway_process import GatewayProcess
-from hil.pytest_plugin.ports import PortRange, port_free
+from hil.pytest_plugin.ports import PortRange
 
 pytest_plugins = ["pytester"]
 
@@ -86,17 +87,9 @@ def test_uses_the_gateway(hil_gateway):
 """
 
 
-def _block(size: int) -> PortRange:
-    """``size`` free consecutive ports of 7850-7859 (this file's ports: the other tests of these changes use
-    7860-7889, so parallel workers do not take each other's)."""
-    for low in range(7850, 7860 - size + 1):
-        if all(port_free(p) for p in range(low, low + size)):
-            return PortRange(low, low + size - 1)
-    pytest.skip("no free ports in 7850-7859")
-
-
 def test_an_interrupt_right_after_the_gateway_started_is_cleaned_up_by_the_fixture(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, spawned: list[int]) -> None:
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, spawned: list[int],
+        port_block: Callable[[int], PortRange]) -> None:
     """The gateway is up; Ctrl-C lands before the fixture yields it: its teardown still stops the gateway."""
     real_start = GatewayProcess.start
 
@@ -108,7 +101,7 @@ def test_an_interrupt_right_after_the_gateway_started_is_cleaned_up_by_the_fixtu
 
     monkeypatch.setattr(GatewayProcess, "start", start)  # in-process run: the inner session sees it
     pytester.makepyfile(HOLD_GATEWAY)
-    result = pytester.runpytest_inprocess(f"--hil-port-range={_block(4)}", "-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess(f"--hil-port-range={port_block(4)}", "-p", "no:cacheprovider")
     # (INTERRUPTED, or INTERNAL_ERROR when pytest's own tmp_path teardown trips over the interrupted setup)
     assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR), result.ret
     result.stdout.fnmatch_lines(["*!!! KeyboardInterrupt !!!*"])

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
+from held_ports import port_block  # noqa: F401 - a fixture
 
 from hil.backends.errors import BackendError
 from hil.pytest_plugin.gateway_process import GatewayProcess
+from hil.pytest_plugin.ports import PortRange
 
 pytest_plugins = ["pytester"]
 
@@ -83,10 +85,11 @@ def test_typo(hil_board, hil_gateway):
 
 
 @pytest.mark.timeout(240)
-def test_a_typo_in_a_boards_id_fails_the_test_at_once(pytester: pytest.Pytester, sim_available: None) -> None:
+def test_a_typo_in_a_boards_id_fails_the_test_at_once(pytester: pytest.Pytester, sim_available: None,
+                                                      port_block: Callable[[int], PortRange]) -> None:
     pytester.makepyfile(TYPO_TEST)
     started = time.monotonic()
-    result = pytester.runpytest_subprocess("--hil-backend", "sim", "--hil-port-range=7880-7889", "-p",
+    result = pytester.runpytest_subprocess("--hil-backend", "sim", f"--hil-port-range={port_block(10)}", "-p",
                                            "no:cacheprovider", timeout=230)
     result.assert_outcomes(failed=1)
     assert time.monotonic() - started < 100  # the 120-s wait was not sat out
