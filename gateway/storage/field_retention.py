@@ -434,27 +434,38 @@ def count_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi:
     return found
 
 
-def remove_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int) -> tuple[int, int]:
+def remove_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int,
+                  days: set[int] | None = None) -> tuple[int, int]:
     """Remove the values past their retention from reports ``lo < id <= hi`` (inside the caller's transaction);
-    return ``(m values removed, rows changed)``."""
+    return ``(m values removed, rows changed)``. ``days``, when given, gets the UTC day (``w // 86400``) of
+    every changed report's period start (what dates the open-data ranges the change is in,
+    :mod:`gateway.storage.retention_removals`)."""
     readings = changed = 0
     for kind, _fld, cutoff, _days, path in fields:
         where = " WHERE id > ? AND id <= ? AND kind = ? AND w + l <= ?"
         readings += int(conn.execute("SELECT COUNT(*) FROM reports" + where + " AND json_type(m, ?) IS NOT NULL",
                                      (lo, hi, kind, cutoff, path)).fetchone()[0])
-        changed += conn.execute(
+        starts = conn.execute(
             "UPDATE reports SET m = json_remove(m, ?), e = json_remove(e, ?)" + where +
-            " AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL)",
-            (path, path, lo, hi, kind, cutoff, path, path)).rowcount
+            " AND (json_type(m, ?) IS NOT NULL OR json_type(e, ?) IS NOT NULL) RETURNING w",
+            (path, path, lo, hi, kind, cutoff, path, path)).fetchall()
+        changed += len(starts)
+        if days is not None:
+            days.update(int(r[0]) // 86400 for r in starts)
     return readings, changed
 
 
-def remove_duplicate_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int) -> int:
+def remove_duplicate_values(conn: sqlite3.Connection, fields: list[FieldPlan], lo: int, hi: int,
+                            days: set[int] | None = None) -> int:
     """Remove the ``e`` values past their retention from ``window_duplicates`` rows ``lo < rowid <= hi`` (the
-    spend of a release not stored goes with the stored release's); return the rows changed."""
+    spend of a release not stored goes with the stored release's); return the rows changed. ``days``, when
+    given, gets the UTC day of every changed row's period start, as for :func:`remove_values`."""
     changed = 0
     for kind, _fld, cutoff, _days, path in fields:
-        changed += conn.execute(
+        starts = conn.execute(
             "UPDATE window_duplicates SET e = json_remove(e, ?) WHERE rowid > ? AND rowid <= ? AND kind = ?"
-            " AND w + l <= ? AND json_type(e, ?) IS NOT NULL", (path, lo, hi, kind, cutoff, path)).rowcount
+            " AND w + l <= ? AND json_type(e, ?) IS NOT NULL RETURNING w", (path, lo, hi, kind, cutoff, path)).fetchall()
+        changed += len(starts)
+        if days is not None:
+            days.update(int(r[0]) // 86400 for r in starts)
     return changed

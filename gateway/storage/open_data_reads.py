@@ -34,7 +34,9 @@ they merely started in, body byte-identical).
 * :func:`spend_stamp`, the privacy-budget CSV (:meth:`ReportQueries.privacy_spend`): each release counts on
   the day its period ends, so the reports whose ``e`` is not empty and whose period ends in the days.
 
-Both are one statement (one snapshot, with the store's data version: retention removals) on the report
+Both are one statement (one snapshot, with the store's data version: retention removals, and when retention
+last removed values from the days of period start the range reads, :mod:`gateway.storage.retention_removals`,
+which dates the range no earlier than that) on the report
 store's read connection, through ``reports_device_w`` per device, as the exports' own reads; a month of
 a hundred devices takes seconds, so the web layer keeps each stamp, exactly
 (:class:`gateway.web.range_stamps.StampCache`), and a repeated request (a 304) reads the data version alone.
@@ -54,6 +56,7 @@ from gateway.storage.read_models import (
     RangeStamp,
     RowsStamp,
 )
+from gateway.storage import retention_removals
 from gateway.storage.read_transaction import one_read_transaction
 
 HOUR_S = 3600
@@ -73,7 +76,8 @@ _RANGE_NEWEST_SQL = ("SELECT id, received_at FROM reports WHERE id = (SELECT MAX
                      " WHERE w >= ? AND w < ? AND id <= ?)")
 # ?1 since, ?2 until, ?3 the earliest period start (a whole hour) of a row ending after since, ?4 the id bound,
 # ?5 the devices (JSON list), ?6 the zone (NULL: any), ?7 the data version's counter, ?8 the end of the hours
-# rows of the range can start in (until rounded up to an hour). A value report without a value or a withheld
+# rows of the range can start in (until rounded up to an hour), ?9 the meta row of the retention removals
+# (gateway.storage.retention_removals, read in the same snapshot as the data version). A value report without a value or a withheld
 # one (m and e empty) has no row. The reports are grouped by device, UTC hour, stored zone and period
 # (``lg``): a group's rounded period ends span [lo, hi], and every row of its hour (``device_hourly`` groups by
 # the field instead, which needs the JSON) ends at one of its groups' ends. An hour's reports are all counted
@@ -89,14 +93,15 @@ WITH lg AS (
   GROUP BY device, hr, zone, l),
 hg AS (
   SELECT MAX(top) AS top, SUM(n) AS n FROM lg GROUP BY device, hr, zone HAVING MAX(lo <= ?2 AND hi > ?1))
-SELECT (SELECT value FROM counters WHERE name = ?7), g.top, g.n, (SELECT received_at FROM reports WHERE id = g.top)
+SELECT (SELECT value FROM counters WHERE name = ?7), g.top, g.n, (SELECT received_at FROM reports WHERE id = g.top),
+       (SELECT value FROM meta WHERE key = ?9)
 FROM (SELECT MAX(top) AS top, SUM(n) AS n FROM hg) g
 """ % {"types": VALUE_TYPES_SQL, "end": _ROW_END}
-# ?1 the first day, ?2 the end of the days, ?3 the earliest period start ending in them, ?4 ?5 ?6 as above:
-# the reports privacy_spend reads (a non-empty e, period end in [?1, ?2)).
+# ?1 the first day, ?2 the end of the days, ?3 the earliest period start ending in them, ?4 ?5 ?6 ?9 as above
+# (?8 unused): the reports privacy_spend reads (a non-empty e, period end in [?1, ?2)).
 _SPEND_STAMP_SQL = """
 SELECT (SELECT value FROM counters WHERE name = ?7), g.top, g.n,
-       (SELECT received_at FROM reports WHERE id = g.top)
+       (SELECT received_at FROM reports WHERE id = g.top), (SELECT value FROM meta WHERE key = ?9)
 FROM (SELECT MAX(id) AS top, COUNT(*) AS n FROM reports
       WHERE w >= ?3 AND w < ?2 AND w + l >= ?1 AND w + l < ?2 AND +id <= ?4 AND e != '{}'
         AND device IN (SELECT value FROM json_each(?5)) AND (?6 IS NULL OR zone = ?6)) g
@@ -161,22 +166,29 @@ def csv_rows_stamp(conn: sqlite3.Connection, *, since: int, until: int, devices:
                    max_id: int | None, zone: str | None) -> RowsStamp:
     """:meth:`gateway.storage.queries.ReportQueries.csv_rows_stamp` on ``conn`` (see the module's docstring)."""
     earliest = (int(since) - int(max_period_s) - HOUR_S) // HOUR_S * HOUR_S  # whole hours: whole groups
+    end = -(-int(until) // HOUR_S) * HOUR_S
     return _stamp(conn, _ROWS_STAMP_SQL, (int(since), int(until), earliest, MAX_ID if max_id is None else int(max_id),
-                                          json.dumps(list(devices)), zone), -(-int(until) // HOUR_S) * HOUR_S)
+                                          json.dumps(list(devices)), zone), (earliest, end), end)
 
 
 def spend_stamp(conn: sqlite3.Connection, *, first: int, end: int, devices: Sequence[str], max_period_s: int,
                 max_id: int, zone: str | None) -> RowsStamp:
     """:meth:`gateway.storage.queries.ReportQueries.spend_stamp` on ``conn`` (see the module's docstring)."""
-    return _stamp(conn, _SPEND_STAMP_SQL, (int(first), int(end), int(first) - int(max_period_s), int(max_id),
-                                           json.dumps(list(devices)), zone))
+    earliest = int(first) - int(max_period_s)
+    return _stamp(conn, _SPEND_STAMP_SQL, (int(first), int(end), earliest, int(max_id),
+                                           json.dumps(list(devices)), zone), (earliest, int(end)), None)
 
 
-def _stamp(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], *more: Any) -> RowsStamp:
-    # ?7 is the data version's counter, read in the same statement (the same snapshot) as the reports.
-    version, top, count, at = conn.execute(sql, params + (DATA_VERSION_COUNTER,) + more).fetchone()
+def _stamp(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], starts: tuple[int, int],
+           eighth: Any) -> RowsStamp:
+    # ?7 is the data version's counter and ?9 the retention removals' meta row, read in the same statement (the
+    # same snapshot) as the reports; ``starts``: the period starts [lo, hi) of every report the body may hold
+    # (a removal from a report outside them changes no row of it).
+    version, top, count, at, removals = conn.execute(
+        sql, params + (DATA_VERSION_COUNTER, eighth, retention_removals.META_KEY)).fetchone()
     return RowsStamp(data_version=int(version or 0), newest_id=int(top or 0), count=int(count or 0),
-                     newest_at=float(at) if at is not None else None)
+                     newest_at=float(at) if at is not None else None,
+                     removed_at=retention_removals.decode(removals).latest(*starts) if removals is not None else None)
 
 
 def privacy_spend(conn: sqlite3.Connection, *, start: int, end: int, devices: Sequence[str], fields: Sequence[str],

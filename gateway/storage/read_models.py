@@ -214,12 +214,15 @@ class RowsStamp:
         newest_id: the highest id of the reports the body holds (0: none).
         count: how many reports the body holds (their values' rows are in the range).
         newest_at: the ``received_at`` of the newest (None: none).
+        removed_at: when retention last removed values from a report the body may hold (unix seconds, the
+            store's wall clock; None: never recorded), :mod:`gateway.storage.retention_removals`.
     """
 
     data_version: int
     newest_id: int
     count: int
     newest_at: float | None
+    removed_at: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from typing import Callable
 
 from gateway.retention_clock import META_KEY as RETENTION_META_KEY
 from gateway.retention_clock import CLOCK_BACK_TOLERANCE_S, LargeRemovalHold
-from gateway.storage import field_retention, row_retention
+from gateway.storage import field_retention, retention_removals, row_retention
 from gateway.storage.queries import DATA_VERSION_COUNTER
 from gateway.storage.store_guard import GuardedStore
 from gateway.storage.store_rows import add_to_counter
@@ -32,6 +33,9 @@ class RetentionStore(GuardedStore):
     _retired: dict[str, int]
     _report_days: dict[str, int]
     _cleared: field_retention.Cleared
+    # What dates a removal of stored values (gateway.storage.retention_removals): the wall clock, which the
+    # open-data answers' Date is read from too (their Last-Modified is never later than it).
+    removal_clock: Callable[[], float] = time.time
 
     def last_received_at(self) -> float | None:
         """``received_at`` of the last stored report (the highest id: the last one inserted), or None when
@@ -332,12 +336,15 @@ class RetentionStore(GuardedStore):
                     if hi is None:
                         del values.todo[0]
                 if hi is not None:
-                    readings, changed = field_retention.remove_values(conn, values.fields, values.after, hi)
+                    days: set[int] = set()
+                    readings, changed = field_retention.remove_values(conn, values.fields, values.after, hi, days)
                     if changed:
                         # Stored values changed without a new report: readers that name their answers by the
-                        # newest report (the open-data CSV's ETag) also name them by this version. Same
-                        # transaction as the removal, so no reader sees one without the other.
+                        # newest report (the open-data CSV's ETag) also name them by this version, and date
+                        # them no earlier than this removal (its days). Same transaction as the removal, so
+                        # no reader sees one without the others.
                         add_to_counter(conn, DATA_VERSION_COUNTER, 1)
+                        retention_removals.record(conn, days, int(self.removal_clock()))
             if hi is None:
                 self._cleared.passed(values.fields, values.top)  # every value past its cut-off is gone
                 values.stage, values.after = "duplicates", 0
@@ -351,8 +358,11 @@ class RetentionStore(GuardedStore):
             with self._writing("retention (window duplicates' values)") as conn:
                 hi = field_retention.next_range(conn, "window_duplicates", values.after, values.duplicates_top,
                                                 field_retention.FIELD_BATCH)
-                if hi is not None and field_retention.remove_duplicate_values(conn, values.fields, values.after, hi):
+                dup_days: set[int] = set()
+                if hi is not None and field_retention.remove_duplicate_values(conn, values.fields, values.after, hi,
+                                                                              dup_days):
                     add_to_counter(conn, DATA_VERSION_COUNTER, 1)  # as for the reports' values
+                    retention_removals.record(conn, dup_days, int(self.removal_clock()))
             if hi is None:
                 values.stage = "rows"
                 self._log_values_removed(rows)

@@ -67,6 +67,15 @@ def csv_published_at(received_at: float) -> int:
     return csv_mark(received_at) + HOUR_S
 
 
+def csv_removal_mark(removed_at: float) -> int:
+    """What a CSV range retention removed values from at ``removed_at`` is dated no earlier than (its
+    ``Last-Modified``): the minute after the last CSV mark at or before it. Later than any date the range had
+    before the removal (a body served before it holds reports published at that mark at the latest), and no
+    finer than the marks: it says which hour the removal was in, not its minute. (A request in the minute of
+    the mark itself gets that minute, its ``Date``: the next request after it gets this.)"""
+    return csv_mark(removed_at) + 60
+
+
 # The store's ``meta`` key prefix of what each kind of public answer (``entities``, ``csv``) published last
 # (gateway.storage.meta_keys: ReportStore.save_meta writes only keys with it, the web's writer only those).
 PUBLISHED_KEY_PREFIX = PUBLISHED_META_PREFIX

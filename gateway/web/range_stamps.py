@@ -15,6 +15,7 @@ from collections import OrderedDict
 from typing import Any, Sequence
 
 from gateway.storage.queries import ReportQueries
+from gateway.web import publication
 from gateway.storage.read_models import RowsStamp as RowsStamp
 
 
@@ -36,6 +37,19 @@ def spend_stamp(queries: ReportQueries, *, first: int, end: int, devices: Sequen
     (:meth:`gateway.storage.queries.ReportQueries.spend_stamp`.)"""
     return queries.spend_stamp(first=first, end=end, devices=devices, max_period_s=max_period_s, max_id=max_id,
                                zone=zone)
+
+
+def published_at(stamp: RowsStamp) -> float | None:
+    """The ``Last-Modified`` of a CSV body ``stamp`` names (before rounding and the ``Date`` bound): the
+    publication mark of its newest report (:func:`gateway.web.publication.csv_published_at`), or the mark
+    after the last retention removal from its reports (:func:`gateway.web.publication.csv_removal_mark`)
+    when later, so a removal dates the range forward though its newest report may be older (None: neither)."""
+    dates = []
+    if stamp.newest_at is not None:
+        dates.append(publication.csv_published_at(stamp.newest_at))
+    if stamp.removed_at is not None:
+        dates.append(publication.csv_removal_mark(stamp.removed_at))
+    return float(max(dates)) if dates else None
 
 
 class StampCache:

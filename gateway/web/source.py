@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 from gateway.errors import RegistryError, StorageError
 from gateway.health import Problem
 from gateway.storage.queries import ReportQueries
-from gateway.web import publication, range_stamps
+from gateway.web import range_stamps
 from gateway.web.errors import BadParameter, Conflict, NotFound, Unavailable
 from gateway.web.published_marks import REPEATS, PublishedMarks
 from gateway.web.reads import StoreReads
@@ -355,9 +355,8 @@ class StoreFleetSource:
 
     @staticmethod
     def _published_stamp(stamp: range_stamps.RowsStamp) -> tuple[int, int, int, float | None]:
-        at = stamp.newest_at
-        return (stamp.data_version, stamp.newest_id, stamp.count,
-                float(publication.csv_published_at(at)) if at is not None else None)
+        # dated by its newest report's mark, or a later retention removal's (range_stamps.published_at)
+        return stamp.data_version, stamp.newest_id, stamp.count, range_stamps.published_at(stamp)
 
     async def repeats_bound(self, *, received_before: int) -> int:
         """The highest ``window_duplicates`` rowid of the repeat releases published at the CSV mark
