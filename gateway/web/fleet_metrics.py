@@ -4,10 +4,12 @@
 (ok, alarm, stale, never, revoked, retired) and ``civicedge_open_alarms{kind, code}`` the open alarms, with
 every kind of the policy (and, for alarms, every code its kind declares) pre-set to 0, so an alert
 sees a 0 before the first one. Labels are bounded: no device ids (a fleet of 1,000 devices).
-``civicedge_devices_dated_ahead{kind}`` counts devices whose last stored report's period ends more than
-:data:`DATED_AHEAD_S` after the gateway's clock: a board whose clock runs ahead (set ahead by a gateway
-clock that was, docs/gateway.md "Boards set ahead by a wrong gateway clock"), whose values open data shows
-with future times.
+``civicedge_devices_dated_ahead{kind}`` counts devices dated more than :data:`DATED_AHEAD_S` after the
+gateway's clock (:func:`dated_ahead`): by their last stored report's period end (a board whose clock runs
+ahead, set ahead by a gateway clock that was, docs/gateway.md "Boards set ahead by a wrong gateway clock"), or
+by the end of a newest value they show (``latest_at``: the NGSI-LD ``observedAt`` open data publishes), which
+stays in the future after the board reports right again (one report dated years ahead is its newest value
+for years: the audit found it not counted when counted by the last report alone).
 
 The counts come from the incrementally refreshed fleet snapshot (:mod:`gateway.web.snapshot`), so a
 scrape reads only what was stored since the previous read. The snapshot's first load reads the
@@ -37,6 +39,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from gateway.log_limit import LogLimiter, more_since
 from gateway.web.context import WebContext
 from gateway.web.read_api import device_status
+from gateway.web.views import DeviceView
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +82,10 @@ def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s:
     alarms = Gauge("civicedge_open_alarms", "Open alarms (raised in the last 24 h and not cleared) by kind and "
                    "code, of devices neither retired nor revoked (their frames are refused: nothing could clear "
                    "them); absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)
-    ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose last stored report's period ends more than %d s after "
-                  "the gateway's clock (the board's clock runs ahead; open data shows it with a future time), by "
-                  "kind; absent when civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
+    ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose last stored report's period, or a newest value's "
+                  "period (latest_at, the observedAt open data shows), ends more than %d s after the gateway's clock "
+                  "(a board clock running ahead, now or when it dated that value), by kind; absent when "
+                  "civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
     up.set(0 if counts is None else 1)
     if counts is not None:
         age.set(round(age_s, 3))
@@ -145,8 +149,16 @@ async def fleet_counts(ctx: WebContext) -> Counts:
         if not (dev.retired or dev.revoked):
             for alarm in dev.alarms:
                 by_code[(dev.kind, alarm.code)] += 1
-        # by its last stored report, not its newest values: a board fixed since (power-cycled) reports
-        # right again at once, while its future-dated values stay the newest until their time comes
-        if dev.last_end is not None and dev.last_end > now + DATED_AHEAD_S:
+        if dated_ahead(dev, now):
             by_ahead[dev.kind] += 1
     return by_status, by_code, by_ahead
+
+
+def dated_ahead(dev: DeviceView, now: float) -> bool:
+    """Whether ``dev`` is dated more than :data:`DATED_AHEAD_S` after ``now`` (the gateway's clock): its last
+    stored report's period ends then (its board's clock runs ahead now), or a newest value it shows does (its
+    ``latest_at``, which the open data publishes as ``observedAt``). The second stays true after the board is
+    put right (a power cycle: it reports right at once) until that time comes or the value is replaced by a
+    later one: the future time is what open data shows, whichever clock made it."""
+    ends = [end for end in (dev.last_end, *dev.latest_at.values()) if end is not None]
+    return bool(ends) and max(ends) > now + DATED_AHEAD_S
