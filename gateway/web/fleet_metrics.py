@@ -4,12 +4,13 @@
 (ok, alarm, stale, never, revoked, retired) and ``civicedge_open_alarms{kind, code}`` the open alarms, with
 every kind of the policy (and, for alarms, every code its kind declares) pre-set to 0, so an alert
 sees a 0 before the first one. Labels are bounded: no device ids (a fleet of 1,000 devices).
-``civicedge_devices_dated_ahead{kind}`` counts devices dated more than :data:`DATED_AHEAD_S` after the
-gateway's clock (:func:`dated_ahead`): by their last stored report's period end (a board whose clock runs
-ahead, set ahead by a gateway clock that was, docs/gateway.md "Boards set ahead by a wrong gateway clock"), or
-by the end of a newest value they show (``latest_at``: the NGSI-LD ``observedAt`` open data publishes), which
-stays in the future after the board reports right again (one report dated years ahead is its newest value
-for years: the audit found it not counted when counted by the last report alone).
+``civicedge_devices_dated_ahead{kind}`` counts devices whose last stored report's period ends more than
+:data:`DATED_AHEAD_S` after the gateway's clock: a board whose clock runs ahead now (set ahead by a gateway
+clock that was, docs/gateway.md "Boards set ahead by a wrong gateway clock"); it falls back once the board is
+put right, so its alert can clear. ``civicedge_devices_values_ahead{kind}`` counts devices showing a newest
+value (``latest_at``, the NGSI-LD ``observedAt`` open data publishes) whose period ends that far ahead: such a
+value stays the newest after the board reports right again, until its time comes (one report dated years
+ahead is shown for years; the audit found nothing counting it), so it is a gauge to look at, not an alert.
 
 The counts come from the incrementally refreshed fleet snapshot (:mod:`gateway.web.snapshot`), so a
 scrape reads only what was stored since the previous read. The snapshot's first load reads the
@@ -53,7 +54,7 @@ FAILURE_LOG_EVERY_S = 600.0
 _failure_log = LogLimiter(FAILURE_LOG_EVERY_S, time.monotonic)
 
 # (devices by (kind, status), open alarms by (kind, code), devices dated ahead by kind)
-Counts = Tuple[Tally[Tuple[str, str]], Tally[Tuple[str, str]], Tally[str]]
+Counts = Tuple[Tally[Tuple[str, str]], Tally[Tuple[str, str]], Tally[str], Tally[str]]
 # The last counts read per fleet source (one per app), and when (time.monotonic()).
 _last: "weakref.WeakKeyDictionary[Any, tuple[Counts, float]]" = weakref.WeakKeyDictionary()
 
@@ -82,19 +83,23 @@ def fleet_exposition(counts: Counts | None, policy: Mapping[str, Any], *, age_s:
     alarms = Gauge("civicedge_open_alarms", "Open alarms (raised in the last 24 h and not cleared) by kind and "
                    "code, of devices neither retired nor revoked (their frames are refused: nothing could clear "
                    "them); absent when civicedge_fleet_view_up is 0", ["kind", "code"], registry=registry)
-    ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose last stored report's period, or a newest value's "
-                  "period (latest_at, the observedAt open data shows), ends more than %d s after the gateway's clock "
-                  "(a board clock running ahead, now or when it dated that value), by kind; absent when "
-                  "civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
+    ahead = Gauge("civicedge_devices_dated_ahead", "Devices whose last stored report's period ends more than %d s after "
+                  "the gateway's clock (the board's clock runs ahead; open data shows it with a future time), by "
+                  "kind; absent when civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
+    values_ahead = Gauge("civicedge_devices_values_ahead", "Devices showing a newest value (latest_at, the observedAt "
+                         "open data shows) whose period ends more than %d s after the gateway's clock, also when "
+                         "their board reports right again (until that time comes), by kind; absent when "
+                         "civicedge_fleet_view_up is 0" % DATED_AHEAD_S, ["kind"], registry=registry)
     up.set(0 if counts is None else 1)
     if counts is not None:
         age.set(round(age_s, 3))
-        by_status, by_code, by_ahead = counts
+        by_status, by_code, by_ahead, by_values_ahead = counts
         codes = alarm_codes(policy)
         for kind in sorted(set(codes) | {k for k, _ in by_status}):
             for status in STATUSES:
                 devices.labels(kind, status).set(by_status.get((kind, status), 0))
             ahead.labels(kind).set(by_ahead.get(kind, 0))
+            values_ahead.labels(kind).set(by_values_ahead.get(kind, 0))
         for kind, code in sorted({(k, c) for k, cs in codes.items() for c in cs} | set(by_code)):
             alarms.labels(kind, code).set(by_code.get((kind, code), 0))
     else:
@@ -129,7 +134,8 @@ def _log_failure(why: str, outcome: str) -> None:
 
 
 async def fleet_counts(ctx: WebContext) -> Counts:
-    """(devices by (kind, status), open alarms by (kind, code), devices dated ahead by kind) as of now.
+    """(devices by (kind, status), open alarms by (kind, code), devices dated ahead and devices showing values
+    dated ahead, by kind) as of now.
     The alarms of retired and revoked devices are not counted (no report of theirs is stored to clear them).
 
     Raises:
@@ -142,6 +148,7 @@ async def fleet_counts(ctx: WebContext) -> Counts:
     by_status: Tally[tuple[str, str]] = Tally()
     by_code: Tally[tuple[str, str]] = Tally()
     by_ahead: Tally[str] = Tally()
+    by_values_ahead: Tally[str] = Tally()
     for dev in fleet:
         by_status[(dev.kind, device_status(dev, now=now, policy=ctx.policy))] += 1
         # Not a retired or revoked device's: its frames are refused, so no report can clear its alarm, and
@@ -149,16 +156,17 @@ async def fleet_counts(ctx: WebContext) -> Counts:
         if not (dev.retired or dev.revoked):
             for alarm in dev.alarms:
                 by_code[(dev.kind, alarm.code)] += 1
-        if dated_ahead(dev, now):
+        # by its last stored report, not its newest values: a board fixed since (power-cycled) reports
+        # right again at once, while its future-dated values stay the newest until their time comes
+        if dev.last_end is not None and dev.last_end > now + DATED_AHEAD_S:
             by_ahead[dev.kind] += 1
-    return by_status, by_code, by_ahead
+        if values_ahead(dev, now):
+            by_values_ahead[dev.kind] += 1
+    return by_status, by_code, by_ahead, by_values_ahead
 
 
-def dated_ahead(dev: DeviceView, now: float) -> bool:
-    """Whether ``dev`` is dated more than :data:`DATED_AHEAD_S` after ``now`` (the gateway's clock): its last
-    stored report's period ends then (its board's clock runs ahead now), or a newest value it shows does (its
-    ``latest_at``, which the open data publishes as ``observedAt``). The second stays true after the board is
-    put right (a power cycle: it reports right at once) until that time comes or the value is replaced by a
-    later one: the future time is what open data shows, whichever clock made it."""
-    ends = [end for end in (dev.last_end, *dev.latest_at.values()) if end is not None]
-    return bool(ends) and max(ends) > now + DATED_AHEAD_S
+def values_ahead(dev: DeviceView, now: float) -> bool:
+    """Whether a newest value ``dev`` shows (its ``latest_at``, which open data publishes as ``observedAt``) ends
+    more than :data:`DATED_AHEAD_S` after ``now`` (the gateway's clock), whichever clock dated it: it stays so
+    after the board is put right, until that time comes or a later value replaces it."""
+    return any(end > now + DATED_AHEAD_S for end in dev.latest_at.values())

@@ -180,6 +180,7 @@ def _document(policy: Mapping[str, Any]) -> dict[str, Any]:
         "/metrics": {"get": {"summary": "Prometheus metrics: ingest, store, links, outbox, retention, process, and"
                                         " the fleet at scrape time (civicedge_devices{kind,status},"
                                         " civicedge_open_alarms{kind,code}, civicedge_devices_dated_ahead{kind},"
+                                        " civicedge_devices_values_ahead{kind},"
                                         " with civicedge_fleet_view_up and"
                                         " civicedge_fleet_view_age_seconds; docs/gateway.md, Metrics)",
                              "tags": ["operations"],

@@ -168,11 +168,11 @@ async def test_devices_whose_values_are_dated_after_the_gateways_clock_are_count
     assert want and ahead == {kind: float(want.get(kind, 0)) for kind in policy["kinds"]}
 
 
-async def test_a_board_put_right_is_counted_while_its_future_values_stay_newest(fleet: Fleet) -> None:
-    """After a power cycle the board reports right at once (its last stored report is right), while the values
-    it dated in the future stay its newest (by period) until their time comes: open data shows them with that
-    time (observedAt), so it is still counted (before the audit fix: 0, as counted by the last report alone;
-    tests/web/test_web_dated_years_ahead.py), until the gateway's clock reaches them."""
+async def test_a_board_put_right_is_no_longer_counted_though_its_future_values_stay_newest(fleet: Fleet) -> None:
+    """Counted by the device's last stored report: after a power cycle the board reports right at once, so
+    civicedge_devices_dated_ahead (and its alert) falls back, while the values it dated in the future stay its
+    newest (by period) until their time comes: civicedge_devices_values_ahead counts those (what open data
+    shows as observedAt), until the gateway's clock reaches them."""
     ahead_w = NOW + 200 * 86400 - (NOW + 200 * 86400) % 900
     await fleet.report("sl-01", {"t": "win", "k": "streetlight", "w": ahead_w, "l": 900,
                                  "m": {"lux": 20, "lvl": 50, "lamp": 0}})
@@ -186,10 +186,11 @@ async def test_a_board_put_right_is_counted_while_its_future_values_stay_newest(
                                  "m": {"lux": 20, "lvl": 50, "lamp": 0}})
     families, devices, _ = await _scrape_and_devices(fleet, NOW)
     ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
-    assert ahead["streetlight"] == 1.0
+    shown = {labels["kind"]: value for labels, value in families["civicedge_devices_values_ahead"]}
+    assert ahead["streetlight"] == 0.0 and shown["streetlight"] == 1.0
     [sl01] = [d for d in devices if d["id"] == "sl-01"]
     assert sl01["latest_at"]["lux"] == ahead_w + 900  # the future value is still the newest by period
     assert sl01["last_end"] == right_w + 900 and sl01["last_end"] <= sl01["last_seen"] + 900  # put right
     families, _, _ = await _scrape_and_devices(fleet, ahead_w + 900)  # its time has come
-    ahead = {labels["kind"]: value for labels, value in families["civicedge_devices_dated_ahead"]}
-    assert ahead["streetlight"] == 0.0
+    shown = {labels["kind"]: value for labels, value in families["civicedge_devices_values_ahead"]}
+    assert shown["streetlight"] == 0.0
