@@ -150,6 +150,8 @@ class Gateway:
         # One time source for everything the gateway stamps or asks about "now": ingest, the web's
         # "last 24 h" views and open alarms, today's collection plan, retention.
         self.clock = clock
+        # when retention removed values dates open data's Last-Modified, as the publication marks: by this clock
+        self.store.removal_clock = clock
         # Retention removes for good: it checks the clock against the data and (real clock only) against
         # the time elapsed before each pass (gateway/retention_clock.py).
         confirm = confirm_command_for(config.source)

@@ -34,7 +34,8 @@ class RetentionStore(GuardedStore):
     _report_days: dict[str, int]
     _cleared: field_retention.Cleared
     # What dates a removal of stored values (gateway.storage.retention_removals): the wall clock, which the
-    # open-data answers' Date is read from too (their Last-Modified is never later than it).
+    # open-data answers' Date is read from too (their Last-Modified is never later than it); the gateway sets
+    # its own clock (virtual under [sim_clock], as the publication marks a removal is dated against).
     removal_clock: Callable[[], float] = time.time
 
     def last_received_at(self) -> float | None:

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 from conftest import make_env
-from helpers import until
+from helpers import until, write_clock
 
 from gateway.config import load_config
 from gateway.resources import load_policy
 from gateway.retention_clock import HOLD_MIN_VALUES, LargeRemovalHold
 from gateway.service import Gateway
 from gateway.errors import StorageError
-from gateway.storage import ReportRecord, ReportStore, field_retention
+from gateway.storage import ReportRecord, ReportStore, field_retention, retention_removals
 from gateway.web.retention import RetentionSettings
 
 pytestmark = pytest.mark.timeout(120)
@@ -296,3 +296,24 @@ def test_a_device_without_a_saved_floor_has_its_old_rows_removed(tmp_path: Path)
     assert store.ack_floors() == {"d1": 3, "zz": 1}
     assert store.has("d1", 3) and not store.has("d1", 4) and not store.has("d2", 1)
     store.close()
+
+
+async def test_under_a_simulated_clock_a_removal_is_dated_by_it(tmp_path: Path) -> None:
+    """Open data dates a range's removal against its publication marks, which follow the gateway's clock: under
+    [sim_clock] (the demo, days from the wall clock) the removal is dated by that clock, not by the host's."""
+    virtual = time.time() - 30 * DAY  # the simulation runs a month behind the wall clock
+    write_clock(tmp_path / "sim-clock.json", virtual)
+    cfg = make_env(tmp_path, extra='[retention]\ninterval_s = 3600\n[sim_clock]\nfollow_file = "sim-clock.json"\n')
+    t = int(virtual) - int(virtual) % 900
+    gw = Gateway(load_config(cfg))
+    gw.store.insert_batch([rec("b1", s, t - 100 * DAY + 900 * s, received=virtual - 60) for s in range(1, 41)])
+    gw.store.save_meta("retention_clock", json.dumps({"hold": None, "ran_at": None, "days": {
+        "%s.%s" % k: (30 if k == ("bin", "temp") else d) for k, d in sorted(gw.retention().items())}}))
+    await gw.start()
+    try:
+        await until(lambda: temps(gw.config.storage.path) == 0, "the pass removed nothing")
+    finally:
+        await gw.stop()
+    [(value,)] = read(gw.config.storage.path, "SELECT value FROM meta WHERE key = '%s'" % retention_removals.META_KEY)
+    dated = retention_removals.decode(value).latest(t - 101 * DAY, t)
+    assert dated is not None and virtual - 60 <= dated <= virtual + 120, (dated, virtual)
